@@ -1,0 +1,25 @@
+/* Subcommands of the alignd binary. Each returns the process exit status:
+ * 0 on success, 1 on a runtime failure (message on stderr), 2 on bad usage. */
+#ifndef CLI_H
+#define CLI_H
+
+int cli_init_model(int argc, char **argv);
+int cli_logprobs(int argc, char **argv);
+int cli_generate(int argc, char **argv);
+int cli_train_demo(int argc, char **argv);
+
+/* Flag parsing shared by the subcommands: --name VALUE pairs. */
+typedef struct cli_flag {
+    const char *name;      /* "--layers" */
+    const char *value;     /* set by cli_parse, NULL when absent */
+    int is_switch;         /* takes no value; value becomes "1" */
+} cli_flag;
+/* Returns 0, or 2 after printing the offending argument to stderr. */
+int cli_parse(int argc, char **argv, cli_flag *flags, int n);
+/* Strict number parsing; on failure print "<flag>: <why>" and return 2. */
+int cli_int(const cli_flag *f, long lo, long hi, long *out);
+int cli_float(const cli_flag *f, double lo, double hi, double *out);
+/* Parses "1,2,3" into a malloc'd array; 2 on a malformed list. */
+int cli_ids(const char *flag, const char *s, int **ids, int *n);
+
+#endif

@@ -1,0 +1,260 @@
+/* Model subcommands: init-model, logprobs, generate. Output is one JSON
+ * object on stdout; errors are one line on stderr. */
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+#include "compute/pool.h"
+#include "model/model.h"
+
+/* Starts the shared compute pool: $ALIGND_THREADS or every core. */
+static void pool_start(void) {
+    const char *e = getenv("ALIGND_THREADS");
+    int n = e ? atoi(e) : 0;
+    al_pool_init(n > 0 && n <= 256 ? n : 0);
+}
+
+static int print_json(json_t *j) {
+    char *s = json_dumps(j, JSON_COMPACT);
+    json_decref(j);
+    if (!s) return 1;
+    puts(s);
+    free(s);
+    return 0;
+}
+
+int cli_init_model(int argc, char **argv) {
+    cli_flag f[] = {{"--arch", 0, 0},  {"--layers", 0, 0},       {"--hidden", 0, 0},
+                    {"--heads", 0, 0}, {"--kv-heads", 0, 0},     {"--intermediate", 0, 0},
+                    {"--vocab", 0, 0}, {"--context", 0, 0},      {"--seed", 0, 0},
+                    {"--out", 0, 0},   {"--score-head", 0, 1}};
+    enum { ARCH, LAYERS, HIDDEN, HEADS, KV, INTER, VOCAB, CTX, SEED, OUT, SCORE, NF };
+    if (cli_parse(argc, argv, f, NF)) return 2;
+    if (!f[OUT].value) {
+        fprintf(stderr, "alignd: init-model: --out DIR is required\n");
+        return 2;
+    }
+    const char *arch = f[ARCH].value ? f[ARCH].value : "gpt2";
+    al_model_config cfg;
+    if (!strcmp(arch, "gpt2")) al_config_default(&cfg, AL_ARCH_GPT2);
+    else if (!strcmp(arch, "llama")) al_config_default(&cfg, AL_ARCH_LLAMA);
+    else {
+        fprintf(stderr, "alignd: --arch: '%s' is not gpt2 or llama\n", arch);
+        return 2;
+    }
+    /* The built-in tiny model: byte vocabulary (256 bytes + 4 specials:
+     * 256 <|endoftext|> = BOS = EOS, 257 <|pad|>, 258 <|im_start|>, 259 <|im_end|>). */
+    long layers = 4, hidden = 128, heads = 4, kv = -1, inter = -1, vocab = 260, ctx = 256, seed = 0;
+    if ((f[LAYERS].value && cli_int(&f[LAYERS], 1, 256, &layers)) ||
+        (f[HIDDEN].value && cli_int(&f[HIDDEN], 1, 65536, &hidden)) ||
+        (f[HEADS].value && cli_int(&f[HEADS], 1, 1024, &heads)) ||
+        (f[KV].value && cli_int(&f[KV], 1, 1024, &kv)) ||
+        (f[INTER].value && cli_int(&f[INTER], 1, 1 << 20, &inter)) ||
+        (f[VOCAB].value && cli_int(&f[VOCAB], 1, 1 << 24, &vocab)) ||
+        (f[CTX].value && cli_int(&f[CTX], 1, 1 << 20, &ctx)) ||
+        (f[SEED].value && cli_int(&f[SEED], 0, 0x7fffffffffffffffL, &seed)))
+        return 2;
+    if (hidden % heads) {
+        fprintf(stderr, "alignd: --hidden (%ld) must be a multiple of --heads (%ld)\n", hidden, heads);
+        return 2;
+    }
+    cfg.n_layers = (int)layers;
+    cfg.C = (int)hidden;
+    cfg.NH = (int)heads;
+    cfg.HD = (int)(hidden / heads);
+    cfg.NKV = kv > 0 ? (int)kv : (int)heads;
+    if (inter > 0) cfg.FF = (int)inter;
+    else if (cfg.arch == AL_ARCH_GPT2) cfg.FF = 4 * (int)hidden;
+    else cfg.FF = (((int)hidden * 8 / 3) + 7) / 8 * 8; /* SwiGLU's 2/3 of 4C, rounded to 8 */
+    cfg.V = (int)vocab;
+    cfg.max_T = (int)ctx;
+    if (vocab >= 260) {
+        cfg.bos_id = 256;
+        cfg.eos_id = 256;
+        cfg.pad_id = 257;
+    }
+    if (f[SCORE].value) {
+        cfg.has_score = 1;
+        cfg.num_labels = 1;
+    }
+    char err[AL_ERRLEN] = "";
+    if (al_config_validate(&cfg, err)) {
+        fprintf(stderr, "alignd: init-model: %s\n", err);
+        return 2;
+    }
+    pool_start();
+    al_model *m = al_model_new(&cfg, NULL, err);
+    if (!m) {
+        fprintf(stderr, "alignd: init-model: %s\n", err);
+        return 1;
+    }
+    al_model_init(m, (uint64_t)seed);
+    int rc = al_model_save(m, f[OUT].value, err);
+    size_t n = al_model_num_params(m, 0);
+    al_model_free(m);
+    if (rc) {
+        fprintf(stderr, "alignd: init-model: %s\n", err);
+        return 1;
+    }
+    json_t *j = json_pack("{s:s, s:s, s:I}", "out", f[OUT].value, "arch", arch, "parameters",
+                          (json_int_t)n);
+    return print_json(j);
+}
+
+static al_model *open_model(const char *dir) {
+    char err[AL_ERRLEN] = "";
+    al_model *m = NULL;
+    if (al_model_open(&m, dir, NULL, err) != AL_OK) {
+        fprintf(stderr, "alignd: %s\n", err[0] ? err : "cannot open model");
+        return NULL;
+    }
+    al_model_freeze_base(m); /* inference only: no gradient memory */
+    return m;
+}
+
+int cli_logprobs(int argc, char **argv) {
+    cli_flag f[] = {{"--model", 0, 0}, {"--ids", 0, 0}, {"--prompt-len", 0, 0}};
+    if (cli_parse(argc, argv, f, 3)) return 2;
+    if (!f[0].value || !f[1].value) {
+        fprintf(stderr, "alignd: logprobs: --model DIR and --ids 1,2,3 are required\n");
+        return 2;
+    }
+    int *ids, n, rc;
+    if ((rc = cli_ids("--ids", f[1].value, &ids, &n))) return rc;
+    long k = 1;
+    if (f[2].value && cli_int(&f[2], 1, n > 1 ? n - 1 : 1, &k)) {
+        free(ids);
+        return 2;
+    }
+    if (n < 2) {
+        fprintf(stderr, "alignd: logprobs: --ids needs at least 2 tokens\n");
+        free(ids);
+        return 2;
+    }
+    pool_start();
+    al_model *m = open_model(f[0].value);
+    if (!m) {
+        free(ids);
+        return 1;
+    }
+    const al_model_config *cfg = al_model_config_of(m);
+    char err[AL_ERRLEN] = "";
+    int32_t *tok = calloc((size_t)n, sizeof *tok), *tgt = calloc((size_t)n, sizeof *tgt);
+    float *lp = calloc((size_t)n, sizeof *lp);
+    rc = 1;
+    if (!tok || !tgt || !lp) goto out;
+    for (int i = 0; i < n; i++) {
+        if (ids[i] >= cfg->V) {
+            fprintf(stderr, "alignd: --ids: token %d is outside the vocabulary (%d)\n", ids[i], cfg->V);
+            rc = 2;
+            goto out;
+        }
+        tok[i] = ids[i];
+    }
+    if (n > cfg->max_T) {
+        fprintf(stderr, "alignd: --ids: %d tokens exceed the context (%d)\n", n, cfg->max_T);
+        rc = 2;
+        goto out;
+    }
+    /* position t scores token t+1; we report tokens k..n-1 */
+    for (int t = 0; t < n; t++) tgt[t] = (t + 1 < n && t + 1 >= k) ? tok[t + 1] : -1;
+    if (al_model_reserve(m, 1, n, 0, err)) {
+        fprintf(stderr, "alignd: %s\n", err);
+        goto out;
+    }
+    al_tokens in = {.B = 1, .T = n, .ids = tok, .targets = tgt};
+    al_fwd fo = {.logp = lp};
+    if ((rc = al_model_forward(m, &in, &fo))) {
+        fprintf(stderr, "alignd: forward failed: %s\n", al_strerror(rc));
+        rc = 1;
+        goto out;
+    }
+    json_t *jt = json_array(), *jl = json_array();
+    for (int t = (int)k; t < n; t++) {
+        json_array_append_new(jt, json_integer(tok[t]));
+        json_array_append_new(jl, json_real(lp[t - 1]));
+    }
+    rc = print_json(json_pack("{s:o, s:o}", "tokens", jt, "logprobs", jl));
+out:
+    free(tok);
+    free(tgt);
+    free(lp);
+    free(ids);
+    al_model_free(m);
+    return rc;
+}
+
+int cli_generate(int argc, char **argv) {
+    cli_flag f[] = {{"--model", 0, 0},       {"--ids", 0, 0},   {"--max-new-tokens", 0, 0},
+                    {"--temperature", 0, 0}, {"--top-k", 0, 0}, {"--top-p", 0, 0},
+                    {"--seed", 0, 0},        {"--stop", 0, 0}};
+    enum { MODEL, IDS, MAXNEW, TEMP, TOPK, TOPP, SEED, STOP, NF };
+    if (cli_parse(argc, argv, f, NF)) return 2;
+    if (!f[MODEL].value || !f[IDS].value) {
+        fprintf(stderr, "alignd: generate: --model DIR and --ids 1,2,3 are required\n");
+        return 2;
+    }
+    long max_new = 32, top_k = 0, seed = 0;
+    double temp = 0.0, top_p = 1.0;
+    if ((f[MAXNEW].value && cli_int(&f[MAXNEW], 0, 1 << 20, &max_new)) ||
+        (f[TEMP].value && cli_float(&f[TEMP], 0, 100, &temp)) ||
+        (f[TOPK].value && cli_int(&f[TOPK], 0, 1 << 24, &top_k)) ||
+        (f[TOPP].value && cli_float(&f[TOPP], 0, 1, &top_p)) ||
+        (f[SEED].value && cli_int(&f[SEED], 0, 0x7fffffffffffffffL, &seed)))
+        return 2;
+    int *ids, n, rc, *stop = NULL, n_stop = 0;
+    if ((rc = cli_ids("--ids", f[IDS].value, &ids, &n))) return rc;
+    if (f[STOP].value && (rc = cli_ids("--stop", f[STOP].value, &stop, &n_stop))) {
+        free(ids);
+        return rc;
+    }
+    pool_start();
+    al_model *m = open_model(f[MODEL].value);
+    if (!m) {
+        free(ids);
+        free(stop);
+        return 1;
+    }
+    const al_model_config *cfg = al_model_config_of(m);
+    int32_t *prompt = calloc((size_t)n, sizeof *prompt);
+    int32_t *out_ids = calloc((size_t)max_new + 1, sizeof *out_ids);
+    float *out_lp = calloc((size_t)max_new + 1, sizeof *out_lp);
+    int32_t *stops = calloc((size_t)n_stop + 1, sizeof *stops);
+    rc = 1;
+    if (!prompt || !out_ids || !out_lp || !stops) goto out;
+    for (int i = 0; i < n; i++) prompt[i] = ids[i];
+    for (int i = 0; i < n_stop; i++) stops[i] = stop[i];
+    if (!n_stop && cfg->eos_id >= 0) stops[n_stop++] = cfg->eos_id;
+    al_gen_cfg g = {.max_new = (int)max_new, .temperature = (float)temp, .top_k = (int)top_k,
+                    .top_p = (float)top_p, .stop = stops, .n_stop = n_stop};
+    al_rng rng;
+    al_rng_seed(&rng, (uint64_t)seed);
+    char err[AL_ERRLEN] = "";
+    int len = 0;
+    const int32_t *pp = prompt;
+    if (al_generate(m, &pp, &n, 1, &g, &rng, out_ids, out_lp, &len, err)) {
+        fprintf(stderr, "alignd: generate: %s\n", err);
+        rc = 2;
+        goto out;
+    }
+    json_t *ji = json_array(), *jl = json_array();
+    int stopped = 0;
+    for (int i = 0; i < len; i++) {
+        json_array_append_new(ji, json_integer(out_ids[i]));
+        json_array_append_new(jl, json_real(out_lp[i]));
+        for (int s = 0; s < n_stop; s++) stopped |= out_ids[i] == stops[s];
+    }
+    rc = print_json(json_pack("{s:o, s:o, s:s}", "ids", ji, "logprobs", jl, "finish_reason",
+                              stopped ? "stop" : "length"));
+out:
+    free(prompt);
+    free(out_ids);
+    free(out_lp);
+    free(stops);
+    free(ids);
+    free(stop);
+    al_model_free(m);
+    return rc;
+}

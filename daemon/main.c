@@ -1,0 +1,39 @@
+/* alignd: entry point and subcommand dispatch. */
+#include <stdio.h>
+#include <string.h>
+
+#include "cli.h"
+
+static void usage(FILE *f) {
+    fputs("usage: alignd <command> [options]\n"
+          "\n"
+          "commands:\n"
+          "  init-model  --arch gpt2|llama [--layers N --hidden N --heads N --kv-heads N\n"
+          "              --intermediate N --vocab N --context N --seed S] --out DIR\n"
+          "  logprobs    --model DIR --ids 1,2,3,... [--prompt-len K]\n"
+          "  generate    --model DIR --ids 1,2,3 [--max-new-tokens N] [--temperature T]\n"
+          "              [--top-k K] [--top-p P] [--seed S]\n"
+          "  train-demo  --model DIR [--steps N] [--seed S]   (train a tiny model on addition)\n"
+          "\n"
+          "environment: ALIGND_THREADS sets the compute pool size (default: all cores)\n",
+          f);
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2) {
+        usage(stderr);
+        return 2;
+    }
+    const char *cmd = argv[1];
+    if (!strcmp(cmd, "-h") || !strcmp(cmd, "--help") || !strcmp(cmd, "help")) {
+        usage(stdout);
+        return 0;
+    }
+    if (!strcmp(cmd, "init-model")) return cli_init_model(argc - 2, argv + 2);
+    if (!strcmp(cmd, "logprobs")) return cli_logprobs(argc - 2, argv + 2);
+    if (!strcmp(cmd, "generate")) return cli_generate(argc - 2, argv + 2);
+    if (!strcmp(cmd, "train-demo")) return cli_train_demo(argc - 2, argv + 2);
+    fprintf(stderr, "alignd: unknown command '%s'\n", cmd);
+    usage(stderr);
+    return 2;
+}

@@ -1,0 +1,133 @@
+/* Core utilities: error names, logging hook, RNG, aligned allocation. */
+#include "al.h"
+
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+const char *al_strerror(int rc) {
+    switch (rc) {
+    case AL_OK: return "ok";
+    case AL_ENOMEM: return "out of memory";
+    case AL_EIO: return "I/O error";
+    case AL_EINVAL: return "invalid argument";
+    case AL_ENOSPC: return "no space left on device";
+    case AL_ENOENT: return "not found";
+    case AL_ECANCELED: return "cancelled";
+    case AL_EFORMAT: return "malformed input";
+    case AL_ESHAPE: return "shape mismatch";
+    case AL_ENAN: return "non-finite value";
+    case AL_EUNSUP: return "unsupported";
+    case AL_ERANGE: return "out of range";
+    default: return rc < 0 ? strerror(-rc) : "unknown";
+    }
+}
+
+int al_err(char err[AL_ERRLEN], int rc, const char *fmt, ...) {
+    if (err) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(err, AL_ERRLEN, fmt, ap);
+        va_end(ap);
+    }
+    return rc;
+}
+
+void al_assert_fail(const char *expr, const char *file, int line) {
+    fprintf(stderr, "alignd: assertion failed: %s (%s:%d)\n", expr, file, line);
+    abort();
+}
+
+static void log_stderr(void *ud, al_log_level lvl, const char *msg) {
+    (void)ud;
+    static const char *names[8] = {"", "", "", "error", "warn", "", "info", "debug"};
+    fprintf(stderr, "level=%s %s\n", names[lvl & 7], msg);
+}
+
+static al_log_fn g_log_fn = log_stderr;
+static void *g_log_ud;
+
+void al_log_set(al_log_fn fn, void *ud) {
+    g_log_fn = fn ? fn : log_stderr;
+    g_log_ud = ud;
+}
+
+void al_log(al_log_level lvl, const char *fmt, ...) {
+    char buf[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(buf, sizeof buf, fmt, ap);
+    va_end(ap);
+    g_log_fn(g_log_ud, lvl, buf);
+}
+
+static uint64_t splitmix64(uint64_t *x) {
+    uint64_t z = (*x += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+
+void al_rng_seed(al_rng *r, uint64_t seed) {
+    for (int i = 0; i < 4; i++) r->s[i] = splitmix64(&seed);
+}
+
+static inline uint64_t rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
+
+uint64_t al_rng_u64(al_rng *r) {
+    uint64_t *s = r->s;
+    uint64_t result = rotl(s[1] * 5, 7) * 9;
+    uint64_t t = s[1] << 17;
+    s[2] ^= s[0];
+    s[3] ^= s[1];
+    s[1] ^= s[2];
+    s[0] ^= s[3];
+    s[2] ^= t;
+    s[3] = rotl(s[3], 45);
+    return result;
+}
+
+float al_rng_uniform(al_rng *r) { return (float)(al_rng_u64(r) >> 40) * 0x1.0p-24f; }
+
+float al_rng_normal(al_rng *r) {
+    /* Box-Muller in double; u1 in (0, 1] so the log is finite. */
+    double u1 = ((double)(al_rng_u64(r) >> 11) + 1.0) * 0x1.0p-53;
+    double u2 = (double)(al_rng_u64(r) >> 11) * 0x1.0p-53;
+    return (float)(sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2));
+}
+
+uint32_t al_rng_below(al_rng *r, uint32_t n) {
+    AL_ASSERT(n > 0);
+    /* Lemire's multiply-shift with rejection: unbiased. */
+    uint64_t m = (uint64_t)(uint32_t)(al_rng_u64(r) >> 32) * n;
+    uint32_t l = (uint32_t)m;
+    if (l < n) {
+        uint32_t t = -n % n;
+        while (l < t) {
+            m = (uint64_t)(uint32_t)(al_rng_u64(r) >> 32) * n;
+            l = (uint32_t)m;
+        }
+    }
+    return (uint32_t)(m >> 32);
+}
+
+void *al_calloc(size_t n, size_t size) {
+    if (size && n > SIZE_MAX / size) return NULL;
+    size_t bytes = n * size;
+    bytes = (bytes + 63) & ~(size_t)63;
+    if (bytes == 0) bytes = 64;
+    void *p = aligned_alloc(64, bytes);
+    if (p) memset(p, 0, bytes);
+    return p;
+}
+
+void al_free(void *p) { free(p); }
+
+double al_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}

@@ -1,0 +1,71 @@
+/* alignd core: error codes, assertions, logging hook, RNG and aligned buffers.
+ *
+ * Every lib/ module includes this header. lib/ never prints directly: it logs
+ * through the callback installed with al_log_set (default: stderr), and it
+ * never calls exit(). Functions return AL_OK (0) or a negative code. */
+#ifndef AL_H
+#define AL_H
+
+#include <errno.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define AL_ERRLEN 256
+
+enum {
+    AL_OK = 0,
+    AL_ENOMEM = -ENOMEM,
+    AL_EIO = -EIO,
+    AL_EINVAL = -EINVAL,
+    AL_ENOSPC = -ENOSPC,
+    AL_ENOENT = -ENOENT,
+    AL_ECANCELED = -ECANCELED,
+    AL_EFORMAT = -1000, /* a file or body is not what it claims to be */
+    AL_ESHAPE = -1001,  /* a tensor has the wrong shape or dtype */
+    AL_ENAN = -1002,    /* a loss or gradient is not finite */
+    AL_EUNSUP = -1003,  /* well-formed, but a feature we do not implement */
+    AL_ERANGE = -1004,  /* a value outside its allowed range */
+};
+
+/* Name of a return code ("AL_EFORMAT", "ENOMEM", ...). Never NULL. */
+const char *al_strerror(int rc);
+
+/* Formats a one-line reason into err (may be NULL) and returns rc, so that
+ * error paths read `return al_err(err, AL_EFORMAT, "bad %s", name);`. */
+int al_err(char err[AL_ERRLEN], int rc, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* Always-on check for programmer errors (never for bad input). */
+#define AL_ASSERT(cond)                                                      \
+    do {                                                                     \
+        if (!(cond)) al_assert_fail(#cond, __FILE__, __LINE__);              \
+    } while (0)
+void al_assert_fail(const char *expr, const char *file, int line)
+    __attribute__((noreturn));
+
+/* Logging: lib reports through one process-wide callback. */
+typedef enum { AL_LOG_ERROR = 3, AL_LOG_WARN = 4, AL_LOG_INFO = 6, AL_LOG_DEBUG = 7 } al_log_level;
+typedef void (*al_log_fn)(void *ud, al_log_level lvl, const char *msg);
+void al_log_set(al_log_fn fn, void *ud);
+void al_log(al_log_level lvl, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* Deterministic RNG (xoshiro256**), seeded by splitmix64. Not thread-safe:
+ * each user owns one. The whole state is 4 words so it checkpoints exactly. */
+typedef struct al_rng { uint64_t s[4]; } al_rng;
+void al_rng_seed(al_rng *r, uint64_t seed);
+uint64_t al_rng_u64(al_rng *r);
+float al_rng_uniform(al_rng *r);            /* [0, 1) with 24 random bits */
+float al_rng_normal(al_rng *r);             /* standard normal, Box-Muller */
+uint32_t al_rng_below(al_rng *r, uint32_t n); /* uniform in [0, n), n > 0 */
+
+/* 64-byte aligned, zeroed allocation; al_free(NULL) is a no-op. */
+void *al_calloc(size_t n, size_t size);
+void al_free(void *p);
+
+/* Monotonic seconds, for throughput figures only (never for results). */
+double al_now(void);
+
+/* Wall-clock-free helpers */
+static inline size_t al_min_sz(size_t a, size_t b) { return a < b ? a : b; }
+
+#endif

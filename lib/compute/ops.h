@@ -1,0 +1,132 @@
+/* Numeric kernels of the compute core.
+ *
+ * Conventions (STYLE.md §5): outputs first, then inputs, then sizes. Rows are
+ * n = b*T + t. Weights use the nn.Linear layout (OC, C). Backward kernels
+ * ACCUMULATE into their outputs (the caller zeroes); a NULL gradient output
+ * is skipped (frozen parameter). Kernels never allocate, log or touch
+ * globals other than the compute pool (pool.h), which they may use to split
+ * work; results depend only on the inputs and the pool's thread count.
+ * Every optimised kernel has a plain `_ref` twin that tests compare against. */
+#ifndef AL_OPS_H
+#define AL_OPS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* Row-major C = alpha * op(A) @ op(B) + beta * C, with op(X) = X or X^T.
+ * M x K times K x N; lda/ldb/ldc are row strides. Split across the pool into
+ * panels, each a single-threaded cblas_sgemm; small products run inline. */
+void al_gemm(int transA, int transB, int M, int N, int K, float alpha,
+             const float *A, int lda, const float *B, int ldb, float beta,
+             float *C, int ldc);
+
+/* out = inp @ w^T + b.  inp (N, C), w (OC, C), b (OC) or NULL, out (N, OC). */
+void al_matmul_forward(float *out, const float *inp, const float *w,
+                       const float *b, int N, int C, int OC);
+void al_matmul_forward_ref(float *out, const float *inp, const float *w,
+                           const float *b, int N, int C, int OC);
+/* Accumulates: dinp += dout @ w, dw += dout^T @ inp, db += colsum(dout).
+ * Any of dinp, dw, db may be NULL. */
+void al_matmul_backward(float *dinp, float *dw, float *db, const float *dout,
+                        const float *inp, const float *w, int N, int C, int OC);
+void al_matmul_backward_ref(float *dinp, float *dw, float *db, const float *dout,
+                            const float *inp, const float *w, int N, int C, int OC);
+
+/* LayerNorm over the last dim (biased variance, as torch):
+ * out = (inp - mean) * rstd * w + b. Saves mean, rstd (N) for backward. */
+void al_layernorm_forward(float *out, float *mean, float *rstd, const float *inp,
+                          const float *w, const float *b, int N, int C, float eps);
+void al_layernorm_backward(float *dinp, float *dw, float *db, const float *dout,
+                           const float *inp, const float *w, const float *mean,
+                           const float *rstd, int N, int C);
+
+/* RMSNorm as Hugging Face's LlamaRMSNorm: rstd = 1/sqrt(mean(x^2) + eps),
+ * out = w * (x * rstd). Saves rstd (N). */
+void al_rmsnorm_forward(float *out, float *rstd, const float *inp, const float *w,
+                        int N, int C, float eps);
+void al_rmsnorm_backward(float *dinp, float *dw, const float *dout, const float *inp,
+                         const float *w, const float *rstd, int N, int C);
+
+/* gelu_new (tanh approximation, as GPT-2):
+ * 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))). n elements. */
+void al_gelu_forward(float *out, const float *inp, size_t n);
+void al_gelu_backward(float *dinp, const float *inp, const float *dout, size_t n);
+
+/* SwiGLU on a fused projection gu (N, 2*FF): columns [0, FF) are the gate
+ * (gate_proj), [FF, 2FF) the up projection. out (N, FF) = silu(gate) * up. */
+void al_swiglu_forward(float *out, const float *gu, int N, int FF);
+void al_swiglu_backward(float *dgu, const float *dout, const float *gu, int N, int FF);
+
+/* RoPE tables in Hugging Face's convention: inv_freq[i] = 1 / theta^(2i/HD)
+ * computed in float, angle = (float)pos * inv_freq[i], cos/sin (maxT, HD/2). */
+void al_rope_table(float *cos_t, float *sin_t, int maxT, int HD, float theta);
+/* In place on nh heads of HD inside rows of stride ld (x points at head 0):
+ * rotate-half convention, x1 = x[:HD/2], x2 = x[HD/2:]:
+ * out1 = x1*cos - x2*sin, out2 = x2*cos + x1*sin, at position pos[n]. */
+void al_rope_forward(float *x, int ld, const int32_t *pos, const float *cos_t,
+                     const float *sin_t, int N, int nh, int HD);
+/* Gradient through the rotation (the transpose rotation), in place on dx. */
+void al_rope_backward(float *dx, int ld, const int32_t *pos, const float *cos_t,
+                      const float *sin_t, int N, int nh, int HD);
+
+/* Causal self-attention with grouped-query heads and segment masking.
+ * q, k, v are (B*T, ld) row views: q holds NH heads of HD, k and v NKV heads
+ * (query head h reads kv head h / (NH/NKV)). Key j is visible to query i iff
+ * j <= i and seg[b*T+j] == seg[b*T+i]; seg NULL means all ones. Padding has
+ * seg 0 (it then attends only to padding, never real tokens to it), packing
+ * uses one seg value per example (block-diagonal causal mask).
+ * Scores are scaled by 1/sqrt(HD). att (B, NH, T, T) receives the softmax
+ * probabilities (0 where masked) and is needed by backward. out (B*T, NH*HD). */
+void al_attention_forward(float *out, float *att, const float *q, const float *k,
+                          const float *v, int ld, const int32_t *seg,
+                          int B, int T, int NH, int NKV, int HD);
+void al_attention_forward_ref(float *out, float *att, const float *q, const float *k,
+                              const float *v, int ld, const int32_t *seg,
+                              int B, int T, int NH, int NKV, int HD);
+/* Accumulates dq, dk, dv (same layout and stride ld as q, k, v). */
+void al_attention_backward(float *dq, float *dk, float *dv, const float *dout,
+                           const float *att, const float *q, const float *k,
+                           const float *v, int ld, const int32_t *seg,
+                           int B, int T, int NH, int NKV, int HD);
+
+/* out[n] = wte[ids[n]] + (wpe ? wpe[pos[n]] : 0). out (N, C). */
+void al_embed_forward(float *out, const int32_t *ids, const int32_t *pos,
+                      const float *wte, const float *wpe, int N, int C);
+/* Accumulates dwte[ids[n]] += dout[n], dwpe[pos[n]] += dout[n]; either NULL. */
+void al_embed_backward(float *dwte, float *dwpe, const float *dout, const int32_t *ids,
+                       const int32_t *pos, int N, int C);
+
+/* Language-model head and log-softmax, chunked so that (N, V) logits never
+ * exist at once. For each row n with target[n] >= 0:
+ *   z = (h[n] @ w^T) * inv_temp                           (V)
+ *   lse[n] = logsumexp(z); logp[n] = z[target[n]] - lse[n]
+ *   ent[n] = -sum_v p_v log p_v                           (p = softmax z)
+ * Rows with target[n] < 0 are skipped: logp = ent = lse = 0. ent may be NULL.
+ * h (N, C), w (V, C). scratch holds at least chunk*(C+V) floats; rows are
+ * gathered `chunk` at a time. */
+void al_lmhead_forward(float *logp, float *ent, float *lse, const float *h,
+                       const float *w, const int32_t *target, int N, int C, int V,
+                       float inv_temp, float *scratch, int chunk);
+/* Accumulates dh += dz @ w * inv_temp and dw += dz^T @ h * inv_temp for the
+ * rows with target >= 0, where over z:
+ *   dz_v = dlogp[n] * (1[v == target] - p_v) + dent[n] * (-p_v (log p_v + ent[n])).
+ * dent and ent may be NULL (no entropy term); dh or dw may be NULL.
+ * Recomputes the logits chunk by chunk from h and w (and the saved lse). */
+void al_lmhead_backward(float *dh, float *dw, const float *dlogp, const float *dent,
+                        const float *h, const float *w, const int32_t *target,
+                        const float *lse, const float *ent, int N, int C, int V,
+                        float inv_temp, float *scratch, int chunk);
+/* Plain reference: materialises logits row by row with loops, no BLAS. */
+void al_lmhead_forward_ref(float *logp, float *ent, float *lse, const float *h,
+                           const float *w, const int32_t *target, int N, int C, int V,
+                           float inv_temp);
+
+/* Elementwise helpers. */
+void al_add(float *out, const float *a, const float *b, size_t n);  /* out = a + b */
+void al_acc(float *y, const float *x, size_t n);                    /* y += x */
+void al_scale(float *y, float s, size_t n);                         /* y *= s */
+void al_zero(float *y, size_t n);
+/* Sum of squares in double (for gradient norms). */
+double al_sumsq(const float *x, size_t n);
+
+#endif

@@ -1,0 +1,35 @@
+/* The shared compute pool: one set of threads, sized to the cores, that all
+ * numeric work runs on. The caller of al_pool_run is thread 0 and works too.
+ *
+ * One owner for the cores: at start-up the pool makes OpenBLAS single-threaded
+ * (openblas_set_num_threads(1)); large matrix products are split by the pool
+ * into per-thread panels, each a single-threaded cblas_sgemm. So OpenBLAS's
+ * own threads never spin against ours.
+ *
+ * Work is partitioned statically by (thread id, thread count), so results are
+ * bit-identical for the same thread count. al_pool_run calls from different
+ * threads are serialised by a mutex: jobs take turns on the core. */
+#ifndef AL_POOL_H
+#define AL_POOL_H
+
+typedef void (*al_pool_fn)(void *ctx, int tid, int nthreads);
+
+/* Starts the process-wide pool with n threads (0 = number of online cores).
+ * Idempotent: later calls return AL_OK without change. */
+int al_pool_init(int n);
+/* Stops the pool's threads (at exit; tests). */
+void al_pool_shutdown(void);
+/* Number of threads work is split into (>= 1; 1 before al_pool_init). */
+int al_pool_threads(void);
+/* Runs fn(ctx, tid, n) on every thread and returns when all are done.
+ * Nested calls from inside fn run inline on the calling thread with n = 1. */
+void al_pool_run(al_pool_fn fn, void *ctx);
+
+/* Split [0, n) into `parts` contiguous ranges; range `i` is [*lo, *hi). */
+static inline void al_split(long n, int parts, int i, long *lo, long *hi) {
+    long q = n / parts, r = n % parts;
+    *lo = i * q + (i < r ? i : r);
+    *hi = *lo + q + (i < r ? 1 : 0);
+}
+
+#endif

@@ -1,0 +1,38 @@
+/* File helpers shared by lib/: bounded reads, atomic writes, directories.
+ * Atomic means: write to "<path>.tmp.<pid>", fsync, rename over <path>,
+ * fsync the directory. A failure (ENOSPC, EIO) removes the temp file and
+ * leaves any earlier <path> untouched. */
+#ifndef AL_IO_H
+#define AL_IO_H
+
+#include "al.h"
+
+/* Reads a whole file of at most max_bytes into a malloc'd, NUL-terminated
+ * buffer (*out, caller frees with free()). AL_ENOENT, AL_EIO, AL_ERANGE
+ * (larger than max_bytes), AL_ENOMEM. */
+int al_file_read(const char *path, size_t max_bytes, char **out, size_t *len,
+                 char err[AL_ERRLEN]);
+/* Atomically replaces path with the n bytes of data. AL_EIO, AL_ENOSPC. */
+int al_file_write_atomic(const char *path, const void *data, size_t n,
+                         char err[AL_ERRLEN]);
+
+/* Streaming atomic writer for large files (safetensors). */
+typedef struct al_atomic_file {
+    int fd;
+    char path[4096];
+    char tmp[4200];
+} al_atomic_file;
+int al_atomic_open(al_atomic_file *f, const char *path, char err[AL_ERRLEN]);
+int al_atomic_write(al_atomic_file *f, const void *data, size_t n, char err[AL_ERRLEN]);
+/* fsync + rename + fsync(dir). On failure the temp file is removed. */
+int al_atomic_commit(al_atomic_file *f, char err[AL_ERRLEN]);
+/* Removes the temp file; safe after a failed write. */
+void al_atomic_abort(al_atomic_file *f);
+
+/* mkdir -p with mode 0755; AL_OK if it exists already as a directory. */
+int al_mkdir_p(const char *path, char err[AL_ERRLEN]);
+/* Joins dir and name into out (size n); AL_ERANGE if it does not fit. */
+int al_path_join(char *out, size_t n, const char *dir, const char *name);
+int al_file_exists(const char *path);
+
+#endif

@@ -1,0 +1,298 @@
+/* Generation with a KV cache.
+ *
+ * Inference runs on "rows": each row is one token of one sequence at one
+ * position. Prefill sends every prompt token of every sequence as rows in a
+ * single pass; each decode step sends one row per unfinished sequence. A row
+ * writes its key and value into its sequence's cache, then attends over the
+ * cache up to its own position, so prompts of different lengths need no
+ * padding. The cache and scratch are allocated per call (outside training
+ * steps). Shares the weights, kernels and LoRA path of the training forward. */
+#include "model_impl.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../compute/ops.h"
+#include "../compute/pool.h"
+
+typedef struct gen_state {
+    al_model *m;
+    int B, Tmax, R;              /* sequences, cache length, max rows */
+    float *kc, *vc;              /* (L, B, Tmax, NKV*HD) */
+    float *x, *ln, *mean, *rstd, *qkv, *atty, *tmp, *h1, *h2, *lora_t, *scores;
+    float *logits;               /* (B, V) */
+    int32_t *ids, *pos, *seq;    /* per row */
+    int nthreads;
+} gen_state;
+
+typedef struct attn_job {
+    gen_state *s;
+    int layer, R;
+} attn_job;
+
+static void attn_rows(void *ctx, int tid, int nthreads) {
+    attn_job *j = ctx;
+    gen_state *s = j->s;
+    const al_model_config *c = &s->m->cfg;
+    int NH = c->NH, HD = c->HD, KVD = c->NKV * HD, grp = c->NH / c->NKV;
+    float scale = 1.0f / sqrtf((float)HD);
+    float *sc = s->scores + (size_t)tid * s->Tmax;
+    long lo, hi;
+    al_split((long)j->R * NH, nthreads, tid, &lo, &hi);
+    size_t layer_off = (size_t)j->layer * s->B * s->Tmax * KVD;
+    for (long w = lo; w < hi; w++) {
+        int r = (int)(w / NH), h = (int)(w % NH), g = h / grp;
+        int b = s->seq[r], p = s->pos[r];
+        const float *q = s->qkv + (size_t)r * s->m->QKV + (size_t)h * HD;
+        const float *K = s->kc + layer_off + (size_t)b * s->Tmax * KVD + (size_t)g * HD;
+        const float *Vv = s->vc + layer_off + (size_t)b * s->Tmax * KVD + (size_t)g * HD;
+        float mx = -INFINITY;
+        for (int t = 0; t <= p; t++) {
+            const float *k = K + (size_t)t * KVD;
+            float d = 0;
+            for (int e = 0; e < HD; e++) d += q[e] * k[e];
+            sc[t] = d * scale;
+            if (sc[t] > mx) mx = sc[t];
+        }
+        float sum = 0;
+        for (int t = 0; t <= p; t++) {
+            sc[t] = expf(sc[t] - mx);
+            sum += sc[t];
+        }
+        float inv = 1.0f / sum, *o = s->atty + (size_t)r * NH * HD + (size_t)h * HD;
+        for (int e = 0; e < HD; e++) o[e] = 0;
+        for (int t = 0; t <= p; t++) {
+            const float *v = Vv + (size_t)t * KVD;
+            float pt = sc[t] * inv;
+            for (int e = 0; e < HD; e++) o[e] += pt * v[e];
+        }
+    }
+}
+
+static void norm(al_model *m, gen_state *s, float *out, const float *x, int w, int b, int R) {
+    const al_model_config *c = &m->cfg;
+    if (c->arch == AL_ARCH_GPT2)
+        al_layernorm_forward(out, s->mean, s->rstd, x, PW(m, w), PW(m, b), R, c->C, c->norm_eps);
+    else
+        al_rmsnorm_forward(out, s->rstd, x, PW(m, w), R, c->C, c->norm_eps);
+}
+
+/* Runs R rows through the model; writes logits for the rows listed in
+ * want[0..n_want) into s->logits (row i of logits for want[i]). */
+static void run_rows(gen_state *s, int R, const int *want, int n_want) {
+    al_model *m = s->m;
+    const al_model_config *c = &m->cfg;
+    int C = c->C, HD = c->HD, KVD = c->NKV * HD, AH = c->NH * HD;
+    al_embed_forward(s->x, s->ids, s->pos, PW(m, m->wte), PW(m, m->wpe), R, C);
+    for (int l = 0; l < c->n_layers; l++) {
+        const al_layer *ly = &m->layers[l];
+        norm(m, s, s->ln, s->x, ly->ln1_w, ly->ln1_b, R);
+        al_linear_forward(m, l, LIN_QKV, s->qkv, s->ln, s->lora_t, R);
+        float *q = s->qkv, *k = q + AH, *v = k + KVD;
+        if (c->arch == AL_ARCH_LLAMA) {
+            al_rope_forward(q, m->QKV, s->pos, m->rope_cos, m->rope_sin, R, c->NH, HD);
+            al_rope_forward(k, m->QKV, s->pos, m->rope_cos, m->rope_sin, R, c->NKV, HD);
+        }
+        size_t layer_off = (size_t)l * s->B * s->Tmax * KVD;
+        for (int r = 0; r < R; r++) {
+            size_t at = layer_off + ((size_t)s->seq[r] * s->Tmax + (size_t)s->pos[r]) * KVD;
+            memcpy(s->kc + at, k + (size_t)r * m->QKV, (size_t)KVD * sizeof(float));
+            memcpy(s->vc + at, v + (size_t)r * m->QKV, (size_t)KVD * sizeof(float));
+        }
+        attn_job j = {s, l, R};
+        al_pool_run(attn_rows, &j);
+        al_linear_forward(m, l, LIN_O, s->tmp, s->atty, s->lora_t, R);
+        al_acc(s->x, s->tmp, (size_t)R * C);
+        norm(m, s, s->ln, s->x, ly->ln2_w, ly->ln2_b, R);
+        al_linear_forward(m, l, LIN_UP, s->h1, s->ln, s->lora_t, R);
+        if (c->arch == AL_ARCH_GPT2) al_gelu_forward(s->h2, s->h1, (size_t)R * c->FF);
+        else al_swiglu_forward(s->h2, s->h1, R, c->FF);
+        al_linear_forward(m, l, LIN_DOWN, s->tmp, s->h2, s->lora_t, R);
+        al_acc(s->x, s->tmp, (size_t)R * C);
+    }
+    /* final norm only on the rows that need logits, gathered into tmp */
+    for (int i = 0; i < n_want; i++)
+        memcpy(s->ln + (size_t)i * C, s->x + (size_t)want[i] * C, (size_t)C * sizeof(float));
+    norm(m, s, s->tmp, s->ln, m->lnf_w, m->lnf_b, n_want);
+    al_matmul_forward(s->logits, s->tmp, PW(m, m->head), NULL, n_want, C, c->V);
+}
+
+typedef struct cand { float z; int i; } cand;
+
+static int cand_desc(const void *a, const void *b) {
+    const cand *x = a, *y = b;
+    if (x->z != y->z) return x->z > y->z ? -1 : 1;
+    return x->i - y->i;
+}
+
+/* Picks the next token from one row of logits; *logp receives its log-prob
+ * under softmax(logits / temperature) (untempered when greedy). */
+static int sample(const float *logits, int V, const al_gen_cfg *g, al_rng *rng, cand *cs,
+                  float *logp) {
+    float T = g->temperature > 0 ? g->temperature : 1.0f;
+    float mx = -INFINITY;
+    int arg = 0;
+    for (int v = 0; v < V; v++)
+        if (logits[v] > mx) { mx = logits[v]; arg = v; }
+    double sum = 0;
+    for (int v = 0; v < V; v++) sum += exp((double)(logits[v] - mx) / T);
+    double lse = log(sum);
+    int tok = arg;
+    if (g->temperature > 0) {
+        int n = V;
+        for (int v = 0; v < V; v++) { cs[v].z = logits[v] / T; cs[v].i = v; }
+        int filter = (g->top_k > 0 && g->top_k < V) || (g->top_p > 0 && g->top_p < 1);
+        if (filter) {
+            qsort(cs, (size_t)V, sizeof *cs, cand_desc);
+            if (g->top_k > 0 && g->top_k < n) n = g->top_k;
+        }
+        float zmax = filter ? cs[0].z : mx / T;
+        double tot = 0;
+        for (int i = 0; i < n; i++) tot += exp((double)(cs[i].z - zmax));
+        if (g->top_p > 0 && g->top_p < 1) {
+            /* keep tokens whose strictly-larger mass is below top_p (HF's TopP) */
+            double cum = 0;
+            int keep = 0;
+            for (int i = 0; i < n; i++) {
+                if (i > 0 && cum >= g->top_p) break;
+                cum += exp((double)(cs[i].z - zmax)) / tot;
+                keep++;
+            }
+            n = keep;
+            tot = 0;
+            for (int i = 0; i < n; i++) tot += exp((double)(cs[i].z - zmax));
+        }
+        double u = (double)al_rng_uniform(rng) * tot, acc = 0;
+        tok = cs[n - 1].i;
+        for (int i = 0; i < n; i++) {
+            acc += exp((double)(cs[i].z - zmax));
+            if (u < acc) { tok = cs[i].i; break; }
+        }
+    }
+    *logp = (float)((double)(logits[tok] - mx) / T - lse);
+    return tok;
+}
+
+static void gen_free(gen_state *s) {
+    al_free(s->kc);
+    al_free(s->vc);
+    al_free(s->x);
+    free(s->ids);
+    free(s->pos);
+    free(s->seq);
+    al_free(s->logits);
+}
+
+int al_generate(al_model *m, const int32_t *const *prompts, const int *plen, int B,
+                const al_gen_cfg *g, al_rng *rng, int32_t *out_ids, float *out_logp,
+                int *out_len, char err[AL_ERRLEN]) {
+    const al_model_config *c = &m->cfg;
+    if (m->head < 0) return al_err(err, AL_EINVAL, "model has no language-model head");
+    if (B <= 0) return al_err(err, AL_EINVAL, "no prompts");
+    if (g->max_new < 0) return al_err(err, AL_EINVAL, "max_new_tokens must be >= 0");
+    if (g->temperature < 0) return al_err(err, AL_EINVAL, "temperature must be >= 0");
+    if (g->top_p < 0 || g->top_p > 1) return al_err(err, AL_EINVAL, "top_p must be in [0, 1]");
+    if (g->top_k < 0) return al_err(err, AL_EINVAL, "top_k must be >= 0");
+    int maxp = 0;
+    long total = 0;
+    for (int b = 0; b < B; b++) {
+        if (plen[b] < 1) return al_err(err, AL_EINVAL, "prompt %d is empty", b);
+        for (int t = 0; t < plen[b]; t++)
+            if (prompts[b][t] < 0 || prompts[b][t] >= c->V)
+                return al_err(err, AL_ERANGE, "prompt %d: token id %d outside the vocabulary (%d)",
+                              b, prompts[b][t], c->V);
+        if (plen[b] > maxp) maxp = plen[b];
+        total += plen[b];
+    }
+    if (maxp + g->max_new > c->max_T)
+        return al_err(err, AL_ERANGE, "prompt (%d) + max_new_tokens (%d) exceeds the context (%d)",
+                      maxp, g->max_new, c->max_T);
+    gen_state s = {0};
+    s.m = m;
+    s.B = B;
+    s.Tmax = maxp + g->max_new;
+    s.R = (int)(total > B ? total : B);
+    s.nthreads = al_pool_threads();
+    size_t KVD = (size_t)c->NKV * c->HD, R = (size_t)s.R, C = (size_t)c->C;
+    size_t cache = (size_t)c->n_layers * B * s.Tmax * KVD;
+    int max_ad = 0;
+    for (int l = 0; l < c->n_layers; l++)
+        for (int j = 0; j < LIN_COUNT; j++)
+            if (m->layers[l].lin[j].n_lora > max_ad) max_ad = m->layers[l].lin[j].n_lora;
+    size_t r = (size_t)(m->lora_cfg.r ? m->lora_cfg.r : 1);
+    size_t scratch = R * C * 3 + R * 2 + R * (size_t)m->QKV + R * (size_t)c->NH * c->HD +
+                     R * (size_t)m->UPW + R * (size_t)c->FF + R * r * (size_t)(max_ad ? max_ad : 1) +
+                     (size_t)s.nthreads * s.Tmax;
+    s.kc = al_calloc(cache, sizeof(float));
+    s.vc = al_calloc(cache, sizeof(float));
+    s.x = al_calloc(scratch, sizeof(float));
+    s.logits = al_calloc((size_t)B * c->V, sizeof(float));
+    s.ids = calloc(R, sizeof(int32_t));
+    s.pos = calloc(R, sizeof(int32_t));
+    s.seq = calloc(R, sizeof(int32_t));
+    cand *cs = calloc((size_t)c->V, sizeof *cs);
+    int *want = calloc((size_t)B, sizeof *want), *live = calloc((size_t)B, sizeof *live);
+    if (!s.kc || !s.vc || !s.x || !s.logits || !s.ids || !s.pos || !s.seq || !cs || !want || !live) {
+        gen_free(&s);
+        free(cs);
+        free(want);
+        free(live);
+        return al_err(err, AL_ENOMEM, "out of memory for the KV cache (%zu MB)",
+                      2 * cache * sizeof(float) >> 20);
+    }
+    float *p = s.x + R * C;
+    s.ln = p; p += R * C;
+    s.tmp = p; p += R * C;
+    s.mean = p; p += R;
+    s.rstd = p; p += R;
+    s.qkv = p; p += R * (size_t)m->QKV;
+    s.atty = p; p += R * (size_t)c->NH * c->HD;
+    s.h1 = p; p += R * (size_t)m->UPW;
+    s.h2 = p; p += R * (size_t)c->FF;
+    s.lora_t = p; p += R * r * (size_t)(max_ad ? max_ad : 1);
+    s.scores = p;
+
+    /* prefill */
+    int n = 0;
+    for (int b = 0; b < B; b++) {
+        for (int t = 0; t < plen[b]; t++) {
+            s.ids[n] = prompts[b][t];
+            s.pos[n] = t;
+            s.seq[n] = b;
+            n++;
+        }
+        want[b] = n - 1;
+        live[b] = b;
+        out_len[b] = 0;
+    }
+    int n_live = B;
+    run_rows(&s, n, want, B);
+    for (int step = 0; step < g->max_new && n_live > 0; step++) {
+        int k = 0;
+        for (int i = 0; i < n_live; i++) {
+            int b = live[i];
+            float lp;
+            int tok = sample(s.logits + (size_t)i * c->V, c->V, g, rng, cs, &lp);
+            out_ids[(size_t)b * g->max_new + step] = tok;
+            if (out_logp) out_logp[(size_t)b * g->max_new + step] = lp;
+            out_len[b] = step + 1;
+            int stop = 0;
+            for (int j = 0; j < g->n_stop; j++) stop |= tok == g->stop[j];
+            if (stop || step + 1 == g->max_new) continue;
+            s.ids[k] = tok;
+            s.pos[k] = plen[b] + step;
+            s.seq[k] = b;
+            want[k] = k;
+            live[k] = b;
+            k++;
+        }
+        n_live = k;
+        if (n_live) run_rows(&s, n_live, want, n_live);
+    }
+    gen_free(&s);
+    free(cs);
+    free(want);
+    free(live);
+    return AL_OK;
+}

@@ -1,0 +1,718 @@
+/* Transformer training path: parameter table, initialisation, LoRA, and the
+ * forward/backward pair the objectives are built on (DESIGN.md, "The one
+ * idea"). GPT-2 follows modeling_gpt2.py (pre-LayerNorm blocks, learned
+ * positions, gelu_new, tied head); Llama follows modeling_llama.py (RMSNorm,
+ * rotate-half RoPE, SwiGLU, grouped-query attention), which also covers
+ * Mistral, Qwen2 (q/k/v biases), SmolLM and TinyLlama.
+ *
+ * Memory: one arena for weights, one for gradients (trainable tensors only,
+ * so a LoRA model carries no base gradients), one for activations sized by
+ * al_model_reserve. With AL_MODEL_GRAD_CKPT only the residual stream at each
+ * layer input is kept; backward recomputes a layer's activations into one
+ * shared set before differentiating it. */
+#include "model_impl.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../compute/ops.h"
+#include "../compute/pool.h"
+
+/* ---- parameter table ---------------------------------------------------- */
+
+/* During construction w and g hold offsets (as uintptr_t) into the arenas. */
+static int add_param(al_model *m, const char *name, int rows, int cols, int conv1d) {
+    if (m->n_params == m->cap_params) {
+        int cap = m->cap_params ? 2 * m->cap_params : 64;
+        al_param *p = realloc(m->params, (size_t)cap * sizeof *p);
+        if (!p) return -1;
+        m->params = p;
+        m->cap_params = cap;
+    }
+    al_param *p = &m->params[m->n_params];
+    memset(p, 0, sizeof *p);
+    snprintf(p->name, sizeof p->name, "%s", name);
+    p->ndim = cols > 0 ? 2 : 1;
+    p->shape[0] = rows;
+    p->shape[1] = cols > 0 ? cols : 1;
+    p->n = (size_t)rows * (size_t)(cols > 0 ? cols : 1);
+    p->decay = p->ndim == 2;
+    p->conv1d = conv1d;
+    p->w = (float *)(uintptr_t)m->n_data;
+    m->n_data += p->n;
+    return m->n_params++;
+}
+
+/* Adds the named tensors of a fused map as one adjacent run. */
+static int add_linear(al_model *m, al_linear *L, int n, const char *const *names,
+                      const int *outs, int in, int bias, int conv1d) {
+    char nm[128];
+    L->in = in;
+    L->out = 0;
+    L->w = L->b = -1;
+    L->first_lora = L->n_lora = 0;
+    for (int i = 0; i < n; i++) {
+        snprintf(nm, sizeof nm, "%s.weight", names[i]);
+        int idx = add_param(m, nm, outs[i], in, conv1d);
+        if (idx < 0) return -1;
+        if (i == 0) L->w = idx;
+        L->out += outs[i];
+    }
+    if (bias) {
+        for (int i = 0; i < n; i++) {
+            snprintf(nm, sizeof nm, "%s.bias", names[i]);
+            int idx = add_param(m, nm, outs[i], 0, 0);
+            if (idx < 0) return -1;
+            if (i == 0) L->b = idx;
+        }
+    }
+    return 0;
+}
+
+/* PEFT matches a target against the end of the module path. */
+static int lora_targets(const al_lora_cfg *lc, const char *module) {
+    if (!lc || lc->r <= 0) return 0;
+    if (strcmp(lc->targets, "all-linear") == 0) return 1;
+    const char *s = lc->targets;
+    size_t ml = strlen(module);
+    while (*s) {
+        const char *e = strchr(s, ',');
+        size_t len = e ? (size_t)(e - s) : strlen(s);
+        while (len && *s == ' ') { s++; len--; }
+        while (len && s[len - 1] == ' ') len--;
+        if (len && len <= ml && memcmp(module + ml - len, s, len) == 0 &&
+            (len == ml || module[ml - len - 1] == '.'))
+            return 1;
+        if (!e) break;
+        s = e + 1;
+    }
+    return 0;
+}
+
+/* The modules of one layer that LoRA may target: path, fused map, column range. */
+typedef struct lora_site { char module[96]; int lin, off, out, in; } lora_site;
+
+static int layer_sites(const al_model *m, int l, lora_site *s) {
+    const al_model_config *c = &m->cfg;
+    int n = 0, q = c->NH * c->HD, kv = c->NKV * c->HD;
+#define SITE(path, LIN, OFF, OUT, IN)                                          \
+    do {                                                                       \
+        snprintf(s[n].module, sizeof s[n].module, path, l);                    \
+        s[n].lin = LIN; s[n].off = OFF; s[n].out = OUT; s[n].in = IN; n++;     \
+    } while (0)
+    if (c->arch == AL_ARCH_GPT2) {
+        SITE("transformer.h.%d.attn.c_attn", LIN_QKV, 0, 3 * c->C, c->C);
+        SITE("transformer.h.%d.attn.c_proj", LIN_O, 0, c->C, c->C);
+        SITE("transformer.h.%d.mlp.c_fc", LIN_UP, 0, c->FF, c->C);
+        SITE("transformer.h.%d.mlp.c_proj", LIN_DOWN, 0, c->C, c->FF);
+    } else {
+        SITE("model.layers.%d.self_attn.q_proj", LIN_QKV, 0, q, c->C);
+        SITE("model.layers.%d.self_attn.k_proj", LIN_QKV, q, kv, c->C);
+        SITE("model.layers.%d.self_attn.v_proj", LIN_QKV, q + kv, kv, c->C);
+        SITE("model.layers.%d.self_attn.o_proj", LIN_O, 0, c->C, q);
+        SITE("model.layers.%d.mlp.gate_proj", LIN_UP, 0, c->FF, c->C);
+        SITE("model.layers.%d.mlp.up_proj", LIN_UP, c->FF, c->FF, c->C);
+        SITE("model.layers.%d.mlp.down_proj", LIN_DOWN, 0, c->C, c->FF);
+    }
+#undef SITE
+    return n;
+}
+
+static int build_params(al_model *m) {
+    const al_model_config *c = &m->cfg;
+    char a[128], b[128], d[128];
+    int C = c->C, q = c->NH * c->HD, kv = c->NKV * c->HD;
+    int gpt2 = c->arch == AL_ARCH_GPT2;
+    m->wte = m->wpe = m->lnf_w = m->lnf_b = m->head = m->score = -1;
+    m->layers = calloc((size_t)c->n_layers, sizeof *m->layers);
+    if (!m->layers) return -1;
+    if (gpt2) {
+        if ((m->wte = add_param(m, "transformer.wte.weight", c->V, C, 0)) < 0) return -1;
+        if ((m->wpe = add_param(m, "transformer.wpe.weight", c->max_T, C, 0)) < 0) return -1;
+    } else {
+        if ((m->wte = add_param(m, "model.embed_tokens.weight", c->V, C, 0)) < 0) return -1;
+    }
+    for (int l = 0; l < c->n_layers; l++) {
+        al_layer *ly = &m->layers[l];
+        if (gpt2) {
+            snprintf(a, sizeof a, "transformer.h.%d.ln_1.weight", l);
+            snprintf(b, sizeof b, "transformer.h.%d.ln_1.bias", l);
+            if ((ly->ln1_w = add_param(m, a, C, 0, 0)) < 0) return -1;
+            if ((ly->ln1_b = add_param(m, b, C, 0, 0)) < 0) return -1;
+            snprintf(a, sizeof a, "transformer.h.%d.attn.c_attn", l);
+            const char *n1[1] = {a};
+            int o1[1] = {3 * C};
+            if (add_linear(m, &ly->lin[LIN_QKV], 1, n1, o1, C, 1, 1)) return -1;
+            snprintf(a, sizeof a, "transformer.h.%d.attn.c_proj", l);
+            int o2[1] = {C};
+            if (add_linear(m, &ly->lin[LIN_O], 1, n1, o2, C, 1, 1)) return -1;
+            snprintf(a, sizeof a, "transformer.h.%d.ln_2.weight", l);
+            snprintf(b, sizeof b, "transformer.h.%d.ln_2.bias", l);
+            if ((ly->ln2_w = add_param(m, a, C, 0, 0)) < 0) return -1;
+            if ((ly->ln2_b = add_param(m, b, C, 0, 0)) < 0) return -1;
+            snprintf(a, sizeof a, "transformer.h.%d.mlp.c_fc", l);
+            int o3[1] = {c->FF};
+            if (add_linear(m, &ly->lin[LIN_UP], 1, n1, o3, C, 1, 1)) return -1;
+            snprintf(a, sizeof a, "transformer.h.%d.mlp.c_proj", l);
+            if (add_linear(m, &ly->lin[LIN_DOWN], 1, n1, o2, c->FF, 1, 1)) return -1;
+        } else {
+            snprintf(a, sizeof a, "model.layers.%d.input_layernorm.weight", l);
+            if ((ly->ln1_w = add_param(m, a, C, 0, 0)) < 0) return -1;
+            ly->ln1_b = -1;
+            snprintf(a, sizeof a, "model.layers.%d.self_attn.q_proj", l);
+            snprintf(b, sizeof b, "model.layers.%d.self_attn.k_proj", l);
+            snprintf(d, sizeof d, "model.layers.%d.self_attn.v_proj", l);
+            const char *n3[3] = {a, b, d};
+            int o3[3] = {q, kv, kv};
+            if (add_linear(m, &ly->lin[LIN_QKV], 3, n3, o3, C, c->attn_bias, 0)) return -1;
+            snprintf(a, sizeof a, "model.layers.%d.self_attn.o_proj", l);
+            int o1[1] = {C};
+            if (add_linear(m, &ly->lin[LIN_O], 1, n3, o1, q, c->o_bias, 0)) return -1;
+            snprintf(a, sizeof a, "model.layers.%d.post_attention_layernorm.weight", l);
+            if ((ly->ln2_w = add_param(m, a, C, 0, 0)) < 0) return -1;
+            ly->ln2_b = -1;
+            snprintf(a, sizeof a, "model.layers.%d.mlp.gate_proj", l);
+            snprintf(b, sizeof b, "model.layers.%d.mlp.up_proj", l);
+            const char *n2[2] = {a, b};
+            int o2[2] = {c->FF, c->FF};
+            if (add_linear(m, &ly->lin[LIN_UP], 2, n2, o2, C, c->mlp_bias, 0)) return -1;
+            snprintf(a, sizeof a, "model.layers.%d.mlp.down_proj", l);
+            if (add_linear(m, &ly->lin[LIN_DOWN], 1, n3, o1, c->FF, c->mlp_bias, 0)) return -1;
+        }
+    }
+    if (gpt2) {
+        if ((m->lnf_w = add_param(m, "transformer.ln_f.weight", C, 0, 0)) < 0) return -1;
+        if ((m->lnf_b = add_param(m, "transformer.ln_f.bias", C, 0, 0)) < 0) return -1;
+    } else {
+        if ((m->lnf_w = add_param(m, "model.norm.weight", C, 0, 0)) < 0) return -1;
+    }
+    if (c->has_lm_head) {
+        if (c->tie_word_embeddings) m->head = m->wte;
+        else if ((m->head = add_param(m, "lm_head.weight", c->V, C, 0)) < 0) return -1;
+    }
+    if (c->has_score) {
+        if ((m->score = add_param(m, "score.weight", c->num_labels, C, 0)) < 0) return -1;
+        m->params[m->score].decay = 1;
+    }
+
+    /* LoRA adapters after the base, so the base's fused runs stay adjacent. */
+    const al_lora_cfg *lc = &m->lora_cfg;
+    if (lc->r > 0) {
+        lora_site sites[8];
+        int cap = 0;
+        for (int l = 0; l < c->n_layers; l++) {
+            int ns = layer_sites(m, l, sites);
+            for (int s = 0; s < ns; s++) {
+                if (!lora_targets(lc, sites[s].module)) continue;
+                if (m->n_lora == cap) {
+                    cap = cap ? 2 * cap : 16;
+                    al_lora_mod *nl = realloc(m->lora, (size_t)cap * sizeof *nl);
+                    if (!nl) return -1;
+                    m->lora = nl;
+                }
+                al_lora_mod *lm = &m->lora[m->n_lora];
+                lm->layer = l;
+                lm->lin = sites[s].lin;
+                lm->off = sites[s].off;
+                lm->out = sites[s].out;
+                lm->in = sites[s].in;
+                snprintf(lm->module, sizeof lm->module, "%s", sites[s].module);
+                snprintf(a, sizeof a, "%s.lora_A.weight", sites[s].module);
+                if ((lm->pA = add_param(m, a, lc->r, lm->in, 0)) < 0) return -1;
+                snprintf(a, sizeof a, "%s.lora_B.weight", sites[s].module);
+                if ((lm->pB = add_param(m, a, lm->out, lc->r, 0)) < 0) return -1;
+                m->params[lm->pA].lora = m->params[lm->pB].lora = 1;
+                m->n_lora++;
+            }
+        }
+        /* Adapters of one map are consecutive (sites are ordered by map). */
+        for (int k = 0; k < m->n_lora; k++) {
+            al_linear *L = &m->layers[m->lora[k].layer].lin[m->lora[k].lin];
+            if (L->n_lora == 0) L->first_lora = k;
+            L->n_lora++;
+        }
+    }
+    return 0;
+}
+
+/* Gives every parameter a gradient, or with lora_only just the adapters and
+ * the scalar head (PEFT's modules_to_save for a reward model or critic). */
+static int alloc_grads(al_model *m, int lora_only) {
+    al_free(m->grad);
+    m->grad = NULL;
+    m->n_grad = 0;
+    for (int i = 0; i < m->n_params; i++) {
+        al_param *p = &m->params[i];
+        p->g = NULL;
+        if (lora_only && !p->lora && i != m->score) continue;
+        m->n_grad += p->n;
+    }
+    if (m->n_grad == 0) return 0;
+    m->grad = al_calloc(m->n_grad, sizeof(float));
+    if (!m->grad) return -1;
+    size_t off = 0;
+    for (int i = 0; i < m->n_params; i++) {
+        al_param *p = &m->params[i];
+        if (lora_only && !p->lora && i != m->score) continue;
+        p->g = m->grad + off;
+        off += p->n;
+    }
+    return 0;
+}
+
+al_model *al_model_new(const al_model_config *cfg, const al_lora_cfg *lora, char err[AL_ERRLEN]) {
+    if (al_config_validate(cfg, err) != AL_OK) return NULL;
+    if (lora && lora->r > 0 && (lora->r > 4096 || !(lora->alpha > 0))) {
+        al_err(err, AL_EINVAL, "lora: r must be in 1..4096 and alpha > 0");
+        return NULL;
+    }
+    al_model *m = calloc(1, sizeof *m);
+    if (!m) return NULL;
+    m->cfg = *cfg;
+    if (lora && lora->r > 0) {
+        m->lora_cfg = *lora;
+        m->lora_scale = lora->alpha / (float)lora->r;
+    }
+    m->adapters_on = 1;
+    m->QKV = (cfg->NH + 2 * cfg->NKV) * cfg->HD;
+    m->UPW = cfg->arch == AL_ARCH_GPT2 ? cfg->FF : 2 * cfg->FF;
+    if (build_params(m)) goto nomem;
+    if (m->lora_cfg.r > 0 && m->n_lora == 0) {
+        al_err(err, AL_EINVAL, "lora: target_modules \"%s\" match no module", m->lora_cfg.targets);
+        al_model_free(m);
+        return NULL;
+    }
+    m->data = al_calloc(m->n_data, sizeof(float));
+    if (!m->data) goto nomem;
+    for (int i = 0; i < m->n_params; i++)
+        m->params[i].w = m->data + (size_t)(uintptr_t)m->params[i].w;
+    if (alloc_grads(m, m->lora_cfg.r > 0)) goto nomem;
+    if (cfg->arch == AL_ARCH_LLAMA) {
+        size_t n = (size_t)cfg->max_T * (size_t)(cfg->HD / 2);
+        m->rope_cos = al_calloc(n, sizeof(float));
+        m->rope_sin = al_calloc(n, sizeof(float));
+        if (!m->rope_cos || !m->rope_sin) goto nomem;
+        al_rope_table(m->rope_cos, m->rope_sin, cfg->max_T, cfg->HD, cfg->rope_theta);
+    }
+    for (int i = 0; i < m->n_params; i++)
+        if (m->params[i].name[0] == 0) AL_ASSERT(0);
+    return m;
+nomem:
+    al_err(err, AL_ENOMEM, "out of memory allocating the model (%zu parameters)", m->n_data);
+    al_model_free(m);
+    return NULL;
+}
+
+void al_model_free(al_model *m) {
+    if (!m) return;
+    al_free(m->data);
+    al_free(m->grad);
+    al_free(m->act);
+    al_free(m->rope_cos);
+    al_free(m->rope_sin);
+    free(m->acts);
+    free(m->params);
+    free(m->layers);
+    free(m->lora);
+    free(m);
+}
+
+const al_model_config *al_model_config_of(const al_model *m) { return &m->cfg; }
+
+al_param *al_model_params(al_model *m, int *n) {
+    *n = m->n_params;
+    return m->params;
+}
+
+size_t al_model_num_params(const al_model *m, int trainable_only) {
+    size_t n = 0;
+    for (int i = 0; i < m->n_params; i++)
+        if (!trainable_only || m->params[i].g) n += m->params[i].n;
+    return n;
+}
+
+void al_model_freeze_base(al_model *m) {
+    if (alloc_grads(m, 1)) AL_ASSERT(!"out of memory shrinking gradients");
+}
+
+void al_model_set_adapters(al_model *m, int on) { m->adapters_on = on; }
+
+static void fill_normal(float *w, size_t n, float std, al_rng *r) {
+    for (size_t i = 0; i < n; i++) w[i] = std * al_rng_normal(r);
+}
+
+static void init_params(al_model *m, uint64_t seed, int lora_only) {
+    al_rng r;
+    al_rng_seed(&r, seed);
+    const al_model_config *c = &m->cfg;
+    float std = c->init_range > 0 ? c->init_range : 0.02f;
+    for (int i = 0; i < m->n_params; i++) {
+        al_param *p = &m->params[i];
+        if (lora_only && !p->lora) continue;
+        const char *nm = p->name;
+        size_t len = strlen(nm);
+        int is_bias = len > 5 && strcmp(nm + len - 5, ".bias") == 0;
+        int is_norm = strstr(nm, "ln_") || strstr(nm, "layernorm") || strstr(nm, "norm.weight");
+        if (p->lora) {
+            if (strstr(nm, "lora_A")) {
+                /* kaiming_uniform_(a=sqrt(5)) as PEFT: bound = 1/sqrt(fan_in) */
+                float bound = 1.0f / sqrtf((float)p->shape[1]);
+                for (size_t k = 0; k < p->n; k++)
+                    p->w[k] = bound * (2.0f * al_rng_uniform(&r) - 1.0f);
+            } else {
+                memset(p->w, 0, p->n * sizeof(float));
+            }
+        } else if (is_bias) {
+            memset(p->w, 0, p->n * sizeof(float));
+        } else if (is_norm && p->ndim == 1) {
+            for (size_t k = 0; k < p->n; k++) p->w[k] = 1.0f;
+        } else {
+            float s = std;
+            /* GPT-2's scheme: residual projections scaled by 1/sqrt(2 n_layer). */
+            if (c->arch == AL_ARCH_GPT2 && len > 14 && strcmp(nm + len - 14, "c_proj.weight") == 0)
+                s = std / sqrtf(2.0f * (float)c->n_layers);
+            fill_normal(p->w, p->n, s, &r);
+        }
+    }
+}
+
+void al_model_init(al_model *m, uint64_t seed) { init_params(m, seed, 0); }
+
+void al_model_init_lora(al_model *m, uint64_t seed) { init_params(m, seed, 1); }
+
+int al_model_add_score_head(al_model *m, uint64_t seed) {
+    if (m->score >= 0) return AL_OK;
+    /* The arenas are rebuilt: copy weights into a model with the head. */
+    al_model_config c = m->cfg;
+    c.has_score = 1;
+    if (c.num_labels <= 0) c.num_labels = 1;
+    char err[AL_ERRLEN];
+    al_model *n = al_model_new(&c, m->lora_cfg.r > 0 ? &m->lora_cfg : NULL, err);
+    if (!n) return AL_ENOMEM;
+    for (int i = 0; i < m->n_params; i++) {
+        AL_ASSERT(strcmp(m->params[i].name, n->params[i < n->score ? i : i + 1].name) == 0);
+    }
+    for (int i = 0; i < m->n_params; i++) {
+        int j = i < n->score ? i : i + 1;
+        memcpy(n->params[j].w, m->params[i].w, m->params[i].n * sizeof(float));
+    }
+    al_rng r;
+    al_rng_seed(&r, seed);
+    fill_normal(n->params[n->score].w, n->params[n->score].n,
+                c.init_range > 0 ? c.init_range : 0.02f, &r);
+    if (m->n_grad == 0) {
+        /* m was inference-only: keep it so */
+        al_free(n->grad);
+        n->grad = NULL;
+        n->n_grad = 0;
+        for (int i = 0; i < n->n_params; i++) n->params[i].g = NULL;
+    }
+    /* m takes n's contents; the old arrays are freed with n. */
+    al_model tmp = *m;
+    *m = *n;
+    *n = tmp;
+    m->resB = m->resT = 0;
+    al_model_free(n);
+    return AL_OK;
+}
+
+/* ---- activations -------------------------------------------------------- */
+
+int al_model_reserve(al_model *m, int B, int T, int flags, char err[AL_ERRLEN]) {
+    const al_model_config *c = &m->cfg;
+    if (B <= 0 || T <= 0) return al_err(err, AL_EINVAL, "batch must be at least 1x1");
+    if (T > c->max_T)
+        return al_err(err, AL_ERANGE, "sequence length %d exceeds the model's context %d", T, c->max_T);
+    if (m->act && B <= m->resB && T <= m->resT && flags == m->flags) return AL_OK;
+    size_t N = (size_t)B * (size_t)T, C = (size_t)c->C, L = (size_t)c->n_layers;
+    size_t AH = (size_t)c->NH * (size_t)c->HD, r = (size_t)m->lora_cfg.r;
+    int max_lora = 0;
+    for (int l = 0; l < c->n_layers; l++) {
+        int k = 0;
+        for (int j = 0; j < LIN_COUNT; j++) k += m->layers[l].lin[j].n_lora;
+        if (k > max_lora) max_lora = k;
+    }
+    size_t per_layer = N * C * 3 + N * 4 + N * (size_t)m->QKV + (size_t)B * c->NH * T * T +
+                       N * AH + N * (size_t)m->UPW + N * (size_t)c->FF + N * r * (size_t)max_lora;
+    size_t n_sets = (flags & AL_MODEL_GRAD_CKPT) ? 1 : L;
+    int V = c->V;
+    int chunk = (int)(N < 128 ? N : 128);
+    size_t total = (L + 1) * N * C + n_sets * per_layer + N * C + 4 * N +
+                   N * C * 2 + N * (size_t)m->QKV + N * AH + N * (size_t)m->UPW +
+                   N * (size_t)c->FF + N * (r ? r : 1) + (size_t)chunk * (C + (size_t)V) + N;
+    al_acts *acts = calloc(L, sizeof *acts);
+    float *act = al_calloc(total, sizeof(float));
+    if (!acts || !act) {
+        free(acts);
+        al_free(act);
+        return al_err(err, AL_ENOMEM, "out of memory for activations (%zu MB)",
+                      total * sizeof(float) >> 20);
+    }
+    al_free(m->act);
+    free(m->acts);
+    m->act = act;
+    m->acts = acts;
+    m->n_act = total;
+    m->resB = B;
+    m->resT = T;
+    m->flags = flags;
+    float *p = act;
+#define TAKE(ptr, count) do { (ptr) = p; p += (count); } while (0)
+    TAKE(m->res, (L + 1) * N * C);
+    for (size_t s = 0; s < n_sets; s++) {
+        al_acts *a = &acts[s];
+        TAKE(a->ln1, N * C);
+        TAKE(a->ln1_mean, N);
+        TAKE(a->ln1_rstd, N);
+        TAKE(a->qkv, N * (size_t)m->QKV);
+        TAKE(a->att, (size_t)B * c->NH * T * T);
+        TAKE(a->atty, N * AH);
+        TAKE(a->mid, N * C);
+        TAKE(a->ln2, N * C);
+        TAKE(a->ln2_mean, N);
+        TAKE(a->ln2_rstd, N);
+        TAKE(a->h1, N * (size_t)m->UPW);
+        TAKE(a->h2, N * (size_t)c->FF);
+        TAKE(a->lora_t, N * r * (size_t)max_lora);
+    }
+    for (size_t s = n_sets; s < L; s++) acts[s] = acts[0];
+    TAKE(m->lnf, N * C);
+    TAKE(m->lnf_mean, N);
+    TAKE(m->lnf_rstd, N);
+    TAKE(m->lse, N);
+    TAKE(m->ent, N);
+    TAKE(m->d_res, N * C);
+    TAKE(m->d_ln, N * C);
+    TAKE(m->d_qkv, N * (size_t)m->QKV);
+    TAKE(m->d_atty, N * AH);
+    TAKE(m->d_h1, N * (size_t)m->UPW);
+    TAKE(m->d_h2, N * (size_t)c->FF);
+    TAKE(m->d_lora, N * (r ? r : 1));
+    TAKE(m->head_scratch, (size_t)chunk * (C + (size_t)V));
+    m->pos_buf = (int32_t *)p;
+    p += N;
+#undef TAKE
+    AL_ASSERT((size_t)(p - act) == total);
+    m->head_chunk = chunk;
+    return AL_OK;
+}
+
+size_t al_model_memory(const al_model *m) {
+    return (m->n_data + m->n_grad + m->n_act) * sizeof(float);
+}
+
+/* ---- forward ------------------------------------------------------------ */
+
+void al_linear_forward(al_model *m, int layer, int lin, float *out, const float *x,
+                       float *lora_t, int N) {
+    al_linear *L = &m->layers[layer].lin[lin];
+    al_matmul_forward(out, x, PW(m, L->w), PW(m, L->b), N, L->in, L->out);
+    if (!m->adapters_on || !L->n_lora || !lora_t) return;
+    int r = m->lora_cfg.r;
+    for (int k = 0; k < L->n_lora; k++) {
+        const al_lora_mod *lm = &m->lora[L->first_lora + k];
+        float *t = lora_t + (size_t)k * N * r;
+        al_gemm(0, 1, N, r, lm->in, 1.0f, x, lm->in, PW(m, lm->pA), lm->in, 0.0f, t, r);
+        al_gemm(0, 1, N, lm->out, r, m->lora_scale, t, r, PW(m, lm->pB), r, 1.0f,
+                out + lm->off, L->out);
+    }
+}
+
+/* Offset of a map's adapter buffers inside a layer's lora_t. */
+static float *lora_slot(al_model *m, int layer, int lin, float *base, int N) {
+    const al_layer *ly = &m->layers[layer];
+    size_t k = 0;
+    for (int j = 0; j < lin; j++) k += (size_t)ly->lin[j].n_lora;
+    return base + k * (size_t)N * (size_t)m->lora_cfg.r;
+}
+
+static void norm_forward(al_model *m, float *out, float *mean, float *rstd, const float *x,
+                         int w, int b, int N) {
+    const al_model_config *c = &m->cfg;
+    if (c->arch == AL_ARCH_GPT2)
+        al_layernorm_forward(out, mean, rstd, x, PW(m, w), PW(m, b), N, c->C, c->norm_eps);
+    else
+        al_rmsnorm_forward(out, rstd, x, PW(m, w), N, c->C, c->norm_eps);
+}
+
+static void norm_backward(al_model *m, float *dx, const float *dout, const float *x,
+                          const float *mean, const float *rstd, int w, int b, int N) {
+    const al_model_config *c = &m->cfg;
+    if (c->arch == AL_ARCH_GPT2)
+        al_layernorm_backward(dx, PG(m, w), PG(m, b), dout, x, PW(m, w), mean, rstd, N, c->C);
+    else
+        al_rmsnorm_backward(dx, PG(m, w), dout, x, PW(m, w), rstd, N, c->C);
+}
+
+/* One block: y = mid + mlp(norm2(mid)), mid = x + attn(norm1(x)). */
+static void layer_forward(al_model *m, int l, al_acts *a, const float *x, float *y,
+                          const al_tokens *in, const int32_t *pos) {
+    const al_model_config *c = &m->cfg;
+    const al_layer *ly = &m->layers[l];
+    int B = in->B, T = in->T, N = B * T, C = c->C, HD = c->HD;
+    norm_forward(m, a->ln1, a->ln1_mean, a->ln1_rstd, x, ly->ln1_w, ly->ln1_b, N);
+    al_linear_forward(m, l, LIN_QKV, a->qkv, a->ln1, lora_slot(m, l, LIN_QKV, a->lora_t, N), N);
+    float *q = a->qkv, *k = a->qkv + c->NH * HD, *v = k + c->NKV * HD;
+    if (c->arch == AL_ARCH_LLAMA) {
+        al_rope_forward(q, m->QKV, pos, m->rope_cos, m->rope_sin, N, c->NH, HD);
+        al_rope_forward(k, m->QKV, pos, m->rope_cos, m->rope_sin, N, c->NKV, HD);
+    }
+    al_attention_forward(a->atty, a->att, q, k, v, m->QKV, in->seg, B, T, c->NH, c->NKV, HD);
+    al_linear_forward(m, l, LIN_O, a->mid, a->atty, lora_slot(m, l, LIN_O, a->lora_t, N), N);
+    al_acc(a->mid, x, (size_t)N * C);
+    norm_forward(m, a->ln2, a->ln2_mean, a->ln2_rstd, a->mid, ly->ln2_w, ly->ln2_b, N);
+    al_linear_forward(m, l, LIN_UP, a->h1, a->ln2, lora_slot(m, l, LIN_UP, a->lora_t, N), N);
+    if (c->arch == AL_ARCH_GPT2) al_gelu_forward(a->h2, a->h1, (size_t)N * c->FF);
+    else al_swiglu_forward(a->h2, a->h1, N, c->FF);
+    al_linear_forward(m, l, LIN_DOWN, y, a->h2, lora_slot(m, l, LIN_DOWN, a->lora_t, N), N);
+    al_acc(y, a->mid, (size_t)N * C);
+}
+
+static const int32_t *positions(al_model *m, const al_tokens *in) {
+    if (in->pos) return in->pos;
+    for (int b = 0; b < in->B; b++)
+        for (int t = 0; t < in->T; t++) m->pos_buf[(size_t)b * in->T + t] = t;
+    return m->pos_buf;
+}
+
+static int check_batch(const al_model *m, const al_tokens *in) {
+    if (!m->act || in->B > m->resB || in->T > m->resT ||
+        (size_t)in->B * in->T > (size_t)m->resB * m->resT)
+        return AL_EINVAL;
+    const al_model_config *c = &m->cfg;
+    size_t N = (size_t)in->B * in->T;
+    for (size_t n = 0; n < N; n++) {
+        if (in->ids[n] < 0 || in->ids[n] >= c->V) return AL_ERANGE;
+        if (in->targets && in->targets[n] >= c->V) return AL_ERANGE;
+        if (in->pos && (in->pos[n] < 0 || in->pos[n] >= c->max_T)) return AL_ERANGE;
+    }
+    return AL_OK;
+}
+
+int al_model_forward(al_model *m, const al_tokens *in, al_fwd *out) {
+    int rc = check_batch(m, in);
+    if (rc) return rc;
+    const al_model_config *c = &m->cfg;
+    int N = in->B * in->T, C = c->C, L = c->n_layers;
+    const int32_t *pos = positions(m, in);
+    al_embed_forward(m->res, in->ids, pos, PW(m, m->wte), PW(m, m->wpe), N, C);
+    for (int l = 0; l < L; l++)
+        layer_forward(m, l, &m->acts[l], m->res + (size_t)l * N * C,
+                      m->res + (size_t)(l + 1) * N * C, in, pos);
+    norm_forward(m, m->lnf, m->lnf_mean, m->lnf_rstd, m->res + (size_t)L * N * C,
+                 m->lnf_w, m->lnf_b, N);
+    if (in->targets && m->head >= 0) {
+        /* logp goes to the caller's buffer or to d_h2 as scratch (unused until backward) */
+        float *logp = out && out->logp ? out->logp : m->d_h2;
+        al_lmhead_forward(logp, m->ent, m->lse, m->lnf, PW(m, m->head), in->targets, N, C,
+                          c->V, 1.0f, m->head_scratch, m->head_chunk);
+        if (out && out->entropy) memcpy(out->entropy, m->ent, (size_t)N * sizeof(float));
+    }
+    if (out && out->values) {
+        if (m->score < 0) return AL_EINVAL;
+        al_matmul_forward(out->values, m->lnf, PW(m, m->score), NULL, N, C, 1);
+    }
+    return AL_OK;
+}
+
+/* ---- backward ----------------------------------------------------------- */
+
+static void linear_backward(al_model *m, int layer, int lin, float *dx, const float *dout,
+                            const float *x, const float *lora_t, int N) {
+    al_linear *L = &m->layers[layer].lin[lin];
+    al_matmul_backward(dx, PG(m, L->w), PG(m, L->b), dout, x, PW(m, L->w), N, L->in, L->out);
+    if (!m->adapters_on || !L->n_lora) return;
+    int r = m->lora_cfg.r;
+    float s = m->lora_scale, *dt = m->d_lora;
+    for (int k = 0; k < L->n_lora; k++) {
+        const al_lora_mod *lm = &m->lora[L->first_lora + k];
+        const float *t = lora_t + (size_t)k * N * r;
+        const float *dsub = dout + lm->off;
+        float *gA = PG(m, lm->pA), *gB = PG(m, lm->pB);
+        /* out[:, off:off+out] += s * t @ B^T,  t = x @ A^T */
+        if (gB) al_gemm(1, 0, lm->out, r, N, s, dsub, L->out, t, r, 1.0f, gB, r);
+        al_gemm(0, 0, N, r, lm->out, s, dsub, L->out, PW(m, lm->pB), r, 0.0f, dt, r);
+        if (gA) al_gemm(1, 0, r, lm->in, N, 1.0f, dt, r, x, lm->in, 1.0f, gA, lm->in);
+        if (dx) al_gemm(0, 0, N, lm->in, r, 1.0f, dt, r, PW(m, lm->pA), lm->in, 1.0f, dx, lm->in);
+    }
+}
+
+/* d_res holds d y on entry and d x on return. */
+static void layer_backward(al_model *m, int l, al_acts *a, const float *x,
+                           const al_tokens *in, const int32_t *pos) {
+    const al_model_config *c = &m->cfg;
+    const al_layer *ly = &m->layers[l];
+    int B = in->B, T = in->T, N = B * T, HD = c->HD;
+    size_t NC = (size_t)N * c->C;
+    float *dres = m->d_res;
+    al_zero(m->d_h2, (size_t)N * c->FF);
+    linear_backward(m, l, LIN_DOWN, m->d_h2, dres, a->h2, lora_slot(m, l, LIN_DOWN, a->lora_t, N), N);
+    al_zero(m->d_h1, (size_t)N * m->UPW);
+    if (c->arch == AL_ARCH_GPT2) al_gelu_backward(m->d_h1, a->h1, m->d_h2, (size_t)N * c->FF);
+    else al_swiglu_backward(m->d_h1, m->d_h2, a->h1, N, c->FF);
+    al_zero(m->d_ln, NC);
+    linear_backward(m, l, LIN_UP, m->d_ln, m->d_h1, a->ln2, lora_slot(m, l, LIN_UP, a->lora_t, N), N);
+    norm_backward(m, dres, m->d_ln, a->mid, a->ln2_mean, a->ln2_rstd, ly->ln2_w, ly->ln2_b, N);
+    /* dres is now d mid */
+    size_t AH = (size_t)c->NH * HD;
+    al_zero(m->d_atty, (size_t)N * AH);
+    linear_backward(m, l, LIN_O, m->d_atty, dres, a->atty, lora_slot(m, l, LIN_O, a->lora_t, N), N);
+    al_zero(m->d_qkv, (size_t)N * m->QKV);
+    float *q = a->qkv, *k = q + AH, *v = k + (size_t)c->NKV * HD;
+    float *dq = m->d_qkv, *dk = dq + AH, *dv = dk + (size_t)c->NKV * HD;
+    al_attention_backward(dq, dk, dv, m->d_atty, a->att, q, k, v, m->QKV, in->seg, B, T,
+                          c->NH, c->NKV, HD);
+    if (c->arch == AL_ARCH_LLAMA) {
+        al_rope_backward(dq, m->QKV, pos, m->rope_cos, m->rope_sin, N, c->NH, HD);
+        al_rope_backward(dk, m->QKV, pos, m->rope_cos, m->rope_sin, N, c->NKV, HD);
+    }
+    al_zero(m->d_ln, NC);
+    linear_backward(m, l, LIN_QKV, m->d_ln, m->d_qkv, a->ln1, lora_slot(m, l, LIN_QKV, a->lora_t, N), N);
+    norm_backward(m, dres, m->d_ln, x, a->ln1_mean, a->ln1_rstd, ly->ln1_w, ly->ln1_b, N);
+}
+
+int al_model_backward(al_model *m, const al_tokens *in, const float *dlogp,
+                      const float *dent, const float *dvalue) {
+    int rc = check_batch(m, in);
+    if (rc) return rc;
+    const al_model_config *c = &m->cfg;
+    int N = in->B * in->T, C = c->C, L = c->n_layers;
+    size_t NC = (size_t)N * C;
+    const int32_t *pos = positions(m, in);
+    /* d lnf in d_ln, then through the final norm into d_res */
+    al_zero(m->d_ln, NC);
+    if (in->targets && m->head >= 0 && (dlogp || dent)) {
+        if (!dlogp) { /* entropy-only gradient: a zero d logp */
+            al_zero(m->d_h2, (size_t)N);
+            dlogp = m->d_h2;
+        }
+        al_lmhead_backward(m->d_ln, PG(m, m->head), dlogp, dent, m->lnf,
+                           PW(m, m->head), in->targets, m->lse, m->ent, N, C, c->V, 1.0f,
+                           m->head_scratch, m->head_chunk);
+    }
+    if (dvalue) {
+        if (m->score < 0) return AL_EINVAL;
+        al_matmul_backward(m->d_ln, PG(m, m->score), NULL, dvalue, m->lnf, PW(m, m->score), N, C, 1);
+    }
+    al_zero(m->d_res, NC);
+    norm_backward(m, m->d_res, m->d_ln, m->res + (size_t)L * NC, m->lnf_mean, m->lnf_rstd,
+                  m->lnf_w, m->lnf_b, N);
+    for (int l = L - 1; l >= 0; l--) {
+        const float *x = m->res + (size_t)l * NC;
+        if ((m->flags & AL_MODEL_GRAD_CKPT) && l != L - 1)
+            layer_forward(m, l, &m->acts[l], x, m->res + (size_t)(l + 1) * NC, in, pos);
+        layer_backward(m, l, &m->acts[l], x, in, pos);
+    }
+    al_embed_backward(PG(m, m->wte), PG(m, m->wpe), m->d_res, in->ids, pos, N, C);
+    return AL_OK;
+}
+
+void al_model_zero_grad(al_model *m) {
+    if (m->grad) al_zero(m->grad, m->n_grad);
+}
+
+double al_model_grad_norm(al_model *m) {
+    return m->grad ? sqrt(al_sumsq(m->grad, m->n_grad)) : 0.0;
+}

@@ -1,0 +1,138 @@
+/* The transformer: GPT-2 and Llama families in fp32, with an optional scalar
+ * head (reward model / critic) and LoRA adapters.
+ *
+ * Parameters live in one arena (one allocation for weights, one for
+ * gradients); every tensor is a view with its Hugging Face name. Internally
+ * every linear weight is (OC, C) as nn.Linear; GPT-2's Conv1D tensors are
+ * transposed on load and save. q/k/v (and gate/up) projections are laid out
+ * adjacently so one matrix product computes them all.
+ *
+ * Training exposes exactly two calls (DESIGN.md, "The one idea"):
+ * al_model_forward returns per-token log-probs of given targets, entropy and
+ * head values for a right-padded batch; al_model_backward takes d loss /
+ * d logp (and d entropy, d value) and accumulates parameter gradients.
+ * Activations are sized once by al_model_reserve; no allocation happens
+ * inside a step. Not thread-safe: one model is used by one thread at a time
+ * (its kernels use the shared pool). */
+#ifndef AL_MODEL_H
+#define AL_MODEL_H
+
+#include "../al.h"
+#include "config.h"
+
+/* One named tensor. */
+typedef struct al_param {
+    char name[112];   /* Hugging Face name for the CausalLM layout */
+    float *w;         /* values */
+    float *g;         /* gradient, NULL when frozen */
+    int ndim;
+    int shape[2];     /* internal (nn.Linear) shape */
+    size_t n;
+    int decay;        /* AdamW weight decay applies (matrices; not norms, biases) */
+    int conv1d;       /* stored transposed on disk (GPT-2 Conv1D) */
+    int lora;         /* a LoRA adapter tensor (lora_A / lora_B) */
+} al_param;
+
+/* LoRA settings, as PEFT's LoraConfig. */
+typedef struct al_lora_cfg {
+    int r;                    /* rank; 0 = no LoRA */
+    float alpha;              /* scale = alpha / r */
+    char targets[256];        /* "q_proj,k_proj,v_proj,o_proj", "all-linear" (GPT-2: c_attn,c_proj,c_fc) */
+} al_lora_cfg;
+
+typedef struct al_model al_model;
+
+/* A right-padded batch. ids (B, T). seg (B, T): 0 for padding, equal
+ * positive values for tokens of one example (packing), NULL = all 1. pos
+ * (B, T): positions, NULL = t. targets (B, T): the token whose log-prob to
+ * return at position t (usually ids[t+1]), -1 for none (prompt, padding:
+ * these rows skip the LM head entirely). targets NULL: no log-probs. */
+typedef struct al_tokens {
+    int B, T;
+    const int32_t *ids;
+    const int32_t *seg;
+    const int32_t *pos;
+    const int32_t *targets;
+} al_tokens;
+
+/* Forward outputs, (B, T) each, caller-owned; NULL members are not computed. */
+typedef struct al_fwd {
+    float *logp;      /* log p(targets[t] | ids[<=t]) (0 where target < 0) */
+    float *entropy;   /* entropy of the next-token distribution (rows with target >= 0) */
+    float *values;    /* scalar head value at every position (needs has_score) */
+} al_fwd;
+
+/* Creates a model with the config's shapes (weights zero; call
+ * al_model_init or al_model_load). lora may be NULL. NULL on ENOMEM or bad
+ * config (reason in err). */
+al_model *al_model_new(const al_model_config *cfg, const al_lora_cfg *lora, char err[AL_ERRLEN]);
+void al_model_free(al_model *m);
+const al_model_config *al_model_config_of(const al_model *m);
+
+/* Initialises weights as Hugging Face does for a fresh model: normal(0,
+ * init_range) matrices and embeddings (GPT-2's c_proj scaled by
+ * 1/sqrt(2 n_layers)), norms 1, biases 0; LoRA A kaiming-uniform, B zero. */
+void al_model_init(al_model *m, uint64_t seed);
+
+/* Opens a Hugging Face folder: config.json + model.safetensors (or shards).
+ * If the folder is a PEFT adapter folder (adapter_config.json), loads the
+ * base it names (base_model_name_or_path, relative to the adapter folder's
+ * parent or absolute) and then the adapters. `lora` (may be NULL) adds
+ * fresh adapters to a plain model. AL_ENOENT, AL_EFORMAT, AL_ESHAPE, AL_EUNSUP. */
+int al_model_open(al_model **out, const char *dir, const al_lora_cfg *lora, char err[AL_ERRLEN]);
+/* Loads weights from a folder into m (shapes must match). On error m's
+ * weights may be partially overwritten but its shapes are unchanged. */
+int al_model_load_weights(al_model *m, const char *dir, char err[AL_ERRLEN]);
+/* Writes config.json + model.safetensors (LoRA merged into the weights when
+ * the model has adapters). */
+int al_model_save(const al_model *m, const char *dir, char err[AL_ERRLEN]);
+/* Writes a PEFT adapter folder: adapter_config.json + adapter_model.safetensors
+ * with PEFT's names (base_model.model.<module>.lora_A.weight). */
+int al_model_save_adapter(const al_model *m, const char *dir, const char *base_path,
+                          char err[AL_ERRLEN]);
+
+/* Parameter table (trainable ones have g != NULL). */
+al_param *al_model_params(al_model *m, int *n);
+size_t al_model_num_params(const al_model *m, int trainable_only);
+/* Freezes all non-LoRA weights (done automatically when lora.r > 0). */
+void al_model_freeze_base(al_model *m);
+/* Adapters on/off: off gives the base (reference) model at no memory cost. */
+void al_model_set_adapters(al_model *m, int on);
+/* Adds a scalar head score.weight (num_labels x C) initialised normal(0, init_range). */
+int al_model_add_score_head(al_model *m, uint64_t seed);
+
+#define AL_MODEL_GRAD_CKPT 1
+/* Sizes activations for batches up to B x T (T <= max_T). Must be called
+ * before forward; re-calling with larger sizes reallocates. */
+int al_model_reserve(al_model *m, int B, int T, int flags, char err[AL_ERRLEN]);
+/* Bytes of activations, parameters, gradients held now. */
+size_t al_model_memory(const al_model *m);
+
+int al_model_forward(al_model *m, const al_tokens *in, al_fwd *out);
+/* Must follow the forward of the same batch. dlogp/dent/dvalue (B, T), any
+ * may be NULL. Accumulates into the gradients of trainable parameters. */
+int al_model_backward(al_model *m, const al_tokens *in, const float *dlogp,
+                      const float *dent, const float *dvalue);
+void al_model_zero_grad(al_model *m);
+/* Global L2 norm of all trainable gradients (double accumulation). */
+double al_model_grad_norm(al_model *m);
+
+/* Generation with a KV cache. */
+typedef struct al_gen_cfg {
+    int max_new;              /* max new tokens */
+    float temperature;        /* 0 = greedy */
+    int top_k;                /* 0 = off */
+    float top_p;              /* 1 = off */
+    const int32_t *stop;      /* stop token ids (EOS), n_stop of them */
+    int n_stop;
+} al_gen_cfg;
+/* Continues B prompts (prompt b is prompts[b][0..plen[b])). Writes up to
+ * max_new ids per sequence into out_ids (B, max_new), the sampling log-prob
+ * of each (under the temperature-scaled distribution; may be NULL) into
+ * out_logp (B, max_new), and the count into out_len[b] (a stop token is
+ * included and ends the sequence). Deterministic for a given rng state. */
+int al_generate(al_model *m, const int32_t *const *prompts, const int *plen, int B,
+                const al_gen_cfg *g, al_rng *rng, int32_t *out_ids, float *out_logp,
+                int *out_len, char err[AL_ERRLEN]);
+
+#endif

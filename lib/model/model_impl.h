@@ -1,0 +1,90 @@
+/* Private layout of al_model, shared by model.c (training forward/backward),
+ * model_io.c (Hugging Face folders) and generate.c (KV-cache inference). */
+#ifndef AL_MODEL_IMPL_H
+#define AL_MODEL_IMPL_H
+
+#include "model.h"
+
+/* Fused linear maps of a layer. Each is one matrix product; its weight is a
+ * run of adjacent named tensors (q|k|v, gate|up). */
+enum { LIN_QKV, LIN_O, LIN_UP, LIN_DOWN, LIN_COUNT };
+
+/* A LoRA adapter on one named module, writing columns [off, off+out) of a
+ * fused linear map's output. */
+typedef struct al_lora_mod {
+    int layer, lin;           /* which fused map */
+    int off, out, in;         /* output column range and input size */
+    int pA, pB;               /* indices of lora_A (r, in) and lora_B (out, r) in params */
+    char module[96];          /* PEFT module path, e.g. model.layers.0.self_attn.q_proj */
+} al_lora_mod;
+
+typedef struct al_linear {
+    int w, b;                 /* param index of the first tensor of the run, -1 if none */
+    int in, out;              /* fused sizes */
+    int first_lora, n_lora;   /* adapters on this map: lora[first_lora ..] */
+} al_linear;
+
+typedef struct al_layer {
+    int ln1_w, ln1_b, ln2_w, ln2_b;   /* param indices (-1: none) */
+    al_linear lin[LIN_COUNT];
+} al_layer;
+
+/* Saved activations of one layer (views into the activation arena). */
+typedef struct al_acts {
+    float *ln1, *ln1_mean, *ln1_rstd;
+    float *qkv;          /* (N, QKV) after bias and RoPE */
+    float *att;          /* (B, NH, T, T) */
+    float *atty;         /* (N, NH*HD) */
+    float *mid;          /* (N, C) residual after attention */
+    float *ln2, *ln2_mean, *ln2_rstd;
+    float *h1;           /* (N, FF) gelu input or (N, 2FF) gate|up */
+    float *h2;           /* (N, FF) activation output */
+    float *lora_t;       /* (N, r) per adapter of this layer, in adapter order */
+} al_acts;
+
+struct al_model {
+    al_model_config cfg;
+    al_lora_cfg lora_cfg;
+    float lora_scale;
+    int adapters_on;
+
+    al_param *params;
+    int n_params, cap_params;
+    float *data;              /* weights arena */
+    float *grad;              /* gradients arena (trainable params only) */
+    size_t n_data, n_grad;
+
+    int wte, wpe, lnf_w, lnf_b, head, score;   /* param indices (-1: none) */
+    al_layer *layers;
+    al_lora_mod *lora;
+    int n_lora;
+    int QKV;                  /* (NH + 2 NKV) * HD */
+    int UPW;                  /* FF (gpt2) or 2 FF (llama) */
+
+    /* activations, sized by al_model_reserve */
+    int resB, resT, flags;
+    float *act;               /* arena */
+    size_t n_act;
+    float *res;               /* (L+1, N, C) residual stream at each layer input */
+    al_acts *acts;            /* per layer (all alias one set when checkpointing) */
+    float *lnf, *lnf_mean, *lnf_rstd, *lse, *ent;
+    float *d_res, *d_ln, *d_qkv, *d_atty, *d_h1, *d_h2, *d_lora;
+    float *head_scratch;
+    int head_chunk;
+    float *rope_cos, *rope_sin;   /* (max_T, HD/2) */
+    int32_t *pos_buf;             /* (N) default positions */
+};
+
+static inline al_param *P(al_model *m, int i) { return i >= 0 ? &m->params[i] : NULL; }
+static inline float *PW(al_model *m, int i) { return i >= 0 ? m->params[i].w : NULL; }
+static inline float *PG(al_model *m, int i) { return i >= 0 ? m->params[i].g : NULL; }
+
+/* Full (non-LoRA) forward of one fused linear map on N rows of x, adding the
+ * enabled adapters; saves each adapter's x @ A^T in lora_t when non-NULL. */
+void al_linear_forward(al_model *m, int layer, int lin, float *out, const float *x,
+                       float *lora_t, int N);
+
+/* Initialises only the LoRA tensors (A kaiming-uniform, B zero). */
+void al_model_init_lora(al_model *m, uint64_t seed);
+
+#endif

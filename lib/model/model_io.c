@@ -1,0 +1,350 @@
+/* Hugging Face folders in and out: config.json + model.safetensors (or
+ * shards) for full models, adapter_config.json + adapter_model.safetensors
+ * (PEFT's layout) for LoRA adapters. GPT-2's Conv1D weights are (in, out) on
+ * disk and transposed to nn.Linear's (out, in) here, both ways. */
+#include "model_impl.h"
+
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../compute/ops.h"
+#include "../io.h"
+#include "safetensors.h"
+
+/* GPT2Model checkpoints (no LM head) name tensors without "transformer.". */
+static const al_st_tensor *find_tensor(const al_st_dir *d, const al_model *m, const char *name,
+                                       const al_st_file **file) {
+    const al_st_tensor *t = al_st_dir_find(d, name, file);
+    if (!t && m->cfg.arch == AL_ARCH_GPT2 && strncmp(name, "transformer.", 12) == 0)
+        t = al_st_dir_find(d, name + 12, file);
+    return t;
+}
+
+/* Reads one tensor into p, checking its on-disk shape; scratch holds p->n floats. */
+static int read_param(const al_st_file *f, const al_st_tensor *t, al_param *p, float *scratch,
+                      char err[AL_ERRLEN]) {
+    int64_t want0 = p->conv1d ? p->shape[1] : p->shape[0];
+    int64_t want1 = p->conv1d ? p->shape[0] : p->shape[1];
+    int ok = p->ndim == 1 ? (t->ndim == 1 && t->shape[0] == want0)
+                          : (t->ndim == 2 && t->shape[0] == want0 && t->shape[1] == want1);
+    if (!ok) {
+        char got[96] = "";
+        size_t len = 0;
+        for (int i = 0; i < t->ndim && len < sizeof got - 24; i++)
+            len += (size_t)snprintf(got + len, sizeof got - len, "%s%lld", i ? ", " : "",
+                                    (long long)t->shape[i]);
+        if (p->ndim == 1)
+            return al_err(err, AL_ESHAPE, "%s: shape [%s], expected [%lld]", p->name, got,
+                          (long long)want0);
+        return al_err(err, AL_ESHAPE, "%s: shape [%s], expected [%lld, %lld]", p->name, got,
+                      (long long)want0, (long long)want1);
+    }
+    if (!p->conv1d) return al_st_read_f32(f, t, p->w, p->n, err);
+    int rc = al_st_read_f32(f, t, scratch, p->n, err);
+    if (rc) return rc;
+    int in = p->shape[1], out = p->shape[0];
+    for (int i = 0; i < in; i++)
+        for (int o = 0; o < out; o++) p->w[(size_t)o * in + i] = scratch[(size_t)i * out + o];
+    return AL_OK;
+}
+
+static float *conv1d_scratch(const al_model *m) {
+    size_t n = 1;
+    for (int i = 0; i < m->n_params; i++)
+        if (m->params[i].conv1d && m->params[i].n > n) n = m->params[i].n;
+    return al_calloc(n, sizeof(float));
+}
+
+int al_model_load_weights(al_model *m, const char *dir, char err[AL_ERRLEN]) {
+    al_st_dir d;
+    int rc = al_st_dir_open(&d, dir, "model", err);
+    if (rc) return rc;
+    float *scratch = conv1d_scratch(m);
+    if (!scratch) {
+        al_st_dir_close(&d);
+        return al_err(err, AL_ENOMEM, "out of memory loading %s", dir);
+    }
+    for (int i = 0; i < m->n_params && rc == AL_OK; i++) {
+        al_param *p = &m->params[i];
+        if (p->lora) continue;
+        const al_st_file *f;
+        const al_st_tensor *t = find_tensor(&d, m, p->name, &f);
+        if (!t) {
+            rc = al_err(err, AL_EFORMAT, "%s: missing tensor %s", dir, p->name);
+            break;
+        }
+        rc = read_param(f, t, p, scratch, err);
+    }
+    al_free(scratch);
+    al_st_dir_close(&d);
+    return rc;
+}
+
+/* Reads the adapters of m from <dir>/adapter_model.safetensors. */
+static int load_adapters(al_model *m, const char *dir, char err[AL_ERRLEN]) {
+    al_st_dir d;
+    int rc = al_st_dir_open(&d, dir, "adapter_model", err);
+    if (rc) return rc;
+    char name[160];
+    for (int i = 0; i < m->n_params && rc == AL_OK; i++) {
+        al_param *p = &m->params[i];
+        if (!p->lora && i != m->score) continue;
+        snprintf(name, sizeof name, "base_model.model.%s", p->name);
+        const al_st_file *f;
+        const al_st_tensor *t = al_st_dir_find(&d, name, &f);
+        if (!t) {
+            if (i == m->score) continue; /* head kept from the base */
+            rc = al_err(err, AL_EFORMAT, "%s: missing adapter tensor %s", dir, name);
+            break;
+        }
+        rc = read_param(f, t, p, NULL, err);
+    }
+    al_st_dir_close(&d);
+    return rc;
+}
+
+/* Parses adapter_config.json into a LoRA config and the base folder path. */
+static int read_adapter_config(const char *dir, al_lora_cfg *lc, char *base, size_t base_n,
+                               int *has_score, char err[AL_ERRLEN]) {
+    char path[4096], *text;
+    size_t len;
+    if (al_path_join(path, sizeof path, dir, "adapter_config.json"))
+        return al_err(err, AL_ERANGE, "path too long: %s", dir);
+    int rc = al_file_read(path, 1 << 20, &text, &len, err);
+    if (rc) return rc;
+    json_error_t je;
+    json_t *j = json_loadb(text, len, JSON_REJECT_DUPLICATES, &je);
+    free(text);
+    if (!json_is_object(j)) {
+        json_decref(j);
+        return al_err(err, AL_EFORMAT, "adapter_config.json: line %d: %s", je.line, je.text);
+    }
+    memset(lc, 0, sizeof *lc);
+    rc = AL_OK;
+    json_t *v;
+    const char *pt = json_string_value(json_object_get(j, "peft_type"));
+    if (pt && strcmp(pt, "LORA") != 0) {
+        rc = al_err(err, AL_EUNSUP, "adapter_config.json: peft_type: %s is not LORA", pt);
+        goto out;
+    }
+    v = json_object_get(j, "r");
+    if (!json_is_integer(v) || json_integer_value(v) < 1 || json_integer_value(v) > 4096) {
+        rc = al_err(err, AL_EFORMAT, "adapter_config.json: r: must be an integer in 1..4096");
+        goto out;
+    }
+    lc->r = (int)json_integer_value(v);
+    v = json_object_get(j, "lora_alpha");
+    if (!json_is_number(v) || json_number_value(v) <= 0) {
+        rc = al_err(err, AL_EFORMAT, "adapter_config.json: lora_alpha: must be a positive number");
+        goto out;
+    }
+    lc->alpha = (float)json_number_value(v);
+    v = json_object_get(j, "target_modules");
+    if (json_is_string(v)) {
+        snprintf(lc->targets, sizeof lc->targets, "%s", json_string_value(v));
+    } else if (json_is_array(v) && json_array_size(v) > 0) {
+        size_t i, n = 0;
+        json_t *e;
+        json_array_foreach(v, i, e) {
+            if (!json_is_string(e)) {
+                rc = al_err(err, AL_EFORMAT, "adapter_config.json: target_modules: must list strings");
+                goto out;
+            }
+            n += (size_t)snprintf(lc->targets + n, sizeof lc->targets - n, "%s%s", i ? "," : "",
+                                  json_string_value(e));
+            if (n >= sizeof lc->targets) {
+                rc = al_err(err, AL_ERANGE, "adapter_config.json: target_modules: too long");
+                goto out;
+            }
+        }
+    } else {
+        rc = al_err(err, AL_EFORMAT, "adapter_config.json: target_modules: missing");
+        goto out;
+    }
+    const char *b = json_string_value(json_object_get(j, "base_model_name_or_path"));
+    if (!b || !*b) {
+        rc = al_err(err, AL_EFORMAT, "adapter_config.json: base_model_name_or_path: missing");
+        goto out;
+    }
+    if (b[0] == '/') snprintf(base, base_n, "%s", b);
+    else if (al_path_join(base, base_n, dir, b) || !al_file_exists(base))
+        snprintf(base, base_n, "%s", b);
+    *has_score = 0;
+    v = json_object_get(j, "modules_to_save");
+    if (json_is_array(v)) {
+        size_t i;
+        json_t *e;
+        json_array_foreach(v, i, e)
+            if (json_is_string(e) && strcmp(json_string_value(e), "score") == 0) *has_score = 1;
+    }
+out:
+    json_decref(j);
+    return rc;
+}
+
+int al_model_open(al_model **out, const char *dir, const al_lora_cfg *lora, char err[AL_ERRLEN]) {
+    char path[4096], base[4096];
+    al_lora_cfg alc;
+    int adapter = 0, has_score = 0, rc;
+    if (al_path_join(path, sizeof path, dir, "adapter_config.json"))
+        return al_err(err, AL_ERANGE, "path too long: %s", dir);
+    if (al_file_exists(path)) {
+        if ((rc = read_adapter_config(dir, &alc, base, sizeof base, &has_score, err))) return rc;
+        adapter = 1;
+        lora = &alc;
+    } else {
+        snprintf(base, sizeof base, "%s", dir);
+    }
+    al_model_config cfg;
+    if ((rc = al_config_load(&cfg, base, err))) return rc;
+    if (has_score && !cfg.has_score) {
+        cfg.has_score = 1;
+        if (cfg.num_labels <= 0) cfg.num_labels = 1;
+    }
+    al_model *m = al_model_new(&cfg, lora, err);
+    if (!m) return err && err[0] ? AL_EINVAL : AL_ENOMEM;
+    if ((rc = al_model_load_weights(m, base, err))) goto fail;
+    if (adapter) {
+        if ((rc = load_adapters(m, dir, err))) goto fail;
+    } else if (lora && lora->r > 0) {
+        al_model_init_lora(m, 0x10a);
+    }
+    *out = m;
+    return AL_OK;
+fail:
+    al_model_free(m);
+    return rc;
+}
+
+static void shape_on_disk(const al_param *p, al_st_entry *e) {
+    e->name = p->name;
+    e->ndim = p->ndim;
+    e->transpose = p->conv1d;
+    if (p->ndim == 1) {
+        e->shape[0] = p->shape[0];
+    } else if (p->conv1d) {
+        e->shape[0] = p->shape[1];
+        e->shape[1] = p->shape[0];
+    } else {
+        e->shape[0] = p->shape[0];
+        e->shape[1] = p->shape[1];
+    }
+}
+
+int al_model_save(const al_model *m, const char *dir, char err[AL_ERRLEN]) {
+    int rc = al_mkdir_p(dir, err);
+    if (rc) return rc;
+    if ((rc = al_config_save(&m->cfg, dir, err))) return rc;
+    al_st_entry *e = calloc((size_t)m->n_params, sizeof *e);
+    float *merged = NULL;
+    if (!e) return al_err(err, AL_ENOMEM, "out of memory saving %s", dir);
+    const float *src = m->data;
+    if (m->n_lora && m->adapters_on) {
+        /* W' = W + scale * B @ A on the adapted rows of each fused weight */
+        merged = al_calloc(m->n_data, sizeof(float));
+        if (!merged) {
+            free(e);
+            return al_err(err, AL_ENOMEM, "out of memory merging adapters for %s", dir);
+        }
+        memcpy(merged, m->data, m->n_data * sizeof(float));
+        for (int k = 0; k < m->n_lora; k++) {
+            const al_lora_mod *lm = &m->lora[k];
+            const al_linear *L = &m->layers[lm->layer].lin[lm->lin];
+            float *W = merged + (m->params[L->w].w - m->data);
+            al_gemm(0, 0, lm->out, lm->in, m->lora_cfg.r, m->lora_scale, m->params[lm->pB].w,
+                    m->lora_cfg.r, m->params[lm->pA].w, lm->in, 1.0f,
+                    W + (size_t)lm->off * lm->in, lm->in);
+        }
+        src = merged;
+    }
+    int n = 0;
+    for (int i = 0; i < m->n_params; i++) {
+        const al_param *p = &m->params[i];
+        if (p->lora) continue;
+        shape_on_disk(p, &e[n]);
+        e[n].data = src + (p->w - m->data);
+        n++;
+    }
+    char path[4096];
+    if (al_path_join(path, sizeof path, dir, "model.safetensors"))
+        rc = al_err(err, AL_ERANGE, "path too long: %s", dir);
+    else
+        rc = al_st_write(path, e, n, err);
+    al_free(merged);
+    free(e);
+    return rc;
+}
+
+int al_model_save_adapter(const al_model *m, const char *dir, const char *base_path,
+                          char err[AL_ERRLEN]) {
+    if (!m->n_lora) return al_err(err, AL_EINVAL, "model has no LoRA adapters to save");
+    int rc = al_mkdir_p(dir, err);
+    if (rc) return rc;
+    al_st_entry *e = calloc((size_t)m->n_params, sizeof *e);
+    char (*names)[160] = calloc((size_t)m->n_params, sizeof *names);
+    if (!e || !names) {
+        free(e);
+        free(names);
+        return al_err(err, AL_ENOMEM, "out of memory saving %s", dir);
+    }
+    int n = 0;
+    for (int i = 0; i < m->n_params; i++) {
+        const al_param *p = &m->params[i];
+        if (!p->lora && i != m->score) continue;
+        shape_on_disk(p, &e[n]);
+        snprintf(names[n], sizeof names[n], "base_model.model.%s", p->name);
+        e[n].name = names[n];
+        e[n].data = p->w;
+        n++;
+    }
+    char path[4096];
+    if (al_path_join(path, sizeof path, dir, "adapter_model.safetensors"))
+        rc = al_err(err, AL_ERANGE, "path too long: %s", dir);
+    else
+        rc = al_st_write(path, e, n, err);
+    free(e);
+    free(names);
+    if (rc) return rc;
+
+    json_t *j = json_object();
+    json_t *targets;
+    if (strcmp(m->lora_cfg.targets, "all-linear") == 0) {
+        targets = json_string("all-linear");
+    } else {
+        targets = json_array();
+        const char *s = m->lora_cfg.targets;
+        while (*s) {
+            const char *c = strchr(s, ',');
+            size_t len = c ? (size_t)(c - s) : strlen(s);
+            if (len) json_array_append_new(targets, json_stringn(s, len));
+            if (!c) break;
+            s = c + 1;
+        }
+    }
+    json_object_set_new(j, "peft_type", json_string("LORA"));
+    json_object_set_new(j, "task_type", json_string(m->cfg.has_lm_head ? "CAUSAL_LM" : "SEQ_CLS"));
+    json_object_set_new(j, "r", json_integer(m->lora_cfg.r));
+    json_object_set_new(j, "lora_alpha", json_real(m->lora_cfg.alpha));
+    json_object_set_new(j, "lora_dropout", json_real(0.0));
+    json_object_set_new(j, "target_modules", targets);
+    json_object_set_new(j, "bias", json_string("none"));
+    json_object_set_new(j, "fan_in_fan_out", json_boolean(m->cfg.arch == AL_ARCH_GPT2));
+    json_object_set_new(j, "inference_mode", json_true());
+    json_object_set_new(j, "base_model_name_or_path", json_string(base_path ? base_path : ""));
+    if (m->score >= 0) {
+        json_t *mts = json_array();
+        json_array_append_new(mts, json_string("score"));
+        json_object_set_new(j, "modules_to_save", mts);
+    }
+    char *text = json_dumps(j, JSON_INDENT(2) | JSON_SORT_KEYS);
+    json_decref(j);
+    if (!text) return al_err(err, AL_ENOMEM, "out of memory writing adapter_config.json");
+    if (al_path_join(path, sizeof path, dir, "adapter_config.json"))
+        rc = al_err(err, AL_ERANGE, "path too long: %s", dir);
+    else
+        rc = al_file_write_atomic(path, text, strlen(text), err);
+    free(text);
+    return rc;
+}

@@ -1,0 +1,78 @@
+/* Built-in tasks: each row drawn from an RNG seeded by (seed, index), so any
+ * row is reproducible on its own and splits never overlap when seeds differ. */
+#include "tasks.h"
+
+#include <stdio.h>
+#include <string.h>
+
+static const char *const names[] = {"addition", "reversal", "sorting", NULL};
+
+const char *const *al_task_names(void) { return names; }
+
+/* Changes one character of s to another from the same class (digit/letter). */
+static void perturb(char *s, al_rng *r) {
+    size_t n = strlen(s);
+    if (n == 0) return;
+    for (int tries = 0; tries < 16; tries++) {
+        size_t i = al_rng_below(r, (uint32_t)n);
+        char c = s[i];
+        if (c >= '0' && c <= '9') {
+            s[i] = (char)('0' + (c - '0' + 1 + (int)al_rng_below(r, 9)) % 10);
+            return;
+        }
+        if (c >= 'a' && c <= 'z') {
+            s[i] = (char)('a' + (c - 'a' + 1 + (int)al_rng_below(r, 25)) % 26);
+            return;
+        }
+    }
+    s[n - 1] = s[n - 1] == '0' ? '1' : '0';
+}
+
+int al_task_row_get(const char *task, uint64_t seed, uint64_t index, al_task_row *out) {
+    al_rng r;
+    al_rng_seed(&r, seed * 0x9E3779B97F4A7C15ull ^ (index + 1) * 0xD1B54A32D192ED03ull);
+    memset(out, 0, sizeof *out);
+    if (!strcmp(task, "addition")) {
+        /* 1-3 digit operands */
+        uint32_t da = 1 + al_rng_below(&r, 3), db = 1 + al_rng_below(&r, 3);
+        uint32_t pa = da == 1 ? 10 : da == 2 ? 100 : 1000, pb = db == 1 ? 10 : db == 2 ? 100 : 1000;
+        uint32_t a = al_rng_below(&r, pa), b = al_rng_below(&r, pb);
+        snprintf(out->prompt, sizeof out->prompt, "%u+%u=", a, b);
+        snprintf(out->answer, sizeof out->answer, "%u", a + b);
+    } else if (!strcmp(task, "reversal")) {
+        uint32_t n = 3 + al_rng_below(&r, 5);
+        char s[16];
+        for (uint32_t i = 0; i < n; i++) s[i] = (char)('a' + al_rng_below(&r, 26));
+        s[n] = 0;
+        snprintf(out->prompt, sizeof out->prompt, "rev %s=", s);
+        for (uint32_t i = 0; i < n; i++) out->answer[i] = s[n - 1 - i];
+    } else if (!strcmp(task, "sorting")) {
+        uint32_t n = 3 + al_rng_below(&r, 3), v[8];
+        for (uint32_t i = 0; i < n; i++) v[i] = al_rng_below(&r, 10);
+        size_t len = (size_t)snprintf(out->prompt, sizeof out->prompt, "sort ");
+        for (uint32_t i = 0; i < n; i++)
+            len += (size_t)snprintf(out->prompt + len, sizeof out->prompt - len, "%s%u", i ? "," : "", v[i]);
+        snprintf(out->prompt + len, sizeof out->prompt - len, "=");
+        for (uint32_t i = 1; i < n; i++)
+            for (uint32_t j = i; j > 0 && v[j - 1] > v[j]; j--) {
+                uint32_t t = v[j];
+                v[j] = v[j - 1];
+                v[j - 1] = t;
+            }
+        len = 0;
+        for (uint32_t i = 0; i < n; i++)
+            len += (size_t)snprintf(out->answer + len, sizeof out->answer - len, "%s%u", i ? "," : "", v[i]);
+    } else {
+        return AL_ENOENT;
+    }
+    memcpy(out->wrong, out->answer, sizeof out->wrong);
+    perturb(out->wrong, &r);
+    if (!strcmp(out->wrong, out->answer)) perturb(out->wrong, &r);
+    return AL_OK;
+}
+
+int al_task_correct(const al_task_row *row, const char *output) {
+    size_t n = strlen(output);
+    while (n && (output[n - 1] == ' ' || output[n - 1] == '\n' || output[n - 1] == '\t')) n--;
+    return n == strlen(row->answer) && memcmp(output, row->answer, n) == 0;
+}

@@ -1,0 +1,98 @@
+/* AdamW, schedules and clipping (see optim.h). The update walks the
+ * parameter table in order; moments are laid out in the same order as the
+ * model's gradient arena, so a checkpoint of m and v is two flat arrays. */
+#include "optim.h"
+
+#include <math.h>
+#include <string.h>
+
+#include "../compute/ops.h"
+
+void al_adamw_defaults(al_adamw_cfg *cfg) {
+    cfg->lr = 1e-3f;
+    cfg->beta1 = 0.9f;
+    cfg->beta2 = 0.999f;
+    cfg->eps = 1e-8f;
+    cfg->weight_decay = 0.0f;
+}
+
+int al_adamw_init(al_adamw *o, const al_adamw_cfg *cfg, al_model *model) {
+    memset(o, 0, sizeof *o);
+    o->cfg = *cfg;
+    o->n = al_model_num_params(model, 1);
+    o->m = al_calloc(o->n, sizeof(float));
+    o->v = al_calloc(o->n, sizeof(float));
+    if (!o->m || !o->v) {
+        al_adamw_deinit(o);
+        return AL_ENOMEM;
+    }
+    return AL_OK;
+}
+
+void al_adamw_deinit(al_adamw *o) {
+    al_free(o->m);
+    al_free(o->v);
+    o->m = o->v = NULL;
+}
+
+void al_adamw_step(al_adamw *o, al_model *model, float lr) {
+    int np;
+    al_param *ps = al_model_params(model, &np);
+    o->step++;
+    const float b1 = o->cfg.beta1, b2 = o->cfg.beta2, eps = o->cfg.eps;
+    const double bc1 = 1.0 - pow(b1, (double)o->step), bc2 = 1.0 - pow(b2, (double)o->step);
+    const float step_size = (float)(lr / bc1), inv_sqrt_bc2 = (float)(1.0 / sqrt(bc2));
+    size_t off = 0;
+    for (int i = 0; i < np; i++) {
+        al_param *p = &ps[i];
+        if (!p->g) continue;
+        float *w = p->w, *mm = o->m + off, *vv = o->v + off;
+        const float *g = p->g;
+        const float decay = p->decay ? 1.0f - lr * o->cfg.weight_decay : 1.0f;
+        for (size_t k = 0; k < p->n; k++) {
+            float gk = g[k];
+            float mk = b1 * mm[k] + (1.0f - b1) * gk;
+            float vk = b2 * vv[k] + (1.0f - b2) * gk * gk;
+            mm[k] = mk;
+            vv[k] = vk;
+            float denom = sqrtf(vk) * inv_sqrt_bc2 + eps;
+            w[k] = w[k] * decay - step_size * mk / denom;
+        }
+        off += p->n;
+    }
+}
+
+float al_sched_lr(al_sched_kind kind, float peak, long step, long warmup, long total) {
+    if (step < warmup) return peak * (float)step / (float)(warmup > 0 ? warmup : 1);
+    if (kind == AL_SCHED_CONSTANT) return peak;
+    long span = total - warmup;
+    if (span <= 0) return kind == AL_SCHED_CONSTANT ? peak : 0.0f;
+    double progress = (double)(step - warmup) / (double)span;
+    if (progress > 1) progress = 1;
+    if (kind == AL_SCHED_LINEAR) return (float)(peak * (1.0 - progress));
+    return (float)(peak * 0.5 * (1.0 + cos(3.14159265358979323846 * progress)));
+}
+
+int al_sched_parse(const char *name, al_sched_kind *out) {
+    if (!strcmp(name, "constant")) *out = AL_SCHED_CONSTANT;
+    else if (!strcmp(name, "linear")) *out = AL_SCHED_LINEAR;
+    else if (!strcmp(name, "cosine")) *out = AL_SCHED_COSINE;
+    else return AL_EINVAL;
+    return AL_OK;
+}
+
+double al_clip_grad_norm(al_model *model, double max_norm) {
+    int np;
+    al_param *ps = al_model_params(model, &np);
+    double ss = 0;
+    for (int i = 0; i < np; i++)
+        if (ps[i].g) ss += al_sumsq(ps[i].g, ps[i].n);
+    double norm = sqrt(ss);
+    if (max_norm > 0 && isfinite(norm)) {
+        double coef = max_norm / (norm + 1e-6);
+        if (coef < 1.0)
+            for (int i = 0; i < np; i++)
+                if (ps[i].g) al_scale(ps[i].g, (float)coef, ps[i].n);
+    }
+    return norm;
+}

@@ -1,0 +1,592 @@
+/* Whole-model tests: gradients of both families (with the scalar head, with
+ * LoRA, with gradient checkpointing) against central differences; forward
+ * against an independent double-precision reference written here with plain
+ * loops; save/load round trips; KV-cache generation against full forwards;
+ * micro-batch accumulation; determinism. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "compute/pool.h"
+#include "gradcheck.h"
+#include "model/model.h"
+#include "model/model_impl.h"
+#include "t.h"
+#include "train/optim.h"
+
+enum { B_ = 2, T_ = 5 };
+
+static al_model_config tiny(al_arch arch, int variant) {
+    al_model_config c;
+    al_config_default(&c, arch);
+    c.n_layers = 2;
+    c.C = 8;
+    c.NH = 2;
+    c.NKV = arch == AL_ARCH_LLAMA ? 1 : 2;
+    c.HD = 4;
+    c.FF = 12;
+    c.V = 11;
+    c.max_T = 16;
+    c.init_range = 0.3f;
+    c.rope_theta = 10000.0f;
+    c.has_lm_head = 1;
+    if (arch == AL_ARCH_LLAMA) {
+        c.tie_word_embeddings = variant == 0;
+        c.attn_bias = variant == 1; /* Qwen2-style q/k/v biases */
+        if (variant == 1) snprintf(c.model_type, sizeof c.model_type, "qwen2");
+    }
+    return c;
+}
+
+/* A batch with padding in row 1 and a prompt (no targets) at the start. */
+static int32_t g_ids[B_ * T_] = {1, 4, 7, 2, 9, 3, 10, 5, 0, 0};
+static int32_t g_seg[B_ * T_] = {1, 1, 1, 1, 1, 1, 1, 1, 0, 0};
+static int32_t g_tgt[B_ * T_] = {-1, 7, 2, 9, 6, 10, 5, 8, -1, -1};
+
+typedef struct gc_ctx {
+    al_model *m;
+    al_tokens in;
+    float R1[B_ * T_], R2[B_ * T_], R3[B_ * T_];
+    float logp[B_ * T_], ent[B_ * T_], val[B_ * T_];
+    int use_ent, use_val;
+} gc_ctx;
+
+static double gc_loss(void *p) {
+    gc_ctx *c = p;
+    al_fwd f = {c->logp, c->use_ent ? c->ent : NULL, c->use_val ? c->val : NULL};
+    AL_ASSERT(al_model_forward(c->m, &c->in, &f) == AL_OK);
+    double L = 0;
+    for (int n = 0; n < B_ * T_; n++) {
+        L += (double)c->R1[n] * c->logp[n];
+        if (c->use_ent) L += (double)c->R2[n] * c->ent[n];
+        if (c->use_val) L += (double)c->R3[n] * c->val[n];
+    }
+    return L;
+}
+
+static void check_grads(const char *what, al_model *m, int use_ent, int use_val, int flags) {
+    char err[AL_ERRLEN];
+    T_OK(al_model_reserve(m, B_, T_, flags, err));
+    static gc_ctx c;
+    memset(&c, 0, sizeof c);
+    c.m = m;
+    c.in = (al_tokens){.B = B_, .T = T_, .ids = g_ids, .seg = g_seg, .targets = g_tgt};
+    c.use_ent = use_ent;
+    c.use_val = use_val;
+    gc_fill(c.R1, B_ * T_, 11, 1.0f);
+    gc_fill(c.R2, B_ * T_, 12, 1.0f);
+    gc_fill(c.R3, B_ * T_, 13, 1.0f);
+    gc_loss(&c);
+    al_model_zero_grad(m);
+    T_OK(al_model_backward(m, &c.in, c.R1, use_ent ? c.R2 : NULL, use_val ? c.R3 : NULL));
+    int np;
+    al_param *ps = al_model_params(m, &np);
+    /* the analytic gradient must be copied: gc_check re-runs forwards only */
+    for (int i = 0; i < np; i++) {
+        if (!ps[i].g) continue;
+        float *g = malloc(ps[i].n * sizeof *g);
+        memcpy(g, ps[i].g, ps[i].n * sizeof *g);
+        char name[200];
+        snprintf(name, sizeof name, "%s %s", what, ps[i].name);
+        gc_check_stencil(name, ps[i].w, g, ps[i].n, gc_loss, &c, 5e-3f, 4);
+        free(g);
+    }
+}
+
+static void test_gradients(void) {
+    char err[AL_ERRLEN];
+    for (int arch = 1; arch <= 2; arch++) {
+        for (int variant = 0; variant < (arch == 2 ? 2 : 1); variant++) {
+            al_model_config c = tiny((al_arch)arch, variant);
+            al_model *m = al_model_new(&c, NULL, err);
+            T_TRUE(m != NULL);
+            al_model_init(m, 7);
+            check_grads(arch == 1 ? "gpt2" : variant ? "qwen2" : "llama", m, 1, 0, 0);
+            al_model_free(m);
+            /* with the scalar head (reward model / critic) */
+            c.has_score = 1;
+            c.num_labels = 1;
+            m = al_model_new(&c, NULL, err);
+            al_model_init(m, 8);
+            check_grads(arch == 1 ? "gpt2+head" : "llama+head", m, 0, 1, 0);
+            al_model_free(m);
+        }
+    }
+}
+
+static void test_lora_gradients(void) {
+    char err[AL_ERRLEN];
+    for (int arch = 1; arch <= 2; arch++) {
+        al_model_config c = tiny((al_arch)arch, 1);
+        al_lora_cfg lc = {.r = 2, .alpha = 4.0f};
+        snprintf(lc.targets, sizeof lc.targets, "all-linear");
+        al_model *m = al_model_new(&c, &lc, err);
+        T_TRUE(m != NULL);
+        al_model_init(m, 9);
+        /* B starts at zero; make it non-zero so A's gradient is too */
+        int np;
+        al_param *ps = al_model_params(m, &np);
+        int n_lora = 0, n_trainable = 0;
+        for (int i = 0; i < np; i++) {
+            if (ps[i].lora) {
+                n_lora++;
+                gc_fill(ps[i].w, ps[i].n, 100 + (uint64_t)i, 0.5f);
+            }
+            n_trainable += ps[i].g != NULL;
+        }
+        T_EQ_INT(n_lora, arch == 1 ? 2 * 4 * 2 : 2 * 7 * 2);
+        T_EQ_INT(n_trainable, n_lora); /* base frozen */
+        check_grads(arch == 1 ? "gpt2 lora" : "llama lora", m, 1, 0, 0);
+        /* adapters off == the base model */
+        al_fwd f1 = {0}, f2 = {0};
+        float a[B_ * T_], b[B_ * T_];
+        f1.logp = a;
+        f2.logp = b;
+        al_tokens in = {.B = B_, .T = T_, .ids = g_ids, .seg = g_seg, .targets = g_tgt};
+        al_model_set_adapters(m, 0);
+        al_model_forward(m, &in, &f1);
+        al_model_set_adapters(m, 1);
+        al_model_forward(m, &in, &f2);
+        al_model_config c0 = c;
+        al_model *base = al_model_new(&c0, NULL, err);
+        al_param *bp = al_model_params(base, &np);
+        int nb = np;
+        for (int i = 0; i < nb; i++) memcpy(bp[i].w, ps[i].w, bp[i].n * sizeof(float));
+        T_OK(al_model_reserve(base, B_, T_, 0, err));
+        float cbuf[B_ * T_];
+        al_fwd f3 = {.logp = cbuf};
+        al_model_forward(base, &in, &f3);
+        int same = 1, differs = 0;
+        for (int n = 0; n < B_ * T_; n++) {
+            same &= a[n] == cbuf[n];
+            differs |= fabsf(a[n] - b[n]) > 1e-4f;
+        }
+        T_TRUE(same);
+        T_TRUE(differs);
+        al_model_free(base);
+        al_model_free(m);
+    }
+}
+
+/* Gradient checkpointing recomputes the same numbers: gradients bit-equal. */
+static void test_checkpointing(void) {
+    char err[AL_ERRLEN];
+    for (int arch = 1; arch <= 2; arch++) {
+        al_model_config c = tiny((al_arch)arch, 1);
+        al_model *m = al_model_new(&c, NULL, err);
+        al_model_init(m, 3);
+        al_tokens in = {.B = B_, .T = T_, .ids = g_ids, .seg = g_seg, .targets = g_tgt};
+        float lp[B_ * T_], R[B_ * T_];
+        gc_fill(R, B_ * T_, 5, 1.0f);
+        al_fwd f = {.logp = lp};
+        size_t ng = al_model_num_params(m, 1);
+        float *g0 = malloc(ng * sizeof *g0);
+        for (int ck = 0; ck < 2; ck++) {
+            T_OK(al_model_reserve(m, B_, T_, ck ? AL_MODEL_GRAD_CKPT : 0, err));
+            al_model_zero_grad(m);
+            al_model_forward(m, &in, &f);
+            al_model_backward(m, &in, R, NULL, NULL);
+            if (ck == 0) memcpy(g0, m->grad, ng * sizeof *g0);
+            else T_TRUE(memcmp(g0, m->grad, ng * sizeof *g0) == 0);
+        }
+        free(g0);
+        al_model_free(m);
+    }
+}
+
+/* ---- independent reference forward (double, plain loops) ---------------- */
+
+static double ref_norm(double *out, const double *x, const float *w, const float *b, int C,
+                       int rms, double eps) {
+    double mean = 0, var = 0;
+    if (!rms) {
+        for (int i = 0; i < C; i++) mean += x[i];
+        mean /= C;
+    }
+    for (int i = 0; i < C; i++) var += (x[i] - mean) * (x[i] - mean);
+    var /= C;
+    double r = 1.0 / sqrt(var + eps);
+    for (int i = 0; i < C; i++) out[i] = (x[i] - mean) * r * w[i] + (b ? b[i] : 0);
+    return r;
+}
+
+/* y (out) = W x + b with W (out, in) given as a param run */
+static void ref_lin(double *y, const double *x, const float *W, const float *b, int out, int in) {
+    for (int o = 0; o < out; o++) {
+        double s = b ? b[o] : 0;
+        for (int i = 0; i < in; i++) s += (double)W[(size_t)o * in + i] * x[i];
+        y[o] = s;
+    }
+}
+
+/* log p(tgt[t] | ids[<=t]) for one sequence of length n, written from the
+ * Hugging Face modeling files' definitions, independent of lib/compute. */
+static void ref_logprobs(al_model *m, const int32_t *ids, int n, const int32_t *tgt, double *out) {
+    const al_model_config *c = &m->cfg;
+    int C = c->C, NH = c->NH, NKV = c->NKV, HD = c->HD, FF = c->FF, rms = c->arch == AL_ARCH_LLAMA;
+    double *x = calloc((size_t)n * C, sizeof *x), *h = calloc((size_t)C, sizeof *h);
+    double *q = calloc((size_t)n * NH * HD, sizeof *q), *k = calloc((size_t)n * NKV * HD, sizeof *k);
+    double *v = calloc((size_t)n * NKV * HD, sizeof *v), *qkv = calloc((size_t)m->QKV, sizeof *qkv);
+    double *att = calloc((size_t)n * NH * HD, sizeof *att), *tmp = calloc((size_t)2 * FF + C, sizeof *tmp);
+    double *u = calloc((size_t)2 * FF, sizeof *u);
+    for (int t = 0; t < n; t++)
+        for (int i = 0; i < C; i++)
+            x[t * C + i] = m->params[m->wte].w[(size_t)ids[t] * C + i] +
+                           (m->wpe >= 0 ? m->params[m->wpe].w[(size_t)t * C + i] : 0);
+    for (int l = 0; l < c->n_layers; l++) {
+        al_layer *ly = &m->layers[l];
+        for (int t = 0; t < n; t++) {
+            ref_norm(h, x + t * C, PW(m, ly->ln1_w), PW(m, ly->ln1_b), C, rms, c->norm_eps);
+            al_linear *L = &ly->lin[LIN_QKV];
+            ref_lin(qkv, h, PW(m, L->w), PW(m, L->b), L->out, L->in);
+            for (int e = 0; e < NH * HD; e++) q[t * NH * HD + e] = qkv[e];
+            for (int e = 0; e < NKV * HD; e++) {
+                k[t * NKV * HD + e] = qkv[NH * HD + e];
+                v[t * NKV * HD + e] = qkv[(NH + NKV) * HD + e];
+            }
+            if (rms) { /* rotate_half RoPE */
+                for (int hh = 0; hh < NH + NKV; hh++) {
+                    double *z = hh < NH ? q + t * NH * HD + hh * HD : k + t * NKV * HD + (hh - NH) * HD;
+                    for (int i = 0; i < HD / 2; i++) {
+                        double inv = 1.0 / pow(c->rope_theta, 2.0 * i / HD), a = t * inv;
+                        double x1 = z[i], x2 = z[i + HD / 2];
+                        z[i] = x1 * cos(a) - x2 * sin(a);
+                        z[i + HD / 2] = x2 * cos(a) + x1 * sin(a);
+                    }
+                }
+            }
+        }
+        for (int t = 0; t < n; t++) {
+            for (int hh = 0; hh < NH; hh++) {
+                int g = hh / (NH / NKV);
+                double mx = -1e300, w[64], s = 0;
+                for (int j = 0; j <= t; j++) {
+                    double d = 0;
+                    for (int e = 0; e < HD; e++) d += q[t * NH * HD + hh * HD + e] * k[j * NKV * HD + g * HD + e];
+                    w[j] = d / sqrt((double)HD);
+                    if (w[j] > mx) mx = w[j];
+                }
+                for (int j = 0; j <= t; j++) s += (w[j] = exp(w[j] - mx));
+                for (int e = 0; e < HD; e++) {
+                    double o = 0;
+                    for (int j = 0; j <= t; j++) o += w[j] / s * v[j * NKV * HD + g * HD + e];
+                    att[t * NH * HD + hh * HD + e] = o;
+                }
+            }
+        }
+        for (int t = 0; t < n; t++) {
+            al_linear *L = &ly->lin[LIN_O];
+            ref_lin(tmp, att + t * NH * HD, PW(m, L->w), PW(m, L->b), L->out, L->in);
+            for (int i = 0; i < C; i++) x[t * C + i] += tmp[i];
+            ref_norm(h, x + t * C, PW(m, ly->ln2_w), PW(m, ly->ln2_b), C, rms, c->norm_eps);
+            L = &ly->lin[LIN_UP];
+            ref_lin(u, h, PW(m, L->w), PW(m, L->b), L->out, L->in);
+            for (int i = 0; i < FF; i++) {
+                if (rms) {
+                    double gt = u[i];
+                    tmp[i] = gt / (1 + exp(-gt)) * u[FF + i];
+                } else {
+                    double z = u[i];
+                    tmp[i] = 0.5 * z * (1 + tanh(sqrt(2 / 3.14159265358979323846) * (z + 0.044715 * z * z * z)));
+                }
+            }
+            L = &ly->lin[LIN_DOWN];
+            ref_lin(u, tmp, PW(m, L->w), PW(m, L->b), L->out, L->in);
+            for (int i = 0; i < C; i++) x[t * C + i] += u[i];
+        }
+    }
+    for (int t = 0; t < n; t++) {
+        if (tgt[t] < 0) { out[t] = 0; continue; }
+        ref_norm(h, x + t * C, PW(m, m->lnf_w), PW(m, m->lnf_b), C, rms, c->norm_eps);
+        double mx = -1e300, s = 0, z[64];
+        for (int vv = 0; vv < c->V; vv++) {
+            z[vv] = 0;
+            for (int i = 0; i < C; i++) z[vv] += h[i] * m->params[m->head].w[(size_t)vv * C + i];
+            if (z[vv] > mx) mx = z[vv];
+        }
+        for (int vv = 0; vv < c->V; vv++) s += exp(z[vv] - mx);
+        out[t] = z[tgt[t]] - mx - log(s);
+    }
+    free(x); free(h); free(q); free(k); free(v); free(qkv); free(att); free(tmp); free(u);
+}
+
+static void test_forward_reference(void) {
+    char err[AL_ERRLEN];
+    for (int arch = 1; arch <= 2; arch++) {
+        for (int variant = 0; variant < 2; variant++) {
+            al_model_config c = tiny((al_arch)arch, variant);
+            al_model *m = al_model_new(&c, NULL, err);
+            al_model_init(m, 21 + (uint64_t)variant);
+            /* non-trivial norms and biases */
+            int np;
+            al_param *ps = al_model_params(m, &np);
+            for (int i = 0; i < np; i++)
+                if (ps[i].ndim == 1) gc_fill(ps[i].w, ps[i].n, 40 + (uint64_t)i, 0.5f);
+            T_OK(al_model_reserve(m, B_, T_, 0, err));
+            al_tokens in = {.B = B_, .T = T_, .ids = g_ids, .seg = g_seg, .targets = g_tgt};
+            float lp[B_ * T_];
+            al_fwd f = {.logp = lp};
+            T_OK(al_model_forward(m, &in, &f));
+            double ref[T_];
+            ref_logprobs(m, g_ids, T_, g_tgt, ref);
+            for (int t = 0; t < T_; t++) T_NEAR(lp[t], ref[t], 1e-4);
+            /* row 1 is 3 real tokens: padding must not change them */
+            ref_logprobs(m, g_ids + T_, 3, g_tgt + T_, ref);
+            for (int t = 0; t < 3; t++) T_NEAR(lp[T_ + t], ref[t], 1e-4);
+            al_model_free(m);
+        }
+    }
+}
+
+/* ---- save / load -------------------------------------------------------- */
+
+static void test_save_load(void) {
+    char err[AL_ERRLEN], dir[1200];
+    for (int arch = 1; arch <= 3; arch++) {
+        /* 3: a Llama reward model (ForSequenceClassification, score head) */
+        al_model_config c = tiny(arch == 1 ? AL_ARCH_GPT2 : AL_ARCH_LLAMA, 1);
+        if (arch == 3) {
+            c.has_score = 1;
+            c.num_labels = 1;
+            c.has_lm_head = 0;
+        }
+        al_model *m = al_model_new(&c, NULL, err);
+        al_model_init(m, 5);
+        snprintf(dir, sizeof dir, "%s/save%d", t_tmpdir(), arch);
+        err[0] = 0;
+        T_OK(al_model_save(m, dir, err));
+        if (err[0]) fprintf(stderr, "%s\n", err);
+        al_model *r = NULL;
+        int rc = al_model_open(&r, dir, NULL, err);
+        T_OK(rc);
+        if (rc) { fprintf(stderr, "%s\n", err); al_model_free(m); continue; }
+        int n1, n2;
+        al_param *a = al_model_params(m, &n1), *b = al_model_params(r, &n2);
+        T_EQ_INT(n1, n2);
+        int exact = 1;
+        for (int i = 0; i < n1 && i < n2; i++)
+            exact &= strcmp(a[i].name, b[i].name) == 0 && memcmp(a[i].w, b[i].w, a[i].n * 4) == 0;
+        T_TRUE(exact);
+        al_model_free(r);
+        if (arch == 3) {
+            al_model_free(m);
+            continue;
+        }
+
+        /* LoRA: adapter folder round trip, and merged save == adapters on */
+        al_lora_cfg lc = {.r = 2, .alpha = 8.0f};
+        snprintf(lc.targets, sizeof lc.targets, arch == 1 ? "c_attn,c_proj" : "q_proj,v_proj,down_proj");
+        al_model *lm = NULL;
+        T_OK(al_model_open(&lm, dir, &lc, err));
+        al_param *lp = al_model_params(lm, &n1);
+        for (int i = 0; i < n1; i++)
+            if (lp[i].lora) gc_fill(lp[i].w, lp[i].n, 300 + (uint64_t)i, 0.3f);
+        char adir[1300], mdir[1300];
+        snprintf(adir, sizeof adir, "%s/adapter%d", t_tmpdir(), arch);
+        snprintf(mdir, sizeof mdir, "%s/merged%d", t_tmpdir(), arch);
+        T_OK(al_model_save_adapter(lm, adir, dir, err));
+        T_OK(al_model_save(lm, mdir, err));
+        al_model *la = NULL, *mg = NULL;
+        T_OK(al_model_open(&la, adir, NULL, err));
+        T_OK(al_model_open(&mg, mdir, NULL, err));
+        if (la && mg) {
+            al_param *x = al_model_params(la, &n2);
+            exact = n1 == n2;
+            for (int i = 0; i < n1 && i < n2; i++) exact &= memcmp(x[i].w, lp[i].w, x[i].n * 4) == 0;
+            T_TRUE(exact);
+            al_tokens in = {.B = B_, .T = T_, .ids = g_ids, .seg = g_seg, .targets = g_tgt};
+            float l1[B_ * T_], l2[B_ * T_];
+            al_fwd f1 = {.logp = l1}, f2 = {.logp = l2};
+            T_OK(al_model_reserve(la, B_, T_, 0, err));
+            T_OK(al_model_reserve(mg, B_, T_, 0, err));
+            al_model_forward(la, &in, &f1);
+            al_model_forward(mg, &in, &f2);
+            for (int n = 0; n < B_ * T_; n++) T_NEAR(l1[n], l2[n], 1e-5);
+        }
+        al_model_free(la);
+        al_model_free(mg);
+        al_model_free(lm);
+        al_model_free(m);
+    }
+    /* a wrong shape on disk is named */
+    al_model_config c = tiny(AL_ARCH_GPT2, 0);
+    al_model *m = al_model_new(&c, NULL, err);
+    snprintf(dir, sizeof dir, "%s/save1", t_tmpdir());
+    c.C = 12;
+    c.NH = c.NKV = 3;
+    al_model *w = al_model_new(&c, NULL, err);
+    int rc = al_model_load_weights(w, dir, err);
+    T_EQ_INT(rc, AL_ESHAPE);
+    T_TRUE(strstr(err, "transformer.wte.weight") != NULL);
+    al_model_free(w);
+    al_model_free(m);
+}
+
+/* ---- generation --------------------------------------------------------- */
+
+static void test_generation(void) {
+    char err[AL_ERRLEN];
+    for (int arch = 1; arch <= 2; arch++) {
+        al_model_config c = tiny((al_arch)arch, 1);
+        c.max_T = 24;
+        al_lora_cfg lc = {.r = 2, .alpha = 4};
+        snprintf(lc.targets, sizeof lc.targets, "all-linear");
+        al_model *m = al_model_new(&c, arch == 2 ? &lc : NULL, err);
+        al_model_init(m, 77);
+        int np;
+        al_param *ps = al_model_params(m, &np);
+        for (int i = 0; i < np; i++)
+            if (ps[i].lora) gc_fill(ps[i].w, ps[i].n, 500 + (uint64_t)i, 0.3f);
+        int32_t p0[] = {1, 2, 3}, p1[] = {4, 5, 6, 7, 8};
+        const int32_t *pr[2] = {p0, p1};
+        int plen[2] = {3, 5}, len[2];
+        enum { NEW = 10 };
+        int32_t out[2 * NEW];
+        float lps[2 * NEW];
+        al_gen_cfg g = {.max_new = NEW, .temperature = 0, .top_p = 1};
+        al_rng rng;
+        al_rng_seed(&rng, 1);
+        T_OK(al_generate(m, pr, plen, 2, &g, &rng, out, lps, len, err));
+        /* each greedy token is the argmax of a full forward over the prefix */
+        T_OK(al_model_reserve(m, 1, 24, 0, err));
+        for (int b = 0; b < 2; b++) {
+            T_EQ_INT(len[b], NEW);
+            int32_t seq[24], tgt[24];
+            int n = plen[b];
+            memcpy(seq, pr[b], (size_t)n * sizeof *seq);
+            int agree = 1;
+            double maxdiff = 0;
+            for (int s = 0; s < NEW; s++) {
+                /* log-probs of every vocabulary entry at the last position */
+                float best = -1e30f;
+                int arg = -1;
+                for (int v = 0; v < c.V; v++) {
+                    for (int t = 0; t < n; t++) tgt[t] = -1;
+                    tgt[n - 1] = v;
+                    float lp[24];
+                    al_tokens in = {.B = 1, .T = n, .ids = seq, .targets = tgt};
+                    al_fwd f = {.logp = lp};
+                    al_model_forward(m, &in, &f);
+                    if (lp[n - 1] > best) { best = lp[n - 1]; arg = v; }
+                    if (v == out[b * NEW + s]) maxdiff = fmax(maxdiff, fabs(lp[n - 1] - lps[b * NEW + s]));
+                }
+                agree &= arg == out[b * NEW + s];
+                seq[n++] = out[b * NEW + s];
+            }
+            T_TRUE(agree);
+            T_NEAR(maxdiff, 0, 1e-4);
+        }
+        /* stop tokens end a sequence (and are included) */
+        int32_t stop = out[2];
+        int want_len = 1;
+        while (out[want_len - 1] != stop) want_len++;
+        g.stop = &stop;
+        g.n_stop = 1;
+        al_rng_seed(&rng, 1);
+        T_OK(al_generate(m, pr, plen, 2, &g, &rng, out, NULL, len, err));
+        T_EQ_INT(len[0], want_len);
+        T_EQ_INT(out[want_len - 1], stop);
+        /* sampling is reproducible from the seed and changes with it */
+        g.temperature = 1.0f;
+        g.top_k = 5;
+        g.top_p = 0.9f;
+        g.n_stop = 0;
+        int32_t s1[2 * NEW], s2[2 * NEW], s3[2 * NEW];
+        al_rng_seed(&rng, 42);
+        al_generate(m, pr, plen, 2, &g, &rng, s1, NULL, len, err);
+        al_rng_seed(&rng, 42);
+        al_generate(m, pr, plen, 2, &g, &rng, s2, NULL, len, err);
+        al_rng_seed(&rng, 43);
+        al_generate(m, pr, plen, 2, &g, &rng, s3, NULL, len, err);
+        T_TRUE(memcmp(s1, s2, sizeof s1) == 0);
+        T_TRUE(memcmp(s1, s3, sizeof s1) != 0);
+        /* errors: context overflow, bad ids */
+        g.max_new = 30;
+        T_EQ_INT(al_generate(m, pr, plen, 2, &g, &rng, s1, NULL, len, err), AL_ERANGE);
+        al_model_free(m);
+    }
+}
+
+/* ---- accumulation and determinism --------------------------------------- */
+
+/* One AdamW update from a batch of 8 sequences, done as 1x8 or as 8x1. */
+static void update(al_model *m, int micro, float *out_params) {
+    char err[AL_ERRLEN];
+    enum { NB = 8, T = 6 };
+    int32_t ids[NB * T], tgt[NB * T];
+    for (int i = 0; i < NB * T; i++) ids[i] = (i * 7 + 3) % 11;
+    for (int i = 0; i < NB * T; i++) tgt[i] = (i % T) == T - 1 ? -1 : ids[i + 1];
+    int per = NB / micro, ntok = 0;
+    for (int i = 0; i < NB * T; i++) ntok += tgt[i] >= 0;
+    float dl[NB * T], lp[NB * T];
+    for (int i = 0; i < NB * T; i++) dl[i] = tgt[i] >= 0 ? -1.0f / ntok : 0;
+    al_model_reserve(m, per, T, 0, err);
+    al_model_zero_grad(m);
+    for (int k = 0; k < micro; k++) {
+        al_tokens in = {.B = per, .T = T, .ids = ids + k * per * T, .targets = tgt + k * per * T};
+        al_fwd f = {.logp = lp};
+        al_model_forward(m, &in, &f);
+        al_model_backward(m, &in, dl + k * per * T, NULL, NULL);
+    }
+    al_adamw opt;
+    al_adamw_cfg oc;
+    al_adamw_defaults(&oc);
+    oc.weight_decay = 0.1f;
+    al_adamw_init(&opt, &oc, m);
+    al_clip_grad_norm(m, 1.0);
+    al_adamw_step(&opt, m, 1e-3f);
+    al_adamw_deinit(&opt);
+    memcpy(out_params, m->data, m->n_data * sizeof(float));
+}
+
+static void test_accumulation_and_determinism(void) {
+    char err[AL_ERRLEN];
+    al_model_config c = tiny(AL_ARCH_LLAMA, 1);
+    al_model *m = al_model_new(&c, NULL, err);
+    size_t n = m->n_data;
+    float *w0 = malloc(n * 4), *a = malloc(n * 4), *b = malloc(n * 4), *d = malloc(n * 4);
+    al_model_init(m, 1);
+    memcpy(w0, m->data, n * 4);
+    update(m, 1, a);
+    memcpy(m->data, w0, n * 4);
+    update(m, 8, b);
+    double maxd = 0;
+    for (size_t i = 0; i < n; i++) maxd = fmax(maxd, fabs(a[i] - b[i]));
+    T_NEAR(maxd, 0, 1e-5);
+    memcpy(m->data, w0, n * 4);
+    update(m, 1, d);
+    T_TRUE(memcmp(a, d, n * 4) == 0); /* same thread count: bit-identical */
+    free(w0); free(a); free(b); free(d);
+    al_model_free(m);
+}
+
+static void test_errors(void) {
+    char err[AL_ERRLEN];
+    al_model_config c = tiny(AL_ARCH_GPT2, 0);
+    al_model *m = al_model_new(&c, NULL, err);
+    T_EQ_INT(al_model_reserve(m, 1, 17, 0, err), AL_ERANGE);
+    T_OK(al_model_reserve(m, 1, 4, 0, err));
+    int32_t ids[4] = {1, 2, 99, 3};
+    al_tokens in = {.B = 1, .T = 4, .ids = ids};
+    T_EQ_INT(al_model_forward(m, &in, NULL), AL_ERANGE);
+    in.T = 5;
+    T_EQ_INT(al_model_forward(m, &in, NULL), AL_EINVAL);
+    al_lora_cfg lc = {.r = 2, .alpha = 2};
+    snprintf(lc.targets, sizeof lc.targets, "nonexistent_proj");
+    T_TRUE(al_model_new(&c, &lc, err) == NULL);
+    T_TRUE(strstr(err, "nonexistent_proj") != NULL);
+    al_model_free(m);
+}
+
+int main(void) {
+    al_pool_init(2);
+    test_gradients();
+    test_lora_gradients();
+    test_checkpointing();
+    test_forward_reference();
+    test_save_load();
+    test_generation();
+    test_accumulation_and_determinism();
+    test_errors();
+    return t_done();
+}
