@@ -1,0 +1,22 @@
+# Sourced by scripts/test and scripts/demo: installs the Debian 12 packages
+# alignd needs, only those missing, so a fresh machine needs nothing else.
+# Usage: al_need_packages pkg...
+al_need_packages() {
+    local missing=() p
+    for p in "$@"; do
+        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" \
+            || missing+=("$p")
+    done
+    [ ${#missing[@]} -eq 0 ] && return 0
+    echo "installing: ${missing[*]}"
+    local sudo=""
+    [ "$(id -u)" -eq 0 ] || sudo="sudo"
+    export DEBIAN_FRONTEND=noninteractive
+    $sudo apt-get update -qq
+    $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
+}
+
+# What building alignd needs.
+AL_BUILD_PACKAGES=(build-essential cmake pkg-config libopenblas-dev libjansson-dev)
+# What the tests need beyond the build: the PyTorch parity reference.
+AL_TEST_PACKAGES=(python3 python3-torch python3-numpy)
