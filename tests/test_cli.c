@@ -1,0 +1,127 @@
+/* The command line as a user runs it: the alignd binary ($ALIGND_BIN) on
+ * folders it writes, with every bad input answered by its exact message. */
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+
+#include "t.h"
+
+static char g_out[1 << 16];
+
+/* Runs `alignd <args>`; stdout+stderr in g_out; returns the exit status. */
+static int run(const char *args) {
+    const char *bin = getenv("ALIGND_BIN");
+    char cmd[4096], path[1100];
+    snprintf(path, sizeof path, "%s/out.txt", t_tmpdir());
+    snprintf(cmd, sizeof cmd, "%s %s >'%s' 2>&1", bin ? bin : "alignd", args, path);
+    int st = system(cmd);
+    FILE *f = fopen(path, "r");
+    size_t n = f ? fread(g_out, 1, sizeof g_out - 1, f) : 0;
+    g_out[n] = 0;
+    if (f) fclose(f);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+static json_t *out_json(void) {
+    json_error_t e;
+    return json_loads(g_out, JSON_DECODE_ANY, &e);
+}
+
+#define T_OUT_HAS(s) T_REPORT_(strstr(g_out, s) != NULL, "output has \"%s\": %s", s, g_out)
+
+int main(void) {
+    const char *tmp = t_tmpdir();
+    char a[4096];
+
+    /* init-model writes a Hugging Face folder that loads */
+    snprintf(a, sizeof a, "init-model --arch llama --layers 2 --hidden 32 --heads 4 --kv-heads 2 "
+                          "--vocab 260 --context 32 --seed 5 --out %s/llama", tmp);
+    T_EQ_INT(run(a), 0);
+    json_t *j = out_json();
+    T_TRUE(json_is_object(j));
+    T_TRUE(json_integer_value(json_object_get(j, "parameters")) > 0);
+    json_decref(j);
+    snprintf(a, sizeof a, "%s/llama/config.json", tmp);
+    FILE *f = fopen(a, "r");
+    T_TRUE(f != NULL);
+    if (f) fclose(f);
+
+    /* logprobs: one per scored token, all <= 0 */
+    snprintf(a, sizeof a, "logprobs --model %s/llama --ids 1,2,3,4,5", tmp);
+    T_EQ_INT(run(a), 0);
+    j = out_json();
+    json_t *lp = json_object_get(j, "logprobs"), *tk = json_object_get(j, "tokens");
+    T_EQ_INT(json_array_size(lp), 4);
+    T_EQ_INT(json_integer_value(json_array_get(tk, 0)), 2);
+    int neg = 1;
+    for (size_t i = 0; i < json_array_size(lp); i++) neg &= json_real_value(json_array_get(lp, i)) <= 0;
+    T_TRUE(neg);
+    double lp_last = json_real_value(json_array_get(lp, 3));
+    json_decref(j);
+    snprintf(a, sizeof a, "logprobs --model %s/llama --ids 1,2,3,4,5 --prompt-len 4", tmp);
+    T_EQ_INT(run(a), 0);
+    j = out_json();
+    T_EQ_INT(json_array_size(json_object_get(j, "logprobs")), 1);
+    T_NEAR(json_real_value(json_array_get(json_object_get(j, "logprobs"), 0)), lp_last, 1e-6);
+    json_decref(j);
+
+    /* generate: greedy and seeded sampling are reproducible */
+    static char first[sizeof g_out];
+    snprintf(a, sizeof a, "generate --model %s/llama --ids 1,2,3 --max-new-tokens 6 --temperature 1 --seed 9", tmp);
+    T_EQ_INT(run(a), 0);
+    snprintf(first, sizeof first, "%s", g_out);
+    T_EQ_INT(run(a), 0);
+    T_STR_EQ(g_out, first);
+    j = out_json();
+    T_TRUE(json_array_size(json_object_get(j, "ids")) >= 1);
+    T_TRUE(json_array_size(json_object_get(j, "ids")) <= 6);
+    json_decref(j);
+
+    /* bad input: each answered with the exact message and status 2 */
+    T_EQ_INT(run("init-model --arch foo --out x"), 2);
+    T_OUT_HAS("alignd: --arch: 'foo' is not gpt2 or llama");
+    T_EQ_INT(run("init-model --layers two --out x"), 2);
+    T_OUT_HAS("alignd: --layers: 'two' is not an integer");
+    T_EQ_INT(run("init-model --hidden 30 --heads 4 --out x"), 2);
+    T_OUT_HAS("--hidden (30) must be a multiple of --heads (4)");
+    T_EQ_INT(run("init-model"), 2);
+    T_OUT_HAS("--out DIR is required");
+    T_EQ_INT(run("frobnicate"), 2);
+    T_OUT_HAS("unknown command 'frobnicate'");
+    snprintf(a, sizeof a, "logprobs --model %s/llama --ids 1,,2", tmp);
+    T_EQ_INT(run(a), 2);
+    T_OUT_HAS("--ids: bad token id list");
+    snprintf(a, sizeof a, "logprobs --model %s/llama --ids 1,2,999", tmp);
+    T_EQ_INT(run(a), 2);
+    T_OUT_HAS("--ids: token 999 is outside the vocabulary (260)");
+    snprintf(a, sizeof a, "generate --model %s/llama --ids 1,2 --max-new-tokens 40", tmp);
+    T_EQ_INT(run(a), 2);
+    T_OUT_HAS("exceeds the context (32)");
+    snprintf(a, sizeof a, "generate --model %s/llama --ids 1 --top-p 1.5", tmp);
+    T_EQ_INT(run(a), 2);
+    T_OUT_HAS("--top-p: 1.5 is outside [0, 1]");
+    snprintf(a, sizeof a, "logprobs --model %s/nonexistent --ids 1,2", tmp);
+    T_EQ_INT(run(a), 1);
+    T_OUT_HAS("config.json");
+
+    /* a damaged weights file is refused with its name, never a crash */
+    snprintf(a, sizeof a, "cp -r %s/llama %s/broken && truncate -s 1000 %s/broken/model.safetensors",
+             tmp, tmp, tmp);
+    T_EQ_INT(system(a), 0);
+    snprintf(a, sizeof a, "logprobs --model %s/broken --ids 1,2", tmp);
+    T_EQ_INT(run(a), 1);
+    T_OUT_HAS("model.safetensors");
+
+    /* training is deterministic: same seed, same losses */
+    snprintf(a, sizeof a, "init-model --arch gpt2 --layers 1 --hidden 32 --heads 2 --context 32 --out %s/g", tmp);
+    T_EQ_INT(run(a), 0);
+    snprintf(a, sizeof a, "train-demo --model %s/g --steps 25 --seed 3 | sed 's/,\"tokens_per_second\":[0-9]*//'", tmp);
+    T_EQ_INT(run(a), 0);
+    snprintf(first, sizeof first, "%s", g_out);
+    T_OUT_HAS("\"step\":25,\"loss\"");
+    T_EQ_INT(run(a), 0);
+    T_STR_EQ(g_out, first);
+    return t_done();
+}
