@@ -1,0 +1,737 @@
+/* Dense kernels of ops.h: GEMM split into per-thread panels, linear layers,
+ * the chunked language-model head (log-softmax, entropy and their gradient),
+ * embeddings and elementwise helpers.
+ *
+ * Threads: every kernel runs on the caller's thread plus the compute pool
+ * (pool.h). Work is partitioned statically by (tid, nthreads), never over a
+ * reduction dimension, so results are bit-identical for a given thread
+ * count; the embedding backward and the bias/column sums are identical for
+ * any thread count. Nothing here allocates: scratch comes from the caller or
+ * the stack. Inner loops are contiguous and branch-free so that the compiler
+ * vectorises them without -ffast-math (reductions use explicit lanes). */
+#include "compute/ops.h"
+
+#include <cblas.h>
+#include <math.h>
+#include <string.h>
+
+#include "al.h"
+#include "compute/pool.h"
+
+#define MAX_THREADS 256            /* pool.c never starts more */
+#define GEMM_PAR_WORK 2.0e6        /* M*N*K above which al_gemm splits */
+#define ELEM_PAR_N ((size_t)1 << 17) /* elementwise ops split above this */
+#define EMBED_PAR_WORK ((size_t)1 << 15)
+#define LANES 8                    /* independent accumulators per reduction */
+
+/* Splits [0, n) into `parts` ranges whose bounds are multiples of `align`
+ * (except the end), so that panels start on cache-line boundaries. */
+static void split_aligned(long n, int parts, int i, long align, long *lo, long *hi) {
+    long units = (n + align - 1) / align;
+    al_split(units, parts, i, lo, hi);
+    *lo *= align;
+    *hi *= align;
+    if (*lo > n) *lo = n;
+    if (*hi > n) *hi = n;
+}
+
+/* ---------------------------------------------------------------- GEMM */
+
+typedef struct gemm_ctx {
+    int transA, transB, M, N, K;
+    float alpha, beta;
+    const float *A, *B;
+    int lda, ldb, ldc;
+    float *C;
+    const float *bias; /* optional (N): C rows start as bias, beta becomes 1 */
+    int split_m;       /* split over rows of C, else over its columns */
+} gemm_ctx;
+
+/* C[m0:m1, n0:n1] = alpha op(A)[m0:m1, :] op(B)[:, n0:n1] + beta C[...]. */
+static void gemm_panel(const gemm_ctx *g, long m0, long m1, long n0, long n1) {
+    int m = (int)(m1 - m0), n = (int)(n1 - n0);
+    if (m <= 0 || n <= 0) return;
+    float *C = g->C + (size_t)m0 * (size_t)g->ldc + (size_t)n0;
+    float beta = g->beta;
+    if (g->bias) {
+        for (int i = 0; i < m; i++)
+            memcpy(C + (size_t)i * (size_t)g->ldc, g->bias + n0, (size_t)n * sizeof(float));
+        beta = 1.0f;
+    }
+    if (g->K == 0 || g->alpha == 0.0f) {
+        /* C = beta C; BLAS would reject lda = 0 when K = 0. beta 0 clears
+         * (no NaN * 0). */
+        if (beta == 1.0f) return;
+        for (int i = 0; i < m; i++) {
+            float *c = C + (size_t)i * (size_t)g->ldc;
+            if (beta == 0.0f) memset(c, 0, (size_t)n * sizeof(float));
+            else for (int j = 0; j < n; j++) c[j] *= beta;
+        }
+        return;
+    }
+    const float *A = g->transA ? g->A + m0 : g->A + (size_t)m0 * (size_t)g->lda;
+    const float *B = g->transB ? g->B + (size_t)n0 * (size_t)g->ldb : g->B + n0;
+    cblas_sgemm(CblasRowMajor, g->transA ? CblasTrans : CblasNoTrans,
+                g->transB ? CblasTrans : CblasNoTrans, m, n, g->K, g->alpha, A, g->lda,
+                B, g->ldb, beta, C, g->ldc);
+}
+
+static void gemm_fn(void *p, int tid, int nt) {
+    const gemm_ctx *g = p;
+    long lo, hi;
+    if (g->split_m) {
+        split_aligned(g->M, nt, tid, 8, &lo, &hi);
+        gemm_panel(g, lo, hi, 0, g->N);
+    } else {
+        split_aligned(g->N, nt, tid, 16, &lo, &hi);
+        gemm_panel(g, 0, g->M, lo, hi);
+    }
+}
+
+static void gemm_run(gemm_ctx *g) {
+    AL_ASSERT(g->M >= 0 && g->N >= 0 && g->K >= 0);
+    if (g->M == 0 || g->N == 0) return;
+    double work = (double)g->M * (double)g->N * (double)g->K;
+    int nt = al_pool_threads();
+    if (nt <= 1 || work < GEMM_PAR_WORK) {
+        gemm_panel(g, 0, g->M, 0, g->N);
+        return;
+    }
+    /* Each panel repacks the operand it shares with the other panels, so
+     * split the larger side of C. K is never split: no reductions across
+     * threads, and the result does not depend on the split. */
+    g->split_m = g->M >= g->N;
+    al_pool_run(gemm_fn, g);
+}
+
+void al_gemm(int transA, int transB, int M, int N, int K, float alpha,
+             const float *A, int lda, const float *B, int ldb, float beta,
+             float *C, int ldc) {
+    gemm_ctx g = {.transA = transA, .transB = transB, .M = M, .N = N, .K = K,
+                  .alpha = alpha, .beta = beta, .A = A, .B = B, .lda = lda,
+                  .ldb = ldb, .ldc = ldc, .C = C};
+    gemm_run(&g);
+}
+
+/* ------------------------------------------------------------- matmul */
+
+void al_matmul_forward(float *out, const float *inp, const float *w,
+                       const float *b, int N, int C, int OC) {
+    /* Each panel first copies the bias into its rows of out, then the sgemm
+     * accumulates with beta = 1, so out is written once while in cache. */
+    gemm_ctx g = {.transA = 0, .transB = 1, .M = N, .N = OC, .K = C, .alpha = 1.0f,
+                  .beta = 0.0f, .A = inp, .B = w, .lda = C, .ldb = C, .ldc = OC,
+                  .C = out, .bias = b};
+    gemm_run(&g);
+}
+
+void al_matmul_forward_ref(float *out, const float *inp, const float *w,
+                           const float *b, int N, int C, int OC) {
+    for (int n = 0; n < N; n++) {
+        const float *x = inp + (size_t)n * (size_t)C;
+        for (int o = 0; o < OC; o++) {
+            const float *wr = w + (size_t)o * (size_t)C;
+            double s = b ? b[o] : 0.0;
+            for (int c = 0; c < C; c++) s += (double)x[c] * (double)wr[c];
+            out[(size_t)n * (size_t)OC + (size_t)o] = (float)s;
+        }
+    }
+}
+
+typedef struct colsum_ctx {
+    float *db;
+    const float *dout;
+    int N, OC;
+} colsum_ctx;
+
+/* db[c0:c1] += sum over rows of dout[:, c0:c1], in double, rows in order. */
+static void colsum_range(float *db, const float *dout, int N, int OC, long c0, long c1) {
+    enum { BW = 64 };
+    for (long c = c0; c < c1; c += BW) {
+        int bw = (int)(c1 - c < BW ? c1 - c : BW);
+        double acc[BW];
+        for (int j = 0; j < bw; j++) acc[j] = 0.0;
+        for (int n = 0; n < N; n++) {
+            const float *r = dout + (size_t)n * (size_t)OC + (size_t)c;
+            for (int j = 0; j < bw; j++) acc[j] += (double)r[j];
+        }
+        for (int j = 0; j < bw; j++) db[c + j] += (float)acc[j];
+    }
+}
+
+static void colsum_fn(void *p, int tid, int nt) {
+    const colsum_ctx *s = p;
+    long lo, hi;
+    split_aligned(s->OC, nt, tid, 16, &lo, &hi);
+    colsum_range(s->db, s->dout, s->N, s->OC, lo, hi);
+}
+
+void al_matmul_backward(float *dinp, float *dw, float *db, const float *dout,
+                        const float *inp, const float *w, int N, int C, int OC) {
+    if (dinp) /* (N, C) += (N, OC) @ (OC, C) */
+        al_gemm(0, 0, N, C, OC, 1.0f, dout, OC, w, C, 1.0f, dinp, C);
+    if (dw) /* (OC, C) += (N, OC)^T @ (N, C); the sum over N stays in one sgemm */
+        al_gemm(1, 0, OC, C, N, 1.0f, dout, OC, inp, C, 1.0f, dw, C);
+    if (db) {
+        colsum_ctx s = {db, dout, N, OC};
+        if (al_pool_threads() > 1 && (size_t)N * (size_t)OC >= ELEM_PAR_N)
+            al_pool_run(colsum_fn, &s);
+        else
+            colsum_range(db, dout, N, OC, 0, OC);
+    }
+}
+
+void al_matmul_backward_ref(float *dinp, float *dw, float *db, const float *dout,
+                            const float *inp, const float *w, int N, int C, int OC) {
+    if (dinp)
+        for (int n = 0; n < N; n++)
+            for (int c = 0; c < C; c++) {
+                double s = 0.0;
+                for (int o = 0; o < OC; o++)
+                    s += (double)dout[(size_t)n * OC + o] * (double)w[(size_t)o * C + c];
+                dinp[(size_t)n * C + c] += (float)s;
+            }
+    if (dw)
+        for (int o = 0; o < OC; o++)
+            for (int c = 0; c < C; c++) {
+                double s = 0.0;
+                for (int n = 0; n < N; n++)
+                    s += (double)dout[(size_t)n * OC + o] * (double)inp[(size_t)n * C + c];
+                dw[(size_t)o * C + c] += (float)s;
+            }
+    if (db)
+        for (int o = 0; o < OC; o++) {
+            double s = 0.0;
+            for (int n = 0; n < N; n++) s += (double)dout[(size_t)n * OC + o];
+            db[o] += (float)s;
+        }
+}
+
+/* ------------------------------------------------------------ LM head */
+
+/* The softmax loops use GCC/Clang vector extensions: with the default
+ * -ftrapping-math GCC will not if-convert the clamps of a polynomial exp, so
+ * a plain loop stays scalar (measured ~10 ns/element against ~1 here). VW lanes:
+ * 8 with AVX, else 4 (SSE, NEON), so that a vector is one register and
+ * passing it to the inlined helpers raises no ABI question. */
+#if defined(__AVX__)
+#define VW 8
+#else
+#define VW 4
+#endif
+typedef float vf __attribute__((vector_size(VW * 4)));
+typedef int32_t vi __attribute__((vector_size(VW * 4)));
+typedef uint32_t vu __attribute__((vector_size(VW * 4)));
+typedef float hf __attribute__((vector_size(VW * 2)));  /* half of a vf */
+typedef double hd __attribute__((vector_size(VW * 4))); /* hf widened */
+
+static inline vf vf_load(const float *p) {
+    vf v;
+    memcpy(&v, p, sizeof v);
+    return v;
+}
+static inline void vf_store(float *p, vf v) { memcpy(p, &v, sizeof v); }
+static inline vf vf_splat(float x) {
+    vf v;
+    for (int j = 0; j < VW; j++) v[j] = x;
+    return v;
+}
+/* mask ? a : b, with mask lanes all ones or all zeros */
+static inline vf vf_sel(vi mask, vf a, vf b) {
+    return (vf)(((vi)a & mask) | ((vi)b & ~mask));
+}
+/* Halves of a vector widened to double. */
+static inline hd vf_lo_d(vf x) {
+    hf h;
+    memcpy(&h, &x, sizeof h);
+    return __builtin_convertvector(h, hd);
+}
+static inline hd vf_hi_d(vf x) {
+    hf h;
+    memcpy(&h, (const char *)&x + sizeof h, sizeof h);
+    return __builtin_convertvector(h, hd);
+}
+
+/* exp(x): Cephes' expf reduction and polynomial (about 1 ulp on [-87, 88]).
+ * Returns 0 below -87 (where expf < 1.7e-38), saturates above 88 and
+ * propagates NaN. The scalar version (for row tails) does the same
+ * operations in the same order as the vector one. */
+#define EXP_LO -87.0f
+#define EXP_HI 88.0f
+#define EXP_MAGIC 12582912.0f /* 1.5 * 2^23: adding it rounds to an integer */
+#define EXP_LOG2E 1.44269504088896341f
+#define EXP_C1 0.693359375f
+#define EXP_C2 2.12194440e-4f
+#define EXP_P0 1.9875691500e-4f
+#define EXP_P1 1.3981999507e-3f
+#define EXP_P2 8.3334519073e-3f
+#define EXP_P3 4.1665795894e-2f
+#define EXP_P4 1.6666665459e-1f
+#define EXP_P5 5.0000001201e-1f
+
+static inline float exp_1(float x) {
+    float xc = x < EXP_LO ? EXP_LO : x;
+    xc = xc > EXP_HI ? EXP_HI : xc;
+    float t = xc * EXP_LOG2E + EXP_MAGIC;
+    uint32_t tb;
+    memcpy(&tb, &t, sizeof tb);
+    float n = t - EXP_MAGIC;
+    float r = xc - n * EXP_C1;
+    r = r + n * EXP_C2;
+    float r2 = r * r;
+    float p = EXP_P0;
+    p = p * r + EXP_P1;
+    p = p * r + EXP_P2;
+    p = p * r + EXP_P3;
+    p = p * r + EXP_P4;
+    p = p * r + EXP_P5;
+    p = p * r2 + r + 1.0f;
+    uint32_t sb = (tb - 0x4B400000u + 127u) << 23; /* 2^n */
+    float s;
+    memcpy(&s, &sb, sizeof s);
+    float y = p * s;
+    return x < EXP_LO ? 0.0f : y;
+}
+
+static inline vf exp_v(vf x) {
+    vi below = x < vf_splat(EXP_LO);
+    vf xc = vf_sel(below, vf_splat(EXP_LO), x);
+    xc = vf_sel(xc > vf_splat(EXP_HI), vf_splat(EXP_HI), xc);
+    vf t = xc * EXP_LOG2E + EXP_MAGIC;
+    vf n = t - EXP_MAGIC;
+    vf r = xc - n * EXP_C1;
+    r = r + n * EXP_C2;
+    vf r2 = r * r;
+    vf p = vf_splat(EXP_P0);
+    p = p * r + EXP_P1;
+    p = p * r + EXP_P2;
+    p = p * r + EXP_P3;
+    p = p * r + EXP_P4;
+    p = p * r + EXP_P5;
+    p = p * r2 + r + 1.0f;
+    vu sb = ((vu)t - 0x4B400000u + 127u) << 23;
+    vf y = p * (vf)sb;
+    return (vf)((vi)y & ~below);
+}
+
+static float row_max(const float *z, int V) {
+    vf mv = vf_splat(-INFINITY);
+    int v = 0;
+    for (; v + VW <= V; v += VW) {
+        vf x = vf_load(z + v);
+        mv = vf_sel(x > mv, x, mv);
+    }
+    float m = -INFINITY;
+    for (int j = 0; j < VW; j++) m = mv[j] > m ? mv[j] : m;
+    for (; v < V; v++) m = z[v] > m ? z[v] : m;
+    return m;
+}
+
+/* S = sum exp(z - m), T = sum exp(z - m) (z - m). Each lane sums blocks of
+ * up to 8 terms in float (a few ulp of the block), blocks add up in double. */
+static void row_expsum(const float *z, int V, float m, double *S, double *T) {
+    hd s = {0}, t = {0};
+    vf mv = vf_splat(m);
+    int v = 0;
+    while (v + VW <= V) {
+        vf bs = vf_splat(0.0f), bt = vf_splat(0.0f);
+        int end = v + 8 * VW <= V ? v + 8 * VW : V - VW + 1;
+        for (; v < end; v += VW) {
+            vf d = vf_load(z + v) - mv;
+            vf e = exp_v(d);
+            bs += e;
+            bt += e * d;
+        }
+        s += vf_lo_d(bs) + vf_hi_d(bs);
+        t += vf_lo_d(bt) + vf_hi_d(bt);
+    }
+    double ss = 0.0, tt = 0.0;
+    for (int j = 0; j < VW / 2; j++) {
+        ss += s[j];
+        tt += t[j];
+    }
+    for (; v < V; v++) {
+        float d = z[v] - m, e = exp_1(d);
+        ss += (double)e;
+        tt += (double)e * (double)d;
+    }
+    *S = ss;
+    *T = tt;
+}
+
+/* z[v] = -exp(z[v] - L) * (k0 + b (z[v] - L)), in place. */
+static void row_dz(float *z, int V, float L, float k0, float b) {
+    vf Lv = vf_splat(L), kv = vf_splat(k0), bv = vf_splat(b);
+    int v = 0;
+    for (; v + VW <= V; v += VW) {
+        vf d = vf_load(z + v) - Lv;
+        vf p = exp_v(d);
+        vf_store(z + v, -p * (kv + bv * d));
+    }
+    for (; v < V; v++) {
+        float d = z[v] - L, p = exp_1(d);
+        z[v] = -p * (k0 + b * d);
+    }
+}
+
+typedef struct lm_ctx {
+    float *z;                 /* (cnt, V) logits of the gathered rows */
+    const int32_t *target;
+    int n0, cnt, V;           /* chunk starts at row n0 (maybe a skipped row) */
+    float *logp, *ent, *lse;  /* forward outputs */
+    const float *dlogp, *dent, *lse_in, *ent_in; /* backward inputs */
+} lm_ctx;
+
+/* Row index of the k-th row with target >= 0 at or after n. */
+static int lm_nth_valid(const int32_t *target, int n, long k) {
+    for (;; n++)
+        if (target[n] >= 0 && k-- == 0) return n;
+}
+
+static void lm_fwd_fn(void *p, int tid, int nt) {
+    const lm_ctx *c = p;
+    long lo, hi;
+    al_split(c->cnt, nt, tid, &lo, &hi);
+    if (lo >= hi) return;
+    int n = lm_nth_valid(c->target, c->n0, lo);
+    for (long r = lo; r < hi; r++, n++) {
+        while (c->target[n] < 0) n++;
+        const float *z = c->z + (size_t)r * (size_t)c->V;
+        float m = row_max(z, c->V);
+        double S, T;
+        row_expsum(z, c->V, m, &S, &T);
+        double logS = log(S);
+        c->lse[n] = (float)((double)m + logS);
+        c->logp[n] = (float)((double)(z[c->target[n]] - m) - logS);
+        /* H = -sum p (z - lse) = log S - T / S; both terms >= 0 */
+        if (c->ent) c->ent[n] = (float)(logS - T / S);
+    }
+}
+
+/* Gathers the next rows with target >= 0, starting at *n, into hbuf.
+ * Returns how many (<= chunk); *n0 is where the gathering started. */
+static int lm_gather(float *hbuf, const float *h, const int32_t *target, int N, int C,
+                     int V, int chunk, int *n, int *n0) {
+    while (*n < N && target[*n] < 0) (*n)++;
+    *n0 = *n;
+    int r = 0;
+    for (; *n < N && r < chunk; (*n)++) {
+        if (target[*n] < 0) continue;
+        AL_ASSERT(target[*n] < V);
+        memcpy(hbuf + (size_t)r * (size_t)C, h + (size_t)*n * (size_t)C,
+               (size_t)C * sizeof(float));
+        r++;
+    }
+    return r;
+}
+
+void al_lmhead_forward(float *logp, float *ent, float *lse, const float *h,
+                       const float *w, const int32_t *target, int N, int C, int V,
+                       float inv_temp, float *scratch, int chunk) {
+    AL_ASSERT(chunk > 0 && V > 0 && C > 0);
+    for (int n = 0; n < N; n++)
+        if (target[n] < 0) {
+            logp[n] = lse[n] = 0.0f;
+            if (ent) ent[n] = 0.0f;
+        }
+    float *hbuf = scratch, *z = scratch + (size_t)chunk * (size_t)C;
+    lm_ctx c = {.z = z, .target = target, .V = V, .logp = logp, .ent = ent, .lse = lse};
+    int n = 0;
+    for (;;) {
+        int cnt = lm_gather(hbuf, h, target, N, C, V, chunk, &n, &c.n0);
+        if (cnt == 0) break;
+        /* z (cnt, V) = inv_temp * hbuf @ w^T */
+        al_gemm(0, 1, cnt, V, C, inv_temp, hbuf, C, w, C, 0.0f, z, V);
+        c.cnt = cnt;
+        al_pool_run(lm_fwd_fn, &c);
+    }
+}
+
+/* Turns each gathered row of logits into dL/dz in place:
+ *   dz_v = a (1[v == t] - p_v) - b p_v (log p_v + H)
+ *        = -p_v (a + b H + b (z_v - lse)) + a 1[v == t]. */
+static void lm_bwd_fn(void *p, int tid, int nt) {
+    const lm_ctx *c = p;
+    long lo, hi;
+    al_split(c->cnt, nt, tid, &lo, &hi);
+    if (lo >= hi) return;
+    int V = c->V;
+    int n = lm_nth_valid(c->target, c->n0, lo);
+    for (long r = lo; r < hi; r++, n++) {
+        while (c->target[n] < 0) n++;
+        float *z = c->z + (size_t)r * (size_t)V;
+        float L = c->lse_in[n];
+        float a = c->dlogp ? c->dlogp[n] : 0.0f;
+        float b = c->dent ? c->dent[n] : 0.0f;
+        float H = 0.0f;
+        if (b != 0.0f) {
+            if (c->ent_in) {
+                H = c->ent_in[n];
+            } else { /* entropy not saved: recompute it from the row */
+                double S, T;
+                row_expsum(z, V, L, &S, &T);
+                H = (float)(log(S) - T / S);
+            }
+        }
+        row_dz(z, V, L, a + b * H, b);
+        z[c->target[n]] += a;
+    }
+}
+
+void al_lmhead_backward(float *dh, float *dw, const float *dlogp, const float *dent,
+                        const float *h, const float *w, const int32_t *target,
+                        const float *lse, const float *ent, int N, int C, int V,
+                        float inv_temp, float *scratch, int chunk) {
+    AL_ASSERT(chunk > 0 && V > 0 && C > 0);
+    if (!dh && !dw) return;
+    float *hbuf = scratch, *z = scratch + (size_t)chunk * (size_t)C;
+    lm_ctx c = {.z = z, .target = target, .V = V, .dlogp = dlogp, .dent = dent,
+                .lse_in = lse, .ent_in = ent};
+    int n = 0;
+    for (;;) {
+        int cnt = lm_gather(hbuf, h, target, N, C, V, chunk, &n, &c.n0);
+        if (cnt == 0) break;
+        al_gemm(0, 1, cnt, V, C, inv_temp, hbuf, C, w, C, 0.0f, z, V);
+        c.cnt = cnt;
+        al_pool_run(lm_bwd_fn, &c);
+        /* dw (V, C) += inv_temp * dz^T @ hbuf, before hbuf is reused */
+        if (dw) al_gemm(1, 0, V, C, cnt, inv_temp, z, V, hbuf, C, 1.0f, dw, C);
+        if (dh) {
+            /* hbuf (cnt, C) = inv_temp * dz @ w, then scattered into dh */
+            al_gemm(0, 0, cnt, C, V, inv_temp, z, V, w, C, 0.0f, hbuf, C);
+            int m = c.n0;
+            for (int r = 0; r < cnt; r++, m++) {
+                while (target[m] < 0) m++;
+                float *d = dh + (size_t)m * (size_t)C;
+                const float *s = hbuf + (size_t)r * (size_t)C;
+                for (int j = 0; j < C; j++) d[j] += s[j];
+            }
+        }
+    }
+}
+
+void al_lmhead_forward_ref(float *logp, float *ent, float *lse, const float *h,
+                           const float *w, const int32_t *target, int N, int C, int V,
+                           float inv_temp) {
+    for (int n = 0; n < N; n++) {
+        if (target[n] < 0) {
+            logp[n] = lse[n] = 0.0f;
+            if (ent) ent[n] = 0.0f;
+            continue;
+        }
+        AL_ASSERT(target[n] < V);
+        const float *x = h + (size_t)n * (size_t)C;
+        /* online logsumexp: S = sum e^(z-m), U = sum e^(z-m) (z-m) */
+        double m = 0.0, S = 0.0, U = 0.0, zt = 0.0;
+        for (int v = 0; v < V; v++) {
+            const float *wr = w + (size_t)v * (size_t)C;
+            double s = 0.0;
+            for (int k = 0; k < C; k++) s += (double)x[k] * (double)wr[k];
+            double z = s * (double)inv_temp;
+            if (v == target[n]) zt = z;
+            if (v == 0) {
+                m = z;
+                S = 1.0;
+                U = 0.0;
+            } else if (z > m) {
+                double f = exp(m - z);
+                U = f * (U + S * (m - z));
+                S = f * S;
+                m = z;
+                S += 1.0;
+            } else {
+                double e = exp(z - m);
+                S += e;
+                U += e * (z - m);
+            }
+        }
+        double L = m + log(S);
+        lse[n] = (float)L;
+        logp[n] = (float)(zt - L);
+        if (ent) ent[n] = (float)(log(S) - U / S);
+    }
+}
+
+/* --------------------------------------------------------- embeddings */
+
+typedef struct embed_ctx {
+    float *out;               /* forward out, or backward dwte */
+    float *dwpe;
+    const float *wte, *wpe, *dout;
+    const int32_t *ids, *pos;
+    int N, C;
+} embed_ctx;
+
+static void embed_fwd_range(const embed_ctx *e, long n0, long n1) {
+    size_t C = (size_t)e->C;
+    for (long n = n0; n < n1; n++) {
+        float *o = e->out + (size_t)n * C;
+        const float *a = e->wte + (size_t)e->ids[n] * C;
+        if (e->wpe) {
+            const float *b = e->wpe + (size_t)e->pos[n] * C;
+            for (size_t c = 0; c < C; c++) o[c] = a[c] + b[c];
+        } else {
+            memcpy(o, a, C * sizeof(float));
+        }
+    }
+}
+
+static void embed_fwd_fn(void *p, int tid, int nt) {
+    const embed_ctx *e = p;
+    long lo, hi;
+    al_split(e->N, nt, tid, &lo, &hi);
+    embed_fwd_range(e, lo, hi);
+}
+
+void al_embed_forward(float *out, const int32_t *ids, const int32_t *pos,
+                      const float *wte, const float *wpe, int N, int C) {
+    AL_ASSERT(!wpe || pos);
+    embed_ctx e = {.out = out, .wte = wte, .wpe = wpe, .ids = ids, .pos = pos, .N = N, .C = C};
+    if (al_pool_threads() > 1 && (size_t)N * (size_t)C >= EMBED_PAR_WORK)
+        al_pool_run(embed_fwd_fn, &e);
+    else
+        embed_fwd_range(&e, 0, N);
+}
+
+/* Columns [c0, c1) of every row, rows in order: no two threads touch the same
+ * gradient element, and each element sums in the same order for any split. */
+static void embed_bwd_range(const embed_ctx *e, long c0, long c1) {
+    size_t C = (size_t)e->C;
+    long w = c1 - c0;
+    if (w <= 0) return;
+    for (int n = 0; n < e->N; n++) {
+        const float *d = e->dout + (size_t)n * C + c0;
+        if (e->out) {
+            float *g = e->out + (size_t)e->ids[n] * C + c0;
+            for (long c = 0; c < w; c++) g[c] += d[c];
+        }
+        if (e->dwpe) {
+            float *g = e->dwpe + (size_t)e->pos[n] * C + c0;
+            for (long c = 0; c < w; c++) g[c] += d[c];
+        }
+    }
+}
+
+static void embed_bwd_fn(void *p, int tid, int nt) {
+    const embed_ctx *e = p;
+    long lo, hi;
+    split_aligned(e->C, nt, tid, 16, &lo, &hi);
+    embed_bwd_range(e, lo, hi);
+}
+
+void al_embed_backward(float *dwte, float *dwpe, const float *dout, const int32_t *ids,
+                       const int32_t *pos, int N, int C) {
+    AL_ASSERT(!dwpe || pos);
+    embed_ctx e = {.out = dwte, .dwpe = dwpe, .dout = dout, .ids = ids, .pos = pos,
+                   .N = N, .C = C};
+    if (al_pool_threads() > 1 && (size_t)N * (size_t)C >= EMBED_PAR_WORK && C >= 32)
+        al_pool_run(embed_bwd_fn, &e);
+    else
+        embed_bwd_range(&e, 0, C);
+}
+
+/* --------------------------------------------------------- elementwise */
+
+enum { EW_ADD, EW_ACC, EW_SCALE, EW_ZERO, EW_SUMSQ };
+
+typedef struct ew_ctx {
+    int op;
+    float *y;
+    const float *a, *b;
+    float s;
+    size_t n;
+    double *part;             /* EW_SUMSQ: one partial sum per thread */
+} ew_ctx;
+
+static double sumsq_range(const float *x, size_t n) {
+    double acc[LANES];
+    for (int j = 0; j < LANES; j++) acc[j] = 0.0;
+    size_t i = 0;
+    for (; i + LANES <= n; i += LANES)
+        for (int j = 0; j < LANES; j++) acc[j] += (double)x[i + j] * (double)x[i + j];
+    double s = 0.0;
+    for (int j = 0; j < LANES; j++) s += acc[j];
+    for (; i < n; i++) s += (double)x[i] * (double)x[i];
+    return s;
+}
+
+static void ew_range(ew_ctx *e, int tid, size_t lo, size_t hi) {
+    size_t n = hi - lo;
+    float *y = e->y + lo;
+    switch (e->op) {
+    case EW_ADD: {
+        const float *a = e->a + lo, *b = e->b + lo;
+        for (size_t i = 0; i < n; i++) y[i] = a[i] + b[i];
+        break;
+    }
+    case EW_ACC: {
+        const float *a = e->a + lo;
+        for (size_t i = 0; i < n; i++) y[i] += a[i];
+        break;
+    }
+    case EW_SCALE: {
+        float s = e->s;
+        for (size_t i = 0; i < n; i++) y[i] *= s;
+        break;
+    }
+    case EW_ZERO:
+        memset(y, 0, n * sizeof(float));
+        break;
+    case EW_SUMSQ:
+        e->part[tid] = sumsq_range(e->a + lo, n);
+        break;
+    }
+}
+
+static void ew_fn(void *p, int tid, int nt) {
+    ew_ctx *e = p;
+    long lo, hi;
+    split_aligned((long)e->n, nt, tid, 16, &lo, &hi);
+    ew_range(e, tid, (size_t)lo, (size_t)hi);
+}
+
+static void ew_run(ew_ctx *e) {
+    int nt = al_pool_threads();
+    if (nt > 1 && e->n >= ELEM_PAR_N) {
+        AL_ASSERT(nt <= MAX_THREADS);
+        al_pool_run(ew_fn, e);
+    } else {
+        ew_range(e, 0, 0, e->n);
+    }
+}
+
+void al_add(float *out, const float *a, const float *b, size_t n) {
+    ew_ctx e = {.op = EW_ADD, .y = out, .a = a, .b = b, .n = n};
+    ew_run(&e);
+}
+
+void al_acc(float *y, const float *x, size_t n) {
+    ew_ctx e = {.op = EW_ACC, .y = y, .a = x, .n = n};
+    ew_run(&e);
+}
+
+void al_scale(float *y, float s, size_t n) {
+    ew_ctx e = {.op = EW_SCALE, .y = y, .s = s, .n = n};
+    ew_run(&e);
+}
+
+void al_zero(float *y, size_t n) {
+    ew_ctx e = {.op = EW_ZERO, .y = y, .n = n};
+    ew_run(&e);
+}
+
+double al_sumsq(const float *x, size_t n) {
+    double part[MAX_THREADS];
+    ew_ctx e = {.op = EW_SUMSQ, .a = x, .n = n, .part = part};
+    int nt = al_pool_threads();
+    if (nt > 1 && n >= ELEM_PAR_N) {
+        AL_ASSERT(nt <= MAX_THREADS);
+        al_pool_run(ew_fn, &e);
+    } else {
+        nt = 1;
+        ew_range(&e, 0, 0, n);
+    }
+    double s = 0.0;
+    for (int i = 0; i < nt; i++) s += part[i];
+    return s;
+}

@@ -1,0 +1,669 @@
+/* Tests for the dense kernels (lib/compute/ops_dense.c), the three ways of
+ * STYLE.md §5: forward against values worked out by hand, backward against
+ * central differences (tests/gradcheck.h) on odd sizes, and the optimised
+ * paths (pool of 2 threads, GEMM panels split over M and over N, chunked LM
+ * head) against the plain _ref kernels or double-precision loops here.
+ * Also: accumulation semantics, NULL outputs, NaN propagation, extreme
+ * logits and bit-identical repeated runs. */
+#include <stdint.h>
+#include <string.h>
+
+#include "al.h"
+#include "compute/ops.h"
+#include "compute/pool.h"
+#include "gradcheck.h"
+#include "t.h"
+
+/* ------------------------------------------------------------ helpers */
+
+static float *fbuf(size_t n) {
+    float *p = al_calloc(n, sizeof(float));
+    AL_ASSERT(p);
+    return p;
+}
+
+static float *frand(size_t n, uint64_t seed, float scale) {
+    float *p = fbuf(n);
+    gc_fill(p, n, seed, scale);
+    return p;
+}
+
+static float *fcopy(const float *x, size_t n) {
+    float *p = fbuf(n);
+    memcpy(p, x, n * sizeof(float));
+    return p;
+}
+
+static double maxabs(const float *x, size_t n) {
+    double m = 0.0;
+    for (size_t i = 0; i < n; i++) m = fmax(m, fabs((double)x[i]));
+    return m;
+}
+
+/* |got - want| <= rtol * (|want| + max|want|) for every element. */
+static void expect_close(const char *what, const float *got, const float *want, size_t n,
+                         double rtol) {
+    double scale = maxabs(want, n);
+    size_t bad = 0, worst = 0;
+    double wd = -1.0;
+    for (size_t i = 0; i < n; i++) {
+        double d = fabs((double)got[i] - (double)want[i]);
+        double tol = rtol * (fabs((double)want[i]) + scale);
+        if (!(d <= tol)) {
+            bad++;
+            if (!(d - tol <= wd)) {
+                wd = d - tol;
+                worst = i;
+            }
+        }
+    }
+    T_REPORT_(bad == 0, "%s: %zu of %zu off, worst [%zu] %.9g vs %.9g", what, bad, n, worst,
+              n ? got[worst] : 0.0, n ? want[worst] : 0.0);
+}
+
+static void expect_same(const char *what, const float *a, const float *b, size_t n) {
+    T_REPORT_(memcmp(a, b, n * sizeof(float)) == 0, "%s: not bit-identical", what);
+}
+
+/* C = alpha op(A) op(B) + beta C in double, for checking al_gemm. */
+static void gemm_naive(int ta, int tb, int M, int N, int K, float alpha, const float *A,
+                       int lda, const float *B, int ldb, float beta, float *C, int ldc) {
+    for (int i = 0; i < M; i++)
+        for (int j = 0; j < N; j++) {
+            double s = 0.0;
+            for (int k = 0; k < K; k++) {
+                double a = ta ? A[(size_t)k * lda + i] : A[(size_t)i * lda + k];
+                double b = tb ? B[(size_t)j * ldb + k] : B[(size_t)k * ldb + j];
+                s += a * b;
+            }
+            float *c = &C[(size_t)i * ldc + j];
+            *c = (float)(alpha * s + (beta == 0.0f ? 0.0 : (double)beta * *c));
+        }
+}
+
+/* ------------------------------------------------- forward, by hand */
+
+static void test_matmul_hand(void) {
+    /* inp (2, 3), w (OC = 2, C = 3), b (2): out = inp @ w^T + b
+     *   row 0: [1 - 3, 2 + 2] + b = [-1.5, 3]
+     *   row 1: [4 - 6, 8 + 5] + b = [-1.5, 12] */
+    const float inp[6] = {1, 2, 3, 4, 5, 6};
+    const float w[6] = {1, 0, -1, 2, 1, 0};
+    const float b[2] = {0.5f, -1.0f};
+    const float want_b[4] = {-1.5f, 3, -1.5f, 12};
+    const float want_nob[4] = {-2, 4, -2, 13};
+    float out[4];
+    al_matmul_forward(out, inp, w, b, 2, 3, 2);
+    for (int i = 0; i < 4; i++) T_NEAR(out[i], want_b[i], 0);
+    al_matmul_forward_ref(out, inp, w, b, 2, 3, 2);
+    for (int i = 0; i < 4; i++) T_NEAR(out[i], want_b[i], 0);
+    al_matmul_forward(out, inp, w, NULL, 2, 3, 2);
+    for (int i = 0; i < 4; i++) T_NEAR(out[i], want_nob[i], 0);
+    al_matmul_forward_ref(out, inp, w, NULL, 2, 3, 2);
+    for (int i = 0; i < 4; i++) T_NEAR(out[i], want_nob[i], 0);
+
+    /* backward with dout = [[1, 2], [0, 1]], accumulating onto ones:
+     *   dinp = dout @ w    = [[1+4, 0+2, -1+0], [2, 1, 0]] = [[5,2,-1],[2,1,0]]
+     *   dw   = dout^T @ inp = [[1, 2, 3], [2+4, 4+5, 6+6]] = [[1,2,3],[6,9,12]]
+     *   db   = colsum       = [1, 3] */
+    const float dout[4] = {1, 2, 0, 1};
+    const float want_dinp[6] = {6, 3, 0, 3, 2, 1};
+    const float want_dw[6] = {2, 3, 4, 7, 10, 13};
+    const float want_db[2] = {2, 4};
+    for (int pass = 0; pass < 2; pass++) {
+        float dinp[6], dw[6], db[2];
+        for (int i = 0; i < 6; i++) dinp[i] = dw[i] = 1.0f;
+        db[0] = db[1] = 1.0f;
+        if (pass == 0) al_matmul_backward(dinp, dw, db, dout, inp, w, 2, 3, 2);
+        else al_matmul_backward_ref(dinp, dw, db, dout, inp, w, 2, 3, 2);
+        for (int i = 0; i < 6; i++) T_NEAR(dinp[i], want_dinp[i], 0);
+        for (int i = 0; i < 6; i++) T_NEAR(dw[i], want_dw[i], 0);
+        for (int i = 0; i < 2; i++) T_NEAR(db[i], want_db[i], 0);
+    }
+    /* NULL outputs are skipped; the others still accumulate */
+    float dw[6] = {0};
+    al_matmul_backward(NULL, dw, NULL, dout, inp, w, 2, 3, 2);
+    for (int i = 0; i < 6; i++) T_NEAR(dw[i], want_dw[i] - 1, 0);
+    float db[2] = {0};
+    al_matmul_backward(NULL, NULL, db, dout, inp, w, 2, 3, 2);
+    T_NEAR(db[0], 1, 0);
+    T_NEAR(db[1], 3, 0);
+}
+
+static void test_gemm_hand(void) {
+    /* A (2, 3) = [[1,2,3],[4,5,6]], B (3, 2) = [[1,0],[0,1],[2,-1]]
+     * A @ B = [[1+6, 2-3], [4+12, 5-6]] = [[7,-1],[16,-1]];
+     * C = 2 A B + 0.5 C0 with C0 = [[2,4],[6,8]] -> [[15,0],[35,2]] */
+    const float A[6] = {1, 2, 3, 4, 5, 6}, At[6] = {1, 4, 2, 5, 3, 6};
+    const float B[6] = {1, 0, 0, 1, 2, -1}, Bt[6] = {1, 0, 2, 0, 1, -1};
+    const float want[4] = {15, 0, 35, 2};
+    for (int ta = 0; ta < 2; ta++)
+        for (int tb = 0; tb < 2; tb++) {
+            float C[4] = {2, 4, 6, 8};
+            al_gemm(ta, tb, 2, 2, 3, 2.0f, ta ? At : A, ta ? 2 : 3, tb ? Bt : B, tb ? 3 : 2,
+                    0.5f, C, 2);
+            for (int i = 0; i < 4; i++) T_NEAR(C[i], want[i], 0);
+        }
+    /* beta = 0 ignores NaN in C; K = 0 leaves beta * C */
+    float C[4] = {NAN, NAN, NAN, NAN};
+    al_gemm(0, 0, 2, 2, 3, 1.0f, A, 3, B, 2, 0.0f, C, 2);
+    T_NEAR(C[0], 7, 0);
+    T_NEAR(C[3], -1, 0);
+    float C2[4] = {1, 2, 3, 4};
+    al_gemm(0, 0, 2, 2, 0, 1.0f, A, 0, B, 2, 3.0f, C2, 2);
+    T_NEAR(C2[0], 3, 0);
+    T_NEAR(C2[3], 12, 0);
+    al_gemm(0, 0, 2, 2, 0, 1.0f, A, 0, B, 2, 0.0f, C2, 2);
+    T_NEAR(C2[1], 0, 0);
+}
+
+static void test_lmhead_hand(void) {
+    /* C = 1, h = [2], w = [0, ln 2, ln 3] (V = 3), inv_temp = 0.5:
+     * z = [0, ln 2, ln 3], softmax = [1, 2, 3] / 6, lse = ln 6,
+     * logp[t] = z[t] - ln 6, H = (1/6) ln 6 + (2/6) ln 3 + (3/6) ln 2. */
+    const float w[3] = {0.0f, (float)log(2.0), (float)log(3.0)};
+    const float h[4] = {2, 5, 2, 2};
+    const int32_t target[4] = {0, -1, 2, 1};
+    double lse = log(6.0);
+    double H = log(6.0) / 6 + log(3.0) / 3 + log(2.0) / 2;
+    double want_logp[4] = {-log(6.0), 0, -log(2.0), -log(3.0)};
+    double want_lse[4] = {lse, 0, lse, lse};
+    double want_ent[4] = {H, 0, H, H};
+    float scratch[4 * (1 + 3)];
+    for (int mode = 0; mode < 3; mode++) {
+        float logp[4], ent[4], lse_o[4];
+        for (int i = 0; i < 4; i++) logp[i] = ent[i] = lse_o[i] = 99.0f;
+        if (mode == 0) al_lmhead_forward_ref(logp, ent, lse_o, h, w, target, 4, 1, 3, 0.5f);
+        else al_lmhead_forward(logp, ent, lse_o, h, w, target, 4, 1, 3, 0.5f, scratch,
+                               mode == 1 ? 1 : 4);
+        for (int i = 0; i < 4; i++) {
+            T_NEAR(logp[i], want_logp[i], 1e-6);
+            T_NEAR(lse_o[i], want_lse[i], 1e-6);
+            T_NEAR(ent[i], want_ent[i], 1e-6);
+        }
+    }
+    /* uniform logits (h = 0): logp = -ln V, H = ln V; ent may be NULL */
+    const float hz[2] = {0, 0};
+    const int32_t tz[1] = {1};
+    float wz[7 * 2];
+    gc_fill(wz, 14, 3, 1.0f);
+    float lp, ls, en, sc[1 * (2 + 7)];
+    al_lmhead_forward(&lp, &en, &ls, hz, wz, tz, 1, 2, 7, 1.0f, sc, 1);
+    T_NEAR(lp, -log(7.0), 1e-6);
+    T_NEAR(en, log(7.0), 1e-6);
+    al_lmhead_forward(&lp, NULL, &ls, hz, wz, tz, 1, 2, 7, 1.0f, sc, 1);
+    T_NEAR(lp, -log(7.0), 1e-6);
+    T_NEAR(ls, log(7.0), 1e-6);
+
+    /* extreme logits z = [0, 100, -100, 50]: lse = 100 + log(1 + e^-50 + ...)
+     * = 100 in float; logp = z - 100; H ~ 50 e^-50 ~ 0. */
+    const float we[4] = {0, 100, -100, 50};
+    const float he[4] = {1, 1, 1, 1};
+    const int32_t te[4] = {0, 1, 2, 3};
+    float lpe[4], lse_e[4], ene[4], sce[4 * (1 + 4)];
+    for (int mode = 0; mode < 2; mode++) {
+        if (mode == 0) al_lmhead_forward_ref(lpe, ene, lse_e, he, we, te, 4, 1, 4, 1.0f);
+        else al_lmhead_forward(lpe, ene, lse_e, he, we, te, 4, 1, 4, 1.0f, sce, 3);
+        T_NEAR(lpe[0], -100, 1e-4);
+        T_NEAR(lpe[1], 0, 1e-6);
+        T_NEAR(lpe[2], -200, 1e-4);
+        T_NEAR(lpe[3], -50, 1e-4);
+        T_NEAR(lse_e[0], 100, 1e-4);
+        T_NEAR(ene[0], 0, 1e-6);
+    }
+
+    /* a NaN in h makes that row's outputs NaN (loss NaN checks must fire) */
+    const float hn[2] = {NAN, 1};
+    const int32_t tn[2] = {0, 0};
+    float lpn[2], lsn[2], enn[2], scn[2 * (1 + 3)];
+    al_lmhead_forward(lpn, enn, lsn, hn, w, tn, 2, 1, 3, 1.0f, scn, 2);
+    T_TRUE(isnan(lpn[0]));
+    T_TRUE(isnan(enn[0]));
+    T_TRUE(isfinite(lpn[1]));
+}
+
+static void test_embed_hand(void) {
+    /* wte (3, 2), wpe (2, 2), ids [2, 0, 2], pos [0, 1, 1] */
+    const float wte[6] = {1, 2, 3, 4, 5, 6};
+    const float wpe[4] = {10, 20, 30, 40};
+    const int32_t ids[3] = {2, 0, 2}, pos[3] = {0, 1, 1};
+    const float want[6] = {15, 26, 31, 42, 35, 46};
+    float out[6];
+    al_embed_forward(out, ids, pos, wte, wpe, 3, 2);
+    for (int i = 0; i < 6; i++) T_NEAR(out[i], want[i], 0);
+    al_embed_forward(out, ids, NULL, wte, NULL, 3, 2);
+    const float want_nopos[6] = {5, 6, 1, 2, 5, 6};
+    for (int i = 0; i < 6; i++) T_NEAR(out[i], want_nopos[i], 0);
+
+    /* dout rows [1,1], [2,2], [3,3]: dwte[2] += 4, dwte[0] += 2,
+     * dwpe[0] += 1, dwpe[1] += 5 (onto ones) */
+    const float dout[6] = {1, 1, 2, 2, 3, 3};
+    float dwte[6], dwpe[4];
+    for (int i = 0; i < 6; i++) dwte[i] = 1;
+    for (int i = 0; i < 4; i++) dwpe[i] = 1;
+    al_embed_backward(dwte, dwpe, dout, ids, pos, 3, 2);
+    const float want_dwte[6] = {3, 3, 1, 1, 5, 5}, want_dwpe[4] = {2, 2, 6, 6};
+    for (int i = 0; i < 6; i++) T_NEAR(dwte[i], want_dwte[i], 0);
+    for (int i = 0; i < 4; i++) T_NEAR(dwpe[i], want_dwpe[i], 0);
+    al_embed_backward(NULL, dwpe, dout, ids, pos, 3, 2);
+    T_NEAR(dwpe[0], 3, 0);
+    al_embed_backward(dwte, NULL, dout, ids, NULL, 3, 2);
+    T_NEAR(dwte[0], 5, 0);
+}
+
+static void test_elementwise(void) {
+    float a[5] = {1, -2, 3, 0.5f, 4}, b[5] = {1, 1, 1, 1, -4}, o[5];
+    al_add(o, a, b, 5);
+    const float want_add[5] = {2, -1, 4, 1.5f, 0};
+    for (int i = 0; i < 5; i++) T_NEAR(o[i], want_add[i], 0);
+    al_acc(o, a, 5);
+    const float want_acc[5] = {3, -3, 7, 2, 4};
+    for (int i = 0; i < 5; i++) T_NEAR(o[i], want_acc[i], 0);
+    al_scale(o, -0.5f, 5);
+    const float want_sc[5] = {-1.5f, 1.5f, -3.5f, -1, -2};
+    for (int i = 0; i < 5; i++) T_NEAR(o[i], want_sc[i], 0);
+    T_NEAR(al_sumsq(a, 5), 1 + 4 + 9 + 0.25 + 16, 0);
+    al_zero(o, 5);
+    for (int i = 0; i < 5; i++) T_NEAR(o[i], 0, 0);
+    T_NEAR(al_sumsq(a, 0), 0, 0);
+
+    /* large enough to be split over the pool (odd length) */
+    size_t n = ((size_t)1 << 18) + 13;
+    float *x = frand(n, 1, 1.0f), *y = frand(n, 2, 1.0f), *z = fbuf(n), *w = fbuf(n);
+    al_add(z, x, y, n);
+    for (size_t i = 0; i < n; i++) w[i] = x[i] + y[i];
+    expect_same("al_add big", z, w, n);
+    al_acc(z, x, n);
+    for (size_t i = 0; i < n; i++) w[i] += x[i];
+    expect_same("al_acc big", z, w, n);
+    al_scale(z, 0.25f, n);
+    for (size_t i = 0; i < n; i++) w[i] *= 0.25f;
+    expect_same("al_scale big", z, w, n);
+    double s = 0.0;
+    for (size_t i = 0; i < n; i++) s += (double)x[i] * (double)x[i];
+    double got = al_sumsq(x, n);
+    T_NEAR(got, s, 1e-12 * s);
+    T_TRUE(al_sumsq(x, n) == got); /* deterministic */
+    al_zero(z, n);
+    T_NEAR(maxabs(z, n), 0, 0);
+    al_free(x);
+    al_free(y);
+    al_free(z);
+    al_free(w);
+}
+
+/* ------------------------------------------- backward, central differences */
+
+typedef struct mm_case {
+    float *inp, *w, *b, *out, *R;
+    int N, C, OC;
+} mm_case;
+
+static double mm_loss(void *p) {
+    mm_case *m = p;
+    al_matmul_forward(m->out, m->inp, m->w, m->b, m->N, m->C, m->OC);
+    double L = 0.0;
+    for (size_t i = 0; i < (size_t)m->N * m->OC; i++) L += (double)m->out[i] * m->R[i];
+    return L;
+}
+
+static void test_matmul_grad(void) {
+    int B = 2, T = 3, C = 5, OC = 7, N = B * T;
+    mm_case m = {.inp = frand((size_t)N * C, 11, 1.0f), .w = frand((size_t)OC * C, 12, 1.0f),
+                 .b = frand(OC, 13, 1.0f), .out = fbuf((size_t)N * OC),
+                 .R = frand((size_t)N * OC, 14, 1.0f), .N = N, .C = C, .OC = OC};
+    float *dinp = fbuf((size_t)N * C), *dw = fbuf((size_t)OC * C), *db = fbuf(OC);
+    al_matmul_backward(dinp, dw, db, m.R, m.inp, m.w, N, C, OC);
+    gc_check("matmul dinp", m.inp, dinp, (size_t)N * C, mm_loss, &m, 1e-2f);
+    gc_check("matmul dw", m.w, dw, (size_t)OC * C, mm_loss, &m, 1e-2f);
+    gc_check("matmul db", m.b, db, OC, mm_loss, &m, 1e-2f);
+    al_free(m.inp); al_free(m.w); al_free(m.b); al_free(m.out); al_free(m.R);
+    al_free(dinp); al_free(dw); al_free(db);
+}
+
+typedef struct lm_case {
+    float *h, *w, *logp, *ent, *lse, *R1, *R2, *scratch;
+    const int32_t *target;
+    int N, C, V, chunk;
+    float inv_temp;
+} lm_case;
+
+static double lm_loss(void *p) {
+    lm_case *c = p;
+    al_lmhead_forward(c->logp, c->ent, c->lse, c->h, c->w, c->target, c->N, c->C, c->V,
+                      c->inv_temp, c->scratch, c->chunk);
+    double L = 0.0;
+    for (int n = 0; n < c->N; n++) {
+        L += (double)c->logp[n] * c->R1[n];
+        if (c->R2) L += (double)c->ent[n] * c->R2[n];
+    }
+    return L;
+}
+
+static void test_lmhead_grad(void) {
+    int B = 2, T = 3, C = 5, V = 7, N = B * T, chunk = 4;
+    const int32_t target[6] = {3, -1, 0, 6, 2, 5}; /* 5 valid rows > chunk */
+    lm_case c = {.h = frand((size_t)N * C, 21, 1.0f), .w = frand((size_t)V * C, 22, 1.0f),
+                 .logp = fbuf(N), .ent = fbuf(N), .lse = fbuf(N), .R1 = frand(N, 23, 1.0f),
+                 .R2 = frand(N, 24, 1.0f), .scratch = fbuf((size_t)chunk * (C + V)),
+                 .target = target, .N = N, .C = C, .V = V, .chunk = chunk,
+                 .inv_temp = 1.0f / 0.7f};
+    float *dh = fbuf((size_t)N * C), *dw = fbuf((size_t)V * C);
+
+    /* logp and entropy terms together */
+    lm_loss(&c);
+    al_lmhead_backward(dh, dw, c.R1, c.R2, c.h, c.w, target, c.lse, c.ent, N, C, V,
+                       c.inv_temp, c.scratch, chunk);
+    for (int j = 0; j < C; j++) T_NEAR(dh[1 * C + j], 0, 0); /* target -1: no gradient */
+    gc_check("lmhead dh (logp+ent)", c.h, dh, (size_t)N * C, lm_loss, &c, 1e-2f);
+    gc_check("lmhead dw (logp+ent)", c.w, dw, (size_t)V * C, lm_loss, &c, 1e-2f);
+
+    /* entropy not saved: recomputed from the logits, same gradient */
+    float *dh2 = fbuf((size_t)N * C), *dw2 = fbuf((size_t)V * C);
+    lm_loss(&c);
+    al_lmhead_backward(dh2, dw2, c.R1, c.R2, c.h, c.w, target, c.lse, NULL, N, C, V,
+                       c.inv_temp, c.scratch, chunk);
+    expect_close("lmhead dh, ent recomputed", dh2, dh, (size_t)N * C, 1e-5);
+    expect_close("lmhead dw, ent recomputed", dw2, dw, (size_t)V * C, 1e-5);
+
+    /* logp term only (dent NULL), inv_temp = 1, chunk 1 */
+    al_free(c.R2);
+    c.R2 = NULL;
+    c.inv_temp = 1.0f;
+    c.chunk = 1;
+    memset(dh, 0, (size_t)N * C * sizeof(float));
+    memset(dw, 0, (size_t)V * C * sizeof(float));
+    lm_loss(&c);
+    al_lmhead_backward(dh, dw, c.R1, NULL, c.h, c.w, target, c.lse, NULL, N, C, V,
+                       c.inv_temp, c.scratch, c.chunk);
+    gc_check("lmhead dh (logp)", c.h, dh, (size_t)N * C, lm_loss, &c, 1e-2f);
+    gc_check("lmhead dw (logp)", c.w, dw, (size_t)V * C, lm_loss, &c, 1e-2f);
+
+    al_free(c.h); al_free(c.w); al_free(c.logp); al_free(c.ent); al_free(c.lse);
+    al_free(c.R1); al_free(c.scratch); al_free(dh); al_free(dw); al_free(dh2); al_free(dw2);
+}
+
+typedef struct emb_case {
+    float *wte, *wpe, *out, *R;
+    const int32_t *ids, *pos;
+    int N, C;
+} emb_case;
+
+static double emb_loss(void *p) {
+    emb_case *e = p;
+    al_embed_forward(e->out, e->ids, e->pos, e->wte, e->wpe, e->N, e->C);
+    double L = 0.0;
+    for (size_t i = 0; i < (size_t)e->N * e->C; i++) L += (double)e->out[i] * e->R[i];
+    return L;
+}
+
+static void test_embed_grad(void) {
+    int B = 2, T = 3, C = 5, V = 7, N = B * T;
+    const int32_t ids[6] = {4, 1, 4, 6, 0, 4}, pos[6] = {0, 1, 2, 0, 1, 2};
+    emb_case e = {.wte = frand((size_t)V * C, 31, 1.0f), .wpe = frand((size_t)T * C, 32, 1.0f),
+                  .out = fbuf((size_t)N * C), .R = frand((size_t)N * C, 33, 1.0f),
+                  .ids = ids, .pos = pos, .N = N, .C = C};
+    float *dwte = fbuf((size_t)V * C), *dwpe = fbuf((size_t)T * C);
+    al_embed_backward(dwte, dwpe, e.R, ids, pos, N, C);
+    gc_check("embed dwte", e.wte, dwte, (size_t)V * C, emb_loss, &e, 1e-2f);
+    gc_check("embed dwpe", e.wpe, dwpe, (size_t)T * C, emb_loss, &e, 1e-2f);
+    al_free(e.wte); al_free(e.wpe); al_free(e.out); al_free(e.R);
+    al_free(dwte); al_free(dwpe);
+}
+
+/* ------------------------------------------ optimised against reference */
+
+/* al_gemm on sizes above the split threshold: M-split (M >= N) and N-split,
+ * all transposes, strided operands, alpha and beta. */
+static void test_gemm_split(void) {
+    static const int shapes[][3] = {{301, 67, 131}, {37, 613, 97}, {9, 1500, 200}};
+    for (int s = 0; s < 3; s++) {
+        int M = shapes[s][0], N = shapes[s][1], K = shapes[s][2];
+        T_TRUE((double)M * N * K > 2e6);
+        for (int ta = 0; ta < 2; ta++)
+            for (int tb = 0; tb < 2; tb++) {
+                int lda = (ta ? M : K) + 3, ldb = (tb ? K : N) + 5, ldc = N + 2;
+                size_t na = (size_t)(ta ? K : M) * lda, nb = (size_t)(tb ? N : K) * ldb;
+                float *A = frand(na, 100 + s, 1.0f), *Bm = frand(nb, 200 + s, 1.0f);
+                float *C = frand((size_t)M * ldc, 300 + s, 1.0f);
+                float *Cr = fcopy(C, (size_t)M * ldc), *C2 = fcopy(C, (size_t)M * ldc);
+                al_gemm(ta, tb, M, N, K, 0.75f, A, lda, Bm, ldb, 0.5f, C, ldc);
+                gemm_naive(ta, tb, M, N, K, 0.75f, A, lda, Bm, ldb, 0.5f, Cr, ldc);
+                char what[64];
+                snprintf(what, sizeof what, "gemm %dx%dx%d ta=%d tb=%d", M, N, K, ta, tb);
+                expect_close(what, C, Cr, (size_t)M * ldc, 1e-5);
+                /* padding columns of C are untouched */
+                int pad_ok = 1;
+                for (int i = 0; i < M; i++)
+                    for (int j = N; j < ldc; j++)
+                        if (C[(size_t)i * ldc + j] != C2[(size_t)i * ldc + j]) pad_ok = 0;
+                T_TRUE(pad_ok);
+                /* determinism */
+                al_gemm(ta, tb, M, N, K, 0.75f, A, lda, Bm, ldb, 0.5f, C2, ldc);
+                expect_same(what, C, C2, (size_t)M * ldc);
+                al_free(A); al_free(Bm); al_free(C); al_free(Cr); al_free(C2);
+            }
+    }
+}
+
+static void test_matmul_vs_ref(void) {
+    /* {N, C, OC}: forward M-split (N >= OC), forward N-split (N < OC) */
+    static const int shapes[][3] = {{256, 96, 101}, {40, 128, 515}, {6, 5, 7}};
+    for (int s = 0; s < 3; s++) {
+        int N = shapes[s][0], C = shapes[s][1], OC = shapes[s][2];
+        float *inp = frand((size_t)N * C, 40 + s, 1.0f), *w = frand((size_t)OC * C, 50 + s, 0.5f);
+        float *b = frand(OC, 60 + s, 1.0f), *dout = frand((size_t)N * OC, 70 + s, 1.0f);
+        float *out = fbuf((size_t)N * OC), *out_r = fbuf((size_t)N * OC),
+              *out2 = fbuf((size_t)N * OC);
+        char what[96];
+        al_matmul_forward(out, inp, w, b, N, C, OC);
+        al_matmul_forward_ref(out_r, inp, w, b, N, C, OC);
+        snprintf(what, sizeof what, "matmul fwd N=%d C=%d OC=%d", N, C, OC);
+        expect_close(what, out, out_r, (size_t)N * OC, 1e-4);
+        al_matmul_forward(out2, inp, w, b, N, C, OC);
+        expect_same(what, out, out2, (size_t)N * OC);
+        al_matmul_forward(out, inp, w, NULL, N, C, OC);
+        al_matmul_forward_ref(out_r, inp, w, NULL, N, C, OC);
+        expect_close(what, out, out_r, (size_t)N * OC, 1e-4);
+
+        /* backward accumulates onto random initial gradients */
+        float *dinp = frand((size_t)N * C, 80, 1.0f), *dw = frand((size_t)OC * C, 81, 1.0f);
+        float *db = frand(OC, 82, 1.0f);
+        float *dinp_r = fcopy(dinp, (size_t)N * C), *dw_r = fcopy(dw, (size_t)OC * C);
+        float *db_r = fcopy(db, OC);
+        float *dinp2 = fcopy(dinp, (size_t)N * C), *dw2 = fcopy(dw, (size_t)OC * C);
+        float *db2 = fcopy(db, OC);
+        al_matmul_backward(dinp, dw, db, dout, inp, w, N, C, OC);
+        al_matmul_backward_ref(dinp_r, dw_r, db_r, dout, inp, w, N, C, OC);
+        snprintf(what, sizeof what, "matmul bwd dinp N=%d C=%d OC=%d", N, C, OC);
+        expect_close(what, dinp, dinp_r, (size_t)N * C, 1e-4);
+        snprintf(what, sizeof what, "matmul bwd dw N=%d C=%d OC=%d", N, C, OC);
+        expect_close(what, dw, dw_r, (size_t)OC * C, 1e-4);
+        snprintf(what, sizeof what, "matmul bwd db N=%d C=%d OC=%d", N, C, OC);
+        expect_close(what, db, db_r, OC, 1e-5);
+        al_matmul_backward(dinp2, dw2, db2, dout, inp, w, N, C, OC);
+        expect_same("matmul bwd dinp repeat", dinp, dinp2, (size_t)N * C);
+        expect_same("matmul bwd dw repeat", dw, dw2, (size_t)OC * C);
+        expect_same("matmul bwd db repeat", db, db2, OC);
+        al_free(inp); al_free(w); al_free(b); al_free(dout); al_free(out); al_free(out_r);
+        al_free(out2); al_free(dinp); al_free(dw); al_free(db); al_free(dinp_r);
+        al_free(dw_r); al_free(db_r); al_free(dinp2); al_free(dw2); al_free(db2);
+    }
+    /* a large db: the column sums are split over the pool */
+    int N = 300, OC = 1000;
+    float *dout = frand((size_t)N * OC, 90, 1.0f), *db = fbuf(OC), *db_r = fbuf(OC);
+    al_matmul_backward(NULL, NULL, db, dout, NULL, NULL, N, 1, OC);
+    al_matmul_backward_ref(NULL, NULL, db_r, dout, NULL, NULL, N, 1, OC);
+    expect_close("matmul db big", db, db_r, OC, 1e-6);
+    al_free(dout); al_free(db); al_free(db_r);
+}
+
+/* dh, dw of L = sum(dlogp * logp + dent * ent) in double, for comparison. */
+static void lmhead_backward_naive(float *dh, float *dw, const float *dlogp, const float *dent,
+                                  const float *h, const float *w, const int32_t *target,
+                                  int N, int C, int V, float inv_temp) {
+    double *z = calloc((size_t)V, sizeof(double));
+    AL_ASSERT(z);
+    for (int n = 0; n < N; n++) {
+        if (target[n] < 0) continue;
+        const float *x = h + (size_t)n * C;
+        double m = -INFINITY;
+        for (int v = 0; v < V; v++) {
+            double s = 0.0;
+            for (int k = 0; k < C; k++) s += (double)x[k] * w[(size_t)v * C + k];
+            z[v] = s * inv_temp;
+            m = fmax(m, z[v]);
+        }
+        double S = 0.0;
+        for (int v = 0; v < V; v++) S += exp(z[v] - m);
+        double lse = m + log(S), H = 0.0;
+        for (int v = 0; v < V; v++) {
+            double lp = z[v] - lse;
+            H -= exp(lp) * lp;
+        }
+        for (int v = 0; v < V; v++) {
+            double lp = z[v] - lse, p = exp(lp);
+            double g = dlogp[n] * ((v == target[n]) - p) + (dent ? dent[n] : 0.0) * (-p * (lp + H));
+            g *= inv_temp;
+            for (int k = 0; k < C; k++) {
+                dh[(size_t)n * C + k] += (float)(g * w[(size_t)v * C + k]);
+                dw[(size_t)v * C + k] += (float)(g * x[k]);
+            }
+        }
+    }
+    free(z);
+}
+
+static void test_lmhead_vs_ref(void) {
+    /* chunk 40 x V 1031 x C 64 = 2.6e6: logits and dh gemms split over N,
+     * dw gemm over M; 96 rows with about a quarter skipped -> 2 chunks. */
+    static const int cfg[][4] = {{96, 64, 1031, 40}, {96, 64, 1031, 7}, {13, 5, 7, 4}};
+    for (int s = 0; s < 3; s++) {
+        int N = cfg[s][0], C = cfg[s][1], V = cfg[s][2], chunk = cfg[s][3];
+        float inv_temp = 1.0f / 0.7f;
+        int32_t *target = calloc((size_t)N, sizeof(int32_t));
+        AL_ASSERT(target);
+        uint64_t st = 77 + s;
+        int valid = 0;
+        for (int n = 0; n < N; n++) {
+            uint64_t r = gc_next_(&st);
+            target[n] = (r % 4 == 0) ? -1 : (int32_t)((r >> 8) % (uint64_t)V);
+            valid += target[n] >= 0;
+        }
+        target[N - 1] = -1; /* a skipped row at the very end */
+        T_TRUE(valid > chunk);
+        float *h = frand((size_t)N * C, 400 + s, 1.0f), *w = frand((size_t)V * C, 500 + s, 0.5f);
+        float *scratch = fbuf((size_t)chunk * (C + V));
+        float *lp = fbuf(N), *en = fbuf(N), *ls = fbuf(N);
+        float *lp_r = fbuf(N), *en_r = fbuf(N), *ls_r = fbuf(N);
+        float *lp2 = fbuf(N), *en2 = fbuf(N), *ls2 = fbuf(N);
+        char what[96];
+        al_lmhead_forward(lp, en, ls, h, w, target, N, C, V, inv_temp, scratch, chunk);
+        al_lmhead_forward_ref(lp_r, en_r, ls_r, h, w, target, N, C, V, inv_temp);
+        snprintf(what, sizeof what, "lmhead logp N=%d C=%d V=%d chunk=%d", N, C, V, chunk);
+        expect_close(what, lp, lp_r, N, 1e-5);
+        snprintf(what, sizeof what, "lmhead ent N=%d C=%d V=%d chunk=%d", N, C, V, chunk);
+        expect_close(what, en, en_r, N, 1e-5);
+        snprintf(what, sizeof what, "lmhead lse N=%d C=%d V=%d chunk=%d", N, C, V, chunk);
+        expect_close(what, ls, ls_r, N, 1e-5);
+        int zeros = 1;
+        for (int n = 0; n < N; n++)
+            if (target[n] < 0 && (lp[n] != 0 || en[n] != 0 || ls[n] != 0)) zeros = 0;
+        T_TRUE(zeros);
+        al_lmhead_forward(lp2, en2, ls2, h, w, target, N, C, V, inv_temp, scratch, chunk);
+        expect_same("lmhead fwd repeat logp", lp, lp2, N);
+        expect_same("lmhead fwd repeat ent", en, en2, N);
+
+        float *dlogp = frand(N, 600 + s, 1.0f), *dent = frand(N, 700 + s, 1.0f);
+        float *dh = frand((size_t)N * C, 800, 0.1f), *dw = frand((size_t)V * C, 801, 0.1f);
+        float *dh_r = fcopy(dh, (size_t)N * C), *dw_r = fcopy(dw, (size_t)V * C);
+        float *dh2 = fcopy(dh, (size_t)N * C), *dw2 = fcopy(dw, (size_t)V * C);
+        al_lmhead_backward(dh, dw, dlogp, dent, h, w, target, ls, en, N, C, V, inv_temp,
+                           scratch, chunk);
+        lmhead_backward_naive(dh_r, dw_r, dlogp, dent, h, w, target, N, C, V, inv_temp);
+        snprintf(what, sizeof what, "lmhead dh N=%d C=%d V=%d chunk=%d", N, C, V, chunk);
+        expect_close(what, dh, dh_r, (size_t)N * C, 1e-4);
+        snprintf(what, sizeof what, "lmhead dw N=%d C=%d V=%d chunk=%d", N, C, V, chunk);
+        expect_close(what, dw, dw_r, (size_t)V * C, 1e-4);
+        al_lmhead_backward(dh2, dw2, dlogp, dent, h, w, target, ls, en, N, C, V, inv_temp,
+                           scratch, chunk);
+        expect_same("lmhead bwd repeat dh", dh, dh2, (size_t)N * C);
+        expect_same("lmhead bwd repeat dw", dw, dw2, (size_t)V * C);
+        /* dh only / dw only give the same pieces */
+        float *dh3 = fcopy(dh_r, (size_t)N * C), *dw3 = fcopy(dw_r, (size_t)V * C);
+        memcpy(dh3, dh2, (size_t)N * C * sizeof(float));
+        memcpy(dw3, dw2, (size_t)V * C * sizeof(float));
+        al_lmhead_backward(dh3, NULL, dlogp, dent, h, w, target, ls, en, N, C, V, inv_temp,
+                           scratch, chunk);
+        al_lmhead_backward(NULL, dw3, dlogp, dent, h, w, target, ls, en, N, C, V, inv_temp,
+                           scratch, chunk);
+        al_lmhead_backward(dh2, dw2, dlogp, dent, h, w, target, ls, en, N, C, V, inv_temp,
+                           scratch, chunk);
+        expect_same("lmhead bwd dh alone", dh3, dh2, (size_t)N * C);
+        expect_same("lmhead bwd dw alone", dw3, dw2, (size_t)V * C);
+
+        free(target);
+        al_free(h); al_free(w); al_free(scratch); al_free(lp); al_free(en); al_free(ls);
+        al_free(lp_r); al_free(en_r); al_free(ls_r); al_free(lp2); al_free(en2); al_free(ls2);
+        al_free(dlogp); al_free(dent); al_free(dh); al_free(dw); al_free(dh_r); al_free(dw_r);
+        al_free(dh2); al_free(dw2); al_free(dh3); al_free(dw3);
+    }
+}
+
+static void test_embed_vs_serial(void) {
+    /* large enough to split the columns over the pool; many repeated ids */
+    int N = 300, C = 203, V = 17, T = 50;
+    int32_t *ids = calloc((size_t)N, sizeof(int32_t)), *pos = calloc((size_t)N, sizeof(int32_t));
+    AL_ASSERT(ids && pos);
+    for (int n = 0; n < N; n++) {
+        ids[n] = (n * 7) % V;
+        pos[n] = n % T;
+    }
+    float *wte = frand((size_t)V * C, 900, 1.0f), *wpe = frand((size_t)T * C, 901, 1.0f);
+    float *out = fbuf((size_t)N * C), *dout = frand((size_t)N * C, 902, 1.0f);
+    al_embed_forward(out, ids, pos, wte, wpe, N, C);
+    int ok = 1;
+    for (int n = 0; n < N; n++)
+        for (int c = 0; c < C; c++)
+            if (out[(size_t)n * C + c] != wte[(size_t)ids[n] * C + c] + wpe[(size_t)pos[n] * C + c])
+                ok = 0;
+    T_TRUE(ok);
+    float *dwte = frand((size_t)V * C, 903, 1.0f), *dwpe = frand((size_t)T * C, 904, 1.0f);
+    float *dwte_s = fcopy(dwte, (size_t)V * C), *dwpe_s = fcopy(dwpe, (size_t)T * C);
+    al_embed_backward(dwte, dwpe, dout, ids, pos, N, C);
+    for (int n = 0; n < N; n++)
+        for (int c = 0; c < C; c++) {
+            dwte_s[(size_t)ids[n] * C + c] += dout[(size_t)n * C + c];
+            dwpe_s[(size_t)pos[n] * C + c] += dout[(size_t)n * C + c];
+        }
+    /* same additions in the same order: bit-identical to the serial loop */
+    expect_same("embed dwte vs serial", dwte, dwte_s, (size_t)V * C);
+    expect_same("embed dwpe vs serial", dwpe, dwpe_s, (size_t)T * C);
+    free(ids);
+    free(pos);
+    al_free(wte); al_free(wpe); al_free(out); al_free(dout);
+    al_free(dwte); al_free(dwpe); al_free(dwte_s); al_free(dwpe_s);
+}
+
+int main(void) {
+    T_OK(al_pool_init(2));
+    T_EQ_INT(al_pool_threads(), 2);
+
+    test_matmul_hand();
+    test_gemm_hand();
+    test_lmhead_hand();
+    test_embed_hand();
+    test_elementwise();
+
+    test_matmul_grad();
+    test_lmhead_grad();
+    test_embed_grad();
+
+    test_gemm_split();
+    test_matmul_vs_ref();
+    test_lmhead_vs_ref();
+    test_embed_vs_serial();
+
+    al_pool_shutdown();
+    return t_done();
+}
