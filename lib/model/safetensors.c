@@ -1,0 +1,774 @@
+/* safetensors reader and writer, and sharded folders (index.json).
+ *
+ * Format (https://github.com/huggingface/safetensors, README "Format"):
+ *   8 bytes   N, little-endian u64
+ *   N bytes   JSON object {"name": {"dtype": "F32", "shape": [..],
+ *             "data_offsets": [begin, end]}, "__metadata__": {str: str}},
+ *             possibly padded with trailing spaces
+ *   rest      the byte buffer; offsets are relative to its start, data is
+ *             little-endian, row-major, packed.
+ *
+ * The reader maps the file read-only and treats every number in the header
+ * as hostile: the header length against the file and the 100 MB cap that
+ * the reference implementation uses, each span against the buffer and
+ * against numel * element size (with overflow checks), spans against each
+ * other (no overlap), names against each other (jansson rejects duplicate
+ * keys). Only then are tensors handed out, sorted by name for bsearch.
+ *
+ * Sharded folders: model.safetensors.index.json maps each tensor name to a
+ * shard file in the same folder; every shard is opened once and every
+ * mapping is checked against the shard's own header.
+ *
+ * Nothing here keeps global state; an open al_st_file is read-only and may
+ * be shared between threads. The descriptor is closed once the file is
+ * mapped (al_st_file.fd is -1). A file truncated by someone else while
+ * mapped would raise SIGBUS on access; our own writers never truncate in
+ * place (they rename a complete temp file over the old one). */
+#include "safetensors.h"
+
+#include <fcntl.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "../io.h"
+
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
+#error "safetensors.c assumes a little-endian host (the file format is little-endian)"
+#endif
+
+#define ST_MAX_HEADER ((uint64_t)100 * 1000 * 1000) /* reference: 100 MB */
+#define ST_MAX_INDEX ((size_t)64 << 20)
+
+/* ---------- half precision ---------- */
+
+static inline uint32_t f2u(float f) {
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    return u;
+}
+static inline float u2f(uint32_t u) {
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+
+float al_f16_to_f32(uint16_t h) {
+    uint32_t sign = (uint32_t)(h & 0x8000u) << 16;
+    uint32_t exp = (h >> 10) & 0x1fu;
+    uint32_t mant = h & 0x3ffu;
+    if (exp == 0) {
+        if (mant == 0) return u2f(sign); /* +-0 */
+        /* Subnormal: mant * 2^-24. Normalise so the leading 1 is bit 10. */
+        int e = -1;
+        do {
+            mant <<= 1;
+            e++;
+        } while (!(mant & 0x400u));
+        mant &= 0x3ffu;
+        return u2f(sign | ((uint32_t)(127 - 15 - e) << 23) | (mant << 13));
+    }
+    if (exp == 31) return u2f(sign | 0x7f800000u | (mant << 13)); /* inf, nan (payload kept) */
+    return u2f(sign | ((exp + 127 - 15) << 23) | (mant << 13));
+}
+
+float al_bf16_to_f32(uint16_t h) { return u2f((uint32_t)h << 16); }
+
+uint16_t al_f32_to_f16(float f) {
+    uint32_t x = f2u(f);
+    uint16_t sign = (uint16_t)((x >> 16) & 0x8000u);
+    x &= 0x7fffffffu;
+    if (x >= 0x7f800000u) {
+        if (x == 0x7f800000u) return sign | 0x7c00u;
+        /* NaN: keep it quiet and keep the top payload bits. */
+        return (uint16_t)(sign | 0x7e00u | ((x >> 13) & 0x3ffu));
+    }
+    /* 65520 is halfway between 65504 (max half, odd mantissa) and 65536:
+     * ties to even go up, so everything from there on is infinity. */
+    if (x >= 0x477ff000u) return sign | 0x7c00u;
+    if (x >= 0x38800000u) { /* normal half: |f| >= 2^-14 */
+        uint32_t odd = (x >> 13) & 1u;
+        x += 0xfffu + odd;               /* round to nearest, ties to even */
+        x -= (uint32_t)(127 - 15) << 23; /* rebias; a mantissa carry bumps the exponent */
+        return (uint16_t)(sign | (x >> 13));
+    }
+    /* Half subnormal or zero. 2^-25 and below round to zero (2^-25 is the
+     * tie between 0 and 2^-24; 0 is even). */
+    if (x <= 0x33000000u) return sign;
+    uint32_t e = x >> 23;                        /* 102 .. 112 */
+    uint32_t m = (x & 0x7fffffu) | 0x800000u;    /* value = m * 2^(e-150) */
+    uint32_t shift = 126 - e;                    /* to units of 2^-24: 14 .. 24 */
+    uint32_t r = m >> shift;
+    uint32_t rem = m & ((1u << shift) - 1u);
+    uint32_t half = 1u << (shift - 1);
+    if (rem > half || (rem == half && (r & 1u))) r++; /* may carry into the smallest normal */
+    return (uint16_t)(sign | r);
+}
+
+uint16_t al_f32_to_bf16(float f) {
+    uint32_t x = f2u(f);
+    if ((x & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((x >> 16) | 0x0040u); /* quiet NaN */
+    x += 0x7fffu + ((x >> 16) & 1u); /* round to nearest, ties to even; overflow -> inf */
+    return (uint16_t)(x >> 16);
+}
+
+/* ---------- reader ---------- */
+
+/* Element sizes in bits of every dtype the format defines; only F32, F16
+ * and BF16 are readable, the rest are listed with dtype 0. */
+static const struct {
+    const char *name;
+    int bits;
+    al_dtype dt;
+} k_dtypes[] = {
+    {"F32", 32, AL_DT_F32}, {"F16", 16, AL_DT_F16}, {"BF16", 16, AL_DT_BF16},
+    {"F64", 64, 0},         {"I64", 64, 0},         {"U64", 64, 0},
+    {"I32", 32, 0},         {"U32", 32, 0},         {"I16", 16, 0},
+    {"U16", 16, 0},         {"I8", 8, 0},           {"U8", 8, 0},
+    {"BOOL", 8, 0},         {"F8_E5M2", 8, 0},      {"F8_E4M3", 8, 0},
+    {"F8_E8M0", 8, 0},      {"F6_E2M3", 6, 0},      {"F6_E3M2", 6, 0},
+    {"F4", 4, 0},           {"C64", 64, 0},
+};
+
+static const char *base_name(const char *path) {
+    const char *s = strrchr(path, '/');
+    return s ? s + 1 : path;
+}
+
+static int elem_bytes(al_dtype dt) { return dt == AL_DT_F32 ? 4 : 2; }
+
+/* The dtype string of a listed tensor is stored after its name's NUL so
+ * that reading an unsupported tensor can name it (the struct has no field). */
+static const char *tensor_dtype_str(const al_st_file *f, const al_st_tensor *t) {
+    if (t->dtype == AL_DT_F32) return "F32";
+    if (t->dtype == AL_DT_F16) return "F16";
+    if (t->dtype == AL_DT_BF16) return "BF16";
+    if (!f->t || !t->name) return "(unknown)";
+    uintptr_t a = (uintptr_t)t, lo = (uintptr_t)f->t, hi = (uintptr_t)(f->t + f->n);
+    if (a >= lo && a < hi) return t->name + strlen(t->name) + 1;
+    return "(unknown)";
+}
+
+static int cmp_tensor_name(const void *a, const void *b) {
+    return strcmp(((const al_st_tensor *)a)->name, ((const al_st_tensor *)b)->name);
+}
+
+static int cmp_tensor_begin(const void *a, const void *b) {
+    const al_st_tensor *x = *(const al_st_tensor *const *)a, *y = *(const al_st_tensor *const *)b;
+    if (x->begin != y->begin) return x->begin < y->begin ? -1 : 1;
+    return x->end < y->end ? -1 : x->end > y->end;
+}
+
+static void free_tensors(al_st_tensor *t, int n) {
+    if (!t) return;
+    for (int i = 0; i < n; i++) free(t[i].name);
+    free(t);
+}
+
+/* A JSON integer in [0, 2^63). */
+static int get_u64(const json_t *v, uint64_t *out) {
+    if (!json_is_integer(v)) return 0;
+    json_int_t x = json_integer_value(v);
+    if (x < 0) return 0;
+    *out = (uint64_t)x;
+    return 1;
+}
+
+/* Validates one header entry into *t (name and dtype string owned by t). */
+static int parse_entry(const char *fn, const char *name, const json_t *v, uint64_t buf_size,
+                       al_st_tensor *t, char err[AL_ERRLEN]) {
+    if (!json_is_object(v))
+        return al_err(err, AL_EFORMAT, "%s: tensor '%s': entry is not an object", fn, name);
+    const json_t *jd = json_object_get(v, "dtype");
+    const json_t *js = json_object_get(v, "shape");
+    const json_t *jo = json_object_get(v, "data_offsets");
+    if (!json_is_string(jd))
+        return al_err(err, AL_EFORMAT, "%s: tensor '%s': missing or non-string dtype", fn, name);
+    if (!json_is_array(js))
+        return al_err(err, AL_EFORMAT, "%s: tensor '%s': missing or non-array shape", fn, name);
+    if (!json_is_array(jo) || json_array_size(jo) != 2)
+        return al_err(err, AL_EFORMAT, "%s: tensor '%s': data_offsets must be [begin, end]", fn,
+                      name);
+    const char *ds = json_string_value(jd);
+    int bits = 0;
+    al_dtype dt = 0;
+    for (size_t i = 0; i < sizeof k_dtypes / sizeof k_dtypes[0]; i++) {
+        if (strcmp(ds, k_dtypes[i].name) == 0) {
+            bits = k_dtypes[i].bits;
+            dt = k_dtypes[i].dt;
+            break;
+        }
+    }
+    size_t ndim = json_array_size(js);
+    if (ndim > AL_ST_MAXDIM)
+        return al_err(err, AL_EUNSUP, "%s: tensor '%s': %zu dimensions (at most %d supported)", fn,
+                      name, ndim, AL_ST_MAXDIM);
+    /* numel in bits with overflow checks: a hostile shape must not wrap. */
+    uint64_t numel = 1;
+    int overflow = 0;
+    for (size_t i = 0; i < ndim; i++) {
+        uint64_t d;
+        if (!get_u64(json_array_get(js, i), &d))
+            return al_err(err, AL_EFORMAT,
+                          "%s: tensor '%s': shape[%zu] is not a non-negative integer", fn, name,
+                          i);
+        t->shape[i] = (int64_t)d;
+        if (d != 0 && numel > UINT64_MAX / d) overflow = 1;
+        else numel *= d;
+    }
+    /* A zero dimension makes any product of the others harmless. */
+    for (size_t i = 0; i < ndim; i++) {
+        if (t->shape[i] == 0) {
+            overflow = 0;
+            numel = 0;
+        }
+    }
+    if (overflow || (bits && numel > UINT64_MAX / (uint64_t)bits))
+        return al_err(err, AL_EFORMAT, "%s: tensor '%s': shape is too large (overflow)", fn, name);
+    uint64_t b, e;
+    if (!get_u64(json_array_get(jo, 0), &b) || !get_u64(json_array_get(jo, 1), &e))
+        return al_err(err, AL_EFORMAT,
+                      "%s: tensor '%s': data_offsets are not non-negative integers", fn, name);
+    if (b > e || e > buf_size)
+        return al_err(err, AL_EFORMAT,
+                      "%s: tensor '%s': data_offsets [%llu, %llu] outside the %llu-byte buffer",
+                      fn, name, (unsigned long long)b, (unsigned long long)e,
+                      (unsigned long long)buf_size);
+    if (bits) {
+        uint64_t nbits = numel * (uint64_t)bits;
+        if (nbits % 8 != 0 || nbits / 8 != e - b)
+            return al_err(err, AL_EFORMAT,
+                          "%s: tensor '%s': data_offsets span %llu bytes but the %s shape needs "
+                          "%llu%s",
+                          fn, name, (unsigned long long)(e - b), ds,
+                          (unsigned long long)(nbits / 8), nbits % 8 ? " and a fraction" : "");
+    }
+    /* Dtypes the format does not define are listed too (dtype 0) and fail
+     * when read: the span is in bounds, its size simply cannot be checked. */
+    size_t nl = strlen(name), dl = strlen(ds);
+    char *s = malloc(nl + dl + 2);
+    if (!s) return al_err(err, AL_ENOMEM, "%s: out of memory", fn);
+    memcpy(s, name, nl + 1);
+    memcpy(s + nl + 1, ds, dl + 1);
+    t->name = s;
+    t->dtype = dt;
+    t->ndim = (int)ndim;
+    t->begin = b;
+    t->end = e;
+    return AL_OK;
+}
+
+/* Parses and validates the header of a mapped file into a sorted array. */
+static int parse_header(const char *fn, const uint8_t *map, size_t size, al_st_tensor **out_t,
+                        int *out_n, size_t *out_data_off, char err[AL_ERRLEN]) {
+    if (size < 8)
+        return al_err(err, AL_EFORMAT, "%s: %zu bytes, too short for a safetensors header", fn,
+                      size);
+    uint64_t hl = 0;
+    for (int i = 7; i >= 0; i--) hl = (hl << 8) | map[i];
+    if (hl > ST_MAX_HEADER)
+        return al_err(err, AL_EFORMAT, "%s: header length %llu exceeds the 100 MB limit", fn,
+                      (unsigned long long)hl);
+    if (hl > size - 8)
+        return al_err(err, AL_EFORMAT,
+                      "%s: header length %llu exceeds the file (%zu bytes): truncated?", fn,
+                      (unsigned long long)hl, size);
+    if (hl < 2 || map[8] != '{')
+        return al_err(err, AL_EFORMAT, "%s: header does not start with a JSON object", fn);
+    json_error_t je;
+    json_t *root = json_loadb((const char *)map + 8, (size_t)hl, JSON_REJECT_DUPLICATES, &je);
+    if (!root)
+        return al_err(err, AL_EFORMAT, "%s: invalid JSON header: %s (column %d)", fn, je.text,
+                      je.column);
+    int rc = AL_OK;
+    al_st_tensor *t = NULL;
+    int n = 0;
+    const al_st_tensor **by_off = NULL;
+    if (!json_is_object(root)) {
+        rc = al_err(err, AL_EFORMAT, "%s: header is not a JSON object", fn);
+        goto done;
+    }
+    uint64_t buf_size = size - 8 - hl;
+    size_t cap = json_object_size(root);
+    if (cap > (size_t)1 << 24) { /* int n; also a 100 MB header holds fewer */
+        rc = al_err(err, AL_EFORMAT, "%s: %zu header entries", fn, cap);
+        goto done;
+    }
+    t = calloc(cap ? cap : 1, sizeof *t);
+    if (!t) {
+        rc = al_err(err, AL_ENOMEM, "%s: out of memory", fn);
+        goto done;
+    }
+    const char *key;
+    json_t *val;
+    json_object_foreach(root, key, val) {
+        if (strcmp(key, "__metadata__") == 0) {
+            /* A text-to-text map; its contents do not concern us. */
+            const char *mk;
+            json_t *mv;
+            if (!json_is_object(val)) {
+                rc = al_err(err, AL_EFORMAT, "%s: __metadata__ is not an object", fn);
+                goto done;
+            }
+            json_object_foreach(val, mk, mv) {
+                if (!json_is_string(mv)) {
+                    rc = al_err(err, AL_EFORMAT, "%s: __metadata__ '%s' is not a string", fn, mk);
+                    goto done;
+                }
+            }
+            continue;
+        }
+        if ((rc = parse_entry(fn, key, val, buf_size, &t[n], err)) != AL_OK) goto done;
+        n++;
+    }
+    /* Non-empty spans must not overlap (the reference promises this; it is
+     * what bounds memory by the file size). */
+    by_off = malloc((n ? (size_t)n : 1) * sizeof *by_off);
+    if (!by_off) {
+        rc = al_err(err, AL_ENOMEM, "%s: out of memory", fn);
+        goto done;
+    }
+    int m = 0;
+    for (int i = 0; i < n; i++)
+        if (t[i].end > t[i].begin) by_off[m++] = &t[i];
+    qsort(by_off, (size_t)m, sizeof *by_off, cmp_tensor_begin);
+    for (int i = 1; i < m; i++) {
+        if (by_off[i]->begin < by_off[i - 1]->end) {
+            rc = al_err(err, AL_EFORMAT, "%s: tensors '%s' and '%s' overlap in the data buffer",
+                        fn, by_off[i - 1]->name, by_off[i]->name);
+            goto done;
+        }
+    }
+    qsort(t, (size_t)n, sizeof *t, cmp_tensor_name);
+done:
+    free(by_off);
+    json_decref(root);
+    if (rc != AL_OK) {
+        free_tensors(t, n);
+        return rc;
+    }
+    *out_t = t;
+    *out_n = n;
+    *out_data_off = (size_t)(8 + hl);
+    return AL_OK;
+}
+
+int al_st_open(al_st_file *f, const char *path, char err[AL_ERRLEN]) {
+    const char *fn = base_name(path);
+    int fd;
+    /* O_NONBLOCK: a FIFO planted in a model folder must not hang the open. */
+    do fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+    while (fd < 0 && errno == EINTR);
+    if (fd < 0) {
+        int e = errno;
+        return al_err(err, e == ENOENT ? AL_ENOENT : AL_EIO, "%s: %s", path, strerror(e));
+    }
+    struct stat st;
+    if (fstat(fd, &st) != 0) {
+        int e = errno;
+        close(fd);
+        return al_err(err, AL_EIO, "%s: %s", path, strerror(e));
+    }
+    if (!S_ISREG(st.st_mode)) {
+        close(fd);
+        return al_err(err, AL_EIO, "%s: not a regular file", path);
+    }
+    if (st.st_size < 8) {
+        close(fd);
+        return al_err(err, AL_EFORMAT, "%s: %lld bytes, too short for a safetensors header", fn,
+                      (long long)st.st_size);
+    }
+    if ((uint64_t)st.st_size > (uint64_t)SIZE_MAX) {
+        close(fd);
+        return al_err(err, AL_EFORMAT, "%s: too large to map", fn);
+    }
+    size_t size = (size_t)st.st_size;
+    void *p = mmap(NULL, size, PROT_READ, MAP_PRIVATE, fd, 0);
+    int me = errno;
+    /* The mapping keeps the file alive; no descriptor is held open. */
+    close(fd);
+    if (p == MAP_FAILED)
+        return al_err(err, me == ENOMEM ? AL_ENOMEM : AL_EIO, "%s: mmap failed: %s", path,
+                      strerror(me));
+    al_st_tensor *t = NULL;
+    int n = 0;
+    size_t data_off = 0;
+    int rc = parse_header(fn, p, size, &t, &n, &data_off, err);
+    char *pc = rc == AL_OK ? strdup(path) : NULL;
+    if (rc == AL_OK && !pc) rc = al_err(err, AL_ENOMEM, "%s: out of memory", fn);
+    if (rc != AL_OK) {
+        free_tensors(t, n);
+        munmap(p, size);
+        return rc;
+    }
+    f->path = pc;
+    f->fd = -1;
+    f->map = p;
+    f->size = size;
+    f->data_off = data_off;
+    f->t = t;
+    f->n = n;
+    return AL_OK;
+}
+
+void al_st_close(al_st_file *f) {
+    if (!f) return;
+    if (f->map) munmap((void *)f->map, f->size);
+    if (f->fd >= 0 && f->map) close(f->fd);
+    free_tensors(f->t, f->n);
+    free(f->path);
+    memset(f, 0, sizeof *f);
+    f->fd = -1;
+}
+
+const al_st_tensor *al_st_find(const al_st_file *f, const char *name) {
+    if (!f || !name || !f->t || f->n <= 0) return NULL;
+    al_st_tensor key = {.name = (char *)name};
+    return bsearch(&key, f->t, (size_t)f->n, sizeof *f->t, cmp_tensor_name);
+}
+
+size_t al_st_numel(const al_st_tensor *t) {
+    size_t n = 1;
+    for (int i = 0; i < t->ndim; i++) n *= (size_t)t->shape[i];
+    return n;
+}
+
+int al_st_read_f32(const al_st_file *f, const al_st_tensor *t, float *dst, size_t n,
+                   char err[AL_ERRLEN]) {
+    const char *fn = base_name(f->path ? f->path : "safetensors");
+    if (t->dtype != AL_DT_F32 && t->dtype != AL_DT_F16 && t->dtype != AL_DT_BF16)
+        return al_err(err, AL_EUNSUP,
+                      "%s: tensor '%s': dtype %s is not supported (F32, F16 and BF16 are)", fn,
+                      t->name, tensor_dtype_str(f, t));
+    size_t numel = al_st_numel(t);
+    if (n != numel)
+        return al_err(err, AL_ESHAPE, "%s: tensor '%s' has %zu elements, expected %zu", fn,
+                      t->name, numel, n);
+    /* Re-check the span so a tensor from another file cannot read out of bounds. */
+    size_t es = (size_t)elem_bytes(t->dtype);
+    if (t->end < t->begin || t->end > f->size - f->data_off || t->end - t->begin != numel * es)
+        return al_err(err, AL_EFORMAT, "%s: tensor '%s': span does not match this file", fn,
+                      t->name);
+    const uint8_t *src = f->map + f->data_off + t->begin;
+    if (t->dtype == AL_DT_F32) {
+        if (n) memcpy(dst, src, n * 4);
+    } else if (t->dtype == AL_DT_F16) {
+        for (size_t i = 0; i < n; i++) {
+            uint16_t h = (uint16_t)(src[2 * i] | (src[2 * i + 1] << 8));
+            dst[i] = al_f16_to_f32(h);
+        }
+    } else {
+        for (size_t i = 0; i < n; i++) {
+            uint16_t h = (uint16_t)(src[2 * i] | (src[2 * i + 1] << 8));
+            dst[i] = al_bf16_to_f32(h);
+        }
+    }
+    return AL_OK;
+}
+
+/* ---------- sharded folders ---------- */
+
+/* A shard name from the index must be a plain file in the same folder. */
+static int plain_file_name(const char *s) {
+    return s[0] && !strchr(s, '/') && !strchr(s, '\\') && !strstr(s, "..") && strcmp(s, ".") != 0;
+}
+
+int al_st_dir_open(al_st_dir *d, const char *dir, const char *base, char err[AL_ERRLEN]) {
+    char path[4096], name[512];
+    snprintf(name, sizeof name, "%s.safetensors", base);
+    if (al_path_join(path, sizeof path, dir, name) != AL_OK)
+        return al_err(err, AL_ERANGE, "%.200s: path too long", dir);
+    if (al_file_exists(path)) {
+        al_st_file *f = calloc(1, sizeof *f);
+        if (!f) return al_err(err, AL_ENOMEM, "%s: out of memory", name);
+        int rc = al_st_open(f, path, err);
+        if (rc != AL_OK) {
+            free(f);
+            return rc;
+        }
+        d->files = f;
+        d->n_files = 1;
+        return AL_OK;
+    }
+    char iname[512];
+    snprintf(iname, sizeof iname, "%s.safetensors.index.json", base);
+    if (al_path_join(path, sizeof path, dir, iname) != AL_OK)
+        return al_err(err, AL_ERANGE, "%.200s: path too long", dir);
+    if (!al_file_exists(path))
+        return al_err(err, AL_ENOENT, "%.150s: neither %s nor %s", dir, name, iname);
+
+    char *text = NULL;
+    size_t len = 0;
+    int rc = al_file_read(path, ST_MAX_INDEX, &text, &len, err);
+    if (rc != AL_OK) return rc;
+    json_error_t je;
+    json_t *root = json_loadb(text, len, JSON_REJECT_DUPLICATES, &je);
+    free(text);
+    if (!root)
+        return al_err(err, AL_EFORMAT, "%s: invalid JSON: %s (line %d)", iname, je.text, je.line);
+    al_st_file *files = NULL;
+    int nf = 0;
+    const char **shard_names = NULL;
+    json_t *wm = json_is_object(root) ? json_object_get(root, "weight_map") : NULL;
+    if (!json_is_object(wm)) {
+        rc = al_err(err, AL_EFORMAT, "%s: weight_map is missing or not an object", iname);
+        goto fail;
+    }
+    json_t *meta = json_object_get(root, "metadata");
+    if (meta && !json_is_object(meta) && !json_is_null(meta)) {
+        rc = al_err(err, AL_EFORMAT, "%s: metadata is not an object", iname);
+        goto fail;
+    }
+    size_t nw = json_object_size(wm);
+    if (nw == 0) {
+        rc = al_err(err, AL_EFORMAT, "%s: weight_map is empty", iname);
+        goto fail;
+    }
+    shard_names = calloc(nw, sizeof *shard_names);
+    files = calloc(nw, sizeof *files);
+    if (!shard_names || !files) {
+        rc = al_err(err, AL_ENOMEM, "%s: out of memory", iname);
+        goto fail;
+    }
+    const char *key;
+    json_t *val;
+    /* Pass 1: validate the values and open each distinct shard once. */
+    json_object_foreach(wm, key, val) {
+        if (!json_is_string(val)) {
+            rc = al_err(err, AL_EFORMAT, "%s: weight_map '%s' is not a file name", iname, key);
+            goto fail;
+        }
+        const char *sn = json_string_value(val);
+        if (!plain_file_name(sn)) {
+            rc = al_err(err, AL_EFORMAT,
+                        "%s: weight_map '%s' -> '%s' is not a plain file name in the folder",
+                        iname, key, sn);
+            goto fail;
+        }
+        int seen = 0;
+        for (int i = 0; i < nf && !seen; i++) seen = strcmp(shard_names[i], sn) == 0;
+        if (seen) continue;
+        if (al_path_join(path, sizeof path, dir, sn) != AL_OK) {
+            rc = al_err(err, AL_ERANGE, "%.200s: path too long", sn);
+            goto fail;
+        }
+        if ((rc = al_st_open(&files[nf], path, err)) != AL_OK) {
+            if (rc == AL_ENOENT)
+                al_err(err, AL_ENOENT, "%s: shard %s (for '%s') does not exist", iname, sn, key);
+            goto fail;
+        }
+        shard_names[nf++] = sn;
+    }
+    /* Pass 2: each tensor must be in the shard the index names. */
+    json_object_foreach(wm, key, val) {
+        const char *sn = json_string_value(val);
+        int i = 0;
+        while (i < nf && strcmp(shard_names[i], sn) != 0) i++;
+        if (i == nf || !al_st_find(&files[i], key)) {
+            rc = al_err(err, AL_EFORMAT, "%s: tensor '%s' is mapped to %s, which does not hold it",
+                        iname, key, sn);
+            goto fail;
+        }
+    }
+    /* A name held by two shards would make al_st_dir_find ambiguous. */
+    for (int i = 0; i < nf; i++) {
+        for (int k = 0; k < files[i].n; k++) {
+            for (int j = i + 1; j < nf; j++) {
+                if (al_st_find(&files[j], files[i].t[k].name)) {
+                    rc = al_err(err, AL_EFORMAT, "%s: tensor '%s' is in both %s and %s", iname,
+                                files[i].t[k].name, shard_names[i], shard_names[j]);
+                    goto fail;
+                }
+            }
+        }
+    }
+    free(shard_names);
+    json_decref(root);
+    d->files = files;
+    d->n_files = nf;
+    return AL_OK;
+fail:
+    for (int i = 0; i < nf; i++) al_st_close(&files[i]);
+    free(files);
+    free(shard_names);
+    json_decref(root);
+    return rc;
+}
+
+void al_st_dir_close(al_st_dir *d) {
+    if (!d) return;
+    for (int i = 0; i < d->n_files; i++) al_st_close(&d->files[i]);
+    free(d->files);
+    d->files = NULL;
+    d->n_files = 0;
+}
+
+const al_st_tensor *al_st_dir_find(const al_st_dir *d, const char *name,
+                                   const al_st_file **file) {
+    for (int i = 0; d && i < d->n_files; i++) {
+        const al_st_tensor *t = al_st_find(&d->files[i], name);
+        if (t) {
+            if (file) *file = &d->files[i];
+            return t;
+        }
+    }
+    return NULL;
+}
+
+/* ---------- writer ---------- */
+
+static int cmp_entry_ptr(const void *a, const void *b) {
+    return strcmp((*(const al_st_entry *const *)a)->name, (*(const al_st_entry *const *)b)->name);
+}
+
+/* Writes the entry's floats; transposed entries go through a bounded buffer. */
+static int write_entry(al_atomic_file *af, const al_st_entry *e, size_t numel, float *buf,
+                       size_t buf_n, char err[AL_ERRLEN]) {
+    if (numel == 0) return AL_OK;
+    if (!e->transpose) return al_atomic_write(af, e->data, numel * sizeof(float), err);
+    /* File holds (s0, s1); memory holds (s1, s0): file[i][j] = data[j][i]. */
+    size_t s0 = (size_t)e->shape[0], s1 = (size_t)e->shape[1], k = 0;
+    for (size_t i = 0; i < s0; i++) {
+        for (size_t j = 0; j < s1; j++) {
+            buf[k++] = e->data[j * s0 + i];
+            if (k == buf_n) {
+                int rc = al_atomic_write(af, buf, k * sizeof(float), err);
+                if (rc != AL_OK) return rc;
+                k = 0;
+            }
+        }
+    }
+    return k ? al_atomic_write(af, buf, k * sizeof(float), err) : AL_OK;
+}
+
+int al_st_write(const char *path, const al_st_entry *e, int n, char err[AL_ERRLEN]) {
+    const char *fn = base_name(path);
+    if (n < 0 || (n > 0 && !e)) return al_err(err, AL_EINVAL, "%s: bad entry list", fn);
+    int rc = AL_OK;
+    const al_st_entry **order = malloc((n ? (size_t)n : 1) * sizeof *order);
+    json_t *hdr = json_object();
+    json_t *meta = json_object();
+    char *text = NULL;
+    float *buf = NULL;
+    al_atomic_file af;
+    af.fd = -1;
+    af.tmp[0] = '\0';
+    if (!order || !hdr || !meta || json_object_set_new(meta, "format", json_string("pt")) ||
+        json_object_set_new(hdr, "__metadata__", meta)) {
+        if (!hdr) json_decref(meta);
+        rc = al_err(err, AL_ENOMEM, "%s: out of memory", fn);
+        goto done;
+    }
+    for (int i = 0; i < n; i++) {
+        const al_st_entry *x = &e[i];
+        if (!x->name || !x->name[0] || strcmp(x->name, "__metadata__") == 0) {
+            rc = al_err(err, AL_EINVAL, "%s: entry %d has an empty or reserved name", fn, i);
+            goto done;
+        }
+        if (x->ndim < 0 || x->ndim > AL_ST_MAXDIM || (x->transpose && x->ndim != 2)) {
+            rc = al_err(err, AL_EINVAL, "%s: tensor '%s': bad ndim %d%s", fn, x->name, x->ndim,
+                        x->transpose ? " (transpose needs 2)" : "");
+            goto done;
+        }
+        uint64_t numel = 1;
+        for (int k = 0; k < x->ndim; k++) {
+            if (x->shape[k] < 0) {
+                rc = al_err(err, AL_EINVAL, "%s: tensor '%s': negative shape", fn, x->name);
+                goto done;
+            }
+            uint64_t s = (uint64_t)x->shape[k];
+            if (s && numel > (UINT64_MAX / 8) / s) {
+                rc = al_err(err, AL_EINVAL, "%s: tensor '%s': shape too large", fn, x->name);
+                goto done;
+            }
+            numel *= s;
+        }
+        if (numel && !x->data) {
+            rc = al_err(err, AL_EINVAL, "%s: tensor '%s': no data", fn, x->name);
+            goto done;
+        }
+        order[i] = x;
+    }
+    qsort(order, (size_t)n, sizeof *order, cmp_entry_ptr);
+    for (int i = 1; i < n; i++) {
+        if (strcmp(order[i - 1]->name, order[i]->name) == 0) {
+            rc = al_err(err, AL_EINVAL, "%s: duplicate tensor name '%s'", fn, order[i]->name);
+            goto done;
+        }
+    }
+    /* Header in name order (jansson keeps insertion order), offsets likewise. */
+    uint64_t off = 0;
+    for (int i = 0; i < n; i++) {
+        const al_st_entry *x = order[i];
+        uint64_t bytes = 4;
+        for (int k = 0; k < x->ndim; k++) bytes *= (uint64_t)x->shape[k];
+        if (off + bytes < off || off + bytes > (uint64_t)INT64_MAX) {
+            rc = al_err(err, AL_EINVAL, "%s: tensors too large in total", fn);
+            goto done;
+        }
+        json_t *ent = json_object(), *shape = json_array(), *offs = json_array();
+        int bad = !ent || !shape || !offs;
+        for (int k = 0; !bad && k < x->ndim; k++)
+            bad = json_array_append_new(shape, json_integer((json_int_t)x->shape[k])) != 0;
+        bad = bad || json_array_append_new(offs, json_integer((json_int_t)off)) ||
+              json_array_append_new(offs, json_integer((json_int_t)(off + bytes)));
+        if (bad) {
+            json_decref(ent);
+            json_decref(shape);
+            json_decref(offs);
+            rc = al_err(err, AL_ENOMEM, "%s: out of memory", fn);
+            goto done;
+        }
+        /* set_new takes the references, even on failure. */
+        if (json_object_set_new(ent, "dtype", json_string("F32")) ||
+            json_object_set_new(ent, "shape", shape) ||
+            json_object_set_new(ent, "data_offsets", offs)) {
+            json_decref(ent);
+            rc = al_err(err, AL_ENOMEM, "%s: out of memory", fn);
+            goto done;
+        }
+        if (json_object_set_new(hdr, x->name, ent)) {
+            /* jansson refuses keys that are not valid UTF-8 */
+            rc = al_err(err, AL_EINVAL, "%s: tensor name '%s' is not valid UTF-8", fn, x->name);
+            goto done;
+        }
+        off += bytes;
+    }
+    text = json_dumps(hdr, JSON_COMPACT);
+    if (!text) {
+        rc = al_err(err, AL_ENOMEM, "%s: out of memory", fn);
+        goto done;
+    }
+    size_t hl = strlen(text);
+    size_t padded = (hl + 7) & ~(size_t)7; /* 8 + padded is a multiple of 8 */
+    uint8_t lenb[8];
+    for (int i = 0; i < 8; i++) lenb[i] = (uint8_t)((uint64_t)padded >> (8 * i));
+    const size_t buf_n = 16384;
+    buf = malloc(buf_n * sizeof *buf);
+    if (!buf) {
+        rc = al_err(err, AL_ENOMEM, "%s: out of memory", fn);
+        goto done;
+    }
+    static const char spaces[8] = "        ";
+    if ((rc = al_atomic_open(&af, path, err)) != AL_OK) goto done;
+    if ((rc = al_atomic_write(&af, lenb, 8, err)) != AL_OK) goto done;
+    if ((rc = al_atomic_write(&af, text, hl, err)) != AL_OK) goto done;
+    if ((rc = al_atomic_write(&af, spaces, padded - hl, err)) != AL_OK) goto done;
+    for (int i = 0; i < n; i++) {
+        size_t numel = 1;
+        for (int k = 0; k < order[i]->ndim; k++) numel *= (size_t)order[i]->shape[k];
+        if ((rc = write_entry(&af, order[i], numel, buf, buf_n, err)) != AL_OK) goto done;
+    }
+    rc = al_atomic_commit(&af, err);
+done:
+    if (rc != AL_OK) al_atomic_abort(&af);
+    free(buf);
+    free(text);
+    json_decref(hdr);
+    free(order);
+    return rc;
+}
