@@ -18,7 +18,7 @@
 #include "al.h"
 #include "compute/pool.h"
 
-#define MAX_THREADS 256            /* pool.c never starts more */
+#define MAX_THREADS AL_POOL_MAX
 #define GEMM_PAR_WORK 2.0e6        /* M*N*K above which al_gemm splits */
 #define ELEM_PAR_N ((size_t)1 << 17) /* elementwise ops split above this */
 #define EMBED_PAR_WORK ((size_t)1 << 15)

@@ -27,7 +27,7 @@
 
 #include "al.h"
 
-#define POOL_MAX 256        /* upper bound on threads (ops keep per-thread slots) */
+#define POOL_MAX AL_POOL_MAX
 #define SPIN_NS 50000L      /* spin this long before blocking on the condvar */
 
 typedef struct pool_arg {

@@ -14,12 +14,17 @@
 
 typedef void (*al_pool_fn)(void *ctx, int tid, int nthreads);
 
-/* Starts the process-wide pool with n threads (0 = number of online cores).
+/* Most threads the pool runs; kernels may size per-thread arrays with it. */
+#define AL_POOL_MAX 256
+
+/* Starts the process-wide pool with n threads (0 = number of online cores,
+ * at most AL_POOL_MAX).
  * Idempotent: later calls return AL_OK without change. */
 int al_pool_init(int n);
 /* Stops the pool's threads (at exit; tests). */
 void al_pool_shutdown(void);
-/* Number of threads work is split into (>= 1; 1 before al_pool_init). */
+/* Number of threads work is split into (>= 1; 1 before al_pool_init, and 1
+ * inside a pool function, so kernels called there take their serial path). */
 int al_pool_threads(void);
 /* Runs fn(ctx, tid, n) on every thread and returns when all are done.
  * Nested calls from inside fn run inline on the calling thread with n = 1. */

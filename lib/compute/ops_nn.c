@@ -1,0 +1,698 @@
+/* Neural-network kernels of ops.h: LayerNorm, RMSNorm, gelu_new, SwiGLU,
+ * RoPE and causal grouped-query attention with segment masking.
+ *
+ * Numerics follow Hugging Face transformers in convention: LayerNorm with
+ * biased variance (torch.nn.LayerNorm), LlamaRMSNorm (mean of squares in
+ * float32, x * rsqrt(var + eps), then weight *), NewGELUActivation
+ * (gelu_new), SiLU(gate) * up, LlamaRotaryEmbedding (rotate_half). All
+ * arithmetic is float32; there is no -ffast-math, and reductions use a fixed
+ * order, so the results depend on the inputs only -- never on the pool's
+ * thread count, because every output element is computed by the same code
+ * path whichever thread owns it.
+ *
+ * Threads: kernels split their work over the compute pool (pool.h) with a
+ * static partition. Row-wise work (norm inputs, softmax rows) is split by
+ * rows; parameter gradients (dw, db) by columns, so that no two threads ever
+ * write the same element. Attention forward is split over (b, head, query
+ * block); attention backward over (b, kv head) so that all the query heads
+ * that write one kv head's dk/dv run on one thread.
+ *
+ * Attention forward computes scores and P V with single-threaded
+ * cblas_sgemm on (query block x visible keys) tiles, skipping keys that no
+ * row of the block can see (causal future; earlier segments). Its softmax
+ * uses a branch-free polynomial exp (< 1 ulp on [-87.3, 0], like torch's
+ * vectorised exp); the _ref twin uses plain loops and expf. Backward uses
+ * D_i = sum_j P_ij dP_ij (two passes over each query block's key tiles), so
+ * it needs no (T, T) scratch.
+ *
+ * No kernel allocates: attention uses fixed-size tiles on the stack (at most
+ * AT_BQ * AT_BK + AT_BQ floats, 33 KB) and the caller's att buffer. */
+#include "compute/ops.h"
+
+#include <cblas.h>
+#include <math.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "al.h"
+#include "compute/pool.h"
+
+/* Below this many elements a kernel runs inline rather than waking the pool.
+ * Results are the same either way. */
+#define NN_PAR_MIN 32768
+
+/* Attention tiles: query rows per block, key columns per tile. */
+#define AT_BQ 64
+#define AT_BK 128
+
+static void nn_run(al_pool_fn fn, void *ctx, size_t work) {
+    if (work < NN_PAR_MIN || al_pool_threads() <= 1) fn(ctx, 0, 1);
+    else al_pool_run(fn, ctx);
+}
+
+/* Sums with 8 independent lanes: a fixed order the compiler can vectorise
+ * without reassociating (no -ffast-math needed). */
+static float nn_sum(const float *x, int n) {
+    float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    int i = 0;
+    for (; i + 8 <= n; i += 8)
+        for (int l = 0; l < 8; l++) acc[l] += x[i + l];
+    for (int l = 0; i < n; i++, l++) acc[l] += x[i];
+    return ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
+}
+
+static float nn_dot(const float *x, const float *y, int n) {
+    float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    int i = 0;
+    for (; i + 8 <= n; i += 8)
+        for (int l = 0; l < 8; l++) acc[l] += x[i + l] * y[i + l];
+    for (int l = 0; i < n; i++, l++) acc[l] += x[i] * y[i];
+    return ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
+}
+
+/* sum((x - m)^2) */
+static float nn_sqdev(const float *x, float m, int n) {
+    float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    int i = 0;
+    for (; i + 8 <= n; i += 8)
+        for (int l = 0; l < 8; l++) {
+            float d = x[i + l] - m;
+            acc[l] += d * d;
+        }
+    for (int l = 0; i < n; i++, l++) {
+        float d = x[i] - m;
+        acc[l] += d * d;
+    }
+    return ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
+}
+
+/* ---------------------------------------------------------------- LayerNorm */
+
+typedef struct {
+    float *out, *mean, *rstd, *dinp, *dw, *db;
+    const float *inp, *w, *b, *dout, *cmean, *crstd;
+    int N, C;
+    float eps;
+} nn_norm_ctx;
+
+static void layernorm_fwd_fn(void *vctx, int tid, int nth) {
+    const nn_norm_ctx *x = vctx;
+    const int C = x->C;
+    long lo, hi;
+    al_split(x->N, nth, tid, &lo, &hi);
+    for (long n = lo; n < hi; n++) {
+        const float *in = x->inp + (size_t)n * C;
+        float *o = x->out + (size_t)n * C;
+        float m = nn_sum(in, C) / (float)C;
+        float var = nn_sqdev(in, m, C) / (float)C;
+        float r = 1.0f / sqrtf(var + x->eps);
+        if (x->b) {
+            for (int c = 0; c < C; c++) o[c] = (in[c] - m) * r * x->w[c] + x->b[c];
+        } else {
+            for (int c = 0; c < C; c++) o[c] = (in[c] - m) * r * x->w[c];
+        }
+        if (x->mean) x->mean[n] = m;
+        if (x->rstd) x->rstd[n] = r;
+    }
+}
+
+/* out (N, C) = (inp - mean) * rstd * w + b; mean, rstd (N). b, mean and rstd
+ * may be NULL (no bias; inference without saving). */
+void al_layernorm_forward(float *out, float *mean, float *rstd, const float *inp,
+                          const float *w, const float *b, int N, int C, float eps) {
+    AL_ASSERT(out && inp && w && N >= 0 && C > 0);
+    nn_norm_ctx x = {.out = out, .mean = mean, .rstd = rstd, .inp = inp, .w = w,
+                     .b = b, .N = N, .C = C, .eps = eps};
+    nn_run(layernorm_fwd_fn, &x, (size_t)N * (size_t)C);
+}
+
+static void layernorm_bwd_fn(void *vctx, int tid, int nth) {
+    const nn_norm_ctx *x = vctx;
+    const int C = x->C;
+    long lo, hi;
+    /* rows: dinp += (g - mean(g) - xhat * mean(g * xhat)) * rstd, g = w * dout */
+    if (x->dinp) {
+        al_split(x->N, nth, tid, &lo, &hi);
+        for (long n = lo; n < hi; n++) {
+            const float *in = x->inp + (size_t)n * C, *dy = x->dout + (size_t)n * C;
+            float *dx = x->dinp + (size_t)n * C;
+            const float m = x->cmean[n], r = x->crstd[n];
+            float acc_g[8] = {0, 0, 0, 0, 0, 0, 0, 0}, acc_gx[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+            int c = 0;
+            for (; c + 8 <= C; c += 8)
+                for (int l = 0; l < 8; l++) {
+                    float g = x->w[c + l] * dy[c + l];
+                    acc_g[l] += g;
+                    acc_gx[l] += g * ((in[c + l] - m) * r);
+                }
+            for (int l = 0; c < C; c++, l++) {
+                float g = x->w[c] * dy[c];
+                acc_g[l] += g;
+                acc_gx[l] += g * ((in[c] - m) * r);
+            }
+            float mg = nn_sum(acc_g, 8) / (float)C, mgx = nn_sum(acc_gx, 8) / (float)C;
+            for (c = 0; c < C; c++) {
+                float xhat = (in[c] - m) * r;
+                dx[c] += (x->w[c] * dy[c] - mg - xhat * mgx) * r;
+            }
+        }
+    }
+    /* columns: dw += sum_n dout * xhat, db += sum_n dout (rows in order) */
+    if (x->dw || x->db) {
+        al_split(C, nth, tid, &lo, &hi);
+        for (int n = 0; n < x->N; n++) {
+            const float *in = x->inp + (size_t)n * C, *dy = x->dout + (size_t)n * C;
+            const float m = x->cmean[n], r = x->crstd[n];
+            if (x->dw)
+                for (long c = lo; c < hi; c++) x->dw[c] += dy[c] * ((in[c] - m) * r);
+            if (x->db)
+                for (long c = lo; c < hi; c++) x->db[c] += dy[c];
+        }
+    }
+}
+
+void al_layernorm_backward(float *dinp, float *dw, float *db, const float *dout,
+                           const float *inp, const float *w, const float *mean,
+                           const float *rstd, int N, int C) {
+    AL_ASSERT(dout && inp && w && mean && rstd && N >= 0 && C > 0);
+    nn_norm_ctx x = {.dinp = dinp, .dw = dw, .db = db, .dout = dout, .inp = inp,
+                     .w = w, .cmean = mean, .crstd = rstd, .N = N, .C = C};
+    nn_run(layernorm_bwd_fn, &x, (size_t)N * (size_t)C);
+}
+
+/* ------------------------------------------------------------------ RMSNorm */
+
+static void rmsnorm_fwd_fn(void *vctx, int tid, int nth) {
+    const nn_norm_ctx *x = vctx;
+    const int C = x->C;
+    long lo, hi;
+    al_split(x->N, nth, tid, &lo, &hi);
+    for (long n = lo; n < hi; n++) {
+        const float *in = x->inp + (size_t)n * C;
+        float *o = x->out + (size_t)n * C;
+        float var = nn_dot(in, in, C) / (float)C;
+        float r = 1.0f / sqrtf(var + x->eps);
+        /* as LlamaRMSNorm: weight * (x * rsqrt(var + eps)) */
+        for (int c = 0; c < C; c++) o[c] = x->w[c] * (in[c] * r);
+        if (x->rstd) x->rstd[n] = r;
+    }
+}
+
+/* rstd may be NULL (inference). */
+void al_rmsnorm_forward(float *out, float *rstd, const float *inp, const float *w,
+                        int N, int C, float eps) {
+    AL_ASSERT(out && inp && w && N >= 0 && C > 0);
+    nn_norm_ctx x = {.out = out, .rstd = rstd, .inp = inp, .w = w, .N = N, .C = C,
+                     .eps = eps};
+    nn_run(rmsnorm_fwd_fn, &x, (size_t)N * (size_t)C);
+}
+
+static void rmsnorm_bwd_fn(void *vctx, int tid, int nth) {
+    const nn_norm_ctx *x = vctx;
+    const int C = x->C;
+    long lo, hi;
+    /* y = w * x * r, r = (mean(x^2) + eps)^-1/2, dr/dx = -r^3 x / C:
+     * dx = r * g - x * r^3 * sum(g * x) / C, with g = w * dy. */
+    if (x->dinp) {
+        al_split(x->N, nth, tid, &lo, &hi);
+        for (long n = lo; n < hi; n++) {
+            const float *in = x->inp + (size_t)n * C, *dy = x->dout + (size_t)n * C;
+            float *dx = x->dinp + (size_t)n * C;
+            const float r = x->crstd[n];
+            float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+            int c = 0;
+            for (; c + 8 <= C; c += 8)
+                for (int l = 0; l < 8; l++) acc[l] += x->w[c + l] * dy[c + l] * in[c + l];
+            for (int l = 0; c < C; c++, l++) acc[l] += x->w[c] * dy[c] * in[c];
+            const float k = nn_sum(acc, 8) * r * r * r / (float)C;
+            for (c = 0; c < C; c++) dx[c] += r * (x->w[c] * dy[c]) - in[c] * k;
+        }
+    }
+    if (x->dw) {
+        al_split(C, nth, tid, &lo, &hi);
+        for (int n = 0; n < x->N; n++) {
+            const float *in = x->inp + (size_t)n * C, *dy = x->dout + (size_t)n * C;
+            const float r = x->crstd[n];
+            for (long c = lo; c < hi; c++) x->dw[c] += dy[c] * (in[c] * r);
+        }
+    }
+}
+
+void al_rmsnorm_backward(float *dinp, float *dw, const float *dout, const float *inp,
+                         const float *w, const float *rstd, int N, int C) {
+    AL_ASSERT(dout && inp && w && rstd && N >= 0 && C > 0);
+    nn_norm_ctx x = {.dinp = dinp, .dw = dw, .dout = dout, .inp = inp, .w = w,
+                     .crstd = rstd, .N = N, .C = C};
+    nn_run(rmsnorm_bwd_fn, &x, (size_t)N * (size_t)C);
+}
+
+/* --------------------------------------------------------------------- GELU */
+
+#define GELU_S 0.7978845608028654f /* sqrt(2 / pi) */
+#define GELU_A 0.044715f
+
+typedef struct {
+    float *out;
+    const float *in, *in2, *dout;
+    size_t n;
+    int N, FF;
+} nn_ew_ctx;
+
+static void gelu_fwd_fn(void *vctx, int tid, int nth) {
+    const nn_ew_ctx *x = vctx;
+    long lo, hi;
+    al_split((long)x->n, nth, tid, &lo, &hi);
+    for (long i = lo; i < hi; i++) {
+        float v = x->in[i];
+        float t = tanhf(GELU_S * (v + GELU_A * (v * v * v)));
+        x->out[i] = 0.5f * v * (1.0f + t);
+    }
+}
+
+void al_gelu_forward(float *out, const float *inp, size_t n) {
+    AL_ASSERT((out && inp) || n == 0);
+    nn_ew_ctx x = {.out = out, .in = inp, .n = n};
+    nn_run(gelu_fwd_fn, &x, n);
+}
+
+static void gelu_bwd_fn(void *vctx, int tid, int nth) {
+    const nn_ew_ctx *x = vctx;
+    long lo, hi;
+    al_split((long)x->n, nth, tid, &lo, &hi);
+    for (long i = lo; i < hi; i++) {
+        float v = x->in[i];
+        float t = tanhf(GELU_S * (v + GELU_A * (v * v * v)));
+        /* d/dv 0.5 v (1 + t) = 0.5 (1 + t) + 0.5 v (1 - t^2) s (1 + 3 a v^2) */
+        float d = 0.5f * (1.0f + t) +
+                  0.5f * v * (1.0f - t * t) * GELU_S * (1.0f + 3.0f * GELU_A * v * v);
+        x->out[i] += x->dout[i] * d;
+    }
+}
+
+void al_gelu_backward(float *dinp, const float *inp, const float *dout, size_t n) {
+    AL_ASSERT((dinp && inp && dout) || n == 0);
+    nn_ew_ctx x = {.out = dinp, .in = inp, .dout = dout, .n = n};
+    nn_run(gelu_bwd_fn, &x, n);
+}
+
+/* ------------------------------------------------------------------- SwiGLU */
+
+static void swiglu_fwd_fn(void *vctx, int tid, int nth) {
+    const nn_ew_ctx *x = vctx;
+    const int FF = x->FF;
+    long lo, hi;
+    al_split(x->N, nth, tid, &lo, &hi);
+    for (long n = lo; n < hi; n++) {
+        const float *g = x->in + (size_t)n * 2 * FF, *u = g + FF;
+        float *o = x->out + (size_t)n * FF;
+        /* torch's silu: x / (1 + exp(-x)); exp overflow gives -0, as torch */
+        for (int c = 0; c < FF; c++) o[c] = g[c] / (1.0f + expf(-g[c])) * u[c];
+    }
+}
+
+void al_swiglu_forward(float *out, const float *gu, int N, int FF) {
+    AL_ASSERT(out && gu && N >= 0 && FF > 0);
+    nn_ew_ctx x = {.out = out, .in = gu, .N = N, .FF = FF};
+    nn_run(swiglu_fwd_fn, &x, (size_t)N * (size_t)FF);
+}
+
+static void swiglu_bwd_fn(void *vctx, int tid, int nth) {
+    const nn_ew_ctx *x = vctx;
+    const int FF = x->FF;
+    long lo, hi;
+    al_split(x->N, nth, tid, &lo, &hi);
+    for (long n = lo; n < hi; n++) {
+        const float *g = x->in + (size_t)n * 2 * FF, *u = g + FF;
+        const float *dy = x->dout + (size_t)n * FF;
+        float *dg = x->out + (size_t)n * 2 * FF, *du = dg + FF;
+        for (int c = 0; c < FF; c++) {
+            float sig = 1.0f / (1.0f + expf(-g[c]));
+            float silu = g[c] * sig;
+            dg[c] += dy[c] * u[c] * (sig * (1.0f + g[c] * (1.0f - sig)));
+            du[c] += dy[c] * silu;
+        }
+    }
+}
+
+void al_swiglu_backward(float *dgu, const float *dout, const float *gu, int N, int FF) {
+    AL_ASSERT(dgu && dout && gu && N >= 0 && FF > 0);
+    nn_ew_ctx x = {.out = dgu, .in = gu, .dout = dout, .N = N, .FF = FF};
+    nn_run(swiglu_bwd_fn, &x, (size_t)N * (size_t)FF);
+}
+
+/* --------------------------------------------------------------------- RoPE */
+
+void al_rope_table(float *cos_t, float *sin_t, int maxT, int HD, float theta) {
+    AL_ASSERT(cos_t && sin_t && maxT >= 0 && HD > 0 && HD % 2 == 0 && theta > 0.0f);
+    const int half = HD / 2;
+    for (int i = 0; i < half; i++) {
+        /* as torch: (arange(0, dim, 2).float() / dim) in float, base ** that,
+         * 1.0 / that, then position (float) times inv_freq, cos/sin in float */
+        float inv_freq = 1.0f / powf(theta, (float)(2 * i) / (float)HD);
+        for (int p = 0; p < maxT; p++) {
+            float a = (float)p * inv_freq;
+            cos_t[(size_t)p * half + i] = cosf(a);
+            sin_t[(size_t)p * half + i] = sinf(a);
+        }
+    }
+}
+
+typedef struct {
+    float *x;
+    const int32_t *pos;
+    const float *cos_t, *sin_t;
+    int ld, N, nh, HD;
+} nn_rope_ctx;
+
+/* dir = +1: forward rotation; -1: its transpose (the inverse rotation). */
+static void rope_apply(const nn_rope_ctx *x, int tid, int nth, float dir) {
+    const int half = x->HD / 2;
+    long lo, hi;
+    al_split(x->N, nth, tid, &lo, &hi);
+    for (long n = lo; n < hi; n++) {
+        int32_t p = x->pos[n];
+        AL_ASSERT(p >= 0);
+        const float *cs = x->cos_t + (size_t)p * half, *sn = x->sin_t + (size_t)p * half;
+        for (int h = 0; h < x->nh; h++) {
+            float *x1 = x->x + (size_t)n * x->ld + (size_t)h * x->HD, *x2 = x1 + half;
+            for (int i = 0; i < half; i++) {
+                float a = x1[i], b = x2[i], c = cs[i], s = dir * sn[i];
+                x1[i] = a * c - b * s;
+                x2[i] = b * c + a * s;
+            }
+        }
+    }
+}
+
+static void rope_fwd_fn(void *vctx, int tid, int nth) { rope_apply(vctx, tid, nth, 1.0f); }
+static void rope_bwd_fn(void *vctx, int tid, int nth) { rope_apply(vctx, tid, nth, -1.0f); }
+
+void al_rope_forward(float *x, int ld, const int32_t *pos, const float *cos_t,
+                     const float *sin_t, int N, int nh, int HD) {
+    AL_ASSERT(x && pos && cos_t && sin_t && HD > 0 && HD % 2 == 0 && ld >= nh * HD);
+    nn_rope_ctx c = {.x = x, .pos = pos, .cos_t = cos_t, .sin_t = sin_t, .ld = ld,
+                     .N = N, .nh = nh, .HD = HD};
+    nn_run(rope_fwd_fn, &c, (size_t)N * (size_t)nh * (size_t)HD);
+}
+
+void al_rope_backward(float *dx, int ld, const int32_t *pos, const float *cos_t,
+                      const float *sin_t, int N, int nh, int HD) {
+    AL_ASSERT(dx && pos && cos_t && sin_t && HD > 0 && HD % 2 == 0 && ld >= nh * HD);
+    nn_rope_ctx c = {.x = dx, .pos = pos, .cos_t = cos_t, .sin_t = sin_t, .ld = ld,
+                     .N = N, .nh = nh, .HD = HD};
+    nn_run(rope_bwd_fn, &c, (size_t)N * (size_t)nh * (size_t)HD);
+}
+
+/* ---------------------------------------------------------------- Attention */
+
+static void attn_check(int ld, int B, int T, int NH, int NKV, int HD) {
+    AL_ASSERT(B >= 0 && T >= 0 && NH > 0 && NKV > 0 && HD > 0);
+    AL_ASSERT(NH % NKV == 0);
+    AL_ASSERT(ld >= NH * HD);
+}
+
+/* First key visible to query i of one sequence: the first j <= i with the
+ * same segment (j = i always qualifies). */
+static int attn_first_key(const int32_t *sg, int i) {
+    if (!sg) return 0;
+    int j = 0;
+    while (sg[j] != sg[i]) j++;
+    return j;
+}
+
+void al_attention_forward_ref(float *out, float *att, const float *q, const float *k,
+                              const float *v, int ld, const int32_t *seg,
+                              int B, int T, int NH, int NKV, int HD) {
+    attn_check(ld, B, T, NH, NKV, HD);
+    const int G = NH / NKV, OC = NH * HD;
+    const float scale = 1.0f / sqrtf((float)HD);
+    for (int b = 0; b < B; b++) {
+        const int32_t *sg = seg ? seg + (size_t)b * T : NULL;
+        for (int h = 0; h < NH; h++) {
+            const int kh = h / G;
+            for (int i = 0; i < T; i++) {
+                const float *qi = q + ((size_t)b * T + i) * ld + (size_t)h * HD;
+                float *p = att + (((size_t)b * NH + h) * T + i) * T;
+                float mx = -INFINITY;
+                for (int j = 0; j < T; j++) {
+                    p[j] = 0.0f;
+                    if (j > i || (sg && sg[j] != sg[i])) continue;
+                    const float *kj = k + ((size_t)b * T + j) * ld + (size_t)kh * HD;
+                    float s = 0.0f;
+                    for (int d = 0; d < HD; d++) s += qi[d] * kj[d];
+                    p[j] = s * scale;
+                    if (p[j] > mx) mx = p[j];
+                }
+                float sum = 0.0f;
+                for (int j = 0; j <= i; j++) {
+                    if (sg && sg[j] != sg[i]) continue;
+                    p[j] = expf(p[j] - mx);
+                    sum += p[j];
+                }
+                for (int j = 0; j <= i; j++) p[j] /= sum;
+                float *o = out + ((size_t)b * T + i) * OC + (size_t)h * HD;
+                for (int d = 0; d < HD; d++) o[d] = 0.0f;
+                for (int j = 0; j <= i; j++) {
+                    if (p[j] == 0.0f) continue;
+                    const float *vj = v + ((size_t)b * T + j) * ld + (size_t)kh * HD;
+                    for (int d = 0; d < HD; d++) o[d] += p[j] * vj[d];
+                }
+            }
+        }
+    }
+}
+
+typedef struct {
+    float *out, *att, *dq, *dk, *dv;
+    const float *q, *k, *v, *dout, *catt;
+    const int32_t *seg;
+    int ld, B, T, NH, NKV, HD;
+} nn_attn_ctx;
+
+/* Type punning through a union (defined in C11) keeps the bit tricks below
+ * free of memcpy, so GCC vectorises them at -O2. */
+typedef union { float f; uint32_t u; } nn_fu;
+
+/* exp(x) for x <= 0 (softmax after subtracting the row max), vectorisable:
+ * x = n ln2 + r, |r| <= ln2/2, exp(r) by the Cephes expf polynomial (about
+ * 1 ulp, like torch's vectorised exp), scaled by 2^n built from its bits.
+ * Below -87.3 (where 2^n would leave the normal range) it returns 0; NaN
+ * stays NaN. Selects are bit masks and all integer work is unsigned, so the
+ * loops stay branch-free and no input is undefined behaviour. */
+static inline float nn_exp_neg(float x) {
+    const float magic = 12582912.0f; /* 1.5 * 2^23: adding it rounds to an integer */
+    nn_fu t = {.f = x * 1.44269504088896341f + magic};
+    float n = t.f - magic;
+    float r = x - n * 0.693359375f; /* ln2 in two parts (Cephes C1, C2) */
+    r = r - n * -2.12194440e-4f;
+    float p = 1.9875691500e-4f;
+    p = p * r + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    p = p * (r * r) + r + 1.0f;
+    nn_fu sc = {.u = (t.u - 0x4B400000u + 127u) << 23}; /* low bits of t hold n */
+    nn_fu res = {.f = p * sc.f};
+    res.u &= -(uint32_t)!(x < -87.3f); /* NaN keeps its bits */
+    return res.f;
+}
+
+/* Softmax of one score row in place: row[j] for j in [jlo, i] holds the
+ * scaled score; on return row[0, T) holds the probabilities, exactly 0
+ * where masked. sg is the sequence's segments or NULL. Max and sum run in 8
+ * independent lanes: a fixed order, vectorised by GCC at -O2. */
+static void attn_softmax_row(float *row, const int32_t *sg, int i, int jlo, int T) {
+    float *r = row + jlo;
+    const int n = i + 1 - jlo;
+    const int32_t *sj = sg ? sg + jlo : NULL;
+    const int32_t si = sg ? sg[i] : 0;
+    const nn_fu ninf = {.f = -INFINITY};
+    float mx8[8], sum8[8];
+    for (int l = 0; l < 8; l++) mx8[l] = -INFINITY, sum8[l] = 0.0f;
+    /* the max over visible keys; masked keys read as -inf */
+    int j = 0;
+    if (sj) {
+        for (; j + 8 <= n; j += 8)
+            for (int l = 0; l < 8; l++) {
+                uint32_t k = -(uint32_t)(sj[j + l] == si);
+                nn_fu v = {.f = r[j + l]};
+                v.u = (v.u & k) | (ninf.u & ~k);
+                mx8[l] = v.f > mx8[l] ? v.f : mx8[l];
+            }
+        for (int l = 0; j < n; j++, l++) {
+            float v = sj[j] == si ? r[j] : -INFINITY;
+            mx8[l] = v > mx8[l] ? v : mx8[l];
+        }
+    } else {
+        for (; j + 8 <= n; j += 8)
+            for (int l = 0; l < 8; l++) mx8[l] = r[j + l] > mx8[l] ? r[j + l] : mx8[l];
+        for (int l = 0; j < n; j++, l++) mx8[l] = r[j] > mx8[l] ? r[j] : mx8[l];
+    }
+    float mx = mx8[0];
+    for (int l = 1; l < 8; l++) mx = mx8[l] > mx ? mx8[l] : mx;
+    /* exponentials (masked ones exactly 0) and their sum */
+    j = 0;
+    if (sj) {
+        for (; j + 8 <= n; j += 8)
+            for (int l = 0; l < 8; l++) {
+                nn_fu e = {.f = nn_exp_neg(r[j + l] - mx)};
+                e.u &= -(uint32_t)(sj[j + l] == si);
+                r[j + l] = e.f;
+                sum8[l] += e.f;
+            }
+        for (int l = 0; j < n; j++, l++) {
+            float e = sj[j] == si ? nn_exp_neg(r[j] - mx) : 0.0f;
+            r[j] = e;
+            sum8[l] += e;
+        }
+    } else {
+        for (; j + 8 <= n; j += 8)
+            for (int l = 0; l < 8; l++) {
+                float e = nn_exp_neg(r[j + l] - mx);
+                r[j + l] = e;
+                sum8[l] += e;
+            }
+        for (int l = 0; j < n; j++, l++) {
+            float e = nn_exp_neg(r[j] - mx);
+            r[j] = e;
+            sum8[l] += e;
+        }
+    }
+    const float inv = 1.0f / nn_sum(sum8, 8);
+    for (j = 0; j < n; j++) r[j] *= inv;
+    for (j = 0; j < jlo; j++) row[j] = 0.0f;
+    for (j = i + 1; j < T; j++) row[j] = 0.0f;
+}
+
+/* Task t = (b, h, query block), dealt round-robin. Block cost grows with its
+ * index (causal), so odd heads walk their blocks backwards: with 2 threads
+ * and an even block count each thread then gets the same total. */
+static void attn_fwd_fn(void *vctx, int tid, int nth) {
+    const nn_attn_ctx *x = vctx;
+    const int T = x->T, NH = x->NH, HD = x->HD, ld = x->ld, G = NH / x->NKV;
+    const int OC = NH * HD;
+    const int nblk = (T + AT_BQ - 1) / AT_BQ;
+    const long ntask = (long)x->B * NH * nblk;
+    const float scale = 1.0f / sqrtf((float)HD);
+    for (long t = tid; t < ntask; t += nth) {
+        const int b = (int)(t / ((long)NH * nblk));
+        const int h = (int)(t / nblk % NH);
+        const int blk = (b * NH + h) % 2 ? nblk - 1 - (int)(t % nblk) : (int)(t % nblk);
+        const int kh = h / G;
+        const int i0 = blk * AT_BQ, i1 = i0 + AT_BQ < T ? i0 + AT_BQ : T, M = i1 - i0;
+        const int32_t *sg = x->seg ? x->seg + (size_t)b * T : NULL;
+        int jlo = i0;
+        for (int i = i0; i < i1 && jlo > 0; i++) {
+            int f = attn_first_key(sg, i);
+            if (f < jlo) jlo = f;
+        }
+        const int NK = i1 - jlo;
+        float *P = x->att + ((size_t)b * NH + h) * T * T; /* (T, T) of this head */
+        const float *qI = x->q + ((size_t)b * T + i0) * ld + (size_t)h * HD;
+        const float *kJ = x->k + ((size_t)b * T + jlo) * ld + (size_t)kh * HD;
+        const float *vJ = x->v + ((size_t)b * T + jlo) * ld + (size_t)kh * HD;
+        /* S[i0:i1, jlo:i1) = scale * Q_I K_J^T, written into att */
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, NK, HD, scale, qI, ld,
+                    kJ, ld, 0.0f, P + (size_t)i0 * T + jlo, T);
+        for (int i = i0; i < i1; i++) attn_softmax_row(P + (size_t)i * T, sg, i, jlo, T);
+        /* out_I = P[i0:i1, jlo:i1) V_J */
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, M, HD, NK, 1.0f,
+                    P + (size_t)i0 * T + jlo, T, vJ, ld, 0.0f,
+                    x->out + ((size_t)b * T + i0) * OC + (size_t)h * HD, OC);
+    }
+}
+
+void al_attention_forward(float *out, float *att, const float *q, const float *k,
+                          const float *v, int ld, const int32_t *seg,
+                          int B, int T, int NH, int NKV, int HD) {
+    attn_check(ld, B, T, NH, NKV, HD);
+    AL_ASSERT(out && att && q && k && v);
+    nn_attn_ctx x = {.out = out, .att = att, .q = q, .k = k, .v = v, .seg = seg,
+                     .ld = ld, .B = B, .T = T, .NH = NH, .NKV = NKV, .HD = HD};
+    nn_run(attn_fwd_fn, &x, (size_t)B * NH * (size_t)T * (size_t)T);
+}
+
+/* Task = (b, kv head): every query head of the group runs here, so dk/dv of
+ * that kv head have one writer. For each query block I and key tile J:
+ *   dP = dO_I V_J^T;  D_i = sum_j P_ij dP_ij  (first pass over J)
+ *   dS = P * (dP - D) * scale;  dq_I += dS K_J;  dk_J += dS^T Q_I
+ *   dv_[jlo, i1) += P_I^T dO_I                 (one product per block)
+ * Masked P are exactly 0, so their dS and dv terms vanish. */
+static void attn_bwd_fn(void *vctx, int tid, int nth) {
+    const nn_attn_ctx *x = vctx;
+    const int T = x->T, NH = x->NH, NKV = x->NKV, HD = x->HD, ld = x->ld, G = NH / NKV;
+    const int OC = NH * HD;
+    const int nblk = (T + AT_BQ - 1) / AT_BQ;
+    const long ntask = (long)x->B * NKV;
+    const float scale = 1.0f / sqrtf((float)HD);
+    float tile[AT_BQ * AT_BK]; /* dP, then dS, of one (query block, key tile) */
+    float D[AT_BQ];
+    for (long t = tid; t < ntask; t += nth) {
+        const int b = (int)(t / NKV), kh = (int)(t % NKV);
+        const int32_t *sg = x->seg ? x->seg + (size_t)b * T : NULL;
+        const float *kb = x->k + (size_t)b * T * ld + (size_t)kh * HD;
+        const float *vb = x->v + (size_t)b * T * ld + (size_t)kh * HD;
+        float *dkb = x->dk ? x->dk + (size_t)b * T * ld + (size_t)kh * HD : NULL;
+        float *dvb = x->dv ? x->dv + (size_t)b * T * ld + (size_t)kh * HD : NULL;
+        for (int h = kh * G; h < (kh + 1) * G; h++) {
+            const float *P = x->catt + ((size_t)b * NH + h) * T * T;
+            for (int blk = 0; blk < nblk; blk++) {
+                const int i0 = blk * AT_BQ, i1 = i0 + AT_BQ < T ? i0 + AT_BQ : T;
+                const int M = i1 - i0;
+                int jlo = i0;
+                for (int i = i0; i < i1 && jlo > 0; i++) {
+                    int f = attn_first_key(sg, i);
+                    if (f < jlo) jlo = f;
+                }
+                const float *qI = x->q + ((size_t)b * T + i0) * ld + (size_t)h * HD;
+                const float *dO = x->dout + ((size_t)b * T + i0) * OC + (size_t)h * HD;
+                float *dqI = x->dq ? x->dq + ((size_t)b * T + i0) * ld + (size_t)h * HD : NULL;
+                if (dvb)
+                    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, i1 - jlo, HD, M, 1.0f,
+                                P + (size_t)i0 * T + jlo, T, dO, OC, 1.0f,
+                                dvb + (size_t)jlo * ld, ld);
+                if (!dqI && !dkb) continue;
+                for (int r = 0; r < M; r++) D[r] = 0.0f;
+                for (int pass = 0; pass < 2; pass++) {
+                    for (int j0 = jlo; j0 < i1; j0 += AT_BK) {
+                        const int j1 = j0 + AT_BK < i1 ? j0 + AT_BK : i1, NK = j1 - j0;
+                        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, NK, HD, 1.0f,
+                                    dO, OC, vb + (size_t)j0 * ld, ld, 0.0f, tile, AT_BK);
+                        if (pass == 0) {
+                            for (int r = 0; r < M; r++)
+                                D[r] += nn_dot(P + (size_t)(i0 + r) * T + j0, tile + r * AT_BK, NK);
+                            continue;
+                        }
+                        for (int r = 0; r < M; r++) {
+                            const float *pr = P + (size_t)(i0 + r) * T + j0;
+                            float *tr = tile + r * AT_BK;
+                            const float dr = D[r];
+                            for (int c = 0; c < NK; c++) tr[c] = pr[c] * (tr[c] - dr) * scale;
+                        }
+                        if (dqI)
+                            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, M, HD, NK,
+                                        1.0f, tile, AT_BK, kb + (size_t)j0 * ld, ld, 1.0f,
+                                        dqI, ld);
+                        if (dkb)
+                            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, NK, HD, M,
+                                        1.0f, tile, AT_BK, qI, ld, 1.0f,
+                                        dkb + (size_t)j0 * ld, ld);
+                    }
+                }
+            }
+        }
+    }
+}
+
+void al_attention_backward(float *dq, float *dk, float *dv, const float *dout,
+                           const float *att, const float *q, const float *k,
+                           const float *v, int ld, const int32_t *seg,
+                           int B, int T, int NH, int NKV, int HD) {
+    attn_check(ld, B, T, NH, NKV, HD);
+    AL_ASSERT(dout && att && q && k && v);
+    nn_attn_ctx x = {.dq = dq, .dk = dk, .dv = dv, .dout = dout, .catt = att, .q = q,
+                     .k = k, .v = v, .seg = seg, .ld = ld, .B = B, .T = T, .NH = NH,
+                     .NKV = NKV, .HD = HD};
+    nn_run(attn_bwd_fn, &x, (size_t)B * NH * (size_t)T * (size_t)T);
+}
