@@ -1,0 +1,927 @@
+/* Tests of lib/compute/ops_nn.c: LayerNorm, RMSNorm, gelu_new, SwiGLU, RoPE
+ * and attention, each three ways (STYLE.md §5):
+ *   1. forward against values worked out by hand (Hugging Face conventions);
+ *   2. backward against central differences (tests/gradcheck.h) on tiny,
+ *      odd-sized tensors, for every input including weights and biases;
+ *   3. the pooled/optimised path against a plain reference on larger random
+ *      sizes with the pool at 2 threads (al_attention_forward_ref from ops.h;
+ *      the others against double-precision loops written here).
+ * Also: backward accumulates into its outputs, NULL gradients are skipped,
+ * masked attention probabilities are exactly 0 and no gradient crosses a
+ * segment. */
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "al.h"
+#include "compute/ops.h"
+#include "compute/pool.h"
+#include "gradcheck.h"
+#include "t.h"
+
+/* ------------------------------------------------------------------ helpers */
+
+static float *fbuf(size_t n) {
+    float *p = al_calloc(n ? n : 1, sizeof(float));
+    if (!p) { fprintf(stderr, "out of memory\n"); exit(2); }
+    return p;
+}
+
+static double dot_d(const float *a, const float *b, size_t n) {
+    double s = 0.0;
+    for (size_t i = 0; i < n; i++) s += (double)a[i] * (double)b[i];
+    return s;
+}
+
+/* max |a - ref| / max(|ref|, 1e-30) */
+static double rel_err(const float *a, const double *ref, size_t n) {
+    double md = 0.0, mr = 0.0;
+    for (size_t i = 0; i < n; i++) {
+        double d = fabs((double)a[i] - ref[i]);
+        if (!(d <= md)) md = d; /* NaN propagates */
+        if (fabs(ref[i]) > mr) mr = fabs(ref[i]);
+    }
+    return md / (mr > 1e-30 ? mr : 1e-30);
+}
+
+static double rel_err_f(const float *a, const float *ref, size_t n) {
+    double md = 0.0, mr = 0.0;
+    for (size_t i = 0; i < n; i++) {
+        double d = fabs((double)a[i] - (double)ref[i]);
+        if (!(d <= md)) md = d;
+        if (fabs((double)ref[i]) > mr) mr = fabs((double)ref[i]);
+    }
+    return md / (mr > 1e-30 ? mr : 1e-30);
+}
+
+static double *dbuf(size_t n) {
+    double *p = calloc(n ? n : 1, sizeof(double));
+    if (!p) { fprintf(stderr, "out of memory\n"); exit(2); }
+    return p;
+}
+
+/* Checks that backward accumulated: after = before + g (the gradient on zero). */
+static void check_accum(const char *what, const float *g, const float *after, float before,
+                        size_t n) {
+    int bad = 0;
+    for (size_t i = 0; i < n; i++)
+        if (!(fabsf(after[i] - (before + g[i])) <= 1e-5f * (1.0f + fabsf(g[i])))) bad++;
+    T_REPORT_(bad == 0, "%s accumulates: %d of %zu off", what, bad, n);
+}
+
+/* Runs fn(arg) inside a pool job on thread 0 only: nested kernels then see
+ * al_pool_threads() == 1 and take their serial path. */
+typedef struct { void (*fn)(void *); void *arg; } serial_job;
+static void serial_tramp(void *ctx, int tid, int nth) {
+    (void)nth;
+    const serial_job *j = ctx;
+    if (tid == 0) j->fn(j->arg);
+}
+static void run_serial(void (*fn)(void *), void *arg) {
+    serial_job j = {fn, arg};
+    al_pool_run(serial_tramp, &j);
+}
+
+/* ---------------------------------------------------------------- LayerNorm */
+
+static void test_layernorm_hand(void) {
+    const float x[3] = {1, 2, 3}, w1[3] = {1, 1, 1}, b0[3] = {0, 0, 0};
+    float out[3], mean[1], rstd[1];
+    al_layernorm_forward(out, mean, rstd, x, w1, b0, 1, 3, 1e-5f);
+    /* mean 2, biased var 2/3: +-1/sqrt(2/3 + 1e-5) */
+    T_NEAR(out[0], -1.2247357, 1e-5);
+    T_NEAR(out[1], 0.0, 1e-6);
+    T_NEAR(out[2], 1.2247357, 1e-5);
+    T_NEAR(mean[0], 2.0, 1e-6);
+    T_NEAR(rstd[0], 1.0 / sqrt(2.0 / 3.0 + 1e-5), 1e-5);
+    /* weight and bias: out = xhat * w + b */
+    const float w[3] = {2, 3, -1}, b[3] = {0.5f, -1, 4};
+    al_layernorm_forward(out, NULL, NULL, x, w, b, 1, 3, 1e-5f);
+    T_NEAR(out[0], -1.2247357 * 2 + 0.5, 1e-5);
+    T_NEAR(out[1], -1.0, 1e-6);
+    T_NEAR(out[2], 1.2247357 * -1 + 4, 1e-5);
+    /* no bias */
+    al_layernorm_forward(out, NULL, NULL, x, w, NULL, 1, 3, 1e-5f);
+    T_NEAR(out[0], -1.2247357 * 2, 1e-5);
+    /* a constant row normalises to 0 (eps keeps it finite) */
+    const float c4[4] = {7, 7, 7, 7}, w4[4] = {1, 1, 1, 1};
+    float o4[4], r4[1];
+    al_layernorm_forward(o4, NULL, r4, c4, w4, NULL, 1, 4, 1e-5f);
+    T_TRUE(o4[0] == 0.0f && o4[3] == 0.0f);
+    T_NEAR(r4[0], 1.0 / sqrt(1e-5), 1e-1);
+}
+
+typedef struct {
+    float *out, *mean, *rstd, *inp, *w, *b, *R;
+    int N, C;
+    float eps;
+} ln_ctx;
+
+static double ln_loss(void *vctx) {
+    ln_ctx *c = vctx;
+    al_layernorm_forward(c->out, c->mean, c->rstd, c->inp, c->w, c->b, c->N, c->C, c->eps);
+    return dot_d(c->out, c->R, (size_t)c->N * c->C);
+}
+
+static void test_layernorm_grad(void) {
+    const int N = 6, C = 5; /* B=2, T=3 */
+    const size_t NC = (size_t)N * C;
+    ln_ctx c = {fbuf(NC), fbuf(N), fbuf(N), fbuf(NC), fbuf(C), fbuf(C), fbuf(NC), N, C, 1e-5f};
+    gc_fill(c.inp, NC, 1, 2.0f);
+    gc_fill(c.w, C, 2, 1.5f);
+    gc_fill(c.b, C, 3, 1.0f);
+    gc_fill(c.R, NC, 4, 1.0f);
+    float *dinp = fbuf(NC), *dw = fbuf(C), *db = fbuf(C);
+    ln_loss(&c);
+    al_layernorm_backward(dinp, dw, db, c.R, c.inp, c.w, c.mean, c.rstd, N, C);
+    gc_check("layernorm.inp", c.inp, dinp, NC, ln_loss, &c, 1e-2f);
+    gc_check("layernorm.w", c.w, dw, C, ln_loss, &c, 1e-2f);
+    gc_check("layernorm.b", c.b, db, C, ln_loss, &c, 1e-2f);
+    /* accumulation, and NULL outputs are skipped */
+    float *a_inp = fbuf(NC), *a_w = fbuf(C), *a_b = fbuf(C);
+    for (size_t i = 0; i < NC; i++) a_inp[i] = 1.0f;
+    for (int i = 0; i < C; i++) a_w[i] = a_b[i] = 1.0f;
+    ln_loss(&c);
+    al_layernorm_backward(a_inp, a_w, a_b, c.R, c.inp, c.w, c.mean, c.rstd, N, C);
+    check_accum("layernorm.dinp", dinp, a_inp, 1.0f, NC);
+    check_accum("layernorm.dw", dw, a_w, 1.0f, C);
+    check_accum("layernorm.db", db, a_b, 1.0f, C);
+    memset(a_inp, 0, NC * sizeof(float));
+    al_layernorm_backward(a_inp, NULL, NULL, c.R, c.inp, c.w, c.mean, c.rstd, N, C);
+    T_TRUE(memcmp(a_inp, dinp, NC * sizeof(float)) == 0);
+    al_free(a_inp); al_free(a_w); al_free(a_b);
+    al_free(dinp); al_free(dw); al_free(db);
+    al_free(c.out); al_free(c.mean); al_free(c.rstd); al_free(c.inp); al_free(c.w);
+    al_free(c.b); al_free(c.R);
+}
+
+typedef struct {
+    float *out, *mean, *rstd, *dinp, *dw, *db;
+    const float *inp, *w, *b, *dout;
+    int N, C;
+} ln_job;
+
+static void ln_job_run(void *vj) {
+    ln_job *j = vj;
+    al_layernorm_forward(j->out, j->mean, j->rstd, j->inp, j->w, j->b, j->N, j->C, 1e-5f);
+    al_layernorm_backward(j->dinp, j->dw, j->db, j->dout, j->inp, j->w, j->mean, j->rstd,
+                          j->N, j->C);
+}
+
+/* Pooled (N*C above the inline threshold) against double loops. */
+static void test_layernorm_large(void) {
+    const int N = 67, C = 771;
+    const size_t NC = (size_t)N * C;
+    float *inp = fbuf(NC), *w = fbuf(C), *b = fbuf(C), *out = fbuf(NC), *mean = fbuf(N),
+          *rstd = fbuf(N), *dout = fbuf(NC), *dinp = fbuf(NC), *dw = fbuf(C), *db = fbuf(C);
+    gc_fill(inp, NC, 11, 3.0f);
+    for (size_t i = 0; i < NC; i++) inp[i] += 0.5f; /* nonzero mean */
+    gc_fill(w, C, 12, 1.0f);
+    gc_fill(b, C, 13, 1.0f);
+    gc_fill(dout, NC, 14, 1.0f);
+    al_layernorm_forward(out, mean, rstd, inp, w, b, N, C, 1e-5f);
+    al_layernorm_backward(dinp, dw, db, dout, inp, w, mean, rstd, N, C);
+    double *ro = dbuf(NC), *rdi = dbuf(NC), *rdw = dbuf(C), *rdb = dbuf(C);
+    for (int n = 0; n < N; n++) {
+        const float *x = inp + (size_t)n * C, *dy = dout + (size_t)n * C;
+        double m = 0, v = 0;
+        for (int i = 0; i < C; i++) m += x[i];
+        m /= C;
+        for (int i = 0; i < C; i++) v += (x[i] - m) * (x[i] - m);
+        v /= C;
+        double r = 1.0 / sqrt(v + 1e-5), mg = 0, mgx = 0;
+        for (int i = 0; i < C; i++) {
+            double xh = (x[i] - m) * r, g = (double)w[i] * dy[i];
+            ro[(size_t)n * C + i] = xh * w[i] + b[i];
+            mg += g;
+            mgx += g * xh;
+            rdw[i] += dy[i] * xh;
+            rdb[i] += dy[i];
+        }
+        mg /= C;
+        mgx /= C;
+        for (int i = 0; i < C; i++) {
+            double xh = (x[i] - m) * r;
+            rdi[(size_t)n * C + i] = ((double)w[i] * dy[i] - mg - xh * mgx) * r;
+        }
+    }
+    T_TRUE(rel_err(out, ro, NC) < 1e-5);
+    T_TRUE(rel_err(dinp, rdi, NC) < 1e-4);
+    T_TRUE(rel_err(dw, rdw, C) < 1e-4);
+    T_TRUE(rel_err(db, rdb, C) < 1e-4);
+    /* one thread gives bit-identical results (rows and columns are split,
+     * never the sums) */
+    ln_job j = {fbuf(NC), fbuf(N), fbuf(N), fbuf(NC), fbuf(C), fbuf(C), inp, w, b, dout, N, C};
+    run_serial(ln_job_run, &j);
+    T_TRUE(memcmp(j.out, out, NC * sizeof(float)) == 0);
+    T_TRUE(memcmp(j.dinp, dinp, NC * sizeof(float)) == 0);
+    T_TRUE(memcmp(j.dw, dw, C * sizeof(float)) == 0);
+    T_TRUE(memcmp(j.db, db, C * sizeof(float)) == 0);
+    al_free(j.out); al_free(j.mean); al_free(j.rstd); al_free(j.dinp); al_free(j.dw);
+    al_free(j.db);
+    free(ro); free(rdi); free(rdw); free(rdb);
+    al_free(inp); al_free(w); al_free(b); al_free(out); al_free(mean); al_free(rstd);
+    al_free(dout); al_free(dinp); al_free(dw); al_free(db);
+}
+
+/* ------------------------------------------------------------------ RMSNorm */
+
+static void test_rmsnorm_hand(void) {
+    const float x[2] = {3, 4}, w[2] = {1, 2};
+    float out[2], rstd[1];
+    al_rmsnorm_forward(out, rstd, x, w, 1, 2, 1e-6f);
+    /* mean(x^2) = 12.5 */
+    double r = 1.0 / sqrt(12.5 + 1e-6);
+    T_NEAR(rstd[0], r, 1e-7);
+    T_NEAR(out[0], 3 * r, 1e-6);
+    T_NEAR(out[1], 2 * 4 * r, 1e-6);
+    T_NEAR(out[0], 0.8485281, 1e-6);
+    T_NEAR(out[1], 2.2627417, 1e-6);
+    /* all zeros stay zero, finite */
+    const float z[3] = {0, 0, 0}, w3[3] = {1, 1, 1};
+    float o3[3];
+    al_rmsnorm_forward(o3, NULL, z, w3, 1, 3, 1e-6f);
+    T_TRUE(o3[0] == 0.0f && o3[1] == 0.0f && o3[2] == 0.0f);
+}
+
+typedef struct {
+    float *out, *rstd, *inp, *w, *R;
+    int N, C;
+} rms_ctx;
+
+static double rms_loss(void *vctx) {
+    rms_ctx *c = vctx;
+    al_rmsnorm_forward(c->out, c->rstd, c->inp, c->w, c->N, c->C, 1e-5f);
+    return dot_d(c->out, c->R, (size_t)c->N * c->C);
+}
+
+static void test_rmsnorm_grad(void) {
+    const int N = 6, C = 5;
+    const size_t NC = (size_t)N * C;
+    rms_ctx c = {fbuf(NC), fbuf(N), fbuf(NC), fbuf(C), fbuf(NC), N, C};
+    gc_fill(c.inp, NC, 21, 2.0f);
+    gc_fill(c.w, C, 22, 1.5f);
+    gc_fill(c.R, NC, 23, 1.0f);
+    float *dinp = fbuf(NC), *dw = fbuf(C);
+    rms_loss(&c);
+    al_rmsnorm_backward(dinp, dw, c.R, c.inp, c.w, c.rstd, N, C);
+    gc_check("rmsnorm.inp", c.inp, dinp, NC, rms_loss, &c, 1e-2f);
+    gc_check("rmsnorm.w", c.w, dw, C, rms_loss, &c, 1e-2f);
+    float *a_inp = fbuf(NC), *a_w = fbuf(C);
+    for (size_t i = 0; i < NC; i++) a_inp[i] = 1.0f;
+    for (int i = 0; i < C; i++) a_w[i] = 1.0f;
+    rms_loss(&c);
+    al_rmsnorm_backward(a_inp, a_w, c.R, c.inp, c.w, c.rstd, N, C);
+    check_accum("rmsnorm.dinp", dinp, a_inp, 1.0f, NC);
+    check_accum("rmsnorm.dw", dw, a_w, 1.0f, C);
+    memset(a_w, 0, C * sizeof(float));
+    al_rmsnorm_backward(NULL, a_w, c.R, c.inp, c.w, c.rstd, N, C);
+    T_TRUE(memcmp(a_w, dw, C * sizeof(float)) == 0);
+    al_free(a_inp); al_free(a_w); al_free(dinp); al_free(dw);
+    al_free(c.out); al_free(c.rstd); al_free(c.inp); al_free(c.w); al_free(c.R);
+}
+
+static void test_rmsnorm_large(void) {
+    const int N = 67, C = 771;
+    const size_t NC = (size_t)N * C;
+    float *inp = fbuf(NC), *w = fbuf(C), *out = fbuf(NC), *rstd = fbuf(N), *dout = fbuf(NC),
+          *dinp = fbuf(NC), *dw = fbuf(C);
+    gc_fill(inp, NC, 31, 3.0f);
+    gc_fill(w, C, 32, 1.0f);
+    gc_fill(dout, NC, 33, 1.0f);
+    al_rmsnorm_forward(out, rstd, inp, w, N, C, 1e-6f);
+    al_rmsnorm_backward(dinp, dw, dout, inp, w, rstd, N, C);
+    double *ro = dbuf(NC), *rdi = dbuf(NC), *rdw = dbuf(C);
+    for (int n = 0; n < N; n++) {
+        const float *x = inp + (size_t)n * C, *dy = dout + (size_t)n * C;
+        double ms = 0, s = 0;
+        for (int i = 0; i < C; i++) ms += (double)x[i] * x[i];
+        double r = 1.0 / sqrt(ms / C + 1e-6);
+        for (int i = 0; i < C; i++) {
+            ro[(size_t)n * C + i] = w[i] * (x[i] * r);
+            s += (double)w[i] * dy[i] * x[i];
+            rdw[i] += dy[i] * x[i] * r;
+        }
+        for (int i = 0; i < C; i++)
+            rdi[(size_t)n * C + i] = r * w[i] * dy[i] - x[i] * r * r * r * s / C;
+    }
+    T_TRUE(rel_err(out, ro, NC) < 1e-5);
+    T_TRUE(rel_err(dinp, rdi, NC) < 1e-4);
+    T_TRUE(rel_err(dw, rdw, C) < 1e-4);
+    free(ro); free(rdi); free(rdw);
+    al_free(inp); al_free(w); al_free(out); al_free(rstd); al_free(dout); al_free(dinp);
+    al_free(dw);
+}
+
+/* --------------------------------------------------------------------- GELU */
+
+static void test_gelu_hand(void) {
+    const float x[6] = {1.0f, 0.0f, -1.0f, 2.0f, 10.0f, -10.0f};
+    float o[6];
+    al_gelu_forward(o, x, 6);
+    /* 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))) */
+    T_NEAR(o[0], 0.841192, 1e-6);
+    T_TRUE(o[1] == 0.0f);
+    T_NEAR(o[2], -0.158808, 1e-6);
+    T_NEAR(o[3], 1.954598, 1e-6);
+    T_NEAR(o[4], 10.0, 1e-6);
+    T_NEAR(o[5], 0.0, 1e-6);
+    /* derivative at 0 is 0.5 */
+    const float z = 0.0f, one = 1.0f;
+    float d = 0.0f;
+    al_gelu_backward(&d, &z, &one, 1);
+    T_NEAR(d, 0.5, 1e-7);
+}
+
+typedef struct {
+    float *out, *inp, *R;
+    size_t n;
+} gelu_ctx;
+
+static double gelu_loss(void *vctx) {
+    gelu_ctx *c = vctx;
+    al_gelu_forward(c->out, c->inp, c->n);
+    return dot_d(c->out, c->R, c->n);
+}
+
+static void test_gelu_grad(void) {
+    const size_t n = 7 * 5;
+    gelu_ctx c = {fbuf(n), fbuf(n), fbuf(n), n};
+    gc_fill(c.inp, n, 41, 3.0f);
+    gc_fill(c.R, n, 42, 1.0f);
+    float *d = fbuf(n), *a = fbuf(n);
+    al_gelu_backward(d, c.inp, c.R, n);
+    gc_check("gelu.inp", c.inp, d, n, gelu_loss, &c, 1e-2f);
+    for (size_t i = 0; i < n; i++) a[i] = 1.0f;
+    al_gelu_backward(a, c.inp, c.R, n);
+    check_accum("gelu.dinp", d, a, 1.0f, n);
+    al_free(d); al_free(a); al_free(c.out); al_free(c.inp); al_free(c.R);
+}
+
+static void test_gelu_large(void) {
+    const size_t n = 100003;
+    float *x = fbuf(n), *o = fbuf(n), *dy = fbuf(n), *dx = fbuf(n);
+    gc_fill(x, n, 43, 6.0f);
+    gc_fill(dy, n, 44, 1.0f);
+    al_gelu_forward(o, x, n);
+    al_gelu_backward(dx, x, dy, n);
+    double *ro = dbuf(n), *rd = dbuf(n);
+    const double s = sqrt(2.0 / 3.14159265358979323846), a = 0.044715;
+    for (size_t i = 0; i < n; i++) {
+        double v = x[i], t = tanh(s * (v + a * v * v * v));
+        ro[i] = 0.5 * v * (1 + t);
+        rd[i] = dy[i] * (0.5 * (1 + t) + 0.5 * v * (1 - t * t) * s * (1 + 3 * a * v * v));
+    }
+    T_TRUE(rel_err(o, ro, n) < 1e-5);
+    T_TRUE(rel_err(dx, rd, n) < 1e-5);
+    free(ro); free(rd);
+    al_free(x); al_free(o); al_free(dy); al_free(dx);
+}
+
+/* ------------------------------------------------------------------- SwiGLU */
+
+static void test_swiglu_hand(void) {
+    /* N = 1, FF = 4: gate | up */
+    const float gu[8] = {0, 1, -1, -100, 5, 2, 3, 7};
+    float o[4];
+    al_swiglu_forward(o, gu, 1, 4);
+    T_TRUE(o[0] == 0.0f);
+    T_NEAR(o[1], 2.0 / (1.0 + exp(-1.0)), 1e-6);  /* 1.4621172 */
+    T_NEAR(o[2], -3.0 / (1.0 + exp(1.0)), 1e-6);  /* -0.8068243 */
+    T_TRUE(isfinite(o[3]) && fabsf(o[3]) < 1e-30f); /* exp overflow: still finite */
+    T_NEAR(o[1], 1.4621172, 1e-6);
+    T_NEAR(o[2], -0.8068243, 1e-6);
+}
+
+typedef struct {
+    float *out, *gu, *R;
+    int N, FF;
+} swi_ctx;
+
+static double swi_loss(void *vctx) {
+    swi_ctx *c = vctx;
+    al_swiglu_forward(c->out, c->gu, c->N, c->FF);
+    return dot_d(c->out, c->R, (size_t)c->N * c->FF);
+}
+
+static void test_swiglu_grad(void) {
+    const int N = 3, FF = 5;
+    swi_ctx c = {fbuf((size_t)N * FF), fbuf((size_t)N * 2 * FF), fbuf((size_t)N * FF), N, FF};
+    gc_fill(c.gu, (size_t)N * 2 * FF, 51, 3.0f);
+    gc_fill(c.R, (size_t)N * FF, 52, 1.0f);
+    float *d = fbuf((size_t)N * 2 * FF), *a = fbuf((size_t)N * 2 * FF);
+    al_swiglu_backward(d, c.R, c.gu, N, FF);
+    gc_check("swiglu.gu", c.gu, d, (size_t)N * 2 * FF, swi_loss, &c, 1e-2f);
+    for (int i = 0; i < N * 2 * FF; i++) a[i] = 1.0f;
+    al_swiglu_backward(a, c.R, c.gu, N, FF);
+    check_accum("swiglu.dgu", d, a, 1.0f, (size_t)N * 2 * FF);
+    al_free(d); al_free(a); al_free(c.out); al_free(c.gu); al_free(c.R);
+}
+
+static void test_swiglu_large(void) {
+    const int N = 67, FF = 771;
+    const size_t n1 = (size_t)N * FF, n2 = 2 * n1;
+    float *gu = fbuf(n2), *o = fbuf(n1), *dy = fbuf(n1), *dgu = fbuf(n2);
+    gc_fill(gu, n2, 53, 6.0f);
+    gc_fill(dy, n1, 54, 1.0f);
+    al_swiglu_forward(o, gu, N, FF);
+    al_swiglu_backward(dgu, dy, gu, N, FF);
+    double *ro = dbuf(n1), *rd = dbuf(n2);
+    for (int n = 0; n < N; n++)
+        for (int i = 0; i < FF; i++) {
+            double g = gu[(size_t)n * 2 * FF + i], u = gu[(size_t)n * 2 * FF + FF + i];
+            double sg = 1 / (1 + exp(-g)), y = dy[(size_t)n * FF + i];
+            ro[(size_t)n * FF + i] = g * sg * u;
+            rd[(size_t)n * 2 * FF + i] = y * u * sg * (1 + g * (1 - sg));
+            rd[(size_t)n * 2 * FF + FF + i] = y * g * sg;
+        }
+    T_TRUE(rel_err(o, ro, n1) < 1e-5);
+    T_TRUE(rel_err(dgu, rd, n2) < 1e-5);
+    free(ro); free(rd);
+    al_free(gu); al_free(o); al_free(dy); al_free(dgu);
+}
+
+/* --------------------------------------------------------------------- RoPE */
+
+static void test_rope_hand(void) {
+    /* HD = 4, theta = 10000: inv_freq = {1, 1/100} */
+    float cs[3 * 2], sn[3 * 2];
+    al_rope_table(cs, sn, 3, 4, 10000.0f);
+    T_TRUE(cs[0] == 1.0f && cs[1] == 1.0f && sn[0] == 0.0f && sn[1] == 0.0f);
+    T_NEAR(cs[2], cos(1.0), 1e-7);
+    T_NEAR(sn[2], sin(1.0), 1e-7);
+    T_NEAR(cs[3], cos(0.01), 1e-7);
+    T_NEAR(sn[3], sin(0.01), 1e-7);
+    T_NEAR(cs[4], cos(2.0), 1e-7);
+    T_NEAR(sn[5], sin(0.02), 1e-7);
+
+    /* HD = 2 at pos 1 rotates by 1 radian; pos 0 is the identity. The row
+     * has stride 5 with two heads and one extra column left untouched. */
+    float c2[2], s2[2];
+    al_rope_table(c2, s2, 2, 2, 10000.0f);
+    float x[2 * 5] = {1, 0, 0, 1, 9, /* pos 0 */ 1, 0, 0, 1, 9 /* pos 1 */};
+    const int32_t pos[2] = {0, 1};
+    al_rope_forward(x, 5, pos, c2, s2, 2, 2, 2);
+    T_TRUE(x[0] == 1.0f && x[1] == 0.0f && x[2] == 0.0f && x[3] == 1.0f && x[4] == 9.0f);
+    T_NEAR(x[5], cos(1.0), 1e-7);  /* (1, 0) -> (cos 1, sin 1) */
+    T_NEAR(x[6], sin(1.0), 1e-7);
+    T_NEAR(x[7], -sin(1.0), 1e-7); /* (0, 1) -> (-sin 1, cos 1) */
+    T_NEAR(x[8], cos(1.0), 1e-7);
+    T_TRUE(x[9] == 9.0f);
+
+    /* rotate-half pairing at HD = 4: dims (0, 2) and (1, 3) rotate together */
+    float y[4] = {1, 2, 3, 4};
+    const int32_t p1 = 1;
+    al_rope_forward(y, 4, &p1, cs, sn, 1, 1, 4);
+    T_NEAR(y[0], 1 * cos(1.0) - 3 * sin(1.0), 1e-6);
+    T_NEAR(y[2], 3 * cos(1.0) + 1 * sin(1.0), 1e-6);
+    T_NEAR(y[1], 2 * cos(0.01) - 4 * sin(0.01), 1e-6);
+    T_NEAR(y[3], 4 * cos(0.01) + 2 * sin(0.01), 1e-6);
+    /* backward is the inverse rotation: it undoes forward */
+    al_rope_backward(y, 4, &p1, cs, sn, 1, 1, 4);
+    T_NEAR(y[0], 1, 1e-6);
+    T_NEAR(y[1], 2, 1e-6);
+    T_NEAR(y[2], 3, 1e-6);
+    T_NEAR(y[3], 4, 1e-6);
+}
+
+typedef struct {
+    float *x, *y, *R, *cs, *sn;
+    const int32_t *pos;
+    int ld, N, nh, HD;
+} rope_ctx;
+
+static double rope_loss(void *vctx) {
+    rope_ctx *c = vctx;
+    size_t n = (size_t)c->N * c->ld;
+    memcpy(c->y, c->x, n * sizeof(float));
+    al_rope_forward(c->y, c->ld, c->pos, c->cs, c->sn, c->N, c->nh, c->HD);
+    return dot_d(c->y, c->R, n);
+}
+
+static void test_rope_grad(void) {
+    /* N = 6 rows of stride 27: 3 heads of 8 plus 3 columns RoPE must skip */
+    const int N = 6, nh = 3, HD = 8, ld = 27, maxT = 50;
+    const size_t n = (size_t)N * ld;
+    const int32_t pos[6] = {0, 1, 2, 49, 7, 3};
+    rope_ctx c = {fbuf(n), fbuf(n), fbuf(n), fbuf((size_t)maxT * HD / 2),
+                  fbuf((size_t)maxT * HD / 2), pos, ld, N, nh, HD};
+    al_rope_table(c.cs, c.sn, maxT, HD, 10000.0f);
+    gc_fill(c.x, n, 61, 1.0f);
+    gc_fill(c.R, n, 62, 1.0f);
+    /* the gradient of sum(rope(x) * R) is rope_backward(R); columns past the
+     * heads pass through unchanged */
+    float *g = fbuf(n);
+    memcpy(g, c.R, n * sizeof(float));
+    al_rope_backward(g, ld, pos, c.cs, c.sn, N, nh, HD);
+    gc_check("rope.x", c.x, g, n, rope_loss, &c, 1e-2f);
+    /* adjoint: <rope(x), R> == <x, rope_backward(R)> */
+    double lhs = rope_loss(&c), rhs = dot_d(c.x, g, n);
+    T_NEAR(lhs, rhs, 1e-5 * (1 + fabs(lhs)));
+    for (int r = 0; r < N; r++)
+        for (int j = nh * HD; j < ld; j++) T_TRUE(g[(size_t)r * ld + j] == c.R[(size_t)r * ld + j]);
+    al_free(g);
+    al_free(c.x); al_free(c.y); al_free(c.R); al_free(c.cs); al_free(c.sn);
+}
+
+static void test_rope_large(void) {
+    /* pooled: N * nh * HD above the inline threshold; against double math */
+    const int N = 67, nh = 8, HD = 64, ld = nh * HD + 5, maxT = 300;
+    const size_t n = (size_t)N * ld;
+    float *cs = fbuf((size_t)maxT * HD / 2), *sn = fbuf((size_t)maxT * HD / 2);
+    float *x = fbuf(n), *y = fbuf(n), *z = fbuf(n);
+    int32_t pos[67];
+    for (int i = 0; i < N; i++) pos[i] = (i * 37) % maxT;
+    al_rope_table(cs, sn, maxT, HD, 500000.0f);
+    gc_fill(x, n, 63, 1.0f);
+    memcpy(y, x, n * sizeof(float));
+    al_rope_forward(y, ld, pos, cs, sn, N, nh, HD);
+    double *ry = dbuf(n);
+    double maxang = 0;
+    for (int r = 0; r < N; r++) {
+        for (int j = 0; j < ld; j++) ry[(size_t)r * ld + j] = x[(size_t)r * ld + j];
+        for (int h = 0; h < nh; h++)
+            for (int i = 0; i < HD / 2; i++) {
+                /* the table in float as HF computes it; rotation in double */
+                float inv = 1.0f / powf(500000.0f, (float)(2 * i) / (float)HD);
+                double a = (double)((float)pos[r] * inv);
+                if (a > maxang) maxang = a;
+                size_t o = (size_t)r * ld + (size_t)h * HD + i;
+                ry[o] = x[o] * cos(a) - x[o + HD / 2] * sin(a);
+                ry[o + HD / 2] = x[o + HD / 2] * cos(a) + x[o] * sin(a);
+            }
+    }
+    T_TRUE(rel_err(y, ry, n) < 1e-5);
+    /* backward undoes forward (orthogonal) */
+    memcpy(z, y, n * sizeof(float));
+    al_rope_backward(z, ld, pos, cs, sn, N, nh, HD);
+    T_TRUE(rel_err_f(z, x, n) < 1e-5);
+    free(ry);
+    al_free(cs); al_free(sn); al_free(x); al_free(y); al_free(z);
+}
+
+/* ---------------------------------------------------------------- Attention */
+
+/* Plain backward, loops only (ops.h has no al_attention_backward_ref). */
+static void attn_backward_ref(float *dq, float *dk, float *dv, const float *dout,
+                              const float *att, const float *q, const float *k,
+                              const float *v, int ld, int B, int T, int NH, int NKV,
+                              int HD) {
+    const int G = NH / NKV, OC = NH * HD;
+    const double scale = 1.0 / sqrt((double)HD);
+    for (int b = 0; b < B; b++)
+        for (int h = 0; h < NH; h++) {
+            const int kh = h / G;
+            for (int i = 0; i < T; i++) {
+                const float *p = att + (((size_t)b * NH + h) * T + i) * T;
+                const float *dO = dout + ((size_t)b * T + i) * OC + (size_t)h * HD;
+                double D = 0;
+                for (int j = 0; j < T; j++) {
+                    const float *vj = v + ((size_t)b * T + j) * ld + (size_t)kh * HD;
+                    double dp = 0;
+                    for (int d = 0; d < HD; d++) dp += (double)dO[d] * vj[d];
+                    D += p[j] * dp;
+                }
+                for (int j = 0; j < T; j++) {
+                    size_t rj = ((size_t)b * T + j) * ld + (size_t)kh * HD;
+                    size_t ri = ((size_t)b * T + i) * ld + (size_t)h * HD;
+                    double dp = 0;
+                    for (int d = 0; d < HD; d++) dp += (double)dO[d] * v[rj + d];
+                    double ds = p[j] * (dp - D) * scale;
+                    for (int d = 0; d < HD; d++) {
+                        dq[ri + d] += (float)(ds * k[rj + d]);
+                        dk[rj + d] += (float)(ds * q[ri + d]);
+                        dv[rj + d] += (float)(p[j] * dO[d]);
+                    }
+                }
+            }
+        }
+}
+
+static void test_attention_hand(void) {
+    /* B=1, T=2, NH=NKV=1, HD=4 (scale 1/2), separate q, k, v of stride 4. */
+    const float q[8] = {9, 9, 9, 9, 2, 0, 0, 0};
+    const float k[8] = {0, 0, 0, 0, (float)log(3.0), 0, 0, 0};
+    const float v[8] = {1, 2, 3, 4, 5, 6, 7, 8};
+    float out[8], att[4];
+    for (int pass = 0; pass < 2; pass++) {
+        memset(out, 0xff, sizeof out); /* NaN: every element must be written */
+        memset(att, 0xff, sizeof att);
+        if (pass == 0) al_attention_forward(out, att, q, k, v, 4, NULL, 1, 2, 1, 1, 4);
+        else al_attention_forward_ref(out, att, q, k, v, 4, NULL, 1, 2, 1, 1, 4);
+        /* row 0 sees only key 0; row 1 scores {0, 2 ln3 / 2} -> {1/4, 3/4} */
+        T_NEAR(att[0], 1.0, 1e-7);
+        T_TRUE(att[1] == 0.0f);
+        T_NEAR(att[2], 0.25, 1e-6);
+        T_NEAR(att[3], 0.75, 1e-6);
+        for (int d = 0; d < 4; d++) T_NEAR(out[d], v[d], 1e-6);
+        for (int d = 0; d < 4; d++) T_NEAR(out[4 + d], 0.25 * v[d] + 0.75 * v[4 + d], 1e-5);
+        T_NEAR(out[4], 4.0, 1e-5);
+        T_NEAR(out[7], 7.0, 1e-5);
+    }
+
+    /* GQA by hand: fused rows [q0 q1 | k | v], NH=2, NKV=1, HD=1 (scale 1).
+     * Row 1: head 0 scores {0, 0} -> {1/2, 1/2}; head 1 {0, ln3} -> {1/4, 3/4}. */
+    const float l3 = (float)log(3.0);
+    const float qkv[2 * 4] = {5, -5, 0, 10, /* t=0 */ 0, l3, 1, 20 /* t=1 */};
+    float o2[4], a2[2 * 2 * 2];
+    for (int pass = 0; pass < 2; pass++) {
+        if (pass == 0) al_attention_forward(o2, a2, qkv, qkv + 2, qkv + 3, 4, NULL, 1, 2, 2, 1, 1);
+        else al_attention_forward_ref(o2, a2, qkv, qkv + 2, qkv + 3, 4, NULL, 1, 2, 2, 1, 1);
+        T_NEAR(o2[0], 10.0, 1e-6);
+        T_NEAR(o2[1], 10.0, 1e-6);
+        T_NEAR(o2[2], 15.0, 1e-5);
+        T_NEAR(o2[3], 17.5, 1e-5);
+        T_NEAR(a2[0 * 4 + 2], 0.5, 1e-6);  /* head 0, row 1 */
+        T_NEAR(a2[1 * 4 + 3], 0.75, 1e-6); /* head 1, row 1, key 1 */
+    }
+
+    /* Head mapping h -> h / (NH/NKV): NH=4, NKV=2, T=1, HD=1. Output of each
+     * head is its kv head's v: {1, 1, 2, 2} (not {1, 2, 1, 2}). */
+    const float q4[4] = {0.3f, -1, 2, 0.5f}, k4[2] = {1, -1}, v4[2] = {1, 2};
+    float o4[4], a4[4];
+    al_attention_forward(o4, a4, q4, k4, v4, 4, NULL, 1, 1, 4, 2, 1);
+    T_TRUE(o4[0] == 1.0f && o4[1] == 1.0f && o4[2] == 2.0f && o4[3] == 2.0f);
+    T_TRUE(a4[0] == 1.0f && a4[3] == 1.0f);
+    al_attention_forward_ref(o4, a4, q4, k4, v4, 4, NULL, 1, 1, 4, 2, 1);
+    T_TRUE(o4[0] == 1.0f && o4[1] == 1.0f && o4[2] == 2.0f && o4[3] == 2.0f);
+}
+
+/* Segment masking: B=2, T=6. Sequence 0 packs two examples and padding
+ * {1,1,1,2,2,0}; sequence 1 is one example then padding {3,3,3,3,0,0}. */
+static void test_attention_segments(void) {
+    enum { B = 2, T = 6, NH = 2, NKV = 1, HD = 4, LD = (NH + 2 * NKV) * HD };
+    const int32_t seg[B * T] = {1, 1, 1, 2, 2, 0, 3, 3, 3, 3, 0, 0};
+    float qkv[B * T * LD], qkv2[B * T * LD];
+    gc_fill(qkv, B * T * LD, 71, 2.0f);
+    float out[B * T * NH * HD], att[B * NH * T * T], out2[B * T * NH * HD], att2[B * NH * T * T];
+    float outr[B * T * NH * HD], attr[B * NH * T * T];
+    const float *q = qkv, *k = qkv + NH * HD, *v = qkv + (NH + NKV) * HD;
+    al_attention_forward(out, att, q, k, v, LD, seg, B, T, NH, NKV, HD);
+    al_attention_forward_ref(outr, attr, q, k, v, LD, seg, B, T, NH, NKV, HD);
+    int bad_zero = 0, bad_sum = 0;
+    for (int b = 0; b < B; b++)
+        for (int h = 0; h < NH; h++)
+            for (int i = 0; i < T; i++) {
+                const float *p = att + (((size_t)b * NH + h) * T + i) * T;
+                const float *pr = attr + (((size_t)b * NH + h) * T + i) * T;
+                double s = 0;
+                for (int j = 0; j < T; j++) {
+                    int vis = j <= i && seg[b * T + j] == seg[b * T + i];
+                    if (!vis && (p[j] != 0.0f || pr[j] != 0.0f)) bad_zero++;
+                    if (vis && !(p[j] > 0.0f)) bad_zero++;
+                    s += p[j];
+                }
+                if (fabs(s - 1.0) > 1e-6) bad_sum++;
+            }
+    T_EQ_INT(bad_zero, 0);
+    T_EQ_INT(bad_sum, 0);
+    /* the first token of a segment and a lone padding token attend to themselves */
+    T_TRUE(att[(0 * NH + 0) * T * T + 3 * T + 3] == 1.0f);
+    T_TRUE(att[(0 * NH + 1) * T * T + 5 * T + 5] == 1.0f);
+    for (int d = 0; d < HD; d++)
+        T_TRUE(out[(size_t)5 * NH * HD + d] == v[(size_t)5 * LD + d]);
+    T_TRUE(rel_err_f(out, outr, sizeof out / sizeof *out) < 1e-5);
+    T_TRUE(rel_err_f(att, attr, sizeof att / sizeof *att) < 1e-5);
+
+    /* Changing every token of segment 1 (and sequence 1) leaves segment 2 and
+     * the padding of sequence 0 bit-identical. */
+    memcpy(qkv2, qkv, sizeof qkv);
+    for (int t = 0; t < 3; t++)
+        for (int c = 0; c < LD; c++) qkv2[t * LD + c] += 1.5f;
+    for (int t = T; t < 2 * T; t++)
+        for (int c = 0; c < LD; c++) qkv2[t * LD + c] *= -0.5f;
+    al_attention_forward(out2, att2, qkv2, qkv2 + NH * HD, qkv2 + (NH + NKV) * HD, LD, seg,
+                         B, T, NH, NKV, HD);
+    T_TRUE(memcmp(out + 3 * NH * HD, out2 + 3 * NH * HD, 3 * NH * HD * sizeof(float)) == 0);
+
+    /* Backward: a gradient only on segment 2's outputs reaches only segment 2's
+     * q, k, v; everything else stays exactly 0. */
+    float dout[B * T * NH * HD], dqkv[B * T * LD];
+    memset(dout, 0, sizeof dout);
+    memset(dqkv, 0, sizeof dqkv);
+    for (int t = 3; t < 5; t++)
+        for (int c = 0; c < NH * HD; c++) dout[t * NH * HD + c] = 1.0f + 0.1f * (float)c;
+    al_attention_backward(dqkv, dqkv + NH * HD, dqkv + (NH + NKV) * HD, dout, att, q, k, v, LD,
+                          seg, B, T, NH, NKV, HD);
+    int leak = 0, reach = 0;
+    for (int t = 0; t < B * T; t++)
+        for (int c = 0; c < LD; c++) {
+            if ((t == 3 || t == 4)) reach += dqkv[t * LD + c] != 0.0f;
+            else leak += dqkv[t * LD + c] != 0.0f;
+        }
+    T_EQ_INT(leak, 0);
+    T_TRUE(reach > 0);
+}
+
+/* Masked keys may score far above the visible ones (another example's keys
+ * aligned with this query): the softmax max must ignore them, or every
+ * visible exponential underflows to 0 and the row becomes NaN. */
+static void test_attention_masked_max(void) {
+    enum { T = 21, HD = 4, LD = 3 * HD };
+    int32_t seg[T];
+    float qkv[T * LD], out[T * HD], att[T * T], outr[T * HD], attr[T * T];
+    gc_fill(qkv, T * LD, 75, 1.0f);
+    for (int t = 0; t < T; t++) {
+        seg[t] = t < 10 ? 1 : 2;
+        if (t < 10) qkv[t * LD + HD] = 100.0f;    /* k of example 1 */
+        else qkv[t * LD] = 10.0f;                /* q of example 2 */
+    }
+    al_attention_forward(out, att, qkv, qkv + HD, qkv + 2 * HD, LD, seg, 1, T, 1, 1, HD);
+    al_attention_forward_ref(outr, attr, qkv, qkv + HD, qkv + 2 * HD, LD, seg, 1, T, 1, 1, HD);
+    int bad = 0;
+    for (int i = 0; i < T; i++) {
+        double sum = 0;
+        for (int j = 0; j < T; j++) {
+            if (!isfinite(att[i * T + j])) bad++;
+            sum += att[i * T + j];
+        }
+        if (fabs(sum - 1.0) > 1e-6) bad++;
+    }
+    T_EQ_INT(bad, 0);
+    T_TRUE(rel_err_f(out, outr, T * HD) < 1e-5);
+    T_TRUE(rel_err_f(att, attr, T * T) < 1e-5);
+}
+
+typedef struct {
+    float *out, *att, *q, *k, *v, *R;
+    const int32_t *seg;
+    int ld, B, T, NH, NKV, HD;
+} attn_ctx;
+
+static double attn_loss(void *vctx) {
+    attn_ctx *c = vctx;
+    al_attention_forward(c->out, c->att, c->q, c->k, c->v, c->ld, c->seg, c->B, c->T, c->NH,
+                         c->NKV, c->HD);
+    return dot_d(c->out, c->R, (size_t)c->B * c->T * c->NH * c->HD);
+}
+
+/* Separate q, k, v buffers sharing the stride ld (with spare columns, whose
+ * gradient must stay 0), checked one at a time. */
+static void attn_gradcheck(const char *name, int B, int T, int NH, int NKV, int HD,
+                           const int32_t *seg, uint64_t seed) {
+    const int ld = NH * HD + 3;
+    const size_t nx = (size_t)B * T * ld, no = (size_t)B * T * NH * HD;
+    attn_ctx c = {fbuf(no), fbuf((size_t)B * NH * T * T), fbuf(nx), fbuf(nx), fbuf(nx), fbuf(no),
+                  seg, ld, B, T, NH, NKV, HD};
+    gc_fill(c.q, nx, seed, 1.5f);
+    gc_fill(c.k, nx, seed + 1, 1.5f);
+    gc_fill(c.v, nx, seed + 2, 1.0f);
+    gc_fill(c.R, no, seed + 3, 1.0f);
+    float *dq = fbuf(nx), *dk = fbuf(nx), *dv = fbuf(nx);
+    float *rq = fbuf(nx), *rk = fbuf(nx), *rv = fbuf(nx);
+    attn_loss(&c);
+    al_attention_backward(dq, dk, dv, c.R, c.att, c.q, c.k, c.v, ld, seg, B, T, NH, NKV, HD);
+    attn_backward_ref(rq, rk, rv, c.R, c.att, c.q, c.k, c.v, ld, B, T, NH, NKV, HD);
+    char what[96];
+    snprintf(what, sizeof what, "%s.q", name);
+    gc_check(what, c.q, dq, nx, attn_loss, &c, 1e-2f);
+    snprintf(what, sizeof what, "%s.k", name);
+    gc_check(what, c.k, dk, nx, attn_loss, &c, 1e-2f);
+    snprintf(what, sizeof what, "%s.v", name);
+    gc_check(what, c.v, dv, nx, attn_loss, &c, 1e-2f);
+    T_TRUE(rel_err_f(dq, rq, nx) < 1e-5);
+    T_TRUE(rel_err_f(dk, rk, nx) < 1e-5);
+    T_TRUE(rel_err_f(dv, rv, nx) < 1e-5);
+    /* spare columns untouched: k and v beyond NKV heads, all beyond NH heads */
+    int spare = 0;
+    for (int r = 0; r < B * T; r++) {
+        for (int j = NH * HD; j < ld; j++) spare += dq[(size_t)r * ld + j] != 0.0f;
+        for (int j = NKV * HD; j < ld; j++)
+            spare += dk[(size_t)r * ld + j] != 0.0f || dv[(size_t)r * ld + j] != 0.0f;
+    }
+    T_EQ_INT(spare, 0);
+    /* accumulates; NULL outputs are skipped */
+    float *aq = fbuf(nx), *ak = fbuf(nx), *av = fbuf(nx);
+    for (size_t i = 0; i < nx; i++) aq[i] = ak[i] = av[i] = 1.0f;
+    attn_loss(&c);
+    al_attention_backward(aq, ak, av, c.R, c.att, c.q, c.k, c.v, ld, seg, B, T, NH, NKV, HD);
+    check_accum("attention.dq", dq, aq, 1.0f, nx);
+    check_accum("attention.dk", dk, ak, 1.0f, nx);
+    check_accum("attention.dv", dv, av, 1.0f, nx);
+    memset(ak, 0, nx * sizeof(float));
+    al_attention_backward(NULL, ak, NULL, c.R, c.att, c.q, c.k, c.v, ld, seg, B, T, NH, NKV, HD);
+    T_TRUE(memcmp(ak, dk, nx * sizeof(float)) == 0);
+    al_free(aq); al_free(ak); al_free(av);
+    al_free(dq); al_free(dk); al_free(dv); al_free(rq); al_free(rk); al_free(rv);
+    al_free(c.out); al_free(c.att); al_free(c.q); al_free(c.k); al_free(c.v); al_free(c.R);
+}
+
+static void test_attention_grad(void) {
+    attn_gradcheck("attn_mha", 2, 3, 2, 2, 4, NULL, 81);
+    attn_gradcheck("attn_gqa", 2, 3, 2, 1, 4, NULL, 82);
+    const int32_t seg3[6] = {1, 2, 2, 1, 1, 0};
+    attn_gradcheck("attn_gqa_seg", 2, 3, 2, 1, 4, seg3, 83);
+    const int32_t seg5[10] = {4, 4, 5, 5, 5, 7, 7, 7, 0, 0};
+    attn_gradcheck("attn_gqa4_seg", 2, 5, 4, 2, 3, seg5, 84);
+}
+
+typedef struct {
+    float *out, *att, *d;
+    const float *q, *k, *v, *dout;
+    const int32_t *seg;
+    int ld, B, T, NH, NKV, HD;
+} attn_job;
+
+static void attn_job_run(void *vj) {
+    attn_job *j = vj;
+    al_attention_forward(j->out, j->att, j->q, j->k, j->v, j->ld, j->seg, j->B, j->T, j->NH,
+                         j->NKV, j->HD);
+    al_attention_backward(j->d, j->d + j->NH * j->HD, j->d + (j->NH + j->NKV) * j->HD, j->dout,
+                          j->att, j->q, j->k, j->v, j->ld, j->seg, j->B, j->T, j->NH, j->NKV,
+                          j->HD);
+}
+
+/* Optimised against _ref on larger random sizes, fused qkv rows, pool at 2. */
+static void attn_compare(const char *name, int B, int T, int NH, int NKV, int HD,
+                         const int32_t *seg, uint64_t seed) {
+    const int ld = (NH + 2 * NKV) * HD;
+    const size_t nx = (size_t)B * T * ld, no = (size_t)B * T * NH * HD;
+    const size_t na = (size_t)B * NH * T * T;
+    float *qkv = fbuf(nx), *out = fbuf(no), *att = fbuf(na), *outr = fbuf(no), *attr = fbuf(na);
+    float *dout = fbuf(no), *d = fbuf(nx), *dr = fbuf(nx), *d2 = fbuf(nx), *out2 = fbuf(no);
+    gc_fill(qkv, nx, seed, 2.0f);
+    gc_fill(dout, no, seed + 1, 1.0f);
+    const float *q = qkv, *k = qkv + NH * HD, *v = qkv + (NH + NKV) * HD;
+    for (size_t i = 0; i < na; i++) att[i] = NAN;
+    al_attention_forward(out, att, q, k, v, ld, seg, B, T, NH, NKV, HD);
+    al_attention_forward_ref(outr, attr, q, k, v, ld, seg, B, T, NH, NKV, HD);
+    double eo = rel_err_f(out, outr, no), ea = rel_err_f(att, attr, na);
+    T_REPORT_(eo < 1e-4, "%s: out rel err %g", name, eo);
+    T_REPORT_(ea < 1e-4, "%s: att rel err %g", name, ea);
+    int masked = 0;
+    for (int b = 0; b < B; b++)
+        for (int h = 0; h < NH; h++)
+            for (int i = 0; i < T; i++)
+                for (int j = 0; j < T; j++) {
+                    int vis = j <= i && (!seg || seg[b * T + j] == seg[b * T + i]);
+                    if (!vis && att[(((size_t)b * NH + h) * T + i) * T + j] != 0.0f) masked++;
+                }
+    T_REPORT_(masked == 0, "%s: %d masked probabilities not exactly 0", name, masked);
+    al_attention_backward(d, d + NH * HD, d + (NH + NKV) * HD, dout, att, q, k, v, ld, seg,
+                          B, T, NH, NKV, HD);
+    attn_backward_ref(dr, dr + NH * HD, dr + (NH + NKV) * HD, dout, attr, q, k, v, ld, B, T,
+                      NH, NKV, HD);
+    double ed = rel_err_f(d, dr, nx);
+    T_REPORT_(ed < 1e-4, "%s: dqkv rel err %g", name, ed);
+    /* deterministic: a second run is bit-identical, and so is a run on one
+     * thread (results do not depend on the pool's thread count) */
+    al_attention_forward(out2, att, q, k, v, ld, seg, B, T, NH, NKV, HD);
+    al_attention_backward(d2, d2 + NH * HD, d2 + (NH + NKV) * HD, dout, att, q, k, v, ld, seg,
+                          B, T, NH, NKV, HD);
+    T_TRUE(memcmp(out, out2, no * sizeof(float)) == 0);
+    T_TRUE(memcmp(d, d2, nx * sizeof(float)) == 0);
+    memset(d2, 0, nx * sizeof(float));
+    attn_job j = {out2, att, d2, q, k, v, dout, seg, ld, B, T, NH, NKV, HD};
+    run_serial(attn_job_run, &j);
+    T_REPORT_(memcmp(out, out2, no * sizeof(float)) == 0, "%s: 1-thread out differs", name);
+    T_REPORT_(memcmp(d, d2, nx * sizeof(float)) == 0, "%s: 1-thread dqkv differs", name);
+    al_free(qkv); al_free(out); al_free(att); al_free(outr); al_free(attr);
+    al_free(dout); al_free(d); al_free(dr); al_free(d2); al_free(out2);
+}
+
+static void test_attention_large(void) {
+    attn_compare("attn67_gqa", 2, 67, 4, 2, 64, NULL, 91);
+    int32_t seg[2 * 67];
+    for (int t = 0; t < 67; t++) {
+        seg[t] = t < 30 ? 1 : t < 60 ? 2 : 0;     /* two packed examples + padding */
+        seg[67 + t] = t < 50 ? 9 : 0;             /* one example + padding */
+    }
+    attn_compare("attn67_gqa_seg", 2, 67, 4, 2, 64, seg, 92);
+    /* several query blocks and key tiles per row; MQA */
+    attn_compare("attn200_mqa", 1, 200, 3, 1, 64, NULL, 93);
+    int32_t seg2[300];
+    for (int t = 0; t < 300; t++) seg2[t] = t < 10 ? 0 : t < 170 ? 1 : t < 290 ? 2 : 0;
+    attn_compare("attn300_seg_leftpad", 1, 300, 2, 2, 32, seg2, 94);
+}
+
+int main(void) {
+    if (al_pool_init(2) != AL_OK) {
+        fprintf(stderr, "al_pool_init failed\n");
+        return 2;
+    }
+    test_layernorm_hand();
+    test_layernorm_grad();
+    test_layernorm_large();
+    test_rmsnorm_hand();
+    test_rmsnorm_grad();
+    test_rmsnorm_large();
+    test_gelu_hand();
+    test_gelu_grad();
+    test_gelu_large();
+    test_swiglu_hand();
+    test_swiglu_grad();
+    test_swiglu_large();
+    test_rope_hand();
+    test_rope_grad();
+    test_rope_large();
+    test_attention_hand();
+    test_attention_segments();
+    test_attention_masked_max();
+    test_attention_grad();
+    test_attention_large();
+    al_pool_shutdown();
+    return t_done();
+}
