@@ -331,7 +331,7 @@ static void test_gelu_hand(void) {
     /* derivative at 0 is 0.5 */
     const float z = 0.0f, one = 1.0f;
     float d = 0.0f;
-    al_gelu_backward(&d, &z, &one, 1);
+    al_gelu_backward(&d, &one, &z, 1);
     T_NEAR(d, 0.5, 1e-7);
 }
 
@@ -352,10 +352,10 @@ static void test_gelu_grad(void) {
     gc_fill(c.inp, n, 41, 3.0f);
     gc_fill(c.R, n, 42, 1.0f);
     float *d = fbuf(n), *a = fbuf(n);
-    al_gelu_backward(d, c.inp, c.R, n);
+    al_gelu_backward(d, c.R, c.inp, n);
     gc_check("gelu.inp", c.inp, d, n, gelu_loss, &c, 1e-2f);
     for (size_t i = 0; i < n; i++) a[i] = 1.0f;
-    al_gelu_backward(a, c.inp, c.R, n);
+    al_gelu_backward(a, c.R, c.inp, n);
     check_accum("gelu.dinp", d, a, 1.0f, n);
     al_free(d); al_free(a); al_free(c.out); al_free(c.inp); al_free(c.R);
 }
@@ -366,7 +366,7 @@ static void test_gelu_large(void) {
     gc_fill(x, n, 43, 6.0f);
     gc_fill(dy, n, 44, 1.0f);
     al_gelu_forward(o, x, n);
-    al_gelu_backward(dx, x, dy, n);
+    al_gelu_backward(dx, dy, x, n);
     double *ro = dbuf(n), *rd = dbuf(n);
     const double s = sqrt(2.0 / 3.14159265358979323846), a = 0.044715;
     for (size_t i = 0; i < n; i++) {

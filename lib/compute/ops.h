@@ -50,7 +50,7 @@ void al_rmsnorm_backward(float *dinp, float *dw, const float *dout, const float 
 /* gelu_new (tanh approximation, as GPT-2):
  * 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))). n elements. */
 void al_gelu_forward(float *out, const float *inp, size_t n);
-void al_gelu_backward(float *dinp, const float *inp, const float *dout, size_t n);
+void al_gelu_backward(float *dinp, const float *dout, const float *inp, size_t n);
 
 /* SwiGLU on a fused projection gu (N, 2*FF): columns [0, FF) are the gate
  * (gate_proj), [FF, 2FF) the up projection. out (N, FF) = silu(gate) * up. */

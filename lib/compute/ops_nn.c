@@ -248,6 +248,44 @@ void al_rmsnorm_backward(float *dinp, float *dw, const float *dout, const float 
 
 /* --------------------------------------------------------------------- GELU */
 
+/* Type punning through a union (defined in C11) keeps the bit tricks below
+ * free of memcpy, so GCC vectorises them at -O2. */
+typedef union { float f; uint32_t u; } nn_fu;
+
+/* exp(x) for x <= 0 (softmax after subtracting the row max), vectorisable:
+ * x = n ln2 + r, |r| <= ln2/2, exp(r) by the Cephes expf polynomial (about
+ * 1 ulp, like torch's vectorised exp), scaled by 2^n built from its bits.
+ * Below -87.3 (where 2^n would leave the normal range) it returns 0; NaN
+ * stays NaN. Selects are bit masks and all integer work is unsigned, so the
+ * loops stay branch-free and no input is undefined behaviour. */
+static inline float nn_exp_neg(float x) {
+    const float magic = 12582912.0f; /* 1.5 * 2^23: adding it rounds to an integer */
+    nn_fu t = {.f = x * 1.44269504088896341f + magic};
+    float n = t.f - magic;
+    float r = x - n * 0.693359375f; /* ln2 in two parts (Cephes C1, C2) */
+    r = r - n * -2.12194440e-4f;
+    float p = 1.9875691500e-4f;
+    p = p * r + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    p = p * (r * r) + r + 1.0f;
+    nn_fu sc = {.u = (t.u - 0x4B400000u + 127u) << 23}; /* low bits of t hold n */
+    nn_fu res = {.f = p * sc.f};
+    res.u &= -(uint32_t)!(x < -87.3f); /* NaN keeps its bits */
+    return res.f;
+}
+
+/* tanh(u) = sign(u) (1 - e) / (1 + e), e = exp(-2|u|), through the
+ * vectorisable exp above: absolute error about 1e-7, so gelu_new matches
+ * torch's within float rounding while the loop vectorises (libm's tanhf
+ * is scalar and was a fifth of a GPT-2 training step). */
+static inline float nn_tanh(float u) {
+    float e = nn_exp_neg(-2.0f * fabsf(u));
+    return copysignf((1.0f - e) / (1.0f + e), u);
+}
+
 #define GELU_S 0.7978845608028654f /* sqrt(2 / pi) */
 #define GELU_A 0.044715f
 
@@ -264,7 +302,7 @@ static void gelu_fwd_fn(void *vctx, int tid, int nth) {
     al_split((long)x->n, nth, tid, &lo, &hi);
     for (long i = lo; i < hi; i++) {
         float v = x->in[i];
-        float t = tanhf(GELU_S * (v + GELU_A * (v * v * v)));
+        float t = nn_tanh(GELU_S * (v + GELU_A * (v * v * v)));
         x->out[i] = 0.5f * v * (1.0f + t);
     }
 }
@@ -281,7 +319,7 @@ static void gelu_bwd_fn(void *vctx, int tid, int nth) {
     al_split((long)x->n, nth, tid, &lo, &hi);
     for (long i = lo; i < hi; i++) {
         float v = x->in[i];
-        float t = tanhf(GELU_S * (v + GELU_A * (v * v * v)));
+        float t = nn_tanh(GELU_S * (v + GELU_A * (v * v * v)));
         /* d/dv 0.5 v (1 + t) = 0.5 (1 + t) + 0.5 v (1 - t^2) s (1 + 3 a v^2) */
         float d = 0.5f * (1.0f + t) +
                   0.5f * v * (1.0f - t * t) * GELU_S * (1.0f + 3.0f * GELU_A * v * v);
@@ -289,7 +327,7 @@ static void gelu_bwd_fn(void *vctx, int tid, int nth) {
     }
 }
 
-void al_gelu_backward(float *dinp, const float *inp, const float *dout, size_t n) {
+void al_gelu_backward(float *dinp, const float *dout, const float *inp, size_t n) {
     AL_ASSERT((dinp && inp && dout) || n == 0);
     nn_ew_ctx x = {.out = dinp, .in = inp, .dout = dout, .n = n};
     nn_run(gelu_bwd_fn, &x, n);
@@ -469,34 +507,6 @@ typedef struct {
     int ld, B, T, NH, NKV, HD;
 } nn_attn_ctx;
 
-/* Type punning through a union (defined in C11) keeps the bit tricks below
- * free of memcpy, so GCC vectorises them at -O2. */
-typedef union { float f; uint32_t u; } nn_fu;
-
-/* exp(x) for x <= 0 (softmax after subtracting the row max), vectorisable:
- * x = n ln2 + r, |r| <= ln2/2, exp(r) by the Cephes expf polynomial (about
- * 1 ulp, like torch's vectorised exp), scaled by 2^n built from its bits.
- * Below -87.3 (where 2^n would leave the normal range) it returns 0; NaN
- * stays NaN. Selects are bit masks and all integer work is unsigned, so the
- * loops stay branch-free and no input is undefined behaviour. */
-static inline float nn_exp_neg(float x) {
-    const float magic = 12582912.0f; /* 1.5 * 2^23: adding it rounds to an integer */
-    nn_fu t = {.f = x * 1.44269504088896341f + magic};
-    float n = t.f - magic;
-    float r = x - n * 0.693359375f; /* ln2 in two parts (Cephes C1, C2) */
-    r = r - n * -2.12194440e-4f;
-    float p = 1.9875691500e-4f;
-    p = p * r + 1.3981999507e-3f;
-    p = p * r + 8.3334519073e-3f;
-    p = p * r + 4.1665795894e-2f;
-    p = p * r + 1.6666665459e-1f;
-    p = p * r + 5.0000001201e-1f;
-    p = p * (r * r) + r + 1.0f;
-    nn_fu sc = {.u = (t.u - 0x4B400000u + 127u) << 23}; /* low bits of t hold n */
-    nn_fu res = {.f = p * sc.f};
-    res.u &= -(uint32_t)!(x < -87.3f); /* NaN keeps its bits */
-    return res.f;
-}
 
 /* Softmax of one score row in place: row[j] for j in [jlo, i] holds the
  * scaled score; on return row[0, T) holds the probabilities, exactly 0

@@ -33,7 +33,9 @@ static int add_param(al_model *m, const char *name, int rows, int cols, int conv
     }
     al_param *p = &m->params[m->n_params];
     memset(p, 0, sizeof *p);
-    snprintf(p->name, sizeof p->name, "%s", name);
+    size_t len = strlen(name);
+    if (len >= sizeof p->name) return -1;
+    memcpy(p->name, name, len + 1);
     p->ndim = cols > 0 ? 2 : 1;
     p->shape[0] = rows;
     p->shape[1] = cols > 0 ? cols : 1;
@@ -48,7 +50,7 @@ static int add_param(al_model *m, const char *name, int rows, int cols, int conv
 /* Adds the named tensors of a fused map as one adjacent run. */
 static int add_linear(al_model *m, al_linear *L, int n, const char *const *names,
                       const int *outs, int in, int bias, int conv1d) {
-    char nm[128];
+    char nm[160];
     L->in = in;
     L->out = 0;
     L->w = L->b = -1;
@@ -650,7 +652,7 @@ static void layer_backward(al_model *m, int l, al_acts *a, const float *x,
     al_zero(m->d_h2, (size_t)N * c->FF);
     linear_backward(m, l, LIN_DOWN, m->d_h2, dres, a->h2, lora_slot(m, l, LIN_DOWN, a->lora_t, N), N);
     al_zero(m->d_h1, (size_t)N * m->UPW);
-    if (c->arch == AL_ARCH_GPT2) al_gelu_backward(m->d_h1, a->h1, m->d_h2, (size_t)N * c->FF);
+    if (c->arch == AL_ARCH_GPT2) al_gelu_backward(m->d_h1, m->d_h2, a->h1, (size_t)N * c->FF);
     else al_swiglu_backward(m->d_h1, m->d_h2, a->h1, N, c->FF);
     al_zero(m->d_ln, NC);
     linear_backward(m, l, LIN_UP, m->d_ln, m->d_h1, a->ln2, lora_slot(m, l, LIN_UP, a->lora_t, N), N);
