@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "../compute/ops.h"
+#include "../compute/pool.h"
 
 void al_adamw_defaults(al_adamw_cfg *cfg) {
     cfg->lr = 1e-3f;
@@ -35,31 +36,54 @@ void al_adamw_deinit(al_adamw *o) {
     o->m = o->v = NULL;
 }
 
-void al_adamw_step(al_adamw *o, al_model *model, float lr) {
+typedef struct adamw_job {
+    al_adamw *o;
+    al_param *ps;
     int np;
-    al_param *ps = al_model_params(model, &np);
-    o->step++;
+    float lr, step_size, inv_sqrt_bc2;
+} adamw_job;
+
+/* Each thread updates its share [lo, hi) of the flattened trainable
+ * parameters; the moments are laid out in that same flat order. */
+static void adamw_range(void *ctx, int tid, int nthreads) {
+    const adamw_job *j = ctx;
+    const al_adamw *o = j->o;
     const float b1 = o->cfg.beta1, b2 = o->cfg.beta2, eps = o->cfg.eps;
-    const double bc1 = 1.0 - pow(b1, (double)o->step), bc2 = 1.0 - pow(b2, (double)o->step);
-    const float step_size = (float)(lr / bc1), inv_sqrt_bc2 = (float)(1.0 / sqrt(bc2));
+    long lo, hi;
+    al_split((long)o->n, nthreads, tid, &lo, &hi);
     size_t off = 0;
-    for (int i = 0; i < np; i++) {
-        al_param *p = &ps[i];
+    for (int i = 0; i < j->np && (long)off < hi; i++) {
+        const al_param *p = &j->ps[i];
         if (!p->g) continue;
-        float *w = p->w, *mm = o->m + off, *vv = o->v + off;
-        const float *g = p->g;
-        const float decay = p->decay ? 1.0f - lr * o->cfg.weight_decay : 1.0f;
-        for (size_t k = 0; k < p->n; k++) {
-            float gk = g[k];
-            float mk = b1 * mm[k] + (1.0f - b1) * gk;
-            float vk = b2 * vv[k] + (1.0f - b2) * gk * gk;
-            mm[k] = mk;
-            vv[k] = vk;
-            float denom = sqrtf(vk) * inv_sqrt_bc2 + eps;
-            w[k] = w[k] * decay - step_size * mk / denom;
+        size_t a = (long)off > lo ? off : (size_t)lo;
+        size_t b = off + p->n < (size_t)hi ? off + p->n : (size_t)hi;
+        if (a < b) {
+            float *w = p->w, *mm = o->m + off, *vv = o->v + off;
+            const float *g = p->g;
+            const float decay = p->decay ? 1.0f - j->lr * o->cfg.weight_decay : 1.0f;
+            for (size_t k = a - off; k < b - off; k++) {
+                float gk = g[k];
+                float mk = b1 * mm[k] + (1.0f - b1) * gk;
+                float vk = b2 * vv[k] + (1.0f - b2) * gk * gk;
+                mm[k] = mk;
+                vv[k] = vk;
+                float denom = sqrtf(vk) * j->inv_sqrt_bc2 + eps;
+                w[k] = w[k] * decay - j->step_size * mk / denom;
+            }
         }
         off += p->n;
     }
+}
+
+void al_adamw_step(al_adamw *o, al_model *model, float lr) {
+    adamw_job j = {.o = o, .lr = lr};
+    j.ps = al_model_params(model, &j.np);
+    o->step++;
+    const double bc1 = 1.0 - pow(o->cfg.beta1, (double)o->step);
+    const double bc2 = 1.0 - pow(o->cfg.beta2, (double)o->step);
+    j.step_size = (float)(lr / bc1);
+    j.inv_sqrt_bc2 = (float)(1.0 / sqrt(bc2));
+    al_pool_run(adamw_range, &j);
 }
 
 float al_sched_lr(al_sched_kind kind, float peak, long step, long warmup, long total) {
