@@ -110,7 +110,7 @@ static al_model *open_model(const char *dir) {
         fprintf(stderr, "alignd: %s\n", err[0] ? err : "cannot open model");
         return NULL;
     }
-    al_model_freeze_base(m); /* inference only: no gradient memory */
+    al_model_drop_grads(m); /* inference only: no gradient memory */
     return m;
 }
 

@@ -173,8 +173,8 @@ static void test_lmhead_hand(void) {
     for (int mode = 0; mode < 3; mode++) {
         float logp[4], ent[4], lse_o[4];
         for (int i = 0; i < 4; i++) logp[i] = ent[i] = lse_o[i] = 99.0f;
-        if (mode == 0) al_lmhead_forward_ref(logp, ent, lse_o, h, w, target, 4, 1, 3, 0.5f);
-        else al_lmhead_forward(logp, ent, lse_o, h, w, target, 4, 1, 3, 0.5f, scratch,
+        if (mode == 0) al_lmhead_forward_ref(logp, ent, lse_o, NULL, h, w, target, 4, 1, 3, 0.5f);
+        else al_lmhead_forward(logp, ent, lse_o, NULL, h, w, target, 4, 1, 3, 0.5f, scratch,
                                mode == 1 ? 1 : 4);
         for (int i = 0; i < 4; i++) {
             T_NEAR(logp[i], want_logp[i], 1e-6);
@@ -188,10 +188,10 @@ static void test_lmhead_hand(void) {
     float wz[7 * 2];
     gc_fill(wz, 14, 3, 1.0f);
     float lp, ls, en, sc[1 * (2 + 7)];
-    al_lmhead_forward(&lp, &en, &ls, hz, wz, tz, 1, 2, 7, 1.0f, sc, 1);
+    al_lmhead_forward(&lp, &en, &ls, NULL, hz, wz, tz, 1, 2, 7, 1.0f, sc, 1);
     T_NEAR(lp, -log(7.0), 1e-6);
     T_NEAR(en, log(7.0), 1e-6);
-    al_lmhead_forward(&lp, NULL, &ls, hz, wz, tz, 1, 2, 7, 1.0f, sc, 1);
+    al_lmhead_forward(&lp, NULL, &ls, NULL, hz, wz, tz, 1, 2, 7, 1.0f, sc, 1);
     T_NEAR(lp, -log(7.0), 1e-6);
     T_NEAR(ls, log(7.0), 1e-6);
 
@@ -202,8 +202,8 @@ static void test_lmhead_hand(void) {
     const int32_t te[4] = {0, 1, 2, 3};
     float lpe[4], lse_e[4], ene[4], sce[4 * (1 + 4)];
     for (int mode = 0; mode < 2; mode++) {
-        if (mode == 0) al_lmhead_forward_ref(lpe, ene, lse_e, he, we, te, 4, 1, 4, 1.0f);
-        else al_lmhead_forward(lpe, ene, lse_e, he, we, te, 4, 1, 4, 1.0f, sce, 3);
+        if (mode == 0) al_lmhead_forward_ref(lpe, ene, lse_e, NULL, he, we, te, 4, 1, 4, 1.0f);
+        else al_lmhead_forward(lpe, ene, lse_e, NULL, he, we, te, 4, 1, 4, 1.0f, sce, 3);
         T_NEAR(lpe[0], -100, 1e-4);
         T_NEAR(lpe[1], 0, 1e-6);
         T_NEAR(lpe[2], -200, 1e-4);
@@ -216,7 +216,7 @@ static void test_lmhead_hand(void) {
     const float hn[2] = {NAN, 1};
     const int32_t tn[2] = {0, 0};
     float lpn[2], lsn[2], enn[2], scn[2 * (1 + 3)];
-    al_lmhead_forward(lpn, enn, lsn, hn, w, tn, 2, 1, 3, 1.0f, scn, 2);
+    al_lmhead_forward(lpn, enn, lsn, NULL, hn, w, tn, 2, 1, 3, 1.0f, scn, 2);
     T_TRUE(isnan(lpn[0]));
     T_TRUE(isnan(enn[0]));
     T_TRUE(isfinite(lpn[1]));
@@ -330,7 +330,7 @@ typedef struct lm_case {
 
 static double lm_loss(void *p) {
     lm_case *c = p;
-    al_lmhead_forward(c->logp, c->ent, c->lse, c->h, c->w, c->target, c->N, c->C, c->V,
+    al_lmhead_forward(c->logp, c->ent, c->lse, NULL, c->h, c->w, c->target, c->N, c->C, c->V,
                       c->inv_temp, c->scratch, c->chunk);
     double L = 0.0;
     for (int n = 0; n < c->N; n++) {
@@ -558,8 +558,8 @@ static void test_lmhead_vs_ref(void) {
         float *lp_r = fbuf(N), *en_r = fbuf(N), *ls_r = fbuf(N);
         float *lp2 = fbuf(N), *en2 = fbuf(N), *ls2 = fbuf(N);
         char what[96];
-        al_lmhead_forward(lp, en, ls, h, w, target, N, C, V, inv_temp, scratch, chunk);
-        al_lmhead_forward_ref(lp_r, en_r, ls_r, h, w, target, N, C, V, inv_temp);
+        al_lmhead_forward(lp, en, ls, NULL, h, w, target, N, C, V, inv_temp, scratch, chunk);
+        al_lmhead_forward_ref(lp_r, en_r, ls_r, NULL, h, w, target, N, C, V, inv_temp);
         snprintf(what, sizeof what, "lmhead logp N=%d C=%d V=%d chunk=%d", N, C, V, chunk);
         expect_close(what, lp, lp_r, N, 1e-5);
         snprintf(what, sizeof what, "lmhead ent N=%d C=%d V=%d chunk=%d", N, C, V, chunk);
@@ -570,7 +570,7 @@ static void test_lmhead_vs_ref(void) {
         for (int n = 0; n < N; n++)
             if (target[n] < 0 && (lp[n] != 0 || en[n] != 0 || ls[n] != 0)) zeros = 0;
         T_TRUE(zeros);
-        al_lmhead_forward(lp2, en2, ls2, h, w, target, N, C, V, inv_temp, scratch, chunk);
+        al_lmhead_forward(lp2, en2, ls2, NULL, h, w, target, N, C, V, inv_temp, scratch, chunk);
         expect_same("lmhead fwd repeat logp", lp, lp2, N);
         expect_same("lmhead fwd repeat ent", en, en2, N);
 
@@ -645,6 +645,21 @@ static void test_embed_vs_serial(void) {
     al_free(dwte); al_free(dwpe); al_free(dwte_s); al_free(dwpe_s);
 }
 
+/* hit marks rows whose target is the greedy argmax, in both versions. */
+static void test_lmhead_hits(void) {
+    /* C = 1, h = 1: the logits are the weights themselves */
+    float h[3] = {1, 1, 1}, w[5] = {0.5f, 2.0f, -1.0f, 1.5f, 0.0f};
+    int32_t target[3] = {1, 3, -1};
+    float logp[3], lse[3], scratch[2 * (1 + 5)];
+    uint8_t hit[3] = {7, 7, 7}, hit_ref[3] = {7, 7, 7};
+    al_lmhead_forward(logp, NULL, lse, hit, h, w, target, 3, 1, 5, 1.0f, scratch, 2);
+    al_lmhead_forward_ref(logp, NULL, lse, hit_ref, h, w, target, 3, 1, 5, 1.0f);
+    T_EQ_INT(hit[0], 1);
+    T_EQ_INT(hit[1], 0);
+    T_EQ_INT(hit[2], 0);
+    T_TRUE(memcmp(hit, hit_ref, 3) == 0);
+}
+
 int main(void) {
     T_OK(al_pool_init(2));
     T_EQ_INT(al_pool_threads(), 2);
@@ -665,5 +680,6 @@ int main(void) {
     test_embed_vs_serial();
 
     al_pool_shutdown();
+    test_lmhead_hits();
     return t_done();
 }

@@ -53,7 +53,8 @@ typedef struct gc_ctx {
 
 static double gc_loss(void *p) {
     gc_ctx *c = p;
-    al_fwd f = {c->logp, c->use_ent ? c->ent : NULL, c->use_val ? c->val : NULL};
+    al_fwd f = {.logp = c->logp, .entropy = c->use_ent ? c->ent : NULL,
+                .values = c->use_val ? c->val : NULL};
     AL_ASSERT(al_model_forward(c->m, &c->in, &f) == AL_OK);
     double L = 0;
     for (int n = 0; n < B_ * T_; n++) {

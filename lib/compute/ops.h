@@ -102,9 +102,11 @@ void al_embed_backward(float *dwte, float *dwpe, const float *dout, const int32_
  *   lse[n] = logsumexp(z); logp[n] = z[target[n]] - lse[n]
  *   ent[n] = -sum_v p_v log p_v                           (p = softmax z)
  * Rows with target[n] < 0 are skipped: logp = ent = lse = 0. ent may be NULL.
+ * hit (may be NULL) receives 1 where the target is the most likely token
+ * (greedy argmax: z[target] equals the row maximum), else 0.
  * h (N, C), w (V, C). scratch holds at least chunk*(C+V) floats; rows are
  * gathered `chunk` at a time. */
-void al_lmhead_forward(float *logp, float *ent, float *lse, const float *h,
+void al_lmhead_forward(float *logp, float *ent, float *lse, uint8_t *hit, const float *h,
                        const float *w, const int32_t *target, int N, int C, int V,
                        float inv_temp, float *scratch, int chunk);
 /* Accumulates dh += dz @ w * inv_temp and dw += dz^T @ h * inv_temp for the
@@ -117,7 +119,7 @@ void al_lmhead_backward(float *dh, float *dw, const float *dlogp, const float *d
                         const float *lse, const float *ent, int N, int C, int V,
                         float inv_temp, float *scratch, int chunk);
 /* Plain reference: materialises logits row by row with loops, no BLAS. */
-void al_lmhead_forward_ref(float *logp, float *ent, float *lse, const float *h,
+void al_lmhead_forward_ref(float *logp, float *ent, float *lse, uint8_t *hit, const float *h,
                            const float *w, const int32_t *target, int N, int C, int V,
                            float inv_temp);
 

@@ -379,6 +379,7 @@ typedef struct lm_ctx {
     const int32_t *target;
     int n0, cnt, V;           /* chunk starts at row n0 (maybe a skipped row) */
     float *logp, *ent, *lse;  /* forward outputs */
+    uint8_t *hit;
     const float *dlogp, *dent, *lse_in, *ent_in; /* backward inputs */
 } lm_ctx;
 
@@ -405,6 +406,7 @@ static void lm_fwd_fn(void *p, int tid, int nt) {
         c->logp[n] = (float)((double)(z[c->target[n]] - m) - logS);
         /* H = -sum p (z - lse) = log S - T / S; both terms >= 0 */
         if (c->ent) c->ent[n] = (float)(logS - T / S);
+        if (c->hit) c->hit[n] = z[c->target[n]] >= m;
     }
 }
 
@@ -425,7 +427,7 @@ static int lm_gather(float *hbuf, const float *h, const int32_t *target, int N, 
     return r;
 }
 
-void al_lmhead_forward(float *logp, float *ent, float *lse, const float *h,
+void al_lmhead_forward(float *logp, float *ent, float *lse, uint8_t *hit, const float *h,
                        const float *w, const int32_t *target, int N, int C, int V,
                        float inv_temp, float *scratch, int chunk) {
     AL_ASSERT(chunk > 0 && V > 0 && C > 0);
@@ -435,7 +437,10 @@ void al_lmhead_forward(float *logp, float *ent, float *lse, const float *h,
             if (ent) ent[n] = 0.0f;
         }
     float *hbuf = scratch, *z = scratch + (size_t)chunk * (size_t)C;
-    lm_ctx c = {.z = z, .target = target, .V = V, .logp = logp, .ent = ent, .lse = lse};
+    lm_ctx c = {.z = z, .target = target, .V = V, .logp = logp, .ent = ent, .lse = lse, .hit = hit};
+    if (hit)
+        for (int k = 0; k < N; k++)
+            if (target[k] < 0) hit[k] = 0;
     int n = 0;
     for (;;) {
         int cnt = lm_gather(hbuf, h, target, N, C, V, chunk, &n, &c.n0);
@@ -510,13 +515,14 @@ void al_lmhead_backward(float *dh, float *dw, const float *dlogp, const float *d
     }
 }
 
-void al_lmhead_forward_ref(float *logp, float *ent, float *lse, const float *h,
+void al_lmhead_forward_ref(float *logp, float *ent, float *lse, uint8_t *hit, const float *h,
                            const float *w, const int32_t *target, int N, int C, int V,
                            float inv_temp) {
     for (int n = 0; n < N; n++) {
         if (target[n] < 0) {
             logp[n] = lse[n] = 0.0f;
             if (ent) ent[n] = 0.0f;
+            if (hit) hit[n] = 0;
             continue;
         }
         AL_ASSERT(target[n] < V);
@@ -545,6 +551,7 @@ void al_lmhead_forward_ref(float *logp, float *ent, float *lse, const float *h,
                 U += e * (z - m);
             }
         }
+        if (hit) hit[n] = zt >= m;
         double L = m + log(S);
         lse[n] = (float)L;
         logp[n] = (float)(zt - L);

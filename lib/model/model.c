@@ -339,6 +339,13 @@ void al_model_freeze_base(al_model *m) {
     if (alloc_grads(m, 1)) AL_ASSERT(!"out of memory shrinking gradients");
 }
 
+void al_model_drop_grads(al_model *m) {
+    al_free(m->grad);
+    m->grad = NULL;
+    m->n_grad = 0;
+    for (int i = 0; i < m->n_params; i++) m->params[i].g = NULL;
+}
+
 void al_model_set_adapters(al_model *m, int on) { m->adapters_on = on; }
 
 static void fill_normal(float *w, size_t n, float std, al_rng *r) {
@@ -608,7 +615,7 @@ int al_model_forward(al_model *m, const al_tokens *in, al_fwd *out) {
     if (in->targets && m->head >= 0) {
         /* logp goes to the caller's buffer or to d_h2 as scratch (unused until backward) */
         float *logp = out && out->logp ? out->logp : m->d_h2;
-        al_lmhead_forward(logp, m->ent, m->lse, m->lnf, PW(m, m->head), in->targets, N, C,
+        al_lmhead_forward(logp, m->ent, m->lse, out ? out->hit : NULL, m->lnf, PW(m, m->head), in->targets, N, C,
                           c->V, 1.0f, m->head_scratch, m->head_chunk);
         if (out && out->entropy) memcpy(out->entropy, m->ent, (size_t)N * sizeof(float));
     }

@@ -60,6 +60,7 @@ typedef struct al_fwd {
     float *logp;      /* log p(targets[t] | ids[<=t]) (0 where target < 0) */
     float *entropy;   /* entropy of the next-token distribution (rows with target >= 0) */
     float *values;    /* scalar head value at every position (needs has_score) */
+    uint8_t *hit;     /* 1 where the target is the greedy argmax (mean_token_accuracy) */
 } al_fwd;
 
 /* Creates a model with the config's shapes (weights zero; call
@@ -80,6 +81,14 @@ void al_model_init(al_model *m, uint64_t seed);
  * parent or absolute) and then the adapters. `lora` (may be NULL) adds
  * fresh adapters to a plain model. AL_ENOENT, AL_EFORMAT, AL_ESHAPE, AL_EUNSUP. */
 int al_model_open(al_model **out, const char *dir, const al_lora_cfg *lora, char err[AL_ERRLEN]);
+/* As al_model_open, with flags: AL_OPEN_SCORE_HEAD makes a reward-model
+ * shape (scalar head score.weight, no LM head) from any folder, keeping a
+ * head the folder has and initialising it normal(0, init_range) otherwise;
+ * AL_OPEN_FROZEN gives no parameter a gradient (inference, references). */
+#define AL_OPEN_SCORE_HEAD 1
+#define AL_OPEN_FROZEN 2
+int al_model_open_ex(al_model **out, const char *dir, const al_lora_cfg *lora, int flags,
+                     uint64_t seed, char err[AL_ERRLEN]);
 /* Loads weights from a folder into m (shapes must match). On error m's
  * weights may be partially overwritten but its shapes are unchanged. */
 int al_model_load_weights(al_model *m, const char *dir, char err[AL_ERRLEN]);
@@ -94,8 +103,11 @@ int al_model_save_adapter(const al_model *m, const char *dir, const char *base_p
 /* Parameter table (trainable ones have g != NULL). */
 al_param *al_model_params(al_model *m, int *n);
 size_t al_model_num_params(const al_model *m, int trainable_only);
-/* Freezes all non-LoRA weights (done automatically when lora.r > 0). */
+/* Freezes all non-LoRA weights (done automatically when lora.r > 0); the
+ * adapters and a scalar head keep their gradients. */
 void al_model_freeze_base(al_model *m);
+/* Frees every gradient: an inference-only model (a frozen reference). */
+void al_model_drop_grads(al_model *m);
 /* Adapters on/off: off gives the base (reference) model at no memory cost. */
 void al_model_set_adapters(al_model *m, int on);
 /* Adds a scalar head score.weight (num_labels x C) initialised normal(0, init_range). */

@@ -57,7 +57,13 @@ static float *conv1d_scratch(const al_model *m) {
     return al_calloc(n, sizeof(float));
 }
 
+static int load_weights(al_model *m, const char *dir, int score_optional, char err[AL_ERRLEN]);
+
 int al_model_load_weights(al_model *m, const char *dir, char err[AL_ERRLEN]) {
+    return load_weights(m, dir, 0, err);
+}
+
+static int load_weights(al_model *m, const char *dir, int score_optional, char err[AL_ERRLEN]) {
     al_st_dir d;
     int rc = al_st_dir_open(&d, dir, "model", err);
     if (rc) return rc;
@@ -71,6 +77,7 @@ int al_model_load_weights(al_model *m, const char *dir, char err[AL_ERRLEN]) {
         if (p->lora) continue;
         const al_st_file *f;
         const al_st_tensor *t = find_tensor(&d, m, p->name, &f);
+        if (!t && score_optional && i == m->score) continue; /* a fresh reward head */
         if (!t) {
             rc = al_err(err, AL_EFORMAT, "%s: missing tensor %s", dir, p->name);
             break;
@@ -185,6 +192,11 @@ out:
 }
 
 int al_model_open(al_model **out, const char *dir, const al_lora_cfg *lora, char err[AL_ERRLEN]) {
+    return al_model_open_ex(out, dir, lora, 0, 0, err);
+}
+
+int al_model_open_ex(al_model **out, const char *dir, const al_lora_cfg *lora, int flags,
+                     uint64_t seed, char err[AL_ERRLEN]) {
     char path[4096], base[4096];
     al_lora_cfg alc;
     int adapter = 0, has_score = 0, rc;
@@ -203,14 +215,29 @@ int al_model_open(al_model **out, const char *dir, const al_lora_cfg *lora, char
         cfg.has_score = 1;
         if (cfg.num_labels <= 0) cfg.num_labels = 1;
     }
+    int fresh_score = 0;
+    if ((flags & AL_OPEN_SCORE_HEAD) && (!cfg.has_score || cfg.has_lm_head)) {
+        fresh_score = !cfg.has_score;
+        cfg.has_score = 1;
+        cfg.num_labels = 1;
+        cfg.has_lm_head = 0;
+    }
     al_model *m = al_model_new(&cfg, lora, err);
     if (!m) return err && err[0] ? AL_EINVAL : AL_ENOMEM;
-    if ((rc = al_model_load_weights(m, base, err))) goto fail;
+    if (fresh_score) {
+        al_rng r;
+        al_rng_seed(&r, seed);
+        float std = cfg.init_range > 0 ? cfg.init_range : 0.02f;
+        al_param *sp = &m->params[m->score];
+        for (size_t k = 0; k < sp->n; k++) sp->w[k] = std * al_rng_normal(&r);
+    }
+    if ((rc = load_weights(m, base, fresh_score, err))) goto fail;
     if (adapter) {
         if ((rc = load_adapters(m, dir, err))) goto fail;
     } else if (lora && lora->r > 0) {
-        al_model_init_lora(m, 0x10a);
+        al_model_init_lora(m, seed ^ 0x10a);
     }
+    if (flags & AL_OPEN_FROZEN) al_model_drop_grads(m);
     *out = m;
     return AL_OK;
 fail:
