@@ -17,6 +17,7 @@ al_need_packages() {
 }
 
 # What building alignd needs.
-AL_BUILD_PACKAGES=(build-essential cmake pkg-config libopenblas-dev libjansson-dev)
-# What the tests need beyond the build: the PyTorch parity reference.
-AL_TEST_PACKAGES=(python3 python3-torch python3-numpy)
+AL_BUILD_PACKAGES=(build-essential cmake pkg-config libopenblas-dev libjansson-dev libpcre2-dev)
+# What the tests need beyond the build: the PyTorch parity reference, and
+# node for the tokenizer reference (scripts/test adds npm when missing).
+AL_TEST_PACKAGES=(python3 python3-torch python3-numpy nodejs python3-jinja2)

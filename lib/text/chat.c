@@ -1,0 +1,312 @@
+/* Chat templates and loss masks by byte offset. See chat.h for the rules:
+ * one tokenization per sequence, masks from generation spans or incremental
+ * rendering, BOS never doubled, EOS trained at the end of every completion. */
+#include "chat.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+
+struct al_chat {
+    const al_tok *tok;
+    al_jinja *tpl;      /* NULL: no template */
+    int has_gen;
+};
+
+/* Whether src has a "{% generation %}" (or "{%- generation -%}") tag. */
+static int has_generation_tag(const char *src) {
+    for (const char *p = strstr(src, "{%"); p; p = strstr(p + 2, "{%")) {
+        const char *q = p + 2;
+        if (*q == '-' || *q == '+') q++;
+        while (*q == ' ' || *q == '\t' || *q == '\n' || *q == '\r') q++;
+        if (strncmp(q, "generation", 10) == 0) {
+            char c = q[10];
+            if (c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '-' || c == '%')
+                return 1;
+        }
+    }
+    return 0;
+}
+
+int al_chat_new(al_chat **out, const al_tok *tok, const char *template_src,
+                char err[AL_ERRLEN]) {
+    if (!tok) return al_err(err, AL_EINVAL, "chat needs a tokenizer");
+    al_chat *c = calloc(1, sizeof *c);
+    if (!c) return al_err(err, AL_ENOMEM, "out of memory");
+    c->tok = tok;
+    const char *src = template_src ? template_src : al_tok_chat_template(tok);
+    if (src) {
+        char e[AL_ERRLEN] = "";
+        int rc = al_jinja_parse(&c->tpl, src, strlen(src), e);
+        if (rc != AL_OK) {
+            free(c);
+            return al_err(err, rc, "chat template: %s", e);
+        }
+        c->has_gen = has_generation_tag(src);
+    }
+    *out = c;
+    return AL_OK;
+}
+
+void al_chat_free(al_chat *c) {
+    if (!c) return;
+    al_jinja_free(c->tpl);
+    free(c);
+}
+
+const al_tok *al_chat_tok(const al_chat *c) { return c->tok; }
+int al_chat_has_template(const al_chat *c) { return c->tpl != NULL; }
+int al_chat_has_generation(const al_chat *c) { return c->has_gen; }
+
+int32_t al_chat_pad_id(const al_chat *c) {
+    int32_t pad = al_tok_pad(c->tok), eos = al_tok_eos(c->tok), bos = al_tok_bos(c->tok);
+    if (pad >= 0 && pad != eos) return pad;
+    int32_t id = 0;
+    while (id == eos || id == bos) id++;
+    return id;
+}
+
+int al_chat_render(const al_chat *c, const json_t *messages, const json_t *tools,
+                   int add_generation_prompt, char **text, size_t *len, al_span **spans,
+                   int *n_spans, char err[AL_ERRLEN]) {
+    if (!c->tpl) return al_err(err, AL_EUNSUP, "the tokenizer has no chat template");
+    if (!json_is_array(messages)) return al_err(err, AL_EINVAL, "messages is not a list");
+    json_t *ctx = json_object();
+    if (!ctx) return al_err(err, AL_ENOMEM, "out of memory");
+    /* json_object_set takes its own reference; the caller's objects are not
+     * modified. */
+    int bad = json_object_set(ctx, "messages", (json_t *)messages);
+    if (tools) bad |= json_object_set(ctx, "tools", (json_t *)tools);
+    bad |= json_object_set_new(ctx, "add_generation_prompt", json_boolean(add_generation_prompt));
+    bad |= json_object_set_new(ctx, "bos_token", json_string(al_tok_bos_str(c->tok)));
+    bad |= json_object_set_new(ctx, "eos_token", json_string(al_tok_eos_str(c->tok)));
+    int rc;
+    if (bad) rc = al_err(err, AL_ENOMEM, "out of memory");
+    else rc = al_jinja_render(c->tpl, ctx, text, len, spans, n_spans, err);
+    json_decref(ctx);
+    return rc;
+}
+
+/* ---- tokenization with a mask from byte ranges ------------------------- */
+
+/* Encodes text once (special tokens parsed, no post-processor), prepends
+ * BOS when the tokenizer adds one and the text does not already start with
+ * it, and sets mask[j] = 1 for tokens overlapping one of the sorted,
+ * disjoint byte ranges r[0..nr). Leaves room for one more token (EOS). */
+static int encode_masked(const al_chat *c, const char *text, size_t len, const al_span *r,
+                         int nr, al_seq *out, char err[AL_ERRLEN]) {
+    int32_t *ids = NULL, *st = NULL, *en = NULL;
+    int n = 0;
+    char e[AL_ERRLEN] = "";
+    int rc = al_tok_encode(c->tok, text, len, 0, 1, &ids, &n, &st, &en, e);
+    if (rc != AL_OK) return al_err(err, rc, "tokenizer: %s", e);
+    int32_t bos = al_tok_bos(c->tok);
+    int add_bos = al_tok_adds_bos(c->tok) && bos >= 0 && !(n > 0 && ids[0] == bos);
+    int m = n + add_bos;
+    al_seq s = {0};
+    s.ids = malloc(((size_t)m + 1) * sizeof *s.ids);
+    s.mask = calloc((size_t)m + 1, 1);
+    if (!s.ids || !s.mask) {
+        al_seq_deinit(&s);
+        rc = al_err(err, AL_ENOMEM, "out of memory");
+        goto done;
+    }
+    if (add_bos) s.ids[0] = bos;
+    int k = 0;   /* ranges before the current token are done */
+    for (int j = 0; j < n; j++) {
+        size_t a = (size_t)st[j], b = (size_t)en[j];
+        s.ids[j + add_bos] = ids[j];
+        /* ranges are sorted; empty ones train nothing */
+        while (k < nr && (r[k].end <= a || r[k].start == r[k].end)) k++;
+        if (k < nr && r[k].start < b && r[k].end > a) s.mask[j + add_bos] = 1;
+    }
+    s.n = m;
+    *out = s;
+done:
+    free(ids);
+    free(st);
+    free(en);
+    return rc;
+}
+
+/* Appends EOS after the last trained stretch unless that stretch already
+ * holds EOS; the tokens between the stretch and the end are trained with it
+ * so that the model learns to finish. out has room for one more token. */
+static void ensure_eos(const al_chat *c, al_seq *s) {
+    int32_t eos = al_tok_eos(c->tok);
+    if (eos < 0) return;
+    int last = s->n - 1;
+    while (last >= 0 && !s->mask[last]) last--;
+    if (last < 0) return;
+    int first = last;
+    while (first > 0 && s->mask[first - 1]) first--;
+    for (int j = first; j <= last; j++)
+        if (s->ids[j] == eos) return;
+    for (int j = last + 1; j < s->n; j++) s->mask[j] = 1;
+    s->ids[s->n] = eos;
+    s->mask[s->n] = 1;
+    s->n++;
+}
+
+int al_chat_encode_text(const al_chat *c, const char *prompt, size_t plen,
+                        const char *completion, size_t clen, al_seq *out,
+                        char err[AL_ERRLEN]) {
+    if (clen == 0) return al_err(err, AL_EINVAL, "empty completion");
+    char *text = malloc(plen + clen + 1);
+    if (!text) return al_err(err, AL_ENOMEM, "out of memory");
+    if (plen) memcpy(text, prompt, plen);
+    memcpy(text + plen, completion, clen);
+    text[plen + clen] = 0;
+    al_span r = {plen, plen + clen};
+    al_seq s;
+    int rc = encode_masked(c, text, plen + clen, &r, 1, &s, err);
+    free(text);
+    if (rc != AL_OK) return rc;
+    int32_t eos = al_tok_eos(c->tok);
+    if (eos >= 0 && (s.n == 0 || s.ids[s.n - 1] != eos)) {
+        s.ids[s.n] = eos;
+        s.mask[s.n] = 1;
+        s.n++;
+    }
+    *out = s;
+    return AL_OK;
+}
+
+int al_chat_encode_prompt(const al_chat *c, const char *text, size_t len, al_seq *out,
+                          char err[AL_ERRLEN]) {
+    return encode_masked(c, text, len, NULL, 0, out, err);
+}
+
+int al_chat_encode_prompt_messages(const al_chat *c, const json_t *messages,
+                                   const json_t *tools, al_seq *out, char err[AL_ERRLEN]) {
+    char *text = NULL;
+    size_t len = 0;
+    int rc = al_chat_render(c, messages, tools, 1, &text, &len, NULL, NULL, err);
+    if (rc != AL_OK) return rc;
+    rc = encode_masked(c, text, len, NULL, 0, out, err);
+    free(text);
+    return rc;
+}
+
+/* ---- conversations ------------------------------------------------------ */
+
+static int is_assistant(const json_t *m) {
+    const char *role = json_string_value(json_object_get(m, "role"));
+    return role && strcmp(role, "assistant") == 0;
+}
+
+/* OpenAI's per-message weight: 0 (or false) excludes the message. */
+static int weight_zero(const json_t *m) {
+    const json_t *w = json_object_get(m, "weight");
+    if (!w) return 0;
+    if (json_is_false(w)) return 1;
+    return json_is_number(w) && json_number_value(w) == 0.0;
+}
+
+/* messages[0..n) as a new array (elements shared). NULL on ENOMEM. */
+static json_t *prefix(const json_t *messages, size_t n) {
+    json_t *a = json_array();
+    if (!a) return NULL;
+    for (size_t i = 0; i < n; i++)
+        if (json_array_append(a, json_array_get(messages, i))) {
+            json_decref(a);
+            return NULL;
+        }
+    return a;
+}
+
+/* Byte range of assistant message i in `full` by incremental rendering. */
+static int incremental_range(const al_chat *c, const json_t *messages, const json_t *tools,
+                             size_t i, const char *full, size_t full_len, al_span *r,
+                             char err[AL_ERRLEN]) {
+    json_t *before = prefix(messages, i), *upto = prefix(messages, i + 1);
+    char *a = NULL, *b = NULL;
+    size_t la = 0, lb = 0;
+    int rc = AL_OK;
+    if (!before || !upto) {
+        rc = al_err(err, AL_ENOMEM, "out of memory");
+        goto done;
+    }
+    if ((rc = al_chat_render(c, before, tools, 1, &a, &la, NULL, NULL, err)) != AL_OK) goto done;
+    if ((rc = al_chat_render(c, upto, tools, 0, &b, &lb, NULL, NULL, err)) != AL_OK) goto done;
+    if (la > lb || memcmp(a, b, la) != 0 || lb > full_len || memcmp(b, full, lb) != 0) {
+        rc = al_err(err, AL_EUNSUP,
+                    "messages[%zu]: the chat template renders earlier turns differently once "
+                    "later ones follow, so assistant tokens cannot be located by rendering "
+                    "incrementally; use a template with {%% generation %%} tags",
+                    i);
+        goto done;
+    }
+    r->start = la;
+    r->end = lb;
+done:
+    free(a);
+    free(b);
+    json_decref(before);
+    json_decref(upto);
+    return rc;
+}
+
+int al_chat_encode_messages(const al_chat *c, const json_t *messages, const json_t *tools,
+                            int first_trained, al_seq *out, char err[AL_ERRLEN]) {
+    if (!c->tpl) return al_err(err, AL_EUNSUP, "the tokenizer has no chat template");
+    if (!json_is_array(messages)) return al_err(err, AL_EINVAL, "messages is not a list");
+    size_t n = json_array_size(messages), n_trained = 0, last = 0;
+    for (size_t i = 0; i < n; i++) {
+        const json_t *m = json_array_get(messages, i);
+        if (is_assistant(m) && (long)i >= first_trained && !weight_zero(m)) {
+            n_trained++;
+            last = i;
+        }
+    }
+    if (!n_trained) return al_err(err, AL_EINVAL, "no assistant message to train on");
+    /* Messages after the last trained one change no trained token (attention
+     * is causal) and would only sit between the answer and its EOS: they are
+     * left out. */
+    json_t *msgs = last + 1 < n ? prefix(messages, last + 1) : json_incref((json_t *)messages);
+    if (!msgs) return al_err(err, AL_ENOMEM, "out of memory");
+    n = last + 1;
+    size_t n_assist = 0;
+    for (size_t i = 0; i < n; i++) n_assist += is_assistant(json_array_get(msgs, i));
+    char *full = NULL;
+    size_t len = 0;
+    al_span *gen = NULL, *r = NULL;
+    int n_gen = 0;
+    int rc = al_chat_render(c, msgs, tools, 0, &full, &len, &gen, &n_gen, err);
+    if (rc != AL_OK) goto done;
+    r = malloc(n_trained * sizeof *r);
+    if (!r) {
+        rc = al_err(err, AL_ENOMEM, "out of memory");
+        goto done;
+    }
+    /* Generation spans map to assistant messages in order when the template
+     * wraps each of them; anything else falls back to rendering. */
+    int use_gen = c->has_gen && (size_t)n_gen == n_assist;
+    int nr = 0;
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++) {
+        const json_t *m = json_array_get(msgs, i);
+        if (!is_assistant(m)) continue;
+        size_t which = k++;
+        if ((long)i < first_trained || weight_zero(m)) continue;
+        if (use_gen) r[nr] = gen[which];
+        else if ((rc = incremental_range(c, msgs, tools, i, full, len, &r[nr], err)) != AL_OK)
+            goto done;
+        nr++;
+    }
+    al_seq s;
+    if ((rc = encode_masked(c, full, len, r, nr, &s, err)) != AL_OK) goto done;
+    if (!al_seq_trained(&s)) {
+        al_seq_deinit(&s);
+        rc = al_err(err, AL_EINVAL, "the assistant messages render to no tokens");
+        goto done;
+    }
+    ensure_eos(c, &s);
+    *out = s;
+done:
+    free(r);
+    free(gen);
+    free(full);
+    json_decref(msgs);
+    return rc;
+}

@@ -1,0 +1,1574 @@
+/* JSONL datasets: format detection, validation, tokenization, hygiene and
+ * the report. See dataset.h for the formats and the report's shape.
+ *
+ * One pass parses each row, detects its own format, validates it and (when
+ * a chat is given and the method takes that format) tokenizes it into
+ * examples. The file's format is then the most common one; the rare rows
+ * detected as something else are parsed again and judged as that format, so
+ * that {"prompt": ...} in a prompt/completion file reads "missing_field
+ * completion". Duplicates, length statistics, truncation and the mix are
+ * worked out over the valid rows afterwards. */
+#include "dataset.h"
+
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../io.h"
+
+#define FMT_BIT(f) (1u << (f))
+
+static const char *const FORMAT_NAMES[AL_FMT_COUNT] = {
+    "unknown",    "text",   "messages",    "prompt_completion", "preference",
+    "unpaired_preference", "prompt_only", "rankings", "ratings",
+};
+
+const char *al_data_format_name(al_data_format f) {
+    return f >= 0 && f < AL_FMT_COUNT ? FORMAT_NAMES[f] : "unknown";
+}
+
+/* Natural use of each format when no method is given. */
+static const al_batch_kind NATURAL_KIND[AL_FMT_COUNT] = {
+    AL_BATCH_LM, AL_BATCH_LM, AL_BATCH_LM, AL_BATCH_LM, AL_BATCH_PAIR,
+    AL_BATCH_UNPAIRED, AL_BATCH_PROMPT, AL_BATCH_PAIR, AL_BATCH_PAIR,
+};
+
+#define LM_FMTS (FMT_BIT(AL_FMT_TEXT) | FMT_BIT(AL_FMT_MESSAGES) | FMT_BIT(AL_FMT_PROMPT_COMPLETION))
+#define PAIR_FMTS (FMT_BIT(AL_FMT_PREFERENCE) | FMT_BIT(AL_FMT_RANKINGS) | FMT_BIT(AL_FMT_RATINGS))
+#define KTO_FMTS (FMT_BIT(AL_FMT_UNPAIRED) | FMT_BIT(AL_FMT_PREFERENCE))
+#define RL_FMTS (FMT_BIT(AL_FMT_PROMPT_ONLY) | FMT_BIT(AL_FMT_PROMPT_COMPLETION))
+
+static const struct method {
+    const char *name;
+    al_batch_kind kind;
+    unsigned fmts;
+    const char *takes;
+} METHODS[] = {
+    {"sft", AL_BATCH_LM, LM_FMTS, "text, messages or prompt_completion"},
+    {"pretrain", AL_BATCH_LM, FMT_BIT(AL_FMT_TEXT), "text"},
+    {"dpo", AL_BATCH_PAIR, PAIR_FMTS, "preference, rankings or ratings"},
+    {"ipo", AL_BATCH_PAIR, PAIR_FMTS, "preference, rankings or ratings"},
+    {"orpo", AL_BATCH_PAIR, PAIR_FMTS, "preference, rankings or ratings"},
+    {"simpo", AL_BATCH_PAIR, PAIR_FMTS, "preference, rankings or ratings"},
+    {"reward_model", AL_BATCH_PAIR, PAIR_FMTS, "preference, rankings or ratings"},
+    {"rm", AL_BATCH_PAIR, PAIR_FMTS, "preference, rankings or ratings"},
+    {"kto", AL_BATCH_UNPAIRED, KTO_FMTS, "unpaired_preference or preference"},
+    {"rl", AL_BATCH_PROMPT, RL_FMTS, "prompt_only or prompt_completion"},
+    {"ppo", AL_BATCH_PROMPT, RL_FMTS, "prompt_only or prompt_completion"},
+    {"grpo", AL_BATCH_PROMPT, RL_FMTS, "prompt_only or prompt_completion"},
+    {"rloo", AL_BATCH_PROMPT, RL_FMTS, "prompt_only or prompt_completion"},
+};
+#define N_METHODS ((int)(sizeof METHODS / sizeof METHODS[0]))
+
+static const char *const ROLES[] = {"system", "user", "assistant", "function",
+                                    "tool",   "developer", NULL};
+static const char *const MESSAGE_KEYS[] = {"role",   "content",    "name",         "function_call",
+                                           "weight", "tool_calls", "tool_call_id", NULL};
+static const char *const REFERENCE_KEYS[] = {"reference", "answer", "solution", "ground_truth",
+                                             NULL};
+static const char *const GROUP_KEYS[] = {"task", "category", "source"};
+/* Top-level keys that tag a row rather than say what it trains on; two rows
+ * differing only in these are still duplicates. */
+static const char *const META_KEYS[] = {"id", "_id", "uuid", "idx", "index", "row_id", "task",
+                                        "category", "source", "dataset", "metadata", NULL};
+
+/* ---- per-row bookkeeping ------------------------------------------------ */
+
+typedef struct row_rec {
+    int line;
+    int8_t det;          /* format detected from the row's own keys */
+    int8_t used;         /* format it was judged as */
+    int8_t label;        /* unpaired: 1/0, else -1 */
+    int8_t group_key;    /* index into GROUP_KEYS, -1 none */
+    uint8_t parsed;      /* the line is a JSON object */
+    uint8_t bad, empty, dup, dropped, truncated, conv, has_system, multi_turn, variant;
+    uint8_t n_resp;      /* rankings/ratings: responses (capped at 255) */
+    uint8_t has_ref;
+    const char *code;    /* error code (static) */
+    char *field, *msg;   /* error field and message (malloc'd) */
+    size_t off, len;     /* line bytes (memory input) or row index (rows input) */
+    char *canon;         /* whitespace-normalised canonical form */
+    size_t canon_len;
+    uint64_t hash;
+    char *group;         /* value of the task/category/source field */
+    int ex0, nex;        /* examples ex[ex0 .. ex0+nex) */
+    int tokens;          /* longest sequence before truncation, -1 unknown */
+    int dup_of;          /* line of the first copy */
+} row_rec;
+
+typedef struct reader {
+    const al_chat *chat;
+    al_data_opts o;
+    const struct method *m;   /* NULL: natural */
+    row_rec *rows;
+    int n_rows, cap_rows;
+    al_example *ex;
+    int n_ex, cap_ex;
+    const char *buf;          /* memory input */
+    const json_t *arr;        /* rows input */
+} reader;
+
+/* Records the row's first error (later ones are not reported). Returns 1 so
+ * validators read `return row_error(...)`. */
+static int row_error(row_rec *r, const char *code, const char *field, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static int row_error(row_rec *r, const char *code, const char *field, const char *fmt, ...) {
+    if (r->bad) return 1;
+    r->bad = 1;
+    r->code = code;
+    if (strcmp(code, "empty_target") == 0) r->empty = 1;
+    char text[AL_ERRLEN], full[AL_ERRLEN + 32];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(text, sizeof text, fmt, ap);
+    va_end(ap);
+    snprintf(full, sizeof full, "line %d: %s", r->line, text);
+    r->field = strdup(field ? field : "");
+    r->msg = strdup(full);
+    return 1;
+}
+
+static void row_clear_error(row_rec *r) {
+    free(r->field);
+    free(r->msg);
+    r->field = r->msg = NULL;
+    r->bad = r->empty = 0;
+    r->code = NULL;
+}
+
+static int blank(const char *s, size_t n) {
+    for (size_t i = 0; i < n; i++)
+        if (!(s[i] == ' ' || s[i] == '\t' || s[i] == '\n' || s[i] == '\r' || s[i] == '\f' ||
+              s[i] == '\v'))
+            return 0;
+    return 1;
+}
+
+static int json_blank(const json_t *s) {
+    return blank(json_string_value(s), json_string_length(s));
+}
+
+static int in_list(const char *s, const char *const *list) {
+    for (; *list; list++)
+        if (strcmp(s, *list) == 0) return 1;
+    return 0;
+}
+
+static const char *type_name(const json_t *v) {
+    if (!v) return "missing";
+    switch (json_typeof(v)) {
+    case JSON_OBJECT: return "an object";
+    case JSON_ARRAY: return "a list";
+    case JSON_STRING: return "a string";
+    case JSON_INTEGER:
+    case JSON_REAL: return "a number";
+    case JSON_TRUE:
+    case JSON_FALSE: return "a boolean";
+    default: return "null";
+    }
+}
+
+/* ---- validation --------------------------------------------------------- */
+
+static int has_call(const json_t *m) {
+    return json_object_get(m, "function_call") || json_object_get(m, "tool_calls");
+}
+
+static int is_role(const json_t *m, const char *role) {
+    const char *r = json_string_value(json_object_get(m, "role"));
+    return r && strcmp(r, role) == 0;
+}
+
+static int weight_zero(const json_t *m) {
+    const json_t *w = json_object_get(m, "weight");
+    return w && (json_is_false(w) || (json_is_number(w) && json_number_value(w) == 0.0));
+}
+
+/* OpenAI's checks for a message list, in its order, plus per-message weight. */
+static int check_messages(row_rec *r, const json_t *list, const char *field, int need_assistant) {
+    if (!list)
+        return row_error(r, "missing_messages_list", field, "missing \"%s\", a list of messages",
+                         field);
+    if (!json_is_array(list) || json_array_size(list) == 0)
+        return row_error(r, "missing_messages_list", field,
+                         "%s must be a non-empty list of messages, got %s", field,
+                         json_is_array(list) ? "an empty list" : type_name(list));
+    size_t i;
+    const json_t *m;
+    int assistant = 0;
+    json_array_foreach(list, i, m) {
+        char f[128];
+        snprintf(f, sizeof f, "%s[%zu]", field, i);
+        if (!json_is_object(m))
+            return row_error(r, "message_missing_key", f,
+                             "%s is %s, not a message with role and content", f, type_name(m));
+        const json_t *content = json_object_get(m, "content");
+        if (!json_object_get(m, "role") || (!content && !has_call(m)))
+            return row_error(r, "message_missing_key", f, "%s lacks \"%s\"", f,
+                             json_object_get(m, "role") ? "content" : "role");
+        const char *key;
+        const json_t *v;
+        json_object_foreach((json_t *)m, key, v) {
+            if (!in_list(key, MESSAGE_KEYS))
+                return row_error(r, "message_unrecognized_key", f,
+                                 "%s has the unrecognized key \"%s\"", f, key);
+        }
+        const char *role = json_string_value(json_object_get(m, "role"));
+        if (!role)
+            return row_error(r, "unrecognized_role", f, "%s.role is %s, not a string", f,
+                             type_name(json_object_get(m, "role")));
+        if (!in_list(role, ROLES))
+            return row_error(r, "unrecognized_role", f,
+                             "%s.role \"%s\" is not one of system, user, assistant, function, "
+                             "tool, developer",
+                             f, role);
+        if (content && !json_is_null(content) && !json_is_string(content))
+            return row_error(r, "missing_content", f, "%s.content is %s, not a string", f,
+                             type_name(content));
+        if ((!content || json_is_null(content) || json_string_length(content) == 0) && !has_call(m))
+            return row_error(r, "missing_content", f, "%s.content is empty", f);
+        const json_t *w = json_object_get(m, "weight");
+        if (w) {
+            int ok = json_is_boolean(w) ||
+                     (json_is_number(w) && (json_number_value(w) == 0.0 || json_number_value(w) == 1.0));
+            if (!ok)
+                return row_error(r, "invalid_weight", f, "%s.weight must be 0 or 1", f);
+            if (strcmp(role, "assistant") != 0)
+                return row_error(r, "invalid_weight", f,
+                                 "%s.weight is only allowed on assistant messages", f);
+        }
+        if (strcmp(role, "assistant") == 0) assistant = 1;
+    }
+    if (need_assistant && !assistant)
+        return row_error(r, "example_missing_assistant_message", field,
+                         "%s has no assistant message", field);
+    return 0;
+}
+
+/* The trained part of a message list (assistant messages from `first` on
+ * with weight != 0) must exist and not be blank. */
+static int check_trained(row_rec *r, const json_t *list, size_t first, const char *field) {
+    int weighted = 0, text = 0;
+    for (size_t i = first; i < json_array_size(list); i++) {
+        const json_t *m = json_array_get(list, i);
+        if (!is_role(m, "assistant") || weight_zero(m)) continue;
+        weighted = 1;
+        const json_t *c = json_object_get(m, "content");
+        if (has_call(m) || (json_is_string(c) && !json_blank(c))) text = 1;
+    }
+    if (!weighted)
+        return row_error(r, "empty_target", field,
+                         "%s: every assistant message has weight 0, nothing to train", field);
+    if (!text)
+        return row_error(r, "empty_target", field,
+                         "%s: the assistant content is empty or whitespace", field);
+    return 0;
+}
+
+static size_t common_messages(const json_t *a, const json_t *b) {
+    size_t n = 0, na = json_array_size(a), nb = json_array_size(b);
+    while (n < na && n < nb && json_equal(json_array_get(a, n), json_array_get(b, n))) n++;
+    return n;
+}
+
+/* What a validated row holds (borrowed from the row's JSON). */
+typedef struct parsed {
+    int conv;
+    const json_t *prompt;      /* string, list or NULL (implicit) */
+    const json_t *comp[2];     /* completion, or chosen and rejected */
+    const json_t *tools;
+    const json_t *responses;   /* rankings/ratings */
+    const json_t *order;       /* ranking or ratings */
+    long shared;               /* implicit prompt: shared bytes/messages, else -1 */
+    int label;
+    const json_t *reference;
+} parsed;
+
+static const json_t *need(row_rec *r, const json_t *o, const char *key) {
+    const json_t *v = json_object_get(o, key);
+    if (!v) row_error(r, "missing_field", key, "missing \"%s\"", key);
+    return v;
+}
+
+/* A target field: a string (standard) or a message list (conversational),
+ * matching `conv` (-1: either, sets it). */
+static int check_target(row_rec *r, const json_t *v, const char *field, int *conv, int is_prompt) {
+    if (!json_is_string(v) && !json_is_array(v))
+        return row_error(r, "invalid_field_type", field,
+                         "%s must be a string or a list of messages, got %s", field, type_name(v));
+    int c = json_is_array(v);
+    if (*conv >= 0 && c != *conv)
+        return row_error(r, "invalid_field_type", field,
+                         "%s is %s but the row's other fields are %s", field, type_name(v),
+                         *conv ? "message lists" : "strings");
+    *conv = c;
+    if (c) {
+        if (check_messages(r, v, field, !is_prompt)) return 1;
+        if (!is_prompt && check_trained(r, v, 0, field)) return 1;
+    } else if (!is_prompt && json_blank(v)) {
+        return row_error(r, "empty_target", field, "%s is empty or whitespace", field);
+    }
+    return 0;
+}
+
+static int check_tools(row_rec *r, const json_t *tools, const char *field) {
+    if (tools && !json_is_array(tools))
+        return row_error(r, "invalid_field_type", field, "%s must be a list, got %s", field,
+                         type_name(tools));
+    return 0;
+}
+
+static int validate_text(row_rec *r, const json_t *o, parsed *p) {
+    const json_t *t = need(r, o, "text");
+    if (!t) return 1;
+    if (!json_is_string(t))
+        return row_error(r, "invalid_field_type", "text", "text must be a string, got %s",
+                         type_name(t));
+    if (json_blank(t)) return row_error(r, "empty_target", "text", "text is empty or whitespace");
+    p->comp[0] = t;
+    return 0;
+}
+
+static int validate_messages(row_rec *r, const json_t *o, parsed *p) {
+    const json_t *m = json_object_get(o, "messages");
+    if (check_messages(r, m, "messages", 1) || check_trained(r, m, 0, "messages")) return 1;
+    p->tools = json_object_get(o, "tools");
+    if (check_tools(r, p->tools, "tools")) return 1;
+    p->conv = 1;
+    p->comp[0] = m;
+    size_t i;
+    const json_t *x;
+    int n_assist = 0;
+    json_array_foreach(m, i, x) {
+        if (is_role(x, "system") || is_role(x, "developer")) r->has_system = 1;
+        n_assist += is_role(x, "assistant");
+    }
+    r->multi_turn = n_assist > 1;
+    return 0;
+}
+
+static int validate_label(row_rec *r, const json_t *o, parsed *p) {
+    const json_t *l = need(r, o, "label");
+    if (!l) return 1;
+    if (json_is_boolean(l)) p->label = json_is_true(l);
+    else if (json_is_integer(l) && (json_integer_value(l) == 0 || json_integer_value(l) == 1))
+        p->label = (int)json_integer_value(l);
+    else
+        return row_error(r, "invalid_label", "label", "label must be true or false, got %s",
+                         type_name(l));
+    r->label = (int8_t)p->label;
+    return 0;
+}
+
+static int validate_pc(row_rec *r, const json_t *o, parsed *p, int unpaired) {
+    const json_t *pr = need(r, o, "prompt");
+    if (!pr) return 1;
+    const json_t *c = need(r, o, "completion");
+    if (!c) return 1;
+    int conv = -1;
+    if (check_target(r, pr, "prompt", &conv, 1) || check_target(r, c, "completion", &conv, 0))
+        return 1;
+    p->tools = json_object_get(o, "tools");
+    if (check_tools(r, p->tools, "tools")) return 1;
+    if (unpaired && validate_label(r, o, p)) return 1;
+    p->conv = conv;
+    p->prompt = pr;
+    p->comp[0] = c;
+    return 0;
+}
+
+/* TRL's extract_prompt for strings: the longest common prefix, backed off to
+ * a character boundary and before a space so completions start with it. */
+static size_t shared_text(const json_t *a, const json_t *b) {
+    const char *x = json_string_value(a), *y = json_string_value(b);
+    size_t na = json_string_length(a), nb = json_string_length(b), i = 0;
+    while (i < na && i < nb && x[i] == y[i]) i++;
+    while (i > 0 && i < na && ((unsigned char)x[i] & 0xC0) == 0x80) i--;
+    if (i > 0 && x[i - 1] == ' ') i--;
+    return i;
+}
+
+static int validate_preference(row_rec *r, const json_t *o, parsed *p) {
+    p->shared = -1;
+    if (json_object_get(o, "preferred_output") || json_object_get(o, "non_preferred_output") ||
+        (json_object_get(o, "input") && !json_object_get(o, "chosen"))) {
+        /* OpenAI: {"input": {"messages", "tools"}, "preferred_output": [...],
+         * "non_preferred_output": [...]} */
+        r->variant = 2;
+        const json_t *in = need(r, o, "input");
+        if (!in) return 1;
+        if (!json_is_object(in))
+            return row_error(r, "invalid_field_type", "input",
+                             "input must be an object with messages, got %s", type_name(in));
+        const json_t *msgs = json_object_get(in, "messages");
+        if (check_messages(r, msgs, "input.messages", 0)) return 1;
+        const json_t *c = need(r, o, "preferred_output");
+        if (!c) return 1;
+        const json_t *j = need(r, o, "non_preferred_output");
+        if (!j) return 1;
+        if (check_messages(r, c, "preferred_output", 1) ||
+            check_trained(r, c, 0, "preferred_output") ||
+            check_messages(r, j, "non_preferred_output", 1) ||
+            check_trained(r, j, 0, "non_preferred_output"))
+            return 1;
+        if (json_equal((json_t *)c, (json_t *)j))
+            return row_error(r, "identical_responses", "non_preferred_output",
+                             "preferred_output and non_preferred_output are identical");
+        p->tools = json_object_get(in, "tools");
+        if (check_tools(r, p->tools, "input.tools")) return 1;
+        p->conv = 1;
+        p->prompt = msgs;
+        p->comp[0] = c;
+        p->comp[1] = j;
+        return 0;
+    }
+    const json_t *c = need(r, o, "chosen");
+    if (!c) return 1;
+    const json_t *j = need(r, o, "rejected");
+    if (!j) return 1;
+    const json_t *pr = json_object_get(o, "prompt");
+    int conv = -1;
+    if (pr && check_target(r, pr, "prompt", &conv, 1)) return 1;
+    p->tools = json_object_get(o, "tools");
+    if (check_tools(r, p->tools, "tools")) return 1;
+    if (pr) {
+        if (check_target(r, c, "chosen", &conv, 0) || check_target(r, j, "rejected", &conv, 0))
+            return 1;
+        if (json_equal((json_t *)c, (json_t *)j))
+            return row_error(r, "identical_responses", "rejected", "chosen and rejected are identical");
+    } else {
+        /* Implicit prompt: chosen and rejected are whole sequences sharing it. */
+        r->variant = 1;
+        if (!json_is_string(c) && !json_is_array(c))
+            return row_error(r, "invalid_field_type", "chosen",
+                             "chosen must be a string or a list of messages, got %s", type_name(c));
+        conv = json_is_array(c);
+        if (conv) {
+            if (check_messages(r, c, "chosen", 1)) return 1;
+            if (!json_is_array(j))
+                return row_error(r, "invalid_field_type", "rejected",
+                                 "rejected is %s but chosen is a list of messages", type_name(j));
+            if (check_messages(r, j, "rejected", 1)) return 1;
+            size_t s = common_messages(c, j);
+            if (s == json_array_size(c) && s == json_array_size(j))
+                return row_error(r, "identical_responses", "rejected",
+                                 "chosen and rejected are identical");
+            if (check_trained(r, c, s, "chosen") || check_trained(r, j, s, "rejected")) return 1;
+            p->shared = (long)s;
+        } else {
+            if (!json_is_string(j))
+                return row_error(r, "invalid_field_type", "rejected",
+                                 "rejected is %s but chosen is a string", type_name(j));
+            if (json_equal((json_t *)c, (json_t *)j))
+                return row_error(r, "identical_responses", "rejected",
+                                 "chosen and rejected are identical");
+            size_t s = shared_text(c, j);
+            if (blank(json_string_value(c) + s, json_string_length(c) - s))
+                return row_error(r, "empty_target", "chosen",
+                                 "chosen adds nothing but whitespace to the shared prompt");
+            if (blank(json_string_value(j) + s, json_string_length(j) - s))
+                return row_error(r, "empty_target", "rejected",
+                                 "rejected adds nothing but whitespace to the shared prompt");
+            p->shared = (long)s;
+        }
+    }
+    p->conv = conv;
+    p->prompt = pr;
+    p->comp[0] = c;
+    p->comp[1] = j;
+    return 0;
+}
+
+static int validate_prompt_only(row_rec *r, const json_t *o, parsed *p) {
+    const json_t *pr = need(r, o, "prompt");
+    if (!pr) return 1;
+    int conv = -1;
+    if (check_target(r, pr, "prompt", &conv, 1)) return 1;
+    if (!conv && json_blank(pr))
+        return row_error(r, "missing_field", "prompt", "prompt is empty or whitespace");
+    p->tools = json_object_get(o, "tools");
+    if (check_tools(r, p->tools, "tools")) return 1;
+    for (int i = 0; REFERENCE_KEYS[i]; i++) {
+        const json_t *v = json_object_get(o, REFERENCE_KEYS[i]);
+        if (!v || json_is_null(v)) continue;
+        if (!json_is_string(v))
+            return row_error(r, "invalid_field_type", REFERENCE_KEYS[i],
+                             "%s must be a string, got %s", REFERENCE_KEYS[i], type_name(v));
+        p->reference = v;
+        break;
+    }
+    r->has_ref = p->reference != NULL;
+    p->conv = conv;
+    p->prompt = pr;
+    return 0;
+}
+
+static int validate_ranked(row_rec *r, const json_t *o, parsed *p, int ratings) {
+    const json_t *pr = need(r, o, "prompt");
+    if (!pr) return 1;
+    int conv = -1;
+    if (check_target(r, pr, "prompt", &conv, 1)) return 1;
+    const json_t *resp = need(r, o, "responses");
+    if (!resp) return 1;
+    if (!json_is_array(resp) || json_array_size(resp) < 2)
+        return row_error(r, "invalid_field_type", "responses",
+                         "responses must be a list of at least 2 responses, got %s",
+                         json_is_array(resp) ? "fewer" : type_name(resp));
+    size_t k = json_array_size(resp);
+    for (size_t i = 0; i < k; i++) {
+        char f[64];
+        snprintf(f, sizeof f, "responses[%zu]", i);
+        if (check_target(r, json_array_get(resp, i), f, &conv, 0)) return 1;
+    }
+    const char *key = ratings ? "ratings" : "ranking";
+    const char *code = ratings ? "invalid_rating" : "invalid_ranking";
+    const json_t *ord = need(r, o, key);
+    if (!ord) return 1;
+    if (!json_is_array(ord) || json_array_size(ord) != k)
+        return row_error(r, code, key, "%s must be a list of %zu entries, one per response", key, k);
+    if (ratings) {
+        double lo = 6, hi = 0;
+        for (size_t i = 0; i < k; i++) {
+            const json_t *v = json_array_get(ord, i);
+            double x = json_number_value(v);
+            if (!json_is_number(v) || !(x >= 1.0 && x <= 5.0))
+                return row_error(r, code, key, "ratings[%zu] must be a number from 1 to 5", i);
+            if (x < lo) lo = x;
+            if (x > hi) hi = x;
+        }
+        if (hi == lo)
+            return row_error(r, code, key, "every response has the same rating, no preference");
+    } else {
+        unsigned char seen[256] = {0};
+        if (k > 255) return row_error(r, code, key, "more than 255 responses");
+        for (size_t i = 0; i < k; i++) {
+            const json_t *v = json_array_get(ord, i);
+            json_int_t x = json_integer_value(v);
+            if (!json_is_integer(v) || x < 0 || (size_t)x >= k || seen[x])
+                return row_error(r, code, key,
+                                 "ranking must list each response index 0..%zu once, best first",
+                                 k - 1);
+            seen[x] = 1;
+        }
+    }
+    r->n_resp = (uint8_t)(k > 255 ? 255 : k);
+    p->conv = conv;
+    p->prompt = pr;
+    p->responses = resp;
+    p->order = ord;
+    p->shared = -1;
+    return 0;
+}
+
+static int validate(row_rec *r, const json_t *o, al_data_format f, parsed *p) {
+    memset(p, 0, sizeof *p);
+    p->shared = -1;
+    switch (f) {
+    case AL_FMT_TEXT: return validate_text(r, o, p);
+    case AL_FMT_MESSAGES: return validate_messages(r, o, p);
+    case AL_FMT_PROMPT_COMPLETION: return validate_pc(r, o, p, 0);
+    case AL_FMT_PREFERENCE: return validate_preference(r, o, p);
+    case AL_FMT_UNPAIRED: return validate_pc(r, o, p, 1);
+    case AL_FMT_PROMPT_ONLY: return validate_prompt_only(r, o, p);
+    case AL_FMT_RANKINGS: return validate_ranked(r, o, p, 0);
+    case AL_FMT_RATINGS: return validate_ranked(r, o, p, 1);
+    default:
+        return row_error(r, "unrecognized_format", "",
+                         "no known format: expected text, messages, prompt/completion, "
+                         "prompt/chosen/rejected, prompt/completion/label, prompt, "
+                         "responses/ranking or responses/ratings");
+    }
+}
+
+static al_data_format detect(const json_t *o) {
+#define HAS(k) (json_object_get(o, k) != NULL)
+    if (HAS("messages")) return AL_FMT_MESSAGES;
+    if (HAS("preferred_output") || HAS("non_preferred_output") || HAS("chosen") || HAS("rejected"))
+        return AL_FMT_PREFERENCE;
+    if (HAS("input") && !HAS("prompt") && !HAS("text")) return AL_FMT_PREFERENCE;
+    if (HAS("ranking")) return AL_FMT_RANKINGS;
+    if (HAS("ratings")) return AL_FMT_RATINGS;
+    if (HAS("label") && (HAS("completion") || HAS("prompt"))) return AL_FMT_UNPAIRED;
+    if (HAS("completion")) return AL_FMT_PROMPT_COMPLETION;
+    if (HAS("prompt") && !HAS("responses")) return AL_FMT_PROMPT_ONLY;
+    if (HAS("text")) return AL_FMT_TEXT;
+    return AL_FMT_UNKNOWN;
+#undef HAS
+}
+
+/* ---- canonical form for duplicates ------------------------------------- */
+
+typedef struct sbuf { char *p; size_t n, cap; int oom; } sbuf;
+
+static void sb_put(sbuf *b, const char *s, size_t n) {
+    if (b->oom) return;
+    if (b->n + n + 1 > b->cap) {
+        size_t cap = b->cap ? b->cap : 256;
+        while (cap < b->n + n + 1) cap *= 2;
+        char *q = realloc(b->p, cap);
+        if (!q) {
+            b->oom = 1;
+            return;
+        }
+        b->p = q;
+        b->cap = cap;
+    }
+    memcpy(b->p + b->n, s, n);
+    b->n += n;
+    b->p[b->n] = 0;
+}
+
+static int cmp_str(const void *a, const void *b) {
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+/* Sorted keys, strings with whitespace runs collapsed and trimmed; at the
+ * top level (top = 1) the META_KEYS are left out. */
+static void canon(sbuf *b, const json_t *v, int top) {
+    char num[64];
+    switch (json_typeof(v)) {
+    case JSON_OBJECT: {
+        size_t n = json_object_size(v), i = 0;
+        const char **keys = malloc((n ? n : 1) * sizeof *keys);
+        if (!keys) {
+            b->oom = 1;
+            return;
+        }
+        const char *k;
+        const json_t *x;
+        json_object_foreach((json_t *)v, k, x) {
+            if (!top || !in_list(k, META_KEYS)) keys[i++] = k;
+        }
+        n = i;
+        qsort(keys, n, sizeof *keys, cmp_str);
+        sb_put(b, "{", 1);
+        for (i = 0; i < n; i++) {
+            sb_put(b, "\"", 1);
+            sb_put(b, keys[i], strlen(keys[i]));
+            sb_put(b, "\":", 2);
+            canon(b, json_object_get(v, keys[i]), 0);
+            sb_put(b, ",", 1);
+        }
+        sb_put(b, "}", 1);
+        free(keys);
+        break;
+    }
+    case JSON_ARRAY: {
+        size_t i;
+        const json_t *x;
+        sb_put(b, "[", 1);
+        json_array_foreach(v, i, x) {
+            canon(b, x, 0);
+            sb_put(b, ",", 1);
+        }
+        sb_put(b, "]", 1);
+        break;
+    }
+    case JSON_STRING: {
+        const char *s = json_string_value(v);
+        size_t n = json_string_length(v), i = 0;
+        sb_put(b, "\"", 1);
+        int pending_space = 0, any = 0;
+        while (i < n) {
+            size_t j = i;
+            while (j < n && !blank(s + j, 1) && s[j] != '"' && s[j] != '\\') j++;
+            if (j > i) {
+                if (pending_space && any) sb_put(b, " ", 1);
+                sb_put(b, s + i, j - i);
+                any = 1;
+                pending_space = 0;
+                i = j;
+                continue;
+            }
+            if (s[i] == '"' || s[i] == '\\') {   /* escaped so strings stay unambiguous */
+                if (pending_space && any) sb_put(b, " ", 1);
+                sb_put(b, "\\", 1);
+                sb_put(b, s + i, 1);
+                any = 1;
+                pending_space = 0;
+            } else {
+                pending_space = 1;
+            }
+            i++;
+        }
+        sb_put(b, "\"", 1);
+        break;
+    }
+    case JSON_INTEGER:
+        snprintf(num, sizeof num, "%lld", (long long)json_integer_value(v));
+        sb_put(b, num, strlen(num));
+        break;
+    case JSON_REAL:
+        snprintf(num, sizeof num, "%.17g", json_real_value(v));
+        sb_put(b, num, strlen(num));
+        break;
+    case JSON_TRUE: sb_put(b, "true", 4); break;
+    case JSON_FALSE: sb_put(b, "false", 5); break;
+    default: sb_put(b, "null", 4); break;
+    }
+}
+
+static uint64_t fnv1a(const char *s, size_t n) {
+    uint64_t h = 1469598103934665603ull;
+    for (size_t i = 0; i < n; i++) {
+        h ^= (unsigned char)s[i];
+        h *= 1099511628211ull;
+    }
+    return h;
+}
+
+/* ---- encoding ------------------------------------------------------------ */
+
+static al_example *new_example(reader *d) {
+    if (d->n_ex == d->cap_ex) {
+        int cap = d->cap_ex ? d->cap_ex * 2 : 1024;
+        al_example *e = realloc(d->ex, (size_t)cap * sizeof *e);
+        if (!e) return NULL;
+        d->ex = e;
+        d->cap_ex = cap;
+    }
+    al_example *e = &d->ex[d->n_ex++];
+    memset(e, 0, sizeof *e);
+    return e;
+}
+
+/* prompt (string, list or NULL) + completion as one sequence. shared >= 0:
+ * completion is a whole sequence whose first `shared` bytes (or messages)
+ * are the prompt. */
+static int enc_one(reader *d, const json_t *prompt, const json_t *comp, const json_t *tools,
+                   long shared, al_seq *out, char err[AL_ERRLEN]) {
+    if (json_is_string(comp)) {
+        const char *cs = json_string_value(comp);
+        size_t cl = json_string_length(comp);
+        if (shared >= 0)
+            return al_chat_encode_text(d->chat, cs, (size_t)shared, cs + shared,
+                                       cl - (size_t)shared, out, err);
+        const char *ps = prompt ? json_string_value(prompt) : "";
+        size_t pl = prompt ? json_string_length(prompt) : 0;
+        return al_chat_encode_text(d->chat, ps, pl, cs, cl, out, err);
+    }
+    if (shared >= 0) return al_chat_encode_messages(d->chat, comp, tools, (int)shared, out, err);
+    json_t *all = json_array();
+    if (!all) return al_err(err, AL_ENOMEM, "out of memory");
+    if ((prompt && json_array_extend(all, (json_t *)prompt)) || json_array_extend(all, (json_t *)comp)) {
+        json_decref(all);
+        return al_err(err, AL_ENOMEM, "out of memory");
+    }
+    int rc = al_chat_encode_messages(d->chat, all, tools, (int)json_array_size(prompt), out, err);
+    json_decref(all);
+    return rc;
+}
+
+static int enc_prompt(reader *d, const json_t *prompt, const json_t *tools, al_seq *out,
+                      char err[AL_ERRLEN]) {
+    if (json_is_string(prompt))
+        return al_chat_encode_prompt(d->chat, json_string_value(prompt), json_string_length(prompt),
+                                     out, err);
+    return al_chat_encode_prompt_messages(d->chat, prompt, tools, out, err);
+}
+
+static int copy_seq(const al_seq *s, al_seq *out) {
+    al_seq c = {0};
+    c.ids = malloc(((size_t)s->n + 1) * sizeof *c.ids);
+    c.mask = malloc((size_t)s->n + 1);
+    if (!c.ids || !c.mask) {
+        al_seq_deinit(&c);
+        return AL_ENOMEM;
+    }
+    memcpy(c.ids, s->ids, (size_t)s->n * sizeof *c.ids);
+    memcpy(c.mask, s->mask, (size_t)s->n);
+    c.n = s->n;
+    *out = c;
+    return AL_OK;
+}
+
+/* Tokenizes a valid row into examples. Returns AL_OK, AL_ENOMEM, or 1 for a
+ * row error (recorded). */
+static int encode_row(reader *d, row_rec *r, const parsed *p, al_data_format f, al_batch_kind kind) {
+    char err[AL_ERRLEN] = "";
+    int rc = AL_OK;
+    const char *what = "completion";
+    int start = d->n_ex;
+    al_seq seqs[2] = {{0}};
+    al_seq *many = NULL;
+    size_t k = 0;
+    r->ex0 = start;
+    r->nex = 0;
+    if (kind == AL_BATCH_PROMPT) {
+        what = "prompt";
+        al_example *e = new_example(d);
+        if (!e) return AL_ENOMEM;
+        if ((rc = enc_prompt(d, p->prompt, p->tools, &e->seq[0], err)) != AL_OK) goto fail;
+        const char *ref = NULL;
+        if (p->reference) ref = json_string_value(p->reference);
+        else if (f == AL_FMT_PROMPT_COMPLETION && json_is_string(p->comp[0]))
+            ref = json_string_value(p->comp[0]);
+        else if (f == AL_FMT_PROMPT_COMPLETION) {
+            size_t n = json_array_size(p->comp[0]);
+            for (size_t i = n; i-- > 0;) {
+                const json_t *m = json_array_get(p->comp[0], i);
+                if (is_role(m, "assistant") && json_is_string(json_object_get(m, "content"))) {
+                    ref = json_string_value(json_object_get(m, "content"));
+                    break;
+                }
+            }
+        }
+        if (ref && !(e->reference = strdup(ref))) {
+            rc = AL_ENOMEM;
+            goto fail;
+        }
+        e->line = r->line;
+    } else if (f == AL_FMT_RANKINGS || f == AL_FMT_RATINGS) {
+        /* Each response is tokenized once; pairs share copies. */
+        k = json_array_size(p->responses);
+        many = calloc(k, sizeof *many);
+        if (!many) return AL_ENOMEM;
+        for (size_t i = 0; i < k; i++) {
+            what = "responses";
+            if ((rc = enc_one(d, p->prompt, json_array_get(p->responses, i), p->tools, -1,
+                              &many[i], err)) != AL_OK)
+                goto fail;
+        }
+        size_t best = 0;
+        if (f == AL_FMT_RATINGS)
+            for (size_t i = 1; i < k; i++)
+                if (json_number_value(json_array_get(p->order, i)) >
+                    json_number_value(json_array_get(p->order, best)))
+                    best = i;
+        for (size_t a = 0; a < k; a++) {
+            for (size_t b = 0; b < k; b++) {
+                size_t ci, ri;
+                float margin = 0;
+                if (f == AL_FMT_RANKINGS) {
+                    if (b <= a) continue;   /* ranking order a before b */
+                    ci = (size_t)json_integer_value(json_array_get(p->order, a));
+                    ri = (size_t)json_integer_value(json_array_get(p->order, b));
+                } else {
+                    if (a != best) continue;
+                    double ra = json_number_value(json_array_get(p->order, a));
+                    double rb = json_number_value(json_array_get(p->order, b));
+                    if (!(rb < ra)) continue;
+                    ci = a;
+                    ri = b;
+                    margin = (float)(ra - rb);
+                }
+                al_example *e = new_example(d);
+                if (!e) {
+                    rc = AL_ENOMEM;
+                    goto fail;
+                }
+                e->line = r->line;
+                e->margin = margin;
+                if ((rc = copy_seq(&many[ci], &e->seq[0])) != AL_OK ||
+                    (rc = copy_seq(&many[ri], &e->seq[1])) != AL_OK)
+                    goto fail;
+            }
+        }
+    } else if (f == AL_FMT_PREFERENCE) {
+        for (int j = 0; j < 2; j++) {
+            what = j ? "rejected" : "chosen";
+            if ((rc = enc_one(d, p->prompt, p->comp[j], p->tools, p->shared, &seqs[j], err)) != AL_OK)
+                goto fail;
+        }
+        if (kind == AL_BATCH_PAIR) {
+            al_example *e = new_example(d);
+            if (!e) {
+                rc = AL_ENOMEM;
+                goto fail;
+            }
+            e->seq[0] = seqs[0];
+            e->seq[1] = seqs[1];
+            e->line = r->line;
+        } else {   /* KTO from pairs: chosen desirable, rejected undesirable */
+            for (int j = 0; j < 2; j++) {
+                al_example *e = new_example(d);
+                if (!e) {
+                    rc = AL_ENOMEM;
+                    goto fail;
+                }
+                e->seq[0] = seqs[j];
+                seqs[j] = (al_seq){0};
+                e->label = j ? 0.0f : 1.0f;
+                e->line = r->line;
+            }
+        }
+        memset(seqs, 0, sizeof seqs);
+    } else {
+        al_example *e = new_example(d);
+        if (!e) return AL_ENOMEM;
+        e->line = r->line;
+        e->label = (float)p->label;
+        const json_t *prompt = f == AL_FMT_TEXT || f == AL_FMT_MESSAGES ? NULL : p->prompt;
+        what = f == AL_FMT_TEXT ? "text" : f == AL_FMT_MESSAGES ? "messages" : "completion";
+        if ((rc = enc_one(d, prompt, p->comp[0], p->tools, -1, &e->seq[0], err)) != AL_OK)
+            goto fail;
+    }
+    r->nex = d->n_ex - start;
+    r->tokens = 0;
+    for (int i = start; i < d->n_ex; i++)
+        if (al_example_len(&d->ex[i]) > r->tokens) r->tokens = al_example_len(&d->ex[i]);
+    if (many)
+        for (size_t i = 0; i < k; i++) al_seq_deinit(&many[i]);
+    free(many);
+    return AL_OK;
+fail:
+    for (int i = start; i < d->n_ex; i++) al_example_deinit(&d->ex[i]);
+    d->n_ex = start;
+    al_seq_deinit(&seqs[0]);
+    al_seq_deinit(&seqs[1]);
+    if (many)
+        for (size_t i = 0; i < k; i++) al_seq_deinit(&many[i]);
+    free(many);
+    r->nex = 0;
+    if (rc == AL_ENOMEM) return AL_ENOMEM;
+    /* Validation has ruled out empty targets, so what is left is the chat
+     * template (raise_exception, no template, not prefix-stable) or the
+     * tokenizer refusing the row. */
+    return row_error(r, "template_error", what, "%s: %s", what, err);
+}
+
+/* ---- the pass over rows ------------------------------------------------- */
+
+static int kind_of(const reader *d, al_data_format f) {
+    return d->m ? (int)d->m->kind : (int)NATURAL_KIND[f];
+}
+
+static int takes(const reader *d, al_data_format f) {
+    return f != AL_FMT_UNKNOWN && (!d->m || (d->m->fmts & FMT_BIT(f)));
+}
+
+/* Judges object o as format f and encodes it when the method takes f. */
+static int process(reader *d, row_rec *r, const json_t *o, al_data_format f) {
+    parsed p;
+    r->used = (int8_t)f;
+    r->label = -1;
+    r->tokens = -1;
+    if (validate(r, o, f, &p)) return AL_OK;
+    r->conv = (uint8_t)(p.conv > 0);
+    if (!d->chat || !takes(d, f)) return AL_OK;
+    int rc = encode_row(d, r, &p, f, (al_batch_kind)kind_of(d, f));
+    return rc == AL_ENOMEM ? AL_ENOMEM : AL_OK;
+}
+
+static row_rec *new_row(reader *d, int line) {
+    if (d->n_rows == d->cap_rows) {
+        int cap = d->cap_rows ? d->cap_rows * 2 : 1024;
+        row_rec *r = realloc(d->rows, (size_t)cap * sizeof *r);
+        if (!r) return NULL;
+        d->rows = r;
+        d->cap_rows = cap;
+    }
+    row_rec *r = &d->rows[d->n_rows++];
+    memset(r, 0, sizeof *r);
+    r->line = line;
+    r->det = r->used = AL_FMT_UNKNOWN;
+    r->label = -1;
+    r->group_key = -1;
+    r->tokens = -1;
+    return r;
+}
+
+/* First look at one row: parse (done by the caller), detect, canonicalise,
+ * judge as its own format. */
+static int first_look(reader *d, row_rec *r, const json_t *o) {
+    if (!json_is_object(o)) {
+        row_error(r, "data_type", "", "the row is %s, not a JSON object", type_name(o));
+        return AL_OK;
+    }
+    r->parsed = 1;
+    r->det = (int8_t)detect(o);
+    sbuf b = {0};
+    canon(&b, o, 1);
+    if (b.oom) {
+        free(b.p);
+        return AL_ENOMEM;
+    }
+    r->canon = b.p;
+    r->canon_len = b.n;
+    r->hash = fnv1a(b.p, b.n);
+    for (int i = 0; i < 3; i++) {
+        const json_t *g = json_object_get(o, GROUP_KEYS[i]);
+        if (json_is_string(g)) {
+            if (!(r->group = strdup(json_string_value(g)))) return AL_ENOMEM;
+            r->group_key = (int8_t)i;
+            break;
+        }
+    }
+    return process(d, r, o, (al_data_format)r->det);
+}
+
+static json_t *parse_line(const char *s, size_t n, json_error_t *je) {
+    return json_loadb(s, n, JSON_DECODE_ANY, je);
+}
+
+static int feed_line(reader *d, const char *s, size_t n, int line, size_t off) {
+    row_rec *r = new_row(d, line);
+    if (!r) return AL_ENOMEM;
+    r->off = off;
+    r->len = n;
+    json_error_t je;
+    json_t *o = parse_line(s, n, &je);
+    if (!o) {
+        row_error(r, "invalid_json", "", "invalid JSON at column %d: %s", je.column, je.text);
+        return AL_OK;
+    }
+    int rc = first_look(d, r, o);
+    json_decref(o);
+    return rc;
+}
+
+/* The object of row r again (a new reference). */
+static json_t *reload(const reader *d, const row_rec *r) {
+    if (d->arr) return json_incref(json_array_get(d->arr, r->off));
+    json_error_t je;
+    return parse_line(d->buf + r->off, r->len, &je);
+}
+
+/* ---- after the pass ------------------------------------------------------ */
+
+static int cmp_int(const void *a, const void *b) {
+    int x = *(const int *)a, y = *(const int *)b;
+    return (x > y) - (x < y);
+}
+
+static void drop_examples(reader *d, row_rec *r) {
+    for (int i = r->ex0; i < r->ex0 + r->nex; i++) al_example_deinit(&d->ex[i]);
+    r->nex = 0;
+}
+
+static int mark_duplicates(reader *d) {
+    size_t cap = 16;
+    while (cap < (size_t)d->n_rows * 2) cap <<= 1;
+    int32_t *slot = malloc(cap * sizeof *slot);
+    if (!slot) return AL_ENOMEM;
+    for (size_t i = 0; i < cap; i++) slot[i] = -1;
+    for (int i = 0; i < d->n_rows; i++) {
+        row_rec *r = &d->rows[i];
+        if (r->bad || !r->canon) continue;
+        size_t h = (size_t)r->hash & (cap - 1);
+        for (;; h = (h + 1) & (cap - 1)) {
+            if (slot[h] < 0) {
+                slot[h] = i;
+                break;
+            }
+            row_rec *q = &d->rows[slot[h]];
+            if (q->hash == r->hash && q->canon_len == r->canon_len &&
+                memcmp(q->canon, r->canon, r->canon_len) == 0) {
+                r->dup = 1;
+                r->dup_of = q->line;
+                break;
+            }
+        }
+    }
+    free(slot);
+    return AL_OK;
+}
+
+/* Truncates every example of a kept row to max_length; drops examples left
+ * without a trained token. Sets r->truncated / r->dropped. */
+static void apply_length(reader *d, row_rec *r, al_batch_kind kind) {
+    int maxl = d->o.max_length, maxp = d->o.max_prompt_length ? d->o.max_prompt_length : maxl;
+    int kept = 0, cut = 0;
+    for (int i = r->ex0; i < r->ex0 + r->nex; i++) {
+        al_example *e = &d->ex[i];
+        int ok = 1;
+        if (kind == AL_BATCH_PROMPT) {
+            if (maxp > 0 && e->seq[0].n > maxp) ok = 0;
+        } else if (maxl > 0) {
+            int nseq = kind == AL_BATCH_PAIR ? 2 : 1;
+            for (int j = 0; j < nseq; j++) {
+                al_seq *s = &e->seq[j];
+                if (s->n > maxl) {
+                    s->n = maxl;
+                    cut = 1;
+                }
+                if (!al_seq_trained(s)) ok = 0;
+            }
+        }
+        if (!ok) al_example_deinit(e);
+        else kept++;
+    }
+    if (!kept && r->nex) r->dropped = 1;
+    else if (cut) r->truncated = 1;
+}
+
+static json_t *jint(long long v) { return json_integer(v); }
+
+static void add_warning(json_t *arr, int line, const char *code, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static void add_warning(json_t *arr, int line, const char *code, const char *fmt, ...) {
+    char text[AL_ERRLEN];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(text, sizeof text, fmt, ap);
+    va_end(ap);
+    json_array_append_new(arr, json_pack("{s:i,s:s,s:s}", "line", line, "code", code, "message", text));
+}
+
+/* A row's name in the structural mix. */
+static void structure_name(const row_rec *r, char *out, size_t n) {
+    switch (r->used) {
+    case AL_FMT_TEXT: snprintf(out, n, "text"); break;
+    case AL_FMT_MESSAGES: snprintf(out, n, r->multi_turn ? "multi_turn" : "single_turn"); break;
+    case AL_FMT_PREFERENCE:
+        snprintf(out, n, r->variant == 2 ? "openai" : r->variant == 1 ? "implicit_prompt"
+                                                                     : "explicit_prompt");
+        break;
+    case AL_FMT_UNPAIRED: snprintf(out, n, r->label ? "desirable" : "undesirable"); break;
+    case AL_FMT_PROMPT_ONLY: snprintf(out, n, r->has_ref ? "with_reference" : "without_reference"); break;
+    case AL_FMT_RANKINGS:
+    case AL_FMT_RATINGS: snprintf(out, n, "%d_responses", r->n_resp); break;
+    default: snprintf(out, n, r->conv ? "conversational" : "standard"); break;
+    }
+}
+
+typedef struct group_ref { const char *name; int row; } group_ref;
+
+static int cmp_group(const void *a, const void *b) {
+    const group_ref *x = a, *y = b;
+    int c = strcmp(x->name, y->name);
+    return c ? c : (x->row > y->row) - (x->row < y->row);
+}
+
+typedef struct group_stat { const char *name; int rows, tok_n, tok_max; double tok_sum; } group_stat;
+
+static int cmp_group_rows(const void *a, const void *b) {
+    const group_stat *x = a, *y = b;
+    if (x->rows != y->rows) return x->rows > y->rows ? -1 : 1;
+    return strcmp(x->name, y->name);
+}
+
+#define MAX_GROUPS 50
+
+static json_t *build_mix(reader *d, const int *kept, int n_kept, int tokenized) {
+    json_t *mix = json_object();
+    if (!mix) return NULL;
+    /* Task types from a task/category/source field when most rows have one. */
+    int key_rows[3] = {0, 0, 0};
+    for (int i = 0; i < n_kept; i++) {
+        const row_rec *r = &d->rows[kept[i]];
+        if (r->group_key >= 0) key_rows[r->group_key]++;
+    }
+    int key = -1;
+    for (int i = 0; i < 3; i++)
+        if (key_rows[i] * 2 > n_kept && (key < 0 || key_rows[i] > key_rows[key])) key = i;
+    json_object_set_new(mix, "by", json_string(key >= 0 ? GROUP_KEYS[key] : "structure"));
+
+    group_ref *refs = malloc(((size_t)n_kept + 1) * sizeof *refs);
+    char (*names)[32] = malloc(((size_t)n_kept + 1) * sizeof *names);
+    group_stat *gs = malloc(((size_t)n_kept + 1) * sizeof *gs);
+    if (!refs || !names || !gs) {
+        free(refs);
+        free(names);
+        free(gs);
+        json_decref(mix);
+        return NULL;
+    }
+    for (int i = 0; i < n_kept; i++) {
+        const row_rec *r = &d->rows[kept[i]];
+        structure_name(r, names[i], sizeof names[i]);
+        if (key >= 0) refs[i].name = r->group_key == key ? r->group : "(none)";
+        else refs[i].name = names[i];
+        refs[i].row = kept[i];
+    }
+    qsort(refs, (size_t)n_kept, sizeof *refs, cmp_group);
+    int ng = 0;
+    for (int i = 0; i < n_kept; i++) {
+        if (!ng || strcmp(gs[ng - 1].name, refs[i].name) != 0)
+            gs[ng++] = (group_stat){refs[i].name, 0, 0, 0, 0.0};
+        group_stat *g = &gs[ng - 1];
+        const row_rec *r = &d->rows[refs[i].row];
+        g->rows++;
+        if (r->tokens >= 0) {
+            g->tok_n++;
+            g->tok_sum += r->tokens;
+            if (r->tokens > g->tok_max) g->tok_max = r->tokens;
+        }
+    }
+    qsort(gs, (size_t)ng, sizeof *gs, cmp_group_rows);
+    json_t *groups = json_object();
+    group_stat other = {"(other)", 0, 0, 0, 0.0};
+    for (int i = 0; i < ng; i++) {
+        group_stat *g = &gs[i];
+        if (i >= MAX_GROUPS) {   /* long tails are summed, the report stays small */
+            other.rows += g->rows;
+            other.tok_n += g->tok_n;
+            other.tok_sum += g->tok_sum;
+            if (g->tok_max > other.tok_max) other.tok_max = g->tok_max;
+            if (i + 1 < ng) continue;
+            g = &other;
+        }
+        json_t *o = json_pack("{s:i,s:f}", "rows", g->rows, "share",
+                              n_kept ? (double)g->rows / n_kept : 0.0);
+        if (tokenized && g->tok_n) {
+            json_object_set_new(o, "tokens_mean", json_real(g->tok_sum / g->tok_n));
+            json_object_set_new(o, "tokens_max", jint(g->tok_max));
+        }
+        json_object_set_new(groups, g->name, o);
+    }
+    json_object_set_new(mix, "groups", groups);
+
+    /* Structure: standard vs conversational, and the format's own split. */
+    json_t *st = json_object();
+    int conv = 0, sys = 0, desirable = 0, undesirable = 0;
+    for (int i = 0; i < n_kept; i++) {
+        const row_rec *r = &d->rows[kept[i]];
+        conv += r->conv;
+        sys += r->has_system;
+        if (r->label == 1) desirable++;
+        if (r->label == 0) undesirable++;
+    }
+    json_object_set_new(st, "standard", jint(n_kept - conv));
+    json_object_set_new(st, "conversational", jint(conv));
+    for (int i = 0; i < n_kept; i++) {
+        if (!strcmp(names[i], "standard") || !strcmp(names[i], "conversational")) continue;
+        json_t *c = json_object_get(st, names[i]);
+        json_object_set_new(st, names[i], jint(c ? json_integer_value(c) + 1 : 1));
+    }
+    if (sys) json_object_set_new(st, "with_system", jint(sys));
+    json_object_set_new(mix, "structure", st);
+    if (desirable + undesirable)
+        json_object_set_new(mix, "labels", json_pack("{s:i,s:i}", "desirable", desirable,
+                                                     "undesirable", undesirable));
+    if (tokenized) {   /* power-of-two length buckets from 64 */
+        json_t *h = json_object();
+        int counts[32] = {0}, top = 0;
+        for (int i = 0; i < n_kept; i++) {
+            int t = d->rows[kept[i]].tokens, b = 0;
+            if (t < 0) continue;
+            while (b < 31 && t > (64 << b)) b++;
+            counts[b]++;
+            if (b > top) top = b;
+        }
+        for (int b = 0; b <= top; b++) {
+            char name[48];
+            snprintf(name, sizeof name, "%d-%d", b ? (64 << (b - 1)) + 1 : 1, 64 << b);
+            json_object_set_new(h, name, jint(counts[b]));
+        }
+        json_object_set_new(mix, "lengths", h);
+    }
+    free(refs);
+    free(names);
+    free(gs);
+    return mix;
+}
+
+static int finish(reader *d, al_dataset **out, char err[AL_ERRLEN]) {
+    int rc = AL_OK;
+    /* 1. The file's format: the most common among rows that are objects. */
+    int count[AL_FMT_COUNT] = {0}, first[AL_FMT_COUNT];
+    for (int f = 0; f < AL_FMT_COUNT; f++) first[f] = INT32_MAX;
+    for (int i = 0; i < d->n_rows; i++) {
+        row_rec *r = &d->rows[i];
+        if (!r->parsed || r->det == AL_FMT_UNKNOWN) continue;
+        count[r->det]++;
+        if (r->line < first[r->det]) first[r->det] = r->line;
+    }
+    al_data_format F = AL_FMT_UNKNOWN;
+    for (int f = 1; f < AL_FMT_COUNT; f++)
+        if (count[f] > count[F] || (count[f] && count[f] == count[F] && first[f] < first[F]))
+            F = (al_data_format)f;
+    /* 2. Rows detected as something else are judged as F. */
+    if (F != AL_FMT_UNKNOWN)
+        for (int i = 0; i < d->n_rows; i++) {
+            row_rec *r = &d->rows[i];
+            if (!r->parsed || r->det == (int8_t)F) continue;
+            drop_examples(d, r);
+            row_clear_error(r);
+            r->has_system = r->multi_turn = r->variant = r->n_resp = r->has_ref = 0;
+            json_t *o = reload(d, r);
+            if (!o) return al_err(err, AL_ENOMEM, "out of memory");
+            rc = process(d, r, o, F);
+            json_decref(o);
+            if (rc != AL_OK) return al_err(err, rc, "out of memory");
+        }
+    al_batch_kind kind = F == AL_FMT_UNKNOWN ? AL_BATCH_LM : (al_batch_kind)kind_of(d, F);
+
+    al_dataset *ds = calloc(1, sizeof *ds);
+    json_t *rep = json_object(), *errors = json_array(), *warnings = json_array(),
+           *counts = json_object();
+    int *kept = malloc(((size_t)d->n_rows + 1) * sizeof *kept);
+    int *lens = malloc(((size_t)d->n_rows + 1) * sizeof *lens);
+    if (!ds || !rep || !errors || !warnings || !counts || !kept || !lens) {
+        rc = AL_ENOMEM;
+        goto fail;
+    }
+    ds->kind = kind;
+    ds->format = F;
+
+    /* 3. File-level verdicts. */
+    if (d->n_rows == 0) {
+        snprintf(ds->fatal, sizeof ds->fatal, "the dataset has no rows");
+    } else if (F == AL_FMT_UNKNOWN) {
+        snprintf(ds->fatal, sizeof ds->fatal, "no row is in a recognised format");
+    } else if (!takes(d, F)) {
+        snprintf(ds->fatal, sizeof ds->fatal,
+                 "the dataset's format is %s, which method %s cannot train on (it takes %s)",
+                 al_data_format_name(F), d->m->name, d->m->takes);
+        json_array_append_new(errors, json_pack("{s:i,s:s,s:s,s:s}", "line", 0, "code",
+                                                "unsupported_format", "field", "", "message",
+                                                ds->fatal));
+        json_object_set_new(counts, "unsupported_format", jint(1));
+    }
+
+    /* 4. Errors, duplicates. */
+    if ((rc = mark_duplicates(d)) != AL_OK) goto fail;
+    int valid = 0, empty = 0, dups = 0, dedup = 0, n_kept = 0, conv = 0;
+    for (int i = 0; i < d->n_rows; i++) {
+        row_rec *r = &d->rows[i];
+        if (r->bad) {
+            json_array_append_new(errors, json_pack("{s:i,s:s,s:s,s:s}", "line", r->line, "code",
+                                                    r->code, "field", r->field ? r->field : "",
+                                                    "message", r->msg ? r->msg : r->code));
+            json_t *c = json_object_get(counts, r->code);
+            json_object_set_new(counts, r->code, jint(c ? json_integer_value(c) + 1 : 1));
+            empty += r->empty;
+            drop_examples(d, r);
+            continue;
+        }
+        valid++;
+        if (r->dup) {
+            dups++;
+            add_warning(warnings, r->line, "duplicate", "line %d: duplicates line %d%s", r->line,
+                        r->dup_of, d->o.dedupe ? " (dropped)" : "");
+            if (d->o.dedupe) {
+                dedup++;
+                drop_examples(d, r);
+                continue;
+            }
+        }
+        conv += r->conv;
+        kept[n_kept++] = i;
+    }
+    ds->rows = d->n_rows;
+    ds->valid_rows = valid;
+    ds->n_errors = (int)json_array_size(errors);
+    ds->conversational = conv * 2 > n_kept;
+
+    /* 5. Token statistics over the kept rows, before truncation. */
+    int tokenized = d->chat && takes(d, F);
+    int nl = 0;
+    for (int i = 0; i < n_kept; i++)
+        if (d->rows[kept[i]].tokens >= 0) lens[nl++] = d->rows[kept[i]].tokens;
+    json_t *tokens = json_null();
+    if (tokenized && nl) {
+        qsort(lens, (size_t)nl, sizeof *lens, cmp_int);
+        double sum = 0;
+        for (int i = 0; i < nl; i++) sum += lens[i];
+        int p95 = lens[(int)ceil(0.95 * nl) - 1];
+        tokens = json_pack("{s:i,s:f,s:i,s:i}", "min", lens[0], "mean", sum / nl, "max",
+                           lens[nl - 1], "p95", p95);
+    }
+
+    /* 6. Truncation and drops at max_length. */
+    int truncated = 0, dropped = 0;
+    if (tokenized)
+        for (int i = 0; i < n_kept; i++) {
+            row_rec *r = &d->rows[kept[i]];
+            apply_length(d, r, kind);
+            if (r->dropped) {
+                dropped++;
+                add_warning(warnings, r->line, "dropped",
+                            kind == AL_BATCH_PROMPT
+                                ? "line %d: the prompt (%d tokens) is longer than max_prompt_length"
+                                : "line %d: truncating to max_length would leave no trained token "
+                                  "(%d tokens)",
+                            r->line, r->tokens);
+            } else if (r->truncated) {
+                truncated++;
+                add_warning(warnings, r->line, "truncated",
+                            "line %d: %d tokens cut to max_length %d", r->line, r->tokens,
+                            d->o.max_length);
+            }
+        }
+
+    /* 7. Examples in row order. */
+    int n_ex = 0;
+    for (int i = 0; i < d->n_ex; i++) n_ex += d->ex[i].seq[0].ids != NULL;
+    ds->ex = calloc((size_t)n_ex + 1, sizeof *ds->ex);
+    if (!ds->ex) {
+        rc = AL_ENOMEM;
+        goto fail;
+    }
+    for (int i = 0; i < n_kept; i++) {
+        row_rec *r = &d->rows[kept[i]];
+        for (int j = r->ex0; j < r->ex0 + r->nex; j++)
+            if (d->ex[j].seq[0].ids) {
+                ds->ex[ds->n_ex++] = d->ex[j];
+                memset(&d->ex[j], 0, sizeof d->ex[j]);
+            }
+    }
+
+    /* 8. The report. */
+    json_t *mix = build_mix(d, kept, n_kept, tokenized);
+    if (!mix) {
+        json_decref(tokens);
+        rc = AL_ENOMEM;
+        goto fail;
+    }
+    static const char *const KIND_NAMES[] = {"", "lm", "pair", "unpaired", "prompt"};
+    int trainable = !ds->fatal[0] && (d->chat ? ds->n_ex > 0 : valid > 0);
+    if (!ds->fatal[0] && !trainable)
+        snprintf(ds->fatal, sizeof ds->fatal,
+                 "no trainable rows: %d of %d rows are bad, %d dropped at max_length %d%s",
+                 ds->n_errors, d->n_rows, dropped, d->o.max_length,
+                 dedup ? ", and duplicates were removed" : "");
+    json_object_set_new(rep, "format", json_string(al_data_format_name(F)));
+    json_object_set_new(rep, "style", json_string(conv == 0 ? "standard"
+                                                  : conv == n_kept ? "conversational"
+                                                                   : "mixed"));
+    json_object_set_new(rep, "method", d->m ? json_string(d->m->name) : json_null());
+    json_object_set_new(rep, "kind", json_string(KIND_NAMES[kind]));
+    json_object_set_new(rep, "rows", jint(d->n_rows));
+    json_object_set_new(rep, "valid_rows", jint(valid));
+    json_object_set_new(rep, "examples", jint(ds->n_ex));
+    json_object_set_new(rep, "errors", errors);
+    json_object_set_new(rep, "error_counts", counts);
+    json_object_set_new(rep, "duplicates", jint(dups));
+    json_object_set_new(rep, "deduplicated", jint(dedup));
+    json_object_set_new(rep, "empty_targets", jint(empty));
+    json_object_set_new(rep, "tokens", tokens);
+    json_object_set_new(rep, "max_length", d->o.max_length > 0 ? jint(d->o.max_length) : json_null());
+    json_object_set_new(rep, "truncated", jint(truncated));
+    json_object_set_new(rep, "dropped", jint(dropped));
+    json_object_set_new(rep, "warnings", warnings);
+    json_object_set_new(rep, "mix", mix);
+    json_object_set_new(rep, "trainable", json_boolean(trainable));
+    if (ds->fatal[0]) json_object_set_new(rep, "fatal", json_string(ds->fatal));
+    errors = warnings = counts = NULL;
+    ds->report = rep;
+    free(kept);
+    free(lens);
+    *out = ds;
+    return AL_OK;
+fail:
+    if (ds) {
+        ds->report = NULL;
+        al_dataset_free(ds);
+    }
+    json_decref(rep);
+    json_decref(errors);
+    json_decref(warnings);
+    json_decref(counts);
+    free(kept);
+    free(lens);
+    return al_err(err, rc, "out of memory building the dataset report");
+}
+
+static void reader_deinit(reader *d) {
+    for (int i = 0; i < d->n_rows; i++) {
+        row_rec *r = &d->rows[i];
+        free(r->field);
+        free(r->msg);
+        free(r->canon);
+        free(r->group);
+    }
+    free(d->rows);
+    for (int i = 0; i < d->n_ex; i++) al_example_deinit(&d->ex[i]);
+    free(d->ex);
+}
+
+static int reader_init(reader *d, const al_chat *chat, const al_data_opts *opts,
+                       char err[AL_ERRLEN]) {
+    memset(d, 0, sizeof *d);
+    d->chat = chat;
+    if (opts) d->o = *opts;
+    if (d->o.max_length < 0 || d->o.max_prompt_length < 0)
+        return al_err(err, AL_EINVAL, "max_length must not be negative");
+    if (d->o.method && d->o.method[0]) {
+        for (int i = 0; i < N_METHODS; i++)
+            if (strcmp(METHODS[i].name, d->o.method) == 0) d->m = &METHODS[i];
+        if (!d->m)
+            return al_err(err, AL_EINVAL,
+                          "unknown method \"%s\" (sft, pretrain, dpo, kto, reward_model, rl)",
+                          d->o.method);
+    }
+    return AL_OK;
+}
+
+int al_dataset_read_mem(const char *buf, size_t len, const al_chat *chat,
+                        const al_data_opts *opts, al_dataset **out, char err[AL_ERRLEN]) {
+    reader d;
+    int rc = reader_init(&d, chat, opts, err);
+    if (rc != AL_OK) return rc;
+    d.buf = buf;
+    size_t pos = 0;
+    if (len >= 3 && memcmp(buf, "\xEF\xBB\xBF", 3) == 0) pos = 3;   /* UTF-8 BOM */
+    int line = 0;
+    while (pos < len) {
+        line++;
+        const char *s = buf + pos;
+        const char *nl = memchr(s, '\n', len - pos);
+        size_t n = nl ? (size_t)(nl - s) : len - pos;
+        size_t next = pos + n + (nl ? 1 : 0);
+        size_t m = n;
+        if (m && s[m - 1] == '\r') m--;
+        if (!blank(s, m) && (rc = feed_line(&d, s, m, line, pos)) != AL_OK) {
+            reader_deinit(&d);
+            return al_err(err, rc, "out of memory reading line %d", line);
+        }
+        pos = next;
+    }
+    rc = finish(&d, out, err);
+    reader_deinit(&d);
+    return rc;
+}
+
+int al_dataset_read_file(const char *path, const al_chat *chat, const al_data_opts *opts,
+                         al_dataset **out, char err[AL_ERRLEN]) {
+    size_t max = opts && opts->max_bytes ? opts->max_bytes : ((size_t)8 << 30);
+    char *buf = NULL;
+    size_t len = 0;
+    int rc = al_file_read(path, max, &buf, &len, err);
+    if (rc != AL_OK) return rc;
+    rc = al_dataset_read_mem(buf, len, chat, opts, out, err);
+    free(buf);
+    return rc;
+}
+
+int al_dataset_from_rows(const json_t *rows, const al_chat *chat, const al_data_opts *opts,
+                         al_dataset **out, char err[AL_ERRLEN]) {
+    if (!json_is_array(rows)) return al_err(err, AL_EINVAL, "rows must be a JSON list");
+    reader d;
+    int rc = reader_init(&d, chat, opts, err);
+    if (rc != AL_OK) return rc;
+    d.arr = rows;
+    for (size_t i = 0; i < json_array_size(rows); i++) {
+        row_rec *r = new_row(&d, (int)i + 1);
+        if (!r) {
+            rc = AL_ENOMEM;
+            break;
+        }
+        r->off = i;
+        if ((rc = first_look(&d, r, json_array_get(rows, i))) != AL_OK) break;
+    }
+    if (rc != AL_OK) {
+        reader_deinit(&d);
+        return al_err(err, rc, "out of memory");
+    }
+    rc = finish(&d, out, err);
+    reader_deinit(&d);
+    return rc;
+}
+
+void al_dataset_free(al_dataset *d) {
+    if (!d) return;
+    for (int i = 0; i < d->n_ex; i++) al_example_deinit(&d->ex[i]);
+    free(d->ex);
+    json_decref(d->report);
+    free(d);
+}
+
+const json_t *al_dataset_report(const al_dataset *d) { return d->report; }
+
+int al_dataset_check(const al_dataset *d, int strict, char err[AL_ERRLEN]) {
+    if (d->fatal[0]) return al_err(err, AL_EFORMAT, "%s", d->fatal);
+    if (strict && d->n_errors) {
+        const json_t *e = json_array_get(json_object_get(d->report, "errors"), 0);
+        return al_err(err, AL_EFORMAT, "%d bad rows; first: %s", d->n_errors,
+                      json_string_value(json_object_get(e, "message")));
+    }
+    return AL_OK;
+}

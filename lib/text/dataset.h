@@ -1,0 +1,142 @@
+/* Datasets: JSONL (or a JSON list of rows) -> validated, tokenized examples
+ * and a report.
+ *
+ * Every row format people bring is recognised, standard (strings) and
+ * conversational (message lists, as TRL's conversational formats):
+ *
+ *   text               {"text"}                                    LM
+ *   messages           {"messages": [{role, content, weight?}]}    LM
+ *   prompt_completion  {"prompt", "completion"}                    LM
+ *   preference         {"prompt", "chosen", "rejected"}            PAIR
+ *                      {"chosen", "rejected"} (implicit shared prompt)
+ *                      {"input": {"messages", "tools"?}, "preferred_output",
+ *                       "non_preferred_output"} (OpenAI's DPO format)
+ *   unpaired           {"prompt", "completion", "label": bool}     UNPAIRED (KTO)
+ *   prompt_only        {"prompt", "reference"? | "answer"? |
+ *                       "solution"? | "ground_truth"?}             PROMPT (RL)
+ *   rankings           {"prompt", "responses": [k], "ranking": [k]}: ranking
+ *                      lists response indices best first; expanded into all
+ *                      k(k-1)/2 ordered pairs, as InstructGPT's reward model
+ *   ratings            {"prompt", "responses": [k], "ratings": [k] in 1..5}:
+ *                      the best response against each lower-rated one, the
+ *                      rating gap as the pair's margin
+ *
+ * The file's format is the one most rows have; each row is then validated
+ * against it, so a row missing a field is reported as missing_field rather
+ * than misread as another format. Extra columns are ignored.
+ *
+ * Errors carry a line number, a code in the spirit of OpenAI's fine-tuning
+ * data checker and a message naming the line and the field: invalid_json,
+ * data_type, unrecognized_format, missing_field, invalid_field_type,
+ * missing_messages_list, message_missing_key, message_unrecognized_key,
+ * unrecognized_role, missing_content, example_missing_assistant_message,
+ * invalid_weight, invalid_label, invalid_ranking, invalid_rating,
+ * identical_responses, empty_target (empty or whitespace-only target, or
+ * every assistant message weighted 0), template_error (the chat template or
+ * tokenizer rejected the row), and unsupported_format (line 0: the file's
+ * format cannot train the method).
+ *
+ * Nothing is dropped or cut silently. The report counts duplicates (rows
+ * equal after collapsing whitespace runs and trimming every string, ignoring
+ * tags such as id, source, task; dropped only with dedupe), rows truncated
+ * to max_length (the end is cut) and rows dropped because truncation would
+ * leave no trained token, and lists each of them under "warnings":
+ *
+ *   {"format":"preference","style":"standard","method":"dpo","kind":"pair",
+ *    "rows":N,"valid_rows":N,"examples":N,
+ *    "errors":[{"line":7,"code":"invalid_json","field":"","message":"..."}],
+ *    "error_counts":{"invalid_json":1},
+ *    "duplicates":N,"deduplicated":N,"empty_targets":N,
+ *    "tokens":{"min":..,"mean":..,"max":..,"p95":..} | null,
+ *    "max_length":M | null,"truncated":N,"dropped":N,
+ *    "warnings":[{"line":9,"code":"duplicate"|"truncated"|"dropped","message":".."}],
+ *    "mix":{"by":"task"|"category"|"source"|"structure",
+ *           "groups":{name:{"rows":n,"share":f,"tokens_mean":x,"tokens_max":y}},
+ *           "structure":{...},"labels":{"desirable":n,"undesirable":n},
+ *           "lengths":{"1-64":n,...}},
+ *    "trainable":true,"fatal":"..."}
+ *
+ * Token lengths count the sequence as trained (BOS, template, EOS); for
+ * pairs, the longer of chosen and rejected. Reading is one pass over the
+ * rows (plus a re-read of the rare rows whose own format differs from the
+ * file's), O(rows log rows) overall. Not thread-safe per dataset; separate
+ * datasets may be read concurrently with one shared al_chat. */
+#ifndef AL_DATASET_H
+#define AL_DATASET_H
+
+#include <jansson.h>
+
+#include "../al.h"
+#include "batch.h"
+#include "chat.h"
+
+typedef enum al_data_format {
+    AL_FMT_UNKNOWN = 0,
+    AL_FMT_TEXT,
+    AL_FMT_MESSAGES,
+    AL_FMT_PROMPT_COMPLETION,
+    AL_FMT_PREFERENCE,
+    AL_FMT_UNPAIRED,
+    AL_FMT_PROMPT_ONLY,
+    AL_FMT_RANKINGS,
+    AL_FMT_RATINGS,
+    AL_FMT_COUNT
+} al_data_format;
+
+/* "text", "messages", "prompt_completion", "preference",
+ * "unpaired_preference", "prompt_only", "rankings", "ratings", "unknown". */
+const char *al_data_format_name(al_data_format f);
+
+typedef struct al_data_opts {
+    /* "sft", "pretrain", "dpo" (also "ipo", "orpo", "simpo"), "kto",
+     * "reward_model" ("rm"), "rl" ("ppo", "grpo", "rloo"); NULL: the format's
+     * natural use (validation). Which formats each accepts:
+     *   sft: text, messages, prompt_completion   pretrain: text
+     *   dpo, reward_model: preference, rankings, ratings
+     *   kto: unpaired_preference, preference (each pair -> two rows)
+     *   rl: prompt_only, prompt_completion (completion = reference) */
+    const char *method;
+    int max_length;          /* tokens per sequence; 0 = unlimited */
+    int max_prompt_length;   /* rl prompts; 0 = max_length */
+    int dedupe;              /* drop exact duplicates (they are counted always) */
+    size_t max_bytes;        /* largest file read; 0 = 8 GiB */
+} al_data_opts;
+
+/* A read dataset. Members are read-only for callers; al_dataset_free
+ * releases everything, examples and report included. */
+typedef struct al_dataset {
+    al_batch_kind kind;      /* what the examples are */
+    al_data_format format;   /* the file's format */
+    int conversational;      /* most rows use message lists */
+    al_example *ex;          /* n_ex examples, in row order */
+    int n_ex;
+    int rows, valid_rows, n_errors;
+    json_t *report;          /* the report (owned; al_dataset_report borrows) */
+    char fatal[AL_ERRLEN];   /* why nothing can train, "" otherwise */
+} al_dataset;
+
+/* Reads and validates JSONL. chat (borrowed, may be NULL) tokenizes: NULL
+ * validates structure only (no examples, "tokens": null). opts may be NULL
+ * (defaults). Bad rows do not fail the call: they are in the report, and
+ * al_dataset_check turns them into an error where the caller wants one.
+ * Returns AL_OK (with *out), AL_ENOENT, AL_EIO, AL_ERANGE (file larger than
+ * max_bytes), AL_EINVAL (unknown method), AL_ENOMEM. */
+int al_dataset_read_file(const char *path, const al_chat *chat, const al_data_opts *opts,
+                         al_dataset **out, char err[AL_ERRLEN]);
+/* The same over len bytes of JSONL in memory (borrowed). */
+int al_dataset_read_mem(const char *buf, size_t len, const al_chat *chat,
+                        const al_data_opts *opts, al_dataset **out, char err[AL_ERRLEN]);
+/* The same over a JSON array of row objects (borrowed); row i is "line" i+1. */
+int al_dataset_from_rows(const json_t *rows, const al_chat *chat, const al_data_opts *opts,
+                         al_dataset **out, char err[AL_ERRLEN]);
+void al_dataset_free(al_dataset *d);
+
+/* The report (borrowed; valid until al_dataset_free). */
+const json_t *al_dataset_report(const al_dataset *d);
+
+/* Whether the dataset can train: AL_EFORMAT with a one-line reason when the
+ * format does not fit the method, when no example survived, or (strict) when
+ * any row was bad; AL_OK otherwise. */
+int al_dataset_check(const al_dataset *d, int strict, char err[AL_ERRLEN]);
+
+#endif

@@ -1,0 +1,315 @@
+/* Chat templates and loss masks: one tokenization per sequence, masks by
+ * byte offset, generation spans and incremental rendering agreeing, OpenAI
+ * per-message weights, BOS never doubled, EOS trained at the end of every
+ * completion. Uses the byte tokenizer and a tiny byte-level BPE tokenizer
+ * (tests/data/tok_tiny: merges that cross a prompt/completion boundary,
+ * add_bos_token and a template that writes bos_token itself). */
+#include <stdlib.h>
+#include <string.h>
+
+#include "t.h"
+#include "text/chat.h"
+
+static const char *data_path(const char *name) {
+    static char buf[4096];
+    const char *f = __FILE__, *slash = strrchr(f, '/');
+    if (slash) snprintf(buf, sizeof buf, "%.*s/data/%s", (int)(slash - f), f, name);
+    else snprintf(buf, sizeof buf, "data/%s", name);
+    return buf;
+}
+
+/* ChatML without and with generation tags around each assistant turn. */
+static const char *CHATML =
+    "{% for message in messages %}<|im_start|>{{ message.role }}\n{{ message.content }}"
+    "<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}";
+static const char *CHATML_GEN =
+    "{% for message in messages %}<|im_start|>{{ message.role }}\n"
+    "{% if message.role == 'assistant' %}{% generation %}{{ message.content }}<|im_end|>\n"
+    "{% endgeneration %}{% else %}{{ message.content }}<|im_end|>\n{% endif %}{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}";
+/* Marks the last message: earlier renderings are not prefixes of later ones. */
+static const char *UNSTABLE =
+    "{% for message in messages %}<|im_start|>{{ message.role }}\n{% if loop.last %}LAST:"
+    "{% endif %}{{ message.content }}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}";
+static const char *RAISES =
+    "{% for message in messages %}{% if message.role == 'system' %}"
+    "{{ raise_exception('System role not supported') }}{% endif %}<|im_start|>{{ message.role }}\n"
+    "{{ message.content }}<|im_end|>\n{% endfor %}";
+/* Ends assistant turns with eos_token itself (as Zephyr/TinyLlama do). */
+static const char *EOS_TURNS =
+    "{{ bos_token }}{% for message in messages %}<|im_start|>{{ message.role }}\n{{ message.content }}"
+    "{% if message.role == 'assistant' %}{{ eos_token }}{% else %}<|im_end|>{% endif %}\n"
+    "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}";
+
+static json_t *conv(void) {
+    return json_pack("[{s:s,s:s},{s:s,s:s},{s:s,s:s},{s:s,s:s},{s:s,s:s}]", "role", "system",
+                     "content", "Be brief.", "role", "user", "content", "Hi", "role", "assistant",
+                     "content", "A1", "role", "user", "content", "More", "role", "assistant",
+                     "content", "A2");
+}
+
+/* The trained tokens decoded, in order, into buf. */
+static const char *trained_text(const al_tok *tok, const al_seq *s, char *buf, size_t n) {
+    int32_t *ids = malloc((size_t)s->n * sizeof *ids);
+    int k = 0;
+    for (int i = 0; i < s->n; i++)
+        if (s->mask[i]) ids[k++] = s->ids[i];
+    char *text = NULL;
+    size_t len = 0;
+    if (al_tok_decode(tok, ids, k, 0, &text, &len) == AL_OK) {
+        snprintf(buf, n, "%s", text);
+        free(text);
+    } else {
+        snprintf(buf, n, "(decode failed)");
+    }
+    free(ids);
+    return buf;
+}
+
+static int count_id(const al_seq *s, int32_t id) {
+    int k = 0;
+    for (int i = 0; i < s->n; i++) k += s->ids[i] == id;
+    return k;
+}
+
+static void test_text(al_chat *c, const al_tok *tok) {
+    al_seq s;
+    char err[AL_ERRLEN], buf[512];
+    int32_t bos = al_tok_bos(tok), eos = al_tok_eos(tok);
+    int b = al_tok_adds_bos(tok) ? 1 : 0;
+    T_OK(al_chat_encode_text(c, "2+2=", 4, "4", 1, &s, err));
+    T_EQ_INT(s.n, b + 6);
+    if (b) T_EQ_INT(s.ids[0], bos);
+    T_EQ_INT(s.ids[b], '2');
+    T_EQ_INT(s.ids[b + 4], '4');
+    T_EQ_INT(s.ids[b + 5], eos);                 /* EOS appended ... */
+    T_EQ_INT(s.mask[b + 5], 1);                  /* ... and trained */
+    T_EQ_INT(al_seq_trained(&s), 2);
+    T_EQ_INT(s.mask[b + 3], 0);
+    T_STR_EQ(trained_text(tok, &s, buf, sizeof buf), "4<|endoftext|>");
+    al_seq_deinit(&s);
+
+    /* Language modelling: everything trained. */
+    T_OK(al_chat_encode_text(c, "", 0, "abc", 3, &s, err));
+    T_EQ_INT(al_seq_trained(&s), 4);
+    al_seq_deinit(&s);
+
+    /* A completion that already ends in EOS gets no second one. */
+    T_OK(al_chat_encode_text(c, "q", 1, "a<|endoftext|>", 14, &s, err));
+    T_EQ_INT(count_id(&s, eos), 1 + (b && bos == eos));
+    T_EQ_INT(s.ids[s.n - 1], eos);
+    al_seq_deinit(&s);
+
+    /* Text that starts with the BOS string: BOS appears once. */
+    T_OK(al_chat_encode_text(c, "<|endoftext|>q", 14, "a", 1, &s, err));
+    T_EQ_INT(s.ids[0], bos);
+    T_TRUE(s.ids[1] != bos);
+    al_seq_deinit(&s);
+
+    T_EQ_INT(al_chat_encode_text(c, "q", 1, "", 0, &s, err), AL_EINVAL);
+
+    /* A prompt for generation: nothing trained, no EOS. */
+    T_OK(al_chat_encode_prompt(c, "2+2=", 4, &s, err));
+    T_EQ_INT(s.n, b + 4);
+    T_EQ_INT(al_seq_trained(&s), 0);
+    al_seq_deinit(&s);
+}
+
+static void test_masks_agree(const al_tok *tok) {
+    al_chat *inc = NULL, *gen = NULL;
+    char err[AL_ERRLEN], buf[512];
+    T_OK(al_chat_new(&inc, tok, CHATML, err));
+    T_OK(al_chat_new(&gen, tok, CHATML_GEN, err));
+    T_TRUE(!al_chat_has_generation(inc));
+    T_TRUE(al_chat_has_generation(gen));
+    json_t *m = conv();
+    al_seq a, g;
+    T_OK(al_chat_encode_messages(inc, m, NULL, 0, &a, err));
+    T_OK(al_chat_encode_messages(gen, m, NULL, 0, &g, err));
+    T_EQ_INT(a.n, g.n);
+    T_TRUE(a.n == g.n && memcmp(a.ids, g.ids, (size_t)a.n * sizeof *a.ids) == 0);
+    T_TRUE(a.n == g.n && memcmp(a.mask, g.mask, (size_t)a.n) == 0);
+    /* Both assistant turns with their end marker; EOS (not in ChatML)
+     * appended and trained. */
+    T_STR_EQ(trained_text(tok, &a, buf, sizeof buf),
+             "A1<|im_end|>\nA2<|im_end|>\n<|endoftext|>");
+    T_EQ_INT(a.ids[a.n - 1], al_tok_eos(tok));
+    al_seq_deinit(&a);
+    al_seq_deinit(&g);
+
+    /* OpenAI's weight 0 keeps the first answer out of the loss. */
+    json_object_set_new(json_array_get(m, 2), "weight", json_integer(0));
+    T_OK(al_chat_encode_messages(inc, m, NULL, 0, &a, err));
+    T_OK(al_chat_encode_messages(gen, m, NULL, 0, &g, err));
+    T_STR_EQ(trained_text(tok, &a, buf, sizeof buf), "A2<|im_end|>\n<|endoftext|>");
+    T_STR_EQ(trained_text(tok, &g, buf, sizeof buf), "A2<|im_end|>\n<|endoftext|>");
+    al_seq_deinit(&a);
+    al_seq_deinit(&g);
+    json_object_del(json_array_get(m, 2), "weight");
+
+    /* Turns after the last trained one are left out, so EOS follows the
+     * answer directly instead of a trailing user turn. */
+    json_object_set_new(json_array_get(m, 4), "weight", json_integer(0));
+    T_OK(al_chat_encode_messages(inc, m, NULL, 0, &a, err));
+    T_STR_EQ(trained_text(tok, &a, buf, sizeof buf), "A1<|im_end|>\n<|endoftext|>");
+    char *all = NULL;
+    size_t all_len = 0;
+    T_OK(al_tok_decode(tok, a.ids, a.n, 0, &all, &all_len));
+    T_TRUE(all && strstr(all, "More") == NULL);
+    free(all);
+    al_seq_deinit(&a);
+    json_object_del(json_array_get(m, 4), "weight");
+
+    /* Prompt/completion conversations: only the completion's turns. */
+    T_OK(al_chat_encode_messages(inc, m, NULL, 3, &a, err));
+    T_STR_EQ(trained_text(tok, &a, buf, sizeof buf), "A2<|im_end|>\n<|endoftext|>");
+    al_seq_deinit(&a);
+    T_EQ_INT(al_chat_encode_messages(inc, m, NULL, 5, &a, err), AL_EINVAL);
+
+    /* The prompt side of a conversation for generation. */
+    json_t *p = json_pack("[{s:s,s:s}]", "role", "user", "content", "Hi");
+    T_OK(al_chat_encode_prompt_messages(inc, p, NULL, &a, err));
+    T_EQ_INT(al_seq_trained(&a), 0);
+    char *text = NULL;
+    size_t len = 0;
+    T_OK(al_tok_decode(tok, a.ids, a.n, 0, &text, &len));
+    T_TRUE(len >= 22 && strcmp(text + len - 22, "<|im_start|>assistant\n") == 0);
+    free(text);
+    al_seq_deinit(&a);
+    json_decref(p);
+
+    /* Rendering with generation spans. */
+    al_span *sp = NULL;
+    int nsp = 0;
+    T_OK(al_chat_render(gen, m, NULL, 0, &text, &len, &sp, &nsp, err));
+    T_EQ_INT(nsp, 2);
+    if (nsp == 2) {
+        T_TRUE(strncmp(text + sp[0].start, "A1<|im_end|>\n", sp[0].end - sp[0].start) == 0);
+        T_EQ_INT(sp[1].end, len);
+    }
+    free(text);
+    free(sp);
+    json_decref(m);
+    al_chat_free(inc);
+    al_chat_free(gen);
+
+    /* The byte tokenizer's own template (whichever way it marks turns):
+     * both answers trained, EOS last and trained, the prompt side not. */
+    al_chat *def = NULL;
+    T_OK(al_chat_new(&def, tok, NULL, err));
+    m = conv();
+    T_OK(al_chat_encode_messages(def, m, NULL, 0, &a, err));
+    trained_text(tok, &a, buf, sizeof buf);
+    T_TRUE(strncmp(buf, "A1<|im_end|>", 12) == 0);
+    T_TRUE(strstr(buf, "A2<|im_end|>") != NULL);
+    T_TRUE(strstr(buf, "Hi") == NULL && strstr(buf, "user") == NULL);
+    T_EQ_INT(a.ids[a.n - 1], al_tok_eos(tok));
+    T_EQ_INT(a.mask[a.n - 1], 1);
+    al_seq_deinit(&a);
+    json_decref(m);
+    al_chat_free(def);
+}
+
+static void test_template_errors(const al_tok *tok) {
+    al_chat *c = NULL;
+    char err[AL_ERRLEN] = "";
+    json_t *m = conv();
+    al_seq s;
+    T_OK(al_chat_new(&c, tok, UNSTABLE, err));
+    T_EQ_INT(al_chat_encode_messages(c, m, NULL, 0, &s, err), AL_EUNSUP);
+    T_TRUE(strstr(err, "messages[2]") != NULL && strstr(err, "generation") != NULL);
+    al_chat_free(c);
+    T_OK(al_chat_new(&c, tok, RAISES, err));
+    T_EQ_INT(al_chat_encode_messages(c, m, NULL, 0, &s, err), AL_EINVAL);
+    T_TRUE(strstr(err, "System role not supported") != NULL);
+    al_chat_free(c);
+    c = NULL;
+    T_EQ_INT(al_chat_new(&c, tok, "{% for m in messages %}{{ m.content }}", err), AL_EFORMAT);
+    al_chat_free(c);   /* NULL unless the line above failed */
+    json_decref(m);
+}
+
+static void test_eos_in_template(const al_tok *tok) {
+    al_chat *c = NULL;
+    char err[AL_ERRLEN];
+    T_OK(al_chat_new(&c, tok, EOS_TURNS, err));
+    json_t *m = conv();
+    al_seq s;
+    T_OK(al_chat_encode_messages(c, m, NULL, 0, &s, err));
+    int32_t eos = al_tok_eos(tok), bos = al_tok_bos(tok);
+    /* Two turns end in EOS; none appended; the template's BOS not doubled. */
+    T_EQ_INT(count_id(&s, eos) - (bos == eos ? 1 : 0), 2);
+    T_EQ_INT(s.ids[0], bos);
+    T_TRUE(s.ids[1] != bos);
+    /* trim_blocks eats the "\n" after {% endif %}: the template's own EOS
+     * ends the sequence, trained. */
+    T_EQ_INT(s.ids[s.n - 1], eos);
+    T_EQ_INT(s.mask[s.n - 1], 1);
+    al_seq_deinit(&s);
+    json_decref(m);
+    al_chat_free(c);
+}
+
+/* Tiny byte-level BPE: "Ġblue" is one token, so prompt "The sky is bl" +
+ * completion "ue." shares a token across the boundary; add_bos_token with a
+ * template that writes <s> itself. */
+static void test_bpe(void) {
+    al_tok *tok = NULL;
+    char err[AL_ERRLEN] = "", buf[512];
+    int rc = al_tok_load(&tok, data_path("tok_tiny"), err);
+    T_OK(rc);
+    if (rc != AL_OK) {
+        fprintf(stderr, "tok_tiny: %s\n", err);
+        return;
+    }
+    T_TRUE(al_tok_adds_bos(tok));
+    al_chat *c = NULL;
+    T_OK(al_chat_new(&c, tok, NULL, err));
+    T_TRUE(al_chat_has_generation(c));
+    T_EQ_INT(al_chat_pad_id(c), 267);
+    al_seq s;
+    T_OK(al_chat_encode_text(c, "The sky is bl", 13, "ue.", 3, &s, err));
+    /* <s> The Ġsky Ġ i s Ġblue . </s>: one tokenization of the whole text. */
+    const int32_t want[] = {265, 264, 262, 32, 105, 115, 259, 46, 266};
+    const uint8_t wmask[] = {0, 0, 0, 0, 0, 0, 1, 1, 1};
+    T_EQ_INT(s.n, 9);
+    if (s.n == 9) {
+        T_TRUE(memcmp(s.ids, want, sizeof want) == 0);
+        T_TRUE(memcmp(s.mask, wmask, sizeof wmask) == 0);
+    }
+    al_seq_deinit(&s);
+
+    /* The template writes <s>; the tokenizer would add one too: only one. */
+    json_t *m = conv();
+    T_OK(al_chat_encode_messages(c, m, NULL, 0, &s, err));
+    T_EQ_INT(s.ids[0], 265);
+    T_EQ_INT(count_id(&s, 265), 1);
+    /* Generation spans include </s>: nothing appended. */
+    T_EQ_INT(count_id(&s, 266), 2);
+    T_STR_EQ(trained_text(tok, &s, buf, sizeof buf), "A1<|im_end|></s>A2<|im_end|></s>");
+    al_seq_deinit(&s);
+    json_decref(m);
+    al_chat_free(c);
+    al_tok_free(tok);
+}
+
+int main(void) {
+    al_tok *tok = al_tok_byte_new();
+    T_TRUE(tok != NULL);
+    if (!tok) return t_done();
+    al_chat *c = NULL;
+    char err[AL_ERRLEN];
+    T_OK(al_chat_new(&c, tok, NULL, err));
+    T_TRUE(al_chat_has_template(c));
+    T_EQ_INT(al_chat_pad_id(c), 257);
+    T_TRUE(al_chat_pad_id(c) != al_tok_eos(tok));
+    test_text(c, tok);
+    al_chat_free(c);
+    test_masks_agree(tok);
+    test_template_errors(tok);
+    test_eos_in_template(tok);
+    test_bpe();
+    al_tok_free(tok);
+    return t_done();
+}

@@ -1,0 +1,667 @@
+/* Datasets: format detection for every shape (standard and conversational),
+ * one test per validation error code, duplicates, empty targets, token
+ * statistics, truncation and drops at max_length, the mix, and 100k rows
+ * in seconds. Uses the byte tokenizer (one id per byte, EOS 256), so token
+ * counts are worked out by hand: BOS (when the tokenizer adds it) + bytes +
+ * EOS. */
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "t.h"
+#include "text/dataset.h"
+
+static const char *data_path(const char *name) {
+    static char buf[4096];
+    const char *f = __FILE__, *slash = strrchr(f, '/');
+    if (slash) snprintf(buf, sizeof buf, "%.*s/data/%s", (int)(slash - f), f, name);
+    else snprintf(buf, sizeof buf, "data/%s", name);
+    return buf;
+}
+
+static al_tok *g_tok;
+static al_chat *g_chat;
+static int g_b;   /* 1 when the tokenizer adds BOS */
+
+static al_dataset *rd(const char *jsonl, const al_chat *c, const char *method, int max_length,
+                      int dedupe) {
+    al_data_opts o = {0};
+    o.method = method;
+    o.max_length = max_length;
+    o.dedupe = dedupe;
+    al_dataset *d = NULL;
+    char err[AL_ERRLEN] = "";
+    int rc = al_dataset_read_mem(jsonl, strlen(jsonl), c, &o, &d, err);
+    T_OK(rc);
+    if (rc != AL_OK) fprintf(stderr, "read: %s\n", err);
+    return d;
+}
+
+static long rep_int(const al_dataset *d, const char *key) {
+    return (long)json_integer_value(json_object_get(al_dataset_report(d), key));
+}
+
+static const json_t *error_at(const al_dataset *d, int line) {
+    size_t i;
+    const json_t *e;
+    json_array_foreach(json_object_get(al_dataset_report(d), "errors"), i, e) {
+        if (json_integer_value(json_object_get(e, "line")) == line) return e;
+    }
+    return NULL;
+}
+
+static const char *code_at(const al_dataset *d, int line) {
+    const json_t *e = error_at(d, line);
+    return e ? json_string_value(json_object_get(e, "code")) : "(none)";
+}
+
+static int has_warning(const al_dataset *d, int line, const char *code) {
+    size_t i;
+    const json_t *w;
+    json_array_foreach(json_object_get(al_dataset_report(d), "warnings"), i, w) {
+        if (json_integer_value(json_object_get(w, "line")) == line &&
+            strcmp(json_string_value(json_object_get(w, "code")), code) == 0)
+            return 1;
+    }
+    return 0;
+}
+
+static int seq_eq(const al_seq *a, const al_seq *b) {
+    return a->n == b->n && memcmp(a->ids, b->ids, (size_t)a->n * sizeof *a->ids) == 0 &&
+           memcmp(a->mask, b->mask, (size_t)a->n) == 0;
+}
+
+/* The trained tokens of a sequence as text (byte tokenizer; EOS as '$',
+ * other special tokens by name). */
+static const char *trained(const al_seq *s) {
+    static char buf[1024];
+    size_t k = 0;
+    for (int i = 0; i < s->n && k < 900; i++) {
+        if (!s->mask[i]) continue;
+        int32_t id = s->ids[i];
+        if (id < 256) buf[k++] = (char)id;
+        else if (id == al_tok_eos(g_tok)) buf[k++] = '$';
+        else k += (size_t)snprintf(buf + k, sizeof buf - k, "%s", al_tok_str(g_tok, id));
+    }
+    buf[k] = 0;
+    return buf;
+}
+
+/* ---- one test per error code ------------------------------------------ */
+
+#define MSG_OK "{\"messages\":[{\"role\":\"user\",\"content\":\"q\"},{\"role\":\"assistant\",\"content\":\"a\"}]}\n"
+#define PC_OK "{\"prompt\":\"p\",\"completion\":\"c\"}\n"
+
+static const struct code_case {
+    const char *code, *field, *method, *jsonl;
+    int line;
+} CASES[] = {
+    {"invalid_json", "", NULL, PC_OK PC_OK "{\"prompt\": \"p\", \"completion\": \n", 3},
+    {"data_type", "", NULL, PC_OK PC_OK "[\"prompt\", \"completion\"]\n", 3},
+    {"unrecognized_format", "", NULL, "{\"question\":\"q\",\"answer\":\"a\"}\n", 1},
+    {"missing_field", "completion", "sft", PC_OK PC_OK "{\"prompt\":\"p\"}\n", 3},
+    {"invalid_field_type", "completion", "sft", PC_OK PC_OK "{\"prompt\":\"p\",\"completion\":5}\n", 3},
+    {"missing_messages_list", "messages", "sft", MSG_OK MSG_OK "{\"messages\":\"hi\"}\n", 3},
+    {"message_missing_key", "messages[1]", "sft",
+     MSG_OK MSG_OK "{\"messages\":[{\"role\":\"user\",\"content\":\"q\"},{\"content\":\"a\"}]}\n", 3},
+    {"message_unrecognized_key", "messages[0]", "sft",
+     MSG_OK MSG_OK
+     "{\"messages\":[{\"role\":\"user\",\"content\":\"q\",\"lang\":\"en\"},{\"role\":\"assistant\","
+     "\"content\":\"a\"}]}\n",
+     3},
+    {"unrecognized_role", "messages[0]", "sft",
+     MSG_OK MSG_OK
+     "{\"messages\":[{\"role\":\"human\",\"content\":\"q\"},{\"role\":\"assistant\",\"content\":\"a\"}]}\n",
+     3},
+    {"missing_content", "messages[1]", "sft",
+     MSG_OK MSG_OK
+     "{\"messages\":[{\"role\":\"user\",\"content\":\"q\"},{\"role\":\"assistant\",\"content\":7}]}\n",
+     3},
+    {"example_missing_assistant_message", "messages", "sft",
+     MSG_OK MSG_OK "{\"messages\":[{\"role\":\"user\",\"content\":\"q\"}]}\n", 3},
+    {"invalid_weight", "messages[1]", "sft",
+     MSG_OK MSG_OK
+     "{\"messages\":[{\"role\":\"user\",\"content\":\"q\"},{\"role\":\"assistant\",\"content\":\"a\","
+     "\"weight\":0.5}]}\n",
+     3},
+    {"invalid_label", "label", "kto",
+     "{\"prompt\":\"p\",\"completion\":\"c\",\"label\":true}\n"
+     "{\"prompt\":\"p\",\"completion\":\"d\",\"label\":false}\n"
+     "{\"prompt\":\"p\",\"completion\":\"e\",\"label\":\"good\"}\n",
+     3},
+    {"invalid_ranking", "ranking", "reward_model",
+     "{\"prompt\":\"p\",\"responses\":[\"a\",\"b\"],\"ranking\":[1,0]}\n"
+     "{\"prompt\":\"p\",\"responses\":[\"a\",\"b\",\"c\"],\"ranking\":[0,0,1]}\n",
+     2},
+    {"invalid_rating", "ratings", "dpo",
+     "{\"prompt\":\"p\",\"responses\":[\"a\",\"b\"],\"ratings\":[5,2]}\n"
+     "{\"prompt\":\"p\",\"responses\":[\"a\",\"b\"],\"ratings\":[6,2]}\n",
+     2},
+    {"identical_responses", "rejected", "dpo",
+     "{\"prompt\":\"p\",\"chosen\":\"a\",\"rejected\":\"b\"}\n"
+     "{\"prompt\":\"p\",\"chosen\":\"a\",\"rejected\":\"a\"}\n",
+     2},
+    {"empty_target", "completion", "sft", PC_OK PC_OK "{\"prompt\":\"p\",\"completion\":\" \\t\\n\"}\n", 3},
+    {"unsupported_format", "", "dpo", MSG_OK MSG_OK, 0},
+};
+
+static void test_error_codes(void) {
+    for (size_t i = 0; i < sizeof CASES / sizeof CASES[0]; i++) {
+        const struct code_case *k = &CASES[i];
+        al_dataset *d = rd(k->jsonl, g_chat, k->method, 0, 0);
+        if (!d) continue;
+        const json_t *e = error_at(d, k->line);
+        const char *code = e ? json_string_value(json_object_get(e, "code")) : "(none)";
+        const char *field = e ? json_string_value(json_object_get(e, "field")) : "(none)";
+        const char *msg = e ? json_string_value(json_object_get(e, "message")) : "";
+        T_STR_EQ(code, k->code);
+        T_STR_EQ(field, k->field);
+        char want[32];
+        snprintf(want, sizeof want, "line %d", k->line);
+        /* Messages name the line and the field. */
+        T_TRUE(k->line == 0 || strstr(msg, want) == msg);
+        T_TRUE(!k->field[0] || strstr(msg, k->field) != NULL);
+        if (!e || strcmp(code, k->code) != 0) fprintf(stderr, "  case %s: %s\n", k->code, msg);
+        T_EQ_INT(json_integer_value(json_object_get(json_object_get(al_dataset_report(d),
+                                                                    "error_counts"),
+                                                    k->code)),
+                 1);
+        al_dataset_free(d);
+    }
+}
+
+/* template_error: the chat template raises for this row. */
+static void test_template_error(void) {
+    static const char *RAISES =
+        "{% for message in messages %}{% if message.role == 'system' %}"
+        "{{ raise_exception('System role not supported') }}{% endif %}<|im_start|>"
+        "{{ message.role }}\n{{ message.content }}<|im_end|>\n{% endfor %}";
+    al_chat *c = NULL;
+    char err[AL_ERRLEN];
+    T_OK(al_chat_new(&c, g_tok, RAISES, err));
+    al_dataset *d = rd(MSG_OK
+                       "{\"messages\":[{\"role\":\"system\",\"content\":\"s\"},{\"role\":\"user\","
+                       "\"content\":\"q\"},{\"role\":\"assistant\",\"content\":\"a\"}]}\n",
+                       c, "sft", 0, 0);
+    T_STR_EQ(code_at(d, 2), "template_error");
+    T_TRUE(strstr(json_string_value(json_object_get(error_at(d, 2), "message")),
+                  "System role not supported") != NULL);
+    T_EQ_INT(d->n_ex, 1);
+    al_dataset_free(d);
+    al_chat_free(c);
+}
+
+/* The OpenAI-style file: one bad line per code, line numbers exact. */
+static void test_bad_lines_file(void) {
+    al_data_opts o = {0};
+    o.method = "sft";
+    al_dataset *d = NULL;
+    char err[AL_ERRLEN];
+    T_OK(al_dataset_read_file(data_path("bad_lines.jsonl"), g_chat, &o, &d, err));
+    if (!d) return;
+    static const char *want[19] = {
+        NULL,  NULL, "invalid_json", "data_type", "missing_messages_list", "message_missing_key",
+        "message_unrecognized_key", "unrecognized_role", "missing_content",
+        "example_missing_assistant_message", "invalid_weight", "empty_target", "empty_target",
+        NULL, NULL, NULL, "missing_messages_list", NULL, NULL};
+    for (int line = 1; line <= 18; line++)
+        T_STR_EQ(code_at(d, line), want[line] ? want[line] : "(none)");
+    T_STR_EQ(json_string_value(json_object_get(al_dataset_report(d), "format")), "messages");
+    T_EQ_INT(rep_int(d, "rows"), 17);          /* the blank line 14 is not a row */
+    T_EQ_INT(rep_int(d, "valid_rows"), 5);
+    T_EQ_INT(d->n_errors, 12);
+    T_EQ_INT(rep_int(d, "empty_targets"), 2);
+    T_EQ_INT(rep_int(d, "duplicates"), 1);     /* line 13 = line 1 up to whitespace */
+    T_TRUE(has_warning(d, 13, "duplicate"));
+    T_EQ_INT(d->n_ex, 5);                      /* counted, kept without dedupe */
+    T_TRUE(d->conversational);
+    T_EQ_INT(al_dataset_check(d, 0, err), AL_OK);
+    T_EQ_INT(al_dataset_check(d, 1, err), AL_EFORMAT);
+    T_TRUE(strstr(err, "12 bad rows; first: line 2") != NULL);
+    const json_t *st = json_object_get(json_object_get(al_dataset_report(d), "mix"), "structure");
+    T_EQ_INT(json_integer_value(json_object_get(st, "multi_turn")), 1);
+    T_EQ_INT(json_integer_value(json_object_get(st, "single_turn")), 4);
+    T_EQ_INT(json_integer_value(json_object_get(st, "with_system")), 1);
+    /* Multi-turn row 15: both answers trained, weight 1 on row 17 honoured. */
+    T_STR_EQ(trained(&d->ex[2].seq[0]), "4<|im_end|>\n6<|im_end|>\n$");
+    T_STR_EQ(trained(&d->ex[3].seq[0]), "Paris.<|im_end|>\n$");
+    al_dataset_free(d);
+
+    o.dedupe = 1;
+    T_OK(al_dataset_read_file(data_path("bad_lines.jsonl"), g_chat, &o, &d, err));
+    T_EQ_INT(d->n_ex, 4);
+    T_EQ_INT(rep_int(d, "deduplicated"), 1);
+    al_dataset_free(d);
+
+    T_EQ_INT(al_dataset_read_file(data_path("no_such_file.jsonl"), g_chat, &o, &d, err), AL_ENOENT);
+}
+
+/* ---- formats ----------------------------------------------------------- */
+
+static void test_preference_variants(void) {
+    al_data_opts o = {0};
+    o.method = "dpo";
+    al_dataset *d = NULL;
+    char err[AL_ERRLEN];
+    T_OK(al_dataset_read_file(data_path("preference.jsonl"), g_chat, &o, &d, err));
+    if (!d) return;
+    T_EQ_INT(d->format, AL_FMT_PREFERENCE);
+    T_EQ_INT(d->kind, AL_BATCH_PAIR);
+    T_EQ_INT(d->n_errors, 0);
+    T_EQ_INT(d->n_ex, 5);
+    if (d->n_ex == 5) {
+        /* Implicit prompts split where TRL's extract_prompt does, and every
+         * conversational spelling (TRL explicit, TRL implicit, OpenAI) gives
+         * the same tokens. */
+        T_TRUE(seq_eq(&d->ex[1].seq[0], &d->ex[0].seq[0]));
+        T_TRUE(seq_eq(&d->ex[1].seq[1], &d->ex[0].seq[1]));
+        T_STR_EQ(trained(&d->ex[0].seq[0]), " blue.$");
+        T_STR_EQ(trained(&d->ex[0].seq[1]), " green.$");
+        T_TRUE(seq_eq(&d->ex[3].seq[0], &d->ex[2].seq[0]));
+        T_TRUE(seq_eq(&d->ex[4].seq[0], &d->ex[2].seq[0]));
+        T_TRUE(seq_eq(&d->ex[4].seq[1], &d->ex[2].seq[1]));
+        T_STR_EQ(trained(&d->ex[2].seq[0]), "It is blue.<|im_end|>\n$");
+        T_STR_EQ(trained(&d->ex[4].seq[1]), "It is green.<|im_end|>\n$");
+        T_EQ_INT(d->ex[4].line, 5);
+    }
+    const json_t *rep = al_dataset_report(d);
+    T_STR_EQ(json_string_value(json_object_get(rep, "style")), "mixed");
+    T_STR_EQ(json_string_value(json_object_get(rep, "kind")), "pair");
+    const json_t *st = json_object_get(json_object_get(rep, "mix"), "structure");
+    T_EQ_INT(json_integer_value(json_object_get(st, "explicit_prompt")), 2);
+    T_EQ_INT(json_integer_value(json_object_get(st, "implicit_prompt")), 2);
+    T_EQ_INT(json_integer_value(json_object_get(st, "openai")), 1);
+    T_EQ_INT(json_integer_value(json_object_get(st, "conversational")), 3);
+
+    /* Batched as TRL's collator: chosen rows, then rejected rows. */
+    al_batch b;
+    T_OK(al_batch_init(&b, AL_BATCH_PAIR, 4, 128));
+    int32_t idx[] = {0, 2};
+    T_OK(al_batch_fill(&b, d->ex, idx, 2, al_chat_pad_id(g_chat), err));
+    T_EQ_INT(b.B, 4);
+    T_EQ_INT(b.len[0], d->ex[0].seq[0].n);
+    T_EQ_INT(b.len[2], d->ex[0].seq[1].n);
+    T_EQ_INT(b.len[3], d->ex[2].seq[1].n);
+    al_batch_deinit(&b);
+    al_dataset_free(d);
+
+    /* KTO from pairs: chosen desirable, rejected undesirable. */
+    o.method = "kto";
+    T_OK(al_dataset_read_file(data_path("preference.jsonl"), g_chat, &o, &d, err));
+    T_EQ_INT(d->kind, AL_BATCH_UNPAIRED);
+    T_EQ_INT(d->n_ex, 10);
+    if (d->n_ex == 10) {
+        T_NEAR(d->ex[0].label, 1, 0);
+        T_NEAR(d->ex[1].label, 0, 0);
+        T_STR_EQ(trained(&d->ex[1].seq[0]), " green.$");
+    }
+    al_dataset_free(d);
+}
+
+static void test_rankings_ratings(void) {
+    al_dataset *d = rd("{\"prompt\":\"Q:\",\"responses\":[\"a\",\"b\",\"c\"],\"ranking\":[2,0,1]}\n",
+                       g_chat, "reward_model", 0, 0);
+    /* InstructGPT: every ordered pair, c > a, c > b, a > b. */
+    T_EQ_INT(d->n_ex, 3);
+    T_EQ_INT(d->format, AL_FMT_RANKINGS);
+    if (d->n_ex == 3) {
+        T_STR_EQ(trained(&d->ex[0].seq[0]), "c$");
+        T_STR_EQ(trained(&d->ex[0].seq[1]), "a$");
+        T_STR_EQ(trained(&d->ex[1].seq[0]), "c$");
+        T_STR_EQ(trained(&d->ex[1].seq[1]), "b$");
+        T_STR_EQ(trained(&d->ex[2].seq[0]), "a$");
+        T_STR_EQ(trained(&d->ex[2].seq[1]), "b$");
+    }
+    T_EQ_INT(rep_int(d, "rows"), 1);
+    T_EQ_INT(rep_int(d, "examples"), 3);
+    al_dataset_free(d);
+
+    /* Ratings: the best against each lower one, the gap as the margin. */
+    d = rd("{\"prompt\":\"Q:\",\"responses\":[\"a\",\"b\",\"c\",\"d\"],\"ratings\":[3,5,1,5]}\n",
+           g_chat, "dpo", 0, 0);
+    T_EQ_INT(d->n_ex, 2);
+    if (d->n_ex == 2) {
+        T_STR_EQ(trained(&d->ex[0].seq[0]), "b$");
+        T_STR_EQ(trained(&d->ex[0].seq[1]), "a$");
+        T_NEAR(d->ex[0].margin, 2, 0);
+        T_STR_EQ(trained(&d->ex[1].seq[1]), "c$");
+        T_NEAR(d->ex[1].margin, 4, 0);
+    }
+    al_dataset_free(d);
+
+    /* Conversational responses. */
+    d = rd("{\"prompt\":[{\"role\":\"user\",\"content\":\"Q\"}],\"responses\":[[{\"role\":"
+           "\"assistant\",\"content\":\"x\"}],[{\"role\":\"assistant\",\"content\":\"y\"}]],"
+           "\"ranking\":[1,0]}\n",
+           g_chat, "dpo", 0, 0);
+    T_EQ_INT(d->n_ex, 1);
+    if (d->n_ex == 1) T_STR_EQ(trained(&d->ex[0].seq[0]), "y<|im_end|>\n$");
+    al_dataset_free(d);
+}
+
+static void test_lm_formats(void) {
+    /* Standard and conversational prompt/completion in one file. */
+    al_dataset *d = rd("{\"prompt\":\"2+2=\",\"completion\":\"4\"}\n"
+                       "{\"prompt\":[{\"role\":\"user\",\"content\":\"2+2?\"}],\"completion\":"
+                       "[{\"role\":\"assistant\",\"content\":\"4\"}]}\n"
+                       "{\"text\":\"a stray line\"}\n",
+                       g_chat, "sft", 0, 0);
+    T_EQ_INT(d->format, AL_FMT_PROMPT_COMPLETION);
+    T_EQ_INT(d->n_ex, 2);
+    T_STR_EQ(code_at(d, 3), "missing_field");
+    if (d->n_ex == 2) {
+        T_STR_EQ(trained(&d->ex[0].seq[0]), "4$");
+        T_EQ_INT(d->ex[0].seq[0].n, g_b + 6);
+        T_STR_EQ(trained(&d->ex[1].seq[0]), "4<|im_end|>\n$");
+    }
+    al_dataset_free(d);
+
+    /* Pretraining text: everything but BOS trained. */
+    d = rd("{\"text\":\"abc\"}\n{\"text\":\"de\"}\n", g_chat, "pretrain", 0, 0);
+    T_EQ_INT(d->n_ex, 2);
+    if (d->n_ex == 2) T_STR_EQ(trained(&d->ex[0].seq[0]), "abc$");
+    al_dataset_free(d);
+
+    /* Unpaired (KTO) with labels as booleans or 0/1. */
+    d = rd("{\"prompt\":\"p\",\"completion\":\"good\",\"label\":true}\n"
+           "{\"prompt\":\"p\",\"completion\":\"bad\",\"label\":0}\n"
+           "{\"prompt\":\"p\",\"completion\":\"fine\",\"label\":1}\n",
+           g_chat, "kto", 0, 0);
+    T_EQ_INT(d->format, AL_FMT_UNPAIRED);
+    T_EQ_INT(d->n_ex, 3);
+    if (d->n_ex == 3) {
+        T_NEAR(d->ex[0].label, 1, 0);
+        T_NEAR(d->ex[1].label, 0, 0);
+    }
+    const json_t *lab = json_object_get(json_object_get(al_dataset_report(d), "mix"), "labels");
+    T_EQ_INT(json_integer_value(json_object_get(lab, "desirable")), 2);
+    T_EQ_INT(json_integer_value(json_object_get(lab, "undesirable")), 1);
+    al_dataset_free(d);
+
+    /* Conversational unpaired rows, as TRL's KTO examples. */
+    d = rd("{\"prompt\":[{\"role\":\"user\",\"content\":\"Hi\"}],\"completion\":[{\"role\":"
+           "\"assistant\",\"content\":\"Hello!\"}],\"label\":true}\n"
+           "{\"prompt\":[{\"role\":\"user\",\"content\":\"Hi\"}],\"completion\":[{\"role\":"
+           "\"assistant\",\"content\":\"Go away.\"}],\"label\":false}\n",
+           g_chat, "kto", 0, 0);
+    T_EQ_INT(d->n_ex, 2);
+    T_TRUE(d->conversational);
+    if (d->n_ex == 2) {
+        T_STR_EQ(trained(&d->ex[1].seq[0]), "Go away.<|im_end|>\n$");
+        T_NEAR(d->ex[1].label, 0, 0);
+    }
+    al_dataset_free(d);
+}
+
+static void test_rl_prompts(void) {
+    al_data_opts o = {0};
+    o.method = "rl";
+    o.max_prompt_length = g_b + 8;
+    al_dataset *d = NULL;
+    const char *j = "{\"prompt\":\"2+2=\",\"answer\":\"4\"}\n"
+                    "{\"prompt\":\"3+3=\"}\n"
+                    "{\"prompt\":[{\"role\":\"user\",\"content\":\"hi\"}],\"reference\":\"hello\"}\n"
+                    "{\"prompt\":\"a very long prompt indeed\",\"answer\":\"x\"}\n";
+    T_OK(al_dataset_read_mem(j, strlen(j), g_chat, &o, &d, NULL));
+    T_EQ_INT(d->format, AL_FMT_PROMPT_ONLY);
+    T_EQ_INT(d->kind, AL_BATCH_PROMPT);
+    T_EQ_INT(d->n_ex, 2);   /* the conversational prompt renders long, the last is long */
+    T_EQ_INT(rep_int(d, "dropped"), 2);
+    T_TRUE(has_warning(d, 4, "dropped"));
+    if (d->n_ex >= 2) {
+        T_STR_EQ(d->ex[0].reference, "4");
+        T_TRUE(d->ex[1].reference == NULL);
+        T_EQ_INT(al_seq_trained(&d->ex[0].seq[0]), 0);
+        T_EQ_INT(d->ex[0].seq[0].n, g_b + 4);   /* no EOS on prompts */
+    }
+    al_dataset_free(d);
+    o.max_prompt_length = 0;
+    T_OK(al_dataset_read_mem(j, strlen(j), g_chat, &o, &d, NULL));
+    T_EQ_INT(d->n_ex, 4);
+    if (d->n_ex == 4) T_STR_EQ(d->ex[2].reference, "hello");
+    al_dataset_free(d);
+}
+
+/* ---- hygiene, statistics, lengths ---------------------------------------- */
+
+static void test_stats_and_lengths(void) {
+    /* Text rows of 1..20 bytes: tokens b + n + 1. */
+    char buf[4096];
+    size_t k = 0;
+    for (int n = 1; n <= 20; n++) {
+        k += (size_t)snprintf(buf + k, sizeof buf - k, "{\"text\":\"");
+        for (int i = 0; i < n; i++) buf[k++] = (char)('a' + i);
+        k += (size_t)snprintf(buf + k, sizeof buf - k, "\"}\n");
+    }
+    buf[k] = 0;
+    al_dataset *d = rd(buf, g_chat, "pretrain", 0, 0);
+    const json_t *t = json_object_get(al_dataset_report(d), "tokens");
+    T_EQ_INT(json_integer_value(json_object_get(t, "min")), g_b + 2);
+    T_EQ_INT(json_integer_value(json_object_get(t, "max")), g_b + 21);
+    T_NEAR(json_real_value(json_object_get(t, "mean")), g_b + 11.5, 1e-9);
+    T_EQ_INT(json_integer_value(json_object_get(t, "p95")), g_b + 20);
+    T_TRUE(json_is_null(json_object_get(al_dataset_report(d), "max_length")));
+    al_dataset_free(d);
+
+    /* max_length: a long completion is cut (and reported), a row whose
+     * prompt fills max_length is dropped, never trained with no target. */
+    int L = g_b + 12;
+    d = rd("{\"prompt\":\"0123456789\",\"completion\":\"abcde\"}\n"
+           "{\"prompt\":\"0123456789abcdefghij\",\"completion\":\"xyz\"}\n"
+           "{\"prompt\":\"01\",\"completion\":\"ok\"}\n",
+           g_chat, "sft", L, 0);
+    T_EQ_INT(rep_int(d, "truncated"), 1);
+    T_EQ_INT(rep_int(d, "dropped"), 1);
+    T_EQ_INT(rep_int(d, "max_length"), L);
+    T_TRUE(has_warning(d, 1, "truncated"));
+    T_TRUE(has_warning(d, 2, "dropped"));
+    T_EQ_INT(d->n_ex, 2);
+    if (d->n_ex == 2) {
+        T_EQ_INT(d->ex[0].seq[0].n, L);
+        T_STR_EQ(trained(&d->ex[0].seq[0]), "ab");
+        T_EQ_INT(d->ex[1].line, 3);
+        T_STR_EQ(trained(&d->ex[1].seq[0]), "ok$");
+    }
+    al_dataset_free(d);
+
+    /* Pairs: dropped when either side would lose its whole completion. */
+    d = rd("{\"prompt\":\"0123456789\",\"chosen\":\"a\",\"rejected\":\"b\"}\n", g_chat, "dpo",
+           g_b + 10, 0);
+    T_EQ_INT(d->n_ex, 0);
+    T_EQ_INT(rep_int(d, "dropped"), 1);
+    char err[AL_ERRLEN];
+    T_EQ_INT(al_dataset_check(d, 0, err), AL_EFORMAT);
+    T_TRUE(strstr(err, "dropped at max_length") != NULL);
+    al_dataset_free(d);
+}
+
+static void test_duplicates_and_mix(void) {
+    al_dataset *d = rd("{\"id\":1,\"source\":\"math\",\"prompt\":\"1+1=\",\"completion\":\"2\"}\n"
+                       "{\"id\":2,\"source\":\"math\",\"prompt\":\" 1+1=\",\"completion\":\"2\\n\"}\n"
+                       "{\"id\":3,\"source\":\"math\",\"prompt\":\"2+2=\",\"completion\":\"4\"}\n"
+                       "{\"id\":4,\"source\":\"code\",\"prompt\":\"print(1)\",\"completion\":\"1\"}\n"
+                       "{\"id\":5,\"source\":\"code\",\"prompt\":\"print( 1 )\",\"completion\":\"1\"}\n",
+                       g_chat, "sft", 0, 1);
+    /* Row 2 = row 1 after whitespace normalisation (ids ignored); row 5 has
+     * spaces where row 4 has none, so it is other text. */
+    T_EQ_INT(rep_int(d, "duplicates"), 1);
+    T_EQ_INT(rep_int(d, "deduplicated"), 1);
+    T_TRUE(has_warning(d, 2, "duplicate"));
+    T_EQ_INT(d->n_ex, 4);
+    const json_t *mix = json_object_get(al_dataset_report(d), "mix");
+    T_STR_EQ(json_string_value(json_object_get(mix, "by")), "source");
+    const json_t *g = json_object_get(mix, "groups");
+    T_EQ_INT(json_integer_value(json_object_get(json_object_get(g, "math"), "rows")), 2);
+    T_EQ_INT(json_integer_value(json_object_get(json_object_get(g, "code"), "rows")), 2);
+    T_NEAR(json_real_value(json_object_get(json_object_get(g, "math"), "share")), 0.5, 1e-9);
+    T_EQ_INT(json_integer_value(json_object_get(json_object_get(g, "code"), "tokens_max")),
+             g_b + 12);
+    T_TRUE(json_object_get(mix, "lengths") != NULL);
+    al_dataset_free(d);
+}
+
+/* EOS is a target of every completion; BOS never appears twice. */
+static void test_eos_bos_everywhere(void) {
+    al_data_opts o = {0};
+    o.method = "sft";
+    al_dataset *d = NULL;
+    char err[AL_ERRLEN];
+    T_OK(al_dataset_read_file(data_path("bad_lines.jsonl"), g_chat, &o, &d, err));
+    al_dataset *d2 = rd("{\"prompt\":\"<|endoftext|>Q\",\"completion\":\"A\"}\n"
+                        "{\"prompt\":\"Q\",\"completion\":\"A<|endoftext|>\"}\n"
+                        "{\"prompt\":\"\",\"completion\":\"whole\"}\n",
+                        g_chat, "sft", 0, 0);
+    int32_t eos = al_tok_eos(g_tok), bos = al_tok_bos(g_tok);
+    const al_dataset *ds[2] = {d, d2};
+    for (int j = 0; j < 2; j++) {
+        if (!ds[j]) continue;
+        al_batch b;
+        T_OK(al_batch_init(&b, AL_BATCH_LM, ds[j]->n_ex, 512));
+        int32_t idx[16];
+        for (int i = 0; i < ds[j]->n_ex; i++) idx[i] = i;
+        T_OK(al_batch_fill(&b, ds[j]->ex, idx, ds[j]->n_ex, al_chat_pad_id(g_chat), err));
+        for (int r = 0; r < b.B; r++) {
+            int eos_t = 0;
+            for (int t = 0; t < b.T; t++) eos_t += b.targets[r * b.T + t] == eos;
+            T_EQ_INT(eos_t, 1);
+            T_TRUE(!(b.ids[r * b.T] == bos && b.ids[r * b.T + 1] == bos));
+        }
+        al_batch_deinit(&b);
+    }
+    al_dataset_free(d);
+    al_dataset_free(d2);
+}
+
+/* ---- inputs and modes ------------------------------------------------- */
+
+static void test_inputs(void) {
+    /* BOM, CRLF and blank lines: line numbers stay physical. */
+    const char *j = "\xEF\xBB\xBF{\"text\":\"a\"}\r\n\r\n{\"text\":\r\n{\"text\":\"b\"}";
+    al_dataset *d = rd(j, g_chat, NULL, 0, 0);
+    T_EQ_INT(rep_int(d, "rows"), 3);
+    T_STR_EQ(code_at(d, 3), "invalid_json");
+    T_EQ_INT(d->n_ex, 2);
+    T_EQ_INT(d->ex[1].line, 4);
+    al_dataset_free(d);
+
+    /* Validation without a tokenizer: structure only. */
+    d = rd(j, NULL, "sft", 0, 0);
+    T_TRUE(json_is_null(json_object_get(al_dataset_report(d), "tokens")));
+    T_EQ_INT(d->n_ex, 0);
+    T_EQ_INT(rep_int(d, "valid_rows"), 2);
+    T_TRUE(json_is_true(json_object_get(al_dataset_report(d), "trainable")));
+    al_dataset_free(d);
+
+    /* A list of rows instead of a file. */
+    json_t *rows = json_pack("[{s:s,s:s},i,{s:s,s:s}]", "prompt", "p", "completion", "c", 7,
+                             "prompt", "q", "completion", "d");
+    char err[AL_ERRLEN];
+    al_data_opts o = {0};
+    o.method = "sft";
+    T_OK(al_dataset_from_rows(rows, g_chat, &o, &d, err));
+    T_EQ_INT(d->n_ex, 2);
+    T_STR_EQ(code_at(d, 2), "data_type");
+    al_dataset_free(d);
+    json_decref(rows);
+
+    /* Bad arguments and file-level verdicts. */
+    o.method = "telepathy";
+    T_EQ_INT(al_dataset_read_mem("", 0, g_chat, &o, &d, err), AL_EINVAL);
+    d = rd("", g_chat, "sft", 0, 0);
+    T_EQ_INT(al_dataset_check(d, 0, err), AL_EFORMAT);
+    T_TRUE(strstr(err, "no rows") != NULL);
+    al_dataset_free(d);
+    d = rd(MSG_OK, g_chat, "dpo", 0, 0);
+    T_EQ_INT(al_dataset_check(d, 0, err), AL_EFORMAT);
+    T_TRUE(strstr(err, "messages") != NULL && strstr(err, "dpo") != NULL);
+    T_TRUE(json_is_false(json_object_get(al_dataset_report(d), "trainable")));
+    al_dataset_free(d);
+}
+
+/* 100k rows in seconds: conversations rendered incrementally and text.
+ * Sanitizer and valgrind (ctest -T memcheck) runs take a fifth of the rows
+ * and check no time. */
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+enum { SANITIZED = 1 };
+#else
+enum { SANITIZED = 0 };
+#endif
+
+static void test_speed(void) {
+    const char *pre = getenv("LD_PRELOAD");
+    int slow = SANITIZED || (pre && strstr(pre, "vgpreload"));
+    const int n = slow ? 20000 : 100000;
+    size_t cap = (size_t)n * 220, k = 0;
+    char *buf = malloc(cap);
+    for (int i = 0; i < n; i++) {
+        if (i % 2)
+            k += (size_t)snprintf(buf + k, cap - k,
+                                  "{\"messages\":[{\"role\":\"user\",\"content\":\"What is %d plus "
+                                  "%d?\"},{\"role\":\"assistant\",\"content\":\"It is %d.\"}]}\n",
+                                  i, i + 1, 2 * i + 1);
+        else
+            k += (size_t)snprintf(buf + k, cap - k,
+                                  "{\"prompt\":\"Add %d and %d: \",\"completion\":\"%d\"}\n", i, 7,
+                                  i + 7);
+    }
+    /* Half the rows are in the minority format: the worst case for the
+     * re-read of rows whose format differs from the file's. */
+    al_data_opts o = {0};
+    o.max_length = 64;
+    al_dataset *d = NULL;
+    /* CPU time: other jobs on the machine do not count against us. */
+    clock_t t0 = clock();
+    T_OK(al_dataset_read_mem(buf, k, g_chat, &o, &d, NULL));
+    double dt = (double)(clock() - t0) / CLOCKS_PER_SEC;
+    printf("read %d rows (%zu bytes) in %.2f CPU s\n", n, k, dt);
+    T_EQ_INT(d->rows, n);
+    T_EQ_INT(d->n_errors, n / 2);   /* a tie goes to line 1's format: the
+                                       * conversations lack "prompt" */
+    T_TRUE(slow || dt < 20.0);
+    al_dataset_free(d);
+    /* Uniform rows. */
+    k = 0;
+    for (int i = 0; i < n; i++)
+        k += (size_t)snprintf(buf + k, cap - k,
+                              "{\"messages\":[{\"role\":\"user\",\"content\":\"What is %d plus "
+                              "%d?\"},{\"role\":\"assistant\",\"content\":\"It is %d.\"}]}\n",
+                              i, i + 1, 2 * i + 1);
+    t0 = clock();
+    T_OK(al_dataset_read_mem(buf, k, g_chat, &o, &d, NULL));
+    dt = (double)(clock() - t0) / CLOCKS_PER_SEC;
+    printf("read %d conversations in %.2f CPU s\n", n, dt);
+    T_EQ_INT(d->n_ex, n);
+    T_TRUE(slow || dt < 20.0);
+    al_dataset_free(d);
+    free(buf);
+}
+
+int main(void) {
+    g_tok = al_tok_byte_new();
+    T_TRUE(g_tok != NULL);
+    char err[AL_ERRLEN];
+    /* Plain ChatML: masks come from incremental rendering and are the
+     * content plus "<|im_end|>\n" of each assistant turn. */
+    T_OK(al_chat_new(&g_chat, g_tok,
+                     "{% for message in messages %}<|im_start|>{{ message.role }}\n"
+                     "{{ message.content }}<|im_end|>\n{% endfor %}"
+                     "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}",
+                     err));
+    if (!g_tok || !g_chat) return t_done();
+    g_b = al_tok_adds_bos(g_tok) ? 1 : 0;
+    test_error_codes();
+    test_template_error();
+    test_bad_lines_file();
+    test_preference_variants();
+    test_rankings_ratings();
+    test_lm_formats();
+    test_rl_prompts();
+    test_stats_and_lengths();
+    test_duplicates_and_mix();
+    test_eos_bos_everywhere();
+    test_inputs();
+    test_speed();
+    al_chat_free(g_chat);
+    al_tok_free(g_tok);
+    return t_done();
+}
