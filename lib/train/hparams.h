@@ -32,7 +32,7 @@ typedef struct al_hparams {
 
     /* preference family */
     float beta;                      /* 0.1 (DPO, KTO, SimPO 2.0 in TRL's CPO), ORPO's lambda */
-    char loss_type[AL_MAX_LOSS_TYPES][16]; /* "sigmoid", "ipo", "hinge", "robust", ... */
+    char loss_type[AL_MAX_LOSS_TYPES][24]; /* "sigmoid", "ipo", "hinge", "robust", ... */
     int n_loss_types;
     float loss_weights[AL_MAX_LOSS_TYPES]; /* 1.0 each when not given */
     float label_smoothing;           /* 0 */

@@ -13,13 +13,13 @@
 #define AL_OBJECTIVE_H
 
 #include "../al.h"
+#include "../text/batch.h"
 #include "hparams.h"
 
-typedef enum {
-    AL_BATCH_LM = 1,     /* rows of text with a per-token loss mask (pretrain, sft) */
-    AL_BATCH_PAIRS,      /* chosen rows [0, n_pairs), rejected rows [n_pairs, 2 n_pairs) */
-    AL_BATCH_UNPAIRED,   /* KTO: rows with a desirable/undesirable label (+ KL rows) */
-} al_batch_kind;
+/* Batch layouts come from the text layer: AL_BATCH_LM (rows of text with a
+ * per-token loss mask: pretrain, sft), AL_BATCH_PAIR (chosen rows [0,
+ * n_pairs), rejected rows [n_pairs, 2 n_pairs)), AL_BATCH_UNPAIRED (KTO rows
+ * with a desirable/undesirable label, plus KL rows). */
 
 /* What an objective sees of one micro-batch: R rows of T tokens. */
 typedef struct al_obj_in {
@@ -83,5 +83,52 @@ typedef struct al_objective_ops {
 const al_objective_ops *al_objective_find(const char *name);
 /* NULL-terminated table of every objective. */
 const al_objective_ops *const *al_objectives(void);
+
+/* ---- Shared by the objective files (lib/train/objectives.c) ----------------
+ *
+ * How an objective fills its outputs: it adds its gradients into out (+=;
+ * the trainer zeroes them) and adds its loss, token count and metrics into st
+ * (+=, never resetting it), so one st zeroed at the start of a step and passed
+ * to every micro-batch ends up holding the step's values. On any error,
+ * including AL_ENAN, neither out nor st has been touched. Missing or
+ * inconsistent tensors (a wiring bug in the caller) return AL_ESHAPE; a
+ * micro-batch with scored rows but a non-positive step denominator returns
+ * AL_EINVAL. */
+
+/* The objectives in the registry, one per file. */
+extern const al_objective_ops al_obj_pretrain;      /* obj_lm.c */
+extern const al_objective_ops al_obj_sft;           /* obj_lm.c */
+extern const al_objective_ops al_obj_reward_model;  /* obj_rm.c */
+extern const al_objective_ops al_obj_dpo;           /* obj_dpo.c: the whole loss_type family */
+extern const al_objective_ops al_obj_kto;           /* obj_kto.c */
+extern const al_objective_ops al_obj_orpo;          /* obj_orpo.c */
+extern const al_objective_ops al_obj_simpo;         /* obj_simpo.c */
+
+/* log(sigmoid(x)) without overflow for any x: min(x, 0) - log1p(exp(-|x|)).
+ * Its derivative is sigmoid(-x). NaN in, NaN out. */
+double al_logsigmoid(double x);
+/* sigmoid(x) = 1 / (1 + exp(-x)), computed without overflow for any x. */
+double al_sigmoid(double x);
+/* log(1 - exp(x)) for x <= 0, accurate both near 0 and far below it
+ * (Maechler's log1mexp); -inf at 0, NaN above 0. */
+double al_log1mexp(double x);
+
+/* Row r's sum over its scored tokens (targets[r,t] >= 0) of w[r,t] * x[r,t],
+ * w = in->weight or 1: the per-row sequence log-prob when x is in->logp or
+ * in->ref_logp. */
+double al_seq_logprob_sum(const al_obj_in *in, const float *x, int r);
+/* Row r's plain (unweighted) sum of x over its scored tokens (entropy). */
+double al_seq_masked_sum(const al_obj_in *in, const float *x, int r);
+/* Row r's completion length: the number of its scored tokens. */
+int al_seq_len(const al_obj_in *in, int r);
+/* Backward of al_seq_logprob_sum scaled by g: d[r,t] += g * w[r,t] over row
+ * r's scored tokens. d may be NULL (no-op). */
+void al_seq_logprob_backward(float *d, const al_obj_in *in, int r, double g);
+
+/* Validation helpers for create(): AL_OK, or AL_EINVAL with err naming the
+ * field, e.g. "beta: must be > 0 (got 0)". */
+int al_hp_check_positive(double v, const char *field, char err[AL_ERRLEN]);
+int al_hp_check_nonneg(double v, const char *field, char err[AL_ERRLEN]);
+int al_hp_check_finite(double v, const char *field, char err[AL_ERRLEN]);
 
 #endif

@@ -1,0 +1,137 @@
+/* Odds-ratio preference optimisation: "orpo" (no reference model).
+ *
+ * Pairs: chosen rows [0, P), rejected rows [P, 2P). Per row, the average
+ * log-prob over its scored tokens, a = sum w logp / n (n = completion length,
+ * at least 1). With L(a) = log(1 - exp(a)) (computed as log1mexp):
+ *
+ *   log_odds = (a_c - a_r) - (L(a_c) - L(a_r))
+ *   ratio    = log sigmoid(log_odds)
+ *   loss_p   = nll_p - beta * ratio,   nll_p = -a_c
+ *   loss     = sum_p loss_p / norm_rows
+ *
+ * as TRL's ORPOTrainer (trl/experimental/orpo/orpo_trainer.py, current main):
+ * odds_ratio_loss computes log_odds from the length-averaged log-probs
+ * (get_batch_logps(average_log_prob=True)), ratio = F.logsigmoid(log_odds),
+ * losses = beta * ratio, and loss = policy_nll_loss - losses.mean(); beta is
+ * the paper's lambda. One difference: TRL's policy_nll_loss is the
+ * cross-entropy mean over all tokens of the chosen rows, prompt included;
+ * here it is each chosen row's mean over its scored tokens, averaged over
+ * pairs (the ORPO paper's per-example L_SFT), so that gradient accumulation
+ * is exact and the tokens scored are the data layer's choice.
+ *
+ *   d loss_p / d a_c = -1 - beta * sigmoid(-log_odds) / (1 - exp(a_c))
+ *   d loss_p / d a_r =      beta * sigmoid(-log_odds) / (1 - exp(a_r))
+ *   d loss / d logp[row, t] = w[row, t] / n_row * d loss_p / d a_row / norm_rows
+ *
+ * A row whose average log-prob is 0 (probability 1) has infinite odds: the
+ * loss or its gradient is then not finite and loss() returns AL_ENAN.
+ *
+ * Metrics (sums over pairs / norm_rows), TRL's names: rewards/chosen
+ * (beta a_c), rewards/rejected, rewards/accuracies, rewards/margins,
+ * logps/chosen (a_c), logps/rejected (a_r), nll_loss, log_odds_ratio (mean of
+ * ratio) and log_odds_chosen (mean of log_odds) — TRL logs the log-sigmoid
+ * under log_odds_ratio and the raw log-odds under log_odds_chosen. */
+#include "objective.h"
+
+#include <math.h>
+#include <stdlib.h>
+
+typedef struct orpo_state {
+    double beta;
+} orpo_state;
+
+static int orpo_create(const al_hparams *hp, void **state, char err[AL_ERRLEN]) {
+    int rc = al_hp_check_positive(hp->beta, "beta", err);
+    if (rc != AL_OK) return rc;
+    orpo_state *s = calloc(1, sizeof *s);
+    if (!s) return al_err(err, AL_ENOMEM, "out of memory");
+    s->beta = hp->beta;
+    *state = s;
+    return AL_OK;
+}
+
+static void orpo_destroy(void *state) { free(state); }
+
+typedef struct orpo_pair {
+    double ac, ar, lo, ratio, loss, dac, dar;
+    int nc, nr;
+} orpo_pair;
+
+static orpo_pair orpo_terms(const orpo_state *s, const al_obj_in *in, int p) {
+    const int P = in->n_pairs;
+    orpo_pair q;
+    int nc = al_seq_len(in, p), nr = al_seq_len(in, P + p);
+    q.nc = nc > 1 ? nc : 1;
+    q.nr = nr > 1 ? nr : 1;
+    q.ac = al_seq_logprob_sum(in, in->logp, p) / q.nc;
+    q.ar = al_seq_logprob_sum(in, in->logp, P + p) / q.nr;
+    q.lo = (q.ac - q.ar) - (al_log1mexp(q.ac) - al_log1mexp(q.ar));
+    q.ratio = al_logsigmoid(q.lo);
+    q.loss = -q.ac - s->beta * q.ratio;
+    double sg = al_sigmoid(-q.lo);
+    /* 1 / (1 - e^a) = -1 / expm1(a) */
+    q.dac = -1.0 - s->beta * sg * (-1.0 / expm1(q.ac));
+    q.dar = s->beta * sg * (-1.0 / expm1(q.ar));
+    return q;
+}
+
+static int orpo_loss(void *state, const al_obj_in *in, al_obj_out *out, al_step_stats *st) {
+    const orpo_state *s = state;
+    if (!s || !in || !st) return AL_ESHAPE;
+    const int P = in->n_pairs;
+    if (P < 0 || in->R != 2 * P) return AL_ESHAPE;
+    if (P == 0) return AL_OK;
+    if (in->T <= 0 || !in->targets || !in->logp) return AL_ESHAPE;
+    if (!(in->norm_rows > 0)) return AL_EINVAL;
+    const double inv = 1.0 / in->norm_rows, b = s->beta;
+
+    double loss = 0, rw_c = 0, rw_r = 0, accu = 0, lp_c = 0, lp_r = 0, nll = 0, ratio = 0, lo = 0, ntok = 0;
+    for (int p = 0; p < P; p++) {
+        orpo_pair q = orpo_terms(s, in, p);
+        if (!isfinite(q.loss) || !isfinite(q.dac) || !isfinite(q.dar) || !isfinite(q.lo)) return AL_ENAN;
+        loss += q.loss;
+        rw_c += b * q.ac;
+        rw_r += b * q.ar;
+        accu += b * q.ac > b * q.ar ? 1.0 : 0.0;
+        lp_c += q.ac;
+        lp_r += q.ar;
+        nll += -q.ac;
+        ratio += q.ratio;
+        lo += q.lo;
+        ntok += al_seq_len(in, p) + al_seq_len(in, P + p);
+    }
+    loss *= inv;
+    if (!isfinite(loss)) return AL_ENAN;
+
+    if (out && out->dlogp) {
+        for (int p = 0; p < P; p++) {
+            orpo_pair q = orpo_terms(s, in, p);
+            al_seq_logprob_backward(out->dlogp, in, p, q.dac / q.nc * inv);
+            al_seq_logprob_backward(out->dlogp, in, P + p, q.dar / q.nr * inv);
+        }
+    }
+
+    st->loss += loss;
+    st->num_tokens += ntok;
+    al_stats_add(st, "rewards/chosen", rw_c * inv);
+    al_stats_add(st, "rewards/rejected", rw_r * inv);
+    al_stats_add(st, "rewards/accuracies", accu * inv);
+    al_stats_add(st, "rewards/margins", (rw_c - rw_r) * inv);
+    al_stats_add(st, "logps/chosen", lp_c * inv);
+    al_stats_add(st, "logps/rejected", lp_r * inv);
+    al_stats_add(st, "nll_loss", nll * inv);
+    al_stats_add(st, "log_odds_ratio", ratio * inv);
+    al_stats_add(st, "log_odds_chosen", lo * inv);
+    return AL_OK;
+}
+
+const al_objective_ops al_obj_orpo = {
+    .name = "orpo",
+    .batch = AL_BATCH_PAIR,
+    .needs_ref = 0,
+    .needs_values = 0,
+    .needs_lm = 1,
+    .create = orpo_create,
+    .loss = orpo_loss,
+    .destroy = orpo_destroy,
+};

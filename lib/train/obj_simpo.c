@@ -1,0 +1,139 @@
+/* Simple preference optimisation: "simpo" (no reference model).
+ *
+ * Pairs: chosen rows [0, P), rejected rows [P, 2P). Per row, the average
+ * log-prob over its scored tokens, a = sum w logp / n (n = completion length,
+ * at least 1). With ls = label_smoothing:
+ *
+ *   logits = (a_c - a_r) - simpo_gamma / beta
+ *   loss_p = -(1 - ls) log sigmoid(beta logits) - ls log sigmoid(-beta logits)
+ *            + rpo_alpha * nll_p,          nll_p = -a_c
+ *   loss   = sum_p loss_p / norm_rows
+ *
+ * as TRL's CPOTrainer with loss_type="simpo" (trl/experimental/cpo/
+ * cpo_trainer.py, current main; it was trl/trainer/cpo_trainer.py before
+ * moving to experimental, with the same formula): average log-probs
+ * (average_log_prob for "simpo"), gamma_logratios = simpo_gamma / beta,
+ * logits = pi_logratios - gamma_logratios, and the label-smoothed sigmoid
+ * above; loss = losses.mean() + cpo_alpha * policy_nll_loss. Pure SimPO is
+ * cpo_alpha = 0 (TRL's documented setting for SimPO); al_hparams has no
+ * cpo_alpha, so rpo_alpha (default 0) plays its part and turns this into
+ * CPO-SimPO when > 0. As in obj_dpo.c the NLL is each chosen row's per-token
+ * mean averaged over pairs (TRL: one cross-entropy mean over the chosen
+ * tokens of the micro-batch), so gradient accumulation is exact.
+ *
+ *   z = beta * logits,  g = -(1 - ls) sigmoid(-z) + ls sigmoid(z)
+ *   d loss_p / d a_c = beta g - rpo_alpha,   d loss_p / d a_r = -beta g
+ *   d loss / d logp[row, t] = w[row, t] / n_row * d loss_p / d a_row / norm_rows
+ *
+ * Metrics (sums over pairs / norm_rows), TRL's names: rewards/chosen
+ * (beta a_c), rewards/rejected, rewards/accuracies, rewards/margins,
+ * logps/chosen (a_c), logps/rejected (a_r), nll_loss (mean -a_c, logged
+ * whatever rpo_alpha, as CPOTrainer does). */
+#include "objective.h"
+
+#include <math.h>
+#include <stdlib.h>
+
+typedef struct simpo_state {
+    double beta, gamma, ls, alpha;
+} simpo_state;
+
+static int simpo_create(const al_hparams *hp, void **state, char err[AL_ERRLEN]) {
+    int rc;
+    if ((rc = al_hp_check_positive(hp->beta, "beta", err)) != AL_OK) return rc;
+    if ((rc = al_hp_check_finite(hp->simpo_gamma, "simpo_gamma", err)) != AL_OK) return rc;
+    if ((rc = al_hp_check_nonneg(hp->rpo_alpha, "rpo_alpha", err)) != AL_OK) return rc;
+    double ls = hp->label_smoothing;
+    if (!isfinite(ls) || ls < 0 || ls > 0.5)
+        return al_err(err, AL_EINVAL, "label_smoothing: must be in [0, 0.5] (got %g)", ls);
+    simpo_state *s = calloc(1, sizeof *s);
+    if (!s) return al_err(err, AL_ENOMEM, "out of memory");
+    s->beta = hp->beta;
+    s->gamma = hp->simpo_gamma;
+    s->ls = ls;
+    s->alpha = hp->rpo_alpha;
+    *state = s;
+    return AL_OK;
+}
+
+static void simpo_destroy(void *state) { free(state); }
+
+typedef struct simpo_pair {
+    double ac, ar, loss, dac, dar;
+    int nc, nr;
+} simpo_pair;
+
+static simpo_pair simpo_terms(const simpo_state *s, const al_obj_in *in, int p) {
+    const int P = in->n_pairs;
+    simpo_pair q;
+    int nc = al_seq_len(in, p), nr = al_seq_len(in, P + p);
+    q.nc = nc > 1 ? nc : 1;
+    q.nr = nr > 1 ? nr : 1;
+    q.ac = al_seq_logprob_sum(in, in->logp, p) / q.nc;
+    q.ar = al_seq_logprob_sum(in, in->logp, P + p) / q.nr;
+    const double b = s->beta, ls = s->ls;
+    double z = b * ((q.ac - q.ar) - s->gamma / b);
+    q.loss = -(1 - ls) * al_logsigmoid(z) - ls * al_logsigmoid(-z) + s->alpha * -q.ac;
+    double g = -(1 - ls) * al_sigmoid(-z) + ls * al_sigmoid(z);
+    q.dac = b * g - s->alpha;
+    q.dar = -b * g;
+    return q;
+}
+
+static int simpo_loss(void *state, const al_obj_in *in, al_obj_out *out, al_step_stats *st) {
+    const simpo_state *s = state;
+    if (!s || !in || !st) return AL_ESHAPE;
+    const int P = in->n_pairs;
+    if (P < 0 || in->R != 2 * P) return AL_ESHAPE;
+    if (P == 0) return AL_OK;
+    if (in->T <= 0 || !in->targets || !in->logp) return AL_ESHAPE;
+    if (!(in->norm_rows > 0)) return AL_EINVAL;
+    const double inv = 1.0 / in->norm_rows, b = s->beta;
+
+    double loss = 0, rw_c = 0, rw_r = 0, accu = 0, lp_c = 0, lp_r = 0, ntok = 0;
+    for (int p = 0; p < P; p++) {
+        simpo_pair q = simpo_terms(s, in, p);
+        if (!isfinite(q.ac) || !isfinite(q.ar) || !isfinite(q.loss) || !isfinite(q.dac) ||
+            !isfinite(q.dar))
+            return AL_ENAN;
+        loss += q.loss;
+        rw_c += b * q.ac;
+        rw_r += b * q.ar;
+        accu += b * q.ac > b * q.ar ? 1.0 : 0.0;
+        lp_c += q.ac;
+        lp_r += q.ar;
+        ntok += al_seq_len(in, p) + al_seq_len(in, P + p);
+    }
+    loss *= inv;
+    if (!isfinite(loss)) return AL_ENAN;
+
+    if (out && out->dlogp) {
+        for (int p = 0; p < P; p++) {
+            simpo_pair q = simpo_terms(s, in, p);
+            al_seq_logprob_backward(out->dlogp, in, p, q.dac / q.nc * inv);
+            al_seq_logprob_backward(out->dlogp, in, P + p, q.dar / q.nr * inv);
+        }
+    }
+
+    st->loss += loss;
+    st->num_tokens += ntok;
+    al_stats_add(st, "rewards/chosen", rw_c * inv);
+    al_stats_add(st, "rewards/rejected", rw_r * inv);
+    al_stats_add(st, "rewards/accuracies", accu * inv);
+    al_stats_add(st, "rewards/margins", (rw_c - rw_r) * inv);
+    al_stats_add(st, "logps/chosen", lp_c * inv);
+    al_stats_add(st, "logps/rejected", lp_r * inv);
+    al_stats_add(st, "nll_loss", -lp_c * inv);
+    return AL_OK;
+}
+
+const al_objective_ops al_obj_simpo = {
+    .name = "simpo",
+    .batch = AL_BATCH_PAIR,
+    .needs_ref = 0,
+    .needs_values = 0,
+    .needs_lm = 1,
+    .create = simpo_create,
+    .loss = simpo_loss,
+    .destroy = simpo_destroy,
+};

@@ -1,0 +1,132 @@
+/* Objective registry, step statistics, and the helpers every objective file
+ * shares: masked per-row sums of token log-probs over the target tokens (and
+ * their backward), and log-sigmoid, sigmoid and log(1 - e^x) computed without
+ * overflow. Pure functions; no allocation, no globals besides the constant
+ * table; safe to call from any thread. */
+#include "objective.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+static const al_objective_ops *const g_objectives[] = {
+    &al_obj_pretrain, &al_obj_sft,  &al_obj_reward_model, &al_obj_dpo,
+    &al_obj_kto,      &al_obj_orpo, &al_obj_simpo,        NULL,
+};
+
+const al_objective_ops *al_objective_find(const char *name) {
+    if (!name) return NULL;
+    for (int i = 0; g_objectives[i]; i++)
+        if (strcmp(g_objectives[i]->name, name) == 0) return g_objectives[i];
+    return NULL;
+}
+
+const al_objective_ops *const *al_objectives(void) { return g_objectives; }
+
+void al_stats_add(al_step_stats *st, const char *name, double value) {
+    char key[sizeof st->m[0].name] = {0}; /* whole name zero-filled: st stays memcmp-able */
+    snprintf(key, sizeof key, "%s", name);
+    for (int i = 0; i < st->n; i++) {
+        if (strcmp(st->m[i].name, key) == 0) {
+            st->m[i].value += value;
+            return;
+        }
+    }
+    if (st->n >= AL_MAX_METRICS) return;
+    memcpy(st->m[st->n].name, key, sizeof key);
+    st->m[st->n].value = value;
+    st->n++;
+}
+
+double al_stats_get(const al_step_stats *st, const char *name) {
+    char key[sizeof st->m[0].name];
+    snprintf(key, sizeof key, "%s", name);
+    for (int i = 0; i < st->n; i++)
+        if (strcmp(st->m[i].name, key) == 0) return st->m[i].value;
+    return NAN;
+}
+
+/* ---- scalar functions ---------------------------------------------------- */
+
+double al_logsigmoid(double x) {
+    /* x >= 0: -log(1 + e^-x); x < 0: x - log(1 + e^x). Neither exp overflows.
+     * NaN fails the comparison and propagates through the second branch. */
+    if (x >= 0) return -log1p(exp(-x));
+    return x - log1p(exp(x));
+}
+
+double al_sigmoid(double x) {
+    if (x >= 0) return 1.0 / (1.0 + exp(-x));
+    double e = exp(x);
+    return e / (1.0 + e);
+}
+
+double al_log1mexp(double x) {
+    /* Maechler (2012): log(-expm1(x)) near 0, log1p(-exp(x)) far below. */
+    if (x > -0.693147180559945309417) return log(-expm1(x));
+    return log1p(-exp(x));
+}
+
+/* ---- masked per-row sums ------------------------------------------------- */
+
+double al_seq_logprob_sum(const al_obj_in *in, const float *x, int r) {
+    const size_t off = (size_t)r * (size_t)in->T;
+    const int32_t *tg = in->targets + off;
+    const float *xr = x + off;
+    double s = 0.0;
+    if (in->weight) {
+        const float *w = in->weight + off;
+        for (int t = 0; t < in->T; t++)
+            if (tg[t] >= 0) s += (double)w[t] * (double)xr[t];
+    } else {
+        for (int t = 0; t < in->T; t++)
+            if (tg[t] >= 0) s += (double)xr[t];
+    }
+    return s;
+}
+
+double al_seq_masked_sum(const al_obj_in *in, const float *x, int r) {
+    const size_t off = (size_t)r * (size_t)in->T;
+    double s = 0.0;
+    for (int t = 0; t < in->T; t++)
+        if (in->targets[off + (size_t)t] >= 0) s += (double)x[off + (size_t)t];
+    return s;
+}
+
+int al_seq_len(const al_obj_in *in, int r) {
+    const size_t off = (size_t)r * (size_t)in->T;
+    int n = 0;
+    for (int t = 0; t < in->T; t++)
+        if (in->targets[off + (size_t)t] >= 0) n++;
+    return n;
+}
+
+void al_seq_logprob_backward(float *d, const al_obj_in *in, int r, double g) {
+    if (!d) return;
+    const size_t off = (size_t)r * (size_t)in->T;
+    for (int t = 0; t < in->T; t++) {
+        size_t i = off + (size_t)t;
+        if (in->targets[i] < 0) continue;
+        double w = in->weight ? (double)in->weight[i] : 1.0;
+        d[i] += (float)(g * w);
+    }
+}
+
+/* ---- hyper-parameter checks ---------------------------------------------- */
+
+int al_hp_check_finite(double v, const char *field, char err[AL_ERRLEN]) {
+    if (!isfinite(v)) return al_err(err, AL_EINVAL, "%s: must be a finite number (got %g)", field, v);
+    return AL_OK;
+}
+
+int al_hp_check_positive(double v, const char *field, char err[AL_ERRLEN]) {
+    if (!isfinite(v) || !(v > 0))
+        return al_err(err, AL_EINVAL, "%s: must be a finite number > 0 (got %g)", field, v);
+    return AL_OK;
+}
+
+int al_hp_check_nonneg(double v, const char *field, char err[AL_ERRLEN]) {
+    if (!isfinite(v) || !(v >= 0))
+        return al_err(err, AL_EINVAL, "%s: must be a finite number >= 0 (got %g)", field, v);
+    return AL_OK;
+}
