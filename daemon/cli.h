@@ -6,7 +6,11 @@
 int cli_init_model(int argc, char **argv);
 int cli_logprobs(int argc, char **argv);
 int cli_generate(int argc, char **argv);
-int cli_train_demo(int argc, char **argv);
+int cli_train(int argc, char **argv);
+int cli_tokenize(int argc, char **argv);
+int cli_template(int argc, char **argv);
+int cli_validate(int argc, char **argv);
+int cli_eval(int argc, char **argv);
 
 /* Flag parsing shared by the subcommands: --name VALUE pairs. */
 typedef struct cli_flag {

@@ -8,6 +8,8 @@
 #include "cli.h"
 #include "compute/pool.h"
 #include "model/model.h"
+#include "text/chat.h"
+#include "text/tokenizer.h"
 
 /* Starts the shared compute pool: $ALIGND_THREADS or every core. */
 static void pool_start(void) {
@@ -114,19 +116,105 @@ static al_model *open_model(const char *dir) {
     return m;
 }
 
+
+/* Token ids for --prompt (and --completion) text: the model's tokenizer, one
+ * encoding of the whole string (never prompt and completion separately);
+ * with --chat the prompt is a JSON message list rendered by the model's chat
+ * template with the generation prompt. *k receives the index of the first
+ * completion token (tokens ending past the prompt's bytes). Returns 0, or 1/2
+ * after printing the reason. */
+static int text_ids(const char *dir, const char *prompt, const char *completion, int chat,
+                    int **ids, int *n, int *k) {
+    char err[AL_ERRLEN] = "";
+    al_tok *tok = NULL;
+    al_chat *ch = NULL;
+    char *ptext = NULL, *full = NULL;
+    size_t plen = 0;
+    int32_t *tids = NULL, *ends = NULL;
+    int rc = 1, nt = 0;
+    if (al_tok_load(&tok, dir, err) || al_chat_new(&ch, tok, NULL, err)) {
+        fprintf(stderr, "alignd: %s\n", err);
+        goto out;
+    }
+    if (chat) {
+        json_error_t je;
+        json_t *m = json_loads(prompt, 0, &je);
+        if (!json_is_array(m)) {
+            fprintf(stderr, "alignd: --prompt: with --chat, a JSON list of messages (%s)\n", je.text);
+            json_decref(m);
+            rc = 2;
+            goto out;
+        }
+        int r = al_chat_render(ch, m, NULL, 1, &ptext, &plen, NULL, NULL, err);
+        json_decref(m);
+        if (r) {
+            fprintf(stderr, "alignd: --prompt: %s\n", err);
+            rc = 2;
+            goto out;
+        }
+    } else {
+        ptext = strdup(prompt);
+        plen = strlen(prompt);
+    }
+    size_t clen = completion ? strlen(completion) : 0;
+    full = malloc(plen + clen + 1);
+    if (!ptext || !full) goto out;
+    memcpy(full, ptext, plen);
+    memcpy(full + plen, completion ? completion : "", clen + 1);
+    /* a rendered template writes its own BOS; plain text gets the post-processor's */
+    if (al_tok_encode(tok, full, plen + clen, !chat, 1, &tids, &nt, NULL, &ends, err)) {
+        fprintf(stderr, "alignd: %s\n", err);
+        goto out;
+    }
+    *ids = malloc((size_t)(nt ? nt : 1) * sizeof **ids);
+    if (!*ids) goto out;
+    *k = nt;
+    for (int i = 0; i < nt; i++) {
+        (*ids)[i] = tids[i];
+        if (*k == nt && ends[i] > (int32_t)plen) *k = i;
+    }
+    *n = nt;
+    rc = 0;
+out:
+    free(tids);
+    free(ends);
+    free(ptext);
+    free(full);
+    al_chat_free(ch);
+    al_tok_free(tok);
+    return rc;
+}
+
 int cli_logprobs(int argc, char **argv) {
-    cli_flag f[] = {{"--model", 0, 0}, {"--ids", 0, 0}, {"--prompt-len", 0, 0}};
-    if (cli_parse(argc, argv, f, 3)) return 2;
-    if (!f[0].value || !f[1].value) {
-        fprintf(stderr, "alignd: logprobs: --model DIR and --ids 1,2,3 are required\n");
+    cli_flag f[] = {{"--model", 0, 0},      {"--ids", 0, 0},  {"--prompt-len", 0, 0},
+                    {"--prompt", 0, 0},     {"--completion", 0, 0}, {"--chat", 0, 1}};
+    if (cli_parse(argc, argv, f, 6)) return 2;
+    if (!f[0].value || !f[1].value == !f[3].value) {
+        fprintf(stderr, "alignd: logprobs: --model DIR and either --ids 1,2,3 or --prompt TEXT "
+                        "--completion TEXT are required\n");
         return 2;
     }
     int *ids, n, rc;
-    if ((rc = cli_ids("--ids", f[1].value, &ids, &n))) return rc;
     long k = 1;
-    if (f[2].value && cli_int(&f[2], 1, n > 1 ? n - 1 : 1, &k)) {
-        free(ids);
-        return 2;
+    if (f[3].value) {
+        if (!f[4].value || !f[4].value[0]) {
+            fprintf(stderr, "alignd: logprobs: --prompt needs a non-empty --completion\n");
+            return 2;
+        }
+        int kk;
+        if ((rc = text_ids(f[0].value, f[3].value, f[4].value, f[5].value != NULL, &ids, &n, &kk))) return rc;
+        k = kk < 1 ? 1 : kk;
+        if (k >= n) {
+            fprintf(stderr, "alignd: logprobs: the completion adds no tokens\n");
+            free(ids);
+            return 2;
+        }
+    } else {
+        if ((rc = cli_ids("--ids", f[1].value, &ids, &n))) return rc;
+        if (f[2].value && cli_int(&f[2], 1, n > 1 ? n - 1 : 1, &k)) {
+            free(ids);
+            return 2;
+        }
     }
     if (n < 2) {
         fprintf(stderr, "alignd: logprobs: --ids needs at least 2 tokens\n");
@@ -189,11 +277,12 @@ out:
 int cli_generate(int argc, char **argv) {
     cli_flag f[] = {{"--model", 0, 0},       {"--ids", 0, 0},   {"--max-new-tokens", 0, 0},
                     {"--temperature", 0, 0}, {"--top-k", 0, 0}, {"--top-p", 0, 0},
-                    {"--seed", 0, 0},        {"--stop", 0, 0}};
-    enum { MODEL, IDS, MAXNEW, TEMP, TOPK, TOPP, SEED, STOP, NF };
+                    {"--seed", 0, 0},        {"--stop", 0, 0},  {"--prompt", 0, 0},
+                    {"--chat", 0, 1}};
+    enum { MODEL, IDS, MAXNEW, TEMP, TOPK, TOPP, SEED, STOP, PROMPT, CHAT, NF };
     if (cli_parse(argc, argv, f, NF)) return 2;
-    if (!f[MODEL].value || !f[IDS].value) {
-        fprintf(stderr, "alignd: generate: --model DIR and --ids 1,2,3 are required\n");
+    if (!f[MODEL].value || !f[IDS].value == !f[PROMPT].value) {
+        fprintf(stderr, "alignd: generate: --model DIR and either --ids 1,2,3 or --prompt TEXT are required\n");
         return 2;
     }
     long max_new = 32, top_k = 0, seed = 0;
@@ -204,8 +293,18 @@ int cli_generate(int argc, char **argv) {
         (f[TOPP].value && cli_float(&f[TOPP], 0, 1, &top_p)) ||
         (f[SEED].value && cli_int(&f[SEED], 0, 0x7fffffffffffffffL, &seed)))
         return 2;
-    int *ids, n, rc, *stop = NULL, n_stop = 0;
-    if ((rc = cli_ids("--ids", f[IDS].value, &ids, &n))) return rc;
+    int *ids, n, rc, *stop = NULL, n_stop = 0, k;
+    if (f[PROMPT].value) {
+        if ((rc = text_ids(f[MODEL].value, f[PROMPT].value, NULL, f[CHAT].value != NULL, &ids, &n, &k)))
+            return rc;
+        if (n == 0) {
+            fprintf(stderr, "alignd: generate: --prompt encodes to no tokens\n");
+            free(ids);
+            return 2;
+        }
+    } else if ((rc = cli_ids("--ids", f[IDS].value, &ids, &n))) {
+        return rc;
+    }
     if (f[STOP].value && (rc = cli_ids("--stop", f[STOP].value, &stop, &n_stop))) {
         free(ids);
         return rc;
@@ -246,8 +345,20 @@ int cli_generate(int argc, char **argv) {
         json_array_append_new(jl, json_real(out_lp[i]));
         for (int s = 0; s < n_stop; s++) stopped |= out_ids[i] == stops[s];
     }
-    rc = print_json(json_pack("{s:o, s:o, s:s}", "ids", ji, "logprobs", jl, "finish_reason",
-                              stopped ? "stop" : "length"));
+    json_t *res = json_pack("{s:o, s:o, s:s}", "ids", ji, "logprobs", jl, "finish_reason",
+                            stopped ? "stop" : "length");
+    if (f[PROMPT].value) {
+        /* the completion as text, special tokens (the stop token) left out */
+        al_tok *tok = NULL;
+        char *txt = NULL;
+        size_t tl;
+        if (al_tok_load(&tok, f[MODEL].value, err) == AL_OK &&
+            al_tok_decode(tok, out_ids, len, 1, &txt, &tl) == AL_OK)
+            json_object_set_new(res, "text", json_stringn(txt, tl));
+        free(txt);
+        al_tok_free(tok);
+    }
+    rc = print_json(res);
 out:
     free(prompt);
     free(out_ids);

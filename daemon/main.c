@@ -10,10 +10,16 @@ static void usage(FILE *f) {
           "commands:\n"
           "  init-model  --arch gpt2|llama [--layers N --hidden N --heads N --kv-heads N\n"
           "              --intermediate N --vocab N --context N --seed S] --out DIR\n"
-          "  logprobs    --model DIR --ids 1,2,3,... [--prompt-len K]\n"
-          "  generate    --model DIR --ids 1,2,3 [--max-new-tokens N] [--temperature T]\n"
+          "  logprobs    --model DIR (--ids 1,2,3,... [--prompt-len K] |\n"
+          "              --prompt TEXT --completion TEXT [--chat])\n"
+          "  generate    --model DIR (--ids 1,2,3 | --prompt TEXT [--chat]) [--max-new-tokens N]\n"
+          "              [--temperature T]\n"
           "              [--top-k K] [--top-p P] [--seed S]\n"
-          "  train-demo  --model DIR [--steps N] [--seed S]   (train a tiny model on addition)\n"
+          "  tokenize    --model DIR [--jsonl] [--chat] [--no-special]   (stdin -> id arrays)\n"
+          "  template    (--model DIR | --template FILE.jinja) [--add-generation-prompt]\n"
+          "  validate    [--model DIR] --data FILE.jsonl [--max-length N] [--method M] [--dedupe]\n"
+          "  train       JOB.json [--resume CHECKPOINT_DIR]\n"
+          "  eval        --model DIR --task NAME [--n N]\n"
           "\n"
           "environment: ALIGND_THREADS sets the compute pool size (default: all cores)\n",
           f);
@@ -32,7 +38,11 @@ int main(int argc, char **argv) {
     if (!strcmp(cmd, "init-model")) return cli_init_model(argc - 2, argv + 2);
     if (!strcmp(cmd, "logprobs")) return cli_logprobs(argc - 2, argv + 2);
     if (!strcmp(cmd, "generate")) return cli_generate(argc - 2, argv + 2);
-    if (!strcmp(cmd, "train-demo")) return cli_train_demo(argc - 2, argv + 2);
+    if (!strcmp(cmd, "train")) return cli_train(argc - 2, argv + 2);
+    if (!strcmp(cmd, "tokenize")) return cli_tokenize(argc - 2, argv + 2);
+    if (!strcmp(cmd, "template")) return cli_template(argc - 2, argv + 2);
+    if (!strcmp(cmd, "validate")) return cli_validate(argc - 2, argv + 2);
+    if (!strcmp(cmd, "eval")) return cli_eval(argc - 2, argv + 2);
     fprintf(stderr, "alignd: unknown command '%s'\n", cmd);
     usage(stderr);
     return 2;

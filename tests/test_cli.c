@@ -114,14 +114,42 @@ int main(void) {
     T_EQ_INT(run(a), 1);
     T_OUT_HAS("model.safetensors");
 
-    /* training is deterministic: same seed, same losses */
+    /* training from a job file is deterministic: same seed, same losses */
     snprintf(a, sizeof a, "init-model --arch gpt2 --layers 1 --hidden 32 --heads 2 --context 32 --out %s/g", tmp);
     T_EQ_INT(run(a), 0);
-    snprintf(a, sizeof a, "train-demo --model %s/g --steps 25 --seed 3 | sed 's/,\"tokens_per_second\":[0-9]*//'", tmp);
+    snprintf(a, sizeof a, "%s/job.json", tmp);
+    f = fopen(a, "w");
+    T_TRUE(f != NULL);
+    if (f) {
+        fprintf(f, "{\"method\":\"sft\",\"model\":\"%s/g\",\"task\":{\"name\":\"addition\",\"rows\":64},"
+                   "\"hyperparameters\":{\"learning_rate\":0.003,\"batch_size\":8,\"max_steps\":10,"
+                   "\"logging_steps\":5,\"max_length\":24},\"output_dir\":\"%s/g_sft\",\"seed\":3}", tmp, tmp);
+        fclose(f);
+    }
+    snprintf(a, sizeof a, "train %s/job.json 2>/dev/null | sed 's/,\"tokens_per_second\":[0-9.e+-]*//'", tmp);
     T_EQ_INT(run(a), 0);
     snprintf(first, sizeof first, "%s", g_out);
-    T_OUT_HAS("\"step\":25,\"loss\"");
+    T_OUT_HAS("{\"step\":0,");
+    T_OUT_HAS("{\"step\":10,");
+    T_OUT_HAS("\"mean_token_accuracy\"");
     T_EQ_INT(run(a), 0);
     T_STR_EQ(g_out, first);
+    snprintf(a, sizeof a, "eval --model %s/g_sft --task addition --n 8", tmp);
+    T_EQ_INT(run(a), 0);
+    T_OUT_HAS("{\"task\":\"addition\",\"n\":8,\"exact_match\":");
+    /* a bad job is answered with the field */
+    snprintf(a, sizeof a, "%s/bad.json", tmp);
+    f = fopen(a, "w");
+    if (f) {
+        fputs("{\"method\":\"sft\",\"model\":\"m\",\"task\":{\"name\":\"addition\"},"
+              "\"hyperparameters\":{\"beta\":\"high\"}}", f);
+        fclose(f);
+    }
+    snprintf(a, sizeof a, "train %s/bad.json", tmp);
+    T_EQ_INT(run(a), 2);
+    T_OUT_HAS("hyperparameters.beta: must be a number");
+    snprintf(a, sizeof a, "eval --model %s/g_sft --task chess", tmp);
+    T_EQ_INT(run(a), 2);
+    T_OUT_HAS("'chess' is not a built-in task");
     return t_done();
 }

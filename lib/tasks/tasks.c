@@ -5,7 +5,7 @@
 #include <stdio.h>
 #include <string.h>
 
-static const char *const names[] = {"addition", "reversal", "sorting", NULL};
+static const char *const names[] = {"addition", "addition2", "reversal", "sorting", NULL};
 
 const char *const *al_task_names(void) { return names; }
 
@@ -32,9 +32,11 @@ int al_task_row_get(const char *task, uint64_t seed, uint64_t index, al_task_row
     al_rng r;
     al_rng_seed(&r, seed * 0x9E3779B97F4A7C15ull ^ (index + 1) * 0xD1B54A32D192ED03ull);
     memset(out, 0, sizeof *out);
-    if (!strcmp(task, "addition")) {
-        /* 1-3 digit operands */
-        uint32_t da = 1 + al_rng_below(&r, 3), db = 1 + al_rng_below(&r, 3);
+    if (!strcmp(task, "addition") || !strcmp(task, "addition2")) {
+        /* 1-3 digit operands ("addition2": 1-2, an easier variant that tiny
+         * models learn in a few hundred steps) */
+        uint32_t maxd = task[8] == '2' ? 2 : 3;
+        uint32_t da = 1 + al_rng_below(&r, maxd), db = 1 + al_rng_below(&r, maxd);
         uint32_t pa = da == 1 ? 10 : da == 2 ? 100 : 1000, pb = db == 1 ? 10 : db == 2 ? 100 : 1000;
         uint32_t a = al_rng_below(&r, pa), b = al_rng_below(&r, pb);
         snprintf(out->prompt, sizeof out->prompt, "%u+%u=", a, b);

@@ -1,6 +1,7 @@
 /* Built-in synthetic tasks with verifiable answers (the embedded default).
  * Each row is a prompt and its one correct answer, deterministic in (task,
- * seed, index): "addition" ("417+86=" -> "503"), "reversal" ("rev abc=" ->
+ * seed, index): "addition" ("417+86=" -> "503", operands of 1-3 digits),
+ * "addition2" (operands of 1-2 digits), "reversal" ("rev abc=" ->
  * "cba"), "sorting" ("sort 3,1,2=" -> "1,2,3"). A plausible wrong answer
  * (off by one digit, a swapped pair) makes preference pairs. */
 #ifndef AL_TASKS_H

@@ -1,0 +1,124 @@
+/* train and eval subcommands: the trainer on the command line.
+ *
+ *   alignd train JOB.json [--resume CHECKPOINT_DIR]
+ *     stdout: one JSON object per logged step {"step":N,"epoch":E,"loss":..,...};
+ *     stderr: events and samples, one line each, and a progress bar when
+ *     stderr is a terminal.
+ *   alignd eval --model DIR --task NAME [--n N]
+ *     stdout: {"task":..,"n":..,"exact_match":..} */
+#include <jansson.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "cli.h"
+#include "compute/pool.h"
+#include "io.h"
+#include "train/trainer.h"
+
+typedef struct cli_run {
+    int tty;
+    long total;
+} cli_run;
+
+static void on_log(void *ud, long step, double epoch, const al_metric *m, int n) {
+    cli_run *r = ud;
+    json_t *o = json_object();
+    json_object_set_new(o, "step", json_integer(step));
+    json_object_set_new(o, "epoch", json_real(round(epoch * 1e4) / 1e4));
+    for (int i = 0; i < n; i++)
+        json_object_set_new(o, m[i].name, isfinite(m[i].value) ? json_real(m[i].value) : json_null());
+    char *s = json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(8));
+    json_decref(o);
+    if (s) {
+        puts(s);
+        fflush(stdout);
+        free(s);
+    }
+    if (r->tty && r->total > 0) {
+        int w = 30, done = (int)(w * step / r->total);
+        fprintf(stderr, "\r[%.*s%*s] %ld/%ld", done, "==============================", w - done, "", step,
+                r->total);
+        if (step == r->total) fputc('\n', stderr);
+    }
+}
+
+static void on_event(void *ud, al_log_level lvl, const char *msg) {
+    (void)ud;
+    fprintf(stderr, "%s %s\n", lvl <= AL_LOG_WARN ? "warning:" : "info:", msg);
+}
+
+static void on_sample(void *ud, long step, const char *prompt, const char *completion, double reward) {
+    (void)ud;
+    json_t *o = json_pack("{s:I, s:s, s:s}", "step", (json_int_t)step, "prompt", prompt, "completion",
+                          completion);
+    if (o && isfinite(reward)) json_object_set_new(o, "reward", json_real(reward));
+    char *s = o ? json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
+    json_decref(o);
+    if (s) fprintf(stderr, "sample: %s\n", s);
+    free(s);
+}
+
+static void pool_start(void) {
+    const char *e = getenv("ALIGND_THREADS");
+    int n = e ? atoi(e) : 0;
+    al_pool_init(n > 0 && n <= AL_POOL_MAX ? n : 0);
+}
+
+int cli_train(int argc, char **argv) {
+    if (argc < 1 || argv[0][0] == '-') {
+        fprintf(stderr, "usage: alignd train JOB.json [--resume CHECKPOINT_DIR]\n");
+        return 2;
+    }
+    cli_flag f[] = {{"--resume", 0, 0}};
+    if (cli_parse(argc - 1, argv + 1, f, 1)) return 2;
+    char err[AL_ERRLEN] = "", *text;
+    size_t len;
+    if (al_file_read(argv[0], 16 << 20, &text, &len, err)) {
+        fprintf(stderr, "alignd: %s\n", err);
+        return 2;
+    }
+    al_job job;
+    int rc = al_job_parse(&job, text, len, err);
+    free(text);
+    if (rc) {
+        fprintf(stderr, "alignd: %s: %s\n", argv[0], err);
+        return 2;
+    }
+    pool_start();
+    cli_run run = {.tty = isatty(2)};
+    al_train_cb cb = {.log = on_log, .event = on_event, .sample = on_sample, .ud = &run};
+    al_train_result res;
+    run.total = job.hp.max_steps;
+    rc = al_train_run(&job, f[0].value, &cb, &res, err);
+    al_job_deinit(&job);
+    if (rc) {
+        fprintf(stderr, "alignd: train: %s\n", err);
+        return rc == AL_EINVAL ? 2 : 1;
+    }
+    if (res.output_dir[0]) fprintf(stderr, "info: model written to %s\n", res.output_dir);
+    return 0;
+}
+
+int cli_eval(int argc, char **argv) {
+    cli_flag f[] = {{"--model", 0, 0}, {"--task", 0, 0}, {"--n", 0, 0}};
+    if (cli_parse(argc, argv, f, 3)) return 2;
+    if (!f[0].value || !f[1].value) {
+        fprintf(stderr, "alignd: eval: --model DIR and --task NAME are required\n");
+        return 2;
+    }
+    long n = 200;
+    if (f[2].value && cli_int(&f[2], 1, 100000, &n)) return 2;
+    pool_start();
+    char err[AL_ERRLEN] = "";
+    double acc;
+    int rc = al_eval_task_accuracy(f[0].value, f[1].value, (int)n, &acc, err);
+    if (rc) {
+        fprintf(stderr, "alignd: eval: %s\n", err);
+        return rc == AL_EINVAL ? 2 : 1;
+    }
+    printf("{\"task\":\"%s\",\"n\":%ld,\"exact_match\":%.4f}\n", f[1].value, n, acc);
+    return 0;
+}

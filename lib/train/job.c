@@ -1,0 +1,448 @@
+/* Job description parsing (see job.h). Hyper-parameters are table-driven:
+ * each row names the field, its type, its range and its default; methods
+ * override the defaults TRL gives them. Defaults follow TRL's main branch
+ * (2025): SFTConfig lr 2e-5, DPOConfig/KTOConfig/ORPOConfig/CPOConfig lr
+ * 1e-6, RewardConfig lr 1e-4, TrainingArguments (pretrain) lr 5e-5; batch 8,
+ * 3 epochs, linear schedule, max_grad_norm 1, max_length 1024, logging every
+ * 10 steps, saving every 500, seed 42. Where we differ on purpose:
+ * precompute_ref_log_probs defaults on (the reference is then never held in
+ * memory) and gradient_checkpointing defaults off (CPU memory is plentiful;
+ * recomputation costs a third more time). */
+#include "job.h"
+
+#include <math.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "../tasks/tasks.h"
+#include "objective.h"
+
+enum { HP_INT, HP_LONG, HP_FLOAT, HP_BOOL, HP_SCHED, HP_LOSSES, HP_WEIGHTS };
+
+typedef struct hp_field {
+    const char *name;
+    int type;
+    size_t off;
+    double lo, hi;       /* inclusive range for numbers */
+    double def;          /* default (bools 0/1) */
+} hp_field;
+
+#define F(name, type, lo, hi, def) {#name, type, offsetof(al_hparams, name), lo, hi, def}
+static const hp_field fields[] = {
+    F(n_epochs, HP_INT, 1, 100000, 3),
+    F(batch_size, HP_INT, 1, 65536, 8),
+    F(gradient_accumulation_steps, HP_INT, 1, 65536, 1),
+    F(max_steps, HP_LONG, -1, 1e12, -1),
+    F(learning_rate, HP_FLOAT, 0, 10, 2e-5),
+    F(lr_scheduler_type, HP_SCHED, 0, 0, AL_SCHED_LINEAR),
+    F(warmup_ratio, HP_FLOAT, 0, 1, 0),
+    F(weight_decay, HP_FLOAT, 0, 10, 0),
+    F(max_grad_norm, HP_FLOAT, 0, 1e6, 1.0),
+    F(adam_beta1, HP_FLOAT, 0, 0.999999, 0.9),
+    F(adam_beta2, HP_FLOAT, 0, 0.999999999, 0.999),
+    F(adam_epsilon, HP_FLOAT, 0, 1, 1e-8),
+    F(max_length, HP_INT, 2, 1 << 20, 1024),
+    F(gradient_checkpointing, HP_BOOL, 0, 1, 0),
+    F(packing, HP_BOOL, 0, 1, 0),
+    F(dedupe, HP_BOOL, 0, 1, 0),
+    F(completion_only_loss, HP_BOOL, 0, 1, 1),
+    F(assistant_only_loss, HP_BOOL, 0, 1, 0),
+    F(beta, HP_FLOAT, 0, 1e6, 0.1),
+    F(loss_type, HP_LOSSES, 0, 0, 0),
+    F(loss_weights, HP_WEIGHTS, 0, 1e6, 1),
+    F(label_smoothing, HP_FLOAT, 0, 0.5, 0),
+    F(rpo_alpha, HP_FLOAT, 0, 1e6, 0),
+    F(simpo_gamma, HP_FLOAT, -1e6, 1e6, 0.5),
+    F(desirable_weight, HP_FLOAT, 0, 1e6, 1.0),
+    F(undesirable_weight, HP_FLOAT, 0, 1e6, 1.0),
+    F(center_rewards_coefficient, HP_FLOAT, 0, 1e6, 0),
+    F(precompute_ref_log_probs, HP_BOOL, 0, 1, 1),
+    F(eval_steps, HP_INT, 0, 1 << 30, 0),
+    F(save_steps, HP_INT, 0, 1 << 30, 500),
+    F(logging_steps, HP_INT, 1, 1 << 30, 10),
+};
+#undef F
+#define N_FIELDS (int)(sizeof fields / sizeof fields[0])
+
+/* TRL's per-method learning-rate defaults. */
+static double method_lr(const char *method) {
+    if (!strcmp(method, "sft")) return 2e-5;
+    if (!strcmp(method, "pretrain")) return 5e-5;
+    if (!strcmp(method, "reward_model")) return 1e-4;
+    return 1e-6; /* dpo, kto, orpo, simpo */
+}
+
+static void set_default(al_hparams *hp, const hp_field *f, const char *method) {
+    char *base = (char *)hp + f->off;
+    double d = f->def;
+    if (!strcmp(f->name, "learning_rate")) d = method_lr(method);
+    switch (f->type) {
+    case HP_INT: case HP_BOOL: *(int *)base = (int)d; break;
+    case HP_LONG: *(long *)base = (long)d; break;
+    case HP_FLOAT: *(float *)base = (float)d; break;
+    case HP_SCHED: *(al_sched_kind *)base = (al_sched_kind)d; break;
+    case HP_LOSSES:
+        snprintf(hp->loss_type[0], sizeof hp->loss_type[0], "%s",
+                 !strcmp(method, "simpo") ? "simpo" : "sigmoid");
+        hp->n_loss_types = 1;
+        break;
+    case HP_WEIGHTS:
+        for (int i = 0; i < AL_MAX_LOSS_TYPES; i++) hp->loss_weights[i] = 1.0f;
+        break;
+    }
+}
+
+static const char *sched_name(al_sched_kind k) {
+    return k == AL_SCHED_CONSTANT ? "constant" : k == AL_SCHED_LINEAR ? "linear" : "cosine";
+}
+
+/* Reads one field from v (not NULL, not "auto"). */
+static int read_field(al_hparams *hp, const hp_field *f, const json_t *v, char err[AL_ERRLEN]) {
+    char *base = (char *)hp + f->off;
+    const char *n = f->name;
+    switch (f->type) {
+    case HP_INT:
+    case HP_LONG: {
+        if (!json_is_integer(v))
+            return al_err(err, AL_EINVAL, "hyperparameters.%s: must be an integer", n);
+        json_int_t x = json_integer_value(v);
+        if ((double)x < f->lo || (double)x > f->hi)
+            return al_err(err, AL_EINVAL, "hyperparameters.%s: %lld is outside [%.0f, %.0f]", n,
+                          (long long)x, f->lo, f->hi);
+        if (f->type == HP_INT) *(int *)base = (int)x;
+        else *(long *)base = (long)x;
+        return AL_OK;
+    }
+    case HP_FLOAT: {
+        if (!json_is_number(v))
+            return al_err(err, AL_EINVAL, "hyperparameters.%s: must be a number", n);
+        double x = json_number_value(v);
+        if (!isfinite(x) || x < f->lo || x > f->hi)
+            return al_err(err, AL_EINVAL, "hyperparameters.%s: %g is outside [%g, %g]", n, x, f->lo, f->hi);
+        *(float *)base = (float)x;
+        return AL_OK;
+    }
+    case HP_BOOL:
+        if (!json_is_boolean(v))
+            return al_err(err, AL_EINVAL, "hyperparameters.%s: must be true or false", n);
+        *(int *)base = json_is_true(v);
+        return AL_OK;
+    case HP_SCHED: {
+        al_sched_kind k;
+        if (!json_is_string(v) || al_sched_parse(json_string_value(v), &k))
+            return al_err(err, AL_EINVAL, "hyperparameters.%s: must be \"constant\", \"linear\" or \"cosine\"", n);
+        *(al_sched_kind *)base = k;
+        return AL_OK;
+    }
+    case HP_LOSSES: {
+        size_t cnt = json_is_array(v) ? json_array_size(v) : 1;
+        if (!(json_is_string(v) || json_is_array(v)) || cnt == 0 || cnt > AL_MAX_LOSS_TYPES)
+            return al_err(err, AL_EINVAL, "hyperparameters.%s: must be a name or a list of 1 to %d names",
+                          n, AL_MAX_LOSS_TYPES);
+        for (size_t i = 0; i < cnt; i++) {
+            const json_t *e = json_is_array(v) ? json_array_get(v, i) : v;
+            const char *s = json_string_value(e);
+            if (!s || !*s || strlen(s) >= sizeof hp->loss_type[0])
+                return al_err(err, AL_EINVAL, "hyperparameters.%s[%zu]: must be a loss name", n, i);
+            snprintf(hp->loss_type[i], sizeof hp->loss_type[i], "%s", s);
+        }
+        hp->n_loss_types = (int)cnt;
+        return AL_OK;
+    }
+    case HP_WEIGHTS: {
+        if (!json_is_array(v) || json_array_size(v) == 0 || json_array_size(v) > AL_MAX_LOSS_TYPES)
+            return al_err(err, AL_EINVAL, "hyperparameters.%s: must be a list of numbers, one per loss_type", n);
+        for (size_t i = 0; i < json_array_size(v); i++) {
+            const json_t *e = json_array_get(v, i);
+            if (!json_is_number(e) || !(json_number_value(e) >= 0) || !isfinite(json_number_value(e)))
+                return al_err(err, AL_EINVAL, "hyperparameters.%s[%zu]: must be a number >= 0", n, i);
+            hp->loss_weights[i] = (float)json_number_value(e);
+        }
+        return AL_OK;
+    }
+    }
+    return AL_EINVAL;
+}
+
+static json_t *field_json(const al_hparams *hp, const hp_field *f) {
+    const char *base = (const char *)hp + f->off;
+    switch (f->type) {
+    case HP_INT: return json_integer(*(const int *)base);
+    case HP_LONG: return json_integer(*(const long *)base);
+    case HP_FLOAT: return json_real(*(const float *)base);
+    case HP_BOOL: return json_boolean(*(const int *)base);
+    case HP_SCHED: return json_string(sched_name(*(const al_sched_kind *)base));
+    case HP_LOSSES: {
+        json_t *a = json_array();
+        for (int i = 0; i < hp->n_loss_types; i++) json_array_append_new(a, json_string(hp->loss_type[i]));
+        return a;
+    }
+    case HP_WEIGHTS: {
+        json_t *a = json_array();
+        for (int i = 0; i < hp->n_loss_types; i++) json_array_append_new(a, json_real(hp->loss_weights[i]));
+        return a;
+    }
+    }
+    return json_null();
+}
+
+/* Copies a string field into dst; "" when absent. */
+static int get_str(const json_t *o, const char *key, const char *path, char *dst, size_t n,
+                   int required, char err[AL_ERRLEN]) {
+    const json_t *v = json_object_get(o, key);
+    if (!v || json_is_null(v)) {
+        if (required) return al_err(err, AL_EINVAL, "%s: is required", path);
+        dst[0] = 0;
+        return AL_OK;
+    }
+    if (!json_is_string(v) || json_string_length(v) == 0)
+        return al_err(err, AL_EINVAL, "%s: must be a non-empty string", path);
+    if (json_string_length(v) >= n) return al_err(err, AL_EINVAL, "%s: is too long", path);
+    if (strlen(json_string_value(v)) != json_string_length(v))
+        return al_err(err, AL_EINVAL, "%s: must not contain NUL", path);
+    memcpy(dst, json_string_value(v), json_string_length(v) + 1);
+    return AL_OK;
+}
+
+static int check_keys(const json_t *o, const char *path, const char *const *allowed, char err[AL_ERRLEN]) {
+    const char *k;
+    json_t *v;
+    json_object_foreach((json_t *)o, k, v) {
+        int ok = 0;
+        for (int i = 0; allowed[i] && !ok; i++) ok = !strcmp(k, allowed[i]);
+        if (!ok) return al_err(err, AL_EINVAL, "%s%s%s: unknown field", path, *path ? "." : "", k);
+    }
+    return AL_OK;
+}
+
+static int parse_task(const json_t *v, const char *path, char *name, size_t name_n, long *rows,
+                      uint64_t *seed, char err[AL_ERRLEN]) {
+    static const char *const keys[] = {"name", "rows", "seed", NULL};
+    char p[96];
+    if (!json_is_object(v)) return al_err(err, AL_EINVAL, "%s: must be an object", path);
+    int rc = check_keys(v, path, keys, err);
+    if (rc) return rc;
+    snprintf(p, sizeof p, "%s.name", path);
+    if ((rc = get_str(v, "name", p, name, name_n, 1, err))) return rc;
+    al_task_row row;
+    if (al_task_row_get(name, 0, 0, &row) != AL_OK) {
+        char list[128] = "";
+        size_t len = 0;
+        for (const char *const *t = al_task_names(); *t; t++)
+            len += (size_t)snprintf(list + len, sizeof list - len, "%s%s", len ? ", " : "", *t);
+        return al_err(err, AL_EINVAL, "%s.name: '%s' is not a built-in task (%s)", path, name, list);
+    }
+    const json_t *r = json_object_get(v, "rows"), *s = json_object_get(v, "seed");
+    *rows = 1000;
+    *seed = 1;
+    if (r && (!json_is_integer(r) || json_integer_value(r) < 1 || json_integer_value(r) > 10000000))
+        return al_err(err, AL_EINVAL, "%s.rows: must be an integer in [1, 10000000]", path);
+    if (s && (!json_is_integer(s) || json_integer_value(s) < 0))
+        return al_err(err, AL_EINVAL, "%s.seed: must be a non-negative integer", path);
+    if (r) *rows = (long)json_integer_value(r);
+    if (s) *seed = (uint64_t)json_integer_value(s);
+    return AL_OK;
+}
+
+static int parse_lora(al_job *job, const json_t *v, char err[AL_ERRLEN]) {
+    static const char *const keys[] = {"r", "alpha", "lora_alpha", "dropout", "lora_dropout",
+                                       "target_modules", "merge", NULL};
+    int rc = check_keys(v, "lora", keys, err);
+    if (rc) return rc;
+    al_lora_cfg *l = &job->lora;
+    l->r = 8; /* PEFT's LoraConfig defaults: r 8, lora_alpha 8 */
+    l->alpha = 8;
+    snprintf(l->targets, sizeof l->targets, "all-linear");
+    const json_t *x;
+    if ((x = json_object_get(v, "r"))) {
+        if (!json_is_integer(x) || json_integer_value(x) < 1 || json_integer_value(x) > 4096)
+            return al_err(err, AL_EINVAL, "lora.r: must be an integer in [1, 4096]");
+        l->r = (int)json_integer_value(x);
+    }
+    if (!(x = json_object_get(v, "alpha"))) x = json_object_get(v, "lora_alpha");
+    if (x) {
+        if (!json_is_number(x) || !(json_number_value(x) > 0))
+            return al_err(err, AL_EINVAL, "lora.alpha: must be a number > 0");
+        l->alpha = (float)json_number_value(x);
+    }
+    if (!(x = json_object_get(v, "dropout"))) x = json_object_get(v, "lora_dropout");
+    if (x && (!json_is_number(x) || json_number_value(x) != 0))
+        return al_err(err, AL_EINVAL, "lora.dropout: only 0 is supported");
+    if ((x = json_object_get(v, "target_modules"))) {
+        if (json_is_string(x)) {
+            if (json_string_length(x) == 0 || json_string_length(x) >= sizeof l->targets)
+                return al_err(err, AL_EINVAL, "lora.target_modules: must be a module list or \"all-linear\"");
+            snprintf(l->targets, sizeof l->targets, "%s", json_string_value(x));
+        } else if (json_is_array(x) && json_array_size(x) > 0) {
+            size_t len = 0;
+            for (size_t i = 0; i < json_array_size(x); i++) {
+                const char *s = json_string_value(json_array_get(x, i));
+                if (!s || !*s || strchr(s, ','))
+                    return al_err(err, AL_EINVAL, "lora.target_modules[%zu]: must be a module name", i);
+                len += (size_t)snprintf(l->targets + len, sizeof l->targets - len, "%s%s", i ? "," : "", s);
+                if (len >= sizeof l->targets)
+                    return al_err(err, AL_EINVAL, "lora.target_modules: too long");
+            }
+        } else {
+            return al_err(err, AL_EINVAL, "lora.target_modules: must be a module list or \"all-linear\"");
+        }
+    }
+    if ((x = json_object_get(v, "merge"))) {
+        if (!json_is_boolean(x)) return al_err(err, AL_EINVAL, "lora.merge: must be true or false");
+        job->lora_merge = json_is_true(x);
+    }
+    job->use_lora = 1;
+    return AL_OK;
+}
+
+static int parse_eval_tasks(al_job *job, const json_t *v, char err[AL_ERRLEN]) {
+    if (!json_is_array(v) || json_array_size(v) > AL_MAX_EVAL_TASKS)
+        return al_err(err, AL_EINVAL, "eval_tasks: must be a list of at most %d entries", AL_MAX_EVAL_TASKS);
+    for (size_t i = 0; i < json_array_size(v); i++) {
+        const json_t *e = json_array_get(v, i);
+        al_eval_task *t = &job->eval_tasks[i];
+        char path[64];
+        snprintf(path, sizeof path, "eval_tasks[%zu]", i);
+        int rc;
+        if (!json_is_object(e)) return al_err(err, AL_EINVAL, "%s: must be an object", path);
+        if (json_object_get(e, "file")) {
+            static const char *const keys[] = {"file", "name", NULL};
+            char p[96];
+            if ((rc = check_keys(e, path, keys, err))) return rc;
+            snprintf(p, sizeof p, "%s.file", path);
+            if ((rc = get_str(e, "file", p, t->file, sizeof t->file, 1, err))) return rc;
+            snprintf(p, sizeof p, "%s.name", path);
+            if ((rc = get_str(e, "name", p, t->name, sizeof t->name, 1, err))) return rc;
+        } else {
+            uint64_t seed;
+            if ((rc = parse_task(e, path, t->task, sizeof t->task, &t->rows, &seed, err))) return rc;
+            memcpy(t->name, t->task, sizeof t->task); /* task (32) fits name (64) */
+        }
+        job->n_eval_tasks = (int)i + 1;
+    }
+    return AL_OK;
+}
+
+int al_job_from_json(al_job *job, const json_t *o, char err[AL_ERRLEN]) {
+    static const char *const keys[] = {"method", "model", "training_file", "validation_file", "task",
+                                       "ref_model", "hyperparameters", "lora", "seed", "output_dir",
+                                       "eval_tasks", "suffix", "metadata", NULL};
+    al_job j;
+    memset(&j, 0, sizeof j);
+    if (!json_is_object(o)) return al_err(err, AL_EINVAL, "job: must be a JSON object");
+    int rc = check_keys(o, "", keys, err);
+    if (rc) return rc;
+    if ((rc = get_str(o, "method", "method", j.method, sizeof j.method, 1, err))) return rc;
+    if (!al_objective_find(j.method)) {
+        char list[256] = "";
+        size_t len = 0;
+        for (const al_objective_ops *const *ob = al_objectives(); *ob; ob++)
+            len += (size_t)snprintf(list + len, sizeof list - len, "%s%s", len ? ", " : "", (*ob)->name);
+        return al_err(err, AL_EINVAL, "method: '%s' is not one of %s", j.method, list);
+    }
+    if ((rc = get_str(o, "model", "model", j.model, sizeof j.model, 1, err))) return rc;
+    if ((rc = get_str(o, "training_file", "training_file", j.training_file, sizeof j.training_file, 0, err)))
+        return rc;
+    if ((rc = get_str(o, "validation_file", "validation_file", j.validation_file,
+                      sizeof j.validation_file, 0, err)))
+        return rc;
+    if ((rc = get_str(o, "ref_model", "ref_model", j.ref_model, sizeof j.ref_model, 0, err))) return rc;
+    if ((rc = get_str(o, "output_dir", "output_dir", j.output_dir, sizeof j.output_dir, 0, err))) return rc;
+    const json_t *task = json_object_get(o, "task");
+    if (task && !json_is_null(task)) {
+        if (j.training_file[0])
+            return al_err(err, AL_EINVAL, "task: give either training_file or task, not both");
+        if ((rc = parse_task(task, "task", j.task, sizeof j.task, &j.task_rows, &j.task_seed, err)))
+            return rc;
+    } else if (!j.training_file[0]) {
+        return al_err(err, AL_EINVAL, "training_file: is required (or name a built-in task)");
+    }
+    const json_t *seed = json_object_get(o, "seed");
+    j.hp.seed = 42;
+    if (seed && !json_is_null(seed)) {
+        if (!json_is_integer(seed) || json_integer_value(seed) < 0)
+            return al_err(err, AL_EINVAL, "seed: must be a non-negative integer");
+        j.hp.seed = (uint64_t)json_integer_value(seed);
+    }
+    for (int i = 0; i < N_FIELDS; i++) set_default(&j.hp, &fields[i], j.method);
+    const json_t *hps = json_object_get(o, "hyperparameters");
+    if (hps && !json_is_null(hps)) {
+        if (!json_is_object(hps)) return al_err(err, AL_EINVAL, "hyperparameters: must be an object");
+        const char *k;
+        json_t *v;
+        json_object_foreach((json_t *)hps, k, v) {
+            int found = -1;
+            for (int i = 0; i < N_FIELDS && found < 0; i++)
+                if (!strcmp(fields[i].name, k)) found = i;
+            if (found < 0) return al_err(err, AL_EINVAL, "hyperparameters.%s: unknown field", k);
+            if (json_is_null(v) || (json_is_string(v) && !strcmp(json_string_value(v), "auto")))
+                continue;
+            if ((rc = read_field(&j.hp, &fields[found], v, err))) return rc;
+        }
+        const json_t *lw = json_object_get(hps, "loss_weights");
+        if (lw && json_is_array(lw) && (int)json_array_size(lw) != j.hp.n_loss_types)
+            return al_err(err, AL_EINVAL, "hyperparameters.loss_weights: has %zu entries for %d loss types",
+                          json_array_size(lw), j.hp.n_loss_types);
+    }
+    al_hparams *hp = &j.hp;
+    if (hp->batch_size % hp->gradient_accumulation_steps)
+        return al_err(err, AL_EINVAL, "hyperparameters.gradient_accumulation_steps: %d does not divide "
+                      "batch_size %d", hp->gradient_accumulation_steps, hp->batch_size);
+    hp->micro_batch_size = hp->batch_size / hp->gradient_accumulation_steps;
+    if (hp->packing && strcmp(j.method, "sft") && strcmp(j.method, "pretrain"))
+        return al_err(err, AL_EINVAL, "hyperparameters.packing: only sft and pretrain pack sequences");
+    const json_t *lora = json_object_get(o, "lora");
+    if (lora && !json_is_null(lora)) {
+        if (!json_is_object(lora)) return al_err(err, AL_EINVAL, "lora: must be an object or null");
+        if ((rc = parse_lora(&j, lora, err))) return rc;
+    }
+    const json_t *et = json_object_get(o, "eval_tasks");
+    if (et && !json_is_null(et) && (rc = parse_eval_tasks(&j, et, err))) return rc;
+    /* The objective validates what it uses (beta > 0, loss types ...). */
+    const al_objective_ops *ops = al_objective_find(j.method);
+    void *state = NULL;
+    if ((rc = ops->create(&j.hp, &state, err))) {
+        char tmp[AL_ERRLEN];
+        if (err && strncmp(err, "hyperparameters.", 16)) {
+            snprintf(tmp, sizeof tmp, "hyperparameters.%s", err);
+            memcpy(err, tmp, AL_ERRLEN);
+        }
+        return rc;
+    }
+    ops->destroy(state);
+
+    /* the resolved description */
+    json_t *res = json_deep_copy(o);
+    json_t *h = json_object();
+    if (!res || !h) {
+        json_decref(res);
+        json_decref(h);
+        return al_err(err, AL_ENOMEM, "out of memory");
+    }
+    for (int i = 0; i < N_FIELDS; i++) json_object_set_new(h, fields[i].name, field_json(hp, &fields[i]));
+    json_object_set_new(res, "hyperparameters", h);
+    json_object_set_new(res, "seed", json_integer((json_int_t)hp->seed));
+    if (j.use_lora) {
+        json_t *l = json_pack("{s:i, s:f, s:f, s:s, s:b}", "r", j.lora.r, "alpha", (double)j.lora.alpha,
+                              "dropout", 0.0, "target_modules", j.lora.targets, "merge", j.lora_merge);
+        json_object_set_new(res, "lora", l);
+    }
+    j.resolved = res;
+    *job = j;
+    return AL_OK;
+}
+
+int al_job_parse(al_job *job, const char *json, size_t len, char err[AL_ERRLEN]) {
+    json_error_t je;
+    json_t *o = json_loadb(json, len, JSON_REJECT_DUPLICATES, &je);
+    if (!o) return al_err(err, AL_EINVAL, "job: invalid JSON at line %d column %d: %s", je.line, je.column, je.text);
+    int rc = al_job_from_json(job, o, err);
+    json_decref(o);
+    return rc;
+}
+
+void al_job_deinit(al_job *job) {
+    json_decref(job->resolved);
+    job->resolved = NULL;
+}

@@ -1,0 +1,943 @@
+/* The shared trainer loop (see trainer.h).
+ *
+ * Data flow of one optimiser step: the step's examples are cut into
+ * micro-batches; each is padded into an al_batch, run through the model's
+ * forward (policy log-probs, entropy, head values), handed with the
+ * reference log-probs to the objective, and the objective's gradients go to
+ * the model's backward. The step's denominators (scored tokens, examples)
+ * are counted first so accumulation equals one big batch. Then the global
+ * gradient norm is clipped, the scheduler gives the learning rate and AdamW
+ * updates the trainable parameters.
+ *
+ * Every buffer is sized before the first step; a step allocates nothing.
+ * The example order of epoch e is a seeded permutation (seed + e), so a step
+ * number alone says which examples it holds: that, the weights, the AdamW
+ * moments and the step counter are all a resumed run needs to continue
+ * exactly. */
+#define _XOPEN_SOURCE 700 /* realpath */
+#include "trainer.h"
+
+#include <errno.h>
+#include <jansson.h>
+#include <limits.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "../compute/ops.h"
+#include "../io.h"
+#include "../model/safetensors.h"
+#include "../tasks/tasks.h"
+#include "../text/chat.h"
+#include "../text/dataset.h"
+#include "optim.h"
+
+enum { N_SAMPLES = 3, SAMPLE_MAX_NEW = 48, WATCH_WARMUP = 20, WATCH_PATIENCE = 20 };
+
+typedef struct dataset {
+    al_example *ex;
+    int n;
+    int32_t *len;                 /* longest sequence per example */
+    float **ref;                  /* per example, per sequence: ref log-probs by position, or NULL */
+} dataset;
+
+typedef struct trainer {
+    const al_job *job;
+    const al_hparams *hp;
+    const al_objective_ops *ops;
+    void *obj;
+    const al_train_cb *cb;
+    al_tok *tok;
+    al_chat *chat;
+    int32_t pad;
+    al_model *m;
+    al_model *ref;                /* separate frozen reference, or NULL */
+    int ref_adapters_off;         /* reference = this model with adapters off */
+    dataset train, val;
+    al_batch_kind kind;
+    int rows_per_ex;              /* rows one example occupies (PAIR 2, KTO 2 with KL rows) */
+    int mb;                       /* examples per micro-batch */
+    int max_T;
+    al_batch batch;
+    al_batch kl_batch;            /* KTO: mismatched prompt/completion rows */
+    al_example *kl_ex;            /* KTO: scratch examples for the KL rows */
+    /* per-row buffers, (rows, max_T) */
+    float *logp, *ent, *values, *ref_logp, *dlogp, *dent, *dvalue;
+    uint8_t *hit;                 /* greedy-argmax hits (mean_token_accuracy) */
+    int32_t *ids, *seg, *pos, *tgt, *last;
+    int8_t *label;
+    float *margin;
+    int32_t *order;
+    int32_t *idx;
+    al_adamw opt;
+    long step, total_steps, steps_per_epoch;
+    double trained_tokens;
+    double ema;
+    int above;
+    char err[AL_ERRLEN];
+} trainer;
+
+/* ---- events -------------------------------------------------------------- */
+
+static void event(trainer *t, al_log_level lvl, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void event(trainer *t, al_log_level lvl, const char *fmt, ...) {
+    char buf[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(buf, sizeof buf, fmt, ap);
+    va_end(ap);
+    if (t->cb && t->cb->event) t->cb->event(t->cb->ud, lvl, buf);
+}
+
+/* ---- data ---------------------------------------------------------------- */
+
+static void dataset_free(dataset *d) {
+    for (int i = 0; i < d->n; i++) {
+        al_example_deinit(&d->ex[i]);
+        if (d->ref) {
+            free(d->ref[2 * i]);
+            free(d->ref[2 * i + 1]);
+        }
+    }
+    free(d->ex);
+    free(d->len);
+    free(d->ref);
+    memset(d, 0, sizeof *d);
+}
+
+/* Built-in task rows as examples of the objective's layout: prompt and
+ * answer as raw text (the tiny models have no chat habits to keep), the
+ * plausible wrong answer as the rejected or undesirable completion. */
+static int task_examples(trainer *t, const char *task, long rows, uint64_t seed, dataset *d) {
+    d->ex = calloc((size_t)rows, sizeof *d->ex);
+    if (!d->ex) return al_err(t->err, AL_ENOMEM, "out of memory for %ld task rows", rows);
+    int pretrain = !strcmp(t->ops->name, "pretrain");
+    for (long i = 0; i < rows; i++) {
+        al_task_row r;
+        al_example *e = &d->ex[d->n];
+        int rc = al_task_row_get(task, seed, (uint64_t)i, &r);
+        if (rc) return al_err(t->err, rc, "task: '%s' is not a built-in task", task);
+        e->line = (int)i + 1;
+        const char *good = r.answer;
+        if (t->kind == AL_BATCH_UNPAIRED) {
+            e->label = (i % 2 == 0) ? 1.0f : 0.0f;
+            if (i % 2) good = r.wrong;
+        }
+        if (pretrain) {
+            char full[2 * AL_TASK_TEXT];
+            snprintf(full, sizeof full, "%s%s", r.prompt, r.answer);
+            rc = al_chat_encode_text(t->chat, "", 0, full, strlen(full), &e->seq[0], t->err);
+        } else {
+            rc = al_chat_encode_text(t->chat, r.prompt, strlen(r.prompt), good, strlen(good),
+                                     &e->seq[0], t->err);
+        }
+        if (!rc && t->kind == AL_BATCH_PAIR)
+            rc = al_chat_encode_text(t->chat, r.prompt, strlen(r.prompt), r.wrong, strlen(r.wrong),
+                                     &e->seq[1], t->err);
+        if (rc) return rc;
+        d->n++;
+    }
+    return AL_OK;
+}
+
+static long report_int(const json_t *rep, const char *key) {
+    return (long)json_integer_value(json_object_get(rep, key));
+}
+
+/* A JSONL file through the dataset reader: every bad line, truncation and
+ * drop becomes an event; the examples move into d. */
+static int file_examples(trainer *t, const char *path, dataset *d, const char *what) {
+    al_data_opts o = {.method = t->ops->name, .max_length = t->hp->max_length, .dedupe = t->hp->dedupe};
+    al_dataset *ds = NULL;
+    int rc = al_dataset_read_file(path, t->chat, &o, &ds, t->err);
+    if (rc) return rc;
+    if ((rc = al_dataset_check(ds, 0, t->err))) {
+        char tmp[2 * AL_ERRLEN];
+        snprintf(tmp, sizeof tmp, "%s: %s", what, t->err);
+        memcpy(t->err, tmp, AL_ERRLEN - 1);
+        t->err[AL_ERRLEN - 1] = 0;
+        al_dataset_free(ds);
+        return rc;
+    }
+    const json_t *rep = al_dataset_report(ds);
+    event(t, ds->n_errors || report_int(rep, "truncated") || report_int(rep, "dropped") ? AL_LOG_WARN
+                                                                                       : AL_LOG_INFO,
+          "%s: %d rows, format %s, %d examples; %d bad lines skipped, %ld truncated to max_length %d, "
+          "%ld dropped (nothing left to train), %ld duplicates (%ld dropped)",
+          what, ds->rows, al_data_format_name(ds->format), ds->n_ex, ds->n_errors,
+          report_int(rep, "truncated"), t->hp->max_length, report_int(rep, "dropped"),
+          report_int(rep, "duplicates"), report_int(rep, "deduplicated"));
+    const json_t *errs = json_object_get(rep, "errors");
+    for (size_t i = 0; i < json_array_size(errs) && i < 20; i++) {
+        const json_t *e = json_array_get(errs, i);
+        /* the message starts with its line number */
+        event(t, AL_LOG_WARN, "%s: %s (%s)", what, json_string_value(json_object_get(e, "message")),
+              json_string_value(json_object_get(e, "code")));
+    }
+    d->ex = ds->ex;
+    d->n = ds->n_ex;
+    ds->ex = NULL;
+    ds->n_ex = 0;
+    al_dataset_free(ds);
+    return AL_OK;
+}
+
+static int finish_dataset(trainer *t, dataset *d) {
+    d->len = calloc((size_t)d->n + 1, sizeof *d->len);
+    if (!d->len) return al_err(t->err, AL_ENOMEM, "out of memory");
+    for (int i = 0; i < d->n; i++) {
+        int n = al_example_len(&d->ex[i]);
+        if (n > t->hp->max_length) {
+            /* task rows are short; a file reader truncates and reports before this */
+            return al_err(t->err, AL_ERANGE, "example at line %d has %d tokens, over max_length %d",
+                          d->ex[i].line, n, t->hp->max_length);
+        }
+        d->len[i] = n;
+    }
+    return AL_OK;
+}
+
+/* ---- buffers -------------------------------------------------------------- */
+
+static int alloc_buffers(trainer *t) {
+    int rows = t->mb * t->rows_per_ex;
+    size_t n = (size_t)rows * (size_t)t->max_T;
+    int rc = al_batch_init(&t->batch, t->kind, t->kind == AL_BATCH_PAIR ? 2 * t->mb : t->mb, t->max_T);
+    if (rc) return al_err(t->err, rc, "out of memory for batches");
+    if (t->kind == AL_BATCH_UNPAIRED) {
+        if ((rc = al_batch_init(&t->kl_batch, AL_BATCH_LM, t->mb, t->max_T)))
+            return al_err(t->err, rc, "out of memory for batches");
+        t->kl_ex = calloc((size_t)t->mb, sizeof *t->kl_ex);
+        if (!t->kl_ex) return al_err(t->err, AL_ENOMEM, "out of memory");
+    }
+#define ALLOC(p, count) if (!((p) = calloc((count), sizeof *(p)))) return al_err(t->err, AL_ENOMEM, "out of memory")
+    ALLOC(t->logp, n);
+    ALLOC(t->ent, n);
+    ALLOC(t->values, n);
+    ALLOC(t->ref_logp, n);
+    ALLOC(t->dlogp, n);
+    ALLOC(t->dent, n);
+    ALLOC(t->dvalue, n);
+    ALLOC(t->hit, n);
+    ALLOC(t->ids, n);
+    ALLOC(t->seg, n);
+    ALLOC(t->pos, n);
+    ALLOC(t->tgt, n);
+    ALLOC(t->last, (size_t)rows);
+    ALLOC(t->label, (size_t)rows);
+    ALLOC(t->margin, (size_t)rows);
+    ALLOC(t->order, (size_t)t->train.n + 1);
+    ALLOC(t->idx, (size_t)t->mb);
+#undef ALLOC
+    char e2[AL_ERRLEN];
+    if ((rc = al_model_reserve(t->m, rows, t->max_T,
+                               t->hp->gradient_checkpointing ? AL_MODEL_GRAD_CKPT : 0, e2)))
+        return al_err(t->err, rc, "%s", e2);
+    if (t->ref && (rc = al_model_reserve(t->ref, rows, t->max_T, 0, e2)))
+        return al_err(t->err, rc, "%s", e2);
+    return AL_OK;
+}
+
+/* ---- one micro-batch ------------------------------------------------------- */
+
+/* The model's input for a micro-batch of examples idx[0..n): the batch
+ * arrays, plus for KTO the mismatched rows (prompt of example i with the
+ * completion of example i+1, as TRL's KL dataset) appended after them. */
+static int build_rows(trainer *t, dataset *d, const int32_t *idx, int n, al_tokens *in) {
+    int rc = al_batch_fill(&t->batch, d->ex, idx, n, t->pad, t->err);
+    if (rc) return rc;
+    al_batch *b = &t->batch;
+    int R = b->B, T = b->T;
+    int KL = 0;
+    if (t->kind == AL_BATCH_UNPAIRED && n > 1) {
+        /* split each sequence at its first trained token */
+        for (int i = 0; i < n; i++) {
+            const al_seq *p = &d->ex[idx[i]].seq[0], *c = &d->ex[idx[(i + 1) % n]].seq[0];
+            int pl = 0, cs = 0;
+            while (pl < p->n && !p->mask[pl]) pl++;
+            while (cs < c->n && !c->mask[cs]) cs++;
+            al_seq *s = &t->kl_ex[i].seq[0];
+            int len = pl + (c->n - cs);
+            if (len > t->max_T) len = t->max_T;
+            /* kl_ex sequences reuse their arrays between steps */
+            if (s->n < len || !s->ids) {
+                free(s->ids);
+                free(s->mask);
+                s->ids = malloc((size_t)t->max_T * sizeof *s->ids);
+                s->mask = malloc((size_t)t->max_T);
+                if (!s->ids || !s->mask) return al_err(t->err, AL_ENOMEM, "out of memory");
+            }
+            memcpy(s->ids, p->ids, (size_t)pl * sizeof *s->ids);
+            memset(s->mask, 0, (size_t)pl);
+            for (int k = 0; pl + k < len; k++) {
+                s->ids[pl + k] = c->ids[cs + k];
+                s->mask[pl + k] = 1;
+            }
+            s->n = len;
+            t->kl_ex[i].line = d->ex[idx[i]].line;
+        }
+        int32_t kidx[1024];
+        for (int i = 0; i < n; i++) kidx[i] = i;
+        if ((rc = al_batch_fill(&t->kl_batch, t->kl_ex, kidx, n, t->pad, t->err))) return rc;
+        KL = t->kl_batch.B;
+        if (t->kl_batch.T > T) T = t->kl_batch.T;
+    }
+    /* copy into the (R + KL, T) row buffers with one common T */
+    int rows = R + KL;
+    for (int r = 0; r < rows; r++) {
+        const al_batch *src = r < R ? b : &t->kl_batch;
+        int sr = r < R ? r : r - R;
+        for (int k = 0; k < T; k++) {
+            size_t o = (size_t)r * T + k;
+            if (k < src->T) {
+                size_t so = (size_t)sr * src->T + k;
+                t->ids[o] = src->ids[so];
+                t->seg[o] = src->seg[so];
+                t->pos[o] = src->pos[so];
+                t->tgt[o] = src->targets[so];
+            } else {
+                t->ids[o] = t->pad;
+                t->seg[o] = 0;
+                t->pos[o] = 0;
+                t->tgt[o] = -1;
+            }
+        }
+        t->last[r] = src->len[sr] > 0 ? src->len[sr] - 1 : 0;
+    }
+    for (int i = 0; i < n; i++) {
+        if (t->kind == AL_BATCH_UNPAIRED) t->label[i] = b->label[i] > 0.5f;
+        if (t->kind == AL_BATCH_PAIR) t->margin[i] = b->margin[i];
+    }
+    *in = (al_tokens){.B = rows, .T = T, .ids = t->ids, .seg = t->seg, .pos = t->pos,
+                      .targets = t->ops->needs_lm ? t->tgt : NULL};
+    return AL_OK;
+}
+
+/* Runs the reference over rows [r0, r0 + nr) of the micro-batch in `in`,
+ * writing their log-probs into ref_logp. */
+static int reference_forward(trainer *t, const al_tokens *in, int r0, int nr) {
+    size_t off = (size_t)r0 * in->T;
+    al_tokens sub = {.B = nr, .T = in->T, .ids = in->ids + off, .seg = in->seg + off,
+                     .pos = in->pos + off, .targets = t->tgt + off};
+    al_fwd f = {.logp = t->ref_logp + off};
+    int rc;
+    if (t->ref_adapters_off) {
+        al_model_set_adapters(t->m, 0);
+        rc = al_model_forward(t->m, &sub, &f);
+        al_model_set_adapters(t->m, 1);
+    } else {
+        rc = al_model_forward(t->ref, &sub, &f);
+    }
+    return rc ? al_err(t->err, rc, "reference forward failed: %s", al_strerror(rc)) : AL_OK;
+}
+
+/* Reference log-probs for the rows now in the buffers: copied from the
+ * precomputed values where there are some (KTO's KL rows never are: their
+ * pairing depends on the batch), computed by the reference otherwise. */
+static int reference_rows(trainer *t, dataset *d, const int32_t *idx, int n, const al_tokens *in) {
+    if (!d->ref) return reference_forward(t, in, 0, in->B);
+    int R = t->batch.B;
+    memset(t->ref_logp, 0, (size_t)in->B * in->T * sizeof(float));
+    for (int r = 0; r < R; r++) {
+        int pair = t->kind == AL_BATCH_PAIR;
+        int e = pair ? idx[r % n] : idx[r], s = pair ? r >= n : 0;
+        const float *src = d->ref[2 * e + s];
+        if (src) memcpy(t->ref_logp + (size_t)r * in->T, src, (size_t)d->ex[e].seq[s].n * sizeof(float));
+    }
+    return in->B > R ? reference_forward(t, in, R, in->B - R) : AL_OK;
+}
+
+/* Counts a step's denominators: scored tokens and examples. */
+static void step_norms(trainer *t, dataset *d, const int32_t *idx, int n, double *tokens,
+                       double *rows) {
+    double tk = 0;
+    for (int i = 0; i < n; i++) {
+        const al_example *e = &d->ex[idx[i]];
+        /* targets are scored at t for token t+1: trained tokens after the first */
+        for (int s = 0; s < (t->kind == AL_BATCH_PAIR ? 2 : 1); s++)
+            for (int k = 1; k < e->seq[s].n; k++) tk += e->seq[s].mask[k];
+    }
+    *tokens = tk > 0 ? tk : 1;
+    *rows = n;
+}
+
+/* Forward, objective and (when train) backward for one micro-batch.
+ * Accumulates the objective's statistics into st. */
+static int micro_batch(trainer *t, dataset *d, const int32_t *idx, int n, double norm_tokens,
+                       double norm_rows, int train, al_step_stats *st) {
+    al_tokens in;
+    int rc = build_rows(t, d, idx, n, &in);
+    if (rc) return rc;
+    size_t cnt = (size_t)in.B * in.T;
+    al_fwd f = {.logp = t->ops->needs_lm ? t->logp : NULL,
+                .entropy = t->ops->needs_lm ? t->ent : NULL,
+                .values = t->ops->needs_values ? t->values : NULL,
+                .hit = t->kind == AL_BATCH_LM && t->ops->needs_lm ? t->hit : NULL};
+    if ((rc = al_model_forward(t->m, &in, &f)))
+        return al_err(t->err, rc, "forward failed: %s", al_strerror(rc));
+    if (f.hit) {
+        /* TRL's mean_token_accuracy: greedy predictions equal to the targets */
+        double hits = 0;
+        for (size_t k = 0; k < cnt; k++) hits += t->tgt[k] >= 0 && f.hit[k];
+        al_stats_add(st, "mean_token_accuracy", hits / norm_tokens);
+    }
+    if (t->ops->needs_ref && (rc = reference_rows(t, d, idx, n, &in))) return rc;
+    memset(t->dlogp, 0, cnt * sizeof(float));
+    memset(t->dent, 0, cnt * sizeof(float));
+    memset(t->dvalue, 0, cnt * sizeof(float));
+    al_obj_in oi = {
+        .R = in.B, .T = in.T, .targets = t->tgt, .weight = NULL, .last = t->last,
+        .n_pairs = t->kind == AL_BATCH_PAIR ? n : 0,
+        .margin = t->kind == AL_BATCH_PAIR ? t->margin : NULL,
+        .label = t->kind == AL_BATCH_UNPAIRED ? t->label : NULL,
+        .n_main = t->kind == AL_BATCH_UNPAIRED ? t->batch.B : in.B,
+        .logp = f.logp, .entropy = f.entropy, .values = f.values,
+        .ref_logp = t->ops->needs_ref ? t->ref_logp : NULL,
+        .norm_tokens = norm_tokens, .norm_rows = norm_rows,
+    };
+    al_obj_out oo = {.dlogp = t->dlogp, .dent = NULL, .dvalue = t->ops->needs_values ? t->dvalue : NULL};
+    al_step_stats s;
+    memset(&s, 0, sizeof s);
+    if ((rc = t->ops->loss(t->obj, &oi, &oo, &s))) {
+        if (rc == AL_ENAN)
+            return al_err(t->err, AL_ENAN, "divergence: the loss is not finite at step %ld", t->step + 1);
+        return al_err(t->err, rc, "objective %s failed: %s", t->ops->name, al_strerror(rc));
+    }
+    if (train) {
+        if ((rc = al_model_backward(t->m, &in, t->ops->needs_lm ? t->dlogp : NULL, NULL,
+                                    t->ops->needs_values ? t->dvalue : NULL)))
+            return al_err(t->err, rc, "backward failed: %s", al_strerror(rc));
+    }
+    st->loss += s.loss;
+    st->num_tokens += s.num_tokens;
+    for (int i = 0; i < s.n; i++) al_stats_add(st, s.m[i].name, s.m[i].value);
+    return AL_OK;
+}
+
+/* The examples of step `step` (0-based) into t->idx; returns their count. */
+static int step_examples(trainer *t, long step) {
+    long spe = t->steps_per_epoch;
+    long epoch = step / spe, k = step % spe;
+    if (k == 0 || step == t->step) {
+        /* (re)build the epoch's order; cheap and keeps resume exact */
+        al_batch_order(t->train.len, t->train.n, t->hp->batch_size, 0,
+                       t->hp->seed + (uint64_t)epoch * 0x9E3779B9u, t->order);
+    }
+    long lo = k * t->hp->batch_size;
+    long hi = lo + t->hp->batch_size;
+    if (hi > t->train.n) hi = t->train.n;
+    return (int)(hi - lo);
+}
+
+/* Runs one optimiser step over the examples of `step`, filling st. */
+static int train_step(trainer *t, long step, al_step_stats *st, int update) {
+    int n = step_examples(t, step);
+    long lo = (step % t->steps_per_epoch) * t->hp->batch_size;
+    const int32_t *all = t->order + lo;
+    double norm_tokens, norm_rows;
+    step_norms(t, &t->train, all, n, &norm_tokens, &norm_rows);
+    memset(st, 0, sizeof *st);
+    if (update) al_model_zero_grad(t->m);
+    int rc;
+    for (int i = 0; i < n; i += t->mb) {
+        int k = n - i < t->mb ? n - i : t->mb;
+        memcpy(t->idx, all + i, (size_t)k * sizeof *t->idx);
+        if ((rc = micro_batch(t, &t->train, t->idx, k, norm_tokens, norm_rows, update, st))) return rc;
+    }
+    return AL_OK;
+}
+
+/* ---- evaluation ------------------------------------------------------------ */
+
+static int eval_loss(trainer *t, dataset *d, al_step_stats *st) {
+    memset(st, 0, sizeof *st);
+    int32_t *all = malloc((size_t)d->n * sizeof *all);
+    if (!all) return al_err(t->err, AL_ENOMEM, "out of memory");
+    for (int i = 0; i < d->n; i++) all[i] = i;
+    double norm_tokens, norm_rows;
+    step_norms(t, d, all, d->n, &norm_tokens, &norm_rows);
+    int rc = AL_OK;
+    for (int i = 0; i < d->n && !rc; i += t->mb) {
+        int k = d->n - i < t->mb ? d->n - i : t->mb;
+        memcpy(t->idx, all + i, (size_t)k * sizeof *t->idx);
+        rc = micro_batch(t, d, t->idx, k, norm_tokens, norm_rows, 0, st);
+    }
+    free(all);
+    return rc;
+}
+
+/* Greedy completions of the first validation prompts, as samples. */
+static void eval_samples(trainer *t, long step) {
+    if (!t->cb || !t->cb->sample || !t->ops->needs_lm || t->val.n == 0) return;
+    int n = t->val.n < N_SAMPLES ? t->val.n : N_SAMPLES;
+    for (int i = 0; i < n; i++) {
+        const al_seq *s = &t->val.ex[i].seq[0];
+        int pl = 0;
+        while (pl < s->n && !s->mask[pl]) pl++;
+        if (pl == 0 || pl + SAMPLE_MAX_NEW > al_model_config_of(t->m)->max_T) continue;
+        int32_t out[SAMPLE_MAX_NEW];
+        int len = 0;
+        int32_t stop = al_tok_eos(t->tok);
+        al_gen_cfg g = {.max_new = SAMPLE_MAX_NEW, .temperature = 0, .top_p = 1,
+                        .stop = &stop, .n_stop = stop >= 0};
+        al_rng rng;
+        al_rng_seed(&rng, t->hp->seed);
+        char e2[AL_ERRLEN];
+        const int32_t *pp = s->ids;
+        if (al_generate(t->m, &pp, &pl, 1, &g, &rng, out, NULL, &len, e2)) continue;
+        char *ptxt = NULL, *ctxt = NULL;
+        size_t a, b;
+        if (len > 0 && out[len - 1] == stop) len--;
+        if (al_tok_decode(t->tok, s->ids, pl, 1, &ptxt, &a) == AL_OK &&
+            al_tok_decode(t->tok, out, len, 1, &ctxt, &b) == AL_OK) {
+            double reward = NAN;
+            if (t->job->task[0]) {
+                al_task_row r;
+                al_task_row_get(t->job->task, t->job->task_seed + 1000003u, (uint64_t)i, &r);
+                reward = al_task_correct(&r, ctxt);
+            }
+            t->cb->sample(t->cb->ud, step, ptxt, ctxt, reward);
+        }
+        free(ptxt);
+        free(ctxt);
+    }
+}
+
+/* Greedy exact-match accuracy of model m on n rows of a task (raw prompts). */
+static int task_accuracy(al_model *m, const al_tok *tok, const char *task, uint64_t seed, int n,
+                         double *acc, char err[AL_ERRLEN]) {
+    enum { B = 8, NEW = 24 };
+    int ok = 0;
+    int32_t eos = al_tok_eos(tok);
+    for (int i = 0; i < n; i += B) {
+        int nb = n - i < B ? n - i : B, plen[B];
+        int32_t *ids[B] = {0}, out[B * NEW];
+        int len[B];
+        al_task_row rows[B];
+        int rc = AL_OK;
+        for (int b = 0; b < nb && !rc; b++) {
+            al_task_row_get(task, seed, (uint64_t)(i + b), &rows[b]);
+            rc = al_tok_encode(tok, rows[b].prompt, strlen(rows[b].prompt), 1, 0, &ids[b], &plen[b],
+                               NULL, NULL, err);
+        }
+        al_gen_cfg g = {.max_new = NEW, .temperature = 0, .top_p = 1, .stop = &eos, .n_stop = eos >= 0};
+        al_rng rng;
+        al_rng_seed(&rng, 1);
+        if (!rc) rc = al_generate(m, (const int32_t *const *)ids, plen, nb, &g, &rng, out, NULL, len, err);
+        for (int b = 0; b < nb; b++) {
+            if (!rc) {
+                int l = len[b];
+                if (l > 0 && out[b * NEW + l - 1] == eos) l--;
+                char *txt = NULL;
+                size_t tl;
+                if (al_tok_decode(tok, out + b * NEW, l, 1, &txt, &tl) == AL_OK) ok += al_task_correct(&rows[b], txt);
+                free(txt);
+            }
+            free(ids[b]);
+        }
+        if (rc) return rc;
+    }
+    *acc = n > 0 ? (double)ok / n : 0;
+    return AL_OK;
+}
+
+/* Validation loss and metrics (eval_*), samples, and the eval_tasks. */
+static int evaluate(trainer *t, long step, al_metric *m, int *nm) {
+    int rc;
+    if (t->val.n > 0) {
+        al_step_stats st;
+        if ((rc = eval_loss(t, &t->val, &st))) return rc;
+        snprintf(m[*nm].name, sizeof m[*nm].name, "eval_loss");
+        m[(*nm)++].value = st.loss;
+        for (int i = 0; i < st.n && *nm < 2 * AL_MAX_METRICS - 1; i++) {
+            snprintf(m[*nm].name, sizeof m[*nm].name, "eval_%.42s", st.m[i].name);
+            m[(*nm)++].value = st.m[i].value;
+        }
+        eval_samples(t, step);
+    }
+    for (int k = 0; k < t->job->n_eval_tasks && *nm < 2 * AL_MAX_METRICS - 2; k++) {
+        const al_eval_task *et = &t->job->eval_tasks[k];
+        if (!et->task[0] || !t->ops->needs_lm) continue;
+        double acc;
+        if ((rc = task_accuracy(t->m, t->tok, et->task, 1000003u, (int)(et->rows < 200 ? et->rows : 200),
+                                &acc, t->err)))
+            return rc;
+        snprintf(m[*nm].name, sizeof m[*nm].name, "eval/%.20s/accuracy", et->name);
+        m[(*nm)++].value = acc;
+    }
+    return AL_OK;
+}
+
+/* ---- reference log-probs ---------------------------------------------------- */
+
+/* Runs the (start) model once over a dataset and keeps every sequence's
+ * token log-probs, so the reference need not stay in memory. */
+static int precompute_ref(trainer *t, dataset *d) {
+    d->ref = calloc((size_t)d->n * 2, sizeof *d->ref);
+    if (!d->ref) return al_err(t->err, AL_ENOMEM, "out of memory for reference log-probs");
+    for (int i = 0; i < d->n; i += t->mb) {
+        int n = d->n - i < t->mb ? d->n - i : t->mb;
+        for (int k = 0; k < n; k++) t->idx[k] = i + k;
+        int rc = al_batch_fill(&t->batch, d->ex, t->idx, n, t->pad, t->err);
+        if (rc) return rc;
+        al_tokens in = al_batch_tokens(&t->batch);
+        al_fwd f = {.logp = t->ref_logp};
+        al_model *rm = t->ref ? t->ref : t->m;
+        if (t->ref_adapters_off) al_model_set_adapters(t->m, 0);
+        rc = al_model_forward(rm, &in, &f);
+        if (t->ref_adapters_off) al_model_set_adapters(t->m, 1);
+        if (rc) return al_err(t->err, rc, "reference forward failed: %s", al_strerror(rc));
+        for (int r = 0; r < in.B; r++) {
+            int e = t->kind == AL_BATCH_PAIR ? i + r % n : i + r;
+            int s = t->kind == AL_BATCH_PAIR ? r >= n : 0;
+            int len = d->ex[e].seq[s].n;
+            float *v = malloc((size_t)(len > 0 ? len : 1) * sizeof *v);
+            if (!v) return al_err(t->err, AL_ENOMEM, "out of memory for reference log-probs");
+            memcpy(v, t->ref_logp + (size_t)r * in.T, (size_t)len * sizeof *v);
+            d->ref[2 * e + s] = v;
+        }
+    }
+    return AL_OK;
+}
+
+/* ---- checkpoints ------------------------------------------------------------ */
+
+static int copy_file(const char *src, const char *dst, char err[AL_ERRLEN]) {
+    char *buf;
+    size_t len;
+    int rc = al_file_read(src, (size_t)1 << 30, &buf, &len, err);
+    if (rc == AL_ENOENT) return AL_OK;
+    if (rc) return rc;
+    rc = al_file_write_atomic(dst, buf, len, err);
+    free(buf);
+    return rc;
+}
+
+/* Writes the model (adapter or full), tokenizer files and the trainer state
+ * into dir. A new checkpoint folder is filled under a temporary name and
+ * renamed into place, so it exists complete or not at all; a folder that
+ * exists already (the output_dir, which holds the checkpoints too) gets
+ * each file replaced atomically. */
+static int save_model_dir(trainer *t, const char *dir, int with_state) {
+    char tmp[AL_PATH_MAX + 32], path[AL_PATH_MAX + 64], src[AL_PATH_MAX + 64];
+    int rc, in_place = al_file_exists(dir);
+    snprintf(tmp, sizeof tmp, "%s%s", dir, in_place ? "" : ".tmp");
+    if ((rc = al_mkdir_p(tmp, t->err))) return rc;
+    if (t->job->use_lora) {
+        char base[PATH_MAX];
+        const char *b = realpath(t->job->model, base) ? base : t->job->model;
+        rc = al_model_save_adapter(t->m, tmp, b, t->err);
+    } else {
+        rc = al_model_save(t->m, tmp, t->err);
+    }
+    if (rc) return rc;
+    static const char *const tok_files[] = {"tokenizer.json", "tokenizer_config.json",
+                                            "special_tokens_map.json", "generation_config.json", NULL};
+    for (int i = 0; tok_files[i]; i++) {
+        snprintf(src, sizeof src, "%s/%s", t->job->model, tok_files[i]);
+        snprintf(path, sizeof path, "%s/%s", tmp, tok_files[i]);
+        if ((rc = copy_file(src, path, t->err))) return rc;
+    }
+    if (with_state) {
+        /* AdamW moments and the step: all that resuming needs beyond weights */
+        al_st_entry e[2] = {
+            {.name = "exp_avg", .data = t->opt.m, .ndim = 1, .shape = {(int64_t)t->opt.n}},
+            {.name = "exp_avg_sq", .data = t->opt.v, .ndim = 1, .shape = {(int64_t)t->opt.n}},
+        };
+        snprintf(path, sizeof path, "%s/optimizer.safetensors", tmp);
+        if ((rc = al_st_write(path, e, 2, t->err))) return rc;
+        json_t *st = json_pack("{s:I, s:I, s:I, s:f, s:s, s:I}", "global_step", (json_int_t)t->step,
+                               "max_steps", (json_int_t)t->total_steps, "optimizer_step",
+                               (json_int_t)t->opt.step, "trained_tokens", t->trained_tokens,
+                               "method", t->ops->name, "seed", (json_int_t)t->hp->seed);
+        char *txt = st ? json_dumps(st, JSON_INDENT(2) | JSON_SORT_KEYS) : NULL;
+        json_decref(st);
+        if (!txt) return al_err(t->err, AL_ENOMEM, "out of memory");
+        snprintf(path, sizeof path, "%s/trainer_state.json", tmp);
+        rc = al_file_write_atomic(path, txt, strlen(txt), t->err);
+        free(txt);
+        if (rc) return rc;
+    }
+    if (!in_place && rename(tmp, dir) != 0)
+        return al_err(t->err, AL_EIO, "%s: %s", dir, strerror(errno));
+    return AL_OK;
+}
+
+static int load_state(trainer *t, const char *dir) {
+    char path[AL_PATH_MAX + 64], *txt;
+    size_t len;
+    snprintf(path, sizeof path, "%s/trainer_state.json", dir);
+    int rc = al_file_read(path, 1 << 20, &txt, &len, t->err);
+    if (rc) return rc;
+    json_error_t je;
+    json_t *st = json_loadb(txt, len, 0, &je);
+    free(txt);
+    json_t *gs = json_object_get(st, "global_step"), *os = json_object_get(st, "optimizer_step");
+    json_t *tt = json_object_get(st, "trained_tokens");
+    if (!json_is_integer(gs) || !json_is_integer(os) || json_integer_value(gs) < 0) {
+        json_decref(st);
+        return al_err(t->err, AL_EFORMAT, "%s: global_step missing or invalid", path);
+    }
+    t->step = (long)json_integer_value(gs);
+    t->opt.step = (long)json_integer_value(os);
+    t->trained_tokens = json_number_value(tt);
+    json_decref(st);
+    al_st_file f;
+    snprintf(path, sizeof path, "%s/optimizer.safetensors", dir);
+    if ((rc = al_st_open(&f, path, t->err))) return rc;
+    const al_st_tensor *m = al_st_find(&f, "exp_avg"), *v = al_st_find(&f, "exp_avg_sq");
+    if (!m || !v) rc = al_err(t->err, AL_EFORMAT, "%s: exp_avg/exp_avg_sq missing", path);
+    if (!rc) rc = al_st_read_f32(&f, m, t->opt.m, t->opt.n, t->err);
+    if (!rc) rc = al_st_read_f32(&f, v, t->opt.v, t->opt.n, t->err);
+    al_st_close(&f);
+    if (rc) return rc;
+    /* weights: full model or adapters on the job's base */
+    if (t->job->use_lora) {
+        al_model *tmp = NULL;
+        if ((rc = al_model_open(&tmp, dir, NULL, t->err))) return rc;
+        int n1, n2;
+        al_param *a = al_model_params(t->m, &n1), *b = al_model_params(tmp, &n2);
+        for (int i = 0; i < n1 && i < n2; i++)
+            if (a[i].lora || strstr(a[i].name, "score")) memcpy(a[i].w, b[i].w, a[i].n * sizeof(float));
+        al_model_free(tmp);
+        return AL_OK;
+    }
+    return al_model_load_weights(t->m, dir, t->err);
+}
+
+/* ---- the run ----------------------------------------------------------------- */
+
+static void trainer_free(trainer *t) {
+    dataset_free(&t->train);
+    dataset_free(&t->val);
+    al_batch_deinit(&t->batch);
+    al_batch_deinit(&t->kl_batch);
+    if (t->kl_ex) {
+        for (int i = 0; i < t->mb; i++) al_example_deinit(&t->kl_ex[i]);
+        free(t->kl_ex);
+    }
+    free(t->logp); free(t->ent); free(t->values); free(t->ref_logp);
+    free(t->dlogp); free(t->dent); free(t->dvalue); free(t->hit);
+    free(t->ids); free(t->seg); free(t->pos); free(t->tgt); free(t->last);
+    free(t->label); free(t->margin); free(t->order); free(t->idx);
+    al_adamw_deinit(&t->opt);
+    if (t->obj) t->ops->destroy(t->obj);
+    al_model_free(t->m);
+    al_model_free(t->ref);
+    al_chat_free(t->chat);
+    al_tok_free(t->tok);
+}
+
+static int setup(trainer *t, const al_job *job, const al_train_cb *cb) {
+    int rc;
+    t->job = job;
+    t->hp = &job->hp;
+    t->cb = cb;
+    t->ops = al_objective_find(job->method);
+    if (!t->ops) return al_err(t->err, AL_EINVAL, "method: '%s' is unknown", job->method);
+    if ((rc = t->ops->create(t->hp, &t->obj, t->err))) return rc;
+    t->kind = t->ops->batch;
+    t->rows_per_ex = t->kind == AL_BATCH_LM ? 1 : 2;
+    t->mb = t->hp->micro_batch_size;
+    if (t->mb > 1024) return al_err(t->err, AL_EINVAL, "hyperparameters.batch_size: micro-batches hold at most 1024");
+    if ((rc = al_tok_load(&t->tok, job->model, t->err))) return rc;
+    if ((rc = al_chat_new(&t->chat, t->tok, NULL, t->err))) return rc;
+    t->pad = al_chat_pad_id(t->chat);
+    al_lora_cfg *lora = job->use_lora ? (al_lora_cfg *)&job->lora : NULL;
+    int flags = t->ops->needs_values ? AL_OPEN_SCORE_HEAD : 0;
+    if ((rc = al_model_open_ex(&t->m, job->model, lora, flags, job->hp.seed, t->err))) return rc;
+    const al_model_config *mc = al_model_config_of(t->m);
+    if (t->ops->needs_lm && !mc->has_lm_head)
+        return al_err(t->err, AL_EINVAL, "model: %s has no language-model head (a reward model?)", job->model);
+    t->max_T = t->hp->max_length < mc->max_T ? t->hp->max_length : mc->max_T;
+    /* data */
+    if (job->task[0]) {
+        if ((rc = task_examples(t, job->task, job->task_rows, job->task_seed, &t->train))) return rc;
+        long vrows = job->task_rows / 10 < 200 ? job->task_rows / 10 : 200;
+        if (vrows < 8) vrows = 8;
+        if ((rc = task_examples(t, job->task, vrows, job->task_seed + 1000003u, &t->val))) return rc;
+    } else {
+        if ((rc = file_examples(t, job->training_file, &t->train, "training_file"))) return rc;
+        if (job->validation_file[0] &&
+            (rc = file_examples(t, job->validation_file, &t->val, "validation_file")))
+            return rc;
+    }
+    if ((rc = finish_dataset(t, &t->train)) || (rc = finish_dataset(t, &t->val))) return rc;
+    int longest = 0;
+    for (int i = 0; i < t->train.n; i++) longest = t->train.len[i] > longest ? t->train.len[i] : longest;
+    for (int i = 0; i < t->val.n; i++) longest = t->val.len[i] > longest ? t->val.len[i] : longest;
+    if (t->kind == AL_BATCH_UNPAIRED) longest = t->max_T; /* KL rows mix lengths */
+    if (longest < t->max_T) t->max_T = longest;
+    /* reference */
+    if (t->ops->needs_ref) {
+        if (job->ref_model[0]) {
+            if ((rc = al_model_open_ex(&t->ref, job->ref_model, NULL, AL_OPEN_FROZEN, 0, t->err))) return rc;
+        } else if (job->use_lora) {
+            t->ref_adapters_off = 1;
+        } else if (!t->hp->precompute_ref_log_probs || t->kind == AL_BATCH_UNPAIRED) {
+            /* a frozen copy of the start model */
+            if ((rc = al_model_open_ex(&t->ref, job->model, NULL, AL_OPEN_FROZEN, 0, t->err))) return rc;
+        }
+    }
+    t->steps_per_epoch = (t->train.n + t->hp->batch_size - 1) / t->hp->batch_size;
+    t->total_steps = t->hp->max_steps >= 0 ? t->hp->max_steps : t->steps_per_epoch * t->hp->n_epochs;
+    if ((rc = alloc_buffers(t))) return rc;
+    al_adamw_cfg oc = {.lr = t->hp->learning_rate, .beta1 = t->hp->adam_beta1, .beta2 = t->hp->adam_beta2,
+                       .eps = t->hp->adam_epsilon, .weight_decay = t->hp->weight_decay};
+    if ((rc = al_adamw_init(&t->opt, &oc, t->m))) return al_err(t->err, rc, "out of memory for AdamW");
+    if (t->ops->needs_ref && t->hp->precompute_ref_log_probs) {
+        /* score the data once with the reference, then let it go */
+        if ((rc = precompute_ref(t, &t->train)) || (rc = precompute_ref(t, &t->val))) return rc;
+        if (t->ref && t->kind != AL_BATCH_UNPAIRED) {
+            al_model_free(t->ref);
+            t->ref = NULL;
+        }
+        event(t, AL_LOG_INFO, "reference log-probs precomputed for %d + %d examples", t->train.n, t->val.n);
+    }
+    event(t, AL_LOG_INFO, "%s: %d training and %d validation examples, %ld steps, %zu trainable parameters",
+          t->ops->name, t->train.n, t->val.n, t->total_steps, al_model_num_params(t->m, 1));
+    return AL_OK;
+}
+
+static void emit(trainer *t, long step, al_metric *m, int n) {
+    if (t->cb && t->cb->log) {
+        double epoch = t->steps_per_epoch ? (double)step / (double)t->steps_per_epoch : 0;
+        t->cb->log(t->cb->ud, step, epoch, m, n);
+    }
+}
+
+/* The divergence watchdog: non-finite values, or a loss that stays far
+ * above its running mean for WATCH_PATIENCE steps. */
+static int watchdog(trainer *t, double loss, double gnorm) {
+    if (!isfinite(loss) || !isfinite(gnorm))
+        return al_err(t->err, AL_ENAN, "divergence: %s is %s at step %ld; stopped before writing it",
+                      isfinite(loss) ? "grad_norm" : "loss", isnan(isfinite(loss) ? gnorm : loss) ? "nan" : "inf",
+                      t->step + 1);
+    if (t->step < WATCH_WARMUP) {
+        t->ema = t->step == 0 ? loss : 0.9 * t->ema + 0.1 * loss;
+        return AL_OK;
+    }
+    if (loss > 3.0 * fabs(t->ema) + 2.0) {
+        if (++t->above >= WATCH_PATIENCE)
+            return al_err(t->err, AL_ENAN, "divergence: loss %.4g stayed far above its running mean %.4g "
+                          "for %d steps", loss, t->ema, WATCH_PATIENCE);
+    } else {
+        t->above = 0;
+        t->ema = 0.9 * t->ema + 0.1 * loss;
+    }
+    return AL_OK;
+}
+
+int al_train_run(const al_job *job, const char *resume_dir, const al_train_cb *cb,
+                 al_train_result *res, char err[AL_ERRLEN]) {
+    trainer *t = calloc(1, sizeof *t);
+    if (!t) return al_err(err, AL_ENOMEM, "out of memory");
+    al_train_result r0;
+    memset(&r0, 0, sizeof r0);
+    int rc = setup(t, job, cb);
+    if (!rc && resume_dir) {
+        if ((rc = load_state(t, resume_dir)) == AL_OK)
+            event(t, AL_LOG_INFO, "resumed from %s at step %ld", resume_dir, t->step);
+    }
+    al_metric m[2 * AL_MAX_METRICS];
+    char dir[AL_PATH_MAX + 64];
+    long warmup = (long)ceil(t->hp ? t->hp->warmup_ratio * (double)t->total_steps : 0);
+    double t0 = al_now(), tok0 = t->trained_tokens;
+    if (!rc && t->step == 0) {
+        /* step 0: the starting point, before any update */
+        int nm = 0;
+        al_step_stats st;
+        if (t->total_steps > 0 && (rc = train_step(t, 0, &st, 0)) == AL_OK) {
+            snprintf(m[nm].name, sizeof m[nm].name, "loss");
+            m[nm++].value = st.loss;
+            for (int i = 0; i < st.n; i++) m[nm++] = st.m[i];
+        }
+        if (!rc) rc = evaluate(t, 0, m, &nm);
+        if (!rc) emit(t, 0, m, nm);
+    }
+    while (!rc && t->step < t->total_steps) {
+        if (cb && cb->should_stop && cb->should_stop(cb->ud)) {
+            rc = al_err(t->err, AL_ECANCELED, "cancelled at step %ld", t->step);
+            break;
+        }
+        if (cb && cb->should_pause && cb->should_pause(cb->ud)) {
+            snprintf(dir, sizeof dir, "%s/checkpoint-%ld", job->output_dir[0] ? job->output_dir : ".", t->step);
+            if (!(rc = save_model_dir(t, dir, 1))) {
+                if (cb->checkpoint) cb->checkpoint(cb->ud, t->step, dir);
+                snprintf(r0.last_checkpoint, sizeof r0.last_checkpoint, "%s", dir);
+                rc = al_err(t->err, AL_EPAUSED, "paused at step %ld", t->step);
+            }
+            break;
+        }
+        al_step_stats st;
+        if ((rc = train_step(t, t->step, &st, 1))) break;
+        double gnorm = al_clip_grad_norm(t->m, t->hp->max_grad_norm);
+        if ((rc = watchdog(t, st.loss, gnorm))) break;
+        float lr = al_sched_lr(t->hp->lr_scheduler_type, t->hp->learning_rate, t->step, warmup, t->total_steps);
+        al_adamw_step(&t->opt, t->m, lr);
+        t->step++;
+        t->trained_tokens += st.num_tokens;
+        long s = t->step;
+        int log_now = s % t->hp->logging_steps == 0 || s == t->total_steps;
+        int eval_now = (t->hp->eval_steps > 0 && s % t->hp->eval_steps == 0) || s == t->total_steps;
+        if (log_now || eval_now) {
+            int nm = 0;
+            double dt = al_now() - t0;
+#define PUT(n_, v_) do { snprintf(m[nm].name, sizeof m[nm].name, "%s", n_); m[nm++].value = (v_); } while (0)
+            PUT("loss", st.loss);
+            PUT("learning_rate", lr);
+            PUT("grad_norm", gnorm);
+            PUT("num_tokens", t->trained_tokens);
+            PUT("tokens_per_second", dt > 0 ? (t->trained_tokens - tok0) / dt : 0);
+#undef PUT
+            for (int i = 0; i < st.n; i++) m[nm++] = st.m[i];
+            if (eval_now && (rc = evaluate(t, s, m, &nm))) break;
+            emit(t, s, m, nm);
+        }
+        if (job->output_dir[0] && t->hp->save_steps > 0 && s % t->hp->save_steps == 0 && s < t->total_steps) {
+            snprintf(dir, sizeof dir, "%s/checkpoint-%ld", job->output_dir, s);
+            if ((rc = save_model_dir(t, dir, 1))) break;
+            snprintf(r0.last_checkpoint, sizeof r0.last_checkpoint, "%s", dir);
+            if (cb && cb->checkpoint) cb->checkpoint(cb->ud, s, dir);
+        }
+        r0.final_loss = st.loss;
+    }
+    if (!rc && job->output_dir[0]) {
+        if (!(rc = save_model_dir(t, job->output_dir, 1))) {
+            snprintf(r0.output_dir, sizeof r0.output_dir, "%s", job->output_dir);
+            if (cb && cb->checkpoint) cb->checkpoint(cb->ud, t->step, job->output_dir);
+            if (job->use_lora && job->lora_merge) {
+                snprintf(dir, sizeof dir, "%s/merged", job->output_dir);
+                if (!(rc = al_mkdir_p(dir, t->err))) rc = al_model_save(t->m, dir, t->err);
+            }
+        }
+    }
+    r0.steps = t->step;
+    r0.total_steps = t->total_steps;
+    r0.trained_tokens = t->trained_tokens;
+    if (res) *res = r0;
+    if (rc) al_err(err, rc, "%s", t->err);
+    trainer_free(t);
+    free(t);
+    return rc;
+}
+
+int al_eval_task_accuracy(const char *model_dir, const char *task, int n, double *acc,
+                          char err[AL_ERRLEN]) {
+    al_tok *tok = NULL;
+    al_model *m = NULL;
+    int rc = al_tok_load(&tok, model_dir, err);
+    if (!rc) rc = al_model_open_ex(&m, model_dir, NULL, AL_OPEN_FROZEN, 0, err);
+    al_task_row r;
+    if (!rc && al_task_row_get(task, 0, 0, &r) != AL_OK)
+        rc = al_err(err, AL_EINVAL, "--task: '%s' is not a built-in task", task);
+    if (!rc) rc = task_accuracy(m, tok, task, 1000003u, n, acc, err);
+    al_model_free(m);
+    al_tok_free(tok);
+    return rc;
+}

@@ -1,0 +1,67 @@
+/* The trainer: one loop shared by every objective (STYLE.md §4).
+ *
+ * al_train_run loads the model (full or LoRA) and tokenizer, reads and
+ * tokenizes the data (a JSONL file or a built-in task), computes reference
+ * log-probs once when the objective needs them and precompute_ref_log_probs
+ * is on, then runs optimiser steps: zero gradients, forward each
+ * micro-batch, hand the log-probs to the objective, backward its gradients,
+ * clip, schedule, AdamW, and between steps log, evaluate, checkpoint and ask
+ * whether to stop or pause. Progress leaves only through callbacks, so the
+ * daemon can persist and stream it and the command line can print it.
+ *
+ * Checkpoints are Hugging Face folders (full model, or PEFT adapter) plus
+ * trainer_state.json and optimizer.safetensors (AdamW moments), written to a
+ * temporary folder and renamed into place; resuming from one continues
+ * exactly: the same per-step losses as an uninterrupted run. Runs on the
+ * calling thread; numeric work uses the shared compute pool. */
+#ifndef AL_TRAINER_H
+#define AL_TRAINER_H
+
+#include "job.h"
+#include "objective.h"
+
+typedef struct al_train_cb {
+    /* One logged step: every metric of the step (loss, learning_rate,
+     * grad_norm, tokens_per_second, the objective's own, eval_* at
+     * evaluation steps), in order. */
+    void (*log)(void *ud, long step, double epoch, const al_metric *m, int n);
+    /* A generated sample at an evaluation (reward NaN when none). */
+    void (*sample)(void *ud, long step, const char *prompt, const char *completion, double reward);
+    /* A human-readable event: data reports, truncation counts, checkpoints. */
+    void (*event)(void *ud, al_log_level level, const char *msg);
+    /* A checkpoint folder was written (after the rename, so it is complete). */
+    void (*checkpoint)(void *ud, long step, const char *dir);
+    /* Polled between steps: non-zero stops (cancel) or pauses (checkpoint
+     * then return AL_ECANCELED / AL_EAGAIN-style codes below). */
+    int (*should_stop)(void *ud);
+    int (*should_pause)(void *ud);
+    void *ud;
+} al_train_cb;
+
+/* Returned when should_pause asked to pause (a checkpoint was written). */
+#define AL_EPAUSED (-1100)
+
+/* The outcome of a run. */
+typedef struct al_train_result {
+    long steps;              /* optimiser steps completed (including resumed ones) */
+    long total_steps;
+    double final_loss;
+    double trained_tokens;
+    char output_dir[AL_PATH_MAX + 64];      /* where the final model was written */
+    char last_checkpoint[AL_PATH_MAX + 64];
+} al_train_result;
+
+/* Runs the job. resume_dir (may be NULL) is a checkpoint folder written by an
+ * earlier run of the same job. Returns AL_OK, AL_ECANCELED (should_stop),
+ * AL_EPAUSED, AL_ENAN (divergence watchdog), or the error of the failing
+ * stage with its reason in err. res (may be NULL) is filled in all cases. */
+int al_train_run(const al_job *job, const char *resume_dir, const al_train_cb *cb,
+                 al_train_result *res, char err[AL_ERRLEN]);
+
+/* Exact-match accuracy of greedy generation on n rows of a built-in task
+ * (validation seed), with the model's chat template if it has one, else the
+ * raw prompt. *acc in [0, 1]. */
+int al_eval_task_accuracy(const char *model_dir, const char *task, int n, double *acc,
+                          char err[AL_ERRLEN]);
+
+#endif

@@ -1,0 +1,112 @@
+/* Job descriptions: TRL's defaults filled in, "auto" accepted, and every bad
+ * value rejected with the field's path at the start of the message. */
+#include <jansson.h>
+#include <string.h>
+
+#include "t.h"
+#include "train/job.h"
+
+static al_job g_job;
+static char g_err[AL_ERRLEN];
+
+static int parse(const char *json) {
+    g_err[0] = 0;
+    int rc = al_job_parse(&g_job, json, strlen(json), g_err);
+    if (rc == AL_OK) al_job_deinit(&g_job);
+    return rc;
+}
+
+#define T_REJECTS(json, msg)                                                   \
+    do {                                                                       \
+        T_EQ_INT(parse(json), AL_EINVAL);                                      \
+        T_REPORT_(strncmp(g_err, msg, strlen(msg)) == 0, "error \"%s\" starts with \"%s\"", g_err, msg); \
+    } while (0)
+
+int main(void) {
+    al_job j;
+    char err[AL_ERRLEN];
+    const char *ok = "{\"method\":\"dpo\",\"model\":\"m\",\"training_file\":\"f.jsonl\"}";
+    T_OK(al_job_parse(&j, ok, strlen(ok), err));
+    T_NEAR(j.hp.learning_rate, 1e-6, 1e-12);   /* DPOConfig */
+    T_NEAR(j.hp.beta, 0.1, 1e-7);
+    T_EQ_INT(j.hp.batch_size, 8);
+    T_EQ_INT(j.hp.n_epochs, 3);
+    T_EQ_INT(j.hp.max_length, 1024);
+    T_EQ_INT(j.hp.precompute_ref_log_probs, 1);
+    T_EQ_INT(j.hp.n_loss_types, 1);
+    T_STR_EQ(j.hp.loss_type[0], "sigmoid");
+    T_EQ_INT((long)j.hp.seed, 42);
+    T_EQ_INT(j.use_lora, 0);
+    /* the resolved description carries every default */
+    json_t *h = json_object_get(j.resolved, "hyperparameters");
+    T_NEAR(json_real_value(json_object_get(h, "max_grad_norm")), 1.0, 1e-7);
+    T_STR_EQ(json_string_value(json_object_get(h, "lr_scheduler_type")), "linear");
+    al_job_deinit(&j);
+
+    const char *sft = "{\"method\":\"sft\",\"model\":\"m\",\"task\":{\"name\":\"addition\",\"rows\":50},"
+                      "\"hyperparameters\":{\"n_epochs\":\"auto\",\"batch_size\":16,"
+                      "\"gradient_accumulation_steps\":4,\"learning_rate\":\"auto\"},"
+                      "\"lora\":{\"r\":16,\"alpha\":32,\"target_modules\":[\"q_proj\",\"v_proj\"]}}";
+    T_OK(al_job_parse(&j, sft, strlen(sft), err));
+    T_NEAR(j.hp.learning_rate, 2e-5, 1e-12); /* SFTConfig */
+    T_EQ_INT(j.hp.micro_batch_size, 4);
+    T_EQ_INT(j.task_rows, 50);
+    T_STR_EQ(j.task, "addition");
+    T_EQ_INT(j.use_lora, 1);
+    T_EQ_INT(j.lora.r, 16);
+    T_STR_EQ(j.lora.targets, "q_proj,v_proj");
+    al_job_deinit(&j);
+
+    const char *multi = "{\"method\":\"dpo\",\"model\":\"m\",\"training_file\":\"f\",\"hyperparameters\":"
+                        "{\"loss_type\":[\"sigmoid\",\"ipo\"],\"loss_weights\":[0.8,0.2]}}";
+    T_OK(al_job_parse(&j, multi, strlen(multi), err));
+    T_EQ_INT(j.hp.n_loss_types, 2);
+    T_NEAR(j.hp.loss_weights[1], 0.2, 1e-7);
+    al_job_deinit(&j);
+
+    T_REJECTS("not json", "job: invalid JSON");
+    T_REJECTS("[]", "job: must be a JSON object");
+    T_REJECTS("{\"model\":\"m\",\"training_file\":\"f\"}", "method: is required");
+    T_REJECTS("{\"method\":\"dpx\",\"model\":\"m\",\"training_file\":\"f\"}", "method: 'dpx' is not one of");
+    T_REJECTS("{\"method\":\"sft\",\"training_file\":\"f\"}", "model: is required");
+    T_REJECTS("{\"method\":\"sft\",\"model\":\"m\"}", "training_file: is required");
+    T_REJECTS("{\"method\":\"sft\",\"model\":\"m\",\"training_file\":\"f\",\"task\":{\"name\":\"addition\"}}",
+              "task: give either training_file or task");
+    T_REJECTS("{\"method\":\"sft\",\"model\":\"m\",\"task\":{\"name\":\"chess\"}}",
+              "task.name: 'chess' is not a built-in task");
+    T_REJECTS("{\"method\":\"sft\",\"model\":\"m\",\"task\":{\"name\":\"addition\",\"rows\":0}}", "task.rows");
+    T_REJECTS("{\"method\":\"sft\",\"model\":\"m\",\"training_file\":\"f\",\"bogus\":1}", "bogus: unknown field");
+    T_REJECTS("{\"method\":\"sft\",\"model\":\"m\",\"training_file\":\"f\",\"hyperparameters\":{\"lr\":1}}",
+              "hyperparameters.lr: unknown field");
+    T_REJECTS("{\"method\":\"sft\",\"model\":\"m\",\"training_file\":\"f\",\"hyperparameters\":{\"batch_size\":0}}",
+              "hyperparameters.batch_size: 0 is outside");
+    T_REJECTS("{\"method\":\"sft\",\"model\":\"m\",\"training_file\":\"f\",\"hyperparameters\":{\"batch_size\":\"8\"}}",
+              "hyperparameters.batch_size: must be an integer");
+    T_REJECTS("{\"method\":\"sft\",\"model\":\"m\",\"training_file\":\"f\",\"hyperparameters\":{\"learning_rate\":-1}}",
+              "hyperparameters.learning_rate: -1 is outside");
+    T_REJECTS("{\"method\":\"sft\",\"model\":\"m\",\"training_file\":\"f\",\"hyperparameters\":"
+              "{\"lr_scheduler_type\":\"step\"}}", "hyperparameters.lr_scheduler_type: must be");
+    T_REJECTS("{\"method\":\"dpo\",\"model\":\"m\",\"training_file\":\"f\",\"hyperparameters\":{\"beta\":0}}",
+              "hyperparameters.beta");
+    T_REJECTS("{\"method\":\"dpo\",\"model\":\"m\",\"training_file\":\"f\",\"hyperparameters\":"
+              "{\"loss_type\":\"xyz\"}}", "hyperparameters.loss_type: 'xyz' is not one of");
+    T_REJECTS("{\"method\":\"dpo\",\"model\":\"m\",\"training_file\":\"f\",\"hyperparameters\":"
+              "{\"loss_type\":[\"sigmoid\",\"ipo\"],\"loss_weights\":[1]}}", "hyperparameters.loss_weights: has 1");
+    T_REJECTS("{\"method\":\"dpo\",\"model\":\"m\",\"training_file\":\"f\",\"hyperparameters\":"
+              "{\"label_smoothing\":0.7}}", "hyperparameters.label_smoothing");
+    T_REJECTS("{\"method\":\"sft\",\"model\":\"m\",\"training_file\":\"f\",\"hyperparameters\":"
+              "{\"batch_size\":8,\"gradient_accumulation_steps\":3}}",
+              "hyperparameters.gradient_accumulation_steps: 3 does not divide");
+    T_REJECTS("{\"method\":\"dpo\",\"model\":\"m\",\"training_file\":\"f\",\"hyperparameters\":{\"packing\":true}}",
+              "hyperparameters.packing: only sft");
+    T_REJECTS("{\"method\":\"sft\",\"model\":\"m\",\"training_file\":\"f\",\"lora\":{\"r\":0}}", "lora.r");
+    T_REJECTS("{\"method\":\"sft\",\"model\":\"m\",\"training_file\":\"f\",\"lora\":{\"dropout\":0.1}}",
+              "lora.dropout: only 0");
+    T_REJECTS("{\"method\":\"sft\",\"model\":\"m\",\"training_file\":\"f\",\"lora\":{\"target_modules\":[1]}}",
+              "lora.target_modules[0]");
+    T_REJECTS("{\"method\":\"sft\",\"model\":\"m\",\"training_file\":\"f\",\"seed\":-1}", "seed: must be");
+    T_REJECTS("{\"method\":\"sft\",\"model\":\"m\",\"training_file\":\"f\",\"eval_tasks\":[{\"name\":\"x\"}]}",
+              "eval_tasks[0].name: 'x' is not a built-in task");
+    T_REJECTS("{\"method\":\"sft\",\"model\":\"\",\"training_file\":\"f\"}", "model: must be a non-empty string");
+    return t_done();
+}

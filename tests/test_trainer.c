@@ -1,0 +1,307 @@
+/* The trainer loop on tiny models and built-in tasks: exact resume, micro-
+ * batch accumulation, the divergence watchdog, cancel and pause, every
+ * method end to end, and precomputed against live reference log-probs. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "compute/pool.h"
+#include "model/model.h"
+#include "t.h"
+#include "train/trainer.h"
+
+enum { MAXS = 64 };
+
+typedef struct rec {
+    double loss[MAXS + 1];
+    int logged[MAXS + 1];
+    char names[2048];
+    int stop_after, pause_after, steps_seen, checkpoints;
+} rec;
+
+static void on_log(void *ud, long step, double epoch, const al_metric *m, int n) {
+    (void)epoch;
+    rec *r = ud;
+    if (step > MAXS) return;
+    r->steps_seen = (int)step;
+    for (int i = 0; i < n; i++) {
+        if (!strcmp(m[i].name, "loss")) {
+            r->loss[step] = m[i].value;
+            r->logged[step] = 1;
+        }
+        if (!strstr(r->names, m[i].name) && strlen(r->names) + strlen(m[i].name) + 2 < sizeof r->names) {
+            strcat(r->names, m[i].name);
+            strcat(r->names, " ");
+        }
+    }
+}
+static int on_stop(void *ud) {
+    rec *r = ud;
+    return r->stop_after > 0 && r->steps_seen >= r->stop_after;
+}
+static int on_pause(void *ud) {
+    rec *r = ud;
+    return r->pause_after > 0 && r->steps_seen >= r->pause_after;
+}
+static void on_ckpt(void *ud, long step, const char *dir) {
+    (void)step;
+    (void)dir;
+    ((rec *)ud)->checkpoints++;
+}
+
+static char g_base[1200], g_err[AL_ERRLEN];
+
+/* Runs a job given as JSON (with %s for the model and for the output dir). */
+static int run(const char *fmt, const char *out, const char *resume, rec *r, al_train_result *res) {
+    char json[4096], dir[1400];
+    snprintf(dir, sizeof dir, "%s/%s", t_tmpdir(), out);
+    snprintf(json, sizeof json, fmt, g_base, dir);
+    al_job job;
+    g_err[0] = 0;
+    int rc = al_job_parse(&job, json, strlen(json), g_err);
+    if (rc) {
+        fprintf(stderr, "job: %s\n", g_err);
+        return rc;
+    }
+    int stop = r->stop_after, pause = r->pause_after;
+    memset(r, 0, sizeof *r);
+    r->stop_after = stop;
+    r->pause_after = pause;
+    al_train_cb cb = {.log = on_log, .should_stop = on_stop, .should_pause = on_pause,
+                      .checkpoint = on_ckpt, .ud = r};
+    char rdir[1500];
+    if (resume) snprintf(rdir, sizeof rdir, "%s/%s", t_tmpdir(), resume);
+    rc = al_train_run(&job, resume ? rdir : NULL, &cb, res, g_err);
+    if (rc && rc != AL_ECANCELED && rc != AL_EPAUSED) fprintf(stderr, "train: %s\n", g_err);
+    al_job_deinit(&job);
+    return rc;
+}
+
+static const char *SFT =
+    "{\"method\":\"sft\",\"model\":\"%s\",\"task\":{\"name\":\"addition\",\"rows\":64,\"seed\":3},"
+    "\"hyperparameters\":{\"learning_rate\":0.003,\"batch_size\":8,\"max_steps\":12,\"save_steps\":6,"
+    "\"logging_steps\":1,\"max_length\":24,\"lr_scheduler_type\":\"cosine\",\"warmup_ratio\":0.1},"
+    "\"output_dir\":\"%s\",\"seed\":5}";
+
+static int read_all(const char *path, char **buf, long *n) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return -1;
+    fseek(f, 0, SEEK_END);
+    *n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    *buf = malloc((size_t)*n + 1);
+    size_t got = fread(*buf, 1, (size_t)*n, f);
+    fclose(f);
+    return got == (size_t)*n ? 0 : -1;
+}
+
+static int same_file(const char *a, const char *b) {
+    char pa[1500], pb[1500], *x = NULL, *y = NULL;
+    long na, nb;
+    snprintf(pa, sizeof pa, "%s/%s", t_tmpdir(), a);
+    snprintf(pb, sizeof pb, "%s/%s", t_tmpdir(), b);
+    int ok = read_all(pa, &x, &na) == 0 && read_all(pb, &y, &nb) == 0 && na == nb && memcmp(x, y, (size_t)na) == 0;
+    free(x);
+    free(y);
+    return ok;
+}
+
+static void test_resume(void) {
+    static rec a, b;
+    al_train_result res;
+    T_OK(run(SFT, "full", NULL, &a, &res));
+    T_EQ_INT(res.steps, 12);
+    T_EQ_INT(a.checkpoints, 2); /* checkpoint-6 and the final folder */
+    for (int s = 0; s <= 12; s++) T_TRUE(a.logged[s]);
+    T_TRUE(a.loss[12] < a.loss[0]);
+    T_OK(run(SFT, "resumed", "full/checkpoint-6", &b, &res));
+    T_EQ_INT(res.steps, 12);
+    double worst = 0;
+    for (int s = 7; s <= 12; s++) {
+        T_TRUE(b.logged[s]);
+        worst = fmax(worst, fabs(a.loss[s] - b.loss[s]));
+    }
+    T_NEAR(worst, 0, 1e-6);
+    T_TRUE(same_file("full/model.safetensors", "resumed/model.safetensors"));
+
+    /* pause writes a checkpoint; resuming from it finishes identically */
+    static rec p, q;
+    p.pause_after = 4;
+    T_EQ_INT(run(SFT, "paused", NULL, &p, &res), AL_EPAUSED);
+    T_EQ_INT(res.steps, 4);
+    T_OK(run(SFT, "unpaused", "paused/checkpoint-4", &q, &res));
+    T_NEAR(q.loss[12], a.loss[12], 1e-6);
+    T_TRUE(same_file("full/model.safetensors", "unpaused/model.safetensors"));
+
+    /* cancel stops between steps */
+    static rec c;
+    c.stop_after = 3;
+    T_EQ_INT(run(SFT, "cancelled", NULL, &c, &res), AL_ECANCELED);
+    T_EQ_INT(res.steps, 3);
+}
+
+/* LoRA + DPO with precomputed reference log-probs resumes exactly too. */
+static void test_resume_lora_dpo(void) {
+    const char *DPO =
+        "{\"method\":\"dpo\",\"model\":\"%s\",\"task\":{\"name\":\"addition\",\"rows\":48,\"seed\":4},"
+        "\"hyperparameters\":{\"learning_rate\":0.01,\"batch_size\":8,\"max_steps\":8,\"save_steps\":4,"
+        "\"logging_steps\":1,\"max_length\":24},\"lora\":{\"r\":4,\"alpha\":8},"
+        "\"output_dir\":\"%s\",\"seed\":5}";
+    static rec a, b;
+    al_train_result res;
+    T_OK(run(DPO, "dpo_full", NULL, &a, &res));
+    T_OK(run(DPO, "dpo_resumed", "dpo_full/checkpoint-4", &b, &res));
+    for (int s = 5; s <= 8; s++) T_NEAR(a.loss[s], b.loss[s], 1e-6);
+    T_TRUE(same_file("dpo_full/adapter_model.safetensors", "dpo_resumed/adapter_model.safetensors"));
+    /* at step 0 policy == reference: the DPO loss is log 2 */
+    T_NEAR(a.loss[0], log(2.0), 1e-5);
+}
+
+/* One batch of 8 in one micro-batch or in four: the same losses and weights. */
+static void test_accumulation(void) {
+    const char *J =
+        "{\"method\":\"sft\",\"model\":\"%s\",\"task\":{\"name\":\"sorting\",\"rows\":32,\"seed\":2},"
+        "\"hyperparameters\":{\"learning_rate\":0.003,\"batch_size\":8,\"gradient_accumulation_steps\":%d,"
+        "\"max_steps\":5,\"logging_steps\":1,\"max_length\":32},\"output_dir\":\"%%s\"}";
+    char j1[1024], j4[1024];
+    snprintf(j1, sizeof j1, J, "%s", 1);
+    snprintf(j4, sizeof j4, J, "%s", 4);
+    static rec a, b;
+    al_train_result res;
+    T_OK(run(j1, "acc1", NULL, &a, &res));
+    T_OK(run(j4, "acc4", NULL, &b, &res));
+    for (int s = 0; s <= 5; s++) T_NEAR(a.loss[s], b.loss[s], 1e-5);
+    al_model *m1 = NULL, *m4 = NULL;
+    char p1[1300], p4[1300];
+    snprintf(p1, sizeof p1, "%s/acc1", t_tmpdir());
+    snprintf(p4, sizeof p4, "%s/acc4", t_tmpdir());
+    T_OK(al_model_open(&m1, p1, NULL, g_err));
+    T_OK(al_model_open(&m4, p4, NULL, g_err));
+    if (m1 && m4) {
+        int n1, n4;
+        al_param *x = al_model_params(m1, &n1), *y = al_model_params(m4, &n4);
+        double worst = 0;
+        for (int i = 0; i < n1 && i < n4; i++)
+            for (size_t k = 0; k < x[i].n; k++) worst = fmax(worst, fabs(x[i].w[k] - y[i].w[k]));
+        T_NEAR(worst, 0, 1e-5);
+    }
+    al_model_free(m1);
+    al_model_free(m4);
+}
+
+/* Every method runs end to end and reports TRL's metric names. */
+static void test_methods(void) {
+    static const struct { const char *method, *extra, *metrics; } cases[] = {
+        {"pretrain", "", "loss learning_rate grad_norm num_tokens tokens_per_second"},
+        {"sft", "", "entropy mean_token_accuracy"},
+        {"reward_model", "", "accuracy margin"},
+        {"dpo", "", "rewards/chosen rewards/rejected rewards/margins rewards/accuracies logps/chosen logps/rejected"},
+        {"dpo", ",\"precompute_ref_log_probs\":false,\"loss_type\":[\"sigmoid\",\"ipo\"],\"loss_weights\":[1,0.5]",
+         "rewards/margins"},
+        {"dpo", ",\"loss_type\":\"robust\",\"label_smoothing\":0.1", "rewards/accuracies"},
+        {"kto", "", "kl rewards/chosen"},
+        {"orpo", "", "log_odds_ratio"},
+        {"simpo", "", "rewards/margins"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char fmt[1024], out[64];
+        snprintf(fmt, sizeof fmt,
+                 "{\"method\":\"%s\",\"model\":\"%%s\",\"task\":{\"name\":\"reversal\",\"rows\":24},"
+                 "\"hyperparameters\":{\"learning_rate\":0.001,\"batch_size\":4,\"max_steps\":3,"
+                 "\"logging_steps\":1,\"max_length\":32%s},\"output_dir\":\"%%s\"}",
+                 cases[i].method, cases[i].extra);
+        snprintf(out, sizeof out, "method%zu", i);
+        static rec r;
+        al_train_result res;
+        int rc = run(fmt, out, NULL, &r, &res);
+        T_REPORT_(rc == AL_OK, "%s%s: %s", cases[i].method, cases[i].extra, g_err);
+        T_REPORT_(isfinite(r.loss[3]), "%s: final loss %g", cases[i].method, r.loss[3]);
+        char want[256];
+        snprintf(want, sizeof want, "%s", cases[i].metrics);
+        for (char *tok = strtok(want, " "); tok; tok = strtok(NULL, " "))
+            T_REPORT_(strstr(r.names, tok) != NULL, "%s logs %s (has: %s)", cases[i].method, tok, r.names);
+    }
+    /* the reward model's output is a sequence classifier */
+    char p[1300];
+    snprintf(p, sizeof p, "%s/method2", t_tmpdir());
+    al_model *m = NULL;
+    T_OK(al_model_open(&m, p, NULL, g_err));
+    if (m) {
+        T_TRUE(al_model_config_of(m)->has_score);
+        T_TRUE(!al_model_config_of(m)->has_lm_head);
+    }
+    al_model_free(m);
+}
+
+/* A NaN in the weights stops the job with a clear error, writing nothing. */
+static void test_watchdog(void) {
+    char nan_dir[1300];
+    snprintf(nan_dir, sizeof nan_dir, "%s/nanmodel", t_tmpdir());
+    al_model *m = NULL;
+    T_OK(al_model_open(&m, g_base, NULL, g_err));
+    int np;
+    al_param *ps = al_model_params(m, &np);
+    ps[3].w[0] = NAN;
+    T_OK(al_model_save(m, nan_dir, g_err));
+    al_model_free(m);
+    char json[4096], out[1300];
+    snprintf(out, sizeof out, "%s/nanout", t_tmpdir());
+    snprintf(json, sizeof json,
+             "{\"method\":\"sft\",\"model\":\"%s\",\"task\":{\"name\":\"addition\",\"rows\":16},"
+             "\"hyperparameters\":{\"max_steps\":3,\"batch_size\":4,\"max_length\":24},\"output_dir\":\"%s\"}",
+             nan_dir, out);
+    al_job job;
+    T_OK(al_job_parse(&job, json, strlen(json), g_err));
+    al_train_result res;
+    int rc = al_train_run(&job, NULL, NULL, &res, g_err);
+    al_job_deinit(&job);
+    T_EQ_INT(rc, AL_ENAN);
+    T_REPORT_(strstr(g_err, "divergence") != NULL, "message: %s", g_err);
+    char model[1400];
+    snprintf(model, sizeof model, "%s/model.safetensors", out);
+    FILE *f = fopen(model, "r");
+    T_TRUE(f == NULL);
+    if (f) fclose(f);
+}
+
+/* max_steps 0 evaluates only. */
+static void test_eval_only(void) {
+    const char *J = "{\"method\":\"sft\",\"model\":\"%s\",\"task\":{\"name\":\"addition\",\"rows\":16},"
+                    "\"hyperparameters\":{\"max_steps\":0,\"max_length\":24},\"output_dir\":\"%s\","
+                    "\"eval_tasks\":[{\"name\":\"sorting\",\"rows\":8}]}";
+    static rec r;
+    al_train_result res;
+    T_OK(run(J, "evalonly", NULL, &r, &res));
+    T_EQ_INT(res.steps, 0);
+    T_TRUE(strstr(r.names, "eval_loss") != NULL);
+    T_TRUE(strstr(r.names, "eval/sorting/accuracy") != NULL);
+}
+
+int main(void) {
+    al_pool_init(2);
+    snprintf(g_base, sizeof g_base, "%s/base", t_tmpdir());
+    al_model_config c;
+    al_config_default(&c, AL_ARCH_LLAMA);
+    c.n_layers = 1;
+    c.C = 32;
+    c.NH = 4;
+    c.NKV = 2;
+    c.HD = 8;
+    c.FF = 64;
+    c.V = 260;
+    c.max_T = 64;
+    c.bos_id = c.eos_id = 256;
+    c.pad_id = 257;
+    al_model *m = al_model_new(&c, NULL, g_err);
+    al_model_init(m, 1);
+    T_OK(al_model_save(m, g_base, g_err));
+    al_model_free(m);
+    test_resume();
+    test_resume_lora_dpo();
+    test_accumulation();
+    test_methods();
+    test_watchdog();
+    test_eval_only();
+    return t_done();
+}
