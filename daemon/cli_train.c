@@ -45,6 +45,11 @@ static void on_log(void *ud, long step, double epoch, const al_metric *m, int n)
     }
 }
 
+static void on_begin(void *ud, long total, long start) {
+    (void)start;
+    ((cli_run *)ud)->total = total;
+}
+
 static void on_event(void *ud, al_log_level lvl, const char *msg) {
     (void)ud;
     fprintf(stderr, "%s %s\n", lvl <= AL_LOG_WARN ? "warning:" : "info:", msg);
@@ -89,9 +94,8 @@ int cli_train(int argc, char **argv) {
     }
     pool_start();
     cli_run run = {.tty = isatty(2)};
-    al_train_cb cb = {.log = on_log, .event = on_event, .sample = on_sample, .ud = &run};
+    al_train_cb cb = {.begin = on_begin, .log = on_log, .event = on_event, .sample = on_sample, .ud = &run};
     al_train_result res;
-    run.total = job.hp.max_steps;
     rc = al_train_run(&job, f[0].value, &cb, &res, err);
     al_job_deinit(&job);
     if (rc) {

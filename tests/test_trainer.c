@@ -276,6 +276,7 @@ static void test_eval_only(void) {
     T_EQ_INT(res.steps, 0);
     T_TRUE(strstr(r.names, "eval_loss") != NULL);
     T_TRUE(strstr(r.names, "eval/sorting/accuracy") != NULL);
+    T_TRUE(strstr(r.names, "eval/sorting/loss") != NULL);
 }
 
 int main(void) {

@@ -439,14 +439,8 @@ static int dpo_loss(void *state, const al_obj_in *in, al_obj_out *out, al_step_s
 
     st->loss += loss;
     st->num_tokens += ntok;
-    al_stats_add(st, "rewards/chosen", rw_c * inv);
-    al_stats_add(st, "rewards/rejected", rw_r * inv);
-    al_stats_add(st, "rewards/accuracies", accu * inv);
-    al_stats_add(st, "rewards/margins", (rw_c - rw_r) * inv);
-    al_stats_add(st, "logps/chosen", lp_c * inv);
-    al_stats_add(st, "logps/rejected", lp_r * inv);
-    al_stats_add(st, "lengths/chosen", len_c * inv);
-    al_stats_add(st, "lengths/rejected", len_r * inv);
+    al_pair_stats ps = {rw_c, rw_r, accu, lp_c, lp_r, len_c, len_r};
+    al_stats_add_pairs(st, &ps, inv);
     if (s->has_nll) al_stats_add(st, "nll_loss", nll * inv);
     if (in->entropy) al_stats_add(st, "entropy", ntok > 0 ? ent / in->norm_tokens : 0.0);
     return AL_OK;

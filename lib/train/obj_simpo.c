@@ -90,18 +90,21 @@ static int simpo_loss(void *state, const al_obj_in *in, al_obj_out *out, al_step
     if (!(in->norm_rows > 0)) return AL_EINVAL;
     const double inv = 1.0 / in->norm_rows, b = s->beta;
 
-    double loss = 0, rw_c = 0, rw_r = 0, accu = 0, lp_c = 0, lp_r = 0, ntok = 0;
+    double loss = 0, ntok = 0;
+    al_pair_stats ps = {0};
     for (int p = 0; p < P; p++) {
         simpo_pair q = simpo_terms(s, in, p);
         if (!isfinite(q.ac) || !isfinite(q.ar) || !isfinite(q.loss) || !isfinite(q.dac) ||
             !isfinite(q.dar))
             return AL_ENAN;
         loss += q.loss;
-        rw_c += b * q.ac;
-        rw_r += b * q.ar;
-        accu += b * q.ac > b * q.ar ? 1.0 : 0.0;
-        lp_c += q.ac;
-        lp_r += q.ar;
+        ps.rw_c += b * q.ac;
+        ps.rw_r += b * q.ar;
+        ps.accu += b * q.ac > b * q.ar ? 1.0 : 0.0;
+        ps.lp_c += q.ac;
+        ps.lp_r += q.ar;
+        ps.len_c += al_seq_len(in, p);
+        ps.len_r += al_seq_len(in, P + p);
         ntok += al_seq_len(in, p) + al_seq_len(in, P + p);
     }
     loss *= inv;
@@ -117,13 +120,8 @@ static int simpo_loss(void *state, const al_obj_in *in, al_obj_out *out, al_step
 
     st->loss += loss;
     st->num_tokens += ntok;
-    al_stats_add(st, "rewards/chosen", rw_c * inv);
-    al_stats_add(st, "rewards/rejected", rw_r * inv);
-    al_stats_add(st, "rewards/accuracies", accu * inv);
-    al_stats_add(st, "rewards/margins", (rw_c - rw_r) * inv);
-    al_stats_add(st, "logps/chosen", lp_c * inv);
-    al_stats_add(st, "logps/rejected", lp_r * inv);
-    al_stats_add(st, "nll_loss", -lp_c * inv);
+    al_stats_add_pairs(st, &ps, inv);
+    al_stats_add(st, "nll_loss", -ps.lp_c * inv);
     return AL_OK;
 }
 

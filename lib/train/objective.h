@@ -131,4 +131,17 @@ int al_hp_check_positive(double v, const char *field, char err[AL_ERRLEN]);
 int al_hp_check_nonneg(double v, const char *field, char err[AL_ERRLEN]);
 int al_hp_check_finite(double v, const char *field, char err[AL_ERRLEN]);
 
+/* The metrics every pairwise objective reports, under TRL's names
+ * (rewards/chosen, rewards/rejected, rewards/accuracies, rewards/margins,
+ * logps/chosen, logps/rejected) plus the mean completion lengths
+ * (lengths/chosen, lengths/rejected, so length exploitation shows): sums over
+ * a micro-batch's pairs, added to st scaled by inv = 1 / norm_rows. */
+typedef struct al_pair_stats {
+    double rw_c, rw_r;      /* implicit rewards */
+    double accu;            /* pairs with rw_c > rw_r */
+    double lp_c, lp_r;      /* log-probs as the objective reports them */
+    double len_c, len_r;    /* scored tokens */
+} al_pair_stats;
+void al_stats_add_pairs(al_step_stats *st, const al_pair_stats *ps, double inv);
+
 #endif

@@ -38,6 +38,17 @@ void al_stats_add(al_step_stats *st, const char *name, double value) {
     st->n++;
 }
 
+void al_stats_add_pairs(al_step_stats *st, const al_pair_stats *ps, double inv) {
+    al_stats_add(st, "rewards/chosen", ps->rw_c * inv);
+    al_stats_add(st, "rewards/rejected", ps->rw_r * inv);
+    al_stats_add(st, "rewards/accuracies", ps->accu * inv);
+    al_stats_add(st, "rewards/margins", (ps->rw_c - ps->rw_r) * inv);
+    al_stats_add(st, "logps/chosen", ps->lp_c * inv);
+    al_stats_add(st, "logps/rejected", ps->lp_r * inv);
+    al_stats_add(st, "lengths/chosen", ps->len_c * inv);
+    al_stats_add(st, "lengths/rejected", ps->len_r * inv);
+}
+
 double al_stats_get(const al_step_stats *st, const char *name) {
     char key[sizeof st->m[0].name];
     snprintf(key, sizeof key, "%s", name);

@@ -58,6 +58,8 @@ typedef struct trainer {
     al_model *ref;                /* separate frozen reference, or NULL */
     int ref_adapters_off;         /* reference = this model with adapters off */
     dataset train, val;
+    dataset evals[AL_MAX_EVAL_TASKS]; /* eval_tasks as language-modelling examples */
+    al_batch lm_batch;            /* their batches, whatever the objective's layout */
     al_batch_kind kind;
     int rows_per_ex;              /* rows one example occupies (PAIR 2, KTO 2 with KL rows) */
     int mb;                       /* examples per micro-batch */
@@ -113,10 +115,11 @@ static void dataset_free(dataset *d) {
 /* Built-in task rows as examples of the objective's layout: prompt and
  * answer as raw text (the tiny models have no chat habits to keep), the
  * plausible wrong answer as the rejected or undesirable completion. */
-static int task_examples(trainer *t, const char *task, long rows, uint64_t seed, dataset *d) {
+static int task_examples(trainer *t, const char *task, long rows, uint64_t seed, al_batch_kind kind,
+                         dataset *d) {
     d->ex = calloc((size_t)rows, sizeof *d->ex);
     if (!d->ex) return al_err(t->err, AL_ENOMEM, "out of memory for %ld task rows", rows);
-    int pretrain = !strcmp(t->ops->name, "pretrain");
+    int pretrain = kind == t->kind && !strcmp(t->ops->name, "pretrain");
     for (long i = 0; i < rows; i++) {
         al_task_row r;
         al_example *e = &d->ex[d->n];
@@ -124,7 +127,7 @@ static int task_examples(trainer *t, const char *task, long rows, uint64_t seed,
         if (rc) return al_err(t->err, rc, "task: '%s' is not a built-in task", task);
         e->line = (int)i + 1;
         const char *good = r.answer;
-        if (t->kind == AL_BATCH_UNPAIRED) {
+        if (kind == AL_BATCH_UNPAIRED) {
             e->label = (i % 2 == 0) ? 1.0f : 0.0f;
             if (i % 2) good = r.wrong;
         }
@@ -136,7 +139,7 @@ static int task_examples(trainer *t, const char *task, long rows, uint64_t seed,
             rc = al_chat_encode_text(t->chat, r.prompt, strlen(r.prompt), good, strlen(good),
                                      &e->seq[0], t->err);
         }
-        if (!rc && t->kind == AL_BATCH_PAIR)
+        if (!rc && kind == AL_BATCH_PAIR)
             rc = al_chat_encode_text(t->chat, r.prompt, strlen(r.prompt), r.wrong, strlen(r.wrong),
                                      &e->seq[1], t->err);
         if (rc) return rc;
@@ -151,8 +154,8 @@ static long report_int(const json_t *rep, const char *key) {
 
 /* A JSONL file through the dataset reader: every bad line, truncation and
  * drop becomes an event; the examples move into d. */
-static int file_examples(trainer *t, const char *path, dataset *d, const char *what) {
-    al_data_opts o = {.method = t->ops->name, .max_length = t->hp->max_length, .dedupe = t->hp->dedupe};
+static int file_examples(trainer *t, const char *path, const char *method, dataset *d, const char *what) {
+    al_data_opts o = {.method = method, .max_length = t->hp->max_length, .dedupe = t->hp->dedupe};
     al_dataset *ds = NULL;
     int rc = al_dataset_read_file(path, t->chat, &o, &ds, t->err);
     if (rc) return rc;
@@ -187,18 +190,29 @@ static int file_examples(trainer *t, const char *path, dataset *d, const char *w
     return AL_OK;
 }
 
-static int finish_dataset(trainer *t, dataset *d) {
+/* Records each example's length. Training data over max_length is an error
+ * here (the file reader truncates and reports before this; task rows are
+ * short); an evaluation set (drop_long) leaves such rows out and says so. */
+static int finish_dataset(trainer *t, dataset *d, int drop_long, const char *what) {
     d->len = calloc((size_t)d->n + 1, sizeof *d->len);
     if (!d->len) return al_err(t->err, AL_ENOMEM, "out of memory");
+    int kept = 0;
     for (int i = 0; i < d->n; i++) {
         int n = al_example_len(&d->ex[i]);
         if (n > t->hp->max_length) {
-            /* task rows are short; a file reader truncates and reports before this */
-            return al_err(t->err, AL_ERANGE, "example at line %d has %d tokens, over max_length %d",
-                          d->ex[i].line, n, t->hp->max_length);
+            if (!drop_long)
+                return al_err(t->err, AL_ERANGE, "%s: example at line %d has %d tokens, over max_length %d",
+                              what, d->ex[i].line, n, t->hp->max_length);
+            al_example_deinit(&d->ex[i]);
+            continue;
         }
-        d->len[i] = n;
+        d->ex[kept] = d->ex[i];
+        d->len[kept++] = n;
     }
+    if (kept < d->n)
+        event(t, AL_LOG_WARN, "%s: %d of %d rows are longer than max_length %d and are left out", what,
+              d->n - kept, d->n, t->hp->max_length);
+    d->n = kept;
     return AL_OK;
 }
 
@@ -209,6 +223,8 @@ static int alloc_buffers(trainer *t) {
     size_t n = (size_t)rows * (size_t)t->max_T;
     int rc = al_batch_init(&t->batch, t->kind, t->kind == AL_BATCH_PAIR ? 2 * t->mb : t->mb, t->max_T);
     if (rc) return al_err(t->err, rc, "out of memory for batches");
+    if (t->job->n_eval_tasks && (rc = al_batch_init(&t->lm_batch, AL_BATCH_LM, t->mb, t->max_T)))
+        return al_err(t->err, rc, "out of memory for batches");
     if (t->kind == AL_BATCH_UNPAIRED) {
         if ((rc = al_batch_init(&t->kl_batch, AL_BATCH_LM, t->mb, t->max_T)))
             return al_err(t->err, rc, "out of memory for batches");
@@ -546,6 +562,27 @@ static int task_accuracy(al_model *m, const al_tok *tok, const char *task, uint6
     return AL_OK;
 }
 
+/* Mean token cross-entropy of the policy on language-modelling examples. */
+static int lm_loss(trainer *t, dataset *d, double *loss) {
+    double sum = 0, count = 0;
+    for (int i = 0; i < d->n; i += t->mb) {
+        int n = d->n - i < t->mb ? d->n - i : t->mb;
+        for (int k = 0; k < n; k++) t->idx[k] = i + k;
+        int rc = al_batch_fill(&t->lm_batch, d->ex, t->idx, n, t->pad, t->err);
+        if (rc) return rc;
+        al_tokens in = al_batch_tokens(&t->lm_batch);
+        al_fwd f = {.logp = t->logp};
+        if ((rc = al_model_forward(t->m, &in, &f))) return al_err(t->err, rc, "forward failed");
+        for (size_t k = 0; k < (size_t)in.B * in.T; k++)
+            if (in.targets[k] >= 0) {
+                sum -= t->logp[k];
+                count++;
+            }
+    }
+    *loss = count > 0 ? sum / count : 0;
+    return AL_OK;
+}
+
 /* Validation loss and metrics (eval_*), samples, and the eval_tasks. */
 static int evaluate(trainer *t, long step, al_metric *m, int *nm) {
     int rc;
@@ -560,9 +597,13 @@ static int evaluate(trainer *t, long step, al_metric *m, int *nm) {
         }
         eval_samples(t, step);
     }
-    for (int k = 0; k < t->job->n_eval_tasks && *nm < 2 * AL_MAX_METRICS - 2; k++) {
+    for (int k = 0; k < t->job->n_eval_tasks && t->ops->needs_lm && *nm < 2 * AL_MAX_METRICS - 2; k++) {
         const al_eval_task *et = &t->job->eval_tasks[k];
-        if (!et->task[0] || !t->ops->needs_lm) continue;
+        double loss = 0;
+        if ((rc = lm_loss(t, &t->evals[k], &loss))) return rc;
+        snprintf(m[*nm].name, sizeof m[*nm].name, "eval/%.20s/loss", et->name);
+        m[(*nm)++].value = loss;
+        if (!et->task[0]) continue;
         double acc;
         if ((rc = task_accuracy(t->m, t->tok, et->task, 1000003u, (int)(et->rows < 200 ? et->rows : 200),
                                 &acc, t->err)))
@@ -715,6 +756,8 @@ static int load_state(trainer *t, const char *dir) {
 static void trainer_free(trainer *t) {
     dataset_free(&t->train);
     dataset_free(&t->val);
+    for (int k = 0; k < AL_MAX_EVAL_TASKS; k++) dataset_free(&t->evals[k]);
+    al_batch_deinit(&t->lm_batch);
     al_batch_deinit(&t->batch);
     al_batch_deinit(&t->kl_batch);
     if (t->kl_ex) {
@@ -757,20 +800,36 @@ static int setup(trainer *t, const al_job *job, const al_train_cb *cb) {
     t->max_T = t->hp->max_length < mc->max_T ? t->hp->max_length : mc->max_T;
     /* data */
     if (job->task[0]) {
-        if ((rc = task_examples(t, job->task, job->task_rows, job->task_seed, &t->train))) return rc;
+        if ((rc = task_examples(t, job->task, job->task_rows, job->task_seed, t->kind, &t->train))) return rc;
         long vrows = job->task_rows / 10 < 200 ? job->task_rows / 10 : 200;
         if (vrows < 8) vrows = 8;
-        if ((rc = task_examples(t, job->task, vrows, job->task_seed + 1000003u, &t->val))) return rc;
+        if ((rc = task_examples(t, job->task, vrows, job->task_seed + 1000003u, t->kind, &t->val))) return rc;
     } else {
-        if ((rc = file_examples(t, job->training_file, &t->train, "training_file"))) return rc;
+        if ((rc = file_examples(t, job->training_file, t->ops->name, &t->train, "training_file"))) return rc;
         if (job->validation_file[0] &&
-            (rc = file_examples(t, job->validation_file, &t->val, "validation_file")))
+            (rc = file_examples(t, job->validation_file, t->ops->name, &t->val, "validation_file")))
             return rc;
     }
-    if ((rc = finish_dataset(t, &t->train)) || (rc = finish_dataset(t, &t->val))) return rc;
+    if ((rc = finish_dataset(t, &t->train, 0, "training data")) ||
+        (rc = finish_dataset(t, &t->val, 0, "validation data")))
+        return rc;
+    /* eval_tasks: what the model could do before, measured as an SFT loss
+     * (and exact-match for built-in tasks) whatever this job optimises */
+    for (int k = 0; k < job->n_eval_tasks && t->ops->needs_lm; k++) {
+        const al_eval_task *et = &job->eval_tasks[k];
+        char what[96];
+        snprintf(what, sizeof what, "eval_tasks[%d]", k);
+        if (et->task[0]) rc = task_examples(t, et->task, et->rows < 200 ? et->rows : 200, 1000003u,
+                                            AL_BATCH_LM, &t->evals[k]);
+        else rc = file_examples(t, et->file, "sft", &t->evals[k], what);
+        if (rc || (rc = finish_dataset(t, &t->evals[k], 1, what))) return rc;
+    }
     int longest = 0;
     for (int i = 0; i < t->train.n; i++) longest = t->train.len[i] > longest ? t->train.len[i] : longest;
     for (int i = 0; i < t->val.n; i++) longest = t->val.len[i] > longest ? t->val.len[i] : longest;
+    for (int k = 0; k < job->n_eval_tasks; k++)
+        for (int i = 0; i < t->evals[k].n; i++)
+            longest = t->evals[k].len[i] > longest ? t->evals[k].len[i] : longest;
     if (t->kind == AL_BATCH_UNPAIRED) longest = t->max_T; /* KL rows mix lengths */
     if (longest < t->max_T) t->max_T = longest;
     /* reference */
@@ -844,6 +903,7 @@ int al_train_run(const al_job *job, const char *resume_dir, const al_train_cb *c
         if ((rc = load_state(t, resume_dir)) == AL_OK)
             event(t, AL_LOG_INFO, "resumed from %s at step %ld", resume_dir, t->step);
     }
+    if (!rc && cb && cb->begin) cb->begin(cb->ud, t->total_steps, t->step);
     al_metric m[2 * AL_MAX_METRICS];
     char dir[AL_PATH_MAX + 64];
     long warmup = (long)ceil(t->hp ? t->hp->warmup_ratio * (double)t->total_steps : 0);

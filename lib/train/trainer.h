@@ -21,6 +21,9 @@
 #include "objective.h"
 
 typedef struct al_train_cb {
+    /* Once, before step 0 is logged: the steps the run will take and the step
+     * it starts from (non-zero when resuming). */
+    void (*begin)(void *ud, long total_steps, long start_step);
     /* One logged step: every metric of the step (loss, learning_rate,
      * grad_norm, tokens_per_second, the objective's own, eval_* at
      * evaluation steps), in order. */
