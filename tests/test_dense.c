@@ -645,6 +645,30 @@ static void test_embed_vs_serial(void) {
     al_free(dwte); al_free(dwpe); al_free(dwte_s); al_free(dwpe_s);
 }
 
+/* A single row (decoding) goes through sgemv: every transpose, strides,
+ * alpha and beta, against a plain loop. */
+static void test_gemm_one_row(void) {
+    enum { K = 7, N = 5, LD = 9 };
+    float A[K * LD], B[K * LD], C[LD], want[N];
+    gc_fill(A, K * LD, 31, 1.0f);
+    gc_fill(B, K * LD, 32, 1.0f);
+    for (int ta = 0; ta < 2; ta++)
+        for (int tb = 0; tb < 2; tb++) {
+            gc_fill(C, LD, 33, 1.0f);
+            for (int j = 0; j < N; j++) {
+                double acc = 0;
+                for (int k = 0; k < K; k++) {
+                    float a = ta ? A[k * LD] : A[k];
+                    float b = tb ? B[j * LD + k] : B[k * LD + j];
+                    acc += (double)a * b;
+                }
+                want[j] = (float)(0.5 * acc + 2.0 * C[j]);
+            }
+            al_gemm(ta, tb, 1, N, K, 0.5f, A, LD, B, LD, 2.0f, C, LD);
+            for (int j = 0; j < N; j++) T_NEAR(C[j], want[j], 1e-5);
+        }
+}
+
 /* hit marks rows whose target is the greedy argmax, in both versions. */
 static void test_lmhead_hits(void) {
     /* C = 1, h = 1: the logits are the weights themselves */
@@ -680,6 +704,7 @@ int main(void) {
     test_embed_vs_serial();
 
     al_pool_shutdown();
+    test_gemm_one_row();
     test_lmhead_hits();
     return t_done();
 }

@@ -71,6 +71,16 @@ static void gemm_panel(const gemm_ctx *g, long m0, long m1, long n0, long n1) {
     }
     const float *A = g->transA ? g->A + m0 : g->A + (size_t)m0 * (size_t)g->lda;
     const float *B = g->transB ? g->B + (size_t)n0 * (size_t)g->ldb : g->B + n0;
+    if (m == 1) {
+        /* One row (token-by-token decoding): a matrix-vector product. sgemm
+         * would repack all of B on every call, which dominated decoding. */
+        int inc_a = g->transA ? g->lda : 1;
+        if (g->transB)
+            cblas_sgemv(CblasRowMajor, CblasNoTrans, n, g->K, g->alpha, B, g->ldb, A, inc_a, beta, C, 1);
+        else
+            cblas_sgemv(CblasRowMajor, CblasTrans, g->K, n, g->alpha, B, g->ldb, A, inc_a, beta, C, 1);
+        return;
+    }
     cblas_sgemm(CblasRowMajor, g->transA ? CblasTrans : CblasNoTrans,
                 g->transB ? CblasTrans : CblasNoTrans, m, n, g->K, g->alpha, A, g->lda,
                 B, g->ldb, beta, C, g->ldc);
