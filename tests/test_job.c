@@ -97,8 +97,8 @@ int main(void) {
     T_REJECTS("{\"method\":\"sft\",\"model\":\"m\",\"training_file\":\"f\",\"hyperparameters\":"
               "{\"batch_size\":8,\"gradient_accumulation_steps\":3}}",
               "hyperparameters.gradient_accumulation_steps: 3 does not divide");
-    T_REJECTS("{\"method\":\"sft\",\"model\":\"m\",\"training_file\":\"f\",\"hyperparameters\":{\"packing\":true}}",
-              "hyperparameters.packing: not supported by the trainer yet");
+    T_REJECTS("{\"method\":\"dpo\",\"model\":\"m\",\"training_file\":\"f\",\"hyperparameters\":{\"packing\":true}}",
+              "hyperparameters.packing: only sft and pretrain pack sequences");
     T_REJECTS("{\"method\":\"sft\",\"model\":\"m\",\"training_file\":\"f\",\"lora\":{\"r\":0}}", "lora.r");
     T_REJECTS("{\"method\":\"sft\",\"model\":\"m\",\"training_file\":\"f\",\"lora\":{\"dropout\":0.1}}",
               "lora.dropout: only 0");

@@ -390,10 +390,8 @@ int al_job_from_json(al_job *job, const json_t *o, char err[AL_ERRLEN]) {
         return al_err(err, AL_EINVAL, "hyperparameters.gradient_accumulation_steps: %d does not divide "
                       "batch_size %d", hp->gradient_accumulation_steps, hp->batch_size);
     hp->micro_batch_size = hp->batch_size / hp->gradient_accumulation_steps;
-    /* The batching layer packs (al_pack_bfd, tested there); the trainer's step
-     * accounting over packed rows is not written yet, so say so. */
-    if (hp->packing)
-        return al_err(err, AL_EINVAL, "hyperparameters.packing: not supported by the trainer yet");
+    if (hp->packing && strcmp(j.method, "sft") && strcmp(j.method, "pretrain"))
+        return al_err(err, AL_EINVAL, "hyperparameters.packing: only sft and pretrain pack sequences");
     const json_t *lora = json_object_get(o, "lora");
     if (lora && !json_is_null(lora)) {
         if (!json_is_object(lora)) return al_err(err, AL_EINVAL, "lora: must be an object or null");

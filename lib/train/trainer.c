@@ -61,6 +61,9 @@ typedef struct trainer {
     dataset evals[AL_MAX_EVAL_TASKS]; /* eval_tasks as language-modelling examples */
     al_batch lm_batch;            /* their batches, whatever the objective's layout */
     al_batch_kind kind;
+    int packed;                   /* SFT packing: the training units are packed rows */
+    al_pack pack;                 /* best-fit-decreasing plan over the training examples */
+    al_pack sub;                  /* one micro-batch's rows of the plan */
     int rows_per_ex;              /* rows one example occupies (PAIR 2, KTO 2 with KL rows) */
     int mb;                       /* examples per micro-batch */
     int max_T;
@@ -265,7 +268,22 @@ static int alloc_buffers(trainer *t) {
  * arrays, plus for KTO the mismatched rows (prompt of example i with the
  * completion of example i+1, as TRL's KL dataset) appended after them. */
 static int build_rows(trainer *t, dataset *d, const int32_t *idx, int n, al_tokens *in) {
-    int rc = al_batch_fill(&t->batch, d->ex, idx, n, t->pad, t->err);
+    int rc;
+    if (t->packed && d == &t->train) {
+        /* the chosen rows of the plan, in order, as a plan of their own */
+        int k = 0;
+        t->sub.n_rows = n;
+        t->sub.start[0] = 0;
+        for (int i = 0; i < n; i++) {
+            for (int j = t->pack.start[idx[i]]; j < t->pack.start[idx[i] + 1]; j++)
+                t->sub.items[k++] = t->pack.items[j];
+            t->sub.start[i + 1] = k;
+            t->sub.len[i] = t->pack.len[idx[i]];
+        }
+        rc = al_batch_fill_packed(&t->batch, d->ex, &t->sub, 0, n, t->pad, t->err);
+    } else {
+        rc = al_batch_fill(&t->batch, d->ex, idx, n, t->pad, t->err);
+    }
     if (rc) return rc;
     al_batch *b = &t->batch;
     int R = b->B, T = b->T;
@@ -371,15 +389,20 @@ static int reference_rows(trainer *t, dataset *d, const int32_t *idx, int n, con
 /* Counts a step's denominators: scored tokens and examples. */
 static void step_norms(trainer *t, dataset *d, const int32_t *idx, int n, double *tokens,
                        double *rows) {
-    double tk = 0;
+    double tk = 0, ex = 0;
+    int packed = t->packed && d == &t->train;
     for (int i = 0; i < n; i++) {
-        const al_example *e = &d->ex[idx[i]];
-        /* targets are scored at t for token t+1: trained tokens after the first */
-        for (int s = 0; s < (t->kind == AL_BATCH_PAIR ? 2 : 1); s++)
-            for (int k = 1; k < e->seq[s].n; k++) tk += e->seq[s].mask[k];
+        int a = packed ? t->pack.start[idx[i]] : idx[i];
+        int b = packed ? t->pack.start[idx[i] + 1] : idx[i] + 1;
+        for (int j = a; j < b; j++, ex++) {
+            const al_example *e = &d->ex[packed ? t->pack.items[j] : j];
+            /* targets are scored at t for token t+1: trained tokens after the first */
+            for (int s = 0; s < (t->kind == AL_BATCH_PAIR ? 2 : 1); s++)
+                for (int k = 1; k < e->seq[s].n; k++) tk += e->seq[s].mask[k];
+        }
     }
     *tokens = tk > 0 ? tk : 1;
-    *rows = n;
+    *rows = ex;
 }
 
 /* Forward, objective and (when train) backward for one micro-batch.
@@ -435,18 +458,21 @@ static int micro_batch(trainer *t, dataset *d, const int32_t *idx, int n, double
     return AL_OK;
 }
 
-/* The examples of step `step` (0-based) into t->idx; returns their count. */
+/* Training units: examples, or packed rows when packing. */
+static int n_units(const trainer *t) { return t->packed ? t->pack.n_rows : t->train.n; }
+
+/* The units of step `step` (0-based) into t->idx; returns their count. */
 static int step_examples(trainer *t, long step) {
     long spe = t->steps_per_epoch;
     long epoch = step / spe, k = step % spe;
     if (k == 0 || step == t->step) {
         /* (re)build the epoch's order; cheap and keeps resume exact */
-        al_batch_order(t->train.len, t->train.n, t->hp->batch_size, 0,
+        al_batch_order(t->packed ? t->pack.len : t->train.len, n_units(t), t->hp->batch_size, 0,
                        t->hp->seed + (uint64_t)epoch * 0x9E3779B9u, t->order);
     }
     long lo = k * t->hp->batch_size;
     long hi = lo + t->hp->batch_size;
-    if (hi > t->train.n) hi = t->train.n;
+    if (hi > n_units(t)) hi = n_units(t);
     return (int)(hi - lo);
 }
 
@@ -758,6 +784,8 @@ static void trainer_free(trainer *t) {
     dataset_free(&t->val);
     for (int k = 0; k < AL_MAX_EVAL_TASKS; k++) dataset_free(&t->evals[k]);
     al_batch_deinit(&t->lm_batch);
+    al_pack_deinit(&t->pack);
+    al_pack_deinit(&t->sub);
     al_batch_deinit(&t->batch);
     al_batch_deinit(&t->kl_batch);
     if (t->kl_ex) {
@@ -831,7 +859,22 @@ static int setup(trainer *t, const al_job *job, const al_train_cb *cb) {
         for (int i = 0; i < t->evals[k].n; i++)
             longest = t->evals[k].len[i] > longest ? t->evals[k].len[i] : longest;
     if (t->kind == AL_BATCH_UNPAIRED) longest = t->max_T; /* KL rows mix lengths */
-    if (longest < t->max_T) t->max_T = longest;
+    if (longest < t->max_T && !t->hp->packing) t->max_T = longest; /* packed rows fill max_length */
+    if (t->hp->packing) {
+        int32_t *all = malloc((size_t)t->train.n * sizeof *all);
+        if (!all) return al_err(t->err, AL_ENOMEM, "out of memory");
+        for (int i = 0; i < t->train.n; i++) all[i] = i;
+        rc = al_pack_bfd(t->train.ex, all, t->train.n, t->max_T, &t->pack, t->err);
+        free(all);
+        if (rc) return rc;
+        t->sub.start = calloc((size_t)t->mb + 1, sizeof *t->sub.start);
+        t->sub.len = calloc((size_t)t->mb, sizeof *t->sub.len);
+        t->sub.items = calloc((size_t)t->train.n, sizeof *t->sub.items);
+        if (!t->sub.start || !t->sub.len || !t->sub.items) return al_err(t->err, AL_ENOMEM, "out of memory");
+        t->packed = 1;
+        event(t, AL_LOG_INFO, "packing: %d examples into %d rows of at most %d tokens", t->train.n,
+              t->pack.n_rows, t->max_T);
+    }
     /* reference */
     if (t->ops->needs_ref) {
         if (job->ref_model[0]) {
@@ -843,7 +886,7 @@ static int setup(trainer *t, const al_job *job, const al_train_cb *cb) {
             if ((rc = al_model_open_ex(&t->ref, job->model, NULL, AL_OPEN_FROZEN, 0, t->err))) return rc;
         }
     }
-    t->steps_per_epoch = (t->train.n + t->hp->batch_size - 1) / t->hp->batch_size;
+    t->steps_per_epoch = (n_units(t) + t->hp->batch_size - 1) / t->hp->batch_size;
     t->total_steps = t->hp->max_steps >= 0 ? t->hp->max_steps : t->steps_per_epoch * t->hp->n_epochs;
     if ((rc = alloc_buffers(t))) return rc;
     al_adamw_cfg oc = {.lr = t->hp->learning_rate, .beta1 = t->hp->adam_beta1, .beta2 = t->hp->adam_beta2,
