@@ -81,7 +81,8 @@ typedef struct trainer {
     al_adamw opt;
     long step, total_steps, steps_per_epoch;
     double trained_tokens;
-    double ema;
+    double ema;                   /* the watchdog's running mean of the loss */
+    long watched;                 /* steps it has seen in this run */
     int above;
     char err[AL_ERRLEN];
 } trainer;
@@ -920,8 +921,9 @@ static int watchdog(trainer *t, double loss, double gnorm) {
         return al_err(t->err, AL_ENAN, "divergence: %s is %s at step %ld; stopped before writing it",
                       isfinite(loss) ? "grad_norm" : "loss", isnan(isfinite(loss) ? gnorm : loss) ? "nan" : "inf",
                       t->step + 1);
-    if (t->step < WATCH_WARMUP) {
-        t->ema = t->step == 0 ? loss : 0.9 * t->ema + 0.1 * loss;
+    /* the running mean starts with this run (a resumed run too) */
+    if (t->watched++ < WATCH_WARMUP) {
+        t->ema = t->watched == 1 ? loss : 0.9 * t->ema + 0.1 * loss;
         return AL_OK;
     }
     if (loss > 3.0 * fabs(t->ema) + 2.0) {
