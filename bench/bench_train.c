@@ -1,0 +1,348 @@
+/* bench/bench_train: alignd's training-step and generation throughput, the
+ * C side of the PyTorch comparison in BENCHMARKS.md (bench/torch_bench.py is
+ * the other side; both print the same JSON lines).
+ *
+ * Shapes (as torch_bench.py):
+ *   tiny    GPT-2 architecture, 4 layers, C 128, 4 heads, V 4096, ctx 128; B 8, T 128
+ *   gpt2    GPT-2 124M: 12 layers, C 768, 12 heads, V 50257, ctx 1024;  B 4, T 256
+ *   smollm  SmolLM-135M (Llama): 30 layers, C 576, 9 heads, 3 kv heads,
+ *           FF 1536, V 49152, tied, rope_theta 10000;                  B 4, T 256
+ * Modes:
+ *   train   zero grads, al_model_forward, al_model_backward with
+ *           dlogp = -1/(B*T) on every position (mean token cross entropy,
+ *           targets = next token of random ids), al_adamw_step (lib/train/
+ *           optim.h: lr 1e-4, betas 0.9/0.999, eps 1e-8, weight decay 0.01 on
+ *           matrices) over all parameters; forward, backward and optimiser
+ *           times are also reported apart;
+ *   lora    the same with LoRA r=16, alpha=32 on c_attn + attn.c_proj (gpt2)
+ *           or q/k/v/o_proj (llama), base frozen;
+ *   gen     al_generate, greedy, batch 1 and 8, 128 new tokens from a 16-token
+ *           prompt (112 on tiny, whose context is 128), prefill included.
+ *
+ * MFU = model FLOPs per token * tokens/s / (al_gemm rate at 1024^3 on the same
+ * pool, measured at start in this process). Model FLOPs per token:
+ * 6 N + 12 L C T for training, 4 N + 12 L C T for LoRA (no weight gradients
+ * for the frozen base), N = parameters in matrix products (all but GPT-2's
+ * position embeddings; the tied head once).
+ *
+ * Single-threaded apart from the shared pool. A benchmark, never a test: it
+ * asserts nothing about times.
+ *
+ * Usage: bench_train --shape tiny|gpt2|smollm --mode train|lora|gen
+ *                    [--steps N] [--warmup N] [--threads N] */
+#include <cblas.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+
+#include "al.h"
+#include "compute/ops.h"
+#include "compute/pool.h"
+#include "model/config.h"
+#include "model/model.h"
+#include "train/optim.h"
+
+typedef struct bench_shape {
+    const char *name;
+    al_arch arch;
+    int L, C, NH, NKV, FF, V, ctx, T, B;
+} bench_shape;
+
+static const bench_shape k_shapes[] = {
+    {"tiny", AL_ARCH_GPT2, 4, 128, 4, 4, 512, 4096, 128, 128, 8},
+    {"gpt2", AL_ARCH_GPT2, 12, 768, 12, 12, 3072, 50257, 1024, 256, 4},
+    {"smollm", AL_ARCH_LLAMA, 30, 576, 9, 3, 1536, 49152, 2048, 256, 4},
+};
+
+static double peak_rss_mb(void) {
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return (double)ru.ru_maxrss / 1024.0; /* ru_maxrss is in KiB on Linux */
+}
+
+static int cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+/* GFLOP/s of a 1024^3 product through al_gemm on the pool (each panel a
+ * single-threaded cblas_sgemm): the denominator of MFU. */
+static double sgemm_rate(void) {
+    const int n = 1024;
+    float *A = al_calloc((size_t)n * n, sizeof(float));
+    float *B = al_calloc((size_t)n * n, sizeof(float));
+    float *C = al_calloc((size_t)n * n, sizeof(float));
+    if (!A || !B || !C) {
+        al_free(A);
+        al_free(B);
+        al_free(C);
+        return 0;
+    }
+    al_rng r;
+    al_rng_seed(&r, 7);
+    for (size_t i = 0; i < (size_t)n * n; i++) {
+        A[i] = al_rng_uniform(&r) - 0.5f;
+        B[i] = al_rng_uniform(&r) - 0.5f;
+    }
+    al_gemm(0, 0, n, n, n, 1.0f, A, n, B, n, 0.0f, C, n);
+    double best = 1e30;
+    double t_start = al_now();
+    for (int reps = 0; reps < 3 || (al_now() - t_start < 0.5 && reps < 100); reps++) {
+        double t0 = al_now();
+        al_gemm(0, 0, n, n, n, 1.0f, A, n, B, n, 0.0f, C, n);
+        double dt = al_now() - t0;
+        if (dt < best) best = dt;
+    }
+    al_free(A);
+    al_free(B);
+    al_free(C);
+    return 2.0 * n * n * (double)n / best / 1e9;
+}
+
+static void make_config(al_model_config *cfg, const bench_shape *s) {
+    al_config_default(cfg, s->arch);
+    snprintf(cfg->model_type, sizeof cfg->model_type, "%s",
+             s->arch == AL_ARCH_GPT2 ? "gpt2" : "llama");
+    cfg->n_layers = s->L;
+    cfg->C = s->C;
+    cfg->NH = s->NH;
+    cfg->NKV = s->NKV;
+    cfg->HD = s->C / s->NH;
+    cfg->FF = s->FF;
+    cfg->V = s->V;
+    cfg->max_T = s->ctx;
+    cfg->norm_eps = 1e-5f;
+    cfg->rope_theta = 10000.0f;
+    cfg->init_range = 0.02f;
+    cfg->tie_word_embeddings = 1;
+    cfg->attn_bias = s->arch == AL_ARCH_GPT2;
+    cfg->o_bias = s->arch == AL_ARCH_GPT2;
+    cfg->mlp_bias = s->arch == AL_ARCH_GPT2;
+    cfg->has_lm_head = 1;
+    cfg->has_score = 0;
+    cfg->num_labels = 1;
+}
+
+/* Parameters that take part in matrix products (see the header comment). */
+static double matmul_params(al_model *m, const bench_shape *s) {
+    double n = (double)al_model_num_params(m, 0);
+    if (s->arch == AL_ARCH_GPT2) n -= (double)s->ctx * s->C;
+    return n;
+}
+
+static void print_common(const bench_shape *s, const char *mode, int B, int T) {
+    printf("{\"impl\":\"alignd\",\"shape\":\"%s\",\"mode\":\"%s\",\"B\":%d,\"T\":%d,"
+           "\"threads\":%d,",
+           s->name, mode, B, T, al_pool_threads());
+}
+
+static int run_train(al_model *m, const bench_shape *s, int lora, int warmup, int steps,
+                     double gemm_gflops) {
+    const int B = s->B, T = s->T, N = B * T;
+    char err[AL_ERRLEN] = "";
+    int rc = al_model_reserve(m, B, T, 0, err);
+    if (rc != AL_OK) {
+        fprintf(stderr, "bench_train: al_model_reserve: %s: %s\n", al_strerror(rc), err);
+        return rc;
+    }
+    int32_t *ids = calloc((size_t)B * (T + 1), sizeof *ids);
+    int32_t *x = calloc((size_t)N, sizeof *x), *y = calloc((size_t)N, sizeof *y);
+    float *logp = calloc((size_t)N, sizeof *logp), *dlogp = calloc((size_t)N, sizeof *dlogp);
+    double *times = calloc((size_t)(steps > 0 ? steps : 1), sizeof *times);
+    al_adamw_cfg ocfg;
+    al_adamw_defaults(&ocfg);
+    ocfg.lr = 1e-4f;
+    ocfg.beta1 = 0.9f;
+    ocfg.beta2 = 0.999f;
+    ocfg.eps = 1e-8f;
+    ocfg.weight_decay = 0.01f;
+    al_adamw opt;
+    if (!ids || !x || !y || !logp || !dlogp || !times || al_adamw_init(&opt, &ocfg, m) != AL_OK) {
+        fprintf(stderr, "bench_train: out of memory\n");
+        return AL_ENOMEM;
+    }
+    al_rng r;
+    al_rng_seed(&r, 1234);
+    for (int i = 0; i < B * (T + 1); i++) ids[i] = (int32_t)al_rng_below(&r, (uint32_t)s->V);
+    for (int b = 0; b < B; b++)
+        for (int t = 0; t < T; t++) {
+            x[b * T + t] = ids[b * (T + 1) + t];
+            y[b * T + t] = ids[b * (T + 1) + t + 1];
+        }
+    /* mean token cross entropy over all B*T positions: d loss / d logp = -1/N */
+    for (int i = 0; i < N; i++) dlogp[i] = -1.0f / (float)N;
+    al_tokens in = {.B = B, .T = T, .ids = x, .seg = NULL, .pos = NULL, .targets = y};
+    al_fwd out = {.logp = logp, .entropy = NULL, .values = NULL};
+
+    double loss = 0, t_fwd = 0, t_bwd = 0, t_opt = 0;
+    for (int it = 0; it < warmup + steps; it++) {
+        double t0 = al_now();
+        al_model_zero_grad(m);
+        rc = al_model_forward(m, &in, &out);
+        double t1 = al_now();
+        if (rc == AL_OK) rc = al_model_backward(m, &in, dlogp, NULL, NULL);
+        double t2 = al_now();
+        if (rc != AL_OK) {
+            fprintf(stderr, "bench_train: step: %s\n", al_strerror(rc));
+            return rc;
+        }
+        al_adamw_step(&opt, m, ocfg.lr);
+        double t3 = al_now();
+        if (it >= warmup) {
+            times[it - warmup] = t3 - t0;
+            t_fwd += t1 - t0;
+            t_bwd += t2 - t1;
+            t_opt += t3 - t2;
+        }
+        loss = 0;
+        for (int i = 0; i < N; i++) loss -= logp[i];
+        loss /= N;
+    }
+    double total = 0;
+    for (int i = 0; i < steps; i++) total += times[i];
+    qsort(times, (size_t)steps, sizeof *times, cmp_double);
+    const al_model_config *c = al_model_config_of(m);
+    double fpt = (lora ? 4.0 : 6.0) * matmul_params(m, s) + 12.0 * c->n_layers * c->C * T;
+    double tps = (double)N * steps / total;
+    print_common(s, lora ? "lora" : "train", B, T);
+    printf("\"tokens_per_s\":%.2f,\"step_s\":%.5f,\"step_s_min\":%.5f,"
+           "\"tokens_per_s_best\":%.2f,\"steps\":%d,"
+           "\"warmup\":%d,\"peak_rss_mb\":%.1f,\"model_mb\":%.1f,\"params\":%zu,"
+           "\"trainable_params\":%zu,\"flops_per_token\":%.0f,\"sgemm_gflops\":%.2f,"
+           "\"mfu\":%.4f,\"loss\":%.4f,\"fwd_s\":%.5f,\"bwd_s\":%.5f,\"opt_s\":%.5f}\n",
+           tps, total / steps, times[0], (double)N / times[0], steps, warmup, peak_rss_mb(),
+           (double)al_model_memory(m) / (1024.0 * 1024.0), al_model_num_params(m, 0),
+           al_model_num_params(m, 1), fpt, gemm_gflops,
+           gemm_gflops > 0 ? fpt * tps / (gemm_gflops * 1e9) : 0.0, loss, t_fwd / steps,
+           t_bwd / steps, t_opt / steps);
+    fflush(stdout);
+    al_adamw_deinit(&opt);
+    free(ids);
+    free(x);
+    free(y);
+    free(logp);
+    free(dlogp);
+    free(times);
+    return AL_OK;
+}
+
+static int run_gen(al_model *m, const bench_shape *s, int warmup, int steps) {
+    const int P = 16, NEW = s->ctx - P < 128 ? s->ctx - P : 128;
+    static const int batches[2] = {1, 8};
+    for (int bi = 0; bi < 2; bi++) {
+        int B = batches[bi];
+        int32_t *prompt = calloc((size_t)B * P, sizeof *prompt);
+        const int32_t **prompts = calloc((size_t)B, sizeof *prompts);
+        int *plen = calloc((size_t)B, sizeof *plen), *olen = calloc((size_t)B, sizeof *olen);
+        int32_t *oids = calloc((size_t)B * NEW, sizeof *oids);
+        if (!prompt || !prompts || !plen || !olen || !oids) {
+            fprintf(stderr, "bench_train: out of memory\n");
+            return AL_ENOMEM;
+        }
+        al_rng r;
+        al_rng_seed(&r, 99);
+        for (int i = 0; i < B * P; i++) prompt[i] = (int32_t)al_rng_below(&r, (uint32_t)s->V);
+        for (int b = 0; b < B; b++) {
+            prompts[b] = prompt + (size_t)b * P;
+            plen[b] = P;
+        }
+        al_gen_cfg g = {.max_new = NEW, .temperature = 0.0f, .top_k = 0, .top_p = 1.0f,
+                        .stop = NULL, .n_stop = 0};
+        double total = 0, best = 1e30;
+        long produced = 0;
+        char err[AL_ERRLEN] = "";
+        for (int it = 0; it < warmup + steps; it++) {
+            al_rng gr;
+            al_rng_seed(&gr, 5);
+            double t0 = al_now();
+            int rc = al_generate(m, (const int32_t *const *)prompts, plen, B, &g, &gr, oids,
+                                 NULL, olen, err);
+            double dt = al_now() - t0;
+            if (rc != AL_OK) {
+                fprintf(stderr, "bench_train: al_generate: %s: %s\n", al_strerror(rc), err);
+                return rc;
+            }
+            if (it >= warmup) {
+                total += dt;
+                if (dt < best) best = dt;
+                for (int b = 0; b < B; b++) produced += olen[b];
+            }
+        }
+        char mode[16];
+        snprintf(mode, sizeof mode, "gen_b%d", B);
+        print_common(s, mode, B, P + NEW);
+        printf("\"prompt\":%d,\"new_tokens\":%d,\"tokens_per_s\":%.2f,\"step_s\":%.5f,"
+               "\"step_s_min\":%.5f,\"tokens_per_s_best\":%.2f,\"steps\":%d,"
+               "\"warmup\":%d,\"peak_rss_mb\":%.1f,\"params\":%zu}\n",
+               P, NEW, (double)produced / total, total / steps, best,
+               (double)produced / steps / best, steps, warmup, peak_rss_mb(),
+               al_model_num_params(m, 0));
+        fflush(stdout);
+        free(prompt);
+        free(prompts);
+        free(plen);
+        free(olen);
+        free(oids);
+    }
+    return AL_OK;
+}
+
+static void usage(void) {
+    fprintf(stderr, "usage: bench_train --shape tiny|gpt2|smollm --mode train|lora|gen "
+                    "[--steps N] [--warmup N] [--threads N]\n");
+}
+
+int main(int argc, char **argv) {
+    const char *shape = "tiny", *mode = "train";
+    int steps = 5, warmup = 3, threads = 2;
+    for (int i = 1; i < argc; i++) {
+        if (i + 1 >= argc) {
+            usage();
+            return 2;
+        }
+        if (!strcmp(argv[i], "--shape")) shape = argv[++i];
+        else if (!strcmp(argv[i], "--mode")) mode = argv[++i];
+        else if (!strcmp(argv[i], "--steps")) steps = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--warmup")) warmup = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--threads")) threads = atoi(argv[++i]);
+        else {
+            usage();
+            return 2;
+        }
+    }
+    const bench_shape *s = NULL;
+    for (size_t i = 0; i < sizeof k_shapes / sizeof k_shapes[0]; i++)
+        if (!strcmp(shape, k_shapes[i].name)) s = &k_shapes[i];
+    int lora = !strcmp(mode, "lora");
+    if (!s || (!lora && strcmp(mode, "train") && strcmp(mode, "gen")) || steps < 1 ||
+        warmup < 0 || threads < 1) {
+        usage();
+        return 2;
+    }
+    int rc = al_pool_init(threads);
+    if (rc != AL_OK) {
+        fprintf(stderr, "bench_train: al_pool_init: %s\n", al_strerror(rc));
+        return 1;
+    }
+    double gemm_gflops = sgemm_rate();
+
+    al_model_config cfg;
+    make_config(&cfg, s);
+    al_lora_cfg lc = {.r = 16, .alpha = 32.0f, .targets = ""};
+    snprintf(lc.targets, sizeof lc.targets, "%s",
+             s->arch == AL_ARCH_GPT2 ? "c_attn,attn.c_proj" : "q_proj,k_proj,v_proj,o_proj");
+    char err[AL_ERRLEN] = "";
+    al_model *m = al_model_new(&cfg, lora ? &lc : NULL, err);
+    if (!m) {
+        fprintf(stderr, "bench_train: al_model_new: %s\n", err);
+        return 1;
+    }
+    al_model_init(m, 42);
+    if (!strcmp(mode, "gen")) rc = run_gen(m, s, warmup, steps);
+    else rc = run_train(m, s, lora, warmup, steps, gemm_gflops);
+    al_model_free(m);
+    al_pool_shutdown();
+    return rc == AL_OK ? 0 : 1;
+}
