@@ -201,6 +201,7 @@ static void test_methods(void) {
          "rewards/margins"},
         {"dpo", ",\"loss_type\":\"robust\",\"label_smoothing\":0.1", "rewards/accuracies"},
         {"kto", "", "kl rewards/chosen"},
+        {"sft", ",\"group_by_length\":true", "mean_token_accuracy"},
         {"orpo", "", "log_odds_ratio"},
         {"simpo", "", "rewards/margins"},
     };
@@ -224,7 +225,7 @@ static void test_methods(void) {
     }
     /* the reward model's output is a sequence classifier */
     char p[1300];
-    snprintf(p, sizeof p, "%s/method2", t_tmpdir());
+    snprintf(p, sizeof p, "%s/method2", t_tmpdir()); /* cases[2]: reward_model */
     al_model *m = NULL;
     T_OK(al_model_open(&m, p, NULL, g_err));
     if (m) {

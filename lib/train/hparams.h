@@ -27,6 +27,7 @@ typedef struct al_hparams {
     int gradient_checkpointing;      /* 0 */
     int packing;                     /* SFT only */
     int dedupe;
+    int group_by_length;             /* 0: batches of similar lengths (less padding) when 1 */
     int completion_only_loss;        /* 1: loss on completions only (prompt/completion data) */
     int assistant_only_loss;         /* 1: loss on assistant turns only (messages data) */
 

@@ -46,6 +46,7 @@ static const hp_field fields[] = {
     F(gradient_checkpointing, HP_BOOL, 0, 1, 0),
     F(packing, HP_BOOL, 0, 1, 0),
     F(dedupe, HP_BOOL, 0, 1, 0),
+    F(group_by_length, HP_BOOL, 0, 1, 0),
     F(completion_only_loss, HP_BOOL, 0, 1, 1),
     F(assistant_only_loss, HP_BOOL, 0, 1, 0),
     F(beta, HP_FLOAT, 0, 1e6, 0.1),

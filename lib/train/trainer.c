@@ -468,7 +468,8 @@ static int step_examples(trainer *t, long step) {
     long epoch = step / spe, k = step % spe;
     if (k == 0 || step == t->step) {
         /* (re)build the epoch's order; cheap and keeps resume exact */
-        al_batch_order(t->packed ? t->pack.len : t->train.len, n_units(t), t->hp->batch_size, 0,
+        al_batch_order(t->packed ? t->pack.len : t->train.len, n_units(t), t->hp->batch_size,
+                       t->hp->group_by_length,
                        t->hp->seed + (uint64_t)epoch * 0x9E3779B9u, t->order);
     }
     long lo = k * t->hp->batch_size;
