@@ -11,6 +11,7 @@
 #include "gradcheck.h"
 #include "model/model.h"
 #include "model/model_impl.h"
+#include "model/safetensors.h"
 #include "t.h"
 #include "train/optim.h"
 
@@ -409,6 +410,46 @@ static void test_save_load(void) {
         al_model_free(lm);
         al_model_free(m);
     }
+    /* GPT2Model-style files name tensors without "transformer." (and old ones
+     * carry attn.bias mask buffers): they load into the same weights */
+    {
+        al_model_config g = tiny(AL_ARCH_GPT2, 0);
+        al_model *src = al_model_new(&g, NULL, err);
+        al_model_init(src, 12);
+        char bare[1300], path[1400];
+        snprintf(bare, sizeof bare, "%s/bare_gpt2", t_tmpdir());
+        T_OK(al_model_save(src, bare, err));
+        int np;
+        al_param *ps = al_model_params(src, &np);
+        al_st_entry e[64];
+        char names[64][112];
+        int ne = 0;
+        static float mask[16 * 16];
+        for (int i = 0; i < np && ne < 62; i++, ne++) {
+            const char *nm = ps[i].name;
+            snprintf(names[ne], sizeof names[ne], "%s", strncmp(nm, "transformer.", 12) ? nm : nm + 12);
+            e[ne] = (al_st_entry){.name = names[ne], .data = ps[i].w, .ndim = ps[i].ndim,
+                                  .transpose = ps[i].conv1d};
+            e[ne].shape[0] = ps[i].conv1d ? ps[i].shape[1] : ps[i].shape[0];
+            e[ne].shape[1] = ps[i].conv1d ? ps[i].shape[0] : ps[i].shape[1];
+        }
+        snprintf(names[ne], sizeof names[ne], "h.0.attn.bias");
+        e[ne++] = (al_st_entry){.name = names[ne - 1], .data = mask, .ndim = 2, .shape = {16, 16}};
+        snprintf(path, sizeof path, "%s/model.safetensors", bare);
+        T_OK(al_st_write(path, e, ne, err));
+        al_model *r = NULL;
+        T_OK(al_model_open(&r, bare, NULL, err));
+        if (r) {
+            int nr;
+            al_param *rp = al_model_params(r, &nr);
+            int same = nr == np;
+            for (int i = 0; i < np && i < nr; i++) same &= memcmp(ps[i].w, rp[i].w, ps[i].n * 4) == 0;
+            T_TRUE(same);
+        }
+        al_model_free(r);
+        al_model_free(src);
+    }
+
     /* a wrong shape on disk is named */
     al_model_config c = tiny(AL_ARCH_GPT2, 0);
     al_model *m = al_model_new(&c, NULL, err);
