@@ -9,6 +9,7 @@
 #include "compute/pool.h"
 #include "model/model.h"
 #include "t.h"
+#include "text/tokenizer.h"
 #include "train/trainer.h"
 
 enum { MAXS = 64 };
@@ -156,6 +157,13 @@ static void test_resume_lora_dpo(void) {
     T_TRUE(same_file("dpo_full/adapter_model.safetensors", "dpo_resumed/adapter_model.safetensors"));
     /* at step 0 policy == reference: the DPO loss is log 2 */
     T_NEAR(a.loss[0], log(2.0), 1e-5);
+    /* the adapter folder stands on its own: its tokenizer is the base's */
+    char dir[1300];
+    snprintf(dir, sizeof dir, "%s/dpo_full", t_tmpdir());
+    al_tok *tok = NULL;
+    T_OK(al_tok_load(&tok, dir, g_err));
+    if (tok) T_EQ_INT(al_tok_vocab_size(tok), 260);
+    al_tok_free(tok);
 }
 
 /* One batch of 8 in one micro-batch or in four: the same losses and weights. */

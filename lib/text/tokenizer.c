@@ -2651,6 +2651,27 @@ static int config_wants_bytes(const char *dir) {
     return yes;
 }
 
+/* base_model_name_or_path of <dir>/adapter_config.json, resolved as the model
+ * loader does (absolute, else relative to the adapter folder when that
+ * exists, else as given). AL_ENOENT when dir is not an adapter folder. */
+static int adapter_base(const char *dir, char *out, size_t n) {
+    char path[4096];
+    if (al_path_join(path, sizeof path, dir, "adapter_config.json") != AL_OK || !al_file_exists(path))
+        return AL_ENOENT;
+    json_t *root = NULL;
+    char err[AL_ERRLEN];
+    if (load_json(path, &root, err) != AL_OK) return AL_ENOENT;
+    const char *b = json_string_value(json_object_get(root, "base_model_name_or_path"));
+    int rc = AL_ENOENT;
+    if (b && *b && strlen(b) < n) {
+        if (b[0] == '/' || al_path_join(out, n, dir, b) != AL_OK || !al_file_exists(out))
+            snprintf(out, n, "%s", b);
+        rc = AL_OK;
+    }
+    json_decref(root);
+    return rc;
+}
+
 int al_tok_load(al_tok **out, const char *dir, char err[AL_ERRLEN]) {
     char path[4096];
     int rc;
@@ -2663,6 +2684,11 @@ int al_tok_load(al_tok **out, const char *dir, char err[AL_ERRLEN]) {
             *out = t;
             return AL_OK;
         }
+        /* A PEFT adapter folder without tokenizer files uses its base's. */
+        char base[4096], next[4096];
+        if (adapter_base(dir, base, sizeof base) == AL_OK &&
+            adapter_base(base, next, sizeof next) != AL_OK) /* one level: no cycles */
+            return al_tok_load(out, base, err);
         return al_err(err, AL_ENOENT, "%s: no tokenizer.json (and config.json vocab_size is not 260)", dir);
     }
     json_t *root = NULL;

@@ -23,7 +23,8 @@ al_tok *al_tok_byte_new(void);
 /* Loads <dir>/tokenizer.json and, when present, <dir>/tokenizer_config.json
  * (bos_token, eos_token, pad_token, chat_template, add_bos_token,
  * add_eos_token). A folder with neither but a config.json whose vocab_size
- * is 260 gets the byte tokenizer. Malformed files -> AL_EFORMAT with the
+ * is 260 gets the byte tokenizer; a PEFT adapter folder (adapter_config.json)
+ * without tokenizer files loads its base model's. Malformed files -> AL_EFORMAT with the
  * file and field named; unsupported model/normalizer/pre-tokenizer types ->
  * AL_EUNSUP naming the type. */
 int al_tok_load(al_tok **out, const char *dir, char err[AL_ERRLEN]);

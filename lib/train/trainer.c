@@ -687,13 +687,28 @@ static int copy_file(const char *src, const char *dst, char err[AL_ERRLEN]) {
     return rc;
 }
 
+/* Copies the starting model's tokenizer files (those it has) into dir, so
+ * every folder the trainer writes can be used on its own. */
+static int copy_tokenizer(trainer *t, const char *dir) {
+    static const char *const files[] = {"tokenizer.json", "tokenizer_config.json", "chat_template.jinja",
+                                        "special_tokens_map.json", "generation_config.json", NULL};
+    char src[AL_PATH_MAX + 64], dst[AL_PATH_MAX + 128];
+    for (int i = 0; files[i]; i++) {
+        snprintf(src, sizeof src, "%s/%s", t->job->model, files[i]);
+        snprintf(dst, sizeof dst, "%s/%s", dir, files[i]);
+        int rc = copy_file(src, dst, t->err);
+        if (rc) return rc;
+    }
+    return AL_OK;
+}
+
 /* Writes the model (adapter or full), tokenizer files and the trainer state
  * into dir. A new checkpoint folder is filled under a temporary name and
  * renamed into place, so it exists complete or not at all; a folder that
  * exists already (the output_dir, which holds the checkpoints too) gets
  * each file replaced atomically. */
 static int save_model_dir(trainer *t, const char *dir, int with_state) {
-    char tmp[AL_PATH_MAX + 32], path[AL_PATH_MAX + 64], src[AL_PATH_MAX + 64];
+    char tmp[AL_PATH_MAX + 32], path[AL_PATH_MAX + 64];
     int rc, in_place = al_file_exists(dir);
     snprintf(tmp, sizeof tmp, "%s%s", dir, in_place ? "" : ".tmp");
     if ((rc = al_mkdir_p(tmp, t->err))) return rc;
@@ -705,13 +720,7 @@ static int save_model_dir(trainer *t, const char *dir, int with_state) {
         rc = al_model_save(t->m, tmp, t->err);
     }
     if (rc) return rc;
-    static const char *const tok_files[] = {"tokenizer.json", "tokenizer_config.json",
-                                            "special_tokens_map.json", "generation_config.json", NULL};
-    for (int i = 0; tok_files[i]; i++) {
-        snprintf(src, sizeof src, "%s/%s", t->job->model, tok_files[i]);
-        snprintf(path, sizeof path, "%s/%s", tmp, tok_files[i]);
-        if ((rc = copy_file(src, path, t->err))) return rc;
-    }
+    if ((rc = copy_tokenizer(t, tmp))) return rc;
     if (with_state) {
         /* AdamW moments and the step: all that resuming needs beyond weights */
         al_st_entry e[2] = {
@@ -1019,7 +1028,8 @@ int al_train_run(const al_job *job, const char *resume_dir, const al_train_cb *c
             if (cb && cb->checkpoint) cb->checkpoint(cb->ud, t->step, job->output_dir);
             if (job->use_lora && job->lora_merge) {
                 snprintf(dir, sizeof dir, "%s/merged", job->output_dir);
-                if (!(rc = al_mkdir_p(dir, t->err))) rc = al_model_save(t->m, dir, t->err);
+                if (!(rc = al_mkdir_p(dir, t->err)) && !(rc = al_model_save(t->m, dir, t->err)))
+                    rc = copy_tokenizer(t, dir);
             }
         }
     }
