@@ -215,15 +215,22 @@ static void nop_fn(void *p, int tid, int nt) {
     (void)nt;
 }
 
+/* A spinning worker would use ~0.2 s of CPU in a 0.2 s sleep; blocking after
+ * 50 us uses ~0. CPU accounting on a loaded machine (other tests run in
+ * parallel) can be noisy, so take the best of three sleeps: a pool that
+ * spins fails all three. */
 static void test_idle(void) {
-    al_pool_run(nop_fn, NULL);
-    double c0 = cpu_seconds();
-    struct timespec d = {0, 200 * 1000 * 1000};
-    nanosleep(&d, NULL);
-    double used = cpu_seconds() - c0;
-    /* a spinning worker would use ~0.2 s; blocking after 50 us uses ~0 */
-    T_TRUE(used < 0.05);
-    if (used >= 0.05) fprintf(stderr, "idle pool used %.3f s of CPU in 0.2 s\n", used);
+    double best = 1e9;
+    for (int attempt = 0; attempt < 3 && best >= 0.05; attempt++) {
+        al_pool_run(nop_fn, NULL);
+        double c0 = cpu_seconds();
+        struct timespec d = {0, 200 * 1000 * 1000};
+        nanosleep(&d, NULL);
+        double used = cpu_seconds() - c0;
+        if (used < best) best = used;
+    }
+    T_TRUE(best < 0.05);
+    if (best >= 0.05) fprintf(stderr, "idle pool used %.3f s of CPU in 0.2 s\n", best);
 }
 
 int main(void) {
