@@ -85,7 +85,7 @@ static int orpo_loss(void *state, const al_obj_in *in, al_obj_out *out, al_step_
     if (!(in->norm_rows > 0)) return AL_EINVAL;
     const double inv = 1.0 / in->norm_rows, b = s->beta;
 
-    double loss = 0, nll = 0, ratio = 0, lo = 0, ntok = 0;
+    double loss = 0, nll = 0, ratio = 0, lo = 0;
     al_pair_stats ps = {0};
     for (int p = 0; p < P; p++) {
         orpo_pair q = orpo_terms(s, in, p);
@@ -101,7 +101,6 @@ static int orpo_loss(void *state, const al_obj_in *in, al_obj_out *out, al_step_
         nll += -q.ac;
         ratio += q.ratio;
         lo += q.lo;
-        ntok += al_seq_len(in, p) + al_seq_len(in, P + p);
     }
     loss *= inv;
     if (!isfinite(loss)) return AL_ENAN;
@@ -115,7 +114,7 @@ static int orpo_loss(void *state, const al_obj_in *in, al_obj_out *out, al_step_
     }
 
     st->loss += loss;
-    st->num_tokens += ntok;
+    st->num_tokens += ps.len_c + ps.len_r;
     al_stats_add_pairs(st, &ps, inv);
     al_stats_add(st, "nll_loss", nll * inv);
     al_stats_add(st, "log_odds_ratio", ratio * inv);

@@ -90,7 +90,7 @@ static int simpo_loss(void *state, const al_obj_in *in, al_obj_out *out, al_step
     if (!(in->norm_rows > 0)) return AL_EINVAL;
     const double inv = 1.0 / in->norm_rows, b = s->beta;
 
-    double loss = 0, ntok = 0;
+    double loss = 0;
     al_pair_stats ps = {0};
     for (int p = 0; p < P; p++) {
         simpo_pair q = simpo_terms(s, in, p);
@@ -105,7 +105,6 @@ static int simpo_loss(void *state, const al_obj_in *in, al_obj_out *out, al_step
         ps.lp_r += q.ar;
         ps.len_c += al_seq_len(in, p);
         ps.len_r += al_seq_len(in, P + p);
-        ntok += al_seq_len(in, p) + al_seq_len(in, P + p);
     }
     loss *= inv;
     if (!isfinite(loss)) return AL_ENAN;
@@ -119,7 +118,7 @@ static int simpo_loss(void *state, const al_obj_in *in, al_obj_out *out, al_step
     }
 
     st->loss += loss;
-    st->num_tokens += ntok;
+    st->num_tokens += ps.len_c + ps.len_r;
     al_stats_add_pairs(st, &ps, inv);
     al_stats_add(st, "nll_loss", -ps.lp_c * inv);
     return AL_OK;
