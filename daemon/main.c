@@ -5,9 +5,12 @@
 #include "cli.h"
 
 static void usage(FILE *f) {
-    fputs("usage: alignd <command> [options]\n"
+    fputs("usage: alignd [<command>] [options]\n"
           "\n"
           "commands:\n"
+          "  serve       [--listen HOST:PORT] [--state-dir DIR] [--models-dir DIR] [--workers N]\n"
+          "              [--config FILE] [--check-config] [--<key> VALUE ...]   (the default)\n"
+          "  keys create [--name N] [--read-only] [--state-dir DIR]\n"
           "  init-model  --arch gpt2|llama [--layers N --hidden N --heads N --kv-heads N\n"
           "              --intermediate N --vocab N --context N --seed S] --out DIR\n"
           "  logprobs    --model DIR (--ids 1,2,3,... [--prompt-len K] |\n"
@@ -26,15 +29,21 @@ static void usage(FILE *f) {
 }
 
 int main(int argc, char **argv) {
-    if (argc < 2) {
-        usage(stderr);
-        return 2;
+    /* no command, or options only: the daemon */
+    if (argc < 2 || argv[1][0] == '-') {
+        if (argc >= 2 && (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help"))) {
+            usage(stdout);
+            return 0;
+        }
+        return cli_serve(argc - 1, argv + 1);
     }
     const char *cmd = argv[1];
     if (!strcmp(cmd, "-h") || !strcmp(cmd, "--help") || !strcmp(cmd, "help")) {
         usage(stdout);
         return 0;
     }
+    if (!strcmp(cmd, "serve")) return cli_serve(argc - 2, argv + 2);
+    if (!strcmp(cmd, "keys")) return cli_keys(argc - 2, argv + 2);
     if (!strcmp(cmd, "init-model")) return cli_init_model(argc - 2, argv + 2);
     if (!strcmp(cmd, "logprobs")) return cli_logprobs(argc - 2, argv + 2);
     if (!strcmp(cmd, "generate")) return cli_generate(argc - 2, argv + 2);

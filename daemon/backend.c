@@ -1,0 +1,742 @@
+/* The daemon's api_backend (see backend.h and api/backend.h). */
+#define _XOPEN_SOURCE 700
+#include "backend.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "log.h"
+#include "models.h"
+#include "text/dataset.h"
+#include "train/estimate.h"
+#include "train/job.h"
+
+#define INVALID "invalid_request_error"
+
+int64_t backend_parse_id(const char *s, const char *prefix) {
+    size_t n = strlen(prefix);
+    if (!s || strncmp(s, prefix, n) || !isdigit((unsigned char)s[n])) return 0;
+    char *end;
+    errno = 0;
+    long long v = strtoll(s + n, &end, 10);
+    if (errno || *end || v <= 0) return 0;
+    return (int64_t)v;
+}
+
+static int not_found(api_error *e, const char *what, const char *id) {
+    return api_error_set(e, 404, "not_found_error", "not_found", "", "No %s found with id '%s'", what, id);
+}
+
+static int server_error(api_error *e, const char *what) {
+    return api_error_set(e, 500, "server_error", "internal_error", "", "%s failed; see the daemon's log", what);
+}
+
+static int64_t page_after(const api_page *pg, const char *prefix) {
+    return pg && pg->after ? backend_parse_id(pg->after, prefix) : 0;
+}
+
+static int page_limit(const api_page *pg) { return pg && pg->limit > 0 ? pg->limit : 20; }
+
+/* ---- readiness and keys -------------------------------------------------------- */
+
+static int be_ready(void *ud, char why[256]) {
+    backend_ctx *c = ud;
+    if (!c->st) {
+        snprintf(why, 256, "database not open");
+        return 0;
+    }
+    if (!c->sc) {
+        snprintf(why, 256, "workers not started");
+        return 0;
+    }
+    if (c->draining) {
+        snprintf(why, 256, "shutting down");
+        return 0;
+    }
+    why[0] = 0;
+    return 1;
+}
+
+static int be_auth_required(void *ud) { return store_key_count(((backend_ctx *)ud)->st) > 0; }
+
+static int be_auth_check(void *ud, const char *key, int *read_only) {
+    unsigned char h[32];
+    if (!key || store_sha256(key, strlen(key), h)) return 0;
+    return store_key_check(((backend_ctx *)ud)->st, h, read_only);
+}
+
+/* ---- files ---------------------------------------------------------------------- */
+
+static int be_file_create(void *ud, const char *filename, const char *purpose, const void *data, size_t len,
+                          json_t **out, api_error *e) {
+    backend_ctx *c = ud;
+    if (!filename || !*filename) filename = "upload.jsonl";
+    if (!purpose || !*purpose) return api_error_set(e, 400, INVALID, "missing_field", "purpose", "purpose is required");
+    if (strlen(purpose) > 64 || strlen(filename) > 255)
+        return api_error_set(e, 400, INVALID, "invalid_value", strlen(purpose) > 64 ? "purpose" : "filename",
+                             "%s is too long", strlen(purpose) > 64 ? "purpose" : "filename");
+    if (len == 0) return api_error_set(e, 400, INVALID, "file_invalid", "file", "The file is empty");
+    al_dataset *ds = NULL;
+    char err[AL_ERRLEN];
+    int rc = al_dataset_read_mem(data, len, NULL, NULL, &ds, err);
+    if (rc) return api_error_set(e, 400, INVALID, "file_invalid", "file", "The file could not be read: %s", err);
+    const json_t *rep = al_dataset_report(ds);
+    const json_t *errs = json_object_get(rep, "errors");
+    if (ds->valid_rows == 0) {
+        /* not JSONL at all: refuse, naming the first bad line */
+        const char *m = json_string_value(json_object_get(json_array_get(errs, 0), "message"));
+        api_error_set(e, 400, INVALID, "file_invalid", "file", "The file is not valid JSONL: %s",
+                      m ? m : (ds->fatal[0] ? ds->fatal : "no rows"));
+        al_dataset_free(ds);
+        return -1;
+    }
+    char details[600] = "";
+    const char *status = "processed";
+    if (ds->n_errors > 0) {
+        const json_t *first = json_array_get(errs, 0);
+        snprintf(details, sizeof details, "%d of %d lines are invalid; first: %s (%s)", ds->n_errors, ds->rows,
+                 json_string_value(json_object_get(first, "message")),
+                 json_string_value(json_object_get(first, "code")));
+        status = "error";
+    } else if (ds->fatal[0]) {
+        snprintf(details, sizeof details, "%s", ds->fatal);
+        status = "error";
+    }
+    int64_t id;
+    char serr[256];
+    rc = store_file_add(c->st, filename, purpose, data, len, status, details[0] ? details : NULL, rep, 0, &id, serr);
+    al_dataset_free(ds);
+    if (rc) return api_error_set(e, 500, "server_error", "storage_error", "", "Storing the file failed: %s", serr);
+    log_info("event=file_created id=file-%lld bytes=%zu status=%s", (long long)id, len, status);
+    *out = store_file_json(c->st, id);
+    return *out ? 0 : server_error(e, "Reading the file back");
+}
+
+static int be_file_list(void *ud, const api_page *pg, const char *purpose, json_t **out, api_error *e) {
+    (void)e;
+    *out = store_file_list(((backend_ctx *)ud)->st, page_after(pg, "file-"), page_limit(pg), purpose);
+    return 0;
+}
+
+static int be_file_get(void *ud, const char *id, json_t **out, api_error *e) {
+    int64_t n = backend_parse_id(id, "file-");
+    json_t *o = n ? store_file_json(((backend_ctx *)ud)->st, n) : NULL;
+    if (!o) return not_found(e, "file", id);
+    *out = o;
+    return 0;
+}
+
+static int be_file_path(void *ud, const char *id, char path[API_PATH_MAX], api_error *e) {
+    int64_t n = backend_parse_id(id, "file-");
+    char st[32];
+    if (!n || store_file_info(((backend_ctx *)ud)->st, n, st, path)) return not_found(e, "file", id);
+    return 0;
+}
+
+static int be_file_delete(void *ud, const char *id, json_t **out, api_error *e) {
+    int64_t n = backend_parse_id(id, "file-"), user = 0;
+    int rc = n ? store_file_delete(((backend_ctx *)ud)->st, n, &user) : STORE_ENOTFOUND;
+    if (rc == STORE_ENOTFOUND) return not_found(e, "file", id);
+    if (rc == STORE_EINUSE)
+        return api_error_set(e, 409, "conflict_error", "file_in_use", "", "File %s is used by ftjob-%lld", id,
+                             (long long)user);
+    if (rc) return server_error(e, "Deleting the file");
+    *out = json_pack("{s:s, s:s, s:b}", "id", id, "object", "file", "deleted", 1);
+    return 0;
+}
+
+/* ---- resolving names ------------------------------------------------------------ */
+
+/* A model reference (name, ftjob-<n>, ftjob-<n>:<step>) to a folder. */
+static int resolve_model(backend_ctx *c, const char *ref, const char *param, char path[STORE_PATH],
+                         api_error *e) {
+    store_model m;
+    if (store_model_get(c->st, ref, &m) == STORE_OK) {
+        snprintf(path, STORE_PATH, "%s", m.path);
+        return 0;
+    }
+    if (!strncmp(ref, "ftjob-", 6)) {
+        char jid[64];
+        snprintf(jid, sizeof jid, "%s", ref);
+        char *colon = strchr(jid, ':');
+        long step = -2;
+        if (colon) {
+            char *end;
+            *colon = 0;
+            errno = 0;
+            step = strtol(colon + 1, &end, 10);
+            if (errno || *end || step < 0 || end == colon + 1)
+                return api_error_set(e, 400, INVALID, "invalid_value", param,
+                                     "%s: '%s' is not ftjob-<n>:<step>", param, ref);
+        }
+        int64_t n = backend_parse_id(jid, "ftjob-");
+        if (!n) return api_error_set(e, 400, INVALID, "invalid_value", param, "%s: '%s' is not a job id", param, ref);
+        if (step >= 0) {
+            if (store_job_checkpoint_path(c->st, n, step, path, NULL))
+                return api_error_set(e, 400, INVALID, "model_not_found", param, "%s: %s has no checkpoint at step %ld",
+                                     param, jid, step);
+            return 0;
+        }
+        json_t *j = store_job_json(c->st, n);
+        if (!j) return api_error_set(e, 400, INVALID, "model_not_found", param, "%s: no job %s", param, jid);
+        const char *ft = json_string_value(json_object_get(j, "fine_tuned_model"));
+        int ok = ft && store_model_get(c->st, ft, &m) == STORE_OK;
+        json_decref(j);
+        if (!ok)
+            return api_error_set(e, 422, INVALID, "model_not_ready", param, "%s: %s has no output model yet",
+                                 param, jid);
+        snprintf(path, STORE_PATH, "%s", m.path);
+        return 0;
+    }
+    return api_error_set(e, 400, INVALID, "model_not_found", param,
+                         "%s: '%s' is not a registered model (GET /v1/models lists them)", param, ref);
+}
+
+static int resolve_file(backend_ctx *c, const char *ref, const char *param, char path[STORE_PATH], api_error *e) {
+    int64_t n = backend_parse_id(ref, "file-");
+    char st[32];
+    if (!n) return api_error_set(e, 400, INVALID, "invalid_value", param, "%s: '%s' is not a file id (file-<n>)", param, ref);
+    if (store_file_info(c->st, n, st, path))
+        return api_error_set(e, 400, INVALID, "file_not_found", param, "%s: no file %s", param, ref);
+    if (strcmp(st, "processed"))
+        return api_error_set(e, 422, INVALID, "file_invalid", param,
+                             "%s: %s failed validation (GET /v1/files/%s shows why)", param, ref, ref);
+    return 0;
+}
+
+/* The field path an AL_EINVAL message starts with ("hyperparameters.beta: ..."). */
+static void msg_param(const char *msg, char *param, size_t n) {
+    size_t i = 0;
+    while (msg[i] && msg[i] != ':' && msg[i] != ' ' && i + 1 < n) i++;
+    if (msg[i] == ':' && i > 0) {
+        memcpy(param, msg, i);
+        param[i] = 0;
+    } else {
+        param[0] = 0;
+    }
+}
+
+/* ---- job submission -------------------------------------------------------------- */
+
+typedef struct prepared {
+    json_t *req, *spec;
+    al_job job;
+    int parsed;
+    const char *suffix;
+    json_t *metadata;
+    int priority;
+    char from_checkpoint[64];
+    char resume_dir[STORE_PATH];
+} prepared;
+
+static void prepared_free(prepared *p) {
+    if (p->parsed) al_job_deinit(&p->job);
+    json_decref(p->req);
+    json_decref(p->spec);
+}
+
+static int str_field(const json_t *o, const char *key, const char **out, api_error *e) {
+    const json_t *v = json_object_get(o, key);
+    *out = NULL;
+    if (!v || json_is_null(v)) return 0;
+    if (!json_is_string(v) || !json_string_length(v))
+        return api_error_set(e, 400, INVALID, "invalid_type", key, "%s: must be a non-empty string", key);
+    *out = json_string_value(v);
+    return 0;
+}
+
+/* OpenAI's method object onto ours. */
+static int map_method(json_t *spec, api_error *e) {
+    json_t *m = json_object_get(spec, "method");
+    if (!m || json_is_string(m)) return 0;
+    if (!json_is_object(m))
+        return api_error_set(e, 400, INVALID, "invalid_type", "method", "method: must be a string or an object");
+    const char *type = json_string_value(json_object_get(m, "type"));
+    if (!type) return api_error_set(e, 400, INVALID, "missing_field", "method.type", "method.type: is required");
+    const char *ours = !strcmp(type, "supervised") ? "sft" : type;
+    json_t *inner = json_object_get(m, type);
+    json_t *hp = inner ? json_object_get(inner, "hyperparameters") : NULL;
+    if (inner && !json_is_object(inner))
+        return api_error_set(e, 400, INVALID, "invalid_type", "method", "method.%s: must be an object", type);
+    if (hp && !json_is_object(hp))
+        return api_error_set(e, 400, INVALID, "invalid_type", "method", "method.%s.hyperparameters: must be an object",
+                             type);
+    if (hp) {
+        json_t *top = json_object_get(spec, "hyperparameters");
+        if (!json_is_object(top)) {
+            json_object_set_new(spec, "hyperparameters", json_object());
+            top = json_object_get(spec, "hyperparameters");
+        }
+        json_object_update(top, hp);
+    }
+    json_object_set_new(spec, "method", json_string(ours));
+    return 0;
+}
+
+/* Reads the extras from the request copy, which keeps them (the spec loses
+ * them), so the pointers stay valid. */
+static int check_extras(prepared *p, api_error *e) {
+    json_t *b = p->req;
+    const json_t *v;
+    if (str_field(b, "suffix", &p->suffix, e)) return -1;
+    if (p->suffix) {
+        if (strlen(p->suffix) > 64)
+            return api_error_set(e, 400, INVALID, "invalid_value", "suffix", "suffix: at most 64 characters");
+        for (const char *q = p->suffix; *q; q++)
+            if (!isalnum((unsigned char)*q) && *q != '-' && *q != '_' && *q != '.')
+                return api_error_set(e, 400, INVALID, "invalid_value", "suffix",
+                                     "suffix: only letters, digits, '-', '_' and '.'");
+    }
+    v = json_object_get(b, "metadata");
+    if (v && !json_is_null(v)) {
+        if (!json_is_object(v))
+            return api_error_set(e, 400, INVALID, "invalid_type", "metadata", "metadata: must be an object of strings");
+        if (json_object_size(v) > 16)
+            return api_error_set(e, 400, INVALID, "invalid_value", "metadata", "metadata: at most 16 pairs");
+        const char *k;
+        json_t *x;
+        json_object_foreach((json_t *)v, k, x) {
+            char param[128];
+            snprintf(param, sizeof param, "metadata.%.64s", k);
+            if (strlen(k) > 64 || !*k)
+                return api_error_set(e, 400, INVALID, "invalid_value", param, "%s: keys are 1 to 64 characters", param);
+            if (!json_is_string(x))
+                return api_error_set(e, 400, INVALID, "invalid_type", param, "%s: must be a string", param);
+            if (json_string_length(x) > 512)
+                return api_error_set(e, 400, INVALID, "invalid_value", param, "%s: at most 512 characters", param);
+        }
+        p->metadata = (json_t *)v;
+    }
+    v = json_object_get(b, "priority");
+    if (v && !json_is_null(v)) {
+        if (!json_is_integer(v) || json_integer_value(v) < -100 || json_integer_value(v) > 100)
+            return api_error_set(e, 400, INVALID, "invalid_value", "priority", "priority: must be an integer in [-100, 100]");
+        p->priority = (int)json_integer_value(v);
+    }
+    if (json_object_get(b, "output_dir"))
+        return api_error_set(e, 400, INVALID, "invalid_value", "output_dir",
+                             "output_dir: the daemon chooses where a job's output goes");
+    return 0;
+}
+
+/* Turns an API job body into the trainer's description: names and ids to
+ * paths, extras off. */
+static int prepare(backend_ctx *c, const json_t *body, prepared *p, api_error *e) {
+    memset(p, 0, sizeof *p);
+    if (!json_is_object(body)) return api_error_set(e, 400, INVALID, "invalid_type", "", "The body must be a JSON object");
+    p->req = json_deep_copy(body);
+    p->spec = json_deep_copy(body);
+    if (!p->req || !p->spec) return server_error(e, "Copying the body");
+    json_t *s = p->spec;
+    if (map_method(s, e)) return -1;
+    json_object_set(p->req, "method", json_object_get(s, "method"));
+    if (check_extras(p, e)) return -1;
+    const char *fc;
+    if (str_field(s, "from_checkpoint", &fc, e)) return -1;
+    const json_t *fco = json_object_get(s, "from_checkpoint_optimizer");
+    if (fco && !json_is_boolean(fco))
+        return api_error_set(e, 400, INVALID, "invalid_type", "from_checkpoint_optimizer",
+                             "from_checkpoint_optimizer: must be true or false");
+    int with_opt = fco && json_is_true(fco);
+    char path[STORE_PATH];
+    if (fc) {
+        char ref[80];
+        snprintf(p->from_checkpoint, sizeof p->from_checkpoint, "%.63s", fc);
+        if (!strchr(fc, ':')) {
+            /* the job's latest checkpoint */
+            int64_t n = backend_parse_id(fc, "ftjob-");
+            long step;
+            if (!n) return api_error_set(e, 400, INVALID, "invalid_value", "from_checkpoint",
+                                         "from_checkpoint: '%s' is not ftjob-<n>[:<step>]", fc);
+            if (store_job_checkpoint_path(c->st, n, -1, path, &step))
+                return api_error_set(e, 422, INVALID, "checkpoint_not_found", "from_checkpoint",
+                                     "from_checkpoint: %s has no checkpoint", fc);
+        } else {
+            snprintf(ref, sizeof ref, "%.70s", fc);
+            if (strncmp(ref, "ftjob-", 6))
+                return api_error_set(e, 400, INVALID, "invalid_value", "from_checkpoint",
+                                     "from_checkpoint: '%s' is not ftjob-<n>[:<step>]", fc);
+            if (resolve_model(c, ref, "from_checkpoint", path, e)) return -1;
+        }
+        if (with_opt) snprintf(p->resume_dir, sizeof p->resume_dir, "%s", path);
+        else json_object_set_new(s, "model", json_string(path));
+    }
+    static const char *const extras[] = {"suffix", "metadata", "priority", "from_checkpoint",
+                                         "from_checkpoint_optimizer", NULL};
+    for (int i = 0; extras[i]; i++) json_object_del(s, extras[i]);
+    const char *model, *ref;
+    if (str_field(p->req, "model", &model, e)) return -1;
+    if (!model) return api_error_set(e, 400, INVALID, "missing_field", "model", "model: is required");
+    if (!fc || with_opt) {
+        if (resolve_model(c, model, "model", path, e)) return -1;
+        json_object_set_new(s, "model", json_string(path));
+    }
+    if (str_field(s, "ref_model", &ref, e)) return -1;
+    if (ref) {
+        if (resolve_model(c, ref, "ref_model", path, e)) return -1;
+        json_object_set_new(s, "ref_model", json_string(path));
+    }
+    static const char *const files[] = {"training_file", "validation_file", NULL};
+    for (int i = 0; files[i]; i++) {
+        const char *f;
+        if (str_field(s, files[i], &f, e)) return -1;
+        if (!f) continue;
+        if (resolve_file(c, f, files[i], path, e)) return -1;
+        json_object_set_new(s, files[i], json_string(path));
+    }
+    json_t *et = json_object_get(s, "eval_tasks");
+    for (size_t i = 0; json_is_array(et) && i < json_array_size(et); i++) {
+        json_t *t = json_array_get(et, i);
+        const char *f = json_string_value(json_object_get(t, "file"));
+        if (!f) continue;
+        char param[64];
+        snprintf(param, sizeof param, "eval_tasks[%zu].file", i);
+        if (resolve_file(c, f, param, path, e)) return -1;
+        json_object_set_new(t, "file", json_string(path));
+    }
+    char err[AL_ERRLEN] = "";
+    /* output_dir is set per job when it runs; a placeholder validates */
+    int rc = al_job_from_json(&p->job, s, err);
+    if (rc) {
+        char param[160];
+        msg_param(err, param, sizeof param);
+        return api_error_set(e, 400, INVALID, rc == AL_EINVAL ? "invalid_value" : "invalid_job", param, "%s", err);
+    }
+    p->parsed = 1;
+    return 0;
+}
+
+static json_t *estimate_json(const al_estimate *est, int64_t budget) {
+    json_t *o = json_object();
+    json_object_set_new(o, "object", json_string("fine_tuning.job.estimate"));
+    json_object_set_new(o, "examples", json_integer(est->examples));
+    json_object_set_new(o, "tokens", json_integer((json_int_t)est->tokens));
+    json_object_set_new(o, "steps", json_integer(est->steps));
+    json_object_set_new(o, "parameters", json_integer((json_int_t)est->parameters));
+    json_object_set_new(o, "trainable_parameters", json_integer((json_int_t)est->trainable_parameters));
+    json_object_set_new(o, "memory_bytes", json_integer((json_int_t)est->memory_bytes));
+    json_object_set_new(o, "memory_budget_bytes", json_integer(budget));
+    json_object_set_new(o, "seconds", json_real(est->seconds));
+    json_object_set_new(o, "max_sequence_tokens", json_integer(est->max_seq));
+    json_object_set_new(o, "fits", json_boolean((int64_t)est->memory_bytes <= budget));
+    return o;
+}
+
+static int estimate(backend_ctx *c, prepared *p, al_estimate *est, api_error *e) {
+    char err[AL_ERRLEN] = "";
+    int rc = al_job_estimate(&p->job, est, err);
+    if (rc) {
+        char param[160];
+        msg_param(err, param, sizeof param);
+        if (!param[0]) snprintf(param, sizeof param, "%s", p->job.task[0] ? "model" : "training_file");
+        return api_error_set(e, 422, INVALID, "invalid_model_or_data", param, "%s", err);
+    }
+    (void)c;
+    return 0;
+}
+
+static int be_job_estimate(void *ud, const json_t *body, json_t **out, api_error *e) {
+    backend_ctx *c = ud;
+    prepared p;
+    al_estimate est;
+    int rc = prepare(c, body, &p, e);
+    if (!rc) rc = estimate(c, &p, &est, e);
+    if (!rc) *out = estimate_json(&est, c->sc ? sched_memory_budget(c->sc) : INT64_MAX);
+    prepared_free(&p);
+    return rc;
+}
+
+static int be_job_create(void *ud, const json_t *body, json_t **out, api_error *e) {
+    backend_ctx *c = ud;
+    prepared p;
+    al_estimate est;
+    int rc = prepare(c, body, &p, e);
+    if (!rc) rc = estimate(c, &p, &est, e);
+    if (!rc && c->memory_limit > 0 && (int64_t)est.memory_bytes > c->memory_limit)
+        rc = api_error_set(e, 422, INVALID, "insufficient_memory", "model",
+                           "The job needs about %.1f MiB, more than the configured memory_limit of %.1f MiB",
+                           (double)est.memory_bytes / 1048576.0, (double)c->memory_limit / 1048576.0);
+    if (rc) {
+        prepared_free(&p);
+        return rc;
+    }
+    const json_t *s = p.spec;
+    store_job_new j;
+    memset(&j, 0, sizeof j);
+    j.method = p.job.method;
+    j.model = json_string_value(json_object_get(p.req, "model"));
+    j.ref_model = json_string_value(json_object_get(p.req, "ref_model"));
+    j.training_file = json_string_value(json_object_get(p.req, "training_file"));
+    j.validation_file = json_string_value(json_object_get(p.req, "validation_file"));
+    json_t *task = json_object_get(s, "task");
+    json_t *task_out = NULL;
+    if (task && !json_is_null(task))
+        task_out = json_pack("{s:s, s:I, s:I}", "name", p.job.task, "rows", (json_int_t)p.job.task_rows, "seed",
+                             (json_int_t)p.job.task_seed);
+    j.task = task_out;
+    j.request = p.req;
+    j.spec = s;
+    j.hyperparameters = json_object_get(p.job.resolved, "hyperparameters");
+    j.metadata = p.metadata;
+    j.suffix = p.suffix;
+    j.from_checkpoint = p.from_checkpoint[0] ? p.from_checkpoint : NULL;
+    j.resume_dir = p.resume_dir[0] ? p.resume_dir : NULL;
+    j.priority = p.priority;
+    j.seed = (int64_t)p.job.hp.seed;
+    j.memory_bytes = (int64_t)est.memory_bytes;
+    j.jobs_dir = c->jobs_dir;
+    int64_t id;
+    rc = store_job_create(c->st, &j, &id);
+    json_decref(task_out);
+    prepared_free(&p);
+    if (rc) return server_error(e, "Creating the job");
+    /* the files were validated at upload and resolved above */
+    store_job_transition(c->st, id, "validating_files", "queued", "info", NULL,
+                         "Files validated; job queued (estimated %.1f MiB, %ld steps)",
+                         (double)est.memory_bytes / 1048576.0, est.steps);
+    log_info("event=job_created job=ftjob-%lld method=%s steps=%ld memory_mib=%.1f", (long long)id, j.method,
+             est.steps, (double)est.memory_bytes / 1048576.0);
+    if (c->sc) sched_wake(c->sc);
+    *out = store_job_json(c->st, id);
+    return *out ? 0 : server_error(e, "Reading the job back");
+}
+
+static int be_job_list(void *ud, const api_page *pg, const char *status, json_t **out, api_error *e) {
+    (void)e;
+    *out = store_job_list(((backend_ctx *)ud)->st, page_after(pg, "ftjob-"), page_limit(pg), status);
+    return 0;
+}
+
+static int job_id(backend_ctx *c, const char *id, int64_t *n, api_error *e) {
+    char st[32];
+    *n = backend_parse_id(id, "ftjob-");
+    if (!*n || store_job_status(c->st, *n, st)) return not_found(e, "job", id);
+    return 0;
+}
+
+static int be_job_get(void *ud, const char *id, json_t **out, api_error *e) {
+    backend_ctx *c = ud;
+    int64_t n;
+    if (job_id(c, id, &n, e)) return -1;
+    *out = store_job_json(c->st, n);
+    return *out ? 0 : not_found(e, "job", id);
+}
+
+static int be_job_action(void *ud, const char *id, const char *action, json_t **out, api_error *e) {
+    backend_ctx *c = ud;
+    int64_t n;
+    char st[32];
+    if (job_id(c, id, &n, e)) return -1;
+    int rc = STORE_ESTATE;
+    for (int attempt = 0; attempt < 3 && rc == STORE_ESTATE; attempt++) {
+        if (store_job_status(c->st, n, st)) return not_found(e, "job", id);
+        store_upd u = STORE_UPD_INIT;
+        if (!strcmp(action, "cancel")) {
+            if (!strcmp(st, "running")) {
+                rc = store_job_transition(c->st, n, "running", "cancelling", "info", NULL, "Cancellation requested");
+                if (!rc && c->sc) sched_cancel(c->sc, n);
+            } else if (!strcmp(st, "validating_files") || !strcmp(st, "queued") || !strcmp(st, "paused")) {
+                u.finished = 1;
+                rc = store_job_transition(c->st, n, "validating_files|queued|paused", "cancelled", "info", &u,
+                                          "Job cancelled");
+            } else {
+                break;
+            }
+        } else if (!strcmp(action, "pause")) {
+            if (!strcmp(st, "running")) {
+                /* takes effect at the next step boundary, with a checkpoint */
+                rc = c->sc && sched_pause(c->sc, n) ? STORE_OK : STORE_ESTATE;
+                if (!rc) store_job_event(c->st, n, "info", "message", NULL, "Pause requested");
+            } else if (!strcmp(st, "queued")) {
+                rc = store_job_transition(c->st, n, "queued", "paused", "info", NULL, "Job paused");
+            } else {
+                break;
+            }
+        } else if (!strcmp(action, "resume")) {
+            if (!strcmp(st, "paused")) {
+                rc = store_job_transition(c->st, n, "paused", "queued", "info", NULL, "Job resumed; queued");
+                if (!rc && c->sc) sched_wake(c->sc);
+            } else {
+                break;
+            }
+        } else {
+            return api_error_set(e, 400, INVALID, "invalid_value", "action", "Unknown action '%s'", action);
+        }
+    }
+    if (rc == STORE_ESTATE)
+        return api_error_set(e, 409, "conflict_error", "invalid_state", "", "Job %s is %s; it cannot %s", id, st,
+                             action);
+    if (rc) return server_error(e, "Updating the job");
+    *out = store_job_json(c->st, n);
+    return *out ? 0 : not_found(e, "job", id);
+}
+
+static int be_job_events(void *ud, const char *id, const api_page *pg, json_t **out, api_error *e) {
+    backend_ctx *c = ud;
+    int64_t n;
+    if (job_id(c, id, &n, e)) return -1;
+    *out = store_job_events(c->st, n, page_after(pg, "ftevent-"), page_limit(pg));
+    return 0;
+}
+
+static int be_job_metrics(void *ud, const char *id, const char *keys, long after_step, long max_points,
+                          json_t **out, api_error *e) {
+    backend_ctx *c = ud;
+    int64_t n;
+    if (job_id(c, id, &n, e)) return -1;
+    *out = store_job_metrics(c->st, n, keys, after_step, max_points);
+    return 0;
+}
+
+static int be_job_samples(void *ud, const char *id, long after_step, int limit, json_t **out, api_error *e) {
+    backend_ctx *c = ud;
+    int64_t n;
+    if (job_id(c, id, &n, e)) return -1;
+    *out = store_job_samples(c->st, n, after_step, limit > 0 ? limit : 20);
+    return 0;
+}
+
+static int be_job_checkpoints(void *ud, const char *id, const api_page *pg, json_t **out, api_error *e) {
+    backend_ctx *c = ud;
+    int64_t n;
+    if (job_id(c, id, &n, e)) return -1;
+    *out = store_job_checkpoints(c->st, n, page_after(pg, "ckpt-"), page_limit(pg));
+    return 0;
+}
+
+static double mono_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec * 1e3 + ts.tv_nsec * 1e-6;
+}
+
+static int be_job_feed(void *ud, const char *id, int64_t after_seq, int max, int timeout_ms, json_t **items,
+                       int *finished, api_error *e) {
+    backend_ctx *c = ud;
+    int64_t n;
+    if (job_id(c, id, &n, e)) return -1;
+    if (max <= 0) max = 100;
+    double end = mono_ms() + (timeout_ms > 0 ? timeout_ms : 0);
+    for (;;) {
+        uint64_t ver = store_feed_version(c->st);
+        json_t *got;
+        int64_t last;
+        int final;
+        if (store_job_feed(c->st, n, after_seq, max, &got, &last, &final)) return not_found(e, "job", id);
+        size_t k = json_array_size(got);
+        int64_t upto = k ? json_integer_value(json_object_get(json_array_get(got, k - 1), "seq")) : after_seq;
+        *finished = final && upto >= last;
+        double left = end - mono_ms();
+        if (k || *finished || left <= 0 || c->draining) {
+            *items = got;
+            return 0;
+        }
+        json_decref(got);
+        store_feed_wait(c->st, ver, (int)(left < 1000 ? left + 1 : 1000));
+    }
+}
+
+/* ---- models ------------------------------------------------------------------------ */
+
+static int be_model_list(void *ud, const api_page *pg, json_t **out, api_error *e) {
+    (void)e;
+    *out = store_model_list(((backend_ctx *)ud)->st, pg ? pg->after : NULL, page_limit(pg));
+    return 0;
+}
+
+static int be_model_get(void *ud, const char *id, json_t **out, api_error *e) {
+    json_t *o = store_model_json(((backend_ctx *)ud)->st, id);
+    if (!o) return not_found(e, "model", id);
+    *out = o;
+    return 0;
+}
+
+static int be_model_register(void *ud, const char *name, const char *real_path, json_t **out, api_error *e) {
+    backend_ctx *c = ud;
+    if (!name || !*name || strlen(name) > 128)
+        return api_error_set(e, 400, INVALID, "invalid_value", "name", "name: 1 to 128 characters");
+    for (const char *q = name; *q; q++)
+        if (!isalnum((unsigned char)*q) && !strchr("-_.", *q))
+            return api_error_set(e, 400, INVALID, "invalid_value", "name",
+                                 "name: only letters, digits, '-', '_' and '.'");
+    if (!strncmp(name, "ftjob-", 6))
+        return api_error_set(e, 400, INVALID, "invalid_value", "name", "name: 'ftjob-' names are the jobs'");
+    store_model m;
+    if (store_model_get(c->st, name, &m) == STORE_OK)
+        return api_error_set(e, 409, "conflict_error", "model_exists", "name", "A model named '%s' exists", name);
+    memset(&m, 0, sizeof m);
+    char err[256];
+    if (models_describe(real_path, &m, err))
+        return api_error_set(e, 400, INVALID, "invalid_model", "path", "path: not a model folder: %s", err);
+    snprintf(m.name, sizeof m.name, "%s", name);
+    snprintf(m.owned_by, sizeof m.owned_by, "alignd");
+    if (store_model_put(c->st, &m)) return server_error(e, "Registering the model");
+    *out = store_model_json(c->st, name);
+    return *out ? 0 : server_error(e, "Reading the model back");
+}
+
+static int be_model_delete(void *ud, const char *id, json_t **out, api_error *e) {
+    char users[256];
+    int rc = store_model_delete(((backend_ctx *)ud)->st, id, users);
+    if (rc == STORE_ENOTFOUND) return not_found(e, "model", id);
+    if (rc == STORE_EINUSE)
+        return api_error_set(e, 409, "conflict_error", "model_in_use", "", "Model '%s' is used by %s", id, users);
+    if (rc) return server_error(e, "Deleting the model");
+    *out = json_pack("{s:s, s:s, s:b}", "id", id, "object", "model", "deleted", 1);
+    return 0;
+}
+
+static int be_model_path(void *ud, const char *id, char dir[API_PATH_MAX], api_error *e) {
+    char path[STORE_PATH];
+    api_error tmp;
+    if (resolve_model(ud, id, "model", path, &tmp)) {
+        if (tmp.status == 400) return not_found(e, "model", id);
+        *e = tmp;
+        return -1;
+    }
+    snprintf(dir, API_PATH_MAX, "%s", path);
+    return 0;
+}
+
+static int be_stats(void *ud, json_t **out) {
+    backend_ctx *c = ud;
+    json_t *o = store_stats(c->st);
+    json_object_set_new(o, "model_memory_bytes", json_integer(0));
+    json_object_set_new(o, "workers", json_integer(c->sc ? sched_workers(c->sc) : 0));
+    json_object_set_new(o, "workers_busy", json_integer(c->sc ? sched_busy(c->sc) : 0));
+    *out = o;
+    return 0;
+}
+
+void backend_init(api_backend *be, backend_ctx *ctx) {
+    memset(be, 0, sizeof *be);
+    be->ud = ctx;
+    be->ready = be_ready;
+    be->auth_required = be_auth_required;
+    be->auth_check = be_auth_check;
+    be->file_create = be_file_create;
+    be->file_list = be_file_list;
+    be->file_get = be_file_get;
+    be->file_path = be_file_path;
+    be->file_delete = be_file_delete;
+    be->job_create = be_job_create;
+    be->job_estimate = be_job_estimate;
+    be->job_list = be_job_list;
+    be->job_get = be_job_get;
+    be->job_action = be_job_action;
+    be->job_events = be_job_events;
+    be->job_metrics = be_job_metrics;
+    be->job_samples = be_job_samples;
+    be->job_checkpoints = be_job_checkpoints;
+    be->job_feed = be_job_feed;
+    be->model_list = be_model_list;
+    be->model_get = be_model_get;
+    be->model_register = be_model_register;
+    be->model_delete = be_model_delete;
+    be->model_path = be_model_path;
+    be->stats = be_stats;
+}

@@ -1,0 +1,40 @@
+/* The daemon's api_backend (api/backend.h): files, jobs, models, keys and the
+ * live feed over the store and the scheduler.
+ *
+ * Job submission accepts the `alignd train` description with API names and:
+ *   - OpenAI's "method" object: {"type":"supervised"|"dpo"|<our method>,
+ *     "supervised"|"dpo"|<type>: {"hyperparameters": {...}}}; "supervised"
+ *     means sft; the inner hyperparameters win over top-level ones;
+ *   - "suffix" (<= 64 of [A-Za-z0-9._-]), "metadata" (<= 16 pairs, keys <= 64
+ *     and values <= 512 characters, strings), "priority" (-100..100, higher
+ *     runs first);
+ *   - "from_checkpoint": "ftjob-<n>[:<step>]" (latest when no step): the new
+ *     job starts from that checkpoint's weights; with
+ *     "from_checkpoint_optimizer": true it also restores the AdamW moments and
+ *     step counter, continuing the schedule where that run stopped.
+ * "model"/"ref_model" are registered model names, "ftjob-<n>" (a job's
+ * output) or "ftjob-<n>:<step>" (a checkpoint); "training_file",
+ * "validation_file" and eval_tasks[].file are "file-<n>" ids; "output_dir" is
+ * the daemon's to choose. */
+#ifndef DAEMON_BACKEND_H
+#define DAEMON_BACKEND_H
+
+#include "api/backend.h"
+#include "sched.h"
+#include "store.h"
+
+typedef struct backend_ctx {
+    store *st;
+    sched *sc;
+    char jobs_dir[STORE_PATH];
+    int64_t memory_limit;       /* 0: none configured */
+    volatile int draining;      /* readiness */
+} backend_ctx;
+
+/* Fills be with the daemon's functions and ctx as ud. */
+void backend_init(api_backend *be, backend_ctx *ctx);
+
+/* "ftjob-12" -> 12 (prefix "ftjob-"), 0 when malformed. */
+int64_t backend_parse_id(const char *s, const char *prefix);
+
+#endif

@@ -1,0 +1,21 @@
+/* Model folders: what a Hugging Face (or PEFT adapter) folder holds, and the
+ * start-up registration of every folder under the models directory by its
+ * folder name.
+ *
+ * Names: base folders are registered as their folder name ("tiny"); a
+ * succeeded job's output as "ft:<model>:<suffix>:ftjob-<n>" (without
+ * ":<suffix>" when the job has none), kind "fine_tuned" or "adapter" (then
+ * base_model is the job's model); a checkpoint is reachable as
+ * "ftjob-<n>:<step>" and a job's output also as "ftjob-<n>". */
+#ifndef DAEMON_MODELS_H
+#define DAEMON_MODELS_H
+
+#include "store.h"
+
+/* Fills m's path, kind (base | adapter), arch, params and has_score from the
+ * folder. -1 with the reason in err when it is not a model folder. */
+int models_describe(const char *dir, store_model *m, char err[256]);
+/* Registers each model folder directly under dir; returns how many. */
+int models_scan(store *st, const char *dir);
+
+#endif

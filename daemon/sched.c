@@ -1,0 +1,491 @@
+/* Scheduler and worker threads (see sched.h).
+ *
+ * Locks: s->mu guards the worker table, the flags and the budget; the turn
+ * lock (turn_mu) is separate and only ever taken without s->mu held. The
+ * store has its own mutex; no store call is made with s->mu held except the
+ * queue read in claim(), which takes the store's lock inside ours (never the
+ * other way round). */
+#define _XOPEN_SOURCE 700
+#include "sched.h"
+
+#include <errno.h>
+#include <jansson.h>
+#include <math.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "log.h"
+#include "models.h"
+#include "train/trainer.h"
+
+typedef struct worker {
+    sched *s;
+    int index;
+    pthread_t th;
+    int64_t job;               /* 0 when idle */
+    int64_t mem;
+    atomic_int cancel, pause;
+    int holding_turn;
+    unsigned long ticket;
+    /* progress of the current run (worker thread only) */
+    long total, start_step, step;
+    double t0, elapsed0, t_first;
+    double tokens, tps, epoch;
+    char name[32];
+} worker;
+
+struct sched {
+    store *st;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int stop, draining;
+    int n;
+    worker *w;
+    int64_t budget;
+    /* fair turns */
+    pthread_mutex_t turn_mu;
+    pthread_cond_t turn_cv;
+    unsigned long next_ticket, serving;
+};
+
+static double now_mono(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+int64_t sched_mem_available(void) {
+    FILE *f = fopen("/proc/meminfo", "r");
+    if (!f) return 0;
+    char line[256];
+    long long kb = 0;
+    while (fgets(line, sizeof line, f))
+        if (sscanf(line, "MemAvailable: %lld kB", &kb) == 1) break;
+    fclose(f);
+    return (int64_t)kb * 1024;
+}
+
+/* ---- turns ---------------------------------------------------------------------- */
+
+static void turn_acquire(worker *w) {
+    sched *s = w->s;
+    if (w->holding_turn) return;
+    pthread_mutex_lock(&s->turn_mu);
+    unsigned long t = s->next_ticket++;
+    while (s->serving != t) pthread_cond_wait(&s->turn_cv, &s->turn_mu);
+    pthread_mutex_unlock(&s->turn_mu);
+    w->holding_turn = 1;
+}
+
+static void turn_release(worker *w) {
+    sched *s = w->s;
+    if (!w->holding_turn) return;
+    pthread_mutex_lock(&s->turn_mu);
+    s->serving++;
+    pthread_cond_broadcast(&s->turn_cv);
+    pthread_mutex_unlock(&s->turn_mu);
+    w->holding_turn = 0;
+}
+
+/* ---- trainer callbacks ---------------------------------------------------------- */
+
+static void on_begin(void *ud, long total, long start) {
+    worker *w = ud;
+    pthread_mutex_lock(&w->s->mu);
+    w->total = total;
+    w->start_step = start;
+    w->step = start;
+    pthread_mutex_unlock(&w->s->mu);
+    w->t_first = now_mono();
+    store_job_progress(w->s->st, w->job, start, total, 0, w->tokens, NAN, w->elapsed0, NAN);
+}
+
+static void on_log(void *ud, long step, double epoch, const al_metric *m, int n) {
+    worker *w = ud;
+    const char *names[2 * AL_MAX_METRICS];
+    double vals[2 * AL_MAX_METRICS];
+    int k = 0;
+    double tps = NAN;
+    for (int i = 0; i < n && k < 2 * AL_MAX_METRICS; i++) {
+        names[k] = m[i].name;
+        vals[k++] = m[i].value;
+        if (!strcmp(m[i].name, "num_tokens")) w->tokens = m[i].value;
+        if (!strcmp(m[i].name, "tokens_per_second")) tps = m[i].value;
+    }
+    store_job_metrics_add(w->s->st, w->job, step, epoch, names, vals, k);
+    pthread_mutex_lock(&w->s->mu);
+    w->step = step;
+    pthread_mutex_unlock(&w->s->mu);
+    w->epoch = epoch;
+    double now = now_mono(), run = now - w->t0;
+    double remaining = NAN;
+    if (step > w->start_step && w->total > step)
+        remaining = (now - w->t_first) / (double)(step - w->start_step) * (double)(w->total - step);
+    else if (step >= w->total)
+        remaining = 0;
+    store_job_progress(w->s->st, w->job, step, w->total, epoch, w->tokens, tps, w->elapsed0 + run, remaining);
+    if (log_level >= LOG_LVL_DEBUG) {
+        char line[1024];
+        size_t len = 0;
+        for (int i = 0; i < n && len < sizeof line - 64; i++)
+            len += (size_t)snprintf(line + len, sizeof line - len, " %s=%.6g", m[i].name, m[i].value);
+        log_debug("job=%s step=%ld%s", w->name, step, line);
+    }
+}
+
+static void on_sample(void *ud, long step, const char *prompt, const char *completion, double reward) {
+    worker *w = ud;
+    store_job_sample_add(w->s->st, w->job, step, prompt, completion, reward);
+}
+
+static void on_event(void *ud, al_log_level lvl, const char *msg) {
+    worker *w = ud;
+    store_job_event(w->s->st, w->job, lvl <= AL_LOG_ERROR ? "error" : lvl <= AL_LOG_WARN ? "warn" : "info",
+                    "message", NULL, "%s", msg);
+}
+
+static void on_checkpoint(void *ud, long step, const char *dir) {
+    worker *w = ud;
+    store_job_checkpoint_add(w->s->st, w->job, step, dir);
+    log_info("event=checkpoint job=%s step=%ld", w->name, step);
+}
+
+/* Polled before each step: the end of the previous step's turn. */
+static int on_should_stop(void *ud) {
+    worker *w = ud;
+    turn_release(w);
+    return atomic_load(&w->cancel);
+}
+
+/* Polled just before a step runs: pause, drain, or take our turn. */
+static int on_should_pause(void *ud) {
+    worker *w = ud;
+    sched *s = w->s;
+    pthread_mutex_lock(&s->mu);
+    int draining = s->draining;
+    pthread_mutex_unlock(&s->mu);
+    if (atomic_load(&w->pause) || draining) return 1;
+    turn_acquire(w);
+    return 0;
+}
+
+/* ---- running one job -------------------------------------------------------------- */
+
+/* Machine code of a failure. */
+static const char *fail_code(int rc) {
+    switch (rc) {
+    case AL_ENOSPC: return "disk_full";
+    case AL_EIO: return "io_error";
+    case AL_ENAN: return "diverged";
+    case AL_ENOMEM: return "out_of_memory";
+    case AL_EINVAL: return "invalid_job";
+    case AL_ENOENT: return "not_found";
+    case AL_EFORMAT: case AL_ESHAPE: case AL_EUNSUP: return "invalid_model_or_data";
+    default: return "job_failed";
+    }
+}
+
+/* The field a trainer error names ("training_file: line 3 ...",
+ * "hyperparameters.beta: ..."), or "". */
+static void fail_param(const char *err, char *param, size_t n) {
+    param[0] = 0;
+    size_t i = 0;
+    while (err[i] && (err[i] == '_' || err[i] == '.' || err[i] == '[' || err[i] == ']' ||
+                      (err[i] >= 'a' && err[i] <= 'z') || (err[i] >= '0' && err[i] <= '9')))
+        i++;
+    if (i == 0 || err[i] != ':' || i >= n) return;
+    static const char *const known[] = {"model", "ref_model", "training_file", "validation_file", "task",
+                                        "hyperparameters", "lora", "eval_tasks", "method", "seed", NULL};
+    for (int k = 0; known[k]; k++) {
+        size_t kl = strlen(known[k]);
+        if (!strncmp(err, known[k], kl) && (i == kl || err[kl] == '.' || err[kl] == '[')) {
+            memcpy(param, err, i);
+            param[i] = 0;
+            return;
+        }
+    }
+}
+
+static void register_output(worker *w, const store_run *r, const al_job *job, const al_train_result *res,
+                            char name[256]) {
+    store_model m;
+    memset(&m, 0, sizeof m);
+    char err[256];
+    name[0] = 0;
+    if (!res->output_dir[0] || models_describe(res->output_dir, &m, err)) {
+        if (res->output_dir[0]) log_warn("event=output_unregistered job=%s reason=\"%s\"", w->name, err);
+        return;
+    }
+    if (r->suffix[0]) snprintf(m.name, sizeof m.name, "ft:%.120s:%.64s:%.30s", r->model, r->suffix, w->name);
+    else snprintf(m.name, sizeof m.name, "ft:%.120s:%.30s", r->model, w->name);
+    snprintf(m.kind, sizeof m.kind, "%s", job->use_lora ? "adapter" : "fine_tuned");
+    if (job->use_lora) snprintf(m.base, sizeof m.base, "%s", r->model);
+    snprintf(m.owned_by, sizeof m.owned_by, "%s", w->name);
+    m.job_id = w->job;
+    if (store_model_put(w->s->st, &m) == STORE_OK) snprintf(name, 256, "%s", m.name);
+}
+
+static void run_job(worker *w, int64_t id) {
+    sched *s = w->s;
+    store *st = s->st;
+    store_run r;
+    snprintf(w->name, sizeof w->name, "ftjob-%lld", (long long)id);
+    store_upd u = STORE_UPD_INIT;
+    u.started = 1;
+    if (store_job_transition(st, id, "queued", "running", "info", &u, "Fine-tuning job started") != STORE_OK)
+        return; /* cancelled or paused meanwhile */
+    log_info("event=job_started job=%s worker=%d", w->name, w->index);
+    if (store_job_run_info(st, id, &r) != STORE_OK) {
+        store_upd f = STORE_UPD_INIT;
+        f.error_code = "job_failed";
+        f.error_message = "the job's record could not be read";
+        f.finished = 1;
+        store_job_transition(st, id, "running|cancelling", "failed", "error", &f, "Job failed: %s", f.error_message);
+        return;
+    }
+    char err[AL_ERRLEN] = "";
+    al_job job;
+    memset(&job, 0, sizeof job);
+    json_t *spec = json_loads(r.spec, 0, NULL);
+    int rc = spec ? AL_OK : al_err(err, AL_EFORMAT, "the stored job description is not JSON");
+    if (!rc) {
+        json_object_set_new(spec, "output_dir", json_string(r.output_dir));
+        rc = al_job_from_json(&job, spec, err);
+    }
+    json_decref(spec);
+    al_train_result res;
+    memset(&res, 0, sizeof res);
+    w->t0 = now_mono();
+    w->elapsed0 = r.elapsed_s;
+    w->tokens = 0;
+    pthread_mutex_lock(&s->mu);
+    w->total = 0;
+    w->step = r.step;
+    pthread_mutex_unlock(&s->mu);
+    if (!rc) {
+        al_train_cb cb = {.begin = on_begin, .log = on_log, .sample = on_sample, .event = on_event,
+                          .checkpoint = on_checkpoint, .should_stop = on_should_stop,
+                          .should_pause = on_should_pause, .ud = w};
+        const char *resume = r.resume_dir[0] ? r.resume_dir : NULL;
+        if (resume) store_job_event(st, id, "info", "message", NULL, "Resuming from %s", resume);
+        rc = al_train_run(&job, resume, &cb, &res, err);
+        turn_release(w);
+    }
+    double elapsed = w->elapsed0 + (now_mono() - w->t0);
+    store_job_progress(st, id, res.steps, res.total_steps ? res.total_steps : w->total, w->epoch,
+                       res.trained_tokens, NAN, elapsed, NAN);
+    pthread_mutex_lock(&s->mu);
+    int draining = s->draining, cancel = atomic_load(&w->cancel);
+    pthread_mutex_unlock(&s->mu);
+    store_upd f = STORE_UPD_INIT;
+    if (rc == AL_OK) {
+        char name[256];
+        register_output(w, &r, &job, &res, name);
+        f.fine_tuned_model = name[0] ? name : NULL;
+        f.finished = 1;
+        store_job_transition(st, id, "running|cancelling", "succeeded", "info", &f,
+                             "The job has successfully completed: %ld steps%s%s", res.steps,
+                             name[0] ? ", model " : "", name);
+        log_info("event=job_succeeded job=%s steps=%ld model=%s", w->name, res.steps, name[0] ? name : "-");
+    } else if (rc == AL_ECANCELED && cancel) {
+        f.finished = 1;
+        store_job_transition(st, id, "running|cancelling", "cancelled", "info", &f, "Job cancelled at step %ld",
+                             res.steps);
+    } else if (rc == AL_EPAUSED) {
+        if (cancel) {
+            f.finished = 1;
+            store_job_transition(st, id, "running|cancelling", "cancelled", "info", &f,
+                                 "Job cancelled at step %ld", res.steps);
+        } else if (draining && !atomic_load(&w->pause)) {
+            store_job_transition(st, id, "running", "queued", "info", &f,
+                                 "The daemon is stopping: checkpointed at step %ld, the job resumes from it "
+                                 "on the next start", res.steps);
+        } else {
+            store_job_transition(st, id, "running", "paused", "info", &f, "Job paused at step %ld", res.steps);
+        }
+    } else {
+        char param[160];
+        fail_param(err, param, sizeof param);
+        f.error_code = fail_code(rc);
+        f.error_message = err[0] ? err : al_strerror(rc);
+        f.error_param = param[0] ? param : "";
+        f.finished = 1;
+        store_job_transition(st, id, "running|cancelling", "failed", "error", &f, "Job failed: %s", f.error_message);
+        char q[600];
+        log_warn("event=job_failed job=%s code=%s reason=%s", w->name, f.error_code,
+                 log_quote(q, sizeof q, f.error_message));
+    }
+    al_job_deinit(&job);
+    store_run_deinit(&r);
+}
+
+/* Picks the next job that fits (s->mu held). 0 when none. */
+static int64_t claim(sched *s, int64_t *mem) {
+    int64_t ids[64], mems[64];
+    int n = store_queue(s->st, ids, mems, 64);
+    int64_t used = 0;
+    int running = 0;
+    for (int i = 0; i < s->n; i++)
+        if (s->w[i].job) {
+            used += s->w[i].mem;
+            running++;
+        }
+    for (int i = 0; i < n; i++) {
+        int taken = 0;
+        for (int k = 0; k < s->n; k++) taken |= s->w[k].job == ids[i];
+        if (taken) continue;
+        if (running == 0 || used + mems[i] <= s->budget) {
+            *mem = mems[i];
+            return ids[i];
+        }
+    }
+    return 0;
+}
+
+static void *worker_main(void *arg) {
+    worker *w = arg;
+    sched *s = w->s;
+    pthread_mutex_lock(&s->mu);
+    while (!s->stop) {
+        int64_t mem = 0, id = s->draining ? 0 : claim(s, &mem);
+        if (!id) {
+            struct timespec ts;
+            clock_gettime(CLOCK_MONOTONIC, &ts);
+            ts.tv_sec += 2; /* also re-checks the queue now and then */
+            pthread_cond_timedwait(&s->cv, &s->mu, &ts);
+            continue;
+        }
+        w->job = id;
+        w->mem = mem;
+        atomic_store(&w->cancel, 0);
+        atomic_store(&w->pause, 0);
+        pthread_mutex_unlock(&s->mu);
+        run_job(w, id);
+        pthread_mutex_lock(&s->mu);
+        w->job = 0;
+        w->mem = 0;
+        /* memory freed: others may fit now */
+        pthread_cond_broadcast(&s->cv);
+    }
+    pthread_mutex_unlock(&s->mu);
+    return NULL;
+}
+
+sched *sched_new(store *st, const sched_cfg *cfg) {
+    sched *s = calloc(1, sizeof *s);
+    if (!s) return NULL;
+    s->st = st;
+    s->n = cfg->workers > 0 ? cfg->workers : 1;
+    s->w = calloc((size_t)s->n, sizeof *s->w);
+    if (!s->w) {
+        free(s);
+        return NULL;
+    }
+    s->budget = cfg->memory_limit > 0 ? cfg->memory_limit : sched_mem_available();
+    if (s->budget <= 0) s->budget = INT64_MAX;
+    pthread_mutex_init(&s->mu, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&s->cv, &ca);
+    pthread_condattr_destroy(&ca);
+    pthread_mutex_init(&s->turn_mu, NULL);
+    pthread_cond_init(&s->turn_cv, NULL);
+    for (int i = 0; i < s->n; i++) {
+        s->w[i].s = s;
+        s->w[i].index = i;
+        if (pthread_create(&s->w[i].th, NULL, worker_main, &s->w[i])) {
+            log_error("event=worker_start_failed index=%d", i);
+            pthread_mutex_lock(&s->mu);
+            s->stop = 1;
+            pthread_cond_broadcast(&s->cv);
+            pthread_mutex_unlock(&s->mu);
+            for (int k = 0; k < i; k++) pthread_join(s->w[k].th, NULL);
+            free(s->w);
+            free(s);
+            return NULL;
+        }
+    }
+    return s;
+}
+
+void sched_wake(sched *s) {
+    pthread_mutex_lock(&s->mu);
+    pthread_cond_broadcast(&s->cv);
+    pthread_mutex_unlock(&s->mu);
+}
+
+static int flag_job(sched *s, int64_t id, int cancel) {
+    int found = 0;
+    pthread_mutex_lock(&s->mu);
+    for (int i = 0; i < s->n; i++)
+        if (s->w[i].job == id) {
+            atomic_store(cancel ? &s->w[i].cancel : &s->w[i].pause, 1);
+            found = 1;
+        }
+    pthread_mutex_unlock(&s->mu);
+    return found;
+}
+
+int sched_cancel(sched *s, int64_t id) { return flag_job(s, id, 1); }
+int sched_pause(sched *s, int64_t id) { return flag_job(s, id, 0); }
+
+void sched_drain(sched *s) {
+    pthread_mutex_lock(&s->mu);
+    s->draining = 1;
+    pthread_cond_broadcast(&s->cv);
+    pthread_mutex_unlock(&s->mu);
+}
+
+int sched_busy(sched *s) {
+    int b = 0;
+    pthread_mutex_lock(&s->mu);
+    for (int i = 0; i < s->n; i++) b += s->w[i].job != 0;
+    pthread_mutex_unlock(&s->mu);
+    return b;
+}
+
+int sched_wait_idle(sched *s, double timeout_s) {
+    double end = now_mono() + timeout_s;
+    while (sched_busy(s)) {
+        if (now_mono() >= end) return -1;
+        struct timespec ts = {0, 20 * 1000000L};
+        nanosleep(&ts, NULL);
+    }
+    return 0;
+}
+
+void sched_free(sched *s) {
+    if (!s) return;
+    pthread_mutex_lock(&s->mu);
+    s->stop = 1;
+    s->draining = 1;
+    pthread_cond_broadcast(&s->cv);
+    pthread_mutex_unlock(&s->mu);
+    for (int i = 0; i < s->n; i++) pthread_join(s->w[i].th, NULL);
+    pthread_cond_destroy(&s->cv);
+    pthread_mutex_destroy(&s->mu);
+    pthread_cond_destroy(&s->turn_cv);
+    pthread_mutex_destroy(&s->turn_mu);
+    free(s->w);
+    free(s);
+}
+
+int sched_workers(const sched *s) { return s->n; }
+int64_t sched_memory_budget(const sched *s) { return s->budget; }
+
+void sched_status(sched *s, char *buf, size_t n) {
+    size_t len = 0;
+    buf[0] = 0;
+    pthread_mutex_lock(&s->mu);
+    for (int i = 0; i < s->n && len + 64 < n; i++)
+        if (s->w[i].job)
+            len += (size_t)snprintf(buf + len, n - len, "%sftjob-%lld step %ld/%ld", len ? ", " : "",
+                                    (long long)s->w[i].job, s->w[i].step, s->w[i].total);
+    pthread_mutex_unlock(&s->mu);
+    if (!len) snprintf(buf, n, "idle");
+}

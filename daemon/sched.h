@@ -1,0 +1,60 @@
+/* The scheduler and its workers.
+ *
+ * N worker threads, each running one job at a time on the calling thread of
+ * al_train_run (its numeric work goes to the shared compute pool). A worker
+ * claims the queued job with the highest priority, oldest first, whose
+ * memory estimate (made at admission, jobs.memory_bytes) fits in the budget
+ * next to the jobs already running; a job that does not fit waits (a job
+ * alone is always admitted). Workers sleep on a condition variable that
+ * sched_wake signals.
+ *
+ * Running jobs take turns at step granularity: a ticket lock held from the
+ * trainer's should_pause poll (just before a step) to its next should_stop
+ * poll (just after), so two jobs alternate steps instead of racing for the
+ * pool's mutex, and HTTP threads' pool calls interleave with both.
+ *
+ * Cancel and pause are flags the trainer polls between steps; pause writes
+ * a checkpoint. Draining (shutdown) pauses every running job the same way
+ * and returns it to queued, resuming from that checkpoint on the next start.
+ * A job's failure is recorded with its cause and never ends the daemon. */
+#ifndef DAEMON_SCHED_H
+#define DAEMON_SCHED_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "store.h"
+
+typedef struct sched_cfg {
+    int workers;              /* >= 1 */
+    int64_t memory_limit;     /* bytes; 0: MemAvailable at start */
+} sched_cfg;
+
+typedef struct sched sched;
+
+/* Creates the scheduler and starts its worker threads (call with the
+ * process's signals blocked). NULL on failure. */
+sched *sched_new(store *st, const sched_cfg *cfg);
+/* A job was queued or resumed: wake a worker. */
+void sched_wake(sched *s);
+/* The running job `id` stops (cancel) or checkpoints and pauses at its next
+ * step boundary. Returns 1 when the job was running here, 0 otherwise. */
+int sched_cancel(sched *s, int64_t id);
+int sched_pause(sched *s, int64_t id);
+/* Stop claiming jobs; running jobs checkpoint and return to queued. */
+void sched_drain(sched *s);
+/* Waits up to timeout_s for every worker to be idle; 0 when they are, -1 on
+ * timeout. */
+int sched_wait_idle(sched *s, double timeout_s);
+/* Joins the workers (after sched_drain and sched_wait_idle) and frees. */
+void sched_free(sched *s);
+int sched_workers(const sched *s);
+int sched_busy(sched *s);
+int64_t sched_memory_budget(const sched *s);
+/* "ftjob-3 step 40/100, ftjob-4 step 2/50" or "idle" into buf. */
+void sched_status(sched *s, char *buf, size_t n);
+
+/* MemAvailable from /proc/meminfo in bytes, 0 when unknown. */
+int64_t sched_mem_available(void);
+
+#endif

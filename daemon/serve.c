@@ -1,0 +1,256 @@
+/* alignd serve: the daemon's main thread. And alignd keys create.
+ *
+ * Start-up: configuration, logging, signals blocked (every thread created
+ * after inherits the mask; only the main thread unblocks them), the compute
+ * pool, the store (migrations), model folders, recovery of jobs a killed
+ * daemon left running, the workers, the HTTP server (or the socket systemd
+ * passed), <state_dir>/alignd.addr, READY=1.
+ *
+ * The main loop sleeps in short slices: it sends WATCHDOG=1 at half the
+ * watchdog period and STATUS= when the running jobs change, and watches the
+ * flag the signal handler sets. SIGTERM/SIGINT: STOPPING=1, the server
+ * drains (503 for new jobs and uploads), running jobs checkpoint and return
+ * to queued, the workers finish within stop_timeout, exit 0. A worker still
+ * busy after stop_timeout is abandoned: its job stays "running" in the
+ * database and resumes from its last checkpoint on the next start. */
+#define _XOPEN_SOURCE 700
+#include <errno.h>
+#include <openssl/rand.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "api/server.h"
+#include "backend.h"
+#include "cli.h"
+#include "compute/pool.h"
+#include "config.h"
+#include "io.h"
+#include "log.h"
+#include "models.h"
+#include "notify.h"
+#include "sched.h"
+#include "store.h"
+
+static volatile sig_atomic_t g_stop;
+
+static void on_signal(int sig) { g_stop = sig; }
+
+static double mono(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+/* systemd socket activation: the first passed descriptor, or -1. */
+static int listen_fd_from_env(void) {
+    const char *pid = getenv("LISTEN_PID"), *fds = getenv("LISTEN_FDS");
+    if (!pid || !fds || atol(pid) != (long)getpid() || atoi(fds) < 1) return -1;
+    unsetenv("LISTEN_PID");
+    unsetenv("LISTEN_FDS");
+    unsetenv("LISTEN_FDNAMES");
+    return 3; /* SD_LISTEN_FDS_START */
+}
+
+static int write_addr(const char *state_dir, const char *host, int port) {
+    char path[CFG_PATH + 32], buf[320], err[AL_ERRLEN];
+    snprintf(path, sizeof path, "%.4000s/alignd.addr", state_dir);
+    int n = strchr(host, ':') ? snprintf(buf, sizeof buf, "[%s]:%d\n", host, port)
+                              : snprintf(buf, sizeof buf, "%s:%d\n", host, port);
+    return al_file_write_atomic(path, buf, (size_t)n, err);
+}
+
+int cli_serve(int argc, char **argv) {
+    daemon_cfg cfg;
+    int check = 0;
+    char err[512];
+    if (config_load(&cfg, argc, argv, &check, err)) {
+        fprintf(stderr, "alignd: %s\n", err);
+        return 2;
+    }
+    if (check) {
+        int latest = store_migrations_latest(cfg.migrations_dir);
+        if (latest < 0) {
+            fprintf(stderr, "alignd: migrations_dir %s: %s\n", cfg.migrations_dir, strerror(errno));
+            return 2;
+        }
+        config_print(&cfg, stdout);
+        printf("# configuration ok (schema version %d)\n", latest);
+        return 0;
+    }
+    log_init(cfg.log_level);
+
+    /* signals: blocked here so every thread started below inherits the mask */
+    sigset_t set, old;
+    sigemptyset(&set);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGHUP);
+    pthread_sigmask(SIG_BLOCK, &set, &old);
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
+    sa.sa_handler = SIG_IGN;
+    sigaction(SIGHUP, &sa, NULL);
+    sigaction(SIGPIPE, &sa, NULL);
+
+    log_info("event=starting pid=%ld state_dir=%s config=%s", (long)getpid(), cfg.state_dir,
+             cfg.config_file[0] ? cfg.config_file : "-");
+    al_pool_init((int)cfg.threads);
+    store *st = NULL;
+    if (store_open(&st, cfg.state_dir, cfg.migrations_dir, err)) {
+        char q[600];
+        log_error("event=store_failed reason=%s", log_quote(q, sizeof q, err));
+        fprintf(stderr, "alignd: %s\n", err);
+        return 1;
+    }
+    char e2[AL_ERRLEN];
+    if (al_mkdir_p(cfg.models_dir, e2) || al_mkdir_p(cfg.jobs_dir, e2))
+        log_warn("event=mkdir_failed reason=\"%s\"", e2);
+    int nm = models_scan(st, cfg.models_dir);
+    int nr = store_recover(st);
+    log_info("event=store_ready schema=%d models=%d recovered_jobs=%d", store_version(st), nm, nr);
+
+    sched_cfg sc = {.workers = (int)cfg.workers, .memory_limit = cfg.memory_limit};
+    backend_ctx ctx;
+    memset(&ctx, 0, sizeof ctx);
+    ctx.st = st;
+    snprintf(ctx.jobs_dir, sizeof ctx.jobs_dir, "%s", cfg.jobs_dir);
+    ctx.memory_limit = cfg.memory_limit;
+    ctx.sc = sched_new(st, &sc);
+    if (!ctx.sc) {
+        log_error("event=workers_failed");
+        store_close(st);
+        return 1;
+    }
+    api_backend be;
+    backend_init(&be, &ctx);
+    api_server_cfg scfg;
+    config_server(&cfg, &scfg);
+    scfg.listen_fd = listen_fd_from_env();
+    char serr[256] = "";
+    api_server *srv = api_server_start(&scfg, &be, serr);
+    if (!srv) {
+        char q[300];
+        log_error("event=listen_failed addr=%s reason=%s", cfg.listen, log_quote(q, sizeof q, serr));
+        fprintf(stderr, "alignd: cannot listen on %s: %s\n", cfg.listen, serr);
+        sched_drain(ctx.sc);
+        sched_free(ctx.sc);
+        store_close(st);
+        return 1;
+    }
+    int port = api_server_port(srv);
+    write_addr(cfg.state_dir, cfg.host, port);
+    log_info("event=listening addr=%s%s%s:%d workers=%ld memory_budget_mib=%lld socket_activated=%d",
+             strchr(cfg.host, ':') ? "[" : "", cfg.host, strchr(cfg.host, ':') ? "]" : "", port, cfg.workers,
+             (long long)(sched_memory_budget(ctx.sc) >> 20), scfg.listen_fd >= 0);
+    notify_send("READY=1");
+
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    sigset_t unb;
+    sigemptyset(&unb);
+    sigaddset(&unb, SIGTERM);
+    sigaddset(&unb, SIGINT);
+    pthread_sigmask(SIG_UNBLOCK, &unb, NULL);
+
+    long long wd = notify_watchdog_usec();
+    double next_wd = 0, next_status = 0;
+    char status[512] = "", prev[512] = "";
+    while (!g_stop) {
+        double now = mono();
+        if (wd > 0 && now >= next_wd) {
+            notify_send("WATCHDOG=1");
+            next_wd = now + (double)wd / 2e6;
+        }
+        if (now >= next_status) {
+            sched_status(ctx.sc, status, sizeof status);
+            if (strcmp(status, prev)) {
+                notify_sendf("STATUS=%s", status);
+                snprintf(prev, sizeof prev, "%s", status);
+            }
+            next_status = now + 1.0;
+        }
+        struct timespec ts = {0, 100 * 1000000L};
+        nanosleep(&ts, NULL); /* a signal cuts it short */
+    }
+
+    log_info("event=stopping signal=%d busy_workers=%d", (int)g_stop, sched_busy(ctx.sc));
+    notify_send("STOPPING=1");
+    api_server_set_draining(srv, 1);
+    ctx.draining = 1;
+    sched_drain(ctx.sc);
+    store_feed_kick(st);
+    double t0 = mono();
+    int idle = sched_wait_idle(ctx.sc, cfg.stop_timeout) == 0;
+    api_server_stop(srv);
+    if (!idle) {
+        log_warn("event=stop_timeout seconds=%g busy_workers=%d note=\"running jobs resume from their last "
+                 "checkpoint on the next start\"", cfg.stop_timeout, sched_busy(ctx.sc));
+        _exit(0);
+    }
+    sched_free(ctx.sc);
+    store_close(st);
+    al_pool_shutdown();
+    log_info("event=stopped seconds=%.2f", mono() - t0);
+    return 0;
+}
+
+/* alignd keys create [--name N] [--read-only] [--state-dir DIR] [--config FILE] */
+int cli_keys(int argc, char **argv) {
+    if (argc < 1 || strcmp(argv[0], "create")) {
+        fprintf(stderr, "usage: alignd keys create [--name N] [--read-only] [--state-dir DIR] [--config FILE]\n");
+        return 2;
+    }
+    cli_flag f[] = {{"--name", 0, 0}, {"--read-only", 0, 1}, {"--state-dir", 0, 0}, {"--config", 0, 0}};
+    if (cli_parse(argc - 1, argv + 1, f, 4)) return 2;
+    const char *name = f[0].value ? f[0].value : "default";
+    if (!*name || strlen(name) > 128) {
+        fprintf(stderr, "alignd: --name: 1 to 128 characters\n");
+        return 2;
+    }
+    daemon_cfg cfg;
+    int check;
+    char err[512];
+    char *cargv[2] = {"--config", (char *)f[3].value};
+    if (config_load(&cfg, f[3].value ? 2 : 0, cargv, &check, err)) {
+        fprintf(stderr, "alignd: %s\n", err);
+        return 2;
+    }
+    if (f[2].value) snprintf(cfg.state_dir, sizeof cfg.state_dir, "%s", f[2].value);
+    log_init(LOG_LVL_WARN);
+    store *st;
+    if (store_open(&st, cfg.state_dir, cfg.migrations_dir, err)) {
+        fprintf(stderr, "alignd: %s\n", err);
+        return 1;
+    }
+    unsigned char raw[32], h[32];
+    if (RAND_bytes(raw, sizeof raw) != 1) {
+        fprintf(stderr, "alignd: no randomness for the key\n");
+        store_close(st);
+        return 1;
+    }
+    /* "ak-" + 64 hex digits: 256 random bits */
+    char key[3 + 65];
+    memcpy(key, "ak-", 3);
+    store_hex(raw, sizeof raw, key + 3);
+    store_sha256(key, strlen(key), h);
+    int64_t id = 0;
+    int ro = f[1].value != NULL;
+    int rc = store_key_add(st, name, h, ro, &id);
+    store_close(st);
+    if (rc) {
+        fprintf(stderr, "alignd: storing the key failed\n");
+        return 1;
+    }
+    printf("Created API key %lld (name \"%s\", %s) in %s. Only its SHA-256 is stored: copy it now.\n",
+           (long long)id, name, ro ? "read-only" : "read-write", cfg.state_dir);
+    printf("%s\n", key);
+    return 0;
+}

@@ -1,0 +1,1458 @@
+/* The SQLite store (see store.h).
+ *
+ * One connection, one mutex. Statements are prepared once (SQLITE_PREPARE_
+ * PERSISTENT) and cached by the address of their SQL text, which is always a
+ * string literal; q() resets, clears and binds them from a small format
+ * ("i" int64, "t" text or NULL, "d" double, "n" null). Transactions are
+ * BEGIN IMMEDIATE ... COMMIT through cached statements too. */
+#define _XOPEN_SOURCE 700
+#include "store.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <math.h>
+#include <openssl/crypto.h>
+#include <stddef.h>
+#include <openssl/evp.h>
+#include <pthread.h>
+#include <sqlite3.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "io.h"
+#include "log.h"
+
+#define N_STMT 160
+
+struct store {
+    sqlite3 *db;
+    pthread_mutex_t mu;
+    pthread_cond_t feed_cv;
+    uint64_t feed_ver;
+    int version;
+    char dir[STORE_PATH];
+    struct {
+        const char *sql;
+        sqlite3_stmt *st;
+    } stmt[N_STMT];
+    int n_stmt;
+};
+
+static int64_t now_s(void) { return (int64_t)time(NULL); }
+
+int store_status_final(const char *st) {
+    return !strcmp(st, "succeeded") || !strcmp(st, "failed") || !strcmp(st, "cancelled");
+}
+
+int store_sha256(const void *data, size_t len, unsigned char out[32]) {
+    unsigned int n = 0;
+    return EVP_Digest(data, len, out, &n, EVP_sha256(), NULL) == 1 && n == 32 ? 0 : -1;
+}
+
+void store_hex(const unsigned char *in, size_t n, char *hex) {
+    static const char d[] = "0123456789abcdef";
+    for (size_t i = 0; i < n; i++) {
+        hex[2 * i] = d[in[i] >> 4];
+        hex[2 * i + 1] = d[in[i] & 15];
+    }
+    hex[2 * n] = 0;
+}
+
+/* ---- statements -------------------------------------------------------------- */
+
+static void db_fail(store *s, const char *what) {
+    log_error("event=db_error op=%s err=\"%s\"", what, sqlite3_errmsg(s->db));
+}
+
+static sqlite3_stmt *q(store *s, const char *sql, const char *fmt, ...) {
+    sqlite3_stmt *st = NULL;
+    for (int i = 0; i < s->n_stmt; i++)
+        if (s->stmt[i].sql == sql) {
+            st = s->stmt[i].st;
+            break;
+        }
+    if (!st) {
+        if (s->n_stmt == N_STMT ||
+            sqlite3_prepare_v3(s->db, sql, -1, SQLITE_PREPARE_PERSISTENT, &st, NULL) != SQLITE_OK) {
+            db_fail(s, "prepare");
+            log_error("event=db_prepare sql=\"%.80s\"", sql);
+            return NULL;
+        }
+        s->stmt[s->n_stmt].sql = sql;
+        s->stmt[s->n_stmt++].st = st;
+    }
+    sqlite3_reset(st);
+    sqlite3_clear_bindings(st);
+    va_list ap;
+    va_start(ap, fmt);
+    for (int i = 0; fmt && fmt[i]; i++) {
+        int k = i + 1;
+        switch (fmt[i]) {
+        case 'i': sqlite3_bind_int64(st, k, va_arg(ap, int64_t)); break;
+        case 'd': {
+            double v = va_arg(ap, double);
+            if (isfinite(v)) sqlite3_bind_double(st, k, v);
+            else sqlite3_bind_null(st, k);
+            break;
+        }
+        case 't': {
+            const char *t = va_arg(ap, const char *);
+            if (t) sqlite3_bind_text(st, k, t, -1, SQLITE_TRANSIENT);
+            else sqlite3_bind_null(st, k);
+            break;
+        }
+        case 'n': sqlite3_bind_null(st, k); break;
+        }
+    }
+    va_end(ap);
+    return st;
+}
+
+/* Steps a statement that returns no rows. */
+static int exec_st(store *s, sqlite3_stmt *st) {
+    if (!st) return STORE_EIO;
+    int rc = sqlite3_step(st);
+    sqlite3_reset(st);
+    if (rc != SQLITE_DONE && rc != SQLITE_ROW) {
+        db_fail(s, "step");
+        return STORE_EIO;
+    }
+    return STORE_OK;
+}
+
+static const char SQL_BEGIN[] = "BEGIN IMMEDIATE";
+static const char SQL_COMMIT[] = "COMMIT";
+static const char SQL_ROLLBACK[] = "ROLLBACK";
+static int tx_begin(store *s) { return exec_st(s, q(s, SQL_BEGIN, NULL)); }
+static int tx_commit(store *s) {
+    int rc = exec_st(s, q(s, SQL_COMMIT, NULL));
+    if (rc) exec_st(s, q(s, SQL_ROLLBACK, NULL));
+    return rc;
+}
+static void tx_rollback(store *s) {
+    if (!sqlite3_get_autocommit(s->db)) exec_st(s, q(s, SQL_ROLLBACK, NULL));
+}
+
+static const char *col_text(sqlite3_stmt *st, int i) {
+    const unsigned char *t = sqlite3_column_text(st, i);
+    return t ? (const char *)t : NULL;
+}
+static void col_copy(sqlite3_stmt *st, int i, char *dst, size_t n) {
+    const char *t = col_text(st, i);
+    snprintf(dst, n, "%s", t ? t : "");
+}
+static json_t *col_str_json(sqlite3_stmt *st, int i) {
+    const char *t = col_text(st, i);
+    return t ? json_string(t) : json_null();
+}
+static json_t *col_int_json(sqlite3_stmt *st, int i) {
+    return sqlite3_column_type(st, i) == SQLITE_NULL ? json_null() : json_integer(sqlite3_column_int64(st, i));
+}
+static json_t *col_real_json(sqlite3_stmt *st, int i) {
+    return sqlite3_column_type(st, i) == SQLITE_NULL ? json_null() : json_real(sqlite3_column_double(st, i));
+}
+static json_t *col_json(sqlite3_stmt *st, int i) {
+    const char *t = col_text(st, i);
+    if (!t) return json_null();
+    json_t *v = json_loads(t, 0, NULL);
+    return v ? v : json_null();
+}
+static char *dump(const json_t *v) {
+    return v && !json_is_null(v) ? json_dumps(v, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
+}
+
+/* ---- open and migrate ------------------------------------------------------------ */
+
+typedef struct mig {
+    int num;
+    char name[256];
+} mig;
+
+static int mig_cmp(const void *a, const void *b) { return ((const mig *)a)->num - ((const mig *)b)->num; }
+
+/* Lists NNNN_name.sql files, sorted. Returns the count, -1 when unreadable. */
+static int list_migrations(const char *dir, mig *out, int cap) {
+    DIR *d = opendir(dir);
+    if (!d) return -1;
+    int n = 0;
+    struct dirent *e;
+    while ((e = readdir(d)) && n < cap) {
+        const char *nm = e->d_name;
+        size_t len = strlen(nm);
+        if (len < 9 || len >= sizeof out[0].name || strcmp(nm + len - 4, ".sql")) continue;
+        int ok = 1;
+        for (int i = 0; i < 4; i++) ok &= nm[i] >= '0' && nm[i] <= '9';
+        if (!ok || nm[4] != '_') continue;
+        out[n].num = atoi(nm);
+        snprintf(out[n].name, sizeof out[n].name, "%s", nm);
+        n++;
+    }
+    closedir(d);
+    qsort(out, (size_t)n, sizeof *out, mig_cmp);
+    return n;
+}
+
+int store_migrations_latest(const char *dir) {
+    mig m[256];
+    int n = list_migrations(dir, m, 256);
+    return n < 0 ? -1 : n == 0 ? 0 : m[n - 1].num;
+}
+
+static int user_version(sqlite3 *db) {
+    sqlite3_stmt *st;
+    int v = -1;
+    if (sqlite3_prepare_v2(db, "PRAGMA user_version", -1, &st, NULL) == SQLITE_OK) {
+        if (sqlite3_step(st) == SQLITE_ROW) v = sqlite3_column_int(st, 0);
+        sqlite3_finalize(st);
+    }
+    return v;
+}
+
+static int migrate(sqlite3 *db, const char *dir, int *version, char err[512]) {
+    mig m[256];
+    int n = list_migrations(dir, m, 256);
+    if (n < 0) {
+        snprintf(err, 512, "migrations directory %s: %s", dir, strerror(errno));
+        return STORE_EIO;
+    }
+    int v = user_version(db);
+    int latest = n ? m[n - 1].num : 0;
+    if (v > latest) {
+        snprintf(err, 512,
+                 "database schema version %d is newer than this alignd supports (%d): it was written by a "
+                 "newer alignd; run that version or restore a backup of the state directory", v, latest);
+        return STORE_ESTATE;
+    }
+    for (int i = 0; i < n; i++) {
+        if (m[i].num <= v) continue;
+        char path[STORE_PATH + 300], *sql = NULL, e2[AL_ERRLEN];
+        size_t len;
+        snprintf(path, sizeof path, "%s/%s", dir, m[i].name);
+        if (al_file_read(path, 16 << 20, &sql, &len, e2)) {
+            snprintf(err, 512, "migration %s: %s", m[i].name, e2);
+            return STORE_EIO;
+        }
+        char *msg = NULL, pragma[64];
+        snprintf(pragma, sizeof pragma, "PRAGMA user_version = %d;", m[i].num);
+        int rc = sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, &msg);
+        if (rc == SQLITE_OK) rc = sqlite3_exec(db, sql, NULL, NULL, &msg);
+        if (rc == SQLITE_OK) rc = sqlite3_exec(db, pragma, NULL, NULL, &msg);
+        if (rc == SQLITE_OK) rc = sqlite3_exec(db, "COMMIT", NULL, NULL, &msg);
+        free(sql);
+        if (rc != SQLITE_OK) {
+            snprintf(err, 512, "migration %s failed: %s", m[i].name, msg ? msg : sqlite3_errmsg(db));
+            sqlite3_free(msg);
+            sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
+            return STORE_EIO;
+        }
+        log_info("event=migrated version=%d file=%s", m[i].num, m[i].name);
+        v = m[i].num;
+    }
+    *version = v;
+    return STORE_OK;
+}
+
+int store_open(store **out, const char *state_dir, const char *migrations_dir, char err[512]) {
+    char e2[AL_ERRLEN];
+    if (al_mkdir_p(state_dir, e2)) {
+        snprintf(err, 512, "state directory: %s", e2);
+        return STORE_EIO;
+    }
+    store *s = calloc(1, sizeof *s);
+    if (!s) {
+        snprintf(err, 512, "out of memory");
+        return STORE_EIO;
+    }
+    snprintf(s->dir, sizeof s->dir, "%s", state_dir);
+    pthread_mutex_init(&s->mu, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&s->feed_cv, &ca);
+    pthread_condattr_destroy(&ca);
+    char path[STORE_PATH + 32];
+    snprintf(path, sizeof path, "%s/alignd.db", state_dir);
+    int rc = sqlite3_open_v2(path, &s->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL);
+    if (rc != SQLITE_OK) {
+        snprintf(err, 512, "%.300s: %.200s", path, s->db ? sqlite3_errmsg(s->db) : "cannot open");
+        store_close(s);
+        return STORE_EIO;
+    }
+    sqlite3_busy_timeout(s->db, 10000);
+    char *msg = NULL;
+    /* FULL: a commit survives power loss; WAL keeps readers off writers'
+     * backs; a small auto-checkpoint bounds the WAL file's size. */
+    rc = sqlite3_exec(s->db, "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON;"
+                             "PRAGMA wal_autocheckpoint=256; PRAGMA journal_size_limit=4194304;",
+                      NULL, NULL, &msg);
+    if (rc != SQLITE_OK) {
+        snprintf(err, 512, "%.300s: %.200s", path, msg ? msg : sqlite3_errmsg(s->db));
+        sqlite3_free(msg);
+        store_close(s);
+        return STORE_EIO;
+    }
+    if ((rc = migrate(s->db, migrations_dir, &s->version, err))) {
+        store_close(s);
+        return rc;
+    }
+    *out = s;
+    return STORE_OK;
+}
+
+void store_close(store *s) {
+    if (!s) return;
+    for (int i = 0; i < s->n_stmt; i++) sqlite3_finalize(s->stmt[i].st);
+    if (s->db) sqlite3_close(s->db);
+    pthread_cond_destroy(&s->feed_cv);
+    pthread_mutex_destroy(&s->mu);
+    free(s);
+}
+
+int store_version(store *s) { return s->version; }
+const char *store_state_dir(const store *s) { return s->dir; }
+
+#define LOCK() pthread_mutex_lock(&s->mu)
+#define UNLOCK() pthread_mutex_unlock(&s->mu)
+
+/* ---- feed clock ------------------------------------------------------------------- */
+
+static void feed_bump(store *s) {
+    s->feed_ver++;
+    pthread_cond_broadcast(&s->feed_cv);
+}
+
+uint64_t store_feed_version(store *s) {
+    LOCK();
+    uint64_t v = s->feed_ver;
+    UNLOCK();
+    return v;
+}
+
+void store_feed_wait(store *s, uint64_t seen, int timeout_ms) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    ts.tv_sec += timeout_ms / 1000;
+    ts.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
+    if (ts.tv_nsec >= 1000000000L) {
+        ts.tv_sec++;
+        ts.tv_nsec -= 1000000000L;
+    }
+    LOCK();
+    while (s->feed_ver == seen)
+        if (pthread_cond_timedwait(&s->feed_cv, &s->mu, &ts) == ETIMEDOUT) break;
+    UNLOCK();
+}
+
+void store_feed_kick(store *s) {
+    LOCK();
+    feed_bump(s);
+    UNLOCK();
+}
+
+/* Next feed seq of a job (inside a transaction); 0 on error. n seqs are
+ * reserved; the first is returned. */
+static const char SQL_SEQ[] = "UPDATE jobs SET last_seq = last_seq + ?2 WHERE id = ?1 RETURNING last_seq";
+static int64_t next_seq(store *s, int64_t job, int n) {
+    sqlite3_stmt *st = q(s, SQL_SEQ, "ii", job, (int64_t)n);
+    if (!st || sqlite3_step(st) != SQLITE_ROW) {
+        if (st) sqlite3_reset(st);
+        return 0;
+    }
+    int64_t v = sqlite3_column_int64(st, 0) - n + 1;
+    sqlite3_reset(st);
+    return v;
+}
+
+/* ---- files ------------------------------------------------------------------------ */
+
+static void blob_path(const store *s, const char *sha, char path[STORE_PATH]) {
+    snprintf(path, STORE_PATH, "%.3900s/files/%.2s/%.64s", s->dir, sha, sha);
+}
+
+static const char SQL_FILE_INS[] =
+    "INSERT INTO files(filename, purpose, bytes, sha256, created_at, status, status_details, validation, job_id)"
+    " VALUES (?,?,?,?,?,?,?,?,?)";
+
+int store_file_add(store *s, const char *filename, const char *purpose, const void *data, size_t len,
+                   const char *status, const char *details, const json_t *validation, int64_t job_id,
+                   int64_t *id, char err[256]) {
+    unsigned char h[32];
+    char hex[65], path[STORE_PATH], dir[STORE_PATH], e2[AL_ERRLEN];
+    if (store_sha256(data, len, h)) {
+        snprintf(err, 256, "sha256 failed");
+        return STORE_EIO;
+    }
+    store_hex(h, 32, hex);
+    blob_path(s, hex, path);
+    snprintf(dir, sizeof dir, "%.3900s/files/%.2s", s->dir, hex);
+    /* content-addressed: an existing blob already holds these bytes */
+    if (!al_file_exists(path)) {
+        if (al_mkdir_p(dir, e2) || al_file_write_atomic(path, data, len, e2)) {
+            snprintf(err, 256, "storing the file: %.200s", e2);
+            return STORE_EIO;
+        }
+    }
+    char *val = dump(validation);
+    LOCK();
+    int rc = exec_st(s, q(s, SQL_FILE_INS, "ttitittti", filename, purpose, (int64_t)len, hex, now_s(), status,
+                          details, val, job_id ? job_id : (int64_t)0));
+    if (!rc) *id = sqlite3_last_insert_rowid(s->db);
+    UNLOCK();
+    free(val);
+    if (rc) snprintf(err, 256, "database write failed");
+    return rc;
+}
+
+static const char SQL_FILE_COLS[] =
+    "SELECT id, bytes, created_at, filename, purpose, status, status_details, sha256, validation, job_id"
+    " FROM files WHERE id = ? AND deleted = 0";
+
+static json_t *file_row(sqlite3_stmt *st) {
+    char id[32];
+    snprintf(id, sizeof id, "file-%lld", (long long)sqlite3_column_int64(st, 0));
+    json_t *o = json_object();
+    json_object_set_new(o, "object", json_string("file"));
+    json_object_set_new(o, "id", json_string(id));
+    json_object_set_new(o, "bytes", json_integer(sqlite3_column_int64(st, 1)));
+    json_object_set_new(o, "created_at", json_integer(sqlite3_column_int64(st, 2)));
+    json_object_set_new(o, "filename", col_str_json(st, 3));
+    json_object_set_new(o, "purpose", col_str_json(st, 4));
+    json_object_set_new(o, "status", col_str_json(st, 5));
+    json_object_set_new(o, "status_details", col_str_json(st, 6));
+    json_object_set_new(o, "sha256", col_str_json(st, 7));
+    json_object_set_new(o, "validation", col_json(st, 8));
+    if (sqlite3_column_int64(st, 9) > 0) {
+        snprintf(id, sizeof id, "ftjob-%lld", (long long)sqlite3_column_int64(st, 9));
+        json_object_set_new(o, "fine_tuning_job_id", json_string(id));
+    }
+    return o;
+}
+
+json_t *store_file_json(store *s, int64_t id) {
+    LOCK();
+    sqlite3_stmt *st = q(s, SQL_FILE_COLS, "i", id);
+    json_t *o = st && sqlite3_step(st) == SQLITE_ROW ? file_row(st) : NULL;
+    if (st) sqlite3_reset(st);
+    UNLOCK();
+    return o;
+}
+
+/* Builds {"object":"list","data":[...],"has_more","first_id","last_id"} from
+ * up to limit+1 rows. */
+static json_t *list_new(json_t *data, int limit) {
+    int has_more = (int)json_array_size(data) > limit;
+    if (has_more) json_array_remove(data, (size_t)limit);
+    json_t *o = json_object();
+    json_object_set_new(o, "object", json_string("list"));
+    json_t *first = json_array_size(data) ? json_object_get(json_array_get(data, 0), "id") : NULL;
+    json_t *last = json_array_size(data) ? json_object_get(json_array_get(data, json_array_size(data) - 1), "id") : NULL;
+    json_object_set(o, "first_id", first ? first : json_null());
+    json_object_set(o, "last_id", last ? last : json_null());
+    json_object_set_new(o, "data", data);
+    json_object_set_new(o, "has_more", json_boolean(has_more));
+    return o;
+}
+
+static const char SQL_FILE_LIST[] =
+    "SELECT id, bytes, created_at, filename, purpose, status, status_details, sha256, validation, job_id"
+    " FROM files WHERE deleted = 0 AND id < ?1 AND (?2 IS NULL OR purpose = ?2) ORDER BY id DESC LIMIT ?3";
+
+json_t *store_file_list(store *s, int64_t after, int limit, const char *purpose) {
+    json_t *data = json_array();
+    LOCK();
+    sqlite3_stmt *st = q(s, SQL_FILE_LIST, "iti", after > 0 ? after : INT64_MAX, purpose, (int64_t)limit + 1);
+    while (st && sqlite3_step(st) == SQLITE_ROW) json_array_append_new(data, file_row(st));
+    if (st) sqlite3_reset(st);
+    UNLOCK();
+    return list_new(data, limit);
+}
+
+static const char SQL_FILE_INFO[] = "SELECT status, sha256 FROM files WHERE id = ? AND deleted = 0";
+
+int store_file_info(store *s, int64_t id, char status[32], char path[STORE_PATH]) {
+    int rc = STORE_ENOTFOUND;
+    LOCK();
+    sqlite3_stmt *st = q(s, SQL_FILE_INFO, "i", id);
+    if (st && sqlite3_step(st) == SQLITE_ROW) {
+        col_copy(st, 0, status, 32);
+        char sha[80];
+        col_copy(st, 1, sha, sizeof sha);
+        blob_path(s, sha, path);
+        rc = STORE_OK;
+    }
+    if (st) sqlite3_reset(st);
+    UNLOCK();
+    return rc;
+}
+
+static const char SQL_FILE_USER[] =
+    "SELECT id FROM jobs WHERE status NOT IN ('succeeded','failed','cancelled')"
+    " AND (training_file = ?1 OR validation_file = ?1) LIMIT 1";
+static const char SQL_FILE_DEL[] = "UPDATE files SET deleted = 1 WHERE id = ? AND deleted = 0 RETURNING sha256";
+static const char SQL_FILE_SHA_USED[] = "SELECT count(*) FROM files WHERE sha256 = ? AND deleted = 0";
+
+int store_file_delete(store *s, int64_t id, int64_t *user) {
+    char fid[32], sha[80] = "";
+    snprintf(fid, sizeof fid, "file-%lld", (long long)id);
+    LOCK();
+    sqlite3_stmt *st = q(s, SQL_FILE_USER, "t", fid);
+    int rc = STORE_OK;
+    if (st && sqlite3_step(st) == SQLITE_ROW) {
+        *user = sqlite3_column_int64(st, 0);
+        rc = STORE_EINUSE;
+    }
+    if (st) sqlite3_reset(st);
+    if (!rc) {
+        st = q(s, SQL_FILE_DEL, "i", id);
+        if (st && sqlite3_step(st) == SQLITE_ROW) col_copy(st, 0, sha, sizeof sha);
+        else rc = STORE_ENOTFOUND;
+        if (st) sqlite3_reset(st);
+    }
+    int used = 1;
+    if (!rc && (st = q(s, SQL_FILE_SHA_USED, "t", sha)) && sqlite3_step(st) == SQLITE_ROW)
+        used = sqlite3_column_int(st, 0) > 0;
+    if (st) sqlite3_reset(st);
+    UNLOCK();
+    if (!rc && !used) {
+        char path[STORE_PATH];
+        blob_path(s, sha, path);
+        unlink(path);
+    }
+    return rc;
+}
+
+/* ---- models ------------------------------------------------------------------------ */
+
+static const char SQL_MODEL_PUT[] =
+    "INSERT INTO models(name, path, kind, base_model, owned_by, job_id, created_at, architecture, parameters,"
+    " has_score_head) VALUES (?,?,?,?,?,?,?,?,?,?) ON CONFLICT(name) DO UPDATE SET path=excluded.path,"
+    " kind=excluded.kind, base_model=excluded.base_model, owned_by=excluded.owned_by, job_id=excluded.job_id,"
+    " architecture=excluded.architecture, parameters=excluded.parameters, has_score_head=excluded.has_score_head";
+
+int store_model_put(store *s, const store_model *m) {
+    LOCK();
+    int rc = exec_st(s, q(s, SQL_MODEL_PUT, "tttttiitii", m->name, m->path, m->kind, m->base[0] ? m->base : NULL,
+                          m->owned_by, m->job_id ? m->job_id : (int64_t)0, m->created_at ? m->created_at : now_s(),
+                          m->arch, m->params, (int64_t)m->has_score));
+    feed_bump(s);
+    UNLOCK();
+    return rc;
+}
+
+static const char SQL_MODEL_GET[] =
+    "SELECT name, path, kind, base_model, owned_by, job_id, architecture, parameters, has_score_head, created_at, id"
+    " FROM models WHERE name = ?";
+
+static void model_row(sqlite3_stmt *st, store_model *m) {
+    memset(m, 0, sizeof *m);
+    col_copy(st, 0, m->name, sizeof m->name);
+    col_copy(st, 1, m->path, sizeof m->path);
+    col_copy(st, 2, m->kind, sizeof m->kind);
+    col_copy(st, 3, m->base, sizeof m->base);
+    col_copy(st, 4, m->owned_by, sizeof m->owned_by);
+    m->job_id = sqlite3_column_int64(st, 5);
+    col_copy(st, 6, m->arch, sizeof m->arch);
+    m->params = sqlite3_column_int64(st, 7);
+    m->has_score = sqlite3_column_int(st, 8);
+    m->created_at = sqlite3_column_int64(st, 9);
+}
+
+int store_model_get(store *s, const char *name, store_model *out) {
+    LOCK();
+    sqlite3_stmt *st = q(s, SQL_MODEL_GET, "t", name);
+    int rc = STORE_ENOTFOUND;
+    if (st && sqlite3_step(st) == SQLITE_ROW) {
+        model_row(st, out);
+        rc = STORE_OK;
+    }
+    if (st) sqlite3_reset(st);
+    UNLOCK();
+    return rc;
+}
+
+static const char SQL_MODEL_USERS[] =
+    "SELECT id FROM jobs WHERE status NOT IN ('succeeded','failed','cancelled') AND (model = ?1 OR ref_model = ?1)"
+    " ORDER BY id";
+
+/* Jobs (not final) using model `name`, as a JSON array of ids. Locked. */
+static json_t *model_users(store *s, const char *name) {
+    json_t *a = json_array();
+    sqlite3_stmt *st = q(s, SQL_MODEL_USERS, "t", name);
+    while (st && sqlite3_step(st) == SQLITE_ROW) {
+        char id[32];
+        snprintf(id, sizeof id, "ftjob-%lld", (long long)sqlite3_column_int64(st, 0));
+        json_array_append_new(a, json_string(id));
+    }
+    if (st) sqlite3_reset(st);
+    return a;
+}
+
+static json_t *model_json(store *s, const store_model *m) {
+    json_t *o = json_object();
+    json_object_set_new(o, "object", json_string("model"));
+    json_object_set_new(o, "id", json_string(m->name));
+    json_object_set_new(o, "created", json_integer(m->created_at));
+    json_object_set_new(o, "owned_by", json_string(m->owned_by));
+    json_object_set_new(o, "kind", json_string(m->kind));
+    json_object_set_new(o, "base_model", m->base[0] ? json_string(m->base) : json_null());
+    json_object_set_new(o, "architecture", json_string(m->arch));
+    json_object_set_new(o, "parameters", json_integer(m->params));
+    json_object_set_new(o, "has_score_head", json_boolean(m->has_score));
+    json_object_set_new(o, "in_use_by", model_users(s, m->name));
+    return o;
+}
+
+json_t *store_model_json(store *s, const char *name) {
+    store_model m;
+    if (store_model_get(s, name, &m)) return NULL;
+    LOCK();
+    json_t *o = model_json(s, &m);
+    UNLOCK();
+    return o;
+}
+
+static const char SQL_MODEL_LIST[] =
+    "SELECT name, path, kind, base_model, owned_by, job_id, architecture, parameters, has_score_head, created_at, id"
+    " FROM models WHERE id < coalesce((SELECT id FROM models WHERE name = ?1), 9223372036854775807)"
+    " ORDER BY id DESC LIMIT ?2";
+
+json_t *store_model_list(store *s, const char *after, int limit) {
+    store_model *ms = calloc((size_t)limit + 1, sizeof *ms);
+    json_t *data = json_array();
+    if (!ms) return list_new(data, limit);
+    int n = 0;
+    LOCK();
+    sqlite3_stmt *st = q(s, SQL_MODEL_LIST, "ti", after, (int64_t)limit + 1);
+    while (st && n <= limit && sqlite3_step(st) == SQLITE_ROW) model_row(st, &ms[n++]);
+    if (st) sqlite3_reset(st);
+    for (int i = 0; i < n; i++) json_array_append_new(data, model_json(s, &ms[i]));
+    UNLOCK();
+    free(ms);
+    return list_new(data, limit);
+}
+
+static const char SQL_MODEL_DEL[] = "DELETE FROM models WHERE name = ?";
+
+int store_model_delete(store *s, const char *name, char in_use[256]) {
+    LOCK();
+    json_t *u = model_users(s, name);
+    int rc = STORE_OK;
+    if (json_array_size(u)) {
+        size_t len = 0;
+        in_use[0] = 0;
+        for (size_t i = 0; i < json_array_size(u) && len < 200; i++)
+            len += (size_t)snprintf(in_use + len, 256 - len, "%s%s", i ? ", " : "",
+                                    json_string_value(json_array_get(u, i)));
+        rc = STORE_EINUSE;
+    } else {
+        rc = exec_st(s, q(s, SQL_MODEL_DEL, "t", name));
+        if (!rc && sqlite3_changes(s->db) == 0) rc = STORE_ENOTFOUND;
+    }
+    json_decref(u);
+    UNLOCK();
+    return rc;
+}
+
+/* ---- jobs -------------------------------------------------------------------------- */
+
+static const char SQL_JOB_INS[] =
+    "INSERT INTO jobs(method, model, ref_model, training_file, validation_file, task, request, spec,"
+    " hyperparameters, status, priority, suffix, metadata, from_checkpoint, seed, created_at, memory_bytes,"
+    " resume_dir) VALUES (?,?,?,?,?,?,?,?,?,'validating_files',?,?,?,?,?,?,?,?)";
+static const char SQL_JOB_OUTDIR[] = "UPDATE jobs SET output_dir = ? WHERE id = ?";
+static const char SQL_EVENT_INS[] =
+    "INSERT INTO events(job_id, seq, created_at, level, type, message, data, status) VALUES (?,?,?,?,?,?,?,?)";
+
+/* Adds an event (locked, inside a transaction). A status event takes two
+ * seqs: the event item and the status item. */
+static int event_add(store *s, int64_t job, const char *level, const char *type, const char *data,
+                     const char *status, const char *msg) {
+    int64_t seq = next_seq(s, job, status ? 2 : 1);
+    if (!seq) return STORE_EIO;
+    return exec_st(s, q(s, SQL_EVENT_INS, "iiittttt", job, seq, now_s(), level, type, msg, data, status));
+}
+
+int store_job_create(store *s, const store_job_new *j, int64_t *id) {
+    char *task = dump(j->task), *req = dump(j->request), *spec = dump(j->spec), *hp = dump(j->hyperparameters),
+         *md = dump(j->metadata);
+    LOCK();
+    int rc = tx_begin(s);
+    if (!rc)
+        rc = exec_st(s, q(s, SQL_JOB_INS, "ttttttttti" "tttiiit", j->method, j->model, j->ref_model, j->training_file,
+                          j->validation_file, task, req ? req : "{}", spec ? spec : "{}", hp, (int64_t)j->priority,
+                          j->suffix, md, j->from_checkpoint, j->seed, now_s(), j->memory_bytes, j->resume_dir));
+    int64_t jid = rc ? 0 : sqlite3_last_insert_rowid(s->db);
+    if (!rc) {
+        char dir[STORE_PATH];
+        snprintf(dir, sizeof dir, "%s/ftjob-%lld", j->jobs_dir, (long long)jid);
+        /* the spec's output_dir is filled by the worker from this column */
+        rc = exec_st(s, q(s, SQL_JOB_OUTDIR, "ti", dir, jid));
+    }
+    if (!rc) {
+        char msg[160];
+        snprintf(msg, sizeof msg, "Created fine-tuning job: ftjob-%lld", (long long)jid);
+        rc = event_add(s, jid, "info", "status", NULL, "validating_files", msg);
+    }
+    if (!rc) rc = tx_commit(s);
+    else tx_rollback(s);
+    if (!rc) {
+        *id = jid;
+        feed_bump(s);
+    }
+    UNLOCK();
+    free(task);
+    free(req);
+    free(spec);
+    free(hp);
+    free(md);
+    return rc;
+}
+
+static const char SQL_JOB_TRANS[] =
+    "UPDATE jobs SET status = ?3,"
+    " error_code = CASE WHEN ?4 IS NULL THEN error_code WHEN ?4 = '' THEN NULL ELSE ?4 END,"
+    " error_message = CASE WHEN ?5 IS NULL THEN error_message WHEN ?5 = '' THEN NULL ELSE ?5 END,"
+    " error_param = CASE WHEN ?6 IS NULL THEN error_param WHEN ?6 = '' THEN NULL ELSE ?6 END,"
+    " fine_tuned_model = CASE WHEN ?7 IS NULL THEN fine_tuned_model WHEN ?7 = '' THEN NULL ELSE ?7 END,"
+    " resume_dir = CASE WHEN ?8 IS NULL THEN resume_dir WHEN ?8 = '' THEN NULL ELSE ?8 END,"
+    " started_at = CASE WHEN ?9 AND started_at IS NULL THEN ?11 ELSE started_at END,"
+    " finished_at = CASE WHEN ?10 THEN ?11 ELSE finished_at END,"
+    " step = CASE WHEN ?12 >= 0 THEN ?12 ELSE step END,"
+    " remaining_s = CASE WHEN ?3 IN ('succeeded','failed','cancelled') THEN NULL ELSE remaining_s END"
+    " WHERE id = ?1 AND instr('|' || ?2 || '|', '|' || status || '|') > 0";
+static const char SQL_DROP_METRICS[] = "DELETE FROM metrics WHERE job_id = ? AND step > ?";
+static const char SQL_DROP_SAMPLES[] = "DELETE FROM samples WHERE job_id = ? AND step > ?";
+static const char SQL_DROP_CKPTS[] = "DELETE FROM checkpoints WHERE job_id = ? AND step > ?";
+static const char SQL_JOB_EXISTS[] = "SELECT status FROM jobs WHERE id = ?";
+
+static int transition_locked(store *s, int64_t id, const char *from, const char *to, const char *level,
+                             const store_upd *upd, const char *msg) {
+    static const store_upd none = STORE_UPD_INIT;
+    if (!upd) upd = &none;
+    int rc = tx_begin(s);
+    if (rc) return rc;
+    rc = exec_st(s, q(s, SQL_JOB_TRANS, "itttttttiiii", id, from, to, upd->error_code, upd->error_message,
+                      upd->error_param, upd->fine_tuned_model, upd->resume_dir, (int64_t)upd->started,
+                      (int64_t)upd->finished, now_s(), (int64_t)upd->step));
+    if (!rc && sqlite3_changes(s->db) == 0) {
+        sqlite3_stmt *st = q(s, SQL_JOB_EXISTS, "i", id);
+        rc = st && sqlite3_step(st) == SQLITE_ROW ? STORE_ESTATE : STORE_ENOTFOUND;
+        if (st) sqlite3_reset(st);
+    }
+    if (!rc && upd->step >= 0) {
+        /* what a resumed run will log again */
+        rc = exec_st(s, q(s, SQL_DROP_METRICS, "ii", id, (int64_t)upd->step));
+        if (!rc) rc = exec_st(s, q(s, SQL_DROP_SAMPLES, "ii", id, (int64_t)upd->step));
+        if (!rc) rc = exec_st(s, q(s, SQL_DROP_CKPTS, "ii", id, (int64_t)upd->step));
+    }
+    if (!rc) {
+        char data[96];
+        snprintf(data, sizeof data, "{\"status\":\"%s\"}", to);
+        rc = event_add(s, id, level, "status", data, to, msg);
+    }
+    if (!rc) rc = tx_commit(s);
+    else tx_rollback(s);
+    if (!rc) feed_bump(s);
+    return rc;
+}
+
+int store_job_transition(store *s, int64_t id, const char *from, const char *to, const char *level,
+                         const store_upd *upd, const char *fmt, ...) {
+    char msg[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    LOCK();
+    int rc = transition_locked(s, id, from, to, level, upd, msg);
+    UNLOCK();
+    if (!rc) log_info("event=status job=ftjob-%lld status=%s", (long long)id, to);
+    return rc;
+}
+
+int store_job_status(store *s, int64_t id, char stat[32]) {
+    LOCK();
+    sqlite3_stmt *st = q(s, SQL_JOB_EXISTS, "i", id);
+    int rc = STORE_ENOTFOUND;
+    if (st && sqlite3_step(st) == SQLITE_ROW) {
+        col_copy(st, 0, stat, 32);
+        rc = STORE_OK;
+    }
+    if (st) sqlite3_reset(st);
+    UNLOCK();
+    return rc;
+}
+
+static const char SQL_JOB_RUN[] =
+    "SELECT spec, resume_dir, output_dir, method, suffix, model, step, elapsed_s, memory_bytes, priority"
+    " FROM jobs WHERE id = ?";
+
+int store_job_run_info(store *s, int64_t id, store_run *r) {
+    memset(r, 0, sizeof *r);
+    LOCK();
+    sqlite3_stmt *st = q(s, SQL_JOB_RUN, "i", id);
+    int rc = STORE_ENOTFOUND;
+    if (st && sqlite3_step(st) == SQLITE_ROW) {
+        r->id = id;
+        const char *sp = col_text(st, 0);
+        r->spec = strdup(sp ? sp : "{}");
+        col_copy(st, 1, r->resume_dir, sizeof r->resume_dir);
+        col_copy(st, 2, r->output_dir, sizeof r->output_dir);
+        col_copy(st, 3, r->method, sizeof r->method);
+        col_copy(st, 4, r->suffix, sizeof r->suffix);
+        col_copy(st, 5, r->model, sizeof r->model);
+        r->step = (long)sqlite3_column_int64(st, 6);
+        r->elapsed_s = sqlite3_column_double(st, 7);
+        r->memory_bytes = sqlite3_column_int64(st, 8);
+        r->priority = sqlite3_column_int(st, 9);
+        rc = r->spec ? STORE_OK : STORE_EIO;
+    }
+    if (st) sqlite3_reset(st);
+    UNLOCK();
+    return rc;
+}
+
+void store_run_deinit(store_run *r) {
+    free(r->spec);
+    r->spec = NULL;
+}
+
+static const char SQL_QUEUE[] =
+    "SELECT id, memory_bytes FROM jobs WHERE status = 'queued' ORDER BY priority DESC, id ASC LIMIT ?";
+
+int store_queue(store *s, int64_t *ids, int64_t *mem, int n) {
+    int k = 0;
+    LOCK();
+    sqlite3_stmt *st = q(s, SQL_QUEUE, "i", (int64_t)n);
+    while (st && k < n && sqlite3_step(st) == SQLITE_ROW) {
+        ids[k] = sqlite3_column_int64(st, 0);
+        mem[k++] = sqlite3_column_int64(st, 1);
+    }
+    if (st) sqlite3_reset(st);
+    UNLOCK();
+    return k;
+}
+
+static const char SQL_PROGRESS[] =
+    "UPDATE jobs SET step = ?2, total_steps = ?3, epoch = ?4, trained_tokens = ?5,"
+    " tokens_per_second = coalesce(?6, tokens_per_second), elapsed_s = ?7, remaining_s = ?8 WHERE id = ?1";
+
+int store_job_progress(store *s, int64_t id, long step, long total, double epoch, double tokens, double tps,
+                       double elapsed_s, double remaining_s) {
+    LOCK();
+    int rc = exec_st(s, q(s, SQL_PROGRESS, "iiidddd" "d", id, (int64_t)step, (int64_t)total, epoch, tokens,
+                          tps, elapsed_s, remaining_s));
+    UNLOCK();
+    return rc;
+}
+
+int store_job_event(store *s, int64_t id, const char *level, const char *type, const json_t *data,
+                    const char *fmt, ...) {
+    char msg[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    char *d = dump(data);
+    LOCK();
+    int rc = tx_begin(s);
+    if (!rc) rc = event_add(s, id, level, type, d, NULL, msg);
+    if (!rc) rc = tx_commit(s);
+    else tx_rollback(s);
+    if (!rc) feed_bump(s);
+    UNLOCK();
+    free(d);
+    return rc;
+}
+
+static const char SQL_METRIC_INS[] =
+    "INSERT OR REPLACE INTO metrics(job_id, step, seq, epoch, created_at, name, value) VALUES (?,?,?,?,?,?,?)";
+
+int store_job_metrics_add(store *s, int64_t id, long step, double epoch, const char *const *names,
+                          const double *values, int n) {
+    LOCK();
+    int rc = tx_begin(s);
+    int64_t seq = rc ? 0 : next_seq(s, id, 1);
+    if (!seq) rc = STORE_EIO;
+    int64_t t = now_s();
+    for (int i = 0; !rc && i < n; i++)
+        rc = exec_st(s, q(s, SQL_METRIC_INS, "iiiditd", id, (int64_t)step, seq, epoch, t, names[i], values[i]));
+    if (!rc) rc = tx_commit(s);
+    else tx_rollback(s);
+    if (!rc) feed_bump(s);
+    UNLOCK();
+    return rc;
+}
+
+static const char SQL_SAMPLE_INS[] =
+    "INSERT INTO samples(job_id, step, seq, created_at, prompt, completion, reward) VALUES (?,?,?,?,?,?,?)";
+
+int store_job_sample_add(store *s, int64_t id, long step, const char *prompt, const char *completion,
+                         double reward) {
+    LOCK();
+    int rc = tx_begin(s);
+    int64_t seq = rc ? 0 : next_seq(s, id, 1);
+    if (!seq) rc = STORE_EIO;
+    if (!rc) rc = exec_st(s, q(s, SQL_SAMPLE_INS, "iiiittd", id, (int64_t)step, seq, now_s(), prompt, completion, reward));
+    if (!rc) rc = tx_commit(s);
+    else tx_rollback(s);
+    if (!rc) feed_bump(s);
+    UNLOCK();
+    return rc;
+}
+
+static const char SQL_STEP_METRICS[] = "SELECT name, value FROM metrics WHERE job_id = ? AND step = ? ORDER BY name";
+static const char SQL_CKPT_INS[] =
+    "INSERT OR REPLACE INTO checkpoints(job_id, step, path, created_at, metrics) VALUES (?,?,?,?,?)";
+static const char SQL_RESUME_SET[] = "UPDATE jobs SET resume_dir = ? WHERE id = ?";
+
+/* {name: value} of a job's step (locked). */
+static json_t *step_metrics(store *s, int64_t id, long step) {
+    json_t *m = json_object();
+    sqlite3_stmt *st = q(s, SQL_STEP_METRICS, "ii", id, (int64_t)step);
+    while (st && sqlite3_step(st) == SQLITE_ROW) json_object_set_new(m, col_text(st, 0), col_real_json(st, 1));
+    if (st) sqlite3_reset(st);
+    return m;
+}
+
+int store_job_checkpoint_add(store *s, int64_t id, long step, const char *path) {
+    LOCK();
+    int rc = tx_begin(s);
+    json_t *m = rc ? NULL : step_metrics(s, id, step);
+    char *ms = dump(m);
+    json_decref(m);
+    if (!rc) rc = exec_st(s, q(s, SQL_CKPT_INS, "iitit", id, (int64_t)step, path, now_s(), ms));
+    /* the next run of this job starts here */
+    if (!rc) rc = exec_st(s, q(s, SQL_RESUME_SET, "ti", path, id));
+    if (!rc) {
+        char msg[160], data[64];
+        snprintf(msg, sizeof msg, "Checkpoint written at step %ld", step);
+        snprintf(data, sizeof data, "{\"step\":%ld}", step);
+        rc = event_add(s, id, "info", "checkpoint", data, NULL, msg);
+    }
+    if (!rc) rc = tx_commit(s);
+    else tx_rollback(s);
+    if (!rc) feed_bump(s);
+    UNLOCK();
+    free(ms);
+    return rc;
+}
+
+static const char SQL_CKPT_AT[] = "SELECT path, step FROM checkpoints WHERE job_id = ?1 AND (?2 < 0 OR step = ?2)"
+                                  " ORDER BY step DESC LIMIT 1";
+
+int store_job_checkpoint_path(store *s, int64_t id, long step, char path[STORE_PATH], long *step_out) {
+    LOCK();
+    sqlite3_stmt *st = q(s, SQL_CKPT_AT, "ii", id, (int64_t)step);
+    int rc = STORE_ENOTFOUND;
+    if (st && sqlite3_step(st) == SQLITE_ROW) {
+        col_copy(st, 0, path, STORE_PATH);
+        if (step_out) *step_out = (long)sqlite3_column_int64(st, 1);
+        rc = STORE_OK;
+    }
+    if (st) sqlite3_reset(st);
+    UNLOCK();
+    return rc;
+}
+
+/* ---- job objects ------------------------------------------------------------------------ */
+
+static const char SQL_JOB_GET[] =
+    "SELECT id, created_at, started_at, finished_at, model, fine_tuned_model, suffix, method, status, priority,"
+    " training_file, validation_file, task, hyperparameters, seed, metadata, step, total_steps, epoch,"
+    " elapsed_s, remaining_s, tokens_per_second, trained_tokens, error_code, error_message, error_param,"
+    " from_checkpoint FROM jobs WHERE id = ?";
+static const char SQL_QPOS[] =
+    "SELECT count(*) FROM jobs WHERE status = 'queued' AND (priority > ?1 OR (priority = ?1 AND id < ?2))";
+static const char SQL_RESULT_FILES[] = "SELECT id FROM files WHERE job_id = ? AND deleted = 0 ORDER BY id";
+static const char SQL_LAST_STEP[] = "SELECT max(step) FROM metrics WHERE job_id = ?";
+
+static json_t *job_json_locked(store *s, int64_t id) {
+    sqlite3_stmt *st = q(s, SQL_JOB_GET, "i", id);
+    if (!st || sqlite3_step(st) != SQLITE_ROW) {
+        if (st) sqlite3_reset(st);
+        return NULL;
+    }
+    char jid[32], status[32];
+    snprintf(jid, sizeof jid, "ftjob-%lld", (long long)id);
+    col_copy(st, 8, status, sizeof status);
+    int prio = sqlite3_column_int(st, 9);
+    json_t *o = json_object();
+    json_object_set_new(o, "object", json_string("fine_tuning.job"));
+    json_object_set_new(o, "id", json_string(jid));
+    json_object_set_new(o, "created_at", col_int_json(st, 1));
+    json_object_set_new(o, "started_at", col_int_json(st, 2));
+    json_object_set_new(o, "finished_at", col_int_json(st, 3));
+    json_object_set_new(o, "model", col_str_json(st, 4));
+    json_object_set_new(o, "fine_tuned_model", col_str_json(st, 5));
+    json_object_set_new(o, "suffix", col_str_json(st, 6));
+    json_object_set_new(o, "method", col_str_json(st, 7));
+    json_object_set_new(o, "status", json_string(status));
+    json_object_set_new(o, "priority", json_integer(prio));
+    json_object_set_new(o, "training_file", col_str_json(st, 10));
+    json_object_set_new(o, "validation_file", col_str_json(st, 11));
+    json_object_set_new(o, "task", col_json(st, 12));
+    json_object_set_new(o, "hyperparameters", col_json(st, 13));
+    json_object_set_new(o, "seed", json_integer(sqlite3_column_int64(st, 14)));
+    json_object_set_new(o, "metadata", col_json(st, 15));
+    long step = (long)sqlite3_column_int64(st, 16), total = (long)sqlite3_column_int64(st, 17);
+    double remaining = sqlite3_column_double(st, 20);
+    int has_remaining = sqlite3_column_type(st, 20) != SQLITE_NULL;
+    json_t *p = json_object();
+    json_object_set_new(p, "step", json_integer(step));
+    json_object_set_new(p, "total_steps", json_integer(total));
+    json_object_set_new(p, "epoch", json_real(sqlite3_column_double(st, 18)));
+    json_object_set_new(p, "percentage", json_real(total > 0 ? round(1000.0 * (double)step / (double)total) / 10.0 : 0));
+    json_object_set_new(p, "elapsed_s", json_real(round(sqlite3_column_double(st, 19) * 10) / 10));
+    json_object_set_new(p, "remaining_s", has_remaining ? json_real(round(remaining * 10) / 10) : json_null());
+    json_object_set_new(p, "tokens_per_second", json_real(sqlite3_column_double(st, 21)));
+    json_object_set_new(o, "progress", p);
+    json_object_set_new(o, "trained_tokens", json_integer((json_int_t)sqlite3_column_double(st, 22)));
+    json_object_set_new(o, "estimated_finish",
+                        has_remaining && !strcmp(status, "running") ? json_integer(now_s() + (int64_t)remaining)
+                                                                     : json_null());
+    if (sqlite3_column_type(st, 23) != SQLITE_NULL) {
+        json_t *e = json_object();
+        json_object_set_new(e, "code", col_str_json(st, 23));
+        json_object_set_new(e, "message", col_str_json(st, 24));
+        json_object_set_new(e, "param", col_str_json(st, 25));
+        json_object_set_new(o, "error", e);
+    } else {
+        json_object_set_new(o, "error", json_null());
+    }
+    json_object_set_new(o, "from_checkpoint", col_str_json(st, 26));
+    sqlite3_reset(st);
+    /* queue position */
+    if (!strcmp(status, "queued") && (st = q(s, SQL_QPOS, "ii", (int64_t)prio, id)) && sqlite3_step(st) == SQLITE_ROW)
+        json_object_set_new(o, "queue_position", json_integer(sqlite3_column_int64(st, 0) + 1));
+    else
+        json_object_set_new(o, "queue_position", json_null());
+    if (st) sqlite3_reset(st);
+    json_t *rf = json_array();
+    st = q(s, SQL_RESULT_FILES, "i", id);
+    while (st && sqlite3_step(st) == SQLITE_ROW) {
+        char fid[32];
+        snprintf(fid, sizeof fid, "file-%lld", (long long)sqlite3_column_int64(st, 0));
+        json_array_append_new(rf, json_string(fid));
+    }
+    if (st) sqlite3_reset(st);
+    json_object_set_new(o, "result_files", rf);
+    json_t *lm = NULL;
+    if ((st = q(s, SQL_LAST_STEP, "i", id)) && sqlite3_step(st) == SQLITE_ROW &&
+        sqlite3_column_type(st, 0) != SQLITE_NULL) {
+        long ls = (long)sqlite3_column_int64(st, 0);
+        sqlite3_reset(st);
+        lm = step_metrics(s, id, ls);
+    }
+    if (st) sqlite3_reset(st);
+    json_object_set_new(o, "latest_metrics", lm ? lm : json_null());
+    return o;
+}
+
+json_t *store_job_json(store *s, int64_t id) {
+    LOCK();
+    json_t *o = job_json_locked(s, id);
+    UNLOCK();
+    return o;
+}
+
+static const char SQL_JOB_LIST[] =
+    "SELECT id FROM jobs WHERE id < ?1 AND (?2 IS NULL OR status = ?2) ORDER BY id DESC LIMIT ?3";
+
+json_t *store_job_list(store *s, int64_t after, int limit, const char *status) {
+    int64_t *ids = calloc((size_t)limit + 1, sizeof *ids);
+    json_t *data = json_array();
+    if (!ids) return list_new(data, limit);
+    int n = 0;
+    LOCK();
+    sqlite3_stmt *st = q(s, SQL_JOB_LIST, "iti", after > 0 ? after : INT64_MAX, status, (int64_t)limit + 1);
+    while (st && n <= limit && sqlite3_step(st) == SQLITE_ROW) ids[n++] = sqlite3_column_int64(st, 0);
+    if (st) sqlite3_reset(st);
+    for (int i = 0; i < n; i++) {
+        json_t *o = job_json_locked(s, ids[i]);
+        if (o) json_array_append_new(data, o);
+    }
+    UNLOCK();
+    free(ids);
+    return list_new(data, limit);
+}
+
+static json_t *event_row(sqlite3_stmt *st) {
+    char id[32];
+    snprintf(id, sizeof id, "ftevent-%lld", (long long)sqlite3_column_int64(st, 0));
+    json_t *o = json_object();
+    json_object_set_new(o, "object", json_string("fine_tuning.job.event"));
+    json_object_set_new(o, "id", json_string(id));
+    json_object_set_new(o, "created_at", json_integer(sqlite3_column_int64(st, 1)));
+    json_object_set_new(o, "level", col_str_json(st, 2));
+    json_object_set_new(o, "message", col_str_json(st, 3));
+    json_object_set_new(o, "type", col_str_json(st, 4));
+    json_object_set_new(o, "data", col_json(st, 5));
+    return o;
+}
+
+static const char SQL_EVENTS[] =
+    "SELECT id, created_at, level, message, type, data FROM events WHERE job_id = ?1 AND id < ?2"
+    " ORDER BY id DESC LIMIT ?3";
+
+json_t *store_job_events(store *s, int64_t id, int64_t after, int limit) {
+    json_t *data = json_array();
+    LOCK();
+    sqlite3_stmt *st = q(s, SQL_EVENTS, "iii", id, after > 0 ? after : INT64_MAX, (int64_t)limit + 1);
+    while (st && sqlite3_step(st) == SQLITE_ROW) json_array_append_new(data, event_row(st));
+    if (st) sqlite3_reset(st);
+    UNLOCK();
+    return list_new(data, limit);
+}
+
+static int key_wanted(const char *keys, const char *name) {
+    if (!keys || !*keys) return 1;
+    size_t n = strlen(name);
+    for (const char *p = keys; *p;) {
+        const char *e = strchr(p, ',');
+        size_t len = e ? (size_t)(e - p) : strlen(p);
+        if (len == n && !strncmp(p, name, n)) return 1;
+        if (!e) break;
+        p = e + 1;
+    }
+    return 0;
+}
+
+static const char SQL_METRICS[] =
+    "SELECT step, epoch, created_at, name, value FROM metrics WHERE job_id = ? AND step > ? ORDER BY step, name";
+
+static json_t *metrics_row(long step, double epoch, int64_t t) {
+    json_t *o = json_object();
+    json_object_set_new(o, "object", json_string("fine_tuning.job.metrics"));
+    json_object_set_new(o, "step", json_integer(step));
+    json_object_set_new(o, "epoch", json_real(epoch));
+    json_object_set_new(o, "created_at", json_integer(t));
+    json_object_set_new(o, "metrics", json_object());
+    return o;
+}
+
+json_t *store_job_metrics(store *s, int64_t id, const char *keys, long after_step, long max_points) {
+    json_t *rows = json_array(), *cur = NULL;
+    long cur_step = -1;
+    LOCK();
+    sqlite3_stmt *st = q(s, SQL_METRICS, "ii", id, (int64_t)after_step);
+    while (st && sqlite3_step(st) == SQLITE_ROW) {
+        long step = (long)sqlite3_column_int64(st, 0);
+        const char *name = col_text(st, 3);
+        if (!name || !key_wanted(keys, name)) continue;
+        if (!cur || step != cur_step) {
+            cur = metrics_row(step, sqlite3_column_double(st, 1), sqlite3_column_int64(st, 2));
+            json_array_append_new(rows, cur);
+            cur_step = step;
+        }
+        json_object_set_new(json_object_get(cur, "metrics"), name, col_real_json(st, 4));
+    }
+    if (st) sqlite3_reset(st);
+    UNLOCK();
+    size_t total = json_array_size(rows);
+    json_t *data = rows;
+    if (max_points > 0 && total > (size_t)max_points) {
+        /* evenly spaced, the last row always included */
+        data = json_array();
+        for (long i = 0; i < max_points; i++) {
+            size_t k = max_points == 1 ? total - 1
+                                       : (size_t)llround((double)i * (double)(total - 1) / (double)(max_points - 1));
+            json_array_append(data, json_array_get(rows, k));
+        }
+        json_decref(rows);
+    }
+    json_t *o = json_object();
+    json_object_set_new(o, "object", json_string("list"));
+    json_object_set_new(o, "data", data);
+    json_object_set_new(o, "has_more", json_false());
+    json_object_set_new(o, "first_id", json_null());
+    json_object_set_new(o, "last_id", json_null());
+    json_object_set_new(o, "total_points", json_integer((json_int_t)total));
+    return o;
+}
+
+static const char SQL_SAMPLES[] =
+    "SELECT step, created_at, prompt, completion, reward, id FROM samples WHERE job_id = ? AND step > ?"
+    " ORDER BY step, id LIMIT ?";
+
+
+static json_t *sample_row(sqlite3_stmt *st) {
+    json_t *o = json_object();
+    json_object_set_new(o, "object", json_string("fine_tuning.job.sample"));
+    json_object_set_new(o, "step", json_integer(sqlite3_column_int64(st, 0)));
+    json_object_set_new(o, "created_at", json_integer(sqlite3_column_int64(st, 1)));
+    json_object_set_new(o, "prompt", col_str_json(st, 2));
+    json_object_set_new(o, "completion", col_str_json(st, 3));
+    json_object_set_new(o, "reward", col_real_json(st, 4));
+    return o;
+}
+
+json_t *store_job_samples(store *s, int64_t id, long after_step, int limit) {
+    json_t *data = json_array();
+    LOCK();
+    sqlite3_stmt *st = q(s, SQL_SAMPLES, "iii", id, (int64_t)after_step, (int64_t)limit + 1);
+    while (st && sqlite3_step(st) == SQLITE_ROW) json_array_append_new(data, sample_row(st));
+    if (st) sqlite3_reset(st);
+    UNLOCK();
+    return list_new(data, limit);
+}
+
+static const char SQL_CKPTS[] =
+    "SELECT id, created_at, step, metrics FROM checkpoints WHERE job_id = ?1 AND id > ?2 ORDER BY step, id LIMIT ?3";
+
+json_t *store_job_checkpoints(store *s, int64_t id, int64_t after, int limit) {
+    json_t *data = json_array();
+    LOCK();
+    sqlite3_stmt *st = q(s, SQL_CKPTS, "iii", id, after, (int64_t)limit + 1);
+    while (st && sqlite3_step(st) == SQLITE_ROW) {
+        char cid[32], jid[32], name[64];
+        snprintf(cid, sizeof cid, "ckpt-%lld", (long long)sqlite3_column_int64(st, 0));
+        snprintf(jid, sizeof jid, "ftjob-%lld", (long long)id);
+        snprintf(name, sizeof name, "%s:%lld", jid, (long long)sqlite3_column_int64(st, 2));
+        json_t *o = json_object();
+        json_object_set_new(o, "object", json_string("fine_tuning.job.checkpoint"));
+        json_object_set_new(o, "id", json_string(cid));
+        json_object_set_new(o, "created_at", json_integer(sqlite3_column_int64(st, 1)));
+        json_object_set_new(o, "fine_tuning_job_id", json_string(jid));
+        json_object_set_new(o, "fine_tuned_model_checkpoint", json_string(name));
+        json_object_set_new(o, "step_number", json_integer(sqlite3_column_int64(st, 2)));
+        json_t *m = col_json(st, 3);
+        json_object_set_new(o, "metrics", json_is_object(m) ? m : (json_decref(m), json_object()));
+        json_array_append_new(data, o);
+    }
+    if (st) sqlite3_reset(st);
+    UNLOCK();
+    return list_new(data, limit);
+}
+
+/* ---- the live feed ---------------------------------------------------------------------- */
+
+static const char SQL_FEED_EV[] =
+    "SELECT id, created_at, level, message, type, data, seq, status FROM events WHERE job_id = ?1 AND seq + 1 > ?2"
+    " ORDER BY seq LIMIT ?3";
+static const char SQL_FEED_MET[] =
+    "SELECT DISTINCT seq, step FROM metrics WHERE job_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3";
+static const char SQL_FEED_MROW[] =
+    "SELECT step, epoch, created_at, name, value FROM metrics WHERE job_id = ? AND step = ? ORDER BY name";
+static const char SQL_FEED_SAM[] =
+    "SELECT step, created_at, prompt, completion, reward, id, seq FROM samples WHERE job_id = ?1 AND seq > ?2"
+    " ORDER BY seq LIMIT ?3";
+static const char SQL_JOB_SEQ[] = "SELECT last_seq, status FROM jobs WHERE id = ?";
+
+static json_t *feed_item(int64_t seq, const char *kind, json_t *data) {
+    json_t *o = json_object();
+    json_object_set_new(o, "seq", json_integer(seq));
+    json_object_set_new(o, "event", json_string(kind));
+    json_object_set_new(o, "data", data);
+    return o;
+}
+
+static int item_cmp(const void *a, const void *b) {
+    json_int_t x = json_integer_value(json_object_get(*(json_t *const *)a, "seq"));
+    json_int_t y = json_integer_value(json_object_get(*(json_t *const *)b, "seq"));
+    return x < y ? -1 : x > y;
+}
+
+int store_job_feed(store *s, int64_t id, int64_t after, int max, json_t **items, int64_t *last_seq, int *final) {
+    LOCK();
+    sqlite3_stmt *st = q(s, SQL_JOB_SEQ, "i", id);
+    if (!st || sqlite3_step(st) != SQLITE_ROW) {
+        if (st) sqlite3_reset(st);
+        UNLOCK();
+        return STORE_ENOTFOUND;
+    }
+    *last_seq = sqlite3_column_int64(st, 0);
+    char status[32];
+    col_copy(st, 1, status, sizeof status);
+    *final = store_status_final(status);
+    sqlite3_reset(st);
+    json_t *all = json_array();
+    if (*last_seq > after) {
+        st = q(s, SQL_FEED_EV, "iii", id, after, (int64_t)max);
+        while (st && sqlite3_step(st) == SQLITE_ROW) {
+            int64_t seq = sqlite3_column_int64(st, 6);
+            if (seq > after) json_array_append_new(all, feed_item(seq, "event", event_row(st)));
+            if (sqlite3_column_type(st, 7) != SQLITE_NULL && seq + 1 > after) {
+                /* the job as it is now, with the status of this change */
+                json_array_append_new(all, feed_item(seq + 1, "status", json_string(col_text(st, 7))));
+            }
+        }
+        if (st) sqlite3_reset(st);
+        int64_t mseq[256];
+        long mstep[256];
+        int nm = 0;
+        st = q(s, SQL_FEED_MET, "iii", id, after, (int64_t)(max < 256 ? max : 256));
+        while (st && nm < 256 && sqlite3_step(st) == SQLITE_ROW) {
+            mseq[nm] = sqlite3_column_int64(st, 0);
+            mstep[nm++] = (long)sqlite3_column_int64(st, 1);
+        }
+        if (st) sqlite3_reset(st);
+        for (int i = 0; i < nm; i++) {
+            json_t *row = NULL;
+            st = q(s, SQL_FEED_MROW, "ii", id, (int64_t)mstep[i]);
+            while (st && sqlite3_step(st) == SQLITE_ROW) {
+                if (!row) row = metrics_row(mstep[i], sqlite3_column_double(st, 1), sqlite3_column_int64(st, 2));
+                json_object_set_new(json_object_get(row, "metrics"), col_text(st, 3), col_real_json(st, 4));
+            }
+            if (st) sqlite3_reset(st);
+            if (row) json_array_append_new(all, feed_item(mseq[i], "metrics", row));
+        }
+        st = q(s, SQL_FEED_SAM, "iii", id, after, (int64_t)max);
+        while (st && sqlite3_step(st) == SQLITE_ROW)
+            json_array_append_new(all, feed_item(sqlite3_column_int64(st, 6), "sample", sample_row(st)));
+        if (st) sqlite3_reset(st);
+    }
+    /* merge by seq, keep the first max; status items carry the job object */
+    size_t n = json_array_size(all);
+    json_t **v = malloc((n ? n : 1) * sizeof *v);
+    for (size_t i = 0; i < n; i++) v[i] = json_array_get(all, i);
+    qsort(v, n, sizeof *v, item_cmp);
+    json_t *out = json_array();
+    for (size_t i = 0; i < n && (int)i < max; i++) {
+        json_t *it = v[i];
+        if (!strcmp(json_string_value(json_object_get(it, "event")), "status")) {
+            json_t *job = job_json_locked(s, id);
+            if (job) {
+                json_object_set(job, "status", json_object_get(it, "data"));
+                json_object_set_new(it, "data", job);
+            }
+        }
+        json_array_append(out, it);
+    }
+    /* a job whose status is final has delivered everything only when nothing was cut */
+    if (*final && n > (size_t)max) *final = 0;
+    free(v);
+    json_decref(all);
+    UNLOCK();
+    *items = out;
+    return STORE_OK;
+}
+
+/* ---- recovery, stats ------------------------------------------------------------------- */
+
+static const char SQL_LEFT_RUNNING[] =
+    "SELECT id, status FROM jobs WHERE status IN ('running', 'cancelling') ORDER BY id";
+
+int store_recover(store *s) {
+    int64_t ids[1024];
+    char sts[1024][16];
+    int n = 0;
+    LOCK();
+    sqlite3_stmt *st = q(s, SQL_LEFT_RUNNING, NULL);
+    while (st && n < 1024 && sqlite3_step(st) == SQLITE_ROW) {
+        ids[n] = sqlite3_column_int64(st, 0);
+        col_copy(st, 1, sts[n++], 16);
+    }
+    if (st) sqlite3_reset(st);
+    UNLOCK();
+    for (int i = 0; i < n; i++) {
+        store_upd u = STORE_UPD_INIT;
+        if (!strcmp(sts[i], "cancelling")) {
+            u.finished = 1;
+            store_job_transition(s, ids[i], "cancelling", "cancelled", "info", &u,
+                                 "Job cancelled (the daemon stopped while cancelling)");
+            continue;
+        }
+        char path[STORE_PATH];
+        long step = 0;
+        /* the latest checkpoint that is still on disk */
+        int found = 0;
+        while (!found && store_job_checkpoint_path(s, ids[i], -1, path, &step) == STORE_OK) {
+            char probe[STORE_PATH + 32];
+            snprintf(probe, sizeof probe, "%s/trainer_state.json", path);
+            if (al_file_exists(probe)) {
+                found = 1;
+            } else {
+                LOCK();
+                exec_st(s, q(s, SQL_DROP_CKPTS, "ii", ids[i], (int64_t)step - 1));
+                UNLOCK();
+            }
+        }
+        u.step = found ? step : 0;
+        u.resume_dir = found ? path : "";
+        if (found)
+            store_job_transition(s, ids[i], "running", "queued", "warn", &u,
+                                 "The daemon stopped while the job was running; it resumes from the checkpoint "
+                                 "at step %ld", step);
+        else
+            store_job_transition(s, ids[i], "running", "queued", "warn", &u,
+                                 "The daemon stopped while the job was running; no checkpoint yet, it restarts "
+                                 "from step 0");
+    }
+    return n;
+}
+
+static const char SQL_STATS_STATUS[] = "SELECT status, count(*) FROM jobs GROUP BY status";
+static const char SQL_STATS_SUM[] = "SELECT coalesce(sum(step),0), coalesce(sum(trained_tokens),0) FROM jobs";
+
+json_t *store_stats(store *s) {
+    static const char *const all[] = {"validating_files", "queued", "running", "paused", "cancelling",
+                                      "succeeded", "failed", "cancelled", NULL};
+    json_t *o = json_object(), *by = json_object();
+    for (int i = 0; all[i]; i++) json_object_set_new(by, all[i], json_integer(0));
+    LOCK();
+    sqlite3_stmt *st = q(s, SQL_STATS_STATUS, NULL);
+    while (st && sqlite3_step(st) == SQLITE_ROW)
+        json_object_set_new(by, col_text(st, 0), json_integer(sqlite3_column_int64(st, 1)));
+    if (st) sqlite3_reset(st);
+    json_object_set_new(o, "jobs_by_status", by);
+    json_object_set(o, "queue_depth", json_object_get(by, "queued"));
+    if ((st = q(s, SQL_STATS_SUM, NULL)) && sqlite3_step(st) == SQLITE_ROW) {
+        json_object_set_new(o, "steps_total", json_integer(sqlite3_column_int64(st, 0)));
+        json_object_set_new(o, "tokens_total", json_integer((json_int_t)sqlite3_column_double(st, 1)));
+    }
+    if (st) sqlite3_reset(st);
+    UNLOCK();
+    return o;
+}
+
+/* ---- keys -------------------------------------------------------------------------------- */
+
+static const char SQL_KEY_INS[] = "INSERT INTO api_keys(name, hash, read_only, created_at) VALUES (?,?,?,?)";
+static const char SQL_KEY_COUNT[] = "SELECT count(*) FROM api_keys";
+static const char SQL_KEY_ALL[] = "SELECT hash, read_only FROM api_keys";
+
+int store_key_add(store *s, const char *name, const unsigned char hash[32], int read_only, int64_t *id) {
+    LOCK();
+    sqlite3_stmt *st = q(s, SQL_KEY_INS, "t", name);
+    int rc = STORE_EIO;
+    if (st) {
+        sqlite3_bind_blob(st, 2, hash, 32, SQLITE_TRANSIENT);
+        sqlite3_bind_int(st, 3, read_only);
+        sqlite3_bind_int64(st, 4, now_s());
+        rc = exec_st(s, st);
+        if (!rc && id) *id = sqlite3_last_insert_rowid(s->db);
+    }
+    UNLOCK();
+    return rc;
+}
+
+int store_key_count(store *s) {
+    LOCK();
+    sqlite3_stmt *st = q(s, SQL_KEY_COUNT, NULL);
+    int n = st && sqlite3_step(st) == SQLITE_ROW ? sqlite3_column_int(st, 0) : 0;
+    if (st) sqlite3_reset(st);
+    UNLOCK();
+    return n;
+}
+
+int store_key_check(store *s, const unsigned char hash[32], int *read_only) {
+    int match = 0, ro = 0;
+    LOCK();
+    sqlite3_stmt *st = q(s, SQL_KEY_ALL, NULL);
+    while (st && sqlite3_step(st) == SQLITE_ROW) {
+        const void *h = sqlite3_column_blob(st, 0);
+        int ok = h && sqlite3_column_bytes(st, 0) == 32 && CRYPTO_memcmp(h, hash, 32) == 0;
+        if (ok && !match) ro = sqlite3_column_int(st, 1);
+        match |= ok;
+    }
+    if (st) sqlite3_reset(st);
+    UNLOCK();
+    if (match && read_only) *read_only = ro;
+    return match;
+}

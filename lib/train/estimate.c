@@ -1,0 +1,183 @@
+/* Job cost estimates (see estimate.h). */
+#include "estimate.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "../io.h"
+#include "../tasks/tasks.h"
+#include "../text/chat.h"
+#include "../text/dataset.h"
+#include "../text/tokenizer.h"
+#include "objective.h"
+
+size_t al_config_num_params(const al_model_config *c, int score_head) {
+    size_t C = (size_t)c->C, L = (size_t)c->n_layers, V = (size_t)c->V, FF = (size_t)c->FF;
+    size_t q = C * (size_t)c->NH * (size_t)c->HD, kv = C * (size_t)c->NKV * (size_t)c->HD;
+    size_t n = V * C, per;
+    if (c->arch == AL_ARCH_GPT2) {
+        n += (size_t)c->max_T * C;
+        per = 4 * C + (q + 2 * kv + 3 * C) + (q + C) + (2 * C * FF + FF + C);
+        n += 2 * C;
+    } else {
+        per = 2 * C + q + 2 * kv + q + 3 * C * FF;
+        if (c->attn_bias) per += (size_t)(c->NH + 2 * c->NKV) * (size_t)c->HD;
+        if (c->o_bias) per += C;
+        if (c->mlp_bias) per += 2 * FF + C;
+        n += C;
+    }
+    n += L * per;
+    if (c->has_lm_head && !c->tie_word_embeddings) n += V * C;
+    if (c->has_score || score_head) n += (size_t)(c->num_labels > 0 ? c->num_labels : 1) * C;
+    return n;
+}
+
+static int targeted(const char *targets, const char *name) {
+    if (!strcmp(targets, "all-linear")) return 1;
+    size_t n = strlen(name);
+    for (const char *p = targets; *p;) {
+        const char *e = strchr(p, ',');
+        size_t len = e ? (size_t)(e - p) : strlen(p);
+        if (len == n && !strncmp(p, name, n)) return 1;
+        if (!e) break;
+        p = e + 1;
+    }
+    return 0;
+}
+
+/* LoRA parameters: r * (in + out) per targeted linear per layer. */
+static size_t lora_params(const al_model_config *c, const al_lora_cfg *l) {
+    size_t C = (size_t)c->C, FF = (size_t)c->FF, r = (size_t)l->r;
+    size_t qo = (size_t)c->NH * (size_t)c->HD, kv = (size_t)c->NKV * (size_t)c->HD, per = 0;
+    if (c->arch == AL_ARCH_GPT2) {
+        if (targeted(l->targets, "c_attn")) per += r * (C + qo + 2 * kv);
+        if (targeted(l->targets, "c_proj")) per += r * (qo + C) + r * (FF + C);
+        if (targeted(l->targets, "c_fc")) per += r * (C + FF);
+    } else {
+        if (targeted(l->targets, "q_proj")) per += r * (C + qo);
+        if (targeted(l->targets, "k_proj")) per += r * (C + kv);
+        if (targeted(l->targets, "v_proj")) per += r * (C + kv);
+        if (targeted(l->targets, "o_proj")) per += r * (qo + C);
+        if (targeted(l->targets, "gate_proj")) per += r * (C + FF);
+        if (targeted(l->targets, "up_proj")) per += r * (C + FF);
+        if (targeted(l->targets, "down_proj")) per += r * (FF + C);
+    }
+    return per * (size_t)c->n_layers;
+}
+
+/* The config of a model folder, or of the base an adapter folder names. */
+static int model_config(const char *dir, al_model_config *cfg, char err[AL_ERRLEN]) {
+    char p[AL_PATH_MAX + 64];
+    snprintf(p, sizeof p, "%s/config.json", dir);
+    if (al_file_exists(p)) return al_config_load(cfg, dir, err);
+    snprintf(p, sizeof p, "%s/adapter_config.json", dir);
+    char *txt;
+    size_t len;
+    int rc = al_file_read(p, 1 << 20, &txt, &len, err);
+    if (rc) return al_err(err, rc == AL_ENOENT ? AL_ENOENT : rc, "%s: no config.json or adapter_config.json", dir);
+    json_t *o = json_loadb(txt, len, 0, NULL);
+    free(txt);
+    const char *base = json_string_value(json_object_get(o, "base_model_name_or_path"));
+    char bp[AL_PATH_MAX + 64];
+    if (!base) rc = al_err(err, AL_EFORMAT, "%s: base_model_name_or_path missing", p);
+    else if (base[0] == '/') snprintf(bp, sizeof bp, "%s", base);
+    else snprintf(bp, sizeof bp, "%s/../%s", dir, base);
+    json_decref(o);
+    return rc ? rc : al_config_load(cfg, bp, err);
+}
+
+static const char *data_method(const char *m) {
+    if (!strcmp(m, "ppo") || !strcmp(m, "grpo") || !strcmp(m, "rloo")) return "rl";
+    return m;
+}
+
+int al_job_estimate(const al_job *job, al_estimate *out, char err[AL_ERRLEN]) {
+    al_model_config cfg;
+    int rc = model_config(job->model, &cfg, err);
+    if (rc) return rc;
+    const al_objective_ops *ops = al_objective_find(job->method);
+    if (!ops) return al_err(err, AL_EINVAL, "method: unknown '%s'", job->method);
+    int score = !strcmp(job->method, "reward_model");
+    al_estimate e;
+    memset(&e, 0, sizeof e);
+    e.parameters = al_config_num_params(&cfg, score);
+    e.trainable_parameters = job->use_lora ? lora_params(&cfg, &job->lora) + (score ? (size_t)cfg.C : 0)
+                                           : e.parameters;
+
+    /* data: examples and tokens */
+    char tdir[AL_PATH_MAX];
+    snprintf(tdir, sizeof tdir, "%s", job->model);
+    al_tok *tok = NULL;
+    al_chat *chat = NULL;
+    if ((rc = al_tok_load(&tok, tdir, err))) return rc;
+    if ((rc = al_chat_new(&chat, tok, NULL, err))) {
+        al_tok_free(tok);
+        return rc;
+    }
+    double tok_per_ex = 0;
+    int max_seq = 0;
+    int pair = ops->batch == AL_BATCH_PAIR;
+    if (job->task[0]) {
+        long n = job->task_rows < 256 ? job->task_rows : 256;
+        double sum = 0;
+        for (long i = 0; i < n && !rc; i++) {
+            al_task_row r;
+            al_seq s = {0};
+            if ((rc = al_task_row_get(job->task, job->task_seed, (uint64_t)i, &r))) break;
+            rc = al_chat_encode_text(chat, r.prompt, strlen(r.prompt), r.answer, strlen(r.answer), &s, err);
+            if (!rc) {
+                sum += s.n * (pair ? 2 : 1);
+                if (s.n + 2 > max_seq) max_seq = s.n + 2;
+            }
+            al_seq_deinit(&s);
+        }
+        e.examples = job->task_rows;
+        tok_per_ex = n ? sum / (double)n : 0;
+    } else if (job->training_file[0]) {
+        al_data_opts o = {.method = data_method(job->method), .max_length = job->hp.max_length,
+                          .dedupe = job->hp.dedupe};
+        al_dataset *ds = NULL;
+        if (!(rc = al_dataset_read_file(job->training_file, chat, &o, &ds, err))) {
+            double sum = 0;
+            for (int i = 0; i < ds->n_ex; i++)
+                for (int k = 0; k < (pair ? 2 : 1); k++) {
+                    sum += ds->ex[i].seq[k].n;
+                    if (ds->ex[i].seq[k].n > max_seq) max_seq = ds->ex[i].seq[k].n;
+                }
+            e.examples = ds->n_ex;
+            tok_per_ex = ds->n_ex ? sum / ds->n_ex : 0;
+            al_dataset_free(ds);
+        }
+    }
+    al_chat_free(chat);
+    al_tok_free(tok);
+    if (rc) return rc;
+    if (max_seq > job->hp.max_length) max_seq = job->hp.max_length;
+    if (max_seq < 2) max_seq = 2;
+    if (cfg.max_T > 0 && max_seq > cfg.max_T) max_seq = cfg.max_T;
+    long per_epoch = (e.examples + job->hp.batch_size - 1) / job->hp.batch_size;
+    e.steps = job->hp.max_steps >= 0 ? job->hp.max_steps : per_epoch * job->hp.n_epochs;
+    double ex_seen = (double)e.steps * job->hp.batch_size;
+    e.tokens = ex_seen * tok_per_ex;
+    e.max_seq = max_seq;
+
+    /* memory */
+    size_t P = e.parameters, Tr = e.trainable_parameters;
+    size_t weights = 4 * P, train = 4 * 3 * Tr;       /* grads + AdamW m, v */
+    size_t rows = (size_t)job->hp.micro_batch_size * (pair ? 2 : 1);
+    size_t T = (size_t)max_seq, C = (size_t)cfg.C, L = (size_t)cfg.n_layers;
+    size_t act_layer = rows * T * (12 * C + 2 * (size_t)cfg.FF) + rows * (size_t)cfg.NH * T * T;
+    size_t act = 4 * (L * act_layer + rows * T * (size_t)cfg.V * 2);
+    size_t ref = 0;
+    if (ops->needs_ref && (!job->hp.precompute_ref_log_probs || job->ref_model[0]) && !job->use_lora)
+        ref = weights;  /* a frozen copy while it scores */
+    e.memory_bytes = weights + train + act + ref + ((size_t)64 << 20);
+    /* 6 FLOPs per parameter per token (forward + backward), 2 GFLOP/s per core */
+    long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    e.seconds = 6.0 * (double)P * e.tokens / (2e9 * (double)(cores > 0 ? cores : 1));
+    *out = e;
+    return AL_OK;
+}
