@@ -1,0 +1,156 @@
+// Line charts over training steps, drawn by uPlot (npm, staged into
+// vendor/ at build time). A chart holds named series of (step, value)
+// points, redraws at most once per frame, and supports smoothing
+// (TensorBoard's debiased exponential moving average) and a log y-scale.
+// Its caption states in words what it shows (points, last step, values),
+// which is what assistive technology reads and what tests assert.
+import uPlot from '../vendor/uplot/uPlot.esm.js';
+import { h, fmtNum } from './util.js';
+
+const PALETTE = ['#1f63c6', '#c2410c', '#15803d', '#9333ea', '#b91c1c', '#0e7490', '#a16207', '#be185d'];
+
+export function smooth(values, weight) {
+  if (!(weight > 0)) return values;
+  const out = new Array(values.length);
+  let last = 0;
+  let n = 0;
+  for (let i = 0; i < values.length; i++) {
+    const v = values[i];
+    if (v === null || v === undefined || !Number.isFinite(v)) { out[i] = null; continue; }
+    last = last * weight + (1 - weight) * v;
+    n++;
+    out[i] = last / (1 - weight ** n);
+  }
+  return out;
+}
+
+export class Chart {
+  // opts: {title, note, warn, height, id}
+  constructor(opts) {
+    this.opts = opts;
+    this.series = new Map(); // label -> Map(step -> value)
+    this.smoothing = 0;
+    this.log = false;
+    this.plot = null;
+    this.pending = false;
+    const capId = `${opts.id}-cap`;
+    this.canvasBox = h('div', { class: 'plot', role: 'img', 'aria-labelledby': `${opts.id}-title`, 'aria-describedby': capId });
+    this.caption = h('figcaption', { id: capId, class: 'chart-cap', 'aria-live': 'off' }, 'no points yet');
+    this.logBox = h('input', { type: 'checkbox', id: `${opts.id}-log`, onchange: () => { this.log = this.logBox.checked; this.rebuild(); } });
+    this.noteEl = h('p', { class: 'chart-note' }, opts.note || '');
+    this.warnEl = h('p', { class: 'chart-warn', role: 'status', hidden: true });
+    this.el = h('figure', { class: 'chart', id: opts.id, dataset: { points: '0' } },
+      h('div', { class: 'chart-head' },
+        h('h3', { id: `${opts.id}-title` }, opts.title),
+        h('label', { class: 'inline', for: `${opts.id}-log` }, this.logBox, ' log scale')),
+      this.canvasBox, this.caption, this.noteEl, this.warnEl);
+    if (!opts.note) this.noteEl.hidden = true;
+    this.ro = new ResizeObserver(() => this.resize());
+    this.ro.observe(this.canvasBox);
+  }
+
+  push(label, step, value) {
+    if (typeof value !== 'number' || !Number.isFinite(value) || typeof step !== 'number') return;
+    let s = this.series.get(label);
+    if (!s) {
+      s = new Map();
+      this.series.set(label, s);
+      this.structureChanged = true;
+    }
+    s.set(step, value);
+    this.schedule();
+  }
+
+  setSmoothing(w) { this.smoothing = w; this.schedule(); }
+
+  // A reading of the curve under the chart; kind 'info' or 'warn'.
+  warn(text, kind = 'warn') {
+    this.warnEl.dataset.kind = kind;
+    this.warnEl.textContent = text || '';
+    this.warnEl.hidden = !text;
+  }
+
+  schedule() {
+    if (this.pending) return;
+    this.pending = true;
+    requestAnimationFrame(() => { this.pending = false; this.draw(); });
+  }
+
+  data() {
+    const steps = new Set();
+    for (const s of this.series.values()) for (const k of s.keys()) steps.add(k);
+    const xs = [...steps].sort((a, b) => a - b);
+    const cols = [xs];
+    for (const s of this.series.values()) {
+      let col = xs.map((x) => (s.has(x) ? s.get(x) : null));
+      col = smooth(col, this.smoothing);
+      if (this.log) col = col.map((v) => (v !== null && v > 0 ? v : null));
+      cols.push(col);
+    }
+    return cols;
+  }
+
+  points() {
+    let n = 0;
+    for (const s of this.series.values()) n += s.size;
+    return n;
+  }
+
+  rebuild() {
+    if (this.plot) { this.plot.destroy(); this.plot = null; }
+    this.structureChanged = false;
+    this.draw();
+  }
+
+  width() { return Math.max(240, this.canvasBox.clientWidth || 480); }
+
+  draw() {
+    if (this.structureChanged) { this.rebuild(); return; }
+    const data = this.data();
+    if (!this.plot) {
+      const labels = [...this.series.keys()];
+      const opts = {
+        width: this.width(),
+        height: this.opts.height || 220,
+        scales: { x: { time: false }, y: this.log ? { distr: 3 } : {} },
+        axes: [{ label: 'step', stroke: '#444' }, { stroke: '#444', size: 60 }],
+        legend: { live: true },
+        cursor: { drag: { x: true, y: false } },
+        series: [{ label: 'step' }, ...labels.map((l, i) => ({
+          label: l, stroke: PALETTE[i % PALETTE.length], width: 2, spanGaps: true,
+          points: { show: (u, si) => u.data[si].filter((v) => v !== null).length < 40 },
+          value: (u, v) => fmtNum(v),
+        }))],
+      };
+      this.plot = new uPlot(opts, data, this.canvasBox);
+    } else {
+      this.plot.setData(data);
+    }
+    this.updateCaption(data);
+  }
+
+  updateCaption(data) {
+    const n = this.points();
+    this.el.dataset.points = String(n);
+    if (!n) { this.caption.textContent = 'no points yet'; return; }
+    const xs = data[0];
+    const parts = [];
+    let i = 1;
+    for (const [label, s] of this.series) {
+      let last = null;
+      for (let j = xs.length - 1; j >= 0; j--) if (s.has(xs[j])) { last = s.get(xs[j]); break; }
+      parts.push(`${label} ${fmtNum(last)}`);
+      i++;
+    }
+    this.caption.textContent = `${n} points, last step ${xs[xs.length - 1]}: ${parts.join(', ')}`;
+  }
+
+  resize() {
+    if (this.plot) this.plot.setSize({ width: this.width(), height: this.opts.height || 220 });
+  }
+
+  destroy() {
+    this.ro.disconnect();
+    if (this.plot) this.plot.destroy();
+  }
+}

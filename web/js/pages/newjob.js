@@ -1,0 +1,472 @@
+// New job: a form for every method with TRL's defaults filled in and
+// explained, model and dataset pickers, client-side checks that mirror the
+// API's (lib/train/job.c), the API's own error shown next to the field its
+// `param` names, an estimate, and the equivalent curl command.
+import { api, apiKey, listAll } from '../api.js';
+import { METHODS, METHOD, HPARAMS, TASKS, RL, applies, defOf, paramOf, checkValue } from '../methods.js';
+import { h, clear, field, setFieldError, fmtNum, fmtBytes, fmtDuration } from '../util.js';
+
+function numOrNull(s) {
+  const t = String(s).trim();
+  return t === '' ? null : Number(t);
+}
+
+export function render(root, route) {
+  const q = route.query;
+  const controls = []; // {param, input, error, wrap, check()}
+  const reg = (param, f, check) => { const c = Object.assign({ param, check }, f); controls.push(c); f.input.dataset.param = param; return f; };
+
+  // ---- method
+  const methodSel = h('select', { id: 'method', name: 'method' });
+  const groups = new Map();
+  for (const m of METHODS) {
+    if (!groups.has(m.group)) { groups.set(m.group, h('optgroup', { label: m.group })); methodSel.append(groups.get(m.group)); }
+    groups.get(m.group).append(h('option', { value: m.id }, m.label));
+  }
+  const methodAbout = h('p', { class: 'help', id: 'method-about', 'aria-live': 'polite' });
+  const methodF = reg('method', field('Method', methodSel, null));
+  methodSel.setAttribute('aria-describedby', `method-about ${methodSel.getAttribute('aria-describedby')}`);
+
+  // ---- model
+  const modelList = h('datalist', { id: 'model-options' });
+  const modelIn = h('input', { id: 'model', type: 'text', list: 'model-options', required: true, autocomplete: 'off', spellcheck: 'false' });
+  const modelF = reg('model', field('Base model', modelIn, 'A registered model, a finished job (ftjob-N) or one of its checkpoints (ftjob-N:STEP).'), () => (modelIn.value.trim() ? '' : 'is required'));
+  const refIn = h('input', { id: 'ref_model', type: 'text', list: 'model-options', autocomplete: 'off' });
+  const refF = reg('ref_model', field('Reference model (optional)', refIn, 'A separate frozen reference. Left empty, the reference is the start model (with LoRA: the base with adapters off).'));
+  const ckptIn = h('input', { id: 'from_checkpoint', type: 'text', autocomplete: 'off', placeholder: 'ftjob-N:STEP' });
+  const ckptF = reg('from_checkpoint', field('Start from checkpoint (optional)', ckptIn, 'Continue from a checkpoint of an earlier job, weights and optimiser state.'),
+    () => (ckptIn.value.trim() && !/^ftjob-[^:\s]+(:\d+)?$/.test(ckptIn.value.trim()) ? 'must look like ftjob-N or ftjob-N:STEP' : ''));
+  const modelBId = 'model_b';
+  const modelB = h('input', { id: modelBId, type: 'text', list: 'model-options', autocomplete: 'off' });
+  const modelBF = reg('ref_model', field('Model B (compared against)', modelB, 'The evaluate job reports the base model\'s win rate against this one, e.g. the DPO model against its SFT start.'));
+
+  // ---- data
+  const srcTask = h('input', { type: 'radio', name: 'source', id: 'src-task', value: 'task', checked: true });
+  const srcFile = h('input', { type: 'radio', name: 'source', id: 'src-file', value: 'file' });
+  const taskName = h('select', { id: 'task-name' }, TASKS.map((t) => h('option', { value: t }, t)));
+  const taskRows = h('input', { id: 'task-rows', type: 'number', min: 1, max: 10000000, step: 1, value: 1000, inputmode: 'numeric' });
+  const taskSeed = h('input', { id: 'task-seed', type: 'number', min: 0, step: 1, value: 1, inputmode: 'numeric' });
+  const taskNameF = reg('task.name', field('Built-in task', taskName, 'Synthetic tasks with verifiable answers: addition (1–3 digits), addition2 (1–2 digits), reversal, sorting.'));
+  const taskRowsF = reg('task.rows', field('Rows', taskRows, 'How many rows the task generates (default 1000).'), () => intIn(taskRows.value, 1, 10000000));
+  const taskSeedF = reg('task.seed', field('Task seed', taskSeed, 'Seeds the generated rows.'), () => intIn(taskSeed.value, 0, Number.MAX_SAFE_INTEGER));
+  const trainSel = h('select', { id: 'training_file' }, h('option', { value: '' }, 'choose an uploaded file…'));
+  const trainF = reg('training_file', field('Training file', trainSel, null), () => (srcFile.checked && !trainSel.value ? 'is required (or name a built-in task)' : ''));
+  const valSel = h('select', { id: 'validation_file' }, h('option', { value: '' }, 'none (a task draws its own validation split)'));
+  const valF = reg('validation_file', field('Validation file (optional)', valSel, null));
+  const dataHelp = h('p', { class: 'help', id: 'data-help' });
+  const taskBox = h('div', { class: 'grid' }, taskNameF.wrap, taskRowsF.wrap, taskSeedF.wrap);
+  const fileBox = h('div', { class: 'grid' }, trainF.wrap, valF.wrap, h('p', { class: 'help wide' }, 'Upload and check JSONL files on the ', h('a', { href: '#/data' }, 'Data page'), '.'));
+
+  // ---- reward (RL)
+  const rwVer = h('input', { id: 'reward-verifiable', type: 'number', step: 'any', min: 0, value: 1 });
+  const rwRm = h('input', { id: 'reward-model', type: 'text', list: 'model-options', autocomplete: 'off' });
+  const rwJudge = h('input', { id: 'reward-judge', type: 'text', list: 'model-options', autocomplete: 'off' });
+  const rwPrinciples = h('textarea', { id: 'reward-principles', rows: 3 });
+  const rwLen = h('input', { id: 'reward-length', type: 'number', step: 'any', min: 0, placeholder: '0' });
+  const rwEos = h('input', { id: 'reward-eos', type: 'number', step: 'any', min: 0, placeholder: '0' });
+  const rwClip = h('input', { id: 'reward-clip', type: 'number', step: 'any', min: 0, placeholder: 'off' });
+  const nonneg = (inp) => () => { const v = numOrNull(inp.value); return v !== null && !(v >= 0) ? 'must be a number >= 0' : ''; };
+  const rwVerF = reg('reward.verifiable', field('Verifiable reward weight', rwVer, 'Exact match (partial credit) against the task\'s or the row\'s reference answer. 0 turns it off.'), nonneg(rwVer));
+  const rwRmF = reg('reward.reward_model', field('Reward model (optional)', rwRm, 'A reward_model job\'s output, or any model with a scalar head.'));
+  const rwJudgeF = reg('reward.judge.model', field('AI judge model (optional)', rwJudge, 'A registered model asked which of two responses is better (RLAIF).'));
+  const rwPrF = reg('reward.judge.principles', field('Principles', rwPrinciples, 'One per line; the judge (or the critique step) weighs responses against them.', { wide: true }));
+  const rwLenF = reg('reward.length_penalty', field('Length penalty per token', rwLen, 'Subtracted per response token: a guard against length hacking.'), nonneg(rwLen));
+  const rwEosF = reg('reward.missing_eos_penalty', field('Missing-EOS penalty', rwEos, 'Subtracted when a response never ends (TRL\'s missing_eos_penalty).'), nonneg(rwEos));
+  const rwClipF = reg('reward.clip', field('Reward clip', rwClip, 'Clip rewards to ±this value; empty is off.'), nonneg(rwClip));
+  const rewardError = h('p', { class: 'field-error', id: 'reward-error' });
+  const rewardSet = h('fieldset', { id: 'fs-reward' }, h('legend', null, 'Reward'),
+    h('p', { class: 'help' }, 'Where the reward comes from; sources combine with their weights.'),
+    h('div', { class: 'grid' }, rwVerF.wrap, rwRmF.wrap, rwJudgeF.wrap, rwLenF.wrap, rwEosF.wrap, rwClipF.wrap, rwPrF.wrap), rewardError);
+  rewardSet.dataset.param = 'reward';
+
+  // ---- hyper-parameters
+  const hpFields = new Map(); // name -> {f, input, error, wrap, dirty}
+  const basicGrid = h('div', { class: 'grid' });
+  const advGrid = h('div', { class: 'grid' });
+  for (const f of HPARAMS) {
+    let input;
+    if (f.type === 'bool') input = h('input', { type: 'checkbox', id: `hp-${f.name}` });
+    else if (f.type === 'enum') input = h('select', { id: `hp-${f.name}` }, f.options.map((o) => h('option', { value: o }, o)));
+    else input = h('input', { type: 'text', id: `hp-${f.name}`, inputmode: f.type === 'int' ? 'numeric' : 'decimal', autocomplete: 'off', spellcheck: 'false' });
+    const fl = field(paramOf(f), input, f.help);
+    const entry = Object.assign({ f, dirty: false }, fl);
+    input.addEventListener('input', () => { entry.dirty = true; });
+    input.addEventListener('change', () => { entry.dirty = true; });
+    hpFields.set(f.name, entry);
+    (f.basic ? basicGrid : advGrid).append(fl.wrap);
+    const c = reg(`hyperparameters.${paramOf(f)}`, fl, () => (entry.wrap.hidden ? '' : checkValue(f, input.value)));
+    c.hp = entry;
+  }
+
+  // ---- LoRA
+  const loraOn = h('input', { type: 'checkbox', id: 'lora-on' });
+  const loraR = h('input', { type: 'number', id: 'lora-r', min: 1, max: 4096, step: 1, value: 8 });
+  const loraA = h('input', { type: 'number', id: 'lora-alpha', min: 0, step: 'any', value: 8 });
+  const loraT = h('input', { type: 'text', id: 'lora-targets', value: 'all-linear' });
+  const loraM = h('input', { type: 'checkbox', id: 'lora-merge' });
+  const loraOnF = field('Train LoRA adapters instead of every weight', loraOn, 'Far fewer trainable parameters and a small adapter folder (PEFT format). With LoRA the reference is the base with adapters switched off.');
+  const loraRF = reg('lora.r', field('r (rank)', loraR, 'PEFT default 8. Higher ranks learn more, cost more.'), () => (loraOn.checked ? intIn(loraR.value, 1, 4096) : ''));
+  const loraAF = reg('lora.alpha', field('alpha', loraA, 'Scale of the update is alpha / r (PEFT default 8).'), () => (loraOn.checked && !(Number(loraA.value) > 0) ? 'must be a number > 0' : ''));
+  const loraTF = reg('lora.target_modules', field('target_modules', loraT, '"all-linear" or a comma-separated list of module names (q_proj, v_proj, c_attn, …).'), () => (loraOn.checked && !loraT.value.trim() ? 'must be a module list or "all-linear"' : ''));
+  const loraMF = reg('lora.merge', field('Also write merged weights at the end', loraM, null));
+  const loraBox = h('div', { class: 'grid', id: 'lora-box' }, loraRF.wrap, loraAF.wrap, loraTF.wrap, loraMF.wrap);
+
+  // ---- evaluation tasks
+  const evalBoxes = TASKS.map((t) => h('input', { type: 'checkbox', id: `eval-${t}`, value: t }));
+  const evalRows = h('input', { type: 'number', id: 'eval-rows', min: 1, step: 1, value: 200 });
+  const evalRowsF = reg('eval_tasks', field('Rows per evaluation task', evalRows, 'Exact-match accuracy on built-in tasks at each evaluation, charted as eval/<task>/accuracy.'), () => intIn(evalRows.value, 1, 10000000));
+
+  // ---- job
+  const seedIn = h('input', { type: 'number', id: 'seed', min: 0, step: 1, value: 42 });
+  const seedF = reg('seed', field('Seed', seedIn, 'Seeds initialisation, data order and sampling (TRL default 42): the same seed reproduces the run.'), () => intIn(seedIn.value, 0, Number.MAX_SAFE_INTEGER));
+  const suffixIn = h('input', { type: 'text', id: 'suffix', maxlength: 64, autocomplete: 'off' });
+  const suffixF = reg('suffix', field('Suffix (optional)', suffixIn, 'Added to the fine-tuned model\'s name, up to 64 characters.'), () => (suffixIn.value.length > 64 ? 'must be at most 64 characters' : ''));
+  const metaIn = h('textarea', { id: 'metadata', rows: 2, placeholder: 'team=research' });
+  const metaF = reg('metadata', field('Metadata (optional)', metaIn, 'key=value, one per line, at most 16 pairs.'), () => metaCheck(metaIn.value));
+  const prioIn = h('input', { type: 'number', id: 'priority', step: 1, value: 0 });
+  const prioF = reg('priority', field('Priority', prioIn, 'Higher runs first among queued jobs.'), () => intIn(prioIn.value, -1000000, 1000000));
+
+  const formError = h('div', { class: 'form-error', id: 'form-error', role: 'alert', tabindex: -1 });
+  const estimateOut = h('div', { class: 'estimate', id: 'estimate', 'aria-live': 'polite' });
+  const curlOut = h('pre', { class: 'curl', id: 'curl', tabindex: 0, 'aria-label': 'Equivalent curl command' });
+  const copyBtn = h('button', { type: 'button' }, 'Copy curl');
+  const submitBtn = h('button', { type: 'submit', class: 'primary', id: 'submit-job' }, 'Start job');
+  const estimateBtn = h('button', { type: 'button', id: 'estimate-job' }, 'Estimate');
+
+  const rlSet = [rewardSet];
+  const form = h('form', { id: 'job-form', novalidate: true },
+    h('fieldset', null, h('legend', null, 'Method'), methodF.wrap, methodAbout),
+    h('fieldset', null, h('legend', null, 'Model'), h('div', { class: 'grid' }, modelF.wrap, refF.wrap, modelBF.wrap, ckptF.wrap), modelList),
+    h('fieldset', { id: 'fs-data' }, h('legend', null, 'Data'), dataHelp,
+      h('div', { class: 'radios', role: 'radiogroup', 'aria-label': 'Training data source' },
+        h('label', { for: 'src-task' }, srcTask, ' Built-in task'),
+        h('label', { for: 'src-file' }, srcFile, ' Uploaded file')),
+      taskBox, fileBox),
+    rewardSet,
+    h('fieldset', null, h('legend', null, 'Hyper-parameters'),
+      h('p', { class: 'help' }, 'Filled with TRL\'s defaults for the method; only values you change are sent ("auto" or empty keeps the default).'),
+      basicGrid,
+      h('details', null, h('summary', null, 'More hyper-parameters'), advGrid)),
+    h('fieldset', null, h('legend', null, 'LoRA'), loraOnF.wrap, loraBox),
+    h('fieldset', null, h('legend', null, 'Evaluation'),
+      h('div', { class: 'checks', role: 'group', 'aria-label': 'Built-in evaluation tasks' },
+        evalBoxes.map((b) => h('label', { for: b.id }, b, ` ${b.value}`))), evalRowsF.wrap),
+    h('fieldset', null, h('legend', null, 'Job'), h('div', { class: 'grid' }, seedF.wrap, suffixF.wrap, prioF.wrap, metaF.wrap)),
+    formError,
+    h('div', { class: 'actions' }, submitBtn, estimateBtn),
+    estimateOut,
+    h('section', { 'aria-labelledby': 'h-curl' },
+      h('div', { class: 'section-head' }, h('h2', { id: 'h-curl' }, 'The same job with curl'), copyBtn),
+      curlOut));
+
+  root.append(h('h1', null, 'New job'), form);
+
+  // ---- behaviour
+  function method() { return methodSel.value; }
+  function syncMethod(resetDefaults) {
+    const m = method();
+    const info = METHOD[m];
+    methodAbout.textContent = `${info.about} Data: ${info.data}.`;
+    const rl = RL.has(m);
+    for (const s of rlSet) s.hidden = !rl;
+    rwVerF.wrap.hidden = m === 'critique_revise';
+    rwRmF.wrap.hidden = m === 'critique_revise';
+    rwLenF.wrap.hidden = rwEosF.wrap.hidden = rwClipF.wrap.hidden = !['ppo', 'grpo', 'rloo'].includes(m);
+    modelBF.wrap.hidden = m !== 'evaluate';
+    refF.wrap.hidden = !['dpo', 'kto', 'ppo', 'grpo', 'rloo'].includes(m);
+    dataHelp.textContent = `This method trains on ${info.data}.`;
+    for (const e of hpFields.values()) {
+      const on = applies(e.f, m);
+      e.wrap.hidden = !on;
+      if (on && (resetDefaults && !e.dirty)) setInput(e, defOf(e.f, m));
+    }
+    // Two fields may share a param (beta, loss_type): only the visible one answers to it.
+    for (const c of controls) if (c.hp) c.active = !c.hp.wrap.hidden;
+    updateCurl();
+  }
+  function setInput(e, v) {
+    if (e.f.type === 'bool') e.input.checked = !!v;
+    else e.input.value = v === null || v === undefined ? '' : String(v);
+  }
+  function syncSource() {
+    taskBox.hidden = !srcTask.checked;
+    fileBox.hidden = !srcFile.checked;
+    updateCurl();
+  }
+  function syncLora() { loraBox.hidden = !loraOn.checked; updateCurl(); }
+
+  function body() {
+    const m = method();
+    const b = { method: m, model: modelIn.value.trim() };
+    if (srcTask.checked) {
+      b.task = { name: taskName.value, rows: Number(taskRows.value), seed: Number(taskSeed.value) };
+    } else if (trainSel.value) b.training_file = trainSel.value;
+    if (srcFile.checked && valSel.value) b.validation_file = valSel.value;
+    if (!refF.wrap.hidden && refIn.value.trim()) b.ref_model = refIn.value.trim();
+    if (m === 'evaluate' && modelB.value.trim()) b.ref_model = modelB.value.trim();
+    if (ckptIn.value.trim()) b.from_checkpoint = ckptIn.value.trim();
+    const hp = {};
+    for (const e of hpFields.values()) {
+      if (e.wrap.hidden) continue;
+      const d = defOf(e.f, m);
+      let v;
+      if (e.f.type === 'bool') v = e.input.checked;
+      else if (e.f.type === 'enum') v = e.input.value;
+      else {
+        const s = e.input.value.trim();
+        if (s === '' || s === 'auto') continue;
+        v = Number(s);
+        if (!Number.isFinite(v)) v = s; // sent as typed; the server names the field
+      }
+      if (v !== d) hp[paramOf(e.f)] = v;
+    }
+    if (Object.keys(hp).length) b.hyperparameters = hp;
+    if (RL.has(m)) {
+      const r = {};
+      if (m !== 'critique_revise') {
+        const ver = numOrNull(rwVer.value);
+        if (ver) r.verifiable = ver;
+        if (rwRm.value.trim()) r.reward_model = rwRm.value.trim();
+      }
+      const principles = rwPrinciples.value.split('\n').map((s) => s.trim()).filter(Boolean);
+      if (rwJudge.value.trim() || principles.length) {
+        r.judge = {};
+        if (rwJudge.value.trim()) r.judge.model = rwJudge.value.trim();
+        if (principles.length) r.judge.principles = principles;
+      }
+      if (!rwLenF.wrap.hidden) {
+        for (const [k, inp] of [['length_penalty', rwLen], ['missing_eos_penalty', rwEos], ['clip', rwClip]]) {
+          const v = numOrNull(inp.value);
+          if (v) r[k] = v;
+        }
+      }
+      if (Object.keys(r).length) b.reward = r;
+    }
+    if (loraOn.checked) {
+      b.lora = { r: Number(loraR.value), alpha: Number(loraA.value) };
+      const t = loraT.value.trim();
+      b.lora.target_modules = t === 'all-linear' || !t.includes(',') ? t : t.split(',').map((s) => s.trim()).filter(Boolean);
+      if (loraM.checked) b.lora.merge = true;
+    }
+    const ev = evalBoxes.filter((x) => x.checked).map((x) => ({ name: x.value, rows: Number(evalRows.value) }));
+    if (ev.length) b.eval_tasks = ev;
+    b.seed = Number(seedIn.value);
+    if (suffixIn.value.trim()) b.suffix = suffixIn.value.trim();
+    const meta = parseMeta(metaIn.value);
+    if (Object.keys(meta).length) b.metadata = meta;
+    if (Number(prioIn.value)) b.priority = Number(prioIn.value);
+    return b;
+  }
+
+  function updateCurl() {
+    const json = JSON.stringify(body(), null, 2).replace(/'/g, "'\\''");
+    const lines = [`curl -sS ${location.origin}/v1/fine_tuning/jobs \\`];
+    if (apiKey()) lines.push('  -H "Authorization: Bearer $ALIGND_API_KEY" \\');
+    lines.push("  -H 'Content-Type: application/json' \\", `  -d '${json}'`);
+    curlOut.textContent = lines.join('\n');
+  }
+  copyBtn.addEventListener('click', async () => {
+    try { await navigator.clipboard.writeText(curlOut.textContent); copyBtn.textContent = 'Copied'; } catch { copyBtn.textContent = 'Select and copy'; }
+    setTimeout(() => { copyBtn.textContent = 'Copy curl'; }, 2000);
+  });
+
+  function clearErrors() {
+    for (const c of controls) setFieldError(c.input, c.error, '');
+    rewardError.textContent = '';
+    formError.textContent = '';
+    formError.hidden = true;
+  }
+
+  // Client-side checks; returns the first bad control or null.
+  function validate() {
+    clearErrors();
+    let first = null;
+    for (const c of controls) {
+      if (!c.check || c.wrap.closest('[hidden]')) continue;
+      const msg = c.check();
+      if (msg) { setFieldError(c.input, c.error, `${c.param}: ${msg}`); first = first || c; }
+    }
+    const bs = hpFields.get('batch_size'), ga = hpFields.get('gradient_accumulation_steps');
+    const bsv = Number(bs.input.value || defOf(bs.f, method())), gav = Number(ga.input.value || 1);
+    if (Number.isInteger(bsv) && Number.isInteger(gav) && gav > 0 && bsv % gav) {
+      setFieldError(ga.input, ga.error, `hyperparameters.gradient_accumulation_steps: ${gav} does not divide batch_size ${bsv}`);
+      first = first || controls.find((c) => c.input === ga.input);
+    }
+    const m = method();
+    if (['ppo', 'grpo', 'rloo', 'generate_preferences', 'evaluate'].includes(m)) {
+      const b = body();
+      if (!b.reward || !(b.reward.verifiable || b.reward.reward_model || (b.reward.judge && b.reward.judge.model))) {
+        rewardError.textContent = 'reward: name at least one source (verifiable weight, reward model or judge)';
+        first = first || { input: rwVer };
+      }
+    }
+    if (m === 'evaluate' && !modelB.value.trim()) {
+      setFieldError(modelB, modelBF.error, 'ref_model: name the model to compare against');
+      first = first || { input: modelB };
+    }
+    return first;
+  }
+
+  // The API's error next to the field its param names (or above the buttons).
+  function showApiError(e) {
+    const p = e.param || '';
+    let target = null;
+    const cands = controls.filter((c) => c.active !== false && !c.wrap.closest('[hidden]'));
+    // "eval_tasks[0].rows" -> "eval_tasks[0]" -> "eval_tasks": the nearest field that exists.
+    let key = p;
+    while (key && !target) {
+      target = cands.find((c) => c.param === key) || null;
+      const up = key.replace(/(\.[^.[\]]*|\[\d+\])$/, '');
+      key = up === key ? '' : up;
+    }
+    if (!target && p === 'reward') { rewardError.textContent = e.message; rwVer.focus(); return; }
+    if (target) {
+      setFieldError(target.input, target.error, e.message);
+      const adv = target.wrap.closest('details');
+      if (adv) adv.open = true;
+      target.input.focus();
+    } else {
+      formError.textContent = `${e.message}${p ? ` (${p})` : ''}`;
+      formError.hidden = false;
+      formError.focus();
+    }
+  }
+
+  form.addEventListener('input', updateCurl);
+  form.addEventListener('change', updateCurl);
+  methodSel.addEventListener('change', () => syncMethod(true));
+  srcTask.addEventListener('change', syncSource);
+  srcFile.addEventListener('change', syncSource);
+  loraOn.addEventListener('change', syncLora);
+
+  form.addEventListener('submit', async (ev) => {
+    ev.preventDefault();
+    const bad = validate();
+    if (bad) {
+      const adv = bad.input.closest('details');
+      if (adv) adv.open = true;
+      bad.input.focus();
+      return;
+    }
+    submitBtn.disabled = true;
+    submitBtn.textContent = 'Starting…';
+    try {
+      const job = await api('/v1/fine_tuning/jobs', { method: 'POST', body: body() });
+      location.hash = `#/jobs/${encodeURIComponent(job.id)}`;
+    } catch (e) {
+      showApiError(e);
+    } finally {
+      submitBtn.disabled = false;
+      submitBtn.textContent = 'Start job';
+    }
+  });
+
+  estimateBtn.addEventListener('click', async () => {
+    const bad = validate();
+    if (bad) { bad.input.focus(); return; }
+    clear(estimateOut).append(h('p', { class: 'muted' }, 'Estimating…'));
+    try {
+      const r = await api('/v1/jobs/estimate', { method: 'POST', body: body() });
+      const row = (k, v) => [h('dt', null, k), h('dd', null, v)];
+      clear(estimateOut).append(h('h2', null, 'Estimate'), h('dl', { class: 'details' },
+        row('Steps', fmtNum(r.steps)), row('Examples', fmtNum(r.examples)), row('Tokens', fmtNum(r.tokens)),
+        row('Parameters', `${fmtNum(r.trainable_parameters)} trainable of ${fmtNum(r.parameters)}`),
+        row('Memory', fmtBytes(r.memory_bytes)), row('Time', fmtDuration(r.seconds)),
+        row('Fits in memory', r.fits === false ? 'no' : 'yes')));
+    } catch (e) {
+      clear(estimateOut);
+      showApiError(e);
+    }
+  });
+
+  // ---- pickers and prefill
+  (async () => {
+    const [models, files] = await Promise.allSettled([listAll('/v1/models', 300), listAll('/v1/files', 300)]);
+    if (models.status === 'fulfilled') {
+      for (const m of models.value) modelList.append(h('option', { value: m.id }, `${m.kind || 'model'}${m.architecture ? ` · ${m.architecture}` : ''}${m.parameters ? ` · ${fmtNum(m.parameters)} params` : ''}`));
+      if (!modelIn.value && models.value.length) {
+        const base = models.value.find((m) => m.kind === 'base') || models.value[0];
+        modelIn.value = base.id;
+      }
+    }
+    if (files.status === 'fulfilled') {
+      for (const f of files.value) {
+        const v = f.validation || {};
+        const label = `${f.filename} · ${f.id} · ${v.format || '?'} · ${fmtNum(v.valid_rows ?? v.rows)} rows${f.status === 'error' ? ' · has errors' : ''}`;
+        trainSel.append(h('option', { value: f.id }, label));
+        valSel.append(h('option', { value: f.id }, label));
+      }
+    }
+    if (q.get('model')) modelIn.value = q.get('model');
+    if (q.get('from_checkpoint')) ckptIn.value = q.get('from_checkpoint');
+    if (q.get('training_file')) { srcFile.checked = true; trainSel.value = q.get('training_file'); }
+    if (q.get('clone')) await cloneFrom(q.get('clone'));
+    if (q.get('method') && METHOD[q.get('method')]) { methodSel.value = q.get('method'); syncMethod(true); }
+    syncSource();
+    updateCurl();
+  })();
+
+  async function cloneFrom(id) {
+    let j;
+    try { j = await api(`/v1/fine_tuning/jobs/${encodeURIComponent(id)}`); } catch { return; }
+    if (METHOD[j.method]) methodSel.value = j.method;
+    syncMethod(true);
+    if (!q.get('model') && !q.get('from_checkpoint')) modelIn.value = j.model || modelIn.value;
+    if (q.get('from_checkpoint')) modelIn.value = j.model || modelIn.value;
+    if (j.task) {
+      srcTask.checked = true;
+      taskName.value = j.task.name;
+      taskRows.value = j.task.rows;
+      taskSeed.value = j.task.seed ?? 1;
+    } else if (j.training_file) {
+      srcFile.checked = true;
+      trainSel.value = j.training_file;
+      if (j.validation_file) valSel.value = j.validation_file;
+    }
+    for (const [k, v] of Object.entries(j.hyperparameters || {})) {
+      const e = [...hpFields.values()].find((x) => paramOf(x.f) === k && applies(x.f, j.method));
+      if (!e || v === null || typeof v === 'object') continue;
+      setInput(e, v);
+      e.dirty = true;
+    }
+    if (j.seed !== undefined && j.seed !== null) seedIn.value = j.seed;
+    if (j.suffix) suffixIn.value = j.suffix;
+  }
+
+  syncMethod(true);
+  syncSource();
+  syncLora();
+  formError.hidden = true;
+  return null;
+}
+
+function intIn(s, lo, hi) {
+  const t = String(s).trim();
+  if (t === '') return 'is required';
+  const x = Number(t);
+  if (!Number.isInteger(x)) return 'must be an integer';
+  if (x < lo || x > hi) return `must be an integer in [${lo}, ${hi}]`;
+  return '';
+}
+
+function parseMeta(text) {
+  const out = {};
+  for (const line of text.split('\n')) {
+    const t = line.trim();
+    if (!t) continue;
+    const i = t.indexOf('=');
+    if (i > 0) out[t.slice(0, i).trim()] = t.slice(i + 1).trim();
+  }
+  return out;
+}
+
+function metaCheck(text) {
+  const lines = text.split('\n').map((s) => s.trim()).filter(Boolean);
+  for (const l of lines) if (l.indexOf('=') <= 0) return `"${l}" is not key=value`;
+  if (lines.length > 16) return 'at most 16 pairs';
+  for (const [k, v] of Object.entries(parseMeta(text))) {
+    if (k.length > 64) return `key "${k.slice(0, 20)}…" is longer than 64 characters`;
+    if (v.length > 512) return `value of "${k}" is longer than 512 characters`;
+  }
+  return '';
+}
