@@ -1,0 +1,138 @@
+/* /healthz (liveness, no key), /readyz (database and workers) and /metrics
+ * (Prometheus text format 0.0.4). */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "internal.h"
+
+enum MHD_Result api_h_healthz(api_req *r) {
+    return api_reply_json(r, 200, json_pack("{s:s}", "status", "ok"));
+}
+
+enum MHD_Result api_h_readyz(api_req *r) {
+    api_server *s = r->srv;
+    char why[256] = "";
+    if (atomic_load(&s->draining))
+        return api_reply_json(r, 503, json_pack("{s:s,s:s}", "status", "not_ready", "reason",
+                                                "shutting down"));
+    int ok = s->be.ready ? s->be.ready(s->be.ud, why) : 1;
+    if (!ok)
+        return api_reply_json(r, 503, json_pack("{s:s,s:s}", "status", "not_ready", "reason",
+                                                why[0] ? why : "not ready"));
+    return api_reply_json(r, 200, json_pack("{s:s}", "status", "ready"));
+}
+
+static void put(char **b, size_t *len, size_t *cap, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static void put(char **b, size_t *len, size_t *cap, const char *fmt, ...) {
+    for (;;) {
+        va_list ap;
+        va_start(ap, fmt);
+        int n = vsnprintf(*b ? *b + *len : NULL, *b ? *cap - *len : 0, fmt, ap);
+        va_end(ap);
+        if (n < 0) return;
+        if (*b && *len + (size_t)n < *cap) {
+            *len += (size_t)n;
+            return;
+        }
+        size_t nc = (*cap ? *cap * 2 : 4096) + (size_t)n;
+        char *nb = realloc(*b, nc);
+        if (!nb) return;
+        *b = nb;
+        *cap = nc;
+    }
+}
+
+static double num(const json_t *o, const char *k) {
+    const json_t *v = json_object_get(o, k);
+    return v && json_is_number(v) ? json_number_value(v) : 0;
+}
+
+/* Label values are escaped as the text format asks (\\, \", \n). */
+static void label(char *out, size_t cap, const char *v) {
+    size_t o = 0;
+    for (; *v && o + 3 < cap; v++) {
+        if (*v == '\\' || *v == '"') out[o++] = '\\', out[o++] = *v;
+        else if (*v == '\n') out[o++] = '\\', out[o++] = 'n';
+        else out[o++] = *v;
+    }
+    out[o] = 0;
+}
+
+enum MHD_Result api_h_prometheus(api_req *r) {
+    api_server *s = r->srv;
+    char *b = NULL;
+    size_t len = 0, cap = 0;
+    json_t *st = NULL;
+    if (s->be.stats && s->be.stats(s->be.ud, &st) == 0 && json_is_object(st)) {
+        put(&b, &len, &cap,
+            "# HELP alignd_jobs Jobs by status.\n"
+            "# TYPE alignd_jobs gauge\n");
+        static const char *const statuses[] = {"validating_files", "queued",    "running",
+                                               "paused",           "cancelling", "succeeded",
+                                               "failed",           "cancelled"};
+        const json_t *by = json_object_get(st, "jobs_by_status");
+        for (size_t i = 0; i < sizeof statuses / sizeof statuses[0]; i++)
+            put(&b, &len, &cap, "alignd_jobs{status=\"%s\"} %.0f\n", statuses[i],
+                num(by, statuses[i]));
+        const char *k;
+        json_t *v;
+        json_object_foreach((json_t *)by, k, v) {
+            int known = 0;
+            for (size_t i = 0; i < sizeof statuses / sizeof statuses[0]; i++)
+                if (!strcmp(k, statuses[i])) known = 1;
+            if (!known && json_is_number(v)) {
+                char l[128];
+                label(l, sizeof l, k);
+                put(&b, &len, &cap, "alignd_jobs{status=\"%s\"} %.0f\n", l,
+                    json_number_value(v));
+            }
+        }
+        put(&b, &len, &cap,
+            "# HELP alignd_queue_depth Jobs waiting for a worker.\n"
+            "# TYPE alignd_queue_depth gauge\n"
+            "alignd_queue_depth %.0f\n"
+            "# HELP alignd_steps_trained_total Optimiser steps taken by all jobs.\n"
+            "# TYPE alignd_steps_trained_total counter\n"
+            "alignd_steps_trained_total %.0f\n"
+            "# HELP alignd_tokens_trained_total Tokens trained on by all jobs.\n"
+            "# TYPE alignd_tokens_trained_total counter\n"
+            "alignd_tokens_trained_total %.0f\n"
+            "# HELP alignd_workers Worker threads.\n"
+            "# TYPE alignd_workers gauge\n"
+            "alignd_workers %.0f\n"
+            "# HELP alignd_workers_busy Worker threads running a job.\n"
+            "# TYPE alignd_workers_busy gauge\n"
+            "alignd_workers_busy %.0f\n"
+            "# HELP alignd_training_model_memory_bytes Memory held by the models of running "
+            "jobs.\n"
+            "# TYPE alignd_training_model_memory_bytes gauge\n"
+            "alignd_training_model_memory_bytes %.0f\n",
+            num(st, "queue_depth"), num(st, "steps_total"), num(st, "tokens_total"),
+            num(st, "workers"), num(st, "workers_busy"), num(st, "model_memory_bytes"));
+    }
+    json_decref(st);
+    int n_models = 0;
+    size_t mem = api_model_cache_memory(s->models, &n_models);
+    put(&b, &len, &cap,
+        "# HELP alignd_inference_model_memory_bytes Memory held by the models loaded for "
+        "inference.\n"
+        "# TYPE alignd_inference_model_memory_bytes gauge\n"
+        "alignd_inference_model_memory_bytes %zu\n"
+        "# HELP alignd_inference_models_loaded Models loaded for inference.\n"
+        "# TYPE alignd_inference_models_loaded gauge\n"
+        "alignd_inference_models_loaded %d\n",
+        mem, n_models);
+    api_stats_write(s, &b, &len, &cap);
+    if (!b)
+        return api_reply_error(r, 500, "server_error", "internal_error", "", "out of memory");
+    struct MHD_Response *resp = MHD_create_response_from_buffer(len, b, MHD_RESPMEM_MUST_FREE);
+    if (!resp) {
+        free(b);
+        return MHD_NO;
+    }
+    MHD_add_response_header(resp, "Content-Type", "text/plain; version=0.0.4; charset=utf-8");
+    MHD_add_response_header(resp, "Cache-Control", "no-store");
+    return api_queue(r, 200, resp);
+}

@@ -1,0 +1,178 @@
+/* /v1/models: list, get, register a Hugging Face folder by path (resolved
+ * inside the allowed models directory: no "..", no symlink leading out),
+ * delete. */
+#define _XOPEN_SOURCE 700 /* realpath */
+#include <errno.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "internal.h"
+
+int api_path_inside(const char *root, const char *path, const char *param,
+                    char out[API_PATH_MAX], api_error *e) {
+    size_t n = strlen(path);
+    if (n == 0 || n >= 1024)
+        return api_error_set(e, 400, "invalid_request_error", "invalid_value", param,
+                             "%s: must be a folder path of 1 to 1023 bytes", param);
+    /* No ".." component anywhere, even one that would stay inside. */
+    const char *p = path;
+    while (*p) {
+        const char *q = strchr(p, '/');
+        size_t l = q ? (size_t)(q - p) : strlen(p);
+        if (l == 2 && p[0] == '.' && p[1] == '.')
+            return api_error_set(e, 400, "invalid_request_error", "invalid_path", param,
+                                 "%s: \"..\" is not allowed in a model path", param);
+        if (!q) break;
+        p = q + 1;
+    }
+    for (size_t i = 0; i < n; i++)
+        if ((unsigned char)path[i] < 0x20)
+            return api_error_set(e, 400, "invalid_request_error", "invalid_path", param,
+                                 "%s: control characters are not allowed", param);
+    char full[API_PATH_MAX];
+    if (path[0] == '/') snprintf(full, sizeof full, "%s", path);
+    else snprintf(full, sizeof full, "%s/%s", root, path);
+    char real[PATH_MAX];
+    if (!realpath(full, real)) {
+        if (errno == ENOENT || errno == ENOTDIR)
+            return api_error_set(e, 404, "invalid_request_error", "not_found", param,
+                                 "%s: no such folder in the models directory", param);
+        return api_error_set(e, 400, "invalid_request_error", "invalid_path", param,
+                             "%s: cannot be resolved (%s)", param, strerror(errno));
+    }
+    size_t rl = strlen(root);
+    if (strncmp(real, root, rl) != 0 || real[rl] != '/')
+        return api_error_set(e, 400, "invalid_request_error", "path_outside_models_dir", param,
+                             "%s: resolves outside the models directory", param);
+    if (strlen(real) >= API_PATH_MAX)
+        return api_error_set(e, 400, "invalid_request_error", "invalid_path", param,
+                             "%s: too long", param);
+    snprintf(out, API_PATH_MAX, "%s", real);
+    return 0;
+}
+
+static int name_ok(const char *s) {
+    size_t n = strlen(s);
+    if (n == 0 || n > 64 || s[0] == '.' || s[0] == '-' || !strncmp(s, "ftjob-", 6)) return 0;
+    for (size_t i = 0; i < n; i++) {
+        char c = s[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              c == '-' || c == '_' || c == '.'))
+            return 0;
+    }
+    return 1;
+}
+
+static int file_exists(const char *dir, const char *name) {
+    char p[API_PATH_MAX + 64];
+    snprintf(p, sizeof p, "%s/%s", dir, name);
+    struct stat st;
+    return stat(p, &st) == 0 && S_ISREG(st.st_mode);
+}
+
+enum MHD_Result api_h_models_post(api_req *r) {
+    api_server *s = r->srv;
+    api_error e;
+    memset(&e, 0, sizeof e);
+    if (!s->cfg.models_dir)
+        return api_reply_error(r, 403, "permission_error", "registration_disabled", "path",
+                               "path: this server has no models directory, so models cannot "
+                               "be registered by path");
+    json_t *body = NULL;
+    if (api_body_object(r, &body, &e)) return api_reply_err(r, &e);
+    const json_t *jp = json_object_get(body, "path");
+    const json_t *jn = json_object_get(body, "name");
+    enum MHD_Result res;
+    if (!jp) {
+        res = api_reply_error(r, 400, "invalid_request_error", "missing_field", "path",
+                              "path: missing; give the model folder, relative to the models "
+                              "directory");
+        goto out;
+    }
+    if (!json_is_string(jp)) {
+        res = api_reply_error(r, 400, "invalid_request_error", "invalid_type", "path",
+                              "path: must be a string");
+        goto out;
+    }
+    if (jn && !json_is_null(jn) && !json_is_string(jn)) {
+        res = api_reply_error(r, 400, "invalid_request_error", "invalid_type", "name",
+                              "name: must be a string");
+        goto out;
+    }
+    char real[API_PATH_MAX];
+    if (api_path_inside(s->cfg.models_dir, json_string_value(jp), "path", real, &e)) {
+        res = api_reply_err(r, &e);
+        goto out;
+    }
+    struct stat st;
+    if (stat(real, &st) || !S_ISDIR(st.st_mode) ||
+        (!file_exists(real, "config.json") && !file_exists(real, "adapter_config.json"))) {
+        res = api_reply_error(r, 422, "invalid_request_error", "invalid_model", "path",
+                              "path: not a Hugging Face model folder (no config.json or "
+                              "adapter_config.json)");
+        goto out;
+    }
+    char name[API_PATH_MAX];
+    if (jn && json_is_string(jn)) {
+        snprintf(name, sizeof name, "%s", json_string_value(jn));
+        if (!name_ok(json_string_value(jn))) {
+            res = api_reply_error(r, 400, "invalid_request_error", "invalid_value", "name",
+                                  "name: 1 to 64 characters of letters, digits, '.', '_' and "
+                                  "'-', not starting with '.', '-' or \"ftjob-\"");
+            goto out;
+        }
+    } else {
+        const char *b = strrchr(real, '/');
+        snprintf(name, sizeof name, "%s", b ? b + 1 : real);
+        if (!name_ok(name)) {
+            res = api_reply_error(r, 400, "invalid_request_error", "invalid_value", "name",
+                                  "name: the folder name cannot be a model name; give one");
+            goto out;
+        }
+    }
+    json_t *o = NULL;
+    int rc = s->be.model_register(s->be.ud, name, real, &o, &e);
+    res = api_reply_be(r, rc, o, &e);
+out:
+    json_decref(body);
+    return res;
+}
+
+static enum MHD_Result no_such_model(api_req *r) {
+    return api_reply_error(r, 404, "invalid_request_error", "model_not_found", "model",
+                           "the model %.200s does not exist", r->id);
+}
+
+enum MHD_Result api_h_models_list(api_req *r) {
+    api_server *s = r->srv;
+    api_error e;
+    memset(&e, 0, sizeof e);
+    api_page pg;
+    if (api_query_page(r, &pg, &e)) return api_reply_err(r, &e);
+    json_t *out = NULL;
+    int rc = s->be.model_list(s->be.ud, &pg, &out, &e);
+    return api_reply_be(r, rc, out, &e);
+}
+
+enum MHD_Result api_h_models_get(api_req *r) {
+    api_server *s = r->srv;
+    if (!api_id_ok(r->id)) return no_such_model(r);
+    api_error e;
+    memset(&e, 0, sizeof e);
+    json_t *out = NULL;
+    int rc = s->be.model_get(s->be.ud, r->id, &out, &e);
+    return api_reply_be(r, rc, out, &e);
+}
+
+enum MHD_Result api_h_models_delete(api_req *r) {
+    api_server *s = r->srv;
+    if (!api_id_ok(r->id)) return no_such_model(r);
+    api_error e;
+    memset(&e, 0, sizeof e);
+    json_t *out = NULL;
+    int rc = s->be.model_delete(s->be.ud, r->id, &out, &e);
+    return api_reply_be(r, rc, out, &e);
+}

@@ -1,0 +1,190 @@
+/* Server-sent events of one job: GET …/jobs/{id}/events with
+ * Accept: text/event-stream.
+ *
+ * Each feed item (api/backend.h) becomes
+ *     id: <seq>\nevent: <event|metrics|sample|status>\ndata: <JSON>\n\n
+ * A client that reconnects with Last-Event-ID (or ?last_event_id=N, for
+ * the first connection of an EventSource) gets every item after it. A
+ * comment line ": ping" goes out every heartbeat_s of silence, so proxies
+ * keep the stream and dead clients are noticed. When the job is final and
+ * every item was sent the stream ends with "event: end" and closes.
+ *
+ * The content-reader callback runs on the connection's own thread and
+ * blocks in job_feed for at most 250 ms at a time, so api_server_stop ends
+ * every stream within that. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "internal.h"
+
+#define SSE_SLICE_MS 250
+
+typedef struct sse_stream {
+    api_server *srv;
+    char id[256];
+    int64_t last_seq;
+    double last_write;
+    char *buf;
+    size_t len, off, cap;
+    int ended;
+} sse_stream;
+
+static double mono(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static int put(sse_stream *st, const char *s, size_t n) {
+    if (st->len + n > st->cap) {
+        size_t nc = st->cap ? st->cap : 4096;
+        while (nc < st->len + n) nc *= 2;
+        char *nb = realloc(st->buf, nc);
+        if (!nb) return -1;
+        st->buf = nb;
+        st->cap = nc;
+    }
+    memcpy(st->buf + st->len, s, n);
+    st->len += n;
+    return 0;
+}
+
+static int put_str(sse_stream *st, const char *s) { return put(st, s, strlen(s)); }
+
+static int put_item(sse_stream *st, const json_t *item) {
+    json_int_t seq = json_integer_value(json_object_get(item, "seq"));
+    const char *ev = json_string_value(json_object_get(item, "event"));
+    const json_t *data = json_object_get(item, "data");
+    char *js = data ? json_dumps(data, JSON_COMPACT | JSON_REAL_PRECISION(10) |
+                                           JSON_ENCODE_ANY)
+                    : NULL;
+    char head[160];
+    snprintf(head, sizeof head, "id: %lld\nevent: %s\ndata: ", (long long)seq,
+             ev && *ev && !strpbrk(ev, "\r\n") ? ev : "message");
+    int rc = put_str(st, head) || put_str(st, js ? js : "null") || put_str(st, "\n\n");
+    free(js);
+    if (seq > st->last_seq) st->last_seq = seq;
+    return rc;
+}
+
+static ssize_t sse_read(void *cls, uint64_t pos, char *out, size_t max) {
+    (void)pos;
+    sse_stream *st = cls;
+    api_server *s = st->srv;
+    for (;;) {
+        if (st->off < st->len) {
+            size_t n = st->len - st->off;
+            if (n > max) n = max;
+            memcpy(out, st->buf + st->off, n);
+            st->off += n;
+            st->last_write = mono();
+            return (ssize_t)n;
+        }
+        st->off = st->len = 0;
+        if (st->ended || atomic_load(&s->stopping)) return MHD_CONTENT_READER_END_OF_STREAM;
+        double idle = mono() - st->last_write;
+        double left = (double)s->cfg.heartbeat_s - idle;
+        if (left <= 0) {
+            if (put_str(st, ": ping\n\n")) return MHD_CONTENT_READER_END_WITH_ERROR;
+            continue;
+        }
+        int wait_ms = (int)(left * 1000.0);
+        if (wait_ms > SSE_SLICE_MS) wait_ms = SSE_SLICE_MS;
+        if (wait_ms < 1) wait_ms = 1;
+        json_t *items = NULL;
+        int finished = 0;
+        api_error e;
+        memset(&e, 0, sizeof e);
+        if (s->be.job_feed(s->be.ud, st->id, st->last_seq, 64, wait_ms, &items, &finished, &e)) {
+            json_t *err = json_pack("{s:s,s:s}", "message", e.message, "code", e.code);
+            char *js = err ? json_dumps(err, JSON_COMPACT) : NULL;
+            json_decref(err);
+            int rc = put_str(st, "event: error\ndata: ") || put_str(st, js ? js : "{}") ||
+                     put_str(st, "\n\n");
+            free(js);
+            if (rc) return MHD_CONTENT_READER_END_WITH_ERROR;
+            st->ended = 1;
+            continue;
+        }
+        size_t i;
+        json_t *it;
+        json_array_foreach(items, i, it) {
+            if (put_item(st, it)) {
+                json_decref(items);
+                return MHD_CONTENT_READER_END_WITH_ERROR;
+            }
+        }
+        json_decref(items);
+        if (finished) {
+            char end[96];
+            snprintf(end, sizeof end, "event: end\ndata: {\"last_event_id\":%lld}\n\n",
+                     (long long)st->last_seq);
+            if (put_str(st, end)) return MHD_CONTENT_READER_END_WITH_ERROR;
+            st->ended = 1;
+        }
+    }
+}
+
+static void sse_free(void *cls) {
+    sse_stream *st = cls;
+    atomic_fetch_sub(&st->srv->streams, 1);
+    free(st->buf);
+    free(st);
+}
+
+enum MHD_Result api_sse_job(api_req *r) {
+    api_server *s = r->srv;
+    api_error e;
+    memset(&e, 0, sizeof e);
+    /* Where to resume: Last-Event-ID (EventSource's reconnect), else the
+     * query (its first connection cannot set headers). */
+    const char *param = "Last-Event-ID";
+    const char *from = api_header(r, "Last-Event-ID");
+    if (!from) {
+        param = "last_event_id";
+        from = api_query(r, "last_event_id");
+    }
+    int64_t after = -1;
+    if (from && *from) {
+        char *end;
+        long long v = strtoll(from, &end, 10);
+        if (*end || v < 0)
+            return api_reply_error(r, 400, "invalid_request_error", "invalid_value", param,
+                                   "%s: must be the id (a non-negative integer) of the last "
+                                   "event received",
+                                   param);
+        after = v;
+    }
+    json_t *job = NULL;
+    if (s->be.job_get(s->be.ud, r->id, &job, &e)) return api_reply_err(r, &e);
+    json_decref(job);
+    if (atomic_fetch_add(&s->streams, 1) >= s->cfg.max_streams) {
+        atomic_fetch_sub(&s->streams, 1);
+        return api_reply_error(r, 429, "rate_limit_error", "too_many_streams", "",
+                               "too many open event streams (limit %d); retry later",
+                               s->cfg.max_streams);
+    }
+    sse_stream *st = calloc(1, sizeof *st);
+    if (!st) {
+        atomic_fetch_sub(&s->streams, 1);
+        return MHD_NO;
+    }
+    st->srv = s;
+    snprintf(st->id, sizeof st->id, "%s", r->id);
+    st->last_seq = after;
+    st->last_write = mono();
+    put_str(st, "retry: 3000\n\n");
+    struct MHD_Response *resp =
+        MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 16384, sse_read, st, sse_free);
+    if (!resp) {
+        sse_free(st);
+        return MHD_NO;
+    }
+    MHD_add_response_header(resp, "Content-Type", "text/event-stream");
+    MHD_add_response_header(resp, "Cache-Control", "no-cache");
+    MHD_add_response_header(resp, "X-Accel-Buffering", "no");
+    r->is_stream = 1;
+    return api_queue(r, 200, resp);
+}
