@@ -1,6 +1,9 @@
 /* train and eval subcommands: the trainer on the command line.
  *
  *   alignd train JOB.json [--resume CHECKPOINT_DIR]
+ *     every method, the RL ones (ppo, grpo, rloo) and the sampling jobs
+ *     (generate_preferences, evaluate, critique_revise) included; the
+ *     files a sampling job writes are named on stderr.
  *     stdout: one JSON object per logged step {"step":N,"epoch":E,"loss":..,...};
  *     stderr: events and samples, one line each, and a progress bar when
  *     stderr is a terminal.
@@ -102,7 +105,9 @@ int cli_train(int argc, char **argv) {
         fprintf(stderr, "alignd: train: %s\n", err);
         return rc == AL_EINVAL ? 2 : 1;
     }
-    if (res.output_dir[0]) fprintf(stderr, "info: model written to %s\n", res.output_dir);
+    if (res.output_is_model && res.output_dir[0]) fprintf(stderr, "info: model written to %s\n", res.output_dir);
+    for (int i = 0; i < res.n_output_files; i++)
+        fprintf(stderr, "info: %s file written to %s\n", res.output_files[i].purpose, res.output_files[i].path);
     return 0;
 }
 

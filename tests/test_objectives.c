@@ -224,12 +224,13 @@ static void check_grad_logp(const char *what, const al_objective_ops *ops, void 
 /* ---- tests ---------------------------------------------------------------- */
 
 static void test_registry(void) {
-    const char *names[] = {"pretrain", "sft", "reward_model", "dpo", "kto", "orpo", "simpo"};
+    const char *names[] = {"pretrain", "sft", "reward_model", "dpo", "kto", "orpo", "simpo",
+                           "ppo", "grpo", "rloo"}; /* the RL three: tests/test_rl.c */
     const al_objective_ops *const *all = al_objectives();
     int n = 0;
     while (all[n]) n++;
-    T_EQ_INT(n, 7);
-    for (int i = 0; i < 7; i++) {
+    T_EQ_INT(n, 10);
+    for (int i = 0; i < 10; i++) {
         const al_objective_ops *o = al_objective_find(names[i]);
         T_TRUE(o != NULL);
         if (o) T_STR_EQ(o->name, names[i]);

@@ -278,6 +278,7 @@ al_model *al_model_new(const al_model_config *cfg, const al_lora_cfg *lora, char
         m->lora_scale = lora->alpha / (float)lora->r;
     }
     m->adapters_on = 1;
+    m->inv_temp = 1.0f;
     m->QKV = (cfg->NH + 2 * cfg->NKV) * cfg->HD;
     m->UPW = cfg->arch == AL_ARCH_GPT2 ? cfg->FF : 2 * cfg->FF;
     if (build_params(m)) goto nomem;
@@ -348,6 +349,8 @@ void al_model_drop_grads(al_model *m) {
 
 void al_model_set_adapters(al_model *m, int on) { m->adapters_on = on; }
 
+
+
 static void fill_normal(float *w, size_t n, float std, al_rng *r) {
     for (size_t i = 0; i < n; i++) w[i] = std * al_rng_normal(r);
 }
@@ -390,6 +393,79 @@ static void init_params(al_model *m, uint64_t seed, int lora_only) {
 void al_model_init(al_model *m, uint64_t seed) { init_params(m, seed, 0); }
 
 void al_model_init_lora(al_model *m, uint64_t seed) { init_params(m, seed, 1); }
+
+void al_model_set_temperature(al_model *m, float temperature) {
+    m->inv_temp = temperature > 0 ? 1.0f / temperature : 1.0f;
+}
+
+al_model *al_model_new_shared(al_model *base, const al_lora_cfg *lora, uint64_t seed, char err[AL_ERRLEN]) {
+    if (!lora || lora->r <= 0) {
+        al_err(err, AL_EINVAL, "a shared-base model needs LoRA adapters");
+        return NULL;
+    }
+    al_model_config c = base->cfg;
+    c.has_score = 1;
+    if (c.num_labels <= 0) c.num_labels = 1;
+    al_model *m = calloc(1, sizeof *m);
+    if (!m) goto nomem;
+    m->cfg = c;
+    m->lora_cfg = *lora;
+    m->lora_scale = lora->alpha / (float)lora->r;
+    m->adapters_on = 1;
+    m->inv_temp = 1.0f;
+    m->shared_base = 1;
+    m->QKV = base->QKV;
+    m->UPW = base->UPW;
+    if (build_params(m)) goto nomem;
+    if (m->n_lora == 0) {
+        al_err(err, AL_EINVAL, "lora: target_modules \"%s\" match no module", lora->targets);
+        al_model_free(m);
+        return NULL;
+    }
+    /* own storage only for the adapters and the head; the rest aliases base */
+    size_t own = 0;
+    for (int i = 0; i < m->n_params; i++)
+        if (m->params[i].lora || i == m->score) own += m->params[i].n;
+    m->n_data = own;
+    m->data = al_calloc(own, sizeof(float));
+    if (!m->data) goto nomem;
+    size_t off = 0;
+    for (int i = 0; i < m->n_params; i++) {
+        al_param *p = &m->params[i];
+        if (p->lora || i == m->score) {
+            p->w = m->data + off;
+            off += p->n;
+            continue;
+        }
+        p->w = NULL;
+        for (int j = 0; j < base->n_params && !p->w; j++)
+            if (!base->params[j].lora && !strcmp(base->params[j].name, p->name) && base->params[j].n == p->n)
+                p->w = base->params[j].w;
+        if (!p->w) {
+            al_err(err, AL_ESHAPE, "shared base: %s not found", p->name);
+            al_model_free(m);
+            return NULL;
+        }
+    }
+    if (alloc_grads(m, 1)) goto nomem;
+    init_params(m, seed, 1);
+    al_rng r;
+    al_rng_seed(&r, seed ^ 0x5C0E5C0Eull);
+    fill_normal(m->params[m->score].w, m->params[m->score].n, c.init_range > 0 ? c.init_range : 0.02f, &r);
+    if (c.arch == AL_ARCH_LLAMA) {
+        size_t n = (size_t)c.max_T * (size_t)(c.HD / 2);
+        m->rope_cos = al_calloc(n, sizeof(float));
+        m->rope_sin = al_calloc(n, sizeof(float));
+        if (!m->rope_cos || !m->rope_sin) goto nomem;
+        memcpy(m->rope_cos, base->rope_cos, n * sizeof(float));
+        memcpy(m->rope_sin, base->rope_sin, n * sizeof(float));
+    }
+    return m;
+nomem:
+    al_err(err, AL_ENOMEM, "out of memory allocating a shared-base model");
+    al_model_free(m);
+    return NULL;
+}
 
 int al_model_add_score_head(al_model *m, uint64_t seed) {
     if (m->score >= 0) return AL_OK;
@@ -616,7 +692,7 @@ int al_model_forward(al_model *m, const al_tokens *in, al_fwd *out) {
         /* logp goes to the caller's buffer or to d_h2 as scratch (unused until backward) */
         float *logp = out && out->logp ? out->logp : m->d_h2;
         al_lmhead_forward(logp, m->ent, m->lse, out ? out->hit : NULL, m->lnf, PW(m, m->head), in->targets, N, C,
-                          c->V, 1.0f, m->head_scratch, m->head_chunk);
+                          c->V, m->inv_temp, m->head_scratch, m->head_chunk);
         if (out && out->entropy) memcpy(out->entropy, m->ent, (size_t)N * sizeof(float));
     }
     if (out && out->values) {
@@ -698,7 +774,7 @@ int al_model_backward(al_model *m, const al_tokens *in, const float *dlogp,
             dlogp = m->d_h2;
         }
         al_lmhead_backward(m->d_ln, PG(m, m->head), dlogp, dent, m->lnf,
-                           PW(m, m->head), in->targets, m->lse, m->ent, N, C, c->V, 1.0f,
+                           PW(m, m->head), in->targets, m->lse, m->ent, N, C, c->V, m->inv_temp,
                            m->head_scratch, m->head_chunk);
     }
     if (dvalue) {

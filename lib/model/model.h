@@ -110,6 +110,16 @@ void al_model_freeze_base(al_model *m);
 void al_model_drop_grads(al_model *m);
 /* Adapters on/off: off gives the base (reference) model at no memory cost. */
 void al_model_set_adapters(al_model *m, int on);
+/* Log-probs, entropy and their gradients from logits / temperature (TRL's
+ * RL trainers score samples at the sampling temperature); 0 or 1 = plain. */
+void al_model_set_temperature(al_model *m, float temperature);
+/* A model on base's weights: the same shapes plus a scalar head and its own
+ * LoRA adapters (lora->r > 0), the only tensors it owns and trains; every
+ * other tensor aliases base's (which must outlive it and should be frozen,
+ * e.g. itself a LoRA model). The head is normal(0, init_range), the adapters
+ * as al_model_init. PPO's critic: a value head with its own LoRA on the
+ * policy's frozen base. Saves only as an adapter folder. NULL on error. */
+al_model *al_model_new_shared(al_model *base, const al_lora_cfg *lora, uint64_t seed, char err[AL_ERRLEN]);
 /* Adds a scalar head score.weight (num_labels x C) initialised normal(0, init_range). */
 int al_model_add_score_head(al_model *m, uint64_t seed);
 

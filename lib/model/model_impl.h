@@ -47,6 +47,8 @@ struct al_model {
     al_lora_cfg lora_cfg;
     float lora_scale;
     int adapters_on;
+    float inv_temp;           /* 1 / sampling temperature for the LM head's log-probs */
+    int shared_base;          /* base weights alias another model's (al_model_new_shared) */
 
     al_param *params;
     int n_params, cap_params;

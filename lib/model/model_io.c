@@ -231,7 +231,9 @@ int al_model_open_ex(al_model **out, const char *dir, const al_lora_cfg *lora, i
         al_param *sp = &m->params[m->score];
         for (size_t k = 0; k < sp->n; k++) sp->w[k] = std * al_rng_normal(&r);
     }
-    if ((rc = load_weights(m, base, fresh_score, err))) goto fail;
+    /* an adapter folder that saves the head (modules_to_save) may sit on a
+     * base without one, e.g. a PPO critic on its policy's base */
+    if ((rc = load_weights(m, base, fresh_score || (adapter && has_score), err))) goto fail;
     if (adapter) {
         if ((rc = load_adapters(m, dir, err))) goto fail;
     } else if (lora && lora->r > 0) {

@@ -10,6 +10,9 @@
 
 #define AL_MAX_LOSS_TYPES 8
 
+enum { AL_SCALE_GROUP = 0, AL_SCALE_BATCH = 1, AL_SCALE_NONE = 2 };
+enum { AL_KL_K1 = 1, AL_KL_K3 = 3 };
+
 typedef struct al_hparams {
     /* optimisation */
     int n_epochs;                    /* 1; ignored when max_steps > 0 */
@@ -42,6 +45,36 @@ typedef struct al_hparams {
     float desirable_weight, undesirable_weight; /* KTO: 1.0, 1.0 */
     float center_rewards_coefficient;/* reward model: 0 = off */
     int precompute_ref_log_probs;    /* 1 */
+
+    /* reinforcement learning (ppo, grpo, rloo) and the sampling jobs
+     * (generate_preferences, evaluate, critique_revise); TRL's names */
+    int num_generations;             /* completions per prompt: grpo 8, rloo 2, ppo 1, generate_preferences 4 */
+    int max_completion_length;       /* new tokens: grpo/rloo 256, ppo 53 (response_length); alias max_new_tokens */
+    int max_prompt_length;           /* 512: longer prompts keep their last tokens */
+    float temperature;               /* ppo 0.7, others 1.0 (evaluate 0: greedy) */
+    float top_p;                     /* 1.0 */
+    int top_k;                       /* 0 = off */
+    float epsilon;                   /* 0.2: clip range below (GRPO/RLOO) */
+    float epsilon_high;              /* clip range above; < 0 (TRL's None) = epsilon */
+    int scale_rewards;               /* AL_SCALE_GROUP (TRL main), _BATCH, _NONE */
+    float kl_coef;                   /* ppo 0.05 */
+    int kl_estimator;                /* AL_KL_K1 (TRL default) or AL_KL_K3 */
+    int adaptive_kl;                 /* 0: fixed kl_coef; 1: Ziegler et al.'s controller */
+    float target_kl;                 /* 6.0: the controller's target (TRL 0.x "target") */
+    float kl_horizon;                /* 10000: the controller's horizon (TRL 0.x "horizon") */
+    float gamma, lam;                /* 1.0, 0.95 */
+    int whiten_rewards;              /* 0 */
+    float cliprange, cliprange_value;/* 0.2, 0.2 */
+    float vf_coef;                   /* 0.1 */
+    int num_ppo_epochs;              /* 4 (ppo); grpo/rloo use num_iterations */
+    int num_mini_batches;            /* 1 */
+    int num_iterations;              /* 1: GRPO's mu, updates per generation batch */
+    float missing_eos_penalty;       /* 0 = TRL's None */
+    float sft_mix_ratio;             /* 0: weight of an SFT loss on reference answers mixed into RL */
+    float entropy_coef;              /* 0: entropy bonus */
+    int normalize_advantages;        /* rloo: 0 (TRL main) */
+    int mask_truncated_completions;  /* 0 */
+    float kl_warn;                   /* 10: health warning when the mean sequence KL exceeds it */
 
     /* cadence */
     int eval_steps, save_steps, logging_steps;

@@ -18,7 +18,7 @@
 #include "../tasks/tasks.h"
 #include "objective.h"
 
-enum { HP_INT, HP_LONG, HP_FLOAT, HP_BOOL, HP_SCHED, HP_LOSSES, HP_WEIGHTS };
+enum { HP_INT, HP_LONG, HP_FLOAT, HP_BOOL, HP_SCHED, HP_LOSSES, HP_WEIGHTS, HP_SCALE, HP_KLEST };
 
 typedef struct hp_field {
     const char *name;
@@ -59,6 +59,36 @@ static const hp_field fields[] = {
     F(undesirable_weight, HP_FLOAT, 0, 1e6, 1.0),
     F(center_rewards_coefficient, HP_FLOAT, 0, 1e6, 0),
     F(precompute_ref_log_probs, HP_BOOL, 0, 1, 1),
+    /* RL (TRL's GRPOConfig, RLOOConfig and experimental PPOConfig) */
+    F(num_generations, HP_INT, 1, 1024, 1),
+    F(max_completion_length, HP_INT, 1, 1 << 20, 256),
+    F(max_prompt_length, HP_INT, 1, 1 << 20, 512),
+    F(temperature, HP_FLOAT, 0, 100, 1.0),
+    F(top_p, HP_FLOAT, 0, 1, 1.0),
+    F(top_k, HP_INT, 0, 1 << 20, 0),
+    F(epsilon, HP_FLOAT, 0, 100, 0.2),
+    F(epsilon_high, HP_FLOAT, -1, 100, -1),
+    F(scale_rewards, HP_SCALE, 0, 0, AL_SCALE_GROUP),
+    F(kl_coef, HP_FLOAT, 0, 1e6, 0.05),
+    F(kl_estimator, HP_KLEST, 0, 0, AL_KL_K1),
+    F(adaptive_kl, HP_BOOL, 0, 1, 0),
+    F(target_kl, HP_FLOAT, 0, 1e6, 6.0),
+    F(kl_horizon, HP_FLOAT, 1, 1e12, 10000),
+    F(gamma, HP_FLOAT, 0, 1, 1.0),
+    F(lam, HP_FLOAT, 0, 1, 0.95),
+    F(whiten_rewards, HP_BOOL, 0, 1, 0),
+    F(cliprange, HP_FLOAT, 0, 100, 0.2),
+    F(cliprange_value, HP_FLOAT, 0, 1e6, 0.2),
+    F(vf_coef, HP_FLOAT, 0, 1e6, 0.1),
+    F(num_ppo_epochs, HP_INT, 1, 1000, 4),
+    F(num_mini_batches, HP_INT, 1, 65536, 1),
+    F(num_iterations, HP_INT, 1, 1000, 1),
+    F(missing_eos_penalty, HP_FLOAT, 0, 1e6, 0),
+    F(sft_mix_ratio, HP_FLOAT, 0, 1e6, 0),
+    F(entropy_coef, HP_FLOAT, 0, 1e6, 0),
+    F(normalize_advantages, HP_BOOL, 0, 1, 0),
+    F(mask_truncated_completions, HP_BOOL, 0, 1, 0),
+    F(kl_warn, HP_FLOAT, 0, 1e12, 10),
     F(eval_steps, HP_INT, 0, 1 << 30, 0),
     F(save_steps, HP_INT, 0, 1 << 30, 500),
     F(logging_steps, HP_INT, 1, 1 << 30, 10),
@@ -71,21 +101,52 @@ static double method_lr(const char *method) {
     if (!strcmp(method, "sft")) return 2e-5;
     if (!strcmp(method, "pretrain")) return 5e-5;
     if (!strcmp(method, "reward_model")) return 1e-4;
-    return 1e-6; /* dpo, kto, orpo, simpo */
+    if (!strcmp(method, "ppo")) return 3e-6; /* experimental PPOConfig */
+    return 1e-6; /* dpo, kto, orpo, simpo; GRPOConfig, RLOOConfig */
 }
+
+/* Other per-method defaults (TRL main unless said): GRPO's beta 0 (main;
+ * 0.04 before 0.19), RLOO's beta 0.05, PPO's temperature 0.7 and
+ * response_length 53 (OnPolicyConfig), num_generations 8 (GRPO) and 2
+ * (RLOO, v0.11's rloo_k). The sampling jobs draw 4 completions per prompt
+ * and evaluate and critique_revise decode greedily. */
+static int method_default(const char *method, const char *field, double *d) {
+    static const struct { const char *method, *field; double v; } tab[] = {
+        {"grpo", "beta", 0.0},           {"rloo", "beta", 0.05},
+        {"grpo", "num_generations", 8},  {"rloo", "num_generations", 2},
+        {"generate_preferences", "num_generations", 4},
+        {"ppo", "temperature", 0.7},     {"ppo", "max_completion_length", 53},
+        {"evaluate", "temperature", 0},  {"critique_revise", "temperature", 0},
+        {"evaluate", "max_completion_length", 64},
+        {"critique_revise", "max_completion_length", 128},
+    };
+    for (size_t i = 0; i < sizeof tab / sizeof tab[0]; i++)
+        if (!strcmp(tab[i].method, method) && !strcmp(tab[i].field, field)) {
+            *d = tab[i].v;
+            return 1;
+        }
+    return 0;
+}
+
+static const char *const scale_names[] = {"group", "batch", "none"};
 
 static void set_default(al_hparams *hp, const hp_field *f, const char *method) {
     char *base = (char *)hp + f->off;
     double d = f->def;
     if (!strcmp(f->name, "learning_rate")) d = method_lr(method);
+    method_default(method, f->name, &d);
     switch (f->type) {
     case HP_INT: case HP_BOOL: *(int *)base = (int)d; break;
     case HP_LONG: *(long *)base = (long)d; break;
     case HP_FLOAT: *(float *)base = (float)d; break;
     case HP_SCHED: *(al_sched_kind *)base = (al_sched_kind)d; break;
+    case HP_SCALE: case HP_KLEST: *(int *)base = (int)d; break;
     case HP_LOSSES:
+        /* GRPO: "dapo" since TRL 0.22 ("bnpo" before, "grpo" originally);
+         * RLOO and PPO: the token mean over the batch as well */
         snprintf(hp->loss_type[0], sizeof hp->loss_type[0], "%s",
-                 !strcmp(method, "simpo") ? "simpo" : "sigmoid");
+                 !strcmp(method, "simpo") ? "simpo"
+                 : al_method_is_rl(method) ? "dapo" : "sigmoid");
         hp->n_loss_types = 1;
         break;
     case HP_WEIGHTS:
@@ -151,6 +212,26 @@ static int read_field(al_hparams *hp, const hp_field *f, const json_t *v, char e
         hp->n_loss_types = (int)cnt;
         return AL_OK;
     }
+    case HP_SCALE: {
+        /* TRL accepts the old booleans: true = "group", false = "none" */
+        if (json_is_boolean(v)) {
+            *(int *)base = json_is_true(v) ? AL_SCALE_GROUP : AL_SCALE_NONE;
+            return AL_OK;
+        }
+        for (int i = 0; i < 3 && json_is_string(v); i++)
+            if (!strcmp(json_string_value(v), scale_names[i])) {
+                *(int *)base = i;
+                return AL_OK;
+            }
+        return al_err(err, AL_EINVAL, "hyperparameters.%s: must be \"group\", \"batch\" or \"none\"", n);
+    }
+    case HP_KLEST: {
+        const char *s = json_string_value(v);
+        if (s && !strcmp(s, "k1")) *(int *)base = AL_KL_K1;
+        else if (s && !strcmp(s, "k3")) *(int *)base = AL_KL_K3;
+        else return al_err(err, AL_EINVAL, "hyperparameters.%s: must be \"k1\" or \"k3\"", n);
+        return AL_OK;
+    }
     case HP_WEIGHTS: {
         if (!json_is_array(v) || json_array_size(v) == 0 || json_array_size(v) > AL_MAX_LOSS_TYPES)
             return al_err(err, AL_EINVAL, "hyperparameters.%s: must be a list of numbers, one per loss_type", n);
@@ -174,6 +255,8 @@ static json_t *field_json(const al_hparams *hp, const hp_field *f) {
     case HP_FLOAT: return json_real(*(const float *)base);
     case HP_BOOL: return json_boolean(*(const int *)base);
     case HP_SCHED: return json_string(sched_name(*(const al_sched_kind *)base));
+    case HP_SCALE: return json_string(scale_names[*(const int *)base]);
+    case HP_KLEST: return json_string(*(const int *)base == AL_KL_K3 ? "k3" : "k1");
     case HP_LOSSES: {
         json_t *a = json_array();
         for (int i = 0; i < hp->n_loss_types; i++) json_array_append_new(a, json_string(hp->loss_type[i]));
@@ -325,21 +408,258 @@ static int parse_eval_tasks(al_job *job, const json_t *v, char err[AL_ERRLEN]) {
     return AL_OK;
 }
 
+static const char *const g_data_methods[] = {"generate_preferences", "evaluate", "critique_revise", NULL};
+
+int al_method_is_rl(const char *m) {
+    return m && (!strcmp(m, "ppo") || !strcmp(m, "grpo") || !strcmp(m, "rloo"));
+}
+
+int al_method_is_data(const char *m) {
+    for (int i = 0; m && g_data_methods[i]; i++)
+        if (!strcmp(m, g_data_methods[i])) return 1;
+    return 0;
+}
+
+static int parse_weight(const json_t *v, const char *path, float *out, char err[AL_ERRLEN]) {
+    if (!json_is_number(v) || !isfinite(json_number_value(v)) || json_number_value(v) < 0 ||
+        json_number_value(v) > 1e6)
+        return al_err(err, AL_EINVAL, "%s: must be a number in [0, 1e6]", path);
+    *out = (float)json_number_value(v);
+    return AL_OK;
+}
+
+static int parse_principles(const json_t *v, const char *path, char (*dst)[AL_PRINCIPLE_LEN], int *n,
+                            char err[AL_ERRLEN]) {
+    if (!json_is_array(v) || json_array_size(v) == 0 || json_array_size(v) > AL_MAX_PRINCIPLES)
+        return al_err(err, AL_EINVAL, "%s: must be a list of 1 to %d strings", path, AL_MAX_PRINCIPLES);
+    for (size_t i = 0; i < json_array_size(v); i++) {
+        const json_t *e = json_array_get(v, i);
+        if (!json_is_string(e) || json_string_length(e) == 0 || json_string_length(e) >= AL_PRINCIPLE_LEN ||
+            strlen(json_string_value(e)) != json_string_length(e))
+            return al_err(err, AL_EINVAL, "%s[%zu]: must be a non-empty string under %d bytes", path, i,
+                          AL_PRINCIPLE_LEN);
+        memcpy(dst[i], json_string_value(e), json_string_length(e) + 1);
+    }
+    *n = (int)json_array_size(v);
+    return AL_OK;
+}
+
+static int parse_reward(al_job *j, const json_t *v, char err[AL_ERRLEN]) {
+    static const char *const keys[] = {"verifiable", "reward_model", "reward_model_weight", "judge",
+                                       "length_penalty", "missing_eos_penalty", "clip",
+                                       "length_normalize", NULL};
+    al_reward_cfg *r = &j->reward;
+    int rc;
+    if (!json_is_object(v)) return al_err(err, AL_EINVAL, "reward: must be an object");
+    if ((rc = check_keys(v, "reward", keys, err))) return rc;
+    r->reward_model_weight = 1;
+    r->judge_weight = 1;
+    r->missing_eos_penalty = -1;
+    const json_t *x;
+    if ((x = json_object_get(v, "verifiable")) && !json_is_null(x)) {
+        if (json_is_object(x)) {
+            static const char *const vk[] = {"weight", "partial", NULL};
+            if ((rc = check_keys(x, "reward.verifiable", vk, err))) return rc;
+            const json_t *w = json_object_get(x, "weight"), *pa = json_object_get(x, "partial");
+            r->verifiable = 1;
+            if (w && (rc = parse_weight(w, "reward.verifiable.weight", &r->verifiable, err))) return rc;
+            if (pa && !json_is_boolean(pa))
+                return al_err(err, AL_EINVAL, "reward.verifiable.partial: must be true or false");
+            r->partial = json_is_true(pa);
+        } else if (json_is_boolean(x)) {
+            r->verifiable = json_is_true(x) ? 1.0f : 0.0f;
+        } else if ((rc = parse_weight(x, "reward.verifiable", &r->verifiable, err))) {
+            return rc;
+        }
+    }
+    if ((x = json_object_get(v, "reward_model")) && !json_is_null(x)) {
+        if (json_is_string(x)) {
+            if ((rc = get_str(v, "reward_model", "reward.reward_model", r->reward_model[0],
+                              sizeof r->reward_model[0], 1, err)))
+                return rc;
+            r->n_reward_models = 1;
+        } else if (json_is_array(x) && json_array_size(x) >= 1 && json_array_size(x) <= AL_MAX_REWARD_MODELS) {
+            for (size_t i = 0; i < json_array_size(x); i++) {
+                char p[64];
+                snprintf(p, sizeof p, "reward.reward_model[%zu]", i);
+                const json_t *e = json_array_get(x, i);
+                if (!json_is_string(e) || json_string_length(e) == 0 ||
+                    json_string_length(e) >= AL_PATH_MAX || strlen(json_string_value(e)) != json_string_length(e))
+                    return al_err(err, AL_EINVAL, "%s: must be a non-empty string", p);
+                memcpy(r->reward_model[i], json_string_value(e), json_string_length(e) + 1);
+            }
+            r->n_reward_models = (int)json_array_size(x);
+        } else {
+            return al_err(err, AL_EINVAL, "reward.reward_model: must be a model or a list of 1 to %d models",
+                          AL_MAX_REWARD_MODELS);
+        }
+    }
+    if ((x = json_object_get(v, "reward_model_weight")) &&
+        (rc = parse_weight(x, "reward.reward_model_weight", &r->reward_model_weight, err)))
+        return rc;
+    if ((x = json_object_get(v, "judge")) && !json_is_null(x)) {
+        static const char *const jk[] = {"model", "principles", "weight", NULL};
+        if (!json_is_object(x)) return al_err(err, AL_EINVAL, "reward.judge: must be an object");
+        if ((rc = check_keys(x, "reward.judge", jk, err))) return rc;
+        if ((rc = get_str(x, "model", "reward.judge.model", r->judge_model, sizeof r->judge_model, 1, err)))
+            return rc;
+        const json_t *pr = json_object_get(x, "principles"), *w = json_object_get(x, "weight");
+        if (pr && (rc = parse_principles(pr, "reward.judge.principles", r->principles, &r->n_principles, err)))
+            return rc;
+        if (w && (rc = parse_weight(w, "reward.judge.weight", &r->judge_weight, err))) return rc;
+    }
+    if ((x = json_object_get(v, "length_penalty")) &&
+        (rc = parse_weight(x, "reward.length_penalty", &r->length_penalty, err)))
+        return rc;
+    if ((x = json_object_get(v, "missing_eos_penalty")) &&
+        (rc = parse_weight(x, "reward.missing_eos_penalty", &r->missing_eos_penalty, err)))
+        return rc;
+    if ((x = json_object_get(v, "clip")) && (rc = parse_weight(x, "reward.clip", &r->clip, err))) return rc;
+    if ((x = json_object_get(v, "length_normalize"))) {
+        if (!json_is_boolean(x)) return al_err(err, AL_EINVAL, "reward.length_normalize: must be true or false");
+        r->length_normalize = json_is_true(x);
+    }
+    if (!(r->verifiable > 0) && !r->n_reward_models && !r->judge_model[0])
+        return al_err(err, AL_EINVAL, "reward: names no source (verifiable, reward_model or judge)");
+    j->has_reward = 1;
+    return AL_OK;
+}
+
+/* Cross-field checks of the RL and sampling methods. */
+static int check_rl(al_job *j, const json_t *o, char err[AL_ERRLEN]) {
+    al_hparams *hp = &j->hp;
+    const char *m = j->method;
+    int needs_reward = al_method_is_rl(m) || !strcmp(m, "generate_preferences");
+    if (needs_reward && !j->has_reward)
+        return al_err(err, AL_EINVAL, "reward: is required for %s (e.g. {\"verifiable\": 1.0})", m);
+    if ((!strcmp(m, "grpo") || !strcmp(m, "rloo") || !strcmp(m, "generate_preferences")) &&
+        hp->num_generations < 2)
+        return al_err(err, AL_EINVAL, "hyperparameters.num_generations: must be >= 2 for %s (got %d)", m,
+                      hp->num_generations);
+    if (!strcmp(m, "ppo") && hp->num_generations != 1)
+        return al_err(err, AL_EINVAL, "hyperparameters.num_generations: ppo samples one completion per prompt");
+    if ((!strcmp(m, "grpo") || !strcmp(m, "rloo")) && hp->batch_size % hp->num_generations)
+        return al_err(err, AL_EINVAL, "hyperparameters.batch_size: %d is not a multiple of num_generations %d "
+                      "(batch_size counts completions)", hp->batch_size, hp->num_generations);
+    if ((!strcmp(m, "grpo") || !strcmp(m, "rloo")) && hp->micro_batch_size % hp->num_generations)
+        return al_err(err, AL_EINVAL, "hyperparameters.gradient_accumulation_steps: micro-batches of %d "
+                      "completions split groups of %d", hp->micro_batch_size, hp->num_generations);
+    if (!strcmp(m, "ppo") && hp->batch_size % hp->num_mini_batches)
+        return al_err(err, AL_EINVAL, "hyperparameters.num_mini_batches: %d does not divide batch_size %d",
+                      hp->num_mini_batches, hp->batch_size);
+    if (j->reward.judge_model[0] && !strcmp(m, "ppo"))
+        return al_err(err, AL_EINVAL, "reward.judge: compares completions of one prompt; use grpo, rloo "
+                      "or generate_preferences (ppo samples one per prompt)");
+    const json_t *c = json_object_get(o, "critic");
+    j->critic = j->use_lora ? AL_CRITIC_SHARED_BASE : AL_CRITIC_SEPARATE;
+    if (c && !json_is_null(c)) {
+        const char *cs = json_string_value(c);
+        if (!cs || (strcmp(cs, "shared_base") && strcmp(cs, "separate")))
+            return al_err(err, AL_EINVAL, "critic: must be \"shared_base\" or \"separate\"");
+        if (strcmp(m, "ppo")) return al_err(err, AL_EINVAL, "critic: only ppo has a critic");
+        j->critic = !strcmp(cs, "shared_base") ? AL_CRITIC_SHARED_BASE : AL_CRITIC_SEPARATE;
+        if (j->critic == AL_CRITIC_SHARED_BASE && !j->use_lora)
+            return al_err(err, AL_EINVAL, "critic: \"shared_base\" needs lora (the base is shared frozen)");
+    }
+    if (j->critic_model[0] && strcmp(m, "ppo")) return al_err(err, AL_EINVAL, "critic_model: only ppo has a critic");
+    if (!strcmp(m, "evaluate")) {
+        if (!j->model_b[0] && (j->reward.n_reward_models || j->reward.judge_model[0]))
+            return al_err(err, AL_EINVAL, "model_b: is required to judge model against it");
+        if (j->model_b[0] && !j->reward.n_reward_models && !j->reward.judge_model[0])
+            return al_err(err, AL_EINVAL, "reward: evaluate needs a reward_model or a judge to compare models");
+        if (!j->model_b[0] && !j->task[0])
+            return al_err(err, AL_EINVAL, "model_b: is required (or name a task for exact-match only)");
+    } else if (j->model_b[0]) {
+        return al_err(err, AL_EINVAL, "model_b: only evaluate compares two models");
+    }
+    if (!strcmp(m, "critique_revise") && !j->n_principles) {
+        if (!j->reward.n_principles)
+            return al_err(err, AL_EINVAL, "principles: critique_revise needs a list of principles");
+        memcpy(j->principles, j->reward.principles, sizeof j->principles);
+        j->n_principles = j->reward.n_principles;
+    }
+    if (al_method_is_data(m) && !j->output_dir[0])
+        return al_err(err, AL_EINVAL, "output_dir: is required (the job writes its JSONL files there)");
+    return AL_OK;
+}
+
+/* ---- references to models and files ---------------------------------------- */
+
+typedef struct refs_ctx {
+    al_ref_fn fn;
+    void *ud;
+    char *err;
+} refs_ctx;
+
+static int ref_one(refs_ctx *c, json_t *parent, const char *key, size_t idx, al_ref_kind kind,
+                   const char *path) {
+    json_t *v = key ? json_object_get(parent, key) : json_array_get(parent, idx);
+    if (!json_is_string(v)) return AL_OK; /* absent or the wrong type: al_job_from_json reports it */
+    char repl[AL_PATH_MAX], msg[AL_ERRLEN];
+    repl[0] = 0;
+    msg[0] = 0;
+    if (c->fn(c->ud, kind, path, json_string_value(v), repl, sizeof repl, msg, sizeof msg))
+        return al_err(c->err, AL_EINVAL, "%s: %s", path, msg[0] ? msg : "rejected");
+    if (repl[0]) {
+        repl[sizeof repl - 1] = 0;
+        if (json_string_set(v, repl)) return al_err(c->err, AL_ENOMEM, "%s: out of memory", path);
+    }
+    return AL_OK;
+}
+
+int al_job_refs(json_t *desc, al_ref_fn fn, void *ud, char err[AL_ERRLEN]) {
+    if (!json_is_object(desc)) return al_err(err, AL_EINVAL, "job: must be a JSON object");
+    refs_ctx c = {fn, ud, err};
+    static const struct { const char *key; al_ref_kind kind; } top[] = {
+        {"model", AL_REF_MODEL},          {"ref_model", AL_REF_MODEL},
+        {"critic_model", AL_REF_MODEL},   {"model_b", AL_REF_MODEL},
+        {"training_file", AL_REF_FILE},   {"validation_file", AL_REF_FILE},
+    };
+    int rc;
+    for (size_t i = 0; i < sizeof top / sizeof top[0]; i++)
+        if ((rc = ref_one(&c, desc, top[i].key, 0, top[i].kind, top[i].key))) return rc;
+    json_t *et = json_object_get(desc, "eval_tasks");
+    for (size_t i = 0; json_is_array(et) && i < json_array_size(et); i++) {
+        char p[64];
+        snprintf(p, sizeof p, "eval_tasks[%zu].file", i);
+        json_t *e = json_array_get(et, i);
+        if (json_is_object(e) && (rc = ref_one(&c, e, "file", 0, AL_REF_FILE, p))) return rc;
+    }
+    json_t *rw = json_object_get(desc, "reward");
+    if (json_is_object(rw)) {
+        json_t *rm = json_object_get(rw, "reward_model");
+        if (json_is_string(rm) && (rc = ref_one(&c, rw, "reward_model", 0, AL_REF_MODEL, "reward.reward_model")))
+            return rc;
+        for (size_t i = 0; json_is_array(rm) && i < json_array_size(rm); i++) {
+            char p[64];
+            snprintf(p, sizeof p, "reward.reward_model[%zu]", i);
+            if ((rc = ref_one(&c, rm, NULL, i, AL_REF_MODEL, p))) return rc;
+        }
+        json_t *jd = json_object_get(rw, "judge");
+        if (json_is_object(jd) && (rc = ref_one(&c, jd, "model", 0, AL_REF_MODEL, "reward.judge.model")))
+            return rc;
+    }
+    return AL_OK;
+}
+
 int al_job_from_json(al_job *job, const json_t *o, char err[AL_ERRLEN]) {
     static const char *const keys[] = {"method", "model", "training_file", "validation_file", "task",
                                        "ref_model", "hyperparameters", "lora", "seed", "output_dir",
-                                       "eval_tasks", "suffix", "metadata", NULL};
+                                       "eval_tasks", "suffix", "metadata", "reward", "critic",
+                                       "critic_model", "model_b", "principles", NULL};
     al_job j;
     memset(&j, 0, sizeof j);
     if (!json_is_object(o)) return al_err(err, AL_EINVAL, "job: must be a JSON object");
     int rc = check_keys(o, "", keys, err);
     if (rc) return rc;
     if ((rc = get_str(o, "method", "method", j.method, sizeof j.method, 1, err))) return rc;
-    if (!al_objective_find(j.method)) {
-        char list[256] = "";
+    if (!al_objective_find(j.method) && !al_method_is_data(j.method)) {
+        char list[400] = "";
         size_t len = 0;
         for (const al_objective_ops *const *ob = al_objectives(); *ob; ob++)
             len += (size_t)snprintf(list + len, sizeof list - len, "%s%s", len ? ", " : "", (*ob)->name);
+        for (int i = 0; g_data_methods[i]; i++)
+            len += (size_t)snprintf(list + len, sizeof list - len, ", %s", g_data_methods[i]);
         return al_err(err, AL_EINVAL, "method: '%s' is not one of %s", j.method, list);
     }
     if ((rc = get_str(o, "model", "model", j.model, sizeof j.model, 1, err))) return rc;
@@ -350,6 +670,19 @@ int al_job_from_json(al_job *job, const json_t *o, char err[AL_ERRLEN]) {
         return rc;
     if ((rc = get_str(o, "ref_model", "ref_model", j.ref_model, sizeof j.ref_model, 0, err))) return rc;
     if ((rc = get_str(o, "output_dir", "output_dir", j.output_dir, sizeof j.output_dir, 0, err))) return rc;
+    if ((rc = get_str(o, "critic_model", "critic_model", j.critic_model, sizeof j.critic_model, 0, err)))
+        return rc;
+    if ((rc = get_str(o, "model_b", "model_b", j.model_b, sizeof j.model_b, 0, err))) return rc;
+    const json_t *rwd = json_object_get(o, "reward");
+    if (rwd && !json_is_null(rwd)) {
+        if (!al_method_is_rl(j.method) && !al_method_is_data(j.method))
+            return al_err(err, AL_EINVAL, "reward: only ppo, grpo, rloo and the sampling jobs take rewards");
+        if ((rc = parse_reward(&j, rwd, err))) return rc;
+    }
+    const json_t *prn = json_object_get(o, "principles");
+    if (prn && !json_is_null(prn) &&
+        (rc = parse_principles(prn, "principles", j.principles, &j.n_principles, err)))
+        return rc;
     const json_t *task = json_object_get(o, "task");
     if (task && !json_is_null(task)) {
         if (j.training_file[0])
@@ -374,8 +707,16 @@ int al_job_from_json(al_job *job, const json_t *o, char err[AL_ERRLEN]) {
         json_t *v;
         json_object_foreach((json_t *)hps, k, v) {
             int found = -1;
+            const char *name = k;
+            /* TRL's other names for the completion budget */
+            if (!strcmp(k, "max_new_tokens") || !strcmp(k, "response_length")) {
+                if (json_object_get(hps, "max_completion_length"))
+                    return al_err(err, AL_EINVAL, "hyperparameters.%s: give it or max_completion_length, "
+                                  "not both", k);
+                name = "max_completion_length";
+            }
             for (int i = 0; i < N_FIELDS && found < 0; i++)
-                if (!strcmp(fields[i].name, k)) found = i;
+                if (!strcmp(fields[i].name, name)) found = i;
             if (found < 0) return al_err(err, AL_EINVAL, "hyperparameters.%s: unknown field", k);
             if (json_is_null(v) || (json_is_string(v) && !strcmp(json_string_value(v), "auto")))
                 continue;
@@ -400,10 +741,11 @@ int al_job_from_json(al_job *job, const json_t *o, char err[AL_ERRLEN]) {
     }
     const json_t *et = json_object_get(o, "eval_tasks");
     if (et && !json_is_null(et) && (rc = parse_eval_tasks(&j, et, err))) return rc;
+    if ((al_method_is_rl(j.method) || al_method_is_data(j.method)) && (rc = check_rl(&j, o, err))) return rc;
     /* The objective validates what it uses (beta > 0, loss types ...). */
-    const al_objective_ops *ops = al_objective_find(j.method);
+    const al_objective_ops *ops = al_method_is_data(j.method) ? NULL : al_objective_find(j.method);
     void *state = NULL;
-    if ((rc = ops->create(&j.hp, &state, err))) {
+    if (ops && (rc = ops->create(&j.hp, &state, err))) {
         char tmp[AL_ERRLEN];
         if (err && strncmp(err, "hyperparameters.", 16)) {
             snprintf(tmp, sizeof tmp, "hyperparameters.%s", err);
@@ -411,7 +753,7 @@ int al_job_from_json(al_job *job, const json_t *o, char err[AL_ERRLEN]) {
         }
         return rc;
     }
-    ops->destroy(state);
+    if (ops) ops->destroy(state);
 
     /* the resolved description */
     json_t *res = json_deep_copy(o);

@@ -1,11 +1,23 @@
 /* The job description: one JSON object, the same that `alignd train` reads
  * and the REST API accepts.
  *
- *   {"method": "sft"|"pretrain"|"reward_model"|"dpo"|"kto"|"orpo"|"simpo",
+ *   {"method": "sft"|"pretrain"|"reward_model"|"dpo"|"kto"|"orpo"|"simpo"
+ *              |"ppo"|"grpo"|"rloo"|"generate_preferences"|"evaluate"|"critique_revise",
  *    "model": DIR, "training_file": FILE | "task": {"name","rows","seed"},
  *    "validation_file": FILE, "ref_model": DIR, "hyperparameters": {...},
  *    "lora": {...}|null, "seed": N, "output_dir": DIR,
- *    "eval_tasks": [{"name": TASK, "rows": N} | {"file": FILE, "name": NAME}]}
+ *    "eval_tasks": [{"name": TASK, "rows": N} | {"file": FILE, "name": NAME}],
+ *    -- RL and the sampling jobs --
+ *    "reward": {"verifiable": W | {"weight": W, "partial": BOOL},
+ *               "reward_model": DIR | [DIR, ...] (an ensemble: the minimum),
+ *               "reward_model_weight": W,
+ *               "judge": {"model": DIR, "principles": ["..."], "weight": W},
+ *               "length_penalty": X, "missing_eos_penalty": X, "clip": X,
+ *               "length_normalize": BOOL},
+ *    "critic": "shared_base" | "separate",      (ppo; default shared_base with LoRA)
+ *    "critic_model": DIR,                       (ppo: the separate critic's start)
+ *    "model_b": DIR,                            (evaluate: the model A is compared with)
+ *    "principles": ["..."]}                     (critique_revise; default: the judge's)
  *
  * Every hyper-parameter left out (or given as "auto") takes TRL's default
  * for the method; every bad value is an AL_EINVAL whose message starts with
@@ -21,6 +33,9 @@
 
 #define AL_PATH_MAX 4096
 #define AL_MAX_EVAL_TASKS 8
+#define AL_MAX_REWARD_MODELS 4
+#define AL_MAX_PRINCIPLES 16
+#define AL_PRINCIPLE_LEN 512
 
 typedef struct al_eval_task {
     char name[64];             /* metric prefix: eval/<name>/... */
@@ -28,6 +43,29 @@ typedef struct al_eval_task {
     char file[AL_PATH_MAX];
     long rows;
 } al_eval_task;
+
+/* Reward sources of an RL or sampling job, combined as
+ *   r = verifiable * v + reward_model_weight * min_k RM_k + judge_weight * j
+ *       - length_penalty * len - missing_eos_penalty * [no EOS],
+ * divided by the completion length when length_normalize, then clipped to
+ * [-clip, clip] when clip > 0 (see lib/train/reward.c). */
+typedef struct al_reward_cfg {
+    float verifiable;                  /* weight of exact match against the answer; 0 = off */
+    int partial;                       /* partial credit (character overlap) below an exact match */
+    char reward_model[AL_MAX_REWARD_MODELS][AL_PATH_MAX];
+    int n_reward_models;               /* > 1: an ensemble scored by its minimum */
+    float reward_model_weight;         /* 1 */
+    char judge_model[AL_PATH_MAX];     /* "" = no AI judge */
+    char principles[AL_MAX_PRINCIPLES][AL_PRINCIPLE_LEN];
+    int n_principles;
+    float judge_weight;                /* 1 */
+    float length_penalty;              /* per completion token */
+    float missing_eos_penalty;         /* < 0: hyperparameters.missing_eos_penalty */
+    float clip;                        /* 0 = no clipping */
+    int length_normalize;
+} al_reward_cfg;
+
+enum { AL_CRITIC_SHARED_BASE = 0, AL_CRITIC_SEPARATE = 1 };
 
 typedef struct al_job {
     char method[32];
@@ -45,6 +83,13 @@ typedef struct al_job {
     int lora_merge;                    /* also write a merged full checkpoint at the end */
     al_eval_task eval_tasks[AL_MAX_EVAL_TASKS];
     int n_eval_tasks;
+    al_reward_cfg reward;              /* RL and sampling jobs */
+    int has_reward;                    /* a "reward" object was given */
+    int critic;                        /* AL_CRITIC_* (ppo) */
+    char critic_model[AL_PATH_MAX];    /* "" = the reward model (or the policy's start) */
+    char model_b[AL_PATH_MAX];         /* evaluate: model B */
+    char principles[AL_MAX_PRINCIPLES][AL_PRINCIPLE_LEN]; /* critique_revise */
+    int n_principles;
     json_t *resolved;                  /* owned: the description with defaults filled in */
 } al_job;
 
@@ -54,5 +99,27 @@ int al_job_parse(al_job *job, const char *json, size_t len, char err[AL_ERRLEN])
 /* Same, from an already parsed object (borrowed). */
 int al_job_from_json(al_job *job, const json_t *obj, char err[AL_ERRLEN]);
 void al_job_deinit(al_job *job);
+
+/* Whether a method trains weights with the RL loop (ppo, grpo, rloo), or is a
+ * sampling job whose product is data (generate_preferences, evaluate,
+ * critique_revise). */
+int al_method_is_rl(const char *method);
+int al_method_is_data(const char *method);
+
+typedef enum al_ref_kind { AL_REF_MODEL, AL_REF_FILE } al_ref_kind;
+/* Called for each string field of an unparsed job description that names a
+ * model folder or a data file. path is the field's path ("model",
+ * "ref_model", "training_file", "validation_file", "eval_tasks[0].file",
+ * "reward.reward_model", "reward.reward_model[1]", "reward.judge.model",
+ * "critic_model", "model_b"). Return 0 to continue, optionally writing a
+ * replacement value into repl (cap bytes; leave repl[0] == 0 to keep the
+ * value); return non-zero with a reason in msg (msgcap bytes) to stop. */
+typedef int (*al_ref_fn)(void *ud, al_ref_kind kind, const char *path, const char *value,
+                         char *repl, size_t cap, char *msg, size_t msgcap);
+/* Walks every model and file reference of desc (modified in place when fn
+ * replaces a value). Fields of the wrong type are left for al_job_from_json
+ * to report. Returns AL_OK or AL_EINVAL with err = "<path>: <msg>"
+ * (AL_ENOMEM when a replacement cannot be stored). */
+int al_job_refs(json_t *desc, al_ref_fn fn, void *ud, char err[AL_ERRLEN]);
 
 #endif

@@ -37,6 +37,12 @@ typedef struct al_obj_in {
     const float *ref_logp;    /* (R, T) reference log-probs, NULL without a reference */
     double norm_tokens;       /* scored tokens in the whole optimiser step */
     double norm_rows;         /* examples (pairs for PAIRS, main rows for UNPAIRED) in the step */
+    /* RL (ppo, grpo, rloo), (R, T) at the scored positions; the scored
+     * position t of a completion predicts its token (targets[t]) */
+    const float *old_logp;    /* log-probs when sampled; NULL: logp itself, detached (ratio 1) */
+    const float *adv;         /* advantages */
+    const float *returns;     /* PPO: value targets (advantages + old values) */
+    const float *old_values;  /* PPO: the critic's values when sampled */
 } al_obj_in;
 
 /* Gradients, (R, T) each, zeroed by the trainer; NULL when not needed. */
@@ -103,6 +109,9 @@ extern const al_objective_ops al_obj_dpo;           /* obj_dpo.c: the whole loss
 extern const al_objective_ops al_obj_kto;           /* obj_kto.c */
 extern const al_objective_ops al_obj_orpo;          /* obj_orpo.c */
 extern const al_objective_ops al_obj_simpo;         /* obj_simpo.c */
+extern const al_objective_ops al_obj_ppo;           /* obj_rl.c */
+extern const al_objective_ops al_obj_grpo;          /* obj_rl.c */
+extern const al_objective_ops al_obj_rloo;          /* obj_rl.c */
 
 /* log(sigmoid(x)) without overflow for any x: min(x, 0) - log1p(exp(-|x|)).
  * Its derivative is sigmoid(-x). NaN in, NaN out. */

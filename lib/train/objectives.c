@@ -11,7 +11,8 @@
 
 static const al_objective_ops *const g_objectives[] = {
     &al_obj_pretrain, &al_obj_sft,  &al_obj_reward_model, &al_obj_dpo,
-    &al_obj_kto,      &al_obj_orpo, &al_obj_simpo,        NULL,
+    &al_obj_kto,      &al_obj_orpo, &al_obj_simpo,        &al_obj_ppo,
+    &al_obj_grpo,     &al_obj_rloo, NULL,
 };
 
 const al_objective_ops *al_objective_find(const char *name) {

@@ -35,6 +35,7 @@
 #include "../text/chat.h"
 #include "../text/dataset.h"
 #include "optim.h"
+#include "rl.h"
 
 enum { N_SAMPLES = 3, SAMPLE_MAX_NEW = 48, WATCH_WARMUP = 20, WATCH_PATIENCE = 20 };
 
@@ -949,6 +950,8 @@ static int watchdog(trainer *t, double loss, double gnorm) {
 
 int al_train_run(const al_job *job, const char *resume_dir, const al_train_cb *cb,
                  al_train_result *res, char err[AL_ERRLEN]) {
+    if (al_method_is_rl(job->method) || al_method_is_data(job->method))
+        return al_rl_run(job, resume_dir, cb, res, err);
     trainer *t = calloc(1, sizeof *t);
     if (!t) return al_err(err, AL_ENOMEM, "out of memory");
     al_train_result r0;
@@ -1034,6 +1037,7 @@ int al_train_run(const al_job *job, const char *resume_dir, const al_train_cb *c
         }
     }
     r0.steps = t->step;
+    r0.output_is_model = 1;
     r0.total_steps = t->total_steps;
     r0.trained_tokens = t->trained_tokens;
     if (res) *res = r0;

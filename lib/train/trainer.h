@@ -52,6 +52,12 @@ typedef struct al_train_result {
     double trained_tokens;
     char output_dir[AL_PATH_MAX + 64];      /* where the final model was written */
     char last_checkpoint[AL_PATH_MAX + 64];
+    int output_is_model;     /* 1: output_dir holds weights; 0: the job's product is data */
+    int n_output_files;      /* JSONL files the job wrote, for the daemon to register */
+    struct {
+        char path[AL_PATH_MAX + 64];
+        char purpose[32];    /* "preferences", "sft", "pairs", "evaluation" */
+    } output_files[4];
 } al_train_result;
 
 /* Runs the job. resume_dir (may be NULL) is a checkpoint folder written by an

@@ -1,0 +1,359 @@
+/* Reward sources of RL and sampling jobs (see rl.h): the verifiable reward
+ * against a reference answer, reward models (one, or an ensemble scored by
+ * its minimum, a guard against exploiting one model's errors: Coste et al.
+ * 2023), the AI judge (RLAIF: Bai et al. 2022, Lee et al. 2023) and the
+ * rules (length penalty, missing-EOS penalty as TRL's missing_eos_penalty,
+ * length normalisation of the model score, clipping).
+ *
+ *   r = verifiable * v + reward_model_weight * (min_k RM_k [/ len]) + judge_weight * j
+ *   r = clip(r - length_penalty * len - missing_eos_penalty * [no EOS], -clip, clip)
+ *
+ * A reward model scores prompt + completion + EOS, tokenized as text by its
+ * own tokenizer, by its head's value at the last token (TRL's get_reward:
+ * the value at the last non-padding token). The judge sees the prompt and
+ * two responses in its chat template (or as plain text when it has none)
+ * with the principles, and its answer is read from the next-token
+ * log-probabilities of "A" and "B": one forward, no sampling. */
+#include "rl.h"
+
+#include <jansson.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../text/chat.h"
+
+typedef struct scorer {
+    al_model *m;
+    al_tok *tok;
+    al_chat *chat;
+    int T;                       /* reserved sequence length */
+} scorer;
+
+struct al_rewarder {
+    al_reward_cfg cfg;
+    double eos_pen;
+    int rows;
+    scorer rm[AL_MAX_REWARD_MODELS];
+    int n_rm;
+    scorer judge;
+    int has_judge;
+    int32_t id_a, id_b;          /* the judge's answer tokens */
+    int plain;                   /* judge without a chat template */
+    int32_t *ids, *tgt;          /* (rows, T) */
+    float *vals;                 /* (rows, T) */
+    int Tmax;
+};
+
+/* ---- rules ------------------------------------------------------------------- */
+
+static void trim(const char *s, size_t *a, size_t *b) {
+    size_t n = strlen(s), i = 0;
+    while (i < n && (s[i] == ' ' || s[i] == '\n' || s[i] == '\t' || s[i] == '\r')) i++;
+    while (n > i && (s[n - 1] == ' ' || s[n - 1] == '\n' || s[n - 1] == '\t' || s[n - 1] == '\r')) n--;
+    *a = i;
+    *b = n;
+}
+
+double al_reward_verifiable(const char *answer, const char *output, int partial) {
+    size_t a0, a1, o0, o1;
+    trim(answer, &a0, &a1);
+    trim(output, &o0, &o1);
+    size_t la = a1 - a0, lo = o1 - o0;
+    if (la == lo && memcmp(answer + a0, output + o0, la) == 0) return 1.0;
+    if (!partial) return 0.0;
+    size_t n = la < lo ? la : lo, same = 0, longer = la > lo ? la : lo;
+    for (size_t i = 0; i < n; i++) same += answer[a0 + i] == output[o0 + i];
+    return longer ? 0.5 * (double)same / (double)longer : 0.0;
+}
+
+double al_reward_rules(const al_reward_cfg *c, double r, int len, int has_eos, double eos_pen) {
+    r -= c->length_penalty * len;
+    if (!has_eos) r -= eos_pen;
+    if (c->clip > 0) r = r < -c->clip ? -c->clip : r > c->clip ? c->clip : r;
+    return r;
+}
+
+/* ---- models ------------------------------------------------------------------ */
+
+static void scorer_free(scorer *s) {
+    al_model_free(s->m);
+    al_chat_free(s->chat);
+    al_tok_free(s->tok);
+    memset(s, 0, sizeof *s);
+}
+
+static int scorer_open(scorer *s, const char *dir, int flags, int rows, const char *what, char err[AL_ERRLEN]) {
+    char e2[AL_ERRLEN];
+    int rc;
+    if ((rc = al_tok_load(&s->tok, dir, e2)) || (rc = al_chat_new(&s->chat, s->tok, NULL, e2)) ||
+        (rc = al_model_open_ex(&s->m, dir, NULL, flags | AL_OPEN_FROZEN, 0, e2)))
+        return al_err(err, rc, "%s: %s", what, e2);
+    const al_model_config *c = al_model_config_of(s->m);
+    s->T = c->max_T < 1024 ? c->max_T : 1024;
+    if ((rc = al_model_reserve(s->m, rows, s->T, 0, e2))) return al_err(err, rc, "%s: %s", what, e2);
+    return AL_OK;
+}
+
+int al_rewarder_new(al_rewarder **out, const al_reward_cfg *cfg, double hp_eos_penalty, int rows,
+                    char err[AL_ERRLEN]) {
+    al_rewarder *rw = calloc(1, sizeof *rw);
+    if (!rw) return al_err(err, AL_ENOMEM, "out of memory");
+    rw->cfg = *cfg;
+    rw->eos_pen = cfg->missing_eos_penalty >= 0 ? cfg->missing_eos_penalty : hp_eos_penalty;
+    rw->rows = rows < 2 ? 2 : rows;
+    int rc = AL_OK;
+    char what[64];
+    for (int k = 0; k < cfg->n_reward_models && !rc; k++) {
+        if (cfg->n_reward_models > 1) snprintf(what, sizeof what, "reward.reward_model[%d]", k);
+        else snprintf(what, sizeof what, "reward.reward_model");
+        rc = scorer_open(&rw->rm[k], cfg->reward_model[k], AL_OPEN_SCORE_HEAD, rw->rows, what, err);
+        rw->n_rm = k + 1;
+        if (rc) break;
+        if (rw->rm[k].T > rw->Tmax) rw->Tmax = rw->rm[k].T;
+    }
+    if (!rc && cfg->judge_model[0]) {
+        rc = scorer_open(&rw->judge, cfg->judge_model, 0, 2, "reward.judge.model", err);
+        rw->has_judge = 1;
+        if (!rc && !al_model_config_of(rw->judge.m)->has_lm_head)
+            rc = al_err(err, AL_EINVAL, "reward.judge.model: %s has no language-model head", cfg->judge_model);
+        if (!rc) {
+            rw->plain = !al_chat_has_template(rw->judge.chat);
+            const char *a = rw->plain ? " A" : "A", *b = rw->plain ? " B" : "B";
+            int32_t *ia = NULL, *ib = NULL;
+            int na = 0, nb = 0;
+            rc = al_tok_encode(rw->judge.tok, a, strlen(a), 0, 0, &ia, &na, NULL, NULL, err);
+            if (!rc) rc = al_tok_encode(rw->judge.tok, b, strlen(b), 0, 0, &ib, &nb, NULL, NULL, err);
+            if (!rc && (na < 1 || nb < 1 || ia[0] == ib[0]))
+                rc = al_err(err, AL_EINVAL, "reward.judge.model: cannot tell the answers A and B apart");
+            if (!rc) {
+                rw->id_a = ia[0];
+                rw->id_b = ib[0];
+            }
+            free(ia);
+            free(ib);
+        }
+        if (!rc && rw->judge.T > rw->Tmax) rw->Tmax = rw->judge.T;
+    }
+    if (!rc && rw->Tmax > 0) {
+        size_t n = (size_t)rw->rows * (size_t)rw->Tmax;
+        rw->ids = malloc(n * sizeof *rw->ids);
+        rw->tgt = malloc(n * sizeof *rw->tgt);
+        rw->vals = malloc(n * sizeof *rw->vals);
+        if (!rw->ids || !rw->tgt || !rw->vals) rc = al_err(err, AL_ENOMEM, "out of memory");
+    }
+    if (rc) {
+        al_rewarder_free(rw);
+        return rc;
+    }
+    *out = rw;
+    return AL_OK;
+}
+
+void al_rewarder_free(al_rewarder *rw) {
+    if (!rw) return;
+    for (int k = 0; k < rw->n_rm; k++) scorer_free(&rw->rm[k]);
+    scorer_free(&rw->judge);
+    free(rw->ids);
+    free(rw->tgt);
+    free(rw->vals);
+    free(rw);
+}
+
+int al_rewarder_has_rm(const al_rewarder *rw) { return rw && rw->n_rm > 0; }
+int al_rewarder_has_judge(const al_rewarder *rw) { return rw && rw->has_judge; }
+
+/* One reward model over n texts, rows at a time; sequences longer than the
+ * reserved length keep their last tokens. */
+static int rm_score(al_rewarder *rw, scorer *s, int n, const char *const *prompts, const char *const *comps,
+                    float *out, char err[AL_ERRLEN]) {
+    for (int i0 = 0, k = 0; i0 < n; i0 += k) {
+        enum { CAP = 64 };
+        int T = 1, rc;
+        k = n - i0 < rw->rows ? n - i0 : rw->rows;
+        if (k > CAP) k = CAP;
+        al_seq seqs[CAP];
+        for (int j = 0; j < k; j++) {
+            const char *c = comps[i0 + j][0] ? comps[i0 + j] : " ";
+            rc = al_chat_encode_text(s->chat, prompts[i0 + j], strlen(prompts[i0 + j]), c, strlen(c), &seqs[j], err);
+            if (rc) {
+                for (int q = 0; q < j; q++) al_seq_deinit(&seqs[q]);
+                return rc;
+            }
+            int len = seqs[j].n < s->T ? seqs[j].n : s->T;
+            if (len > T) T = len;
+        }
+        for (int j = 0; j < k; j++) {
+            int len = seqs[j].n < s->T ? seqs[j].n : s->T, skip = seqs[j].n - len;
+            for (int t = 0; t < T; t++)
+                rw->ids[(size_t)j * T + t] = t < len ? seqs[j].ids[skip + t] : seqs[j].ids[skip + len - 1];
+        }
+        al_tokens in = {.B = k, .T = T, .ids = rw->ids};
+        al_fwd f = {.values = rw->vals};
+        rc = al_model_forward(s->m, &in, &f);
+        for (int j = 0; j < k; j++) {
+            int len = seqs[j].n < s->T ? seqs[j].n : s->T;
+            if (!rc) out[i0 + j] = rw->vals[(size_t)j * T + (size_t)(len - 1)];
+            al_seq_deinit(&seqs[j]);
+        }
+        if (rc) return al_err(err, rc, "reward model forward failed: %s", al_strerror(rc));
+    }
+    return AL_OK;
+}
+
+int al_rewarder_rm(al_rewarder *rw, int n, const char *const *prompts, const char *const *completions,
+                   float *out, char err[AL_ERRLEN]) {
+    if (!rw->n_rm) return al_err(err, AL_EINVAL, "no reward model");
+    float *tmp = malloc((size_t)(n > 0 ? n : 1) * sizeof *tmp);
+    if (!tmp) return al_err(err, AL_ENOMEM, "out of memory");
+    int rc = AL_OK;
+    for (int k = 0; k < rw->n_rm && !rc; k++) {
+        rc = rm_score(rw, &rw->rm[k], n, prompts, completions, k ? tmp : out, err);
+        for (int i = 0; k && !rc && i < n; i++) out[i] = tmp[i] < out[i] ? tmp[i] : out[i];
+    }
+    free(tmp);
+    return rc;
+}
+
+/* The judge's prompt for (prompt, first, second) as token ids. */
+static int judge_prompt(al_rewarder *rw, const char *prompt, const char *x, const char *y, al_seq *out,
+                        char err[AL_ERRLEN]) {
+    size_t cap = strlen(prompt) + strlen(x) + strlen(y) + 1024;
+    for (int i = 0; i < rw->cfg.n_principles; i++) cap += strlen(rw->cfg.principles[i]) + 8;
+    char *sys = malloc(cap), *user = malloc(cap);
+    if (!sys || !user) {
+        free(sys);
+        free(user);
+        return al_err(err, AL_ENOMEM, "out of memory");
+    }
+    size_t n = (size_t)snprintf(sys, cap, "You compare two responses to a prompt and say which is better.");
+    if (rw->cfg.n_principles) n += (size_t)snprintf(sys + n, cap - n, " Judge them by these principles:");
+    for (int i = 0; i < rw->cfg.n_principles; i++)
+        n += (size_t)snprintf(sys + n, cap - n, "\n- %s", rw->cfg.principles[i]);
+    snprintf(user, cap, "Prompt:\n%s\n\nResponse A:\n%s\n\nResponse B:\n%s\n\nWhich response is better? "
+             "Answer with the single letter A or B.", prompt, x, y);
+    int rc;
+    if (rw->plain) {
+        size_t tl = strlen(sys) + strlen(user) + 16;
+        char *text = malloc(tl);
+        if (!text) rc = al_err(err, AL_ENOMEM, "out of memory");
+        else {
+            snprintf(text, tl, "%s\n\n%s\nAnswer:", sys, user);
+            rc = al_chat_encode_prompt(rw->judge.chat, text, strlen(text), out, err);
+            free(text);
+        }
+    } else {
+        json_t *msgs = json_pack("[{s:s, s:s}, {s:s, s:s}]", "role", "system", "content", sys, "role", "user",
+                                 "content", user);
+        rc = msgs ? al_chat_encode_prompt_messages(rw->judge.chat, msgs, NULL, out, err)
+                  : al_err(err, AL_ENOMEM, "out of memory");
+        json_decref(msgs);
+        if (rc && rc != AL_ENOMEM) {
+            /* a template without a system role: the principles go first in the user turn */
+            size_t tl = strlen(sys) + strlen(user) + 4;
+            char *both = malloc(tl);
+            if (!both) return free(sys), free(user), al_err(err, AL_ENOMEM, "out of memory");
+            snprintf(both, tl, "%s\n\n%s", sys, user);
+            msgs = json_pack("[{s:s, s:s}]", "role", "user", "content", both);
+            rc = msgs ? al_chat_encode_prompt_messages(rw->judge.chat, msgs, NULL, out, err)
+                      : al_err(err, AL_ENOMEM, "out of memory");
+            json_decref(msgs);
+            free(both);
+        }
+    }
+    free(sys);
+    free(user);
+    return rc;
+}
+
+/* P(the judge answers A) for one order. */
+static int judge_once(al_rewarder *rw, const char *prompt, const char *x, const char *y, double *pa,
+                      char err[AL_ERRLEN]) {
+    al_seq s;
+    int rc = judge_prompt(rw, prompt, x, y, &s, err);
+    if (rc) return rc;
+    int T = s.n < rw->judge.T ? s.n : rw->judge.T, skip = s.n - T;
+    for (int r = 0; r < 2; r++)
+        for (int t = 0; t < T; t++) {
+            rw->ids[(size_t)r * T + t] = s.ids[skip + t];
+            rw->tgt[(size_t)r * T + t] = t == T - 1 ? (r ? rw->id_b : rw->id_a) : -1;
+        }
+    al_seq_deinit(&s);
+    al_tokens in = {.B = 2, .T = T, .ids = rw->ids, .targets = rw->tgt};
+    al_fwd f = {.logp = rw->vals};
+    if ((rc = al_model_forward(rw->judge.m, &in, &f)))
+        return al_err(err, rc, "judge forward failed: %s", al_strerror(rc));
+    double la = rw->vals[T - 1], lb = rw->vals[(size_t)T + T - 1];
+    *pa = 1.0 / (1.0 + exp(lb - la));
+    return AL_OK;
+}
+
+int al_rewarder_judge(al_rewarder *rw, const char *prompt, const char *a, const char *b, double *p_a,
+                      char err[AL_ERRLEN]) {
+    if (!rw->has_judge) return al_err(err, AL_EINVAL, "no judge");
+    double p1, p2;
+    int rc = judge_once(rw, prompt, a, b, &p1, err);
+    if (!rc) rc = judge_once(rw, prompt, b, a, &p2, err);
+    if (!rc) *p_a = 0.5 * (p1 + (1 - p2));
+    return rc;
+}
+
+int al_rewarder_score(al_rewarder *rw, int n, int G, const char *const *prompts,
+                      const char *const *completions, const char *const *answers, const int *lens,
+                      const int *has_eos, float *scores, al_reward_parts *parts, char err[AL_ERRLEN]) {
+    const al_reward_cfg *c = &rw->cfg;
+    int rc = AL_OK;
+    float *rm = NULL, *jd = NULL;
+    if (rw->n_rm) {
+        rm = malloc((size_t)n * sizeof *rm);
+        if (!rm) return al_err(err, AL_ENOMEM, "out of memory");
+        if ((rc = al_rewarder_rm(rw, n, prompts, completions, rm, err))) goto done;
+    }
+    if (rw->has_judge) {
+        jd = calloc((size_t)n, sizeof *jd);
+        if (!jd) {
+            rc = al_err(err, AL_ENOMEM, "out of memory");
+            goto done;
+        }
+        for (int g0 = 0; g0 < n && !rc; g0 += G) {
+            int k = n - g0 < G ? n - g0 : G;
+            if (k < 2) {
+                jd[g0] = 0.5f;
+                continue;
+            }
+            for (int i = 0; i < k && !rc; i++)
+                for (int j = i + 1; j < k && !rc; j++) {
+                    double p = 0.5;
+                    rc = al_rewarder_judge(rw, prompts[g0 + i], completions[g0 + i], completions[g0 + j], &p, err);
+                    jd[g0 + i] += (float)(p / (k - 1));
+                    jd[g0 + j] += (float)((1 - p) / (k - 1));
+                }
+        }
+        if (rc) goto done;
+    }
+    for (int i = 0; i < n; i++) {
+        double r = 0, v = NAN;
+        if (c->verifiable > 0) {
+            v = answers[i] ? al_reward_verifiable(answers[i], completions[i], c->partial) : 0.0;
+            r += c->verifiable * v;
+        }
+        double m = NAN;
+        if (rm) {
+            m = rm[i];
+            if (c->length_normalize) m /= lens[i] > 0 ? lens[i] : 1;
+            r += c->reward_model_weight * m;
+        }
+        if (jd) r += c->judge_weight * jd[i];
+        scores[i] = (float)al_reward_rules(c, r, lens[i], has_eos[i], rw->eos_pen);
+        if (parts) {
+            if (parts->verifiable) parts->verifiable[i] = (float)v;
+            if (parts->reward_model) parts->reward_model[i] = (float)m;
+            if (parts->judge) parts->judge[i] = jd ? jd[i] : NAN;
+        }
+    }
+done:
+    free(rm);
+    free(jd);
+    return rc;
+}

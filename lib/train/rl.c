@@ -1,0 +1,1260 @@
+/* The RL loop: ppo, grpo and rloo (see rl.h).
+ *
+ * One step of the job is one rollout and the updates made from it:
+ *   1. take the step's prompts (a seeded permutation per epoch, as the
+ *      trainer orders its examples), batch_size completions in all (GRPO,
+ *      RLOO: batch_size / num_generations prompts, num_generations each;
+ *      PPO: batch_size prompts, one each);
+ *   2. sample them from the policy with the KV cache (temperature, top_p,
+ *      top_k, max_completion_length, stop at EOS), keeping each token's
+ *      sampling log-prob under the tempered distribution: these are the
+ *      "old" log-probs of the ratio (TRL recomputes them with a forward
+ *      because its sampler may run in another precision; ours is the same
+ *      fp32 model, so the values agree to rounding);
+ *   3. score the reference's log-probs (the base with adapters off under
+ *      LoRA, else a frozen copy or ref_model), the critic's values (PPO)
+ *      and the rewards (rl.h: verifiable, reward models, judge, rules);
+ *   4. advantages: PPO per token (KL penalty in the reward, score at the
+ *      last token, optional reward whitening, GAE, whitened advantages);
+ *      GRPO per group (scale_rewards); RLOO leave-one-out with beta * KL in
+ *      the sequence reward;
+ *   5. updates: PPO num_ppo_epochs x num_mini_batches AdamW steps over
+ *      shuffled minibatches (gradient accumulation inside), the policy and
+ *      the critic clipped together by max_grad_norm as TRL's
+ *      PolicyAndValueWrapper; GRPO/RLOO num_iterations steps over the whole
+ *      batch; each optimiser step may add sft_mix_ratio times an SFT loss
+ *      on the step's reference answers;
+ *   6. metrics under TRL's names, samples, health warnings, checkpoints.
+ *
+ * The critic (PPO) is, with critic "shared_base", a value head with its own
+ * LoRA on the policy's frozen base (al_model_new_shared: no second copy of
+ * the weights); with "separate", a model of its own initialised from
+ * critic_model, else the (first) reward model, else the policy's start,
+ * trained fully or through its own LoRA when the job uses LoRA. Checkpoints
+ * keep it in the subfolder critic/ (a PEFT adapter folder with the head as
+ * modules_to_save, or a full model folder) with its AdamW moments in
+ * critic/optimizer.safetensors; trainer_state.json holds the step, the
+ * sampler's RNG state, the prompt cursor and the (adaptive) KL
+ * coefficient, so a resumed run continues exactly.
+ *
+ * Buffers are sized at set-up; generation allocates its KV cache per call
+ * (al_generate), the one allocation inside a step. */
+#define _XOPEN_SOURCE 700 /* realpath */
+#include "rl.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../compute/ops.h"
+#include "../io.h"
+#include "../model/safetensors.h"
+#include "../tasks/tasks.h"
+#include "../text/chat.h"
+#include "../text/dataset.h"
+#include "optim.h"
+#include "rl_int.h"
+
+enum { GEN_CHUNK = 64, N_SAMPLES = 2, HEALTH_WINDOW = 10 };
+
+/* ---- prompts ----------------------------------------------------------------- */
+
+void rl_prompts_free(rl_prompts *p) {
+    for (int i = 0; i < p->n; i++) {
+        al_seq_deinit(&p->seq[i]);
+        al_example_deinit(&p->sft[i]);
+        free(p->text[i]);
+        free(p->answer[i]);
+    }
+    free(p->seq);
+    free(p->sft);
+    free(p->text);
+    free(p->answer);
+    memset(p, 0, sizeof *p);
+}
+
+static int prompts_alloc(rl_prompts *p, long n, char err[AL_ERRLEN]) {
+    p->seq = calloc((size_t)n + 1, sizeof *p->seq);
+    p->sft = calloc((size_t)n + 1, sizeof *p->sft);
+    p->text = calloc((size_t)n + 1, sizeof *p->text);
+    p->answer = calloc((size_t)n + 1, sizeof *p->answer);
+    if (!p->seq || !p->sft || !p->text || !p->answer) return al_err(err, AL_ENOMEM, "out of memory for prompts");
+    return AL_OK;
+}
+
+/* Keeps the last max_prompt_length tokens of a prompt (TRL truncates prompts
+ * from the left). */
+static void clip_prompt(al_seq *s, int maxp) {
+    if (s->n <= maxp) return;
+    memmove(s->ids, s->ids + (s->n - maxp), (size_t)maxp * sizeof *s->ids);
+    memmove(s->mask, s->mask + (s->n - maxp), (size_t)maxp);
+    s->n = maxp;
+}
+
+int rl_prompts_load(rl_prompts *p, const al_job *job, const al_chat *chat, int from_task, long rows,
+                    uint64_t seed, const char *file, const char *what, int want_sft, char err[AL_ERRLEN]) {
+    const al_tok *tok = al_chat_tok(chat);
+    int maxp = job->hp.max_prompt_length;
+    int rc;
+    if (from_task) {
+        if ((rc = prompts_alloc(p, rows, err))) return rc;
+        for (long i = 0; i < rows; i++) {
+            al_task_row r;
+            if (al_task_row_get(job->task, seed, (uint64_t)i, &r))
+                return al_err(err, AL_EINVAL, "task: '%s' is not a built-in task", job->task);
+            /* raw text, as the trainer's task rows: the tiny models have no chat habits */
+            if ((rc = al_chat_encode_prompt(chat, r.prompt, strlen(r.prompt), &p->seq[p->n], err))) return rc;
+            p->text[p->n] = strdup(r.prompt);
+            p->answer[p->n] = strdup(r.answer);
+            if (!p->text[p->n] || !p->answer[p->n]) return al_err(err, AL_ENOMEM, "out of memory");
+            if (want_sft && (rc = al_chat_encode_text(chat, r.prompt, strlen(r.prompt), r.answer, strlen(r.answer),
+                                                      &p->sft[p->n].seq[0], err)))
+                return rc;
+            p->sft[p->n].line = (int)i + 1;
+            clip_prompt(&p->seq[p->n], maxp);
+            p->n++;
+        }
+        return AL_OK;
+    }
+    al_data_opts o = {.method = "rl", .max_length = 0, .max_prompt_length = 0, .dedupe = job->hp.dedupe};
+    al_dataset *ds = NULL;
+    char e2[AL_ERRLEN];
+    if ((rc = al_dataset_read_file(file, chat, &o, &ds, e2))) return al_err(err, rc, "%s: %s", what, e2);
+    if ((rc = al_dataset_check(ds, 0, e2))) {
+        al_dataset_free(ds);
+        return al_err(err, rc, "%s: %s", what, e2);
+    }
+    if ((rc = prompts_alloc(p, ds->n_ex, err))) {
+        al_dataset_free(ds);
+        return rc;
+    }
+    for (int i = 0; i < ds->n_ex && !rc; i++) {
+        al_example *e = &ds->ex[i];
+        p->seq[p->n] = e->seq[0];
+        memset(&e->seq[0], 0, sizeof e->seq[0]);
+        size_t len;
+        if (al_tok_decode(tok, p->seq[p->n].ids, p->seq[p->n].n, 1, &p->text[p->n], &len))
+            rc = al_err(err, AL_EFORMAT, "%s: line %d does not decode", what, e->line);
+        p->answer[p->n] = e->reference;
+        e->reference = NULL;
+        if (!rc && want_sft && p->answer[p->n] && p->answer[p->n][0])
+            rc = al_chat_encode_text(chat, p->text[p->n], strlen(p->text[p->n]), p->answer[p->n],
+                                     strlen(p->answer[p->n]), &p->sft[p->n].seq[0], err);
+        p->sft[p->n].line = e->line;
+        clip_prompt(&p->seq[p->n], maxp);
+        p->n++;
+    }
+    al_dataset_free(ds);
+    return rc;
+}
+
+/* ---- events ------------------------------------------------------------------- */
+
+void rl_event(const al_train_cb *cb, al_log_level lvl, const char *fmt, ...) {
+    char buf[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(buf, sizeof buf, fmt, ap);
+    va_end(ap);
+    if (cb && cb->event) cb->event(cb->ud, lvl, buf);
+}
+
+/* ---- generation ---------------------------------------------------------------- */
+
+int rl_generate(al_model *m, const al_seq *const *prompts, int n, const al_gen_cfg *g, al_rng *rng,
+                int32_t *ids, float *logp, int *len, char err[AL_ERRLEN]) {
+    const int32_t *pp[GEN_CHUNK];
+    int pl[GEN_CHUNK];
+    for (int i0 = 0; i0 < n; i0 += GEN_CHUNK) {
+        int k = n - i0 < GEN_CHUNK ? n - i0 : GEN_CHUNK;
+        for (int j = 0; j < k; j++) {
+            pp[j] = prompts[i0 + j]->ids;
+            pl[j] = prompts[i0 + j]->n;
+        }
+        int rc = al_generate(m, pp, pl, k, g, rng, ids + (size_t)i0 * g->max_new,
+                             logp ? logp + (size_t)i0 * g->max_new : NULL, len + i0, err);
+        if (rc) return rc;
+    }
+    return AL_OK;
+}
+
+char *rl_decode_completion(const al_tok *tok, const int32_t *ids, int n, int32_t eos, int *has_eos) {
+    int e = n > 0 && ids[n - 1] == eos;
+    if (has_eos) *has_eos = e;
+    char *txt = NULL;
+    size_t len;
+    if (al_tok_decode(tok, ids, n - e, 1, &txt, &len)) return strdup("");
+    return txt;
+}
+
+/* ---- the RL state --------------------------------------------------------------- */
+
+typedef struct rl {
+    const al_job *job;
+    const al_hparams *hp;
+    const al_train_cb *cb;
+    const al_objective_ops *ops;
+    void *obj;
+    int ppo, grpo, rloo;
+    al_tok *tok;
+    al_chat *chat;
+    int32_t pad, eos;
+    al_model *m;                /* policy */
+    al_model *ref;              /* separate frozen reference, or NULL */
+    int ref_off;                /* reference = policy with adapters off */
+    int use_ref;
+    al_model *critic;           /* ppo */
+    al_adamw opt, copt;
+    al_rewarder *rw;
+    rl_prompts train, val;
+    int G, P, N;                /* completions per prompt, prompts per step, completions per step */
+    int max_new, T, mb;         /* T: longest prompt + completion */
+    int T_sft;
+    /* per step, (N, T) with stride T */
+    int32_t *ids, *pos, *seg, *tgt;
+    float *old_logp, *ref_logp, *values, *adv, *ret, *rew, *kl;
+    int32_t *comp;              /* (N, max_new) */
+    float *samp;                /* (N, max_new) */
+    int *plen, *clen, *has_eos;
+    float *scores, *seq_adv;
+    float *p_ver, *p_rm, *p_judge;
+    char **ctext;               /* decoded completions */
+    const char **cprompt, **canswer;
+    const al_seq **gen_prompts;
+    int32_t *prow;              /* (N) prompt index of each row */
+    /* micro-batch buffers, (mb, T) */
+    int32_t *m_ids, *m_pos, *m_seg, *m_tgt;
+    float *m_logp, *m_ent, *m_val, *m_old, *m_adv, *m_ret, *m_oldv, *m_ref, *m_dlogp, *m_dent, *m_dval;
+    al_batch sft_batch;
+    int32_t *perm, *order, *pidx, *plens, *idx;
+    uint64_t *scratch;
+    long order_epoch;
+    al_rng rng;
+    long step, total_steps, steps_per_epoch, cursor;
+    double kl_coef, trained_tokens;
+    /* health signals: per-step history */
+    double h_len[HEALTH_WINDOW * 2], h_rew[HEALTH_WINDOW * 2], h_ref[HEALTH_WINDOW * 2];
+    int h_n;
+    double kl_mean, d2_first, ent_first;
+    long warned_at[8];
+    char err[AL_ERRLEN];
+} rl;
+
+static void rl_free(rl *r) {
+    rl_prompts_free(&r->train);
+    rl_prompts_free(&r->val);
+    if (r->obj) r->ops->destroy(r->obj);
+    al_adamw_deinit(&r->opt);
+    al_adamw_deinit(&r->copt);
+    al_rewarder_free(r->rw);
+    al_model_free(r->critic); /* before the policy whose base it may share */
+    al_model_free(r->ref);
+    al_model_free(r->m);
+    al_chat_free(r->chat);
+    al_tok_free(r->tok);
+    al_batch_deinit(&r->sft_batch);
+    if (r->ctext)
+        for (int i = 0; i < r->N; i++) free(r->ctext[i]);
+    void *bufs[] = {r->ids, r->pos, r->seg, r->tgt, r->old_logp, r->ref_logp, r->values, r->adv, r->ret,
+                    r->rew, r->kl, r->comp, r->samp, r->plen, r->clen, r->has_eos, r->scores, r->seq_adv,
+                    r->p_ver, r->p_rm, r->p_judge, r->ctext, r->cprompt, r->canswer, r->gen_prompts, r->prow,
+                    r->m_ids, r->m_pos, r->m_seg, r->m_tgt, r->m_logp, r->m_ent, r->m_val, r->m_old, r->m_adv,
+                    r->m_ret, r->m_oldv, r->m_ref, r->m_dlogp, r->m_dent, r->m_dval, r->perm, r->order,
+                    r->pidx, r->scratch, r->plens, r->idx};
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) free(bufs[i]);
+}
+
+static size_t nz(size_t n) { return n ? n : 1; }
+
+static int alloc_bufs(rl *r) {
+    size_t NT = (size_t)r->N * r->T, MT = (size_t)r->mb * r->T, NM = (size_t)r->N * r->max_new;
+#define A(p, n) if (!((p) = calloc(nz(n), sizeof *(p)))) return al_err(r->err, AL_ENOMEM, "out of memory")
+    A(r->ids, NT); A(r->pos, NT); A(r->seg, NT); A(r->tgt, NT);
+    A(r->old_logp, NT); A(r->ref_logp, NT); A(r->values, NT); A(r->adv, NT); A(r->ret, NT);
+    A(r->rew, NT); A(r->kl, NT);
+    A(r->comp, NM); A(r->samp, NM);
+    A(r->plen, (size_t)r->N); A(r->clen, (size_t)r->N); A(r->has_eos, (size_t)r->N);
+    A(r->scores, (size_t)r->N); A(r->seq_adv, (size_t)r->N);
+    A(r->p_ver, (size_t)r->N); A(r->p_rm, (size_t)r->N); A(r->p_judge, (size_t)r->N);
+    A(r->ctext, (size_t)r->N); A(r->cprompt, (size_t)r->N); A(r->canswer, (size_t)r->N);
+    A(r->gen_prompts, (size_t)r->N); A(r->prow, (size_t)r->N);
+    A(r->m_ids, MT); A(r->m_pos, MT); A(r->m_seg, MT); A(r->m_tgt, MT);
+    A(r->m_logp, MT); A(r->m_ent, MT); A(r->m_val, MT); A(r->m_old, MT); A(r->m_adv, MT);
+    A(r->m_ret, MT); A(r->m_oldv, MT); A(r->m_ref, MT); A(r->m_dlogp, MT); A(r->m_dent, MT);
+    A(r->m_dval, MT);
+    A(r->perm, (size_t)r->N); A(r->order, (size_t)r->train.n); A(r->pidx, (size_t)r->P);
+    A(r->scratch, (size_t)2 * (r->max_new + 1));
+    A(r->plens, (size_t)r->train.n); A(r->idx, (size_t)r->N + r->P);
+#undef A
+    for (int i = 0; i < r->train.n; i++) r->plens[i] = r->train.seq[i].n;
+    return AL_OK;
+}
+
+/* ---- set-up ----------------------------------------------------------------------- */
+
+static int open_critic(rl *r) {
+    const al_job *job = r->job;
+    char e2[AL_ERRLEN];
+    int rc;
+    if (job->critic == AL_CRITIC_SHARED_BASE) {
+        r->critic = al_model_new_shared(r->m, &job->lora, job->hp.seed ^ 0xC817Cull, e2);
+        if (!r->critic) return al_err(r->err, AL_ENOMEM, "critic: %s", e2);
+        return AL_OK;
+    }
+    const char *src = job->critic_model[0] ? job->critic_model
+                      : job->reward.n_reward_models ? job->reward.reward_model[0] : job->model;
+    const char *field = job->critic_model[0] ? "critic_model" : job->reward.n_reward_models ? "reward.reward_model" : "model";
+    if ((rc = al_model_open_ex(&r->critic, src, job->use_lora ? &job->lora : NULL, AL_OPEN_SCORE_HEAD,
+                               job->hp.seed ^ 0xC817Cull, e2)))
+        return al_err(r->err, rc, "%s: %s", field, e2);
+    if (al_model_config_of(r->critic)->V != al_model_config_of(r->m)->V)
+        return al_err(r->err, AL_EINVAL, "%s: the critic's vocabulary (%d) differs from the policy's (%d)", field,
+                      al_model_config_of(r->critic)->V, al_model_config_of(r->m)->V);
+    return AL_OK;
+}
+
+static int setup(rl *r) {
+    const al_job *job = r->job;
+    const al_hparams *hp = r->hp;
+    int rc;
+    char e2[AL_ERRLEN];
+    r->ops = al_objective_find(job->method);
+    if (!r->ops) return al_err(r->err, AL_EINVAL, "method: '%s' is unknown", job->method);
+    if ((rc = r->ops->create(hp, &r->obj, r->err))) return rc;
+    r->ppo = !strcmp(job->method, "ppo");
+    r->grpo = !strcmp(job->method, "grpo");
+    r->rloo = !strcmp(job->method, "rloo");
+    r->G = r->ppo ? 1 : hp->num_generations;
+    r->N = hp->batch_size;
+    r->P = r->N / r->G;
+    if ((rc = al_tok_load(&r->tok, job->model, r->err))) return rc;
+    if ((rc = al_chat_new(&r->chat, r->tok, NULL, r->err))) return rc;
+    r->pad = al_chat_pad_id(r->chat);
+    r->eos = al_tok_eos(r->tok);
+    if ((rc = al_model_open_ex(&r->m, job->model, job->use_lora ? &job->lora : NULL, 0, hp->seed, e2)))
+        return al_err(r->err, rc, "model: %s", e2);
+    const al_model_config *mc = al_model_config_of(r->m);
+    if (!mc->has_lm_head) return al_err(r->err, AL_EINVAL, "model: %s has no language-model head", job->model);
+    al_model_set_temperature(r->m, hp->temperature);
+    /* prompts */
+    int want_sft = hp->sft_mix_ratio > 0;
+    if (job->task[0]) {
+        if ((rc = rl_prompts_load(&r->train, job, r->chat, 1, job->task_rows, job->task_seed, NULL, "task",
+                                  want_sft, r->err)))
+            return rc;
+        long vrows = job->task_rows / 10 < 200 ? job->task_rows / 10 : 200;
+        if (vrows < 8) vrows = 8;
+        if ((rc = rl_prompts_load(&r->val, job, r->chat, 1, vrows, job->task_seed + 1000003u, NULL, "task", 0,
+                                  r->err)))
+            return rc;
+    } else {
+        if ((rc = rl_prompts_load(&r->train, job, r->chat, 0, 0, 0, job->training_file, "training_file",
+                                  want_sft, r->err)))
+            return rc;
+        if (job->validation_file[0] &&
+            (rc = rl_prompts_load(&r->val, job, r->chat, 0, 0, 0, job->validation_file, "validation_file", 0,
+                                  r->err)))
+            return rc;
+    }
+    if (r->train.n == 0) return al_err(r->err, AL_EINVAL, "training data: no prompts");
+    if (job->reward.verifiable > 0)
+        for (int i = 0; i < r->train.n; i++)
+            if (!r->train.answer[i])
+                return al_err(r->err, AL_EINVAL, "reward.verifiable: the prompt at line %d has no answer "
+                              "(give \"answer\" in the data)", r->train.sft[i].line ? r->train.sft[i].line : i + 1);
+    int maxp = 0, maxs = 1;
+    for (int i = 0; i < r->train.n; i++) {
+        if (r->train.seq[i].n > maxp) maxp = r->train.seq[i].n;
+        if (r->train.sft[i].seq[0].n > maxs) maxs = r->train.sft[i].seq[0].n;
+    }
+    for (int i = 0; i < r->val.n; i++)
+        if (r->val.seq[i].n > maxp) maxp = r->val.seq[i].n;
+    r->max_new = hp->max_completion_length;
+    if (maxp + r->max_new > mc->max_T) r->max_new = mc->max_T - maxp;
+    if (r->max_new < 1)
+        return al_err(r->err, AL_EINVAL, "hyperparameters.max_prompt_length: prompts of %d tokens leave no room "
+                      "for a completion in the context of %d", maxp, mc->max_T);
+    r->T = maxp + r->max_new;
+    r->T_sft = maxs < mc->max_T ? maxs : mc->max_T;
+    r->mb = hp->micro_batch_size < r->N ? hp->micro_batch_size : r->N;
+    if (r->ppo && r->mb > r->N / hp->num_mini_batches) r->mb = r->N / hp->num_mini_batches;
+    if (r->mb < 1) r->mb = 1;
+    int rowsT = r->T > r->T_sft ? r->T : r->T_sft;
+    if ((rc = al_model_reserve(r->m, r->mb, rowsT, hp->gradient_checkpointing ? AL_MODEL_GRAD_CKPT : 0, e2)))
+        return al_err(r->err, rc, "%s", e2);
+    if (want_sft && (rc = al_batch_init(&r->sft_batch, AL_BATCH_LM, r->mb, r->T_sft)))
+        return al_err(r->err, rc, "out of memory");
+    /* reference */
+    r->use_ref = r->ppo ? (hp->kl_coef > 0 || hp->adaptive_kl) : hp->beta > 0;
+    if (r->use_ref) {
+        if (job->ref_model[0]) {
+            if ((rc = al_model_open_ex(&r->ref, job->ref_model, NULL, AL_OPEN_FROZEN, 0, e2)))
+                return al_err(r->err, rc, "ref_model: %s", e2);
+        } else if (job->use_lora) {
+            r->ref_off = 1;
+        } else if ((rc = al_model_open_ex(&r->ref, job->model, NULL, AL_OPEN_FROZEN, 0, e2))) {
+            return al_err(r->err, rc, "model: %s", e2);
+        }
+        if (r->ref) {
+            al_model_set_temperature(r->ref, hp->temperature);
+            if (al_model_config_of(r->ref)->V != mc->V)
+                return al_err(r->err, AL_EINVAL, "ref_model: its vocabulary differs from the policy's");
+            if ((rc = al_model_reserve(r->ref, r->mb, r->T, 0, e2))) return al_err(r->err, rc, "%s", e2);
+        }
+    }
+    if (r->ppo) {
+        if ((rc = open_critic(r))) return rc;
+        if ((rc = al_model_reserve(r->critic, r->mb, r->T, hp->gradient_checkpointing ? AL_MODEL_GRAD_CKPT : 0, e2)))
+            return al_err(r->err, rc, "%s", e2);
+    }
+    if ((rc = al_rewarder_new(&r->rw, &job->reward, hp->missing_eos_penalty, r->mb, r->err))) return rc;
+    r->steps_per_epoch = (r->train.n + r->P - 1) / r->P;
+    r->total_steps = hp->max_steps >= 0 ? hp->max_steps : r->steps_per_epoch * hp->n_epochs;
+    if ((rc = alloc_bufs(r))) return rc;
+    al_adamw_cfg oc = {.lr = hp->learning_rate, .beta1 = hp->adam_beta1, .beta2 = hp->adam_beta2,
+                       .eps = hp->adam_epsilon, .weight_decay = hp->weight_decay};
+    if ((rc = al_adamw_init(&r->opt, &oc, r->m))) return al_err(r->err, rc, "out of memory for AdamW");
+    if (r->critic && (rc = al_adamw_init(&r->copt, &oc, r->critic)))
+        return al_err(r->err, rc, "out of memory for AdamW");
+    al_rng_seed(&r->rng, hp->seed ^ 0x5A3D1E5ull);
+    r->kl_coef = hp->kl_coef;
+    r->order_epoch = -1;
+    rl_event(r->cb, AL_LOG_INFO,
+             "%s: %d prompts (%d validation), %d per step x %d completions, %ld steps, %zu trainable parameters%s",
+             job->method, r->train.n, r->val.n, r->P, r->G, r->total_steps, al_model_num_params(r->m, 1),
+             r->ppo ? (job->critic == AL_CRITIC_SHARED_BASE ? ", critic: value head + LoRA on the shared base"
+                                                            : ", critic: a separate model") : "");
+    return AL_OK;
+}
+
+/* ---- rollout ------------------------------------------------------------------------ */
+
+/* The prompts of the step: the cursor runs through a seeded permutation per
+ * epoch, so the step number alone fixes them. */
+static void step_prompts(rl *r, long step) {
+    for (int k = 0; k < r->P; k++) {
+        long g = step * r->P + k;
+        long epoch = g / r->train.n, i = g % r->train.n;
+        if (epoch != r->order_epoch) {
+            al_batch_order(r->plens, r->train.n, r->P, 0, r->hp->seed + (uint64_t)epoch * 0x9E3779B9u, r->order);
+            r->order_epoch = epoch;
+        }
+        r->pidx[k] = r->order[i];
+    }
+    r->cursor = (step + 1) * r->P;
+}
+
+/* Copies rows idx[0..k) of the step buffers into the micro-batch buffers
+ * with their own padded length; returns it. */
+static int gather(rl *r, const int32_t *idx, int k) {
+    int T = 1;
+    for (int j = 0; j < k; j++) {
+        int L = r->plen[idx[j]] + r->clen[idx[j]];
+        if (L > T) T = L;
+    }
+    for (int j = 0; j < k; j++) {
+        size_t s = (size_t)idx[j] * r->T, d = (size_t)j * T;
+        memcpy(r->m_ids + d, r->ids + s, (size_t)T * sizeof *r->m_ids);
+        memcpy(r->m_pos + d, r->pos + s, (size_t)T * sizeof *r->m_pos);
+        memcpy(r->m_seg + d, r->seg + s, (size_t)T * sizeof *r->m_seg);
+        memcpy(r->m_tgt + d, r->tgt + s, (size_t)T * sizeof *r->m_tgt);
+        memcpy(r->m_old + d, r->old_logp + s, (size_t)T * sizeof *r->m_old);
+        memcpy(r->m_adv + d, r->adv + s, (size_t)T * sizeof *r->m_adv);
+        memcpy(r->m_ret + d, r->ret + s, (size_t)T * sizeof *r->m_ret);
+        memcpy(r->m_oldv + d, r->values + s, (size_t)T * sizeof *r->m_oldv);
+        memcpy(r->m_ref + d, r->ref_logp + s, (size_t)T * sizeof *r->m_ref);
+    }
+    return T;
+}
+
+static void scatter(rl *r, float *dst, const float *src, const int32_t *idx, int k, int T) {
+    for (int j = 0; j < k; j++) memcpy(dst + (size_t)idx[j] * r->T, src + (size_t)j * T, (size_t)T * sizeof *dst);
+}
+
+static int forward_ref(rl *r, const al_tokens *in, float *out) {
+    al_fwd f = {.logp = out};
+    int rc;
+    if (r->ref_off) {
+        al_model_set_adapters(r->m, 0);
+        rc = al_model_forward(r->m, in, &f);
+        al_model_set_adapters(r->m, 1);
+    } else {
+        rc = al_model_forward(r->ref, in, &f);
+    }
+    return rc ? al_err(r->err, rc, "reference forward failed: %s", al_strerror(rc)) : AL_OK;
+}
+
+static int rollout(rl *r, long step) {
+    const al_hparams *hp = r->hp;
+    int rc;
+    step_prompts(r, step);
+    for (int i = 0; i < r->N; i++) {
+        int p = r->pidx[i / r->G];
+        r->prow[i] = p;
+        r->gen_prompts[i] = &r->train.seq[p];
+    }
+    al_gen_cfg g = {.max_new = r->max_new, .temperature = hp->temperature, .top_k = hp->top_k,
+                    .top_p = hp->top_p > 0 ? hp->top_p : 1, .stop = &r->eos, .n_stop = r->eos >= 0};
+    char e2[AL_ERRLEN];
+    if ((rc = rl_generate(r->m, r->gen_prompts, r->N, &g, &r->rng, r->comp, r->samp, r->clen, e2)))
+        return al_err(r->err, rc, "generation failed: %s", e2);
+    /* the (N, T) rows: prompt + completion; position plen-1+j predicts token j */
+    for (int i = 0; i < r->N; i++) {
+        const al_seq *ps = r->gen_prompts[i];
+        int pl = ps->n, cl = r->clen[i];
+        r->plen[i] = pl;
+        size_t o = (size_t)i * r->T;
+        const int32_t *c = r->comp + (size_t)i * r->max_new;
+        r->has_eos[i] = cl > 0 && c[cl - 1] == r->eos;
+        int drop = hp->mask_truncated_completions && !r->has_eos[i];
+        for (int t = 0; t < r->T; t++) {
+            int in = t < pl + cl;
+            r->ids[o + t] = t < pl ? ps->ids[t] : in ? c[t - pl] : r->pad;
+            r->pos[o + t] = in ? t : 0;
+            r->seg[o + t] = in;
+            int j = t - (pl - 1);
+            int scored = j >= 0 && j < cl && !drop;
+            r->tgt[o + t] = scored ? c[j] : -1;
+            r->old_logp[o + t] = scored ? r->samp[(size_t)i * r->max_new + j] : 0;
+            r->ref_logp[o + t] = 0;
+            r->values[o + t] = 0;
+        }
+        free(r->ctext[i]);
+        r->ctext[i] = rl_decode_completion(r->tok, c, cl, r->eos, NULL);
+        if (!r->ctext[i]) return al_err(r->err, AL_ENOMEM, "out of memory");
+        r->cprompt[i] = r->train.text[r->prow[i]];
+        r->canswer[i] = r->train.answer[r->prow[i]];
+    }
+    /* reference log-probs and critic values, micro-batch by micro-batch */
+    for (int i0 = 0; i0 < r->N && (r->use_ref || r->ppo); i0 += r->mb) {
+        int k = r->N - i0 < r->mb ? r->N - i0 : r->mb;
+        int32_t *idx = r->idx;
+        for (int j = 0; j < k; j++) idx[j] = i0 + j;
+        int T = gather(r, idx, k);
+        al_tokens in = {.B = k, .T = T, .ids = r->m_ids, .seg = r->m_seg, .pos = r->m_pos, .targets = r->m_tgt};
+        if (r->use_ref) {
+            if ((rc = forward_ref(r, &in, r->m_ref))) return rc;
+            scatter(r, r->ref_logp, r->m_ref, idx, k, T);
+        }
+        if (r->ppo) {
+            al_tokens cin = in;
+            cin.targets = NULL;
+            al_fwd f = {.values = r->m_val};
+            if ((rc = al_model_forward(r->critic, &cin, &f)))
+                return al_err(r->err, rc, "critic forward failed: %s", al_strerror(rc));
+            scatter(r, r->values, r->m_val, idx, k, T);
+        }
+    }
+    al_reward_parts parts = {r->p_ver, r->p_rm, r->p_judge};
+    if ((rc = al_rewarder_score(r->rw, r->N, r->G, r->cprompt, (const char *const *)r->ctext, r->canswer,
+                                r->clen, r->has_eos, r->scores, &parts, e2)))
+        return al_err(r->err, rc, "reward: %s", e2);
+    return AL_OK;
+}
+
+/* Advantages (and PPO's returns) into adv/ret. */
+static int advantages(rl *r, al_step_stats *st, int *zero_std) {
+    const al_hparams *hp = r->hp;
+    size_t NT = (size_t)r->N * r->T;
+    *zero_std = 0;
+    if (r->ppo) {
+        al_rl_token_rewards(r->rew, r->kl, r->old_logp, r->use_ref ? r->ref_logp : NULL, r->tgt, r->scores, r->N,
+                            r->T, r->kl_coef, hp->kl_estimator);
+        if (hp->whiten_rewards) al_rl_whiten(r->rew, r->tgt, r->N, r->T, 0);
+        al_rl_gae(r->adv, r->ret, r->rew, r->values, r->tgt, r->N, r->T, hp->gamma, hp->lam);
+        al_rl_whiten(r->adv, r->tgt, r->N, r->T, 1);
+        double sd = 0, mean = 0;
+        for (int i = 0; i < r->N; i++) mean += r->scores[i] / r->N;
+        for (int i = 0; i < r->N; i++) sd += (r->scores[i] - mean) * (r->scores[i] - mean);
+        *zero_std = sd < 1e-12;
+        return AL_OK;
+    }
+    /* sequence KL (k1 sums) for RLOO's reward and the metrics */
+    for (size_t i = 0; i < NT; i++)
+        r->kl[i] = r->tgt[i] >= 0 && r->use_ref ? (float)al_rl_kl(r->old_logp[i], r->ref_logp[i], AL_KL_K1) : 0;
+    if (r->grpo) {
+        *zero_std = al_rl_group_adv(r->seq_adv, r->scores, r->P, r->G, hp->scale_rewards);
+    } else {
+        float *seqr = r->rew; /* scratch (N) */
+        for (int i = 0; i < r->N; i++) {
+            double k = 0;
+            for (int t = 0; t < r->T; t++) k += r->kl[(size_t)i * r->T + t];
+            seqr[i] = (float)(r->scores[i] - hp->beta * k);
+        }
+        al_rl_rloo_adv(r->seq_adv, seqr, r->P, r->G);
+        for (int g = 0; g < r->P; g++) {
+            double s = 0, ss = 0;
+            for (int k = 0; k < r->G; k++) s += seqr[g * r->G + k];
+            for (int k = 0; k < r->G; k++) ss += (seqr[g * r->G + k] - s / r->G) * (seqr[g * r->G + k] - s / r->G);
+            *zero_std += ss < 1e-12;
+        }
+        if (hp->normalize_advantages && r->N > 1) {
+            double m = 0, v = 0;
+            for (int i = 0; i < r->N; i++) m += r->seq_adv[i] / r->N;
+            for (int i = 0; i < r->N; i++) v += (r->seq_adv[i] - m) * (r->seq_adv[i] - m) / (r->N - 1);
+            for (int i = 0; i < r->N; i++) r->seq_adv[i] = (float)((r->seq_adv[i] - m) / (sqrt(v) + 1e-8));
+        }
+    }
+    for (int i = 0; i < r->N; i++)
+        for (int t = 0; t < r->T; t++) {
+            size_t o = (size_t)i * r->T + t;
+            r->adv[o] = r->tgt[o] >= 0 ? r->seq_adv[i] : 0;
+            r->ret[o] = 0;
+        }
+    (void)st;
+    return AL_OK;
+}
+
+/* ---- updates ----------------------------------------------------------------------- */
+
+/* The SFT term of sft_mix_ratio on the step's reference answers: adds
+ * ratio * (token-mean NLL) and its gradient. */
+static int sft_mix(rl *r, al_step_stats *st) {
+    int32_t *idx = r->idx;
+    int n = 0;
+    for (int k = 0; k < r->P; k++)
+        if (r->train.sft[r->pidx[k]].seq[0].n > 0) idx[n++] = r->pidx[k];
+    if (n == 0) return AL_OK;
+    double tokens = 0;
+    for (int i = 0; i < n; i++) {
+        const al_seq *s = &r->train.sft[idx[i]].seq[0];
+        for (int t = 1; t < s->n; t++) tokens += s->mask[t];
+    }
+    if (tokens <= 0) return AL_OK;
+    al_model_set_temperature(r->m, 1);
+    int rc = AL_OK;
+    double nll = 0;
+    for (int i0 = 0; i0 < n && !rc; i0 += r->mb) {
+        int k = n - i0 < r->mb ? n - i0 : r->mb;
+        if ((rc = al_batch_fill(&r->sft_batch, r->train.sft, idx + i0, k, r->pad, r->err))) break;
+        al_tokens in = al_batch_tokens(&r->sft_batch);
+        al_fwd f = {.logp = r->m_logp};
+        if ((rc = al_model_forward(r->m, &in, &f))) {
+            rc = al_err(r->err, rc, "forward failed: %s", al_strerror(rc));
+            break;
+        }
+        size_t cnt = (size_t)in.B * in.T;
+        for (size_t q = 0; q < cnt; q++) {
+            r->m_dlogp[q] = in.targets[q] >= 0 ? (float)(-r->hp->sft_mix_ratio / tokens) : 0;
+            if (in.targets[q] >= 0) nll -= r->m_logp[q] / tokens;
+        }
+        if ((rc = al_model_backward(r->m, &in, r->m_dlogp, NULL, NULL)))
+            rc = al_err(r->err, rc, "backward failed: %s", al_strerror(rc));
+    }
+    al_model_set_temperature(r->m, r->hp->temperature);
+    if (!rc) {
+        st->loss += r->hp->sft_mix_ratio * nll;
+        al_stats_add(st, "sft_loss", nll);
+    }
+    return rc;
+}
+
+/* Forward, objective and backward over rows idx[0..n) in micro-batches,
+ * with the given denominators, accumulating gradients and stats. */
+static int update_rows(rl *r, const int32_t *idx, int n, int use_old, al_step_stats *st) {
+    double norm_tokens = 0;
+    for (int j = 0; j < n; j++)
+        for (int t = 0; t < r->T; t++) norm_tokens += r->tgt[(size_t)idx[j] * r->T + t] >= 0;
+    if (norm_tokens <= 0) return AL_OK;
+    int rc;
+    for (int i0 = 0; i0 < n; i0 += r->mb) {
+        int k = n - i0 < r->mb ? n - i0 : r->mb;
+        int T = gather(r, idx + i0, k);
+        al_tokens in = {.B = k, .T = T, .ids = r->m_ids, .seg = r->m_seg, .pos = r->m_pos, .targets = r->m_tgt};
+        al_fwd f = {.logp = r->m_logp, .entropy = r->m_ent};
+        if ((rc = al_model_forward(r->m, &in, &f))) return al_err(r->err, rc, "forward failed: %s", al_strerror(rc));
+        if (r->ppo) {
+            al_tokens cin = in;
+            cin.targets = NULL;
+            al_fwd cf = {.values = r->m_val};
+            if ((rc = al_model_forward(r->critic, &cin, &cf)))
+                return al_err(r->err, rc, "critic forward failed: %s", al_strerror(rc));
+        }
+        size_t cnt = (size_t)k * T;
+        memset(r->m_dlogp, 0, cnt * sizeof(float));
+        memset(r->m_dent, 0, cnt * sizeof(float));
+        memset(r->m_dval, 0, cnt * sizeof(float));
+        al_obj_in oi = {.R = k, .T = T, .targets = r->m_tgt, .logp = r->m_logp, .entropy = r->m_ent,
+                        .values = r->ppo ? r->m_val : NULL, .ref_logp = r->use_ref ? r->m_ref : NULL,
+                        .norm_tokens = norm_tokens, .norm_rows = n, .old_logp = use_old ? r->m_old : NULL,
+                        .adv = r->m_adv, .returns = r->m_ret, .old_values = r->m_oldv};
+        al_obj_out oo = {.dlogp = r->m_dlogp, .dent = r->m_dent, .dvalue = r->m_dval};
+        if ((rc = r->ops->loss(r->obj, &oi, &oo, st))) {
+            if (rc == AL_ENAN)
+                return al_err(r->err, AL_ENAN, "divergence: the loss is not finite at step %ld", r->step + 1);
+            return al_err(r->err, rc, "objective %s failed: %s", r->ops->name, al_strerror(rc));
+        }
+        if ((rc = al_model_backward(r->m, &in, r->m_dlogp, r->hp->entropy_coef > 0 ? r->m_dent : NULL, NULL)))
+            return al_err(r->err, rc, "backward failed: %s", al_strerror(rc));
+        if (r->ppo && (rc = al_model_backward(r->critic, &in, NULL, NULL, r->m_dval)))
+            return al_err(r->err, rc, "critic backward failed: %s", al_strerror(rc));
+    }
+    return AL_OK;
+}
+
+/* Clips the policy's and critic's gradients together, then one AdamW step each. */
+static double optimizer_step(rl *r, float lr) {
+    double a = al_model_grad_norm(r->m), b = r->critic ? al_model_grad_norm(r->critic) : 0;
+    double norm = sqrt(a * a + b * b);
+    double mx = r->hp->max_grad_norm;
+    if (mx > 0 && norm > mx && isfinite(norm)) {
+        if (a > 0) al_clip_grad_norm(r->m, mx * a / norm);
+        if (b > 0) al_clip_grad_norm(r->critic, mx * b / norm);
+    }
+    al_adamw_step(&r->opt, r->m, lr);
+    if (r->critic) al_adamw_step(&r->copt, r->critic, lr);
+    return norm;
+}
+
+static void zero_grads(rl *r) {
+    al_model_zero_grad(r->m);
+    if (r->critic) al_model_zero_grad(r->critic);
+}
+
+/* The updates of one rollout; st receives the mean over its optimiser steps. */
+static int updates(rl *r, float lr, al_step_stats *st, double *gnorm) {
+    const al_hparams *hp = r->hp;
+    int rc, n_up = 0;
+    al_step_stats acc, one;
+    memset(&acc, 0, sizeof acc);
+    double gsum = 0;
+    if (r->ppo) {
+        int M = r->N / hp->num_mini_batches;
+        for (int e = 0; e < hp->num_ppo_epochs; e++) {
+            for (int i = 0; i < r->N; i++) r->perm[i] = i;
+            for (int i = r->N - 1; i > 0; i--) {
+                int j = (int)al_rng_below(&r->rng, (uint32_t)i + 1);
+                int32_t t = r->perm[i];
+                r->perm[i] = r->perm[j];
+                r->perm[j] = t;
+            }
+            for (int b = 0; b < hp->num_mini_batches; b++) {
+                memset(&one, 0, sizeof one);
+                zero_grads(r);
+                if ((rc = update_rows(r, r->perm + (size_t)b * M, M, 1, &one))) return rc;
+                if (hp->sft_mix_ratio > 0 && (rc = sft_mix(r, &one))) return rc;
+                gsum += optimizer_step(r, lr);
+                acc.loss += one.loss;
+                acc.num_tokens += one.num_tokens;
+                for (int i = 0; i < one.n; i++) al_stats_add(&acc, one.m[i].name, one.m[i].value);
+                n_up++;
+            }
+        }
+    } else {
+        for (int i = 0; i < r->N; i++) r->perm[i] = i;
+        for (int it = 0; it < hp->num_iterations; it++) {
+            memset(&one, 0, sizeof one);
+            zero_grads(r);
+            /* num_iterations 1: the ratio is 1 (old = current, detached) as TRL */
+            if ((rc = update_rows(r, r->perm, r->N, hp->num_iterations > 1, &one))) return rc;
+            if (hp->sft_mix_ratio > 0 && (rc = sft_mix(r, &one))) return rc;
+            gsum += optimizer_step(r, lr);
+            acc.loss += one.loss;
+            acc.num_tokens += one.num_tokens;
+            for (int i = 0; i < one.n; i++) al_stats_add(&acc, one.m[i].name, one.m[i].value);
+            n_up++;
+        }
+    }
+    memset(st, 0, sizeof *st);
+    st->loss = acc.loss / n_up;
+    st->num_tokens = acc.num_tokens / n_up;
+    for (int i = 0; i < acc.n; i++) al_stats_add(st, acc.m[i].name, acc.m[i].value / n_up);
+    *gnorm = gsum / n_up;
+    return AL_OK;
+}
+
+/* ---- metrics and health -------------------------------------------------------------- */
+
+typedef struct mlist {
+    al_metric m[2 * AL_MAX_METRICS];
+    int n;
+} mlist;
+
+static void put(mlist *l, const char *name, double v) {
+    if (l->n >= 2 * AL_MAX_METRICS) return;
+    snprintf(l->m[l->n].name, sizeof l->m[l->n].name, "%s", name);
+    l->m[l->n++].value = v;
+}
+
+static double mean_of(const float *x, int n) {
+    double s = 0;
+    int k = 0;
+    for (int i = 0; i < n; i++)
+        if (isfinite(x[i])) {
+            s += x[i];
+            k++;
+        }
+    return k ? s / k : NAN;
+}
+
+/* Emits a health warning at most once per HEALTH_WINDOW steps per kind. */
+static void warn(rl *r, int kind, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static void warn(rl *r, int kind, const char *fmt, ...) {
+    if (r->warned_at[kind] && r->step - r->warned_at[kind] < HEALTH_WINDOW) return;
+    r->warned_at[kind] = r->step;
+    char buf[400];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(buf, sizeof buf, fmt, ap);
+    va_end(ap);
+    rl_event(r->cb, AL_LOG_WARN, "step %ld: %s", r->step, buf);
+}
+
+/* The seed's RLHF debugging checklist, automated. */
+static void health(rl *r, double kl, double ent_tok, double mean_len, double reward, double ref_tok, double d2,
+                   double frac_zero) {
+    const al_hparams *hp = r->hp;
+    if (r->use_ref && isfinite(kl)) {
+        if (hp->kl_warn > 0 && kl > hp->kl_warn)
+            warn(r, 0, "KL to the reference is %.3g, above %g: the policy drifts (raise kl_coef/beta or lower "
+                 "the learning rate)", kl, hp->kl_warn);
+        else if (r->h_n >= 5 && kl > 4 * r->kl_mean && kl > 1)
+            warn(r, 1, "KL to the reference exploded: %.3g against a running mean of %.3g", kl, r->kl_mean);
+        r->kl_mean = r->h_n ? 0.8 * r->kl_mean + 0.2 * kl : kl;
+    }
+    if (r->h_n == 0) {
+        r->ent_first = ent_tok;
+        r->d2_first = d2;
+    }
+    if (isfinite(ent_tok) && r->ent_first > 0.1 && ent_tok < 0.05)
+        warn(r, 2, "entropy collapsed: %.3g nats per token (%.3g at the start)", ent_tok, r->ent_first);
+    if (isfinite(d2) && r->d2_first > 0.2 && d2 < 0.5 * r->d2_first)
+        warn(r, 3, "distinct-2 of the samples fell to %.3f from %.3f: mode collapse", d2, r->d2_first);
+    if (frac_zero > 0.9)
+        warn(r, 4, "advantages have near-zero variance in %.0f%% of the groups: no learning signal",
+             100 * frac_zero);
+    int W = HEALTH_WINDOW / 2, k = r->h_n % (2 * HEALTH_WINDOW);
+    r->h_len[k] = mean_len;
+    r->h_rew[k] = reward;
+    r->h_ref[k] = ref_tok;
+    r->h_n++;
+    if (r->h_n >= 2 * W) {
+        double l0 = 0, l1 = 0, r0 = 0, r1 = 0, f0 = 0, f1 = 0;
+        for (int i = 0; i < W; i++) {
+            int a = (r->h_n - 1 - i) % (2 * HEALTH_WINDOW), b = (r->h_n - 1 - W - i) % (2 * HEALTH_WINDOW);
+            l1 += r->h_len[a] / W;
+            l0 += r->h_len[b] / W;
+            r1 += r->h_rew[a] / W;
+            r0 += r->h_rew[b] / W;
+            f1 += r->h_ref[a] / W;
+            f0 += r->h_ref[b] / W;
+        }
+        if (l1 > 1.2 * l0 + 1 && r1 > r0)
+            warn(r, 5, "mean response length keeps growing (%.1f -> %.1f tokens) while the reward rises: "
+                 "length hacking? (try reward.length_penalty or length_normalize)", l0, l1);
+        if (r->use_ref && isfinite(f1) && isfinite(f0) && r1 > r0 && f1 < f0 - 0.5)
+            warn(r, 6, "the reference's log-likelihood of the samples falls fast (%.3f -> %.3f per token) "
+                 "while the reward rises: reward hacking?", f0, f1);
+    }
+}
+
+static void samples(rl *r, long step) {
+    if (!r->cb || !r->cb->sample) return;
+    for (int i = 0; i < r->N && i < N_SAMPLES * r->G; i += r->G)
+        r->cb->sample(r->cb->ud, step, r->cprompt[i], r->ctext[i], r->scores[i]);
+}
+
+/* Greedy completions of up to 200 validation prompts: exact match against
+ * their answers and the mean reward. */
+static int evaluate_val(rl *r, mlist *l) {
+    int n = r->val.n < 200 ? r->val.n : 200;
+    if (n == 0) return AL_OK;
+    enum { B = 16 };
+    double ok = 0, rsum = 0;
+    int with_answer = 0;
+    al_gen_cfg g = {.max_new = r->max_new, .temperature = 0, .top_p = 1, .stop = &r->eos, .n_stop = r->eos >= 0};
+    al_rng rng;
+    al_rng_seed(&rng, 1);
+    int32_t *ids = malloc((size_t)B * r->max_new * sizeof *ids);
+    if (!ids) return al_err(r->err, AL_ENOMEM, "out of memory");
+    int rc = AL_OK;
+    for (int i0 = 0; i0 < n && !rc; i0 += B) {
+        int k = n - i0 < B ? n - i0 : B, len[B], eos[B];
+        const al_seq *ps[B];
+        char *txt[B];
+        const char *pr[B], *an[B];
+        float sc[B];
+        for (int j = 0; j < k; j++) ps[j] = &r->val.seq[i0 + j];
+        char e2[AL_ERRLEN];
+        if ((rc = rl_generate(r->m, ps, k, &g, &rng, ids, NULL, len, e2))) {
+            rc = al_err(r->err, rc, "evaluation: %s", e2);
+            break;
+        }
+        for (int j = 0; j < k; j++) {
+            txt[j] = rl_decode_completion(r->tok, ids + (size_t)j * r->max_new, len[j], r->eos, &eos[j]);
+            pr[j] = r->val.text[i0 + j];
+            an[j] = r->val.answer[i0 + j];
+            if (an[j]) {
+                with_answer++;
+                ok += al_reward_verifiable(an[j], txt[j] ? txt[j] : "", 0) == 1.0;
+            }
+        }
+        if ((rc = al_rewarder_score(r->rw, k, 1, pr, (const char *const *)txt, an, len, eos, sc, NULL, e2)))
+            rc = al_err(r->err, rc, "evaluation reward: %s", e2);
+        for (int j = 0; j < k; j++) {
+            if (!rc) rsum += sc[j];
+            free(txt[j]);
+        }
+    }
+    free(ids);
+    if (rc) return rc;
+    if (with_answer) put(l, "eval_exact_match", ok / with_answer);
+    put(l, "eval_reward", rsum / n);
+    return AL_OK;
+}
+
+/* ---- checkpoints ------------------------------------------------------------------------ */
+
+static int copy_file(const char *src, const char *dst, char err[AL_ERRLEN]) {
+    char *buf;
+    size_t len;
+    int rc = al_file_read(src, (size_t)1 << 30, &buf, &len, err);
+    if (rc == AL_ENOENT) return AL_OK;
+    if (rc) return rc;
+    rc = al_file_write_atomic(dst, buf, len, err);
+    free(buf);
+    return rc;
+}
+
+int rl_copy_tokenizer(const char *model_dir, const char *dir, char err[AL_ERRLEN]) {
+    static const char *const files[] = {"tokenizer.json", "tokenizer_config.json", "chat_template.jinja",
+                                        "special_tokens_map.json", "generation_config.json", NULL};
+    char src[AL_PATH_MAX + 64], dst[AL_PATH_MAX + 128];
+    for (int i = 0; files[i]; i++) {
+        snprintf(src, sizeof src, "%s/%s", model_dir, files[i]);
+        snprintf(dst, sizeof dst, "%s/%s", dir, files[i]);
+        int rc = copy_file(src, dst, err);
+        if (rc) return rc;
+    }
+    return AL_OK;
+}
+
+static int save_opt(const al_adamw *o, const char *dir, char err[AL_ERRLEN]) {
+    char path[AL_PATH_MAX + 128];
+    al_st_entry e[2] = {
+        {.name = "exp_avg", .data = o->m, .ndim = 1, .shape = {(int64_t)o->n}},
+        {.name = "exp_avg_sq", .data = o->v, .ndim = 1, .shape = {(int64_t)o->n}},
+    };
+    snprintf(path, sizeof path, "%s/optimizer.safetensors", dir);
+    return al_st_write(path, e, 2, err);
+}
+
+static int load_opt(al_adamw *o, const char *dir, char err[AL_ERRLEN]) {
+    char path[AL_PATH_MAX + 128];
+    snprintf(path, sizeof path, "%s/optimizer.safetensors", dir);
+    al_st_file f;
+    int rc = al_st_open(&f, path, err);
+    if (rc) return rc;
+    const al_st_tensor *m = al_st_find(&f, "exp_avg"), *v = al_st_find(&f, "exp_avg_sq");
+    if (!m || !v) rc = al_err(err, AL_EFORMAT, "%s: exp_avg/exp_avg_sq missing", path);
+    if (!rc) rc = al_st_read_f32(&f, m, o->m, o->n, err);
+    if (!rc) rc = al_st_read_f32(&f, v, o->v, o->n, err);
+    al_st_close(&f);
+    return rc;
+}
+
+static int save_weights(rl *r, al_model *m, const char *dir, const char *base) {
+    if (al_model_num_params(m, 1) < al_model_num_params(m, 0) && (r->job->use_lora || m == r->critic)) {
+        char real[PATH_MAX];
+        const char *b = realpath(base, real) ? real : base;
+        return al_model_save_adapter(m, dir, b, r->err);
+    }
+    return al_model_save(m, dir, r->err);
+}
+
+/* Copies the adapters and the head of the model saved in dir into m. */
+static int load_trainable(al_model *m, const char *dir, char err[AL_ERRLEN]) {
+    al_model *tmp = NULL;
+    int rc = al_model_open(&tmp, dir, NULL, err);
+    if (rc) return rc;
+    int n1, n2;
+    al_param *a = al_model_params(m, &n1), *b = al_model_params(tmp, &n2);
+    for (int i = 0; i < n1; i++) {
+        if (!a[i].g) continue;
+        int found = 0;
+        for (int j = 0; j < n2 && !found; j++)
+            if (!strcmp(a[i].name, b[j].name) && a[i].n == b[j].n) {
+                memcpy(a[i].w, b[j].w, a[i].n * sizeof(float));
+                found = 1;
+            }
+        if (!found) {
+            rc = al_err(err, AL_EFORMAT, "%s: %s missing", dir, a[i].name);
+            break;
+        }
+    }
+    al_model_free(tmp);
+    return rc;
+}
+
+static const char *critic_base(const rl *r) {
+    const al_job *j = r->job;
+    if (j->critic == AL_CRITIC_SHARED_BASE) return j->model;
+    return j->critic_model[0] ? j->critic_model : j->reward.n_reward_models ? j->reward.reward_model[0] : j->model;
+}
+
+static int save_dir(rl *r, const char *dir, int with_state) {
+    char tmp[AL_PATH_MAX + 32], path[AL_PATH_MAX + 64];
+    int rc, in_place = al_file_exists(dir);
+    snprintf(tmp, sizeof tmp, "%s%s", dir, in_place ? "" : ".tmp");
+    if ((rc = al_mkdir_p(tmp, r->err))) return rc;
+    if ((rc = save_weights(r, r->m, tmp, r->job->model))) return rc;
+    if ((rc = rl_copy_tokenizer(r->job->model, tmp, r->err))) return rc;
+    if (r->critic) {
+        snprintf(path, sizeof path, "%s/critic", tmp);
+        if ((rc = al_mkdir_p(path, r->err)) || (rc = save_weights(r, r->critic, path, critic_base(r)))) return rc;
+        if (with_state && (rc = save_opt(&r->copt, path, r->err))) return rc;
+    }
+    if (with_state) {
+        if ((rc = save_opt(&r->opt, tmp, r->err))) return rc;
+        char rng[4][24];
+        for (int i = 0; i < 4; i++) snprintf(rng[i], sizeof rng[i], "%016" PRIx64, r->rng.s[i]);
+        json_t *st = json_pack("{s:I, s:I, s:I, s:I, s:f, s:s, s:I, s:f, s:I, s:[s,s,s,s]}", "global_step",
+                               (json_int_t)r->step, "max_steps", (json_int_t)r->total_steps, "optimizer_step",
+                               (json_int_t)r->opt.step, "critic_optimizer_step", (json_int_t)r->copt.step,
+                               "trained_tokens", r->trained_tokens, "method", r->job->method, "seed",
+                               (json_int_t)r->hp->seed, "kl_coef", r->kl_coef, "prompt_cursor",
+                               (json_int_t)r->cursor, "rng", rng[0], rng[1], rng[2], rng[3]);
+        char *txt = st ? json_dumps(st, JSON_INDENT(2) | JSON_SORT_KEYS) : NULL;
+        json_decref(st);
+        if (!txt) return al_err(r->err, AL_ENOMEM, "out of memory");
+        snprintf(path, sizeof path, "%s/trainer_state.json", tmp);
+        rc = al_file_write_atomic(path, txt, strlen(txt), r->err);
+        free(txt);
+        if (rc) return rc;
+    }
+    if (!in_place && rename(tmp, dir) != 0) return al_err(r->err, AL_EIO, "%s: %s", dir, strerror(errno));
+    return AL_OK;
+}
+
+static int load_state(rl *r, const char *dir) {
+    char path[AL_PATH_MAX + 64], *txt;
+    size_t len;
+    snprintf(path, sizeof path, "%s/trainer_state.json", dir);
+    int rc = al_file_read(path, 1 << 20, &txt, &len, r->err);
+    if (rc) return rc;
+    json_error_t je;
+    json_t *st = json_loadb(txt, len, 0, &je);
+    free(txt);
+    json_t *gs = json_object_get(st, "global_step"), *rng = json_object_get(st, "rng");
+    if (!json_is_integer(gs) || json_integer_value(gs) < 0 || !json_is_array(rng) || json_array_size(rng) != 4) {
+        json_decref(st);
+        return al_err(r->err, AL_EFORMAT, "%s: global_step or rng missing (not an RL checkpoint?)", path);
+    }
+    r->step = (long)json_integer_value(gs);
+    r->opt.step = (long)json_integer_value(json_object_get(st, "optimizer_step"));
+    r->copt.step = (long)json_integer_value(json_object_get(st, "critic_optimizer_step"));
+    r->trained_tokens = json_number_value(json_object_get(st, "trained_tokens"));
+    r->kl_coef = json_number_value(json_object_get(st, "kl_coef"));
+    r->cursor = (long)json_integer_value(json_object_get(st, "prompt_cursor"));
+    for (int i = 0; i < 4; i++) {
+        const char *s = json_string_value(json_array_get(rng, (size_t)i));
+        r->rng.s[i] = s ? strtoull(s, NULL, 16) : 0;
+    }
+    json_decref(st);
+    if (r->cursor != r->step * r->P)
+        return al_err(r->err, AL_EFORMAT, "%s: prompt_cursor %ld does not match step %ld x %d prompts", path,
+                      r->cursor, r->step, r->P);
+    if ((rc = load_opt(&r->opt, dir, r->err))) return rc;
+    if (r->job->use_lora) rc = load_trainable(r->m, dir, r->err);
+    else rc = al_model_load_weights(r->m, dir, r->err);
+    if (rc) return rc;
+    if (r->critic) {
+        snprintf(path, sizeof path, "%s/critic", dir);
+        if (al_model_num_params(r->critic, 1) < al_model_num_params(r->critic, 0)) rc = load_trainable(r->critic, path, r->err);
+        else rc = al_model_load_weights(r->critic, path, r->err);
+        if (!rc) rc = load_opt(&r->copt, path, r->err);
+    }
+    return rc;
+}
+
+/* ---- the run -------------------------------------------------------------------------- */
+
+static int one_step(rl *r, mlist *l, int train) {
+    const al_hparams *hp = r->hp;
+    int rc = rollout(r, r->step);
+    if (rc) return rc;
+    al_step_stats st;
+    memset(&st, 0, sizeof st);
+    int zero_std;
+    if ((rc = advantages(r, &st, &zero_std))) return rc;
+    long warmup = (long)ceil(hp->warmup_ratio * (double)r->total_steps);
+    float lr = al_sched_lr(hp->lr_scheduler_type, hp->learning_rate, r->step, warmup, r->total_steps);
+    double gnorm = 0;
+    if (train) {
+        if ((rc = updates(r, lr, &st, &gnorm))) return rc;
+        if (!isfinite(st.loss) || !isfinite(gnorm))
+            return al_err(r->err, AL_ENAN, "divergence: %s is not finite at step %ld",
+                          isfinite(st.loss) ? "grad_norm" : "loss", r->step + 1);
+    }
+    /* batch statistics of the rollout */
+    double score = mean_of(r->scores, r->N), sd = 0, len = 0, minl = 1e9, maxl = 0, eos = 0, tl = 0, tn = 0;
+    double seq_kl = 0, seq_nlp = 0, ref_tok = 0, ntok = 0, d2 = 0;
+    for (int i = 0; i < r->N; i++) {
+        sd += (r->scores[i] - score) * (r->scores[i] - score);
+        len += r->clen[i];
+        minl = r->clen[i] < minl ? r->clen[i] : minl;
+        maxl = r->clen[i] > maxl ? r->clen[i] : maxl;
+        eos += r->has_eos[i];
+        if (r->has_eos[i]) {
+            tl += r->clen[i];
+            tn++;
+        }
+        d2 += al_rl_distinct2(r->comp + (size_t)i * r->max_new, r->clen[i], r->scratch);
+        for (int t = 0; t < r->T; t++) {
+            size_t o = (size_t)i * r->T + t;
+            if (r->tgt[o] < 0) continue;
+            double k = r->use_ref ? al_rl_kl(r->old_logp[o], r->ref_logp[o], r->ppo ? hp->kl_estimator : AL_KL_K1) : 0;
+            seq_kl += k;
+            seq_nlp -= r->old_logp[o];
+            ref_tok += r->ref_logp[o];
+            ntok++;
+        }
+    }
+    int N = r->N;
+    sd = N > 1 ? sqrt(sd / (N - 1)) : 0;
+    put(l, "loss", st.loss);
+    put(l, "learning_rate", lr);
+    put(l, "grad_norm", gnorm);
+    if (r->ppo) {
+        double nsr = -r->kl_coef * seq_kl / N;
+        put(l, "objective/kl", seq_kl / N);
+        put(l, "objective/entropy", seq_nlp / N);
+        put(l, "objective/non_score_reward", nsr);
+        put(l, "objective/rlhf_reward", score + nsr);
+        put(l, "objective/scores", score);
+        put(l, "val/num_eos_tokens", eos);
+        if (hp->adaptive_kl) put(l, "objective/kl_coef", r->kl_coef);
+        put(l, "episode", (double)(r->step + 1) * r->P);
+    } else {
+        put(l, "reward", score);
+        put(l, "reward_std", sd);
+        put(l, "frac_reward_zero_std", (double)zero_std / r->P);
+        if (r->use_ref) put(l, "objective/kl", seq_kl / N);
+    }
+    put(l, "completions/mean_length", len / N);
+    put(l, "completions/min_length", minl);
+    put(l, "completions/max_length", maxl);
+    put(l, "completions/clipped_ratio", 1.0 - eos / N);
+    put(l, "completions/mean_terminated_length", tn > 0 ? tl / tn : 0);
+    put(l, "completions/distinct_2", d2 / N);
+    if (r->job->reward.verifiable > 0) put(l, "rewards/verifiable/mean", mean_of(r->p_ver, N));
+    if (al_rewarder_has_rm(r->rw)) put(l, "rewards/reward_model/mean", mean_of(r->p_rm, N));
+    if (al_rewarder_has_judge(r->rw)) put(l, "rewards/judge/mean", mean_of(r->p_judge, N));
+    for (int i = 0; i < st.n; i++) put(l, st.m[i].name, st.m[i].value);
+    put(l, "num_tokens", r->trained_tokens + (train ? st.num_tokens : 0));
+    if (train) r->trained_tokens += st.num_tokens;
+    health(r, r->use_ref ? seq_kl / N : NAN, ntok > 0 ? seq_nlp / ntok : NAN, len / N, score,
+           r->use_ref && ntok > 0 ? ref_tok / ntok : NAN, d2 / N, (double)zero_std / r->P);
+    if (r->ppo && hp->adaptive_kl && train)
+        r->kl_coef = al_rl_adaptive_kl(r->kl_coef, seq_kl / N, hp->target_kl, hp->kl_horizon, r->P);
+    return AL_OK;
+}
+
+static void emit(rl *r, long step, const mlist *l) {
+    if (r->cb && r->cb->log) {
+        double epoch = r->steps_per_epoch ? (double)step / (double)r->steps_per_epoch : 0;
+        r->cb->log(r->cb->ud, step, epoch, l->m, l->n);
+    }
+}
+
+static int rl_train(rl *r, const char *resume_dir, al_train_result *res) {
+    const al_job *job = r->job;
+    const al_train_cb *cb = r->cb;
+    int rc = AL_OK;
+    char dir[AL_PATH_MAX + 64];
+    if (resume_dir) {
+        if ((rc = load_state(r, resume_dir))) return rc;
+        rl_event(cb, AL_LOG_INFO, "resumed from %s at step %ld", resume_dir, r->step);
+    }
+    if (cb && cb->begin) cb->begin(cb->ud, r->total_steps, r->step);
+    double t0 = al_now(), tok0 = r->trained_tokens;
+    mlist l;
+    if (r->step == 0) {
+        /* step 0: the starting point, measured on a rollout of its own RNG so
+         * the training rollouts do not depend on whether it ran */
+        al_rng keep = r->rng;
+        al_rng_seed(&r->rng, r->hp->seed ^ 0x0DDBA11ull);
+        l.n = 0;
+        if (r->total_steps > 0 && (rc = one_step(r, &l, 0))) return rc;
+        r->rng = keep;
+        r->h_n = 0; /* the health history starts with the training steps */
+        if ((rc = evaluate_val(r, &l))) return rc;
+        emit(r, 0, &l);
+        samples(r, 0);
+    }
+    while (r->step < r->total_steps) {
+        if (cb && cb->should_stop && cb->should_stop(cb->ud))
+            return al_err(r->err, AL_ECANCELED, "cancelled at step %ld", r->step);
+        if (cb && cb->should_pause && cb->should_pause(cb->ud)) {
+            snprintf(dir, sizeof dir, "%s/checkpoint-%ld", job->output_dir[0] ? job->output_dir : ".", r->step);
+            if ((rc = save_dir(r, dir, 1))) return rc;
+            if (cb->checkpoint) cb->checkpoint(cb->ud, r->step, dir);
+            snprintf(res->last_checkpoint, sizeof res->last_checkpoint, "%s", dir);
+            return al_err(r->err, AL_EPAUSED, "paused at step %ld", r->step);
+        }
+        l.n = 0;
+        if ((rc = one_step(r, &l, 1))) return rc;
+        r->step++;
+        long s = r->step;
+        int log_now = s % r->hp->logging_steps == 0 || s == r->total_steps || s == 1;
+        int eval_now = (r->hp->eval_steps > 0 && s % r->hp->eval_steps == 0) || s == r->total_steps;
+        if (log_now || eval_now) {
+            double dt = al_now() - t0;
+            put(&l, "tokens_per_second", dt > 0 ? (r->trained_tokens - tok0) / dt : 0);
+            if (eval_now && (rc = evaluate_val(r, &l))) return rc;
+            emit(r, s, &l);
+            samples(r, s);
+        }
+        res->final_loss = l.n ? l.m[0].value : 0;
+        if (job->output_dir[0] && r->hp->save_steps > 0 && s % r->hp->save_steps == 0 && s < r->total_steps) {
+            snprintf(dir, sizeof dir, "%s/checkpoint-%ld", job->output_dir, s);
+            if ((rc = save_dir(r, dir, 1))) return rc;
+            snprintf(res->last_checkpoint, sizeof res->last_checkpoint, "%s", dir);
+            if (cb && cb->checkpoint) cb->checkpoint(cb->ud, s, dir);
+        }
+    }
+    if (job->output_dir[0]) {
+        if ((rc = save_dir(r, job->output_dir, 1))) return rc;
+        snprintf(res->output_dir, sizeof res->output_dir, "%s", job->output_dir);
+        if (cb && cb->checkpoint) cb->checkpoint(cb->ud, r->step, job->output_dir);
+        if (job->use_lora && job->lora_merge) {
+            snprintf(dir, sizeof dir, "%s/merged", job->output_dir);
+            if ((rc = al_mkdir_p(dir, r->err)) || (rc = al_model_save(r->m, dir, r->err)) ||
+                (rc = rl_copy_tokenizer(job->model, dir, r->err)))
+                return rc;
+        }
+    }
+    return AL_OK;
+}
+
+int al_rl_run(const al_job *job, const char *resume_dir, const al_train_cb *cb, al_train_result *res,
+              char err[AL_ERRLEN]) {
+    al_train_result r0;
+    memset(&r0, 0, sizeof r0);
+    if (al_method_is_data(job->method)) {
+        int rc = rl_data_job(job, cb, &r0, err);
+        if (res) *res = r0;
+        return rc;
+    }
+    rl *r = calloc(1, sizeof *r);
+    if (!r) return al_err(err, AL_ENOMEM, "out of memory");
+    r->job = job;
+    r->hp = &job->hp;
+    r->cb = cb;
+    int rc = setup(r);
+    if (!rc) rc = rl_train(r, resume_dir, &r0);
+    r0.steps = r->step;
+    r0.total_steps = r->total_steps;
+    r0.trained_tokens = r->trained_tokens;
+    r0.output_is_model = 1;
+    if (res) *res = r0;
+    if (rc) al_err(err, rc, "%s", r->err);
+    rl_free(r);
+    free(r);
+    return rc;
+}

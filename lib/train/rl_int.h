@@ -1,0 +1,42 @@
+/* Internal to lib/train/rl.c and lib/train/sampling.c: prompt sets,
+ * batched sampling and the sampling jobs' entry point. */
+#ifndef AL_RL_INT_H
+#define AL_RL_INT_H
+
+#include "../text/chat.h"
+#include "rl.h"
+
+/* Prompts of a job: token ids (the last max_prompt_length tokens), the
+ * prompt as text, the reference answer (NULL when none) and, when asked
+ * for, prompt + answer as an SFT example (seq[0].n == 0 when none). */
+typedef struct rl_prompts {
+    int n;
+    al_seq *seq;
+    char **text;
+    char **answer;
+    al_example *sft;
+} rl_prompts;
+
+/* From the job's built-in task (rows rows of job->task with seed) when
+ * from_task, else from the JSONL file (prompt-only or prompt/completion
+ * rows; what names the field in errors). */
+int rl_prompts_load(rl_prompts *p, const al_job *job, const al_chat *chat, int from_task, long rows,
+                    uint64_t seed, const char *file, const char *what, int want_sft, char err[AL_ERRLEN]);
+void rl_prompts_free(rl_prompts *p);
+
+/* Samples completions of n prompts in chunks (al_generate): ids (n,
+ * g->max_new), logp (n, g->max_new) or NULL, len (n). */
+int rl_generate(al_model *m, const al_seq *const *prompts, int n, const al_gen_cfg *g, al_rng *rng,
+                int32_t *ids, float *logp, int *len, char err[AL_ERRLEN]);
+/* A completion's text without its final EOS (malloc'd; "" when it does not
+ * decode, NULL only without memory); *has_eos (may be NULL) says whether it
+ * ended in EOS. */
+char *rl_decode_completion(const al_tok *tok, const int32_t *ids, int n, int32_t eos, int *has_eos);
+
+void rl_event(const al_train_cb *cb, al_log_level lvl, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+int rl_copy_tokenizer(const char *model_dir, const char *dir, char err[AL_ERRLEN]);
+
+/* generate_preferences, evaluate, critique_revise (lib/train/sampling.c). */
+int rl_data_job(const al_job *job, const al_train_cb *cb, al_train_result *res, char err[AL_ERRLEN]);
+
+#endif

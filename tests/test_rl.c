@@ -1,0 +1,740 @@
+/* RL from feedback (lib/train/rl_math.c, obj_rl.c, reward.c, job.c's RL
+ * fields, rl.c end to end on a tiny model): GAE, whitening, the KL
+ * estimators, PPO's token rewards with the score on the last (EOS) token,
+ * clipped policy and value losses, GRPO's group advantages for each
+ * scale_rewards, the grpo/dapo/dr_grpo normalisations and RLOO's baseline
+ * against values worked out by hand; the objectives' gradients against
+ * central differences; the verifiable reward and the rules; job fields,
+ * defaults and field-named errors; al_job_refs; the shared-base critic; and
+ * short PPO/GRPO/RLOO runs with exact resume and the sampling jobs' files. */
+#include <jansson.h>
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "compute/pool.h"
+#include "gradcheck.h"
+#include "io.h"
+#include "model/model.h"
+#include "t.h"
+#include "train/rl.h"
+#include "train/trainer.h"
+
+static char g_err[AL_ERRLEN];
+
+/* ---- per-token arithmetic -------------------------------------------------- */
+
+static void test_kl(void) {
+    T_NEAR(al_rl_kl(-1.0, -1.5, AL_KL_K1), 0.5, 1e-12);
+    T_NEAR(al_rl_kl(-1.0, -1.5, AL_KL_K3), exp(-0.5) - 1 + 0.5, 1e-12);
+    T_NEAR(al_rl_kl(-1.0, -1.5, AL_KL_K3), 0.10653066, 1e-8);
+    T_NEAR(al_rl_kl(-2.0, -1.0, AL_KL_K1), -1.0, 1e-12);  /* k1 can be negative */
+    T_NEAR(al_rl_kl(-2.0, -1.0, AL_KL_K3), 0.71828183, 1e-8); /* k3 never is */
+    T_NEAR(al_rl_kl(-0.7, -0.7, AL_KL_K3), 0.0, 1e-12);
+}
+
+static void test_whiten(void) {
+    /* one row of 6 positions: scored 1..4 hold 1,2,3,4; the others must not count */
+    float x[6] = {100, 1, 2, 3, 4, -50};
+    int32_t tg[6] = {-1, 7, 7, 7, 7, -1};
+    al_rl_whiten(x, tg, 1, 6, 1);
+    /* mean 2.5, unbiased var 5/3 */
+    double sd = sqrt(5.0 / 3.0 + 1e-8);
+    T_NEAR(x[1], -1.5 / sd, 1e-6);
+    T_NEAR(x[2], -0.5 / sd, 1e-6);
+    T_NEAR(x[4], 1.5 / sd, 1e-6);
+    T_NEAR(x[1], -1.161895, 1e-5);
+    T_NEAR(x[0], 100, 0);
+    T_NEAR(x[5], -50, 0);
+    float y[6] = {100, 1, 2, 3, 4, -50};
+    al_rl_whiten(y, tg, 1, 6, 0); /* the mean is kept (reward whitening) */
+    T_NEAR(y[1], 2.5 - 1.161895, 1e-5);
+    T_NEAR(y[4], 2.5 + 1.161895, 1e-5);
+}
+
+static void test_token_rewards_gae(void) {
+    /* row 0 ends in EOS: scored positions 1,2,3 (position 3 predicts EOS);
+     * row 1 was truncated: scored 2,3,4. The score lands on the last one. */
+    enum { R = 2, T = 5 };
+    int32_t tg[R * T] = {-1, 5, 6, 256, -1, /**/ -1, -1, 4, 9, 9};
+    float lp[R * T] = {0, -1.0f, -2.0f, -0.5f, 0, /**/ 0, 0, -1.0f, -1.0f, -3.0f};
+    float rf[R * T] = {0, -1.5f, -1.0f, -0.5f, 0, /**/ 0, 0, -2.0f, -1.0f, -1.0f};
+    float score[R] = {2.0f, -1.0f};
+    float rew[R * T], kl[R * T];
+    al_rl_token_rewards(rew, kl, lp, rf, tg, score, R, T, 0.1, AL_KL_K1);
+    T_NEAR(kl[1], 0.5, 1e-6);
+    T_NEAR(rew[1], -0.05, 1e-6);
+    T_NEAR(rew[2], 0.1, 1e-6);      /* kl = -1: a negative k1 */
+    T_NEAR(rew[3], 2.0, 1e-6);      /* the EOS position: score, kl 0 */
+    T_NEAR(rew[4], 0.0, 0);
+    T_NEAR(rew[0], 0.0, 0);
+    T_NEAR(rew[7], -0.1, 1e-6);
+    T_NEAR(rew[9], -1.0 + 0.2, 1e-6); /* truncated: the last generated token */
+    T_NEAR(rew[6], 0.0, 0);
+    al_rl_token_rewards(rew, kl, lp, rf, tg, score, R, T, 0.1, AL_KL_K3);
+    T_NEAR(kl[1], exp(-0.5) - 1 + 0.5, 1e-6);
+    T_NEAR(rew[9], -1.0 - 0.1 * (exp(2.0) - 1 - 2.0), 1e-5);
+
+    /* GAE on row 0 with rewards (0, 0, 1), values (0.5, 0.4, 0.2) */
+    float r2[T] = {0, 0, 0, 1, 0}, v2[T] = {9, 0.5f, 0.4f, 0.2f, 9}, adv[T], ret[T];
+    int32_t t2[T] = {-1, 5, 6, 256, -1};
+    al_rl_gae(adv, ret, r2, v2, t2, 1, T, 1.0, 0.95);
+    T_NEAR(adv[3], 0.8, 1e-6);
+    T_NEAR(adv[2], 0.56, 1e-6);
+    T_NEAR(adv[1], 0.432, 1e-6);
+    T_NEAR(ret[1], 0.932, 1e-6);
+    T_NEAR(ret[3], 1.0, 1e-6);
+    T_NEAR(adv[0], 0, 0);
+    T_NEAR(adv[4], 0, 0);
+    al_rl_gae(adv, ret, r2, v2, t2, 1, T, 0.9, 0.8);
+    T_NEAR(adv[3], 0.8, 1e-6);
+    T_NEAR(adv[2], 0.356, 1e-6);
+    T_NEAR(adv[1], 0.11632, 1e-6);
+}
+
+static void test_group_adv(void) {
+    float r[8] = {1, 0, 0, 1, 1, 1, 1, 1}, a[8];
+    T_EQ_INT(al_rl_group_adv(a, r, 2, 4, AL_SCALE_GROUP), 1);
+    T_NEAR(a[0], 0.5 / (sqrt(1.0 / 3.0) + 1e-4), 1e-5);
+    T_NEAR(a[0], 0.865876, 1e-5);
+    T_NEAR(a[1], -0.865876, 1e-5);
+    T_NEAR(a[5], 0, 1e-7);
+    T_EQ_INT(al_rl_group_adv(a, r, 2, 4, AL_SCALE_BATCH), 1);
+    T_NEAR(a[0], 0.5 / (sqrt(1.5 / 7.0) + 1e-4), 1e-5);
+    T_NEAR(a[3], 1.079897, 1e-4);
+    T_NEAR(a[6], 0, 1e-7);
+    al_rl_group_adv(a, r, 2, 4, AL_SCALE_NONE);
+    T_NEAR(a[0], 0.5, 1e-7);
+    T_NEAR(a[2], -0.5, 1e-7);
+
+    float q[6] = {1, 0, 0, 3, 3, 0}, b[6];
+    al_rl_rloo_adv(b, q, 2, 3);
+    T_NEAR(b[0], 1.0, 1e-7);
+    T_NEAR(b[1], -0.5, 1e-7);
+    T_NEAR(b[3], 3 - 1.5, 1e-7);
+    T_NEAR(b[5], -3.0, 1e-7);
+
+    T_NEAR(al_rl_adaptive_kl(0.2, 9, 6, 10000, 256), 0.2 * (1 + 0.2 * 256 / 10000.0), 1e-12);
+    T_NEAR(al_rl_adaptive_kl(0.2, 5.4, 6, 10000, 100), 0.2 * (1 - 0.1 * 100 / 10000.0), 1e-12);
+
+    int32_t ids[5] = {1, 2, 1, 2, 1};
+    uint64_t sc[10];
+    T_NEAR(al_rl_distinct2(ids, 5, sc), 0.5, 1e-12);
+    int32_t ids2[4] = {1, 2, 3, 4};
+    T_NEAR(al_rl_distinct2(ids2, 4, sc), 1.0, 1e-12);
+}
+
+/* ---- objectives ------------------------------------------------------------- */
+
+static al_hparams rl_hp(const char *loss) {
+    al_hparams hp;
+    memset(&hp, 0, sizeof hp);
+    hp.epsilon = 0.2f;
+    hp.epsilon_high = -1;
+    hp.beta = 0.1f;
+    snprintf(hp.loss_type[0], sizeof hp.loss_type[0], "%s", loss);
+    hp.n_loss_types = 1;
+    hp.max_completion_length = 4;
+    hp.cliprange = 0.2f;
+    hp.cliprange_value = 0.1f;
+    hp.vf_coef = 0.1f;
+    hp.gamma = 1;
+    hp.lam = 0.95f;
+    return hp;
+}
+
+typedef struct ofx {
+    const al_objective_ops *ops;
+    void *st;
+    al_obj_in in;
+} ofx;
+
+static double ofx_loss(void *ctx) {
+    ofx *f = ctx;
+    al_step_stats s;
+    memset(&s, 0, sizeof s);
+    int rc = f->ops->loss(f->st, &f->in, NULL, &s);
+    return rc ? NAN : s.loss;
+}
+
+static void test_ppo_loss(void) {
+    al_hparams hp = rl_hp("dapo");
+    void *st;
+    T_OK(al_obj_ppo.create(&hp, &st, g_err));
+    enum { T = 3 };
+    int32_t tg[T] = {-1, 4, 5};
+    float lp[T] = {0, -1.0f, -2.0f}, old[T] = {0, -1.1f, -1.5f}, adv[T] = {0, 1.0f, -1.0f};
+    float v[T] = {0, 0.5f, 0.45f}, ov[T] = {0, 0.3f, 0.5f}, ret[T] = {0, 1.0f, 0.0f};
+    al_obj_in in = {.R = 1, .T = T, .targets = tg, .logp = lp, .values = v, .old_logp = old, .adv = adv,
+                    .returns = ret, .old_values = ov, .norm_tokens = 2, .norm_rows = 1};
+    float dlp[T] = {0}, dv[T] = {0};
+    al_obj_out out = {.dlogp = dlp, .dvalue = dv};
+    al_step_stats s;
+    memset(&s, 0, sizeof s);
+    T_OK(al_obj_ppo.loss(st, &in, &out, &s));
+    /* token 1: ratio e^0.1 inside the clip; token 2: ratio e^-0.5 < 0.8 with
+     * A < 0, the clipped term (0.8) is the max. Value: token 1 clipped to 0.4
+     * (0.36 > 0.25), token 2 inside the clip (0.45). */
+    double pg = (-exp(0.1) + 0.8) / 2, vf = (0.5 * 0.36 + 0.5 * 0.2025) / 2;
+    T_NEAR(al_stats_get(&s, "loss/policy_avg"), pg, 1e-6);
+    T_NEAR(al_stats_get(&s, "loss/value_avg"), vf, 1e-6);
+    T_NEAR(s.loss, pg + 0.1 * vf, 1e-6);
+    T_NEAR(s.loss, -0.138523, 1e-5);
+    T_NEAR(dlp[1], -exp(0.1) / 2, 1e-6);
+    T_NEAR(dlp[2], 0.0, 0);
+    T_NEAR(dv[1], 0.0, 0);             /* the clipped value term is flat */
+    T_NEAR(dv[2], 0.1 * 0.45 / 2, 1e-7);
+    T_NEAR(al_stats_get(&s, "policy/clipfrac_avg"), 0.5, 1e-9);
+    T_NEAR(al_stats_get(&s, "val/clipfrac_avg"), 0.5, 1e-9);
+    T_NEAR(al_stats_get(&s, "policy/approxkl_avg"), 0.5 * (0.01 + 0.25) / 2, 1e-6);
+    T_NEAR(al_stats_get(&s, "val/ratio"), (exp(0.1) + exp(-0.5)) / 2, 1e-6);
+    /* gradients against central differences, away from the clip edges */
+    float lp2[T] = {0, -1.05f, -1.45f}, v3[T] = {0, 0.35f, 0.47f}, ent[T] = {0, 1.5f, 0.7f};
+    float dent[T] = {0};
+    in.logp = lp2;
+    in.values = v3;
+    in.entropy = ent;
+    hp.entropy_coef = 0.05f;
+    al_obj_ppo.destroy(st);
+    T_OK(al_obj_ppo.create(&hp, &st, g_err));
+    memset(dlp, 0, sizeof dlp);
+    memset(dv, 0, sizeof dv);
+    out.dent = dent;
+    memset(&s, 0, sizeof s);
+    T_OK(al_obj_ppo.loss(st, &in, &out, &s));
+    ofx f = {&al_obj_ppo, st, in};
+    gc_check("ppo dlogp", lp2, dlp, T, ofx_loss, &f, 1e-3f);
+    gc_check("ppo dvalue", v3, dv, T, ofx_loss, &f, 1e-3f);
+    gc_check("ppo dentropy", ent, dent, T, ofx_loss, &f, 1e-3f);
+    T_NEAR(dent[1], -0.05 / 2, 1e-7);
+    al_obj_ppo.destroy(st);
+}
+
+static void test_grpo_loss(void) {
+    /* row 0: 3 tokens, A = 0.5; row 1: 1 token, A = -1; ratio 1 (old NULL);
+     * beta 0.1 with the k3 estimator */
+    enum { R = 2, T = 4 };
+    int32_t tg[R * T] = {-1, 3, 4, 5, /**/ -1, -1, -1, 8};
+    float lp[R * T] = {0, -1, -2, -0.5f, /**/ 0, 0, 0, -3};
+    float rf[R * T] = {0, -1.2f, -1.5f, -0.5f, /**/ 0, 0, 0, -2};
+    float adv[R * T] = {0, 0.5f, 0.5f, 0.5f, /**/ 0, 0, 0, -1};
+    double k3[4] = {exp(-0.2) + 0.2 - 1, exp(0.5) - 0.5 - 1, 0, exp(1.0) - 2};
+    double l0 = 3 * -0.5 + 0.1 * (k3[0] + k3[1] + k3[2]), l1 = 1 + 0.1 * k3[3];
+    struct { const char *type; double want; } cases[] = {
+        {"grpo", (l0 / 3 + l1) / 2},   /* mean of per-sequence means */
+        {"dapo", (l0 + l1) / 4},       /* the step's tokens */
+        {"bnpo", (l0 + l1) / 4},
+        {"dr_grpo", (l0 + l1) / (2 * 4)}, /* sequences x max_completion_length */
+    };
+    T_NEAR(cases[0].want, 0.288705, 1e-5);
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        al_hparams hp = rl_hp(cases[c].type);
+        void *st;
+        T_OK(al_obj_grpo.create(&hp, &st, g_err));
+        al_obj_in in = {.R = R, .T = T, .targets = tg, .logp = lp, .ref_logp = rf, .adv = adv,
+                        .norm_tokens = 4, .norm_rows = 2};
+        float dlp[R * T] = {0};
+        al_obj_out out = {.dlogp = dlp};
+        al_step_stats s;
+        memset(&s, 0, sizeof s);
+        T_OK(al_obj_grpo.loss(st, &in, &out, &s));
+        T_REPORT_(fabs(s.loss - cases[c].want) < 1e-5, "%s loss %.7f, want %.7f", cases[c].type, s.loss,
+                  cases[c].want);
+        T_NEAR(al_stats_get(&s, "kl"), (k3[0] + k3[1] + k3[2] + k3[3]) / 4, 1e-6);
+        /* gradient with an explicit old (so the ratio moves in the differences) */
+        float old[R * T];
+        memcpy(old, lp, sizeof old);
+        float lp2[R * T];
+        memcpy(lp2, lp, sizeof lp2);
+        in.old_logp = old;
+        in.logp = lp2;
+        memset(dlp, 0, sizeof dlp);
+        memset(&s, 0, sizeof s);
+        T_OK(al_obj_grpo.loss(st, &in, &out, &s));
+        T_REPORT_(fabs(s.loss - cases[c].want) < 1e-5, "%s loss with old = logp", cases[c].type);
+        ofx f = {&al_obj_grpo, st, in};
+        /* the ratio sits at 1, the edge of nothing: a one-sided clip cannot bind */
+        gc_check(cases[c].type, lp2, dlp, R * T, ofx_loss, &f, 1e-3f);
+        al_obj_grpo.destroy(st);
+    }
+    /* clipping: ratio e^0.5 with A > 0 is clipped at 1 + epsilon_high */
+    al_hparams hp = rl_hp("dapo");
+    hp.beta = 0;
+    hp.epsilon_high = 0.28f;
+    void *st;
+    T_OK(al_obj_grpo.create(&hp, &st, g_err));
+    int32_t tg1[2] = {5, 6};
+    float lp1[2] = {-1.0f, -1.0f}, old1[2] = {-1.5f, -0.5f}, adv1[2] = {1.0f, 1.0f}, d1[2] = {0};
+    al_obj_in in = {.R = 1, .T = 2, .targets = tg1, .logp = lp1, .old_logp = old1, .adv = adv1,
+                    .norm_tokens = 2, .norm_rows = 1};
+    al_obj_out out = {.dlogp = d1};
+    al_step_stats s;
+    memset(&s, 0, sizeof s);
+    T_OK(al_obj_grpo.loss(st, &in, &out, &s));
+    T_NEAR(s.loss, (-1.28 - exp(-0.5)) / 2, 1e-6);
+    T_NEAR(d1[0], 0, 0);
+    T_NEAR(d1[1], -exp(-0.5) / 2, 1e-6);
+    T_NEAR(al_stats_get(&s, "clip_ratio/high_mean"), 0.5, 1e-9);
+    T_NEAR(al_stats_get(&s, "clip_ratio/low_mean"), 0.0, 1e-9);
+    al_obj_grpo.destroy(st);
+    /* a flipped advantage flips the gradient */
+    adv1[0] = adv1[1] = -1;
+    hp.epsilon_high = -1;
+    T_OK(al_obj_grpo.create(&hp, &st, g_err));
+    float d2[2] = {0};
+    out.dlogp = d2;
+    old1[0] = old1[1] = -1.0f;
+    memset(&s, 0, sizeof s);
+    T_OK(al_obj_grpo.loss(st, &in, &out, &s));
+    T_NEAR(d2[0], 0.5, 1e-6);
+    al_obj_grpo.destroy(st);
+    /* rloo keeps beta out of the loss (it is in the reward) */
+    hp = rl_hp("dapo");
+    T_OK(al_obj_rloo.create(&hp, &st, g_err));
+    al_obj_in in2 = {.R = R, .T = T, .targets = tg, .logp = lp, .adv = adv, .norm_tokens = 4, .norm_rows = 2};
+    memset(&s, 0, sizeof s);
+    T_OK(al_obj_rloo.loss(st, &in2, NULL, &s));
+    T_NEAR(s.loss, (3 * -0.5 + 1) / 4, 1e-6);
+    T_TRUE(isnan(al_stats_get(&s, "kl")));
+    al_obj_rloo.destroy(st);
+    /* bad hyper-parameters are refused with the field's name */
+    hp = rl_hp("xyz");
+    T_EQ_INT(al_obj_grpo.create(&hp, &st, g_err), AL_EINVAL);
+    T_TRUE(strstr(g_err, "loss_type") != NULL);
+    hp = rl_hp("grpo");
+    hp.epsilon = 0;
+    T_EQ_INT(al_obj_grpo.create(&hp, &st, g_err), AL_EINVAL);
+    T_TRUE(strncmp(g_err, "epsilon:", 8) == 0);
+}
+
+/* ---- rewards -------------------------------------------------------------------- */
+
+static void test_rewards(void) {
+    T_NEAR(al_reward_verifiable("123", "123", 0), 1, 0);
+    T_NEAR(al_reward_verifiable("123", " 123\n", 0), 1, 0);
+    T_NEAR(al_reward_verifiable("123", "124", 0), 0, 0);
+    T_NEAR(al_reward_verifiable("123", "124", 1), 0.5 * 2 / 3, 1e-12);
+    T_NEAR(al_reward_verifiable("12", "1234", 1), 0.5 * 2 / 4, 1e-12);
+    T_NEAR(al_reward_verifiable("12", "", 1), 0, 0);
+    al_reward_cfg c;
+    memset(&c, 0, sizeof c);
+    c.length_penalty = 0.01f;
+    c.clip = 1.5f;
+    T_NEAR(al_reward_rules(&c, 1.0, 10, 1, 2.0), 0.9, 1e-6);
+    T_NEAR(al_reward_rules(&c, 1.0, 10, 0, 2.0), -1.1, 1e-6);   /* missing EOS */
+    T_NEAR(al_reward_rules(&c, 5.0, 0, 1, 2.0), 1.5, 1e-6);     /* clipped */
+    T_NEAR(al_reward_rules(&c, -5.0, 0, 0, 2.0), -1.5, 1e-6);
+}
+
+/* ---- job fields ------------------------------------------------------------------- */
+
+static int parse(const char *json, al_job *j) {
+    g_err[0] = 0;
+    return al_job_parse(j, json, strlen(json), g_err);
+}
+
+#define T_REJECTS(json, msg)                                                                         \
+    do {                                                                                             \
+        al_job j_;                                                                                   \
+        int rc_ = parse(json, &j_);                                                                  \
+        if (!rc_) al_job_deinit(&j_);                                                                \
+        T_EQ_INT(rc_, AL_EINVAL);                                                                    \
+        T_REPORT_(strncmp(g_err, msg, strlen(msg)) == 0, "error \"%s\" starts with \"%s\"", g_err, msg); \
+    } while (0)
+
+typedef struct refs_seen {
+    char paths[16][64];
+    int kinds[16];
+    int n;
+} refs_seen;
+
+static int on_ref(void *ud, al_ref_kind kind, const char *path, const char *value, char *repl, size_t cap,
+                  char *msg, size_t msgcap) {
+    refs_seen *s = ud;
+    if (s->n < 16) {
+        snprintf(s->paths[s->n], sizeof s->paths[0], "%s", path);
+        s->kinds[s->n++] = kind;
+    }
+    if (!strcmp(value, "rm-name")) snprintf(repl, cap, "/models/rm-7");
+    if (!strcmp(value, "missing")) {
+        snprintf(msg, msgcap, "no model named 'missing'");
+        return 1;
+    }
+    return 0;
+}
+
+static void test_job(void) {
+    al_job j;
+    T_OK(parse("{\"method\":\"grpo\",\"model\":\"m\",\"task\":{\"name\":\"addition2\"},"
+               "\"reward\":{\"verifiable\":1.0},\"hyperparameters\":{\"batch_size\":16}}", &j));
+    T_NEAR(j.hp.beta, 0.0, 0);
+    T_EQ_INT(j.hp.num_generations, 8);
+    T_STR_EQ(j.hp.loss_type[0], "dapo");
+    T_EQ_INT(j.hp.scale_rewards, AL_SCALE_GROUP);
+    T_NEAR(j.hp.epsilon, 0.2, 1e-7);
+    T_NEAR(j.hp.learning_rate, 1e-6, 1e-12);
+    T_EQ_INT(j.hp.max_completion_length, 256);
+    T_NEAR(j.reward.verifiable, 1.0, 0);
+    json_t *h = json_object_get(j.resolved, "hyperparameters");
+    T_STR_EQ(json_string_value(json_object_get(h, "scale_rewards")), "group");
+    T_STR_EQ(json_string_value(json_object_get(h, "kl_estimator")), "k1");
+    al_job_deinit(&j);
+    T_OK(parse("{\"method\":\"ppo\",\"model\":\"m\",\"training_file\":\"p.jsonl\",\"lora\":{\"r\":4},"
+               "\"reward\":{\"reward_model\":[\"a\",\"b\"],\"missing_eos_penalty\":1,\"clip\":5},"
+               "\"hyperparameters\":{\"response_length\":20,\"kl_estimator\":\"k3\",\"scale_rewards\":false}}", &j));
+    T_NEAR(j.hp.temperature, 0.7, 1e-7);
+    T_NEAR(j.hp.kl_coef, 0.05, 1e-7);
+    T_EQ_INT(j.hp.num_ppo_epochs, 4);
+    T_EQ_INT(j.hp.max_completion_length, 20);
+    T_EQ_INT(j.hp.kl_estimator, AL_KL_K3);
+    T_EQ_INT(j.hp.scale_rewards, AL_SCALE_NONE);
+    T_EQ_INT(j.reward.n_reward_models, 2);
+    T_STR_EQ(j.reward.reward_model[1], "b");
+    T_EQ_INT(j.critic, AL_CRITIC_SHARED_BASE);
+    T_NEAR(j.hp.learning_rate, 3e-6, 1e-12);
+    al_job_deinit(&j);
+    T_OK(parse("{\"method\":\"rloo\",\"model\":\"m\",\"task\":{\"name\":\"addition2\"},\"reward\":{\"judge\":"
+               "{\"model\":\"j\",\"principles\":[\"be right\"]}}}", &j));
+    T_NEAR(j.hp.beta, 0.05, 1e-7);
+    T_EQ_INT(j.hp.num_generations, 2);
+    T_EQ_INT(j.reward.n_principles, 1);
+    al_job_deinit(&j);
+
+    T_REJECTS("{\"method\":\"grpo\",\"model\":\"m\",\"task\":{\"name\":\"addition2\"}}", "reward: is required");
+    T_REJECTS("{\"method\":\"grpo\",\"model\":\"m\",\"task\":{\"name\":\"addition2\"},\"reward\":{}}",
+              "reward: names no source");
+    T_REJECTS("{\"method\":\"grpo\",\"model\":\"m\",\"task\":{\"name\":\"addition2\"},\"reward\":{\"verifiable\":1},"
+              "\"hyperparameters\":{\"epsilon\":0}}", "hyperparameters.epsilon: must be");
+    T_REJECTS("{\"method\":\"grpo\",\"model\":\"m\",\"task\":{\"name\":\"addition2\"},\"reward\":{\"verifiable\":1},"
+              "\"hyperparameters\":{\"batch_size\":12}}", "hyperparameters.batch_size: 12 is not a multiple");
+    T_REJECTS("{\"method\":\"grpo\",\"model\":\"m\",\"task\":{\"name\":\"addition2\"},\"reward\":{\"verifiable\":1},"
+              "\"hyperparameters\":{\"scale_rewards\":\"std\"}}", "hyperparameters.scale_rewards: must be");
+    T_REJECTS("{\"method\":\"grpo\",\"model\":\"m\",\"task\":{\"name\":\"addition2\"},\"reward\":{\"verifiable\":1},"
+              "\"hyperparameters\":{\"loss_type\":\"sigmoid\"}}", "hyperparameters.loss_type: 'sigmoid'");
+    T_REJECTS("{\"method\":\"grpo\",\"model\":\"m\",\"task\":{\"name\":\"addition2\"},\"reward\":{\"verifiable\":1},"
+              "\"hyperparameters\":{\"num_generations\":1}}", "hyperparameters.num_generations: must be >= 2");
+    T_REJECTS("{\"method\":\"ppo\",\"model\":\"m\",\"task\":{\"name\":\"addition2\"},\"reward\":{\"verifiable\":1},"
+              "\"hyperparameters\":{\"kl_estimator\":\"k2\"}}", "hyperparameters.kl_estimator: must be");
+    T_REJECTS("{\"method\":\"ppo\",\"model\":\"m\",\"task\":{\"name\":\"addition2\"},\"reward\":{\"verifiable\":1},"
+              "\"critic\":\"shared_base\"}", "critic: \"shared_base\" needs lora");
+    T_REJECTS("{\"method\":\"ppo\",\"model\":\"m\",\"task\":{\"name\":\"addition2\"},\"reward\":{\"verifiable\":1},"
+              "\"critic\":\"twin\"}", "critic: must be");
+    T_REJECTS("{\"method\":\"ppo\",\"model\":\"m\",\"task\":{\"name\":\"addition2\"},\"reward\":{\"verifiable\":1},"
+              "\"hyperparameters\":{\"cliprange\":0}}", "hyperparameters.cliprange: must be");
+    T_REJECTS("{\"method\":\"ppo\",\"model\":\"m\",\"task\":{\"name\":\"addition2\"},\"reward\":{\"verifiable\":-1}}",
+              "reward.verifiable: must be a number");
+    T_REJECTS("{\"method\":\"ppo\",\"model\":\"m\",\"task\":{\"name\":\"addition2\"},\"reward\":{\"reward_model\":3}}",
+              "reward.reward_model: must be a model");
+    T_REJECTS("{\"method\":\"ppo\",\"model\":\"m\",\"task\":{\"name\":\"addition2\"},\"reward\":{\"reward_model\":[\"a\",2]}}",
+              "reward.reward_model[1]: must be");
+    T_REJECTS("{\"method\":\"grpo\",\"model\":\"m\",\"task\":{\"name\":\"addition2\"},\"reward\":{\"judge\":{}}}",
+              "reward.judge.model: is required");
+    T_REJECTS("{\"method\":\"grpo\",\"model\":\"m\",\"task\":{\"name\":\"addition2\"},\"reward\":{\"judge\":"
+              "{\"model\":\"j\",\"principles\":[1]}}}", "reward.judge.principles[0]");
+    T_REJECTS("{\"method\":\"grpo\",\"model\":\"m\",\"task\":{\"name\":\"addition2\"},\"reward\":{\"verifiable\":1,"
+              "\"bogus\":1}}", "reward.bogus: unknown field");
+    T_REJECTS("{\"method\":\"grpo\",\"model\":\"m\",\"task\":{\"name\":\"addition2\"},\"reward\":{\"verifiable\":1},"
+              "\"hyperparameters\":{\"max_new_tokens\":5,\"max_completion_length\":6}}",
+              "hyperparameters.max_new_tokens: give it or max_completion_length");
+    T_REJECTS("{\"method\":\"sft\",\"model\":\"m\",\"task\":{\"name\":\"addition2\"},\"reward\":{\"verifiable\":1}}",
+              "reward: only ppo");
+    T_REJECTS("{\"method\":\"evaluate\",\"model\":\"m\",\"task\":{\"name\":\"addition2\"},\"output_dir\":\"o\","
+              "\"reward\":{\"reward_model\":\"r\"}}", "model_b: is required");
+    T_REJECTS("{\"method\":\"generate_preferences\",\"model\":\"m\",\"task\":{\"name\":\"addition2\"},"
+              "\"reward\":{\"verifiable\":1}}", "output_dir: is required");
+    T_REJECTS("{\"method\":\"critique_revise\",\"model\":\"m\",\"task\":{\"name\":\"addition2\"},\"output_dir\":\"o\"}",
+              "principles: critique_revise needs");
+
+    /* every model and file reference, with replacements and refusals */
+    json_t *d = json_loads("{\"method\":\"ppo\",\"model\":\"base\",\"ref_model\":\"ref\",\"training_file\":\"f1\","
+                           "\"validation_file\":\"f2\",\"eval_tasks\":[{\"name\":\"x\",\"file\":\"f3\"}],"
+                           "\"reward\":{\"reward_model\":[\"rm-name\",\"rm2\"],\"judge\":{\"model\":\"jm\"}},"
+                           "\"critic_model\":\"cm\",\"model_b\":\"mb\"}", 0, NULL);
+    refs_seen seen = {0};
+    T_OK(al_job_refs(d, on_ref, &seen, g_err));
+    T_EQ_INT(seen.n, 10);
+    const char *want[] = {"model", "ref_model", "critic_model", "model_b", "training_file", "validation_file",
+                          "eval_tasks[0].file", "reward.reward_model[0]", "reward.reward_model[1]",
+                          "reward.judge.model"};
+    for (int i = 0; i < 10 && i < seen.n; i++) T_STR_EQ(seen.paths[i], want[i]);
+    T_EQ_INT(seen.kinds[4], AL_REF_FILE);
+    T_EQ_INT(seen.kinds[7], AL_REF_MODEL);
+    T_STR_EQ(json_string_value(json_array_get(json_object_get(json_object_get(d, "reward"), "reward_model"), 0)),
+             "/models/rm-7");
+    json_object_set_new(json_object_get(d, "reward"), "reward_model", json_string("missing"));
+    memset(&seen, 0, sizeof seen);
+    T_EQ_INT(al_job_refs(d, on_ref, &seen, g_err), AL_EINVAL);
+    T_STR_EQ(g_err, "reward.reward_model: no model named 'missing'");
+    json_decref(d);
+}
+
+/* ---- a tiny model ------------------------------------------------------------------ */
+
+static void tiny_model(const char *dir, uint64_t seed, int score_head) {
+    al_model_config c;
+    al_config_default(&c, AL_ARCH_GPT2);
+    c.n_layers = 1;
+    c.C = 32;
+    c.NH = c.NKV = 2;
+    c.HD = 16;
+    c.FF = 64;
+    c.V = 260;
+    c.max_T = 32;
+    c.bos_id = c.eos_id = 256;
+    c.pad_id = 257;
+    c.has_score = score_head;
+    if (score_head) c.num_labels = 1;
+    al_model *m = al_model_new(&c, NULL, g_err);
+    al_model_init(m, seed);
+    T_OK(al_model_save(m, dir, g_err));
+    al_model_free(m);
+}
+
+static void test_shared_critic(const char *base) {
+    al_lora_cfg l = {.r = 4, .alpha = 8};
+    snprintf(l.targets, sizeof l.targets, "all-linear");
+    al_model *p = NULL;
+    T_OK(al_model_open(&p, base, &l, g_err));
+    al_model *c = al_model_new_shared(p, &l, 7, g_err);
+    T_TRUE(c != NULL);
+    if (!c) return;
+    /* it owns (and trains) only its adapters and head */
+    int n;
+    al_param *ps = al_model_params(c, &n);
+    size_t own = 0;
+    for (int i = 0; i < n; i++)
+        if (ps[i].g) own += ps[i].n;
+    T_EQ_INT(own, al_model_num_params(c, 1));
+    T_TRUE(al_model_memory(c) < al_model_memory(p) / 2);
+    /* the base is shared: a change to the policy's base shows in the critic */
+    T_OK(al_model_reserve(c, 1, 4, 0, g_err));
+    int32_t ids[4] = {1, 2, 3, 4};
+    float v1[4], v2[4];
+    al_tokens in = {.B = 1, .T = 4, .ids = ids};
+    al_fwd f = {.values = v1};
+    T_OK(al_model_forward(c, &in, &f));
+    al_param *pp = al_model_params(p, &n);
+    pp[0].w[1 * pp[0].shape[1]] += 1.0f; /* token 1's embedding */
+    f.values = v2;
+    T_OK(al_model_forward(c, &in, &f));
+    T_TRUE(v1[3] != v2[3]);
+    al_model_free(c);
+    al_model_free(p);
+}
+
+/* ---- end to end ----------------------------------------------------------------------- */
+
+typedef struct runlog {
+    double loss[16];
+    int n_loss;
+    int has[8];
+    int warns, samples;
+} runlog;
+
+static const char *const want_ppo[] = {"objective/kl", "objective/entropy", "objective/non_score_reward",
+                                       "objective/rlhf_reward", "objective/scores", "policy/approxkl_avg",
+                                       "policy/clipfrac_avg", "loss/value_avg"};
+static const char *const want_grpo[] = {"reward", "reward_std", "frac_reward_zero_std", "completions/mean_length",
+                                        "completions/clipped_ratio", "clip_ratio/region_mean", "kl",
+                                        "completions/distinct_2"};
+static const char *const *g_want;
+
+static void on_log(void *ud, long step, double epoch, const al_metric *m, int n) {
+    (void)epoch;
+    runlog *l = ud;
+    for (int i = 0; i < n; i++) {
+        if (!strcmp(m[i].name, "loss") && step > 0 && l->n_loss < 16) l->loss[l->n_loss++] = m[i].value;
+        for (int k = 0; k < 8 && g_want; k++)
+            if (!strcmp(m[i].name, g_want[k])) l->has[k]++;
+    }
+}
+
+static void on_event(void *ud, al_log_level lvl, const char *msg) {
+    (void)msg;
+    if (lvl <= AL_LOG_WARN) ((runlog *)ud)->warns++;
+}
+
+static void on_sample(void *ud, long step, const char *p, const char *c, double r) {
+    (void)step;
+    (void)p;
+    (void)c;
+    (void)r;
+    ((runlog *)ud)->samples++;
+}
+
+static int run_job(const char *json, const char *resume, runlog *l, al_train_result *res) {
+    al_job job;
+    int rc = al_job_parse(&job, json, strlen(json), g_err);
+    if (rc) {
+        fprintf(stderr, "job: %s\n", g_err);
+        return rc;
+    }
+    al_train_cb cb = {.log = on_log, .event = on_event, .sample = on_sample, .ud = l};
+    rc = al_train_run(&job, resume, &cb, res, g_err);
+    if (rc) fprintf(stderr, "run: %s\n", g_err);
+    al_job_deinit(&job);
+    return rc;
+}
+
+static void test_runs(const char *tmp, const char *base, const char *rm) {
+    char json[8192], out[1200], ck[1300];
+    al_train_result res;
+    /* GRPO, 4 steps, straight and resumed from step 2: the same losses */
+    const char *GRPO = "{\"method\":\"grpo\",\"model\":\"%s\",\"task\":{\"name\":\"addition2\",\"rows\":64},"
+                       "\"reward\":{\"verifiable\":{\"weight\":1,\"partial\":true},\"length_penalty\":0.01},"
+                       "\"hyperparameters\":{\"batch_size\":8,\"num_generations\":4,\"max_steps\":4,"
+                       "\"learning_rate\":0.001,\"max_completion_length\":6,\"beta\":0.05,\"logging_steps\":1,"
+                       "\"save_steps\":2,\"temperature\":1.0},\"output_dir\":\"%s\",\"seed\":3}";
+    snprintf(out, sizeof out, "%s/grpo", tmp);
+    snprintf(json, sizeof json, GRPO, base, out);
+    runlog a = {0}, b = {0};
+    g_want = want_grpo;
+    T_OK(run_job(json, NULL, &a, &res));
+    T_EQ_INT(res.steps, 4);
+    T_EQ_INT(res.output_is_model, 1);
+    T_EQ_INT(a.n_loss, 4);
+    for (int k = 0; k < 8; k++) T_REPORT_(a.has[k] > 0, "grpo metric %s missing", want_grpo[k]);
+    T_TRUE(a.samples > 0);
+    snprintf(ck, sizeof ck, "%s/checkpoint-2", out);
+    T_TRUE(al_file_exists(ck));
+    snprintf(out, sizeof out, "%s/grpo_resumed", tmp);
+    snprintf(json, sizeof json, GRPO, base, out);
+    T_OK(run_job(json, ck, &b, &res));
+    T_EQ_INT(b.n_loss, 2);
+    for (int k = 0; k < 2 && b.n_loss == 2; k++)
+        T_REPORT_(a.loss[2 + k] == b.loss[k], "resumed grpo loss at step %d: %.9g vs %.9g", 3 + k, b.loss[k],
+                  a.loss[2 + k]);
+
+    /* PPO with LoRA and the shared-base critic, resumed likewise */
+    const char *PPO = "{\"method\":\"ppo\",\"model\":\"%s\",\"task\":{\"name\":\"addition2\",\"rows\":64},"
+                      "\"lora\":{\"r\":4,\"alpha\":8},\"critic\":\"shared_base\","
+                      "\"reward\":{\"verifiable\":1,\"reward_model\":\"%s\",\"missing_eos_penalty\":0.5,\"clip\":3},"
+                      "\"hyperparameters\":{\"batch_size\":4,\"num_mini_batches\":2,\"num_ppo_epochs\":2,"
+                      "\"max_steps\":4,\"learning_rate\":0.001,\"response_length\":6,\"logging_steps\":1,"
+                      "\"save_steps\":2,\"adaptive_kl\":true,\"kl_estimator\":\"k3\",\"entropy_coef\":0.01,"
+                      "\"sft_mix_ratio\":0.1,\"gradient_accumulation_steps\":2},\"output_dir\":\"%s\",\"seed\":5}";
+    snprintf(out, sizeof out, "%s/ppo", tmp);
+    snprintf(json, sizeof json, PPO, base, rm, out);
+    runlog c = {0}, d = {0};
+    g_want = want_ppo;
+    T_OK(run_job(json, NULL, &c, &res));
+    T_EQ_INT(c.n_loss, 4);
+    for (int k = 0; k < 8; k++) T_REPORT_(c.has[k] > 0, "ppo metric %s missing", want_ppo[k]);
+    snprintf(ck, sizeof ck, "%s/checkpoint-2/critic/adapter_model.safetensors", out);
+    T_TRUE(al_file_exists(ck));
+    snprintf(ck, sizeof ck, "%s/checkpoint-2", out);
+    snprintf(out, sizeof out, "%s/ppo_resumed", tmp);
+    snprintf(json, sizeof json, PPO, base, rm, out);
+    T_OK(run_job(json, ck, &d, &res));
+    T_EQ_INT(d.n_loss, 2);
+    for (int k = 0; k < 2 && d.n_loss == 2; k++)
+        T_REPORT_(c.loss[2 + k] == d.loss[k], "resumed ppo loss at step %d: %.9g vs %.9g", 3 + k, d.loss[k],
+                  c.loss[2 + k]);
+
+    /* PPO without LoRA: a separate critic initialised from the reward model */
+    snprintf(out, sizeof out, "%s/ppo_sep", tmp);
+    snprintf(json, sizeof json,
+             "{\"method\":\"ppo\",\"model\":\"%s\",\"task\":{\"name\":\"addition2\",\"rows\":16},"
+             "\"reward\":{\"reward_model\":\"%s\"},\"critic\":\"separate\",\"hyperparameters\":{\"batch_size\":4,"
+             "\"max_steps\":2,\"response_length\":4,\"whiten_rewards\":true},\"output_dir\":\"%s\"}", base, rm, out);
+    runlog e = {0};
+    T_OK(run_job(json, NULL, &e, &res));
+    snprintf(ck, sizeof ck, "%s/critic/model.safetensors", out);
+    T_TRUE(al_file_exists(ck));
+
+    /* RLOO */
+    snprintf(out, sizeof out, "%s/rloo", tmp);
+    snprintf(json, sizeof json,
+             "{\"method\":\"rloo\",\"model\":\"%s\",\"task\":{\"name\":\"addition2\",\"rows\":16},"
+             "\"reward\":{\"verifiable\":1,\"reward_model\":\"%s\"},\"hyperparameters\":{\"batch_size\":4,"
+             "\"max_steps\":2,\"max_completion_length\":4,\"normalize_advantages\":true},\"output_dir\":\"%s\"}",
+             base, rm, out);
+    runlog f = {0};
+    T_OK(run_job(json, NULL, &f, &res));
+    T_EQ_INT(f.n_loss, 2);
+
+    /* generate_preferences writes pairs a DPO job reads */
+    snprintf(out, sizeof out, "%s/prefs", tmp);
+    snprintf(json, sizeof json,
+             "{\"method\":\"generate_preferences\",\"model\":\"%s\",\"task\":{\"name\":\"addition2\",\"rows\":12},"
+             "\"reward\":{\"reward_model\":\"%s\"},\"hyperparameters\":{\"max_completion_length\":5},"
+             "\"output_dir\":\"%s\"}", base, rm, out);
+    runlog g = {0};
+    T_OK(run_job(json, NULL, &g, &res));
+    T_EQ_INT(res.output_is_model, 0);
+    T_EQ_INT(res.n_output_files, 1);
+    T_STR_EQ(res.output_files[0].purpose, "preferences");
+    char *txt = NULL;
+    size_t len = 0;
+    T_OK(al_file_read(res.output_files[0].path, 1 << 20, &txt, &len, g_err));
+    int lines = 0;
+    for (size_t i = 0; i < len; i++) lines += txt[i] == '\n';
+    T_TRUE(lines >= 8); /* 12 prompts; random completions rarely tie */
+    json_t *row = txt ? json_loadb(txt, strchr(txt, '\n') ? (size_t)(strchr(txt, '\n') - txt) : len, 0, NULL) : NULL;
+    T_TRUE(row && json_number_value(json_object_get(row, "score_chosen")) >
+                      json_number_value(json_object_get(row, "score_rejected")));
+    json_decref(row);
+    free(txt);
+    char dpo_out[1300];
+    snprintf(dpo_out, sizeof dpo_out, "%s/dpo_from_prefs", tmp);
+    snprintf(json, sizeof json,
+             "{\"method\":\"dpo\",\"model\":\"%s\",\"training_file\":\"%s\",\"hyperparameters\":{\"max_steps\":1,"
+             "\"batch_size\":4,\"max_length\":32},\"output_dir\":\"%s\"}", base, res.output_files[0].path, dpo_out);
+    runlog h = {0};
+    g_want = NULL;
+    T_OK(run_job(json, NULL, &h, &res));
+
+    /* evaluate: model against itself by a reward model: every comparison ties */
+    snprintf(out, sizeof out, "%s/eval", tmp);
+    snprintf(json, sizeof json,
+             "{\"method\":\"evaluate\",\"model\":\"%s\",\"model_b\":\"%s\",\"task\":{\"name\":\"addition2\",\"rows\":6},"
+             "\"reward\":{\"reward_model\":\"%s\"},\"hyperparameters\":{\"max_completion_length\":4},"
+             "\"output_dir\":\"%s\"}", base, base, rm, out);
+    runlog k = {0};
+    T_OK(run_job(json, NULL, &k, &res));
+    T_STR_EQ(res.output_files[0].purpose, "evaluation");
+
+    /* critique_revise with the model as its own critic */
+    snprintf(out, sizeof out, "%s/cr", tmp);
+    snprintf(json, sizeof json,
+             "{\"method\":\"critique_revise\",\"model\":\"%s\",\"task\":{\"name\":\"addition2\",\"rows\":4},"
+             "\"principles\":[\"Be correct.\",\"Be brief.\"],\"hyperparameters\":{\"max_completion_length\":4},"
+             "\"output_dir\":\"%s\"}", base, out);
+    runlog q = {0};
+    T_OK(run_job(json, NULL, &q, &res));
+    T_EQ_INT(res.n_output_files, 2);
+    T_STR_EQ(res.output_files[0].purpose, "sft");
+    T_STR_EQ(res.output_files[1].purpose, "pairs");
+
+    /* a missing reward model is an error naming the field */
+    snprintf(json, sizeof json,
+             "{\"method\":\"grpo\",\"model\":\"%s\",\"task\":{\"name\":\"addition2\",\"rows\":8},"
+             "\"reward\":{\"reward_model\":\"%s/nope\"},\"hyperparameters\":{\"batch_size\":8,\"max_steps\":1}}",
+             base, tmp);
+    al_job job;
+    T_OK(al_job_parse(&job, json, strlen(json), g_err));
+    T_TRUE(al_train_run(&job, NULL, NULL, NULL, g_err) != AL_OK);
+    T_REPORT_(strncmp(g_err, "reward.reward_model:", 20) == 0, "error \"%s\"", g_err);
+    al_job_deinit(&job);
+}
+
+int main(void) {
+    al_pool_init(2);
+    test_kl();
+    test_whiten();
+    test_token_rewards_gae();
+    test_group_adv();
+    test_ppo_loss();
+    test_grpo_loss();
+    test_rewards();
+    test_job();
+    const char *tmp = t_tmpdir();
+    char base[1100], rm[1100];
+    snprintf(base, sizeof base, "%s/base", tmp);
+    snprintf(rm, sizeof rm, "%s/rm", tmp);
+    tiny_model(base, 1, 0);
+    tiny_model(rm, 2, 1);
+    test_shared_critic(base);
+    test_runs(tmp, base, rm);
+    return t_done();
+}
