@@ -1,7 +1,8 @@
 #!/bin/sh
 # The unit files must pass `systemd-analyze verify` with no warning at all
 # (verify exits 0 on unknown keys, so its output must be empty too), carry the
-# settings the service relies on, and stay well hardened.
+# settings the service relies on, and stay well hardened; the example
+# configuration must pass `alignd serve --check-config`.
 # Usage: check_systemd.sh SOURCE_DIR ALIGND_BINARY
 set -u
 src=$1 bin=$2
@@ -34,5 +35,9 @@ case "$exposure" in
     [0-1].*|2.[0-4]*) ;;
     *) echo "exposure ${exposure:-unknown} is above 2.4"; fail=1 ;;
 esac
+# The example configuration parses (every key known, every value valid).
+if ! out=$("$bin" serve --check-config --config "$src/systemd/alignd.conf" 2>&1); then
+    echo "systemd/alignd.conf: $out"; fail=1
+fi
 [ $fail -eq 0 ] && echo "systemd units: ok"
 exit $fail
