@@ -157,7 +157,7 @@ test('the form checks fields itself and shows the API\'s error next to the field
   await shot('new-job-errors');
 });
 
-async function submitJob({ maxSteps, logging, rows, suffix }) {
+async function submitJob({ maxSteps, logging, rows, suffix, save }) {
   await go('#/new');
   await page.selectOption('#method', 'sft');
   await page.waitForFunction(() => document.querySelector('#model-options option'));
@@ -171,7 +171,7 @@ async function submitJob({ maxSteps, logging, rows, suffix }) {
   await page.click('summary');
   await page.fill('#hp-logging_steps', String(logging));
   await page.fill('#hp-eval_steps', String(Math.max(logging * 5, 10)));
-  await page.fill('#hp-save_steps', String(Math.max(logging * 10, 20)));
+  await page.fill('#hp-save_steps', String(save || Math.max(logging * 10, 20)));
   await page.fill('#suffix', suffix);
   const curl = await page.textContent('#curl');
   assert.match(curl, /"max_steps": /);
@@ -212,8 +212,40 @@ test('a tiny job submitted through the form runs, charts, samples and checkpoint
   assert.match(await tr.textContent(), /loss/);
 });
 
+test('an RL job (GRPO with a verifiable reward) from the form: checked, estimated, run', async () => {
+  await go('#/new');
+  await page.selectOption('#method', 'grpo');
+  await page.waitForFunction(() => document.querySelector('#model-options option'));
+  await page.fill('#model', 'tiny');
+  assert.equal(await page.inputValue('#hp-num_generations'), '8', 'TRL\'s GRPO default');
+  assert.equal(await page.inputValue('#hp-learning_rate'), '0.000001');
+  assert.ok(await page.isVisible('#reward-verifiable'));
+  await page.selectOption('#task-name', 'addition2');
+  await page.fill('#task-rows', '32');
+  await page.fill('#hp-max_steps', '4');
+  await page.fill('#hp-batch_size', '4');
+  await page.fill('#hp-num_generations', '3');
+  await page.fill('#hp-max_completion_length', '8');
+  await page.click('#submit-job');
+  assert.match(await page.textContent('#hp-batch_size-err'), /not a multiple of num_generations 3/);
+  await page.fill('#hp-num_generations', '2');
+  await page.click('#estimate-job');
+  await page.waitForSelector('#estimate dl');
+  assert.match(await page.textContent('#estimate'), /Steps\s*4/);
+  assert.match(await page.textContent('#curl'), /"reward": \{\s*"verifiable": 1/);
+  await shot('new-job-grpo');
+  await page.click('#submit-job');
+  await page.waitForURL(/#\/jobs\/ftjob-/);
+  await waitFor(async () => /succeeded/.test(await page.textContent('h1 .badge')), 'the GRPO job to succeed', 60000);
+  await page.waitForSelector('#chart-reward');
+  await waitFor(async () => Number(await page.getAttribute('#chart-reward', 'data-points')) > 0, 'reward points');
+  await waitFor(async () => (await page.locator('#samples tbody tr:not(.empty)').count()) > 0, 'RL samples');
+  assert.match(await page.locator('#samples tbody tr').first().locator('td').nth(3).textContent(), /^-?\d/, 'a reward per sample');
+  await shot('job-grpo');
+});
+
 test('a second job: its chart gains points live, then it is cancelled from the list', async () => {
-  const id = await submitJob({ maxSteps: 200000, logging: 20, rows: 2000, suffix: 'long' });
+  const id = await submitJob({ maxSteps: 200000, logging: 20, rows: 2000, suffix: 'long', save: 1000000 });
   await waitFor(async () => /running/.test(await page.textContent('h1 .badge')), 'running', 60000);
   const pts = async () => Number(await page.getAttribute('#chart-loss', 'data-points'));
   const n0 = await waitFor(async () => (await pts()) > 0 && await pts(), 'first points');
@@ -311,7 +343,7 @@ test('with an API key the dashboard asks for it and keeps it for the session', a
   await shot('api-key');
   await page.fill('#key-input', key);
   await page.click('#key-form button[type="submit"]');
-  await page.waitForSelector('#key-dialog:not([open])');
+  await page.waitForFunction(() => !document.getElementById('key-dialog').open);
   await waitFor(async () => (await page.locator('tr[data-id]').count()) >= 2, 'the jobs behind the key');
   // Kept for the session: a reload does not ask again.
   await page.reload();

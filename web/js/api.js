@@ -101,14 +101,17 @@ async function readSse(res, onMessage) {
 }
 
 // Follows a job's live feed: GET path with Accept: text/event-stream,
-// reconnecting with Last-Event-ID after network errors. onMessage gets
-// {id, event, data}. Stops when signal aborts or the server ends a stream
-// that delivered nothing new (a finished job). onState('live'|'reconnecting'|'ended').
+// reconnecting with Last-Event-ID when the stream breaks. onMessage gets
+// {id, event, data}. Stops when signal aborts, when the server says the
+// feed is over (`event: end`, sent once a finished job's items are all
+// out), or when a stream ends having delivered nothing.
+// onState('live'|'reconnecting'|'ended').
 export async function follow(path, onMessage, { signal, onState } = {}) {
   let last = null;
   let delay = 1000;
   while (!signal || !signal.aborted) {
     let got = 0;
+    let over = false;
     try {
       const h = headers({ Accept: 'text/event-stream' });
       if (last !== null) h['Last-Event-ID'] = last;
@@ -116,11 +119,12 @@ export async function follow(path, onMessage, { signal, onState } = {}) {
       if (!res.ok) throw await errorOf(res);
       if (onState) onState('live');
       await readSse(res, (m) => {
+        if (m.event === 'end') { over = true; return; }
         got++;
         if (m.id !== null) last = m.id;
         onMessage(m);
       });
-      if (!got) { if (onState) onState('ended'); return; }
+      if (over || !got) { if (onState) onState('ended'); return; }
       delay = 1000;
     } catch (e) {
       if (signal && signal.aborted) return;

@@ -145,8 +145,8 @@ export function keyMetric(method, m) {
     kto: ['rewards/margins', 'loss'], orpo: ['rewards/margins', 'loss'], simpo: ['rewards/margins', 'loss'],
     ppo: ['objective/rlhf_reward', 'objective/scores', 'loss'],
     grpo: ['reward', 'loss'], rloo: ['reward', 'objective/rlhf_reward', 'loss'],
-    evaluate: ['win_rate', 'eval/win_rate', 'exact_match'],
-    generate_preferences: ['reward', 'rows'], critique_revise: ['rows', 'loss'],
+    evaluate: ['win_rate', 'exact_match_a', 'eval_exact_match'],
+    generate_preferences: ['pairs', 'reward'], critique_revise: ['prompts', 'reward'],
   };
   for (const k of (prefs[method] || ['loss'])) if (k in m) return [k, m[k]];
   const keys = Object.keys(m);

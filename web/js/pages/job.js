@@ -10,21 +10,23 @@ import { actionButtons, progressCell } from './jobs.js';
 
 // Chart groups: which metric keys each chart draws, in display order.
 export const GROUPS = [
-  { id: 'loss', title: 'Loss', keys: (k) => ['loss', 'eval_loss', 'nll_loss'].includes(k) },
+  { id: 'loss', title: 'Loss', keys: (k) => ['loss', 'eval_loss', 'nll_loss', 'sft_loss', 'loss/policy_avg', 'loss/value_avg'].includes(k) },
   { id: 'rewards', title: 'Rewards: chosen, rejected, margin', keys: (k) => /^(eval_)?rewards\/(chosen|rejected|margins)$/.test(k) },
   { id: 'accuracy', title: 'Preference accuracy', keys: (k) => /^(eval_)?(rewards\/accuracies|accuracy)$/.test(k) },
-  { id: 'reward', title: 'Reward', keys: (k) => ['objective/rlhf_reward', 'objective/scores', 'reward', 'reward_std', 'objective/non_score_reward'].includes(k) },
-  { id: 'kl', title: 'KL to the reference', keys: (k) => ['objective/kl', 'kl', 'kl_coef', 'objective/kl_coef'].includes(k) },
-  { id: 'entropy', title: 'Entropy', keys: (k) => ['objective/entropy', 'entropy', 'eval_entropy'].includes(k) },
-  { id: 'clip', title: 'Clip fraction', keys: (k) => ['policy/clipfrac_avg', 'val/clipfrac_avg', 'completions/clipped_ratio'].includes(k) },
-  { id: 'length', title: 'Response length', keys: (k) => ['completions/mean_length', 'response_length', 'lengths/chosen', 'lengths/rejected'].includes(k) },
+  { id: 'reward', title: 'Reward', keys: (k) => ['objective/rlhf_reward', 'objective/scores', 'reward', 'reward_std', 'objective/non_score_reward', 'eval_reward', 'score_chosen', 'score_rejected', 'reward_a', 'reward_b'].includes(k) || /^rewards\/(verifiable|reward_model|judge)\/mean$/.test(k) },
+  { id: 'winrate', title: 'Win rate and exact match', keys: (k) => ['win_rate', 'win_rate_b', 'ties', 'exact_match_a', 'exact_match_b', 'eval_exact_match', 'judge/mean_p_a'].includes(k) },
+  { id: 'kl', title: 'KL to the reference', keys: (k) => ['objective/kl', 'kl', 'kl_coef', 'objective/kl_coef', 'policy/approxkl_avg'].includes(k) },
+  { id: 'entropy', title: 'Entropy', keys: (k) => ['objective/entropy', 'entropy', 'eval_entropy', 'policy/entropy_avg'].includes(k) },
+  { id: 'clip', title: 'Clip fraction', keys: (k) => ['policy/clipfrac_avg', 'val/clipfrac_avg', 'completions/clipped_ratio'].includes(k) || k.startsWith('clip_ratio/') },
+  { id: 'length', title: 'Response length', keys: (k) => ['response_length', 'lengths/chosen', 'lengths/rejected'].includes(k) || /^completions\/(mean|max|min|mean_terminated)_length$/.test(k) },
+  { id: 'diversity', title: 'Diversity and learning signal', keys: (k) => ['completions/distinct_2', 'frac_reward_zero_std'].includes(k) },
   { id: 'eval', title: 'Accuracy (token and exact match)', keys: (k) => /^(eval_)?mean_token_accuracy$/.test(k) || /^eval\/.+\/accuracy$/.test(k) },
   { id: 'lr', title: 'Learning rate', keys: (k) => k === 'learning_rate' },
   { id: 'grad', title: 'Gradient norm', keys: (k) => k === 'grad_norm' },
   { id: 'speed', title: 'Tokens per second', keys: (k) => k === 'tokens_per_second' },
 ];
 
-const SKIP = new Set(['num_tokens', 'epoch', 'step']);
+const SKIP = new Set(['epoch', 'step']);
 
 function trend(series) {
   const pts = [...series.entries()].sort((a, b) => a[0] - b[0]).map((e) => e[1]);
@@ -197,6 +199,13 @@ export function render(root, route) {
       if (t && t.a > 0 && t.b < 0.1 * t.a) ec.warn('Warning: entropy has collapsed — the policy answers the same way every time.');
       else ec.warn('');
     }
+    const dc = st.charts.get('diversity');
+    if (dc) {
+      const zs = dc.series.get('frac_reward_zero_std');
+      const t = zs && trend(zs);
+      if (t && t.b > 0.8) dc.warn('Warning: most groups got the same reward for every completion — no learning signal. Raise temperature or num_generations, or use an easier task.');
+      else dc.warn('');
+    }
   }
 
   // ---- samples
@@ -300,7 +309,7 @@ export function render(root, route) {
     const hp = j.hyperparameters || {};
     add(details, h('dt', null, 'Hyper-parameters (resolved)'), h('dd', null,
       h('table', { class: 'kv' }, h('tbody', null, Object.entries(hp).map(([k, v]) =>
-        h('tr', null, h('th', { scope: 'row' }, k), h('td', null, typeof v === 'object' ? JSON.stringify(v) : String(v))))))));
+        h('tr', null, h('th', { scope: 'row' }, k), h('td', null, typeof v === 'number' ? fmtNum(v) : typeof v === 'object' ? JSON.stringify(v) : String(v))))))));
   }
 
   async function reloadJob() {
@@ -319,7 +328,7 @@ export function render(root, route) {
     }
     const loads = [
       api(`${base}/metrics?max_points=2000`).then((r) => { for (const row of r.data || []) addMetrics(row); }),
-      api(`${base}/samples?limit=100`).then((r) => { for (const s of r.data || []) addSample(s, false); drawSamples(); }),
+      api(`${base}/samples?limit=1000`).then((r) => { for (const s of r.data || []) addSample(s, false); drawSamples(); }),
       api(`${base}/events?limit=100`).then((r) => { for (const e of r.data || []) addEvent(e, false); }),
       api(`${base}/checkpoints?limit=100`).then((r) => { for (const c of r.data || []) addCheckpoint(c); }),
     ];

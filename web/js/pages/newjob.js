@@ -36,9 +36,18 @@ export function render(root, route) {
   const ckptIn = h('input', { id: 'from_checkpoint', type: 'text', autocomplete: 'off', placeholder: 'ftjob-N:STEP' });
   const ckptF = reg('from_checkpoint', field('Start from checkpoint (optional)', ckptIn, 'Continue from a checkpoint of an earlier job, weights and optimiser state.'),
     () => (ckptIn.value.trim() && !/^ftjob-[^:\s]+(:\d+)?$/.test(ckptIn.value.trim()) ? 'must look like ftjob-N or ftjob-N:STEP' : ''));
-  const modelBId = 'model_b';
-  const modelB = h('input', { id: modelBId, type: 'text', list: 'model-options', autocomplete: 'off' });
-  const modelBF = reg('ref_model', field('Model B (compared against)', modelB, 'The evaluate job reports the base model\'s win rate against this one, e.g. the DPO model against its SFT start.'));
+  const modelB = h('input', { id: 'model_b', type: 'text', list: 'model-options', autocomplete: 'off' });
+  const modelBF = reg('model_b', field('Model B (compared against)', modelB, 'The evaluate job reports the base model\'s win rate against this one (e.g. the DPO model against its SFT start), judged by the reward model or the AI judge. Leave empty for exact match on a task only.'));
+  const ckptOpt = h('input', { type: 'checkbox', id: 'from_checkpoint_optimizer' });
+  const ckptOptF = reg('from_checkpoint_optimizer', field('Resume the optimiser state too', ckptOpt, 'Off: start fresh from the checkpoint\'s weights. On: continue that run exactly (moments, step, data position).'));
+  const criticSel = h('select', { id: 'critic' },
+    h('option', { value: '' }, 'default (shared_base with LoRA, else separate)'),
+    h('option', { value: 'shared_base' }, 'shared_base: a value head with its own LoRA on the frozen base'),
+    h('option', { value: 'separate' }, 'separate: a second model'));
+  const criticF = reg('critic', field('PPO critic', criticSel, 'shared_base keeps memory near one model (needs LoRA); separate starts the critic from critic_model or the reward model.'),
+    () => (criticSel.value === 'shared_base' && !loraOn.checked ? '"shared_base" needs LoRA (the base is shared frozen)' : ''));
+  const criticModel = h('input', { id: 'critic_model', type: 'text', list: 'model-options', autocomplete: 'off' });
+  const criticModelF = reg('critic_model', field('Critic model (optional)', criticModel, 'Where a separate critic starts; default: the reward model.'));
 
   // ---- data
   const srcTask = h('input', { type: 'radio', name: 'source', id: 'src-task', value: 'task', checked: true });
@@ -59,6 +68,10 @@ export function render(root, route) {
 
   // ---- reward (RL)
   const rwVer = h('input', { id: 'reward-verifiable', type: 'number', step: 'any', min: 0, value: 1 });
+  const rwPartial = h('input', { id: 'reward-partial', type: 'checkbox' });
+  const rwRmW = h('input', { id: 'reward-model-weight', type: 'number', step: 'any', min: 0, placeholder: '1' });
+  const rwJudgeW = h('input', { id: 'reward-judge-weight', type: 'number', step: 'any', min: 0, placeholder: '1' });
+  const rwNorm = h('input', { id: 'reward-normalize', type: 'checkbox' });
   const rwRm = h('input', { id: 'reward-model', type: 'text', list: 'model-options', autocomplete: 'off' });
   const rwJudge = h('input', { id: 'reward-judge', type: 'text', list: 'model-options', autocomplete: 'off' });
   const rwPrinciples = h('textarea', { id: 'reward-principles', rows: 3 });
@@ -67,16 +80,22 @@ export function render(root, route) {
   const rwClip = h('input', { id: 'reward-clip', type: 'number', step: 'any', min: 0, placeholder: 'off' });
   const nonneg = (inp) => () => { const v = numOrNull(inp.value); return v !== null && !(v >= 0) ? 'must be a number >= 0' : ''; };
   const rwVerF = reg('reward.verifiable', field('Verifiable reward weight', rwVer, 'Exact match (partial credit) against the task\'s or the row\'s reference answer. 0 turns it off.'), nonneg(rwVer));
-  const rwRmF = reg('reward.reward_model', field('Reward model (optional)', rwRm, 'A reward_model job\'s output, or any model with a scalar head.'));
+  const rwPartialF = reg('reward.verifiable.partial', field('Partial credit', rwPartial, 'Character overlap earns part of the reward below an exact match.'));
+  const rwRmF = reg('reward.reward_model', field('Reward model (optional)', rwRm, 'A reward_model job\'s output, or any model with a scalar head. Several, comma-separated: an ensemble scored by its minimum (a reward-hacking guard).'));
+  const rwRmWF = reg('reward.reward_model_weight', field('Reward model weight', rwRmW, null), nonneg(rwRmW));
+  const rwJudgeWF = reg('reward.judge.weight', field('Judge weight', rwJudgeW, null), nonneg(rwJudgeW));
+  const rwNormF = reg('reward.length_normalize', field('Divide the reward by the response length', rwNorm, 'Length normalisation: a guard against length hacking.'));
   const rwJudgeF = reg('reward.judge.model', field('AI judge model (optional)', rwJudge, 'A registered model asked which of two responses is better (RLAIF).'));
-  const rwPrF = reg('reward.judge.principles', field('Principles', rwPrinciples, 'One per line; the judge (or the critique step) weighs responses against them.', { wide: true }));
+  const rwPrF = reg('reward.judge.principles', field('Principles', rwPrinciples, 'One per line. The judge weighs responses against them; critique_revise draws one per prompt to critique and revise its answer.', { wide: true }));
+  controls.push(Object.assign({}, rwPrF, { param: 'principles', check: () => (method() === 'critique_revise' && !rwPrinciples.value.trim() ? 'critique_revise needs a list of principles' : '') }));
   const rwLenF = reg('reward.length_penalty', field('Length penalty per token', rwLen, 'Subtracted per response token: a guard against length hacking.'), nonneg(rwLen));
   const rwEosF = reg('reward.missing_eos_penalty', field('Missing-EOS penalty', rwEos, 'Subtracted when a response never ends (TRL\'s missing_eos_penalty).'), nonneg(rwEos));
   const rwClipF = reg('reward.clip', field('Reward clip', rwClip, 'Clip rewards to ±this value; empty is off.'), nonneg(rwClip));
   const rewardError = h('p', { class: 'field-error', id: 'reward-error' });
   const rewardSet = h('fieldset', { id: 'fs-reward' }, h('legend', null, 'Reward'),
     h('p', { class: 'help' }, 'Where the reward comes from; sources combine with their weights.'),
-    h('div', { class: 'grid' }, rwVerF.wrap, rwRmF.wrap, rwJudgeF.wrap, rwLenF.wrap, rwEosF.wrap, rwClipF.wrap, rwPrF.wrap), rewardError);
+    h('div', { class: 'grid' }, rwVerF.wrap, rwPartialF.wrap, rwRmF.wrap, rwRmWF.wrap, rwJudgeF.wrap, rwJudgeWF.wrap,
+      rwLenF.wrap, rwEosF.wrap, rwClipF.wrap, rwNormF.wrap, rwPrF.wrap), rewardError);
   rewardSet.dataset.param = 'reward';
 
   // ---- hyper-parameters
@@ -120,11 +139,12 @@ export function render(root, route) {
   const seedIn = h('input', { type: 'number', id: 'seed', min: 0, step: 1, value: 42 });
   const seedF = reg('seed', field('Seed', seedIn, 'Seeds initialisation, data order and sampling (TRL default 42): the same seed reproduces the run.'), () => intIn(seedIn.value, 0, Number.MAX_SAFE_INTEGER));
   const suffixIn = h('input', { type: 'text', id: 'suffix', maxlength: 64, autocomplete: 'off' });
-  const suffixF = reg('suffix', field('Suffix (optional)', suffixIn, 'Added to the fine-tuned model\'s name, up to 64 characters.'), () => (suffixIn.value.length > 64 ? 'must be at most 64 characters' : ''));
+  const suffixF = reg('suffix', field('Suffix (optional)', suffixIn, 'Added to the fine-tuned model\'s name: up to 64 letters, digits, -, _ and .'),
+    () => (suffixIn.value.trim().length > 64 ? 'at most 64 characters' : /^[A-Za-z0-9._-]*$/.test(suffixIn.value.trim()) ? '' : 'only letters, digits, \'-\', \'_\' and \'.\''));
   const metaIn = h('textarea', { id: 'metadata', rows: 2, placeholder: 'team=research' });
   const metaF = reg('metadata', field('Metadata (optional)', metaIn, 'key=value, one per line, at most 16 pairs.'), () => metaCheck(metaIn.value));
   const prioIn = h('input', { type: 'number', id: 'priority', step: 1, value: 0 });
-  const prioF = reg('priority', field('Priority', prioIn, 'Higher runs first among queued jobs.'), () => intIn(prioIn.value, -1000000, 1000000));
+  const prioF = reg('priority', field('Priority', prioIn, 'Higher runs first among queued jobs (-100 to 100).'), () => intIn(prioIn.value, -100, 100));
 
   const formError = h('div', { class: 'form-error', id: 'form-error', role: 'alert', tabindex: -1 });
   const estimateOut = h('div', { class: 'estimate', id: 'estimate', 'aria-live': 'polite' });
@@ -136,7 +156,8 @@ export function render(root, route) {
   const rlSet = [rewardSet];
   const form = h('form', { id: 'job-form', novalidate: true },
     h('fieldset', null, h('legend', null, 'Method'), methodF.wrap, methodAbout),
-    h('fieldset', null, h('legend', null, 'Model'), h('div', { class: 'grid' }, modelF.wrap, refF.wrap, modelBF.wrap, ckptF.wrap), modelList),
+    h('fieldset', null, h('legend', null, 'Model'),
+      h('div', { class: 'grid' }, modelF.wrap, refF.wrap, modelBF.wrap, criticF.wrap, criticModelF.wrap, ckptF.wrap, ckptOptF.wrap), modelList),
     h('fieldset', { id: 'fs-data' }, h('legend', null, 'Data'), dataHelp,
       h('div', { class: 'radios', role: 'radiogroup', 'aria-label': 'Training data source' },
         h('label', { for: 'src-task' }, srcTask, ' Built-in task'),
@@ -169,10 +190,12 @@ export function render(root, route) {
     methodAbout.textContent = `${info.about} Data: ${info.data}.`;
     const rl = RL.has(m);
     for (const s of rlSet) s.hidden = !rl;
-    rwVerF.wrap.hidden = m === 'critique_revise';
-    rwRmF.wrap.hidden = m === 'critique_revise';
-    rwLenF.wrap.hidden = rwEosF.wrap.hidden = rwClipF.wrap.hidden = !['ppo', 'grpo', 'rloo'].includes(m);
+    const cr = m === 'critique_revise';
+    for (const w of [rwVerF, rwPartialF, rwRmF, rwRmWF, rwJudgeF, rwJudgeWF]) w.wrap.hidden = cr;
+    rwJudgeF.wrap.hidden = rwJudgeWF.wrap.hidden = cr || m === 'ppo'; // ppo samples one answer per prompt: nothing to compare
+    rwLenF.wrap.hidden = rwEosF.wrap.hidden = rwClipF.wrap.hidden = rwNormF.wrap.hidden = !['ppo', 'grpo', 'rloo', 'generate_preferences'].includes(m);
     modelBF.wrap.hidden = m !== 'evaluate';
+    criticF.wrap.hidden = criticModelF.wrap.hidden = m !== 'ppo';
     refF.wrap.hidden = !['dpo', 'kto', 'ppo', 'grpo', 'rloo'].includes(m);
     dataHelp.textContent = `This method trains on ${info.data}.`;
     for (const e of hpFields.values()) {
@@ -203,8 +226,13 @@ export function render(root, route) {
     } else if (trainSel.value) b.training_file = trainSel.value;
     if (srcFile.checked && valSel.value) b.validation_file = valSel.value;
     if (!refF.wrap.hidden && refIn.value.trim()) b.ref_model = refIn.value.trim();
-    if (m === 'evaluate' && modelB.value.trim()) b.ref_model = modelB.value.trim();
-    if (ckptIn.value.trim()) b.from_checkpoint = ckptIn.value.trim();
+    if (m === 'evaluate' && modelB.value.trim()) b.model_b = modelB.value.trim();
+    if (m === 'ppo' && criticSel.value) b.critic = criticSel.value;
+    if (m === 'ppo' && criticModel.value.trim()) b.critic_model = criticModel.value.trim();
+    if (ckptIn.value.trim()) {
+      b.from_checkpoint = ckptIn.value.trim();
+      if (ckptOpt.checked) b.from_checkpoint_optimizer = true;
+    }
     const hp = {};
     for (const e of hpFields.values()) {
       if (e.wrap.hidden) continue;
@@ -221,24 +249,28 @@ export function render(root, route) {
       if (v !== d) hp[paramOf(e.f)] = v;
     }
     if (Object.keys(hp).length) b.hyperparameters = hp;
-    if (RL.has(m)) {
+    const principles = rwPrinciples.value.split('\n').map((x) => x.trim()).filter(Boolean);
+    if (m === 'critique_revise' && principles.length) b.principles = principles;
+    if (RL.has(m) && m !== 'critique_revise') {
       const r = {};
-      if (m !== 'critique_revise') {
-        const ver = numOrNull(rwVer.value);
-        if (ver) r.verifiable = ver;
-        if (rwRm.value.trim()) r.reward_model = rwRm.value.trim();
-      }
-      const principles = rwPrinciples.value.split('\n').map((s) => s.trim()).filter(Boolean);
-      if (rwJudge.value.trim() || principles.length) {
-        r.judge = {};
-        if (rwJudge.value.trim()) r.judge.model = rwJudge.value.trim();
+      const ver = numOrNull(rwVer.value);
+      if (ver) r.verifiable = rwPartial.checked ? { weight: ver, partial: true } : ver;
+      const rms = rwRm.value.split(',').map((x) => x.trim()).filter(Boolean);
+      if (rms.length) r.reward_model = rms.length === 1 ? rms[0] : rms;
+      const rmw = numOrNull(rwRmW.value);
+      if (rms.length && rmw !== null && rmw !== 1) r.reward_model_weight = rmw;
+      if (!rwJudgeF.wrap.hidden && rwJudge.value.trim()) {
+        r.judge = { model: rwJudge.value.trim() };
         if (principles.length) r.judge.principles = principles;
+        const jw = numOrNull(rwJudgeW.value);
+        if (jw !== null && jw !== 1) r.judge.weight = jw;
       }
       if (!rwLenF.wrap.hidden) {
         for (const [k, inp] of [['length_penalty', rwLen], ['missing_eos_penalty', rwEos], ['clip', rwClip]]) {
           const v = numOrNull(inp.value);
           if (v) r[k] = v;
         }
+        if (rwNorm.checked) r.length_normalize = true;
       }
       if (Object.keys(r).length) b.reward = r;
     }
@@ -292,17 +324,31 @@ export function render(root, route) {
       setFieldError(ga.input, ga.error, `hyperparameters.gradient_accumulation_steps: ${gav} does not divide batch_size ${bsv}`);
       first = first || controls.find((c) => c.input === ga.input);
     }
+    // The cross-field rules of lib/train/job.c (check_rl).
     const m = method();
-    if (['ppo', 'grpo', 'rloo', 'generate_preferences', 'evaluate'].includes(m)) {
-      const b = body();
-      if (!b.reward || !(b.reward.verifiable || b.reward.reward_model || (b.reward.judge && b.reward.judge.model))) {
-        rewardError.textContent = 'reward: name at least one source (verifiable weight, reward model or judge)';
-        first = first || { input: rwVer };
+    const b = body();
+    const hpv = (name) => { const e = hpFields.get(name); const v = e.input.value.trim(); return v === '' || v === 'auto' ? defOf(e.f, m) : Number(v); };
+    const bad = (input, error, msg) => { setFieldError(input, error, msg); first = first || { input }; };
+    const judged = b.reward && (b.reward.reward_model || b.reward.judge);
+    if (['ppo', 'grpo', 'rloo', 'generate_preferences'].includes(m) && !(b.reward && (b.reward.verifiable || judged))) {
+      rewardError.textContent = `reward: is required for ${m}: name a source (verifiable weight, reward model or judge)`;
+      first = first || { input: rwVer };
+    }
+    const ng = hpFields.get('num_generations');
+    if (['grpo', 'rloo', 'generate_preferences'].includes(m) && Number.isInteger(hpv('num_generations'))) {
+      if (hpv('num_generations') < 2) bad(ng.input, ng.error, `hyperparameters.num_generations: must be >= 2 for ${m}`);
+      else if (m !== 'generate_preferences' && Number.isInteger(bsv) && bsv % hpv('num_generations')) {
+        bad(bs.input, bs.error, `hyperparameters.batch_size: ${bsv} is not a multiple of num_generations ${hpv('num_generations')} (batch_size counts completions)`);
       }
     }
-    if (m === 'evaluate' && !modelB.value.trim()) {
-      setFieldError(modelB, modelBF.error, 'ref_model: name the model to compare against');
-      first = first || { input: modelB };
+    if (m === 'ppo' && Number.isInteger(bsv) && Number.isInteger(hpv('num_mini_batches')) && bsv % hpv('num_mini_batches')) {
+      const nm = hpFields.get('num_mini_batches');
+      bad(nm.input, nm.error, `hyperparameters.num_mini_batches: ${hpv('num_mini_batches')} does not divide batch_size ${bsv}`);
+    }
+    if (m === 'evaluate') {
+      if (!b.model_b && judged) bad(modelB, modelBF.error, 'model_b: is required to judge the model against it');
+      else if (b.model_b && !judged) { rewardError.textContent = 'reward: evaluate needs a reward_model or a judge to compare models'; first = first || { input: rwRm }; }
+      else if (!b.model_b && !srcTask.checked) bad(modelB, modelBF.error, 'model_b: is required (or name a task for exact match only)');
     }
     return first;
   }
