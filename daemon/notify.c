@@ -22,11 +22,13 @@ int notify_send(const char *state) {
     memcpy(sa.sun_path, path, len);
     if (path[0] == '@') sa.sun_path[0] = 0; /* abstract namespace */
     socklen_t salen = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + len + (path[0] == '/'));
-    int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    /* non-blocking: a manager that stops reading must not stall the main
+     * loop; a lost WATCHDOG=1 or STATUS= is resent soon anyway */
+    int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
     if (fd < 0) return -1;
     ssize_t n;
     do {
-        n = sendto(fd, state, strlen(state), MSG_NOSIGNAL, (struct sockaddr *)&sa, salen);
+        n = sendto(fd, state, strlen(state), MSG_NOSIGNAL | MSG_DONTWAIT, (struct sockaddr *)&sa, salen);
     } while (n < 0 && errno == EINTR);
     close(fd);
     return n == (ssize_t)strlen(state) ? 1 : -1;

@@ -1,0 +1,513 @@
+/* Real daemons over HTTP, each on a free port with its own state directory:
+ * submit -> succeed end to end; kill -9 in the middle of training, restart,
+ * and the final weights equal an uninterrupted run's; SIGTERM checkpoints and
+ * requeues the running job and exits 0 (and the job then finishes with the
+ * same weights); a fake NOTIFY_SOCKET receives READY=1, STATUS=, WATCHDOG=1
+ * and STOPPING=1; two concurrent jobs both progress; cancel, pause and
+ * resume; a fresh state directory is migrated and a newer database refused;
+ * a full disk fails the job cleanly with the database and the earlier
+ * checkpoint intact; keys create and --check-config. */
+#include <jansson.h>
+#include <pthread.h>
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mount.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+
+#include "daemon_util.h"
+#include "t.h"
+
+static char g_models[1200];
+
+#define LONG_JOB                                                                                              \
+    "{\"method\":\"sft\",\"model\":\"tiny\",\"task\":{\"name\":\"addition\",\"rows\":400,\"seed\":2},"         \
+    "\"hyperparameters\":{\"max_steps\":1200,\"batch_size\":4,\"logging_steps\":10,\"save_steps\":100,"        \
+    "\"max_length\":24,\"learning_rate\":0.003},\"seed\":11}"
+
+static void state_dir(char *out, size_t n, const char *name) {
+    snprintf(out, n, "%s/%s", t_tmpdir(), name);
+    dd_sh("rm -rf '%s'", out);
+}
+
+static int start(dd_daemon *d, const char *state, const char *const *args, const char *const *env) {
+    dd_opts o = {.state_dir = state, .models_dir = g_models, .args = args, .env = env};
+    return dd_start(d, &o);
+}
+
+/* POSTs a job; its id into id. */
+static int submit(dd_daemon *d, const char *body, char id[32]) {
+    long code;
+    json_t *j = dd_post(d, "/v1/fine_tuning/jobs", body, &code);
+    snprintf(id, 32, "%s", dd_str(j, "id"));
+    if (code != 200) fprintf(stderr, "submit: %ld %s\n", code, j ? json_dumps(j, 0) : "(no body)");
+    json_decref(j);
+    return code == 200 ? 0 : -1;
+}
+
+static json_t *get(dd_daemon *d, const char *fmt, const char *id, long *code) {
+    char path[512];
+    snprintf(path, sizeof path, fmt, id);
+    return dd_get(d, path, code);
+}
+
+static int post_action(dd_daemon *d, const char *id, const char *what, long *code) {
+    char path[256];
+    snprintf(path, sizeof path, "/v1/fine_tuning/jobs/%s/%s", id, what);
+    json_t *j = dd_post(d, path, NULL, code);
+    json_decref(j);
+    return *code == 200 ? 0 : -1;
+}
+
+static char *weights(const char *state, const char *id, size_t *len) {
+    char path[2048];
+    snprintf(path, sizeof path, "%s/jobs/%s/model.safetensors", state, id);
+    return dd_read_file(path, len);
+}
+
+static int same_weights(const char *sa, const char *ida, const char *sb, const char *idb) {
+    size_t la = 0, lb = 0;
+    char *a = weights(sa, ida, &la), *b = weights(sb, idb, &lb);
+    int ok = a && b && la == lb && la > 1000 && memcmp(a, b, la) == 0;
+    if (!ok) fprintf(stderr, "weights differ: %s/%s (%zu bytes) vs %s/%s (%zu bytes)\n", sa, ida, la, sb, idb, lb);
+    free(a);
+    free(b);
+    return ok;
+}
+
+/* One column of one job row, read straight from the database. */
+static void db_job(const char *state, const char *id, const char *col, char *out, size_t n) {
+    char path[2048], sql[256];
+    snprintf(path, sizeof path, "%s/alignd.db", state);
+    snprintf(sql, sizeof sql, "SELECT %s FROM jobs WHERE id = %s", col, id + 6);
+    sqlite3 *db;
+    out[0] = 0;
+    if (sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL) != SQLITE_OK) return;
+    sqlite3_stmt *st;
+    if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) == SQLITE_OK) {
+        if (sqlite3_step(st) == SQLITE_ROW && sqlite3_column_text(st, 0))
+            snprintf(out, n, "%s", (const char *)sqlite3_column_text(st, 0));
+        sqlite3_finalize(st);
+    }
+    sqlite3_close(db);
+}
+
+static int events_contain(dd_daemon *d, const char *id, const char *text) {
+    long code;
+    json_t *ev = get(d, "/v1/fine_tuning/jobs/%s/events?limit=100", id, &code);
+    int found = 0;
+    json_t *data = json_object_get(ev, "data");
+    for (size_t i = 0; i < json_array_size(data); i++)
+        found |= strstr(dd_str(json_array_get(data, i), "message"), text) != NULL;
+    json_decref(ev);
+    return found;
+}
+
+/* ---- end to end, reference run, pause/resume, cancel ---------------------------------- */
+
+static char g_ref_state[1200], g_ref_id[32];
+
+static void test_end_to_end(void) {
+    dd_daemon d;
+    state_dir(g_ref_state, sizeof g_ref_state, "e2e");
+    if (start(&d, g_ref_state, NULL, NULL)) {
+        T_TRUE(0);
+        return;
+    }
+    long code;
+    /* a fresh state directory was migrated */
+    char path[2048];
+    snprintf(path, sizeof path, "%s/alignd.db", g_ref_state);
+    sqlite3 *db;
+    T_EQ_INT(sqlite3_open(path, &db), SQLITE_OK);
+    sqlite3_stmt *st;
+    sqlite3_prepare_v2(db, "PRAGMA user_version", -1, &st, NULL);
+    sqlite3_step(st);
+    T_TRUE(sqlite3_column_int(st, 0) >= 1);
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+
+    const char *data = "{\"prompt\":\"1+1=\",\"completion\":\"2\"}\n{\"prompt\":\"2+3=\",\"completion\":\"5\"}\n"
+                       "{\"prompt\":\"4+4=\",\"completion\":\"8\"}\n{\"prompt\":\"9+1=\",\"completion\":\"10\"}\n";
+    json_t *f = dd_upload(&d, "add.jsonl", data, strlen(data), &code);
+    T_EQ_INT(code, 200);
+    T_STR_EQ(dd_str(f, "status"), "processed");
+    char fid[32];
+    snprintf(fid, sizeof fid, "%s", dd_str(f, "id"));
+    json_decref(f);
+    char body[1024], id[32];
+    snprintf(body, sizeof body,
+             "{\"method\":\"sft\",\"model\":\"tiny\",\"training_file\":\"%s\",\"suffix\":\"e2e\","
+             "\"hyperparameters\":{\"max_steps\":20,\"batch_size\":2,\"logging_steps\":5,\"save_steps\":10,"
+             "\"max_length\":24}}", fid);
+    T_OK(submit(&d, body, id));
+    json_t *j = NULL;
+    T_OK(dd_wait_job(&d, id, "succeeded", 60, &j));
+    T_STR_EQ(dd_str(j, "fine_tuned_model"), "ft:tiny:e2e:ftjob-1");
+    T_EQ_INT(json_integer_value(json_object_get(json_object_get(j, "progress"), "step")), 20);
+    T_TRUE(json_integer_value(json_object_get(j, "trained_tokens")) > 0);
+    T_TRUE(json_integer_value(json_object_get(j, "finished_at")) >= json_integer_value(json_object_get(j, "started_at")));
+    json_decref(j);
+    json_t *m = get(&d, "/v1/fine_tuning/jobs/%s/metrics", id, &code);
+    T_EQ_INT(code, 200);
+    T_EQ_INT(json_integer_value(json_object_get(m, "total_points")), 5); /* steps 0, 5, 10, 15, 20 */
+    json_decref(m);
+    json_t *ck = get(&d, "/v1/fine_tuning/jobs/%s/checkpoints", id, &code);
+    T_EQ_INT(json_array_size(json_object_get(ck, "data")), 2);
+    json_decref(ck);
+    json_t *model = dd_get(&d, "/v1/models/ft:tiny:e2e:ftjob-1", &code);
+    T_EQ_INT(code, 200);
+    T_STR_EQ(dd_str(model, "kind"), "fine_tuned");
+    T_STR_EQ(dd_str(model, "owned_by"), "ftjob-1");
+    json_decref(model);
+    T_TRUE(events_contain(&d, id, "successfully completed"));
+
+    /* the reference run for the durability tests */
+    T_OK(submit(&d, LONG_JOB, g_ref_id));
+
+    /* pause and resume, cancel: while the reference runs, these queue behind it */
+    char p[32];
+    T_OK(submit(&d, "{\"method\":\"sft\",\"model\":\"tiny\",\"task\":{\"name\":\"addition\",\"rows\":50},"
+                    "\"hyperparameters\":{\"max_steps\":600,\"batch_size\":2,\"max_length\":24,\"save_steps\":1000}}",
+                p));
+    T_OK(dd_wait_job(&d, g_ref_id, "succeeded", 120, NULL));
+    T_OK(dd_wait_step(&d, p, 20, 60));
+    T_OK(post_action(&d, p, "pause", &code));
+    T_OK(dd_wait_job(&d, p, "paused", 30, NULL));
+    T_EQ_INT(post_action(&d, p, "pause", &code), -1);
+    T_EQ_INT(code, 409);
+    json_t *pj = get(&d, "/v1/fine_tuning/jobs/%s", p, &code);
+    long at = (long)json_integer_value(json_object_get(json_object_get(pj, "progress"), "step"));
+    json_decref(pj);
+    T_TRUE(at >= 20 && at < 600);
+    T_OK(post_action(&d, p, "resume", &code));
+    T_OK(dd_wait_step(&d, p, at + 10, 60));
+    T_OK(post_action(&d, p, "cancel", &code));
+    T_OK(dd_wait_job(&d, p, "cancelled", 30, &pj));
+    long end = (long)json_integer_value(json_object_get(json_object_get(pj, "progress"), "step"));
+    T_TRUE(end > at && end < 600);
+    json_decref(pj);
+    T_EQ_INT(post_action(&d, p, "cancel", &code), -1);
+    T_EQ_INT(code, 409);
+    T_TRUE(events_contain(&d, p, "Job paused at step"));
+    T_TRUE(events_contain(&d, p, "Resuming from"));
+    T_TRUE(events_contain(&d, p, "Job cancelled at step"));
+
+    T_EQ_INT(dd_stop(&d, SIGTERM, 30), 0);
+
+    /* a database from a newer alignd is refused with a clear message */
+    char cp[1400];
+    snprintf(cp, sizeof cp, "%s/../newer", g_ref_state);
+    dd_sh("rm -rf '%s' && mkdir -p '%s' && cp '%s/alignd.db' '%s/'", cp, cp, g_ref_state, cp);
+    snprintf(path, sizeof path, "%s/alignd.db", cp);
+    T_EQ_INT(sqlite3_open(path, &db), SQLITE_OK);
+    T_EQ_INT(sqlite3_exec(db, "PRAGMA user_version = 999", NULL, NULL, NULL), SQLITE_OK);
+    sqlite3_close(db);
+    dd_opts o = {.state_dir = cp, .models_dir = g_models, .timeout_s = 10};
+    dd_daemon d2;
+    T_EQ_INT(dd_start(&d2, &o), -1);
+    char logp[1500];
+    snprintf(logp, sizeof logp, "%s/daemon.log", cp);
+    char *log = dd_read_file(logp, NULL);
+    T_TRUE(log && strstr(log, "database schema version 999 is newer than this alignd supports"));
+    free(log);
+}
+
+/* ---- kill -9, SIGTERM, sd_notify ------------------------------------------------------ */
+
+static int notify_socket(const char *path) {
+    int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_un sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sun_family = AF_UNIX;
+    if (strlen(path) >= sizeof sa.sun_path) return -1;
+    memcpy(sa.sun_path, path, strlen(path) + 1);
+    unlink(path);
+    if (fd < 0 || bind(fd, (struct sockaddr *)&sa, sizeof sa)) return -1;
+    return fd;
+}
+
+/* A thread drains the notify socket into g_acc, as the service manager would. */
+static char g_acc[1 << 16];
+static pthread_mutex_t g_acc_mu = PTHREAD_MUTEX_INITIALIZER;
+static volatile int g_acc_stop;
+
+static void *notify_thread(void *arg) {
+    int fd = *(int *)arg;
+    while (!g_acc_stop) {
+        char buf[512];
+        ssize_t k = recv(fd, buf, sizeof buf - 1, MSG_DONTWAIT);
+        if (k > 0) {
+            buf[k] = 0;
+            pthread_mutex_lock(&g_acc_mu);
+            size_t len = strlen(g_acc);
+            if (len + (size_t)k + 2 < sizeof g_acc) snprintf(g_acc + len, sizeof g_acc - len, "%s\n", buf);
+            pthread_mutex_unlock(&g_acc_mu);
+        } else {
+            dd_sleep_ms(2);
+        }
+    }
+    return NULL;
+}
+
+/* Waits up to ms for `text` among the datagrams received. */
+static int notify_seen(const char *text, int ms) {
+    double end = dd_now() + ms / 1000.0;
+    for (;;) {
+        pthread_mutex_lock(&g_acc_mu);
+        int found = strstr(g_acc, text) != NULL;
+        pthread_mutex_unlock(&g_acc_mu);
+        if (found) return 1;
+        if (dd_now() > end) return 0;
+        dd_sleep_ms(5);
+    }
+}
+
+static void notify_clear(void) {
+    pthread_mutex_lock(&g_acc_mu);
+    g_acc[0] = 0;
+    pthread_mutex_unlock(&g_acc_mu);
+}
+
+static void test_durability(void) {
+    char state[1200], sock[1300];
+    state_dir(state, sizeof state, "dur");
+    mkdir(state, 0755);
+    /* sun_path is short: the socket lives in /tmp */
+    snprintf(sock, sizeof sock, "/tmp/alignd-test-notify-%ld.sock", (long)getpid());
+    int nfd = notify_socket(sock);
+    T_TRUE(nfd >= 0);
+    char env_sock[1400];
+    snprintf(env_sock, sizeof env_sock, "NOTIFY_SOCKET=%s", sock);
+    const char *env[] = {env_sock, "WATCHDOG_USEC=200000", NULL};
+    pthread_t th;
+    pthread_create(&th, NULL, notify_thread, &nfd);
+    dd_daemon d;
+    if (start(&d, state, NULL, env)) {
+        T_TRUE(0);
+        return;
+    }
+    T_TRUE(notify_seen("READY=1\n", 2000));
+    T_TRUE(notify_seen("WATCHDOG=1\n", 2000));
+
+    /* kill -9 in the middle of training */
+    char k[32];
+    T_OK(submit(&d, LONG_JOB, k));
+    T_OK(dd_wait_step(&d, k, 250, 60));
+    T_TRUE(notify_seen("STATUS=ftjob-1 step", 3000));
+    dd_kill9(&d);
+    char st[64];
+    db_job(state, k, "status", st, sizeof st);
+    T_STR_EQ(st, "running");
+    if (start(&d, state, NULL, env)) {
+        T_TRUE(0);
+        return;
+    }
+    T_OK(dd_wait_job(&d, k, "succeeded", 120, NULL));
+    T_TRUE(events_contain(&d, k, "it resumes from the checkpoint at step"));
+    T_TRUE(same_weights(g_ref_state, g_ref_id, state, k));
+    long code;
+    json_t *m = get(&d, "/v1/fine_tuning/jobs/%s/metrics", k, &code);
+    /* every logged step once: 0, 10, ..., 1200 */
+    T_EQ_INT(json_integer_value(json_object_get(m, "total_points")), 121);
+    json_decref(m);
+
+    /* SIGTERM: checkpoint, back to queued, exit 0 */
+    char t[32];
+    T_OK(submit(&d, LONG_JOB, t));
+    T_OK(dd_wait_step(&d, t, 150, 60));
+    notify_clear();
+    double t0 = dd_now();
+    T_EQ_INT(dd_stop(&d, SIGTERM, 30), 0);
+    fprintf(stderr, "SIGTERM to exit: %.2fs\n", dd_now() - t0);
+    T_TRUE(notify_seen("STOPPING=1\n", 100));
+    db_job(state, t, "status", st, sizeof st);
+    T_STR_EQ(st, "queued");
+    char resume[1024];
+    db_job(state, t, "resume_dir", resume, sizeof resume);
+    T_TRUE(strstr(resume, "/jobs/ftjob-2/checkpoint-") != NULL);
+    if (start(&d, state, NULL, env)) {
+        T_TRUE(0);
+        return;
+    }
+    T_TRUE(events_contain(&d, t, "The daemon is stopping: checkpointed at step"));
+    T_OK(dd_wait_job(&d, t, "succeeded", 120, NULL));
+    T_TRUE(same_weights(g_ref_state, g_ref_id, state, t));
+    T_EQ_INT(dd_stop(&d, SIGTERM, 30), 0);
+    g_acc_stop = 1;
+    pthread_join(th, NULL);
+    close(nfd);
+    unlink(sock);
+}
+
+/* ---- two concurrent jobs ------------------------------------------------------------- */
+
+static void test_concurrent(void) {
+    char state[1200];
+    state_dir(state, sizeof state, "conc");
+    const char *args[] = {"--workers", "2", NULL};
+    dd_daemon d;
+    if (start(&d, state, args, NULL)) {
+        T_TRUE(0);
+        return;
+    }
+    const char *job = "{\"method\":\"sft\",\"model\":\"tiny\",\"task\":{\"name\":\"addition\",\"rows\":100},"
+                      "\"hyperparameters\":{\"max_steps\":100000,\"batch_size\":4,\"max_length\":24,"
+                      "\"logging_steps\":1,\"save_steps\":100000}}";
+    char a[32], b[32];
+    T_OK(submit(&d, job, a));
+    T_OK(submit(&d, job, b));
+    T_OK(dd_wait_step(&d, a, 3, 60));
+    T_OK(dd_wait_step(&d, b, 3, 60));
+    long code;
+    json_t *ja = get(&d, "/v1/fine_tuning/jobs/%s", a, &code), *jb = get(&d, "/v1/fine_tuning/jobs/%s", b, &code);
+    long a0 = (long)json_integer_value(json_object_get(json_object_get(ja, "progress"), "step"));
+    long b0 = (long)json_integer_value(json_object_get(json_object_get(jb, "progress"), "step"));
+    T_STR_EQ(dd_str(ja, "status"), "running");
+    T_STR_EQ(dd_str(jb, "status"), "running");
+    json_decref(ja);
+    json_decref(jb);
+    dd_sleep_ms(1000);
+    ja = get(&d, "/v1/fine_tuning/jobs/%s", a, &code);
+    jb = get(&d, "/v1/fine_tuning/jobs/%s", b, &code);
+    long a1 = (long)json_integer_value(json_object_get(json_object_get(ja, "progress"), "step"));
+    long b1 = (long)json_integer_value(json_object_get(json_object_get(jb, "progress"), "step"));
+    json_decref(ja);
+    json_decref(jb);
+    fprintf(stderr, "concurrent over HTTP: %s +%ld steps, %s +%ld steps in 1 s\n", a, a1 - a0, b, b1 - b0);
+    T_TRUE(a1 - a0 >= 10);
+    T_TRUE(b1 - b0 >= 10);
+    T_TRUE(a1 - a0 <= 3 * (b1 - b0) + 5 && b1 - b0 <= 3 * (a1 - a0) + 5);
+    T_OK(post_action(&d, a, "cancel", &code));
+    T_OK(post_action(&d, b, "cancel", &code));
+    T_OK(dd_wait_job(&d, a, "cancelled", 30, NULL));
+    T_OK(dd_wait_job(&d, b, "cancelled", 30, NULL));
+    T_EQ_INT(dd_stop(&d, SIGINT, 30), 0);
+}
+
+/* ---- a full disk ------------------------------------------------------------------------ */
+
+static void test_full_disk(void) {
+    char state[1200], small[1300];
+    state_dir(state, sizeof state, "disk");
+    snprintf(small, sizeof small, "%s/small", t_tmpdir());
+    dd_sh("umount '%s' 2>/dev/null; rm -rf '%s'; mkdir -p '%s'", small, small, small);
+    /* a 1 MiB tmpfs holds one checkpoint of the tiny model (~0.6 MB) but not two */
+    int tmpfs = mount("tmpfs", small, "tmpfs", 0, "size=1m") == 0;
+    dd_opts o = {.state_dir = state, .models_dir = g_models};
+    const char *args[] = {"--jobs-dir", small, NULL};
+    if (tmpfs) {
+        o.args = args;
+    } else {
+        /* not root: no file of the daemon may grow past 400 kB, so the first
+         * checkpoint's weights already fail (the database stays far smaller) */
+        fprintf(stderr, "full disk: no tmpfs (%s); using RLIMIT_FSIZE\n", strerror(errno));
+        o.fsize_limit = 400 * 1024;
+    }
+    dd_daemon d;
+    if (dd_start(&d, &o)) {
+        T_TRUE(0);
+        if (tmpfs) umount(small);
+        return;
+    }
+    char id[32];
+    T_OK(submit(&d, "{\"method\":\"sft\",\"model\":\"tiny\",\"task\":{\"name\":\"addition\",\"rows\":50},"
+                    "\"hyperparameters\":{\"max_steps\":40,\"batch_size\":2,\"max_length\":24,\"save_steps\":10}}",
+                id));
+    json_t *j = NULL;
+    T_OK(dd_wait_job(&d, id, "failed", 60, &j));
+    json_t *err = json_object_get(j, "error");
+    fprintf(stderr, "full disk: %s: %s\n", dd_str(err, "code"), dd_str(err, "message"));
+    T_TRUE(!strcmp(dd_str(err, "code"), "disk_full") || !strcmp(dd_str(err, "code"), "io_error"));
+    T_TRUE(strstr(dd_str(err, "message"), "checkpoint-") != NULL || strstr(dd_str(err, "message"), "safetensors"));
+    json_decref(j);
+    long code;
+    /* the daemon still serves, the database is consistent */
+    json_t *l = dd_get(&d, "/v1/fine_tuning/jobs", &code);
+    T_EQ_INT(code, 200);
+    T_EQ_INT(json_array_size(json_object_get(l, "data")), 1);
+    json_decref(l);
+    T_EQ_INT(dd_stop(&d, SIGTERM, 30), 0);
+    char path[2048];
+    snprintf(path, sizeof path, "%s/alignd.db", state);
+    sqlite3 *db;
+    T_EQ_INT(sqlite3_open(path, &db), SQLITE_OK);
+    sqlite3_stmt *st;
+    sqlite3_prepare_v2(db, "PRAGMA integrity_check", -1, &st, NULL);
+    sqlite3_step(st);
+    T_STR_EQ((const char *)sqlite3_column_text(st, 0), "ok");
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+    if (tmpfs) {
+        /* the earlier checkpoint is complete and loads */
+        char ck[1400], cmd[3000];
+        snprintf(ck, sizeof ck, "%s/%s/checkpoint-10", small, id);
+        snprintf(path, sizeof path, "%s/trainer_state.json", ck);
+        char *ts = dd_read_file(path, NULL);
+        T_TRUE(ts && strstr(ts, "\"global_step\": 10"));
+        free(ts);
+        snprintf(cmd, sizeof cmd, "'%s' logprobs --model '%s' --ids 1,2,3 > /dev/null", dd_bin(), ck);
+        T_OK(dd_sh("%s", cmd));
+        umount(small);
+    }
+}
+
+/* ---- keys and --check-config ------------------------------------------------------------ */
+
+static void test_cli(void) {
+    char state[1200], out[1300];
+    state_dir(state, sizeof state, "keys");
+    snprintf(out, sizeof out, "%s/keys.out", t_tmpdir());
+    T_OK(dd_sh("'%s' keys create --name ci --read-only --state-dir '%s' > '%s'", dd_bin(), state, out));
+    char *txt = dd_read_file(out, NULL);
+    T_TRUE(txt != NULL);
+    if (txt) {
+        size_t n = strlen(txt);
+        while (n && txt[n - 1] == '\n') txt[--n] = 0;
+        const char *key = strrchr(txt, '\n') ? strrchr(txt, '\n') + 1 : txt;
+        T_TRUE(!strncmp(key, "ak-", 3) && strlen(key) == 67);
+        /* only its hash is stored */
+        T_TRUE(dd_sh("cat '%s'/alignd.db* | grep -a -q '%s'", state, key + 3) != 0);
+        dd_daemon d;
+        if (!start(&d, state, NULL, NULL)) {
+            long code;
+            json_t *j = dd_get(&d, "/v1/fine_tuning/jobs", &code);
+            T_EQ_INT(code, 401);
+            json_decref(j);
+            snprintf(d.key, sizeof d.key, "%s", key);
+            j = dd_get(&d, "/v1/fine_tuning/jobs", &code);
+            T_EQ_INT(code, 200);
+            json_decref(j);
+            T_EQ_INT(dd_stop(&d, SIGTERM, 30), 0);
+        }
+    }
+    free(txt);
+    T_OK(dd_sh("'%s' serve --check-config --workers 3 --state-dir '%s' | grep -q '^workers = 3$'", dd_bin(), state));
+    T_TRUE(dd_sh("'%s' serve --check-config --workers x 2>/dev/null", dd_bin()) != 0);
+    T_TRUE(dd_sh("'%s' serve --check-config --config /nonexistent/alignd.conf 2>/dev/null", dd_bin()) != 0);
+}
+
+int main(void) {
+    curl_global_init(CURL_GLOBAL_DEFAULT);
+    snprintf(g_models, sizeof g_models, "%s/models", t_tmpdir());
+    if (dd_sh("'%s' init-model --arch gpt2 --layers 2 --hidden 32 --heads 2 --context 64 --seed 3 --out '%s/tiny' "
+              "> /dev/null", dd_bin(), g_models)) {
+        fprintf(stderr, "init-model failed\n");
+        return 1;
+    }
+    double t0 = dd_now();
+    test_end_to_end();
+    fprintf(stderr, "end to end: %.1fs\n", dd_now() - t0);
+    test_durability();
+    fprintf(stderr, "durability: %.1fs\n", dd_now() - t0);
+    test_concurrent();
+    fprintf(stderr, "concurrent: %.1fs\n", dd_now() - t0);
+    test_full_disk();
+    fprintf(stderr, "full disk: %.1fs\n", dd_now() - t0);
+    test_cli();
+    fprintf(stderr, "cli: %.1fs\n", dd_now() - t0);
+    curl_global_cleanup();
+    return t_done();
+}
