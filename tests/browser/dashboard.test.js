@@ -91,7 +91,7 @@ before(async () => {
   // found it in --models-dir by itself).
   const ms = await http('GET', '/v1/models?limit=100');
   if (!ms.json.data.some((m) => m.id === 'tiny')) {
-    const r = await http('POST', '/v1/models', { id: 'tiny', path: 'tiny' });
+    const r = await http('POST', '/v1/models', { name: 'tiny', path: 'tiny' });
     assert.equal(r.status, 200, `registering the tiny model: ${r.text}`);
   }
   const dataDir = path.join(TMP, 'userdata');
@@ -256,6 +256,11 @@ test('a second job: its chart gains points live, then it is cancelled from the l
   const tr = page.locator(`tr[data-id="${id}"]`);
   await tr.waitFor();
   await shot('jobs-running');
+  // Pause and resume from the list, then cancel.
+  await tr.getByRole('button', { name: `Pause ${id}` }).click();
+  await waitFor(async () => (await tr.getAttribute('data-status')) === 'paused', 'paused');
+  await tr.getByRole('button', { name: `Resume ${id}` }).click();
+  await waitFor(async () => ['queued', 'running'].includes(await tr.getAttribute('data-status')), 'resumed');
   await tr.getByRole('button', { name: `Cancel ${id}` }).click();
   await waitFor(async () => ['cancelled', 'cancelling'].includes(await tr.getAttribute('data-status')), 'cancelled');
   await waitFor(async () => (await tr.getAttribute('data-status')) === 'cancelled', 'cancelled (final)');
@@ -315,6 +320,16 @@ test('models and compare pages', async () => {
   await go('#/models');
   await page.waitForSelector('#models tbody tr:not(.empty)');
   assert.match(await page.textContent('#models'), /tiny/);
+  // Registering a folder: a path outside the models directory is refused
+  // next to the path field; the tiny folder under another name is listed.
+  await page.fill('#reg-name', 'tiny-again');
+  await page.fill('#reg-path', '../state');
+  await page.click('#register-form button[type="submit"]');
+  await waitFor(async () => (await page.textContent('#reg-path-err')).length > 0, 'the path error');
+  assert.match(await page.textContent('#reg-path-err'), /path/);
+  await page.fill('#reg-path', 'tiny');
+  await page.click('#register-form button[type="submit"]');
+  await waitFor(async () => /tiny-again/.test(await page.textContent('#models')), 'the registered model');
   await shot('models');
   await go(`#/compare?ids=${first}&metric=loss`);
   await waitFor(async () => Number(await page.getAttribute('#compare-chart', 'data-points')) >= 10, 'compare points');

@@ -55,7 +55,7 @@ export function render(root) {
     regErr.hidden = true;
     if (!pathIn.value.trim()) { setFieldError(pathIn, pathF.error, 'path: is required'); pathIn.focus(); return; }
     const body = { path: pathIn.value.trim() };
-    if (nameIn.value.trim()) body.id = nameIn.value.trim();
+    if (nameIn.value.trim()) body.name = nameIn.value.trim();
     try {
       await api('/v1/models', { method: 'POST', body });
       nameIn.value = '';
