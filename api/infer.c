@@ -721,6 +721,8 @@ static enum MHD_Result serve(api_req *r, int chat) {
     }
     char dir[API_PATH_MAX];
     if (s->be.model_path(s->be.ud, g.model, dir, &e)) {
+        /* the only field model_path can be about */
+        if (!e.param[0]) snprintf(e.param, sizeof e.param, "model");
         res = api_reply_err(r, &e);
         goto out;
     }
