@@ -203,6 +203,19 @@ test('a tiny job submitted through the form runs, charts, samples and checkpoint
   const start = page.locator('#checkpoints a', { hasText: 'Start a job from here' }).first();
   assert.match(await start.getAttribute('href'), /#\/new\?from_checkpoint=ftjob-/);
   await shot('job-finished');
+  // "Start a job from here": the form comes filled in from the job and the checkpoint.
+  await start.click();
+  await page.waitForSelector('#job-form');
+  await waitFor(async () => (await page.inputValue('#from_checkpoint')).startsWith(`${first}:`), 'the checkpoint in the form');
+  assert.equal(await page.inputValue('#method'), 'sft');
+  assert.equal(await page.inputValue('#task-name'), 'addition2');
+  assert.equal(await page.inputValue('#hp-learning_rate'), '0.001');
+  await page.fill('#hp-max_steps', '6');
+  await page.fill('#suffix', 'resumed');
+  await page.click('#submit-job');
+  await page.waitForURL(/#\/jobs\/ftjob-/);
+  await waitFor(async () => /succeeded/.test(await page.textContent('h1 .badge')), 'the job from a checkpoint to succeed', 60000);
+  assert.match(await page.textContent('#sec-details'), new RegExp(`From checkpoint\\s*${first}:`));
   // It is in the list, succeeded, at 100%.
   await go('#/jobs');
   const tr = page.locator(`tr[data-id="${first}"]`);
@@ -365,6 +378,72 @@ test('with an API key the dashboard asks for it and keeps it for the session', a
   await page.waitForSelector('tr[data-id]');
   assert.equal(await page.locator('#key-dialog[open]').count(), 0);
   assert.ok(await page.isVisible('#forget-key'));
+});
+
+// axe-core (npm) run in the page through the DevTools protocol, which the
+// page's CSP does not govern: WCAG 2.1 A and AA rules (labels, names,
+// contrast, landmarks, ARIA), in the light and the dark colour scheme.
+const AXE = fs.readFileSync(require.resolve('axe-core/axe.min.js'), 'utf8');
+async function axeViolations() {
+  if (!(await page.evaluate(() => !!window.axe))) await page.evaluate(AXE);
+  return page.evaluate(async () => {
+    const r = await window.axe.run(document, { runOnly: { type: 'tag', values: ['wcag2a', 'wcag2aa', 'wcag21a', 'wcag21aa'] } });
+    if (!r.passes.some((p) => p.id === 'color-contrast') && !r.incomplete.some((p) => p.id === 'color-contrast')) return ['axe did not check contrast'];
+    return r.violations.map((v) => `${v.id} (${v.impact}): ${v.nodes.slice(0, 3).map((n) => n.target.join(' ')).join(', ')}`);
+  });
+}
+
+test('every page passes axe-core\'s WCAG 2.1 AA checks, light and dark', async () => {
+  const pages = [
+    ['#/jobs', 'tr[data-id]'], [`#/jobs/${first}`, '#chart-loss'], ['#/new', '#model-options option'],
+    [`#/compare?ids=${first}`, '#compare-chart'], ['#/data', '#files tbody tr'], ['#/models', '#models tbody tr'],
+    ['#/playground', '#pg-form'],
+  ];
+  const found = [];
+  for (const scheme of ['light', 'dark']) {
+    await page.emulateMedia({ colorScheme: scheme });
+    // Dark: the pages with the most colour (badges, charts, the form).
+    for (const [hash, ready] of scheme === 'light' ? pages : pages.slice(0, 3)) {
+      await go(hash);
+      await page.waitForSelector(ready, { state: 'attached' });
+      await page.waitForTimeout(300); // charts draw on the next frame
+      for (const v of await axeViolations()) found.push(`${scheme} ${hash}: ${v}`);
+    }
+    // The data page with a report, and the form showing errors.
+    await go('#/data');
+    await page.locator('#files button', { hasText: 'Report' }).first().click();
+    await page.waitForSelector('#bad-lines');
+    for (const v of await axeViolations()) found.push(`${scheme} data report: ${v}`);
+    await go('#/new');
+    await page.fill('#seed', '-1');
+    await page.click('#submit-job');
+    await page.waitForSelector('#seed[aria-invalid="true"]');
+    for (const v of await axeViolations()) found.push(`${scheme} form errors: ${v}`);
+    if (scheme === 'dark') await shot('new-job-dark');
+  }
+  await page.emulateMedia({ colorScheme: 'light' });
+  assert.deepEqual(found, []);
+});
+
+test('the keyboard reaches everything: skip link, navigation, form controls', async () => {
+  await go('#/jobs');
+  await page.keyboard.press('Tab');
+  assert.equal(await page.evaluate(() => document.activeElement.textContent), 'Skip to content');
+  await page.keyboard.press('Tab'); // brand
+  await page.keyboard.press('Tab'); // Jobs
+  await page.keyboard.press('Tab'); // New job
+  assert.equal(await page.evaluate(() => document.activeElement.textContent), 'New job');
+  await page.keyboard.press('Enter');
+  await page.waitForSelector('#job-form');
+  // Focus moves to the new page's heading.
+  assert.equal(await page.evaluate(() => document.activeElement.tagName), 'H1');
+  await page.keyboard.press('Tab');
+  assert.equal(await page.evaluate(() => document.activeElement.id), 'method');
+  // Every form control has a label (or an accessible name).
+  const unlabelled = await page.evaluate(() => [...document.querySelectorAll('input, select, textarea')]
+    .filter((el) => !el.labels.length && !el.getAttribute('aria-label') && !el.getAttribute('aria-labelledby'))
+    .map((el) => el.id || el.name));
+  assert.deepEqual(unlabelled, []);
 });
 
 test('no console errors, CSP violations or uncaught exceptions', () => {

@@ -307,9 +307,10 @@ export function render(root, route) {
       dd('Result files', (j.result_files || []).join(', ') || '–'),
       dd('Metadata', j.metadata ? Object.entries(j.metadata).map(([k, v]) => `${k}=${v}`).join(', ') : '–'));
     const hp = j.hyperparameters || {};
-    add(details, h('dt', null, 'Hyper-parameters (resolved)'), h('dd', null,
+    add(details, h('dt', null, 'Hyper-parameters'), h('dd', null, h('details', { id: 'hp-table' },
+      h('summary', null, `${Object.keys(hp).length} resolved values (defaults filled in)`),
       h('table', { class: 'kv' }, h('tbody', null, Object.entries(hp).map(([k, v]) =>
-        h('tr', null, h('th', { scope: 'row' }, k), h('td', null, typeof v === 'number' ? fmtNum(v) : typeof v === 'object' ? JSON.stringify(v) : String(v))))))));
+        h('tr', null, h('th', { scope: 'row' }, k), h('td', null, typeof v === 'number' ? fmtNum(v) : typeof v === 'object' ? JSON.stringify(v) : String(v)))))))));
   }
 
   async function reloadJob() {

@@ -472,7 +472,8 @@ export function render(root, route) {
     for (const [k, v] of Object.entries(j.hyperparameters || {})) {
       const e = [...hpFields.values()].find((x) => paramOf(x.f) === k && applies(x.f, j.method));
       if (!e || v === null || typeof v === 'object') continue;
-      setInput(e, v);
+      // Resolved values went through float32: 0.001000000047 reads back as 0.001.
+      setInput(e, typeof v === 'number' && !Number.isInteger(v) ? Number(v.toPrecision(6)) : v);
       e.dirty = true;
     }
     if (j.seed !== undefined && j.seed !== null) seedIn.value = j.seed;
