@@ -182,6 +182,7 @@ async function submitJob({ maxSteps, logging, rows, suffix, save }) {
 }
 
 let first = null;
+let resumed = null;
 test('a tiny job submitted through the form runs, charts, samples and checkpoints', async () => {
   first = await submitJob({ maxSteps: 60, logging: 2, rows: 64, suffix: 'first' });
   await page.waitForSelector('h1 .badge');
@@ -214,6 +215,7 @@ test('a tiny job submitted through the form runs, charts, samples and checkpoint
   await page.fill('#suffix', 'resumed');
   await page.click('#submit-job');
   await page.waitForURL(/#\/jobs\/ftjob-/);
+  resumed = decodeURIComponent(page.url().split('#/jobs/')[1]);
   await waitFor(async () => /succeeded/.test(await page.textContent('h1 .badge')), 'the job from a checkpoint to succeed', 60000);
   assert.match(await page.textContent('#sec-details'), new RegExp(`From checkpoint\\s*${first}:`));
   // It is in the list, succeeded, at 100%.
@@ -293,8 +295,14 @@ test('a bad file uploads with its line errors listed', async () => {
   assert.match(text, /invalid_json/);
   assert.match(text, /unrecognized_role/);
   assert.match(await rows.first().locator('td').first().textContent(), /^2$/, 'line 2 first');
+  assert.ok(await page.locator('#report .histogram tbody tr').count() > 0, 'a length histogram');
   await page.waitForSelector('#files tbody tr:not(.empty)');
   await shot('data-bad-file');
+  // The report again from the files list, histogram included.
+  await go('#/data');
+  await page.locator('#files button', { hasText: 'Report' }).first().click();
+  await page.waitForSelector('#report .histogram tbody tr');
+  assert.match(await page.textContent('#bad-lines'), /unrecognized_role/);
   // Not JSONL at all: the API refuses it, and the error sits by the file field.
   const junk = path.join(TMP, 'junk.jsonl');
   fs.writeFileSync(junk, 'this is not json\nnor this\n');
@@ -345,7 +353,12 @@ test('models and compare pages', async () => {
   await waitFor(async () => /tiny-again/.test(await page.textContent('#models')), 'the registered model');
   await shot('models');
   await go(`#/compare?ids=${first}&metric=loss`);
-  await waitFor(async () => Number(await page.getAttribute('#compare-chart', 'data-points')) >= 10, 'compare points');
+  await waitFor(async () => Number(await page.getAttribute('#compare-chart', 'data-points')) >= 31, 'compare points');
+  await page.check(`#cmp-${resumed}`);
+  await waitFor(async () => Number(await page.getAttribute('#compare-chart', 'data-points')) > 31, 'the second job\'s points');
+  const cap = await page.textContent('#compare-chart .chart-cap');
+  assert.ok(cap.includes(first) && cap.includes(resumed), cap);
+  assert.match(page.url(), new RegExp(`ids=${first},${resumed}`));
   await shot('compare');
   await page.setViewportSize({ width: 390, height: 844 });
   await go('#/jobs');

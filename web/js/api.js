@@ -42,7 +42,8 @@ async function errorOf(res) {
 }
 
 // api('/v1/models') or api('/v1/files', {method:'POST', form}) or
-// api(path, {method, body}) -> parsed JSON; throws ApiError.
+// api(path, {method, body}) -> parsed JSON (text with {text: true} or for
+// other content types); throws ApiError.
 export async function api(path, opts = {}) {
   const init = { method: opts.method || 'GET', headers: headers(), signal: opts.signal };
   if (opts.form) {
@@ -60,7 +61,7 @@ export async function api(path, opts = {}) {
   }
   if (!res.ok) throw await errorOf(res);
   const ct = res.headers.get('Content-Type') || '';
-  return ct.includes('json') ? res.json() : res.text();
+  return !opts.text && ct.includes('json') && !ct.includes('jsonl') ? res.json() : res.text();
 }
 
 // Reads an SSE body, calling onMessage({id, event, data}) per message

@@ -7,7 +7,10 @@
 import uPlot from '../vendor/uplot/uPlot.esm.js';
 import { h, fmtNum } from './util.js';
 
-const PALETTE = ['#1f63c6', '#c2410c', '#15803d', '#9333ea', '#b91c1c', '#0e7490', '#a16207', '#be185d'];
+// Series colours that keep 3:1 contrast against the light and the dark background.
+const PALETTE_LIGHT = ['#1f63c6', '#c2410c', '#15803d', '#9333ea', '#b91c1c', '#0e7490', '#a16207', '#be185d'];
+const PALETTE_DARK = ['#7fb0ff', '#ff9d5c', '#5fd38d', '#c89bff', '#ff7b7b', '#4fd1e8', '#e8c04f', '#ff85c0'];
+const dark = () => window.matchMedia && window.matchMedia('(prefers-color-scheme: dark)').matches;
 
 export function smooth(values, weight) {
   if (!(weight > 0)) return values;
@@ -109,15 +112,20 @@ export class Chart {
     const data = this.data();
     if (!this.plot) {
       const labels = [...this.series.keys()];
+      // Axis colours from the page's scheme (light or dark), for contrast.
+      const css = getComputedStyle(document.documentElement);
+      const ink = css.getPropertyValue('--muted').trim() || '#4b5563';
+      const line = css.getPropertyValue('--line').trim() || '#d5d9e0';
       const opts = {
         width: this.width(),
         height: this.opts.height || 220,
         scales: { x: { time: false }, y: this.log ? { distr: 3 } : {} },
-        axes: [{ label: 'step', stroke: '#444' }, { stroke: '#444', size: 60 }],
+        axes: [{ label: 'step', stroke: ink, grid: { stroke: line }, ticks: { stroke: line } },
+          { stroke: ink, size: 60, grid: { stroke: line }, ticks: { stroke: line } }],
         legend: { live: true },
         cursor: { drag: { x: true, y: false } },
         series: [{ label: 'step' }, ...labels.map((l, i) => ({
-          label: l, stroke: PALETTE[i % PALETTE.length], width: 2, spanGaps: true,
+          label: l, stroke: (dark() ? PALETTE_DARK : PALETTE_LIGHT)[i % 8], width: 2, spanGaps: true,
           points: { show: (u, si) => u.data[si].filter((v) => v !== null).length < 40 },
           value: (u, v) => fmtNum(v),
         }))],

@@ -104,7 +104,17 @@ export function render(root) {
       const v = f.validation || {};
       const show = h('button', { type: 'button', 'aria-label': `Show the report of ${f.id}` }, 'Report');
       show.addEventListener('click', async () => {
-        try { clear(out).append(report(await api(`/v1/files/${encodeURIComponent(f.id)}`))); out.querySelector('h2').focus(); } catch (e) { toast(e.message, 'error'); }
+        try {
+          const full = await api(`/v1/files/${encodeURIComponent(f.id)}`);
+          // Without token counts in the report, the histogram is of the lines' bytes.
+          let text = null;
+          const v = full.validation || {};
+          if (!(v.mix && v.mix.lengths) && full.bytes <= 16 << 20) {
+            try { text = await api(`/v1/files/${encodeURIComponent(f.id)}/content`, { text: true }); } catch { /* report without histogram */ }
+          }
+          clear(out).append(report(full, text));
+          out.querySelector('h2').focus();
+        } catch (e) { toast(e.message, 'error'); }
       });
       const del = h('button', { type: 'button', class: 'danger', 'aria-label': `Delete ${f.id}` }, 'Delete');
       del.addEventListener('click', async () => {

@@ -492,6 +492,7 @@ function intIn(s, lo, hi) {
   if (t === '') return 'is required';
   const x = Number(t);
   if (!Number.isInteger(x)) return 'must be an integer';
+  if (hi === Number.MAX_SAFE_INTEGER && x < lo) return lo === 0 ? 'must be a non-negative integer' : `must be an integer >= ${lo}`;
   if (x < lo || x > hi) return `must be an integer in [${lo}, ${hi}]`;
   return '';
 }
