@@ -49,7 +49,8 @@ export function render(root, route) {
     STATUSES.map((s) => h('option', { value: s }, s.replace('_', ' '))));
   filter.value = route.query.get('status') || '';
   const tbody = h('tbody');
-  const live = h('p', { class: 'muted', role: 'status' }, '');
+  // Not a live region: it changes every two seconds.
+  const live = h('p', { class: 'muted' }, '');
   const compareBtn = h('button', { type: 'button', disabled: true }, 'Compare selected');
   const selected = new Set();
   compareBtn.addEventListener('click', () => {
