@@ -223,7 +223,7 @@ static void msg_param(const char *msg, char *param, size_t n) {
 /* ---- job submission -------------------------------------------------------------- */
 
 typedef struct prepared {
-    json_t *req, *spec;
+    json_t *req, *spec, *used;
     al_job job;
     int parsed;
     const char *suffix;
@@ -237,6 +237,7 @@ static void prepared_free(prepared *p) {
     if (p->parsed) al_job_deinit(&p->job);
     json_decref(p->req);
     json_decref(p->spec);
+    json_decref(p->used);
 }
 
 static int str_field(const json_t *o, const char *key, const char **out, api_error *e) {
@@ -323,6 +324,43 @@ static int check_extras(prepared *p, api_error *e) {
     return 0;
 }
 
+typedef struct refs_ctx {
+    backend_ctx *c;
+    api_error *e;
+    int failed;
+    const char *model_override;  /* from_checkpoint's folder for "model" */
+    json_t *used;                /* model names the job uses */
+} refs_ctx;
+
+/* al_job_refs callback: model names and file ids to paths. */
+static int on_ref(void *ud, al_ref_kind kind, const char *path, const char *value, char *repl, size_t cap,
+                  char *msg, size_t msgcap) {
+    refs_ctx *r = ud;
+    char dir[STORE_PATH];
+    if (kind == AL_REF_MODEL) {
+        if (!strcmp(path, "model") && r->model_override) {
+            snprintf(dir, sizeof dir, "%s", r->model_override);
+        } else if (resolve_model(r->c, value, path, dir, r->e)) {
+            r->failed = 1;
+            snprintf(msg, msgcap, "%s", r->e->message);
+            return -1;
+        }
+        json_array_append_new(r->used, json_string(value));
+    } else if (resolve_file(r->c, value, path, dir, r->e)) {
+        r->failed = 1;
+        snprintf(msg, msgcap, "%s", r->e->message);
+        return -1;
+    }
+    if (strlen(dir) >= cap) {
+        r->failed = 1;
+        api_error_set(r->e, 400, INVALID, "invalid_value", path, "%s: the resolved path is too long", path);
+        snprintf(msg, msgcap, "path too long");
+        return -1;
+    }
+    memcpy(repl, dir, strlen(dir) + 1);
+    return 0;
+}
+
 /* Turns an API job body into the trainer's description: names and ids to
  * paths, extras off. */
 static int prepare(backend_ctx *c, const json_t *body, prepared *p, api_error *e) {
@@ -330,7 +368,8 @@ static int prepare(backend_ctx *c, const json_t *body, prepared *p, api_error *e
     if (!json_is_object(body)) return api_error_set(e, 400, INVALID, "invalid_type", "", "The body must be a JSON object");
     p->req = json_deep_copy(body);
     p->spec = json_deep_copy(body);
-    if (!p->req || !p->spec) return server_error(e, "Copying the body");
+    p->used = json_array();
+    if (!p->req || !p->spec || !p->used) return server_error(e, "Copying the body");
     json_t *s = p->spec;
     if (map_method(s, e)) return -1;
     json_object_set(p->req, "method", json_object_get(s, "method"));
@@ -363,44 +402,28 @@ static int prepare(backend_ctx *c, const json_t *body, prepared *p, api_error *e
             if (resolve_model(c, ref, "from_checkpoint", path, e)) return -1;
         }
         if (with_opt) snprintf(p->resume_dir, sizeof p->resume_dir, "%s", path);
-        else json_object_set_new(s, "model", json_string(path));
     }
     static const char *const extras[] = {"suffix", "metadata", "priority", "from_checkpoint",
                                          "from_checkpoint_optimizer", NULL};
     for (int i = 0; extras[i]; i++) json_object_del(s, extras[i]);
-    const char *model, *ref;
+    const char *model;
     if (str_field(p->req, "model", &model, e)) return -1;
     if (!model) return api_error_set(e, 400, INVALID, "missing_field", "model", "model: is required");
-    if (!fc || with_opt) {
-        if (resolve_model(c, model, "model", path, e)) return -1;
-        json_object_set_new(s, "model", json_string(path));
-    }
-    if (str_field(s, "ref_model", &ref, e)) return -1;
-    if (ref) {
-        if (resolve_model(c, ref, "ref_model", path, e)) return -1;
-        json_object_set_new(s, "ref_model", json_string(path));
-    }
-    static const char *const files[] = {"training_file", "validation_file", NULL};
-    for (int i = 0; files[i]; i++) {
-        const char *f;
-        if (str_field(s, files[i], &f, e)) return -1;
-        if (!f) continue;
-        if (resolve_file(c, f, files[i], path, e)) return -1;
-        json_object_set_new(s, files[i], json_string(path));
-    }
-    json_t *et = json_object_get(s, "eval_tasks");
-    for (size_t i = 0; json_is_array(et) && i < json_array_size(et); i++) {
-        json_t *t = json_array_get(et, i);
-        const char *f = json_string_value(json_object_get(t, "file"));
-        if (!f) continue;
-        char param[64];
-        snprintf(param, sizeof param, "eval_tasks[%zu].file", i);
-        if (resolve_file(c, f, param, path, e)) return -1;
-        json_object_set_new(t, "file", json_string(path));
+    /* every model and file reference (lib/train's walker knows them all) */
+    refs_ctx rc0 = {.c = c, .e = e, .model_override = fc && !with_opt ? path : NULL, .used = p->used};
+    char rerr[AL_ERRLEN];
+    if (al_job_refs(s, on_ref, &rc0, rerr)) {
+        if (rc0.failed) return -1;
+        char param[160];
+        msg_param(rerr, param, sizeof param);
+        return api_error_set(e, 400, INVALID, "invalid_value", param, "%s", rerr);
     }
     char err[AL_ERRLEN] = "";
-    /* output_dir is set per job when it runs; a placeholder validates */
+    /* output_dir is set per job when it runs (<jobs_dir>/ftjob-<n>); the
+     * jobs directory stands in while the description is validated */
+    json_object_set_new(s, "output_dir", json_string(c->jobs_dir));
     int rc = al_job_from_json(&p->job, s, err);
+    json_object_del(s, "output_dir");
     if (rc) {
         char param[160];
         msg_param(err, param, sizeof param);
@@ -441,64 +464,72 @@ static int estimate(backend_ctx *c, prepared *p, al_estimate *est, api_error *e)
 
 static int be_job_estimate(void *ud, const json_t *body, json_t **out, api_error *e) {
     backend_ctx *c = ud;
-    prepared p;
+    prepared *pp = calloc(1, sizeof *pp); /* ~100 kB: never on an HTTP thread's stack */
+    if (!pp) return server_error(e, "Allocating");
     al_estimate est;
-    int rc = prepare(c, body, &p, e);
-    if (!rc) rc = estimate(c, &p, &est, e);
+    int rc = prepare(c, body, pp, e);
+    if (!rc) rc = estimate(c, pp, &est, e);
     if (!rc) *out = estimate_json(&est, c->sc ? sched_memory_budget(c->sc) : INT64_MAX);
-    prepared_free(&p);
+    prepared_free(pp);
+    free(pp);
     return rc;
 }
 
 static int be_job_create(void *ud, const json_t *body, json_t **out, api_error *e) {
     backend_ctx *c = ud;
-    prepared p;
+    prepared *pp = calloc(1, sizeof *pp); /* ~100 kB: never on an HTTP thread's stack */
+    if (!pp) return server_error(e, "Allocating");
     al_estimate est;
-    int rc = prepare(c, body, &p, e);
-    if (!rc) rc = estimate(c, &p, &est, e);
+    int rc = prepare(c, body, pp, e);
+    if (!rc) rc = estimate(c, pp, &est, e);
     if (!rc && c->memory_limit > 0 && (int64_t)est.memory_bytes > c->memory_limit)
         rc = api_error_set(e, 422, INVALID, "insufficient_memory", "model",
                            "The job needs about %.1f MiB, more than the configured memory_limit of %.1f MiB",
                            (double)est.memory_bytes / 1048576.0, (double)c->memory_limit / 1048576.0);
     if (rc) {
-        prepared_free(&p);
+        prepared_free(pp);
+        free(pp);
         return rc;
     }
-    const json_t *s = p.spec;
+    const json_t *s = pp->spec;
     store_job_new j;
     memset(&j, 0, sizeof j);
-    j.method = p.job.method;
-    j.model = json_string_value(json_object_get(p.req, "model"));
-    j.ref_model = json_string_value(json_object_get(p.req, "ref_model"));
-    j.training_file = json_string_value(json_object_get(p.req, "training_file"));
-    j.validation_file = json_string_value(json_object_get(p.req, "validation_file"));
+    j.method = pp->job.method;
+    j.model = json_string_value(json_object_get(pp->req, "model"));
+    j.ref_model = json_string_value(json_object_get(pp->req, "ref_model"));
+    j.training_file = json_string_value(json_object_get(pp->req, "training_file"));
+    j.validation_file = json_string_value(json_object_get(pp->req, "validation_file"));
     json_t *task = json_object_get(s, "task");
     json_t *task_out = NULL;
     if (task && !json_is_null(task))
-        task_out = json_pack("{s:s, s:I, s:I}", "name", p.job.task, "rows", (json_int_t)p.job.task_rows, "seed",
-                             (json_int_t)p.job.task_seed);
+        task_out = json_pack("{s:s, s:I, s:I}", "name", pp->job.task, "rows", (json_int_t)pp->job.task_rows, "seed",
+                             (json_int_t)pp->job.task_seed);
     j.task = task_out;
-    j.request = p.req;
+    j.request = pp->req;
     j.spec = s;
-    j.hyperparameters = json_object_get(p.job.resolved, "hyperparameters");
-    j.metadata = p.metadata;
-    j.suffix = p.suffix;
-    j.from_checkpoint = p.from_checkpoint[0] ? p.from_checkpoint : NULL;
-    j.resume_dir = p.resume_dir[0] ? p.resume_dir : NULL;
-    j.priority = p.priority;
-    j.seed = (int64_t)p.job.hp.seed;
+    j.hyperparameters = json_object_get(pp->job.resolved, "hyperparameters");
+    j.metadata = pp->metadata;
+    j.suffix = pp->suffix;
+    j.from_checkpoint = pp->from_checkpoint[0] ? pp->from_checkpoint : NULL;
+    j.resume_dir = pp->resume_dir[0] ? pp->resume_dir : NULL;
+    j.priority = pp->priority;
+    j.seed = (int64_t)pp->job.hp.seed;
     j.memory_bytes = (int64_t)est.memory_bytes;
+    j.models_used = pp->used;
     j.jobs_dir = c->jobs_dir;
     int64_t id;
     rc = store_job_create(c->st, &j, &id);
     json_decref(task_out);
-    prepared_free(&p);
+    char method[32];
+    snprintf(method, sizeof method, "%s", pp->job.method);
+    prepared_free(pp);
+    free(pp);
     if (rc) return server_error(e, "Creating the job");
     /* the files were validated at upload and resolved above */
     store_job_transition(c->st, id, "validating_files", "queued", "info", NULL,
                          "Files validated; job queued (estimated %.1f MiB, %ld steps)",
                          (double)est.memory_bytes / 1048576.0, est.steps);
-    log_info("event=job_created job=ftjob-%lld method=%s steps=%ld memory_mib=%.1f", (long long)id, j.method,
+    log_info("event=job_created job=ftjob-%lld method=%s steps=%ld memory_mib=%.1f", (long long)id, method,
              est.steps, (double)est.memory_bytes / 1048576.0);
     if (c->sc) sched_wake(c->sc);
     *out = store_job_json(c->st, id);

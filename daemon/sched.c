@@ -18,8 +18,10 @@
 #include <string.h>
 #include <time.h>
 
+#include "io.h"
 #include "log.h"
 #include "models.h"
+#include "text/dataset.h"
 #include "train/trainer.h"
 
 typedef struct worker {
@@ -229,6 +231,46 @@ static void register_output(worker *w, const store_run *r, const al_job *job, co
     if (store_model_put(w->s->st, &m) == STORE_OK) snprintf(name, 256, "%s", m.name);
 }
 
+/* Files a sampling job wrote (preferences, evaluations): validated like
+ * uploads and registered as files of the job. */
+static void register_files(worker *w, const al_train_result *res) {
+    for (int i = 0; i < res->n_output_files && i < 4; i++) {
+        const char *path = res->output_files[i].path;
+        char *data = NULL, err[AL_ERRLEN];
+        size_t len = 0;
+        if (al_file_read(path, (size_t)1 << 32, &data, &len, err)) {
+            log_warn("event=result_file_unreadable job=%s path=%s", w->name, path);
+            continue;
+        }
+        al_dataset *ds = NULL;
+        const json_t *rep = NULL;
+        const char *status = "processed";
+        char details[300] = "";
+        if (len && al_dataset_read_mem(data, len, NULL, NULL, &ds, err) == AL_OK) {
+            rep = al_dataset_report(ds);
+            if (ds->n_errors || ds->valid_rows == 0) {
+                status = "error";
+                snprintf(details, sizeof details, "%d of %d lines are invalid", ds->n_errors, ds->rows);
+            }
+        } else {
+            status = "error";
+            snprintf(details, sizeof details, "%s", len ? err : "the file is empty");
+        }
+        const char *base = strrchr(path, '/') ? strrchr(path, '/') + 1 : path;
+        const char *purpose = res->output_files[i].purpose[0] ? res->output_files[i].purpose : "fine-tune-results";
+        int64_t fid = 0;
+        char serr[256];
+        if (store_file_add(w->s->st, base, purpose, data, len, status, details[0] ? details : NULL, rep, w->job, &fid,
+                           serr) == STORE_OK)
+            store_job_event(w->s->st, w->job, "info", "message", NULL, "Result file file-%lld: %s (%s, %zu bytes)",
+                            (long long)fid, base, purpose, len);
+        else
+            log_warn("event=result_file_failed job=%s reason=\"%s\"", w->name, serr);
+        al_dataset_free(ds);
+        free(data);
+    }
+}
+
 static void run_job(worker *w, int64_t id) {
     sched *s = w->s;
     store *st = s->st;
@@ -283,8 +325,9 @@ static void run_job(worker *w, int64_t id) {
     pthread_mutex_unlock(&s->mu);
     store_upd f = STORE_UPD_INIT;
     if (rc == AL_OK) {
-        char name[256];
-        register_output(w, &r, &job, &res, name);
+        char name[256] = "";
+        if (res.output_is_model) register_output(w, &r, &job, &res, name);
+        register_files(w, &res);
         f.fine_tuned_model = name[0] ? name : NULL;
         f.finished = 1;
         store_job_transition(st, id, "running|cancelling", "succeeded", "info", &f,
@@ -395,21 +438,28 @@ sched *sched_new(store *st, const sched_cfg *cfg) {
     pthread_condattr_destroy(&ca);
     pthread_mutex_init(&s->turn_mu, NULL);
     pthread_cond_init(&s->turn_cv, NULL);
+    /* the trainer keeps job descriptions and results on the stack: 16 MiB,
+     * whatever RLIMIT_STACK says */
+    pthread_attr_t at;
+    pthread_attr_init(&at);
+    pthread_attr_setstacksize(&at, (size_t)16 << 20);
     for (int i = 0; i < s->n; i++) {
         s->w[i].s = s;
         s->w[i].index = i;
-        if (pthread_create(&s->w[i].th, NULL, worker_main, &s->w[i])) {
+        if (pthread_create(&s->w[i].th, &at, worker_main, &s->w[i])) {
             log_error("event=worker_start_failed index=%d", i);
             pthread_mutex_lock(&s->mu);
             s->stop = 1;
             pthread_cond_broadcast(&s->cv);
             pthread_mutex_unlock(&s->mu);
             for (int k = 0; k < i; k++) pthread_join(s->w[k].th, NULL);
+            pthread_attr_destroy(&at);
             free(s->w);
             free(s);
             return NULL;
         }
     }
+    pthread_attr_destroy(&at);
     return s;
 }
 

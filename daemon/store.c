@@ -234,7 +234,7 @@ static int migrate(sqlite3 *db, const char *dir, int *version, char err[512]) {
         size_t len;
         snprintf(path, sizeof path, "%s/%s", dir, m[i].name);
         if (al_file_read(path, 16 << 20, &sql, &len, e2)) {
-            snprintf(err, 512, "migration %s: %s", m[i].name, e2);
+            snprintf(err, 512, "migration %.200s: %.250s", m[i].name, e2);
             return STORE_EIO;
         }
         char *msg = NULL, pragma[64];
@@ -245,7 +245,7 @@ static int migrate(sqlite3 *db, const char *dir, int *version, char err[512]) {
         if (rc == SQLITE_OK) rc = sqlite3_exec(db, "COMMIT", NULL, NULL, &msg);
         free(sql);
         if (rc != SQLITE_OK) {
-            snprintf(err, 512, "migration %s failed: %s", m[i].name, msg ? msg : sqlite3_errmsg(db));
+            snprintf(err, 512, "migration %.200s failed: %.250s", m[i].name, msg ? msg : sqlite3_errmsg(db));
             sqlite3_free(msg);
             sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
             return STORE_EIO;
@@ -576,8 +576,8 @@ int store_model_get(store *s, const char *name, store_model *out) {
 }
 
 static const char SQL_MODEL_USERS[] =
-    "SELECT id FROM jobs WHERE status NOT IN ('succeeded','failed','cancelled') AND (model = ?1 OR ref_model = ?1)"
-    " ORDER BY id";
+    "SELECT id FROM jobs WHERE status NOT IN ('succeeded','failed','cancelled') AND (model = ?1 OR ref_model = ?1"
+    " OR instr(coalesce(models_used, ''), '|' || ?1 || '|') > 0) ORDER BY id";
 
 /* Jobs (not final) using model `name`, as a JSON array of ids. Locked. */
 static json_t *model_users(store *s, const char *name) {
@@ -663,7 +663,7 @@ int store_model_delete(store *s, const char *name, char in_use[256]) {
 static const char SQL_JOB_INS[] =
     "INSERT INTO jobs(method, model, ref_model, training_file, validation_file, task, request, spec,"
     " hyperparameters, status, priority, suffix, metadata, from_checkpoint, seed, created_at, memory_bytes,"
-    " resume_dir) VALUES (?,?,?,?,?,?,?,?,?,'validating_files',?,?,?,?,?,?,?,?)";
+    " resume_dir, models_used) VALUES (?,?,?,?,?,?,?,?,?,'validating_files',?,?,?,?,?,?,?,?,?)";
 static const char SQL_JOB_OUTDIR[] = "UPDATE jobs SET output_dir = ? WHERE id = ?";
 static const char SQL_EVENT_INS[] =
     "INSERT INTO events(job_id, seq, created_at, level, type, message, data, status) VALUES (?,?,?,?,?,?,?,?)";
@@ -680,12 +680,19 @@ static int event_add(store *s, int64_t job, const char *level, const char *type,
 int store_job_create(store *s, const store_job_new *j, int64_t *id) {
     char *task = dump(j->task), *req = dump(j->request), *spec = dump(j->spec), *hp = dump(j->hyperparameters),
          *md = dump(j->metadata);
+    /* "|name|name|": a model is in use while a live job's list holds it */
+    char used[4096] = "|";
+    for (size_t i = 0; json_is_array(j->models_used) && i < json_array_size(j->models_used); i++) {
+        size_t len = strlen(used);
+        snprintf(used + len, sizeof used - len, "%s|", json_string_value(json_array_get(j->models_used, i)));
+    }
     LOCK();
     int rc = tx_begin(s);
     if (!rc)
-        rc = exec_st(s, q(s, SQL_JOB_INS, "ttttttttti" "tttiiit", j->method, j->model, j->ref_model, j->training_file,
-                          j->validation_file, task, req ? req : "{}", spec ? spec : "{}", hp, (int64_t)j->priority,
-                          j->suffix, md, j->from_checkpoint, j->seed, now_s(), j->memory_bytes, j->resume_dir));
+        rc = exec_st(s, q(s, SQL_JOB_INS, "ttttttttti" "tttiiit" "t", j->method, j->model, j->ref_model,
+                          j->training_file, j->validation_file, task, req ? req : "{}", spec ? spec : "{}", hp,
+                          (int64_t)j->priority, j->suffix, md, j->from_checkpoint, j->seed, now_s(), j->memory_bytes,
+                          j->resume_dir, used));
     int64_t jid = rc ? 0 : sqlite3_last_insert_rowid(s->db);
     if (!rc) {
         char dir[STORE_PATH];

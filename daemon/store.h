@@ -93,6 +93,7 @@ typedef struct store_job_new {
     int64_t seed;
     int64_t memory_bytes;
     const char *jobs_dir;  /* output_dir becomes <jobs_dir>/ftjob-<n> */
+    const json_t *models_used; /* names of every model the job reads (array), or NULL */
 } store_job_new;
 /* Inserts the job as validating_files with its creation event. */
 int store_job_create(store *s, const store_job_new *j, int64_t *id);
@@ -158,7 +159,6 @@ int store_job_feed(store *s, int64_t id, int64_t after, int max, json_t **items,
 /* Jobs left running/cancelling by a killed daemon: running -> queued (resume
  * from the latest checkpoint), cancelling -> cancelled. Returns the count. */
 int store_recover(store *s);
-/* Whether a job in a non-final status names the model (model or ref_model). */
 json_t *store_stats(store *s);
 
 /* ---- API keys ---- */

@@ -98,14 +98,18 @@ int al_job_estimate(const al_job *job, al_estimate *out, char err[AL_ERRLEN]) {
     al_model_config cfg;
     int rc = model_config(job->model, &cfg, err);
     if (rc) return rc;
+    /* sampling jobs (generate_preferences, evaluate, critique_revise) train
+     * nothing; RL methods generate completions and score them */
     const al_objective_ops *ops = al_objective_find(job->method);
-    if (!ops) return al_err(err, AL_EINVAL, "method: unknown '%s'", job->method);
+    int data_job = al_method_is_data(job->method), rl = al_method_is_rl(job->method);
+    if (!ops && !data_job) return al_err(err, AL_EINVAL, "method: unknown '%s'", job->method);
     int score = !strcmp(job->method, "reward_model");
     al_estimate e;
     memset(&e, 0, sizeof e);
     e.parameters = al_config_num_params(&cfg, score);
-    e.trainable_parameters = job->use_lora ? lora_params(&cfg, &job->lora) + (score ? (size_t)cfg.C : 0)
-                                           : e.parameters;
+    e.trainable_parameters = data_job ? 0
+                             : job->use_lora ? lora_params(&cfg, &job->lora) + (score ? (size_t)cfg.C : 0)
+                                             : e.parameters;
 
     /* data: examples and tokens */
     char tdir[AL_PATH_MAX];
@@ -119,7 +123,10 @@ int al_job_estimate(const al_job *job, al_estimate *out, char err[AL_ERRLEN]) {
     }
     double tok_per_ex = 0;
     int max_seq = 0;
-    int pair = ops->batch == AL_BATCH_PAIR;
+    int pair = ops && ops->batch == AL_BATCH_PAIR;
+    int gens = (rl || data_job) && job->hp.num_generations > 0 ? job->hp.num_generations : 1;
+    /* RL and sampling: each prompt is continued gens times, up to max_completion_length new tokens */
+    int gen_len = rl || data_job ? (job->hp.max_completion_length > 0 ? job->hp.max_completion_length : 0) : 0;
     if (job->task[0]) {
         long n = job->task_rows < 256 ? job->task_rows : 256;
         double sum = 0;
@@ -129,8 +136,9 @@ int al_job_estimate(const al_job *job, al_estimate *out, char err[AL_ERRLEN]) {
             if ((rc = al_task_row_get(job->task, job->task_seed, (uint64_t)i, &r))) break;
             rc = al_chat_encode_text(chat, r.prompt, strlen(r.prompt), r.answer, strlen(r.answer), &s, err);
             if (!rc) {
-                sum += s.n * (pair ? 2 : 1);
-                if (s.n + 2 > max_seq) max_seq = s.n + 2;
+                int len = s.n + gen_len;
+                sum += (double)len * (pair ? 2 : gens);
+                if (len + 2 > max_seq) max_seq = len + 2;
             }
             al_seq_deinit(&s);
         }
@@ -144,8 +152,9 @@ int al_job_estimate(const al_job *job, al_estimate *out, char err[AL_ERRLEN]) {
             double sum = 0;
             for (int i = 0; i < ds->n_ex; i++)
                 for (int k = 0; k < (pair ? 2 : 1); k++) {
-                    sum += ds->ex[i].seq[k].n;
-                    if (ds->ex[i].seq[k].n > max_seq) max_seq = ds->ex[i].seq[k].n;
+                    int len = ds->ex[i].seq[k].n + gen_len;
+                    sum += (double)len * (pair ? 1 : gens);
+                    if (len > max_seq) max_seq = len;
                 }
             e.examples = ds->n_ex;
             tok_per_ex = ds->n_ex ? sum / ds->n_ex : 0;
@@ -155,26 +164,31 @@ int al_job_estimate(const al_job *job, al_estimate *out, char err[AL_ERRLEN]) {
     al_chat_free(chat);
     al_tok_free(tok);
     if (rc) return rc;
-    if (max_seq > job->hp.max_length) max_seq = job->hp.max_length;
+    if (!gen_len && max_seq > job->hp.max_length) max_seq = job->hp.max_length;
     if (max_seq < 2) max_seq = 2;
     if (cfg.max_T > 0 && max_seq > cfg.max_T) max_seq = cfg.max_T;
     long per_epoch = (e.examples + job->hp.batch_size - 1) / job->hp.batch_size;
-    e.steps = job->hp.max_steps >= 0 ? job->hp.max_steps : per_epoch * job->hp.n_epochs;
-    double ex_seen = (double)e.steps * job->hp.batch_size;
+    e.steps = data_job ? 0 : job->hp.max_steps >= 0 ? job->hp.max_steps : per_epoch * job->hp.n_epochs;
+    double ex_seen = data_job ? (double)e.examples : (double)e.steps * job->hp.batch_size;
     e.tokens = ex_seen * tok_per_ex;
     e.max_seq = max_seq;
 
     /* memory */
     size_t P = e.parameters, Tr = e.trainable_parameters;
     size_t weights = 4 * P, train = 4 * 3 * Tr;       /* grads + AdamW m, v */
-    size_t rows = (size_t)job->hp.micro_batch_size * (pair ? 2 : 1);
+    size_t rows = (size_t)job->hp.micro_batch_size * (size_t)(pair ? 2 : gens);
     size_t T = (size_t)max_seq, C = (size_t)cfg.C, L = (size_t)cfg.n_layers;
     size_t act_layer = rows * T * (12 * C + 2 * (size_t)cfg.FF) + rows * (size_t)cfg.NH * T * T;
     size_t act = 4 * (L * act_layer + rows * T * (size_t)cfg.V * 2);
     size_t ref = 0;
-    if (ops->needs_ref && (!job->hp.precompute_ref_log_probs || job->ref_model[0]) && !job->use_lora)
+    if (ops && ops->needs_ref && (!job->hp.precompute_ref_log_probs || job->ref_model[0] || rl) && !job->use_lora)
         ref = weights;  /* a frozen copy while it scores */
-    e.memory_bytes = weights + train + act + ref + ((size_t)64 << 20);
+    /* reward models, a judge, a separate critic: one more model each (the
+     * policy's size is the estimate when their configs are not read) */
+    size_t others = (size_t)job->reward.n_reward_models + (job->reward.judge_model[0] ? 1 : 0) +
+                    (job->model_b[0] ? 1 : 0);
+    if (rl && job->critic == AL_CRITIC_SEPARATE) others += 3; /* weights, gradients, AdamW moments */
+    e.memory_bytes = weights + train + act + ref + others * weights + ((size_t)64 << 20);
     /* 6 FLOPs per parameter per token (forward + backward), 2 GFLOP/s per core */
     long cores = sysconf(_SC_NPROCESSORS_ONLN);
     e.seconds = 6.0 * (double)P * e.tokens / (2e9 * (double)(cores > 0 ? cores : 1));
