@@ -142,7 +142,34 @@ enum MHD_Result api_reply_json(api_req *r, int status, json_t *obj) {
     return api_queue(r, status, resp);
 }
 
-enum MHD_Result api_reply_err(api_req *r, const api_error *e) {
+/* Replaces what is not UTF-8 (a cut character, bytes from a URL) by '?',
+ * so that messages quoting client input always make valid JSON. */
+static void utf8_fix(char *s) {
+    unsigned char *p = (unsigned char *)s;
+    while (*p) {
+        int n = *p < 0x80 ? 1 : (*p >> 5) == 6 ? 2 : (*p >> 4) == 14 ? 3 : (*p >> 3) == 30 ? 4 : 0;
+        int ok = n > 0;
+        for (int i = 1; ok && i < n; i++)
+            if ((p[i] & 0xC0) != 0x80) ok = 0;
+        if (ok && n > 1) { /* overlong forms and surrogates: jansson knows them */
+            json_t *t = json_stringn((const char *)p, (size_t)n);
+            if (!t) ok = 0;
+            json_decref(t);
+        }
+        if (!ok) {
+            *p++ = '?';
+            continue;
+        }
+        p += n;
+    }
+}
+
+enum MHD_Result api_reply_err(api_req *r, const api_error *e_in) {
+    api_error fixed = *e_in;
+    const api_error *e = &fixed;
+    utf8_fix(fixed.message);
+    utf8_fix(fixed.param);
+    utf8_fix(fixed.code);
     json_t *err = json_pack("{s:s,s:s,s:o,s:o}", "message", e->message, "type",
                             e->type[0] ? e->type : "server_error", "param",
                             e->param[0] ? json_string(e->param) : json_null(), "code",
@@ -544,9 +571,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
             if (api_path || !s->web_dir[0] ||
                 (strcmp(method, "GET") != 0 && strcmp(method, "HEAD") != 0)) {
                 char safe[200];
-                snprintf(safe, sizeof safe, "%s", r->path);
-                for (char *c = safe; *c; c++)
-                    if (*c == '"' || *c == '\\' || (unsigned char)*c < 0x20) *c = '?';
+                snprintf(safe, sizeof safe, "%.190s", r->path);
                 return api_reply_error(r, 404, "invalid_request_error", "unknown_url", "",
                                        "invalid URL (%s %s)", method, safe);
             }
@@ -766,7 +791,9 @@ api_server *api_server_start(const api_server_cfg *cfg_in, const api_backend *be
     }
     pthread_mutex_init(&s->stats_mu, NULL);
     s->started = now_s();
-    /* MHD's own cap sits above ours so the connection over our cap reaches
+    /* Handlers run the backend (dataset validation, estimates) and inference
+     * on the connection's thread: give it a full-size stack (8 MiB, only
+     * what is touched is committed). MHD's own cap sits above ours so the connection over our cap reaches
      * the handler and gets a 429 rather than a reset. */
     unsigned int mhd_limit = (unsigned)c->max_connections + 64;
     s->mhd = MHD_start_daemon(
@@ -775,7 +802,7 @@ api_server *api_server_start(const api_server_cfg *cfg_in, const api_backend *be
         MHD_OPTION_CONNECTION_LIMIT, mhd_limit, MHD_OPTION_CONNECTION_TIMEOUT,
         (unsigned int)c->timeout_s, MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
         MHD_OPTION_NOTIFY_CONNECTION, on_connection, s, MHD_OPTION_THREAD_STACK_SIZE,
-        (size_t)1 << 20, MHD_OPTION_END);
+        (size_t)8 << 20, MHD_OPTION_END);
     if (!s->mhd) {
         snprintf(err, 256, "libmicrohttpd could not start on %.100s:%d", s->host, c->port);
         pthread_mutex_destroy(&s->stats_mu);

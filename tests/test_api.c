@@ -74,11 +74,11 @@ static int page_newest_first(json_t *arr, const api_page *pg, json_t **out, api_
     json_t *data = json_array();
     long i = start;
     for (; i >= 0 && (int)json_array_size(data) < pg->limit; i--)
-        json_array_append(data, json_array_get(arr, (size_t)i));
+        json_array_append_new(data, json_deep_copy(json_array_get(arr, (size_t)i)));
     size_t n = json_array_size(data);
-    *out = json_pack("{s:s,s:o,s:b,s:O,s:O}", "object", "list", "data", data, "has_more", i >= 0,
-                     "first_id", n ? json_object_get(json_array_get(data, 0), "id") : json_null(),
-                     "last_id", n ? json_object_get(json_array_get(data, n - 1), "id") : json_null());
+    *out = json_pack("{s:s,s:o,s:b,s:o,s:o}", "object", "list", "data", data, "has_more", i >= 0,
+                     "first_id", n ? json_deep_copy(json_object_get(json_array_get(data, 0), "id")) : json_null(),
+                     "last_id", n ? json_deep_copy(json_object_get(json_array_get(data, n - 1), "id")) : json_null());
     return 0;
 }
 
@@ -111,9 +111,9 @@ static int f_file_create(void *ud, const char *filename, const char *purpose, co
                           "bytes", (json_int_t)len, "created_at", (json_int_t)time(NULL),
                           "filename", filename, "purpose", purpose, "status", "processed",
                           "status_details");
-    json_array_append(F.files, o);
+    json_array_append_new(F.files, o);
+    *out = json_deep_copy(o); /* never share a reference between threads */
     pthread_mutex_unlock(&F.mu);
-    *out = o;
     return 0;
 }
 static int f_file_list(void *ud, const api_page *pg, const char *purpose, json_t **out,
@@ -128,7 +128,7 @@ static int f_file_get(void *ud, const char *id, json_t **out, api_error *e) {
     (void)ud;
     pthread_mutex_lock(&F.mu);
     json_t *o = find_id(F.files, id, NULL);
-    if (o) *out = json_incref(o);
+    if (o) *out = json_deep_copy(o);
     pthread_mutex_unlock(&F.mu);
     return o ? 0 : fake_err(e, 404, "not_found", "file_id", "no such file");
 }
@@ -181,13 +181,14 @@ static int f_job_create(void *ud, const json_t *body, json_t **out, api_error *e
     char id[32];
     snprintf(id, sizeof id, "ftjob-%d", ++F.next_job);
     json_t *md = json_object_get(body, "metadata");
-    json_t *o = json_pack("{s:s,s:s,s:I,s:O,s:s,s:s,s:O}", "object", "fine_tuning.job", "id", id,
-                          "created_at", (json_int_t)time(NULL), "model", model, "method", "sft",
-                          "status", "queued", "metadata", md ? md : json_null());
-    json_array_append(F.jobs, o);
+    json_t *o = json_pack("{s:s,s:s,s:I,s:o,s:s,s:s,s:o}", "object", "fine_tuning.job", "id", id,
+                          "created_at", (json_int_t)time(NULL), "model", json_deep_copy(model),
+                          "method", "sft", "status", "queued",
+                          "metadata", md ? json_deep_copy(md) : json_null());
+    json_array_append_new(F.jobs, o);
     feed_push(id, "status", json_pack("{s:s,s:s}", "id", id, "status", "queued"));
+    *out = json_deep_copy(o);
     pthread_mutex_unlock(&F.mu);
-    *out = o;
     return 0;
 }
 static int f_job_estimate(void *ud, const json_t *body, json_t **out, api_error *e) {
@@ -364,7 +365,7 @@ static int f_job_feed(void *ud, const char *id, int64_t after_seq, int max, int 
         json_array_foreach(feed, i, it)
             if (json_integer_value(json_object_get(it, "seq")) > after_seq &&
                 (int)json_array_size(arr) < max)
-                json_array_append(arr, it);
+                json_array_append_new(arr, json_deep_copy(it));
         json_int_t last = json_array_size(feed)
                               ? json_integer_value(json_object_get(json_array_get(feed, json_array_size(feed) - 1), "seq"))
                               : 0;
@@ -408,9 +409,9 @@ static int f_model_register(void *ud, const char *name, const char *real, json_t
     json_t *o = json_pack("{s:s,s:s,s:I,s:s,s:s,s:s,s:[]}", "object", "model", "id", name,
                           "created", (json_int_t)time(NULL), "owned_by", "alignd", "kind", "base",
                           "path", real, "in_use_by");
-    json_array_append(F.models, o);
+    json_array_append_new(F.models, o);
+    *out = json_deep_copy(o);
     pthread_mutex_unlock(&F.mu);
-    *out = o;
     return 0;
 }
 static int f_model_delete(void *ud, const char *id, json_t **out, api_error *e) {

@@ -631,7 +631,7 @@ static int make_key(const char *state, int read_only, char key[128]) {
         if (line[0] && line[0] != '\n') snprintf(last, sizeof last, "%s", line);
     int rc = pclose(p);
     last[strcspn(last, "\r\n")] = 0;
-    snprintf(key, 128, "%s", last);
+    snprintf(key, 128, "%.127s", last);
     return rc == 0 && key[0] ? 0 : -1;
 }
 
