@@ -16,6 +16,8 @@
 #include <sys/mount.h>
 #include <sys/socket.h>
 #include <sys/un.h>
+#include <netinet/in.h>
+#include <arpa/inet.h>
 
 #include "daemon_util.h"
 #include "t.h"
@@ -489,6 +491,68 @@ static void test_cli(void) {
     T_TRUE(dd_sh("'%s' serve --check-config --config /nonexistent/alignd.conf 2>/dev/null", dd_bin()) != 0);
 }
 
+/* Journald level prefixes, and systemd socket activation ($LISTEN_FDS). */
+static void test_systemd(void) {
+    char state[1200], out[1300];
+    state_dir(state, sizeof state, "journal");
+    snprintf(out, sizeof out, "%s/journal.out", t_tmpdir());
+    /* a listen address that cannot bind: the failure is logged at <3> */
+    dd_sh("JOURNAL_STREAM=8:9 '%s' serve --state-dir '%s' --models-dir '%s' --listen 203.0.113.7:1 > '%s' 2>&1",
+          dd_bin(), state, g_models, out);
+    char *txt = dd_read_file(out, NULL);
+    T_TRUE(txt && strstr(txt, "<6>event=starting"));
+    T_TRUE(txt && strstr(txt, "<3>event=listen_failed addr=203.0.113.7:1"));
+    T_TRUE(txt && !strstr(txt, "ts="));
+    free(txt);
+
+    if (access("/usr/bin/systemd-socket-activate", X_OK)) {
+        fprintf(stderr, "socket activation: systemd-socket-activate not installed; not tested\n");
+        return;
+    }
+    int probe = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sin_family = AF_INET;
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t sl = sizeof sa;
+    bind(probe, (struct sockaddr *)&sa, sizeof sa);
+    getsockname(probe, (struct sockaddr *)&sa, &sl);
+    int port = ntohs(sa.sin_port);
+    close(probe);
+    state_dir(state, sizeof state, "activated");
+    mkdir(state, 0755);
+    char logp[1090], listen[64];
+    snprintf(logp, sizeof logp, "%.1070s/daemon.log", state);
+    snprintf(listen, sizeof listen, "127.0.0.1:%d", port);
+    pid_t pid = fork();
+    if (pid == 0) {
+        int fd = open(logp, O_WRONLY | O_CREAT | O_APPEND, 0644);
+        dup2(fd, 1);
+        dup2(fd, 2);
+        execl("/usr/bin/systemd-socket-activate", "systemd-socket-activate", "-l", listen, dd_bin(), "serve",
+              "--state-dir", state, "--models-dir", g_models, (char *)NULL);
+        _exit(127);
+    }
+    dd_daemon d;
+    memset(&d, 0, sizeof d);
+    d.pid = pid;
+    snprintf(d.base, sizeof d.base, "http://127.0.0.1:%d", port);
+    snprintf(d.log, sizeof d.log, "%s", logp);
+    long code = 0;
+    double end = dd_now() + 30;
+    while (code != 200 && dd_now() < end) {
+        json_t *j = dd_get(&d, "/healthz", &code);
+        json_decref(j);
+        if (code != 200) dd_sleep_ms(50);
+    }
+    T_EQ_INT(code, 200);
+    char *log = dd_read_file(logp, NULL);
+    T_TRUE(log && strstr(log, "socket_activated=1"));
+    if (!log || !strstr(log, "socket_activated=1")) dd_log_tail(&d, 2000);
+    free(log);
+    T_EQ_INT(dd_stop(&d, SIGTERM, 30), 0);
+}
+
 int main(void) {
     curl_global_init(CURL_GLOBAL_DEFAULT);
     snprintf(g_models, sizeof g_models, "%s/models", t_tmpdir());
@@ -508,6 +572,8 @@ int main(void) {
     fprintf(stderr, "full disk: %.1fs\n", dd_now() - t0);
     test_cli();
     fprintf(stderr, "cli: %.1fs\n", dd_now() - t0);
+    test_systemd();
+    fprintf(stderr, "systemd: %.1fs\n", dd_now() - t0);
     curl_global_cleanup();
     return t_done();
 }
