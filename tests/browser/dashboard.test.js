@@ -191,6 +191,13 @@ test('a tiny job submitted through the form runs, charts, samples and checkpoint
   await waitFor(async () => /succeeded/.test(await page.textContent('h1 .badge')), 'the job to succeed', 60000);
   await waitFor(async () => /points, last step 60/.test(await page.textContent('#chart-loss .chart-cap')), 'the last step on the chart');
   assert.ok(await page.locator('#chart-lr').count(), 'learning-rate chart');
+  // Smoothing and log scale redraw the same points.
+  await page.locator('#smoothing').fill('0');
+  assert.equal(await page.textContent('#smoothing-out'), '0.00');
+  await page.check('#chart-loss-log');
+  await page.waitForTimeout(100);
+  assert.equal(await page.locator('#chart-loss canvas').count(), 1, 'one plot after the rebuild');
+  assert.match(await page.textContent('#chart-loss .chart-cap'), /points, last step 60/);
   // Samples by step, with prompt and completion.
   await page.click('.in-page a[data-section="samples"]');
   await waitFor(async () => (await page.locator('#samples tbody tr:not(.empty)').count()) > 0, 'samples');
@@ -313,6 +320,36 @@ test('a bad file uploads with its line errors listed', async () => {
     const b = await page.locator('#bad-lines').count() ? await page.textContent('#bad-lines') : '';
     return e.length > 0 || /invalid_json/.test(b);
   }, 'the refusal of a non-JSONL file');
+});
+
+test('a DPO job on an uploaded preference file: the file picker and the reward charts', async () => {
+  await go('#/data');
+  await page.setInputFiles('#upload-file', path.join(REPO, 'tests', 'data', 'preference.jsonl'));
+  await page.click('#upload-submit');
+  await page.waitForSelector('#report');
+  assert.match(await page.textContent('#report'), /preference/);
+  await page.click('#report a:has-text("Train on this file")');
+  await page.waitForSelector('#job-form');
+  await waitFor(async () => (await page.inputValue('#training_file')).startsWith('file-'), 'the file in the form');
+  assert.ok(await page.isChecked('#src-file'));
+  await page.selectOption('#method', 'dpo');
+  assert.equal(await page.inputValue('#hp-beta'), '0.1', 'TRL\'s DPO beta');
+  assert.equal(await page.inputValue('#hp-loss_type'), 'sigmoid');
+  await page.fill('#model', 'tiny');
+  await page.fill('#hp-max_steps', '8');
+  await page.fill('#hp-batch_size', '2');
+  await page.fill('#hp-learning_rate', '0.001');
+  await page.click('summary');
+  await page.fill('#hp-logging_steps', '1');
+  await page.click('#submit-job');
+  await page.waitForURL(/#\/jobs\/ftjob-/);
+  await waitFor(async () => /succeeded|failed/.test(await page.textContent('h1 .badge')), 'the DPO job to finish', 60000);
+  assert.match(await page.textContent('h1 .badge'), /succeeded/, await page.textContent('.job-head'));
+  await waitFor(async () => Number(await page.getAttribute('#chart-rewards', 'data-points')) >= 8, 'reward points');
+  assert.match(await page.textContent('#chart-rewards .chart-cap'), /rewards\/margins/);
+  assert.ok(await page.locator('#chart-accuracy').count(), 'the preference accuracy chart');
+  assert.match(await page.textContent('#chart-rewards .chart-note'), /normal for DPO/);
+  await shot('job-dpo');
 });
 
 test('the playground streams an answer', async () => {

@@ -27,6 +27,21 @@ export function smooth(values, weight) {
   return out;
 }
 
+// Tick labels with as many decimals as the tick spacing needs (uPlot's
+// default rounds 0.00075 and 0.001 to the same label).
+export function tickLabels(u, vals) {
+  const step = vals.length > 1 ? Math.abs(vals[1] - vals[0]) : 0;
+  let d = 0;
+  while (step > 0 && d < 10 && Math.abs(Math.round(step * 10 ** d) - step * 10 ** d) > 1e-6 * step * 10 ** d) d++;
+  return vals.map((v) => {
+    if (v === null || v === undefined) return '';
+    if (v === 0) return '0';
+    const a = Math.abs(v);
+    if (v !== 0 && (a >= 1e6 || d > 5)) return v.toExponential(Math.min(3, Math.max(1, Math.ceil(Math.log10(a / (step || a))))));
+    return v.toFixed(d);
+  });
+}
+
 export class Chart {
   // opts: {title, note, warn, height, id}
   constructor(opts) {
@@ -121,7 +136,7 @@ export class Chart {
         height: this.opts.height || 220,
         scales: { x: { time: false }, y: this.log ? { distr: 3 } : {} },
         axes: [{ label: 'step', stroke: ink, grid: { stroke: line }, ticks: { stroke: line } },
-          { stroke: ink, size: 60, grid: { stroke: line }, ticks: { stroke: line } }],
+          Object.assign({ stroke: ink, size: 64, grid: { stroke: line }, ticks: { stroke: line } }, this.log ? {} : { values: tickLabels })],
         legend: { live: true },
         cursor: { drag: { x: true, y: false } },
         series: [{ label: 'step' }, ...labels.map((l, i) => ({
