@@ -53,7 +53,7 @@ static int be_ready(void *ud, char why[256]) {
         snprintf(why, 256, "workers not started");
         return 0;
     }
-    if (c->draining) {
+    if (atomic_load(&c->draining)) {
         snprintf(why, 256, "shutting down");
         return 0;
     }
@@ -662,7 +662,7 @@ static int be_job_feed(void *ud, const char *id, int64_t after_seq, int max, int
         int64_t upto = k ? json_integer_value(json_object_get(json_array_get(got, k - 1), "seq")) : after_seq;
         *finished = final && upto >= last;
         double left = end - mono_ms();
-        if (k || *finished || left <= 0 || c->draining) {
+        if (k || *finished || left <= 0 || atomic_load(&c->draining)) {
             *items = got;
             return 0;
         }

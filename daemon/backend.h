@@ -19,6 +19,8 @@
 #ifndef DAEMON_BACKEND_H
 #define DAEMON_BACKEND_H
 
+#include <stdatomic.h>
+
 #include "api/backend.h"
 #include "sched.h"
 #include "store.h"
@@ -28,7 +30,7 @@ typedef struct backend_ctx {
     sched *sc;
     char jobs_dir[STORE_PATH];
     int64_t memory_limit;       /* 0: none configured */
-    volatile int draining;      /* readiness */
+    atomic_int draining;        /* shutting down: not ready, feeds return at once */
 } backend_ctx;
 
 /* Fills be with the daemon's functions and ctx as ud. */

@@ -184,7 +184,7 @@ int cli_serve(int argc, char **argv) {
     log_info("event=stopping signal=%d busy_workers=%d", (int)g_stop, sched_busy(ctx.sc));
     notify_send("STOPPING=1");
     api_server_set_draining(srv, 1);
-    ctx.draining = 1;
+    atomic_store(&ctx.draining, 1);
     sched_drain(ctx.sc);
     store_feed_kick(st);
     double t0 = mono();

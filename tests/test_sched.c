@@ -209,6 +209,56 @@ static void test_pause_resume_exact(void) {
     teardown();
 }
 
+static void test_lora_and_from_checkpoint(void) {
+    setup(1, 0);
+    /* a LoRA job's output is an adapter on its base, usable as a model */
+    char l[32], n[32];
+    T_OK(submit("{\"method\":\"sft\",\"model\":\"tiny\",\"task\":{\"name\":\"addition\",\"rows\":40},"
+                "\"lora\":{\"r\":4,\"alpha\":8},\"suffix\":\"lora\","
+                "\"hyperparameters\":{\"max_steps\":4,\"batch_size\":2,\"max_length\":24}}", l));
+    T_OK(wait_status(l, "succeeded", 60));
+    json_t *m = NULL;
+    api_error e;
+    T_OK(g_be.model_get(g_be.ud, "ft:tiny:lora:ftjob-1", &m, &e));
+    T_STR_EQ(dd_str(m, "kind"), "adapter");
+    T_STR_EQ(dd_str(m, "base_model"), "tiny");
+    json_decref(m);
+    char dir[4096];
+    T_OK(g_be.model_path(g_be.ud, "ftjob-1", dir, &e));
+    T_TRUE(strstr(dir, "/jobs/ftjob-1") != NULL);
+    T_OK(submit("{\"method\":\"sft\",\"model\":\"ft:tiny:lora:ftjob-1\",\"task\":{\"name\":\"addition\","
+                "\"rows\":20},\"hyperparameters\":{\"max_steps\":2,\"batch_size\":2,\"max_length\":24}}", n));
+    T_OK(wait_status(n, "succeeded", 60));
+    /* from_checkpoint with the optimiser continues the run exactly */
+    char a[32], b[32], w[32];
+#define FC(extra)                                                                                            \
+    "{\"method\":\"sft\",\"model\":\"tiny\",\"task\":{\"name\":\"addition\",\"rows\":100,\"seed\":2},"       \
+    "\"hyperparameters\":{\"max_steps\":30,\"batch_size\":4,\"save_steps\":10,\"max_length\":24,"              \
+    "\"learning_rate\":0.003},\"seed\":4" extra "}"
+    T_OK(submit(FC(""), a));
+    T_OK(wait_status(a, "succeeded", 60));
+    T_OK(submit(FC(",\"from_checkpoint\":\"ftjob-3:10\",\"from_checkpoint_optimizer\":true"), b));
+    T_OK(wait_status(b, "succeeded", 60));
+    json_t *jb = job(b);
+    T_STR_EQ(dd_str(jb, "from_checkpoint"), "ftjob-3:10");
+    json_decref(jb);
+    size_t la = 0, lb = 0;
+    char *wa = weights(a, &la), *wb = weights(b, &lb);
+    T_TRUE(wa && wb && la == lb && la > 1000 && memcmp(wa, wb, la) == 0);
+    free(wa);
+    free(wb);
+    /* weights only: a fresh schedule from those weights, a different result */
+    T_OK(submit(FC(",\"from_checkpoint\":\"ftjob-3\""), w));
+    T_OK(wait_status(w, "succeeded", 60));
+    wa = weights(a, &la);
+    wb = weights(w, &lb);
+    T_TRUE(wa && wb && la == lb && memcmp(wa, wb, la) != 0);
+    free(wa);
+    free(wb);
+#undef FC
+    teardown();
+}
+
 static void test_drain_and_failures(void) {
     setup(1, 0);
     char a[32], bad[32], after[32];
@@ -285,6 +335,8 @@ int main(void) {
     fprintf(stderr, "concurrent: %.1fs\n", dd_now() - t0);
     test_pause_resume_exact();
     fprintf(stderr, "pause/resume: %.1fs\n", dd_now() - t0);
+    test_lora_and_from_checkpoint();
+    fprintf(stderr, "lora/from_checkpoint: %.1fs\n", dd_now() - t0);
     test_drain_and_failures();
     fprintf(stderr, "drain/failures: %.1fs\n", dd_now() - t0);
     test_memory_budget();
