@@ -87,6 +87,7 @@ typedef struct api_req {
     double t0;
     char *body;                      /* request body (NUL-terminated), len bytes */
     size_t len, cap, limit;
+    size_t expect;                   /* Content-Length, 0 when unknown */
     int overflow;                    /* body beyond limit (413 at the end) */
     size_t discarded;
     int read_only;                   /* authenticated with a read-only key */

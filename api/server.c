@@ -508,6 +508,7 @@ static int precheck(api_req *r, api_error *e) {
             return api_error_set(e, 413, "invalid_request_error", "request_too_large", "",
                                  "the request body (%llu bytes) exceeds the limit of %zu bytes",
                                  n, r->limit);
+        if (!errno && *end == 0) r->expect = (size_t)n;
     }
     if (has_body && (flags & API_R_JSON) && !ctype_is(ct, "application/json"))
         return api_error_set(e, 415, "invalid_request_error", "unsupported_media_type", "",
@@ -581,6 +582,13 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         }
         r->route_idx = idx;
         if (precheck(r, &e)) return api_reply_err(r, &e);
+        if (r->expect) { /* one allocation of the announced size (uploads are large) */
+            r->body = malloc(r->expect + 1);
+            if (!r->body)
+                return api_reply_error(r, 503, "server_error", "out_of_memory", "",
+                                       "not enough memory for a %zu-byte body", r->expect);
+            r->cap = r->expect + 1;
+        }
         return MHD_YES;
     }
     if (r->answered) {

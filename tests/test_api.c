@@ -1494,8 +1494,21 @@ static void test_connection_cap(void) {
     cfg.port = 0;
     cfg.max_connections = 3;
     cfg.timeout_s = 5;
+    cfg.max_upload = 2000;
     int saved = g_port;
     api_server *s = start(&cfg);
+    /* uploads have their own cap: 1900 bytes fit, 2100 do not */
+    char up[2200];
+    memset(up, ' ', sizeof up);
+    memcpy(up, "{\"text\":\"a\"}\n", 13);
+    up[sizeof up - 1] = 0;
+    const char *uh[] = {"Content-Type: application/jsonl", NULL};
+    resp u = req_full("POST", "/v1/files", uh, up, 1900, 0, 0);
+    T_EQ_INT(u.status, 200);
+    resp_free(&u);
+    u = req_full("POST", "/v1/files", uh, up, 2100, 0, 0);
+    T_ERR(u, 413, "request_too_large", "");
+    resp_free(&u);
     int fds[3];
     for (int i = 0; i < 3; i++) {
         fds[i] = socket(AF_INET, SOCK_STREAM, 0);

@@ -318,6 +318,24 @@ static void test_job_lifecycle(void) {
     snprintf(g_ckpt, sizeof g_ckpt, "%s", dd_str(c0, "fine_tuned_model_checkpoint"));
     T_TRUE(!strncmp(g_ckpt, g_job, strlen(g_job)) && g_ckpt[strlen(g_job)] == ':');
     json_decref(j);
+
+    /* a new job may start from a checkpoint; a missing one is named */
+    snprintf(body, sizeof body,
+             "{\"model\":\"tiny\",\"method\":\"sft\",\"training_file\":\"%s\","
+             "\"from_checkpoint\":\"%s\",\"hyperparameters\":{\"max_steps\":2}}",
+             g_file, g_ckpt);
+    j = dd_post(&D, "/v1/fine_tuning/jobs", body, &st);
+    T_EQ_INT(st, 200);
+    T_STR_EQ(dd_str(j, "from_checkpoint"), g_ckpt);
+    json_decref(j);
+    snprintf(body, sizeof body,
+             "{\"model\":\"tiny\",\"method\":\"sft\",\"training_file\":\"%s\","
+             "\"from_checkpoint\":\"%s:99999\"}",
+             g_file, g_job);
+    j = dd_post(&D, "/v1/fine_tuning/jobs", body, &st);
+    T_TRUE(st == 400 || st == 422);
+    T_STR_EQ(dd_str(json_object_get(j, "error"), "param"), "from_checkpoint");
+    json_decref(j);
 }
 
 static void test_job_errors(void) {
@@ -578,7 +596,8 @@ static void test_prometheus(void) {
     dd_request(&D, "GET", "/metrics", NULL, 0, NULL, NULL, 10, &r);
     T_EQ_INT(r.status, 200);
     T_TRUE(!strncmp(r.ctype, "text/plain; version=0.0.4", 25));
-    T_TRUE(strstr(r.body, "alignd_jobs{status=\"succeeded\"} 1\n") != NULL);
+    T_TRUE(strstr(r.body, "alignd_jobs{status=\"succeeded\"} ") != NULL);
+    T_TRUE(strstr(r.body, "alignd_jobs{status=\"succeeded\"} 0\n") == NULL);
     T_TRUE(strstr(r.body, "alignd_jobs{status=\"cancelled\"} 1\n") != NULL);
     T_TRUE(strstr(r.body, "alignd_steps_trained_total ") != NULL);
     T_TRUE(strstr(r.body, "alignd_steps_trained_total 0\n") == NULL);
