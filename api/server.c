@@ -333,6 +333,13 @@ static void stats_record(api_server *s, api_req *r) {
     int st = r->status;
     if (st < 100 || st > 599) return;
     double dt = now_s() - r->t0;
+    /* one line per request (debug), server errors always */
+    al_log(st >= 500 && st != 503 ? AL_LOG_WARN : AL_LOG_DEBUG,
+           "event=http_request method=%s route=%s status=%d ms=%.1f", r->method,
+           r->route_idx < N_ROUTES   ? routes[r->route_idx].pattern
+           : r->route_idx == IDX_STATIC ? "static"
+                                        : "other",
+           st, dt * 1e3);
     pthread_mutex_lock(&s->stats_mu);
     api_route_stats *rs = &s->stats[r->route_idx];
     rs->by_code[st - 100]++;
@@ -732,6 +739,8 @@ api_server *api_server_start(const api_server_cfg *cfg_in, const api_backend *be
     if (c->max_streams <= 0) c->max_streams = dflt.max_streams;
     if (c->timeout_s <= 0) c->timeout_s = dflt.timeout_s;
     if (c->heartbeat_s <= 0) c->heartbeat_s = dflt.heartbeat_s;
+    /* streams must speak well within the idle timeout */
+    if (c->heartbeat_s > c->timeout_s / 2) c->heartbeat_s = c->timeout_s / 2 > 0 ? c->timeout_s / 2 : 1;
     snprintf(s->host, sizeof s->host, "%s", c->host && *c->host ? c->host : "127.0.0.1");
     c->host = s->host;
     s->be = *be;
