@@ -8,6 +8,8 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "log.h"
 
@@ -209,6 +211,28 @@ static int load_file(daemon_cfg *c, const char *path, int required, char err[512
     return rc;
 }
 
+/* <prefix>/share/alignd/<what> when the binary runs from <prefix>/bin (an
+ * installed alignd), else the build's own location. */
+static void share_dir(char *out, size_t n, const char *what, const char *built) {
+    char exe[CFG_PATH];
+    ssize_t k = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    if (k > 0) {
+        exe[k] = 0;
+        char *slash = strrchr(exe, '/');
+        if (slash) {
+            *slash = 0;
+            char cand[CFG_PATH + 64];
+            snprintf(cand, sizeof cand, "%.3900s/../share/alignd/%s", exe, what);
+            struct stat sb;
+            if (stat(cand, &sb) == 0 && S_ISDIR(sb.st_mode) && strlen(cand) < n) {
+                snprintf(out, n, "%s", cand);
+                return;
+            }
+        }
+    }
+    snprintf(out, n, "%s", built);
+}
+
 static void defaults(daemon_cfg *c) {
     memset(c, 0, sizeof *c);
     snprintf(c->listen, sizeof c->listen, "127.0.0.1:8080");
@@ -222,8 +246,8 @@ static void defaults(daemon_cfg *c) {
     } else {
         snprintf(c->state_dir, sizeof c->state_dir, "alignd-state");
     }
-    snprintf(c->migrations_dir, sizeof c->migrations_dir, "%s", ALIGND_MIGRATIONS_DIR);
-    snprintf(c->web_dir, sizeof c->web_dir, "%s", ALIGND_WEB_DIR);
+    share_dir(c->migrations_dir, sizeof c->migrations_dir, "migrations", ALIGND_MIGRATIONS_DIR);
+    share_dir(c->web_dir, sizeof c->web_dir, "web", ALIGND_WEB_DIR);
     c->workers = 1;
     c->threads = 0;
     snprintf(c->log_level_name, sizeof c->log_level_name, "info");

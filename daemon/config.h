@@ -11,8 +11,9 @@
  *   state_dir        ALIGND_STATE_DIR         --state-dir        $STATE_DIRECTORY, else ./alignd-state
  *   models_dir       ALIGND_MODELS_DIR        --models-dir       <state_dir>/models
  *   jobs_dir         ALIGND_JOBS_DIR          --jobs-dir         <state_dir>/jobs
- *   migrations_dir   ALIGND_MIGRATIONS_DIR    --migrations-dir   (build/install location)
- *   web_dir          ALIGND_WEB_DIR           --web-dir          (build/install location; "" = none)
+ *   migrations_dir   ALIGND_MIGRATIONS_DIR    --migrations-dir   <prefix>/share/alignd/migrations when the
+ *                                                                binary is <prefix>/bin/alignd, else the build's
+ *   web_dir          ALIGND_WEB_DIR           --web-dir          the same for web ("" = no dashboard)
  *   workers          ALIGND_WORKERS           --workers          1
  *   threads          ALIGND_THREADS           --threads          0 (every core)
  *   memory_limit     ALIGND_MEMORY_LIMIT      --memory-limit     0 (MemAvailable at start); 512M, 8G ...
