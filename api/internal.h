@@ -69,6 +69,8 @@ struct api_server {
     atomic_int connections;          /* open TCP connections */
     atomic_int streams;              /* open SSE streams */
     atomic_long stream_seq;          /* ids of completions */
+    atomic_size_t body_bytes;        /* request bodies held now ... */
+    size_t body_budget;              /* ... and at most (2 uploads + 16 bodies) */
     pthread_mutex_t stats_mu;        /* guards stats */
     api_route_stats *stats;          /* n_routes + 2 */
     api_model_cache *models;
@@ -89,6 +91,8 @@ typedef struct api_req {
     size_t len, cap, limit;
     size_t expect;                   /* Content-Length, 0 when unknown */
     int overflow;                    /* body beyond limit (413 at the end) */
+    int busy;                        /* body budget exhausted (429 at the end) */
+    size_t reserved;                 /* bytes counted in srv->body_bytes */
     size_t discarded;
     int read_only;                   /* authenticated with a read-only key */
     int status;                      /* status queued (for /metrics) */

@@ -275,6 +275,20 @@ int api_body_object(api_req *r, json_t **out, api_error *e) {
 
 /* ---- routing -------------------------------------------------------------- */
 
+/* Request bodies held in memory at once are bounded (body_budget): an
+ * upload that would pass it is refused with 429 instead of exhausting
+ * memory. 0, or -1 when over budget. */
+static int body_reserve(api_req *r, size_t n) {
+    api_server *s = r->srv;
+    size_t before = atomic_fetch_add(&s->body_bytes, n);
+    if (before + n > s->body_budget) {
+        atomic_fetch_sub(&s->body_bytes, n);
+        return -1;
+    }
+    r->reserved += n;
+    return 0;
+}
+
 /* Matches path against pattern; {id} captures one segment. */
 static int match(const char *pattern, const char *path, char id[256]) {
     const char *p = pattern, *u = path;
@@ -563,15 +577,22 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
                            !strcmp(r->path, "/readyz");
             if (known) {
                 r->route_idx = IDX_OTHER;
-                struct MHD_Response *resp;
-                char msg[512];
-                int n = snprintf(msg, sizeof msg,
-                                 "{\"error\":{\"message\":\"%s is not allowed on this URL "
-                                 "(allowed: %s)\",\"type\":\"invalid_request_error\","
-                                 "\"param\":null,\"code\":\"method_not_allowed\"}}\n",
-                                 method, allow);
-                resp = MHD_create_response_from_buffer((size_t)n, msg, MHD_RESPMEM_MUST_COPY);
-                if (!resp) return MHD_NO;
+                char msg[160];
+                snprintf(msg, sizeof msg, "%.16s is not allowed on this URL (allowed: %s)", method,
+                         allow);
+                utf8_fix(msg);
+                json_t *body = json_pack("{s:{s:s,s:s,s:n,s:s}}", "error", "message", msg, "type",
+                                         "invalid_request_error", "param", "code",
+                                         "method_not_allowed");
+                char *js = body ? json_dumps(body, JSON_COMPACT) : NULL;
+                json_decref(body);
+                if (!js) return MHD_NO;
+                struct MHD_Response *resp =
+                    MHD_create_response_from_buffer(strlen(js), js, MHD_RESPMEM_MUST_FREE);
+                if (!resp) {
+                    free(js);
+                    return MHD_NO;
+                }
                 MHD_add_response_header(resp, "Content-Type", "application/json");
                 MHD_add_response_header(resp, "Allow", allow);
                 return api_queue(r, 405, resp);
@@ -590,6 +611,10 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         r->route_idx = idx;
         if (precheck(r, &e)) return api_reply_err(r, &e);
         if (r->expect) { /* one allocation of the announced size (uploads are large) */
+            if (body_reserve(r, r->expect + 1))
+                return api_reply_error(r, 429, "rate_limit_error", "too_many_uploads", "",
+                                       "the server holds too many request bodies at once; "
+                                       "retry later");
             r->body = malloc(r->expect + 1);
             if (!r->body)
                 return api_reply_error(r, 503, "server_error", "out_of_memory", "",
@@ -606,6 +631,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     if (*upload_data_size) {
         size_t n = *upload_data_size;
         *upload_data_size = 0;
+        if (r->busy) return MHD_YES; /* discarded; 429 at the end */
         if (r->overflow || r->len + n > r->limit) {
             r->overflow = 1;
             r->discarded += n;
@@ -615,6 +641,11 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         if (r->len + n + 1 > r->cap) {
             size_t nc = r->cap ? r->cap : 4096;
             while (nc < r->len + n + 1) nc *= 2;
+            if (nc > r->limit + 1) nc = r->limit + 1;
+            if (body_reserve(r, nc - r->cap)) {
+                r->busy = 1;
+                return MHD_YES;
+            }
             char *nb = realloc(r->body, nc);
             if (!nb) return MHD_NO;
             r->body = nb;
@@ -626,6 +657,9 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         return MHD_YES;
     }
     /* The whole request is in. */
+    if (r->busy)
+        return api_reply_error(r, 429, "rate_limit_error", "too_many_uploads", "",
+                               "the server holds too many request bodies at once; retry later");
     if (r->overflow)
         return api_reply_error(r, 413, "invalid_request_error", "request_too_large", "",
                                "the request body exceeds the limit of %zu bytes", r->limit);
@@ -641,6 +675,7 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     api_req *r = *con_cls;
     if (!r) return;
     stats_record(s, r);
+    atomic_fetch_sub(&s->body_bytes, r->reserved);
     free(r->body);
     free(r);
     *con_cls = NULL;
@@ -741,6 +776,9 @@ api_server *api_server_start(const api_server_cfg *cfg_in, const api_backend *be
     if (c->heartbeat_s <= 0) c->heartbeat_s = dflt.heartbeat_s;
     /* streams must speak well within the idle timeout */
     if (c->heartbeat_s > c->timeout_s / 2) c->heartbeat_s = c->timeout_s / 2 > 0 ? c->timeout_s / 2 : 1;
+    s->body_budget = c->max_upload < SIZE_MAX / 4 && c->max_body < SIZE_MAX / 64
+                         ? 2 * c->max_upload + 16 * c->max_body
+                         : SIZE_MAX;
     snprintf(s->host, sizeof s->host, "%s", c->host && *c->host ? c->host : "127.0.0.1");
     c->host = s->host;
     s->be = *be;

@@ -1506,6 +1506,7 @@ static void test_connection_cap(void) {
     cfg.max_connections = 3;
     cfg.timeout_s = 5;
     cfg.max_upload = 2000;
+    cfg.max_body = 100;
     int saved = g_port;
     api_server *s = start(&cfg);
     /* uploads have their own cap: 1900 bytes fit, 2100 do not */
@@ -1519,6 +1520,29 @@ static void test_connection_cap(void) {
     resp_free(&u);
     u = req_full("POST", "/v1/files", uh, up, 2100, 0, 0);
     T_ERR(u, 413, "request_too_large", "");
+    resp_free(&u);
+    /* bodies held at once are bounded (2 uploads + 16 bodies = 5600 bytes
+     * here): two stalled 2000-byte uploads leave no room for a third */
+    int hold[2];
+    for (int i = 0; i < 2; i++) {
+        hold[i] = socket(AF_INET, SOCK_STREAM, 0);
+        struct sockaddr_in a = {0};
+        a.sin_family = AF_INET;
+        a.sin_port = htons((uint16_t)g_port);
+        a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        T_OK(connect(hold[i], (struct sockaddr *)&a, sizeof a));
+        const char *h = "POST /v1/files HTTP/1.1\r\nHost: x\r\nContent-Type: application/jsonl\r\n"
+                        "Content-Length: 2000\r\n\r\n{\"text\":";
+        T_TRUE(write(hold[i], h, strlen(h)) > 0);
+    }
+    sleep_ms(300);
+    u = req_full("POST", "/v1/files", uh, up, 1900, 0, 0);
+    T_ERR(u, 429, "too_many_uploads", "");
+    resp_free(&u);
+    for (int i = 0; i < 2; i++) close(hold[i]);
+    sleep_ms(300);
+    u = req_full("POST", "/v1/files", uh, up, 1900, 0, 0);
+    T_EQ_INT(u.status, 200);
     resp_free(&u);
     int fds[3];
     for (int i = 0; i < 3; i++) {

@@ -417,6 +417,21 @@ static int wait_status(const char *id, const char *status, double timeout_s) {
     return dd_wait_job(&D, id, status, timeout_s, NULL);
 }
 
+typedef struct watcher {
+    const char *job;
+    int n, ended;
+    long first, last;
+} watcher;
+
+static void *watch(void *arg) {
+    watcher *w = arg;
+    static __thread sse_ev ev[4096];
+    w->n = read_stream(w->job, NULL, ev, 4096, &w->ended, 120, NULL);
+    w->first = w->n > 0 ? ev[0].id : -1;
+    w->last = w->n > 0 ? ev[w->n - 1].id : -1;
+    return NULL;
+}
+
 static void test_cancel_pause_resume(void) {
     long st;
     json_t *j = dd_post(&D, "/v1/fine_tuning/jobs",
@@ -428,6 +443,14 @@ static void test_cancel_pause_resume(void) {
     snprintf(id, sizeof id, "%s", dd_str(j, "id"));
     json_decref(j);
     T_OK(dd_wait_step(&D, id, 2, 60));
+    /* many clients follow the job live */
+    enum { NW = 30 };
+    watcher w[NW];
+    pthread_t wt[NW];
+    for (int i = 0; i < NW; i++) {
+        w[i] = (watcher){.job = id};
+        pthread_create(&wt[i], NULL, watch, &w[i]);
+    }
     /* the model is in use: it cannot be deleted */
     j = dd_delete(&D, "/v1/models/tiny", &st);
     CHECK_ERR(j, st, 409, "model_in_use", "");
@@ -451,6 +474,16 @@ static void test_cancel_pause_resume(void) {
     T_EQ_INT(st, 200);
     json_decref(j);
     T_OK(wait_status(id, "cancelled", 60));
+    long last = -2;
+    int same = 1;
+    for (int i = 0; i < NW; i++) {
+        pthread_join(wt[i], NULL);
+        T_TRUE(w[i].n > 0 && w[i].ended);
+        T_EQ_INT(w[i].first, 1);
+        if (last != -2 && w[i].last != last) same = 0;
+        last = w[i].last;
+    }
+    T_TRUE(same); /* everyone saw the whole feed, up to the same last id */
     j = dd_post(&D, path, NULL, &st);
     CHECK_ERR(j, st, 409, "invalid_state", "");
     json_decref(j);
