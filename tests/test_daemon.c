@@ -554,7 +554,13 @@ static void test_systemd(void) {
         if (code != 200) dd_sleep_ms(50);
     }
     T_EQ_INT(code, 200);
-    char *log = dd_read_file(logp, NULL);
+    /* the line is written just after the server starts answering */
+    char *log = NULL;
+    for (end = dd_now() + 10; dd_now() < end; dd_sleep_ms(20)) {
+        free(log);
+        log = dd_read_file(logp, NULL);
+        if (log && strstr(log, "socket_activated=1")) break;
+    }
     T_TRUE(log && strstr(log, "socket_activated=1"));
     if (!log || !strstr(log, "socket_activated=1")) dd_log_tail(&d, 2000);
     free(log);
