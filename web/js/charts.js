@@ -158,12 +158,10 @@ export class Chart {
     if (!n) { this.caption.textContent = 'no points yet'; return; }
     const xs = data[0];
     const parts = [];
-    let i = 1;
     for (const [label, s] of this.series) {
       let last = null;
       for (let j = xs.length - 1; j >= 0; j--) if (s.has(xs[j])) { last = s.get(xs[j]); break; }
       parts.push(`${label} ${fmtNum(last)}`);
-      i++;
     }
     this.caption.textContent = `${n} points, last step ${xs[xs.length - 1]}: ${parts.join(', ')}`;
   }

@@ -78,9 +78,10 @@ export function report(file, localText) {
     h('p', null, h('a', { class: 'button', href: `#/new?training_file=${encodeURIComponent(file.id)}` }, 'Train on this file')));
 }
 
-export function render(root) {
+export function render(root, route) {
   const fileIn = h('input', { type: 'file', id: 'upload-file', accept: '.jsonl,.json,application/jsonl,application/json,text/plain', required: true });
-  const purpose = h('select', { id: 'upload-purpose' }, ['fine-tune', 'evals', 'prompts'].map((p) => h('option', { value: p }, p)));
+  // Uploads are training data ("fine-tune"); jobs write their own files (preferences, revisions).
+  const purpose = h('select', { id: 'upload-purpose' }, h('option', { value: 'fine-tune' }, 'fine-tune (training and validation data)'));
   const fileF = field('JSONL file', fileIn, 'One JSON object per line: text, messages, prompt/completion, prompt/chosen/rejected, prompt/completion/label, prompt (+answer), rankings or ratings.');
   const purposeF = field('Purpose', purpose, null);
   const submit = h('button', { type: 'submit', class: 'primary', id: 'upload-submit' }, 'Upload and check');
@@ -92,30 +93,18 @@ export function render(root) {
     h('section', { 'aria-labelledby': 'h-upload' }, h('h2', { id: 'h-upload' }, 'Upload'), form, out),
     h('section', { 'aria-labelledby': 'h-files' }, h('h2', { id: 'h-files' }, 'Files'),
       h('div', { class: 'table-wrap' }, h('table', { class: 'cards', id: 'files' },
-        h('thead', null, h('tr', null, ['File', 'Name', 'Status', 'Format', 'Rows', 'Bad lines', 'Size', 'Uploaded', 'Actions'].map((t) => h('th', { scope: 'col' }, t)))),
+        h('thead', null, h('tr', null, ['File', 'Name', 'Purpose', 'Status', 'Format', 'Rows', 'Bad lines', 'Size', 'Created', 'Actions'].map((t) => h('th', { scope: 'col' }, t)))),
         tbody))));
 
   async function loadFiles() {
     let files;
-    try { files = await listAll('/v1/files', 500); } catch (e) { clear(tbody).append(emptyRow(9, `Could not load files: ${e.message}`)); return; }
+    try { files = await listAll('/v1/files', 500); } catch (e) { clear(tbody).append(emptyRow(10, `Could not load files: ${e.message}`)); return; }
     clear(tbody);
-    if (!files.length) tbody.append(emptyRow(9, 'No files yet.'));
+    if (!files.length) tbody.append(emptyRow(10, 'No files yet.'));
     for (const f of files) {
       const v = f.validation || {};
       const show = h('button', { type: 'button', 'aria-label': `Show the report of ${f.id}` }, 'Report');
-      show.addEventListener('click', async () => {
-        try {
-          const full = await api(`/v1/files/${encodeURIComponent(f.id)}`);
-          // Without token counts in the report, the histogram is of the lines' bytes.
-          let text = null;
-          const v = full.validation || {};
-          if (!(v.mix && v.mix.lengths) && full.bytes <= 16 << 20) {
-            try { text = await api(`/v1/files/${encodeURIComponent(f.id)}/content`, { text: true }); } catch { /* report without histogram */ }
-          }
-          clear(out).append(report(full, text));
-          out.querySelector('h2').focus();
-        } catch (e) { toast(e.message, 'error'); }
-      });
+      show.addEventListener('click', () => showReport(f.id));
       const del = h('button', { type: 'button', class: 'danger', 'aria-label': `Delete ${f.id}` }, 'Delete');
       del.addEventListener('click', async () => {
         if (!confirm(`Delete ${f.filename} (${f.id})?`)) return;
@@ -124,14 +113,30 @@ export function render(root) {
       tbody.append(h('tr', null,
         h('td', { 'data-label': 'File' }, h('code', null, f.id)),
         h('td', { 'data-label': 'Name' }, f.filename),
+        h('td', { 'data-label': 'Purpose' }, f.purpose || '–'),
         h('td', { 'data-label': 'Status' }, h('span', { class: `badge st-${f.status === 'error' ? 'failed' : 'succeeded'}` }, f.status)),
         h('td', { 'data-label': 'Format' }, v.format || '–'),
         h('td', { 'data-label': 'Rows', class: 'num' }, fmtNum(v.rows)),
         h('td', { 'data-label': 'Bad lines', class: 'num' }, fmtNum((v.errors || []).length)),
         h('td', { 'data-label': 'Size', class: 'num' }, fmtBytes(f.bytes)),
-        h('td', { 'data-label': 'Uploaded' }, fmtTime(f.created_at)),
+        h('td', { 'data-label': 'Created' }, fmtTime(f.created_at)),
         h('td', { 'data-label': 'Actions', class: 'actions' }, show, del)));
     }
+  }
+
+  // #/data?file=file-N opens that file's report (links from jobs' result files).
+  async function showReport(id) {
+    try {
+      const full = await api(`/v1/files/${encodeURIComponent(id)}`);
+      // Without token counts in the report, the histogram is of the lines' bytes.
+      let text = null;
+      const v = full.validation || {};
+      if (!(v.mix && v.mix.lengths) && full.bytes <= 16 << 20) {
+        try { text = await api(`/v1/files/${encodeURIComponent(id)}/content`, { text: true }); } catch { /* report without histogram */ }
+      }
+      clear(out).append(report(full, text));
+      out.querySelector('h2').focus();
+    } catch (e) { toast(e.message, 'error'); }
   }
 
   form.addEventListener('submit', async (ev) => {
@@ -164,5 +169,6 @@ export function render(root) {
   });
 
   loadFiles();
+  if (route && route.query.get('file')) showReport(route.query.get('file'));
   return null;
 }

@@ -304,7 +304,8 @@ export function render(root, route) {
       dd('Seed', String(j.seed ?? '–')), dd('Priority', String(j.priority ?? '–')),
       dd('From checkpoint', j.from_checkpoint || '–'),
       dd('Validation file', j.validation_file || '–'),
-      dd('Result files', (j.result_files || []).join(', ') || '–'),
+      dd('Result files', (j.result_files || []).length
+        ? (j.result_files || []).map((f, i) => [i ? ', ' : '', h('a', { href: `#/data?file=${encodeURIComponent(f)}` }, f)]) : '–'),
       dd('Metadata', j.metadata ? Object.entries(j.metadata).map(([k, v]) => `${k}=${v}`).join(', ') : '–'));
     const hp = j.hyperparameters || {};
     add(details, h('dt', null, 'Hyper-parameters'), h('dd', null, h('details', { id: 'hp-table' },
