@@ -10,11 +10,13 @@
  * watchdog period and STATUS= when the running jobs change, and watches the
  * flag the signal handler sets. SIGTERM/SIGINT: STOPPING=1, the server
  * drains (503 for new jobs and uploads), running jobs checkpoint and return
- * to queued, the workers finish within stop_timeout, exit 0. A worker still
+ * to queued, the workers finish within stop_timeout (a second signal stops
+ * waiting), exit 0. A worker still
  * busy after stop_timeout is abandoned: its job stays "running" in the
  * database and resumes from its last checkpoint on the next start. */
 #define _XOPEN_SOURCE 700
 #include <errno.h>
+#include <limits.h>
 #include <openssl/rand.h>
 #include <signal.h>
 #include <stdio.h>
@@ -36,9 +38,14 @@
 #include "sched.h"
 #include "store.h"
 
-static volatile sig_atomic_t g_stop;
+static volatile sig_atomic_t g_stop, g_signals;
 
-static void on_signal(int sig) { g_stop = sig; }
+/* Only flags: the main loop acts on them. A second signal while draining
+ * stops waiting for checkpoints. */
+static void on_signal(int sig) {
+    g_stop = sig;
+    if (g_signals < 100) g_signals++;
+}
 
 static double mono(void) {
     struct timespec ts;
@@ -54,6 +61,11 @@ static int listen_fd_from_env(void) {
     unsetenv("LISTEN_FDS");
     unsetenv("LISTEN_FDNAMES");
     return 3; /* SD_LISTEN_FDS_START */
+}
+
+static void absolute(char *path, size_t n) {
+    char real[PATH_MAX];
+    if (realpath(path, real) && strlen(real) < n) memcpy(path, real, strlen(real) + 1);
 }
 
 static int write_addr(const char *state_dir, const char *host, int port) {
@@ -101,6 +113,7 @@ int cli_serve(int argc, char **argv) {
     sigaction(SIGHUP, &sa, NULL);
     sigaction(SIGPIPE, &sa, NULL);
 
+    if (al_mkdir_p(cfg.state_dir, err) == AL_OK) absolute(cfg.state_dir, sizeof cfg.state_dir);
     log_info("event=starting pid=%ld state_dir=%s config=%s", (long)getpid(), cfg.state_dir,
              cfg.config_file[0] ? cfg.config_file : "-");
     al_pool_init((int)cfg.threads);
@@ -114,6 +127,10 @@ int cli_serve(int argc, char **argv) {
     char e2[AL_ERRLEN];
     if (al_mkdir_p(cfg.models_dir, e2) || al_mkdir_p(cfg.jobs_dir, e2))
         log_warn("event=mkdir_failed reason=\"%s\"", e2);
+    /* absolute paths: the database records them, and the next start may
+     * have another working directory */
+    absolute(cfg.models_dir, sizeof cfg.models_dir);
+    absolute(cfg.jobs_dir, sizeof cfg.jobs_dir);
     int nm = models_scan(st, cfg.models_dir);
     int nr = store_recover(st);
     log_info("event=store_ready schema=%d models=%d recovered_jobs=%d", store_version(st), nm, nr);
@@ -188,11 +205,26 @@ int cli_serve(int argc, char **argv) {
     sched_drain(ctx.sc);
     store_feed_kick(st);
     double t0 = mono();
-    int idle = sched_wait_idle(ctx.sc, cfg.stop_timeout) == 0;
+    /* wait for the checkpoints, still feeding the watchdog */
+    int idle = 0;
+    while (!(idle = sched_busy(ctx.sc) == 0) && mono() - t0 < cfg.stop_timeout && g_signals < 2) {
+        double now = mono();
+        if (wd > 0 && now >= next_wd) {
+            notify_send("WATCHDOG=1");
+            next_wd = now + (double)wd / 2e6;
+        }
+        if (now >= next_status) {
+            notify_sendf("STATUS=stopping: checkpointing %d running job(s)", sched_busy(ctx.sc));
+            next_status = now + 1.0;
+        }
+        struct timespec ts = {0, 20 * 1000000L};
+        nanosleep(&ts, NULL);
+    }
+    if (!idle && g_signals >= 2) log_warn("event=stop_forced reason=\"second signal\"");
     api_server_stop(srv);
     if (!idle) {
-        log_warn("event=stop_timeout seconds=%g busy_workers=%d note=\"running jobs resume from their last "
-                 "checkpoint on the next start\"", cfg.stop_timeout, sched_busy(ctx.sc));
+        log_warn("event=stop_timeout seconds=%.1f busy_workers=%d note=\"running jobs resume from their last "
+                 "checkpoint on the next start\"", mono() - t0, sched_busy(ctx.sc));
         _exit(0);
     }
     sched_free(ctx.sc);
