@@ -4,8 +4,20 @@
 // (TensorBoard's debiased exponential moving average) and a log y-scale.
 // Its caption states in words what it shows (points, last step, values),
 // which is what assistive technology reads and what tests assert.
-import uPlot from '../vendor/uplot/uPlot.esm.js';
 import { h, fmtNum } from './util.js';
+
+// uPlot is loaded on first use: a build without it (npm ci not run) still
+// serves every page, with the charts' captions in place of the plots.
+let uPlot = null;
+let uPlotLoad = null;
+function loadUPlot() {
+  if (!uPlotLoad) {
+    uPlotLoad = import('../vendor/uplot/uPlot.esm.js')
+      .then((m) => { uPlot = m.default; return uPlot; })
+      .catch(() => null);
+  }
+  return uPlotLoad;
+}
 
 // Series colours that keep 3:1 contrast against the light and the dark background.
 const PALETTE_LIGHT = ['#1f63c6', '#c2410c', '#15803d', '#9333ea', '#b91c1c', '#0e7490', '#a16207', '#be185d'];
@@ -125,6 +137,14 @@ export class Chart {
   draw() {
     if (this.structureChanged) { this.rebuild(); return; }
     const data = this.data();
+    if (!uPlot) {
+      this.updateCaption(data);
+      loadUPlot().then((u) => {
+        if (u) this.schedule();
+        else this.canvasBox.textContent = 'Charts are unavailable: uPlot was not installed with the dashboard (npm ci, then rebuild).';
+      });
+      return;
+    }
     if (!this.plot) {
       const labels = [...this.series.keys()];
       // Axis colours from the page's scheme (light or dark), for contrast.
