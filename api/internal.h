@@ -90,6 +90,10 @@ typedef struct api_req {
     char *body;                      /* request body (NUL-terminated), len bytes */
     size_t len, cap, limit;
     size_t expect;                   /* Content-Length, 0 when unknown */
+    unsigned long long declared;     /* Content-Length as sent (0: none) */
+    int chunked;                     /* Transfer-Encoding: the length is unknown */
+    int has_deferred;                /* an error to send once the body is read */
+    api_error deferred;
     int overflow;                    /* body beyond limit (413 at the end) */
     int busy;                        /* body budget exhausted (429 at the end) */
     size_t reserved;                 /* bytes counted in srv->body_bytes */

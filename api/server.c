@@ -503,6 +503,23 @@ static int upload_ctype_ok(const char *ct) {
     return 0;
 }
 
+/* An error known from the headers alone, with a body still on its way.
+ * Answering at once lets the server close the connection while the client
+ * is still sending: the kernel then resets it and the client may never read
+ * the answer. So unless the client waits for "100 Continue" or the body is
+ * large (over 16 MiB: not worth reading), the body is read and dropped and
+ * the error goes out after it. */
+#define API_DRAIN_MAX ((unsigned long long)16 << 20)
+static enum MHD_Result refuse(api_req *r, const api_error *e) {
+    const char *ex = api_header(r, "Expect");
+    int waits = ex && !strcasecmp(ex, "100-continue");
+    int body = r->declared > 0 || r->chunked;
+    if (!body || waits || r->declared > API_DRAIN_MAX) return api_reply_err(r, e);
+    r->deferred = *e;
+    r->has_deferred = 1;
+    return MHD_YES;
+}
+
 /* Checks made once the headers are in, before any body is read. 0 to go
  * on, else -1 with e. */
 static int precheck(api_req *r, api_error *e) {
@@ -517,20 +534,12 @@ static int precheck(api_req *r, api_error *e) {
         return api_error_set(e, 503, "server_error", "shutting_down", "",
                              "the server is shutting down and accepts no new work");
     const char *ct = api_header(r, "Content-Type");
-    const char *cl = api_header(r, "Content-Length");
-    const char *te = api_header(r, "Transfer-Encoding");
-    int has_body = (cl && strtoull(cl, NULL, 10) > 0) || te;
+    int has_body = r->declared > 0 || r->chunked;
     r->limit = (flags & API_R_UPLOAD) ? s->cfg.max_upload : s->cfg.max_body;
-    if (cl) {
-        char *end;
-        errno = 0;
-        unsigned long long n = strtoull(cl, &end, 10);
-        if (!errno && n > r->limit)
-            return api_error_set(e, 413, "invalid_request_error", "request_too_large", "",
-                                 "the request body (%llu bytes) exceeds the limit of %zu bytes",
-                                 n, r->limit);
-        if (!errno && *end == 0) r->expect = (size_t)n;
-    }
+    if (r->declared > r->limit)
+        return api_error_set(e, 413, "invalid_request_error", "request_too_large", "",
+                             "the request body (%llu bytes) exceeds the limit of %zu bytes",
+                             r->declared, r->limit);
     if (has_body && (flags & API_R_JSON) && !ctype_is(ct, "application/json"))
         return api_error_set(e, 415, "invalid_request_error", "unsupported_media_type", "",
                              "Content-Type must be application/json (got %s)",
@@ -566,6 +575,14 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         /* trailing slash is the same resource */
         size_t pl = strlen(r->path);
         if (pl > 1 && r->path[pl - 1] == '/') r->path[pl - 1] = 0;
+        const char *cl = api_header(r, "Content-Length");
+        if (cl) {
+            char *end;
+            errno = 0;
+            r->declared = strtoull(cl, &end, 10);
+            if (errno || *end) r->declared = 0;
+        }
+        r->chunked = api_header(r, "Transfer-Encoding") != NULL;
         int known = 0, idx = IDX_OTHER;
         char allow[64];
         r->rt = route_find(method, r->path, r->id, &idx, &known, allow);
@@ -605,16 +622,18 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
                                        "invalid URL (%s %s)", method, safe);
             }
             r->route_idx = IDX_STATIC;
-            if (precheck(r, &e)) return api_reply_err(r, &e);
+            if (precheck(r, &e)) return refuse(r, &e);
             return MHD_YES; /* answered once the (empty) body is in */
         }
         r->route_idx = idx;
-        if (precheck(r, &e)) return api_reply_err(r, &e);
+        if (precheck(r, &e)) return refuse(r, &e);
+        r->expect = (size_t)r->declared;
         if (r->expect) { /* one allocation of the announced size (uploads are large) */
-            if (body_reserve(r, r->expect + 1))
-                return api_reply_error(r, 429, "rate_limit_error", "too_many_uploads", "",
-                                       "the server holds too many request bodies at once; "
-                                       "retry later");
+            if (body_reserve(r, r->expect + 1)) {
+                api_error_set(&e, 429, "rate_limit_error", "too_many_uploads", "",
+                              "the server holds too many request bodies at once; retry later");
+                return refuse(r, &e);
+            }
             r->body = malloc(r->expect + 1);
             if (!r->body)
                 return api_reply_error(r, 503, "server_error", "out_of_memory", "",
@@ -631,7 +650,10 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     if (*upload_data_size) {
         size_t n = *upload_data_size;
         *upload_data_size = 0;
-        if (r->busy) return MHD_YES; /* discarded; 429 at the end */
+        if (r->busy || r->has_deferred) { /* dropped; the error goes out at the end */
+            r->discarded += n;
+            return r->discarded > ((size_t)64 << 20) ? MHD_NO : MHD_YES;
+        }
         if (r->overflow || r->len + n > r->limit) {
             r->overflow = 1;
             r->discarded += n;
@@ -657,6 +679,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         return MHD_YES;
     }
     /* The whole request is in. */
+    if (r->has_deferred) return api_reply_err(r, &r->deferred);
     if (r->busy)
         return api_reply_error(r, 429, "rate_limit_error", "too_many_uploads", "",
                                "the server holds too many request bodies at once; retry later");

@@ -535,7 +535,9 @@ static resp req_full(const char *method, const char *path, const char *const *hd
     curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
     if (path_as_is) curl_easy_setopt(c, CURLOPT_PATH_AS_IS, 1L);
     struct curl_slist *hl = NULL;
-    hl = curl_slist_append(hl, "Expect:");
+    int own_expect = 0;
+    for (int i = 0; hdrs && hdrs[i]; i++) own_expect |= !strncasecmp(hdrs[i], "Expect:", 7);
+    if (!own_expect) hl = curl_slist_append(hl, "Expect:");
     for (int i = 0; hdrs && hdrs[i]; i++) hl = curl_slist_append(hl, hdrs[i]);
     curl_easy_setopt(c, CURLOPT_HTTPHEADER, hl);
     if (body) {
@@ -979,6 +981,17 @@ static void test_limits(void) {
     resp r = req("POST", "/v1/fine_tuning/jobs", b);
     T_ERR(r, 413, "request_too_large", "");
     resp_free(&r);
+    /* a client that waits for "100 Continue" gets the 413 instead */
+    const char *expect[] = {"Content-Type: application/json", "Expect: 100-continue", NULL};
+    r = req_full("POST", "/v1/fine_tuning/jobs", expect, b, (long)big, 0, 0);
+    T_ERR(r, 413, "request_too_large", "");
+    resp_free(&r);
+    /* errors known from the headers wait for the body: 401 with a body */
+    F.keys = 1;
+    r = req("POST", "/v1/fine_tuning/jobs", "{\"model\":\"tiny\"}");
+    T_ERR(r, 401, "missing_api_key", "");
+    resp_free(&r);
+    F.keys = 0;
     /* chunked (no Content-Length): detected while reading */
     const char *chunked[] = {"Content-Type: application/json", "Transfer-Encoding: chunked", NULL};
     r = req_full("POST", "/v1/fine_tuning/jobs", chunked, b, (long)big, 0, 0);
