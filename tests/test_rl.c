@@ -421,8 +421,10 @@ static void test_job(void) {
               "\"critic\":\"twin\"}", "critic: must be");
     T_REJECTS("{\"method\":\"ppo\",\"model\":\"m\",\"task\":{\"name\":\"addition2\"},\"reward\":{\"verifiable\":1},"
               "\"hyperparameters\":{\"cliprange\":0}}", "hyperparameters.cliprange: must be");
-    T_REJECTS("{\"method\":\"ppo\",\"model\":\"m\",\"task\":{\"name\":\"addition2\"},\"reward\":{\"verifiable\":-1}}",
+    T_REJECTS("{\"method\":\"ppo\",\"model\":\"m\",\"task\":{\"name\":\"addition2\"},\"reward\":{\"verifiable\":\"yes\"}}",
               "reward.verifiable: must be a number");
+    T_REJECTS("{\"method\":\"ppo\",\"model\":\"m\",\"task\":{\"name\":\"addition2\"},\"reward\":{\"verifiable\":1,"
+              "\"length_penalty\":-1}}", "reward.length_penalty: must be a number in [0, 1e6]");
     T_REJECTS("{\"method\":\"ppo\",\"model\":\"m\",\"task\":{\"name\":\"addition2\"},\"reward\":{\"reward_model\":3}}",
               "reward.reward_model: must be a model");
     T_REJECTS("{\"method\":\"ppo\",\"model\":\"m\",\"task\":{\"name\":\"addition2\"},\"reward\":{\"reward_model\":[\"a\",2]}}",

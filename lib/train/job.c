@@ -420,10 +420,20 @@ int al_method_is_data(const char *m) {
     return 0;
 }
 
+/* A penalty or bound: [0, 1e6]. */
 static int parse_weight(const json_t *v, const char *path, float *out, char err[AL_ERRLEN]) {
     if (!json_is_number(v) || !isfinite(json_number_value(v)) || json_number_value(v) < 0 ||
         json_number_value(v) > 1e6)
         return al_err(err, AL_EINVAL, "%s: must be a number in [0, 1e6]", path);
+    *out = (float)json_number_value(v);
+    return AL_OK;
+}
+
+/* A source's weight: [-1e6, 1e6]; a negative weight penalises what the
+ * source rewards. */
+static int parse_signed(const json_t *v, const char *path, float *out, char err[AL_ERRLEN]) {
+    if (!json_is_number(v) || !isfinite(json_number_value(v)) || fabs(json_number_value(v)) > 1e6)
+        return al_err(err, AL_EINVAL, "%s: must be a number in [-1e6, 1e6]", path);
     *out = (float)json_number_value(v);
     return AL_OK;
 }
@@ -462,13 +472,13 @@ static int parse_reward(al_job *j, const json_t *v, char err[AL_ERRLEN]) {
             if ((rc = check_keys(x, "reward.verifiable", vk, err))) return rc;
             const json_t *w = json_object_get(x, "weight"), *pa = json_object_get(x, "partial");
             r->verifiable = 1;
-            if (w && (rc = parse_weight(w, "reward.verifiable.weight", &r->verifiable, err))) return rc;
+            if (w && (rc = parse_signed(w, "reward.verifiable.weight", &r->verifiable, err))) return rc;
             if (pa && !json_is_boolean(pa))
                 return al_err(err, AL_EINVAL, "reward.verifiable.partial: must be true or false");
             r->partial = json_is_true(pa);
         } else if (json_is_boolean(x)) {
             r->verifiable = json_is_true(x) ? 1.0f : 0.0f;
-        } else if ((rc = parse_weight(x, "reward.verifiable", &r->verifiable, err))) {
+        } else if ((rc = parse_signed(x, "reward.verifiable", &r->verifiable, err))) {
             return rc;
         }
     }
@@ -495,7 +505,7 @@ static int parse_reward(al_job *j, const json_t *v, char err[AL_ERRLEN]) {
         }
     }
     if ((x = json_object_get(v, "reward_model_weight")) &&
-        (rc = parse_weight(x, "reward.reward_model_weight", &r->reward_model_weight, err)))
+        (rc = parse_signed(x, "reward.reward_model_weight", &r->reward_model_weight, err)))
         return rc;
     if ((x = json_object_get(v, "judge")) && !json_is_null(x)) {
         static const char *const jk[] = {"model", "principles", "weight", NULL};
@@ -506,7 +516,7 @@ static int parse_reward(al_job *j, const json_t *v, char err[AL_ERRLEN]) {
         const json_t *pr = json_object_get(x, "principles"), *w = json_object_get(x, "weight");
         if (pr && (rc = parse_principles(pr, "reward.judge.principles", r->principles, &r->n_principles, err)))
             return rc;
-        if (w && (rc = parse_weight(w, "reward.judge.weight", &r->judge_weight, err))) return rc;
+        if (w && (rc = parse_signed(w, "reward.judge.weight", &r->judge_weight, err))) return rc;
     }
     if ((x = json_object_get(v, "length_penalty")) &&
         (rc = parse_weight(x, "reward.length_penalty", &r->length_penalty, err)))
@@ -519,7 +529,7 @@ static int parse_reward(al_job *j, const json_t *v, char err[AL_ERRLEN]) {
         if (!json_is_boolean(x)) return al_err(err, AL_EINVAL, "reward.length_normalize: must be true or false");
         r->length_normalize = json_is_true(x);
     }
-    if (!(r->verifiable > 0) && !r->n_reward_models && !r->judge_model[0])
+    if (r->verifiable == 0 && !r->n_reward_models && !r->judge_model[0])
         return al_err(err, AL_EINVAL, "reward: names no source (verifiable, reward_model or judge)");
     j->has_reward = 1;
     return AL_OK;

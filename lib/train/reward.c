@@ -334,7 +334,7 @@ int al_rewarder_score(al_rewarder *rw, int n, int G, const char *const *prompts,
     }
     for (int i = 0; i < n; i++) {
         double r = 0, v = NAN;
-        if (c->verifiable > 0) {
+        if (c->verifiable != 0) {
             v = answers[i] ? al_reward_verifiable(answers[i], completions[i], c->partial) : 0.0;
             r += c->verifiable * v;
         }

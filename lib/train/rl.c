@@ -362,7 +362,7 @@ static int setup(rl *r) {
             return rc;
     }
     if (r->train.n == 0) return al_err(r->err, AL_EINVAL, "training data: no prompts");
-    if (job->reward.verifiable > 0)
+    if (job->reward.verifiable != 0)
         for (int i = 0; i < r->train.n; i++)
             if (!r->train.answer[i])
                 return al_err(r->err, AL_EINVAL, "reward.verifiable: the prompt at line %d has no answer "
@@ -1003,6 +1003,11 @@ static int save_dir(rl *r, const char *dir, int with_state) {
     snprintf(tmp, sizeof tmp, "%s%s", dir, in_place ? "" : ".tmp");
     if ((rc = al_mkdir_p(tmp, r->err))) return rc;
     if ((rc = save_weights(r, r->m, tmp, r->job->model))) return rc;
+    if (!r->job->use_lora) {
+        /* a full model replaces an adapter folder written there before */
+        snprintf(path, sizeof path, "%s/adapter_config.json", tmp);
+        if (al_file_exists(path)) remove(path);
+    }
     if ((rc = rl_copy_tokenizer(r->job->model, tmp, r->err))) return rc;
     if (r->critic) {
         snprintf(path, sizeof path, "%s/critic", tmp);
@@ -1142,7 +1147,7 @@ static int one_step(rl *r, mlist *l, int train) {
     put(l, "completions/clipped_ratio", 1.0 - eos / N);
     put(l, "completions/mean_terminated_length", tn > 0 ? tl / tn : 0);
     put(l, "completions/distinct_2", d2 / N);
-    if (r->job->reward.verifiable > 0) put(l, "rewards/verifiable/mean", mean_of(r->p_ver, N));
+    if (r->job->reward.verifiable != 0) put(l, "rewards/verifiable/mean", mean_of(r->p_ver, N));
     if (al_rewarder_has_rm(r->rw)) put(l, "rewards/reward_model/mean", mean_of(r->p_rm, N));
     if (al_rewarder_has_judge(r->rw)) put(l, "rewards/judge/mean", mean_of(r->p_judge, N));
     for (int i = 0; i < st.n; i++) put(l, st.m[i].name, st.m[i].value);
