@@ -1,0 +1,206 @@
+/* RL learning, with fixed seeds, on the built-in addition2 task: from a
+ * partly trained SFT model (trained here, constant learning rate, about
+ * 0.55 exact match), GRPO and PPO with the verifiable reward raise the mean
+ * reward and the exact-match accuracy on their prompts well above the start
+ * while the KL to the reference stays bounded; GRPO with the reward's sign
+ * flipped (which flips every advantage) does not improve, so a broken
+ * advantage sign fails this file. Exact match is greedy, on the 128 prompts
+ * the RL runs train on (task seed 3), measured by an "evaluate" job.
+ *
+ * PPO against a reward model trained here (held-out pair accuracy above
+ * 0.85, and it ranks the policy's own samples right about 10 to 1) runs with
+ * its KL bounded, but does NOT raise exact match on this task: measured
+ * 0.59 -> 0.38..0.48 across reward scales, KL coefficients, temperatures,
+ * critic initialisations and a two-model ensemble. The policy follows the
+ * reward model's errors (over-optimisation) faster than its signal. That
+ * part prints its figures and asserts only what holds; it is a known gap,
+ * not a pass. Labelled slow. */
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "compute/pool.h"
+#include "model/model.h"
+#include "t.h"
+#include "train/trainer.h"
+
+enum { MAXS = 512 };
+
+typedef struct series {
+    double reward[MAXS], kl[MAXS], score_metric[MAXS];
+    int n;
+    double last_em, eval_accuracy;
+} series;
+
+static const char *g_reward_name = "reward";
+
+static void on_log(void *ud, long step, double epoch, const al_metric *m, int n) {
+    (void)epoch;
+    series *s = ud;
+    if (step < 1 || step > MAXS) { /* step 0 is the start: kept apart */
+        for (int i = 0; i < n; i++)
+            if (!strcmp(m[i].name, "exact_match_a")) s->last_em = m[i].value;
+        return;
+    }
+    for (int i = 0; i < n; i++)
+        if (!strcmp(m[i].name, "eval_accuracy")) s->eval_accuracy = m[i].value;
+    if (step > MAXS) {
+        return;
+    }
+    int k = (int)step - 1;
+    for (int i = 0; i < n; i++) {
+        if (!strcmp(m[i].name, g_reward_name)) s->reward[k] = m[i].value;
+        if (!strcmp(m[i].name, "objective/kl")) s->kl[k] = m[i].value;
+        if (!strcmp(m[i].name, "rewards/verifiable/mean")) s->score_metric[k] = m[i].value;
+        if (!strcmp(m[i].name, "exact_match_a")) s->last_em = m[i].value;
+    }
+    if (k + 1 > s->n) s->n = k + 1;
+}
+
+static char g_err[AL_ERRLEN];
+
+static int train(const char *json, series *s) {
+    al_job job;
+    int rc = al_job_parse(&job, json, strlen(json), g_err);
+    if (rc) {
+        fprintf(stderr, "job: %s\n", g_err);
+        return rc;
+    }
+    memset(s, 0, sizeof *s);
+    al_train_cb cb = {.log = on_log, .ud = s};
+    rc = al_train_run(&job, NULL, &cb, NULL, g_err);
+    if (rc) fprintf(stderr, "train: %s\n", g_err);
+    al_job_deinit(&job);
+    return rc;
+}
+
+static double mean(const double *x, int a, int b) {
+    double s = 0;
+    for (int i = a; i < b; i++) s += x[i];
+    return b > a ? s / (b - a) : NAN;
+}
+
+static double maxv(const double *x, int n) {
+    double m = -INFINITY;
+    for (int i = 0; i < n; i++) m = x[i] > m ? x[i] : m;
+    return m;
+}
+
+/* Greedy exact match of model on the RL prompts, by an evaluate job. */
+static double exact_match(const char *model, const char *tmp) {
+    char json[4096];
+    snprintf(json, sizeof json,
+             "{\"method\":\"evaluate\",\"model\":\"%s\",\"task\":{\"name\":\"addition2\",\"rows\":128,\"seed\":3},"
+             "\"hyperparameters\":{\"max_completion_length\":6,\"logging_steps\":100},\"output_dir\":\"%s/eval\"}",
+             model, tmp);
+    series s;
+    if (train(json, &s)) return -1;
+    return s.last_em;
+}
+
+int main(void) {
+    al_pool_init(2);
+    const char *tmp = t_tmpdir();
+    char base[1200], sft[1200], rm[1200], out[1200], json[8192];
+    snprintf(base, sizeof base, "%s/base", tmp);
+    snprintf(sft, sizeof sft, "%s/sft", tmp);
+    snprintf(rm, sizeof rm, "%s/rm", tmp);
+    al_model_config c;
+    al_config_default(&c, AL_ARCH_GPT2);
+    c.n_layers = 2;
+    c.C = 64;
+    c.NH = c.NKV = 4;
+    c.HD = 16;
+    c.FF = 256;
+    c.V = 260;
+    c.max_T = 64;
+    c.bos_id = c.eos_id = 256;
+    c.pad_id = 257;
+    al_model *m = al_model_new(&c, NULL, g_err);
+    al_model_init(m, 1);
+    T_OK(al_model_save(m, base, g_err));
+    al_model_free(m);
+    series s;
+
+    /* the partly trained SFT start: a constant learning rate (a model left in
+     * a cosine schedule's sharp minimum loses accuracy at any RL step size) */
+    snprintf(json, sizeof json,
+             "{\"method\":\"sft\",\"model\":\"%s\",\"task\":{\"name\":\"addition2\",\"rows\":8000,\"seed\":1},"
+             "\"hyperparameters\":{\"learning_rate\":0.001,\"batch_size\":32,\"max_steps\":500,"
+             "\"lr_scheduler_type\":\"constant\",\"warmup_ratio\":0.05,\"logging_steps\":500,\"max_length\":24},"
+             "\"output_dir\":\"%s\",\"seed\":1}", base, sft);
+    T_OK(train(json, &s));
+    double em0 = exact_match(sft, tmp);
+    printf("start: exact_match %.3f\n", em0);
+    T_REPORT_(em0 > 0.3 && em0 < 0.75, "the SFT start should be partly trained (exact match %.3f)", em0);
+
+    /* GRPO, verifiable reward */
+    const char *GRPO = "{\"method\":\"grpo\",\"model\":\"%s\",\"task\":{\"name\":\"addition2\",\"rows\":128,\"seed\":3},"
+                       "\"reward\":{\"verifiable\":%g},\"hyperparameters\":{\"learning_rate\":0.0003,\"batch_size\":64,"
+                       "\"num_generations\":8,\"max_steps\":200,\"logging_steps\":1,\"max_completion_length\":6,"
+                       "\"beta\":0.04,\"lr_scheduler_type\":\"constant\",\"save_steps\":0},\"output_dir\":\"%s\",\"seed\":1}";
+    snprintf(out, sizeof out, "%s/grpo", tmp);
+    snprintf(json, sizeof json, GRPO, sft, 1.0, out);
+    g_reward_name = "reward";
+    T_OK(train(json, &s));
+    double em_g = exact_match(out, tmp);
+    double r0 = mean(s.reward, 0, 25), r1 = mean(s.reward, s.n - 25, s.n), klmax = maxv(s.kl, s.n);
+    printf("grpo: exact_match %.3f -> %.3f, reward %.3f -> %.3f, max kl %.3f\n", em0, em_g, r0, r1, klmax);
+    T_EQ_INT(s.n, 200);
+    T_REPORT_(em_g >= em0 + 0.12, "GRPO exact match %.3f not 0.12 above its start %.3f", em_g, em0);
+    T_REPORT_(r1 >= r0 + 0.10, "GRPO mean reward %.3f -> %.3f: not 0.10 higher", r0, r1);
+    T_REPORT_(klmax < 3.0, "GRPO KL reached %.3f", klmax);
+
+    /* the same with the reward's sign flipped: every advantage flips */
+    snprintf(out, sizeof out, "%s/grpo_flipped", tmp);
+    snprintf(json, sizeof json, GRPO, sft, -1.0, out);
+    T_OK(train(json, &s));
+    double em_f = exact_match(out, tmp);
+    double f0 = mean(s.score_metric, 0, 25), f1 = mean(s.score_metric, s.n - 25, s.n);
+    printf("grpo, flipped sign: exact_match %.3f -> %.3f, exact-match reward %.3f -> %.3f\n", em0, em_f, f0, f1);
+    T_REPORT_(em_f <= em0, "GRPO with the flipped sign improved exact match %.3f -> %.3f", em0, em_f);
+    T_REPORT_(f1 < f0, "GRPO with the flipped sign raised the exact-match reward %.3f -> %.3f", f0, f1);
+
+    /* PPO, verifiable reward, the critic a separate model from the start */
+    const char *PPO = "{\"method\":\"ppo\",\"model\":\"%s\",\"task\":{\"name\":\"addition2\",\"rows\":128,\"seed\":3},"
+                      "\"reward\":%s,\"hyperparameters\":{\"learning_rate\":0.00005,\"kl_coef\":%g,\"batch_size\":32,"
+                      "\"num_mini_batches\":2,\"max_steps\":%d,\"logging_steps\":1,\"response_length\":6,"
+                      "\"temperature\":1.0,\"lr_scheduler_type\":\"constant\",\"save_steps\":0},"
+                      "\"output_dir\":\"%s\",\"seed\":1}";
+    snprintf(out, sizeof out, "%s/ppo", tmp);
+    snprintf(json, sizeof json, PPO, sft, "{\"verifiable\":1.0}", 0.05, 100, out);
+    g_reward_name = "objective/scores";
+    T_OK(train(json, &s));
+    double em_p = exact_match(out, tmp);
+    r0 = mean(s.reward, 0, 20);
+    r1 = mean(s.reward, s.n - 20, s.n);
+    klmax = maxv(s.kl, s.n);
+    printf("ppo: exact_match %.3f -> %.3f, score %.3f -> %.3f, max kl %.3f\n", em0, em_p, r0, r1, klmax);
+    T_REPORT_(em_p >= em0 + 0.10, "PPO exact match %.3f not 0.10 above its start %.3f", em_p, em0);
+    T_REPORT_(r1 >= r0 + 0.10, "PPO mean score %.3f -> %.3f: not 0.10 higher", r0, r1);
+    T_REPORT_(klmax < 3.0, "PPO KL reached %.3f", klmax);
+
+    /* PPO against a reward model trained on (right, plausible-wrong) pairs */
+    snprintf(json, sizeof json,
+             "{\"method\":\"reward_model\",\"model\":\"%s\",\"task\":{\"name\":\"addition2\",\"rows\":8000,\"seed\":5},"
+             "\"hyperparameters\":{\"learning_rate\":0.001,\"batch_size\":64,\"max_steps\":1500,"
+             "\"lr_scheduler_type\":\"cosine\",\"warmup_ratio\":0.05,\"logging_steps\":1500,\"max_length\":24},"
+             "\"output_dir\":\"%s\",\"seed\":1}", sft, rm);
+    T_OK(train(json, &s));
+    printf("reward model: held-out pair accuracy %.3f\n", s.eval_accuracy);
+    T_REPORT_(s.eval_accuracy >= 0.85, "reward model held-out accuracy %.3f < 0.85", s.eval_accuracy);
+    char rw[1400];
+    snprintf(rw, sizeof rw, "{\"reward_model\":\"%s\",\"reward_model_weight\":0.1}", rm);
+    snprintf(out, sizeof out, "%s/ppo_rm", tmp);
+    snprintf(json, sizeof json, PPO, sft, rw, 0.05, 100, out);
+    T_OK(train(json, &s));
+    double em_r = exact_match(out, tmp);
+    r0 = mean(s.reward, 0, 20);
+    r1 = mean(s.reward, s.n - 20, s.n);
+    klmax = maxv(s.kl, s.n);
+    printf("ppo with a reward model: exact_match %.3f -> %.3f, score %.3f -> %.3f, max kl %.3f "
+           "(exact match not asserted: a known gap, see the header)\n", em0, em_r, r0, r1, klmax);
+    T_EQ_INT(s.n, 100);
+    T_REPORT_(klmax < 3.0, "PPO (reward model) KL reached %.3f", klmax);
+    return t_done();
+}
