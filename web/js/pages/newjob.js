@@ -14,7 +14,8 @@ function numOrNull(s) {
 export function render(root, route) {
   const q = route.query;
   const controls = []; // {param, input, error, wrap, check()}
-  const reg = (param, f, check) => { const c = Object.assign({ param, check }, f); controls.push(c); f.input.dataset.param = param; return f; };
+  // Registers a field under the API's name for it (`param` of its errors).
+  const reg = (param, f, check) => { const c = Object.assign({ param, check }, f); controls.push(c); f.input.dataset.param = param; return c; };
 
   // ---- method
   const methodSel = h('select', { id: 'method', name: 'method' });
@@ -34,7 +35,7 @@ export function render(root, route) {
   const refIn = h('input', { id: 'ref_model', type: 'text', list: 'model-options', autocomplete: 'off' });
   const refF = reg('ref_model', field('Reference model (optional)', refIn, 'A separate frozen reference. Left empty, the reference is the start model (with LoRA: the base with adapters off).'));
   const ckptIn = h('input', { id: 'from_checkpoint', type: 'text', autocomplete: 'off', placeholder: 'ftjob-N:STEP' });
-  const ckptF = reg('from_checkpoint', field('Start from checkpoint (optional)', ckptIn, 'Continue from a checkpoint of an earlier job, weights and optimiser state.'),
+  const ckptF = reg('from_checkpoint', field('Start from checkpoint (optional)', ckptIn, 'Start from the weights of an earlier job\'s checkpoint (ftjob-N: its latest).'),
     () => (ckptIn.value.trim() && !/^ftjob-[^:\s]+(:\d+)?$/.test(ckptIn.value.trim()) ? 'must look like ftjob-N or ftjob-N:STEP' : ''));
   const modelB = h('input', { id: 'model_b', type: 'text', list: 'model-options', autocomplete: 'off' });
   const modelBF = reg('model_b', field('Model B (compared against)', modelB, 'The evaluate job reports the base model\'s win rate against this one (e.g. the DPO model against its SFT start), judged by the reward model or the AI judge. Leave empty for exact match on a task only.'));
