@@ -531,6 +531,7 @@ typedef struct runlog {
     int n_loss;
     int has[8];
     int warns, samples;
+    double blank; /* generate_preferences' last blank_completions */
 } runlog;
 
 static const char *const want_ppo[] = {"objective/kl", "objective/entropy", "objective/non_score_reward",
@@ -546,6 +547,7 @@ static void on_log(void *ud, long step, double epoch, const al_metric *m, int n)
     runlog *l = ud;
     for (int i = 0; i < n; i++) {
         if (!strcmp(m[i].name, "loss") && step > 0 && l->n_loss < 16) l->loss[l->n_loss++] = m[i].value;
+        if (!strcmp(m[i].name, "blank_completions")) l->blank = m[i].value;
         for (int k = 0; k < 8 && g_want; k++)
             if (!strcmp(m[i].name, g_want[k])) l->has[k]++;
     }
@@ -685,6 +687,34 @@ static void test_runs(const char *tmp, const char *base, const char *rm) {
     runlog h = {0};
     g_want = NULL;
     T_OK(run_job(json, NULL, &h, &res));
+
+    /* blank completions (EOS first) score, but a pair never holds one: the
+     * file must pass the dataset reader. 512 completions from the random
+     * model, seed 2, include some (asserted, so the check below is real). */
+    snprintf(out, sizeof out, "%s/prefs_blank", tmp);
+    snprintf(json, sizeof json,
+             "{\"method\":\"generate_preferences\",\"model\":\"%s\",\"task\":{\"name\":\"addition2\",\"rows\":32},"
+             "\"reward\":{\"reward_model\":\"%s\"},\"hyperparameters\":{\"max_completion_length\":3,"
+             "\"num_generations\":16},\"output_dir\":\"%s\",\"seed\":2}", base, rm, out);
+    runlog gb = {0};
+    T_OK(run_job(json, NULL, &gb, &res));
+    T_REPORT_(gb.blank >= 1, "no blank completion among 512 (%g): the premise of this check", gb.blank);
+    T_OK(al_file_read(res.output_files[0].path, 1 << 20, &txt, &len, g_err));
+    int blank_pairs = 0, rows = 0;
+    for (char *line = txt; line && *line;) {
+        char *nl = strchr(line, '\n');
+        json_t *o = json_loadb(line, nl ? (size_t)(nl - line) : strlen(line), 0, NULL);
+        const char *ch = json_string_value(json_object_get(o, "chosen")),
+                   *rj = json_string_value(json_object_get(o, "rejected"));
+        blank_pairs += !ch || !rj || strspn(ch, " \n") == strlen(ch) || strspn(rj, " \n") == strlen(rj);
+        rows++;
+        json_decref(o);
+        line = nl ? nl + 1 : NULL;
+    }
+    free(txt);
+    printf("generate_preferences: %d pairs, %g blank completions left out\n", rows, gb.blank);
+    T_TRUE(rows > 0);
+    T_EQ_INT(blank_pairs, 0);
 
     /* evaluate: model against itself by a reward model: every comparison ties */
     snprintf(out, sizeof out, "%s/eval", tmp);

@@ -37,6 +37,13 @@
 
 enum { CHUNK = 16 };
 
+/* Empty or only whitespace: what the dataset reader refuses as a target. */
+static int is_blank(const char *s) {
+    for (; *s; s++)
+        if (!strchr(" \t\n\r\f\v", *s)) return 0;
+    return 1;
+}
+
 typedef struct pmodel {
     al_tok *tok;
     al_chat *chat;
@@ -177,7 +184,7 @@ static int gen_prefs(const al_job *job, const al_train_cb *cb, al_train_result *
     if (!rc) rc = al_rewarder_new(&rw, &job->reward, hp->missing_eos_penalty, CHUNK, err);
     al_rng rng;
     al_rng_seed(&rng, hp->seed);
-    long chunks = (pr.n + per - 1) / per, pairs = 0, ties = 0;
+    long chunks = (pr.n + per - 1) / per, pairs = 0, ties = 0, blank = 0;
     double sum_c = 0, sum_r = 0, sum_all = 0, sum_len = 0;
     if (!rc && cb && cb->begin) cb->begin(cb->ud, chunks, 0);
     for (int p0 = 0; !rc && p0 < pr.n; p0 += per) {
@@ -201,14 +208,20 @@ static int gen_prefs(const al_job *job, const al_train_cb *cb, al_train_result *
             break;
         }
         for (int q = 0; q < k && !rc; q++) {
-            int best = q * G, worst = q * G;
+            /* blank completions score but never enter a pair: a training
+             * file's chosen and rejected must say something */
+            int best = -1, worst = -1;
             for (int i = q * G; i < (q + 1) * G; i++) {
                 sum_all += sc[i];
                 sum_len += lens[i];
-                if (sc[i] > sc[best]) best = i;
-                if (sc[i] < sc[worst]) worst = i;
+                if (is_blank(txt[i])) {
+                    blank++;
+                    continue;
+                }
+                if (best < 0 || sc[i] > sc[best]) best = i;
+                if (worst < 0 || sc[i] < sc[worst]) worst = i;
             }
-            if (!(sc[best] > sc[worst]) || !strcmp(txt[best], txt[worst])) {
+            if (best < 0 || !(sc[best] > sc[worst]) || !strcmp(txt[best], txt[worst])) {
                 ties++;
                 continue;
             }
@@ -230,6 +243,7 @@ static int gen_prefs(const al_job *job, const al_train_cb *cb, al_train_result *
         long done = p0 / per + 1, seen = (long)(p0 + k) * G;
         mput(m, &nm, "pairs", (double)pairs);
         mput(m, &nm, "skipped_ties", (double)ties);
+        mput(m, &nm, "blank_completions", (double)blank);
         mput(m, &nm, "reward", sum_all / seen);
         mput(m, &nm, "completions/mean_length", sum_len / seen);
         if (pairs) {
@@ -241,8 +255,9 @@ static int gen_prefs(const al_job *job, const al_train_cb *cb, al_train_result *
     if (!rc) rc = write_output(job, &out, "preferences.jsonl", "preferences", res, err);
     if (!rc) {
         rl_event(cb, ties ? AL_LOG_WARN : AL_LOG_INFO,
-                 "generate_preferences: %ld pairs from %d prompts; %ld prompts skipped (all completions scored alike)",
-                 pairs, pr.n, ties);
+                 "generate_preferences: %ld pairs from %d prompts; %ld prompts skipped (all completions scored "
+                 "alike); %ld blank completions left out of pairs",
+                 pairs, pr.n, ties, blank);
         res->steps = res->total_steps = chunks;
     }
     for (int i = 0; txt && i < per * G; i++) free(txt[i]);
@@ -467,14 +482,17 @@ static int critique_revise(const al_job *job, const al_train_cb *cb, al_train_re
         for (int i = 0; i < k && !rc; i++) {
             const char *rv = rev[i];
             while (*rv == ' ' || *rv == '\n') rv++;
-            if (!*rv || !strcmp(rv, ans[i])) {
+            if (is_blank(rv) || !strcmp(rv, ans[i])) {
                 same++;
                 continue;
             }
             json_t *a = json_pack("{s:s, s:s}", "prompt", pr.text[p0 + i], "completion", rv);
-            json_t *b = json_pack("{s:s, s:s, s:s, s:s, s:s}", "prompt", pr.text[p0 + i], "chosen", rv, "rejected",
+            if (!a || jbuf_add(&sft, a)) rc = al_err(err, AL_ENOMEM, "out of memory");
+            /* a blank first answer makes no pair a DPO job would take */
+            json_t *b = is_blank(ans[i]) ? NULL
+                      : json_pack("{s:s, s:s, s:s, s:s, s:s}", "prompt", pr.text[p0 + i], "chosen", rv, "rejected",
                                   ans[i], "principle", job->principles[pi[i]], "critique", crit[i]);
-            if (!a || !b || jbuf_add(&sft, a) || jbuf_add(&pairs, b)) rc = al_err(err, AL_ENOMEM, "out of memory");
+            if (!is_blank(ans[i]) && (!b || jbuf_add(&pairs, b))) rc = al_err(err, AL_ENOMEM, "out of memory");
             kept++;
             if (cb && cb->sample && kept <= 3) cb->sample(cb->ud, p0 / CHUNK + 1, pr.text[p0 + i], rv, NAN);
         }
