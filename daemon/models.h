@@ -4,7 +4,8 @@
  *
  * Names: base folders are registered as their folder name ("tiny"); a
  * succeeded job's output as "ft:<model>:<suffix>:ftjob-<n>" (without
- * ":<suffix>" when the job has none), kind "fine_tuned" or "adapter" (then
+ * ":<suffix>" when the job has none; <model> is the root base model when
+ * the job's model is itself "ft:..."), kind "fine_tuned" or "adapter" (then
  * base_model is the job's model); a checkpoint is reachable as
  * "ftjob-<n>:<step>" and a job's output also as "ftjob-<n>". */
 #ifndef DAEMON_MODELS_H

@@ -222,8 +222,16 @@ static void register_output(worker *w, const store_run *r, const al_job *job, co
         if (res->output_dir[0]) log_warn("event=output_unregistered job=%s reason=\"%s\"", w->name, err);
         return;
     }
-    if (r->suffix[0]) snprintf(m.name, sizeof m.name, "ft:%.120s:%.64s:%.30s", r->model, r->suffix, w->name);
-    else snprintf(m.name, sizeof m.name, "ft:%.120s:%.30s", r->model, w->name);
+    /* as OpenAI names a fine-tune of a fine-tune: after the root base model */
+    const char *root = r->model;
+    int rl = (int)strlen(root);
+    if (!strncmp(root, "ft:", 3) && strchr(root + 3, ':')) {
+        root += 3;
+        rl = (int)(strchr(root, ':') - root);
+    }
+    if (rl > 120) rl = 120;
+    if (r->suffix[0]) snprintf(m.name, sizeof m.name, "ft:%.*s:%.64s:%.30s", rl, root, r->suffix, w->name);
+    else snprintf(m.name, sizeof m.name, "ft:%.*s:%.30s", rl, root, w->name);
     snprintf(m.kind, sizeof m.kind, "%s", job->use_lora ? "adapter" : "fine_tuned");
     if (job->use_lora) snprintf(m.base, sizeof m.base, "%s", r->model);
     snprintf(m.owned_by, sizeof m.owned_by, "%s", w->name);

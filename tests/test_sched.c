@@ -126,10 +126,10 @@ static char *weights(const char *id, size_t *len) {
     "\"max_length\":24,\"learning_rate\":0.003},\"seed\":" #seed "}"
 
 static void test_concurrent(void) {
-    setup(2, 0);
+    setup(2, 0); /* jobs cancelled below: long enough for any build */
     char a[32], b[32];
-    T_OK(submit(JOB(400, 1), a));
-    T_OK(submit(JOB(400, 2), b));
+    T_OK(submit(JOB(100000, 1), a));
+    T_OK(submit(JOB(100000, 2), b));
     T_OK(wait_step(a, 5, 60));
     T_OK(wait_step(b, 5, 60));
     /* both progress while both run, taking turns step by step */
@@ -139,7 +139,7 @@ static void test_concurrent(void) {
     fprintf(stderr, "concurrent: %s %ld->%ld, %s %ld->%ld\n", a, a0, a1, b, b0, b1);
     T_TRUE(a1 > a0);
     T_TRUE(b1 > b0);
-    T_TRUE(sched_busy(g_ctx.sc) == 2 || a1 >= 400 || b1 >= 400);
+    T_TRUE(sched_busy(g_ctx.sc) == 2 || a1 >= 100000 || b1 >= 100000);
     /* fair: neither got more than three times the other's steps */
     long da = a1 - a0, db = b1 - b0;
     T_TRUE(da <= 3 * db + 3 && db <= 3 * da + 3);
@@ -148,7 +148,7 @@ static void test_concurrent(void) {
     T_OK(action(b, "cancel"));
     T_OK(wait_status(b, "cancelled", 30));
     json_t *o = job(a);
-    T_TRUE(json_integer_value(json_object_get(json_object_get(o, "progress"), "step")) < 400);
+    T_TRUE(json_integer_value(json_object_get(json_object_get(o, "progress"), "step")) < 100000);
     T_TRUE(json_is_null(json_object_get(o, "fine_tuned_model")));
     json_decref(o);
     teardown();
@@ -198,7 +198,7 @@ static void test_pause_resume_exact(void) {
     T_OK(submit(body, next));
     T_OK(wait_status(next, "succeeded", 60));
     o = job(next);
-    T_STR_EQ(dd_str(o, "fine_tuned_model"), "ft:ft:tiny:ftjob-2:two:ftjob-3");
+    T_STR_EQ(dd_str(o, "fine_tuned_model"), "ft:tiny:two:ftjob-3"); /* the root base, as OpenAI */
     json_decref(o);
     /* a checkpoint name works as a model too */
     snprintf(body, sizeof body,
@@ -305,7 +305,7 @@ static void test_memory_budget(void) {
     /* room for one job at a time: the second waits for the first */
     setup(2, 80LL << 20);
     char a[32], b[32];
-    T_OK(submit(JOB(150, 1), a));
+    T_OK(submit(JOB(100000, 1), a)); /* cancelled below: long enough for any build */
     T_OK(submit(JOB(5, 2), b));
     T_OK(wait_step(a, 3, 60));
     dd_sleep_ms(300);
