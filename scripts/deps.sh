@@ -22,6 +22,7 @@ AL_BUILD_PACKAGES=(build-essential cmake pkg-config libopenblas-dev libjansson-d
 # What the tests need beyond the build: the PyTorch parity reference, and
 # node for the tokenizer reference (scripts/test adds npm when missing), curl
 # and libcurl for the HTTP tests, clang for the libFuzzer targets, Chromium
-# for the dashboard tests, systemd-analyze for the unit file check.
+# for the dashboard tests, systemd-analyze for the unit file check, jq for
+# the README's curl walk-through.
 AL_TEST_PACKAGES=(python3 python3-torch python3-numpy nodejs python3-jinja2 curl
-                  libcurl4-openssl-dev clang libclang-rt-14-dev chromium systemd sqlite3)
+                  libcurl4-openssl-dev clang libclang-rt-14-dev chromium systemd sqlite3 jq)
