@@ -108,11 +108,11 @@ int cli_init_model(int argc, char **argv) {
 static al_model *open_model(const char *dir) {
     char err[AL_ERRLEN] = "";
     al_model *m = NULL;
-    if (al_model_open(&m, dir, NULL, err) != AL_OK) {
+    /* inference only: no gradient memory, not even while loading */
+    if (al_model_open_ex(&m, dir, NULL, AL_OPEN_FROZEN, 0, err) != AL_OK) {
         fprintf(stderr, "alignd: %s\n", err[0] ? err : "cannot open model");
         return NULL;
     }
-    al_model_drop_grads(m); /* inference only: no gradient memory */
     return m;
 }
 

@@ -2,10 +2,14 @@
  * LoRA, with gradient checkpointing) against central differences; forward
  * against an independent double-precision reference written here with plain
  * loops; save/load round trips; KV-cache generation against full forwards;
- * micro-batch accumulation; determinism. */
+ * micro-batch accumulation; determinism; frozen opens hold no gradients. */
+#include <errno.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "compute/pool.h"
 #include "gradcheck.h"
@@ -620,6 +624,134 @@ static void test_errors(void) {
     al_model_free(m);
 }
 
+/* ---- frozen opens ------------------------------------------------------- */
+
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+enum { SANITIZED = 1 };
+#else
+enum { SANITIZED = 0 };
+#endif
+
+/* In a child limited to `extra` bytes of address space beyond what it has
+ * mapped now, opens dir with flags: 0 when the open succeeds, 1 when it
+ * fails, -1 when the child could not be run. */
+static int open_in_child(const char *dir, int flags, size_t extra) {
+    fflush(stdout);
+    fflush(stderr);
+    pid_t pid = fork();
+    if (pid < 0) return -1;
+    if (pid == 0) {
+        FILE *f = fopen("/proc/self/status", "r");
+        char line[256];
+        long vm_kb = -1;
+        while (f && fgets(line, sizeof line, f))
+            if (sscanf(line, "VmSize: %ld kB", &vm_kb) == 1) break;
+        if (f) fclose(f);
+        if (vm_kb < 0) _exit(3);
+        struct rlimit rl = {.rlim_cur = (rlim_t)vm_kb * 1024 + extra,
+                            .rlim_max = (rlim_t)vm_kb * 1024 + extra};
+        if (setrlimit(RLIMIT_AS, &rl) != 0) _exit(3);
+        char err[AL_ERRLEN] = "";
+        al_model *m = NULL;
+        int rc = al_model_open_ex(&m, dir, NULL, flags, 0, err);
+        al_model_free(m);
+        _exit(rc == AL_OK ? 0 : 1);
+    }
+    int st;
+    while (waitpid(pid, &st, 0) < 0)
+        if (errno != EINTR) return -1;
+    return WIFEXITED(st) && WEXITSTATUS(st) <= 1 ? WEXITSTATUS(st) : -1;
+}
+
+/* AL_OPEN_FROZEN (inference, references, reward models) gives no tensor a
+ * gradient, and never allocates the gradient arena on the way: the open
+ * fits in an address space with room for the weights and the mapped file
+ * but not for a third copy, where a trainable open of the same folder does
+ * not fit (the check's control). Address space is counted, not sampled, so
+ * this is no timing; sanitizers and valgrind reserve their own, so it runs
+ * in the plain build only. */
+static void test_frozen_open(void) {
+    char err[AL_ERRLEN], dir[1200], adir[1300];
+    al_model_config c = tiny(AL_ARCH_GPT2, 0);
+    al_model *src = al_model_new(&c, NULL, err);
+    al_model_init(src, 21);
+    snprintf(dir, sizeof dir, "%s/frozen", t_tmpdir());
+    T_OK(al_model_save(src, dir, err));
+    al_lora_cfg lc = {.r = 2, .alpha = 4.0f};
+    snprintf(lc.targets, sizeof lc.targets, "c_attn");
+    al_model *lm = NULL;
+    T_OK(al_model_open(&lm, dir, &lc, err));
+    snprintf(adir, sizeof adir, "%s/frozen_adapter", t_tmpdir());
+    T_OK(al_model_save_adapter(lm, adir, dir, err));
+    al_model_free(lm);
+
+    const char *dirs[2] = {dir, adir};
+    const int flags[3] = {AL_OPEN_FROZEN, AL_OPEN_FROZEN | AL_OPEN_SCORE_HEAD, 0};
+    for (int d = 0; d < 2; d++) {
+        for (int k = 0; k < 3; k++) {
+            al_model *m = NULL;
+            T_OK(al_model_open_ex(&m, dirs[d], NULL, flags[k], 7, err));
+            if (!m) continue;
+            int frozen = flags[k] & AL_OPEN_FROZEN, np, with_g = 0;
+            al_param *ps = al_model_params(m, &np);
+            for (int i = 0; i < np; i++) with_g += ps[i].g != NULL;
+            if (frozen) {
+                T_EQ_INT(with_g, 0);
+                T_TRUE(m->grad == NULL && m->n_grad == 0);
+                T_EQ_INT(al_model_num_params(m, 1), 0);
+                T_EQ_INT(al_model_memory(m), al_model_num_params(m, 0) * sizeof(float));
+            } else {
+                T_TRUE(with_g > 0 && m->grad != NULL); /* all of them, or the adapters */
+            }
+            /* the same weights either way */
+            int ns;
+            al_param *s0 = al_model_params(src, &ns);
+            int same = 1;
+            for (int i = 0; i < ns && i < np; i++)
+                if (!ps[i].lora) same &= memcmp(s0[i].w, ps[i].w, s0[i].n * 4) == 0;
+            T_TRUE(same);
+            al_model_free(m);
+        }
+    }
+    al_model_free(src);
+
+    const char *pre = getenv("LD_PRELOAD");
+    if (SANITIZED || (pre && strstr(pre, "vgpreload"))) {
+        printf("frozen open address space: skipped under a sanitizer or valgrind\n");
+        return;
+    }
+    /* ~50 MiB of weights: big enough that the slack (W/2) dwarfs what an
+     * open allocates besides the weights, its mapped file and one Conv1D
+     * transpose buffer (4 MiB here) */
+    al_model_config g;
+    al_config_default(&g, AL_ARCH_GPT2);
+    g.n_layers = 4;
+    g.C = 512;
+    g.NH = g.NKV = 8;
+    g.HD = 64;
+    g.FF = 2048;
+    g.V = 260;
+    g.max_T = 64;
+    g.has_lm_head = 1;
+    g.tie_word_embeddings = 1;
+    al_model *big = al_model_new(&g, NULL, err);
+    T_TRUE(big != NULL);
+    if (!big) return;
+    al_model_init(big, 3);
+    size_t W = al_model_num_params(big, 0) * sizeof(float);
+    snprintf(dir, sizeof dir, "%s/frozen_big", t_tmpdir());
+    T_OK(al_model_save(big, dir, err));
+    al_model_free(big);
+    size_t room = 2 * W + W / 2;
+    int frozen_rc = open_in_child(dir, AL_OPEN_FROZEN, room);
+    int trainable_rc = open_in_child(dir, 0, room);
+    printf("frozen open in %zu MiB of address space (weights %zu MiB): frozen %s, trainable %s\n",
+           room >> 20, W >> 20, frozen_rc == 0 ? "fits" : "does not fit",
+           trainable_rc == 0 ? "fits" : "does not fit");
+    T_EQ_INT(trainable_rc, 1); /* control: the limit leaves no room for gradients */
+    T_EQ_INT(frozen_rc, 0);
+}
+
 int main(void) {
     al_pool_init(2);
     test_gradients();
@@ -630,5 +762,6 @@ int main(void) {
     test_generation();
     test_accumulation_and_determinism();
     test_errors();
+    test_frozen_open();
     return t_done();
 }

@@ -265,6 +265,11 @@ static int alloc_grads(al_model *m, int lora_only) {
 }
 
 al_model *al_model_new(const al_model_config *cfg, const al_lora_cfg *lora, char err[AL_ERRLEN]) {
+    return al_model_new_ex(cfg, lora, 0, err);
+}
+
+al_model *al_model_new_ex(const al_model_config *cfg, const al_lora_cfg *lora, int frozen,
+                          char err[AL_ERRLEN]) {
     if (al_config_validate(cfg, err) != AL_OK) return NULL;
     if (lora && lora->r > 0 && (lora->r > 4096 || !(lora->alpha > 0))) {
         al_err(err, AL_EINVAL, "lora: r must be in 1..4096 and alpha > 0");
@@ -291,7 +296,7 @@ al_model *al_model_new(const al_model_config *cfg, const al_lora_cfg *lora, char
     if (!m->data) goto nomem;
     for (int i = 0; i < m->n_params; i++)
         m->params[i].w = m->data + (size_t)(uintptr_t)m->params[i].w;
-    if (alloc_grads(m, m->lora_cfg.r > 0)) goto nomem;
+    if (!frozen && alloc_grads(m, m->lora_cfg.r > 0)) goto nomem;
     if (cfg->arch == AL_ARCH_LLAMA) {
         size_t n = (size_t)cfg->max_T * (size_t)(cfg->HD / 2);
         m->rope_cos = al_calloc(n, sizeof(float));

@@ -84,7 +84,11 @@ int al_model_open(al_model **out, const char *dir, const al_lora_cfg *lora, char
 /* As al_model_open, with flags: AL_OPEN_SCORE_HEAD makes a reward-model
  * shape (scalar head score.weight, no LM head) from any folder, keeping a
  * head the folder has and initialising it normal(0, init_range) otherwise;
- * AL_OPEN_FROZEN gives no parameter a gradient (inference, references). */
+ * AL_OPEN_FROZEN gives no parameter a gradient and never allocates one
+ * (inference, generation, references, reward models, judges): open every
+ * model that is not trained this way, not with al_model_drop_grads after,
+ * which would hold a zero-filled gradient arena as large as the weights
+ * while the model loads. */
 #define AL_OPEN_SCORE_HEAD 1
 #define AL_OPEN_FROZEN 2
 int al_model_open_ex(al_model **out, const char *dir, const al_lora_cfg *lora, int flags,
@@ -106,7 +110,8 @@ size_t al_model_num_params(const al_model *m, int trainable_only);
 /* Freezes all non-LoRA weights (done automatically when lora.r > 0); the
  * adapters and a scalar head keep their gradients. */
 void al_model_freeze_base(al_model *m);
-/* Frees every gradient: an inference-only model (a frozen reference). */
+/* Frees every gradient, e.g. of a model that has finished training and is
+ * now only run forward. (To open a model for inference, AL_OPEN_FROZEN.) */
 void al_model_drop_grads(al_model *m);
 /* Adapters on/off: off gives the base (reference) model at no memory cost. */
 void al_model_set_adapters(al_model *m, int on);

@@ -86,6 +86,13 @@ static inline float *PG(al_model *m, int i) { return i >= 0 ? m->params[i].g : N
 void al_linear_forward(al_model *m, int layer, int lin, float *out, const float *x,
                        float *lora_t, int N);
 
+/* al_model_new; frozen != 0 gives no parameter a gradient and never
+ * allocates the gradient arena (al_model_open_ex's AL_OPEN_FROZEN: an
+ * inference model would otherwise hold, zero-filled, a second copy of its
+ * weights' size for the length of its load). */
+al_model *al_model_new_ex(const al_model_config *cfg, const al_lora_cfg *lora, int frozen,
+                          char err[AL_ERRLEN]);
+
 /* Initialises only the LoRA tensors (A kaiming-uniform, B zero). */
 void al_model_init_lora(al_model *m, uint64_t seed);
 

@@ -222,7 +222,7 @@ int al_model_open_ex(al_model **out, const char *dir, const al_lora_cfg *lora, i
         cfg.num_labels = 1;
         cfg.has_lm_head = 0;
     }
-    al_model *m = al_model_new(&cfg, lora, err);
+    al_model *m = al_model_new_ex(&cfg, lora, flags & AL_OPEN_FROZEN, err);
     if (!m) return err && err[0] ? AL_EINVAL : AL_ENOMEM;
     if (fresh_score) {
         al_rng r;
@@ -239,7 +239,6 @@ int al_model_open_ex(al_model **out, const char *dir, const al_lora_cfg *lora, i
     } else if (lora && lora->r > 0) {
         al_model_init_lora(m, seed ^ 0x10a);
     }
-    if (flags & AL_OPEN_FROZEN) al_model_drop_grads(m);
     *out = m;
     return AL_OK;
 fail:

@@ -19,11 +19,21 @@
  * shard file in the same folder; every shard is opened once and every
  * mapping is checked against the shard's own header.
  *
+ * Reading a tensor converts it in 4 MiB runs and then hands the run's whole
+ * pages of the mapping back (madvise MADV_DONTNEED): a model's loader copies
+ * every tensor once, and pages left mapped until the file closes would hold
+ * the weights twice at the loading moment, the peak RSS of every job whose
+ * training state is small (LoRA). On this private, never-written mapping
+ * that only drops our page-table entries; the page cache keeps the data and
+ * a later read of the same bytes faults them in again from the file.
+ *
  * Nothing here keeps global state; an open al_st_file is read-only and may
  * be shared between threads. The descriptor is closed once the file is
  * mapped (al_st_file.fd is -1). A file truncated by someone else while
  * mapped would raise SIGBUS on access; our own writers never truncate in
  * place (they rename a complete temp file over the old one). */
+/* madvise and MADV_DONTNEED (POSIX's posix_madvise DONTNEED is a no-op in glibc). */
+#define _DEFAULT_SOURCE
 #include "safetensors.h"
 
 #include <fcntl.h>
@@ -140,6 +150,12 @@ static const char *base_name(const char *path) {
 }
 
 static int elem_bytes(al_dtype dt) { return dt == AL_DT_F32 ? 4 : 2; }
+
+/* A power of two; 4096 if the system will not say. */
+static uintptr_t page_size(void) {
+    long p = sysconf(_SC_PAGESIZE);
+    return p > 0 && (p & (p - 1)) == 0 ? (uintptr_t)p : 4096;
+}
 
 /* The dtype string of a listed tensor is stored after its name's NUL so
  * that reading an unsupported tensor can name it (the struct has no field). */
@@ -454,17 +470,30 @@ int al_st_read_f32(const al_st_file *f, const al_st_tensor *t, float *dst, size_
         return al_err(err, AL_EFORMAT, "%s: tensor '%s': span does not match this file", fn,
                       t->name);
     const uint8_t *src = f->map + f->data_off + t->begin;
-    if (t->dtype == AL_DT_F32) {
-        if (n) memcpy(dst, src, n * 4);
-    } else if (t->dtype == AL_DT_F16) {
-        for (size_t i = 0; i < n; i++) {
-            uint16_t h = (uint16_t)(src[2 * i] | (src[2 * i + 1] << 8));
-            dst[i] = al_f16_to_f32(h);
+    /* Pages wholly inside the span are released as the copy passes them;
+     * the (at most two) pages it shares with its neighbours stay. */
+    const uintptr_t pg = page_size();
+    uintptr_t done = ((uintptr_t)src + pg - 1) & ~(pg - 1);
+    const size_t run = ((size_t)4 << 20) / es;
+    for (size_t i = 0; i < n;) {
+        size_t k = n - i < run ? n - i : run;
+        const uint8_t *s = src + i * es;
+        float *d = dst + i;
+        if (t->dtype == AL_DT_F32) {
+            memcpy(d, s, k * 4);
+        } else if (t->dtype == AL_DT_F16) {
+            for (size_t j = 0; j < k; j++)
+                d[j] = al_f16_to_f32((uint16_t)(s[2 * j] | (s[2 * j + 1] << 8)));
+        } else {
+            for (size_t j = 0; j < k; j++)
+                d[j] = al_bf16_to_f32((uint16_t)(s[2 * j] | (s[2 * j + 1] << 8)));
         }
-    } else {
-        for (size_t i = 0; i < n; i++) {
-            uint16_t h = (uint16_t)(src[2 * i] | (src[2 * i + 1] << 8));
-            dst[i] = al_bf16_to_f32(h);
+        i += k;
+        uintptr_t end = ((uintptr_t)src + i * es) & ~(pg - 1);
+        if (end > done) {
+            /* advice: if it fails, the pages merely stay until al_st_close */
+            (void)madvise((void *)done, end - done, MADV_DONTNEED);
+            done = end;
         }
     }
     return AL_OK;

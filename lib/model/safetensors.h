@@ -44,7 +44,10 @@ const al_st_tensor *al_st_find(const al_st_file *f, const char *name);
 /* Number of elements of t. */
 size_t al_st_numel(const al_st_tensor *t);
 /* Converts t into n floats at dst (n must equal numel, else AL_ESHAPE).
- * F16 and BF16 are widened exactly; unknown dtype -> AL_EUNSUP. */
+ * F16 and BF16 are widened exactly; unknown dtype -> AL_EUNSUP. The pages
+ * of f's mapping that lie wholly inside t are released from this process
+ * once copied (the mapping stays valid: reading t again re-reads the file),
+ * so loading a model does not hold its weights twice. */
 int al_st_read_f32(const al_st_file *f, const al_st_tensor *t, float *dst, size_t n,
                    char err[AL_ERRLEN]);
 

@@ -778,7 +778,7 @@ static int load_state(trainer *t, const char *dir) {
     /* weights: full model or adapters on the job's base */
     if (t->job->use_lora) {
         al_model *tmp = NULL;
-        if ((rc = al_model_open(&tmp, dir, NULL, t->err))) return rc;
+        if ((rc = al_model_open_ex(&tmp, dir, NULL, AL_OPEN_FROZEN, 0, t->err))) return rc;
         int n1, n2;
         al_param *a = al_model_params(t->m, &n1), *b = al_model_params(tmp, &n2);
         for (int i = 0; i < n1 && i < n2; i++)
