@@ -1,20 +1,34 @@
 /* RL learning, with fixed seeds, on the built-in addition2 task: from a
  * partly trained SFT model (trained here, constant learning rate, about
- * 0.55 exact match), GRPO and PPO with the verifiable reward raise the mean
- * reward and the exact-match accuracy on their prompts well above the start
- * while the KL to the reference stays bounded; GRPO with the reward's sign
- * flipped (which flips every advantage) does not improve, so a broken
- * advantage sign fails this file. Exact match is greedy, on the 128 prompts
- * the RL runs train on (task seed 3), measured by an "evaluate" job.
+ * 0.5 exact match), GRPO and PPO with the verifiable reward, and PPO with a
+ * reward model trained here, raise the mean reward and the exact-match
+ * accuracy on their prompts well above the start while the KL to the
+ * reference stays bounded; GRPO with the reward's sign flipped (which flips
+ * every advantage) does not improve, so a broken advantage sign fails this
+ * file. Exact match is greedy, on the 128 prompts the RL runs train on (task
+ * seed 3), measured by an "evaluate" job.
  *
- * PPO against a reward model trained here (held-out pair accuracy above
- * 0.85, and it ranks the policy's own samples right about 10 to 1) runs with
- * its KL bounded, but does NOT raise exact match on this task: measured
- * 0.59 -> 0.38..0.48 across reward scales, KL coefficients, temperatures,
- * critic initialisations and a two-model ensemble. The policy follows the
- * reward model's errors (over-optimisation) faster than its signal. That
- * part prints its figures and asserts only what holds; it is a known gap,
- * not a pass. Labelled slow. */
+ * PPO optimises whatever the reward model prefers, so the model must judge
+ * sums better than the policy computes them. Measured on the SFT start's
+ * own samples (8 per prompt, temperature 1), the earlier set-up's reward
+ * model (1500 steps on 8000 pairs whose wrong answer was always a one-digit
+ * change, scores uncentred) ranked a right sample above a wrong one of the
+ * same prompt 0.85 of the time, and the number it scored highest over
+ * 0..999 was the right sum for 0.20 of the prompts (the policy's greedy
+ * exact match: 0.52); PPO against it lowered exact match 0.52 -> 0.38.
+ * Three causes, each measured: (1) too little training: 8000 steps on
+ * 80000 pairs lift that ranking to 0.98; (2) a Bradley-Terry score carries
+ * a free offset per prompt: right samples' scores had sd 9.9, as large as
+ * the right-wrong gap, noise PPO's critic must learn away first (GRPO's
+ * group baseline removes it), so even that 0.98 model left PPO at 0.52-0.56
+ * after 100 steps; center_rewards_coefficient 0.01 (Eisenstein et al. 2023)
+ * cuts the sd to 0.5 and PPO then reaches 0.67-0.73 in 100 steps over four
+ * seeds; (3) one kind of wrong answer leaves holes: with it, a centred,
+ * well-trained model still put the right sum first over 0..999 for only
+ * 0.43 of the prompts; the task's wrong answers now mix kinds
+ * (lib/tasks/tasks.c), and the model trained here (4000 steps, centred)
+ * ranks samples right 0.99 of the time and puts the right sum first for
+ * 0.84 of the prompts. Labelled slow. */
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
@@ -37,22 +51,16 @@ static const char *g_reward_name = "reward";
 static void on_log(void *ud, long step, double epoch, const al_metric *m, int n) {
     (void)epoch;
     series *s = ud;
-    if (step < 1 || step > MAXS) { /* step 0 is the start: kept apart */
-        for (int i = 0; i < n; i++)
-            if (!strcmp(m[i].name, "exact_match_a")) s->last_em = m[i].value;
-        return;
-    }
-    for (int i = 0; i < n; i++)
+    for (int i = 0; i < n; i++) {
         if (!strcmp(m[i].name, "eval_accuracy")) s->eval_accuracy = m[i].value;
-    if (step > MAXS) {
-        return;
+        if (!strcmp(m[i].name, "exact_match_a")) s->last_em = m[i].value;
     }
+    if (step < 1 || step > MAXS) return; /* step 0 is the start: kept apart */
     int k = (int)step - 1;
     for (int i = 0; i < n; i++) {
         if (!strcmp(m[i].name, g_reward_name)) s->reward[k] = m[i].value;
         if (!strcmp(m[i].name, "objective/kl")) s->kl[k] = m[i].value;
         if (!strcmp(m[i].name, "rewards/verifiable/mean")) s->score_metric[k] = m[i].value;
-        if (!strcmp(m[i].name, "exact_match_a")) s->last_em = m[i].value;
     }
     if (k + 1 > s->n) s->n = k + 1;
 }
@@ -180,27 +188,31 @@ int main(void) {
     T_REPORT_(r1 >= r0 + 0.10, "PPO mean score %.3f -> %.3f: not 0.10 higher", r0, r1);
     T_REPORT_(klmax < 3.0, "PPO KL reached %.3f", klmax);
 
-    /* PPO against a reward model trained on (right, plausible-wrong) pairs */
+    /* PPO against a reward model trained on (right, wrong) pairs, its scores
+     * centred (see the header), used at its own scale as TRL uses it (the
+     * critic, initialised from it, then starts on the returns' scale) */
     snprintf(json, sizeof json,
-             "{\"method\":\"reward_model\",\"model\":\"%s\",\"task\":{\"name\":\"addition2\",\"rows\":8000,\"seed\":5},"
-             "\"hyperparameters\":{\"learning_rate\":0.001,\"batch_size\":64,\"max_steps\":1500,"
-             "\"lr_scheduler_type\":\"cosine\",\"warmup_ratio\":0.05,\"logging_steps\":1500,\"max_length\":24},"
-             "\"output_dir\":\"%s\",\"seed\":1}", sft, rm);
+             "{\"method\":\"reward_model\",\"model\":\"%s\",\"task\":{\"name\":\"addition2\",\"rows\":80000,\"seed\":5},"
+             "\"hyperparameters\":{\"learning_rate\":0.001,\"batch_size\":64,\"max_steps\":4000,"
+             "\"center_rewards_coefficient\":0.01,\"lr_scheduler_type\":\"cosine\",\"warmup_ratio\":0.05,"
+             "\"logging_steps\":4000,\"max_length\":24},\"output_dir\":\"%s\",\"seed\":1}", sft, rm);
     T_OK(train(json, &s));
     printf("reward model: held-out pair accuracy %.3f\n", s.eval_accuracy);
-    T_REPORT_(s.eval_accuracy >= 0.85, "reward model held-out accuracy %.3f < 0.85", s.eval_accuracy);
+    T_REPORT_(s.eval_accuracy >= 0.95, "reward model held-out accuracy %.3f < 0.95", s.eval_accuracy);
     char rw[1400];
-    snprintf(rw, sizeof rw, "{\"reward_model\":\"%s\",\"reward_model_weight\":0.1}", rm);
+    snprintf(rw, sizeof rw, "{\"reward_model\":\"%s\",\"reward_model_weight\":1.0}", rm);
     snprintf(out, sizeof out, "%s/ppo_rm", tmp);
-    snprintf(json, sizeof json, PPO, sft, rw, 0.05, 100, out);
+    snprintf(json, sizeof json, PPO, sft, rw, 0.05, 200, out);
     T_OK(train(json, &s));
     double em_r = exact_match(out, tmp);
     r0 = mean(s.reward, 0, 20);
     r1 = mean(s.reward, s.n - 20, s.n);
     klmax = maxv(s.kl, s.n);
-    printf("ppo with a reward model: exact_match %.3f -> %.3f, score %.3f -> %.3f, max kl %.3f "
-           "(exact match not asserted: a known gap, see the header)\n", em0, em_r, r0, r1, klmax);
-    T_EQ_INT(s.n, 100);
+    printf("ppo with a reward model: exact_match %.3f -> %.3f, score %.3f -> %.3f, max kl %.3f\n", em0, em_r, r0,
+           r1, klmax);
+    T_EQ_INT(s.n, 200);
+    T_REPORT_(em_r >= em0 + 0.08, "PPO (reward model) exact match %.3f not 0.08 above its start %.3f", em_r, em0);
+    T_REPORT_(r1 >= r0 + 0.3, "PPO (reward model) mean score %.3f -> %.3f: not 0.3 higher", r0, r1);
     T_REPORT_(klmax < 3.0, "PPO (reward model) KL reached %.3f", klmax);
     return t_done();
 }

@@ -28,6 +28,38 @@ static void perturb(char *s, al_rng *r) {
     s[n - 1] = s[n - 1] == '0' ? '1' : '0';
 }
 
+/* A wrong sum of the kinds a learner makes: one digit changed (2 in 5), the
+ * sum off by one or ten (a carry slip), a digit dropped or doubled (a wrong
+ * length), or any other sum of the operands' range. A reward model trained
+ * on pairs whose wrong answer was only ever a one-digit change learnt
+ * nothing about the other kinds: the number it scored highest over 0..999
+ * was the right sum for 1 prompt in 5, and PPO against it drifted to wrong
+ * sums (tests/test_rl_learning.c). Never equal to the answer. */
+static void wrong_sum(char *w, size_t cap, uint32_t sum, uint32_t max_sum, al_rng *r) {
+    snprintf(w, cap, "%u", sum);
+    size_t n = strlen(w);
+    uint32_t kind = al_rng_below(r, 5), v;
+    if (kind <= 1) {
+        perturb(w, r);
+        return;
+    }
+    if (kind == 3) {
+        size_t i = al_rng_below(r, (uint32_t)n);
+        if (n > 1 && al_rng_below(r, 2)) memmove(w + i, w + i + 1, n - i);   /* dropped */
+        else if (n + 1 < cap) memmove(w + i + 1, w + i, n - i + 1);          /* doubled */
+        if (w[0] == '0' && w[1]) w[0] = (char)('1' + al_rng_below(r, 9)); /* no leading 0 */
+        return;
+    }
+    if (kind == 2) {
+        uint32_t d = al_rng_below(r, 2) ? 10 : 1;
+        v = al_rng_below(r, 2) && sum >= d ? sum - d : sum + d;
+    } else {
+        v = al_rng_below(r, max_sum + 1);
+        if (v == sum) v = sum + 1;
+    }
+    snprintf(w, cap, "%u", v);
+}
+
 int al_task_row_get(const char *task, uint64_t seed, uint64_t index, al_task_row *out) {
     al_rng r;
     al_rng_seed(&r, seed * 0x9E3779B97F4A7C15ull ^ (index + 1) * 0xD1B54A32D192ED03ull);
@@ -41,6 +73,9 @@ int al_task_row_get(const char *task, uint64_t seed, uint64_t index, al_task_row
         uint32_t a = al_rng_below(&r, pa), b = al_rng_below(&r, pb);
         snprintf(out->prompt, sizeof out->prompt, "%u+%u=", a, b);
         snprintf(out->answer, sizeof out->answer, "%u", a + b);
+        wrong_sum(out->wrong, sizeof out->wrong, a + b, pa + pb - 2, &r);
+        if (!strcmp(out->wrong, out->answer)) perturb(out->wrong, &r);
+        return AL_OK;
     } else if (!strcmp(task, "reversal")) {
         uint32_t n = 3 + al_rng_below(&r, 5);
         char s[16];

@@ -3,7 +3,9 @@
  * seed, index): "addition" ("417+86=" -> "503", operands of 1-3 digits),
  * "addition2" (operands of 1-2 digits), "reversal" ("rev abc=" ->
  * "cba"), "sorting" ("sort 3,1,2=" -> "1,2,3"). A plausible wrong answer
- * (off by one digit, a swapped pair) makes preference pairs. */
+ * makes preference pairs: for the additions one of several kinds (a digit
+ * changed, off by one or ten, a digit dropped or doubled, another sum),
+ * elsewhere one character changed. */
 #ifndef AL_TASKS_H
 #define AL_TASKS_H
 
