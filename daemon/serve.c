@@ -68,6 +68,20 @@ static void absolute(char *path, size_t n) {
     if (realpath(path, real) && strlen(real) < n) memcpy(path, real, strlen(real) + 1);
 }
 
+/* Whether two sched_status() texts name the same jobs ("ftjob-1 step 5/9,
+ * ftjob-2 step ..."): the words after each separator up to " step". */
+static int same_jobs(const char *a, const char *b) {
+    for (;;) {
+        size_t la = strcspn(a, " "), lb = strcspn(b, " ");
+        if (la != lb || strncmp(a, b, la)) return 0;
+        a = strstr(a, ", ");
+        b = strstr(b, ", ");
+        if (!a || !b) return !a && !b;
+        a += 2;
+        b += 2;
+    }
+}
+
 static int write_addr(const char *state_dir, const char *host, int port) {
     char path[CFG_PATH + 32], buf[320], err[AL_ERRLEN];
     snprintf(path, sizeof path, "%.4000s/alignd.addr", state_dir);
@@ -186,12 +200,11 @@ int cli_serve(int argc, char **argv) {
             notify_send("WATCHDOG=1");
             next_wd = now + (double)wd / 2e6;
         }
-        if (now >= next_status) {
-            sched_status(ctx.sc, status, sizeof status);
-            if (strcmp(status, prev)) {
-                notify_sendf("STATUS=%s", status);
-                snprintf(prev, sizeof prev, "%s", status);
-            }
+        /* STATUS= at once when a job starts or ends, else its steps once a second */
+        sched_status(ctx.sc, status, sizeof status);
+        if (strcmp(status, prev) && (now >= next_status || !same_jobs(status, prev))) {
+            notify_sendf("STATUS=%s", status);
+            snprintf(prev, sizeof prev, "%s", status);
             next_status = now + 1.0;
         }
         struct timespec ts = {0, 100 * 1000000L};
