@@ -970,7 +970,7 @@ static int save_weights(rl *r, al_model *m, const char *dir, const char *base) {
 /* Copies the adapters and the head of the model saved in dir into m. */
 static int load_trainable(al_model *m, const char *dir, char err[AL_ERRLEN]) {
     al_model *tmp = NULL;
-    int rc = al_model_open(&tmp, dir, NULL, err);
+    int rc = al_model_open_ex(&tmp, dir, NULL, AL_OPEN_FROZEN, 0, err); /* read only: no gradients */
     if (rc) return rc;
     int n1, n2;
     al_param *a = al_model_params(m, &n1), *b = al_model_params(tmp, &n2);
