@@ -248,7 +248,7 @@ int cli_logprobs(int argc, char **argv) {
     }
     /* position t scores token t+1; we report tokens k..n-1 */
     for (int t = 0; t < n; t++) tgt[t] = (t + 1 < n && t + 1 >= k) ? tok[t + 1] : -1;
-    if (al_model_reserve(m, 1, n, 0, err)) {
+    if (al_model_reserve(m, 1, n, AL_MODEL_FORWARD_ONLY, err)) {
         fprintf(stderr, "alignd: %s\n", err);
         goto out;
     }

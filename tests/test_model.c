@@ -2,7 +2,8 @@
  * LoRA, with gradient checkpointing) against central differences; forward
  * against an independent double-precision reference written here with plain
  * loops; save/load round trips; KV-cache generation against full forwards;
- * micro-batch accumulation; determinism; frozen opens hold no gradients. */
+ * micro-batch accumulation; determinism; frozen opens hold no gradients;
+ * forward-only reservations compute the same forward in less memory. */
 #include <errno.h>
 #include <math.h>
 #include <stdlib.h>
@@ -196,6 +197,55 @@ static void test_checkpointing(void) {
             else T_TRUE(memcmp(g0, m->grad, ng * sizeof *g0) == 0);
         }
         free(g0);
+        al_model_free(m);
+    }
+}
+
+/* AL_MODEL_FORWARD_ONLY: the same forward bit for bit (log-probs, entropy,
+ * head values, with LoRA on and off) in less memory; no backward. */
+static void test_forward_only(void) {
+    char err[AL_ERRLEN];
+    al_lora_cfg lc = {.r = 2, .alpha = 4};
+    snprintf(lc.targets, sizeof lc.targets, "all-linear");
+    for (int arch = 1; arch <= 2; arch++) {
+        al_model_config c = tiny((al_arch)arch, 1);
+        c.n_layers = 3; /* odd: the last layer writes the first residual buffer */
+        c.has_score = 1;
+        c.num_labels = 1;
+        al_model *m = al_model_new(&c, &lc, err);
+        T_TRUE(m != NULL);
+        al_model_init(m, 5);
+        int np;
+        al_param *ps = al_model_params(m, &np);
+        for (int i = 0; i < np; i++) /* B nonzero, so the adapters change the outputs */
+            if (ps[i].lora) gc_fill(ps[i].w, ps[i].n, 40 + i, 0.3f);
+        al_tokens in = {.B = B_, .T = T_, .ids = g_ids, .seg = g_seg, .targets = g_tgt};
+        float out[2][2][3][B_ * T_], R[B_ * T_];
+        gc_fill(R, B_ * T_, 6, 1.0f);
+        size_t mem[2];
+        for (int fo = 0; fo < 2; fo++) {
+            T_OK(al_model_reserve(m, B_, T_, fo ? AL_MODEL_FORWARD_ONLY : 0, err));
+            mem[fo] = al_model_memory(m);
+            for (int on = 0; on < 2; on++) {
+                al_model_set_adapters(m, on);
+                memset(out[fo][on], 0xff, sizeof out[fo][on]);
+                al_fwd f = {.logp = out[fo][on][0], .entropy = out[fo][on][1], .values = out[fo][on][2]};
+                T_OK(al_model_forward(m, &in, &f));
+            }
+            al_model_set_adapters(m, 1);
+            /* a forward without log-probs uses the scratch that forward-only keeps */
+            al_fwd fv = {.values = out[fo][1][2]};
+            T_OK(al_model_forward(m, &in, &fv));
+        }
+        T_TRUE(memcmp(out[0], out[1], sizeof out[0]) == 0);
+        T_TRUE(memcmp(out[0][0], out[0][1], sizeof out[0][0]) != 0);
+        T_TRUE(mem[1] < mem[0]);
+        T_EQ_INT(al_model_backward(m, &in, R, NULL, NULL), AL_EINVAL);
+        /* reserving for training again makes backward work */
+        T_OK(al_model_reserve(m, B_, T_, 0, err));
+        al_fwd f = {.logp = out[0][0][0]};
+        T_OK(al_model_forward(m, &in, &f));
+        T_OK(al_model_backward(m, &in, R, NULL, NULL));
         al_model_free(m);
     }
 }
@@ -757,6 +807,7 @@ int main(void) {
     test_gradients();
     test_lora_gradients();
     test_checkpointing();
+    test_forward_only();
     test_forward_reference();
     test_save_load();
     test_generation();

@@ -9,7 +9,9 @@
  * so a LoRA model carries no base gradients), one for activations sized by
  * al_model_reserve. With AL_MODEL_GRAD_CKPT only the residual stream at each
  * layer input is kept; backward recomputes a layer's activations into one
- * shared set before differentiating it. */
+ * shared set before differentiating it. With AL_MODEL_FORWARD_ONLY (models
+ * that are never differentiated) the layers share that one set and two
+ * residual buffers, and there are no backward buffers. */
 #include "model_impl.h"
 
 #include <math.h>
@@ -526,12 +528,19 @@ int al_model_reserve(al_model *m, int B, int T, int flags, char err[AL_ERRLEN]) 
     }
     size_t per_layer = N * C * 3 + N * 4 + N * (size_t)m->QKV + (size_t)B * c->NH * T * T +
                        N * AH + N * (size_t)m->UPW + N * (size_t)c->FF + N * r * (size_t)max_lora;
-    size_t n_sets = (flags & AL_MODEL_GRAD_CKPT) ? 1 : L;
+    int fwd_only = (flags & AL_MODEL_FORWARD_ONLY) != 0;
+    size_t n_sets = (flags & (AL_MODEL_GRAD_CKPT | AL_MODEL_FORWARD_ONLY)) ? 1 : L;
+    /* forward only: layer l reads residual buffer l % 2 and writes the other */
+    size_t n_res = fwd_only ? 2 : L + 1;
+    /* backward buffers; forward only keeps N floats of d_h2, the log-prob
+     * scratch of a forward whose caller wants no log-probs */
+    size_t n_bwd = fwd_only ? N
+                            : N * C * 2 + N * (size_t)m->QKV + N * AH + N * (size_t)m->UPW +
+                                  N * (size_t)c->FF + N * (r ? r : 1);
     int V = c->V;
     int chunk = (int)(N < 128 ? N : 128);
-    size_t total = (L + 1) * N * C + n_sets * per_layer + N * C + 4 * N +
-                   N * C * 2 + N * (size_t)m->QKV + N * AH + N * (size_t)m->UPW +
-                   N * (size_t)c->FF + N * (r ? r : 1) + (size_t)chunk * (C + (size_t)V) + N;
+    size_t total = n_res * N * C + n_sets * per_layer + N * C + 4 * N + n_bwd +
+                   (size_t)chunk * (C + (size_t)V) + N;
     al_acts *acts = calloc(L, sizeof *acts);
     float *act = al_calloc(total, sizeof(float));
     if (!acts || !act) {
@@ -550,7 +559,7 @@ int al_model_reserve(al_model *m, int B, int T, int flags, char err[AL_ERRLEN]) 
     m->flags = flags;
     float *p = act;
 #define TAKE(ptr, count) do { (ptr) = p; p += (count); } while (0)
-    TAKE(m->res, (L + 1) * N * C);
+    TAKE(m->res, n_res * N * C);
     for (size_t s = 0; s < n_sets; s++) {
         al_acts *a = &acts[s];
         TAKE(a->ln1, N * C);
@@ -573,13 +582,18 @@ int al_model_reserve(al_model *m, int B, int T, int flags, char err[AL_ERRLEN]) 
     TAKE(m->lnf_rstd, N);
     TAKE(m->lse, N);
     TAKE(m->ent, N);
-    TAKE(m->d_res, N * C);
-    TAKE(m->d_ln, N * C);
-    TAKE(m->d_qkv, N * (size_t)m->QKV);
-    TAKE(m->d_atty, N * AH);
-    TAKE(m->d_h1, N * (size_t)m->UPW);
-    TAKE(m->d_h2, N * (size_t)c->FF);
-    TAKE(m->d_lora, N * (r ? r : 1));
+    if (fwd_only) {
+        m->d_res = m->d_ln = m->d_qkv = m->d_atty = m->d_h1 = m->d_lora = NULL;
+        TAKE(m->d_h2, N);
+    } else {
+        TAKE(m->d_res, N * C);
+        TAKE(m->d_ln, N * C);
+        TAKE(m->d_qkv, N * (size_t)m->QKV);
+        TAKE(m->d_atty, N * AH);
+        TAKE(m->d_h1, N * (size_t)m->UPW);
+        TAKE(m->d_h2, N * (size_t)c->FF);
+        TAKE(m->d_lora, N * (r ? r : 1));
+    }
     TAKE(m->head_scratch, (size_t)chunk * (C + (size_t)V));
     m->pos_buf = (int32_t *)p;
     p += N;
@@ -667,6 +681,11 @@ static const int32_t *positions(al_model *m, const al_tokens *in) {
     return m->pos_buf;
 }
 
+/* The residual stream at the input of layer l (l = n_layers: the final norm's input). */
+static float *res_at(const al_model *m, int l, size_t NC) {
+    return m->res + (size_t)((m->flags & AL_MODEL_FORWARD_ONLY) ? (l & 1) : l) * NC;
+}
+
 static int check_batch(const al_model *m, const al_tokens *in) {
     if (!m->act || in->B > m->resB || in->T > m->resT ||
         (size_t)in->B * in->T > (size_t)m->resB * m->resT)
@@ -687,12 +706,11 @@ int al_model_forward(al_model *m, const al_tokens *in, al_fwd *out) {
     const al_model_config *c = &m->cfg;
     int N = in->B * in->T, C = c->C, L = c->n_layers;
     const int32_t *pos = positions(m, in);
-    al_embed_forward(m->res, in->ids, pos, PW(m, m->wte), PW(m, m->wpe), N, C);
+    size_t NC = (size_t)N * C;
+    al_embed_forward(res_at(m, 0, NC), in->ids, pos, PW(m, m->wte), PW(m, m->wpe), N, C);
     for (int l = 0; l < L; l++)
-        layer_forward(m, l, &m->acts[l], m->res + (size_t)l * N * C,
-                      m->res + (size_t)(l + 1) * N * C, in, pos);
-    norm_forward(m, m->lnf, m->lnf_mean, m->lnf_rstd, m->res + (size_t)L * N * C,
-                 m->lnf_w, m->lnf_b, N);
+        layer_forward(m, l, &m->acts[l], res_at(m, l, NC), res_at(m, l + 1, NC), in, pos);
+    norm_forward(m, m->lnf, m->lnf_mean, m->lnf_rstd, res_at(m, L, NC), m->lnf_w, m->lnf_b, N);
     if (in->targets && m->head >= 0) {
         /* logp goes to the caller's buffer or to d_h2 as scratch (unused until backward) */
         float *logp = out && out->logp ? out->logp : m->d_h2;
@@ -767,6 +785,7 @@ int al_model_backward(al_model *m, const al_tokens *in, const float *dlogp,
                       const float *dent, const float *dvalue) {
     int rc = check_batch(m, in);
     if (rc) return rc;
+    if (m->flags & AL_MODEL_FORWARD_ONLY) return AL_EINVAL;
     const al_model_config *c = &m->cfg;
     int N = in->B * in->T, C = c->C, L = c->n_layers;
     size_t NC = (size_t)N * C;

@@ -129,8 +129,14 @@ al_model *al_model_new_shared(al_model *base, const al_lora_cfg *lora, uint64_t 
 int al_model_add_score_head(al_model *m, uint64_t seed);
 
 #define AL_MODEL_GRAD_CKPT 1
-/* Sizes activations for batches up to B x T (T <= max_T). Must be called
- * before forward; re-calling with larger sizes reallocates. */
+/* Forward only (references, reward models, judges, scoring): one set of
+ * layer buffers and two of the residual stream, reused layer after layer,
+ * and no backward buffers; al_model_backward then returns AL_EINVAL. The
+ * forward's arithmetic is the same, so are its results. */
+#define AL_MODEL_FORWARD_ONLY 2
+/* Sizes activations for batches up to B x T (T <= max_T). flags:
+ * AL_MODEL_GRAD_CKPT or AL_MODEL_FORWARD_ONLY. Must be called before
+ * forward; re-calling with larger sizes or other flags reallocates. */
 int al_model_reserve(al_model *m, int B, int T, int flags, char err[AL_ERRLEN]);
 /* Bytes of activations, parameters, gradients held now. */
 size_t al_model_memory(const al_model *m);

@@ -13,7 +13,9 @@
  * the value at the last non-padding token). The judge sees the prompt and
  * two responses in its chat template (or as plain text when it has none)
  * with the principles, and its answer is read from the next-token
- * log-probabilities of "A" and "B": one forward, no sampling. */
+ * log-probabilities of "A" and "B": one forward, no sampling. Both models
+ * run forward only; a reward model's activations are sized for the job's
+ * longest texts (al_reward_len), the judge's for its context. */
 #include "rl.h"
 
 #include <jansson.h>
@@ -28,7 +30,8 @@ typedef struct scorer {
     al_model *m;
     al_tok *tok;
     al_chat *chat;
-    int T;                       /* reserved sequence length */
+    int T;                       /* longest sequence scored (longer ones keep their last T tokens) */
+    int rows, Tres;              /* activations reserved for rows x Tres (Tres <= T) */
 } scorer;
 
 struct al_rewarder {
@@ -84,7 +87,12 @@ static void scorer_free(scorer *s) {
     memset(s, 0, sizeof *s);
 }
 
-static int scorer_open(scorer *s, const char *dir, int flags, int rows, const char *what, char err[AL_ERRLEN]) {
+/* Extra tokens beyond one per byte: BOS, EOS, the " " of an empty completion. */
+enum { SPECIAL_SLACK = 8 };
+
+/* want_T: the longest sequence expected (0: unknown, the model's context). */
+static int scorer_open(scorer *s, const char *dir, int flags, int rows, size_t want_T, const char *what,
+                       char err[AL_ERRLEN]) {
     char e2[AL_ERRLEN];
     int rc;
     if ((rc = al_tok_load(&s->tok, dir, e2)) || (rc = al_chat_new(&s->chat, s->tok, NULL, e2)) ||
@@ -92,12 +100,28 @@ static int scorer_open(scorer *s, const char *dir, int flags, int rows, const ch
         return al_err(err, rc, "%s: %s", what, e2);
     const al_model_config *c = al_model_config_of(s->m);
     s->T = c->max_T < 1024 ? c->max_T : 1024;
-    if ((rc = al_model_reserve(s->m, rows, s->T, 0, e2))) return al_err(err, rc, "%s: %s", what, e2);
+    s->rows = rows;
+    s->Tres = want_T > 0 && want_T < (size_t)s->T ? (int)want_T : s->T;
+    if ((rc = al_model_reserve(s->m, rows, s->Tres, AL_MODEL_FORWARD_ONLY, e2)))
+        return al_err(err, rc, "%s: %s", what, e2);
+    return AL_OK;
+}
+
+/* Room for sequences of T tokens (T <= s->T): grows the reservation when a
+ * tokenizer needed more tokens than the texts have bytes. */
+static int scorer_fit(scorer *s, int T, const char *what, char err[AL_ERRLEN]) {
+    if (T <= s->Tres) return AL_OK;
+    int want = 2 * s->Tres > T ? 2 * s->Tres : T;
+    if (want > s->T) want = s->T;
+    char e2[AL_ERRLEN];
+    int rc = al_model_reserve(s->m, s->rows, want, AL_MODEL_FORWARD_ONLY, e2);
+    if (rc) return al_err(err, rc, "%s: %s", what, e2);
+    s->Tres = want;
     return AL_OK;
 }
 
 int al_rewarder_new(al_rewarder **out, const al_reward_cfg *cfg, double hp_eos_penalty, int rows,
-                    char err[AL_ERRLEN]) {
+                    const al_reward_len *len, char err[AL_ERRLEN]) {
     al_rewarder *rw = calloc(1, sizeof *rw);
     if (!rw) return al_err(err, AL_ENOMEM, "out of memory");
     rw->cfg = *cfg;
@@ -105,16 +129,21 @@ int al_rewarder_new(al_rewarder **out, const al_reward_cfg *cfg, double hp_eos_p
     rw->rows = rows < 2 ? 2 : rows;
     int rc = AL_OK;
     char what[64];
+    /* one token per byte, the completion at least the " " an empty one becomes */
+    size_t want_rm = 0;
+    if (len && (len->prompt_bytes || len->completion_bytes))
+        want_rm = len->prompt_bytes + (len->completion_bytes > 0 ? len->completion_bytes : 1) + SPECIAL_SLACK;
     for (int k = 0; k < cfg->n_reward_models && !rc; k++) {
         if (cfg->n_reward_models > 1) snprintf(what, sizeof what, "reward.reward_model[%d]", k);
         else snprintf(what, sizeof what, "reward.reward_model");
-        rc = scorer_open(&rw->rm[k], cfg->reward_model[k], AL_OPEN_SCORE_HEAD, rw->rows, what, err);
+        rc = scorer_open(&rw->rm[k], cfg->reward_model[k], AL_OPEN_SCORE_HEAD, rw->rows, want_rm, what, err);
         rw->n_rm = k + 1;
         if (rc) break;
         if (rw->rm[k].T > rw->Tmax) rw->Tmax = rw->rm[k].T;
     }
     if (!rc && cfg->judge_model[0]) {
-        rc = scorer_open(&rw->judge, cfg->judge_model, 0, 2, "reward.judge.model", err);
+        /* the judge's instructions alone are some hundred bytes: its whole context */
+        rc = scorer_open(&rw->judge, cfg->judge_model, 0, 2, 0, "reward.judge.model", err);
         rw->has_judge = 1;
         if (!rc && !al_model_config_of(rw->judge.m)->has_lm_head)
             rc = al_err(err, AL_EINVAL, "reward.judge.model: %s has no language-model head", cfg->judge_model);
@@ -191,13 +220,15 @@ static int rm_score(al_rewarder *rw, scorer *s, int n, const char *const *prompt
         }
         al_tokens in = {.B = k, .T = T, .ids = rw->ids};
         al_fwd f = {.values = rw->vals};
-        rc = al_model_forward(s->m, &in, &f);
+        rc = scorer_fit(s, T, "reward model", err);
+        if (!rc && (rc = al_model_forward(s->m, &in, &f)))
+            al_err(err, rc, "reward model forward failed: %s", al_strerror(rc));
         for (int j = 0; j < k; j++) {
             int len = seqs[j].n < s->T ? seqs[j].n : s->T;
             if (!rc) out[i0 + j] = rw->vals[(size_t)j * T + (size_t)(len - 1)];
             al_seq_deinit(&seqs[j]);
         }
-        if (rc) return al_err(err, rc, "reward model forward failed: %s", al_strerror(rc));
+        if (rc) return rc;
     }
     return AL_OK;
 }

@@ -192,6 +192,27 @@ char *rl_decode_completion(const al_tok *tok, const int32_t *ids, int n, int32_t
     return txt;
 }
 
+size_t rl_prompts_max_bytes(const rl_prompts *p) {
+    size_t m = 0;
+    for (int i = 0; i < p->n; i++) {
+        size_t n = p->text[i] ? strlen(p->text[i]) : 0;
+        if (n > m) m = n;
+    }
+    return m;
+}
+
+size_t rl_completion_max_bytes(const al_tok *tok, int max_new) {
+    size_t m = 1;
+    for (int32_t id = 0, V = al_tok_vocab_size(tok); id < V; id++) {
+        char *txt = NULL;
+        size_t len = 0;
+        if (al_tok_decode(tok, &id, 1, 1, &txt, &len)) continue;
+        if (len > m) m = len;
+        free(txt);
+    }
+    return m * (size_t)(max_new > 0 ? max_new : 1);
+}
+
 /* ---- the RL state --------------------------------------------------------------- */
 
 typedef struct rl {
@@ -404,7 +425,8 @@ static int setup(rl *r) {
             al_model_set_temperature(r->ref, hp->temperature);
             if (al_model_config_of(r->ref)->V != mc->V)
                 return al_err(r->err, AL_EINVAL, "ref_model: its vocabulary differs from the policy's");
-            if ((rc = al_model_reserve(r->ref, r->mb, r->T, 0, e2))) return al_err(r->err, rc, "%s", e2);
+            if ((rc = al_model_reserve(r->ref, r->mb, r->T, AL_MODEL_FORWARD_ONLY, e2)))
+                return al_err(r->err, rc, "%s", e2);
         }
     }
     if (r->ppo) {
@@ -412,7 +434,9 @@ static int setup(rl *r) {
         if ((rc = al_model_reserve(r->critic, r->mb, r->T, hp->gradient_checkpointing ? AL_MODEL_GRAD_CKPT : 0, e2)))
             return al_err(r->err, rc, "%s", e2);
     }
-    if ((rc = al_rewarder_new(&r->rw, &job->reward, hp->missing_eos_penalty, r->mb, r->err))) return rc;
+    size_t pb_train = rl_prompts_max_bytes(&r->train), pb_val = rl_prompts_max_bytes(&r->val);
+    al_reward_len rlen = {pb_train > pb_val ? pb_train : pb_val, rl_completion_max_bytes(r->tok, r->max_new)};
+    if ((rc = al_rewarder_new(&r->rw, &job->reward, hp->missing_eos_penalty, r->mb, &rlen, r->err))) return rc;
     r->steps_per_epoch = (r->train.n + r->P - 1) / r->P;
     r->total_steps = hp->max_steps >= 0 ? hp->max_steps : r->steps_per_epoch * hp->n_epochs;
     if ((rc = alloc_bufs(r))) return rc;

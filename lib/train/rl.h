@@ -83,11 +83,24 @@ double al_reward_rules(const al_reward_cfg *c, double r, int len, int has_eos, d
  * through its chat template), and the rules. */
 typedef struct al_rewarder al_rewarder;
 
+/* The longest texts a rewarder will be given, in bytes (0: unknown). */
+typedef struct al_reward_len {
+    size_t prompt_bytes, completion_bytes;
+} al_reward_len;
+
 /* rows: how many sequences one forward may hold. hp_eos_penalty: the
  * hyper-parameter missing_eos_penalty used when the reward object gives
- * none. AL_ENOENT/AL_EFORMAT from the model folders, AL_ENOMEM. */
+ * none. The models run forward only (AL_MODEL_FORWARD_ONLY: one layer's
+ * activations). len (may be NULL: unknown) sizes a reward model's for one
+ * token per byte of the longest prompt + completion rather than for its
+ * whole context (a tokenizer whose tokens each cover at least a byte never
+ * needs more; a longer sequence, from one that does, grows the reservation
+ * when it comes); the judge, whose instructions alone are some hundred
+ * bytes, reserves its context. Sequences are cut to the model's context (at
+ * most 1024 tokens, the last ones kept) either way, so scores do not depend
+ * on len. AL_ENOENT/AL_EFORMAT from the model folders, AL_ENOMEM. */
 int al_rewarder_new(al_rewarder **out, const al_reward_cfg *cfg, double hp_eos_penalty, int rows,
-                    char err[AL_ERRLEN]);
+                    const al_reward_len *len, char err[AL_ERRLEN]);
 void al_rewarder_free(al_rewarder *rw);
 int al_rewarder_has_rm(const al_rewarder *rw);
 int al_rewarder_has_judge(const al_rewarder *rw);

@@ -33,6 +33,12 @@ int rl_generate(al_model *m, const al_seq *const *prompts, int n, const al_gen_c
  * ended in EOS. */
 char *rl_decode_completion(const al_tok *tok, const int32_t *ids, int n, int32_t eos, int *has_eos);
 
+/* Bounds for al_reward_len: the longest prompt text of p, and the longest
+ * text max_new tokens of tok can decode to (max_new times its longest
+ * token's text), in bytes. */
+size_t rl_prompts_max_bytes(const rl_prompts *p);
+size_t rl_completion_max_bytes(const al_tok *tok, int max_new);
+
 void rl_event(const al_train_cb *cb, al_log_level lvl, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 int rl_copy_tokenizer(const char *model_dir, const char *dir, char err[AL_ERRLEN]);
 

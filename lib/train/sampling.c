@@ -181,7 +181,10 @@ static int gen_prefs(const al_job *job, const al_train_cb *cb, al_train_result *
     int rc = (!ps || !txt || !pt || !an || !lens || !eos || !sc) ? al_err(err, AL_ENOMEM, "out of memory") : AL_OK;
     if (!rc) rc = pmodel_open(&pm, job->model, "model", err);
     if (!rc) rc = load_prompts(job, pm.chat, &pr, err);
-    if (!rc) rc = al_rewarder_new(&rw, &job->reward, hp->missing_eos_penalty, CHUNK, err);
+    if (!rc) {
+        al_reward_len len = {rl_prompts_max_bytes(&pr), rl_completion_max_bytes(pm.tok, hp->max_completion_length)};
+        rc = al_rewarder_new(&rw, &job->reward, hp->missing_eos_penalty, CHUNK, &len, err);
+    }
     al_rng rng;
     al_rng_seed(&rng, hp->seed);
     long chunks = (pr.n + per - 1) / per, pairs = 0, ties = 0, blank = 0;
@@ -281,7 +284,12 @@ static int evaluate_job(const al_job *job, const al_train_cb *cb, al_train_resul
     if (!rc && two) rc = pmodel_open(&B, job->model_b, "model_b", err);
     if (!rc) rc = load_prompts(job, A.chat, &pa, err);
     if (!rc && two) rc = load_prompts(job, B.chat, &pb, err);
-    if (!rc && two) rc = al_rewarder_new(&rw, &job->reward, hp->missing_eos_penalty, CHUNK, err);
+    if (!rc && two) {
+        al_reward_len len = {rl_prompts_max_bytes(&pa), rl_completion_max_bytes(A.tok, hp->max_completion_length)};
+        size_t cb_b = rl_completion_max_bytes(B.tok, hp->max_completion_length);
+        if (cb_b > len.completion_bytes) len.completion_bytes = cb_b;
+        rc = al_rewarder_new(&rw, &job->reward, hp->missing_eos_penalty, CHUNK, &len, err);
+    }
     al_rng rng;
     al_rng_seed(&rng, hp->seed);
     long chunks = (pa.n + CHUNK - 1) / CHUNK;

@@ -259,7 +259,7 @@ static int alloc_buffers(trainer *t) {
     if ((rc = al_model_reserve(t->m, rows, t->max_T,
                                t->hp->gradient_checkpointing ? AL_MODEL_GRAD_CKPT : 0, e2)))
         return al_err(t->err, rc, "%s", e2);
-    if (t->ref && (rc = al_model_reserve(t->ref, rows, t->max_T, 0, e2)))
+    if (t->ref && (rc = al_model_reserve(t->ref, rows, t->max_T, AL_MODEL_FORWARD_ONLY, e2)))
         return al_err(t->err, rc, "%s", e2);
     return AL_OK;
 }
