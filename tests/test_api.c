@@ -1323,6 +1323,18 @@ static void sleep_ms(long ms) {
     nanosleep(&ts, NULL);
 }
 
+/* Polls /metrics every 50 ms, for up to 10 s, until it holds text. */
+static int metrics_until(const char *text) {
+    for (int tries = 0; tries < 200; tries++) {
+        resp m = req("GET", "/metrics", NULL);
+        int found = m.body && strstr(m.body, text);
+        resp_free(&m);
+        if (found) return 1;
+        sleep_ms(50);
+    }
+    return 0;
+}
+
 static void test_sse(void) {
     /* ftjob-1 holds seq 1 (queued). Add metrics and a sample, then finish. */
     pthread_mutex_lock(&F.mu);
@@ -1404,14 +1416,11 @@ static void test_sse(void) {
         many[i] = (stream_ctx){path, NULL, 15000, {0}};
         pthread_create(&ths[i], NULL, stream_thread, &many[i]);
     }
-    sleep_ms(600);
+    T_TRUE(metrics_until("alignd_sse_streams 8\n"));
     stream_ctx over = {path, NULL, 5000, {0}};
     stream_thread(&over);
     T_ERR(over.r, 429, "too_many_streams", "");
     resp_free(&over.r);
-    resp m = req("GET", "/metrics", NULL);
-    T_TRUE(m.body && strstr(m.body, "alignd_sse_streams 8\n"));
-    resp_free(&m);
     pthread_mutex_lock(&F.mu);
     feed_push(jid, "event", json_pack("{s:s}", "message", "hello all"));
     pthread_mutex_unlock(&F.mu);
@@ -1424,10 +1433,7 @@ static void test_sse(void) {
         T_TRUE(many[i].r.body && strstr(many[i].r.body, "event: end"));
         resp_free(&many[i].r);
     }
-    sleep_ms(100);
-    m = req("GET", "/metrics", NULL);
-    T_TRUE(m.body && strstr(m.body, "alignd_sse_streams 0\n"));
-    resp_free(&m);
+    T_TRUE(metrics_until("alignd_sse_streams 0\n"));
 }
 
 /* ---- Prometheus ------------------------------------------------------------------ */
@@ -1510,6 +1516,19 @@ static void test_concurrent(void) {
     T_TRUE((double)time(NULL) - t0 < 60);
 }
 
+/* GET path every 100 ms, for up to 10 s, until the answer has status want;
+ * returns the last answer. */
+static resp get_until(long want, const char *path) {
+    resp r = {0};
+    for (int tries = 0; tries < 100; tries++) {
+        sleep_ms(100);
+        r = req("GET", path, NULL);
+        if (r.status == want) break;
+        resp_free(&r);
+    }
+    return r;
+}
+
 /* Over the connection cap: idle sockets hold connections, the next request
  * gets 429. */
 static void test_connection_cap(void) {
@@ -1573,13 +1592,13 @@ static void test_connection_cap(void) {
         a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
         T_OK(connect(fds[i], (struct sockaddr *)&a, sizeof a));
     }
-    sleep_ms(300);
-    resp r = req("GET", "/v1/fine_tuning/jobs", NULL);
+    /* the server accepts the idle sockets, and later sees them closed, in
+     * its own time: ask again until it has */
+    resp r = get_until(429, "/v1/fine_tuning/jobs");
     T_ERR(r, 429, "too_many_connections", "");
     resp_free(&r);
     for (int i = 0; i < 3; i++) close(fds[i]);
-    sleep_ms(300);
-    r = req("GET", "/v1/fine_tuning/jobs", NULL);
+    r = get_until(200, "/v1/fine_tuning/jobs");
     T_EQ_INT(r.status, 200);
     resp_free(&r);
     /* a slow client that never finishes its request is dropped after timeout_s */
@@ -1887,7 +1906,7 @@ int main(void) {
     stream_ctx open_stream = {open_path, NULL, 20000, {0}};
     pthread_t th;
     pthread_create(&th, NULL, stream_thread, &open_stream);
-    sleep_ms(500);
+    T_TRUE(metrics_until("alignd_sse_streams 1\n"));
     double t0 = now_mono();
     api_server_stop(s);
     pthread_join(th, NULL);
