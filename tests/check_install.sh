@@ -2,8 +2,8 @@
 # `cmake --install` lays out what the daemon needs where it looks for it: the
 # installed binary (into a DESTDIR, prefix /usr) finds its migrations and the
 # dashboard from its own location, the unit names the installed binary, the
-# example configuration parses, and the installed daemon serves the
-# dashboard and a migrated database.
+# example configuration parses, the systemd environment is honoured, and the
+# installed daemon serves the dashboard and a migrated database.
 # Usage: check_install.sh BUILD_DIR WORK_DIR
 set -euo pipefail
 build=$1 work=$2
@@ -25,6 +25,16 @@ for key in migrations_dir web_dir; do
     grep -q "^$key = \"$root/usr/bin/../share/alignd/" <<<"$cfg" \
         || { echo "$key is not the installed one:"; grep "^$key" <<<"$cfg"; fail=1; }
 done
+# As systemd runs it: $STATE_DIRECTORY and $CONFIGURATION_DIRECTORY (the
+# first of a colon-separated list), ALIGND_* over the file, flags over both.
+mkdir -p "$work/conf"
+printf 'workers = 3\nlog_level = debug\nmax_streams = 9\n' >"$work/conf/alignd.conf"
+cfg=$(STATE_DIRECTORY="$work/sd:$work/other" CONFIGURATION_DIRECTORY="$work/conf" ALIGND_WORKERS=2 \
+    "$bin" serve --check-config --max-streams 7)
+for want in "state_dir = \"$work/sd\"" 'workers = 2' 'log_level = "debug"' 'max_streams = 7'; do
+    grep -qF "$want" <<<"$cfg" || { echo "systemd environment: expected '$want' in:"; echo "$cfg"; fail=1; }
+done
+
 "$bin" serve --listen 127.0.0.1:0 --state-dir "$work/state" 2>"$work/daemon.log" &
 pid=$!
 trap 'kill -TERM $pid 2>/dev/null; wait $pid 2>/dev/null' EXIT
