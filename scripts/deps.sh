@@ -16,13 +16,14 @@ al_need_packages() {
     $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
 }
 
-# What building alignd needs.
+# What building alignd needs (libcurl: the tests, built by default, speak
+# HTTP; -DALIGND_BUILD_TESTS=OFF builds without them).
 AL_BUILD_PACKAGES=(build-essential cmake pkg-config libopenblas-dev libjansson-dev libpcre2-dev
-                   libmicrohttpd-dev libsqlite3-dev libssl-dev)
+                   libmicrohttpd-dev libsqlite3-dev libssl-dev libcurl4-openssl-dev)
 # What the tests need beyond the build: the PyTorch parity reference, and
 # node for the tokenizer reference (scripts/test adds npm when missing), curl
-# and libcurl for the HTTP tests, clang for the libFuzzer targets, Chromium
+# for the shell tests, clang for the libFuzzer targets, Chromium
 # for the dashboard tests, systemd-analyze for the unit file check, jq for
 # the README's curl walk-through.
 AL_TEST_PACKAGES=(python3 python3-torch python3-numpy nodejs python3-jinja2 curl
-                  libcurl4-openssl-dev clang libclang-rt-14-dev chromium systemd sqlite3 jq)
+                  clang libclang-rt-14-dev chromium systemd sqlite3 jq)
