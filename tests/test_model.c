@@ -3,7 +3,8 @@
  * against an independent double-precision reference written here with plain
  * loops; save/load round trips; KV-cache generation against full forwards;
  * micro-batch accumulation; determinism; frozen opens hold no gradients;
- * forward-only reservations compute the same forward in less memory. */
+ * forward-only reservations compute the same forward in less memory; a
+ * model in another's activations gets the gradients it gets in its own. */
 #include <errno.h>
 #include <math.h>
 #include <stdlib.h>
@@ -248,6 +249,82 @@ static void test_forward_only(void) {
         T_OK(al_model_backward(m, &in, R, NULL, NULL));
         al_model_free(m);
     }
+}
+
+/* al_model_share_activations: PPO's shared-base critic in its policy's
+ * activations, each run forward to backward in turn, gives the gradients
+ * each gets in an arena of its own; shapes that differ are refused. */
+static void test_shared_activations(void) {
+    char err[AL_ERRLEN];
+    al_lora_cfg lc = {.r = 2, .alpha = 4};
+    snprintf(lc.targets, sizeof lc.targets, "all-linear");
+    for (int arch = 1; arch <= 2; arch++) {
+        for (int ck = 0; ck < 2; ck++) {
+            int flags = ck ? AL_MODEL_GRAD_CKPT : 0;
+            al_model_config c = tiny((al_arch)arch, 1);
+            al_model *p = al_model_new(&c, &lc, err);
+            T_TRUE(p != NULL);
+            al_model_init(p, 5);
+            al_model *cs = al_model_new_shared(p, &lc, 9, err), *co = al_model_new_shared(p, &lc, 9, err);
+            T_TRUE(cs && co);
+            if (!cs || !co) return;
+            al_tokens in = {.B = B_, .T = T_, .ids = g_ids, .seg = g_seg, .targets = g_tgt};
+            al_tokens cin = in;
+            cin.targets = NULL;
+            float lp[B_ * T_], val[B_ * T_], R[B_ * T_], R2[B_ * T_];
+            gc_fill(R, B_ * T_, 6, 1.0f);
+            gc_fill(R2, B_ * T_, 7, 1.0f);
+            al_fwd pf = {.logp = lp}, cf = {.values = val};
+            T_OK(al_model_reserve(p, B_, T_, flags, err));
+            T_OK(al_model_reserve(co, B_, T_, flags, err));
+            /* each in its own arena: the policy, then the critic */
+            al_model_zero_grad(p);
+            al_model_zero_grad(co);
+            T_OK(al_model_forward(p, &in, &pf));
+            T_OK(al_model_backward(p, &in, R, NULL, NULL));
+            T_OK(al_model_forward(co, &cin, &cf));
+            T_OK(al_model_backward(co, &cin, NULL, NULL, R2));
+            size_t np = al_model_num_params(p, 1), nc = al_model_num_params(co, 1);
+            float *gp = malloc(np * sizeof *gp);
+            memcpy(gp, p->grad, np * sizeof *gp);
+            /* the critic in the policy's arena, run first, then the policy */
+            T_OK(al_model_share_activations(cs, p, err));
+            T_OK(al_model_reserve(cs, B_, T_, flags, err));
+            T_EQ_INT(al_model_reserve(cs, B_, T_ + 1, flags, err), AL_EINVAL);
+            T_EQ_INT(al_model_reserve(cs, B_, T_, flags ^ AL_MODEL_GRAD_CKPT, err), AL_EINVAL);
+            T_TRUE(al_model_memory(cs) < al_model_memory(co));
+            al_model_zero_grad(p);
+            al_model_zero_grad(cs);
+            T_OK(al_model_forward(cs, &cin, &cf));
+            T_OK(al_model_backward(cs, &cin, NULL, NULL, R2));
+            T_OK(al_model_forward(p, &in, &pf));
+            T_OK(al_model_backward(p, &in, R, NULL, NULL));
+            T_TRUE(nc == al_model_num_params(cs, 1) && memcmp(co->grad, cs->grad, nc * sizeof(float)) == 0);
+            T_TRUE(memcmp(gp, p->grad, np * sizeof *gp) == 0);
+            /* the owner reserving anew is seen by the model in its arena */
+            T_OK(al_model_reserve(p, B_, T_ + 2, flags, err));
+            T_OK(al_model_reserve(cs, B_, T_ + 1, flags, err));
+            T_OK(al_model_forward(cs, &cin, &cf));
+            free(gp);
+            al_model_free(cs);
+            al_model_free(co);
+            al_model_free(p);
+        }
+    }
+    /* shapes that differ */
+    al_model_config c = tiny(AL_ARCH_GPT2, 0), d = c;
+    d.FF = 16;
+    al_model *a = al_model_new(&c, NULL, err), *b = al_model_new(&d, NULL, err);
+    al_model *e = al_model_new(&c, &lc, err);
+    T_TRUE(a && b && e);
+    if (!a || !b || !e) return;
+    T_EQ_INT(al_model_share_activations(a, b, err), AL_EINVAL);
+    T_EQ_INT(al_model_share_activations(a, a, err), AL_EINVAL);
+    T_EQ_INT(al_model_share_activations(e, a, err), AL_EINVAL); /* adapters the owner has no room for */
+    T_OK(al_model_share_activations(a, e, err));
+    al_model_free(a);
+    al_model_free(b);
+    al_model_free(e);
 }
 
 /* ---- independent reference forward (double, plain loops) ---------------- */
@@ -808,6 +885,7 @@ int main(void) {
     test_lora_gradients();
     test_checkpointing();
     test_forward_only();
+    test_shared_activations();
     test_forward_reference();
     test_save_load();
     test_generation();

@@ -1,7 +1,8 @@
 /* RL from feedback (lib/train/rl_math.c, obj_rl.c, reward.c, job.c's RL
  * fields, rl.c end to end on a tiny model): GAE, whitening, the KL
  * estimators, PPO's token rewards with the score on the last (EOS) token,
- * clipped policy and value losses, GRPO's group advantages for each
+ * clipped policy and value losses (and PPO's value term alone, as the RL
+ * loop asks for it before the policy's forward), GRPO's group advantages for each
  * scale_rewards, the grpo/dapo/dr_grpo normalisations and RLOO's baseline
  * against values worked out by hand; the objectives' gradients against
  * central differences; the verifiable reward and the rules; job fields,
@@ -208,6 +209,48 @@ static void test_ppo_loss(void) {
     gc_check("ppo dentropy", ent, dent, T, ofx_loss, &f, 1e-3f);
     T_NEAR(dent[1], -0.05 / 2, 1e-7);
     al_obj_ppo.destroy(st);
+}
+
+/* PPO with logp NULL: the same dvalue as the full call, bit for bit, and no
+ * loss or metrics (the critic's backward runs before the policy's forward). */
+static void test_ppo_value_only(void) {
+    al_hparams hp = rl_hp("dapo");
+    hp.entropy_coef = 0.05f;
+    void *st;
+    T_OK(al_obj_ppo.create(&hp, &st, g_err));
+    enum { R = 2, T = 4 };
+    int32_t tg[R * T] = {-1, 4, 5, 6, /**/ -1, -1, -1, -1};
+    float lp[R * T] = {0, -1.0f, -2.0f, -0.3f}, old[R * T] = {0, -1.1f, -1.5f, -0.2f};
+    float adv[R * T] = {0, 1.0f, -1.0f, 0.4f}, ent[R * T] = {0, 1.5f, 0.7f, 0.2f};
+    float v[R * T] = {0, 0.5f, 0.45f, -0.3f, /**/ 9, 9, 9, 9}, ov[R * T] = {0, 0.3f, 0.5f, -0.25f};
+    float ret[R * T] = {0, 1.0f, 0.0f, 0.1f};
+    al_obj_in in = {.R = R, .T = T, .targets = tg, .logp = lp, .entropy = ent, .values = v, .old_logp = old,
+                    .adv = adv, .returns = ret, .old_values = ov, .norm_tokens = 7, .norm_rows = 3};
+    float dlp[R * T] = {0}, dv[R * T] = {0}, dent[R * T] = {0}, dv2[R * T] = {0};
+    al_obj_out out = {.dlogp = dlp, .dent = dent, .dvalue = dv};
+    al_step_stats s, s2;
+    memset(&s, 0, sizeof s);
+    memset(&s2, 0, sizeof s2);
+    T_OK(al_obj_ppo.loss(st, &in, &out, &s));
+    in.logp = NULL;
+    al_obj_out vo = {.dvalue = dv2};
+    T_OK(al_obj_ppo.loss(st, &in, &vo, &s2));
+    T_TRUE(memcmp(dv, dv2, sizeof dv) == 0);
+    T_TRUE(dv2[1] == 0 && dv2[2] != 0 && dv2[3] != 0); /* token 1's value is clipped */
+    T_TRUE(s2.loss == 0 && s2.num_tokens == 0 && s2.n == 0);
+    /* a non-finite value loss stops here, dvalue untouched */
+    v[2] = NAN;
+    memset(dv2, 0, sizeof dv2);
+    T_EQ_INT(al_obj_ppo.loss(st, &in, &vo, &s2), AL_ENAN);
+    T_TRUE(dv2[3] == 0);
+    al_obj_ppo.destroy(st);
+    /* only PPO has a value term to ask for alone */
+    hp = rl_hp("dapo");
+    T_OK(al_obj_grpo.create(&hp, &st, g_err));
+    in.values = NULL;
+    in.ref_logp = old;
+    T_EQ_INT(al_obj_grpo.loss(st, &in, &vo, &s2), AL_ESHAPE);
+    al_obj_grpo.destroy(st);
 }
 
 static void test_grpo_loss(void) {
@@ -757,6 +800,7 @@ int main(void) {
     test_token_rewards_gae();
     test_group_adv();
     test_ppo_loss();
+    test_ppo_value_only();
     test_grpo_loss();
     test_rewards();
     test_job();

@@ -512,20 +512,78 @@ int al_model_add_score_head(al_model *m, uint64_t seed) {
 
 /* ---- activations -------------------------------------------------------- */
 
+/* The most adapters on one layer (each has an (N, r) buffer in lora_t). */
+static int max_lora_per_layer(const al_model *m) {
+    int max_lora = 0;
+    for (int l = 0; l < m->cfg.n_layers; l++) {
+        int k = 0;
+        for (int j = 0; j < LIN_COUNT; j++) k += m->layers[l].lin[j].n_lora;
+        if (k > max_lora) max_lora = k;
+    }
+    return max_lora;
+}
+
+/* A model in another's activations: its views, from the owner's current reservation. */
+static void act_sync(al_model *m) {
+    const al_model *o = m->act_owner;
+    m->resB = o->resB;
+    m->resT = o->resT;
+    m->flags = o->flags;
+    if (o->acts) memcpy(m->acts, o->acts, (size_t)m->cfg.n_layers * sizeof *m->acts);
+    m->res = o->res;
+    m->lnf = o->lnf;
+    m->lnf_mean = o->lnf_mean;
+    m->lnf_rstd = o->lnf_rstd;
+    m->lse = o->lse;
+    m->ent = o->ent;
+    m->d_res = o->d_res;
+    m->d_ln = o->d_ln;
+    m->d_qkv = o->d_qkv;
+    m->d_atty = o->d_atty;
+    m->d_h1 = o->d_h1;
+    m->d_h2 = o->d_h2;
+    m->d_lora = o->d_lora;
+    m->head_scratch = o->head_scratch;
+    m->head_chunk = o->head_chunk;
+    m->pos_buf = o->pos_buf;
+}
+
+int al_model_share_activations(al_model *m, al_model *owner, char err[AL_ERRLEN]) {
+    const al_model_config *a = &m->cfg, *b = &owner->cfg;
+    if (m == owner || owner->act_owner || a->arch != b->arch || a->n_layers != b->n_layers || a->C != b->C ||
+        a->NH != b->NH || a->NKV != b->NKV || a->HD != b->HD || a->FF != b->FF || a->V != b->V ||
+        a->max_T != b->max_T || m->QKV != owner->QKV || m->UPW != owner->UPW)
+        return al_err(err, AL_EINVAL, "models of different shapes cannot share activations");
+    if (m->lora_cfg.r > 0 &&
+        (m->lora_cfg.r != owner->lora_cfg.r || max_lora_per_layer(m) > max_lora_per_layer(owner)))
+        return al_err(err, AL_EINVAL, "adapters of a different rank or number cannot share activations");
+    if (!m->acts) {
+        m->acts = calloc((size_t)a->n_layers, sizeof *m->acts);
+        if (!m->acts) return al_err(err, AL_ENOMEM, "out of memory");
+    }
+    al_free(m->act);
+    m->act = NULL;
+    m->n_act = 0;
+    m->act_owner = owner;
+    act_sync(m);
+    return AL_OK;
+}
+
 int al_model_reserve(al_model *m, int B, int T, int flags, char err[AL_ERRLEN]) {
     const al_model_config *c = &m->cfg;
     if (B <= 0 || T <= 0) return al_err(err, AL_EINVAL, "batch must be at least 1x1");
     if (T > c->max_T)
         return al_err(err, AL_ERANGE, "sequence length %d exceeds the model's context %d", T, c->max_T);
+    if (m->act_owner) {
+        const al_model *o = m->act_owner;
+        if (o->act && B <= o->resB && T <= o->resT && flags == o->flags) return AL_OK;
+        return al_err(err, AL_EINVAL, "the activations this model shares hold %d x %d (flags %d), not %d x %d "
+                      "(flags %d)", o->resB, o->resT, o->flags, B, T, flags);
+    }
     if (m->act && B <= m->resB && T <= m->resT && flags == m->flags) return AL_OK;
     size_t N = (size_t)B * (size_t)T, C = (size_t)c->C, L = (size_t)c->n_layers;
     size_t AH = (size_t)c->NH * (size_t)c->HD, r = (size_t)m->lora_cfg.r;
-    int max_lora = 0;
-    for (int l = 0; l < c->n_layers; l++) {
-        int k = 0;
-        for (int j = 0; j < LIN_COUNT; j++) k += m->layers[l].lin[j].n_lora;
-        if (k > max_lora) max_lora = k;
-    }
+    int max_lora = max_lora_per_layer(m);
     size_t per_layer = N * C * 3 + N * 4 + N * (size_t)m->QKV + (size_t)B * c->NH * T * T +
                        N * AH + N * (size_t)m->UPW + N * (size_t)c->FF + N * r * (size_t)max_lora;
     int fwd_only = (flags & AL_MODEL_FORWARD_ONLY) != 0;
@@ -686,8 +744,9 @@ static float *res_at(const al_model *m, int l, size_t NC) {
     return m->res + (size_t)((m->flags & AL_MODEL_FORWARD_ONLY) ? (l & 1) : l) * NC;
 }
 
-static int check_batch(const al_model *m, const al_tokens *in) {
-    if (!m->act || in->B > m->resB || in->T > m->resT ||
+static int check_batch(al_model *m, const al_tokens *in) {
+    if (m->act_owner) act_sync(m);
+    if (!(m->act_owner ? m->act_owner->act : m->act) || in->B > m->resB || in->T > m->resT ||
         (size_t)in->B * in->T > (size_t)m->resB * m->resT)
         return AL_EINVAL;
     const al_model_config *c = &m->cfg;

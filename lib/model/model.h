@@ -138,7 +138,17 @@ int al_model_add_score_head(al_model *m, uint64_t seed);
  * AL_MODEL_GRAD_CKPT or AL_MODEL_FORWARD_ONLY. Must be called before
  * forward; re-calling with larger sizes or other flags reallocates. */
 int al_model_reserve(al_model *m, int B, int T, int flags, char err[AL_ERRLEN]);
-/* Bytes of activations, parameters, gradients held now. */
+/* Makes m run in owner's activations instead of its own (freed): for two
+ * models of one shape (the same config apart from the heads; m's adapters,
+ * if any, of owner's rank and no more of them per layer) whose passes never
+ * overlap: each model's backward follows its own forward with no forward of
+ * the other between them (PPO's shared-base critic and its policy, the one
+ * run to completion before the other). m sees owner's reservation, present
+ * and future (its own al_model_reserve then only checks that the batch
+ * fits); owner must outlive m. AL_EINVAL when the shapes differ. */
+int al_model_share_activations(al_model *m, al_model *owner, char err[AL_ERRLEN]);
+/* Bytes of activations, parameters, gradients held now (a model in another's
+ * activations holds none). */
 size_t al_model_memory(const al_model *m);
 
 int al_model_forward(al_model *m, const al_tokens *in, al_fwd *out);

@@ -63,7 +63,9 @@ struct al_model {
     int QKV;                  /* (NH + 2 NKV) * HD */
     int UPW;                  /* FF (gpt2) or 2 FF (llama) */
 
-    /* activations, sized by al_model_reserve */
+    /* activations, sized by al_model_reserve; with act_owner the fields
+     * below are views of act_owner's, copied before each pass (act NULL) */
+    al_model *act_owner;
     int resB, resT, flags;
     float *act;               /* arena */
     size_t n_act;

@@ -38,6 +38,11 @@
  * (v - R) when the unclipped value term is taken or the clip is inactive,
  * else 0; d (-c H) / d H = -c into dent.
  *
+ * PPO with logp NULL writes d loss / d value alone (no loss, no metrics): the
+ * value term needs only the critic's outputs, so the critic can run its
+ * forward and backward before the policy's forward (sharing its activations),
+ * and the full call that follows, with dvalue NULL, gives the rest.
+ *
  * Metrics (TRL's names, as sums over this micro-batch / the step's
  * denominators so the trainer's sum is the step's mean):
  *   grpo/rloo: kl (mean k3 per token, when a reference is given),
@@ -120,7 +125,7 @@ static int rloo_create(const al_hparams *hp, void **state, char err[AL_ERRLEN]) 
 static int check_in(const rl_state *s, const al_obj_in *in) {
     if (!in || in->R < 0 || in->T < 0) return AL_ESHAPE;
     if (in->R == 0 || in->T == 0) return AL_OK;
-    if (!in->targets || !in->logp || !in->adv) return AL_ESHAPE;
+    if (!in->targets || !in->adv || (!in->logp && !s->ppo)) return AL_ESHAPE;
     if (s->ppo && (!in->values || !in->returns || !in->old_values)) return AL_ESHAPE;
     if (!s->ppo && s->beta > 0 && !in->ref_logp) return AL_ESHAPE;
     if (s->ent_coef > 0 && !in->entropy) return AL_ESHAPE;
@@ -144,6 +149,35 @@ static double surrogate(double lp, double old, double A, double lo, double hi, d
     return -l2;
 }
 
+/* PPO's value term alone (logp NULL): vf_coef vf_t / norm_tokens summed
+ * into out->dvalue exactly as rl_loss writes it, with no loss and no
+ * metrics, so that the critic's backward can run before the policy's
+ * forward; AL_ENAN when the value loss is not finite. */
+static int ppo_value_grad(const rl_state *s, const al_obj_in *in, al_obj_out *out) {
+    const int R = in->R, T = in->T;
+    double w = 1.0 / in->norm_tokens, vloss = 0;
+    for (int pass = 0; pass < 2; pass++) {
+        if (pass == 1 && (!out || !out->dvalue)) break;
+        for (int r = 0; r < R; r++) {
+            if (al_seq_len(in, r) == 0) continue;
+            for (int t = 0; t < T; t++) {
+                size_t i = (size_t)r * T + (size_t)t;
+                if (in->targets[i] < 0) continue;
+                double v = in->values[i], ov = in->old_values[i], Rt = in->returns[i];
+                double c = s->cliprange_value;
+                double vc = v < ov - c ? ov - c : v > ov + c ? ov + c : v;
+                double e1 = (v - Rt) * (v - Rt), e2 = (vc - Rt) * (vc - Rt);
+                double dv = (e1 >= e2 || vc == v) ? (v - Rt) : 0;
+                dv *= s->vf_coef;
+                if (pass == 0) vloss += s->vf_coef * 0.5 * (e1 >= e2 ? e1 : e2) * w;
+                else out->dvalue[i] += (float)(dv * w);
+            }
+        }
+        if (pass == 0 && !isfinite(vloss)) return AL_ENAN;
+    }
+    return AL_OK;
+}
+
 static int rl_loss(void *state, const al_obj_in *in, al_obj_out *out, al_step_stats *st) {
     const rl_state *s = state;
     if (!s || !st) return AL_ESHAPE;
@@ -154,6 +188,7 @@ static int rl_loss(void *state, const al_obj_in *in, al_obj_out *out, al_step_st
     for (int r = 0; r < R && T > 0; r++) ntok += al_seq_len(in, r);
     if (ntok == 0) return AL_OK;
     if (!(in->norm_tokens > 0) || !(in->norm_rows > 0)) return AL_EINVAL;
+    if (!in->logp) return ppo_value_grad(s, in, out);
     const double lo = s->ppo ? s->cliprange : s->eps_lo, hi = s->ppo ? s->cliprange : s->eps_hi;
 
     /* pass 1: the loss and the metrics; pass 2 writes the gradients, so an

@@ -31,7 +31,8 @@ typedef struct al_obj_in {
     const float *margin;      /* PAIRS, reward model: (n_pairs) margins or NULL */
     const int8_t *label;      /* UNPAIRED: (R) 1 desirable, 0 undesirable */
     int n_main;               /* UNPAIRED: rows [n_main, R) are mismatched KL rows */
-    const float *logp;        /* (R, T) policy log-probs of targets (0 where target < 0) */
+    const float *logp;        /* (R, T) policy log-probs of targets (0 where target < 0);
+                               * ppo: NULL asks for dvalue alone (no loss, no metrics) */
     const float *entropy;     /* (R, T) or NULL */
     const float *values;      /* (R, T) scalar-head values or NULL */
     const float *ref_logp;    /* (R, T) reference log-probs, NULL without a reference */

@@ -28,7 +28,11 @@
  *
  * The critic (PPO) is, with critic "shared_base", a value head with its own
  * LoRA on the policy's frozen base (al_model_new_shared: no second copy of
- * the weights); with "separate", a model of its own initialised from
+ * the weights) that runs in the policy's activations
+ * (al_model_share_activations): each micro-batch of an update runs the
+ * critic's forward, value loss and backward to the end before the policy's
+ * forward (the value term needs only the critic's values); with
+ * "separate", a model of its own initialised from
  * critic_model, else the (first) reward model, else the policy's start,
  * trained fully or through its own LoRA when the job uses LoRA. Checkpoints
  * keep it in the subfolder critic/ (a PEFT adapter folder with the head as
@@ -431,8 +435,11 @@ static int setup(rl *r) {
     }
     if (r->ppo) {
         if ((rc = open_critic(r))) return rc;
-        if ((rc = al_model_reserve(r->critic, r->mb, r->T, hp->gradient_checkpointing ? AL_MODEL_GRAD_CKPT : 0, e2)))
-            return al_err(r->err, rc, "%s", e2);
+        /* the shared-base critic runs in the policy's activations (update_rows runs
+         * the two one after the other); a separate critic has its own */
+        if (job->critic == AL_CRITIC_SHARED_BASE) rc = al_model_share_activations(r->critic, r->m, e2);
+        if (!rc) rc = al_model_reserve(r->critic, r->mb, r->T, hp->gradient_checkpointing ? AL_MODEL_GRAD_CKPT : 0, e2);
+        if (rc) return al_err(r->err, rc, "%s", e2);
     }
     size_t pb_train = rl_prompts_max_bytes(&r->train), pb_val = rl_prompts_max_bytes(&r->val);
     al_reward_len rlen = {pb_train > pb_val ? pb_train : pb_val, rl_completion_max_bytes(r->tok, r->max_new)};
@@ -678,6 +685,11 @@ static int sft_mix(rl *r, al_step_stats *st) {
     return rc;
 }
 
+static int loss_failed(rl *r, int rc) {
+    if (rc == AL_ENAN) return al_err(r->err, AL_ENAN, "divergence: the loss is not finite at step %ld", r->step + 1);
+    return al_err(r->err, rc, "objective %s failed: %s", r->ops->name, al_strerror(rc));
+}
+
 /* Forward, objective and backward over rows idx[0..n) in micro-batches,
  * with the given denominators, accumulating gradients and stats. */
 static int update_rows(rl *r, const int32_t *idx, int n, int use_old, al_step_stats *st) {
@@ -690,33 +702,34 @@ static int update_rows(rl *r, const int32_t *idx, int n, int use_old, al_step_st
         int k = n - i0 < r->mb ? n - i0 : r->mb;
         int T = gather(r, idx + i0, k);
         al_tokens in = {.B = k, .T = T, .ids = r->m_ids, .seg = r->m_seg, .pos = r->m_pos, .targets = r->m_tgt};
-        al_fwd f = {.logp = r->m_logp, .entropy = r->m_ent};
-        if ((rc = al_model_forward(r->m, &in, &f))) return al_err(r->err, rc, "forward failed: %s", al_strerror(rc));
+        size_t cnt = (size_t)k * T;
+        al_obj_in oi = {.R = k, .T = T, .targets = r->m_tgt, .logp = NULL, .entropy = r->m_ent,
+                        .values = r->ppo ? r->m_val : NULL, .ref_logp = r->use_ref ? r->m_ref : NULL,
+                        .norm_tokens = norm_tokens, .norm_rows = n, .old_logp = use_old ? r->m_old : NULL,
+                        .adv = r->m_adv, .returns = r->m_ret, .old_values = r->m_oldv};
         if (r->ppo) {
+            /* the critic first, forward to backward: its value loss needs only its own
+             * values, so it may share the policy's activations (setup) */
             al_tokens cin = in;
             cin.targets = NULL;
             al_fwd cf = {.values = r->m_val};
             if ((rc = al_model_forward(r->critic, &cin, &cf)))
                 return al_err(r->err, rc, "critic forward failed: %s", al_strerror(rc));
+            memset(r->m_dval, 0, cnt * sizeof(float));
+            al_obj_out vo = {.dvalue = r->m_dval};
+            if ((rc = r->ops->loss(r->obj, &oi, &vo, st))) return loss_failed(r, rc);
+            if ((rc = al_model_backward(r->critic, &in, NULL, NULL, r->m_dval)))
+                return al_err(r->err, rc, "critic backward failed: %s", al_strerror(rc));
         }
-        size_t cnt = (size_t)k * T;
+        al_fwd f = {.logp = r->m_logp, .entropy = r->m_ent};
+        if ((rc = al_model_forward(r->m, &in, &f))) return al_err(r->err, rc, "forward failed: %s", al_strerror(rc));
         memset(r->m_dlogp, 0, cnt * sizeof(float));
         memset(r->m_dent, 0, cnt * sizeof(float));
-        memset(r->m_dval, 0, cnt * sizeof(float));
-        al_obj_in oi = {.R = k, .T = T, .targets = r->m_tgt, .logp = r->m_logp, .entropy = r->m_ent,
-                        .values = r->ppo ? r->m_val : NULL, .ref_logp = r->use_ref ? r->m_ref : NULL,
-                        .norm_tokens = norm_tokens, .norm_rows = n, .old_logp = use_old ? r->m_old : NULL,
-                        .adv = r->m_adv, .returns = r->m_ret, .old_values = r->m_oldv};
-        al_obj_out oo = {.dlogp = r->m_dlogp, .dent = r->m_dent, .dvalue = r->m_dval};
-        if ((rc = r->ops->loss(r->obj, &oi, &oo, st))) {
-            if (rc == AL_ENAN)
-                return al_err(r->err, AL_ENAN, "divergence: the loss is not finite at step %ld", r->step + 1);
-            return al_err(r->err, rc, "objective %s failed: %s", r->ops->name, al_strerror(rc));
-        }
+        oi.logp = r->m_logp;
+        al_obj_out oo = {.dlogp = r->m_dlogp, .dent = r->m_dent};
+        if ((rc = r->ops->loss(r->obj, &oi, &oo, st))) return loss_failed(r, rc);
         if ((rc = al_model_backward(r->m, &in, r->m_dlogp, r->hp->entropy_coef > 0 ? r->m_dent : NULL, NULL)))
             return al_err(r->err, rc, "backward failed: %s", al_strerror(rc));
-        if (r->ppo && (rc = al_model_backward(r->critic, &in, NULL, NULL, r->m_dval)))
-            return al_err(r->err, rc, "critic backward failed: %s", al_strerror(rc));
     }
     return AL_OK;
 }
