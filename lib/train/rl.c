@@ -28,13 +28,13 @@
  *
  * The critic (PPO) is, with critic "shared_base", a value head with its own
  * LoRA on the policy's frozen base (al_model_new_shared: no second copy of
- * the weights) that runs in the policy's activations
- * (al_model_share_activations): each micro-batch of an update runs the
- * critic's forward, value loss and backward to the end before the policy's
- * forward (the value term needs only the critic's values); with
- * "separate", a model of its own initialised from
+ * the weights); with "separate", a model of its own initialised from
  * critic_model, else the (first) reward model, else the policy's start,
- * trained fully or through its own LoRA when the job uses LoRA. Checkpoints
+ * trained fully or through its own LoRA when the job uses LoRA. Either runs
+ * in the policy's activations (al_model_share_activations; a separate
+ * critic of another shape keeps its own): each micro-batch of an update
+ * runs the critic's forward, value loss and backward to the end before the
+ * policy's forward (the value term needs only the critic's values). Checkpoints
  * keep it in the subfolder critic/ (a PEFT adapter folder with the head as
  * modules_to_save, or a full model folder) with its AdamW moments in
  * critic/optimizer.safetensors; trainer_state.json holds the step, the
@@ -435,9 +435,10 @@ static int setup(rl *r) {
     }
     if (r->ppo) {
         if ((rc = open_critic(r))) return rc;
-        /* the shared-base critic runs in the policy's activations (update_rows runs
-         * the two one after the other); a separate critic has its own */
-        if (job->critic == AL_CRITIC_SHARED_BASE) rc = al_model_share_activations(r->critic, r->m, e2);
+        /* the critic runs in the policy's activations (update_rows runs the two one
+         * after the other); a separate critic of another shape keeps its own */
+        rc = al_model_share_activations(r->critic, r->m, e2);
+        if (rc == AL_EINVAL && job->critic == AL_CRITIC_SEPARATE) rc = AL_OK;
         if (!rc) rc = al_model_reserve(r->critic, r->mb, r->T, hp->gradient_checkpointing ? AL_MODEL_GRAD_CKPT : 0, e2);
         if (rc) return al_err(r->err, rc, "%s", e2);
     }
