@@ -11,6 +11,7 @@
 #include "compute/pool.h"
 #include "model/model.h"
 #include "t.h"
+#include "t_model.h"
 #include "text/tokenizer.h"
 #include "train/rl.h"
 #include "train/rl_int.h"
@@ -18,24 +19,8 @@
 static char g_err[AL_ERRLEN];
 
 static void tiny_rm(const char *dir) {
-    al_model_config c;
-    al_config_default(&c, AL_ARCH_GPT2);
-    c.n_layers = 2;
-    c.C = 16;
-    c.NH = c.NKV = 2;
-    c.HD = 8;
-    c.FF = 32;
-    c.V = 260;
-    c.max_T = 48;
-    c.bos_id = c.eos_id = 256;
-    c.pad_id = 257;
-    c.has_score = 1;
-    c.num_labels = 1;
-    al_model *m = al_model_new(&c, NULL, g_err);
-    T_TRUE(m != NULL);
-    al_model_init(m, 3);
-    T_OK(al_model_save(m, dir, g_err));
-    al_model_free(m);
+    t_shape s = {AL_ARCH_GPT2, .layers = 2, .C = 16, .heads = 2, .FF = 32, .max_T = 48, .score_head = 1};
+    T_OK(t_save_byte_model(s, 3, dir, g_err));
 }
 
 static void test_sized_scores(const char *rm) {

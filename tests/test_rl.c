@@ -18,6 +18,7 @@
 #include "io.h"
 #include "model/model.h"
 #include "t.h"
+#include "t_model.h"
 #include "train/rl.h"
 #include "train/trainer.h"
 
@@ -516,23 +517,8 @@ static void test_job(void) {
 /* ---- a tiny model ------------------------------------------------------------------ */
 
 static void tiny_model(const char *dir, uint64_t seed, int score_head) {
-    al_model_config c;
-    al_config_default(&c, AL_ARCH_GPT2);
-    c.n_layers = 1;
-    c.C = 32;
-    c.NH = c.NKV = 2;
-    c.HD = 16;
-    c.FF = 64;
-    c.V = 260;
-    c.max_T = 32;
-    c.bos_id = c.eos_id = 256;
-    c.pad_id = 257;
-    c.has_score = score_head;
-    if (score_head) c.num_labels = 1;
-    al_model *m = al_model_new(&c, NULL, g_err);
-    al_model_init(m, seed);
-    T_OK(al_model_save(m, dir, g_err));
-    al_model_free(m);
+    t_shape s = {AL_ARCH_GPT2, .layers = 1, .C = 32, .heads = 2, .FF = 64, .max_T = 32, .score_head = score_head};
+    T_OK(t_save_byte_model(s, seed, dir, g_err));
 }
 
 static void test_shared_critic(const char *base) {

@@ -36,6 +36,7 @@
 #include "compute/pool.h"
 #include "model/model.h"
 #include "t.h"
+#include "t_model.h"
 #include "train/trainer.h"
 
 enum { MAXS = 512 };
@@ -113,21 +114,8 @@ int main(void) {
     snprintf(base, sizeof base, "%s/base", tmp);
     snprintf(sft, sizeof sft, "%s/sft", tmp);
     snprintf(rm, sizeof rm, "%s/rm", tmp);
-    al_model_config c;
-    al_config_default(&c, AL_ARCH_GPT2);
-    c.n_layers = 2;
-    c.C = 64;
-    c.NH = c.NKV = 4;
-    c.HD = 16;
-    c.FF = 256;
-    c.V = 260;
-    c.max_T = 64;
-    c.bos_id = c.eos_id = 256;
-    c.pad_id = 257;
-    al_model *m = al_model_new(&c, NULL, g_err);
-    al_model_init(m, 1);
-    T_OK(al_model_save(m, base, g_err));
-    al_model_free(m);
+    T_OK(t_save_byte_model((t_shape){AL_ARCH_GPT2, .layers = 2, .C = 64, .heads = 4, .FF = 256, .max_T = 64}, 1, base,
+                           g_err));
     series s;
 
     /* the partly trained SFT start: a constant learning rate (a model left in

@@ -9,6 +9,7 @@
 #include "compute/pool.h"
 #include "model/model.h"
 #include "t.h"
+#include "t_model.h"
 #include "text/tokenizer.h"
 #include "train/trainer.h"
 
@@ -311,22 +312,8 @@ static void test_eval_only(void) {
 int main(void) {
     al_pool_init(2);
     snprintf(g_base, sizeof g_base, "%s/base", t_tmpdir());
-    al_model_config c;
-    al_config_default(&c, AL_ARCH_LLAMA);
-    c.n_layers = 1;
-    c.C = 32;
-    c.NH = 4;
-    c.NKV = 2;
-    c.HD = 8;
-    c.FF = 64;
-    c.V = 260;
-    c.max_T = 64;
-    c.bos_id = c.eos_id = 256;
-    c.pad_id = 257;
-    al_model *m = al_model_new(&c, NULL, g_err);
-    al_model_init(m, 1);
-    T_OK(al_model_save(m, g_base, g_err));
-    al_model_free(m);
+    t_shape s = {AL_ARCH_LLAMA, .layers = 1, .C = 32, .heads = 4, .kv_heads = 2, .FF = 64, .max_T = 64};
+    T_OK(t_save_byte_model(s, 1, g_base, g_err));
     test_resume();
     test_resume_lora_dpo();
     test_accumulation();

@@ -1,0 +1,46 @@
+/* Tiny models for tests: the byte vocabulary (260 ids: the 256 bytes, 256
+ * also BOS/EOS, 257 padding) in a shape of the test's choosing, initialised
+ * from a seed and saved as a Hugging Face folder. */
+#ifndef T_MODEL_H
+#define T_MODEL_H
+
+#include "model/model.h"
+
+typedef struct t_shape {
+    al_arch arch;
+    int layers, C, heads, kv_heads, FF, max_T; /* kv_heads 0: as heads */
+    int score_head;                            /* a scalar head (reward model) */
+} t_shape;
+
+static inline al_model_config t_byte_config(t_shape s) {
+    al_model_config c;
+    al_config_default(&c, s.arch);
+    c.n_layers = s.layers;
+    c.C = s.C;
+    c.NH = s.heads;
+    c.NKV = s.kv_heads ? s.kv_heads : s.heads;
+    c.HD = s.C / s.heads;
+    c.FF = s.FF;
+    c.V = 260;
+    c.max_T = s.max_T;
+    c.bos_id = c.eos_id = 256;
+    c.pad_id = 257;
+    if (s.score_head) {
+        c.has_score = 1;
+        c.num_labels = 1;
+    }
+    return c;
+}
+
+/* Builds a model of shape s initialised from seed and saves it to dir. */
+static inline int t_save_byte_model(t_shape s, uint64_t seed, const char *dir, char err[AL_ERRLEN]) {
+    al_model_config c = t_byte_config(s);
+    al_model *m = al_model_new(&c, NULL, err);
+    if (!m) return AL_EINVAL;
+    al_model_init(m, seed);
+    int rc = al_model_save(m, dir, err);
+    al_model_free(m);
+    return rc;
+}
+
+#endif
