@@ -74,13 +74,10 @@ def wait(api, job, label):
         time.sleep(1.0)
 
 
-def series(api, job_id, key):
-    r = api.call("GET", f"/v1/fine_tuning/jobs/{job_id}/metrics?keys={key}")
-    return [row["metrics"][key] for row in r["data"] if key in row["metrics"]]
-
-
 def first_last(api, job_id, key):
-    s = series(api, job_id, key)
+    """The first and the last logged value of a job's metric."""
+    r = api.call("GET", f"/v1/fine_tuning/jobs/{job_id}/metrics?keys={key}")
+    s = [row["metrics"][key] for row in r["data"] if key in row["metrics"]]
     if len(s) < 2:
         raise SystemExit(f"job {job_id}: metric {key} logged {len(s)} times, need a before and an after")
     return s[0], s[-1]
@@ -180,8 +177,7 @@ def main():
             ("3a. PPO vs reward model",) + evaluate(api, "PPO", ppo["fine_tuned_model"], m_sft, m_rm),
             ("3b. GRPO vs verifiable",) + evaluate(api, "GRPO", grpo["fine_tuned_model"], m_sft, m_rm),
             ("4. DPO on generated pairs",) + evaluate(api, "DPO", dpo["fine_tuned_model"], m_sft, m_rm)]
-    rm_acc = [row["metrics"]["eval_accuracy"] for row in
-              api.call("GET", f"/v1/fine_tuning/jobs/{rm['id']}/metrics?keys=eval_accuracy")["data"]]
+    rm_before, rm_after = first_last(api, rm["id"], "eval_accuracy")
 
     print()
     print(f"exact match on {EVAL_ROWS} held-out sums ({TASK}); win rate against the stage's start, "
@@ -194,8 +190,8 @@ def main():
               + ("" if gain else "   <- no gain"))
         if not gain:
             bad.append(stage)
-    print(f"{'2. reward model':<28} {rm_acc[0]:7.3f} {rm_acc[-1]:7.3f}   (held-out pair accuracy)")
-    if not rm_acc[-1] > rm_acc[0]:
+    print(f"{'2. reward model':<28} {rm_before:7.3f} {rm_after:7.3f}   (held-out pair accuracy)")
+    if not rm_after > rm_before:
         bad.append("2. reward model")
     print(f"pipeline time: {time.time() - t0:.0f} s")
     if bad:
