@@ -43,16 +43,49 @@ static void test_sized_scores(const char *rm) {
                            "the reward model keeps the last tokens", "15"};
     int n = (int)(sizeof prompts / sizeof *prompts);
     float a[8], b[8], c[8];
-    T_OK(al_rewarder_rm(full, n, prompts, comps, a, g_err));
-    T_OK(al_rewarder_rm(sized, 3, prompts, comps, b, g_err)); /* first within the bound */
-    T_OK(al_rewarder_rm(sized, n - 3, prompts + 3, comps + 3, b + 3, g_err));
-    T_OK(al_rewarder_rm(sized, n, prompts, comps, c, g_err)); /* and again after growing */
+    T_OK(al_rewarder_rm(full, n, prompts, comps, NULL, a, g_err));
+    T_OK(al_rewarder_rm(sized, 3, prompts, comps, NULL, b, g_err)); /* first within the bound */
+    T_OK(al_rewarder_rm(sized, n - 3, prompts + 3, comps + 3, NULL, b + 3, g_err));
+    T_OK(al_rewarder_rm(sized, n, prompts, comps, NULL, c, g_err)); /* and again after growing */
     T_TRUE(memcmp(a, b, sizeof a) == 0);
     T_TRUE(memcmp(a, c, sizeof a) == 0);
     T_TRUE(a[0] != a[2]);
 out:
     al_rewarder_free(full);
     al_rewarder_free(sized);
+}
+
+/* A completion that ended is scored at its EOS, one cut off at its last
+ * token (TRL's get_reward on the truncated response): the values of one
+ * forward of the model itself over the prompt, the completion and EOS. */
+static void test_cut_off_scores(const char *rm) {
+    al_reward_cfg cfg;
+    memset(&cfg, 0, sizeof cfg);
+    snprintf(cfg.reward_model[0], sizeof cfg.reward_model[0], "%s", rm);
+    cfg.n_reward_models = 1;
+    cfg.reward_model_weight = 1;
+    al_rewarder *rw = NULL;
+    T_OK(al_rewarder_new(&rw, &cfg, 0, 2, NULL, g_err));
+    al_model *m = NULL;
+    T_OK(al_model_open_ex(&m, rm, NULL, AL_OPEN_SCORE_HEAD | AL_OPEN_FROZEN, 0, g_err));
+    if (!rw || !m) goto out;
+    T_OK(al_model_reserve(m, 1, 8, AL_MODEL_FORWARD_ONLY, g_err));
+    /* the byte vocabulary: one id per byte, 256 EOS; the template adds nothing */
+    int32_t ids[6] = {'1', '+', '2', '=', '3', 256};
+    float v[6];
+    al_tokens in = {.B = 1, .T = 6, .ids = ids};
+    al_fwd f = {.values = v};
+    T_OK(al_model_forward(m, &in, &f));
+    const char *prompts[] = {"1+2=", "1+2="}, *comps[] = {"3", "3"};
+    int ended[] = {1, 0};
+    float got[2];
+    T_OK(al_rewarder_rm(rw, 2, prompts, comps, ended, got, g_err));
+    T_NEAR(got[0], v[5], 1e-6);
+    T_NEAR(got[1], v[4], 1e-6);
+    T_TRUE(got[0] != got[1]);
+out:
+    al_model_free(m);
+    al_rewarder_free(rw);
 }
 
 static void test_completion_bound(void) {
@@ -76,6 +109,7 @@ int main(void) {
     snprintf(rm, sizeof rm, "%s/rm", t_tmpdir());
     tiny_rm(rm);
     test_sized_scores(rm);
+    test_cut_off_scores(rm);
     test_completion_bound();
     return t_done();
 }

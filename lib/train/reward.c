@@ -194,9 +194,10 @@ int al_rewarder_has_rm(const al_rewarder *rw) { return rw && rw->n_rm > 0; }
 int al_rewarder_has_judge(const al_rewarder *rw) { return rw && rw->has_judge; }
 
 /* One reward model over n texts, rows at a time; sequences longer than the
- * reserved length keep their last tokens. */
+ * reserved length keep their last tokens. A cut-off completion (has_eos[i]
+ * 0) is scored without the EOS that encoding the text appends. */
 static int rm_score(al_rewarder *rw, scorer *s, int n, const char *const *prompts, const char *const *comps,
-                    float *out, char err[AL_ERRLEN]) {
+                    const int *has_eos, float *out, char err[AL_ERRLEN]) {
     for (int i0 = 0, k = 0; i0 < n; i0 += k) {
         enum { CAP = 64 };
         int T = 1, rc;
@@ -210,6 +211,9 @@ static int rm_score(al_rewarder *rw, scorer *s, int n, const char *const *prompt
                 for (int q = 0; q < j; q++) al_seq_deinit(&seqs[q]);
                 return rc;
             }
+            int32_t eos = al_tok_eos(s->tok);
+            if (has_eos && !has_eos[i0 + j] && eos >= 0 && seqs[j].n > 1 && seqs[j].ids[seqs[j].n - 1] == eos)
+                seqs[j].n--;
             int len = seqs[j].n < s->T ? seqs[j].n : s->T;
             if (len > T) T = len;
         }
@@ -234,13 +238,13 @@ static int rm_score(al_rewarder *rw, scorer *s, int n, const char *const *prompt
 }
 
 int al_rewarder_rm(al_rewarder *rw, int n, const char *const *prompts, const char *const *completions,
-                   float *out, char err[AL_ERRLEN]) {
+                   const int *has_eos, float *out, char err[AL_ERRLEN]) {
     if (!rw->n_rm) return al_err(err, AL_EINVAL, "no reward model");
     float *tmp = malloc((size_t)(n > 0 ? n : 1) * sizeof *tmp);
     if (!tmp) return al_err(err, AL_ENOMEM, "out of memory");
     int rc = AL_OK;
     for (int k = 0; k < rw->n_rm && !rc; k++) {
-        rc = rm_score(rw, &rw->rm[k], n, prompts, completions, k ? tmp : out, err);
+        rc = rm_score(rw, &rw->rm[k], n, prompts, completions, has_eos, k ? tmp : out, err);
         for (int i = 0; k && !rc && i < n; i++) out[i] = tmp[i] < out[i] ? tmp[i] : out[i];
     }
     free(tmp);
@@ -339,7 +343,7 @@ int al_rewarder_score(al_rewarder *rw, int n, int G, const char *const *prompts,
     if (rw->n_rm) {
         rm = malloc((size_t)n * sizeof *rm);
         if (!rm) return al_err(err, AL_ENOMEM, "out of memory");
-        if ((rc = al_rewarder_rm(rw, n, prompts, completions, rm, err))) goto done;
+        if ((rc = al_rewarder_rm(rw, n, prompts, completions, has_eos, rm, err))) goto done;
     }
     if (rw->has_judge) {
         jd = calloc((size_t)n, sizeof *jd);

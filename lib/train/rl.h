@@ -119,9 +119,13 @@ int al_rewarder_score(al_rewarder *rw, int n, int G, const char *const *prompts,
                       const char *const *completions, const char *const *answers, const int *lens,
                       const int *has_eos, float *scores, al_reward_parts *parts, char err[AL_ERRLEN]);
 
-/* Reward-model scores (the ensemble's minimum) of n prompt/completion texts. */
+/* Reward-model scores (the ensemble's minimum) of n prompt/completion texts.
+ * A completion that ended with EOS is scored with it, as the reward model
+ * was trained; one cut off (has_eos[i] == 0) is scored at its last token,
+ * as TRL's get_reward does, and missing_eos_penalty is the rules' business.
+ * has_eos NULL: every completion ended. */
 int al_rewarder_rm(al_rewarder *rw, int n, const char *const *prompts, const char *const *completions,
-                   float *out, char err[AL_ERRLEN]);
+                   const int *has_eos, float *out, char err[AL_ERRLEN]);
 
 /* The judge's probability that response a is better than b for prompt, both
  * orders asked and averaged so that position bias cancels:

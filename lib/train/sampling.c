@@ -317,8 +317,8 @@ static int evaluate_job(const al_job *job, const al_train_cb *cb, al_train_resul
         if (!rc && two) rc = gen_texts(&B, sb, k, hp, &rng, nb, tb, lb, eb, err);
         char e2[AL_ERRLEN];
         if (!rc && two && al_rewarder_has_rm(rw)) {
-            if ((rc = al_rewarder_rm(rw, k, pt, (const char *const *)ta, sca, e2)) ||
-                (rc = al_rewarder_rm(rw, k, pt, (const char *const *)tb, scb, e2)))
+            if ((rc = al_rewarder_rm(rw, k, pt, (const char *const *)ta, ea, sca, e2)) ||
+                (rc = al_rewarder_rm(rw, k, pt, (const char *const *)tb, eb, scb, e2)))
                 rc = al_err(err, rc, "reward: %s", e2);
         }
         for (int i = 0; i < k && !rc; i++) {
