@@ -444,8 +444,15 @@ void api_stats_write(api_server *s, char **buf, size_t *len, size_t *cap) {
            "alignd_http_connections %d\n"
            "# HELP alignd_sse_streams Open server-sent-event streams.\n"
            "# TYPE alignd_sse_streams gauge\n"
-           "alignd_sse_streams %d\n",
-           atomic_load(&s->connections), atomic_load(&s->streams));
+           "alignd_sse_streams %d\n"
+           "# HELP alignd_http_request_body_bytes Bytes of request bodies held in memory now.\n"
+           "# TYPE alignd_http_request_body_bytes gauge\n"
+           "alignd_http_request_body_bytes %zu\n"
+           "# HELP alignd_http_request_body_budget_bytes Request bodies held at once beyond this are refused (429).\n"
+           "# TYPE alignd_http_request_body_budget_bytes gauge\n"
+           "alignd_http_request_body_budget_bytes %zu\n",
+           atomic_load(&s->connections), atomic_load(&s->streams), atomic_load(&s->body_bytes),
+           s->body_budget);
 }
 
 /* ---- the request's life ------------------------------------------------------ */

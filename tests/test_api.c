@@ -1530,10 +1530,10 @@ static resp get_until(long want, const char *path) {
 }
 
 /* Uploads have their own size cap, and the request bodies held at once are
- * bounded. Its own server, with the default connection cap: under the small
- * cap of test_connection_cap, a stalled upload arriving while the server had
- * not yet seen earlier connections close was itself refused (429
- * too_many_connections) and never held its body, so the third upload fit. */
+ * bounded. The server releases a body when it has finished with the request,
+ * which can be after the client has its answer: alignd_http_request_body_bytes
+ * says when the bodies are held and when they are gone (a stalled upload that
+ * arrived before the last one's body was released was itself refused). */
 static void test_upload_budget(void) {
     api_server_cfg cfg;
     api_server_cfg_init(&cfg);
@@ -1543,6 +1543,7 @@ static void test_upload_budget(void) {
     cfg.max_body = 100;
     int saved = g_port;
     api_server *s = start(&cfg);
+    T_TRUE(metrics_until("alignd_http_request_body_budget_bytes 5600\n")); /* 2 x 2000 + 16 x 100 */
     /* uploads have their own cap: 1900 bytes fit, 2100 do not */
     char up[2200];
     memset(up, ' ', sizeof up);
@@ -1555,8 +1556,9 @@ static void test_upload_budget(void) {
     u = req_full("POST", "/v1/files", uh, up, 2100, 0, 0);
     T_ERR(u, 413, "request_too_large", "");
     resp_free(&u);
-    /* bodies held at once are bounded (2 uploads + 16 bodies = 5600 bytes
-     * here): two stalled 2000-byte uploads leave no room for a third */
+    T_TRUE(metrics_until("alignd_http_request_body_bytes 0\n"));
+    /* two stalled 2000-byte uploads hold 2 x 2001 bytes, leaving no room for
+     * a third */
     int hold[2];
     for (int i = 0; i < 2; i++) {
         hold[i] = socket(AF_INET, SOCK_STREAM, 0);
@@ -1569,26 +1571,13 @@ static void test_upload_budget(void) {
                         "Content-Length: 2000\r\n\r\n{\"text\":";
         T_TRUE(write(hold[i], h, strlen(h)) > 0);
     }
-    /* the server reads the stalled requests' headers in its own time (a
-     * loaded machine took over 300 ms): until it holds both, a third upload
-     * still fits and succeeds */
-    for (int tries = 0; tries < 100; tries++) {
-        sleep_ms(100);
-        u = req_full("POST", "/v1/files", uh, up, 1900, 0, 0);
-        if (u.status != 200) break;
-        resp_free(&u);
-    }
+    T_TRUE(metrics_until("alignd_http_request_body_bytes 4002\n"));
+    u = req_full("POST", "/v1/files", uh, up, 1900, 0, 0);
     T_ERR(u, 429, "too_many_uploads", "");
     resp_free(&u);
     for (int i = 0; i < 2; i++) close(hold[i]);
-    resp_free(&u);
-    /* the server releases the bodies when it sees the sockets closed */
-    for (int tries = 0; tries < 100; tries++) {
-        sleep_ms(100);
-        u = req_full("POST", "/v1/files", uh, up, 1900, 0, 0);
-        if (u.status == 200) break;
-        resp_free(&u);
-    }
+    T_TRUE(metrics_until("alignd_http_request_body_bytes 0\n"));
+    u = req_full("POST", "/v1/files", uh, up, 1900, 0, 0);
     T_EQ_INT(u.status, 200);
     resp_free(&u);
     api_server_stop(s);
