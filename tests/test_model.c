@@ -879,6 +879,42 @@ static void test_frozen_open(void) {
     T_EQ_INT(frozen_rc, 0);
 }
 
+/* base_model_name_or_path relative to the adapter folder (how a state
+ * directory's adapters name a base in the same tree, wherever it lies):
+ * resolved against the adapter folder, loaded, and reported by
+ * al_model_adapter_base; a plain folder has no adapter base. */
+static void test_relative_adapter_base(void) {
+    char err[AL_ERRLEN], dir[1200], adir[1300], got[1400], want[1400];
+    al_model_config c = tiny(AL_ARCH_GPT2, 0);
+    al_model *src = al_model_new(&c, NULL, err);
+    al_model_init(src, 22);
+    snprintf(dir, sizeof dir, "%s/relbase", t_tmpdir());
+    T_OK(al_model_save(src, dir, err));
+    al_lora_cfg lc = {.r = 2, .alpha = 4.0f};
+    snprintf(lc.targets, sizeof lc.targets, "c_attn");
+    al_model *lm = NULL;
+    T_OK(al_model_open(&lm, dir, &lc, err));
+    snprintf(adir, sizeof adir, "%s/reladapter", t_tmpdir());
+    T_OK(al_model_save_adapter(lm, adir, "../relbase", err));
+    al_model_free(lm);
+    T_OK(al_model_adapter_base(adir, got, sizeof got, err));
+    snprintf(want, sizeof want, "%s/../relbase", adir);
+    T_STR_EQ(got, want);
+    al_model *m = NULL;
+    T_OK(al_model_open(&m, adir, NULL, err));
+    if (m) {
+        int ns, np;
+        al_param *s0 = al_model_params(src, &ns), *ps = al_model_params(m, &np);
+        int same = 1;
+        for (int i = 0; i < ns && i < np; i++)
+            if (!ps[i].lora) same &= memcmp(s0[i].w, ps[i].w, s0[i].n * 4) == 0;
+        T_TRUE(same);
+    }
+    al_model_free(m);
+    T_EQ_INT(al_model_adapter_base(dir, got, sizeof got, err), AL_ENOENT);
+    al_model_free(src);
+}
+
 int main(void) {
     al_pool_init(2);
     test_gradients();
@@ -892,5 +928,6 @@ int main(void) {
     test_accumulation_and_determinism();
     test_errors();
     test_frozen_open();
+    test_relative_adapter_base();
     return t_done();
 }

@@ -77,8 +77,8 @@ void al_model_init(al_model *m, uint64_t seed);
 
 /* Opens a Hugging Face folder: config.json + model.safetensors (or shards).
  * If the folder is a PEFT adapter folder (adapter_config.json), loads the
- * base it names (base_model_name_or_path, relative to the adapter folder's
- * parent or absolute) and then the adapters. `lora` (may be NULL) adds
+ * base it names (base_model_name_or_path: absolute, else relative to the
+ * adapter folder when that exists, else as given) and then the adapters. `lora` (may be NULL) adds
  * fresh adapters to a plain model. AL_ENOENT, AL_EFORMAT, AL_ESHAPE, AL_EUNSUP. */
 int al_model_open(al_model **out, const char *dir, const al_lora_cfg *lora, char err[AL_ERRLEN]);
 /* As al_model_open, with flags: AL_OPEN_SCORE_HEAD makes a reward-model
@@ -99,6 +99,11 @@ int al_model_load_weights(al_model *m, const char *dir, char err[AL_ERRLEN]);
 /* Writes config.json + model.safetensors (LoRA merged into the weights when
  * the model has adapters). */
 int al_model_save(const al_model *m, const char *dir, char err[AL_ERRLEN]);
+/* The base folder an adapter folder names, resolved as al_model_open does
+ * (out, n bytes). AL_ENOENT when dir has no adapter_config.json; AL_EFORMAT
+ * and the field in err when it is malformed. */
+int al_model_adapter_base(const char *dir, char *out, size_t n, char err[AL_ERRLEN]);
+
 /* Writes a PEFT adapter folder: adapter_config.json + adapter_model.safetensors
  * with PEFT's names (base_model.model.<module>.lora_A.weight). */
 int al_model_save_adapter(const al_model *m, const char *dir, const char *base_path,

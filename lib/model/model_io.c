@@ -191,6 +191,12 @@ out:
     return rc;
 }
 
+int al_model_adapter_base(const char *dir, char *out, size_t n, char err[AL_ERRLEN]) {
+    al_lora_cfg lc;
+    int has_score;
+    return read_adapter_config(dir, &lc, out, n, &has_score, err);
+}
+
 int al_model_open(al_model **out, const char *dir, const al_lora_cfg *lora, char err[AL_ERRLEN]) {
     return al_model_open_ex(out, dir, lora, 0, 0, err);
 }

@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "../io.h"
+#include "../model/model.h"
 #include "../tasks/tasks.h"
 #include "../text/chat.h"
 #include "../text/dataset.h"
@@ -73,20 +74,10 @@ static int model_config(const char *dir, al_model_config *cfg, char err[AL_ERRLE
     char p[AL_PATH_MAX + 64];
     snprintf(p, sizeof p, "%s/config.json", dir);
     if (al_file_exists(p)) return al_config_load(cfg, dir, err);
-    snprintf(p, sizeof p, "%s/adapter_config.json", dir);
-    char *txt;
-    size_t len;
-    int rc = al_file_read(p, 1 << 20, &txt, &len, err);
-    if (rc) return al_err(err, rc == AL_ENOENT ? AL_ENOENT : rc, "%s: no config.json or adapter_config.json", dir);
-    json_t *o = json_loadb(txt, len, 0, NULL);
-    free(txt);
-    const char *base = json_string_value(json_object_get(o, "base_model_name_or_path"));
-    char bp[AL_PATH_MAX + 64];
-    if (!base) rc = al_err(err, AL_EFORMAT, "%s: base_model_name_or_path missing", p);
-    else if (base[0] == '/') snprintf(bp, sizeof bp, "%s", base);
-    else snprintf(bp, sizeof bp, "%s/../%s", dir, base);
-    json_decref(o);
-    return rc ? rc : al_config_load(cfg, bp, err);
+    char base[AL_PATH_MAX];
+    int rc = al_model_adapter_base(dir, base, sizeof base, err);
+    if (rc == AL_ENOENT) return al_err(err, rc, "%s: no config.json or adapter_config.json", dir);
+    return rc ? rc : al_config_load(cfg, base, err);
 }
 
 static const char *data_method(const char *m) {
