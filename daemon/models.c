@@ -12,6 +12,7 @@
 #include "io.h"
 #include "log.h"
 #include "model/config.h"
+#include "model/model.h"
 #include "train/estimate.h"
 
 int models_describe(const char *dir, store_model *m, char err[256]) {
@@ -25,24 +26,9 @@ int models_describe(const char *dir, store_model *m, char err[256]) {
     int adapter = al_file_exists(p);
     char cdir[STORE_PATH + 64];
     snprintf(cdir, sizeof cdir, "%s", real);
-    if (adapter) {
-        char *txt;
-        size_t len;
-        if (al_file_read(p, 1 << 20, &txt, &len, e2)) {
-            snprintf(err, 256, "%s", e2);
-            return -1;
-        }
-        json_t *o = json_loadb(txt, len, 0, NULL);
-        free(txt);
-        const char *b = json_string_value(json_object_get(o, "base_model_name_or_path"));
-        if (!b) {
-            json_decref(o);
-            snprintf(err, 256, "%s: adapter_config.json names no base_model_name_or_path", dir);
-            return -1;
-        }
-        if (b[0] == '/') snprintf(cdir, sizeof cdir, "%s", b);
-        else snprintf(cdir, sizeof cdir, "%s/../%s", real, b);
-        json_decref(o);
+    if (adapter && al_model_adapter_base(real, cdir, sizeof cdir, e2)) {
+        snprintf(err, 256, "%.100s: %.150s", dir, e2);
+        return -1;
     }
     al_model_config cfg;
     if (al_config_load(&cfg, cdir, e2)) {
@@ -84,4 +70,60 @@ int models_scan(store *st, const char *dir) {
     }
     closedir(d);
     return n;
+}
+
+/* models_relocate's walk: depth 0 is the jobs folder, an adapter folder sits
+ * at most at ftjob-<n>/checkpoint-<k>/critic, depth 3. */
+static int relocate_walk(const char *dir, int depth, const char *old, const char *cur, char err[256]) {
+    char p[STORE_PATH + 64], e2[AL_ERRLEN];
+    int n = 0;
+    if (depth > 0 && !al_path_join(p, sizeof p, dir, "adapter_config.json") && al_file_exists(p)) {
+        char *txt;
+        size_t len;
+        if (al_file_read(p, 1 << 20, &txt, &len, e2)) {
+            snprintf(err, 256, "%.200s", e2);
+            return -1;
+        }
+        json_t *o = json_loadb(txt, len, 0, NULL);
+        free(txt);
+        const char *b = json_string_value(json_object_get(o, "base_model_name_or_path"));
+        size_t lo = strlen(old);
+        if (b && !strncmp(b, old, lo) && (b[lo] == 0 || b[lo] == '/')) {
+            char nb[STORE_PATH + 64];
+            snprintf(nb, sizeof nb, "%s%s", cur, b + lo);
+            json_object_set_new(o, "base_model_name_or_path", json_string(nb));
+            char *out = json_dumps(o, JSON_INDENT(2) | JSON_SORT_KEYS);
+            if (!out) snprintf(e2, sizeof e2, "out of memory");
+            int rc = out ? al_file_write_atomic(p, out, strlen(out), e2) : AL_ENOMEM;
+            free(out);
+            if (rc) {
+                json_decref(o);
+                snprintf(err, 256, "%.100s: %.140s", p, e2);
+                return -1;
+            }
+            n++;
+        }
+        json_decref(o);
+    }
+    if (depth >= 3) return n;
+    DIR *d = opendir(dir);
+    if (!d) return n;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        if (e->d_name[0] == '.') continue;
+        struct stat sb;
+        if (al_path_join(p, sizeof p, dir, e->d_name) || lstat(p, &sb) || !S_ISDIR(sb.st_mode)) continue;
+        int k = relocate_walk(p, depth + 1, old, cur, err);
+        if (k < 0) {
+            n = -1;
+            break;
+        }
+        n += k;
+    }
+    closedir(d);
+    return n;
+}
+
+int models_relocate(const char *dir, const char *old, const char *cur, char err[256]) {
+    return relocate_walk(dir, 0, old, cur, err);
 }

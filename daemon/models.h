@@ -19,4 +19,10 @@ int models_describe(const char *dir, store_model *m, char err[256]);
 /* Registers each model folder directly under dir; returns how many. */
 int models_scan(store *st, const char *dir);
 
+/* The adapter folders below dir (a job's output, its checkpoints, a
+ * critic's) whose base_model_name_or_path is old or below it name the same
+ * folder below cur instead; each file is replaced atomically. Returns how
+ * many were rewritten, or -1 with the file and reason in err. */
+int models_relocate(const char *dir, const char *old, const char *cur, char err[256]);
+
 #endif

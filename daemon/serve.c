@@ -68,6 +68,40 @@ static void absolute(char *path, size_t n) {
     if (realpath(path, real) && strlen(real) < n) memcpy(path, real, strlen(real) + 1);
 }
 
+/* The database records absolute paths under the state, jobs and models
+ * folders. Started with one of them somewhere else (a backup restored to
+ * another path, a moved disk), the daemon makes its records follow: the
+ * adapter folders' base paths first, then the database in one transaction
+ * (both idempotent, so a start cut short between them is finished by the
+ * next). The models folder is followed only when the old one is gone: a
+ * daemon pointed at another models folder beside the old one keeps the
+ * folders it registered from there. */
+static int relocate(store *st, const daemon_cfg *cfg) {
+    const struct {
+        const char *key, *cur;
+        int only_if_gone;
+    } locs[] = {{"state_dir", cfg->state_dir, 0}, {"jobs_dir", cfg->jobs_dir, 0}, {"models_dir", cfg->models_dir, 1}};
+    for (size_t i = 0; i < sizeof locs / sizeof *locs; i++) {
+        char old[STORE_PATH], err[512], q[600];
+        int moved = 0, files = 0, found = store_location(st, locs[i].key, old) == STORE_OK;
+        int move = found && strcmp(old, locs[i].cur) != 0 && (!locs[i].only_if_gone || access(old, F_OK) != 0);
+        if (move && (files = models_relocate(cfg->jobs_dir, old, locs[i].cur, err)) < 0) {
+            log_error("event=relocate_failed what=%s reason=%s", locs[i].key, log_quote(q, sizeof q, err));
+            fprintf(stderr, "alignd: %s moved from %s to %s, and its adapters could not follow: %s\n",
+                    locs[i].key, old, locs[i].cur, err);
+            return -1;
+        }
+        if (store_relocate(st, locs[i].key, move ? old : NULL, locs[i].cur, &moved, err)) {
+            log_error("event=relocate_failed what=%s reason=%s", locs[i].key, log_quote(q, sizeof q, err));
+            fprintf(stderr, "alignd: %s\n", err);
+            return -1;
+        }
+        if (move) log_info("event=relocated what=%s from=%s to=%s rows=%d adapter_files=%d", locs[i].key, old,
+                           locs[i].cur, moved, files);
+    }
+    return 0;
+}
+
 /* Whether two sched_status() texts name the same jobs ("ftjob-1 step 5/9,
  * ftjob-2 step ..."): the words after each separator up to " step". */
 static int same_jobs(const char *a, const char *b) {
@@ -145,6 +179,10 @@ int cli_serve(int argc, char **argv) {
      * have another working directory */
     absolute(cfg.models_dir, sizeof cfg.models_dir);
     absolute(cfg.jobs_dir, sizeof cfg.jobs_dir);
+    if (relocate(st, &cfg)) {
+        store_close(st);
+        return 1;
+    }
     int nm = models_scan(st, cfg.models_dir);
     int nr = store_recover(st);
     log_info("event=store_ready schema=%d models=%d recovered_jobs=%d", store_version(st), nm, nr);

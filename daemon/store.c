@@ -1463,3 +1463,114 @@ int store_key_check(store *s, const unsigned char hash[32], int *read_only) {
     if (match && read_only) *read_only = ro;
     return match;
 }
+
+/* ---- locations ------------------------------------------------------------------- */
+
+static const char SQL_LOC_GET[] = "SELECT path FROM locations WHERE key = ?";
+static const char SQL_LOC_PUT[] =
+    "INSERT INTO locations(key, path) VALUES (?1, ?2) ON CONFLICT(key) DO UPDATE SET path = excluded.path";
+
+int store_location(store *s, const char *key, char path[STORE_PATH]) {
+    LOCK();
+    sqlite3_stmt *st = q(s, SQL_LOC_GET, "t", key);
+    int rc = STORE_ENOTFOUND;
+    if (st && sqlite3_step(st) == SQLITE_ROW) {
+        col_copy(st, 0, path, STORE_PATH);
+        rc = STORE_OK;
+    }
+    if (st) sqlite3_reset(st);
+    UNLOCK();
+    return rc;
+}
+
+/* A path column: old or old/... becomes cur or cur/... (?1 old, ?2 cur;
+ * SQLite's length and substr both count characters). */
+#define MOVE_COLUMN(t, c)                                                                                   \
+    "UPDATE " t " SET " c " = ?2 || substr(" c ", length(?1) + 1) WHERE " c " = ?1 OR substr(" c ", 1, " \
+    "length(?1) + 1) = ?1 || '/'"
+static const char *const SQL_MOVE[] = {
+    MOVE_COLUMN("models", "path"),     MOVE_COLUMN("checkpoints", "path"),
+    MOVE_COLUMN("jobs", "output_dir"), MOVE_COLUMN("jobs", "resume_dir"),
+};
+static const char SQL_MOVE_SPECS[] =
+    "SELECT id, spec FROM jobs WHERE instr(spec, ?1) > 0";
+static const char SQL_MOVE_SPEC_SET[] = "UPDATE jobs SET spec = ?2 WHERE id = ?1";
+
+/* Rewrites every string of v (recursively) that is old or starts with
+ * old/; returns how many. */
+static int move_strings(json_t *v, const char *old, const char *cur) {
+    int n = 0;
+    size_t lo = strlen(old);
+    if (json_is_string(v)) {
+        const char *t = json_string_value(v);
+        if (!strncmp(t, old, lo) && (t[lo] == 0 || t[lo] == '/')) {
+            size_t lc = strlen(cur), lt = strlen(t + lo);
+            char *nt = malloc(lc + lt + 1);
+            if (!nt) return 0;
+            memcpy(nt, cur, lc);
+            memcpy(nt + lc, t + lo, lt + 1);
+            n = json_string_set(v, nt) == 0;
+            free(nt);
+        }
+    } else if (json_is_object(v)) {
+        const char *k;
+        json_t *e;
+        json_object_foreach(v, k, e) n += move_strings(e, old, cur);
+    } else if (json_is_array(v)) {
+        size_t i;
+        json_t *e;
+        json_array_foreach(v, i, e) n += move_strings(e, old, cur);
+    }
+    return n;
+}
+
+int store_relocate(store *s, const char *key, const char *old, const char *cur, int *moved, char err[512]) {
+    int n = 0, rc;
+    LOCK();
+    if ((rc = tx_begin(s))) goto out;
+    if (old && *old && strcmp(old, cur)) {
+        for (size_t i = 0; !rc && i < sizeof SQL_MOVE / sizeof *SQL_MOVE; i++) {
+            rc = exec_st(s, q(s, SQL_MOVE[i], "tt", old, cur));
+            n += rc ? 0 : sqlite3_changes(s->db);
+        }
+        /* the trainers' descriptions: paths in JSON strings, found by the
+         * old path's text as JSON writes it */
+        json_t *js = json_string(old);
+        char *esc = js ? json_dumps(js, JSON_ENCODE_ANY) : NULL;
+        json_decref(js);
+        if (esc) esc[strlen(esc) - 1] = 0; /* the quotes off */
+        sqlite3_stmt *st = rc || !esc ? NULL : q(s, SQL_MOVE_SPECS, "t", esc + 1);
+        if (!rc && !esc) rc = STORE_EIO;
+        free(esc);
+        json_t *rows = json_array();
+        while (st && rows && sqlite3_step(st) == SQLITE_ROW)
+            json_array_append_new(rows, json_pack("{s:I,s:s}", "id", (json_int_t)sqlite3_column_int64(st, 0),
+                                                  "spec", (const char *)sqlite3_column_text(st, 1)));
+        if (st) sqlite3_reset(st);
+        if (!rc && !rows) rc = STORE_EIO;
+        size_t i;
+        json_t *row;
+        json_array_foreach(rows, i, row) {
+            if (rc) break;
+            json_t *spec = json_loads(json_string_value(json_object_get(row, "spec")), 0, NULL);
+            if (spec && move_strings(spec, old, cur)) {
+                char *txt = json_dumps(spec, JSON_COMPACT);
+                rc = txt ? exec_st(s, q(s, SQL_MOVE_SPEC_SET, "it", (int64_t)json_integer_value(json_object_get(row, "id")), txt))
+                         : STORE_EIO;
+                free(txt);
+                n++;
+            }
+            json_decref(spec);
+        }
+        json_decref(rows);
+    }
+    if (!rc) rc = exec_st(s, q(s, SQL_LOC_PUT, "tt", key, cur));
+    if (!rc) rc = tx_commit(s);
+    else tx_rollback(s);
+out:
+    if (rc) snprintf(err, 512, "recording where %s is: %s", key, sqlite3_errmsg(s->db));
+    else feed_bump(s);
+    UNLOCK();
+    if (moved) *moved = rc ? 0 : n;
+    return rc;
+}

@@ -161,6 +161,17 @@ int store_job_feed(store *s, int64_t id, int64_t after, int max, json_t **items,
 int store_recover(store *s);
 json_t *store_stats(store *s);
 
+/* ---- locations ---- */
+/* Where the folder `key` (state_dir, jobs_dir, models_dir) was when the
+ * daemon last ran: STORE_OK and its absolute path, or STORE_ENOTFOUND. */
+int store_location(store *s, const char *key, char path[STORE_PATH]);
+/* Records that `key` is at cur. When old (may be NULL) is another path, first
+ * rewrites every path the database records under old to the same path under
+ * cur: models, checkpoints, jobs' output and resume folders and the paths in
+ * their trainer descriptions. One transaction; moved receives the rows
+ * changed. */
+int store_relocate(store *s, const char *key, const char *old, const char *cur, int *moved, char err[512]);
+
 /* ---- API keys ---- */
 int store_key_add(store *s, const char *name, const unsigned char hash[32], int read_only, int64_t *id);
 int store_key_count(store *s);

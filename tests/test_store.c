@@ -272,6 +272,77 @@ static void test_jobs(void) {
     store_close(s);
 }
 
+/* store_relocate: every path recorded under the old folder (and only
+ * those: a sibling whose name merely starts the same keeps its path) moves
+ * to the new one, in the models, checkpoints and jobs tables and in the
+ * strings of a trainer description, nested ones included; the location is
+ * recorded either way. */
+static void test_locations(void) {
+    store *s = open_fresh("locations");
+    char err[512], path[STORE_PATH];
+    int moved = -1;
+    T_EQ_INT(store_location(s, "state_dir", path), STORE_ENOTFOUND);
+    T_OK(store_relocate(s, "state_dir", NULL, "/x/state", &moved, err));
+    T_EQ_INT(moved, 0);
+    T_OK(store_location(s, "state_dir", path));
+    T_STR_EQ(path, "/x/state");
+
+    json_t *req = json_pack("{s:s}", "method", "sft");
+    json_t *spec = json_pack("{s:s, s:s, s:[s,s], s:{s:s}, s:i, s:s, s:s}", "model", "/x/state/jobs/ftjob-0/model",
+                             "training_file", "/x/state2/files/ab/abc", "reward_models", "/x/state",
+                             "/x/state/jobs/ftjob-1/checkpoint-5", "reward", "judge", "/x/state/jobs/j",
+                             "max_steps", 7, "note", "/y/x/state/q", "quoted", "/x/state/a \"b\"");
+    store_job_new j = {.method = "sft", .model = "tiny", .request = req, .spec = spec, .seed = 1,
+                       .memory_bytes = 1, .jobs_dir = "/x/state/jobs", .resume_dir = "/x/state/jobs/ftjob-9/c"};
+    int64_t id = 0;
+    T_OK(store_job_create(s, &j, &id));
+    json_decref(req);
+    json_decref(spec);
+    store_model m;
+    memset(&m, 0, sizeof m);
+    snprintf(m.kind, sizeof m.kind, "fine_tuned");
+    snprintf(m.owned_by, sizeof m.owned_by, "alignd");
+    snprintf(m.name, sizeof m.name, "inside");
+    snprintf(m.path, sizeof m.path, "/x/state/jobs/ftjob-1");
+    T_OK(store_model_put(s, &m));
+    snprintf(m.name, sizeof m.name, "sibling");
+    snprintf(m.path, sizeof m.path, "/x/state2/m");
+    T_OK(store_model_put(s, &m));
+    T_OK(store_job_checkpoint_add(s, id, 5, "/x/state/jobs/ftjob-1/checkpoint-5"));
+
+    T_OK(store_relocate(s, "state_dir", "/x/state", "/new/st", &moved, err));
+    T_EQ_INT(moved, 5); /* a model, a checkpoint, the job's output and resume folders, its spec */
+    T_OK(store_location(s, "state_dir", path));
+    T_STR_EQ(path, "/new/st");
+    T_OK(store_model_get(s, "inside", &m));
+    T_STR_EQ(m.path, "/new/st/jobs/ftjob-1");
+    T_OK(store_model_get(s, "sibling", &m));
+    T_STR_EQ(m.path, "/x/state2/m");
+    long step = 0;
+    T_OK(store_job_checkpoint_path(s, id, 5, path, &step));
+    T_STR_EQ(path, "/new/st/jobs/ftjob-1/checkpoint-5");
+    store_run r;
+    T_OK(store_job_run_info(s, id, &r));
+    T_TRUE(!strncmp(r.output_dir, "/new/st/jobs/ftjob-", 19));
+    T_STR_EQ(r.resume_dir, "/new/st/jobs/ftjob-1/checkpoint-5"); /* the latest checkpoint */
+    json_t *sp = json_loads(r.spec ? r.spec : "", 0, NULL);
+    T_STR_EQ(dd_str(sp, "model"), "/new/st/jobs/ftjob-0/model");
+    T_STR_EQ(dd_str(sp, "training_file"), "/x/state2/files/ab/abc");
+    T_STR_EQ(json_string_value(json_array_get(json_object_get(sp, "reward_models"), 0)), "/new/st");
+    T_STR_EQ(json_string_value(json_array_get(json_object_get(sp, "reward_models"), 1)),
+             "/new/st/jobs/ftjob-1/checkpoint-5");
+    T_STR_EQ(dd_str(json_object_get(sp, "reward"), "judge"), "/new/st/jobs/j");
+    T_STR_EQ(dd_str(sp, "note"), "/y/x/state/q");
+    T_STR_EQ(dd_str(sp, "quoted"), "/new/st/a \"b\"");
+    T_EQ_INT(json_integer_value(json_object_get(sp, "max_steps")), 7);
+    json_decref(sp);
+    free(r.spec);
+    /* the same place again: nothing moves */
+    T_OK(store_relocate(s, "state_dir", "/new/st", "/new/st", &moved, err));
+    T_EQ_INT(moved, 0);
+    store_close(s);
+}
+
 static void test_keys(void) {
     store *s = open_fresh("keys");
     unsigned char h1[32], h2[32], h3[32];
@@ -500,6 +571,7 @@ int main(void) {
     test_migrations();
     test_files();
     test_jobs();
+    test_locations();
     test_keys();
     test_backend();
     test_config();
