@@ -50,23 +50,34 @@ static int t_pass_, t_fail_;
         T_REPORT_(trc_ == 0, "%s returned %d", #rc, trc_);                   \
     } while (0)
 
-static inline int t_done(void) {
-    printf("%d passed, %d failed\n", t_pass_, t_fail_);
-    return t_fail_ ? 1 : 0;
+static char t_dir_[1024];
+static int t_dir_own_; /* made under /tmp: removed by t_done when all passed */
+
+/* A fresh scratch directory for this test: $AL_TEST_TMP (ctest sets one in
+ * the build tree, kept as an artefact) or /tmp/al_test_<pid>. */
+static inline const char *t_tmpdir(void) {
+    if (!t_dir_[0]) {
+        const char *e = getenv("AL_TEST_TMP");
+        if (e && *e) snprintf(t_dir_, sizeof t_dir_, "%s", e);
+        else snprintf(t_dir_, sizeof t_dir_, "/tmp/al_test_%ld", (long)getpid());
+        t_dir_own_ = !(e && *e);
+        char cmd[2200];
+        snprintf(cmd, sizeof cmd, "rm -rf '%s' && mkdir -p '%s'", t_dir_, t_dir_);
+        if (system(cmd) != 0) { fprintf(stderr, "cannot make %s\n", t_dir_); exit(2); }
+    }
+    return t_dir_;
 }
 
-/* A fresh scratch directory for this test: $AL_TEST_TMP or /tmp/al_test_<pid>. */
-static inline const char *t_tmpdir(void) {
-    static char dir[1024];
-    if (!dir[0]) {
-        const char *e = getenv("AL_TEST_TMP");
-        if (e && *e) snprintf(dir, sizeof dir, "%s", e);
-        else snprintf(dir, sizeof dir, "/tmp/al_test_%ld", (long)getpid());
-        char cmd[2200];
-        snprintf(cmd, sizeof cmd, "rm -rf '%s' && mkdir -p '%s'", dir, dir);
-        if (system(cmd) != 0) { fprintf(stderr, "cannot make %s\n", dir); exit(2); }
+/* Prints the tally; a /tmp scratch directory goes when every check passed
+ * (a failure keeps it for a look). */
+static inline int t_done(void) {
+    printf("%d passed, %d failed\n", t_pass_, t_fail_);
+    if (!t_fail_ && t_dir_own_) {
+        char cmd[1100];
+        snprintf(cmd, sizeof cmd, "rm -rf '%s'", t_dir_);
+        if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", t_dir_);
     }
-    return dir;
+    return t_fail_ ? 1 : 0;
 }
 
 #endif
