@@ -99,6 +99,13 @@ int al_model_load_weights(al_model *m, const char *dir, char err[AL_ERRLEN]);
 /* Writes config.json + model.safetensors (LoRA merged into the weights when
  * the model has adapters). */
 int al_model_save(const al_model *m, const char *dir, char err[AL_ERRLEN]);
+/* Reads the adapters of m (and the scalar head, when the folder saved one)
+ * from an adapter folder's adapter_model.safetensors, leaving the base
+ * weights alone: resuming a LoRA run without opening its base a second
+ * time. The folder's adapters must have m's names and shapes (AL_EFORMAT
+ * naming the tensor otherwise). */
+int al_model_load_adapters(al_model *m, const char *dir, char err[AL_ERRLEN]);
+
 /* The base folder an adapter folder names, resolved as al_model_open does
  * (out, n bytes). AL_ENOENT when dir has no adapter_config.json; AL_EFORMAT
  * and the field in err when it is malformed. */

@@ -382,3 +382,7 @@ int al_model_save_adapter(const al_model *m, const char *dir, const char *base_p
     free(text);
     return rc;
 }
+
+int al_model_load_adapters(al_model *m, const char *dir, char err[AL_ERRLEN]) {
+    return load_adapters(m, dir, err);
+}

@@ -1005,28 +1005,13 @@ static int save_weights(rl *r, al_model *m, const char *dir, const char *base) {
     return al_model_save(m, dir, r->err);
 }
 
-/* Copies the adapters and the head of the model saved in dir into m. */
+/* Reads the trainable weights saved in dir into m: an adapter folder's
+ * adapters and head (the base is m's already), or a whole model. */
 static int load_trainable(al_model *m, const char *dir, char err[AL_ERRLEN]) {
-    al_model *tmp = NULL;
-    int rc = al_model_open_ex(&tmp, dir, NULL, AL_OPEN_FROZEN, 0, err); /* read only: no gradients */
-    if (rc) return rc;
-    int n1, n2;
-    al_param *a = al_model_params(m, &n1), *b = al_model_params(tmp, &n2);
-    for (int i = 0; i < n1; i++) {
-        if (!a[i].g) continue;
-        int found = 0;
-        for (int j = 0; j < n2 && !found; j++)
-            if (!strcmp(a[i].name, b[j].name) && a[i].n == b[j].n) {
-                memcpy(a[i].w, b[j].w, a[i].n * sizeof(float));
-                found = 1;
-            }
-        if (!found) {
-            rc = al_err(err, AL_EFORMAT, "%s: %s missing", dir, a[i].name);
-            break;
-        }
-    }
-    al_model_free(tmp);
-    return rc;
+    char p[AL_PATH_MAX + 64];
+    if (!al_path_join(p, sizeof p, dir, "adapter_config.json") && al_file_exists(p))
+        return al_model_load_adapters(m, dir, err);
+    return al_model_load_weights(m, dir, err);
 }
 
 static const char *critic_base(const rl *r) {

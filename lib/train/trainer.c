@@ -776,16 +776,7 @@ static int load_state(trainer *t, const char *dir) {
     al_st_close(&f);
     if (rc) return rc;
     /* weights: full model or adapters on the job's base */
-    if (t->job->use_lora) {
-        al_model *tmp = NULL;
-        if ((rc = al_model_open_ex(&tmp, dir, NULL, AL_OPEN_FROZEN, 0, t->err))) return rc;
-        int n1, n2;
-        al_param *a = al_model_params(t->m, &n1), *b = al_model_params(tmp, &n2);
-        for (int i = 0; i < n1 && i < n2; i++)
-            if (a[i].lora || strstr(a[i].name, "score")) memcpy(a[i].w, b[i].w, a[i].n * sizeof(float));
-        al_model_free(tmp);
-        return AL_OK;
-    }
+    if (t->job->use_lora) return al_model_load_adapters(t->m, dir, t->err);
     return al_model_load_weights(t->m, dir, t->err);
 }
 
