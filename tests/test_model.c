@@ -790,6 +790,23 @@ static int open_in_child(const char *dir, int flags, size_t extra) {
     return WIFEXITED(st) && WEXITSTATUS(st) <= 1 ? WEXITSTATUS(st) : -1;
 }
 
+/* A tiny GPT-2 from seed saved to dir, and LoRA adapters (r 2 on c_attn)
+ * on it saved to adir naming base_path as their base; returns the model. */
+static al_model *base_and_adapter(uint64_t seed, const char *dir, const char *adir, const char *base_path) {
+    char err[AL_ERRLEN];
+    al_model_config c = tiny(AL_ARCH_GPT2, 0);
+    al_model *src = al_model_new(&c, NULL, err);
+    al_model_init(src, seed);
+    T_OK(al_model_save(src, dir, err));
+    al_lora_cfg lc = {.r = 2, .alpha = 4.0f};
+    snprintf(lc.targets, sizeof lc.targets, "c_attn");
+    al_model *lm = NULL;
+    T_OK(al_model_open(&lm, dir, &lc, err));
+    T_OK(al_model_save_adapter(lm, adir, base_path, err));
+    al_model_free(lm);
+    return src;
+}
+
 /* AL_OPEN_FROZEN (inference, references, reward models) gives no tensor a
  * gradient, and never allocates the gradient arena on the way: the open
  * fits in an address space with room for the weights and the mapped file
@@ -799,18 +816,9 @@ static int open_in_child(const char *dir, int flags, size_t extra) {
  * in the plain build only. */
 static void test_frozen_open(void) {
     char err[AL_ERRLEN], dir[1200], adir[1300];
-    al_model_config c = tiny(AL_ARCH_GPT2, 0);
-    al_model *src = al_model_new(&c, NULL, err);
-    al_model_init(src, 21);
     snprintf(dir, sizeof dir, "%s/frozen", t_tmpdir());
-    T_OK(al_model_save(src, dir, err));
-    al_lora_cfg lc = {.r = 2, .alpha = 4.0f};
-    snprintf(lc.targets, sizeof lc.targets, "c_attn");
-    al_model *lm = NULL;
-    T_OK(al_model_open(&lm, dir, &lc, err));
     snprintf(adir, sizeof adir, "%s/frozen_adapter", t_tmpdir());
-    T_OK(al_model_save_adapter(lm, adir, dir, err));
-    al_model_free(lm);
+    al_model *src = base_and_adapter(21, dir, adir, dir);
 
     const char *dirs[2] = {dir, adir};
     const int flags[3] = {AL_OPEN_FROZEN, AL_OPEN_FROZEN | AL_OPEN_SCORE_HEAD, 0};
@@ -885,18 +893,9 @@ static void test_frozen_open(void) {
  * al_model_adapter_base; a plain folder has no adapter base. */
 static void test_relative_adapter_base(void) {
     char err[AL_ERRLEN], dir[1200], adir[1300], got[1400], want[1400];
-    al_model_config c = tiny(AL_ARCH_GPT2, 0);
-    al_model *src = al_model_new(&c, NULL, err);
-    al_model_init(src, 22);
     snprintf(dir, sizeof dir, "%s/relbase", t_tmpdir());
-    T_OK(al_model_save(src, dir, err));
-    al_lora_cfg lc = {.r = 2, .alpha = 4.0f};
-    snprintf(lc.targets, sizeof lc.targets, "c_attn");
-    al_model *lm = NULL;
-    T_OK(al_model_open(&lm, dir, &lc, err));
     snprintf(adir, sizeof adir, "%s/reladapter", t_tmpdir());
-    T_OK(al_model_save_adapter(lm, adir, "../relbase", err));
-    al_model_free(lm);
+    al_model *src = base_and_adapter(22, dir, adir, "../relbase");
     T_OK(al_model_adapter_base(adir, got, sizeof got, err));
     snprintf(want, sizeof want, "%s/../relbase", adir);
     T_STR_EQ(got, want);

@@ -23,12 +23,18 @@ static void tiny_rm(const char *dir) {
     T_OK(t_save_byte_model(s, 3, dir, g_err));
 }
 
-static void test_sized_scores(const char *rm) {
+/* Rewards from the one reward model rm, weight 1, nothing else. */
+static al_reward_cfg rm_only(const char *rm) {
     al_reward_cfg cfg;
     memset(&cfg, 0, sizeof cfg);
     snprintf(cfg.reward_model[0], sizeof cfg.reward_model[0], "%s", rm);
     cfg.n_reward_models = 1;
     cfg.reward_model_weight = 1;
+    return cfg;
+}
+
+static void test_sized_scores(const char *rm) {
+    al_reward_cfg cfg = rm_only(rm);
     cfg.missing_eos_penalty = -1;
     /* prompts of up to 4 bytes, completions of up to 3: 4 + 3 + slack tokens */
     al_reward_len small = {4, 3};
@@ -59,11 +65,7 @@ out:
  * token (TRL's get_reward on the truncated response): the values of one
  * forward of the model itself over the prompt, the completion and EOS. */
 static void test_cut_off_scores(const char *rm) {
-    al_reward_cfg cfg;
-    memset(&cfg, 0, sizeof cfg);
-    snprintf(cfg.reward_model[0], sizeof cfg.reward_model[0], "%s", rm);
-    cfg.n_reward_models = 1;
-    cfg.reward_model_weight = 1;
+    al_reward_cfg cfg = rm_only(rm);
     al_rewarder *rw = NULL;
     T_OK(al_rewarder_new(&rw, &cfg, 0, 2, NULL, g_err));
     al_model *m = NULL;
