@@ -80,11 +80,16 @@ static int relocate(store *st, const daemon_cfg *cfg) {
     const struct {
         const char *key, *cur;
         int only_if_gone;
-    } locs[] = {{"state_dir", cfg->state_dir, 0}, {"jobs_dir", cfg->jobs_dir, 0}, {"models_dir", cfg->models_dir, 1}};
+    } locs[] = {
+        {"state_dir", cfg->state_dir, 0},
+        {"jobs_dir", cfg->jobs_dir, 0},
+        {"models_dir", cfg->models_dir, 1},
+    };
     for (size_t i = 0; i < sizeof locs / sizeof *locs; i++) {
         char old[STORE_PATH], err[512], q[600];
         int moved = 0, files = 0, found = store_location(st, locs[i].key, old) == STORE_OK;
-        int move = found && strcmp(old, locs[i].cur) != 0 && (!locs[i].only_if_gone || access(old, F_OK) != 0);
+        int move = found && strcmp(old, locs[i].cur) != 0;
+        if (move && locs[i].only_if_gone) move = access(old, F_OK) != 0;
         if (move && (files = models_relocate(cfg->jobs_dir, old, locs[i].cur, err)) < 0) {
             log_error("event=relocate_failed what=%s reason=%s", locs[i].key, log_quote(q, sizeof q, err));
             fprintf(stderr, "alignd: %s moved from %s to %s, and its adapters could not follow: %s\n",

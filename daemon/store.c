@@ -1492,8 +1492,7 @@ static const char *const SQL_MOVE[] = {
     MOVE_COLUMN("models", "path"),     MOVE_COLUMN("checkpoints", "path"),
     MOVE_COLUMN("jobs", "output_dir"), MOVE_COLUMN("jobs", "resume_dir"),
 };
-static const char SQL_MOVE_SPECS[] =
-    "SELECT id, spec FROM jobs WHERE instr(spec, ?1) > 0";
+static const char SQL_MOVE_SPECS[] = "SELECT id, spec FROM jobs WHERE instr(spec, ?1) > 0";
 static const char SQL_MOVE_SPEC_SET[] = "UPDATE jobs SET spec = ?2 WHERE id = ?1";
 
 /* Rewrites every string of v (recursively) that is old or starts with
@@ -1554,9 +1553,9 @@ int store_relocate(store *s, const char *key, const char *old, const char *cur, 
             if (rc) break;
             json_t *spec = json_loads(json_string_value(json_object_get(row, "spec")), 0, NULL);
             if (spec && move_strings(spec, old, cur)) {
+                int64_t id = (int64_t)json_integer_value(json_object_get(row, "id"));
                 char *txt = json_dumps(spec, JSON_COMPACT);
-                rc = txt ? exec_st(s, q(s, SQL_MOVE_SPEC_SET, "it", (int64_t)json_integer_value(json_object_get(row, "id")), txt))
-                         : STORE_EIO;
+                rc = txt ? exec_st(s, q(s, SQL_MOVE_SPEC_SET, "it", id, txt)) : STORE_EIO;
                 free(txt);
                 n++;
             }

@@ -78,8 +78,8 @@ void al_model_init(al_model *m, uint64_t seed);
 /* Opens a Hugging Face folder: config.json + model.safetensors (or shards).
  * If the folder is a PEFT adapter folder (adapter_config.json), loads the
  * base it names (base_model_name_or_path: absolute, else relative to the
- * adapter folder when that exists, else as given) and then the adapters. `lora` (may be NULL) adds
- * fresh adapters to a plain model. AL_ENOENT, AL_EFORMAT, AL_ESHAPE, AL_EUNSUP. */
+ * adapter folder when that exists, else as given) and then the adapters.
+ * `lora` (may be NULL) adds fresh adapters to a plain model. AL_ENOENT, AL_EFORMAT, AL_ESHAPE, AL_EUNSUP. */
 int al_model_open(al_model **out, const char *dir, const al_lora_cfg *lora, char err[AL_ERRLEN]);
 /* As al_model_open, with flags: AL_OPEN_SCORE_HEAD makes a reward-model
  * shape (scalar head score.weight, no LM head) from any folder, keeping a
