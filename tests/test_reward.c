@@ -4,6 +4,8 @@
  * grows) and beyond the context (the last tokens kept); and the bound on a
  * completion's text (rl_completion_max_bytes) on the byte tokenizer, whose
  * lone bytes above 0x7f decode to U+FFFD, three bytes each. */
+#include <jansson.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -12,6 +14,7 @@
 #include "model/model.h"
 #include "t.h"
 #include "t_model.h"
+#include "text/chat.h"
 #include "text/tokenizer.h"
 #include "train/rl.h"
 #include "train/rl_int.h"
@@ -90,6 +93,117 @@ out:
     al_rewarder_free(rw);
 }
 
+/* ---- the AI judge ---- */
+
+static al_reward_cfg judge_only(const char *jm) {
+    al_reward_cfg cfg;
+    memset(&cfg, 0, sizeof cfg);
+    snprintf(cfg.judge_model, sizeof cfg.judge_model, "%s", jm);
+    snprintf(cfg.principles[0], sizeof cfg.principles[0], "Be correct.");
+    snprintf(cfg.principles[1], sizeof cfg.principles[1], "Be brief.");
+    cfg.n_principles = 2;
+    cfg.judge_weight = 1;
+    cfg.missing_eos_penalty = -1;
+    return cfg;
+}
+
+/* P(the judge answers A) for (prompt, x, y) worked out by hand: the judge's
+ * instructions as the issue describes them (a system turn with the
+ * principles, a user turn with the prompt and both responses) through the
+ * model's chat template, one forward, and sigmoid(logp("A") - logp("B"))
+ * at the last position; "A" and "B" are bytes 65 and 66. */
+static double hand_p_a(al_model *m, const al_chat *chat, const char *prompt, const char *x, const char *y) {
+    char user[1024];
+    snprintf(user, sizeof user,
+             "Prompt:\n%s\n\nResponse A:\n%s\n\nResponse B:\n%s\n\nWhich response is better? "
+             "Answer with the single letter A or B.",
+             prompt, x, y);
+    json_t *msgs = json_pack("[{s:s,s:s},{s:s,s:s}]", "role", "system", "content",
+                             "You compare two responses to a prompt and say which is better. Judge them by "
+                             "these principles:\n- Be correct.\n- Be brief.",
+                             "role", "user", "content", user);
+    al_seq q;
+    T_OK(al_chat_encode_prompt_messages(chat, msgs, NULL, &q, g_err));
+    json_decref(msgs);
+    int T = q.n;
+    int32_t *ids = malloc((size_t)T * sizeof *ids), *tgt = malloc((size_t)T * sizeof *tgt);
+    float *lp = malloc((size_t)T * sizeof *lp);
+    double l[2] = {0, 0};
+    for (int t = 0; t < T; t++) ids[t] = q.ids[t];
+    T_OK(al_model_reserve(m, 1, T, AL_MODEL_FORWARD_ONLY, g_err));
+    for (int k = 0; k < 2; k++) {
+        for (int t = 0; t < T; t++) tgt[t] = t == T - 1 ? 65 + k : -1;
+        al_tokens in = {.B = 1, .T = T, .ids = ids, .targets = tgt};
+        al_fwd f = {.logp = lp};
+        T_OK(al_model_forward(m, &in, &f));
+        l[k] = lp[T - 1];
+    }
+    al_seq_deinit(&q);
+    free(ids);
+    free(tgt);
+    free(lp);
+    return 1.0 / (1.0 + exp(l[1] - l[0]));
+}
+
+/* The judge's verdict is the hand-worked one averaged over both orders, so
+ * position bias cancels: p(a, b) + p(b, a) = 1 and p(a, a) = 1/2; a group's
+ * judge rewards are each completion's mean win probability against the
+ * others (summing to G/2); a judge sized for the job's texts (len) answers
+ * as one reserved for its whole context, within the bound and past it. */
+static void test_judge(const char *jm) {
+    al_reward_cfg cfg = judge_only(jm);
+    al_reward_len small = {4, 3};
+    al_rewarder *full = NULL, *sized = NULL;
+    al_model *m = NULL;
+    al_tok *tok = NULL;
+    al_chat *chat = NULL;
+    T_OK(al_rewarder_new(&full, &cfg, 0, 3, NULL, g_err));
+    T_OK(al_rewarder_new(&sized, &cfg, 0, 3, &small, g_err));
+    T_OK(al_model_open_ex(&m, jm, NULL, AL_OPEN_FROZEN, 0, g_err));
+    T_OK(al_tok_load(&tok, jm, g_err));
+    if (tok) T_OK(al_chat_new(&chat, tok, NULL, g_err));
+    if (!full || !sized || !m || !chat) goto out;
+    const char *prompt = "1+2=", *comps[] = {"3", "4", "three, or so I am told"};
+    double p_ab = 0, p_ba = 0, p_aa = 0, s_ab = 0, s_long = 0, f_long = 0;
+    T_OK(al_rewarder_judge(full, prompt, comps[0], comps[1], &p_ab, g_err));
+    T_OK(al_rewarder_judge(full, prompt, comps[1], comps[0], &p_ba, g_err));
+    T_OK(al_rewarder_judge(full, prompt, comps[0], comps[0], &p_aa, g_err));
+    double want = 0.5 * (hand_p_a(m, chat, prompt, comps[0], comps[1]) +
+                         1.0 - hand_p_a(m, chat, prompt, comps[1], comps[0]));
+    T_NEAR(p_ab, want, 1e-6);
+    T_TRUE(p_ab > 0 && p_ab < 1 && fabs(p_ab - 0.5) > 1e-6);
+    T_NEAR(p_ab + p_ba, 1.0, 1e-9);
+    T_NEAR(p_aa, 0.5, 1e-9);
+    T_OK(al_rewarder_judge(sized, prompt, comps[0], comps[1], &s_ab, g_err));
+    T_NEAR(s_ab, p_ab, 1e-9);
+    T_OK(al_rewarder_judge(sized, prompt, comps[2], comps[1], &s_long, g_err)); /* past the bound */
+    T_OK(al_rewarder_judge(full, prompt, comps[2], comps[1], &f_long, g_err));
+    T_NEAR(s_long, f_long, 1e-9);
+    /* one group of three */
+    const char *prompts[] = {prompt, prompt, prompt}, *answers[] = {NULL, NULL, NULL};
+    int lens[] = {1, 1, 22}, eos[] = {1, 1, 1};
+    float sc[3];
+    T_OK(al_rewarder_score(full, 3, 3, prompts, comps, answers, lens, eos, sc, NULL, g_err));
+    double sum = 0;
+    for (int i = 0; i < 3; i++) {
+        double mean = 0, p;
+        for (int j = 0; j < 3; j++) {
+            if (j == i) continue;
+            T_OK(al_rewarder_judge(full, prompt, comps[i], comps[j], &p, g_err));
+            mean += p / 2;
+        }
+        T_NEAR(sc[i], mean, 1e-5);
+        sum += sc[i];
+    }
+    T_NEAR(sum, 1.5, 1e-5);
+out:
+    al_chat_free(chat);
+    al_tok_free(tok);
+    al_model_free(m);
+    al_rewarder_free(full);
+    al_rewarder_free(sized);
+}
+
 static void test_completion_bound(void) {
     al_tok *tok = al_tok_byte_new();
     T_TRUE(tok != NULL);
@@ -112,6 +226,11 @@ int main(void) {
     tiny_rm(rm);
     test_sized_scores(rm);
     test_cut_off_scores(rm);
+    char jm[1100];
+    snprintf(jm, sizeof jm, "%s/judge", t_tmpdir());
+    t_shape js = {AL_ARCH_GPT2, .layers = 1, .C = 16, .heads = 2, .FF = 32, .max_T = 512};
+    T_OK(t_save_byte_model(js, 5, jm, g_err));
+    test_judge(jm);
     test_completion_bound();
     return t_done();
 }

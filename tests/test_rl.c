@@ -558,6 +558,8 @@ static void test_shared_critic(const char *base) {
 typedef struct runlog {
     double loss[16];
     int n_loss;
+    double judge[16]; /* rewards/judge/mean per step (from step 1) */
+    int n_judge;
     int has[8];
     int warns, samples;
     double blank; /* generate_preferences' last blank_completions */
@@ -577,6 +579,8 @@ static void on_log(void *ud, long step, double epoch, const al_metric *m, int n)
     for (int i = 0; i < n; i++) {
         if (!strcmp(m[i].name, "loss") && step > 0 && l->n_loss < 16) l->loss[l->n_loss++] = m[i].value;
         if (!strcmp(m[i].name, "blank_completions")) l->blank = m[i].value;
+        if (!strcmp(m[i].name, "rewards/judge/mean") && step > 0 && l->n_judge < 16)
+            l->judge[l->n_judge++] = m[i].value;
         for (int k = 0; k < 8 && g_want; k++)
             if (!strcmp(m[i].name, g_want[k])) l->has[k]++;
     }
@@ -685,6 +689,23 @@ static void test_runs(const char *tmp, const char *base, const char *rm) {
     runlog f = {0};
     T_OK(run_job(json, NULL, &f, &res));
     T_EQ_INT(f.n_loss, 2);
+
+    /* GRPO with an AI judge (the base model, through its chat template):
+     * each completion's judge reward is its mean win probability against
+     * the others of its group, and the two orders of every pair sum to 1,
+     * so a group's mean is 1/2 exactly, at every step */
+    snprintf(out, sizeof out, "%s/grpo_judge", tmp);
+    snprintf(json, sizeof json,
+             "{\"method\":\"grpo\",\"model\":\"%s\",\"task\":{\"name\":\"addition2\",\"rows\":16},"
+             "\"reward\":{\"judge\":{\"model\":\"%s\",\"principles\":[\"The sum is right.\"]}},"
+             "\"hyperparameters\":{\"batch_size\":4,\"num_generations\":4,\"max_steps\":2,\"logging_steps\":1,"
+             "\"max_completion_length\":4,\"temperature\":1.0},\"output_dir\":\"%s\",\"seed\":2}",
+             base, base, out);
+    runlog jl = {0};
+    T_OK(run_job(json, NULL, &jl, &res));
+    T_EQ_INT(jl.n_loss, 2);
+    T_EQ_INT(jl.n_judge, 2);
+    for (int k = 0; k < jl.n_judge; k++) T_NEAR(jl.judge[k], 0.5, 1e-5);
 
     /* generate_preferences writes pairs a DPO job reads */
     snprintf(out, sizeof out, "%s/prefs", tmp);

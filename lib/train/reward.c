@@ -120,6 +120,9 @@ static int scorer_fit(scorer *s, int T, const char *what, char err[AL_ERRLEN]) {
     return AL_OK;
 }
 
+static int judge_prompt(al_rewarder *rw, const char *prompt, const char *x, const char *y, al_seq *out,
+                        char err[AL_ERRLEN]);
+
 int al_rewarder_new(al_rewarder **out, const al_reward_cfg *cfg, double hp_eos_penalty, int rows,
                     const al_reward_len *len, char err[AL_ERRLEN]) {
     al_rewarder *rw = calloc(1, sizeof *rw);
@@ -141,9 +144,10 @@ int al_rewarder_new(al_rewarder **out, const al_reward_cfg *cfg, double hp_eos_p
         if (rc) break;
         if (rw->rm[k].T > rw->Tmax) rw->Tmax = rw->rm[k].T;
     }
+    int size_judge = len && (len->prompt_bytes || len->completion_bytes);
     if (!rc && cfg->judge_model[0]) {
-        /* the judge's instructions alone are some hundred bytes: its whole context */
-        rc = scorer_open(&rw->judge, cfg->judge_model, 0, 2, 0, "reward.judge.model", err);
+        /* sized below, once the instructions' tokens are known */
+        rc = scorer_open(&rw->judge, cfg->judge_model, 0, 2, size_judge ? 1 : 0, "reward.judge.model", err);
         rw->has_judge = 1;
         if (!rc && !al_model_config_of(rw->judge.m)->has_lm_head)
             rc = al_err(err, AL_EINVAL, "reward.judge.model: %s has no language-model head", cfg->judge_model);
@@ -162,6 +166,17 @@ int al_rewarder_new(al_rewarder **out, const al_reward_cfg *cfg, double hp_eos_p
             }
             free(ia);
             free(ib);
+        }
+        if (!rc && size_judge) {
+            /* the instructions with nothing in them, then a token per byte of
+             * what fills them (and slack at each of the three places) */
+            al_seq s0;
+            if (!(rc = judge_prompt(rw, "", "", "", &s0, err))) {
+                size_t want = (size_t)s0.n + len->prompt_bytes + 2 * (len->completion_bytes + 1) + 3 * SPECIAL_SLACK;
+                al_seq_deinit(&s0);
+                rc = scorer_fit(&rw->judge, want < (size_t)rw->judge.T ? (int)want : rw->judge.T,
+                                "reward.judge.model", err);
+            }
         }
         if (!rc && rw->judge.T > rw->Tmax) rw->Tmax = rw->judge.T;
     }
@@ -315,6 +330,7 @@ static int judge_once(al_rewarder *rw, const char *prompt, const char *x, const 
             rw->tgt[(size_t)r * T + t] = t == T - 1 ? (r ? rw->id_b : rw->id_a) : -1;
         }
     al_seq_deinit(&s);
+    if ((rc = scorer_fit(&rw->judge, T, "judge", err))) return rc;
     al_tokens in = {.B = 2, .T = T, .ids = rw->ids, .targets = rw->tgt};
     al_fwd f = {.logp = rw->vals};
     if ((rc = al_model_forward(rw->judge.m, &in, &f)))

@@ -95,8 +95,9 @@ typedef struct al_reward_len {
  * token per byte of the longest prompt + completion rather than for its
  * whole context (a tokenizer whose tokens each cover at least a byte never
  * needs more; a longer sequence, from one that does, grows the reservation
- * when it comes); the judge, whose instructions alone are some hundred
- * bytes, reserves its context. Sequences are cut to the model's context (at
+ * when it comes); the judge's for its instructions (their tokens counted
+ * once, at start) plus one token per byte of the prompt and two
+ * completions. Sequences are cut to the model's context (at
  * most 1024 tokens, the last ones kept) either way, so scores do not depend
  * on len. AL_ENOENT/AL_EFORMAT from the model folders, AL_ENOMEM. */
 int al_rewarder_new(al_rewarder **out, const al_reward_cfg *cfg, double hp_eos_penalty, int rows,
