@@ -12,6 +12,7 @@
 #include "model/model.h"
 #include "t.h"
 #include "t_model.h"
+#include "t_train.h"
 #include "train/trainer.h"
 
 typedef struct last { char name[64][48]; double value[64]; int n; } last;
@@ -37,18 +38,9 @@ static double get(const last *l, const char *name) {
 static char g_err[AL_ERRLEN];
 
 static int train(const char *json, last *l) {
-    al_job job;
-    int rc = al_job_parse(&job, json, strlen(json), g_err);
-    if (rc) {
-        fprintf(stderr, "job: %s\n", g_err);
-        return rc;
-    }
     memset(l, 0, sizeof *l);
     al_train_cb cb = {.log = on_log, .ud = l};
-    rc = al_train_run(&job, NULL, &cb, NULL, g_err);
-    if (rc) fprintf(stderr, "train: %s\n", g_err);
-    al_job_deinit(&job);
-    return rc;
+    return t_train_json(json, NULL, &cb, NULL, g_err);
 }
 
 static double accuracy(const char *dir) {

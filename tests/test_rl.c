@@ -19,6 +19,7 @@
 #include "model/model.h"
 #include "t.h"
 #include "t_model.h"
+#include "t_train.h"
 #include "train/rl.h"
 #include "train/trainer.h"
 
@@ -600,17 +601,8 @@ static void on_sample(void *ud, long step, const char *p, const char *c, double 
 }
 
 static int run_job(const char *json, const char *resume, runlog *l, al_train_result *res) {
-    al_job job;
-    int rc = al_job_parse(&job, json, strlen(json), g_err);
-    if (rc) {
-        fprintf(stderr, "job: %s\n", g_err);
-        return rc;
-    }
     al_train_cb cb = {.log = on_log, .event = on_event, .sample = on_sample, .ud = l};
-    rc = al_train_run(&job, resume, &cb, res, g_err);
-    if (rc) fprintf(stderr, "run: %s\n", g_err);
-    al_job_deinit(&job);
-    return rc;
+    return t_train_json(json, resume, &cb, res, g_err);
 }
 
 static void test_runs(const char *tmp, const char *base, const char *rm) {

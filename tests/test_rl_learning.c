@@ -37,6 +37,7 @@
 #include "model/model.h"
 #include "t.h"
 #include "t_model.h"
+#include "t_train.h"
 #include "train/trainer.h"
 
 enum { MAXS = 512 };
@@ -69,18 +70,9 @@ static void on_log(void *ud, long step, double epoch, const al_metric *m, int n)
 static char g_err[AL_ERRLEN];
 
 static int train(const char *json, series *s) {
-    al_job job;
-    int rc = al_job_parse(&job, json, strlen(json), g_err);
-    if (rc) {
-        fprintf(stderr, "job: %s\n", g_err);
-        return rc;
-    }
     memset(s, 0, sizeof *s);
     al_train_cb cb = {.log = on_log, .ud = s};
-    rc = al_train_run(&job, NULL, &cb, NULL, g_err);
-    if (rc) fprintf(stderr, "train: %s\n", g_err);
-    al_job_deinit(&job);
-    return rc;
+    return t_train_json(json, NULL, &cb, NULL, g_err);
 }
 
 static double mean(const double *x, int a, int b) {

@@ -10,6 +10,7 @@
 #include "model/model.h"
 #include "t.h"
 #include "t_model.h"
+#include "t_train.h"
 #include "text/tokenizer.h"
 #include "train/trainer.h"
 
@@ -59,13 +60,7 @@ static int run(const char *fmt, const char *out, const char *resume, rec *r, al_
     char json[4096], dir[1400];
     snprintf(dir, sizeof dir, "%s/%s", t_tmpdir(), out);
     snprintf(json, sizeof json, fmt, g_base, dir);
-    al_job job;
     g_err[0] = 0;
-    int rc = al_job_parse(&job, json, strlen(json), g_err);
-    if (rc) {
-        fprintf(stderr, "job: %s\n", g_err);
-        return rc;
-    }
     int stop = r->stop_after, pause = r->pause_after;
     memset(r, 0, sizeof *r);
     r->stop_after = stop;
@@ -74,10 +69,7 @@ static int run(const char *fmt, const char *out, const char *resume, rec *r, al_
                       .checkpoint = on_ckpt, .ud = r};
     char rdir[1500];
     if (resume) snprintf(rdir, sizeof rdir, "%s/%s", t_tmpdir(), resume);
-    rc = al_train_run(&job, resume ? rdir : NULL, &cb, res, g_err);
-    if (rc && rc != AL_ECANCELED && rc != AL_EPAUSED) fprintf(stderr, "train: %s\n", g_err);
-    al_job_deinit(&job);
-    return rc;
+    return t_train_json(json, resume ? rdir : NULL, &cb, res, g_err);
 }
 
 static const char *SFT =
