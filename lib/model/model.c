@@ -721,7 +721,7 @@ static void layer_forward(al_model *m, int l, al_acts *a, const float *x, float 
         al_rope_forward(q, m->QKV, pos, m->rope_cos, m->rope_sin, N, c->NH, HD);
         al_rope_forward(k, m->QKV, pos, m->rope_cos, m->rope_sin, N, c->NKV, HD);
     }
-    al_attention_forward(a->atty, a->att, q, k, v, m->QKV, in->seg, B, T, c->NH, c->NKV, HD);
+    al_attention_forward(a->atty, a->att, q, k, v, m->QKV, in->seg, B, T, c->NH, c->NKV, HD, NULL);
     al_linear_forward(m, l, LIN_O, a->mid, a->atty, lora_slot(m, l, LIN_O, a->lora_t, N), N);
     al_acc(a->mid, x, (size_t)N * C);
     norm_forward(m, a->ln2, a->ln2_mean, a->ln2_rstd, a->mid, ly->ln2_w, ly->ln2_b, N);
@@ -774,7 +774,7 @@ int al_model_forward(al_model *m, const al_tokens *in, al_fwd *out) {
         /* logp goes to the caller's buffer or to d_h2 as scratch (unused until backward) */
         float *logp = out && out->logp ? out->logp : m->d_h2;
         al_lmhead_forward(logp, m->ent, m->lse, out ? out->hit : NULL, m->lnf, PW(m, m->head), in->targets, N, C,
-                          c->V, m->inv_temp, m->head_scratch, m->head_chunk);
+                          c->V, m->inv_temp, 0.0f, m->head_scratch, m->head_chunk);
         if (out && out->entropy) memcpy(out->entropy, m->ent, (size_t)N * sizeof(float));
     }
     if (out && out->values) {
@@ -830,7 +830,7 @@ static void layer_backward(al_model *m, int l, al_acts *a, const float *x,
     float *q = a->qkv, *k = q + AH, *v = k + (size_t)c->NKV * HD;
     float *dq = m->d_qkv, *dk = dq + AH, *dv = dk + (size_t)c->NKV * HD;
     al_attention_backward(dq, dk, dv, m->d_atty, a->att, q, k, v, m->QKV, in->seg, B, T,
-                          c->NH, c->NKV, HD);
+                          c->NH, c->NKV, HD, NULL);
     if (c->arch == AL_ARCH_LLAMA) {
         al_rope_backward(dq, m->QKV, pos, m->rope_cos, m->rope_sin, N, c->NH, HD);
         al_rope_backward(dk, m->QKV, pos, m->rope_cos, m->rope_sin, N, c->NKV, HD);
@@ -857,7 +857,7 @@ int al_model_backward(al_model *m, const al_tokens *in, const float *dlogp,
             dlogp = m->d_h2;
         }
         al_lmhead_backward(m->d_ln, PG(m, m->head), dlogp, dent, m->lnf,
-                           PW(m, m->head), in->targets, m->lse, m->ent, N, C, c->V, m->inv_temp,
+                           PW(m, m->head), in->targets, m->lse, m->ent, N, C, c->V, m->inv_temp, 0.0f,
                            m->head_scratch, m->head_chunk);
     }
     if (dvalue) {
