@@ -2130,7 +2130,7 @@ static int finish(reader *d, al_dataset **out, char err[AL_ERRLEN]) {
     al_data_format F = AL_FMT_UNKNOWN;
     for (int f = 1; f < AL_FMT_COUNT; f++)
         if (count[f] > count[F]) F = (al_data_format)f;
-    char ambiguous[AL_ERRLEN] = "", names[AL_ERRLEN];
+    char ambiguous[AL_ERRLEN] = "", names[128];
     for (int f = 1; f < AL_FMT_COUNT && F != AL_FMT_UNKNOWN; f++)
         if (f != (int)F && count[f] == count[F]) {
             name_formats(FMT_BIT(F) | FMT_BIT(f), names, sizeof names);
