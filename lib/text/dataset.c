@@ -283,7 +283,8 @@ typedef struct parsed {
     const json_t *order;       /* ranking or ratings */
     long shared;               /* implicit prompt: shared bytes/messages, else -1 */
     int label;
-    const json_t *reference;
+    const json_t *reference;   /* the (first) reference answer */
+    const json_t *row;         /* the row itself (kept by PROMPT examples) */
 } parsed;
 
 static const json_t *need(row_rec *r, const json_t *o, const char *key) {
@@ -493,10 +494,15 @@ static int validate_prompt_only(row_rec *r, const json_t *o, parsed *p) {
     for (int i = 0; REFERENCE_KEYS[i]; i++) {
         const json_t *v = json_object_get(o, REFERENCE_KEYS[i]);
         if (!v || json_is_null(v)) continue;
-        if (!json_is_string(v))
+        /* a list: every answer accepted (the graders, lib/train/grader.h) */
+        int list_ok = json_is_array(v) && json_array_size(v) > 0;
+        for (size_t k = 0; list_ok && k < json_array_size(v); k++)
+            list_ok = json_is_string(json_array_get(v, k));
+        if (!json_is_string(v) && !list_ok)
             return row_error(r, "invalid_field_type", REFERENCE_KEYS[i],
-                             "%s must be a string, got %s", REFERENCE_KEYS[i], type_name(v));
-        p->reference = v;
+                             "%s must be a string or a non-empty list of strings, got %s", REFERENCE_KEYS[i],
+                             type_name(v));
+        p->reference = json_is_string(v) ? v : json_array_get(v, 0);
         break;
     }
     r->has_ref = p->reference != NULL;
@@ -819,6 +825,7 @@ static int encode_row(reader *d, row_rec *r, const parsed *p, al_data_format f, 
             rc = AL_ENOMEM;
             goto fail;
         }
+        e->row = json_incref((json_t *)p->row);
         e->line = r->line;
     } else if (f == AL_FMT_RANKINGS || f == AL_FMT_RATINGS) {
         /* Each response is tokenized once; pairs share copies. */
@@ -946,6 +953,7 @@ static int process(reader *d, row_rec *r, const json_t *o, al_data_format f) {
     r->label = -1;
     r->tokens = -1;
     if (validate(r, o, f, &p)) return AL_OK;
+    p.row = o;
     r->conv = (uint8_t)(p.conv > 0);
     if (!d->chat || !takes(d, f)) return AL_OK;
     int rc = encode_row(d, r, &p, f, (al_batch_kind)kind_of(d, f));
