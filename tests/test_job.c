@@ -147,6 +147,8 @@ int main(void) {
     T_REJECTS("{\"method\":\"sft\",\"model\":\"m\"}", "training_file: is required");
     T_REJECTS("{\"method\":\"sft\",\"model\":\"m\",\"training_file\":\"f\",\"task\":{\"name\":\"addition\"}}",
               "task: give either training_file or task");
+    T_REJECTS("{\"method\":\"evaluate\",\"model\":\"m\",\"task\":{\"name\":\"addition\"},\"output_dir\":\"o\","
+              "\"chat_template\":\"chatml\"}", "chat_template: evaluate uses each model's own template");
     /* training_files: weighted mixtures */
     const char *mix = "{\"method\":\"sft\",\"model\":\"m\",\"training_files\":[{\"file\":\"a\",\"weight\":0.7},"
                       "{\"file\":\"b\"}]}";

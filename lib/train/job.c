@@ -930,6 +930,9 @@ int al_job_from_json(al_job *job, const json_t *o, char err[AL_ERRLEN]) {
 
     const json_t *ct = json_object_get(o, "chat_template");
     if (ct && !json_is_null(ct) && (rc = parse_chat_template(ct, err))) return rc;
+    if (ct && !json_is_null(ct) && al_method_is_data(j.method))
+        return al_err(err, AL_EINVAL, "chat_template: %s uses each model's own template (the one it was "
+                      "trained with)", j.method);
     const json_t *hy = json_object_get(o, "hygiene");
     if (hy && !json_is_null(hy)) {
         if ((al_method_is_data(j.method) && !clean) || al_method_is_rl(j.method))
