@@ -16,8 +16,8 @@ al_need_packages() {
     $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
 }
 
-# What building alignd needs (libcurl: the tests, built by default, speak
-# HTTP; -DALIGND_BUILD_TESTS=OFF builds without them).
+# What building alignd needs (libcurl: the daemon's Hugging Face Hub client,
+# and the tests' HTTP).
 AL_BUILD_PACKAGES=(build-essential cmake pkg-config libopenblas-dev libjansson-dev libpcre2-dev
                    libmicrohttpd-dev libsqlite3-dev libssl-dev libcurl4-openssl-dev)
 # What the tests need beyond the build: the PyTorch parity reference, and
