@@ -138,6 +138,9 @@ int api_body_object(api_req *r, json_t **out, api_error *e);
 /* Whether an id from the URL or a query is well-formed (1..128 bytes of
  * [A-Za-z0-9._:-]). */
 int api_id_ok(const char *s);
+/* A model id from the URL: api_id_ok's characters plus '/' and '@' (a
+ * Hugging Face "ORG/NAME[@REV]"), at most 200 bytes. */
+int api_model_id_ok(const char *s);
 
 /* ---- handlers ----------------------------------------------------------- */
 
@@ -163,6 +166,7 @@ enum MHD_Result api_h_models_list(api_req *r);
 enum MHD_Result api_h_models_get(api_req *r);
 enum MHD_Result api_h_models_post(api_req *r);
 enum MHD_Result api_h_models_delete(api_req *r);
+enum MHD_Result api_h_models_events(api_req *r);
 
 enum MHD_Result api_h_chat(api_req *r);
 enum MHD_Result api_h_completions(api_req *r);
@@ -174,8 +178,11 @@ enum MHD_Result api_h_prometheus(api_req *r);
 /* Dashboard files under web_dir (h_static.c). */
 enum MHD_Result api_h_static(api_req *r);
 
-/* SSE stream of a job's feed (sse.c). */
+/* SSE stream of a job's feed, or of a model's (its download) (sse.c). */
 enum MHD_Result api_sse_job(api_req *r);
+enum MHD_Result api_sse_model(api_req *r);
+/* Accept: text/event-stream or ?stream=true (h_jobs.c). */
+int api_wants_stream(api_req *r);
 
 /* ---- inference model cache (infer.c) ------------------------------------ */
 

@@ -26,6 +26,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "daemon_util.h"
 #include "model/hfcache.h"
 #include "t.h"
 
@@ -60,16 +61,7 @@ static void sleep_ms(int ms) {
     nanosleep(&ts, NULL);
 }
 
-static int sh(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static int sh(const char *fmt, ...) {
-    char cmd[8192];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(cmd, sizeof cmd, fmt, ap);
-    va_end(ap);
-    int st = system(cmd);
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-}
+#define sh dd_sh
 
 static size_t read_file(const char *path, char *buf, size_t cap) {
     FILE *f = fopen(path, "rb");
@@ -252,6 +244,9 @@ static void make_repos(void) {
     make_model(d, "--seed 6");
     snprintf(d, sizeof d, "%s/acme/hostile.hub.json", r);
     write_file(d, "{\"extra_siblings\": [{\"rfilename\": \"../../../evil.txt\", \"size\": 4}]}");
+    /* acme/chat: a byte-vocabulary model the daemon downloads, serves and trains */
+    snprintf(d, sizeof d, "%s/acme/chat", r);
+    make_model(d, "--seed 7");
     /* acme/binonly: PyTorch weights only */
     snprintf(d, sizeof d, "%s/acme/binonly", r);
     T_EQ_INT(sh("mkdir -p '%s' && echo '{\"model_type\": \"llama\"}' > '%s/config.json' && "
@@ -629,6 +624,137 @@ static void test_pull_refusals(void) {
     T_ERR_HAS("cannot reach http://127.0.0.1:1/api/models/acme/tiny-qwen/revision/main");
 }
 
+/* ---- the daemon: models by name ---------------------------------------------------------- */
+
+/* The SSE stream of a model's events until "end" (or 60 s). */
+static char *model_stream(const dd_daemon *d, const char *id) {
+    char path[512];
+    snprintf(path, sizeof path, "/v1/models/%s/events", id);
+    const char *h[] = {"Accept: text/event-stream", NULL};
+    dd_resp r;
+    dd_request(d, "GET", path, NULL, 0, NULL, h, 60, &r);
+    return r.body;
+}
+
+static void test_daemon_hub_models(void) {
+    char state[1200], models[1200], cache[1200], env_cache[1300], env_ep[200], p[2400];
+    snprintf(state, sizeof state, "%s/state_dl", g_tmp);
+    snprintf(models, sizeof models, "%s/models", g_tmp); /* acme/sharded was pulled here */
+    snprintf(cache, sizeof cache, "%s/cache_daemon", g_tmp);
+    snprintf(env_cache, sizeof env_cache, "HF_HUB_CACHE=%s", cache);
+    snprintf(env_ep, sizeof env_ep, "HF_ENDPOINT=%s", g_endpoint);
+    const char *env[] = {env_cache, env_ep, "HF_TOKEN=", "HF_HOME=", "HF_HUB_OFFLINE=", NULL};
+    const char *args[] = {"--allow-downloads", "true", NULL};
+    dd_daemon d;
+    dd_opts o = {.state_dir = state, .models_dir = models, .env = env, .args = args};
+    if (dd_start(&d, &o)) {
+        T_TRUE(0);
+        return;
+    }
+    long code;
+    /* the models folder's Hub cache is registered at start-up, in place */
+    json_t *m = dd_get(&d, "/v1/models/acme/sharded", &code);
+    T_EQ_INT(code, 200);
+    const json_t *src = json_object_get(m, "source");
+    T_STR_EQ(dd_str(src, "type"), "hub");
+    T_STR_EQ(dd_str(src, "repo"), "acme/sharded");
+    T_EQ_INT(strlen(dd_str(src, "commit")), 40);
+    T_STR_EQ(dd_str(m, "family"), "llama");
+    T_EQ_INT(json_integer_value(json_object_get(m, "context_length")), 64);
+    json_decref(m);
+
+    /* a download: 202, progress events, then ready */
+    int from = log_lines();
+    m = dd_post(&d, "/v1/models", "{\"hf\": \"acme/chat\"}", &code);
+    T_EQ_INT(code, 202);
+    T_STR_EQ(dd_str(m, "id"), "acme/chat");
+    T_STR_EQ(dd_str(m, "status"), "downloading");
+    T_TRUE(json_object_get(m, "download") != NULL);
+    json_decref(m);
+    char *ev = model_stream(&d, "acme/chat");
+    T_TRUE(ev && strstr(ev, "event: progress") && strstr(ev, "event: status") && strstr(ev, "\"status\":\"ready\"") &&
+           strstr(ev, "event: end"));
+    free(ev);
+    m = dd_get(&d, "/v1/models/acme/chat", &code);
+    T_STR_EQ(dd_str(m, "status"), "ready");
+    T_STR_EQ(dd_str(m, "dtype"), "float32");
+    T_TRUE(json_is_false(json_object_get(m, "chat_template")));
+    T_TRUE(json_integer_value(json_object_get(m, "parameters")) > 0);
+    src = json_object_get(m, "source");
+    T_STR_EQ(dd_str(src, "revision"), "main");
+    T_EQ_INT(strlen(dd_str(src, "commit")), 40);
+    json_decref(m);
+    T_TRUE(log_count(from, "cdn", "GET", NULL, 0, NULL) >= 1);
+    snprintf(p, sizeof p, "%s/models--acme--chat/refs/main", cache);
+    T_TRUE(exists(p));
+    m = dd_get(&d, "/v1/models/acme/chat/events", &code);
+    T_EQ_INT(code, 200);
+    T_TRUE(json_array_size(json_object_get(m, "data")) >= 2);
+    json_decref(m);
+    /* served and trained by name */
+    m = dd_post(&d, "/v1/completions",
+                "{\"model\": \"acme/chat\", \"prompt\": \"1+1=\", \"max_tokens\": 3, \"temperature\": 0}",
+                &code);
+    T_EQ_INT(code, 200);
+    json_decref(m);
+    m = dd_post(&d, "/v1/fine_tuning/jobs",
+                "{\"method\": \"sft\", \"model\": \"acme/chat\", \"task\": {\"name\": \"addition\", \"rows\": 64},"
+                " \"hyperparameters\": {\"max_steps\": 2, \"batch_size\": 4, \"max_length\": 16}}",
+                &code);
+    T_EQ_INT(code, 200);
+    T_OK(dd_wait_job(&d, dd_str(m, "id"), "succeeded", 120, NULL));
+    json_decref(m);
+    /* a gated model: the download fails, naming the gate */
+    m = dd_post(&d, "/v1/models", "{\"hf\": \"acme/gated\", \"name\": \"gated\"}", &code);
+    T_EQ_INT(code, 202);
+    json_decref(m);
+    ev = model_stream(&d, "gated");
+    T_TRUE(ev && strstr(ev, "\"status\":\"failed\"") && strstr(ev, "\"code\":\"gated\""));
+    free(ev);
+    m = dd_post(&d, "/v1/completions", "{\"model\": \"gated\", \"prompt\": \"x\"}", &code);
+    T_EQ_INT(code, 422);
+    json_decref(m);
+    /* a job naming an uncached Hub model starts its download: 409 until ready */
+    m = dd_post(&d, "/v1/fine_tuning/jobs",
+                "{\"method\": \"sft\", \"model\": \"acme/slow\", \"task\": {\"name\": \"addition\"}}", &code);
+    T_EQ_INT(code, 409);
+    T_STR_EQ(dd_str(json_object_get(m, "error"), "code"), "model_downloading");
+    json_decref(m);
+    m = dd_get(&d, "/v1/models/acme/slow", &code);
+    T_EQ_INT(code, 200);
+    json_decref(m);
+    T_EQ_INT(dd_stop(&d, SIGTERM, 30), 0);
+
+    /* downloads off: the user's cache in place, nothing fetched */
+    snprintf(state, sizeof state, "%s/state_nodl", g_tmp);
+    snprintf(env_cache, sizeof env_cache, "HF_HUB_CACHE=%s", g_cache);
+    dd_opts o2 = {.state_dir = state, .models_dir = models, .env = env};
+    if (dd_start(&d, &o2)) {
+        T_TRUE(0);
+        return;
+    }
+    from = log_lines();
+    m = dd_post(&d, "/v1/models", "{\"hf\": \"acme/tiny-qwen\"}", &code);
+    T_EQ_INT(code, 200);
+    T_STR_EQ(dd_str(m, "status"), "ready");
+    T_TRUE(json_is_true(json_object_get(m, "chat_template")));
+    json_decref(m);
+    m = dd_post(&d, "/v1/models", "{\"hf\": \"acme/chat\"}", &code);
+    T_EQ_INT(code, 403);
+    T_STR_EQ(dd_str(json_object_get(m, "error"), "code"), "downloads_disabled");
+    json_decref(m);
+    m = dd_post(&d, "/v1/fine_tuning/jobs/estimate",
+                "{\"method\": \"sft\", \"model\": \"acme/chat\", \"task\": {\"name\": \"addition\"}}", &code);
+    T_EQ_INT(code, 400);
+    T_TRUE(strstr(dd_str(json_object_get(m, "error"), "message"), "allow_downloads") != NULL);
+    json_decref(m);
+    m = dd_post(&d, "/v1/models", "{\"hf\": \"not a repo\"}", &code);
+    T_EQ_INT(code, 400);
+    json_decref(m);
+    T_EQ_INT(log_count(from, NULL, NULL, NULL, 0, NULL), 0);
+    T_EQ_INT(dd_stop(&d, SIGTERM, 30), 0);
+}
+
 int main(void) {
     find_repo();
     snprintf(g_tmp, sizeof g_tmp, "%s", t_tmpdir());
@@ -646,6 +772,7 @@ int main(void) {
         test_pull_bad_checksum();
         test_pull_killed_then_resumed();
         test_pull_refusals();
+        test_daemon_hub_models();
     }
     if (g_hub > 0) {
         kill(g_hub, SIGTERM);
