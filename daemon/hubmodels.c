@@ -59,8 +59,12 @@ hubmodels *hubmodels_new(store *st, const char *models_dir, const char *hub_cach
     h->st = st;
     h->allow = allow_downloads;
     snprintf(h->models_dir, sizeof h->models_dir, "%s", models_dir ? models_dir : "");
+    /* under systemd (ProtectHome, DynamicUser) the state directory is the
+     * one writable place, unless the unit names a cache */
+    const char *hh = getenv("HF_HOME"), *hc = getenv("HF_HUB_CACHE"), *sd = getenv("STATE_DIRECTORY");
+    int systemd = sd && *sd && !(hh && *hh) && !(hc && *hc);
     if (hub_cache && *hub_cache) snprintf(h->cache, sizeof h->cache, "%s", hub_cache);
-    else if (al_hf_cache_dir(h->cache, sizeof h->cache))
+    else if (systemd || al_hf_cache_dir(h->cache, sizeof h->cache))
         snprintf(h->cache, sizeof h->cache, "%s/huggingface/hub", store_state_dir(st));
     pthread_mutex_init(&h->mu, NULL);
     pthread_cond_init(&h->cv, NULL);

@@ -30,8 +30,9 @@
 
 typedef struct hubmodels hubmodels;
 
-/* hub_cache NULL or "": the environment's (al_hf_cache_dir), else
- * <state_dir>/huggingface/hub. NULL on ENOMEM. */
+/* hub_cache NULL or "": the environment's (al_hf_cache_dir), except under
+ * systemd ($STATE_DIRECTORY without HF_HOME or HF_HUB_CACHE) and without a
+ * home: <state_dir>/huggingface/hub. NULL on ENOMEM. */
 hubmodels *hubmodels_new(store *st, const char *models_dir, const char *hub_cache, int allow_downloads);
 void hubmodels_free(hubmodels *h);
 /* The cache downloads go to. */
