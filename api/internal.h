@@ -193,6 +193,9 @@ api_model_cache *api_model_cache_new(int capacity);
 void api_model_cache_free(api_model_cache *c);
 /* Bytes of the models held (for /metrics), and how many. */
 size_t api_model_cache_memory(api_model_cache *c, int *n_models);
+/* Decode steps run and the rows they carried (rows / steps: the batch), and
+ * the sequences decoding now, over the loaded models. */
+void api_model_cache_decode_stats(api_model_cache *c, unsigned long *steps, unsigned long *rows, int *live);
 
 /* ---- paths (h_models.c) -------------------------------------------------- */
 
