@@ -29,6 +29,7 @@
 #include "io.h"
 
 #define API_MAX_BODY ((size_t)64 << 20)
+#define URL_MAX 4608 /* endpoint (1024) + repo + commit + an encoded path (3200) */
 
 static pthread_once_t curl_once = PTHREAD_ONCE_INIT;
 static void curl_init(void) { curl_global_init(CURL_GLOBAL_DEFAULT); }
@@ -109,7 +110,7 @@ typedef struct http_resp {
     char etag[160];             /* ETag */
     int64_t linked_size;        /* X-Linked-Size, -1 */
     int64_t content_length;     /* -1 */
-    char location[2048];
+    char location[URL_MAX - 600];
     char content_range[128];
     char error_code[64];        /* X-Error-Code */
     char error_message[256];    /* X-Error-Message */
@@ -278,8 +279,8 @@ static int http_get_json(pull *p, const char *url, http_resp *r) {
 
 /* HEAD url; relative redirects (a renamed repository) are followed with the
  * token, up to 5. On return *final_url is where the last HEAD went. */
-static int http_head(pull *p, const char *url, http_resp *r, char final_url[4096], const char *what) {
-    snprintf(final_url, 4096, "%s", url);
+static int http_head(pull *p, const char *url, http_resp *r, char final_url[URL_MAX], const char *what) {
+    snprintf(final_url, URL_MAX, "%s", url);
     for (int hop = 0; hop <= 5; hop++) {
         memset(r, 0, sizeof *r);
         resp_reset_headers(r);
@@ -308,7 +309,7 @@ static int http_head(pull *p, const char *url, http_resp *r, char final_url[4096
                 curl_url_cleanup(u);
                 return fail(p, HUB_EPROTO, "%s: %s: unusable redirect '%.200s'", p->repo, what, r->location);
             }
-            snprintf(final_url, 4096, "%s", next);
+            snprintf(final_url, URL_MAX, "%s", next);
             curl_free(next);
             curl_url_cleanup(u);
             continue;
@@ -608,7 +609,7 @@ static int fetch_file(pull *p, const sel_file *f) {
         return HUB_OK; /* already in the snapshot */
     }
     /* metadata */
-    char *enc = NULL, url[4096], final_url[4096];
+    char *enc = NULL, url[URL_MAX], final_url[URL_MAX];
     {
         /* each path component percent-encoded, the revision as one component */
         char path[3200] = "";
@@ -647,7 +648,7 @@ static int fetch_file(pull *p, const sel_file *f) {
         return fail(p, HUB_ECHECKSUM, "%s: %s: the file list says %lld bytes, the file %lld", p->repo, f->name,
                     (long long)f->size, (long long)size);
     p->pr.file_total = size;
-    char get_url[4096];
+    char get_url[URL_MAX];
     int send_auth = 1;
     if (redirect) {
         char o1[600], o2[600];
