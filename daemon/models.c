@@ -145,7 +145,7 @@ int models_scan(store *st, const char *dir) {
     while ((e = readdir(d))) {
         if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
         if (!strncmp(e->d_name, "models--", 8)) continue; /* a Hugging Face cache: hubmodels_scan */
-        char path[STORE_PATH], real[PATH_MAX], err[256], q[300], qe[300];
+        char path[STORE_PATH + 256], real[PATH_MAX], err[256], q[300], qe[300];
         /* the name is logged quoted: it may hold anything a file name can */
         log_quote(q, sizeof q, e->d_name);
         snprintf(path, sizeof path, "%s/%s", root, e->d_name);

@@ -15,6 +15,7 @@ typedef struct gen_state {
     int *tcap;
     float *kc, *vc;              /* al_generate: every sequence's cache in one block */
     float *x, *ln, *mean, *rstd, *qkv, *atty, *tmp, *h1, *h2, *lora_t, *scores;
+    float *y, *qk_raw;           /* (R, C) the next residual; (R, (NH+NKV)*HD) raw q|k */
     float *logits;               /* (B, V) */
     int32_t *ids, *pos, *seq;    /* per row */
     int nthreads;
