@@ -325,7 +325,7 @@ static void test_stream_n(int chat) {
                                 : json_string_value(json_object_get(fc, "text"));
         T_STR_EQ(text, want);
         T_STR_EQ(finish, json_string_value(json_object_get(fc, "finish_reason")));
-        T_TRUE(pieces >= 2);
+        T_TRUE(pieces >= 1); /* how many: as the tokens came, not asserted */
         T_EQ_INT(roles, chat ? 1 : 0);
     }
     /* the usage chunk: no choices, the completion tokens of both */
