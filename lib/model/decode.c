@@ -125,6 +125,11 @@ int al_decoder_add(al_decoder *d, const int32_t *prompt, int plen, const al_gen_
     if (plen + g->max_new > c->max_T)
         return al_err(err, AL_ERANGE, "prompt (%d) + max_new_tokens (%d) exceeds the context (%d)", plen,
                       g->max_new, c->max_T);
+    if (c->arch == AL_ARCH_LLAMA && c->rope.type == AL_ROPE_LONGROPE && plen + g->max_new > c->rope.orig_max)
+        return al_err(err, AL_EUNSUP,
+                      "LongRoPE past the original context (%d tokens) re-encodes the sequence, which the "
+                      "serving decoder does not do: at most %d tokens of prompt and completion",
+                      c->rope.orig_max, c->rope.orig_max);
     for (int t = 0; t < plen; t++)
         if (prompt[t] < 0 || prompt[t] >= c->V)
             return al_err(err, AL_ERANGE, "token id %d outside the vocabulary (%d)", prompt[t], c->V);
