@@ -50,8 +50,10 @@ static const key keys[] = {
     Z(max_string, 64, 1e12),
     L(max_tokens, 1, 1 << 20),
     L(max_connections, 1, 1 << 20),
+    L(max_connections_per_ip, 1, 1 << 20),
     L(max_streams, 1, 1 << 20),
     L(timeout, 1, 86400),
+    L(header_timeout, 1, 3600),
     L(heartbeat, 1, 3600),
 };
 #undef S
@@ -259,8 +261,10 @@ static void defaults(daemon_cfg *c) {
     c->max_string = 1 << 20;
     c->max_tokens = 2048;
     c->max_connections = 256;
+    c->max_connections_per_ip = 64;
     c->max_streams = 64;
     c->timeout = 30;
+    c->header_timeout = 10;
     c->heartbeat = 15;
 }
 
@@ -348,7 +352,9 @@ void config_server(const daemon_cfg *c, api_server_cfg *s) {
     s->max_string = (size_t)c->max_string;
     s->max_tokens = (int)c->max_tokens;
     s->max_connections = (int)c->max_connections;
+    s->max_connections_per_ip = (int)c->max_connections_per_ip;
     s->max_streams = (int)c->max_streams;
     s->timeout_s = (int)c->timeout;
+    s->header_timeout_s = (int)c->header_timeout;
     s->heartbeat_s = (int)c->heartbeat;
 }

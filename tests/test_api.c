@@ -6,9 +6,11 @@
  * chat/text completions from a tiny model written by the test. */
 #define _XOPEN_SOURCE 700
 #include <arpa/inet.h>
+#include <errno.h>
 #include <curl/curl.h>
 #include <netinet/in.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <strings.h>
@@ -1645,6 +1647,220 @@ static void test_connection_cap(void) {
     g_port = saved;
 }
 
+/* ---- hostile clients ------------------------------------------------------------------ */
+
+/* A TCP connection to the server from source address `src` (any 127/8
+ * address: the per-address limits see separate clients). */
+static int raw_connect(const char *src) {
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {0};
+    a.sin_family = AF_INET;
+    if (src) {
+        inet_pton(AF_INET, src, &a.sin_addr);
+        if (bind(fd, (struct sockaddr *)&a, sizeof a)) {
+            close(fd);
+            return -1;
+        }
+    }
+    a.sin_port = htons((uint16_t)g_port);
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (connect(fd, (struct sockaddr *)&a, sizeof a)) {
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+/* Reads what the server sends until it closes or wait_s passes (then
+ * *closed is 0). Returns the bytes read (malloc'd, NUL-terminated). */
+static char *raw_read(int fd, int wait_s, int *closed) {
+    struct timeval tv = {wait_s, 0};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    size_t n = 0, cap = 4096;
+    char *b = malloc(cap);
+    *closed = 0;
+    for (;;) {
+        if (n + 1024 > cap) b = realloc(b, cap *= 2);
+        ssize_t k = read(fd, b + n, cap - n - 1);
+        if (k > 0) {
+            n += (size_t)k;
+            continue;
+        }
+        *closed = k == 0 || (k < 0 && errno == ECONNRESET);
+        break;
+    }
+    b[n] = 0;
+    return b;
+}
+
+/* Sends one raw request and returns the status line's code (0: none) and
+ * the response's body JSON error code into code. */
+static int raw_request(const char *req_bytes, size_t len, char code[64]) {
+    int fd = raw_connect(NULL), closed;
+    code[0] = 0;
+    if (fd < 0) return 0;
+    T_TRUE(write(fd, req_bytes, len) == (ssize_t)len);
+    char *b = raw_read(fd, 10, &closed);
+    close(fd);
+    int st = 0;
+    sscanf(b, "HTTP/1.1 %d", &st);
+    const char *body = strstr(b, "\r\n\r\n");
+    json_t *j = body ? json_loads(body + 4, JSON_DISABLE_EOF_CHECK, NULL) : NULL;
+    snprintf(code, 64, "%s", jstr(j, "error.code") ? jstr(j, "error.code") : "");
+    json_decref(j);
+    free(b);
+    return st;
+}
+
+#define RAW(s) raw_request(s, sizeof(s) - 1, code)
+
+/* Framing a proxy and the server could read differently is refused at the
+ * headers, and so is a body the server cannot decode. */
+static void test_framing(void) {
+    char code[64];
+    /* two different lengths: a proxy may take one, the server the other */
+    T_EQ_INT(RAW("POST /v1/fine_tuning/jobs HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                 "Content-Length: 15\r\nContent-Length: 5\r\n\r\n{\"model\":\"t\"}\r\n"), 400);
+    T_STR_EQ(code, "invalid_framing");
+    T_EQ_INT(RAW("POST /v1/fine_tuning/jobs HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                 "Content-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n"), 400);
+    T_STR_EQ(code, "invalid_framing");
+    /* control characters in a header (libmicrohttpd 0.9.75 itself ends a
+     * header value at a NUL byte: what follows a NUL never reaches us) */
+    T_EQ_INT(RAW("GET /v1/models HTTP/1.1\r\nHost: x\r\nX-Note: a\001b\r\n\r\n"), 400);
+    T_STR_EQ(code, "invalid_header");
+    /* a transfer coding other than chunked: answered at once, not after the idle timeout */
+    T_EQ_INT(RAW("POST /v1/fine_tuning/jobs HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                 "Transfer-Encoding: gzip\r\n\r\n"), 501);
+    T_STR_EQ(code, "unsupported_transfer_encoding");
+    T_EQ_INT(RAW("POST /v1/files HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n"), 501);
+    /* a well-formed request on the same server still works */
+    T_EQ_INT(RAW("GET /v1/models HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"), 200);
+}
+
+/* A chunked body over the limit is answered 413 as soon as it passes the
+ * limit, and a chunk that never comes does not hold the connection until
+ * the idle timeout. (This server: max_body 64 KiB, timeout 60 s, header
+ * and body-stall deadline 2 s.) */
+static void test_chunked_limits(void) {
+    int fd = raw_connect(NULL);
+    const char *h = "POST /v1/fine_tuning/jobs HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                    "Transfer-Encoding: chunked\r\n\r\n";
+    T_TRUE(write(fd, h, strlen(h)) > 0);
+    char chunk[8200];
+    memset(chunk, ' ', sizeof chunk);
+    memcpy(chunk, "2000\r\n", 6);
+    memcpy(chunk + 6 + 8192, "\r\n", 2);
+    int got = 0;
+    size_t sent = 0;
+    char buf[4096] = "";
+    for (int i = 0; i < 1024 && !got; i++) { /* up to 8 MiB */
+        if (write(fd, chunk, 6 + 8192 + 2) <= 0) break;
+        sent += 8192;
+        ssize_t k = recv(fd, buf, sizeof buf - 1, MSG_DONTWAIT);
+        if (k > 0) {
+            buf[k] = 0;
+            got = 1;
+        }
+    }
+    if (!got) { /* the answer may follow the last write */
+        int closed;
+        char *b = raw_read(fd, 5, &closed);
+        snprintf(buf, sizeof buf, "%s", b);
+        free(b);
+        got = buf[0] != 0;
+    }
+    fprintf(stderr, "chunked over the limit: answered after %zu bytes: %.40s\n", sent, buf);
+    T_TRUE(got);
+    T_TRUE(!strncmp(buf, "HTTP/1.1 413", 12));
+    T_TRUE(sent <= ((size_t)1 << 20));
+    close(fd);
+    /* a chunk of 2^64-1 bytes that stalls after 3 */
+    fd = raw_connect(NULL);
+    const char *huge = "POST /v1/files HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+                       "ffffffffffffffff\r\nabc";
+    T_TRUE(write(fd, huge, strlen(huge)) > 0);
+    int closed;
+    char *b = raw_read(fd, 30, &closed); /* the idle timeout is 60 s */
+    T_TRUE(closed);
+    free(b);
+    close(fd);
+}
+
+/* Slow clients: one that trickles header lines is cut at the header
+ * deadline even though it is never idle; one address holds at most
+ * max_connections_per_ip connections; /healthz answers throughout. */
+static void test_slow_clients(void) {
+    enum { N = 16 };
+    int fds[N], n = 0;
+    for (int i = 0; i < N; i++) {
+        int fd = raw_connect("127.0.0.2");
+        if (fd < 0) continue;
+        fds[n++] = fd;
+        const char *start = "GET /v1/models HTTP/1.1\r\nHost: x\r\n";
+        if (write(fd, start, strlen(start)) < 0) {}
+    }
+    T_TRUE(n >= 4);
+    /* while they trickle, others are served (this server: max_connections 8,
+     * 4 per address) */
+    int ok_health = 0, ok_models = 0, alive = 0;
+    for (int round = 0; round < 6; round++) {
+        sleep_ms(500);
+        alive = 0;
+        for (int i = 0; i < n; i++) {
+            if (fds[i] < 0) continue;
+            if (send(fds[i], "X-Slow: 1\r\n", 11, MSG_NOSIGNAL) < 0) {
+                close(fds[i]);
+                fds[i] = -1;
+                continue;
+            }
+            char c;
+            ssize_t k = recv(fds[i], &c, 1, MSG_DONTWAIT);
+            if (k == 0 || (k < 0 && errno != EAGAIN && errno != EWOULDBLOCK)) {
+                close(fds[i]);
+                fds[i] = -1;
+                continue;
+            }
+            alive++;
+        }
+        resp r = req("GET", "/healthz", NULL);
+        ok_health += r.status == 200;
+        resp_free(&r);
+        r = req("GET", "/v1/models", NULL);
+        ok_models += r.status == 200;
+        resp_free(&r);
+    }
+    T_EQ_INT(ok_health, 6);
+    T_EQ_INT(ok_models, 6);
+    /* after the deadline (2 s here; 6 rounds of 0.5 s) none is left */
+    for (int i = 0; i < n; i++) {
+        if (fds[i] < 0) continue;
+        int closed;
+        char *b = raw_read(fds[i], 10, &closed);
+        T_TRUE(closed);
+        free(b);
+        close(fds[i]);
+    }
+}
+
+static void test_hostile(void) {
+    api_server_cfg cfg;
+    api_server_cfg_init(&cfg);
+    cfg.port = 0;
+    cfg.max_body = 64 * 1024;
+    cfg.max_connections = 8;
+    cfg.max_connections_per_ip = 4;
+    cfg.header_timeout_s = 2;
+    cfg.timeout_s = 60;
+    int saved = g_port;
+    api_server *s = start(&cfg);
+    test_framing();
+    test_chunked_limits();
+    test_slow_clients();
+    api_server_stop(s);
+    g_port = saved;
+}
+
 /* ---- inference ------------------------------------------------------------------------- */
 
 static void make_tiny_model(const char *dir) {
@@ -1859,6 +2075,7 @@ int main(void) {
     curl_global_init(CURL_GLOBAL_ALL);
     al_log_set(quiet_log, NULL);
     const char *tmp = t_tmpdir();
+    signal(SIGPIPE, SIG_IGN); /* the hostile tests write to sockets the server closed */
     pthread_mutex_init(&F.mu, NULL);
     pthread_cond_init(&F.cv, NULL);
     F.files = json_array();
@@ -1899,6 +2116,7 @@ int main(void) {
     cfg.max_streams = 8;
     cfg.heartbeat_s = 1;
     cfg.max_tokens = 256;
+    cfg.max_connections_per_ip = 1024; /* test_concurrent's 200 clients share 127.0.0.1 */
     cfg.models_dir = g_models;
     char web[1100];
     snprintf(web, sizeof web, "%s/web", tmp);
@@ -1920,6 +2138,7 @@ int main(void) {
     test_concurrent();
     test_upload_budget();
     test_connection_cap();
+    test_hostile();
 
     /* stopping ends open streams promptly */
     resp jr = req("POST", "/v1/fine_tuning/jobs", "{\"model\":\"tiny\"}");

@@ -770,7 +770,9 @@ int main(void) {
     }
     char state[1200];
     snprintf(state, sizeof state, "%s/state", g_tmp);
-    dd_opts o = {.state_dir = state, .models_dir = g_models};
+    /* test_concurrent's 200 clients all come from 127.0.0.1 */
+    const char *args[] = {"--max-connections-per-ip", "256", NULL};
+    dd_opts o = {.state_dir = state, .models_dir = g_models, .args = args};
     if (dd_start(&D, &o)) return 1;
 
     test_health_and_dashboard();
