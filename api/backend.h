@@ -178,6 +178,10 @@ typedef struct api_backend {
      * and every item was delivered. */
     int (*job_feed)(void *ud, const char *id, int64_t after_seq, int max, int timeout_ms,
                     json_t **items, int *finished, api_error *e);
+    /* The job's latest feed seq (0 when it has none), so that a new stream
+     * can start with the last few items instead of the whole history. May
+     * be NULL: such a backend's streams replay everything. */
+    int (*job_feed_last)(void *ud, const char *id, int64_t *last_seq, api_error *e);
 
     /* Models. model_register takes a folder already resolved by api/ to a
      * real path inside the allowed models directory. model_delete is 409

@@ -671,6 +671,19 @@ static int be_job_feed(void *ud, const char *id, int64_t after_seq, int max, int
     }
 }
 
+static int be_job_feed_last(void *ud, const char *id, int64_t *last_seq, api_error *e) {
+    backend_ctx *c = ud;
+    int64_t n, last = 0;
+    if (job_id(c, id, &n, e)) return -1;
+    json_t *none = NULL;
+    int final;
+    /* after INT64_MAX: no items, only the job's latest seq */
+    if (store_job_feed(c->st, n, INT64_MAX, 1, &none, &last, &final)) return not_found(e, "job", id);
+    json_decref(none);
+    *last_seq = last;
+    return 0;
+}
+
 /* ---- models ------------------------------------------------------------------------ */
 
 static int be_model_list(void *ud, const api_page *pg, json_t **out, api_error *e) {
@@ -760,6 +773,7 @@ void backend_init(api_backend *be, backend_ctx *ctx) {
     be->job_samples = be_job_samples;
     be->job_checkpoints = be_job_checkpoints;
     be->job_feed = be_job_feed;
+    be->job_feed_last = be_job_feed_last;
     be->model_list = be_model_list;
     be->model_get = be_model_get;
     be->model_register = be_model_register;
