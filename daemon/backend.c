@@ -433,6 +433,13 @@ static int prepare(backend_ctx *c, const json_t *body, prepared *p, api_error *e
     return 0;
 }
 
+/* The memory jobs are admitted by: memory_limit when configured, else the
+ * scheduler's budget (the memory available at start). */
+static int64_t memory_budget(const backend_ctx *c) {
+    if (c->memory_limit > 0) return c->memory_limit;
+    return c->sc ? sched_memory_budget(c->sc) : INT64_MAX;
+}
+
 static json_t *estimate_json(const al_estimate *est, int64_t budget) {
     json_t *o = json_object();
     json_object_set_new(o, "object", json_string("fine_tuning.job.estimate"));
@@ -469,7 +476,7 @@ static int be_job_estimate(void *ud, const json_t *body, json_t **out, api_error
     al_estimate est;
     int rc = prepare(c, body, pp, e);
     if (!rc) rc = estimate(c, pp, &est, e);
-    if (!rc) *out = estimate_json(&est, c->sc ? sched_memory_budget(c->sc) : INT64_MAX);
+    if (!rc) *out = estimate_json(&est, memory_budget(c));
     prepared_free(pp);
     free(pp);
     return rc;
@@ -482,10 +489,17 @@ static int be_job_create(void *ud, const json_t *body, json_t **out, api_error *
     al_estimate est;
     int rc = prepare(c, body, pp, e);
     if (!rc) rc = estimate(c, pp, &est, e);
-    if (!rc && c->memory_limit > 0 && (int64_t)est.memory_bytes > c->memory_limit)
-        rc = api_error_set(e, 422, INVALID, "insufficient_memory", "model",
-                           "The job needs about %.1f MiB, more than the configured memory_limit of %.1f MiB",
-                           (double)est.memory_bytes / 1048576.0, (double)c->memory_limit / 1048576.0);
+    /* admission: what the estimate says cannot fit the budget the scheduler
+     * admits by is refused now (a job alone would be claimed anyway and
+     * fail at run time, out of memory) */
+    int64_t budget = memory_budget(c);
+    if (!rc && (int64_t)est.memory_bytes > budget)
+        rc = api_error_set(e, 422, INVALID, "insufficient_memory", "",
+                           "The job's estimate is %.1f MiB, more than the memory budget of %.1f MiB (%s); "
+                           "POST /v1/fine_tuning/jobs/estimate shows the estimate: lower batch_size or "
+                           "max_length, raise gradient_accumulation_steps, or use LoRA",
+                           (double)est.memory_bytes / 1048576.0, (double)budget / 1048576.0,
+                           c->memory_limit > 0 ? "memory_limit" : "the memory available at start");
     if (rc) {
         prepared_free(pp);
         free(pp);

@@ -410,6 +410,13 @@ static void test_estimate(void) {
     j = dd_post(&D, "/v1/jobs/estimate", "{\"method\":\"sft\"}", &st);
     CHECK_ERR(j, st, 400, "missing_field", "model");
     json_decref(j);
+    /* a batch no micro-batch can hold is refused when validated, not at run time */
+    j = dd_post(&D, "/v1/fine_tuning/jobs",
+                "{\"model\":\"tiny\",\"method\":\"sft\",\"task\":{\"name\":\"addition\",\"rows\":100},"
+                "\"hyperparameters\":{\"max_steps\":1,\"batch_size\":65536}}",
+                &st);
+    CHECK_ERR(j, st, 400, "invalid_value", "hyperparameters.batch_size");
+    json_decref(j);
 }
 
 /* Waits until a job is in `status` (no final-state shortcut). */

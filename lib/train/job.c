@@ -742,6 +742,11 @@ int al_job_from_json(al_job *job, const json_t *o, char err[AL_ERRLEN]) {
         return al_err(err, AL_EINVAL, "hyperparameters.gradient_accumulation_steps: %d does not divide "
                       "batch_size %d", hp->gradient_accumulation_steps, hp->batch_size);
     hp->micro_batch_size = hp->batch_size / hp->gradient_accumulation_steps;
+    if (hp->micro_batch_size > AL_MAX_MICRO_BATCH)
+        return al_err(err, AL_EINVAL, "hyperparameters.batch_size: %d rows per micro-batch (batch_size / "
+                      "gradient_accumulation_steps) is more than a micro-batch holds (%d): raise "
+                      "gradient_accumulation_steps to at least %d", hp->micro_batch_size, AL_MAX_MICRO_BATCH,
+                      (hp->batch_size + AL_MAX_MICRO_BATCH - 1) / AL_MAX_MICRO_BATCH);
     if (hp->packing && strcmp(j.method, "sft") && strcmp(j.method, "pretrain"))
         return al_err(err, AL_EINVAL, "hyperparameters.packing: only sft and pretrain pack sequences");
     const json_t *lora = json_object_get(o, "lora");

@@ -818,7 +818,9 @@ static int setup(trainer *t, const al_job *job, const al_train_cb *cb) {
     t->kind = t->ops->batch;
     t->rows_per_ex = t->kind == AL_BATCH_LM ? 1 : 2;
     t->mb = t->hp->micro_batch_size;
-    if (t->mb > 1024) return al_err(t->err, AL_EINVAL, "hyperparameters.batch_size: micro-batches hold at most 1024");
+    if (t->mb > AL_MAX_MICRO_BATCH)
+        return al_err(t->err, AL_EINVAL, "hyperparameters.batch_size: micro-batches hold at most %d",
+                      AL_MAX_MICRO_BATCH);
     if ((rc = al_tok_load(&t->tok, job->model, t->err))) return rc;
     if ((rc = al_chat_new(&t->chat, t->tok, NULL, t->err))) return rc;
     t->pad = al_chat_pad_id(t->chat);
