@@ -725,7 +725,7 @@ static int be_model_register(void *ud, const char *name, const char *real_path, 
     memset(&m, 0, sizeof m);
     char err[256];
     if (models_describe(real_path, &m, err))
-        return api_error_set(e, 400, INVALID, "invalid_model", "path", "path: not a model folder: %s", err);
+        return api_error_set(e, 422, INVALID, "invalid_model", "path", "path: not a usable model folder: %s", err);
     snprintf(m.name, sizeof m.name, "%s", name);
     snprintf(m.owned_by, sizeof m.owned_by, "alignd");
     if (store_model_put(c->st, &m)) return server_error(e, "Registering the model");

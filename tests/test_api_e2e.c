@@ -546,6 +546,15 @@ static void test_models(void) {
     j = dd_post(&D, "/v1/models", "{\"path\":\"nomodel\"}", &st);
     CHECK_ERR(j, st, 422, "invalid_model", "path");
     json_decref(j);
+    /* a tokenizer with ids past the model's vocab_size (260 here, up to 270
+     * in tok_tiny) is refused at registration, not at the first generation */
+    const char *src = __FILE__;
+    T_OK(dd_sh("cp -r '%s/tiny' '%s/badtok' && cp '%.*s/data/tok_tiny/tokenizer.json' '%s/badtok/'", g_models,
+               g_models, (int)(strrchr(src, '/') - src), src, g_models));
+    j = dd_post(&D, "/v1/models", "{\"path\":\"badtok\"}", &st);
+    CHECK_ERR(j, st, 422, "invalid_model", "path");
+    T_TRUE(strstr(dd_str(json_object_get(j, "error"), "message"), "vocab_size 260") != NULL);
+    json_decref(j);
     /* served right away */
     j = dd_post(&D, "/v1/completions",
                 "{\"model\":\"later-model\",\"prompt\":\"1+1=\",\"max_tokens\":4,\"temperature\":0}", &st);
