@@ -130,13 +130,16 @@ static const char SQL_BEGIN[] = "BEGIN IMMEDIATE";
 static const char SQL_COMMIT[] = "COMMIT";
 static const char SQL_ROLLBACK[] = "ROLLBACK";
 static int tx_begin(store *s) { return exec_st(s, q(s, SQL_BEGIN, NULL)); }
-static int tx_commit(store *s) {
-    int rc = exec_st(s, q(s, SQL_COMMIT, NULL));
-    if (rc) exec_st(s, q(s, SQL_ROLLBACK, NULL));
-    return rc;
-}
+/* SQLite may have rolled the transaction back itself (SQLITE_FULL,
+ * SQLITE_IOERR): ROLLBACK only while one is open, or it fails with
+ * "cannot rollback - no transaction is active". */
 static void tx_rollback(store *s) {
     if (!sqlite3_get_autocommit(s->db)) exec_st(s, q(s, SQL_ROLLBACK, NULL));
+}
+static int tx_commit(store *s) {
+    int rc = exec_st(s, q(s, SQL_COMMIT, NULL));
+    if (rc) tx_rollback(s);
+    return rc;
 }
 
 static const char *col_text(sqlite3_stmt *st, int i) {

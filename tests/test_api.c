@@ -19,6 +19,7 @@
 #include <time.h>
 
 #include "api/server.h"
+#include "daemon_util.h"
 #include "model/config.h"
 #include "model/model.h"
 #include "t.h"
@@ -1695,70 +1696,10 @@ static void test_connection_cap(void) {
 
 /* ---- hostile clients ------------------------------------------------------------------ */
 
-/* A TCP connection to the server from source address `src` (any 127/8
- * address: the per-address limits see separate clients). */
-static int raw_connect(const char *src) {
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = {0};
-    a.sin_family = AF_INET;
-    if (src) {
-        inet_pton(AF_INET, src, &a.sin_addr);
-        if (bind(fd, (struct sockaddr *)&a, sizeof a)) {
-            close(fd);
-            return -1;
-        }
-    }
-    a.sin_port = htons((uint16_t)g_port);
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    if (connect(fd, (struct sockaddr *)&a, sizeof a)) {
-        close(fd);
-        return -1;
-    }
-    return fd;
-}
+static int raw_connect(const char *src) { return dd_raw_connect(g_port, src); }
+static char *raw_read(int fd, int wait_s, int *closed) { return dd_raw_read(fd, wait_s, closed); }
 
-/* Reads what the server sends until it closes or wait_s passes (then
- * *closed is 0). Returns the bytes read (malloc'd, NUL-terminated). */
-static char *raw_read(int fd, int wait_s, int *closed) {
-    struct timeval tv = {wait_s, 0};
-    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-    size_t n = 0, cap = 4096;
-    char *b = malloc(cap);
-    *closed = 0;
-    for (;;) {
-        if (n + 1024 > cap) b = realloc(b, cap *= 2);
-        ssize_t k = read(fd, b + n, cap - n - 1);
-        if (k > 0) {
-            n += (size_t)k;
-            continue;
-        }
-        *closed = k == 0 || (k < 0 && errno == ECONNRESET);
-        break;
-    }
-    b[n] = 0;
-    return b;
-}
-
-/* Sends one raw request and returns the status line's code (0: none) and
- * the response's body JSON error code into code. */
-static int raw_request(const char *req_bytes, size_t len, char code[64]) {
-    int fd = raw_connect(NULL), closed;
-    code[0] = 0;
-    if (fd < 0) return 0;
-    T_TRUE(write(fd, req_bytes, len) == (ssize_t)len);
-    char *b = raw_read(fd, 10, &closed);
-    close(fd);
-    int st = 0;
-    sscanf(b, "HTTP/1.1 %d", &st);
-    const char *body = strstr(b, "\r\n\r\n");
-    json_t *j = body ? json_loads(body + 4, JSON_DISABLE_EOF_CHECK, NULL) : NULL;
-    snprintf(code, 64, "%s", jstr(j, "error.code") ? jstr(j, "error.code") : "");
-    json_decref(j);
-    free(b);
-    return st;
-}
-
-#define RAW(s) raw_request(s, sizeof(s) - 1, code)
+#define RAW(s) dd_raw_request(g_port, s, sizeof(s) - 1, code)
 
 /* Framing a proxy and the server could read differently is refused at the
  * headers, and so is a body the server cannot decode. */
