@@ -16,6 +16,8 @@
 #include <string.h>
 
 #include "../tasks/tasks.h"
+#include "../text/chat.h"
+#include "../text/jinja.h"
 #include "objective.h"
 
 enum { HP_INT, HP_LONG, HP_FLOAT, HP_BOOL, HP_SCHED, HP_LOSSES, HP_WEIGHTS, HP_SCALE, HP_KLEST };
@@ -593,6 +595,27 @@ static int check_rl(al_job *j, const json_t *o, char err[AL_ERRLEN]) {
     return AL_OK;
 }
 
+/* "chat_template": a built-in's name, or Jinja text that parses. */
+static int parse_chat_template(const json_t *v, char err[AL_ERRLEN]) {
+    const char *s = json_string_value(v);
+    if (!s || !*s || strlen(s) != json_string_length(v))
+        return al_err(err, AL_EINVAL, "chat_template: must be a built-in's name or Jinja text");
+    if (al_chat_builtin(s)) return AL_OK;
+    if (!strstr(s, "{{") && !strstr(s, "{%")) {
+        char list[200] = "";
+        size_t len = 0;
+        for (int i = 0; al_chat_builtin_name(i); i++)
+            len += (size_t)snprintf(list + len, sizeof list - len, "%s%s", i ? ", " : "", al_chat_builtin_name(i));
+        return al_err(err, AL_EINVAL, "chat_template: '%.40s' is neither a built-in (%s) nor Jinja text", s, list);
+    }
+    al_jinja *t = NULL;
+    char e2[AL_ERRLEN] = "";
+    int rc = al_jinja_parse(&t, s, strlen(s), e2);
+    al_jinja_free(t);
+    if (rc) return al_err(err, AL_EINVAL, "chat_template: %s", e2);
+    return AL_OK;
+}
+
 /* ---- references to models and files ---------------------------------------- */
 
 typedef struct refs_ctx {
@@ -656,7 +679,7 @@ int al_job_from_json(al_job *job, const json_t *o, char err[AL_ERRLEN]) {
     static const char *const keys[] = {"method", "model", "training_file", "validation_file", "task",
                                        "ref_model", "hyperparameters", "lora", "seed", "output_dir",
                                        "eval_tasks", "suffix", "metadata", "reward", "critic",
-                                       "critic_model", "model_b", "principles", NULL};
+                                       "critic_model", "model_b", "principles", "chat_template", NULL};
     al_job j;
     memset(&j, 0, sizeof j);
     if (!json_is_object(o)) return al_err(err, AL_EINVAL, "job: must be a JSON object");
@@ -770,6 +793,9 @@ int al_job_from_json(al_job *job, const json_t *o, char err[AL_ERRLEN]) {
     }
     if (ops) ops->destroy(state);
 
+    const json_t *ct = json_object_get(o, "chat_template");
+    if (ct && !json_is_null(ct) && (rc = parse_chat_template(ct, err))) return rc;
+
     /* the resolved description */
     json_t *res = json_deep_copy(o);
     json_t *h = json_object();
@@ -787,6 +813,10 @@ int al_job_from_json(al_job *job, const json_t *o, char err[AL_ERRLEN]) {
         json_object_set_new(res, "lora", l);
     }
     j.resolved = res;
+    if (ct && !json_is_null(ct)) {
+        const char *v = json_string_value(json_object_get(res, "chat_template"));
+        j.chat_template = al_chat_builtin(v) ? al_chat_builtin(v) : v;
+    }
     *job = j;
     return AL_OK;
 }

@@ -4,6 +4,8 @@
  *   {"method": "sft"|"pretrain"|"reward_model"|"dpo"|"kto"|"orpo"|"simpo"
  *              |"ppo"|"grpo"|"rloo"|"generate_preferences"|"evaluate"|"critique_revise",
  *    "model": DIR, "training_file": FILE | "task": {"name","rows","seed"},
+ *    "chat_template": NAME | JINJA,              (a built-in of lib/text/chat.h by
+ *                     name, or template text: replaces or supplies the model's)
  *    "validation_file": FILE, "ref_model": DIR, "hyperparameters": {...},
  *    "lora": {...}|null, "seed": N, "output_dir": DIR,
  *    "eval_tasks": [{"name": TASK, "rows": N} | {"file": FILE, "name": NAME}],
@@ -90,6 +92,8 @@ typedef struct al_job {
     char model_b[AL_PATH_MAX];         /* evaluate: model B */
     char principles[AL_MAX_PRINCIPLES][AL_PRINCIPLE_LEN]; /* critique_revise */
     int n_principles;
+    const char *chat_template;         /* NULL: the model's own; else the template text
+                                        * (a built-in's, or held by resolved) */
     json_t *resolved;                  /* owned: the description with defaults filled in */
 } al_job;
 

@@ -358,7 +358,7 @@ static int setup(rl *r) {
     r->N = hp->batch_size;
     r->P = r->N / r->G;
     if ((rc = al_tok_load(&r->tok, job->model, r->err))) return rc;
-    if ((rc = al_chat_new(&r->chat, r->tok, NULL, r->err))) return rc;
+    if ((rc = al_chat_new(&r->chat, r->tok, job->chat_template, r->err))) return rc;
     r->pad = al_chat_pad_id(r->chat);
     r->eos = al_tok_eos(r->tok);
     if ((rc = al_model_open_ex(&r->m, job->model, job->use_lora ? &job->lora : NULL, 0, hp->seed, e2)))
@@ -948,28 +948,8 @@ static int evaluate_val(rl *r, mlist *l) {
 
 /* ---- checkpoints ------------------------------------------------------------------------ */
 
-static int copy_file(const char *src, const char *dst, char err[AL_ERRLEN]) {
-    char *buf;
-    size_t len;
-    int rc = al_file_read(src, (size_t)1 << 30, &buf, &len, err);
-    if (rc == AL_ENOENT) return AL_OK;
-    if (rc) return rc;
-    rc = al_file_write_atomic(dst, buf, len, err);
-    free(buf);
-    return rc;
-}
-
-int rl_copy_tokenizer(const char *model_dir, const char *dir, char err[AL_ERRLEN]) {
-    static const char *const files[] = {"tokenizer.json", "tokenizer_config.json", "chat_template.jinja",
-                                        "special_tokens_map.json", "generation_config.json", NULL};
-    char src[AL_PATH_MAX + 64], dst[AL_PATH_MAX + 128];
-    for (int i = 0; files[i]; i++) {
-        snprintf(src, sizeof src, "%s/%s", model_dir, files[i]);
-        snprintf(dst, sizeof dst, "%s/%s", dir, files[i]);
-        int rc = copy_file(src, dst, err);
-        if (rc) return rc;
-    }
-    return AL_OK;
+int rl_copy_tokenizer(const al_job *job, const char *dir, char err[AL_ERRLEN]) {
+    return al_chat_copy_files(job->model, dir, job->chat_template, err);
 }
 
 static int save_opt(const al_adamw *o, const char *dir, char err[AL_ERRLEN]) {
@@ -1030,7 +1010,7 @@ static int fill_dir(rl *r, const char *dir, const char *tmp, int in_place, int w
         snprintf(path, sizeof path, "%s/adapter_config.json", tmp);
         if (al_file_exists(path)) remove(path);
     }
-    if ((rc = rl_copy_tokenizer(r->job->model, tmp, r->err))) return rc;
+    if ((rc = rl_copy_tokenizer(r->job, tmp, r->err))) return rc;
     if (r->critic) {
         snprintf(path, sizeof path, "%s/critic", tmp);
         if ((rc = al_mkdir_p(path, r->err)) || (rc = save_weights(r, r->critic, path, critic_base(r)))) return rc;
@@ -1262,7 +1242,7 @@ static int rl_train(rl *r, const char *resume_dir, al_train_result *res) {
         if (job->use_lora && job->lora_merge) {
             snprintf(dir, sizeof dir, "%s/merged", job->output_dir);
             if ((rc = al_mkdir_p(dir, r->err)) || (rc = al_model_save(r->m, dir, r->err)) ||
-                (rc = rl_copy_tokenizer(job->model, dir, r->err)))
+                (rc = rl_copy_tokenizer(job, dir, r->err)))
                 return rc;
         }
     }

@@ -40,7 +40,7 @@ size_t rl_prompts_max_bytes(const rl_prompts *p);
 size_t rl_completion_max_bytes(const al_tok *tok, int max_new);
 
 void rl_event(const al_train_cb *cb, al_log_level lvl, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-int rl_copy_tokenizer(const char *model_dir, const char *dir, char err[AL_ERRLEN]);
+int rl_copy_tokenizer(const al_job *job, const char *dir, char err[AL_ERRLEN]);
 
 /* generate_preferences, evaluate, critique_revise (lib/train/sampling.c). */
 int rl_data_job(const al_job *job, const al_train_cb *cb, al_train_result *res, char err[AL_ERRLEN]);

@@ -677,30 +677,10 @@ static int precompute_ref(trainer *t, dataset *d) {
 
 /* ---- checkpoints ------------------------------------------------------------ */
 
-static int copy_file(const char *src, const char *dst, char err[AL_ERRLEN]) {
-    char *buf;
-    size_t len;
-    int rc = al_file_read(src, (size_t)1 << 30, &buf, &len, err);
-    if (rc == AL_ENOENT) return AL_OK;
-    if (rc) return rc;
-    rc = al_file_write_atomic(dst, buf, len, err);
-    free(buf);
-    return rc;
-}
-
-/* Copies the starting model's tokenizer files (those it has) into dir, so
- * every folder the trainer writes can be used on its own. */
+/* The starting model's tokenizer files (and the job's chat_template when it
+ * names one), so every folder the trainer writes serves on its own. */
 static int copy_tokenizer(trainer *t, const char *dir) {
-    static const char *const files[] = {"tokenizer.json", "tokenizer_config.json", "chat_template.jinja",
-                                        "special_tokens_map.json", "generation_config.json", NULL};
-    char src[AL_PATH_MAX + 64], dst[AL_PATH_MAX + 128];
-    for (int i = 0; files[i]; i++) {
-        snprintf(src, sizeof src, "%s/%s", t->job->model, files[i]);
-        snprintf(dst, sizeof dst, "%s/%s", dir, files[i]);
-        int rc = copy_file(src, dst, t->err);
-        if (rc) return rc;
-    }
-    return AL_OK;
+    return al_chat_copy_files(t->job->model, dir, t->job->chat_template, t->err);
 }
 
 /* Writes the model (adapter or full), tokenizer files and the trainer state
@@ -832,7 +812,7 @@ static int setup(trainer *t, const al_job *job, const al_train_cb *cb) {
         return al_err(t->err, AL_EINVAL, "hyperparameters.batch_size: micro-batches hold at most %d",
                       AL_MAX_MICRO_BATCH);
     if ((rc = al_tok_load(&t->tok, job->model, t->err))) return rc;
-    if ((rc = al_chat_new(&t->chat, t->tok, NULL, t->err))) return rc;
+    if ((rc = al_chat_new(&t->chat, t->tok, job->chat_template, t->err))) return rc;
     t->pad = al_chat_pad_id(t->chat);
     al_lora_cfg *lora = job->use_lora ? (al_lora_cfg *)&job->lora : NULL;
     int flags = t->ops->needs_values ? AL_OPEN_SCORE_HEAD : 0;
