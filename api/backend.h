@@ -154,6 +154,11 @@ typedef struct api_backend {
     int (*job_estimate)(void *ud, const json_t *body, json_t **out, api_error *e);
     int (*job_list)(void *ud, const api_page *pg, const char *status,
                     json_t **out, api_error *e);
+    /* The same list already serialized (compact JSON and a newline; *text
+     * malloc'd, the caller frees): the busiest read, built without a JSON
+     * tree where the backend can. May be NULL (job_list is used). */
+    int (*job_list_text)(void *ud, const api_page *pg, const char *status,
+                         char **text, size_t *len, api_error *e);
     int (*job_get)(void *ud, const char *id, json_t **out, api_error *e);
     /* action: "cancel", "pause" or "resume"; returns the job. 409
      * (invalid_state) when the job's status does not allow it. */

@@ -82,6 +82,12 @@ enum MHD_Result api_h_jobs_list(api_req *r) {
                                    "status: must be one of validating_files, queued, running, "
                                    "paused, cancelling, succeeded, failed, cancelled");
     }
+    if (s->be.job_list_text) {
+        char *text = NULL;
+        size_t len = 0;
+        if (s->be.job_list_text(s->be.ud, &pg, status, &text, &len, &e)) return api_reply_err(r, &e);
+        return api_reply_json_text(r, 200, text, len);
+    }
     json_t *out = NULL;
     int rc = s->be.job_list(s->be.ud, &pg, status, &out, &e);
     return api_reply_be(r, rc, out, &e);

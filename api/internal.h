@@ -135,6 +135,8 @@ enum MHD_Result api_reply_err(api_req *r, const api_error *e);
 enum MHD_Result api_reply_error(api_req *r, int status, const char *type, const char *code,
                                 const char *param, const char *fmt, ...)
     __attribute__((format(printf, 6, 7)));
+/* A body of serialized JSON (text is taken and freed). */
+enum MHD_Result api_reply_json_text(api_req *r, int status, char *text, size_t len);
 /* Text body with a content type (copied). */
 enum MHD_Result api_reply_text(api_req *r, int status, const char *ctype, const char *text,
                                size_t len);

@@ -120,6 +120,17 @@ enum MHD_Result api_reply_text(api_req *r, int status, const char *ctype, const 
     return api_queue(r, status, resp);
 }
 
+enum MHD_Result api_reply_json_text(api_req *r, int status, char *text, size_t len) {
+    struct MHD_Response *resp = MHD_create_response_from_buffer(len, text, MHD_RESPMEM_MUST_FREE);
+    if (!resp) {
+        free(text);
+        return MHD_NO;
+    }
+    MHD_add_response_header(resp, "Content-Type", "application/json");
+    MHD_add_response_header(resp, "Cache-Control", "no-store");
+    return api_queue(r, status, resp);
+}
+
 enum MHD_Result api_reply_json(api_req *r, int status, json_t *obj) {
     if (!obj)
         return api_reply_error(r, 500, "server_error", "internal_error", "",
@@ -136,14 +147,7 @@ enum MHD_Result api_reply_json(api_req *r, int status, json_t *obj) {
     }
     t[n] = '\n';
     t[n + 1] = 0;
-    struct MHD_Response *resp = MHD_create_response_from_buffer(n + 1, t, MHD_RESPMEM_MUST_FREE);
-    if (!resp) {
-        free(t);
-        return MHD_NO;
-    }
-    MHD_add_response_header(resp, "Content-Type", "application/json");
-    MHD_add_response_header(resp, "Cache-Control", "no-store");
-    return api_queue(r, status, resp);
+    return api_reply_json_text(r, status, t, n + 1);
 }
 
 void api_utf8_fix(char *s) {

@@ -557,6 +557,13 @@ static int be_job_list(void *ud, const api_page *pg, const char *status, json_t 
     return 0;
 }
 
+static int be_job_list_text(void *ud, const api_page *pg, const char *status, char **text, size_t *len,
+                            api_error *e) {
+    if (store_job_list_text(((backend_ctx *)ud)->st, page_after(pg, "ftjob-"), page_limit(pg), status, text, len))
+        return server_error(e, "Listing the jobs");
+    return 0;
+}
+
 static int job_id(backend_ctx *c, const char *id, int64_t *n, api_error *e) {
     char st[32];
     *n = backend_parse_id(id, "ftjob-");
@@ -781,6 +788,7 @@ void backend_init(api_backend *be, backend_ctx *ctx) {
     be->job_create = be_job_create;
     be->job_estimate = be_job_estimate;
     be->job_list = be_job_list;
+    be->job_list_text = be_job_list_text;
     be->job_get = be_job_get;
     be->job_action = be_job_action;
     be->job_events = be_job_events;

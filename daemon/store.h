@@ -148,6 +148,10 @@ int store_job_checkpoint_path(store *s, int64_t id, long step, char path[STORE_P
 
 json_t *store_job_json(store *s, int64_t id);
 json_t *store_job_list(store *s, int64_t after, int limit, const char *status);
+/* The same list serialized as the API sends it (compact, reals to 10
+ * digits, a trailing newline), final jobs' objects from a cache: *out
+ * malloc'd. STORE_EIO when memory runs out. */
+int store_job_list_text(store *s, int64_t after, int limit, const char *status, char **out, size_t *len);
 json_t *store_job_events(store *s, int64_t id, int64_t after, int limit);
 json_t *store_job_metrics(store *s, int64_t id, const char *keys, long after_step, long max_points);
 json_t *store_job_samples(store *s, int64_t id, long after_step, int limit);

@@ -532,6 +532,17 @@ static void test_backend(void) {
     T_EQ_INT(json_integer_value(json_object_get(est, "parameters")), m.params);
     json_decref(est);
     json_decref(b);
+    /* the serialized list (final jobs from a cache) says what the JSON tree says, twice */
+    for (int pass = 0; pass < 2; pass++) {
+        json_t *tree = store_job_list(g_ctx.st, 0, 20, NULL);
+        char *want = json_dumps(tree, JSON_COMPACT | JSON_REAL_PRECISION(10)), *got = NULL;
+        size_t glen = 0;
+        T_OK(store_job_list_text(g_ctx.st, 0, 20, NULL, &got, &glen));
+        T_TRUE(got && want && glen == strlen(want) + 1 && !strncmp(got, want, strlen(want)) && got[glen - 1] == '\n');
+        free(want);
+        free(got);
+        json_decref(tree);
+    }
     /* the model is free again */
     T_OK(g_be.model_delete(g_be.ud, "tiny", &j, &e));
     json_decref(j);
