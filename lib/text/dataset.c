@@ -370,7 +370,8 @@ typedef struct parsed {
     const json_t *order;       /* ranking or ratings */
     long shared;               /* implicit prompt: shared bytes/messages, else -1 */
     int label;
-    const json_t *reference;
+    const json_t *reference;   /* the (first) reference answer */
+    const json_t *row;         /* the row itself (kept by PROMPT examples) */
     json_t *own[4];            /* converted turns (alpaca, sharegpt) the pointers above use */
     int oom;                   /* a conversion ran out of memory */
 } parsed;
@@ -950,10 +951,15 @@ static int validate_prompt_only(row_rec *r, const json_t *o, parsed *p) {
     for (int i = 0; REFERENCE_KEYS[i]; i++) {
         const json_t *v = json_object_get(o, REFERENCE_KEYS[i]);
         if (!v || json_is_null(v)) continue;
-        if (!json_is_string(v))
+        /* a list: every answer accepted (the graders, lib/train/grader.h) */
+        int list_ok = json_is_array(v) && json_array_size(v) > 0;
+        for (size_t k = 0; list_ok && k < json_array_size(v); k++)
+            list_ok = json_is_string(json_array_get(v, k));
+        if (!json_is_string(v) && !list_ok)
             return row_error(r, "invalid_field_type", REFERENCE_KEYS[i],
-                             "%s must be a string, got %s", REFERENCE_KEYS[i], type_name(v));
-        p->reference = v;
+                             "%s must be a string or a non-empty list of strings, got %s", REFERENCE_KEYS[i],
+                             type_name(v));
+        p->reference = json_is_string(v) ? v : json_array_get(v, 0);
         break;
     }
     r->has_ref = p->reference != NULL;
@@ -1367,6 +1373,7 @@ static int encode_row(reader *d, row_rec *r, const parsed *p, al_data_format f, 
             rc = AL_ENOMEM;
             goto fail;
         }
+        e->row = json_incref((json_t *)p->row);
         e->line = r->line;
     } else if (f == AL_FMT_RANKINGS || f == AL_FMT_RATINGS) {
         /* Each response is tokenized once; pairs share copies. */
@@ -1500,6 +1507,7 @@ static int process(reader *d, row_rec *r, const json_t *o, al_data_format f) {
     r->tokens = -1;
     al_batch_kind kind = (al_batch_kind)kind_of(d, f);
     int bad = validate(r, o, f, kind, &p), rc = AL_OK;
+    p.row = o;
     if (p.oom) rc = AL_ENOMEM;
     else if (!bad) {
         r->conv = (uint8_t)(p.conv > 0);

@@ -58,6 +58,9 @@
  *   unpaired           {"prompt", "completion", "label": bool}     UNPAIRED (KTO)
  *   prompt_only        {"prompt", "reference"? | "answer"? |
  *                       "solution"? | "ground_truth"?}             PROMPT (RL)
+ *                      (the reference may be a list of accepted answers;
+ *                      the example keeps its row for the graders' "grader"
+ *                      column and external verifiers)
  *   rankings           {"prompt", "responses": [k], "ranking": [k]}: ranking
  *                      lists response indices best first; expanded into all
  *                      k(k-1)/2 ordered pairs, as InstructGPT's reward model

@@ -556,8 +556,8 @@ static void eval_samples(trainer *t, long step) {
 /* Greedy exact-match accuracy of model m on n rows of a task (raw prompts). */
 static int task_accuracy(al_model *m, const al_tok *tok, const char *task, uint64_t seed, int n,
                          double *acc, char err[AL_ERRLEN]) {
-    enum { B = 8, NEW = 24 };
-    int ok = 0;
+    enum { B = 8, NEW = 48 }; /* word_problems' solutions run to about 30 bytes */
+    int ok = 0, max_T = al_model_config_of(m)->max_T;
     int32_t eos = al_tok_eos(tok);
     for (int i = 0; i < n; i += B) {
         int nb = n - i < B ? n - i : B, plen[B];
@@ -570,17 +570,22 @@ static int task_accuracy(al_model *m, const al_tok *tok, const char *task, uint6
             rc = al_tok_encode(tok, rows[b].prompt, strlen(rows[b].prompt), 1, 0, &ids[b], &plen[b],
                                NULL, NULL, err);
         }
-        al_gen_cfg g = {.max_new = NEW, .temperature = 0, .top_p = 1, .stop = &eos, .n_stop = eos >= 0};
+        /* as many new tokens as the context leaves, up to NEW */
+        int maxp = 0;
+        for (int b = 0; b < nb && !rc; b++) maxp = plen[b] > maxp ? plen[b] : maxp;
+        int nn = max_T - maxp < NEW ? max_T - maxp : NEW;
+        if (!rc && nn < 1) rc = al_err(err, AL_EINVAL, "task %s: a prompt of %d tokens fills the context (%d)", task, maxp, max_T);
+        al_gen_cfg g = {.max_new = nn, .temperature = 0, .top_p = 1, .stop = &eos, .n_stop = eos >= 0};
         al_rng rng;
         al_rng_seed(&rng, 1);
         if (!rc) rc = al_generate(m, (const int32_t *const *)ids, plen, nb, &g, &rng, out, NULL, len, err);
         for (int b = 0; b < nb; b++) {
             if (!rc) {
                 int l = len[b];
-                if (l > 0 && out[b * NEW + l - 1] == eos) l--;
+                if (l > 0 && out[b * nn + l - 1] == eos) l--;
                 char *txt = NULL;
                 size_t tl;
-                if (al_tok_decode(tok, out + b * NEW, l, 1, &txt, &tl) == AL_OK) ok += al_task_correct(&rows[b], txt);
+                if (al_tok_decode(tok, out + b * nn, l, 1, &txt, &tl) == AL_OK) ok += al_task_correct(&rows[b], txt);
                 free(txt);
             }
             free(ids[b]);
