@@ -164,6 +164,11 @@ typedef struct api_backend {
      * (invalid_state) when the job's status does not allow it. */
     int (*job_action)(void *ud, const char *id, const char *action,
                       json_t **out, api_error *e);
+    /* Deletes a finished job with its checkpoints, output model and
+     * records: {"id","object":"fine_tuning.job","deleted":true}. 409
+     * invalid_state while it is not final, 409 model_in_use while a live
+     * job uses its output or a checkpoint. May be NULL (405). */
+    int (*job_delete)(void *ud, const char *id, json_t **out, api_error *e);
     int (*job_events)(void *ud, const char *id, const api_page *pg,
                       json_t **out, api_error *e);
     /* keys: comma-separated metric names or NULL for all; rows with

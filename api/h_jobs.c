@@ -113,6 +113,19 @@ static enum MHD_Result action(api_req *r, const char *what) {
     return api_reply_be(r, rc, out, &e);
 }
 
+enum MHD_Result api_h_jobs_delete(api_req *r) {
+    api_server *s = r->srv;
+    if (!api_id_ok(r->id)) return no_such_job(r);
+    if (!s->be.job_delete)
+        return api_reply_error(r, 405, "invalid_request_error", "method_not_allowed", "",
+                               "jobs cannot be deleted on this server");
+    api_error e;
+    memset(&e, 0, sizeof e);
+    json_t *out = NULL;
+    int rc = s->be.job_delete(s->be.ud, r->id, &out, &e);
+    return api_reply_be(r, rc, out, &e);
+}
+
 enum MHD_Result api_h_jobs_cancel(api_req *r) { return action(r, "cancel"); }
 enum MHD_Result api_h_jobs_pause(api_req *r) { return action(r, "pause"); }
 enum MHD_Result api_h_jobs_resume(api_req *r) { return action(r, "resume"); }

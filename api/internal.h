@@ -174,6 +174,7 @@ enum MHD_Result api_h_jobs_post(api_req *r);
 enum MHD_Result api_h_jobs_estimate(api_req *r);
 enum MHD_Result api_h_jobs_list(api_req *r);
 enum MHD_Result api_h_jobs_get(api_req *r);
+enum MHD_Result api_h_jobs_delete(api_req *r);
 enum MHD_Result api_h_jobs_cancel(api_req *r);
 enum MHD_Result api_h_jobs_pause(api_req *r);
 enum MHD_Result api_h_jobs_resume(api_req *r);

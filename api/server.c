@@ -45,6 +45,7 @@ static const api_route routes[] = {
     {"GET", "/v1/fine_tuning/jobs", api_h_jobs_list, 0},
     {"POST", "/v1/fine_tuning/jobs/estimate", api_h_jobs_estimate, J},
     {"GET", "/v1/fine_tuning/jobs/{id}", api_h_jobs_get, 0},
+    {"DELETE", "/v1/fine_tuning/jobs/{id}", api_h_jobs_delete, M},
     {"POST", "/v1/fine_tuning/jobs/{id}/cancel", api_h_jobs_cancel, M},
     {"POST", "/v1/fine_tuning/jobs/{id}/pause", api_h_jobs_pause, M},
     {"POST", "/v1/fine_tuning/jobs/{id}/resume", api_h_jobs_resume, M | D},

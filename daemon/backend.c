@@ -9,6 +9,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "io.h"
 #include "log.h"
 #include "models.h"
 #include "text/dataset.h"
@@ -628,6 +629,29 @@ static int be_job_action(void *ud, const char *id, const char *action, json_t **
     return *out ? 0 : not_found(e, "job", id);
 }
 
+static int be_job_delete(void *ud, const char *id, json_t **out, api_error *e) {
+    backend_ctx *c = ud;
+    int64_t n;
+    if (job_id(c, id, &n, e)) return -1;
+    char dir[STORE_PATH] = "", users[256] = "", err[AL_ERRLEN], q[600];
+    int rc = store_job_delete(c->st, n, dir, users);
+    if (rc == STORE_ENOTFOUND) return not_found(e, "job", id);
+    if (rc == STORE_ESTATE)
+        return api_error_set(e, 409, "conflict_error", "invalid_state", "",
+                             "Job %s has not finished; cancel it first", id);
+    if (rc == STORE_EINUSE)
+        return api_error_set(e, 409, "conflict_error", "model_in_use", "",
+                             "Job %s's model or checkpoints are used by %s", id, users);
+    if (rc) return server_error(e, "Deleting the job");
+    /* its folder is below the jobs folder: nothing else is removed */
+    size_t jl = strlen(c->jobs_dir);
+    if (dir[0] && !strncmp(dir, c->jobs_dir, jl) && dir[jl] == '/' && al_rmtree(dir, err))
+        log_warn("event=job_files_remove_failed job=%s reason=%s", id, log_quote(q, sizeof q, err));
+    log_info("event=job_deleted job=%s", id);
+    *out = json_pack("{s:s, s:s, s:b}", "id", id, "object", "fine_tuning.job", "deleted", 1);
+    return 0;
+}
+
 static int be_job_events(void *ud, const char *id, const api_page *pg, json_t **out, api_error *e) {
     backend_ctx *c = ud;
     int64_t n;
@@ -791,6 +815,7 @@ void backend_init(api_backend *be, backend_ctx *ctx) {
     be->job_list_text = be_job_list_text;
     be->job_get = be_job_get;
     be->job_action = be_job_action;
+    be->job_delete = be_job_delete;
     be->job_events = be_job_events;
     be->job_metrics = be_job_metrics;
     be->job_samples = be_job_samples;

@@ -40,6 +40,7 @@ typedef struct worker {
     double t0, elapsed0, t_first;
     double tokens, tps, epoch;
     char name[32];
+    int keep;                  /* save_total_limit of the current job, 0: all */
 } worker;
 
 struct sched {
@@ -156,6 +157,20 @@ static void on_checkpoint(void *ud, long step, const char *dir) {
     worker *w = ud;
     store_job_checkpoint_add(w->s->st, w->job, step, dir);
     log_info("event=checkpoint job=%s step=%ld", w->name, step);
+    if (w->keep <= 0) return;
+    /* save_total_limit: the newest checkpoints stay (the resume point is
+     * the newest), older folders go with their rows */
+    json_t *gone = store_job_checkpoints_prune(w->s->st, w->job, w->keep);
+    size_t i;
+    json_t *p;
+    json_array_foreach(gone, i, p) {
+        char err[AL_ERRLEN], q[600];
+        if (al_rmtree(json_string_value(p), err))
+            log_warn("event=checkpoint_remove_failed job=%s reason=%s", w->name, log_quote(q, sizeof q, err));
+        else
+            log_info("event=checkpoint_removed job=%s path=%s", w->name, log_quote(q, sizeof q, json_string_value(p)));
+    }
+    json_decref(gone);
 }
 
 /* Polled before each step: the end of the previous step's turn. */
@@ -354,6 +369,7 @@ static void run_job(worker *w, int64_t id) {
     w->total = 0;
     w->step = r.step;
     pthread_mutex_unlock(&s->mu);
+    w->keep = rc ? 0 : job.hp.save_total_limit;
     if (!rc) {
         al_train_cb cb = {.begin = on_begin, .log = on_log, .sample = on_sample, .event = on_event,
                           .checkpoint = on_checkpoint, .should_stop = on_should_stop,

@@ -1018,6 +1018,88 @@ int store_job_checkpoint_add(store *s, int64_t id, long step, const char *path) 
     return rc;
 }
 
+static const char SQL_CKPT_ALL[] = "SELECT step, path FROM checkpoints WHERE job_id = ? ORDER BY step DESC";
+static const char SQL_CKPT_DEL1[] = "DELETE FROM checkpoints WHERE job_id = ? AND step = ?";
+
+json_t *store_job_checkpoints_prune(store *s, int64_t id, int keep) {
+    json_t *gone = json_array(), *steps = json_array();
+    LOCK();
+    sqlite3_stmt *st = q(s, SQL_CKPT_ALL, "i", id);
+    int n = 0;
+    while (st && sqlite3_step(st) == SQLITE_ROW) {
+        const char *p = col_text(st, 1), *b = p ? strrchr(p, '/') : NULL;
+        if (!b || strncmp(b + 1, "checkpoint-", 11)) continue; /* the output folder */
+        if (++n > keep) {
+            json_array_append_new(gone, json_string(p));
+            json_array_append_new(steps, json_integer(sqlite3_column_int64(st, 0)));
+        }
+    }
+    if (st) sqlite3_reset(st);
+    int rc = json_array_size(steps) ? tx_begin(s) : STORE_OK;
+    for (size_t i = 0; !rc && i < json_array_size(steps); i++)
+        rc = exec_st(s, q(s, SQL_CKPT_DEL1, "ii", id, (int64_t)json_integer_value(json_array_get(steps, i))));
+    if (json_array_size(steps)) {
+        if (!rc) rc = tx_commit(s);
+        else tx_rollback(s);
+    }
+    UNLOCK();
+    json_decref(steps);
+    if (rc) {
+        json_decref(gone);
+        return NULL;
+    }
+    return gone;
+}
+
+static const char SQL_JOB_DEL_INFO[] = "SELECT status, output_dir, fine_tuned_model FROM jobs WHERE id = ?";
+static const char SQL_JOB_DEL_USERS[] =
+    "SELECT id FROM jobs WHERE status NOT IN ('succeeded','failed','cancelled') AND id <> ?1 AND ("
+    "(?2 IS NOT NULL AND (model = ?2 OR ref_model = ?2 OR instr(coalesce(models_used,''), '|' || ?2 || '|') > 0))"
+    " OR instr(coalesce(models_used,''), '|' || ?3 || '|') > 0 OR instr(coalesce(models_used,''), '|' || ?3 || ':') > 0"
+    " OR model = ?3 OR model LIKE ?3 || ':%' OR from_checkpoint = ?3 OR from_checkpoint LIKE ?3 || ':%') ORDER BY id";
+static const char *const SQL_JOB_DEL[] = {
+    "DELETE FROM metrics WHERE job_id = ?", "DELETE FROM samples WHERE job_id = ?",
+    "DELETE FROM events WHERE job_id = ?", "DELETE FROM checkpoints WHERE job_id = ?",
+    "DELETE FROM models WHERE job_id = ?", "DELETE FROM jobs WHERE id = ?",
+};
+
+int store_job_delete(store *s, int64_t id, char dir[STORE_PATH], char users[256]) {
+    char jid[32], status[32] = "", ft[256] = "";
+    snprintf(jid, sizeof jid, "ftjob-%lld", (long long)id);
+    users[0] = 0;
+    LOCK();
+    int rc = STORE_ENOTFOUND;
+    sqlite3_stmt *st = q(s, SQL_JOB_DEL_INFO, "i", id);
+    if (st && sqlite3_step(st) == SQLITE_ROW) {
+        col_copy(st, 0, status, sizeof status);
+        col_copy(st, 1, dir, STORE_PATH);
+        col_copy(st, 2, ft, sizeof ft);
+        rc = store_status_final(status) ? STORE_OK : STORE_ESTATE;
+    }
+    if (st) sqlite3_reset(st);
+    if (!rc && (st = q(s, SQL_JOB_DEL_USERS, "itt", id, ft[0] ? ft : NULL, jid))) {
+        size_t len = 0;
+        while (sqlite3_step(st) == SQLITE_ROW && len < 200) {
+            len += (size_t)snprintf(users + len, 256 - len, "%sftjob-%lld", len ? ", " : "",
+                                    (long long)sqlite3_column_int64(st, 0));
+            rc = STORE_EINUSE;
+        }
+        sqlite3_reset(st);
+    }
+    if (!rc) rc = tx_begin(s);
+    for (size_t i = 0; !rc && i < sizeof SQL_JOB_DEL / sizeof *SQL_JOB_DEL; i++)
+        rc = exec_st(s, q(s, SQL_JOB_DEL[i], "i", id));
+    if (rc == STORE_OK) {
+        rc = tx_commit(s);
+        if (!rc) feed_bump(s);
+    } else if (rc == STORE_EIO) {
+        tx_rollback(s);
+    }
+    UNLOCK();
+    if (!rc) jc_drop(s, id);
+    return rc;
+}
+
 static const char SQL_CKPT_AT[] = "SELECT path, step FROM checkpoints WHERE job_id = ?1 AND (?2 < 0 OR step = ?2)"
                                   " ORDER BY step DESC LIMIT 1";
 

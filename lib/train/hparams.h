@@ -81,6 +81,7 @@ typedef struct al_hparams {
 
     /* cadence */
     int eval_steps, save_steps, logging_steps;
+    int save_total_limit;            /* 0: keep every checkpoint; else the newest N (transformers') */
     uint64_t seed;
 } al_hparams;
 

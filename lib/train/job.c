@@ -93,6 +93,7 @@ static const hp_field fields[] = {
     F(kl_warn, HP_FLOAT, 0, 1e12, 10),
     F(eval_steps, HP_INT, 0, 1 << 30, 0),
     F(save_steps, HP_INT, 0, 1 << 30, 500),
+    F(save_total_limit, HP_INT, 0, 1 << 20, 0),
     F(logging_steps, HP_INT, 1, 1 << 30, 10),
 };
 #undef F

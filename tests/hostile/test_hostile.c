@@ -229,6 +229,55 @@ static void test_wire(dd_daemon *d) {
     }
 }
 
+/* save_total_limit keeps the newest checkpoints (their rows and folders
+ * alike); DELETE removes a finished job with what it made, and is refused
+ * while the job runs. */
+static void test_retention_and_delete(dd_daemon *d) {
+    char id[32], path[512], dir[1400];
+    T_OK(submit(d, "{\"method\":\"sft\",\"model\":\"tiny\",\"task\":{\"name\":\"addition\",\"rows\":50},\"hyperparameters\":"
+                   "{\"max_steps\":40,\"batch_size\":2,\"max_length\":24,\"save_steps\":5,\"save_total_limit\":2}}",
+                id));
+    json_t *j = NULL;
+    T_OK(dd_wait_job(d, id, "succeeded", 120, &j));
+    char model[256];
+    snprintf(model, sizeof model, "%s", dd_str(j, "fine_tuned_model"));
+    json_decref(j);
+    long code;
+    snprintf(path, sizeof path, "/v1/fine_tuning/jobs/%s/checkpoints", id);
+    j = dd_get(d, path, &code);
+    json_t *data = json_object_get(j, "data");
+    T_EQ_INT(json_array_size(data), 3); /* 30, 35 and the final 40 */
+    T_EQ_INT(json_integer_value(json_object_get(json_array_get(data, 0), "step_number")), 30);
+    json_decref(j);
+    snprintf(dir, sizeof dir, "%s/jobs/%s", d->state, id);
+    T_OK(dd_sh("test \"$(ls '%s' | grep -c '^checkpoint-')\" = 2 && test -d '%s/checkpoint-35'", dir, dir));
+    /* a running job cannot be deleted */
+    char run[32];
+    T_OK(submit(d, "{\"method\":\"sft\",\"model\":\"tiny\",\"task\":{\"name\":\"addition\",\"rows\":50},"
+                   "\"hyperparameters\":{\"max_steps\":1000000,\"batch_size\":2,\"max_length\":24}}", run));
+    T_OK(dd_wait_step(d, run, 1, 60));
+    snprintf(path, sizeof path, "/v1/fine_tuning/jobs/%s", run);
+    j = dd_delete(d, path, &code);
+    T_EQ_INT(code, 409);
+    T_STR_EQ(dd_str(json_object_get(j, "error"), "code"), "invalid_state");
+    json_decref(j);
+    snprintf(path, sizeof path, "/v1/fine_tuning/jobs/%s/cancel", run);
+    json_decref(dd_post(d, path, NULL, &code));
+    T_OK(dd_wait_job(d, run, "cancelled", 60, NULL));
+    /* a finished one is, with its folder and model */
+    snprintf(path, sizeof path, "/v1/fine_tuning/jobs/%s", id);
+    j = dd_delete(d, path, &code);
+    T_EQ_INT(code, 200);
+    T_TRUE(json_is_true(json_object_get(j, "deleted")));
+    json_decref(j);
+    json_decref(dd_get(d, path, &code));
+    T_EQ_INT(code, 404);
+    T_TRUE(access(dir, F_OK) != 0);
+    snprintf(path, sizeof path, "/v1/models/%s", model);
+    json_decref(dd_get(d, path, &code));
+    T_EQ_INT(code, 404);
+}
+
 int main(void) {
     curl_global_init(CURL_GLOBAL_DEFAULT);
     snprintf(g_models, sizeof g_models, "%s/models", t_tmpdir());
@@ -246,6 +295,7 @@ int main(void) {
     if (dd_start(&d, &o) == 0) {
         test_wire(&d);
         test_big_bad_upload(&d);
+        test_retention_and_delete(&d);
         T_EQ_INT(dd_stop(&d, SIGTERM, 30), 0);
     } else {
         T_TRUE(0);
