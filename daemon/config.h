@@ -31,6 +31,9 @@
  *   header_timeout   ALIGND_HEADER_TIMEOUT    --header-timeout   10 (seconds for a request's headers,
  *                                                                and the longest stall of a body)
  *   heartbeat        ALIGND_HEARTBEAT         --heartbeat        15 (SSE heartbeat seconds)
+ *   allow_downloads  ALIGND_ALLOW_DOWNLOADS   --allow-downloads  false (fetch ORG/NAME models from the Hub)
+ *   hub_cache        ALIGND_HUB_CACHE         --hub-cache        "" (the Hugging Face cache of the environment:
+ *                                                                HF_HUB_CACHE, HF_HOME/hub, ~/.cache/huggingface/hub)
  */
 #ifndef DAEMON_CONFIG_H
 #define DAEMON_CONFIG_H
@@ -60,6 +63,8 @@ typedef struct daemon_cfg {
     int64_t max_body, max_upload, max_string;
     long max_json_depth, max_tokens, max_connections, max_connections_per_ip, max_streams, timeout,
         header_timeout, heartbeat;
+    long allow_downloads;         /* 0/1 */
+    char hub_cache[CFG_PATH];
     char config_file[CFG_PATH];   /* the file read, "" when none */
 } daemon_cfg;
 

@@ -253,7 +253,8 @@ static void fail_param(const char *err, char *param, size_t n) {
                       (err[i] >= 'a' && err[i] <= 'z') || (err[i] >= '0' && err[i] <= '9')))
         i++;
     if (i == 0 || err[i] != ':' || i >= n) return;
-    static const char *const known[] = {"model", "ref_model", "training_file", "validation_file", "task",
+    static const char *const known[] = {"model", "ref_model", "training_file", "training_files", "chat_template",
+                                        "validation_file", "task",
                                         "hyperparameters", "lora", "eval_tasks", "method", "seed", NULL};
     for (int k = 0; known[k]; k++) {
         size_t kl = strlen(known[k]);
@@ -289,6 +290,11 @@ static void register_output(worker *w, const store_run *r, const al_job *job, co
     if (job->use_lora) snprintf(m.base, sizeof m.base, "%s", r->model);
     snprintf(m.owned_by, sizeof m.owned_by, "%s", w->name);
     m.job_id = w->job;
+    json_t *src = json_pack("{s:s,s:s,s:s}", "type", "fine_tune", "job", w->name, "base_model", r->model);
+    char *st = src ? json_dumps(src, JSON_COMPACT) : NULL;
+    if (st && strlen(st) < sizeof m.source) memcpy(m.source, st, strlen(st) + 1);
+    free(st);
+    json_decref(src);
     if (store_model_put(w->s->st, &m) == STORE_OK) snprintf(name, 256, "%s", m.name);
 }
 
