@@ -348,7 +348,7 @@ static void test_file_rows(void) {
         T_STR_EQ(p.ref[0].answers[1], "#### 41");
         T_TRUE(p.ref[0].grader == NULL);
         T_TRUE(p.ref[1].grader != NULL && p.ref[1].grader == p.ref[2].grader); /* equal rows share one */
-        T_EQ_INT(p.n_graders, 1);
+        T_EQ_INT(p.graders.n, 1);
         T_TRUE(json_is_object(p.ref[1].row));
         al_rewarder *rw = NULL;
         T_OK(al_rewarder_new(&rw, &job.reward, 0, 4, NULL, g_err));
