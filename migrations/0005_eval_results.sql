@@ -1,4 +1,4 @@
--- Version 4: benchmark results (lib/train/bench.h), one row per job, step,
+-- Version 5: benchmark results (lib/train/bench.h), one row per job, step,
 -- task and model role ("model": the job's model, its fine-tune at step > 0;
 -- "model_b": an evaluate job's second model); the result object as JSON.
 CREATE TABLE eval_results (
