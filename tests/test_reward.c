@@ -410,7 +410,7 @@ static void test_file_rows(void) {
 
 /* A model that samples the same distribution at every position (a GPT-2
  * whose final norm has weight 0 and bias e_0, so logits = wte[:, 0]): '#'
- * mostly, then ' ', '1', '2', '\n' and EOS; every other byte never. */
+ * and '1' (0.39 each), ' ' and EOS (0.14 each); every other byte never. */
 static void sampler_model(const char *dir) {
     t_shape sh = {AL_ARCH_GPT2, .layers = 1, .C = 16, .heads = 2, .FF = 32, .max_T = 48};
     al_model_config c = t_byte_config(sh);
@@ -422,8 +422,7 @@ static void sampler_model(const char *dir) {
     for (int i = 0; i < n; i++) {
         if (!strcmp(p[i].name, "transformer.wte.weight"))
             for (int v = 0; v < 260; v++)
-                p[i].w[(size_t)v * 16] = v == '#' ? 2.5f : v == ' ' || v == '1' || v == '2' ? 1.5f
-                                       : v == '\n' || v == 256 ? 0.5f : -30.0f;
+                p[i].w[(size_t)v * 16] = v == '#' || v == '1' ? 2.0f : v == 256 || v == ' ' ? 1.0f : -30.0f;
         if (!strcmp(p[i].name, "transformer.ln_f.weight")) memset(p[i].w, 0, p[i].n * sizeof(float));
         if (!strcmp(p[i].name, "transformer.ln_f.bias")) {
             memset(p[i].w, 0, p[i].n * sizeof(float));
@@ -436,7 +435,8 @@ static void sampler_model(const char *dir) {
 
 /* The verdicts worked out without lib/train/grader.c: "last_number" is the
  * last run of digits (this alphabet has no signs, commas or points); "hash"
- * the rest of the line after the last "####" (and any more '#'), trimmed. */
+ * the rest of the line after the last "####" (and any more '#'), trimmed.
+ * Rows "p?1..." answer "1", rows "p?2..." "11"; rows "ph..." grade by hash. */
 static int expected(const char *completion, const char *answer, int hash) {
     char got[64] = "";
     if (hash) {
@@ -467,7 +467,7 @@ static void on_grpo_sample(void *ud, long step, const char *prompt, const char *
     sampled *s = ud;
     (void)step;
     int hash = prompt[1] == 'h';              /* rows "ph..." carry the hash grader */
-    const char *answer = prompt[2] == '1' ? "1" : "2";
+    const char *answer = prompt[2] == '1' ? "1" : "11";
     s->n++;
     s->agree += reward == expected(completion, answer, hash);
     s->ones += reward == 1;
@@ -488,9 +488,9 @@ static void test_sampled_completions(void) {
     FILE *f = fopen(data, "w");
     T_TRUE(f != NULL);
     if (!f) return;
-    for (int i = 0; i < 32; i++)
-        fprintf(f, "{\"prompt\": \"p%c%c%d\", \"answer\": \"%d\"%s}\n", i % 4 < 2 ? 'h' : 'n', i % 2 ? '1' : '2', i,
-                i % 2 ? 1 : 2, i % 4 < 2 ? ", \"grader\": {\"extract\": \"hash\"}" : "");
+    for (int i = 0; i < 64; i++)
+        fprintf(f, "{\"prompt\": \"p%c%c%d\", \"answer\": \"%s\"%s}\n", i % 4 < 2 ? 'h' : 'n', i % 2 ? '1' : '2', i,
+                i % 2 ? "1" : "11", i % 4 < 2 ? ", \"grader\": {\"extract\": \"hash\"}" : "");
     fclose(f);
     snprintf(json, sizeof json,
              "{\"method\":\"evaluate\",\"model\":\"%s\",\"training_file\":\"%s\",\"output_dir\":\"%s\","
@@ -514,13 +514,13 @@ static void test_sampled_completions(void) {
         int verdict = json_is_true(json_object_get(o, "correct_a"));
         if (pr && c) {
             rows++;
-            agree += verdict == expected(c, pr[2] == '1' ? "1" : "2", pr[1] == 'h');
+            agree += verdict == expected(c, pr[2] == '1' ? "1" : "11", pr[1] == 'h');
             ones += verdict;
         }
         json_decref(o);
     }
     if (f) fclose(f);
-    T_EQ_INT(rows, 32);
+    T_EQ_INT(rows, 64);
     T_EQ_INT(agree, rows);
     T_TRUE(ones > 0 && ones < rows);
     fprintf(stderr, "evaluate: %d of %d sampled completions graded right\n", ones, rows);
@@ -528,7 +528,7 @@ static void test_sampled_completions(void) {
     snprintf(json, sizeof json,
              "{\"method\":\"grpo\",\"model\":\"%s\",\"training_file\":\"%s\","
              "\"reward\":{\"verifiable\":{\"grader\":\"last_number\"}},\"seed\":5,"
-             "\"hyperparameters\":{\"max_steps\":12,\"batch_size\":4,\"num_generations\":2,\"learning_rate\":0,"
+             "\"hyperparameters\":{\"max_steps\":32,\"batch_size\":4,\"num_generations\":2,\"learning_rate\":0,"
              "\"max_completion_length\":10,\"logging_steps\":1}}",
              model, data);
     sampled sm = {0};
@@ -536,7 +536,7 @@ static void test_sampled_completions(void) {
     T_OK(al_job_parse(&job, json, strlen(json), g_err));
     T_OK(al_train_run(&job, NULL, &cb, &res, g_err));
     al_job_deinit(&job);
-    T_TRUE(sm.n >= 24);
+    T_TRUE(sm.n >= 64);
     T_EQ_INT(sm.agree, sm.n);
     T_TRUE(sm.ones > 0 && sm.ones < sm.n);
     fprintf(stderr, "grpo: %d of %d samples rewarded\n", sm.ones, sm.n);

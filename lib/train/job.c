@@ -699,8 +699,9 @@ static int check_rl(al_job *j, const json_t *o, char err[AL_ERRLEN]) {
             return al_err(err, AL_EINVAL, "model_b: is required to judge model against it");
         if (j->model_b[0] && prompts && !j->reward.n_reward_models && !j->reward.judge_model[0])
             return al_err(err, AL_EINVAL, "reward: evaluate needs a reward_model or a judge to compare models");
-        if (!j->model_b[0] && !j->task[0] && !j->n_eval_tasks)
-            return al_err(err, AL_EINVAL, "model_b: is required (or name a task for exact-match only, or eval_tasks)");
+        if (!j->model_b[0] && !prompts && !j->n_eval_tasks)
+            return al_err(err, AL_EINVAL, "model_b: is required (or prompts with answers for exact match only, or "
+                          "eval_tasks)");
     } else if (j->model_b[0]) {
         return al_err(err, AL_EINVAL, "model_b: only evaluate compares two models");
     }
