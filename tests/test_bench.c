@@ -317,7 +317,7 @@ static void test_runners(const char *model, const char *model7, const char *tmp)
     T_TRUE(!strncmp(g_err, "eval_tasks[0].grader.extract: must be", 37));
     bad = "{\"method\":\"evaluate\",\"model\":\"m\",\"output_dir\":\"o\"}";
     T_EQ_INT(al_job_parse(&j, bad, strlen(bad), g_err), AL_EINVAL);
-    T_STR_EQ(g_err, "training_file: is required (or name a built-in task)");
+    T_STR_EQ(g_err, "training_file: is required (or training_files, or a built-in task)");
 }
 
 int main(void) {
