@@ -116,7 +116,7 @@ int main(void) {
     fprintf(stderr, "reference run: %.1f s, %zu losses each\n", dd_now() - t0, json_object_size(want[0]));
 
     /* an upload: 40,000 valid rows, about 1.3 MB */
-    size_t cap = 40000 * 40, len = 0;
+    size_t cap = 40000 * 64, len = 0;
     char *data = malloc(cap);
     for (int i = 0; i < 40000; i++)
         len += (size_t)snprintf(data + len, cap - len, "{\"prompt\":\"%d+%d=\",\"completion\":\"%d\"}\n", i, i, 2 * i);
