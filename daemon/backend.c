@@ -90,7 +90,7 @@ static int file_create_evals(backend_ctx *c, const char *filename, const void *d
     int rc = store_file_add(c->st, filename, "evals", data, len, status, details[0] ? details : NULL, rep, 0, &id, serr);
     json_decref(rep);
     if (rc) return api_error_set(e, 500, "server_error", "storage_error", "", "Storing the file failed: %s", serr);
-    log_info("event=file_created id=file-%lld bytes=%zu status=%s purpose=evals", (long long)id, len, status);
+    log_info("event=file_created id=%s bytes=%zu status=%s purpose=evals", api_id(API_ID_FILE, id).s, len, status);
     *out = store_file_json(c->st, id);
     return *out ? 0 : server_error(e, "Reading the file back");
 }

@@ -1497,7 +1497,7 @@ static json_t *eval_results_locked(store *s, int64_t id, int latest) {
         if (role && !strcmp(role, "model_b")) snprintf(name, sizeof name, "%s", mb ? mb : "");
         else if (step == 0 || (method && !strcmp(method, "evaluate"))) snprintf(name, sizeof name, "%s", model ? model : "");
         else if (ft && status && !strcmp(status, "succeeded") && step == jstep) snprintf(name, sizeof name, "%s", ft);
-        else snprintf(name, sizeof name, "ftjob-%lld:%ld", (long long)id, step);
+        else snprintf(name, sizeof name, "%s", api_checkpoint_name(id, step).s);
         json_object_set_new(o, "object", json_string("fine_tuning.job.eval_result"));
         json_object_set_new(o, "step", json_integer(step));
         json_object_set_new(o, "role", json_string(role ? role : "model"));
