@@ -885,9 +885,10 @@ int al_job_from_json(al_job *job, const json_t *o, char err[AL_ERRLEN]) {
         if (j.training_file[0])
             return al_err(err, AL_EINVAL, "training_files: give either training_file or training_files, not both");
         if ((rc = parse_train_files(&j, tfs, err))) return rc;
-        if (j.n_train_files && (al_method_is_rl(j.method) || al_method_is_data(j.method)))
+        /* a sampling job goes through its prompts once: no mixture to draw */
+        if (j.n_train_files && al_method_is_data(j.method))
             return al_err(err, AL_EINVAL, "training_files: mixing several files is for the training methods "
-                          "(sft, pretrain, reward_model, dpo, kto, orpo, simpo), not %s", j.method);
+                          "(sft, pretrain, reward_model, dpo, kto, orpo, simpo, ppo, grpo, rloo), not %s", j.method);
     }
     const json_t *task = json_object_get(o, "task");
     if (task && !json_is_null(task)) {
@@ -947,13 +948,6 @@ int al_job_from_json(al_job *job, const json_t *o, char err[AL_ERRLEN]) {
                       (hp->batch_size + AL_MAX_MICRO_BATCH - 1) / AL_MAX_MICRO_BATCH);
     if (hp->packing && strcmp(j.method, "sft") && strcmp(j.method, "pretrain"))
         return al_err(err, AL_EINVAL, "hyperparameters.packing: only sft and pretrain pack sequences");
-    /* a mixture is drawn one example at a time: no plan over the whole set */
-    if (j.n_train_files && hp->packing)
-        return al_err(err, AL_EINVAL, "hyperparameters.packing: not with several training_files (the mixture "
-                      "is drawn example by example)");
-    if (j.n_train_files && hp->group_by_length)
-        return al_err(err, AL_EINVAL, "hyperparameters.group_by_length: not with several training_files (the "
-                      "mixture is drawn example by example)");
     const json_t *lora = json_object_get(o, "lora");
     if (lora && !json_is_null(lora)) {
         if (!json_is_object(lora)) return al_err(err, AL_EINVAL, "lora: must be an object or null");
@@ -982,9 +976,10 @@ int al_job_from_json(al_job *job, const json_t *o, char err[AL_ERRLEN]) {
                       "trained with)", j.method);
     const json_t *hy = json_object_get(o, "hygiene");
     if (hy && !json_is_null(hy)) {
-        if ((al_method_is_data(j.method) && !clean) || al_method_is_rl(j.method))
-            return al_err(err, AL_EINVAL, "hygiene: filters the training methods' data as it loads (clean a file "
-                          "for %s with a clean_data job first)", j.method);
+        /* an evaluation measures its file as given */
+        if (!strcmp(j.method, "evaluate"))
+            return al_err(err, AL_EINVAL, "hygiene: filters what a job trains on or generates from; evaluate "
+                          "measures its file as given (clean it with a clean_data job first)");
         if ((rc = al_hygiene_parse(hy, &j.hygiene, err))) return rc;
     }
     if (clean) {

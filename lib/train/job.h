@@ -6,12 +6,15 @@
  *    "model": DIR, "training_file": FILE | "task": {"name","rows","seed"}
  *                | "training_files": [{"file": FILE, "weight": W}, ...],
  *                  (mixed by weighted sampling, lib/text/mix.h; weight > 0,
- *                   default 1, normalised; one entry = training_file)
+ *                   default 1, normalised; one entry = training_file; not for
+ *                   the sampling jobs; fixed at its first epoch of draws
+ *                   for packing and group_by_length)
  *    "chat_template": NAME | JINJA,              (a built-in of lib/text/chat.h by
  *                     name, or template text: replaces or supplies the model's)
  *    "hygiene": {...},                           (lib/text/hygiene.h: filters applied
- *                     to training_file(s) as they load; the method clean_data
- *                     writes the filtered file instead, and needs no model)
+ *                     to training_file(s) as they load, RL prompts included,
+ *                     not in evaluate; the method clean_data writes the
+ *                     filtered file instead, and needs no model)
  *    "validation_file": FILE, "ref_model": DIR, "hyperparameters": {...},
  *    "lora": {...}|null, "seed": N, "output_dir": DIR,
  *    "eval_tasks": [{"name": TASK, "rows": N} | {"file": FILE, "name": NAME, "type": "loss"|
