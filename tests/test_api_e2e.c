@@ -424,6 +424,19 @@ static void test_evals(void) {
     j = dd_get(&D, "/v1/fine_tuning/jobs/ftjob-999/eval_results", &st);
     T_EQ_INT(st, 404);
     json_decref(j);
+    /* few-shot from an uploaded file, named by its id like the task's own */
+    snprintf(body, sizeof body, "{\"model\":\"tiny\",\"method\":\"evaluate\",\"eval_tasks\":[{\"file\":\"%s\","
+             "\"name\":\"fs\",\"num_fewshot\":1,\"fewshot_file\":\"%s\"}]}", fid, fid);
+    j = dd_post(&D, "/v1/fine_tuning/jobs", body, &st);
+    T_EQ_INT(st, 200);
+    snprintf(ev, sizeof ev, "%s", dd_str(j, "id"));
+    json_decref(j);
+    T_OK(dd_wait_job(&D, ev, "succeeded", 120, NULL));
+    snprintf(body, sizeof body, "{\"model\":\"tiny\",\"method\":\"evaluate\",\"eval_tasks\":[{\"file\":\"%s\","
+             "\"name\":\"fs\",\"num_fewshot\":1,\"fewshot_file\":\"file-999\"}]}", fid);
+    j = dd_post(&D, "/v1/fine_tuning/jobs", body, &st);
+    CHECK_ERR(j, st, 400, "file_not_found", "eval_tasks[0].fewshot_file");
+    json_decref(j);
 }
 
 static void test_job_errors(void) {

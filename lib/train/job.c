@@ -427,6 +427,63 @@ static int parse_train_files(al_job *job, const json_t *v, char err[AL_ERRLEN]) 
     return AL_OK;
 }
 
+/* A short string field (delimiters, stop strings): under n bytes, no NUL. */
+static int short_str(const json_t *x, char *out, size_t n) {
+    if (!json_is_string(x) || json_string_length(x) >= n || strlen(json_string_value(x)) != json_string_length(x))
+        return -1;
+    memcpy(out, json_string_value(x), json_string_length(x) + 1);
+    return 0;
+}
+
+/* A benchmark's few-shot settings and stop strings (lm-evaluation-harness's
+ * num_fewshot, fewshot_config.sampler, fewshot_delimiter,
+ * fewshot_as_multiturn, generation_kwargs.until). */
+static int parse_fewshot(al_eval_task *t, const json_t *e, const char *path, char err[AL_ERRLEN]) {
+    const json_t *x;
+    char p[96];
+    int rc;
+    if ((x = json_object_get(e, "num_fewshot")) && !json_is_null(x)) {
+        if (!json_is_integer(x) || json_integer_value(x) < 0 || json_integer_value(x) > 64)
+            return al_err(err, AL_EINVAL, "%s.num_fewshot: must be an integer in [0, 64]", path);
+        t->num_fewshot = (int)json_integer_value(x);
+    }
+    snprintf(p, sizeof p, "%s.fewshot_file", path);
+    if ((rc = get_str(e, "fewshot_file", p, t->fewshot_file, sizeof t->fewshot_file, 0, err))) return rc;
+    if ((x = json_object_get(e, "fewshot_sampler")) && !json_is_null(x)) {
+        const char *s = json_string_value(x);
+        if (!s || (strcmp(s, "default") && strcmp(s, "first_n")))
+            return al_err(err, AL_EINVAL, "%s.fewshot_sampler: must be \"default\" (seeded random) or \"first_n\"", path);
+        t->fewshot_first_n = !strcmp(s, "first_n");
+    }
+    if ((x = json_object_get(e, "fewshot_seed")) && !json_is_null(x)) {
+        if (!json_is_integer(x) || json_integer_value(x) < 0)
+            return al_err(err, AL_EINVAL, "%s.fewshot_seed: must be a non-negative integer", path);
+        t->fewshot_seed = (uint64_t)json_integer_value(x);
+    }
+    if ((x = json_object_get(e, "fewshot_delimiter")) && short_str(x, t->fewshot_delimiter, sizeof t->fewshot_delimiter))
+        return al_err(err, AL_EINVAL, "%s.fewshot_delimiter: must be a string under %zu bytes", path,
+                      sizeof t->fewshot_delimiter);
+    if ((x = json_object_get(e, "fewshot_as_multiturn"))) {
+        if (!json_is_boolean(x)) return al_err(err, AL_EINVAL, "%s.fewshot_as_multiturn: must be true or false", path);
+        t->fewshot_multiturn = json_is_true(x);
+        if (t->fewshot_multiturn && !t->chat_template)
+            return al_err(err, AL_EINVAL, "%s.fewshot_as_multiturn: needs chat_template (the shots become turns)", path);
+    }
+    if ((t->fewshot_file[0] || json_object_get(e, "fewshot_sampler")) && !t->num_fewshot)
+        return al_err(err, AL_EINVAL, "%s.num_fewshot: is 0, so the few-shot settings have no use", path);
+    if ((x = json_object_get(e, "until")) && !json_is_null(x)) {
+        size_t n = json_array_size(x);
+        if (!json_is_array(x) || n > 4)
+            return al_err(err, AL_EINVAL, "%s.until: must be a list of at most 4 stop strings", path);
+        for (size_t k = 0; k < n; k++)
+            if (short_str(json_array_get(x, k), t->until[k], sizeof t->until[k]) || !t->until[k][0])
+                return al_err(err, AL_EINVAL, "%s.until[%zu]: must be a non-empty string under %zu bytes", path, k,
+                              sizeof t->until[k]);
+        t->n_until = (int)n;
+    }
+    return AL_OK;
+}
+
 static int parse_eval_tasks(al_job *job, const json_t *v, char err[AL_ERRLEN]) {
     if (!json_is_array(v) || json_array_size(v) > AL_MAX_EVAL_TASKS)
         return al_err(err, AL_EINVAL, "eval_tasks: must be a list of at most %d entries", AL_MAX_EVAL_TASKS);
@@ -439,9 +496,14 @@ static int parse_eval_tasks(al_job *job, const json_t *v, char err[AL_ERRLEN]) {
         if (!json_is_object(e)) return al_err(err, AL_EINVAL, "%s: must be an object", path);
         t->grader = job->reward.grader;
         snprintf(t->delimiter, sizeof t->delimiter, " ");
+        snprintf(t->fewshot_delimiter, sizeof t->fewshot_delimiter, "\n\n");
+        t->fewshot_seed = 1234;
+        t->n_until = -1;
         if (json_object_get(e, "file")) {
             static const char *const keys[] = {"file", "name", "type", "grader", "max_new_tokens",
-                                               "target_delimiter", "limit", "chat_template", NULL};
+                                               "target_delimiter", "limit", "chat_template", "num_fewshot",
+                                               "fewshot_file", "fewshot_sampler", "fewshot_seed",
+                                               "fewshot_delimiter", "fewshot_as_multiturn", "until", NULL};
             char p[96];
             if ((rc = check_keys(e, path, keys, err))) return rc;
             snprintf(p, sizeof p, "%s.file", path);
@@ -483,6 +545,7 @@ static int parse_eval_tasks(al_job *job, const json_t *v, char err[AL_ERRLEN]) {
                 if (!json_is_boolean(x)) return al_err(err, AL_EINVAL, "%s.chat_template: must be true or false", path);
                 t->chat_template = json_is_true(x);
             }
+            if ((rc = parse_fewshot(t, e, path, err))) return rc;
         } else {
             uint64_t seed;
             if ((rc = parse_task(e, path, t->task, sizeof t->task, &t->rows, &seed, err))) return rc;
@@ -839,6 +902,8 @@ int al_job_refs(json_t *desc, al_ref_fn fn, void *ud, char err[AL_ERRLEN]) {
             snprintf(p, sizeof p, "%s[%zu].file", lists[k], i);
             json_t *e = json_array_get(l, i);
             if (json_is_object(e) && (rc = ref_one(&c, e, "file", 0, AL_REF_FILE, p))) return rc;
+            snprintf(p, sizeof p, "%s[%zu].fewshot_file", lists[k], i);
+            if (k == 1 && json_is_object(e) && (rc = ref_one(&c, e, "fewshot_file", 0, AL_REF_FILE, p))) return rc;
         }
     }
     json_t *rw = json_object_get(desc, "reward");
