@@ -300,9 +300,11 @@ static int check_keys(const json_t *o, const char *path, const char *const *allo
     return AL_OK;
 }
 
+/* {"name", "rows", "seed", "split"}; *split is -1 when not given (the
+ * method's default applies: see job.h). */
 static int parse_task(const json_t *v, const char *path, char *name, size_t name_n, long *rows,
-                      uint64_t *seed, char err[AL_ERRLEN]) {
-    static const char *const keys[] = {"name", "rows", "seed", NULL};
+                      uint64_t *seed, int *split, char err[AL_ERRLEN]) {
+    static const char *const keys[] = {"name", "rows", "seed", "split", NULL};
     char p[96];
     if (!json_is_object(v)) return al_err(err, AL_EINVAL, "%s: must be an object", path);
     int rc = check_keys(v, path, keys, err);
@@ -310,7 +312,7 @@ static int parse_task(const json_t *v, const char *path, char *name, size_t name
     snprintf(p, sizeof p, "%s.name", path);
     if ((rc = get_str(v, "name", p, name, name_n, 1, err))) return rc;
     al_task_row row;
-    if (al_task_row_get(name, 0, 0, &row) != AL_OK) {
+    if (al_task_row_get(name, AL_SPLIT_ALL, 0, 0, &row) != AL_OK) {
         char list[128] = "";
         size_t len = 0;
         for (const char *const *t = al_task_names(); *t; t++)
@@ -326,6 +328,10 @@ static int parse_task(const json_t *v, const char *path, char *name, size_t name
         return al_err(err, AL_EINVAL, "%s.seed: must be a non-negative integer", path);
     if (r) *rows = (long)json_integer_value(r);
     if (s) *seed = (uint64_t)json_integer_value(s);
+    const json_t *sp = json_object_get(v, "split");
+    *split = -1;
+    if (sp && (!json_is_string(sp) || (*split = al_task_split_parse(json_string_value(sp))) < 0))
+        return al_err(err, AL_EINVAL, "%s.split: must be \"train\", \"test\" or \"all\"", path);
     return AL_OK;
 }
 
@@ -400,7 +406,9 @@ static int parse_eval_tasks(al_job *job, const json_t *v, char err[AL_ERRLEN]) {
             if ((rc = get_str(e, "name", p, t->name, sizeof t->name, 1, err))) return rc;
         } else {
             uint64_t seed;
-            if ((rc = parse_task(e, path, t->task, sizeof t->task, &t->rows, &seed, err))) return rc;
+            int split;
+            if ((rc = parse_task(e, path, t->task, sizeof t->task, &t->rows, &seed, &split, err))) return rc;
+            t->split = split < 0 ? AL_SPLIT_TEST : split;
             memcpy(t->name, t->task, sizeof t->task); /* task (32) fits name (64) */
         }
         job->n_eval_tasks = (int)i + 1;
@@ -697,8 +705,11 @@ int al_job_from_json(al_job *job, const json_t *o, char err[AL_ERRLEN]) {
     if (task && !json_is_null(task)) {
         if (j.training_file[0])
             return al_err(err, AL_EINVAL, "task: give either training_file or task, not both");
-        if ((rc = parse_task(task, "task", j.task, sizeof j.task, &j.task_rows, &j.task_seed, err)))
+        int split;
+        if ((rc = parse_task(task, "task", j.task, sizeof j.task, &j.task_rows, &j.task_seed, &split, err)))
             return rc;
+        /* training draws from the train split, evaluation from the held-out one */
+        j.task_split = split >= 0 ? split : !strcmp(j.method, "evaluate") ? AL_SPLIT_TEST : AL_SPLIT_TRAIN;
     } else if (!j.training_file[0]) {
         return al_err(err, AL_EINVAL, "training_file: is required (or name a built-in task)");
     }
@@ -776,6 +787,15 @@ int al_job_from_json(al_job *job, const json_t *o, char err[AL_ERRLEN]) {
     for (int i = 0; i < N_FIELDS; i++) json_object_set_new(h, fields[i].name, field_json(hp, &fields[i]));
     json_object_set_new(res, "hyperparameters", h);
     json_object_set_new(res, "seed", json_integer((json_int_t)hp->seed));
+    /* the splits the built-in tasks resolved to */
+    json_t *rt = json_object_get(res, "task");
+    if (j.task[0] && json_is_object(rt))
+        json_object_set_new(rt, "split", json_string(al_task_split_name(j.task_split)));
+    json_t *ret = json_object_get(res, "eval_tasks");
+    for (int i = 0; i < j.n_eval_tasks; i++)
+        if (j.eval_tasks[i].task[0] && json_is_object(json_array_get(ret, (size_t)i)))
+            json_object_set_new(json_array_get(ret, (size_t)i), "split",
+                                json_string(al_task_split_name(j.eval_tasks[i].split)));
     if (j.use_lora) {
         json_t *l = json_pack("{s:i, s:f, s:f, s:s, s:b}", "r", j.lora.r, "alpha", (double)j.lora.alpha,
                               "dropout", 0.0, "target_modules", j.lora.targets, "merge", j.lora_merge);

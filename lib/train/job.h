@@ -3,7 +3,7 @@
  *
  *   {"method": "sft"|"pretrain"|"reward_model"|"dpo"|"kto"|"orpo"|"simpo"
  *              |"ppo"|"grpo"|"rloo"|"generate_preferences"|"evaluate"|"critique_revise",
- *    "model": DIR, "training_file": FILE | "task": {"name","rows","seed"},
+ *    "model": DIR, "training_file": FILE | "task": {"name","rows","seed","split"},
  *    "validation_file": FILE, "ref_model": DIR, "hyperparameters": {...},
  *    "lora": {...}|null, "seed": N, "output_dir": DIR,
  *    "eval_tasks": [{"name": TASK, "rows": N} | {"file": FILE, "name": NAME}],
@@ -18,6 +18,10 @@
  *    "critic_model": DIR,                       (ppo: the separate critic's start)
  *    "model_b": DIR,                            (evaluate: the model A is compared with)
  *    "principles": ["..."]}                     (critique_revise; default: the judge's)
+ *
+ * A built-in task's "split" (lib/tasks/tasks.h) defaults to "test" for
+ * evaluate jobs and eval_tasks and to "train" for every other method, so
+ * that what a job is measured on was never trained on.
  *
  * Every hyper-parameter left out (or given as "auto") takes TRL's default
  * for the method; every bad value is an AL_EINVAL whose message starts with
@@ -42,6 +46,7 @@ typedef struct al_eval_task {
     char task[32];             /* built-in task, or "" for a file */
     char file[AL_PATH_MAX];
     long rows;
+    int split;                 /* al_task_split: "test" unless the job says otherwise */
 } al_eval_task;
 
 /* Reward sources of an RL or sampling job, combined as
@@ -76,6 +81,7 @@ typedef struct al_job {
     char task[32];                     /* built-in task name or "" */
     long task_rows;
     uint64_t task_seed;
+    int task_split;                    /* al_task_split: test for evaluate, else train */
     char output_dir[AL_PATH_MAX];
     al_hparams hp;
     int use_lora;

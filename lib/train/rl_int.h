@@ -17,11 +17,11 @@ typedef struct rl_prompts {
     al_example *sft;
 } rl_prompts;
 
-/* From the job's built-in task (rows rows of job->task with seed) when
- * from_task, else from the JSONL file (prompt-only or prompt/completion
- * rows; what names the field in errors). */
+/* From the job's built-in task (rows rows of job->task's split with seed)
+ * when from_task, else from the JSONL file (prompt-only or
+ * prompt/completion rows; what names the field in errors). */
 int rl_prompts_load(rl_prompts *p, const al_job *job, const al_chat *chat, int from_task, long rows,
-                    uint64_t seed, const char *file, const char *what, int want_sft, char err[AL_ERRLEN]);
+                    uint64_t seed, int split, const char *file, const char *what, int want_sft, char err[AL_ERRLEN]);
 void rl_prompts_free(rl_prompts *p);
 
 /* Samples completions of n prompts in chunks (al_generate): ids (n,

@@ -124,8 +124,9 @@ static void mput(al_metric *m, int *n, const char *name, double v) {
 
 /* The job's prompts, encoded with chat. */
 static int load_prompts(const al_job *job, const al_chat *chat, rl_prompts *p, char err[AL_ERRLEN]) {
-    if (job->task[0]) return rl_prompts_load(p, job, chat, 1, job->task_rows, job->task_seed, NULL, "task", 0, err);
-    return rl_prompts_load(p, job, chat, 0, 0, 0, job->training_file, "training_file", 0, err);
+    if (job->task[0])
+        return rl_prompts_load(p, job, chat, 1, job->task_rows, job->task_seed, job->task_split, NULL, "task", 0, err);
+    return rl_prompts_load(p, job, chat, 0, 0, 0, 0, job->training_file, "training_file", 0, err);
 }
 
 static int stopped(const al_train_cb *cb, long done, char err[AL_ERRLEN]) {
