@@ -563,6 +563,8 @@ typedef struct runlog {
     int n_judge;
     int has[8];
     int warns, samples;
+    int clip_warns;           /* warnings that every update was clipped */
+    int has_verifiable;       /* steps logging rewards/verifiable/mean */
     double blank; /* generate_preferences' last blank_completions */
 } runlog;
 
@@ -580,6 +582,7 @@ static void on_log(void *ud, long step, double epoch, const al_metric *m, int n)
     for (int i = 0; i < n; i++) {
         if (!strcmp(m[i].name, "loss") && step > 0 && l->n_loss < 16) l->loss[l->n_loss++] = m[i].value;
         if (!strcmp(m[i].name, "blank_completions")) l->blank = m[i].value;
+        if (!strcmp(m[i].name, "rewards/verifiable/mean") && step > 0) l->has_verifiable++;
         if (!strcmp(m[i].name, "rewards/judge/mean") && step > 0 && l->n_judge < 16)
             l->judge[l->n_judge++] = m[i].value;
         for (int k = 0; k < 8 && g_want; k++)
@@ -588,8 +591,8 @@ static void on_log(void *ud, long step, double epoch, const al_metric *m, int n)
 }
 
 static void on_event(void *ud, al_log_level lvl, const char *msg) {
-    (void)msg;
     if (lvl <= AL_LOG_WARN) ((runlog *)ud)->warns++;
+    if (lvl <= AL_LOG_WARN && strstr(msg, "exceeded max_grad_norm")) ((runlog *)ud)->clip_warns++;
 }
 
 static void on_sample(void *ud, long step, const char *p, const char *c, double r) {
@@ -779,6 +782,28 @@ static void test_runs(const char *tmp, const char *base, const char *rm) {
     T_EQ_INT(res.n_output_files, 2);
     T_STR_EQ(res.output_files[0].purpose, "sft");
     T_STR_EQ(res.output_files[1].purpose, "pairs");
+
+    /* Clipping at every update for HEALTH_WINDOW (10) steps is worth a
+     * warning, once; a norm that is never clipped is not. The reward model
+     * alone scores here, yet the samples' exact match is logged (weight 0:
+     * the true accuracy beside the learned reward). */
+    const char *CLIP = "{\"method\":\"grpo\",\"model\":\"%s\",\"task\":{\"name\":\"addition2\",\"rows\":64},"
+                       "\"reward\":{\"reward_model\":\"%s\"},\"hyperparameters\":{\"batch_size\":8,\"num_generations\":4,"
+                       "\"max_steps\":%d,\"learning_rate\":0.0001,\"max_completion_length\":4,\"logging_steps\":1,"
+                       "\"max_grad_norm\":%g,\"save_steps\":0},\"output_dir\":\"%s/clip\",\"seed\":4}";
+    runlog cw = {0};
+    snprintf(json, sizeof json, CLIP, base, rm, 12, 1e-9, tmp);
+    T_OK(run_job(json, NULL, &cw, &res));
+    T_EQ_INT(cw.clip_warns, 1);
+    T_EQ_INT(cw.has_verifiable, 12);
+    runlog cw2 = {0};
+    snprintf(json, sizeof json, CLIP, base, rm, 9, 1e-9, tmp);
+    T_OK(run_job(json, NULL, &cw2, &res));
+    T_EQ_INT(cw2.clip_warns, 0); /* 9 steps: not yet a pattern */
+    runlog cw3 = {0};
+    snprintf(json, sizeof json, CLIP, base, rm, 12, 1e6, tmp);
+    T_OK(run_job(json, NULL, &cw3, &res));
+    T_EQ_INT(cw3.clip_warns, 0);
 
     /* a missing reward model is an error naming the field */
     snprintf(json, sizeof json,

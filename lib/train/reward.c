@@ -385,10 +385,10 @@ int al_rewarder_score(al_rewarder *rw, int n, int G, const char *const *prompts,
     }
     for (int i = 0; i < n; i++) {
         double r = 0, v = NAN;
-        if (c->verifiable != 0) {
-            v = answers[i] ? al_reward_verifiable(answers[i], completions[i], c->partial) : 0.0;
-            r += c->verifiable * v;
-        }
+        /* scored whenever the row has an answer, also at weight 0: the
+         * true accuracy of the samples beside a learned reward (hacking) */
+        if (answers[i]) v = al_reward_verifiable(answers[i], completions[i], c->partial);
+        if (c->verifiable != 0) r += c->verifiable * (answers[i] ? v : 0.0);
         double m = NAN;
         if (rm) {
             m = rm[i];
