@@ -338,6 +338,94 @@ static void test_job_lifecycle(void) {
     json_decref(j);
 }
 
+/* Benchmarks through the API: a file uploaded with purpose "evals" is
+ * validated as one; an evaluate job scores two models on it and an SFT
+ * job's eval_tasks measure its start and its end; the results are stored
+ * with the jobs and served, each naming the model it measured. */
+static void test_evals(void) {
+    long st;
+    const char *mc = "{\"question\": \"1+1=\", \"choices\": [\"2\", \"3\"], \"answer\": 0}\n"
+                     "{\"question\": \"2+2=\", \"choices\": [\"5\", \"4\"], \"answer\": \"4\"}\n";
+    dd_resp r;
+    dd_request(&D, "POST", "/v1/files?purpose=evals&filename=mc.jsonl", mc, strlen(mc), "application/jsonl", NULL, 0, &r);
+    json_t *f = dd_json_(&r, &st);
+    T_EQ_INT(st, 200);
+    T_STR_EQ(dd_str(f, "status"), "processed");
+    T_STR_EQ(dd_str(f, "purpose"), "evals");
+    T_STR_EQ(dd_str(json_object_get(f, "validation"), "format"), "multiple_choice");
+    char fid[64];
+    snprintf(fid, sizeof fid, "%s", dd_str(f, "id"));
+    json_decref(f);
+    const char *bad = "{\"question\": \"q\", \"choices\": [\"a\"], \"answer\": 0}\n";
+    dd_request(&D, "POST", "/v1/files?purpose=evals&filename=bad.jsonl", bad, strlen(bad), "application/jsonl", NULL, 0, &r);
+    f = dd_json_(&r, &st);
+    T_EQ_INT(st, 400);
+    T_STR_EQ(dd_str(json_object_get(f, "error"), "message"),
+             "The file is not a benchmark file: line 1: choices must be a list of 2 to 1000 strings");
+    json_decref(f);
+    char body[1024];
+    snprintf(body, sizeof body,
+             "{\"model\":\"tiny\",\"model_b\":\"%s\",\"method\":\"evaluate\","
+             "\"eval_tasks\":[{\"file\":\"%s\",\"name\":\"sums_mc\"}]}", g_ft_model, fid);
+    json_t *j = dd_post(&D, "/v1/fine_tuning/jobs", body, &st);
+    T_EQ_INT(st, 200);
+    char ev[64], sft[64];
+    snprintf(ev, sizeof ev, "%s", dd_str(j, "id"));
+    json_decref(j);
+    snprintf(body, sizeof body,
+             "{\"model\":\"tiny\",\"method\":\"sft\",\"task\":{\"name\":\"addition\",\"rows\":64},"
+             "\"hyperparameters\":{\"max_steps\":3,\"batch_size\":4,\"max_length\":16},"
+             "\"eval_tasks\":[{\"file\":\"%s\",\"name\":\"sums_mc\"}]}", fid);
+    j = dd_post(&D, "/v1/fine_tuning/jobs", body, &st);
+    T_EQ_INT(st, 200);
+    snprintf(sft, sizeof sft, "%s", dd_str(j, "id"));
+    json_decref(j);
+    T_OK(dd_wait_job(&D, ev, "succeeded", 120, NULL));
+    json_t *done = NULL;
+    T_OK(dd_wait_job(&D, sft, "succeeded", 120, &done));
+    char path[256];
+    snprintf(path, sizeof path, "/v1/fine_tuning/jobs/%s/eval_results", ev);
+    j = dd_get(&D, path, &st);
+    T_EQ_INT(st, 200);
+    json_t *data = json_object_get(j, "data");
+    T_EQ_INT(json_array_size(data), 2);
+    json_t *a = json_array_get(data, 0), *b = json_array_get(data, 1);
+    T_STR_EQ(dd_str(a, "object"), "fine_tuning.job.eval_result");
+    T_STR_EQ(dd_str(a, "task"), "sums_mc");
+    T_STR_EQ(dd_str(a, "type"), "multiple_choice");
+    T_STR_EQ(dd_str(a, "role"), "model");
+    T_STR_EQ(dd_str(a, "model"), "tiny");
+    T_STR_EQ(dd_str(b, "model"), g_ft_model);
+    T_EQ_INT(json_integer_value(json_object_get(a, "n")), 2);
+    json_t *acc = json_object_get(json_object_get(a, "metrics"), "acc");
+    T_TRUE(json_is_number(acc) && json_number_value(acc) >= 0 && json_number_value(acc) <= 1);
+    T_TRUE(json_object_get(json_object_get(a, "metrics"), "acc_norm_stderr") != NULL);
+    json_decref(j);
+    /* the SFT job: its start at step 0, the fine-tune at its last step */
+    snprintf(path, sizeof path, "/v1/fine_tuning/jobs/%s/eval_results", sft);
+    j = dd_get(&D, path, &st);
+    data = json_object_get(j, "data");
+    T_EQ_INT(json_array_size(data), 2);
+    T_EQ_INT(json_integer_value(json_object_get(json_array_get(data, 0), "step")), 0);
+    T_STR_EQ(dd_str(json_array_get(data, 0), "model"), "tiny");
+    T_EQ_INT(json_integer_value(json_object_get(json_array_get(data, 1), "step")), 3);
+    T_STR_EQ(dd_str(json_array_get(data, 1), "model"), dd_str(done, "fine_tuned_model"));
+    json_decref(j);
+    /* the job object carries each task's last result */
+    json_t *er = json_object_get(done, "eval_results");
+    T_EQ_INT(json_array_size(er), 1);
+    T_EQ_INT(json_integer_value(json_object_get(json_array_get(er, 0), "step")), 3);
+    json_decref(done);
+    /* its metrics too */
+    snprintf(path, sizeof path, "/v1/fine_tuning/jobs/%s/metrics?keys=eval/sums_mc/acc", sft);
+    j = dd_get(&D, path, &st);
+    T_EQ_INT(json_array_size(json_object_get(j, "data")), 2);
+    json_decref(j);
+    j = dd_get(&D, "/v1/fine_tuning/jobs/ftjob-999/eval_results", &st);
+    T_EQ_INT(st, 404);
+    json_decref(j);
+}
+
 static void test_job_errors(void) {
     long st;
     struct {
@@ -396,6 +484,91 @@ static void test_job_errors(void) {
     json_decref(j);
 }
 
+/* The data features through the API: CSV and JSON-array uploads, a job
+ * mixing two files with a built-in chat template (echoed by the job
+ * object), their errors by path, and clean_data (no model) writing a new
+ * file. */
+static void test_data_jobs(void) {
+    long st;
+    const char *csv = "instruction,input,output\nAdd,2 and 2,4\nAdd,3 and 5,8\nDouble,7,14\n";
+    json_t *f = dd_upload(&D, "alpaca.csv", csv, strlen(csv), &st);
+    T_EQ_INT(st, 200);
+    T_STR_EQ(dd_str(f, "status"), "processed");
+    const json_t *v = json_object_get(f, "validation");
+    T_STR_EQ(dd_str(v, "file_format"), "csv");
+    T_STR_EQ(dd_str(v, "format"), "alpaca");
+    char a[64], b[64], body[1024], path[256];
+    snprintf(a, sizeof a, "%s", dd_str(f, "id"));
+    json_decref(f);
+    const char *arr = "[{\"conversations\":[{\"from\":\"human\",\"value\":\"1+1\"},{\"from\":\"gpt\",\"value\":\"2\"}]},\n"
+                      " {\"conversations\":[{\"from\":\"human\",\"value\":\"2+3\"},{\"from\":\"gpt\",\"value\":\"5\"}]}]";
+    f = dd_upload(&D, "chats.json", arr, strlen(arr), &st);
+    T_EQ_INT(st, 200);
+    T_STR_EQ(dd_str(json_object_get(f, "validation"), "format"), "sharegpt");
+    snprintf(b, sizeof b, "%s", dd_str(f, "id"));
+    json_decref(f);
+    snprintf(body, sizeof body,
+             "{\"model\":\"tiny\",\"method\":\"sft\",\"training_files\":[{\"file\":\"%s\",\"weight\":0.7},"
+             "{\"file\":\"%s\",\"weight\":0.3}],\"chat_template\":\"chatml\",\"hyperparameters\":{\"max_steps\":2,"
+             "\"batch_size\":2,\"max_length\":64}}", a, b);
+    json_t *j = dd_post(&D, "/v1/fine_tuning/jobs", body, &st);
+    T_EQ_INT(st, 200);
+    T_EQ_INT(json_array_size(json_object_get(j, "training_files")), 2);
+    T_STR_EQ(dd_str(j, "chat_template"), "chatml");
+    char id[64];
+    snprintf(id, sizeof id, "%s", dd_str(j, "id"));
+    json_decref(j);
+    T_OK(dd_wait_job(&D, id, "succeeded", 120, NULL));
+    /* errors by path */
+    struct { const char *fmt, *code, *param; } bad[] = {
+        {"{\"model\":\"tiny\",\"method\":\"sft\",\"training_files\":[{\"file\":\"%s\"},{\"file\":\"%s\",\"weight\":-1}]}",
+         "invalid_value", "training_files[1].weight"},
+        {"{\"model\":\"tiny\",\"method\":\"sft\",\"training_files\":[{\"file\":\"%s\"},{\"file\":\"file-999%s\"}]}",
+         "file_not_found", "training_files[1].file"},
+        {"{\"model\":\"tiny\",\"method\":\"sft\",\"training_file\":\"%s\",\"chat_template\":\"vicuna%s\"}",
+         "invalid_value", "chat_template"},
+        {"{\"method\":\"clean_data\",\"training_file\":\"%s\",\"hygiene\":{\"near_duplicates\":{\"bands\":%s}}}",
+         "invalid_value", "hygiene.near_duplicates.bands"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        snprintf(body, sizeof body, bad[i].fmt, a, i == 3 ? "7" : i == 0 ? b : "");
+        j = dd_post(&D, "/v1/fine_tuning/jobs", body, &st);
+        CHECK_ERR(j, st, 400, bad[i].code, bad[i].param);
+        json_decref(j);
+    }
+    /* clean_data: a file job without a model */
+    const char *dup = "{\"text\":\"The quick brown fox jumps over the lazy dog near the quiet river bank today\"}\n"
+                      "{\"text\":\"the quick brown fox jumps over the lazy dog near the quiet river bank today!\"}\n"
+                      "{\"text\":\"An entirely different sentence about mountains, valleys and long winding roads\"}\n";
+    f = dd_upload(&D, "dups.jsonl", dup, strlen(dup), &st);
+    snprintf(a, sizeof a, "%s", dd_str(f, "id"));
+    json_decref(f);
+    snprintf(body, sizeof body, "{\"method\":\"clean_data\",\"training_file\":\"%s\",\"hygiene\":{\"near_duplicates\":true}}", a);
+    j = dd_post(&D, "/v1/fine_tuning/jobs", body, &st);
+    T_EQ_INT(st, 200);
+    snprintf(id, sizeof id, "%s", dd_str(j, "id"));
+    json_decref(j);
+    T_OK(dd_wait_job(&D, id, "succeeded", 60, NULL));
+    snprintf(path, sizeof path, "/v1/fine_tuning/jobs/%s", id);
+    j = dd_get(&D, path, &st);
+    const char *out = json_string_value(json_array_get(json_object_get(j, "result_files"), 0));
+    T_TRUE(out != NULL);
+    if (out) {
+        snprintf(path, sizeof path, "/v1/files/%s", out);
+        f = dd_get(&D, path, &st);
+        T_STR_EQ(dd_str(f, "status"), "processed");
+        T_EQ_INT(json_integer_value(json_object_get(json_object_get(f, "validation"), "rows")), 2);
+        json_decref(f);
+    }
+    json_decref(j);
+    snprintf(path, sizeof path, "/v1/fine_tuning/jobs/%s/metrics?keys=rows_kept,hygiene/near_duplicates", id);
+    j = dd_get(&D, path, &st);
+    const json_t *m = json_object_get(json_array_get(json_object_get(j, "data"), 0), "metrics");
+    T_NEAR(json_number_value(json_object_get(m, "rows_kept")), 2, 0);
+    T_NEAR(json_number_value(json_object_get(m, "hygiene/near_duplicates")), 1, 0);
+    json_decref(j);
+}
+
 static void test_estimate(void) {
     long st;
     json_t *j = dd_post(&D, "/v1/jobs/estimate",
@@ -409,6 +582,13 @@ static void test_estimate(void) {
     json_decref(j);
     j = dd_post(&D, "/v1/jobs/estimate", "{\"method\":\"sft\"}", &st);
     CHECK_ERR(j, st, 400, "missing_field", "model");
+    json_decref(j);
+    /* a batch no micro-batch can hold is refused when validated, not at run time */
+    j = dd_post(&D, "/v1/fine_tuning/jobs",
+                "{\"model\":\"tiny\",\"method\":\"sft\",\"task\":{\"name\":\"addition\",\"rows\":100},"
+                "\"hyperparameters\":{\"max_steps\":1,\"batch_size\":65536}}",
+                &st);
+    CHECK_ERR(j, st, 400, "invalid_value", "hyperparameters.batch_size");
     json_decref(j);
 }
 
@@ -538,6 +718,15 @@ static void test_models(void) {
     json_decref(j);
     j = dd_post(&D, "/v1/models", "{\"path\":\"nomodel\"}", &st);
     CHECK_ERR(j, st, 422, "invalid_model", "path");
+    json_decref(j);
+    /* a tokenizer with ids past the model's vocab_size (260 here, up to 270
+     * in tok_tiny) is refused at registration, not at the first generation */
+    const char *src = __FILE__;
+    T_OK(dd_sh("cp -r '%s/tiny' '%s/badtok' && cp '%.*s/data/tok_tiny/tokenizer.json' '%s/badtok/'", g_models,
+               g_models, (int)(strrchr(src, '/') - src), src, g_models));
+    j = dd_post(&D, "/v1/models", "{\"path\":\"badtok\"}", &st);
+    CHECK_ERR(j, st, 422, "invalid_model", "path");
+    T_TRUE(strstr(dd_str(json_object_get(j, "error"), "message"), "vocab_size 260") != NULL);
     json_decref(j);
     /* served right away */
     j = dd_post(&D, "/v1/completions",
@@ -770,13 +959,17 @@ int main(void) {
     }
     char state[1200];
     snprintf(state, sizeof state, "%s/state", g_tmp);
-    dd_opts o = {.state_dir = state, .models_dir = g_models};
+    /* test_concurrent's 200 clients all come from 127.0.0.1 */
+    const char *args[] = {"--max-connections-per-ip", "256", NULL};
+    dd_opts o = {.state_dir = state, .models_dir = g_models, .args = args};
     if (dd_start(&D, &o)) return 1;
 
     test_health_and_dashboard();
     test_files();
     test_job_lifecycle();
+    test_evals();
     test_job_errors();
+    test_data_jobs();
     test_estimate();
     test_inference();
     test_cancel_pause_resume();

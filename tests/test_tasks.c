@@ -30,7 +30,7 @@ static void test_rows(void) {
         T_EQ_INT(atoi(a.answer), (int)(x + y));
     }
     T_TRUE(al_task_correct(&a, "") == 0);
-    char padded[80];
+    char padded[sizeof a.answer + 8];
     snprintf(padded, sizeof padded, "%s \n", a.answer);
     T_TRUE(al_task_correct(&a, padded)); /* trailing whitespace is trimmed */
 }

@@ -2623,14 +2623,15 @@ static int parse_tokenizer_config(ld *L, json_t *cfg) {
     return AL_OK;
 }
 
-/* Reads and parses one JSON file; AL_ENOENT passes through untouched. */
-static int load_json(const char *path, json_t **out, char err[AL_ERRLEN]) {
+/* Reads and parses one JSON file; AL_ENOENT passes through untouched.
+ * flags: extra jansson decoding flags. */
+static int load_json_ex(const char *path, int flags, json_t **out, char err[AL_ERRLEN]) {
     char *buf = NULL;
     size_t n = 0;
     int rc = al_file_read(path, TOK_MAX_FILE, &buf, &n, err);
     if (rc != AL_OK) return rc;
     json_error_t je;
-    json_t *root = json_loadb(buf, n, JSON_DECODE_ANY, &je);
+    json_t *root = json_loadb(buf, n, JSON_DECODE_ANY | (size_t)flags, &je);
     free(buf);
     if (!root)
         return al_err(err, AL_EFORMAT, "%s: not valid JSON: line %d column %d: %s", path, je.line,
@@ -2639,17 +2640,26 @@ static int load_json(const char *path, json_t **out, char err[AL_ERRLEN]) {
     return AL_OK;
 }
 
+static int load_json(const char *path, json_t **out, char err[AL_ERRLEN]) {
+    return load_json_ex(path, 0, out, err);
+}
+
 /* Whether <dir>/config.json declares the byte tokenizer's vocab_size. */
-static int config_wants_bytes(const char *dir) {
+/* vocab_size of <dir>/config.json, 0 when there is none. */
+static int config_vocab_size(const char *dir) {
     char path[4096];
-    if (al_path_join(path, sizeof path, dir, "config.json") != AL_OK) return 0;
+    if (al_path_join(path, sizeof path, dir, "config.json") != AL_OK || !al_file_exists(path)) return 0;
     json_t *root = NULL;
     if (load_json(path, &root, NULL) != AL_OK) return 0;
     json_t *v = json_object_get(root, "vocab_size");
-    int yes = json_is_integer(v) && json_integer_value(v) == 260;
+    int n = json_is_integer(v) && json_integer_value(v) > 0 && json_integer_value(v) < INT32_MAX
+                ? (int)json_integer_value(v)
+                : 0;
     json_decref(root);
-    return yes;
+    return n;
 }
+
+static int config_wants_bytes(const char *dir) { return config_vocab_size(dir) == 260; }
 
 /* base_model_name_or_path of <dir>/adapter_config.json, resolved as the model
  * loader does (absolute, else relative to the adapter folder when that
@@ -2743,7 +2753,9 @@ int al_tok_load(al_tok **out, const char *dir, char err[AL_ERRLEN]) {
     int have_cfg = al_file_exists(cpath);
     if (have_cfg) {
         json_t *cfg = NULL;
-        if ((rc = load_json(cpath, &cfg, err)) != AL_OK) goto fail;
+        /* integers there are only lengths, some beyond 64 bits (Llama 3.1's
+         * model_max_length is 1e30): read them as reals */
+        if ((rc = load_json_ex(cpath, JSON_DECODE_INT_AS_REAL, &cfg, err)) != AL_OK) goto fail;
         ld C = {t, cpath, err};
         rc = parse_tokenizer_config(&C, cfg);
         json_decref(cfg);
@@ -2768,6 +2780,17 @@ int al_tok_load(al_tok **out, const char *dir, char err[AL_ERRLEN]) {
         if (t->bos >= 0 && !(t->bos_str = xstrndup(t->id_str[t->bos], t->id_len[t->bos]))) rc = AL_ENOMEM;
         if (t->eos >= 0 && !(t->eos_str = xstrndup(t->id_str[t->eos], t->id_len[t->eos]))) rc = AL_ENOMEM;
         if (rc != AL_OK) goto fail;
+    }
+    /* The model beside it needs a row for every id: an id past its
+     * vocab_size would only fail later, inside a forward pass. */
+    int vocab = config_vocab_size(dir);
+    if (vocab > 0 && al_tok_vocab_size(t) > vocab) {
+        int32_t top = al_tok_vocab_size(t) - 1;
+        const char *ts = al_tok_str(t, top);
+        rc = al_err(err, AL_EFORMAT,
+                    "%s: token id %d (\"%.40s\") is outside the model's vocabulary (config.json vocab_size %d)",
+                    path, top, ts ? ts : "", vocab);
+        goto fail;
     }
     *out = t;
     return AL_OK;

@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "../io.h"
@@ -24,7 +25,11 @@ size_t al_config_num_params(const al_model_config *c, int score_head) {
         per = 4 * C + (q + 2 * kv + 3 * C) + (q + C) + (2 * C * FF + FF + C);
         n += 2 * C;
     } else {
-        per = 2 * C + q + 2 * kv + q + 3 * C * FF;
+        /* norms: 2 (Llama), 4 (Gemma), 2 after the branches only (OLMo-2) */
+        size_t norms = (size_t)((c->no_pre_norm ? 0 : 2) + (c->post_norm ? 2 : 0));
+        per = norms * C + q + 2 * kv + q + 3 * C * FF;
+        if (c->qk_norm == AL_QK_HEAD) per += 2 * (size_t)c->HD;
+        if (c->qk_norm == AL_QK_ALL) per += (size_t)(c->NH + c->NKV) * (size_t)c->HD;
         if (c->attn_bias) per += (size_t)(c->NH + 2 * c->NKV) * (size_t)c->HD;
         if (c->o_bias) per += C;
         if (c->mlp_bias) per += 2 * FF + C;
@@ -57,6 +62,11 @@ static size_t lora_params(const al_model_config *c, const al_lora_cfg *l) {
         if (targeted(l->targets, "c_attn")) per += r * (C + qo + 2 * kv);
         if (targeted(l->targets, "c_proj")) per += r * (qo + C) + r * (FF + C);
         if (targeted(l->targets, "c_fc")) per += r * (C + FF);
+    } else if (c->fused_proj) { /* Phi-3 */
+        if (targeted(l->targets, "qkv_proj")) per += r * (C + qo + 2 * kv);
+        if (targeted(l->targets, "o_proj")) per += r * (qo + C);
+        if (targeted(l->targets, "gate_up_proj")) per += r * (C + 2 * FF);
+        if (targeted(l->targets, "down_proj")) per += r * (FF + C);
     } else {
         if (targeted(l->targets, "q_proj")) per += r * (C + qo);
         if (targeted(l->targets, "k_proj")) per += r * (C + kv);
@@ -80,12 +90,24 @@ static int model_config(const char *dir, al_model_config *cfg, char err[AL_ERRLE
     return rc ? rc : al_config_load(cfg, base, err);
 }
 
+static void clean_estimate(const char *path, al_estimate *e) {
+    struct stat st;
+    if (stat(path, &st) == 0) e->memory_bytes = (size_t)st.st_size * 4 + ((size_t)16 << 20);
+    e->steps = 1;
+}
+
 static const char *data_method(const char *m) {
     if (!strcmp(m, "ppo") || !strcmp(m, "grpo") || !strcmp(m, "rloo")) return "rl";
     return m;
 }
 
 int al_job_estimate(const al_job *job, al_estimate *out, char err[AL_ERRLEN]) {
+    if (!strcmp(job->method, "clean_data")) {
+        /* no model: the file's bytes a few times over (rows, report, output) */
+        memset(out, 0, sizeof *out);
+        clean_estimate(job->training_file, out);
+        return AL_OK;
+    }
     al_model_config cfg;
     int rc = model_config(job->model, &cfg, err);
     if (rc) return rc;
@@ -135,11 +157,18 @@ int al_job_estimate(const al_job *job, al_estimate *out, char err[AL_ERRLEN]) {
         }
         e.examples = job->task_rows;
         tok_per_ex = n ? sum / (double)n : 0;
-    } else if (job->training_file[0]) {
+    } else {
+        /* training_file, or each of training_files: an epoch is all their
+         * examples, drawn from each file in proportion to its weight */
         al_data_opts o = {.method = data_method(job->method), .max_length = job->hp.max_length,
                           .dedupe = job->hp.dedupe};
-        al_dataset *ds = NULL;
-        if (!(rc = al_dataset_read_file(job->training_file, chat, &o, &ds, err))) {
+        int nf = job->n_train_files ? job->n_train_files : job->training_file[0] ? 1 : 0;
+        double wsum = 0;
+        for (int f = 0; f < job->n_train_files; f++) wsum += job->train_files[f].weight;
+        for (int f = 0; f < nf && !rc; f++) {
+            al_dataset *ds = NULL;
+            const char *path = job->n_train_files ? job->train_files[f].file : job->training_file;
+            if ((rc = al_dataset_read_file(path, chat, &o, &ds, err))) break;
             double sum = 0;
             for (int i = 0; i < ds->n_ex; i++)
                 for (int k = 0; k < (pair ? 2 : 1); k++) {
@@ -147,8 +176,9 @@ int al_job_estimate(const al_job *job, al_estimate *out, char err[AL_ERRLEN]) {
                     sum += (double)len * (pair ? 1 : gens);
                     if (len > max_seq) max_seq = len;
                 }
-            e.examples = ds->n_ex;
-            tok_per_ex = ds->n_ex ? sum / ds->n_ex : 0;
+            e.examples += ds->n_ex;
+            double share = job->n_train_files ? job->train_files[f].weight / wsum : 1;
+            if (ds->n_ex) tok_per_ex += share * sum / ds->n_ex;
             al_dataset_free(ds);
         }
     }
@@ -169,7 +199,11 @@ int al_job_estimate(const al_job *job, al_estimate *out, char err[AL_ERRLEN]) {
     size_t weights = 4 * P, train = 4 * 3 * Tr;       /* grads + AdamW m, v */
     size_t rows = (size_t)job->hp.micro_batch_size * (size_t)(pair ? 2 : gens);
     size_t T = (size_t)max_seq, C = (size_t)cfg.C, L = (size_t)cfg.n_layers;
-    size_t act_layer = rows * T * (12 * C + 2 * (size_t)cfg.FF) + rows * (size_t)cfg.NH * T * T;
+    /* + the families' extra saved tensors: branch outputs before their
+     * post-norms, q|k before their norms */
+    size_t extra = (cfg.post_norm ? 2 * C : 0) +
+                   (cfg.qk_norm ? (size_t)(cfg.NH + cfg.NKV) * (size_t)cfg.HD : 0);
+    size_t act_layer = rows * T * (12 * C + 2 * (size_t)cfg.FF + extra) + rows * (size_t)cfg.NH * T * T;
     size_t act = 4 * (L * act_layer + rows * T * (size_t)cfg.V * 2);
     size_t ref = 0;
     if (ops && ops->needs_ref && (!job->hp.precompute_ref_log_probs || job->ref_model[0] || rl) && !job->use_lora)

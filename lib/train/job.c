@@ -17,7 +17,7 @@
 
 #include "../tasks/tasks.h"
 #include "../text/chat.h"
-#include "../text/jinja.h"
+#include "../text/jinja/jinja.h"
 #include "objective.h"
 
 enum { HP_INT, HP_LONG, HP_FLOAT, HP_BOOL, HP_SCHED, HP_LOSSES, HP_WEIGHTS, HP_SCALE, HP_KLEST };
@@ -93,6 +93,7 @@ static const hp_field fields[] = {
     F(kl_warn, HP_FLOAT, 0, 1e12, 10),
     F(eval_steps, HP_INT, 0, 1 << 30, 0),
     F(save_steps, HP_INT, 0, 1 << 30, 500),
+    F(save_total_limit, HP_INT, 0, 1 << 20, 0),
     F(logging_steps, HP_INT, 1, 1 << 30, 10),
 };
 #undef F
@@ -138,7 +139,8 @@ static int method_default(const char *method, const char *field, double *d) {
  * GRPO with 64 completions per step (8 prompts x 8) and lr 3e-4 moved held-out
  * exact match by +0.17 / +0.01 / +0.15 over three seeds, while 256 (32 x 8) at
  * lr 1e-4 gave +0.34 / +0.21 / +0.33 (bench/learn_sweep.py; BENCHMARKS.md,
- * "Learning"). The gradient norm of those steps is 1-3 (PPO's 3-6), so TRL's
+ * "Learning"); PPO against a good reward model at 128 prompts per step
+ * gave +0.06 / +0.20 / +0.34, at 256 +0.17 / +0.24 / +0.40. The gradient norm of those steps is 1-3 (PPO's 3-6), so TRL's
  * max_grad_norm of 1 rescales every update; the recipe's 10 only guards
  * against spikes, and clipping at 1 was no better (the recipe: +0.36 / +0.19
  * / +0.34). */
@@ -149,7 +151,7 @@ static int task_recipe(const char *method, const char *field, double *d) {
         {"grpo", "lr_scheduler_type", AL_SCHED_CONSTANT},
         {"rloo", "learning_rate", 1e-4}, {"rloo", "batch_size", 256}, {"rloo", "num_generations", 8},
         {"rloo", "max_grad_norm", 10},   {"rloo", "lr_scheduler_type", AL_SCHED_CONSTANT},
-        {"ppo", "learning_rate", 5e-5},  {"ppo", "batch_size", 128},  {"ppo", "num_mini_batches", 4},
+        {"ppo", "learning_rate", 5e-5},  {"ppo", "batch_size", 256},  {"ppo", "num_mini_batches", 8},
         {"ppo", "temperature", 1.0},     {"ppo", "max_grad_norm", 10},
         {"ppo", "lr_scheduler_type", AL_SCHED_CONSTANT},
     };
@@ -420,6 +422,38 @@ static int parse_lora(al_job *job, const json_t *v, char err[AL_ERRLEN]) {
     return AL_OK;
 }
 
+/* "training_files": [{"file", "weight"}, ...]; one entry is training_file. */
+static int parse_train_files(al_job *job, const json_t *v, char err[AL_ERRLEN]) {
+    if (!json_is_array(v) || json_array_size(v) == 0 || json_array_size(v) > AL_MAX_TRAIN_FILES)
+        return al_err(err, AL_EINVAL, "training_files: must be a list of 1 to %d {\"file\", \"weight\"} objects",
+                      AL_MAX_TRAIN_FILES);
+    static const char *const keys[] = {"file", "weight", NULL};
+    size_t n = json_array_size(v);
+    for (size_t i = 0; i < n; i++) {
+        const json_t *e = json_array_get(v, i);
+        char path[64], p[96];
+        snprintf(path, sizeof path, "training_files[%zu]", i);
+        if (!json_is_object(e)) return al_err(err, AL_EINVAL, "%s: must be an object {\"file\", \"weight\"}", path);
+        int rc = check_keys(e, path, keys, err);
+        if (rc) return rc;
+        snprintf(p, sizeof p, "%s.file", path);
+        if ((rc = get_str(e, "file", p, job->train_files[i].file, sizeof job->train_files[i].file, 1, err)))
+            return rc;
+        const json_t *w = json_object_get(e, "weight");
+        double x = w && !json_is_null(w) ? json_number_value(w) : 1.0;
+        if (w && !json_is_null(w) && (!json_is_number(w) || !(x > 0) || !isfinite(x) || x > 1e9))
+            return al_err(err, AL_EINVAL, "%s.weight: must be a number > 0", path);
+        job->train_files[i].weight = x;
+    }
+    if (n == 1) {
+        memcpy(job->training_file, job->train_files[0].file, sizeof job->training_file);
+        job->n_train_files = 0;
+    } else {
+        job->n_train_files = (int)n;
+    }
+    return AL_OK;
+}
+
 static int parse_eval_tasks(al_job *job, const json_t *v, char err[AL_ERRLEN]) {
     if (!json_is_array(v) || json_array_size(v) > AL_MAX_EVAL_TASKS)
         return al_err(err, AL_EINVAL, "eval_tasks: must be a list of at most %d entries", AL_MAX_EVAL_TASKS);
@@ -430,14 +464,52 @@ static int parse_eval_tasks(al_job *job, const json_t *v, char err[AL_ERRLEN]) {
         snprintf(path, sizeof path, "eval_tasks[%zu]", i);
         int rc;
         if (!json_is_object(e)) return al_err(err, AL_EINVAL, "%s: must be an object", path);
+        t->grader = job->reward.grader;
+        snprintf(t->delimiter, sizeof t->delimiter, " ");
         if (json_object_get(e, "file")) {
-            static const char *const keys[] = {"file", "name", NULL};
+            static const char *const keys[] = {"file", "name", "type", "grader", "max_new_tokens",
+                                               "target_delimiter", "limit", "chat_template", NULL};
             char p[96];
             if ((rc = check_keys(e, path, keys, err))) return rc;
             snprintf(p, sizeof p, "%s.file", path);
             if ((rc = get_str(e, "file", p, t->file, sizeof t->file, 1, err))) return rc;
             snprintf(p, sizeof p, "%s.name", path);
             if ((rc = get_str(e, "name", p, t->name, sizeof t->name, 1, err))) return rc;
+            const json_t *x;
+            if ((x = json_object_get(e, "type")) && !json_is_null(x)) {
+                const char *ty = json_string_value(x);
+                if (!ty || (strcmp(ty, "loss") && strcmp(ty, "multiple_choice") && strcmp(ty, "generative")))
+                    return al_err(err, AL_EINVAL, "%s.type: must be \"loss\", \"multiple_choice\" or \"generative\"", path);
+                snprintf(t->type, sizeof t->type, "%s", ty);
+            }
+            if ((x = json_object_get(e, "grader")) && !json_is_null(x)) {
+                snprintf(p, sizeof p, "%s.grader", path);
+                if ((rc = al_grader_cfg_parse(&t->grader, x, p, err))) return rc;
+                al_grader *g = NULL;
+                if ((rc = al_grader_new(&g, &t->grader, p, err))) return rc;
+                al_grader_free(g);
+            }
+            if ((x = json_object_get(e, "max_new_tokens"))) {
+                if (!json_is_integer(x) || json_integer_value(x) < 1 || json_integer_value(x) > 4096)
+                    return al_err(err, AL_EINVAL, "%s.max_new_tokens: must be an integer in [1, 4096]", path);
+                t->max_new_tokens = (int)json_integer_value(x);
+            }
+            if ((x = json_object_get(e, "target_delimiter"))) {
+                if (!json_is_string(x) || json_string_length(x) >= sizeof t->delimiter ||
+                    strlen(json_string_value(x)) != json_string_length(x))
+                    return al_err(err, AL_EINVAL, "%s.target_delimiter: must be a string under %zu bytes", path,
+                                  sizeof t->delimiter);
+                memcpy(t->delimiter, json_string_value(x), json_string_length(x) + 1);
+            }
+            if ((x = json_object_get(e, "limit"))) {
+                if (!json_is_integer(x) || json_integer_value(x) < 1 || json_integer_value(x) > 10000000)
+                    return al_err(err, AL_EINVAL, "%s.limit: must be an integer in [1, 10000000]", path);
+                t->limit = (long)json_integer_value(x);
+            }
+            if ((x = json_object_get(e, "chat_template"))) {
+                if (!json_is_boolean(x)) return al_err(err, AL_EINVAL, "%s.chat_template: must be true or false", path);
+                t->chat_template = json_is_true(x);
+            }
         } else {
             uint64_t seed;
             int split;
@@ -450,7 +522,8 @@ static int parse_eval_tasks(al_job *job, const json_t *v, char err[AL_ERRLEN]) {
     return AL_OK;
 }
 
-static const char *const g_data_methods[] = {"generate_preferences", "evaluate", "critique_revise", NULL};
+static const char *const g_data_methods[] = {"generate_preferences", "evaluate", "critique_revise", "clean_data",
+                                             NULL};
 
 int al_method_is_rl(const char *m) {
     return m && (!strcmp(m, "ppo") || !strcmp(m, "grpo") || !strcmp(m, "rloo"));
@@ -696,12 +769,14 @@ static int check_rl(al_job *j, const json_t *o, char err[AL_ERRLEN]) {
         if (j->reward.format_regex[0] || j->reward.http_url[0])
             return al_err(err, AL_EINVAL, "reward.%s: evaluate judges by a reward model, a judge or the grader "
                           "(reward.verifiable.grader)", j->reward.format_regex[0] ? "format" : "http");
+        int prompts = j->task[0] || j->training_file[0];
         if (!j->model_b[0] && (j->reward.n_reward_models || j->reward.judge_model[0]))
             return al_err(err, AL_EINVAL, "model_b: is required to judge model against it");
-        if (j->model_b[0] && !j->reward.n_reward_models && !j->reward.judge_model[0])
+        if (j->model_b[0] && prompts && !j->reward.n_reward_models && !j->reward.judge_model[0])
             return al_err(err, AL_EINVAL, "reward: evaluate needs a reward_model or a judge to compare models");
-        if (!j->model_b[0] && !j->task[0])
-            return al_err(err, AL_EINVAL, "model_b: is required (or name a task for exact-match only)");
+        if (!j->model_b[0] && !prompts && !j->n_eval_tasks)
+            return al_err(err, AL_EINVAL, "model_b: is required (or prompts with answers for exact match only, or "
+                          "eval_tasks)");
     } else if (j->model_b[0]) {
         return al_err(err, AL_EINVAL, "model_b: only evaluate compares two models");
     }
@@ -772,12 +847,18 @@ int al_job_refs(json_t *desc, al_ref_fn fn, void *ud, char err[AL_ERRLEN]) {
     int rc;
     for (size_t i = 0; i < sizeof top / sizeof top[0]; i++)
         if ((rc = ref_one(&c, desc, top[i].key, 0, top[i].kind, top[i].key))) return rc;
-    json_t *et = json_object_get(desc, "eval_tasks");
-    for (size_t i = 0; json_is_array(et) && i < json_array_size(et); i++) {
-        char p[64];
-        snprintf(p, sizeof p, "eval_tasks[%zu].file", i);
-        json_t *e = json_array_get(et, i);
-        if (json_is_object(e) && (rc = ref_one(&c, e, "file", 0, AL_REF_FILE, p))) return rc;
+    json_t *dc = json_object_get(json_object_get(desc, "hygiene"), "decontaminate");
+    if (json_is_object(dc) && (rc = ref_one(&c, dc, "file", 0, AL_REF_FILE, "hygiene.decontaminate.file")))
+        return rc;
+    static const char *const lists[] = {"training_files", "eval_tasks"};
+    for (int k = 0; k < 2; k++) {
+        json_t *l = json_object_get(desc, lists[k]);
+        for (size_t i = 0; json_is_array(l) && i < json_array_size(l); i++) {
+            char p[64];
+            snprintf(p, sizeof p, "%s[%zu].file", lists[k], i);
+            json_t *e = json_array_get(l, i);
+            if (json_is_object(e) && (rc = ref_one(&c, e, "file", 0, AL_REF_FILE, p))) return rc;
+        }
     }
     json_t *rw = json_object_get(desc, "reward");
     if (json_is_object(rw)) {
@@ -800,7 +881,8 @@ int al_job_from_json(al_job *job, const json_t *o, char err[AL_ERRLEN]) {
     static const char *const keys[] = {"method", "model", "training_file", "validation_file", "task",
                                        "ref_model", "hyperparameters", "lora", "seed", "output_dir",
                                        "eval_tasks", "suffix", "metadata", "reward", "critic",
-                                       "critic_model", "model_b", "principles", "chat_template", NULL};
+                                       "critic_model", "model_b", "principles", "chat_template",
+                                       "training_files", "hygiene", NULL};
     al_job j;
     memset(&j, 0, sizeof j);
     al_grader_cfg_default(&j.reward.grader);
@@ -817,7 +899,8 @@ int al_job_from_json(al_job *job, const json_t *o, char err[AL_ERRLEN]) {
             len += (size_t)snprintf(list + len, sizeof list - len, ", %s", g_data_methods[i]);
         return al_err(err, AL_EINVAL, "method: '%s' is not one of %s", j.method, list);
     }
-    if ((rc = get_str(o, "model", "model", j.model, sizeof j.model, 1, err))) return rc;
+    int clean = !strcmp(j.method, "clean_data");   /* filters a file: no model */
+    if ((rc = get_str(o, "model", "model", j.model, sizeof j.model, !clean, err))) return rc;
     if ((rc = get_str(o, "training_file", "training_file", j.training_file, sizeof j.training_file, 0, err)))
         return rc;
     if ((rc = get_str(o, "validation_file", "validation_file", j.validation_file,
@@ -838,17 +921,29 @@ int al_job_from_json(al_job *job, const json_t *o, char err[AL_ERRLEN]) {
     if (prn && !json_is_null(prn) &&
         (rc = parse_principles(prn, "principles", j.principles, &j.n_principles, err)))
         return rc;
+    const json_t *tfs = json_object_get(o, "training_files");
+    if (tfs && !json_is_null(tfs)) {
+        if (j.training_file[0])
+            return al_err(err, AL_EINVAL, "training_files: give either training_file or training_files, not both");
+        if ((rc = parse_train_files(&j, tfs, err))) return rc;
+        /* a sampling job goes through its prompts once: no mixture to draw */
+        if (j.n_train_files && al_method_is_data(j.method))
+            return al_err(err, AL_EINVAL, "training_files: mixing several files is for the training methods "
+                          "(sft, pretrain, reward_model, dpo, kto, orpo, simpo, ppo, grpo, rloo), not %s", j.method);
+    }
     const json_t *task = json_object_get(o, "task");
     if (task && !json_is_null(task)) {
-        if (j.training_file[0])
-            return al_err(err, AL_EINVAL, "task: give either training_file or task, not both");
+        if (j.training_file[0] || j.n_train_files)
+            return al_err(err, AL_EINVAL, "task: give either %s or task, not both",
+                          j.n_train_files || tfs ? "training_files" : "training_file");
         int split;
         if ((rc = parse_task(task, "task", j.task, sizeof j.task, &j.task_rows, &j.task_seed, &split, err)))
             return rc;
         /* training draws from the train split, evaluation from the held-out one */
         j.task_split = split >= 0 ? split : !strcmp(j.method, "evaluate") ? AL_SPLIT_TEST : AL_SPLIT_TRAIN;
-    } else if (!j.training_file[0]) {
-        return al_err(err, AL_EINVAL, "training_file: is required (or name a built-in task)");
+    } else if (!j.training_file[0] && !j.n_train_files &&
+               !(!strcmp(j.method, "evaluate") && json_array_size(json_object_get(o, "eval_tasks")))) {
+        return al_err(err, AL_EINVAL, "training_file: is required (or training_files, or a built-in task)");
     }
     const json_t *seed = json_object_get(o, "seed");
     j.hp.seed = 42;
@@ -890,6 +985,11 @@ int al_job_from_json(al_job *job, const json_t *o, char err[AL_ERRLEN]) {
         return al_err(err, AL_EINVAL, "hyperparameters.gradient_accumulation_steps: %d does not divide "
                       "batch_size %d", hp->gradient_accumulation_steps, hp->batch_size);
     hp->micro_batch_size = hp->batch_size / hp->gradient_accumulation_steps;
+    if (hp->micro_batch_size > AL_MAX_MICRO_BATCH)
+        return al_err(err, AL_EINVAL, "hyperparameters.batch_size: %d rows per micro-batch (batch_size / "
+                      "gradient_accumulation_steps) is more than a micro-batch holds (%d): raise "
+                      "gradient_accumulation_steps to at least %d", hp->micro_batch_size, AL_MAX_MICRO_BATCH,
+                      (hp->batch_size + AL_MAX_MICRO_BATCH - 1) / AL_MAX_MICRO_BATCH);
     if (hp->packing && strcmp(j.method, "sft") && strcmp(j.method, "pretrain"))
         return al_err(err, AL_EINVAL, "hyperparameters.packing: only sft and pretrain pack sequences");
     const json_t *lora = json_object_get(o, "lora");
@@ -915,6 +1015,24 @@ int al_job_from_json(al_job *job, const json_t *o, char err[AL_ERRLEN]) {
 
     const json_t *ct = json_object_get(o, "chat_template");
     if (ct && !json_is_null(ct) && (rc = parse_chat_template(ct, err))) return rc;
+    if (ct && !json_is_null(ct) && al_method_is_data(j.method))
+        return al_err(err, AL_EINVAL, "chat_template: %s uses each model's own template (the one it was "
+                      "trained with)", j.method);
+    const json_t *hy = json_object_get(o, "hygiene");
+    if (hy && !json_is_null(hy)) {
+        /* an evaluation measures its file as given */
+        if (!strcmp(j.method, "evaluate"))
+            return al_err(err, AL_EINVAL, "hygiene: filters what a job trains on or generates from; evaluate "
+                          "measures its file as given (clean it with a clean_data job first)");
+        if ((rc = al_hygiene_parse(hy, &j.hygiene, err))) return rc;
+    }
+    if (clean) {
+        if (!al_hygiene_any(&j.hygiene))
+            return al_err(err, AL_EINVAL, "hygiene: clean_data needs at least one filter (near_duplicates, "
+                          "decontaminate, min_words, max_words, languages)");
+        if (!j.training_file[0])
+            return al_err(err, AL_EINVAL, "training_file: clean_data filters one file (training_file)");
+    }
 
     /* the resolved description */
     json_t *res = json_deep_copy(o);

@@ -34,6 +34,8 @@
 #include "../tasks/tasks.h"
 #include "../text/chat.h"
 #include "../text/dataset.h"
+#include "../text/mix.h"
+#include "bench.h"
 #include "optim.h"
 #include "rl.h"
 
@@ -60,6 +62,7 @@ typedef struct trainer {
     int ref_adapters_off;         /* reference = this model with adapters off */
     dataset train, val;
     dataset evals[AL_MAX_EVAL_TASKS]; /* eval_tasks as language-modelling examples */
+    al_bench *bench[AL_MAX_EVAL_TASKS]; /* or as benchmarks (multiple choice, generative) */
     al_batch lm_batch;            /* their batches, whatever the objective's layout */
     al_batch_kind kind;
     int packed;                   /* SFT packing: the training units are packed rows */
@@ -80,6 +83,11 @@ typedef struct trainer {
     int32_t *order;
     int32_t *idx;
     al_adamw opt;
+    al_mix mix;                   /* training_files: the weighted mixture's sampler */
+    int mixing;                   /* drawn step by step (else fixed, or no mixture) */
+    int32_t *unit_ex, *unit_len;  /* a mixture fixed for packing or group_by_length:
+                                   * its first epoch of draws (examples), their lengths */
+    int32_t *mapped;              /* a step's units as examples (batch_size) */
     long step, total_steps, steps_per_epoch;
     double trained_tokens;
     double ema;                   /* the watchdog's running mean of the loss */
@@ -157,10 +165,15 @@ static long report_int(const json_t *rep, const char *key) {
     return (long)json_integer_value(json_object_get(rep, key));
 }
 
+static void event_line(void *ud, const char *line) { event(ud, AL_LOG_INFO, "%s", line); }
+
 /* A JSONL file through the dataset reader: every bad line, truncation and
  * drop becomes an event; the examples move into d. */
-static int file_examples(trainer *t, const char *path, const char *method, dataset *d, const char *what) {
+static int file_examples(trainer *t, const char *path, const char *method, dataset *d, const char *what,
+                         int training) {
     al_data_opts o = {.method = method, .max_length = t->hp->max_length, .dedupe = t->hp->dedupe};
+    /* the job's hygiene filters clean what it trains on, not what it is measured on */
+    if (training && al_hygiene_any(&t->job->hygiene)) o.hygiene = &t->job->hygiene;
     al_dataset *ds = NULL;
     int rc = al_dataset_read_file(path, t->chat, &o, &ds, t->err);
     if (rc) return rc;
@@ -180,6 +193,7 @@ static int file_examples(trainer *t, const char *path, const char *method, datas
           what, ds->rows, al_data_format_name(ds->format), ds->n_ex, ds->n_errors,
           report_int(rep, "truncated"), t->hp->max_length, report_int(rep, "dropped"),
           report_int(rep, "duplicates"), report_int(rep, "deduplicated"));
+    al_hygiene_describe(rep, what, 20, event_line, t);
     const json_t *errs = json_object_get(rep, "errors");
     for (size_t i = 0; i < json_array_size(errs) && i < 20; i++) {
         const json_t *e = json_array_get(errs, i);
@@ -192,6 +206,68 @@ static int file_examples(trainer *t, const char *path, const char *method, datas
     ds->ex = NULL;
     ds->n_ex = 0;
     al_dataset_free(ds);
+    return AL_OK;
+}
+
+/* training_files: each file read as training_file is, their examples one
+ * after the other, and the sampler that mixes them by weight. */
+static int mixture_examples(trainer *t) {
+    const al_job *job = t->job;
+    dataset parts[AL_MAX_TRAIN_FILES];
+    int32_t n[AL_MAX_TRAIN_FILES];
+    double w[AL_MAX_TRAIN_FILES], wsum = 0;
+    int rc = AL_OK, k, total = 0;
+    memset(parts, 0, sizeof parts);
+    for (k = 0; k < job->n_train_files && !rc; k++) {
+        char what[48];
+        snprintf(what, sizeof what, "training_files[%d]", k);
+        rc = file_examples(t, job->train_files[k].file, t->ops->name, &parts[k], what, 1);
+        n[k] = parts[k].n;
+        w[k] = job->train_files[k].weight;
+        wsum += w[k];
+        total += parts[k].n;
+    }
+    if (!rc && !(t->train.ex = calloc((size_t)total + 1, sizeof *t->train.ex)))
+        rc = al_err(t->err, AL_ENOMEM, "out of memory");
+    for (k = 0; k < job->n_train_files && !rc; k++) {
+        memcpy(t->train.ex + t->train.n, parts[k].ex, (size_t)parts[k].n * sizeof *parts[k].ex);
+        t->train.n += parts[k].n;
+        free(parts[k].ex);
+        parts[k].ex = NULL;
+        parts[k].n = 0;
+    }
+    for (k = 0; k < AL_MAX_TRAIN_FILES; k++) dataset_free(&parts[k]);
+    if (rc) return rc;
+    char e2[AL_ERRLEN];
+    if ((rc = al_mix_init(&t->mix, job->n_train_files, n, w, t->hp->seed, e2)))
+        return al_err(t->err, rc, "training_files: %s", e2);
+    t->mixing = 1;
+    for (k = 0; k < job->n_train_files; k++)
+        event(t, AL_LOG_INFO, "training_files[%d]: %d examples, weight %g: %.1f%% of the examples drawn", k, n[k],
+              w[k], 100.0 * w[k] / wsum);
+    return AL_OK;
+}
+
+/* Packing and group_by_length plan over a fixed set: a mixture becomes
+ * its first epoch of draws (as many as the files hold together), which the
+ * plan then packs or groups afresh each epoch, as Hugging Face datasets'
+ * interleave_datasets builds one set that the trainer packs and shuffles.
+ * The plan follows from the seed, so a checkpoint needs no sampler state. */
+static int fix_mixture(trainer *t) {
+    int n = t->train.n;
+    t->unit_ex = malloc(((size_t)n + 1) * sizeof *t->unit_ex);
+    t->unit_len = malloc(((size_t)n + 1) * sizeof *t->unit_len);
+    if (!t->unit_ex || !t->unit_len) return al_err(t->err, AL_ENOMEM, "out of memory");
+    int32_t seen[AL_MIX_MAX_SOURCES] = {0};
+    for (int i = 0; i < n; i++) {
+        t->unit_ex[i] = al_mix_next(&t->mix);
+        t->unit_len[i] = t->train.len[t->unit_ex[i]];
+        seen[al_mix_source(&t->mix, t->unit_ex[i])]++;
+    }
+    t->mixing = 0;
+    for (int k = 0; k < t->mix.n_src; k++)
+        event(t, AL_LOG_INFO, "training_files[%d]: %d of the %d examples of the mixture fixed for %s", k, seen[k], n,
+              t->hp->packing ? "packing" : "group_by_length");
     return AL_OK;
 }
 
@@ -252,8 +328,9 @@ static int alloc_buffers(trainer *t) {
     ALLOC(t->last, (size_t)rows);
     ALLOC(t->label, (size_t)rows);
     ALLOC(t->margin, (size_t)rows);
-    ALLOC(t->order, (size_t)t->train.n + 1);
+    ALLOC(t->order, (size_t)(t->train.n > t->hp->batch_size ? t->train.n : t->hp->batch_size) + 1);
     ALLOC(t->idx, (size_t)t->mb);
+    ALLOC(t->mapped, (size_t)t->hp->batch_size);
 #undef ALLOC
     char e2[AL_ERRLEN];
     if ((rc = al_model_reserve(t->m, rows, t->max_T,
@@ -463,13 +540,20 @@ static int micro_batch(trainer *t, dataset *d, const int32_t *idx, int n, double
 /* Training units: examples, or packed rows when packing. */
 static int n_units(const trainer *t) { return t->packed ? t->pack.n_rows : t->train.n; }
 
-/* The units of step `step` (0-based) into t->idx; returns their count. */
+/* The units of step `step` (0-based) into t->order (from t->order +
+ * step_offset); returns their count. A mixture draws batch_size examples
+ * from its sampler, whose state the checkpoint keeps. */
 static int step_examples(trainer *t, long step) {
+    if (t->mixing) {
+        for (int k = 0; k < t->hp->batch_size; k++) t->order[k] = al_mix_next(&t->mix);
+        return t->hp->batch_size;
+    }
     long spe = t->steps_per_epoch;
     long epoch = step / spe, k = step % spe;
     if (k == 0 || step == t->step) {
         /* (re)build the epoch's order; cheap and keeps resume exact */
-        al_batch_order(t->packed ? t->pack.len : t->train.len, n_units(t), t->hp->batch_size,
+        al_batch_order(t->packed ? t->pack.len : t->unit_len ? t->unit_len : t->train.len, n_units(t),
+                       t->hp->batch_size,
                        t->hp->group_by_length,
                        t->hp->seed + (uint64_t)epoch * 0x9E3779B9u, t->order);
     }
@@ -482,8 +566,13 @@ static int step_examples(trainer *t, long step) {
 /* Runs one optimiser step over the examples of `step`, filling st. */
 static int train_step(trainer *t, long step, al_step_stats *st, int update) {
     int n = step_examples(t, step);
-    long lo = (step % t->steps_per_epoch) * t->hp->batch_size;
+    long lo = t->mixing ? 0 : (step % t->steps_per_epoch) * t->hp->batch_size;
     const int32_t *all = t->order + lo;
+    if (t->unit_ex && !t->packed) {
+        /* a fixed mixture's units are its draws: examples, some repeated */
+        for (int i = 0; i < n; i++) t->mapped[i] = t->unit_ex[all[i]];
+        all = t->mapped;
+    }
     double norm_tokens, norm_rows;
     step_norms(t, &t->train, all, n, &norm_tokens, &norm_rows);
     memset(st, 0, sizeof *st);
@@ -633,6 +722,12 @@ static int evaluate(trainer *t, long step, al_metric *m, int *nm) {
     }
     for (int k = 0; k < t->job->n_eval_tasks && t->ops->needs_lm && *nm < 2 * AL_MAX_METRICS - 2; k++) {
         const al_eval_task *et = &t->job->eval_tasks[k];
+        if (t->bench[k]) {
+            if ((rc = al_bench_report(t->bench[k], t->m, t->mb * t->rows_per_ex, t->max_T, "model", step, t->cb, m, nm,
+                                      2 * AL_MAX_METRICS, t->err)))
+                return rc;
+            continue;
+        }
         double loss = 0;
         if ((rc = lm_loss(t, &t->evals[k], &loss))) return rc;
         snprintf(m[*nm].name, sizeof m[*nm].name, "eval/%.20s/loss", et->name);
@@ -693,10 +788,9 @@ static int copy_tokenizer(trainer *t, const char *dir) {
  * renamed into place, so it exists complete or not at all; a folder that
  * exists already (the output_dir, which holds the checkpoints too) gets
  * each file replaced atomically. */
-static int save_model_dir(trainer *t, const char *dir, int with_state) {
-    char tmp[AL_PATH_MAX + 32], path[AL_PATH_MAX + 64];
-    int rc, in_place = al_file_exists(dir);
-    snprintf(tmp, sizeof tmp, "%s%s", dir, in_place ? "" : ".tmp");
+static int fill_model_dir(trainer *t, const char *dir, const char *tmp, int in_place, int with_state) {
+    char path[AL_PATH_MAX + 64];
+    int rc;
     if ((rc = al_mkdir_p(tmp, t->err))) return rc;
     if (t->job->use_lora) {
         char base[PATH_MAX];
@@ -719,6 +813,10 @@ static int save_model_dir(trainer *t, const char *dir, int with_state) {
                                "max_steps", (json_int_t)t->total_steps, "optimizer_step",
                                (json_int_t)t->opt.step, "trained_tokens", t->trained_tokens,
                                "method", t->ops->name, "seed", (json_int_t)t->hp->seed);
+        if (st && t->mixing && json_object_set_new(st, "mixer", al_mix_state(&t->mix))) {
+            json_decref(st);
+            st = NULL;
+        }
         char *txt = st ? json_dumps(st, JSON_INDENT(2) | JSON_SORT_KEYS) : NULL;
         json_decref(st);
         if (!txt) return al_err(t->err, AL_ENOMEM, "out of memory");
@@ -730,6 +828,17 @@ static int save_model_dir(trainer *t, const char *dir, int with_state) {
     if (!in_place && rename(tmp, dir) != 0)
         return al_err(t->err, AL_EIO, "%s: %s", dir, strerror(errno));
     return AL_OK;
+}
+
+/* fill_model_dir, and a new folder left half-written (a full disk) is
+ * removed rather than left as checkpoint-N.tmp. */
+static int save_model_dir(trainer *t, const char *dir, int with_state) {
+    char tmp[AL_PATH_MAX + 32], e2[AL_ERRLEN];
+    int in_place = al_file_exists(dir);
+    snprintf(tmp, sizeof tmp, "%s%s", dir, in_place ? "" : ".tmp");
+    int rc = fill_model_dir(t, dir, tmp, in_place, with_state);
+    if (rc && !in_place) al_rmtree(tmp, e2);
+    return rc;
 }
 
 static int load_state(trainer *t, const char *dir) {
@@ -746,6 +855,16 @@ static int load_state(trainer *t, const char *dir) {
     if (!json_is_integer(gs) || !json_is_integer(os) || json_integer_value(gs) < 0) {
         json_decref(st);
         return al_err(t->err, AL_EFORMAT, "%s: global_step missing or invalid", path);
+    }
+    if (t->mixing) {
+        char e2[AL_ERRLEN];
+        const json_t *mx = json_object_get(st, "mixer");
+        if (!mx) rc = al_err(t->err, AL_EFORMAT, "%s: no mixer state (written by a job without training_files)", path);
+        else if ((rc = al_mix_restore(&t->mix, mx, e2))) al_err(t->err, rc, "%s: %s", path, e2);
+        if (rc) {
+            json_decref(st);
+            return rc;
+        }
     }
     t->step = (long)json_integer_value(gs);
     t->opt.step = (long)json_integer_value(os);
@@ -770,7 +889,10 @@ static int load_state(trainer *t, const char *dir) {
 static void trainer_free(trainer *t) {
     dataset_free(&t->train);
     dataset_free(&t->val);
-    for (int k = 0; k < AL_MAX_EVAL_TASKS; k++) dataset_free(&t->evals[k]);
+    for (int k = 0; k < AL_MAX_EVAL_TASKS; k++) {
+        dataset_free(&t->evals[k]);
+        al_bench_free(t->bench[k]);
+    }
     al_batch_deinit(&t->lm_batch);
     al_pack_deinit(&t->pack);
     al_pack_deinit(&t->sub);
@@ -784,7 +906,9 @@ static void trainer_free(trainer *t) {
     free(t->dlogp); free(t->dent); free(t->dvalue); free(t->hit);
     free(t->ids); free(t->seg); free(t->pos); free(t->tgt); free(t->last);
     free(t->label); free(t->margin); free(t->order); free(t->idx);
+    free(t->unit_ex); free(t->unit_len); free(t->mapped);
     al_adamw_deinit(&t->opt);
+    al_mix_deinit(&t->mix);
     if (t->obj) t->ops->destroy(t->obj);
     al_model_free(t->m);
     al_model_free(t->ref);
@@ -803,7 +927,9 @@ static int setup(trainer *t, const al_job *job, const al_train_cb *cb) {
     t->kind = t->ops->batch;
     t->rows_per_ex = t->kind == AL_BATCH_LM ? 1 : 2;
     t->mb = t->hp->micro_batch_size;
-    if (t->mb > 1024) return al_err(t->err, AL_EINVAL, "hyperparameters.batch_size: micro-batches hold at most 1024");
+    if (t->mb > AL_MAX_MICRO_BATCH)
+        return al_err(t->err, AL_EINVAL, "hyperparameters.batch_size: micro-batches hold at most %d",
+                      AL_MAX_MICRO_BATCH);
     if ((rc = al_tok_load(&t->tok, job->model, t->err))) return rc;
     if ((rc = al_chat_new(&t->chat, t->tok, job->chat_template, t->err))) return rc;
     t->pad = al_chat_pad_id(t->chat);
@@ -823,10 +949,15 @@ static int setup(trainer *t, const al_job *job, const al_train_cb *cb) {
         if (vrows < 8) vrows = 8;
         if ((rc = task_examples(t, job->task, AL_SPLIT_TEST, vrows, job->task_seed + 1000003u, t->kind, &t->val)))
             return rc;
-    } else {
-        if ((rc = file_examples(t, job->training_file, t->ops->name, &t->train, "training_file"))) return rc;
+    } else if (job->n_train_files) {
+        if ((rc = mixture_examples(t))) return rc;
         if (job->validation_file[0] &&
-            (rc = file_examples(t, job->validation_file, t->ops->name, &t->val, "validation_file")))
+            (rc = file_examples(t, job->validation_file, t->ops->name, &t->val, "validation_file", 0)))
+            return rc;
+    } else {
+        if ((rc = file_examples(t, job->training_file, t->ops->name, &t->train, "training_file", 1))) return rc;
+        if (job->validation_file[0] &&
+            (rc = file_examples(t, job->validation_file, t->ops->name, &t->val, "validation_file", 0)))
             return rc;
     }
     if ((rc = finish_dataset(t, &t->train, 0, "training data")) ||
@@ -838,9 +969,16 @@ static int setup(trainer *t, const al_job *job, const al_train_cb *cb) {
         const al_eval_task *et = &job->eval_tasks[k];
         char what[96];
         snprintf(what, sizeof what, "eval_tasks[%d]", k);
+        char type[32] = "loss";
+        if (!et->task[0] && et->type[0]) snprintf(type, sizeof type, "%s", et->type);
+        else if (!et->task[0] && (rc = al_bench_detect(et->file, type, t->err))) return rc;
+        if (strcmp(type, "loss")) {
+            if ((rc = al_bench_load(&t->bench[k], et, t->chat, &job->reward.grader, mc->max_T, what, t->err))) return rc;
+            continue;
+        }
         if (et->task[0]) rc = task_examples(t, et->task, et->split, et->rows < 200 ? et->rows : 200, 1000003u,
                                             AL_BATCH_LM, &t->evals[k]);
-        else rc = file_examples(t, et->file, "sft", &t->evals[k], what);
+        else rc = file_examples(t, et->file, "sft", &t->evals[k], what, 0);
         if (rc || (rc = finish_dataset(t, &t->evals[k], 1, what))) return rc;
     }
     int longest = 0;
@@ -851,10 +989,13 @@ static int setup(trainer *t, const al_job *job, const al_train_cb *cb) {
             longest = t->evals[k].len[i] > longest ? t->evals[k].len[i] : longest;
     if (t->kind == AL_BATCH_UNPAIRED) longest = t->max_T; /* KL rows mix lengths */
     if (longest < t->max_T && !t->hp->packing) t->max_T = longest; /* packed rows fill max_length */
+    for (int k = 0; k < job->n_eval_tasks; k++) /* a benchmark's rows may outrun max_length */
+        if (t->bench[k] && al_bench_longest(t->bench[k]) > t->max_T) t->max_T = al_bench_longest(t->bench[k]);
+    if (t->mixing && (t->hp->packing || t->hp->group_by_length) && (rc = fix_mixture(t))) return rc;
     if (t->hp->packing) {
         int32_t *all = malloc((size_t)t->train.n * sizeof *all);
         if (!all) return al_err(t->err, AL_ENOMEM, "out of memory");
-        for (int i = 0; i < t->train.n; i++) all[i] = i;
+        for (int i = 0; i < t->train.n; i++) all[i] = t->unit_ex ? t->unit_ex[i] : i;
         rc = al_pack_bfd(t->train.ex, all, t->train.n, t->max_T, &t->pack, t->err);
         free(all);
         if (rc) return rc;
@@ -929,6 +1070,7 @@ static int watchdog(trainer *t, double loss, double gnorm) {
 
 int al_train_run(const al_job *job, const char *resume_dir, const al_train_cb *cb,
                  al_train_result *res, char err[AL_ERRLEN]) {
+    if (!strcmp(job->method, "clean_data")) return al_clean_run(job, cb, res, err);
     if (al_method_is_rl(job->method) || al_method_is_data(job->method))
         return al_rl_run(job, resume_dir, cb, res, err);
     trainer *t = calloc(1, sizeof *t);
@@ -956,6 +1098,7 @@ int al_train_run(const al_job *job, const char *resume_dir, const al_train_cb *c
         }
         if (!rc) rc = evaluate(t, 0, m, &nm);
         if (!rc) emit(t, 0, m, nm);
+        if (t->mixing) al_mix_rewind(&t->mix);   /* step 1 trains on what step 0 measured */
     }
     while (!rc && t->step < t->total_steps) {
         if (cb && cb->should_stop && cb->should_stop(cb->ud)) {

@@ -28,6 +28,11 @@ typedef struct al_train_cb {
      * grad_norm, tokens_per_second, the objective's own, eval_* at
      * evaluation steps), in order. */
     void (*log)(void *ud, long step, double epoch, const al_metric *m, int n);
+    /* A benchmark's result at an evaluation (eval_tasks with a benchmark
+     * file or, in evaluate jobs, a built-in task): the object of
+     * lib/train/bench.h plus "model": "model" or "model_b" (which of the
+     * job's models it measures). Borrowed for the call. */
+    void (*eval_result)(void *ud, long step, const json_t *result);
     /* A generated sample at an evaluation (reward NaN when none). */
     void (*sample)(void *ud, long step, const char *prompt, const char *completion, double reward);
     /* A human-readable event: data reports, truncation counts, checkpoints. */
@@ -74,6 +79,15 @@ typedef struct al_train_result {
  * stage with its reason in err. res (may be NULL) is filled in all cases. */
 int al_train_run(const al_job *job, const char *resume_dir, const al_train_cb *cb,
                  al_train_result *res, char err[AL_ERRLEN]);
+
+/* The clean_data job (al_train_run runs it): the job's hygiene filters over
+ * training_file, the rows that stay written to output_dir/<name>.clean.jsonl
+ * (res->output_files[0], purpose "fine-tune") and the reading's report to
+ * output_dir/report.json; events say what each filter dropped, and one
+ * metrics row at step 1 counts it (rows, rows_kept, errors, duplicates,
+ * hygiene/near_duplicates, hygiene/contaminated, hygiene/too_short,
+ * hygiene/too_long, hygiene/language). */
+int al_clean_run(const al_job *job, const al_train_cb *cb, al_train_result *res, char err[AL_ERRLEN]);
 
 /* Exact-match accuracy of greedy generation on n rows of a built-in task
  * (validation seed), with the model's chat template if it has one, else the
