@@ -447,6 +447,12 @@ static void test_job(void) {
     T_NEAR(j.hp.temperature, 1.0, 0);
     T_NEAR(j.hp.max_grad_norm, 10.0, 0);
     al_job_deinit(&j);
+    /* a batch of the job's own: TRL's mini-batch count, which divides it */
+    T_OK(parse("{\"method\":\"ppo\",\"model\":\"m\",\"task\":{\"name\":\"addition2\"},"
+               "\"reward\":{\"reward_model\":\"a\"},\"hyperparameters\":{\"batch_size\":4}}", &j));
+    T_EQ_INT(j.hp.num_mini_batches, 1);
+    T_NEAR(j.hp.learning_rate, 5e-5, 1e-11);
+    al_job_deinit(&j);
     T_OK(parse("{\"method\":\"ppo\",\"model\":\"m\",\"training_file\":\"p.jsonl\",\"lora\":{\"r\":4},"
                "\"reward\":{\"reward_model\":[\"a\",\"b\"],\"missing_eos_penalty\":1,\"clip\":5},"
                "\"hyperparameters\":{\"response_length\":20,\"kl_estimator\":\"k3\",\"scale_rewards\":false}}", &j));

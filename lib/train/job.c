@@ -144,7 +144,10 @@ static int method_default(const char *method, const char *field, double *d) {
  * max_grad_norm of 1 rescales every update; the recipe's 10 only guards
  * against spikes, and clipping at 1 was no better (the recipe: +0.36 / +0.19
  * / +0.34). */
-static int task_recipe(const char *method, const char *field, double *d) {
+static int task_recipe(const char *method, const char *field, int own_batch, double *d) {
+    /* a job that sets its own batch_size gets TRL's group and mini-batch
+     * counts, which divide any batch it is likely to give */
+    if (own_batch && (!strcmp(field, "num_generations") || !strcmp(field, "num_mini_batches"))) return 0;
     static const struct { const char *method, *field; double v; } tab[] = {
         {"grpo", "learning_rate", 1e-4}, {"grpo", "batch_size", 256}, {"grpo", "num_generations", 8},
         {"grpo", "beta", 0.04},          {"grpo", "max_grad_norm", 10},
@@ -165,12 +168,13 @@ static int task_recipe(const char *method, const char *field, double *d) {
 
 static const char *const scale_names[] = {"group", "batch", "none"};
 
-static void set_default(al_hparams *hp, const hp_field *f, const char *method, int on_task) {
+/* on_task: the job names a built-in task; own_batch: and sets batch_size */
+static void set_default(al_hparams *hp, const hp_field *f, const char *method, int on_task, int own_batch) {
     char *base = (char *)hp + f->off;
     double d = f->def;
     if (!strcmp(f->name, "learning_rate")) d = method_lr(method);
     method_default(method, f->name, &d);
-    if (on_task) task_recipe(method, f->name, &d);
+    if (on_task) task_recipe(method, f->name, own_batch, &d);
     switch (f->type) {
     case HP_INT: case HP_BOOL: *(int *)base = (int)d; break;
     case HP_LONG: *(long *)base = (long)d; break;
@@ -952,8 +956,9 @@ int al_job_from_json(al_job *job, const json_t *o, char err[AL_ERRLEN]) {
             return al_err(err, AL_EINVAL, "seed: must be a non-negative integer");
         j.hp.seed = (uint64_t)json_integer_value(seed);
     }
-    for (int i = 0; i < N_FIELDS; i++) set_default(&j.hp, &fields[i], j.method, j.task[0] != 0);
     const json_t *hps = json_object_get(o, "hyperparameters");
+    int own_batch = json_is_object(hps) && json_object_get(hps, "batch_size");
+    for (int i = 0; i < N_FIELDS; i++) set_default(&j.hp, &fields[i], j.method, j.task[0] != 0, own_batch);
     if (hps && !json_is_null(hps)) {
         if (!json_is_object(hps)) return al_err(err, AL_EINVAL, "hyperparameters: must be an object");
         const char *k;
