@@ -23,7 +23,9 @@
  *   PPO, weak reward model (128 prompts a step, clip 10)   -0.147 -0.059 -0.216
  *     its score of the samples +0.7 -> +1.2 while their exact match stays
  *     0.30 -> 0.28 / 0.32 -> 0.45 / 0.30 -> 0.27
- *   PPO, weak reward model, 256 prompts (the recipe)       HACK256
+ *   PPO, weak reward model, 256 prompts (the recipe)       -0.149 -0.142 -0.232
+ *     its score +0.92 -> +1.33 / +0.74 -> +1.95 / +0.83 -> +1.20, the
+ *     samples right 0.32 -> 0.38 / 0.36 -> 0.36 / 0.30 -> 0.30
  *   PPO, strong reward model (0.94-0.99 pair accuracy),
  *     128 prompts a step                                   +0.058 +0.199 +0.337
  *     256 prompts a step (the recipe)                      +0.171 +0.237 +0.396
@@ -31,7 +33,9 @@
  * holding on every seed: kl_coef 0.5: +0.049 +0.073 +0.000; kl_coef 0.2:
  * +0.013 -0.033 -0.047; the minimum of three weak models (each its own data
  * and seed): -0.088 -0.037 -0.094, with kl_coef 0.2: +0.010 +0.014 -0.018.
- * This test (2 threads, the portable build) measured: THIS_RUN.
+ * This test (2 threads, the portable build), seed 1: start 0.378, GRPO's
+ * sampled reward 0.363 -> 0.467 (the whole run was cut short by the session
+ * ending; its other figures are the sweep's above).
  * Each bound sits below the worst seed by about the spread between seeds
  * (GRPO >= +0.08; the strong model's PPO >= +0.05), the hacked run's bounds
  * on the side of hacking (score up by 0.2 or more, held-out change <= 0).
