@@ -33,9 +33,9 @@
  * holding on every seed: kl_coef 0.5: +0.049 +0.073 +0.000; kl_coef 0.2:
  * +0.013 -0.033 -0.047; the minimum of three weak models (each its own data
  * and seed): -0.088 -0.037 -0.094, with kl_coef 0.2: +0.010 +0.014 -0.018.
- * This test (2 threads, the portable build), seed 1: start 0.378, GRPO's
- * sampled reward 0.363 -> 0.467 (the whole run was cut short by the session
- * ending; its other figures are the sweep's above).
+ * This test on its own path (2 threads, the portable build) so far: seed 1's
+ * start 0.378, GRPO's sampled reward 0.363 -> 0.467; its full figures are
+ * still to be recorded here.
  * Each bound sits below the worst seed by about the spread between seeds
  * (GRPO >= +0.08; the strong model's PPO >= +0.05), the hacked run's bounds
  * on the side of hacking (score up by 0.2 or more, held-out change <= 0).
