@@ -114,16 +114,17 @@ def fifths(xs):
     return sum(xs[:w]) / w, sum(xs[-w:]) / w
 
 
-def heldout(api, label, model, start):
-    """Greedy exact match of model and of start on the held-out sums."""
+def heldout(api, label, model):
+    """Greedy exact match of model on the held-out sums (an evaluate job on
+    the task alone: no second model, no judge)."""
     j = job(api, f"   eval {label}", {
-        "method": "evaluate", "model": model, "model_b": start, "seed": 1,
+        "method": "evaluate", "model": model, "seed": 1,
         "task": {"name": TASK, "rows": EVAL_ROWS, "seed": EVAL_SEED, "split": "test"},
-        "reward": {"verifiable": 1.0}, "hyperparameters": {"max_completion_length": 6}})
+        "hyperparameters": {"max_completion_length": 6}})
     last = {}
     for row in api.call("GET", f"/v1/fine_tuning/jobs/{j['id']}/metrics")["data"]:
         last.update(row["metrics"])
-    return last["exact_match_b"], last["exact_match_a"]
+    return last["exact_match_a"]
 
 
 def main():
@@ -196,7 +197,7 @@ def main():
     rpo = wait(api, rpo, "5c. DPO + RPO")
 
     # 6. every output against the SFT start on the same held-out sums
-    base_em, sft_em = heldout(api, "SFT", m_sft, a.model)
+    base_em, sft_em = heldout(api, "base", a.model), heldout(api, "SFT", m_sft)
     stages = [("3a. PPO, weak reward model", hacked, None, HACK_EM_MAX),
               ("3b. PPO, strong reward model", mitig, MITIGATED_MIN, None),
               ("4.  GRPO, verifiable", grpo, GRPO_MIN, None),
@@ -208,7 +209,7 @@ def main():
     print(f"{'stage':<30} {'start':>7} {'after':>7} {'gain':>7}   claim")
     print(f"{'1.  SFT from scratch':<30} {base_em:7.3f} {sft_em:7.3f} {sft_em - base_em:+7.3f}")
     for label, j, lo, hi in stages:
-        _, after = heldout(api, label[:3].strip(), j["fine_tuned_model"], m_sft)
+        after = heldout(api, label[:3].strip(), j["fine_tuned_model"])
         gain = after - sft_em
         claim = f">= {lo:+.2f}" if lo is not None else f"<= {hi:+.2f}"
         ok = gain >= lo if lo is not None else gain <= hi
