@@ -104,8 +104,10 @@ static int file_create_evals(backend_ctx *c, const char *filename, const void *d
     return *out ? 0 : server_error(e, "Reading the file back");
 }
 
-static int be_file_create(void *ud, const char *filename, const char *purpose, const void *data, size_t len,
-                          json_t **out, api_error *e) {
+static void msg_param(const char *msg, char *param, size_t n);
+
+static int be_file_create(void *ud, const char *filename, const char *purpose, const json_t *dataset_info,
+                          const void *data, size_t len, json_t **out, api_error *e) {
     backend_ctx *c = ud;
     if (!filename || !*filename) filename = "upload.jsonl";
     if (!purpose || !*purpose) return api_error_set(e, 400, INVALID, "missing_field", "purpose", "purpose is required");
@@ -113,10 +115,22 @@ static int be_file_create(void *ud, const char *filename, const char *purpose, c
         return api_error_set(e, 400, INVALID, "invalid_value", strlen(purpose) > 64 ? "purpose" : "filename",
                              "%s is too long", strlen(purpose) > 64 ? "purpose" : "filename");
     if (len == 0) return api_error_set(e, 400, INVALID, "file_invalid", "file", "The file is empty");
+    al_sharegpt_cfg sg;
+    char err[AL_ERRLEN];
+    if (dataset_info) {
+        if (strcmp(purpose, "fine-tune"))
+            return api_error_set(e, 400, INVALID, "invalid_value", "dataset_info",
+                                 "dataset_info: describes a fine-tune file's sharegpt rows, not an %s file", purpose);
+        if (al_sharegpt_parse(dataset_info, "dataset_info", &sg, err)) {
+            char param[160];
+            msg_param(err, param, sizeof param);
+            return api_error_set(e, 400, INVALID, "invalid_value", param, "%s", err);
+        }
+    }
     if (!strcmp(purpose, "evals")) return file_create_evals(c, filename, data, len, out, e);
     al_dataset *ds = NULL;
-    char err[AL_ERRLEN];
-    int rc = al_dataset_read_mem(data, len, NULL, NULL, &ds, err);
+    al_data_opts o = {.sharegpt = dataset_info ? &sg : NULL};
+    int rc = al_dataset_read_mem(data, len, NULL, &o, &ds, err);
     if (rc) return api_error_set(e, 400, INVALID, "file_invalid", "file", "The file could not be read: %s", err);
     const json_t *rep = al_dataset_report(ds);
     const json_t *errs = json_object_get(rep, "errors");
@@ -374,6 +388,7 @@ typedef struct refs_ctx {
     int failed;
     const char *model_override;  /* from_checkpoint's folder for "model" */
     json_t *used;                /* model names the job uses */
+    json_t *dinfo;               /* reference path -> the dataset_info its file was uploaded with */
 } refs_ctx;
 
 /* al_job_refs callback: model names and file ids to paths. */
@@ -394,6 +409,9 @@ static int on_ref(void *ud, al_ref_kind kind, const char *path, const char *valu
         r->failed = 1;
         snprintf(msg, msgcap, "%s", r->e->message);
         return -1;
+    } else {
+        json_t *di = store_file_dataset_info(r->c->st, backend_parse_id(value, "file-"));
+        if (di) json_object_set_new(r->dinfo, path, di);
     }
     if (strlen(dir) >= cap) {
         r->failed = 1;
@@ -402,6 +420,49 @@ static int on_ref(void *ud, al_ref_kind kind, const char *path, const char *valu
         return -1;
     }
     memcpy(repl, dir, strlen(dir) + 1);
+    return 0;
+}
+
+/* The same sharegpt names, whatever defaults either spells out. */
+static int same_dataset_info(const json_t *a, const json_t *b) {
+    al_sharegpt_cfg x, y;
+    char err[AL_ERRLEN];
+    if (al_sharegpt_parse(a, "dataset_info", &x, err) || al_sharegpt_parse(b, "dataset_info", &y, err))
+        return 1; /* the job's own is reported by the job parser */
+    json_t *jx = al_sharegpt_json(&x), *jy = al_sharegpt_json(&y);
+    int same = json_equal(jx, jy);
+    json_decref(jx);
+    json_decref(jy);
+    return same;
+}
+
+/* Files uploaded with a dataset_info (sharegpt rows under their own names)
+ * are read with it: the job takes it for the file unless it gives its own,
+ * which must then say the same. */
+static int apply_dataset_info(json_t *spec, const json_t *dinfo, api_error *e) {
+    static const char *const top[] = {"training_file", "validation_file"};
+    char key[64];
+    json_t *tfs = json_object_get(spec, "training_files");
+    for (size_t k = 0; k < json_array_size(tfs); k++) {
+        json_t *ent = json_array_get(tfs, k), *v;
+        snprintf(key, sizeof key, "training_files[%zu].file", k);
+        if (!(v = json_object_get(dinfo, key)) || !json_is_object(ent)) continue;
+        const json_t *own = json_object_get(ent, "dataset_info");
+        if (!own || json_is_null(own)) json_object_set(ent, "dataset_info", v);
+        else if (!same_dataset_info(own, v))
+            return api_error_set(e, 400, INVALID, "invalid_value", key,
+                                 "training_files[%zu].dataset_info: the file was uploaded with another dataset_info "
+                                 "(its validation.dataset_info)", k);
+    }
+    for (int i = 0; i < 2; i++) {
+        const json_t *v = json_object_get(dinfo, top[i]), *own = json_object_get(spec, "dataset_info");
+        if (!v) continue;
+        if (!own || json_is_null(own)) json_object_set(spec, "dataset_info", (json_t *)v);
+        else if (!same_dataset_info(own, v))
+            return api_error_set(e, 400, INVALID, "invalid_value", top[i],
+                                 "%s: the file was uploaded with another dataset_info than the job's (its "
+                                 "validation.dataset_info)", top[i]);
+    }
     return 0;
 }
 
@@ -456,14 +517,20 @@ static int prepare(backend_ctx *c, const json_t *body, prepared *p, api_error *e
     if (!model && !(method && !strcmp(method, "clean_data")))
         return api_error_set(e, 400, INVALID, "missing_field", "model", "model: is required");
     /* every model and file reference (lib/train's walker knows them all) */
-    refs_ctx rc0 = {.c = c, .e = e, .model_override = fc && !with_opt ? path : NULL, .used = p->used};
+    refs_ctx rc0 = {.c = c, .e = e, .model_override = fc && !with_opt ? path : NULL, .used = p->used,
+                    .dinfo = json_object()};
     char rerr[AL_ERRLEN];
+    if (!rc0.dinfo) return server_error(e, "Copying the body");
     if (al_job_refs(s, on_ref, &rc0, rerr)) {
+        json_decref(rc0.dinfo);
         if (rc0.failed) return -1;
         char param[160];
         msg_param(rerr, param, sizeof param);
         return api_error_set(e, 400, INVALID, "invalid_value", param, "%s", rerr);
     }
+    int drc = apply_dataset_info(s, rc0.dinfo, e);
+    json_decref(rc0.dinfo);
+    if (drc) return -1;
     char err[AL_ERRLEN] = "";
     /* output_dir is set per job when it runs (<jobs_dir>/ftjob-<n>); the
      * jobs directory stands in while the description is validated */

@@ -557,6 +557,23 @@ int store_file_info(store *s, int64_t id, char status[32], char path[STORE_PATH]
     return rc;
 }
 
+static const char SQL_FILE_DINFO[] =
+    "SELECT json_extract(validation, '$.dataset_info') FROM files WHERE id = ? AND deleted = 0";
+
+json_t *store_file_dataset_info(store *s, int64_t id) {
+    json_t *v = NULL;
+    RLOCK();
+    sqlite3_stmt *st = q(s, SQL_FILE_DINFO, "i", id);
+    if (st && sqlite3_step(st) == SQLITE_ROW && sqlite3_column_type(st, 0) != SQLITE_NULL) v = col_json(st, 0);
+    if (st) sqlite3_reset(st);
+    RUNLOCK();
+    if (json_is_null(v)) {
+        json_decref(v);
+        v = NULL;
+    }
+    return v;
+}
+
 static const char SQL_FILE_USER[] =
     "SELECT id FROM jobs WHERE status NOT IN ('succeeded','failed','cancelled')"
     " AND (training_file = ?1 OR validation_file = ?1 OR EXISTS (SELECT 1 FROM"

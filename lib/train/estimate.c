@@ -168,6 +168,7 @@ int al_job_estimate(const al_job *job, al_estimate *out, char err[AL_ERRLEN]) {
         for (int f = 0; f < nf && !rc; f++) {
             al_dataset *ds = NULL;
             const char *path = job->n_train_files ? job->train_files[f].file : job->training_file;
+            o.sharegpt = al_job_file_sharegpt(job, path);
             if ((rc = al_dataset_read_file(path, chat, &o, &ds, err))) break;
             double sum = 0;
             for (int i = 0; i < ds->n_ex; i++)

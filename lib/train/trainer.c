@@ -171,7 +171,8 @@ static void event_line(void *ud, const char *line) { event(ud, AL_LOG_INFO, "%s"
  * drop becomes an event; the examples move into d. */
 static int file_examples(trainer *t, const char *path, const char *method, dataset *d, const char *what,
                          int training) {
-    al_data_opts o = {.method = method, .max_length = t->hp->max_length, .dedupe = t->hp->dedupe};
+    al_data_opts o = {.method = method, .max_length = t->hp->max_length, .dedupe = t->hp->dedupe,
+                      .sharegpt = al_job_file_sharegpt(t->job, path)};
     /* the job's hygiene filters clean what it trains on, not what it is measured on */
     if (training && al_hygiene_any(&t->job->hygiene)) o.hygiene = &t->job->hygiene;
     al_dataset *ds = NULL;
