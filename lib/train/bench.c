@@ -652,7 +652,8 @@ int al_bench_load(al_bench **out, const al_eval_task *t, const al_chat *chat, co
         for (long i = 0; !rc && i < (t->rows > 0 ? t->rows : 100); i++) {
             al_task_row r;
             char **ans = calloc(2, sizeof *ans);
-            if (!ans || al_task_row_get(t->task, 1000003u, (uint64_t)i, &r) || !(ans[0] = strdup(r.answer))) {
+            if (!ans || al_task_row_get(t->task, (al_task_split)t->split, 1000003u, (uint64_t)i, &r) ||
+                !(ans[0] = strdup(r.answer))) {
                 free(ans);
                 rc = al_err(e2, AL_ENOMEM, "out of memory");
                 break;

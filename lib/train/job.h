@@ -3,7 +3,7 @@
  *
  *   {"method": "sft"|"pretrain"|"reward_model"|"dpo"|"kto"|"orpo"|"simpo"
  *              |"ppo"|"grpo"|"rloo"|"generate_preferences"|"evaluate"|"critique_revise",
- *    "model": DIR, "training_file": FILE | "task": {"name","rows","seed"}
+ *    "model": DIR, "training_file": FILE | "task": {"name","rows","seed","split"}
  *                | "training_files": [{"file": FILE, "weight": W}, ...],
  *                  (mixed by weighted sampling, lib/text/mix.h; weight > 0,
  *                   default 1, normalised; one entry = training_file; not for
@@ -56,6 +56,10 @@
  * {"prompts","completions","rows"} and reads {"rewards"}); defaults weight 1,
  * timeout_ms 30000, batch 64, retries 3.
  *
+ * A built-in task's "split" (lib/tasks/tasks.h) defaults to "test" for
+ * evaluate jobs and eval_tasks and to "train" for every other method, so
+ * that what a job is measured on was never trained on.
+ *
  * Every hyper-parameter left out (or given as "auto") takes TRL's default
  * for the method; every bad value is an AL_EINVAL whose message starts with
  * the field's path ("hyperparameters.beta: must be > 0"). The resolved
@@ -83,6 +87,7 @@ typedef struct al_eval_task {
     char task[32];             /* built-in task, or "" for a file */
     char file[AL_PATH_MAX];
     long rows;
+    int split;                 /* al_task_split: "test" unless the job says otherwise */
     /* a file: "loss" (an SFT file's loss), "multiple_choice" or "generative"
      * (benchmarks, lib/train/bench.h); "" = told by the file's first row */
     char type[32];
@@ -156,6 +161,7 @@ typedef struct al_job {
     char task[32];                     /* built-in task name or "" */
     long task_rows;
     uint64_t task_seed;
+    int task_split;                    /* al_task_split: test for evaluate, else train */
     char output_dir[AL_PATH_MAX];
     al_hparams hp;
     int use_lora;
