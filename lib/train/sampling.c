@@ -112,8 +112,9 @@ static void event_line(void *ud, const char *line) { rl_event(ud, AL_LOG_INFO, "
  * from its training_file goes to cb's events. */
 static int load_prompts(const al_job *job, const al_chat *chat, rl_prompts *p, const al_train_cb *cb,
                         char err[AL_ERRLEN]) {
-    if (job->task[0]) return rl_prompts_load(p, job, chat, 1, job->task_rows, job->task_seed, NULL, "task", 0, err);
-    int rc = rl_prompts_load(p, job, chat, 0, 0, 0, job->training_file, "training_file", 0, err);
+    if (job->task[0])
+        return rl_prompts_load(p, job, chat, 1, job->task_rows, job->task_seed, job->task_split, NULL, "task", 0, err);
+    int rc = rl_prompts_load(p, job, chat, 0, 0, 0, 0, job->training_file, "training_file", 0, err);
     if (!rc) al_hygiene_describe(p->report, "training_file", 20, event_line, (void *)cb);
     return rc;
 }
