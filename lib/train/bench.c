@@ -13,7 +13,7 @@
 
 #include "../io.h"
 #include "../tasks/tasks.h"
-#include "../text/sbuf.h"
+#include "../buf.h"
 
 enum { BT_MC = 1, BT_GEN = 2, MAX_FILE = 1 << 30, GEN_DEFAULT = 256 };
 
@@ -430,7 +430,7 @@ static int with_shots(load_ud *u, long self, const char *text, char **full, char
     long pick[64];
     pick_shots(u, self, pick);
     const al_eval_task *t = u->t;
-    sbuf b = {0};
+    al_buf b = {0};
     int rc = AL_OK, multi = t->fewshot_multiturn;
     if (multi && !(u->turns = json_array())) return al_err(err, AL_ENOMEM, "out of memory");
     for (int i = 0; i < t->num_fewshot && !rc; i++) {
@@ -442,19 +442,19 @@ static int with_shots(load_ud *u, long self, const char *text, char **full, char
                 json_array_append_new(u->turns, json_pack("{s:s, s:s}", "role", "assistant", "content", target)))
                 rc = al_err(err, AL_ENOMEM, "out of memory");
         } else {
-            sb_put(&b, st, strlen(st));
-            sb_put(&b, t->delimiter, strlen(t->delimiter));
-            sb_put(&b, target, strlen(target));
-            sb_put(&b, t->fewshot_delimiter, strlen(t->fewshot_delimiter));
+            al_buf_puts(&b, st);
+            al_buf_puts(&b, t->delimiter);
+            al_buf_puts(&b, target);
+            al_buf_puts(&b, t->fewshot_delimiter);
         }
         free(target);
     }
     if (!rc && multi && json_array_append_new(u->turns, json_pack("{s:s, s:s}", "role", "user", "content", text)))
         rc = al_err(err, AL_ENOMEM, "out of memory");
-    sb_put(&b, text, strlen(text));
+    al_buf_puts(&b, text);
     if (!rc && b.oom) rc = al_err(err, AL_ENOMEM, "out of memory");
     if (rc) {
-        free(b.p);
+        al_buf_deinit(&b);
         return rc;
     }
     *full = b.p;
