@@ -11,13 +11,21 @@
 
 enum { SEL_ATTR = 1, SEL_KEEP = 2 }; /* f_select's arg */
 
-static const char *filter_name(int id);
+/* A call of a filter: its name as written (errors say "e()" for e, not
+ * "escape()"), its table row's arg, the raw arguments, and those bound to
+ * the row's parameter names (JV_MISSING where none was given). */
+#define FILTER_MAX_PARAMS 4
+typedef struct fcall {
+    const char *name;
+    int arg;
+    jargs *a;
+    jv p[FILTER_MAX_PARAMS];
+} fcall;
+typedef int (*filter_fn)(jctx *c, const fcall *f, jv in, jv *out);
+typedef struct jfilter jfilter;
+enum { FF_CONTEXT = 1, FF_ARGS = 2 };
 
-/* For the filters that take no argument but the value. */
-static int no_params(jctx *c, const char *name, jargs *a) {
-    jv none[1];
-    return jj_bind(c, name, a, NULL, 0, none);
-}
+static const char *filter_name(int id);
 
 static int ignore_case(jctx *c, jv v, jv *out) {
     if (v.k == JV_STR) return jj_map_case(c, jv_str(v)->s, jv_str(v)->len, JJ_CASE_LOWER, out);
@@ -213,9 +221,9 @@ static int length_of(jctx *c, jv v, int64_t *n) {
 }
 
 /* select, reject, selectattr, rejectattr: arg holds SEL_ATTR and SEL_KEEP */
-static int f_select(jctx *c, const char *name, int arg, jv in, jargs *a, jv *out) {
-    (void)name;
-    int lookup_attr = (arg & SEL_ATTR) != 0, keep = (arg & SEL_KEEP) != 0;
+static int f_select(jctx *c, const fcall *f, jv in, jv *out) {
+    const jargs *a = f->a;
+    int lookup_attr = (f->arg & SEL_ATTR) != 0, keep = (f->arg & SEL_KEEP) != 0;
     int rc;
     int off = 0;
     jv attr = jv_undef();
@@ -271,9 +279,8 @@ static int f_select(jctx *c, const char *name, int arg, jv in, jargs *a, jv *out
     return gen_from_list(c, res, out);
 }
 
-static int f_map(jctx *c, const char *name, int arg, jv in, jargs *a, jv *out) {
-    (void)name;
-    (void)arg;
+static int f_map(jctx *c, const fcall *f, jv in, jv *out) {
+    const jargs *a = f->a;
     int rc;
     jv attr = jv_undef(), def = jv_none();
     int fid = -1, use_attr = 0;
@@ -337,11 +344,9 @@ static int f_map(jctx *c, const char *name, int arg, jv in, jargs *a, jv *out) {
 }
 
 /* max (arg 1) and min (arg 0) */
-static int f_minmax(jctx *c, const char *name, int arg, jv in, jargs *a, jv *out) {
-    static const char *const names[] = {"case_sensitive", "attribute"};
-    jv p[2];
+static int f_minmax(jctx *c, const fcall *f, jv in, jv *out) {
+    const jv *p = f->p;
     int rc;
-    if ((rc = jj_bind(c, name, a, names, 2, p))) return rc;
     jv items = {0};
     if ((rc = jj_iter_list(c, in, &items))) return rc;
     jseq *s = jv_seq(items);
@@ -357,7 +362,7 @@ static int f_minmax(jctx *c, const char *name, int arg, jv in, jargs *a, jv *out
     size_t best = 0;
     for (size_t i = 1; i < s->n && !rc; i++) {
         int lt;
-        rc = arg ? less(c, keys[best], keys[i], &lt) : less(c, keys[i], keys[best], &lt);
+        rc = f->arg ? less(c, keys[best], keys[i], &lt) : less(c, keys[i], keys[best], &lt);
         if (!rc && lt) best = i;
     }
     if (!rc) {
@@ -369,12 +374,9 @@ static int f_minmax(jctx *c, const char *name, int arg, jv in, jargs *a, jv *out
     return rc;
 }
 
-static int f_tojson(jctx *c, const char *name, int arg, jv in, jargs *a, jv *out) {
-    (void)arg;
-    static const char *const names[] = {"ensure_ascii", "indent", "separators", "sort_keys"};
-    jv p[4];
+static int f_tojson(jctx *c, const fcall *f, jv in, jv *out) {
+    const jv *p = f->p;
     int rc;
-    if ((rc = jj_bind(c, name, a, names, 4, p))) return rc;
     jj_json_opts o = {0};
     o.ensure_ascii = !jj_missing(p[0]) && jj_truth(c, p[0]);
     o.sort_keys = !jj_missing(p[3]) && jj_truth(c, p[3]);
@@ -417,12 +419,9 @@ static int f_tojson(jctx *c, const char *name, int arg, jv in, jargs *a, jv *out
     return jj_str_from_buf(c, &b, out);
 }
 
-static int f_indent(jctx *c, const char *name, int arg, jv in, jargs *a, jv *out) {
-    (void)arg;
-    static const char *const names[] = {"width", "first", "blank"};
-    jv p[3];
+static int f_indent(jctx *c, const fcall *f, jv in, jv *out) {
+    const jv *p = f->p;
     int rc;
-    if ((rc = jj_bind(c, name, a, names, 3, p))) return rc;
     char sp[256];
     const char *ind = "    ";
     size_t il = 4;
@@ -520,12 +519,9 @@ static int escape_filter(jctx *c, jv in, jv *out) {
     return jj_str_from_buf(c, &b, out);
 }
 
-static int f_round(jctx *c, const char *name, int arg, jv in, jargs *a, jv *out) {
-    (void)arg;
-    static const char *const names[] = {"precision", "method"};
-    jv p[2];
+static int f_round(jctx *c, const fcall *f, jv in, jv *out) {
+    const jv *p = f->p;
     int rc;
-    if ((rc = jj_bind(c, name, a, names, 2, p))) return rc;
     int64_t prec = 0;
     if (!jj_missing(p[0]) && (rc = jj_want_int(c, p[0], &prec))) return rc;
     const char *method = "common";
@@ -567,10 +563,8 @@ static int f_round(jctx *c, const char *name, int arg, jv in, jargs *a, jv *out)
 }
 
 /* ---------------------------------------------------------------- one function a filter */
-static int f_abs(jctx *c, const char *name, int arg, jv in, jargs *a, jv *out) {
-    int rc;
-    (void)arg;
-    if ((rc = no_params(c, name, a))) return rc;
+static int f_abs(jctx *c, const fcall *f, jv in, jv *out) {
+    (void)f;
     if (in.k == JV_INT || in.k == JV_BOOL) {
         if (in.u.i == INT64_MIN) return jj_fail(c, AL_ERANGE, "integer overflow");
         *out = jv_int(in.u.i < 0 ? -in.u.i : in.u.i);
@@ -584,12 +578,9 @@ static int f_abs(jctx *c, const char *name, int arg, jv in, jargs *a, jv *out) {
     return jj_fail(c, AL_EFORMAT, "bad operand type for abs(): '%s'", jj_type_name(in));
 }
 
-static int f_attr(jctx *c, const char *name, int arg, jv in, jargs *a, jv *out) {
-    static const char *const names[] = {"name"};
-    jv p[1];
+static int f_attr(jctx *c, const fcall *f, jv in, jv *out) {
+    const jv *p = f->p;
     int rc;
-    (void)arg;
-    if ((rc = jj_bind(c, name, a, names, 1, p))) return rc;
     if (jj_missing(p[0])) return jj_fail(c, AL_EFORMAT, "attr() missing required argument 'name'");
     if (p[0].k != JV_STR) return jj_undef_hint(c, out, "attribute name must be a string");
     if (in.k == JV_UNDEF) return jj_undef_error(c, in);
@@ -600,12 +591,9 @@ static int f_attr(jctx *c, const char *name, int arg, jv in, jargs *a, jv *out) 
 }
 
 /* lists of linecount items, the last one padded with fill_with */
-static int f_batch(jctx *c, const char *name, int arg, jv in, jargs *a, jv *out) {
-    static const char *const names[] = {"linecount", "fill_with"};
-    jv p[2];
+static int f_batch(jctx *c, const fcall *f, jv in, jv *out) {
+    const jv *p = f->p;
     int rc;
-    (void)arg;
-    if ((rc = jj_bind(c, name, a, names, 2, p))) return rc;
     int64_t per = 0;
     if (jj_missing(p[0])) return jj_fail(c, AL_EFORMAT, "batch() missing required argument 'linecount'");
     if ((rc = jj_want_int(c, p[0], &per))) return rc;
@@ -640,23 +628,19 @@ static int f_batch(jctx *c, const char *name, int arg, jv in, jargs *a, jv *out)
     return gen_from_list(c, res, out);
 }
 
-static int f_case(jctx *c, const char *name, int arg, jv in, jargs *a, jv *out) {
+static int f_case(jctx *c, const fcall *f, jv in, jv *out) {
     int rc;
-    if ((rc = no_params(c, name, a))) return rc;
     jv s = {0};
     if ((rc = jj_stringify(c, in, &s))) return rc;
-    if (arg == JJ_CASE_TITLE) rc = jinja_title(c, jv_str(s), out);
-    else rc = jj_map_case(c, jv_str(s)->s, jv_str(s)->len, arg, out);
+    if (f->arg == JJ_CASE_TITLE) rc = jinja_title(c, jv_str(s), out);
+    else rc = jj_map_case(c, jv_str(s)->s, jv_str(s)->len, f->arg, out);
     jj_decref(c, s);
     return rc;
 }
 
-static int f_center(jctx *c, const char *name, int arg, jv in, jargs *a, jv *out) {
-    static const char *const names[] = {"width"};
-    jv p[1];
+static int f_center(jctx *c, const fcall *f, jv in, jv *out) {
+    const jv *p = f->p;
     int rc;
-    (void)arg;
-    if ((rc = jj_bind(c, name, a, names, 1, p))) return rc;
     int64_t w = 80;
     if (!jj_missing(p[0]) && (rc = jj_want_int(c, p[0], &w))) return rc;
     jv s = {0};
@@ -666,22 +650,17 @@ static int f_center(jctx *c, const char *name, int arg, jv in, jargs *a, jv *out
     return rc;
 }
 
-static int f_length(jctx *c, const char *name, int arg, jv in, jargs *a, jv *out) {
+static int f_length(jctx *c, const fcall *f, jv in, jv *out) {
+    (void)f;
     int rc;
-    (void)arg;
-    if ((rc = no_params(c, name, a))) return rc;
     int64_t n = 0;
     if ((rc = length_of(c, in, &n))) return rc;
     *out = jv_int(n);
     return AL_OK;
 }
 
-static int f_default(jctx *c, const char *name, int arg, jv in, jargs *a, jv *out) {
-    static const char *const names[] = {"default_value", "boolean"};
-    jv p[2];
-    int rc;
-    (void)arg;
-    if ((rc = jj_bind(c, name, a, names, 2, p))) return rc;
+static int f_default(jctx *c, const fcall *f, jv in, jv *out) {
+    const jv *p = f->p;
     int use = in.k == JV_UNDEF || (!jj_missing(p[1]) && jj_truth(c, p[1]) && !jj_truth(c, in));
     if (use) {
         if (jj_missing(p[0])) return jj_str_new(c, "", 0, out);
@@ -693,12 +672,9 @@ static int f_default(jctx *c, const char *name, int arg, jv in, jargs *a, jv *ou
     return AL_OK;
 }
 
-static int f_dictsort(jctx *c, const char *name, int arg, jv in, jargs *a, jv *out) {
-    static const char *const names[] = {"case_sensitive", "by", "reverse"};
-    jv p[3];
+static int f_dictsort(jctx *c, const fcall *f, jv in, jv *out) {
+    const jv *p = f->p;
     int rc;
-    (void)arg;
-    if ((rc = jj_bind(c, name, a, names, 3, p))) return rc;
     int by_value = 0;
     if (!jj_missing(p[1])) {
         if (p[1].k == JV_STR && !strcmp(jv_str(p[1])->s, "value")) by_value = 1;
@@ -726,17 +702,14 @@ static int f_dictsort(jctx *c, const char *name, int arg, jv in, jargs *a, jv *o
     return rc;
 }
 
-static int f_escape(jctx *c, const char *name, int arg, jv in, jargs *a, jv *out) {
-    int rc;
-    (void)arg;
-    if ((rc = no_params(c, name, a))) return rc;
+static int f_escape(jctx *c, const fcall *f, jv in, jv *out) {
+    (void)f;
     return escape_filter(c, in, out);
 }
 
-static int f_first(jctx *c, const char *name, int arg, jv in, jargs *a, jv *out) {
+static int f_first(jctx *c, const fcall *f, jv in, jv *out) {
+    (void)f;
     int rc;
-    (void)arg;
-    if ((rc = no_params(c, name, a))) return rc;
     if (in.k == JV_ITER && jv_seq(in)->sub == JI_GEN) {
         jseq *s = jv_seq(in);
         if (s->lazy_err) return jj_fail(c, AL_EFORMAT, "%s", s->lazy_err);
@@ -756,10 +729,9 @@ static int f_first(jctx *c, const char *name, int arg, jv in, jargs *a, jv *out)
     return rc;
 }
 
-static int f_last(jctx *c, const char *name, int arg, jv in, jargs *a, jv *out) {
+static int f_last(jctx *c, const fcall *f, jv in, jv *out) {
+    (void)f;
     int rc;
-    (void)arg;
-    if ((rc = no_params(c, name, a))) return rc;
     if (in.k == JV_ITER && jv_seq(in)->sub == JI_GEN)
         return jj_fail(c, AL_EFORMAT, "'generator' object is not reversible");
     if (in.k == JV_NS || (in.k != JV_UNDEF && in.k < JV_STR))
@@ -776,12 +748,8 @@ static int f_last(jctx *c, const char *name, int arg, jv in, jargs *a, jv *out) 
     return rc;
 }
 
-static int f_float(jctx *c, const char *name, int arg, jv in, jargs *a, jv *out) {
-    static const char *const names[] = {"default"};
-    jv p[1];
-    int rc;
-    (void)arg;
-    if ((rc = jj_bind(c, name, a, names, 1, p))) return rc;
+static int f_float(jctx *c, const fcall *f, jv in, jv *out) {
+    const jv *p = f->p;
     double d = 0;
     if (in.k == JV_UNDEF) return jj_undef_error(c, in); /* Undefined.__float__ raises */
     if (in.k == JV_FLOAT) *out = in;
@@ -794,12 +762,9 @@ static int f_float(jctx *c, const char *name, int arg, jv in, jargs *a, jv *out)
     return AL_OK;
 }
 
-static int f_int(jctx *c, const char *name, int arg, jv in, jargs *a, jv *out) {
-    static const char *const names[] = {"default", "base"};
-    jv p[2];
+static int f_int(jctx *c, const fcall *f, jv in, jv *out) {
+    const jv *p = f->p;
     int rc;
-    (void)arg;
-    if ((rc = jj_bind(c, name, a, names, 2, p))) return rc;
     int64_t base = 10, iv;
     if (!jj_missing(p[1]) && (rc = jj_want_int(c, p[1], &base))) return rc;
     if (base < 2 || base > 36) return jj_fail(c, AL_EUNSUP, "int() base must be >= 2 and <= 36");
@@ -834,9 +799,9 @@ static int f_int(jctx *c, const char *name, int arg, jv in, jargs *a, jv *out) {
     return AL_OK;
 }
 
-static int f_format(jctx *c, const char *name, int arg, jv in, jargs *a, jv *out) {
+static int f_format(jctx *c, const fcall *f, jv in, jv *out) {
+    const jargs *a = f->a;
     int rc;
-    (void)name; (void)arg;
     if (a->npos && a->nkw) return jj_fail(c, AL_EFORMAT, "can't handle positional and keyword arguments at the same time");
     jv s = {0}, args = {0};
     if ((rc = jj_stringify(c, in, &s))) return rc;
@@ -855,10 +820,9 @@ static int f_format(jctx *c, const char *name, int arg, jv in, jargs *a, jv *out
     return rc;
 }
 
-static int f_items(jctx *c, const char *name, int arg, jv in, jargs *a, jv *out) {
+static int f_items(jctx *c, const fcall *f, jv in, jv *out) {
+    (void)f;
     int rc;
-    (void)arg;
-    if ((rc = no_params(c, name, a))) return rc;
     if (in.k == JV_UNDEF) {
         jv l = {0};
         if ((rc = jj_seq_new(c, JV_LIST, 0, &l))) return rc;
@@ -875,12 +839,9 @@ static int f_items(jctx *c, const char *name, int arg, jv in, jargs *a, jv *out)
     return AL_OK;
 }
 
-static int f_join(jctx *c, const char *name, int arg, jv in, jargs *a, jv *out) {
-    static const char *const names[] = {"d", "attribute"};
-    jv p[2];
+static int f_join(jctx *c, const fcall *f, jv in, jv *out) {
+    const jv *p = f->p;
     int rc;
-    (void)arg;
-    if ((rc = jj_bind(c, name, a, names, 2, p))) return rc;
     jv items = {0};
     if ((rc = jj_iter_list(c, in, &items))) return rc;
     jbuf sep = {0}, b = {0};
@@ -909,19 +870,14 @@ static int f_join(jctx *c, const char *name, int arg, jv in, jargs *a, jv *out) 
     return jj_str_from_buf(c, &b, out);
 }
 
-static int f_list(jctx *c, const char *name, int arg, jv in, jargs *a, jv *out) {
-    int rc;
-    (void)arg;
-    if ((rc = no_params(c, name, a))) return rc;
+static int f_list(jctx *c, const fcall *f, jv in, jv *out) {
+    (void)f;
     return jj_iter_list(c, in, out);
 }
 
-static int f_replace(jctx *c, const char *name, int arg, jv in, jargs *a, jv *out) {
-    static const char *const names[] = {"old", "new", "count"};
-    jv p[3];
+static int f_replace(jctx *c, const fcall *f, jv in, jv *out) {
+    const jv *p = f->p;
     int rc;
-    (void)arg;
-    if ((rc = jj_bind(c, name, a, names, 3, p))) return rc;
     if (jj_missing(p[0]) || jj_missing(p[1])) return jj_fail(c, AL_EFORMAT, "replace() missing required arguments");
     jv s = {0}, o = {0}, n = {0};
     int64_t cnt = -1;
@@ -940,10 +896,9 @@ static int f_replace(jctx *c, const char *name, int arg, jv in, jargs *a, jv *ou
     return rc;
 }
 
-static int f_reverse(jctx *c, const char *name, int arg, jv in, jargs *a, jv *out) {
+static int f_reverse(jctx *c, const fcall *f, jv in, jv *out) {
+    (void)f;
     int rc;
-    (void)arg;
-    if ((rc = no_params(c, name, a))) return rc;
     if (in.k == JV_STR) {
         const jstr *s = jv_str(in);
         char *buf = malloc(s->len + 1);
@@ -975,19 +930,14 @@ static int f_reverse(jctx *c, const char *name, int arg, jv in, jargs *a, jv *ou
     return gen_from_list(c, items, out);
 }
 
-static int f_string(jctx *c, const char *name, int arg, jv in, jargs *a, jv *out) {
-    int rc;
-    (void)arg;
-    if ((rc = no_params(c, name, a))) return rc;
+static int f_string(jctx *c, const fcall *f, jv in, jv *out) {
+    (void)f;
     return jj_stringify(c, in, out);
 }
 
-static int f_sort(jctx *c, const char *name, int arg, jv in, jargs *a, jv *out) {
-    static const char *const names[] = {"reverse", "case_sensitive", "attribute"};
-    jv p[3];
+static int f_sort(jctx *c, const fcall *f, jv in, jv *out) {
+    const jv *p = f->p;
     int rc;
-    (void)arg;
-    if ((rc = jj_bind(c, name, a, names, 3, p))) return rc;
     jv items = {0};
     if ((rc = jj_iter_list(c, in, &items))) return rc;
     /* make_multi_attrgetter: "a,b" -> key [item.a, item.b]; keys compare as lists */
@@ -1030,12 +980,9 @@ static int f_sort(jctx *c, const char *name, int arg, jv in, jargs *a, jv *out) 
     return rc;
 }
 
-static int f_sum(jctx *c, const char *name, int arg, jv in, jargs *a, jv *out) {
-    static const char *const names[] = {"attribute", "start"};
-    jv p[2];
+static int f_sum(jctx *c, const fcall *f, jv in, jv *out) {
+    const jv *p = f->p;
     int rc;
-    (void)arg;
-    if ((rc = jj_bind(c, name, a, names, 2, p))) return rc;
     jv items = {0};
     if ((rc = jj_iter_list(c, in, &items))) return rc;
     jv acc = jj_missing(p[1]) ? jv_int(0) : p[1];
@@ -1069,12 +1016,9 @@ static int f_sum(jctx *c, const char *name, int arg, jv in, jargs *a, jv *out) {
     return AL_OK;
 }
 
-static int f_trim(jctx *c, const char *name, int arg, jv in, jargs *a, jv *out) {
-    static const char *const names[] = {"chars"};
-    jv p[1];
+static int f_trim(jctx *c, const fcall *f, jv in, jv *out) {
+    const jv *p = f->p;
     int rc;
-    (void)arg;
-    if ((rc = jj_bind(c, name, a, names, 1, p))) return rc;
     jv s = {0};
     if ((rc = jj_stringify(c, in, &s))) return rc;
     rc = jj_strip(c, jv_str(s), p[0], 1, 1, out);
@@ -1082,12 +1026,9 @@ static int f_trim(jctx *c, const char *name, int arg, jv in, jargs *a, jv *out) 
     return rc;
 }
 
-static int f_truncate(jctx *c, const char *name, int arg, jv in, jargs *a, jv *out) {
-    static const char *const names[] = {"length", "killwords", "end", "leeway"};
-    jv p[4];
+static int f_truncate(jctx *c, const fcall *f, jv in, jv *out) {
+    const jv *p = f->p;
     int rc;
-    (void)arg;
-    if ((rc = jj_bind(c, name, a, names, 4, p))) return rc;
     int64_t length = 255, leeway = 5;
     if (!jj_missing(p[0]) && (rc = jj_want_int(c, p[0], &length))) return rc;
     if (!jj_missing(p[3]) && p[3].k != JV_NONE && (rc = jj_want_int(c, p[3], &leeway))) return rc;
@@ -1138,12 +1079,9 @@ static int f_truncate(jctx *c, const char *name, int arg, jv in, jargs *a, jv *o
     return rc;
 }
 
-static int f_unique(jctx *c, const char *name, int arg, jv in, jargs *a, jv *out) {
-    static const char *const names[] = {"case_sensitive", "attribute"};
-    jv p[2];
+static int f_unique(jctx *c, const fcall *f, jv in, jv *out) {
+    const jv *p = f->p;
     int rc;
-    (void)arg;
-    if ((rc = jj_bind(c, name, a, names, 2, p))) return rc;
     jv items = {0}, res = {0};
     if ((rc = jj_iter_list(c, in, &items))) return rc;
     jv *keys;
@@ -1177,10 +1115,9 @@ static int f_unique(jctx *c, const char *name, int arg, jv in, jargs *a, jv *out
     return gen_from_list(c, res, out);
 }
 
-static int f_wordcount(jctx *c, const char *name, int arg, jv in, jargs *a, jv *out) {
+static int f_wordcount(jctx *c, const fcall *f, jv in, jv *out) {
+    (void)f;
     int rc;
-    (void)arg;
-    if ((rc = no_params(c, name, a))) return rc;
     jv s = {0};
     if ((rc = jj_stringify(c, in, &s))) return rc;
     int64_t n = 0;
@@ -1200,72 +1137,75 @@ static int f_wordcount(jctx *c, const char *name, int arg, jv in, jargs *a, jv *
 }
 
 /* ---------------------------------------------------------------- the table */
-/* jinja2 3.1's filters by name. A NULL function is a filter chat templates
- * do not use (urlize, groupby, ...): known by name, AL_EUNSUP when run.
- * FF_CONTEXT marks the @pass_context ones, which jinja2 never folds at
- * compile time. */
-enum { FF_CONTEXT = 1 };
-typedef struct jfilter {
+/* jinja2 3.1's filters by name, with the names of their parameters after
+ * the value (the dispatcher binds the call's arguments to them as Python
+ * would, so a filter finds them in f->p). A NULL function is a filter chat
+ * templates do not use (urlize, groupby, ...): known by name, AL_EUNSUP
+ * when run. FF_CONTEXT marks the @pass_context ones, which jinja2 never
+ * folds at compile time; FF_ARGS the ones that take any positional and
+ * keyword arguments (select, map, format) and read f->a themselves. */
+struct jfilter {
     const char *name;
-    int (*fn)(jctx *c, const char *name, int arg, jv in, jargs *a, jv *out);
+    filter_fn fn;
     int arg, flags;
-} jfilter;
+    const char *params[FILTER_MAX_PARAMS];
+};
 
 static const jfilter FILTERS[] = {
-    {"abs", f_abs, 0, 0},
-    {"attr", f_attr, 0, 0},
-    {"batch", f_batch, 0, 0},
-    {"capitalize", f_case, JJ_CASE_CAPITALIZE, 0},
-    {"center", f_center, 0, 0},
-    {"count", f_length, 0, 0},
-    {"d", f_default, 0, 0},
-    {"default", f_default, 0, 0},
-    {"dictsort", f_dictsort, 0, 0},
-    {"e", f_escape, 0, 0},
-    {"escape", f_escape, 0, 0},
-    {"filesizeformat", NULL, 0, 0},
-    {"first", f_first, 0, 0},
-    {"float", f_float, 0, 0},
-    {"forceescape", f_escape, 0, 0},
-    {"format", f_format, 0, 0},
-    {"groupby", NULL, 0, 0},
-    {"indent", f_indent, 0, 0},
-    {"int", f_int, 0, 0},
-    {"items", f_items, 0, 0},
-    {"join", f_join, 0, 0},
-    {"last", f_last, 0, 0},
-    {"length", f_length, 0, 0},
-    {"list", f_list, 0, 0},
-    {"lower", f_case, JJ_CASE_LOWER, 0},
-    {"map", f_map, 0, FF_CONTEXT},
-    {"max", f_minmax, 1, 0},
-    {"min", f_minmax, 0, 0},
-    {"pprint", NULL, 0, 0},
-    {"random", NULL, 0, FF_CONTEXT},
-    {"reject", f_select, 0, FF_CONTEXT},
-    {"rejectattr", f_select, SEL_ATTR, FF_CONTEXT},
-    {"replace", f_replace, 0, 0},
-    {"reverse", f_reverse, 0, 0},
-    {"round", f_round, 0, 0},
-    {"safe", f_string, 0, 0},
-    {"select", f_select, SEL_KEEP, FF_CONTEXT},
-    {"selectattr", f_select, SEL_ATTR | SEL_KEEP, FF_CONTEXT},
-    {"slice", NULL, 0, 0},
-    {"sort", f_sort, 0, 0},
-    {"string", f_string, 0, 0},
-    {"striptags", NULL, 0, 0},
-    {"sum", f_sum, 0, 0},
-    {"title", f_case, JJ_CASE_TITLE, 0},
-    {"tojson", f_tojson, 0, 0},
-    {"trim", f_trim, 0, 0},
-    {"truncate", f_truncate, 0, 0},
-    {"unique", f_unique, 0, 0},
-    {"upper", f_case, JJ_CASE_UPPER, 0},
-    {"urlencode", NULL, 0, 0},
-    {"urlize", NULL, 0, 0},
-    {"wordcount", f_wordcount, 0, 0},
-    {"wordwrap", NULL, 0, 0},
-    {"xmlattr", NULL, 0, 0},
+    {"abs", f_abs, 0, 0, {NULL}},
+    {"attr", f_attr, 0, 0, {"name"}},
+    {"batch", f_batch, 0, 0, {"linecount", "fill_with"}},
+    {"capitalize", f_case, JJ_CASE_CAPITALIZE, 0, {NULL}},
+    {"center", f_center, 0, 0, {"width"}},
+    {"count", f_length, 0, 0, {NULL}},
+    {"d", f_default, 0, 0, {"default_value", "boolean"}},
+    {"default", f_default, 0, 0, {"default_value", "boolean"}},
+    {"dictsort", f_dictsort, 0, 0, {"case_sensitive", "by", "reverse"}},
+    {"e", f_escape, 0, 0, {NULL}},
+    {"escape", f_escape, 0, 0, {NULL}},
+    {"filesizeformat", NULL, 0, 0, {NULL}},
+    {"first", f_first, 0, 0, {NULL}},
+    {"float", f_float, 0, 0, {"default"}},
+    {"forceescape", f_escape, 0, 0, {NULL}},
+    {"format", f_format, 0, FF_ARGS, {NULL}},
+    {"groupby", NULL, 0, 0, {NULL}},
+    {"indent", f_indent, 0, 0, {"width", "first", "blank"}},
+    {"int", f_int, 0, 0, {"default", "base"}},
+    {"items", f_items, 0, 0, {NULL}},
+    {"join", f_join, 0, 0, {"d", "attribute"}},
+    {"last", f_last, 0, 0, {NULL}},
+    {"length", f_length, 0, 0, {NULL}},
+    {"list", f_list, 0, 0, {NULL}},
+    {"lower", f_case, JJ_CASE_LOWER, 0, {NULL}},
+    {"map", f_map, 0, FF_CONTEXT | FF_ARGS, {NULL}},
+    {"max", f_minmax, 1, 0, {"case_sensitive", "attribute"}},
+    {"min", f_minmax, 0, 0, {"case_sensitive", "attribute"}},
+    {"pprint", NULL, 0, 0, {NULL}},
+    {"random", NULL, 0, FF_CONTEXT, {NULL}},
+    {"reject", f_select, 0, FF_CONTEXT | FF_ARGS, {NULL}},
+    {"rejectattr", f_select, SEL_ATTR, FF_CONTEXT | FF_ARGS, {NULL}},
+    {"replace", f_replace, 0, 0, {"old", "new", "count"}},
+    {"reverse", f_reverse, 0, 0, {NULL}},
+    {"round", f_round, 0, 0, {"precision", "method"}},
+    {"safe", f_string, 0, 0, {NULL}},
+    {"select", f_select, SEL_KEEP, FF_CONTEXT | FF_ARGS, {NULL}},
+    {"selectattr", f_select, SEL_ATTR | SEL_KEEP, FF_CONTEXT | FF_ARGS, {NULL}},
+    {"slice", NULL, 0, 0, {NULL}},
+    {"sort", f_sort, 0, 0, {"reverse", "case_sensitive", "attribute"}},
+    {"string", f_string, 0, 0, {NULL}},
+    {"striptags", NULL, 0, 0, {NULL}},
+    {"sum", f_sum, 0, 0, {"attribute", "start"}},
+    {"title", f_case, JJ_CASE_TITLE, 0, {NULL}},
+    {"tojson", f_tojson, 0, 0, {"ensure_ascii", "indent", "separators", "sort_keys"}},
+    {"trim", f_trim, 0, 0, {"chars"}},
+    {"truncate", f_truncate, 0, 0, {"length", "killwords", "end", "leeway"}},
+    {"unique", f_unique, 0, 0, {"case_sensitive", "attribute"}},
+    {"upper", f_case, JJ_CASE_UPPER, 0, {NULL}},
+    {"urlencode", NULL, 0, 0, {NULL}},
+    {"urlize", NULL, 0, 0, {NULL}},
+    {"wordcount", f_wordcount, 0, 0, {NULL}},
+    {"wordwrap", NULL, 0, 0, {NULL}},
+    {"xmlattr", NULL, 0, 0, {NULL}},
 };
 #define N_FILTERS ((int)(sizeof FILTERS / sizeof FILTERS[0]))
 
@@ -1282,5 +1222,13 @@ int jj_filter_foldable(int id) { return id >= 0 && id < N_FILTERS && !(FILTERS[i
 int jj_call_filter(jctx *c, int id, const char *name, jv in, jargs *a, jv *out) {
     if (++c->steps > JJ_STEPS_MAX) return jj_fail(c, AL_ERANGE, "template runs for too many steps");
     if (id < 0 || id >= N_FILTERS || !FILTERS[id].fn) return jj_fail(c, AL_EUNSUP, "filter '%s' is not supported", name);
-    return FILTERS[id].fn(c, name, FILTERS[id].arg, in, a, out);
+    const jfilter *row = &FILTERS[id];
+    fcall f = {name, row->arg, a, {{0}}};
+    if (!(row->flags & FF_ARGS)) {
+        int n = 0;
+        while (n < FILTER_MAX_PARAMS && row->params[n]) n++;
+        int rc = jj_bind(c, name, a, row->params, n, f.p);
+        if (rc) return rc;
+    }
+    return row->fn(c, &f, in, out);
 }
