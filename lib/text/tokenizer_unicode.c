@@ -4,7 +4,7 @@
  * (Hangul included), and the primary composite of a pair, which utf8proc
  * exposes only through whole-buffer composition — so a pair is composed as a
  * two-character buffer (composition-excluded characters never come out). */
-#include "tokenizer.h"
+#include "tok_int.h"
 
 #include <utf8proc.h>
 
