@@ -403,23 +403,34 @@ static int get_prepend_scheme(ld *L, json_t *o, const char *path, int *out) {
         memset(&(arr)[(n)], 0, sizeof *(arr));                                   \
     } while (0)
 
-static int parse_normalizer(ld *L, json_t *o, const char *path, int depth) {
-    al_tok *t = L->t;
+/* What the four kinds of step (normalizer, pre_tokenizer, decoder,
+ * post_processor) share: null is none (*type stays NULL), nesting is
+ * bounded, the object names its type, and a "Sequence" is its array o[key]
+ * parsed element by element with fn one level deeper (on return *type is
+ * "Sequence" and nothing is left to do). */
+typedef int (*step_parser)(ld *L, json_t *o, const char *path, int depth);
+static int step_head(ld *L, json_t *o, const char *path, int depth, const char *key, step_parser fn,
+                     const char **type) {
+    *type = NULL;
     if (!o || json_is_null(o)) return AL_OK;
     if (depth > TOK_MAX_DEPTH) return ld_err(L, AL_EFORMAT, "%s: nested too deeply", path);
-    const char *type = NULL;
-    int rc = get_type(L, o, path, &type);
-    if (rc != AL_OK) return rc;
-    char sub[200];
-    if (!strcmp(type, "Sequence")) {
-        json_t *arr = json_object_get(o, "normalizers");
-        if (!json_is_array(arr)) return ld_err(L, AL_EFORMAT, "%s.normalizers: expected an array", path);
-        for (size_t i = 0; i < json_array_size(arr); i++) {
-            snprintf(sub, sizeof sub, "%s.normalizers[%zu]", path, i);
-            if ((rc = parse_normalizer(L, json_array_get(arr, i), sub, depth + 1)) != AL_OK) return rc;
-        }
-        return AL_OK;
+    int rc = get_type(L, o, path, type);
+    if (rc != AL_OK || strcmp(*type, "Sequence") != 0) return rc;
+    json_t *arr = json_object_get(o, key);
+    if (!json_is_array(arr)) return ld_err(L, AL_EFORMAT, "%s.%s: expected an array", path, key);
+    char sub[240];
+    for (size_t i = 0; i < json_array_size(arr); i++) {
+        snprintf(sub, sizeof sub, "%s.%s[%zu]", path, key, i);
+        if ((rc = fn(L, json_array_get(arr, i), sub, depth + 1)) != AL_OK) return rc;
     }
+    return AL_OK;
+}
+
+static int parse_normalizer(ld *L, json_t *o, const char *path, int depth) {
+    al_tok *t = L->t;
+    const char *type;
+    int rc = step_head(L, o, path, depth, "normalizers", parse_normalizer, &type);
+    if (rc != AL_OK || !type || !strcmp(type, "Sequence")) return rc;
     GROW(t->norm, t->n_norm);
     norm_step *st = &t->norm[t->n_norm++];
     if (!strcmp(type, "NFC")) {
@@ -467,21 +478,10 @@ static int parse_behavior(ld *L, json_t *o, const char *path, int def, int *out)
 
 static int parse_pre(ld *L, json_t *o, const char *path, int depth) {
     al_tok *t = L->t;
-    if (!o || json_is_null(o)) return AL_OK;
-    if (depth > TOK_MAX_DEPTH) return ld_err(L, AL_EFORMAT, "%s: nested too deeply", path);
-    const char *type = NULL;
-    int rc = get_type(L, o, path, &type);
-    if (rc != AL_OK) return rc;
+    const char *type;
+    int rc = step_head(L, o, path, depth, "pretokenizers", parse_pre, &type);
+    if (rc != AL_OK || !type || !strcmp(type, "Sequence")) return rc;
     char sub[200];
-    if (!strcmp(type, "Sequence")) {
-        json_t *arr = json_object_get(o, "pretokenizers");
-        if (!json_is_array(arr)) return ld_err(L, AL_EFORMAT, "%s.pretokenizers: expected an array", path);
-        for (size_t i = 0; i < json_array_size(arr); i++) {
-            snprintf(sub, sizeof sub, "%s.pretokenizers[%zu]", path, i);
-            if ((rc = parse_pre(L, json_array_get(arr, i), sub, depth + 1)) != AL_OK) return rc;
-        }
-        return AL_OK;
-    }
     GROW(t->pre, t->n_pre);
     pre_step *st = &t->pre[t->n_pre++];
     snprintf(sub, sizeof sub, "%s.pattern", path);
@@ -534,22 +534,11 @@ static int parse_pre(ld *L, json_t *o, const char *path, int depth) {
 
 static int parse_decoder(ld *L, json_t *o, const char *path, int depth) {
     al_tok *t = L->t;
-    if (!o || json_is_null(o)) return AL_OK;
-    if (depth > TOK_MAX_DEPTH) return ld_err(L, AL_EFORMAT, "%s: nested too deeply", path);
-    const char *type = NULL;
-    int rc = get_type(L, o, path, &type);
-    if (rc != AL_OK) return rc;
+    const char *type;
+    int rc = step_head(L, o, path, depth, "decoders", parse_decoder, &type);
+    if (rc != AL_OK || !type) return rc;
     t->has_decoder = 1;
-    char sub[200];
-    if (!strcmp(type, "Sequence")) {
-        json_t *arr = json_object_get(o, "decoders");
-        if (!json_is_array(arr)) return ld_err(L, AL_EFORMAT, "%s.decoders: expected an array", path);
-        for (size_t i = 0; i < json_array_size(arr); i++) {
-            snprintf(sub, sizeof sub, "%s.decoders[%zu]", path, i);
-            if ((rc = parse_decoder(L, json_array_get(arr, i), sub, depth + 1)) != AL_OK) return rc;
-        }
-        return AL_OK;
-    }
+    if (!strcmp(type, "Sequence")) return AL_OK;
     GROW(t->dec, t->n_dec);
     dec_step *st = &t->dec[t->n_dec++];
     if (!strcmp(type, "ByteLevel")) {
@@ -612,21 +601,10 @@ static int check_id(ld *L, json_t *v, const char *path, int32_t *out) {
 
 static int parse_post(ld *L, json_t *o, const char *path, int depth) {
     al_tok *t = L->t;
-    if (!o || json_is_null(o)) return AL_OK;
-    if (depth > TOK_MAX_DEPTH) return ld_err(L, AL_EFORMAT, "%s: nested too deeply", path);
-    const char *type = NULL;
-    int rc = get_type(L, o, path, &type);
-    if (rc != AL_OK) return rc;
+    const char *type;
+    int rc = step_head(L, o, path, depth, "processors", parse_post, &type);
+    if (rc != AL_OK || !type || !strcmp(type, "Sequence")) return rc;
     char sub[240];
-    if (!strcmp(type, "Sequence")) {
-        json_t *arr = json_object_get(o, "processors");
-        if (!json_is_array(arr)) return ld_err(L, AL_EFORMAT, "%s.processors: expected an array", path);
-        for (size_t i = 0; i < json_array_size(arr); i++) {
-            snprintf(sub, sizeof sub, "%s.processors[%zu]", path, i);
-            if ((rc = parse_post(L, json_array_get(arr, i), sub, depth + 1)) != AL_OK) return rc;
-        }
-        return AL_OK;
-    }
     if (!strcmp(type, "ByteLevel")) return AL_OK; /* offsets only */
     int32_t *pre = NULL, *suf = NULL;
     int npre = 0, nsuf = 0;
@@ -712,9 +690,8 @@ static int merge_parts(ld *L, json_t *m, size_t i, const char **a, size_t *an, c
     return ld_err(L, AL_EFORMAT, "model.merges[%zu]: expected \"a b\" or [\"a\", \"b\"]", i);
 }
 
-static int parse_tokenizer_json(ld *L, json_t *root) {
-    al_tok *t = L->t;
-    int rc;
+/* The top level's shape, before anything is built. */
+static int check_top(ld *L, json_t *root) {
     if (!json_is_object(root)) return ld_err(L, AL_EFORMAT, "expected a JSON object");
     json_t *model = json_object_get(root, "model");
     if (!json_is_object(model)) return ld_err(L, AL_EFORMAT, "model: missing or not an object");
@@ -723,8 +700,8 @@ static int parse_tokenizer_json(ld *L, json_t *root) {
     if (type && strcmp(json_string_value(type), "BPE") != 0)
         return ld_err(L, AL_EUNSUP, "model.type: \"%s\" models are not supported (only BPE)",
                       json_string_value(type));
-    json_t *vocab = json_object_get(model, "vocab");
-    if (!json_is_object(vocab)) return ld_err(L, AL_EFORMAT, "model.vocab: missing or not an object");
+    if (!json_is_object(json_object_get(model, "vocab")))
+        return ld_err(L, AL_EFORMAT, "model.vocab: missing or not an object");
     json_t *merges = json_object_get(model, "merges");
     if (merges && !json_is_null(merges) && !json_is_array(merges))
         return ld_err(L, AL_EFORMAT, "model.merges: expected an array");
@@ -734,18 +711,24 @@ static int parse_tokenizer_json(ld *L, json_t *root) {
     json_t *dropout = json_object_get(model, "dropout");
     if (dropout && !json_is_null(dropout) && !(json_is_number(dropout) && json_number_value(dropout) == 0))
         return ld_err(L, AL_EUNSUP, "model.dropout: BPE dropout is not supported");
+    return AL_OK;
+}
 
-    /* Ids: the vocabulary, then the added tokens, which get ids as
-     * tokenizers' AddedVocabulary::add_tokens assigns them (the file's "id"
-     * agrees in files tokenizers wrote; where it does not, tokenizers only
-     * warns and uses its own). Size the tables for the worst case first. */
-    json_int_t max_id = -1;
+/* Ids: the vocabulary, then the added tokens, which get ids as tokenizers'
+ * AddedVocabulary::add_tokens assigns them (the file's "id" agrees in files
+ * tokenizers wrote; where it does not, tokenizers only warns and uses its
+ * own). Sizes the tables for the worst case, fills in the vocabulary and
+ * indexes it; *max_id is its highest id. */
+static int parse_vocab(ld *L, json_t *vocab, json_t *added, json_int_t *max_id) {
+    al_tok *t = L->t;
+    int rc;
     const char *key;
     json_t *val;
+    *max_id = -1;
     json_object_foreach(vocab, key, val) {
         if (!json_is_integer(val) || json_integer_value(val) < 0 || json_integer_value(val) >= TOK_MAX_ID)
             return ld_err(L, AL_EFORMAT, "model.vocab[\"%.60s\"]: id must be an integer in [0, %d)", key, TOK_MAX_ID);
-        if (json_integer_value(val) > max_id) max_id = json_integer_value(val);
+        if (json_integer_value(val) > *max_id) *max_id = json_integer_value(val);
     }
     size_t n_added = json_array_size(added);
     for (size_t i = 0; i < n_added; i++) {
@@ -757,33 +740,43 @@ static int parse_tokenizer_json(ld *L, json_t *root) {
             return ld_err(L, AL_EFORMAT, "added_tokens[%zu].id: must be an integer in [0, %d)", i, TOK_MAX_ID);
     }
     size_t vocab_count = json_object_size(vocab);
-    size_t cap = (size_t)(max_id + 1) > vocab_count + n_added + 1 ? (size_t)(max_id + 1) : vocab_count + n_added + 1;
+    size_t cap = (size_t)(*max_id + 1) > vocab_count + n_added + 1 ? (size_t)(*max_id + 1) : vocab_count + n_added + 1;
     if ((rc = ids_alloc(t, (int)cap)) != AL_OK) return rc;
     json_object_foreach(vocab, key, val) {
         if ((rc = set_id(t, (int32_t)json_integer_value(val), key, strlen(key), F_MODEL)) != AL_OK) return rc;
     }
-    if ((rc = index_vocab(t)) != AL_OK) return rc;
+    return index_vocab(t);
+}
 
-    /* Model options */
+/* An optional non-empty string option of the model, copied. */
+static int model_affix(ld *L, json_t *model, const char *key, char **out, size_t *out_n) {
     const char *s;
     size_t n;
+    int rc = get_str(L, model, key, "model", &s, &n);
+    if (rc != AL_OK || !s || !n) return rc;
+    if (!(*out = xstrndup(s, n))) return AL_ENOMEM;
+    *out_n = n;
+    return AL_OK;
+}
+
+static int parse_model_options(ld *L, json_t *model) {
+    al_tok *t = L->t;
+    const char *s;
+    size_t n;
+    int rc;
     if ((rc = get_bool(L, model, "byte_fallback", "model", 0, &t->byte_fallback)) != AL_OK) return rc;
     if ((rc = get_bool(L, model, "ignore_merges", "model", 0, &t->ignore_merges)) != AL_OK) return rc;
     if ((rc = get_bool(L, model, "fuse_unk", "model", 0, &t->fuse_unk)) != AL_OK) return rc;
     if ((rc = get_str(L, model, "unk_token", "model", &s, &n)) != AL_OK) return rc;
     if (s) t->unk_id = tok_vocab_get(t, s, n);
-    if ((rc = get_str(L, model, "continuing_subword_prefix", "model", &s, &n)) != AL_OK) return rc;
-    if (s && n) {
-        if (!(t->sw_prefix = xstrndup(s, n))) return AL_ENOMEM;
-        t->sw_prefix_n = n;
-    }
-    if ((rc = get_str(L, model, "end_of_word_suffix", "model", &s, &n)) != AL_OK) return rc;
-    if (s && n) {
-        if (!(t->eow_suffix = xstrndup(s, n))) return AL_ENOMEM;
-        t->eow_suffix_n = n;
-    }
+    if ((rc = model_affix(L, model, "continuing_subword_prefix", &t->sw_prefix, &t->sw_prefix_n)) != AL_OK) return rc;
+    return model_affix(L, model, "end_of_word_suffix", &t->eow_suffix, &t->eow_suffix_n);
+}
 
-    /* Merges: rank = position; the merged token must be in the vocabulary. */
+/* Merges: rank = position; the merged token must be in the vocabulary. */
+static int parse_merges(ld *L, json_t *merges) {
+    al_tok *t = L->t;
+    int rc = AL_OK;
     size_t nm = json_array_size(merges);
     t->merges_mask = pow2_at_least(nm * 2 + 1) - 1;
     t->merges = calloc((size_t)t->merges_mask + 1, sizeof *t->merges);
@@ -813,11 +806,73 @@ static int parse_tokenizer_json(ld *L, json_t *root) {
         tok_merge_put(t, ia, ib, (uint32_t)i, id);
     }
     free(cat.p);
-    if (rc != AL_OK) return rc;
+    return rc;
+}
 
-    /* Normalizer before added tokens: normalized ones match their
-     * normalized content. */
-    if ((rc = parse_normalizer(L, json_object_get(root, "normalizer"), "normalizer", 0)) != AL_OK) return rc;
+/* One entry of added_tokens (validated by parse_vocab): its id, as
+ * tokenizers assigns it, and its options; *max_added is the highest id
+ * given to an added token so far. */
+static int parse_added_token(ld *L, json_t *a, size_t i, size_t vocab_count, int32_t *max_added) {
+    al_tok *t = L->t;
+    int rc;
+    json_t *content = json_object_get(a, "content");
+    const char *c = json_string_value(content);
+    size_t cn = json_string_length(content);
+    char path[64];
+    snprintf(path, sizeof path, "added_tokens[%zu]", i);
+    int special = 0, normalized = 0, lstrip = 0, rstrip = 0, single_word = 0;
+    if ((rc = get_bool(L, a, "special", path, 0, &special)) != AL_OK) return rc;
+    if ((rc = get_bool(L, a, "normalized", path, !special, &normalized)) != AL_OK) return rc;
+    if ((rc = get_bool(L, a, "lstrip", path, 0, &lstrip)) != AL_OK) return rc;
+    if ((rc = get_bool(L, a, "rstrip", path, 0, &rstrip)) != AL_OK) return rc;
+    if ((rc = get_bool(L, a, "single_word", path, 0, &single_word)) != AL_OK) return rc;
+    /* tokenizers: the id of an earlier added token or of the model's
+     * token with this content, else one past the added ids, else the
+     * model's vocabulary size (its entry count). */
+    int32_t id = tok_map_get(t->added_slot, t->added_mask, t, c, cn);
+    if (id < 0) id = tok_vocab_get(t, c, cn);
+    if (id < 0) {
+        if (*max_added < 0) id = (int32_t)vocab_count;
+        else id = *max_added >= (int32_t)vocab_count || vocab_count == 0 ? *max_added + 1 : (int32_t)vocab_count;
+    }
+    if (id > *max_added) *max_added = id;
+    if ((rc = set_id(t, id, c, cn, (uint8_t)(F_ADDED | (special ? F_SPECIAL : 0)))) != AL_OK) return rc;
+    tok_map_put(t->added_slot, t->added_mask, t, id);
+    /* The same content again: the later entry's options win. */
+    added_tok *at = NULL;
+    for (int j = 0; j < t->n_added && !at; j++)
+        if (t->added[j].id == id) at = &t->added[j];
+    if (at) {
+        free(at->norm);
+        at->norm = NULL;
+    } else {
+        at = &t->added[t->n_added++];
+    }
+    at->id = id;
+    at->special = (uint8_t)special;
+    at->normalized = (uint8_t)normalized;
+    at->lstrip = (uint8_t)lstrip;
+    at->rstrip = (uint8_t)rstrip;
+    at->single_word = (uint8_t)single_word;
+    if (single_word && !t->re_word &&
+        (rc = compile_re(&t->re_word, "[\\p{Alphabetic}\\p{M}\\p{Nd}\\p{Pc}\\x{200C}\\x{200D}]",
+                         PCRE2_ZERO_TERMINATED, L->file, path, L->err)) != AL_OK)
+        return rc;
+    al_buf nb = {0};
+    if (normalized) rc = tok_normalize_string(t, c, cn, &nb);
+    else rc = al_buf_put(&nb, c, cn);
+    if (rc != AL_OK) {
+        free(nb.p);
+        return rc;
+    }
+    at->norm = nb.p;
+    at->norm_n = nb.n;
+    return AL_OK;
+}
+
+static int parse_added_tokens(ld *L, json_t *added, size_t vocab_count, int32_t *max_added) {
+    al_tok *t = L->t;
+    size_t n_added = json_array_size(added);
     if (n_added > 0) {
         t->added = calloc(n_added, sizeof *t->added);
         if (!t->added) return AL_ENOMEM;
@@ -827,69 +882,34 @@ static int parse_tokenizer_json(ld *L, json_t *root) {
     if (!t->added_slot) return AL_ENOMEM;
     memset(t->added_slot, 0xFF, acap * sizeof *t->added_slot);
     t->added_mask = acap - 1;
-    int32_t max_added = -1;
+    *max_added = -1;
     for (size_t i = 0; i < n_added; i++) {
-        json_t *a = json_array_get(added, i);
-        json_t *content = json_object_get(a, "content");
-        const char *c = json_string_value(content);
-        size_t cn = json_string_length(content);
-        char path[64];
-        snprintf(path, sizeof path, "added_tokens[%zu]", i);
-        int special = 0, normalized = 0, lstrip = 0, rstrip = 0, single_word = 0;
-        if ((rc = get_bool(L, a, "special", path, 0, &special)) != AL_OK) return rc;
-        if ((rc = get_bool(L, a, "normalized", path, !special, &normalized)) != AL_OK) return rc;
-        if ((rc = get_bool(L, a, "lstrip", path, 0, &lstrip)) != AL_OK) return rc;
-        if ((rc = get_bool(L, a, "rstrip", path, 0, &rstrip)) != AL_OK) return rc;
-        if ((rc = get_bool(L, a, "single_word", path, 0, &single_word)) != AL_OK) return rc;
-        /* tokenizers: the id of an earlier added token or of the model's
-         * token with this content, else one past the added ids, else the
-         * model's vocabulary size (its entry count). */
-        int32_t id = tok_map_get(t->added_slot, t->added_mask, t, c, cn);
-        if (id < 0) id = tok_vocab_get(t, c, cn);
-        if (id < 0) {
-            if (max_added < 0) id = (int32_t)vocab_count;
-            else id = max_added >= (int32_t)vocab_count || vocab_count == 0 ? max_added + 1 : (int32_t)vocab_count;
-        }
-        if (id > max_added) max_added = id;
-        if ((rc = set_id(t, id, c, cn, (uint8_t)(F_ADDED | (special ? F_SPECIAL : 0)))) != AL_OK) return rc;
-        tok_map_put(t->added_slot, t->added_mask, t, id);
-        /* The same content again: the later entry's options win. */
-        added_tok *at = NULL;
-        for (int j = 0; j < t->n_added && !at; j++)
-            if (t->added[j].id == id) at = &t->added[j];
-        if (at) {
-            free(at->norm);
-            at->norm = NULL;
-        } else {
-            at = &t->added[t->n_added++];
-        }
-        at->id = id;
-        at->special = (uint8_t)special;
-        at->normalized = (uint8_t)normalized;
-        at->lstrip = (uint8_t)lstrip;
-        at->rstrip = (uint8_t)rstrip;
-        at->single_word = (uint8_t)single_word;
-        if (single_word && !t->re_word &&
-            (rc = compile_re(&t->re_word, "[\\p{Alphabetic}\\p{M}\\p{Nd}\\p{Pc}\\x{200C}\\x{200D}]",
-                             PCRE2_ZERO_TERMINATED, L->file, path, L->err)) != AL_OK)
-            return rc;
-        al_buf nb = {0};
-        if (normalized) rc = tok_normalize_string(t, c, cn, &nb);
-        else rc = al_buf_put(&nb, c, cn);
-        if (rc != AL_OK) {
-            free(nb.p);
-            return rc;
-        }
-        at->norm = nb.p;
-        at->norm_n = nb.n;
+        int rc = parse_added_token(L, json_array_get(added, i), i, vocab_count, max_added);
+        if (rc != AL_OK) return rc;
     }
-    if ((rc = index_added(t)) != AL_OK) return rc;
+    return index_added(t);
+}
+
+static int parse_tokenizer_json(ld *L, json_t *root) {
+    al_tok *t = L->t;
+    int rc;
+    if ((rc = check_top(L, root)) != AL_OK) return rc;
+    json_t *model = json_object_get(root, "model"), *added = json_object_get(root, "added_tokens");
+    json_int_t max_id;
+    int32_t max_added;
+    if ((rc = parse_vocab(L, json_object_get(model, "vocab"), added, &max_id)) != AL_OK) return rc;
+    if ((rc = parse_model_options(L, model)) != AL_OK) return rc;
+    if ((rc = parse_merges(L, json_object_get(model, "merges"))) != AL_OK) return rc;
+    /* Normalizer before added tokens: normalized ones match their
+     * normalized content. */
+    if ((rc = parse_normalizer(L, json_object_get(root, "normalizer"), "normalizer", 0)) != AL_OK) return rc;
+    size_t vocab_count = json_object_size(json_object_get(model, "vocab"));
+    if ((rc = parse_added_tokens(L, added, vocab_count, &max_added)) != AL_OK) return rc;
     t->n_ids = (int)(max_id > max_added ? max_id : max_added) + 1;
 
     if ((rc = parse_pre(L, json_object_get(root, "pre_tokenizer"), "pre_tokenizer", 0)) != AL_OK) return rc;
     if ((rc = parse_post(L, json_object_get(root, "post_processor"), "post_processor", 0)) != AL_OK) return rc;
-    if ((rc = parse_decoder(L, json_object_get(root, "decoder"), "decoder", 0)) != AL_OK) return rc;
-    return AL_OK;
+    return parse_decoder(L, json_object_get(root, "decoder"), "decoder", 0);
 }
 
 /* ------------------------------------------------------------ tokenizer_config.json */
