@@ -981,50 +981,84 @@ static int emit(enc *E, const item *it, int32_t id, size_t s, size_t e) {
     return out_push(E, id, lo, hi);
 }
 
-static int bpe_piece(enc *E, const item *it) {
-    const al_tok *t = E->t;
-    const char *s = E->ar.b + it->off;
-    size_t n = it->n;
-    int rc;
-    if (t->ignore_merges) {
-        int32_t id = tok_vocab_get(t, s, n);
-        if (id >= 0) return emit(E, it, id, 0, n);
+/* The slot of shard sh (its slots allocated, its mutex held) that holds
+ * the entry for piece s[0..n) of hash h, or the empty slot where it goes. */
+static uint32_t cache_probe(const cache_shard *sh, uint64_t h, const char *s, size_t n) {
+    uint32_t mask = CACHE_SHARD_CAP * 2 - 1, i = (uint32_t)(h >> 8) & mask;
+    for (;; i = (i + 1) & mask) {
+        const cache_entry *ce = sh->slot[i];
+        if (!ce || (ce->h == h && ce->key_n == n && memcmp(ce + 1, s, n) == 0)) return i;
     }
-    uint64_t h = 0;
-    cache_shard *sh = NULL;
-    if (t->cache && n <= CACHE_MAX_KEY) {
-        h = hash_bytes(s, n);
-        sh = &t->cache[h % CACHE_SHARDS];
-        pthread_mutex_lock(&sh->mu);
-        cache_entry *hit = NULL;
-        if (sh->slot) {
-            uint32_t mask = CACHE_SHARD_CAP * 2 - 1;
-            for (uint32_t i = (uint32_t)(h >> 8) & mask;; i = (i + 1) & mask) {
-                cache_entry *ce = sh->slot[i];
-                if (!ce) break;
-                if (ce->h == h && ce->key_n == n && memcmp(ce + 1, s, n) == 0) {
-                    hit = ce;
-                    break;
-                }
-            }
-        }
-        if (hit) {
-            int32_t *ids = ce_ids(hit);
-            uint16_t cnt = hit->n;
-            int32_t *se = ids + cnt;
-            int32_t tmp_ids[CACHE_MAX_KEY], tmp_se[2 * CACHE_MAX_KEY];
-            memcpy(tmp_ids, ids, cnt * sizeof *ids);
-            memcpy(tmp_se, se, 2 * cnt * sizeof *se);
-            pthread_mutex_unlock(&sh->mu);
-            for (int i = 0; i < cnt; i++)
-                if ((rc = emit(E, it, tmp_ids[i], (size_t)tmp_se[2 * i], (size_t)tmp_se[2 * i + 1])) != AL_OK)
-                    return rc;
-            return AL_OK;
-        }
-        pthread_mutex_unlock(&sh->mu);
-    }
+}
 
-    /* Symbols: one per character (BPE::merge_word). */
+/* The word cache's entry for piece s[0..n) of hash h, looked up in shard
+ * sh: on a hit its tokens are emitted and *hit_out set. */
+static int cache_lookup(enc *E, const item *it, cache_shard *sh, uint64_t h, const char *s, size_t n,
+                        int *hit_out) {
+    int rc;
+    *hit_out = 0;
+    pthread_mutex_lock(&sh->mu);
+    cache_entry *hit = sh->slot ? sh->slot[cache_probe(sh, h, s, n)] : NULL;
+    if (hit) {
+        int32_t *ids = ce_ids(hit);
+        uint16_t cnt = hit->n;
+        int32_t *se = ids + cnt;
+        int32_t tmp_ids[CACHE_MAX_KEY], tmp_se[2 * CACHE_MAX_KEY];
+        memcpy(tmp_ids, ids, cnt * sizeof *ids);
+        memcpy(tmp_se, se, 2 * cnt * sizeof *se);
+        pthread_mutex_unlock(&sh->mu);
+        *hit_out = 1;
+        for (int i = 0; i < cnt; i++)
+            if ((rc = emit(E, it, tmp_ids[i], (size_t)tmp_se[2 * i], (size_t)tmp_se[2 * i + 1])) != AL_OK)
+                return rc;
+        return AL_OK;
+    }
+    pthread_mutex_unlock(&sh->mu);
+    return AL_OK;
+}
+
+/* Remembers the surviving symbols y[0..ns) of piece s[0..n) (ids and
+ * piece-relative spans) for the next occurrence. The cache is an
+ * optimisation only: a failed allocation or a full shard stores nothing. */
+static void cache_store(cache_shard *sh, uint64_t h, const char *s, size_t n, const sym *y, size_t ns) {
+    size_t cnt = 0;
+    for (size_t i = 0; i < ns; i++) cnt += !y[i].dead;
+    size_t key_sz = (n + 3u) & ~(size_t)3u;
+    cache_entry *ce = malloc(sizeof *ce + key_sz + cnt * 3 * sizeof(int32_t));
+    if (!ce) return;
+    ce->h = h;
+    ce->key_n = (uint16_t)n;
+    ce->n = (uint16_t)cnt;
+    memcpy(ce + 1, s, n);
+    int32_t *ids = ce_ids(ce), *se = ids + cnt;
+    size_t j = 0;
+    for (size_t i = 0; i < ns; i++) {
+        if (y[i].dead) continue;
+        ids[j] = y[i].id;
+        se[2 * j] = y[i].start;
+        se[2 * j + 1] = y[i].end;
+        j++;
+    }
+    pthread_mutex_lock(&sh->mu);
+    int stored = 0;
+    if (!sh->slot) sh->slot = calloc(CACHE_SHARD_CAP * 2, sizeof *sh->slot);
+    if (sh->slot && sh->count < CACHE_SHARD_CAP) {
+        uint32_t i = cache_probe(sh, h, s, n);
+        if (!sh->slot[i]) {
+            sh->slot[i] = ce;
+            sh->count++;
+            stored = 1;
+        }
+    }
+    pthread_mutex_unlock(&sh->mu);
+    if (!stored) free(ce);
+}
+
+/* One symbol per character (BPE::merge_word), with byte fallback and the
+ * unknown token (fused when fuse_unk); *ns_out symbols in E->syms. */
+static int word_symbols(enc *E, const char *s, size_t n, size_t *ns_out) {
+    const al_tok *t = E->t;
+    int rc;
     size_t ns = 0;
     int32_t unk_s = -1, unk_e = -1;
     for (size_t i = 0; i < n;) {
@@ -1062,11 +1096,15 @@ static int bpe_piece(enc *E, const item *it) {
         i += k;
     }
     if (unk_s >= 0 && (rc = sym_push(E, &ns, t->unk_id, (size_t)unk_s, (size_t)unk_e)) != AL_OK) return rc;
-    if (ns == 0) return AL_OK;
-    sym *y = E->syms;
-    y[ns - 1].next = -1;
+    *ns_out = ns;
+    return AL_OK;
+}
 
-    /* Merge loop (Word::merge_all). */
+/* Word::merge_all: merges by rank, then position, until none applies. */
+static int merge_all(enc *E, size_t ns) {
+    const al_tok *t = E->t;
+    sym *y = E->syms;
+    int rc;
     size_t hn = 0;
     for (size_t i = 0; i + 1 < ns; i++) {
         const merge_slot *m = merge_get(t, y[i].id, y[i + 1].id);
@@ -1096,53 +1134,37 @@ static int bpe_piece(enc *E, const item *it) {
             if (m && (rc = heap_push(E, &hn, m->rank, top.pos, m->id)) != AL_OK) return rc;
         }
     }
+    return AL_OK;
+}
 
-    y = E->syms;
+static int bpe_piece(enc *E, const item *it) {
+    const al_tok *t = E->t;
+    const char *s = E->ar.b + it->off;
+    size_t n = it->n;
+    int rc;
+    if (t->ignore_merges) {
+        int32_t id = tok_vocab_get(t, s, n);
+        if (id >= 0) return emit(E, it, id, 0, n);
+    }
+    uint64_t h = 0;
+    cache_shard *sh = NULL;
+    if (t->cache && n <= CACHE_MAX_KEY) {
+        h = hash_bytes(s, n);
+        sh = &t->cache[h % CACHE_SHARDS];
+        int hit;
+        if ((rc = cache_lookup(E, it, sh, h, s, n, &hit)) != AL_OK || hit) return rc;
+    }
+    size_t ns = 0;
+    if ((rc = word_symbols(E, s, n, &ns)) != AL_OK) return rc;
+    if (ns == 0) return AL_OK;
+    E->syms[ns - 1].next = -1;
+    if ((rc = merge_all(E, ns)) != AL_OK) return rc;
+    const sym *y = E->syms;
     for (size_t i = 0; i < ns; i++) {
         if (y[i].dead) continue;
         if ((rc = emit(E, it, y[i].id, (size_t)y[i].start, (size_t)y[i].end)) != AL_OK) return rc;
     }
-
-    if (sh) {
-        /* Store ids and piece-relative spans for the next occurrence. */
-        size_t cnt = 0;
-        for (size_t i = 0; i < ns; i++) cnt += !y[i].dead;
-        size_t key_sz = (n + 3u) & ~(size_t)3u;
-        cache_entry *ce = malloc(sizeof *ce + key_sz + cnt * 3 * sizeof(int32_t));
-        if (!ce) return AL_OK; /* the cache is an optimisation only */
-        ce->h = h;
-        ce->key_n = (uint16_t)n;
-        ce->n = (uint16_t)cnt;
-        memcpy(ce + 1, s, n);
-        int32_t *ids = ce_ids(ce), *se = ids + cnt;
-        size_t j = 0;
-        for (size_t i = 0; i < ns; i++) {
-            if (y[i].dead) continue;
-            ids[j] = y[i].id;
-            se[2 * j] = y[i].start;
-            se[2 * j + 1] = y[i].end;
-            j++;
-        }
-        pthread_mutex_lock(&sh->mu);
-        int stored = 0;
-        if (!sh->slot) sh->slot = calloc(CACHE_SHARD_CAP * 2, sizeof *sh->slot);
-        if (sh->slot && sh->count < CACHE_SHARD_CAP) {
-            uint32_t mask = CACHE_SHARD_CAP * 2 - 1;
-            uint32_t i = (uint32_t)(h >> 8) & mask;
-            for (;; i = (i + 1) & mask) {
-                cache_entry *o = sh->slot[i];
-                if (!o) break;
-                if (o->h == h && o->key_n == n && memcmp(o + 1, s, n) == 0) break;
-            }
-            if (!sh->slot[i]) {
-                sh->slot[i] = ce;
-                sh->count++;
-                stored = 1;
-            }
-        }
-        pthread_mutex_unlock(&sh->mu);
-        if (!stored) free(ce);
-    }
+    if (sh) cache_store(sh, h, s, n, y, ns);
     return AL_OK;
 }
 
