@@ -13,9 +13,10 @@
 
 #include "../buf.h"
 #include "tokenizer.h"
+#include "unicode.h"
 
 enum { BEH_REMOVED, BEH_ISOLATED, BEH_MERGED_PREV, BEH_MERGED_NEXT, BEH_CONTIGUOUS };
-enum { N_NFC, N_NFD, N_PREPEND, N_REPLACE, N_STRIP };
+enum { N_NFC, N_NFD, N_NFKC, N_NFKD, N_LOWERCASE, N_PREPEND, N_REPLACE, N_STRIP };
 enum { P_SPLIT, P_BYTELEVEL, P_METASPACE };
 enum { D_BYTELEVEL, D_METASPACE, D_REPLACE, D_BYTEFALLBACK, D_FUSE, D_STRIP };
 enum { PREPEND_NEVER, PREPEND_ALWAYS, PREPEND_FIRST };
@@ -133,16 +134,5 @@ cache_shard *tok_cache_new(void);
 void tok_cache_free(cache_shard *c);
 /* s run through the normalizer steps (for added tokens with normalized). */
 int tok_normalize_string(const al_tok *t, const char *s, size_t n, al_buf *out);
-
-/* Unicode canonical normalization (tokenizer_unicode.c, on utf8proc), used
- * by the NFC/NFD normalizers. */
-#define AL_UC_MAX_DECOMP 4
-/* Canonical combining class of cp (0 for starters). */
-int al_uc_ccc(uint32_t cp);
-/* Full canonical decomposition of cp into out; returns its length, or 0 when
- * cp has none (it is its own decomposition). Hangul included. */
-int al_uc_decompose(uint32_t cp, uint32_t out[AL_UC_MAX_DECOMP]);
-/* The primary composite of the pair (a, b), or 0 when there is none. */
-uint32_t al_uc_compose(uint32_t a, uint32_t b);
 
 #endif

@@ -666,24 +666,16 @@ static void ccc_sort(ucp *u, size_t n, ucp *tmp) {
     memcpy(u, tmp, n * sizeof *u);
 }
 
-/* NFD or NFC of piece *it, written as a new arena piece. Each output
- * character carries the union of the source ranges composed into it. */
-static int norm_unicode(enc *E, item *it, int compose) {
+/* The decomposition of piece *it into E->ucs (canonical or compatibility),
+ * in canonical order; *m_out characters, each carrying its source range.
+ * Invalid bytes pass as raw units that never combine. */
+static int decompose_piece(enc *E, const item *it, int compat, size_t *m_out) {
     const char *s = E->ar.b + it->off;
-    size_t n = it->n, i;
-    /* Fast path. NFD: nothing below U+00C0 (lead byte 0xC3) decomposes.
-     * NFC: nothing below U+0300 (lead byte 0xCC) changes or combines with
-     * what precedes it. */
-    unsigned char lim = compose ? 0xCC : 0xC3;
-    for (i = 0; i < n; i++)
-        if ((unsigned char)s[i] >= lim) break;
-    if (i == n) return AL_OK;
-    if (ucs_reserve(E, n * AL_UC_MAX_DECOMP) != AL_OK) return AL_ENOMEM;
-    s = E->ar.b + it->off;
-    size_t m = 0;
+    size_t n = it->n, m = 0, i;
     for (i = 0; i < n;) {
         uint32_t cp;
         int k = tok_utf8_dec((const unsigned char *)s + i, n - i, &cp);
+        if (ucs_reserve(E, m + AL_UC_MAX_DECOMP) != AL_OK) return AL_ENOMEM;
         int32_t lo = E->ar.lo[it->off + i];
         if (k <= 0) {
             ucp u = {(unsigned char)s[i], lo, E->ar.hi[it->off + i], 0, 1};
@@ -693,7 +685,7 @@ static int norm_unicode(enc *E, item *it, int compose) {
         }
         int32_t hi = E->ar.hi[it->off + i + (size_t)k - 1];
         uint32_t d[AL_UC_MAX_DECOMP];
-        int nd = al_uc_decompose(cp, d);
+        int nd = al_uc_decompose(cp, compat, d);
         if (nd == 0) {
             d[0] = cp;
             nd = 1;
@@ -714,33 +706,43 @@ static int norm_unicode(enc *E, item *it, int compose) {
         ccc_sort(E->ucs + i, j - i, E->ucs_tmp);
         i = j;
     }
-    if (compose && m > 0) {
-        ucp *u = E->ucs;
-        size_t starter = 0, out = 1;
-        int last_ccc = u[0].ccc ? 256 : 0;
-        int have_starter = u[0].ccc == 0 && !u[0].raw;
-        for (i = 1; i < m; i++) {
-            ucp c = u[i];
-            uint32_t comp = 0;
-            if (have_starter && !c.raw && (last_ccc < c.ccc || last_ccc == 0))
-                comp = al_uc_compose(u[starter].cp, c.cp);
-            if (comp) {
-                u[starter].cp = comp;
-                if (c.lo < u[starter].lo) u[starter].lo = c.lo;
-                if (c.hi > u[starter].hi) u[starter].hi = c.hi;
-                continue;
-            }
-            if (c.ccc == 0) {
-                starter = out;
-                have_starter = !c.raw;
-            }
-            last_ccc = c.raw ? 256 : c.ccc;
-            u[out++] = c;
+    *m_out = m;
+    return AL_OK;
+}
+
+/* Canonical composition of E->ucs[0..m) in place; returns the new count.
+ * Each composite carries the union of its parts' source ranges. */
+static size_t compose_ucs(enc *E, size_t m) {
+    if (m == 0) return 0;
+    ucp *u = E->ucs;
+    size_t starter = 0, out = 1;
+    int last_ccc = u[0].ccc ? 256 : 0;
+    int have_starter = u[0].ccc == 0 && !u[0].raw;
+    for (size_t i = 1; i < m; i++) {
+        ucp c = u[i];
+        uint32_t comp = 0;
+        if (have_starter && !c.raw && (last_ccc < c.ccc || last_ccc == 0))
+            comp = al_uc_compose(u[starter].cp, c.cp);
+        if (comp) {
+            u[starter].cp = comp;
+            if (c.lo < u[starter].lo) u[starter].lo = c.lo;
+            if (c.hi > u[starter].hi) u[starter].hi = c.hi;
+            continue;
         }
-        m = out;
+        if (c.ccc == 0) {
+            starter = out;
+            have_starter = !c.raw;
+        }
+        last_ccc = c.raw ? 256 : c.ccc;
+        u[out++] = c;
     }
+    return out;
+}
+
+/* Writes E->ucs[0..m) as the new arena text of piece *it. */
+static int ucs_to_piece(enc *E, item *it, size_t m) {
     size_t off = E->ar.n;
-    for (i = 0; i < m; i++) {
+    for (size_t i = 0; i < m; i++) {
         char buf[4];
         int k = E->ucs[i].raw ? 1 : tok_utf8_enc(E->ucs[i].cp, buf);
         if (E->ucs[i].raw) buf[0] = (char)E->ucs[i].cp;
@@ -749,6 +751,53 @@ static int norm_unicode(enc *E, item *it, int compose) {
     it->off = off;
     it->n = E->ar.n - off;
     return AL_OK;
+}
+
+/* NFC, NFD, NFKC or NFKD of piece *it, written as a new arena piece. */
+static int norm_unicode(enc *E, item *it, int compose, int compat) {
+    const char *s = E->ar.b + it->off;
+    size_t n = it->n, i, m = 0;
+    /* Fast path. Nothing below U+00A0 (lead byte 0xC2) has a compatibility
+     * decomposition; nothing below U+00C0 (0xC3) a canonical one; and
+     * nothing below U+0300 (0xCC) changes in NFC or combines with what
+     * precedes it. */
+    unsigned char lim = compat ? 0xC2 : compose ? 0xCC : 0xC3;
+    for (i = 0; i < n; i++)
+        if ((unsigned char)s[i] >= lim) break;
+    if (i == n) return AL_OK;
+    int rc = decompose_piece(E, it, compat, &m);
+    if (rc != AL_OK) return rc;
+    if (compose) m = compose_ucs(E, m);
+    return ucs_to_piece(E, it, m);
+}
+
+/* Lowercase (NormalizedString::lowercase): each character's full lowercase
+ * mapping, without context (Rust's char::to_lowercase: a capital sigma is
+ * always U+03C3), every output character aligned with its source. */
+static int norm_lowercase(enc *E, item *it) {
+    const char *s = E->ar.b + it->off;
+    size_t n = it->n, m = 0;
+    for (size_t i = 0; i < n;) {
+        uint32_t cp;
+        int k = tok_utf8_dec((const unsigned char *)s + i, n - i, &cp);
+        if (ucs_reserve(E, m + AL_UC_MAX_CASE) != AL_OK) return AL_ENOMEM;
+        int32_t lo = E->ar.lo[it->off + i];
+        if (k <= 0) {
+            ucp u = {(unsigned char)s[i], lo, E->ar.hi[it->off + i], 0, 1};
+            E->ucs[m++] = u;
+            i++;
+            continue;
+        }
+        int32_t hi = E->ar.hi[it->off + i + (size_t)k - 1];
+        uint32_t l[AL_UC_MAX_CASE];
+        int nl = al_uc_lower(cp, l);
+        for (int j = 0; j < nl; j++) {
+            ucp u = {l[j], lo, hi, 0, 0};
+            E->ucs[m++] = u;
+        }
+        i += (size_t)k;
+    }
+    return ucs_to_piece(E, it, m);
 }
 
 /* Replaces every match of p in piece *it by text (NormalizedString::replace). */
@@ -794,7 +843,13 @@ static int normalize_piece(enc *E, item *it) {
         switch (st->kind) {
         case N_NFC:
         case N_NFD:
-            rc = norm_unicode(E, it, st->kind == N_NFC);
+        case N_NFKC:
+        case N_NFKD:
+            rc = norm_unicode(E, it, st->kind == N_NFC || st->kind == N_NFKC,
+                              st->kind == N_NFKC || st->kind == N_NFKD);
+            break;
+        case N_LOWERCASE:
+            rc = norm_lowercase(E, it);
             break;
         case N_PREPEND:
             rc = piece_prepend(E, it, st->text, st->text_n);

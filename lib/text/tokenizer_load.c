@@ -433,10 +433,12 @@ static int parse_normalizer(ld *L, json_t *o, const char *path, int depth) {
     if (rc != AL_OK || !type || !strcmp(type, "Sequence")) return rc;
     GROW(t->norm, t->n_norm);
     norm_step *st = &t->norm[t->n_norm++];
-    if (!strcmp(type, "NFC")) {
-        st->kind = N_NFC;
-    } else if (!strcmp(type, "NFD")) {
-        st->kind = N_NFD;
+    static const char *const plain[] = {"NFC", "NFD", "NFKC", "NFKD", "Lowercase"}; /* no options */
+    static const int plain_kind[] = {N_NFC, N_NFD, N_NFKC, N_NFKD, N_LOWERCASE};
+    int k = 0;
+    while (k < 5 && strcmp(type, plain[k]) != 0) k++;
+    if (k < 5) {
+        st->kind = plain_kind[k];
     } else if (!strcmp(type, "Prepend") || !strcmp(type, "Replace")) {
         const char *s;
         size_t n;
