@@ -122,8 +122,8 @@ static int make_keys(jctx *c, jv items, jv attribute, int case_sensitive, jv **k
 /* ---------------------------------------------------------------- numbers from strings */
 static int parse_py_int(const char *s, size_t n, int base, int64_t *out) {
     size_t i = 0;
-    while (i < n && jj_uspace((unsigned char)s[i])) i++;
-    while (n > i && jj_uspace((unsigned char)s[n - 1])) n--;
+    while (i < n && al_uc_is_space((unsigned char)s[i])) i++;
+    while (n > i && al_uc_is_space((unsigned char)s[n - 1])) n--;
     int neg = 0;
     if (i < n && (s[i] == '+' || s[i] == '-')) neg = s[i++] == '-';
     if (base == 16 && i + 1 < n && s[i] == '0' && (s[i + 1] == 'x' || s[i + 1] == 'X')) i += 2;
@@ -154,8 +154,8 @@ static int parse_py_int(const char *s, size_t n, int base, int64_t *out) {
 
 static int parse_py_float(const char *s, size_t n, double *out) {
     size_t i = 0;
-    while (i < n && jj_uspace((unsigned char)s[i])) i++;
-    while (n > i && jj_uspace((unsigned char)s[n - 1])) n--;
+    while (i < n && al_uc_is_space((unsigned char)s[i])) i++;
+    while (n > i && al_uc_is_space((unsigned char)s[n - 1])) n--;
     if (i >= n || n - i > 300) return -1;
     char buf[320];
     size_t k = 0;
@@ -471,22 +471,33 @@ static int f_indent(jctx *c, const fcall *f, jv in, jv *out) {
     return jj_str_from_buf(c, &b, out);
 }
 
+/* jinja2's do_title: re.split(r"([-\s({\[<]+)", s), then each item's
+ * item[0].upper() + item[1:].lower() (the lowering sees item[1:] alone,
+ * which decides a final sigma). Separators are their own uppercase. */
+static int is_title_sep(uint32_t cp) {
+    return cp == '-' || cp == '(' || cp == '{' || cp == '[' || cp == '<' || al_uc_is_space(cp);
+}
+
 static int jinja_title(jctx *c, const jstr *s, jv *out) {
-    /* re.split(r"([-\s({\[<]+)") then item[0].upper() + item[1:].lower() */
     jbuf b = {0};
-    int rc = AL_OK, at_start = 1;
+    int rc = AL_OK;
     for (size_t i = 0; i < s->len && !rc;) {
         uint32_t cp = 0;
         size_t k = jj_u8_dec(s->s + i, s->len - i, &cp);
-        int sep = cp == '-' || cp == '(' || cp == '{' || cp == '[' || cp == '<' || jj_uspace(cp);
-        if (sep) {
-            rc = jj_put_cp(c, &b, cp);
-            at_start = 1;
-        } else {
-            rc = at_start ? jj_put_upper(c, &b, cp) : jj_put_cp(c, &b, jj_ulower(cp));
-            at_start = 0;
+        if (is_title_sep(cp)) {
+            rc = jj_buf_put(c, &b, s->s + i, k);
+            i += k;
+            continue;
         }
-        i += k;
+        size_t e = i + k; /* the word item s[i..e) */
+        while (e < s->len) {
+            size_t k2 = jj_u8_dec(s->s + e, s->len - e, &cp);
+            if (is_title_sep(cp)) break;
+            e += k2;
+        }
+        rc = jj_case_into(c, &b, s->s + i, k, JJ_CASE_UPPER);
+        if (!rc) rc = jj_case_into(c, &b, s->s + i + k, e - i - k, JJ_CASE_LOWER);
+        i = e;
     }
     if (rc) {
         jj_buf_free(&b);
@@ -1126,7 +1137,7 @@ static int f_wordcount(jctx *c, const fcall *f, jv in, jv *out) {
     for (size_t i = 0; i < x->len;) {
         uint32_t cp = 0;
         size_t k = jj_u8_dec(x->s + i, x->len - i, &cp);
-        int w = cp == '_' || jj_ualpha(cp) || jj_udigit(cp);
+        int w = cp == '_' || al_uc_is_alpha(cp) || al_uc_is_numeric(cp); /* Python re's \w */
         if (w && !inword) n++;
         inword = w;
         i += k;

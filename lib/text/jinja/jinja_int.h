@@ -20,6 +20,7 @@
 #include <stddef.h>
 
 #include "../../buf.h"
+#include "../unicode.h"
 #include "jinja.h"
 
 /* ---------------------------------------------------------------- limits */
@@ -172,17 +173,7 @@ size_t jj_u8_dec(const char *s, size_t n, uint32_t *cp);   /* bytes used (>=1) *
 size_t jj_u8_enc(char out[4], uint32_t cp);
 int jj_u8_valid(const char *s, size_t n);
 size_t jj_u8_count(const char *s, size_t n);
-int jj_uspace(uint32_t cp);                /* Python str.isspace() */
 int jj_ulinebreak(uint32_t cp);            /* str.splitlines() separators */
-uint32_t jj_ulower(uint32_t cp);
-uint32_t jj_uupper(uint32_t cp);           /* single-codepoint part */
-int jj_uupper_special(uint32_t cp, uint32_t out[3]); /* ß -> SS etc; 0 if none */
-int jj_ucased(uint32_t cp);
-int jj_uislower(uint32_t cp);
-int jj_uisupper(uint32_t cp);
-int jj_ualpha(uint32_t cp);
-int jj_udigit(uint32_t cp);
-int jj_uprintable(uint32_t cp);            /* Python str.isprintable() */
 
 /* ---------------------------------------------------------------- buffers */
 int jj_buf_put(jctx *c, jbuf *b, const char *s, size_t n); /* c may be NULL */
@@ -296,15 +287,16 @@ int jj_dict_from(jctx *c, jargs *a, int kind, jv *out); /* dict(...) or namespac
 enum { JJ_CASE_UPPER, JJ_CASE_LOWER, JJ_CASE_TITLE, JJ_CASE_CAPITALIZE, JJ_CASE_SWAP, JJ_CASE_FOLD };
 int jj_map_case(jctx *c, const char *s, size_t n, int mode, jv *out); /* str.upper() ... */
 int jj_put_cp(jctx *c, jbuf *b, uint32_t cp);
-int jj_put_upper(jctx *c, jbuf *b, uint32_t cp);    /* full mapping: one or more characters */
+/* Appends s[0..n) in that case mode, as the str method does over that string. */
+int jj_case_into(jctx *c, jbuf *b, const char *s, size_t n, int mode);
 size_t *jj_cp_offsets(jctx *c, const jstr *s);       /* byte offset of each character, and len */
 ptrdiff_t jj_find_sub(const char *h, size_t from, size_t to, const char *n, size_t nn, int rev);
 int jj_strip(jctx *c, const jstr *s, jv chars, int left, int right, jv *out);
 int jj_splitlines(jctx *c, const jstr *s, int keepends, jv *out);
 int jj_replace(jctx *c, const jstr *s, const jstr *old, const jstr *rep, int64_t count, jv *out);
 int jj_pad(jctx *c, const jstr *s, int64_t width, jv fillv, int mode /* 0 center 1 ljust 2 rjust */, jv *out);
-enum { JJ_IS_ALNUM, JJ_IS_ALPHA, JJ_IS_ASCII, JJ_IS_DIGIT, JJ_IS_SPACE, JJ_IS_PRINTABLE, JJ_IS_IDENTIFIER,
-       JJ_IS_UPPER, JJ_IS_LOWER, JJ_IS_TITLE };
+enum { JJ_IS_ALNUM, JJ_IS_ALPHA, JJ_IS_ASCII, JJ_IS_DECIMAL, JJ_IS_DIGIT, JJ_IS_NUMERIC, JJ_IS_SPACE,
+       JJ_IS_PRINTABLE, JJ_IS_IDENTIFIER, JJ_IS_UPPER, JJ_IS_LOWER, JJ_IS_TITLE };
 int jj_str_is(jctx *c, const jstr *s, int what, jv *out); /* str.isupper() ... as a bool */
 int jj_str_method_id(const char *name, size_t n);   /* -1 when str has no such method */
 int jj_str_method_call(jctx *c, int id, const jstr *s, jargs *a, jv *out);

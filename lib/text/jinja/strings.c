@@ -30,43 +30,49 @@ int jj_put_cp(jctx *c, jbuf *b, uint32_t cp) {
     return jj_buf_put(c, b, e, jj_u8_enc(e, cp));
 }
 
-int jj_put_upper(jctx *c, jbuf *b, uint32_t cp) {
-    uint32_t sp[3];
-    int k = jj_uupper_special(cp, sp);
-    if (k) {
-        int rc = AL_OK;
-        for (int i = 0; i < k && !rc; i++) rc = jj_put_cp(c, b, sp[i]);
-        return rc;
-    }
-    return jj_put_cp(c, b, jj_uupper(cp));
+/* One character's full case mapping (al_uc_upper, ...). */
+static int put_mapped(jctx *c, jbuf *b, int (*map)(uint32_t, uint32_t *), uint32_t cp) {
+    uint32_t m[AL_UC_MAX_CASE];
+    int n = map(cp, m), rc = AL_OK;
+    for (int i = 0; i < n && !rc; i++) rc = jj_put_cp(c, b, m[i]);
+    return rc;
 }
 
-static int put_title(jctx *c, jbuf *b, uint32_t cp) {
-    if (cp == 0xdf) return jj_buf_put(c, b, "Ss", 2);
-    return jj_put_upper(c, b, cp);
+/* Python's lower_ucs4: the character at s[i] of the string s[0..n)
+ * lowercased, a capital sigma by its Final_Sigma context. */
+static int put_lower(jctx *c, jbuf *b, const char *s, size_t n, size_t i, uint32_t cp) {
+    if (cp == 0x3A3) return jj_put_cp(c, b, al_uc_final_sigma(s, n, i) ? 0x3C2 : 0x3C3);
+    return put_mapped(c, b, al_uc_lower, cp);
 }
 
-int jj_map_case(jctx *c, const char *s, size_t n, int mode, jv *out) {
-    jbuf b = {0};
-    int rc = AL_OK, prev_cased = 0, first = 1;
+int jj_case_into(jctx *c, jbuf *b, const char *s, size_t n, int mode) {
+    int rc = AL_OK, prev_cased = 0;
     for (size_t i = 0; i < n && !rc;) {
         uint32_t cp = 0;
         size_t k = jj_u8_dec(s + i, n - i, &cp);
         switch (mode) {
-        case JJ_CASE_UPPER: rc = jj_put_upper(c, &b, cp); break;
-        case JJ_CASE_LOWER: case JJ_CASE_FOLD: rc = jj_put_cp(c, &b, jj_ulower(cp)); break;
-        case JJ_CASE_CAPITALIZE: rc = first ? put_title(c, &b, cp) : jj_put_cp(c, &b, jj_ulower(cp)); break;
+        case JJ_CASE_UPPER: rc = put_mapped(c, b, al_uc_upper, cp); break;
+        case JJ_CASE_LOWER: rc = put_lower(c, b, s, n, i, cp); break;
+        case JJ_CASE_FOLD: rc = put_mapped(c, b, al_uc_fold, cp); break;
+        case JJ_CASE_CAPITALIZE: rc = i == 0 ? put_mapped(c, b, al_uc_title, cp) : put_lower(c, b, s, n, i, cp); break;
         case JJ_CASE_SWAP:
-            rc = jj_uisupper(cp) ? jj_put_cp(c, &b, jj_ulower(cp)) : jj_uislower(cp) ? jj_put_upper(c, &b, cp) : jj_put_cp(c, &b, cp);
+            rc = al_uc_is_upper(cp)   ? put_lower(c, b, s, n, i, cp)
+                 : al_uc_is_lower(cp) ? put_mapped(c, b, al_uc_upper, cp)
+                                      : jj_put_cp(c, b, cp);
             break;
         case JJ_CASE_TITLE:
-            rc = prev_cased ? jj_put_cp(c, &b, jj_ulower(cp)) : put_title(c, &b, cp);
-            prev_cased = jj_ucased(cp);
+            rc = prev_cased ? put_lower(c, b, s, n, i, cp) : put_mapped(c, b, al_uc_title, cp);
+            prev_cased = al_uc_is_cased(cp);
             break;
         }
-        first = 0;
         i += k;
     }
+    return rc;
+}
+
+int jj_map_case(jctx *c, const char *s, size_t n, int mode, jv *out) {
+    jbuf b = {0};
+    int rc = jj_case_into(c, &b, s, n, mode);
     if (rc) {
         jj_buf_free(&b);
         return rc;
@@ -90,7 +96,7 @@ static void strip_range(const char *s, size_t n, const char *chars, size_t cn, i
         while (a < b) {
             uint32_t cp = 0;
             size_t k = jj_u8_dec(s + a, b - a, &cp);
-            if (chars ? !cp_in(cp, chars, cn) : !jj_uspace(cp)) break;
+            if (chars ? !cp_in(cp, chars, cn) : !al_uc_is_space(cp)) break;
             a += k;
         }
     }
@@ -100,7 +106,7 @@ static void strip_range(const char *s, size_t n, const char *chars, size_t cn, i
             while (st > a && ((unsigned char)s[st] & 0xc0) == 0x80) st--;
             uint32_t cp = 0;
             jj_u8_dec(s + st, b - st, &cp);
-            if (chars ? !cp_in(cp, chars, cn) : !jj_uspace(cp)) break;
+            if (chars ? !cp_in(cp, chars, cn) : !al_uc_is_space(cp)) break;
             b = st;
         }
     }
@@ -177,7 +183,7 @@ static int split_impl(jctx *c, const jstr *s, jv sepv, int64_t maxsplit, int rev
                 while (i < n) { /* skip whitespace */
                     uint32_t cp = 0;
                     size_t k = jj_u8_dec(p + i, n - i, &cp);
-                    if (!jj_uspace(cp)) break;
+                    if (!al_uc_is_space(cp)) break;
                     i += k;
                 }
                 if (i >= n) break;
@@ -190,7 +196,7 @@ static int split_impl(jctx *c, const jstr *s, jv sepv, int64_t maxsplit, int rev
                 while (i < n) {
                     uint32_t cp = 0;
                     size_t k = jj_u8_dec(p + i, n - i, &cp);
-                    if (jj_uspace(cp)) break;
+                    if (al_uc_is_space(cp)) break;
                     i += k;
                 }
                 jv w = {0};
@@ -208,7 +214,7 @@ static int split_impl(jctx *c, const jstr *s, jv sepv, int64_t maxsplit, int rev
                 while (st > 0 && ((unsigned char)p[st] & 0xc0) == 0x80) st--;
                 uint32_t cp = 0;
                 jj_u8_dec(p + st, i - st, &cp);
-                if (!jj_uspace(cp)) break;
+                if (!al_uc_is_space(cp)) break;
                 i = st;
             }
             if (i == 0) break;
@@ -223,7 +229,7 @@ static int split_impl(jctx *c, const jstr *s, jv sepv, int64_t maxsplit, int rev
                 while (st > 0 && ((unsigned char)p[st] & 0xc0) == 0x80) st--;
                 uint32_t cp = 0;
                 jj_u8_dec(p + st, i - st, &cp);
-                if (jj_uspace(cp)) break;
+                if (al_uc_is_space(cp)) break;
                 i = st;
             }
             jv w = {0};
@@ -885,33 +891,50 @@ static int m_format(jctx *c, const char *fn, int arg, const jstr *s, jargs *a, j
     return str_format(c, s, a, out);
 }
 
+/* One character's test for str.isalnum() ... str.isidentifier() (i: its
+ * byte offset; an identifier starts differently). */
+static int char_is(uint32_t cp, int what, size_t i) {
+    switch (what) {
+    case JJ_IS_ALNUM: return al_uc_is_alpha(cp) || al_uc_is_numeric(cp);
+    case JJ_IS_ALPHA: return al_uc_is_alpha(cp);
+    case JJ_IS_ASCII: return cp < 0x80;
+    case JJ_IS_DECIMAL: return al_uc_is_decimal(cp);
+    case JJ_IS_DIGIT: return al_uc_is_digit(cp);
+    case JJ_IS_NUMERIC: return al_uc_is_numeric(cp);
+    case JJ_IS_SPACE: return al_uc_is_space(cp);
+    case JJ_IS_PRINTABLE: return al_uc_is_printable(cp);
+    default: return cp == '_' || (i == 0 ? al_uc_is_id_start(cp) : al_uc_is_id_continue(cp)); /* identifier */
+    }
+}
+
 /* Python's str.is*() of one of the JJ_IS_ predicates */
 int jj_str_is(jctx *c, const jstr *s, int what, jv *out) {
     (void)c;
-    int ok = s->len > 0 || what == JJ_IS_ASCII || what == JJ_IS_PRINTABLE, cased = 0, prev_cased = 0, title_ok = 1;
+    int ok = s->len > 0 || what == JJ_IS_ASCII || what == JJ_IS_PRINTABLE, cased = 0, prev_cased = 0;
     for (size_t i = 0; i < s->len && ok;) {
         uint32_t cp = 0;
         size_t k = jj_u8_dec(s->s + i, s->len - i, &cp);
+        int up = al_uc_is_upper(cp), lo = al_uc_is_lower(cp), ti = al_uc_is_title(cp);
         switch (what) {
-        case JJ_IS_ALNUM: ok = jj_ualpha(cp) || jj_udigit(cp); break;
-        case JJ_IS_ALPHA: ok = jj_ualpha(cp); break;
-        case JJ_IS_ASCII: ok = cp < 0x80; break;
-        case JJ_IS_DIGIT: ok = jj_udigit(cp); break;
-        case JJ_IS_SPACE: ok = jj_uspace(cp); break;
-        case JJ_IS_PRINTABLE: ok = jj_uprintable(cp) || cp == ' '; break;
-        case JJ_IS_IDENTIFIER: ok = jj_ualpha(cp) || cp == '_' || (i > 0 && jj_udigit(cp)); break;
-        case JJ_IS_UPPER: if (jj_uislower(cp) && !jj_uisupper(cp)) ok = 0; if (jj_uisupper(cp)) cased = 1; break;
-        case JJ_IS_LOWER: if (jj_uisupper(cp)) ok = 0; if (jj_uislower(cp)) cased = 1; break;
-        case JJ_IS_TITLE:
-            if (jj_uisupper(cp)) { if (prev_cased) title_ok = 0; prev_cased = 1; cased = 1; }
-            else if (jj_uislower(cp)) { if (!prev_cased) title_ok = 0; prev_cased = 1; cased = 1; }
-            else prev_cased = 0;
+        case JJ_IS_UPPER: /* no lowercase or titlecase letter, one uppercase */
+            ok = !lo && !ti;
+            cased |= up;
             break;
+        case JJ_IS_LOWER:
+            ok = !up && !ti;
+            cased |= lo;
+            break;
+        case JJ_IS_TITLE: /* uppercase only after uncased, lowercase only after cased */
+            if (up || ti) ok = !prev_cased;
+            else if (lo) ok = prev_cased;
+            prev_cased = up || ti || lo;
+            cased |= prev_cased;
+            break;
+        default: ok = char_is(cp, what, i);
         }
         i += k;
     }
-    if (what == JJ_IS_UPPER || what == JJ_IS_LOWER) ok = ok && cased;
-    if (what == JJ_IS_TITLE) ok = ok && cased && title_ok;
+    if (what == JJ_IS_UPPER || what == JJ_IS_LOWER || what == JJ_IS_TITLE) ok = ok && cased;
     *out = jv_bool(ok);
     return AL_OK;
 }
@@ -1021,11 +1044,11 @@ static const struct {
     {"isalnum", m_is, JJ_IS_ALNUM},
     {"isalpha", m_is, JJ_IS_ALPHA},
     {"isascii", m_is, JJ_IS_ASCII},
-    {"isdecimal", m_is, JJ_IS_DIGIT},
+    {"isdecimal", m_is, JJ_IS_DECIMAL},
     {"isdigit", m_is, JJ_IS_DIGIT},
     {"isidentifier", m_is, JJ_IS_IDENTIFIER},
     {"islower", m_is, JJ_IS_LOWER},
-    {"isnumeric", m_is, JJ_IS_DIGIT},
+    {"isnumeric", m_is, JJ_IS_NUMERIC},
     {"isprintable", m_is, JJ_IS_PRINTABLE},
     {"isspace", m_is, JJ_IS_SPACE},
     {"istitle", m_is, JJ_IS_TITLE},
