@@ -666,13 +666,15 @@ static void ccc_sort(ucp *u, size_t n, ucp *tmp) {
     memcpy(u, tmp, n * sizeof *u);
 }
 
-/* The decomposition of piece *it into E->ucs (canonical or compatibility),
- * in canonical order; *m_out characters, each carrying its source range.
- * Invalid bytes pass as raw units that never combine. */
-static int decompose_piece(enc *E, const item *it, int compat, size_t *m_out) {
+/* The characters of piece *it into E->ucs, each replaced by its canonical
+ * (MAP_NFD) or compatibility (MAP_NFKD) decomposition or its full lowercase
+ * (MAP_LOWER) and carrying its source range; *m_out entries. Invalid bytes
+ * pass as raw units that never combine. */
+enum { MAP_NFD, MAP_NFKD, MAP_LOWER };
+static int map_chars(enc *E, const item *it, int how, size_t *m_out) {
     const char *s = E->ar.b + it->off;
-    size_t n = it->n, m = 0, i;
-    for (i = 0; i < n;) {
+    size_t n = it->n, m = 0;
+    for (size_t i = 0; i < n;) {
         uint32_t cp;
         int k = tok_utf8_dec((const unsigned char *)s + i, n - i, &cp);
         if (ucs_reserve(E, m + AL_UC_MAX_DECOMP) != AL_OK) return AL_ENOMEM;
@@ -685,17 +687,27 @@ static int decompose_piece(enc *E, const item *it, int compat, size_t *m_out) {
         }
         int32_t hi = E->ar.hi[it->off + i + (size_t)k - 1];
         uint32_t d[AL_UC_MAX_DECOMP];
-        int nd = al_uc_decompose(cp, compat, d);
+        int nd = how == MAP_LOWER ? al_uc_lower(cp, d) : al_uc_decompose(cp, how == MAP_NFKD, d);
         if (nd == 0) {
             d[0] = cp;
             nd = 1;
         }
         for (int j = 0; j < nd; j++) {
-            ucp u = {d[j], lo, hi, (uint8_t)al_uc_ccc(d[j]), 0};
+            ucp u = {d[j], lo, hi, how == MAP_LOWER ? 0 : (uint8_t)al_uc_ccc(d[j]), 0};
             E->ucs[m++] = u;
         }
         i += (size_t)k;
     }
+    *m_out = m;
+    return AL_OK;
+}
+
+/* The decomposition of piece *it (canonical or compatibility) into E->ucs,
+ * in canonical order; *m_out characters. */
+static int decompose_piece(enc *E, const item *it, int compat, size_t *m_out) {
+    size_t m = 0, i;
+    int rc = map_chars(E, it, compat ? MAP_NFKD : MAP_NFD, &m);
+    if (rc != AL_OK) return rc;
     for (i = 0; i < m;) {
         if (E->ucs[i].ccc == 0) {
             i++;
@@ -775,29 +787,9 @@ static int norm_unicode(enc *E, item *it, int compose, int compat) {
  * mapping, without context (Rust's char::to_lowercase: a capital sigma is
  * always U+03C3), every output character aligned with its source. */
 static int norm_lowercase(enc *E, item *it) {
-    const char *s = E->ar.b + it->off;
-    size_t n = it->n, m = 0;
-    for (size_t i = 0; i < n;) {
-        uint32_t cp;
-        int k = tok_utf8_dec((const unsigned char *)s + i, n - i, &cp);
-        if (ucs_reserve(E, m + AL_UC_MAX_CASE) != AL_OK) return AL_ENOMEM;
-        int32_t lo = E->ar.lo[it->off + i];
-        if (k <= 0) {
-            ucp u = {(unsigned char)s[i], lo, E->ar.hi[it->off + i], 0, 1};
-            E->ucs[m++] = u;
-            i++;
-            continue;
-        }
-        int32_t hi = E->ar.hi[it->off + i + (size_t)k - 1];
-        uint32_t l[AL_UC_MAX_CASE];
-        int nl = al_uc_lower(cp, l);
-        for (int j = 0; j < nl; j++) {
-            ucp u = {l[j], lo, hi, 0, 0};
-            E->ucs[m++] = u;
-        }
-        i += (size_t)k;
-    }
-    return ucs_to_piece(E, it, m);
+    size_t m = 0;
+    int rc = map_chars(E, it, MAP_LOWER, &m);
+    return rc != AL_OK ? rc : ucs_to_piece(E, it, m);
 }
 
 /* Replaces every match of p in piece *it by text (NormalizedString::replace). */

@@ -220,36 +220,14 @@ static int length_of(jctx *c, jv v, int64_t *n) {
     return jj_fail(c, AL_EFORMAT, "object of type '%s' has no len()", jj_type_name(v));
 }
 
-/* select, reject, selectattr, rejectattr: arg holds SEL_ATTR and SEL_KEEP */
-static int f_select(jctx *c, const fcall *f, jv in, jv *out) {
-    const jargs *a = f->a;
-    int lookup_attr = (f->arg & SEL_ATTR) != 0, keep = (f->arg & SEL_KEEP) != 0;
-    int rc;
-    int off = 0;
-    jv attr = jv_undef();
-    if (!jj_truth(c, in)) { /* jinja2: "if value:" before preparing the test */
-        jv empty = {0};
-        if ((rc = jj_seq_new(c, JV_LIST, 0, &empty))) return rc;
-        return gen_from_list(c, empty, out);
-    }
-    if (lookup_attr) {
-        if (a->npos < 1) return jj_fail(c, AL_EFORMAT, "Missing parameter for attribute name");
-        attr = a->pos[0];
-        off = 1;
-    }
-    int tid = -1;
-    if (a->npos > off) {
-        jv tn = a->pos[off];
-        if (tn.k != JV_STR || (tid = jj_test_id(jv_str(tn)->s, jv_str(tn)->len)) < 0) {
-            jv s = {0};
-            if ((rc = jj_stringify(c, tn, &s))) return rc;
-            rc = jj_fail(c, AL_EFORMAT, "No test named '%s'.", jv_str(s)->s);
-            jj_decref(c, s);
-            return rc;
-        }
-    }
-    jargs ta = {a->pos + off + 1, a->npos > off + 1 ? a->npos - off - 1 : 0, a->kn, a->kv, a->nkw};
+/* The generators select and map return (jinja2 runs them lazily; alignd
+ * builds the list): fn yields into res for each item of in, each item a
+ * template step. A false in gives an empty one before anything else is
+ * checked, as jinja2's "if value:" does. */
+typedef int (*item_fn)(jctx *c, const void *ctx, jv item, jv res);
+static int gen_each(jctx *c, jv in, item_fn fn, const void *ctx, jv *out) {
     jv items = {0}, res = {0};
+    int rc;
     if ((rc = jj_seq_new(c, JV_LIST, 0, &res))) return rc;
     if ((rc = jj_iter_list(c, in, &items))) {
         jj_decref(c, res);
@@ -257,19 +235,8 @@ static int f_select(jctx *c, const fcall *f, jv in, jv *out) {
     }
     jseq *s = jv_seq(items);
     for (size_t i = 0; i < s->n && !rc; i++) {
-        if (++c->steps > JJ_STEPS_MAX) { rc = jj_fail(c, AL_ERANGE, "template runs for too many steps"); break; }
-        jv x = {0};
-        if (lookup_attr) rc = jj_attr_get(c, s->v[i], attr, &x);
-        else {
-            x = s->v[i];
-            jj_incref(x);
-        }
-        if (rc) break;
-        int t;
-        if (tid >= 0) rc = jj_call_test(c, tid, jv_str(a->pos[off])->s, x, &ta, &t);
-        else t = jj_truth(c, x);
-        jj_decref(c, x);
-        if (!rc && (t != 0) == keep) rc = jj_push_copy(c, res, s->v[i]);
+        if (++c->steps > JJ_STEPS_MAX) rc = jj_fail(c, AL_ERANGE, "template runs for too many steps");
+        else rc = fn(c, ctx, s->v[i], res);
     }
     jj_decref(c, items);
     if (rc) {
@@ -279,68 +246,114 @@ static int f_select(jctx *c, const fcall *f, jv in, jv *out) {
     return gen_from_list(c, res, out);
 }
 
+static int empty_gen(jctx *c, jv *out) {
+    jv empty = {0};
+    int rc = jj_seq_new(c, JV_LIST, 0, &empty);
+    return rc ? rc : gen_from_list(c, empty, out);
+}
+
+/* "No test named ..." / "No filter named ..." for a name that is not one */
+static int no_such(jctx *c, const char *what, jv name) {
+    jv s = {0};
+    int rc = jj_stringify(c, name, &s);
+    if (rc) return rc;
+    rc = jj_fail(c, AL_EFORMAT, "No %s named '%s'.", what, jv_str(s)->s);
+    jj_decref(c, s);
+    return rc;
+}
+
+typedef struct select_ctx {
+    int lookup_attr, keep, tid;
+    jv attr;
+    const char *test;
+    jargs ta;
+} select_ctx;
+
+static int select_item(jctx *c, const void *ctx, jv item, jv res) {
+    const select_ctx *k = ctx;
+    jv x = {0};
+    int rc = AL_OK, t;
+    if (k->lookup_attr) rc = jj_attr_get(c, item, k->attr, &x);
+    else {
+        x = item;
+        jj_incref(x);
+    }
+    if (rc) return rc;
+    jargs ta = k->ta;
+    if (k->tid >= 0) rc = jj_call_test(c, k->tid, k->test, x, &ta, &t);
+    else t = jj_truth(c, x);
+    jj_decref(c, x);
+    if (!rc && (t != 0) == k->keep) rc = jj_push_copy(c, res, item);
+    return rc;
+}
+
+/* select, reject, selectattr, rejectattr: arg holds SEL_ATTR and SEL_KEEP */
+static int f_select(jctx *c, const fcall *f, jv in, jv *out) {
+    const jargs *a = f->a;
+    select_ctx k = {(f->arg & SEL_ATTR) != 0, (f->arg & SEL_KEEP) != 0, -1, jv_undef(), NULL, {0}};
+    int off = 0;
+    if (!jj_truth(c, in)) return empty_gen(c, out);
+    if (k.lookup_attr) {
+        if (a->npos < 1) return jj_fail(c, AL_EFORMAT, "Missing parameter for attribute name");
+        k.attr = a->pos[0];
+        off = 1;
+    }
+    if (a->npos > off) {
+        jv tn = a->pos[off];
+        if (tn.k != JV_STR || (k.tid = jj_test_id(jv_str(tn)->s, jv_str(tn)->len)) < 0) return no_such(c, "test", tn);
+        k.test = jv_str(tn)->s;
+    }
+    k.ta = (jargs){a->pos + off + 1, a->npos > off + 1 ? a->npos - off - 1 : 0, a->kn, a->kv, a->nkw};
+    return gen_each(c, in, select_item, &k, out);
+}
+
+typedef struct map_ctx {
+    int use_attr, fid;
+    jv attr, def;
+    jargs fa;
+} map_ctx;
+
+static int map_item(jctx *c, const void *ctx, jv item, jv res) {
+    const map_ctx *k = ctx;
+    jv x = {0};
+    int rc;
+    if (k->use_attr) {
+        rc = jj_attr_get(c, item, k->attr, &x);
+        if (!rc && x.k == JV_UNDEF && k->def.k != JV_NONE) {
+            jj_decref(c, x);
+            x = k->def;
+            jj_incref(x);
+        }
+    } else {
+        jargs fa = k->fa;
+        rc = jj_call_filter(c, k->fid, filter_name(k->fid), item, &fa, &x);
+    }
+    return rc ? rc : jj_seq_push(c, jv_seq(res), x);
+}
+
 static int f_map(jctx *c, const fcall *f, jv in, jv *out) {
     const jargs *a = f->a;
-    int rc;
-    jv attr = jv_undef(), def = jv_none();
-    int fid = -1, use_attr = 0;
-    jargs fa = {0};
-    if (!jj_truth(c, in)) { /* jinja2: "if value:" before preparing the function */
-        jv empty = {0};
-        if ((rc = jj_seq_new(c, JV_LIST, 0, &empty))) return rc;
-        return gen_from_list(c, empty, out);
-    }
+    map_ctx k = {0, -1, jv_undef(), jv_none(), {0}};
+    if (!jj_truth(c, in)) return empty_gen(c, out); /* before the function is prepared */
     if (a->npos == 0) {
-        for (int k = 0; k < a->nkw; k++) {
-            const jstr *n = a->kn[k];
-            if (n->len == 9 && !memcmp(n->s, "attribute", 9)) { attr = a->kv[k]; use_attr = 1; }
-            else if (n->len == 7 && !memcmp(n->s, "default", 7)) def = a->kv[k];
-            else return jj_fail(c, AL_EFORMAT, "Unexpected keyword argument '%s'", n->s);
+        for (int i = 0; i < a->nkw; i++) {
+            const jstr *n = a->kn[i];
+            if (n->len == 9 && !memcmp(n->s, "attribute", 9)) {
+                k.attr = a->kv[i];
+                k.use_attr = 1;
+            } else if (n->len == 7 && !memcmp(n->s, "default", 7)) {
+                k.def = a->kv[i];
+            } else {
+                return jj_fail(c, AL_EFORMAT, "Unexpected keyword argument '%s'", n->s);
+            }
         }
-        if (!use_attr) return jj_fail(c, AL_EFORMAT, "map requires a filter argument");
+        if (!k.use_attr) return jj_fail(c, AL_EFORMAT, "map requires a filter argument");
     } else {
         jv fn = a->pos[0];
-        if (fn.k != JV_STR || (fid = jj_filter_id(jv_str(fn)->s, jv_str(fn)->len)) < 0) {
-            jv s = {0};
-            if ((rc = jj_stringify(c, fn, &s))) return rc;
-            rc = jj_fail(c, AL_EFORMAT, "No filter named '%s'.", jv_str(s)->s);
-            jj_decref(c, s);
-            return rc;
-        }
-        fa.pos = a->pos + 1;
-        fa.npos = a->npos - 1;
-        fa.kn = a->kn;
-        fa.kv = a->kv;
-        fa.nkw = a->nkw;
+        if (fn.k != JV_STR || (k.fid = jj_filter_id(jv_str(fn)->s, jv_str(fn)->len)) < 0) return no_such(c, "filter", fn);
+        k.fa = (jargs){a->pos + 1, a->npos - 1, a->kn, a->kv, a->nkw};
     }
-    jv items = {0}, res = {0};
-    if ((rc = jj_seq_new(c, JV_LIST, 0, &res))) return rc;
-    if ((rc = jj_iter_list(c, in, &items))) {
-        jj_decref(c, res);
-        return rc;
-    }
-    jseq *s = jv_seq(items);
-    for (size_t i = 0; i < s->n && !rc; i++) {
-        if (++c->steps > JJ_STEPS_MAX) { rc = jj_fail(c, AL_ERANGE, "template runs for too many steps"); break; }
-        jv x = {0};
-        if (use_attr) {
-            rc = jj_attr_get(c, s->v[i], attr, &x);
-            if (!rc && x.k == JV_UNDEF && def.k != JV_NONE) {
-                jj_decref(c, x);
-                x = def;
-                jj_incref(x);
-            }
-        } else {
-            rc = jj_call_filter(c, fid, filter_name(fid), s->v[i], &fa, &x);
-        }
-        if (!rc) rc = jj_seq_push(c, jv_seq(res), x);
-    }
-    jj_decref(c, items);
-    if (rc) {
-        jj_decref(c, res);
-        return rc;
-    }
-    return gen_from_list(c, res, out);
+    return gen_each(c, in, map_item, &k, out);
 }
 
 /* max (arg 1) and min (arg 0) */
