@@ -260,8 +260,11 @@ static void test_preference_variants(void) {
         T_TRUE(seq_eq(&d->ex[3].seq[0], &d->ex[2].seq[0]));
         T_TRUE(seq_eq(&d->ex[4].seq[0], &d->ex[2].seq[0]));
         T_TRUE(seq_eq(&d->ex[4].seq[1], &d->ex[2].seq[1]));
-        T_STR_EQ(trained(&d->ex[2].seq[0]), "It is blue.<|im_end|>\n$");
-        T_STR_EQ(trained(&d->ex[4].seq[1]), "It is green.<|im_end|>\n$");
+        /* DPOTrainer (main) trains everything after the prompt's tokens,
+         * the template's end of turn included, and adds no EOS to a
+         * conversation */
+        T_STR_EQ(trained(&d->ex[2].seq[0]), "It is blue.<|im_end|>\n");
+        T_STR_EQ(trained(&d->ex[4].seq[1]), "It is green.<|im_end|>\n");
         T_EQ_INT(d->ex[4].line, 5);
     }
     const json_t *rep = al_dataset_report(d);
@@ -285,15 +288,18 @@ static void test_preference_variants(void) {
     al_batch_deinit(&b);
     al_dataset_free(d);
 
-    /* KTO from pairs: chosen desirable, rejected undesirable. */
+    /* KTO from pairs: chosen desirable, rejected undesirable, in the order
+     * of TRL's unpair_preference_dataset: the chosen of a batch of rows,
+     * then their rejected. */
     o.method = "kto";
     T_OK(al_dataset_read_file(data_path("preference.jsonl"), g_chat, &o, &d, err));
     T_EQ_INT(d->kind, AL_BATCH_UNPAIRED);
     T_EQ_INT(d->n_ex, 10);
     if (d->n_ex == 10) {
-        T_NEAR(d->ex[0].label, 1, 0);
-        T_NEAR(d->ex[1].label, 0, 0);
-        T_STR_EQ(trained(&d->ex[1].seq[0]), " green.$");
+        for (int i = 0; i < 10; i++) T_NEAR(d->ex[i].label, i < 5, 0);
+        T_STR_EQ(trained(&d->ex[0].seq[0]), " blue.$");
+        T_STR_EQ(trained(&d->ex[5].seq[0]), " green.$");
+        T_EQ_INT(d->ex[5].line, 1);
     }
     al_dataset_free(d);
 }
@@ -335,7 +341,7 @@ static void test_rankings_ratings(void) {
            "\"ranking\":[1,0]}\n",
            g_chat, "dpo", 0, 0);
     T_EQ_INT(d->n_ex, 1);
-    if (d->n_ex == 1) T_STR_EQ(trained(&d->ex[0].seq[0]), "y<|im_end|>\n$");
+    if (d->n_ex == 1) T_STR_EQ(trained(&d->ex[0].seq[0]), "y<|im_end|>\n");
     al_dataset_free(d);
 }
 
@@ -387,7 +393,7 @@ static void test_lm_formats(void) {
     T_EQ_INT(d->n_ex, 2);
     T_TRUE(d->conversational);
     if (d->n_ex == 2) {
-        T_STR_EQ(trained(&d->ex[1].seq[0]), "Go away.<|im_end|>\n$");
+        T_STR_EQ(trained(&d->ex[1].seq[0]), "Go away.<|im_end|>\n");
         T_NEAR(d->ex[1].label, 0, 0);
     }
     al_dataset_free(d);

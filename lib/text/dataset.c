@@ -40,27 +40,39 @@ static const al_batch_kind NATURAL_KIND[AL_FMT_COUNT] = {
 #define KTO_FMTS (FMT_BIT(AL_FMT_UNPAIRED) | FMT_BIT(AL_FMT_PREFERENCE))
 #define RL_FMTS (FMT_BIT(AL_FMT_PROMPT_ONLY) | FMT_BIT(AL_FMT_PROMPT_COMPLETION))
 
+/* split: how a prompt and its completion are tokenized, after the TRL
+ * trainer the method follows (chat.h): DPOTrainer and KTOTrainer keep the
+ * prompt's own ids, CPOTrainer (simpo) and ORPOTrainer move a merged
+ * boundary token into the answer. */
 static const struct method {
     const char *name;
     al_batch_kind kind;
     unsigned fmts;
     const char *takes;
+    al_split_kind split;
 } METHODS[] = {
-    {"sft", AL_BATCH_LM, LM_FMTS, "text, messages or prompt_completion"},
-    {"pretrain", AL_BATCH_LM, FMT_BIT(AL_FMT_TEXT), "text"},
-    {"dpo", AL_BATCH_PAIR, PAIR_FMTS, "preference, rankings or ratings"},
-    {"ipo", AL_BATCH_PAIR, PAIR_FMTS, "preference, rankings or ratings"},
-    {"orpo", AL_BATCH_PAIR, PAIR_FMTS, "preference, rankings or ratings"},
-    {"simpo", AL_BATCH_PAIR, PAIR_FMTS, "preference, rankings or ratings"},
-    {"reward_model", AL_BATCH_PAIR, PAIR_FMTS, "preference, rankings or ratings"},
-    {"rm", AL_BATCH_PAIR, PAIR_FMTS, "preference, rankings or ratings"},
-    {"kto", AL_BATCH_UNPAIRED, KTO_FMTS, "unpaired_preference or preference"},
-    {"rl", AL_BATCH_PROMPT, RL_FMTS, "prompt_only or prompt_completion"},
-    {"ppo", AL_BATCH_PROMPT, RL_FMTS, "prompt_only or prompt_completion"},
-    {"grpo", AL_BATCH_PROMPT, RL_FMTS, "prompt_only or prompt_completion"},
-    {"rloo", AL_BATCH_PROMPT, RL_FMTS, "prompt_only or prompt_completion"},
+    {"sft", AL_BATCH_LM, LM_FMTS, "text, messages or prompt_completion", AL_SPLIT_BYTES},
+    {"pretrain", AL_BATCH_LM, FMT_BIT(AL_FMT_TEXT), "text", AL_SPLIT_BYTES},
+    {"dpo", AL_BATCH_PAIR, PAIR_FMTS, "preference, rankings or ratings", AL_SPLIT_PROMPT_IDS},
+    {"ipo", AL_BATCH_PAIR, PAIR_FMTS, "preference, rankings or ratings", AL_SPLIT_PROMPT_IDS},
+    {"orpo", AL_BATCH_PAIR, PAIR_FMTS, "preference, rankings or ratings", AL_SPLIT_ANSWER},
+    {"simpo", AL_BATCH_PAIR, PAIR_FMTS, "preference, rankings or ratings", AL_SPLIT_ANSWER},
+    {"reward_model", AL_BATCH_PAIR, PAIR_FMTS, "preference, rankings or ratings", AL_SPLIT_BYTES},
+    {"rm", AL_BATCH_PAIR, PAIR_FMTS, "preference, rankings or ratings", AL_SPLIT_BYTES},
+    {"kto", AL_BATCH_UNPAIRED, KTO_FMTS, "unpaired_preference or preference", AL_SPLIT_PROMPT_IDS},
+    {"rl", AL_BATCH_PROMPT, RL_FMTS, "prompt_only or prompt_completion", AL_SPLIT_BYTES},
+    {"ppo", AL_BATCH_PROMPT, RL_FMTS, "prompt_only or prompt_completion", AL_SPLIT_BYTES},
+    {"grpo", AL_BATCH_PROMPT, RL_FMTS, "prompt_only or prompt_completion", AL_SPLIT_BYTES},
+    {"rloo", AL_BATCH_PROMPT, RL_FMTS, "prompt_only or prompt_completion", AL_SPLIT_BYTES},
 };
 #define N_METHODS ((int)(sizeof METHODS / sizeof METHODS[0]))
+#define UNPAIR_BATCH 1000   /* rows per batch of TRL's unpair_preference_dataset map */
+
+al_split_kind al_data_split(const char *method) {
+    for (int i = 0; method && i < N_METHODS; i++)
+        if (strcmp(METHODS[i].name, method) == 0) return METHODS[i].split;
+    return AL_SPLIT_BYTES;
+}
 
 static const char *const ROLES[] = {"system", "user", "assistant", "function",
                                     "tool",   "developer", NULL};
@@ -734,30 +746,32 @@ static al_example *new_example(reader *d) {
     return e;
 }
 
-/* prompt (string, list or NULL) + completion as one sequence. shared >= 0:
- * completion is a whole sequence whose first `shared` bytes (or messages)
- * are the prompt. */
+/* prompt (string, list or NULL) + completion as one sequence, split as the
+ * method's trainer does (the format's natural use when no method is named).
+ * shared >= 0: completion is a whole sequence whose first `shared` bytes (or
+ * messages) are the prompt. */
 static int enc_one(reader *d, const json_t *prompt, const json_t *comp, const json_t *tools,
                    long shared, al_seq *out, char err[AL_ERRLEN]) {
+    al_split_kind how = d->m ? d->m->split : AL_SPLIT_BYTES;
     if (json_is_string(comp)) {
         const char *cs = json_string_value(comp);
         size_t cl = json_string_length(comp);
         if (shared >= 0)
-            return al_chat_encode_text(d->chat, cs, (size_t)shared, cs + shared,
-                                       cl - (size_t)shared, out, err);
+            return al_chat_encode_split(d->chat, how, cs, (size_t)shared, cs + shared,
+                                        cl - (size_t)shared, out, err);
         const char *ps = prompt ? json_string_value(prompt) : "";
         size_t pl = prompt ? json_string_length(prompt) : 0;
-        return al_chat_encode_text(d->chat, ps, pl, cs, cl, out, err);
+        return al_chat_encode_split(d->chat, how, ps, pl, cs, cl, out, err);
     }
-    if (shared >= 0) return al_chat_encode_messages(d->chat, comp, tools, (int)shared, out, err);
-    json_t *all = json_array();
-    if (!all) return al_err(err, AL_ENOMEM, "out of memory");
-    if ((prompt && json_array_extend(all, (json_t *)prompt)) || json_array_extend(all, (json_t *)comp)) {
-        json_decref(all);
-        return al_err(err, AL_ENOMEM, "out of memory");
-    }
-    int rc = al_chat_encode_messages(d->chat, all, tools, (int)json_array_size(prompt), out, err);
-    json_decref(all);
+    if (shared < 0) return al_chat_encode_split_messages(d->chat, how, prompt, comp, tools, out, err);
+    json_t *head = json_array(), *tail = json_array();
+    int bad = !head || !tail;
+    for (size_t i = 0; !bad && i < json_array_size(comp); i++)
+        bad = json_array_append((size_t)shared > i ? head : tail, json_array_get(comp, i));
+    int rc = bad ? al_err(err, AL_ENOMEM, "out of memory")
+                 : al_chat_encode_split_messages(d->chat, how, head, tail, tools, out, err);
+    json_decref(head);
+    json_decref(tail);
     return rc;
 }
 
@@ -1384,7 +1398,7 @@ static int finish(reader *d, al_dataset **out, char err[AL_ERRLEN]) {
             }
         }
 
-    /* 7. Examples in row order. */
+    /* 7. Examples in row order (kto on pairs: TRL's unpaired order). */
     int n_ex = 0;
     for (int i = 0; i < d->n_ex; i++) n_ex += d->ex[i].seq[0].ids != NULL;
     ds->ex = calloc((size_t)n_ex + 1, sizeof *ds->ex);
@@ -1392,12 +1406,21 @@ static int finish(reader *d, al_dataset **out, char err[AL_ERRLEN]) {
         rc = AL_ENOMEM;
         goto fail;
     }
-    for (int i = 0; i < n_kept; i++) {
-        row_rec *r = &d->rows[kept[i]];
-        for (int j = r->ex0; j < r->ex0 + r->nex; j++)
-            if (d->ex[j].seq[0].ids) {
-                ds->ex[ds->n_ex++] = d->ex[j];
-                memset(&d->ex[j], 0, sizeof d->ex[j]);
+    /* KTO on pairs: TRL's unpair_preference_dataset maps batches of 1,000
+     * rows (datasets' default) to their chosen completions, then their
+     * rejected ones; KTOTrainer keeps that order (its KL pairs and batches
+     * follow it). Other datasets: one pass, the row's examples in order. */
+    int unpair = kind == AL_BATCH_UNPAIRED && F == AL_FMT_PREFERENCE;
+    for (int b0 = 0; b0 < n_kept; b0 += unpair ? UNPAIR_BATCH : n_kept) {
+        int b1 = unpair && b0 + UNPAIR_BATCH < n_kept ? b0 + UNPAIR_BATCH : n_kept;
+        for (int pass = 0; pass < (unpair ? 2 : 1); pass++)
+            for (int i = b0; i < b1; i++) {
+                row_rec *r = &d->rows[kept[i]];
+                for (int j = r->ex0; j < r->ex0 + r->nex; j++)
+                    if (d->ex[j].seq[0].ids && (!unpair || (d->ex[j].label > 0.5f) == !pass)) {
+                        ds->ex[ds->n_ex++] = d->ex[j];
+                        memset(&d->ex[j], 0, sizeof d->ex[j]);
+                    }
             }
     }
 
