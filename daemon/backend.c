@@ -688,14 +688,10 @@ static int be_model_get(void *ud, const char *id, json_t **out, api_error *e) {
 
 static int be_model_register(void *ud, const char *name, const char *real_path, json_t **out, api_error *e) {
     backend_ctx *c = ud;
-    if (!name || !*name || strlen(name) > 128)
-        return api_error_set(e, 400, INVALID, "invalid_value", "name", "name: 1 to 128 characters");
-    for (const char *q = name; *q; q++)
-        if (!isalnum((unsigned char)*q) && !strchr("-_.", *q))
-            return api_error_set(e, 400, INVALID, "invalid_value", "name",
-                                 "name: only letters, digits, '-', '_' and '.'");
-    if (!strncmp(name, "ftjob-", 6))
-        return api_error_set(e, 400, INVALID, "invalid_value", "name", "name: 'ftjob-' names are the jobs'");
+    if (!name || !models_name_ok(name))
+        return api_error_set(e, 400, INVALID, "invalid_value", "name",
+                             "name: 1 to 64 letters, digits, '.', '_' and '-', not starting with '.', '-' or "
+                             "\"ftjob-\"");
     store_model m;
     if (store_model_get(c->st, name, &m) == STORE_OK)
         return api_error_set(e, 409, "conflict_error", "model_exists", "name", "A model named '%s' exists", name);

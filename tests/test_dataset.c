@@ -642,6 +642,42 @@ static void test_speed(void) {
     free(buf);
 }
 
+/* The report stays small whatever the file: the first AL_REPORT_MAX_ITEMS
+ * errors and warnings are listed, every one is counted by code, and the
+ * rest are summed under errors_omitted / warnings_omitted. */
+static void test_report_capped(void) {
+    int bad = 3000, dups = 2500;
+    size_t cap = (size_t)(bad + dups + 1) * 48, k = 0;
+    char *buf = malloc(cap);
+    for (int i = 0; i < bad; i++) k += (size_t)snprintf(buf + k, cap - k, "not json %d\n", i);
+    for (int i = 0; i <= dups; i++) k += (size_t)snprintf(buf + k, cap - k, "{\"text\":\"same\"}\n");
+    al_dataset *d = rd(buf, NULL, NULL, 0, 0);
+    const json_t *rep = al_dataset_report(d);
+    T_EQ_INT(d->n_errors, bad);
+    T_EQ_INT(json_array_size(json_object_get(rep, "errors")), AL_REPORT_MAX_ITEMS);
+    T_EQ_INT(json_integer_value(json_object_get(json_object_get(rep, "error_counts"), "invalid_json")), bad);
+    T_EQ_INT(rep_int(d, "errors_omitted"), bad - AL_REPORT_MAX_ITEMS);
+    T_STR_EQ(code_at(d, 1), "invalid_json");
+    T_STR_EQ(code_at(d, AL_REPORT_MAX_ITEMS), "invalid_json");
+    T_TRUE(error_at(d, AL_REPORT_MAX_ITEMS + 1) == NULL);
+    T_EQ_INT(rep_int(d, "duplicates"), dups);
+    T_EQ_INT(json_array_size(json_object_get(rep, "warnings")), AL_REPORT_MAX_ITEMS);
+    T_EQ_INT(json_integer_value(json_object_get(json_object_get(rep, "warning_counts"), "duplicate")), dups);
+    T_EQ_INT(rep_int(d, "warnings_omitted"), dups - AL_REPORT_MAX_ITEMS);
+    /* the whole report, serialised, is a few tens of kB */
+    char *js = json_dumps(rep, JSON_COMPACT);
+    T_TRUE(js && strlen(js) < 64 * 1024);
+    free(js);
+    al_dataset_free(d);
+    /* a small file lists everything and omits nothing */
+    d = rd("x\n{\"text\":\"a\"}\n{\"text\":\"a\"}\n", NULL, NULL, 0, 0);
+    T_EQ_INT(rep_int(d, "errors_omitted"), 0);
+    T_EQ_INT(rep_int(d, "warnings_omitted"), 0);
+    T_EQ_INT(json_array_size(json_object_get(al_dataset_report(d), "warnings")), 1);
+    al_dataset_free(d);
+    free(buf);
+}
+
 int main(void) {
     g_tok = al_tok_byte_new();
     T_TRUE(g_tok != NULL);
@@ -667,6 +703,7 @@ int main(void) {
     test_eos_bos_everywhere();
     test_inputs();
     test_speed();
+    test_report_capped();
     al_chat_free(g_chat);
     al_tok_free(g_tok);
     return t_done();

@@ -391,7 +391,21 @@ typedef struct lm_ctx {
     float *logp, *ent, *lse;  /* forward outputs */
     uint8_t *hit;
     const float *dlogp, *dent, *lse_in, *ent_in; /* backward inputs */
+    float cap, inv_temp;      /* soft-cap (0: none; z holds raw logits) */
+    float *g;                 /* (cnt, V) backward: the cap's 1 - tanh^2 */
 } lm_ctx;
+
+/* Gemma 2's final soft-cap, in place on one row of raw logits, then the
+ * temperature: z = tanh(z / cap) * cap * inv_temp (transformers: logits /
+ * cap, tanh, * cap; TRL then divides by the temperature). g (may be NULL)
+ * receives the cap's derivative 1 - tanh^2. */
+static void lm_cap_row(float *z, float *g, int V, float cap, float inv_temp) {
+    for (int v = 0; v < V; v++) {
+        float t = tanhf(z[v] / cap);
+        if (g) g[v] = 1.0f - t * t;
+        z[v] = t * cap * inv_temp;
+    }
+}
 
 /* Row index of the k-th row with target >= 0 at or after n. */
 static int lm_nth_valid(const int32_t *target, int n, long k) {
@@ -407,7 +421,8 @@ static void lm_fwd_fn(void *p, int tid, int nt) {
     int n = lm_nth_valid(c->target, c->n0, lo);
     for (long r = lo; r < hi; r++, n++) {
         while (c->target[n] < 0) n++;
-        const float *z = c->z + (size_t)r * (size_t)c->V;
+        float *z = c->z + (size_t)r * (size_t)c->V;
+        if (c->cap > 0.0f) lm_cap_row(z, NULL, c->V, c->cap, c->inv_temp);
         float m = row_max(z, c->V);
         double S, T;
         row_expsum(z, c->V, m, &S, &T);
@@ -439,7 +454,7 @@ static int lm_gather(float *hbuf, const float *h, const int32_t *target, int N, 
 
 void al_lmhead_forward(float *logp, float *ent, float *lse, uint8_t *hit, const float *h,
                        const float *w, const int32_t *target, int N, int C, int V,
-                       float inv_temp, float *scratch, int chunk) {
+                       float inv_temp, float softcap, float *scratch, int chunk) {
     AL_ASSERT(chunk > 0 && V > 0 && C > 0);
     for (int n = 0; n < N; n++)
         if (target[n] < 0) {
@@ -447,7 +462,8 @@ void al_lmhead_forward(float *logp, float *ent, float *lse, uint8_t *hit, const 
             if (ent) ent[n] = 0.0f;
         }
     float *hbuf = scratch, *z = scratch + (size_t)chunk * (size_t)C;
-    lm_ctx c = {.z = z, .target = target, .V = V, .logp = logp, .ent = ent, .lse = lse, .hit = hit};
+    lm_ctx c = {.z = z, .target = target, .V = V, .logp = logp, .ent = ent, .lse = lse, .hit = hit,
+                .cap = softcap > 0.0f ? softcap : 0.0f, .inv_temp = inv_temp};
     if (hit)
         for (int k = 0; k < N; k++)
             if (target[k] < 0) hit[k] = 0;
@@ -455,8 +471,8 @@ void al_lmhead_forward(float *logp, float *ent, float *lse, uint8_t *hit, const 
     for (;;) {
         int cnt = lm_gather(hbuf, h, target, N, C, V, chunk, &n, &c.n0);
         if (cnt == 0) break;
-        /* z (cnt, V) = inv_temp * hbuf @ w^T */
-        al_gemm(0, 1, cnt, V, C, inv_temp, hbuf, C, w, C, 0.0f, z, V);
+        /* z (cnt, V) = inv_temp * hbuf @ w^T (raw logits when capped) */
+        al_gemm(0, 1, cnt, V, C, c.cap > 0.0f ? 1.0f : inv_temp, hbuf, C, w, C, 0.0f, z, V);
         c.cnt = cnt;
         al_pool_run(lm_fwd_fn, &c);
     }
@@ -475,6 +491,8 @@ static void lm_bwd_fn(void *p, int tid, int nt) {
     for (long r = lo; r < hi; r++, n++) {
         while (c->target[n] < 0) n++;
         float *z = c->z + (size_t)r * (size_t)V;
+        float *g = c->cap > 0.0f ? c->g + (size_t)r * (size_t)V : NULL;
+        if (g) lm_cap_row(z, g, V, c->cap, c->inv_temp);
         float L = c->lse_in[n];
         float a = c->dlogp ? c->dlogp[n] : 0.0f;
         float b = c->dent ? c->dent[n] : 0.0f;
@@ -490,23 +508,26 @@ static void lm_bwd_fn(void *p, int tid, int nt) {
         }
         row_dz(z, V, L, a + b * H, b);
         z[c->target[n]] += a;
+        if (g) /* through the cap: d raw = dz * (1 - tanh^2); inv_temp in the gemms */
+            for (int v = 0; v < V; v++) z[v] *= g[v];
     }
 }
 
 void al_lmhead_backward(float *dh, float *dw, const float *dlogp, const float *dent,
                         const float *h, const float *w, const int32_t *target,
                         const float *lse, const float *ent, int N, int C, int V,
-                        float inv_temp, float *scratch, int chunk) {
+                        float inv_temp, float softcap, float *scratch, int chunk) {
     AL_ASSERT(chunk > 0 && V > 0 && C > 0);
     if (!dh && !dw) return;
     float *hbuf = scratch, *z = scratch + (size_t)chunk * (size_t)C;
     lm_ctx c = {.z = z, .target = target, .V = V, .dlogp = dlogp, .dent = dent,
-                .lse_in = lse, .ent_in = ent};
+                .lse_in = lse, .ent_in = ent, .cap = softcap > 0.0f ? softcap : 0.0f,
+                .inv_temp = inv_temp, .g = z + (size_t)chunk * (size_t)V};
     int n = 0;
     for (;;) {
         int cnt = lm_gather(hbuf, h, target, N, C, V, chunk, &n, &c.n0);
         if (cnt == 0) break;
-        al_gemm(0, 1, cnt, V, C, inv_temp, hbuf, C, w, C, 0.0f, z, V);
+        al_gemm(0, 1, cnt, V, C, c.cap > 0.0f ? 1.0f : inv_temp, hbuf, C, w, C, 0.0f, z, V);
         c.cnt = cnt;
         al_pool_run(lm_bwd_fn, &c);
         /* dw (V, C) += inv_temp * dz^T @ hbuf, before hbuf is reused */
@@ -527,7 +548,7 @@ void al_lmhead_backward(float *dh, float *dw, const float *dlogp, const float *d
 
 void al_lmhead_forward_ref(float *logp, float *ent, float *lse, uint8_t *hit, const float *h,
                            const float *w, const int32_t *target, int N, int C, int V,
-                           float inv_temp) {
+                           float inv_temp, float softcap) {
     for (int n = 0; n < N; n++) {
         if (target[n] < 0) {
             logp[n] = lse[n] = 0.0f;
@@ -543,6 +564,7 @@ void al_lmhead_forward_ref(float *logp, float *ent, float *lse, uint8_t *hit, co
             const float *wr = w + (size_t)v * (size_t)C;
             double s = 0.0;
             for (int k = 0; k < C; k++) s += (double)x[k] * (double)wr[k];
+            if (softcap > 0.0f) s = tanh(s / softcap) * softcap;
             double z = s * (double)inv_temp;
             if (v == target[n]) zt = z;
             if (v == 0) {

@@ -120,6 +120,7 @@ typedef struct reader {
     int n_ex, cap_ex;
     const char *buf;          /* memory input */
     const json_t *arr;        /* rows input */
+    int n_bad;                /* bad rows met in the first pass */
 } reader;
 
 /* Records the row's first error (later ones are not reported). Returns 1 so
@@ -1024,12 +1025,19 @@ static int feed_line(reader *d, const char *s, size_t n, int line, size_t off) {
     r->len = n;
     json_error_t je;
     json_t *o = parse_line(s, n, &je);
-    if (!o) {
+    int rc = AL_OK;
+    if (!o)
         row_error(r, "invalid_json", "", "invalid JSON at column %d: %s", je.column, je.text);
-        return AL_OK;
-    }
-    int rc = first_look(d, r, o);
+    else
+        rc = first_look(d, r, o);
     json_decref(o);
+    /* the report lists the first bad rows only: the others keep their code
+     * (counted) but not their text, so millions of bad lines stay cheap */
+    if (r->bad && ++d->n_bad > AL_REPORT_MAX_ITEMS) {
+        free(r->field);
+        free(r->msg);
+        r->field = r->msg = NULL;
+    }
     return rc;
 }
 
@@ -1110,9 +1118,20 @@ static void apply_length(reader *d, row_rec *r, al_batch_kind kind) {
 
 static json_t *jint(long long v) { return json_integer(v); }
 
-static void add_warning(json_t *arr, int line, const char *code, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
-static void add_warning(json_t *arr, int line, const char *code, const char *fmt, ...) {
+/* Counts one more `code` in the object counts (code -> N). */
+static void count_code(json_t *counts, const char *code) {
+    json_t *c = json_object_get(counts, code);
+    json_object_set_new(counts, code, jint(c ? json_integer_value(c) + 1 : 1));
+}
+
+/* A warning: counted by code always, listed while the list has room
+ * (AL_REPORT_MAX_ITEMS). */
+static void add_warning(json_t *arr, json_t *counts, int line, const char *code, const char *fmt,
+                        ...) __attribute__((format(printf, 5, 6)));
+static void add_warning(json_t *arr, json_t *counts, int line, const char *code, const char *fmt,
+                        ...) {
+    count_code(counts, code);
+    if (json_array_size(arr) >= AL_REPORT_MAX_ITEMS) return;
     char text[AL_ERRLEN];
     va_list ap;
     va_start(ap, fmt);
@@ -1302,10 +1321,10 @@ static int finish(reader *d, al_dataset **out, char err[AL_ERRLEN]) {
 
     al_dataset *ds = calloc(1, sizeof *ds);
     json_t *rep = json_object(), *errors = json_array(), *warnings = json_array(),
-           *counts = json_object();
+           *counts = json_object(), *wcounts = json_object();
     int *kept = malloc(((size_t)d->n_rows + 1) * sizeof *kept);
     int *lens = malloc(((size_t)d->n_rows + 1) * sizeof *lens);
-    if (!ds || !rep || !errors || !warnings || !counts || !kept || !lens) {
+    if (!ds || !rep || !errors || !warnings || !counts || !wcounts || !kept || !lens) {
         rc = AL_ENOMEM;
         goto fail;
     }
@@ -1330,14 +1349,20 @@ static int finish(reader *d, al_dataset **out, char err[AL_ERRLEN]) {
     /* 4. Errors, duplicates. */
     if ((rc = mark_duplicates(d)) != AL_OK) goto fail;
     int valid = 0, empty = 0, dups = 0, dedup = 0, n_kept = 0, conv = 0;
+    int n_err = (int)json_array_size(errors);
     for (int i = 0; i < d->n_rows; i++) {
         row_rec *r = &d->rows[i];
         if (r->bad) {
-            json_array_append_new(errors, json_pack("{s:i,s:s,s:s,s:s}", "line", r->line, "code",
-                                                    r->code, "field", r->field ? r->field : "",
-                                                    "message", r->msg ? r->msg : r->code));
-            json_t *c = json_object_get(counts, r->code);
-            json_object_set_new(counts, r->code, jint(c ? json_integer_value(c) + 1 : 1));
+            if (json_array_size(errors) < AL_REPORT_MAX_ITEMS) {
+                char msg[64];
+                snprintf(msg, sizeof msg, "line %d: %s", r->line, r->code);
+                json_array_append_new(errors, json_pack("{s:i,s:s,s:s,s:s}", "line", r->line,
+                                                        "code", r->code, "field",
+                                                        r->field ? r->field : "", "message",
+                                                        r->msg ? r->msg : msg));
+            }
+            n_err++;
+            count_code(counts, r->code);
             empty += r->empty;
             drop_examples(d, r);
             continue;
@@ -1345,7 +1370,7 @@ static int finish(reader *d, al_dataset **out, char err[AL_ERRLEN]) {
         valid++;
         if (r->dup) {
             dups++;
-            add_warning(warnings, r->line, "duplicate", "line %d: duplicates line %d%s", r->line,
+            add_warning(warnings, wcounts, r->line, "duplicate", "line %d: duplicates line %d%s", r->line,
                         r->dup_of, d->o.dedupe ? " (dropped)" : "");
             if (d->o.dedupe) {
                 dedup++;
@@ -1358,7 +1383,7 @@ static int finish(reader *d, al_dataset **out, char err[AL_ERRLEN]) {
     }
     ds->rows = d->n_rows;
     ds->valid_rows = valid;
-    ds->n_errors = (int)json_array_size(errors);
+    ds->n_errors = n_err;
     ds->conversational = conv * 2 > n_kept;
 
     /* 5. Token statistics over the kept rows, before truncation. */
@@ -1384,7 +1409,7 @@ static int finish(reader *d, al_dataset **out, char err[AL_ERRLEN]) {
             apply_length(d, r, kind);
             if (r->dropped) {
                 dropped++;
-                add_warning(warnings, r->line, "dropped",
+                add_warning(warnings, wcounts, r->line, "dropped",
                             kind == AL_BATCH_PROMPT
                                 ? "line %d: the prompt (%d tokens) is longer than max_prompt_length"
                                 : "line %d: truncating to max_length would leave no trained token "
@@ -1392,7 +1417,7 @@ static int finish(reader *d, al_dataset **out, char err[AL_ERRLEN]) {
                             r->line, r->tokens);
             } else if (r->truncated) {
                 truncated++;
-                add_warning(warnings, r->line, "truncated",
+                add_warning(warnings, wcounts, r->line, "truncated",
                             "line %d: %d tokens cut to max_length %d", r->line, r->tokens,
                             d->o.max_length);
             }
@@ -1457,10 +1482,14 @@ static int finish(reader *d, al_dataset **out, char err[AL_ERRLEN]) {
     json_object_set_new(rep, "truncated", jint(truncated));
     json_object_set_new(rep, "dropped", jint(dropped));
     json_object_set_new(rep, "warnings", warnings);
+    json_object_set_new(rep, "warning_counts", wcounts);
+    json_object_set_new(rep, "errors_omitted", jint(n_err - (long long)json_array_size(errors)));
+    json_object_set_new(rep, "warnings_omitted", jint(dups + truncated + dropped -
+                                                      (long long)json_array_size(warnings)));
     json_object_set_new(rep, "mix", mix);
     json_object_set_new(rep, "trainable", json_boolean(trainable));
     if (ds->fatal[0]) json_object_set_new(rep, "fatal", json_string(ds->fatal));
-    errors = warnings = counts = NULL;
+    errors = warnings = counts = wcounts = NULL;
     ds->report = rep;
     free(kept);
     free(lens);
@@ -1475,6 +1504,7 @@ fail:
     json_decref(errors);
     json_decref(warnings);
     json_decref(counts);
+    json_decref(wcounts);
     free(kept);
     free(lens);
     return al_err(err, rc, "out of memory building the dataset report");

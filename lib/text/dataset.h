@@ -50,6 +50,7 @@
  *    "tokens":{"min":..,"mean":..,"max":..,"p95":..} | null,
  *    "max_length":M | null,"truncated":N,"dropped":N,
  *    "warnings":[{"line":9,"code":"duplicate"|"truncated"|"dropped","message":".."}],
+ *    "warning_counts":{"duplicate":N,...},"errors_omitted":N,"warnings_omitted":N,
  *    "mix":{"by":"task"|"category"|"source"|"structure",
  *           "groups":{name:{"rows":n,"share":f,"tokens_mean":x,"tokens_max":y}},
  *           "structure":{...},"labels":{"desirable":n,"undesirable":n},
@@ -63,6 +64,12 @@
  * datasets may be read concurrently with one shared al_chat. */
 #ifndef AL_DATASET_H
 #define AL_DATASET_H
+
+/* The report lists at most this many errors and this many warnings (the
+ * first, in line order); error_counts and warning_counts count every one by
+ * code and errors_omitted / warnings_omitted say how many were left out, so
+ * a file of millions of bad lines gets a report of a few tens of kB. */
+#define AL_REPORT_MAX_ITEMS 100
 
 #include <jansson.h>
 
