@@ -501,7 +501,8 @@ static int upload_ctype_ok(const char *ct) {
     static const char *ok[] = {"application/jsonl", "application/x-jsonlines",
                                "application/jsonlines", "application/x-ndjson",
                                "application/json", "application/octet-stream", "text/plain",
-                               "multipart/form-data", "text/jsonl"};
+                               "multipart/form-data", "text/jsonl", "text/csv",
+                               "text/tab-separated-values"};
     if (!ct || !*ct) return 1;
     for (size_t i = 0; i < sizeof ok / sizeof ok[0]; i++)
         if (ctype_is(ct, ok[i])) return 1;

@@ -87,9 +87,10 @@ static int be_file_create(void *ud, const char *filename, const char *purpose, c
     const json_t *rep = al_dataset_report(ds);
     const json_t *errs = json_object_get(rep, "errors");
     if (ds->valid_rows == 0) {
-        /* not JSONL at all: refuse, naming the first bad line */
+        /* not a dataset at all: refuse, naming the first bad line */
         const char *m = json_string_value(json_object_get(json_array_get(errs, 0), "message"));
-        api_error_set(e, 400, INVALID, "file_invalid", "file", "The file is not valid JSONL: %s",
+        api_error_set(e, 400, INVALID, "file_invalid", "file",
+                      "The file is not a valid dataset (JSONL, a JSON array, CSV or TSV): %s",
                       m ? m : (ds->fatal[0] ? ds->fatal : "no rows"));
         al_dataset_free(ds);
         return -1;

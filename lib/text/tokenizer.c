@@ -2672,6 +2672,33 @@ static int adapter_base(const char *dir, char *out, size_t n) {
     return rc;
 }
 
+/* The byte tokenizer's template, replaced by the folder's own when it has
+ * one (chat_template.jinja, else tokenizer_config.json's chat_template):
+ * what al_chat_copy_files writes for a job with a chat_template. */
+static int byte_template(al_tok *t, const char *dir, char err[AL_ERRLEN]) {
+    char p[4096];
+    char *tmpl = NULL;
+    size_t n = 0;
+    int rc;
+    if (al_path_join(p, sizeof p, dir, "chat_template.jinja") == AL_OK && al_file_exists(p)) {
+        if ((rc = al_file_read(p, 16u << 20, &tmpl, &n, err)) != AL_OK) return rc;
+    } else if (al_path_join(p, sizeof p, dir, "tokenizer_config.json") == AL_OK && al_file_exists(p)) {
+        json_t *cfg = NULL;
+        if ((rc = load_json(p, &cfg, err)) != AL_OK) return rc;
+        json_t *ct = json_object_get(cfg, "chat_template");
+        if (json_is_string(ct) && !(tmpl = xstrndup(json_string_value(ct), json_string_length(ct)))) {
+            json_decref(cfg);
+            return al_err(err, AL_ENOMEM, "out of memory");
+        }
+        json_decref(cfg);
+    }
+    if (tmpl) {
+        free(t->chat_template);
+        t->chat_template = tmpl;
+    }
+    return AL_OK;
+}
+
 int al_tok_load(al_tok **out, const char *dir, char err[AL_ERRLEN]) {
     char path[4096];
     int rc;
@@ -2681,6 +2708,11 @@ int al_tok_load(al_tok **out, const char *dir, char err[AL_ERRLEN]) {
         if (config_wants_bytes(dir)) {
             al_tok *t = al_tok_byte_new();
             if (!t) return al_err(err, AL_ENOMEM, "out of memory");
+            /* a fine-tune saved with another template carries it */
+            if ((rc = byte_template(t, dir, err)) != AL_OK) {
+                al_tok_free(t);
+                return rc;
+            }
             *out = t;
             return AL_OK;
         }

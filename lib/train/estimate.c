@@ -108,7 +108,7 @@ int al_job_estimate(const al_job *job, al_estimate *out, char err[AL_ERRLEN]) {
     al_tok *tok = NULL;
     al_chat *chat = NULL;
     if ((rc = al_tok_load(&tok, tdir, err))) return rc;
-    if ((rc = al_chat_new(&chat, tok, NULL, err))) {
+    if ((rc = al_chat_new(&chat, tok, job->chat_template, err))) {
         al_tok_free(tok);
         return rc;
     }
