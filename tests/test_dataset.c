@@ -684,8 +684,9 @@ static void test_alpaca(void) {
     T_STR_EQ(rep_str(d, "format"), "preference");
     T_EQ_INT(d->n_ex, 1);
     if (d->n_ex == 1) {
-        T_STR_EQ(trained(&d->ex[0].seq[0]), "Blue<|im_end|>\n$");
-        T_STR_EQ(trained(&d->ex[0].seq[1]), "Green<|im_end|>\n$");
+        /* DPO's conversations as TRL's DPOTrainer: all after the prompt, no EOS added */
+        T_STR_EQ(trained(&d->ex[0].seq[0]), "Blue<|im_end|>\n");
+        T_STR_EQ(trained(&d->ex[0].seq[1]), "Green<|im_end|>\n");
         T_TRUE(strstr(all_text(&d->ex[0].seq[1]), "user\nSky?\ncolour<|im_end|>") != NULL);
     }
     T_STR_EQ(code_at(d, 2), "identical_responses");
