@@ -16,7 +16,8 @@ al_need_packages() {
     $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
 }
 
-# What building alignd needs (libutf8proc: the graders' case folding;
+# What building alignd needs (libutf8proc: the graders' case folding and the
+# tokenizers' Unicode normalization;
 # libcurl: the daemon's client for external reward verifiers, and the tests;
 # libcsv: CSV/TSV datasets).
 AL_BUILD_PACKAGES=(build-essential cmake pkg-config libopenblas-dev libjansson-dev libpcre2-dev

@@ -710,6 +710,13 @@ static int parse_llama(const json_t *o, al_model_config *c, char err[AL_ERRLEN])
     c->rope_local_theta = 10000.0f;
     if (f == F_GEMMA3 && (rc = get_float(o, "rope_local_base_freq", &c->rope_local_theta, err))) return rc;
     if ((rc = parse_rope(o, f, c, err)) != AL_OK) return rc;
+    if (c->rope.type == AL_ROPE_DYNAMIC) {
+        /* dynamic NTK keeps max_position_embeddings as the length past
+         * which it grows the base; alignd holds tables up to factor times it */
+        double ext = (double)c->max_T * c->rope.factor;
+        c->rope.orig_max = c->max_T;
+        c->max_T = ext > CFG_MAX_DIM ? CFG_MAX_DIM : (int)ext;
+    }
     if (c->rope.type == AL_ROPE_LONGROPE) {
         /* transformers reads original_max_position_embeddings from the config
          * itself (Phi3Config has one; others use max_position_embeddings) */
@@ -955,7 +962,7 @@ static json_t *json_rope(const al_rope_cfg *r) {
         RSET("low_freq_factor", json_real(r->low_freq_factor));
         RSET("high_freq_factor", json_real(r->high_freq_factor));
     }
-    if (r->orig_max && r->type != AL_ROPE_LONGROPE)
+    if (r->orig_max && r->type != AL_ROPE_LONGROPE && r->type != AL_ROPE_DYNAMIC)
         RSET("original_max_position_embeddings", json_integer(r->orig_max));
     if (r->type == AL_ROPE_YARN) {
         if (r->attention_factor) RSET("attention_factor", json_real(r->attention_factor));
@@ -1052,7 +1059,9 @@ int al_config_save(const al_model_config *cfg, const char *dir, char err[AL_ERRL
         SET("num_key_value_heads", json_integer(cfg->NKV));
         SET("head_dim", json_integer(cfg->HD));
         SET("intermediate_size", json_integer(cfg->FF));
-        SET("max_position_embeddings", json_integer(cfg->max_T));
+        SET("max_position_embeddings", json_integer(cfg->rope.type == AL_ROPE_DYNAMIC && cfg->rope.orig_max
+                                                        ? cfg->rope.orig_max
+                                                        : cfg->max_T));
         SET("rms_norm_eps", json_float(cfg->norm_eps));
         SET("rope_theta", json_float(cfg->rope_theta));
         json_t *rope = json_rope(&cfg->rope);

@@ -229,6 +229,13 @@ int al_generate(al_model *m, const int32_t *const *prompts, const int *plen, int
     s.B = B;
     s.Tmax = maxp + g->max_new;
     s.R = (int)(total > B ? total : B);
+    /* LongRoPE switches to its long factors once a pass is longer than the
+     * original context, and transformers' Phi-3 then drops the cache and
+     * re-encodes the whole sequence (prepare_inputs_for_generation): a
+     * generation that crosses it re-runs every live sequence's tokens once */
+    int longrope = c->arch == AL_ARCH_LLAMA && c->rope.type == AL_ROPE_LONGROPE &&
+                   maxp + g->max_new > c->rope.orig_max;
+    if (longrope) s.R = (int)(total + (long)B * g->max_new);
     s.nthreads = al_pool_threads();
     size_t KVD = (size_t)c->NKV * c->HD, R = (size_t)s.R, C = (size_t)c->C;
     size_t cache = (size_t)c->n_layers * B * s.Tmax * KVD;
@@ -307,7 +314,26 @@ int al_generate(al_model *m, const int32_t *const *prompts, const int *plen, int
             k++;
         }
         n_live = k;
-        if (n_live) run_rows(&s, n_live, want, n_live);
+        if (!n_live) break;
+        int32_t pmax = 0;
+        for (int i = 0; i < n_live; i++) pmax = s.pos[i] > pmax ? s.pos[i] : pmax;
+        if (longrope && al_rope_key(c, (int)pmax + 1) != m->rope_key) {
+            /* the whole of each live sequence, its last token's logits */
+            int nr = 0;
+            for (int i = 0; i < n_live; i++) {
+                int b = live[i];
+                for (int t = 0; t <= plen[b] + step; t++) {
+                    s.ids[nr] = t < plen[b] ? prompts[b][t] : out_ids[(size_t)b * g->max_new + t - plen[b]];
+                    s.pos[nr] = t;
+                    s.seq[nr] = b;
+                    nr++;
+                }
+                want[i] = nr - 1;
+            }
+            run_rows(&s, nr, want, n_live);
+        } else {
+            run_rows(&s, n_live, want, n_live);
+        }
     }
     gen_free(&s);
     free(cs);

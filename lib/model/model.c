@@ -2,8 +2,14 @@
  * forward/backward pair the objectives are built on (DESIGN.md, "The one
  * idea"). GPT-2 follows modeling_gpt2.py (pre-LayerNorm blocks, learned
  * positions, gelu_new, tied head); Llama follows modeling_llama.py (RMSNorm,
- * rotate-half RoPE, SwiGLU, grouped-query attention), which also covers
- * Mistral, Qwen2 (q/k/v biases), SmolLM and TinyLlama.
+ * rotate-half RoPE, SwiGLU, grouped-query attention), and the other
+ * families are that block with the variations config.h lists, each taken
+ * from its modeling_*.py: Mistral and Qwen2/3 (windows, Qwen3's q/k norms),
+ * Gemma 2/3 ((1 + w) norms before and after each branch, GeGLU, soft-caps,
+ * local RoPE), Phi-3 (fused projections), OLMo-2 (post-norms only, q/k norms
+ * over all heads), SmolLM3 (NoPE layers), Granite (multipliers). The pieces
+ * generation shares (norms, q/k norms and RoPE, residuals, activations) are
+ * the al_layer_* functions of model_impl.h.
  *
  * Memory: one arena for weights, one for gradients (trainable tensors only,
  * so a LoRA model carries no base gradients), one for activations sized by

@@ -20,7 +20,7 @@
 #define ROPE_PI 3.141592653589793 /* math.pi */
 
 int al_rope_key(const al_model_config *c, int seq_len) {
-    if (c->rope.type == AL_ROPE_DYNAMIC) return seq_len > c->max_T ? seq_len : 0;
+    if (c->rope.type == AL_ROPE_DYNAMIC) return seq_len > c->rope.orig_max ? seq_len : 0;
     if (c->rope.type == AL_ROPE_LONGROPE) return seq_len > c->rope.orig_max ? 1 : 0;
     return 0;
 }
@@ -52,10 +52,11 @@ void al_rope_freqs(const al_model_config *c, int seq_len, int local, float *inv,
     switch (r->type) {
     case AL_ROPE_DYNAMIC: {
         float base = theta;
-        if (seq_len > c->max_T) {
-            /* seq_len is a tensor there: the new base is computed in float */
+        if (seq_len > r->orig_max) {
+            /* seq_len is a tensor there: the new base is computed in float
+             * (orig_max: the config's max_position_embeddings) */
             float f = (float)r->factor;
-            float t = f * (float)seq_len / (float)c->max_T - (float)(r->factor - 1.0);
+            float t = f * (float)seq_len / (float)r->orig_max - (float)(r->factor - 1.0);
             base = theta * powf(t, (float)((double)dim / (double)(dim - 2)));
         }
         for (int i = 0; i < half; i++) inv[i] = 1.0f / pos_freq(base, i, dim);
