@@ -111,7 +111,7 @@ enum MHD_Result api_h_jobs_cancel(api_req *r) { return action(r, "cancel"); }
 enum MHD_Result api_h_jobs_pause(api_req *r) { return action(r, "pause"); }
 enum MHD_Result api_h_jobs_resume(api_req *r) { return action(r, "resume"); }
 
-static int wants_stream(api_req *r) {
+int api_wants_stream(api_req *r) {
     const char *acc = api_header(r, "Accept");
     if (acc && strstr(acc, "text/event-stream")) return 1;
     const char *q = api_query(r, "stream");
@@ -121,7 +121,7 @@ static int wants_stream(api_req *r) {
 enum MHD_Result api_h_jobs_events(api_req *r) {
     api_server *s = r->srv;
     if (!api_id_ok(r->id)) return no_such_job(r);
-    if (wants_stream(r)) return api_sse_job(r);
+    if (api_wants_stream(r)) return api_sse_job(r);
     api_error e;
     memset(&e, 0, sizeof e);
     api_page pg;

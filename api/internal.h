@@ -141,6 +141,9 @@ void api_utf8_fix(char *s);
 /* Whether an id from the URL or a query is well-formed (1..128 bytes of
  * [A-Za-z0-9._:-]). */
 int api_id_ok(const char *s);
+/* A model id from the URL: api_id_ok's characters plus '/' and '@' (a
+ * Hugging Face "ORG/NAME[@REV]"), at most 200 bytes. */
+int api_model_id_ok(const char *s);
 
 /* ---- handlers ----------------------------------------------------------- */
 
@@ -166,6 +169,7 @@ enum MHD_Result api_h_models_list(api_req *r);
 enum MHD_Result api_h_models_get(api_req *r);
 enum MHD_Result api_h_models_post(api_req *r);
 enum MHD_Result api_h_models_delete(api_req *r);
+enum MHD_Result api_h_models_events(api_req *r);
 
 enum MHD_Result api_h_chat(api_req *r);
 enum MHD_Result api_h_completions(api_req *r);
@@ -177,8 +181,11 @@ enum MHD_Result api_h_prometheus(api_req *r);
 /* Dashboard files under web_dir (h_static.c). */
 enum MHD_Result api_h_static(api_req *r);
 
-/* SSE stream of a job's feed (sse.c). */
+/* SSE stream of a job's feed, or of a model's (its download) (sse.c). */
 enum MHD_Result api_sse_job(api_req *r);
+enum MHD_Result api_sse_model(api_req *r);
+/* Accept: text/event-stream or ?stream=true (h_jobs.c). */
+int api_wants_stream(api_req *r);
 
 /* ---- inference model cache (infer.c) ------------------------------------ */
 
@@ -186,6 +193,9 @@ api_model_cache *api_model_cache_new(int capacity);
 void api_model_cache_free(api_model_cache *c);
 /* Bytes of the models held (for /metrics), and how many. */
 size_t api_model_cache_memory(api_model_cache *c, int *n_models);
+/* Decode steps run and the rows they carried (rows / steps: the batch), and
+ * the sequences decoding now, over the loaded models. */
+void api_model_cache_decode_stats(api_model_cache *c, unsigned long *steps, unsigned long *rows, int *live);
 
 /* ---- paths (h_models.c) -------------------------------------------------- */
 

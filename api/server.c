@@ -53,8 +53,9 @@ static const api_route routes[] = {
     {"GET", "/v1/fine_tuning/jobs/{id}/checkpoints", api_h_jobs_checkpoints, 0},
     {"GET", "/v1/models", api_h_models_list, 0},
     {"POST", "/v1/models", api_h_models_post, J | M},
-    {"GET", "/v1/models/{id}", api_h_models_get, 0},
-    {"DELETE", "/v1/models/{id}", api_h_models_delete, M},
+    {"GET", "/v1/models/{model}/events", api_h_models_events, 0},
+    {"GET", "/v1/models/{model}", api_h_models_get, 0},
+    {"DELETE", "/v1/models/{model}", api_h_models_delete, M},
     {"POST", "/v1/chat/completions", api_h_chat, J},
     {"POST", "/v1/completions", api_h_completions, J},
 };
@@ -254,6 +255,18 @@ int api_id_ok(const char *s) {
     return n > 0;
 }
 
+int api_model_id_ok(const char *s) {
+    size_t n = strlen(s);
+    if (n == 0 || n > 200 || s[0] == '/' || s[n - 1] == '/' || strstr(s, "//")) return 0;
+    for (size_t i = 0; i < n; i++) {
+        char c = s[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' ||
+              c == '_' || c == '.' || c == ':' || c == '/' || c == '@'))
+            return 0;
+    }
+    return 1;
+}
+
 int api_query_page(api_req *r, api_page *pg, api_error *e) {
     long limit;
     if (api_query_long(r, "limit", 1, 100, 20, &limit, e)) return -1;
@@ -287,20 +300,28 @@ static int body_reserve(api_req *r, size_t n) {
     return 0;
 }
 
-/* Matches path against pattern; {id} captures one segment. */
+/* Matches path against pattern; {id} captures one segment, {model} one or
+ * two (a Hugging Face "ORG/NAME[@REV]" id), the shortest that matches. */
 static int match(const char *pattern, const char *path, char id[256]) {
     const char *p = pattern, *u = path;
     while (*p && *u) {
         if (*p == '{') {
             const char *pe = strchr(p, '}');
-            const char *ue = strchr(u, '/');
-            size_t n = ue ? (size_t)(ue - u) : strlen(u);
-            if (n == 0 || n >= 256) return 0;
-            memcpy(id, u, n);
-            id[n] = 0;
-            p = pe + 1;
-            u += n;
-            continue;
+            int segs = !strncmp(p, "{model}", 7) ? 2 : 1;
+            const char *ue = u;
+            for (int k = 1; k <= segs; k++) {
+                ue = strchr(ue, '/');
+                size_t n = ue ? (size_t)(ue - u) : strlen(u);
+                if (n == 0 || n >= 256 || (ue && ue[1] == '/')) return 0;
+                if (match(pe + 1, u + n, id)) { /* the rest matches: keep this length */
+                    memcpy(id, u, n);
+                    id[n] = 0;
+                    return 1;
+                }
+                if (!ue) return 0;
+                ue++;
+            }
+            return 0;
         }
         if (*p != *u) return 0;
         p++, u++;

@@ -10,6 +10,7 @@
 #include <time.h>
 
 #include "log.h"
+#include "model/hfcache.h"
 #include "models.h"
 #include "text/dataset.h"
 #include "train/estimate.h"
@@ -157,9 +158,18 @@ static int resolve_model(backend_ctx *c, const char *ref, const char *param, cha
                          api_error *e) {
     store_model m;
     if (store_model_get(c->st, ref, &m) == STORE_OK) {
+        if (!strcmp(m.status, "downloading") || !strcmp(m.status, "failed")) {
+            if (c->hub && !strcmp(m.status, "downloading")) return hubmodels_resolve(c->hub, ref, param, path, e);
+            json_t *err = json_loads(m.error, 0, NULL);
+            api_error_set(e, 422, INVALID, "model_unusable", param, "%s: %s: the download failed: %s", param, ref,
+                          json_string_value(json_object_get(err, "message")) ? json_string_value(json_object_get(err, "message")) : "?");
+            json_decref(err);
+            return -1;
+        }
         snprintf(path, STORE_PATH, "%s", m.path);
         return 0;
     }
+    if (c->hub && al_hf_looks_like_ref(ref)) return hubmodels_resolve(c->hub, ref, param, path, e);
     if (!strncmp(ref, "ftjob-", 6)) {
         char jid[64];
         snprintf(jid, sizeof jid, "%s", ref);
@@ -674,17 +684,65 @@ static int be_job_feed(void *ud, const char *id, int64_t after_seq, int max, int
 
 /* ---- models ------------------------------------------------------------------------ */
 
+static void with_download(backend_ctx *c, json_t *m);
+
 static int be_model_list(void *ud, const api_page *pg, json_t **out, api_error *e) {
     (void)e;
     *out = store_model_list(((backend_ctx *)ud)->st, pg ? pg->after : NULL, page_limit(pg));
+    size_t i;
+    json_t *m;
+    json_array_foreach(json_object_get(*out, "data"), i, m) with_download(ud, m);
     return 0;
+}
+
+/* A model being downloaded shows its progress as "download". */
+static void with_download(backend_ctx *c, json_t *m) {
+    if (!c->hub || !json_is_object(m)) return;
+    json_t *p = hubmodels_progress(c->hub, json_string_value(json_object_get(m, "id")));
+    if (p || !strcmp(json_string_value(json_object_get(m, "status")) ? json_string_value(json_object_get(m, "status")) : "", "downloading"))
+        json_object_set_new(m, "download", p ? p : json_null());
 }
 
 static int be_model_get(void *ud, const char *id, json_t **out, api_error *e) {
     json_t *o = store_model_json(((backend_ctx *)ud)->st, id);
     if (!o) return not_found(e, "model", id);
+    with_download(ud, o);
     *out = o;
     return 0;
+}
+
+static int be_model_register_hub(void *ud, const char *repo, const char *revision, const char *name,
+                                 json_t **out, int *accepted, api_error *e) {
+    backend_ctx *c = ud;
+    if (!c->hub) return api_error_set(e, 403, "permission_error", "downloads_disabled", "hf", "hf: no Hub access");
+    if (name && (!*name || strlen(name) > 128 || !strncmp(name, "ftjob-", 6) || strspn(name, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_./@") != strlen(name)))
+        return api_error_set(e, 400, INVALID, "invalid_value", "name",
+                             "name: 1 to 128 of letters, digits, '-', '_', '.', '/' and '@', not 'ftjob-...'");
+    return hubmodels_register(c->hub, repo, revision, name, out, accepted, e);
+}
+
+static int be_model_events(void *ud, const char *id, const api_page *pg, json_t **out, api_error *e) {
+    backend_ctx *c = ud;
+    store_model m;
+    if (store_model_get(c->st, id, &m)) return not_found(e, "model", id);
+    if (!c->hub) {
+        *out = json_pack("{s:s,s:[],s:b,s:n,s:n}", "object", "list", "data", "has_more", 0, "first_id", "last_id");
+        return 0;
+    }
+    return hubmodels_events(c->hub, id, pg, out, e);
+}
+
+static int be_model_feed(void *ud, const char *id, int64_t after_seq, int max, int timeout_ms, json_t **items,
+                         int *finished, api_error *e) {
+    backend_ctx *c = ud;
+    store_model m;
+    if (store_model_get(c->st, id, &m)) return not_found(e, "model", id);
+    if (!c->hub || atomic_load(&c->draining)) {
+        *items = json_array();
+        *finished = 1;
+        return 0;
+    }
+    return hubmodels_feed(c->hub, id, after_seq, max, timeout_ms, items, finished, e);
 }
 
 static int be_model_register(void *ud, const char *name, const char *real_path, json_t **out, api_error *e) {
@@ -766,5 +824,8 @@ void backend_init(api_backend *be, backend_ctx *ctx) {
     be->model_register = be_model_register;
     be->model_delete = be_model_delete;
     be->model_path = be_model_path;
+    be->model_register_hub = be_model_register_hub;
+    be->model_events = be_model_events;
+    be->model_feed = be_model_feed;
     be->stats = be_stats;
 }

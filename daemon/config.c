@@ -8,6 +8,7 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -20,7 +21,7 @@
 #define ALIGND_WEB_DIR "/usr/share/alignd/web"
 #endif
 
-enum { K_STR, K_LONG, K_SIZE, K_DOUBLE, K_LEVEL, K_LISTEN };
+enum { K_STR, K_LONG, K_SIZE, K_DOUBLE, K_LEVEL, K_LISTEN, K_BOOL };
 
 typedef struct key {
     const char *name;
@@ -53,6 +54,8 @@ static const key keys[] = {
     L(max_streams, 1, 1 << 20),
     L(timeout, 1, 86400),
     L(heartbeat, 1, 3600),
+    {"allow_downloads", K_BOOL, offsetof(daemon_cfg, allow_downloads), 0, 0, 1},
+    S(hub_cache),
 };
 #undef S
 #undef L
@@ -141,6 +144,14 @@ static int set_key(daemon_cfg *c, const key *k, const char *v, const char *where
                             k->hi), 2;
         *(int64_t *)base = x;
         return 0;
+    }
+    case K_BOOL: {
+        static const char *const yes[] = {"true", "1", "yes", "on"}, *const no[] = {"false", "0", "no", "off"};
+        for (int i = 0; i < 4; i++) {
+            if (!strcasecmp(v, yes[i])) return *(long *)base = 1, 0;
+            if (!strcasecmp(v, no[i])) return *(long *)base = 0, 0;
+        }
+        return snprintf(err, 512, "%s: %s: '%.100s' is not true or false", where, k->name, v), 2;
     }
     case K_DOUBLE: {
         char *end;
@@ -329,6 +340,7 @@ void config_print(const daemon_cfg *c, FILE *f) {
         switch (k->type) {
         case K_STR: case K_LISTEN: case K_LEVEL: fprintf(f, "%s = \"%s\"\n", k->name, base); break;
         case K_LONG: fprintf(f, "%s = %ld\n", k->name, *(const long *)base); break;
+        case K_BOOL: fprintf(f, "%s = %s\n", k->name, *(const long *)base ? "true" : "false"); break;
         case K_SIZE: fprintf(f, "%s = %lld\n", k->name, (long long)*(const int64_t *)base); break;
         case K_DOUBLE: fprintf(f, "%s = %g\n", k->name, *(const double *)base); break;
         }

@@ -28,6 +28,9 @@
  *   max_streams      ALIGND_MAX_STREAMS       --max-streams      64
  *   timeout          ALIGND_TIMEOUT           --timeout          30 (idle connection seconds)
  *   heartbeat        ALIGND_HEARTBEAT         --heartbeat        15 (SSE heartbeat seconds)
+ *   allow_downloads  ALIGND_ALLOW_DOWNLOADS   --allow-downloads  false (fetch ORG/NAME models from the Hub)
+ *   hub_cache        ALIGND_HUB_CACHE         --hub-cache        "" (the Hugging Face cache of the environment:
+ *                                                                HF_HUB_CACHE, HF_HOME/hub, ~/.cache/huggingface/hub)
  */
 #ifndef DAEMON_CONFIG_H
 #define DAEMON_CONFIG_H
@@ -56,6 +59,8 @@ typedef struct daemon_cfg {
     double stop_timeout;
     int64_t max_body, max_upload, max_string;
     long max_json_depth, max_tokens, max_connections, max_streams, timeout, heartbeat;
+    long allow_downloads;         /* 0/1 */
+    char hub_cache[CFG_PATH];
     char config_file[CFG_PATH];   /* the file read, "" when none */
 } daemon_cfg;
 

@@ -237,6 +237,11 @@ static void register_output(worker *w, const store_run *r, const al_job *job, co
     if (job->use_lora) snprintf(m.base, sizeof m.base, "%s", r->model);
     snprintf(m.owned_by, sizeof m.owned_by, "%s", w->name);
     m.job_id = w->job;
+    json_t *src = json_pack("{s:s,s:s,s:s}", "type", "fine_tune", "job", w->name, "base_model", r->model);
+    char *st = src ? json_dumps(src, JSON_COMPACT) : NULL;
+    if (st && strlen(st) < sizeof m.source) memcpy(m.source, st, strlen(st) + 1);
+    free(st);
+    json_decref(src);
     if (store_model_put(w->s->st, &m) == STORE_OK) snprintf(name, 256, "%s", m.name);
 }
 

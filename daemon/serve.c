@@ -28,6 +28,7 @@
 
 #include "api/server.h"
 #include "backend.h"
+#include "hubmodels.h"
 #include "cli.h"
 #include "compute/pool.h"
 #include "config.h"
@@ -189,8 +190,16 @@ int cli_serve(int argc, char **argv) {
         return 1;
     }
     int nm = models_scan(st, cfg.models_dir);
+    hubmodels *hm = hubmodels_new(st, cfg.models_dir, cfg.hub_cache, (int)cfg.allow_downloads);
+    if (!hm) {
+        log_error("event=out_of_memory");
+        store_close(st);
+        return 1;
+    }
+    nm += hubmodels_scan(hm);
     int nr = store_recover(st);
-    log_info("event=store_ready schema=%d models=%d recovered_jobs=%d", store_version(st), nm, nr);
+    log_info("event=store_ready schema=%d models=%d recovered_jobs=%d hub_cache=%s allow_downloads=%d",
+             store_version(st), nm, nr, hubmodels_cache(hm), (int)cfg.allow_downloads);
 
     sched_cfg sc = {.workers = (int)cfg.workers, .memory_limit = cfg.memory_limit};
     backend_ctx ctx;
@@ -198,9 +207,11 @@ int cli_serve(int argc, char **argv) {
     ctx.st = st;
     snprintf(ctx.jobs_dir, sizeof ctx.jobs_dir, "%s", cfg.jobs_dir);
     ctx.memory_limit = cfg.memory_limit;
+    ctx.hub = hm;
     ctx.sc = sched_new(st, &sc);
     if (!ctx.sc) {
         log_error("event=workers_failed");
+        hubmodels_free(hm);
         store_close(st);
         return 1;
     }
@@ -217,6 +228,7 @@ int cli_serve(int argc, char **argv) {
         fprintf(stderr, "alignd: cannot listen on %s: %s\n", cfg.listen, serr);
         sched_drain(ctx.sc);
         sched_free(ctx.sc);
+        hubmodels_free(hm);
         store_close(st);
         return 1;
     }
@@ -284,6 +296,7 @@ int cli_serve(int argc, char **argv) {
         _exit(0);
     }
     sched_free(ctx.sc);
+    hubmodels_free(hm);
     store_close(st);
     al_pool_shutdown();
     log_info("event=stopped seconds=%.2f", mono() - t0);

@@ -535,23 +535,28 @@ int store_file_delete(store *s, int64_t id, int64_t *user) {
 
 static const char SQL_MODEL_PUT[] =
     "INSERT INTO models(name, path, kind, base_model, owned_by, job_id, created_at, architecture, parameters,"
-    " has_score_head) VALUES (?,?,?,?,?,?,?,?,?,?) ON CONFLICT(name) DO UPDATE SET path=excluded.path,"
-    " kind=excluded.kind, base_model=excluded.base_model, owned_by=excluded.owned_by, job_id=excluded.job_id,"
-    " architecture=excluded.architecture, parameters=excluded.parameters, has_score_head=excluded.has_score_head";
+    " has_score_head, status, error, source, info) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT(name) DO"
+    " UPDATE SET path=excluded.path, kind=excluded.kind, base_model=excluded.base_model,"
+    " owned_by=excluded.owned_by, job_id=excluded.job_id, architecture=excluded.architecture,"
+    " parameters=excluded.parameters, has_score_head=excluded.has_score_head, status=excluded.status,"
+    " error=excluded.error, source=excluded.source, info=excluded.info";
 
 int store_model_put(store *s, const store_model *m) {
     LOCK();
-    int rc = exec_st(s, q(s, SQL_MODEL_PUT, "tttttiitii", m->name, m->path, m->kind, m->base[0] ? m->base : NULL,
+    int rc = exec_st(s, q(s, SQL_MODEL_PUT, "tttttiitiitttt", m->name, m->path, m->kind, m->base[0] ? m->base : NULL,
                           m->owned_by, m->job_id ? m->job_id : (int64_t)0, m->created_at ? m->created_at : now_s(),
-                          m->arch, m->params, (int64_t)m->has_score));
+                          m->arch, m->params, (int64_t)m->has_score, m->status[0] ? m->status : "ready",
+                          m->error[0] ? m->error : NULL, m->source[0] ? m->source : NULL,
+                          m->info[0] ? m->info : NULL));
     feed_bump(s);
     UNLOCK();
     return rc;
 }
 
-static const char SQL_MODEL_GET[] =
-    "SELECT name, path, kind, base_model, owned_by, job_id, architecture, parameters, has_score_head, created_at, id"
-    " FROM models WHERE name = ?";
+#define MODEL_COLS                                                                                        \
+    "name, path, kind, base_model, owned_by, job_id, architecture, parameters, has_score_head, created_at," \
+    " id, status, error, source, info"
+static const char SQL_MODEL_GET[] = "SELECT " MODEL_COLS " FROM models WHERE name = ?";
 
 static void model_row(sqlite3_stmt *st, store_model *m) {
     memset(m, 0, sizeof *m);
@@ -565,6 +570,10 @@ static void model_row(sqlite3_stmt *st, store_model *m) {
     m->params = sqlite3_column_int64(st, 7);
     m->has_score = sqlite3_column_int(st, 8);
     m->created_at = sqlite3_column_int64(st, 9);
+    col_copy(st, 11, m->status, sizeof m->status);
+    col_copy(st, 12, m->error, sizeof m->error);
+    col_copy(st, 13, m->source, sizeof m->source);
+    col_copy(st, 14, m->info, sizeof m->info);
 }
 
 int store_model_get(store *s, const char *name, store_model *out) {
@@ -608,6 +617,21 @@ static json_t *model_json(store *s, const store_model *m) {
     json_object_set_new(o, "architecture", json_string(m->arch));
     json_object_set_new(o, "parameters", json_integer(m->params));
     json_object_set_new(o, "has_score_head", json_boolean(m->has_score));
+    /* family, dtype, context_length, chat_template; then where it came from */
+    json_t *info = m->info[0] ? json_loads(m->info, 0, NULL) : NULL;
+    const char *keys[] = {"family", "dtype", "context_length", "chat_template"};
+    for (int i = 0; i < 4; i++) {
+        json_t *v = json_object_get(info, keys[i]);
+        json_object_set(o, keys[i], v ? v : i == 0 ? json_string(m->arch) : json_null());
+    }
+    json_decref(info);
+    json_t *src = m->source[0] ? json_loads(m->source, 0, NULL) : NULL;
+    if (!src) src = m->job_id ? json_pack("{s:s,s:s}", "type", "fine_tune", "job", m->owned_by)
+                              : json_pack("{s:s}", "type", "folder");
+    json_object_set_new(o, "source", src);
+    json_object_set_new(o, "status", json_string(m->status[0] ? m->status : "ready"));
+    json_t *err = m->error[0] ? json_loads(m->error, 0, NULL) : NULL;
+    json_object_set_new(o, "error", err ? err : json_null());
     json_object_set_new(o, "in_use_by", model_users(s, m->name));
     return o;
 }
@@ -622,8 +646,7 @@ json_t *store_model_json(store *s, const char *name) {
 }
 
 static const char SQL_MODEL_LIST[] =
-    "SELECT name, path, kind, base_model, owned_by, job_id, architecture, parameters, has_score_head, created_at, id"
-    " FROM models WHERE id < coalesce((SELECT id FROM models WHERE name = ?1), 9223372036854775807)"
+    "SELECT " MODEL_COLS " FROM models WHERE id < coalesce((SELECT id FROM models WHERE name = ?1), 9223372036854775807)"
     " ORDER BY id DESC LIMIT ?2";
 
 json_t *store_model_list(store *s, const char *after, int limit) {

@@ -74,6 +74,10 @@ typedef struct store_model {
     int64_t params;
     int has_score;
     int64_t created_at;
+    char status[16];      /* ready (""), downloading, failed */
+    char error[640];      /* JSON {"code","message"} of a failed download, "" */
+    char source[1200];    /* JSON: {"type":"folder"|"hub"|"fine_tune", ...}, "" */
+    char info[512];       /* JSON: {"family","dtype","context_length","chat_template"}, "" */
 } store_model;
 /* Inserts or replaces by name. */
 int store_model_put(store *s, const store_model *m);

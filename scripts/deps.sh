@@ -17,8 +17,8 @@ al_need_packages() {
 }
 
 # What building alignd needs (libutf8proc: the graders' case folding and the
-# tokenizers' Unicode normalization;
-# libcurl: the daemon's client for external reward verifiers, and the tests;
+# tokenizers' Unicode normalization; libcurl: the daemon's Hugging Face Hub
+# client and its client for external reward verifiers, and the tests;
 # libcsv: CSV/TSV datasets).
 AL_BUILD_PACKAGES=(build-essential cmake pkg-config libopenblas-dev libjansson-dev libpcre2-dev
                    libmicrohttpd-dev libsqlite3-dev libssl-dev libcurl4-openssl-dev libutf8proc-dev
