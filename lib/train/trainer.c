@@ -694,34 +694,36 @@ static int precompute_ref(trainer *t, dataset *d) {
     d->ref = calloc((size_t)d->n * 2, sizeof *d->ref);
     if (!d->ref) return al_err(t->err, AL_ENOMEM, "out of memory for reference log-probs");
     int passes = t->kind == AL_BATCH_UNPAIRED ? 2 : 1;
-    for (int pass = 0; pass < passes; pass++)
-    for (int i = 0; i < d->n; i += t->mb) {
-        int n = d->n - i < t->mb ? d->n - i : t->mb;
-        for (int k = 0; k < n; k++) t->idx[k] = i + k;
+    for (int pass = 0; pass < passes; pass++) {
         al_batch *bt = pass ? &t->kl_batch : &t->batch;
-        int rc;
-        if (pass) {
-            for (int k = 0; k < n; k++) t->kl_ex[k].seq[0] = d->ex[i + k].seq[1];
-            for (int k = 0; k < n; k++) t->idx[k] = k;
-            rc = al_batch_fill(bt, t->kl_ex, t->idx, n, t->pad, t->err);
-        } else {
-            rc = al_batch_fill(bt, d->ex, t->idx, n, t->pad, t->err);
-        }
-        if (rc) return rc;
-        al_tokens in = al_batch_tokens(bt);
-        al_fwd f = {.logp = t->ref_logp};
-        al_model *rm = t->ref ? t->ref : t->m;
-        if (t->ref_adapters_off) al_model_set_adapters(t->m, 0);
-        rc = al_model_forward(rm, &in, &f);
-        if (t->ref_adapters_off) al_model_set_adapters(t->m, 1);
-        if (rc) return al_err(t->err, rc, "reference forward failed: %s", al_strerror(rc));
-        for (int r = 0; r < in.B; r++) {
-            int e = i + r % n, s = pass || r >= n;
-            int len = d->ex[e].seq[s].n;
-            float *v = malloc((size_t)(len > 0 ? len : 1) * sizeof *v);
-            if (!v) return al_err(t->err, AL_ENOMEM, "out of memory for reference log-probs");
-            memcpy(v, t->ref_logp + (size_t)r * in.T, (size_t)len * sizeof *v);
-            d->ref[2 * e + s] = v;
+        for (int i = 0; i < d->n; i += t->mb) {
+            int n = d->n - i < t->mb ? d->n - i : t->mb, rc;
+            if (pass) { /* the KL rows, seen as first sequences */
+                for (int k = 0; k < n; k++) {
+                    t->kl_ex[k].seq[0] = d->ex[i + k].seq[1];
+                    t->idx[k] = k;
+                }
+                rc = al_batch_fill(bt, t->kl_ex, t->idx, n, t->pad, t->err);
+            } else {
+                for (int k = 0; k < n; k++) t->idx[k] = i + k;
+                rc = al_batch_fill(bt, d->ex, t->idx, n, t->pad, t->err);
+            }
+            if (rc) return rc;
+            al_tokens in = al_batch_tokens(bt);
+            al_fwd f = {.logp = t->ref_logp};
+            al_model *rm = t->ref ? t->ref : t->m;
+            if (t->ref_adapters_off) al_model_set_adapters(t->m, 0);
+            rc = al_model_forward(rm, &in, &f);
+            if (t->ref_adapters_off) al_model_set_adapters(t->m, 1);
+            if (rc) return al_err(t->err, rc, "reference forward failed: %s", al_strerror(rc));
+            for (int r = 0; r < in.B; r++) {
+                int e = i + r % n, s = pass || r >= n;
+                int len = d->ex[e].seq[s].n;
+                float *v = malloc((size_t)(len > 0 ? len : 1) * sizeof *v);
+                if (!v) return al_err(t->err, AL_ENOMEM, "out of memory for reference log-probs");
+                memcpy(v, t->ref_logp + (size_t)r * in.T, (size_t)len * sizeof *v);
+                d->ref[2 * e + s] = v;
+            }
         }
     }
     return AL_OK;
