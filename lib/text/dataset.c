@@ -2171,7 +2171,7 @@ static int finish(reader *d, al_dataset **out, char err[AL_ERRLEN]) {
         if (f != (int)F && count[f] == count[F]) {
             name_formats(FMT_BIT(F) | FMT_BIT(f), names, sizeof names);
             snprintf(ambiguous, sizeof ambiguous,
-                     "as many rows are in one format as in another (%d each): %s; the file's format "
+                     "as many rows are in one format as in another (%d each): %.150s; the file's format "
                      "cannot be told apart",
                      count[F], names);
             F = AL_FMT_UNKNOWN;
@@ -2180,7 +2180,7 @@ static int finish(reader *d, al_dataset **out, char err[AL_ERRLEN]) {
     if (!ambiguous[0] && F == AL_FMT_UNKNOWN && n_amb) {
         name_formats(common ? common : seen, names, sizeof names);
         snprintf(ambiguous, sizeof ambiguous,
-                 "every row has the keys of more than one format: %s; keep only the columns of "
+                 "every row has the keys of more than one format: %.150s; keep only the columns of "
                  "the format you mean",
                  names);
     }
