@@ -417,9 +417,11 @@ static int prepare(backend_ctx *c, const json_t *body, prepared *p, api_error *e
     static const char *const extras[] = {"suffix", "metadata", "priority", "from_checkpoint",
                                          "from_checkpoint_optimizer", NULL};
     for (int i = 0; extras[i]; i++) json_object_del(s, extras[i]);
-    const char *model;
+    const char *model, *method = json_string_value(json_object_get(s, "method"));
     if (str_field(p->req, "model", &model, e)) return -1;
-    if (!model) return api_error_set(e, 400, INVALID, "missing_field", "model", "model: is required");
+    /* clean_data filters a file: no model */
+    if (!model && !(method && !strcmp(method, "clean_data")))
+        return api_error_set(e, 400, INVALID, "missing_field", "model", "model: is required");
     /* every model and file reference (lib/train's walker knows them all) */
     refs_ctx rc0 = {.c = c, .e = e, .model_override = fc && !with_opt ? path : NULL, .used = p->used};
     char rerr[AL_ERRLEN];
@@ -507,6 +509,7 @@ static int be_job_create(void *ud, const json_t *body, json_t **out, api_error *
     memset(&j, 0, sizeof j);
     j.method = pp->job.method;
     j.model = json_string_value(json_object_get(pp->req, "model"));
+    if (!j.model) j.model = ""; /* clean_data */
     j.ref_model = json_string_value(json_object_get(pp->req, "ref_model"));
     j.training_file = json_string_value(json_object_get(pp->req, "training_file"));
     j.validation_file = json_string_value(json_object_get(pp->req, "validation_file"));

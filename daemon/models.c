@@ -148,7 +148,7 @@ int models_scan(store *st, const char *dir) {
         char path[STORE_PATH + 256], real[PATH_MAX], err[256], q[300], qe[300];
         /* the name is logged quoted: it may hold anything a file name can */
         log_quote(q, sizeof q, e->d_name);
-        snprintf(path, sizeof path, "%s/%s", root, e->d_name);
+        if ((size_t)snprintf(path, sizeof path, "%s/%s", root, e->d_name) >= sizeof path) continue;
         struct stat sb;
         const char *why = NULL;
         if (!realpath(path, real) || stat(real, &sb) || !S_ISDIR(sb.st_mode)) continue;

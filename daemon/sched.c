@@ -201,7 +201,8 @@ static void fail_param(const char *err, char *param, size_t n) {
                       (err[i] >= 'a' && err[i] <= 'z') || (err[i] >= '0' && err[i] <= '9')))
         i++;
     if (i == 0 || err[i] != ':' || i >= n) return;
-    static const char *const known[] = {"model", "ref_model", "training_file", "validation_file", "task",
+    static const char *const known[] = {"model", "ref_model", "training_file", "training_files", "chat_template",
+                                        "validation_file", "task",
                                         "hyperparameters", "lora", "eval_tasks", "method", "seed", NULL};
     for (int k = 0; known[k]; k++) {
         size_t kl = strlen(known[k]);

@@ -497,7 +497,8 @@ int store_file_info(store *s, int64_t id, char status[32], char path[STORE_PATH]
 
 static const char SQL_FILE_USER[] =
     "SELECT id FROM jobs WHERE status NOT IN ('succeeded','failed','cancelled')"
-    " AND (training_file = ?1 OR validation_file = ?1) LIMIT 1";
+    " AND (training_file = ?1 OR validation_file = ?1 OR EXISTS (SELECT 1 FROM"
+    " json_each(jobs.request, '$.training_files') AS f WHERE json_extract(f.value, '$.file') = ?1)) LIMIT 1";
 static const char SQL_FILE_DEL[] = "UPDATE files SET deleted = 1 WHERE id = ? AND deleted = 0 RETURNING sha256";
 static const char SQL_FILE_SHA_USED[] = "SELECT count(*) FROM files WHERE sha256 = ? AND deleted = 0";
 
@@ -1001,7 +1002,8 @@ static const char SQL_JOB_GET[] =
     "SELECT id, created_at, started_at, finished_at, model, fine_tuned_model, suffix, method, status, priority,"
     " training_file, validation_file, task, hyperparameters, seed, metadata, step, total_steps, epoch,"
     " elapsed_s, remaining_s, tokens_per_second, trained_tokens, error_code, error_message, error_param,"
-    " from_checkpoint FROM jobs WHERE id = ?";
+    " from_checkpoint, json_extract(request, '$.training_files'), json_extract(request, '$.chat_template')"
+    " FROM jobs WHERE id = ?";
 static const char SQL_QPOS[] =
     "SELECT count(*) FROM jobs WHERE status = 'queued' AND (priority > ?1 OR (priority = ?1 AND id < ?2))";
 static const char SQL_RESULT_FILES[] = "SELECT id FROM files WHERE job_id = ? AND deleted = 0 ORDER BY id";
@@ -1061,6 +1063,8 @@ static json_t *job_json_locked(store *s, int64_t id) {
         json_object_set_new(o, "error", json_null());
     }
     json_object_set_new(o, "from_checkpoint", col_str_json(st, 26));
+    if (sqlite3_column_type(st, 27) != SQLITE_NULL) json_object_set_new(o, "training_files", col_json(st, 27));
+    if (sqlite3_column_type(st, 28) != SQLITE_NULL) json_object_set_new(o, "chat_template", col_str_json(st, 28));
     sqlite3_reset(st);
     /* queue position */
     if (!strcmp(status, "queued") && (st = q(s, SQL_QPOS, "ii", (int64_t)prio, id)) && sqlite3_step(st) == SQLITE_ROW)
