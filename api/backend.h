@@ -164,11 +164,21 @@ typedef struct api_backend {
     int (*job_estimate)(void *ud, const json_t *body, json_t **out, api_error *e);
     int (*job_list)(void *ud, const api_page *pg, const char *status,
                     json_t **out, api_error *e);
+    /* The same list already serialized (compact JSON and a newline; *text
+     * malloc'd, the caller frees): the busiest read, built without a JSON
+     * tree where the backend can. May be NULL (job_list is used). */
+    int (*job_list_text)(void *ud, const api_page *pg, const char *status,
+                         char **text, size_t *len, api_error *e);
     int (*job_get)(void *ud, const char *id, json_t **out, api_error *e);
     /* action: "cancel", "pause" or "resume"; returns the job. 409
      * (invalid_state) when the job's status does not allow it. */
     int (*job_action)(void *ud, const char *id, const char *action,
                       json_t **out, api_error *e);
+    /* Deletes a finished job with its checkpoints, output model and
+     * records: {"id","object":"fine_tuning.job","deleted":true}. 409
+     * invalid_state while it is not final, 409 model_in_use while a live
+     * job uses its output or a checkpoint. May be NULL (405). */
+    int (*job_delete)(void *ud, const char *id, json_t **out, api_error *e);
     int (*job_events)(void *ud, const char *id, const api_page *pg,
                       json_t **out, api_error *e);
     /* keys: comma-separated metric names or NULL for all; rows with
@@ -188,6 +198,10 @@ typedef struct api_backend {
      * and every item was delivered. */
     int (*job_feed)(void *ud, const char *id, int64_t after_seq, int max, int timeout_ms,
                     json_t **items, int *finished, api_error *e);
+    /* The job's latest feed seq (0 when it has none), so that a new stream
+     * can start with the last few items instead of the whole history. May
+     * be NULL: such a backend's streams replay everything. */
+    int (*job_feed_last)(void *ud, const char *id, int64_t *last_seq, api_error *e);
 
     /* Models. model_register takes a folder already resolved by api/ to a
      * real path inside the allowed models directory. model_delete is 409

@@ -82,6 +82,12 @@ enum MHD_Result api_h_jobs_list(api_req *r) {
                                    "status: must be one of validating_files, queued, running, "
                                    "paused, cancelling, succeeded, failed, cancelled");
     }
+    if (s->be.job_list_text) {
+        char *text = NULL;
+        size_t len = 0;
+        if (s->be.job_list_text(s->be.ud, &pg, status, &text, &len, &e)) return api_reply_err(r, &e);
+        return api_reply_json_text(r, 200, text, len);
+    }
     json_t *out = NULL;
     int rc = s->be.job_list(s->be.ud, &pg, status, &out, &e);
     return api_reply_be(r, rc, out, &e);
@@ -104,6 +110,19 @@ static enum MHD_Result action(api_req *r, const char *what) {
     memset(&e, 0, sizeof e);
     json_t *out = NULL;
     int rc = s->be.job_action(s->be.ud, r->id, what, &out, &e);
+    return api_reply_be(r, rc, out, &e);
+}
+
+enum MHD_Result api_h_jobs_delete(api_req *r) {
+    api_server *s = r->srv;
+    if (!api_id_ok(r->id)) return no_such_job(r);
+    if (!s->be.job_delete)
+        return api_reply_error(r, 405, "invalid_request_error", "method_not_allowed", "",
+                               "jobs cannot be deleted on this server");
+    api_error e;
+    memset(&e, 0, sizeof e);
+    json_t *out = NULL;
+    int rc = s->be.job_delete(s->be.ud, r->id, &out, &e);
     return api_reply_be(r, rc, out, &e);
 }
 

@@ -6,7 +6,10 @@
  * Each feed item (api/backend.h) becomes
  *     id: <seq>\nevent: <event|metrics|sample|status>\ndata: <JSON>\n\n
  * A client that reconnects with Last-Event-ID (or ?last_event_id=N, for
- * the first connection of an EventSource) gets every item after it. A
+ * the first connection of an EventSource) gets every item after it; a new
+ * stream starts with the last ?replay=N items (default 100; the history is
+ * what the REST lists are for), so a crowd of new clients on a long job
+ * does not each pull its whole history. A
  * comment line ": ping" goes out every heartbeat_s of silence, so proxies
  * keep the stream and dead clients are noticed. When the job is final and
  * every item was sent the stream ends with "event: end" and closes.
@@ -22,6 +25,7 @@
 #include "internal.h"
 
 #define SSE_SLICE_MS 250
+#define SSE_REPLAY 100 /* items a new stream replays */
 
 typedef struct sse_stream {
     api_server *srv;
@@ -167,11 +171,18 @@ static enum MHD_Result sse_start(api_req *r, int model) {
                                    param);
         after = v;
     }
+    long replay = SSE_REPLAY;
+    if (api_query_long(r, "replay", 0, 100000, SSE_REPLAY, &replay, &e)) return api_reply_err(r, &e);
     json_t *obj = NULL;
     if (model && !s->be.model_feed)
         return api_reply_error(r, 404, "invalid_request_error", "unknown_url", "", "this server has no model events");
     if ((model ? s->be.model_get : s->be.job_get)(s->be.ud, r->id, &obj, &e)) return api_reply_err(r, &e);
     json_decref(obj);
+    int64_t last = 0;
+    if (!model && after < 0 && s->be.job_feed_last) {
+        if (s->be.job_feed_last(s->be.ud, r->id, &last, &e)) return api_reply_err(r, &e);
+        if (last > replay) after = last - replay; /* seqs are dense: the last `replay` items */
+    }
     if (atomic_fetch_add(&s->streams, 1) >= s->cfg.max_streams) {
         atomic_fetch_sub(&s->streams, 1);
         return api_reply_error(r, 429, "rate_limit_error", "too_many_streams", "",

@@ -51,8 +51,10 @@ static const key keys[] = {
     Z(max_string, 64, 1e12),
     L(max_tokens, 1, 1 << 20),
     L(max_connections, 1, 1 << 20),
+    L(max_connections_per_ip, 1, 1 << 20),
     L(max_streams, 1, 1 << 20),
     L(timeout, 1, 86400),
+    L(header_timeout, 1, 3600),
     L(heartbeat, 1, 3600),
     {"allow_downloads", K_BOOL, offsetof(daemon_cfg, allow_downloads), 0, 0, 1},
     S(hub_cache),
@@ -270,8 +272,10 @@ static void defaults(daemon_cfg *c) {
     c->max_string = 1 << 20;
     c->max_tokens = 2048;
     c->max_connections = 256;
+    c->max_connections_per_ip = 64;
     c->max_streams = 64;
     c->timeout = 30;
+    c->header_timeout = 10;
     c->heartbeat = 15;
 }
 
@@ -360,7 +364,9 @@ void config_server(const daemon_cfg *c, api_server_cfg *s) {
     s->max_string = (size_t)c->max_string;
     s->max_tokens = (int)c->max_tokens;
     s->max_connections = (int)c->max_connections;
+    s->max_connections_per_ip = (int)c->max_connections_per_ip;
     s->max_streams = (int)c->max_streams;
     s->timeout_s = (int)c->timeout;
+    s->header_timeout_s = (int)c->header_timeout;
     s->heartbeat_s = (int)c->heartbeat;
 }

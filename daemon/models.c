@@ -14,6 +14,7 @@
 #include "log.h"
 #include "model/config.h"
 #include "model/model.h"
+#include "text/tokenizer.h"
 #include "train/estimate.h"
 
 int models_describe(const char *dir, store_model *m, char err[256]) {
@@ -33,6 +34,15 @@ int models_describe(const char *dir, store_model *m, char err[256]) {
     }
     al_model_config cfg;
     if (al_config_load(&cfg, cdir, e2)) {
+        snprintf(err, 256, "%s", e2);
+        return -1;
+    }
+    /* its tokenizer must fit the model (al_tok_load checks the ids against
+     * vocab_size); a folder without one registers, and says so when used */
+    al_tok *tok = NULL;
+    int trc = al_tok_load(&tok, real, e2);
+    al_tok_free(tok);
+    if (trc && trc != AL_ENOENT) {
         snprintf(err, 256, "%s", e2);
         return -1;
     }

@@ -495,6 +495,13 @@ static void test_estimate(void) {
     j = dd_post(&D, "/v1/jobs/estimate", "{\"method\":\"sft\"}", &st);
     CHECK_ERR(j, st, 400, "missing_field", "model");
     json_decref(j);
+    /* a batch no micro-batch can hold is refused when validated, not at run time */
+    j = dd_post(&D, "/v1/fine_tuning/jobs",
+                "{\"model\":\"tiny\",\"method\":\"sft\",\"task\":{\"name\":\"addition\",\"rows\":100},"
+                "\"hyperparameters\":{\"max_steps\":1,\"batch_size\":65536}}",
+                &st);
+    CHECK_ERR(j, st, 400, "invalid_value", "hyperparameters.batch_size");
+    json_decref(j);
 }
 
 /* Waits until a job is in `status` (no final-state shortcut). */
@@ -623,6 +630,15 @@ static void test_models(void) {
     json_decref(j);
     j = dd_post(&D, "/v1/models", "{\"path\":\"nomodel\"}", &st);
     CHECK_ERR(j, st, 422, "invalid_model", "path");
+    json_decref(j);
+    /* a tokenizer with ids past the model's vocab_size (260 here, up to 270
+     * in tok_tiny) is refused at registration, not at the first generation */
+    const char *src = __FILE__;
+    T_OK(dd_sh("cp -r '%s/tiny' '%s/badtok' && cp '%.*s/data/tok_tiny/tokenizer.json' '%s/badtok/'", g_models,
+               g_models, (int)(strrchr(src, '/') - src), src, g_models));
+    j = dd_post(&D, "/v1/models", "{\"path\":\"badtok\"}", &st);
+    CHECK_ERR(j, st, 422, "invalid_model", "path");
+    T_TRUE(strstr(dd_str(json_object_get(j, "error"), "message"), "vocab_size 260") != NULL);
     json_decref(j);
     /* served right away */
     j = dd_post(&D, "/v1/completions",
@@ -855,7 +871,9 @@ int main(void) {
     }
     char state[1200];
     snprintf(state, sizeof state, "%s/state", g_tmp);
-    dd_opts o = {.state_dir = state, .models_dir = g_models};
+    /* test_concurrent's 200 clients all come from 127.0.0.1 */
+    const char *args[] = {"--max-connections-per-ip", "256", NULL};
+    dd_opts o = {.state_dir = state, .models_dir = g_models, .args = args};
     if (dd_start(&D, &o)) return 1;
 
     test_health_and_dashboard();

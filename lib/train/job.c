@@ -93,6 +93,7 @@ static const hp_field fields[] = {
     F(kl_warn, HP_FLOAT, 0, 1e12, 10),
     F(eval_steps, HP_INT, 0, 1 << 30, 0),
     F(save_steps, HP_INT, 0, 1 << 30, 500),
+    F(save_total_limit, HP_INT, 0, 1 << 20, 0),
     F(logging_steps, HP_INT, 1, 1 << 30, 10),
 };
 #undef F
@@ -898,6 +899,11 @@ int al_job_from_json(al_job *job, const json_t *o, char err[AL_ERRLEN]) {
         return al_err(err, AL_EINVAL, "hyperparameters.gradient_accumulation_steps: %d does not divide "
                       "batch_size %d", hp->gradient_accumulation_steps, hp->batch_size);
     hp->micro_batch_size = hp->batch_size / hp->gradient_accumulation_steps;
+    if (hp->micro_batch_size > AL_MAX_MICRO_BATCH)
+        return al_err(err, AL_EINVAL, "hyperparameters.batch_size: %d rows per micro-batch (batch_size / "
+                      "gradient_accumulation_steps) is more than a micro-batch holds (%d): raise "
+                      "gradient_accumulation_steps to at least %d", hp->micro_batch_size, AL_MAX_MICRO_BATCH,
+                      (hp->batch_size + AL_MAX_MICRO_BATCH - 1) / AL_MAX_MICRO_BATCH);
     if (hp->packing && strcmp(j.method, "sft") && strcmp(j.method, "pretrain"))
         return al_err(err, AL_EINVAL, "hyperparameters.packing: only sft and pretrain pack sequences");
     /* TRL's KTOTrainer refuses both: its KL term comes from the other rows of

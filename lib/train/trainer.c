@@ -830,10 +830,9 @@ static int copy_tokenizer(trainer *t, const char *dir) {
  * renamed into place, so it exists complete or not at all; a folder that
  * exists already (the output_dir, which holds the checkpoints too) gets
  * each file replaced atomically. */
-static int save_model_dir(trainer *t, const char *dir, int with_state) {
-    char tmp[AL_PATH_MAX + 32], path[AL_PATH_MAX + 64];
-    int rc, in_place = al_file_exists(dir);
-    snprintf(tmp, sizeof tmp, "%s%s", dir, in_place ? "" : ".tmp");
+static int fill_model_dir(trainer *t, const char *dir, const char *tmp, int in_place, int with_state) {
+    char path[AL_PATH_MAX + 64];
+    int rc;
     if ((rc = al_mkdir_p(tmp, t->err))) return rc;
     if (t->job->use_lora) {
         char base[PATH_MAX];
@@ -871,6 +870,17 @@ static int save_model_dir(trainer *t, const char *dir, int with_state) {
     if (!in_place && rename(tmp, dir) != 0)
         return al_err(t->err, AL_EIO, "%s: %s", dir, strerror(errno));
     return AL_OK;
+}
+
+/* fill_model_dir, and a new folder left half-written (a full disk) is
+ * removed rather than left as checkpoint-N.tmp. */
+static int save_model_dir(trainer *t, const char *dir, int with_state) {
+    char tmp[AL_PATH_MAX + 32], e2[AL_ERRLEN];
+    int in_place = al_file_exists(dir);
+    snprintf(tmp, sizeof tmp, "%s%s", dir, in_place ? "" : ".tmp");
+    int rc = fill_model_dir(t, dir, tmp, in_place, with_state);
+    if (rc && !in_place) al_rmtree(tmp, e2);
+    return rc;
 }
 
 static int load_state(trainer *t, const char *dir) {
@@ -952,7 +962,9 @@ static int setup(trainer *t, const al_job *job, const al_train_cb *cb) {
     t->kind = t->ops->batch;
     t->rows_per_ex = t->kind == AL_BATCH_LM ? 1 : 2;
     t->mb = t->hp->micro_batch_size;
-    if (t->mb > 1024) return al_err(t->err, AL_EINVAL, "hyperparameters.batch_size: micro-batches hold at most 1024");
+    if (t->mb > AL_MAX_MICRO_BATCH)
+        return al_err(t->err, AL_EINVAL, "hyperparameters.batch_size: micro-batches hold at most %d",
+                      AL_MAX_MICRO_BATCH);
     if ((rc = al_tok_load(&t->tok, job->model, t->err))) return rc;
     if ((rc = al_chat_new(&t->chat, t->tok, job->chat_template, t->err))) return rc;
     t->pad = al_chat_pad_id(t->chat);
