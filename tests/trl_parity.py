@@ -50,12 +50,18 @@ What is re-implemented, from TRL's sources (current main, July 2026):
 
 Evaluation (eval_* metrics) runs the validation rows in dataset order in
 batches of per_device_eval_batch_size and averages the batches' values, as
-the Trainer's evaluation loop and TRL's stored metrics do.
+the Trainer's evaluation loop and TRL's stored metrics do. Training (the
+*_three_steps scenarios) runs the Trainer's step three times on both sides
+(loss.backward(), clip_grad_norm_(1.0), AdamW with torch's defaults and no
+weight decay, a constant learning rate), so the gradients of every term —
+ORPO's NLL over the prompt included — and KTO's fixed KL pairs in sequential
+order show in the losses of steps 2 and 3.
 
 Scenarios print "ok <name>" or "FAIL <name>: <detail>"; a run ends with
 "N passed, N failed". Values must agree within TOL (1e-4) plus 1e-6 of their
 magnitude (summed log-probs reach -140): float32 on both sides. Usage:
-trl_parity.py [ALIGND_BIN] (else $ALIGND_BIN); scratch space under
+trl_parity.py [ALIGND_BIN [SCENARIO...]] (else $ALIGND_BIN; every scenario
+unless some are named); scratch space under
 $AL_TEST_TMP/trl_parity or a fresh temporary directory. Exit status 0 when
 every scenario passes, 1 otherwise, 2 on setup errors.
 """
@@ -287,7 +293,7 @@ def chosen_ce(model, seqs, full):
 
 
 # ---------------------------------------------------------------------------
-# TRL's losses on one batch of tokenized pairs; each returns {metric: float}.
+# TRL's losses on one batch: each returns (loss tensor, {metric: float}).
 
 def dpo_pairs(fam, rows):
     return [(dpo_tokenize(fam, p, c), dpo_tokenize(fam, p, r)) for p, c, r in rows]
@@ -318,7 +324,7 @@ def dpo_batch(pol, ref, seqs, beta, sft_weight=0.0):
                 "rewards/rejected": (beta * rl).mean().item(),
                 "rewards/margins": (beta * (cl - rl)).mean().item(),
                 "logps/chosen": pc.mean().item(), "logps/rejected": pr.mean().item()})
-    return out
+    return loss, out
 
 
 def simpo_batch(pol, seqs, beta, gamma, cpo_alpha):
@@ -327,8 +333,8 @@ def simpo_batch(pol, seqs, beta, gamma, cpo_alpha):
     losses = -F.logsigmoid(beta * ((ac - ar) - gamma / beta))
     nll = chosen_ce(pol, [c for c, _ in seqs], full=False) if cpo_alpha else torch.tensor(0.0)
     loss = losses.mean() + cpo_alpha * nll
-    return {"loss": loss.item(), "nll_loss": nll.item(), "logps/chosen": ac.mean().item(),
-            "logps/rejected": ar.mean().item(), "rewards/margins": (beta * (ac - ar)).mean().item()}
+    return loss, {"loss": loss.item(), "nll_loss": nll.item(), "logps/chosen": ac.mean().item(),
+                  "logps/rejected": ar.mean().item(), "rewards/margins": (beta * (ac - ar)).mean().item()}
 
 
 def orpo_batch(pol, seqs, beta):
@@ -338,9 +344,9 @@ def orpo_batch(pol, seqs, beta):
     ratio = F.logsigmoid(log_odds)
     nll = chosen_ce(pol, [c for c, _ in seqs], full=True)
     loss = nll - (beta * ratio).mean()
-    return {"loss": loss.item(), "nll_loss": nll.item(), "log_odds_ratio": ratio.mean().item(),
-            "log_odds_chosen": log_odds.mean().item(), "logps/chosen": ac.mean().item(),
-            "logps/rejected": ar.mean().item()}
+    return loss, {"loss": loss.item(), "nll_loss": nll.item(), "log_odds_ratio": ratio.mean().item(),
+                  "log_odds_chosen": log_odds.mean().item(), "logps/chosen": ac.mean().item(),
+                  "logps/rejected": ar.mean().item()}
 
 
 def kto_examples(fam, rows, run):
@@ -372,7 +378,8 @@ def kto_loss(pol, ref, batch, beta, wd=1.0, wu=1.0):
     r = lp - rf
     losses = torch.cat([wd * (1 - torch.sigmoid(beta * (r[lab] - kl))),
                         wu * (1 - torch.sigmoid(beta * (kl - r[~lab])))])
-    return losses.nanmean(), kl.item()
+    loss = losses.nanmean()
+    return loss, {"loss": loss.item(), "kl": kl.item()}
 
 
 # ---------------------------------------------------------------------------
@@ -466,78 +473,87 @@ def main():
     def eval_in_halves(name, method, hp, seqs, fn, keys):
         """gradient_accumulation_steps 2: evaluation in batches of 2 rows in
         dataset order, TRL's eval metrics the mean over the batches."""
-        halves = [fn(seqs[:2]), fn(seqs[2:])]
+        halves = [fn(seqs[:2])[1], fn(seqs[2:])[1]]
         want = {k: (halves[0][k] + halves[1][k]) / 2 for k in keys}
         got = train(binary, work, name, job(method, dict(hp, gradient_accumulation_steps=2)))[0]
         return f"max |diff| {compare(got, want, keys, 'eval_'):.1e}"
 
-    def kto_training():
-        """Three steps of KTO from the policy (its own reference), in TRL's
-        order with TRL's KL pairs: the loss before each update and kl."""
-        beta, lr, steps = 0.5, 3e-3, 3
-        ex = kto_examples(tok, ROWS, 4)
-        model = Model(pol_dir, trainable=True)
-        frozen = Model(pol_dir)
+    def train_steps(name, method, hp, loss_of, keys, steps=3, lr=3e-3, **extra):
+        """`steps` updates of the policy (a Trainer's step: the loss,
+        clip_grad_norm_(1.0), AdamW without weight decay, a constant learning
+        rate), loss_of(model, s) giving TRL's loss and metrics on step s's
+        batch: alignd's step s logs the loss before update s. Parameters,
+        the prompt's NLL and the KL pairs all move the steps after the
+        first."""
+        model = Model(extra.get("model", pol_dir), trainable=True)
         params = list(model.w.values())
         opt = torch.optim.AdamW(params, lr=lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0)
         want = {}
         for s in range(1, steps + 1):
-            batch = ex[((s - 1) * 4) % len(ex):((s - 1) * 4) % len(ex) + 4]
             opt.zero_grad()
-            loss, kl = kto_loss(model, frozen, batch, beta)
+            loss, want[s] = loss_of(model, s)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, 1.0)
             opt.step()
-            want[s] = {"loss": loss.item(), "kl": kl}
-        got = train(binary, work, "kto_train",
-                    job("kto", {"beta": beta, "learning_rate": lr, "max_steps": steps,
-                                "desirable_weight": 1.0, "undesirable_weight": 1.0}))
+        got = train(binary, work, name,
+                    job(method, dict(hp, learning_rate=lr, max_steps=steps, max_grad_norm=1.0, weight_decay=0.0),
+                        **extra))
         worst = 0.0
         for s in range(1, steps + 1):
             if s not in got:
                 raise Fail(f"alignd logged no step {s}")
             try:
-                worst = max(worst, compare(got[s], want[s], ["loss", "kl"]))
+                worst = max(worst, compare(got[s], want[s], keys))
             except Fail as e:
                 raise Fail(f"step {s}: {e}")
-        return f"loss before updates 1..{steps} " + ", ".join(f"{want[s]['loss']:.4f}" for s in want) + \
-            f"; kl {want[steps]['kl']:.4f}; max |diff| {worst:.1e}"
+        return f"loss at steps 1..{steps} " + ", ".join(f"{want[s]['loss']:.4f}" for s in want) + \
+            f"; max |diff| {worst:.1e}"
+
+    kto_ex = kto_examples(tok, ROWS, 4)
+
+    def kto_training():
+        """KTO from the policy (its own reference), in TRL's order with TRL's
+        KL pairs (batch s: rows 4(s-1) .. 4s - 1 of the unpaired set)."""
+        frozen = Model(pol_dir)
+
+        def loss_of(model, s):
+            k = 4 * (s - 1) % len(kto_ex)
+            return kto_loss(model, frozen, kto_ex[k:k + 4], 0.5)
+        return train_steps("kto_train", "kto", {"beta": 0.5, "desirable_weight": 1.0, "undesirable_weight": 1.0},
+                           loss_of, ["loss", "kl"])
 
     def kto_step0_ref():
         """Step 0 against a separate reference (the two random models the other
         way round, so that the first batch's KL is positive and its pairs
         show in the loss), and the evaluation over both batches."""
-        ex = kto_examples(tok, ROWS, 4)
-        halves = [kto_loss(ref, pol, ex[:4], 0.5), kto_loss(ref, pol, ex[4:], 0.5)]
-        if not halves[0][1] > 0:
-            raise Fail(f"the scenario's KL is {halves[0][1]}: it cannot tell pairings apart")
+        halves = [kto_loss(ref, pol, kto_ex[:4], 0.5)[1], kto_loss(ref, pol, kto_ex[4:], 0.5)[1]]
+        if not halves[0]["kl"] > 0:
+            raise Fail(f"the scenario's KL is {halves[0]['kl']}: it cannot tell pairings apart")
         got = train(binary, work, "kto_ref", job("kto", {"beta": 0.5, "max_steps": 1}, model=ref_dir,
                                                  ref_model=pol_dir))[0]
-        want = {"loss": halves[0][0].item(), "kl": halves[0][1]}   # step 0: the first batch
-        w = compare(got, want, ["loss", "kl"])
-        want_eval = {"loss": (halves[0][0].item() + halves[1][0].item()) / 2,
-                     "kl": (halves[0][1] + halves[1][1]) / 2}
+        w = compare(got, halves[0], ["loss", "kl"])   # step 0: the first batch
+        want_eval = {k: (halves[0][k] + halves[1][k]) / 2 for k in ("loss", "kl")}
         w = max(w, compare(got, want_eval, ["loss", "kl"], "eval_"))
-        return f"kl {want['kl']:.4f}; max |diff| {w:.1e}"
+        return f"kl {halves[0]['kl']:.4f}; max |diff| {w:.1e}"
 
     dpo_keys = ["loss", "rewards/chosen", "rewards/rejected", "rewards/margins", "logps/chosen", "logps/rejected"]
     simpo_keys = ["loss", "logps/chosen", "logps/rejected", "rewards/margins", "nll_loss"]
     orpo_keys = ["loss", "nll_loss", "log_odds_ratio", "log_odds_chosen", "logps/chosen", "logps/rejected"]
     dpo_seqs, cpo_seqs = dpo_pairs(tok, ROWS), cpo_pairs(tok, ROWS)
     with torch.no_grad():
-        want_dpo = dpo_batch(pol, ref, dpo_seqs, 0.1)
-        want_dpo_sft = dpo_batch(pol, ref, dpo_seqs, 0.1, sft_weight=0.5)
-        want_simpo = simpo_batch(pol, cpo_seqs, 2.0, 0.5, 0.0)
-        want_cpo = simpo_batch(pol, cpo_seqs, 2.0, 0.5, 1.0)
-        want_orpo = orpo_batch(pol, cpo_seqs, 0.1)
+        want_dpo = dpo_batch(pol, ref, dpo_seqs, 0.1)[1]
+        want_dpo_sft = dpo_batch(pol, ref, dpo_seqs, 0.1, sft_weight=0.5)[1]
+        want_simpo = simpo_batch(pol, cpo_seqs, 2.0, 0.5, 0.0)[1]
+        want_cpo = simpo_batch(pol, cpo_seqs, 2.0, 0.5, 1.0)[1]
+        want_orpo = orpo_batch(pol, cpo_seqs, 0.1)[1]
         # conversations: DPO against the model itself (its loss log 2, its
         # log-probs the tokenization's), ORPO
-        want_dpo_chat = dpo_batch(chat_pol, chat_pol, dpo_pairs(chat_tok, chat_rows), 0.1)
-        want_orpo_chat = orpo_batch(chat_pol, cpo_pairs(chat_tok, chat_rows), 0.1)
-        want_llama = {"dpo": dpo_batch(llama, llama, dpo_pairs(llama_tok, ROWS), 0.1),
-                      "orpo": orpo_batch(llama, cpo_pairs(llama_tok, ROWS), 0.1),
-                      "dpo_chat": dpo_batch(llama, llama, dpo_pairs(llama_tok, chat_rows), 0.1),
-                      "orpo_chat": orpo_batch(llama, cpo_pairs(llama_tok, chat_rows), 0.1)}
+        want_dpo_chat = dpo_batch(chat_pol, chat_pol, dpo_pairs(chat_tok, chat_rows), 0.1)[1]
+        want_orpo_chat = orpo_batch(chat_pol, cpo_pairs(chat_tok, chat_rows), 0.1)[1]
+        want_llama = {"dpo": dpo_batch(llama, llama, dpo_pairs(llama_tok, ROWS), 0.1)[1],
+                      "orpo": orpo_batch(llama, cpo_pairs(llama_tok, ROWS), 0.1)[1],
+                      "dpo_chat": dpo_batch(llama, llama, dpo_pairs(llama_tok, chat_rows), 0.1)[1],
+                      "orpo_chat": orpo_batch(llama, cpo_pairs(llama_tok, chat_rows), 0.1)[1]}
 
     def llama_step0(name):
         method = name.split("_")[0]
@@ -567,10 +583,23 @@ def main():
         ("llama3_orpo", lambda: llama_step0("orpo")),
         ("llama3_dpo_chat", lambda: llama_step0("dpo_chat")),
         ("llama3_orpo_chat", lambda: llama_step0("orpo_chat")),
+        ("dpo_three_steps", lambda: train_steps("dpo_train", "dpo", {"beta": 0.1},
+                                                lambda m, s: dpo_batch(m, ref, dpo_seqs, 0.1), dpo_keys,
+                                                ref_model=ref_dir)),
+        ("simpo_three_steps", lambda: train_steps("simpo_train", "simpo", {"beta": 2.0, "simpo_gamma": 0.5},
+                                                  lambda m, s: simpo_batch(m, cpo_seqs, 2.0, 0.5, 0.0),
+                                                  simpo_keys, lr=1e-3)),
+        ("orpo_three_steps", lambda: train_steps("orpo_train", "orpo", {"beta": 0.1},
+                                                 lambda m, s: orpo_batch(m, cpo_seqs, 0.1), orpo_keys)),
         ("kto_step0_separate_ref", kto_step0_ref),
         ("kto_three_steps", kto_training),
     ]
-    return hfp.run_scenarios(steps, work, own_root)
+    only = sys.argv[2:]   # scenario names to run (all when none)
+    unknown = set(only) - {name for name, _ in steps}
+    if unknown:
+        print(f"FAIL setup: no scenario {sorted(unknown)}", flush=True)
+        return 2
+    return hfp.run_scenarios([st for st in steps if not only or st[0] in only], work, own_root)
 
 
 if __name__ == "__main__":
