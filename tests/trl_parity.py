@@ -506,8 +506,8 @@ def main():
                 worst = max(worst, compare(got[s], want[s], keys))
             except Fail as e:
                 raise Fail(f"step {s}: {e}")
-        return f"loss at steps 1..{steps} " + ", ".join(f"{want[s]['loss']:.4f}" for s in want) + \
-            f"; max |diff| {worst:.1e}"
+        return (f"loss at steps 1..{steps}: TRL " + ", ".join(f"{want[s]['loss']:.6f}" for s in want) +
+                ", alignd " + ", ".join(f"{got[s]['loss']:.6f}" for s in want) + f"; max |diff| {worst:.1e}")
 
     kto_ex = kto_examples(tok, ROWS, 4)
 
