@@ -425,14 +425,52 @@ static int parse_eval_tasks(al_job *job, const json_t *v, char err[AL_ERRLEN]) {
         snprintf(path, sizeof path, "eval_tasks[%zu]", i);
         int rc;
         if (!json_is_object(e)) return al_err(err, AL_EINVAL, "%s: must be an object", path);
+        t->grader = job->reward.grader;
+        snprintf(t->delimiter, sizeof t->delimiter, " ");
         if (json_object_get(e, "file")) {
-            static const char *const keys[] = {"file", "name", NULL};
+            static const char *const keys[] = {"file", "name", "type", "grader", "max_new_tokens",
+                                               "target_delimiter", "limit", "chat_template", NULL};
             char p[96];
             if ((rc = check_keys(e, path, keys, err))) return rc;
             snprintf(p, sizeof p, "%s.file", path);
             if ((rc = get_str(e, "file", p, t->file, sizeof t->file, 1, err))) return rc;
             snprintf(p, sizeof p, "%s.name", path);
             if ((rc = get_str(e, "name", p, t->name, sizeof t->name, 1, err))) return rc;
+            const json_t *x;
+            if ((x = json_object_get(e, "type")) && !json_is_null(x)) {
+                const char *ty = json_string_value(x);
+                if (!ty || (strcmp(ty, "loss") && strcmp(ty, "multiple_choice") && strcmp(ty, "generative")))
+                    return al_err(err, AL_EINVAL, "%s.type: must be \"loss\", \"multiple_choice\" or \"generative\"", path);
+                snprintf(t->type, sizeof t->type, "%s", ty);
+            }
+            if ((x = json_object_get(e, "grader")) && !json_is_null(x)) {
+                snprintf(p, sizeof p, "%s.grader", path);
+                if ((rc = al_grader_cfg_parse(&t->grader, x, p, err))) return rc;
+                al_grader *g = NULL;
+                if ((rc = al_grader_new(&g, &t->grader, p, err))) return rc;
+                al_grader_free(g);
+            }
+            if ((x = json_object_get(e, "max_new_tokens"))) {
+                if (!json_is_integer(x) || json_integer_value(x) < 1 || json_integer_value(x) > 4096)
+                    return al_err(err, AL_EINVAL, "%s.max_new_tokens: must be an integer in [1, 4096]", path);
+                t->max_new_tokens = (int)json_integer_value(x);
+            }
+            if ((x = json_object_get(e, "target_delimiter"))) {
+                if (!json_is_string(x) || json_string_length(x) >= sizeof t->delimiter ||
+                    strlen(json_string_value(x)) != json_string_length(x))
+                    return al_err(err, AL_EINVAL, "%s.target_delimiter: must be a string under %zu bytes", path,
+                                  sizeof t->delimiter);
+                memcpy(t->delimiter, json_string_value(x), json_string_length(x) + 1);
+            }
+            if ((x = json_object_get(e, "limit"))) {
+                if (!json_is_integer(x) || json_integer_value(x) < 1 || json_integer_value(x) > 10000000)
+                    return al_err(err, AL_EINVAL, "%s.limit: must be an integer in [1, 10000000]", path);
+                t->limit = (long)json_integer_value(x);
+            }
+            if ((x = json_object_get(e, "chat_template"))) {
+                if (!json_is_boolean(x)) return al_err(err, AL_EINVAL, "%s.chat_template: must be true or false", path);
+                t->chat_template = json_is_true(x);
+            }
         } else {
             uint64_t seed;
             if ((rc = parse_task(e, path, t->task, sizeof t->task, &t->rows, &seed, err))) return rc;
@@ -690,12 +728,14 @@ static int check_rl(al_job *j, const json_t *o, char err[AL_ERRLEN]) {
         if (j->reward.format_regex[0] || j->reward.http_url[0])
             return al_err(err, AL_EINVAL, "reward.%s: evaluate judges by a reward model, a judge or the grader "
                           "(reward.verifiable.grader)", j->reward.format_regex[0] ? "format" : "http");
+        int prompts = j->task[0] || j->training_file[0];
         if (!j->model_b[0] && (j->reward.n_reward_models || j->reward.judge_model[0]))
             return al_err(err, AL_EINVAL, "model_b: is required to judge model against it");
-        if (j->model_b[0] && !j->reward.n_reward_models && !j->reward.judge_model[0])
+        if (j->model_b[0] && prompts && !j->reward.n_reward_models && !j->reward.judge_model[0])
             return al_err(err, AL_EINVAL, "reward: evaluate needs a reward_model or a judge to compare models");
-        if (!j->model_b[0] && !j->task[0])
-            return al_err(err, AL_EINVAL, "model_b: is required (or name a task for exact-match only)");
+        if (!j->model_b[0] && !prompts && !j->n_eval_tasks)
+            return al_err(err, AL_EINVAL, "model_b: is required (or prompts with answers for exact match only, or "
+                          "eval_tasks)");
     } else if (j->model_b[0]) {
         return al_err(err, AL_EINVAL, "model_b: only evaluate compares two models");
     }
@@ -856,7 +896,8 @@ int al_job_from_json(al_job *job, const json_t *o, char err[AL_ERRLEN]) {
                           j.n_train_files || tfs ? "training_files" : "training_file");
         if ((rc = parse_task(task, "task", j.task, sizeof j.task, &j.task_rows, &j.task_seed, err)))
             return rc;
-    } else if (!j.training_file[0] && !j.n_train_files) {
+    } else if (!j.training_file[0] && !j.n_train_files &&
+               !(!strcmp(j.method, "evaluate") && json_array_size(json_object_get(o, "eval_tasks")))) {
         return al_err(err, AL_EINVAL, "training_file: is required (or training_files, or a built-in task)");
     }
     const json_t *seed = json_object_get(o, "seed");

@@ -61,6 +61,7 @@
 #include "../tasks/tasks.h"
 #include "../text/chat.h"
 #include "../text/dataset.h"
+#include "bench.h"
 #include "optim.h"
 #include "rl_int.h"
 
@@ -78,7 +79,7 @@ void rl_prompts_free(rl_prompts *p) {
         free(p->answers[i]);
         json_decref(p->row[i]);
     }
-    for (int k = 0; k < p->n_graders; k++) al_grader_free(p->graders[k]);
+    al_grader_set_free(&p->graders);
     free(p->seq);
     free(p->sft);
     free(p->text);
@@ -86,7 +87,6 @@ void rl_prompts_free(rl_prompts *p) {
     free(p->ref);
     free(p->answers);
     free(p->row);
-    free(p->graders);
     memset(p, 0, sizeof *p);
 }
 
@@ -137,23 +137,8 @@ static int row_grader(rl_prompts *p, const al_job *job, const json_t *spec, int 
     al_grader_cfg c = job->reward.grader;
     char e2[AL_ERRLEN];
     int rc = al_grader_cfg_parse(&c, spec, "grader", e2);
-    if (rc) return al_err(err, rc, "%s: line %d: %s", what, line, e2);
-    /* the last few distinct graders: rows of one file mostly share one */
-    for (int k = p->n_graders - 1; k >= 0 && k >= p->n_graders - 16; k--)
-        if (!memcmp(al_grader_config(p->graders[k]), &c, sizeof c)) {
-            *out = p->graders[k];
-            return AL_OK;
-        }
-    if (!(p->n_graders & (p->n_graders - 1)) || !p->graders) {
-        al_grader **ng = realloc(p->graders, (size_t)(p->n_graders ? 2 * p->n_graders : 1) * sizeof *ng);
-        if (!ng) return al_err(err, AL_ENOMEM, "out of memory");
-        p->graders = ng;
-    }
-    al_grader *g = NULL;
-    if ((rc = al_grader_new(&g, &c, "grader", e2))) return al_err(err, rc, "%s: line %d: %s", what, line, e2);
-    p->graders[p->n_graders++] = g;
-    *out = g;
-    return AL_OK;
+    if (!rc) rc = al_grader_set_get(&p->graders, &c, "grader", out, e2);
+    return rc ? al_err(err, rc, "%s: line %d: %s", what, line, e2) : AL_OK;
 }
 
 /* Fills p->ref[i] from p->answers[i]; with reward.verifiable on, checks
@@ -349,6 +334,7 @@ typedef struct rl {
     al_adamw opt, copt;
     al_rewarder *rw;
     rl_prompts train, val;
+    al_bench *bench[AL_MAX_EVAL_TASKS]; /* eval_tasks with a benchmark file */
     int G, P, N;                /* completions per prompt, prompts per step, completions per step */
     int max_new, T, mb;         /* T: longest prompt + completion */
     int T_sft;
@@ -386,6 +372,7 @@ typedef struct rl {
 static void rl_free(rl *r) {
     rl_prompts_free(&r->train);
     rl_prompts_free(&r->val);
+    for (int k = 0; k < AL_MAX_EVAL_TASKS; k++) al_bench_free(r->bench[k]);
     if (r->obj) r->ops->destroy(r->obj);
     al_adamw_deinit(&r->opt);
     al_adamw_deinit(&r->copt);
@@ -525,6 +512,21 @@ static int setup(rl *r) {
     if (r->ppo && r->mb > r->N / hp->num_mini_batches) r->mb = r->N / hp->num_mini_batches;
     if (r->mb < 1) r->mb = 1;
     int rowsT = r->T > r->T_sft ? r->T : r->T_sft;
+    /* eval_tasks: benchmark files (a built-in task's prompts are the validation split) */
+    for (int k = 0; k < job->n_eval_tasks; k++) {
+        const al_eval_task *et = &job->eval_tasks[k];
+        char type[32] = "loss", what[48];
+        snprintf(what, sizeof what, "eval_tasks[%d]", k);
+        if (et->task[0]) continue;
+        if (et->type[0]) snprintf(type, sizeof type, "%s", et->type);
+        else if ((rc = al_bench_detect(et->file, type, r->err))) return rc;
+        if (!strcmp(type, "loss")) {
+            rl_event(r->cb, AL_LOG_WARN, "%s: a loss file is measured by SFT-like jobs only; left out", what);
+            continue;
+        }
+        if ((rc = al_bench_load(&r->bench[k], et, r->chat, &job->reward.grader, mc->max_T, what, r->err))) return rc;
+        if (al_bench_longest(r->bench[k]) > rowsT) rowsT = al_bench_longest(r->bench[k]);
+    }
     if ((rc = al_model_reserve(r->m, r->mb, rowsT, hp->gradient_checkpointing ? AL_MODEL_GRAD_CKPT : 0, e2)))
         return al_err(r->err, rc, "%s", e2);
     if (want_sft && (rc = al_batch_init(&r->sft_batch, AL_BATCH_LM, r->mb, r->T_sft)))
@@ -1067,6 +1069,17 @@ static int evaluate_val(rl *r, mlist *l) {
     return AL_OK;
 }
 
+/* The eval_tasks' benchmarks at step. */
+static int evaluate_bench(rl *r, mlist *l, long step) {
+    for (int k = 0; k < r->job->n_eval_tasks; k++) {
+        if (!r->bench[k]) continue;
+        int T = al_bench_longest(r->bench[k]);
+        int rc = al_bench_report(r->bench[k], r->m, r->mb, T, "model", step, r->cb, l->m, &l->n, 2 * AL_MAX_METRICS, r->err);
+        if (rc) return rc;
+    }
+    return AL_OK;
+}
+
 /* ---- checkpoints ------------------------------------------------------------------------ */
 
 int rl_copy_tokenizer(const al_job *job, const char *dir, char err[AL_ERRLEN]) {
@@ -1326,7 +1339,7 @@ static int rl_train(rl *r, const char *resume_dir, al_train_result *res) {
         if (r->total_steps > 0 && (rc = one_step(r, &l, 0))) return rc;
         r->rng = keep;
         r->h_n = 0; /* the health history starts with the training steps */
-        if ((rc = evaluate_val(r, &l))) return rc;
+        if ((rc = evaluate_val(r, &l)) || (rc = evaluate_bench(r, &l, 0))) return rc;
         emit(r, 0, &l);
         samples(r, 0);
     }
@@ -1349,7 +1362,7 @@ static int rl_train(rl *r, const char *resume_dir, al_train_result *res) {
         if (log_now || eval_now) {
             double dt = al_now() - t0;
             put(&l, "tokens_per_second", dt > 0 ? (r->trained_tokens - tok0) / dt : 0);
-            if (eval_now && (rc = evaluate_val(r, &l))) return rc;
+            if (eval_now && ((rc = evaluate_val(r, &l)) || (rc = evaluate_bench(r, &l, s)))) return rc;
             emit(r, s, &l);
             samples(r, s);
         }

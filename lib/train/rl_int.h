@@ -20,8 +20,7 @@ typedef struct rl_prompts {
     al_reward_row *ref;
     char ***answers;           /* per prompt, NULL-terminated (owned) */
     json_t **row;              /* per prompt, the data row or NULL (owned references) */
-    al_grader **graders;       /* the rows' own graders, shared by equal rows (owned) */
-    int n_graders;
+    al_grader_set graders;     /* the rows' own graders (owned) */
 } rl_prompts;
 
 /* From the job's built-in task (rows rows of job->task with seed) when

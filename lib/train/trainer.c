@@ -45,6 +45,7 @@
 #include "../text/chat.h"
 #include "../text/dataset.h"
 #include "../text/mix.h"
+#include "bench.h"
 #include "optim.h"
 #include "rl.h"
 
@@ -71,6 +72,7 @@ typedef struct trainer {
     int ref_adapters_off;         /* reference = this model with adapters off */
     dataset train, val;
     dataset evals[AL_MAX_EVAL_TASKS]; /* eval_tasks as language-modelling examples */
+    al_bench *bench[AL_MAX_EVAL_TASKS]; /* or as benchmarks (multiple choice, generative) */
     al_batch lm_batch;            /* their batches, whatever the objective's layout */
     al_batch_kind kind;
     int packed;                   /* SFT packing: the training units are packed rows */
@@ -757,6 +759,12 @@ static int evaluate(trainer *t, long step, al_metric *m, int *nm) {
     }
     for (int k = 0; k < t->job->n_eval_tasks && t->ops->needs_lm && *nm < 2 * AL_MAX_METRICS - 2; k++) {
         const al_eval_task *et = &t->job->eval_tasks[k];
+        if (t->bench[k]) {
+            if ((rc = al_bench_report(t->bench[k], t->m, t->mb * t->rows_per_ex, t->max_T, "model", step, t->cb, m, nm,
+                                      2 * AL_MAX_METRICS, t->err)))
+                return rc;
+            continue;
+        }
         double loss = 0;
         if ((rc = lm_loss(t, &t->evals[k], &loss))) return rc;
         snprintf(m[*nm].name, sizeof m[*nm].name, "eval/%.20s/loss", et->name);
@@ -931,7 +939,10 @@ static int load_state(trainer *t, const char *dir) {
 static void trainer_free(trainer *t) {
     dataset_free(&t->train);
     dataset_free(&t->val);
-    for (int k = 0; k < AL_MAX_EVAL_TASKS; k++) dataset_free(&t->evals[k]);
+    for (int k = 0; k < AL_MAX_EVAL_TASKS; k++) {
+        dataset_free(&t->evals[k]);
+        al_bench_free(t->bench[k]);
+    }
     al_batch_deinit(&t->lm_batch);
     al_pack_deinit(&t->pack);
     al_pack_deinit(&t->sub);
@@ -1007,6 +1018,13 @@ static int setup(trainer *t, const al_job *job, const al_train_cb *cb) {
         const al_eval_task *et = &job->eval_tasks[k];
         char what[96];
         snprintf(what, sizeof what, "eval_tasks[%d]", k);
+        char type[32] = "loss";
+        if (!et->task[0] && et->type[0]) snprintf(type, sizeof type, "%s", et->type);
+        else if (!et->task[0] && (rc = al_bench_detect(et->file, type, t->err))) return rc;
+        if (strcmp(type, "loss")) {
+            if ((rc = al_bench_load(&t->bench[k], et, t->chat, &job->reward.grader, mc->max_T, what, t->err))) return rc;
+            continue;
+        }
         if (et->task[0]) rc = task_examples(t, et->task, et->rows < 200 ? et->rows : 200, 1000003u,
                                             AL_BATCH_LM, &t->evals[k]);
         else rc = file_examples(t, et->file, "sft", &t->evals[k], what, 0);
@@ -1019,6 +1037,8 @@ static int setup(trainer *t, const al_job *job, const al_train_cb *cb) {
         for (int i = 0; i < t->evals[k].n; i++)
             longest = t->evals[k].len[i] > longest ? t->evals[k].len[i] : longest;
     if (longest < t->max_T && !t->hp->packing) t->max_T = longest; /* packed rows fill max_length */
+    for (int k = 0; k < job->n_eval_tasks; k++) /* a benchmark's rows may outrun max_length */
+        if (t->bench[k] && al_bench_longest(t->bench[k]) > t->max_T) t->max_T = al_bench_longest(t->bench[k]);
     if (t->hp->packing) {
         int32_t *all = malloc((size_t)t->train.n * sizeof *all);
         if (!all) return al_err(t->err, AL_ENOMEM, "out of memory");
