@@ -10,6 +10,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "ids.h"
 #include "internal.h"
 
 int api_path_inside(const char *root, const char *path, const char *param,
@@ -53,18 +54,6 @@ int api_path_inside(const char *root, const char *path, const char *param,
                              "%s: too long", param);
     snprintf(out, API_PATH_MAX, "%s", real);
     return 0;
-}
-
-static int name_ok(const char *s) {
-    size_t n = strlen(s);
-    if (n == 0 || n > 64 || s[0] == '.' || s[0] == '-' || !strncmp(s, "ftjob-", 6)) return 0;
-    for (size_t i = 0; i < n; i++) {
-        char c = s[i];
-        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-              c == '-' || c == '_' || c == '.'))
-            return 0;
-    }
-    return 1;
 }
 
 static int file_exists(const char *dir, const char *name) {
@@ -158,7 +147,7 @@ enum MHD_Result api_h_models_post(api_req *r) {
     char name[API_PATH_MAX];
     if (jn && json_is_string(jn)) {
         snprintf(name, sizeof name, "%s", json_string_value(jn));
-        if (!name_ok(json_string_value(jn))) {
+        if (!api_model_name_ok(json_string_value(jn))) {
             res = api_reply_error(r, 400, "invalid_request_error", "invalid_value", "name",
                                   "name: 1 to 64 characters of letters, digits, '.', '_' and "
                                   "'-', not starting with '.', '-' or \"ftjob-\"");
@@ -167,7 +156,7 @@ enum MHD_Result api_h_models_post(api_req *r) {
     } else {
         const char *b = strrchr(real, '/');
         snprintf(name, sizeof name, "%s", b ? b + 1 : real);
-        if (!name_ok(name)) {
+        if (!api_model_name_ok(name)) {
             res = api_reply_error(r, 400, "invalid_request_error", "invalid_value", "name",
                                   "name: the folder name cannot be a model name; give one");
             goto out;

@@ -11,6 +11,7 @@
 #include <sys/stat.h>
 #include <time.h>
 
+#include "api/ids.h"
 #include "hub.h"
 #include "log.h"
 #include "models.h"
@@ -379,7 +380,8 @@ json_t *hubmodels_progress(hubmodels *h, const char *name) {
 int hubmodels_events(hubmodels *h, const char *name, const api_page *pg, json_t **out, api_error *e) {
     (void)e;
     int limit = pg && pg->limit > 0 ? pg->limit : 20;
-    int64_t after = pg && pg->after && !strncmp(pg->after, "mdlevent-", 9) ? atoll(pg->after + 9) : INT64_MAX;
+    int64_t after = pg && pg->after ? api_id_parse(API_ID_MODEL_EVENT, pg->after) : 0;
+    if (!after) after = INT64_MAX; /* the first page */
     json_t *data = json_array();
     pthread_mutex_lock(&h->mu);
     dl *d = find_dl(h, name);
@@ -392,9 +394,8 @@ int hubmodels_events(hubmodels *h, const char *name, const api_page *pg, json_t 
             more = 1;
             break;
         }
-        char id[64];
-        snprintf(id, sizeof id, "mdlevent-%lld", (long long)seq);
-        json_array_append_new(data, json_pack("{s:s,s:s,s:O,s:s,s:O}", "object", "model.event", "id", id,
+        json_array_append_new(data, json_pack("{s:s,s:s,s:O,s:s,s:O}", "object", "model.event", "id",
+                                              api_id(API_ID_MODEL_EVENT, seq).s,
                                               "created_at", json_object_get(it, "created_at"), "type",
                                               json_string_value(json_object_get(it, "event")), "data",
                                               json_object_get(it, "data")));

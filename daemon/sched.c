@@ -19,6 +19,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "api/ids.h"
 #include "io.h"
 #include "log.h"
 #include "models.h"
@@ -39,7 +40,7 @@ typedef struct worker {
     long total, start_step, step;
     double t0, elapsed0, t_first;
     double tokens, tps, epoch;
-    char name[32];
+    char name[48];
     int keep;                  /* save_total_limit of the current job, 0: all */
 } worker;
 
@@ -293,7 +294,7 @@ static void register_output(worker *w, const store_run *r, const al_job *job, co
     else snprintf(m.name, sizeof m.name, "ft:%.*s:%.30s", rl, root, w->name);
     snprintf(m.kind, sizeof m.kind, "%s", job->use_lora ? "adapter" : "fine_tuned");
     if (job->use_lora) snprintf(m.base, sizeof m.base, "%s", r->model);
-    snprintf(m.owned_by, sizeof m.owned_by, "%s", w->name);
+    snprintf(m.owned_by, sizeof m.owned_by, "%.31s", w->name);
     m.job_id = w->job;
     json_t *src = json_pack("{s:s,s:s,s:s}", "type", "fine_tune", "job", w->name, "base_model", r->model);
     char *st = src ? json_dumps(src, JSON_COMPACT) : NULL;
@@ -334,8 +335,8 @@ static void register_files(worker *w, const al_train_result *res) {
         char serr[256];
         if (store_file_add(w->s->st, base, purpose, data, len, status, details[0] ? details : NULL, rep, w->job, &fid,
                            serr) == STORE_OK)
-            store_job_event(w->s->st, w->job, "info", "message", NULL, "Result file file-%lld: %s (%s, %zu bytes)",
-                            (long long)fid, base, purpose, len);
+            store_job_event(w->s->st, w->job, "info", "message", NULL, "Result file %s: %s (%s, %zu bytes)",
+                            api_id(API_ID_FILE, fid).s, base, purpose, len);
         else
             log_warn("event=result_file_failed job=%s reason=\"%s\"", w->name, serr);
         al_dataset_free(ds);
@@ -347,7 +348,7 @@ static void run_job(worker *w, int64_t id) {
     sched *s = w->s;
     store *st = s->st;
     store_run r;
-    snprintf(w->name, sizeof w->name, "ftjob-%lld", (long long)id);
+    snprintf(w->name, sizeof w->name, "%s", api_id(API_ID_JOB, id).s);
     store_upd u = STORE_UPD_INIT;
     u.started = 1;
     if (store_job_transition(st, id, "queued", "running", "info", &u, "Fine-tuning job started") != STORE_OK)
@@ -608,8 +609,8 @@ void sched_status(sched *s, char *buf, size_t n) {
     pthread_mutex_lock(&s->mu);
     for (int i = 0; i < s->n && len + 64 < n; i++)
         if (s->w[i].job)
-            len += (size_t)snprintf(buf + len, n - len, "%sftjob-%lld step %ld/%ld", len ? ", " : "",
-                                    (long long)s->w[i].job, s->w[i].step, s->w[i].total);
+            len += (size_t)snprintf(buf + len, n - len, "%s%s step %ld/%ld", len ? ", " : "",
+                                    api_id(API_ID_JOB, s->w[i].job).s, s->w[i].step, s->w[i].total);
     pthread_mutex_unlock(&s->mu);
     if (!len) snprintf(buf, n, "idle");
 }

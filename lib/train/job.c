@@ -388,7 +388,7 @@ static int parse_train_files(al_job *job, const json_t *v, char err[AL_ERRLEN]) 
     if (!json_is_array(v) || json_array_size(v) == 0 || json_array_size(v) > AL_MAX_TRAIN_FILES)
         return al_err(err, AL_EINVAL, "training_files: must be a list of 1 to %d {\"file\", \"weight\"} objects",
                       AL_MAX_TRAIN_FILES);
-    static const char *const keys[] = {"file", "weight", NULL};
+    static const char *const keys[] = {"file", "weight", "dataset_info", NULL};
     size_t n = json_array_size(v);
     for (size_t i = 0; i < n; i++) {
         const json_t *e = json_array_get(v, i);
@@ -405,10 +405,22 @@ static int parse_train_files(al_job *job, const json_t *v, char err[AL_ERRLEN]) 
         if (w && !json_is_null(w) && (!json_is_number(w) || !(x > 0) || !isfinite(x) || x > 1e9))
             return al_err(err, AL_EINVAL, "%s.weight: must be a number > 0", path);
         job->train_files[i].weight = x;
+        const json_t *di = json_object_get(e, "dataset_info");
+        snprintf(p, sizeof p, "%s.dataset_info", path);
+        if (di && !json_is_null(di)) {
+            if ((rc = al_sharegpt_parse(di, p, &job->train_files[i].sharegpt, err))) return rc;
+            job->train_files[i].has_sharegpt = 1;
+        }
     }
     if (n == 1) {
         memcpy(job->training_file, job->train_files[0].file, sizeof job->training_file);
         job->n_train_files = 0;
+        if (job->train_files[0].has_sharegpt) {
+            if (job->has_sharegpt)
+                return al_err(err, AL_EINVAL, "training_files[0].dataset_info: give it or dataset_info, not both");
+            job->sharegpt = job->train_files[0].sharegpt;
+            job->has_sharegpt = 1;
+        }
     } else {
         job->n_train_files = (int)n;
     }
@@ -486,6 +498,16 @@ static const char *const g_data_methods[] = {"generate_preferences", "evaluate",
 
 int al_method_is_rl(const char *m) {
     return m && (!strcmp(m, "ppo") || !strcmp(m, "grpo") || !strcmp(m, "rloo"));
+}
+
+const al_sharegpt_cfg *al_job_file_sharegpt(const al_job *job, const char *file) {
+    if (file == job->training_file || file == job->validation_file) return job->has_sharegpt ? &job->sharegpt : NULL;
+    for (int k = 0; k < job->n_train_files; k++)
+        if (file == job->train_files[k].file)
+            return job->train_files[k].has_sharegpt ? &job->train_files[k].sharegpt
+                   : job->has_sharegpt              ? &job->sharegpt
+                                                    : NULL;
+    return NULL;
 }
 
 int al_method_is_data(const char *m) {
@@ -841,7 +863,7 @@ int al_job_from_json(al_job *job, const json_t *o, char err[AL_ERRLEN]) {
                                        "ref_model", "hyperparameters", "lora", "seed", "output_dir",
                                        "eval_tasks", "suffix", "metadata", "reward", "critic",
                                        "critic_model", "model_b", "principles", "chat_template",
-                                       "training_files", "hygiene", NULL};
+                                       "training_files", "hygiene", "dataset_info", NULL};
     al_job j;
     memset(&j, 0, sizeof j);
     al_grader_cfg_default(&j.reward.grader);
@@ -880,14 +902,20 @@ int al_job_from_json(al_job *job, const json_t *o, char err[AL_ERRLEN]) {
     if (prn && !json_is_null(prn) &&
         (rc = parse_principles(prn, "principles", j.principles, &j.n_principles, err)))
         return rc;
+    const json_t *dinfo = json_object_get(o, "dataset_info");
+    if (dinfo && !json_is_null(dinfo)) {
+        if ((rc = al_sharegpt_parse(dinfo, "dataset_info", &j.sharegpt, err))) return rc;
+        j.has_sharegpt = 1;
+    }
     const json_t *tfs = json_object_get(o, "training_files");
     if (tfs && !json_is_null(tfs)) {
         if (j.training_file[0])
             return al_err(err, AL_EINVAL, "training_files: give either training_file or training_files, not both");
         if ((rc = parse_train_files(&j, tfs, err))) return rc;
-        if (j.n_train_files && (al_method_is_rl(j.method) || al_method_is_data(j.method)))
+        /* a sampling job goes through its prompts once: no mixture to draw */
+        if (j.n_train_files && al_method_is_data(j.method))
             return al_err(err, AL_EINVAL, "training_files: mixing several files is for the training methods "
-                          "(sft, pretrain, reward_model, dpo, kto, orpo, simpo), not %s", j.method);
+                          "(sft, pretrain, reward_model, dpo, kto, orpo, simpo, ppo, grpo, rloo), not %s", j.method);
     }
     const json_t *task = json_object_get(o, "task");
     if (task && !json_is_null(task)) {
@@ -956,13 +984,6 @@ int al_job_from_json(al_job *job, const json_t *o, char err[AL_ERRLEN]) {
     if (!strcmp(j.method, "kto") && hp->group_by_length)
         return al_err(err, AL_EINVAL, "hyperparameters.group_by_length: kto trains in dataset order, "
                       "which its KL pairs depend on");
-    /* a mixture is drawn one example at a time: no plan over the whole set */
-    if (j.n_train_files && hp->packing)
-        return al_err(err, AL_EINVAL, "hyperparameters.packing: not with several training_files (the mixture "
-                      "is drawn example by example)");
-    if (j.n_train_files && hp->group_by_length)
-        return al_err(err, AL_EINVAL, "hyperparameters.group_by_length: not with several training_files (the "
-                      "mixture is drawn example by example)");
     const json_t *lora = json_object_get(o, "lora");
     if (lora && !json_is_null(lora)) {
         if (!json_is_object(lora)) return al_err(err, AL_EINVAL, "lora: must be an object or null");
@@ -991,9 +1012,10 @@ int al_job_from_json(al_job *job, const json_t *o, char err[AL_ERRLEN]) {
                       "trained with)", j.method);
     const json_t *hy = json_object_get(o, "hygiene");
     if (hy && !json_is_null(hy)) {
-        if ((al_method_is_data(j.method) && !clean) || al_method_is_rl(j.method))
-            return al_err(err, AL_EINVAL, "hygiene: filters the training methods' data as it loads (clean a file "
-                          "for %s with a clean_data job first)", j.method);
+        /* an evaluation measures its file as given */
+        if (!strcmp(j.method, "evaluate"))
+            return al_err(err, AL_EINVAL, "hygiene: filters what a job trains on or generates from; evaluate "
+                          "measures its file as given (clean it with a clean_data job first)");
         if ((rc = al_hygiene_parse(hy, &j.hygiene, err))) return rc;
     }
     if (clean) {

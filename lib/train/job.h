@@ -6,12 +6,20 @@
  *    "model": DIR, "training_file": FILE | "task": {"name","rows","seed"}
  *                | "training_files": [{"file": FILE, "weight": W}, ...],
  *                  (mixed by weighted sampling, lib/text/mix.h; weight > 0,
- *                   default 1, normalised; one entry = training_file)
+ *                   default 1, normalised; one entry = training_file; not for
+ *                   the sampling jobs; fixed at its first epoch of draws
+ *                   for packing and group_by_length)
+ *    "dataset_info": {"formatting": "sharegpt", "columns": {...}, "tags": {...}},
+ *                     (LLaMA-Factory's entry for a sharegpt file with its own
+ *                      column and tag names, lib/text/dataset.h: training_file's
+ *                      and validation_file's, and the training_files entries'
+ *                      that carry none of their own)
  *    "chat_template": NAME | JINJA,              (a built-in of lib/text/chat.h by
  *                     name, or template text: replaces or supplies the model's)
  *    "hygiene": {...},                           (lib/text/hygiene.h: filters applied
- *                     to training_file(s) as they load; the method clean_data
- *                     writes the filtered file instead, and needs no model)
+ *                     to training_file(s) as they load, RL prompts included,
+ *                     not in evaluate; the method clean_data writes the
+ *                     filtered file instead, and needs no model)
  *    "validation_file": FILE, "ref_model": DIR, "hyperparameters": {...},
  *    "lora": {...}|null, "seed": N, "output_dir": DIR,
  *    "eval_tasks": [{"name": TASK, "rows": N} | {"file": FILE, "name": NAME, "type": "loss"|
@@ -55,6 +63,7 @@
 #include <jansson.h>
 
 #include "../model/model.h"
+#include "../text/dataset.h"
 #include "../text/hygiene.h"
 #include "grader.h"
 #include "hparams.h"
@@ -125,7 +134,11 @@ typedef struct al_job {
     struct {
         char file[AL_PATH_MAX];
         double weight;
+        al_sharegpt_cfg sharegpt;      /* its "dataset_info" */
+        int has_sharegpt;
     } train_files[AL_MAX_TRAIN_FILES]; /* training_files of two or more entries */
+    al_sharegpt_cfg sharegpt;          /* "dataset_info": training_file's and validation_file's */
+    int has_sharegpt;
     int n_train_files;                 /* 0: training_file or task */
     char validation_file[AL_PATH_MAX];
     char task[32];                     /* built-in task name or "" */
@@ -162,6 +175,12 @@ void al_job_deinit(al_job *job);
  * job whose product is data (generate_preferences, evaluate, critique_revise
  * sample a model; clean_data filters a file). */
 int al_method_is_rl(const char *method);
+
+/* The sharegpt names ("dataset_info") the job gives for one of its data
+ * files, by identity: file is job->training_file, job->validation_file or a
+ * job->train_files[k].file (its own, else the job's); NULL when none was
+ * given for it. */
+const al_sharegpt_cfg *al_job_file_sharegpt(const al_job *job, const char *file);
 int al_method_is_data(const char *method);
 
 typedef enum al_ref_kind { AL_REF_MODEL, AL_REF_FILE } al_ref_kind;

@@ -61,6 +61,7 @@
 #include "../tasks/tasks.h"
 #include "../text/chat.h"
 #include "../text/dataset.h"
+#include "../text/mix.h"
 #include "bench.h"
 #include "optim.h"
 #include "rl_int.h"
@@ -80,6 +81,7 @@ void rl_prompts_free(rl_prompts *p) {
         json_decref(p->row[i]);
     }
     al_grader_set_free(&p->graders);
+    json_decref(p->report);
     free(p->seq);
     free(p->sft);
     free(p->text);
@@ -101,6 +103,50 @@ static int prompts_alloc(rl_prompts *p, long n, char err[AL_ERRLEN]) {
     if (!p->seq || !p->sft || !p->text || !p->answer || !p->ref || !p->answers || !p->row)
         return al_err(err, AL_ENOMEM, "out of memory for prompts");
     return AL_OK;
+}
+
+int rl_prompts_append(rl_prompts *dst, rl_prompts *src, char err[AL_ERRLEN]) {
+    size_t n = (size_t)dst->n + src->n + 1, ng = (size_t)dst->graders.n + src->graders.n;
+    /* grow every array first, so that a failure changes nothing visible */
+#define GROW(f)                                                                  \
+    do {                                                                         \
+        void *q = realloc(dst->f, n * sizeof *dst->f);                           \
+        if (!q) return al_err(err, AL_ENOMEM, "out of memory for prompts");      \
+        dst->f = q;                                                              \
+    } while (0)
+    GROW(seq); GROW(sft); GROW(text); GROW(answer); GROW(ref); GROW(answers); GROW(row);
+#undef GROW
+    if (ng > (size_t)dst->graders.cap) {
+        al_grader **g = realloc(dst->graders.g, ng * sizeof *g);
+        if (!g) return al_err(err, AL_ENOMEM, "out of memory for prompts");
+        dst->graders.g = g;
+        dst->graders.cap = (int)ng;
+    }
+    size_t o = (size_t)dst->n, k = (size_t)src->n; /* the arrays hold n + 1: never NULL */
+    memcpy(dst->seq + o, src->seq, k * sizeof *src->seq);
+    memcpy(dst->sft + o, src->sft, k * sizeof *src->sft);
+    memcpy(dst->text + o, src->text, k * sizeof *src->text);
+    memcpy(dst->answer + o, src->answer, k * sizeof *src->answer);
+    memcpy(dst->ref + o, src->ref, k * sizeof *src->ref);  /* its pointers go with what they point at */
+    memcpy(dst->answers + o, src->answers, k * sizeof *src->answers);
+    memcpy(dst->row + o, src->row, k * sizeof *src->row);
+    if (src->graders.n)
+        memcpy(dst->graders.g + dst->graders.n, src->graders.g, (size_t)src->graders.n * sizeof *src->graders.g);
+    dst->n += src->n;
+    dst->graders.n += src->graders.n;
+    src->n = 0;
+    src->graders.n = 0;
+    rl_prompts_free(src);
+    return AL_OK;
+}
+
+/* Whether file is one of the job's training files (the hygiene filters
+ * clean those, never a validation file of the same path). */
+static int is_training_file(const al_job *job, const char *file) {
+    if (file == job->training_file) return 1;
+    for (int k = 0; k < job->n_train_files; k++)
+        if (file == job->train_files[k].file) return 1;
+    return 0;
 }
 
 /* The accepted answers of a data row: the first reference column present
@@ -215,7 +261,9 @@ int rl_prompts_load(rl_prompts *p, const al_job *job, const al_chat *chat, int f
         }
         return AL_OK;
     }
-    al_data_opts o = {.method = "rl", .max_length = 0, .max_prompt_length = 0, .dedupe = job->hp.dedupe};
+    al_data_opts o = {.method = "rl", .max_length = 0, .max_prompt_length = 0, .dedupe = job->hp.dedupe,
+                      .sharegpt = al_job_file_sharegpt(job, file)};
+    if (al_hygiene_any(&job->hygiene) && is_training_file(job, file)) o.hygiene = &job->hygiene;
     al_dataset *ds = NULL;
     char e2[AL_ERRLEN];
     if ((rc = al_dataset_read_file(file, chat, &o, &ds, e2))) return al_err(err, rc, "%s: %s", what, e2);
@@ -223,6 +271,7 @@ int rl_prompts_load(rl_prompts *p, const al_job *job, const al_chat *chat, int f
         al_dataset_free(ds);
         return al_err(err, rc, "%s: %s", what, e2);
     }
+    p->report = json_incref(ds->report);
     if ((rc = prompts_alloc(p, ds->n_ex, err))) {
         al_dataset_free(ds);
         return rc;
@@ -358,6 +407,8 @@ typedef struct rl {
     int32_t *perm, *order, *pidx, *plens, *idx;
     uint64_t *scratch;
     long order_epoch;
+    al_mix mix;                 /* training_files: the weighted mixture's sampler */
+    int mixing;
     al_rng rng;
     long step, total_steps, steps_per_epoch, cursor;
     double kl_coef, trained_tokens;
@@ -372,6 +423,7 @@ typedef struct rl {
 static void rl_free(rl *r) {
     rl_prompts_free(&r->train);
     rl_prompts_free(&r->val);
+    al_mix_deinit(&r->mix);
     for (int k = 0; k < AL_MAX_EVAL_TASKS; k++) al_bench_free(r->bench[k]);
     if (r->obj) r->ops->destroy(r->obj);
     al_adamw_deinit(&r->opt);
@@ -445,6 +497,58 @@ static int open_critic(rl *r) {
     return AL_OK;
 }
 
+static void event_line(void *ud, const char *line) { rl_event(ud, AL_LOG_INFO, "%s", line); }
+
+/* What reading a prompt file did: rows skipped, the hygiene filters' drops. */
+static void prompts_events(rl *r, const rl_prompts *p, const char *what) {
+    const json_t *rep = p->report, *errs = json_object_get(rep, "errors");
+    long bad = (long)json_integer_value(json_object_get(rep, "rows")) -
+               (long)json_integer_value(json_object_get(rep, "valid_rows"));
+    rl_event(r->cb, bad ? AL_LOG_WARN : AL_LOG_INFO, "%s: %lld rows, format %s, %d prompts; %ld bad lines skipped",
+             what, (long long)json_integer_value(json_object_get(rep, "rows")),
+             json_string_value(json_object_get(rep, "format")), p->n, bad);
+    for (size_t i = 0; i < json_array_size(errs) && i < 20; i++) {
+        const json_t *e = json_array_get(errs, i);
+        rl_event(r->cb, AL_LOG_WARN, "%s: %s (%s)", what, json_string_value(json_object_get(e, "message")),
+                 json_string_value(json_object_get(e, "code")));
+    }
+    al_hygiene_describe(rep, what, 20, event_line, (void *)r->cb);
+}
+
+/* training_files: each file's prompts one after the other, and the sampler
+ * that mixes them by weight (lib/text/mix.h, as the trainer mixes). */
+static int mixture_prompts(rl *r, int want_sft) {
+    const al_job *job = r->job;
+    int32_t n[AL_MAX_TRAIN_FILES];
+    double w[AL_MAX_TRAIN_FILES], wsum = 0;
+    int rc = AL_OK;
+    for (int k = 0; k < job->n_train_files && !rc; k++) {
+        char what[48];
+        rl_prompts part;
+        memset(&part, 0, sizeof part);
+        snprintf(what, sizeof what, "training_files[%d]", k);
+        rc = rl_prompts_load(&part, job, r->chat, 0, 0, 0, job->train_files[k].file, what, want_sft, r->err);
+        if (!rc && !part.n) rc = al_err(r->err, AL_EINVAL, "%s: no prompts", what);
+        if (!rc) {
+            prompts_events(r, &part, what);
+            n[k] = part.n;
+            w[k] = job->train_files[k].weight;
+            wsum += w[k];
+            rc = rl_prompts_append(&r->train, &part, r->err);
+        }
+        rl_prompts_free(&part);
+    }
+    if (rc) return rc;
+    char e2[AL_ERRLEN];
+    if ((rc = al_mix_init(&r->mix, job->n_train_files, n, w, r->hp->seed, e2)))
+        return al_err(r->err, rc, "training_files: %s", e2);
+    r->mixing = 1;
+    for (int k = 0; k < job->n_train_files; k++)
+        rl_event(r->cb, AL_LOG_INFO, "training_files[%d]: %d prompts, weight %g: %.1f%% of the prompts drawn", k,
+                 n[k], w[k], 100.0 * w[k] / wsum);
+    return AL_OK;
+}
+
 static int setup(rl *r) {
     const al_job *job = r->job;
     const al_hparams *hp = r->hp;
@@ -480,9 +584,11 @@ static int setup(rl *r) {
                                   r->err)))
             return rc;
     } else {
-        if ((rc = rl_prompts_load(&r->train, job, r->chat, 0, 0, 0, job->training_file, "training_file",
-                                  want_sft, r->err)))
-            return rc;
+        if (job->n_train_files) rc = mixture_prompts(r, want_sft);
+        else if (!(rc = rl_prompts_load(&r->train, job, r->chat, 0, 0, 0, job->training_file, "training_file",
+                                        want_sft, r->err)))
+            prompts_events(r, &r->train, "training_file");
+        if (rc) return rc;
         if (job->validation_file[0] &&
             (rc = rl_prompts_load(&r->val, job, r->chat, 0, 0, 0, job->validation_file, "validation_file", 0,
                                   r->err)))
@@ -587,6 +693,16 @@ static int setup(rl *r) {
 /* The prompts of the step: the cursor runs through a seeded permutation per
  * epoch, so the step number alone fixes them. */
 static void step_prompts(rl *r, long step) {
+    if (r->mixing) {
+        /* a mixture's draws s*P .. s*P+P-1: replayed from the start when the
+         * sampler is past them (step 0 measures what step 1 trains on) */
+        int64_t want = (int64_t)step * r->P;
+        if (r->mix.draws > want) al_mix_rewind(&r->mix);
+        while (r->mix.draws < want) al_mix_next(&r->mix);
+        for (int k = 0; k < r->P; k++) r->pidx[k] = al_mix_next(&r->mix);
+        r->cursor = (step + 1) * r->P;
+        return;
+    }
     for (int k = 0; k < r->P; k++) {
         long g = step * r->P + k;
         long epoch = g / r->train.n, i = g % r->train.n;
@@ -1160,6 +1276,10 @@ static int fill_dir(rl *r, const char *dir, const char *tmp, int in_place, int w
                                "trained_tokens", r->trained_tokens, "method", r->job->method, "seed",
                                (json_int_t)r->hp->seed, "kl_coef", r->kl_coef, "prompt_cursor",
                                (json_int_t)r->cursor, "rng", rng[0], rng[1], rng[2], rng[3]);
+        if (st && r->mixing && json_object_set_new(st, "mixer", al_mix_state(&r->mix))) {
+            json_decref(st);
+            st = NULL;
+        }
         char *txt = st ? json_dumps(st, JSON_INDENT(2) | JSON_SORT_KEYS) : NULL;
         json_decref(st);
         if (!txt) return al_err(r->err, AL_ENOMEM, "out of memory");
@@ -1206,7 +1326,14 @@ static int load_state(rl *r, const char *dir) {
         const char *s = json_string_value(json_array_get(rng, (size_t)i));
         r->rng.s[i] = s ? strtoull(s, NULL, 16) : 0;
     }
+    if (r->mixing) {
+        char e2[AL_ERRLEN];
+        const json_t *mx = json_object_get(st, "mixer");
+        if (!mx) rc = al_err(r->err, AL_EFORMAT, "%s: no mixer state (written by a job without training_files)", path);
+        else if ((rc = al_mix_restore(&r->mix, mx, e2))) al_err(r->err, rc, "%s: %s", path, e2);
+    }
     json_decref(st);
+    if (rc) return rc;
     if (r->cursor != r->step * r->P)
         return al_err(r->err, AL_EFORMAT, "%s: prompt_cursor %ld does not match step %ld x %d prompts", path,
                       r->cursor, r->step, r->P);

@@ -123,10 +123,16 @@ static void mput(al_metric *m, int *n, const char *name, double v) {
     m[(*n)++].value = v;
 }
 
-/* The job's prompts, encoded with chat. */
-static int load_prompts(const al_job *job, const al_chat *chat, rl_prompts *p, char err[AL_ERRLEN]) {
+static void event_line(void *ud, const char *line) { rl_event(ud, AL_LOG_INFO, "%s", line); }
+
+/* The job's prompts, encoded with chat; what the hygiene filters dropped
+ * from its training_file goes to cb's events. */
+static int load_prompts(const al_job *job, const al_chat *chat, rl_prompts *p, const al_train_cb *cb,
+                        char err[AL_ERRLEN]) {
     if (job->task[0]) return rl_prompts_load(p, job, chat, 1, job->task_rows, job->task_seed, NULL, "task", 0, err);
-    return rl_prompts_load(p, job, chat, 0, 0, 0, job->training_file, "training_file", 0, err);
+    int rc = rl_prompts_load(p, job, chat, 0, 0, 0, job->training_file, "training_file", 0, err);
+    if (!rc) al_hygiene_describe(p->report, "training_file", 20, event_line, (void *)cb);
+    return rc;
 }
 
 static int stopped(const al_train_cb *cb, long done, char err[AL_ERRLEN]) {
@@ -182,7 +188,7 @@ static int gen_prefs(const al_job *job, const al_train_cb *cb, al_train_result *
     float *sc = calloc((size_t)per * G, sizeof *sc);
     int rc = (!ps || !txt || !pt || !an || !lens || !eos || !sc) ? al_err(err, AL_ENOMEM, "out of memory") : AL_OK;
     if (!rc) rc = pmodel_open(&pm, job->model, "model", err);
-    if (!rc) rc = load_prompts(job, pm.chat, &pr, err);
+    if (!rc) rc = load_prompts(job, pm.chat, &pr, cb, err);
     if (!rc) {
         al_reward_len len = {rl_prompts_max_bytes(&pr), rl_completion_max_bytes(pm.tok, hp->max_completion_length)};
         rc = al_rewarder_new(&rw, &job->reward, hp->missing_eos_penalty, CHUNK, &len, err);
@@ -315,8 +321,8 @@ static int evaluate_job(const al_job *job, const al_train_cb *cb, al_train_resul
     int has_prompts = job->task[0] || job->training_file[0];
     int rc = pmodel_open(&A, job->model, "model", err);
     if (!rc && two) rc = pmodel_open(&B, job->model_b, "model_b", err);
-    if (!rc && has_prompts) rc = load_prompts(job, A.chat, &pa, err);
-    if (!rc && two && has_prompts) rc = load_prompts(job, B.chat, &pb, err);
+    if (!rc && has_prompts) rc = load_prompts(job, A.chat, &pa, NULL, err);
+    if (!rc && two && has_prompts) rc = load_prompts(job, B.chat, &pb, NULL, err);
     if (!rc) {
         /* without model_b only the grader is used (exact match) */
         al_reward_len len = {rl_prompts_max_bytes(&pa), rl_completion_max_bytes(A.tok, hp->max_completion_length)};
@@ -484,7 +490,7 @@ static int critique_revise(const al_job *job, const al_train_cb *cb, al_train_re
     rl_prompts pr = {0};
     jbuf sft = {0}, pairs = {0};
     int rc = pmodel_open(&pm, job->model, "model", err);
-    if (!rc) rc = load_prompts(job, pm.chat, &pr, err);
+    if (!rc) rc = load_prompts(job, pm.chat, &pr, cb, err);
     al_rng rng;
     al_rng_seed(&rng, hp->seed);
     long chunks = (pr.n + CHUNK - 1) / CHUNK, kept = 0, same = 0;
