@@ -396,7 +396,7 @@ static int on_ref(void *ud, al_ref_kind kind, const char *path, const char *valu
         snprintf(msg, msgcap, "%s", r->e->message);
         return -1;
     } else {
-        json_t *di = store_file_dataset_info(r->c->st, backend_parse_id(value, "file-"));
+        json_t *di = store_file_dataset_info(r->c->st, api_id_parse(API_ID_FILE, value));
         if (di) json_object_set_new(r->dinfo, path, di);
     }
     if (strlen(dir) >= cap) {
