@@ -306,6 +306,40 @@ static void test_preference_variants(void) {
     al_dataset_free(d);
 }
 
+/* CPOTrainer/ORPOTrainer on conversations: maybe_apply_chat_template cuts
+ * the prompt text where the prompt's rendering (with the generation prompt)
+ * differs from prompt + chosen's OR prompt + rejected's. A template whose
+ * generation prompt opens a think block (as reasoning models' do) differs
+ * from the full renderings at different places for a chosen answer that
+ * starts with that block and a rejected one that does not: both answers
+ * start right after "assistant\n", the chosen's "<think>\n" trained. */
+static void test_answer_split_common_prompt(void) {
+    al_chat *c = NULL;
+    char err[AL_ERRLEN];
+    T_OK(al_chat_new(&c, g_tok,
+                     "{% for message in messages %}<|im_start|>{{ message.role }}\n"
+                     "{{ message.content }}<|im_end|>\n{% endfor %}"
+                     "{% if add_generation_prompt %}<|im_start|>assistant\n<think>\n{% endif %}",
+                     err));
+    if (!c) return;
+    const char *rows =
+        "{\"prompt\":[{\"role\":\"user\",\"content\":\"Q\"}],"
+        "\"chosen\":[{\"role\":\"assistant\",\"content\":\"<think>\\nok</think>A\"}],"
+        "\"rejected\":[{\"role\":\"assistant\",\"content\":\"B\"}]}\n"
+        "{\"chosen\":[{\"role\":\"user\",\"content\":\"Q\"},"
+        "{\"role\":\"assistant\",\"content\":\"<think>\\nok</think>A\"}],"
+        "\"rejected\":[{\"role\":\"user\",\"content\":\"Q\"},"
+        "{\"role\":\"assistant\",\"content\":\"B\"}]}\n";
+    al_dataset *d = rd(rows, c, "orpo", 0, 0);
+    T_EQ_INT(d ? d->n_ex : -1, 2);
+    for (int i = 0; d && i < d->n_ex && i < 2; i++) {
+        T_STR_EQ(trained(&d->ex[i].seq[0]), "<think>\nok</think>A<|im_end|>\n$");
+        T_STR_EQ(trained(&d->ex[i].seq[1]), "B<|im_end|>\n$");
+    }
+    al_dataset_free(d);
+    al_chat_free(c);
+}
+
 static void test_rankings_ratings(void) {
     al_dataset *d = rd("{\"prompt\":\"Q:\",\"responses\":[\"a\",\"b\",\"c\"],\"ranking\":[2,0,1]}\n",
                        g_chat, "reward_model", 0, 0);
@@ -1208,6 +1242,7 @@ int main(void) {
     test_template_error();
     test_bad_lines_file();
     test_preference_variants();
+    test_answer_split_common_prompt();
     test_rankings_ratings();
     test_lm_formats();
     test_rl_prompts();

@@ -435,8 +435,8 @@ int al_chat_encode_split(const al_chat *c, al_split_kind how, const char *prompt
 }
 
 int al_chat_encode_split_messages(const al_chat *c, al_split_kind how, const json_t *prompt,
-                                  const json_t *completion, const json_t *tools, al_seq *out,
-                                  char err[AL_ERRLEN]) {
+                                  const json_t *completion, const json_t *other, const json_t *tools,
+                                  al_seq *out, char err[AL_ERRLEN]) {
     json_t *all = json_array();
     if (!all) return al_err(err, AL_ENOMEM, "out of memory");
     if ((prompt && json_array_extend(all, (json_t *)prompt)) ||
@@ -450,23 +450,35 @@ int al_chat_encode_split_messages(const al_chat *c, al_split_kind how, const jso
         json_decref(all);
         return rc;
     }
-    char *p = NULL, *f = NULL;
-    size_t pl = 0, fl = 0;
-    json_t *none = prompt ? NULL : json_array();
+    char *p = NULL, *f = NULL, *o = NULL;
+    size_t pl = 0, fl = 0, ol = 0;
+    json_t *none = prompt ? NULL : json_array(), *all_o = NULL;
     rc = al_chat_render(c, prompt ? prompt : none, tools, 1, &p, &pl, NULL, NULL, err);
     if (rc == AL_OK) rc = al_chat_render(c, all, tools, 0, &f, &fl, NULL, NULL, err);
+    if (rc == AL_OK && other && how == AL_SPLIT_ANSWER) {
+        if (!(all_o = json_array()) || (prompt && json_array_extend(all_o, (json_t *)prompt)) ||
+            json_array_extend(all_o, (json_t *)other))
+            rc = al_err(err, AL_ENOMEM, "out of memory");
+        else
+            rc = al_chat_render(c, all_o, tools, 0, &o, &ol, NULL, NULL, err);
+    }
     if (rc == AL_OK) {
         if (how == AL_SPLIT_PROMPT_IDS) {
             rc = split_prompt_ids(c, p, pl, f, fl, IDS_CHAT, out, err);
         } else {
-            size_t k = 0;   /* the prompt text: what both renderings share */
-            while (k < pl && k < fl && p[k] == f[k]) k++;
+            /* the prompt text: what the renderings share (the other
+             * completion's too, as maybe_apply_chat_template cuts a
+             * preference row's prompt where any of the three differ) */
+            size_t k = 0;
+            while (k < pl && k < fl && p[k] == f[k] && (!o || (k < ol && p[k] == o[k]))) k++;
             rc = split_answer(c, f, k, f, fl, out, err);
         }
     }
     free(p);
     free(f);
+    free(o);
     json_decref(none);
+    json_decref(all_o);
     json_decref(all);
     return rc;
 }

@@ -124,10 +124,17 @@ int al_chat_encode_text(const al_chat *c, const char *prompt, size_t plen,
  *                        conversations render the prompt with the
  *                        generation prompt and prompt + completion without,
  *                        everything after P trained (end-of-turn markers
- *                        included), no EOS added.
+ *                        included), no EOS added. TRL's versions differ
+ *                        here, and this is current main (July 2026): DPO
+ *                        does so since 0.29 (the DPO refactor, #3906), KTO
+ *                        since 1.3 (#5601). Before, DPOTrainer.tokenize_row
+ *                        (<= 0.28) tokenized prompt and completion each on
+ *                        its own without special tokens and concatenated
+ *                        the ids, and KTO (<= 1.2) used CPO's
+ *                        build_tokenized_answer (AL_SPLIT_ANSWER's split).
  *   AL_SPLIT_ANSWER      TRL's CPOTrainer and ORPOTrainer
  *                        (trl/experimental/{cpo,orpo}, build_tokenized_answer
- *                        and tokenize_row): F = ids of prompt + completion
+ *                        and tokenize_row, unchanged from 0.x to main): F = ids of prompt + completion
  *                        without special tokens; the prompt is F's first
  *                        len(P) tokens, one fewer when P is not a prefix of
  *                        F (the merged token moves into the answer); then
@@ -137,7 +144,8 @@ int al_chat_encode_text(const al_chat *c, const char *prompt, size_t plen,
  *                        become text first as TRL's maybe_apply_chat_template
  *                        does: the prompt is the common prefix of the
  *                        prompt's rendering (with the generation prompt) and
- *                        of prompt + completion's, the completion the rest.
+ *                        of prompt + completion's (and prompt + the other
+ *                        completion's, for a pair), the completion the rest.
  *
  * AL_SPLIT_PROMPT_IDS conversations keep this file's BOS rule (BOS never
  * doubled, added where the tokenizer adds one and the template did not
@@ -160,10 +168,14 @@ int al_chat_encode_split(const al_chat *c, al_split_kind how, const char *prompt
                          const char *completion, size_t clen, al_seq *out, char err[AL_ERRLEN]);
 /* The same for a conversation: prompt and completion are message lists
  * (borrowed). AL_SPLIT_BYTES is al_chat_encode_messages over their
- * concatenation, training the completion's messages. */
+ * concatenation, training the completion's messages. other (borrowed, may
+ * be NULL): the pair's other completion; AL_SPLIT_ANSWER then cuts the
+ * prompt text where the prompt's rendering differs from either prompt +
+ * completion's or prompt + other's, as TRL's maybe_apply_chat_template does
+ * for a preference row (the others ignore it). */
 int al_chat_encode_split_messages(const al_chat *c, al_split_kind how, const json_t *prompt,
-                                  const json_t *completion, const json_t *tools, al_seq *out,
-                                  char err[AL_ERRLEN]);
+                                  const json_t *completion, const json_t *other, const json_t *tools,
+                                  al_seq *out, char err[AL_ERRLEN]);
 
 /* A prompt for generation (mask all 0, no EOS): text as is, or a
  * conversation rendered with add_generation_prompt. */

@@ -1414,24 +1414,41 @@ static json_t *norm_conv(const json_t *msgs) {
     return out;
 }
 
+/* Messages [from, to) of list (borrowed) as a new array; NULL when out of
+ * memory. */
+static json_t *slice(const json_t *list, size_t from, size_t to) {
+    json_t *out = json_array();
+    for (size_t i = from; out && i < to; i++)
+        if (json_array_append(out, json_array_get(list, i))) {
+            json_decref(out);
+            out = NULL;
+        }
+    return out;
+}
+
 /* A conversation trained from message first_trained on, split as `how`
- * says (chat.h) after norm_conv. */
-static int enc_conv(reader *d, al_split_kind how, const json_t *msgs, const json_t *tools,
-                    int first_trained, al_seq *out, char err[AL_ERRLEN]) {
+ * says (chat.h) after norm_conv. sib (may be NULL): the pair's other
+ * conversation, whose first first_trained messages are the same prompt
+ * (AL_SPLIT_ANSWER takes the prompt text common to both renderings). */
+static int enc_conv(reader *d, al_split_kind how, const json_t *msgs, const json_t *sib,
+                    const json_t *tools, int first_trained, al_seq *out, char err[AL_ERRLEN]) {
     json_t *n = norm_conv(msgs);
     if (!n) return al_err(err, AL_ENOMEM, "out of memory");
     int rc;
     if (how == AL_SPLIT_BYTES) {
         rc = al_chat_encode_messages(d->chat, n, tools, first_trained, out, err);
     } else {
-        json_t *head = json_array(), *tail = json_array();
-        int bad = !head || !tail;
-        for (size_t i = 0; !bad && i < json_array_size(n); i++)
-            bad = json_array_append((size_t)first_trained > i ? head : tail, json_array_get(n, i));
-        rc = bad ? al_err(err, AL_ENOMEM, "out of memory")
-                 : al_chat_encode_split_messages(d->chat, how, head, tail, tools, out, err);
+        json_t *ns = sib ? norm_conv(sib) : NULL;
+        size_t k = (size_t)first_trained;
+        json_t *head = slice(n, 0, k), *tail = slice(n, k, json_array_size(n));
+        json_t *other = ns ? slice(ns, k, json_array_size(ns)) : NULL;
+        rc = !head || !tail || (sib && !other)
+                 ? al_err(err, AL_ENOMEM, "out of memory")
+                 : al_chat_encode_split_messages(d->chat, how, head, tail, other, tools, out, err);
         json_decref(head);
         json_decref(tail);
+        json_decref(other);
+        json_decref(ns);
     }
     json_decref(n);
     return rc;
@@ -1440,10 +1457,12 @@ static int enc_conv(reader *d, al_split_kind how, const json_t *msgs, const json
 /* prompt (string, list or NULL) + completion as one sequence, split as the
  * method's trainer does (the format's natural use when no method is named).
  * shared >= 0: completion is a whole sequence whose first `shared` bytes (or
- * messages) are the prompt. */
-static int enc_one(reader *d, const json_t *prompt, const json_t *comp, const json_t *tools,
-                   long shared, al_seq *out, char err[AL_ERRLEN]) {
+ * messages) are the prompt. sib (may be NULL): the pair's other completion,
+ * shaped as comp. */
+static int enc_one(reader *d, const json_t *prompt, const json_t *comp, const json_t *sib,
+                   const json_t *tools, long shared, al_seq *out, char err[AL_ERRLEN]) {
     al_split_kind how = d->m ? d->m->split : AL_SPLIT_BYTES;
+    if (how != AL_SPLIT_ANSWER) sib = NULL;   /* only TRL's CPO/ORPO look at the other */
     if (json_is_string(comp)) {
         const char *cs = json_string_value(comp);
         size_t cl = json_string_length(comp);
@@ -1454,15 +1473,19 @@ static int enc_one(reader *d, const json_t *prompt, const json_t *comp, const js
         size_t pl = prompt ? json_string_length(prompt) : 0;
         return al_chat_encode_split(d->chat, how, ps, pl, cs, cl, out, err);
     }
-    if (shared >= 0) return enc_conv(d, how, comp, tools, (int)shared, out, err);
-    json_t *all = json_array();
-    if (!all) return al_err(err, AL_ENOMEM, "out of memory");
-    if ((prompt && json_array_extend(all, (json_t *)prompt)) || json_array_extend(all, (json_t *)comp)) {
+    if (shared >= 0) return enc_conv(d, how, comp, sib, tools, (int)shared, out, err);
+    json_t *all = json_array(), *all_sib = sib ? json_array() : NULL;
+    if (!all || (sib && !all_sib) || (prompt && json_array_extend(all, (json_t *)prompt)) ||
+        json_array_extend(all, (json_t *)comp) ||
+        (sib && ((prompt && json_array_extend(all_sib, (json_t *)prompt)) ||
+                 json_array_extend(all_sib, (json_t *)sib)))) {
         json_decref(all);
+        json_decref(all_sib);
         return al_err(err, AL_ENOMEM, "out of memory");
     }
-    int rc = enc_conv(d, how, all, tools, (int)json_array_size(prompt), out, err);
+    int rc = enc_conv(d, how, all, all_sib, tools, (int)json_array_size(prompt), out, err);
     json_decref(all);
+    json_decref(all_sib);
     return rc;
 }
 
@@ -1537,7 +1560,7 @@ static int encode_row(reader *d, row_rec *r, const parsed *p, al_data_format f, 
         if (!many) return AL_ENOMEM;
         for (size_t i = 0; i < k; i++) {
             what = "responses";
-            if ((rc = enc_one(d, p->prompt, json_array_get(p->responses, i), p->tools, -1,
+            if ((rc = enc_one(d, p->prompt, json_array_get(p->responses, i), NULL, p->tools, -1,
                               &many[i], err)) != AL_OK)
                 goto fail;
         }
@@ -1579,7 +1602,8 @@ static int encode_row(reader *d, row_rec *r, const parsed *p, al_data_format f, 
     } else if (f == AL_FMT_PREFERENCE) {
         for (int j = 0; j < 2; j++) {
             what = j ? "rejected" : "chosen";
-            if ((rc = enc_one(d, p->prompt, p->comp[j], p->tools, p->shared, &seqs[j], err)) != AL_OK)
+            if ((rc = enc_one(d, p->prompt, p->comp[j], p->comp[1 - j], p->tools, p->shared,
+                              &seqs[j], err)) != AL_OK)
                 goto fail;
         }
         if (kind == AL_BATCH_PAIR) {
@@ -1617,7 +1641,7 @@ static int encode_row(reader *d, row_rec *r, const parsed *p, al_data_format f, 
                : f == AL_FMT_ALPACA   ? "instruction"
                : f == AL_FMT_SHAREGPT ? "conversations"
                                       : "completion";
-        if ((rc = enc_one(d, prompt, p->comp[0], p->tools, -1, &e->seq[0], err)) != AL_OK)
+        if ((rc = enc_one(d, prompt, p->comp[0], NULL, p->tools, -1, &e->seq[0], err)) != AL_OK)
             goto fail;
     }
     r->nex = d->n_ex - start;

@@ -18,9 +18,11 @@
  * takes policy_nll_loss as nn.CrossEntropyLoss over the chosen rows with the
  * input ids as labels where the attention mask is 1 ("orpo chosen nll loss
  * is computed over the full prompt and response"); loss = policy_nll_loss -
- * losses.mean(). beta is the paper's lambda. The trainer scores the chosen
- * rows' prompts for this (scores_prompt); in->completion keeps the odds
- * ratio on the completions. Rows are tokenized as ORPOTrainer's
+ * losses.mean(). Every TRL release with ORPO (0.8.2 on) and main agree
+ * on that scope (a completion-only NLL was on main for three weeks in
+ * December 2024, #2502, reverted by #2527). beta is the paper's lambda.
+ * The trainer scores the chosen rows' prompts for this (scores_prompt);
+ * in->completion keeps the odds ratio on the completions. Rows are tokenized as ORPOTrainer's
  * tokenize_row does (build_tokenized_answer, BOS first, EOS last:
  * AL_SPLIT_ANSWER in lib/text/chat.h).
  *

@@ -21,9 +21,11 @@
  * examples (the first takes the run's last: add_kl_completion_ids, a
  * rotation by one in dataset order), and training visits the examples in
  * dataset order every epoch (KTOConfig's train_sampling_strategy
- * "sequential", which TRL requires with a KL term). The pairing is fixed for
- * the whole run, so resuming and evaluating see the same KL rows, and their
- * reference log-probs can be precomputed with the rest. */
+ * "sequential", which TRL requires with a KL term; every TRL release pairs
+ * and samples so, 0.x's _get_kl_dataset and SequentialSampler included).
+ * The pairing is fixed for the whole run, so resuming and evaluating see
+ * the same KL rows, and their reference log-probs can be precomputed with
+ * the rest. */
 #define _XOPEN_SOURCE 700 /* realpath */
 #include "trainer.h"
 
