@@ -1373,180 +1373,218 @@ static void dt_free(dtoks *d) {
     memset(d, 0, sizeof *d);
 }
 
-static int dec_step_run(const al_tok *t, const dec_step *st, const dtoks *in, dtoks *out,
-                        pcre2_match_data *md) {
+/* ByteLevel: the bytes of each token's characters (GPT-2's byte map
+ * undone; a token with other characters goes as it is), all as one token,
+ * invalid UTF-8 replaced as from_utf8_lossy does. */
+static int dec_bytelevel(const al_tok *t, const dec_step *st, const dtoks *in, dtoks *out,
+                         pcre2_match_data *md) {
+    (void)st, (void)md;
     int rc = AL_OK;
-    switch (st->kind) {
-    case D_BYTELEVEL: {
-        al_buf raw = {0};
-        for (size_t i = 0; i < in->n && rc == AL_OK; i++) {
-            const char *s = in->buf.p + in->off[i];
-            size_t n = in->len[i], j, m = 0;
-            char tmp[64];
-            int all = 1;
-            /* All characters map back to bytes, or the token goes as is. */
-            for (j = 0; j < n;) {
-                uint32_t cp;
-                int k = tok_utf8_dec((const unsigned char *)s + j, n - j, &cp);
-                if (k <= 0 || cp >= 0x144 || t->byte_of_char[cp] < 0) {
-                    all = 0;
-                    break;
-                }
-                j += (size_t)k;
-            }
-            if (!all) {
-                rc = al_buf_put(&raw, s, n);
-                continue;
-            }
-            for (j = 0; j < n && rc == AL_OK;) {
-                uint32_t cp;
-                int k = tok_utf8_dec((const unsigned char *)s + j, n - j, &cp);
-                tmp[m++] = (char)t->byte_of_char[cp];
-                j += (size_t)k;
-                if (m == sizeof tmp) {
-                    rc = al_buf_put(&raw, tmp, m);
-                    m = 0;
-                }
-            }
-            if (rc == AL_OK) rc = al_buf_put(&raw, tmp, m);
-        }
-        if (rc == AL_OK && (rc = dt_open(out)) == AL_OK) {
-            rc = sb_put_lossy(&out->buf, raw.p ? raw.p : "", raw.n);
-            dt_close(out);
-        }
-        free(raw.p);
-        return rc;
-    }
-    case D_METASPACE:
-        for (size_t i = 0; i < in->n && rc == AL_OK; i++) {
-            const char *s = in->buf.p + in->off[i];
-            size_t n = in->len[i];
-            if ((rc = dt_open(out)) != AL_OK) return rc;
-            for (size_t j = 0; j < n && rc == AL_OK;) {
-                uint32_t cp = 0;
-                int k = tok_utf8_dec((const unsigned char *)s + j, n - j, &cp);
-                if (k <= 0) k = 1, cp = 0xFFFFFFFFu;
-                if (cp == st->rep) {
-                    if (!(i == 0 && st->prepend != PREPEND_NEVER)) rc = al_buf_put(&out->buf, " ", 1);
-                } else {
-                    rc = al_buf_put(&out->buf, s + j, (size_t)k);
-                }
-                j += (size_t)k;
-            }
-            dt_close(out);
-        }
-        return rc;
-    case D_REPLACE:
-        for (size_t i = 0; i < in->n && rc == AL_OK; i++) {
-            const char *s = in->buf.p + in->off[i];
-            size_t n = in->len[i];
-            if ((rc = dt_open(out)) != AL_OK) return rc;
-            size_t p = 0;
-            if (st->pat.re) {
-                size_t pos = 0, last_end = (size_t)-1;
-                while (pos <= n && rc == AL_OK) {
-                    int m = pcre2_match(st->pat.re, (PCRE2_SPTR)s, n, pos, 0, md, NULL);
-                    if (m < 0) break;
-                    PCRE2_SIZE *ov = pcre2_get_ovector_pointer(md);
-                    size_t ms = ov[0], me = ov[1];
-                    if (ms == me && me == last_end) {
-                        if (pos >= n) break;
-                        pos += (size_t)utf8_unit(s + pos, n - pos);
-                        continue;
-                    }
-                    rc = al_buf_put(&out->buf, s + p, ms - p);
-                    if (rc == AL_OK) rc = al_buf_put(&out->buf, st->text, st->text_n);
-                    p = me;
-                    pos = me;
-                    last_end = me;
-                }
-            } else if (st->pat.lit_n > 0) {
-                for (size_t j = 0; j + st->pat.lit_n <= n && rc == AL_OK;) {
-                    if (memcmp(s + j, st->pat.lit, st->pat.lit_n) == 0) {
-                        rc = al_buf_put(&out->buf, s + p, j - p);
-                        if (rc == AL_OK) rc = al_buf_put(&out->buf, st->text, st->text_n);
-                        j += st->pat.lit_n;
-                        p = j;
-                    } else {
-                        j++;
-                    }
-                }
-            }
-            if (rc == AL_OK) rc = al_buf_put(&out->buf, s + p, n - p);
-            dt_close(out);
-        }
-        return rc;
-    case D_BYTEFALLBACK: {
-        char bytes[256];
-        size_t nb = 0;
-        al_buf pend = {0};
-        for (size_t i = 0; i <= in->n && rc == AL_OK; i++) {
-            const char *s = i < in->n ? in->buf.p + in->off[i] : "";
-            size_t n = i < in->n ? in->len[i] : 0;
-            int byte = -1;
-            if (i < in->n && n == 6 && memcmp(s, "<0x", 3) == 0 && s[5] == '>') {
-                /* u8::from_str_radix(&token[3..5], 16), which takes a '+' */
-                char hx[3] = {s[3], s[4], 0};
-                const char *q = hx[0] == '+' ? hx + 1 : hx;
-                int ok = *q != 0;
-                for (const char *c = q; *c; c++)
-                    if (!((*c >= '0' && *c <= '9') || (*c >= 'a' && *c <= 'f') || (*c >= 'A' && *c <= 'F')))
-                        ok = 0;
-                if (ok) byte = (int)strtol(q, NULL, 16);
-            }
-            if (byte >= 0) {
-                if (nb == sizeof bytes) {
-                    rc = al_buf_put(&pend, bytes, nb);
-                    nb = 0;
-                }
-                bytes[nb++] = (char)byte;
-                continue;
-            }
-            if (nb > 0 || pend.n > 0) {
-                if ((rc = al_buf_put(&pend, bytes, nb)) != AL_OK) break;
-                nb = 0;
-                size_t j = 0;
-                uint32_t cp;
-                int k = 1;
-                while (j < pend.n && (k = tok_utf8_dec((const unsigned char *)pend.p + j, pend.n - j, &cp)) > 0)
-                    j += (size_t)k;
-                if (j == pend.n) {
-                    rc = dt_add(out, pend.p, pend.n);
-                } else {
-                    for (j = 0; j < pend.n && rc == AL_OK; j++) rc = dt_add(out, "\xEF\xBF\xBD", 3);
-                }
-                pend.n = 0;
-            }
-            if (i < in->n && rc == AL_OK) rc = dt_add(out, s, n);
-        }
-        free(pend.p);
-        return rc;
-    }
-    case D_FUSE:
-        if ((rc = dt_open(out)) != AL_OK) return rc;
-        for (size_t i = 0; i < in->n && rc == AL_OK; i++) rc = al_buf_put(&out->buf, in->buf.p + in->off[i], in->len[i]);
-        dt_close(out);
-        return rc;
-    default: /* D_STRIP */
-        for (size_t i = 0; i < in->n && rc == AL_OK; i++) {
-            const char *s = in->buf.p + in->off[i];
-            size_t n = in->len[i], a = 0, b = n;
+    al_buf raw = {0};
+    for (size_t i = 0; i < in->n && rc == AL_OK; i++) {
+        const char *s = in->buf.p + in->off[i];
+        size_t n = in->len[i], j, m = 0;
+        char tmp[64];
+        int all = 1;
+        /* All characters map back to bytes, or the token goes as is. */
+        for (j = 0; j < n;) {
             uint32_t cp;
-            int k;
-            for (int c = 0; c < st->start && a < n; c++) {
-                if ((k = tok_utf8_dec((const unsigned char *)s + a, n - a, &cp)) <= 0 || cp != st->rep) break;
-                a += (size_t)k;
+            int k = tok_utf8_dec((const unsigned char *)s + j, n - j, &cp);
+            if (k <= 0 || cp >= 0x144 || t->byte_of_char[cp] < 0) {
+                all = 0;
+                break;
             }
-            for (int c = 0; c < st->stop && b > a; c++) {
-                size_t cs = last_char_start(s, b);
-                if (tok_utf8_dec((const unsigned char *)s + cs, b - cs, &cp) <= 0 || cp != st->rep) break;
-                b = cs;
-            }
-            rc = dt_add(out, s + a, b - a);
+            j += (size_t)k;
         }
-        return rc;
+        if (!all) {
+            rc = al_buf_put(&raw, s, n);
+            continue;
+        }
+        for (j = 0; j < n && rc == AL_OK;) {
+            uint32_t cp;
+            int k = tok_utf8_dec((const unsigned char *)s + j, n - j, &cp);
+            tmp[m++] = (char)t->byte_of_char[cp];
+            j += (size_t)k;
+            if (m == sizeof tmp) {
+                rc = al_buf_put(&raw, tmp, m);
+                m = 0;
+            }
+        }
+        if (rc == AL_OK) rc = al_buf_put(&raw, tmp, m);
     }
+    if (rc == AL_OK && (rc = dt_open(out)) == AL_OK) {
+        rc = sb_put_lossy(&out->buf, raw.p ? raw.p : "", raw.n);
+        dt_close(out);
+    }
+    free(raw.p);
+    return rc;
 }
+
+/* Metaspace: the replacement character back to a space (but the first
+ * token's leading one when a prefix space was prepended). */
+static int dec_metaspace(const al_tok *t, const dec_step *st, const dtoks *in, dtoks *out,
+                         pcre2_match_data *md) {
+    (void)t, (void)md;
+    int rc = AL_OK;
+    for (size_t i = 0; i < in->n && rc == AL_OK; i++) {
+        const char *s = in->buf.p + in->off[i];
+        size_t n = in->len[i];
+        if ((rc = dt_open(out)) != AL_OK) return rc;
+        for (size_t j = 0; j < n && rc == AL_OK;) {
+            uint32_t cp = 0;
+            int k = tok_utf8_dec((const unsigned char *)s + j, n - j, &cp);
+            if (k <= 0) k = 1, cp = 0xFFFFFFFFu;
+            if (cp == st->rep) {
+                if (!(i == 0 && st->prepend != PREPEND_NEVER)) rc = al_buf_put(&out->buf, " ", 1);
+            } else {
+                rc = al_buf_put(&out->buf, s + j, (size_t)k);
+            }
+            j += (size_t)k;
+        }
+        dt_close(out);
+    }
+    return rc;
+}
+
+/* Replace: every match of the pattern by the content, in each token. */
+static int dec_replace(const al_tok *t, const dec_step *st, const dtoks *in, dtoks *out,
+                       pcre2_match_data *md) {
+    (void)t;
+    int rc = AL_OK;
+    for (size_t i = 0; i < in->n && rc == AL_OK; i++) {
+        const char *s = in->buf.p + in->off[i];
+        size_t n = in->len[i];
+        if ((rc = dt_open(out)) != AL_OK) return rc;
+        size_t p = 0;
+        if (st->pat.re) {
+            size_t pos = 0, last_end = (size_t)-1;
+            while (pos <= n && rc == AL_OK) {
+                int m = pcre2_match(st->pat.re, (PCRE2_SPTR)s, n, pos, 0, md, NULL);
+                if (m < 0) break;
+                PCRE2_SIZE *ov = pcre2_get_ovector_pointer(md);
+                size_t ms = ov[0], me = ov[1];
+                if (ms == me && me == last_end) {
+                    if (pos >= n) break;
+                    pos += (size_t)utf8_unit(s + pos, n - pos);
+                    continue;
+                }
+                rc = al_buf_put(&out->buf, s + p, ms - p);
+                if (rc == AL_OK) rc = al_buf_put(&out->buf, st->text, st->text_n);
+                p = me;
+                pos = me;
+                last_end = me;
+            }
+        } else if (st->pat.lit_n > 0) {
+            for (size_t j = 0; j + st->pat.lit_n <= n && rc == AL_OK;) {
+                if (memcmp(s + j, st->pat.lit, st->pat.lit_n) == 0) {
+                    rc = al_buf_put(&out->buf, s + p, j - p);
+                    if (rc == AL_OK) rc = al_buf_put(&out->buf, st->text, st->text_n);
+                    j += st->pat.lit_n;
+                    p = j;
+                } else {
+                    j++;
+                }
+            }
+        }
+        if (rc == AL_OK) rc = al_buf_put(&out->buf, s + p, n - p);
+        dt_close(out);
+    }
+    return rc;
+}
+
+/* ByteFallback: runs of <0xNN> tokens as their bytes, one U+FFFD per
+ * byte when they are not valid UTF-8. */
+static int dec_bytefallback(const al_tok *t, const dec_step *st, const dtoks *in, dtoks *out,
+                            pcre2_match_data *md) {
+    (void)t, (void)st, (void)md;
+    int rc = AL_OK;
+    char bytes[256];
+    size_t nb = 0;
+    al_buf pend = {0};
+    for (size_t i = 0; i <= in->n && rc == AL_OK; i++) {
+        const char *s = i < in->n ? in->buf.p + in->off[i] : "";
+        size_t n = i < in->n ? in->len[i] : 0;
+        int byte = -1;
+        if (i < in->n && n == 6 && memcmp(s, "<0x", 3) == 0 && s[5] == '>') {
+            /* u8::from_str_radix(&token[3..5], 16), which takes a '+' */
+            char hx[3] = {s[3], s[4], 0};
+            const char *q = hx[0] == '+' ? hx + 1 : hx;
+            int ok = *q != 0;
+            for (const char *c = q; *c; c++)
+                if (!((*c >= '0' && *c <= '9') || (*c >= 'a' && *c <= 'f') || (*c >= 'A' && *c <= 'F')))
+                    ok = 0;
+            if (ok) byte = (int)strtol(q, NULL, 16);
+        }
+        if (byte >= 0) {
+            if (nb == sizeof bytes) {
+                rc = al_buf_put(&pend, bytes, nb);
+                nb = 0;
+            }
+            bytes[nb++] = (char)byte;
+            continue;
+        }
+        if (nb > 0 || pend.n > 0) {
+            if ((rc = al_buf_put(&pend, bytes, nb)) != AL_OK) break;
+            nb = 0;
+            size_t j = 0;
+            uint32_t cp;
+            int k = 1;
+            while (j < pend.n && (k = tok_utf8_dec((const unsigned char *)pend.p + j, pend.n - j, &cp)) > 0)
+                j += (size_t)k;
+            if (j == pend.n) {
+                rc = dt_add(out, pend.p, pend.n);
+            } else {
+                for (j = 0; j < pend.n && rc == AL_OK; j++) rc = dt_add(out, "\xEF\xBF\xBD", 3);
+            }
+            pend.n = 0;
+        }
+        if (i < in->n && rc == AL_OK) rc = dt_add(out, s, n);
+    }
+    free(pend.p);
+    return rc;
+}
+
+/* Fuse: all tokens as one. */
+static int dec_fuse(const al_tok *t, const dec_step *st, const dtoks *in, dtoks *out,
+                    pcre2_match_data *md) {
+    (void)t, (void)st, (void)md;
+    int rc = AL_OK;
+    if ((rc = dt_open(out)) != AL_OK) return rc;
+    for (size_t i = 0; i < in->n && rc == AL_OK; i++) rc = al_buf_put(&out->buf, in->buf.p + in->off[i], in->len[i]);
+    dt_close(out);
+    return rc;
+}
+
+/* Strip: up to start leading and stop trailing content characters. */
+static int dec_strip(const al_tok *t, const dec_step *st, const dtoks *in, dtoks *out,
+                     pcre2_match_data *md) {
+    (void)t, (void)md;
+    int rc = AL_OK;
+    for (size_t i = 0; i < in->n && rc == AL_OK; i++) {
+        const char *s = in->buf.p + in->off[i];
+        size_t n = in->len[i], a = 0, b = n;
+        uint32_t cp;
+        int k;
+        for (int c = 0; c < st->start && a < n; c++) {
+            if ((k = tok_utf8_dec((const unsigned char *)s + a, n - a, &cp)) <= 0 || cp != st->rep) break;
+            a += (size_t)k;
+        }
+        for (int c = 0; c < st->stop && b > a; c++) {
+            size_t cs = last_char_start(s, b);
+            if (tok_utf8_dec((const unsigned char *)s + cs, b - cs, &cp) <= 0 || cp != st->rep) break;
+            b = cs;
+        }
+        rc = dt_add(out, s + a, b - a);
+    }
+    return rc;
+}
+
+/* The decoder steps by kind (D_*): each maps the tokens in to out. */
+typedef int (*dec_fn)(const al_tok *t, const dec_step *st, const dtoks *in, dtoks *out, pcre2_match_data *md);
+static const dec_fn DECODERS[] = {
+    [D_BYTELEVEL] = dec_bytelevel, [D_METASPACE] = dec_metaspace, [D_REPLACE] = dec_replace,
+    [D_BYTEFALLBACK] = dec_bytefallback, [D_FUSE] = dec_fuse, [D_STRIP] = dec_strip,
+};
 
 int al_tok_decode(const al_tok *t, const int32_t *ids, int n, int skip_special, char **text,
                   size_t *len) {
@@ -1566,7 +1604,7 @@ int al_tok_decode(const al_tok *t, const int32_t *ids, int n, int skip_special, 
         for (int k = 0; k < t->n_dec && rc == AL_OK; k++) {
             b.n = 0;
             b.buf.n = 0;
-            rc = dec_step_run(t, &t->dec[k], &a, &b, md);
+            rc = DECODERS[t->dec[k].kind](t, &t->dec[k], &a, &b, md);
             dtoks tmp = a;
             a = b;
             b = tmp;
