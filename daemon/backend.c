@@ -37,18 +37,18 @@ static int page_limit(const api_page *pg) { return pg && pg->limit > 0 ? pg->lim
 
 /* ---- readiness and keys -------------------------------------------------------- */
 
-static int be_ready(void *ud, char why[256]) {
+static int be_ready(void *ud, char why[AL_ERRLEN]) {
     backend_ctx *c = ud;
     if (!c->st) {
-        snprintf(why, 256, "database not open");
+        snprintf(why, AL_ERRLEN, "database not open");
         return 0;
     }
     if (!c->sc) {
-        snprintf(why, 256, "workers not started");
+        snprintf(why, AL_ERRLEN, "workers not started");
         return 0;
     }
     if (atomic_load(&c->draining)) {
-        snprintf(why, 256, "shutting down");
+        snprintf(why, AL_ERRLEN, "shutting down");
         return 0;
     }
     why[0] = 0;
@@ -85,7 +85,7 @@ static int file_create_evals(backend_ctx *c, const char *filename, const void *d
     char details[600] = "";
     if (bad) snprintf(details, sizeof details, "%ld of %ld rows are invalid; first: %s", bad, rows, first ? first : "");
     int64_t id;
-    char serr[256];
+    char serr[AL_ERRLEN];
     const char *status = bad ? "error" : "processed";
     int rc = store_file_add(c->st, filename, "evals", data, len, status, details[0] ? details : NULL, rep, 0, &id, serr);
     json_decref(rep);
@@ -147,7 +147,7 @@ static int be_file_create(void *ud, const char *filename, const char *purpose, c
         status = "error";
     }
     int64_t id;
-    char serr[256];
+    char serr[AL_ERRLEN];
     rc = store_file_add(c->st, filename, purpose, data, len, status, details[0] ? details : NULL, rep, 0, &id, serr);
     al_dataset_free(ds);
     if (rc) return api_error_set(e, 500, "server_error", "storage_error", "", "Storing the file failed: %s", serr);
@@ -909,7 +909,7 @@ static int be_model_register(void *ud, const char *name, const char *real_path, 
     if (store_model_get(c->st, name, &m) == STORE_OK)
         return api_error_set(e, 409, "conflict_error", "model_exists", "name", "A model named '%s' exists", name);
     memset(&m, 0, sizeof m);
-    char err[256];
+    char err[AL_ERRLEN];
     if (models_describe(real_path, &m, err))
         return api_error_set(e, 422, INVALID, "invalid_model", "path", "path: not a usable model folder: %s", err);
     snprintf(m.name, sizeof m.name, "%s", name);

@@ -151,7 +151,7 @@ static void to_json_text(json_t *o, char *out, size_t n) {
 
 /* The store row of a Hub snapshot. */
 static int describe(const char *name, const char *repo, const char *rev, const char *commit, const char *dir,
-                    store_model *m, char err[256]) {
+                    store_model *m, char err[AL_ERRLEN]) {
     memset(m, 0, sizeof *m);
     to_json_text(json_pack("{s:s,s:s,s:s,s:s}", "type", "hub", "repo", repo, "revision", rev, "commit", commit),
                  m->source, sizeof m->source);
@@ -170,10 +170,10 @@ static void *download_main(void *arg) {
     o.ud = d;
     o.cancel = &d->cancel;
     hub_result res;
-    char err[512];
+    char err[AL_ERRLEN];
     int rc = hub_pull(d->repo, d->rev, &o, &res, err);
     store_model m;
-    char e2[256] = "";
+    char e2[AL_ERRLEN] = "";
     if (!rc && describe(d->name, d->repo, d->rev, res.commit, res.dir, &m, e2)) {
         rc = HUB_EPROTO;
         snprintf(err, sizeof err, "%.100s@%.100s: the downloaded snapshot is not a usable model: %.250s", d->repo, d->rev, e2);
@@ -248,7 +248,7 @@ static int find_cached(hubmodels *h, const char *repo, const char *rev, char dir
 static int register_cached(hubmodels *h, const char *name, const char *repo, const char *rev, const char *dir,
                            const char *commit, api_error *e) {
     store_model m, old;
-    char err[256];
+    char err[AL_ERRLEN];
     if (describe(name, repo, rev, commit, dir, &m, err))
         return api_error_set(e, 422, INVALID, "invalid_model", "model", "%s: the cached snapshot is not usable: %s",
                              name, err);

@@ -276,7 +276,7 @@ static void register_output(worker *w, const store_run *r, const al_job *job, co
                             char name[256]) {
     store_model m;
     memset(&m, 0, sizeof m);
-    char err[256];
+    char err[AL_ERRLEN];
     name[0] = 0;
     if (!res->output_dir[0] || models_describe(res->output_dir, &m, err)) {
         if (res->output_dir[0]) log_warn("event=output_unregistered job=%s reason=\"%s\"", w->name, err);
@@ -318,7 +318,7 @@ static void register_files(worker *w, const al_train_result *res) {
         al_dataset *ds = NULL;
         const json_t *rep = NULL;
         const char *status = "processed";
-        char details[300] = "";
+        char details[AL_ERRLEN] = "";
         if (len && al_dataset_read_mem(data, len, NULL, NULL, &ds, err) == AL_OK) {
             rep = al_dataset_report(ds);
             if (ds->n_errors || ds->valid_rows == 0) {
@@ -332,7 +332,7 @@ static void register_files(worker *w, const al_train_result *res) {
         const char *base = strrchr(path, '/') ? strrchr(path, '/') + 1 : path;
         const char *purpose = res->output_files[i].purpose[0] ? res->output_files[i].purpose : "fine-tune-results";
         int64_t fid = 0;
-        char serr[256];
+        char serr[AL_ERRLEN];
         if (store_file_add(w->s->st, base, purpose, data, len, status, details[0] ? details : NULL, rep, w->job, &fid,
                            serr) == STORE_OK)
             store_job_event(w->s->st, w->job, "info", "message", NULL, "Result file %s: %s (%s, %zu bytes)",

@@ -247,17 +247,17 @@ static int user_version(sqlite3 *db) {
     return v;
 }
 
-static int migrate(sqlite3 *db, const char *dir, int *version, char err[512]) {
+static int migrate(sqlite3 *db, const char *dir, int *version, char err[AL_ERRLEN]) {
     mig m[256];
     int n = list_migrations(dir, m, 256);
     if (n < 0) {
-        snprintf(err, 512, "migrations directory %s: %s", dir, strerror(errno));
+        snprintf(err, AL_ERRLEN, "migrations directory %s: %s", dir, strerror(errno));
         return STORE_EIO;
     }
     int v = user_version(db);
     int latest = n ? m[n - 1].num : 0;
     if (v > latest) {
-        snprintf(err, 512,
+        snprintf(err, AL_ERRLEN,
                  "database schema version %d is newer than this alignd supports (%d): it was written by a "
                  "newer alignd; run that version or restore a backup of the state directory", v, latest);
         return STORE_ESTATE;
@@ -268,7 +268,7 @@ static int migrate(sqlite3 *db, const char *dir, int *version, char err[512]) {
         size_t len;
         snprintf(path, sizeof path, "%s/%s", dir, m[i].name);
         if (al_file_read(path, 16 << 20, &sql, &len, e2)) {
-            snprintf(err, 512, "migration %.200s: %.250s", m[i].name, e2);
+            snprintf(err, AL_ERRLEN, "migration %.200s: %.250s", m[i].name, e2);
             return STORE_EIO;
         }
         char *msg = NULL, pragma[64];
@@ -279,7 +279,7 @@ static int migrate(sqlite3 *db, const char *dir, int *version, char err[512]) {
         if (rc == SQLITE_OK) rc = sqlite3_exec(db, "COMMIT", NULL, NULL, &msg);
         free(sql);
         if (rc != SQLITE_OK) {
-            snprintf(err, 512, "migration %.200s failed: %.250s", m[i].name, msg ? msg : sqlite3_errmsg(db));
+            snprintf(err, AL_ERRLEN, "migration %.200s failed: %.250s", m[i].name, msg ? msg : sqlite3_errmsg(db));
             sqlite3_free(msg);
             sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
             return STORE_EIO;
@@ -291,15 +291,15 @@ static int migrate(sqlite3 *db, const char *dir, int *version, char err[512]) {
     return STORE_OK;
 }
 
-int store_open(store **out, const char *state_dir, const char *migrations_dir, char err[512]) {
+int store_open(store **out, const char *state_dir, const char *migrations_dir, char err[AL_ERRLEN]) {
     char e2[AL_ERRLEN];
     if (al_mkdir_p(state_dir, e2)) {
-        snprintf(err, 512, "state directory: %s", e2);
+        snprintf(err, AL_ERRLEN, "state directory: %.490s", e2);
         return STORE_EIO;
     }
     store *s = calloc(1, sizeof *s);
     if (!s) {
-        snprintf(err, 512, "out of memory");
+        snprintf(err, AL_ERRLEN, "out of memory");
         return STORE_EIO;
     }
     snprintf(s->dir, sizeof s->dir, "%s", state_dir);
@@ -320,7 +320,7 @@ int store_open(store **out, const char *state_dir, const char *migrations_dir, c
     int rc = sqlite3_open_v2(path, &s->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL);
     s->w.db = s->db;
     if (rc != SQLITE_OK) {
-        snprintf(err, 512, "%.300s: %.200s", path, s->db ? sqlite3_errmsg(s->db) : "cannot open");
+        snprintf(err, AL_ERRLEN, "%.300s: %.200s", path, s->db ? sqlite3_errmsg(s->db) : "cannot open");
         store_close(s);
         return STORE_EIO;
     }
@@ -332,7 +332,7 @@ int store_open(store **out, const char *state_dir, const char *migrations_dir, c
                              "PRAGMA wal_autocheckpoint=256; PRAGMA journal_size_limit=4194304;",
                       NULL, NULL, &msg);
     if (rc != SQLITE_OK) {
-        snprintf(err, 512, "%.300s: %.200s", path, msg ? msg : sqlite3_errmsg(s->db));
+        snprintf(err, AL_ERRLEN, "%.300s: %.200s", path, msg ? msg : sqlite3_errmsg(s->db));
         sqlite3_free(msg);
         store_close(s);
         return STORE_EIO;
@@ -342,7 +342,7 @@ int store_open(store **out, const char *state_dir, const char *migrations_dir, c
         return rc;
     }
     if (sqlite3_open_v2(path, &s->r.db, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX, NULL) != SQLITE_OK) {
-        snprintf(err, 512, "%.300s: %.200s", path, s->r.db ? sqlite3_errmsg(s->r.db) : "cannot open");
+        snprintf(err, AL_ERRLEN, "%.300s: %.200s", path, s->r.db ? sqlite3_errmsg(s->r.db) : "cannot open");
         store_close(s);
         return STORE_EIO;
     }
@@ -448,11 +448,11 @@ static const char SQL_FILE_INS[] =
 
 int store_file_add(store *s, const char *filename, const char *purpose, const void *data, size_t len,
                    const char *status, const char *details, const json_t *validation, int64_t job_id,
-                   int64_t *id, char err[256]) {
+                   int64_t *id, char err[AL_ERRLEN]) {
     unsigned char h[32];
     char hex[65], path[STORE_PATH], dir[STORE_PATH], e2[AL_ERRLEN];
     if (store_sha256(data, len, h)) {
-        snprintf(err, 256, "sha256 failed");
+        snprintf(err, AL_ERRLEN, "sha256 failed");
         return STORE_EIO;
     }
     store_hex(h, 32, hex);
@@ -461,7 +461,7 @@ int store_file_add(store *s, const char *filename, const char *purpose, const vo
     /* content-addressed: an existing blob already holds these bytes */
     if (!al_file_exists(path)) {
         if (al_mkdir_p(dir, e2) || al_file_write_atomic(path, data, len, e2)) {
-            snprintf(err, 256, "storing the file: %.200s", e2);
+            snprintf(err, AL_ERRLEN, "storing the file: %.200s", e2);
             return STORE_EIO;
         }
     }
@@ -472,7 +472,7 @@ int store_file_add(store *s, const char *filename, const char *purpose, const vo
     if (!rc) *id = sqlite3_last_insert_rowid(s->db);
     UNLOCK();
     free(val);
-    if (rc) snprintf(err, 256, "database write failed");
+    if (rc) snprintf(err, AL_ERRLEN, "database write failed");
     return rc;
 }
 
@@ -1845,7 +1845,7 @@ static int move_strings(json_t *v, const char *old, const char *cur) {
     return n;
 }
 
-int store_relocate(store *s, const char *key, const char *old, const char *cur, int *moved, char err[512]) {
+int store_relocate(store *s, const char *key, const char *old, const char *cur, int *moved, char err[AL_ERRLEN]) {
     int n = 0, rc;
     LOCK();
     if ((rc = tx_begin(s))) goto out;
@@ -1889,7 +1889,7 @@ int store_relocate(store *s, const char *key, const char *old, const char *cur, 
     if (!rc) rc = tx_commit(s);
     else tx_rollback(s);
 out:
-    if (rc) snprintf(err, 512, "recording where %s is: %s", key, sqlite3_errmsg(s->db));
+    if (rc) snprintf(err, AL_ERRLEN, "recording where %s is: %s", key, sqlite3_errmsg(s->db));
     else feed_bump(s);
     UNLOCK();
     jc_drop(s, 0);

@@ -17,9 +17,9 @@
  * samples, status changes) take the next per-job `seq` in the same
  * transaction and wake store_feed_wait's waiters.
  *
- * Return codes: 0 ok, STORE_ENOTFOUND, STORE_ESTATE (a status transition not
- * allowed from the current status), STORE_EIO (SQLite or disk; reason in
- * err / the log). JSON getters return a new reference or NULL when absent. */
+ * Return codes: STORE_OK, STORE_ENOTFOUND, STORE_ESTATE (a status transition
+ * not allowed from the current status), STORE_EIO (SQLite or disk; reason in
+ * err / the log), STORE_EINUSE (below). JSON getters return a new reference or NULL when absent. */
 #ifndef DAEMON_STORE_H
 #define DAEMON_STORE_H
 
@@ -27,15 +27,24 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "al.h"
+
 #define STORE_PATH 4096
-enum { STORE_OK = 0, STORE_ENOTFOUND = -1, STORE_ESTATE = -2, STORE_EIO = -3, STORE_EINUSE = -4 };
+/* The store's error space (lib/al.h lists every layer's): never an errno value. */
+enum {
+    STORE_OK = 0,
+    STORE_ENOTFOUND = -2000, /* no such row */
+    STORE_ESTATE = -2001,    /* the row's status does not allow the change */
+    STORE_EIO = -2002,       /* SQLite or the disk failed (reason in err or the log) */
+    STORE_EINUSE = -2003,    /* a live job uses what was to be deleted */
+};
 
 typedef struct store store;
 
 /* Opens (creating) <state_dir>/alignd.db and migrates it with the .sql files
  * of migrations_dir. err: "database schema version 7 is newer than this
  * alignd supports (3): ..." and the like. */
-int store_open(store **out, const char *state_dir, const char *migrations_dir, char err[512]);
+int store_open(store **out, const char *state_dir, const char *migrations_dir, char err[AL_ERRLEN]);
 void store_close(store *s);
 int store_version(store *s);
 /* Highest NNNN among migrations_dir's files, or -1 when unreadable. */
@@ -54,7 +63,7 @@ void store_feed_kick(store *s);
  * the report (borrowed, may be NULL); job_id 0 for uploads. */
 int store_file_add(store *s, const char *filename, const char *purpose, const void *data, size_t len,
                    const char *status, const char *details, const json_t *validation, int64_t job_id,
-                   int64_t *id, char err[256]);
+                   int64_t *id, char err[AL_ERRLEN]);
 json_t *store_file_json(store *s, int64_t id);
 json_t *store_file_list(store *s, int64_t after, int limit, const char *purpose);
 /* status ("processed"/"error") and the blob's path. */
@@ -198,7 +207,7 @@ int store_location(store *s, const char *key, char path[STORE_PATH]);
  * cur: models, checkpoints, jobs' output and resume folders and the paths in
  * their trainer descriptions. One transaction; moved receives the rows
  * changed. */
-int store_relocate(store *s, const char *key, const char *old, const char *cur, int *moved, char err[512]);
+int store_relocate(store *s, const char *key, const char *old, const char *cur, int *moved, char err[AL_ERRLEN]);
 
 /* ---- API keys ---- */
 int store_key_add(store *s, const char *name, const unsigned char hash[32], int read_only, int64_t *id);

@@ -22,6 +22,7 @@ const char *al_strerror(int rc) {
     case AL_ENAN: return "non-finite value";
     case AL_EUNSUP: return "unsupported";
     case AL_ERANGE: return "out of range";
+    case AL_EPAUSED: return "paused";
     default: return rc < 0 ? strerror(-rc) : "unknown";
     }
 }

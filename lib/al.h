@@ -10,7 +10,22 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define AL_ERRLEN 256
+/* Error spaces. A function that returns int returns 0 (AL_OK, STORE_OK, ...)
+ * on success and a negative code on failure, from its layer's space. The
+ * spaces never overlap, so a code passed up a layer keeps its meaning:
+ *
+ *   -1 .. -999      errno values, negated (AL_ENOMEM = -ENOMEM, ...): any layer
+ *   -1000 .. -1999  lib/: the domain codes below
+ *   -2000 .. -2099  daemon/store.h: STORE_E*
+ *   -2100 .. -2199  daemon/hub.h: HUB_E* (hub_strerror names them for the API)
+ *
+ * api/ has no codes: its functions return -1 with an api_error (the HTTP
+ * status and OpenAI's error fields, api/backend.h).
+ *
+ * The reason of a failure is one line in a buffer of AL_ERRLEN bytes: every
+ * layer's messages (lib's, the store's, the Hub client's, the API's) use this
+ * one size. */
+#define AL_ERRLEN 512
 
 enum {
     AL_OK = 0,
@@ -25,9 +40,11 @@ enum {
     AL_ENAN = -1002,    /* a loss or gradient is not finite */
     AL_EUNSUP = -1003,  /* well-formed, but a feature we do not implement */
     AL_ERANGE = -1004,  /* a value outside its allowed range */
+    AL_EPAUSED = -1005, /* a run stopped at a checkpoint because it was asked to pause */
 };
 
-/* Name of a return code ("AL_EFORMAT", "ENOMEM", ...). Never NULL. */
+/* A short description of a return code: every AL_E* above by its own
+ * wording ("malformed input"), other errno values by strerror. Never NULL. */
 const char *al_strerror(int rc);
 
 /* Formats a one-line reason into err (may be NULL) and returns rc, so that

@@ -14,6 +14,7 @@
 
 #include "daemon/backend.h"
 #include "daemon/config.h"
+#include "daemon/hub.h"
 #include "daemon/log.h"
 #include "daemon/models.h"
 #include "daemon/store.h"
@@ -25,7 +26,7 @@ static char g_mig[4096];
 static void migrations_dir(void) {
     daemon_cfg c;
     int chk;
-    char err[512];
+    char err[AL_ERRLEN];
     T_OK(config_load(&c, 0, NULL, &chk, err));
     snprintf(g_mig, sizeof g_mig, "%s", c.migrations_dir);
 }
@@ -33,12 +34,27 @@ static void migrations_dir(void) {
 static store *open_fresh(const char *name) {
     char dir[2048];
     snprintf(dir, sizeof dir, "%s/%s", t_tmpdir(), name);
-    char err[512] = "";
+    char err[AL_ERRLEN] = "";
     store *s = NULL;
     int rc = store_open(&s, dir, g_mig, err);
     if (rc) fprintf(stderr, "store_open: %s\n", err);
     T_OK(rc);
     return s;
+}
+
+/* The daemon's codes stay in their own ranges of lib/al.h's error space:
+ * never an errno value, never a lib/ code, never each other's. */
+static void test_error_codes(void) {
+    const int store_codes[] = {STORE_ENOTFOUND, STORE_ESTATE, STORE_EIO, STORE_EINUSE};
+    const int hub_codes[] = {HUB_EINVAL, HUB_ENOTFOUND, HUB_EGATED, HUB_EOFFLINE, HUB_ENET,
+                             HUB_EPROTO, HUB_ECHECKSUM, HUB_EIO, HUB_ECANCELED, HUB_ENOWEIGHTS};
+    for (size_t i = 0; i < sizeof store_codes / sizeof *store_codes; i++)
+        T_TRUE(store_codes[i] <= -2000 && store_codes[i] > -2100);
+    for (size_t i = 0; i < sizeof hub_codes / sizeof *hub_codes; i++) {
+        T_TRUE(hub_codes[i] <= -2100 && hub_codes[i] > -2200);
+        T_TRUE(strcmp(hub_strerror(hub_codes[i]), "error"));
+        for (size_t j = 0; j < i; j++) T_TRUE(strcmp(hub_strerror(hub_codes[i]), hub_strerror(hub_codes[j])));
+    }
 }
 
 static void test_migrations(void) {
@@ -67,7 +83,7 @@ static void test_migrations(void) {
     snprintf(sql, sizeof sql, "PRAGMA user_version = %d", latest + 5);
     T_EQ_INT(sqlite3_exec(db, sql, NULL, NULL, NULL), SQLITE_OK);
     sqlite3_close(db);
-    char err[512] = "", dir[2048];
+    char err[AL_ERRLEN] = "", dir[2048];
     snprintf(dir, sizeof dir, "%s/mig", t_tmpdir());
     store *s2 = NULL;
     T_EQ_INT(store_open(&s2, dir, g_mig, err), STORE_ESTATE);
@@ -102,7 +118,7 @@ static void test_files(void) {
     store *s = open_fresh("files");
     const char *a = "{\"text\":\"hello\"}\n";
     int64_t id1, id2, id3;
-    char err[256];
+    char err[AL_ERRLEN];
     T_OK(store_file_add(s, "a.jsonl", "fine-tune", a, strlen(a), "processed", NULL, NULL, 0, &id1, err));
     T_OK(store_file_add(s, "b.jsonl", "fine-tune", a, strlen(a), "processed", NULL, NULL, 0, &id2, err));
     T_OK(store_file_add(s, "c.jsonl", "fine-tune", "x", 1, "error", "bad", NULL, 0, &id3, err));
@@ -287,7 +303,7 @@ static void test_jobs(void) {
  * recorded either way. */
 static void test_locations(void) {
     store *s = open_fresh("locations");
-    char err[512], path[STORE_PATH];
+    char err[AL_ERRLEN], path[STORE_PATH];
     int moved = -1;
     T_EQ_INT(store_location(s, "state_dir", path), STORE_ENOTFOUND);
     T_OK(store_relocate(s, "state_dir", NULL, "/x/state", &moved, err));
@@ -409,13 +425,13 @@ static void test_backend(void) {
     snprintf(models, sizeof models, "%s/models", dir);
     T_OK(dd_sh("mkdir -p '%s' && '%s' init-model --arch gpt2 --layers 1 --hidden 16 --heads 2 --context 64 "
                "--out '%s/tiny' > /dev/null", models, dd_bin(), models));
-    char err[512];
+    char err[AL_ERRLEN];
     memset(&g_ctx, 0, sizeof g_ctx);
     T_OK(store_open(&g_ctx.st, dir, g_mig, err));
     snprintf(g_ctx.jobs_dir, sizeof g_ctx.jobs_dir, "%s/jobs", dir);
     backend_init(&g_be, &g_ctx);
     T_EQ_INT(models_scan(g_ctx.st, models), 1);
-    char why[256];
+    char why[AL_ERRLEN];
     T_EQ_INT(g_be.ready(g_be.ud, why), 0); /* no workers in this test */
     T_EQ_INT(g_be.auth_required(g_be.ud), 0);
 
@@ -566,7 +582,7 @@ static void test_models_scan(void) {
                "\"$(printf '%%0200d' 0)\"; do cp -r -- tiny \"$n\"; done && mkdir fifo && mkfifo fifo/config.json "
                "&& cp -r tiny '%s/far' && ln -s '%s/far' escape && ln -s tiny inside",
                models, outside, outside));
-    char err[512];
+    char err[AL_ERRLEN];
     store *st = NULL;
     T_OK(store_open(&st, dir, g_mig, err));
     /* "taken" is registered elsewhere; a job's output owns "ft:tiny:ftjob-1" */
@@ -622,7 +638,7 @@ static void test_admission(void) {
     snprintf(models, sizeof models, "%s/models", dir);
     T_OK(dd_sh("rm -rf '%s' && mkdir -p '%s' && '%s' init-model --arch gpt2 --layers 1 --hidden 16 --heads 2 "
                "--context 64 --out '%s/tiny' > /dev/null", dir, models, dd_bin(), models));
-    char err[512];
+    char err[AL_ERRLEN];
     backend_ctx ctx;
     api_backend be;
     memset(&ctx, 0, sizeof ctx);
@@ -657,7 +673,7 @@ static void test_admission(void) {
 }
 
 static void test_config(void) {
-    char path[2048], err[512];
+    char path[2048], err[AL_ERRLEN];
     snprintf(path, sizeof path, "%s/alignd.conf", t_tmpdir());
     FILE *f = fopen(path, "w");
     fputs("# a comment\nworkers = 3\nlisten = \"0.0.0.0:9000\"\nmemory_limit = 2G\nmax_upload=64M\n", f);
@@ -692,6 +708,7 @@ static void test_config(void) {
 int main(void) {
     log_init(LOG_LVL_WARN);
     migrations_dir();
+    test_error_codes();
     test_migrations();
     test_files();
     test_jobs();
