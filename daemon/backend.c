@@ -14,6 +14,7 @@
 #include "log.h"
 #include "model/hfcache.h"
 #include "models.h"
+#include "objects.h"
 #include "text/dataset.h"
 #include "train/bench.h"
 #include "train/estimate.h"
@@ -27,6 +28,16 @@ static int not_found(api_error *e, const char *what, const char *id) {
 
 static int server_error(api_error *e, const char *what) {
     return api_error_set(e, 500, "server_error", "internal_error", "", "%s failed; see the daemon's log", what);
+}
+
+/* "ftjob-1, ftjob-2": the jobs in a refusal's message, as many as fit in
+ * about 200 characters. Returns out. */
+static const char *job_ids_text(const int64_t *ids, int n, char out[256]) {
+    size_t len = 0;
+    out[0] = 0;
+    for (int i = 0; i < n && len < 200; i++)
+        len += (size_t)snprintf(out + len, 256 - len, "%s%s", i ? ", " : "", api_id(API_ID_JOB, ids[i]).s);
+    return out;
 }
 
 static int64_t page_after(const api_page *pg, api_id_kind kind) {
@@ -91,7 +102,7 @@ static int file_create_evals(backend_ctx *c, const char *filename, const void *d
     json_decref(rep);
     if (rc) return api_error_set(e, 500, "server_error", "storage_error", "", "Storing the file failed: %s", serr);
     log_info("event=file_created id=%s bytes=%zu status=%s purpose=evals", api_id(API_ID_FILE, id).s, len, status);
-    *out = store_file_json(c->st, id);
+    *out = objects_file_get(c->st, id);
     return *out ? 0 : server_error(e, "Reading the file back");
 }
 
@@ -152,19 +163,22 @@ static int be_file_create(void *ud, const char *filename, const char *purpose, c
     al_dataset_free(ds);
     if (rc) return api_error_set(e, 500, "server_error", "storage_error", "", "Storing the file failed: %s", serr);
     log_info("event=file_created id=%s bytes=%zu status=%s", api_id(API_ID_FILE, id).s, len, status);
-    *out = store_file_json(c->st, id);
+    *out = objects_file_get(c->st, id);
     return *out ? 0 : server_error(e, "Reading the file back");
 }
 
 static int be_file_list(void *ud, const api_page *pg, const char *purpose, json_t **out, api_error *e) {
-    (void)e;
-    *out = store_file_list(((backend_ctx *)ud)->st, page_after(pg, API_ID_FILE), page_limit(pg), purpose);
+    store_rows r;
+    if (store_file_page(((backend_ctx *)ud)->st, page_after(pg, API_ID_FILE), page_limit(pg), purpose, &r))
+        return server_error(e, "Listing the files");
+    *out = objects_file_list(&r);
+    store_rows_free(&r);
     return 0;
 }
 
 static int be_file_get(void *ud, const char *id, json_t **out, api_error *e) {
     int64_t n = api_id_parse(API_ID_FILE, id);
-    json_t *o = n ? store_file_json(((backend_ctx *)ud)->st, n) : NULL;
+    json_t *o = n ? objects_file_get(((backend_ctx *)ud)->st, n) : NULL;
     if (!o) return not_found(e, "file", id);
     *out = o;
     return 0;
@@ -185,7 +199,7 @@ static int be_file_delete(void *ud, const char *id, json_t **out, api_error *e) 
         return api_error_set(e, 409, "conflict_error", "file_in_use", "", "File %s is used by %s", id,
                              api_id(API_ID_JOB, user).s);
     if (rc) return server_error(e, "Deleting the file");
-    *out = json_pack("{s:s, s:s, s:b}", "id", id, "object", "file", "deleted", 1);
+    *out = objects_deleted(id, "file");
     return 0;
 }
 
@@ -225,11 +239,12 @@ static int resolve_model(backend_ctx *c, const char *ref, const char *param, cha
                                      param, jid, step);
             return 0;
         }
-        json_t *j = store_job_json(c->st, n);
-        if (!j) return api_error_set(e, 400, INVALID, "model_not_found", param, "%s: no job %s", param, jid);
-        const char *ft = json_string_value(json_object_get(j, "fine_tuned_model"));
+        store_rows j;
+        if (store_job_read(c->st, n, &j))
+            return api_error_set(e, 400, INVALID, "model_not_found", param, "%s: no job %s", param, jid);
+        const char *ft = ((const store_job_row *)j.v)->fine_tuned_model;
         int ok = ft && store_model_get(c->st, ft, &m) == STORE_OK;
-        json_decref(j);
+        store_rows_free(&j);
         if (!ok)
             return api_error_set(e, 422, INVALID, "model_not_ready", param, "%s: %s has no output model yet",
                                  param, jid);
@@ -646,19 +661,23 @@ static int be_job_create(void *ud, const json_t *body, json_t **out, api_error *
     log_info("event=job_created job=%s method=%s steps=%ld memory_mib=%.1f", api_id(API_ID_JOB, id).s, method,
              est.steps, (double)est.memory_bytes / 1048576.0);
     if (c->sc) sched_wake(c->sc);
-    *out = store_job_json(c->st, id);
+    *out = objects_job_get(c->st, id);
     return *out ? 0 : server_error(e, "Reading the job back");
 }
 
 static int be_job_list(void *ud, const api_page *pg, const char *status, json_t **out, api_error *e) {
-    (void)e;
-    *out = store_job_list(((backend_ctx *)ud)->st, page_after(pg, API_ID_JOB), page_limit(pg), status);
+    store_rows r;
+    if (store_job_page(((backend_ctx *)ud)->st, page_after(pg, API_ID_JOB), page_limit(pg), status, NULL, NULL, &r))
+        return server_error(e, "Listing the jobs");
+    *out = objects_job_list(&r);
+    store_rows_free(&r);
     return 0;
 }
 
 static int be_job_list_text(void *ud, const api_page *pg, const char *status, char **text, size_t *len,
                             api_error *e) {
-    if (store_job_list_text(((backend_ctx *)ud)->st, page_after(pg, API_ID_JOB), page_limit(pg), status, text, len))
+    backend_ctx *c = ud;
+    if (objects_jobs_text(c->jobs_cache, c->st, page_after(pg, API_ID_JOB), page_limit(pg), status, text, len))
         return server_error(e, "Listing the jobs");
     return 0;
 }
@@ -674,7 +693,7 @@ static int be_job_get(void *ud, const char *id, json_t **out, api_error *e) {
     backend_ctx *c = ud;
     int64_t n;
     if (job_id(c, id, &n, e)) return -1;
-    *out = store_job_json(c->st, n);
+    *out = objects_job_get(c->st, n);
     return *out ? 0 : not_found(e, "job", id);
 }
 
@@ -723,7 +742,7 @@ static int be_job_action(void *ud, const char *id, const char *action, json_t **
         return api_error_set(e, 409, "conflict_error", "invalid_state", "", "Job %s is %s; it cannot %s", id, st,
                              action);
     if (rc) return server_error(e, "Updating the job");
-    *out = store_job_json(c->st, n);
+    *out = objects_job_get(c->st, n);
     return *out ? 0 : not_found(e, "job", id);
 }
 
@@ -732,21 +751,23 @@ static int be_job_delete(void *ud, const char *id, json_t **out, api_error *e) {
     int64_t n;
     if (job_id(c, id, &n, e)) return -1;
     char dir[STORE_PATH] = "", users[256] = "", err[AL_ERRLEN], q[600];
-    int rc = store_job_delete(c->st, n, dir, users);
+    int64_t uid[STORE_USERS_MAX];
+    int nu = 0;
+    int rc = store_job_delete(c->st, n, dir, uid, &nu);
     if (rc == STORE_ENOTFOUND) return not_found(e, "job", id);
     if (rc == STORE_ESTATE)
         return api_error_set(e, 409, "conflict_error", "invalid_state", "",
                              "Job %s has not finished; cancel it first", id);
     if (rc == STORE_EINUSE)
         return api_error_set(e, 409, "conflict_error", "model_in_use", "",
-                             "Job %s's model or checkpoints are used by %s", id, users);
+                             "Job %s's model or checkpoints are used by %s", id, job_ids_text(uid, nu, users));
     if (rc) return server_error(e, "Deleting the job");
     /* its folder is below the jobs folder: nothing else is removed */
     size_t jl = strlen(c->jobs_dir);
     if (dir[0] && !strncmp(dir, c->jobs_dir, jl) && dir[jl] == '/' && al_rmtree(dir, err))
         log_warn("event=job_files_remove_failed job=%s reason=%s", id, log_quote(q, sizeof q, err));
     log_info("event=job_deleted job=%s", id);
-    *out = json_pack("{s:s, s:s, s:b}", "id", id, "object", "fine_tuning.job", "deleted", 1);
+    *out = objects_deleted(id, "fine_tuning.job");
     return 0;
 }
 
@@ -754,7 +775,11 @@ static int be_job_events(void *ud, const char *id, const api_page *pg, json_t **
     backend_ctx *c = ud;
     int64_t n;
     if (job_id(c, id, &n, e)) return -1;
-    *out = store_job_events(c->st, n, page_after(pg, API_ID_EVENT), page_limit(pg));
+    store_rows r;
+    if (store_job_event_page(c->st, n, page_after(pg, API_ID_EVENT), page_limit(pg), &r))
+        return server_error(e, "Reading the events");
+    *out = objects_event_list(&r);
+    store_rows_free(&r);
     return 0;
 }
 
@@ -763,7 +788,10 @@ static int be_job_metrics(void *ud, const char *id, const char *keys, long after
     backend_ctx *c = ud;
     int64_t n;
     if (job_id(c, id, &n, e)) return -1;
-    *out = store_job_metrics(c->st, n, keys, after_step, max_points);
+    store_rows r;
+    if (store_job_metric_rows(c->st, n, keys, after_step, &r)) return server_error(e, "Reading the metrics");
+    *out = objects_metrics_list(&r, max_points);
+    store_rows_free(&r);
     return 0;
 }
 
@@ -771,7 +799,11 @@ static int be_job_samples(void *ud, const char *id, long after_step, int limit, 
     backend_ctx *c = ud;
     int64_t n;
     if (job_id(c, id, &n, e)) return -1;
-    *out = store_job_samples(c->st, n, after_step, limit > 0 ? limit : 20);
+    store_rows r;
+    if (store_job_sample_page(c->st, n, after_step, limit > 0 ? limit : 20, &r))
+        return server_error(e, "Reading the samples");
+    *out = objects_sample_list(&r);
+    store_rows_free(&r);
     return 0;
 }
 
@@ -779,7 +811,11 @@ static int be_job_checkpoints(void *ud, const char *id, const api_page *pg, json
     backend_ctx *c = ud;
     int64_t n;
     if (job_id(c, id, &n, e)) return -1;
-    *out = store_job_checkpoints(c->st, n, page_after(pg, API_ID_CHECKPOINT), page_limit(pg));
+    store_rows r;
+    if (store_job_checkpoint_page(c->st, n, page_after(pg, API_ID_CHECKPOINT), page_limit(pg), &r))
+        return server_error(e, "Reading the checkpoints");
+    *out = objects_checkpoint_list(&r);
+    store_rows_free(&r);
     return 0;
 }
 
@@ -787,7 +823,10 @@ static int be_job_eval_results(void *ud, const char *id, json_t **out, api_error
     backend_ctx *c = ud;
     int64_t n;
     if (job_id(c, id, &n, e)) return -1;
-    *out = store_job_eval_results(c->st, n);
+    store_rows r;
+    if (store_job_eval_rows(c->st, n, &r)) return server_error(e, "Reading the eval results");
+    *out = objects_eval_list(&r);
+    store_rows_free(&r);
     return 0;
 }
 
@@ -806,19 +845,23 @@ static int be_job_feed(void *ud, const char *id, int64_t after_seq, int max, int
     double end = mono_ms() + (timeout_ms > 0 ? timeout_ms : 0);
     for (;;) {
         uint64_t ver = store_feed_version(c->st);
-        json_t *got;
+        store_rows got;
+        const store_job_row *job;
         int64_t last;
         int final;
-        if (store_job_feed(c->st, n, after_seq, max, &got, &last, &final)) return not_found(e, "job", id);
-        size_t k = json_array_size(got);
-        int64_t upto = k ? json_integer_value(json_object_get(json_array_get(got, k - 1), "seq")) : after_seq;
+        int rc = store_job_feed(c->st, n, after_seq, max, &got, &last, &final, &job);
+        if (rc == STORE_ENOTFOUND) return not_found(e, "job", id);
+        if (rc) return server_error(e, "Reading the feed");
+        int k = got.n;
+        int64_t upto = k ? ((const store_feed_item *)got.v)[k - 1].seq : after_seq;
         *finished = final && upto >= last;
         double left = end - mono_ms();
         if (k || *finished || left <= 0 || atomic_load(&c->draining)) {
-            *items = got;
+            *items = objects_feed(&got, job);
+            store_rows_free(&got);
             return 0;
         }
-        json_decref(got);
+        store_rows_free(&got);
         store_feed_wait(c->st, ver, (int)(left < 1000 ? left + 1 : 1000));
     }
 }
@@ -827,11 +870,12 @@ static int be_job_feed_last(void *ud, const char *id, int64_t *last_seq, api_err
     backend_ctx *c = ud;
     int64_t n, last = 0;
     if (job_id(c, id, &n, e)) return -1;
-    json_t *none = NULL;
+    store_rows none;
+    const store_job_row *job;
     int final;
     /* after INT64_MAX: no items, only the job's latest seq */
-    if (store_job_feed(c->st, n, INT64_MAX, 1, &none, &last, &final)) return not_found(e, "job", id);
-    json_decref(none);
+    if (store_job_feed(c->st, n, INT64_MAX, 1, &none, &last, &final, &job)) return not_found(e, "job", id);
+    store_rows_free(&none);
     *last_seq = last;
     return 0;
 }
@@ -841,8 +885,11 @@ static int be_job_feed_last(void *ud, const char *id, int64_t *last_seq, api_err
 static void with_download(backend_ctx *c, json_t *m);
 
 static int be_model_list(void *ud, const api_page *pg, json_t **out, api_error *e) {
-    (void)e;
-    *out = store_model_list(((backend_ctx *)ud)->st, pg ? pg->after : NULL, page_limit(pg));
+    store_rows r;
+    if (store_model_page(((backend_ctx *)ud)->st, pg ? pg->after : NULL, page_limit(pg), &r))
+        return server_error(e, "Listing the models");
+    *out = objects_model_list(&r);
+    store_rows_free(&r);
     size_t i;
     json_t *m;
     json_array_foreach(json_object_get(*out, "data"), i, m) with_download(ud, m);
@@ -858,7 +905,7 @@ static void with_download(backend_ctx *c, json_t *m) {
 }
 
 static int be_model_get(void *ud, const char *id, json_t **out, api_error *e) {
-    json_t *o = store_model_json(((backend_ctx *)ud)->st, id);
+    json_t *o = objects_model_get(((backend_ctx *)ud)->st, id);
     if (!o) return not_found(e, "model", id);
     with_download(ud, o);
     *out = o;
@@ -915,18 +962,21 @@ static int be_model_register(void *ud, const char *name, const char *real_path, 
     snprintf(m.name, sizeof m.name, "%s", name);
     snprintf(m.owned_by, sizeof m.owned_by, "alignd");
     if (store_model_put(c->st, &m)) return server_error(e, "Registering the model");
-    *out = store_model_json(c->st, name);
+    *out = objects_model_get(c->st, name);
     return *out ? 0 : server_error(e, "Reading the model back");
 }
 
 static int be_model_delete(void *ud, const char *id, json_t **out, api_error *e) {
     char users[256];
-    int rc = store_model_delete(((backend_ctx *)ud)->st, id, users);
+    int64_t uid[STORE_USERS_MAX];
+    int nu = 0;
+    int rc = store_model_delete(((backend_ctx *)ud)->st, id, uid, &nu);
     if (rc == STORE_ENOTFOUND) return not_found(e, "model", id);
     if (rc == STORE_EINUSE)
-        return api_error_set(e, 409, "conflict_error", "model_in_use", "", "Model '%s' is used by %s", id, users);
+        return api_error_set(e, 409, "conflict_error", "model_in_use", "", "Model '%s' is used by %s", id,
+                             job_ids_text(uid, nu, users));
     if (rc) return server_error(e, "Deleting the model");
-    *out = json_pack("{s:s, s:s, s:b}", "id", id, "object", "model", "deleted", 1);
+    *out = objects_deleted(id, "model");
     return 0;
 }
 
@@ -944,7 +994,9 @@ static int be_model_path(void *ud, const char *id, char dir[API_PATH_MAX], api_e
 
 static int be_stats(void *ud, json_t **out) {
     backend_ctx *c = ud;
-    json_t *o = store_stats(c->st);
+    store_stats st;
+    if (store_stats_read(c->st, &st)) memset(&st, 0, sizeof st);
+    json_t *o = objects_stats(&st);
     json_object_set_new(o, "model_memory_bytes", json_integer(0));
     json_object_set_new(o, "workers", json_integer(c->sc ? sched_workers(c->sc) : 0));
     json_object_set_new(o, "workers_busy", json_integer(c->sc ? sched_busy(c->sc) : 0));
@@ -955,6 +1007,7 @@ static int be_stats(void *ud, json_t **out) {
 void backend_init(api_backend *be, backend_ctx *ctx) {
     memset(be, 0, sizeof *be);
     be->ud = ctx;
+    ctx->jobs_cache = objects_cache_new(); /* NULL: lists are built without it */
     be->ready = be_ready;
     be->auth_required = be_auth_required;
     be->auth_check = be_auth_check;
@@ -986,4 +1039,9 @@ void backend_init(api_backend *be, backend_ctx *ctx) {
     be->model_events = be_model_events;
     be->model_feed = be_model_feed;
     be->stats = be_stats;
+}
+
+void backend_deinit(backend_ctx *ctx) {
+    objects_cache_free(ctx->jobs_cache);
+    ctx->jobs_cache = NULL;
 }

@@ -15,6 +15,7 @@
 #include "hub.h"
 #include "log.h"
 #include "models.h"
+#include "objects.h"
 
 #define INVALID "invalid_request_error"
 #define MAX_ITEMS 256 /* events kept per download (progress items are thinned) */
@@ -197,7 +198,7 @@ static void *download_main(void *arg) {
         log_info("event=hub_download_done model=%s commit=%s bytes=%lld", d->name, res.commit,
                  (long long)res.downloaded);
     }
-    json_t *model = store_model_json(h->st, d->name);
+    json_t *model = objects_model_get(h->st, d->name);
     pthread_mutex_lock(&h->mu);
     if (rc != HUB_ECANCELED) push_item(d, "status", model ? model : json_null());
     else json_decref(model);
@@ -361,7 +362,7 @@ int hubmodels_register(hubmodels *h, const char *repo, const char *rev, const ch
         if (rc) return api_error_set(e, 500, "server_error", "internal_error", "", "cannot start a download thread");
         *accepted = 1;
     }
-    *out = store_model_json(h->st, nm);
+    *out = objects_model_get(h->st, nm);
     if (*out && *accepted) {
         json_t *p = hubmodels_progress(h, nm);
         json_object_set_new(*out, "download", p ? p : json_null());
@@ -489,21 +490,18 @@ int hubmodels_scan(hubmodels *h) {
     const char *after = NULL;
     char last[256];
     for (;;) {
-        json_t *page = store_model_list(h->st, after, 100);
-        json_t *data = json_object_get(page, "data");
-        size_t i;
-        json_t *m;
-        json_array_foreach(data, i, m) {
-            if (strcmp(json_string_value(json_object_get(m, "status")) ? json_string_value(json_object_get(m, "status")) : "", "downloading")) continue;
-            const char *name = json_string_value(json_object_get(m, "id"));
-            const json_t *src = json_object_get(m, "source");
+        store_rows page;
+        if (store_model_page(h->st, after, 100, &page)) break;
+        const store_model_row *rows = page.v;
+        for (int i = 0; i < page.n; i++) {
+            store_model row = rows[i].m;
+            if (strcmp(row.status, "downloading")) continue;
+            json_t *src = row.source[0] ? json_loads(row.source, 0, NULL) : NULL;
             const char *repo = json_string_value(json_object_get(src, "repo"));
             const char *rev = json_string_value(json_object_get(src, "revision"));
-            store_model row;
-            if (!name || store_model_get(h->st, name, &row)) continue;
             if (h->allow && repo && rev) {
                 pthread_mutex_lock(&h->mu);
-                start_download(h, name, repo, rev);
+                start_download(h, row.name, repo, rev);
                 pthread_mutex_unlock(&h->mu);
             } else {
                 snprintf(row.status, sizeof row.status, "failed");
@@ -512,12 +510,12 @@ int hubmodels_scan(hubmodels *h) {
                              row.error, sizeof row.error);
                 store_model_put(h->st, &row);
             }
+            json_decref(src);
         }
-        int more = json_is_true(json_object_get(page, "has_more"));
-        const char *l = json_string_value(json_object_get(page, "last_id"));
-        if (l) snprintf(last, sizeof last, "%s", l);
-        json_decref(page);
-        if (!more || !l) break;
+        int more = page.more && page.n;
+        if (page.n) snprintf(last, sizeof last, "%s", rows[page.n - 1].m.name);
+        store_rows_free(&page);
+        if (!more) break;
         after = last;
     }
     return n;

@@ -280,6 +280,7 @@ int cli_serve(int argc, char **argv) {
         fprintf(stderr, "alignd: cannot listen on %s: %s\n", cfg.listen, serr);
         sched_drain(ctx.sc);
         sched_free(ctx.sc);
+        backend_deinit(&ctx);
         hubmodels_free(hm);
         store_close(st);
         return 1;
@@ -348,6 +349,7 @@ int cli_serve(int argc, char **argv) {
         _exit(0);
     }
     sched_free(ctx.sc);
+    backend_deinit(&ctx);
     hubmodels_free(hm);
     store_close(st);
     al_pool_shutdown();

@@ -48,6 +48,7 @@ static void teardown(void) {
     sched_drain(g_ctx.sc);
     T_OK(sched_wait_idle(g_ctx.sc, 60));
     sched_free(g_ctx.sc);
+    backend_deinit(&g_ctx);
     store_close(g_ctx.st);
 }
 

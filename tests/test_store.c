@@ -17,6 +17,7 @@
 #include "daemon/hub.h"
 #include "daemon/log.h"
 #include "daemon/models.h"
+#include "daemon/objects.h"
 #include "daemon/store.h"
 #include "daemon_util.h"
 #include "t.h"
@@ -40,6 +41,40 @@ static store *open_fresh(const char *name) {
     if (rc) fprintf(stderr, "store_open: %s\n", err);
     T_OK(rc);
     return s;
+}
+
+/* The API's objects of the store's reads (objects.h), as the backend makes them. */
+static json_t *file_list(store *s, int64_t after, int limit) {
+    store_rows r;
+    T_OK(store_file_page(s, after, limit, NULL, &r));
+    json_t *l = objects_file_list(&r);
+    store_rows_free(&r);
+    return l;
+}
+
+static json_t *job_list(store *s, int limit) {
+    store_rows r;
+    T_OK(store_job_page(s, 0, limit, NULL, NULL, NULL, &r));
+    json_t *l = objects_job_list(&r);
+    store_rows_free(&r);
+    return l;
+}
+
+static json_t *job_metrics(store *s, int64_t id, const char *keys, long after_step, long max_points) {
+    store_rows r;
+    T_OK(store_job_metric_rows(s, id, keys, after_step, &r));
+    json_t *l = objects_metrics_list(&r, max_points);
+    store_rows_free(&r);
+    return l;
+}
+
+static json_t *job_feed(store *s, int64_t id, int64_t after, int max, int64_t *last, int *final) {
+    store_rows r;
+    const store_job_row *job;
+    T_OK(store_job_feed(s, id, after, max, &r, last, final, &job));
+    json_t *items = objects_feed(&r, job);
+    store_rows_free(&r);
+    return items;
 }
 
 /* The daemon's codes stay in their own ranges of lib/al.h's error space:
@@ -122,7 +157,7 @@ static void test_files(void) {
     T_OK(store_file_add(s, "a.jsonl", "fine-tune", a, strlen(a), "processed", NULL, NULL, 0, &id1, err));
     T_OK(store_file_add(s, "b.jsonl", "fine-tune", a, strlen(a), "processed", NULL, NULL, 0, &id2, err));
     T_OK(store_file_add(s, "c.jsonl", "fine-tune", "x", 1, "error", "bad", NULL, 0, &id3, err));
-    json_t *f1 = store_file_json(s, id1), *f2 = store_file_json(s, id2);
+    json_t *f1 = objects_file_get(s, id1), *f2 = objects_file_get(s, id2);
     T_STR_EQ(dd_str(f1, "sha256"), dd_str(f2, "sha256"));
     T_STR_EQ(dd_str(f1, "id"), "file-1");
     T_EQ_INT(json_integer_value(json_object_get(f1, "bytes")), (long)strlen(a));
@@ -131,12 +166,12 @@ static void test_files(void) {
     T_OK(store_file_info(s, id2, st, p2));
     T_STR_EQ(p1, p2); /* stored once */
     /* newest first, paged */
-    json_t *l = store_file_list(s, 0, 2, NULL);
+    json_t *l = file_list(s, 0, 2);
     T_EQ_INT(json_array_size(json_object_get(l, "data")), 2);
     T_TRUE(json_is_true(json_object_get(l, "has_more")));
     T_STR_EQ(dd_str(l, "first_id"), "file-3");
     T_STR_EQ(dd_str(l, "last_id"), "file-2");
-    json_t *l2 = store_file_list(s, id2, 2, NULL);
+    json_t *l2 = file_list(s, id2, 2);
     T_EQ_INT(json_array_size(json_object_get(l2, "data")), 1);
     T_TRUE(json_is_false(json_object_get(l2, "has_more")));
     int64_t user;
@@ -145,7 +180,7 @@ static void test_files(void) {
     T_OK(store_file_delete(s, id2, &user));
     T_TRUE(access(p1, F_OK) != 0);
     T_EQ_INT(store_file_delete(s, id2, &user), STORE_ENOTFOUND);
-    T_TRUE(store_file_json(s, id1) == NULL);
+    T_TRUE(objects_file_get(s, id1) == NULL);
     json_decref(f1);
     json_decref(f2);
     json_decref(l);
@@ -187,7 +222,7 @@ static void test_jobs(void) {
     T_EQ_INT(ids[0], c); /* priority, then FIFO */
     T_EQ_INT(ids[1], a);
     T_EQ_INT(ids[2], b);
-    json_t *jb = store_job_json(s, b);
+    json_t *jb = objects_job_get(s, b);
     T_EQ_INT(json_integer_value(json_object_get(jb, "queue_position")), 3);
     T_STR_EQ(dd_str(jb, "status"), "queued");
     T_STR_EQ(dd_str(jb, "id"), "ftjob-2");
@@ -205,10 +240,9 @@ static void test_jobs(void) {
         T_OK(store_job_metrics_add(s, a, step, (double)step / 10, names, v, 2));
     }
     T_OK(store_job_sample_add(s, a, 9, "1+1=", "2", 1.0));
-    json_t *items;
     int64_t last;
     int final;
-    T_OK(store_job_feed(s, a, 0, 100, &items, &last, &final));
+    json_t *items = job_feed(s, a, 0, 100, &last, &final);
     /* created (event+status), queued (2), running (2), 10 metrics rows, 1 sample */
     T_EQ_INT(json_array_size(items), 17);
     T_EQ_INT(last, 17);
@@ -227,10 +261,10 @@ static void test_jobs(void) {
     T_STR_EQ(dd_str(json_object_get(st1, "data"), "object"), "fine_tuning.job");
     T_STR_EQ(dd_str(json_array_get(items, 16), "event"), "sample");
     json_decref(items);
-    T_OK(store_job_feed(s, a, 15, 100, &items, &last, &final));
+    items = job_feed(s, a, 15, 100, &last, &final);
     T_EQ_INT(json_array_size(items), 2);
     json_decref(items);
-    T_OK(store_job_feed(s, a, 0, 3, &items, &last, &final));
+    items = job_feed(s, a, 0, 3, &last, &final);
     T_EQ_INT(json_array_size(items), 3);
     json_decref(items);
     /* a waiter wakes as soon as something is written */
@@ -243,7 +277,7 @@ static void test_jobs(void) {
     T_TRUE(w.waited < 1.0);
     T_TRUE(w.waited >= 0.05);
     /* metrics: down-sampled evenly with the last row, keys filtered */
-    json_t *m = store_job_metrics(s, a, "loss", -1, 4);
+    json_t *m = job_metrics(s, a, "loss", -1, 4);
     json_t *d = json_object_get(m, "data");
     T_EQ_INT(json_integer_value(json_object_get(m, "total_points")), 10);
     T_EQ_INT(json_array_size(d), 4);
@@ -253,7 +287,7 @@ static void test_jobs(void) {
     T_EQ_INT(json_object_size(json_object_get(json_array_get(d, 0), "metrics")), 1);
     T_NEAR(json_number_value(json_object_get(json_object_get(json_array_get(d, 3), "metrics"), "loss")), 1.0, 1e-12);
     json_decref(m);
-    m = store_job_metrics(s, a, NULL, 7, 0);
+    m = job_metrics(s, a, NULL, 7, 0);
     T_EQ_INT(json_array_size(json_object_get(m, "data")), 2);
     T_EQ_INT(json_object_size(json_object_get(json_array_get(json_object_get(m, "data"), 0), "metrics")), 2);
     json_decref(m);
@@ -268,7 +302,7 @@ static void test_jobs(void) {
     T_OK(store_job_checkpoint_add(s, a, 5, ck));
     T_OK(store_job_checkpoint_add(s, a, 8, "/nonexistent/checkpoint-8"));
     T_EQ_INT(store_recover(s), 1);
-    json_t *ja = store_job_json(s, a);
+    json_t *ja = objects_job_get(s, a);
     T_STR_EQ(dd_str(ja, "status"), "queued");
     T_EQ_INT(json_integer_value(json_object_get(json_object_get(ja, "progress"), "step")), 5);
     json_decref(ja);
@@ -276,20 +310,27 @@ static void test_jobs(void) {
     T_OK(store_job_run_info(s, a, &r));
     T_STR_EQ(r.resume_dir, ck);
     store_run_deinit(&r);
-    m = store_job_metrics(s, a, NULL, -1, 0);
+    m = job_metrics(s, a, NULL, -1, 0);
     T_EQ_INT(json_integer_value(json_object_get(m, "total_points")), 6); /* steps 0..5 */
     json_decref(m);
-    json_t *cks = store_job_checkpoints(s, a, 0, 10);
+    store_rows rows;
+    T_OK(store_job_checkpoint_page(s, a, 0, 10, &rows));
+    json_t *cks = objects_checkpoint_list(&rows);
+    store_rows_free(&rows);
     T_EQ_INT(json_array_size(json_object_get(cks, "data")), 1);
     T_STR_EQ(dd_str(json_array_get(json_object_get(cks, "data"), 0), "fine_tuned_model_checkpoint"), "ftjob-1:5");
     json_decref(cks);
     /* events, newest first, paged by id */
-    json_t *ev = store_job_events(s, a, 0, 2);
+    T_OK(store_job_event_page(s, a, 0, 2, &rows));
+    json_t *ev = objects_event_list(&rows);
+    store_rows_free(&rows);
     T_EQ_INT(json_array_size(json_object_get(ev, "data")), 2);
     T_TRUE(json_is_true(json_object_get(ev, "has_more")));
     T_STR_EQ(dd_str(json_array_get(json_object_get(ev, "data"), 0), "type"), "status");
     json_decref(ev);
-    json_t *stats = store_stats(s);
+    store_stats sts;
+    T_OK(store_stats_read(s, &sts));
+    json_t *stats = objects_stats(&sts);
     T_EQ_INT(json_integer_value(json_object_get(json_object_get(stats, "jobs_by_status"), "queued")), 3);
     T_EQ_INT(json_integer_value(json_object_get(stats, "queue_depth")), 3);
     json_decref(stats);
@@ -502,9 +543,13 @@ static void test_backend(void) {
     T_EQ_INT(json_integer_value(json_object_get(j, "queue_position")), 1);
     json_decref(j);
     /* the model and the file are in use now */
-    char users[256];
-    T_EQ_INT(store_model_delete(g_ctx.st, "tiny", users), STORE_EINUSE);
-    T_STR_EQ(users, "ftjob-1");
+    int64_t users[STORE_USERS_MAX];
+    int n_users = 0;
+    T_EQ_INT(store_model_delete(g_ctx.st, "tiny", users, &n_users), STORE_EINUSE);
+    T_EQ_INT(n_users, 1);
+    T_EQ_INT(users[0], 1);
+    T_EQ_INT(g_be.model_delete(g_be.ud, "tiny", &f, &e), -1);
+    T_STR_EQ(e.message, "Model 'tiny' is used by ftjob-1");
     T_EQ_INT(g_be.file_delete(g_be.ud, "file-1", &f, &e), -1);
     T_EQ_INT(e.status, 409);
     /* actions */
@@ -550,10 +595,11 @@ static void test_backend(void) {
     json_decref(b);
     /* the serialized list (final jobs from a cache) says what the JSON tree says, twice */
     for (int pass = 0; pass < 2; pass++) {
-        json_t *tree = store_job_list(g_ctx.st, 0, 20, NULL);
+        json_t *tree = job_list(g_ctx.st, 20);
         char *want = json_dumps(tree, JSON_COMPACT | JSON_REAL_PRECISION(10)), *got = NULL;
         size_t glen = 0;
-        T_OK(store_job_list_text(g_ctx.st, 0, 20, NULL, &got, &glen));
+        api_page pg = {.limit = 20};
+        T_OK(g_be.job_list_text(g_be.ud, &pg, NULL, &got, &glen, &e));
         T_TRUE(got && want && glen == strlen(want) + 1 && !strncmp(got, want, strlen(want)) && got[glen - 1] == '\n');
         free(want);
         free(got);
@@ -564,6 +610,7 @@ static void test_backend(void) {
     json_decref(j);
     T_EQ_INT(g_be.model_get(g_be.ud, "tiny", &j, &e), -1);
     T_EQ_INT(e.status, 404);
+    backend_deinit(&g_ctx);
     store_close(g_ctx.st);
 }
 
@@ -616,7 +663,10 @@ static void test_models_scan(void) {
     snprintf(longname, sizeof longname, "%0200d", 0);
     T_EQ_INT(store_model_get(st, longname, &m), STORE_ENOTFOUND);
     /* every listed model has an id that is a string */
-    json_t *l = store_model_list(st, NULL, 100);
+    store_rows mr;
+    T_OK(store_model_page(st, NULL, 100, &mr));
+    json_t *l = objects_model_list(&mr);
+    store_rows_free(&mr);
     T_EQ_INT(json_array_size(json_object_get(l, "data")), 4);
     for (size_t i = 0; i < json_array_size(json_object_get(l, "data")); i++)
         T_TRUE(json_is_string(json_object_get(json_array_get(json_object_get(l, "data"), i), "id")));
@@ -664,11 +714,12 @@ static void test_admission(void) {
     T_TRUE(strstr(e.message, "estimate") != NULL);
     json_decref(out);
     json_decref(b);
-    json_t *l = store_job_list(ctx.st, 0, 10, NULL);
+    json_t *l = job_list(ctx.st, 10);
     T_EQ_INT(json_array_size(json_object_get(l, "data")), 0);
     json_decref(l);
     sched_drain(ctx.sc);
     sched_free(ctx.sc);
+    backend_deinit(&ctx);
     store_close(ctx.st);
 }
 
