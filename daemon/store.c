@@ -1182,6 +1182,7 @@ static const char SQL_JOB_DEL_USERS[] =
 static const char *const SQL_JOB_DEL[] = {
     "DELETE FROM metrics WHERE job_id = ?", "DELETE FROM samples WHERE job_id = ?",
     "DELETE FROM events WHERE job_id = ?", "DELETE FROM checkpoints WHERE job_id = ?",
+    "DELETE FROM eval_results WHERE job_id = ?",
     "DELETE FROM models WHERE job_id = ?", "DELETE FROM jobs WHERE id = ?",
 };
 

@@ -207,10 +207,11 @@ int store_job_eval_result_add(store *s, int64_t id, long step, const json_t *res
  * caller to remove. NULL on a database error. */
 json_t *store_job_checkpoints_prune(store *s, int64_t id, int keep);
 /* Deletes a finished job and what it made: its rows (events, metrics,
- * samples, checkpoints), its output model's registration and the job; the
- * folder to remove (its output_dir) into dir. STORE_ESTATE while it is not
- * final, STORE_EINUSE (the first users' job ids in users) while a queued,
- * running or paused job uses its output or a checkpoint, STORE_ENOTFOUND. */
+ * samples, checkpoints, benchmark results), its output model's registration
+ * and the job; the folder to remove (its output_dir) into dir. STORE_ESTATE
+ * while it is not final, STORE_EINUSE (the first users' job ids in users)
+ * while a queued, running or paused job uses its output or a checkpoint,
+ * STORE_ENOTFOUND. */
 int store_job_delete(store *s, int64_t id, char dir[STORE_PATH], int64_t users[STORE_USERS_MAX], int *n_users);
 /* Path of the job's checkpoint at `step` (-1: the latest). */
 int store_job_checkpoint_path(store *s, int64_t id, long step, char path[STORE_PATH], long *step_out);

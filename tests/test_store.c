@@ -337,6 +337,30 @@ static void test_jobs(void) {
     store_close(s);
 }
 
+/* Deleting a finished job takes its benchmark results with it (their rows
+ * reference the job: the delete failed on the foreign key). */
+static void test_job_delete(void) {
+    store *s = open_fresh("jobdel");
+    int64_t a = add_job(s, 0);
+    json_t *res = json_pack("{s:s, s:s, s:i}", "task", "mc", "model", "model", "n", 2);
+    T_OK(store_job_eval_result_add(s, a, 0, res));
+    json_decref(res);
+    char dir[STORE_PATH];
+    int64_t users[STORE_USERS_MAX];
+    int n_users;
+    T_EQ_INT(store_job_delete(s, a, dir, users, &n_users), STORE_ESTATE);
+    store_upd u = STORE_UPD_INIT;
+    u.finished = 1;
+    T_OK(store_job_transition(s, a, "queued", "cancelled", "info", &u, "cancelled"));
+    T_OK(store_job_delete(s, a, dir, users, &n_users));
+    store_rows r;
+    T_EQ_INT(store_job_read(s, a, &r), STORE_ENOTFOUND);
+    T_EQ_INT(store_job_eval_rows(s, a, &r), STORE_OK);
+    T_EQ_INT(r.n, 0);
+    store_rows_free(&r);
+    store_close(s);
+}
+
 /* store_relocate: every path recorded under the old folder (and only
  * those: a sibling whose name merely starts the same keeps its path) moves
  * to the new one, in the models, checkpoints and jobs tables and in the
@@ -763,6 +787,7 @@ int main(void) {
     test_migrations();
     test_files();
     test_jobs();
+    test_job_delete();
     test_locations();
     test_keys();
     test_backend();
