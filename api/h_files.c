@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "internal.h"
+#include "io.h"
 
 static const char *const purposes[] = {"fine-tune", "evals"};
 
@@ -170,10 +171,9 @@ enum MHD_Result api_h_files_content(api_req *r) {
     char path[API_PATH_MAX];
     if (!s->be.file_path || s->be.file_path(s->be.ud, r->id, path, &e))
         return s->be.file_path ? api_reply_err(r, &e) : no_such_file(r);
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    int fd;
     struct stat st;
-    if (fd < 0 || fstat(fd, &st) || !S_ISREG(st.st_mode)) {
-        if (fd >= 0) close(fd);
+    if (al_file_open_regular(path, &fd, &st, NULL)) {
         return api_reply_error(r, 500, "server_error", "file_missing", "",
                                "the stored bytes of %.200s cannot be read", r->id);
     }

@@ -12,6 +12,7 @@
 
 #include "ids.h"
 #include "internal.h"
+#include "io.h"
 
 int api_path_inside(const char *root, const char *path, const char *param,
                     char out[API_PATH_MAX], api_error *e) {
@@ -38,17 +39,16 @@ int api_path_inside(const char *root, const char *path, const char *param,
     if (path[0] == '/') snprintf(full, sizeof full, "%s", path);
     else snprintf(full, sizeof full, "%s/%s", root, path);
     char real[PATH_MAX];
-    if (!realpath(full, real)) {
-        if (errno == ENOENT || errno == ENOTDIR)
-            return api_error_set(e, 404, "invalid_request_error", "not_found", param,
-                                 "%s: no such folder in the models directory", param);
-        return api_error_set(e, 400, "invalid_request_error", "invalid_path", param,
-                             "%s: cannot be resolved (%s)", param, strerror(errno));
-    }
-    size_t rl = strlen(root);
-    if (strncmp(real, root, rl) != 0 || real[rl] != '/')
+    int rc = al_path_resolve_below(root, full, real);
+    if (rc == AL_ENOENT || rc == -ENOTDIR)
+        return api_error_set(e, 404, "invalid_request_error", "not_found", param,
+                             "%s: no such folder in the models directory", param);
+    if (rc == AL_ERANGE)
         return api_error_set(e, 400, "invalid_request_error", "path_outside_models_dir", param,
                              "%s: resolves outside the models directory", param);
+    if (rc)
+        return api_error_set(e, 400, "invalid_request_error", "invalid_path", param,
+                             "%s: cannot be resolved (%s)", param, strerror(-rc));
     if (strlen(real) >= API_PATH_MAX)
         return api_error_set(e, 400, "invalid_request_error", "invalid_path", param,
                              "%s: too long", param);
@@ -59,8 +59,7 @@ int api_path_inside(const char *root, const char *path, const char *param,
 static int file_exists(const char *dir, const char *name) {
     char p[API_PATH_MAX + 64];
     snprintf(p, sizeof p, "%s/%s", dir, name);
-    struct stat st;
-    return stat(p, &st) == 0 && S_ISREG(st.st_mode);
+    return al_file_is_regular(p);
 }
 
 /* {"hf": "ORG/NAME", "revision": "main", "name": optional}. */

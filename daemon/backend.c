@@ -15,6 +15,7 @@
 #include "model/hfcache.h"
 #include "models.h"
 #include "objects.h"
+#include "tasks/tasks.h"
 #include "text/dataset.h"
 #include "train/bench.h"
 #include "train/estimate.h"
@@ -631,8 +632,8 @@ static int be_job_create(void *ud, const json_t *body, json_t **out, api_error *
     json_t *task = json_object_get(s, "task");
     json_t *task_out = NULL;
     if (task && !json_is_null(task))
-        task_out = json_pack("{s:s, s:I, s:I}", "name", pp->job.task, "rows", (json_int_t)pp->job.task_rows, "seed",
-                             (json_int_t)pp->job.task_seed);
+        task_out = json_pack("{s:s, s:I, s:I, s:s}", "name", pp->job.task, "rows", (json_int_t)pp->job.task_rows,
+                             "seed", (json_int_t)pp->job.task_seed, "split", al_task_split_name(pp->job.task_split));
     j.task = task_out;
     j.request = pp->req;
     j.spec = s;

@@ -49,12 +49,6 @@ struct hubmodels {
     dl *dls;
 };
 
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
 hubmodels *hubmodels_new(store *st, const char *models_dir, const char *hub_cache, int allow_downloads) {
     hubmodels *h = calloc(1, sizeof *h);
     if (!h) return NULL;
@@ -132,7 +126,7 @@ static void on_progress(void *ud, const hub_progress *p) {
     d->pr = *p;
     snprintf(d->file, sizeof d->file, "%s", p->file ? p->file : "");
     int pct = p->total > 0 ? (int)(100 * p->done / p->total) : 0;
-    double t = now_s();
+    double t = al_now();
     /* an item per started file, per 5 %, or per second */
     if (pct >= d->last_pct + 5 || t - d->last_item >= 1.0 || p->file_done == 0) {
         d->last_pct = pct;

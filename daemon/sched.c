@@ -58,12 +58,6 @@ struct sched {
     unsigned long next_ticket, serving;
 };
 
-static double now_mono(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
 int64_t sched_mem_available(void) {
     FILE *f = fopen("/proc/meminfo", "r");
     if (!f) return 0;
@@ -106,7 +100,7 @@ static void on_begin(void *ud, long total, long start) {
     w->start_step = start;
     w->step = start;
     pthread_mutex_unlock(&w->s->mu);
-    w->t_first = now_mono();
+    w->t_first = al_now();
     store_job_progress(w->s->st, w->job, start, total, 0, w->tokens, NAN, w->elapsed0, NAN);
 }
 
@@ -127,7 +121,7 @@ static void on_log(void *ud, long step, double epoch, const al_metric *m, int n)
     w->step = step;
     pthread_mutex_unlock(&w->s->mu);
     w->epoch = epoch;
-    double now = now_mono(), run = now - w->t0;
+    double now = al_now(), run = now - w->t0;
     double remaining = NAN;
     if (step > w->start_step && w->total > step)
         remaining = (now - w->t_first) / (double)(step - w->start_step) * (double)(w->total - step);
@@ -374,7 +368,7 @@ static void run_job(worker *w, int64_t id) {
     json_decref(spec);
     al_train_result res;
     memset(&res, 0, sizeof res);
-    w->t0 = now_mono();
+    w->t0 = al_now();
     w->elapsed0 = r.elapsed_s;
     w->tokens = 0;
     pthread_mutex_lock(&s->mu);
@@ -392,7 +386,7 @@ static void run_job(worker *w, int64_t id) {
         rc = al_train_run(&job, resume, &cb, &res, err);
         turn_release(w);
     }
-    double elapsed = w->elapsed0 + (now_mono() - w->t0);
+    double elapsed = w->elapsed0 + (al_now() - w->t0);
     store_job_progress(st, id, res.steps, res.total_steps ? res.total_steps : w->total, w->epoch,
                        res.trained_tokens, NAN, elapsed, NAN);
     pthread_mutex_lock(&s->mu);
@@ -575,9 +569,9 @@ int sched_busy(sched *s) {
 }
 
 int sched_wait_idle(sched *s, double timeout_s) {
-    double end = now_mono() + timeout_s;
+    double end = al_now() + timeout_s;
     while (sched_busy(s)) {
-        if (now_mono() >= end) return -1;
+        if (al_now() >= end) return -1;
         struct timespec ts = {0, 20 * 1000000L};
         nanosleep(&ts, NULL);
     }

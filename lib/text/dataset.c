@@ -19,7 +19,7 @@
 
 #include "../io.h"
 #include "csv.h"
-#include "sbuf.h"
+#include "../buf.h"
 
 #define FMT_BIT(f) (1u << (f))
 
@@ -1251,7 +1251,7 @@ static int cmp_str(const void *a, const void *b) {
 
 /* Sorted keys, strings with whitespace runs collapsed and trimmed; at the
  * top level (top = 1) the META_KEYS are left out. */
-static void canon(sbuf *b, const json_t *v, int top) {
+static void canon(al_buf *b, const json_t *v, int top) {
     char num[64];
     switch (json_typeof(v)) {
     case JSON_OBJECT: {
@@ -1268,49 +1268,49 @@ static void canon(sbuf *b, const json_t *v, int top) {
         }
         n = i;
         qsort(keys, n, sizeof *keys, cmp_str);
-        sb_put(b, "{", 1);
+        al_buf_put(b, "{", 1);
         for (i = 0; i < n; i++) {
-            sb_put(b, "\"", 1);
-            sb_put(b, keys[i], strlen(keys[i]));
-            sb_put(b, "\":", 2);
+            al_buf_put(b, "\"", 1);
+            al_buf_puts(b, keys[i]);
+            al_buf_put(b, "\":", 2);
             canon(b, json_object_get(v, keys[i]), 0);
-            sb_put(b, ",", 1);
+            al_buf_put(b, ",", 1);
         }
-        sb_put(b, "}", 1);
+        al_buf_put(b, "}", 1);
         free(keys);
         break;
     }
     case JSON_ARRAY: {
         size_t i;
         const json_t *x;
-        sb_put(b, "[", 1);
+        al_buf_put(b, "[", 1);
         json_array_foreach(v, i, x) {
             canon(b, x, 0);
-            sb_put(b, ",", 1);
+            al_buf_put(b, ",", 1);
         }
-        sb_put(b, "]", 1);
+        al_buf_put(b, "]", 1);
         break;
     }
     case JSON_STRING: {
         const char *s = json_string_value(v);
         size_t n = json_string_length(v), i = 0;
-        sb_put(b, "\"", 1);
+        al_buf_put(b, "\"", 1);
         int pending_space = 0, any = 0;
         while (i < n) {
             size_t j = i;
             while (j < n && !blank(s + j, 1) && s[j] != '"' && s[j] != '\\') j++;
             if (j > i) {
-                if (pending_space && any) sb_put(b, " ", 1);
-                sb_put(b, s + i, j - i);
+                if (pending_space && any) al_buf_put(b, " ", 1);
+                al_buf_put(b, s + i, j - i);
                 any = 1;
                 pending_space = 0;
                 i = j;
                 continue;
             }
             if (s[i] == '"' || s[i] == '\\') {   /* escaped so strings stay unambiguous */
-                if (pending_space && any) sb_put(b, " ", 1);
-                sb_put(b, "\\", 1);
-                sb_put(b, s + i, 1);
+                if (pending_space && any) al_buf_put(b, " ", 1);
+                al_buf_put(b, "\\", 1);
+                al_buf_put(b, s + i, 1);
                 any = 1;
                 pending_space = 0;
             } else {
@@ -1318,20 +1318,20 @@ static void canon(sbuf *b, const json_t *v, int top) {
             }
             i++;
         }
-        sb_put(b, "\"", 1);
+        al_buf_put(b, "\"", 1);
         break;
     }
     case JSON_INTEGER:
         snprintf(num, sizeof num, "%lld", (long long)json_integer_value(v));
-        sb_put(b, num, strlen(num));
+        al_buf_puts(b, num);
         break;
     case JSON_REAL:
         snprintf(num, sizeof num, "%.17g", json_real_value(v));
-        sb_put(b, num, strlen(num));
+        al_buf_puts(b, num);
         break;
-    case JSON_TRUE: sb_put(b, "true", 4); break;
-    case JSON_FALSE: sb_put(b, "false", 5); break;
-    default: sb_put(b, "null", 4); break;
+    case JSON_TRUE: al_buf_put(b, "true", 4); break;
+    case JSON_FALSE: al_buf_put(b, "false", 5); break;
+    default: al_buf_put(b, "null", 4); break;
     }
 }
 
@@ -1380,14 +1380,14 @@ static json_t *norm_conv(const json_t *msgs) {
     json_array_foreach(out, i, m) {
         json_t *parts = json_object_get(m, "content");
         if (json_is_array(parts)) {
-            sbuf b = {0};
+            al_buf b = {0};
             json_t *part;
             json_array_foreach(parts, k, part) {
                 json_t *t = json_object_get(part, "text");
-                sb_put(&b, json_string_value(t), json_string_length(t));
+                al_buf_put(&b, json_string_value(t), json_string_length(t));
             }
-            json_t *str = b.oom ? NULL : json_stringn(b.p ? b.p : "", b.n);
-            free(b.p);
+            json_t *str = b.oom ? NULL : json_stringn(al_buf_str(&b), b.n);
+            al_buf_deinit(&b);
             if (!str || json_object_set_new(m, "content", str)) {
                 json_decref(out);
                 return NULL;
@@ -1691,10 +1691,10 @@ static int first_look(reader *d, row_rec *r, const json_t *o) {
         if (popcount(fit) == 1) r->det = (int8_t)lowest(fit);
         else r->cands = (uint16_t)cands;
     }
-    sbuf b = {0};
+    al_buf b = {0};
     canon(&b, o, 1);
     if (b.oom) {
-        free(b.p);
+        al_buf_deinit(&b);
         return AL_ENOMEM;
     }
     r->canon = b.p;
@@ -2790,21 +2790,21 @@ int al_dataset_clean_file(const char *in_path, const char *out_path, const al_da
     if ((rc = read_any(&d, buf, len)) != AL_OK) rc = al_err(err, rc, "out of memory reading the file");
     if (!rc) rc = finish(&d, &ds, err);
     if (!rc && ds->fatal[0]) rc = al_err(err, AL_EFORMAT, "%s", ds->fatal);
-    sbuf b = {0};
+    al_buf b = {0};
     for (int i = 0; !rc && i < d.n_kept_rows; i++) {
         json_t *row = reload(&d, &d.rows[d.kept_rows[i]]);
         char *line = row ? json_dumps(row, JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_ENCODE_ANY) : NULL;
         json_decref(row);
         if (!line) rc = al_err(err, AL_ENOMEM, "out of memory writing the rows");
         else {
-            sb_put(&b, line, strlen(line));
-            sb_put(&b, "\n", 1);
+            al_buf_puts(&b, line);
+            al_buf_putc(&b, '\n');
             free(line);
         }
     }
     if (!rc && b.oom) rc = al_err(err, AL_ENOMEM, "out of memory writing the rows");
-    if (!rc) rc = al_file_write_atomic(out_path, b.p ? b.p : "", b.n, err);
-    free(b.p);
+    if (!rc) rc = al_file_write_atomic(out_path, al_buf_str(&b), b.n, err);
+    al_buf_deinit(&b);
     (void)txt;
     if (!rc) {
         *report = json_incref((json_t *)al_dataset_report(ds));

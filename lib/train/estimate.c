@@ -146,7 +146,7 @@ int al_job_estimate(const al_job *job, al_estimate *out, char err[AL_ERRLEN]) {
         for (long i = 0; i < n && !rc; i++) {
             al_task_row r;
             al_seq s = {0};
-            if ((rc = al_task_row_get(job->task, job->task_seed, (uint64_t)i, &r))) break;
+            if ((rc = al_task_row_get(job->task, job->task_split, job->task_seed, (uint64_t)i, &r))) break;
             rc = al_chat_encode_text(chat, r.prompt, strlen(r.prompt), r.answer, strlen(r.answer), &s, err);
             if (!rc) {
                 int len = s.n + gen_len;
