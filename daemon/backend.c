@@ -107,8 +107,6 @@ static int file_create_evals(backend_ctx *c, const char *filename, const void *d
     return *out ? 0 : server_error(e, "Reading the file back");
 }
 
-static void msg_param(const char *msg, char *param, size_t n);
-
 static int be_file_create(void *ud, const char *filename, const char *purpose, const json_t *dataset_info,
                           const void *data, size_t len, json_t **out, api_error *e) {
     backend_ctx *c = ud;
@@ -124,11 +122,9 @@ static int be_file_create(void *ud, const char *filename, const char *purpose, c
         if (strcmp(purpose, "fine-tune"))
             return api_error_set(e, 400, INVALID, "invalid_value", "dataset_info",
                                  "dataset_info: describes a fine-tune file's sharegpt rows, not an %s file", purpose);
-        if (al_sharegpt_parse(dataset_info, "dataset_info", &sg, err)) {
-            char param[160];
-            msg_param(err, param, sizeof param);
-            return api_error_set(e, 400, INVALID, "invalid_value", param, "%s", err);
-        }
+        al_error ae;
+        if (al_sharegpt_parse(dataset_info, "dataset_info", &sg, &ae))
+            return api_error_set(e, 400, INVALID, "invalid_value", ae.field, "%s", ae.msg);
     }
     if (!strcmp(purpose, "evals")) return file_create_evals(c, filename, data, len, out, e);
     al_dataset *ds = NULL;
@@ -266,18 +262,6 @@ static int resolve_file(backend_ctx *c, const char *ref, const char *param, char
         return api_error_set(e, 422, INVALID, "file_invalid", param,
                              "%s: %s failed validation (GET /v1/files/%s shows why)", param, ref, ref);
     return 0;
-}
-
-/* The field path an AL_EINVAL message starts with ("hyperparameters.beta: ..."). */
-static void msg_param(const char *msg, char *param, size_t n) {
-    size_t i = 0;
-    while (msg[i] && msg[i] != ':' && msg[i] != ' ' && i + 1 < n) i++;
-    if (msg[i] == ':' && i > 0) {
-        memcpy(param, msg, i);
-        param[i] = 0;
-    } else {
-        param[0] = 0;
-    }
 }
 
 /* ---- job submission -------------------------------------------------------------- */
@@ -428,8 +412,8 @@ static int on_ref(void *ud, al_ref_kind kind, const char *path, const char *valu
 /* The same sharegpt names, whatever defaults either spells out. */
 static int same_dataset_info(const json_t *a, const json_t *b) {
     al_sharegpt_cfg x, y;
-    char err[AL_ERRLEN];
-    if (al_sharegpt_parse(a, "dataset_info", &x, err) || al_sharegpt_parse(b, "dataset_info", &y, err))
+    al_error err;
+    if (al_sharegpt_parse(a, "dataset_info", &x, &err) || al_sharegpt_parse(b, "dataset_info", &y, &err))
         return 1; /* the job's own is reported by the job parser */
     json_t *jx = al_sharegpt_json(&x), *jy = al_sharegpt_json(&y);
     int same = json_equal(jx, jy);
@@ -521,29 +505,25 @@ static int prepare(backend_ctx *c, const json_t *body, prepared *p, api_error *e
     /* every model and file reference (lib/train's walker knows them all) */
     refs_ctx rc0 = {.c = c, .e = e, .model_override = fc && !with_opt ? path : NULL, .used = p->used,
                     .dinfo = json_object()};
-    char rerr[AL_ERRLEN];
+    al_error rerr;
     if (!rc0.dinfo) return server_error(e, "Copying the body");
-    if (al_job_refs(s, on_ref, &rc0, rerr)) {
+    if (al_job_refs(s, on_ref, &rc0, &rerr)) {
         json_decref(rc0.dinfo);
         if (rc0.failed) return -1;
-        char param[160];
-        msg_param(rerr, param, sizeof param);
-        return api_error_set(e, 400, INVALID, "invalid_value", param, "%s", rerr);
+        return api_error_set(e, 400, INVALID, "invalid_value", rerr.field, "%s", rerr.msg);
     }
     int drc = apply_dataset_info(s, rc0.dinfo, e);
     json_decref(rc0.dinfo);
     if (drc) return -1;
-    char err[AL_ERRLEN] = "";
+    al_error err;
     /* output_dir is set per job when it runs (<jobs_dir>/ftjob-<n>); the
      * jobs directory stands in while the description is validated */
     json_object_set_new(s, "output_dir", json_string(c->jobs_dir));
-    int rc = al_job_from_json(&p->job, s, err);
+    int rc = al_job_from_json(&p->job, s, &err);
     json_object_del(s, "output_dir");
-    if (rc) {
-        char param[160];
-        msg_param(err, param, sizeof param);
-        return api_error_set(e, 400, INVALID, rc == AL_EINVAL ? "invalid_value" : "invalid_job", param, "%s", err);
-    }
+    if (rc)
+        return api_error_set(e, 400, INVALID, rc == AL_EINVAL ? "invalid_value" : "invalid_job", err.field, "%s",
+                             err.msg);
     p->parsed = 1;
     return 0;
 }
@@ -572,14 +552,11 @@ static json_t *estimate_json(const al_estimate *est, int64_t budget) {
 }
 
 static int estimate(backend_ctx *c, prepared *p, al_estimate *est, api_error *e) {
-    char err[AL_ERRLEN] = "";
-    int rc = al_job_estimate(&p->job, est, err);
-    if (rc) {
-        char param[160];
-        msg_param(err, param, sizeof param);
-        if (!param[0]) snprintf(param, sizeof param, "%s", p->job.task[0] ? "model" : "training_file");
-        return api_error_set(e, 422, INVALID, "invalid_model_or_data", param, "%s", err);
-    }
+    al_error err = {"", ""};
+    int rc = al_job_estimate(&p->job, est, &err);
+    if (rc)
+        return api_error_set(e, 422, INVALID, "invalid_model_or_data",
+                             err.field[0] ? err.field : p->job.task[0] ? "model" : "training_file", "%s", err.msg);
     (void)c;
     return 0;
 }

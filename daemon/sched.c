@@ -244,8 +244,9 @@ static const char *fail_code(int rc) {
     }
 }
 
-/* The field a trainer error names ("training_file: line 3 ...",
- * "hyperparameters.beta: ..."), or "". */
+/* The field a run's error names ("training_file: line 3 ...",
+ * "hyperparameters.beta: ..."), or "": read from the message, because the
+ * training code (al_train_run) reports reasons, not fields, as data. */
 static void fail_param(const char *err, char *param, size_t n) {
     param[0] = 0;
     size_t i = 0;
@@ -361,9 +362,10 @@ static void run_job(worker *w, int64_t id) {
     memset(&job, 0, sizeof job);
     json_t *spec = json_loads(r.spec, 0, NULL);
     int rc = spec ? AL_OK : al_err(err, AL_EFORMAT, "the stored job description is not JSON");
+    al_error je = {"", ""}; /* the description's field at fault, as data */
     if (!rc) {
         json_object_set_new(spec, "output_dir", json_string(r.output_dir));
-        rc = al_job_from_json(&job, spec, err);
+        if ((rc = al_job_from_json(&job, spec, &je))) snprintf(err, sizeof err, "%s", je.msg);
     }
     json_decref(spec);
     al_train_result res;
@@ -420,8 +422,9 @@ static void run_job(worker *w, int64_t id) {
             settle(w, id, "running", "paused", "info", &f, "Job paused at step %ld", res.steps);
         }
     } else {
-        char param[160];
-        fail_param(err, param, sizeof param);
+        char param[AL_FIELDLEN];
+        if (je.field[0]) snprintf(param, sizeof param, "%s", je.field);
+        else fail_param(err, param, sizeof param);
         f.error_code = fail_code(rc);
         f.error_message = err[0] ? err : al_strerror(rc);
         f.error_param = param[0] ? param : "";

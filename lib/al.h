@@ -52,6 +52,32 @@ const char *al_strerror(int rc);
 int al_err(char err[AL_ERRLEN], int rc, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
+/* A refusal of input that names the field at fault as data: the parsers of
+ * what users send (job descriptions, dataset_info, graders, objectives'
+ * settings) fill one, and the API answers with `field` as the error's
+ * `param`. field is the field's path ("hyperparameters.beta",
+ * "training_files[2].weight", "eval_tasks[0].grader.regex"), "" when no one
+ * field is at fault; msg is the one-line reason, which starts with the path:
+ * "hyperparameters.beta: must be a finite number > 0 (got -1)". */
+#define AL_FIELDLEN 160
+typedef struct al_error {
+    char field[AL_FIELDLEN];
+    char msg[AL_ERRLEN];
+} al_error;
+
+/* Fills e (may be NULL) and returns rc:
+ *   return AL_FAIL(e, AL_EINVAL, "%s.rows", "must be an integer", path);
+ * gives field "<path>.rows" and msg "<path>.rows: must be an integer". The
+ * field's format takes the first of the arguments, the message's the rest;
+ * the compiler checks both as one format. */
+#define AL_FAIL(e, rc, field_fmt, ...) al_fail_at((e), (rc), field_fmt, field_fmt ": " __VA_ARGS__)
+int al_fail_at(al_error *e, int rc, const char *field_fmt, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+/* The same with no field at fault (field ""). */
+int al_failf(al_error *e, int rc, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+/* A reason written elsewhere (msg, kept as it is) blamed on field. */
+int al_fail_as(al_error *e, int rc, const char *field, const char *msg);
+
 /* Always-on check for programmer errors (never for bad input). */
 #define AL_ASSERT(cond)                                                      \
     do {                                                                     \
