@@ -535,22 +535,6 @@ static int64_t memory_budget(const backend_ctx *c) {
     return c->sc ? sched_memory_budget(c->sc) : INT64_MAX;
 }
 
-static json_t *estimate_json(const al_estimate *est, int64_t budget) {
-    json_t *o = json_object();
-    json_object_set_new(o, "object", json_string("fine_tuning.job.estimate"));
-    json_object_set_new(o, "examples", json_integer(est->examples));
-    json_object_set_new(o, "tokens", json_integer((json_int_t)est->tokens));
-    json_object_set_new(o, "steps", json_integer(est->steps));
-    json_object_set_new(o, "parameters", json_integer((json_int_t)est->parameters));
-    json_object_set_new(o, "trainable_parameters", json_integer((json_int_t)est->trainable_parameters));
-    json_object_set_new(o, "memory_bytes", json_integer((json_int_t)est->memory_bytes));
-    json_object_set_new(o, "memory_budget_bytes", json_integer(budget));
-    json_object_set_new(o, "seconds", json_real(est->seconds));
-    json_object_set_new(o, "max_sequence_tokens", json_integer(est->max_seq));
-    json_object_set_new(o, "fits", json_boolean((int64_t)est->memory_bytes <= budget));
-    return o;
-}
-
 static int estimate(backend_ctx *c, prepared *p, al_estimate *est, api_error *e) {
     al_error err = {"", ""};
     int rc = al_job_estimate(&p->job, est, &err);
@@ -568,7 +552,7 @@ static int be_job_estimate(void *ud, const json_t *body, json_t **out, api_error
     al_estimate est;
     int rc = prepare(c, body, pp, e);
     if (!rc) rc = estimate(c, pp, &est, e);
-    if (!rc) *out = estimate_json(&est, memory_budget(c));
+    if (!rc) *out = objects_estimate(&est, memory_budget(c));
     prepared_free(pp);
     free(pp);
     return rc;
@@ -905,7 +889,7 @@ static int be_model_events(void *ud, const char *id, const api_page *pg, json_t 
     store_model m;
     if (store_model_get(c->st, id, &m)) return not_found(e, "model", id);
     if (!c->hub) {
-        *out = json_pack("{s:s,s:[],s:b,s:n,s:n}", "object", "list", "data", "has_more", 0, "first_id", "last_id");
+        *out = objects_model_event_list(json_array(), 0);
         return 0;
     }
     return hubmodels_events(c->hub, id, pg, out, e);

@@ -389,17 +389,12 @@ int hubmodels_events(hubmodels *h, const char *name, const api_page *pg, json_t 
             more = 1;
             break;
         }
-        json_array_append_new(data, json_pack("{s:s,s:s,s:O,s:s,s:O}", "object", "model.event", "id",
-                                              api_id(API_ID_MODEL_EVENT, seq).s,
-                                              "created_at", json_object_get(it, "created_at"), "type",
-                                              json_string_value(json_object_get(it, "event")), "data",
-                                              json_object_get(it, "data")));
+        json_array_append_new(data, objects_model_event(seq, json_object_get(it, "created_at"),
+                                                        json_string_value(json_object_get(it, "event")),
+                                                        json_object_get(it, "data")));
     }
     pthread_mutex_unlock(&h->mu);
-    size_t n = json_array_size(data);
-    *out = json_pack("{s:s,s:o,s:b,s:o,s:o}", "object", "list", "data", data, "has_more", more, "first_id",
-                     n ? json_incref(json_object_get(json_array_get(data, 0), "id")) : json_null(), "last_id",
-                     n ? json_incref(json_object_get(json_array_get(data, n - 1), "id")) : json_null());
+    *out = objects_model_event_list(data, more);
     return 0;
 }
 

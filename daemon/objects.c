@@ -342,6 +342,34 @@ json_t *objects_stats(const store_stats *s) {
     return o;
 }
 
+json_t *objects_estimate(const al_estimate *est, int64_t budget) {
+    json_t *o = json_object();
+    json_object_set_new(o, "object", json_string("fine_tuning.job.estimate"));
+    json_object_set_new(o, "examples", json_integer(est->examples));
+    json_object_set_new(o, "tokens", json_integer((json_int_t)est->tokens));
+    json_object_set_new(o, "steps", json_integer(est->steps));
+    json_object_set_new(o, "parameters", json_integer((json_int_t)est->parameters));
+    json_object_set_new(o, "trainable_parameters", json_integer((json_int_t)est->trainable_parameters));
+    json_object_set_new(o, "memory_bytes", json_integer((json_int_t)est->memory_bytes));
+    json_object_set_new(o, "memory_budget_bytes", json_integer(budget));
+    json_object_set_new(o, "seconds", json_real(est->seconds));
+    json_object_set_new(o, "max_sequence_tokens", json_integer(est->max_seq));
+    json_object_set_new(o, "fits", json_boolean((int64_t)est->memory_bytes <= budget));
+    return o;
+}
+
+json_t *objects_model_event(int64_t seq, const json_t *created_at, const char *type, const json_t *data) {
+    return json_pack("{s:s,s:s,s:O,s:s,s:O}", "object", "model.event", "id", api_id(API_ID_MODEL_EVENT, seq).s,
+                     "created_at", created_at, "type", type, "data", data);
+}
+
+json_t *objects_model_event_list(json_t *data, int has_more) {
+    size_t n = json_array_size(data);
+    return json_pack("{s:s,s:o,s:b,s:o,s:o}", "object", "list", "data", data, "has_more", has_more, "first_id",
+                     n ? json_incref(json_object_get(json_array_get(data, 0), "id")) : json_null(), "last_id",
+                     n ? json_incref(json_object_get(json_array_get(data, n - 1), "id")) : json_null());
+}
+
 /* ---- one row ---------------------------------------------------------------------- */
 
 json_t *objects_file_get(store *s, int64_t id) {

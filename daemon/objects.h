@@ -1,8 +1,10 @@
 /* The API's objects (the shapes of api/backend.h) made of the store's rows:
  * the one place where a file, job, event, metrics row, sample, checkpoint,
- * eval result, model, list, feed item or stats object is put together. The
- * store (store.h) reads rows and knows the schema; this module knows the
- * API; daemon/backend.c and daemon/hubmodels.c hand its objects to api/.
+ * eval result, model, list, feed item, stats, estimate or model download
+ * event is put together. The store (store.h) reads rows and knows the
+ * schema; this module knows the API; daemon/backend.c and daemon/hubmodels.c
+ * hand its objects to api/ (which builds only its own answers: errors,
+ * inference, health).
  *
  * It lives in daemon/, beside backend.c, because api/ sits below daemon/:
  * api/ reaches the daemon only through the api_backend table (a test fakes
@@ -19,6 +21,7 @@
 #include <jansson.h>
 
 #include "store.h"
+#include "train/estimate.h"
 
 /* How the API serializes a response body (api/server.c does the same). */
 #define OBJECTS_DUMP_FLAGS (JSON_COMPACT | JSON_REAL_PRECISION(10))
@@ -66,6 +69,16 @@ json_t *objects_feed(const store_rows *items, const store_job_row *job);
 
 /* {"jobs_by_status","queue_depth","steps_total","tokens_total"}. */
 json_t *objects_stats(const store_stats *s);
+
+/* A job's estimate (POST /v1/fine_tuning/jobs/estimate) against the memory
+ * budget jobs are admitted by. */
+json_t *objects_estimate(const al_estimate *est, int64_t budget);
+
+/* A Hub download's event (daemon/hubmodels.h keeps them; created_at and data
+ * borrowed) and their list, {"object","data","has_more","first_id","last_id"}
+ * (takes data). */
+json_t *objects_model_event(int64_t seq, const json_t *created_at, const char *type, const json_t *data);
+json_t *objects_model_event_list(json_t *data, int has_more);
 
 /* A job list serialized as objects_list would be with OBJECTS_DUMP_FLAGS
  * and a newline, with final jobs' objects (which no longer change) from a
