@@ -3,7 +3,8 @@
  * api/ has no SQL: it reaches files, jobs, models, keys and the live feed
  * only through this table, which daemon/ fills in (daemon/backend.c) and
  * tests fake. The backend speaks JSON objects already in the shapes the API
- * returns (below), so api/ routes, authenticates, validates transport-level
+ * returns (below; the daemon makes them of its store's rows in one module,
+ * daemon/objects.c), so api/ routes, authenticates, validates transport-level
  * input (sizes, nesting, query parameters, paths) and frames responses.
  *
  * Threads: every function may be called from many HTTP threads at once and
