@@ -99,8 +99,8 @@ enum MHD_Result api_h_files_post(api_req *r) {
         if (!json_is_object(di)) {
             json_decref(di);
             return api_reply_error(r, 400, "invalid_request_error", "invalid_value", "dataset_info",
-                                   "dataset_info: must be a JSON object {\"formatting\": \"sharegpt\", \"columns\", "
-                                   "\"tags\"} (LLaMA-Factory's dataset_info entry)");
+                                   "dataset_info: must be a JSON object {\"formatting\": \"alpaca\" or \"sharegpt\", "
+                                   "\"columns\", ...} (LLaMA-Factory's dataset_info entry)");
         }
     }
     if (!purpose_ok(purpose)) {

@@ -116,19 +116,19 @@ static int be_file_create(void *ud, const char *filename, const char *purpose, c
         return api_error_set(e, 400, INVALID, "invalid_value", strlen(purpose) > 64 ? "purpose" : "filename",
                              "%s is too long", strlen(purpose) > 64 ? "purpose" : "filename");
     if (len == 0) return api_error_set(e, 400, INVALID, "file_invalid", "file", "The file is empty");
-    al_sharegpt_cfg sg;
+    al_dataset_info di;
     char err[AL_ERRLEN];
     if (dataset_info) {
         if (strcmp(purpose, "fine-tune"))
             return api_error_set(e, 400, INVALID, "invalid_value", "dataset_info",
-                                 "dataset_info: describes a fine-tune file's sharegpt rows, not an %s file", purpose);
+                                 "dataset_info: describes a fine-tune file's rows, not an %s file", purpose);
         al_error ae;
-        if (al_sharegpt_parse(dataset_info, "dataset_info", &sg, &ae))
+        if (al_dataset_info_parse(dataset_info, "dataset_info", &di, &ae))
             return api_error_set(e, 400, INVALID, "invalid_value", ae.field, "%s", ae.msg);
     }
     if (!strcmp(purpose, "evals")) return file_create_evals(c, filename, data, len, out, e);
     al_dataset *ds = NULL;
-    al_data_opts o = {.sharegpt = dataset_info ? &sg : NULL};
+    al_data_opts o = {.dataset_info = dataset_info ? &di : NULL};
     int rc = al_dataset_read_mem(data, len, NULL, &o, &ds, err);
     if (rc) return api_error_set(e, 400, INVALID, "file_invalid", "file", "The file could not be read: %s", err);
     const json_t *rep = al_dataset_report(ds);
@@ -409,20 +409,20 @@ static int on_ref(void *ud, al_ref_kind kind, const char *path, const char *valu
     return 0;
 }
 
-/* The same sharegpt names, whatever defaults either spells out. */
+/* The same format and names, whatever defaults either spells out. */
 static int same_dataset_info(const json_t *a, const json_t *b) {
-    al_sharegpt_cfg x, y;
+    al_dataset_info x, y;
     al_error err;
-    if (al_sharegpt_parse(a, "dataset_info", &x, &err) || al_sharegpt_parse(b, "dataset_info", &y, &err))
+    if (al_dataset_info_parse(a, "dataset_info", &x, &err) || al_dataset_info_parse(b, "dataset_info", &y, &err))
         return 1; /* the job's own is reported by the job parser */
-    json_t *jx = al_sharegpt_json(&x), *jy = al_sharegpt_json(&y);
+    json_t *jx = al_dataset_info_json(&x), *jy = al_dataset_info_json(&y);
     int same = json_equal(jx, jy);
     json_decref(jx);
     json_decref(jy);
     return same;
 }
 
-/* Files uploaded with a dataset_info (sharegpt rows under their own names)
+/* Files uploaded with a dataset_info (rows under their own names)
  * are read with it: the job takes it for the file unless it gives its own,
  * which must then say the same. */
 static int apply_dataset_info(json_t *spec, const json_t *dinfo, api_error *e) {

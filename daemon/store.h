@@ -99,7 +99,7 @@ int store_file_read(store *s, int64_t id, store_rows *out);
 int store_file_page(store *s, int64_t after, int limit, const char *purpose, store_rows *out);
 /* status ("processed"/"error") and the blob's path. */
 int store_file_info(store *s, int64_t id, char status[32], char path[STORE_PATH]);
-/* The sharegpt names a file was uploaded with (its report's dataset_info):
+/* The dataset_info entry a file was uploaded with (its report's dataset_info):
  * a new reference, or NULL when none (or no such file). */
 json_t *store_file_dataset_info(store *s, int64_t id);
 /* STORE_EINUSE (job id in *user) while a queued/running/paused job uses it. */

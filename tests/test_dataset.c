@@ -809,8 +809,8 @@ static void test_sharegpt(void) {
 /* A sharegpt file under its own names (LLaMA-Factory's dataset_info
  * "columns" and "tags"): read as the default names read, only the file's
  * tags accepted, errors naming its fields; the report says the names. */
-static al_dataset *rd_sg(const char *buf, const char *filename, const char *method, const al_sharegpt_cfg *sg) {
-    al_data_opts o = {.method = method, .filename = filename, .sharegpt = sg};
+static al_dataset *rd_sg(const char *buf, const char *filename, const char *method, const al_dataset_info *sg) {
+    al_data_opts o = {.method = method, .filename = filename, .dataset_info = sg};
     al_dataset *d = NULL;
     char err[AL_ERRLEN] = "";
     T_OK(al_dataset_read_mem(buf, strlen(buf), g_chat, &o, &d, err));
@@ -823,9 +823,9 @@ static void test_sharegpt_names(void) {
                        "\"text\", \"user_tag\": \"USER\", \"assistant_tag\": \"BOT\", \"function_tag\": \"CALL\", "
                        "\"observation_tag\": \"RESULT\"}}";
     json_t *v = json_loads(info, 0, NULL);
-    al_sharegpt_cfg sg;
+    al_dataset_info sg;
     al_error ae;
-    T_OK(al_sharegpt_parse(v, "dataset_info", &sg, &ae));
+    T_OK(al_dataset_info_parse(v, "dataset_info", &sg, &ae));
     json_decref(v);
     const char *mine = "{\"dialog\":[{\"speaker\":\"USER\",\"text\":\"2+2\"},{\"speaker\":\"BOT\",\"text\":\"4\"},"
                        "{\"speaker\":\"USER\",\"text\":\"weather?\"},{\"speaker\":\"CALL\",\"text\":"
@@ -876,8 +876,8 @@ static void test_sharegpt_names(void) {
     al_dataset_free(d);
     /* the entry itself, refused field by field */
     static const struct { const char *json, *msg; } bad[] = {
-        {"{\"formatting\":\"alpaca\"}", "dataset_info.formatting: must be \"sharegpt\""},
-        {"{\"formatting\":\"sharegpt\",\"ranking\":true}", "dataset_info.ranking: unknown field"},
+        {"{\"formatting\":\"openai\"}", "dataset_info.formatting: must be \"alpaca\" or \"sharegpt\""},
+        {"{\"formatting\":\"sharegpt\",\"ranking\":1}", "dataset_info.ranking: must be true or false"},
         {"{\"formatting\":\"sharegpt\",\"columns\":{\"images\":\"i\"}}", "dataset_info.columns.images: unknown field"},
         {"{\"formatting\":\"sharegpt\",\"tags\":{\"user_tag\":\"a\"}}", "dataset_info.tags: needs user_tag and assistant_tag"},
         {"{\"formatting\":\"sharegpt\",\"tags\":{\"user_tag\":\"a\",\"assistant_tag\":\"a\"}}",
@@ -889,7 +889,7 @@ static void test_sharegpt_names(void) {
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         v = json_loads(bad[i].json, JSON_DECODE_ANY, NULL);
-        T_EQ_INT(al_sharegpt_parse(v, "dataset_info", &sg, &ae), AL_EINVAL);
+        T_EQ_INT(al_dataset_info_parse(v, "dataset_info", &sg, &ae), AL_EINVAL);
         T_REPORT_(strstr(ae.msg, bad[i].msg) == ae.msg, "%s: %s", bad[i].json, ae.msg);
         /* the field at fault as data: the path the message starts with */
         size_t fl = strlen(ae.field);
@@ -899,13 +899,147 @@ static void test_sharegpt_names(void) {
     }
     /* no tags: LLaMA-Factory's defaults, and only those */
     v = json_loads("{\"formatting\":\"sharegpt\",\"columns\":{\"messages\":\"turns\"}}", 0, NULL);
-    T_OK(al_sharegpt_parse(v, "dataset_info", &sg, &ae));
+    T_OK(al_dataset_info_parse(v, "dataset_info", &sg, &ae));
     json_decref(v);
     d = rd_sg("{\"turns\":[{\"from\":\"human\",\"value\":\"a\"},{\"from\":\"gpt\",\"value\":\"b\"}]}\n"
               "{\"turns\":[{\"from\":\"user\",\"value\":\"a\"},{\"from\":\"gpt\",\"value\":\"b\"}]}\n", NULL, "sft", &sg);
     T_EQ_INT(d->n_ex, 1);
     T_STR_EQ(code_at(d, 2), "unrecognized_role");
     al_dataset_free(d);
+}
+
+/* One row's error, exactly: its code, field and message. */
+static void error_is(const al_dataset *d, int line, const char *code, const char *field, const char *msg) {
+    const json_t *e = error_at(d, line);
+    T_STR_EQ(code_at(d, line), code);
+    T_STR_EQ(json_string_value(json_object_get(e, "field")), field);
+    T_STR_EQ(json_string_value(json_object_get(e, "message")), msg);
+}
+
+static al_dataset_info di_of(const char *json) {
+    al_dataset_info di;
+    al_error ae;
+    json_t *v = json_loads(json, 0, NULL);
+    memset(&di, 0, sizeof di);
+    T_OK(al_dataset_info_parse(v, "dataset_info", &di, &ae));
+    json_decref(v);
+    return di;
+}
+
+/* An alpaca file under its own names (LLaMA-Factory's dataset_info entry,
+ * "formatting" alpaca by default): read as the default names read (SFT, RL
+ * prompts, ranking pairs), errors naming the file's own fields, a row
+ * without the entry's columns refused, never read as another format. */
+static void test_alpaca_names(void) {
+    al_dataset_info di = di_of("{\"file_name\":\"qa.json\",\"columns\":{\"prompt\":\"question\",\"query\":"
+                               "\"context\",\"response\":\"answer\",\"system\":\"persona\",\"history\":\"earlier\"}}");
+    const char *mine = "{\"question\":\"Add\",\"context\":\"2+2\",\"answer\":\"4\",\"persona\":\"Be brief\","
+                       "\"earlier\":[[\"1+1\",\"2\"]]}\n"
+                       "{\"instruction\":\"Add\",\"output\":\"4\"}\n"
+                       "{\"question\":\"Add\",\"answer\":7}\n"
+                       "{\"question\":\"\",\"context\":\"\",\"answer\":\"4\"}\n"
+                       "{\"question\":\"Add\",\"answer\":\"4\",\"earlier\":[[\"1+1\"]]}\n"
+                       "{\"context\":\"2+2\"}\n";
+    const char *same = "{\"instruction\":\"Add\",\"input\":\"2+2\",\"output\":\"4\",\"system\":\"Be brief\","
+                       "\"history\":[[\"1+1\",\"2\"]]}\n";
+    al_dataset *d = rd_sg(mine, NULL, "sft", &di), *w = rd(same, g_chat, "sft", 0, 0);
+    T_STR_EQ(rep_str(d, "format"), "alpaca");
+    T_EQ_INT(d->n_ex, 1);
+    T_EQ_INT(w->n_ex, 1);
+    if (d->n_ex && w->n_ex) T_TRUE(seq_eq(&d->ex[0].seq[0], &w->ex[0].seq[0]));
+    error_is(d, 2, "missing_field", "question", "line 2: missing \"question\"");
+    error_is(d, 3, "invalid_field_type", "answer", "line 3: answer must be a string, got a number");
+    error_is(d, 4, "missing_content", "question", "line 4: question and context are both empty");
+    error_is(d, 5, "invalid_field_type", "earlier[0]", "line 5: earlier[0] must be a [query, response] pair of strings");
+    error_is(d, 6, "missing_field", "answer", "line 6: missing \"answer\"");
+    const json_t *cols = json_object_get(json_object_get(al_dataset_report(d), "dataset_info"), "columns");
+    char *echo = json_dumps(cols, JSON_SORT_KEYS | JSON_COMPACT);
+    T_STR_EQ(echo, "{\"history\":\"earlier\",\"prompt\":\"question\",\"query\":\"context\",\"response\":\"answer\","
+                   "\"system\":\"persona\",\"tools\":\"tools\"}");
+    free(echo);
+    al_dataset_free(d);
+    al_dataset_free(w);
+    /* RL prompts: the answer column is the reference; a row without it a prompt alone */
+    d = rd_sg("{\"question\":\"Add\",\"context\":\"2+2\",\"answer\":\"4\"}\n{\"question\":\"Say hi\"}\n", NULL, "grpo",
+              &di);
+    T_EQ_INT(d->n_ex, 2);
+    if (d->n_ex == 2) {
+        T_STR_EQ(all_text(&d->ex[0].seq[0]), "<|im_start|>user\nAdd\n2+2<|im_end|>\n<|im_start|>assistant\n");
+        T_STR_EQ(d->ex[0].reference, "4");
+        T_TRUE(d->ex[1].reference == NULL);
+    }
+    al_dataset_free(d);
+    /* a file with none of the entry's columns is no format at all */
+    d = rd_sg("{\"instruction\":\"Add\",\"output\":\"4\"}\n", NULL, "sft", &di);
+    T_EQ_INT(d->n_ex, 0);
+    error_is(d, 1, "unrecognized_format", "",
+             "line 1: none of the dataset_info's columns (alpaca rows: question, context, answer)");
+    al_dataset_free(d);
+    /* ranking pairs under their own names (a CSV), read as alpaca's chosen/rejected pairs */
+    al_dataset_info dr = di_of("{\"ranking\":true,\"columns\":{\"prompt\":\"question\",\"chosen\":\"better\","
+                               "\"rejected\":\"worse\"}}");
+    d = rd_sg("question,better,worse\nSky?,Blue,Green\nSky?,Blue,Blue\n", "pairs.csv", "dpo", &dr);
+    w = rd("{\"instruction\":\"Sky?\",\"chosen\":\"Blue\",\"rejected\":\"Green\"}\n", g_chat, "dpo", 0, 0);
+    T_STR_EQ(rep_str(d, "format"), "preference");
+    T_EQ_INT(d->n_ex, 1);
+    if (d->n_ex == 1 && w->n_ex == 1) {
+        T_TRUE(seq_eq(&d->ex[0].seq[0], &w->ex[0].seq[0]));
+        T_TRUE(seq_eq(&d->ex[0].seq[1], &w->ex[0].seq[1]));
+    }
+    error_is(d, 3, "identical_responses", "worse", "line 3: better and worse are identical");
+    al_dataset_free(d);
+    al_dataset_free(w);
+    /* sharegpt ranking pairs with their own chosen/rejected columns */
+    dr = di_of("{\"formatting\":\"sharegpt\",\"ranking\":true,\"columns\":{\"messages\":\"dialog\",\"chosen\":\"good\","
+               "\"rejected\":\"bad\"}}");
+    d = rd_sg("{\"dialog\":[{\"from\":\"human\",\"value\":\"Sky?\"}],\"good\":{\"from\":\"gpt\",\"value\":\"Blue\"},"
+              "\"bad\":{\"from\":\"gpt\",\"value\":\"Green\"}}\n"
+              "{\"dialog\":[{\"from\":\"human\",\"value\":\"Sky?\"}],\"good\":{\"from\":\"human\",\"value\":\"Blue\"},"
+              "\"bad\":{\"from\":\"gpt\",\"value\":\"Green\"}}\n",
+              NULL, "reward_model", &dr);
+    T_EQ_INT(d->n_ex, 1);
+    error_is(d, 2, "invalid_turn_order", "good", "line 2: good must be a gpt or function_call turn");
+    al_dataset_free(d);
+    /* the entry itself, refused field by field, exactly */
+    static const struct { const char *json, *field, *msg; } bad[] = {
+        {"{\"columns\":{\"prompt\":\"\"}}", "dataset_info.columns.prompt",
+         "dataset_info.columns.prompt: must be a non-empty string of at most 63 bytes"},
+        {"{\"columns\":{\"messages\":\"m\"}}", "dataset_info.columns.messages",
+         "dataset_info.columns.messages: unknown field (alignd reads prompt, query, response, history, system, tools "
+         "for alpaca)"},
+        {"{\"columns\":{\"chosen\":\"c\"}}", "dataset_info.columns.chosen",
+         "dataset_info.columns.chosen: is read only with \"ranking\": true"},
+        {"{\"ranking\":true,\"columns\":{\"response\":\"r\"}}", "dataset_info.columns.response",
+         "dataset_info.columns.response: is not read with \"ranking\": true (chosen and rejected are)"},
+        {"{\"formatting\":\"sharegpt\",\"columns\":{\"kto_tag\":\"label\"}}", "dataset_info.columns.kto_tag",
+         "dataset_info.columns.kto_tag: alignd's KTO reads prompt/completion/label rows or preference pairs, not "
+         "labelled sharegpt rows"},
+        {"{\"columns\":{\"prompt\":\"q\",\"query\":\"q\"}}", "dataset_info.columns.query",
+         "dataset_info.columns.query: \"q\" is also prompt"},
+        {"{\"tags\":{\"role_tag\":\"r\"}}", "dataset_info.tags", "dataset_info.tags: only a sharegpt entry has tags"},
+        {"{\"formatting\":\"openai\"}", "dataset_info.formatting",
+         "dataset_info.formatting: must be \"alpaca\" or \"sharegpt\""},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        al_error ae;
+        json_t *v = json_loads(bad[i].json, 0, NULL);
+        T_EQ_INT(al_dataset_info_parse(v, "dataset_info", &di, &ae), AL_EINVAL);
+        T_STR_EQ(ae.field, bad[i].field);
+        T_STR_EQ(ae.msg, bad[i].msg);
+        json_decref(v);
+    }
+    /* a default another role took is left unread; the echo reads back the same */
+    di = di_of("{\"columns\":{\"prompt\":\"input\",\"response\":\"answer\"}}");
+    json_t *e = al_dataset_info_json(&di);
+    echo = json_dumps(e, JSON_SORT_KEYS | JSON_COMPACT);
+    T_STR_EQ(echo, "{\"columns\":{\"history\":\"history\",\"prompt\":\"input\",\"response\":\"answer\",\"system\":"
+                   "\"system\",\"tools\":\"tools\"},\"formatting\":\"alpaca\",\"ranking\":false}");
+    free(echo);
+    al_dataset_info again;
+    al_error ae;
+    T_OK(al_dataset_info_parse(e, "dataset_info", &again, &ae));
+    T_TRUE(memcmp(&again, &di, sizeof di) == 0);
+    json_decref(e);
 }
 
 static void test_content_parts(void) {
@@ -1257,6 +1391,7 @@ int main(void) {
     test_alpaca();
     test_sharegpt();
     test_sharegpt_names();
+    test_alpaca_names();
     test_content_parts();
     test_tools_in_templates();
     test_csv_tsv();

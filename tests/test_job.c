@@ -196,9 +196,9 @@ int main(void) {
                      "{\"messages\":\"d\"}},\"training_files\":[{\"file\":\"a\"},{\"file\":\"b\",\"dataset_info\":"
                      "{\"formatting\":\"sharegpt\",\"columns\":{\"messages\":\"e\"}}}],\"validation_file\":\"v\"}";
     T_OK(al_job_parse(&j, di, strlen(di), err));
-    T_STR_EQ(al_job_file_sharegpt(&j, j.train_files[0].file)->messages, "d");
-    T_STR_EQ(al_job_file_sharegpt(&j, j.train_files[1].file)->messages, "e");
-    T_STR_EQ(al_job_file_sharegpt(&j, j.validation_file)->messages, "d");
+    T_STR_EQ(al_job_file_sharegpt(&j, j.train_files[0].file)->col[AL_DI_MESSAGES], "d");
+    T_STR_EQ(al_job_file_sharegpt(&j, j.train_files[1].file)->col[AL_DI_MESSAGES], "e");
+    T_STR_EQ(al_job_file_sharegpt(&j, j.validation_file)->col[AL_DI_MESSAGES], "d");
     T_TRUE(al_job_file_sharegpt(&j, "a") == NULL); /* by identity: an eval task's file of the same name is not it */
     al_job_deinit(&j);
     T_REJECTS("{\"method\":\"sft\",\"model\":\"m\",\"dataset_info\":{\"formatting\":\"sharegpt\"},\"training_files\":"
@@ -206,8 +206,8 @@ int main(void) {
               "training_files[0].dataset_info: give it or dataset_info, not both");
     T_REJECTS("{\"method\":\"sft\",\"model\":\"m\",\"training_files\":[{\"file\":\"a\"},{\"file\":\"b\",\"dataset_info\":"
               "{\"formatting\":\"sharegpt\",\"tags\":{\"from\":\"x\"}}}]}", "training_files[1].dataset_info.tags.from: unknown field");
-    T_REJECTS("{\"method\":\"sft\",\"model\":\"m\",\"training_file\":\"a\",\"dataset_info\":{\"formatting\":\"alpaca\"}}",
-              "dataset_info.formatting: must be \"sharegpt\"");
+    T_REJECTS("{\"method\":\"sft\",\"model\":\"m\",\"training_file\":\"a\",\"dataset_info\":{\"formatting\":\"csv\"}}",
+              "dataset_info.formatting: must be \"alpaca\" or \"sharegpt\"");
     T_REJECTS("{\"method\":\"sft\",\"model\":\"m\",\"training_files\":[]}", "training_files: must be a list of 1 to 8");
     T_REJECTS("{\"method\":\"sft\",\"model\":\"m\",\"training_files\":[{\"file\":\"a\"},{\"weight\":1}]}",
               "training_files[1].file: is required");

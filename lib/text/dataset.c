@@ -393,7 +393,7 @@ typedef struct parsed {
     const json_t *row;         /* the row itself (kept by PROMPT examples) */
     json_t *own[4];            /* converted turns (alpaca, sharegpt) the pointers above use */
     int oom;                   /* a conversion ran out of memory */
-    const al_sharegpt_cfg *sg; /* the file's sharegpt names, or NULL (the defaults) */
+    const al_dataset_info *sg; /* the file's dataset_info entry, or NULL (the defaults) */
 } parsed;
 
 static void parsed_deinit(parsed *p) {
@@ -519,6 +519,207 @@ static size_t shared_text(const json_t *a, const json_t *b) {
 
 /* ---- LLaMA-Factory's alpaca and sharegpt rows ---------------------------- */
 
+enum { END_ASSISTANT, END_USER, END_ANY };
+enum { SIDE_USER = 1, SIDE_ASSISTANT = 2, SIDE_SYSTEM = 4 };
+
+/* A sharegpt role tag: LLaMA-Factory's defaults and its OpenAI-style tags. */
+static const struct { const char *tag, *role; int side; } SHAREGPT_TAGS[] = {
+    {"human", "user", SIDE_USER},           {"user", "user", SIDE_USER},
+    {"observation", "tool", SIDE_USER},     {"gpt", "assistant", SIDE_ASSISTANT},
+    {"assistant", "assistant", SIDE_ASSISTANT}, {"function_call", "assistant", SIDE_ASSISTANT},
+    {"system", "system", SIDE_SYSTEM},
+};
+
+static const char *const SG_TAG_KEYS[AL_SG_NTAGS] = {"user_tag", "assistant_tag", "observation_tag",
+                                                     "function_tag", "system_tag"};
+static const char *const SG_TAG_DEFAULTS[AL_SG_NTAGS] = {"human", "gpt", "observation", "function_call", "system"};
+/* Each AL_SG_* tag's row in SHAREGPT_TAGS (its role and side). */
+static const int SG_TAG_ROW[AL_SG_NTAGS] = {0, 3, 2, 5, 6};
+
+static const char *const DI_COL_KEYS[AL_DI_NCOLS] = {"prompt", "query",  "response", "history", "messages",
+                                                     "system", "tools",  "chosen",   "rejected"};
+static const char *const DI_COL_DEFAULTS[AL_DI_NCOLS] = {"instruction", "input", "output", "history", "conversations",
+                                                         "system",      "tools", "chosen", "rejected"};
+/* The columns each kind of entry reads (the keys "columns" may name). */
+static const char *const DI_ALPACA_COLS[] = {"prompt", "query", "response", "history", "system", "tools", NULL};
+static const char *const DI_ALPACA_RANKED[] = {"prompt", "query", "history", "system", "tools", "chosen", "rejected",
+                                               NULL};
+static const char *const DI_SHAREGPT_COLS[] = {"messages", "system", "tools", NULL};
+static const char *const DI_SHAREGPT_RANKED[] = {"messages", "system", "tools", "chosen", "rejected", NULL};
+
+static int di_name(const json_t *o, const char *key, const char *path, const char *dflt, char out[AL_DI_NAME],
+                   al_error *err) {
+    const json_t *v = json_object_get(o, key);
+    if (!v || json_is_null(v)) {
+        snprintf(out, AL_DI_NAME, "%s", dflt);
+        return AL_OK;
+    }
+    if (!json_is_string(v) || !json_string_length(v) || json_string_length(v) >= AL_DI_NAME ||
+        strlen(json_string_value(v)) != json_string_length(v))
+        return AL_FAIL(err, AL_EINVAL, "%s.%s", "must be a non-empty string of at most %d bytes", path, key,
+                       AL_DI_NAME - 1);
+    snprintf(out, AL_DI_NAME, "%s", json_string_value(v));
+    return AL_OK;
+}
+
+/* "what" says which entries read the keys in the unknown-field message. */
+static int di_keys(const json_t *o, const char *path, const char *const *allowed, const char *what, al_error *err) {
+    const char *k;
+    json_t *v;
+    if (!json_is_object(o)) return AL_FAIL(err, AL_EINVAL, "%s", "must be an object", path);
+    json_object_foreach((json_t *)o, k, v) {
+        int ok = 0;
+        for (int i = 0; allowed[i] && !ok; i++) ok = !strcmp(k, allowed[i]);
+        if (!ok) {
+            char list[200] = "";
+            size_t n = 0;
+            for (int i = 0; allowed[i] && n < sizeof list; i++)
+                n += (size_t)snprintf(list + n, sizeof list - n, "%s%s", i ? ", " : "", allowed[i]);
+            return AL_FAIL(err, AL_EINVAL, "%s.%.60s", "unknown field (alignd reads %s%s)", path, k, list, what);
+        }
+    }
+    return AL_OK;
+}
+
+/* The columns of an entry: those of its format (and ranking) named or at
+ * their defaults, the others "". */
+static int di_columns(const json_t *co, const char *path, al_dataset_info *c, al_error *err) {
+    int alpaca = c->format == AL_FMT_ALPACA;
+    const char *const *cols = alpaca ? (c->ranking ? DI_ALPACA_RANKED : DI_ALPACA_COLS)
+                                     : (c->ranking ? DI_SHAREGPT_RANKED : DI_SHAREGPT_COLS);
+    char what[64];
+    snprintf(what, sizeof what, " for %s%s", alpaca ? "alpaca" : "sharegpt",
+             c->ranking ? " ranking" : "");
+    json_t *none = json_object();
+    if (!none) return AL_ENOMEM;
+    const json_t *o = co ? co : none;
+    int rc = AL_OK;
+    if (co && json_is_object(co)) {
+        /* the refusals that say why rather than only what is read */
+        if (json_object_get(co, "kto_tag"))
+            rc = AL_FAIL(err, AL_EINVAL, "%s.kto_tag",
+                         "alignd's KTO reads prompt/completion/label rows or preference pairs, not labelled "
+                         "%s rows", path, alpaca ? "alpaca" : "sharegpt");
+        else if (!c->ranking && (json_object_get(co, "chosen") || json_object_get(co, "rejected")))
+            rc = AL_FAIL(err, AL_EINVAL, "%s.%s", "is read only with \"ranking\": true", path,
+                         json_object_get(co, "chosen") ? "chosen" : "rejected");
+        else if (alpaca && c->ranking && json_object_get(co, "response"))
+            rc = AL_FAIL(err, AL_EINVAL, "%s.response", "is not read with \"ranking\": true (chosen and rejected are)",
+                         path);
+    }
+    if (!rc && co) rc = di_keys(co, path, cols, what, err);
+    int named[AL_DI_NCOLS] = {0};
+    for (int i = 0; !rc && cols[i]; i++) {
+        int k = 0;
+        while (strcmp(DI_COL_KEYS[k], cols[i])) k++;
+        named[k] = json_object_get(o, cols[i]) && !json_is_null(json_object_get(o, cols[i]));
+        rc = di_name(o, cols[i], path, DI_COL_DEFAULTS[k], c->col[k], err);
+    }
+    /* two roles of one column: refused when both are named; a default name
+     * another role took is left unread (as LLaMA-Factory leaves it) */
+    for (int i = 0; !rc && i < AL_DI_NCOLS; i++)
+        for (int k = 0; k < AL_DI_NCOLS && !rc; k++)
+            if (k != i && c->col[i][0] && !strcmp(c->col[i], c->col[k]) && named[k]) {
+                if (named[i] && k < i)
+                    rc = AL_FAIL(err, AL_EINVAL, "%s.%s", "\"%s\" is also %s", path, DI_COL_KEYS[i], c->col[i],
+                                 DI_COL_KEYS[k]);
+                else if (!named[i])
+                    memset(c->col[i], 0, sizeof c->col[i]);
+            }
+    json_decref(none);
+    return rc;
+}
+
+static int di_tags(const json_t *tg, const char *path, al_dataset_info *c, al_error *err) {
+    static const char *const tags[] = {"role_tag", "content_tag", "user_tag", "assistant_tag", "observation_tag",
+                                       "function_tag", "system_tag", NULL};
+    int rc = tg ? di_keys(tg, path, tags, "", err) : AL_OK;
+    if (rc) return rc;
+    json_t *none = json_object();
+    if (!none) return AL_ENOMEM;
+    const json_t *t0 = tg ? tg : none;
+    rc = di_name(t0, "role_tag", path, "from", c->role, err);
+    if (!rc) rc = di_name(t0, "content_tag", path, "value", c->content, err);
+    for (int i = 0; i < AL_SG_NTAGS && !rc; i++)
+        rc = di_name(t0, SG_TAG_KEYS[i], path, tg ? "" : SG_TAG_DEFAULTS[i], c->tag[i], err);
+    json_decref(none);
+    if (rc) return rc;
+    if (!strcmp(c->role, c->content))
+        return AL_FAIL(err, AL_EINVAL, "%s.content_tag", "must differ from role_tag", path);
+    if (!c->tag[AL_SG_USER][0] || !c->tag[AL_SG_ASSISTANT][0])
+        return AL_FAIL(err, AL_EINVAL, "%s", "needs user_tag and assistant_tag", path);
+    for (int i = 0; i < AL_SG_NTAGS; i++)
+        for (int k = 0; k < i; k++)
+            if (c->tag[i][0] && !strcmp(c->tag[i], c->tag[k]))
+                return AL_FAIL(err, AL_EINVAL, "%s.%s", "\"%s\" is also %s", path, SG_TAG_KEYS[i], c->tag[i],
+                               SG_TAG_KEYS[k]);
+    return AL_OK;
+}
+
+int al_dataset_info_parse(const json_t *v, const char *path, al_dataset_info *out, al_error *err) {
+    static const char *const top[] = {"formatting", "ranking", "columns", "tags", "file_name", NULL};
+    char p2[96];
+    al_dataset_info c;
+    memset(&c, 0, sizeof c);
+    int rc = di_keys(v, path, top, "", err);
+    if (rc) return rc;
+    const json_t *f = json_object_get(v, "formatting"), *rk = json_object_get(v, "ranking");
+    if (!f || json_is_null(f) || (json_is_string(f) && !strcmp(json_string_value(f), "alpaca")))
+        c.format = AL_FMT_ALPACA; /* LLaMA-Factory's default */
+    else if (json_is_string(f) && !strcmp(json_string_value(f), "sharegpt"))
+        c.format = AL_FMT_SHAREGPT;
+    else
+        return AL_FAIL(err, AL_EINVAL, "%s.formatting", "must be \"alpaca\" or \"sharegpt\"", path);
+    if (rk && !json_is_null(rk) && !json_is_boolean(rk))
+        return AL_FAIL(err, AL_EINVAL, "%s.ranking", "must be true or false", path);
+    c.ranking = json_is_true(rk);
+    const json_t *tg = json_object_get(v, "tags");
+    snprintf(p2, sizeof p2, "%s.columns", path);
+    if ((rc = di_columns(json_object_get(v, "columns"), p2, &c, err))) return rc;
+    snprintf(p2, sizeof p2, "%s.tags", path);
+    if (c.format == AL_FMT_ALPACA && tg)
+        return AL_FAIL(err, AL_EINVAL, "%s", "only a sharegpt entry has tags", p2);
+    if (c.format == AL_FMT_SHAREGPT && (rc = di_tags(tg, p2, &c, err))) return rc;
+    *out = c;
+    return AL_OK;
+}
+
+json_t *al_dataset_info_json(const al_dataset_info *c) {
+    int sg = c->format == AL_FMT_SHAREGPT;
+    json_t *cols = json_object(), *tags = sg ? json_pack("{s:s, s:s}", "role_tag", c->role, "content_tag", c->content)
+                                             : NULL;
+    for (int i = 0; cols && i < AL_DI_NCOLS; i++)
+        if (c->col[i][0]) json_object_set_new(cols, DI_COL_KEYS[i], json_string(c->col[i]));
+    for (int i = 0; tags && i < AL_SG_NTAGS; i++)
+        if (c->tag[i][0]) json_object_set_new(tags, SG_TAG_KEYS[i], json_string(c->tag[i]));
+    json_t *out = json_pack("{s:s, s:b, s:o}", "formatting", sg ? "sharegpt" : "alpaca", "ranking", c->ranking,
+                            "columns", cols);
+    if (out && sg && (!tags || json_object_set_new(out, "tags", tags))) {
+        json_decref(out);
+        return NULL;
+    }
+    if (!out) json_decref(tags);
+    return out;
+}
+
+/* The name of column k a row is read from: the entry's, or the default. */
+static const char *di_col(const parsed *p, int k) { return p->sg ? p->sg->col[k] : DI_COL_DEFAULTS[k]; }
+
+/* The columns a sharegpt row is read from. */
+static const char *sg_messages(const parsed *p, const json_t *o) {
+    if (p->sg) return p->sg->col[AL_DI_MESSAGES];
+    return json_object_get(o, "conversations") ? "conversations" : "messages";
+}
+
+/* Whether name is one of the columns that make a row the entry's format
+ * (its prompt, query and response, or messages; chosen and rejected). */
+static int di_owns(const al_dataset_info *di, const char *name) {
+    static const int own[] = {AL_DI_PROMPT, AL_DI_QUERY, AL_DI_RESPONSE, AL_DI_MESSAGES, AL_DI_CHOSEN, AL_DI_REJECTED};
+    for (size_t i = 0; i < sizeof own / sizeof own[0]; i++)
+        if (di->col[own[i]][0] && !strcmp(name, di->col[own[i]])) return 1;
+    return 0;
+}
+
 static json_t *message(const char *role, const json_t *content) {
     return json_pack("{s:s,s:O}", "role", role, "content", (json_t *)content);
 }
@@ -539,24 +740,27 @@ static int nonempty(const json_t *v) { return json_is_string(v) && json_string_l
 
 /* The prompt turns of an alpaca row, as LLaMA-Factory's alpaca converter
  * builds them: system, the history pairs as user/assistant turns, then the
- * user turn instruction + "\n" + input (whichever is non-empty alone).
- * Returns the list (kept by p), or NULL with a row error or p->oom. */
+ * user turn prompt + "\n" + query (whichever is non-empty alone), each from
+ * the file's own column (dataset_info; instruction, input, system, history
+ * by default). Returns the list (kept by p), or NULL with a row error or
+ * p->oom. */
 static json_t *alpaca_prompt(row_rec *r, const json_t *o, parsed *p) {
-    const json_t *ins = json_object_get(o, "instruction"), *in = json_object_get(o, "input");
-    const json_t *sys = json_object_get(o, "system"), *hist = json_object_get(o, "history");
+    const char *kp = di_col(p, AL_DI_PROMPT), *kq = di_col(p, AL_DI_QUERY), *ks = di_col(p, AL_DI_SYSTEM),
+               *kh = di_col(p, AL_DI_HISTORY);
+    const json_t *ins = json_object_get(o, kp), *in = json_object_get(o, kq);
+    const json_t *sys = json_object_get(o, ks), *hist = json_object_get(o, kh);
     if (!ins && !in) {
-        row_error(r, "missing_field", "instruction", "missing \"instruction\"");
+        row_error(r, "missing_field", kp, "missing \"%s\"", kp);
         return NULL;
     }
-    if (opt_string(r, o, "instruction") || opt_string(r, o, "input") || opt_string(r, o, "system"))
-        return NULL;
+    if (opt_string(r, o, kp) || opt_string(r, o, kq) || opt_string(r, o, ks)) return NULL;
     if (!nonempty(ins) && !nonempty(in)) {
-        row_error(r, "missing_content", "instruction", "instruction and input are both empty");
+        row_error(r, "missing_content", kp, "%s and %s are both empty", kp, kq);
         return NULL;
     }
     if (hist && !json_is_null(hist) && !json_is_array(hist)) {
-        row_error(r, "invalid_field_type", "history",
-                  "history must be a list of [query, response] pairs, got %s", type_name(hist));
+        row_error(r, "invalid_field_type", kh, "%s must be a list of [query, response] pairs, got %s", kh,
+                  type_name(hist));
         return NULL;
     }
     json_t *list = keep(p, json_array());
@@ -568,8 +772,8 @@ static json_t *alpaca_prompt(row_rec *r, const json_t *o, parsed *p) {
     json_array_foreach(hist, i, h) {
         if (!json_is_array(h) || json_array_size(h) != 2 || !json_is_string(json_array_get(h, 0)) ||
             !json_is_string(json_array_get(h, 1))) {
-            char f[32];
-            snprintf(f, sizeof f, "history[%zu]", i);
+            char f[AL_DI_NAME + 24];
+            snprintf(f, sizeof f, "%s[%zu]", kh, i);
             row_error(r, "invalid_field_type", f, "%s must be a [query, response] pair of strings", f);
             return NULL;
         }
@@ -602,18 +806,20 @@ static json_t *alpaca_prompt(row_rec *r, const json_t *o, parsed *p) {
     return list;
 }
 
+static int row_tools(row_rec *r, const json_t *o, parsed *p);
+
 static int validate_alpaca(row_rec *r, const json_t *o, parsed *p, al_batch_kind kind) {
     json_t *prompt = alpaca_prompt(r, o, p);
-    if (!prompt) return 1;
+    if (!prompt || row_tools(r, o, p)) return 1;
     p->conv = 1;
     p->prompt = prompt;
-    if (kind == AL_BATCH_PROMPT && !json_object_get(o, "output")) return 0;   /* RL: the prompt alone */
-    const json_t *out = need(r, o, "output");
+    const char *kr = di_col(p, AL_DI_RESPONSE);
+    if (kind == AL_BATCH_PROMPT && !json_object_get(o, kr)) return 0;   /* RL: the prompt alone */
+    const json_t *out = need(r, o, kr);
     if (!out) return 1;
     if (!json_is_string(out))
-        return row_error(r, "invalid_field_type", "output", "output must be a string, got %s",
-                         type_name(out));
-    if (json_blank(out)) return row_error(r, "empty_target", "output", "output is empty or whitespace");
+        return row_error(r, "invalid_field_type", kr, "%s must be a string, got %s", kr, type_name(out));
+    if (json_blank(out)) return row_error(r, "empty_target", kr, "%s is empty or whitespace", kr);
     json_t *all = keep(p, json_copy(prompt));
     if (!all || push(all, message("assistant", out))) {
         p->oom = 1;
@@ -623,129 +829,6 @@ static int validate_alpaca(row_rec *r, const json_t *o, parsed *p, al_batch_kind
     p->reference = out;
     return 0;
 }
-
-enum { END_ASSISTANT, END_USER, END_ANY };
-enum { SIDE_USER = 1, SIDE_ASSISTANT = 2, SIDE_SYSTEM = 4 };
-
-/* A sharegpt role tag: LLaMA-Factory's defaults and its OpenAI-style tags. */
-static const struct { const char *tag, *role; int side; } SHAREGPT_TAGS[] = {
-    {"human", "user", SIDE_USER},           {"user", "user", SIDE_USER},
-    {"observation", "tool", SIDE_USER},     {"gpt", "assistant", SIDE_ASSISTANT},
-    {"assistant", "assistant", SIDE_ASSISTANT}, {"function_call", "assistant", SIDE_ASSISTANT},
-    {"system", "system", SIDE_SYSTEM},
-};
-
-static const char *const SG_TAG_KEYS[AL_SG_NTAGS] = {"user_tag", "assistant_tag", "observation_tag",
-                                                     "function_tag", "system_tag"};
-static const char *const SG_TAG_DEFAULTS[AL_SG_NTAGS] = {"human", "gpt", "observation", "function_call", "system"};
-/* Each AL_SG_* tag's row in SHAREGPT_TAGS (its role and side). */
-static const int SG_TAG_ROW[AL_SG_NTAGS] = {0, 3, 2, 5, 6};
-
-static int sg_name(const json_t *o, const char *key, const char *path, const char *dflt, char out[AL_SG_NAME],
-                   al_error *err) {
-    const json_t *v = json_object_get(o, key);
-    if (!v || json_is_null(v)) {
-        snprintf(out, AL_SG_NAME, "%s", dflt);
-        return AL_OK;
-    }
-    if (!json_is_string(v) || !json_string_length(v) || json_string_length(v) >= AL_SG_NAME ||
-        strlen(json_string_value(v)) != json_string_length(v))
-        return AL_FAIL(err, AL_EINVAL, "%s.%s", "must be a non-empty string of at most %d bytes", path, key,
-                       AL_SG_NAME - 1);
-    snprintf(out, AL_SG_NAME, "%s", json_string_value(v));
-    return AL_OK;
-}
-
-static int sg_keys(const json_t *o, const char *path, const char *const *allowed, al_error *err) {
-    const char *k;
-    json_t *v;
-    if (!json_is_object(o)) return AL_FAIL(err, AL_EINVAL, "%s", "must be an object", path);
-    json_object_foreach((json_t *)o, k, v) {
-        int ok = 0;
-        for (int i = 0; allowed[i] && !ok; i++) ok = !strcmp(k, allowed[i]);
-        if (!ok) {
-            char list[200] = "";
-            size_t n = 0;
-            for (int i = 0; allowed[i] && n < sizeof list; i++)
-                n += (size_t)snprintf(list + n, sizeof list - n, "%s%s", i ? ", " : "", allowed[i]);
-            return AL_FAIL(err, AL_EINVAL, "%s.%.60s", "unknown field (alignd reads %s)", path, k, list);
-        }
-    }
-    return AL_OK;
-}
-
-int al_sharegpt_parse(const json_t *v, const char *path, al_sharegpt_cfg *out, al_error *err) {
-    static const char *const top[] = {"formatting", "columns", "tags", "file_name", NULL};
-    static const char *const cols[] = {"messages", "system", "tools", NULL};
-    static const char *const tags[] = {"role_tag", "content_tag", "user_tag", "assistant_tag", "observation_tag",
-                                       "function_tag", "system_tag", NULL};
-    char p2[96];
-    al_sharegpt_cfg c;
-    memset(&c, 0, sizeof c);
-    int rc = sg_keys(v, path, top, err);
-    if (rc) return rc;
-    const json_t *f = json_object_get(v, "formatting");
-    if (!json_is_string(f) || strcmp(json_string_value(f), "sharegpt"))
-        return AL_FAIL(err, AL_EINVAL, "%s.formatting", "must be \"sharegpt\" (alpaca files are read with "
-                       "LLaMA-Factory's own column names)", path);
-    const json_t *co = json_object_get(v, "columns"), *tg = json_object_get(v, "tags");
-    snprintf(p2, sizeof p2, "%s.columns", path);
-    if (co && ((rc = sg_keys(co, p2, cols, err)) || (rc = sg_name(co, "messages", p2, "conversations", c.messages, err)) ||
-               (rc = sg_name(co, "system", p2, "system", c.system, err)) ||
-               (rc = sg_name(co, "tools", p2, "tools", c.tools, err))))
-        return rc;
-    if (!co) {
-        snprintf(c.messages, sizeof c.messages, "conversations");
-        snprintf(c.system, sizeof c.system, "system");
-        snprintf(c.tools, sizeof c.tools, "tools");
-    }
-    snprintf(p2, sizeof p2, "%s.tags", path);
-    if (tg && (rc = sg_keys(tg, p2, tags, err))) return rc;
-    const json_t *t0 = tg ? tg : json_object();
-    if ((rc = sg_name(t0, "role_tag", p2, "from", c.role, err)) ||
-        (rc = sg_name(t0, "content_tag", p2, "value", c.content, err))) {
-        if (!tg) json_decref((json_t *)t0);
-        return rc;
-    }
-    for (int i = 0; i < AL_SG_NTAGS && !rc; i++)
-        rc = sg_name(t0, SG_TAG_KEYS[i], p2, tg ? "" : SG_TAG_DEFAULTS[i], c.tag[i], err);
-    if (!tg) json_decref((json_t *)t0);
-    if (rc) return rc;
-    if (!strcmp(c.role, c.content))
-        return AL_FAIL(err, AL_EINVAL, "%s.content_tag", "must differ from role_tag", p2);
-    if (!c.tag[AL_SG_USER][0] || !c.tag[AL_SG_ASSISTANT][0])
-        return AL_FAIL(err, AL_EINVAL, "%s", "needs user_tag and assistant_tag", p2);
-    for (int i = 0; i < AL_SG_NTAGS; i++)
-        for (int k = 0; k < i; k++)
-            if (c.tag[i][0] && !strcmp(c.tag[i], c.tag[k]))
-                return AL_FAIL(err, AL_EINVAL, "%s.%s",
-                               "\"%s\" is also %s", p2, SG_TAG_KEYS[i], c.tag[i], SG_TAG_KEYS[k]);
-    *out = c;
-    return AL_OK;
-}
-
-json_t *al_sharegpt_json(const al_sharegpt_cfg *c) {
-    json_t *tags = json_pack("{s:s, s:s}", "role_tag", c->role, "content_tag", c->content);
-    for (int i = 0; tags && i < AL_SG_NTAGS; i++)
-        if (c->tag[i][0]) json_object_set_new(tags, SG_TAG_KEYS[i], json_string(c->tag[i]));
-    json_t *cols = json_pack("{s:s}", "messages", c->messages);
-    if (cols && c->system[0]) json_object_set_new(cols, "system", json_string(c->system));
-    if (cols && c->tools[0]) json_object_set_new(cols, "tools", json_string(c->tools));
-    if (!tags || !cols) {
-        json_decref(tags);
-        json_decref(cols);
-        return NULL;
-    }
-    return json_pack("{s:s, s:o, s:o}", "formatting", "sharegpt", "columns", cols, "tags", tags);
-}
-
-/* The columns a sharegpt row is read from. */
-static const char *sg_messages(const parsed *p, const json_t *o) {
-    if (p->sg) return p->sg->messages;
-    return json_object_get(o, "conversations") ? "conversations" : "messages";
-}
-static const char *sg_system(const parsed *p) { return p->sg ? p->sg->system : "system"; }
-static const char *sg_tools(const parsed *p) { return p->sg ? p->sg->tools : "tools"; }
 
 /* Whether a message list uses sharegpt's keys (from/value) rather than
  * OpenAI's (role/content). */
@@ -781,7 +864,7 @@ static json_t *function_calls(const json_t *value) {
 /* One sharegpt turn as an OpenAI message (new reference) with its side;
  * NULL with a row error (or p->oom). */
 static json_t *sharegpt_turn(row_rec *r, const json_t *t, const char *f, int *side, parsed *p) {
-    const al_sharegpt_cfg *sg = p->sg;
+    const al_dataset_info *sg = p->sg;
     if (!json_is_object(t)) {
         row_error(r, "message_missing_key", f, "%s is %s, not a turn with %s and %s", f, type_name(t),
                   sg ? sg->role : "from", sg ? sg->content : "value");
@@ -800,7 +883,7 @@ static json_t *sharegpt_turn(row_rec *r, const json_t *t, const char *f, int *si
         for (int i = 0; json_is_string(tag) && i < AL_SG_NTAGS; i++)
             if (sg->tag[i][0] && !strcmp(json_string_value(tag), sg->tag[i])) k = SG_TAG_ROW[i];
         if (k < 0) {
-            char list[5 * (AL_SG_NAME + 4)] = "";
+            char list[5 * (AL_DI_NAME + 4)] = "";
             size_t n = 0;
             for (int i = 0; i < AL_SG_NTAGS && n < sizeof list; i++)
                 if (sg->tag[i][0]) n += (size_t)snprintf(list + n, sizeof list - n, "%s\"%s\"", n ? ", " : "", sg->tag[i]);
@@ -854,7 +937,7 @@ static json_t *sharegpt_turns(row_rec *r, const json_t *o, const char *key, int 
                        json_is_array(list) ? "an empty list" : type_name(list));
         return NULL;
     }
-    const char *sys = sg_system(p);
+    const char *sys = di_col(p, AL_DI_SYSTEM);
     if (sys[0] && opt_string(r, o, sys)) return NULL;
     json_t *out = keep(p, json_array());
     if (!out) return NULL;
@@ -909,9 +992,10 @@ static json_t *sharegpt_turns(row_rec *r, const json_t *o, const char *key, int 
     return out;
 }
 
-/* tools: a list, or that list as a JSON string (LLaMA-Factory's columns). */
-static int sharegpt_tools(row_rec *r, const json_t *o, parsed *p) {
-    const char *col = sg_tools(p);
+/* tools: a list, or that list as a JSON string (LLaMA-Factory's columns;
+ * alpaca and sharegpt rows). */
+static int row_tools(row_rec *r, const json_t *o, parsed *p) {
+    const char *col = di_col(p, AL_DI_TOOLS);
     if (!col[0]) return 0;
     const json_t *t = json_object_get(o, col);
     if (json_is_string(t) && json_string_length(t) == 0) return 0;
@@ -932,7 +1016,7 @@ static int sharegpt_tools(row_rec *r, const json_t *o, parsed *p) {
 static int validate_sharegpt(row_rec *r, const json_t *o, parsed *p, al_batch_kind kind) {
     const char *key = sg_messages(p, o);
     json_t *all = sharegpt_turns(r, o, key, kind == AL_BATCH_PROMPT ? END_ANY : END_ASSISTANT, p);
-    if (!all || sharegpt_tools(r, o, p)) return 1;
+    if (!all || row_tools(r, o, p)) return 1;
     if (kind != AL_BATCH_PROMPT && check_trained(r, all, 0, key)) return 1;
     size_t n = json_array_size(all);
     const json_t *lastm = json_array_get(all, n - 1);
@@ -961,13 +1045,14 @@ static int validate_sharegpt(row_rec *r, const json_t *o, parsed *p, al_batch_ki
 static int validate_lf_pair(row_rec *r, const json_t *o, parsed *p, int sg) {
     r->variant = sg ? 4 : 3;
     json_t *prompt = sg ? sharegpt_turns(r, o, sg_messages(p, o), END_USER, p) : alpaca_prompt(r, o, p);
-    if (!prompt || (sg && sharegpt_tools(r, o, p))) return 1;
-    const json_t *c = need(r, o, "chosen");
+    if (!prompt || row_tools(r, o, p)) return 1;
+    const char *kc = di_col(p, AL_DI_CHOSEN), *kj = di_col(p, AL_DI_REJECTED);
+    const json_t *c = need(r, o, kc);
     if (!c) return 1;
-    const json_t *j = need(r, o, "rejected");
+    const json_t *j = need(r, o, kj);
     if (!j) return 1;
     for (int k = 0; k < 2; k++) {
-        const char *f = k ? "rejected" : "chosen";
+        const char *f = k ? kj : kc;
         const json_t *v = k ? j : c;
         json_t *m;
         if (sg) {
@@ -991,7 +1076,7 @@ static int validate_lf_pair(row_rec *r, const json_t *o, parsed *p, int sg) {
         p->comp[k] = list;
     }
     if (json_equal((json_t *)c, (json_t *)j))
-        return row_error(r, "identical_responses", "rejected", "chosen and rejected are identical");
+        return row_error(r, "identical_responses", kj, "%s and %s are identical", kc, kj);
     p->conv = 1;
     p->prompt = prompt;
     return 0;
@@ -999,7 +1084,8 @@ static int validate_lf_pair(row_rec *r, const json_t *o, parsed *p, int sg) {
 
 static int validate_preference(row_rec *r, const json_t *o, parsed *p) {
     p->shared = -1;
-    if (json_object_get(o, p->sg ? p->sg->messages : "conversations")) return validate_lf_pair(r, o, p, 1);
+    if (p->sg) return validate_lf_pair(r, o, p, p->sg->format == AL_FMT_SHAREGPT); /* the entry says which */
+    if (json_object_get(o, "conversations")) return validate_lf_pair(r, o, p, 1);
     if (json_object_get(o, "instruction") || json_is_string(json_object_get(o, "input")))
         return validate_lf_pair(r, o, p, 0);
     if (json_object_get(o, "preferred_output") || json_object_get(o, "non_preferred_output") ||
@@ -1177,7 +1263,7 @@ static int validate_ranked(row_rec *r, const json_t *o, parsed *p, int ratings) 
     return 0;
 }
 
-static int validate(row_rec *r, const json_t *o, al_data_format f, al_batch_kind kind, const al_sharegpt_cfg *sg,
+static int validate(row_rec *r, const json_t *o, al_data_format f, al_batch_kind kind, const al_dataset_info *sg,
                     parsed *p) {
     memset(p, 0, sizeof *p);
     p->shared = -1;
@@ -1194,6 +1280,15 @@ static int validate(row_rec *r, const json_t *o, al_data_format f, al_batch_kind
     case AL_FMT_ALPACA: return validate_alpaca(r, o, p, kind);
     case AL_FMT_SHAREGPT: return validate_sharegpt(r, o, p, kind);
     default:
+        if (sg) {
+            char list[6 * (AL_DI_NAME + 2)] = "";
+            size_t n = 0;
+            for (int k = 0; k < AL_DI_NCOLS && n < sizeof list; k++)
+                if (sg->col[k][0] && di_owns(sg, sg->col[k]))
+                    n += (size_t)snprintf(list + n, sizeof list - n, "%s%s", n ? ", " : "", sg->col[k]);
+            return row_error(r, "unrecognized_format", "", "none of the dataset_info's columns (%s%s rows: %s)",
+                             sg->format == AL_FMT_ALPACA ? "alpaca" : "sharegpt", sg->ranking ? " ranking" : "", list);
+        }
         return row_error(r, "unrecognized_format", "",
                          "no known format: expected text, messages, prompt/completion, "
                          "prompt/chosen/rejected, prompt/completion/label, prompt, "
@@ -1206,18 +1301,20 @@ static int validate(row_rec *r, const json_t *o, al_data_format f, al_batch_kind
  * format away, after the formats that hold another's keys as a part have
  * absorbed it (alpaca's and sharegpt's pairs are preference rows). More than
  * one bit: the row alone cannot tell which format it is in. */
-static unsigned detect(const json_t *o, const al_sharegpt_cfg *sg) {
+static unsigned detect(const json_t *o, const al_dataset_info *di) {
 #define HAS(k) (json_object_get(o, k) != NULL)
+    if (di) {
+        /* a file with a dataset_info entry: its columns say the format, and
+         * a row with none of them is no format (never read as another) */
+        const char *k;
+        json_t *v;
+        json_object_foreach((json_t *)o, k, v) if (di_owns(di, k)) return FMT_BIT(di->ranking ? AL_FMT_PREFERENCE : di->format);
+        return 0;
+    }
     unsigned m = 0;
     const json_t *msgs = json_object_get(o, "messages"), *input = json_object_get(o, "input");
-    if (sg) {
-        /* a file declared sharegpt: its messages column says so */
-        if (HAS(sg->messages)) m |= FMT_BIT(AL_FMT_SHAREGPT);
-        if (msgs && strcmp(sg->messages, "messages")) m |= FMT_BIT(AL_FMT_MESSAGES);
-    } else {
-        if (msgs) m |= sharegpt_style(msgs) ? FMT_BIT(AL_FMT_SHAREGPT) : FMT_BIT(AL_FMT_MESSAGES);
-        if (HAS("conversations")) m |= FMT_BIT(AL_FMT_SHAREGPT);
-    }
+    if (msgs) m |= sharegpt_style(msgs) ? FMT_BIT(AL_FMT_SHAREGPT) : FMT_BIT(AL_FMT_MESSAGES);
+    if (HAS("conversations")) m |= FMT_BIT(AL_FMT_SHAREGPT);
     if (HAS("instruction") || HAS("output") || (input && !json_is_object(input)))
         m |= FMT_BIT(AL_FMT_ALPACA);
     if (HAS("text")) m |= FMT_BIT(AL_FMT_TEXT);
@@ -1686,7 +1783,7 @@ static int process(reader *d, row_rec *r, const json_t *o, al_data_format f) {
     r->label = -1;
     r->tokens = -1;
     al_batch_kind kind = (al_batch_kind)kind_of(d, f);
-    int bad = validate(r, o, f, kind, d->o.sharegpt, &p), rc = AL_OK;
+    int bad = validate(r, o, f, kind, d->o.dataset_info, &p), rc = AL_OK;
     p.row = o;
     if (p.oom) rc = AL_ENOMEM;
     else if (!bad) {
@@ -1736,7 +1833,7 @@ static int first_look(reader *d, row_rec *r, const json_t *o) {
         free(text);
         if (rc || d->collect) return rc;
     }
-    unsigned cands = detect(o, d->o.sharegpt);
+    unsigned cands = detect(o, d->o.dataset_info);
     r->det = (int8_t)lowest(cands);
     if (popcount(cands) > 1) {
         /* the method may settle it: one candidate it can train */
@@ -1900,8 +1997,11 @@ static json_t *csv_object(const reader *d, const al_csv_rec *rec, const char **w
         const char *name = d->cols[i], *v = rec->f[i];
         size_t n = rec->fl[i];
         json_t *x = NULL;
-        const al_sharegpt_cfg *sg = d->o.sharegpt;
-        int json_col = in_list(name, JSON_COLUMNS) || (sg && (!strcmp(name, sg->messages) || !strcmp(name, sg->tools)));
+        const al_dataset_info *di = d->o.dataset_info;
+        int json_col = in_list(name, JSON_COLUMNS) ||
+                       (di && (!strcmp(name, di->col[AL_DI_MESSAGES]) || !strcmp(name, di->col[AL_DI_TOOLS]) ||
+                               !strcmp(name, di->col[AL_DI_HISTORY]) ||
+                               (di->format == AL_FMT_SHAREGPT && di_owns(di, name))));
         int special = json_col || !strcmp(name, "label");
         if (special && blank(v, n)) continue;
         if (!strcmp(name, "label") && (!strcmp(v, "true") || !strcmp(v, "1") || !strcmp(v, "True")))
@@ -1992,8 +2092,8 @@ static void header_free(header *h) {
 
 /* The header at buf[start..] split at delim; *known: how many of its names
  * say a format. */
-static int read_header(const char *buf, size_t len, size_t start, int line, char delim, const char *also,
-                       header *h, int *known) {
+static int read_header(const char *buf, size_t len, size_t start, int line, char delim,
+                       const al_dataset_info *di, header *h, int *known) {
     memset(h, 0, sizeof *h);
     al_csv_each(buf, len, start, line, delim, header_cb, h);
     if (h->oom) {
@@ -2002,7 +2102,7 @@ static int read_header(const char *buf, size_t len, size_t start, int line, char
     }
     *known = 0;
     for (int i = 0; i < h->n; i++)
-        *known += h->cols[i] && (in_list(h->cols[i], FORMAT_COLUMNS) || (also && !strcmp(h->cols[i], also)));
+        *known += h->cols[i] && (in_list(h->cols[i], FORMAT_COLUMNS) || (di && di_owns(di, h->cols[i])));
     return AL_OK;
 }
 
@@ -2027,11 +2127,10 @@ static int sniff_csv(reader *d, const char *buf, size_t len, size_t start, int l
                                                                     : ',';
     header h, h2;
     int known = 0, known2 = 0, rc;
-    const char *sgm = d->o.sharegpt ? d->o.sharegpt->messages : NULL; /* the file's messages column */
-    if ((rc = read_header(buf, len, start, line, delim, sgm, &h, &known))) return rc;
+    if ((rc = read_header(buf, len, start, line, delim, d->o.dataset_info, &h, &known))) return rc;
     if (!ext[0] || (strcasecmp(ext, "csv") && strcasecmp(ext, "tsv") && strcasecmp(ext, "tab"))) {
         if (commas && tabs) {
-            if ((rc = read_header(buf, len, start, line, '\t', sgm, &h2, &known2))) {
+            if ((rc = read_header(buf, len, start, line, '\t', d->o.dataset_info, &h2, &known2))) {
                 header_free(&h);
                 return rc;
             }
@@ -2708,7 +2807,7 @@ static void fill_report(const reader *d, al_dataset *ds, json_t *rep, const tall
     json_object_set_new(rep, "warnings_omitted", jint(t->dups + t->truncated + t->dropped + t->hyg_dropped -
                                                       (long long)json_array_size(warnings)));
     if (hyg_rep) json_object_set_new(rep, "hygiene", hyg_rep);
-    if (d->o.sharegpt) json_object_set_new(rep, "dataset_info", al_sharegpt_json(d->o.sharegpt));
+    if (d->o.dataset_info) json_object_set_new(rep, "dataset_info", al_dataset_info_json(d->o.dataset_info));
     json_object_set_new(rep, "mix", mix);
     json_object_set_new(rep, "trainable", json_boolean(trainable));
     if (ds->fatal[0]) json_object_set_new(rep, "fatal", json_string(ds->fatal));

@@ -26,7 +26,8 @@
  *                      the template (Llama 3.1 and Qwen2.5 render them
  *                      with tojson, as vLLM hands them over)
  *   alpaca             {"instruction", "input"?, "output", "system"?,
- *                       "history"?: [[query, response], ...]}      LM
+ *                       "history"?: [[query, response], ...],
+ *                       "tools"?}                                  LM
  *                      as LLaMA-Factory's alpaca converter: history pairs
  *                      become earlier user/assistant turns (trained, as
  *                      LLaMA-Factory trains them), the user turn is
@@ -162,29 +163,60 @@ typedef enum al_data_format {
  * "sharegpt", "unknown". */
 const char *al_data_format_name(al_data_format f);
 
-/* A sharegpt file's own column and tag names: LLaMA-Factory's
- * dataset_info.json entry {"formatting": "sharegpt", "columns": {"messages",
- * "system", "tools"}, "tags": {"role_tag", "content_tag", "user_tag",
- * "assistant_tag", "observation_tag", "function_tag", "system_tag"}}
- * ("file_name" is ignored). As LLaMA-Factory reads it, a "tags" object
- * names the only turn tags accepted (one it leaves out: no such turns);
- * role_tag and content_tag default to "from" and "value", the columns to
- * "conversations", "system" and "tools" (LLaMA-Factory leaves unnamed
- * columns unread; naming them is what it asks for anyway). */
-#define AL_SG_NAME 64
+/* A file's own format and column names: LLaMA-Factory's dataset_info.json
+ * entry (data/README.md there; src/llamafactory/data/parser.py reads it):
+ *
+ *   {"formatting": "alpaca" (the default) | "sharegpt", "ranking": false,
+ *    "columns": {alpaca: "prompt" (default "instruction"), "query" ("input"),
+ *                "response" ("output"), "history", "system", "tools";
+ *                sharegpt: "messages" ("conversations"), "system", "tools";
+ *                with "ranking": true both: "chosen", "rejected"},
+ *    "tags": {sharegpt only: "role_tag", "content_tag", "user_tag",
+ *             "assistant_tag", "observation_tag", "function_tag",
+ *             "system_tag"}}
+ *
+ * ("file_name" is ignored). "ranking": true makes the rows preference pairs
+ * (an alpaca or sharegpt prompt with chosen and rejected answers); without
+ * it the rows are alpaca or sharegpt rows (SFT, RL prompts) and naming
+ * chosen/rejected is refused, as is naming response with it. A column left
+ * unnamed is read under its default name (LLaMA-Factory leaves it unread;
+ * alignd reads it as it reads the file without an entry, so an entry naming
+ * nothing reads what no entry reads). As LLaMA-Factory reads it, a "tags"
+ * object names the only turn tags accepted (one it leaves out: no such
+ * turns); role_tag and content_tag default to "from" and "value". kto_tag
+ * (LLaMA-Factory's labelled rows for KTO) and the image/video/audio columns
+ * are refused by name: alignd's KTO reads prompt/completion/label rows and
+ * preference pairs. With an entry its columns decide the rows' format: a
+ * row with none of them is refused (unrecognized_format, naming them),
+ * never read as another format. */
+#define AL_DI_NAME 64
 enum { AL_SG_USER, AL_SG_ASSISTANT, AL_SG_OBSERVATION, AL_SG_FUNCTION, AL_SG_SYSTEM, AL_SG_NTAGS };
-typedef struct al_sharegpt_cfg {
-    char messages[AL_SG_NAME], system[AL_SG_NAME], tools[AL_SG_NAME]; /* columns ("" = none) */
-    char role[AL_SG_NAME], content[AL_SG_NAME];                       /* the turn's keys */
-    char tag[AL_SG_NTAGS][AL_SG_NAME];                                /* AL_SG_*; "" = not accepted */
-} al_sharegpt_cfg;
+/* The columns (AL_DI_PROMPT.. in the order of "columns"' keys). */
+enum {
+    AL_DI_PROMPT, AL_DI_QUERY, AL_DI_RESPONSE, AL_DI_HISTORY, AL_DI_MESSAGES, AL_DI_SYSTEM, AL_DI_TOOLS,
+    AL_DI_CHOSEN, AL_DI_REJECTED, AL_DI_NCOLS
+};
+typedef struct al_dataset_info {
+    al_data_format format;                       /* AL_FMT_ALPACA or AL_FMT_SHAREGPT */
+    int ranking;                                 /* rows are chosen/rejected pairs */
+    char col[AL_DI_NCOLS][AL_DI_NAME];           /* AL_DI_*; "" = not read by this format */
+    char role[AL_DI_NAME], content[AL_DI_NAME];  /* sharegpt: the turn's keys */
+    char tag[AL_SG_NTAGS][AL_DI_NAME];           /* sharegpt: AL_SG_*; "" = not accepted */
+} al_dataset_info;
 
 /* Reads a dataset_info entry (above); path names it in errors (err->field
- * "dataset_info.tags.user_tag", err->msg "dataset_info.tags.user_tag: must
- * be a non-empty string"). AL_EINVAL. */
-int al_sharegpt_parse(const json_t *v, const char *path, al_sharegpt_cfg *out, al_error *err);
+ * "dataset_info.columns.prompt", err->msg "dataset_info.columns.prompt:
+ * must be a non-empty string of at most 63 bytes"). AL_EINVAL. */
+int al_dataset_info_parse(const json_t *v, const char *path, al_dataset_info *out, al_error *err);
 /* The entry as JSON, every name resolved (new reference; NULL on ENOMEM). */
-json_t *al_sharegpt_json(const al_sharegpt_cfg *c);
+json_t *al_dataset_info_json(const al_dataset_info *c);
+
+/* The names lib/train still spells (the entry was sharegpt-only once); to
+ * go when lib/train's callers are renamed. */
+typedef al_dataset_info al_sharegpt_cfg;
+static inline int al_sharegpt_parse(const json_t *v, const char *path, al_dataset_info *out, al_error *err) {
+    return al_dataset_info_parse(v, path, out, err);
+}
 
 typedef struct al_data_opts {
     /* "sft", "pretrain", "dpo" (also "ipo", "orpo", "simpo"), "kto",
@@ -208,9 +240,12 @@ typedef struct al_data_opts {
                               * dropped row a warning (too_short, too_long,
                               * language, contaminated, near_duplicate) and
                               * the report's "hygiene" section the counts */
-    const al_sharegpt_cfg *sharegpt; /* NULL, or the file's sharegpt names
-                              * (then the only ones read; the report's
-                              * "dataset_info" says them) */
+    union {                  /* NULL, or the file's dataset_info entry (then
+                              * its names are the only ones read; the
+                              * report's "dataset_info" says them) */
+        const al_dataset_info *dataset_info;
+        const al_dataset_info *sharegpt; /* lib/train's name for it (above) */
+    };
 } al_data_opts;
 
 /* A read dataset. Members are read-only for callers; al_dataset_free
