@@ -29,7 +29,8 @@
  * asserts nothing about times.
  *
  * Usage: bench_train --shape tiny|gpt2|smollm --mode train|lora|gen
- *                    [--steps N] [--warmup N] [--threads N] */
+ *                    [--steps N] [--warmup N] [--threads N]
+ *                    [--matmul onednn|openblas]   (default: the library's, ops.h) */
 #include <cblas.h>
 #include <math.h>
 #include <stdio.h>
@@ -134,8 +135,8 @@ static double matmul_params(al_model *m, const bench_shape *s) {
 
 static void print_common(const bench_shape *s, const char *mode, int B, int T) {
     printf("{\"impl\":\"alignd\",\"shape\":\"%s\",\"mode\":\"%s\",\"B\":%d,\"T\":%d,"
-           "\"threads\":%d,",
-           s->name, mode, B, T, al_pool_threads());
+           "\"threads\":%d,\"matmul\":\"%s\",",
+           s->name, mode, B, T, al_pool_threads(), al_gemm_backend_name());
 }
 
 static int run_train(al_model *m, const bench_shape *s, int lora, int warmup, int steps,
@@ -291,12 +292,13 @@ static int run_gen(al_model *m, const bench_shape *s, int warmup, int steps) {
 
 static void usage(void) {
     fprintf(stderr, "usage: bench_train --shape tiny|gpt2|smollm --mode train|lora|gen "
-                    "[--steps N] [--warmup N] [--threads N]\n");
+                    "[--steps N] [--warmup N] [--threads N] [--matmul onednn|openblas]\n");
 }
 
 int main(int argc, char **argv) {
     const char *shape = "tiny", *mode = "train";
     int steps = 5, warmup = 3, threads = 2;
+    const char *matmul = NULL;
     for (int i = 1; i < argc; i++) {
         if (i + 1 >= argc) {
             usage();
@@ -307,6 +309,7 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "--steps")) steps = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--warmup")) warmup = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--threads")) threads = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--matmul")) matmul = argv[++i];
         else {
             usage();
             return 2;
@@ -325,6 +328,11 @@ int main(int argc, char **argv) {
     if (rc != AL_OK) {
         fprintf(stderr, "bench_train: al_pool_init: %s\n", al_strerror(rc));
         return 1;
+    }
+    if (matmul && al_gemm_set_backend(!strcmp(matmul, "openblas") ? AL_MM_OPENBLAS
+                                      : !strcmp(matmul, "onednn") ? AL_MM_ONEDNN : -1)) {
+        fprintf(stderr, "bench_train: --matmul %s: not available in this build\n", matmul);
+        return 2;
     }
     double gemm_gflops = sgemm_rate();
 

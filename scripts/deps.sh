@@ -18,7 +18,7 @@ al_need_packages() {
 
 # What building alignd needs (libcurl: the tests, built by default, speak
 # HTTP; -DALIGND_BUILD_TESTS=OFF builds without them).
-AL_BUILD_PACKAGES=(build-essential cmake pkg-config libopenblas-dev libjansson-dev libpcre2-dev
+AL_BUILD_PACKAGES=(build-essential cmake pkg-config libopenblas-dev libdnnl-dev libjansson-dev libpcre2-dev
                    libmicrohttpd-dev libsqlite3-dev libssl-dev libcurl4-openssl-dev)
 # What the tests need beyond the build: the PyTorch parity reference, and
 # node for the tokenizer reference (scripts/test adds npm when missing), curl

@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "al.h"
+#include "compute/onednn.h"
 #include "compute/ops.h"
 #include "compute/pool.h"
 #include "gradcheck.h"
@@ -446,6 +447,63 @@ static void test_gemm_split(void) {
     }
 }
 
+/* oneDNN's products against OpenBLAS's, 1e-5 relative in fp32: every
+ * transpose, padded leading dimensions, alpha and beta (beta 0 must ignore
+ * NaN in C), panels split over rows and over columns, small products run
+ * inline, and the primitives with the row count given at run time. */
+static void gemm_backends_compare(const char *tag, int dm) {
+    static const int shapes[][3] = {{301, 67, 131}, {37, 613, 97}, {2, 3, 5}, {130, 300, 257}};
+    static const float ab[][2] = {{1.0f, 0.0f}, {0.75f, 0.5f}, {-1.25f, 1.0f}};
+    for (int s = 0; s < 4; s++)
+        for (int ta = 0; ta < 2; ta++)
+            for (int tb = 0; tb < 2; tb++)
+                for (int v = 0; v < 3; v++) {
+                    int M = shapes[s][0] + dm, N = shapes[s][1], K = shapes[s][2];
+                    float alpha = ab[v][0], beta = ab[v][1];
+                    int lda = (ta ? M : K) + 3, ldb = (tb ? K : N) + 5, ldc = N + 2;
+                    size_t na = (size_t)(ta ? K : M) * lda, nb = (size_t)(tb ? N : K) * ldb;
+                    size_t nc = (size_t)M * ldc;
+                    float *A = frand(na, 110 + s, 1.0f), *Bm = frand(nb, 210 + s, 1.0f);
+                    float *C = frand(nc, 310 + s, 1.0f);
+                    if (beta == 0.0f)
+                        for (size_t i = 0; i < nc; i += 7) C[i] = NAN;
+                    float *Cb = fcopy(C, nc);
+                    T_OK(al_gemm_set_backend(AL_MM_ONEDNN));
+                    al_gemm(ta, tb, M, N, K, alpha, A, lda, Bm, ldb, beta, C, ldc);
+                    T_OK(al_gemm_set_backend(AL_MM_OPENBLAS));
+                    al_gemm(ta, tb, M, N, K, alpha, A, lda, Bm, ldb, beta, Cb, ldc);
+                    /* padding columns: both left them alone */
+                    for (int i = 0; i < M; i++)
+                        for (int j = N; j < ldc; j++) {
+                            size_t at = (size_t)i * ldc + (size_t)j;
+                            C[at] = Cb[at] = 0.0f;
+                        }
+                    char what[96];
+                    snprintf(what, sizeof what, "%s: onednn vs openblas %dx%dx%d ta=%d tb=%d a=%g b=%g",
+                             tag, M, N, K, ta, tb, alpha, beta);
+                    expect_close(what, C, Cb, nc, 1e-5);
+                    al_free(A); al_free(Bm); al_free(C); al_free(Cb);
+                }
+}
+
+static void test_gemm_onednn_vs_openblas(void) {
+    if (al_gemm_set_backend(AL_MM_ONEDNN) != AL_OK) {
+        fprintf(stderr, "skip: this build has no oneDNN (ALIGND_ONEDNN=OFF)\n");
+        return;
+    }
+    int before = al_gemm_backend();
+    gemm_backends_compare("exact shapes", 0);
+    int exact, runtime_m;
+    al_dnnl_cache_stats(&exact, &runtime_m);
+    T_TRUE(exact > 0);
+    al_dnnl_set_exact_cap(0);
+    gemm_backends_compare("run-time M", 1); /* new row counts */
+    al_dnnl_cache_stats(&exact, &runtime_m);
+    T_TRUE(runtime_m > 0);
+    al_dnnl_set_exact_cap(384);
+    al_gemm_set_backend(before);
+}
+
 static void test_matmul_vs_ref(void) {
     /* {N, C, OC}: forward M-split (N >= OC), forward N-split (N < OC) */
     static const int shapes[][3] = {{256, 96, 101}, {40, 128, 515}, {6, 5, 7}};
@@ -699,6 +757,7 @@ int main(void) {
     test_embed_grad();
 
     test_gemm_split();
+    test_gemm_onednn_vs_openblas();
     test_matmul_vs_ref();
     test_lmhead_vs_ref();
     test_embed_vs_serial();

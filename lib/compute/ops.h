@@ -15,10 +15,23 @@
 
 /* Row-major C = alpha * op(A) @ op(B) + beta * C, with op(X) = X or X^T.
  * M x K times K x N; lda/ldb/ldc are row strides. Split across the pool into
- * panels, each a single-threaded cblas_sgemm; small products run inline. */
+ * panels, each a single-threaded oneDNN matmul (or cblas_sgemm with the
+ * OpenBLAS backend); single rows are OpenBLAS matrix-vector products, and
+ * small products run inline. beta 0 never reads C. */
 void al_gemm(int transA, int transB, int M, int N, int K, float alpha,
              const float *A, int lda, const float *B, int ldb, float beta,
              float *C, int ldc);
+
+/* The library behind the matrix products: oneDNN when the build has it and
+ * its CPU engine starts, else OpenBLAS. ALIGND_MATMUL=openblas in the
+ * environment (read at first use) or al_gemm_set_backend chooses OpenBLAS;
+ * both are deterministic for a given machine and thread count, and differ
+ * from each other in the last bits. */
+enum { AL_MM_OPENBLAS = 0, AL_MM_ONEDNN = 1 };
+int al_gemm_backend(void);
+/* AL_OK, AL_EINVAL (unknown), AL_EUNSUP (oneDNN asked for, not available). */
+int al_gemm_set_backend(int backend);
+const char *al_gemm_backend_name(void);   /* "onednn" or "openblas" */
 
 /* out = inp @ w^T + b.  inp (N, C), w (OC, C), b (OC) or NULL, out (N, OC). */
 void al_matmul_forward(float *out, const float *inp, const float *w,

@@ -13,9 +13,12 @@
 
 #include <cblas.h>
 #include <math.h>
+#include <stdatomic.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "al.h"
+#include "compute/onednn.h"
 #include "compute/pool.h"
 
 #define MAX_THREADS AL_POOL_MAX
@@ -37,6 +40,34 @@ static void split_aligned(long n, int parts, int i, long align, long *lo, long *
 
 /* ---------------------------------------------------------------- GEMM */
 
+static _Atomic int g_backend = -1; /* AL_MM_*, -1 until first use */
+
+static int backend_default(void) {
+    const char *e = getenv("ALIGND_MATMUL");
+    if (e && !strcmp(e, "openblas")) return AL_MM_OPENBLAS;
+    return al_dnnl_ready() ? AL_MM_ONEDNN : AL_MM_OPENBLAS;
+}
+
+int al_gemm_backend(void) {
+    int b = atomic_load_explicit(&g_backend, memory_order_relaxed);
+    if (b < 0) {
+        b = backend_default();
+        atomic_store_explicit(&g_backend, b, memory_order_relaxed);
+    }
+    return b;
+}
+
+int al_gemm_set_backend(int backend) {
+    if (backend != AL_MM_OPENBLAS && backend != AL_MM_ONEDNN) return AL_EINVAL;
+    if (backend == AL_MM_ONEDNN && !al_dnnl_ready()) return AL_EUNSUP;
+    atomic_store_explicit(&g_backend, backend, memory_order_relaxed);
+    return AL_OK;
+}
+
+const char *al_gemm_backend_name(void) {
+    return al_gemm_backend() == AL_MM_ONEDNN ? "onednn" : "openblas";
+}
+
 typedef struct gemm_ctx {
     int transA, transB, M, N, K;
     float alpha, beta;
@@ -45,6 +76,7 @@ typedef struct gemm_ctx {
     float *C;
     const float *bias; /* optional (N): C rows start as bias, beta becomes 1 */
     int split_m;       /* split over rows of C, else over its columns */
+    int onednn;        /* panels of two rows or more go to oneDNN */
 } gemm_ctx;
 
 /* C[m0:m1, n0:n1] = alpha op(A)[m0:m1, :] op(B)[:, n0:n1] + beta C[...]. */
@@ -81,6 +113,9 @@ static void gemm_panel(const gemm_ctx *g, long m0, long m1, long n0, long n1) {
             cblas_sgemv(CblasRowMajor, CblasTrans, g->K, n, g->alpha, B, g->ldb, A, inc_a, beta, C, 1);
         return;
     }
+    if (g->onednn && al_dnnl_gemm(0, g->transA, g->transB, m, n, g->K, g->alpha, A, g->lda, B,
+                                  g->ldb, beta, C, g->ldc) == AL_OK)
+        return;
     cblas_sgemm(CblasRowMajor, g->transA ? CblasTrans : CblasNoTrans,
                 g->transB ? CblasTrans : CblasNoTrans, m, n, g->K, g->alpha, A, g->lda,
                 B, g->ldb, beta, C, g->ldc);
@@ -101,6 +136,7 @@ static void gemm_fn(void *p, int tid, int nt) {
 static void gemm_run(gemm_ctx *g) {
     AL_ASSERT(g->M >= 0 && g->N >= 0 && g->K >= 0);
     if (g->M == 0 || g->N == 0) return;
+    g->onednn = al_gemm_backend() == AL_MM_ONEDNN;
     double work = (double)g->M * (double)g->N * (double)g->K;
     int nt = al_pool_threads();
     if (nt <= 1 || work < GEMM_PAR_WORK) {
@@ -108,9 +144,11 @@ static void gemm_run(gemm_ctx *g) {
         return;
     }
     /* Each panel repacks the operand it shares with the other panels, so
-     * split the larger side of C. K is never split: no reductions across
-     * threads, and the result does not depend on the split. */
-    g->split_m = g->M >= g->N;
+     * split the larger side of C; oneDNN's fastest kernels want whole rows
+     * of C, so with it split the rows whenever each thread gets a block of
+     * them. K is never split: no reductions across threads, and the result
+     * does not depend on the split. */
+    g->split_m = g->onednn ? g->M >= 32 * nt : g->M >= g->N;
     al_pool_run(gemm_fn, g);
 }
 

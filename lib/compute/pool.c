@@ -21,6 +21,7 @@
 #include <cblas.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdlib.h>
 #include <stdatomic.h>
 #include <time.h>
 #include <unistd.h>
@@ -134,6 +135,14 @@ int al_pool_init(int n) {
     if (g_pool.inited) goto out;
     /* We own the cores: OpenBLAS runs single-threaded inside our panels. */
     openblas_set_num_threads(1);
+    /* the environment picks the thread count of any program (tests, benches
+     * and other floating-point paths: results depend on it) */
+    const char *env = getenv("ALIGND_THREADS");
+    if (env && *env) {
+        char *end;
+        long v = strtol(env, &end, 10);
+        if (*end == 0 && v >= 1 && v <= POOL_MAX) n = (int)v;
+    }
     if (n <= 0) {
         long c = sysconf(_SC_NPROCESSORS_ONLN);
         n = c > 0 ? (int)(c < POOL_MAX ? c : POOL_MAX) : 1;
