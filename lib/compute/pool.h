@@ -7,6 +7,9 @@
  * OpenMP thread count is 1 on every thread that calls it, onednn.c) or
  * cblas_sgemm. So neither library's threads ever spin against ours.
  *
+ * After fork() the child's pool has one thread (the forking one): it has
+ * no workers to wake.
+ *
  * Work is partitioned statically by (thread id, thread count), so results are
  * bit-identical for the same thread count. al_pool_run calls from different
  * threads are serialised by a mutex: jobs take turns on the core. */
