@@ -475,9 +475,21 @@ static int lm_gather(float *hbuf, const float *h, const int32_t *target, int N, 
     return r;
 }
 
-void al_lmhead_forward(float *logp, float *ent, float *lse, uint8_t *hit, const float *h,
-                       const float *w, const int32_t *target, int N, int C, int V,
-                       float inv_temp, float *scratch, int chunk) {
+/* z (cnt, V) = inv_temp * hbuf @ w^T, in fp32 or (w16) with bf16 operands. */
+static void lm_logits(float *z, const float *hbuf, uint16_t *h16, const float *w,
+                      const uint16_t *w16, int cnt, int C, int V, float inv_temp) {
+    if (w16) {
+        al_bf16_round(h16, hbuf, (size_t)cnt * (size_t)C);
+        al_gemm_bf16(0, 1, cnt, V, C, inv_temp, h16, C, w16, C, 0.0f, z, V);
+    } else {
+        al_gemm(0, 1, cnt, V, C, inv_temp, hbuf, C, w, C, 0.0f, z, V);
+    }
+}
+
+static void lmhead_fwd(float *logp, float *ent, float *lse, uint8_t *hit, const float *h,
+                       const float *w, const uint16_t *w16, const int32_t *target, int N,
+                       int C, int V, float inv_temp, float *scratch, uint16_t *scratch16,
+                       int chunk) {
     AL_ASSERT(chunk > 0 && V > 0 && C > 0);
     for (int n = 0; n < N; n++)
         if (target[n] < 0) {
@@ -493,11 +505,23 @@ void al_lmhead_forward(float *logp, float *ent, float *lse, uint8_t *hit, const 
     for (;;) {
         int cnt = lm_gather(hbuf, h, target, N, C, V, chunk, &n, &c.n0);
         if (cnt == 0) break;
-        /* z (cnt, V) = inv_temp * hbuf @ w^T */
-        al_gemm(0, 1, cnt, V, C, inv_temp, hbuf, C, w, C, 0.0f, z, V);
+        lm_logits(z, hbuf, scratch16, w, w16, cnt, C, V, inv_temp);
         c.cnt = cnt;
         al_pool_run(lm_fwd_fn, &c);
     }
+}
+
+void al_lmhead_forward(float *logp, float *ent, float *lse, uint8_t *hit, const float *h,
+                       const float *w, const int32_t *target, int N, int C, int V,
+                       float inv_temp, float *scratch, int chunk) {
+    lmhead_fwd(logp, ent, lse, hit, h, w, NULL, target, N, C, V, inv_temp, scratch, NULL, chunk);
+}
+
+void al_lmhead_forward_bf16(float *logp, float *ent, float *lse, uint8_t *hit, const float *h,
+                            const uint16_t *w, const int32_t *target, int N, int C, int V,
+                            float inv_temp, float *scratch, uint16_t *scratch16, int chunk) {
+    lmhead_fwd(logp, ent, lse, hit, h, NULL, w, target, N, C, V, inv_temp, scratch, scratch16,
+               chunk);
 }
 
 /* Turns each gathered row of logits into dL/dz in place:
@@ -531,27 +555,33 @@ static void lm_bwd_fn(void *p, int tid, int nt) {
     }
 }
 
-void al_lmhead_backward(float *dh, float *dw, const float *dlogp, const float *dent,
-                        const float *h, const float *w, const int32_t *target,
-                        const float *lse, const float *ent, int N, int C, int V,
-                        float inv_temp, float *scratch, int chunk) {
+static void lmhead_bwd(float *dh, float *dw, const float *dlogp, const float *dent,
+                       const float *h, const float *w, const uint16_t *w16,
+                       const int32_t *target, const float *lse, const float *ent, int N, int C,
+                       int V, float inv_temp, float *scratch, uint16_t *scratch16, int chunk) {
     AL_ASSERT(chunk > 0 && V > 0 && C > 0);
     if (!dh && !dw) return;
     float *hbuf = scratch, *z = scratch + (size_t)chunk * (size_t)C;
+    uint16_t *h16 = scratch16, *z16 = scratch16 ? scratch16 + (size_t)chunk * (size_t)C : NULL;
     lm_ctx c = {.z = z, .target = target, .V = V, .dlogp = dlogp, .dent = dent,
                 .lse_in = lse, .ent_in = ent};
     int n = 0;
     for (;;) {
         int cnt = lm_gather(hbuf, h, target, N, C, V, chunk, &n, &c.n0);
         if (cnt == 0) break;
-        al_gemm(0, 1, cnt, V, C, inv_temp, hbuf, C, w, C, 0.0f, z, V);
+        lm_logits(z, hbuf, h16, w, w16, cnt, C, V, inv_temp);
         c.cnt = cnt;
         al_pool_run(lm_bwd_fn, &c);
+        if (w16) al_bf16_round(z16, z, (size_t)cnt * (size_t)V);
         /* dw (V, C) += inv_temp * dz^T @ hbuf, before hbuf is reused */
-        if (dw) al_gemm(1, 0, V, C, cnt, inv_temp, z, V, hbuf, C, 1.0f, dw, C);
+        if (dw) {
+            if (w16) al_gemm_bf16(1, 0, V, C, cnt, inv_temp, z16, V, h16, C, 1.0f, dw, C);
+            else al_gemm(1, 0, V, C, cnt, inv_temp, z, V, hbuf, C, 1.0f, dw, C);
+        }
         if (dh) {
             /* hbuf (cnt, C) = inv_temp * dz @ w, then scattered into dh */
-            al_gemm(0, 0, cnt, C, V, inv_temp, z, V, w, C, 0.0f, hbuf, C);
+            if (w16) al_gemm_bf16(0, 0, cnt, C, V, inv_temp, z16, V, w16, C, 0.0f, hbuf, C);
+            else al_gemm(0, 0, cnt, C, V, inv_temp, z, V, w, C, 0.0f, hbuf, C);
             int m = c.n0;
             for (int r = 0; r < cnt; r++, m++) {
                 while (target[m] < 0) m++;
@@ -561,6 +591,22 @@ void al_lmhead_backward(float *dh, float *dw, const float *dlogp, const float *d
             }
         }
     }
+}
+
+void al_lmhead_backward(float *dh, float *dw, const float *dlogp, const float *dent,
+                        const float *h, const float *w, const int32_t *target,
+                        const float *lse, const float *ent, int N, int C, int V,
+                        float inv_temp, float *scratch, int chunk) {
+    lmhead_bwd(dh, dw, dlogp, dent, h, w, NULL, target, lse, ent, N, C, V, inv_temp, scratch,
+               NULL, chunk);
+}
+
+void al_lmhead_backward_bf16(float *dh, float *dw, const float *dlogp, const float *dent,
+                             const float *h, const uint16_t *w, const int32_t *target,
+                             const float *lse, const float *ent, int N, int C, int V,
+                             float inv_temp, float *scratch, uint16_t *scratch16, int chunk) {
+    lmhead_bwd(dh, dw, dlogp, dent, h, NULL, w, target, lse, ent, N, C, V, inv_temp, scratch,
+               scratch16, chunk);
 }
 
 void al_lmhead_forward_ref(float *logp, float *ent, float *lse, uint8_t *hit, const float *h,
@@ -613,12 +659,29 @@ typedef struct embed_ctx {
     float *out;               /* forward out, or backward dwte */
     float *dwpe;
     const float *wte, *wpe, *dout;
+    const uint16_t *wte16, *wpe16; /* forward from bf16 tables */
     const int32_t *ids, *pos;
     int N, C;
 } embed_ctx;
 
 static void embed_fwd_range(const embed_ctx *e, long n0, long n1) {
     size_t C = (size_t)e->C;
+    if (e->wte16) {
+        for (long n = n0; n < n1; n++) {
+            float *o = e->out + (size_t)n * C;
+            al_bf16_widen(o, e->wte16 + (size_t)e->ids[n] * C, C);
+            if (e->wpe16) {
+                const uint16_t *b = e->wpe16 + (size_t)e->pos[n] * C;
+                for (size_t c = 0; c < C; c++) {
+                    uint32_t x = (uint32_t)b[c] << 16;
+                    float f;
+                    memcpy(&f, &x, sizeof f);
+                    o[c] += f;
+                }
+            }
+        }
+        return;
+    }
     for (long n = n0; n < n1; n++) {
         float *o = e->out + (size_t)n * C;
         const float *a = e->wte + (size_t)e->ids[n] * C;
@@ -642,6 +705,17 @@ void al_embed_forward(float *out, const int32_t *ids, const int32_t *pos,
                       const float *wte, const float *wpe, int N, int C) {
     AL_ASSERT(!wpe || pos);
     embed_ctx e = {.out = out, .wte = wte, .wpe = wpe, .ids = ids, .pos = pos, .N = N, .C = C};
+    if (al_pool_threads() > 1 && (size_t)N * (size_t)C >= EMBED_PAR_WORK)
+        al_pool_run(embed_fwd_fn, &e);
+    else
+        embed_fwd_range(&e, 0, N);
+}
+
+void al_embed_forward_bf16(float *out, const int32_t *ids, const int32_t *pos,
+                           const uint16_t *wte, const uint16_t *wpe, int N, int C) {
+    AL_ASSERT(!wpe || pos);
+    embed_ctx e = {.out = out, .wte16 = wte, .wpe16 = wpe, .ids = ids, .pos = pos, .N = N,
+                   .C = C};
     if (al_pool_threads() > 1 && (size_t)N * (size_t)C >= EMBED_PAR_WORK)
         al_pool_run(embed_fwd_fn, &e);
     else
