@@ -22,6 +22,7 @@ typedef struct gen_state {
     float *kc, *vc;              /* (L, B, Tmax, NKV*HD) */
     float *x, *ln, *mean, *rstd, *qkv, *atty, *tmp, *h1, *h2, *lora_t, *scores;
     float *logits;               /* (B, V) */
+    uint16_t *s16;               /* bf16 models: rounded operands of the products */
     int32_t *ids, *pos, *seq;    /* per row */
     int nthreads;
 } gen_state;
@@ -84,11 +85,11 @@ static void run_rows(gen_state *s, int R, const int *want, int n_want) {
     al_model *m = s->m;
     const al_model_config *c = &m->cfg;
     int C = c->C, HD = c->HD, KVD = c->NKV * HD, AH = c->NH * HD;
-    al_embed_forward(s->x, s->ids, s->pos, PW(m, m->wte), PW(m, m->wpe), R, C);
+    al_model_embed(m, s->x, s->ids, s->pos, R);
     for (int l = 0; l < c->n_layers; l++) {
         const al_layer *ly = &m->layers[l];
         norm(m, s, s->ln, s->x, ly->ln1_w, ly->ln1_b, R);
-        al_linear_forward(m, l, LIN_QKV, s->qkv, s->ln, s->lora_t, R);
+        al_linear_forward(m, l, LIN_QKV, s->qkv, s->ln, s->lora_t, s->s16, R);
         float *q = s->qkv, *k = q + AH, *v = k + KVD;
         if (c->arch == AL_ARCH_LLAMA) {
             al_rope_forward(q, m->QKV, s->pos, m->rope_cos, m->rope_sin, R, c->NH, HD);
@@ -102,20 +103,21 @@ static void run_rows(gen_state *s, int R, const int *want, int n_want) {
         }
         attn_job j = {s, l, R};
         al_pool_run(attn_rows, &j);
-        al_linear_forward(m, l, LIN_O, s->tmp, s->atty, s->lora_t, R);
+        al_linear_forward(m, l, LIN_O, s->tmp, s->atty, s->lora_t, s->s16, R);
         al_acc(s->x, s->tmp, (size_t)R * C);
         norm(m, s, s->ln, s->x, ly->ln2_w, ly->ln2_b, R);
-        al_linear_forward(m, l, LIN_UP, s->h1, s->ln, s->lora_t, R);
+        al_linear_forward(m, l, LIN_UP, s->h1, s->ln, s->lora_t, s->s16, R);
         if (c->arch == AL_ARCH_GPT2) al_gelu_forward(s->h2, s->h1, (size_t)R * c->FF);
         else al_swiglu_forward(s->h2, s->h1, R, c->FF);
-        al_linear_forward(m, l, LIN_DOWN, s->tmp, s->h2, s->lora_t, R);
+        al_linear_forward(m, l, LIN_DOWN, s->tmp, s->h2, s->lora_t, s->s16, R);
         al_acc(s->x, s->tmp, (size_t)R * C);
     }
     /* final norm only on the rows that need logits, gathered into tmp */
     for (int i = 0; i < n_want; i++)
         memcpy(s->ln + (size_t)i * C, s->x + (size_t)want[i] * C, (size_t)C * sizeof(float));
     norm(m, s, s->tmp, s->ln, m->lnf_w, m->lnf_b, n_want);
-    al_matmul_forward(s->logits, s->tmp, PW(m, m->head), NULL, n_want, C, c->V);
+    if (m->bf16) al_matmul_forward_bf16(s->logits, s->tmp, PH(m, m->head), NULL, n_want, C, c->V, s->s16);
+    else al_matmul_forward(s->logits, s->tmp, PW(m, m->head), NULL, n_want, C, c->V);
 }
 
 typedef struct cand { float z; int i; } cand;
@@ -182,6 +184,7 @@ static void gen_free(gen_state *s) {
     free(s->pos);
     free(s->seq);
     al_free(s->logits);
+    al_free(s->s16);
 }
 
 int al_generate(al_model *m, const int32_t *const *prompts, const int *plen, int B,
@@ -228,12 +231,18 @@ int al_generate(al_model *m, const int32_t *const *prompts, const int *plen, int
     s.vc = al_calloc(cache, sizeof(float));
     s.x = al_calloc(scratch, sizeof(float));
     s.logits = al_calloc((size_t)B * c->V, sizeof(float));
+    if (m->bf16) {
+        size_t n16 = al_model_lin_scratch16(m, R);
+        if (n16 < (size_t)B * (C + 1)) n16 = (size_t)B * (C + 1);
+        s.s16 = al_calloc(n16, sizeof(uint16_t));
+    }
     s.ids = calloc(R, sizeof(int32_t));
     s.pos = calloc(R, sizeof(int32_t));
     s.seq = calloc(R, sizeof(int32_t));
     cand *cs = calloc((size_t)c->V, sizeof *cs);
     int *want = calloc((size_t)B, sizeof *want), *live = calloc((size_t)B, sizeof *live);
-    if (!s.kc || !s.vc || !s.x || !s.logits || !s.ids || !s.pos || !s.seq || !cs || !want || !live) {
+    if (!s.kc || !s.vc || !s.x || !s.logits || !s.ids || !s.pos || !s.seq || !cs || !want || !live ||
+        (m->bf16 && !s.s16)) {
         gen_free(&s);
         free(cs);
         free(want);
@@ -253,6 +262,7 @@ int al_generate(al_model *m, const int32_t *const *prompts, const int *plen, int
     s.lora_t = p; p += R * r * (size_t)(max_ad ? max_ad : 1);
     s.scores = p;
 
+    al_model_bf16_sync(m);
     /* prefill */
     int n = 0;
     for (int b = 0; b < B; b++) {

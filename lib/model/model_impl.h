@@ -55,6 +55,11 @@ struct al_model {
     float *data;              /* weights arena */
     float *grad;              /* gradients arena (trainable params only) */
     size_t n_data, n_grad;
+    int bf16;                 /* products in bf16 (al_model_set_bf16) */
+    al_dtype load_dt;         /* dtype of the checkpoint loaded (0: none) */
+    al_dtype save_dt;         /* al_model_set_save_dtype (0: load_dt, else F32) */
+    uint16_t *data16;         /* bf16 weights arena (matrices, bf16 only) */
+    size_t n_data16;
 
     int wte, wpe, lnf_w, lnf_b, head, score;   /* param indices (-1: none) */
     al_layer *layers;
@@ -75,6 +80,9 @@ struct al_model {
     float *d_res, *d_ln, *d_qkv, *d_atty, *d_h1, *d_h2, *d_lora;
     float *head_scratch;
     int head_chunk;
+    uint16_t *act16;          /* bf16 mode: rounded operands of the products */
+    size_t n_act16;
+    uint16_t *s16;            /* view of act16 (or of the owner's) */
     float *rope_cos, *rope_sin;   /* (max_T, HD/2) */
     int32_t *pos_buf;             /* (N) default positions */
 };
@@ -82,11 +90,23 @@ struct al_model {
 static inline al_param *P(al_model *m, int i) { return i >= 0 ? &m->params[i] : NULL; }
 static inline float *PW(al_model *m, int i) { return i >= 0 ? m->params[i].w : NULL; }
 static inline float *PG(al_model *m, int i) { return i >= 0 ? m->params[i].g : NULL; }
+static inline uint16_t *PH(al_model *m, int i) { return i >= 0 ? m->params[i].h : NULL; }
 
 /* Full (non-LoRA) forward of one fused linear map on N rows of x, adding the
- * enabled adapters; saves each adapter's x @ A^T in lora_t when non-NULL. */
+ * enabled adapters; saves each adapter's x @ A^T in lora_t when non-NULL.
+ * bf16 models need s16, N * (input width + LoRA rank) bf16 values. */
 void al_linear_forward(al_model *m, int layer, int lin, float *out, const float *x,
-                       float *lora_t, int N);
+                       float *lora_t, uint16_t *s16, int N);
+/* Refreshes the bf16 copies of the trained matrices (bf16 models): before
+ * every forward and generation, since the optimiser (or a test) changed w. */
+void al_model_bf16_sync(al_model *m);
+/* bf16 scratch of al_linear_forward / backward for N rows: N * (widest
+ * input + widest output + LoRA rank) values. */
+size_t al_model_lin_scratch16(const al_model *m, size_t N);
+/* Writes p->n fp32 values into a tensor, whichever storage it has. */
+void al_param_set(al_param *p, const float *v);
+/* The embedding of N tokens into out (N, C), from fp32 or bf16 tables. */
+void al_model_embed(al_model *m, float *out, const int32_t *ids, const int32_t *pos, int N);
 
 /* al_model_new; frozen != 0 gives no parameter a gradient and never
  * allocates the gradient arena (al_model_open_ex's AL_OPEN_FROZEN: an
@@ -94,6 +114,9 @@ void al_linear_forward(al_model *m, int layer, int lin, float *out, const float 
  * weights' size for the length of its load). */
 al_model *al_model_new_ex(const al_model_config *cfg, const al_lora_cfg *lora, int frozen,
                           char err[AL_ERRLEN]);
+/* The same, the weights laid out for bf16 (al_model_set_bf16) at once. */
+al_model *al_model_new_dt(const al_model_config *cfg, const al_lora_cfg *lora, int frozen,
+                          int bf16, char err[AL_ERRLEN]);
 
 /* Initialises only the LoRA tensors (A kaiming-uniform, B zero). */
 void al_model_init_lora(al_model *m, uint64_t seed);
