@@ -29,6 +29,7 @@ typedef struct api_server_cfg {
     int max_streams;         /* concurrent SSE streams (default 64) */
     int timeout_s;           /* idle connection timeout (default 30) */
     int heartbeat_s;         /* SSE heartbeat period (default 15) */
+    int bf16;                /* chat endpoints compute in bf16, models held in bf16 (default 0) */
 } api_server_cfg;
 
 typedef struct api_server api_server;

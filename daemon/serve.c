@@ -192,7 +192,7 @@ int cli_serve(int argc, char **argv) {
     int nr = store_recover(st);
     log_info("event=store_ready schema=%d models=%d recovered_jobs=%d", store_version(st), nm, nr);
 
-    sched_cfg sc = {.workers = (int)cfg.workers, .memory_limit = cfg.memory_limit};
+    sched_cfg sc = {.workers = (int)cfg.workers, .memory_limit = cfg.memory_limit, .bf16 = config_bf16(&cfg)};
     backend_ctx ctx;
     memset(&ctx, 0, sizeof ctx);
     ctx.st = st;
