@@ -17,7 +17,9 @@ static int purpose_ok(const char *p) {
     return 0;
 }
 
-/* The last path component of a client-supplied name; 0 when it is unusable. */
+/* The last path component of a client-supplied name, bytes that are not
+ * UTF-8 replaced by '?' (the file object keeps a readable name); 0 when it
+ * is unusable. */
 static int clean_filename(const char *in, size_t n, char out[256]) {
     const char *b = in;
     for (size_t i = 0; i < n; i++)
@@ -29,6 +31,7 @@ static int clean_filename(const char *in, size_t n, char out[256]) {
     if ((bl == 1 && b[0] == '.') || (bl == 2 && b[0] == '.' && b[1] == '.')) return 0;
     memcpy(out, b, bl);
     out[bl] = 0;
+    api_utf8_fix(out);
     return 1;
 }
 

@@ -135,6 +135,9 @@ int api_query_long(api_req *r, const char *name, long lo, long hi, long dflt, lo
 int api_query_page(api_req *r, api_page *pg, api_error *e);
 /* Parses the request body as a JSON object under the configured limits. */
 int api_body_object(api_req *r, json_t **out, api_error *e);
+/* Replaces what is not UTF-8 (a cut character, bytes from a URL) by '?',
+ * in place, so that client text quoted in JSON always makes valid JSON. */
+void api_utf8_fix(char *s);
 /* Whether an id from the URL or a query is well-formed (1..128 bytes of
  * [A-Za-z0-9._:-]). */
 int api_id_ok(const char *s);

@@ -142,9 +142,7 @@ enum MHD_Result api_reply_json(api_req *r, int status, json_t *obj) {
     return api_queue(r, status, resp);
 }
 
-/* Replaces what is not UTF-8 (a cut character, bytes from a URL) by '?',
- * so that messages quoting client input always make valid JSON. */
-static void utf8_fix(char *s) {
+void api_utf8_fix(char *s) {
     unsigned char *p = (unsigned char *)s;
     while (*p) {
         int n = *p < 0x80 ? 1 : (*p >> 5) == 6 ? 2 : (*p >> 4) == 14 ? 3 : (*p >> 3) == 30 ? 4 : 0;
@@ -167,9 +165,9 @@ static void utf8_fix(char *s) {
 enum MHD_Result api_reply_err(api_req *r, const api_error *e_in) {
     api_error fixed = *e_in;
     const api_error *e = &fixed;
-    utf8_fix(fixed.message);
-    utf8_fix(fixed.param);
-    utf8_fix(fixed.code);
+    api_utf8_fix(fixed.message);
+    api_utf8_fix(fixed.param);
+    api_utf8_fix(fixed.code);
     json_t *err = json_pack("{s:s,s:s,s:o,s:o}", "message", e->message, "type",
                             e->type[0] ? e->type : "server_error", "param",
                             e->param[0] ? json_string(e->param) : json_null(), "code",
@@ -503,7 +501,8 @@ static int upload_ctype_ok(const char *ct) {
     static const char *ok[] = {"application/jsonl", "application/x-jsonlines",
                                "application/jsonlines", "application/x-ndjson",
                                "application/json", "application/octet-stream", "text/plain",
-                               "multipart/form-data", "text/jsonl"};
+                               "multipart/form-data", "text/jsonl", "text/csv",
+                               "text/tab-separated-values"};
     if (!ct || !*ct) return 1;
     for (size_t i = 0; i < sizeof ok / sizeof ok[0]; i++)
         if (ctype_is(ct, ok[i])) return 1;
@@ -604,7 +603,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
                 char msg[160];
                 snprintf(msg, sizeof msg, "%.16s is not allowed on this URL (allowed: %s)", method,
                          allow);
-                utf8_fix(msg);
+                api_utf8_fix(msg);
                 json_t *body = json_pack("{s:{s:s,s:s,s:n,s:s}}", "error", "message", msg, "type",
                                          "invalid_request_error", "param", "code",
                                          "method_not_allowed");

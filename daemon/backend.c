@@ -87,9 +87,10 @@ static int be_file_create(void *ud, const char *filename, const char *purpose, c
     const json_t *rep = al_dataset_report(ds);
     const json_t *errs = json_object_get(rep, "errors");
     if (ds->valid_rows == 0) {
-        /* not JSONL at all: refuse, naming the first bad line */
+        /* not a dataset at all: refuse, naming the first bad line */
         const char *m = json_string_value(json_object_get(json_array_get(errs, 0), "message"));
-        api_error_set(e, 400, INVALID, "file_invalid", "file", "The file is not valid JSONL: %s",
+        api_error_set(e, 400, INVALID, "file_invalid", "file",
+                      "The file is not a valid dataset (JSONL, a JSON array, CSV or TSV): %s",
                       m ? m : (ds->fatal[0] ? ds->fatal : "no rows"));
         al_dataset_free(ds);
         return -1;
@@ -688,14 +689,10 @@ static int be_model_get(void *ud, const char *id, json_t **out, api_error *e) {
 
 static int be_model_register(void *ud, const char *name, const char *real_path, json_t **out, api_error *e) {
     backend_ctx *c = ud;
-    if (!name || !*name || strlen(name) > 128)
-        return api_error_set(e, 400, INVALID, "invalid_value", "name", "name: 1 to 128 characters");
-    for (const char *q = name; *q; q++)
-        if (!isalnum((unsigned char)*q) && !strchr("-_.", *q))
-            return api_error_set(e, 400, INVALID, "invalid_value", "name",
-                                 "name: only letters, digits, '-', '_' and '.'");
-    if (!strncmp(name, "ftjob-", 6))
-        return api_error_set(e, 400, INVALID, "invalid_value", "name", "name: 'ftjob-' names are the jobs'");
+    if (!name || !models_name_ok(name))
+        return api_error_set(e, 400, INVALID, "invalid_value", "name",
+                             "name: 1 to 64 letters, digits, '.', '_' and '-', not starting with '.', '-' or "
+                             "\"ftjob-\"");
     store_model m;
     if (store_model_get(c->st, name, &m) == STORE_OK)
         return api_error_set(e, 409, "conflict_error", "model_exists", "name", "A model named '%s' exists", name);

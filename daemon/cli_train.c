@@ -20,6 +20,7 @@
 #include "compute/ops.h"
 #include "compute/pool.h"
 #include "io.h"
+#include "reward_http.h"
 #include "train/trainer.h"
 
 typedef struct cli_run {
@@ -102,7 +103,8 @@ int cli_train(int argc, char **argv) {
     job.reward.bf16 = dt && !strcmp(dt, "bf16") ? 1 : dt && !strcmp(dt, "fp32") ? 0 : al_bf16_auto();
     pool_start();
     cli_run run = {.tty = isatty(2)};
-    al_train_cb cb = {.begin = on_begin, .log = on_log, .event = on_event, .sample = on_sample, .ud = &run};
+    al_train_cb cb = {.begin = on_begin, .log = on_log, .event = on_event, .sample = on_sample,
+                      .external_reward = reward_http_score, .ud = &run};
     al_train_result res;
     rc = al_train_run(&job, f[0].value, &cb, &res, err);
     al_job_deinit(&job);

@@ -2,6 +2,7 @@
 #define _XOPEN_SOURCE 700
 #include "models.h"
 
+#include <ctype.h>
 #include <dirent.h>
 #include <limits.h>
 #include <stdio.h>
@@ -42,27 +43,63 @@ int models_describe(const char *dir, store_model *m, char err[256]) {
     return 0;
 }
 
+int models_name_ok(const char *name) {
+    size_t n = strlen(name);
+    if (n == 0 || n > 64 || name[0] == '.' || name[0] == '-' || !strncmp(name, "ftjob-", 6)) return 0;
+    for (size_t i = 0; i < n; i++)
+        if (!isalnum((unsigned char)name[i]) && !strchr("-_.", name[i])) return 0;
+    return 1;
+}
+
+/* Whether dir/file is a regular file (symlinks followed). */
+static int regular(const char *dir, const char *file) {
+    char p[STORE_PATH + 64];
+    struct stat sb;
+    return !al_path_join(p, sizeof p, dir, file) && stat(p, &sb) == 0 && S_ISREG(sb.st_mode);
+}
+
 int models_scan(store *st, const char *dir) {
-    DIR *d = opendir(dir);
+    char root[PATH_MAX];
+    DIR *d = realpath(dir, root) ? opendir(root) : NULL;
     if (!d) return 0;
+    size_t rl = strlen(root);
     int n = 0;
     struct dirent *e;
     while ((e = readdir(d))) {
-        if (e->d_name[0] == '.') continue;
-        char path[STORE_PATH], err[256];
-        snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
+        char path[STORE_PATH], real[PATH_MAX], err[256], q[300], qe[300];
+        /* the name is logged quoted: it may hold anything a file name can */
+        log_quote(q, sizeof q, e->d_name);
+        snprintf(path, sizeof path, "%s/%s", root, e->d_name);
         struct stat sb;
-        if (stat(path, &sb) || !S_ISDIR(sb.st_mode)) continue;
-        store_model m;
+        const char *why = NULL;
+        if (!realpath(path, real) || stat(real, &sb) || !S_ISDIR(sb.st_mode)) continue;
+        if (strncmp(real, root, rl) || real[rl] != '/') why = "a symlink leading out of the models folder";
+        else if (!models_name_ok(e->d_name))
+            why = "not a model name (1 to 64 letters, digits, '.', '_', '-'; not starting with '.', '-' or ftjob-)";
+        else if (!regular(real, "config.json") && !regular(real, "adapter_config.json"))
+            why = "no config.json or adapter_config.json as a regular file";
+        if (why) {
+            log_warn("event=model_skipped dir=%s reason=\"%s\"", q, why);
+            continue;
+        }
+        store_model m, old;
         memset(&m, 0, sizeof m);
-        if (models_describe(path, &m, err)) {
-            log_warn("event=model_skipped dir=%s reason=\"%s\"", e->d_name, err);
+        if (models_describe(real, &m, err)) {
+            log_warn("event=model_skipped dir=%s reason=%s", q, log_quote(qe, sizeof qe, err));
             continue;
         }
         snprintf(m.name, sizeof m.name, "%s", e->d_name);
         snprintf(m.owned_by, sizeof m.owned_by, "alignd");
-        store_model old;
-        if (store_model_get(st, m.name, &old) == STORE_OK) m.created_at = old.created_at;
+        if (store_model_get(st, m.name, &old) == STORE_OK) {
+            /* never take over another folder's or a job's name */
+            if (old.job_id || strcmp(old.path, m.path)) {
+                log_warn("event=model_skipped dir=%s reason=\"the name is registered for %s\"", q,
+                         old.job_id ? "a job's output" : "another folder");
+                continue;
+            }
+            m.created_at = old.created_at;
+        }
         if (store_model_put(st, &m) == STORE_OK) {
             n++;
             log_info("event=model_registered name=%s kind=%s params=%lld", m.name, m.kind, (long long)m.params);

@@ -16,7 +16,18 @@
 /* Fills m's path, kind (base | adapter), arch, params and has_score from the
  * folder. -1 with the reason in err when it is not a model folder. */
 int models_describe(const char *dir, store_model *m, char err[256]);
-/* Registers each model folder directly under dir; returns how many. */
+/* Whether name may name a model registered by folder (POST /v1/models and
+ * the start-up scan alike): 1 to 64 letters, digits, '.', '_' and '-', not
+ * starting with '.', '-' or "ftjob-" (so never a job's output "ft:..." or a
+ * checkpoint "ftjob-N:STEP"). 1 when it may. */
+int models_name_ok(const char *name);
+/* Registers each model folder directly under dir by the rules of
+ * POST /v1/models: a directory whose real path is inside dir (a symlink may
+ * not lead out), a valid name (models_name_ok), config.json or
+ * adapter_config.json a regular file, and a name no other model holds (a
+ * model of that name registered from another folder, or a job's output,
+ * is left alone). What is skipped is logged with the reason. Returns how
+ * many were registered. */
 int models_scan(store *st, const char *dir);
 
 /* The adapter folders below dir (a job's output, its checkpoints, a

@@ -21,6 +21,7 @@
 #include "io.h"
 #include "log.h"
 #include "models.h"
+#include "reward_http.h"
 #include "text/dataset.h"
 #include "train/trainer.h"
 
@@ -321,7 +322,7 @@ static void run_job(worker *w, int64_t id) {
     if (!rc) {
         al_train_cb cb = {.begin = on_begin, .log = on_log, .sample = on_sample, .event = on_event,
                           .checkpoint = on_checkpoint, .should_stop = on_should_stop,
-                          .should_pause = on_should_pause, .ud = w};
+                          .should_pause = on_should_pause, .external_reward = reward_http_score, .ud = w};
         const char *resume = r.resume_dir[0] ? r.resume_dir : NULL;
         if (resume) store_job_event(st, id, "info", "message", NULL, "Resuming from %s", resume);
         rc = al_train_run(&job, resume, &cb, &res, err);

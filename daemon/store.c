@@ -10,6 +10,7 @@
 
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <math.h>
 #include <openssl/crypto.h>
 #include <stddef.h>
@@ -277,6 +278,10 @@ int store_open(store **out, const char *state_dir, const char *migrations_dir, c
     pthread_condattr_destroy(&ca);
     char path[STORE_PATH + 32];
     snprintf(path, sizeof path, "%s/alignd.db", state_dir);
+    /* created owner-only whatever the umask (SQLite gives its -wal and -shm
+     * files the database's mode): it holds key hashes and users' data */
+    int fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    if (fd >= 0) close(fd);
     int rc = sqlite3_open_v2(path, &s->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL);
     if (rc != SQLITE_OK) {
         snprintf(err, 512, "%.300s: %.200s", path, s->db ? sqlite3_errmsg(s->db) : "cannot open");

@@ -22,7 +22,9 @@ static int io_code(int e) { return e == ENOSPC || e == EDQUOT ? AL_ENOSPC : AL_E
 int al_file_read(const char *path, size_t max_bytes, char **out, size_t *len,
                  char err[AL_ERRLEN]) {
     int fd;
-    do fd = open(path, O_RDONLY | O_CLOEXEC);
+    /* O_NONBLOCK: a FIFO opens at once instead of waiting for a writer, and
+     * is then refused with every other file that is not regular */
+    do fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
     while (fd < 0 && errno == EINTR);
     if (fd < 0) {
         int e = errno;
@@ -37,6 +39,10 @@ int al_file_read(const char *path, size_t max_bytes, char **out, size_t *len,
     if (S_ISDIR(st.st_mode)) {
         close(fd);
         return al_err(err, AL_EIO, "%s: is a directory", path);
+    }
+    if (!S_ISREG(st.st_mode)) {
+        close(fd);
+        return al_err(err, AL_EIO, "%s: not a regular file", path);
     }
     if (st.st_size > 0 && (uint64_t)st.st_size > (uint64_t)max_bytes) {
         close(fd);

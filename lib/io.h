@@ -8,8 +8,10 @@
 #include "al.h"
 
 /* Reads a whole file of at most max_bytes into a malloc'd, NUL-terminated
- * buffer (*out, caller frees with free()). AL_ENOENT, AL_EIO, AL_ERANGE
- * (larger than max_bytes), AL_ENOMEM. */
+ * buffer (*out, caller frees with free()). AL_ENOENT, AL_EIO (also for a
+ * directory, FIFO, socket or device: only regular files are read, and a
+ * FIFO is refused without waiting for a writer), AL_ERANGE (larger than
+ * max_bytes), AL_ENOMEM. */
 int al_file_read(const char *path, size_t max_bytes, char **out, size_t *len,
                  char err[AL_ERRLEN]);
 /* Atomically replaces path with the n bytes of data. AL_EIO, AL_ENOSPC. */

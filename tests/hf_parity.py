@@ -73,6 +73,7 @@ except ImportError as e:  # the C wrapper checks this first, but be explicit
     sys.exit(2)
 
 TOL = 2e-4          # max abs difference allowed on log-probs
+TOL_FAM = 1e-5      # the families' checkpoints (hf_families.py): against torch fp32 and fp64
 TIE_EPS = 1e-5      # greedy: top-2 logits closer than this are a tie
 
 # ---------------------------------------------------------------------------
@@ -654,6 +655,9 @@ def main():
         ("llama_f32_headdim_bias_greedy", lambda: check_greedy(binary, d_lhd, prompt)),
         ("llama_gqa_init_greedy", lambda: check_greedy(binary, d_llama, prompt)),
     ]
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import hf_families
+    steps += hf_families.steps(binary, work, sys.modules[__name__], seq, prompt)
     failed = 0
     for name, fn in steps:
         try:

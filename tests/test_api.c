@@ -793,6 +793,17 @@ static void test_files(void) {
     T_EQ_INT(r.status, 200);
     T_TRUE(json_is_true(json_object_get(r.json, "deleted")));
     resp_free(&r);
+    /* a file name that is not UTF-8 is kept, its bad bytes replaced by '?' */
+    r = req_full("POST", "/v1/files?purpose=fine-tune&filename=%FF%FEdata%C3.jsonl", h, jsonl, -1, 0, 0);
+    T_EQ_INT(r.status, 200);
+    T_STR_EQ(jstr(r.json, "filename"), "??data?.jsonl");
+    if (jstr(r.json, "id")) {
+        char del[96];
+        snprintf(del, sizeof del, "/v1/files/%s", jstr(r.json, "id"));
+        resp d = req("DELETE", del, NULL);
+        resp_free(&d);
+    }
+    resp_free(&r);
 }
 
 static void test_jobs(void) {

@@ -7,8 +7,11 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "io.h"
 #include "t.h"
+#include "t_jinja.h"
 #include "text/chat.h"
+#include "train/job.h"
 
 static const char *data_path(const char *name) {
     static char buf[4096];
@@ -294,6 +297,134 @@ static void test_bpe(void) {
     al_tok_free(tok);
 }
 
+/* The built-in templates a job may name: the real text of each family (the
+ * ones kept in tests/chat_templates byte for byte), rendered as jinja2
+ * renders them, usable for training (every assistant turn located), and
+ * named or given as Jinja text in a job. */
+static void test_builtins(const al_tok *tok) {
+    static const struct { const char *name, *fixture; } FIX[] = {
+        {"llama3.1", "llama-3.1-instruct.jinja"}, {"mistral", "mistral-7b-instruct-v0.3.jinja"},
+        {"zephyr", "zephyr-7b-beta.jinja"},       {"gemma", "gemma-2-it.jinja"},
+        {"phi3", "phi-3.5-mini-instruct.jinja"},  {"qwen2.5", "qwen2.5-instruct.jinja"},
+    };
+    char err[AL_ERRLEN];
+    for (size_t i = 0; i < sizeof FIX / sizeof FIX[0]; i++) {
+        char path[4096], *src = NULL;
+        size_t len = 0;
+        const char *f = __FILE__, *slash = strrchr(f, '/');
+        snprintf(path, sizeof path, "%.*s/chat_templates/%s", (int)(slash - f), f, FIX[i].fixture);
+        T_OK(al_file_read(path, 1 << 20, &src, &len, err));
+        const char *b = al_chat_builtin(FIX[i].name);
+        T_TRUE(b && src && strlen(b) == len && memcmp(b, src, len) == 0);
+        free(src);
+    }
+    T_TRUE(al_chat_builtin("chatml") && strstr(al_chat_builtin("chatml"), "<|im_start|>"));
+    T_TRUE(al_chat_builtin("llama2") && strstr(al_chat_builtin("llama2"), "<<SYS>>"));
+    T_TRUE(al_chat_builtin("llama3") && strstr(al_chat_builtin("llama3"), "<|eot_id|>"));
+    T_TRUE(al_chat_builtin("nonesuch") == NULL);
+    /* every built-in against jinja2, and able to train a conversation */
+    static const char *CONV =
+        "[{\"role\":\"user\",\"content\":\"What is 2+2?\"},{\"role\":\"assistant\",\"content\":\"4\"},"
+        "{\"role\":\"user\",\"content\":\"And 3+3?\"},{\"role\":\"assistant\",\"content\":\" 6 \"}]";
+    static const char *SYS =
+        "[{\"role\":\"system\",\"content\":\"Be brief.\"},{\"role\":\"user\",\"content\":\"Hi\"},"
+        "{\"role\":\"assistant\",\"content\":\"Hello\"}]";
+    char *ours[32][2] = {{NULL}};
+    int n = 0;
+    for (const char *name; (name = al_chat_builtin_name(n)); n++) {
+        al_chat *c = NULL;
+        T_OK(al_chat_new(&c, tok, al_chat_builtin(name), err));
+        for (int k = 0; k < 2 && c; k++) {
+            json_t *msgs = json_loads(k ? SYS : CONV, 0, NULL);
+            size_t tl = 0;
+            int rc = al_chat_render(c, msgs, NULL, 0, &ours[n][k], &tl, NULL, NULL, err);
+            /* gemma refuses a system turn, as it should */
+            T_TRUE(rc == AL_OK || (k == 1 && !strcmp(name, "gemma") && rc == AL_EINVAL));
+            if (rc == AL_OK) {
+                al_seq s = {0};
+                int erc = al_chat_encode_messages(c, msgs, NULL, 0, &s, err);
+                T_OK(erc);
+                if (erc) fprintf(stderr, "%s: %s\n", name, err);
+                T_TRUE(al_seq_trained(&s));
+                al_seq_deinit(&s);
+            }
+            char id[64];
+            snprintf(id, sizeof id, "%s/%d", name, k);
+            t_jinja_add(id, al_chat_builtin(name),
+                        json_pack("{s:o,s:b,s:s,s:s,s:s}", "messages", msgs, "add_generation_prompt", 0,
+                                  "bos_token", al_tok_bos_str(tok), "eos_token", al_tok_eos_str(tok),
+                                  "date_string", "26 Jul 2024"));
+        }
+        al_chat_free(c);
+    }
+    T_EQ_INT(n, 9);
+    if (t_jinja_run() == 0)
+        for (int i = 0; i < n; i++)
+            for (int k = 0; k < 2; k++) {
+                char id[64];
+                snprintf(id, sizeof id, "%s/%d", al_chat_builtin_name(i), k);
+                const char *want = t_jinja_output(id);
+                T_TRUE((want == NULL) == (ours[i][k] == NULL));
+                if (want && ours[i][k]) T_STR_EQ(ours[i][k], want);
+            }
+    t_jinja_done();
+    for (int i = 0; i < n; i++) free(ours[i][0]), free(ours[i][1]);
+
+    /* in a job: a name, Jinja text, neither, a syntax error */
+    static const char *JOBS[][2] = {
+        {"\"llama3\"", NULL},
+        {"\"{% for m in messages %}{{ m.content }}{% endfor %}\"", NULL},
+        {"\"vicuna\"", "chat_template: 'vicuna' is neither a built-in (chatml, llama2"},
+        {"\"{% for m in messages %}\"", "chat_template: "},
+        {"7", "chat_template: must be"},
+    };
+    for (size_t i = 0; i < sizeof JOBS / sizeof JOBS[0]; i++) {
+        char json[512];
+        snprintf(json, sizeof json, "{\"method\":\"sft\",\"model\":\"m\",\"training_file\":\"f\",\"chat_template\":%s}",
+                 JOBS[i][0]);
+        al_job j;
+        int rc = al_job_parse(&j, json, strlen(json), err);
+        if (!JOBS[i][1]) {
+            T_OK(rc);
+            if (!rc) {
+                T_TRUE(j.chat_template != NULL);
+                if (i == 0) T_TRUE(j.chat_template == al_chat_builtin("llama3"));
+                else T_TRUE(strstr(j.chat_template, "{% for m in messages %}") == j.chat_template);
+                al_job_deinit(&j);
+            }
+        } else {
+            T_EQ_INT(rc, AL_EINVAL);
+            T_TRUE(strstr(err, JOBS[i][1]) == err);
+            if (strstr(err, JOBS[i][1]) != err) fprintf(stderr, "got: %s\n", err);
+        }
+    }
+}
+
+/* A saved model carries the template it was trained with. */
+static void test_copy_files(void) {
+    char src[1200], dst[1200], p[1300], err[AL_ERRLEN];
+    snprintf(src, sizeof src, "%s/model_src", t_tmpdir());
+    snprintf(dst, sizeof dst, "%s/model_dst", t_tmpdir());
+    T_OK(al_mkdir_p(src, err));
+    T_OK(al_mkdir_p(dst, err));
+    snprintf(p, sizeof p, "%s/tokenizer_config.json", src);
+    const char *cfg = "{\"eos_token\": \"<|endoftext|>\", \"chat_template\": \"old\"}";
+    T_OK(al_file_write_atomic(p, cfg, strlen(cfg), err));
+    snprintf(p, sizeof p, "%s/chat_template.jinja", src);
+    T_OK(al_file_write_atomic(p, "older", 5, err));
+    T_OK(al_chat_copy_files(src, dst, al_chat_builtin("zephyr"), err));
+    snprintf(p, sizeof p, "%s/tokenizer_config.json", dst);
+    json_t *o = json_load_file(p, 0, NULL);
+    T_STR_EQ(json_string_value(json_object_get(o, "chat_template")), al_chat_builtin("zephyr"));
+    T_STR_EQ(json_string_value(json_object_get(o, "eos_token")), "<|endoftext|>");
+    json_decref(o);
+    snprintf(p, sizeof p, "%s/chat_template.jinja", dst);
+    T_TRUE(!al_file_exists(p));
+    /* without an override, both are copied as they are */
+    T_OK(al_chat_copy_files(src, dst, NULL, err));
+    T_TRUE(al_file_exists(p));
+}
+
 int main(void) {
     al_tok *tok = al_tok_byte_new();
     T_TRUE(tok != NULL);
@@ -310,6 +441,8 @@ int main(void) {
     test_template_errors(tok);
     test_eos_in_template(tok);
     test_bpe();
+    test_builtins(tok);
+    test_copy_files();
     al_tok_free(tok);
     return t_done();
 }

@@ -174,8 +174,8 @@ static void test_lmhead_hand(void) {
     for (int mode = 0; mode < 3; mode++) {
         float logp[4], ent[4], lse_o[4];
         for (int i = 0; i < 4; i++) logp[i] = ent[i] = lse_o[i] = 99.0f;
-        if (mode == 0) al_lmhead_forward_ref(logp, ent, lse_o, NULL, h, w, target, 4, 1, 3, 0.5f);
-        else al_lmhead_forward(logp, ent, lse_o, NULL, h, w, target, 4, 1, 3, 0.5f, scratch,
+        if (mode == 0) al_lmhead_forward_ref(logp, ent, lse_o, NULL, h, w, target, 4, 1, 3, 0.5f, 0.0f);
+        else al_lmhead_forward(logp, ent, lse_o, NULL, h, w, target, 4, 1, 3, 0.5f, 0.0f, scratch,
                                mode == 1 ? 1 : 4);
         for (int i = 0; i < 4; i++) {
             T_NEAR(logp[i], want_logp[i], 1e-6);
@@ -189,10 +189,10 @@ static void test_lmhead_hand(void) {
     float wz[7 * 2];
     gc_fill(wz, 14, 3, 1.0f);
     float lp, ls, en, sc[1 * (2 + 7)];
-    al_lmhead_forward(&lp, &en, &ls, NULL, hz, wz, tz, 1, 2, 7, 1.0f, sc, 1);
+    al_lmhead_forward(&lp, &en, &ls, NULL, hz, wz, tz, 1, 2, 7, 1.0f, 0.0f, sc, 1);
     T_NEAR(lp, -log(7.0), 1e-6);
     T_NEAR(en, log(7.0), 1e-6);
-    al_lmhead_forward(&lp, NULL, &ls, NULL, hz, wz, tz, 1, 2, 7, 1.0f, sc, 1);
+    al_lmhead_forward(&lp, NULL, &ls, NULL, hz, wz, tz, 1, 2, 7, 1.0f, 0.0f, sc, 1);
     T_NEAR(lp, -log(7.0), 1e-6);
     T_NEAR(ls, log(7.0), 1e-6);
 
@@ -203,8 +203,8 @@ static void test_lmhead_hand(void) {
     const int32_t te[4] = {0, 1, 2, 3};
     float lpe[4], lse_e[4], ene[4], sce[4 * (1 + 4)];
     for (int mode = 0; mode < 2; mode++) {
-        if (mode == 0) al_lmhead_forward_ref(lpe, ene, lse_e, NULL, he, we, te, 4, 1, 4, 1.0f);
-        else al_lmhead_forward(lpe, ene, lse_e, NULL, he, we, te, 4, 1, 4, 1.0f, sce, 3);
+        if (mode == 0) al_lmhead_forward_ref(lpe, ene, lse_e, NULL, he, we, te, 4, 1, 4, 1.0f, 0.0f);
+        else al_lmhead_forward(lpe, ene, lse_e, NULL, he, we, te, 4, 1, 4, 1.0f, 0.0f, sce, 3);
         T_NEAR(lpe[0], -100, 1e-4);
         T_NEAR(lpe[1], 0, 1e-6);
         T_NEAR(lpe[2], -200, 1e-4);
@@ -217,7 +217,7 @@ static void test_lmhead_hand(void) {
     const float hn[2] = {NAN, 1};
     const int32_t tn[2] = {0, 0};
     float lpn[2], lsn[2], enn[2], scn[2 * (1 + 3)];
-    al_lmhead_forward(lpn, enn, lsn, NULL, hn, w, tn, 2, 1, 3, 1.0f, scn, 2);
+    al_lmhead_forward(lpn, enn, lsn, NULL, hn, w, tn, 2, 1, 3, 1.0f, 0.0f, scn, 2);
     T_TRUE(isnan(lpn[0]));
     T_TRUE(isnan(enn[0]));
     T_TRUE(isfinite(lpn[1]));
@@ -326,13 +326,13 @@ typedef struct lm_case {
     float *h, *w, *logp, *ent, *lse, *R1, *R2, *scratch;
     const int32_t *target;
     int N, C, V, chunk;
-    float inv_temp;
+    float inv_temp, cap;
 } lm_case;
 
 static double lm_loss(void *p) {
     lm_case *c = p;
     al_lmhead_forward(c->logp, c->ent, c->lse, NULL, c->h, c->w, c->target, c->N, c->C, c->V,
-                      c->inv_temp, c->scratch, c->chunk);
+                      c->inv_temp, c->cap, c->scratch, c->chunk);
     double L = 0.0;
     for (int n = 0; n < c->N; n++) {
         L += (double)c->logp[n] * c->R1[n];
@@ -354,7 +354,7 @@ static void test_lmhead_grad(void) {
     /* logp and entropy terms together */
     lm_loss(&c);
     al_lmhead_backward(dh, dw, c.R1, c.R2, c.h, c.w, target, c.lse, c.ent, N, C, V,
-                       c.inv_temp, c.scratch, chunk);
+                       c.inv_temp, 0.0f, c.scratch, chunk);
     for (int j = 0; j < C; j++) T_NEAR(dh[1 * C + j], 0, 0); /* target -1: no gradient */
     gc_check("lmhead dh (logp+ent)", c.h, dh, (size_t)N * C, lm_loss, &c, 1e-2f);
     gc_check("lmhead dw (logp+ent)", c.w, dw, (size_t)V * C, lm_loss, &c, 1e-2f);
@@ -363,7 +363,7 @@ static void test_lmhead_grad(void) {
     float *dh2 = fbuf((size_t)N * C), *dw2 = fbuf((size_t)V * C);
     lm_loss(&c);
     al_lmhead_backward(dh2, dw2, c.R1, c.R2, c.h, c.w, target, c.lse, NULL, N, C, V,
-                       c.inv_temp, c.scratch, chunk);
+                       c.inv_temp, 0.0f, c.scratch, chunk);
     expect_close("lmhead dh, ent recomputed", dh2, dh, (size_t)N * C, 1e-5);
     expect_close("lmhead dw, ent recomputed", dw2, dw, (size_t)V * C, 1e-5);
 
@@ -376,12 +376,51 @@ static void test_lmhead_grad(void) {
     memset(dw, 0, (size_t)V * C * sizeof(float));
     lm_loss(&c);
     al_lmhead_backward(dh, dw, c.R1, NULL, c.h, c.w, target, c.lse, NULL, N, C, V,
-                       c.inv_temp, c.scratch, c.chunk);
+                       c.inv_temp, 0.0f, c.scratch, c.chunk);
     gc_check("lmhead dh (logp)", c.h, dh, (size_t)N * C, lm_loss, &c, 1e-2f);
     gc_check("lmhead dw (logp)", c.w, dw, (size_t)V * C, lm_loss, &c, 1e-2f);
 
     al_free(c.h); al_free(c.w); al_free(c.logp); al_free(c.ent); al_free(c.lse);
     al_free(c.R1); al_free(c.scratch); al_free(dh); al_free(dw); al_free(dh2); al_free(dw2);
+}
+
+/* Gemma 2's final soft-cap (small, so tanh bends the logits): the forward
+ * against the double reference and a hand value, the backward (which needs
+ * chunk*(C+2V) scratch) against central differences with logp and entropy
+ * terms at a temperature. */
+static void test_lmhead_softcap(void) {
+    /* one row, C = 1, V = 2: logits {0, 3} capped at 2 become {0, 2 tanh 1.5} */
+    const float h1[1] = {1}, w1[2] = {0, 3};
+    const int32_t t1[1] = {1};
+    float lp, ls, en, sc1[1 * (1 + 2 * 2)];
+    al_lmhead_forward(&lp, &en, &ls, NULL, h1, w1, t1, 1, 1, 2, 1.0f, 2.0f, sc1, 1);
+    double z1 = 2.0 * tanh(1.5);
+    T_NEAR(lp, z1 - log(1.0 + exp(z1)), 1e-6);
+    float lpr, lsr, enr;
+    al_lmhead_forward_ref(&lpr, &enr, &lsr, NULL, h1, w1, t1, 1, 1, 2, 1.0f, 2.0f);
+    T_NEAR(lpr, lp, 1e-6);
+    T_NEAR(enr, en, 1e-6);
+
+    int N = 6, C = 5, V = 9, chunk = 4;
+    const int32_t target[6] = {3, -1, 0, 8, 2, 5};
+    lm_case c = {.h = frand((size_t)N * C, 31, 1.5f), .w = frand((size_t)V * C, 32, 1.5f),
+                 .logp = fbuf(N), .ent = fbuf(N), .lse = fbuf(N), .R1 = frand(N, 33, 1.0f),
+                 .R2 = frand(N, 34, 1.0f), .scratch = fbuf((size_t)chunk * (C + 2 * V)),
+                 .target = target, .N = N, .C = C, .V = V, .chunk = chunk,
+                 .inv_temp = 1.0f / 0.7f, .cap = 1.5f};
+    float *lp_r = fbuf(N), *en_r = fbuf(N), *ls_r = fbuf(N);
+    lm_loss(&c);
+    al_lmhead_forward_ref(lp_r, en_r, ls_r, NULL, c.h, c.w, target, N, C, V, c.inv_temp, c.cap);
+    expect_close("lmhead softcap logp", c.logp, lp_r, N, 1e-5);
+    expect_close("lmhead softcap ent", c.ent, en_r, N, 1e-5);
+    float *dh = fbuf((size_t)N * C), *dw = fbuf((size_t)V * C);
+    al_lmhead_backward(dh, dw, c.R1, c.R2, c.h, c.w, target, c.lse, c.ent, N, C, V,
+                       c.inv_temp, c.cap, c.scratch, chunk);
+    gc_check("lmhead softcap dh", c.h, dh, (size_t)N * C, lm_loss, &c, 1e-2f);
+    gc_check("lmhead softcap dw", c.w, dw, (size_t)V * C, lm_loss, &c, 1e-2f);
+    al_free(c.h); al_free(c.w); al_free(c.logp); al_free(c.ent); al_free(c.lse);
+    al_free(c.R1); al_free(c.R2); al_free(c.scratch); al_free(dh); al_free(dw);
+    al_free(lp_r); al_free(en_r); al_free(ls_r);
 }
 
 typedef struct emb_case {
@@ -824,13 +863,13 @@ static void test_lmhead_bf16(void) {
         uint16_t *s16 = hbuf((size_t)chunk * (C + V));
         float *lp = fbuf(N), *en = fbuf(N), *ls = fbuf(N), *lp_r = fbuf(N), *en_r = fbuf(N),
               *ls_r = fbuf(N), *lp_u = fbuf(N), *ls_u = fbuf(N);
-        al_lmhead_forward_bf16(lp, en, ls, NULL, h, w16, target, N, C, V, inv_temp, scratch, s16,
+        al_lmhead_forward_bf16(lp, en, ls, NULL, h, w16, target, N, C, V, inv_temp, 0.0f, scratch, s16,
                                chunk);
-        al_lmhead_forward_ref(lp_r, en_r, ls_r, NULL, hr, wr, target, N, C, V, inv_temp);
+        al_lmhead_forward_ref(lp_r, en_r, ls_r, NULL, hr, wr, target, N, C, V, inv_temp, 0.0f);
         expect_close("lmhead_bf16 logp vs ref on rounded", lp, lp_r, N, 1e-5);
         expect_close("lmhead_bf16 ent vs ref on rounded", en, en_r, N, 1e-5);
         expect_close("lmhead_bf16 lse vs ref on rounded", ls, ls_r, N, 1e-5);
-        al_lmhead_forward_ref(lp_u, NULL, ls_u, NULL, h, w, target, N, C, V, inv_temp);
+        al_lmhead_forward_ref(lp_u, NULL, ls_u, NULL, h, w, target, N, C, V, inv_temp, 0.0f);
         double *bound = calloc((size_t)N, sizeof *bound);
         AL_ASSERT(bound);
         for (int n = 0; n < N; n++)
@@ -850,7 +889,7 @@ static void test_lmhead_bf16(void) {
         double *sh = calloc((size_t)N * C, sizeof *sh), *sw = calloc((size_t)V * C, sizeof *sw);
         AL_ASSERT(sh && sw);
         al_lmhead_backward_bf16(dh, dw, dlogp, dent, h, w16, target, ls, en, N, C, V, inv_temp,
-                                scratch, s16, chunk);
+                                0.0f, scratch, s16, chunk);
         lmhead_backward_naive_abs(dh_r, dw_r, sh, sw, dlogp, dent, hr, wr, target, N, C, V,
                                   inv_temp);
         for (size_t i = 0; i < (size_t)N * C; i++) sh[i] += 1e-7;
@@ -908,8 +947,8 @@ static void test_lmhead_vs_ref(void) {
         float *lp_r = fbuf(N), *en_r = fbuf(N), *ls_r = fbuf(N);
         float *lp2 = fbuf(N), *en2 = fbuf(N), *ls2 = fbuf(N);
         char what[96];
-        al_lmhead_forward(lp, en, ls, NULL, h, w, target, N, C, V, inv_temp, scratch, chunk);
-        al_lmhead_forward_ref(lp_r, en_r, ls_r, NULL, h, w, target, N, C, V, inv_temp);
+        al_lmhead_forward(lp, en, ls, NULL, h, w, target, N, C, V, inv_temp, 0.0f, scratch, chunk);
+        al_lmhead_forward_ref(lp_r, en_r, ls_r, NULL, h, w, target, N, C, V, inv_temp, 0.0f);
         snprintf(what, sizeof what, "lmhead logp N=%d C=%d V=%d chunk=%d", N, C, V, chunk);
         expect_close(what, lp, lp_r, N, 1e-5);
         snprintf(what, sizeof what, "lmhead ent N=%d C=%d V=%d chunk=%d", N, C, V, chunk);
@@ -920,7 +959,7 @@ static void test_lmhead_vs_ref(void) {
         for (int n = 0; n < N; n++)
             if (target[n] < 0 && (lp[n] != 0 || en[n] != 0 || ls[n] != 0)) zeros = 0;
         T_TRUE(zeros);
-        al_lmhead_forward(lp2, en2, ls2, NULL, h, w, target, N, C, V, inv_temp, scratch, chunk);
+        al_lmhead_forward(lp2, en2, ls2, NULL, h, w, target, N, C, V, inv_temp, 0.0f, scratch, chunk);
         expect_same("lmhead fwd repeat logp", lp, lp2, N);
         expect_same("lmhead fwd repeat ent", en, en2, N);
 
@@ -928,14 +967,14 @@ static void test_lmhead_vs_ref(void) {
         float *dh = frand((size_t)N * C, 800, 0.1f), *dw = frand((size_t)V * C, 801, 0.1f);
         float *dh_r = fcopy(dh, (size_t)N * C), *dw_r = fcopy(dw, (size_t)V * C);
         float *dh2 = fcopy(dh, (size_t)N * C), *dw2 = fcopy(dw, (size_t)V * C);
-        al_lmhead_backward(dh, dw, dlogp, dent, h, w, target, ls, en, N, C, V, inv_temp,
+        al_lmhead_backward(dh, dw, dlogp, dent, h, w, target, ls, en, N, C, V, inv_temp, 0.0f,
                            scratch, chunk);
         lmhead_backward_naive(dh_r, dw_r, dlogp, dent, h, w, target, N, C, V, inv_temp);
         snprintf(what, sizeof what, "lmhead dh N=%d C=%d V=%d chunk=%d", N, C, V, chunk);
         expect_close(what, dh, dh_r, (size_t)N * C, 1e-4);
         snprintf(what, sizeof what, "lmhead dw N=%d C=%d V=%d chunk=%d", N, C, V, chunk);
         expect_close(what, dw, dw_r, (size_t)V * C, 1e-4);
-        al_lmhead_backward(dh2, dw2, dlogp, dent, h, w, target, ls, en, N, C, V, inv_temp,
+        al_lmhead_backward(dh2, dw2, dlogp, dent, h, w, target, ls, en, N, C, V, inv_temp, 0.0f,
                            scratch, chunk);
         expect_same("lmhead bwd repeat dh", dh, dh2, (size_t)N * C);
         expect_same("lmhead bwd repeat dw", dw, dw2, (size_t)V * C);
@@ -943,11 +982,11 @@ static void test_lmhead_vs_ref(void) {
         float *dh3 = fcopy(dh_r, (size_t)N * C), *dw3 = fcopy(dw_r, (size_t)V * C);
         memcpy(dh3, dh2, (size_t)N * C * sizeof(float));
         memcpy(dw3, dw2, (size_t)V * C * sizeof(float));
-        al_lmhead_backward(dh3, NULL, dlogp, dent, h, w, target, ls, en, N, C, V, inv_temp,
+        al_lmhead_backward(dh3, NULL, dlogp, dent, h, w, target, ls, en, N, C, V, inv_temp, 0.0f,
                            scratch, chunk);
-        al_lmhead_backward(NULL, dw3, dlogp, dent, h, w, target, ls, en, N, C, V, inv_temp,
+        al_lmhead_backward(NULL, dw3, dlogp, dent, h, w, target, ls, en, N, C, V, inv_temp, 0.0f,
                            scratch, chunk);
-        al_lmhead_backward(dh2, dw2, dlogp, dent, h, w, target, ls, en, N, C, V, inv_temp,
+        al_lmhead_backward(dh2, dw2, dlogp, dent, h, w, target, ls, en, N, C, V, inv_temp, 0.0f,
                            scratch, chunk);
         expect_same("lmhead bwd dh alone", dh3, dh2, (size_t)N * C);
         expect_same("lmhead bwd dw alone", dw3, dw2, (size_t)V * C);
@@ -1026,8 +1065,8 @@ static void test_lmhead_hits(void) {
     int32_t target[3] = {1, 3, -1};
     float logp[3], lse[3], scratch[2 * (1 + 5)];
     uint8_t hit[3] = {7, 7, 7}, hit_ref[3] = {7, 7, 7};
-    al_lmhead_forward(logp, NULL, lse, hit, h, w, target, 3, 1, 5, 1.0f, scratch, 2);
-    al_lmhead_forward_ref(logp, NULL, lse, hit_ref, h, w, target, 3, 1, 5, 1.0f);
+    al_lmhead_forward(logp, NULL, lse, hit, h, w, target, 3, 1, 5, 1.0f, 0.0f, scratch, 2);
+    al_lmhead_forward_ref(logp, NULL, lse, hit_ref, h, w, target, 3, 1, 5, 1.0f, 0.0f);
     T_EQ_INT(hit[0], 1);
     T_EQ_INT(hit[1], 0);
     T_EQ_INT(hit[2], 0);
@@ -1046,6 +1085,7 @@ int main(void) {
 
     test_matmul_grad();
     test_lmhead_grad();
+    test_lmhead_softcap();
     test_embed_grad();
 
     test_gemm_split();

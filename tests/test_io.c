@@ -4,6 +4,7 @@
 #include <signal.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "io.h"
 #include "t.h"
@@ -104,6 +105,19 @@ static void test_read(const char *root) {
     free(buf);
     buf = NULL;
     T_EQ_INT(al_file_read("/proc/self/status", 10, &buf, &len, err), AL_ERANGE);
+    /* a FIFO (or any file that is not regular) is refused at once instead of
+     * blocking in open() until a writer comes, or reading forever */
+    al_path_join(p, sizeof p, root, "fifo");
+    T_OK(mkfifo(p, 0600));
+    alarm(20); /* today's open() would block here */
+    err[0] = '\0';
+    T_EQ_INT(al_file_read(p, 100, &buf, &len, err), AL_EIO);
+    T_TRUE(contains(err, "not a regular file"));
+    err[0] = '\0';
+    T_EQ_INT(al_file_read("/dev/zero", 100, &buf, &len, err), AL_EIO);
+    T_TRUE(contains(err, "not a regular file"));
+    alarm(0);
+    unlink(p);
 }
 
 static void test_atomic(const char *root) {

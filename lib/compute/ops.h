@@ -95,6 +95,23 @@ void al_rmsnorm_forward(float *out, float *rstd, const float *inp, const float *
 void al_rmsnorm_backward(float *dinp, float *dw, const float *dout, const float *inp,
                          const float *w, const float *rstd, int N, int C);
 
+/* RMSNorm over G groups of D values in each of N rows: group g of row n is
+ * inp[n*ldx + g*D .. + D) and is written to out[n*ldy + g*D ..]:
+ *   y = (x * rstd) * (w + woff),  rstd = 1 / sqrt(mean(x^2) + eps).
+ * woff 0 is LlamaRMSNorm's w * x_hat (Qwen3's per-head q/k norm: G = heads,
+ * D = head_dim; OLMo-2's over all heads: G = 1); woff 1 is Gemma's (1 + w).
+ * rstd (N*G) may be NULL. out must not overlap inp. */
+void al_rmsnorm_groups_forward(float *out, float *rstd, const float *inp, const float *w,
+                               float woff, int ldx, int ldy, int N, int G, int D, float eps);
+void al_rmsnorm_groups_forward_ref(float *out, float *rstd, const float *inp, const float *w,
+                                   float woff, int ldx, int ldy, int N, int G, int D,
+                                   float eps);
+/* Accumulates dinp (stride ldx, may be NULL) and dw (D, may be NULL) from
+ * dout (stride ldy). */
+void al_rmsnorm_groups_backward(float *dinp, float *dw, const float *dout, const float *inp,
+                                const float *w, float woff, const float *rstd, int ldx,
+                                int ldy, int N, int G, int D);
+
 /* gelu_new (tanh approximation, as GPT-2):
  * 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))). n elements. */
 void al_gelu_forward(float *out, const float *inp, size_t n);
@@ -105,9 +122,20 @@ void al_gelu_backward(float *dinp, const float *dout, const float *inp, size_t n
 void al_swiglu_forward(float *out, const float *gu, int N, int FF);
 void al_swiglu_backward(float *dgu, const float *dout, const float *gu, int N, int FF);
 
+/* GeGLU (Gemma): as SwiGLU with gelu_pytorch_tanh for silu:
+ * out (N, FF) = gelu_tanh(gate) * up on gu (N, 2*FF) = [gate | up]. */
+void al_geglu_forward(float *out, const float *gu, int N, int FF);
+void al_geglu_forward_ref(float *out, const float *gu, int N, int FF);
+void al_geglu_backward(float *dgu, const float *dout, const float *gu, int N, int FF);
+
 /* RoPE tables in Hugging Face's convention: inv_freq[i] = 1 / theta^(2i/HD)
  * computed in float, angle = (float)pos * inv_freq[i], cos/sin (maxT, HD/2). */
 void al_rope_table(float *cos_t, float *sin_t, int maxT, int HD, float theta);
+/* RoPE tables from given inverse frequencies (the scaled RoPE types):
+ * angle = (float)pos * inv_freq[i]; cos/sin (maxT, half) = cos/sin(angle) *
+ * attn_factor (YaRN's and LongRoPE's attention scaling; 1 otherwise). */
+void al_rope_table_inv(float *cos_t, float *sin_t, int maxT, int half, const float *inv_freq,
+                       float attn_factor);
 /* In place on nh heads of HD inside rows of stride ld (x points at head 0):
  * rotate-half convention, x1 = x[:HD/2], x2 = x[HD/2:]:
  * out1 = x1*cos - x2*sin, out2 = x2*cos + x1*sin, at position pos[n]. */
@@ -117,25 +145,42 @@ void al_rope_forward(float *x, int ld, const int32_t *pos, const float *cos_t,
 void al_rope_backward(float *dx, int ld, const int32_t *pos, const float *cos_t,
                       const float *sin_t, int N, int nh, int HD);
 
+/* Attention variants of the model families (NULL = all defaults).
+ * scale   multiplies q.k (0: 1/sqrt(HD)); Gemma's query_pre_attn_scalar^-0.5,
+ *         Granite's attention_multiplier.
+ * softcap caps the scaled scores: s = softcap * tanh(s / softcap) before the
+ *         mask and softmax (Gemma 2's attn_logit_softcapping); 0 = none.
+ * window  sliding window: key j is visible to query i only if i - j < window
+ *         (transformers' sliding_window_overlay); 0 = none. */
+typedef struct al_attn_opts {
+    float scale;
+    float softcap;
+    int window;
+} al_attn_opts;
+
 /* Causal self-attention with grouped-query heads and segment masking.
  * q, k, v are (B*T, ld) row views: q holds NH heads of HD, k and v NKV heads
  * (query head h reads kv head h / (NH/NKV)). Key j is visible to query i iff
- * j <= i and seg[b*T+j] == seg[b*T+i]; seg NULL means all ones. Padding has
- * seg 0 (it then attends only to padding, never real tokens to it), packing
- * uses one seg value per example (block-diagonal causal mask).
- * Scores are scaled by 1/sqrt(HD). att (B, NH, T, T) receives the softmax
- * probabilities (0 where masked) and is needed by backward. out (B*T, NH*HD). */
+ * j <= i and seg[b*T+j] == seg[b*T+i] (and i - j < window when opts set
+ * one); seg NULL means all ones. Padding has seg 0 (it then attends only to
+ * padding, never real tokens to it), packing uses one seg value per example
+ * (block-diagonal causal mask). Scores are scaled by 1/sqrt(HD) (or
+ * opts->scale) and soft-capped when opts->softcap > 0. att (B, NH, T, T)
+ * receives the softmax probabilities (0 where masked) and is needed by
+ * backward. out (B*T, NH*HD). opts may be NULL. */
 void al_attention_forward(float *out, float *att, const float *q, const float *k,
                           const float *v, int ld, const int32_t *seg,
-                          int B, int T, int NH, int NKV, int HD);
+                          int B, int T, int NH, int NKV, int HD, const al_attn_opts *opts);
 void al_attention_forward_ref(float *out, float *att, const float *q, const float *k,
                               const float *v, int ld, const int32_t *seg,
-                              int B, int T, int NH, int NKV, int HD);
-/* Accumulates dq, dk, dv (same layout and stride ld as q, k, v). */
+                              int B, int T, int NH, int NKV, int HD, const al_attn_opts *opts);
+/* Accumulates dq, dk, dv (same layout and stride ld as q, k, v). With a
+ * soft-cap the scores are recomputed from q and k (the cap's derivative
+ * 1 - tanh^2 needs them). */
 void al_attention_backward(float *dq, float *dk, float *dv, const float *dout,
                            const float *att, const float *q, const float *k,
                            const float *v, int ld, const int32_t *seg,
-                           int B, int T, int NH, int NKV, int HD);
+                           int B, int T, int NH, int NKV, int HD, const al_attn_opts *opts);
 
 /* out[n] = wte[ids[n]] + (wpe ? wpe[pos[n]] : 0). out (N, C). */
 void al_embed_forward(float *out, const int32_t *ids, const int32_t *pos,
@@ -150,6 +195,8 @@ void al_embed_backward(float *dwte, float *dwpe, const float *dout, const int32_
 /* Language-model head and log-softmax, chunked so that (N, V) logits never
  * exist at once. For each row n with target[n] >= 0:
  *   z = (h[n] @ w^T) * inv_temp                           (V)
+ *   (softcap > 0, Gemma 2's final_logit_softcapping:
+ *    z = softcap * tanh((h[n] @ w^T) / softcap) * inv_temp)
  *   lse[n] = logsumexp(z); logp[n] = z[target[n]] - lse[n]
  *   ent[n] = -sum_v p_v log p_v                           (p = softmax z)
  * Rows with target[n] < 0 are skipped: logp = ent = lse = 0. ent may be NULL.
@@ -159,30 +206,34 @@ void al_embed_backward(float *dwte, float *dwpe, const float *dout, const int32_
  * gathered `chunk` at a time. */
 void al_lmhead_forward(float *logp, float *ent, float *lse, uint8_t *hit, const float *h,
                        const float *w, const int32_t *target, int N, int C, int V,
-                       float inv_temp, float *scratch, int chunk);
+                       float inv_temp, float softcap, float *scratch, int chunk);
 /* Accumulates dh += dz @ w * inv_temp and dw += dz^T @ h * inv_temp for the
  * rows with target >= 0, where over z:
- *   dz_v = dlogp[n] * (1[v == target] - p_v) + dent[n] * (-p_v (log p_v + ent[n])).
- * dent and ent may be NULL (no entropy term); dh or dw may be NULL.
- * Recomputes the logits chunk by chunk from h and w (and the saved lse). */
+ *   dz_v = dlogp[n] * (1[v == target] - p_v) + dent[n] * (-p_v (log p_v + ent[n]))
+ * (times the cap's 1 - tanh^2 with a soft-cap). dent and ent may be NULL (no
+ * entropy term); dh or dw may be NULL. Recomputes the logits chunk by chunk
+ * from h and w (and the saved lse). scratch holds chunk*(C+V) floats, or
+ * chunk*(C+2V) with a soft-cap. */
 void al_lmhead_backward(float *dh, float *dw, const float *dlogp, const float *dent,
                         const float *h, const float *w, const int32_t *target,
                         const float *lse, const float *ent, int N, int C, int V,
-                        float inv_temp, float *scratch, int chunk);
+                        float inv_temp, float softcap, float *scratch, int chunk);
 /* The same with bf16 weights w (V, C): the products take bf16 operands
  * (h and dz rounded), log-softmax and entropy stay fp32. scratch16 holds at
  * least chunk*(C+V) bf16 values. */
 void al_lmhead_forward_bf16(float *logp, float *ent, float *lse, uint8_t *hit, const float *h,
                             const uint16_t *w, const int32_t *target, int N, int C, int V,
-                            float inv_temp, float *scratch, uint16_t *scratch16, int chunk);
+                            float inv_temp, float softcap, float *scratch, uint16_t *scratch16,
+                            int chunk);
 void al_lmhead_backward_bf16(float *dh, float *dw, const float *dlogp, const float *dent,
                              const float *h, const uint16_t *w, const int32_t *target,
                              const float *lse, const float *ent, int N, int C, int V,
-                             float inv_temp, float *scratch, uint16_t *scratch16, int chunk);
+                             float inv_temp, float softcap, float *scratch, uint16_t *scratch16,
+                            int chunk);
 /* Plain reference: materialises logits row by row with loops, no BLAS. */
 void al_lmhead_forward_ref(float *logp, float *ent, float *lse, uint8_t *hit, const float *h,
                            const float *w, const int32_t *target, int N, int C, int V,
-                           float inv_temp);
+                           float inv_temp, float softcap);
 
 /* Elementwise helpers. */
 void al_add(float *out, const float *a, const float *b, size_t n);  /* out = a + b */

@@ -429,7 +429,21 @@ typedef struct lm_ctx {
     float *logp, *ent, *lse;  /* forward outputs */
     uint8_t *hit;
     const float *dlogp, *dent, *lse_in, *ent_in; /* backward inputs */
+    float cap, inv_temp;      /* soft-cap (0: none; z holds raw logits) */
+    float *g;                 /* (cnt, V) backward: the cap's 1 - tanh^2 */
 } lm_ctx;
+
+/* Gemma 2's final soft-cap, in place on one row of raw logits, then the
+ * temperature: z = tanh(z / cap) * cap * inv_temp (transformers: logits /
+ * cap, tanh, * cap; TRL then divides by the temperature). g (may be NULL)
+ * receives the cap's derivative 1 - tanh^2. */
+static void lm_cap_row(float *z, float *g, int V, float cap, float inv_temp) {
+    for (int v = 0; v < V; v++) {
+        float t = tanhf(z[v] / cap);
+        if (g) g[v] = 1.0f - t * t;
+        z[v] = t * cap * inv_temp;
+    }
+}
 
 /* Row index of the k-th row with target >= 0 at or after n. */
 static int lm_nth_valid(const int32_t *target, int n, long k) {
@@ -445,7 +459,8 @@ static void lm_fwd_fn(void *p, int tid, int nt) {
     int n = lm_nth_valid(c->target, c->n0, lo);
     for (long r = lo; r < hi; r++, n++) {
         while (c->target[n] < 0) n++;
-        const float *z = c->z + (size_t)r * (size_t)c->V;
+        float *z = c->z + (size_t)r * (size_t)c->V;
+        if (c->cap > 0.0f) lm_cap_row(z, NULL, c->V, c->cap, c->inv_temp);
         float m = row_max(z, c->V);
         double S, T;
         row_expsum(z, c->V, m, &S, &T);
@@ -475,21 +490,21 @@ static int lm_gather(float *hbuf, const float *h, const int32_t *target, int N, 
     return r;
 }
 
-/* z (cnt, V) = inv_temp * hbuf @ w^T, in fp32 or (w16) with bf16 operands. */
+/* z (cnt, V) = scale * hbuf @ w^T, in fp32 or (w16) with bf16 operands. */
 static void lm_logits(float *z, const float *hbuf, uint16_t *h16, const float *w,
-                      const uint16_t *w16, int cnt, int C, int V, float inv_temp) {
+                      const uint16_t *w16, int cnt, int C, int V, float scale) {
     if (w16) {
         al_bf16_round(h16, hbuf, (size_t)cnt * (size_t)C);
-        al_gemm_bf16(0, 1, cnt, V, C, inv_temp, h16, C, w16, C, 0.0f, z, V);
+        al_gemm_bf16(0, 1, cnt, V, C, scale, h16, C, w16, C, 0.0f, z, V);
     } else {
-        al_gemm(0, 1, cnt, V, C, inv_temp, hbuf, C, w, C, 0.0f, z, V);
+        al_gemm(0, 1, cnt, V, C, scale, hbuf, C, w, C, 0.0f, z, V);
     }
 }
 
 static void lmhead_fwd(float *logp, float *ent, float *lse, uint8_t *hit, const float *h,
                        const float *w, const uint16_t *w16, const int32_t *target, int N,
-                       int C, int V, float inv_temp, float *scratch, uint16_t *scratch16,
-                       int chunk) {
+                       int C, int V, float inv_temp, float softcap, float *scratch,
+                       uint16_t *scratch16, int chunk) {
     AL_ASSERT(chunk > 0 && V > 0 && C > 0);
     for (int n = 0; n < N; n++)
         if (target[n] < 0) {
@@ -497,7 +512,8 @@ static void lmhead_fwd(float *logp, float *ent, float *lse, uint8_t *hit, const 
             if (ent) ent[n] = 0.0f;
         }
     float *hbuf = scratch, *z = scratch + (size_t)chunk * (size_t)C;
-    lm_ctx c = {.z = z, .target = target, .V = V, .logp = logp, .ent = ent, .lse = lse, .hit = hit};
+    lm_ctx c = {.z = z, .target = target, .V = V, .logp = logp, .ent = ent, .lse = lse, .hit = hit,
+                .cap = softcap > 0.0f ? softcap : 0.0f, .inv_temp = inv_temp};
     if (hit)
         for (int k = 0; k < N; k++)
             if (target[k] < 0) hit[k] = 0;
@@ -505,7 +521,8 @@ static void lmhead_fwd(float *logp, float *ent, float *lse, uint8_t *hit, const 
     for (;;) {
         int cnt = lm_gather(hbuf, h, target, N, C, V, chunk, &n, &c.n0);
         if (cnt == 0) break;
-        lm_logits(z, hbuf, scratch16, w, w16, cnt, C, V, inv_temp);
+        /* z (cnt, V) = inv_temp * hbuf @ w^T (raw logits when capped) */
+        lm_logits(z, hbuf, scratch16, w, w16, cnt, C, V, c.cap > 0.0f ? 1.0f : inv_temp);
         c.cnt = cnt;
         al_pool_run(lm_fwd_fn, &c);
     }
@@ -513,15 +530,17 @@ static void lmhead_fwd(float *logp, float *ent, float *lse, uint8_t *hit, const 
 
 void al_lmhead_forward(float *logp, float *ent, float *lse, uint8_t *hit, const float *h,
                        const float *w, const int32_t *target, int N, int C, int V,
-                       float inv_temp, float *scratch, int chunk) {
-    lmhead_fwd(logp, ent, lse, hit, h, w, NULL, target, N, C, V, inv_temp, scratch, NULL, chunk);
+                       float inv_temp, float softcap, float *scratch, int chunk) {
+    lmhead_fwd(logp, ent, lse, hit, h, w, NULL, target, N, C, V, inv_temp, softcap, scratch, NULL,
+               chunk);
 }
 
 void al_lmhead_forward_bf16(float *logp, float *ent, float *lse, uint8_t *hit, const float *h,
                             const uint16_t *w, const int32_t *target, int N, int C, int V,
-                            float inv_temp, float *scratch, uint16_t *scratch16, int chunk) {
-    lmhead_fwd(logp, ent, lse, hit, h, NULL, w, target, N, C, V, inv_temp, scratch, scratch16,
-               chunk);
+                            float inv_temp, float softcap, float *scratch, uint16_t *scratch16,
+                            int chunk) {
+    lmhead_fwd(logp, ent, lse, hit, h, NULL, w, target, N, C, V, inv_temp, softcap, scratch,
+               scratch16, chunk);
 }
 
 /* Turns each gathered row of logits into dL/dz in place:
@@ -537,6 +556,8 @@ static void lm_bwd_fn(void *p, int tid, int nt) {
     for (long r = lo; r < hi; r++, n++) {
         while (c->target[n] < 0) n++;
         float *z = c->z + (size_t)r * (size_t)V;
+        float *g = c->cap > 0.0f ? c->g + (size_t)r * (size_t)V : NULL;
+        if (g) lm_cap_row(z, g, V, c->cap, c->inv_temp);
         float L = c->lse_in[n];
         float a = c->dlogp ? c->dlogp[n] : 0.0f;
         float b = c->dent ? c->dent[n] : 0.0f;
@@ -552,24 +573,28 @@ static void lm_bwd_fn(void *p, int tid, int nt) {
         }
         row_dz(z, V, L, a + b * H, b);
         z[c->target[n]] += a;
+        if (g) /* through the cap: d raw = dz * (1 - tanh^2); inv_temp in the gemms */
+            for (int v = 0; v < V; v++) z[v] *= g[v];
     }
 }
 
 static void lmhead_bwd(float *dh, float *dw, const float *dlogp, const float *dent,
                        const float *h, const float *w, const uint16_t *w16,
                        const int32_t *target, const float *lse, const float *ent, int N, int C,
-                       int V, float inv_temp, float *scratch, uint16_t *scratch16, int chunk) {
+                       int V, float inv_temp, float softcap, float *scratch, uint16_t *scratch16,
+                       int chunk) {
     AL_ASSERT(chunk > 0 && V > 0 && C > 0);
     if (!dh && !dw) return;
     float *hbuf = scratch, *z = scratch + (size_t)chunk * (size_t)C;
     uint16_t *h16 = scratch16, *z16 = scratch16 ? scratch16 + (size_t)chunk * (size_t)C : NULL;
     lm_ctx c = {.z = z, .target = target, .V = V, .dlogp = dlogp, .dent = dent,
-                .lse_in = lse, .ent_in = ent};
+                .lse_in = lse, .ent_in = ent, .cap = softcap > 0.0f ? softcap : 0.0f,
+                .inv_temp = inv_temp, .g = z + (size_t)chunk * (size_t)V};
     int n = 0;
     for (;;) {
         int cnt = lm_gather(hbuf, h, target, N, C, V, chunk, &n, &c.n0);
         if (cnt == 0) break;
-        lm_logits(z, hbuf, h16, w, w16, cnt, C, V, inv_temp);
+        lm_logits(z, hbuf, h16, w, w16, cnt, C, V, c.cap > 0.0f ? 1.0f : inv_temp);
         c.cnt = cnt;
         al_pool_run(lm_bwd_fn, &c);
         if (w16) al_bf16_round(z16, z, (size_t)cnt * (size_t)V);
@@ -596,22 +621,23 @@ static void lmhead_bwd(float *dh, float *dw, const float *dlogp, const float *de
 void al_lmhead_backward(float *dh, float *dw, const float *dlogp, const float *dent,
                         const float *h, const float *w, const int32_t *target,
                         const float *lse, const float *ent, int N, int C, int V,
-                        float inv_temp, float *scratch, int chunk) {
-    lmhead_bwd(dh, dw, dlogp, dent, h, w, NULL, target, lse, ent, N, C, V, inv_temp, scratch,
-               NULL, chunk);
+                        float inv_temp, float softcap, float *scratch, int chunk) {
+    lmhead_bwd(dh, dw, dlogp, dent, h, w, NULL, target, lse, ent, N, C, V, inv_temp, softcap,
+               scratch, NULL, chunk);
 }
 
 void al_lmhead_backward_bf16(float *dh, float *dw, const float *dlogp, const float *dent,
                              const float *h, const uint16_t *w, const int32_t *target,
                              const float *lse, const float *ent, int N, int C, int V,
-                             float inv_temp, float *scratch, uint16_t *scratch16, int chunk) {
-    lmhead_bwd(dh, dw, dlogp, dent, h, NULL, w, target, lse, ent, N, C, V, inv_temp, scratch,
-               scratch16, chunk);
+                             float inv_temp, float softcap, float *scratch, uint16_t *scratch16,
+                             int chunk) {
+    lmhead_bwd(dh, dw, dlogp, dent, h, NULL, w, target, lse, ent, N, C, V, inv_temp, softcap,
+               scratch, scratch16, chunk);
 }
 
 void al_lmhead_forward_ref(float *logp, float *ent, float *lse, uint8_t *hit, const float *h,
                            const float *w, const int32_t *target, int N, int C, int V,
-                           float inv_temp) {
+                           float inv_temp, float softcap) {
     for (int n = 0; n < N; n++) {
         if (target[n] < 0) {
             logp[n] = lse[n] = 0.0f;
@@ -627,6 +653,7 @@ void al_lmhead_forward_ref(float *logp, float *ent, float *lse, uint8_t *hit, co
             const float *wr = w + (size_t)v * (size_t)C;
             double s = 0.0;
             for (int k = 0; k < C; k++) s += (double)x[k] * (double)wr[k];
+            if (softcap > 0.0f) s = tanh(s / softcap) * softcap;
             double z = s * (double)inv_temp;
             if (v == target[n]) zt = z;
             if (v == 0) {

@@ -25,8 +25,13 @@
  * D_i = sum_j P_ij dP_ij (two passes over each query block's key tiles), so
  * it needs no (T, T) scratch.
  *
+ * The family variants (al_attn_opts) are a score scale, Gemma 2's tanh
+ * soft-cap of the scores (backward recomputes the scores of a tile for the
+ * cap's derivative) and a sliding window, which masks keys like the causal
+ * future and narrows each block's key range.
+ *
  * No kernel allocates: attention uses fixed-size tiles on the stack (at most
- * AT_BQ * AT_BK + AT_BQ floats, 33 KB) and the caller's att buffer. */
+ * 2 AT_BQ * AT_BK + AT_BQ floats, 66 KB) and the caller's att buffer. */
 #include "compute/ops.h"
 
 #include <cblas.h>
@@ -246,6 +251,100 @@ void al_rmsnorm_backward(float *dinp, float *dw, const float *dout, const float 
     nn_run(rmsnorm_bwd_fn, &x, (size_t)N * (size_t)C);
 }
 
+/* ---------------------------------------------- RMSNorm over groups of rows */
+
+typedef struct {
+    float *out, *rstd, *dinp, *dw;
+    const float *inp, *w, *dout, *crstd;
+    float woff, eps;
+    int ldx, ldy, N, G, D;
+} nn_gnorm_ctx;
+
+/* One group: y = (x * r) * (w + woff), r = 1 / sqrt(mean(x^2) + eps). */
+static float gnorm_fwd_one(float *y, const float *in, const float *w, float woff, int D,
+                           float eps) {
+    float r = 1.0f / sqrtf(nn_dot(in, in, D) / (float)D + eps);
+    for (int c = 0; c < D; c++) y[c] = (in[c] * r) * (w[c] + woff);
+    return r;
+}
+
+static void gnorm_fwd_fn(void *vctx, int tid, int nth) {
+    const nn_gnorm_ctx *x = vctx;
+    long lo, hi;
+    al_split((long)x->N * x->G, nth, tid, &lo, &hi);
+    for (long t = lo; t < hi; t++) {
+        long n = t / x->G, g = t % x->G;
+        float r = gnorm_fwd_one(x->out + (size_t)n * x->ldy + (size_t)g * x->D,
+                                x->inp + (size_t)n * x->ldx + (size_t)g * x->D, x->w, x->woff,
+                                x->D, x->eps);
+        if (x->rstd) x->rstd[t] = r;
+    }
+}
+
+void al_rmsnorm_groups_forward(float *out, float *rstd, const float *inp, const float *w,
+                               float woff, int ldx, int ldy, int N, int G, int D, float eps) {
+    AL_ASSERT(out && inp && w && N >= 0 && G > 0 && D > 0 && ldx >= G * D && ldy >= G * D);
+    nn_gnorm_ctx x = {.out = out, .rstd = rstd, .inp = inp, .w = w, .woff = woff, .eps = eps,
+                      .ldx = ldx, .ldy = ldy, .N = N, .G = G, .D = D};
+    nn_run(gnorm_fwd_fn, &x, (size_t)N * (size_t)G * (size_t)D);
+}
+
+void al_rmsnorm_groups_forward_ref(float *out, float *rstd, const float *inp, const float *w,
+                                   float woff, int ldx, int ldy, int N, int G, int D,
+                                   float eps) {
+    for (int n = 0; n < N; n++)
+        for (int g = 0; g < G; g++) {
+            const float *in = inp + (size_t)n * ldx + (size_t)g * D;
+            float *y = out + (size_t)n * ldy + (size_t)g * D;
+            double ss = 0.0;
+            for (int c = 0; c < D; c++) ss += (double)in[c] * in[c];
+            float r = 1.0f / sqrtf((float)(ss / D) + eps);
+            for (int c = 0; c < D; c++) y[c] = (in[c] * r) * (w[c] + woff);
+            if (rstd) rstd[(size_t)n * G + g] = r;
+        }
+}
+
+/* y = x r v with v = w + woff: dx = r v dy - x r^3 sum(v dy x) / D;
+ * dw = sum over rows and groups of dy x r. */
+static void gnorm_bwd_fn(void *vctx, int tid, int nth) {
+    const nn_gnorm_ctx *x = vctx;
+    const int D = x->D;
+    long lo, hi;
+    if (x->dinp) {
+        al_split((long)x->N * x->G, nth, tid, &lo, &hi);
+        for (long t = lo; t < hi; t++) {
+            long n = t / x->G, g = t % x->G;
+            const float *in = x->inp + (size_t)n * x->ldx + (size_t)g * D;
+            const float *dy = x->dout + (size_t)n * x->ldy + (size_t)g * D;
+            float *dx = x->dinp + (size_t)n * x->ldx + (size_t)g * D;
+            const float r = x->crstd[t];
+            float acc = 0.0f;
+            for (int c = 0; c < D; c++) acc += (x->w[c] + x->woff) * dy[c] * in[c];
+            const float k = acc * r * r * r / (float)D;
+            for (int c = 0; c < D; c++) dx[c] += r * ((x->w[c] + x->woff) * dy[c]) - in[c] * k;
+        }
+    }
+    if (x->dw) {
+        al_split(D, nth, tid, &lo, &hi);
+        for (int n = 0; n < x->N; n++)
+            for (int g = 0; g < x->G; g++) {
+                const float *in = x->inp + (size_t)n * x->ldx + (size_t)g * D;
+                const float *dy = x->dout + (size_t)n * x->ldy + (size_t)g * D;
+                const float r = x->crstd[(size_t)n * x->G + g];
+                for (long c = lo; c < hi; c++) x->dw[c] += dy[c] * (in[c] * r);
+            }
+    }
+}
+
+void al_rmsnorm_groups_backward(float *dinp, float *dw, const float *dout, const float *inp,
+                                const float *w, float woff, const float *rstd, int ldx,
+                                int ldy, int N, int G, int D) {
+    AL_ASSERT(dout && inp && w && rstd && N >= 0 && G > 0 && D > 0);
+    nn_gnorm_ctx x = {.dinp = dinp, .dw = dw, .dout = dout, .inp = inp, .w = w, .woff = woff,
+                      .crstd = rstd, .ldx = ldx, .ldy = ldy, .N = N, .G = G, .D = D};
+    nn_run(gnorm_bwd_fn, &x, (size_t)N * (size_t)G * (size_t)D);
+}
+
 /* --------------------------------------------------------------------- GELU */
 
 /* Type punning through a union (defined in C11) keeps the bit tricks below
@@ -378,6 +477,68 @@ void al_swiglu_backward(float *dgu, const float *dout, const float *gu, int N, i
     nn_run(swiglu_bwd_fn, &x, (size_t)N * (size_t)FF);
 }
 
+/* -------------------------------------------------------------------- GeGLU */
+
+/* gelu_pytorch_tanh(gate) * up, as torch's tanh GELU: 0.5 x (1 + tanh(
+ * sqrt(2/pi) (x + 0.044715 x^3))); nn_tanh as gelu_new above. */
+static void geglu_fwd_fn(void *vctx, int tid, int nth) {
+    const nn_ew_ctx *x = vctx;
+    const int FF = x->FF;
+    long lo, hi;
+    al_split(x->N, nth, tid, &lo, &hi);
+    for (long n = lo; n < hi; n++) {
+        const float *g = x->in + (size_t)n * 2 * FF, *u = g + FF;
+        float *o = x->out + (size_t)n * FF;
+        for (int c = 0; c < FF; c++) {
+            float v = g[c];
+            float t = nn_tanh(GELU_S * (v + GELU_A * (v * v * v)));
+            o[c] = 0.5f * v * (1.0f + t) * u[c];
+        }
+    }
+}
+
+void al_geglu_forward(float *out, const float *gu, int N, int FF) {
+    AL_ASSERT(out && gu && N >= 0 && FF > 0);
+    nn_ew_ctx x = {.out = out, .in = gu, .N = N, .FF = FF};
+    nn_run(geglu_fwd_fn, &x, (size_t)N * (size_t)FF);
+}
+
+void al_geglu_forward_ref(float *out, const float *gu, int N, int FF) {
+    for (int n = 0; n < N; n++)
+        for (int c = 0; c < FF; c++) {
+            float v = gu[(size_t)n * 2 * FF + c], u = gu[(size_t)n * 2 * FF + FF + c];
+            float t = tanhf(GELU_S * (v + GELU_A * (v * v * v)));
+            out[(size_t)n * FF + c] = 0.5f * v * (1.0f + t) * u;
+        }
+}
+
+static void geglu_bwd_fn(void *vctx, int tid, int nth) {
+    const nn_ew_ctx *x = vctx;
+    const int FF = x->FF;
+    long lo, hi;
+    al_split(x->N, nth, tid, &lo, &hi);
+    for (long n = lo; n < hi; n++) {
+        const float *g = x->in + (size_t)n * 2 * FF, *u = g + FF;
+        const float *dy = x->dout + (size_t)n * FF;
+        float *dg = x->out + (size_t)n * 2 * FF, *du = dg + FF;
+        for (int c = 0; c < FF; c++) {
+            float v = g[c];
+            float t = nn_tanh(GELU_S * (v + GELU_A * (v * v * v)));
+            float gl = 0.5f * v * (1.0f + t);
+            float d = 0.5f * (1.0f + t) +
+                      0.5f * v * (1.0f - t * t) * GELU_S * (1.0f + 3.0f * GELU_A * v * v);
+            dg[c] += dy[c] * u[c] * d;
+            du[c] += dy[c] * gl;
+        }
+    }
+}
+
+void al_geglu_backward(float *dgu, const float *dout, const float *gu, int N, int FF) {
+    AL_ASSERT(dgu && dout && gu && N >= 0 && FF > 0);
+    nn_ew_ctx x = {.out = dgu, .in = gu, .dout = dout, .N = N, .FF = FF};
+    nn_run(geglu_bwd_fn, &x, (size_t)N * (size_t)FF);
+}
+
 /* --------------------------------------------------------------------- RoPE */
 
 void al_rope_table(float *cos_t, float *sin_t, int maxT, int HD, float theta) {
@@ -393,6 +554,17 @@ void al_rope_table(float *cos_t, float *sin_t, int maxT, int HD, float theta) {
             sin_t[(size_t)p * half + i] = sinf(a);
         }
     }
+}
+
+void al_rope_table_inv(float *cos_t, float *sin_t, int maxT, int half, const float *inv_freq,
+                       float attn_factor) {
+    AL_ASSERT(cos_t && sin_t && inv_freq && maxT >= 0 && half > 0);
+    for (int i = 0; i < half; i++)
+        for (int p = 0; p < maxT; p++) {
+            float a = (float)p * inv_freq[i];
+            cos_t[(size_t)p * half + i] = cosf(a) * attn_factor;
+            sin_t[(size_t)p * half + i] = sinf(a) * attn_factor;
+        }
 }
 
 typedef struct {
@@ -449,21 +621,34 @@ static void attn_check(int ld, int B, int T, int NH, int NKV, int HD) {
     AL_ASSERT(ld >= NH * HD);
 }
 
-/* First key visible to query i of one sequence: the first j <= i with the
- * same segment (j = i always qualifies). */
-static int attn_first_key(const int32_t *sg, int i) {
-    if (!sg) return 0;
-    int j = 0;
+/* The options in effect: score scale, soft-cap (0 = none), window (0 = none). */
+static void attn_opts_get(const al_attn_opts *o, int HD, float *scale, float *cap, int *win) {
+    *scale = o && o->scale > 0.0f ? o->scale : 1.0f / sqrtf((float)HD);
+    *cap = o && o->softcap > 0.0f ? o->softcap : 0.0f;
+    *win = o && o->window > 0 ? o->window : 0;
+}
+
+/* First key visible to query i of one sequence: the first j <= i inside the
+ * window with the same segment (j = i always qualifies). */
+static int attn_first_key(const int32_t *sg, int i, int win) {
+    int j = win > 0 && i - win + 1 > 0 ? i - win + 1 : 0;
+    if (!sg) return j;
     while (sg[j] != sg[i]) j++;
     return j;
 }
 
+/* Gemma 2's soft-cap of scaled scores, as transformers writes it:
+ * s / cap, tanh, * cap. */
+static inline float attn_cap(float s, float cap) { return tanhf(s / cap) * cap; }
+
 void al_attention_forward_ref(float *out, float *att, const float *q, const float *k,
                               const float *v, int ld, const int32_t *seg,
-                              int B, int T, int NH, int NKV, int HD) {
+                              int B, int T, int NH, int NKV, int HD, const al_attn_opts *opts) {
     attn_check(ld, B, T, NH, NKV, HD);
     const int G = NH / NKV, OC = NH * HD;
-    const float scale = 1.0f / sqrtf((float)HD);
+    float scale, cap;
+    int win;
+    attn_opts_get(opts, HD, &scale, &cap, &win);
     for (int b = 0; b < B; b++) {
         const int32_t *sg = seg ? seg + (size_t)b * T : NULL;
         for (int h = 0; h < NH; h++) {
@@ -474,16 +659,17 @@ void al_attention_forward_ref(float *out, float *att, const float *q, const floa
                 float mx = -INFINITY;
                 for (int j = 0; j < T; j++) {
                     p[j] = 0.0f;
-                    if (j > i || (sg && sg[j] != sg[i])) continue;
+                    if (j > i || (sg && sg[j] != sg[i]) || (win && i - j >= win)) continue;
                     const float *kj = k + ((size_t)b * T + j) * ld + (size_t)kh * HD;
                     float s = 0.0f;
                     for (int d = 0; d < HD; d++) s += qi[d] * kj[d];
                     p[j] = s * scale;
+                    if (cap > 0.0f) p[j] = attn_cap(p[j], cap);
                     if (p[j] > mx) mx = p[j];
                 }
                 float sum = 0.0f;
                 for (int j = 0; j <= i; j++) {
-                    if (sg && sg[j] != sg[i]) continue;
+                    if ((sg && sg[j] != sg[i]) || (win && i - j >= win)) continue;
                     p[j] = expf(p[j] - mx);
                     sum += p[j];
                 }
@@ -505,6 +691,8 @@ typedef struct {
     const float *q, *k, *v, *dout, *catt;
     const int32_t *seg;
     int ld, B, T, NH, NKV, HD;
+    float scale, cap;
+    int win;
 } nn_attn_ctx;
 
 
@@ -584,7 +772,8 @@ static void attn_fwd_fn(void *vctx, int tid, int nth) {
     const int OC = NH * HD;
     const int nblk = (T + AT_BQ - 1) / AT_BQ;
     const long ntask = (long)x->B * NH * nblk;
-    const float scale = 1.0f / sqrtf((float)HD);
+    const float scale = x->scale, cap = x->cap;
+    const int win = x->win;
     for (long t = tid; t < ntask; t += nth) {
         const int b = (int)(t / ((long)NH * nblk));
         const int h = (int)(t / nblk % NH);
@@ -594,7 +783,7 @@ static void attn_fwd_fn(void *vctx, int tid, int nth) {
         const int32_t *sg = x->seg ? x->seg + (size_t)b * T : NULL;
         int jlo = i0;
         for (int i = i0; i < i1 && jlo > 0; i++) {
-            int f = attn_first_key(sg, i);
+            int f = attn_first_key(sg, i, win);
             if (f < jlo) jlo = f;
         }
         const int NK = i1 - jlo;
@@ -605,7 +794,14 @@ static void attn_fwd_fn(void *vctx, int tid, int nth) {
         /* S[i0:i1, jlo:i1) = scale * Q_I K_J^T, written into att */
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, NK, HD, scale, qI, ld,
                     kJ, ld, 0.0f, P + (size_t)i0 * T + jlo, T);
-        for (int i = i0; i < i1; i++) attn_softmax_row(P + (size_t)i * T, sg, i, jlo, T);
+        for (int i = i0; i < i1; i++) {
+            /* keys before the row's window are masked like the future ones */
+            const int rlo = win && i - win + 1 > jlo ? i - win + 1 : jlo;
+            float *row = P + (size_t)i * T;
+            if (cap > 0.0f)
+                for (int j = rlo; j <= i; j++) row[j] = attn_cap(row[j], cap);
+            attn_softmax_row(row, sg, i, rlo, T);
+        }
         /* out_I = P[i0:i1, jlo:i1) V_J */
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, M, HD, NK, 1.0f,
                     P + (size_t)i0 * T + jlo, T, vJ, ld, 0.0f,
@@ -615,11 +811,12 @@ static void attn_fwd_fn(void *vctx, int tid, int nth) {
 
 void al_attention_forward(float *out, float *att, const float *q, const float *k,
                           const float *v, int ld, const int32_t *seg,
-                          int B, int T, int NH, int NKV, int HD) {
+                          int B, int T, int NH, int NKV, int HD, const al_attn_opts *opts) {
     attn_check(ld, B, T, NH, NKV, HD);
     AL_ASSERT(out && att && q && k && v);
     nn_attn_ctx x = {.out = out, .att = att, .q = q, .k = k, .v = v, .seg = seg,
                      .ld = ld, .B = B, .T = T, .NH = NH, .NKV = NKV, .HD = HD};
+    attn_opts_get(opts, HD, &x.scale, &x.cap, &x.win);
     nn_run(attn_fwd_fn, &x, (size_t)B * NH * (size_t)T * (size_t)T);
 }
 
@@ -627,6 +824,8 @@ void al_attention_forward(float *out, float *att, const float *q, const float *k
  * that kv head have one writer. For each query block I and key tile J:
  *   dP = dO_I V_J^T;  D_i = sum_j P_ij dP_ij  (first pass over J)
  *   dS = P * (dP - D) * scale;  dq_I += dS K_J;  dk_J += dS^T Q_I
+ *   (with a soft-cap, dS also takes the cap's 1 - tanh^2 of the recomputed
+ *   scores: S = scale Q_I K_J^T in a second tile)
  *   dv_[jlo, i1) += P_I^T dO_I                 (one product per block)
  * Masked P are exactly 0, so their dS and dv terms vanish. */
 static void attn_bwd_fn(void *vctx, int tid, int nth) {
@@ -635,8 +834,10 @@ static void attn_bwd_fn(void *vctx, int tid, int nth) {
     const int OC = NH * HD;
     const int nblk = (T + AT_BQ - 1) / AT_BQ;
     const long ntask = (long)x->B * NKV;
-    const float scale = 1.0f / sqrtf((float)HD);
+    const float scale = x->scale, cap = x->cap;
+    const int win = x->win;
     float tile[AT_BQ * AT_BK]; /* dP, then dS, of one (query block, key tile) */
+    float stile[AT_BQ * AT_BK]; /* the scaled scores of the tile, with a soft-cap */
     float D[AT_BQ];
     for (long t = tid; t < ntask; t += nth) {
         const int b = (int)(t / NKV), kh = (int)(t % NKV);
@@ -652,7 +853,7 @@ static void attn_bwd_fn(void *vctx, int tid, int nth) {
                 const int M = i1 - i0;
                 int jlo = i0;
                 for (int i = i0; i < i1 && jlo > 0; i++) {
-                    int f = attn_first_key(sg, i);
+                    int f = attn_first_key(sg, i, win);
                     if (f < jlo) jlo = f;
                 }
                 const float *qI = x->q + ((size_t)b * T + i0) * ld + (size_t)h * HD;
@@ -674,11 +875,22 @@ static void attn_bwd_fn(void *vctx, int tid, int nth) {
                                 D[r] += nn_dot(P + (size_t)(i0 + r) * T + j0, tile + r * AT_BK, NK);
                             continue;
                         }
+                        if (cap > 0.0f)
+                            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, NK, HD,
+                                        scale, qI, ld, kb + (size_t)j0 * ld, ld, 0.0f, stile,
+                                        AT_BK);
                         for (int r = 0; r < M; r++) {
                             const float *pr = P + (size_t)(i0 + r) * T + j0;
                             float *tr = tile + r * AT_BK;
                             const float dr = D[r];
                             for (int c = 0; c < NK; c++) tr[c] = pr[c] * (tr[c] - dr) * scale;
+                            if (cap > 0.0f) {
+                                const float *sr = stile + r * AT_BK;
+                                for (int c = 0; c < NK; c++) {
+                                    float th = tanhf(sr[c] / cap);
+                                    tr[c] *= 1.0f - th * th;
+                                }
+                            }
                         }
                         if (dqI)
                             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, M, HD, NK,
@@ -698,11 +910,12 @@ static void attn_bwd_fn(void *vctx, int tid, int nth) {
 void al_attention_backward(float *dq, float *dk, float *dv, const float *dout,
                            const float *att, const float *q, const float *k,
                            const float *v, int ld, const int32_t *seg,
-                           int B, int T, int NH, int NKV, int HD) {
+                           int B, int T, int NH, int NKV, int HD, const al_attn_opts *opts) {
     attn_check(ld, B, T, NH, NKV, HD);
     AL_ASSERT(dout && att && q && k && v);
     nn_attn_ctx x = {.dq = dq, .dk = dk, .dv = dv, .dout = dout, .catt = att, .q = q,
                      .k = k, .v = v, .seg = seg, .ld = ld, .B = B, .T = T, .NH = NH,
                      .NKV = NKV, .HD = HD};
+    attn_opts_get(opts, HD, &x.scale, &x.cap, &x.win);
     nn_run(attn_bwd_fn, &x, (size_t)B * NH * (size_t)T * (size_t)T);
 }

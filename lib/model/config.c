@@ -71,7 +71,8 @@ int al_config_validate(const al_model_config *c, char err[AL_ERRLEN]) {
                       (lo), (hi))
     /* Fields are named as the arch's config.json spells them. */
     int g = c->arch == AL_ARCH_GPT2;
-    CHECK_RANGE(c->n_layers, g ? "n_layer" : "num_hidden_layers", 1, CFG_MAX_COUNT);
+    /* the Llama family's per-layer kinds are a fixed array */
+    CHECK_RANGE(c->n_layers, g ? "n_layer" : "num_hidden_layers", 1, g ? CFG_MAX_COUNT : AL_MAX_LAYERS);
     CHECK_RANGE(c->C, g ? "n_embd" : "hidden_size", 1, CFG_MAX_DIM);
     CHECK_RANGE(c->NH, g ? "n_head" : "num_attention_heads", 1, CFG_MAX_COUNT);
     CHECK_RANGE(c->NKV, "num_key_value_heads", 1, c->NH);
@@ -95,6 +96,22 @@ int al_config_validate(const al_model_config *c, char err[AL_ERRLEN]) {
             return al_err(err, AL_EINVAL, "config: head_dim: %d must be even for RoPE", c->HD);
         if (!(c->rope_theta > 0.0f) || !isfinite(c->rope_theta))
             return al_err(err, AL_EINVAL, "config: rope_theta: must be positive and finite");
+        if (!(c->rope_local_theta >= 0.0f) || !isfinite(c->rope_local_theta))
+            return al_err(err, AL_EINVAL, "config: rope_local_base_freq: must be positive and finite");
+        if (c->window < 0)
+            return al_err(err, AL_EINVAL, "config: sliding_window: must be positive or null");
+        if (!(c->attn_softcap >= 0.0f) || !(c->final_softcap >= 0.0f) || !(c->attn_scale >= 0.0f) ||
+            !(c->embed_scale >= 0.0f) || !(c->residual_scale >= 0.0f) || !(c->logits_scaling >= 0.0f) ||
+            !isfinite(c->attn_softcap + c->final_softcap + c->attn_scale + c->embed_scale +
+                      c->residual_scale + c->logits_scaling))
+            return al_err(err, AL_EINVAL, "config: soft-caps and multipliers must be finite and >= 0");
+        if (c->qk_norm < AL_QK_NONE || c->qk_norm > AL_QK_ALL || c->act < AL_ACT_SILU ||
+            c->act > AL_ACT_GELU_TANH || c->rope.type < AL_ROPE_DEFAULT || c->rope.type > AL_ROPE_LLAMA3)
+            return al_err(err, AL_EINVAL, "config: qk_norm, act or rope type out of range");
+        if (c->rope.type == AL_ROPE_LONGROPE && c->rope.n_factors != c->HD / 2)
+            return al_err(err, AL_EINVAL, "config: rope_scaling: longrope needs head_dim / 2 factors");
+        if (c->rope.type != AL_ROPE_DEFAULT && c->rope.type != AL_ROPE_LONGROPE && !(c->rope.factor > 0))
+            return al_err(err, AL_EINVAL, "config: rope_scaling.factor: must be positive");
     }
     if (!(c->norm_eps > 0.0f) || !(c->norm_eps < 1.0f))
         return al_err(err, AL_EINVAL, "config: %s: %g must be in (0, 1)",
@@ -223,27 +240,289 @@ static int parse_heads(const json_t *o, al_model_config *c, char err[AL_ERRLEN])
     return AL_OK;
 }
 
-/* RoPE must be the plain kind: rope_scaling null/absent (or an explicit
- * "default" type), and transformers v5's rope_parameters likewise. */
-static int check_rope(const json_t *o, al_model_config *c, char err[AL_ERRLEN]) {
-    static const char *keys[2] = {"rope_scaling", "rope_parameters"};
-    for (int i = 0; i < 2; i++) {
-        const json_t *r = json_object_get(o, keys[i]);
-        if (!r || json_is_null(r)) continue;
-        if (!json_is_object(r))
-            return al_err(err, AL_EUNSUP, "config.json: %s: only null is supported", keys[i]);
-        const json_t *ty = json_object_get(r, "rope_type");
-        if (!ty) ty = json_object_get(r, "type");
-        if (!json_is_string(ty) || strcmp(json_string_value(ty), "default") != 0)
+/* ---- the families ------------------------------------------------------ */
+
+typedef enum {
+    F_LLAMA, F_MISTRAL, F_QWEN2, F_QWEN3, F_GEMMA2, F_GEMMA3, F_PHI3, F_OLMO2, F_SMOLLM3,
+    F_GRANITE, F_COUNT
+} family;
+
+/* model_type, the transformers class prefix, and the class defaults that
+ * differ between them (from each configuration_*.py). */
+static const struct fam {
+    const char *mt, *cls, *seqcls;
+    int max_pos, nkv, head_dim, tie;  /* nkv/head_dim 0: num_attention_heads / hidden/heads */
+    float eps, theta;
+} k_fams[F_COUNT] = {
+    [F_LLAMA] = {"llama", "Llama", "LlamaForSequenceClassification", 2048, 0, 0, 0, 1e-6f, 1e4f},
+    [F_MISTRAL] = {"mistral", "Mistral", "MistralForSequenceClassification", 4096 * 32, 8, 0, 0, 1e-6f, 1e4f},
+    [F_QWEN2] = {"qwen2", "Qwen2", "Qwen2ForSequenceClassification", 32768, 32, 0, 0, 1e-6f, 1e4f},
+    [F_QWEN3] = {"qwen3", "Qwen3", "Qwen3ForSequenceClassification", 32768, 32, 128, 0, 1e-6f, 1e4f},
+    [F_GEMMA2] = {"gemma2", "Gemma2", "Gemma2ForSequenceClassification", 8192, 4, 256, 1, 1e-6f, 1e4f},
+    [F_GEMMA3] = {"gemma3_text", "Gemma3", "Gemma3TextForSequenceClassification", 131072, 4, 256, 1, 1e-6f, 1e6f},
+    [F_PHI3] = {"phi3", "Phi3", "Phi3ForSequenceClassification", 4096, 0, 0, 0, 1e-5f, 1e4f},
+    /* transformers has no Olmo2ForSequenceClassification: alignd's reward
+     * models of OLMo-2 load here and as a PEFT adapter only */
+    [F_OLMO2] = {"olmo2", "Olmo2", "Olmo2ForSequenceClassification", 2048, 0, 0, 0, 1e-5f, 1e4f},
+    [F_SMOLLM3] = {"smollm3", "SmolLM3", "SmolLM3ForSequenceClassification", 32768, 4, 0, 1, 1e-6f, 2e6f},
+    [F_GRANITE] = {"granite", "Granite", "GraniteForSequenceClassification", 2048, 0, 0, 0, 1e-6f, 1e4f},
+};
+
+static int family_of(const char *mt) {
+    for (int f = 0; f < F_COUNT; f++)
+        if (!strcmp(k_fams[f].mt, mt)) return f;
+    return -1;
+}
+
+/* Keys every config may carry that do not change the numerics
+ * (PretrainedConfig's attributes, generation defaults, hub metadata). */
+static const char *const k_common_keys[] = {
+    "_name_or_path", "architectures", "model_type", "transformers_version", "torch_dtype", "dtype",
+    "use_cache", "return_dict", "output_hidden_states", "output_attentions", "torchscript",
+    "pruned_heads", "tie_encoder_decoder", "is_encoder_decoder", "is_decoder",
+    "chunk_size_feed_forward", "finetuning_task", "id2label", "label2id", "num_labels",
+    "tokenizer_class", "prefix", "bos_token_id", "eos_token_id", "pad_token_id", "sep_token_id",
+    "decoder_start_token_id", "task_specific_params", "problem_type", "max_length", "min_length",
+    "do_sample", "early_stopping", "num_beams", "num_beam_groups", "diversity_penalty",
+    "temperature", "top_k", "top_p", "typical_p", "repetition_penalty", "length_penalty",
+    "no_repeat_ngram_size", "encoder_no_repeat_ngram_size", "bad_words_ids",
+    "num_return_sequences", "output_scores", "return_dict_in_generate", "forced_bos_token_id",
+    "forced_eos_token_id", "remove_invalid_values", "exponential_decay_length_penalty",
+    "suppress_tokens", "begin_suppress_tokens", "tf_legacy_loss", "use_bfloat16",
+    "initializer_range", "tie_word_embeddings", "auto_map", "cache_implementation",
+    "_attn_implementation", "_attn_implementation_autoset", "attn_implementation",
+    "hidden_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads",
+    "intermediate_size", "vocab_size", "max_position_embeddings", "rms_norm_eps", "rope_theta",
+    "rope_scaling", "rope_parameters", "head_dim", "hidden_act", "attention_dropout",
+    "pretraining_tp", "add_cross_attention", "cross_attention_hidden_size", "keys_to_ignore_at_inference",
+    "layer_types", "sliding_window", "use_sliding_window", "max_window_layers", NULL};
+
+/* Keys a family adds (its configuration_*.py arguments). */
+static const char *const k_llama_keys[] = {"attention_bias", "mlp_bias",
+    /* SmolLM / SmolLM2 configs written by nanotron */
+    "is_llama_config", "rope_interleaved", NULL};
+static const char *const k_qwen3_keys[] = {"attention_bias", NULL};
+static const char *const k_gemma_keys[] = {"attention_bias", "hidden_activation",
+    "query_pre_attn_scalar", "final_logit_softcapping", "attn_logit_softcapping",
+    "rope_local_base_freq", "sliding_window_pattern", "use_bidirectional_attention", NULL};
+static const char *const k_phi3_keys[] = {"resid_pdrop", "embd_pdrop",
+    "original_max_position_embeddings", "partial_rotary_factor", NULL};
+static const char *const k_olmo2_keys[] = {"attention_bias", NULL};
+static const char *const k_smollm3_keys[] = {"attention_bias", "no_rope_layers",
+    "no_rope_layer_interval", "mlp_bias", NULL};
+static const char *const k_granite_keys[] = {"attention_bias", "mlp_bias",
+    "embedding_multiplier", "residual_multiplier", "attention_multiplier", "logits_scaling", NULL};
+static const char *const k_none[] = {NULL};
+
+static const char *const *family_keys(int f) {
+    switch (f) {
+    case F_LLAMA: return k_llama_keys;
+    case F_QWEN3: return k_qwen3_keys;
+    case F_GEMMA2: case F_GEMMA3: return k_gemma_keys;
+    case F_PHI3: return k_phi3_keys;
+    case F_OLMO2: return k_olmo2_keys;
+    case F_SMOLLM3: return k_smollm3_keys;
+    case F_GRANITE: return k_granite_keys;
+    default: return k_none;
+    }
+}
+
+static int in_list(const char *const *l, const char *k) {
+    for (; *l; l++)
+        if (!strcmp(*l, k)) return 1;
+    return 0;
+}
+
+/* An unknown key with a value other than an "off" one (null, false, 0, "",
+ * [], {}) may change the numerics in a way alignd does not know: refused,
+ * named, rather than silently mis-computed. */
+static int check_unknown_keys(const json_t *o, int f, char err[AL_ERRLEN]) {
+    const char *key;
+    json_t *v;
+    json_object_foreach((json_t *)o, key, v) {
+        if (in_list(k_common_keys, key) || in_list(family_keys(f), key)) continue;
+        int off = json_is_null(v) || json_is_false(v) ||
+                  (json_is_number(v) && json_number_value(v) == 0) ||
+                  (json_is_string(v) && json_string_length(v) == 0) ||
+                  (json_is_array(v) && json_array_size(v) == 0) ||
+                  (json_is_object(v) && json_object_size(v) == 0);
+        if (!off)
             return al_err(err, AL_EUNSUP,
-                          "config.json: %s: RoPE scaling (%.40s) is not supported, only null",
-                          keys[i], json_is_string(ty) ? json_string_value(ty) : "no rope_type");
-        const json_t *th = json_object_get(r, "rope_theta");
-        if (th) {
-            if (!json_is_number(th) || !isfinite(json_number_value(th)))
-                return al_err(err, AL_EFORMAT, "config.json: %s.rope_theta: must be a number",
-                              keys[i]);
-            c->rope_theta = (float)json_number_value(th);
+                          "config.json: %.60s: a field %s models do not have; it may change the "
+                          "numerics, so alignd refuses the model rather than guess",
+                          key, k_fams[f].mt);
+    }
+    return AL_OK;
+}
+
+/* Reads a number (an integer is fine) from r[key]; absent/null leaves *out. */
+static int rope_num(const json_t *r, const char *path, const char *key, double *out,
+                    int *present, char err[AL_ERRLEN]) {
+    const json_t *v = json_object_get(r, key);
+    if (present) *present = 0;
+    if (!v || json_is_null(v)) return AL_OK;
+    if (!json_is_number(v) || !isfinite(json_number_value(v)))
+        return al_err(err, AL_EFORMAT, "config.json: %s.%s: must be a number", path, key);
+    *out = json_number_value(v);
+    if (present) *present = 1;
+    return AL_OK;
+}
+
+static int rope_factors(const json_t *r, const char *path, const char *key, int half, float *out,
+                        char err[AL_ERRLEN]) {
+    const json_t *v = json_object_get(r, key);
+    if (!json_is_array(v))
+        return al_err(err, AL_EFORMAT, "config.json: %s.%s: missing (a list of numbers)", path, key);
+    if ((int)json_array_size(v) != half)
+        return al_err(err, AL_EFORMAT, "config.json: %s.%s: %d entries, head_dim / 2 is %d", path,
+                      key, (int)json_array_size(v), half);
+    for (int i = 0; i < half; i++) {
+        const json_t *e = json_array_get(v, (size_t)i);
+        if (!json_is_number(e) || !(json_number_value(e) > 0))
+            return al_err(err, AL_EFORMAT, "config.json: %s.%s[%d]: must be a positive number",
+                          path, key, i);
+        out[i] = (float)json_number_value(e);
+    }
+    return AL_OK;
+}
+
+/* One RoPE parameter object (rope_scaling, or transformers v5's
+ * rope_parameters, possibly one per layer type) into rc. theta receives
+ * its rope_theta when it has one. Every key is one the type reads;
+ * anything else is refused by name. */
+static int parse_rope_obj(const json_t *r, const char *path, int f, const al_model_config *c,
+                          al_rope_cfg *rc, float *theta, char err[AL_ERRLEN]) {
+    if (!json_is_object(r))
+        return al_err(err, AL_EUNSUP, "config.json: %s: must be null or an object", path);
+    const json_t *ty = json_object_get(r, "rope_type");
+    if (!ty || json_is_null(ty)) ty = json_object_get(r, "type"); /* the legacy key */
+    const char *t = json_is_string(ty) ? json_string_value(ty) : NULL;
+    if (!t) return al_err(err, AL_EFORMAT, "config.json: %s: rope_type (or type) missing", path);
+    /* Phi3Config renames su and yarn to longrope (_rope_scaling_adjustment) */
+    if (f == F_PHI3 && (!strcmp(t, "su") || !strcmp(t, "yarn"))) t = "longrope";
+    static const char *const names[] = {"default", "linear", "dynamic", "yarn", "longrope", "llama3"};
+    int type = -1;
+    for (int i = 0; i < 6; i++)
+        if (!strcmp(t, names[i])) type = i;
+    if (type < 0)
+        return al_err(err, AL_EUNSUP,
+                      "config.json: %s: RoPE type %.40s is not supported (default, linear, "
+                      "dynamic, yarn, longrope, llama3)", path, t);
+    memset(rc, 0, sizeof *rc);
+    rc->type = type;
+    rc->truncate = 1;
+    static const char *const allowed[6][10] = {
+        {NULL},
+        {"factor", NULL},
+        {"factor", "original_max_position_embeddings", NULL}, /* the latter unused, as in transformers */
+        {"factor", "attention_factor", "beta_fast", "beta_slow", "mscale", "mscale_all_dim",
+         "original_max_position_embeddings", "truncate", NULL},
+        {"short_factor", "long_factor", "factor", "attention_factor",
+         "original_max_position_embeddings", NULL},
+        {"factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings", NULL}};
+    const char *key;
+    json_t *v;
+    json_object_foreach((json_t *)r, key, v) {
+        if (!strcmp(key, "rope_type") || !strcmp(key, "type") || !strcmp(key, "rope_theta")) continue;
+        if (!in_list(allowed[type], key))
+            return al_err(err, AL_EUNSUP, "config.json: %s.%s: not a parameter of %s RoPE", path,
+                          key, names[type]);
+    }
+    const json_t *th = json_object_get(r, "rope_theta");
+    if (th && !json_is_null(th)) {
+        if (!json_is_number(th) || !(json_number_value(th) > 0))
+            return al_err(err, AL_EFORMAT, "config.json: %s.rope_theta: must be a positive number", path);
+        *theta = (float)json_number_value(th);
+    }
+    int rc_ = AL_OK, has;
+    double om = 0;
+    if ((rc_ = rope_num(r, path, "original_max_position_embeddings", &om, &has, err))) return rc_;
+    if (has && !(om >= 1 && om <= (1 << 24)))
+        return al_err(err, AL_EFORMAT, "config.json: %s.original_max_position_embeddings: must be "
+                      "a positive integer", path);
+    rc->orig_max = has ? (int)om : 0;
+    if (type != AL_ROPE_DEFAULT && type != AL_ROPE_LONGROPE) {
+        if ((rc_ = rope_num(r, path, "factor", &rc->factor, &has, err))) return rc_;
+        if (!has) return al_err(err, AL_EFORMAT, "config.json: %s.factor: missing", path);
+        if (!(rc->factor >= 1.0) && type != AL_ROPE_LINEAR)
+            return al_err(err, AL_EFORMAT, "config.json: %s.factor: must be >= 1", path);
+        if (!(rc->factor > 0))
+            return al_err(err, AL_EFORMAT, "config.json: %s.factor: must be positive", path);
+    }
+    if (type == AL_ROPE_LLAMA3) {
+        if ((rc_ = rope_num(r, path, "low_freq_factor", &rc->low_freq_factor, &has, err))) return rc_;
+        if (!has) return al_err(err, AL_EFORMAT, "config.json: %s.low_freq_factor: missing", path);
+        if ((rc_ = rope_num(r, path, "high_freq_factor", &rc->high_freq_factor, &has, err))) return rc_;
+        if (!has) return al_err(err, AL_EFORMAT, "config.json: %s.high_freq_factor: missing", path);
+        if (!rc->orig_max)
+            return al_err(err, AL_EFORMAT, "config.json: %s.original_max_position_embeddings: missing", path);
+        if (!(rc->high_freq_factor > rc->low_freq_factor) || !(rc->low_freq_factor > 0))
+            return al_err(err, AL_EFORMAT, "config.json: %s: high_freq_factor must exceed "
+                          "low_freq_factor > 0", path);
+    }
+    if (type == AL_ROPE_YARN) {
+        if ((rc_ = rope_num(r, path, "attention_factor", &rc->attention_factor, NULL, err))) return rc_;
+        if ((rc_ = rope_num(r, path, "beta_fast", &rc->beta_fast, NULL, err))) return rc_;
+        if ((rc_ = rope_num(r, path, "beta_slow", &rc->beta_slow, NULL, err))) return rc_;
+        if ((rc_ = rope_num(r, path, "mscale", &rc->mscale, NULL, err))) return rc_;
+        if ((rc_ = rope_num(r, path, "mscale_all_dim", &rc->mscale_all_dim, NULL, err))) return rc_;
+        const json_t *tr = json_object_get(r, "truncate");
+        if (tr && !json_is_null(tr)) {
+            if (!json_is_boolean(tr))
+                return al_err(err, AL_EFORMAT, "config.json: %s.truncate: must be true or false", path);
+            rc->truncate = json_is_true(tr);
+        }
+    }
+    if (type == AL_ROPE_LONGROPE) {
+        int half = c->HD / 2;
+        if (half > AL_ROPE_MAX_FACTORS)
+            return al_err(err, AL_EUNSUP, "config.json: %s: longrope with head_dim %d (at most %d)",
+                          path, c->HD, 2 * AL_ROPE_MAX_FACTORS);
+        if ((rc_ = rope_factors(r, path, "short_factor", half, rc->short_factor, err))) return rc_;
+        if ((rc_ = rope_factors(r, path, "long_factor", half, rc->long_factor, err))) return rc_;
+        rc->n_factors = half;
+        if ((rc_ = rope_num(r, path, "attention_factor", &rc->attention_factor, NULL, err))) return rc_;
+        if ((rc_ = rope_num(r, path, "factor", &rc->factor, NULL, err))) return rc_;
+    }
+    return AL_OK;
+}
+
+/* rope_scaling (with rope_theta beside it) or transformers v5's
+ * rope_parameters: one object, or (Gemma 3) one per layer type. */
+static int parse_rope(const json_t *o, int f, al_model_config *c, char err[AL_ERRLEN]) {
+    const json_t *rs = json_object_get(o, "rope_scaling");
+    const json_t *rp = json_object_get(o, "rope_parameters");
+    memset(&c->rope, 0, sizeof c->rope);
+    c->rope.truncate = 1;
+    int rc;
+    if (rs && !json_is_null(rs)) {
+        if ((rc = parse_rope_obj(rs, "rope_scaling", f, c, &c->rope, &c->rope_theta, err))) return rc;
+    }
+    if (rp && !json_is_null(rp)) {
+        if (!json_is_object(rp))
+            return al_err(err, AL_EUNSUP, "config.json: rope_parameters: must be null or an object");
+        const json_t *full = json_object_get(rp, "full_attention");
+        const json_t *slid = json_object_get(rp, "sliding_attention");
+        if (full || slid) {
+            const char *key;
+            json_t *v;
+            json_object_foreach((json_t *)rp, key, v)
+                if (strcmp(key, "full_attention") && strcmp(key, "sliding_attention"))
+                    return al_err(err, AL_EUNSUP, "config.json: rope_parameters.%s: not a layer type", key);
+            if (full && (rc = parse_rope_obj(full, "rope_parameters.full_attention", f, c, &c->rope,
+                                             &c->rope_theta, err)))
+                return rc;
+            if (slid) {
+                al_rope_cfg loc;
+                if ((rc = parse_rope_obj(slid, "rope_parameters.sliding_attention", f, c, &loc,
+                                         f == F_GEMMA3 ? &c->rope_local_theta : &c->rope_theta, err)))
+                    return rc;
+                if (loc.type != AL_ROPE_DEFAULT || (f != F_GEMMA3 && full))
+                    return al_err(err, AL_EUNSUP, "config.json: rope_parameters.sliding_attention: "
+                                  "only Gemma 3's default local RoPE is supported");
+            }
+        } else if ((rc = parse_rope_obj(rp, "rope_parameters", f, c, &c->rope, &c->rope_theta, err))) {
+            return rc;
         }
     }
     return AL_OK;
@@ -301,18 +580,77 @@ static int parse_gpt2(const json_t *o, al_model_config *c, char err[AL_ERRLEN]) 
     return AL_OK;
 }
 
+/* A "layer_types" list of full_attention / sliding_attention into the
+ * AL_LAYER_SLIDING flags (present: whether the config had one). */
+static int parse_layer_types(const json_t *o, al_model_config *c, int *present, char err[AL_ERRLEN]) {
+    const json_t *lt = json_object_get(o, "layer_types");
+    *present = 0;
+    if (!lt || json_is_null(lt)) return AL_OK;
+    if (!json_is_array(lt) || (int)json_array_size(lt) < c->n_layers)
+        return al_err(err, AL_EFORMAT, "config.json: layer_types: must list num_hidden_layers (%d) "
+                      "types", c->n_layers);
+    for (int l = 0; l < c->n_layers; l++) {
+        const char *t = json_string_value(json_array_get(lt, (size_t)l));
+        if (t && !strcmp(t, "sliding_attention")) c->layer_flags[l] |= AL_LAYER_SLIDING;
+        else if (t && !strcmp(t, "full_attention")) c->layer_flags[l] &= (uint8_t)~AL_LAYER_SLIDING;
+        else
+            return al_err(err, AL_EUNSUP, "config.json: layer_types[%d]: %.40s is not supported "
+                          "(full_attention, sliding_attention)", l, t ? t : "not a string");
+    }
+    *present = 1;
+    return AL_OK;
+}
+
+static int get_window(const json_t *o, int *out, char err[AL_ERRLEN]) {
+    int rc = get_int(o, "sliding_window", 1, out, NULL, err);
+    if (rc) return rc;
+    const json_t *v = json_object_get(o, "sliding_window");
+    if (v && json_is_null(v)) *out = 0;
+    return AL_OK;
+}
+
+/* A softcap field: null (or absent, taking def) means none. */
+static int get_cap(const json_t *o, const char *key, float def, float *out, char err[AL_ERRLEN]) {
+    const json_t *v = json_object_get(o, key);
+    *out = def;
+    if (!v) return AL_OK;
+    if (json_is_null(v)) {
+        *out = 0.0f;
+        return AL_OK;
+    }
+    if (!json_is_number(v) || !(json_number_value(v) > 0) || !isfinite(json_number_value(v)))
+        return al_err(err, AL_EFORMAT, "config.json: %s: must be a positive number or null", key);
+    *out = (float)json_number_value(v);
+    return AL_OK;
+}
+
+static int require_zero(const json_t *o, const char *key, char err[AL_ERRLEN]) {
+    const json_t *v = json_object_get(o, key);
+    if (!v || json_is_null(v)) return AL_OK;
+    if (!json_is_number(v))
+        return al_err(err, AL_EFORMAT, "config.json: %s: must be a number", key);
+    if (json_number_value(v) != 0)
+        return al_err(err, AL_EUNSUP, "config.json: %s: %g: dropout is not implemented (0 only)",
+                      key, json_number_value(v));
+    return AL_OK;
+}
+
 static int parse_llama(const json_t *o, al_model_config *c, char err[AL_ERRLEN]) {
     int rc, present;
-    const char *mt = c->model_type;
+    const int f = family_of(c->model_type);
+    const struct fam *F = &k_fams[f];
+    if ((rc = check_unknown_keys(o, f, err)) != AL_OK) return rc;
     if ((rc = req_int(o, "hidden_size", &c->C, err)) != AL_OK) return rc;
     if ((rc = req_int(o, "num_hidden_layers", &c->n_layers, err)) != AL_OK) return rc;
     if ((rc = req_int(o, "num_attention_heads", &c->NH, err)) != AL_OK) return rc;
     if ((rc = req_int(o, "intermediate_size", &c->FF, err)) != AL_OK) return rc;
     if ((rc = req_int(o, "vocab_size", &c->V, err)) != AL_OK) return rc;
-    c->NKV = c->NH;
+    c->NKV = F->nkv ? F->nkv : c->NH;
     if ((rc = get_int(o, "num_key_value_heads", 1, &c->NKV, NULL, err)) != AL_OK) return rc;
     if ((rc = get_int(o, "head_dim", 1, &c->HD, &present, err)) != AL_OK) return rc;
-    if (!present) {
+    if (!present && F->head_dim) {
+        c->HD = F->head_dim;
+    } else if (!present) {
         if (c->C % c->NH != 0)
             return al_err(err, AL_EFORMAT,
                           "config.json: num_attention_heads: %d does not divide hidden_size %d "
@@ -320,44 +658,194 @@ static int parse_llama(const json_t *o, al_model_config *c, char err[AL_ERRLEN])
                           c->NH, c->C);
         c->HD = c->C / c->NH;
     }
-    /* transformers' class defaults for max_position_embeddings */
-    c->max_T = strcmp(mt, "mistral") == 0 ? 4096 * 32 : strcmp(mt, "qwen2") == 0 ? 32768 : 2048;
+    c->max_T = F->max_pos;
     if ((rc = get_int(o, "max_position_embeddings", 1, &c->max_T, NULL, err)) != AL_OK) return rc;
-    c->norm_eps = 1e-6f;
+    c->norm_eps = F->eps;
     if ((rc = get_float(o, "rms_norm_eps", &c->norm_eps, err)) != AL_OK) return rc;
-    c->rope_theta = 10000.0f;
+    c->rope_theta = F->theta;
     if ((rc = get_float(o, "rope_theta", &c->rope_theta, err)) != AL_OK) return rc;
-    if ((rc = check_rope(o, c, err)) != AL_OK) return rc;
-    c->tie_word_embeddings = 0;
+    c->tie_word_embeddings = F->tie;
     if ((rc = get_bool(o, "tie_word_embeddings", &c->tie_word_embeddings, err)) != AL_OK) return rc;
+    if ((rc = require_zero(o, "attention_dropout", err)) != AL_OK) return rc;
 
-    const json_t *act = json_object_get(o, "hidden_act");
+    /* the activation: hidden_act, or Gemma's hidden_activation */
+    const char *act_key = f == F_GEMMA2 || f == F_GEMMA3 ? "hidden_activation" : "hidden_act";
+    const json_t *act = json_object_get(o, act_key);
+    c->act = f == F_GEMMA2 || f == F_GEMMA3 ? AL_ACT_GELU_TANH : AL_ACT_SILU;
     if (act && !json_is_null(act)) {
         if (!json_is_string(act))
-            return al_err(err, AL_EFORMAT, "config.json: hidden_act: must be a string");
+            return al_err(err, AL_EFORMAT, "config.json: %s: must be a string", act_key);
         const char *s = json_string_value(act);
-        if (strcmp(s, "silu") != 0)
-            return al_err(err, AL_EUNSUP, "config.json: hidden_act: %.40s is not supported (silu)",
-                          s);
+        if (!strcmp(s, "silu")) c->act = AL_ACT_SILU;
+        else if (!strcmp(s, "gelu_pytorch_tanh")) c->act = AL_ACT_GELU_TANH;
+        else
+            return al_err(err, AL_EUNSUP,
+                          "config.json: %s: %.40s is not supported (silu, gelu_pytorch_tanh)",
+                          act_key, s);
     }
+
     /* Biases as each transformers class hard-codes or configures them. */
     int ab = 0, mb = 0;
-    if (strcmp(mt, "qwen2") == 0) {
+    if ((rc = get_bool(o, "attention_bias", &ab, err)) != AL_OK) return rc;
+    if ((rc = get_bool(o, "mlp_bias", &mb, err)) != AL_OK) return rc;
+    if (f == F_QWEN2) {
         c->attn_bias = 1; /* Qwen2: q/k/v always biased, o_proj and MLP never */
-        c->o_bias = 0;
-        c->mlp_bias = 0;
-    } else if (strcmp(mt, "mistral") == 0) {
-        c->attn_bias = c->o_bias = c->mlp_bias = 0; /* MistralAttention/MLP: bias=False */
+        c->o_bias = c->mlp_bias = 0;
+    } else if (f == F_MISTRAL || f == F_PHI3) {
+        c->attn_bias = c->o_bias = c->mlp_bias = 0; /* bias=False in the modules */
     } else {
-        if ((rc = get_bool(o, "attention_bias", &ab, err)) != AL_OK) return rc;
-        if ((rc = get_bool(o, "mlp_bias", &mb, err)) != AL_OK) return rc;
-        c->attn_bias = c->o_bias = ab; /* Llama's attention_bias covers q, k, v and o_proj */
-        c->mlp_bias = mb;
+        c->attn_bias = c->o_bias = ab; /* attention_bias covers q, k, v and o_proj */
+        /* only LlamaMLP and GraniteMLP read mlp_bias; the others are bias-free */
+        c->mlp_bias = (f == F_LLAMA || f == F_GRANITE) ? mb : 0;
+        if (mb && !c->mlp_bias)
+            return al_err(err, AL_EUNSUP, "config.json: mlp_bias: %s has no MLP biases", F->mt);
     }
-    /* Mistral's sliding_window (and Qwen2's use_sliding_window) are accepted
-     * whatever their value: we always attend over the full context, which is
-     * exact because the contexts we train on are far below the window (4096
-     * for Mistral-7B; Qwen2 ships with the window disabled). */
+    if (f == F_LLAMA) {
+        int ri = 0;
+        if ((rc = get_bool(o, "rope_interleaved", &ri, err)) != AL_OK) return rc;
+        if (ri) return al_err(err, AL_EUNSUP, "config.json: rope_interleaved: true is not supported");
+    }
+
+    /* RoPE: the global one, then per-layer kinds */
+    c->rope_local_theta = 10000.0f;
+    if (f == F_GEMMA3 && (rc = get_float(o, "rope_local_base_freq", &c->rope_local_theta, err))) return rc;
+    if ((rc = parse_rope(o, f, c, err)) != AL_OK) return rc;
+    if (c->rope.type == AL_ROPE_DYNAMIC) {
+        /* dynamic NTK keeps max_position_embeddings as the length past
+         * which it grows the base; alignd holds tables up to factor times it */
+        double ext = (double)c->max_T * c->rope.factor;
+        c->rope.orig_max = c->max_T;
+        c->max_T = ext > CFG_MAX_DIM ? CFG_MAX_DIM : (int)ext;
+    }
+    if (c->rope.type == AL_ROPE_LONGROPE) {
+        /* transformers reads original_max_position_embeddings from the config
+         * itself (Phi3Config has one; others use max_position_embeddings) */
+        int om = f == F_PHI3 ? 4096 : c->max_T;
+        if (f == F_PHI3 && (rc = get_int(o, "original_max_position_embeddings", 1, &om, NULL, err))) return rc;
+        c->rope.orig_max = om;
+    }
+    memset(c->layer_flags, 0, sizeof c->layer_flags);
+    c->window = 0;
+    int has_types = 0;
+    switch (f) {
+    case F_MISTRAL: {
+        int w = 4096; /* MistralConfig's default; null turns it off */
+        if ((rc = get_window(o, &w, err))) return rc;
+        c->window = w;
+        for (int l = 0; l < c->n_layers && w; l++) c->layer_flags[l] = AL_LAYER_SLIDING;
+        break;
+    }
+    case F_PHI3: {
+        int w = 0;
+        if ((rc = get_window(o, &w, err))) return rc;
+        c->window = w;
+        for (int l = 0; l < c->n_layers && w; l++) c->layer_flags[l] = AL_LAYER_SLIDING;
+        if ((rc = require_zero(o, "resid_pdrop", err)) || (rc = require_zero(o, "embd_pdrop", err))) return rc;
+        double prf = 1.0;
+        if ((rc = rope_num(o, "config", "partial_rotary_factor", &prf, NULL, err))) return rc;
+        if (prf != 1.0)
+            return al_err(err, AL_EUNSUP, "config.json: partial_rotary_factor: %g is not supported "
+                          "(1 only)", prf);
+        c->fused_proj = 1;
+        break;
+    }
+    case F_QWEN2: case F_QWEN3: case F_SMOLLM3: {
+        int use = 0, w = f == F_SMOLLM3 ? 0 : 4096, mwl = 28;
+        if ((rc = get_bool(o, "use_sliding_window", &use, err))) return rc;
+        if ((rc = get_window(o, &w, err))) return rc;
+        if ((rc = get_int(o, "max_window_layers", 0, &mwl, NULL, err))) return rc;
+        c->window = use ? w : 0;
+        if (f == F_SMOLLM3) {
+            int interval = 4;
+            if ((rc = get_int(o, "no_rope_layer_interval", 1, &interval, NULL, err))) return rc;
+            const json_t *nr = json_object_get(o, "no_rope_layers");
+            for (int l = 0; l < c->n_layers; l++) {
+                int use_rope = (l + 1) % interval != 0;
+                if (nr && !json_is_null(nr)) {
+                    const json_t *e = json_is_array(nr) ? json_array_get(nr, (size_t)l) : NULL;
+                    if (!json_is_integer(e) || json_integer_value(e) < 0 || json_integer_value(e) > 1)
+                        return al_err(err, AL_EFORMAT, "config.json: no_rope_layers: must list 0 or "
+                                      "1 for each of the %d layers", c->n_layers);
+                    use_rope = (int)json_integer_value(e);
+                }
+                if (!use_rope) c->layer_flags[l] |= AL_LAYER_NOPE;
+                /* SmolLM3Config: sliding iff use_sliding_window, a window and NoPE */
+                if (use && w && !use_rope) c->layer_flags[l] |= AL_LAYER_SLIDING;
+            }
+        } else {
+            for (int l = 0; l < c->n_layers; l++)
+                if (c->window && l >= mwl) c->layer_flags[l] |= AL_LAYER_SLIDING;
+        }
+        if ((rc = parse_layer_types(o, c, &has_types, err))) return rc;
+        /* SmolLM3Attention keeps a window only when use_sliding_window */
+        if (f == F_SMOLLM3 && !use)
+            for (int l = 0; l < c->n_layers; l++) c->layer_flags[l] &= (uint8_t)~AL_LAYER_SLIDING;
+        if (f == F_QWEN3) c->qk_norm = AL_QK_HEAD;
+        break;
+    }
+    case F_GEMMA2: case F_GEMMA3: {
+        int g3 = f == F_GEMMA3, w = 4096, pattern = 6, bidi = 0;
+        float qpas = 256.0f;
+        if ((rc = get_window(o, &w, err))) return rc;
+        c->window = w;
+        if ((rc = get_float(o, "query_pre_attn_scalar", &qpas, err))) return rc;
+        if (!(qpas > 0)) return al_err(err, AL_EFORMAT, "config.json: query_pre_attn_scalar: must be positive");
+        c->query_pre_attn_scalar = qpas;
+        c->attn_scale = (float)pow((double)qpas, -0.5);
+        if ((rc = get_cap(o, "final_logit_softcapping", g3 ? 0.0f : 30.0f, &c->final_softcap, err))) return rc;
+        if ((rc = get_cap(o, "attn_logit_softcapping", g3 ? 0.0f : 50.0f, &c->attn_softcap, err))) return rc;
+        if (g3 && c->attn_softcap > 0)
+            return al_err(err, AL_EUNSUP, "config.json: attn_logit_softcapping: Gemma 3's attention "
+                          "does not apply it in transformers; set it to null");
+        if ((rc = get_bool(o, "use_bidirectional_attention", &bidi, err))) return rc;
+        if (bidi)
+            return al_err(err, AL_EUNSUP, "config.json: use_bidirectional_attention: true (an "
+                          "embedding model) is not supported");
+        if (g3 && (rc = get_int(o, "sliding_window_pattern", 1, &pattern, NULL, err))) return rc;
+        for (int l = 0; l < c->n_layers; l++) {
+            int sl = g3 ? (l + 1) % pattern != 0 : l % 2 == 0;
+            if (sl) c->layer_flags[l] |= AL_LAYER_SLIDING;
+        }
+        if ((rc = parse_layer_types(o, c, &has_types, err))) return rc;
+        if (!w)
+            for (int l = 0; l < c->n_layers; l++) c->layer_flags[l] &= (uint8_t)~AL_LAYER_SLIDING;
+        if (g3)
+            for (int l = 0; l < c->n_layers; l++)
+                if (c->layer_flags[l] & AL_LAYER_SLIDING) c->layer_flags[l] |= AL_LAYER_LOCAL_ROPE;
+        c->norm_offset = 1;
+        c->post_norm = 1;
+        c->qk_norm = g3 ? AL_QK_HEAD : AL_QK_NONE;
+        /* torch.tensor(hidden_size ** 0.5) in the embedding's dtype (float32 here) */
+        c->embed_scale = (float)sqrt((double)c->C);
+        break;
+    }
+    case F_OLMO2:
+        c->qk_norm = AL_QK_ALL;
+        c->no_pre_norm = 1;
+        c->post_norm = 1;
+        break;
+    case F_GRANITE: {
+        float em = 1.0f, rm = 1.0f, am = 1.0f, ls = 1.0f;
+        if ((rc = get_float(o, "embedding_multiplier", &em, err)) ||
+            (rc = get_float(o, "residual_multiplier", &rm, err)) ||
+            (rc = get_float(o, "attention_multiplier", &am, err)) ||
+            (rc = get_float(o, "logits_scaling", &ls, err)))
+            return rc;
+        if (!(am > 0) || !(ls > 0))
+            return al_err(err, AL_EFORMAT, "config.json: attention_multiplier and logits_scaling "
+                          "must be positive");
+        c->embed_scale = em;
+        c->residual_scale = rm;
+        c->attn_scale = am;
+        c->logits_scaling = ls;
+        break;
+    }
+    default: {
+        /* Llama: no window. A sliding_window it does not read is harmless. */
+        break;
+    }
+    }
+    if (c->window < 0) c->window = 0;
     return AL_OK;
 }
 
@@ -381,11 +869,12 @@ int al_config_parse(al_model_config *cfg, const char *json, size_t len, char err
     const char *t = json_string_value(mt);
     if (strcmp(t, "gpt2") == 0) {
         c.arch = AL_ARCH_GPT2;
-    } else if (strcmp(t, "llama") == 0 || strcmp(t, "mistral") == 0 || strcmp(t, "qwen2") == 0) {
+    } else if (family_of(t) >= 0) {
         c.arch = AL_ARCH_LLAMA;
     } else {
         rc = al_err(err, AL_EUNSUP,
-                    "config.json: model_type: %.40s is not supported (gpt2, llama, mistral, qwen2)",
+                    "config.json: model_type: %.40s is not supported (gpt2, llama, mistral, qwen2, "
+                    "qwen3, gemma2, gemma3_text, phi3, olmo2, smollm3, granite)",
                     t);
         goto done;
     }
@@ -440,13 +929,65 @@ static json_t *json_float(float f) {
 
 static json_t *json_token(int id) { return id >= 0 ? json_integer(id) : json_null(); }
 
-/* "llama" -> "Llama", "qwen2" -> "Qwen2", "mistral" -> "Mistral". */
+/* "llama" -> "Llama", "qwen2" -> "Qwen2", "gemma3_text" -> "Gemma3". */
 static const char *class_prefix(const char *mt) {
     if (strcmp(mt, "gpt2") == 0) return "GPT2";
-    if (strcmp(mt, "mistral") == 0) return "Mistral";
-    if (strcmp(mt, "qwen2") == 0) return "Qwen2";
-    if (strcmp(mt, "llama") == 0) return "Llama";
-    return NULL;
+    int f = family_of(mt);
+    return f >= 0 ? k_fams[f].cls : NULL;
+}
+
+static json_t *json_cap(float v) { return v > 0 ? json_float(v) : json_null(); }
+
+static json_t *json_layer_types(const al_model_config *c) {
+    json_t *a = json_array();
+    for (int l = 0; a && l < c->n_layers; l++)
+        if (json_array_append_new(a, json_string(c->layer_flags[l] & AL_LAYER_SLIDING
+                                                      ? "sliding_attention"
+                                                      : "full_attention"))) {
+            json_decref(a);
+            return NULL;
+        }
+    return a;
+}
+
+static json_t *json_rope(const al_rope_cfg *r) {
+    static const char *const names[] = {"default", "linear", "dynamic", "yarn", "longrope", "llama3"};
+    if (r->type == AL_ROPE_DEFAULT) return json_null();
+    json_t *o = json_object();
+    if (!o) return NULL;
+    int bad = json_object_set_new(o, "rope_type", json_string(names[r->type]));
+#define RSET(k, v) bad = bad || json_object_set_new(o, k, v)
+    if (r->type != AL_ROPE_LONGROPE) RSET("factor", json_real(r->factor));
+    if (r->type == AL_ROPE_LLAMA3) {
+        RSET("low_freq_factor", json_real(r->low_freq_factor));
+        RSET("high_freq_factor", json_real(r->high_freq_factor));
+    }
+    if (r->orig_max && r->type != AL_ROPE_LONGROPE && r->type != AL_ROPE_DYNAMIC)
+        RSET("original_max_position_embeddings", json_integer(r->orig_max));
+    if (r->type == AL_ROPE_YARN) {
+        if (r->attention_factor) RSET("attention_factor", json_real(r->attention_factor));
+        if (r->beta_fast) RSET("beta_fast", json_real(r->beta_fast));
+        if (r->beta_slow) RSET("beta_slow", json_real(r->beta_slow));
+        if (r->mscale) RSET("mscale", json_real(r->mscale));
+        if (r->mscale_all_dim) RSET("mscale_all_dim", json_real(r->mscale_all_dim));
+        if (!r->truncate) RSET("truncate", json_false());
+    }
+    if (r->type == AL_ROPE_LONGROPE) {
+        json_t *sf = json_array(), *lf = json_array();
+        for (int i = 0; sf && lf && i < r->n_factors; i++) {
+            bad = bad || json_array_append_new(sf, json_float(r->short_factor[i]));
+            bad = bad || json_array_append_new(lf, json_float(r->long_factor[i]));
+        }
+        RSET("short_factor", sf ? sf : json_null());
+        RSET("long_factor", lf ? lf : json_null());
+        if (r->attention_factor) RSET("attention_factor", json_real(r->attention_factor));
+    }
+#undef RSET
+    if (bad) {
+        json_decref(o);
+        return NULL;
+    }
+    return o;
 }
 
 int al_config_save(const al_model_config *cfg, const char *dir, char err[AL_ERRLEN]) {
@@ -465,9 +1006,14 @@ int al_config_save(const al_model_config *cfg, const char *dir, char err[AL_ERRL
         return al_err(err, AL_EINVAL, "config: GPT-2 always has biases (attn_bias/o_bias/mlp_bias)");
     if (gpt2 && (cfg->NKV != cfg->NH || cfg->HD * cfg->NH != cfg->C))
         return al_err(err, AL_EINVAL, "config: GPT-2 heads must split n_embd evenly, without GQA");
-    if (!strcmp(mt, "llama") && cfg->attn_bias != cfg->o_bias)
-        return al_err(err, AL_EINVAL, "config: llama's attention_bias covers o_proj too "
-                                      "(attn_bias != o_bias)");
+    const int f = gpt2 ? -1 : family_of(mt);
+    if (f >= 0 && f != F_QWEN2 && cfg->attn_bias != cfg->o_bias)
+        return al_err(err, AL_EINVAL, "config: %s's attention_bias covers o_proj too "
+                                      "(attn_bias != o_bias)", mt);
+    if ((f == F_PHI3) && (cfg->attn_bias || cfg->mlp_bias))
+        return al_err(err, AL_EINVAL, "config: %s has no biases", mt);
+    if (f >= 0 && f != F_LLAMA && f != F_GRANITE && cfg->mlp_bias)
+        return al_err(err, AL_EINVAL, "config: %s has no MLP biases", mt);
     if (!strcmp(mt, "qwen2") && !(cfg->attn_bias && !cfg->o_bias && !cfg->mlp_bias))
         return al_err(err, AL_EINVAL, "config: qwen2 has q/k/v biases only");
     if (!strcmp(mt, "mistral") && (cfg->attn_bias || cfg->o_bias || cfg->mlp_bias))
@@ -475,8 +1021,10 @@ int al_config_save(const al_model_config *cfg, const char *dir, char err[AL_ERRL
 
     char arch[96];
     int cls = cfg->has_score && !cfg->has_lm_head;
-    snprintf(arch, sizeof arch, "%s%s", prefix,
-             cls ? "ForSequenceClassification" : gpt2 ? "LMHeadModel" : "ForCausalLM");
+    if (cls && f >= 0) snprintf(arch, sizeof arch, "%s", k_fams[f].seqcls);
+    else
+        snprintf(arch, sizeof arch, "%s%s", prefix,
+                 cls ? "ForSequenceClassification" : gpt2 ? "LMHeadModel" : "ForCausalLM");
     json_t *o = json_object();
     json_t *archs = json_array();
     if (!o || !archs) {
@@ -511,16 +1059,81 @@ int al_config_save(const al_model_config *cfg, const char *dir, char err[AL_ERRL
         SET("num_key_value_heads", json_integer(cfg->NKV));
         SET("head_dim", json_integer(cfg->HD));
         SET("intermediate_size", json_integer(cfg->FF));
-        SET("max_position_embeddings", json_integer(cfg->max_T));
+        SET("max_position_embeddings", json_integer(cfg->rope.type == AL_ROPE_DYNAMIC && cfg->rope.orig_max
+                                                        ? cfg->rope.orig_max
+                                                        : cfg->max_T));
         SET("rms_norm_eps", json_float(cfg->norm_eps));
         SET("rope_theta", json_float(cfg->rope_theta));
-        SET("rope_scaling", json_null());
-        SET("hidden_act", json_string("silu"));
-        if (!strcmp(mt, "llama")) {
+        json_t *rope = json_rope(&cfg->rope);
+        if (!rope) bad = 1;
+        else SET("rope_scaling", rope);
+        const char *act = cfg->act == AL_ACT_GELU_TANH ? "gelu_pytorch_tanh" : "silu";
+        int gemma = f == F_GEMMA2 || f == F_GEMMA3;
+        SET(gemma ? "hidden_activation" : "hidden_act", json_string(act));
+        if (f != F_QWEN2 && f != F_MISTRAL && f != F_PHI3)
             SET("attention_bias", json_boolean(cfg->attn_bias));
-            SET("mlp_bias", json_boolean(cfg->mlp_bias));
+        if (f == F_LLAMA || f == F_GRANITE) SET("mlp_bias", json_boolean(cfg->mlp_bias));
+        SET("attention_dropout", json_real(0.0));
+        int first_sliding = cfg->n_layers;
+        for (int l = cfg->n_layers - 1; l >= 0; l--)
+            if (cfg->layer_flags[l] & AL_LAYER_SLIDING) first_sliding = l;
+        json_t *window = cfg->window > 0 ? json_integer(cfg->window) : json_null();
+        switch (f) {
+        case F_MISTRAL:
+        case F_PHI3:
+            SET("sliding_window", first_sliding < cfg->n_layers ? window : (json_decref(window), json_null()));
+            if (f == F_PHI3) {
+                SET("original_max_position_embeddings",
+                    json_integer(cfg->rope.orig_max ? cfg->rope.orig_max : cfg->max_T));
+                SET("resid_pdrop", json_real(0.0));
+                SET("embd_pdrop", json_real(0.0));
+            }
+            break;
+        case F_QWEN2:
+        case F_QWEN3:
+        case F_SMOLLM3:
+            SET("use_sliding_window", json_boolean(first_sliding < cfg->n_layers));
+            SET("sliding_window", window);
+            if (f != F_SMOLLM3) SET("max_window_layers", json_integer(first_sliding));
+            SET("layer_types", json_layer_types(cfg));
+            if (f == F_SMOLLM3) {
+                json_t *nr = json_array();
+                for (int l = 0; nr && l < cfg->n_layers; l++)
+                    bad = bad || json_array_append_new(
+                                     nr, json_integer(!(cfg->layer_flags[l] & AL_LAYER_NOPE)));
+                SET("no_rope_layers", nr ? nr : json_null());
+            }
+            break;
+        case F_GEMMA2:
+        case F_GEMMA3:
+            SET("sliding_window", window);
+            SET("layer_types", json_layer_types(cfg));
+            SET("query_pre_attn_scalar", json_float(cfg->query_pre_attn_scalar));
+            SET("final_logit_softcapping", json_cap(cfg->final_softcap));
+            SET("attn_logit_softcapping", json_cap(cfg->attn_softcap));
+            if (f == F_GEMMA3) {
+                SET("rope_local_base_freq", json_float(cfg->rope_local_theta));
+                /* the period of the layer pattern, for transformers before layer_types */
+                int p = 0;
+                for (int cand = 1; cand <= cfg->n_layers + 1 && !p; cand++) {
+                    int ok = 1;
+                    for (int l = 0; l < cfg->n_layers && ok; l++)
+                        ok = !!(cfg->layer_flags[l] & AL_LAYER_SLIDING) == ((l + 1) % cand != 0);
+                    if (ok) p = cand;
+                }
+                if (p) SET("sliding_window_pattern", json_integer(p));
+            }
+            break;
+        case F_GRANITE:
+            SET("embedding_multiplier", json_float(cfg->embed_scale > 0 ? cfg->embed_scale : 1.0f));
+            SET("residual_multiplier", json_float(cfg->residual_scale > 0 ? cfg->residual_scale : 1.0f));
+            SET("attention_multiplier", json_float(cfg->attn_scale > 0 ? cfg->attn_scale : 1.0f));
+            SET("logits_scaling", json_float(cfg->logits_scaling > 0 ? cfg->logits_scaling : 1.0f));
+            break;
+        default:
+            json_decref(window);
+            break;
         }
-        if (!strcmp(mt, "qwen2")) SET("use_sliding_window", json_false());
     }
     if (cls) {
         /* transformers derives num_labels from id2label; write both. */

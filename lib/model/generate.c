@@ -21,6 +21,7 @@ typedef struct gen_state {
     int B, Tmax, R;              /* sequences, cache length, max rows */
     float *kc, *vc;              /* (L, B, Tmax, NKV*HD) */
     float *x, *ln, *mean, *rstd, *qkv, *atty, *tmp, *h1, *h2, *lora_t, *scores;
+    float *y, *qk_raw;           /* (R, C) the next residual; (R, (NH+NKV)*HD) raw q|k */
     float *logits;               /* (B, V) */
     uint16_t *s16;               /* bf16 models: rounded operands of the products */
     int32_t *ids, *pos, *seq;    /* per row */
@@ -30,6 +31,7 @@ typedef struct gen_state {
 typedef struct attn_job {
     gen_state *s;
     int layer, R;
+    al_attn_opts o;
 } attn_job;
 
 static void attn_rows(void *ctx, int tid, int nthreads) {
@@ -37,7 +39,8 @@ static void attn_rows(void *ctx, int tid, int nthreads) {
     gen_state *s = j->s;
     const al_model_config *c = &s->m->cfg;
     int NH = c->NH, HD = c->HD, KVD = c->NKV * HD, grp = c->NH / c->NKV;
-    float scale = 1.0f / sqrtf((float)HD);
+    float scale = j->o.scale > 0 ? j->o.scale : 1.0f / sqrtf((float)HD), cap = j->o.softcap;
+    int win = j->o.window;
     float *sc = s->scores + (size_t)tid * s->Tmax;
     long lo, hi;
     al_split((long)j->R * NH, nthreads, tid, &lo, &hi);
@@ -48,22 +51,25 @@ static void attn_rows(void *ctx, int tid, int nthreads) {
         const float *q = s->qkv + (size_t)r * s->m->QKV + (size_t)h * HD;
         const float *K = s->kc + layer_off + (size_t)b * s->Tmax * KVD + (size_t)g * HD;
         const float *Vv = s->vc + layer_off + (size_t)b * s->Tmax * KVD + (size_t)g * HD;
+        /* keys in the window: i - j < window */
+        int t0 = win > 0 && p - win + 1 > 0 ? p - win + 1 : 0;
         float mx = -INFINITY;
-        for (int t = 0; t <= p; t++) {
+        for (int t = t0; t <= p; t++) {
             const float *k = K + (size_t)t * KVD;
             float d = 0;
             for (int e = 0; e < HD; e++) d += q[e] * k[e];
             sc[t] = d * scale;
+            if (cap > 0) sc[t] = tanhf(sc[t] / cap) * cap;
             if (sc[t] > mx) mx = sc[t];
         }
         float sum = 0;
-        for (int t = 0; t <= p; t++) {
+        for (int t = t0; t <= p; t++) {
             sc[t] = expf(sc[t] - mx);
             sum += sc[t];
         }
         float inv = 1.0f / sum, *o = s->atty + (size_t)r * NH * HD + (size_t)h * HD;
         for (int e = 0; e < HD; e++) o[e] = 0;
-        for (int t = 0; t <= p; t++) {
+        for (int t = t0; t <= p; t++) {
             const float *v = Vv + (size_t)t * KVD;
             float pt = sc[t] * inv;
             for (int e = 0; e < HD; e++) o[e] += pt * v[e];
@@ -71,13 +77,6 @@ static void attn_rows(void *ctx, int tid, int nthreads) {
     }
 }
 
-static void norm(al_model *m, gen_state *s, float *out, const float *x, int w, int b, int R) {
-    const al_model_config *c = &m->cfg;
-    if (c->arch == AL_ARCH_GPT2)
-        al_layernorm_forward(out, s->mean, s->rstd, x, PW(m, w), PW(m, b), R, c->C, c->norm_eps);
-    else
-        al_rmsnorm_forward(out, s->rstd, x, PW(m, w), R, c->C, c->norm_eps);
-}
 
 /* Runs R rows through the model; writes logits for the rows listed in
  * want[0..n_want) into s->logits (row i of logits for want[i]). */
@@ -85,39 +84,56 @@ static void run_rows(gen_state *s, int R, const int *want, int n_want) {
     al_model *m = s->m;
     const al_model_config *c = &m->cfg;
     int C = c->C, HD = c->HD, KVD = c->NKV * HD, AH = c->NH * HD;
+    size_t RC = (size_t)R * C;
+    int32_t pmax = 0;
+    for (int r = 0; r < R; r++) pmax = s->pos[r] > pmax ? s->pos[r] : pmax;
+    al_model_rope_prepare(m, (int)pmax + 1);
     al_model_embed(m, s->x, s->ids, s->pos, R);
     for (int l = 0; l < c->n_layers; l++) {
         const al_layer *ly = &m->layers[l];
-        norm(m, s, s->ln, s->x, ly->ln1_w, ly->ln1_b, R);
-        al_linear_forward(m, l, LIN_QKV, s->qkv, s->ln, s->lora_t, s->s16, R);
-        float *q = s->qkv, *k = q + AH, *v = k + KVD;
-        if (c->arch == AL_ARCH_LLAMA) {
-            al_rope_forward(q, m->QKV, s->pos, m->rope_cos, m->rope_sin, R, c->NH, HD);
-            al_rope_forward(k, m->QKV, s->pos, m->rope_cos, m->rope_sin, R, c->NKV, HD);
+        const float *xin = s->x;
+        if (ly->ln1_w >= 0) {
+            al_model_norm(m, s->ln, s->mean, s->rstd, s->x, ly->ln1_w, ly->ln1_b, R);
+            xin = s->ln;
         }
+        al_linear_forward(m, l, LIN_QKV, s->qkv, xin, s->lora_t, s->s16, R);
+        float *k = s->qkv + AH, *v = k + KVD;
+        al_layer_qk_forward(m, l, s->qkv, s->qk_raw, NULL, s->pos, R);
         size_t layer_off = (size_t)l * s->B * s->Tmax * KVD;
         for (int r = 0; r < R; r++) {
             size_t at = layer_off + ((size_t)s->seq[r] * s->Tmax + (size_t)s->pos[r]) * KVD;
             memcpy(s->kc + at, k + (size_t)r * m->QKV, (size_t)KVD * sizeof(float));
             memcpy(s->vc + at, v + (size_t)r * m->QKV, (size_t)KVD * sizeof(float));
         }
-        attn_job j = {s, l, R};
+        attn_job j = {.s = s, .layer = l, .R = R};
+        al_layer_attn_opts(m, l, &j.o);
         al_pool_run(attn_rows, &j);
         al_linear_forward(m, l, LIN_O, s->tmp, s->atty, s->lora_t, s->s16, R);
-        al_acc(s->x, s->tmp, (size_t)R * C);
-        norm(m, s, s->ln, s->x, ly->ln2_w, ly->ln2_b, R);
-        al_linear_forward(m, l, LIN_UP, s->h1, s->ln, s->lora_t, s->s16, R);
-        if (c->arch == AL_ARCH_GPT2) al_gelu_forward(s->h2, s->h1, (size_t)R * c->FF);
-        else al_swiglu_forward(s->h2, s->h1, R, c->FF);
+        al_layer_residual(m, l, 0, s->y, s->x, s->tmp, NULL, R);
+        memcpy(s->x, s->y, RC * sizeof(float));
+        const float *min = s->x;
+        if (ly->ln2_w >= 0) {
+            al_model_norm(m, s->ln, s->mean, s->rstd, s->x, ly->ln2_w, ly->ln2_b, R);
+            min = s->ln;
+        }
+        al_linear_forward(m, l, LIN_UP, s->h1, min, s->lora_t, s->s16, R);
+        al_layer_act(m, s->h2, s->h1, R);
         al_linear_forward(m, l, LIN_DOWN, s->tmp, s->h2, s->lora_t, s->s16, R);
-        al_acc(s->x, s->tmp, (size_t)R * C);
+        al_layer_residual(m, l, 1, s->y, s->x, s->tmp, NULL, R);
+        memcpy(s->x, s->y, RC * sizeof(float));
     }
-    /* final norm only on the rows that need logits, gathered into tmp */
+    /* final norm only on the rows that need logits, gathered into ln */
     for (int i = 0; i < n_want; i++)
         memcpy(s->ln + (size_t)i * C, s->x + (size_t)want[i] * C, (size_t)C * sizeof(float));
-    norm(m, s, s->tmp, s->ln, m->lnf_w, m->lnf_b, n_want);
+    al_model_norm(m, s->tmp, s->mean, s->rstd, s->ln, m->lnf_w, m->lnf_b, n_want);
     if (m->bf16) al_matmul_forward_bf16(s->logits, s->tmp, PH(m, m->head), NULL, n_want, C, c->V, s->s16);
     else al_matmul_forward(s->logits, s->tmp, PW(m, m->head), NULL, n_want, C, c->V);
+    size_t nz = (size_t)n_want * c->V;
+    if (c->final_softcap > 0) /* Gemma: logits / cap, tanh, * cap */
+        for (size_t i = 0; i < nz; i++)
+            s->logits[i] = tanhf(s->logits[i] / c->final_softcap) * c->final_softcap;
+    if (c->logits_scaling > 0 && c->logits_scaling != 1.0f) /* Granite */
+        for (size_t i = 0; i < nz; i++) s->logits[i] /= c->logits_scaling;
 }
 
 typedef struct cand { float z; int i; } cand;
@@ -216,6 +232,13 @@ int al_generate(al_model *m, const int32_t *const *prompts, const int *plen, int
     s.B = B;
     s.Tmax = maxp + g->max_new;
     s.R = (int)(total > B ? total : B);
+    /* LongRoPE switches to its long factors once a pass is longer than the
+     * original context, and transformers' Phi-3 then drops the cache and
+     * re-encodes the whole sequence (prepare_inputs_for_generation): a
+     * generation that crosses it re-runs every live sequence's tokens once */
+    int longrope = c->arch == AL_ARCH_LLAMA && c->rope.type == AL_ROPE_LONGROPE &&
+                   maxp + g->max_new > c->rope.orig_max;
+    if (longrope) s.R = (int)(total + (long)B * g->max_new);
     s.nthreads = al_pool_threads();
     size_t KVD = (size_t)c->NKV * c->HD, R = (size_t)s.R, C = (size_t)c->C;
     size_t cache = (size_t)c->n_layers * B * s.Tmax * KVD;
@@ -224,7 +247,8 @@ int al_generate(al_model *m, const int32_t *const *prompts, const int *plen, int
         for (int j = 0; j < LIN_COUNT; j++)
             if (m->layers[l].lin[j].n_lora > max_ad) max_ad = m->layers[l].lin[j].n_lora;
     size_t r = (size_t)(m->lora_cfg.r ? m->lora_cfg.r : 1);
-    size_t scratch = R * C * 3 + R * 2 + R * (size_t)m->QKV + R * (size_t)c->NH * c->HD +
+    size_t QK = (size_t)(c->NH + c->NKV) * c->HD;
+    size_t scratch = R * C * 4 + R * 2 + R * (size_t)m->QKV + R * QK + R * (size_t)c->NH * c->HD +
                      R * (size_t)m->UPW + R * (size_t)c->FF + R * r * (size_t)(max_ad ? max_ad : 1) +
                      (size_t)s.nthreads * s.Tmax;
     s.kc = al_calloc(cache, sizeof(float));
@@ -253,6 +277,8 @@ int al_generate(al_model *m, const int32_t *const *prompts, const int *plen, int
     float *p = s.x + R * C;
     s.ln = p; p += R * C;
     s.tmp = p; p += R * C;
+    s.y = p; p += R * C;
+    s.qk_raw = p; p += R * QK;
     s.mean = p; p += R;
     s.rstd = p; p += R;
     s.qkv = p; p += R * (size_t)m->QKV;
@@ -298,7 +324,26 @@ int al_generate(al_model *m, const int32_t *const *prompts, const int *plen, int
             k++;
         }
         n_live = k;
-        if (n_live) run_rows(&s, n_live, want, n_live);
+        if (!n_live) break;
+        int32_t pmax = 0;
+        for (int i = 0; i < n_live; i++) pmax = s.pos[i] > pmax ? s.pos[i] : pmax;
+        if (longrope && al_rope_key(c, (int)pmax + 1) != m->rope_key) {
+            /* the whole of each live sequence, its last token's logits */
+            int nr = 0;
+            for (int i = 0; i < n_live; i++) {
+                int b = live[i];
+                for (int t = 0; t <= plen[b] + step; t++) {
+                    s.ids[nr] = t < plen[b] ? prompts[b][t] : out_ids[(size_t)b * g->max_new + t - plen[b]];
+                    s.pos[nr] = t;
+                    s.seq[nr] = b;
+                    nr++;
+                }
+                want[i] = nr - 1;
+            }
+            run_rows(&s, nr, want, n_live);
+        } else {
+            run_rows(&s, n_live, want, n_live);
+        }
     }
     gen_free(&s);
     free(cs);

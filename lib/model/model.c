@@ -2,8 +2,14 @@
  * forward/backward pair the objectives are built on (DESIGN.md, "The one
  * idea"). GPT-2 follows modeling_gpt2.py (pre-LayerNorm blocks, learned
  * positions, gelu_new, tied head); Llama follows modeling_llama.py (RMSNorm,
- * rotate-half RoPE, SwiGLU, grouped-query attention), which also covers
- * Mistral, Qwen2 (q/k/v biases), SmolLM and TinyLlama.
+ * rotate-half RoPE, SwiGLU, grouped-query attention), and the other
+ * families are that block with the variations config.h lists, each taken
+ * from its modeling_*.py: Mistral and Qwen2/3 (windows, Qwen3's q/k norms),
+ * Gemma 2/3 ((1 + w) norms before and after each branch, GeGLU, soft-caps,
+ * local RoPE), Phi-3 (fused projections), OLMo-2 (post-norms only, q/k norms
+ * over all heads), SmolLM3 (NoPE layers), Granite (multipliers). The pieces
+ * generation shares (norms, q/k norms and RoPE, residuals, activations) are
+ * the al_layer_* functions of model_impl.h.
  *
  * Memory: one arena for weights, one for gradients (trainable tensors only,
  * so a LoRA model carries no base gradients), one for activations sized by
@@ -111,6 +117,11 @@ static int layer_sites(const al_model *m, int l, lora_site *s) {
         SITE("transformer.h.%d.attn.c_proj", LIN_O, 0, c->C, c->C);
         SITE("transformer.h.%d.mlp.c_fc", LIN_UP, 0, c->FF, c->C);
         SITE("transformer.h.%d.mlp.c_proj", LIN_DOWN, 0, c->C, c->FF);
+    } else if (c->fused_proj) { /* Phi-3: PEFT targets the fused modules by these names */
+        SITE("model.layers.%d.self_attn.qkv_proj", LIN_QKV, 0, q + 2 * kv, c->C);
+        SITE("model.layers.%d.self_attn.o_proj", LIN_O, 0, c->C, q);
+        SITE("model.layers.%d.mlp.gate_up_proj", LIN_UP, 0, 2 * c->FF, c->C);
+        SITE("model.layers.%d.mlp.down_proj", LIN_DOWN, 0, c->C, c->FF);
     } else {
         SITE("model.layers.%d.self_attn.q_proj", LIN_QKV, 0, q, c->C);
         SITE("model.layers.%d.self_attn.k_proj", LIN_QKV, q, kv, c->C);
@@ -140,6 +151,7 @@ static int build_params(al_model *m) {
     }
     for (int l = 0; l < c->n_layers; l++) {
         al_layer *ly = &m->layers[l];
+        ly->pa_w = ly->pf_w = ly->qn_w = ly->kn_w = -1;
         if (gpt2) {
             snprintf(a, sizeof a, "transformer.h.%d.ln_1.weight", l);
             snprintf(b, sizeof b, "transformer.h.%d.ln_1.bias", l);
@@ -162,28 +174,68 @@ static int build_params(al_model *m) {
             snprintf(a, sizeof a, "transformer.h.%d.mlp.c_proj", l);
             if (add_linear(m, &ly->lin[LIN_DOWN], 1, n1, o2, c->FF, 1, 1)) return -1;
         } else {
-            snprintf(a, sizeof a, "model.layers.%d.input_layernorm.weight", l);
-            if ((ly->ln1_w = add_param(m, a, C, 0, 0)) < 0) return -1;
-            ly->ln1_b = -1;
-            snprintf(a, sizeof a, "model.layers.%d.self_attn.q_proj", l);
-            snprintf(b, sizeof b, "model.layers.%d.self_attn.k_proj", l);
-            snprintf(d, sizeof d, "model.layers.%d.self_attn.v_proj", l);
-            const char *n3[3] = {a, b, d};
-            int o3[3] = {q, kv, kv};
-            if (add_linear(m, &ly->lin[LIN_QKV], 3, n3, o3, C, c->attn_bias, 0)) return -1;
+            /* Llama: input_layernorm, post_attention_layernorm (before the
+             * MLP). Gemma 2/3: input_layernorm, post_attention_layernorm
+             * (after attention), pre_ and post_feedforward_layernorm.
+             * OLMo-2: post_attention_ and post_feedforward_layernorm only. */
+            ly->ln1_w = ly->ln2_w = ly->pa_w = ly->pf_w = ly->qn_w = ly->kn_w = -1;
+            ly->ln1_b = ly->ln2_b = -1;
+            if (!c->no_pre_norm) {
+                snprintf(a, sizeof a, "model.layers.%d.input_layernorm.weight", l);
+                if ((ly->ln1_w = add_param(m, a, C, 0, 0)) < 0) return -1;
+            }
+            if (c->fused_proj) {
+                snprintf(a, sizeof a, "model.layers.%d.self_attn.qkv_proj", l);
+                const char *n1[1] = {a};
+                int o1[1] = {q + 2 * kv};
+                if (add_linear(m, &ly->lin[LIN_QKV], 1, n1, o1, C, c->attn_bias, 0)) return -1;
+            } else {
+                snprintf(a, sizeof a, "model.layers.%d.self_attn.q_proj", l);
+                snprintf(b, sizeof b, "model.layers.%d.self_attn.k_proj", l);
+                snprintf(d, sizeof d, "model.layers.%d.self_attn.v_proj", l);
+                const char *n3[3] = {a, b, d};
+                int o3[3] = {q, kv, kv};
+                if (add_linear(m, &ly->lin[LIN_QKV], 3, n3, o3, C, c->attn_bias, 0)) return -1;
+            }
+            if (c->qk_norm) {
+                int all = c->qk_norm == AL_QK_ALL;
+                snprintf(a, sizeof a, "model.layers.%d.self_attn.q_norm.weight", l);
+                if ((ly->qn_w = add_param(m, a, all ? q : c->HD, 0, 0)) < 0) return -1;
+                snprintf(a, sizeof a, "model.layers.%d.self_attn.k_norm.weight", l);
+                if ((ly->kn_w = add_param(m, a, all ? kv : c->HD, 0, 0)) < 0) return -1;
+            }
             snprintf(a, sizeof a, "model.layers.%d.self_attn.o_proj", l);
+            const char *no[1] = {a};
             int o1[1] = {C};
-            if (add_linear(m, &ly->lin[LIN_O], 1, n3, o1, q, c->o_bias, 0)) return -1;
+            if (add_linear(m, &ly->lin[LIN_O], 1, no, o1, q, c->o_bias, 0)) return -1;
             snprintf(a, sizeof a, "model.layers.%d.post_attention_layernorm.weight", l);
-            if ((ly->ln2_w = add_param(m, a, C, 0, 0)) < 0) return -1;
-            ly->ln2_b = -1;
-            snprintf(a, sizeof a, "model.layers.%d.mlp.gate_proj", l);
-            snprintf(b, sizeof b, "model.layers.%d.mlp.up_proj", l);
-            const char *n2[2] = {a, b};
-            int o2[2] = {c->FF, c->FF};
-            if (add_linear(m, &ly->lin[LIN_UP], 2, n2, o2, C, c->mlp_bias, 0)) return -1;
+            if (c->post_norm) {
+                if ((ly->pa_w = add_param(m, a, C, 0, 0)) < 0) return -1;
+                if (!c->no_pre_norm) {
+                    snprintf(a, sizeof a, "model.layers.%d.pre_feedforward_layernorm.weight", l);
+                    if ((ly->ln2_w = add_param(m, a, C, 0, 0)) < 0) return -1;
+                }
+            } else if ((ly->ln2_w = add_param(m, a, C, 0, 0)) < 0) {
+                return -1;
+            }
+            if (c->fused_proj) {
+                snprintf(a, sizeof a, "model.layers.%d.mlp.gate_up_proj", l);
+                const char *n1[1] = {a};
+                int o2[1] = {2 * c->FF};
+                if (add_linear(m, &ly->lin[LIN_UP], 1, n1, o2, C, c->mlp_bias, 0)) return -1;
+            } else {
+                snprintf(a, sizeof a, "model.layers.%d.mlp.gate_proj", l);
+                snprintf(b, sizeof b, "model.layers.%d.mlp.up_proj", l);
+                const char *n2[2] = {a, b};
+                int o2[2] = {c->FF, c->FF};
+                if (add_linear(m, &ly->lin[LIN_UP], 2, n2, o2, C, c->mlp_bias, 0)) return -1;
+            }
             snprintf(a, sizeof a, "model.layers.%d.mlp.down_proj", l);
-            if (add_linear(m, &ly->lin[LIN_DOWN], 1, n3, o1, c->FF, c->mlp_bias, 0)) return -1;
+            if (add_linear(m, &ly->lin[LIN_DOWN], 1, no, o1, c->FF, c->mlp_bias, 0)) return -1;
+            if (c->post_norm) {
+                snprintf(a, sizeof a, "model.layers.%d.post_feedforward_layernorm.weight", l);
+                if ((ly->pf_w = add_param(m, a, C, 0, 0)) < 0) return -1;
+            }
         }
     }
     if (gpt2) {
@@ -204,7 +256,7 @@ static int build_params(al_model *m) {
     /* LoRA adapters after the base, so the base's fused runs stay adjacent. */
     const al_lora_cfg *lc = &m->lora_cfg;
     if (lc->r > 0) {
-        lora_site sites[8];
+        lora_site sites[8] = {{{0}, 0, 0, 0, 0}};
         int cap = 0;
         for (int l = 0; l < c->n_layers; l++) {
             int ns = layer_sites(m, l, sites);
@@ -376,6 +428,43 @@ static void param_copy(al_param *d, const al_param *s) {
     }
 }
 
+/* Fills a (max_T, HD/2) cos/sin table for the RoPE of a pass of length seq_len. */
+static void rope_fill(const al_model *m, float *cs, float *sn, int seq_len, int local) {
+    const al_model_config *c = &m->cfg;
+    float inv[4096 / 2], attn;
+    al_rope_freqs(c, seq_len, local, inv, &attn);
+    al_rope_table_inv(cs, sn, c->max_T, c->HD / 2, inv, attn);
+}
+
+/* The RoPE tables: the global one for passes within the context, and the
+ * local one of Gemma 3's sliding layers. */
+static int rope_alloc(al_model *m) {
+    const al_model_config *c = &m->cfg;
+    size_t n = (size_t)c->max_T * (size_t)(c->HD / 2);
+    m->rope_cos = al_calloc(n, sizeof(float));
+    m->rope_sin = al_calloc(n, sizeof(float));
+    if (!m->rope_cos || !m->rope_sin) return -1;
+    m->rope_key = 0;
+    rope_fill(m, m->rope_cos, m->rope_sin, 1, 0);
+    int local = 0;
+    for (int l = 0; l < c->n_layers; l++) local |= c->layer_flags[l] & AL_LAYER_LOCAL_ROPE;
+    if (local) {
+        m->rope_lcos = al_calloc(n, sizeof(float));
+        m->rope_lsin = al_calloc(n, sizeof(float));
+        if (!m->rope_lcos || !m->rope_lsin) return -1;
+        rope_fill(m, m->rope_lcos, m->rope_lsin, 1, 1);
+    }
+    return 0;
+}
+
+void al_model_rope_prepare(al_model *m, int seq_len) {
+    if (m->cfg.arch != AL_ARCH_LLAMA) return;
+    int key = al_rope_key(&m->cfg, seq_len);
+    if (key == m->rope_key) return;
+    rope_fill(m, m->rope_cos, m->rope_sin, seq_len, 0);
+    m->rope_key = key;
+}
+
 al_model *al_model_new_ex(const al_model_config *cfg, const al_lora_cfg *lora, int frozen,
                           char err[AL_ERRLEN]) {
     return al_model_new_dt(cfg, lora, frozen, 0, err);
@@ -418,13 +507,7 @@ al_model *al_model_new_dt(const al_model_config *cfg, const al_lora_cfg *lora, i
         if (rc) goto nomem;
     }
     if (!frozen && alloc_grads(m, m->lora_cfg.r > 0)) goto nomem;
-    if (cfg->arch == AL_ARCH_LLAMA) {
-        size_t n = (size_t)cfg->max_T * (size_t)(cfg->HD / 2);
-        m->rope_cos = al_calloc(n, sizeof(float));
-        m->rope_sin = al_calloc(n, sizeof(float));
-        if (!m->rope_cos || !m->rope_sin) goto nomem;
-        al_rope_table(m->rope_cos, m->rope_sin, cfg->max_T, cfg->HD, cfg->rope_theta);
-    }
+    if (cfg->arch == AL_ARCH_LLAMA && rope_alloc(m)) goto nomem;
     for (int i = 0; i < m->n_params; i++)
         if (m->params[i].name[0] == 0) AL_ASSERT(0);
     return m;
@@ -443,6 +526,8 @@ void al_model_free(al_model *m) {
     al_free(m->act);
     al_free(m->rope_cos);
     al_free(m->rope_sin);
+    al_free(m->rope_lcos);
+    al_free(m->rope_lsin);
     free(m->acts);
     free(m->params);
     free(m->layers);
@@ -524,7 +609,9 @@ static void init_param(al_model *m, al_param *p, al_rng *r) {
     } else if (is_bias) {
         memset(p->w, 0, p->n * sizeof(float));
     } else if (is_norm && p->ndim == 1) {
-        for (size_t k = 0; k < p->n; k++) p->w[k] = 1.0f;
+        /* Gemma's norms act as (1 + w): transformers initialises w to 0 */
+        float one = c->norm_offset ? 0.0f : 1.0f;
+        for (size_t k = 0; k < p->n; k++) p->w[k] = one;
     } else {
         float s = std;
         /* GPT-2's scheme: residual projections scaled by 1/sqrt(2 n_layer). */
@@ -608,14 +695,7 @@ al_model *al_model_new_shared(al_model *base, const al_lora_cfg *lora, uint64_t 
     al_rng r;
     al_rng_seed(&r, seed ^ 0x5C0E5C0Eull);
     fill_normal(m->params[m->score].w, m->params[m->score].n, c.init_range > 0 ? c.init_range : 0.02f, &r);
-    if (c.arch == AL_ARCH_LLAMA) {
-        size_t n = (size_t)c.max_T * (size_t)(c.HD / 2);
-        m->rope_cos = al_calloc(n, sizeof(float));
-        m->rope_sin = al_calloc(n, sizeof(float));
-        if (!m->rope_cos || !m->rope_sin) goto nomem;
-        memcpy(m->rope_cos, base->rope_cos, n * sizeof(float));
-        memcpy(m->rope_sin, base->rope_sin, n * sizeof(float));
-    }
+    if (c.arch == AL_ARCH_LLAMA && rope_alloc(m)) goto nomem;
     return m;
 nomem:
     al_err(err, AL_ENOMEM, "out of memory allocating a shared-base model");
@@ -700,6 +780,8 @@ static void act_sync(al_model *m) {
     m->d_h1 = o->d_h1;
     m->d_h2 = o->d_h2;
     m->d_lora = o->d_lora;
+    m->d_post = o->d_post;
+    m->d_qk = o->d_qk;
     m->head_scratch = o->head_scratch;
     m->head_chunk = o->head_chunk;
     m->pos_buf = o->pos_buf;
@@ -710,7 +792,9 @@ int al_model_share_activations(al_model *m, al_model *owner, char err[AL_ERRLEN]
     const al_model_config *a = &m->cfg, *b = &owner->cfg;
     if (m == owner || owner->act_owner || a->arch != b->arch || a->n_layers != b->n_layers || a->C != b->C ||
         a->NH != b->NH || a->NKV != b->NKV || a->HD != b->HD || a->FF != b->FF || a->V != b->V ||
-        a->max_T != b->max_T || m->QKV != owner->QKV || m->UPW != owner->UPW)
+        a->max_T != b->max_T || m->QKV != owner->QKV || m->UPW != owner->UPW ||
+        a->qk_norm != b->qk_norm || a->post_norm != b->post_norm ||
+        (a->final_softcap > 0) != (b->final_softcap > 0) || a->residual_scale != b->residual_scale)
         return al_err(err, AL_EINVAL, "models of different shapes cannot share activations");
     if (m->lora_cfg.r > 0 &&
         (m->lora_cfg.r != owner->lora_cfg.r || max_lora_per_layer(m) > max_lora_per_layer(owner)))
@@ -745,21 +829,28 @@ int al_model_reserve(al_model *m, int B, int T, int flags, char err[AL_ERRLEN]) 
     size_t N = (size_t)B * (size_t)T, C = (size_t)c->C, L = (size_t)c->n_layers;
     size_t AH = (size_t)c->NH * (size_t)c->HD, r = (size_t)m->lora_cfg.r;
     int max_lora = max_lora_per_layer(m);
+    size_t QK = (size_t)(c->NH + c->NKV) * (size_t)c->HD;
+    size_t n_qk = c->qk_norm ? N * QK + N * (size_t)(c->NH + c->NKV) : 0;
+    size_t n_post = c->post_norm ? 2 * N * C + 2 * N : 0;
     size_t per_layer = N * C * 3 + N * 4 + N * (size_t)m->QKV + (size_t)B * c->NH * T * T +
-                       N * AH + N * (size_t)m->UPW + N * (size_t)c->FF + N * r * (size_t)max_lora;
+                       N * AH + N * (size_t)m->UPW + N * (size_t)c->FF + N * r * (size_t)max_lora +
+                       n_qk + n_post;
     int fwd_only = (flags & AL_MODEL_FORWARD_ONLY) != 0;
     size_t n_sets = (flags & (AL_MODEL_GRAD_CKPT | AL_MODEL_FORWARD_ONLY)) ? 1 : L;
     /* forward only: layer l reads residual buffer l % 2 and writes the other */
     size_t n_res = fwd_only ? 2 : L + 1;
     /* backward buffers; forward only keeps N floats of d_h2, the log-prob
      * scratch of a forward whose caller wants no log-probs */
+    size_t n_dpost = c->post_norm || (c->residual_scale > 0 && c->residual_scale != 1.0f) ? N * C : 0;
+    size_t n_dqk = c->qk_norm ? N * QK : 0;
     size_t n_bwd = fwd_only ? N
                             : N * C * 2 + N * (size_t)m->QKV + N * AH + N * (size_t)m->UPW +
-                                  N * (size_t)c->FF + N * (r ? r : 1);
+                                  N * (size_t)c->FF + N * (r ? r : 1) + n_dpost + n_dqk;
     int V = c->V;
     int chunk = (int)(N < 128 ? N : 128);
-    size_t total = n_res * N * C + n_sets * per_layer + N * C + 4 * N + n_bwd +
-                   (size_t)chunk * (C + (size_t)V) + N;
+    /* the LM head's chunk: hidden rows and logits, and with a final soft-cap the cap's derivative */
+    size_t head = (size_t)chunk * (C + (size_t)V * (c->final_softcap > 0 ? 2 : 1));
+    size_t total = n_res * N * C + n_sets * per_layer + N * C + 4 * N + n_bwd + head + N;
     /* bf16: the rounded operands of the products (one layer's linear maps
      * at a time, or one chunk of the LM head) */
     size_t n16 = 0;
@@ -807,6 +898,17 @@ int al_model_reserve(al_model *m, int B, int T, int flags, char err[AL_ERRLEN]) 
         TAKE(a->h1, N * (size_t)m->UPW);
         TAKE(a->h2, N * (size_t)c->FF);
         TAKE(a->lora_t, N * r * (size_t)max_lora);
+        a->qk_raw = a->qk_rstd = a->att_o = a->pa_rstd = a->mlp_o = a->pf_rstd = NULL;
+        if (c->qk_norm) {
+            TAKE(a->qk_raw, N * QK);
+            TAKE(a->qk_rstd, N * (size_t)(c->NH + c->NKV));
+        }
+        if (c->post_norm) {
+            TAKE(a->att_o, N * C);
+            TAKE(a->pa_rstd, N);
+            TAKE(a->mlp_o, N * C);
+            TAKE(a->pf_rstd, N);
+        }
     }
     for (size_t s = n_sets; s < L; s++) acts[s] = acts[0];
     TAKE(m->lnf, N * C);
@@ -814,10 +916,13 @@ int al_model_reserve(al_model *m, int B, int T, int flags, char err[AL_ERRLEN]) 
     TAKE(m->lnf_rstd, N);
     TAKE(m->lse, N);
     TAKE(m->ent, N);
+    m->d_post = m->d_qk = NULL;
     if (fwd_only) {
         m->d_res = m->d_ln = m->d_qkv = m->d_atty = m->d_h1 = m->d_lora = NULL;
         TAKE(m->d_h2, N);
     } else {
+        if (n_dpost) TAKE(m->d_post, n_dpost);
+        if (n_dqk) TAKE(m->d_qk, n_dqk);
         TAKE(m->d_res, N * C);
         TAKE(m->d_ln, N * C);
         TAKE(m->d_qkv, N * (size_t)m->QKV);
@@ -826,7 +931,7 @@ int al_model_reserve(al_model *m, int B, int T, int flags, char err[AL_ERRLEN]) 
         TAKE(m->d_h2, N * (size_t)c->FF);
         TAKE(m->d_lora, N * (r ? r : 1));
     }
-    TAKE(m->head_scratch, (size_t)chunk * (C + (size_t)V));
+    TAKE(m->head_scratch, head);
     m->pos_buf = (int32_t *)p;
     p += N;
 #undef TAKE
@@ -883,12 +988,6 @@ void al_linear_forward(al_model *m, int layer, int lin, float *out, const float 
     }
 }
 
-void al_model_embed(al_model *m, float *out, const int32_t *ids, const int32_t *pos, int N) {
-    const al_param *te = P(m, m->wte), *pe = P(m, m->wpe);
-    if (te->w) al_embed_forward(out, ids, pos, te->w, pe ? pe->w : NULL, N, m->cfg.C);
-    else al_embed_forward_bf16(out, ids, pos, te->h, pe ? pe->h : NULL, N, m->cfg.C);
-}
-
 /* Offset of a map's adapter buffers inside a layer's lora_t. */
 static float *lora_slot(al_model *m, int layer, int lin, float *base, int N) {
     const al_layer *ly = &m->layers[layer];
@@ -897,11 +996,13 @@ static float *lora_slot(al_model *m, int layer, int lin, float *base, int N) {
     return base + k * (size_t)N * (size_t)m->lora_cfg.r;
 }
 
-static void norm_forward(al_model *m, float *out, float *mean, float *rstd, const float *x,
-                         int w, int b, int N) {
+void al_model_norm(al_model *m, float *out, float *mean, float *rstd, const float *x, int w,
+                   int b, int N) {
     const al_model_config *c = &m->cfg;
     if (c->arch == AL_ARCH_GPT2)
         al_layernorm_forward(out, mean, rstd, x, PW(m, w), PW(m, b), N, c->C, c->norm_eps);
+    else if (c->norm_offset)
+        al_rmsnorm_groups_forward(out, rstd, x, PW(m, w), 1.0f, c->C, c->C, N, 1, c->C, c->norm_eps);
     else
         al_rmsnorm_forward(out, rstd, x, PW(m, w), N, c->C, c->norm_eps);
 }
@@ -911,32 +1012,183 @@ static void norm_backward(al_model *m, float *dx, const float *dout, const float
     const al_model_config *c = &m->cfg;
     if (c->arch == AL_ARCH_GPT2)
         al_layernorm_backward(dx, PG(m, w), PG(m, b), dout, x, PW(m, w), mean, rstd, N, c->C);
+    else if (c->norm_offset)
+        al_rmsnorm_groups_backward(dx, PG(m, w), dout, x, PW(m, w), 1.0f, rstd, c->C, c->C, N, 1, c->C);
     else
         al_rmsnorm_backward(dx, PG(m, w), dout, x, PW(m, w), rstd, N, c->C);
 }
 
-/* One block: y = mid + mlp(norm2(mid)), mid = x + attn(norm1(x)). */
+void al_model_embed(al_model *m, float *out, const int32_t *ids, const int32_t *pos, int N) {
+    const al_model_config *c = &m->cfg;
+    /* from the fp32 tables, or those a frozen bf16 model holds */
+    const al_param *te = P(m, m->wte), *pe = P(m, m->wpe);
+    if (te->w) al_embed_forward(out, ids, pos, te->w, pe ? pe->w : NULL, N, c->C);
+    else al_embed_forward_bf16(out, ids, pos, te->h, pe ? pe->h : NULL, N, c->C);
+    /* Gemma: embeddings * sqrt(hidden) (a float32 tensor); Granite: * embedding_multiplier */
+    if (c->embed_scale > 0 && c->embed_scale != 1.0f) al_scale(out, c->embed_scale, (size_t)N * c->C);
+}
+
+/* The RoPE table of layer l, NULL for a NoPE layer (and GPT-2). */
+static void layer_rope(const al_model *m, int l, const float **cs, const float **sn) {
+    const al_model_config *c = &m->cfg;
+    *cs = *sn = NULL;
+    if (c->arch != AL_ARCH_LLAMA || (c->layer_flags[l] & AL_LAYER_NOPE)) return;
+    int local = (c->layer_flags[l] & AL_LAYER_LOCAL_ROPE) && m->rope_lcos;
+    *cs = local ? m->rope_lcos : m->rope_cos;
+    *sn = local ? m->rope_lsin : m->rope_sin;
+}
+
+/* The q/k norms' geometry: groups per row and group size of q and of k. */
+static void qk_geom(const al_model_config *c, int *gq, int *gk, int *d) {
+    if (c->qk_norm == AL_QK_ALL) {
+        *gq = *gk = 1;
+        *d = 0; /* D differs for q (NH*HD) and k (NKV*HD) */
+    } else {
+        *gq = c->NH;
+        *gk = c->NKV;
+        *d = c->HD;
+    }
+}
+
+void al_layer_qk_forward(al_model *m, int l, float *qkv, float *qk_raw, float *qk_rstd,
+                         const int32_t *pos, int N) {
+    const al_model_config *c = &m->cfg;
+    const al_layer *ly = &m->layers[l];
+    const int AH = c->NH * c->HD, KH = c->NKV * c->HD, QK = AH + KH;
+    float *q = qkv, *k = qkv + AH;
+    if (c->qk_norm) {
+        /* the raw q|k rows are kept (for backward, or in qk_raw's place a
+         * per-call copy when the caller keeps none) and normed into qkv */
+        AL_ASSERT(qk_raw);
+        for (int n = 0; n < N; n++)
+            memcpy(qk_raw + (size_t)n * QK, qkv + (size_t)n * m->QKV, (size_t)QK * sizeof(float));
+        float woff = c->norm_offset ? 1.0f : 0.0f;
+        int gq, gk, d;
+        qk_geom(c, &gq, &gk, &d);
+        al_rmsnorm_groups_forward(q, qk_rstd, qk_raw, PW(m, ly->qn_w), woff, QK, m->QKV, N, gq,
+                                  d ? d : AH, c->norm_eps);
+        al_rmsnorm_groups_forward(k, qk_rstd ? qk_rstd + (size_t)N * gq : NULL, qk_raw + AH,
+                                  PW(m, ly->kn_w), woff, QK, m->QKV, N, gk, d ? d : KH, c->norm_eps);
+    }
+    const float *cs, *sn;
+    layer_rope(m, l, &cs, &sn);
+    if (cs) {
+        al_rope_forward(q, m->QKV, pos, cs, sn, N, c->NH, c->HD);
+        al_rope_forward(k, m->QKV, pos, cs, sn, N, c->NKV, c->HD);
+    }
+}
+
+/* dqkv holds d (normed, rotated) q|k on entry and d (raw) q|k on return. */
+static void layer_qk_backward(al_model *m, int l, al_acts *a, float *dqkv, const int32_t *pos,
+                              int N) {
+    const al_model_config *c = &m->cfg;
+    const al_layer *ly = &m->layers[l];
+    const int AH = c->NH * c->HD, KH = c->NKV * c->HD, QK = AH + KH;
+    const float *cs, *sn;
+    layer_rope(m, l, &cs, &sn);
+    if (cs) {
+        al_rope_backward(dqkv, m->QKV, pos, cs, sn, N, c->NH, c->HD);
+        al_rope_backward(dqkv + AH, m->QKV, pos, cs, sn, N, c->NKV, c->HD);
+    }
+    if (!c->qk_norm) return;
+    float woff = c->norm_offset ? 1.0f : 0.0f;
+    int gq, gk, d;
+    qk_geom(c, &gq, &gk, &d);
+    al_zero(m->d_qk, (size_t)N * QK);
+    al_rmsnorm_groups_backward(m->d_qk, PG(m, ly->qn_w), dqkv, a->qk_raw, PW(m, ly->qn_w), woff,
+                               a->qk_rstd, QK, m->QKV, N, gq, d ? d : AH);
+    al_rmsnorm_groups_backward(m->d_qk + AH, PG(m, ly->kn_w), dqkv + AH, a->qk_raw + AH,
+                               PW(m, ly->kn_w), woff, a->qk_rstd + (size_t)N * gq, QK, m->QKV, N,
+                               gk, d ? d : KH);
+    for (int n = 0; n < N; n++)
+        memcpy(dqkv + (size_t)n * m->QKV, m->d_qk + (size_t)n * QK, (size_t)QK * sizeof(float));
+}
+
+void al_layer_attn_opts(const al_model *m, int l, al_attn_opts *o) {
+    const al_model_config *c = &m->cfg;
+    o->scale = c->attn_scale;
+    o->softcap = c->attn_softcap;
+    o->window = (c->layer_flags[l] & AL_LAYER_SLIDING) ? c->window : 0;
+}
+
+void al_layer_residual(al_model *m, int l, int which, float *y, const float *res,
+                       const float *branch, float *rstd, int N) {
+    const al_model_config *c = &m->cfg;
+    const al_layer *ly = &m->layers[l];
+    size_t NC = (size_t)N * c->C;
+    if (c->post_norm) al_model_norm(m, y, NULL, rstd, branch, which ? ly->pf_w : ly->pa_w, -1, N);
+    else if (y != branch) memcpy(y, branch, NC * sizeof(float));
+    /* Granite: residual + branch * residual_multiplier */
+    if (c->residual_scale > 0 && c->residual_scale != 1.0f) al_scale(y, c->residual_scale, NC);
+    al_acc(y, res, NC);
+}
+
+/* d branch from d y (dres): times residual_scale, back through the post-norm
+ * when there is one. Returns where it is (dres itself when neither). */
+static const float *residual_backward(al_model *m, int l, int which, const float *dres,
+                                      const al_acts *a, int N) {
+    const al_model_config *c = &m->cfg;
+    const al_layer *ly = &m->layers[l];
+    size_t NC = (size_t)N * c->C;
+    int scaled = c->residual_scale > 0 && c->residual_scale != 1.0f;
+    if (!scaled && !c->post_norm) return dres;
+    const float *g = dres;
+    if (scaled) {
+        /* d_post = rs * dres, then (post-norm) into d_qk-free scratch: d_ln */
+        memcpy(m->d_post, dres, NC * sizeof(float));
+        al_scale(m->d_post, c->residual_scale, NC);
+        g = m->d_post;
+    }
+    if (!c->post_norm) return g;
+    float *out = scaled ? m->d_ln : m->d_post;
+    al_zero(out, NC);
+    norm_backward(m, out, g, which ? a->mlp_o : a->att_o, NULL, which ? a->pf_rstd : a->pa_rstd,
+                  which ? ly->pf_w : ly->pa_w, -1, N);
+    if (scaled) {
+        memcpy(m->d_post, m->d_ln, NC * sizeof(float));
+        return m->d_post;
+    }
+    return out;
+}
+
+void al_layer_act(const al_model *m, float *h2, const float *h1, int N) {
+    const al_model_config *c = &m->cfg;
+    if (c->arch == AL_ARCH_GPT2) al_gelu_forward(h2, h1, (size_t)N * c->FF);
+    else if (c->act == AL_ACT_GELU_TANH) al_geglu_forward(h2, h1, N, c->FF);
+    else al_swiglu_forward(h2, h1, N, c->FF);
+}
+
+/* One block: y = mid + mlp(norm2(mid)), mid = x + attn(norm1(x)) (and the
+ * families' variants: no pre-norms, post-norms, q/k norms, scaled residuals). */
 static void layer_forward(al_model *m, int l, al_acts *a, const float *x, float *y,
                           const al_tokens *in, const int32_t *pos) {
     const al_model_config *c = &m->cfg;
     const al_layer *ly = &m->layers[l];
-    int B = in->B, T = in->T, N = B * T, C = c->C, HD = c->HD;
-    norm_forward(m, a->ln1, a->ln1_mean, a->ln1_rstd, x, ly->ln1_w, ly->ln1_b, N);
-    al_linear_forward(m, l, LIN_QKV, a->qkv, a->ln1, lora_slot(m, l, LIN_QKV, a->lora_t, N), m->s16, N);
-    float *q = a->qkv, *k = a->qkv + c->NH * HD, *v = k + c->NKV * HD;
-    if (c->arch == AL_ARCH_LLAMA) {
-        al_rope_forward(q, m->QKV, pos, m->rope_cos, m->rope_sin, N, c->NH, HD);
-        al_rope_forward(k, m->QKV, pos, m->rope_cos, m->rope_sin, N, c->NKV, HD);
+    int B = in->B, T = in->T, N = B * T, HD = c->HD;
+    const float *xin = x;
+    if (ly->ln1_w >= 0) {
+        al_model_norm(m, a->ln1, a->ln1_mean, a->ln1_rstd, x, ly->ln1_w, ly->ln1_b, N);
+        xin = a->ln1;
     }
-    al_attention_forward(a->atty, a->att, q, k, v, m->QKV, in->seg, B, T, c->NH, c->NKV, HD);
-    al_linear_forward(m, l, LIN_O, a->mid, a->atty, lora_slot(m, l, LIN_O, a->lora_t, N), m->s16, N);
-    al_acc(a->mid, x, (size_t)N * C);
-    norm_forward(m, a->ln2, a->ln2_mean, a->ln2_rstd, a->mid, ly->ln2_w, ly->ln2_b, N);
-    al_linear_forward(m, l, LIN_UP, a->h1, a->ln2, lora_slot(m, l, LIN_UP, a->lora_t, N), m->s16, N);
-    if (c->arch == AL_ARCH_GPT2) al_gelu_forward(a->h2, a->h1, (size_t)N * c->FF);
-    else al_swiglu_forward(a->h2, a->h1, N, c->FF);
-    al_linear_forward(m, l, LIN_DOWN, y, a->h2, lora_slot(m, l, LIN_DOWN, a->lora_t, N), m->s16, N);
-    al_acc(y, a->mid, (size_t)N * C);
+    al_linear_forward(m, l, LIN_QKV, a->qkv, xin, lora_slot(m, l, LIN_QKV, a->lora_t, N), m->s16, N);
+    float *q = a->qkv, *k = a->qkv + c->NH * HD, *v = k + c->NKV * HD;
+    al_layer_qk_forward(m, l, a->qkv, a->qk_raw, a->qk_rstd, pos, N);
+    al_attn_opts ao;
+    al_layer_attn_opts(m, l, &ao);
+    al_attention_forward(a->atty, a->att, q, k, v, m->QKV, in->seg, B, T, c->NH, c->NKV, HD, &ao);
+    float *ao_out = c->post_norm ? a->att_o : a->mid;
+    al_linear_forward(m, l, LIN_O, ao_out, a->atty, lora_slot(m, l, LIN_O, a->lora_t, N), m->s16, N);
+    al_layer_residual(m, l, 0, a->mid, x, ao_out, a->pa_rstd, N);
+    const float *min = a->mid;
+    if (ly->ln2_w >= 0) {
+        al_model_norm(m, a->ln2, a->ln2_mean, a->ln2_rstd, a->mid, ly->ln2_w, ly->ln2_b, N);
+        min = a->ln2;
+    }
+    al_linear_forward(m, l, LIN_UP, a->h1, min, lora_slot(m, l, LIN_UP, a->lora_t, N), m->s16, N);
+    al_layer_act(m, a->h2, a->h1, N);
+    float *mo = c->post_norm ? a->mlp_o : y;
+    al_linear_forward(m, l, LIN_DOWN, mo, a->h2, lora_slot(m, l, LIN_DOWN, a->lora_t, N), m->s16, N);
+    al_layer_residual(m, l, 1, y, a->mid, mo, a->pf_rstd, N);
 }
 
 static const int32_t *positions(al_model *m, const al_tokens *in) {
@@ -966,6 +1218,19 @@ static int check_batch(al_model *m, const al_tokens *in) {
     return AL_OK;
 }
 
+/* The pass's length as transformers' RoPE sees it: max(position_ids) + 1. */
+static int pass_len(const int32_t *pos, size_t N) {
+    int32_t mx = 0;
+    for (size_t n = 0; n < N; n++) mx = pos[n] > mx ? pos[n] : mx;
+    return (int)mx + 1;
+}
+
+/* Temperature and Granite's logits_scaling: z = logits / logits_scaling / T. */
+static float head_inv_temp(const al_model *m) {
+    float ls = m->cfg.logits_scaling;
+    return ls > 0 && ls != 1.0f ? m->inv_temp / ls : m->inv_temp;
+}
+
 int al_model_forward(al_model *m, const al_tokens *in, al_fwd *out) {
     int rc = check_batch(m, in);
     if (rc) return rc;
@@ -974,20 +1239,22 @@ int al_model_forward(al_model *m, const al_tokens *in, al_fwd *out) {
     const int32_t *pos = positions(m, in);
     size_t NC = (size_t)N * C;
     al_model_bf16_sync(m);
+    al_model_rope_prepare(m, pass_len(pos, (size_t)N));
     al_model_embed(m, res_at(m, 0, NC), in->ids, pos, N);
     for (int l = 0; l < L; l++)
         layer_forward(m, l, &m->acts[l], res_at(m, l, NC), res_at(m, l + 1, NC), in, pos);
-    norm_forward(m, m->lnf, m->lnf_mean, m->lnf_rstd, res_at(m, L, NC), m->lnf_w, m->lnf_b, N);
+    al_model_norm(m, m->lnf, m->lnf_mean, m->lnf_rstd, res_at(m, L, NC), m->lnf_w, m->lnf_b, N);
     if (in->targets && m->head >= 0) {
         /* logp goes to the caller's buffer or to d_h2 as scratch (unused until backward) */
         float *logp = out && out->logp ? out->logp : m->d_h2;
         if (m->bf16)
             al_lmhead_forward_bf16(logp, m->ent, m->lse, out ? out->hit : NULL, m->lnf, PH(m, m->head),
-                                   in->targets, N, C, c->V, m->inv_temp, m->head_scratch, m->s16,
-                                   m->head_chunk);
+                                   in->targets, N, C, c->V, head_inv_temp(m), c->final_softcap,
+                                   m->head_scratch, m->s16, m->head_chunk);
         else
             al_lmhead_forward(logp, m->ent, m->lse, out ? out->hit : NULL, m->lnf, PW(m, m->head),
-                              in->targets, N, C, c->V, m->inv_temp, m->head_scratch, m->head_chunk);
+                              in->targets, N, C, c->V, head_inv_temp(m), c->final_softcap,
+                              m->head_scratch, m->head_chunk);
         if (out && out->entropy) memcpy(out->entropy, m->ent, (size_t)N * sizeof(float));
     }
     if (out && out->values) {
@@ -1063,30 +1330,41 @@ static void layer_backward(al_model *m, int l, al_acts *a, const float *x,
     int B = in->B, T = in->T, N = B * T, HD = c->HD;
     size_t NC = (size_t)N * c->C;
     float *dres = m->d_res;
+    /* MLP branch */
+    const float *dmo = residual_backward(m, l, 1, dres, a, N);
     al_zero(m->d_h2, (size_t)N * c->FF);
-    linear_backward(m, l, LIN_DOWN, m->d_h2, dres, a->h2, lora_slot(m, l, LIN_DOWN, a->lora_t, N), N);
+    linear_backward(m, l, LIN_DOWN, m->d_h2, dmo, a->h2, lora_slot(m, l, LIN_DOWN, a->lora_t, N), N);
     al_zero(m->d_h1, (size_t)N * m->UPW);
     if (c->arch == AL_ARCH_GPT2) al_gelu_backward(m->d_h1, m->d_h2, a->h1, (size_t)N * c->FF);
+    else if (c->act == AL_ACT_GELU_TANH) al_geglu_backward(m->d_h1, m->d_h2, a->h1, N, c->FF);
     else al_swiglu_backward(m->d_h1, m->d_h2, a->h1, N, c->FF);
     al_zero(m->d_ln, NC);
-    linear_backward(m, l, LIN_UP, m->d_ln, m->d_h1, a->ln2, lora_slot(m, l, LIN_UP, a->lora_t, N), N);
-    norm_backward(m, dres, m->d_ln, a->mid, a->ln2_mean, a->ln2_rstd, ly->ln2_w, ly->ln2_b, N);
-    /* dres is now d mid */
+    const float *min = ly->ln2_w >= 0 ? a->ln2 : a->mid;
+    linear_backward(m, l, LIN_UP, m->d_ln, m->d_h1, min, lora_slot(m, l, LIN_UP, a->lora_t, N), N);
+    if (ly->ln2_w >= 0)
+        norm_backward(m, dres, m->d_ln, a->mid, a->ln2_mean, a->ln2_rstd, ly->ln2_w, ly->ln2_b, N);
+    else
+        al_acc(dres, m->d_ln, NC);
+    /* dres is now d mid: the attention branch */
+    const float *dao = residual_backward(m, l, 0, dres, a, N);
     size_t AH = (size_t)c->NH * HD;
     al_zero(m->d_atty, (size_t)N * AH);
-    linear_backward(m, l, LIN_O, m->d_atty, dres, a->atty, lora_slot(m, l, LIN_O, a->lora_t, N), N);
+    linear_backward(m, l, LIN_O, m->d_atty, dao, a->atty, lora_slot(m, l, LIN_O, a->lora_t, N), N);
     al_zero(m->d_qkv, (size_t)N * m->QKV);
     float *q = a->qkv, *k = q + AH, *v = k + (size_t)c->NKV * HD;
     float *dq = m->d_qkv, *dk = dq + AH, *dv = dk + (size_t)c->NKV * HD;
+    al_attn_opts ao;
+    al_layer_attn_opts(m, l, &ao);
     al_attention_backward(dq, dk, dv, m->d_atty, a->att, q, k, v, m->QKV, in->seg, B, T,
-                          c->NH, c->NKV, HD);
-    if (c->arch == AL_ARCH_LLAMA) {
-        al_rope_backward(dq, m->QKV, pos, m->rope_cos, m->rope_sin, N, c->NH, HD);
-        al_rope_backward(dk, m->QKV, pos, m->rope_cos, m->rope_sin, N, c->NKV, HD);
-    }
+                          c->NH, c->NKV, HD, &ao);
+    layer_qk_backward(m, l, a, m->d_qkv, pos, N);
     al_zero(m->d_ln, NC);
-    linear_backward(m, l, LIN_QKV, m->d_ln, m->d_qkv, a->ln1, lora_slot(m, l, LIN_QKV, a->lora_t, N), N);
-    norm_backward(m, dres, m->d_ln, x, a->ln1_mean, a->ln1_rstd, ly->ln1_w, ly->ln1_b, N);
+    const float *xin = ly->ln1_w >= 0 ? a->ln1 : x;
+    linear_backward(m, l, LIN_QKV, m->d_ln, m->d_qkv, xin, lora_slot(m, l, LIN_QKV, a->lora_t, N), N);
+    if (ly->ln1_w >= 0)
+        norm_backward(m, dres, m->d_ln, x, a->ln1_mean, a->ln1_rstd, ly->ln1_w, ly->ln1_b, N);
+    else
+        al_acc(dres, m->d_ln, NC);
 }
 
 int al_model_backward(al_model *m, const al_tokens *in, const float *dlogp,
@@ -1098,6 +1376,7 @@ int al_model_backward(al_model *m, const al_tokens *in, const float *dlogp,
     int N = in->B * in->T, C = c->C, L = c->n_layers;
     size_t NC = (size_t)N * C;
     const int32_t *pos = positions(m, in);
+    al_model_rope_prepare(m, pass_len(pos, (size_t)N));
     /* d lnf in d_ln, then through the final norm into d_res */
     al_zero(m->d_ln, NC);
     if (in->targets && m->head >= 0 && (dlogp || dent)) {
@@ -1107,12 +1386,12 @@ int al_model_backward(al_model *m, const al_tokens *in, const float *dlogp,
         }
         if (m->bf16)
             al_lmhead_backward_bf16(m->d_ln, PG(m, m->head), dlogp, dent, m->lnf, PH(m, m->head),
-                                    in->targets, m->lse, m->ent, N, C, c->V, m->inv_temp,
-                                    m->head_scratch, m->s16, m->head_chunk);
+                                    in->targets, m->lse, m->ent, N, C, c->V, head_inv_temp(m),
+                                    c->final_softcap, m->head_scratch, m->s16, m->head_chunk);
         else
             al_lmhead_backward(m->d_ln, PG(m, m->head), dlogp, dent, m->lnf, PW(m, m->head),
-                               in->targets, m->lse, m->ent, N, C, c->V, m->inv_temp,
-                               m->head_scratch, m->head_chunk);
+                               in->targets, m->lse, m->ent, N, C, c->V, head_inv_temp(m),
+                               c->final_softcap, m->head_scratch, m->head_chunk);
     }
     if (dvalue) {
         if (m->score < 0) return AL_EINVAL;
@@ -1131,6 +1410,7 @@ int al_model_backward(al_model *m, const al_tokens *in, const float *dlogp,
             layer_forward(m, l, &m->acts[l], x, m->res + (size_t)(l + 1) * NC, in, pos);
         layer_backward(m, l, &m->acts[l], x, in, pos);
     }
+    if (c->embed_scale > 0 && c->embed_scale != 1.0f) al_scale(m->d_res, c->embed_scale, NC);
     al_embed_backward(PG(m, m->wte), PG(m, m->wpe), m->d_res, in->ids, pos, N, C);
     return AL_OK;
 }

@@ -1,5 +1,5 @@
-/* The transformer: GPT-2 and Llama families in fp32, with an optional scalar
- * head (reward model / critic) and LoRA adapters.
+/* The transformer: GPT-2 and the Llama-block families (config.h) in fp32,
+ * with an optional scalar head (reward model / critic) and LoRA adapters.
  *
  * Parameters live in one arena (one allocation for weights, one for
  * gradients); every tensor is a view with its Hugging Face name. Internally

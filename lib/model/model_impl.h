@@ -4,6 +4,7 @@
 #define AL_MODEL_IMPL_H
 
 #include "model.h"
+#include "../compute/ops.h"
 
 /* Fused linear maps of a layer. Each is one matrix product; its weight is a
  * run of adjacent named tensors (q|k|v, gate|up). */
@@ -25,7 +26,9 @@ typedef struct al_linear {
 } al_linear;
 
 typedef struct al_layer {
-    int ln1_w, ln1_b, ln2_w, ln2_b;   /* param indices (-1: none) */
+    int ln1_w, ln1_b, ln2_w, ln2_b;   /* param indices (-1: none): norms before attention / MLP */
+    int pa_w, pf_w;                   /* norms after attention / MLP (Gemma 2/3, OLMo-2) */
+    int qn_w, kn_w;                   /* q/k norms (Qwen3, Gemma 3, OLMo-2) */
     al_linear lin[LIN_COUNT];
 } al_layer;
 
@@ -40,6 +43,10 @@ typedef struct al_acts {
     float *h1;           /* (N, FF) gelu input or (N, 2FF) gate|up */
     float *h2;           /* (N, FF) activation output */
     float *lora_t;       /* (N, r) per adapter of this layer, in adapter order */
+    float *qk_raw;       /* (N, (NH+NKV)*HD) q and k before their norms (qk_norm) */
+    float *qk_rstd;      /* (N * (NH+NKV)) or (N * 2) */
+    float *att_o, *pa_rstd;  /* (N, C) attention output before its post-norm, (N) */
+    float *mlp_o, *pf_rstd;  /* (N, C) MLP output before its post-norm, (N) */
 } al_acts;
 
 struct al_model {
@@ -84,8 +91,17 @@ struct al_model {
     size_t n_act16;
     uint16_t *s16;            /* view of act16 (or of the owner's) */
     float *rope_cos, *rope_sin;   /* (max_T, HD/2) */
+    float *rope_lcos, *rope_lsin; /* local RoPE (Gemma 3's sliding layers), or NULL */
+    int rope_key;                 /* al_rope_key of the global table now held */
+    float *d_post, *d_qk;         /* backward: (N, C) a branch's gradient; (N, (NH+NKV)*HD) */
     int32_t *pos_buf;             /* (N) default positions */
 };
+
+/* RoPE (rope.c): the key selecting the global table a pass of length
+ * seq_len needs (0 unless dynamic or longrope), and the inverse frequencies
+ * (HD/2) and cos/sin factor of the global (local = 0) or local RoPE. */
+int al_rope_key(const al_model_config *c, int seq_len);
+void al_rope_freqs(const al_model_config *c, int seq_len, int local, float *inv, float *attn);
 
 static inline al_param *P(al_model *m, int i) { return i >= 0 ? &m->params[i] : NULL; }
 static inline float *PW(al_model *m, int i) { return i >= 0 ? m->params[i].w : NULL; }
@@ -105,8 +121,31 @@ void al_model_bf16_sync(al_model *m);
 size_t al_model_lin_scratch16(const al_model *m, size_t N);
 /* Writes p->n fp32 values into a tensor, whichever storage it has. */
 void al_param_set(al_param *p, const float *v);
-/* The embedding of N tokens into out (N, C), from fp32 or bf16 tables. */
+
+/* The pieces of a layer shared by training (model.c) and generation
+ * (generate.c), on N rows. */
+/* RMSNorm / LayerNorm of the model's kind (Gemma's (1 + w) included). */
+void al_model_norm(al_model *m, float *out, float *mean, float *rstd, const float *x, int w,
+                   int b, int N);
+/* Scaled token (+ position) embeddings of N rows, from fp32 tables or
+ * those a frozen bf16 model holds. */
 void al_model_embed(al_model *m, float *out, const int32_t *ids, const int32_t *pos, int N);
+/* Makes the global RoPE table right for a pass of length seq_len (the
+ * largest position + 1): dynamic and longrope tables depend on it. */
+void al_model_rope_prepare(al_model *m, int seq_len);
+/* q/k norms (saving the raw q|k in qk_raw and rstd when non-NULL) and RoPE
+ * of layer l, in place on the fused qkv rows (stride m->QKV). */
+void al_layer_qk_forward(al_model *m, int l, float *qkv, float *qk_raw, float *qk_rstd,
+                         const int32_t *pos, int N);
+/* The attention variant of layer l. */
+void al_layer_attn_opts(const al_model *m, int l, al_attn_opts *o);
+/* y = res + residual_scale * post_norm(branch) (which 0: after attention, 1:
+ * after the MLP; the norm only with post_norm, rstd saved when non-NULL). y
+ * may alias branch when there is no post-norm. */
+void al_layer_residual(al_model *m, int l, int which, float *y, const float *res,
+                       const float *branch, float *rstd, int N);
+/* The gated MLP's activation: h2 (N, FF) from h1 (N, 2FF), or GPT-2's gelu. */
+void al_layer_act(const al_model *m, float *h2, const float *h1, int N);
 
 /* al_model_new; frozen != 0 gives no parameter a gradient and never
  * allocates the gradient arena (al_model_open_ex's AL_OPEN_FROZEN: an

@@ -5,7 +5,7 @@
 #include <stdio.h>
 #include <string.h>
 
-static const char *const names[] = {"addition", "addition2", "reversal", "sorting", NULL};
+static const char *const names[] = {"addition", "addition2", "reversal", "sorting", "word_problems", NULL};
 
 const char *const *al_task_names(void) { return names; }
 
@@ -60,10 +60,86 @@ static void wrong_sum(char *w, size_t cap, uint32_t sum, uint32_t max_sum, al_rn
     snprintf(w, cap, "%u", v);
 }
 
+/* ---- word_problems ------------------------------------------------------- */
+
+static const char *const wp_names[] = {"Ann", "Ben", "Cleo", "Dev", "Eva", "Finn", "Gus", "Ivy"};
+static const char *const wp_pron[] = {"She", "He", "She", "He", "She", "He", "He", "She"};
+static const char *const wp_things[] = {"apples", "pens", "cards", "shells", "coins", "books", "stamps", "eggs"};
+
+/* A two-step problem from one of four templates; one-digit operands keep
+ * the arithmetic within reach of the tiny test models. */
+static void word_problem(al_task_row *out, al_rng *r) {
+    uint32_t who = al_rng_below(r, 8), th = al_rng_below(r, 8), kind = al_rng_below(r, 4);
+    const char *n = wp_names[who], *p = wp_pron[who], *t = wp_things[th];
+    uint32_t a = 2 + al_rng_below(r, 8), b = 2 + al_rng_below(r, 8), c, s1, res;
+    char op1, op2;
+    uint32_t x1, y1;
+    switch (kind) {
+    case 0: /* a + b - c */
+        s1 = a + b;
+        c = 1 + al_rng_below(r, s1 - 1);
+        res = s1 - c;
+        snprintf(out->prompt, sizeof out->prompt, "%s has %u %s. %s buys %u more, then gives away %u. "
+                 "How many %s now?", n, a, t, p, b, c, t);
+        x1 = a, y1 = b, op1 = '+', op2 = '-';
+        break;
+    case 1: /* a * b - c */
+        s1 = a * b;
+        c = 1 + al_rng_below(r, s1 - 1 < 9 ? s1 - 1 : 9);
+        res = s1 - c;
+        snprintf(out->prompt, sizeof out->prompt, "%s buys %u bags of %u %s and loses %u. How many %s are "
+                 "left?", n, a, b, t, c, t);
+        x1 = a, y1 = b, op1 = '*', op2 = '-';
+        break;
+    case 2: /* b * c + a */
+        c = 2 + al_rng_below(r, 8);
+        s1 = b * c;
+        res = s1 + a;
+        snprintf(out->prompt, sizeof out->prompt, "%s has %u %s and gets %u more each day for %u days. How "
+                 "many %s now?", n, a, t, b, c, t);
+        x1 = b, y1 = c, op1 = '*', op2 = '+';
+        c = a; /* the second step adds the start */
+        break;
+    default: /* a * b + c */
+        s1 = a * b;
+        c = 1 + al_rng_below(r, 9);
+        res = s1 + c;
+        snprintf(out->prompt, sizeof out->prompt, "There are %u %s in each of %u boxes. %s adds %u more. How "
+                 "many %s in all?", a, t, b, n, c, t);
+        x1 = a, y1 = b, op1 = '*', op2 = '+';
+        break;
+    }
+    snprintf(out->answer, sizeof out->answer, "%u%c%u=%u. %u%c%u=%u.\n#### %u", x1, op1, y1, s1, s1, op2, c, res,
+             res);
+    uint32_t d = 1 + al_rng_below(r, 3), bad = al_rng_below(r, 2) || res < d ? res + d : res - d;
+    snprintf(out->wrong, sizeof out->wrong, "%u%c%u=%u. %u%c%u=%u.\n#### %u", x1, op1, y1, s1, s1, op2, c, bad,
+             bad);
+}
+
+/* The final answer of a worked solution: the rest of the line after the
+ * last "####", trimmed; NULL when there is none. */
+static const char *final_answer(const char *s, size_t *len) {
+    const char *p = NULL, *q = s;
+    while ((q = strstr(q, "####"))) p = q++;
+    if (!p) return NULL;
+    p += 4;
+    while (*p == ' ' || *p == '\t') p++;
+    size_t n = strcspn(p, "\n");
+    while (n && (p[n - 1] == ' ' || p[n - 1] == '\t' || p[n - 1] == '\r')) n--;
+    *len = n;
+    return p;
+}
+
+const char *al_task_grader(const char *task) { return task && !strcmp(task, "word_problems") ? "hash" : NULL; }
+
 int al_task_row_get(const char *task, uint64_t seed, uint64_t index, al_task_row *out) {
     al_rng r;
     al_rng_seed(&r, seed * 0x9E3779B97F4A7C15ull ^ (index + 1) * 0xD1B54A32D192ED03ull);
     memset(out, 0, sizeof *out);
+    if (!strcmp(task, "word_problems")) {
+        word_problem(out, &r);
+        return AL_OK;
+    }
     if (!strcmp(task, "addition") || !strcmp(task, "addition2")) {
         /* 1-3 digit operands ("addition2": 1-2, an easier variant that tiny
          * models learn in a few hundred steps) */
@@ -109,6 +185,12 @@ int al_task_row_get(const char *task, uint64_t seed, uint64_t index, al_task_row
 }
 
 int al_task_correct(const al_task_row *row, const char *output) {
+    size_t la, lo;
+    const char *fa = final_answer(row->answer, &la);
+    if (fa) {
+        const char *fo = final_answer(output, &lo);
+        return fo && lo == la && memcmp(fo, fa, la) == 0;
+    }
     size_t n = strlen(output);
     while (n && (output[n - 1] == ' ' || output[n - 1] == '\n' || output[n - 1] == '\t')) n--;
     return n == strlen(row->answer) && memcmp(output, row->answer, n) == 0;

@@ -2,16 +2,20 @@
  * Each row is a prompt and its one correct answer, deterministic in (task,
  * seed, index): "addition" ("417+86=" -> "503", operands of 1-3 digits),
  * "addition2" (operands of 1-2 digits), "reversal" ("rev abc=" ->
- * "cba"), "sorting" ("sort 3,1,2=" -> "1,2,3"). A plausible wrong answer
+ * "cba"), "sorting" ("sort 3,1,2=" -> "1,2,3"), "word_problems" (two-step
+ * arithmetic word problems whose answer is a worked solution ending in
+ * GSM8K's answer line: "Ann has 7 pens. She buys 5 more, then gives away 3.
+ * How many pens now?" -> "7+5=12. 12-3=9.\n#### 9"). A plausible wrong answer
  * makes preference pairs: for the additions one of several kinds (a digit
  * changed, off by one or ten, a digit dropped or doubled, another sum),
- * elsewhere one character changed. */
+ * elsewhere one character changed (word_problems: the last step off by one
+ * to three, its answer line to match). */
 #ifndef AL_TASKS_H
 #define AL_TASKS_H
 
 #include "../al.h"
 
-#define AL_TASK_TEXT 64
+#define AL_TASK_TEXT 160
 
 typedef struct al_task_row {
     char prompt[AL_TASK_TEXT];
@@ -23,7 +27,12 @@ typedef struct al_task_row {
 int al_task_row_get(const char *task, uint64_t seed, uint64_t index, al_task_row *out);
 /* NULL-terminated list of task names. */
 const char *const *al_task_names(void);
-/* Exact match after trimming trailing whitespace from `output`. */
+/* Exact match after trimming trailing whitespace from `output`; for a task
+ * whose answers are worked solutions, the final answer (after the last
+ * "####", trimmed) against the row's. */
 int al_task_correct(const al_task_row *row, const char *output);
+/* The grader preset (lib/train/grader.h) a task's answers call for when the
+ * job names none ("hash" for word_problems), or NULL: exact match. */
+const char *al_task_grader(const char *task);
 
 #endif

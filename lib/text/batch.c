@@ -23,6 +23,7 @@ void al_example_deinit(al_example *e) {
     al_seq_deinit(&e->seq[0]);
     al_seq_deinit(&e->seq[1]);
     free(e->reference);
+    json_decref(e->row);
     memset(e, 0, sizeof *e);
 }
 

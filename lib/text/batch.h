@@ -26,6 +26,8 @@
 #ifndef AL_BATCH_H
 #define AL_BATCH_H
 
+#include <jansson.h>
+
 #include "../al.h"
 #include "../model/model.h"
 
@@ -56,10 +58,11 @@ typedef struct al_example {
     float label;         /* UNPAIRED: 1 desirable, 0 undesirable */
     float margin;        /* PAIR: preference strength (rating gap), 0 when none */
     int line;            /* 1-based line of the source row (rows: index + 1) */
-    char *reference;     /* PROMPT: reference answer, malloc'd, or NULL */
+    char *reference;     /* PROMPT: reference answer (the first of a list), malloc'd, or NULL */
+    json_t *row;         /* PROMPT: the source row (a reference: its answers, grader, columns), or NULL */
 } al_example;
 
-/* Frees the sequences and reference; safe on a zeroed struct. */
+/* Frees the sequences, reference and row; safe on a zeroed struct. */
 void al_example_deinit(al_example *e);
 /* Longest sequence of the example (what must fit in max_length). */
 int al_example_len(const al_example *e);

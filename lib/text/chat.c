@@ -3,9 +3,13 @@
  * rendering, BOS never doubled, EOS trained at the end of every completion. */
 #include "chat.h"
 
+#include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
+#include "../io.h"
 
 struct al_chat {
     const al_tok *tok;
@@ -229,6 +233,14 @@ static int incremental_range(const al_chat *c, const json_t *messages, const jso
     }
     if ((rc = al_chat_render(c, before, tools, 1, &a, &la, NULL, NULL, err)) != AL_OK) goto done;
     if ((rc = al_chat_render(c, upto, tools, 0, &b, &lb, NULL, NULL, err)) != AL_OK) goto done;
+    /* Templates that close a conversation with eos_token when no generation
+     * prompt follows (Phi-3) end a partial rendering with it: the turn ends
+     * before that eos_token. */
+    const char *eos = al_tok_eos_str(c->tok);
+    size_t le = eos ? strlen(eos) : 0;
+    if (le && lb >= le && !(lb <= full_len && memcmp(b, full, lb) == 0) && memcmp(b + lb - le, eos, le) == 0 &&
+        lb - le <= full_len && memcmp(b, full, lb - le) == 0)
+        lb -= le;
     if (la > lb || memcmp(a, b, la) != 0 || lb > full_len || memcmp(b, full, lb) != 0) {
         rc = al_err(err, AL_EUNSUP,
                     "messages[%zu]: the chat template renders earlier turns differently once "
@@ -309,4 +321,60 @@ done:
     free(full);
     json_decref(msgs);
     return rc;
+}
+
+/* ---- tokenizer files of a saved model ----------------------------------- */
+
+static int copy_one(const char *src, const char *dst, char err[AL_ERRLEN]) {
+    char *buf;
+    size_t len;
+    int rc = al_file_read(src, (size_t)1 << 30, &buf, &len, err);
+    if (rc == AL_ENOENT) return AL_OK;
+    if (rc) return rc;
+    rc = al_file_write_atomic(dst, buf, len, err);
+    free(buf);
+    return rc;
+}
+
+int al_chat_copy_files(const char *model_dir, const char *dir, const char *chat_template,
+                       char err[AL_ERRLEN]) {
+    static const char *const files[] = {"tokenizer.json", "tokenizer_config.json", "chat_template.jinja",
+                                        "special_tokens_map.json", "generation_config.json", NULL};
+    char src[4096], dst[4096];
+    for (int i = 0; files[i]; i++) {
+        if (al_path_join(src, sizeof src, model_dir, files[i]) != AL_OK ||
+            al_path_join(dst, sizeof dst, dir, files[i]) != AL_OK)
+            return al_err(err, AL_ERANGE, "%s: path too long", dir);
+        int config = !strcmp(files[i], "tokenizer_config.json");
+        if (chat_template && !strcmp(files[i], "chat_template.jinja")) {
+            if (unlink(dst) != 0 && errno != ENOENT) return al_err(err, AL_EIO, "%s: %s", dst, strerror(errno));
+            continue;
+        }
+        if (!chat_template || !config) {
+            int rc = copy_one(src, dst, err);
+            if (rc) return rc;
+            continue;
+        }
+        /* the model's tokenizer_config.json with the template replaced */
+        json_t *cfg = NULL;
+        if (al_file_exists(src)) {
+            json_error_t je;
+            cfg = json_load_file(src, 0, &je);
+            if (!json_is_object(cfg)) {
+                json_decref(cfg);
+                return al_err(err, AL_EFORMAT, "%s: not a JSON object (%s)", src, je.text);
+            }
+        } else if (!(cfg = json_object())) {
+            return al_err(err, AL_ENOMEM, "out of memory");
+        }
+        char *txt = NULL;
+        if (json_object_set_new(cfg, "chat_template", json_string(chat_template)) == 0)
+            txt = json_dumps(cfg, JSON_INDENT(2));
+        json_decref(cfg);
+        if (!txt) return al_err(err, AL_ENOMEM, "out of memory");
+        int rc = al_file_write_atomic(dst, txt, strlen(txt), err);
+        free(txt);
+        if (rc) return rc;
+    }
+    return AL_OK;
 }

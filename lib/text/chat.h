@@ -14,7 +14,10 @@
  *     [len(render(messages[:i], add_generation_prompt=true)),
  *      len(render(messages[:i+1])))
  * of the full rendering, which must extend each partial rendering (else
- * AL_EUNSUP naming the message: such a template needs generation tags).
+ * AL_EUNSUP naming the message: such a template needs generation tags). A
+ * partial rendering may end with eos_token where the full one goes on
+ * (templates that close a conversation with it, as Phi-3's): the turn then
+ * ends before that eos_token.
  *
  * BOS is never doubled: ids are encoded without the post-processor and BOS
  * is prepended only when the tokenizer adds one and the text does not
@@ -35,6 +38,24 @@
 #include "tokenizer.h"
 
 typedef struct al_chat al_chat;
+
+/* The text of a built-in template, each the real template of its family:
+ * "chatml", "llama2", "llama3", "llama3.1", "mistral", "zephyr", "gemma",
+ * "phi3", "qwen2.5" (lib/text/chat_builtin.c); NULL for another name. */
+const char *al_chat_builtin(const char *name);
+/* The i-th built-in's name (0-based), NULL past the last. */
+const char *al_chat_builtin_name(int i);
+
+/* Copies a model folder's tokenizer files (tokenizer.json,
+ * tokenizer_config.json, chat_template.jinja, special_tokens_map.json,
+ * generation_config.json: those it has) into dir, each written atomically,
+ * so that dir serves on its own. chat_template (may be NULL) replaces the
+ * model's template: tokenizer_config.json then carries it (created with
+ * that key alone when the model has none) and chat_template.jinja, which
+ * transformers would prefer, is left out. AL_OK, AL_EIO, AL_EFORMAT (the
+ * model's tokenizer_config.json is not a JSON object), AL_ENOMEM. */
+int al_chat_copy_files(const char *model_dir, const char *dir, const char *chat_template,
+                       char err[AL_ERRLEN]);
 
 /* Binds tok (borrowed: it must outlive the chat) to a chat template:
  * template_src, or NULL for the tokenizer's own chat_template. A tokenizer

@@ -15,14 +15,21 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "../io.h"
+#include "csv.h"
 
 #define FMT_BIT(f) (1u << (f))
 
 static const char *const FORMAT_NAMES[AL_FMT_COUNT] = {
     "unknown",    "text",   "messages",    "prompt_completion", "preference",
-    "unpaired_preference", "prompt_only", "rankings", "ratings",
+    "unpaired_preference", "prompt_only", "rankings", "ratings", "alpaca", "sharegpt",
+};
+/* The keys that give each format away, for messages naming candidates. */
+static const char *const FORMAT_KEYS[AL_FMT_COUNT] = {
+    "", "text", "messages", "prompt/completion", "chosen/rejected", "prompt/completion/label",
+    "prompt", "responses/ranking", "responses/ratings", "instruction/output", "conversations",
 };
 
 const char *al_data_format_name(al_data_format f) {
@@ -32,13 +39,15 @@ const char *al_data_format_name(al_data_format f) {
 /* Natural use of each format when no method is given. */
 static const al_batch_kind NATURAL_KIND[AL_FMT_COUNT] = {
     AL_BATCH_LM, AL_BATCH_LM, AL_BATCH_LM, AL_BATCH_LM, AL_BATCH_PAIR,
-    AL_BATCH_UNPAIRED, AL_BATCH_PROMPT, AL_BATCH_PAIR, AL_BATCH_PAIR,
+    AL_BATCH_UNPAIRED, AL_BATCH_PROMPT, AL_BATCH_PAIR, AL_BATCH_PAIR, AL_BATCH_LM, AL_BATCH_LM,
 };
 
-#define LM_FMTS (FMT_BIT(AL_FMT_TEXT) | FMT_BIT(AL_FMT_MESSAGES) | FMT_BIT(AL_FMT_PROMPT_COMPLETION))
+#define CHAT_FMTS (FMT_BIT(AL_FMT_ALPACA) | FMT_BIT(AL_FMT_SHAREGPT))
+#define LM_FMTS (FMT_BIT(AL_FMT_TEXT) | FMT_BIT(AL_FMT_MESSAGES) | FMT_BIT(AL_FMT_PROMPT_COMPLETION) | \
+                 CHAT_FMTS)
 #define PAIR_FMTS (FMT_BIT(AL_FMT_PREFERENCE) | FMT_BIT(AL_FMT_RANKINGS) | FMT_BIT(AL_FMT_RATINGS))
 #define KTO_FMTS (FMT_BIT(AL_FMT_UNPAIRED) | FMT_BIT(AL_FMT_PREFERENCE))
-#define RL_FMTS (FMT_BIT(AL_FMT_PROMPT_ONLY) | FMT_BIT(AL_FMT_PROMPT_COMPLETION))
+#define RL_FMTS (FMT_BIT(AL_FMT_PROMPT_ONLY) | FMT_BIT(AL_FMT_PROMPT_COMPLETION) | CHAT_FMTS)
 
 static const struct method {
     const char *name;
@@ -46,7 +55,7 @@ static const struct method {
     unsigned fmts;
     const char *takes;
 } METHODS[] = {
-    {"sft", AL_BATCH_LM, LM_FMTS, "text, messages or prompt_completion"},
+    {"sft", AL_BATCH_LM, LM_FMTS, "text, messages, prompt_completion, alpaca or sharegpt"},
     {"pretrain", AL_BATCH_LM, FMT_BIT(AL_FMT_TEXT), "text"},
     {"dpo", AL_BATCH_PAIR, PAIR_FMTS, "preference, rankings or ratings"},
     {"ipo", AL_BATCH_PAIR, PAIR_FMTS, "preference, rankings or ratings"},
@@ -55,10 +64,10 @@ static const struct method {
     {"reward_model", AL_BATCH_PAIR, PAIR_FMTS, "preference, rankings or ratings"},
     {"rm", AL_BATCH_PAIR, PAIR_FMTS, "preference, rankings or ratings"},
     {"kto", AL_BATCH_UNPAIRED, KTO_FMTS, "unpaired_preference or preference"},
-    {"rl", AL_BATCH_PROMPT, RL_FMTS, "prompt_only or prompt_completion"},
-    {"ppo", AL_BATCH_PROMPT, RL_FMTS, "prompt_only or prompt_completion"},
-    {"grpo", AL_BATCH_PROMPT, RL_FMTS, "prompt_only or prompt_completion"},
-    {"rloo", AL_BATCH_PROMPT, RL_FMTS, "prompt_only or prompt_completion"},
+    {"rl", AL_BATCH_PROMPT, RL_FMTS, "prompt_only, prompt_completion, alpaca or sharegpt"},
+    {"ppo", AL_BATCH_PROMPT, RL_FMTS, "prompt_only, prompt_completion, alpaca or sharegpt"},
+    {"grpo", AL_BATCH_PROMPT, RL_FMTS, "prompt_only, prompt_completion, alpaca or sharegpt"},
+    {"rloo", AL_BATCH_PROMPT, RL_FMTS, "prompt_only, prompt_completion, alpaca or sharegpt"},
 };
 #define N_METHODS ((int)(sizeof METHODS / sizeof METHODS[0]))
 
@@ -86,6 +95,7 @@ typedef struct row_rec {
     uint8_t bad, empty, dup, dropped, truncated, conv, has_system, multi_turn, variant;
     uint8_t n_resp;      /* rankings/ratings: responses (capped at 255) */
     uint8_t has_ref;
+    uint16_t cands;      /* formats the row's keys fit, when more than one */
     const char *code;    /* error code (static) */
     char *field, *msg;   /* error field and message (malloc'd) */
     size_t off, len;     /* line bytes (memory input) or row index (rows input) */
@@ -106,8 +116,15 @@ typedef struct reader {
     int n_rows, cap_rows;
     al_example *ex;
     int n_ex, cap_ex;
-    const char *buf;          /* memory input */
+    const char *buf;          /* memory input: JSONL lines, JSON array elements or CSV records */
     const json_t *arr;        /* rows input */
+    const char *file_format;  /* "jsonl", "json", "csv", "tsv", "rows" */
+    char delim;               /* CSV/TSV */
+    char **cols;              /* CSV/TSV header */
+    int n_cols;
+    size_t body;              /* CSV/TSV: where the records start */
+    char file_fatal[AL_ERRLEN]; /* the file as a whole cannot be read as a dataset */
+    int n_bad;                /* bad rows met in the first pass */
 } reader;
 
 /* Records the row's first error (later ones are not reported). Returns 1 so
@@ -186,6 +203,70 @@ static int weight_zero(const json_t *m) {
     return w && (json_is_false(w) || (json_is_number(w) && json_number_value(w) == 0.0));
 }
 
+/* Whether a message's content has no text: absent, null, "", or content
+ * parts whose texts are all empty (blank_ok: whitespace counts as text). */
+static int content_empty(const json_t *c, int blank_ok) {
+    if (json_is_string(c)) return blank_ok ? json_string_length(c) == 0 : json_blank(c);
+    if (!json_is_array(c)) return 1;
+    size_t i;
+    const json_t *part;
+    json_array_foreach(c, i, part) {
+        const json_t *t = json_object_get(part, "text");
+        if (json_is_string(t) && (blank_ok ? json_string_length(t) > 0 : !json_blank(t))) return 0;
+    }
+    return 1;
+}
+
+/* OpenAI's content parts: text parts only (alignd trains language models). */
+static int check_parts(row_rec *r, const json_t *parts, const char *f) {
+    size_t i;
+    const json_t *part;
+    json_array_foreach(parts, i, part) {
+        const json_t *ty = json_object_get(part, "type");
+        if (!json_is_object(part) || !json_is_string(ty))
+            return row_error(r, "missing_content", f,
+                             "%s.content[%zu] is not a content part {\"type\": \"text\", \"text\": ...}", f,
+                             i);
+        if (strcmp(json_string_value(ty), "text") != 0)
+            return row_error(r, "unsupported_content_part", f,
+                             "%s.content[%zu] is a \"%.40s\" part; only text parts are supported", f, i,
+                             json_string_value(ty));
+        if (!json_is_string(json_object_get(part, "text")))
+            return row_error(r, "missing_content", f, "%s.content[%zu].text is %s, not a string", f, i,
+                             type_name(json_object_get(part, "text")));
+    }
+    return 0;
+}
+
+/* OpenAI's tool_calls: [{"id"?, "type": "function", "function": {"name",
+ * "arguments": a JSON string or an object}}]. */
+static int check_tool_calls(row_rec *r, const json_t *calls, const char *f) {
+    if (!json_is_array(calls) || json_array_size(calls) == 0)
+        return row_error(r, "invalid_tool_call", f, "%s.tool_calls must be a non-empty list, got %s", f,
+                         json_is_array(calls) ? "an empty list" : type_name(calls));
+    size_t i;
+    const json_t *c;
+    json_array_foreach(calls, i, c) {
+        const json_t *fn = json_object_get(c, "function"), *ty = json_object_get(c, "type");
+        const json_t *name = json_object_get(fn, "name"), *args = json_object_get(fn, "arguments");
+        const char *why = NULL;
+        json_t *parsed = NULL;
+        if (!json_is_object(c) || !json_is_object(fn)) why = "has no \"function\" object";
+        else if (ty && (!json_is_string(ty) || strcmp(json_string_value(ty), "function") != 0))
+            why = "has a type other than \"function\"";
+        else if (!json_is_string(name) || json_string_length(name) == 0) why = "has no function name";
+        else if (json_is_string(args)) {
+            parsed = json_loadb(json_string_value(args), json_string_length(args), 0, NULL);
+            if (!json_is_object(parsed)) why = "has arguments that are not a JSON object";
+            json_decref(parsed);
+        } else if (args && !json_is_object(args)) {
+            why = "has arguments that are neither an object nor a JSON string";
+        }
+        if (why) return row_error(r, "invalid_tool_call", f, "%s.tool_calls[%zu] %s", f, i, why);
+    }
+    return 0;
+}
+
 /* OpenAI's checks for a message list, in its order, plus per-message weight. */
 static int check_messages(row_rec *r, const json_t *list, const char *field, int need_assistant) {
     if (!list)
@@ -224,11 +305,17 @@ static int check_messages(row_rec *r, const json_t *list, const char *field, int
                              "%s.role \"%s\" is not one of system, user, assistant, function, "
                              "tool, developer",
                              f, role);
-        if (content && !json_is_null(content) && !json_is_string(content))
-            return row_error(r, "missing_content", f, "%s.content is %s, not a string", f,
+        if (json_is_array(content)) {
+            if (check_parts(r, content, f)) return 1;
+        } else if (content && !json_is_null(content) && !json_is_string(content)) {
+            return row_error(r, "missing_content", f,
+                             "%s.content is %s, not a string or a list of text parts", f,
                              type_name(content));
-        if ((!content || json_is_null(content) || json_string_length(content) == 0) && !has_call(m))
+        }
+        if (content_empty(content, 1) && !has_call(m))
             return row_error(r, "missing_content", f, "%s.content is empty", f);
+        const json_t *calls = json_object_get(m, "tool_calls");
+        if (calls && check_tool_calls(r, calls, f)) return 1;
         const json_t *w = json_object_get(m, "weight");
         if (w) {
             int ok = json_is_boolean(w) ||
@@ -256,7 +343,7 @@ static int check_trained(row_rec *r, const json_t *list, size_t first, const cha
         if (!is_role(m, "assistant") || weight_zero(m)) continue;
         weighted = 1;
         const json_t *c = json_object_get(m, "content");
-        if (has_call(m) || (json_is_string(c) && !json_blank(c))) text = 1;
+        if (has_call(m) || !content_empty(c, 0)) text = 1;
     }
     if (!weighted)
         return row_error(r, "empty_target", field,
@@ -283,8 +370,28 @@ typedef struct parsed {
     const json_t *order;       /* ranking or ratings */
     long shared;               /* implicit prompt: shared bytes/messages, else -1 */
     int label;
-    const json_t *reference;
+    const json_t *reference;   /* the (first) reference answer */
+    const json_t *row;         /* the row itself (kept by PROMPT examples) */
+    json_t *own[4];            /* converted turns (alpaca, sharegpt) the pointers above use */
+    int oom;                   /* a conversion ran out of memory */
 } parsed;
+
+static void parsed_deinit(parsed *p) {
+    for (int i = 0; i < 4; i++) json_decref(p->own[i]);
+    memset(p->own, 0, sizeof p->own);
+}
+
+/* Keeps j (a new reference) alive with p; NULL when j is NULL (p->oom). */
+static json_t *keep(parsed *p, json_t *j) {
+    if (!j) {
+        p->oom = 1;
+        return NULL;
+    }
+    for (int i = 0; i < 4; i++)
+        if (!p->own[i]) return p->own[i] = j;
+    AL_ASSERT(0 && "parsed keeps at most 4 conversions");
+    return NULL;
+}
 
 static const json_t *need(row_rec *r, const json_t *o, const char *key) {
     const json_t *v = json_object_get(o, key);
@@ -390,8 +497,359 @@ static size_t shared_text(const json_t *a, const json_t *b) {
     return i;
 }
 
+/* ---- LLaMA-Factory's alpaca and sharegpt rows ---------------------------- */
+
+static json_t *message(const char *role, const json_t *content) {
+    return json_pack("{s:s,s:O}", "role", role, "content", (json_t *)content);
+}
+
+/* Appends a new message (stolen) to list; 0 on success. */
+static int push(json_t *list, json_t *m) { return m ? json_array_append_new(list, m) : -1; }
+
+/* An optional string field: absent, null or a string; 1 (row error) else. */
+static int opt_string(row_rec *r, const json_t *o, const char *key) {
+    const json_t *v = json_object_get(o, key);
+    if (v && !json_is_null(v) && !json_is_string(v))
+        return row_error(r, "invalid_field_type", key, "%s must be a string, got %s", key,
+                         type_name(v));
+    return 0;
+}
+
+static int nonempty(const json_t *v) { return json_is_string(v) && json_string_length(v) > 0; }
+
+/* The prompt turns of an alpaca row, as LLaMA-Factory's alpaca converter
+ * builds them: system, the history pairs as user/assistant turns, then the
+ * user turn instruction + "\n" + input (whichever is non-empty alone).
+ * Returns the list (kept by p), or NULL with a row error or p->oom. */
+static json_t *alpaca_prompt(row_rec *r, const json_t *o, parsed *p) {
+    const json_t *ins = json_object_get(o, "instruction"), *in = json_object_get(o, "input");
+    const json_t *sys = json_object_get(o, "system"), *hist = json_object_get(o, "history");
+    if (!ins && !in) {
+        row_error(r, "missing_field", "instruction", "missing \"instruction\"");
+        return NULL;
+    }
+    if (opt_string(r, o, "instruction") || opt_string(r, o, "input") || opt_string(r, o, "system"))
+        return NULL;
+    if (!nonempty(ins) && !nonempty(in)) {
+        row_error(r, "missing_content", "instruction", "instruction and input are both empty");
+        return NULL;
+    }
+    if (hist && !json_is_null(hist) && !json_is_array(hist)) {
+        row_error(r, "invalid_field_type", "history",
+                  "history must be a list of [query, response] pairs, got %s", type_name(hist));
+        return NULL;
+    }
+    json_t *list = keep(p, json_array());
+    if (!list) return NULL;
+    int bad = 0;
+    if (nonempty(sys)) bad |= push(list, message("system", sys));
+    size_t i;
+    const json_t *h;
+    json_array_foreach(hist, i, h) {
+        if (!json_is_array(h) || json_array_size(h) != 2 || !json_is_string(json_array_get(h, 0)) ||
+            !json_is_string(json_array_get(h, 1))) {
+            char f[32];
+            snprintf(f, sizeof f, "history[%zu]", i);
+            row_error(r, "invalid_field_type", f, "%s must be a [query, response] pair of strings", f);
+            return NULL;
+        }
+        bad |= push(list, message("user", json_array_get(h, 0)));
+        bad |= push(list, message("assistant", json_array_get(h, 1)));
+    }
+    r->multi_turn = json_array_size(hist) > 0;
+    r->has_system = nonempty(sys);
+    json_t *query;
+    if (nonempty(ins) && nonempty(in)) {
+        size_t a = json_string_length(ins), b = json_string_length(in);
+        char *q = malloc(a + b + 2);
+        if (!q) {
+            p->oom = 1;
+            return NULL;
+        }
+        memcpy(q, json_string_value(ins), a);
+        q[a] = '\n';
+        memcpy(q + a + 1, json_string_value(in), b);
+        query = json_stringn_nocheck(q, a + b + 1);
+        free(q);
+    } else {
+        query = json_incref((json_t *)(nonempty(ins) ? ins : in));
+    }
+    if (query) bad |= push(list, json_pack("{s:s,s:o}", "role", "user", "content", query));
+    if (bad || !query) {
+        p->oom = 1;
+        return NULL;
+    }
+    return list;
+}
+
+static int validate_alpaca(row_rec *r, const json_t *o, parsed *p, al_batch_kind kind) {
+    json_t *prompt = alpaca_prompt(r, o, p);
+    if (!prompt) return 1;
+    p->conv = 1;
+    p->prompt = prompt;
+    if (kind == AL_BATCH_PROMPT && !json_object_get(o, "output")) return 0;   /* RL: the prompt alone */
+    const json_t *out = need(r, o, "output");
+    if (!out) return 1;
+    if (!json_is_string(out))
+        return row_error(r, "invalid_field_type", "output", "output must be a string, got %s",
+                         type_name(out));
+    if (json_blank(out)) return row_error(r, "empty_target", "output", "output is empty or whitespace");
+    json_t *all = keep(p, json_copy(prompt));
+    if (!all || push(all, message("assistant", out))) {
+        p->oom = 1;
+        return 1;
+    }
+    p->comp[0] = all;
+    p->reference = out;
+    return 0;
+}
+
+enum { END_ASSISTANT, END_USER, END_ANY };
+enum { SIDE_USER = 1, SIDE_ASSISTANT = 2, SIDE_SYSTEM = 4 };
+
+/* A sharegpt role tag: LLaMA-Factory's defaults and its OpenAI-style tags. */
+static const struct { const char *tag, *role; int side; } SHAREGPT_TAGS[] = {
+    {"human", "user", SIDE_USER},           {"user", "user", SIDE_USER},
+    {"observation", "tool", SIDE_USER},     {"gpt", "assistant", SIDE_ASSISTANT},
+    {"assistant", "assistant", SIDE_ASSISTANT}, {"function_call", "assistant", SIDE_ASSISTANT},
+    {"system", "system", SIDE_SYSTEM},
+};
+
+/* Whether a message list uses sharegpt's keys (from/value) rather than
+ * OpenAI's (role/content). */
+static int sharegpt_style(const json_t *list) {
+    const json_t *m = json_array_get(list, 0);
+    return json_object_get(m, "from") || json_object_get(m, "value");
+}
+
+/* LLaMA-Factory's function_call value: the JSON of {"name", "arguments"}
+ * or a list of them, as OpenAI's tool_calls (arguments an object). */
+static json_t *function_calls(const json_t *value) {
+    json_t *v = json_loadb(json_string_value(value), json_string_length(value), 0, NULL);
+    json_t *calls = json_array();
+    int ok = v && calls && (json_is_object(v) || (json_is_array(v) && json_array_size(v) > 0));
+    for (size_t i = 0; ok && i < (json_is_array(v) ? json_array_size(v) : 1); i++) {
+        json_t *c = json_is_array(v) ? json_array_get(v, i) : v;
+        json_t *name = json_object_get(c, "name"), *args = json_object_get(c, "arguments");
+        if (json_is_string(args)) args = json_loadb(json_string_value(args), json_string_length(args), 0, NULL);
+        else args = json_incref(args ? args : json_object_get(c, "parameters"));
+        ok = json_is_object(c) && json_is_string(name) && json_string_length(name) && json_is_object(args) &&
+             !json_array_append_new(calls, json_pack("{s:s,s:{s:O,s:O}}", "type", "function", "function",
+                                                     "name", name, "arguments", args));
+        json_decref(args);
+    }
+    json_decref(v);
+    if (!ok) {
+        json_decref(calls);
+        return NULL;
+    }
+    return calls;
+}
+
+/* One sharegpt turn as an OpenAI message (new reference) with its side;
+ * NULL with a row error (or p->oom). */
+static json_t *sharegpt_turn(row_rec *r, const json_t *t, const char *f, int *side, parsed *p) {
+    if (!json_is_object(t)) {
+        row_error(r, "message_missing_key", f, "%s is %s, not a turn with from and value", f, type_name(t));
+        return NULL;
+    }
+    const char *rk = json_object_get(t, "from") ? "from" : "role";
+    const char *ck = json_object_get(t, "value") ? "value" : "content";
+    const json_t *tag = json_object_get(t, rk), *val = json_object_get(t, ck);
+    if (!tag || !val) {
+        row_error(r, "message_missing_key", f, "%s lacks \"%s\"", f, tag ? ck : rk);
+        return NULL;
+    }
+    int k = -1;
+    for (int i = 0; json_is_string(tag) && i < (int)(sizeof SHAREGPT_TAGS / sizeof SHAREGPT_TAGS[0]); i++)
+        if (!strcmp(json_string_value(tag), SHAREGPT_TAGS[i].tag)) k = i;
+    if (k < 0) {
+        row_error(r, "unrecognized_role", f,
+                  "%s.%s %s%.40s%s is not one of human, gpt, system, function_call, observation "
+                  "(or user, assistant)",
+                  f, rk, json_is_string(tag) ? "\"" : "", json_is_string(tag) ? json_string_value(tag) : "not a string",
+                  json_is_string(tag) ? "\"" : "");
+        return NULL;
+    }
+    if (!json_is_string(val)) {
+        row_error(r, "missing_content", f, "%s.%s is %s, not a string", f, ck, type_name(val));
+        return NULL;
+    }
+    *side = SHAREGPT_TAGS[k].side;
+    json_t *m;
+    if (!strcmp(SHAREGPT_TAGS[k].tag, "function_call")) {
+        json_t *calls = function_calls(val);
+        if (!calls) {
+            row_error(r, "invalid_tool_call", f,
+                      "%s: a function_call value must be the JSON of {\"name\", \"arguments\"} or a list of them", f);
+            return NULL;
+        }
+        m = json_pack("{s:s,s:o}", "role", "assistant", "tool_calls", calls);
+    } else {
+        m = message(SHAREGPT_TAGS[k].role, val);
+    }
+    if (!m) p->oom = 1;
+    return m;
+}
+
+/* The turns under o[key] as OpenAI messages, checked as LLaMA-Factory's
+ * sharegpt converter checks them (a system turn first only, then
+ * human/observation and gpt/function_call alternating), ending as `end`
+ * says. A top-level "system" string stands in for a system turn. Returns
+ * the list (kept by p) or NULL with a row error or p->oom. */
+static json_t *sharegpt_turns(row_rec *r, const json_t *o, const char *key, int end, parsed *p) {
+    const json_t *list = json_object_get(o, key);
+    if (!json_is_array(list) || json_array_size(list) == 0) {
+        if (!list) row_error(r, "missing_messages_list", key, "missing \"%s\", a list of turns", key);
+        else row_error(r, "missing_messages_list", key, "%s must be a non-empty list of turns, got %s", key,
+                       json_is_array(list) ? "an empty list" : type_name(list));
+        return NULL;
+    }
+    if (opt_string(r, o, "system")) return NULL;
+    json_t *out = keep(p, json_array());
+    if (!out) return NULL;
+    size_t i, first = 0;
+    const json_t *t;
+    int assistant = 0, last = 0;
+    json_array_foreach(list, i, t) {
+        char f[64];
+        snprintf(f, sizeof f, "%s[%zu]", key, i);
+        int side = 0;
+        json_t *m = sharegpt_turn(r, t, f, &side, p);
+        if (!m) return NULL;
+        if (side == SIDE_SYSTEM && i == 0) {
+            first = 1;
+            r->has_system = 1;
+        } else {
+            int want = (i - first) % 2 == 0 ? SIDE_USER : SIDE_ASSISTANT;
+            if (side != want) {
+                json_decref(m);
+                row_error(r, "invalid_turn_order", f,
+                          "%s is a %s turn where %s must come (after an optional first system turn, "
+                          "human/observation and gpt/function_call turns alternate)",
+                          f, side == SIDE_SYSTEM ? "system" : side == SIDE_USER ? "human" : "gpt",
+                          want == SIDE_USER ? "human or observation" : "gpt or function_call");
+                return NULL;
+            }
+        }
+        if (push(out, m)) {
+            p->oom = 1;
+            return NULL;
+        }
+        if (side == SIDE_ASSISTANT) assistant++;
+        last = side;
+    }
+    if (!first && nonempty(json_object_get(o, "system"))) {
+        if (json_array_insert_new(out, 0, message("system", json_object_get(o, "system")))) {
+            p->oom = 1;
+            return NULL;
+        }
+        r->has_system = 1;
+    }
+    if (end == END_ASSISTANT && !assistant) {
+        row_error(r, "example_missing_assistant_message", key, "%s has no gpt turn", key);
+        return NULL;
+    }
+    if ((end == END_ASSISTANT && last != SIDE_ASSISTANT) || (end == END_USER && last != SIDE_USER)) {
+        row_error(r, "invalid_turn_order", key, "%s must end with a %s turn", key,
+                  end == END_ASSISTANT ? "gpt (or function_call)" : "human (or observation)");
+        return NULL;
+    }
+    r->multi_turn = assistant > 1;
+    return out;
+}
+
+/* tools: a list, or that list as a JSON string (LLaMA-Factory's columns). */
+static int sharegpt_tools(row_rec *r, const json_t *o, parsed *p) {
+    const json_t *t = json_object_get(o, "tools");
+    if (json_is_string(t) && json_string_length(t) == 0) return 0;
+    if (json_is_string(t)) {
+        json_t *v = json_loadb(json_string_value(t), json_string_length(t), 0, NULL);
+        if (!json_is_array(v)) {
+            json_decref(v);
+            return row_error(r, "invalid_field_type", "tools",
+                             "tools is a string but not the JSON of a list of tools");
+        }
+        p->tools = keep(p, v);
+        return p->tools ? 0 : 1;
+    }
+    p->tools = t && !json_is_null(t) ? t : NULL;
+    return check_tools(r, p->tools, "tools");
+}
+
+static int validate_sharegpt(row_rec *r, const json_t *o, parsed *p, al_batch_kind kind) {
+    const char *key = json_object_get(o, "conversations") ? "conversations" : "messages";
+    json_t *all = sharegpt_turns(r, o, key, kind == AL_BATCH_PROMPT ? END_ANY : END_ASSISTANT, p);
+    if (!all || sharegpt_tools(r, o, p)) return 1;
+    if (kind != AL_BATCH_PROMPT && check_trained(r, all, 0, key)) return 1;
+    size_t n = json_array_size(all);
+    const json_t *lastm = json_array_get(all, n - 1);
+    /* RL: the turns before the last assistant turn, which is the reference */
+    if (is_role(lastm, "assistant")) {
+        json_t *prompt = keep(p, json_array());
+        for (size_t i = 0; prompt && i + 1 < n; i++)
+            if (json_array_append(prompt, json_array_get(all, i))) prompt = NULL;
+        if (!prompt) {
+            p->oom = 1;
+            return 1;
+        }
+        p->prompt = prompt;
+        const json_t *c = json_object_get(lastm, "content");
+        p->reference = json_is_string(c) ? c : NULL;
+    } else {
+        p->prompt = all;
+    }
+    p->conv = 1;
+    p->comp[0] = all;
+    return 0;
+}
+
+/* LLaMA-Factory's pairs: the prompt of an alpaca or sharegpt row with
+ * chosen and rejected answers (strings for alpaca, gpt turns for sharegpt). */
+static int validate_lf_pair(row_rec *r, const json_t *o, parsed *p, int sg) {
+    r->variant = sg ? 4 : 3;
+    json_t *prompt = sg ? sharegpt_turns(r, o, "conversations", END_USER, p) : alpaca_prompt(r, o, p);
+    if (!prompt || (sg && sharegpt_tools(r, o, p))) return 1;
+    const json_t *c = need(r, o, "chosen");
+    if (!c) return 1;
+    const json_t *j = need(r, o, "rejected");
+    if (!j) return 1;
+    for (int k = 0; k < 2; k++) {
+        const char *f = k ? "rejected" : "chosen";
+        const json_t *v = k ? j : c;
+        json_t *m;
+        if (sg) {
+            int side = 0;
+            if (!(m = sharegpt_turn(r, v, f, &side, p))) return 1;
+            if (side != SIDE_ASSISTANT) {
+                json_decref(m);
+                return row_error(r, "invalid_turn_order", f, "%s must be a gpt or function_call turn", f);
+            }
+        } else {
+            if (!json_is_string(v))
+                return row_error(r, "invalid_field_type", f, "%s must be a string, got %s", f, type_name(v));
+            m = message("assistant", v);
+        }
+        json_t *list = keep(p, json_array());
+        if (!list || push(list, m)) {
+            p->oom = 1;
+            return 1;
+        }
+        if (check_trained(r, list, 0, f)) return 1;
+        p->comp[k] = list;
+    }
+    if (json_equal((json_t *)c, (json_t *)j))
+        return row_error(r, "identical_responses", "rejected", "chosen and rejected are identical");
+    p->conv = 1;
+    p->prompt = prompt;
+    return 0;
+}
+
 static int validate_preference(row_rec *r, const json_t *o, parsed *p) {
     p->shared = -1;
+    if (json_object_get(o, "conversations")) return validate_lf_pair(r, o, p, 1);
+    if (json_object_get(o, "instruction") || json_is_string(json_object_get(o, "input")))
+        return validate_lf_pair(r, o, p, 0);
     if (json_object_get(o, "preferred_output") || json_object_get(o, "non_preferred_output") ||
         (json_object_get(o, "input") && !json_object_get(o, "chosen"))) {
         /* OpenAI: {"input": {"messages", "tools"}, "preferred_output": [...],
@@ -493,10 +951,15 @@ static int validate_prompt_only(row_rec *r, const json_t *o, parsed *p) {
     for (int i = 0; REFERENCE_KEYS[i]; i++) {
         const json_t *v = json_object_get(o, REFERENCE_KEYS[i]);
         if (!v || json_is_null(v)) continue;
-        if (!json_is_string(v))
+        /* a list: every answer accepted (the graders, lib/train/grader.h) */
+        int list_ok = json_is_array(v) && json_array_size(v) > 0;
+        for (size_t k = 0; list_ok && k < json_array_size(v); k++)
+            list_ok = json_is_string(json_array_get(v, k));
+        if (!json_is_string(v) && !list_ok)
             return row_error(r, "invalid_field_type", REFERENCE_KEYS[i],
-                             "%s must be a string, got %s", REFERENCE_KEYS[i], type_name(v));
-        p->reference = v;
+                             "%s must be a string or a non-empty list of strings, got %s", REFERENCE_KEYS[i],
+                             type_name(v));
+        p->reference = json_is_string(v) ? v : json_array_get(v, 0);
         break;
     }
     r->has_ref = p->reference != NULL;
@@ -562,7 +1025,7 @@ static int validate_ranked(row_rec *r, const json_t *o, parsed *p, int ratings) 
     return 0;
 }
 
-static int validate(row_rec *r, const json_t *o, al_data_format f, parsed *p) {
+static int validate(row_rec *r, const json_t *o, al_data_format f, al_batch_kind kind, parsed *p) {
     memset(p, 0, sizeof *p);
     p->shared = -1;
     switch (f) {
@@ -574,28 +1037,63 @@ static int validate(row_rec *r, const json_t *o, al_data_format f, parsed *p) {
     case AL_FMT_PROMPT_ONLY: return validate_prompt_only(r, o, p);
     case AL_FMT_RANKINGS: return validate_ranked(r, o, p, 0);
     case AL_FMT_RATINGS: return validate_ranked(r, o, p, 1);
+    case AL_FMT_ALPACA: return validate_alpaca(r, o, p, kind);
+    case AL_FMT_SHAREGPT: return validate_sharegpt(r, o, p, kind);
     default:
         return row_error(r, "unrecognized_format", "",
                          "no known format: expected text, messages, prompt/completion, "
                          "prompt/chosen/rejected, prompt/completion/label, prompt, "
-                         "responses/ranking or responses/ratings");
+                         "responses/ranking, responses/ratings, instruction/output (alpaca) "
+                         "or conversations (sharegpt)");
     }
 }
 
-static al_data_format detect(const json_t *o) {
+/* The formats a row's keys fit, as a bit mask: the keys that give each
+ * format away, after the formats that hold another's keys as a part have
+ * absorbed it (alpaca's and sharegpt's pairs are preference rows). More than
+ * one bit: the row alone cannot tell which format it is in. */
+static unsigned detect(const json_t *o) {
 #define HAS(k) (json_object_get(o, k) != NULL)
-    if (HAS("messages")) return AL_FMT_MESSAGES;
-    if (HAS("preferred_output") || HAS("non_preferred_output") || HAS("chosen") || HAS("rejected"))
-        return AL_FMT_PREFERENCE;
-    if (HAS("input") && !HAS("prompt") && !HAS("text")) return AL_FMT_PREFERENCE;
-    if (HAS("ranking")) return AL_FMT_RANKINGS;
-    if (HAS("ratings")) return AL_FMT_RATINGS;
-    if (HAS("label") && (HAS("completion") || HAS("prompt"))) return AL_FMT_UNPAIRED;
-    if (HAS("completion")) return AL_FMT_PROMPT_COMPLETION;
-    if (HAS("prompt") && !HAS("responses")) return AL_FMT_PROMPT_ONLY;
-    if (HAS("text")) return AL_FMT_TEXT;
-    return AL_FMT_UNKNOWN;
+    unsigned m = 0;
+    const json_t *msgs = json_object_get(o, "messages"), *input = json_object_get(o, "input");
+    if (msgs) m |= sharegpt_style(msgs) ? FMT_BIT(AL_FMT_SHAREGPT) : FMT_BIT(AL_FMT_MESSAGES);
+    if (HAS("conversations")) m |= FMT_BIT(AL_FMT_SHAREGPT);
+    if (HAS("instruction") || HAS("output") || (input && !json_is_object(input)))
+        m |= FMT_BIT(AL_FMT_ALPACA);
+    if (HAS("text")) m |= FMT_BIT(AL_FMT_TEXT);
+    if (HAS("label") && (HAS("completion") || HAS("prompt"))) m |= FMT_BIT(AL_FMT_UNPAIRED);
+    else if (HAS("completion")) m |= FMT_BIT(AL_FMT_PROMPT_COMPLETION);
+    if (HAS("preferred_output") || HAS("non_preferred_output") || HAS("chosen") || HAS("rejected") ||
+        json_is_object(input))
+        m |= FMT_BIT(AL_FMT_PREFERENCE);
+    if (HAS("ranking")) m |= FMT_BIT(AL_FMT_RANKINGS);
+    if (HAS("ratings")) m |= FMT_BIT(AL_FMT_RATINGS);
+    if (m & FMT_BIT(AL_FMT_PREFERENCE)) m &= ~(FMT_BIT(AL_FMT_ALPACA) | FMT_BIT(AL_FMT_SHAREGPT));
+    if (!m && HAS("prompt") && !HAS("responses")) m = FMT_BIT(AL_FMT_PROMPT_ONLY);
+    return m;
 #undef HAS
+}
+
+static int popcount(unsigned m) {
+    int n = 0;
+    for (; m; m &= m - 1) n++;
+    return n;
+}
+
+static al_data_format lowest(unsigned m) {
+    for (int f = 1; f < AL_FMT_COUNT; f++)
+        if (m & FMT_BIT(f)) return (al_data_format)f;
+    return AL_FMT_UNKNOWN;
+}
+
+/* "alpaca (instruction/output), text (text)" */
+static void name_formats(unsigned m, char *out, size_t n) {
+    size_t k = 0;
+    out[0] = 0;
+    for (int f = 1; f < AL_FMT_COUNT && k < n; f++)
+        if (m & FMT_BIT(f))
+            k += (size_t)snprintf(out + k, n - k, "%s%s (%s)", k ? ", " : "", FORMAT_NAMES[f],
+                                  FORMAT_KEYS[f]);
 }
 
 /* ---- canonical form for duplicates ------------------------------------- */
@@ -734,6 +1232,58 @@ static al_example *new_example(reader *d) {
     return e;
 }
 
+/* A conversation as chat templates take it: content parts joined into one
+ * string (with nothing between them, as the chat API joins them) and
+ * tool_calls' JSON-string arguments parsed into objects (Llama 3.1 and
+ * Qwen2.5 render arguments with tojson; vLLM parses them the same way).
+ * A new reference: msgs itself when nothing changes; NULL on ENOMEM. */
+static json_t *norm_conv(const json_t *msgs) {
+    int change = 0;
+    size_t i, k;
+    json_t *m, *c;
+    json_array_foreach(msgs, i, m) {
+        if (json_is_array(json_object_get(m, "content"))) change = 1;
+        json_array_foreach(json_object_get(m, "tool_calls"), k, c) {
+            if (json_is_string(json_object_get(json_object_get(c, "function"), "arguments"))) change = 1;
+        }
+    }
+    if (!change) return json_incref((json_t *)msgs);
+    json_t *out = json_deep_copy(msgs);
+    if (!out) return NULL;
+    json_array_foreach(out, i, m) {
+        json_t *parts = json_object_get(m, "content");
+        if (json_is_array(parts)) {
+            sbuf b = {0};
+            json_t *part;
+            json_array_foreach(parts, k, part) {
+                json_t *t = json_object_get(part, "text");
+                sb_put(&b, json_string_value(t), json_string_length(t));
+            }
+            json_t *str = b.oom ? NULL : json_stringn(b.p ? b.p : "", b.n);
+            free(b.p);
+            if (!str || json_object_set_new(m, "content", str)) {
+                json_decref(out);
+                return NULL;
+            }
+        }
+        json_array_foreach(json_object_get(m, "tool_calls"), k, c) {
+            json_t *fn = json_object_get(c, "function"), *a = json_object_get(fn, "arguments");
+            json_t *v = json_is_string(a) ? json_loadb(json_string_value(a), json_string_length(a), 0, NULL) : NULL;
+            if (v) json_object_set_new(fn, "arguments", v);
+        }
+    }
+    return out;
+}
+
+static int enc_conv(reader *d, const json_t *msgs, const json_t *tools, int first_trained, al_seq *out,
+                    char err[AL_ERRLEN]) {
+    json_t *n = norm_conv(msgs);
+    if (!n) return al_err(err, AL_ENOMEM, "out of memory");
+    int rc = al_chat_encode_messages(d->chat, n, tools, first_trained, out, err);
+    json_decref(n);
+    return rc;
+}
+
 /* prompt (string, list or NULL) + completion as one sequence. shared >= 0:
  * completion is a whole sequence whose first `shared` bytes (or messages)
  * are the prompt. */
@@ -749,14 +1299,14 @@ static int enc_one(reader *d, const json_t *prompt, const json_t *comp, const js
         size_t pl = prompt ? json_string_length(prompt) : 0;
         return al_chat_encode_text(d->chat, ps, pl, cs, cl, out, err);
     }
-    if (shared >= 0) return al_chat_encode_messages(d->chat, comp, tools, (int)shared, out, err);
+    if (shared >= 0) return enc_conv(d, comp, tools, (int)shared, out, err);
     json_t *all = json_array();
     if (!all) return al_err(err, AL_ENOMEM, "out of memory");
     if ((prompt && json_array_extend(all, (json_t *)prompt)) || json_array_extend(all, (json_t *)comp)) {
         json_decref(all);
         return al_err(err, AL_ENOMEM, "out of memory");
     }
-    int rc = al_chat_encode_messages(d->chat, all, tools, (int)json_array_size(prompt), out, err);
+    int rc = enc_conv(d, all, tools, (int)json_array_size(prompt), out, err);
     json_decref(all);
     return rc;
 }
@@ -766,7 +1316,11 @@ static int enc_prompt(reader *d, const json_t *prompt, const json_t *tools, al_s
     if (json_is_string(prompt))
         return al_chat_encode_prompt(d->chat, json_string_value(prompt), json_string_length(prompt),
                                      out, err);
-    return al_chat_encode_prompt_messages(d->chat, prompt, tools, out, err);
+    json_t *n = norm_conv(prompt);
+    if (!n) return al_err(err, AL_ENOMEM, "out of memory");
+    int rc = al_chat_encode_prompt_messages(d->chat, n, tools, out, err);
+    json_decref(n);
+    return rc;
 }
 
 static int copy_seq(const al_seq *s, al_seq *out) {
@@ -819,6 +1373,7 @@ static int encode_row(reader *d, row_rec *r, const parsed *p, al_data_format f, 
             rc = AL_ENOMEM;
             goto fail;
         }
+        e->row = json_incref((json_t *)p->row);
         e->line = r->line;
     } else if (f == AL_FMT_RANKINGS || f == AL_FMT_RATINGS) {
         /* Each response is tokenized once; pairs share copies. */
@@ -900,8 +1455,13 @@ static int encode_row(reader *d, row_rec *r, const parsed *p, al_data_format f, 
         if (!e) return AL_ENOMEM;
         e->line = r->line;
         e->label = (float)p->label;
-        const json_t *prompt = f == AL_FMT_TEXT || f == AL_FMT_MESSAGES ? NULL : p->prompt;
-        what = f == AL_FMT_TEXT ? "text" : f == AL_FMT_MESSAGES ? "messages" : "completion";
+        int whole = f == AL_FMT_TEXT || f == AL_FMT_MESSAGES || f == AL_FMT_ALPACA || f == AL_FMT_SHAREGPT;
+        const json_t *prompt = whole ? NULL : p->prompt;
+        what = f == AL_FMT_TEXT       ? "text"
+               : f == AL_FMT_MESSAGES ? "messages"
+               : f == AL_FMT_ALPACA   ? "instruction"
+               : f == AL_FMT_SHAREGPT ? "conversations"
+                                      : "completion";
         if ((rc = enc_one(d, prompt, p->comp[0], p->tools, -1, &e->seq[0], err)) != AL_OK)
             goto fail;
     }
@@ -945,10 +1505,15 @@ static int process(reader *d, row_rec *r, const json_t *o, al_data_format f) {
     r->used = (int8_t)f;
     r->label = -1;
     r->tokens = -1;
-    if (validate(r, o, f, &p)) return AL_OK;
-    r->conv = (uint8_t)(p.conv > 0);
-    if (!d->chat || !takes(d, f)) return AL_OK;
-    int rc = encode_row(d, r, &p, f, (al_batch_kind)kind_of(d, f));
+    al_batch_kind kind = (al_batch_kind)kind_of(d, f);
+    int bad = validate(r, o, f, kind, &p), rc = AL_OK;
+    p.row = o;
+    if (p.oom) rc = AL_ENOMEM;
+    else if (!bad) {
+        r->conv = (uint8_t)(p.conv > 0);
+        if (d->chat && takes(d, f)) rc = encode_row(d, r, &p, f, kind);
+    }
+    parsed_deinit(&p);
     return rc == AL_ENOMEM ? AL_ENOMEM : AL_OK;
 }
 
@@ -978,7 +1543,14 @@ static int first_look(reader *d, row_rec *r, const json_t *o) {
         return AL_OK;
     }
     r->parsed = 1;
-    r->det = (int8_t)detect(o);
+    unsigned cands = detect(o);
+    r->det = (int8_t)lowest(cands);
+    if (popcount(cands) > 1) {
+        /* the method may settle it: one candidate it can train */
+        unsigned fit = d->m ? cands & d->m->fmts : 0;
+        if (popcount(fit) == 1) r->det = (int8_t)lowest(fit);
+        else r->cands = (uint16_t)cands;
+    }
     sbuf b = {0};
     canon(&b, o, 1);
     if (b.oom) {
@@ -1003,6 +1575,16 @@ static json_t *parse_line(const char *s, size_t n, json_error_t *je) {
     return json_loadb(s, n, JSON_DECODE_ANY, je);
 }
 
+/* The report lists the first bad rows only: the others keep their code
+ * (counted) but not their text, so millions of bad lines stay cheap. */
+static void cap_detail(reader *d, row_rec *r) {
+    if (r->bad && ++d->n_bad > AL_REPORT_MAX_ITEMS) {
+        free(r->field);
+        free(r->msg);
+        r->field = r->msg = NULL;
+    }
+}
+
 static int feed_line(reader *d, const char *s, size_t n, int line, size_t off) {
     row_rec *r = new_row(d, line);
     if (!r) return AL_ENOMEM;
@@ -1010,20 +1592,283 @@ static int feed_line(reader *d, const char *s, size_t n, int line, size_t off) {
     r->len = n;
     json_error_t je;
     json_t *o = parse_line(s, n, &je);
-    if (!o) {
+    int rc = AL_OK;
+    if (!o)
         row_error(r, "invalid_json", "", "invalid JSON at column %d: %s", je.column, je.text);
-        return AL_OK;
-    }
-    int rc = first_look(d, r, o);
+    else
+        rc = first_look(d, r, o);
     json_decref(o);
+    cap_detail(d, r);
     return rc;
 }
 
 /* The object of row r again (a new reference). */
+static json_t *csv_reload(const reader *d, const row_rec *r);
+static int read_lines(reader *d, const char *buf, size_t len, size_t pos);
+
 static json_t *reload(const reader *d, const row_rec *r) {
     if (d->arr) return json_incref(json_array_get(d->arr, r->off));
+    if (d->cols) return csv_reload(d, r);
     json_error_t je;
     return parse_line(d->buf + r->off, r->len, &je);
+}
+
+/* ---- files: a JSON array, CSV and TSV --------------------------------------- */
+
+static size_t skip_ws(const char *b, size_t n, size_t i) {
+    while (i < n && (b[i] == ' ' || b[i] == '\t' || b[i] == '\n' || b[i] == '\r')) i++;
+    return i;
+}
+
+/* Line numbers of increasing offsets, counted once. */
+typedef struct line_at { const char *b; size_t pos; int line; } line_at;
+
+static int line_of(line_at *l, size_t off) {
+    for (; l->pos < off; l->pos++) l->line += l->b[l->pos] == '\n';
+    return l->line;
+}
+
+/* An error that belongs to no row of its own (the array is cut short, text
+ * follows it): a row holding only the error. */
+static int error_row(reader *d, int line, const char *code, const char *msg) {
+    row_rec *r = new_row(d, line);
+    if (!r) return AL_ENOMEM;
+    row_error(r, code, "", "%s", msg);
+    return AL_OK;
+}
+
+/* A JSON array of row objects, one element at a time so that each row
+ * knows the line its object starts on. An element that does not parse ends
+ * the reading (what follows cannot be told from it). */
+static int read_array(reader *d, const char *buf, size_t len, size_t start, line_at *la) {
+    size_t i = start + 1;
+    int first = 1, rc;
+    char msg[AL_ERRLEN];
+    for (;;) {
+        i = skip_ws(buf, len, i);
+        if (i >= len) return error_row(d, line_of(la, i), "invalid_json", "the JSON array is not closed");
+        if (first && buf[i] == ']') {
+            i++;
+            break;
+        }
+        json_error_t je;
+        json_t *o = json_loadb(buf + i, len - i, JSON_DECODE_ANY | JSON_DISABLE_EOF_CHECK, &je);
+        int line = line_of(la, i);
+        if (!o) {
+            snprintf(msg, sizeof msg, "invalid JSON at line %d column %d: %s (the rest of the array is "
+                     "not read)", line + je.line - 1, je.column, je.text);
+            return error_row(d, line + je.line - 1, "invalid_json", msg);
+        }
+        row_rec *r = new_row(d, line);
+        if (!r) {
+            json_decref(o);
+            return AL_ENOMEM;
+        }
+        r->off = i;
+        r->len = (size_t)je.position;
+        rc = first_look(d, r, o);
+        json_decref(o);
+        cap_detail(d, r);
+        if (rc != AL_OK) return rc;
+        i = skip_ws(buf, len, i + (size_t)je.position);
+        first = 0;
+        if (i < len && buf[i] == ',') {
+            i++;
+            continue;
+        }
+        if (i < len && buf[i] == ']') {
+            i++;
+            break;
+        }
+        return error_row(d, line_of(la, i), "invalid_json", "expected ',' or ']' after an element of the array");
+    }
+    i = skip_ws(buf, len, i);
+    if (i < len) return error_row(d, line_of(la, i), "invalid_json", "text follows the JSON array");
+    return AL_OK;
+}
+
+/* Columns whose cells are read as JSON when they parse as it (lists and
+ * objects have no CSV form of their own). */
+static const char *const JSON_COLUMNS[] = {"messages", "conversations", "history", "tools", "responses",
+                                           "ranking",  "ratings",       NULL};
+/* Column names that say what format a header is for. */
+static const char *const FORMAT_COLUMNS[] = {"text",   "messages", "conversations", "instruction",
+                                             "output", "prompt",   "completion",    "chosen",
+                                             "rejected", "input",  NULL};
+
+/* A CSV record as a row object: each column a string; label true/false/1/0
+ * a boolean; the JSON columns parsed; empty cells of those two left out.
+ * NULL with *why set when a cell is not UTF-8 (or out of memory). */
+static json_t *csv_object(const reader *d, const al_csv_rec *rec, const char **why) {
+    json_t *o = json_object();
+    *why = "out of memory";
+    for (int i = 0; o && i < d->n_cols; i++) {
+        const char *name = d->cols[i], *v = rec->f[i];
+        size_t n = rec->fl[i];
+        json_t *x = NULL;
+        int special = in_list(name, JSON_COLUMNS) || !strcmp(name, "label");
+        if (special && blank(v, n)) continue;
+        if (!strcmp(name, "label") && (!strcmp(v, "true") || !strcmp(v, "1") || !strcmp(v, "True")))
+            x = json_true();
+        else if (!strcmp(name, "label") && (!strcmp(v, "false") || !strcmp(v, "0") || !strcmp(v, "False")))
+            x = json_false();
+        else if (in_list(name, JSON_COLUMNS) && (v[skip_ws(v, n, 0)] == '[' || v[skip_ws(v, n, 0)] == '{'))
+            x = json_loadb(v, n, 0, NULL);
+        if (!x && !(x = json_stringn(v, n))) {
+            json_decref(o);
+            *why = "a cell is not valid UTF-8";
+            return NULL;
+        }
+        if (json_object_set_new(o, name, x)) {
+            json_decref(o);
+            return NULL;
+        }
+    }
+    return o;
+}
+
+static int csv_row(void *ud, const al_csv_rec *rec) {
+    reader *d = ud;
+    row_rec *r = new_row(d, rec->line);
+    if (!r) return AL_ENOMEM;
+    r->off = rec->off;
+    r->len = rec->len;
+    int rc = AL_OK;
+    const char *why = NULL;
+    json_t *o = NULL;
+    if (rec->error)
+        row_error(r, "invalid_csv", "", "%s", rec->error);
+    else if (rec->n != d->n_cols)
+        row_error(r, "invalid_csv", "", "the record has %d field%s, the header %d", rec->n,
+                  rec->n == 1 ? "" : "s", d->n_cols);
+    else if (!(o = csv_object(d, rec, &why)) && !strcmp(why, "out of memory"))
+        return AL_ENOMEM;
+    else if (!o)
+        row_error(r, "invalid_csv", "", "%s", why);
+    else
+        rc = first_look(d, r, o);
+    json_decref(o);
+    cap_detail(d, r);
+    return rc;
+}
+
+typedef struct csv_one { const reader *d; json_t *o; } csv_one;
+
+static int csv_one_cb(void *ud, const al_csv_rec *rec) {
+    csv_one *c = ud;
+    const char *why;
+    if (!rec->error && rec->n == c->d->n_cols) c->o = csv_object(c->d, rec, &why);
+    return 1;
+}
+
+static json_t *csv_reload(const reader *d, const row_rec *r) {
+    csv_one c = {d, NULL};
+    al_csv_each(d->buf, r->off + r->len, r->off, r->line, d->delim, csv_one_cb, &c);
+    return c.o;
+}
+
+typedef struct header { char **cols; int n, oom; size_t end; } header;
+
+static int header_cb(void *ud, const al_csv_rec *rec) {
+    header *h = ud;
+    h->end = rec->off + rec->len;
+    if (rec->error || rec->n == 0) return 1;
+    h->cols = calloc((size_t)rec->n, sizeof *h->cols);
+    if (!h->cols) {
+        h->oom = 1;
+        return 1;
+    }
+    h->n = rec->n;
+    for (int i = 0; i < rec->n; i++) {
+        /* names are trimmed: "prompt, completion" is a common header */
+        size_t a = skip_ws(rec->f[i], rec->fl[i], 0), b = rec->fl[i];
+        while (b > a && blank(rec->f[i] + b - 1, 1)) b--;
+        if (!(h->cols[i] = strndup(rec->f[i] + a, b - a))) h->oom = 1;
+    }
+    return 1;
+}
+
+static void header_free(header *h) {
+    for (int i = 0; i < h->n; i++) free(h->cols[i]);
+    free(h->cols);
+    memset(h, 0, sizeof *h);
+}
+
+/* The header at buf[start..] split at delim; *known: how many of its names
+ * say a format. */
+static int read_header(const char *buf, size_t len, size_t start, int line, char delim, header *h,
+                       int *known) {
+    memset(h, 0, sizeof *h);
+    al_csv_each(buf, len, start, line, delim, header_cb, h);
+    if (h->oom) {
+        header_free(h);
+        return AL_ENOMEM;
+    }
+    *known = 0;
+    for (int i = 0; i < h->n; i++) *known += h->cols[i] && in_list(h->cols[i], FORMAT_COLUMNS);
+    return AL_OK;
+}
+
+static const char *extension(const char *name) {
+    const char *dot = name ? strrchr(name, '.') : NULL;
+    return dot && !strchr(dot, '/') ? dot + 1 : "";
+}
+
+/* CSV or TSV when the first line is a header naming a format's columns.
+ * Returns AL_OK with d->cols set (CSV/TSV), AL_OK with d->cols NULL (not a
+ * header: read as JSONL), or AL_ENOMEM; sets d->file_fatal when the header
+ * reads both ways. */
+static int sniff_csv(reader *d, const char *buf, size_t len, size_t start, int line) {
+    const char *ext = extension(d->o.filename);
+    const char *nl = memchr(buf + start, '\n', len - start);
+    size_t end = nl ? (size_t)(nl - buf) : len;
+    int commas = memchr(buf + start, ',', end - start) != NULL;
+    int tabs = memchr(buf + start, '\t', end - start) != NULL;
+    char delim = !strcasecmp(ext, "tsv") || !strcasecmp(ext, "tab") ? '\t'
+                 : !strcasecmp(ext, "csv")                          ? ','
+                 : tabs && !commas                                  ? '\t'
+                                                                    : ',';
+    header h, h2;
+    int known = 0, known2 = 0, rc;
+    if ((rc = read_header(buf, len, start, line, delim, &h, &known))) return rc;
+    if (!ext[0] || (strcasecmp(ext, "csv") && strcasecmp(ext, "tsv") && strcasecmp(ext, "tab"))) {
+        if (commas && tabs) {
+            if ((rc = read_header(buf, len, start, line, '\t', &h2, &known2))) {
+                header_free(&h);
+                return rc;
+            }
+            if (known && known2) {
+                snprintf(d->file_fatal, sizeof d->file_fatal,
+                         "the header line reads as CSV (%d columns) and as TSV (%d columns); a file "
+                         "named .csv or .tsv settles it",
+                         h.n, h2.n);
+                header_free(&h2);
+            } else if (known2) {
+                header_free(&h);
+                h = h2;
+                known = known2;
+                delim = '\t';
+            } else {
+                header_free(&h2);
+            }
+        }
+    }
+    if (!known) {
+        header_free(&h);
+        d->file_fatal[0] = 0;
+        return AL_OK;
+    }
+    for (int i = 0; i < h.n; i++)
+        for (int j = 0; j < i; j++)
+            if (!strcmp(h.cols[i], h.cols[j]) && !d->file_fatal[0])
+                snprintf(d->file_fatal, sizeof d->file_fatal, "the header names the column \"%.60s\" twice",
+                         h.cols[i]);
+    d->cols = h.cols;
+    d->n_cols = h.n;
+    d->body = h.end;
+    d->delim = delim;
+    d->file_format = delim == '\t' ? "tsv" : "csv";
+    return AL_OK;
 }
 
 /* ---- after the pass ------------------------------------------------------ */
@@ -1096,9 +1941,20 @@ static void apply_length(reader *d, row_rec *r, al_batch_kind kind) {
 
 static json_t *jint(long long v) { return json_integer(v); }
 
-static void add_warning(json_t *arr, int line, const char *code, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
-static void add_warning(json_t *arr, int line, const char *code, const char *fmt, ...) {
+/* Counts one more `code` in the object counts (code -> N). */
+static void count_code(json_t *counts, const char *code) {
+    json_t *c = json_object_get(counts, code);
+    json_object_set_new(counts, code, jint(c ? json_integer_value(c) + 1 : 1));
+}
+
+/* A warning: counted by code always, listed while the list has room
+ * (AL_REPORT_MAX_ITEMS). */
+static void add_warning(json_t *arr, json_t *counts, int line, const char *code, const char *fmt,
+                        ...) __attribute__((format(printf, 5, 6)));
+static void add_warning(json_t *arr, json_t *counts, int line, const char *code, const char *fmt,
+                        ...) {
+    count_code(counts, code);
+    if (json_array_size(arr) >= AL_REPORT_MAX_ITEMS) return;
     char text[AL_ERRLEN];
     va_list ap;
     va_start(ap, fmt);
@@ -1113,13 +1969,18 @@ static void structure_name(const row_rec *r, char *out, size_t n) {
     case AL_FMT_TEXT: snprintf(out, n, "text"); break;
     case AL_FMT_MESSAGES: snprintf(out, n, r->multi_turn ? "multi_turn" : "single_turn"); break;
     case AL_FMT_PREFERENCE:
-        snprintf(out, n, r->variant == 2 ? "openai" : r->variant == 1 ? "implicit_prompt"
-                                                                     : "explicit_prompt");
+        snprintf(out, n, r->variant == 4   ? "sharegpt"
+                         : r->variant == 3 ? "alpaca"
+                         : r->variant == 2 ? "openai"
+                         : r->variant == 1 ? "implicit_prompt"
+                                           : "explicit_prompt");
         break;
     case AL_FMT_UNPAIRED: snprintf(out, n, r->label ? "desirable" : "undesirable"); break;
     case AL_FMT_PROMPT_ONLY: snprintf(out, n, r->has_ref ? "with_reference" : "without_reference"); break;
     case AL_FMT_RANKINGS:
     case AL_FMT_RATINGS: snprintf(out, n, "%d_responses", r->n_resp); break;
+    case AL_FMT_ALPACA: snprintf(out, n, r->multi_turn ? "with_history" : "single_turn"); break;
+    case AL_FMT_SHAREGPT: snprintf(out, n, r->multi_turn ? "multi_turn" : "single_turn"); break;
     default: snprintf(out, n, r->conv ? "conversational" : "standard"); break;
     }
 }
@@ -1257,24 +2118,49 @@ static json_t *build_mix(reader *d, const int *kept, int n_kept, int tokenized) 
 
 static int finish(reader *d, al_dataset **out, char err[AL_ERRLEN]) {
     int rc = AL_OK;
-    /* 1. The file's format: the most common among rows that are objects. */
-    int count[AL_FMT_COUNT] = {0}, first[AL_FMT_COUNT];
-    for (int f = 0; f < AL_FMT_COUNT; f++) first[f] = INT32_MAX;
+    /* 1. The file's format: the most common among rows whose keys fit one
+     * format. Rows that fit several, when no row settles it, or a tie
+     * between two formats, leave it ambiguous: refused, never guessed. */
+    int count[AL_FMT_COUNT] = {0};
+    unsigned common = ~0u, seen = 0;
+    int n_amb = 0;
     for (int i = 0; i < d->n_rows; i++) {
         row_rec *r = &d->rows[i];
         if (!r->parsed || r->det == AL_FMT_UNKNOWN) continue;
+        if (r->cands) {
+            n_amb++;
+            common &= r->cands;
+            seen |= r->cands;
+            continue;
+        }
         count[r->det]++;
-        if (r->line < first[r->det]) first[r->det] = r->line;
     }
     al_data_format F = AL_FMT_UNKNOWN;
     for (int f = 1; f < AL_FMT_COUNT; f++)
-        if (count[f] > count[F] || (count[f] && count[f] == count[F] && first[f] < first[F]))
-            F = (al_data_format)f;
-    /* 2. Rows detected as something else are judged as F. */
+        if (count[f] > count[F]) F = (al_data_format)f;
+    char ambiguous[AL_ERRLEN] = "", names[AL_ERRLEN];
+    for (int f = 1; f < AL_FMT_COUNT && F != AL_FMT_UNKNOWN; f++)
+        if (f != (int)F && count[f] == count[F]) {
+            name_formats(FMT_BIT(F) | FMT_BIT(f), names, sizeof names);
+            snprintf(ambiguous, sizeof ambiguous,
+                     "as many rows are in one format as in another (%d each): %s; the file's format "
+                     "cannot be told apart",
+                     count[F], names);
+            F = AL_FMT_UNKNOWN;
+            break;
+        }
+    if (!ambiguous[0] && F == AL_FMT_UNKNOWN && n_amb) {
+        name_formats(common ? common : seen, names, sizeof names);
+        snprintf(ambiguous, sizeof ambiguous,
+                 "every row has the keys of more than one format: %s; keep only the columns of "
+                 "the format you mean",
+                 names);
+    }
+    /* 2. Rows judged as something else are judged as F. */
     if (F != AL_FMT_UNKNOWN)
         for (int i = 0; i < d->n_rows; i++) {
             row_rec *r = &d->rows[i];
-            if (!r->parsed || r->det == (int8_t)F) continue;
+            if (!r->parsed || r->used == (int8_t)F) continue;
             drop_examples(d, r);
             row_clear_error(r);
             r->has_system = r->multi_turn = r->variant = r->n_resp = r->has_ref = 0;
@@ -1288,10 +2174,10 @@ static int finish(reader *d, al_dataset **out, char err[AL_ERRLEN]) {
 
     al_dataset *ds = calloc(1, sizeof *ds);
     json_t *rep = json_object(), *errors = json_array(), *warnings = json_array(),
-           *counts = json_object();
+           *counts = json_object(), *wcounts = json_object();
     int *kept = malloc(((size_t)d->n_rows + 1) * sizeof *kept);
     int *lens = malloc(((size_t)d->n_rows + 1) * sizeof *lens);
-    if (!ds || !rep || !errors || !warnings || !counts || !kept || !lens) {
+    if (!ds || !rep || !errors || !warnings || !counts || !wcounts || !kept || !lens) {
         rc = AL_ENOMEM;
         goto fail;
     }
@@ -1299,8 +2185,14 @@ static int finish(reader *d, al_dataset **out, char err[AL_ERRLEN]) {
     ds->format = F;
 
     /* 3. File-level verdicts. */
-    if (d->n_rows == 0) {
+    if (d->n_rows == 0 && !d->file_fatal[0]) {
         snprintf(ds->fatal, sizeof ds->fatal, "the dataset has no rows");
+    } else if (ambiguous[0] || d->file_fatal[0]) {
+        const char *code = d->file_fatal[0] && strstr(d->file_fatal, "twice") ? "invalid_csv" : "ambiguous_format";
+        snprintf(ds->fatal, sizeof ds->fatal, "%s", d->file_fatal[0] ? d->file_fatal : ambiguous);
+        json_array_append_new(errors, json_pack("{s:i,s:s,s:s,s:s}", "line", 0, "code", code, "field", "",
+                                                "message", ds->fatal));
+        json_object_set_new(counts, code, jint(1));
     } else if (F == AL_FMT_UNKNOWN) {
         snprintf(ds->fatal, sizeof ds->fatal, "no row is in a recognised format");
     } else if (!takes(d, F)) {
@@ -1316,14 +2208,20 @@ static int finish(reader *d, al_dataset **out, char err[AL_ERRLEN]) {
     /* 4. Errors, duplicates. */
     if ((rc = mark_duplicates(d)) != AL_OK) goto fail;
     int valid = 0, empty = 0, dups = 0, dedup = 0, n_kept = 0, conv = 0;
+    int n_err = (int)json_array_size(errors);
     for (int i = 0; i < d->n_rows; i++) {
         row_rec *r = &d->rows[i];
         if (r->bad) {
-            json_array_append_new(errors, json_pack("{s:i,s:s,s:s,s:s}", "line", r->line, "code",
-                                                    r->code, "field", r->field ? r->field : "",
-                                                    "message", r->msg ? r->msg : r->code));
-            json_t *c = json_object_get(counts, r->code);
-            json_object_set_new(counts, r->code, jint(c ? json_integer_value(c) + 1 : 1));
+            if (json_array_size(errors) < AL_REPORT_MAX_ITEMS) {
+                char msg[64];
+                snprintf(msg, sizeof msg, "line %d: %s", r->line, r->code);
+                json_array_append_new(errors, json_pack("{s:i,s:s,s:s,s:s}", "line", r->line,
+                                                        "code", r->code, "field",
+                                                        r->field ? r->field : "", "message",
+                                                        r->msg ? r->msg : msg));
+            }
+            n_err++;
+            count_code(counts, r->code);
             empty += r->empty;
             drop_examples(d, r);
             continue;
@@ -1331,7 +2229,7 @@ static int finish(reader *d, al_dataset **out, char err[AL_ERRLEN]) {
         valid++;
         if (r->dup) {
             dups++;
-            add_warning(warnings, r->line, "duplicate", "line %d: duplicates line %d%s", r->line,
+            add_warning(warnings, wcounts, r->line, "duplicate", "line %d: duplicates line %d%s", r->line,
                         r->dup_of, d->o.dedupe ? " (dropped)" : "");
             if (d->o.dedupe) {
                 dedup++;
@@ -1344,7 +2242,7 @@ static int finish(reader *d, al_dataset **out, char err[AL_ERRLEN]) {
     }
     ds->rows = d->n_rows;
     ds->valid_rows = valid;
-    ds->n_errors = (int)json_array_size(errors);
+    ds->n_errors = n_err;
     ds->conversational = conv * 2 > n_kept;
 
     /* 5. Token statistics over the kept rows, before truncation. */
@@ -1370,7 +2268,7 @@ static int finish(reader *d, al_dataset **out, char err[AL_ERRLEN]) {
             apply_length(d, r, kind);
             if (r->dropped) {
                 dropped++;
-                add_warning(warnings, r->line, "dropped",
+                add_warning(warnings, wcounts, r->line, "dropped",
                             kind == AL_BATCH_PROMPT
                                 ? "line %d: the prompt (%d tokens) is longer than max_prompt_length"
                                 : "line %d: truncating to max_length would leave no trained token "
@@ -1378,7 +2276,7 @@ static int finish(reader *d, al_dataset **out, char err[AL_ERRLEN]) {
                             r->line, r->tokens);
             } else if (r->truncated) {
                 truncated++;
-                add_warning(warnings, r->line, "truncated",
+                add_warning(warnings, wcounts, r->line, "truncated",
                             "line %d: %d tokens cut to max_length %d", r->line, r->tokens,
                             d->o.max_length);
             }
@@ -1416,6 +2314,7 @@ static int finish(reader *d, al_dataset **out, char err[AL_ERRLEN]) {
                  ds->n_errors, d->n_rows, dropped, d->o.max_length,
                  dedup ? ", and duplicates were removed" : "");
     json_object_set_new(rep, "format", json_string(al_data_format_name(F)));
+    json_object_set_new(rep, "file_format", json_string(d->file_format ? d->file_format : "jsonl"));
     json_object_set_new(rep, "style", json_string(conv == 0 ? "standard"
                                                   : conv == n_kept ? "conversational"
                                                                    : "mixed"));
@@ -1434,10 +2333,14 @@ static int finish(reader *d, al_dataset **out, char err[AL_ERRLEN]) {
     json_object_set_new(rep, "truncated", jint(truncated));
     json_object_set_new(rep, "dropped", jint(dropped));
     json_object_set_new(rep, "warnings", warnings);
+    json_object_set_new(rep, "warning_counts", wcounts);
+    json_object_set_new(rep, "errors_omitted", jint(n_err - (long long)json_array_size(errors)));
+    json_object_set_new(rep, "warnings_omitted", jint(dups + truncated + dropped -
+                                                      (long long)json_array_size(warnings)));
     json_object_set_new(rep, "mix", mix);
     json_object_set_new(rep, "trainable", json_boolean(trainable));
     if (ds->fatal[0]) json_object_set_new(rep, "fatal", json_string(ds->fatal));
-    errors = warnings = counts = NULL;
+    errors = warnings = counts = wcounts = NULL;
     ds->report = rep;
     free(kept);
     free(lens);
@@ -1452,6 +2355,7 @@ fail:
     json_decref(errors);
     json_decref(warnings);
     json_decref(counts);
+    json_decref(wcounts);
     free(kept);
     free(lens);
     return al_err(err, rc, "out of memory building the dataset report");
@@ -1468,6 +2372,8 @@ static void reader_deinit(reader *d) {
     free(d->rows);
     for (int i = 0; i < d->n_ex; i++) al_example_deinit(&d->ex[i]);
     free(d->ex);
+    for (int i = 0; i < d->n_cols; i++) free(d->cols[i]);
+    free(d->cols);
 }
 
 static int reader_init(reader *d, const al_chat *chat, const al_data_opts *opts,
@@ -1496,7 +2402,32 @@ int al_dataset_read_mem(const char *buf, size_t len, const al_chat *chat,
     d.buf = buf;
     size_t pos = 0;
     if (len >= 3 && memcmp(buf, "\xEF\xBB\xBF", 3) == 0) pos = 3;   /* UTF-8 BOM */
-    int line = 0;
+    size_t first = skip_ws(buf, len, pos);
+    line_at la = {buf, pos, 1};
+    if (first < len && buf[first] == '[') {
+        d.file_format = "json";
+        rc = read_array(&d, buf, len, first, &la);
+    } else if (first < len && buf[first] != '{' &&
+               (rc = sniff_csv(&d, buf, len, first, line_of(&la, first))) == AL_OK && d.cols) {
+        /* records from the end of the header on */
+        if (!d.file_fatal[0])
+            rc = al_csv_each(buf, len, d.body, line_of(&la, d.body), d.delim, csv_row, &d);
+    } else if (rc == AL_OK) {
+        d.file_format = "jsonl";
+        rc = read_lines(&d, buf, len, pos);
+    }
+    if (rc != AL_OK) {
+        reader_deinit(&d);
+        return al_err(err, rc, "out of memory reading the file");
+    }
+    rc = finish(&d, out, err);
+    reader_deinit(&d);
+    return rc;
+}
+
+/* JSONL: one row per non-blank line. */
+static int read_lines(reader *d, const char *buf, size_t len, size_t pos) {
+    int line = 0, rc;
     while (pos < len) {
         line++;
         const char *s = buf + pos;
@@ -1505,15 +2436,10 @@ int al_dataset_read_mem(const char *buf, size_t len, const al_chat *chat,
         size_t next = pos + n + (nl ? 1 : 0);
         size_t m = n;
         if (m && s[m - 1] == '\r') m--;
-        if (!blank(s, m) && (rc = feed_line(&d, s, m, line, pos)) != AL_OK) {
-            reader_deinit(&d);
-            return al_err(err, rc, "out of memory reading line %d", line);
-        }
+        if (!blank(s, m) && (rc = feed_line(d, s, m, line, pos)) != AL_OK) return rc;
         pos = next;
     }
-    rc = finish(&d, out, err);
-    reader_deinit(&d);
-    return rc;
+    return AL_OK;
 }
 
 int al_dataset_read_file(const char *path, const al_chat *chat, const al_data_opts *opts,
@@ -1523,7 +2449,10 @@ int al_dataset_read_file(const char *path, const al_chat *chat, const al_data_op
     size_t len = 0;
     int rc = al_file_read(path, max, &buf, &len, err);
     if (rc != AL_OK) return rc;
-    rc = al_dataset_read_mem(buf, len, chat, opts, out, err);
+    al_data_opts o = {0};
+    if (opts) o = *opts;
+    if (!o.filename) o.filename = path;   /* a .csv or .tsv name settles the delimiter */
+    rc = al_dataset_read_mem(buf, len, chat, &o, out, err);
     free(buf);
     return rc;
 }

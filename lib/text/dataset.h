@@ -1,19 +1,66 @@
-/* Datasets: JSONL (or a JSON list of rows) -> validated, tokenized examples
- * and a report.
+/* Datasets: a file of rows -> validated, tokenized examples and a report.
+ *
+ * Files: JSONL (one object per line), a JSON array of objects (one file,
+ * pretty-printed or not; a row's "line" is the line its object starts on),
+ * and CSV or TSV with a header row (RFC 4180 quoting, lib/text/csv.h; the
+ * columns are the row's keys, every value a string, except "label"
+ * (true/false/1/0 -> a boolean) and the list-valued columns messages,
+ * conversations, history, tools, responses, ranking and ratings, which are
+ * read as JSON when they parse as it). Which one a file is comes from its
+ * content: '[' first is a JSON array, '{' first is JSONL, otherwise the
+ * first line must be a header naming a format's columns when split at
+ * commas or at tabs (both -> refused as ambiguous; al_data_opts.filename's
+ * .csv/.tsv extension settles it). The report's "file_format" says which.
  *
  * Every row format people bring is recognised, standard (strings) and
  * conversational (message lists, as TRL's conversational formats):
  *
  *   text               {"text"}                                    LM
- *   messages           {"messages": [{role, content, weight?}]}    LM
+ *   messages           {"messages": [{role, content, weight?,
+ *                       tool_calls?, tool_call_id?}], "tools"?}    LM
+ *                      content: a string or OpenAI's content parts
+ *                      [{"type": "text", "text": ...}] (joined, as the
+ *                      chat API joins them; any other part type is
+ *                      refused: unsupported_content_part); tool_calls'
+ *                      JSON-string arguments are parsed into objects for
+ *                      the template (Llama 3.1 and Qwen2.5 render them
+ *                      with tojson, as vLLM hands them over)
+ *   alpaca             {"instruction", "input"?, "output", "system"?,
+ *                       "history"?: [[query, response], ...]}      LM
+ *                      as LLaMA-Factory's alpaca converter: history pairs
+ *                      become earlier user/assistant turns (trained, as
+ *                      LLaMA-Factory trains them), the user turn is
+ *                      instruction + "\n" + input (either alone when the
+ *                      other is empty), system a first system message
+ *   sharegpt           {"conversations": [{"from", "value"}], "system"?,
+ *                       "tools"?}                                  LM
+ *                      as LLaMA-Factory's sharegpt converter: from is
+ *                      human, gpt, system (first turn only),
+ *                      function_call (the assistant calling a tool: value
+ *                      is the JSON of {"name", "arguments"} or a list of
+ *                      them -> tool_calls) or observation (the tool's
+ *                      answer -> role "tool"); turns alternate
+ *                      human/observation then gpt/function_call and end
+ *                      with the assistant. Also accepted, as LLaMA-Factory
+ *                      accepts with its tags: role/content keys instead of
+ *                      from/value, user/assistant instead of human/gpt, and
+ *                      the list under "messages" when its turns use
+ *                      from/value. tools may be a JSON string of the list.
  *   prompt_completion  {"prompt", "completion"}                    LM
  *   preference         {"prompt", "chosen", "rejected"}            PAIR
  *                      {"chosen", "rejected"} (implicit shared prompt)
+ *                      {"instruction", "input"?, "system"?, "history"?,
+ *                       "chosen", "rejected"} (LLaMA-Factory's alpaca pairs)
+ *                      {"conversations": [...], "chosen": {"from", "value"},
+ *                       "rejected": {...}} (LLaMA-Factory's sharegpt pairs)
  *                      {"input": {"messages", "tools"?}, "preferred_output",
  *                       "non_preferred_output"} (OpenAI's DPO format)
  *   unpaired           {"prompt", "completion", "label": bool}     UNPAIRED (KTO)
  *   prompt_only        {"prompt", "reference"? | "answer"? |
  *                       "solution"? | "ground_truth"?}             PROMPT (RL)
+ *                      (the reference may be a list of accepted answers;
+ *                      the example keeps its row for the graders' "grader"
+ *                      column and external verifiers)
  *   rankings           {"prompt", "responses": [k], "ranking": [k]}: ranking
  *                      lists response indices best first; expanded into all
  *                      k(k-1)/2 ordered pairs, as InstructGPT's reward model
@@ -23,18 +70,27 @@
  *
  * The file's format is the one most rows have; each row is then validated
  * against it, so a row missing a field is reported as missing_field rather
- * than misread as another format. Extra columns are ignored.
+ * than misread as another format. Extra columns are ignored. A file whose
+ * format cannot be told apart is refused, never guessed: when the rows'
+ * keys fit two formats at once (alpaca's instruction/output beside a
+ * "text" column, "text" beside prompt/completion, ...) and the method does
+ * not settle it, or when two formats have the same number of rows, the
+ * report's fatal error (code ambiguous_format, line 0) names the
+ * candidates.
  *
  * Errors carry a line number, a code in the spirit of OpenAI's fine-tuning
  * data checker and a message naming the line and the field: invalid_json,
  * data_type, unrecognized_format, missing_field, invalid_field_type,
  * missing_messages_list, message_missing_key, message_unrecognized_key,
- * unrecognized_role, missing_content, example_missing_assistant_message,
+ * unrecognized_role, missing_content, unsupported_content_part,
+ * invalid_tool_call, invalid_turn_order (sharegpt turns out of order),
+ * invalid_csv (malformed quoting, or a record whose field count differs
+ * from the header's), example_missing_assistant_message,
  * invalid_weight, invalid_label, invalid_ranking, invalid_rating,
  * identical_responses, empty_target (empty or whitespace-only target, or
  * every assistant message weighted 0), template_error (the chat template or
- * tokenizer rejected the row), and unsupported_format (line 0: the file's
- * format cannot train the method).
+ * tokenizer rejected the row), unsupported_format (line 0: the file's
+ * format cannot train the method) and ambiguous_format (line 0).
  *
  * Nothing is dropped or cut silently. The report counts duplicates (rows
  * equal after collapsing whitespace runs and trimming every string, ignoring
@@ -42,7 +98,8 @@
  * to max_length (the end is cut) and rows dropped because truncation would
  * leave no trained token, and lists each of them under "warnings":
  *
- *   {"format":"preference","style":"standard","method":"dpo","kind":"pair",
+ *   {"format":"preference","file_format":"jsonl"|"json"|"csv"|"tsv",
+ *    "style":"standard","method":"dpo","kind":"pair",
  *    "rows":N,"valid_rows":N,"examples":N,
  *    "errors":[{"line":7,"code":"invalid_json","field":"","message":"..."}],
  *    "error_counts":{"invalid_json":1},
@@ -50,6 +107,7 @@
  *    "tokens":{"min":..,"mean":..,"max":..,"p95":..} | null,
  *    "max_length":M | null,"truncated":N,"dropped":N,
  *    "warnings":[{"line":9,"code":"duplicate"|"truncated"|"dropped","message":".."}],
+ *    "warning_counts":{"duplicate":N,...},"errors_omitted":N,"warnings_omitted":N,
  *    "mix":{"by":"task"|"category"|"source"|"structure",
  *           "groups":{name:{"rows":n,"share":f,"tokens_mean":x,"tokens_max":y}},
  *           "structure":{...},"labels":{"desirable":n,"undesirable":n},
@@ -63,6 +121,12 @@
  * datasets may be read concurrently with one shared al_chat. */
 #ifndef AL_DATASET_H
 #define AL_DATASET_H
+
+/* The report lists at most this many errors and this many warnings (the
+ * first, in line order); error_counts and warning_counts count every one by
+ * code and errors_omitted / warnings_omitted say how many were left out, so
+ * a file of millions of bad lines gets a report of a few tens of kB. */
+#define AL_REPORT_MAX_ITEMS 100
 
 #include <jansson.h>
 
@@ -80,11 +144,14 @@ typedef enum al_data_format {
     AL_FMT_PROMPT_ONLY,
     AL_FMT_RANKINGS,
     AL_FMT_RATINGS,
+    AL_FMT_ALPACA,
+    AL_FMT_SHAREGPT,
     AL_FMT_COUNT
 } al_data_format;
 
 /* "text", "messages", "prompt_completion", "preference",
- * "unpaired_preference", "prompt_only", "rankings", "ratings", "unknown". */
+ * "unpaired_preference", "prompt_only", "rankings", "ratings", "alpaca",
+ * "sharegpt", "unknown". */
 const char *al_data_format_name(al_data_format f);
 
 typedef struct al_data_opts {
@@ -100,6 +167,8 @@ typedef struct al_data_opts {
     int max_prompt_length;   /* rl prompts; 0 = max_length */
     int dedupe;              /* drop exact duplicates (they are counted always) */
     size_t max_bytes;        /* largest file read; 0 = 8 GiB */
+    const char *filename;    /* NULL, or the file's name: a .csv or .tsv
+                              * extension settles the delimiter */
 } al_data_opts;
 
 /* A read dataset. Members are read-only for callers; al_dataset_free
@@ -115,7 +184,7 @@ typedef struct al_dataset {
     char fatal[AL_ERRLEN];   /* why nothing can train, "" otherwise */
 } al_dataset;
 
-/* Reads and validates JSONL. chat (borrowed, may be NULL) tokenizes: NULL
+/* Reads and validates a file (JSONL, JSON array, CSV, TSV). chat (borrowed, may be NULL) tokenizes: NULL
  * validates structure only (no examples, "tokens": null). opts may be NULL
  * (defaults). Bad rows do not fail the call: they are in the report, and
  * al_dataset_check turns them into an error where the caller wants one.
@@ -123,7 +192,7 @@ typedef struct al_dataset {
  * max_bytes), AL_EINVAL (unknown method), AL_ENOMEM. */
 int al_dataset_read_file(const char *path, const al_chat *chat, const al_data_opts *opts,
                          al_dataset **out, char err[AL_ERRLEN]);
-/* The same over len bytes of JSONL in memory (borrowed). */
+/* The same over len bytes in memory (borrowed). */
 int al_dataset_read_mem(const char *buf, size_t len, const al_chat *chat,
                         const al_data_opts *opts, al_dataset **out, char err[AL_ERRLEN]);
 /* The same over a JSON array of row objects (borrowed); row i is "line" i+1. */

@@ -2623,20 +2623,25 @@ static int parse_tokenizer_config(ld *L, json_t *cfg) {
     return AL_OK;
 }
 
-/* Reads and parses one JSON file; AL_ENOENT passes through untouched. */
-static int load_json(const char *path, json_t **out, char err[AL_ERRLEN]) {
+/* Reads and parses one JSON file; AL_ENOENT passes through untouched.
+ * flags: extra jansson decoding flags. */
+static int load_json_ex(const char *path, int flags, json_t **out, char err[AL_ERRLEN]) {
     char *buf = NULL;
     size_t n = 0;
     int rc = al_file_read(path, TOK_MAX_FILE, &buf, &n, err);
     if (rc != AL_OK) return rc;
     json_error_t je;
-    json_t *root = json_loadb(buf, n, JSON_DECODE_ANY, &je);
+    json_t *root = json_loadb(buf, n, JSON_DECODE_ANY | (size_t)flags, &je);
     free(buf);
     if (!root)
         return al_err(err, AL_EFORMAT, "%s: not valid JSON: line %d column %d: %s", path, je.line,
                       je.column, je.text);
     *out = root;
     return AL_OK;
+}
+
+static int load_json(const char *path, json_t **out, char err[AL_ERRLEN]) {
+    return load_json_ex(path, 0, out, err);
 }
 
 /* Whether <dir>/config.json declares the byte tokenizer's vocab_size. */
@@ -2672,6 +2677,33 @@ static int adapter_base(const char *dir, char *out, size_t n) {
     return rc;
 }
 
+/* The byte tokenizer's template, replaced by the folder's own when it has
+ * one (chat_template.jinja, else tokenizer_config.json's chat_template):
+ * what al_chat_copy_files writes for a job with a chat_template. */
+static int byte_template(al_tok *t, const char *dir, char err[AL_ERRLEN]) {
+    char p[4096];
+    char *tmpl = NULL;
+    size_t n = 0;
+    int rc;
+    if (al_path_join(p, sizeof p, dir, "chat_template.jinja") == AL_OK && al_file_exists(p)) {
+        if ((rc = al_file_read(p, 16u << 20, &tmpl, &n, err)) != AL_OK) return rc;
+    } else if (al_path_join(p, sizeof p, dir, "tokenizer_config.json") == AL_OK && al_file_exists(p)) {
+        json_t *cfg = NULL;
+        if ((rc = load_json(p, &cfg, err)) != AL_OK) return rc;
+        json_t *ct = json_object_get(cfg, "chat_template");
+        if (json_is_string(ct) && !(tmpl = xstrndup(json_string_value(ct), json_string_length(ct)))) {
+            json_decref(cfg);
+            return al_err(err, AL_ENOMEM, "out of memory");
+        }
+        json_decref(cfg);
+    }
+    if (tmpl) {
+        free(t->chat_template);
+        t->chat_template = tmpl;
+    }
+    return AL_OK;
+}
+
 int al_tok_load(al_tok **out, const char *dir, char err[AL_ERRLEN]) {
     char path[4096];
     int rc;
@@ -2681,6 +2713,11 @@ int al_tok_load(al_tok **out, const char *dir, char err[AL_ERRLEN]) {
         if (config_wants_bytes(dir)) {
             al_tok *t = al_tok_byte_new();
             if (!t) return al_err(err, AL_ENOMEM, "out of memory");
+            /* a fine-tune saved with another template carries it */
+            if ((rc = byte_template(t, dir, err)) != AL_OK) {
+                al_tok_free(t);
+                return rc;
+            }
             *out = t;
             return AL_OK;
         }
@@ -2711,7 +2748,9 @@ int al_tok_load(al_tok **out, const char *dir, char err[AL_ERRLEN]) {
     int have_cfg = al_file_exists(cpath);
     if (have_cfg) {
         json_t *cfg = NULL;
-        if ((rc = load_json(cpath, &cfg, err)) != AL_OK) goto fail;
+        /* integers there are only lengths, some beyond 64 bits (Llama 3.1's
+         * model_max_length is 1e30): read them as reals */
+        if ((rc = load_json_ex(cpath, JSON_DECODE_INT_AS_REAL, &cfg, err)) != AL_OK) goto fail;
         ld C = {t, cpath, err};
         rc = parse_tokenizer_config(&C, cfg);
         json_decref(cfg);

@@ -65,8 +65,8 @@ const char *al_tok_chat_template(const al_tok *t);
  * a chat template that renders bos_token does not get a second one. The
  * tokenizers library would double it; this is a deliberate difference. */
 
-/* Unicode canonical normalization data (tokenizer_unicode.c, generated from
- * the Unicode Character Database), used by the NFC/NFD normalizers. */
+/* Unicode canonical normalization (tokenizer_unicode.c, on utf8proc), used
+ * by the NFC/NFD normalizers. */
 #define AL_UC_MAX_DECOMP 4
 /* Canonical combining class of cp (0 for starters). */
 int al_uc_ccc(uint32_t cp);

@@ -24,7 +24,11 @@ size_t al_config_num_params(const al_model_config *c, int score_head) {
         per = 4 * C + (q + 2 * kv + 3 * C) + (q + C) + (2 * C * FF + FF + C);
         n += 2 * C;
     } else {
-        per = 2 * C + q + 2 * kv + q + 3 * C * FF;
+        /* norms: 2 (Llama), 4 (Gemma), 2 after the branches only (OLMo-2) */
+        size_t norms = (size_t)((c->no_pre_norm ? 0 : 2) + (c->post_norm ? 2 : 0));
+        per = norms * C + q + 2 * kv + q + 3 * C * FF;
+        if (c->qk_norm == AL_QK_HEAD) per += 2 * (size_t)c->HD;
+        if (c->qk_norm == AL_QK_ALL) per += (size_t)(c->NH + c->NKV) * (size_t)c->HD;
         if (c->attn_bias) per += (size_t)(c->NH + 2 * c->NKV) * (size_t)c->HD;
         if (c->o_bias) per += C;
         if (c->mlp_bias) per += 2 * FF + C;
@@ -57,6 +61,11 @@ static size_t lora_params(const al_model_config *c, const al_lora_cfg *l) {
         if (targeted(l->targets, "c_attn")) per += r * (C + qo + 2 * kv);
         if (targeted(l->targets, "c_proj")) per += r * (qo + C) + r * (FF + C);
         if (targeted(l->targets, "c_fc")) per += r * (C + FF);
+    } else if (c->fused_proj) { /* Phi-3 */
+        if (targeted(l->targets, "qkv_proj")) per += r * (C + qo + 2 * kv);
+        if (targeted(l->targets, "o_proj")) per += r * (qo + C);
+        if (targeted(l->targets, "gate_up_proj")) per += r * (C + 2 * FF);
+        if (targeted(l->targets, "down_proj")) per += r * (FF + C);
     } else {
         if (targeted(l->targets, "q_proj")) per += r * (C + qo);
         if (targeted(l->targets, "k_proj")) per += r * (C + kv);
@@ -108,7 +117,7 @@ int al_job_estimate(const al_job *job, al_estimate *out, char err[AL_ERRLEN]) {
     al_tok *tok = NULL;
     al_chat *chat = NULL;
     if ((rc = al_tok_load(&tok, tdir, err))) return rc;
-    if ((rc = al_chat_new(&chat, tok, NULL, err))) {
+    if ((rc = al_chat_new(&chat, tok, job->chat_template, err))) {
         al_tok_free(tok);
         return rc;
     }
@@ -169,7 +178,11 @@ int al_job_estimate(const al_job *job, al_estimate *out, char err[AL_ERRLEN]) {
     size_t weights = 4 * P, train = 4 * 3 * Tr;       /* grads + AdamW m, v */
     size_t rows = (size_t)job->hp.micro_batch_size * (size_t)(pair ? 2 : gens);
     size_t T = (size_t)max_seq, C = (size_t)cfg.C, L = (size_t)cfg.n_layers;
-    size_t act_layer = rows * T * (12 * C + 2 * (size_t)cfg.FF) + rows * (size_t)cfg.NH * T * T;
+    /* + the families' extra saved tensors: branch outputs before their
+     * post-norms, q|k before their norms */
+    size_t extra = (cfg.post_norm ? 2 * C : 0) +
+                   (cfg.qk_norm ? (size_t)(cfg.NH + cfg.NKV) * (size_t)cfg.HD : 0);
+    size_t act_layer = rows * T * (12 * C + 2 * (size_t)cfg.FF + extra) + rows * (size_t)cfg.NH * T * T;
     size_t act = 4 * (L * act_layer + rows * T * (size_t)cfg.V * 2);
     size_t ref = 0;
     if (ops && ops->needs_ref && (!job->hp.precompute_ref_log_probs || job->ref_model[0] || rl) && !job->use_lora)

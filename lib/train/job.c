@@ -17,6 +17,8 @@
 
 #include "../compute/ops.h"
 #include "../tasks/tasks.h"
+#include "../text/chat.h"
+#include "../text/jinja.h"
 #include "objective.h"
 
 enum { HP_INT, HP_LONG, HP_FLOAT, HP_BOOL, HP_SCHED, HP_LOSSES, HP_WEIGHTS, HP_SCALE, HP_KLEST,
@@ -491,10 +493,77 @@ static int parse_principles(const json_t *v, const char *path, char (*dst)[AL_PR
     return AL_OK;
 }
 
+/* "format": {"regex", "weight", "match"}. */
+static int parse_format(al_reward_cfg *r, const json_t *v, char err[AL_ERRLEN]) {
+    static const char *const keys[] = {"regex", "weight", "match", NULL};
+    static const char *const modes[] = {"start", "full", "search"};
+    int rc;
+    if (!json_is_object(v)) return al_err(err, AL_EINVAL, "reward.format: must be an object with a regex");
+    if ((rc = check_keys(v, "reward.format", keys, err))) return rc;
+    if ((rc = get_str(v, "regex", "reward.format.regex", r->format_regex, sizeof r->format_regex, 1, err)))
+        return rc;
+    const json_t *w = json_object_get(v, "weight"), *m = json_object_get(v, "match");
+    r->format_weight = 1;
+    if (w && (rc = parse_signed(w, "reward.format.weight", &r->format_weight, err))) return rc;
+    r->format_mode = AL_FORMAT_START;
+    if (m) {
+        int found = -1;
+        for (int i = 0; i < 3 && json_is_string(m); i++)
+            if (!strcmp(json_string_value(m), modes[i])) found = i;
+        if (found < 0) return al_err(err, AL_EINVAL, "reward.format.match: must be \"start\", \"full\" or \"search\"");
+        r->format_mode = found;
+    }
+    al_format_rule *f = NULL;
+    if ((rc = al_format_new(&f, r->format_regex, (al_format_mode)r->format_mode, "reward.format.regex", err)))
+        return rc;
+    al_format_free(f);
+    return AL_OK;
+}
+
+static int parse_int_in(const json_t *v, const char *path, long lo, long hi, int *out, char err[AL_ERRLEN]) {
+    if (!json_is_integer(v) || json_integer_value(v) < lo || json_integer_value(v) > hi)
+        return al_err(err, AL_EINVAL, "%s: must be an integer in [%ld, %ld]", path, lo, hi);
+    *out = (int)json_integer_value(v);
+    return AL_OK;
+}
+
+/* "http": {"url", "weight", "timeout_ms", "batch", "retries"}. */
+static int parse_http(al_reward_cfg *r, const json_t *v, char err[AL_ERRLEN]) {
+    static const char *const keys[] = {"url", "weight", "timeout_ms", "batch", "retries", NULL};
+    int rc;
+    if (!json_is_object(v)) return al_err(err, AL_EINVAL, "reward.http: must be an object with a url");
+    if ((rc = check_keys(v, "reward.http", keys, err))) return rc;
+    if ((rc = get_str(v, "url", "reward.http.url", r->http_url, sizeof r->http_url, 1, err))) return rc;
+    int scheme = !strncmp(r->http_url, "http://", 7) ? 7 : !strncmp(r->http_url, "https://", 8) ? 8 : 0;
+    int ok = scheme && r->http_url[scheme] && r->http_url[scheme] != '/';
+    for (const char *p = r->http_url; ok && *p; p++) ok = (unsigned char)*p > 0x20 && *p != 0x7f;
+    if (!ok) {
+        r->http_url[0] = 0;
+        return al_err(err, AL_EINVAL, "reward.http.url: must be an http:// or https:// URL with a host, "
+                      "without spaces");
+    }
+    const json_t *x;
+    r->http_weight = 1;
+    r->http_timeout_ms = 30000;
+    r->http_batch = 64;
+    r->http_retries = 3;
+    if ((x = json_object_get(v, "weight")) && (rc = parse_signed(x, "reward.http.weight", &r->http_weight, err)))
+        return rc;
+    if ((x = json_object_get(v, "timeout_ms")) &&
+        (rc = parse_int_in(x, "reward.http.timeout_ms", 1, 600000, &r->http_timeout_ms, err)))
+        return rc;
+    if ((x = json_object_get(v, "batch")) && (rc = parse_int_in(x, "reward.http.batch", 1, 4096, &r->http_batch, err)))
+        return rc;
+    if ((x = json_object_get(v, "retries")) &&
+        (rc = parse_int_in(x, "reward.http.retries", 0, 10, &r->http_retries, err)))
+        return rc;
+    return AL_OK;
+}
+
 static int parse_reward(al_job *j, const json_t *v, char err[AL_ERRLEN]) {
     static const char *const keys[] = {"verifiable", "reward_model", "reward_model_weight", "judge",
                                        "length_penalty", "missing_eos_penalty", "clip",
-                                       "length_normalize", NULL};
+                                       "length_normalize", "format", "http", NULL};
     al_reward_cfg *r = &j->reward;
     int rc;
     if (!json_is_object(v)) return al_err(err, AL_EINVAL, "reward: must be an object");
@@ -502,17 +571,26 @@ static int parse_reward(al_job *j, const json_t *v, char err[AL_ERRLEN]) {
     r->reward_model_weight = 1;
     r->judge_weight = 1;
     r->missing_eos_penalty = -1;
+    al_grader_cfg_default(&r->grader);
     const json_t *x;
     if ((x = json_object_get(v, "verifiable")) && !json_is_null(x)) {
         if (json_is_object(x)) {
-            static const char *const vk[] = {"weight", "partial", NULL};
+            static const char *const vk[] = {"weight", "partial", "grader", NULL};
             if ((rc = check_keys(x, "reward.verifiable", vk, err))) return rc;
-            const json_t *w = json_object_get(x, "weight"), *pa = json_object_get(x, "partial");
+            const json_t *w = json_object_get(x, "weight"), *pa = json_object_get(x, "partial"),
+                         *gr = json_object_get(x, "grader");
             r->verifiable = 1;
             if (w && (rc = parse_signed(w, "reward.verifiable.weight", &r->verifiable, err))) return rc;
             if (pa && !json_is_boolean(pa))
                 return al_err(err, AL_EINVAL, "reward.verifiable.partial: must be true or false");
             r->partial = json_is_true(pa);
+            if (gr && !json_is_null(gr) &&
+                (rc = al_grader_cfg_parse(&r->grader, gr, "reward.verifiable.grader", err)))
+                return rc;
+            r->grader_given = gr && !json_is_null(gr);
+            al_grader *g = NULL; /* the pattern compiles, its group exists */
+            if ((rc = al_grader_new(&g, &r->grader, "reward.verifiable.grader", err))) return rc;
+            al_grader_free(g);
         } else if (json_is_boolean(x)) {
             r->verifiable = json_is_true(x) ? 1.0f : 0.0f;
         } else if ((rc = parse_signed(x, "reward.verifiable", &r->verifiable, err))) {
@@ -566,8 +644,10 @@ static int parse_reward(al_job *j, const json_t *v, char err[AL_ERRLEN]) {
         if (!json_is_boolean(x)) return al_err(err, AL_EINVAL, "reward.length_normalize: must be true or false");
         r->length_normalize = json_is_true(x);
     }
-    if (r->verifiable == 0 && !r->n_reward_models && !r->judge_model[0])
-        return al_err(err, AL_EINVAL, "reward: names no source (verifiable, reward_model or judge)");
+    if ((x = json_object_get(v, "format")) && !json_is_null(x) && (rc = parse_format(r, x, err))) return rc;
+    if ((x = json_object_get(v, "http")) && !json_is_null(x) && (rc = parse_http(r, x, err))) return rc;
+    if (r->verifiable == 0 && !r->n_reward_models && !r->judge_model[0] && !r->format_regex[0] && !r->http_url[0])
+        return al_err(err, AL_EINVAL, "reward: names no source (verifiable, format, http, reward_model or judge)");
     j->has_reward = 1;
     return AL_OK;
 }
@@ -610,6 +690,9 @@ static int check_rl(al_job *j, const json_t *o, char err[AL_ERRLEN]) {
     }
     if (j->critic_model[0] && strcmp(m, "ppo")) return al_err(err, AL_EINVAL, "critic_model: only ppo has a critic");
     if (!strcmp(m, "evaluate")) {
+        if (j->reward.format_regex[0] || j->reward.http_url[0])
+            return al_err(err, AL_EINVAL, "reward.%s: evaluate judges by a reward model, a judge or the grader "
+                          "(reward.verifiable.grader)", j->reward.format_regex[0] ? "format" : "http");
         if (!j->model_b[0] && (j->reward.n_reward_models || j->reward.judge_model[0]))
             return al_err(err, AL_EINVAL, "model_b: is required to judge model against it");
         if (j->model_b[0] && !j->reward.n_reward_models && !j->reward.judge_model[0])
@@ -627,6 +710,27 @@ static int check_rl(al_job *j, const json_t *o, char err[AL_ERRLEN]) {
     }
     if (al_method_is_data(m) && !j->output_dir[0])
         return al_err(err, AL_EINVAL, "output_dir: is required (the job writes its JSONL files there)");
+    return AL_OK;
+}
+
+/* "chat_template": a built-in's name, or Jinja text that parses. */
+static int parse_chat_template(const json_t *v, char err[AL_ERRLEN]) {
+    const char *s = json_string_value(v);
+    if (!s || !*s || strlen(s) != json_string_length(v))
+        return al_err(err, AL_EINVAL, "chat_template: must be a built-in's name or Jinja text");
+    if (al_chat_builtin(s)) return AL_OK;
+    if (!strstr(s, "{{") && !strstr(s, "{%")) {
+        char list[200] = "";
+        size_t len = 0;
+        for (int i = 0; al_chat_builtin_name(i); i++)
+            len += (size_t)snprintf(list + len, sizeof list - len, "%s%s", i ? ", " : "", al_chat_builtin_name(i));
+        return al_err(err, AL_EINVAL, "chat_template: '%.40s' is neither a built-in (%s) nor Jinja text", s, list);
+    }
+    al_jinja *t = NULL;
+    char e2[AL_ERRLEN] = "";
+    int rc = al_jinja_parse(&t, s, strlen(s), e2);
+    al_jinja_free(t);
+    if (rc) return al_err(err, AL_EINVAL, "chat_template: %s", e2);
     return AL_OK;
 }
 
@@ -693,9 +797,10 @@ int al_job_from_json(al_job *job, const json_t *o, char err[AL_ERRLEN]) {
     static const char *const keys[] = {"method", "model", "training_file", "validation_file", "task",
                                        "ref_model", "hyperparameters", "lora", "seed", "output_dir",
                                        "eval_tasks", "suffix", "metadata", "reward", "critic",
-                                       "critic_model", "model_b", "principles", NULL};
+                                       "critic_model", "model_b", "principles", "chat_template", NULL};
     al_job j;
     memset(&j, 0, sizeof j);
+    al_grader_cfg_default(&j.reward.grader);
     if (!json_is_object(o)) return al_err(err, AL_EINVAL, "job: must be a JSON object");
     int rc = check_keys(o, "", keys, err);
     if (rc) return rc;
@@ -802,6 +907,9 @@ int al_job_from_json(al_job *job, const json_t *o, char err[AL_ERRLEN]) {
     }
     if (ops) ops->destroy(state);
 
+    const json_t *ct = json_object_get(o, "chat_template");
+    if (ct && !json_is_null(ct) && (rc = parse_chat_template(ct, err))) return rc;
+
     /* the resolved description */
     json_t *res = json_deep_copy(o);
     json_t *h = json_object();
@@ -819,6 +927,10 @@ int al_job_from_json(al_job *job, const json_t *o, char err[AL_ERRLEN]) {
         json_object_set_new(res, "lora", l);
     }
     j.resolved = res;
+    if (ct && !json_is_null(ct)) {
+        const char *v = json_string_value(json_object_get(res, "chat_template"));
+        j.chat_template = al_chat_builtin(v) ? al_chat_builtin(v) : v;
+    }
     *job = j;
     return AL_OK;
 }

@@ -4,11 +4,16 @@
  *   {"method": "sft"|"pretrain"|"reward_model"|"dpo"|"kto"|"orpo"|"simpo"
  *              |"ppo"|"grpo"|"rloo"|"generate_preferences"|"evaluate"|"critique_revise",
  *    "model": DIR, "training_file": FILE | "task": {"name","rows","seed"},
+ *    "chat_template": NAME | JINJA,              (a built-in of lib/text/chat.h by
+ *                     name, or template text: replaces or supplies the model's)
  *    "validation_file": FILE, "ref_model": DIR, "hyperparameters": {...},
  *    "lora": {...}|null, "seed": N, "output_dir": DIR,
  *    "eval_tasks": [{"name": TASK, "rows": N} | {"file": FILE, "name": NAME}],
  *    -- RL and the sampling jobs --
- *    "reward": {"verifiable": W | {"weight": W, "partial": BOOL},
+ *    "reward": {"verifiable": W | {"weight": W, "partial": BOOL, "grader": GRADER},
+ *               "format": {"regex": PCRE2, "weight": W, "match": "start"|"full"|"search"},
+ *               "http": {"url": "http://...", "weight": W, "timeout_ms": N, "batch": N,
+ *                        "retries": N},
  *               "reward_model": DIR | [DIR, ...] (an ensemble: the minimum),
  *               "reward_model_weight": W,
  *               "judge": {"model": DIR, "principles": ["..."], "weight": W},
@@ -18,6 +23,19 @@
  *    "critic_model": DIR,                       (ppo: the separate critic's start)
  *    "model_b": DIR,                            (evaluate: the model A is compared with)
  *    "principles": ["..."]}                     (critique_revise; default: the judge's)
+ *
+ * GRADER (lib/train/grader.h) is a preset name ("exact", the default,
+ * "casefold", "numeric", "last_number", "hash"/"gsm8k", "boxed"/"math") or
+ * {"preset", "extract": "none"|"last_number"|"hash"|"boxed"|{"regex": R,
+ * "group": 1, "occurrence": "last"|"first"}, "compare": "exact"|"casefold"|
+ * "numeric"|"auto", "tolerance": 1e-6, "after": "</think>"}. A data row may
+ * carry its own "grader" (over the job's, field by field) and a list of
+ * accepted answers ("answer": ["42", "forty-two"]). "format" rewards weight
+ * x [the completion matches R] (open-r1's format_reward: DOTALL, MULTILINE,
+ * matched from the start). "http" asks an outside verifier (the runner's
+ * al_train_cb.external_reward: the daemon's libcurl client POSTs
+ * {"prompts","completions","rows"} and reads {"rewards"}); defaults weight 1,
+ * timeout_ms 30000, batch 64, retries 3.
  *
  * Every hyper-parameter left out (or given as "auto") takes TRL's default
  * for the method; every bad value is an AL_EINVAL whose message starts with
@@ -29,6 +47,7 @@
 #include <jansson.h>
 
 #include "../model/model.h"
+#include "grader.h"
 #include "hparams.h"
 
 #define AL_PATH_MAX 4096
@@ -44,14 +63,27 @@ typedef struct al_eval_task {
     long rows;
 } al_eval_task;
 
+#define AL_URL_MAX 1024
+
 /* Reward sources of an RL or sampling job, combined as
- *   r = verifiable * v + reward_model_weight * min_k RM_k + judge_weight * j
+ *   r = verifiable * v + format_weight * f + http_weight * h
+ *       + reward_model_weight * min_k RM_k + judge_weight * j
  *       - length_penalty * len - missing_eos_penalty * [no EOS],
  * divided by the completion length when length_normalize, then clipped to
  * [-clip, clip] when clip > 0 (see lib/train/reward.c). */
 typedef struct al_reward_cfg {
-    float verifiable;                  /* weight of exact match against the answer; 0 = off */
-    int partial;                       /* partial credit (character overlap) below an exact match */
+    float verifiable;                  /* weight of the grader's verdict against the answers; 0 = off */
+    int partial;                       /* partial credit (character overlap) below a match */
+    al_grader_cfg grader;              /* how completions are graded (default: exact match) */
+    int grader_given;                  /* the job chose it (else a task may grade its own way) */
+    char format_regex[AL_GRADER_RE_MAX]; /* "" = no format reward */
+    float format_weight;               /* 1 */
+    int format_mode;                   /* al_format_mode */
+    char http_url[AL_URL_MAX];         /* "" = no external verifier */
+    float http_weight;                 /* 1 */
+    int http_timeout_ms;               /* per request: 30000 */
+    int http_batch;                    /* completions per request: 64 */
+    int http_retries;                  /* after the first attempt: 3 */
     char reward_model[AL_MAX_REWARD_MODELS][AL_PATH_MAX];
     int n_reward_models;               /* > 1: an ensemble scored by its minimum */
     float reward_model_weight;         /* 1 */
@@ -92,6 +124,8 @@ typedef struct al_job {
     char model_b[AL_PATH_MAX];         /* evaluate: model B */
     char principles[AL_MAX_PRINCIPLES][AL_PRINCIPLE_LEN]; /* critique_revise */
     int n_principles;
+    const char *chat_template;         /* NULL: the model's own; else the template text
+                                        * (a built-in's, or held by resolved) */
     json_t *resolved;                  /* owned: the description with defaults filled in */
 } al_job;
 

@@ -1,11 +1,15 @@
 /* Reward sources of RL and sampling jobs (see rl.h): the verifiable reward
- * against a reference answer, reward models (one, or an ensemble scored by
+ * (the job's grader, lib/train/grader.h, against each prompt's accepted
+ * answers), the format reward (a pattern the completion must match), an
+ * external verifier (reward.http, reached through the runner's callback:
+ * lib/ speaks no HTTP), reward models (one, or an ensemble scored by
  * its minimum, a guard against exploiting one model's errors: Coste et al.
  * 2023), the AI judge (RLAIF: Bai et al. 2022, Lee et al. 2023) and the
  * rules (length penalty, missing-EOS penalty as TRL's missing_eos_penalty,
  * length normalisation of the model score, clipping).
  *
- *   r = verifiable * v + reward_model_weight * (min_k RM_k [/ len]) + judge_weight * j
+ *   r = verifiable * v + format_weight * f + http_weight * h
+ *       + reward_model_weight * (min_k RM_k [/ len]) + judge_weight * j
  *   r = clip(r - length_penalty * len - missing_eos_penalty * [no EOS], -clip, clip)
  *
  * A reward model scores prompt + completion + EOS, tokenized as text by its
@@ -36,6 +40,11 @@ typedef struct scorer {
 
 struct al_rewarder {
     al_reward_cfg cfg;
+    al_grader *grader;           /* the job's (reward.verifiable.grader) */
+    al_format_rule *format;      /* reward.format, or NULL */
+    int (*ext)(void *ud, const al_reward_cfg *cfg, int n, const char *const *prompts,
+               const char *const *completions, const json_t *const *rows, float *rewards, char err[AL_ERRLEN]);
+    void *ext_ud;
     double eos_pen;
     int rows;
     scorer rm[AL_MAX_REWARD_MODELS];
@@ -130,7 +139,14 @@ int al_rewarder_new(al_rewarder **out, const al_reward_cfg *cfg, double hp_eos_p
     rw->cfg = *cfg;
     rw->eos_pen = cfg->missing_eos_penalty >= 0 ? cfg->missing_eos_penalty : hp_eos_penalty;
     rw->rows = rows < 2 ? 2 : rows;
-    int rc = AL_OK;
+    int rc = al_grader_new(&rw->grader, &cfg->grader, "reward.verifiable.grader", err);
+    if (!rc && cfg->format_regex[0])
+        rc = al_format_new(&rw->format, cfg->format_regex, (al_format_mode)cfg->format_mode, "reward.format.regex",
+                           err);
+    if (rc) {
+        al_rewarder_free(rw);
+        return rc;
+    }
     char what[64];
     /* one token per byte, the completion at least the " " an empty one becomes */
     size_t want_rm = 0;
@@ -199,6 +215,8 @@ int al_rewarder_new(al_rewarder **out, const al_reward_cfg *cfg, double hp_eos_p
 
 void al_rewarder_free(al_rewarder *rw) {
     if (!rw) return;
+    al_grader_free(rw->grader);
+    al_format_free(rw->format);
     for (int k = 0; k < rw->n_rm; k++) scorer_free(&rw->rm[k]);
     scorer_free(&rw->judge);
     free(rw->ids);
@@ -352,16 +370,85 @@ int al_rewarder_judge(al_rewarder *rw, const char *prompt, const char *a, const 
     return rc;
 }
 
-int al_rewarder_score(al_rewarder *rw, int n, int G, const char *const *prompts,
-                      const char *const *completions, const char *const *answers, const int *lens,
-                      const int *has_eos, float *scores, al_reward_parts *parts, char err[AL_ERRLEN]) {
+int al_rewarder_attach(al_rewarder *rw, const al_train_cb *cb, char err[AL_ERRLEN]) {
+    rw->ext = cb ? cb->external_reward : NULL;
+    rw->ext_ud = cb ? cb->ud : NULL;
+    if (rw->cfg.http_url[0] && !rw->ext)
+        return al_err(err, AL_EINVAL, "reward.http: this runner cannot call external verifiers");
+    return AL_OK;
+}
+
+int al_rewarder_correct(const al_rewarder *rw, const char *completion, const al_reward_row *row, int *correct,
+                        char err[AL_ERRLEN]) {
+    *correct = 0;
+    if (!row || row->n_answers < 1) return AL_OK;
+    double v = 0;
+    int rc = al_grader_grade(row->grader ? row->grader : rw->grader, completion, row->answers, row->n_answers, &v,
+                             NULL);
+    if (rc) return al_err(err, rc, "reward.verifiable.grader: %s", rc == AL_ERANGE
+                          ? "the pattern hit PCRE2's match limit on a completion (catastrophic backtracking?)"
+                          : al_strerror(rc));
+    *correct = v == 1.0;
+    return AL_OK;
+}
+
+/* The external verifier over n completions, reward.http.batch at a time. */
+static int http_score(al_rewarder *rw, int n, const char *const *prompts, const char *const *completions,
+                      const al_reward_row *const *rows, float *out, char err[AL_ERRLEN]) {
+    int B = rw->cfg.http_batch > 0 ? rw->cfg.http_batch : 64;
+    const json_t **rj = calloc((size_t)B, sizeof *rj);
+    json_t **made = calloc((size_t)B, sizeof *made);
+    int rc = rj && made ? AL_OK : al_err(err, AL_ENOMEM, "out of memory");
+    for (int i0 = 0; i0 < n && !rc; i0 += B) {
+        int k = n - i0 < B ? n - i0 : B;
+        for (int j = 0; j < k && !rc; j++) {
+            const al_reward_row *rr = rows ? rows[i0 + j] : NULL;
+            made[j] = NULL;
+            if (rr && rr->row) {
+                rj[j] = rr->row;
+                continue;
+            }
+            /* a built-in task's row: its prompt and answer */
+            const char *ans = rr && rr->n_answers > 0 ? rr->answers[0] : NULL;
+            made[j] = json_pack("{s:s, s:o}", "prompt", prompts[i0 + j], "answer",
+                                ans ? json_string(ans) : json_null());
+            if (!made[j]) rc = al_err(err, AL_ENOMEM, "out of memory");
+            rj[j] = made[j];
+        }
+        char e2[AL_ERRLEN] = "";
+        if (!rc && (rc = rw->ext(rw->ext_ud, &rw->cfg, k, prompts + i0, completions + i0, rj, out + i0, e2)))
+            al_err(err, rc, "reward.http: %s", e2[0] ? e2 : al_strerror(rc));
+        for (int j = 0; j < k && !rc; j++)
+            if (!isfinite(out[i0 + j])) rc = al_err(err, AL_EINVAL, "reward.http: reward %d is not finite", i0 + j);
+        for (int j = 0; j < k; j++) json_decref(made[j]);
+    }
+    free(rj);
+    free(made);
+    return rc;
+}
+
+int al_rewarder_score_rows(al_rewarder *rw, int n, int G, const char *const *prompts,
+                           const char *const *completions, const al_reward_row *const *rows, const int *lens,
+                           const int *has_eos, float *scores, al_reward_parts *parts, char err[AL_ERRLEN]) {
     const al_reward_cfg *c = &rw->cfg;
     int rc = AL_OK;
-    float *rm = NULL, *jd = NULL;
+    float *rm = NULL, *jd = NULL, *hv = NULL;
     if (rw->n_rm) {
         rm = malloc((size_t)n * sizeof *rm);
         if (!rm) return al_err(err, AL_ENOMEM, "out of memory");
         if ((rc = al_rewarder_rm(rw, n, prompts, completions, has_eos, rm, err))) goto done;
+    }
+    if (c->http_url[0]) {
+        if (!rw->ext) {
+            rc = al_err(err, AL_EINVAL, "reward.http: this runner cannot call external verifiers");
+            goto done;
+        }
+        hv = malloc((size_t)(n > 0 ? n : 1) * sizeof *hv);
+        if (!hv) {
+            rc = al_err(err, AL_ENOMEM, "out of memory");
+            goto done;
+        }
+        if ((rc = http_score(rw, n, prompts, completions, rows, hv, err))) goto done;
     }
     if (rw->has_judge) {
         jd = calloc((size_t)n, sizeof *jd);
@@ -385,12 +472,38 @@ int al_rewarder_score(al_rewarder *rw, int n, int G, const char *const *prompts,
         }
         if (rc) goto done;
     }
-    for (int i = 0; i < n; i++) {
-        double r = 0, v = NAN;
+    for (int i = 0; i < n && !rc; i++) {
+        double r = 0, v = NAN, fm = NAN, ex = NAN;
         if (c->verifiable != 0) {
-            v = answers[i] ? al_reward_verifiable(answers[i], completions[i], c->partial) : 0.0;
+            const al_reward_row *rr = rows ? rows[i] : NULL;
+            v = 0;
+            if (rr && rr->n_answers > 0) {
+                int got = 0;
+                rc = al_grader_grade(rr->grader ? rr->grader : rw->grader, completions[i], rr->answers,
+                                     rr->n_answers, &v, &got);
+                if (rc) {
+                    al_err(err, rc, "reward.verifiable.grader: %s", rc == AL_ERANGE
+                           ? "the pattern hit PCRE2's match limit on a completion (catastrophic backtracking?)"
+                           : al_strerror(rc));
+                    break;
+                }
+                if (v == 0 && c->partial) v = al_reward_verifiable(rr->answers[0], completions[i], 1);
+                ex = got;
+            }
             r += c->verifiable * v;
         }
+        if (rw->format) {
+            int m = al_format_match(rw->format, completions[i]);
+            if (m < 0) {
+                rc = al_err(err, m, "reward.format.regex: %s", m == AL_ERANGE
+                            ? "the pattern hit PCRE2's match limit on a completion (catastrophic backtracking?)"
+                            : al_strerror(m));
+                break;
+            }
+            fm = m;
+            r += c->format_weight * fm;
+        }
+        if (hv) r += c->http_weight * hv[i];
         double m = NAN;
         if (rm) {
             m = rm[i];
@@ -403,10 +516,35 @@ int al_rewarder_score(al_rewarder *rw, int n, int G, const char *const *prompts,
             if (parts->verifiable) parts->verifiable[i] = (float)v;
             if (parts->reward_model) parts->reward_model[i] = (float)m;
             if (parts->judge) parts->judge[i] = jd ? jd[i] : NAN;
+            if (parts->format) parts->format[i] = (float)fm;
+            if (parts->http) parts->http[i] = hv ? hv[i] : NAN;
+            if (parts->extracted) parts->extracted[i] = (float)ex;
         }
     }
 done:
     free(rm);
     free(jd);
+    free(hv);
+    return rc;
+}
+
+int al_rewarder_score(al_rewarder *rw, int n, int G, const char *const *prompts,
+                      const char *const *completions, const char *const *answers, const int *lens,
+                      const int *has_eos, float *scores, al_reward_parts *parts, char err[AL_ERRLEN]) {
+    al_reward_row *rr = calloc((size_t)(n > 0 ? n : 1), sizeof *rr);
+    const al_reward_row **rp = calloc((size_t)(n > 0 ? n : 1), sizeof *rp);
+    if (!rr || !rp) {
+        free(rr);
+        free(rp);
+        return al_err(err, AL_ENOMEM, "out of memory");
+    }
+    for (int i = 0; i < n; i++) {
+        rr[i].answers = answers ? &answers[i] : NULL;
+        rr[i].n_answers = answers && answers[i] ? 1 : 0;
+        rp[i] = &rr[i];
+    }
+    int rc = al_rewarder_score_rows(rw, n, G, prompts, completions, rp, lens, has_eos, scores, parts, err);
+    free(rr);
+    free(rp);
     return rc;
 }

@@ -74,11 +74,19 @@ void rl_prompts_free(rl_prompts *p) {
         al_example_deinit(&p->sft[i]);
         free(p->text[i]);
         free(p->answer[i]);
+        for (int k = 0; p->answers[i] && p->answers[i][k]; k++) free(p->answers[i][k]);
+        free(p->answers[i]);
+        json_decref(p->row[i]);
     }
+    for (int k = 0; k < p->n_graders; k++) al_grader_free(p->graders[k]);
     free(p->seq);
     free(p->sft);
     free(p->text);
     free(p->answer);
+    free(p->ref);
+    free(p->answers);
+    free(p->row);
+    free(p->graders);
     memset(p, 0, sizeof *p);
 }
 
@@ -87,7 +95,91 @@ static int prompts_alloc(rl_prompts *p, long n, char err[AL_ERRLEN]) {
     p->sft = calloc((size_t)n + 1, sizeof *p->sft);
     p->text = calloc((size_t)n + 1, sizeof *p->text);
     p->answer = calloc((size_t)n + 1, sizeof *p->answer);
-    if (!p->seq || !p->sft || !p->text || !p->answer) return al_err(err, AL_ENOMEM, "out of memory for prompts");
+    p->ref = calloc((size_t)n + 1, sizeof *p->ref);
+    p->answers = calloc((size_t)n + 1, sizeof *p->answers);
+    p->row = calloc((size_t)n + 1, sizeof *p->row);
+    if (!p->seq || !p->sft || !p->text || !p->answer || !p->ref || !p->answers || !p->row)
+        return al_err(err, AL_ENOMEM, "out of memory for prompts");
+    return AL_OK;
+}
+
+/* The accepted answers of a data row: the first reference column present
+ * (the dataset reader's order: reference, answer, solution, ground_truth),
+ * a string or a list of strings; else the reader's reference (a
+ * prompt/completion row's completion). NULL-terminated, malloc'd. */
+static char **row_answers(const json_t *row, const char *reference) {
+    static const char *const keys[] = {"reference", "answer", "solution", "ground_truth", NULL};
+    const json_t *v = NULL;
+    for (int i = 0; keys[i] && !v; i++) {
+        v = json_object_get(row, keys[i]);
+        if (json_is_null(v)) v = NULL;
+    }
+    size_t n = json_is_array(v) ? json_array_size(v) : reference ? 1 : 0;
+    char **a = calloc(n + 1, sizeof *a);
+    if (!a) return NULL;
+    for (size_t k = 0; k < n; k++) {
+        const char *s = json_is_array(v) ? json_string_value(json_array_get(v, k)) : reference;
+        if (!(a[k] = strdup(s ? s : ""))) {
+            for (size_t q = 0; q < k; q++) free(a[q]);
+            free(a);
+            return NULL;
+        }
+    }
+    return a;
+}
+
+/* The row's own "grader" over the job's, compiled (shared with an equal
+ * earlier one); *out NULL when the row has none. */
+static int row_grader(rl_prompts *p, const al_job *job, const json_t *spec, int line, const char *what,
+                      const al_grader **out, char err[AL_ERRLEN]) {
+    *out = NULL;
+    if (!spec || json_is_null(spec)) return AL_OK;
+    al_grader_cfg c = job->reward.grader;
+    char e2[AL_ERRLEN];
+    int rc = al_grader_cfg_parse(&c, spec, "grader", e2);
+    if (rc) return al_err(err, rc, "%s: line %d: %s", what, line, e2);
+    /* the last few distinct graders: rows of one file mostly share one */
+    for (int k = p->n_graders - 1; k >= 0 && k >= p->n_graders - 16; k--)
+        if (!memcmp(al_grader_config(p->graders[k]), &c, sizeof c)) {
+            *out = p->graders[k];
+            return AL_OK;
+        }
+    if (!(p->n_graders & (p->n_graders - 1)) || !p->graders) {
+        al_grader **ng = realloc(p->graders, (size_t)(p->n_graders ? 2 * p->n_graders : 1) * sizeof *ng);
+        if (!ng) return al_err(err, AL_ENOMEM, "out of memory");
+        p->graders = ng;
+    }
+    al_grader *g = NULL;
+    if ((rc = al_grader_new(&g, &c, "grader", e2))) return al_err(err, rc, "%s: line %d: %s", what, line, e2);
+    p->graders[p->n_graders++] = g;
+    *out = g;
+    return AL_OK;
+}
+
+/* Fills p->ref[i] from p->answers[i]; with reward.verifiable on, checks
+ * that the grader can ever match each answer. */
+static int finish_ref(rl_prompts *p, const al_job *job, int i, int line, const char *what, char err[AL_ERRLEN]) {
+    al_reward_row *r = &p->ref[i];
+    r->answers = (const char *const *)p->answers[i];
+    r->n_answers = 0;
+    while (p->answers[i] && p->answers[i][r->n_answers]) r->n_answers++;
+    r->row = p->row[i];
+    if (job->reward.verifiable == 0) return AL_OK;
+    al_grader *own = NULL;
+    const al_grader *g = r->grader;
+    if (!g) {
+        char e2[AL_ERRLEN];
+        int rc = al_grader_new(&own, &job->reward.grader, "reward.verifiable.grader", e2);
+        if (rc) return al_err(err, rc, "%s", e2);
+        g = own;
+    }
+    char why[160];
+    for (int k = 0; k < r->n_answers; k++)
+        if (al_grader_answer_invalid(g, r->answers[k], why, sizeof why)) {
+            al_grader_free(own);
+            return al_err(err, AL_EINVAL, "%s: line %d: %s", what, line, why);
+        }
+    al_grader_free(own);
     return AL_OK;
 }
 
@@ -115,7 +207,20 @@ int rl_prompts_load(rl_prompts *p, const al_job *job, const al_chat *chat, int f
             if ((rc = al_chat_encode_prompt(chat, r.prompt, strlen(r.prompt), &p->seq[p->n], err))) return rc;
             p->text[p->n] = strdup(r.prompt);
             p->answer[p->n] = strdup(r.answer);
-            if (!p->text[p->n] || !p->answer[p->n]) return al_err(err, AL_ENOMEM, "out of memory");
+            p->answers[p->n] = calloc(2, sizeof *p->answers[p->n]);
+            if (!p->text[p->n] || !p->answer[p->n] || !p->answers[p->n] || !(p->answers[p->n][0] = strdup(r.answer)))
+                return al_err(err, AL_ENOMEM, "out of memory");
+            /* a task whose answers are worked solutions grades their final answer
+             * unless the job chose a grader */
+            const char *tg = al_task_grader(job->task);
+            if (tg && !job->reward.grader_given && !p->n) {
+                json_t *v = json_string(tg);
+                rc = v ? row_grader(p, job, v, 1, what, &p->ref[0].grader, err) : al_err(err, AL_ENOMEM, "out of memory");
+                json_decref(v);
+                if (rc) return rc;
+            }
+            if (p->n) p->ref[p->n].grader = p->ref[0].grader;
+            if ((rc = finish_ref(p, job, p->n, (int)i + 1, what, err))) return rc;
             if (want_sft && (rc = al_chat_encode_text(chat, r.prompt, strlen(r.prompt), r.answer, strlen(r.answer),
                                                       &p->sft[p->n].seq[0], err)))
                 return rc;
@@ -146,6 +251,13 @@ int rl_prompts_load(rl_prompts *p, const al_job *job, const al_chat *chat, int f
             rc = al_err(err, AL_EFORMAT, "%s: line %d does not decode", what, e->line);
         p->answer[p->n] = e->reference;
         e->reference = NULL;
+        p->row[p->n] = e->row;
+        e->row = NULL;
+        if (!rc && !(p->answers[p->n] = row_answers(p->row[p->n], p->answer[p->n])))
+            rc = al_err(err, AL_ENOMEM, "out of memory");
+        if (!rc)
+            rc = row_grader(p, job, json_object_get(p->row[p->n], "grader"), e->line, what, &p->ref[p->n].grader, err);
+        if (!rc) rc = finish_ref(p, job, p->n, e->line, what, err);
         if (!rc && want_sft && p->answer[p->n] && p->answer[p->n][0])
             rc = al_chat_encode_text(chat, p->text[p->n], strlen(p->text[p->n]), p->answer[p->n],
                                      strlen(p->answer[p->n]), &p->sft[p->n].seq[0], err);
@@ -247,9 +359,10 @@ typedef struct rl {
     float *samp;                /* (N, max_new) */
     int *plen, *clen, *has_eos;
     float *scores, *seq_adv;
-    float *p_ver, *p_rm, *p_judge;
+    float *p_ver, *p_rm, *p_judge, *p_fmt, *p_http, *p_ext;
     char **ctext;               /* decoded completions */
-    const char **cprompt, **canswer;
+    const char **cprompt;
+    const al_reward_row **crow; /* what each completion is graded against */
     const al_seq **gen_prompts;
     int32_t *prow;              /* (N) prompt index of each row */
     /* micro-batch buffers, (mb, T) */
@@ -287,7 +400,8 @@ static void rl_free(rl *r) {
         for (int i = 0; i < r->N; i++) free(r->ctext[i]);
     void *bufs[] = {r->ids, r->pos, r->seg, r->tgt, r->old_logp, r->ref_logp, r->values, r->adv, r->ret,
                     r->rew, r->kl, r->comp, r->samp, r->plen, r->clen, r->has_eos, r->scores, r->seq_adv,
-                    r->p_ver, r->p_rm, r->p_judge, r->ctext, r->cprompt, r->canswer, r->gen_prompts, r->prow,
+                    r->p_ver, r->p_rm, r->p_judge, r->p_fmt, r->p_http, r->p_ext, r->ctext, r->cprompt, r->crow,
+                    r->gen_prompts, r->prow,
                     r->m_ids, r->m_pos, r->m_seg, r->m_tgt, r->m_logp, r->m_ent, r->m_val, r->m_old, r->m_adv,
                     r->m_ret, r->m_oldv, r->m_ref, r->m_dlogp, r->m_dent, r->m_dval, r->perm, r->order,
                     r->pidx, r->scratch, r->plens, r->idx};
@@ -306,7 +420,8 @@ static int alloc_bufs(rl *r) {
     A(r->plen, (size_t)r->N); A(r->clen, (size_t)r->N); A(r->has_eos, (size_t)r->N);
     A(r->scores, (size_t)r->N); A(r->seq_adv, (size_t)r->N);
     A(r->p_ver, (size_t)r->N); A(r->p_rm, (size_t)r->N); A(r->p_judge, (size_t)r->N);
-    A(r->ctext, (size_t)r->N); A(r->cprompt, (size_t)r->N); A(r->canswer, (size_t)r->N);
+    A(r->p_fmt, (size_t)r->N); A(r->p_http, (size_t)r->N); A(r->p_ext, (size_t)r->N);
+    A(r->ctext, (size_t)r->N); A(r->cprompt, (size_t)r->N); A(r->crow, (size_t)r->N);
     A(r->gen_prompts, (size_t)r->N); A(r->prow, (size_t)r->N);
     A(r->m_ids, MT); A(r->m_pos, MT); A(r->m_seg, MT); A(r->m_tgt, MT);
     A(r->m_logp, MT); A(r->m_ent, MT); A(r->m_val, MT); A(r->m_old, MT); A(r->m_adv, MT);
@@ -358,7 +473,7 @@ static int setup(rl *r) {
     r->N = hp->batch_size;
     r->P = r->N / r->G;
     if ((rc = al_tok_load(&r->tok, job->model, r->err))) return rc;
-    if ((rc = al_chat_new(&r->chat, r->tok, NULL, r->err))) return rc;
+    if ((rc = al_chat_new(&r->chat, r->tok, job->chat_template, r->err))) return rc;
     r->pad = al_chat_pad_id(r->chat);
     r->eos = al_tok_eos(r->tok);
     if ((rc = al_model_open_ex(&r->m, job->model, job->use_lora ? &job->lora : NULL, al_job_open_flags(job),
@@ -449,6 +564,7 @@ static int setup(rl *r) {
     size_t pb_train = rl_prompts_max_bytes(&r->train), pb_val = rl_prompts_max_bytes(&r->val);
     al_reward_len rlen = {pb_train > pb_val ? pb_train : pb_val, rl_completion_max_bytes(r->tok, r->max_new)};
     if ((rc = al_rewarder_new(&r->rw, &job->reward, hp->missing_eos_penalty, r->mb, &rlen, r->err))) return rc;
+    if ((rc = al_rewarder_attach(r->rw, r->cb, r->err))) return rc;
     r->steps_per_epoch = (r->train.n + r->P - 1) / r->P;
     r->total_steps = hp->max_steps >= 0 ? hp->max_steps : r->steps_per_epoch * hp->n_epochs;
     if ((rc = alloc_bufs(r))) return rc;
@@ -564,7 +680,7 @@ static int rollout(rl *r, long step) {
         r->ctext[i] = rl_decode_completion(r->tok, c, cl, r->eos, NULL);
         if (!r->ctext[i]) return al_err(r->err, AL_ENOMEM, "out of memory");
         r->cprompt[i] = r->train.text[r->prow[i]];
-        r->canswer[i] = r->train.answer[r->prow[i]];
+        r->crow[i] = &r->train.ref[r->prow[i]];
     }
     /* reference log-probs and critic values, micro-batch by micro-batch */
     for (int i0 = 0; i0 < r->N && (r->use_ref || r->ppo); i0 += r->mb) {
@@ -586,8 +702,8 @@ static int rollout(rl *r, long step) {
             scatter(r, r->values, r->m_val, idx, k, T);
         }
     }
-    al_reward_parts parts = {r->p_ver, r->p_rm, r->p_judge};
-    if ((rc = al_rewarder_score(r->rw, r->N, r->G, r->cprompt, (const char *const *)r->ctext, r->canswer,
+    al_reward_parts parts = {r->p_ver, r->p_rm, r->p_judge, r->p_fmt, r->p_http, r->p_ext};
+    if ((rc = al_rewarder_score_rows(r->rw, r->N, r->G, r->cprompt, (const char *const *)r->ctext, r->crow,
                                 r->clen, r->has_eos, r->scores, &parts, e2)))
         return al_err(r->err, rc, "reward: %s", e2);
     return AL_OK;
@@ -919,7 +1035,8 @@ static int evaluate_val(rl *r, mlist *l) {
         int k = n - i0 < B ? n - i0 : B, len[B], eos[B];
         const al_seq *ps[B];
         char *txt[B];
-        const char *pr[B], *an[B];
+        const char *pr[B];
+        const al_reward_row *an[B];
         float sc[B];
         for (int j = 0; j < k; j++) ps[j] = &r->val.seq[i0 + j];
         char e2[AL_ERRLEN];
@@ -930,13 +1047,17 @@ static int evaluate_val(rl *r, mlist *l) {
         for (int j = 0; j < k; j++) {
             txt[j] = rl_decode_completion(r->tok, ids + (size_t)j * r->max_new, len[j], r->eos, &eos[j]);
             pr[j] = r->val.text[i0 + j];
-            an[j] = r->val.answer[i0 + j];
-            if (an[j]) {
+            an[j] = &r->val.ref[i0 + j];
+            if (!txt[j] && !rc) rc = al_err(r->err, AL_ENOMEM, "out of memory");
+            int correct = 0;
+            if (!rc && an[j]->n_answers > 0) {
                 with_answer++;
-                ok += al_reward_verifiable(an[j], txt[j] ? txt[j] : "", 0) == 1.0;
+                if ((rc = al_rewarder_correct(r->rw, txt[j], an[j], &correct, e2)))
+                    al_err(r->err, rc, "evaluation: %s", e2);
+                ok += correct;
             }
         }
-        if ((rc = al_rewarder_score(r->rw, k, 1, pr, (const char *const *)txt, an, len, eos, sc, NULL, e2)))
+        if (!rc && (rc = al_rewarder_score_rows(r->rw, k, 1, pr, (const char *const *)txt, an, len, eos, sc, NULL, e2)))
             rc = al_err(r->err, rc, "evaluation reward: %s", e2);
         for (int j = 0; j < k; j++) {
             if (!rc) rsum += sc[j];
@@ -952,28 +1073,8 @@ static int evaluate_val(rl *r, mlist *l) {
 
 /* ---- checkpoints ------------------------------------------------------------------------ */
 
-static int copy_file(const char *src, const char *dst, char err[AL_ERRLEN]) {
-    char *buf;
-    size_t len;
-    int rc = al_file_read(src, (size_t)1 << 30, &buf, &len, err);
-    if (rc == AL_ENOENT) return AL_OK;
-    if (rc) return rc;
-    rc = al_file_write_atomic(dst, buf, len, err);
-    free(buf);
-    return rc;
-}
-
-int rl_copy_tokenizer(const char *model_dir, const char *dir, char err[AL_ERRLEN]) {
-    static const char *const files[] = {"tokenizer.json", "tokenizer_config.json", "chat_template.jinja",
-                                        "special_tokens_map.json", "generation_config.json", NULL};
-    char src[AL_PATH_MAX + 64], dst[AL_PATH_MAX + 128];
-    for (int i = 0; files[i]; i++) {
-        snprintf(src, sizeof src, "%s/%s", model_dir, files[i]);
-        snprintf(dst, sizeof dst, "%s/%s", dir, files[i]);
-        int rc = copy_file(src, dst, err);
-        if (rc) return rc;
-    }
-    return AL_OK;
+int rl_copy_tokenizer(const al_job *job, const char *dir, char err[AL_ERRLEN]) {
+    return al_chat_copy_files(job->model, dir, job->chat_template, err);
 }
 
 /* optimizer.safetensors of a model's folder (optim.h: moments, and the fp32
@@ -1025,7 +1126,7 @@ static int save_dir(rl *r, const char *dir, int with_state) {
         snprintf(path, sizeof path, "%s/adapter_config.json", tmp);
         if (al_file_exists(path)) remove(path);
     }
-    if ((rc = rl_copy_tokenizer(r->job->model, tmp, r->err))) return rc;
+    if ((rc = rl_copy_tokenizer(r->job, tmp, r->err))) return rc;
     if (r->critic) {
         snprintf(path, sizeof path, "%s/critic", tmp);
         if ((rc = al_mkdir_p(path, r->err)) || (rc = save_weights(r, r->critic, path, critic_base(r)))) return rc;
@@ -1163,7 +1264,12 @@ static int one_step(rl *r, mlist *l, int train) {
     put(l, "completions/clipped_ratio", 1.0 - eos / N);
     put(l, "completions/mean_terminated_length", tn > 0 ? tl / tn : 0);
     put(l, "completions/distinct_2", d2 / N);
-    if (r->job->reward.verifiable != 0) put(l, "rewards/verifiable/mean", mean_of(r->p_ver, N));
+    if (r->job->reward.verifiable != 0) {
+        put(l, "rewards/verifiable/mean", mean_of(r->p_ver, N));
+        put(l, "rewards/verifiable/extracted", mean_of(r->p_ext, N));
+    }
+    if (r->job->reward.format_regex[0]) put(l, "rewards/format/mean", mean_of(r->p_fmt, N));
+    if (r->job->reward.http_url[0]) put(l, "rewards/http/mean", mean_of(r->p_http, N));
     if (al_rewarder_has_rm(r->rw)) put(l, "rewards/reward_model/mean", mean_of(r->p_rm, N));
     if (al_rewarder_has_judge(r->rw)) put(l, "rewards/judge/mean", mean_of(r->p_judge, N));
     for (int i = 0; i < st.n; i++) put(l, st.m[i].name, st.m[i].value);
@@ -1246,7 +1352,7 @@ static int rl_train(rl *r, const char *resume_dir, al_train_result *res) {
         if (job->use_lora && job->lora_merge) {
             snprintf(dir, sizeof dir, "%s/merged", job->output_dir);
             if ((rc = al_mkdir_p(dir, r->err)) || (rc = al_model_save(r->m, dir, r->err)) ||
-                (rc = rl_copy_tokenizer(job->model, dir, r->err)))
+                (rc = rl_copy_tokenizer(job, dir, r->err)))
                 return rc;
         }
     }

@@ -11,6 +11,7 @@
 #ifndef AL_RL_H
 #define AL_RL_H
 
+#include "grader.h"
 #include "trainer.h"
 
 /* Runs an RL or sampling job (al_train_run dispatches here for methods for
@@ -67,9 +68,10 @@ double al_rl_distinct2(const int32_t *ids, int n, uint64_t *scratch);
 
 /* ---- reward sources (lib/train/reward.c) -------------------------------------- */
 
-/* Built-in verifiable reward of output against answer (both trimmed of
- * surrounding whitespace): 1 on an exact match; otherwise with partial,
- * 0.5 x (characters equal at the same position) / (the longer length), else 0. */
+/* The default grader's verifiable reward of output against answer (both
+ * trimmed of surrounding whitespace): 1 on an exact match; otherwise with
+ * partial, 0.5 x (characters equal at the same position) / (the longer
+ * length), else 0. Jobs grade with their grader (al_rewarder_score_rows). */
 double al_reward_verifiable(const char *answer, const char *output, int partial);
 
 /* The rule-based shaping of one completion's reward (reward.c's order):
@@ -106,10 +108,27 @@ void al_rewarder_free(al_rewarder *rw);
 int al_rewarder_has_rm(const al_rewarder *rw);
 int al_rewarder_has_judge(const al_rewarder *rw);
 
-/* Each source of a scored batch, for metrics: (n) arrays, NaN where unused. */
+/* Each source of a scored batch, for metrics: (n) arrays, NaN where unused
+ * (extracted: 1 when the grader found an answer in the completion, 0 when
+ * not, NaN without answers). Any member may be NULL. */
 typedef struct al_reward_parts {
-    float *verifiable, *reward_model, *judge;
+    float *verifiable, *reward_model, *judge, *format, *http, *extracted;
 } al_reward_parts;
+
+/* What a prompt's completions are graded against: its accepted answers,
+ * the row's own grader (NULL: the job's), and the data row an external
+ * verifier receives (NULL: {"prompt", "answer"} is sent). Borrowed. */
+typedef struct al_reward_row {
+    const char *const *answers;
+    int n_answers;
+    const al_grader *grader;
+    const json_t *row;
+} al_reward_row;
+
+/* Connects the job's external verifier (reward.http) to the runner's
+ * callback (cb->external_reward, cb->ud). AL_EINVAL when the job names one
+ * and the runner has none. */
+int al_rewarder_attach(al_rewarder *rw, const al_train_cb *cb, char err[AL_ERRLEN]);
 
 /* Scores n completions (prompts[i], completions[i] without EOS, answers[i]
  * NULL when none, lens[i] completion tokens, has_eos[i]). Consecutive groups
@@ -119,6 +138,21 @@ typedef struct al_reward_parts {
 int al_rewarder_score(al_rewarder *rw, int n, int G, const char *const *prompts,
                       const char *const *completions, const char *const *answers, const int *lens,
                       const int *has_eos, float *scores, al_reward_parts *parts, char err[AL_ERRLEN]);
+
+/* The same with each completion's reference as an al_reward_row (rows[i]
+ * NULL: none): the verifiable source grades with rows[i]->grader or the
+ * job's; the format source matches the job's pattern; the http source
+ * asks the runner's verifier in batches of reward.http.batch. Any source's
+ * failure (a verifier's error, a pattern's match limit) fails the call with
+ * its reason in err: no completion silently scores 0. */
+int al_rewarder_score_rows(al_rewarder *rw, int n, int G, const char *const *prompts,
+                           const char *const *completions, const al_reward_row *const *rows, const int *lens,
+                           const int *has_eos, float *scores, al_reward_parts *parts, char err[AL_ERRLEN]);
+
+/* The grader's verdict on one completion (the job's grader unless the row
+ * has its own; no row or no answers: 0): evaluation's exact match. */
+int al_rewarder_correct(const al_rewarder *rw, const char *completion, const al_reward_row *row, int *correct,
+                        char err[AL_ERRLEN]);
 
 /* Reward-model scores (the ensemble's minimum) of n prompt/completion texts.
  * A completion that ended with EOS is scored with it, as the reward model

@@ -7,19 +7,29 @@
 #include "rl.h"
 
 /* Prompts of a job: token ids (the last max_prompt_length tokens), the
- * prompt as text, the reference answer (NULL when none) and, when asked
- * for, prompt + answer as an SFT example (seq[0].n == 0 when none). */
+ * prompt as text, the reference answer (the first accepted one; NULL when
+ * none), what completions are graded against (ref: every accepted answer,
+ * the row's own grader, the data row) and, when asked for, prompt + answer
+ * as an SFT example (seq[0].n == 0 when none). */
 typedef struct rl_prompts {
     int n;
     al_seq *seq;
     char **text;
     char **answer;
     al_example *sft;
+    al_reward_row *ref;
+    char ***answers;           /* per prompt, NULL-terminated (owned) */
+    json_t **row;              /* per prompt, the data row or NULL (owned references) */
+    al_grader **graders;       /* the rows' own graders, shared by equal rows (owned) */
+    int n_graders;
 } rl_prompts;
 
 /* From the job's built-in task (rows rows of job->task with seed) when
  * from_task, else from the JSONL file (prompt-only or prompt/completion
- * rows; what names the field in errors). */
+ * rows; what names the field in errors). A row's "grader" is read over
+ * job->reward.grader; with reward.verifiable on, an answer the grader can
+ * never match (not a number for a numeric compare) is an error naming its
+ * line. */
 int rl_prompts_load(rl_prompts *p, const al_job *job, const al_chat *chat, int from_task, long rows,
                     uint64_t seed, const char *file, const char *what, int want_sft, char err[AL_ERRLEN]);
 void rl_prompts_free(rl_prompts *p);
@@ -40,7 +50,7 @@ size_t rl_prompts_max_bytes(const rl_prompts *p);
 size_t rl_completion_max_bytes(const al_tok *tok, int max_new);
 
 void rl_event(const al_train_cb *cb, al_log_level lvl, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-int rl_copy_tokenizer(const char *model_dir, const char *dir, char err[AL_ERRLEN]);
+int rl_copy_tokenizer(const al_job *job, const char *dir, char err[AL_ERRLEN]);
 
 /* generate_preferences, evaluate, critique_revise (lib/train/sampling.c). */
 int rl_data_job(const al_job *job, const al_train_cb *cb, al_train_result *res, char err[AL_ERRLEN]);

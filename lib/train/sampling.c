@@ -176,7 +176,8 @@ static int gen_prefs(const al_job *job, const al_train_cb *cb, al_train_result *
     int G = hp->num_generations, per = CHUNK / G > 0 ? CHUNK / G : 1, n = 0;
     const al_seq **ps = calloc((size_t)per * G, sizeof *ps);
     char **txt = calloc((size_t)per * G, sizeof *txt);
-    const char **pt = calloc((size_t)per * G, sizeof *pt), **an = calloc((size_t)per * G, sizeof *an);
+    const char **pt = calloc((size_t)per * G, sizeof *pt);
+    const al_reward_row **an = calloc((size_t)per * G, sizeof *an);
     int *lens = calloc((size_t)per * G, sizeof *lens), *eos = calloc((size_t)per * G, sizeof *eos);
     float *sc = calloc((size_t)per * G, sizeof *sc);
     int rc = (!ps || !txt || !pt || !an || !lens || !eos || !sc) ? al_err(err, AL_ENOMEM, "out of memory") : AL_OK;
@@ -185,6 +186,7 @@ static int gen_prefs(const al_job *job, const al_train_cb *cb, al_train_result *
     if (!rc) {
         al_reward_len len = {rl_prompts_max_bytes(&pr), rl_completion_max_bytes(pm.tok, hp->max_completion_length)};
         rc = al_rewarder_new(&rw, &job->reward, hp->missing_eos_penalty, CHUNK, &len, err);
+        if (!rc) rc = al_rewarder_attach(rw, cb, err);
     }
     al_rng rng;
     al_rng_seed(&rng, hp->seed);
@@ -198,7 +200,7 @@ static int gen_prefs(const al_job *job, const al_train_cb *cb, al_train_result *
         for (int i = 0; i < n; i++) {
             ps[i] = &pr.seq[p0 + i / G];
             pt[i] = pr.text[p0 + i / G];
-            an[i] = pr.answer[p0 + i / G];
+            an[i] = &pr.ref[p0 + i / G];
         }
         int max_new = room(&pm, ps, n, hp->max_completion_length, err);
         if (max_new < 0) {
@@ -207,7 +209,7 @@ static int gen_prefs(const al_job *job, const al_train_cb *cb, al_train_result *
         }
         if ((rc = gen_texts(&pm, ps, n, hp, &rng, max_new, txt, lens, eos, err))) break;
         char e2[AL_ERRLEN];
-        if ((rc = al_rewarder_score(rw, n, G, pt, (const char *const *)txt, an, lens, eos, sc, NULL, e2))) {
+        if ((rc = al_rewarder_score_rows(rw, n, G, pt, (const char *const *)txt, an, lens, eos, sc, NULL, e2))) {
             rc = al_err(err, rc, "reward: %s", e2);
             break;
         }
@@ -285,9 +287,10 @@ static int evaluate_job(const al_job *job, const al_train_cb *cb, al_train_resul
     if (!rc && two) rc = pmodel_open(&B, job, job->model_b, "model_b", err);
     if (!rc) rc = load_prompts(job, A.chat, &pa, err);
     if (!rc && two) rc = load_prompts(job, B.chat, &pb, err);
-    if (!rc && two) {
+    if (!rc) {
+        /* without model_b only the grader is used (exact match) */
         al_reward_len len = {rl_prompts_max_bytes(&pa), rl_completion_max_bytes(A.tok, hp->max_completion_length)};
-        size_t cb_b = rl_completion_max_bytes(B.tok, hp->max_completion_length);
+        size_t cb_b = two ? rl_completion_max_bytes(B.tok, hp->max_completion_length) : 0;
         if (cb_b > len.completion_bytes) len.completion_bytes = cb_b;
         rc = al_rewarder_new(&rw, &job->reward, hp->missing_eos_penalty, CHUNK, &len, err);
     }
@@ -324,8 +327,12 @@ static int evaluate_job(const al_job *job, const al_train_cb *cb, al_train_resul
         }
         for (int i = 0; i < k && !rc; i++) {
             const char *ans = pa.answer[p0 + i];
-            int ca = ans ? al_reward_verifiable(ans, ta[i], 0) == 1.0 : 0;
-            int cbv = ans && two ? al_reward_verifiable(ans, tb[i], 0) == 1.0 : 0;
+            int ca = 0, cbv = 0;
+            if ((rc = al_rewarder_correct(rw, ta[i], &pa.ref[p0 + i], &ca, e2)) ||
+                (two && (rc = al_rewarder_correct(rw, tb[i], &pa.ref[p0 + i], &cbv, e2)))) {
+                al_err(err, rc, "%s", e2);
+                break;
+            }
             if (ans) {
                 with_answer++;
                 ema += ca;

@@ -556,8 +556,8 @@ static void eval_samples(trainer *t, long step) {
 /* Greedy exact-match accuracy of model m on n rows of a task (raw prompts). */
 static int task_accuracy(al_model *m, const al_tok *tok, const char *task, uint64_t seed, int n,
                          double *acc, char err[AL_ERRLEN]) {
-    enum { B = 8, NEW = 24 };
-    int ok = 0;
+    enum { B = 8, NEW = 48 }; /* word_problems' solutions run to about 30 bytes */
+    int ok = 0, max_T = al_model_config_of(m)->max_T;
     int32_t eos = al_tok_eos(tok);
     for (int i = 0; i < n; i += B) {
         int nb = n - i < B ? n - i : B, plen[B];
@@ -570,17 +570,22 @@ static int task_accuracy(al_model *m, const al_tok *tok, const char *task, uint6
             rc = al_tok_encode(tok, rows[b].prompt, strlen(rows[b].prompt), 1, 0, &ids[b], &plen[b],
                                NULL, NULL, err);
         }
-        al_gen_cfg g = {.max_new = NEW, .temperature = 0, .top_p = 1, .stop = &eos, .n_stop = eos >= 0};
+        /* as many new tokens as the context leaves, up to NEW */
+        int maxp = 0;
+        for (int b = 0; b < nb && !rc; b++) maxp = plen[b] > maxp ? plen[b] : maxp;
+        int nn = max_T - maxp < NEW ? max_T - maxp : NEW;
+        if (!rc && nn < 1) rc = al_err(err, AL_EINVAL, "task %s: a prompt of %d tokens fills the context (%d)", task, maxp, max_T);
+        al_gen_cfg g = {.max_new = nn, .temperature = 0, .top_p = 1, .stop = &eos, .n_stop = eos >= 0};
         al_rng rng;
         al_rng_seed(&rng, 1);
         if (!rc) rc = al_generate(m, (const int32_t *const *)ids, plen, nb, &g, &rng, out, NULL, len, err);
         for (int b = 0; b < nb; b++) {
             if (!rc) {
                 int l = len[b];
-                if (l > 0 && out[b * NEW + l - 1] == eos) l--;
+                if (l > 0 && out[b * nn + l - 1] == eos) l--;
                 char *txt = NULL;
                 size_t tl;
-                if (al_tok_decode(tok, out + b * NEW, l, 1, &txt, &tl) == AL_OK) ok += al_task_correct(&rows[b], txt);
+                if (al_tok_decode(tok, out + b * nn, l, 1, &txt, &tl) == AL_OK) ok += al_task_correct(&rows[b], txt);
                 free(txt);
             }
             free(ids[b]);
@@ -677,30 +682,10 @@ static int precompute_ref(trainer *t, dataset *d) {
 
 /* ---- checkpoints ------------------------------------------------------------ */
 
-static int copy_file(const char *src, const char *dst, char err[AL_ERRLEN]) {
-    char *buf;
-    size_t len;
-    int rc = al_file_read(src, (size_t)1 << 30, &buf, &len, err);
-    if (rc == AL_ENOENT) return AL_OK;
-    if (rc) return rc;
-    rc = al_file_write_atomic(dst, buf, len, err);
-    free(buf);
-    return rc;
-}
-
-/* Copies the starting model's tokenizer files (those it has) into dir, so
- * every folder the trainer writes can be used on its own. */
+/* The starting model's tokenizer files (and the job's chat_template when it
+ * names one), so every folder the trainer writes serves on its own. */
 static int copy_tokenizer(trainer *t, const char *dir) {
-    static const char *const files[] = {"tokenizer.json", "tokenizer_config.json", "chat_template.jinja",
-                                        "special_tokens_map.json", "generation_config.json", NULL};
-    char src[AL_PATH_MAX + 64], dst[AL_PATH_MAX + 128];
-    for (int i = 0; files[i]; i++) {
-        snprintf(src, sizeof src, "%s/%s", t->job->model, files[i]);
-        snprintf(dst, sizeof dst, "%s/%s", dir, files[i]);
-        int rc = copy_file(src, dst, t->err);
-        if (rc) return rc;
-    }
-    return AL_OK;
+    return al_chat_copy_files(t->job->model, dir, t->job->chat_template, t->err);
 }
 
 /* Writes the model (adapter or full), tokenizer files and the trainer state
@@ -812,7 +797,7 @@ static int setup(trainer *t, const al_job *job, const al_train_cb *cb) {
     t->mb = t->hp->micro_batch_size;
     if (t->mb > 1024) return al_err(t->err, AL_EINVAL, "hyperparameters.batch_size: micro-batches hold at most 1024");
     if ((rc = al_tok_load(&t->tok, job->model, t->err))) return rc;
-    if ((rc = al_chat_new(&t->chat, t->tok, NULL, t->err))) return rc;
+    if ((rc = al_chat_new(&t->chat, t->tok, job->chat_template, t->err))) return rc;
     t->pad = al_chat_pad_id(t->chat);
     al_lora_cfg *lora = job->use_lora ? (al_lora_cfg *)&job->lora : NULL;
     int flags = (t->ops->needs_values ? AL_OPEN_SCORE_HEAD : 0) | al_job_open_flags(job);

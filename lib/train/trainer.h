@@ -38,6 +38,14 @@ typedef struct al_train_cb {
      * then return AL_ECANCELED / AL_EAGAIN-style codes below). */
     int (*should_stop)(void *ud);
     int (*should_pause)(void *ud);
+    /* The job's external verifier (reward.http; lib/ speaks no HTTP, the
+     * runner does): scores n <= cfg->http_batch completions of prompts,
+     * with their data rows, into rewards (n). AL_OK, or an error with the
+     * reason (the verifier's answer) in err, which fails the step. NULL:
+     * jobs naming reward.http are refused at set-up. */
+    int (*external_reward)(void *ud, const al_reward_cfg *cfg, int n, const char *const *prompts,
+                           const char *const *completions, const json_t *const *rows, float *rewards,
+                           char err[AL_ERRLEN]);
     void *ud;
 } al_train_cb;
 

@@ -36,7 +36,7 @@ export const METHODS = [
 export const METHOD = Object.fromEntries(METHODS.map((m) => [m.id, m]));
 export const PREF = new Set(['dpo', 'kto', 'orpo', 'simpo']);
 export const RL = new Set(['ppo', 'grpo', 'rloo', 'generate_preferences', 'critique_revise', 'evaluate']);
-export const TASKS = ['addition', 'addition2', 'reversal', 'sorting'];
+export const TASKS = ['addition', 'addition2', 'reversal', 'sorting', 'word_problems'];
 
 export const DPO_LOSSES = ['sigmoid', 'hinge', 'ipo', 'exo_pair', 'nca_pair', 'robust', 'bco_pair',
   'sppo_hard', 'aot', 'aot_unpaired', 'apo_zero', 'apo_down', 'discopop', 'sft'];

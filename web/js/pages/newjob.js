@@ -56,7 +56,7 @@ export function render(root, route) {
   const taskName = h('select', { id: 'task-name' }, TASKS.map((t) => h('option', { value: t }, t)));
   const taskRows = h('input', { id: 'task-rows', type: 'number', min: 1, max: 10000000, step: 1, value: 1000, inputmode: 'numeric' });
   const taskSeed = h('input', { id: 'task-seed', type: 'number', min: 0, step: 1, value: 1, inputmode: 'numeric' });
-  const taskNameF = reg('task.name', field('Built-in task', taskName, 'Synthetic tasks with verifiable answers: addition (1–3 digits), addition2 (1–2 digits), reversal, sorting.'));
+  const taskNameF = reg('task.name', field('Built-in task', taskName, 'Synthetic tasks with verifiable answers: addition (1–3 digits), addition2 (1–2 digits), reversal, sorting, word_problems (two-step word problems, answers after ####).'));
   const taskRowsF = reg('task.rows', field('Rows', taskRows, 'How many rows the task generates (default 1000).'), () => intIn(taskRows.value, 1, 10000000));
   const taskSeedF = reg('task.seed', field('Task seed', taskSeed, 'Seeds the generated rows.'), () => intIn(taskSeed.value, 0, Number.MAX_SAFE_INTEGER));
   const trainSel = h('select', { id: 'training_file' }, h('option', { value: '' }, 'choose an uploaded file…'));
