@@ -201,7 +201,7 @@ int cli_logprobs(int argc, char **argv) {
     cli_flag f[] = {{"--model", 0, 0},      {"--ids", 0, 0},  {"--prompt-len", 0, 0},
                     {"--prompt", 0, 0},     {"--completion", 0, 0}, {"--chat", 0, 1},
                     {"--dtype", 0, 0}};
-    if (cli_parse(argc, argv, f, 6)) return 2;
+    if (cli_parse(argc, argv, f, 7)) return 2;
     if (!f[0].value || !f[1].value == !f[3].value) {
         fprintf(stderr, "alignd: logprobs: --model DIR and either --ids 1,2,3 or --prompt TEXT "
                         "--completion TEXT are required\n");

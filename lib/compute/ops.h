@@ -182,6 +182,23 @@ void al_attention_backward(float *dq, float *dk, float *dv, const float *dout,
                            const float *v, int ld, const int32_t *seg,
                            int B, int T, int NH, int NKV, int HD, const al_attn_opts *opts);
 
+/* The same attention as FlashAttention-2 computes it (Dao 2023), in memory
+ * linear in T: the forward runs key tiles with an online softmax and saves
+ * lse (B, NH, T), each row's log-sum-exp of its scaled, capped, visible
+ * scores, instead of the (T, T) probabilities; the backward recomputes them
+ * tile by tile from q, k and lse, and takes D_i = dout_i . out_i (out: the
+ * forward's output). bf16 != 0 rounds q, k, v, dout and the probability and
+ * dS tiles to bf16 before each product (fp32 accumulation), as autocast's
+ * bf16 attention. HD <= 256. Backward accumulates into dq, dk, dv. */
+void al_flash_attention_forward(float *out, float *lse, const float *q, const float *k,
+                                const float *v, int ld, const int32_t *seg, int B, int T, int NH,
+                                int NKV, int HD, const al_attn_opts *opts, int bf16);
+void al_flash_attention_backward(float *dq, float *dk, float *dv, const float *dout,
+                                 const float *out, const float *lse, const float *q,
+                                 const float *k, const float *v, int ld, const int32_t *seg,
+                                 int B, int T, int NH, int NKV, int HD, const al_attn_opts *opts,
+                                 int bf16);
+
 /* out[n] = wte[ids[n]] + (wpe ? wpe[pos[n]] : 0). out (N, C). */
 void al_embed_forward(float *out, const int32_t *ids, const int32_t *pos,
                       const float *wte, const float *wpe, int N, int C);

@@ -76,7 +76,8 @@ int al_config_validate(const al_model_config *c, char err[AL_ERRLEN]) {
     CHECK_RANGE(c->C, g ? "n_embd" : "hidden_size", 1, CFG_MAX_DIM);
     CHECK_RANGE(c->NH, g ? "n_head" : "num_attention_heads", 1, CFG_MAX_COUNT);
     CHECK_RANGE(c->NKV, "num_key_value_heads", 1, c->NH);
-    CHECK_RANGE(c->HD, "head_dim", 1, CFG_MAX_COUNT);
+    /* 256: the widest head flash attention's tiles take (ops.h) */
+    CHECK_RANGE(c->HD, "head_dim", 1, 256);
     CHECK_RANGE(c->FF, g ? "n_inner" : "intermediate_size", 1, CFG_MAX_DIM);
     CHECK_RANGE(c->V, "vocab_size", 1, CFG_MAX_DIM);
     CHECK_RANGE(c->max_T, g ? "n_positions" : "max_position_embeddings", 1, CFG_MAX_DIM);

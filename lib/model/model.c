@@ -832,7 +832,7 @@ int al_model_reserve(al_model *m, int B, int T, int flags, char err[AL_ERRLEN]) 
     size_t QK = (size_t)(c->NH + c->NKV) * (size_t)c->HD;
     size_t n_qk = c->qk_norm ? N * QK + N * (size_t)(c->NH + c->NKV) : 0;
     size_t n_post = c->post_norm ? 2 * N * C + 2 * N : 0;
-    size_t per_layer = N * C * 3 + N * 4 + N * (size_t)m->QKV + (size_t)B * c->NH * T * T +
+    size_t per_layer = N * C * 3 + N * 4 + N * (size_t)m->QKV + (size_t)B * c->NH * T +
                        N * AH + N * (size_t)m->UPW + N * (size_t)c->FF + N * r * (size_t)max_lora +
                        n_qk + n_post;
     int fwd_only = (flags & AL_MODEL_FORWARD_ONLY) != 0;
@@ -889,7 +889,7 @@ int al_model_reserve(al_model *m, int B, int T, int flags, char err[AL_ERRLEN]) 
         TAKE(a->ln1_mean, N);
         TAKE(a->ln1_rstd, N);
         TAKE(a->qkv, N * (size_t)m->QKV);
-        TAKE(a->att, (size_t)B * c->NH * T * T);
+        TAKE(a->lse, (size_t)B * c->NH * T);
         TAKE(a->atty, N * AH);
         TAKE(a->mid, N * C);
         TAKE(a->ln2, N * C);
@@ -1175,7 +1175,8 @@ static void layer_forward(al_model *m, int l, al_acts *a, const float *x, float 
     al_layer_qk_forward(m, l, a->qkv, a->qk_raw, a->qk_rstd, pos, N);
     al_attn_opts ao;
     al_layer_attn_opts(m, l, &ao);
-    al_attention_forward(a->atty, a->att, q, k, v, m->QKV, in->seg, B, T, c->NH, c->NKV, HD, &ao);
+    al_flash_attention_forward(a->atty, a->lse, q, k, v, m->QKV, in->seg, B, T, c->NH, c->NKV, HD, &ao,
+                               m->bf16);
     float *ao_out = c->post_norm ? a->att_o : a->mid;
     al_linear_forward(m, l, LIN_O, ao_out, a->atty, lora_slot(m, l, LIN_O, a->lora_t, N), m->s16, N);
     al_layer_residual(m, l, 0, a->mid, x, ao_out, a->pa_rstd, N);
@@ -1355,8 +1356,8 @@ static void layer_backward(al_model *m, int l, al_acts *a, const float *x,
     float *dq = m->d_qkv, *dk = dq + AH, *dv = dk + (size_t)c->NKV * HD;
     al_attn_opts ao;
     al_layer_attn_opts(m, l, &ao);
-    al_attention_backward(dq, dk, dv, m->d_atty, a->att, q, k, v, m->QKV, in->seg, B, T,
-                          c->NH, c->NKV, HD, &ao);
+    al_flash_attention_backward(dq, dk, dv, m->d_atty, a->atty, a->lse, q, k, v, m->QKV, in->seg, B,
+                                T, c->NH, c->NKV, HD, &ao, m->bf16);
     layer_qk_backward(m, l, a, m->d_qkv, pos, N);
     al_zero(m->d_ln, NC);
     const float *xin = ly->ln1_w >= 0 ? a->ln1 : x;

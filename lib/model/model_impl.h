@@ -36,7 +36,7 @@ typedef struct al_layer {
 typedef struct al_acts {
     float *ln1, *ln1_mean, *ln1_rstd;
     float *qkv;          /* (N, QKV) after bias and RoPE */
-    float *att;          /* (B, NH, T, T) */
+    float *lse;          /* (B, NH, T) attention's log-sum-exp (flash attention) */
     float *atty;         /* (N, NH*HD) */
     float *mid;          /* (N, C) residual after attention */
     float *ln2, *ln2_mean, *ln2_rstd;
