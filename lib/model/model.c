@@ -296,7 +296,7 @@ static int build_params(al_model *m) {
 /* Gives every parameter a gradient, or with lora_only just the adapters and
  * the scalar head (PEFT's modules_to_save for a reward model or critic). */
 static int alloc_grads(al_model *m, int lora_only) {
-    al_free(m->grad);
+    al_free_pages(m->grad, m->n_grad * sizeof(float));
     m->grad = NULL;
     m->n_grad = 0;
     for (int i = 0; i < m->n_params; i++) {
@@ -306,7 +306,7 @@ static int alloc_grads(al_model *m, int lora_only) {
         m->n_grad += p->n;
     }
     if (m->n_grad == 0) return 0;
-    m->grad = al_calloc(m->n_grad, sizeof(float));
+    m->grad = al_alloc_pages(m->n_grad * sizeof(float));
     if (!m->grad) return -1;
     size_t off = 0;
     for (int i = 0; i < m->n_params; i++) {
@@ -344,11 +344,12 @@ static int storage_build(al_model *m, const unsigned char *trains) {
         if (!h || trains[i]) n32 += p->n;
         if (h) n16 += p->n;
     }
-    float *d32 = al_calloc(n32 ? n32 : 1, sizeof(float));
-    uint16_t *d16 = n16 ? al_calloc(n16, sizeof(uint16_t)) : NULL;
+    /* fresh zero pages: loading writes every weight once, no memset first */
+    float *d32 = al_alloc_pages(n32 * sizeof(float));
+    uint16_t *d16 = n16 ? al_alloc_pages(n16 * sizeof(uint16_t)) : NULL;
     if (!d32 || (n16 && !d16)) {
-        al_free(d32);
-        al_free(d16);
+        al_free_pages(d32, n32 * sizeof(float));
+        al_free_pages(d16, n16 * sizeof(uint16_t));
         return -1;
     }
     size_t o32 = 0, o16 = 0;
@@ -370,8 +371,8 @@ static int storage_build(al_model *m, const unsigned char *trains) {
         p->w = nw;
         p->h = nh;
     }
-    al_free(m->data);
-    al_free(m->data16);
+    al_free_pages(m->data, m->n_data * sizeof(float));
+    al_free_pages(m->data16, m->n_data16 * sizeof(uint16_t));
     m->data = d32;
     m->n_data = n32;
     m->data16 = d16;
@@ -394,7 +395,7 @@ int al_model_set_bf16(al_model *m, int on, char err[AL_ERRLEN]) {
         return al_err(err, AL_ENOMEM, "out of memory converting the weights");
     }
     /* the activations need (or no longer need) bf16 scratch */
-    al_free(m->act16);
+    al_free_pages(m->act16, m->n_act16 * sizeof(uint16_t));
     m->act16 = m->s16 = NULL;
     m->n_act16 = 0;
     m->resB = m->resT = 0;
@@ -519,11 +520,11 @@ nomem:
 
 void al_model_free(al_model *m) {
     if (!m) return;
-    al_free(m->data);
-    al_free(m->data16);
-    al_free(m->act16);
-    al_free(m->grad);
-    al_free(m->act);
+    al_free_pages(m->data, m->n_data * sizeof(float));
+    al_free_pages(m->data16, m->n_data16 * sizeof(uint16_t));
+    al_free_pages(m->act16, m->n_act16 * sizeof(uint16_t));
+    al_free_pages(m->grad, m->n_grad * sizeof(float));
+    al_free_pages(m->act, m->n_act * sizeof(float));
     al_free(m->rope_cos);
     al_free(m->rope_sin);
     al_free(m->rope_lcos);
@@ -554,7 +555,7 @@ void al_model_freeze_base(al_model *m) {
 }
 
 void al_model_drop_grads(al_model *m) {
-    al_free(m->grad);
+    al_free_pages(m->grad, m->n_grad * sizeof(float));
     m->grad = NULL;
     m->n_grad = 0;
     for (int i = 0; i < m->n_params; i++) m->params[i].g = NULL;
@@ -659,11 +660,11 @@ al_model *al_model_new_shared(al_model *base, const al_lora_cfg *lora, uint64_t 
     for (int i = 0; i < m->n_params; i++)
         if (m->params[i].lora || i == m->score) own += m->params[i].n;
     m->n_data = own;
-    m->data = al_calloc(own, sizeof(float));
+    m->data = al_alloc_pages(own * sizeof(float));
     if (!m->data) goto nomem;
     if (m->bf16) {
         m->n_data16 = own;
-        m->data16 = al_calloc(own, sizeof(uint16_t));
+        m->data16 = al_alloc_pages(own * sizeof(uint16_t));
         if (!m->data16) goto nomem;
     }
     size_t off = 0;
@@ -805,7 +806,7 @@ int al_model_share_activations(al_model *m, al_model *owner, char err[AL_ERRLEN]
         m->acts = calloc((size_t)a->n_layers, sizeof *m->acts);
         if (!m->acts) return al_err(err, AL_ENOMEM, "out of memory");
     }
-    al_free(m->act);
+    al_free_pages(m->act, m->n_act * sizeof(float));
     m->act = NULL;
     m->n_act = 0;
     m->act_owner = owner;
@@ -860,17 +861,17 @@ int al_model_reserve(al_model *m, int B, int T, int flags, char err[AL_ERRLEN]) 
         if (head16 > n16) n16 = head16;
     }
     al_acts *acts = calloc(L, sizeof *acts);
-    float *act = al_calloc(total, sizeof(float));
-    uint16_t *act16 = n16 ? al_calloc(n16, sizeof(uint16_t)) : NULL;
+    float *act = al_alloc_pages(total * sizeof(float));
+    uint16_t *act16 = n16 ? al_alloc_pages(n16 * sizeof(uint16_t)) : NULL;
     if (!acts || !act || (n16 && !act16)) {
         free(acts);
-        al_free(act);
-        al_free(act16);
+        al_free_pages(act, total * sizeof(float));
+        al_free_pages(act16, n16 * sizeof(uint16_t));
         return al_err(err, AL_ENOMEM, "out of memory for activations (%zu MB)",
                       (total * sizeof(float) + n16 * sizeof(uint16_t)) >> 20);
     }
-    al_free(m->act);
-    al_free(m->act16);
+    al_free_pages(m->act, m->n_act * sizeof(float));
+    al_free_pages(m->act16, m->n_act16 * sizeof(uint16_t));
     free(m->acts);
     m->act16 = m->s16 = act16;
     m->n_act16 = n16;

@@ -502,10 +502,35 @@ static void st_convert(const st_run *r, size_t a, size_t b) {
 static void st_transpose(const st_run *r, size_t r0, size_t r1) {
     enum { TB = 32 };
     const uint8_t *s = r->src;
+    /* the common cases with typed copies: F32 into float, F32 or BF16 into bf16 */
+    int f32 = r->in == AL_DT_F32 && !r->out_bf16;
+    int b16 = r->in == AL_DT_BF16 && r->out_bf16;
+    int f2b = r->in == AL_DT_F32 && r->out_bf16;
     for (size_t rb = r0; rb < r1; rb += TB) {
         size_t re = rb + TB < r1 ? rb + TB : r1;
         for (size_t cb = 0; cb < r->cols; cb += TB) {
             size_t ce = cb + TB < r->cols ? cb + TB : r->cols;
+            if (f32 || b16 || f2b) {
+                for (size_t i = rb; i < re; i++) {
+                    const uint8_t *src = s + (i * r->cols + cb) * (f32 || f2b ? 4 : 2);
+                    if (f32) {
+                        float v[TB], *d = (float *)r->dst + i;
+                        memcpy(v, src, (ce - cb) * 4);
+                        for (size_t j = 0; j < ce - cb; j++) d[(cb + j) * r->rows] = v[j];
+                    } else if (f2b) {
+                        float v[TB];
+                        uint16_t h[TB], *d = (uint16_t *)r->dst + i;
+                        memcpy(v, src, (ce - cb) * 4);
+                        al_bf16_round(h, v, ce - cb);
+                        for (size_t j = 0; j < ce - cb; j++) d[(cb + j) * r->rows] = h[j];
+                    } else {
+                        uint16_t v[TB], *d = (uint16_t *)r->dst + i;
+                        memcpy(v, src, (ce - cb) * 2);
+                        for (size_t j = 0; j < ce - cb; j++) d[(cb + j) * r->rows] = v[j];
+                    }
+                }
+                continue;
+            }
             for (size_t i = rb; i < re; i++)
                 for (size_t j = cb; j < ce; j++) {
                     size_t at = j * r->rows + i;
