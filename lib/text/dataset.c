@@ -2142,19 +2142,22 @@ static int finish(reader *d, al_dataset **out, char err[AL_ERRLEN]) {
     for (int f = 1; f < AL_FMT_COUNT && F != AL_FMT_UNKNOWN; f++)
         if (f != (int)F && count[f] == count[F]) {
             name_formats(FMT_BIT(F) | FMT_BIT(f), names, sizeof names);
-            snprintf(ambiguous, sizeof ambiguous,
-                     "as many rows are in one format as in another (%d each): %s; the file's format "
-                     "cannot be told apart",
-                     count[F], names);
+            /* a long list of names may be cut: the message stays one line */
+            int len = snprintf(ambiguous, sizeof ambiguous,
+                               "as many rows are in one format as in another (%d each): %s; the "
+                               "file's format cannot be told apart",
+                               count[F], names);
+            (void)len;
             F = AL_FMT_UNKNOWN;
             break;
         }
     if (!ambiguous[0] && F == AL_FMT_UNKNOWN && n_amb) {
         name_formats(common ? common : seen, names, sizeof names);
-        snprintf(ambiguous, sizeof ambiguous,
-                 "every row has the keys of more than one format: %s; keep only the columns of "
-                 "the format you mean",
-                 names);
+        int len = snprintf(ambiguous, sizeof ambiguous,
+                           "every row has the keys of more than one format: %s; keep only the "
+                           "columns of the format you mean",
+                           names);
+        (void)len;
     }
     /* 2. Rows judged as something else are judged as F. */
     if (F != AL_FMT_UNKNOWN)
