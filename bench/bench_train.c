@@ -418,6 +418,9 @@ int main(int argc, char **argv) {
         return 1;
     }
     al_model_init(m, 42);
+    /* generation serves a frozen model (no gradients; in bf16 its weights
+     * are held in bf16 alone, as the chat endpoints hold them) */
+    if (!strcmp(mode, "gen")) al_model_drop_grads(m);
     /* bf16: trained matrices keep fp32 masters, frozen ones (the LoRA base)
      * are held in bf16 alone */
     if (bf16 && (rc = al_model_set_bf16(m, 1, err))) {

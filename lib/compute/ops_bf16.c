@@ -246,7 +246,10 @@ static void gemm16_run(gemm16_ctx *g) {
     if (g->M == 0 || g->N == 0) return;
     double work = (double)g->M * (double)g->N * (double)g->K;
     int nt = al_pool_threads();
-    if (nt <= 1 || work < GEMM_PAR_WORK) {
+    /* a few rows against a large matrix (decoding) is bound by reading the
+     * matrix: worth splitting far below the work a product needs */
+    int gemv = g->M <= 4 && (double)g->N * (double)g->K >= 65536.0;
+    if (nt <= 1 || (work < GEMM_PAR_WORK && !gemv)) {
         gemm16_panel(g, 0, g->M, 0, g->N);
         return;
     }

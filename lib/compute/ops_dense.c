@@ -139,7 +139,10 @@ static void gemm_run(gemm_ctx *g) {
     g->onednn = al_gemm_backend() == AL_MM_ONEDNN;
     double work = (double)g->M * (double)g->N * (double)g->K;
     int nt = al_pool_threads();
-    if (nt <= 1 || work < GEMM_PAR_WORK) {
+    /* a few rows against a large matrix (decoding) is bound by reading the
+     * matrix: worth splitting far below the work a product needs */
+    int gemv = g->M <= 4 && (double)g->N * (double)g->K >= 65536.0;
+    if (nt <= 1 || (work < GEMM_PAR_WORK && !gemv)) {
         gemm_panel(g, 0, g->M, 0, g->N);
         return;
     }
