@@ -72,9 +72,19 @@
  *   new job's model, from_checkpoint).
  *
  * Model: {"object":"model","id":NAME,"created":UNIX,"owned_by":"alignd"|
- *         "ftjob-<n>","kind":"base"|"fine_tuned"|"adapter"|"checkpoint",
+ *         "ftjob-<n>"|"ORG/NAME","kind":"base"|"fine_tuned"|"adapter"|"checkpoint",
  *         "base_model":NAME|null,"architecture":S,"parameters":N,
- *         "has_score_head":bool,"in_use_by":["ftjob-..."]}
+ *         "has_score_head":bool,"family":S (config.json's model_type),
+ *         "dtype":"bfloat16"|"float32"|...|null,"context_length":N,
+ *         "chat_template":bool,
+ *         "source":{"type":"folder","path"} | {"type":"hub","repo",
+ *                   "revision","commit"} | {"type":"fine_tune","job",
+ *                   "base_model"},
+ *         "status":"ready"|"downloading"|"failed","error":{"code","message"}|null,
+ *         "download":{"bytes","total_bytes","files","files_total","file",
+ *                     "percentage"} (while downloading),
+ *         "in_use_by":["ftjob-..."]}
+ *   NAME of a Hub model: "ORG/NAME" or "ORG/NAME@REV".
  *
  * Feed item (server-sent events; `seq` is the SSE id, increasing per job):
  *        {"seq":N,"event":"event"|"metrics"|"sample"|"status",
@@ -154,11 +164,21 @@ typedef struct api_backend {
     int (*job_estimate)(void *ud, const json_t *body, json_t **out, api_error *e);
     int (*job_list)(void *ud, const api_page *pg, const char *status,
                     json_t **out, api_error *e);
+    /* The same list already serialized (compact JSON and a newline; *text
+     * malloc'd, the caller frees): the busiest read, built without a JSON
+     * tree where the backend can. May be NULL (job_list is used). */
+    int (*job_list_text)(void *ud, const api_page *pg, const char *status,
+                         char **text, size_t *len, api_error *e);
     int (*job_get)(void *ud, const char *id, json_t **out, api_error *e);
     /* action: "cancel", "pause" or "resume"; returns the job. 409
      * (invalid_state) when the job's status does not allow it. */
     int (*job_action)(void *ud, const char *id, const char *action,
                       json_t **out, api_error *e);
+    /* Deletes a finished job with its checkpoints, output model and
+     * records: {"id","object":"fine_tuning.job","deleted":true}. 409
+     * invalid_state while it is not final, 409 model_in_use while a live
+     * job uses its output or a checkpoint. May be NULL (405). */
+    int (*job_delete)(void *ud, const char *id, json_t **out, api_error *e);
     int (*job_events)(void *ud, const char *id, const api_page *pg,
                       json_t **out, api_error *e);
     /* keys: comma-separated metric names or NULL for all; rows with
@@ -178,6 +198,10 @@ typedef struct api_backend {
      * and every item was delivered. */
     int (*job_feed)(void *ud, const char *id, int64_t after_seq, int max, int timeout_ms,
                     json_t **items, int *finished, api_error *e);
+    /* The job's latest feed seq (0 when it has none), so that a new stream
+     * can start with the last few items instead of the whole history. May
+     * be NULL: such a backend's streams replay everything. */
+    int (*job_feed_last)(void *ud, const char *id, int64_t *last_seq, api_error *e);
 
     /* Models. model_register takes a folder already resolved by api/ to a
      * real path inside the allowed models directory. model_delete is 409
@@ -187,9 +211,21 @@ typedef struct api_backend {
     int (*model_register)(void *ud, const char *name, const char *real_path,
                           json_t **out, api_error *e);
     int (*model_delete)(void *ud, const char *id, json_t **out, api_error *e);
-    /* Folder to load for inference: a model name, "ftjob-<n>" (its output)
-     * or "ftjob-<n>:<step>" (a checkpoint). */
+    /* Folder to load for inference: a model name, "ftjob-<n>" (its output),
+     * "ftjob-<n>:<step>" (a checkpoint) or "ORG/NAME[@REV]" from the Hugging
+     * Face cache (409 model_downloading while it downloads). */
     int (*model_path)(void *ud, const char *id, char dir[API_PATH_MAX], api_error *e);
+    /* A model from the Hugging Face Hub (POST /v1/models {"hf"}): repo
+     * "ORG/NAME", revision NULL = "main", name NULL = the repo (+ "@rev").
+     * Ready at once from the cache (*accepted 0), or "downloading" with a
+     * "download" progress object (*accepted 1: 202). May be NULL (403). */
+    int (*model_register_hub)(void *ud, const char *repo, const char *revision, const char *name,
+                              json_t **out, int *accepted, api_error *e);
+    /* A model's events (its download: "progress" and "status" items) as a
+     * list, and as a live feed shaped as job_feed's. May be NULL. */
+    int (*model_events)(void *ud, const char *id, const api_page *pg, json_t **out, api_error *e);
+    int (*model_feed)(void *ud, const char *id, int64_t after_seq, int max, int timeout_ms,
+                      json_t **items, int *finished, api_error *e);
 
     /* Counters for /metrics (shape above). */
     int (*stats)(void *ud, json_t **out);

@@ -82,6 +82,12 @@ enum MHD_Result api_h_jobs_list(api_req *r) {
                                    "status: must be one of validating_files, queued, running, "
                                    "paused, cancelling, succeeded, failed, cancelled");
     }
+    if (s->be.job_list_text) {
+        char *text = NULL;
+        size_t len = 0;
+        if (s->be.job_list_text(s->be.ud, &pg, status, &text, &len, &e)) return api_reply_err(r, &e);
+        return api_reply_json_text(r, 200, text, len);
+    }
     json_t *out = NULL;
     int rc = s->be.job_list(s->be.ud, &pg, status, &out, &e);
     return api_reply_be(r, rc, out, &e);
@@ -107,11 +113,24 @@ static enum MHD_Result action(api_req *r, const char *what) {
     return api_reply_be(r, rc, out, &e);
 }
 
+enum MHD_Result api_h_jobs_delete(api_req *r) {
+    api_server *s = r->srv;
+    if (!api_id_ok(r->id)) return no_such_job(r);
+    if (!s->be.job_delete)
+        return api_reply_error(r, 405, "invalid_request_error", "method_not_allowed", "",
+                               "jobs cannot be deleted on this server");
+    api_error e;
+    memset(&e, 0, sizeof e);
+    json_t *out = NULL;
+    int rc = s->be.job_delete(s->be.ud, r->id, &out, &e);
+    return api_reply_be(r, rc, out, &e);
+}
+
 enum MHD_Result api_h_jobs_cancel(api_req *r) { return action(r, "cancel"); }
 enum MHD_Result api_h_jobs_pause(api_req *r) { return action(r, "pause"); }
 enum MHD_Result api_h_jobs_resume(api_req *r) { return action(r, "resume"); }
 
-static int wants_stream(api_req *r) {
+int api_wants_stream(api_req *r) {
     const char *acc = api_header(r, "Accept");
     if (acc && strstr(acc, "text/event-stream")) return 1;
     const char *q = api_query(r, "stream");
@@ -121,7 +140,7 @@ static int wants_stream(api_req *r) {
 enum MHD_Result api_h_jobs_events(api_req *r) {
     api_server *s = r->srv;
     if (!api_id_ok(r->id)) return no_such_job(r);
-    if (wants_stream(r)) return api_sse_job(r);
+    if (api_wants_stream(r)) return api_sse_job(r);
     api_error e;
     memset(&e, 0, sizeof e);
     api_page pg;

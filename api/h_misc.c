@@ -124,6 +124,21 @@ enum MHD_Result api_h_prometheus(api_req *r) {
         "# TYPE alignd_inference_models_loaded gauge\n"
         "alignd_inference_models_loaded %d\n",
         mem, n_models);
+    unsigned long steps, rows;
+    int live;
+    api_model_cache_decode_stats(s->models, &steps, &rows, &live);
+    put(&b, &len, &cap,
+        "# HELP alignd_inference_decode_steps_total Forward steps of the decoders of the loaded models.\n"
+        "# TYPE alignd_inference_decode_steps_total counter\n"
+        "alignd_inference_decode_steps_total %lu\n"
+        "# HELP alignd_inference_decode_rows_total Rows those steps carried (a token of a sequence each: "
+        "rows per step is the batch).\n"
+        "# TYPE alignd_inference_decode_rows_total counter\n"
+        "alignd_inference_decode_rows_total %lu\n"
+        "# HELP alignd_inference_sequences Sequences being decoded now.\n"
+        "# TYPE alignd_inference_sequences gauge\n"
+        "alignd_inference_sequences %d\n",
+        steps, rows, live);
     api_stats_write(s, &b, &len, &cap);
     if (!b)
         return api_reply_error(r, 500, "server_error", "internal_error", "", "out of memory");

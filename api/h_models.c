@@ -1,6 +1,7 @@
 /* /v1/models: list, get, register a Hugging Face folder by path (resolved
- * inside the allowed models directory: no "..", no symlink leading out),
- * delete. */
+ * inside the allowed models directory: no "..", no symlink leading out) or a
+ * model of the Hugging Face Hub by name ({"hf": "ORG/NAME", "revision"}:
+ * 202 while it downloads), its events (the download), delete. */
 #define _XOPEN_SOURCE 700 /* realpath */
 #include <errno.h>
 #include <limits.h>
@@ -73,10 +74,49 @@ static int file_exists(const char *dir, const char *name) {
     return stat(p, &st) == 0 && S_ISREG(st.st_mode);
 }
 
+/* {"hf": "ORG/NAME", "revision": "main", "name": optional}. */
+static enum MHD_Result post_hub(api_req *r, const json_t *body) {
+    api_server *s = r->srv;
+    api_error e;
+    memset(&e, 0, sizeof e);
+    const json_t *hf = json_object_get(body, "hf"), *rev = json_object_get(body, "revision"),
+                 *name = json_object_get(body, "name");
+    if (json_object_get(body, "path"))
+        return api_reply_error(r, 400, "invalid_request_error", "invalid_value", "path",
+                               "path: give either path (a folder) or hf (a Hub model), not both");
+    if (!json_is_string(hf) || !json_string_length(hf))
+        return api_reply_error(r, 400, "invalid_request_error", "invalid_type", "hf",
+                               "hf: must be a Hugging Face model id, ORG/NAME");
+    if (rev && !json_is_null(rev) && (!json_is_string(rev) || !json_string_length(rev)))
+        return api_reply_error(r, 400, "invalid_request_error", "invalid_type", "revision",
+                               "revision: must be a branch, tag or commit");
+    if (name && !json_is_null(name) && (!json_is_string(name) || !json_string_length(name)))
+        return api_reply_error(r, 400, "invalid_request_error", "invalid_type", "name", "name: must be a string");
+    if (!s->be.model_register_hub)
+        return api_reply_error(r, 403, "permission_error", "downloads_disabled", "hf",
+                               "hf: this server does not register Hub models");
+    json_t *out = NULL;
+    int accepted = 0;
+    int rc = s->be.model_register_hub(s->be.ud, json_string_value(hf), json_string_value(rev),
+                                      json_string_value(name), &out, &accepted, &e);
+    if (rc) return api_reply_err(r, &e);
+    return api_reply_json(r, accepted ? 202 : 200, out);
+}
+
 enum MHD_Result api_h_models_post(api_req *r) {
     api_server *s = r->srv;
     api_error e;
     memset(&e, 0, sizeof e);
+    if (r->len && strstr(r->body, "\"hf\"")) {
+        json_t *body = NULL;
+        if (api_body_object(r, &body, &e)) return api_reply_err(r, &e);
+        enum MHD_Result res = json_object_get(body, "hf") ? post_hub(r, body) : MHD_NO;
+        if (res != MHD_NO || json_object_get(body, "hf")) {
+            json_decref(body);
+            return res;
+        }
+        json_decref(body);
+    }
     if (!s->cfg.models_dir)
         return api_reply_error(r, 403, "permission_error", "registration_disabled", "path",
                                "path: this server has no models directory, so models cannot "
@@ -159,7 +199,7 @@ enum MHD_Result api_h_models_list(api_req *r) {
 
 enum MHD_Result api_h_models_get(api_req *r) {
     api_server *s = r->srv;
-    if (!api_id_ok(r->id)) return no_such_model(r);
+    if (!api_model_id_ok(r->id)) return no_such_model(r);
     api_error e;
     memset(&e, 0, sizeof e);
     json_t *out = NULL;
@@ -169,10 +209,28 @@ enum MHD_Result api_h_models_get(api_req *r) {
 
 enum MHD_Result api_h_models_delete(api_req *r) {
     api_server *s = r->srv;
-    if (!api_id_ok(r->id)) return no_such_model(r);
+    if (!api_model_id_ok(r->id)) return no_such_model(r);
     api_error e;
     memset(&e, 0, sizeof e);
     json_t *out = NULL;
     int rc = s->be.model_delete(s->be.ud, r->id, &out, &e);
+    return api_reply_be(r, rc, out, &e);
+}
+
+enum MHD_Result api_h_models_events(api_req *r) {
+    api_server *s = r->srv;
+    if (!api_model_id_ok(r->id)) return no_such_model(r);
+    if (!s->be.model_events) return no_such_model(r);
+    if (api_wants_stream(r)) return api_sse_model(r);
+    api_error e;
+    memset(&e, 0, sizeof e);
+    api_page pg;
+    const char *after = api_query(r, "after");
+    long limit;
+    if (api_query_long(r, "limit", 1, 100, 20, &limit, &e)) return api_reply_err(r, &e);
+    pg.after = after && api_id_ok(after) ? after : NULL;
+    pg.limit = (int)limit;
+    json_t *out = NULL;
+    int rc = s->be.model_events(s->be.ud, r->id, &pg, &out, &e);
     return api_reply_be(r, rc, out, &e);
 }

@@ -1,15 +1,26 @@
 /* OpenAI-compatible inference: POST /v1/chat/completions and
  * POST /v1/completions, served from any registered model, fine-tuned output
  * or checkpoint (the backend's model_path gives the folder) through the
- * shared compute core (al_generate runs its products on the pool, taking
- * turns with training steps).
+ * shared compute core.
  *
  * Loaded models live in a small cache (least recently used out first, never
- * one in use); each holds a mutex so one generation at a time runs on it
- * (al_model is not thread-safe). Generation runs to the end before the
- * answer goes out; with "stream": true the answer is then cut into one
- * chunk per token as OpenAI's stream sends them, ending with
- * "data: [DONE]". Stop strings are applied to the decoded text. */
+ * one in use). Each loaded model has one decode thread that owns its
+ * al_decoder (lib/model/decode.c, continuous batching): requests queue
+ * their sequences (n of them for n choices), the thread admits them between
+ * steps, and every step runs one forward over all live sequences, so
+ * concurrent requests to one model share the matrix products instead of
+ * taking turns. The HTTP thread of a request waits on the entry's condition
+ * variable for its tokens: the whole answer, or with "stream": true one
+ * server-sent chunk per token as it is generated (OpenAI's
+ * chat.completion.chunk / text_completion shapes, "data: [DONE]" last).
+ * Streamed text never splits a UTF-8 character (an incomplete one waits
+ * for its next token; bytes that can never form one become U+FFFD), and
+ * text that may be the start of a stop string waits until it is known not
+ * to be. A client that goes away cancels its sequences at the next step.
+ *
+ * Locks: the cache's mu (entries, refs) and each entry's mu (its task
+ * queue, tokens, the decode thread's state); never the cache's inside an
+ * entry's. */
 #include <math.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -25,16 +36,31 @@
 
 #define CACHE_SLOTS 8
 
+#define MAX_SEQS 16      /* sequences decoded at once per model */
+#define MAX_ROWS 256     /* rows per step: decoding sequences + prompt chunks */
+#define MAX_N 16         /* choices per request */
+
+struct task;
+
 typedef struct cache_ent {
     char dir[API_PATH_MAX];
     struct timespec mtime;   /* of config.json/adapter_config.json when loaded */
     al_model *m;
     al_tok *tok;
     al_chat *chat;
-    pthread_mutex_t run;     /* one generation at a time on m */
     int refs;                /* under the cache's mu */
     unsigned long last_used;
     size_t mem;
+    /* the decode thread and its queue, under mu */
+    pthread_mutex_t mu;
+    pthread_cond_t work;     /* the decode thread waits for requests */
+    pthread_cond_t tokens;   /* requests wait for tokens */
+    pthread_t th;
+    int started, stop;
+    al_decoder *dec;         /* the decode thread's only */
+    struct task *pending, *active;
+    struct { struct task *t; int c; } owner[MAX_SEQS];
+    unsigned long steps, rows; /* decode steps run, rows they carried */
 } cache_ent;
 
 struct api_model_cache {
@@ -52,12 +78,24 @@ api_model_cache *api_model_cache_new(int capacity) {
     return c;
 }
 
+static void *decode_main(void *arg);
+
 static void ent_free(cache_ent *e) {
     if (!e) return;
+    if (e->started) {
+        pthread_mutex_lock(&e->mu);
+        e->stop = 1;
+        pthread_cond_broadcast(&e->work);
+        pthread_mutex_unlock(&e->mu);
+        pthread_join(e->th, NULL);
+    }
+    al_decoder_free(e->dec);
     al_chat_free(e->chat);
     al_tok_free(e->tok);
     al_model_free(e->m);
-    pthread_mutex_destroy(&e->run);
+    pthread_cond_destroy(&e->work);
+    pthread_cond_destroy(&e->tokens);
+    pthread_mutex_destroy(&e->mu);
     free(e);
 }
 
@@ -108,7 +146,9 @@ static cache_ent *ent_load(const char *dir, int bf16, char err[AL_ERRLEN]) {
     }
     snprintf(e->dir, sizeof e->dir, "%s", dir);
     e->mtime = dir_mtime(dir);
-    pthread_mutex_init(&e->run, NULL);
+    pthread_mutex_init(&e->mu, NULL);
+    pthread_cond_init(&e->work, NULL);
+    pthread_cond_init(&e->tokens, NULL);
     /* the daemon's dtype: in bf16 the weights are held in bf16 too */
     if (al_model_open_ex(&e->m, dir, NULL, AL_OPEN_FROZEN | (bf16 ? AL_OPEN_BF16 : 0), 0, err) ||
         al_tok_load(&e->tok, dir, err) || al_chat_new(&e->chat, e->tok, NULL, err)) {
@@ -120,6 +160,16 @@ static cache_ent *ent_load(const char *dir, int bf16, char err[AL_ERRLEN]) {
         ent_free(e);
         return NULL;
     }
+    if (!(e->dec = al_decoder_new(e->m, MAX_SEQS, MAX_ROWS, err))) {
+        ent_free(e);
+        return NULL;
+    }
+    if (pthread_create(&e->th, NULL, decode_main, e)) {
+        snprintf(err, AL_ERRLEN, "cannot start a decode thread");
+        ent_free(e);
+        return NULL;
+    }
+    e->started = 1;
     e->mem = al_model_memory(e->m);
     return e;
 }
@@ -212,6 +262,7 @@ typedef struct gen_req {
     const char *stop[4];
     int n_stop;
     int stream, include_usage;
+    int n;                    /* choices */
 } gen_req;
 
 static int bad(api_error *e, const char *code, const char *param, const char *msg) {
@@ -384,8 +435,12 @@ static int parse_req(api_server *s, const json_t *body, int chat, gen_req *g, ap
         g->seed = (uint64_t)json_integer_value(seed);
     }
     const json_t *n = json_object_get(body, "n");
-    if (n && !json_is_null(n) && (!json_is_integer(n) || json_integer_value(n) != 1))
-        return bad(e, "invalid_value", "n", "only n = 1 is supported");
+    g->n = 1;
+    if (n && !json_is_null(n)) {
+        if (!json_is_integer(n) || json_integer_value(n) < 1 || json_integer_value(n) > MAX_N)
+            return bad(e, "invalid_value", "n", "must be an integer between 1 and 16");
+        g->n = (int)json_integer_value(n);
+    }
     const json_t *lp = json_object_get(body, "logprobs");
     if (lp && !json_is_null(lp) && !json_is_false(lp))
         return bad(e, "unsupported_value", "logprobs", "log-probabilities are not returned");
@@ -422,21 +477,412 @@ static int parse_req(api_server *s, const json_t *body, int chat, gen_req *g, ap
     return 0;
 }
 
-/* ---- generation ---------------------------------------------------------------- */
+/* ---- tasks and the decode thread ------------------------------------------------ */
 
-typedef struct gen_out {
-    char *text;               /* the completion (stop string cut), NUL-terminated */
-    size_t len;
-    int32_t *ids;             /* generated ids (stop token excluded) */
-    int n_ids;
-    int prompt_tokens, completion_tokens;
-    const char *finish;       /* "stop" | "length" */
-} gen_out;
+typedef struct gchoice {
+    int slot;                 /* the decoder's, while decoding; -1 otherwise */
+    int32_t *ids;             /* sampled tokens (a stop token excluded) */
+    int n, cap;
+    int finished;             /* no more tokens will come */
+    int stopped;              /* by a stop token (else by length) */
+    int cancel;               /* drop it at the next step */
+} gchoice;
 
-static void gen_out_free(gen_out *o) {
-    free(o->text);
-    free(o->ids);
+/* One request's sequences. Linked in its entry's pending or active list
+ * while the decode thread may touch it; the request frees it once it is
+ * unlinked, or marks it abandoned for the decode thread to free. */
+typedef struct task {
+    struct task *next;
+    int32_t *prompt;
+    int plen;
+    al_gen_cfg gc;
+    int32_t stops[16];
+    uint64_t seed;
+    int n;
+    gchoice ch[MAX_N];
+    int linked, abandoned, failed;
+    char err[AL_ERRLEN];
+} task;
+
+static void task_free(task *t) {
+    if (!t) return;
+    for (int i = 0; i < t->n; i++) free(t->ch[i].ids);
+    free(t->prompt);
+    free(t);
 }
+
+/* Locked. Ends every choice of t still decoding. */
+static void task_end(cache_ent *e, task *t) {
+    for (int i = 0; i < t->n; i++) {
+        gchoice *c = &t->ch[i];
+        if (c->slot >= 0) {
+            al_decoder_remove(e->dec, c->slot);
+            e->owner[c->slot].t = NULL;
+            c->slot = -1;
+        }
+        c->finished = 1;
+    }
+}
+
+/* Locked. Unlinks the active tasks that are over; frees the abandoned. */
+static void reap(cache_ent *e) {
+    task **pp = &e->active;
+    while (*pp) {
+        task *t = *pp;
+        int over = 1;
+        for (int i = 0; i < t->n; i++) {
+            gchoice *c = &t->ch[i];
+            if (c->cancel && !c->finished) {
+                al_decoder_remove(e->dec, c->slot);
+                e->owner[c->slot].t = NULL;
+                c->slot = -1;
+                c->finished = 1;
+            }
+            over &= c->finished;
+        }
+        if (!over) {
+            pp = &t->next;
+            continue;
+        }
+        *pp = t->next;
+        t->linked = 0;
+        if (t->abandoned) task_free(t);
+    }
+}
+
+/* Locked. Starts the pending tasks that fit, oldest first. */
+static void admit(cache_ent *e) {
+    char err[AL_ERRLEN];
+    while (e->pending) {
+        task *t = e->pending;
+        if (t->abandoned) {
+            e->pending = t->next;
+            task_free(t);
+            continue;
+        }
+        if (t->n > MAX_SEQS - al_decoder_live(e->dec)) return;
+        e->pending = t->next;
+        t->next = e->active;
+        e->active = t;
+        for (int i = 0; i < t->n; i++) {
+            int slot = al_decoder_add(e->dec, t->prompt, t->plen, &t->gc,
+                                      t->seed + (uint64_t)i * 0x9E3779B97F4A7C15ull, err);
+            if (slot < 0) {
+                t->failed = 1;
+                snprintf(t->err, sizeof t->err, "%s", err);
+                task_end(e, t);
+                break;
+            }
+            t->ch[i].slot = slot;
+            e->owner[slot].t = t;
+            e->owner[slot].c = i;
+        }
+    }
+}
+
+static void add_token(gchoice *c, int32_t tok) {
+    if (c->n == c->cap) {
+        int nc = c->cap ? 2 * c->cap : 64;
+        int32_t *ni = realloc(c->ids, (size_t)nc * sizeof *ni);
+        if (!ni) return; /* the text stops growing; the choice still ends */
+        c->ids = ni;
+        c->cap = nc;
+    }
+    c->ids[c->n++] = tok;
+}
+
+static void *decode_main(void *arg) {
+    cache_ent *e = arg;
+    al_dec_out out[MAX_SEQS];
+    char err[AL_ERRLEN];
+    pthread_mutex_lock(&e->mu);
+    for (;;) {
+        admit(e);
+        reap(e);
+        pthread_cond_broadcast(&e->tokens);
+        if (e->stop) break;
+        if (!al_decoder_live(e->dec)) {
+            pthread_cond_wait(&e->work, &e->mu);
+            continue;
+        }
+        pthread_mutex_unlock(&e->mu);
+        int k = al_decoder_step(e->dec, out, MAX_SEQS, err);
+        pthread_mutex_lock(&e->mu);
+        if (k < 0) {
+            for (task *t = e->active; t; t = t->next) {
+                t->failed = 1;
+                snprintf(t->err, sizeof t->err, "%s", err);
+                task_end(e, t);
+            }
+            continue;
+        }
+        e->steps++;
+        e->rows += (unsigned long)al_decoder_last_rows(e->dec);
+        for (int j = 0; j < k; j++) {
+            task *t = e->owner[out[j].slot].t;
+            if (!t) continue;
+            gchoice *c = &t->ch[e->owner[out[j].slot].c];
+            int is_stop = 0;
+            for (int q = 0; q < t->gc.n_stop; q++) is_stop |= out[j].token == t->gc.stop[q];
+            if (is_stop) c->stopped = 1;
+            else if (out[j].token >= 0) add_token(c, out[j].token);
+            if (out[j].done) {
+                e->owner[out[j].slot].t = NULL;
+                c->slot = -1;
+                c->finished = 1;
+            }
+        }
+    }
+    /* stopping: only abandoned tasks can be left (no request holds the entry) */
+    task *lists[2] = {e->pending, e->active};
+    e->pending = e->active = NULL;
+    for (int l = 0; l < 2; l++)
+        while (lists[l]) {
+            task *t = lists[l];
+            lists[l] = t->next;
+            task_end(e, t);
+            t->linked = 0;
+            if (t->abandoned) task_free(t);
+        }
+    pthread_mutex_unlock(&e->mu);
+    return NULL;
+}
+
+static void task_submit(cache_ent *e, task *t) {
+    pthread_mutex_lock(&e->mu);
+    t->linked = 1;
+    task **pp = &e->pending;
+    while (*pp) pp = &(*pp)->next;
+    *pp = t;
+    pthread_cond_signal(&e->work);
+    pthread_mutex_unlock(&e->mu);
+}
+
+/* The request is done with t: it is freed now or by the decode thread. */
+static void task_leave(cache_ent *e, task *t) {
+    pthread_mutex_lock(&e->mu);
+    t->abandoned = 1;
+    for (int i = 0; i < t->n; i++) t->ch[i].cancel = 1;
+    int now = !t->linked;
+    pthread_cond_signal(&e->work);
+    pthread_mutex_unlock(&e->mu);
+    if (now) task_free(t);
+}
+
+void api_model_cache_decode_stats(api_model_cache *c, unsigned long *steps, unsigned long *rows, int *live) {
+    *steps = *rows = 0;
+    *live = 0;
+    pthread_mutex_lock(&c->mu);
+    for (int i = 0; i < CACHE_SLOTS; i++) {
+        cache_ent *e = c->e[i];
+        if (!e) continue;
+        pthread_mutex_lock(&e->mu);
+        *steps += e->steps;
+        *rows += e->rows;
+        *live += al_decoder_live(e->dec);
+        pthread_mutex_unlock(&e->mu);
+    }
+    pthread_mutex_unlock(&c->mu);
+}
+
+/* ---- text of the choices --------------------------------------------------------- */
+
+/* What a request shows of one choice: the decoded text so far, made valid
+ * UTF-8, cut at a stop string. */
+typedef struct cview {
+    char *text;
+    size_t len;
+    size_t safe;              /* bytes that may go out now (held back: a possible stop string) */
+    size_t sent;              /* bytes streamed */
+    int n_ids;                /* tokens decoded into text */
+    int done;                 /* the text is final */
+    const char *finish;       /* "stop" | "length" once done */
+    int tokens;               /* completion tokens counted */
+    int finish_sent, role_sent;
+} cview;
+
+typedef struct gen_ctx {
+    api_server *s;
+    cache_ent *ce;
+    gen_req g;
+    json_t *body;             /* owns g's strings */
+    task *t;
+    cview v[MAX_N];
+    int prompt_tokens;
+    char id[64];
+    json_int_t created;
+    int failed;
+    char err[AL_ERRLEN];
+} gen_ctx;
+
+/* Appends bytes to a growing buffer; 0, or -1 out of memory. */
+static int buf_put(char **b, size_t *len, size_t *cap, const char *p, size_t n) {
+    if (*len + n + 1 > *cap) {
+        size_t nc = *cap ? *cap * 2 : 256;
+        while (nc < *len + n + 1) nc *= 2;
+        char *nb = realloc(*b, nc);
+        if (!nb) return -1;
+        *b = nb;
+        *cap = nc;
+    }
+    memcpy(*b + *len, p, n);
+    *len += n;
+    (*b)[*len] = 0;
+    return 0;
+}
+
+/* in (n bytes) as valid UTF-8: a sequence that can never be a character
+ * becomes U+FFFD; an incomplete one at the end is kept out (*held set)
+ * unless final, when it also becomes U+FFFD. */
+static char *utf8_clean(const char *in, size_t n, int final, size_t *out_len) {
+    char *o = NULL;
+    size_t len = 0, cap = 0;
+    size_t i = 0;
+    buf_put(&o, &len, &cap, "", 0);
+    while (i < n) {
+        unsigned char c = (unsigned char)in[i];
+        size_t k = c < 0x80 ? 1 : (c >> 5) == 6 ? 2 : (c >> 4) == 14 ? 3 : (c >> 3) == 30 ? 4 : 0;
+        if (k == 1) {
+            buf_put(&o, &len, &cap, in + i, 1);
+            i++;
+            continue;
+        }
+        size_t have = 1;
+        while (k && have < k && i + have < n && ((unsigned char)in[i + have] & 0xC0) == 0x80) have++;
+        if (k && have == k) {
+            json_t *probe = json_stringn(in + i, k); /* overlong forms, surrogates */
+            if (probe) {
+                json_decref(probe);
+                buf_put(&o, &len, &cap, in + i, k);
+                i += k;
+                continue;
+            }
+        } else if (k && i + have == n && !final) {
+            break; /* may complete with the next token */
+        }
+        buf_put(&o, &len, &cap, "\xEF\xBF\xBD", 3);
+        i += k && have > 1 ? have : 1;
+    }
+    *out_len = len;
+    return o;
+}
+
+/* Bytes at the end of text that could start one of the stop strings. */
+static size_t stop_holdback(const gen_req *g, const char *text, size_t len) {
+    size_t hold = 0;
+    for (int i = 0; i < g->n_stop; i++) {
+        size_t sl = strlen(g->stop[i]);
+        for (size_t k = sl - 1; k > hold && k > 0; k--)
+            if (k <= len && !memcmp(text + len - k, g->stop[i], k)) {
+                hold = k;
+                break;
+            }
+    }
+    return hold;
+}
+
+/* Brings every view up to date with its choice's tokens. Returns 1 when
+ * every choice is done. */
+static int views_update(gen_ctx *x) {
+    cache_ent *e = x->ce;
+    task *t = x->t;
+    int all = 1;
+    for (int i = 0; i < t->n; i++) {
+        cview *v = &x->v[i];
+        if (v->done) continue;
+        pthread_mutex_lock(&e->mu);
+        gchoice *c = &t->ch[i];
+        int n = c->n, fin = c->finished, stopped = c->stopped;
+        int32_t *ids = n > v->n_ids ? malloc((size_t)n * sizeof *ids) : NULL;
+        if (ids) memcpy(ids, c->ids, (size_t)n * sizeof *ids);
+        if (t->failed && !x->failed) {
+            x->failed = 1;
+            snprintf(x->err, sizeof x->err, "%s", t->err);
+        }
+        pthread_mutex_unlock(&e->mu);
+        if (ids || (fin && !v->done)) {
+            char *raw = NULL;
+            size_t rl = 0;
+            if (!ids || al_tok_decode(e->tok, ids, n, 1, &raw, &rl) == AL_OK) {
+                if (ids) {
+                    size_t cl;
+                    char *clean = utf8_clean(raw ? raw : "", rl, fin, &cl);
+                    /* a tokenizer may decode an unfinished character as U+FFFD
+                     * itself: until the choice ends, that is held back too */
+                    while (clean && !fin && cl >= 3 && !memcmp(clean + cl - 3, "\xEF\xBF\xBD", 3)) clean[cl -= 3] = 0;
+                    if (clean && v->sent <= cl && (!v->text || !memcmp(clean, v->text, v->sent))) {
+                        free(v->text);
+                        v->text = clean;
+                        v->len = cl;
+                        v->n_ids = n;
+                    } else if (clean) {
+                        /* the new text does not extend what went out: keep the
+                         * old until it does (or the choice ends) */
+                        free(clean);
+                        if (fin) v->n_ids = n;
+                    }
+                }
+                v->tokens = v->n_ids;
+                /* the earliest stop string ends the text */
+                size_t cut = v->len;
+                for (int k = 0; k < x->g.n_stop && v->text; k++) {
+                    const char *m = strstr(v->text, x->g.stop[k]);
+                    if (m && (size_t)(m - v->text) < cut) cut = (size_t)(m - v->text);
+                }
+                if (cut < v->len) {
+                    v->len = cut;
+                    v->text[cut] = 0;
+                    v->done = 1;
+                    v->finish = "stop";
+                    /* tokens up to the one where the stop string began */
+                    for (int k = 1; k <= v->n_ids && ids; k++) {
+                        char *t2 = NULL;
+                        size_t l2 = 0;
+                        if (al_tok_decode(e->tok, ids, k, 1, &t2, &l2) == AL_OK && l2 > cut) {
+                            free(t2);
+                            v->tokens = k;
+                            break;
+                        }
+                        free(t2);
+                    }
+                    pthread_mutex_lock(&e->mu);
+                    c->cancel = 1;
+                    pthread_cond_signal(&e->work);
+                    pthread_mutex_unlock(&e->mu);
+                } else if (fin && n == v->n_ids) {
+                    v->done = 1;
+                    v->finish = stopped ? "stop" : "length";
+                }
+            }
+            free(raw);
+            free(ids);
+        }
+        if (!v->text) {
+            v->text = calloc(1, 1);
+            v->len = 0;
+        }
+        v->safe = v->done ? v->len : v->len - stop_holdback(&x->g, v->text, v->len);
+        all &= v->done;
+    }
+    return all;
+}
+
+/* Waits up to ms for tokens. */
+static void wait_tokens(gen_ctx *x, int ms) {
+    cache_ent *e = x->ce;
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_nsec += (long)ms * 1000000L;
+    while (until.tv_nsec >= 1000000000L) until.tv_sec++, until.tv_nsec -= 1000000000L;
+    pthread_mutex_lock(&e->mu);
+    int news = 0;
+    for (int i = 0; i < x->t->n; i++)
+        news |= x->t->ch[i].n > x->v[i].n_ids || (x->t->ch[i].finished && !x->v[i].done);
+    if (!news) pthread_cond_timedwait(&e->tokens, &e->mu, &until);
+    pthread_mutex_unlock(&e->mu);
+}
+
+/* ---- preparing a request ------------------------------------------------------------ */
 
 static void add_stop_id(int32_t *stops, int *n, int32_t id) {
     if (id < 0 || *n >= 16) return;
@@ -447,9 +893,10 @@ static void add_stop_id(int32_t *stops, int *n, int32_t id) {
 
 static atomic_ulong seed_counter;
 
-static int run_generation(api_server *s, cache_ent *ce, const gen_req *g, gen_out *o,
-                          api_error *e) {
-    memset(o, 0, sizeof *o);
+/* The request's prompt and settings into a task. */
+static int make_task(gen_ctx *x, api_error *e) {
+    const gen_req *g = &x->g;
+    cache_ent *ce = x->ce;
     char err[AL_ERRLEN] = "";
     al_seq seq;
     memset(&seq, 0, sizeof seq);
@@ -466,8 +913,7 @@ static int run_generation(api_server *s, cache_ent *ce, const gen_req *g, gen_ou
     const al_model_config *mc = al_model_config_of(ce->m);
     if (seq.n == 0) {
         al_seq_deinit(&seq);
-        return bad(e, "invalid_value", g->chat ? "messages" : "prompt",
-                   "encodes to no tokens");
+        return bad(e, "invalid_value", g->chat ? "messages" : "prompt", "encodes to no tokens");
     }
     if (seq.n >= mc->max_T) {
         int n = seq.n;
@@ -477,98 +923,39 @@ static int run_generation(api_server *s, cache_ent *ce, const gen_req *g, gen_ou
                              "%s: %d tokens, the model's context is %d tokens",
                              g->chat ? "messages" : "prompt", n, mc->max_T);
     }
-    int max_new = g->max_tokens ? g->max_tokens : s->cfg.max_tokens;
-    if (max_new > mc->max_T - seq.n) max_new = mc->max_T - seq.n;
-    int32_t stops[16];
+    task *t = calloc(1, sizeof *t);
+    if (!t || !(t->prompt = malloc((size_t)seq.n * sizeof *t->prompt))) {
+        free(t);
+        al_seq_deinit(&seq);
+        return api_error_set(e, 500, "server_error", "internal_error", "", "out of memory");
+    }
+    memcpy(t->prompt, seq.ids, (size_t)seq.n * sizeof *t->prompt);
+    t->plen = seq.n;
+    al_seq_deinit(&seq);
+    int max_new = g->max_tokens ? g->max_tokens : x->s->cfg.max_tokens;
+    if (max_new > mc->max_T - t->plen) max_new = mc->max_T - t->plen;
     int n_stops = 0;
-    add_stop_id(stops, &n_stops, mc->eos_id);
-    add_stop_id(stops, &n_stops, al_tok_eos(ce->tok));
+    add_stop_id(t->stops, &n_stops, mc->eos_id);
+    add_stop_id(t->stops, &n_stops, al_tok_eos(ce->tok));
     static const char *const eot[] = {"<|im_end|>", "<|eot_id|>", "<|end|>", "<end_of_turn>",
                                       "<|endoftext|>"};
     for (size_t i = 0; i < sizeof eot / sizeof eot[0]; i++) {
         int32_t id = al_tok_id(ce->tok, eot[i]);
-        if (id >= 0 && al_tok_is_special(ce->tok, id)) add_stop_id(stops, &n_stops, id);
+        if (id >= 0 && al_tok_is_special(ce->tok, id)) add_stop_id(t->stops, &n_stops, id);
     }
-    al_gen_cfg gc = {.max_new = max_new,
-                     .temperature = g->top_p == 0 ? 0.0f : (float)g->temperature,
-                     .top_k = g->top_k,
-                     .top_p = g->top_p == 0 ? 1.0f : (float)g->top_p,
-                     .stop = stops,
-                     .n_stop = n_stops};
-    al_rng rng;
-    uint64_t seed = g->has_seed ? g->seed
-                                : (uint64_t)time(NULL) * 0x9E3779B97F4A7C15ull ^
-                                      (uint64_t)atomic_fetch_add(&seed_counter, 1);
-    al_rng_seed(&rng, seed);
-    int32_t *ids = calloc((size_t)max_new + 1, sizeof *ids);
-    if (!ids) {
-        al_seq_deinit(&seq);
-        return api_error_set(e, 500, "server_error", "internal_error", "", "out of memory");
-    }
-    int len = 0;
-    const int32_t *pp = seq.ids;
-    int plen = seq.n;
-    pthread_mutex_lock(&ce->run);
-    rc = al_generate(ce->m, &pp, &plen, 1, &gc, &rng, ids, NULL, &len, err);
-    pthread_mutex_unlock(&ce->run);
-    al_seq_deinit(&seq);
-    if (rc) {
-        free(ids);
-        return api_error_set(e, 500, "server_error", "generation_failed", "",
-                             "generation failed: %s", err);
-    }
-    o->prompt_tokens = plen;
-    o->completion_tokens = len;
-    int stopped = 0;
-    if (len > 0)
-        for (int i = 0; i < n_stops; i++)
-            if (ids[len - 1] == stops[i]) stopped = 1;
-    o->ids = ids;
-    o->n_ids = stopped ? len - 1 : len;
-    o->finish = stopped ? "stop" : "length";
-    char *text = NULL;
-    size_t tl = 0;
-    if (al_tok_decode(ce->tok, ids, o->n_ids, 1, &text, &tl)) {
-        gen_out_free(o);
-        return api_error_set(e, 500, "server_error", "generation_failed", "",
-                             "the generated tokens cannot be decoded");
-    }
-    /* Stop strings: the earliest match ends the text. */
-    size_t cut = tl;
-    for (int i = 0; i < g->n_stop; i++) {
-        const char *m = strstr(text, g->stop[i]);
-        if (m && (size_t)(m - text) < cut) cut = (size_t)(m - text);
-    }
-    if (cut < tl) {
-        text[cut] = 0;
-        tl = cut;
-        o->finish = "stop";
-        /* tokens up to the one where the stop string began */
-        for (int k = 1; k <= o->n_ids; k++) {
-            char *t2 = NULL;
-            size_t l2 = 0;
-            if (al_tok_decode(ce->tok, ids, k, 1, &t2, &l2) == AL_OK && l2 > cut) {
-                free(t2);
-                o->completion_tokens = k;
-                o->n_ids = k;
-                break;
-            }
-            free(t2);
-        }
-    }
-    /* The text must be valid UTF-8 to go into JSON: a generation cut in the
-     * middle of a character loses the partial character. */
-    for (;;) {
-        json_t *probe = json_stringn(text, tl);
-        if (probe || tl == 0) {
-            json_decref(probe);
-            break;
-        }
-        tl--;
-    }
-    text[tl] = 0;
-    o->text = text;
-    o->len = tl;
+    t->gc = (al_gen_cfg){.max_new = max_new,
+                         .temperature = g->top_p == 0 ? 0.0f : (float)g->temperature,
+                         .top_k = g->top_k,
+                         .top_p = g->top_p == 0 ? 1.0f : (float)g->top_p,
+                         .stop = t->stops,
+                         .n_stop = n_stops};
+    t->seed = g->has_seed ? g->seed
+                          : (uint64_t)time(NULL) * 0x9E3779B97F4A7C15ull ^
+                                (uint64_t)atomic_fetch_add(&seed_counter, 1);
+    t->n = g->n;
+    for (int i = 0; i < t->n; i++) t->ch[i].slot = -1;
+    x->t = t;
+    x->prompt_tokens = t->plen;
     return 0;
 }
 
@@ -584,206 +971,252 @@ static void make_id(api_server *s, const char *prefix, char out[64]) {
     snprintf(out, 64, "%s%016llx%08lx", prefix, (unsigned long long)x, n & 0xffffffffUL);
 }
 
-static json_t *usage_obj(const gen_out *o) {
-    return json_pack("{s:i,s:i,s:i}", "prompt_tokens", o->prompt_tokens, "completion_tokens",
-                     o->completion_tokens, "total_tokens",
-                     o->prompt_tokens + o->completion_tokens);
+static json_t *usage_obj(const gen_ctx *x) {
+    int comp = 0;
+    for (int i = 0; i < x->g.n; i++) comp += x->v[i].tokens;
+    return json_pack("{s:i,s:i,s:i}", "prompt_tokens", x->prompt_tokens, "completion_tokens", comp,
+                     "total_tokens", x->prompt_tokens + comp);
 }
 
-static json_t *full_response(const gen_req *g, const gen_out *o, const char *id) {
-    json_t *choice;
-    if (g->chat) {
-        choice = json_pack("{s:i,s:{s:s,s:s%},s:n,s:s}", "index", 0, "message", "role",
-                           "assistant", "content", o->text, o->len, "logprobs", "finish_reason",
-                           o->finish);
-    } else {
-        choice = json_pack("{s:s%,s:i,s:n,s:s}", "text", o->text, o->len, "index", 0, "logprobs",
-                           "finish_reason", o->finish);
-    }
-    return json_pack("{s:s,s:s,s:I,s:s,s:n,s:[o],s:o}", "id", id, "object",
-                     g->chat ? "chat.completion" : "text_completion", "created",
-                     (json_int_t)time(NULL), "model", g->model, "system_fingerprint", "choices",
-                     choice, "usage", usage_obj(o));
-}
-
-typedef struct sbuf {
-    char *b;
-    size_t len, cap;
-    int oom;
-} sbuf;
-
-static void sb_put(sbuf *s, const char *p, size_t n) {
-    if (s->oom) return;
-    if (s->len + n + 1 > s->cap) {
-        size_t nc = s->cap ? s->cap * 2 : 4096;
-        while (nc < s->len + n + 1) nc *= 2;
-        char *nb = realloc(s->b, nc);
-        if (!nb) {
-            s->oom = 1;
-            return;
+static json_t *full_response(const gen_ctx *x) {
+    const gen_req *g = &x->g;
+    json_t *choices = json_array();
+    for (int i = 0; i < g->n; i++) {
+        const cview *v = &x->v[i];
+        json_t *c;
+        if (g->chat) {
+            c = json_pack("{s:i,s:{s:s,s:s%},s:n,s:s}", "index", i, "message", "role", "assistant", "content",
+                          v->text, v->len, "logprobs", "finish_reason", v->finish);
+        } else {
+            json_t *text = json_stringn(g->echo ? g->prompt : "", g->echo ? g->prompt_len : 0);
+            char *all = malloc(g->prompt_len + v->len + 1);
+            json_decref(text);
+            if (all) {
+                size_t at = 0;
+                if (g->echo) memcpy(all, g->prompt, g->prompt_len), at = g->prompt_len;
+                memcpy(all + at, v->text, v->len);
+                text = json_stringn(all, at + v->len);
+                free(all);
+            } else {
+                text = NULL;
+            }
+            c = json_pack("{s:o,s:i,s:n,s:s}", "text", text ? text : json_string(""), "index", i, "logprobs",
+                          "finish_reason", v->finish);
         }
-        s->b = nb;
-        s->cap = nc;
+        json_array_append_new(choices, c);
     }
-    memcpy(s->b + s->len, p, n);
-    s->len += n;
-    s->b[s->len] = 0;
+    return json_pack("{s:s,s:s,s:I,s:s,s:n,s:o,s:o}", "id", x->id, "object",
+                     g->chat ? "chat.completion" : "text_completion", "created", x->created, "model", g->model,
+                     "system_fingerprint", "choices", choices, "usage", usage_obj(x));
 }
 
-static void sb_event(sbuf *s, json_t *obj) {
-    char *js = obj ? json_dumps(obj, JSON_COMPACT) : NULL;
-    json_decref(obj);
-    if (!js) {
-        s->oom = 1;
-        return;
-    }
-    sb_put(s, "data: ", 6);
-    sb_put(s, js, strlen(js));
-    sb_put(s, "\n\n", 2);
-    free(js);
-}
-
-static json_t *chunk(const gen_req *g, const char *id, json_int_t created, const char *piece,
-                     size_t plen, int first, const char *finish) {
+static json_t *chunk(const gen_ctx *x, int index, const char *piece, size_t plen, int first, const char *finish) {
+    const gen_req *g = &x->g;
     json_t *choice;
     if (g->chat) {
         json_t *delta = json_object();
         if (first) json_object_set_new(delta, "role", json_string("assistant"));
         if (piece) json_object_set_new(delta, "content", json_stringn(piece, plen));
-        choice = json_pack("{s:i,s:o,s:n,s:o}", "index", 0, "delta", delta, "logprobs",
-                           "finish_reason", finish ? json_string(finish) : json_null());
-    } else {
-        choice = json_pack("{s:s%,s:i,s:n,s:o}", "text", piece ? piece : "", piece ? plen : 0,
-                           "index", 0, "logprobs", "finish_reason",
+        choice = json_pack("{s:i,s:o,s:n,s:o}", "index", index, "delta", delta, "logprobs", "finish_reason",
                            finish ? json_string(finish) : json_null());
+    } else {
+        choice = json_pack("{s:s%,s:i,s:n,s:o}", "text", piece ? piece : "", piece ? plen : 0, "index", index,
+                           "logprobs", "finish_reason", finish ? json_string(finish) : json_null());
     }
-    json_t *c = json_pack("{s:s,s:s,s:I,s:s,s:n,s:[o]}", "id", id, "object",
-                          g->chat ? "chat.completion.chunk" : "text_completion", "created",
-                          created, "model", g->model, "system_fingerprint", "choices", choice);
+    json_t *c = json_pack("{s:s,s:s,s:I,s:s,s:n,s:[o]}", "id", x->id, "object",
+                          g->chat ? "chat.completion.chunk" : "text_completion", "created", x->created, "model",
+                          g->model, "system_fingerprint", "choices", choice);
     if (g->include_usage && c) json_object_set_new(c, "usage", json_null());
     return c;
 }
 
-/* Longest prefix of a that b starts with, backed off to a UTF-8 boundary. */
-static size_t common_prefix(const char *a, size_t al, const char *b, size_t bl) {
-    size_t n = 0, m = al < bl ? al : bl;
-    while (n < m && a[n] == b[n]) n++;
-    while (n > 0 && n < al && ((unsigned char)a[n] & 0xC0) == 0x80) n--;
-    return n;
+/* ---- streaming ------------------------------------------------------------------ */
+
+typedef struct stream {
+    gen_ctx *x;
+    char *buf;
+    size_t len, off, cap;
+    int ended, oom;
+    double last_write;
+} stream;
+
+static double mono_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
-/* The SSE body: one chunk per generated token (the text it adds), then the
- * finish chunk, the usage chunk when asked, and [DONE]. */
-static int stream_body(cache_ent *ce, const gen_req *g, const gen_out *o, const char *id,
-                       sbuf *sb) {
-    json_int_t created = (json_int_t)time(NULL);
-    size_t sent = 0;
-    if (g->chat) sb_event(sb, chunk(g, id, created, "", 0, 1, NULL));
-    if (!g->chat && g->echo && g->prompt_len)
-        sb_event(sb, chunk(g, id, created, g->prompt, g->prompt_len, 0, NULL));
-    for (int k = 1; k <= o->n_ids && sent < o->len; k++) {
-        char *t = NULL;
-        size_t tl = 0;
-        if (al_tok_decode(ce->tok, o->ids, k, 1, &t, &tl)) return -1;
-        size_t upto = common_prefix(o->text, o->len, t, tl);
-        free(t);
-        if (upto > sent) {
-            sb_event(sb, chunk(g, id, created, o->text + sent, upto - sent, 0, NULL));
-            sent = upto;
+static void put_event(stream *st, json_t *obj) {
+    char *js = obj ? json_dumps(obj, JSON_COMPACT) : NULL;
+    json_decref(obj);
+    if (!js || buf_put(&st->buf, &st->len, &st->cap, "data: ", 6) ||
+        buf_put(&st->buf, &st->len, &st->cap, js, strlen(js)) || buf_put(&st->buf, &st->len, &st->cap, "\n\n", 2))
+        st->oom = 1;
+    free(js);
+}
+
+/* The chunks that are due: new text of each choice, finish chunks, and at
+ * the end usage and [DONE]. */
+static void stream_fill(stream *st) {
+    gen_ctx *x = st->x;
+    int all = views_update(x);
+    for (int i = 0; i < x->g.n; i++) {
+        cview *v = &x->v[i];
+        if (!v->role_sent) {
+            v->role_sent = 1;
+            if (x->g.chat) put_event(st, chunk(x, i, "", 0, 1, NULL));
+            if (!x->g.chat && x->g.echo && x->g.prompt_len)
+                put_event(st, chunk(x, i, x->g.prompt, x->g.prompt_len, 0, NULL));
+        }
+        if (v->safe > v->sent) {
+            put_event(st, chunk(x, i, v->text + v->sent, v->safe - v->sent, 0, NULL));
+            v->sent = v->safe;
+        }
+        if (v->done && !v->finish_sent) {
+            v->finish_sent = 1;
+            put_event(st, chunk(x, i, NULL, 0, 0, v->finish));
         }
     }
-    if (sent < o->len) sb_event(sb, chunk(g, id, created, o->text + sent, o->len - sent, 0, NULL));
-    sb_event(sb, chunk(g, id, created, NULL, 0, 0, o->finish));
-    if (g->include_usage) {
-        json_t *u = json_pack("{s:s,s:s,s:I,s:s,s:n,s:[],s:o}", "id", id, "object",
-                              g->chat ? "chat.completion.chunk" : "text_completion", "created",
-                              created, "model", g->model, "system_fingerprint", "choices",
-                              "usage", usage_obj(o));
-        sb_event(sb, u);
+    if (x->failed) {
+        json_t *err = json_pack("{s:{s:s,s:s,s:n,s:s}}", "error", "message", x->err, "type", "server_error",
+                                "param", "code", "generation_failed");
+        put_event(st, err);
+        all = 1;
     }
-    sb_put(sb, "data: [DONE]\n\n", 14);
-    return sb->oom ? -1 : 0;
+    if (all) {
+        if (x->g.include_usage)
+            put_event(st, json_pack("{s:s,s:s,s:I,s:s,s:n,s:[],s:o}", "id", x->id, "object",
+                                    x->g.chat ? "chat.completion.chunk" : "text_completion", "created",
+                                    x->created, "model", x->g.model, "system_fingerprint", "choices", "usage",
+                                    usage_obj(x)));
+        if (buf_put(&st->buf, &st->len, &st->cap, "data: [DONE]\n\n", 14)) st->oom = 1;
+        st->ended = 1;
+    }
 }
+
+static ssize_t stream_read(void *cls, uint64_t pos, char *out, size_t max) {
+    (void)pos;
+    stream *st = cls;
+    api_server *s = st->x->s;
+    for (;;) {
+        if (st->off < st->len) {
+            size_t n = st->len - st->off;
+            if (n > max) n = max;
+            memcpy(out, st->buf + st->off, n);
+            st->off += n;
+            st->last_write = mono_s();
+            return (ssize_t)n;
+        }
+        st->off = st->len = 0;
+        if (st->ended) return MHD_CONTENT_READER_END_OF_STREAM;
+        if (st->oom || atomic_load(&s->stopping)) return MHD_CONTENT_READER_END_WITH_ERROR;
+        stream_fill(st);
+        if (st->len) continue;
+        if (mono_s() - st->last_write >= (double)s->cfg.heartbeat_s) {
+            if (buf_put(&st->buf, &st->len, &st->cap, ": ping\n\n", 8)) return MHD_CONTENT_READER_END_WITH_ERROR;
+            continue;
+        }
+        wait_tokens(st->x, 250);
+    }
+}
+
+static void ctx_free(gen_ctx *x) {
+    if (!x) return;
+    if (x->t) task_leave(x->ce, x->t);
+    if (x->ce) cache_put(x->s->models, x->ce);
+    for (int i = 0; i < MAX_N; i++) free(x->v[i].text);
+    json_decref(x->g.messages);
+    json_decref(x->body);
+    free(x);
+}
+
+static void stream_free(void *cls) {
+    stream *st = cls;
+    atomic_fetch_sub(&st->x->s->streams, 1);
+    ctx_free(st->x);
+    free(st->buf);
+    free(st);
+}
+
+/* ---- the handlers ------------------------------------------------------------------ */
 
 static enum MHD_Result serve(api_req *r, int chat) {
     api_server *s = r->srv;
     api_error e;
     memset(&e, 0, sizeof e);
-    json_t *body = NULL;
-    if (api_body_object(r, &body, &e)) return api_reply_err(r, &e);
-    gen_req g;
+    gen_ctx *x = calloc(1, sizeof *x);
+    if (!x) return MHD_NO;
+    x->s = s;
     enum MHD_Result res;
-    cache_ent *ce = NULL;
-    gen_out o;
-    memset(&o, 0, sizeof o);
-    if (parse_req(s, body, chat, &g, &e)) {
+    if (api_body_object(r, &x->body, &e) || parse_req(s, x->body, chat, &x->g, &e)) {
         res = api_reply_err(r, &e);
         goto out;
     }
     char dir[API_PATH_MAX];
-    if (s->be.model_path(s->be.ud, g.model, dir, &e)) {
+    if (s->be.model_path(s->be.ud, x->g.model, dir, &e)) {
         /* the only field model_path can be about */
         if (!e.param[0]) snprintf(e.param, sizeof e.param, "model");
         res = api_reply_err(r, &e);
         goto out;
     }
     char err[AL_ERRLEN] = "";
-    ce = cache_get(s->models, dir, s->cfg.bf16, err);
-    if (!ce) {
+    x->ce = cache_get(s->models, dir, s->cfg.bf16, err);
+    if (!x->ce) {
         if (!strcmp(err, "busy"))
             res = api_reply_error(r, 429, "rate_limit_error", "models_busy", "model",
                                   "every loaded model is in use; retry later");
         else
             res = api_reply_error(r, 422, "invalid_request_error", "model_unusable", "model",
-                                  "model: %.200s cannot be loaded: %s", g.model, err);
+                                  "model: %.200s cannot be loaded: %s", x->g.model, err);
         goto out;
     }
-    if (run_generation(s, ce, &g, &o, &e)) {
+    if (make_task(x, &e)) {
         res = api_reply_err(r, &e);
         goto out;
     }
-    char id[64];
-    make_id(s, chat ? "chatcmpl-" : "cmpl-", id);
-    if (!chat && g.echo) {
-        size_t nl = g.prompt_len + o.len;
-        char *t = malloc(nl + 1);
-        if (t) {
-            memcpy(t, g.prompt, g.prompt_len);
-            memcpy(t + g.prompt_len, o.text, o.len);
-            t[nl] = 0;
-            if (!g.stream) {
-                free(o.text);
-                o.text = t;
-                o.len = nl;
-            } else {
-                free(t);
-            }
+    make_id(s, chat ? "chatcmpl-" : "cmpl-", x->id);
+    x->created = (json_int_t)time(NULL);
+    task_submit(x->ce, x->t);
+    if (x->g.stream) {
+        if (atomic_fetch_add(&s->streams, 1) >= s->cfg.max_streams) {
+            atomic_fetch_sub(&s->streams, 1);
+            res = api_reply_error(r, 429, "rate_limit_error", "too_many_streams", "",
+                                  "too many open event streams (limit %d); retry later", s->cfg.max_streams);
+            goto out;
         }
+        stream *st = calloc(1, sizeof *st);
+        if (!st) {
+            atomic_fetch_sub(&s->streams, 1);
+            res = MHD_NO;
+            goto out;
+        }
+        st->x = x;
+        st->last_write = mono_s();
+        struct MHD_Response *resp =
+            MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 16384, stream_read, st, stream_free);
+        if (!resp) {
+            stream_free(st);
+            return MHD_NO;
+        }
+        MHD_add_response_header(resp, "Content-Type", "text/event-stream");
+        MHD_add_response_header(resp, "Cache-Control", "no-cache");
+        MHD_add_response_header(resp, "X-Accel-Buffering", "no");
+        r->is_stream = 1;
+        return api_queue(r, 200, resp);
     }
-    if (!g.stream) {
-        res = api_reply_json(r, 200, full_response(&g, &o, id));
-        goto out;
+    while (!views_update(x) && !x->failed) {
+        if (atomic_load(&s->stopping)) {
+            res = api_reply_error(r, 503, "server_error", "shutting_down", "", "the server is shutting down");
+            goto out;
+        }
+        wait_tokens(x, 250);
     }
-    sbuf sb = {0};
-    if (stream_body(ce, &g, &o, id, &sb)) {
-        free(sb.b);
-        res = api_reply_error(r, 500, "server_error", "internal_error", "", "out of memory");
-        goto out;
-    }
-    struct MHD_Response *resp = MHD_create_response_from_buffer(sb.len, sb.b, MHD_RESPMEM_MUST_FREE);
-    if (!resp) {
-        free(sb.b);
-        res = MHD_NO;
-        goto out;
-    }
-    MHD_add_response_header(resp, "Content-Type", "text/event-stream");
-    MHD_add_response_header(resp, "Cache-Control", "no-cache");
-    res = api_queue(r, 200, resp);
+    if (x->failed)
+        res = api_reply_error(r, 500, "server_error", "generation_failed", "", "generation failed: %s", x->err);
+    else
+        res = api_reply_json(r, 200, full_response(x));
 out:
-    if (ce) cache_put(s->models, ce);
-    gen_out_free(&o);
-    json_decref(g.messages);
-    json_decref(body);
+    ctx_free(x);
     return res;
 }
 

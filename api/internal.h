@@ -29,7 +29,20 @@ enum {
     API_R_UPLOAD = 4,    /* takes a file upload (max_upload, raw or multipart) */
     API_R_PUBLIC = 8,    /* no key needed (/healthz, dashboard files) */
     API_R_DRAIN = 16,    /* refused with 503 while draining */
+    API_R_HEALTH = 32,   /* answered beyond max_connections (from the reserve) */
 };
+
+/* One open TCP connection, for the header and body-stall deadlines (the
+ * reaper thread in server.c shuts down what overstays). Set as MHD's
+ * socket context; under api_server.conn_mu. */
+typedef struct api_conn {
+    int fd;
+    int phase;                       /* API_CONN_WAIT, _BODY, _BUSY */
+    int cut;                         /* shut down by the reaper */
+    double since;                    /* when the phase's clock started */
+    struct api_conn *prev, *next;
+} api_conn;
+enum { API_CONN_WAIT, API_CONN_BODY, API_CONN_BUSY };
 
 struct api_req;
 typedef enum MHD_Result (*api_handler)(struct api_req *r);
@@ -75,6 +88,10 @@ struct api_server {
     api_route_stats *stats;          /* n_routes + 2 */
     api_model_cache *models;
     double started;
+    pthread_mutex_t conn_mu;         /* guards conns and every api_conn */
+    api_conn *conns;                 /* open connections */
+    pthread_t reaper;                /* enforces header_timeout_s */
+    atomic_long conns_cut;           /* connections shut down by the deadline */
 };
 
 /* One HTTP request, from its headers to its completion. */
@@ -102,6 +119,7 @@ typedef struct api_req {
     int status;                      /* status queued (for /metrics) */
     int is_stream;                   /* long-lived: excluded from the latency histogram */
     int answered;                    /* a response is queued */
+    int close_after;                 /* "Connection: close" on the response */
 } api_req;
 
 /* ---- responses (server.c) ---------------------------------------------- */
@@ -117,6 +135,8 @@ enum MHD_Result api_reply_err(api_req *r, const api_error *e);
 enum MHD_Result api_reply_error(api_req *r, int status, const char *type, const char *code,
                                 const char *param, const char *fmt, ...)
     __attribute__((format(printf, 6, 7)));
+/* A body of serialized JSON (text is taken and freed). */
+enum MHD_Result api_reply_json_text(api_req *r, int status, char *text, size_t len);
 /* Text body with a content type (copied). */
 enum MHD_Result api_reply_text(api_req *r, int status, const char *ctype, const char *text,
                                size_t len);
@@ -141,6 +161,9 @@ void api_utf8_fix(char *s);
 /* Whether an id from the URL or a query is well-formed (1..128 bytes of
  * [A-Za-z0-9._:-]). */
 int api_id_ok(const char *s);
+/* A model id from the URL: api_id_ok's characters plus '/' and '@' (a
+ * Hugging Face "ORG/NAME[@REV]"), at most 200 bytes. */
+int api_model_id_ok(const char *s);
 
 /* ---- handlers ----------------------------------------------------------- */
 
@@ -154,6 +177,7 @@ enum MHD_Result api_h_jobs_post(api_req *r);
 enum MHD_Result api_h_jobs_estimate(api_req *r);
 enum MHD_Result api_h_jobs_list(api_req *r);
 enum MHD_Result api_h_jobs_get(api_req *r);
+enum MHD_Result api_h_jobs_delete(api_req *r);
 enum MHD_Result api_h_jobs_cancel(api_req *r);
 enum MHD_Result api_h_jobs_pause(api_req *r);
 enum MHD_Result api_h_jobs_resume(api_req *r);
@@ -166,6 +190,7 @@ enum MHD_Result api_h_models_list(api_req *r);
 enum MHD_Result api_h_models_get(api_req *r);
 enum MHD_Result api_h_models_post(api_req *r);
 enum MHD_Result api_h_models_delete(api_req *r);
+enum MHD_Result api_h_models_events(api_req *r);
 
 enum MHD_Result api_h_chat(api_req *r);
 enum MHD_Result api_h_completions(api_req *r);
@@ -177,8 +202,11 @@ enum MHD_Result api_h_prometheus(api_req *r);
 /* Dashboard files under web_dir (h_static.c). */
 enum MHD_Result api_h_static(api_req *r);
 
-/* SSE stream of a job's feed (sse.c). */
+/* SSE stream of a job's feed, or of a model's (its download) (sse.c). */
 enum MHD_Result api_sse_job(api_req *r);
+enum MHD_Result api_sse_model(api_req *r);
+/* Accept: text/event-stream or ?stream=true (h_jobs.c). */
+int api_wants_stream(api_req *r);
 
 /* ---- inference model cache (infer.c) ------------------------------------ */
 
@@ -186,6 +214,9 @@ api_model_cache *api_model_cache_new(int capacity);
 void api_model_cache_free(api_model_cache *c);
 /* Bytes of the models held (for /metrics), and how many. */
 size_t api_model_cache_memory(api_model_cache *c, int *n_models);
+/* Decode steps run and the rows they carried (rows / steps: the batch), and
+ * the sequences decoding now, over the loaded models. */
+void api_model_cache_decode_stats(api_model_cache *c, unsigned long *steps, unsigned long *rows, int *live);
 
 /* ---- paths (h_models.c) -------------------------------------------------- */
 

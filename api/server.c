@@ -15,6 +15,7 @@
 #include <limits.h>
 #include <netdb.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -32,8 +33,8 @@ const double api_lat_bounds[API_LAT_BUCKETS] = {0.001, 0.0025, 0.005, 0.01, 0.02
 #define M API_R_MUTATES
 #define D API_R_DRAIN
 static const api_route routes[] = {
-    {"GET", "/healthz", api_h_healthz, API_R_PUBLIC},
-    {"GET", "/readyz", api_h_readyz, 0},
+    {"GET", "/healthz", api_h_healthz, API_R_PUBLIC | API_R_HEALTH},
+    {"GET", "/readyz", api_h_readyz, API_R_HEALTH},
     {"GET", "/metrics", api_h_prometheus, 0},
     {"POST", "/v1/files", api_h_files_post, API_R_UPLOAD | M | D},
     {"GET", "/v1/files", api_h_files_list, 0},
@@ -44,6 +45,7 @@ static const api_route routes[] = {
     {"GET", "/v1/fine_tuning/jobs", api_h_jobs_list, 0},
     {"POST", "/v1/fine_tuning/jobs/estimate", api_h_jobs_estimate, J},
     {"GET", "/v1/fine_tuning/jobs/{id}", api_h_jobs_get, 0},
+    {"DELETE", "/v1/fine_tuning/jobs/{id}", api_h_jobs_delete, M},
     {"POST", "/v1/fine_tuning/jobs/{id}/cancel", api_h_jobs_cancel, M},
     {"POST", "/v1/fine_tuning/jobs/{id}/pause", api_h_jobs_pause, M},
     {"POST", "/v1/fine_tuning/jobs/{id}/resume", api_h_jobs_resume, M | D},
@@ -53,8 +55,9 @@ static const api_route routes[] = {
     {"GET", "/v1/fine_tuning/jobs/{id}/checkpoints", api_h_jobs_checkpoints, 0},
     {"GET", "/v1/models", api_h_models_list, 0},
     {"POST", "/v1/models", api_h_models_post, J | M},
-    {"GET", "/v1/models/{id}", api_h_models_get, 0},
-    {"DELETE", "/v1/models/{id}", api_h_models_delete, M},
+    {"GET", "/v1/models/{model}/events", api_h_models_events, 0},
+    {"GET", "/v1/models/{model}", api_h_models_get, 0},
+    {"DELETE", "/v1/models/{model}", api_h_models_delete, M},
     {"POST", "/v1/chat/completions", api_h_chat, J},
     {"POST", "/v1/completions", api_h_completions, J},
 };
@@ -79,6 +82,8 @@ void api_server_cfg_init(api_server_cfg *cfg) {
     cfg->max_string = (size_t)1 << 20;
     cfg->max_tokens = 2048;
     cfg->max_connections = 256;
+    cfg->max_connections_per_ip = 64;
+    cfg->header_timeout_s = 10;
     cfg->max_streams = 64;
     cfg->timeout_s = 30;
     cfg->heartbeat_s = 15;
@@ -100,6 +105,7 @@ void api_common_headers(struct MHD_Response *resp) {
 enum MHD_Result api_queue(api_req *r, int status, struct MHD_Response *resp) {
     if (!resp) return MHD_NO;
     api_common_headers(resp);
+    if (r->close_after) MHD_add_response_header(resp, "Connection", "close");
     enum MHD_Result ok = MHD_queue_response(r->conn, (unsigned)status, resp);
     MHD_destroy_response(resp);
     r->status = status;
@@ -113,6 +119,17 @@ enum MHD_Result api_reply_text(api_req *r, int status, const char *ctype, const 
         MHD_create_response_from_buffer(len, (void *)text, MHD_RESPMEM_MUST_COPY);
     if (!resp) return MHD_NO;
     MHD_add_response_header(resp, "Content-Type", ctype);
+    return api_queue(r, status, resp);
+}
+
+enum MHD_Result api_reply_json_text(api_req *r, int status, char *text, size_t len) {
+    struct MHD_Response *resp = MHD_create_response_from_buffer(len, text, MHD_RESPMEM_MUST_FREE);
+    if (!resp) {
+        free(text);
+        return MHD_NO;
+    }
+    MHD_add_response_header(resp, "Content-Type", "application/json");
+    MHD_add_response_header(resp, "Cache-Control", "no-store");
     return api_queue(r, status, resp);
 }
 
@@ -132,14 +149,7 @@ enum MHD_Result api_reply_json(api_req *r, int status, json_t *obj) {
     }
     t[n] = '\n';
     t[n + 1] = 0;
-    struct MHD_Response *resp = MHD_create_response_from_buffer(n + 1, t, MHD_RESPMEM_MUST_FREE);
-    if (!resp) {
-        free(t);
-        return MHD_NO;
-    }
-    MHD_add_response_header(resp, "Content-Type", "application/json");
-    MHD_add_response_header(resp, "Cache-Control", "no-store");
-    return api_queue(r, status, resp);
+    return api_reply_json_text(r, status, t, n + 1);
 }
 
 void api_utf8_fix(char *s) {
@@ -254,6 +264,18 @@ int api_id_ok(const char *s) {
     return n > 0;
 }
 
+int api_model_id_ok(const char *s) {
+    size_t n = strlen(s);
+    if (n == 0 || n > 200 || s[0] == '/' || s[n - 1] == '/' || strstr(s, "//")) return 0;
+    for (size_t i = 0; i < n; i++) {
+        char c = s[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' ||
+              c == '_' || c == '.' || c == ':' || c == '/' || c == '@'))
+            return 0;
+    }
+    return 1;
+}
+
 int api_query_page(api_req *r, api_page *pg, api_error *e) {
     long limit;
     if (api_query_long(r, "limit", 1, 100, 20, &limit, e)) return -1;
@@ -287,20 +309,28 @@ static int body_reserve(api_req *r, size_t n) {
     return 0;
 }
 
-/* Matches path against pattern; {id} captures one segment. */
+/* Matches path against pattern; {id} captures one segment, {model} one or
+ * two (a Hugging Face "ORG/NAME[@REV]" id), the shortest that matches. */
 static int match(const char *pattern, const char *path, char id[256]) {
     const char *p = pattern, *u = path;
     while (*p && *u) {
         if (*p == '{') {
             const char *pe = strchr(p, '}');
-            const char *ue = strchr(u, '/');
-            size_t n = ue ? (size_t)(ue - u) : strlen(u);
-            if (n == 0 || n >= 256) return 0;
-            memcpy(id, u, n);
-            id[n] = 0;
-            p = pe + 1;
-            u += n;
-            continue;
+            int segs = !strncmp(p, "{model}", 7) ? 2 : 1;
+            const char *ue = u;
+            for (int k = 1; k <= segs; k++) {
+                ue = strchr(ue, '/');
+                size_t n = ue ? (size_t)(ue - u) : strlen(u);
+                if (n == 0 || n >= 256 || (ue && ue[1] == '/')) return 0;
+                if (match(pe + 1, u + n, id)) { /* the rest matches: keep this length */
+                    memcpy(id, u, n);
+                    id[n] = 0;
+                    return 1;
+                }
+                if (!ue) return 0;
+                ue++;
+            }
+            return 0;
         }
         if (*p != *u) return 0;
         p++, u++;
@@ -531,7 +561,7 @@ static enum MHD_Result refuse(api_req *r, const api_error *e) {
 static int precheck(api_req *r, api_error *e) {
     api_server *s = r->srv;
     int flags = r->rt ? r->rt->flags : API_R_PUBLIC;
-    if (atomic_load(&s->connections) > s->cfg.max_connections)
+    if (!(flags & API_R_HEALTH) && atomic_load(&s->connections) > s->cfg.max_connections)
         return api_error_set(e, 429, "rate_limit_error", "too_many_connections", "",
                              "too many open connections (limit %d); retry later",
                              s->cfg.max_connections);
@@ -556,6 +586,144 @@ static int precheck(api_req *r, api_error *e) {
                              "(got Content-Type %s)",
                              ct);
     return 0;
+}
+
+/* ---- framing and deadlines ---------------------------------------------------- */
+
+typedef struct hdr_scan {
+    int n_cl, cl_differ, n_te, bad;
+    char cl[32], te[64];
+} hdr_scan;
+
+static int ctl_in(const char *p, size_t n) {
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)p[i];
+        if ((c < 0x20 && c != '\t') || c == 0x7f) return 1;
+    }
+    return 0;
+}
+
+static enum MHD_Result scan_header(void *cls, enum MHD_ValueKind kind, const char *key, size_t key_size,
+                                   const char *value, size_t value_size) {
+    (void)kind;
+    hdr_scan *h = cls;
+    if (ctl_in(key, key_size) || (value && ctl_in(value, value_size))) h->bad = 1;
+    if (!value) return MHD_YES;
+    if (key_size == 14 && !strncasecmp(key, "Content-Length", 14)) {
+        char v[32];
+        snprintf(v, sizeof v, "%.*s", (int)(value_size < 31 ? value_size : 31), value);
+        if (h->n_cl++ && strcmp(v, h->cl)) h->cl_differ = 1;
+        memcpy(h->cl, v, sizeof v);
+    } else if (key_size == 17 && !strncasecmp(key, "Transfer-Encoding", 17)) {
+        h->n_te++;
+        snprintf(h->te, sizeof h->te, "%.*s", (int)(value_size < 63 ? value_size : 63), value);
+    }
+    return MHD_YES;
+}
+
+/* How the body is framed, checked before anything else: a request a proxy
+ * in front could read differently from us (two different Content-Lengths,
+ * Content-Length with Transfer-Encoding), a header with NUL or control
+ * characters, or a transfer coding other than chunked (which we cannot
+ * decode, and whose body would otherwise hold the connection until the
+ * idle timeout) is answered at once and the connection closed. 0 to go on. */
+static int check_framing(api_req *r, api_error *e) {
+    hdr_scan h;
+    memset(&h, 0, sizeof h);
+    MHD_get_connection_values_n(r->conn, MHD_HEADER_KIND, scan_header, &h);
+    if (h.bad)
+        return api_error_set(e, 400, "invalid_request_error", "invalid_header", "",
+                             "a request header holds a NUL or control character");
+    if (h.cl_differ || (h.n_cl && h.n_te) || h.n_te > 1)
+        return api_error_set(e, 400, "invalid_request_error", "invalid_framing", "",
+                             "the body's length is given more than once, differently (Content-Length %s "
+                             "and Transfer-Encoding)",
+                             h.cl_differ ? "twice" : "together with");
+    if (h.n_te && strcasecmp(h.te, "chunked"))
+        return api_error_set(e, 501, "invalid_request_error", "unsupported_transfer_encoding", "",
+                             "Transfer-Encoding: only chunked is supported");
+    return 0;
+}
+
+static api_conn *conn_of(api_req *r) {
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(r->conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+    return ci ? ci->socket_context : NULL;
+}
+
+/* Moves the connection's clock to a new phase (NULL-safe). */
+static void conn_phase(api_server *s, api_conn *c, int phase) {
+    if (!c) return;
+    pthread_mutex_lock(&s->conn_mu);
+    c->phase = phase;
+    c->since = now_s();
+    pthread_mutex_unlock(&s->conn_mu);
+}
+
+/* The reaper: a connection still waiting for a request's headers
+ * header_timeout_s after it opened (or after its previous request ended),
+ * or whose body made no progress that long, is shut down; its own thread
+ * then sees the socket closed and MHD releases it. A client that trickles
+ * a header line every few seconds is never idle, so MHD's idle timeout
+ * alone would let it hold a slot for ever. The socket stays valid while
+ * conn_mu is held: MHD calls the connection's CLOSED notification (which
+ * takes conn_mu) before it closes the socket. */
+static void *reaper_main(void *arg) {
+    api_server *s = arg;
+    while (!atomic_load(&s->stopping)) {
+        struct timespec ts = {0, 200 * 1000000L};
+        nanosleep(&ts, NULL);
+        double now = now_s(), limit = (double)s->cfg.header_timeout_s;
+        pthread_mutex_lock(&s->conn_mu);
+        for (api_conn *c = s->conns; c; c = c->next)
+            if (!c->cut && c->phase != API_CONN_BUSY && now - c->since > limit) {
+                shutdown(c->fd, SHUT_RDWR);
+                c->cut = 1;
+                atomic_fetch_add(&s->conns_cut, 1);
+            }
+        pthread_mutex_unlock(&s->conn_mu);
+    }
+    return NULL;
+}
+
+/* A chunked body past the limit, answered while it is still coming:
+ * libmicrohttpd 0.9.75 queues a response only before the body or after
+ * all of it, and a chunked body may be endless. So the 413 is written to
+ * the socket here, on the connection's own thread (nothing else writes to
+ * it until we return), the sending side is shut, what the client still
+ * sends is drained for up to 2 s (so that closing does not reset the
+ * connection before the client read the answer), and MHD_NO closes it. */
+static enum MHD_Result answer_413_now(api_req *r) {
+    const union MHD_ConnectionInfo *ci = MHD_get_connection_info(r->conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+    if (!ci) return MHD_NO;
+    int fd = ci->connect_fd;
+    char body[256], head[512];
+    int bl = snprintf(body, sizeof body,
+                      "{\"error\":{\"message\":\"the request body exceeds the limit of %zu bytes\","
+                      "\"type\":\"invalid_request_error\",\"param\":null,\"code\":\"request_too_large\"}}\n",
+                      r->limit);
+    int hl = snprintf(head, sizeof head,
+                      "HTTP/1.1 413 Payload Too Large\r\nConnection: close\r\nContent-Type: application/json\r\n"
+                      "Cache-Control: no-store\r\nX-Content-Type-Options: nosniff\r\nReferrer-Policy: no-referrer\r\n"
+                      "Content-Length: %d\r\n\r\n",
+                      bl);
+    if (send(fd, head, (size_t)hl, MSG_NOSIGNAL) == hl && send(fd, body, (size_t)bl, MSG_NOSIGNAL) == bl) {
+        shutdown(fd, SHUT_WR);
+        double end = now_s() + 2;
+        size_t drained = 0;
+        char sink[16384];
+        while (now_s() < end && drained < ((size_t)8 << 20)) {
+            struct pollfd p = {fd, POLLIN, 0};
+            if (poll(&p, 1, 100) < 0) break;
+            if (!(p.revents & (POLLIN | POLLHUP | POLLERR))) continue;
+            ssize_t k = recv(fd, sink, sizeof sink, MSG_DONTWAIT);
+            if (k <= 0) break;
+            drained += (size_t)k;
+        }
+    }
+    r->status = 413;
+    r->answered = 1;
+    return MHD_NO;
 }
 
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
@@ -589,11 +757,16 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
             if (errno || *end) r->declared = 0;
         }
         r->chunked = api_header(r, "Transfer-Encoding") != NULL;
+        conn_phase(s, conn_of(r), API_CONN_BODY);
         int known = 0, idx = IDX_OTHER;
         char allow[64];
         r->rt = route_find(method, r->path, r->id, &idx, &known, allow);
         api_error e;
         memset(&e, 0, sizeof e);
+        if (check_framing(r, &e)) {
+            r->close_after = 1;
+            return api_reply_err(r, &e);
+        }
         if (!r->rt) {
             int api_path = !strncmp(r->path, "/v1/", 4) || !strcmp(r->path, "/v1") ||
                            !strcmp(r->path, "/metrics") || !strcmp(r->path, "/healthz") ||
@@ -648,6 +821,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         }
         return MHD_YES;
     }
+    if (*upload_data_size) conn_phase(s, conn_of(r), API_CONN_BODY); /* progress */
     if (r->answered) {
         /* A response went out with the headers; drop what the client still sends. */
         *upload_data_size = 0;
@@ -663,6 +837,10 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         if (r->overflow || r->len + n > r->limit) {
             r->overflow = 1;
             r->discarded += n;
+            /* A body of unknown length (chunked) is answered as soon as it
+             * passes the limit, and the connection closed: reading on to its
+             * end could take anything up to 2^64 bytes. */
+            if (r->chunked && !r->answered) return answer_413_now(r);
             /* A client that keeps streaming far past the limit is cut off. */
             return r->discarded > ((size_t)64 << 20) ? MHD_NO : MHD_YES;
         }
@@ -685,6 +863,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         return MHD_YES;
     }
     /* The whole request is in. */
+    conn_phase(s, conn_of(r), API_CONN_BUSY);
     if (r->has_deferred) return api_reply_err(r, &r->deferred);
     if (r->busy)
         return api_reply_error(r, 429, "rate_limit_error", "too_many_uploads", "",
@@ -703,6 +882,8 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     api_server *s = cls;
     api_req *r = *con_cls;
     if (!r) return;
+    /* a kept-alive connection waits for its next request's headers */
+    conn_phase(s, conn_of(r), API_CONN_WAIT);
     stats_record(s, r);
     atomic_fetch_sub(&s->body_bytes, r->reserved);
     free(r->body);
@@ -712,11 +893,33 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 
 static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_context,
                           enum MHD_ConnectionNotificationCode toe) {
-    (void)conn;
-    (void)socket_context;
     api_server *s = cls;
-    if (toe == MHD_CONNECTION_NOTIFY_STARTED) atomic_fetch_add(&s->connections, 1);
-    else atomic_fetch_sub(&s->connections, 1);
+    if (toe == MHD_CONNECTION_NOTIFY_STARTED) {
+        atomic_fetch_add(&s->connections, 1);
+        const union MHD_ConnectionInfo *ci = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+        api_conn *c = ci ? calloc(1, sizeof *c) : NULL;
+        if (!c) return; /* no deadline for this one, nothing else lost */
+        c->fd = ci->connect_fd;
+        c->phase = API_CONN_WAIT;
+        c->since = now_s();
+        pthread_mutex_lock(&s->conn_mu);
+        c->next = s->conns;
+        if (s->conns) s->conns->prev = c;
+        s->conns = c;
+        pthread_mutex_unlock(&s->conn_mu);
+        *socket_context = c;
+        return;
+    }
+    atomic_fetch_sub(&s->connections, 1);
+    api_conn *c = *socket_context;
+    if (!c) return;
+    pthread_mutex_lock(&s->conn_mu);
+    if (c->prev) c->prev->next = c->next;
+    else s->conns = c->next;
+    if (c->next) c->next->prev = c->prev;
+    pthread_mutex_unlock(&s->conn_mu);
+    free(c);
+    *socket_context = NULL;
 }
 
 /* ---- listening -------------------------------------------------------------- */
@@ -800,6 +1003,8 @@ api_server *api_server_start(const api_server_cfg *cfg_in, const api_backend *be
     if (!c->max_string) c->max_string = dflt.max_string;
     if (c->max_tokens <= 0) c->max_tokens = dflt.max_tokens;
     if (c->max_connections <= 0) c->max_connections = dflt.max_connections;
+    if (c->max_connections_per_ip <= 0) c->max_connections_per_ip = dflt.max_connections_per_ip;
+    if (c->header_timeout_s <= 0) c->header_timeout_s = dflt.header_timeout_s;
     if (c->max_streams <= 0) c->max_streams = dflt.max_streams;
     if (c->timeout_s <= 0) c->timeout_s = dflt.timeout_s;
     if (c->heartbeat_s <= 0) c->heartbeat_s = dflt.heartbeat_s;
@@ -874,6 +1079,7 @@ api_server *api_server_start(const api_server_cfg *cfg_in, const api_backend *be
         goto fail;
     }
     pthread_mutex_init(&s->stats_mu, NULL);
+    pthread_mutex_init(&s->conn_mu, NULL);
     s->started = now_s();
     /* Handlers run the backend (dataset validation, estimates) and inference
      * on the connection's thread: give it a full-size stack (8 MiB, only
@@ -883,13 +1089,22 @@ api_server *api_server_start(const api_server_cfg *cfg_in, const api_backend *be
     s->mhd = MHD_start_daemon(
         MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION | MHD_USE_POLL, 0, NULL,
         NULL, on_request, s, MHD_OPTION_LISTEN_SOCKET, (MHD_socket)fd,
-        MHD_OPTION_CONNECTION_LIMIT, mhd_limit, MHD_OPTION_CONNECTION_TIMEOUT,
+        MHD_OPTION_CONNECTION_LIMIT, mhd_limit, MHD_OPTION_PER_IP_CONNECTION_LIMIT,
+        (unsigned int)c->max_connections_per_ip, MHD_OPTION_CONNECTION_TIMEOUT,
         (unsigned int)c->timeout_s, MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
         MHD_OPTION_NOTIFY_CONNECTION, on_connection, s, MHD_OPTION_THREAD_STACK_SIZE,
         (size_t)8 << 20, MHD_OPTION_END);
     if (!s->mhd) {
         snprintf(err, 256, "libmicrohttpd could not start on %.100s:%d", s->host, c->port);
         pthread_mutex_destroy(&s->stats_mu);
+        pthread_mutex_destroy(&s->conn_mu);
+        goto fail;
+    }
+    if (pthread_create(&s->reaper, NULL, reaper_main, s)) {
+        snprintf(err, 256, "cannot start the connection reaper thread");
+        MHD_stop_daemon(s->mhd);
+        pthread_mutex_destroy(&s->stats_mu);
+        pthread_mutex_destroy(&s->conn_mu);
         goto fail;
     }
     const union MHD_DaemonInfo *di = MHD_get_daemon_info(s->mhd, MHD_DAEMON_INFO_BIND_PORT);
@@ -916,9 +1131,11 @@ void api_server_set_draining(api_server *s, int on) {
 void api_server_stop(api_server *s) {
     if (!s) return;
     atomic_store(&s->stopping, 1);
+    pthread_join(s->reaper, NULL);
     MHD_stop_daemon(s->mhd);
     api_model_cache_free(s->models);
     pthread_mutex_destroy(&s->stats_mu);
+    pthread_mutex_destroy(&s->conn_mu);
     free(s->stats);
     free(s);
 }

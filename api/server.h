@@ -25,9 +25,16 @@ typedef struct api_server_cfg {
     int max_json_depth;      /* default 32 */
     size_t max_string;       /* bytes of one JSON string (default 1 MiB) */
     int max_tokens;          /* cap of max_tokens in completions (default 2048) */
-    int max_connections;     /* default 256 */
+    int max_connections;     /* default 256 (beyond it 429; /healthz and /readyz
+                              * are answered from a reserve of 64 more) */
+    int max_connections_per_ip; /* open connections from one address (default 64);
+                              * more are closed at accept */
     int max_streams;         /* concurrent SSE streams (default 64) */
     int timeout_s;           /* idle connection timeout (default 30) */
+    int header_timeout_s;    /* a request's headers must be complete this long
+                              * after the connection opened or the previous
+                              * request ended, and a body may not stall
+                              * longer (default 10) */
     int heartbeat_s;         /* SSE heartbeat period (default 15) */
     int bf16;                /* chat endpoints compute in bf16, models held in bf16 (default 0) */
 } api_server_cfg;

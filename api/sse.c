@@ -1,10 +1,15 @@
 /* Server-sent events of one job: GET …/jobs/{id}/events with
- * Accept: text/event-stream.
+ * Accept: text/event-stream; and of one model's download, GET
+ * /v1/models/{model}/events, in the same shape (its items are "progress"
+ * and "status").
  *
  * Each feed item (api/backend.h) becomes
  *     id: <seq>\nevent: <event|metrics|sample|status>\ndata: <JSON>\n\n
  * A client that reconnects with Last-Event-ID (or ?last_event_id=N, for
- * the first connection of an EventSource) gets every item after it. A
+ * the first connection of an EventSource) gets every item after it; a new
+ * stream starts with the last ?replay=N items (default 100; the history is
+ * what the REST lists are for), so a crowd of new clients on a long job
+ * does not each pull its whole history. A
  * comment line ": ping" goes out every heartbeat_s of silence, so proxies
  * keep the stream and dead clients are noticed. When the job is final and
  * every item was sent the stream ends with "event: end" and closes.
@@ -20,9 +25,11 @@
 #include "internal.h"
 
 #define SSE_SLICE_MS 250
+#define SSE_REPLAY 100 /* items a new stream replays */
 
 typedef struct sse_stream {
     api_server *srv;
+    int model;                       /* a model's feed, not a job's */
     char id[256];
     int64_t last_seq;
     double last_write;
@@ -97,7 +104,9 @@ static ssize_t sse_read(void *cls, uint64_t pos, char *out, size_t max) {
         int finished = 0;
         api_error e;
         memset(&e, 0, sizeof e);
-        if (s->be.job_feed(s->be.ud, st->id, st->last_seq, 64, wait_ms, &items, &finished, &e)) {
+        int (*feed)(void *, const char *, int64_t, int, int, json_t **, int *, api_error *) =
+            st->model ? s->be.model_feed : s->be.job_feed;
+        if (feed(s->be.ud, st->id, st->last_seq, 64, wait_ms, &items, &finished, &e)) {
             json_t *err = json_pack("{s:s,s:s}", "message", e.message, "code", e.code);
             char *js = err ? json_dumps(err, JSON_COMPACT) : NULL;
             json_decref(err);
@@ -134,7 +143,12 @@ static void sse_free(void *cls) {
     free(st);
 }
 
-enum MHD_Result api_sse_job(api_req *r) {
+static enum MHD_Result sse_start(api_req *r, int model);
+
+enum MHD_Result api_sse_job(api_req *r) { return sse_start(r, 0); }
+enum MHD_Result api_sse_model(api_req *r) { return sse_start(r, 1); }
+
+static enum MHD_Result sse_start(api_req *r, int model) {
     api_server *s = r->srv;
     api_error e;
     memset(&e, 0, sizeof e);
@@ -157,9 +171,18 @@ enum MHD_Result api_sse_job(api_req *r) {
                                    param);
         after = v;
     }
-    json_t *job = NULL;
-    if (s->be.job_get(s->be.ud, r->id, &job, &e)) return api_reply_err(r, &e);
-    json_decref(job);
+    long replay = SSE_REPLAY;
+    if (api_query_long(r, "replay", 0, 100000, SSE_REPLAY, &replay, &e)) return api_reply_err(r, &e);
+    json_t *obj = NULL;
+    if (model && !s->be.model_feed)
+        return api_reply_error(r, 404, "invalid_request_error", "unknown_url", "", "this server has no model events");
+    if ((model ? s->be.model_get : s->be.job_get)(s->be.ud, r->id, &obj, &e)) return api_reply_err(r, &e);
+    json_decref(obj);
+    int64_t last = 0;
+    if (!model && after < 0 && s->be.job_feed_last) {
+        if (s->be.job_feed_last(s->be.ud, r->id, &last, &e)) return api_reply_err(r, &e);
+        if (last > replay) after = last - replay; /* seqs are dense: the last `replay` items */
+    }
     if (atomic_fetch_add(&s->streams, 1) >= s->cfg.max_streams) {
         atomic_fetch_sub(&s->streams, 1);
         return api_reply_error(r, 429, "rate_limit_error", "too_many_streams", "",
@@ -172,6 +195,7 @@ enum MHD_Result api_sse_job(api_req *r) {
         return MHD_NO;
     }
     st->srv = s;
+    st->model = model;
     snprintf(st->id, sizeof st->id, "%s", r->id);
     st->last_seq = after;
     st->last_write = mono();

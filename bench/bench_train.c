@@ -33,7 +33,7 @@
  *           policy's forward, DPO's sigmoid loss (beta 0.1) on the sequence
  *           sums, backward, AdamW.
  *
- * Usage: bench_train --shape tiny|gpt2|smollm --mode train|lora|dpo|gen
+ * Usage: bench_train --shape tiny|gpt2|smollm|qwen05 --mode train|lora|dpo|gen
  *                    [--steps N] [--warmup N] [--threads N]
  *                    [--matmul onednn|openblas]   (default: the library's, ops.h)
  *                    [--dtype fp32|bf16]          (bf16: mixed precision, model.h)
@@ -57,12 +57,16 @@ typedef struct bench_shape {
     const char *name;
     al_arch arch;
     int L, C, NH, NKV, FF, V, ctx, T, B;
+    int qkv_bias;            /* Qwen2: q/k/v biases */
+    float eps, theta;        /* 0: 1e-5 and 10000 */
 } bench_shape;
 
 static const bench_shape k_shapes[] = {
-    {"tiny", AL_ARCH_GPT2, 4, 128, 4, 4, 512, 4096, 128, 128, 8},
-    {"gpt2", AL_ARCH_GPT2, 12, 768, 12, 12, 3072, 50257, 1024, 256, 4},
-    {"smollm", AL_ARCH_LLAMA, 30, 576, 9, 3, 1536, 49152, 2048, 256, 4},
+    {"tiny", AL_ARCH_GPT2, 4, 128, 4, 4, 512, 4096, 128, 128, 8, 0, 0, 0},
+    {"gpt2", AL_ARCH_GPT2, 12, 768, 12, 12, 3072, 50257, 1024, 256, 4, 0, 0, 0},
+    {"smollm", AL_ARCH_LLAMA, 30, 576, 9, 3, 1536, 49152, 2048, 256, 4, 0, 0, 0},
+    /* Qwen/Qwen2.5-0.5B-Instruct's config.json (context 2048 here) */
+    {"qwen05", AL_ARCH_LLAMA, 24, 896, 14, 2, 4864, 151936, 2048, 256, 4, 1, 1e-6f, 1e6f},
 };
 
 static double peak_rss_mb(void) {
@@ -133,11 +137,11 @@ static void make_config(al_model_config *cfg, const bench_shape *s) {
     cfg->FF = s->FF;
     cfg->V = s->V;
     cfg->max_T = s->ctx;
-    cfg->norm_eps = 1e-5f;
-    cfg->rope_theta = 10000.0f;
+    cfg->norm_eps = s->eps > 0 ? s->eps : 1e-5f;
+    cfg->rope_theta = s->theta > 0 ? s->theta : 10000.0f;
     cfg->init_range = 0.02f;
     cfg->tie_word_embeddings = 1;
-    cfg->attn_bias = s->arch == AL_ARCH_GPT2;
+    cfg->attn_bias = s->arch == AL_ARCH_GPT2 || s->qkv_bias;
     cfg->o_bias = s->arch == AL_ARCH_GPT2;
     cfg->mlp_bias = s->arch == AL_ARCH_GPT2;
     cfg->has_lm_head = 1;
@@ -351,7 +355,7 @@ static int run_gen(al_model *m, const bench_shape *s, int warmup, int steps) {
 }
 
 static void usage(void) {
-    fprintf(stderr, "usage: bench_train --shape tiny|gpt2|smollm --mode train|lora|dpo|gen "
+    fprintf(stderr, "usage: bench_train --shape tiny|gpt2|smollm|qwen05 --mode train|lora|dpo|gen "
                     "[--steps N] [--warmup N] [--threads N] [--matmul onednn|openblas] "
                     "[--dtype fp32|bf16] [--B N] [--T N]\n");
 }

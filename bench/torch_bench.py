@@ -56,6 +56,12 @@ SHAPES = {
     # rms_norm_eps 1e-5, max_position_embeddings 2048.
     "smollm": dict(arch="llama", L=30, C=576, NH=9, NKV=3, FF=1536, V=49152,
                    ctx=2048, T=256, B=4, eps=1e-5, theta=10000.0),
+    # Qwen/Qwen2.5-0.5B-Instruct config.json: hidden 896, 24 layers, 14 heads,
+    # 2 kv heads, intermediate 4864, vocab 151936, tied, q/k/v biases,
+    # rope_theta 1e6, rms_norm_eps 1e-6 (context 32768; 2048 here: the
+    # benchmark's sequences are 256 long).
+    "qwen05": dict(arch="llama", L=24, C=896, NH=14, NKV=2, FF=4864, V=151936,
+                   ctx=2048, T=256, B=4, eps=1e-6, theta=1000000.0, qkv_bias=True),
 }
 
 ATTN = "matmul"
@@ -199,9 +205,10 @@ class LlamaBlock(nn.Module):
         HD = C // NH
         self.NH, self.NKV, self.HD = NH, NKV, HD
         self.input_layernorm = RMSNorm(C, s["eps"])
-        self.q_proj = nn.Linear(C, NH * HD, bias=False)
-        self.k_proj = nn.Linear(C, NKV * HD, bias=False)
-        self.v_proj = nn.Linear(C, NKV * HD, bias=False)
+        qb = s.get("qkv_bias", False)
+        self.q_proj = nn.Linear(C, NH * HD, bias=qb)
+        self.k_proj = nn.Linear(C, NKV * HD, bias=qb)
+        self.v_proj = nn.Linear(C, NKV * HD, bias=qb)
         self.o_proj = nn.Linear(NH * HD, C, bias=False)
         self.post_attention_layernorm = RMSNorm(C, s["eps"])
         self.gate_proj = nn.Linear(C, s["FF"], bias=False)

@@ -9,7 +9,9 @@
 #include <string.h>
 #include <time.h>
 
+#include "io.h"
 #include "log.h"
+#include "model/hfcache.h"
 #include "models.h"
 #include "text/dataset.h"
 #include "train/estimate.h"
@@ -157,9 +159,18 @@ static int resolve_model(backend_ctx *c, const char *ref, const char *param, cha
                          api_error *e) {
     store_model m;
     if (store_model_get(c->st, ref, &m) == STORE_OK) {
+        if (!strcmp(m.status, "downloading") || !strcmp(m.status, "failed")) {
+            if (c->hub && !strcmp(m.status, "downloading")) return hubmodels_resolve(c->hub, ref, param, path, e);
+            json_t *err = json_loads(m.error, 0, NULL);
+            api_error_set(e, 422, INVALID, "model_unusable", param, "%s: %s: the download failed: %s", param, ref,
+                          json_string_value(json_object_get(err, "message")) ? json_string_value(json_object_get(err, "message")) : "?");
+            json_decref(err);
+            return -1;
+        }
         snprintf(path, STORE_PATH, "%s", m.path);
         return 0;
     }
+    if (c->hub && al_hf_looks_like_ref(ref)) return hubmodels_resolve(c->hub, ref, param, path, e);
     if (!strncmp(ref, "ftjob-", 6)) {
         char jid[64];
         snprintf(jid, sizeof jid, "%s", ref);
@@ -407,9 +418,11 @@ static int prepare(backend_ctx *c, const json_t *body, prepared *p, api_error *e
     static const char *const extras[] = {"suffix", "metadata", "priority", "from_checkpoint",
                                          "from_checkpoint_optimizer", NULL};
     for (int i = 0; extras[i]; i++) json_object_del(s, extras[i]);
-    const char *model;
+    const char *model, *method = json_string_value(json_object_get(s, "method"));
     if (str_field(p->req, "model", &model, e)) return -1;
-    if (!model) return api_error_set(e, 400, INVALID, "missing_field", "model", "model: is required");
+    /* clean_data filters a file: no model */
+    if (!model && !(method && !strcmp(method, "clean_data")))
+        return api_error_set(e, 400, INVALID, "missing_field", "model", "model: is required");
     /* every model and file reference (lib/train's walker knows them all) */
     refs_ctx rc0 = {.c = c, .e = e, .model_override = fc && !with_opt ? path : NULL, .used = p->used};
     char rerr[AL_ERRLEN];
@@ -432,6 +445,13 @@ static int prepare(backend_ctx *c, const json_t *body, prepared *p, api_error *e
     }
     p->parsed = 1;
     return 0;
+}
+
+/* The memory jobs are admitted by: memory_limit when configured, else the
+ * scheduler's budget (the memory available at start). */
+static int64_t memory_budget(const backend_ctx *c) {
+    if (c->memory_limit > 0) return c->memory_limit;
+    return c->sc ? sched_memory_budget(c->sc) : INT64_MAX;
 }
 
 static json_t *estimate_json(const al_estimate *est, int64_t budget) {
@@ -471,7 +491,7 @@ static int be_job_estimate(void *ud, const json_t *body, json_t **out, api_error
     al_estimate est;
     int rc = prepare(c, body, pp, e);
     if (!rc) rc = estimate(c, pp, &est, e);
-    if (!rc) *out = estimate_json(&est, c->sc ? sched_memory_budget(c->sc) : INT64_MAX);
+    if (!rc) *out = estimate_json(&est, memory_budget(c));
     prepared_free(pp);
     free(pp);
     return rc;
@@ -484,10 +504,17 @@ static int be_job_create(void *ud, const json_t *body, json_t **out, api_error *
     al_estimate est;
     int rc = prepare(c, body, pp, e);
     if (!rc) rc = estimate(c, pp, &est, e);
-    if (!rc && c->memory_limit > 0 && (int64_t)est.memory_bytes > c->memory_limit)
-        rc = api_error_set(e, 422, INVALID, "insufficient_memory", "model",
-                           "The job needs about %.1f MiB, more than the configured memory_limit of %.1f MiB",
-                           (double)est.memory_bytes / 1048576.0, (double)c->memory_limit / 1048576.0);
+    /* admission: what the estimate says cannot fit the budget the scheduler
+     * admits by is refused now (a job alone would be claimed anyway and
+     * fail at run time, out of memory) */
+    int64_t budget = memory_budget(c);
+    if (!rc && (int64_t)est.memory_bytes > budget)
+        rc = api_error_set(e, 422, INVALID, "insufficient_memory", "",
+                           "The job's estimate is %.1f MiB, more than the memory budget of %.1f MiB (%s); "
+                           "POST /v1/fine_tuning/jobs/estimate shows the estimate: lower batch_size or "
+                           "max_length, raise gradient_accumulation_steps, or use LoRA",
+                           (double)est.memory_bytes / 1048576.0, (double)budget / 1048576.0,
+                           c->memory_limit > 0 ? "memory_limit" : "the memory available at start");
     if (rc) {
         prepared_free(pp);
         free(pp);
@@ -498,6 +525,7 @@ static int be_job_create(void *ud, const json_t *body, json_t **out, api_error *
     memset(&j, 0, sizeof j);
     j.method = pp->job.method;
     j.model = json_string_value(json_object_get(pp->req, "model"));
+    if (!j.model) j.model = ""; /* clean_data */
     j.ref_model = json_string_value(json_object_get(pp->req, "ref_model"));
     j.training_file = json_string_value(json_object_get(pp->req, "training_file"));
     j.validation_file = json_string_value(json_object_get(pp->req, "validation_file"));
@@ -541,6 +569,13 @@ static int be_job_create(void *ud, const json_t *body, json_t **out, api_error *
 static int be_job_list(void *ud, const api_page *pg, const char *status, json_t **out, api_error *e) {
     (void)e;
     *out = store_job_list(((backend_ctx *)ud)->st, page_after(pg, "ftjob-"), page_limit(pg), status);
+    return 0;
+}
+
+static int be_job_list_text(void *ud, const api_page *pg, const char *status, char **text, size_t *len,
+                            api_error *e) {
+    if (store_job_list_text(((backend_ctx *)ud)->st, page_after(pg, "ftjob-"), page_limit(pg), status, text, len))
+        return server_error(e, "Listing the jobs");
     return 0;
 }
 
@@ -608,6 +643,29 @@ static int be_job_action(void *ud, const char *id, const char *action, json_t **
     return *out ? 0 : not_found(e, "job", id);
 }
 
+static int be_job_delete(void *ud, const char *id, json_t **out, api_error *e) {
+    backend_ctx *c = ud;
+    int64_t n;
+    if (job_id(c, id, &n, e)) return -1;
+    char dir[STORE_PATH] = "", users[256] = "", err[AL_ERRLEN], q[600];
+    int rc = store_job_delete(c->st, n, dir, users);
+    if (rc == STORE_ENOTFOUND) return not_found(e, "job", id);
+    if (rc == STORE_ESTATE)
+        return api_error_set(e, 409, "conflict_error", "invalid_state", "",
+                             "Job %s has not finished; cancel it first", id);
+    if (rc == STORE_EINUSE)
+        return api_error_set(e, 409, "conflict_error", "model_in_use", "",
+                             "Job %s's model or checkpoints are used by %s", id, users);
+    if (rc) return server_error(e, "Deleting the job");
+    /* its folder is below the jobs folder: nothing else is removed */
+    size_t jl = strlen(c->jobs_dir);
+    if (dir[0] && !strncmp(dir, c->jobs_dir, jl) && dir[jl] == '/' && al_rmtree(dir, err))
+        log_warn("event=job_files_remove_failed job=%s reason=%s", id, log_quote(q, sizeof q, err));
+    log_info("event=job_deleted job=%s", id);
+    *out = json_pack("{s:s, s:s, s:b}", "id", id, "object", "fine_tuning.job", "deleted", 1);
+    return 0;
+}
+
 static int be_job_events(void *ud, const char *id, const api_page *pg, json_t **out, api_error *e) {
     backend_ctx *c = ud;
     int64_t n;
@@ -673,19 +731,80 @@ static int be_job_feed(void *ud, const char *id, int64_t after_seq, int max, int
     }
 }
 
+static int be_job_feed_last(void *ud, const char *id, int64_t *last_seq, api_error *e) {
+    backend_ctx *c = ud;
+    int64_t n, last = 0;
+    if (job_id(c, id, &n, e)) return -1;
+    json_t *none = NULL;
+    int final;
+    /* after INT64_MAX: no items, only the job's latest seq */
+    if (store_job_feed(c->st, n, INT64_MAX, 1, &none, &last, &final)) return not_found(e, "job", id);
+    json_decref(none);
+    *last_seq = last;
+    return 0;
+}
+
 /* ---- models ------------------------------------------------------------------------ */
+
+static void with_download(backend_ctx *c, json_t *m);
 
 static int be_model_list(void *ud, const api_page *pg, json_t **out, api_error *e) {
     (void)e;
     *out = store_model_list(((backend_ctx *)ud)->st, pg ? pg->after : NULL, page_limit(pg));
+    size_t i;
+    json_t *m;
+    json_array_foreach(json_object_get(*out, "data"), i, m) with_download(ud, m);
     return 0;
+}
+
+/* A model being downloaded shows its progress as "download". */
+static void with_download(backend_ctx *c, json_t *m) {
+    if (!c->hub || !json_is_object(m)) return;
+    json_t *p = hubmodels_progress(c->hub, json_string_value(json_object_get(m, "id")));
+    if (p || !strcmp(json_string_value(json_object_get(m, "status")) ? json_string_value(json_object_get(m, "status")) : "", "downloading"))
+        json_object_set_new(m, "download", p ? p : json_null());
 }
 
 static int be_model_get(void *ud, const char *id, json_t **out, api_error *e) {
     json_t *o = store_model_json(((backend_ctx *)ud)->st, id);
     if (!o) return not_found(e, "model", id);
+    with_download(ud, o);
     *out = o;
     return 0;
+}
+
+static int be_model_register_hub(void *ud, const char *repo, const char *revision, const char *name,
+                                 json_t **out, int *accepted, api_error *e) {
+    backend_ctx *c = ud;
+    if (!c->hub) return api_error_set(e, 403, "permission_error", "downloads_disabled", "hf", "hf: no Hub access");
+    if (name && (!*name || strlen(name) > 128 || !strncmp(name, "ftjob-", 6) || strspn(name, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_./@") != strlen(name)))
+        return api_error_set(e, 400, INVALID, "invalid_value", "name",
+                             "name: 1 to 128 of letters, digits, '-', '_', '.', '/' and '@', not 'ftjob-...'");
+    return hubmodels_register(c->hub, repo, revision, name, out, accepted, e);
+}
+
+static int be_model_events(void *ud, const char *id, const api_page *pg, json_t **out, api_error *e) {
+    backend_ctx *c = ud;
+    store_model m;
+    if (store_model_get(c->st, id, &m)) return not_found(e, "model", id);
+    if (!c->hub) {
+        *out = json_pack("{s:s,s:[],s:b,s:n,s:n}", "object", "list", "data", "has_more", 0, "first_id", "last_id");
+        return 0;
+    }
+    return hubmodels_events(c->hub, id, pg, out, e);
+}
+
+static int be_model_feed(void *ud, const char *id, int64_t after_seq, int max, int timeout_ms, json_t **items,
+                         int *finished, api_error *e) {
+    backend_ctx *c = ud;
+    store_model m;
+    if (store_model_get(c->st, id, &m)) return not_found(e, "model", id);
+    if (!c->hub || atomic_load(&c->draining)) {
+        *items = json_array();
+        *finished = 1;
+        return 0;
+    }
+    return hubmodels_feed(c->hub, id, after_seq, max, timeout_ms, items, finished, e);
 }
 
 static int be_model_register(void *ud, const char *name, const char *real_path, json_t **out, api_error *e) {
@@ -700,7 +819,7 @@ static int be_model_register(void *ud, const char *name, const char *real_path, 
     memset(&m, 0, sizeof m);
     char err[256];
     if (models_describe(real_path, &m, err))
-        return api_error_set(e, 400, INVALID, "invalid_model", "path", "path: not a model folder: %s", err);
+        return api_error_set(e, 422, INVALID, "invalid_model", "path", "path: not a usable model folder: %s", err);
     snprintf(m.name, sizeof m.name, "%s", name);
     snprintf(m.owned_by, sizeof m.owned_by, "alignd");
     if (store_model_put(c->st, &m)) return server_error(e, "Registering the model");
@@ -755,17 +874,23 @@ void backend_init(api_backend *be, backend_ctx *ctx) {
     be->job_create = be_job_create;
     be->job_estimate = be_job_estimate;
     be->job_list = be_job_list;
+    be->job_list_text = be_job_list_text;
     be->job_get = be_job_get;
     be->job_action = be_job_action;
+    be->job_delete = be_job_delete;
     be->job_events = be_job_events;
     be->job_metrics = be_job_metrics;
     be->job_samples = be_job_samples;
     be->job_checkpoints = be_job_checkpoints;
     be->job_feed = be_job_feed;
+    be->job_feed_last = be_job_feed_last;
     be->model_list = be_model_list;
     be->model_get = be_model_get;
     be->model_register = be_model_register;
     be->model_delete = be_model_delete;
     be->model_path = be_model_path;
+    be->model_register_hub = be_model_register_hub;
+    be->model_events = be_model_events;
+    be->model_feed = be_model_feed;
     be->stats = be_stats;
 }

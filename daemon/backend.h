@@ -13,7 +13,8 @@
  *     "from_checkpoint_optimizer": true it also restores the AdamW moments and
  *     step counter, continuing the schedule where that run stopped.
  * "model"/"ref_model" are registered model names, "ftjob-<n>" (a job's
- * output) or "ftjob-<n>:<step>" (a checkpoint); "training_file",
+ * output), "ftjob-<n>:<step>" (a checkpoint) or a Hugging Face model
+ * "ORG/NAME[@REV]" (daemon/hubmodels.h); "training_file",
  * "validation_file" and eval_tasks[].file are "file-<n>" ids; "output_dir" is
  * the daemon's to choose. */
 #ifndef DAEMON_BACKEND_H
@@ -22,6 +23,7 @@
 #include <stdatomic.h>
 
 #include "api/backend.h"
+#include "hubmodels.h"
 #include "sched.h"
 #include "store.h"
 
@@ -30,6 +32,7 @@ typedef struct backend_ctx {
     sched *sc;
     char jobs_dir[STORE_PATH];
     int64_t memory_limit;       /* 0: none configured */
+    hubmodels *hub;             /* models by name from the Hugging Face Hub (may be NULL) */
     atomic_int draining;        /* shutting down: not ready, feeds return at once */
 } backend_ctx;
 

@@ -13,6 +13,7 @@ int cli_validate(int argc, char **argv);
 int cli_eval(int argc, char **argv);
 int cli_serve(int argc, char **argv);
 int cli_keys(int argc, char **argv);
+int cli_pull(int argc, char **argv);
 
 /* Flag parsing shared by the subcommands: --name VALUE pairs. */
 typedef struct cli_flag {

@@ -41,12 +41,10 @@ int cli_init_model(int argc, char **argv) {
     }
     const char *arch = f[ARCH].value ? f[ARCH].value : "gpt2";
     al_model_config cfg;
+    int family = 0; /* another model_type: its class defaults, from a config.json of the sizes */
     if (!strcmp(arch, "gpt2")) al_config_default(&cfg, AL_ARCH_GPT2);
     else if (!strcmp(arch, "llama")) al_config_default(&cfg, AL_ARCH_LLAMA);
-    else {
-        fprintf(stderr, "alignd: --arch: '%s' is not gpt2 or llama\n", arch);
-        return 2;
-    }
+    else family = 1;
     /* The built-in tiny model: byte vocabulary (256 bytes + 4 specials:
      * 256 <|endoftext|> = BOS = EOS, 257 <|pad|>, 258 <|im_start|>, 259 <|im_end|>). */
     long layers = 4, hidden = 128, heads = 4, kv = -1, inter = -1, vocab = 260, ctx = 256, seed = 0;
@@ -63,16 +61,33 @@ int cli_init_model(int argc, char **argv) {
         fprintf(stderr, "alignd: --hidden (%ld) must be a multiple of --heads (%ld)\n", hidden, heads);
         return 2;
     }
-    cfg.n_layers = (int)layers;
-    cfg.C = (int)hidden;
-    cfg.NH = (int)heads;
-    cfg.HD = (int)(hidden / heads);
-    cfg.NKV = kv > 0 ? (int)kv : (int)heads;
-    if (inter > 0) cfg.FF = (int)inter;
-    else if (cfg.arch == AL_ARCH_GPT2) cfg.FF = 4 * (int)hidden;
-    else cfg.FF = (((int)hidden * 8 / 3) + 7) / 8 * 8; /* SwiGLU's 2/3 of 4C, rounded to 8 */
-    cfg.V = (int)vocab;
-    cfg.max_T = (int)ctx;
+    if (family) {
+        char j[1024], perr[AL_ERRLEN] = "";
+        long ff = inter > 0 ? inter : ((hidden * 8 / 3) + 7) / 8 * 8;
+        snprintf(j, sizeof j,
+                 "{\"model_type\": \"%.40s\", \"hidden_size\": %ld, \"num_hidden_layers\": %ld,"
+                 " \"num_attention_heads\": %ld, \"num_key_value_heads\": %ld, \"head_dim\": %ld,"
+                 " \"intermediate_size\": %ld, \"vocab_size\": %ld, \"max_position_embeddings\": %ld}",
+                 arch, hidden, layers, heads, kv > 0 ? kv : heads, hidden / heads, ff, vocab, ctx);
+        if (strchr(arch, '"') || strchr(arch, '\\') || al_config_parse(&cfg, j, strlen(j), perr)) {
+            const char *pre = "config.json: model_type: ", *msg = perr[0] ? perr : "not a model_type";
+            if (!strncmp(msg, pre, strlen(pre))) msg += strlen(pre);
+            fprintf(stderr, "alignd: --arch: %s\n", msg);
+            return 2;
+        }
+    }
+    if (!family) {
+        cfg.n_layers = (int)layers;
+        cfg.C = (int)hidden;
+        cfg.NH = (int)heads;
+        cfg.HD = (int)(hidden / heads);
+        cfg.NKV = kv > 0 ? (int)kv : (int)heads;
+        if (inter > 0) cfg.FF = (int)inter;
+        else if (cfg.arch == AL_ARCH_GPT2) cfg.FF = 4 * (int)hidden;
+        else cfg.FF = (((int)hidden * 8 / 3) + 7) / 8 * 8; /* SwiGLU's 2/3 of 4C, rounded to 8 */
+        cfg.V = (int)vocab;
+        cfg.max_T = (int)ctx;
+    }
     if (vocab >= 260) {
         cfg.bos_id = 256;
         cfg.eos_id = 256;

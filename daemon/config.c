@@ -8,6 +8,7 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -21,7 +22,7 @@
 #define ALIGND_WEB_DIR "/usr/share/alignd/web"
 #endif
 
-enum { K_STR, K_LONG, K_SIZE, K_DOUBLE, K_LEVEL, K_LISTEN, K_DTYPE };
+enum { K_STR, K_LONG, K_SIZE, K_DOUBLE, K_LEVEL, K_LISTEN, K_BOOL, K_DTYPE };
 
 typedef struct key {
     const char *name;
@@ -52,9 +53,13 @@ static const key keys[] = {
     Z(max_string, 64, 1e12),
     L(max_tokens, 1, 1 << 20),
     L(max_connections, 1, 1 << 20),
+    L(max_connections_per_ip, 1, 1 << 20),
     L(max_streams, 1, 1 << 20),
     L(timeout, 1, 86400),
+    L(header_timeout, 1, 3600),
     L(heartbeat, 1, 3600),
+    {"allow_downloads", K_BOOL, offsetof(daemon_cfg, allow_downloads), 0, 0, 1},
+    S(hub_cache),
 };
 #undef S
 #undef L
@@ -148,6 +153,14 @@ static int set_key(daemon_cfg *c, const key *k, const char *v, const char *where
                             k->hi), 2;
         *(int64_t *)base = x;
         return 0;
+    }
+    case K_BOOL: {
+        static const char *const yes[] = {"true", "1", "yes", "on"}, *const no[] = {"false", "0", "no", "off"};
+        for (int i = 0; i < 4; i++) {
+            if (!strcasecmp(v, yes[i])) return *(long *)base = 1, 0;
+            if (!strcasecmp(v, no[i])) return *(long *)base = 0, 0;
+        }
+        return snprintf(err, 512, "%s: %s: '%.100s' is not true or false", where, k->name, v), 2;
     }
     case K_DOUBLE: {
         char *end;
@@ -267,8 +280,10 @@ static void defaults(daemon_cfg *c) {
     c->max_string = 1 << 20;
     c->max_tokens = 2048;
     c->max_connections = 256;
+    c->max_connections_per_ip = 64;
     c->max_streams = 64;
     c->timeout = 30;
+    c->header_timeout = 10;
     c->heartbeat = 15;
 }
 
@@ -337,6 +352,7 @@ void config_print(const daemon_cfg *c, FILE *f) {
         switch (k->type) {
         case K_STR: case K_LISTEN: case K_LEVEL: case K_DTYPE: fprintf(f, "%s = \"%s\"\n", k->name, base); break;
         case K_LONG: fprintf(f, "%s = %ld\n", k->name, *(const long *)base); break;
+        case K_BOOL: fprintf(f, "%s = %s\n", k->name, *(const long *)base ? "true" : "false"); break;
         case K_SIZE: fprintf(f, "%s = %lld\n", k->name, (long long)*(const int64_t *)base); break;
         case K_DOUBLE: fprintf(f, "%s = %g\n", k->name, *(const double *)base); break;
         }
@@ -356,8 +372,10 @@ void config_server(const daemon_cfg *c, api_server_cfg *s) {
     s->max_string = (size_t)c->max_string;
     s->max_tokens = (int)c->max_tokens;
     s->max_connections = (int)c->max_connections;
+    s->max_connections_per_ip = (int)c->max_connections_per_ip;
     s->max_streams = (int)c->max_streams;
     s->timeout_s = (int)c->timeout;
+    s->header_timeout_s = (int)c->header_timeout;
     s->heartbeat_s = (int)c->heartbeat;
     s->bf16 = config_bf16(c);
 }

@@ -28,9 +28,15 @@
  *   max_string       ALIGND_MAX_STRING        --max-string       1M
  *   max_tokens       ALIGND_MAX_TOKENS        --max-tokens       2048
  *   max_connections  ALIGND_MAX_CONNECTIONS   --max-connections  256
+ *   max_connections_per_ip ALIGND_MAX_CONNECTIONS_PER_IP --max-connections-per-ip 64
  *   max_streams      ALIGND_MAX_STREAMS       --max-streams      64
  *   timeout          ALIGND_TIMEOUT           --timeout          30 (idle connection seconds)
+ *   header_timeout   ALIGND_HEADER_TIMEOUT    --header-timeout   10 (seconds for a request's headers,
+ *                                                                and the longest stall of a body)
  *   heartbeat        ALIGND_HEARTBEAT         --heartbeat        15 (SSE heartbeat seconds)
+ *   allow_downloads  ALIGND_ALLOW_DOWNLOADS   --allow-downloads  false (fetch ORG/NAME models from the Hub)
+ *   hub_cache        ALIGND_HUB_CACHE         --hub-cache        "" (the Hugging Face cache of the environment:
+ *                                                                HF_HUB_CACHE, HF_HOME/hub, ~/.cache/huggingface/hub)
  */
 #ifndef DAEMON_CONFIG_H
 #define DAEMON_CONFIG_H
@@ -59,7 +65,10 @@ typedef struct daemon_cfg {
     int log_level;
     double stop_timeout;
     int64_t max_body, max_upload, max_string;
-    long max_json_depth, max_tokens, max_connections, max_streams, timeout, heartbeat;
+    long max_json_depth, max_tokens, max_connections, max_connections_per_ip, max_streams, timeout,
+        header_timeout, heartbeat;
+    long allow_downloads;         /* 0/1 */
+    char hub_cache[CFG_PATH];
     char config_file[CFG_PATH];   /* the file read, "" when none */
 } daemon_cfg;
 

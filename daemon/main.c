@@ -11,6 +11,8 @@ static void usage(FILE *f) {
           "  serve       [--listen HOST:PORT] [--state-dir DIR] [--models-dir DIR] [--workers N]\n"
           "              [--config FILE] [--check-config] [--<key> VALUE ...]   (the default)\n"
           "  keys create [--name N] [--read-only] [--state-dir DIR]\n"
+          "  pull        ORG/NAME[@REVISION] [--include GLOB]... [--models-dir DIR]\n"
+          "              (downloads into the Hugging Face cache; prints the snapshot folder)\n"
           "  init-model  --arch gpt2|llama [--layers N --hidden N --heads N --kv-heads N\n"
           "              --intermediate N --vocab N --context N --seed S] --out DIR\n"
           "  logprobs    --model DIR (--ids 1,2,3,... [--prompt-len K] |\n"
@@ -24,7 +26,8 @@ static void usage(FILE *f) {
           "  train       JOB.json [--resume CHECKPOINT_DIR]\n"
           "  eval        --model DIR --task NAME [--n N]\n"
           "\n"
-          "environment: ALIGND_THREADS sets the compute pool size (default: all cores)\n",
+          "environment: ALIGND_THREADS sets the compute pool size (default: all cores);\n"
+          "  HF_HOME, HF_HUB_CACHE, HF_ENDPOINT, HF_TOKEN, HF_HUB_OFFLINE as huggingface_hub reads them\n",
           f);
 }
 
@@ -44,6 +47,7 @@ int main(int argc, char **argv) {
     }
     if (!strcmp(cmd, "serve")) return cli_serve(argc - 2, argv + 2);
     if (!strcmp(cmd, "keys")) return cli_keys(argc - 2, argv + 2);
+    if (!strcmp(cmd, "pull")) return cli_pull(argc - 2, argv + 2);
     if (!strcmp(cmd, "init-model")) return cli_init_model(argc - 2, argv + 2);
     if (!strcmp(cmd, "logprobs")) return cli_logprobs(argc - 2, argv + 2);
     if (!strcmp(cmd, "generate")) return cli_generate(argc - 2, argv + 2);

@@ -14,6 +14,7 @@
 #include "log.h"
 #include "model/config.h"
 #include "model/model.h"
+#include "text/tokenizer.h"
 #include "train/estimate.h"
 
 int models_describe(const char *dir, store_model *m, char err[256]) {
@@ -36,11 +37,97 @@ int models_describe(const char *dir, store_model *m, char err[256]) {
         snprintf(err, 256, "%s", e2);
         return -1;
     }
+    /* its tokenizer must fit the model (al_tok_load checks the ids against
+     * vocab_size); a folder without one registers, and says so when used */
+    al_tok *tok = NULL;
+    int trc = al_tok_load(&tok, real, e2);
+    al_tok_free(tok);
+    if (trc && trc != AL_ENOENT) {
+        snprintf(err, 256, "%s", e2);
+        return -1;
+    }
     snprintf(m->kind, sizeof m->kind, "%s", adapter ? "adapter" : "base");
     snprintf(m->arch, sizeof m->arch, "%s", cfg.model_type);
     m->has_score = cfg.has_score;
     m->params = (int64_t)al_config_num_params(&cfg, 0);
+    models_info(real, cdir, &cfg, m->info, sizeof m->info);
+    if (!m->source[0]) {
+        json_t *src = json_pack("{s:s,s:s}", "type", "folder", "path", real);
+        char *t = src ? json_dumps(src, JSON_COMPACT) : NULL;
+        if (t && strlen(t) < sizeof m->source) memcpy(m->source, t, strlen(t) + 1);
+        free(t);
+        json_decref(src);
+    }
     return 0;
+}
+
+/* The weights' dtype as config.json names it (transformers writes
+ * "torch_dtype", newer versions "dtype"), else the first tensor's in
+ * model.safetensors, else NULL. */
+static json_t *weights_dtype(const char *cdir) {
+    char p[STORE_PATH + 64];
+    snprintf(p, sizeof p, "%s/config.json", cdir);
+    json_t *c = json_load_file(p, 0, NULL);
+    const char *d = json_string_value(json_object_get(c, "torch_dtype"));
+    if (!d) d = json_string_value(json_object_get(c, "dtype"));
+    json_t *out = d ? json_string(d) : NULL;
+    json_decref(c);
+    if (out) return out;
+    /* safetensors: an 8-byte little-endian header length, then the JSON header */
+    snprintf(p, sizeof p, "%s/model.safetensors", cdir);
+    FILE *f = fopen(p, "rb");
+    unsigned char n8[8];
+    if (!f || fread(n8, 1, 8, f) != 8) {
+        if (f) fclose(f);
+        return NULL;
+    }
+    uint64_t n = 0;
+    for (int i = 7; i >= 0; i--) n = n << 8 | n8[i];
+    char *h = n > 0 && n < ((uint64_t)1 << 24) ? malloc(n + 1) : NULL;
+    if (h && fread(h, 1, n, f) == n) {
+        json_t *hj = json_loadb(h, n, 0, NULL);
+        const char *k;
+        json_t *v;
+        json_object_foreach(hj, k, v) {
+            const char *dt = json_string_value(json_object_get(v, "dtype"));
+            if (!dt) continue;
+            out = json_string(!strcmp(dt, "F32") ? "float32" : !strcmp(dt, "BF16") ? "bfloat16"
+                              : !strcmp(dt, "F16") ? "float16" : dt);
+            break;
+        }
+        json_decref(hj);
+    }
+    free(h);
+    fclose(f);
+    return out;
+}
+
+/* Whether a chat template ships in dir: tokenizer_config.json's
+ * chat_template, or chat_template.jinja / chat_template.json. */
+static int has_chat_template(const char *dir) {
+    char p[STORE_PATH + 64];
+    snprintf(p, sizeof p, "%s/chat_template.jinja", dir);
+    if (al_file_exists(p)) return 1;
+    snprintf(p, sizeof p, "%s/chat_template.json", dir);
+    if (al_file_exists(p)) return 1;
+    snprintf(p, sizeof p, "%s/tokenizer_config.json", dir);
+    json_t *t = json_load_file(p, 0, NULL);
+    const json_t *ct = json_object_get(t, "chat_template");
+    int yes = json_is_string(ct) || (json_is_array(ct) && json_array_size(ct) > 0);
+    json_decref(t);
+    return yes;
+}
+
+void models_info(const char *dir, const char *cdir, const al_model_config *cfg, char *out, size_t n) {
+    json_t *dt = weights_dtype(cdir);
+    json_t *o = json_pack("{s:s,s:o,s:i,s:b}", "family", cfg->model_type, "dtype", dt ? dt : json_null(),
+                          "context_length", cfg->max_T, "chat_template",
+                          has_chat_template(dir) || (strcmp(dir, cdir) && has_chat_template(cdir)));
+    char *t = o ? json_dumps(o, JSON_COMPACT) : NULL;
+    out[0] = 0;
+    if (t && strlen(t) < n) memcpy(out, t, strlen(t) + 1);
+    free(t);
+    json_decref(o);
 }
 
 int models_name_ok(const char *name) {
@@ -67,10 +154,11 @@ int models_scan(store *st, const char *dir) {
     struct dirent *e;
     while ((e = readdir(d))) {
         if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
-        char path[STORE_PATH], real[PATH_MAX], err[256], q[300], qe[300];
+        if (!strncmp(e->d_name, "models--", 8)) continue; /* a Hugging Face cache: hubmodels_scan */
+        char path[STORE_PATH + 256], real[PATH_MAX], err[256], q[300], qe[300];
         /* the name is logged quoted: it may hold anything a file name can */
         log_quote(q, sizeof q, e->d_name);
-        snprintf(path, sizeof path, "%s/%s", root, e->d_name);
+        if ((size_t)snprintf(path, sizeof path, "%s/%s", root, e->d_name) >= sizeof path) continue;
         struct stat sb;
         const char *why = NULL;
         if (!realpath(path, real) || stat(real, &sb) || !S_ISDIR(sb.st_mode)) continue;

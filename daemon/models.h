@@ -11,11 +11,17 @@
 #ifndef DAEMON_MODELS_H
 #define DAEMON_MODELS_H
 
+#include "model/config.h"
 #include "store.h"
 
-/* Fills m's path, kind (base | adapter), arch, params and has_score from the
- * folder. -1 with the reason in err when it is not a model folder. */
+/* Fills m's path, kind (base | adapter), arch, params, has_score and info
+ * from the folder, and its source ({"type":"folder","path"}) unless set.
+ * -1 with the reason in err when it is not a model folder. */
 int models_describe(const char *dir, store_model *m, char err[256]);
+/* The info JSON of store_model (family, dtype, context_length,
+ * chat_template) for the model folder dir whose config is in cdir (the base
+ * of an adapter, else dir) into out (n bytes; "" when it does not fit). */
+void models_info(const char *dir, const char *cdir, const al_model_config *cfg, char *out, size_t n);
 /* Whether name may name a model registered by folder (POST /v1/models and
  * the start-up scan alike): 1 to 64 letters, digits, '.', '_' and '-', not
  * starting with '.', '-' or "ftjob-" (so never a job's output "ft:..." or a

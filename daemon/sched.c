@@ -12,6 +12,7 @@
 #include <jansson.h>
 #include <math.h>
 #include <pthread.h>
+#include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -39,6 +40,7 @@ typedef struct worker {
     double t0, elapsed0, t_first;
     double tokens, tps, epoch;
     char name[32];
+    int keep;                  /* save_total_limit of the current job, 0: all */
 } worker;
 
 struct sched {
@@ -156,6 +158,20 @@ static void on_checkpoint(void *ud, long step, const char *dir) {
     worker *w = ud;
     store_job_checkpoint_add(w->s->st, w->job, step, dir);
     log_info("event=checkpoint job=%s step=%ld", w->name, step);
+    if (w->keep <= 0) return;
+    /* save_total_limit: the newest checkpoints stay (the resume point is
+     * the newest), older folders go with their rows */
+    json_t *gone = store_job_checkpoints_prune(w->s->st, w->job, w->keep);
+    size_t i;
+    json_t *p;
+    json_array_foreach(gone, i, p) {
+        char err[AL_ERRLEN], q[600];
+        if (al_rmtree(json_string_value(p), err))
+            log_warn("event=checkpoint_remove_failed job=%s reason=%s", w->name, log_quote(q, sizeof q, err));
+        else
+            log_info("event=checkpoint_removed job=%s path=%s", w->name, log_quote(q, sizeof q, json_string_value(p)));
+    }
+    json_decref(gone);
 }
 
 /* Polled before each step: the end of the previous step's turn. */
@@ -178,6 +194,42 @@ static int on_should_pause(void *ud) {
 }
 
 /* ---- running one job -------------------------------------------------------------- */
+
+/* A job's final status write (succeeded, failed, cancelled, paused, back to
+ * queued): retried until it lands. On a full disk SQLite refuses every
+ * write until space is freed; a job left "running" with no worker could be
+ * neither cancelled nor resumed. The worker stays with the job meanwhile
+ * (backing off up to 5 s between tries) and gives up only when the daemon
+ * stops: the next start then recovers the job from its last checkpoint.
+ * Returns the last store code. */
+static int settle(worker *w, int64_t id, const char *from, const char *to, const char *level,
+                  const store_upd *u, const char *fmt, ...) __attribute__((format(printf, 7, 8)));
+static int settle(worker *w, int64_t id, const char *from, const char *to, const char *level,
+                  const store_upd *u, const char *fmt, ...) {
+    char msg[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    int ms = 100, tries = 0, rc;
+    for (;;) {
+        rc = store_job_transition(w->s->st, id, from, to, level, u, "%s", msg);
+        tries++;
+        if (rc != STORE_EIO) break;
+        pthread_mutex_lock(&w->s->mu);
+        int stop = w->s->stop;
+        pthread_mutex_unlock(&w->s->mu);
+        if (stop) break;
+        if (tries == 1) log_warn("event=status_retry job=%s status=%s note=\"the database refused the write; retrying\"",
+                                 w->name, to);
+        struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+        nanosleep(&ts, NULL);
+        if (ms < 5000) ms *= 2;
+    }
+    if (tries > 1 && rc == STORE_OK)
+        log_info("event=status_landed job=%s status=%s tries=%d", w->name, to, tries);
+    return rc;
+}
 
 /* Machine code of a failure. */
 static const char *fail_code(int rc) {
@@ -202,7 +254,8 @@ static void fail_param(const char *err, char *param, size_t n) {
                       (err[i] >= 'a' && err[i] <= 'z') || (err[i] >= '0' && err[i] <= '9')))
         i++;
     if (i == 0 || err[i] != ':' || i >= n) return;
-    static const char *const known[] = {"model", "ref_model", "training_file", "validation_file", "task",
+    static const char *const known[] = {"model", "ref_model", "training_file", "training_files", "chat_template",
+                                        "validation_file", "task",
                                         "hyperparameters", "lora", "eval_tasks", "method", "seed", NULL};
     for (int k = 0; known[k]; k++) {
         size_t kl = strlen(known[k]);
@@ -238,6 +291,11 @@ static void register_output(worker *w, const store_run *r, const al_job *job, co
     if (job->use_lora) snprintf(m.base, sizeof m.base, "%s", r->model);
     snprintf(m.owned_by, sizeof m.owned_by, "%s", w->name);
     m.job_id = w->job;
+    json_t *src = json_pack("{s:s,s:s,s:s}", "type", "fine_tune", "job", w->name, "base_model", r->model);
+    char *st = src ? json_dumps(src, JSON_COMPACT) : NULL;
+    if (st && strlen(st) < sizeof m.source) memcpy(m.source, st, strlen(st) + 1);
+    free(st);
+    json_decref(src);
     if (store_model_put(w->s->st, &m) == STORE_OK) snprintf(name, 256, "%s", m.name);
 }
 
@@ -296,7 +354,7 @@ static void run_job(worker *w, int64_t id) {
         f.error_code = "job_failed";
         f.error_message = "the job's record could not be read";
         f.finished = 1;
-        store_job_transition(st, id, "running|cancelling", "failed", "error", &f, "Job failed: %s", f.error_message);
+        settle(w, id, "running|cancelling", "failed", "error", &f, "Job failed: %s", f.error_message);
         return;
     }
     char err[AL_ERRLEN] = "";
@@ -319,6 +377,7 @@ static void run_job(worker *w, int64_t id) {
     w->total = 0;
     w->step = r.step;
     pthread_mutex_unlock(&s->mu);
+    w->keep = rc ? 0 : job.hp.save_total_limit;
     if (!rc) {
         al_train_cb cb = {.begin = on_begin, .log = on_log, .sample = on_sample, .event = on_event,
                           .checkpoint = on_checkpoint, .should_stop = on_should_stop,
@@ -341,25 +400,25 @@ static void run_job(worker *w, int64_t id) {
         register_files(w, &res);
         f.fine_tuned_model = name[0] ? name : NULL;
         f.finished = 1;
-        store_job_transition(st, id, "running|cancelling", "succeeded", "info", &f,
+        settle(w, id, "running|cancelling", "succeeded", "info", &f,
                              "The job has successfully completed: %ld steps%s%s", res.steps,
                              name[0] ? ", model " : "", name);
         log_info("event=job_succeeded job=%s steps=%ld model=%s", w->name, res.steps, name[0] ? name : "-");
     } else if (rc == AL_ECANCELED && cancel) {
         f.finished = 1;
-        store_job_transition(st, id, "running|cancelling", "cancelled", "info", &f, "Job cancelled at step %ld",
+        settle(w, id, "running|cancelling", "cancelled", "info", &f, "Job cancelled at step %ld",
                              res.steps);
     } else if (rc == AL_EPAUSED) {
         if (cancel) {
             f.finished = 1;
-            store_job_transition(st, id, "running|cancelling", "cancelled", "info", &f,
+            settle(w, id, "running|cancelling", "cancelled", "info", &f,
                                  "Job cancelled at step %ld", res.steps);
         } else if (draining && !atomic_load(&w->pause)) {
-            store_job_transition(st, id, "running", "queued", "info", &f,
+            settle(w, id, "running", "queued", "info", &f,
                                  "The daemon is stopping: checkpointed at step %ld, the job resumes from it "
                                  "on the next start", res.steps);
         } else {
-            store_job_transition(st, id, "running", "paused", "info", &f, "Job paused at step %ld", res.steps);
+            settle(w, id, "running", "paused", "info", &f, "Job paused at step %ld", res.steps);
         }
     } else {
         char param[160];
@@ -368,7 +427,7 @@ static void run_job(worker *w, int64_t id) {
         f.error_message = err[0] ? err : al_strerror(rc);
         f.error_param = param[0] ? param : "";
         f.finished = 1;
-        store_job_transition(st, id, "running|cancelling", "failed", "error", &f, "Job failed: %s", f.error_message);
+        settle(w, id, "running|cancelling", "failed", "error", &f, "Job failed: %s", f.error_message);
         char q[600];
         log_warn("event=job_failed job=%s code=%s reason=%s", w->name, f.error_code,
                  log_quote(q, sizeof q, f.error_message));

@@ -15,6 +15,7 @@
  * busy after stop_timeout is abandoned: its job stays "running" in the
  * database and resumes from its last checkpoint on the next start. */
 #define _XOPEN_SOURCE 700
+#include <dirent.h>
 #include <errno.h>
 #include <limits.h>
 #include <openssl/rand.h>
@@ -28,6 +29,7 @@
 
 #include "api/server.h"
 #include "backend.h"
+#include "hubmodels.h"
 #include "cli.h"
 #include "compute/pool.h"
 #include "config.h"
@@ -121,6 +123,53 @@ static int same_jobs(const char *a, const char *b) {
     }
 }
 
+/* Whether a name is one of our temporaries: a folder being filled
+ * ("checkpoint-200.tmp") or an atomic file's temp ("x.tmp.<pid>.<n>"). */
+static int temp_name(const char *n, int is_dir) {
+    size_t l = strlen(n);
+    if (is_dir) return l > 4 && !strcmp(n + l - 4, ".tmp");
+    const char *t = strstr(n, ".tmp.");
+    if (!t) return 0;
+    const char *p = t + 5;
+    int dots = 0, digits = 0;
+    for (; *p; p++) {
+        if (*p == '.') dots++;
+        else if (*p >= '0' && *p <= '9') digits++;
+        else return 0;
+    }
+    return dots == 1 && digits >= 2;
+}
+
+/* Start-up sweep: temporaries a killed daemon (or a full disk) left in the
+ * folders only the daemon writes, files/ and the jobs folder, down to a
+ * checkpoint's critic folder. Nothing else runs yet, so none is in use. */
+static int sweep(const char *dir, int depth) {
+    DIR *d = opendir(dir);
+    if (!d) return 0;
+    int n = 0;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
+        char p[CFG_PATH + 512], err[AL_ERRLEN], q[600];
+        if (al_path_join(p, sizeof p, dir, e->d_name)) continue;
+        struct stat sb;
+        if (lstat(p, &sb)) continue;
+        int is_dir = S_ISDIR(sb.st_mode);
+        if (temp_name(e->d_name, is_dir) && (is_dir || S_ISREG(sb.st_mode))) {
+            if (al_rmtree(p, err) == AL_OK) {
+                n++;
+                log_info("event=temp_removed path=%s", log_quote(q, sizeof q, p));
+            } else {
+                log_warn("event=temp_remove_failed reason=%s", log_quote(q, sizeof q, err));
+            }
+        } else if (is_dir && depth < 3) {
+            n += sweep(p, depth + 1);
+        }
+    }
+    closedir(d);
+    return n;
+}
+
 static int write_addr(const char *state_dir, const char *host, int port) {
     char path[CFG_PATH + 32], buf[320], err[AL_ERRLEN];
     snprintf(path, sizeof path, "%.4000s/alignd.addr", state_dir);
@@ -188,9 +237,21 @@ int cli_serve(int argc, char **argv) {
         store_close(st);
         return 1;
     }
+    char files[CFG_PATH + 16];
+    snprintf(files, sizeof files, "%.4000s/files", cfg.state_dir);
+    int swept = sweep(files, 1) + sweep(cfg.jobs_dir, 0);
+    if (swept) log_info("event=temps_swept count=%d", swept);
     int nm = models_scan(st, cfg.models_dir);
+    hubmodels *hm = hubmodels_new(st, cfg.models_dir, cfg.hub_cache, (int)cfg.allow_downloads);
+    if (!hm) {
+        log_error("event=out_of_memory");
+        store_close(st);
+        return 1;
+    }
+    nm += hubmodels_scan(hm);
     int nr = store_recover(st);
-    log_info("event=store_ready schema=%d models=%d recovered_jobs=%d", store_version(st), nm, nr);
+    log_info("event=store_ready schema=%d models=%d recovered_jobs=%d hub_cache=%s allow_downloads=%d",
+             store_version(st), nm, nr, hubmodels_cache(hm), (int)cfg.allow_downloads);
 
     sched_cfg sc = {.workers = (int)cfg.workers, .memory_limit = cfg.memory_limit, .bf16 = config_bf16(&cfg)};
     backend_ctx ctx;
@@ -198,9 +259,11 @@ int cli_serve(int argc, char **argv) {
     ctx.st = st;
     snprintf(ctx.jobs_dir, sizeof ctx.jobs_dir, "%s", cfg.jobs_dir);
     ctx.memory_limit = cfg.memory_limit;
+    ctx.hub = hm;
     ctx.sc = sched_new(st, &sc);
     if (!ctx.sc) {
         log_error("event=workers_failed");
+        hubmodels_free(hm);
         store_close(st);
         return 1;
     }
@@ -217,6 +280,7 @@ int cli_serve(int argc, char **argv) {
         fprintf(stderr, "alignd: cannot listen on %s: %s\n", cfg.listen, serr);
         sched_drain(ctx.sc);
         sched_free(ctx.sc);
+        hubmodels_free(hm);
         store_close(st);
         return 1;
     }
@@ -284,6 +348,7 @@ int cli_serve(int argc, char **argv) {
         _exit(0);
     }
     sched_free(ctx.sc);
+    hubmodels_free(hm);
     store_close(st);
     al_pool_shutdown();
     log_info("event=stopped seconds=%.2f", mono() - t0);

@@ -30,19 +30,45 @@
 
 #define N_STMT 160
 
-struct store {
+/* A connection and its statement cache. */
+typedef struct dbc {
     sqlite3 *db;
-    pthread_mutex_t mu;
-    pthread_cond_t feed_cv;
-    uint64_t feed_ver;
-    int version;
-    char dir[STORE_PATH];
     struct {
         const char *sql;
         sqlite3_stmt *st;
     } stmt[N_STMT];
     int n_stmt;
+} dbc;
+
+/* Two connections: w for every write (under mu) and r for the reads the
+ * HTTP threads make (under rmu), each read function one read transaction.
+ * WAL lets r read while w commits, so a list request no longer waits behind
+ * a training step's synchronous=FULL commit, and one read transaction takes
+ * the shared-memory locks once instead of once per statement. */
+/* The serialized objects of final jobs, which no longer change (a job
+ * list is mostly them, and building a job object and its JSON costs far
+ * more than reading its row): slot id % JC_SLOTS. Under jc_mu; cleared
+ * where a final job's object could change (a result file deleted, a job
+ * deleted, paths relocated). */
+#define JC_SLOTS 1024
+typedef struct jc_slot {
+    int64_t id;
+    char *text;
+} jc_slot;
+
+struct store {
+    sqlite3 *db;            /* w.db */
+    dbc w, r;
+    pthread_mutex_t mu, rmu, jc_mu;
+    jc_slot jc[JC_SLOTS];
+    pthread_cond_t feed_cv;
+    uint64_t feed_ver;
+    int version;
+    char dir[STORE_PATH];
 };
+
+/* The connection the calling thread holds (LOCK/RLOCK set it). */
+static _Thread_local dbc *tl_dbc;
 
 static int64_t now_s(void) { return (int64_t)time(NULL); }
 
@@ -66,26 +92,29 @@ void store_hex(const unsigned char *in, size_t n, char *hex) {
 
 /* ---- statements -------------------------------------------------------------- */
 
+static dbc *cur(store *s) { return tl_dbc ? tl_dbc : &s->w; }
+
 static void db_fail(store *s, const char *what) {
-    log_error("event=db_error op=%s err=\"%s\"", what, sqlite3_errmsg(s->db));
+    log_error("event=db_error op=%s err=\"%s\"", what, sqlite3_errmsg(cur(s)->db));
 }
 
 static sqlite3_stmt *q(store *s, const char *sql, const char *fmt, ...) {
     sqlite3_stmt *st = NULL;
-    for (int i = 0; i < s->n_stmt; i++)
-        if (s->stmt[i].sql == sql) {
-            st = s->stmt[i].st;
+    dbc *c = cur(s);
+    for (int i = 0; i < c->n_stmt; i++)
+        if (c->stmt[i].sql == sql) {
+            st = c->stmt[i].st;
             break;
         }
     if (!st) {
-        if (s->n_stmt == N_STMT ||
-            sqlite3_prepare_v3(s->db, sql, -1, SQLITE_PREPARE_PERSISTENT, &st, NULL) != SQLITE_OK) {
+        if (c->n_stmt == N_STMT ||
+            sqlite3_prepare_v3(c->db, sql, -1, SQLITE_PREPARE_PERSISTENT, &st, NULL) != SQLITE_OK) {
             db_fail(s, "prepare");
             log_error("event=db_prepare sql=\"%.80s\"", sql);
             return NULL;
         }
-        s->stmt[s->n_stmt].sql = sql;
-        s->stmt[s->n_stmt++].st = st;
+        c->stmt[c->n_stmt].sql = sql;
+        c->stmt[c->n_stmt++].st = st;
     }
     sqlite3_reset(st);
     sqlite3_clear_bindings(st);
@@ -130,13 +159,16 @@ static const char SQL_BEGIN[] = "BEGIN IMMEDIATE";
 static const char SQL_COMMIT[] = "COMMIT";
 static const char SQL_ROLLBACK[] = "ROLLBACK";
 static int tx_begin(store *s) { return exec_st(s, q(s, SQL_BEGIN, NULL)); }
-static int tx_commit(store *s) {
-    int rc = exec_st(s, q(s, SQL_COMMIT, NULL));
-    if (rc) exec_st(s, q(s, SQL_ROLLBACK, NULL));
-    return rc;
-}
+/* SQLite may have rolled the transaction back itself (SQLITE_FULL,
+ * SQLITE_IOERR): ROLLBACK only while one is open, or it fails with
+ * "cannot rollback - no transaction is active". */
 static void tx_rollback(store *s) {
     if (!sqlite3_get_autocommit(s->db)) exec_st(s, q(s, SQL_ROLLBACK, NULL));
+}
+static int tx_commit(store *s) {
+    int rc = exec_st(s, q(s, SQL_COMMIT, NULL));
+    if (rc) tx_rollback(s);
+    return rc;
 }
 
 static const char *col_text(sqlite3_stmt *st, int i) {
@@ -282,7 +314,10 @@ int store_open(store **out, const char *state_dir, const char *migrations_dir, c
      * files the database's mode): it holds key hashes and users' data */
     int fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
     if (fd >= 0) close(fd);
+    pthread_mutex_init(&s->rmu, NULL);
+    pthread_mutex_init(&s->jc_mu, NULL);
     int rc = sqlite3_open_v2(path, &s->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL);
+    s->w.db = s->db;
     if (rc != SQLITE_OK) {
         snprintf(err, 512, "%.300s: %.200s", path, s->db ? sqlite3_errmsg(s->db) : "cannot open");
         store_close(s);
@@ -305,14 +340,25 @@ int store_open(store **out, const char *state_dir, const char *migrations_dir, c
         store_close(s);
         return rc;
     }
+    if (sqlite3_open_v2(path, &s->r.db, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX, NULL) != SQLITE_OK) {
+        snprintf(err, 512, "%.300s: %.200s", path, s->r.db ? sqlite3_errmsg(s->r.db) : "cannot open");
+        store_close(s);
+        return STORE_EIO;
+    }
+    sqlite3_busy_timeout(s->r.db, 10000);
     *out = s;
     return STORE_OK;
 }
 
 void store_close(store *s) {
     if (!s) return;
-    for (int i = 0; i < s->n_stmt; i++) sqlite3_finalize(s->stmt[i].st);
+    for (int i = 0; i < s->w.n_stmt; i++) sqlite3_finalize(s->w.stmt[i].st);
+    for (int i = 0; i < s->r.n_stmt; i++) sqlite3_finalize(s->r.stmt[i].st);
+    if (s->r.db) sqlite3_close(s->r.db);
     if (s->db) sqlite3_close(s->db);
+    pthread_mutex_destroy(&s->rmu);
+    for (int i = 0; i < JC_SLOTS; i++) free(s->jc[i].text);
+    pthread_mutex_destroy(&s->jc_mu);
     pthread_cond_destroy(&s->feed_cv);
     pthread_mutex_destroy(&s->mu);
     free(s);
@@ -321,8 +367,24 @@ void store_close(store *s) {
 int store_version(store *s) { return s->version; }
 const char *store_state_dir(const store *s) { return s->dir; }
 
-#define LOCK() pthread_mutex_lock(&s->mu)
-#define UNLOCK() pthread_mutex_unlock(&s->mu)
+#define LOCK() (pthread_mutex_lock(&s->mu), tl_dbc = &s->w)
+#define UNLOCK() (tl_dbc = NULL, pthread_mutex_unlock(&s->mu))
+/* Reads: the read connection, in one read transaction. */
+static const char SQL_RBEGIN[] = "BEGIN";
+static const char SQL_REND[] = "COMMIT";
+#define RLOCK() (pthread_mutex_lock(&s->rmu), tl_dbc = &s->r, exec_st(s, q(s, SQL_RBEGIN, NULL)))
+#define RUNLOCK() (exec_st(s, q(s, SQL_REND, NULL)), tl_dbc = NULL, pthread_mutex_unlock(&s->rmu))
+
+/* Drops one job's cached object (id > 0) or every one (id 0). */
+static void jc_drop(store *s, int64_t id) {
+    pthread_mutex_lock(&s->jc_mu);
+    for (int i = 0; i < JC_SLOTS; i++)
+        if (s->jc[i].text && (!id || s->jc[i].id == id)) {
+            free(s->jc[i].text);
+            s->jc[i].text = NULL;
+        }
+    pthread_mutex_unlock(&s->jc_mu);
+}
 
 /* ---- feed clock ------------------------------------------------------------------- */
 
@@ -439,11 +501,11 @@ static json_t *file_row(sqlite3_stmt *st) {
 }
 
 json_t *store_file_json(store *s, int64_t id) {
-    LOCK();
+    RLOCK();
     sqlite3_stmt *st = q(s, SQL_FILE_COLS, "i", id);
     json_t *o = st && sqlite3_step(st) == SQLITE_ROW ? file_row(st) : NULL;
     if (st) sqlite3_reset(st);
-    UNLOCK();
+    RUNLOCK();
     return o;
 }
 
@@ -469,11 +531,11 @@ static const char SQL_FILE_LIST[] =
 
 json_t *store_file_list(store *s, int64_t after, int limit, const char *purpose) {
     json_t *data = json_array();
-    LOCK();
+    RLOCK();
     sqlite3_stmt *st = q(s, SQL_FILE_LIST, "iti", after > 0 ? after : INT64_MAX, purpose, (int64_t)limit + 1);
     while (st && sqlite3_step(st) == SQLITE_ROW) json_array_append_new(data, file_row(st));
     if (st) sqlite3_reset(st);
-    UNLOCK();
+    RUNLOCK();
     return list_new(data, limit);
 }
 
@@ -481,7 +543,7 @@ static const char SQL_FILE_INFO[] = "SELECT status, sha256 FROM files WHERE id =
 
 int store_file_info(store *s, int64_t id, char status[32], char path[STORE_PATH]) {
     int rc = STORE_ENOTFOUND;
-    LOCK();
+    RLOCK();
     sqlite3_stmt *st = q(s, SQL_FILE_INFO, "i", id);
     if (st && sqlite3_step(st) == SQLITE_ROW) {
         col_copy(st, 0, status, 32);
@@ -491,13 +553,14 @@ int store_file_info(store *s, int64_t id, char status[32], char path[STORE_PATH]
         rc = STORE_OK;
     }
     if (st) sqlite3_reset(st);
-    UNLOCK();
+    RUNLOCK();
     return rc;
 }
 
 static const char SQL_FILE_USER[] =
     "SELECT id FROM jobs WHERE status NOT IN ('succeeded','failed','cancelled')"
-    " AND (training_file = ?1 OR validation_file = ?1) LIMIT 1";
+    " AND (training_file = ?1 OR validation_file = ?1 OR EXISTS (SELECT 1 FROM"
+    " json_each(jobs.request, '$.training_files') AS f WHERE json_extract(f.value, '$.file') = ?1)) LIMIT 1";
 static const char SQL_FILE_DEL[] = "UPDATE files SET deleted = 1 WHERE id = ? AND deleted = 0 RETURNING sha256";
 static const char SQL_FILE_SHA_USED[] = "SELECT count(*) FROM files WHERE sha256 = ? AND deleted = 0";
 
@@ -523,6 +586,7 @@ int store_file_delete(store *s, int64_t id, int64_t *user) {
         used = sqlite3_column_int(st, 0) > 0;
     if (st) sqlite3_reset(st);
     UNLOCK();
+    if (!rc) jc_drop(s, 0); /* a job's result_files may have lost it */
     if (!rc && !used) {
         char path[STORE_PATH];
         blob_path(s, sha, path);
@@ -535,23 +599,28 @@ int store_file_delete(store *s, int64_t id, int64_t *user) {
 
 static const char SQL_MODEL_PUT[] =
     "INSERT INTO models(name, path, kind, base_model, owned_by, job_id, created_at, architecture, parameters,"
-    " has_score_head) VALUES (?,?,?,?,?,?,?,?,?,?) ON CONFLICT(name) DO UPDATE SET path=excluded.path,"
-    " kind=excluded.kind, base_model=excluded.base_model, owned_by=excluded.owned_by, job_id=excluded.job_id,"
-    " architecture=excluded.architecture, parameters=excluded.parameters, has_score_head=excluded.has_score_head";
+    " has_score_head, status, error, source, info) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT(name) DO"
+    " UPDATE SET path=excluded.path, kind=excluded.kind, base_model=excluded.base_model,"
+    " owned_by=excluded.owned_by, job_id=excluded.job_id, architecture=excluded.architecture,"
+    " parameters=excluded.parameters, has_score_head=excluded.has_score_head, status=excluded.status,"
+    " error=excluded.error, source=excluded.source, info=excluded.info";
 
 int store_model_put(store *s, const store_model *m) {
     LOCK();
-    int rc = exec_st(s, q(s, SQL_MODEL_PUT, "tttttiitii", m->name, m->path, m->kind, m->base[0] ? m->base : NULL,
+    int rc = exec_st(s, q(s, SQL_MODEL_PUT, "tttttiitiitttt", m->name, m->path, m->kind, m->base[0] ? m->base : NULL,
                           m->owned_by, m->job_id ? m->job_id : (int64_t)0, m->created_at ? m->created_at : now_s(),
-                          m->arch, m->params, (int64_t)m->has_score));
+                          m->arch, m->params, (int64_t)m->has_score, m->status[0] ? m->status : "ready",
+                          m->error[0] ? m->error : NULL, m->source[0] ? m->source : NULL,
+                          m->info[0] ? m->info : NULL));
     feed_bump(s);
     UNLOCK();
     return rc;
 }
 
-static const char SQL_MODEL_GET[] =
-    "SELECT name, path, kind, base_model, owned_by, job_id, architecture, parameters, has_score_head, created_at, id"
-    " FROM models WHERE name = ?";
+#define MODEL_COLS                                                                                        \
+    "name, path, kind, base_model, owned_by, job_id, architecture, parameters, has_score_head, created_at," \
+    " id, status, error, source, info"
+static const char SQL_MODEL_GET[] = "SELECT " MODEL_COLS " FROM models WHERE name = ?";
 
 static void model_row(sqlite3_stmt *st, store_model *m) {
     memset(m, 0, sizeof *m);
@@ -565,10 +634,14 @@ static void model_row(sqlite3_stmt *st, store_model *m) {
     m->params = sqlite3_column_int64(st, 7);
     m->has_score = sqlite3_column_int(st, 8);
     m->created_at = sqlite3_column_int64(st, 9);
+    col_copy(st, 11, m->status, sizeof m->status);
+    col_copy(st, 12, m->error, sizeof m->error);
+    col_copy(st, 13, m->source, sizeof m->source);
+    col_copy(st, 14, m->info, sizeof m->info);
 }
 
 int store_model_get(store *s, const char *name, store_model *out) {
-    LOCK();
+    RLOCK();
     sqlite3_stmt *st = q(s, SQL_MODEL_GET, "t", name);
     int rc = STORE_ENOTFOUND;
     if (st && sqlite3_step(st) == SQLITE_ROW) {
@@ -576,7 +649,7 @@ int store_model_get(store *s, const char *name, store_model *out) {
         rc = STORE_OK;
     }
     if (st) sqlite3_reset(st);
-    UNLOCK();
+    RUNLOCK();
     return rc;
 }
 
@@ -608,6 +681,21 @@ static json_t *model_json(store *s, const store_model *m) {
     json_object_set_new(o, "architecture", json_string(m->arch));
     json_object_set_new(o, "parameters", json_integer(m->params));
     json_object_set_new(o, "has_score_head", json_boolean(m->has_score));
+    /* family, dtype, context_length, chat_template; then where it came from */
+    json_t *info = m->info[0] ? json_loads(m->info, 0, NULL) : NULL;
+    const char *keys[] = {"family", "dtype", "context_length", "chat_template"};
+    for (int i = 0; i < 4; i++) {
+        json_t *v = json_object_get(info, keys[i]);
+        json_object_set(o, keys[i], v ? v : i == 0 ? json_string(m->arch) : json_null());
+    }
+    json_decref(info);
+    json_t *src = m->source[0] ? json_loads(m->source, 0, NULL) : NULL;
+    if (!src) src = m->job_id ? json_pack("{s:s,s:s}", "type", "fine_tune", "job", m->owned_by)
+                              : json_pack("{s:s}", "type", "folder");
+    json_object_set_new(o, "source", src);
+    json_object_set_new(o, "status", json_string(m->status[0] ? m->status : "ready"));
+    json_t *err = m->error[0] ? json_loads(m->error, 0, NULL) : NULL;
+    json_object_set_new(o, "error", err ? err : json_null());
     json_object_set_new(o, "in_use_by", model_users(s, m->name));
     return o;
 }
@@ -615,15 +703,14 @@ static json_t *model_json(store *s, const store_model *m) {
 json_t *store_model_json(store *s, const char *name) {
     store_model m;
     if (store_model_get(s, name, &m)) return NULL;
-    LOCK();
+    RLOCK();
     json_t *o = model_json(s, &m);
-    UNLOCK();
+    RUNLOCK();
     return o;
 }
 
 static const char SQL_MODEL_LIST[] =
-    "SELECT name, path, kind, base_model, owned_by, job_id, architecture, parameters, has_score_head, created_at, id"
-    " FROM models WHERE id < coalesce((SELECT id FROM models WHERE name = ?1), 9223372036854775807)"
+    "SELECT " MODEL_COLS " FROM models WHERE id < coalesce((SELECT id FROM models WHERE name = ?1), 9223372036854775807)"
     " ORDER BY id DESC LIMIT ?2";
 
 json_t *store_model_list(store *s, const char *after, int limit) {
@@ -631,12 +718,12 @@ json_t *store_model_list(store *s, const char *after, int limit) {
     json_t *data = json_array();
     if (!ms) return list_new(data, limit);
     int n = 0;
-    LOCK();
+    RLOCK();
     sqlite3_stmt *st = q(s, SQL_MODEL_LIST, "ti", after, (int64_t)limit + 1);
     while (st && n <= limit && sqlite3_step(st) == SQLITE_ROW) model_row(st, &ms[n++]);
     if (st) sqlite3_reset(st);
     for (int i = 0; i < n; i++) json_array_append_new(data, model_json(s, &ms[i]));
-    UNLOCK();
+    RUNLOCK();
     free(ms);
     return list_new(data, limit);
 }
@@ -788,7 +875,7 @@ int store_job_transition(store *s, int64_t id, const char *from, const char *to,
 }
 
 int store_job_status(store *s, int64_t id, char stat[32]) {
-    LOCK();
+    RLOCK();
     sqlite3_stmt *st = q(s, SQL_JOB_EXISTS, "i", id);
     int rc = STORE_ENOTFOUND;
     if (st && sqlite3_step(st) == SQLITE_ROW) {
@@ -796,7 +883,7 @@ int store_job_status(store *s, int64_t id, char stat[32]) {
         rc = STORE_OK;
     }
     if (st) sqlite3_reset(st);
-    UNLOCK();
+    RUNLOCK();
     return rc;
 }
 
@@ -806,7 +893,7 @@ static const char SQL_JOB_RUN[] =
 
 int store_job_run_info(store *s, int64_t id, store_run *r) {
     memset(r, 0, sizeof *r);
-    LOCK();
+    RLOCK();
     sqlite3_stmt *st = q(s, SQL_JOB_RUN, "i", id);
     int rc = STORE_ENOTFOUND;
     if (st && sqlite3_step(st) == SQLITE_ROW) {
@@ -825,7 +912,7 @@ int store_job_run_info(store *s, int64_t id, store_run *r) {
         rc = r->spec ? STORE_OK : STORE_EIO;
     }
     if (st) sqlite3_reset(st);
-    UNLOCK();
+    RUNLOCK();
     return rc;
 }
 
@@ -839,14 +926,14 @@ static const char SQL_QUEUE[] =
 
 int store_queue(store *s, int64_t *ids, int64_t *mem, int n) {
     int k = 0;
-    LOCK();
+    RLOCK();
     sqlite3_stmt *st = q(s, SQL_QUEUE, "i", (int64_t)n);
     while (st && k < n && sqlite3_step(st) == SQLITE_ROW) {
         ids[k] = sqlite3_column_int64(st, 0);
         mem[k++] = sqlite3_column_int64(st, 1);
     }
     if (st) sqlite3_reset(st);
-    UNLOCK();
+    RUNLOCK();
     return k;
 }
 
@@ -955,11 +1042,93 @@ int store_job_checkpoint_add(store *s, int64_t id, long step, const char *path) 
     return rc;
 }
 
+static const char SQL_CKPT_ALL[] = "SELECT step, path FROM checkpoints WHERE job_id = ? ORDER BY step DESC";
+static const char SQL_CKPT_DEL1[] = "DELETE FROM checkpoints WHERE job_id = ? AND step = ?";
+
+json_t *store_job_checkpoints_prune(store *s, int64_t id, int keep) {
+    json_t *gone = json_array(), *steps = json_array();
+    LOCK();
+    sqlite3_stmt *st = q(s, SQL_CKPT_ALL, "i", id);
+    int n = 0;
+    while (st && sqlite3_step(st) == SQLITE_ROW) {
+        const char *p = col_text(st, 1), *b = p ? strrchr(p, '/') : NULL;
+        if (!b || strncmp(b + 1, "checkpoint-", 11)) continue; /* the output folder */
+        if (++n > keep) {
+            json_array_append_new(gone, json_string(p));
+            json_array_append_new(steps, json_integer(sqlite3_column_int64(st, 0)));
+        }
+    }
+    if (st) sqlite3_reset(st);
+    int rc = json_array_size(steps) ? tx_begin(s) : STORE_OK;
+    for (size_t i = 0; !rc && i < json_array_size(steps); i++)
+        rc = exec_st(s, q(s, SQL_CKPT_DEL1, "ii", id, (int64_t)json_integer_value(json_array_get(steps, i))));
+    if (json_array_size(steps)) {
+        if (!rc) rc = tx_commit(s);
+        else tx_rollback(s);
+    }
+    UNLOCK();
+    json_decref(steps);
+    if (rc) {
+        json_decref(gone);
+        return NULL;
+    }
+    return gone;
+}
+
+static const char SQL_JOB_DEL_INFO[] = "SELECT status, output_dir, fine_tuned_model FROM jobs WHERE id = ?";
+static const char SQL_JOB_DEL_USERS[] =
+    "SELECT id FROM jobs WHERE status NOT IN ('succeeded','failed','cancelled') AND id <> ?1 AND ("
+    "(?2 IS NOT NULL AND (model = ?2 OR ref_model = ?2 OR instr(coalesce(models_used,''), '|' || ?2 || '|') > 0))"
+    " OR instr(coalesce(models_used,''), '|' || ?3 || '|') > 0 OR instr(coalesce(models_used,''), '|' || ?3 || ':') > 0"
+    " OR model = ?3 OR model LIKE ?3 || ':%' OR from_checkpoint = ?3 OR from_checkpoint LIKE ?3 || ':%') ORDER BY id";
+static const char *const SQL_JOB_DEL[] = {
+    "DELETE FROM metrics WHERE job_id = ?", "DELETE FROM samples WHERE job_id = ?",
+    "DELETE FROM events WHERE job_id = ?", "DELETE FROM checkpoints WHERE job_id = ?",
+    "DELETE FROM models WHERE job_id = ?", "DELETE FROM jobs WHERE id = ?",
+};
+
+int store_job_delete(store *s, int64_t id, char dir[STORE_PATH], char users[256]) {
+    char jid[32], status[32] = "", ft[256] = "";
+    snprintf(jid, sizeof jid, "ftjob-%lld", (long long)id);
+    users[0] = 0;
+    LOCK();
+    int rc = STORE_ENOTFOUND;
+    sqlite3_stmt *st = q(s, SQL_JOB_DEL_INFO, "i", id);
+    if (st && sqlite3_step(st) == SQLITE_ROW) {
+        col_copy(st, 0, status, sizeof status);
+        col_copy(st, 1, dir, STORE_PATH);
+        col_copy(st, 2, ft, sizeof ft);
+        rc = store_status_final(status) ? STORE_OK : STORE_ESTATE;
+    }
+    if (st) sqlite3_reset(st);
+    if (!rc && (st = q(s, SQL_JOB_DEL_USERS, "itt", id, ft[0] ? ft : NULL, jid))) {
+        size_t len = 0;
+        while (sqlite3_step(st) == SQLITE_ROW && len < 200) {
+            len += (size_t)snprintf(users + len, 256 - len, "%sftjob-%lld", len ? ", " : "",
+                                    (long long)sqlite3_column_int64(st, 0));
+            rc = STORE_EINUSE;
+        }
+        sqlite3_reset(st);
+    }
+    if (!rc) rc = tx_begin(s);
+    for (size_t i = 0; !rc && i < sizeof SQL_JOB_DEL / sizeof *SQL_JOB_DEL; i++)
+        rc = exec_st(s, q(s, SQL_JOB_DEL[i], "i", id));
+    if (rc == STORE_OK) {
+        rc = tx_commit(s);
+        if (!rc) feed_bump(s);
+    } else if (rc == STORE_EIO) {
+        tx_rollback(s);
+    }
+    UNLOCK();
+    if (!rc) jc_drop(s, id);
+    return rc;
+}
+
 static const char SQL_CKPT_AT[] = "SELECT path, step FROM checkpoints WHERE job_id = ?1 AND (?2 < 0 OR step = ?2)"
                                   " ORDER BY step DESC LIMIT 1";
 
 int store_job_checkpoint_path(store *s, int64_t id, long step, char path[STORE_PATH], long *step_out) {
-    LOCK();
+    RLOCK();
     sqlite3_stmt *st = q(s, SQL_CKPT_AT, "ii", id, (int64_t)step);
     int rc = STORE_ENOTFOUND;
     if (st && sqlite3_step(st) == SQLITE_ROW) {
@@ -968,7 +1137,7 @@ int store_job_checkpoint_path(store *s, int64_t id, long step, char path[STORE_P
         rc = STORE_OK;
     }
     if (st) sqlite3_reset(st);
-    UNLOCK();
+    RUNLOCK();
     return rc;
 }
 
@@ -978,7 +1147,8 @@ static const char SQL_JOB_GET[] =
     "SELECT id, created_at, started_at, finished_at, model, fine_tuned_model, suffix, method, status, priority,"
     " training_file, validation_file, task, hyperparameters, seed, metadata, step, total_steps, epoch,"
     " elapsed_s, remaining_s, tokens_per_second, trained_tokens, error_code, error_message, error_param,"
-    " from_checkpoint FROM jobs WHERE id = ?";
+    " from_checkpoint, json_extract(request, '$.training_files'), json_extract(request, '$.chat_template')"
+    " FROM jobs WHERE id = ?";
 static const char SQL_QPOS[] =
     "SELECT count(*) FROM jobs WHERE status = 'queued' AND (priority > ?1 OR (priority = ?1 AND id < ?2))";
 static const char SQL_RESULT_FILES[] = "SELECT id FROM files WHERE job_id = ? AND deleted = 0 ORDER BY id";
@@ -1038,6 +1208,8 @@ static json_t *job_json_locked(store *s, int64_t id) {
         json_object_set_new(o, "error", json_null());
     }
     json_object_set_new(o, "from_checkpoint", col_str_json(st, 26));
+    if (sqlite3_column_type(st, 27) != SQLITE_NULL) json_object_set_new(o, "training_files", col_json(st, 27));
+    if (sqlite3_column_type(st, 28) != SQLITE_NULL) json_object_set_new(o, "chat_template", col_str_json(st, 28));
     sqlite3_reset(st);
     /* queue position */
     if (!strcmp(status, "queued") && (st = q(s, SQL_QPOS, "ii", (int64_t)prio, id)) && sqlite3_step(st) == SQLITE_ROW)
@@ -1067,9 +1239,9 @@ static json_t *job_json_locked(store *s, int64_t id) {
 }
 
 json_t *store_job_json(store *s, int64_t id) {
-    LOCK();
+    RLOCK();
     json_t *o = job_json_locked(s, id);
-    UNLOCK();
+    RUNLOCK();
     return o;
 }
 
@@ -1081,7 +1253,7 @@ json_t *store_job_list(store *s, int64_t after, int limit, const char *status) {
     json_t *data = json_array();
     if (!ids) return list_new(data, limit);
     int n = 0;
-    LOCK();
+    RLOCK();
     sqlite3_stmt *st = q(s, SQL_JOB_LIST, "iti", after > 0 ? after : INT64_MAX, status, (int64_t)limit + 1);
     while (st && n <= limit && sqlite3_step(st) == SQLITE_ROW) ids[n++] = sqlite3_column_int64(st, 0);
     if (st) sqlite3_reset(st);
@@ -1089,9 +1261,84 @@ json_t *store_job_list(store *s, int64_t after, int limit, const char *status) {
         json_t *o = job_json_locked(s, ids[i]);
         if (o) json_array_append_new(data, o);
     }
-    UNLOCK();
+    RUNLOCK();
     free(ids);
     return list_new(data, limit);
+}
+
+/* The job's object as the API serializes it (read lock held): from the
+ * cache when final, else built (and cached once final). malloc'd. */
+static char *job_text_locked(store *s, int64_t id) {
+    jc_slot *e = &s->jc[(uint64_t)id % JC_SLOTS];
+    pthread_mutex_lock(&s->jc_mu);
+    char *t = e->text && e->id == id ? strdup(e->text) : NULL;
+    pthread_mutex_unlock(&s->jc_mu);
+    if (t) return t;
+    json_t *o = job_json_locked(s, id);
+    if (!o) return NULL;
+    t = json_dumps(o, JSON_COMPACT | JSON_REAL_PRECISION(10));
+    const char *st = json_string_value(json_object_get(o, "status"));
+    if (t && st && store_status_final(st)) {
+        char *c = strdup(t);
+        pthread_mutex_lock(&s->jc_mu);
+        free(e->text);
+        e->id = id;
+        e->text = c;
+        pthread_mutex_unlock(&s->jc_mu);
+    }
+    json_decref(o);
+    return t;
+}
+
+int store_job_list_text(store *s, int64_t after, int limit, const char *status, char **out, size_t *len) {
+    int64_t *ids = calloc((size_t)limit + 1, sizeof *ids);
+    char **texts = calloc((size_t)limit + 1, sizeof *texts);
+    if (!ids || !texts) {
+        free(ids);
+        free(texts);
+        return STORE_EIO;
+    }
+    int n = 0;
+    RLOCK();
+    sqlite3_stmt *st = q(s, SQL_JOB_LIST, "iti", after > 0 ? after : INT64_MAX, status, (int64_t)limit + 1);
+    while (st && n <= limit && sqlite3_step(st) == SQLITE_ROW) ids[n++] = sqlite3_column_int64(st, 0);
+    if (st) sqlite3_reset(st);
+    int has_more = n > limit, k = 0;
+    if (has_more) n = limit;
+    size_t total = 160;
+    for (int i = 0; i < n; i++) {
+        char *t = job_text_locked(s, ids[i]);
+        if (!t) continue;
+        total += strlen(t) + 1;
+        ids[k] = ids[i];
+        texts[k++] = t;
+    }
+    RUNLOCK();
+    char *b = malloc(total);
+    size_t o = 0;
+    if (b) {
+        char first[48] = "null", last[48] = "null";
+        if (k) {
+            snprintf(first, sizeof first, "\"ftjob-%lld\"", (long long)ids[0]);
+            snprintf(last, sizeof last, "\"ftjob-%lld\"", (long long)ids[k - 1]);
+        }
+        /* the order list_new() gives, so both paths answer the same bytes */
+        o += (size_t)snprintf(b, total, "{\"object\":\"list\",\"first_id\":%s,\"last_id\":%s,\"data\":[", first, last);
+        for (int i = 0; i < k; i++) {
+            size_t l = strlen(texts[i]);
+            if (i) b[o++] = ',';
+            memcpy(b + o, texts[i], l);
+            o += l;
+        }
+        o += (size_t)snprintf(b + o, total - o, "],\"has_more\":%s}\n", has_more ? "true" : "false");
+    }
+    for (int i = 0; i < k; i++) free(texts[i]);
+    free(texts);
+    free(ids);
+    if (!b) return STORE_EIO;
+    *out = b;
+    *len = o;
+    return STORE_OK;
 }
 
 static json_t *event_row(sqlite3_stmt *st) {
@@ -1114,11 +1361,11 @@ static const char SQL_EVENTS[] =
 
 json_t *store_job_events(store *s, int64_t id, int64_t after, int limit) {
     json_t *data = json_array();
-    LOCK();
+    RLOCK();
     sqlite3_stmt *st = q(s, SQL_EVENTS, "iii", id, after > 0 ? after : INT64_MAX, (int64_t)limit + 1);
     while (st && sqlite3_step(st) == SQLITE_ROW) json_array_append_new(data, event_row(st));
     if (st) sqlite3_reset(st);
-    UNLOCK();
+    RUNLOCK();
     return list_new(data, limit);
 }
 
@@ -1151,7 +1398,7 @@ static json_t *metrics_row(long step, double epoch, int64_t t) {
 json_t *store_job_metrics(store *s, int64_t id, const char *keys, long after_step, long max_points) {
     json_t *rows = json_array(), *cur = NULL;
     long cur_step = -1;
-    LOCK();
+    RLOCK();
     sqlite3_stmt *st = q(s, SQL_METRICS, "ii", id, (int64_t)after_step);
     while (st && sqlite3_step(st) == SQLITE_ROW) {
         long step = (long)sqlite3_column_int64(st, 0);
@@ -1165,7 +1412,7 @@ json_t *store_job_metrics(store *s, int64_t id, const char *keys, long after_ste
         json_object_set_new(json_object_get(cur, "metrics"), name, col_real_json(st, 4));
     }
     if (st) sqlite3_reset(st);
-    UNLOCK();
+    RUNLOCK();
     size_t total = json_array_size(rows);
     json_t *data = rows;
     if (max_points > 0 && total > (size_t)max_points) {
@@ -1206,11 +1453,11 @@ static json_t *sample_row(sqlite3_stmt *st) {
 
 json_t *store_job_samples(store *s, int64_t id, long after_step, int limit) {
     json_t *data = json_array();
-    LOCK();
+    RLOCK();
     sqlite3_stmt *st = q(s, SQL_SAMPLES, "iii", id, (int64_t)after_step, (int64_t)limit + 1);
     while (st && sqlite3_step(st) == SQLITE_ROW) json_array_append_new(data, sample_row(st));
     if (st) sqlite3_reset(st);
-    UNLOCK();
+    RUNLOCK();
     return list_new(data, limit);
 }
 
@@ -1219,7 +1466,7 @@ static const char SQL_CKPTS[] =
 
 json_t *store_job_checkpoints(store *s, int64_t id, int64_t after, int limit) {
     json_t *data = json_array();
-    LOCK();
+    RLOCK();
     sqlite3_stmt *st = q(s, SQL_CKPTS, "iii", id, after, (int64_t)limit + 1);
     while (st && sqlite3_step(st) == SQLITE_ROW) {
         char cid[32], jid[32], name[64];
@@ -1238,7 +1485,7 @@ json_t *store_job_checkpoints(store *s, int64_t id, int64_t after, int limit) {
         json_array_append_new(data, o);
     }
     if (st) sqlite3_reset(st);
-    UNLOCK();
+    RUNLOCK();
     return list_new(data, limit);
 }
 
@@ -1271,11 +1518,11 @@ static int item_cmp(const void *a, const void *b) {
 }
 
 int store_job_feed(store *s, int64_t id, int64_t after, int max, json_t **items, int64_t *last_seq, int *final) {
-    LOCK();
+    RLOCK();
     sqlite3_stmt *st = q(s, SQL_JOB_SEQ, "i", id);
     if (!st || sqlite3_step(st) != SQLITE_ROW) {
         if (st) sqlite3_reset(st);
-        UNLOCK();
+        RUNLOCK();
         return STORE_ENOTFOUND;
     }
     *last_seq = sqlite3_column_int64(st, 0);
@@ -1340,7 +1587,7 @@ int store_job_feed(store *s, int64_t id, int64_t after, int max, json_t **items,
     if (*final && n > (size_t)max) *final = 0;
     free(v);
     json_decref(all);
-    UNLOCK();
+    RUNLOCK();
     *items = out;
     return STORE_OK;
 }
@@ -1407,7 +1654,7 @@ json_t *store_stats(store *s) {
                                       "succeeded", "failed", "cancelled", NULL};
     json_t *o = json_object(), *by = json_object();
     for (int i = 0; all[i]; i++) json_object_set_new(by, all[i], json_integer(0));
-    LOCK();
+    RLOCK();
     sqlite3_stmt *st = q(s, SQL_STATS_STATUS, NULL);
     while (st && sqlite3_step(st) == SQLITE_ROW)
         json_object_set_new(by, col_text(st, 0), json_integer(sqlite3_column_int64(st, 1)));
@@ -1419,7 +1666,7 @@ json_t *store_stats(store *s) {
         json_object_set_new(o, "tokens_total", json_integer((json_int_t)sqlite3_column_double(st, 1)));
     }
     if (st) sqlite3_reset(st);
-    UNLOCK();
+    RUNLOCK();
     return o;
 }
 
@@ -1445,17 +1692,17 @@ int store_key_add(store *s, const char *name, const unsigned char hash[32], int 
 }
 
 int store_key_count(store *s) {
-    LOCK();
+    RLOCK();
     sqlite3_stmt *st = q(s, SQL_KEY_COUNT, NULL);
     int n = st && sqlite3_step(st) == SQLITE_ROW ? sqlite3_column_int(st, 0) : 0;
     if (st) sqlite3_reset(st);
-    UNLOCK();
+    RUNLOCK();
     return n;
 }
 
 int store_key_check(store *s, const unsigned char hash[32], int *read_only) {
     int match = 0, ro = 0;
-    LOCK();
+    RLOCK();
     sqlite3_stmt *st = q(s, SQL_KEY_ALL, NULL);
     while (st && sqlite3_step(st) == SQLITE_ROW) {
         const void *h = sqlite3_column_blob(st, 0);
@@ -1464,7 +1711,7 @@ int store_key_check(store *s, const unsigned char hash[32], int *read_only) {
         match |= ok;
     }
     if (st) sqlite3_reset(st);
-    UNLOCK();
+    RUNLOCK();
     if (match && read_only) *read_only = ro;
     return match;
 }
@@ -1476,7 +1723,7 @@ static const char SQL_LOC_PUT[] =
     "INSERT INTO locations(key, path) VALUES (?1, ?2) ON CONFLICT(key) DO UPDATE SET path = excluded.path";
 
 int store_location(store *s, const char *key, char path[STORE_PATH]) {
-    LOCK();
+    RLOCK();
     sqlite3_stmt *st = q(s, SQL_LOC_GET, "t", key);
     int rc = STORE_ENOTFOUND;
     if (st && sqlite3_step(st) == SQLITE_ROW) {
@@ -1484,7 +1731,7 @@ int store_location(store *s, const char *key, char path[STORE_PATH]) {
         rc = STORE_OK;
     }
     if (st) sqlite3_reset(st);
-    UNLOCK();
+    RUNLOCK();
     return rc;
 }
 
@@ -1575,6 +1822,7 @@ out:
     if (rc) snprintf(err, 512, "recording where %s is: %s", key, sqlite3_errmsg(s->db));
     else feed_bump(s);
     UNLOCK();
+    jc_drop(s, 0);
     if (moved) *moved = rc ? 0 : n;
     return rc;
 }

@@ -74,6 +74,10 @@ typedef struct store_model {
     int64_t params;
     int has_score;
     int64_t created_at;
+    char status[16];      /* ready (""), downloading, failed */
+    char error[640];      /* JSON {"code","message"} of a failed download, "" */
+    char source[1200];    /* JSON: {"type":"folder"|"hub"|"fine_tune", ...}, "" */
+    char info[512];       /* JSON: {"family","dtype","context_length","chat_template"}, "" */
 } store_model;
 /* Inserts or replaces by name. */
 int store_model_put(store *s, const store_model *m);
@@ -143,11 +147,26 @@ int store_job_metrics_add(store *s, int64_t id, long step, double epoch, const c
 int store_job_sample_add(store *s, int64_t id, long step, const char *prompt, const char *completion,
                          double reward);
 int store_job_checkpoint_add(store *s, int64_t id, long step, const char *path);
+/* Retention (transformers' save_total_limit): the rows of the job's
+ * checkpoint-N folders beyond the newest `keep` are deleted (the output
+ * folder's row never is); their paths come back as a JSON array for the
+ * caller to remove. NULL on a database error. */
+json_t *store_job_checkpoints_prune(store *s, int64_t id, int keep);
+/* Deletes a finished job and what it made: its rows (events, metrics,
+ * samples, checkpoints), its output model's registration and the job; the
+ * folder to remove (its output_dir) into dir. STORE_ESTATE while it is not
+ * final, STORE_EINUSE (users as "ftjob-1, ftjob-2") while a queued, running
+ * or paused job uses its output or a checkpoint, STORE_ENOTFOUND. */
+int store_job_delete(store *s, int64_t id, char dir[STORE_PATH], char users[256]);
 /* Path of the job's checkpoint at `step` (-1: the latest). */
 int store_job_checkpoint_path(store *s, int64_t id, long step, char path[STORE_PATH], long *step_out);
 
 json_t *store_job_json(store *s, int64_t id);
 json_t *store_job_list(store *s, int64_t after, int limit, const char *status);
+/* The same list serialized as the API sends it (compact, reals to 10
+ * digits, a trailing newline), final jobs' objects from a cache: *out
+ * malloc'd. STORE_EIO when memory runs out. */
+int store_job_list_text(store *s, int64_t after, int limit, const char *status, char **out, size_t *len);
 json_t *store_job_events(store *s, int64_t id, int64_t after, int limit);
 json_t *store_job_metrics(store *s, int64_t id, const char *keys, long after_step, long max_points);
 json_t *store_job_samples(store *s, int64_t id, long after_step, int limit);

@@ -7,6 +7,8 @@
  * makes temp file names unique within the process. */
 #include "io.h"
 
+#include <dirent.h>
+#include <errno.h>
 #include <fcntl.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -281,4 +283,40 @@ int al_path_join(char *out, size_t n, const char *dir, const char *name) {
 int al_file_exists(const char *path) {
     struct stat st;
     return stat(path, &st) == 0;
+}
+
+static int rmtree_at(char *path, size_t cap, int depth, char err[AL_ERRLEN]) {
+    struct stat st;
+    if (lstat(path, &st) != 0) return errno == ENOENT ? AL_OK : al_err(err, AL_EIO, "%s: %s", path, strerror(errno));
+    if (S_ISDIR(st.st_mode) && depth < 64) {
+        DIR *d = opendir(path);
+        if (!d) return al_err(err, AL_EIO, "%s: %s", path, strerror(errno));
+        size_t n = strlen(path);
+        struct dirent *e;
+        int rc = AL_OK;
+        while (rc == AL_OK && (e = readdir(d))) {
+            if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
+            if (n + 1 + strlen(e->d_name) + 1 > cap) {
+                rc = al_err(err, AL_ERANGE, "%s/%s: path too long", path, e->d_name);
+                break;
+            }
+            path[n] = '/';
+            strcpy(path + n + 1, e->d_name);
+            rc = rmtree_at(path, cap, depth + 1, err);
+            path[n] = 0;
+        }
+        closedir(d);
+        if (rc) return rc;
+        if (rmdir(path) != 0) return al_err(err, AL_EIO, "%s: %s", path, strerror(errno));
+        return AL_OK;
+    }
+    if (unlink(path) != 0 && errno != ENOENT) return al_err(err, AL_EIO, "%s: %s", path, strerror(errno));
+    return AL_OK;
+}
+
+int al_rmtree(const char *path, char err[AL_ERRLEN]) {
+    char buf[4096];
+    if (strlen(path) >= sizeof buf) return al_err(err, AL_ERANGE, "%s: path too long", path);
+    strcpy(buf, path);
+    return rmtree_at(buf, sizeof buf, 0, err);
 }

@@ -36,5 +36,9 @@ int al_mkdir_p(const char *path, char err[AL_ERRLEN]);
 /* Joins dir and name into out (size n); AL_ERANGE if it does not fit. */
 int al_path_join(char *out, size_t n, const char *dir, const char *name);
 int al_file_exists(const char *path);
+/* Removes path and, when it is a directory, everything below it (symlinks
+ * are removed, never followed). AL_OK also when path does not exist;
+ * AL_EIO naming the first entry that could not be removed. */
+int al_rmtree(const char *path, char err[AL_ERRLEN]);
 
 #endif

@@ -17,12 +17,13 @@ al_need_packages() {
 }
 
 # What building alignd needs (libutf8proc: the graders' case folding and the
-# tokenizers' Unicode normalization;
-# libcurl: the daemon's client for external reward verifiers, and the tests;
-# libcsv: CSV/TSV datasets; libdnnl: oneDNN, the matrix products).
+# tokenizers' Unicode normalization; libcurl: the daemon's Hugging Face Hub
+# client and its client for external reward verifiers, and the tests;
+# libcsv: CSV/TSV datasets; libexttextcat: the hygiene language filter;
+# libdnnl: oneDNN, the matrix products).
 AL_BUILD_PACKAGES=(build-essential cmake pkg-config libopenblas-dev libdnnl-dev libjansson-dev libpcre2-dev
                    libmicrohttpd-dev libsqlite3-dev libssl-dev libcurl4-openssl-dev libutf8proc-dev
-                   libcsv-dev)
+                   libcsv-dev libexttextcat-dev libexttextcat-data)
 # What the tests need beyond the build: the PyTorch parity reference, and
 # node for the tokenizer reference (scripts/test adds npm when missing), curl
 # for the shell tests, clang for the libFuzzer targets, Chromium

@@ -1,6 +1,7 @@
 #!/bin/sh
 # Fails when a layer reaches above itself (DESIGN.md, STYLE.md §1):
-# lib/ includes no HTTP or SQLite header, never prints to stdout and never
+# lib/ includes no HTTP (libmicrohttpd, libcurl) or SQLite header, never
+# prints to stdout and never
 # exits; api/ includes no SQLite and holds no SQL.
 root=${1:-.}
 fail=0
@@ -11,7 +12,7 @@ check() { # message, grep args...
     fi
 }
 check "lib/ includes an HTTP or SQLite header" --include='*.[ch]' \
-    '#include *[<"](microhttpd|sqlite3)\.h' "$root/lib"
+    '#include *[<"](microhttpd|sqlite3|curl/curl)\.h' "$root/lib"
 check "lib/ prints to stdout or exits" --include='*.c' \
     '(^|[^a-z_])(printf|puts|exit) *\(' "$root/lib"
 check "api/ includes SQLite" --include='*.[ch]' '#include *[<"]sqlite3\.h' "$root/api"

@@ -18,8 +18,12 @@
 #ifndef DAEMON_UTIL_H
 #define DAEMON_UTIL_H
 
+#include <arpa/inet.h>
 #include <curl/curl.h>
 #include <errno.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <sys/time.h>
 #include <fcntl.h>
 #include <jansson.h>
 #include <signal.h>
@@ -255,10 +259,7 @@ static inline int dd_wait_step(const dd_daemon *d, const char *id, long step, do
 /* Starts the daemon; 0 once /healthz answers 200, -1 (log tail printed) on
  * failure. */
 static inline int dd_start(dd_daemon *d, const dd_opts *o) {
-    memset(d, 0, sizeof d->pid + sizeof d->port + sizeof d->base);
-    d->pid = 0;
-    d->port = 0;
-    d->base[0] = 0;
+    memset(d, 0, sizeof *d); /* the key too: a stack struct's garbage went out as a header */
     snprintf(d->state, sizeof d->state, "%s", o->state_dir);
     snprintf(d->log, sizeof d->log, "%s/daemon.log", o->state_dir);
     mkdir(o->state_dir, 0755);
@@ -383,6 +384,79 @@ static inline int dd_sh(const char *fmt, ...) {
     vsnprintf(cmd, sizeof cmd, fmt, ap);
     va_end(ap);
     return system(cmd) == 0 ? 0 : -1;
+}
+
+/* ---- raw sockets (what curl will not send) ------------------------------------ */
+
+/* A TCP connection to 127.0.0.1:port from source address src (any 127/8
+ * address, so that per-address limits see separate clients; NULL: any).
+ * -1 on failure. */
+static inline int dd_raw_connect(int port, const char *src) {
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a;
+    memset(&a, 0, sizeof a);
+    a.sin_family = AF_INET;
+    if (src) {
+        inet_pton(AF_INET, src, &a.sin_addr);
+        if (bind(fd, (struct sockaddr *)&a, sizeof a)) {
+            close(fd);
+            return -1;
+        }
+    }
+    a.sin_port = htons((uint16_t)port);
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (connect(fd, (struct sockaddr *)&a, sizeof a)) {
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+/* Reads what the server sends until it closes the connection (*closed = 1)
+ * or wait_s pass without a byte (*closed = 0). Returns the bytes read,
+ * malloc'd and NUL-terminated. */
+static inline char *dd_raw_read(int fd, int wait_s, int *closed) {
+    struct timeval tv = {wait_s, 0};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    size_t n = 0, cap = 4096;
+    char *b = malloc(cap);
+    *closed = 0;
+    for (;;) {
+        if (n + 1024 > cap) b = realloc(b, cap *= 2);
+        ssize_t k = read(fd, b + n, cap - n - 1);
+        if (k > 0) {
+            n += (size_t)k;
+            continue;
+        }
+        *closed = k == 0 || (k < 0 && errno == ECONNRESET);
+        break;
+    }
+    b[n] = 0;
+    return b;
+}
+
+/* Sends len raw bytes on a new connection and reads the answer until the
+ * server closes (10 s at most). Returns the status code (0: none) and the
+ * answer's error code in code (64 bytes, "" when none). */
+static inline int dd_raw_request(int port, const char *bytes, size_t len, char *code) {
+    int fd = dd_raw_connect(port, NULL), closed;
+    code[0] = 0;
+    if (fd < 0) return 0;
+    if (send(fd, bytes, len, MSG_NOSIGNAL) != (ssize_t)len) {
+        close(fd);
+        return 0;
+    }
+    char *b = dd_raw_read(fd, 10, &closed);
+    close(fd);
+    int st = 0;
+    sscanf(b, "HTTP/1.1 %d", &st);
+    const char *body = strstr(b, "\r\n\r\n");
+    json_t *j = body ? json_loads(body + 4, JSON_DISABLE_EOF_CHECK, NULL) : NULL;
+    const char *c = json_string_value(json_object_get(json_object_get(j, "error"), "code"));
+    snprintf(code, 64, "%s", c ? c : "");
+    json_decref(j);
+    free(b);
+    return st;
 }
 
 /* Reads a whole file into a malloc'd buffer; NULL when unreadable. */

@@ -566,6 +566,19 @@ def steps(binary, work, H, seq, prompt):
             raise H.Fail(f"step log-probs differ by {d:.3g}")
         return f"{n} tokens equal{' before a near-tie' if tie is not None else ''}: {ids}; max|logp diff| = {d:.3g}"
 
+    # alignd's own folders (init-model --arch MODEL_TYPE: the class defaults,
+    # written by alignd): the reader here, with transformers' defaults, must
+    # see the same model in the config alignd saved
+    for mt in ("gemma2", "gemma3_text", "qwen3", "phi3", "olmo2", "smollm3", "granite", "mistral"):
+        name = f"init_{mt}"
+
+        def init(mt=mt, name=name):
+            folder = os.path.join(work, name)
+            H.alignd(binary, "init-model", "--arch", mt, "--layers", 3, "--hidden", 64, "--heads", 4,
+                     "--kv-heads", 2, "--vocab", 300, "--context", 64, "--seed", 9, "--out", folder)
+            made[name] = folder
+            return check_lp(name)
+        out.append((name, init))
     for name, mt, extra, shape in scenarios():
         out.append((name, (lambda name=name, mt=mt, extra=extra, shape=shape:
                            (make(name, mt, extra, shape), check_lp(name))[1])))

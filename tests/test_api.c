@@ -6,9 +6,11 @@
  * chat/text completions from a tiny model written by the test. */
 #define _XOPEN_SOURCE 700
 #include <arpa/inet.h>
+#include <errno.h>
 #include <curl/curl.h>
 #include <netinet/in.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <strings.h>
@@ -17,6 +19,7 @@
 #include <time.h>
 
 #include "api/server.h"
+#include "daemon_util.h"
 #include "model/config.h"
 #include "model/model.h"
 #include "t.h"
@@ -398,6 +401,15 @@ static int f_model_get(void *ud, const char *id, json_t **out, api_error *e) {
     pthread_mutex_unlock(&F.mu);
     return o ? 0 : fake_err(e, 404, "model_not_found", "model", "no such model");
 }
+static int f_job_feed_last(void *ud, const char *id, int64_t *last, api_error *e) {
+    (void)ud;
+    pthread_mutex_lock(&F.mu);
+    json_t *job = find_id(F.jobs, id, NULL);
+    json_t *feed = json_object_get(F.feeds, id);
+    *last = (int64_t)json_array_size(feed); /* the fake's seqs are 1..n */
+    pthread_mutex_unlock(&F.mu);
+    return job ? 0 : fake_err(e, 404, "not_found", "fine_tuning_job_id", "no such job");
+}
 static int f_model_register(void *ud, const char *name, const char *real, json_t **out,
                             api_error *e) {
     (void)ud;
@@ -467,6 +479,7 @@ static api_backend fake_backend(void) {
     b.job_samples = f_job_samples;
     b.job_checkpoints = f_job_checkpoints;
     b.job_feed = f_job_feed;
+    b.job_feed_last = f_job_feed_last;
     b.model_list = f_model_list;
     b.model_get = f_model_get;
     b.model_register = f_model_register;
@@ -1445,6 +1458,42 @@ static void test_sse(void) {
         resp_free(&many[i].r);
     }
     T_TRUE(metrics_until("alignd_sse_streams 0\n"));
+
+    /* a long history: a new stream replays the last 100 items (or ?replay=N),
+     * one that resumes with Last-Event-ID gets everything after it */
+    jr = req("POST", "/v1/fine_tuning/jobs", "{\"model\":\"tiny\"}");
+    snprintf(jid, sizeof jid, "%s", jstr(jr.json, "id"));
+    resp_free(&jr);
+    pthread_mutex_lock(&F.mu);
+    for (int i = 0; i < 248; i++) feed_push(jid, "event", json_pack("{s:i}", "n", i));
+    pthread_mutex_unlock(&F.mu);
+    set_status(jid, "succeeded"); /* seq 250 */
+    snprintf(path, sizeof path, "/v1/fine_tuning/jobs/%s/events", jid);
+    stream_ctx tail = {path, NULL, 10000, {0}};
+    stream_thread(&tail);
+    b = tail.r.body ? tail.r.body : "";
+    T_EQ_INT(count_str(b, "\nid: ") + (strncmp(b, "id: ", 4) == 0), 100);
+    T_TRUE(strstr(b, "id: 151\n") != NULL && strstr(b, "id: 150\n") == NULL);
+    T_TRUE(strstr(b, "event: end\ndata: {\"last_event_id\":250}") != NULL);
+    resp_free(&tail.r);
+    char p2[160];
+    snprintf(p2, sizeof p2, "%s?replay=10", path);
+    stream_ctx ten = {p2, NULL, 10000, {0}};
+    stream_thread(&ten);
+    b = ten.r.body ? ten.r.body : "";
+    T_EQ_INT(count_str(b, "\nid: ") + (strncmp(b, "id: ", 4) == 0), 10);
+    T_TRUE(strstr(b, "id: 241\n") != NULL);
+    resp_free(&ten.r);
+    stream_ctx all = {path, "0", 10000, {0}};
+    stream_thread(&all);
+    b = all.r.body ? all.r.body : "";
+    T_EQ_INT(count_str(b, "\nid: ") + (strncmp(b, "id: ", 4) == 0), 250);
+    resp_free(&all.r);
+    snprintf(p2, sizeof p2, "%s?replay=100001", path);
+    stream_ctx badr = {p2, NULL, 5000, {0}};
+    stream_thread(&badr);
+    T_ERR(badr.r, 400, "invalid_value", "replay");
+    resp_free(&badr.r);
 }
 
 /* ---- Prometheus ------------------------------------------------------------------ */
@@ -1645,6 +1694,159 @@ static void test_connection_cap(void) {
     g_port = saved;
 }
 
+/* ---- hostile clients ------------------------------------------------------------------ */
+
+static int raw_connect(const char *src) { return dd_raw_connect(g_port, src); }
+static char *raw_read(int fd, int wait_s, int *closed) { return dd_raw_read(fd, wait_s, closed); }
+
+#define RAW(s) dd_raw_request(g_port, s, sizeof(s) - 1, code)
+
+/* Framing a proxy and the server could read differently is refused at the
+ * headers, and so is a body the server cannot decode. */
+static void test_framing(void) {
+    char code[64];
+    /* two different lengths: a proxy may take one, the server the other */
+    T_EQ_INT(RAW("POST /v1/fine_tuning/jobs HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                 "Content-Length: 15\r\nContent-Length: 5\r\n\r\n{\"model\":\"t\"}\r\n"), 400);
+    T_STR_EQ(code, "invalid_framing");
+    T_EQ_INT(RAW("POST /v1/fine_tuning/jobs HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                 "Content-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n"), 400);
+    T_STR_EQ(code, "invalid_framing");
+    /* control characters in a header (libmicrohttpd 0.9.75 itself ends a
+     * header value at a NUL byte: what follows a NUL never reaches us) */
+    T_EQ_INT(RAW("GET /v1/models HTTP/1.1\r\nHost: x\r\nX-Note: a\001b\r\n\r\n"), 400);
+    T_STR_EQ(code, "invalid_header");
+    /* a transfer coding other than chunked: answered at once, not after the idle timeout */
+    T_EQ_INT(RAW("POST /v1/fine_tuning/jobs HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                 "Transfer-Encoding: gzip\r\n\r\n"), 501);
+    T_STR_EQ(code, "unsupported_transfer_encoding");
+    T_EQ_INT(RAW("POST /v1/files HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n"), 501);
+    /* a well-formed request on the same server still works */
+    T_EQ_INT(RAW("GET /v1/models HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"), 200);
+}
+
+/* A chunked body over the limit is answered 413 as soon as it passes the
+ * limit, and a chunk that never comes does not hold the connection until
+ * the idle timeout. (This server: max_body 64 KiB, timeout 60 s, header
+ * and body-stall deadline 2 s.) */
+static void test_chunked_limits(void) {
+    int fd = raw_connect(NULL);
+    const char *h = "POST /v1/fine_tuning/jobs HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                    "Transfer-Encoding: chunked\r\n\r\n";
+    T_TRUE(write(fd, h, strlen(h)) > 0);
+    char chunk[8200];
+    memset(chunk, ' ', sizeof chunk);
+    memcpy(chunk, "2000\r\n", 6);
+    memcpy(chunk + 6 + 8192, "\r\n", 2);
+    int got = 0;
+    size_t sent = 0;
+    char buf[4096] = "";
+    for (int i = 0; i < 1024 && !got; i++) { /* up to 8 MiB */
+        if (write(fd, chunk, 6 + 8192 + 2) <= 0) break;
+        sent += 8192;
+        ssize_t k = recv(fd, buf, sizeof buf - 1, MSG_DONTWAIT);
+        if (k > 0) {
+            buf[k] = 0;
+            got = 1;
+        }
+    }
+    if (!got) { /* the answer may follow the last write */
+        int closed;
+        char *b = raw_read(fd, 5, &closed);
+        snprintf(buf, sizeof buf, "%s", b);
+        free(b);
+        got = buf[0] != 0;
+    }
+    fprintf(stderr, "chunked over the limit: answered after %zu bytes: %.40s\n", sent, buf);
+    T_TRUE(got);
+    T_TRUE(!strncmp(buf, "HTTP/1.1 413", 12));
+    close(fd);
+    /* a chunk of 2^64-1 bytes that stalls after 3 */
+    fd = raw_connect(NULL);
+    const char *huge = "POST /v1/files HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+                       "ffffffffffffffff\r\nabc";
+    T_TRUE(write(fd, huge, strlen(huge)) > 0);
+    int closed;
+    char *b = raw_read(fd, 30, &closed); /* the idle timeout is 60 s */
+    T_TRUE(closed);
+    free(b);
+    close(fd);
+}
+
+/* Slow clients: one that trickles header lines is cut at the header
+ * deadline even though it is never idle; one address holds at most
+ * max_connections_per_ip connections; /healthz answers throughout. */
+static void test_slow_clients(void) {
+    enum { N = 16 };
+    int fds[N], n = 0;
+    for (int i = 0; i < N; i++) {
+        int fd = raw_connect("127.0.0.2");
+        if (fd < 0) continue;
+        fds[n++] = fd;
+        const char *start = "GET /v1/models HTTP/1.1\r\nHost: x\r\n";
+        if (write(fd, start, strlen(start)) < 0) {}
+    }
+    T_TRUE(n >= 4);
+    /* while they trickle, others are served (this server: max_connections 8,
+     * 4 per address) */
+    int ok_health = 0, ok_models = 0, alive = 0;
+    for (int round = 0; round < 6; round++) {
+        sleep_ms(500);
+        alive = 0;
+        for (int i = 0; i < n; i++) {
+            if (fds[i] < 0) continue;
+            if (send(fds[i], "X-Slow: 1\r\n", 11, MSG_NOSIGNAL) < 0) {
+                close(fds[i]);
+                fds[i] = -1;
+                continue;
+            }
+            char c;
+            ssize_t k = recv(fds[i], &c, 1, MSG_DONTWAIT);
+            if (k == 0 || (k < 0 && errno != EAGAIN && errno != EWOULDBLOCK)) {
+                close(fds[i]);
+                fds[i] = -1;
+                continue;
+            }
+            alive++;
+        }
+        resp r = req("GET", "/healthz", NULL);
+        ok_health += r.status == 200;
+        resp_free(&r);
+        r = req("GET", "/v1/models", NULL);
+        ok_models += r.status == 200;
+        resp_free(&r);
+    }
+    T_EQ_INT(ok_health, 6);
+    T_EQ_INT(ok_models, 6);
+    /* after the deadline (2 s here; 6 rounds of 0.5 s) none is left */
+    for (int i = 0; i < n; i++) {
+        if (fds[i] < 0) continue;
+        int closed;
+        char *b = raw_read(fds[i], 10, &closed);
+        T_TRUE(closed);
+        free(b);
+        close(fds[i]);
+    }
+}
+
+static void test_hostile(void) {
+    api_server_cfg cfg;
+    api_server_cfg_init(&cfg);
+    cfg.port = 0;
+    cfg.max_body = 64 * 1024;
+    cfg.max_connections = 8;
+    cfg.max_connections_per_ip = 4;
+    cfg.header_timeout_s = 2;
+    cfg.timeout_s = 60;
+    int saved = g_port;
+    api_server *s = start(&cfg);
+    test_framing();
+    test_chunked_limits();
+    test_slow_clients();
+    api_server_stop(s);
+    g_port = saved;
+}
+
 /* ---- inference ------------------------------------------------------------------------- */
 
 static void make_tiny_model(const char *dir) {
@@ -1835,7 +2037,7 @@ static void test_inference(void) {
         {"/v1/chat/completions", "{\"model\":\"tiny\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"temperature\":3}", 400, "invalid_value", "temperature"},
         {"/v1/chat/completions", "{\"model\":\"tiny\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"top_p\":1.5}", 400, "invalid_value", "top_p"},
         {"/v1/chat/completions", "{\"model\":\"tiny\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"seed\":1.5}", 400, "invalid_type", "seed"},
-        {"/v1/chat/completions", "{\"model\":\"tiny\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"n\":2}", 400, "invalid_value", "n"},
+        {"/v1/chat/completions", "{\"model\":\"tiny\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"n\":17}", 400, "invalid_value", "n"},
         {"/v1/chat/completions", "{\"model\":\"tiny\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"stop\":[\"a\",\"b\",\"c\",\"d\",\"e\"]}", 400, "invalid_value", "stop"},
         {"/v1/chat/completions", "{\"model\":\"tiny\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"stop\":[\"a\",3]}", 400, "invalid_value", "stop[1]"},
         {"/v1/chat/completions", "{\"model\":\"tiny\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"stream\":\"yes\"}", 400, "invalid_type", "stream"},
@@ -1859,6 +2061,7 @@ int main(void) {
     curl_global_init(CURL_GLOBAL_ALL);
     al_log_set(quiet_log, NULL);
     const char *tmp = t_tmpdir();
+    signal(SIGPIPE, SIG_IGN); /* the hostile tests write to sockets the server closed */
     pthread_mutex_init(&F.mu, NULL);
     pthread_cond_init(&F.cv, NULL);
     F.files = json_array();
@@ -1899,6 +2102,7 @@ int main(void) {
     cfg.max_streams = 8;
     cfg.heartbeat_s = 1;
     cfg.max_tokens = 256;
+    cfg.max_connections_per_ip = 1024; /* test_concurrent's 200 clients share 127.0.0.1 */
     cfg.models_dir = g_models;
     char web[1100];
     snprintf(web, sizeof web, "%s/web", tmp);
@@ -1920,6 +2124,7 @@ int main(void) {
     test_concurrent();
     test_upload_budget();
     test_connection_cap();
+    test_hostile();
 
     /* stopping ends open streams promptly */
     resp jr = req("POST", "/v1/fine_tuning/jobs", "{\"model\":\"tiny\"}");

@@ -396,6 +396,91 @@ static void test_job_errors(void) {
     json_decref(j);
 }
 
+/* The data features through the API: CSV and JSON-array uploads, a job
+ * mixing two files with a built-in chat template (echoed by the job
+ * object), their errors by path, and clean_data (no model) writing a new
+ * file. */
+static void test_data_jobs(void) {
+    long st;
+    const char *csv = "instruction,input,output\nAdd,2 and 2,4\nAdd,3 and 5,8\nDouble,7,14\n";
+    json_t *f = dd_upload(&D, "alpaca.csv", csv, strlen(csv), &st);
+    T_EQ_INT(st, 200);
+    T_STR_EQ(dd_str(f, "status"), "processed");
+    const json_t *v = json_object_get(f, "validation");
+    T_STR_EQ(dd_str(v, "file_format"), "csv");
+    T_STR_EQ(dd_str(v, "format"), "alpaca");
+    char a[64], b[64], body[1024], path[256];
+    snprintf(a, sizeof a, "%s", dd_str(f, "id"));
+    json_decref(f);
+    const char *arr = "[{\"conversations\":[{\"from\":\"human\",\"value\":\"1+1\"},{\"from\":\"gpt\",\"value\":\"2\"}]},\n"
+                      " {\"conversations\":[{\"from\":\"human\",\"value\":\"2+3\"},{\"from\":\"gpt\",\"value\":\"5\"}]}]";
+    f = dd_upload(&D, "chats.json", arr, strlen(arr), &st);
+    T_EQ_INT(st, 200);
+    T_STR_EQ(dd_str(json_object_get(f, "validation"), "format"), "sharegpt");
+    snprintf(b, sizeof b, "%s", dd_str(f, "id"));
+    json_decref(f);
+    snprintf(body, sizeof body,
+             "{\"model\":\"tiny\",\"method\":\"sft\",\"training_files\":[{\"file\":\"%s\",\"weight\":0.7},"
+             "{\"file\":\"%s\",\"weight\":0.3}],\"chat_template\":\"chatml\",\"hyperparameters\":{\"max_steps\":2,"
+             "\"batch_size\":2,\"max_length\":64}}", a, b);
+    json_t *j = dd_post(&D, "/v1/fine_tuning/jobs", body, &st);
+    T_EQ_INT(st, 200);
+    T_EQ_INT(json_array_size(json_object_get(j, "training_files")), 2);
+    T_STR_EQ(dd_str(j, "chat_template"), "chatml");
+    char id[64];
+    snprintf(id, sizeof id, "%s", dd_str(j, "id"));
+    json_decref(j);
+    T_OK(dd_wait_job(&D, id, "succeeded", 120, NULL));
+    /* errors by path */
+    struct { const char *fmt, *code, *param; } bad[] = {
+        {"{\"model\":\"tiny\",\"method\":\"sft\",\"training_files\":[{\"file\":\"%s\"},{\"file\":\"%s\",\"weight\":-1}]}",
+         "invalid_value", "training_files[1].weight"},
+        {"{\"model\":\"tiny\",\"method\":\"sft\",\"training_files\":[{\"file\":\"%s\"},{\"file\":\"file-999%s\"}]}",
+         "file_not_found", "training_files[1].file"},
+        {"{\"model\":\"tiny\",\"method\":\"sft\",\"training_file\":\"%s\",\"chat_template\":\"vicuna%s\"}",
+         "invalid_value", "chat_template"},
+        {"{\"method\":\"clean_data\",\"training_file\":\"%s\",\"hygiene\":{\"near_duplicates\":{\"bands\":%s}}}",
+         "invalid_value", "hygiene.near_duplicates.bands"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        snprintf(body, sizeof body, bad[i].fmt, a, i == 3 ? "7" : i == 0 ? b : "");
+        j = dd_post(&D, "/v1/fine_tuning/jobs", body, &st);
+        CHECK_ERR(j, st, 400, bad[i].code, bad[i].param);
+        json_decref(j);
+    }
+    /* clean_data: a file job without a model */
+    const char *dup = "{\"text\":\"The quick brown fox jumps over the lazy dog near the quiet river bank today\"}\n"
+                      "{\"text\":\"the quick brown fox jumps over the lazy dog near the quiet river bank today!\"}\n"
+                      "{\"text\":\"An entirely different sentence about mountains, valleys and long winding roads\"}\n";
+    f = dd_upload(&D, "dups.jsonl", dup, strlen(dup), &st);
+    snprintf(a, sizeof a, "%s", dd_str(f, "id"));
+    json_decref(f);
+    snprintf(body, sizeof body, "{\"method\":\"clean_data\",\"training_file\":\"%s\",\"hygiene\":{\"near_duplicates\":true}}", a);
+    j = dd_post(&D, "/v1/fine_tuning/jobs", body, &st);
+    T_EQ_INT(st, 200);
+    snprintf(id, sizeof id, "%s", dd_str(j, "id"));
+    json_decref(j);
+    T_OK(dd_wait_job(&D, id, "succeeded", 60, NULL));
+    snprintf(path, sizeof path, "/v1/fine_tuning/jobs/%s", id);
+    j = dd_get(&D, path, &st);
+    const char *out = json_string_value(json_array_get(json_object_get(j, "result_files"), 0));
+    T_TRUE(out != NULL);
+    if (out) {
+        snprintf(path, sizeof path, "/v1/files/%s", out);
+        f = dd_get(&D, path, &st);
+        T_STR_EQ(dd_str(f, "status"), "processed");
+        T_EQ_INT(json_integer_value(json_object_get(json_object_get(f, "validation"), "rows")), 2);
+        json_decref(f);
+    }
+    json_decref(j);
+    snprintf(path, sizeof path, "/v1/fine_tuning/jobs/%s/metrics?keys=rows_kept,hygiene/near_duplicates", id);
+    j = dd_get(&D, path, &st);
+    const json_t *m = json_object_get(json_array_get(json_object_get(j, "data"), 0), "metrics");
+    T_NEAR(json_number_value(json_object_get(m, "rows_kept")), 2, 0);
+    T_NEAR(json_number_value(json_object_get(m, "hygiene/near_duplicates")), 1, 0);
+    json_decref(j);
+}
+
 static void test_estimate(void) {
     long st;
     json_t *j = dd_post(&D, "/v1/jobs/estimate",
@@ -409,6 +494,13 @@ static void test_estimate(void) {
     json_decref(j);
     j = dd_post(&D, "/v1/jobs/estimate", "{\"method\":\"sft\"}", &st);
     CHECK_ERR(j, st, 400, "missing_field", "model");
+    json_decref(j);
+    /* a batch no micro-batch can hold is refused when validated, not at run time */
+    j = dd_post(&D, "/v1/fine_tuning/jobs",
+                "{\"model\":\"tiny\",\"method\":\"sft\",\"task\":{\"name\":\"addition\",\"rows\":100},"
+                "\"hyperparameters\":{\"max_steps\":1,\"batch_size\":65536}}",
+                &st);
+    CHECK_ERR(j, st, 400, "invalid_value", "hyperparameters.batch_size");
     json_decref(j);
 }
 
@@ -538,6 +630,15 @@ static void test_models(void) {
     json_decref(j);
     j = dd_post(&D, "/v1/models", "{\"path\":\"nomodel\"}", &st);
     CHECK_ERR(j, st, 422, "invalid_model", "path");
+    json_decref(j);
+    /* a tokenizer with ids past the model's vocab_size (260 here, up to 270
+     * in tok_tiny) is refused at registration, not at the first generation */
+    const char *src = __FILE__;
+    T_OK(dd_sh("cp -r '%s/tiny' '%s/badtok' && cp '%.*s/data/tok_tiny/tokenizer.json' '%s/badtok/'", g_models,
+               g_models, (int)(strrchr(src, '/') - src), src, g_models));
+    j = dd_post(&D, "/v1/models", "{\"path\":\"badtok\"}", &st);
+    CHECK_ERR(j, st, 422, "invalid_model", "path");
+    T_TRUE(strstr(dd_str(json_object_get(j, "error"), "message"), "vocab_size 260") != NULL);
     json_decref(j);
     /* served right away */
     j = dd_post(&D, "/v1/completions",
@@ -770,13 +871,16 @@ int main(void) {
     }
     char state[1200];
     snprintf(state, sizeof state, "%s/state", g_tmp);
-    dd_opts o = {.state_dir = state, .models_dir = g_models};
+    /* test_concurrent's 200 clients all come from 127.0.0.1 */
+    const char *args[] = {"--max-connections-per-ip", "256", NULL};
+    dd_opts o = {.state_dir = state, .models_dir = g_models, .args = args};
     if (dd_start(&D, &o)) return 1;
 
     test_health_and_dashboard();
     test_files();
     test_job_lifecycle();
     test_job_errors();
+    test_data_jobs();
     test_estimate();
     test_inference();
     test_cancel_pause_resume();

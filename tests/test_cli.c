@@ -81,7 +81,12 @@ int main(void) {
 
     /* bad input: each answered with the exact message and status 2 */
     T_EQ_INT(run("init-model --arch foo --out x"), 2);
-    T_OUT_HAS("alignd: --arch: 'foo' is not gpt2 or llama");
+    T_OUT_HAS("alignd: --arch: foo is not supported (gpt2, llama, mistral, qwen2, qwen3, gemma2");
+    char g2[1200];
+    snprintf(g2, sizeof g2, "init-model --arch gemma2 --layers 2 --hidden 32 --heads 2 --vocab 260 --out '%s/g2'",
+             t_tmpdir());
+    T_EQ_INT(run(g2), 0); /* another family: its class's defaults */
+    T_OUT_HAS("\"arch\":\"gemma2\"");
     T_EQ_INT(run("init-model --layers two --out x"), 2);
     T_OUT_HAS("alignd: --layers: 'two' is not an integer");
     T_EQ_INT(run("init-model --hidden 30 --heads 4 --out x"), 2);

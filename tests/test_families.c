@@ -128,6 +128,55 @@ static void test_config_defaults(void) {
     T_TRUE(c.max_T == 48 && c.rope.orig_max == 24);
 }
 
+/* config.json files of released models, as published */
+static const char *k_real[] = {
+    /* google/gemma-3-1b-it */
+    "{\"architectures\": [\"Gemma3ForCausalLM\"], \"attention_bias\": false, \"attention_dropout\": 0.0,"
+    " \"attn_logit_softcapping\": null, \"bos_token_id\": 2, \"cache_implementation\": \"hybrid\","
+    " \"eos_token_id\": [1, 106], \"final_logit_softcapping\": null, \"head_dim\": 256,"
+    " \"hidden_activation\": \"gelu_pytorch_tanh\", \"hidden_size\": 1152, \"initializer_range\": 0.02,"
+    " \"intermediate_size\": 6912, \"max_position_embeddings\": 32768, \"model_type\": \"gemma3_text\","
+    " \"num_attention_heads\": 4, \"num_hidden_layers\": 26, \"num_key_value_heads\": 1,"
+    " \"pad_token_id\": 0, \"query_pre_attn_scalar\": 256, \"rms_norm_eps\": 1e-06,"
+    " \"rope_local_base_freq\": 10000, \"rope_scaling\": null, \"rope_theta\": 1000000,"
+    " \"sliding_window\": 512, \"sliding_window_pattern\": 6, \"torch_dtype\": \"bfloat16\","
+    " \"transformers_version\": \"4.50.0.dev0\", \"use_cache\": true, \"vocab_size\": 262144}",
+    /* Qwen/Qwen2.5-0.5B-Instruct with the YaRN block Qwen documents for long context */
+    "{\"architectures\": [\"Qwen2ForCausalLM\"], \"attention_dropout\": 0.0, \"bos_token_id\": 151643,"
+    " \"eos_token_id\": 151645, \"hidden_act\": \"silu\", \"hidden_size\": 896, \"initializer_range\": 0.02,"
+    " \"intermediate_size\": 4864, \"max_position_embeddings\": 32768, \"max_window_layers\": 21,"
+    " \"model_type\": \"qwen2\", \"num_attention_heads\": 14, \"num_hidden_layers\": 24,"
+    " \"num_key_value_heads\": 2, \"rms_norm_eps\": 1e-06, \"rope_theta\": 1000000.0,"
+    " \"sliding_window\": 32768, \"tie_word_embeddings\": true, \"torch_dtype\": \"bfloat16\","
+    " \"transformers_version\": \"4.43.1\", \"use_cache\": true, \"use_sliding_window\": false,"
+    " \"vocab_size\": 151936, \"rope_scaling\": {\"factor\": 4.0, \"original_max_position_embeddings\":"
+    " 32768, \"type\": \"yarn\"}}",
+    /* microsoft/Phi-3-mini-4k-instruct */
+    "{\"_name_or_path\": \"Phi-3-mini-4k-instruct\", \"architectures\": [\"Phi3ForCausalLM\"],"
+    " \"attention_dropout\": 0.0, \"auto_map\": {\"AutoConfig\": \"configuration_phi3.Phi3Config\"},"
+    " \"bos_token_id\": 1, \"embd_pdrop\": 0.0, \"eos_token_id\": 32000, \"hidden_act\": \"silu\","
+    " \"hidden_size\": 3072, \"initializer_range\": 0.02, \"intermediate_size\": 8192,"
+    " \"max_position_embeddings\": 4096, \"model_type\": \"phi3\", \"num_attention_heads\": 32,"
+    " \"num_hidden_layers\": 32, \"num_key_value_heads\": 32, \"original_max_position_embeddings\": 4096,"
+    " \"pad_token_id\": 32000, \"resid_pdrop\": 0.0, \"rms_norm_eps\": 1e-05, \"rope_scaling\": null,"
+    " \"rope_theta\": 10000.0, \"sliding_window\": 2047, \"tie_word_embeddings\": false,"
+    " \"torch_dtype\": \"bfloat16\", \"transformers_version\": \"4.40.2\", \"use_cache\": true,"
+    " \"attention_bias\": false, \"vocab_size\": 32064}",
+};
+
+static void test_real_configs(void) {
+    char err[AL_ERRLEN];
+    al_model_config c;
+    T_OK(al_config_parse(&c, k_real[0], strlen(k_real[0]), err));
+    T_TRUE(c.HD == 256 && c.NKV == 1 && c.window == 512 && c.eos_id == 1 && c.final_softcap == 0);
+    T_TRUE((c.layer_flags[4] & AL_LAYER_SLIDING) && !(c.layer_flags[5] & AL_LAYER_SLIDING));
+    T_OK(al_config_parse(&c, k_real[1], strlen(k_real[1]), err));
+    T_TRUE(c.rope.type == AL_ROPE_YARN && c.rope.factor == 4.0 && c.rope.orig_max == 32768);
+    T_TRUE(c.window == 0 && c.attn_bias && !c.o_bias);
+    T_OK(al_config_parse(&c, k_real[2], strlen(k_real[2]), err));
+    T_TRUE(c.fused_proj && c.window == 2047 && (c.layer_flags[31] & AL_LAYER_SLIDING) && c.pad_id == 32000);
+}
+
 static void bad(const char *mt, const char *extras, int rc, const char *want) {
     char err[AL_ERRLEN];
     al_model_config c;
@@ -322,6 +371,7 @@ static void test_family_generation(void) {
 int main(void) {
     al_pool_init(2);
     test_config_defaults();
+    test_real_configs();
     test_config_refusals();
     test_family_gradients();
     test_phi3_lora();

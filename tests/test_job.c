@@ -147,6 +147,34 @@ int main(void) {
     T_REJECTS("{\"method\":\"sft\",\"model\":\"m\"}", "training_file: is required");
     T_REJECTS("{\"method\":\"sft\",\"model\":\"m\",\"training_file\":\"f\",\"task\":{\"name\":\"addition\"}}",
               "task: give either training_file or task");
+    T_REJECTS("{\"method\":\"evaluate\",\"model\":\"m\",\"task\":{\"name\":\"addition\"},\"output_dir\":\"o\","
+              "\"chat_template\":\"chatml\"}", "chat_template: evaluate uses each model's own template");
+    /* training_files: weighted mixtures */
+    const char *mix = "{\"method\":\"sft\",\"model\":\"m\",\"training_files\":[{\"file\":\"a\",\"weight\":0.7},"
+                      "{\"file\":\"b\"}]}";
+    T_OK(al_job_parse(&j, mix, strlen(mix), err));
+    T_EQ_INT(j.n_train_files, 2);
+    T_STR_EQ(j.train_files[1].file, "b");
+    T_NEAR(j.train_files[1].weight, 1.0, 0);
+    al_job_deinit(&j);
+    const char *one = "{\"method\":\"sft\",\"model\":\"m\",\"training_files\":[{\"file\":\"a\"}]}";
+    T_OK(al_job_parse(&j, one, strlen(one), err));
+    T_EQ_INT(j.n_train_files, 0);
+    T_STR_EQ(j.training_file, "a");
+    al_job_deinit(&j);
+    T_REJECTS("{\"method\":\"sft\",\"model\":\"m\",\"training_files\":[]}", "training_files: must be a list of 1 to 8");
+    T_REJECTS("{\"method\":\"sft\",\"model\":\"m\",\"training_files\":[{\"file\":\"a\"},{\"weight\":1}]}",
+              "training_files[1].file: is required");
+    T_REJECTS("{\"method\":\"sft\",\"model\":\"m\",\"training_files\":[{\"file\":\"a\"},{\"file\":\"b\",\"weight\":0}]}",
+              "training_files[1].weight: must be a number > 0");
+    T_REJECTS("{\"method\":\"sft\",\"model\":\"m\",\"training_files\":[{\"file\":\"a\",\"w\":1}]}",
+              "training_files[0].w: unknown field");
+    T_REJECTS("{\"method\":\"sft\",\"model\":\"m\",\"training_file\":\"a\",\"training_files\":[{\"file\":\"a\"}]}",
+              "training_files: give either training_file or training_files");
+    T_REJECTS("{\"method\":\"grpo\",\"model\":\"m\",\"reward\":{\"verifiable\":1},\"training_files\":[{\"file\":\"a\"},"
+              "{\"file\":\"b\"}]}", "training_files: mixing several files is for the training methods");
+    T_REJECTS("{\"method\":\"sft\",\"model\":\"m\",\"training_files\":[{\"file\":\"a\"},{\"file\":\"b\"}],"
+              "\"hyperparameters\":{\"group_by_length\":true}}", "hyperparameters.group_by_length: not with several");
     T_REJECTS("{\"method\":\"sft\",\"model\":\"m\",\"task\":{\"name\":\"chess\"}}",
               "task.name: 'chess' is not a built-in task");
     T_REJECTS("{\"method\":\"sft\",\"model\":\"m\",\"task\":{\"name\":\"addition\",\"rows\":0}}", "task.rows");

@@ -532,6 +532,17 @@ static void test_backend(void) {
     T_EQ_INT(json_integer_value(json_object_get(est, "parameters")), m.params);
     json_decref(est);
     json_decref(b);
+    /* the serialized list (final jobs from a cache) says what the JSON tree says, twice */
+    for (int pass = 0; pass < 2; pass++) {
+        json_t *tree = store_job_list(g_ctx.st, 0, 20, NULL);
+        char *want = json_dumps(tree, JSON_COMPACT | JSON_REAL_PRECISION(10)), *got = NULL;
+        size_t glen = 0;
+        T_OK(store_job_list_text(g_ctx.st, 0, 20, NULL, &got, &glen));
+        T_TRUE(got && want && glen == strlen(want) + 1 && !strncmp(got, want, strlen(want)) && got[glen - 1] == '\n');
+        free(want);
+        free(got);
+        json_decref(tree);
+    }
     /* the model is free again */
     T_OK(g_be.model_delete(g_be.ud, "tiny", &j, &e));
     json_decref(j);
@@ -601,6 +612,50 @@ static void test_models_scan(void) {
     store_close(st);
 }
 
+/* Admission: with no memory_limit configured the budget is the scheduler's
+ * (the memory available at start); a job its estimate says cannot fit is
+ * refused at creation, naming the estimate, instead of being queued (a job
+ * alone is always claimed) to fail at run time. */
+static void test_admission(void) {
+    char dir[2048], models[2100];
+    snprintf(dir, sizeof dir, "%s/adm", t_tmpdir());
+    snprintf(models, sizeof models, "%s/models", dir);
+    T_OK(dd_sh("rm -rf '%s' && mkdir -p '%s' && '%s' init-model --arch gpt2 --layers 1 --hidden 16 --heads 2 "
+               "--context 64 --out '%s/tiny' > /dev/null", dir, models, dd_bin(), models));
+    char err[512];
+    backend_ctx ctx;
+    api_backend be;
+    memset(&ctx, 0, sizeof ctx);
+    T_OK(store_open(&ctx.st, dir, g_mig, err));
+    snprintf(ctx.jobs_dir, sizeof ctx.jobs_dir, "%s/jobs", dir);
+    T_EQ_INT(models_scan(ctx.st, models), 1);
+    sched_cfg sc = {.workers = 1, .memory_limit = 64 * 1024}; /* the budget; ctx.memory_limit stays 0 */
+    ctx.sc = sched_new(ctx.st, &sc);
+    backend_init(&be, &ctx);
+    const char *body = "{\"method\":\"sft\",\"model\":\"tiny\",\"task\":{\"name\":\"addition\",\"rows\":40},"
+                       "\"hyperparameters\":{\"max_steps\":2,\"batch_size\":4}}";
+    json_t *b = json_loads(body, 0, NULL), *out = NULL;
+    api_error e;
+    memset(&e, 0, sizeof e);
+    T_OK(be.job_estimate(be.ud, b, &out, &e));
+    T_TRUE(json_is_false(json_object_get(out, "fits")));
+    T_EQ_INT(json_integer_value(json_object_get(out, "memory_budget_bytes")), 64 * 1024);
+    json_decref(out);
+    out = NULL;
+    T_EQ_INT(be.job_create(be.ud, b, &out, &e), -1);
+    T_EQ_INT(e.status, 422);
+    T_STR_EQ(e.code, "insufficient_memory");
+    T_TRUE(strstr(e.message, "estimate") != NULL);
+    json_decref(out);
+    json_decref(b);
+    json_t *l = store_job_list(ctx.st, 0, 10, NULL);
+    T_EQ_INT(json_array_size(json_object_get(l, "data")), 0);
+    json_decref(l);
+    sched_drain(ctx.sc);
+    sched_free(ctx.sc);
+    store_close(ctx.st);
+}
+
 static void test_config(void) {
     char path[2048], err[512];
     snprintf(path, sizeof path, "%s/alignd.conf", t_tmpdir());
@@ -644,6 +699,7 @@ int main(void) {
     test_keys();
     test_backend();
     test_models_scan();
+    test_admission();
     test_config();
     return t_done();
 }

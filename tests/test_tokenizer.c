@@ -1194,10 +1194,37 @@ static void test_family_tokenizers(void) {
 
 /* ------------------------------------------------------------ main */
 
+/* A tokenizer beside a config.json must fit the model: an id at or past
+ * vocab_size would only fail later, in a forward pass. */
+static void test_model_agreement(void) {
+    char src[PATH_MAX + 64], *txt = NULL, err[AL_ERRLEN];
+    size_t len = 0;
+    snprintf(src, sizeof src, "%s/tests/data/tok_tiny/tokenizer.json", g_repo);
+    T_OK(al_file_read(src, 1 << 20, &txt, &len, err));
+    if (!txt) return;
+    char *dir = subdir("agree_small");
+    write_text(dir, "tokenizer.json", txt);
+    write_text(dir, "config.json", "{\"model_type\": \"gpt2\", \"vocab_size\": 260}");
+    al_tok *t = NULL;
+    err[0] = 0;
+    T_EQ_INT(al_tok_load(&t, dir, err), AL_EFORMAT);
+    T_TRUE(t == NULL);
+    T_TRUE(strstr(err, "vocab_size 260") != NULL);
+    T_TRUE(strstr(err, "tokenizer.json") != NULL);
+    dir = subdir("agree_big");
+    write_text(dir, "tokenizer.json", txt);
+    write_text(dir, "config.json", "{\"model_type\": \"gpt2\", \"vocab_size\": 512}");
+    T_OK(al_tok_load(&t, dir, err));
+    T_TRUE(t && al_tok_vocab_size(t) <= 512);
+    al_tok_free(t);
+    free(txt);
+}
+
 int main(void) {
     find_repo();
     test_byte();
     test_hostile();
+    test_model_agreement();
     test_fuzz();
 
     char enc_path[PATH_MAX + 64];

@@ -329,6 +329,60 @@ static void test_chat_template(void) {
     al_tok_free(tok);
 }
 
+/* training_files mixed by weight: a run stopped after step 6 and resumed
+ * from checkpoint-4 logs the uninterrupted run's losses (the checkpoint
+ * keeps the sampler's state), and the sampler's draws are in the state. */
+static void test_mixture_resume(void) {
+    char a[1200], b[1200], fmt[4096];
+    snprintf(a, sizeof a, "%s/mix_a.jsonl", t_tmpdir());
+    snprintf(b, sizeof b, "%s/mix_b.csv", t_tmpdir());
+    char rows[4096];
+    size_t k = 0;
+    for (int i = 0; i < 20; i++)
+        k += (size_t)snprintf(rows + k, sizeof rows - k, "{\"prompt\":\"%d+%d=\",\"completion\":\"%d\"}\n", i, i, 2 * i);
+    T_OK(al_file_write_atomic(a, rows, k, g_err));
+    k = (size_t)snprintf(rows, sizeof rows, "prompt,completion\n");
+    for (int i = 0; i < 6; i++) k += (size_t)snprintf(rows + k, sizeof rows - k, "rev %d%d,%d%d\n", i, i + 1, i + 1, i);
+    T_OK(al_file_write_atomic(b, rows, k, g_err));
+    snprintf(fmt, sizeof fmt,
+             "{\"method\":\"sft\",\"model\":\"%%s\",\"training_files\":[{\"file\":\"%s\",\"weight\":0.7},"
+             "{\"file\":\"%s\",\"weight\":0.3}],\"hyperparameters\":{\"learning_rate\":0.003,\"batch_size\":4,"
+             "\"max_steps\":8,\"save_steps\":4,\"logging_steps\":1,\"max_length\":32},\"output_dir\":\"%%s\","
+             "\"seed\":9}",
+             a, b);
+    static rec full, stopped, resumed;
+    al_train_result res;
+    T_OK(run(fmt, "mix_full", NULL, &full, &res));
+    T_EQ_INT(res.steps, 8);
+    stopped.stop_after = 6;
+    T_EQ_INT(run(fmt, "mix_resumed", NULL, &stopped, &res), AL_ECANCELED);
+    T_OK(run(fmt, "mix_resumed", "mix_resumed/checkpoint-4", &resumed, &res));
+    T_EQ_INT(res.steps, 8);
+    for (int s = 5; s <= 8; s++) {
+        T_TRUE(resumed.logged[s] && full.logged[s]);
+        T_TRUE(resumed.loss[s] == full.loss[s]);
+    }
+    T_TRUE(same_file("mix_full/model.safetensors", "mix_resumed/model.safetensors"));
+    char p[1400];
+    snprintf(p, sizeof p, "%s/mix_full/checkpoint-4/trainer_state.json", t_tmpdir());
+    json_t *st = json_load_file(p, 0, NULL);
+    json_t *mx = json_object_get(st, "mixer");
+    T_EQ_INT(json_integer_value(json_object_get(mx, "draws")), 16);
+    T_EQ_INT(json_integer_value(json_array_get(json_object_get(mx, "sizes"), 1)), 6);
+    json_decref(st);
+    /* another seed draws another stream */
+    static rec other;
+    char fmt2[4200];
+    snprintf(fmt2, sizeof fmt2, "%.*s\"seed\":10}", (int)(strstr(fmt, "\"seed\":9}") - fmt), fmt);
+    T_OK(run(fmt2, "mix_other", NULL, &other, &res));
+    T_TRUE(other.loss[8] != full.loss[8]);
+    /* packing cannot plan a mixture */
+    snprintf(fmt2, sizeof fmt2, "%.*s\"packing\":true,%s", (int)(strstr(fmt, "\"max_length\"") - fmt), fmt,
+             strstr(fmt, "\"max_length\""));
+    T_EQ_INT(run(fmt2, "mix_packed", NULL, &other, &res), AL_EINVAL);
+    T_TRUE(strstr(g_err, "hyperparameters.packing: not with several training_files") == g_err);
+}
+
 int main(void) {
     al_pool_init(2);
     snprintf(g_base, sizeof g_base, "%s/base", t_tmpdir());
@@ -342,5 +396,6 @@ int main(void) {
     test_eval_only();
     test_packing();
     test_chat_template();
+    test_mixture_resume();
     return t_done();
 }

@@ -305,7 +305,10 @@ static const char *const k_llama_keys[] = {"attention_bias", "mlp_bias",
 static const char *const k_qwen3_keys[] = {"attention_bias", NULL};
 static const char *const k_gemma_keys[] = {"attention_bias", "hidden_activation",
     "query_pre_attn_scalar", "final_logit_softcapping", "attn_logit_softcapping",
-    "rope_local_base_freq", "sliding_window_pattern", "use_bidirectional_attention", NULL};
+    "rope_local_base_freq", "sliding_window_pattern", "_sliding_window_pattern",
+    "use_bidirectional_attention",
+    /* early Gemma 2 files: a copy of sliding_window that transformers never read */
+    "sliding_window_size", NULL};
 static const char *const k_phi3_keys[] = {"resid_pdrop", "embd_pdrop",
     "original_max_position_embeddings", "partial_rotary_factor", NULL};
 static const char *const k_olmo2_keys[] = {"attention_bias", NULL};
@@ -802,7 +805,9 @@ static int parse_llama(const json_t *o, al_model_config *c, char err[AL_ERRLEN])
         if (bidi)
             return al_err(err, AL_EUNSUP, "config.json: use_bidirectional_attention: true (an "
                           "embedding model) is not supported");
-        if (g3 && (rc = get_int(o, "sliding_window_pattern", 1, &pattern, NULL, err))) return rc;
+        if (g3 && ((rc = get_int(o, "_sliding_window_pattern", 1, &pattern, NULL, err)) ||
+                   (rc = get_int(o, "sliding_window_pattern", 1, &pattern, NULL, err))))
+            return rc;
         for (int l = 0; l < c->n_layers; l++) {
             int sl = g3 ? (l + 1) % pattern != 0 : l % 2 == 0;
             if (sl) c->layer_flags[l] |= AL_LAYER_SLIDING;

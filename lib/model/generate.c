@@ -8,6 +8,7 @@
  * padding. The cache and scratch are allocated per call (outside training
  * steps). Shares the weights, kernels and LoRA path of the training forward. */
 #include "model_impl.h"
+#include "gen_impl.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -16,17 +17,6 @@
 #include "../compute/ops.h"
 #include "../compute/pool.h"
 
-typedef struct gen_state {
-    al_model *m;
-    int B, Tmax, R;              /* sequences, cache length, max rows */
-    float *kc, *vc;              /* (L, B, Tmax, NKV*HD) */
-    float *x, *ln, *mean, *rstd, *qkv, *atty, *tmp, *h1, *h2, *lora_t, *scores;
-    float *y, *qk_raw;           /* (R, C) the next residual; (R, (NH+NKV)*HD) raw q|k */
-    float *logits;               /* (B, V) */
-    uint16_t *s16;               /* bf16 models: rounded operands of the products */
-    int32_t *ids, *pos, *seq;    /* per row */
-    int nthreads;
-} gen_state;
 
 typedef struct attn_job {
     gen_state *s;
@@ -44,13 +34,13 @@ static void attn_rows(void *ctx, int tid, int nthreads) {
     float *sc = s->scores + (size_t)tid * s->Tmax;
     long lo, hi;
     al_split((long)j->R * NH, nthreads, tid, &lo, &hi);
-    size_t layer_off = (size_t)j->layer * s->B * s->Tmax * KVD;
     for (long w = lo; w < hi; w++) {
         int r = (int)(w / NH), h = (int)(w % NH), g = h / grp;
         int b = s->seq[r], p = s->pos[r];
+        size_t layer_off = (size_t)j->layer * s->tcap[b] * KVD;
         const float *q = s->qkv + (size_t)r * s->m->QKV + (size_t)h * HD;
-        const float *K = s->kc + layer_off + (size_t)b * s->Tmax * KVD + (size_t)g * HD;
-        const float *Vv = s->vc + layer_off + (size_t)b * s->Tmax * KVD + (size_t)g * HD;
+        const float *K = s->kseq[b] + layer_off + (size_t)g * HD;
+        const float *Vv = s->vseq[b] + layer_off + (size_t)g * HD;
         /* keys in the window: i - j < window */
         int t0 = win > 0 && p - win + 1 > 0 ? p - win + 1 : 0;
         float mx = -INFINITY;
@@ -80,7 +70,7 @@ static void attn_rows(void *ctx, int tid, int nthreads) {
 
 /* Runs R rows through the model; writes logits for the rows listed in
  * want[0..n_want) into s->logits (row i of logits for want[i]). */
-static void run_rows(gen_state *s, int R, const int *want, int n_want) {
+void al_gen_run_rows(gen_state *s, int R, const int *want, int n_want) {
     al_model *m = s->m;
     const al_model_config *c = &m->cfg;
     int C = c->C, HD = c->HD, KVD = c->NKV * HD, AH = c->NH * HD;
@@ -99,11 +89,11 @@ static void run_rows(gen_state *s, int R, const int *want, int n_want) {
         al_linear_forward(m, l, LIN_QKV, s->qkv, xin, s->lora_t, s->s16, R);
         float *k = s->qkv + AH, *v = k + KVD;
         al_layer_qk_forward(m, l, s->qkv, s->qk_raw, NULL, s->pos, R);
-        size_t layer_off = (size_t)l * s->B * s->Tmax * KVD;
         for (int r = 0; r < R; r++) {
-            size_t at = layer_off + ((size_t)s->seq[r] * s->Tmax + (size_t)s->pos[r]) * KVD;
-            memcpy(s->kc + at, k + (size_t)r * m->QKV, (size_t)KVD * sizeof(float));
-            memcpy(s->vc + at, v + (size_t)r * m->QKV, (size_t)KVD * sizeof(float));
+            int b = s->seq[r];
+            size_t at = ((size_t)l * s->tcap[b] + (size_t)s->pos[r]) * KVD;
+            memcpy(s->kseq[b] + at, k + (size_t)r * m->QKV, (size_t)KVD * sizeof(float));
+            memcpy(s->vseq[b] + at, v + (size_t)r * m->QKV, (size_t)KVD * sizeof(float));
         }
         attn_job j = {.s = s, .layer = l, .R = R};
         al_layer_attn_opts(m, l, &j.o);
@@ -136,8 +126,6 @@ static void run_rows(gen_state *s, int R, const int *want, int n_want) {
         for (size_t i = 0; i < nz; i++) s->logits[i] /= c->logits_scaling;
 }
 
-typedef struct cand { float z; int i; } cand;
-
 static int cand_desc(const void *a, const void *b) {
     const cand *x = a, *y = b;
     if (x->z != y->z) return x->z > y->z ? -1 : 1;
@@ -146,8 +134,7 @@ static int cand_desc(const void *a, const void *b) {
 
 /* Picks the next token from one row of logits; *logp receives its log-prob
  * under softmax(logits / temperature) (untempered when greedy). */
-static int sample(const float *logits, int V, const al_gen_cfg *g, al_rng *rng, cand *cs,
-                  float *logp) {
+int al_gen_sample(const float *logits, int V, const al_gen_cfg *g, al_rng *rng, cand *cs, float *logp) {
     float T = g->temperature > 0 ? g->temperature : 1.0f;
     float mx = -INFINITY;
     int arg = 0;
@@ -192,9 +179,62 @@ static int sample(const float *logits, int V, const al_gen_cfg *g, al_rng *rng, 
     return tok;
 }
 
+int al_gen_check(const al_gen_cfg *g, char err[AL_ERRLEN]) {
+    if (g->max_new < 0) return al_err(err, AL_EINVAL, "max_new_tokens must be >= 0");
+    if (g->temperature < 0) return al_err(err, AL_EINVAL, "temperature must be >= 0");
+    if (g->top_p < 0 || g->top_p > 1) return al_err(err, AL_EINVAL, "top_p must be in [0, 1]");
+    if (g->top_k < 0) return al_err(err, AL_EINVAL, "top_k must be >= 0");
+    if (g->n_stop < 0 || (g->n_stop > 0 && !g->stop)) return al_err(err, AL_EINVAL, "bad stop token list");
+    return AL_OK;
+}
+
+int al_gen_scratch(gen_state *s, int n_logits) {
+    al_model *m = s->m;
+    const al_model_config *c = &m->cfg;
+    s->nthreads = al_pool_threads();
+    size_t R = (size_t)s->R, C = (size_t)c->C;
+    int max_ad = 0;
+    for (int l = 0; l < c->n_layers; l++)
+        for (int j = 0; j < LIN_COUNT; j++)
+            if (m->layers[l].lin[j].n_lora > max_ad) max_ad = m->layers[l].lin[j].n_lora;
+    size_t r = (size_t)(m->lora_cfg.r ? m->lora_cfg.r : 1);
+    size_t QK = (size_t)(c->NH + c->NKV) * c->HD;
+    size_t scratch = R * C * 4 + R * 2 + R * (size_t)m->QKV + R * QK + R * (size_t)c->NH * c->HD +
+                     R * (size_t)m->UPW + R * (size_t)c->FF + R * r * (size_t)(max_ad ? max_ad : 1) +
+                     (size_t)s->nthreads * s->Tmax;
+    s->x = al_calloc(scratch, sizeof(float));
+    s->logits = al_calloc((size_t)n_logits * c->V, sizeof(float));
+    s->ids = calloc(R, sizeof(int32_t));
+    s->pos = calloc(R, sizeof(int32_t));
+    s->seq = calloc(R, sizeof(int32_t));
+    if (m->bf16) { /* the rounded operands of the products */
+        size_t n16 = al_model_lin_scratch16(m, R);
+        if (n16 < (size_t)n_logits * (C + 1)) n16 = (size_t)n_logits * (C + 1);
+        s->s16 = al_calloc(n16, sizeof(uint16_t));
+    }
+    if (!s->x || !s->logits || !s->ids || !s->pos || !s->seq || (m->bf16 && !s->s16)) return AL_ENOMEM;
+    float *p = s->x + R * C;
+    s->ln = p; p += R * C;
+    s->tmp = p; p += R * C;
+    s->y = p; p += R * C;
+    s->qk_raw = p; p += R * QK;
+    s->mean = p; p += R;
+    s->rstd = p; p += R;
+    s->qkv = p; p += R * (size_t)m->QKV;
+    s->atty = p; p += R * (size_t)c->NH * c->HD;
+    s->h1 = p; p += R * (size_t)m->UPW;
+    s->h2 = p; p += R * (size_t)c->FF;
+    s->lora_t = p; p += R * r * (size_t)(max_ad ? max_ad : 1);
+    s->scores = p;
+    return AL_OK;
+}
+
 static void gen_free(gen_state *s) {
     al_free(s->kc);
     al_free(s->vc);
+    free(s->kseq);
+    free(s->vseq);
+    free(s->tcap);
     al_free(s->x);
     free(s->ids);
     free(s->pos);
@@ -209,10 +249,8 @@ int al_generate(al_model *m, const int32_t *const *prompts, const int *plen, int
     const al_model_config *c = &m->cfg;
     if (m->head < 0) return al_err(err, AL_EINVAL, "model has no language-model head");
     if (B <= 0) return al_err(err, AL_EINVAL, "no prompts");
-    if (g->max_new < 0) return al_err(err, AL_EINVAL, "max_new_tokens must be >= 0");
-    if (g->temperature < 0) return al_err(err, AL_EINVAL, "temperature must be >= 0");
-    if (g->top_p < 0 || g->top_p > 1) return al_err(err, AL_EINVAL, "top_p must be in [0, 1]");
-    if (g->top_k < 0) return al_err(err, AL_EINVAL, "top_k must be >= 0");
+    int rc = al_gen_check(g, err);
+    if (rc) return rc;
     int maxp = 0;
     long total = 0;
     for (int b = 0; b < B; b++) {
@@ -240,33 +278,16 @@ int al_generate(al_model *m, const int32_t *const *prompts, const int *plen, int
                    maxp + g->max_new > c->rope.orig_max;
     if (longrope) s.R = (int)(total + (long)B * g->max_new);
     s.nthreads = al_pool_threads();
-    size_t KVD = (size_t)c->NKV * c->HD, R = (size_t)s.R, C = (size_t)c->C;
+    size_t KVD = (size_t)c->NKV * c->HD;
     size_t cache = (size_t)c->n_layers * B * s.Tmax * KVD;
-    int max_ad = 0;
-    for (int l = 0; l < c->n_layers; l++)
-        for (int j = 0; j < LIN_COUNT; j++)
-            if (m->layers[l].lin[j].n_lora > max_ad) max_ad = m->layers[l].lin[j].n_lora;
-    size_t r = (size_t)(m->lora_cfg.r ? m->lora_cfg.r : 1);
-    size_t QK = (size_t)(c->NH + c->NKV) * c->HD;
-    size_t scratch = R * C * 4 + R * 2 + R * (size_t)m->QKV + R * QK + R * (size_t)c->NH * c->HD +
-                     R * (size_t)m->UPW + R * (size_t)c->FF + R * r * (size_t)(max_ad ? max_ad : 1) +
-                     (size_t)s.nthreads * s.Tmax;
     s.kc = al_calloc(cache, sizeof(float));
     s.vc = al_calloc(cache, sizeof(float));
-    s.x = al_calloc(scratch, sizeof(float));
-    s.logits = al_calloc((size_t)B * c->V, sizeof(float));
-    if (m->bf16) {
-        size_t n16 = al_model_lin_scratch16(m, R);
-        if (n16 < (size_t)B * (C + 1)) n16 = (size_t)B * (C + 1);
-        s.s16 = al_calloc(n16, sizeof(uint16_t));
-    }
-    s.ids = calloc(R, sizeof(int32_t));
-    s.pos = calloc(R, sizeof(int32_t));
-    s.seq = calloc(R, sizeof(int32_t));
+    s.kseq = calloc((size_t)B, sizeof *s.kseq);
+    s.vseq = calloc((size_t)B, sizeof *s.vseq);
+    s.tcap = calloc((size_t)B, sizeof *s.tcap);
     cand *cs = calloc((size_t)c->V, sizeof *cs);
     int *want = calloc((size_t)B, sizeof *want), *live = calloc((size_t)B, sizeof *live);
-    if (!s.kc || !s.vc || !s.x || !s.logits || !s.ids || !s.pos || !s.seq || !cs || !want || !live ||
-        (m->bf16 && !s.s16)) {
+    if (al_gen_scratch(&s, B) || !s.kc || !s.vc || !s.kseq || !s.vseq || !s.tcap || !cs || !want || !live) {
         gen_free(&s);
         free(cs);
         free(want);
@@ -274,19 +295,11 @@ int al_generate(al_model *m, const int32_t *const *prompts, const int *plen, int
         return al_err(err, AL_ENOMEM, "out of memory for the KV cache (%zu MB)",
                       2 * cache * sizeof(float) >> 20);
     }
-    float *p = s.x + R * C;
-    s.ln = p; p += R * C;
-    s.tmp = p; p += R * C;
-    s.y = p; p += R * C;
-    s.qk_raw = p; p += R * QK;
-    s.mean = p; p += R;
-    s.rstd = p; p += R;
-    s.qkv = p; p += R * (size_t)m->QKV;
-    s.atty = p; p += R * (size_t)c->NH * c->HD;
-    s.h1 = p; p += R * (size_t)m->UPW;
-    s.h2 = p; p += R * (size_t)c->FF;
-    s.lora_t = p; p += R * r * (size_t)(max_ad ? max_ad : 1);
-    s.scores = p;
+    for (int b = 0; b < B; b++) {
+        s.kseq[b] = s.kc + (size_t)b * c->n_layers * s.Tmax * KVD;
+        s.vseq[b] = s.vc + (size_t)b * c->n_layers * s.Tmax * KVD;
+        s.tcap[b] = s.Tmax;
+    }
 
     al_model_bf16_sync(m);
     /* prefill */
@@ -303,13 +316,13 @@ int al_generate(al_model *m, const int32_t *const *prompts, const int *plen, int
         out_len[b] = 0;
     }
     int n_live = B;
-    run_rows(&s, n, want, B);
+    al_gen_run_rows(&s, n, want, B);
     for (int step = 0; step < g->max_new && n_live > 0; step++) {
         int k = 0;
         for (int i = 0; i < n_live; i++) {
             int b = live[i];
             float lp;
-            int tok = sample(s.logits + (size_t)i * c->V, c->V, g, rng, cs, &lp);
+            int tok = al_gen_sample(s.logits + (size_t)i * c->V, c->V, g, rng, cs, &lp);
             out_ids[(size_t)b * g->max_new + step] = tok;
             if (out_logp) out_logp[(size_t)b * g->max_new + step] = lp;
             out_len[b] = step + 1;
@@ -340,9 +353,9 @@ int al_generate(al_model *m, const int32_t *const *prompts, const int *plen, int
                 }
                 want[i] = nr - 1;
             }
-            run_rows(&s, nr, want, n_live);
+            al_gen_run_rows(&s, nr, want, n_live);
         } else {
-            run_rows(&s, n_live, want, n_live);
+            al_gen_run_rows(&s, n_live, want, n_live);
         }
     }
     gen_free(&s);

@@ -217,4 +217,34 @@ int al_generate(al_model *m, const int32_t *const *prompts, const int *plen, int
                 const al_gen_cfg *g, al_rng *rng, int32_t *out_ids, float *out_logp,
                 int *out_len, char err[AL_ERRLEN]);
 
+/* Serving: a decoder that batches sequences arriving and leaving at any
+ * time (continuous batching; lib/model/decode.c). Up to max_seqs sequences
+ * at once; a step runs at most max_rows rows (one per decoding sequence,
+ * the rest prompt chunks). Each sequence samples with its own settings and
+ * an RNG seeded from `seed`. Not thread-safe: one thread drives a decoder
+ * and its model. NULL on ENOMEM or a model without an LM head (err). */
+typedef struct al_decoder al_decoder;
+typedef struct al_dec_out {
+    int slot;                 /* the sequence */
+    int32_t token;            /* sampled (-1 when max_new was 0) */
+    float logp;               /* its sampling log-prob */
+    int done;                 /* a stop token or max_new: the slot is free again */
+} al_dec_out;
+al_decoder *al_decoder_new(al_model *m, int max_seqs, int max_rows, char err[AL_ERRLEN]);
+void al_decoder_free(al_decoder *d);
+/* Adds a sequence (the prompt and g's stop list are copied; its KV cache
+ * holds prompt + max_new). Returns its slot (>= 0), or AL_ENOSPC when every
+ * slot is busy, AL_ERANGE (ids, context), AL_EINVAL, AL_ENOMEM. */
+int al_decoder_add(al_decoder *d, const int32_t *prompt, int plen, const al_gen_cfg *g, uint64_t seed,
+                   char err[AL_ERRLEN]);
+/* One forward over every live sequence; out (room for max_out >= the live
+ * count) gets one entry per sequence that sampled a token. Returns the
+ * count (0: nothing live) or an error. */
+int al_decoder_step(al_decoder *d, al_dec_out *out, int max_out, char err[AL_ERRLEN]);
+/* Drops a sequence before it is done (a client went away). */
+void al_decoder_remove(al_decoder *d, int slot);
+int al_decoder_live(const al_decoder *d);
+/* Rows the last step ran (decoding sequences + prompt tokens). */
+int al_decoder_last_rows(const al_decoder *d);
+
 #endif

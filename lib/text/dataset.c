@@ -19,6 +19,7 @@
 
 #include "../io.h"
 #include "csv.h"
+#include "sbuf.h"
 
 #define FMT_BIT(f) (1u << (f))
 
@@ -106,6 +107,8 @@ typedef struct row_rec {
     int ex0, nex;        /* examples ex[ex0 .. ex0+nex) */
     int tokens;          /* longest sequence before truncation, -1 unknown */
     int dup_of;          /* line of the first copy */
+    al_hyg_row hy;       /* hygiene: what the filters say of the row */
+    uint64_t *bands;     /* hygiene: its LSH band keys (near-duplicates) */
 } row_rec;
 
 typedef struct reader {
@@ -123,6 +126,10 @@ typedef struct reader {
     char **cols;              /* CSV/TSV header */
     int n_cols;
     size_t body;              /* CSV/TSV: where the records start */
+    al_hygiene *hyg;          /* the filters, or NULL */
+    json_t *collect;          /* reading an evaluation file: its rows' texts, nothing else */
+    int kept_only;            /* the clean job: rows kept, in row order, into `kept_rows` */
+    int *kept_rows, n_kept_rows;
     char file_fatal[AL_ERRLEN]; /* the file as a whole cannot be read as a dataset */
     int n_bad;                /* bad rows met in the first pass */
 } reader;
@@ -1098,26 +1105,6 @@ static void name_formats(unsigned m, char *out, size_t n) {
 
 /* ---- canonical form for duplicates ------------------------------------- */
 
-typedef struct sbuf { char *p; size_t n, cap; int oom; } sbuf;
-
-static void sb_put(sbuf *b, const char *s, size_t n) {
-    if (b->oom) return;
-    if (b->n + n + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap : 256;
-        while (cap < b->n + n + 1) cap *= 2;
-        char *q = realloc(b->p, cap);
-        if (!q) {
-            b->oom = 1;
-            return;
-        }
-        b->p = q;
-        b->cap = cap;
-    }
-    memcpy(b->p + b->n, s, n);
-    b->n += n;
-    b->p[b->n] = 0;
-}
-
 static int cmp_str(const void *a, const void *b) {
     return strcmp(*(const char *const *)a, *(const char *const *)b);
 }
@@ -1543,6 +1530,19 @@ static int first_look(reader *d, row_rec *r, const json_t *o) {
         return AL_OK;
     }
     r->parsed = 1;
+    if (d->collect || d->hyg) {
+        size_t tl = 0;
+        char *text = al_hygiene_text(o, &tl);
+        if (!text) return AL_ENOMEM;
+        int rc = AL_OK;
+        if (d->collect) rc = json_array_append_new(d->collect, json_stringn(text, tl)) ? AL_ENOMEM : AL_OK;
+        else if (al_hygiene_bands(d->hyg) &&
+                 !(r->bands = malloc((size_t)al_hygiene_bands(d->hyg) * sizeof *r->bands)))
+            rc = AL_ENOMEM;
+        if (!rc && !d->collect) rc = al_hygiene_row(d->hyg, text, tl, &r->hy, r->bands);
+        free(text);
+        if (rc || d->collect) return rc;
+    }
     unsigned cands = detect(o);
     r->det = (int8_t)lowest(cands);
     if (popcount(cands) > 1) {
@@ -1605,6 +1605,7 @@ static int feed_line(reader *d, const char *s, size_t n, int line, size_t off) {
 /* The object of row r again (a new reference). */
 static json_t *csv_reload(const reader *d, const row_rec *r);
 static int read_lines(reader *d, const char *buf, size_t len, size_t pos);
+static int eval_texts(const char *path, json_t **out, char err[AL_ERRLEN]);
 
 static json_t *reload(const reader *d, const row_rec *r) {
     if (d->arr) return json_incref(json_array_get(d->arr, r->off));
@@ -2116,6 +2117,149 @@ static json_t *build_mix(reader *d, const int *kept, int n_kept, int tokenized) 
     return mix;
 }
 
+/* ---- hygiene ----------------------------------------------------------------- */
+
+static char *row_text(const reader *d, const row_rec *r, size_t *len) {
+    json_t *o = reload(d, r);
+    char *t = o ? al_hygiene_text(o, len) : NULL;
+    json_decref(o);
+    return t;
+}
+
+typedef struct bucket { uint64_t key; int32_t row1; } bucket;   /* row1 = row + 1, 0 empty */
+
+static int cmp_i32(const void *a, const void *b) {
+    int32_t x = *(const int32_t *)a, y = *(const int32_t *)b;
+    return (x > y) - (x < y);
+}
+
+static void bump(json_t *o, const char *key) {
+    json_t *c = json_object_get(o, key);
+    json_object_set_new(o, key, json_integer(c ? json_integer_value(c) + 1 : 1));
+}
+
+/* Applies the filters to kept[0..*n) in order, in the order length,
+ * language, contamination, near-duplicates (a row's first reason is the one
+ * reported); the rows that stay are compacted in kept. */
+static int apply_hygiene(reader *d, int *kept, int *n, json_t *warnings, json_t *wcounts, int *n_dropped,
+                         json_t **rep) {
+    const al_hygiene_cfg *c = al_hygiene_cfg_of(d->hyg);
+    int nb = al_hygiene_bands(d->hyg), rc = AL_OK;
+    size_t cap = 16;
+    while (nb && cap < (size_t)*n * (size_t)nb * 2) cap <<= 1;
+    bucket *bk = nb ? calloc(cap, sizeof *bk) : NULL;
+    int32_t *cand = nb ? malloc(sizeof *cand * 256) : NULL;
+    json_t *detected = json_object();
+    if ((nb && (!bk || !cand)) || !detected) rc = AL_ENOMEM;
+    int m = 0, too_short = 0, too_long = 0, lang = 0, undetermined = 0, contam = 0, near = 0;
+    for (int i = 0; i < *n && !rc; i++) {
+        row_rec *r = &d->rows[kept[i]];
+        const al_hyg_row *y = &r->hy;
+        if (c->n_languages) {
+            if (y->lang_ok < 0) undetermined++;
+            else bump(detected, y->lang);
+        }
+        const char *code = NULL;
+        char why[160] = "";
+        if (c->min_words && y->words < c->min_words) {
+            code = "too_short";
+            too_short++;
+            snprintf(why, sizeof why, "%d words, fewer than min_words %d", y->words, c->min_words);
+        } else if (c->max_words && y->words > c->max_words) {
+            code = "too_long";
+            too_long++;
+            snprintf(why, sizeof why, "%d words, more than max_words %d", y->words, c->max_words);
+        } else if (c->n_languages && y->lang_ok == 0) {
+            code = "language";
+            lang++;
+            snprintf(why, sizeof why, "the language is %s, not one of those wanted", y->lang);
+        } else if (y->contaminated) {
+            code = "contaminated";
+            contam++;
+            snprintf(why, sizeof why, "shares %s with the evaluation file (%.0f%% of its words)",
+                     c->decon_coverage > 0 ? "n-grams" : "an n-gram", 100.0 * y->coverage);
+        } else if (nb) {
+            /* candidates: kept rows that agree on a whole band */
+            int nc = 0;
+            for (int b = 0; b < nb; b++)
+                for (size_t j = r->bands[b] & (cap - 1); bk[j].row1; j = (j + 1) & (cap - 1))
+                    if (bk[j].key == r->bands[b] && nc < 256) cand[nc++] = bk[j].row1 - 1;
+            qsort(cand, (size_t)nc, sizeof *cand, cmp_i32);
+            size_t la = 0;
+            char *ta = nc ? row_text(d, r, &la) : NULL;
+            if (nc && !ta) rc = AL_ENOMEM;
+            for (int k = 0; k < nc && !rc && !code; k++) {
+                if (k && cand[k] == cand[k - 1]) continue;
+                size_t lb = 0;
+                char *tb = row_text(d, &d->rows[cand[k]], &lb);
+                double jac = tb ? al_hygiene_jaccard(d->hyg, ta, la, tb, lb) : -1;
+                free(tb);
+                if (jac < 0) rc = AL_ENOMEM;
+                else if (jac >= c->near_threshold) {
+                    code = "near_duplicate";
+                    near++;
+                    snprintf(why, sizeof why, "a near-duplicate of line %d (Jaccard similarity %.2f of word "
+                             "%d-grams)", d->rows[cand[k]].line, jac, c->near_ngram);
+                }
+            }
+            free(ta);
+            if (!code && !rc)
+                for (int b = 0; b < nb; b++) {
+                    size_t j = r->bands[b] & (cap - 1);
+                    while (bk[j].row1) j = (j + 1) & (cap - 1);
+                    bk[j].key = r->bands[b];
+                    bk[j].row1 = kept[i] + 1;
+                }
+        }
+        if (code) {
+            drop_examples(d, r);
+            add_warning(warnings, wcounts, r->line, code, "line %d: %s (dropped)", r->line, why);
+            (*n_dropped)++;
+            continue;
+        }
+        kept[m++] = kept[i];
+    }
+    free(bk);
+    free(cand);
+    if (rc) {
+        json_decref(detected);
+        return rc;
+    }
+    json_t *o = json_pack("{s:i,s:i,s:i}", "rows_in", *n, "rows_out", m, "dropped", *n - m);
+    if (c->near_dedupe)
+        json_object_set_new(o, "near_duplicates", json_pack("{s:i,s:f,s:i,s:i,s:i}", "dropped", near, "threshold",
+                                                            c->near_threshold, "ngram", c->near_ngram, "num_perm",
+                                                            c->num_perm, "bands", c->bands));
+    if (c->decon_file[0]) {
+        int rows, short_rows, ng;
+        long grams;
+        al_hygiene_eval_stats(d->hyg, &rows, &short_rows, &ng, &grams);
+        char rule[96];
+        if (c->decon_coverage > 0)
+            snprintf(rule, sizeof rule, "coverage >= %g (Llama 2)", c->decon_coverage);
+        else
+            snprintf(rule, sizeof rule, "any shared n-gram (GPT-3)");
+        json_object_set_new(o, "decontamination",
+                            json_pack("{s:i,s:i,s:s,s:i,s:i,s:I}", "dropped", contam, "ngram", ng, "rule", rule,
+                                      "eval_rows", rows, "eval_rows_too_short", short_rows, "eval_ngrams",
+                                      (json_int_t)grams));
+    }
+    if (c->min_words || c->max_words)
+        json_object_set_new(o, "length", json_pack("{s:i,s:i,s:i,s:i}", "too_short", too_short, "too_long", too_long,
+                                                   "min_words", c->min_words, "max_words", c->max_words));
+    if (c->n_languages) {
+        json_t *want = json_array();
+        for (int i = 0; i < c->n_languages; i++) json_array_append_new(want, json_string(c->languages[i]));
+        json_object_set_new(o, "language", json_pack("{s:i,s:i,s:o,s:o}", "dropped", lang, "undetermined",
+                                                     undetermined, "languages", want, "detected", detected));
+        detected = NULL;
+    }
+    json_decref(detected);
+    *n = m;
+    *rep = o;
+    return AL_OK;
+}
+
 static int finish(reader *d, al_dataset **out, char err[AL_ERRLEN]) {
     int rc = AL_OK;
     /* 1. The file's format: the most common among rows whose keys fit one
@@ -2138,26 +2282,23 @@ static int finish(reader *d, al_dataset **out, char err[AL_ERRLEN]) {
     al_data_format F = AL_FMT_UNKNOWN;
     for (int f = 1; f < AL_FMT_COUNT; f++)
         if (count[f] > count[F]) F = (al_data_format)f;
-    char ambiguous[AL_ERRLEN] = "", names[AL_ERRLEN];
+    char ambiguous[AL_ERRLEN] = "", names[128];
     for (int f = 1; f < AL_FMT_COUNT && F != AL_FMT_UNKNOWN; f++)
         if (f != (int)F && count[f] == count[F]) {
             name_formats(FMT_BIT(F) | FMT_BIT(f), names, sizeof names);
-            /* a long list of names may be cut: the message stays one line */
-            int len = snprintf(ambiguous, sizeof ambiguous,
-                               "as many rows are in one format as in another (%d each): %s; the "
-                               "file's format cannot be told apart",
-                               count[F], names);
-            (void)len;
+            snprintf(ambiguous, sizeof ambiguous,
+                     "as many rows are in one format as in another (%d each): %.150s; the file's format "
+                     "cannot be told apart",
+                     count[F], names);
             F = AL_FMT_UNKNOWN;
             break;
         }
     if (!ambiguous[0] && F == AL_FMT_UNKNOWN && n_amb) {
         name_formats(common ? common : seen, names, sizeof names);
-        int len = snprintf(ambiguous, sizeof ambiguous,
-                           "every row has the keys of more than one format: %s; keep only the "
-                           "columns of the format you mean",
-                           names);
-        (void)len;
+        snprintf(ambiguous, sizeof ambiguous,
+                 "every row has the keys of more than one format: %.150s; keep only the columns of "
+                 "the format you mean",
+                 names);
     }
     /* 2. Rows judged as something else are judged as F. */
     if (F != AL_FMT_UNKNOWN)
@@ -2242,6 +2383,22 @@ static int finish(reader *d, al_dataset **out, char err[AL_ERRLEN]) {
         }
         conv += r->conv;
         kept[n_kept++] = i;
+    }
+    /* 4b. Hygiene over the kept rows, in row order. */
+    json_t *hyg_rep = NULL;
+    int hyg_dropped = 0;
+    if (d->hyg && (rc = apply_hygiene(d, kept, &n_kept, warnings, wcounts, &hyg_dropped, &hyg_rep)) != AL_OK)
+        goto fail;
+    conv = 0;
+    for (int i = 0; i < n_kept; i++) conv += d->rows[kept[i]].conv;
+    if (d->kept_only) {
+        if (!(d->kept_rows = malloc(((size_t)n_kept + 1) * sizeof *d->kept_rows))) {
+            json_decref(hyg_rep);
+            rc = AL_ENOMEM;
+            goto fail;
+        }
+        memcpy(d->kept_rows, kept, (size_t)n_kept * sizeof *kept);
+        d->n_kept_rows = n_kept;
     }
     ds->rows = d->n_rows;
     ds->valid_rows = valid;
@@ -2338,8 +2495,9 @@ static int finish(reader *d, al_dataset **out, char err[AL_ERRLEN]) {
     json_object_set_new(rep, "warnings", warnings);
     json_object_set_new(rep, "warning_counts", wcounts);
     json_object_set_new(rep, "errors_omitted", jint(n_err - (long long)json_array_size(errors)));
-    json_object_set_new(rep, "warnings_omitted", jint(dups + truncated + dropped -
+    json_object_set_new(rep, "warnings_omitted", jint(dups + truncated + dropped + hyg_dropped -
                                                       (long long)json_array_size(warnings)));
+    if (hyg_rep) json_object_set_new(rep, "hygiene", hyg_rep);
     json_object_set_new(rep, "mix", mix);
     json_object_set_new(rep, "trainable", json_boolean(trainable));
     if (ds->fatal[0]) json_object_set_new(rep, "fatal", json_string(ds->fatal));
@@ -2371,7 +2529,10 @@ static void reader_deinit(reader *d) {
         free(r->msg);
         free(r->canon);
         free(r->group);
+        free(r->bands);
     }
+    al_hygiene_free(d->hyg);
+    free(d->kept_rows);
     free(d->rows);
     for (int i = 0; i < d->n_ex; i++) al_example_deinit(&d->ex[i]);
     free(d->ex);
@@ -2394,7 +2555,60 @@ static int reader_init(reader *d, const al_chat *chat, const al_data_opts *opts,
                           "unknown method \"%s\" (sft, pretrain, dpo, kto, reward_model, rl)",
                           d->o.method);
     }
+    if (al_hygiene_any(d->o.hygiene)) {
+        json_t *texts = NULL;
+        int rc = AL_OK;
+        if (d->o.hygiene->decon_file[0]) rc = eval_texts(d->o.hygiene->decon_file, &texts, err);
+        if (!rc) rc = al_hygiene_new(&d->hyg, d->o.hygiene, texts, err);
+        json_decref(texts);
+        if (rc) return rc;
+    }
     return AL_OK;
+}
+
+/* Every row of a file, whatever its format, through first_look. */
+static int read_any(reader *d, const char *buf, size_t len) {
+    int rc = AL_OK;
+    d->buf = buf;
+    size_t pos = 0;
+    if (len >= 3 && memcmp(buf, "\xEF\xBB\xBF", 3) == 0) pos = 3;   /* UTF-8 BOM */
+    size_t first = skip_ws(buf, len, pos);
+    line_at la = {buf, pos, 1};
+    if (first < len && buf[first] == '[') {
+        d->file_format = "json";
+        rc = read_array(d, buf, len, first, &la);
+    } else if (first < len && buf[first] != '{' &&
+               (rc = sniff_csv(d, buf, len, first, line_of(&la, first))) == AL_OK && d->cols) {
+        /* records from the end of the header on */
+        if (!d->file_fatal[0])
+            rc = al_csv_each(buf, len, d->body, line_of(&la, d->body), d->delim, csv_row, d);
+    } else if (rc == AL_OK) {
+        d->file_format = "jsonl";
+        rc = read_lines(d, buf, len, pos);
+    }
+    return rc;
+}
+
+/* The texts of an evaluation file's rows (hygiene.h), for decontamination. */
+static int eval_texts(const char *path, json_t **out, char err[AL_ERRLEN]) {
+    char *buf = NULL;
+    size_t len = 0;
+    char e2[AL_ERRLEN];
+    int rc = al_file_read(path, (size_t)8 << 30, &buf, &len, e2);
+    if (rc) return al_err(err, rc, "hygiene.decontaminate.file: %s", e2);
+    reader d;
+    memset(&d, 0, sizeof d);
+    d.o.filename = path;
+    if (!(d.collect = json_array())) rc = AL_ENOMEM;
+    if (!rc) rc = read_any(&d, buf, len);
+    free(buf);
+    if (!rc) {
+        *out = d.collect;
+        d.collect = NULL;
+    }
+    json_decref(d.collect);
+    reader_deinit(&d);
+    return rc ? al_err(err, rc, "hygiene.decontaminate.file: out of memory") : AL_OK;
 }
 
 int al_dataset_read_mem(const char *buf, size_t len, const al_chat *chat,
@@ -2402,29 +2616,58 @@ int al_dataset_read_mem(const char *buf, size_t len, const al_chat *chat,
     reader d;
     int rc = reader_init(&d, chat, opts, err);
     if (rc != AL_OK) return rc;
-    d.buf = buf;
-    size_t pos = 0;
-    if (len >= 3 && memcmp(buf, "\xEF\xBB\xBF", 3) == 0) pos = 3;   /* UTF-8 BOM */
-    size_t first = skip_ws(buf, len, pos);
-    line_at la = {buf, pos, 1};
-    if (first < len && buf[first] == '[') {
-        d.file_format = "json";
-        rc = read_array(&d, buf, len, first, &la);
-    } else if (first < len && buf[first] != '{' &&
-               (rc = sniff_csv(&d, buf, len, first, line_of(&la, first))) == AL_OK && d.cols) {
-        /* records from the end of the header on */
-        if (!d.file_fatal[0])
-            rc = al_csv_each(buf, len, d.body, line_of(&la, d.body), d.delim, csv_row, &d);
-    } else if (rc == AL_OK) {
-        d.file_format = "jsonl";
-        rc = read_lines(&d, buf, len, pos);
-    }
-    if (rc != AL_OK) {
+    if ((rc = read_any(&d, buf, len)) != AL_OK) {
         reader_deinit(&d);
         return al_err(err, rc, "out of memory reading the file");
     }
     rc = finish(&d, out, err);
     reader_deinit(&d);
+    return rc;
+}
+
+int al_dataset_clean_file(const char *in_path, const char *out_path, const al_data_opts *opts,
+                          json_t **report, int *kept, char err[AL_ERRLEN]) {
+    char *buf = NULL, *txt = NULL;
+    size_t len = 0;
+    int rc = al_file_read(in_path, opts && opts->max_bytes ? opts->max_bytes : ((size_t)8 << 30), &buf, &len, err);
+    if (rc) return rc;
+    al_data_opts o = {0};
+    if (opts) o = *opts;
+    if (!o.filename) o.filename = in_path;
+    o.dedupe = 1;   /* exact duplicates go too */
+    reader d;
+    al_dataset *ds = NULL;
+    if ((rc = reader_init(&d, NULL, &o, err)) != AL_OK) {
+        free(buf);
+        return rc;
+    }
+    d.kept_only = 1;
+    if ((rc = read_any(&d, buf, len)) != AL_OK) rc = al_err(err, rc, "out of memory reading the file");
+    if (!rc) rc = finish(&d, &ds, err);
+    if (!rc && ds->fatal[0]) rc = al_err(err, AL_EFORMAT, "%s", ds->fatal);
+    sbuf b = {0};
+    for (int i = 0; !rc && i < d.n_kept_rows; i++) {
+        json_t *row = reload(&d, &d.rows[d.kept_rows[i]]);
+        char *line = row ? json_dumps(row, JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_ENCODE_ANY) : NULL;
+        json_decref(row);
+        if (!line) rc = al_err(err, AL_ENOMEM, "out of memory writing the rows");
+        else {
+            sb_put(&b, line, strlen(line));
+            sb_put(&b, "\n", 1);
+            free(line);
+        }
+    }
+    if (!rc && b.oom) rc = al_err(err, AL_ENOMEM, "out of memory writing the rows");
+    if (!rc) rc = al_file_write_atomic(out_path, b.p ? b.p : "", b.n, err);
+    free(b.p);
+    (void)txt;
+    if (!rc) {
+        *report = json_incref((json_t *)al_dataset_report(ds));
+        *kept = d.n_kept_rows;
+    }
+    al_dataset_free(ds);
+    reader_deinit(&d);
+    free(buf);
     return rc;
 }
 

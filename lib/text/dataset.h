@@ -108,6 +108,13 @@
  *    "max_length":M | null,"truncated":N,"dropped":N,
  *    "warnings":[{"line":9,"code":"duplicate"|"truncated"|"dropped","message":".."}],
  *    "warning_counts":{"duplicate":N,...},"errors_omitted":N,"warnings_omitted":N,
+ *    "hygiene":{"rows_in":N,"rows_out":N,"dropped":N,
+ *               "near_duplicates":{"dropped","threshold","ngram","num_perm","bands"},
+ *               "decontamination":{"dropped","file","ngram","rule","eval_rows",
+ *                                  "eval_rows_too_short","eval_ngrams"},
+ *               "length":{"too_short","too_long","min_words","max_words"},
+ *               "language":{"dropped","undetermined","languages","detected":{..}}}
+ *               (only the filters that are on; the key only with hygiene),
  *    "mix":{"by":"task"|"category"|"source"|"structure",
  *           "groups":{name:{"rows":n,"share":f,"tokens_mean":x,"tokens_max":y}},
  *           "structure":{...},"labels":{"desirable":n,"undesirable":n},
@@ -133,6 +140,7 @@
 #include "../al.h"
 #include "batch.h"
 #include "chat.h"
+#include "hygiene.h"
 
 typedef enum al_data_format {
     AL_FMT_UNKNOWN = 0,
@@ -169,6 +177,11 @@ typedef struct al_data_opts {
     size_t max_bytes;        /* largest file read; 0 = 8 GiB */
     const char *filename;    /* NULL, or the file's name: a .csv or .tsv
                               * extension settles the delimiter */
+    const al_hygiene_cfg *hygiene; /* NULL, or filters applied to the valid rows
+                              * (hygiene.h), after exact duplicates: each
+                              * dropped row a warning (too_short, too_long,
+                              * language, contaminated, near_duplicate) and
+                              * the report's "hygiene" section the counts */
 } al_data_opts;
 
 /* A read dataset. Members are read-only for callers; al_dataset_free
@@ -199,6 +212,17 @@ int al_dataset_read_mem(const char *buf, size_t len, const al_chat *chat,
 int al_dataset_from_rows(const json_t *rows, const al_chat *chat, const al_data_opts *opts,
                          al_dataset **out, char err[AL_ERRLEN]);
 void al_dataset_free(al_dataset *d);
+
+/* The data hygiene file job: reads in_path (any file format) with the
+ * hygiene filters (opts->hygiene; opts->method may be NULL), and writes the
+ * valid rows that survive (bad rows, exact duplicates and every filter's
+ * drops left out) to out_path as JSONL, atomically, each row as its JSON
+ * object (CSV records as their row objects). *report (a new reference) is
+ * the reading's report, its "hygiene" section included; *kept the rows
+ * written. AL_OK, the reader's codes, AL_EFORMAT (the file cannot train:
+ * ambiguous, no rows), AL_EIO. */
+int al_dataset_clean_file(const char *in_path, const char *out_path, const al_data_opts *opts,
+                          json_t **report, int *kept, char err[AL_ERRLEN]);
 
 /* The report (borrowed; valid until al_dataset_free). */
 const json_t *al_dataset_report(const al_dataset *d);

@@ -2645,16 +2645,21 @@ static int load_json(const char *path, json_t **out, char err[AL_ERRLEN]) {
 }
 
 /* Whether <dir>/config.json declares the byte tokenizer's vocab_size. */
-static int config_wants_bytes(const char *dir) {
+/* vocab_size of <dir>/config.json, 0 when there is none. */
+static int config_vocab_size(const char *dir) {
     char path[4096];
-    if (al_path_join(path, sizeof path, dir, "config.json") != AL_OK) return 0;
+    if (al_path_join(path, sizeof path, dir, "config.json") != AL_OK || !al_file_exists(path)) return 0;
     json_t *root = NULL;
     if (load_json(path, &root, NULL) != AL_OK) return 0;
     json_t *v = json_object_get(root, "vocab_size");
-    int yes = json_is_integer(v) && json_integer_value(v) == 260;
+    int n = json_is_integer(v) && json_integer_value(v) > 0 && json_integer_value(v) < INT32_MAX
+                ? (int)json_integer_value(v)
+                : 0;
     json_decref(root);
-    return yes;
+    return n;
 }
+
+static int config_wants_bytes(const char *dir) { return config_vocab_size(dir) == 260; }
 
 /* base_model_name_or_path of <dir>/adapter_config.json, resolved as the model
  * loader does (absolute, else relative to the adapter folder when that
@@ -2775,6 +2780,17 @@ int al_tok_load(al_tok **out, const char *dir, char err[AL_ERRLEN]) {
         if (t->bos >= 0 && !(t->bos_str = xstrndup(t->id_str[t->bos], t->id_len[t->bos]))) rc = AL_ENOMEM;
         if (t->eos >= 0 && !(t->eos_str = xstrndup(t->id_str[t->eos], t->id_len[t->eos]))) rc = AL_ENOMEM;
         if (rc != AL_OK) goto fail;
+    }
+    /* The model beside it needs a row for every id: an id past its
+     * vocab_size would only fail later, inside a forward pass. */
+    int vocab = config_vocab_size(dir);
+    if (vocab > 0 && al_tok_vocab_size(t) > vocab) {
+        int32_t top = al_tok_vocab_size(t) - 1;
+        const char *ts = al_tok_str(t, top);
+        rc = al_err(err, AL_EFORMAT,
+                    "%s: token id %d (\"%.40s\") is outside the model's vocabulary (config.json vocab_size %d)",
+                    path, top, ts ? ts : "", vocab);
+        goto fail;
     }
     *out = t;
     return AL_OK;

@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "../compute/ops.h"
@@ -277,12 +278,24 @@ static int model_config(const char *dir, al_model_config *cfg, char err[AL_ERRLE
     return rc ? rc : al_config_load(cfg, base, err);
 }
 
+static void clean_estimate(const char *path, al_estimate *e) {
+    struct stat st;
+    if (stat(path, &st) == 0) e->memory_bytes = (size_t)st.st_size * 4 + ((size_t)16 << 20);
+    e->steps = 1;
+}
+
 static const char *data_method(const char *m) {
     if (!strcmp(m, "ppo") || !strcmp(m, "grpo") || !strcmp(m, "rloo")) return "rl";
     return m;
 }
 
 int al_job_estimate(const al_job *job, al_estimate *out, char err[AL_ERRLEN]) {
+    if (!strcmp(job->method, "clean_data")) {
+        /* no model: the file's bytes a few times over (rows, report, output) */
+        memset(out, 0, sizeof *out);
+        clean_estimate(job->training_file, out);
+        return AL_OK;
+    }
     al_model_config cfg;
     int rc = model_config(job->model, &cfg, err);
     if (rc) return rc;

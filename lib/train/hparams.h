@@ -9,6 +9,9 @@
 #include "optim.h"
 
 #define AL_MAX_LOSS_TYPES 8
+/* Examples one micro-batch (one forward) holds: batch_size /
+ * gradient_accumulation_steps above it is refused when the job is parsed. */
+#define AL_MAX_MICRO_BATCH 1024
 
 enum { AL_SCALE_GROUP = 0, AL_SCALE_BATCH = 1, AL_SCALE_NONE = 2 };
 enum { AL_KL_K1 = 1, AL_KL_K3 = 3 };
@@ -85,6 +88,7 @@ typedef struct al_hparams {
 
     /* cadence */
     int eval_steps, save_steps, logging_steps;
+    int save_total_limit;            /* 0: keep every checkpoint; else the newest N (transformers') */
     uint64_t seed;
 } al_hparams;
 

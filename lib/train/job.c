@@ -97,6 +97,7 @@ static const hp_field fields[] = {
     F(save_dtype, HP_DTYPE, 0, 0, 0),
     F(eval_steps, HP_INT, 0, 1 << 30, 0),
     F(save_steps, HP_INT, 0, 1 << 30, 500),
+    F(save_total_limit, HP_INT, 0, 1 << 20, 0),
     F(logging_steps, HP_INT, 1, 1 << 30, 10),
 };
 #undef F
@@ -419,6 +420,38 @@ static int parse_lora(al_job *job, const json_t *v, char err[AL_ERRLEN]) {
     return AL_OK;
 }
 
+/* "training_files": [{"file", "weight"}, ...]; one entry is training_file. */
+static int parse_train_files(al_job *job, const json_t *v, char err[AL_ERRLEN]) {
+    if (!json_is_array(v) || json_array_size(v) == 0 || json_array_size(v) > AL_MAX_TRAIN_FILES)
+        return al_err(err, AL_EINVAL, "training_files: must be a list of 1 to %d {\"file\", \"weight\"} objects",
+                      AL_MAX_TRAIN_FILES);
+    static const char *const keys[] = {"file", "weight", NULL};
+    size_t n = json_array_size(v);
+    for (size_t i = 0; i < n; i++) {
+        const json_t *e = json_array_get(v, i);
+        char path[64], p[96];
+        snprintf(path, sizeof path, "training_files[%zu]", i);
+        if (!json_is_object(e)) return al_err(err, AL_EINVAL, "%s: must be an object {\"file\", \"weight\"}", path);
+        int rc = check_keys(e, path, keys, err);
+        if (rc) return rc;
+        snprintf(p, sizeof p, "%s.file", path);
+        if ((rc = get_str(e, "file", p, job->train_files[i].file, sizeof job->train_files[i].file, 1, err)))
+            return rc;
+        const json_t *w = json_object_get(e, "weight");
+        double x = w && !json_is_null(w) ? json_number_value(w) : 1.0;
+        if (w && !json_is_null(w) && (!json_is_number(w) || !(x > 0) || !isfinite(x) || x > 1e9))
+            return al_err(err, AL_EINVAL, "%s.weight: must be a number > 0", path);
+        job->train_files[i].weight = x;
+    }
+    if (n == 1) {
+        memcpy(job->training_file, job->train_files[0].file, sizeof job->training_file);
+        job->n_train_files = 0;
+    } else {
+        job->n_train_files = (int)n;
+    }
+    return AL_OK;
+}
+
 static int parse_eval_tasks(al_job *job, const json_t *v, char err[AL_ERRLEN]) {
     if (!json_is_array(v) || json_array_size(v) > AL_MAX_EVAL_TASKS)
         return al_err(err, AL_EINVAL, "eval_tasks: must be a list of at most %d entries", AL_MAX_EVAL_TASKS);
@@ -447,7 +480,8 @@ static int parse_eval_tasks(al_job *job, const json_t *v, char err[AL_ERRLEN]) {
     return AL_OK;
 }
 
-static const char *const g_data_methods[] = {"generate_preferences", "evaluate", "critique_revise", NULL};
+static const char *const g_data_methods[] = {"generate_preferences", "evaluate", "critique_revise", "clean_data",
+                                             NULL};
 
 int al_method_is_rl(const char *m) {
     return m && (!strcmp(m, "ppo") || !strcmp(m, "grpo") || !strcmp(m, "rloo"));
@@ -769,12 +803,18 @@ int al_job_refs(json_t *desc, al_ref_fn fn, void *ud, char err[AL_ERRLEN]) {
     int rc;
     for (size_t i = 0; i < sizeof top / sizeof top[0]; i++)
         if ((rc = ref_one(&c, desc, top[i].key, 0, top[i].kind, top[i].key))) return rc;
-    json_t *et = json_object_get(desc, "eval_tasks");
-    for (size_t i = 0; json_is_array(et) && i < json_array_size(et); i++) {
-        char p[64];
-        snprintf(p, sizeof p, "eval_tasks[%zu].file", i);
-        json_t *e = json_array_get(et, i);
-        if (json_is_object(e) && (rc = ref_one(&c, e, "file", 0, AL_REF_FILE, p))) return rc;
+    json_t *dc = json_object_get(json_object_get(desc, "hygiene"), "decontaminate");
+    if (json_is_object(dc) && (rc = ref_one(&c, dc, "file", 0, AL_REF_FILE, "hygiene.decontaminate.file")))
+        return rc;
+    static const char *const lists[] = {"training_files", "eval_tasks"};
+    for (int k = 0; k < 2; k++) {
+        json_t *l = json_object_get(desc, lists[k]);
+        for (size_t i = 0; json_is_array(l) && i < json_array_size(l); i++) {
+            char p[64];
+            snprintf(p, sizeof p, "%s[%zu].file", lists[k], i);
+            json_t *e = json_array_get(l, i);
+            if (json_is_object(e) && (rc = ref_one(&c, e, "file", 0, AL_REF_FILE, p))) return rc;
+        }
     }
     json_t *rw = json_object_get(desc, "reward");
     if (json_is_object(rw)) {
@@ -797,7 +837,8 @@ int al_job_from_json(al_job *job, const json_t *o, char err[AL_ERRLEN]) {
     static const char *const keys[] = {"method", "model", "training_file", "validation_file", "task",
                                        "ref_model", "hyperparameters", "lora", "seed", "output_dir",
                                        "eval_tasks", "suffix", "metadata", "reward", "critic",
-                                       "critic_model", "model_b", "principles", "chat_template", NULL};
+                                       "critic_model", "model_b", "principles", "chat_template",
+                                       "training_files", "hygiene", NULL};
     al_job j;
     memset(&j, 0, sizeof j);
     al_grader_cfg_default(&j.reward.grader);
@@ -814,7 +855,8 @@ int al_job_from_json(al_job *job, const json_t *o, char err[AL_ERRLEN]) {
             len += (size_t)snprintf(list + len, sizeof list - len, ", %s", g_data_methods[i]);
         return al_err(err, AL_EINVAL, "method: '%s' is not one of %s", j.method, list);
     }
-    if ((rc = get_str(o, "model", "model", j.model, sizeof j.model, 1, err))) return rc;
+    int clean = !strcmp(j.method, "clean_data");   /* filters a file: no model */
+    if ((rc = get_str(o, "model", "model", j.model, sizeof j.model, !clean, err))) return rc;
     if ((rc = get_str(o, "training_file", "training_file", j.training_file, sizeof j.training_file, 0, err)))
         return rc;
     if ((rc = get_str(o, "validation_file", "validation_file", j.validation_file,
@@ -835,14 +877,24 @@ int al_job_from_json(al_job *job, const json_t *o, char err[AL_ERRLEN]) {
     if (prn && !json_is_null(prn) &&
         (rc = parse_principles(prn, "principles", j.principles, &j.n_principles, err)))
         return rc;
+    const json_t *tfs = json_object_get(o, "training_files");
+    if (tfs && !json_is_null(tfs)) {
+        if (j.training_file[0])
+            return al_err(err, AL_EINVAL, "training_files: give either training_file or training_files, not both");
+        if ((rc = parse_train_files(&j, tfs, err))) return rc;
+        if (j.n_train_files && (al_method_is_rl(j.method) || al_method_is_data(j.method)))
+            return al_err(err, AL_EINVAL, "training_files: mixing several files is for the training methods "
+                          "(sft, pretrain, reward_model, dpo, kto, orpo, simpo), not %s", j.method);
+    }
     const json_t *task = json_object_get(o, "task");
     if (task && !json_is_null(task)) {
-        if (j.training_file[0])
-            return al_err(err, AL_EINVAL, "task: give either training_file or task, not both");
+        if (j.training_file[0] || j.n_train_files)
+            return al_err(err, AL_EINVAL, "task: give either %s or task, not both",
+                          j.n_train_files || tfs ? "training_files" : "training_file");
         if ((rc = parse_task(task, "task", j.task, sizeof j.task, &j.task_rows, &j.task_seed, err)))
             return rc;
-    } else if (!j.training_file[0]) {
-        return al_err(err, AL_EINVAL, "training_file: is required (or name a built-in task)");
+    } else if (!j.training_file[0] && !j.n_train_files) {
+        return al_err(err, AL_EINVAL, "training_file: is required (or training_files, or a built-in task)");
     }
     const json_t *seed = json_object_get(o, "seed");
     j.hp.seed = 42;
@@ -884,8 +936,20 @@ int al_job_from_json(al_job *job, const json_t *o, char err[AL_ERRLEN]) {
         return al_err(err, AL_EINVAL, "hyperparameters.gradient_accumulation_steps: %d does not divide "
                       "batch_size %d", hp->gradient_accumulation_steps, hp->batch_size);
     hp->micro_batch_size = hp->batch_size / hp->gradient_accumulation_steps;
+    if (hp->micro_batch_size > AL_MAX_MICRO_BATCH)
+        return al_err(err, AL_EINVAL, "hyperparameters.batch_size: %d rows per micro-batch (batch_size / "
+                      "gradient_accumulation_steps) is more than a micro-batch holds (%d): raise "
+                      "gradient_accumulation_steps to at least %d", hp->micro_batch_size, AL_MAX_MICRO_BATCH,
+                      (hp->batch_size + AL_MAX_MICRO_BATCH - 1) / AL_MAX_MICRO_BATCH);
     if (hp->packing && strcmp(j.method, "sft") && strcmp(j.method, "pretrain"))
         return al_err(err, AL_EINVAL, "hyperparameters.packing: only sft and pretrain pack sequences");
+    /* a mixture is drawn one example at a time: no plan over the whole set */
+    if (j.n_train_files && hp->packing)
+        return al_err(err, AL_EINVAL, "hyperparameters.packing: not with several training_files (the mixture "
+                      "is drawn example by example)");
+    if (j.n_train_files && hp->group_by_length)
+        return al_err(err, AL_EINVAL, "hyperparameters.group_by_length: not with several training_files (the "
+                      "mixture is drawn example by example)");
     const json_t *lora = json_object_get(o, "lora");
     if (lora && !json_is_null(lora)) {
         if (!json_is_object(lora)) return al_err(err, AL_EINVAL, "lora: must be an object or null");
@@ -909,6 +973,23 @@ int al_job_from_json(al_job *job, const json_t *o, char err[AL_ERRLEN]) {
 
     const json_t *ct = json_object_get(o, "chat_template");
     if (ct && !json_is_null(ct) && (rc = parse_chat_template(ct, err))) return rc;
+    if (ct && !json_is_null(ct) && al_method_is_data(j.method))
+        return al_err(err, AL_EINVAL, "chat_template: %s uses each model's own template (the one it was "
+                      "trained with)", j.method);
+    const json_t *hy = json_object_get(o, "hygiene");
+    if (hy && !json_is_null(hy)) {
+        if ((al_method_is_data(j.method) && !clean) || al_method_is_rl(j.method))
+            return al_err(err, AL_EINVAL, "hygiene: filters the training methods' data as it loads (clean a file "
+                          "for %s with a clean_data job first)", j.method);
+        if ((rc = al_hygiene_parse(hy, &j.hygiene, err))) return rc;
+    }
+    if (clean) {
+        if (!al_hygiene_any(&j.hygiene))
+            return al_err(err, AL_EINVAL, "hygiene: clean_data needs at least one filter (near_duplicates, "
+                          "decontaminate, min_words, max_words, languages)");
+        if (!j.training_file[0])
+            return al_err(err, AL_EINVAL, "training_file: clean_data filters one file (training_file)");
+    }
 
     /* the resolved description */
     json_t *res = json_deep_copy(o);

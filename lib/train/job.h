@@ -3,9 +3,15 @@
  *
  *   {"method": "sft"|"pretrain"|"reward_model"|"dpo"|"kto"|"orpo"|"simpo"
  *              |"ppo"|"grpo"|"rloo"|"generate_preferences"|"evaluate"|"critique_revise",
- *    "model": DIR, "training_file": FILE | "task": {"name","rows","seed"},
+ *    "model": DIR, "training_file": FILE | "task": {"name","rows","seed"}
+ *                | "training_files": [{"file": FILE, "weight": W}, ...],
+ *                  (mixed by weighted sampling, lib/text/mix.h; weight > 0,
+ *                   default 1, normalised; one entry = training_file)
  *    "chat_template": NAME | JINJA,              (a built-in of lib/text/chat.h by
  *                     name, or template text: replaces or supplies the model's)
+ *    "hygiene": {...},                           (lib/text/hygiene.h: filters applied
+ *                     to training_file(s) as they load; the method clean_data
+ *                     writes the filtered file instead, and needs no model)
  *    "validation_file": FILE, "ref_model": DIR, "hyperparameters": {...},
  *    "lora": {...}|null, "seed": N, "output_dir": DIR,
  *    "eval_tasks": [{"name": TASK, "rows": N} | {"file": FILE, "name": NAME}],
@@ -47,6 +53,7 @@
 #include <jansson.h>
 
 #include "../model/model.h"
+#include "../text/hygiene.h"
 #include "grader.h"
 #include "hparams.h"
 
@@ -55,6 +62,7 @@
 #define AL_MAX_REWARD_MODELS 4
 #define AL_MAX_PRINCIPLES 16
 #define AL_PRINCIPLE_LEN 512
+#define AL_MAX_TRAIN_FILES 8
 
 typedef struct al_eval_task {
     char name[64];             /* metric prefix: eval/<name>/... */
@@ -105,7 +113,12 @@ typedef struct al_job {
     char method[32];
     char model[AL_PATH_MAX];
     char ref_model[AL_PATH_MAX];       /* "" = adapters off / precomputed / the start model */
-    char training_file[AL_PATH_MAX];   /* "" when a task is named */
+    char training_file[AL_PATH_MAX];   /* "" when a task or training_files is named */
+    struct {
+        char file[AL_PATH_MAX];
+        double weight;
+    } train_files[AL_MAX_TRAIN_FILES]; /* training_files of two or more entries */
+    int n_train_files;                 /* 0: training_file or task */
     char validation_file[AL_PATH_MAX];
     char task[32];                     /* built-in task name or "" */
     long task_rows;
@@ -124,6 +137,7 @@ typedef struct al_job {
     char model_b[AL_PATH_MAX];         /* evaluate: model B */
     char principles[AL_MAX_PRINCIPLES][AL_PRINCIPLE_LEN]; /* critique_revise */
     int n_principles;
+    al_hygiene_cfg hygiene;            /* filters (al_hygiene_any: some are on) */
     const char *chat_template;         /* NULL: the model's own; else the template text
                                         * (a built-in's, or held by resolved) */
     json_t *resolved;                  /* owned: the description with defaults filled in */
@@ -143,15 +157,16 @@ static inline int al_job_open_flags(const al_job *job) {
 }
 
 /* Whether a method trains weights with the RL loop (ppo, grpo, rloo), or is a
- * sampling job whose product is data (generate_preferences, evaluate,
- * critique_revise). */
+ * job whose product is data (generate_preferences, evaluate, critique_revise
+ * sample a model; clean_data filters a file). */
 int al_method_is_rl(const char *method);
 int al_method_is_data(const char *method);
 
 typedef enum al_ref_kind { AL_REF_MODEL, AL_REF_FILE } al_ref_kind;
 /* Called for each string field of an unparsed job description that names a
  * model folder or a data file. path is the field's path ("model",
- * "ref_model", "training_file", "validation_file", "eval_tasks[0].file",
+ * "ref_model", "training_file", "training_files[1].file", "validation_file", "eval_tasks[0].file",
+ * "hygiene.decontaminate.file",
  * "reward.reward_model", "reward.reward_model[1]", "reward.judge.model",
  * "critic_model", "model_b"). Return 0 to continue, optionally writing a
  * replacement value into repl (cap bytes; leave repl[0] == 0 to keep the

@@ -1115,10 +1115,9 @@ static const char *critic_base(const rl *r) {
     return j->critic_model[0] ? j->critic_model : j->reward.n_reward_models ? j->reward.reward_model[0] : j->model;
 }
 
-static int save_dir(rl *r, const char *dir, int with_state) {
-    char tmp[AL_PATH_MAX + 32], path[AL_PATH_MAX + 64];
-    int rc, in_place = al_file_exists(dir);
-    snprintf(tmp, sizeof tmp, "%s%s", dir, in_place ? "" : ".tmp");
+static int fill_dir(rl *r, const char *dir, const char *tmp, int in_place, int with_state) {
+    char path[AL_PATH_MAX + 64];
+    int rc;
     if ((rc = al_mkdir_p(tmp, r->err))) return rc;
     if ((rc = save_weights(r, r->m, tmp, r->job->model))) return rc;
     if (!r->job->use_lora) {
@@ -1152,6 +1151,16 @@ static int save_dir(rl *r, const char *dir, int with_state) {
     }
     if (!in_place && rename(tmp, dir) != 0) return al_err(r->err, AL_EIO, "%s: %s", dir, strerror(errno));
     return AL_OK;
+}
+
+/* fill_dir; a new folder left half-written (a full disk) is removed. */
+static int save_dir(rl *r, const char *dir, int with_state) {
+    char tmp[AL_PATH_MAX + 32], e2[AL_ERRLEN];
+    int in_place = al_file_exists(dir);
+    snprintf(tmp, sizeof tmp, "%s%s", dir, in_place ? "" : ".tmp");
+    int rc = fill_dir(r, dir, tmp, in_place, with_state);
+    if (rc && !in_place) al_rmtree(tmp, e2);
+    return rc;
 }
 
 static int load_state(rl *r, const char *dir) {

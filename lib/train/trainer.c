@@ -34,6 +34,7 @@
 #include "../tasks/tasks.h"
 #include "../text/chat.h"
 #include "../text/dataset.h"
+#include "../text/mix.h"
 #include "optim.h"
 #include "rl.h"
 
@@ -80,6 +81,8 @@ typedef struct trainer {
     int32_t *order;
     int32_t *idx;
     al_adamw opt;
+    al_mix mix;                   /* training_files: the weighted mixture's sampler */
+    int mixing;
     long step, total_steps, steps_per_epoch;
     double trained_tokens;
     double ema;                   /* the watchdog's running mean of the loss */
@@ -157,10 +160,45 @@ static long report_int(const json_t *rep, const char *key) {
     return (long)json_integer_value(json_object_get(rep, key));
 }
 
+/* The hygiene section of a report as events: what each filter dropped. */
+static void hygiene_events(trainer *t, const char *what, const json_t *rep) {
+    const json_t *hy = json_object_get(rep, "hygiene");
+    char line[400];
+    int k = snprintf(line, sizeof line, "%s: hygiene kept %lld of %lld rows", what,
+                     (long long)json_integer_value(json_object_get(hy, "rows_out")),
+                     (long long)json_integer_value(json_object_get(hy, "rows_in")));
+    static const char *const parts[][2] = {{"near_duplicates", "near-duplicates"}, {"decontamination", "contaminated"},
+                                           {"language", "other languages"}};
+    for (int i = 0; i < 3; i++) {
+        const json_t *p = json_object_get(hy, parts[i][0]);
+        if (p && k < (int)sizeof line)
+            k += snprintf(line + k, sizeof line - (size_t)k, ", %lld %s", (long long)json_integer_value(json_object_get(p, "dropped")),
+                          parts[i][1]);
+    }
+    const json_t *len = json_object_get(hy, "length");
+    if (len && k < (int)sizeof line)
+        snprintf(line + k, sizeof line - (size_t)k, ", %lld too short, %lld too long",
+                 (long long)json_integer_value(json_object_get(len, "too_short")),
+                 (long long)json_integer_value(json_object_get(len, "too_long")));
+    event(t, AL_LOG_INFO, "%s", line);
+    const json_t *ws = json_object_get(rep, "warnings");
+    int shown = 0;
+    for (size_t i = 0; i < json_array_size(ws) && shown < 20; i++) {
+        const char *code = json_string_value(json_object_get(json_array_get(ws, i), "code"));
+        if (!code || !strcmp(code, "duplicate") || !strcmp(code, "truncated") || !strcmp(code, "dropped")) continue;
+        event(t, AL_LOG_INFO, "%s: %s (%s)", what, json_string_value(json_object_get(json_array_get(ws, i), "message")),
+              code);
+        shown++;
+    }
+}
+
 /* A JSONL file through the dataset reader: every bad line, truncation and
  * drop becomes an event; the examples move into d. */
-static int file_examples(trainer *t, const char *path, const char *method, dataset *d, const char *what) {
+static int file_examples(trainer *t, const char *path, const char *method, dataset *d, const char *what,
+                         int training) {
     al_data_opts o = {.method = method, .max_length = t->hp->max_length, .dedupe = t->hp->dedupe};
+    /* the job's hygiene filters clean what it trains on, not what it is measured on */
+    if (training && al_hygiene_any(&t->job->hygiene)) o.hygiene = &t->job->hygiene;
     al_dataset *ds = NULL;
     int rc = al_dataset_read_file(path, t->chat, &o, &ds, t->err);
     if (rc) return rc;
@@ -180,6 +218,8 @@ static int file_examples(trainer *t, const char *path, const char *method, datas
           what, ds->rows, al_data_format_name(ds->format), ds->n_ex, ds->n_errors,
           report_int(rep, "truncated"), t->hp->max_length, report_int(rep, "dropped"),
           report_int(rep, "duplicates"), report_int(rep, "deduplicated"));
+    const json_t *hy = json_object_get(rep, "hygiene");
+    if (hy) hygiene_events(t, what, rep);
     const json_t *errs = json_object_get(rep, "errors");
     for (size_t i = 0; i < json_array_size(errs) && i < 20; i++) {
         const json_t *e = json_array_get(errs, i);
@@ -192,6 +232,45 @@ static int file_examples(trainer *t, const char *path, const char *method, datas
     ds->ex = NULL;
     ds->n_ex = 0;
     al_dataset_free(ds);
+    return AL_OK;
+}
+
+/* training_files: each file read as training_file is, their examples one
+ * after the other, and the sampler that mixes them by weight. */
+static int mixture_examples(trainer *t) {
+    const al_job *job = t->job;
+    dataset parts[AL_MAX_TRAIN_FILES];
+    int32_t n[AL_MAX_TRAIN_FILES];
+    double w[AL_MAX_TRAIN_FILES], wsum = 0;
+    int rc = AL_OK, k, total = 0;
+    memset(parts, 0, sizeof parts);
+    for (k = 0; k < job->n_train_files && !rc; k++) {
+        char what[48];
+        snprintf(what, sizeof what, "training_files[%d]", k);
+        rc = file_examples(t, job->train_files[k].file, t->ops->name, &parts[k], what, 1);
+        n[k] = parts[k].n;
+        w[k] = job->train_files[k].weight;
+        wsum += w[k];
+        total += parts[k].n;
+    }
+    if (!rc && !(t->train.ex = calloc((size_t)total + 1, sizeof *t->train.ex)))
+        rc = al_err(t->err, AL_ENOMEM, "out of memory");
+    for (k = 0; k < job->n_train_files && !rc; k++) {
+        memcpy(t->train.ex + t->train.n, parts[k].ex, (size_t)parts[k].n * sizeof *parts[k].ex);
+        t->train.n += parts[k].n;
+        free(parts[k].ex);
+        parts[k].ex = NULL;
+        parts[k].n = 0;
+    }
+    for (k = 0; k < AL_MAX_TRAIN_FILES; k++) dataset_free(&parts[k]);
+    if (rc) return rc;
+    char e2[AL_ERRLEN];
+    if ((rc = al_mix_init(&t->mix, job->n_train_files, n, w, t->hp->seed, e2)))
+        return al_err(t->err, rc, "training_files: %s", e2);
+    t->mixing = 1;
+    for (k = 0; k < job->n_train_files; k++)
+        event(t, AL_LOG_INFO, "training_files[%d]: %d examples, weight %g: %.1f%% of the examples drawn", k, n[k],
+              w[k], 100.0 * w[k] / wsum);
     return AL_OK;
 }
 
@@ -252,7 +331,7 @@ static int alloc_buffers(trainer *t) {
     ALLOC(t->last, (size_t)rows);
     ALLOC(t->label, (size_t)rows);
     ALLOC(t->margin, (size_t)rows);
-    ALLOC(t->order, (size_t)t->train.n + 1);
+    ALLOC(t->order, (size_t)(t->train.n > t->hp->batch_size ? t->train.n : t->hp->batch_size) + 1);
     ALLOC(t->idx, (size_t)t->mb);
 #undef ALLOC
     char e2[AL_ERRLEN];
@@ -463,8 +542,14 @@ static int micro_batch(trainer *t, dataset *d, const int32_t *idx, int n, double
 /* Training units: examples, or packed rows when packing. */
 static int n_units(const trainer *t) { return t->packed ? t->pack.n_rows : t->train.n; }
 
-/* The units of step `step` (0-based) into t->idx; returns their count. */
+/* The units of step `step` (0-based) into t->order (from t->order +
+ * step_offset); returns their count. A mixture draws batch_size examples
+ * from its sampler, whose state the checkpoint keeps. */
 static int step_examples(trainer *t, long step) {
+    if (t->mixing) {
+        for (int k = 0; k < t->hp->batch_size; k++) t->order[k] = al_mix_next(&t->mix);
+        return t->hp->batch_size;
+    }
     long spe = t->steps_per_epoch;
     long epoch = step / spe, k = step % spe;
     if (k == 0 || step == t->step) {
@@ -482,7 +567,7 @@ static int step_examples(trainer *t, long step) {
 /* Runs one optimiser step over the examples of `step`, filling st. */
 static int train_step(trainer *t, long step, al_step_stats *st, int update) {
     int n = step_examples(t, step);
-    long lo = (step % t->steps_per_epoch) * t->hp->batch_size;
+    long lo = t->mixing ? 0 : (step % t->steps_per_epoch) * t->hp->batch_size;
     const int32_t *all = t->order + lo;
     double norm_tokens, norm_rows;
     step_norms(t, &t->train, all, n, &norm_tokens, &norm_rows);
@@ -693,10 +778,9 @@ static int copy_tokenizer(trainer *t, const char *dir) {
  * renamed into place, so it exists complete or not at all; a folder that
  * exists already (the output_dir, which holds the checkpoints too) gets
  * each file replaced atomically. */
-static int save_model_dir(trainer *t, const char *dir, int with_state) {
-    char tmp[AL_PATH_MAX + 32], path[AL_PATH_MAX + 64];
-    int rc, in_place = al_file_exists(dir);
-    snprintf(tmp, sizeof tmp, "%s%s", dir, in_place ? "" : ".tmp");
+static int fill_model_dir(trainer *t, const char *dir, const char *tmp, int in_place, int with_state) {
+    char path[AL_PATH_MAX + 64];
+    int rc;
     if ((rc = al_mkdir_p(tmp, t->err))) return rc;
     if (t->job->use_lora) {
         char base[PATH_MAX];
@@ -716,6 +800,10 @@ static int save_model_dir(trainer *t, const char *dir, int with_state) {
                                "max_steps", (json_int_t)t->total_steps, "optimizer_step",
                                (json_int_t)t->opt.step, "trained_tokens", t->trained_tokens,
                                "method", t->ops->name, "seed", (json_int_t)t->hp->seed);
+        if (st && t->mixing && json_object_set_new(st, "mixer", al_mix_state(&t->mix))) {
+            json_decref(st);
+            st = NULL;
+        }
         char *txt = st ? json_dumps(st, JSON_INDENT(2) | JSON_SORT_KEYS) : NULL;
         json_decref(st);
         if (!txt) return al_err(t->err, AL_ENOMEM, "out of memory");
@@ -727,6 +815,17 @@ static int save_model_dir(trainer *t, const char *dir, int with_state) {
     if (!in_place && rename(tmp, dir) != 0)
         return al_err(t->err, AL_EIO, "%s: %s", dir, strerror(errno));
     return AL_OK;
+}
+
+/* fill_model_dir, and a new folder left half-written (a full disk) is
+ * removed rather than left as checkpoint-N.tmp. */
+static int save_model_dir(trainer *t, const char *dir, int with_state) {
+    char tmp[AL_PATH_MAX + 32], e2[AL_ERRLEN];
+    int in_place = al_file_exists(dir);
+    snprintf(tmp, sizeof tmp, "%s%s", dir, in_place ? "" : ".tmp");
+    int rc = fill_model_dir(t, dir, tmp, in_place, with_state);
+    if (rc && !in_place) al_rmtree(tmp, e2);
+    return rc;
 }
 
 static int load_state(trainer *t, const char *dir) {
@@ -743,6 +842,16 @@ static int load_state(trainer *t, const char *dir) {
     if (!json_is_integer(gs) || !json_is_integer(os) || json_integer_value(gs) < 0) {
         json_decref(st);
         return al_err(t->err, AL_EFORMAT, "%s: global_step missing or invalid", path);
+    }
+    if (t->mixing) {
+        char e2[AL_ERRLEN];
+        const json_t *mx = json_object_get(st, "mixer");
+        if (!mx) rc = al_err(t->err, AL_EFORMAT, "%s: no mixer state (written by a job without training_files)", path);
+        else if ((rc = al_mix_restore(&t->mix, mx, e2))) al_err(t->err, rc, "%s: %s", path, e2);
+        if (rc) {
+            json_decref(st);
+            return rc;
+        }
     }
     t->step = (long)json_integer_value(gs);
     t->opt.step = (long)json_integer_value(os);
@@ -777,6 +886,7 @@ static void trainer_free(trainer *t) {
     free(t->ids); free(t->seg); free(t->pos); free(t->tgt); free(t->last);
     free(t->label); free(t->margin); free(t->order); free(t->idx);
     al_adamw_deinit(&t->opt);
+    al_mix_deinit(&t->mix);
     if (t->obj) t->ops->destroy(t->obj);
     al_model_free(t->m);
     al_model_free(t->ref);
@@ -795,7 +905,9 @@ static int setup(trainer *t, const al_job *job, const al_train_cb *cb) {
     t->kind = t->ops->batch;
     t->rows_per_ex = t->kind == AL_BATCH_LM ? 1 : 2;
     t->mb = t->hp->micro_batch_size;
-    if (t->mb > 1024) return al_err(t->err, AL_EINVAL, "hyperparameters.batch_size: micro-batches hold at most 1024");
+    if (t->mb > AL_MAX_MICRO_BATCH)
+        return al_err(t->err, AL_EINVAL, "hyperparameters.batch_size: micro-batches hold at most %d",
+                      AL_MAX_MICRO_BATCH);
     if ((rc = al_tok_load(&t->tok, job->model, t->err))) return rc;
     if ((rc = al_chat_new(&t->chat, t->tok, job->chat_template, t->err))) return rc;
     t->pad = al_chat_pad_id(t->chat);
@@ -813,10 +925,15 @@ static int setup(trainer *t, const al_job *job, const al_train_cb *cb) {
         long vrows = job->task_rows / 10 < 200 ? job->task_rows / 10 : 200;
         if (vrows < 8) vrows = 8;
         if ((rc = task_examples(t, job->task, vrows, job->task_seed + 1000003u, t->kind, &t->val))) return rc;
-    } else {
-        if ((rc = file_examples(t, job->training_file, t->ops->name, &t->train, "training_file"))) return rc;
+    } else if (job->n_train_files) {
+        if ((rc = mixture_examples(t))) return rc;
         if (job->validation_file[0] &&
-            (rc = file_examples(t, job->validation_file, t->ops->name, &t->val, "validation_file")))
+            (rc = file_examples(t, job->validation_file, t->ops->name, &t->val, "validation_file", 0)))
+            return rc;
+    } else {
+        if ((rc = file_examples(t, job->training_file, t->ops->name, &t->train, "training_file", 1))) return rc;
+        if (job->validation_file[0] &&
+            (rc = file_examples(t, job->validation_file, t->ops->name, &t->val, "validation_file", 0)))
             return rc;
     }
     if ((rc = finish_dataset(t, &t->train, 0, "training data")) ||
@@ -830,7 +947,7 @@ static int setup(trainer *t, const al_job *job, const al_train_cb *cb) {
         snprintf(what, sizeof what, "eval_tasks[%d]", k);
         if (et->task[0]) rc = task_examples(t, et->task, et->rows < 200 ? et->rows : 200, 1000003u,
                                             AL_BATCH_LM, &t->evals[k]);
-        else rc = file_examples(t, et->file, "sft", &t->evals[k], what);
+        else rc = file_examples(t, et->file, "sft", &t->evals[k], what, 0);
         if (rc || (rc = finish_dataset(t, &t->evals[k], 1, what))) return rc;
     }
     int longest = 0;
@@ -923,6 +1040,7 @@ static int watchdog(trainer *t, double loss, double gnorm) {
 
 int al_train_run(const al_job *job, const char *resume_dir, const al_train_cb *cb,
                  al_train_result *res, char err[AL_ERRLEN]) {
+    if (!strcmp(job->method, "clean_data")) return al_clean_run(job, cb, res, err);
     if (al_method_is_rl(job->method) || al_method_is_data(job->method))
         return al_rl_run(job, resume_dir, cb, res, err);
     trainer *t = calloc(1, sizeof *t);
@@ -950,6 +1068,7 @@ int al_train_run(const al_job *job, const char *resume_dir, const al_train_cb *c
         }
         if (!rc) rc = evaluate(t, 0, m, &nm);
         if (!rc) emit(t, 0, m, nm);
+        if (t->mixing) al_mix_rewind(&t->mix);   /* step 1 trains on what step 0 measured */
     }
     while (!rc && t->step < t->total_steps) {
         if (cb && cb->should_stop && cb->should_stop(cb->ud)) {

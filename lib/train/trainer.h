@@ -75,6 +75,15 @@ typedef struct al_train_result {
 int al_train_run(const al_job *job, const char *resume_dir, const al_train_cb *cb,
                  al_train_result *res, char err[AL_ERRLEN]);
 
+/* The clean_data job (al_train_run runs it): the job's hygiene filters over
+ * training_file, the rows that stay written to output_dir/<name>.clean.jsonl
+ * (res->output_files[0], purpose "fine-tune") and the reading's report to
+ * output_dir/report.json; events say what each filter dropped, and one
+ * metrics row at step 1 counts it (rows, rows_kept, errors, duplicates,
+ * hygiene/near_duplicates, hygiene/contaminated, hygiene/too_short,
+ * hygiene/too_long, hygiene/language). */
+int al_clean_run(const al_job *job, const al_train_cb *cb, al_train_result *res, char err[AL_ERRLEN]);
+
 /* Exact-match accuracy of greedy generation on n rows of a built-in task
  * (validation seed), with the model's chat template if it has one, else the
  * raw prompt. *acc in [0, 1]. */

@@ -1,4 +1,4 @@
-// Data: upload JSONL files and read their validation report — format,
+// Data: upload JSONL, JSON, CSV or TSV files and read their validation report — format,
 // counts, token statistics, the length histogram, and every bad line with
 // its number and reason — and list the files already uploaded.
 import { api, listAll } from '../api.js';
@@ -79,10 +79,10 @@ export function report(file, localText) {
 }
 
 export function render(root, route) {
-  const fileIn = h('input', { type: 'file', id: 'upload-file', accept: '.jsonl,.json,application/jsonl,application/json,text/plain', required: true });
+  const fileIn = h('input', { type: 'file', id: 'upload-file', accept: '.jsonl,.json,.csv,.tsv,application/jsonl,application/json,text/csv,text/tab-separated-values,text/plain', required: true });
   // Uploads are training data ("fine-tune"); jobs write their own files (preferences, revisions).
   const purpose = h('select', { id: 'upload-purpose' }, h('option', { value: 'fine-tune' }, 'fine-tune (training and validation data)'));
-  const fileF = field('JSONL file', fileIn, 'One JSON object per line: text, messages, prompt/completion, prompt/chosen/rejected, prompt/completion/label, prompt (+answer), rankings or ratings.');
+  const fileF = field('Data file', fileIn, 'JSONL (one JSON object per line), a JSON array of rows, or CSV/TSV with a header. Rows: text, messages, alpaca (instruction/input/output), sharegpt (conversations), prompt/completion, prompt/chosen/rejected, prompt/completion/label, prompt (+answer), rankings or ratings.');
   const purposeF = field('Purpose', purpose, null);
   const submit = h('button', { type: 'submit', class: 'primary', id: 'upload-submit' }, 'Upload and check');
   const out = h('div', { id: 'upload-result' });
@@ -143,7 +143,7 @@ export function render(root, route) {
     ev.preventDefault();
     setFieldError(fileIn, fileF.error, '');
     const file = fileIn.files && fileIn.files[0];
-    if (!file) { setFieldError(fileIn, fileF.error, 'file: choose a JSONL file'); fileIn.focus(); return; }
+    if (!file) { setFieldError(fileIn, fileF.error, 'file: choose a data file'); fileIn.focus(); return; }
     const fd = new FormData();
     fd.append('purpose', purpose.value);
     fd.append('file', file, file.name);
@@ -157,7 +157,7 @@ export function render(root, route) {
       out.append(report(f, text));
       loadFiles();
     } catch (e) {
-      // Not JSONL at all (400 file_invalid): the message names the first bad line.
+      // Not a dataset at all (400 file_invalid): the message names the first bad line.
       const target = e.param === 'purpose' ? [purpose, purposeF.error] : [fileIn, fileF.error];
       setFieldError(target[0], target[1], e.message);
       out.append(h('p', { class: 'error-text', role: 'alert', id: 'upload-error' }, e.message));

@@ -60,12 +60,35 @@ export function render(root, route) {
   const taskRowsF = reg('task.rows', field('Rows', taskRows, 'How many rows the task generates (default 1000).'), () => intIn(taskRows.value, 1, 10000000));
   const taskSeedF = reg('task.seed', field('Task seed', taskSeed, 'Seeds the generated rows.'), () => intIn(taskSeed.value, 0, Number.MAX_SAFE_INTEGER));
   const trainSel = h('select', { id: 'training_file' }, h('option', { value: '' }, 'choose an uploaded file…'));
-  const trainF = reg('training_file', field('Training file', trainSel, null), () => (srcFile.checked && !trainSel.value ? 'is required (or name a built-in task)' : ''));
+  const trainF = reg('training_file', field('Training file', trainSel, null), () => (srcFile.checked && !trainSel.value ? 'is required (or training_files, or a built-in task)' : ''));
   const valSel = h('select', { id: 'validation_file' }, h('option', { value: '' }, 'none (a task draws its own validation split)'));
   const valF = reg('validation_file', field('Validation file (optional)', valSel, null));
   const dataHelp = h('p', { class: 'help', id: 'data-help' });
   const taskBox = h('div', { class: 'grid' }, taskNameF.wrap, taskRowsF.wrap, taskSeedF.wrap);
-  const fileBox = h('div', { class: 'grid' }, trainF.wrap, valF.wrap, h('p', { class: 'help wide' }, 'Upload and check JSONL files on the ', h('a', { href: '#/data' }, 'Data page'), '.'));
+  const fileBox = h('div', { class: 'grid' }, trainF.wrap, valF.wrap, h('p', { class: 'help wide' }, 'Upload and check JSONL, JSON, CSV or TSV files on the ', h('a', { href: '#/data' }, 'Data page'), '.'));
+  // Several files mixed by weight ("training_files"): a fixed set of rows, empty ones left out.
+  const srcMix = h('input', { type: 'radio', name: 'source', id: 'src-mix', value: 'mix' });
+  const mixRows = [];
+  for (let i = 0; i < 4; i++) {
+    const sel = h('select', { id: `mix-file-${i}` }, h('option', { value: '' }, i < 2 ? 'choose an uploaded file…' : 'none'));
+    const w = h('input', { id: `mix-weight-${i}`, type: 'number', min: 0, step: 'any', value: 1, inputmode: 'decimal' });
+    const fF = reg(`training_files[${i}].file`, field(`File ${i + 1}`, sel, null),
+      () => (srcMix.checked && i < 2 && !sel.value ? 'is required: a mixture names two files or more' : ''));
+    const wF = reg(`training_files[${i}].weight`, field(`Weight ${i + 1}`, w, i === 0 ? 'Each example is drawn from a file with probability weight / sum of weights (seeded; resumes exactly).' : null),
+      () => (srcMix.checked && sel.value && !(Number(w.value) > 0) ? 'must be a number > 0' : ''));
+    mixRows.push({ sel, w, fF, wF });
+  }
+  const mixF = reg('training_files', { input: h('input', { type: 'hidden' }), error: h('p', { class: 'field-error' }), wrap: h('div') });
+  const mixBox = h('div', { class: 'grid', id: 'mix-box' }, ...mixRows.flatMap((r) => [r.fF.wrap, r.wF.wrap]), mixF.error,
+    h('p', { class: 'help wide' }, 'Packing and group_by_length do not apply to a mixture (it is drawn example by example).'));
+  // The chat template: the model's, a built-in (lib/text/chat_builtin.c) or Jinja text.
+  const BUILTIN_TEMPLATES = ['chatml', 'llama2', 'llama3', 'llama3.1', 'mistral', 'zephyr', 'gemma', 'phi3', 'qwen2.5'];
+  const tmplSel = h('select', { id: 'chat_template' }, h('option', { value: '' }, "the model's own"),
+    BUILTIN_TEMPLATES.map((t) => h('option', { value: t }, t)), h('option', { value: 'custom' }, 'Jinja text…'));
+  const tmplText = h('textarea', { id: 'chat_template-text', rows: 4, spellcheck: 'false', placeholder: "{% for message in messages %}…{% endfor %}" });
+  const tmplF = reg('chat_template', field('Chat template', tmplSel, 'Renders conversations (messages, alpaca, sharegpt) for training, and is saved with the output (tokenizer_config.json) so the fine-tune serves with it. A base model has none: name one.'),
+    () => (tmplSel.value === 'custom' && !/\{[{%]/.test(tmplText.value) ? 'must be Jinja text ({{ … }} or {% … %})' : ''));
+  const tmplTextF = field('Template text', tmplText, null, { wide: true });
 
   // ---- reward (RL)
   const rwVer = h('input', { id: 'reward-verifiable', type: 'number', step: 'any', min: 0, value: 1 });
@@ -162,8 +185,9 @@ export function render(root, route) {
     h('fieldset', { id: 'fs-data' }, h('legend', null, 'Data'), dataHelp,
       h('div', { class: 'radios', role: 'radiogroup', 'aria-label': 'Training data source' },
         h('label', { for: 'src-task' }, srcTask, ' Built-in task'),
-        h('label', { for: 'src-file' }, srcFile, ' Uploaded file')),
-      taskBox, fileBox),
+        h('label', { for: 'src-file' }, srcFile, ' Uploaded file'),
+        h('label', { for: 'src-mix' }, srcMix, ' Several files, mixed by weight')),
+      taskBox, fileBox, mixBox, h('div', { class: 'grid' }, tmplF.wrap, tmplTextF.wrap)),
     rewardSet,
     h('fieldset', null, h('legend', null, 'Hyper-parameters'),
       h('p', { class: 'help' }, 'Filled with TRL\'s defaults for the method; only values you change are sent ("auto" or empty keeps the default).'),
@@ -215,6 +239,8 @@ export function render(root, route) {
   function syncSource() {
     taskBox.hidden = !srcTask.checked;
     fileBox.hidden = !srcFile.checked;
+    mixBox.hidden = !srcMix.checked;
+    tmplTextF.wrap.hidden = tmplSel.value !== 'custom';
     updateCurl();
   }
   function syncLora() { loraBox.hidden = !loraOn.checked; updateCurl(); }
@@ -224,8 +250,12 @@ export function render(root, route) {
     const b = { method: m, model: modelIn.value.trim() };
     if (srcTask.checked) {
       b.task = { name: taskName.value, rows: Number(taskRows.value), seed: Number(taskSeed.value) };
+    } else if (srcMix.checked) {
+      const tf = mixRows.filter((r) => r.sel.value).map((r) => ({ file: r.sel.value, weight: numOrNull(r.w.value) ?? 1 }));
+      if (tf.length) b.training_files = tf;
     } else if (trainSel.value) b.training_file = trainSel.value;
     if (srcFile.checked && valSel.value) b.validation_file = valSel.value;
+    if (tmplSel.value === 'custom') { if (tmplText.value.trim()) b.chat_template = tmplText.value; } else if (tmplSel.value) b.chat_template = tmplSel.value;
     if (!refF.wrap.hidden && refIn.value.trim()) b.ref_model = refIn.value.trim();
     if (m === 'evaluate' && modelB.value.trim()) b.model_b = modelB.value.trim();
     if (m === 'ppo' && criticSel.value) b.critic = criticSel.value;
@@ -384,6 +414,8 @@ export function render(root, route) {
   methodSel.addEventListener('change', () => syncMethod(true));
   srcTask.addEventListener('change', syncSource);
   srcFile.addEventListener('change', syncSource);
+  srcMix.addEventListener('change', syncSource);
+  tmplSel.addEventListener('change', syncSource);
   loraOn.addEventListener('change', syncLora);
 
   form.addEventListener('submit', async (ev) => {
@@ -442,6 +474,7 @@ export function render(root, route) {
         const label = `${f.filename} · ${f.id} · ${v.format || '?'} · ${fmtNum(v.valid_rows ?? v.rows)} rows${f.status === 'error' ? ' · has errors' : ''}`;
         trainSel.append(h('option', { value: f.id }, label));
         valSel.append(h('option', { value: f.id }, label));
+        for (const r of mixRows) r.sel.append(h('option', { value: f.id }, label));
       }
     }
     if (q.get('model')) modelIn.value = q.get('model');
@@ -465,10 +498,17 @@ export function render(root, route) {
       taskName.value = j.task.name;
       taskRows.value = j.task.rows;
       taskSeed.value = j.task.seed ?? 1;
-    } else if (j.training_file) {
+    } else if (Array.isArray(j.training_files) && j.training_files.length > 1) {
+      srcMix.checked = true;
+      j.training_files.slice(0, mixRows.length).forEach((t, i) => { mixRows[i].sel.value = t.file; mixRows[i].w.value = t.weight ?? 1; });
+    } else if (j.training_file || (Array.isArray(j.training_files) && j.training_files.length)) {
       srcFile.checked = true;
-      trainSel.value = j.training_file;
+      trainSel.value = j.training_file || j.training_files[0].file;
       if (j.validation_file) valSel.value = j.validation_file;
+    }
+    if (j.chat_template) {
+      if (BUILTIN_TEMPLATES.includes(j.chat_template)) tmplSel.value = j.chat_template;
+      else { tmplSel.value = 'custom'; tmplText.value = j.chat_template; }
     }
     for (const [k, v] of Object.entries(j.hyperparameters || {})) {
       const e = [...hpFields.values()].find((x) => paramOf(x.f) === k && applies(x.f, j.method));
