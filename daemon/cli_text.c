@@ -10,7 +10,7 @@
 #include "cli.h"
 #include "text/chat.h"
 #include "text/dataset.h"
-#include "text/jinja.h"
+#include "text/jinja/jinja.h"
 #include "text/tokenizer.h"
 
 /* Reads one line of any length from f into *buf (malloc'd, grown as

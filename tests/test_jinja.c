@@ -21,7 +21,7 @@
 
 #include "t.h"
 #include "io.h"
-#include "text/jinja.h"
+#include "text/jinja/jinja.h"
 #include "text/tokenizer.h"
 
 static char g_tests_dir[1024];

@@ -34,7 +34,7 @@
 
 #include "../al.h"
 #include "batch.h"
-#include "jinja.h"
+#include "jinja/jinja.h"
 #include "tokenizer.h"
 
 typedef struct al_chat al_chat;

@@ -18,7 +18,7 @@
 #include "../compute/ops.h"
 #include "../tasks/tasks.h"
 #include "../text/chat.h"
-#include "../text/jinja.h"
+#include "../text/jinja/jinja.h"
 #include "objective.h"
 
 enum { HP_INT, HP_LONG, HP_FLOAT, HP_BOOL, HP_SCHED, HP_LOSSES, HP_WEIGHTS, HP_SCALE, HP_KLEST,

@@ -20,7 +20,7 @@
 
 #include <jansson.h>
 
-#include "../al.h"
+#include "../../al.h"
 
 typedef struct al_jinja al_jinja;
 

@@ -7,7 +7,7 @@
  * {% if %} bodies share their enclosing scope. Names resolve through the
  * scope chain, then the caller's context, then the globals; names a frame
  * assigns before reading start out Undefined in that frame (computed by
- * jinja_parse.c), as jinja2's statically allocated locals do. Namespace
+ * parse.c), as jinja2's statically allocated locals do. Namespace
  * objects are shared by reference, which is how templates carry state out of
  * loops. break/continue travel up as JR_BREAK / JR_CONTINUE.
  *

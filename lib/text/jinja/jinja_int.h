@@ -1,10 +1,10 @@
 /* Internals of the Jinja interpreter (lib/text/jinja_*.c); not a public API.
  *
- * Pipeline: jinja_lex.c turns the source into tokens exactly as jinja2's
- * lexer does with trim_blocks=True, lstrip_blocks=True; jinja_parse.c builds
- * an AST (arena-allocated, immutable after parsing); jinja_eval.c walks it
- * with Python value semantics; jinja_value.c holds the value model (refcounted
- * objects, str()/repr(), comparisons, tojson); jinja_builtins.c the filters,
+ * Pipeline: lex.c turns the source into tokens exactly as jinja2's
+ * lexer does with trim_blocks=True, lstrip_blocks=True; parse.c builds
+ * an AST (arena-allocated, immutable after parsing); eval.c walks it
+ * with Python value semantics; value.c holds the value model (refcounted
+ * objects, str()/repr(), comparisons, tojson); builtins.c the filters,
  * tests, globals and the str/dict/list methods.
  *
  * Values: a jv is a small tagged union. Strings, sequences, mappings, bound
@@ -108,7 +108,7 @@ typedef struct jnode {
     struct jnode **w; int m;        /* kwarg values, dict values, else body, defaults */
     struct jnode **x; int nx;       /* S_WITH values */
     /* frames (root, for body/else/test, macro, with, set/filter blocks,
-     * generation): names that start out undefined, see jinja_parse.c */
+     * generation): names that start out undefined, see parse.c */
     const jstr **und[3]; int nund[3];
     const jstr **kn;                /* kwarg names / macro parameter names (m of them) */
     int *ops;                       /* E_CMP operators (n of them) */
@@ -150,7 +150,7 @@ typedef struct jctx {
     /* jinja2 folds constant expressions at compile time, where a slice of a
      * non-sequence yields Undefined instead of raising. cf: the value just
      * evaluated is a compile-time constant; poison: such a slice happened and
-     * raises unless a constant ancestor absorbs it (see jinja_eval.c). */
+     * raises unless a constant ancestor absorbs it (see eval.c). */
     int cf, poison;
     char poison_msg[96];
     al_span *spans;
@@ -164,7 +164,7 @@ typedef struct jctx {
 /* error helper: formats "line N: ..." into c->err and returns rc */
 int jj_fail(jctx *c, int rc, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
-/* ---------------------------------------------------------------- utf-8 and unicode (jinja_util.c) */
+/* ---------------------------------------------------------------- utf-8 and unicode (util.c) */
 size_t jj_u8_dec(const char *s, size_t n, uint32_t *cp);   /* bytes used (>=1) */
 size_t jj_u8_enc(char out[4], uint32_t cp);
 int jj_u8_valid(const char *s, size_t n);
@@ -187,7 +187,7 @@ int jj_buf_putc(jctx *c, jbuf *b, char ch);
 int jj_buf_printf(jctx *c, jbuf *b, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 void jj_buf_free(jbuf *b);
 
-/* ---------------------------------------------------------------- values (jinja_value.c) */
+/* ---------------------------------------------------------------- values (value.c) */
 static inline jv jv_undef(void) { jv v; v.k = JV_UNDEF; v.u.o = NULL; return v; }
 static inline jv jv_none(void) { jv v; v.k = JV_NONE; v.u.i = 0; return v; }
 static inline jv jv_bool(int b) { jv v; v.k = JV_BOOL; v.u.i = b ? 1 : 0; return v; }

@@ -5,8 +5,8 @@
  * ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True,
  * extensions=[AssistantTracker, loopcontrols]), its json.dumps-based tojson
  * filter and the raise_exception / strftime_now globals. The pieces live in
- * jinja_lex.c, jinja_parse.c, jinja_eval.c, jinja_value.c,
- * jinja_builtins.c and jinja_util.c (see jinja_int.h).
+ * lex.c, parse.c, eval.c, value.c,
+ * builtins.c and util.c (see jinja_int.h).
  *
  * Errors. al_jinja_parse: AL_EFORMAT for syntax errors and for filters or
  * tests that do not exist (outside if-statements, as jinja2 does),
