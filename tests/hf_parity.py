@@ -411,22 +411,6 @@ def autocast_logits(cfg, weights, ids):
         return logits_of(cfg, weights, ids).float()
 
 
-def autocast_greedy(cfg, weights, prompt, max_new, stops, tie_eps):
-    ids, out, lps = list(prompt), [], []
-    for step in range(max_new):
-        logits = autocast_logits(cfg, weights, ids)[-1]
-        top = torch.topk(logits, 2).values
-        if (top[0] - top[1]).item() < tie_eps:
-            return out, lps, step
-        nxt = int(torch.argmax(logits).item())
-        out.append(nxt)
-        lps.append(torch.log_softmax(logits.double(), dim=-1)[nxt].item())
-        ids.append(nxt)
-        if nxt in stops:
-            break
-    return out, lps, None
-
-
 # ---------------------------------------------------------------------------
 # Driving alignd.
 
@@ -511,15 +495,9 @@ BF16_MEAN_TOL = 2e-2  # bf16: mean |alignd - torch autocast| of the per-token lo
 BF16_TIE_EPS = 5e-2   # bf16 greedy: top-2 logits closer than this are a tie (bf16 rounding moves them)
 
 
-def check_logprobs_bf16(binary, folder, ids):
-    """alignd --dtype bf16 against the same model under torch's CPU autocast."""
-    cfg = hf_config(folder)
-    weights = {k: v.float() for k, v in st_read_folder(folder).items()}
-    got = alignd(binary, "logprobs", "--model", folder, "--ids", ids_arg(ids), "--dtype", "bf16")
-    lp = got["logprobs"]
-    lsm = torch.log_softmax(autocast_logits(cfg, weights, ids).double(), dim=-1)
-    ref = [lsm[t - 1, ids[t]].item() for t in range(1, len(ids))]
-    ref32 = ref_logprobs(cfg, weights, ids)
+def bf16_verdict(lp, ref, ref32):
+    """alignd's bf16 log-probs lp against torch autocast's (ref) and torch fp32's
+    (ref32) of the same tokens: the detail line, or Fail."""
     mean = sum(abs(a - b) for a, b in zip(lp, ref)) / len(lp)
     ours32 = sum(abs(a - b) for a, b in zip(lp, ref32)) / len(lp)
     torch32 = sum(abs(a - b) for a, b in zip(ref, ref32)) / len(lp)
@@ -540,18 +518,44 @@ def check_logprobs_bf16(binary, folder, ids):
     return detail
 
 
+def check_logprobs_bf16(binary, folder, ids):
+    """alignd --dtype bf16 against the same model under torch's CPU autocast."""
+    cfg = hf_config(folder)
+    weights = {k: v.float() for k, v in st_read_folder(folder).items()}
+    got = alignd(binary, "logprobs", "--model", folder, "--ids", ids_arg(ids), "--dtype", "bf16")
+    lsm = torch.log_softmax(autocast_logits(cfg, weights, ids).double(), dim=-1)
+    ref = [lsm[t - 1, ids[t]].item() for t in range(1, len(ids))]
+    return bf16_verdict(got["logprobs"], ref, ref_logprobs(cfg, weights, ids))
+
+
+def bf16_follow(ids, steps):
+    """alignd's bf16 greedy ids against torch autocast's logits of the same
+    steps (teacher-forced: steps[i] = (logit of ids[i], top logit, argmax)):
+    each token autocast's argmax, or within BF16_TIE_EPS of it (a near-tie that
+    bf16 rounding may break either way). The detail line, or Fail."""
+    ties = 0
+    for i, (mine, top, arg) in enumerate(steps):
+        if ids[i] != arg:
+            if mine < top - BF16_TIE_EPS:
+                raise Fail(f"step {i}: alignd {ids[i]} (autocast logit {mine:.4f}), torch autocast {arg} "
+                           f"({top:.4f}); alignd {ids}")
+            ties += 1
+    return (f"{len(ids)} tokens, each autocast's argmax"
+            + (f" or within {BF16_TIE_EPS} of it ({ties})" if ties else "") + f": {ids}")
+
+
 def check_greedy_bf16(binary, folder, prompt, max_new=12):
     cfg = hf_config(folder)
     weights = {k: v.float() for k, v in st_read_folder(folder).items()}
     got = alignd(binary, "generate", "--model", folder, "--ids", ids_arg(prompt),
                  "--max-new-tokens", max_new, "--dtype", "bf16")
-    ref, _, tie = autocast_greedy(cfg, weights, prompt, max_new, set(cfg.eos[:1]), BF16_TIE_EPS)
-    n = len(ref)
-    if got["ids"][:n] != ref or (tie is None and got["ids"] != ref):
-        raise Fail(f"ids differ: alignd {got['ids']}, torch autocast {ref}"
-                   + (f" (near-tie at step {tie})" if tie is not None else ""))
-    return (f"{n} tokens equal" + (f" (near-tie at step {tie}: compared those)" if tie is not None else "")
-            + f": {ref}")
+    ids = got["ids"]
+    if len(ids) != max_new and not (ids and ids[-1] in cfg.eos[:1]):
+        raise Fail(f"{len(ids)} tokens without an EOS: {ids}")
+    # one causal forward over prompt + ids gives every step's logits
+    logits = autocast_logits(cfg, weights, list(prompt) + ids[:-1])[len(prompt) - 1:]
+    steps = [(lg[t].item(), lg.max().item(), int(torch.argmax(lg).item())) for lg, t in zip(logits, ids)]
+    return bf16_follow(ids, steps)
 
 
 # ---------------------------------------------------------------------------
