@@ -686,7 +686,8 @@ static json_t *model_json(store *s, const store_model *m) {
     const char *keys[] = {"family", "dtype", "context_length", "chat_template"};
     for (int i = 0; i < 4; i++) {
         json_t *v = json_object_get(info, keys[i]);
-        json_object_set(o, keys[i], v ? v : i == 0 ? json_string(m->arch) : json_null());
+        /* v is borrowed from info; the defaults are new references */
+        json_object_set_new(o, keys[i], v ? json_incref(v) : i == 0 ? json_string(m->arch) : json_null());
     }
     json_decref(info);
     json_t *src = m->source[0] ? json_loads(m->source, 0, NULL) : NULL;

@@ -155,7 +155,7 @@ int al_decoder_add(al_decoder *d, const int32_t *prompt, int plen, const al_gen_
     q->used = 1;
     q->plen = plen;
     q->g = *g;
-    memcpy(q->stop, g->stop, (size_t)g->n_stop * sizeof *g->stop);
+    if (g->n_stop) memcpy(q->stop, g->stop, (size_t)g->n_stop * sizeof *g->stop); /* stop may be NULL */
     q->g.stop = q->stop;
     al_rng_seed(&q->rng, seed);
     q->order = ++d->arrivals;
