@@ -5,8 +5,8 @@
  *     (generate_preferences, evaluate, critique_revise) included; the
  *     files a sampling job writes are named on stderr.
  *     stdout: one JSON object per logged step {"step":N,"epoch":E,"loss":..,...};
- *     stderr: events and samples, one line each, and a progress bar when
- *     stderr is a terminal.
+ *     stderr: events, samples and benchmark results ("eval_result: {...}"),
+ *     one line each, and a progress bar when stderr is a terminal.
  *   alignd eval --model DIR --task NAME [--n N]
  *     stdout: {"task":..,"n":..,"exact_match":..} */
 #include <jansson.h>
@@ -53,6 +53,17 @@ static void on_log(void *ud, long step, double epoch, const al_metric *m, int n)
 static void on_begin(void *ud, long total, long start) {
     (void)start;
     ((cli_run *)ud)->total = total;
+}
+
+/* A benchmark's result: one line on stderr, "eval_result: {...}". */
+static void on_eval_result(void *ud, long step, const json_t *result) {
+    (void)ud;
+    json_t *o = json_deep_copy(result);
+    if (o) json_object_set_new(o, "step", json_integer(step));
+    char *s = o ? json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(8)) : NULL;
+    if (s) fprintf(stderr, "eval_result: %s\n", s);
+    free(s);
+    json_decref(o);
 }
 
 static void on_event(void *ud, al_log_level lvl, const char *msg) {
@@ -104,7 +115,7 @@ int cli_train(int argc, char **argv) {
     pool_start();
     cli_run run = {.tty = isatty(2)};
     al_train_cb cb = {.begin = on_begin, .log = on_log, .event = on_event, .sample = on_sample,
-                      .external_reward = reward_http_score, .ud = &run};
+                      .external_reward = reward_http_score, .eval_result = on_eval_result, .ud = &run};
     al_train_result res;
     rc = al_train_run(&job, f[0].value, &cb, &res, err);
     al_job_deinit(&job);

@@ -148,6 +148,11 @@ static void on_sample(void *ud, long step, const char *prompt, const char *compl
     store_job_sample_add(w->s->st, w->job, step, prompt, completion, reward);
 }
 
+static void on_eval_result(void *ud, long step, const json_t *result) {
+    worker *w = ud;
+    store_job_eval_result_add(w->s->st, w->job, step, result);
+}
+
 static void on_event(void *ud, al_log_level lvl, const char *msg) {
     worker *w = ud;
     store_job_event(w->s->st, w->job, lvl <= AL_LOG_ERROR ? "error" : lvl <= AL_LOG_WARN ? "warn" : "info",
@@ -381,7 +386,8 @@ static void run_job(worker *w, int64_t id) {
     if (!rc) {
         al_train_cb cb = {.begin = on_begin, .log = on_log, .sample = on_sample, .event = on_event,
                           .checkpoint = on_checkpoint, .should_stop = on_should_stop,
-                          .should_pause = on_should_pause, .external_reward = reward_http_score, .ud = w};
+                          .should_pause = on_should_pause, .external_reward = reward_http_score,
+                          .eval_result = on_eval_result, .ud = w};
         const char *resume = r.resume_dir[0] ? r.resume_dir : NULL;
         if (resume) store_job_event(st, id, "info", "message", NULL, "Resuming from %s", resume);
         rc = al_train_run(&job, resume, &cb, &res, err);
