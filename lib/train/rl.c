@@ -1289,7 +1289,8 @@ static int fill_dir(rl *r, const char *dir, const char *tmp, int in_place, int w
 static int save_dir(rl *r, const char *dir, int with_state) {
     char tmp[AL_PATH_MAX + 32], e2[AL_ERRLEN];
     int in_place = al_file_exists(dir);
-    snprintf(tmp, sizeof tmp, "%s%s", dir, in_place ? "" : ".tmp");
+    if (snprintf(tmp, sizeof tmp, "%s%s", dir, in_place ? "" : ".tmp") >= (int)sizeof tmp)
+        return al_err(r->err, AL_EINVAL, "%s: the path is too long", dir);
     int rc = fill_dir(r, dir, tmp, in_place, with_state);
     if (rc && !in_place) al_rmtree(tmp, e2);
     return rc;
