@@ -155,7 +155,8 @@ int al_decoder_add(al_decoder *d, const int32_t *prompt, int plen, const al_gen_
     q->used = 1;
     q->plen = plen;
     q->g = *g;
-    if (g->n_stop) memcpy(q->stop, g->stop, (size_t)g->n_stop * sizeof *g->stop); /* stop may be NULL */
+    /* no stop tokens may come as stop == NULL, which memcpy must not see */
+    if (g->n_stop > 0) memcpy(q->stop, g->stop, (size_t)g->n_stop * sizeof *g->stop);
     q->g.stop = q->stop;
     al_rng_seed(&q->rng, seed);
     q->order = ++d->arrivals;
