@@ -488,8 +488,8 @@ static void test_gemm_split(void) {
 
 /* oneDNN's products against OpenBLAS's, 1e-5 relative in fp32: every
  * transpose, padded leading dimensions, alpha and beta (beta 0 must ignore
- * NaN in C), panels split over rows and over columns, small products run
- * inline, and the primitives with the row count given at run time. */
+ * NaN in C), panels split over rows and over columns (two threads), small
+ * products run inline. */
 static void gemm_backends_compare(const char *tag, int dm) {
     static const int shapes[][3] = {{301, 67, 131}, {37, 613, 97}, {2, 3, 5}, {130, 300, 257}};
     static const float ab[][2] = {{1.0f, 0.0f}, {0.75f, 0.5f}, {-1.25f, 1.0f}};
@@ -525,21 +525,45 @@ static void gemm_backends_compare(const char *tag, int dm) {
                 }
 }
 
+/* One product's bits on oneDNN: a fresh array C = op(A) op(B) of a fixed
+ * shape that splits over both threads. */
+static float *gemm_probe(void) {
+    int M = 263, N = 190, K = 333;
+    float *A = frand((size_t)M * K, 41, 1.0f), *Bm = frand((size_t)N * K, 42, 1.0f);
+    float *C = frand((size_t)M * N, 43, 1.0f);
+    al_gemm(0, 1, M, N, K, 1.0f, A, K, Bm, K, 0.0f, C, N);
+    al_free(A);
+    al_free(Bm);
+    return C;
+}
+
 static void test_gemm_onednn_vs_openblas(void) {
     if (al_gemm_set_backend(AL_MM_ONEDNN) != AL_OK) {
         fprintf(stderr, "skip: this build has no oneDNN (ALIGND_ONEDNN=OFF)\n");
         return;
     }
     int before = al_gemm_backend();
-    gemm_backends_compare("exact shapes", 0);
-    int exact, runtime_m;
-    al_dnnl_cache_stats(&exact, &runtime_m);
-    T_TRUE(exact > 0);
-    al_dnnl_set_exact_cap(0);
-    gemm_backends_compare("run-time M", 1); /* new row counts */
-    al_dnnl_cache_stats(&exact, &runtime_m);
-    T_TRUE(runtime_m > 0);
-    al_dnnl_set_exact_cap(384);
+    float *first = gemm_probe();
+    gemm_backends_compare("cached", 0);
+    int live;
+    long created0, created;
+    al_dnnl_cache_stats(&live, &created0);
+    T_TRUE(live > 2);
+    /* a cache of two primitives: every new shape evicts one while the other
+     * thread may be running its own panel (ASan sees a use after free) */
+    al_dnnl_set_cache_cap(2);
+    gemm_backends_compare("evicting", 1);
+    al_dnnl_cache_stats(&live, &created);
+    T_TRUE(live <= 2);
+    T_TRUE(created - created0 > 40);
+    /* a shape's bits do not depend on what the process multiplied before
+     * (its primitive was evicted and is made again with the cache full) */
+    T_OK(al_gemm_set_backend(AL_MM_ONEDNN)); /* the comparison ends on OpenBLAS */
+    float *again = gemm_probe();
+    expect_same("oneDNN product after evictions", first, again, (size_t)263 * 190);
+    al_free(first);
+    al_free(again);
+    al_dnnl_set_cache_cap(1024);
     al_gemm_set_backend(before);
 }
 

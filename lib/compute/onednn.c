@@ -14,15 +14,21 @@
  * spin against the pool. Results depend on the shapes, never on timing.
  *
  * Primitives: one matmul primitive per (dtype, transposes, M, N, K, leading
- * dimensions, alpha, beta), created on first use and kept for the life of
- * the process (creation JIT-compiles, about a millisecond). alpha is the
- * primitive's output scale and beta a sum post-op. Exact shapes get
- * oneDNN's best kernels (brgemm); once EXACT_CAP of them exist, new row
- * counts share one primitive per remaining key with M given at run time
- * (variable-length batches would otherwise compile without end). Memory
- * descriptors and objects are made per call (well under a microsecond);
- * the scratchpad is ours, one per thread, so one primitive runs on several
- * threads at once.
+ * dimensions, alpha, beta), created on first use (creation JIT-compiles,
+ * about a millisecond) and kept while it is among the CACHE_CAP most
+ * recently used; past that the least recently used one that no thread is
+ * running is destroyed. Every shape always runs its own exact-shape
+ * primitive (oneDNN's brgemm kernels), so a product's bits depend on its
+ * shape alone, never on which shapes the process saw before: an earlier
+ * design gave new row counts a shared run-time-M primitive once 384 shapes
+ * existed, whose jit-gemm kernel rounds differently (measured: 90 % of the
+ * elements of a 1024x2304x768 product differed in the last bits), so a
+ * job's numbers changed with the daemon's history and a resumed run left
+ * the path of an uninterrupted one. Variable-length batches cost one
+ * creation per new shape instead. alpha is the primitive's output scale and
+ * beta a sum post-op. Memory descriptors and objects are made per call
+ * (well under a microsecond); the scratchpad is ours, one per thread, so
+ * one primitive runs on several threads at once.
  *
  * Threads: the cache is guarded by a mutex; per-thread state (stream,
  * scratchpad) lives in a pthread key whose destructor frees it when a job's
@@ -41,16 +47,17 @@ int al_dnnl_gemm(int dt_bf16, int transA, int transB, int M, int N, int K, float
 }
 int al_dnnl_ready(void) { return 0; }
 const char *al_dnnl_isa(void) { return "none"; }
-void al_dnnl_cache_stats(int *exact, int *runtime_m) {
-    *exact = 0;
-    *runtime_m = 0;
+void al_dnnl_cache_stats(int *live, long *created) {
+    *live = 0;
+    *created = 0;
 }
-void al_dnnl_set_exact_cap(int cap) { (void)cap; }
+void al_dnnl_set_cache_cap(int cap) { (void)cap; }
 
 #else
 
 #include <oneapi/dnnl/dnnl.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -59,20 +66,23 @@ void al_dnnl_set_exact_cap(int cap) { (void)cap; }
  * -fopenmp. */
 void omp_set_num_threads(int n);
 
-#define EXACT_CAP 384       /* exact-shape primitives before run-time M */
-#define CACHE_SLOTS 4096    /* hash slots (power of two), > all entries */
+#define CACHE_CAP 1024      /* primitives kept (least recently used go first) */
+#define CACHE_SLOTS 1024    /* hash chains (power of two) */
 
 typedef struct mm_key {
-    int bf16, ta, tb, M, N, K, lda, ldb, ldc; /* M = -1: given at run time */
-    uint32_t alpha, beta;                      /* bit patterns */
+    int bf16, ta, tb, M, N, K, lda, ldb, ldc;
+    uint32_t alpha, beta; /* bit patterns */
 } mm_key;
 
 typedef struct mm_entry {
     mm_key key;
+    struct mm_entry *next;     /* hash chain */
     dnnl_primitive_t prim;     /* NULL: oneDNN has none for this key */
     dnnl_memory_desc_t b_md;   /* weights: fixed by the key */
     dnnl_memory_desc_t sp_md;  /* scratchpad */
     size_t sp_bytes;
+    uint64_t last_use;         /* g_dnnl.tick at the last lookup */
+    _Atomic int users;         /* threads running it: raised under mu only */
 } mm_entry;
 
 static struct {
@@ -82,9 +92,10 @@ static struct {
     dnnl_engine_t eng;
     pthread_key_t tkey;
     mm_entry *slot[CACHE_SLOTS];
-    int n_exact, n_runtime, n_total;
-    int exact_cap;
-} g_dnnl = {.once = PTHREAD_ONCE_INIT, .mu = PTHREAD_MUTEX_INITIALIZER, .exact_cap = EXACT_CAP};
+    int live, cap;
+    long created;
+    uint64_t tick;
+} g_dnnl = {.once = PTHREAD_ONCE_INIT, .mu = PTHREAD_MUTEX_INITIALIZER, .cap = CACHE_CAP};
 
 typedef struct thread_state {
     dnnl_stream_t stream;
@@ -128,16 +139,16 @@ const char *al_dnnl_isa(void) {
     }
 }
 
-void al_dnnl_cache_stats(int *exact, int *runtime_m) {
+void al_dnnl_cache_stats(int *live, long *created) {
     pthread_mutex_lock(&g_dnnl.mu);
-    *exact = g_dnnl.n_exact;
-    *runtime_m = g_dnnl.n_runtime;
+    *live = g_dnnl.live;
+    *created = g_dnnl.created;
     pthread_mutex_unlock(&g_dnnl.mu);
 }
 
-void al_dnnl_set_exact_cap(int cap) {
+void al_dnnl_set_cache_cap(int cap) {
     pthread_mutex_lock(&g_dnnl.mu);
-    g_dnnl.exact_cap = cap < 0 ? 0 : cap;
+    g_dnnl.cap = cap < 1 ? 1 : cap;
     pthread_mutex_unlock(&g_dnnl.mu);
 }
 
@@ -191,8 +202,7 @@ static int key_eq(const mm_key *a, const mm_key *b) {
            a->ldc == b->ldc && a->alpha == b->alpha && a->beta == b->beta;
 }
 
-/* Memory descriptors of A (M x K), B (K x N) and C (M x N) for a key; M may
- * be DNNL_RUNTIME_DIM_VAL. */
+/* Memory descriptors of A (M x K), B (K x N) and C (M x N) for a key. */
 static int make_mds(const mm_key *k, dnnl_dim_t M, dnnl_memory_desc_t *a, dnnl_memory_desc_t *b,
                     dnnl_memory_desc_t *c) {
     dnnl_data_type_t dt = k->bf16 ? dnnl_bf16 : dnnl_f32;
@@ -210,8 +220,7 @@ static int make_mds(const mm_key *k, dnnl_dim_t M, dnnl_memory_desc_t *a, dnnl_m
 static void entry_build(mm_entry *e) {
     const mm_key *k = &e->key;
     dnnl_memory_desc_t a, c;
-    dnnl_dim_t M = k->M < 0 ? DNNL_RUNTIME_DIM_VAL : k->M;
-    if (make_mds(k, M, &a, &e->b_md, &c)) return;
+    if (make_mds(k, k->M, &a, &e->b_md, &c)) return;
     dnnl_matmul_desc_t md;
     if (dnnl_matmul_desc_init(&md, &a, &e->b_md, NULL, &c) != dnnl_success) return;
     dnnl_primitive_attr_t attr = NULL;
@@ -243,48 +252,53 @@ out:
     dnnl_primitive_attr_destroy(attr);
 }
 
-/* Finds or creates the entry of a key; NULL when the cache is full or out
- * of memory. Caller holds g_dnnl.mu. */
-static mm_entry *cache_get(const mm_key *k) {
-    uint32_t h = key_hash(k) & (CACHE_SLOTS - 1);
-    for (;;) {
-        mm_entry *e = g_dnnl.slot[h];
-        if (!e) break;
-        if (key_eq(&e->key, k)) return e;
-        h = (h + 1) & (CACHE_SLOTS - 1);
-    }
-    if (g_dnnl.n_total >= CACHE_SLOTS / 2) return NULL;
-    mm_entry *e = calloc(1, sizeof *e);
-    if (!e) return NULL;
-    e->key = *k;
-    entry_build(e);
-    g_dnnl.slot[h] = e;
-    g_dnnl.n_total++;
-    if (k->M < 0) g_dnnl.n_runtime++;
-    else g_dnnl.n_exact++;
-    return e;
+/* Destroys the least recently used entry no thread is running; 0 when
+ * every entry is in use. Caller holds g_dnnl.mu (users only rise under it,
+ * so an entry seen idle here stays idle). */
+static int evict_one(void) {
+    mm_entry **victim = NULL;
+    for (int h = 0; h < CACHE_SLOTS; h++)
+        for (mm_entry **p = &g_dnnl.slot[h]; *p; p = &(*p)->next)
+            if (atomic_load_explicit(&(*p)->users, memory_order_acquire) == 0 &&
+                (!victim || (*p)->last_use < (*victim)->last_use))
+                victim = p;
+    if (!victim) return 0;
+    mm_entry *e = *victim;
+    *victim = e->next;
+    if (e->prim) dnnl_primitive_destroy(e->prim);
+    free(e);
+    g_dnnl.live--;
+    return 1;
 }
 
-static mm_entry *lookup(mm_key *k) {
+/* The entry of a key, created when missing, marked in use (the caller
+ * releases it); NULL when out of memory or oneDNN has no primitive. */
+static mm_entry *lookup(const mm_key *k) {
     pthread_mutex_lock(&g_dnnl.mu);
-    mm_entry *e = NULL;
-    /* an exact primitive that exists, or room for a new one */
     uint32_t h = key_hash(k) & (CACHE_SLOTS - 1);
-    for (mm_entry *x; (x = g_dnnl.slot[h]); h = (h + 1) & (CACHE_SLOTS - 1))
-        if (key_eq(&x->key, k)) {
-            e = x;
-            break;
+    mm_entry *e = g_dnnl.slot[h];
+    while (e && !key_eq(&e->key, k)) e = e->next;
+    if (!e) {
+        while (g_dnnl.live >= g_dnnl.cap && evict_one()) {
         }
-    if (!e && g_dnnl.n_exact < g_dnnl.exact_cap) e = cache_get(k);
-    if (!e || !e->prim) {
-        int M = k->M;
-        k->M = -1;
-        mm_entry *r = cache_get(k);
-        k->M = M;
-        if (r && r->prim) e = r;
+        e = calloc(1, sizeof *e);
+        if (e) {
+            e->key = *k;
+            entry_build(e);
+            e->next = g_dnnl.slot[h];
+            g_dnnl.slot[h] = e;
+            g_dnnl.live++;
+            g_dnnl.created++;
+        }
+    }
+    if (e && e->prim) {
+        e->last_use = ++g_dnnl.tick;
+        atomic_fetch_add_explicit(&e->users, 1, memory_order_relaxed);
+    } else {
+        e = NULL;
     }
     pthread_mutex_unlock(&g_dnnl.mu);
-    return e && e->prim ? e : NULL;
+    return e;
 }
 
 int al_dnnl_gemm(int dt_bf16, int transA, int transB, int M, int N, int K, float alpha,
@@ -293,15 +307,18 @@ int al_dnnl_gemm(int dt_bf16, int transA, int transB, int M, int N, int K, float
     mm_key k = {.bf16 = dt_bf16 != 0, .ta = transA != 0, .tb = transB != 0, .M = M, .N = N,
                 .K = K, .lda = lda, .ldb = ldb, .ldc = ldc, .alpha = fbits(alpha),
                 .beta = fbits(beta)};
+    /* the thread's OpenMP count is 1 before a primitive is made, not only
+     * before it runs: oneDNN plans a primitive for the threads it sees at
+     * creation (no shape measured so far rounds differently, but the plan
+     * must be the one that runs) */
+    if (!thread_get(0)) return AL_EUNSUP;
     mm_entry *e = lookup(&k);
     if (!e) return AL_EUNSUP;
-    thread_state *t = thread_get(e->sp_bytes);
-    if (!t) return AL_EUNSUP;
     dnnl_memory_desc_t a_md, c_md;
-    k.M = M;
-    if (make_mds(&k, M, &a_md, NULL, &c_md)) return AL_EUNSUP;
     dnnl_memory_t a = NULL, b = NULL, c = NULL, sp = NULL;
     int rc = AL_EUNSUP;
+    thread_state *t = thread_get(e->sp_bytes);
+    if (!t || make_mds(&k, M, &a_md, NULL, &c_md)) goto out;
     if (dnnl_memory_create(&a, &a_md, g_dnnl.eng, (void *)A) != dnnl_success ||
         dnnl_memory_create(&b, &e->b_md, g_dnnl.eng, (void *)B) != dnnl_success ||
         dnnl_memory_create(&c, &c_md, g_dnnl.eng, C) != dnnl_success ||
@@ -317,6 +334,7 @@ out:
     if (b) dnnl_memory_destroy(b);
     if (c) dnnl_memory_destroy(c);
     if (sp) dnnl_memory_destroy(sp);
+    atomic_fetch_sub_explicit(&e->users, 1, memory_order_release);
     return rc;
 }
 

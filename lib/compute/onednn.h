@@ -24,10 +24,10 @@ int al_dnnl_ready(void);
  * or "none". */
 const char *al_dnnl_isa(void);
 
-/* Primitives created so far (exact shapes, run-time M). */
-void al_dnnl_cache_stats(int *exact, int *runtime_m);
-/* Tests: exact-shape primitives allowed before new shapes take run-time M
- * (default 384; 0 sends every new shape to run-time M). */
-void al_dnnl_set_exact_cap(int cap);
+/* Primitives alive now, and created since the process started. */
+void al_dnnl_cache_stats(int *live, long *created);
+/* Tests: the primitives kept before the least recently used goes (default
+ * 1024, at least 1). */
+void al_dnnl_set_cache_cap(int cap);
 
 #endif
