@@ -35,33 +35,6 @@ static float *fcopy(const float *x, size_t n) {
     return p;
 }
 
-static double maxabs(const float *x, size_t n) {
-    double m = 0.0;
-    for (size_t i = 0; i < n; i++) m = fmax(m, fabs((double)x[i]));
-    return m;
-}
-
-/* |got - want| <= rtol * (|want| + max|want|) for every element. */
-static void expect_close(const char *what, const float *got, const float *want, size_t n,
-                         double rtol) {
-    double scale = maxabs(want, n);
-    size_t bad = 0, worst = 0;
-    double wd = -1.0;
-    for (size_t i = 0; i < n; i++) {
-        double d = fabs((double)got[i] - (double)want[i]);
-        double tol = rtol * (fabs((double)want[i]) + scale);
-        if (!(d <= tol)) {
-            bad++;
-            if (!(d - tol <= wd)) {
-                wd = d - tol;
-                worst = i;
-            }
-        }
-    }
-    T_REPORT_(bad == 0, "%s: %zu of %zu off, worst [%zu] %.9g vs %.9g", what, bad, n, worst,
-              n ? got[worst] : 0.0, n ? want[worst] : 0.0);
-}
-
 static void expect_same(const char *what, const float *a, const float *b, size_t n) {
     T_REPORT_(memcmp(a, b, n * sizeof(float)) == 0, "%s: not bit-identical", what);
 }
@@ -286,7 +259,7 @@ static void test_elementwise(void) {
     T_NEAR(got, s, 1e-12 * s);
     T_TRUE(al_sumsq(x, n) == got); /* deterministic */
     al_zero(z, n);
-    T_NEAR(maxabs(z, n), 0, 0);
+    T_NEAR(gc_maxabs(z, n), 0, 0);
     al_free(x);
     al_free(y);
     al_free(z);
@@ -364,8 +337,8 @@ static void test_lmhead_grad(void) {
     lm_loss(&c);
     al_lmhead_backward(dh2, dw2, c.R1, c.R2, c.h, c.w, target, c.lse, NULL, N, C, V,
                        c.inv_temp, 0.0f, c.scratch, chunk);
-    expect_close("lmhead dh, ent recomputed", dh2, dh, (size_t)N * C, 1e-5);
-    expect_close("lmhead dw, ent recomputed", dw2, dw, (size_t)V * C, 1e-5);
+    gc_expect_close("lmhead dh, ent recomputed", dh2, dh, (size_t)N * C, 1e-5);
+    gc_expect_close("lmhead dw, ent recomputed", dw2, dw, (size_t)V * C, 1e-5);
 
     /* logp term only (dent NULL), inv_temp = 1, chunk 1 */
     al_free(c.R2);
@@ -411,8 +384,8 @@ static void test_lmhead_softcap(void) {
     float *lp_r = fbuf(N), *en_r = fbuf(N), *ls_r = fbuf(N);
     lm_loss(&c);
     al_lmhead_forward_ref(lp_r, en_r, ls_r, NULL, c.h, c.w, target, N, C, V, c.inv_temp, c.cap);
-    expect_close("lmhead softcap logp", c.logp, lp_r, N, 1e-5);
-    expect_close("lmhead softcap ent", c.ent, en_r, N, 1e-5);
+    gc_expect_close("lmhead softcap logp", c.logp, lp_r, N, 1e-5);
+    gc_expect_close("lmhead softcap ent", c.ent, en_r, N, 1e-5);
     float *dh = fbuf((size_t)N * C), *dw = fbuf((size_t)V * C);
     al_lmhead_backward(dh, dw, c.R1, c.R2, c.h, c.w, target, c.lse, c.ent, N, C, V,
                        c.inv_temp, c.cap, c.scratch, chunk);
@@ -471,7 +444,7 @@ static void test_gemm_split(void) {
                 gemm_naive(ta, tb, M, N, K, 0.75f, A, lda, Bm, ldb, 0.5f, Cr, ldc);
                 char what[64];
                 snprintf(what, sizeof what, "gemm %dx%dx%d ta=%d tb=%d", M, N, K, ta, tb);
-                expect_close(what, C, Cr, (size_t)M * ldc, 1e-5);
+                gc_expect_close(what, C, Cr, (size_t)M * ldc, 1e-5);
                 /* padding columns of C are untouched */
                 int pad_ok = 1;
                 for (int i = 0; i < M; i++)
@@ -520,7 +493,7 @@ static void gemm_backends_compare(const char *tag, int dm) {
                     char what[96];
                     snprintf(what, sizeof what, "%s: onednn vs openblas %dx%dx%d ta=%d tb=%d a=%g b=%g",
                              tag, M, N, K, ta, tb, alpha, beta);
-                    expect_close(what, C, Cb, nc, 1e-5);
+                    gc_expect_close(what, C, Cb, nc, 1e-5);
                     al_free(A); al_free(Bm); al_free(C); al_free(Cb);
                 }
 }
@@ -756,7 +729,7 @@ static void test_matmul_bf16_vs_ref(void) {
         snprintf(what, sizeof what, "matmul_backward_bf16 dw %dx%dx%d", N, C, OC);
         expect_within_abs(what, dw, dw_r, abs, (size_t)OC * C, 0x1p-7 + (N + 1) * 0x1p-23);
         free(abs);
-        expect_close("matmul_backward_bf16 db", db, db_r, (size_t)OC, 1e-6);
+        gc_expect_close("matmul_backward_bf16 db", db, db_r, (size_t)OC, 1e-6);
         al_free(inp); al_free(w); al_free(b); al_free(dout); al_free(w16); al_free(scr);
         al_free(out); al_free(ref); al_free(dinp); al_free(dw); al_free(db);
         al_free(dinp_r); al_free(dw_r); al_free(db_r);
@@ -776,12 +749,12 @@ static void test_matmul_vs_ref(void) {
         al_matmul_forward(out, inp, w, b, N, C, OC);
         al_matmul_forward_ref(out_r, inp, w, b, N, C, OC);
         snprintf(what, sizeof what, "matmul fwd N=%d C=%d OC=%d", N, C, OC);
-        expect_close(what, out, out_r, (size_t)N * OC, 1e-4);
+        gc_expect_close(what, out, out_r, (size_t)N * OC, 1e-4);
         al_matmul_forward(out2, inp, w, b, N, C, OC);
         expect_same(what, out, out2, (size_t)N * OC);
         al_matmul_forward(out, inp, w, NULL, N, C, OC);
         al_matmul_forward_ref(out_r, inp, w, NULL, N, C, OC);
-        expect_close(what, out, out_r, (size_t)N * OC, 1e-4);
+        gc_expect_close(what, out, out_r, (size_t)N * OC, 1e-4);
 
         /* backward accumulates onto random initial gradients */
         float *dinp = frand((size_t)N * C, 80, 1.0f), *dw = frand((size_t)OC * C, 81, 1.0f);
@@ -793,11 +766,11 @@ static void test_matmul_vs_ref(void) {
         al_matmul_backward(dinp, dw, db, dout, inp, w, N, C, OC);
         al_matmul_backward_ref(dinp_r, dw_r, db_r, dout, inp, w, N, C, OC);
         snprintf(what, sizeof what, "matmul bwd dinp N=%d C=%d OC=%d", N, C, OC);
-        expect_close(what, dinp, dinp_r, (size_t)N * C, 1e-4);
+        gc_expect_close(what, dinp, dinp_r, (size_t)N * C, 1e-4);
         snprintf(what, sizeof what, "matmul bwd dw N=%d C=%d OC=%d", N, C, OC);
-        expect_close(what, dw, dw_r, (size_t)OC * C, 1e-4);
+        gc_expect_close(what, dw, dw_r, (size_t)OC * C, 1e-4);
         snprintf(what, sizeof what, "matmul bwd db N=%d C=%d OC=%d", N, C, OC);
-        expect_close(what, db, db_r, OC, 1e-5);
+        gc_expect_close(what, db, db_r, OC, 1e-5);
         al_matmul_backward(dinp2, dw2, db2, dout, inp, w, N, C, OC);
         expect_same("matmul bwd dinp repeat", dinp, dinp2, (size_t)N * C);
         expect_same("matmul bwd dw repeat", dw, dw2, (size_t)OC * C);
@@ -811,7 +784,7 @@ static void test_matmul_vs_ref(void) {
     float *dout = frand((size_t)N * OC, 90, 1.0f), *db = fbuf(OC), *db_r = fbuf(OC);
     al_matmul_backward(NULL, NULL, db, dout, NULL, NULL, N, 1, OC);
     al_matmul_backward_ref(NULL, NULL, db_r, dout, NULL, NULL, N, 1, OC);
-    expect_close("matmul db big", db, db_r, OC, 1e-6);
+    gc_expect_close("matmul db big", db, db_r, OC, 1e-6);
     al_free(dout); al_free(db); al_free(db_r);
 }
 
@@ -890,9 +863,9 @@ static void test_lmhead_bf16(void) {
         al_lmhead_forward_bf16(lp, en, ls, NULL, h, w16, target, N, C, V, inv_temp, 0.0f, scratch, s16,
                                chunk);
         al_lmhead_forward_ref(lp_r, en_r, ls_r, NULL, hr, wr, target, N, C, V, inv_temp, 0.0f);
-        expect_close("lmhead_bf16 logp vs ref on rounded", lp, lp_r, N, 1e-5);
-        expect_close("lmhead_bf16 ent vs ref on rounded", en, en_r, N, 1e-5);
-        expect_close("lmhead_bf16 lse vs ref on rounded", ls, ls_r, N, 1e-5);
+        gc_expect_close("lmhead_bf16 logp vs ref on rounded", lp, lp_r, N, 1e-5);
+        gc_expect_close("lmhead_bf16 ent vs ref on rounded", en, en_r, N, 1e-5);
+        gc_expect_close("lmhead_bf16 lse vs ref on rounded", ls, ls_r, N, 1e-5);
         al_lmhead_forward_ref(lp_u, NULL, ls_u, NULL, h, w, target, N, C, V, inv_temp, 0.0f);
         double *bound = calloc((size_t)N, sizeof *bound);
         AL_ASSERT(bound);
@@ -974,11 +947,11 @@ static void test_lmhead_vs_ref(void) {
         al_lmhead_forward(lp, en, ls, NULL, h, w, target, N, C, V, inv_temp, 0.0f, scratch, chunk);
         al_lmhead_forward_ref(lp_r, en_r, ls_r, NULL, h, w, target, N, C, V, inv_temp, 0.0f);
         snprintf(what, sizeof what, "lmhead logp N=%d C=%d V=%d chunk=%d", N, C, V, chunk);
-        expect_close(what, lp, lp_r, N, 1e-5);
+        gc_expect_close(what, lp, lp_r, N, 1e-5);
         snprintf(what, sizeof what, "lmhead ent N=%d C=%d V=%d chunk=%d", N, C, V, chunk);
-        expect_close(what, en, en_r, N, 1e-5);
+        gc_expect_close(what, en, en_r, N, 1e-5);
         snprintf(what, sizeof what, "lmhead lse N=%d C=%d V=%d chunk=%d", N, C, V, chunk);
-        expect_close(what, ls, ls_r, N, 1e-5);
+        gc_expect_close(what, ls, ls_r, N, 1e-5);
         int zeros = 1;
         for (int n = 0; n < N; n++)
             if (target[n] < 0 && (lp[n] != 0 || en[n] != 0 || ls[n] != 0)) zeros = 0;
@@ -995,9 +968,9 @@ static void test_lmhead_vs_ref(void) {
                            scratch, chunk);
         lmhead_backward_naive(dh_r, dw_r, dlogp, dent, h, w, target, N, C, V, inv_temp);
         snprintf(what, sizeof what, "lmhead dh N=%d C=%d V=%d chunk=%d", N, C, V, chunk);
-        expect_close(what, dh, dh_r, (size_t)N * C, 1e-4);
+        gc_expect_close(what, dh, dh_r, (size_t)N * C, 1e-4);
         snprintf(what, sizeof what, "lmhead dw N=%d C=%d V=%d chunk=%d", N, C, V, chunk);
-        expect_close(what, dw, dw_r, (size_t)V * C, 1e-4);
+        gc_expect_close(what, dw, dw_r, (size_t)V * C, 1e-4);
         al_lmhead_backward(dh2, dw2, dlogp, dent, h, w, target, ls, en, N, C, V, inv_temp, 0.0f,
                            scratch, chunk);
         expect_same("lmhead bwd repeat dh", dh, dh2, (size_t)N * C);

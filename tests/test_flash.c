@@ -23,37 +23,6 @@ static float *fbuf(size_t n) {
     return p;
 }
 
-static double maxabs(const float *x, size_t n) {
-    double m = 0;
-    for (size_t i = 0; i < n; i++) m = fmax(m, fabs((double)x[i]));
-    return m;
-}
-
-/* |got - want| <= rtol (|want| + max|want|) everywhere. */
-static void expect_close(const char *what, const float *got, const float *want, size_t n,
-                         double rtol) {
-    double scale = maxabs(want, n), worst = 0;
-    size_t bad = 0, wi = 0;
-    for (size_t i = 0; i < n; i++) {
-        double d = fabs((double)got[i] - want[i]), tol = rtol * (fabs((double)want[i]) + scale);
-        if (!(d <= tol)) {
-            bad++;
-            if (!(d / tol <= worst)) worst = d / tol, wi = i;
-        }
-    }
-    T_REPORT_(bad == 0, "%s: %zu of %zu off, worst [%zu] %.9g vs %.9g", what, bad, n, wi,
-              n ? got[wi] : 0.0, n ? want[wi] : 0.0);
-}
-
-static double rel_l2(const float *a, const float *b, size_t n) {
-    double num = 0, den = 0;
-    for (size_t i = 0; i < n; i++) {
-        num += ((double)a[i] - b[i]) * ((double)a[i] - b[i]);
-        den += (double)b[i] * b[i];
-    }
-    return den > 0 ? sqrt(num / den) : sqrt(num);
-}
-
 typedef struct shape {
     const char *name;
     int B, T, NH, NKV, HD;
@@ -88,7 +57,7 @@ static void against_today(const shape *s) {
     al_attention_forward(outr, att, q, k, v, ld, seg, s->B, s->T, s->NH, s->NKV, s->HD, &s->o);
     char what[128];
     snprintf(what, sizeof what, "%s: flash out vs today's", s->name);
-    expect_close(what, out, outr, no, 1e-5);
+    gc_expect_close(what, out, outr, no, 1e-5);
     /* lse: the log of each row's softmax denominator; P = exp(s - lse) sums to 1 is
      * checked through the gradients below */
     float *d = fbuf(nx), *dr = fbuf(nx);
@@ -101,7 +70,7 @@ static void against_today(const shape *s) {
     al_attention_backward(rq, rk, rv, dout, att, q, k, v, ld, seg, s->B, s->T, s->NH, s->NKV, s->HD,
                           &s->o);
     snprintf(what, sizeof what, "%s: flash dq|dk|dv vs today's", s->name);
-    expect_close(what, d, dr, nx, 1e-5);
+    gc_expect_close(what, d, dr, nx, 1e-5);
     /* determinism */
     float *out2 = fbuf(no), *lse2 = fbuf(N * s->NH);
     al_flash_attention_forward(out2, lse2, q, k, v, ld, seg, s->B, s->T, s->NH, s->NKV, s->HD, &s->o, 0);
@@ -146,8 +115,8 @@ static void against_today(const shape *s) {
                                 ld, seg, s->B, s->T, s->NH, s->NKV, s->HD, &s->o, 1);
     al_flash_attention_backward(dz, dz + OC, dz + OC + s->NKV * s->HD, dout, out, lse, q, k, v, ld,
                                 seg, s->B, s->T, s->NH, s->NKV, s->HD, &s->o, 0);
-    T_REPORT_(rel_l2(d16, dz, nx) <= 4e-2, "%s: bf16 gradients off by %.3g", s->name,
-              rel_l2(d16, dz, nx));
+    T_REPORT_(gc_rel_l2(d16, dz, nx) <= 4e-2, "%s: bf16 gradients off by %.3g", s->name,
+              gc_rel_l2(d16, dz, nx));
     al_free(o16); al_free(l16); al_free(d16); al_free(dz);
     al_free(qkv); al_free(dout); al_free(out); al_free(outr); al_free(lse); al_free(att);
     al_free(d); al_free(dr);

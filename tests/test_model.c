@@ -640,16 +640,6 @@ static double logp_maxdiff(const float *a, const float *b) {
     return d;
 }
 
-/* ||a - b|| / ||b|| over a tensor's gradient. */
-static double rel_l2(const float *a, const float *b, size_t n) {
-    double num = 0, den = 0;
-    for (size_t i = 0; i < n; i++) {
-        num += ((double)a[i] - b[i]) * ((double)a[i] - b[i]);
-        den += (double)b[i] * b[i];
-    }
-    return den > 0 ? sqrt(num / den) : sqrt(num);
-}
-
 /* One forward (log-probs, entropy, values when the model has a head) and
  * backward of the test batch. */
 static void fwd_bwd(al_model *m, int flags, float *lp, float *en, float *val) {
@@ -720,7 +710,7 @@ static void test_bf16_model(void) {
         const char *wname = "";
         for (int i = 0; i < np; i++) {
             if (!pb[i].g) continue;
-            double e = rel_l2(pb[i].g, pa[i].g, pb[i].n);
+            double e = gc_rel_l2(pb[i].g, pa[i].g, pb[i].n);
             if (e > worst) worst = e, wname = pb[i].name;
         }
         T_REPORT_(worst <= 4e-2, "bf16 gradients, variant %d: %s off by %.3g", v, wname, worst);

@@ -1,4 +1,5 @@
-/* Private to lib/compute: matrix-product panels on oneDNN (onednn.c).
+/* Private to lib/compute: matrix-product panels on oneDNN (onednn.c), and
+ * how the pool splits a product (al_gemm_plan).
  *
  * Each call runs one product on the calling thread alone (the compute pool
  * splits larger products into panels, one per thread; pool.h). With
@@ -29,5 +30,23 @@ void al_dnnl_cache_stats(int *live, long *created);
 /* Tests: the primitives kept before the least recently used goes (default
  * 1024, at least 1). */
 void al_dnnl_set_cache_cap(int cap);
+
+/* How the pool splits a product C (M x N, K deep) of al_gemm or
+ * al_gemm_bf16 over nt threads: 0 runs it on the calling thread (too small
+ * to pay a fork/join); else 1, with *split_m 1 for blocks of C's rows and 0
+ * for blocks of its columns. A few rows against a large matrix (decoding)
+ * are bound by reading the matrix, worth splitting far below the work a
+ * product needs. whole_rows: the panels run on oneDNN, whose fastest
+ * kernels want whole rows of C, so rows are split whenever each thread gets
+ * a block of them; otherwise the larger side of C is (each panel repacks the
+ * operand it shares with the others). K is never split: no reductions
+ * across threads, and the result does not depend on the split. */
+static inline int al_gemm_plan(int M, int N, int K, int nt, int whole_rows, int *split_m) {
+    double work = (double)M * (double)N * (double)K;
+    int gemv = M <= 4 && (double)N * (double)K >= 65536.0;
+    if (nt <= 1 || (work < 2.0e6 && !gemv)) return 0;
+    *split_m = whole_rows ? M >= 32 * nt : M >= N;
+    return 1;
+}
 
 #endif

@@ -35,7 +35,6 @@
 #include "compute/pool.h"
 
 #define BF_PAR_N ((size_t)1 << 16)   /* conversions split above this */
-#define GEMM_PAR_WORK 2.0e6
 
 static inline uint16_t round1(float f) {
     uint32_t x;
@@ -244,19 +243,10 @@ static void gemm16_fn(void *p, int tid, int nt) {
 static void gemm16_run(gemm16_ctx *g) {
     AL_ASSERT(g->M >= 0 && g->N >= 0 && g->K >= 0);
     if (g->M == 0 || g->N == 0) return;
-    double work = (double)g->M * (double)g->N * (double)g->K;
-    int nt = al_pool_threads();
-    /* a few rows against a large matrix (decoding) is bound by reading the
-     * matrix: worth splitting far below the work a product needs */
-    int gemv = g->M <= 4 && (double)g->N * (double)g->K >= 65536.0;
-    if (nt <= 1 || (work < GEMM_PAR_WORK && !gemv)) {
+    if (!al_gemm_plan(g->M, g->N, g->K, al_pool_threads(), 1, &g->split_m)) {
         gemm16_panel(g, 0, g->M, 0, g->N);
         return;
     }
-    /* whole rows of C per thread when there are rows enough (oneDNN's
-     * fastest kernels want them), else columns: a decoding row splits the
-     * weight matrix between the threads */
-    g->split_m = g->M >= 32 * nt;
     al_pool_run(gemm16_fn, g);
 }
 

@@ -22,7 +22,6 @@
 #include "compute/pool.h"
 
 #define MAX_THREADS AL_POOL_MAX
-#define GEMM_PAR_WORK 2.0e6        /* M*N*K above which al_gemm splits */
 #define ELEM_PAR_N ((size_t)1 << 17) /* elementwise ops split above this */
 #define EMBED_PAR_WORK ((size_t)1 << 15)
 #define LANES 8                    /* independent accumulators per reduction */
@@ -137,21 +136,10 @@ static void gemm_run(gemm_ctx *g) {
     AL_ASSERT(g->M >= 0 && g->N >= 0 && g->K >= 0);
     if (g->M == 0 || g->N == 0) return;
     g->onednn = al_gemm_backend() == AL_MM_ONEDNN;
-    double work = (double)g->M * (double)g->N * (double)g->K;
-    int nt = al_pool_threads();
-    /* a few rows against a large matrix (decoding) is bound by reading the
-     * matrix: worth splitting far below the work a product needs */
-    int gemv = g->M <= 4 && (double)g->N * (double)g->K >= 65536.0;
-    if (nt <= 1 || (work < GEMM_PAR_WORK && !gemv)) {
+    if (!al_gemm_plan(g->M, g->N, g->K, al_pool_threads(), g->onednn, &g->split_m)) {
         gemm_panel(g, 0, g->M, 0, g->N);
         return;
     }
-    /* Each panel repacks the operand it shares with the other panels, so
-     * split the larger side of C; oneDNN's fastest kernels want whole rows
-     * of C, so with it split the rows whenever each thread gets a block of
-     * them. K is never split: no reductions across threads, and the result
-     * does not depend on the split. */
-    g->split_m = g->onednn ? g->M >= 32 * nt : g->M >= g->N;
     al_pool_run(gemm_fn, g);
 }
 
