@@ -1021,10 +1021,15 @@ static void norm_backward(al_model *m, float *dx, const float *dout, const float
 
 void al_model_embed(al_model *m, float *out, const int32_t *ids, const int32_t *pos, int N) {
     const al_model_config *c = &m->cfg;
-    /* from the fp32 tables, or those a frozen bf16 model holds */
+    /* A model in bf16 looks up its bf16 tables whether it trains or not (a
+     * trained table's copy is refreshed before each forward), so a policy
+     * and a frozen copy of it compute the same numbers: the reference a job
+     * precomputes from the policy equals a live one, and a served model the
+     * one that trained (with the fp32 tables looked up in training, a KTO
+     * job's first loss against a live reference was 0.49998, not 0.5). */
     const al_param *te = P(m, m->wte), *pe = P(m, m->wpe);
-    if (te->w) al_embed_forward(out, ids, pos, te->w, pe ? pe->w : NULL, N, c->C);
-    else al_embed_forward_bf16(out, ids, pos, te->h, pe ? pe->h : NULL, N, c->C);
+    if (m->bf16) al_embed_forward_bf16(out, ids, pos, te->h, pe ? pe->h : NULL, N, c->C);
+    else al_embed_forward(out, ids, pos, te->w, pe ? pe->w : NULL, N, c->C);
     /* Gemma: embeddings * sqrt(hidden) (a float32 tensor); Granite: * embedding_multiplier */
     if (c->embed_scale > 0 && c->embed_scale != 1.0f) al_scale(out, c->embed_scale, (size_t)N * c->C);
 }
