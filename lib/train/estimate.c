@@ -289,7 +289,7 @@ static const char *data_method(const char *m) {
     return m;
 }
 
-int al_job_estimate(const al_job *job, al_estimate *out, char err[AL_ERRLEN]) {
+int al_job_estimate(const al_job *job, al_estimate *out, al_error *err) {
     if (!strcmp(job->method, "clean_data")) {
         /* no model: the file's bytes a few times over (rows, report, output) */
         memset(out, 0, sizeof *out);
@@ -297,13 +297,14 @@ int al_job_estimate(const al_job *job, al_estimate *out, char err[AL_ERRLEN]) {
         return AL_OK;
     }
     al_model_config cfg;
-    int rc = model_config(job->model, &cfg, err);
-    if (rc) return rc;
+    char e2[AL_ERRLEN] = "";
+    int rc = model_config(job->model, &cfg, e2);
+    if (rc) return al_fail_as(err, rc, "model", e2);
     /* sampling jobs (generate_preferences, evaluate, critique_revise) train
      * nothing; RL methods generate completions and score them */
     const al_objective_ops *ops = al_objective_find(job->method);
     int data_job = al_method_is_data(job->method), rl = al_method_is_rl(job->method);
-    if (!ops && !data_job) return al_err(err, AL_EINVAL, "method: unknown '%s'", job->method);
+    if (!ops && !data_job) return AL_FAIL(err, AL_EINVAL, "method", "unknown '%s'", job->method);
     int score = !strcmp(job->method, "reward_model");
     al_estimate e;
     memset(&e, 0, sizeof e);
@@ -317,11 +318,13 @@ int al_job_estimate(const al_job *job, al_estimate *out, char err[AL_ERRLEN]) {
     snprintf(tdir, sizeof tdir, "%s", job->model);
     al_tok *tok = NULL;
     al_chat *chat = NULL;
-    if ((rc = al_tok_load(&tok, tdir, err))) return rc;
-    if ((rc = al_chat_new(&chat, tok, job->chat_template, err))) {
+    if ((rc = al_tok_load(&tok, tdir, e2))) return al_fail_as(err, rc, "model", e2);
+    if ((rc = al_chat_new(&chat, tok, job->chat_template, e2))) {
         al_tok_free(tok);
-        return rc;
+        return al_fail_as(err, rc, job->chat_template ? "chat_template" : "model", e2);
     }
+    /* the field whose data failed: the model's chat template on a task's rows, else the file */
+    char field[AL_FIELDLEN] = "model";
     double tok_per_ex = 0;
     int max_seq = 0;
     int pair = ops && ops->batch == AL_BATCH_PAIR;
@@ -335,7 +338,7 @@ int al_job_estimate(const al_job *job, al_estimate *out, char err[AL_ERRLEN]) {
             al_task_row r;
             al_seq s = {0};
             if ((rc = al_task_row_get(job->task, job->task_split, job->task_seed, (uint64_t)i, &r))) break;
-            rc = al_chat_encode_text(chat, r.prompt, strlen(r.prompt), r.answer, strlen(r.answer), &s, err);
+            rc = al_chat_encode_text(chat, r.prompt, strlen(r.prompt), r.answer, strlen(r.answer), &s, e2);
             if (!rc) {
                 int len = s.n + gen_len;
                 sum += (double)len * (pair ? 2 : gens);
@@ -357,7 +360,9 @@ int al_job_estimate(const al_job *job, al_estimate *out, char err[AL_ERRLEN]) {
             al_dataset *ds = NULL;
             const char *path = job->n_train_files ? job->train_files[f].file : job->training_file;
             o.sharegpt = al_job_file_sharegpt(job, path);
-            if ((rc = al_dataset_read_file(path, chat, &o, &ds, err))) break;
+            if (job->n_train_files) snprintf(field, sizeof field, "training_files[%d].file", f);
+            else snprintf(field, sizeof field, "training_file");
+            if ((rc = al_dataset_read_file(path, chat, &o, &ds, e2))) break;
             double sum = 0;
             for (int i = 0; i < ds->n_ex; i++)
                 for (int k = 0; k < (pair ? 2 : 1); k++) {
@@ -373,7 +378,7 @@ int al_job_estimate(const al_job *job, al_estimate *out, char err[AL_ERRLEN]) {
     }
     al_chat_free(chat);
     al_tok_free(tok);
-    if (rc) return rc;
+    if (rc) return al_fail_as(err, rc, field, e2);
     if (!gen_len && max_seq > job->hp.max_length) max_seq = job->hp.max_length;
     if (max_seq < 2) max_seq = 2;
     if (cfg.max_T > 0 && max_seq > cfg.max_T) max_seq = cfg.max_T;
@@ -420,30 +425,30 @@ int al_job_estimate(const al_job *job, al_estimate *out, char err[AL_ERRLEN]) {
         double step = 0;
         if ((rc = al_estimate_step(&cfg, job->use_lora ? &job->lora : NULL, bf16, per_step, Tavg,
                                    ref_forward && !job->hp.precompute_ref_log_probs ? per_step : 0, &step,
-                                   err)))
-            return rc;
+                                   e2)))
+            return al_fail_as(err, rc, "model", e2);
         if (rl && gen_len > 0) {
             /* generation: a forward per new token of every completion (decoding
              * re-reads the weights per token: counted three times a training
              * forward's per-token cost, a rough figure) */
             double fwd1 = 0;
             if ((rc = al_estimate_step(&cfg, job->use_lora ? &job->lora : NULL, bf16, 0, Tavg, 1, &fwd1,
-                                       err)))
-                return rc;
+                                       e2)))
+                return al_fail_as(err, rc, "model", e2);
             step += 3.0 * fwd1 / Tavg * (double)gen_len * job->hp.batch_size;
         }
         e.seconds_per_step = step;
         e.seconds = step * (double)e.steps;
         if (ref_forward && job->hp.precompute_ref_log_probs && !rl) {
             double once = 0; /* scoring the data once with the reference */
-            if ((rc = al_estimate_step(&cfg, NULL, bf16, 0, Tavg, 1, &once, err))) return rc;
+            if ((rc = al_estimate_step(&cfg, NULL, bf16, 0, Tavg, 1, &once, e2))) return al_fail_as(err, rc, "model", e2);
             e.seconds += once * (double)e.examples * (pair ? 2 : 1);
         }
     } else if (data_job) {
         double fwd1 = 0;
         int Tavg = (int)ceil(tok_per_ex > 2 ? tok_per_ex / gens : 2);
         if (Tavg > max_seq) Tavg = max_seq;
-        if ((rc = al_estimate_step(&cfg, NULL, bf16, 0, Tavg, 1, &fwd1, err))) return rc;
+        if ((rc = al_estimate_step(&cfg, NULL, bf16, 0, Tavg, 1, &fwd1, e2))) return al_fail_as(err, rc, "model", e2);
         e.seconds = 3.0 * fwd1 / Tavg * (double)(gen_len > 0 ? gen_len : 1) * (double)e.examples * gens;
     }
     *out = e;
