@@ -18,13 +18,18 @@
  * machine (2026-12-06), on two floating-point paths of the portable release
  * build, as ctest runs them: test_learning (2 threads, bf16 products on
  * oneDNN: mixed_precision auto there) and test_learning_1thread (1 thread,
- * fp32 products on OpenBLAS):
+ * fp32 products on OpenBLAS), after merging main at ca478f3 (29 passed on
+ * each; `/usr/bin/time -v ./tests/test_learning`, 316 s wall and 146 s of
+ * CPU at load 15, and with ALIGND_THREADS=1 ALIGND_MATMUL=openblas, 142 s
+ * wall and 72 s of CPU):
  *                                          bf16, oneDNN          fp32, OpenBLAS, 1 thread
  *   SFT from scratch, held-out EM      0.931 0.885 0.861     0.950 0.803 0.924
  *   reward model, held-out pair acc.   0.825 0.660 0.710     0.790 0.815 0.775
  *   plain DPO: EM change              -0.235 -0.113 -0.204  -0.178 -0.179 -0.261
  *   plain DPO: logps/chosen change     -2.3  -0.5  -1.2      -1.0  -1.2  -1.7
- *   DPO + RPO (rpo_alpha 1): EM change +0.251 +0.186 +0.240  +0.256 +0.168 +0.226
+ *   DPO + RPO (rpo_alpha 1): EM change +0.251 +0.186 +0.240  +0.257 +0.172 +0.252
+ * (before TRL's preference tokenization the OpenBLAS path's RPO was +0.256
+ * +0.168 +0.226, every other figure the same).
  * SFT ran 900 steps until the bf16 path put seed 2 at 0.281: over 21 runs of
  * that recipe (seeds 1-9 of the task's data and order on the three bases,
  * alignd train, 2 threads; fp32 and bf16 on oneDNN, fp32 on OpenBLAS) six
