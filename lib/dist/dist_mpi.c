@@ -71,6 +71,22 @@ int al_dist_agree_rc(int rc) {
     return rc;
 }
 
+int al_dist_agree_err(int rc, char err[AL_ERRLEN]) {
+    if (!started) return rc;
+    int who = rc ? g_rank : g_size;
+    MPI_Allreduce(MPI_IN_PLACE, &who, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD);
+    if (who == g_size) return AL_OK;
+    char buf[AL_ERRLEN] = "";
+    if (g_rank == who && err) snprintf(buf, sizeof buf, "%s", err);
+    MPI_Bcast(&rc, 1, MPI_INT, who, MPI_COMM_WORLD);
+    MPI_Bcast(buf, AL_ERRLEN, MPI_CHAR, who, MPI_COMM_WORLD);
+    if (err && g_rank != who) {
+        if (who == 0) snprintf(err, AL_ERRLEN, "%s", buf);
+        else snprintf(err, AL_ERRLEN, "rank %d: %.*s", who, AL_ERRLEN - 16, buf);
+    }
+    return rc;
+}
+
 enum { CHUNK = 1 << 28 }; /* elements per transfer when a count would not fit an int */
 
 void al_dist_bcast(void *buf, size_t bytes, int root) {

@@ -25,6 +25,10 @@ void al_dist_max(double *x, int n) { (void)x, (void)n; }
 void al_dist_min(double *x, int n) { (void)x, (void)n; }
 int al_dist_any(int flags) { return flags; }
 int al_dist_agree_rc(int rc) { return rc; }
+int al_dist_agree_err(int rc, char err[AL_ERRLEN]) {
+    (void)err;
+    return rc;
+}
 void al_dist_bcast(void *buf, size_t bytes, int root) { (void)buf, (void)bytes, (void)root; }
 
 void al_dist_allgather(const void *send, size_t bytes, void *recv) {

@@ -332,6 +332,52 @@ static int parse_task(const json_t *v, const char *path, char *name, size_t name
     return AL_OK;
 }
 
+/* "resources" (what the daemon launches) and "distributed" (how the ranks
+ * share the work). */
+static int parse_resources(al_job *job, const json_t *o, char err[AL_ERRLEN]) {
+    static const char *const rk[] = {"processes", "threads_per_process", NULL};
+    static const char *const dk[] = {"shard_optimizer", "bucket_cap_mb", "overlap", NULL};
+    job->processes = 1;
+    job->dist = (al_ddp_cfg){.shard_optimizer = 0, .bucket_mb = 25, .overlap = 1};
+    const json_t *r = json_object_get(o, "resources"), *d = json_object_get(o, "distributed"), *x;
+    int rc;
+    if (r && !json_is_null(r)) {
+        if (!json_is_object(r)) return al_err(err, AL_EINVAL, "resources: must be an object");
+        if ((rc = check_keys(r, "resources", rk, err))) return rc;
+        if ((x = json_object_get(r, "processes"))) {
+            if (!json_is_integer(x) || json_integer_value(x) < 1 || json_integer_value(x) > 65536)
+                return al_err(err, AL_EINVAL, "resources.processes: must be an integer in [1, 65536]");
+            job->processes = (int)json_integer_value(x);
+        }
+        if ((x = json_object_get(r, "threads_per_process"))) {
+            if (!json_is_integer(x) || json_integer_value(x) < 0 || json_integer_value(x) > 1024)
+                return al_err(err, AL_EINVAL, "resources.threads_per_process: must be an integer in [0, 1024]");
+            job->threads_per_process = (int)json_integer_value(x);
+        }
+    }
+    if (d && !json_is_null(d)) {
+        if (!json_is_object(d)) return al_err(err, AL_EINVAL, "distributed: must be an object");
+        if ((rc = check_keys(d, "distributed", dk, err))) return rc;
+        if ((x = json_object_get(d, "shard_optimizer"))) {
+            if (!json_is_boolean(x)) return al_err(err, AL_EINVAL, "distributed.shard_optimizer: must be true or false");
+            job->dist.shard_optimizer = json_is_true(x);
+        }
+        if ((x = json_object_get(d, "overlap"))) {
+            if (!json_is_boolean(x)) return al_err(err, AL_EINVAL, "distributed.overlap: must be true or false");
+            job->dist.overlap = json_is_true(x);
+        }
+        if ((x = json_object_get(d, "bucket_cap_mb"))) {
+            if (!json_is_number(x) || !(json_number_value(x) > 0) || json_number_value(x) > 4096)
+                return al_err(err, AL_EINVAL, "distributed.bucket_cap_mb: must be a number in (0, 4096]");
+            job->dist.bucket_mb = json_number_value(x);
+        }
+    }
+    if (al_method_is_data(job->method) && job->processes > 1)
+        return al_err(err, AL_EINVAL, "resources.processes: %s runs in one process (only training jobs "
+                      "are distributed)", job->method);
+    return AL_OK;
+}
+
 static int parse_lora(al_job *job, const json_t *v, char err[AL_ERRLEN]) {
     static const char *const keys[] = {"r", "alpha", "lora_alpha", "dropout", "lora_dropout",
                                        "target_modules", "merge", NULL};
@@ -801,7 +847,7 @@ int al_job_from_json(al_job *job, const json_t *o, char err[AL_ERRLEN]) {
                                        "ref_model", "hyperparameters", "lora", "seed", "output_dir",
                                        "eval_tasks", "suffix", "metadata", "reward", "critic",
                                        "critic_model", "model_b", "principles", "chat_template",
-                                       "training_files", "hygiene", NULL};
+                                       "training_files", "hygiene", "resources", "distributed", NULL};
     al_job j;
     memset(&j, 0, sizeof j);
     al_grader_cfg_default(&j.reward.grader);
@@ -920,6 +966,7 @@ int al_job_from_json(al_job *job, const json_t *o, char err[AL_ERRLEN]) {
     }
     const json_t *et = json_object_get(o, "eval_tasks");
     if (et && !json_is_null(et) && (rc = parse_eval_tasks(&j, et, err))) return rc;
+    if ((rc = parse_resources(&j, o, err))) return rc;
     if ((al_method_is_rl(j.method) || al_method_is_data(j.method)) && (rc = check_rl(&j, o, err))) return rc;
     /* The objective validates what it uses (beta > 0, loss types ...). */
     const al_objective_ops *ops = al_method_is_data(j.method) ? NULL : al_objective_find(j.method);

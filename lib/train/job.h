@@ -28,7 +28,13 @@
  *    "critic": "shared_base" | "separate",      (ppo; default shared_base with LoRA)
  *    "critic_model": DIR,                       (ppo: the separate critic's start)
  *    "model_b": DIR,                            (evaluate: the model A is compared with)
- *    "principles": ["..."]}                     (critique_revise; default: the judge's)
+ *    "principles": ["..."],                     (critique_revise; default: the judge's)
+ *    -- data parallelism (lib/dist) --
+ *    "resources": {"processes": N,              (ranks the daemon starts through its
+ *                  "threads_per_process": N},   launcher; default 1: in-process)
+ *    "distributed": {"shard_optimizer": BOOL,   (ZeRO-1: AdamW moments sharded; false)
+ *                    "bucket_cap_mb": X,        (gradient buckets, PyTorch DDP's; 25)
+ *                    "overlap": BOOL}}          (reduce while backward runs; true)
  *
  * GRADER (lib/train/grader.h) is a preset name ("exact", the default,
  * "casefold", "numeric", "last_number", "hash"/"gsm8k", "boxed"/"math") or
@@ -52,6 +58,7 @@
 
 #include <jansson.h>
 
+#include "../dist/ddp.h"
 #include "../model/model.h"
 #include "../text/hygiene.h"
 #include "grader.h"
@@ -136,6 +143,9 @@ typedef struct al_job {
     char principles[AL_MAX_PRINCIPLES][AL_PRINCIPLE_LEN]; /* critique_revise */
     int n_principles;
     al_hygiene_cfg hygiene;            /* filters (al_hygiene_any: some are on) */
+    int processes;                     /* resources.processes: ranks the daemon launches (1: in-process) */
+    int threads_per_process;           /* resources.threads_per_process: 0 = every core the rank sees */
+    al_ddp_cfg dist;                   /* "distributed": shard_optimizer, bucket_cap_mb, overlap */
     const char *chat_template;         /* NULL: the model's own; else the template text
                                         * (a built-in's, or held by resolved) */
     json_t *resolved;                  /* owned: the description with defaults filled in */

@@ -70,6 +70,12 @@ typedef struct al_step_stats {
 
 /* Adds value to metric `name` (creating it); ignored beyond AL_MAX_METRICS. */
 void al_stats_add(al_step_stats *st, const char *name, double value);
+/* Sums a step's statistics over the ranks of a data-parallel run (each
+ * rank's already divided by the global denominators, so the sum is the
+ * global batch's value): loss, num_tokens and every metric any rank has, in
+ * the order they first appear from rank 0 up. No-op with one rank.
+ * Collective. */
+void al_stats_dist_sum(al_step_stats *st);
 /* Value of a metric, or NaN when absent. */
 double al_stats_get(const al_step_stats *st, const char *name);
 
