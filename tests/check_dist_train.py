@@ -11,9 +11,12 @@ per-rank size):
                  the same losses and weights
   resume         a 2-rank run's checkpoint resumed on 1 rank and on 2 ranks:
                  the losses of the uninterrupted run
-  grpo           2 ranks, batch 16 each, against 1 process of batch 32: the
-                 same metric names, and on held-out prompts the reward rises
-                 in both runs
+  ppo            PPO (LoRA critic, whitening, ZeRO-1) on 2 ranks resumed from
+                 its checkpoint on 2 ranks: the losses of the uninterrupted run;
+                 the metric names of one process
+  grpo           2 ranks, batch 16 each, against 1 process of batch 32, two
+                 seeds: the same metric names, and on held-out prompts the
+                 reward rises by a margin in every run
 
 usage: check_dist_train.py ALIGND_BIN WORKDIR [case ...]
 """
@@ -27,7 +30,7 @@ import sys
 import numpy as np
 
 ALIGND, WORK = sys.argv[1], sys.argv[2]
-CASES = sys.argv[3:] or ["sft", "dpo_lora", "zero1", "resume", "grpo"]
+CASES = sys.argv[3:] or ["sft", "dpo_lora", "zero1", "resume", "ppo", "grpo"]
 MPIRUN = [shutil.which("mpirun") or "mpirun", "--allow-run-as-root", "--oversubscribe", "-np"]
 ENV = dict(os.environ, ALIGND_THREADS="1", OMP_NUM_THREADS="1")
 failures = []
@@ -161,30 +164,66 @@ if "resume" in CASES:
     check(any("global batch of 8 is kept" in e.get("message", "") for e in ev1),
           "resuming on 1 rank keeps the global batch and says so")
 
+if "ppo" in CASES:
+    # PPO with a LoRA critic on the shared base, reward whitening and ZeRO-1:
+    # a 2-rank run resumed from its checkpoint on 2 ranks continues exactly
+    # (every rank's sampling stream is in the checkpoint), and logs what one
+    # process logs
+    def ppo(ranks, **hp):
+        h = {"max_steps": 4, "batch_size": 8 // ranks, "num_mini_batches": 2, "response_length": 4,
+             "learning_rate": 1e-3, "whiten_rewards": True, "logging_steps": 1, "eval_steps": 0, "save_steps": 2}
+        h.update(hp)
+        return {"method": "ppo", "model": MODEL, "task": {"name": "addition", "rows": 200}, "lora": {"r": 4},
+                "reward": {"verifiable": {"weight": 1.0, "partial": True}}, "hyperparameters": h,
+                "distributed": {"shard_optimizer": True}}
+    one, _ = train(ppo(1), "ppo_1")
+    full, _ = train(ppo(2), "ppo_2", ranks=2)
+    check(set(k for x in one for k in x) == set(k for x in full for k in x), "ppo: 2 ranks log the metrics 1 process logs")
+    ck = os.path.join(WORK, "ppo_2", "checkpoint-2")
+    res, _ = train(ppo(2), "ppo_2_resumed", ranks=2, resume=ck)
+    same_steps([x for x in full if x["step"] > 2], res, "ppo 2 ranks resumed vs uninterrupted",
+               ("loss", "objective/scores", "objective/kl", "policy/approxkl_avg"))
+
 if "grpo" in CASES:
-    def grpo(ranks):
-        hp = {"max_steps": 30, "batch_size": 32 // ranks, "num_generations": 4, "max_completion_length": 6,
-              "learning_rate": 3e-3, "beta": 0.0, "logging_steps": 1, "eval_steps": 30, "temperature": 1.0}
-        return {"method": "grpo", "model": SFTED, "task": {"name": "addition", "rows": 400, "seed": 3},
-                "reward": {"verifiable": {"weight": 1.0, "partial": True}}, "hyperparameters": hp}
-    # a start that is partly right: SFT first, as every RL stage starts
-    sft = job("sft", 16, 1, steps=150, hp={"learning_rate": 3e-3, "eval_steps": 0, "logging_steps": 50,
-                                           "lr_scheduler_type": "constant"})
+    # GRPO against a format reward (open-r1's format_reward: the completion
+    # matches a pattern from its start, here "^1") that the SFT start meets on
+    # about a quarter of the prompts: a signal every prompt carries, so the
+    # held-out reward (greedy completions of the validation prompts, which no
+    # step trains on) measures the policy, not memorised answers. Measured
+    # here (2026-12-06, 3 seeds each): 0.255 -> 0.87..1.0 in 40 steps on one
+    # process, 0.82..0.98 on 2 ranks; the margin asked, 0.4, is over twice
+    # that spread.
+    base = os.path.join(WORK, "grpo_base")
+    if not os.path.exists(os.path.join(base, "config.json")):
+        subprocess.run([ALIGND, "init-model", "--arch", "gpt2", "--layers", "2", "--hidden", "64", "--heads", "4",
+                        "--vocab", "260", "--context", "64", "--out", base], check=True, capture_output=True)
+    sft = {"method": "sft", "model": base, "task": {"name": "addition2", "rows": 8000, "seed": 1}, "seed": 1,
+           "hyperparameters": {"learning_rate": 1e-3, "batch_size": 32, "max_steps": 300, "warmup_ratio": 0.05,
+                               "lr_scheduler_type": "constant", "logging_steps": 300, "eval_steps": 0,
+                               "max_length": 24}}
     train(sft, "grpo_start")
-    SFTED = os.path.join(WORK, "grpo_start")
-    one, _ = train(grpo(1), "grpo_1")
-    two, _ = train(grpo(2), "grpo_2", ranks=2)
-    names1 = sorted(k for x in one for k in x)
-    names2 = sorted(k for x in two for k in x)
-    check(set(names1) == set(names2), "grpo: 2 ranks log the metrics 1 process logs (%s)" %
-          sorted(set(names1) ^ set(names2)))
-    for run, name in ((one, "1 process"), (two, "2 ranks")):
-        ev = [x for x in run if "eval_reward" in x]
-        check(len(ev) >= 2, f"grpo {name}: evaluated at the start and the end")
-        if len(ev) >= 2:
-            print(f"     grpo {name}: held-out reward {ev[0]['eval_reward']:.3f} -> {ev[-1]['eval_reward']:.3f}")
-            check(ev[-1]["eval_reward"] > ev[0]["eval_reward"] + 0.02, f"grpo {name}: the held-out reward rises")
-    check(all(x.get("num_tokens", 0) > 0 for x in two if x["step"] > 0), "grpo 2 ranks: tokens counted")
+    start = os.path.join(WORK, "grpo_start")
+
+    def grpo(ranks, seed):
+        hp = {"max_steps": 40, "batch_size": 32 // ranks, "num_generations": 8, "max_completion_length": 6,
+              "learning_rate": 3e-4, "beta": 0.0, "logging_steps": 1, "eval_steps": 40,
+              "lr_scheduler_type": "constant"}
+        return {"method": "grpo", "model": start, "task": {"name": "addition2", "rows": 4000, "seed": 3},
+                "reward": {"format": {"regex": "^1", "match": "start"}}, "hyperparameters": hp, "seed": seed}
+
+    names = {}
+    for seed in (1, 2):
+        for ranks in (1, 2):
+            run, _ = train(grpo(ranks, seed), f"grpo_{ranks}_{seed}", ranks=ranks)
+            names[ranks] = set(k for x in run for k in x)
+            ev = [x for x in run if "eval_reward" in x]
+            what = f"grpo seed {seed}, {'2 ranks' if ranks == 2 else '1 process'}"
+            check(len(ev) == 2, f"{what}: evaluated at the start and the end")
+            if len(ev) == 2:
+                print(f"     {what}: held-out reward {ev[0]['eval_reward']:.3f} -> {ev[1]['eval_reward']:.3f}")
+                check(ev[1]["eval_reward"] >= ev[0]["eval_reward"] + 0.4, f"{what}: the held-out reward rises by 0.4")
+    check(names.get(1) == names.get(2), "grpo: 2 ranks log the metrics 1 process logs (%s)" %
+          sorted((names.get(1) or set()) ^ (names.get(2) or set())))
 
 print(f"{len(failures)} failed")
 sys.exit(1 if failures else 0)

@@ -942,6 +942,24 @@ static void trainer_free(trainer *t) {
     al_tok_free(t->tok);
 }
 
+void al_ckpt_world(const char *dir, int *global_batch, int *world) {
+    *global_batch = *world = 0;
+    char path[AL_PATH_MAX + 64], *txt, e2[AL_ERRLEN];
+    size_t len;
+    if (!dir) return;
+    snprintf(path, sizeof path, "%s/trainer_state.json", dir);
+    if (al_file_read(path, 1 << 20, &txt, &len, e2) != AL_OK) return; /* load_state reports it */
+    json_t *st = json_loadb(txt, len, 0, NULL);
+    free(txt);
+    json_t *gb = json_object_get(st, "global_batch_size"), *ws = json_object_get(st, "world_size");
+    if (json_is_integer(gb) && json_integer_value(gb) > 0 && json_integer_value(gb) <= (1 << 30) &&
+        json_is_integer(ws) && json_integer_value(ws) > 0 && json_integer_value(ws) <= 65536) {
+        *global_batch = (int)json_integer_value(gb);
+        *world = (int)json_integer_value(ws);
+    }
+    json_decref(st);
+}
+
 /* The global batch: batch_size on each rank, or when resuming the one the
  * checkpoint was trained with (however many ranks there are now), split
  * evenly over the ranks. */
@@ -952,20 +970,11 @@ static int global_batch(trainer *t, const char *resume_dir) {
         return al_err(t->err, AL_EINVAL, "hyperparameters.batch_size: %d on %d ranks is too large a global batch",
                       t->hp->batch_size, t->world);
     t->GB = t->hp->batch_size * t->world;
-    if (resume_dir) {
-        char path[AL_PATH_MAX + 64], *txt;
-        size_t len;
-        snprintf(path, sizeof path, "%s/trainer_state.json", resume_dir);
-        if (al_file_read(path, 1 << 20, &txt, &len, t->err) == AL_OK) {
-            json_t *st = json_loadb(txt, len, 0, NULL);
-            free(txt);
-            json_t *gb = json_object_get(st, "global_batch_size"), *ws = json_object_get(st, "world_size");
-            if (json_is_integer(gb) && json_integer_value(gb) > 0 && json_integer_value(gb) <= (1 << 30)) {
-                t->GB = (int)json_integer_value(gb);
-                if (json_is_integer(ws) && json_integer_value(ws) > 0) t->world0 = (int)json_integer_value(ws);
-            }
-            json_decref(st);
-        }
+    int gb, ws;
+    al_ckpt_world(resume_dir, &gb, &ws);
+    if (gb > 0) {
+        t->GB = gb;
+        t->world0 = ws;
     }
     if (t->GB % t->world)
         return al_err(t->err, AL_EINVAL, "hyperparameters.batch_size: the checkpoint's global batch of %d does not "
@@ -1131,6 +1140,11 @@ static int watchdog(trainer *t, double loss, double gnorm) {
 
 int al_train_run(const al_job *job, const char *resume_dir, const al_train_cb *cb,
                  al_train_result *res, char err[AL_ERRLEN]) {
+    if ((!strcmp(job->method, "clean_data") || al_method_is_data(job->method)) && al_dist_size() > 1) {
+        if (res) memset(res, 0, sizeof *res);
+        return al_err(err, AL_EINVAL, "method: %s runs in one process, not as %d ranks", job->method,
+                      al_dist_size());
+    }
     if (!strcmp(job->method, "clean_data")) return al_clean_run(job, cb, res, err);
     if (al_method_is_rl(job->method) || al_method_is_data(job->method))
         return al_rl_run(job, resume_dir, cb, res, err);
