@@ -170,12 +170,6 @@ static int train_rank(const char *file, const char *resume, long threads, int js
         return 2;
     }
     pool_start(threads);
-    struct sigaction sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = on_signal;
-    sigemptyset(&sa.sa_mask);
-    sigaction(SIGUSR1, &sa, NULL);
-    sigaction(SIGUSR2, &sa, NULL);
     cli_run run = {.tty = isatty(2), .json = json};
     /* rank 0 speaks for the job; every rank hears the signals */
     al_train_cb cb = {.should_stop = on_should_stop, .should_pause = on_should_pause,
@@ -217,6 +211,13 @@ int cli_train(int argc, char **argv) {
         fprintf(stderr, "alignd: train: --events: 'json' is the one format\n");
         return 2;
     }
+    /* pause and cancel from the start: a launcher may forward them any time */
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGUSR1, &sa, NULL);
+    sigaction(SIGUSR2, &sa, NULL);
     char err[AL_ERRLEN] = "";
     if (al_dist_init(err)) {
         fprintf(stderr, "alignd: train: %s\n", err);

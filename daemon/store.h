@@ -178,6 +178,12 @@ int store_job_feed(store *s, int64_t id, int64_t after, int max, json_t **items,
 /* Jobs left running/cancelling by a killed daemon: running -> queued (resume
  * from the latest checkpoint), cancelling -> cancelled. Returns the count. */
 int store_recover(store *s);
+/* One job from a status of `from` ("running") back to queued, to resume from
+ * its latest checkpoint still on disk (rows of newer ones that are gone are
+ * dropped) or from step 0 without one; the warning event says why (a
+ * sentence) and where it resumes. The step it resumes from into *step (may
+ * be NULL). */
+int store_job_requeue(store *s, int64_t id, const char *from, const char *why, long *step);
 json_t *store_stats(store *s);
 
 /* ---- locations ---- */

@@ -936,9 +936,21 @@ static void zero_grads(rl *r) {
 /* Clips the policy's and critic's gradients together (their global norm,
  * summed over ranks), then one AdamW step each. */
 static double optimizer_step(rl *r, float lr) {
+    double mx = r->hp->max_grad_norm;
+    if (!r->ddp) {
+        /* one process: as before lib/dist, to the last bit */
+        double a = al_model_grad_norm(r->m), b = r->critic ? al_model_grad_norm(r->critic) : 0;
+        double norm = sqrt(a * a + b * b);
+        if (mx > 0 && norm > mx && isfinite(norm)) {
+            if (a > 0) al_clip_grad_norm(r->m, mx * a / norm);
+            if (b > 0) al_clip_grad_norm(r->critic, mx * b / norm);
+        }
+        al_adamw_step(&r->opt, r->m, lr);
+        if (r->critic) al_adamw_step(&r->copt, r->critic, lr);
+        return norm;
+    }
     double a2 = al_ddp_grad_sumsq(r->ddp, r->m), b2 = r->critic ? al_ddp_grad_sumsq(r->cddp, r->critic) : 0;
     double norm = sqrt(a2 + b2);
-    double mx = r->hp->max_grad_norm;
     if (mx > 0 && norm > mx && isfinite(norm)) {
         /* torch.nn.utils.clip_grad_norm_ over both models' parameters */
         float coef = (float)(mx / (norm + 1e-6));
