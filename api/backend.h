@@ -46,7 +46,8 @@
  *         "trained_tokens":N,"estimated_finish":UNIX|null,
  *         "error":{"code","message","param"}|null,
  *         "result_files":["file-..."],"latest_metrics":{name: value}|null,
- *         "from_checkpoint":S|null}
+ *         "from_checkpoint":S|null,
+ *         "eval_results":[the last Eval result of each task and role]}
  *   STATUS: validating_files, queued, running, paused, cancelling,
  *           succeeded, failed, cancelled.
  *
@@ -70,6 +71,17 @@
  *          "step_number":N,"metrics":{...}}
  *   "ftjob-<n>:<step>" is usable wherever a model name is (inference, a
  *   new job's model, from_checkpoint).
+ *
+ * Eval result (a benchmark of eval_tasks, lib/train/bench.h):
+ *        {"object":"fine_tuning.job.eval_result","task":NAME,
+ *         "type":"multiple_choice"|"generative","n":N,"step":N,
+ *         "role":"model"|"model_b","model":NAME (what was measured: the
+ *         job's model at step 0 and in evaluate jobs, model_b's name, the
+ *         fine-tuned model at a succeeded job's last step, else
+ *         "ftjob-<n>:<step>"),"created_at":UNIX,
+ *         "metrics":{"acc","acc_stderr","acc_norm","acc_norm_stderr",
+ *                    "acc_bytes","acc_bytes_stderr" | "exact_match",
+ *                    "exact_match_stderr","extracted","extracted_stderr"}}
  *
  * Model: {"object":"model","id":NAME,"created":UNIX,"owned_by":"alignd"|
  *         "ftjob-<n>"|"ORG/NAME","kind":"base"|"fine_tuned"|"adapter"|"checkpoint",
@@ -191,6 +203,9 @@ typedef struct api_backend {
                        json_t **out, api_error *e);
     int (*job_checkpoints)(void *ud, const char *id, const api_page *pg,
                            json_t **out, api_error *e);
+    /* Every benchmark result of the job (Eval result shape), by step, task
+     * and role; NULL: the route answers 404. */
+    int (*job_eval_results)(void *ud, const char *id, json_t **out, api_error *e);
 
     /* Live feed of a job for server-sent events: a JSON array of feed items
      * with seq > after_seq (at most max). When none is ready, waits up to

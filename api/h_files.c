@@ -9,7 +9,7 @@
 
 #include "internal.h"
 
-static const char *const purposes[] = {"fine-tune"};
+static const char *const purposes[] = {"fine-tune", "evals"};
 
 static int purpose_ok(const char *p) {
     for (size_t i = 0; i < sizeof purposes / sizeof purposes[0]; i++)
@@ -58,10 +58,10 @@ enum MHD_Result api_h_files_post(api_req *r) {
                                    "file: missing; send the JSONL as the form field \"file\"");
         if (!purp)
             return api_reply_error(r, 400, "invalid_request_error", "missing_field", "purpose",
-                                   "purpose: missing; use \"fine-tune\"");
+                                   "purpose: missing; use \"fine-tune\" (or \"evals\": a benchmark file)");
         if (purp->len >= sizeof purpose)
             return api_reply_error(r, 400, "invalid_request_error", "invalid_value", "purpose",
-                                   "purpose: must be \"fine-tune\"");
+                                   "purpose: must be \"fine-tune\" or \"evals\"");
         memcpy(purpose, purp->data, purp->len);
         purpose[purp->len] = 0;
         if (file->filename[0] &&
@@ -76,7 +76,7 @@ enum MHD_Result api_h_files_post(api_req *r) {
         if (q) {
             if (strlen(q) >= sizeof purpose)
                 return api_reply_error(r, 400, "invalid_request_error", "invalid_value",
-                                       "purpose", "purpose: must be \"fine-tune\"");
+                                       "purpose", "purpose: must be \"fine-tune\" or \"evals\"");
             snprintf(purpose, sizeof purpose, "%s", q);
         }
         const char *fn = api_query(r, "filename");
@@ -86,7 +86,7 @@ enum MHD_Result api_h_files_post(api_req *r) {
     }
     if (!purpose_ok(purpose))
         return api_reply_error(r, 400, "invalid_request_error", "invalid_value", "purpose",
-                               "purpose: must be \"fine-tune\"");
+                               "purpose: must be \"fine-tune\" or \"evals\"");
     if (!data || len == 0)
         return api_reply_error(r, 400, "invalid_request_error", "empty_file", "file",
                                "file: the upload is empty");
@@ -105,7 +105,7 @@ enum MHD_Result api_h_files_list(api_req *r) {
     const char *purpose = api_query(r, "purpose");
     if (purpose && !purpose_ok(purpose))
         return api_reply_error(r, 400, "invalid_request_error", "invalid_value", "purpose",
-                               "purpose: must be \"fine-tune\"");
+                               "purpose: must be \"fine-tune\" or \"evals\"");
     json_t *out = NULL;
     int rc = s->be.file_list(s->be.ud, &pg, purpose, &out, &e);
     return api_reply_be(r, rc, out, &e);

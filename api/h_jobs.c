@@ -217,3 +217,13 @@ enum MHD_Result api_h_jobs_checkpoints(api_req *r) {
     int rc = s->be.job_checkpoints(s->be.ud, r->id, &pg, &out, &e);
     return api_reply_be(r, rc, out, &e);
 }
+
+enum MHD_Result api_h_jobs_eval_results(api_req *r) {
+    api_server *s = r->srv;
+    if (!api_id_ok(r->id) || !s->be.job_eval_results) return no_such_job(r);
+    api_error e;
+    memset(&e, 0, sizeof e);
+    json_t *out = NULL;
+    int rc = s->be.job_eval_results(s->be.ud, r->id, &out, &e);
+    return api_reply_be(r, rc, out, &e);
+}

@@ -185,6 +185,7 @@ enum MHD_Result api_h_jobs_events(api_req *r);
 enum MHD_Result api_h_jobs_metrics(api_req *r);
 enum MHD_Result api_h_jobs_samples(api_req *r);
 enum MHD_Result api_h_jobs_checkpoints(api_req *r);
+enum MHD_Result api_h_jobs_eval_results(api_req *r);
 
 enum MHD_Result api_h_models_list(api_req *r);
 enum MHD_Result api_h_models_get(api_req *r);

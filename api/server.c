@@ -53,6 +53,7 @@ static const api_route routes[] = {
     {"GET", "/v1/fine_tuning/jobs/{id}/metrics", api_h_jobs_metrics, 0},
     {"GET", "/v1/fine_tuning/jobs/{id}/samples", api_h_jobs_samples, 0},
     {"GET", "/v1/fine_tuning/jobs/{id}/checkpoints", api_h_jobs_checkpoints, 0},
+    {"GET", "/v1/fine_tuning/jobs/{id}/eval_results", api_h_jobs_eval_results, 0},
     {"GET", "/v1/models", api_h_models_list, 0},
     {"POST", "/v1/models", api_h_models_post, J | M},
     {"GET", "/v1/models/{model}/events", api_h_models_events, 0},

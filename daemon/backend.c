@@ -14,6 +14,7 @@
 #include "model/hfcache.h"
 #include "models.h"
 #include "text/dataset.h"
+#include "train/bench.h"
 #include "train/estimate.h"
 #include "train/job.h"
 
@@ -73,6 +74,36 @@ static int be_auth_check(void *ud, const char *key, int *read_only) {
 
 /* ---- files ---------------------------------------------------------------------- */
 
+/* A benchmark file (purpose "evals", lib/train/bench.h): validated as
+ * multiple-choice or generative rows, each bad row reported by line. */
+static int file_create_evals(backend_ctx *c, const char *filename, const void *data, size_t len, json_t **out,
+                             api_error *e) {
+    json_t *rep = NULL;
+    char err[AL_ERRLEN];
+    if (al_bench_check_mem(data, len, &rep, err))
+        return api_error_set(e, 400, INVALID, "file_invalid", "file", "The file is not a benchmark file: %s", err);
+    long bad = (long)json_integer_value(json_object_get(rep, "n_errors"));
+    long rows = (long)json_integer_value(json_object_get(rep, "rows"));
+    const char *first = json_string_value(json_object_get(json_array_get(json_object_get(rep, "errors"), 0), "message"));
+    if (bad == rows) {
+        api_error_set(e, 400, INVALID, "file_invalid", "file", "The file is not a benchmark file: %s",
+                      first ? first : "no rows");
+        json_decref(rep);
+        return -1;
+    }
+    char details[600] = "";
+    if (bad) snprintf(details, sizeof details, "%ld of %ld rows are invalid; first: %s", bad, rows, first ? first : "");
+    int64_t id;
+    char serr[256];
+    const char *status = bad ? "error" : "processed";
+    int rc = store_file_add(c->st, filename, "evals", data, len, status, details[0] ? details : NULL, rep, 0, &id, serr);
+    json_decref(rep);
+    if (rc) return api_error_set(e, 500, "server_error", "storage_error", "", "Storing the file failed: %s", serr);
+    log_info("event=file_created id=file-%lld bytes=%zu status=%s purpose=evals", (long long)id, len, status);
+    *out = store_file_json(c->st, id);
+    return *out ? 0 : server_error(e, "Reading the file back");
+}
+
 static int be_file_create(void *ud, const char *filename, const char *purpose, const void *data, size_t len,
                           json_t **out, api_error *e) {
     backend_ctx *c = ud;
@@ -82,6 +113,7 @@ static int be_file_create(void *ud, const char *filename, const char *purpose, c
         return api_error_set(e, 400, INVALID, "invalid_value", strlen(purpose) > 64 ? "purpose" : "filename",
                              "%s is too long", strlen(purpose) > 64 ? "purpose" : "filename");
     if (len == 0) return api_error_set(e, 400, INVALID, "file_invalid", "file", "The file is empty");
+    if (!strcmp(purpose, "evals")) return file_create_evals(c, filename, data, len, out, e);
     al_dataset *ds = NULL;
     char err[AL_ERRLEN];
     int rc = al_dataset_read_mem(data, len, NULL, NULL, &ds, err);
@@ -706,6 +738,14 @@ static int be_job_checkpoints(void *ud, const char *id, const api_page *pg, json
     return 0;
 }
 
+static int be_job_eval_results(void *ud, const char *id, json_t **out, api_error *e) {
+    backend_ctx *c = ud;
+    int64_t n;
+    if (job_id(c, id, &n, e)) return -1;
+    *out = store_job_eval_results(c->st, n);
+    return 0;
+}
+
 static double mono_ms(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -889,6 +929,7 @@ void backend_init(api_backend *be, backend_ctx *ctx) {
     be->job_metrics = be_job_metrics;
     be->job_samples = be_job_samples;
     be->job_checkpoints = be_job_checkpoints;
+    be->job_eval_results = be_job_eval_results;
     be->job_feed = be_job_feed;
     be->job_feed_last = be_job_feed_last;
     be->model_list = be_model_list;

@@ -5,17 +5,17 @@
  *     (generate_preferences, evaluate, critique_revise) included; the
  *     files a sampling job writes are named on stderr.
  *     stdout: one JSON object per logged step {"step":N,"epoch":E,"loss":..,...};
- *     stderr: events and samples, one line each, and a progress bar when
- *     stderr is a terminal.
+ *     stderr: events, samples and benchmark results ("eval_result: {...}"),
+ *     one line each, and a progress bar when stderr is a terminal.
  *     --events json: everything on stdout as JSON lines, the step lines as
  *     above and the rest with an "event" key, as the daemon reads a job it
  *     launched (daemon/launch.c): {"event":"begin","total_steps","start_step",
  *     "ranks"}, {"event":"message","level","message"}, {"event":"sample",
- *     "step","prompt","completion","reward"}, {"event":"checkpoint","step",
- *     "path"}, and last {"event":"result","status":"succeeded"|"failed"|
- *     "cancelled"|"paused","code","message","steps","total_steps",
- *     "trained_tokens","output_dir","output_is_model","files":[{"path",
- *     "purpose"}]}.
+ *     "step","prompt","completion","reward"}, {"event":"eval_result","step",
+ *     "result"}, {"event":"checkpoint","step","path"}, and last
+ *     {"event":"result","status":"succeeded"|"failed"|"cancelled"|"paused",
+ *     "code","message","steps","total_steps","trained_tokens","output_dir",
+ *     "output_is_model","files":[{"path","purpose"}]}.
  *     Started by mpirun or srun as N ranks (lib/dist), it trains one job
  *     data-parallel; rank 0 alone writes to stdout and stderr. SIGUSR1 asks
  *     for a pause (a checkpoint, then status "paused", exit 3), SIGUSR2 for a
@@ -91,6 +91,21 @@ static void on_begin(void *ud, long total, long start) {
     if (r->json)
         put_line(json_pack("{s:s, s:I, s:I, s:i}", "event", "begin", "total_steps", (json_int_t)total,
                            "start_step", (json_int_t)start, "ranks", al_dist_size()));
+}
+
+/* A benchmark's result: one line on stderr, "eval_result: {...}". */
+static void on_eval_result(void *ud, long step, const json_t *result) {
+    cli_run *r = ud;
+    if (r->json) {
+        put_line(json_pack("{s:s, s:I, s:O}", "event", "eval_result", "step", (json_int_t)step, "result", result));
+        return;
+    }
+    json_t *o = json_deep_copy(result);
+    if (o) json_object_set_new(o, "step", json_integer(step));
+    char *s = o ? json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(8)) : NULL;
+    if (s) fprintf(stderr, "eval_result: %s\n", s);
+    free(s);
+    json_decref(o);
 }
 
 static void on_event(void *ud, al_log_level lvl, const char *msg) {
@@ -180,6 +195,7 @@ static int train_rank(const char *file, const char *resume, long threads, int js
         cb.event = on_event;
         cb.sample = on_sample;
         cb.checkpoint = on_checkpoint;
+        cb.eval_result = on_eval_result;
     }
     rc = al_train_run(&job, resume, &cb, &res, err);
     al_job_deinit(&job);

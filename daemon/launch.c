@@ -300,6 +300,10 @@ static void on_line(reader *r, const char *line, size_t n) {
         if (cb->sample && p && c)
             cb->sample(cb->ud, (long)json_integer_value(json_object_get(o, "step")), p, c,
                        json_is_number(rw) ? json_number_value(rw) : NAN);
+    } else if (!strcmp(ev, "eval_result")) {
+        const json_t *res = json_object_get(o, "result");
+        if (cb->eval_result && json_is_object(res))
+            cb->eval_result(cb->ud, (long)json_integer_value(json_object_get(o, "step")), res);
     } else if (!strcmp(ev, "checkpoint")) {
         const char *p = json_string_value(json_object_get(o, "path"));
         if (cb->checkpoint && p) cb->checkpoint(cb->ud, (long)json_integer_value(json_object_get(o, "step")), p);

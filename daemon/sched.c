@@ -154,6 +154,11 @@ static void on_sample(void *ud, long step, const char *prompt, const char *compl
     store_job_sample_add(w->s->st, w->job, step, prompt, completion, reward);
 }
 
+static void on_eval_result(void *ud, long step, const json_t *result) {
+    worker *w = ud;
+    store_job_eval_result_add(w->s->st, w->job, step, result);
+}
+
 static void on_event(void *ud, al_log_level lvl, const char *msg) {
     worker *w = ud;
     store_job_event(w->s->st, w->job, lvl <= AL_LOG_ERROR ? "error" : lvl <= AL_LOG_WARN ? "warn" : "info",
@@ -311,7 +316,7 @@ static int run_launched(worker *w, const store_run *r, const al_job *job, const 
         return al_err(err, AL_EINVAL, "resources.processes: this daemon has no launcher (set launcher in "
                       "alignd.conf)");
     al_train_cb cb = {.begin = on_begin, .log = on_log, .sample = on_sample, .event = on_event,
-                      .checkpoint = on_checkpoint, .ud = w};
+                      .checkpoint = on_checkpoint, .eval_result = on_eval_result, .ud = w};
     launch_flags fl = {.cancel = &w->cancel, .pause = &w->pause, .draining = flag_draining, .ud = w};
     launch_cfg lc = {.line = s->launcher, .exe = s->exe, .grace_s = 30};
     int attempt = lost_attempts(s, w->job, 0, 0) + 1;
@@ -433,7 +438,8 @@ static void run_job(worker *w, int64_t id) {
     if (!rc) {
         al_train_cb cb = {.begin = on_begin, .log = on_log, .sample = on_sample, .event = on_event,
                           .checkpoint = on_checkpoint, .should_stop = on_should_stop,
-                          .should_pause = on_should_pause, .external_reward = reward_http_score, .ud = w};
+                          .should_pause = on_should_pause, .external_reward = reward_http_score,
+                          .eval_result = on_eval_result, .ud = w};
         const char *resume = r.resume_dir[0] ? r.resume_dir : NULL;
         if (resume) store_job_event(st, id, "info", "message", NULL, "Resuming from %s", resume);
         if (job.processes > 1) {

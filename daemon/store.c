@@ -827,6 +827,7 @@ static const char SQL_JOB_TRANS[] =
 static const char SQL_DROP_METRICS[] = "DELETE FROM metrics WHERE job_id = ? AND step > ?";
 static const char SQL_DROP_SAMPLES[] = "DELETE FROM samples WHERE job_id = ? AND step > ?";
 static const char SQL_DROP_CKPTS[] = "DELETE FROM checkpoints WHERE job_id = ? AND step > ?";
+static const char SQL_DROP_EVALS[] = "DELETE FROM eval_results WHERE job_id = ? AND step > ?";
 static const char SQL_JOB_EXISTS[] = "SELECT status FROM jobs WHERE id = ?";
 
 static int transition_locked(store *s, int64_t id, const char *from, const char *to, const char *level,
@@ -848,6 +849,7 @@ static int transition_locked(store *s, int64_t id, const char *from, const char 
         rc = exec_st(s, q(s, SQL_DROP_METRICS, "ii", id, (int64_t)upd->step));
         if (!rc) rc = exec_st(s, q(s, SQL_DROP_SAMPLES, "ii", id, (int64_t)upd->step));
         if (!rc) rc = exec_st(s, q(s, SQL_DROP_CKPTS, "ii", id, (int64_t)upd->step));
+        if (!rc) rc = exec_st(s, q(s, SQL_DROP_EVALS, "ii", id, (int64_t)upd->step));
     }
     if (!rc) {
         char data[96];
@@ -1005,6 +1007,24 @@ int store_job_sample_add(store *s, int64_t id, long step, const char *prompt, co
     return rc;
 }
 
+static const char SQL_EVAL_INS[] =
+    "INSERT OR REPLACE INTO eval_results(job_id, step, task, role, created_at, result) VALUES (?,?,?,?,?,?)";
+
+int store_job_eval_result_add(store *s, int64_t id, long step, const json_t *result) {
+    const char *task = json_string_value(json_object_get(result, "task"));
+    const char *role = json_string_value(json_object_get(result, "model"));
+    char *js = dump(result);
+    if (!task || !role || !js) {
+        free(js);
+        return STORE_EIO;
+    }
+    LOCK();
+    int rc = exec_st(s, q(s, SQL_EVAL_INS, "iittit", id, (int64_t)step, task, role, now_s(), js));
+    UNLOCK();
+    free(js);
+    return rc;
+}
+
 static const char SQL_STEP_METRICS[] = "SELECT name, value FROM metrics WHERE job_id = ? AND step = ? ORDER BY name";
 static const char SQL_CKPT_INS[] =
     "INSERT OR REPLACE INTO checkpoints(job_id, step, path, created_at, metrics) VALUES (?,?,?,?,?)";
@@ -1156,6 +1176,8 @@ static const char SQL_QPOS[] =
 static const char SQL_RESULT_FILES[] = "SELECT id FROM files WHERE job_id = ? AND deleted = 0 ORDER BY id";
 static const char SQL_LAST_STEP[] = "SELECT max(step) FROM metrics WHERE job_id = ?";
 
+static json_t *eval_results_locked(store *s, int64_t id, int latest);
+
 static json_t *job_json_locked(store *s, int64_t id) {
     sqlite3_stmt *st = q(s, SQL_JOB_GET, "i", id);
     if (!st || sqlite3_step(st) != SQLITE_ROW) {
@@ -1245,6 +1267,7 @@ static json_t *job_json_locked(store *s, int64_t id) {
     }
     if (st) sqlite3_reset(st);
     json_object_set_new(o, "latest_metrics", lm ? lm : json_null());
+    json_object_set_new(o, "eval_results", eval_results_locked(s, id, 1));
     return o;
 }
 
@@ -1469,6 +1492,53 @@ json_t *store_job_samples(store *s, int64_t id, long after_step, int limit) {
     if (st) sqlite3_reset(st);
     RUNLOCK();
     return list_new(data, limit);
+}
+
+/* The model a result measures: model_b's name; the job's model at step 0
+ * and in evaluate jobs; the fine-tune at the final step of a job that
+ * succeeded; a checkpoint name otherwise. */
+static const char SQL_EVALS[] =
+    "SELECT r.step, r.task, r.role, r.created_at, r.result, j.model, j.fine_tuned_model, j.method, j.step,"
+    " j.status, json_extract(j.request, '$.model_b') FROM eval_results r JOIN jobs j ON j.id = r.job_id"
+    " WHERE r.job_id = ?1 AND (?2 = 0 OR r.step = (SELECT max(step) FROM eval_results x"
+    "  WHERE x.job_id = r.job_id AND x.task = r.task AND x.role = r.role))"
+    " ORDER BY r.step, r.task, r.role";
+
+/* Eval results of a job (locked); latest: only each task and role's last. */
+static json_t *eval_results_locked(store *s, int64_t id, int latest) {
+    json_t *data = json_array();
+    sqlite3_stmt *st = q(s, SQL_EVALS, "ii", id, (int64_t)latest);
+    while (st && sqlite3_step(st) == SQLITE_ROW) {
+        json_t *o = col_json(st, 4);
+        if (!json_is_object(o)) {
+            json_decref(o);
+            continue;
+        }
+        long step = (long)sqlite3_column_int64(st, 0), jstep = (long)sqlite3_column_int64(st, 8);
+        const char *role = col_text(st, 2), *model = col_text(st, 5), *ft = col_text(st, 6),
+                   *method = col_text(st, 7), *status = col_text(st, 9), *mb = col_text(st, 10);
+        char name[320];
+        if (role && !strcmp(role, "model_b")) snprintf(name, sizeof name, "%s", mb ? mb : "");
+        else if (step == 0 || (method && !strcmp(method, "evaluate"))) snprintf(name, sizeof name, "%s", model ? model : "");
+        else if (ft && status && !strcmp(status, "succeeded") && step == jstep) snprintf(name, sizeof name, "%s", ft);
+        else snprintf(name, sizeof name, "ftjob-%lld:%ld", (long long)id, step);
+        json_object_set_new(o, "object", json_string("fine_tuning.job.eval_result"));
+        json_object_set_new(o, "step", json_integer(step));
+        json_object_set_new(o, "role", json_string(role ? role : "model"));
+        json_object_set_new(o, "model", json_string(name));
+        json_object_set_new(o, "created_at", json_integer(sqlite3_column_int64(st, 3)));
+        json_array_append_new(data, o);
+    }
+    if (st) sqlite3_reset(st);
+    return data;
+}
+
+json_t *store_job_eval_results(store *s, int64_t id) {
+    LOCK();
+    json_t *data = eval_results_locked(s, id, 0);
+    UNLOCK();
+    json_t *o = json_pack("{s:s, s:o, s:b}", "object", "list", "data", data, "has_more", 0);
+    return o;
 }
 
 static const char SQL_CKPTS[] =

@@ -147,6 +147,9 @@ int store_job_metrics_add(store *s, int64_t id, long step, double epoch, const c
 int store_job_sample_add(store *s, int64_t id, long step, const char *prompt, const char *completion,
                          double reward);
 int store_job_checkpoint_add(store *s, int64_t id, long step, const char *path);
+/* A benchmark's result (lib/train/bench.h's object; role "model" or
+ * "model_b"), replacing one of the same step, task and role. */
+int store_job_eval_result_add(store *s, int64_t id, long step, const json_t *result);
 /* Retention (transformers' save_total_limit): the rows of the job's
  * checkpoint-N folders beyond the newest `keep` are deleted (the output
  * folder's row never is); their paths come back as a JSON array for the
@@ -171,6 +174,9 @@ json_t *store_job_events(store *s, int64_t id, int64_t after, int limit);
 json_t *store_job_metrics(store *s, int64_t id, const char *keys, long after_step, long max_points);
 json_t *store_job_samples(store *s, int64_t id, long after_step, int limit);
 json_t *store_job_checkpoints(store *s, int64_t id, int64_t after, int limit);
+/* Every benchmark result of a job by step, task and role as a list object
+ * (api/backend.h's Eval result shape). */
+json_t *store_job_eval_results(store *s, int64_t id);
 /* Feed items with seq > after (at most max), as a JSON array; *last_seq the
  * job's latest seq; *final whether its status is final. */
 int store_job_feed(store *s, int64_t id, int64_t after, int max, json_t **items, int64_t *last_seq,

@@ -338,6 +338,94 @@ static void test_job_lifecycle(void) {
     json_decref(j);
 }
 
+/* Benchmarks through the API: a file uploaded with purpose "evals" is
+ * validated as one; an evaluate job scores two models on it and an SFT
+ * job's eval_tasks measure its start and its end; the results are stored
+ * with the jobs and served, each naming the model it measured. */
+static void test_evals(void) {
+    long st;
+    const char *mc = "{\"question\": \"1+1=\", \"choices\": [\"2\", \"3\"], \"answer\": 0}\n"
+                     "{\"question\": \"2+2=\", \"choices\": [\"5\", \"4\"], \"answer\": \"4\"}\n";
+    dd_resp r;
+    dd_request(&D, "POST", "/v1/files?purpose=evals&filename=mc.jsonl", mc, strlen(mc), "application/jsonl", NULL, 0, &r);
+    json_t *f = dd_json_(&r, &st);
+    T_EQ_INT(st, 200);
+    T_STR_EQ(dd_str(f, "status"), "processed");
+    T_STR_EQ(dd_str(f, "purpose"), "evals");
+    T_STR_EQ(dd_str(json_object_get(f, "validation"), "format"), "multiple_choice");
+    char fid[64];
+    snprintf(fid, sizeof fid, "%s", dd_str(f, "id"));
+    json_decref(f);
+    const char *bad = "{\"question\": \"q\", \"choices\": [\"a\"], \"answer\": 0}\n";
+    dd_request(&D, "POST", "/v1/files?purpose=evals&filename=bad.jsonl", bad, strlen(bad), "application/jsonl", NULL, 0, &r);
+    f = dd_json_(&r, &st);
+    T_EQ_INT(st, 400);
+    T_STR_EQ(dd_str(json_object_get(f, "error"), "message"),
+             "The file is not a benchmark file: line 1: choices must be a list of 2 to 1000 strings");
+    json_decref(f);
+    char body[1024];
+    snprintf(body, sizeof body,
+             "{\"model\":\"tiny\",\"model_b\":\"%s\",\"method\":\"evaluate\","
+             "\"eval_tasks\":[{\"file\":\"%s\",\"name\":\"sums_mc\"}]}", g_ft_model, fid);
+    json_t *j = dd_post(&D, "/v1/fine_tuning/jobs", body, &st);
+    T_EQ_INT(st, 200);
+    char ev[64], sft[64];
+    snprintf(ev, sizeof ev, "%s", dd_str(j, "id"));
+    json_decref(j);
+    snprintf(body, sizeof body,
+             "{\"model\":\"tiny\",\"method\":\"sft\",\"task\":{\"name\":\"addition\",\"rows\":64},"
+             "\"hyperparameters\":{\"max_steps\":3,\"batch_size\":4,\"max_length\":16},"
+             "\"eval_tasks\":[{\"file\":\"%s\",\"name\":\"sums_mc\"}]}", fid);
+    j = dd_post(&D, "/v1/fine_tuning/jobs", body, &st);
+    T_EQ_INT(st, 200);
+    snprintf(sft, sizeof sft, "%s", dd_str(j, "id"));
+    json_decref(j);
+    T_OK(dd_wait_job(&D, ev, "succeeded", 120, NULL));
+    json_t *done = NULL;
+    T_OK(dd_wait_job(&D, sft, "succeeded", 120, &done));
+    char path[256];
+    snprintf(path, sizeof path, "/v1/fine_tuning/jobs/%s/eval_results", ev);
+    j = dd_get(&D, path, &st);
+    T_EQ_INT(st, 200);
+    json_t *data = json_object_get(j, "data");
+    T_EQ_INT(json_array_size(data), 2);
+    json_t *a = json_array_get(data, 0), *b = json_array_get(data, 1);
+    T_STR_EQ(dd_str(a, "object"), "fine_tuning.job.eval_result");
+    T_STR_EQ(dd_str(a, "task"), "sums_mc");
+    T_STR_EQ(dd_str(a, "type"), "multiple_choice");
+    T_STR_EQ(dd_str(a, "role"), "model");
+    T_STR_EQ(dd_str(a, "model"), "tiny");
+    T_STR_EQ(dd_str(b, "model"), g_ft_model);
+    T_EQ_INT(json_integer_value(json_object_get(a, "n")), 2);
+    json_t *acc = json_object_get(json_object_get(a, "metrics"), "acc");
+    T_TRUE(json_is_number(acc) && json_number_value(acc) >= 0 && json_number_value(acc) <= 1);
+    T_TRUE(json_object_get(json_object_get(a, "metrics"), "acc_norm_stderr") != NULL);
+    json_decref(j);
+    /* the SFT job: its start at step 0, the fine-tune at its last step */
+    snprintf(path, sizeof path, "/v1/fine_tuning/jobs/%s/eval_results", sft);
+    j = dd_get(&D, path, &st);
+    data = json_object_get(j, "data");
+    T_EQ_INT(json_array_size(data), 2);
+    T_EQ_INT(json_integer_value(json_object_get(json_array_get(data, 0), "step")), 0);
+    T_STR_EQ(dd_str(json_array_get(data, 0), "model"), "tiny");
+    T_EQ_INT(json_integer_value(json_object_get(json_array_get(data, 1), "step")), 3);
+    T_STR_EQ(dd_str(json_array_get(data, 1), "model"), dd_str(done, "fine_tuned_model"));
+    json_decref(j);
+    /* the job object carries each task's last result */
+    json_t *er = json_object_get(done, "eval_results");
+    T_EQ_INT(json_array_size(er), 1);
+    T_EQ_INT(json_integer_value(json_object_get(json_array_get(er, 0), "step")), 3);
+    json_decref(done);
+    /* its metrics too */
+    snprintf(path, sizeof path, "/v1/fine_tuning/jobs/%s/metrics?keys=eval/sums_mc/acc", sft);
+    j = dd_get(&D, path, &st);
+    T_EQ_INT(json_array_size(json_object_get(j, "data")), 2);
+    json_decref(j);
+    j = dd_get(&D, "/v1/fine_tuning/jobs/ftjob-999/eval_results", &st);
+    T_EQ_INT(st, 404);
+    json_decref(j);
+}
+
 static void test_job_errors(void) {
     long st;
     struct {
@@ -879,6 +967,7 @@ int main(void) {
     test_health_and_dashboard();
     test_files();
     test_job_lifecycle();
+    test_evals();
     test_job_errors();
     test_data_jobs();
     test_estimate();

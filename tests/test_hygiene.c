@@ -374,11 +374,11 @@ static void test_jobs(void) {
     T_OK(t_train_json(json, NULL, &cb, &res, err));
     T_TRUE(strstr(s.events, "hygiene kept 1 of 3 rows, 1 near-duplicates, 1 too short") != NULL);
     if (!strstr(s.events, "hygiene kept 1 of 3 rows")) fprintf(stderr, "%s", s.events);
-    /* RL methods take a cleaned file instead */
-    snprintf(json, sizeof json, "{\"method\":\"grpo\",\"model\":\"m\",\"training_file\":\"f\",\"reward\":{\"verifiable\":1},"
+    /* an evaluation measures its file as given */
+    snprintf(json, sizeof json, "{\"method\":\"evaluate\",\"model\":\"m\",\"training_file\":\"f\",\"output_dir\":\"o\","
              "\"hygiene\":{\"min_words\":3}}");
     T_EQ_INT(al_job_parse(&j, json, strlen(json), err), AL_EINVAL);
-    T_TRUE(strstr(err, "hygiene: filters the training methods' data") == err);
+    T_TRUE(strstr(err, "hygiene: filters what a job trains on or generates from") == err);
 }
 
 int main(void) {

@@ -171,10 +171,9 @@ int main(void) {
               "training_files[0].w: unknown field");
     T_REJECTS("{\"method\":\"sft\",\"model\":\"m\",\"training_file\":\"a\",\"training_files\":[{\"file\":\"a\"}]}",
               "training_files: give either training_file or training_files");
-    T_REJECTS("{\"method\":\"grpo\",\"model\":\"m\",\"reward\":{\"verifiable\":1},\"training_files\":[{\"file\":\"a\"},"
-              "{\"file\":\"b\"}]}", "training_files: mixing several files is for the training methods");
-    T_REJECTS("{\"method\":\"sft\",\"model\":\"m\",\"training_files\":[{\"file\":\"a\"},{\"file\":\"b\"}],"
-              "\"hyperparameters\":{\"group_by_length\":true}}", "hyperparameters.group_by_length: not with several");
+    T_REJECTS("{\"method\":\"critique_revise\",\"model\":\"m\",\"principles\":[\"p\"],\"output_dir\":\"o\","
+              "\"training_files\":[{\"file\":\"a\"},{\"file\":\"b\"}]}",
+              "training_files: mixing several files is for the training methods");
     T_REJECTS("{\"method\":\"sft\",\"model\":\"m\",\"task\":{\"name\":\"chess\"}}",
               "task.name: 'chess' is not a built-in task");
     T_REJECTS("{\"method\":\"sft\",\"model\":\"m\",\"task\":{\"name\":\"addition\",\"rows\":0}}", "task.rows");

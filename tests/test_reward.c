@@ -21,6 +21,7 @@
 #include "text/chat.h"
 #include "text/tokenizer.h"
 #include "train/rl.h"
+#include "train/trainer.h"
 #include "train/rl_int.h"
 
 static char g_err[AL_ERRLEN];
@@ -348,7 +349,7 @@ static void test_file_rows(void) {
         T_STR_EQ(p.ref[0].answers[1], "#### 41");
         T_TRUE(p.ref[0].grader == NULL);
         T_TRUE(p.ref[1].grader != NULL && p.ref[1].grader == p.ref[2].grader); /* equal rows share one */
-        T_EQ_INT(p.n_graders, 1);
+        T_EQ_INT(p.graders.n, 1);
         T_TRUE(json_is_object(p.ref[1].row));
         al_rewarder *rw = NULL;
         T_OK(al_rewarder_new(&rw, &job.reward, 0, 4, NULL, g_err));
@@ -405,8 +406,145 @@ static void test_file_rows(void) {
     al_tok_free(tok);
 }
 
+/* ---- the graders on sampled completions ---------------------------------------------- */
+
+/* A model that samples the same distribution at every position (a GPT-2
+ * whose final norm has weight 0 and bias e_0, so logits = wte[:, 0]): '#'
+ * and '1' (0.39 each), ' ' and EOS (0.14 each); every other byte never. */
+static void sampler_model(const char *dir) {
+    t_shape sh = {AL_ARCH_GPT2, .layers = 1, .C = 16, .heads = 2, .FF = 32, .max_T = 48};
+    al_model_config c = t_byte_config(sh);
+    al_model *m = al_model_new(&c, NULL, g_err);
+    if (!m) return;
+    al_model_init(m, 11);
+    int n;
+    al_param *p = al_model_params(m, &n);
+    for (int i = 0; i < n; i++) {
+        if (!strcmp(p[i].name, "transformer.wte.weight"))
+            for (int v = 0; v < 260; v++)
+                p[i].w[(size_t)v * 16] = v == '#' || v == '1' ? 2.0f : v == 256 || v == ' ' ? 1.0f : -30.0f;
+        if (!strcmp(p[i].name, "transformer.ln_f.weight")) memset(p[i].w, 0, p[i].n * sizeof(float));
+        if (!strcmp(p[i].name, "transformer.ln_f.bias")) {
+            memset(p[i].w, 0, p[i].n * sizeof(float));
+            p[i].w[0] = 1;
+        }
+    }
+    T_OK(al_model_save(m, dir, g_err));
+    al_model_free(m);
+}
+
+/* The verdicts worked out without lib/train/grader.c: "last_number" is the
+ * last run of digits (this alphabet has no signs, commas or points); "hash"
+ * the rest of the line after the last "####" (and any more '#'), trimmed.
+ * Rows "p?1..." answer "1", rows "p?2..." "11"; rows "ph..." grade by hash. */
+static int expected(const char *completion, const char *answer, int hash) {
+    char got[64] = "";
+    if (hash) {
+        const char *p = NULL, *q = completion;
+        while ((q = strstr(q, "####"))) p = q++;
+        if (!p) return 0;
+        p += 4;
+        while (*p == '#') p++;
+        while (*p == ' ') p++;
+        size_t k = strcspn(p, "\n");
+        while (k && p[k - 1] == ' ') k--;
+        snprintf(got, sizeof got, "%.*s", (int)k, p);
+    } else {
+        size_t n = strlen(completion), e = n;
+        while (e && !(completion[e - 1] >= '0' && completion[e - 1] <= '9')) e--;
+        size_t b = e;
+        while (b && completion[b - 1] >= '0' && completion[b - 1] <= '9') b--;
+        snprintf(got, sizeof got, "%.*s", (int)(e - b), completion + b);
+    }
+    return got[0] && !strcmp(got, answer);
+}
+
+typedef struct sampled {
+    int n, agree, ones;
+} sampled;
+
+static void on_grpo_sample(void *ud, long step, const char *prompt, const char *completion, double reward) {
+    sampled *s = ud;
+    (void)step;
+    int hash = prompt[1] == 'h';              /* rows "ph..." carry the hash grader */
+    const char *answer = prompt[2] == '1' ? "1" : "11";
+    s->n++;
+    s->agree += reward == expected(completion, answer, hash);
+    s->ones += reward == 1;
+}
+
+/* Sampled completions graded in two runners: an evaluate job at temperature
+ * 1 writes each completion with the grader's verdict (evaluation.jsonl), and
+ * a GRPO run logs its samples with their rewards; every verdict must match
+ * the rule above, rows of the file with their own grader (hash) included,
+ * and both verdicts must occur. */
+static void test_sampled_completions(void) {
+    const char *tmp = t_tmpdir();
+    char model[1100], data[1100], out[1100], json[4096];
+    snprintf(model, sizeof model, "%s/sampler", tmp);
+    snprintf(data, sizeof data, "%s/graded.jsonl", tmp);
+    snprintf(out, sizeof out, "%s/graded_eval", tmp);
+    sampler_model(model);
+    FILE *f = fopen(data, "w");
+    T_TRUE(f != NULL);
+    if (!f) return;
+    for (int i = 0; i < 64; i++)
+        fprintf(f, "{\"prompt\": \"p%c%c%d\", \"answer\": \"%s\"%s}\n", i % 4 < 2 ? 'h' : 'n', i % 2 ? '1' : '2', i,
+                i % 2 ? "1" : "11", i % 4 < 2 ? ", \"grader\": {\"extract\": \"hash\"}" : "");
+    fclose(f);
+    snprintf(json, sizeof json,
+             "{\"method\":\"evaluate\",\"model\":\"%s\",\"training_file\":\"%s\",\"output_dir\":\"%s\","
+             "\"reward\":{\"verifiable\":{\"grader\":\"last_number\"}},\"seed\":3,"
+             "\"hyperparameters\":{\"temperature\":1,\"max_completion_length\":10}}",
+             model, data, out);
+    al_job job;
+    T_OK(al_job_parse(&job, json, strlen(json), g_err));
+    al_train_result res;
+    T_OK(al_train_run(&job, NULL, NULL, &res, g_err));
+    al_job_deinit(&job);
+    char path[1200];
+    snprintf(path, sizeof path, "%s/evaluation.jsonl", out);
+    f = fopen(path, "r");
+    T_TRUE(f != NULL);
+    int rows = 0, agree = 0, ones = 0;
+    char line[4096];
+    while (f && fgets(line, sizeof line, f)) {
+        json_t *o = json_loads(line, 0, NULL);
+        const char *pr = json_string_value(json_object_get(o, "prompt")), *c = json_string_value(json_object_get(o, "completion_a"));
+        int verdict = json_is_true(json_object_get(o, "correct_a"));
+        if (pr && c) {
+            rows++;
+            agree += verdict == expected(c, pr[2] == '1' ? "1" : "11", pr[1] == 'h');
+            ones += verdict;
+        }
+        json_decref(o);
+    }
+    if (f) fclose(f);
+    T_EQ_INT(rows, 64);
+    T_EQ_INT(agree, rows);
+    T_TRUE(ones > 0 && ones < rows);
+    fprintf(stderr, "evaluate: %d of %d sampled completions graded right\n", ones, rows);
+    /* GRPO's own rewards on its samples (learning rate 0: the sampler stays as it is) */
+    snprintf(json, sizeof json,
+             "{\"method\":\"grpo\",\"model\":\"%s\",\"training_file\":\"%s\","
+             "\"reward\":{\"verifiable\":{\"grader\":\"last_number\"}},\"seed\":5,"
+             "\"hyperparameters\":{\"max_steps\":32,\"batch_size\":4,\"num_generations\":2,\"learning_rate\":0,"
+             "\"max_completion_length\":10,\"logging_steps\":1}}",
+             model, data);
+    sampled sm = {0};
+    al_train_cb cb = {.sample = on_grpo_sample, .ud = &sm};
+    T_OK(al_job_parse(&job, json, strlen(json), g_err));
+    T_OK(al_train_run(&job, NULL, &cb, &res, g_err));
+    al_job_deinit(&job);
+    T_TRUE(sm.n >= 64);
+    T_EQ_INT(sm.agree, sm.n);
+    T_TRUE(sm.ones > 0 && sm.ones < sm.n);
+    fprintf(stderr, "grpo: %d of %d samples rewarded\n", sm.ones, sm.n);
+}
+
 int main(void) {
     al_pool_init(2);
+    test_sampled_completions();
     test_graded_sources();
     test_file_rows();
     char rm[1100];

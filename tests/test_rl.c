@@ -20,6 +20,7 @@
 #include "t.h"
 #include "t_model.h"
 #include "t_train.h"
+#include "text/mix.h"
 #include "train/rl.h"
 #include "train/trainer.h"
 
@@ -792,6 +793,146 @@ static void test_runs(const char *tmp, const char *base, const char *rm) {
     al_job_deinit(&job);
 }
 
+/* ---- training_files and hygiene in RL ------------------------------------------ */
+
+/* What a run asked its verifier: each rollout's prompts (by the rows' own
+ * "prompt"), one call per step, and the events. */
+typedef struct mixlog {
+    char prompts[16][8][48];
+    int calls, per_call[16];
+    long stop_after;
+    char events[8192];
+    double loss[16];
+} mixlog;
+
+static int mix_reward(void *ud, const al_reward_cfg *cfg, int n, const char *const *prompts,
+                      const char *const *completions, const json_t *const *rows, float *rewards, char err[AL_ERRLEN]) {
+    (void)cfg;
+    (void)prompts;
+    (void)completions;
+    (void)err;
+    mixlog *l = ud;
+    for (int i = 0; i < n; i++) {
+        rewards[i] = (float)(strlen(completions[i]) % 3);
+        if (l->calls < 16 && i < 8)
+            snprintf(l->prompts[l->calls][i], sizeof l->prompts[0][0], "%s",
+                     json_string_value(json_object_get(rows[i], "prompt")));
+    }
+    if (l->calls < 16) l->per_call[l->calls] = n;
+    l->calls++;
+    return AL_OK;
+}
+
+static void mix_event(void *ud, al_log_level lvl, const char *msg) {
+    (void)lvl;
+    mixlog *l = ud;
+    size_t k = strlen(l->events);
+    snprintf(l->events + k, sizeof l->events - k, "%s\n", msg);
+}
+
+static void mix_log(void *ud, long step, double epoch, const al_metric *m, int n) {
+    (void)epoch;
+    mixlog *l = ud;
+    for (int i = 0; i < n; i++)
+        if (!strcmp(m[i].name, "loss") && step < 16) l->loss[step] = m[i].value;
+}
+
+static int mix_stop(void *ud) {
+    mixlog *l = ud;
+    return l->stop_after && l->calls > l->stop_after;
+}
+
+/* GRPO over two prompt files mixed 1:3 and cleaned by the hygiene filters:
+ * each step's prompts are the mixer's draws (lib/text/mix.h from the job's
+ * seed, over the rows the filters kept), a short row never reaches a
+ * rollout, and a run resumed from checkpoint-2 draws and logs what the
+ * uninterrupted one did. */
+static void test_mixture(const char *tmp, const char *base) {
+    char a[1200], b[1200], rows[4096], json[4096], out[1200], ck[1300];
+    snprintf(a, sizeof a, "%s/mix_a.jsonl", tmp);
+    snprintf(b, sizeof b, "%s/mix_b.jsonl", tmp);
+    size_t k = 0;
+    for (int i = 0; i < 10; i++) {
+        k += (size_t)snprintf(rows + k, sizeof rows - k, "{\"prompt\":\"alpha words %d\",\"answer\":\"%d\"}\n", i, i);
+        if (i == 4) k += (size_t)snprintf(rows + k, sizeof rows - k, "{\"prompt\":\"short\",\"answer\":\"4\"}\n");
+    }
+    T_OK(al_file_write_atomic(a, rows, k, g_err));
+    k = 0;
+    for (int i = 0; i < 3; i++)
+        k += (size_t)snprintf(rows + k, sizeof rows - k, "{\"prompt\":\"beta words %d\",\"answer\":\"%d\"}\n", i, i);
+    T_OK(al_file_write_atomic(b, rows, k, g_err));
+    const char *J = "{\"method\":\"grpo\",\"model\":\"%s\",\"training_files\":[{\"file\":\"%s\",\"weight\":1},"
+                    "{\"file\":\"%s\",\"weight\":3}],\"hygiene\":{\"min_words\":3},"
+                    "\"reward\":{\"http\":{\"url\":\"http://verifier.invalid/\"}},"
+                    "\"hyperparameters\":{\"batch_size\":4,\"num_generations\":2,\"max_steps\":6,\"save_steps\":2,"
+                    "\"logging_steps\":1,\"learning_rate\":0.001,\"max_completion_length\":4,\"temperature\":1.0},"
+                    "\"output_dir\":\"%s\",\"seed\":11}";
+    static mixlog full, stopped, resumed;
+    al_train_cb cb = {.external_reward = mix_reward, .event = mix_event, .log = mix_log, .should_stop = mix_stop,
+                      .ud = &full};
+    al_train_result res;
+    snprintf(out, sizeof out, "%s/grpo_mix", tmp);
+    snprintf(json, sizeof json, J, base, a, b, out);
+    T_OK(t_train_json(json, NULL, &cb, &res, g_err));
+    T_EQ_INT(res.steps, 6);
+    T_TRUE(strstr(full.events, "training_files[0]: hygiene kept 10 of 11 rows, 1 too short, 0 too long") != NULL);
+    T_TRUE(strstr(full.events, "training_files[0]: 10 prompts, weight 1: 25.0% of the prompts drawn") != NULL);
+    T_TRUE(strstr(full.events, "training_files[1]: 3 prompts, weight 3: 75.0% of the prompts drawn") != NULL);
+    if (!strstr(full.events, "25.0% of the prompts")) fprintf(stderr, "%s", full.events);
+    /* the draws, worked out with the mixer itself: rollout s (step 0's
+     * measurement first) takes draws 2s and 2s+1, each num_generations times */
+    char want[13][48];
+    for (int i = 0; i < 10; i++) snprintf(want[i], sizeof want[i], "alpha words %d", i);
+    for (int i = 0; i < 3; i++) snprintf(want[10 + i], sizeof want[i], "beta words %d", i);
+    al_mix m;
+    int32_t n[2] = {10, 3};
+    double w[2] = {1, 3};
+    char e2[AL_ERRLEN];
+    T_OK(al_mix_init(&m, 2, n, w, 11, e2));
+    T_EQ_INT(full.calls, 7);
+    int from_b = 0;
+    for (int s = 0; s < 7 && s < full.calls; s++) {
+        if (s == 1) al_mix_rewind(&m); /* step 1 trains on the prompts step 0 measured */
+        T_EQ_INT(full.per_call[s], 4);
+        for (int q = 0; q < 2; q++) {
+            int32_t d = al_mix_next(&m);
+            from_b += s > 0 && d >= 10;
+            for (int g = 0; g < 2; g++) T_STR_EQ(full.prompts[s][2 * q + g], want[d]);
+        }
+    }
+    al_mix_deinit(&m);
+    T_TRUE(from_b > 0 && from_b < 12);
+    /* resumed from checkpoint-2: the same prompts and losses at steps 3..6 */
+    stopped.stop_after = 4;
+    cb.ud = &stopped;
+    snprintf(out, sizeof out, "%s/grpo_mix_resumed", tmp);
+    snprintf(json, sizeof json, J, base, a, b, out);
+    T_EQ_INT(t_train_json(json, NULL, &cb, &res, g_err), AL_ECANCELED);
+    snprintf(ck, sizeof ck, "%s/checkpoint-2/trainer_state.json", out);
+    json_t *st = json_load_file(ck, 0, NULL);
+    T_EQ_INT(json_integer_value(json_object_get(json_object_get(st, "mixer"), "draws")), 4);
+    json_decref(st);
+    snprintf(ck, sizeof ck, "%s/checkpoint-2", out);
+    cb.ud = &resumed;
+    T_OK(t_train_json(json, ck, &cb, &res, g_err));
+    T_EQ_INT(resumed.calls, 4);
+    for (int s = 0; s < 4 && s < resumed.calls; s++)
+        for (int i = 0; i < 4; i++) T_STR_EQ(resumed.prompts[s][i], full.prompts[3 + s][i]);
+    for (int s = 3; s <= 6; s++)
+        T_REPORT_(resumed.loss[s] == full.loss[s], "resumed mixture loss at step %d: %.9g vs %.9g", s,
+                  resumed.loss[s], full.loss[s]);
+    /* evaluate measures its file as given; sampling jobs take one file */
+    al_job j;
+    snprintf(json, sizeof json, "{\"method\":\"evaluate\",\"model\":\"%s\",\"training_file\":\"%s\",\"output_dir\":"
+             "\"%s\",\"hygiene\":{\"min_words\":2}}", base, a, out);
+    T_EQ_INT(al_job_parse(&j, json, strlen(json), g_err), AL_EINVAL);
+    T_TRUE(strstr(g_err, "hygiene: filters what a job trains on or generates from; evaluate") == g_err);
+    snprintf(json, sizeof json, "{\"method\":\"generate_preferences\",\"model\":\"%s\",\"training_files\":"
+             "[{\"file\":\"%s\"},{\"file\":\"%s\"}],\"output_dir\":\"%s\"}", base, a, b, out);
+    T_EQ_INT(al_job_parse(&j, json, strlen(json), g_err), AL_EINVAL);
+    T_TRUE(strstr(g_err, "training_files: mixing several files is for the training methods") == g_err);
+}
+
 int main(void) {
     al_pool_init(2);
     test_kl();
@@ -811,5 +952,6 @@ int main(void) {
     tiny_model(rm, 2, 1);
     test_shared_critic(base);
     test_runs(tmp, base, rm);
+    test_mixture(tmp, base);
     return t_done();
 }

@@ -13,7 +13,10 @@
 #include "t_train.h"
 #include "io.h"
 #include "text/chat.h"
+#include "text/mix.h"
 #include "text/tokenizer.h"
+#include "train/estimate.h"
+#include "train/job.h"
 #include "train/trainer.h"
 
 enum { MAXS = 64 };
@@ -23,7 +26,15 @@ typedef struct rec {
     int logged[MAXS + 1];
     char names[2048];
     int stop_after, pause_after, steps_seen, checkpoints;
+    char events[4096];
 } rec;
+
+static void on_event(void *ud, al_log_level lvl, const char *msg) {
+    (void)lvl;
+    rec *r = ud;
+    size_t k = strlen(r->events);
+    snprintf(r->events + k, sizeof r->events - k, "%s\n", msg);
+}
 
 static void on_log(void *ud, long step, double epoch, const al_metric *m, int n) {
     (void)epoch;
@@ -68,7 +79,7 @@ static int run(const char *fmt, const char *out, const char *resume, rec *r, al_
     r->stop_after = stop;
     r->pause_after = pause;
     al_train_cb cb = {.log = on_log, .should_stop = on_stop, .should_pause = on_pause,
-                      .checkpoint = on_ckpt, .ud = r};
+                      .checkpoint = on_ckpt, .event = on_event, .ud = r};
     char rdir[1500];
     if (resume) snprintf(rdir, sizeof rdir, "%s/%s", t_tmpdir(), resume);
     return t_train_json(json, resume ? rdir : NULL, &cb, res, g_err);
@@ -376,11 +387,59 @@ static void test_mixture_resume(void) {
     snprintf(fmt2, sizeof fmt2, "%.*s\"seed\":10}", (int)(strstr(fmt, "\"seed\":9}") - fmt), fmt);
     T_OK(run(fmt2, "mix_other", NULL, &other, &res));
     T_TRUE(other.loss[8] != full.loss[8]);
-    /* packing cannot plan a mixture */
+    /* packing plans over the mixture's first epoch of draws (20 + 6 of
+     * them, counted here with the sampler itself), the same plan on resume */
+    al_mix m;
+    int32_t sz[2] = {20, 6};
+    double w[2] = {0.7, 0.3};
+    int from[2] = {0, 0};
+    T_OK(al_mix_init(&m, 2, sz, w, 9, g_err));
+    for (int i = 0; i < 26; i++) from[al_mix_source(&m, al_mix_next(&m))]++;
+    al_mix_deinit(&m);
+    char want[160];
+    snprintf(want, sizeof want, "training_files[1]: %d of the 26 examples of the mixture fixed for packing", from[1]);
     snprintf(fmt2, sizeof fmt2, "%.*s\"packing\":true,%s", (int)(strstr(fmt, "\"max_length\"") - fmt), fmt,
              strstr(fmt, "\"max_length\""));
-    T_EQ_INT(run(fmt2, "mix_packed", NULL, &other, &res), AL_EINVAL);
-    T_TRUE(strstr(g_err, "hyperparameters.packing: not with several training_files") == g_err);
+    static rec pk, pk_stopped, pk_resumed;
+    T_OK(run(fmt2, "mix_packed", NULL, &pk, &res));
+    T_EQ_INT(res.steps, 8);
+    T_TRUE(strstr(pk.events, want) != NULL);
+    if (!strstr(pk.events, want)) fprintf(stderr, "want %s in:\n%s", want, pk.events);
+    T_TRUE(strstr(pk.events, "packing: 26 examples into") != NULL);
+    pk_stopped.stop_after = 6;
+    T_EQ_INT(run(fmt2, "mix_packed_resumed", NULL, &pk_stopped, &res), AL_ECANCELED);
+    T_OK(run(fmt2, "mix_packed_resumed", "mix_packed_resumed/checkpoint-4", &pk_resumed, &res));
+    for (int s = 5; s <= 8; s++) T_TRUE(pk_resumed.logged[s] && pk_resumed.loss[s] == pk.loss[s]);
+    T_TRUE(pk.loss[8] != full.loss[8]); /* packed rows train on other batches */
+    /* group_by_length groups it likewise */
+    snprintf(fmt2, sizeof fmt2, "%.*s\"group_by_length\":true,%s", (int)(strstr(fmt, "\"max_length\"") - fmt), fmt,
+             strstr(fmt, "\"max_length\""));
+    T_OK(run(fmt2, "mix_grouped", NULL, &other, &res));
+    snprintf(want, sizeof want, "training_files[0]: %d of the 26 examples of the mixture fixed for group_by_length",
+             from[0]);
+    T_TRUE(strstr(other.events, want) != NULL);
+    /* the estimate counts every file's examples, and tokens per example
+     * by the files' weights */
+    char js[4096], files[2600];
+    al_estimate est[3];
+    for (int q = 0; q < 3; q++) {
+        if (q < 2) snprintf(files, sizeof files, "{\"file\":\"%s\"}", q ? b : a);
+        else snprintf(files, sizeof files, "{\"file\":\"%s\",\"weight\":3},{\"file\":\"%s\"}", a, b);
+        snprintf(js, sizeof js, "{\"method\":\"sft\",\"model\":\"%s\",\"training_files\":[%s],"
+                 "\"hyperparameters\":{\"batch_size\":4,\"n_epochs\":2,\"max_length\":32}}", g_base, files);
+        al_job j;
+        T_OK(al_job_parse(&j, js, strlen(js), g_err));
+        T_OK(al_job_estimate(&j, &est[q], g_err));
+        al_job_deinit(&j);
+    }
+    T_EQ_INT(est[0].examples, 20);
+    T_EQ_INT(est[1].examples, 6);
+    T_EQ_INT(est[2].examples, 26);
+    T_EQ_INT(est[2].steps, 2 * 7);
+    double per[3];
+    for (int q = 0; q < 3; q++) per[q] = est[q].tokens / (est[q].steps * 4.0);
+    T_NEAR(per[2], 0.75 * per[0] + 0.25 * per[1], 1e-9 * per[2]);
+    T_TRUE(per[0] != per[1]);
 }
 
 int main(void) {

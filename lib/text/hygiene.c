@@ -509,3 +509,41 @@ double al_hygiene_jaccard(const al_hygiene *h, const char *a, size_t la, const c
     long uni = nx + ny - both;
     return uni ? (double)both / (double)uni : 1.0;
 }
+
+void al_hygiene_describe(const json_t *report, const char *what, int max, void (*fn)(void *ud, const char *line),
+                         void *ud) {
+    const json_t *hy = json_object_get(report, "hygiene");
+    if (!hy) return;
+    char line[512];
+    int k = snprintf(line, sizeof line, "%s: hygiene kept %lld of %lld rows", what,
+                     (long long)json_integer_value(json_object_get(hy, "rows_out")),
+                     (long long)json_integer_value(json_object_get(hy, "rows_in")));
+    static const char *const parts[][2] = {{"near_duplicates", "near-duplicates"}, {"decontamination", "contaminated"},
+                                           {"language", "other languages"}};
+    for (int i = 0; i < 3; i++) {
+        const json_t *p = json_object_get(hy, parts[i][0]);
+        if (p && k < (int)sizeof line)
+            k += snprintf(line + k, sizeof line - (size_t)k, ", %lld %s",
+                          (long long)json_integer_value(json_object_get(p, "dropped")), parts[i][1]);
+    }
+    const json_t *len = json_object_get(hy, "length");
+    if (len && k < (int)sizeof line)
+        snprintf(line + k, sizeof line - (size_t)k, ", %lld too short, %lld too long",
+                 (long long)json_integer_value(json_object_get(len, "too_short")),
+                 (long long)json_integer_value(json_object_get(len, "too_long")));
+    fn(ud, line);
+    /* the reasons: the filters' own warning codes */
+    static const char *const codes[] = {"too_short", "too_long", "language", "contaminated", "near_duplicate", NULL};
+    const json_t *ws = json_object_get(report, "warnings");
+    int shown = 0;
+    for (size_t i = 0; i < json_array_size(ws) && shown < max; i++) {
+        const char *code = json_string_value(json_object_get(json_array_get(ws, i), "code"));
+        int hit = 0;
+        for (int c = 0; code && codes[c] && !hit; c++) hit = !strcmp(code, codes[c]);
+        if (!hit) continue;
+        snprintf(line, sizeof line, "%s: %s (%s)", what,
+                 json_string_value(json_object_get(json_array_get(ws, i), "message")), code);
+        fn(ud, line);
+        shown++;
+    }
+}

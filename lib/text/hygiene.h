@@ -107,6 +107,14 @@ int al_hygiene_row(al_hygiene *h, const char *text, size_t len, al_hyg_row *out,
 /* Exact Jaccard similarity of two texts' shingle sets (-1 on ENOMEM). */
 double al_hygiene_jaccard(const al_hygiene *h, const char *a, size_t la, const char *b, size_t lb);
 
+/* What the filters did to a file, for a job's events: calls fn with one line
+ * "WHAT: hygiene kept K of N rows, D near-duplicates, ..." from the hygiene
+ * section of a dataset report (al_dataset_report), then with the reason of
+ * each dropped row ("WHAT: line 7: ... (near_duplicate)"), the first max of
+ * them. Nothing when the report has no hygiene section. */
+void al_hygiene_describe(const json_t *report, const char *what, int max, void (*fn)(void *ud, const char *line),
+                         void *ud);
+
 /* Counters of the evaluation set: rows, rows too short to match, the n
  * used, distinct n-grams. */
 void al_hygiene_eval_stats(const al_hygiene *h, int *rows, int *short_rows, int *n, long *ngrams);

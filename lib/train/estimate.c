@@ -157,11 +157,18 @@ int al_job_estimate(const al_job *job, al_estimate *out, char err[AL_ERRLEN]) {
         }
         e.examples = job->task_rows;
         tok_per_ex = n ? sum / (double)n : 0;
-    } else if (job->training_file[0]) {
+    } else {
+        /* training_file, or each of training_files: an epoch is all their
+         * examples, drawn from each file in proportion to its weight */
         al_data_opts o = {.method = data_method(job->method), .max_length = job->hp.max_length,
                           .dedupe = job->hp.dedupe};
-        al_dataset *ds = NULL;
-        if (!(rc = al_dataset_read_file(job->training_file, chat, &o, &ds, err))) {
+        int nf = job->n_train_files ? job->n_train_files : job->training_file[0] ? 1 : 0;
+        double wsum = 0;
+        for (int f = 0; f < job->n_train_files; f++) wsum += job->train_files[f].weight;
+        for (int f = 0; f < nf && !rc; f++) {
+            al_dataset *ds = NULL;
+            const char *path = job->n_train_files ? job->train_files[f].file : job->training_file;
+            if ((rc = al_dataset_read_file(path, chat, &o, &ds, err))) break;
             double sum = 0;
             for (int i = 0; i < ds->n_ex; i++)
                 for (int k = 0; k < (pair ? 2 : 1); k++) {
@@ -169,8 +176,9 @@ int al_job_estimate(const al_job *job, al_estimate *out, char err[AL_ERRLEN]) {
                     sum += (double)len * (pair ? 1 : gens);
                     if (len > max_seq) max_seq = len;
                 }
-            e.examples = ds->n_ex;
-            tok_per_ex = ds->n_ex ? sum / ds->n_ex : 0;
+            e.examples += ds->n_ex;
+            double share = job->n_train_files ? job->train_files[f].weight / wsum : 1;
+            if (ds->n_ex) tok_per_ex += share * sum / ds->n_ex;
             al_dataset_free(ds);
         }
     }

@@ -222,6 +222,35 @@ void al_grader_free(al_grader *g) {
 
 const al_grader_cfg *al_grader_config(const al_grader *g) { return &g->cfg; }
 
+int al_grader_set_get(al_grader_set *s, const al_grader_cfg *c, const char *path, const al_grader **out,
+                      char err[AL_ERRLEN]) {
+    /* the last few distinct ones: equal rows come together */
+    for (int k = s->n - 1; k >= 0 && k >= s->n - 16; k--)
+        if (!memcmp(&s->g[k]->cfg, c, sizeof *c)) {
+            *out = s->g[k];
+            return AL_OK;
+        }
+    if (s->n == s->cap) {
+        int cap = s->cap ? 2 * s->cap : 4;
+        al_grader **ng = realloc(s->g, (size_t)cap * sizeof *ng);
+        if (!ng) return al_err(err, AL_ENOMEM, "out of memory");
+        s->g = ng;
+        s->cap = cap;
+    }
+    al_grader *g = NULL;
+    int rc = al_grader_new(&g, c, path, err);
+    if (rc) return rc;
+    s->g[s->n++] = g;
+    *out = g;
+    return AL_OK;
+}
+
+void al_grader_set_free(al_grader_set *s) {
+    for (int k = 0; k < s->n; k++) al_grader_free(s->g[k]);
+    free(s->g);
+    memset(s, 0, sizeof *s);
+}
+
 /* ---- text helpers ------------------------------------------------------------------ */
 
 static int is_space(unsigned char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v'; }

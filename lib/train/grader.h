@@ -112,6 +112,19 @@ int al_grader_grade(const al_grader *g, const char *completion, const char *cons
  * read as a number. 0, or 1 with the reason in why (whyn bytes). */
 int al_grader_answer_invalid(const al_grader *g, const char *answer, char *why, size_t whyn);
 
+/* Compiled graders shared by equal configurations: the rows of one file
+ * mostly name the same grader, compiled once. */
+typedef struct al_grader_set {
+    al_grader **g;
+    int n, cap;
+} al_grader_set;
+
+/* The set's grader for c, compiled on first use (path names it in errors);
+ * *out is borrowed until al_grader_set_free. */
+int al_grader_set_get(al_grader_set *s, const al_grader_cfg *c, const char *path, const al_grader **out,
+                      char err[AL_ERRLEN]);
+void al_grader_set_free(al_grader_set *s);
+
 /* ---- pieces, exposed for tests ------------------------------------------- */
 
 /* Reads s (whole, after the numeric normalisation above) as one number:

@@ -471,14 +471,52 @@ static int parse_eval_tasks(al_job *job, const json_t *v, char err[AL_ERRLEN]) {
         snprintf(path, sizeof path, "eval_tasks[%zu]", i);
         int rc;
         if (!json_is_object(e)) return al_err(err, AL_EINVAL, "%s: must be an object", path);
+        t->grader = job->reward.grader;
+        snprintf(t->delimiter, sizeof t->delimiter, " ");
         if (json_object_get(e, "file")) {
-            static const char *const keys[] = {"file", "name", NULL};
+            static const char *const keys[] = {"file", "name", "type", "grader", "max_new_tokens",
+                                               "target_delimiter", "limit", "chat_template", NULL};
             char p[96];
             if ((rc = check_keys(e, path, keys, err))) return rc;
             snprintf(p, sizeof p, "%s.file", path);
             if ((rc = get_str(e, "file", p, t->file, sizeof t->file, 1, err))) return rc;
             snprintf(p, sizeof p, "%s.name", path);
             if ((rc = get_str(e, "name", p, t->name, sizeof t->name, 1, err))) return rc;
+            const json_t *x;
+            if ((x = json_object_get(e, "type")) && !json_is_null(x)) {
+                const char *ty = json_string_value(x);
+                if (!ty || (strcmp(ty, "loss") && strcmp(ty, "multiple_choice") && strcmp(ty, "generative")))
+                    return al_err(err, AL_EINVAL, "%s.type: must be \"loss\", \"multiple_choice\" or \"generative\"", path);
+                snprintf(t->type, sizeof t->type, "%s", ty);
+            }
+            if ((x = json_object_get(e, "grader")) && !json_is_null(x)) {
+                snprintf(p, sizeof p, "%s.grader", path);
+                if ((rc = al_grader_cfg_parse(&t->grader, x, p, err))) return rc;
+                al_grader *g = NULL;
+                if ((rc = al_grader_new(&g, &t->grader, p, err))) return rc;
+                al_grader_free(g);
+            }
+            if ((x = json_object_get(e, "max_new_tokens"))) {
+                if (!json_is_integer(x) || json_integer_value(x) < 1 || json_integer_value(x) > 4096)
+                    return al_err(err, AL_EINVAL, "%s.max_new_tokens: must be an integer in [1, 4096]", path);
+                t->max_new_tokens = (int)json_integer_value(x);
+            }
+            if ((x = json_object_get(e, "target_delimiter"))) {
+                if (!json_is_string(x) || json_string_length(x) >= sizeof t->delimiter ||
+                    strlen(json_string_value(x)) != json_string_length(x))
+                    return al_err(err, AL_EINVAL, "%s.target_delimiter: must be a string under %zu bytes", path,
+                                  sizeof t->delimiter);
+                memcpy(t->delimiter, json_string_value(x), json_string_length(x) + 1);
+            }
+            if ((x = json_object_get(e, "limit"))) {
+                if (!json_is_integer(x) || json_integer_value(x) < 1 || json_integer_value(x) > 10000000)
+                    return al_err(err, AL_EINVAL, "%s.limit: must be an integer in [1, 10000000]", path);
+                t->limit = (long)json_integer_value(x);
+            }
+            if ((x = json_object_get(e, "chat_template"))) {
+                if (!json_is_boolean(x)) return al_err(err, AL_EINVAL, "%s.chat_template: must be true or false", path);
+                t->chat_template = json_is_true(x);
+            }
         } else {
             uint64_t seed;
             if ((rc = parse_task(e, path, t->task, sizeof t->task, &t->rows, &seed, err))) return rc;
@@ -736,12 +774,14 @@ static int check_rl(al_job *j, const json_t *o, char err[AL_ERRLEN]) {
         if (j->reward.format_regex[0] || j->reward.http_url[0])
             return al_err(err, AL_EINVAL, "reward.%s: evaluate judges by a reward model, a judge or the grader "
                           "(reward.verifiable.grader)", j->reward.format_regex[0] ? "format" : "http");
+        int prompts = j->task[0] || j->training_file[0];
         if (!j->model_b[0] && (j->reward.n_reward_models || j->reward.judge_model[0]))
             return al_err(err, AL_EINVAL, "model_b: is required to judge model against it");
-        if (j->model_b[0] && !j->reward.n_reward_models && !j->reward.judge_model[0])
+        if (j->model_b[0] && prompts && !j->reward.n_reward_models && !j->reward.judge_model[0])
             return al_err(err, AL_EINVAL, "reward: evaluate needs a reward_model or a judge to compare models");
-        if (!j->model_b[0] && !j->task[0])
-            return al_err(err, AL_EINVAL, "model_b: is required (or name a task for exact-match only)");
+        if (!j->model_b[0] && !prompts && !j->n_eval_tasks)
+            return al_err(err, AL_EINVAL, "model_b: is required (or prompts with answers for exact match only, or "
+                          "eval_tasks)");
     } else if (j->model_b[0]) {
         return al_err(err, AL_EINVAL, "model_b: only evaluate compares two models");
     }
@@ -891,9 +931,10 @@ int al_job_from_json(al_job *job, const json_t *o, char err[AL_ERRLEN]) {
         if (j.training_file[0])
             return al_err(err, AL_EINVAL, "training_files: give either training_file or training_files, not both");
         if ((rc = parse_train_files(&j, tfs, err))) return rc;
-        if (j.n_train_files && (al_method_is_rl(j.method) || al_method_is_data(j.method)))
+        /* a sampling job goes through its prompts once: no mixture to draw */
+        if (j.n_train_files && al_method_is_data(j.method))
             return al_err(err, AL_EINVAL, "training_files: mixing several files is for the training methods "
-                          "(sft, pretrain, reward_model, dpo, kto, orpo, simpo), not %s", j.method);
+                          "(sft, pretrain, reward_model, dpo, kto, orpo, simpo, ppo, grpo, rloo), not %s", j.method);
     }
     const json_t *task = json_object_get(o, "task");
     if (task && !json_is_null(task)) {
@@ -902,7 +943,8 @@ int al_job_from_json(al_job *job, const json_t *o, char err[AL_ERRLEN]) {
                           j.n_train_files || tfs ? "training_files" : "training_file");
         if ((rc = parse_task(task, "task", j.task, sizeof j.task, &j.task_rows, &j.task_seed, err)))
             return rc;
-    } else if (!j.training_file[0] && !j.n_train_files) {
+    } else if (!j.training_file[0] && !j.n_train_files &&
+               !(!strcmp(j.method, "evaluate") && json_array_size(json_object_get(o, "eval_tasks")))) {
         return al_err(err, AL_EINVAL, "training_file: is required (or training_files, or a built-in task)");
     }
     const json_t *seed = json_object_get(o, "seed");
@@ -952,13 +994,6 @@ int al_job_from_json(al_job *job, const json_t *o, char err[AL_ERRLEN]) {
                       (hp->batch_size + AL_MAX_MICRO_BATCH - 1) / AL_MAX_MICRO_BATCH);
     if (hp->packing && strcmp(j.method, "sft") && strcmp(j.method, "pretrain"))
         return al_err(err, AL_EINVAL, "hyperparameters.packing: only sft and pretrain pack sequences");
-    /* a mixture is drawn one example at a time: no plan over the whole set */
-    if (j.n_train_files && hp->packing)
-        return al_err(err, AL_EINVAL, "hyperparameters.packing: not with several training_files (the mixture "
-                      "is drawn example by example)");
-    if (j.n_train_files && hp->group_by_length)
-        return al_err(err, AL_EINVAL, "hyperparameters.group_by_length: not with several training_files (the "
-                      "mixture is drawn example by example)");
     const json_t *lora = json_object_get(o, "lora");
     if (lora && !json_is_null(lora)) {
         if (!json_is_object(lora)) return al_err(err, AL_EINVAL, "lora: must be an object or null");
@@ -988,9 +1023,10 @@ int al_job_from_json(al_job *job, const json_t *o, char err[AL_ERRLEN]) {
                       "trained with)", j.method);
     const json_t *hy = json_object_get(o, "hygiene");
     if (hy && !json_is_null(hy)) {
-        if ((al_method_is_data(j.method) && !clean) || al_method_is_rl(j.method))
-            return al_err(err, AL_EINVAL, "hygiene: filters the training methods' data as it loads (clean a file "
-                          "for %s with a clean_data job first)", j.method);
+        /* an evaluation measures its file as given */
+        if (!strcmp(j.method, "evaluate"))
+            return al_err(err, AL_EINVAL, "hygiene: filters what a job trains on or generates from; evaluate "
+                          "measures its file as given (clean it with a clean_data job first)");
         if ((rc = al_hygiene_parse(hy, &j.hygiene, err))) return rc;
     }
     if (clean) {

@@ -6,15 +6,20 @@
  *    "model": DIR, "training_file": FILE | "task": {"name","rows","seed"}
  *                | "training_files": [{"file": FILE, "weight": W}, ...],
  *                  (mixed by weighted sampling, lib/text/mix.h; weight > 0,
- *                   default 1, normalised; one entry = training_file)
+ *                   default 1, normalised; one entry = training_file; not for
+ *                   the sampling jobs; fixed at its first epoch of draws
+ *                   for packing and group_by_length)
  *    "chat_template": NAME | JINJA,              (a built-in of lib/text/chat.h by
  *                     name, or template text: replaces or supplies the model's)
  *    "hygiene": {...},                           (lib/text/hygiene.h: filters applied
- *                     to training_file(s) as they load; the method clean_data
- *                     writes the filtered file instead, and needs no model)
+ *                     to training_file(s) as they load, RL prompts included,
+ *                     not in evaluate; the method clean_data writes the
+ *                     filtered file instead, and needs no model)
  *    "validation_file": FILE, "ref_model": DIR, "hyperparameters": {...},
  *    "lora": {...}|null, "seed": N, "output_dir": DIR,
- *    "eval_tasks": [{"name": TASK, "rows": N} | {"file": FILE, "name": NAME}],
+ *    "eval_tasks": [{"name": TASK, "rows": N} | {"file": FILE, "name": NAME, "type": "loss"|
+ *                   "multiple_choice"|"generative", "grader": GRADER, "max_new_tokens": N,
+ *                   "target_delimiter": " ", "limit": N, "chat_template": BOOL}],
  *    -- RL and the sampling jobs --
  *    "reward": {"verifiable": W | {"weight": W, "partial": BOOL, "grader": GRADER},
  *               "format": {"regex": PCRE2, "weight": W, "match": "start"|"full"|"search"},
@@ -76,6 +81,14 @@ typedef struct al_eval_task {
     char task[32];             /* built-in task, or "" for a file */
     char file[AL_PATH_MAX];
     long rows;
+    /* a file: "loss" (an SFT file's loss), "multiple_choice" or "generative"
+     * (benchmarks, lib/train/bench.h); "" = told by the file's first row */
+    char type[32];
+    al_grader_cfg grader;      /* generative: over the job's reward.verifiable.grader */
+    int max_new_tokens;        /* generative: 0 = the job's max_completion_length (at most 256) */
+    char delimiter[16];        /* multiple choice: between context and choice, " " */
+    long limit;                /* the first rows only; 0 = all */
+    int chat_template;         /* render the context with the model's chat template */
 } al_eval_task;
 
 #define AL_URL_MAX 1024

@@ -73,6 +73,8 @@
 #include "../tasks/tasks.h"
 #include "../text/chat.h"
 #include "../text/dataset.h"
+#include "../text/mix.h"
+#include "bench.h"
 #include "optim.h"
 #include "rl_int.h"
 
@@ -90,7 +92,8 @@ void rl_prompts_free(rl_prompts *p) {
         free(p->answers[i]);
         json_decref(p->row[i]);
     }
-    for (int k = 0; k < p->n_graders; k++) al_grader_free(p->graders[k]);
+    al_grader_set_free(&p->graders);
+    json_decref(p->report);
     free(p->seq);
     free(p->sft);
     free(p->text);
@@ -98,7 +101,6 @@ void rl_prompts_free(rl_prompts *p) {
     free(p->ref);
     free(p->answers);
     free(p->row);
-    free(p->graders);
     memset(p, 0, sizeof *p);
 }
 
@@ -113,6 +115,50 @@ static int prompts_alloc(rl_prompts *p, long n, char err[AL_ERRLEN]) {
     if (!p->seq || !p->sft || !p->text || !p->answer || !p->ref || !p->answers || !p->row)
         return al_err(err, AL_ENOMEM, "out of memory for prompts");
     return AL_OK;
+}
+
+int rl_prompts_append(rl_prompts *dst, rl_prompts *src, char err[AL_ERRLEN]) {
+    size_t n = (size_t)dst->n + src->n + 1, ng = (size_t)dst->graders.n + src->graders.n;
+    /* grow every array first, so that a failure changes nothing visible */
+#define GROW(f)                                                                  \
+    do {                                                                         \
+        void *q = realloc(dst->f, n * sizeof *dst->f);                           \
+        if (!q) return al_err(err, AL_ENOMEM, "out of memory for prompts");      \
+        dst->f = q;                                                              \
+    } while (0)
+    GROW(seq); GROW(sft); GROW(text); GROW(answer); GROW(ref); GROW(answers); GROW(row);
+#undef GROW
+    if (ng > (size_t)dst->graders.cap) {
+        al_grader **g = realloc(dst->graders.g, ng * sizeof *g);
+        if (!g) return al_err(err, AL_ENOMEM, "out of memory for prompts");
+        dst->graders.g = g;
+        dst->graders.cap = (int)ng;
+    }
+    size_t o = (size_t)dst->n, k = (size_t)src->n; /* the arrays hold n + 1: never NULL */
+    memcpy(dst->seq + o, src->seq, k * sizeof *src->seq);
+    memcpy(dst->sft + o, src->sft, k * sizeof *src->sft);
+    memcpy(dst->text + o, src->text, k * sizeof *src->text);
+    memcpy(dst->answer + o, src->answer, k * sizeof *src->answer);
+    memcpy(dst->ref + o, src->ref, k * sizeof *src->ref);  /* its pointers go with what they point at */
+    memcpy(dst->answers + o, src->answers, k * sizeof *src->answers);
+    memcpy(dst->row + o, src->row, k * sizeof *src->row);
+    if (src->graders.n)
+        memcpy(dst->graders.g + dst->graders.n, src->graders.g, (size_t)src->graders.n * sizeof *src->graders.g);
+    dst->n += src->n;
+    dst->graders.n += src->graders.n;
+    src->n = 0;
+    src->graders.n = 0;
+    rl_prompts_free(src);
+    return AL_OK;
+}
+
+/* Whether file is one of the job's training files (the hygiene filters
+ * clean those, never a validation file of the same path). */
+static int is_training_file(const al_job *job, const char *file) {
+    if (file == job->training_file) return 1;
+    for (int k = 0; k < job->n_train_files; k++)
+        if (file == job->train_files[k].file) return 1;
+    return 0;
 }
 
 /* The accepted answers of a data row: the first reference column present
@@ -149,23 +195,8 @@ static int row_grader(rl_prompts *p, const al_job *job, const json_t *spec, int 
     al_grader_cfg c = job->reward.grader;
     char e2[AL_ERRLEN];
     int rc = al_grader_cfg_parse(&c, spec, "grader", e2);
-    if (rc) return al_err(err, rc, "%s: line %d: %s", what, line, e2);
-    /* the last few distinct graders: rows of one file mostly share one */
-    for (int k = p->n_graders - 1; k >= 0 && k >= p->n_graders - 16; k--)
-        if (!memcmp(al_grader_config(p->graders[k]), &c, sizeof c)) {
-            *out = p->graders[k];
-            return AL_OK;
-        }
-    if (!(p->n_graders & (p->n_graders - 1)) || !p->graders) {
-        al_grader **ng = realloc(p->graders, (size_t)(p->n_graders ? 2 * p->n_graders : 1) * sizeof *ng);
-        if (!ng) return al_err(err, AL_ENOMEM, "out of memory");
-        p->graders = ng;
-    }
-    al_grader *g = NULL;
-    if ((rc = al_grader_new(&g, &c, "grader", e2))) return al_err(err, rc, "%s: line %d: %s", what, line, e2);
-    p->graders[p->n_graders++] = g;
-    *out = g;
-    return AL_OK;
+    if (!rc) rc = al_grader_set_get(&p->graders, &c, "grader", out, e2);
+    return rc ? al_err(err, rc, "%s: line %d: %s", what, line, e2) : AL_OK;
 }
 
 /* Fills p->ref[i] from p->answers[i]; with reward.verifiable on, checks
@@ -243,6 +274,7 @@ int rl_prompts_load(rl_prompts *p, const al_job *job, const al_chat *chat, int f
         return AL_OK;
     }
     al_data_opts o = {.method = "rl", .max_length = 0, .max_prompt_length = 0, .dedupe = job->hp.dedupe};
+    if (al_hygiene_any(&job->hygiene) && is_training_file(job, file)) o.hygiene = &job->hygiene;
     al_dataset *ds = NULL;
     char e2[AL_ERRLEN];
     if ((rc = al_dataset_read_file(file, chat, &o, &ds, e2))) return al_err(err, rc, "%s: %s", what, e2);
@@ -250,6 +282,7 @@ int rl_prompts_load(rl_prompts *p, const al_job *job, const al_chat *chat, int f
         al_dataset_free(ds);
         return al_err(err, rc, "%s: %s", what, e2);
     }
+    p->report = json_incref(ds->report);
     if ((rc = prompts_alloc(p, ds->n_ex, err))) {
         al_dataset_free(ds);
         return rc;
@@ -365,6 +398,7 @@ typedef struct rl {
     int Pg;                     /* prompts per step over all ranks: P x world */
     al_rewarder *rw;
     rl_prompts train, val;
+    al_bench *bench[AL_MAX_EVAL_TASKS]; /* eval_tasks with a benchmark file */
     int G, P, N;                /* completions per prompt, prompts per step, completions per step */
     int max_new, T, mb;         /* T: longest prompt + completion */
     int T_sft;
@@ -388,6 +422,8 @@ typedef struct rl {
     int32_t *perm, *order, *pidx, *plens, *idx;
     uint64_t *scratch;
     long order_epoch;
+    al_mix mix;                 /* training_files: the weighted mixture's sampler */
+    int mixing;
     al_rng rng;
     long step, total_steps, steps_per_epoch, cursor;
     double kl_coef, trained_tokens;
@@ -402,6 +438,8 @@ typedef struct rl {
 static void rl_free(rl *r) {
     rl_prompts_free(&r->train);
     rl_prompts_free(&r->val);
+    al_mix_deinit(&r->mix);
+    for (int k = 0; k < AL_MAX_EVAL_TASKS; k++) al_bench_free(r->bench[k]);
     if (r->obj) r->ops->destroy(r->obj);
     al_adamw_deinit(&r->opt);
     al_adamw_deinit(&r->copt);
@@ -502,6 +540,58 @@ static int start_dist(rl *r) {
     return AL_OK;
 }
 
+static void event_line(void *ud, const char *line) { rl_event(ud, AL_LOG_INFO, "%s", line); }
+
+/* What reading a prompt file did: rows skipped, the hygiene filters' drops. */
+static void prompts_events(rl *r, const rl_prompts *p, const char *what) {
+    const json_t *rep = p->report, *errs = json_object_get(rep, "errors");
+    long bad = (long)json_integer_value(json_object_get(rep, "rows")) -
+               (long)json_integer_value(json_object_get(rep, "valid_rows"));
+    rl_event(r->cb, bad ? AL_LOG_WARN : AL_LOG_INFO, "%s: %lld rows, format %s, %d prompts; %ld bad lines skipped",
+             what, (long long)json_integer_value(json_object_get(rep, "rows")),
+             json_string_value(json_object_get(rep, "format")), p->n, bad);
+    for (size_t i = 0; i < json_array_size(errs) && i < 20; i++) {
+        const json_t *e = json_array_get(errs, i);
+        rl_event(r->cb, AL_LOG_WARN, "%s: %s (%s)", what, json_string_value(json_object_get(e, "message")),
+                 json_string_value(json_object_get(e, "code")));
+    }
+    al_hygiene_describe(rep, what, 20, event_line, (void *)r->cb);
+}
+
+/* training_files: each file's prompts one after the other, and the sampler
+ * that mixes them by weight (lib/text/mix.h, as the trainer mixes). */
+static int mixture_prompts(rl *r, int want_sft) {
+    const al_job *job = r->job;
+    int32_t n[AL_MAX_TRAIN_FILES];
+    double w[AL_MAX_TRAIN_FILES], wsum = 0;
+    int rc = AL_OK;
+    for (int k = 0; k < job->n_train_files && !rc; k++) {
+        char what[48];
+        rl_prompts part;
+        memset(&part, 0, sizeof part);
+        snprintf(what, sizeof what, "training_files[%d]", k);
+        rc = rl_prompts_load(&part, job, r->chat, 0, 0, 0, job->train_files[k].file, what, want_sft, r->err);
+        if (!rc && !part.n) rc = al_err(r->err, AL_EINVAL, "%s: no prompts", what);
+        if (!rc) {
+            prompts_events(r, &part, what);
+            n[k] = part.n;
+            w[k] = job->train_files[k].weight;
+            wsum += w[k];
+            rc = rl_prompts_append(&r->train, &part, r->err);
+        }
+        rl_prompts_free(&part);
+    }
+    if (rc) return rc;
+    char e2[AL_ERRLEN];
+    if ((rc = al_mix_init(&r->mix, job->n_train_files, n, w, r->hp->seed, e2)))
+        return al_err(r->err, rc, "training_files: %s", e2);
+    r->mixing = 1;
+    for (int k = 0; k < job->n_train_files; k++)
+        rl_event(r->cb, AL_LOG_INFO, "training_files[%d]: %d prompts, weight %g: %.1f%% of the prompts drawn", k,
+                 n[k], w[k], 100.0 * w[k] / wsum);
+    return AL_OK;
+}
+
 static int setup(rl *r) {
     const al_job *job = r->job;
     const al_hparams *hp = r->hp;
@@ -552,9 +642,11 @@ static int setup(rl *r) {
                                   r->err)))
             return rc;
     } else {
-        if ((rc = rl_prompts_load(&r->train, job, r->chat, 0, 0, 0, job->training_file, "training_file",
-                                  want_sft, r->err)))
-            return rc;
+        if (job->n_train_files) rc = mixture_prompts(r, want_sft);
+        else if (!(rc = rl_prompts_load(&r->train, job, r->chat, 0, 0, 0, job->training_file, "training_file",
+                                        want_sft, r->err)))
+            prompts_events(r, &r->train, "training_file");
+        if (rc) return rc;
         if (job->validation_file[0] &&
             (rc = rl_prompts_load(&r->val, job, r->chat, 0, 0, 0, job->validation_file, "validation_file", 0,
                                   r->err)))
@@ -584,6 +676,21 @@ static int setup(rl *r) {
     if (r->ppo && r->mb > r->N / hp->num_mini_batches) r->mb = r->N / hp->num_mini_batches;
     if (r->mb < 1) r->mb = 1;
     int rowsT = r->T > r->T_sft ? r->T : r->T_sft;
+    /* eval_tasks: benchmark files (a built-in task's prompts are the validation split) */
+    for (int k = 0; k < job->n_eval_tasks; k++) {
+        const al_eval_task *et = &job->eval_tasks[k];
+        char type[32] = "loss", what[48];
+        snprintf(what, sizeof what, "eval_tasks[%d]", k);
+        if (et->task[0]) continue;
+        if (et->type[0]) snprintf(type, sizeof type, "%s", et->type);
+        else if ((rc = al_bench_detect(et->file, type, r->err))) return rc;
+        if (!strcmp(type, "loss")) {
+            rl_event(r->cb, AL_LOG_WARN, "%s: a loss file is measured by SFT-like jobs only; left out", what);
+            continue;
+        }
+        if ((rc = al_bench_load(&r->bench[k], et, r->chat, &job->reward.grader, mc->max_T, what, r->err))) return rc;
+        if (al_bench_longest(r->bench[k]) > rowsT) rowsT = al_bench_longest(r->bench[k]);
+    }
     if ((rc = al_model_reserve(r->m, r->mb, rowsT, hp->gradient_checkpointing ? AL_MODEL_GRAD_CKPT : 0, e2)))
         return al_err(r->err, rc, "%s", e2);
     if (want_sft && (rc = al_batch_init(&r->sft_batch, AL_BATCH_LM, r->mb, r->T_sft)))
@@ -639,6 +746,17 @@ static int setup(rl *r) {
 /* The prompts of the step: the cursor runs through a seeded permutation per
  * epoch, so the step number alone fixes them. */
 static void step_prompts(rl *r, long step) {
+    if (r->mixing) {
+        /* a mixture's global draws s*Pg .. s*Pg+Pg-1, this rank's share of
+         * them: replayed from the start when the sampler is past them (step 0
+         * measures what step 1 trains on) */
+        int64_t want = (int64_t)step * r->Pg + (int64_t)r->rank * r->P;
+        if (r->mix.draws > want) al_mix_rewind(&r->mix);
+        while (r->mix.draws < want) al_mix_next(&r->mix);
+        for (int k = 0; k < r->P; k++) r->pidx[k] = al_mix_next(&r->mix);
+        r->cursor = (step + 1) * r->Pg;
+        return;
+    }
     /* this rank's share of the step's global list of Pg prompts */
     for (int k = 0; k < r->P; k++) {
         long g = step * r->Pg + (long)r->rank * r->P + k;
@@ -1178,6 +1296,17 @@ static int evaluate_val(rl *r, mlist *l) {
     return AL_OK;
 }
 
+/* The eval_tasks' benchmarks at step. */
+static int evaluate_bench(rl *r, mlist *l, long step) {
+    for (int k = 0; k < r->job->n_eval_tasks; k++) {
+        if (!r->bench[k]) continue;
+        int T = al_bench_longest(r->bench[k]);
+        int rc = al_bench_report(r->bench[k], r->m, r->mb, T, "model", step, r->cb, l->m, &l->n, 2 * AL_MAX_METRICS, r->err);
+        if (rc) return rc;
+    }
+    return AL_OK;
+}
+
 /* ---- checkpoints ------------------------------------------------------------------------ */
 
 int rl_copy_tokenizer(const al_job *job, const char *dir, char err[AL_ERRLEN]) {
@@ -1265,6 +1394,11 @@ static int fill_dir(rl *r, const char *dir, const char *tmp, int in_place, const
                                (json_int_t)r->hp->seed, "kl_coef", r->kl_coef, "prompt_cursor",
                                (json_int_t)r->cursor, "rng", rng0, "rank_rng", ranks, "world_size", r->world,
                                "global_batch_size", r->N * r->world);
+        /* rank 0's sampler: step_prompts replays any rank's draws from it */
+        if (st && r->mixing && json_object_set_new(st, "mixer", al_mix_state(&r->mix))) {
+            json_decref(st);
+            st = NULL;
+        }
         char *txt = st ? json_dumps(st, JSON_INDENT(2) | JSON_SORT_KEYS) : NULL;
         json_decref(st);
         if (!txt) return al_err(r->err, AL_ENOMEM, "out of memory");
@@ -1334,7 +1468,14 @@ static int load_state(rl *r, const char *dir) {
         const char *s = json_string_value(json_array_get(mine, (size_t)i));
         r->rng.s[i] = s ? strtoull(s, NULL, 16) : 0;
     }
+    if (r->mixing) {
+        char e2[AL_ERRLEN];
+        const json_t *mx = json_object_get(st, "mixer");
+        if (!mx) rc = al_err(r->err, AL_EFORMAT, "%s: no mixer state (written by a job without training_files)", path);
+        else if ((rc = al_mix_restore(&r->mix, mx, e2))) al_err(r->err, rc, "%s: %s", path, e2);
+    }
     json_decref(st);
+    if (rc) return rc;
     if (derive) /* a rank the checkpoint's run did not have: a stream of its own from the seed and the step */
         al_rng_seed(&r->rng, rank_seed(r, r->hp->seed ^ 0x5A3D1E5ull ^ (uint64_t)r->step * 0xD1B54A32D192ED03ull));
     if (r->cursor != r->step * r->Pg)
@@ -1483,7 +1624,7 @@ static int rl_train(rl *r, const char *resume_dir, al_train_result *res) {
         if (r->total_steps > 0 && (rc = one_step(r, &l, 0))) return rc;
         r->rng = keep;
         r->h_n = 0; /* the health history starts with the training steps */
-        if (r->rank == 0) rc = evaluate_val(r, &l); /* rank 0's duty */
+        if (r->rank == 0 && !(rc = evaluate_val(r, &l))) rc = evaluate_bench(r, &l, 0); /* rank 0's duty */
         if ((rc = al_dist_agree_err(rc, r->err))) return rc;
         emit(r, 0, &l);
         samples(r, 0);
@@ -1510,7 +1651,7 @@ static int rl_train(rl *r, const char *resume_dir, al_train_result *res) {
         if (log_now || eval_now) {
             double dt = al_now() - t0;
             put(&l, "tokens_per_second", dt > 0 ? (r->trained_tokens - tok0) / dt : 0);
-            if (eval_now && r->rank == 0) rc = evaluate_val(r, &l);
+            if (eval_now && r->rank == 0 && !(rc = evaluate_val(r, &l))) rc = evaluate_bench(r, &l, s);
             if (eval_now && (rc = al_dist_agree_err(rc, r->err))) return rc;
             emit(r, s, &l);
             samples(r, s);

@@ -20,8 +20,8 @@ typedef struct rl_prompts {
     al_reward_row *ref;
     char ***answers;           /* per prompt, NULL-terminated (owned) */
     json_t **row;              /* per prompt, the data row or NULL (owned references) */
-    al_grader **graders;       /* the rows' own graders, shared by equal rows (owned) */
-    int n_graders;
+    al_grader_set graders;     /* the rows' own graders (owned) */
+    json_t *report;            /* a file's dataset report (owned; NULL for a task) */
 } rl_prompts;
 
 /* From the job's built-in task (rows rows of job->task with seed) when
@@ -29,10 +29,15 @@ typedef struct rl_prompts {
  * rows; what names the field in errors). A row's "grader" is read over
  * job->reward.grader; with reward.verifiable on, an answer the grader can
  * never match (not a number for a numeric compare) is an error naming its
- * line. */
+ * line. The job's hygiene filters clean its training files (file ==
+ * job->training_file or a job->train_files[k].file), never a validation
+ * file: what they dropped is in p->report (al_hygiene_describe). */
 int rl_prompts_load(rl_prompts *p, const al_job *job, const al_chat *chat, int from_task, long rows,
                     uint64_t seed, const char *file, const char *what, int want_sft, char err[AL_ERRLEN]);
 void rl_prompts_free(rl_prompts *p);
+/* Moves src's prompts to the end of dst (src is left empty). AL_ENOMEM
+ * leaves both as they were. */
+int rl_prompts_append(rl_prompts *dst, rl_prompts *src, char err[AL_ERRLEN]);
 
 /* Samples completions of n prompts in chunks (al_generate): ids (n,
  * g->max_new), logp (n, g->max_new) or NULL, len (n). */

@@ -33,6 +33,7 @@
 #include <string.h>
 
 #include "../io.h"
+#include "bench.h"
 #include "rl_int.h"
 
 enum { CHUNK = 16 };
@@ -122,10 +123,16 @@ static void mput(al_metric *m, int *n, const char *name, double v) {
     m[(*n)++].value = v;
 }
 
-/* The job's prompts, encoded with chat. */
-static int load_prompts(const al_job *job, const al_chat *chat, rl_prompts *p, char err[AL_ERRLEN]) {
+static void event_line(void *ud, const char *line) { rl_event(ud, AL_LOG_INFO, "%s", line); }
+
+/* The job's prompts, encoded with chat; what the hygiene filters dropped
+ * from its training_file goes to cb's events. */
+static int load_prompts(const al_job *job, const al_chat *chat, rl_prompts *p, const al_train_cb *cb,
+                        char err[AL_ERRLEN]) {
     if (job->task[0]) return rl_prompts_load(p, job, chat, 1, job->task_rows, job->task_seed, NULL, "task", 0, err);
-    return rl_prompts_load(p, job, chat, 0, 0, 0, job->training_file, "training_file", 0, err);
+    int rc = rl_prompts_load(p, job, chat, 0, 0, 0, job->training_file, "training_file", 0, err);
+    if (!rc) al_hygiene_describe(p->report, "training_file", 20, event_line, (void *)cb);
+    return rc;
 }
 
 static int stopped(const al_train_cb *cb, long done, char err[AL_ERRLEN]) {
@@ -181,7 +188,7 @@ static int gen_prefs(const al_job *job, const al_train_cb *cb, al_train_result *
     float *sc = calloc((size_t)per * G, sizeof *sc);
     int rc = (!ps || !txt || !pt || !an || !lens || !eos || !sc) ? al_err(err, AL_ENOMEM, "out of memory") : AL_OK;
     if (!rc) rc = pmodel_open(&pm, job->model, "model", err);
-    if (!rc) rc = load_prompts(job, pm.chat, &pr, err);
+    if (!rc) rc = load_prompts(job, pm.chat, &pr, cb, err);
     if (!rc) {
         al_reward_len len = {rl_prompts_max_bytes(&pr), rl_completion_max_bytes(pm.tok, hp->max_completion_length)};
         rc = al_rewarder_new(&rw, &job->reward, hp->missing_eos_penalty, CHUNK, &len, err);
@@ -275,6 +282,35 @@ static int gen_prefs(const al_job *job, const al_train_cb *cb, al_train_result *
 
 /* ---- evaluate ----------------------------------------------------------------------- */
 
+/* The eval_tasks on model A (and B): each benchmark's results, logged at
+ * step as eval/<task>/<metric> (B's with the suffix _b). */
+static int evaluate_benchmarks(const al_job *job, pmodel *A, pmodel *B, const al_train_cb *cb, long step,
+                               char err[AL_ERRLEN]) {
+    enum { ROWS = 8 };
+    al_metric m[2 * AL_MAX_METRICS];
+    int nm = 0, rc = AL_OK;
+    for (int k = 0; k < job->n_eval_tasks && !rc; k++) {
+        char what[48];
+        snprintf(what, sizeof what, "eval_tasks[%d]", k);
+        for (int side = 0; side < (B ? 2 : 1) && !rc; side++) {
+            pmodel *pm = side ? B : A;
+            al_bench *b = NULL;
+            int T = al_model_config_of(pm->m)->max_T;
+            char e2[AL_ERRLEN];
+            if ((rc = al_bench_load(&b, &job->eval_tasks[k], pm->chat, &job->reward.grader, T, what, err))) break;
+            /* a forward-only reservation for the scoring rows */
+            if ((rc = al_model_reserve(pm->m, ROWS, al_bench_longest(b), AL_MODEL_FORWARD_ONLY, e2)))
+                al_err(err, rc, "%s: %s", side ? "model_b" : "model", e2);
+            if (!rc)
+                rc = al_bench_report(b, pm->m, ROWS, al_bench_longest(b), side ? "model_b" : "model", step, cb, m, &nm,
+                                     2 * AL_MAX_METRICS, err);
+            al_bench_free(b);
+        }
+    }
+    if (!rc) log_metrics(cb, step, step, m, nm);
+    return rc;
+}
+
 static int evaluate_job(const al_job *job, const al_train_cb *cb, al_train_result *res, char err[AL_ERRLEN]) {
     const al_hparams *hp = &job->hp;
     pmodel A = {0}, B = {0};
@@ -282,10 +318,11 @@ static int evaluate_job(const al_job *job, const al_train_cb *cb, al_train_resul
     al_rewarder *rw = NULL;
     jbuf out = {0};
     int two = job->model_b[0] != 0;
+    int has_prompts = job->task[0] || job->training_file[0];
     int rc = pmodel_open(&A, job->model, "model", err);
     if (!rc && two) rc = pmodel_open(&B, job->model_b, "model_b", err);
-    if (!rc) rc = load_prompts(job, A.chat, &pa, err);
-    if (!rc && two) rc = load_prompts(job, B.chat, &pb, err);
+    if (!rc && has_prompts) rc = load_prompts(job, A.chat, &pa, NULL, err);
+    if (!rc && two && has_prompts) rc = load_prompts(job, B.chat, &pb, NULL, err);
     if (!rc) {
         /* without model_b only the grader is used (exact match) */
         al_reward_len len = {rl_prompts_max_bytes(&pa), rl_completion_max_bytes(A.tok, hp->max_completion_length)};
@@ -295,9 +332,9 @@ static int evaluate_job(const al_job *job, const al_train_cb *cb, al_train_resul
     }
     al_rng rng;
     al_rng_seed(&rng, hp->seed);
-    long chunks = (pa.n + CHUNK - 1) / CHUNK;
+    long chunks = (pa.n + CHUNK - 1) / CHUNK, total = chunks + (job->n_eval_tasks > 0);
     double wins = 0, ties = 0, cmp = 0, ra = 0, rb = 0, ema = 0, emb = 0, with_answer = 0, pmean = 0;
-    if (!rc && cb && cb->begin) cb->begin(cb->ud, chunks, 0);
+    if (!rc && cb && cb->begin) cb->begin(cb->ud, total, 0);
     for (int p0 = 0; !rc && p0 < pa.n; p0 += CHUNK) {
         if ((rc = stopped(cb, p0, err))) break;
         int k = pa.n - p0 < CHUNK ? pa.n - p0 : CHUNK, la[CHUNK], lb[CHUNK], ea[CHUNK], eb[CHUNK];
@@ -400,10 +437,11 @@ static int evaluate_job(const al_job *job, const al_train_cb *cb, al_train_resul
             if (two) mput(m, &nm, "exact_match_b", emb / with_answer);
         }
         mput(m, &nm, "prompts", (double)(p0 + k));
-        if (done % hp->logging_steps == 0 || done == chunks) log_metrics(cb, done, chunks, m, nm);
+        if (done % hp->logging_steps == 0 || done == chunks) log_metrics(cb, done, total, m, nm);
     }
-    if (!rc) rc = write_output(job, &out, "evaluation.jsonl", "evaluation", res, err);
-    if (!rc) res->steps = res->total_steps = chunks;
+    if (!rc && has_prompts) rc = write_output(job, &out, "evaluation.jsonl", "evaluation", res, err);
+    if (!rc && job->n_eval_tasks) rc = evaluate_benchmarks(job, &A, two ? &B : NULL, cb, total, err);
+    if (!rc) res->steps = res->total_steps = total;
     free(out.s);
     al_rewarder_free(rw);
     rl_prompts_free(&pa);
@@ -452,7 +490,7 @@ static int critique_revise(const al_job *job, const al_train_cb *cb, al_train_re
     rl_prompts pr = {0};
     jbuf sft = {0}, pairs = {0};
     int rc = pmodel_open(&pm, job->model, "model", err);
-    if (!rc) rc = load_prompts(job, pm.chat, &pr, err);
+    if (!rc) rc = load_prompts(job, pm.chat, &pr, cb, err);
     al_rng rng;
     al_rng_seed(&rng, hp->seed);
     long chunks = (pr.n + CHUNK - 1) / CHUNK, kept = 0, same = 0;

@@ -46,6 +46,7 @@
 #include "../text/chat.h"
 #include "../text/dataset.h"
 #include "../text/mix.h"
+#include "bench.h"
 #include "optim.h"
 #include "rl.h"
 
@@ -72,6 +73,7 @@ typedef struct trainer {
     int ref_adapters_off;         /* reference = this model with adapters off */
     dataset train, val;
     dataset evals[AL_MAX_EVAL_TASKS]; /* eval_tasks as language-modelling examples */
+    al_bench *bench[AL_MAX_EVAL_TASKS]; /* or as benchmarks (multiple choice, generative) */
     al_batch lm_batch;            /* their batches, whatever the objective's layout */
     al_batch_kind kind;
     int packed;                   /* SFT packing: the training units are packed rows */
@@ -98,7 +100,10 @@ typedef struct trainer {
     int GB;                       /* the global batch: B x world */
     int world0;                   /* ranks of the run a resumed checkpoint came from */
     al_mix mix;                   /* training_files: the weighted mixture's sampler */
-    int mixing;
+    int mixing;                   /* drawn step by step (else fixed, or no mixture) */
+    int32_t *unit_ex, *unit_len;  /* a mixture fixed for packing or group_by_length:
+                                   * its first epoch of draws (examples), their lengths */
+    int32_t *mapped;              /* a step's units as examples (batch_size) */
     long step, total_steps, steps_per_epoch;
     double trained_tokens;
     double ema;                   /* the watchdog's running mean of the loss */
@@ -176,37 +181,7 @@ static long report_int(const json_t *rep, const char *key) {
     return (long)json_integer_value(json_object_get(rep, key));
 }
 
-/* The hygiene section of a report as events: what each filter dropped. */
-static void hygiene_events(trainer *t, const char *what, const json_t *rep) {
-    const json_t *hy = json_object_get(rep, "hygiene");
-    char line[400];
-    int k = snprintf(line, sizeof line, "%s: hygiene kept %lld of %lld rows", what,
-                     (long long)json_integer_value(json_object_get(hy, "rows_out")),
-                     (long long)json_integer_value(json_object_get(hy, "rows_in")));
-    static const char *const parts[][2] = {{"near_duplicates", "near-duplicates"}, {"decontamination", "contaminated"},
-                                           {"language", "other languages"}};
-    for (int i = 0; i < 3; i++) {
-        const json_t *p = json_object_get(hy, parts[i][0]);
-        if (p && k < (int)sizeof line)
-            k += snprintf(line + k, sizeof line - (size_t)k, ", %lld %s", (long long)json_integer_value(json_object_get(p, "dropped")),
-                          parts[i][1]);
-    }
-    const json_t *len = json_object_get(hy, "length");
-    if (len && k < (int)sizeof line)
-        snprintf(line + k, sizeof line - (size_t)k, ", %lld too short, %lld too long",
-                 (long long)json_integer_value(json_object_get(len, "too_short")),
-                 (long long)json_integer_value(json_object_get(len, "too_long")));
-    event(t, AL_LOG_INFO, "%s", line);
-    const json_t *ws = json_object_get(rep, "warnings");
-    int shown = 0;
-    for (size_t i = 0; i < json_array_size(ws) && shown < 20; i++) {
-        const char *code = json_string_value(json_object_get(json_array_get(ws, i), "code"));
-        if (!code || !strcmp(code, "duplicate") || !strcmp(code, "truncated") || !strcmp(code, "dropped")) continue;
-        event(t, AL_LOG_INFO, "%s: %s (%s)", what, json_string_value(json_object_get(json_array_get(ws, i), "message")),
-              code);
-        shown++;
-    }
-}
+static void event_line(void *ud, const char *line) { event(ud, AL_LOG_INFO, "%s", line); }
 
 /* A JSONL file through the dataset reader: every bad line, truncation and
  * drop becomes an event; the examples move into d. */
@@ -234,8 +209,7 @@ static int file_examples(trainer *t, const char *path, const char *method, datas
           what, ds->rows, al_data_format_name(ds->format), ds->n_ex, ds->n_errors,
           report_int(rep, "truncated"), t->hp->max_length, report_int(rep, "dropped"),
           report_int(rep, "duplicates"), report_int(rep, "deduplicated"));
-    const json_t *hy = json_object_get(rep, "hygiene");
-    if (hy) hygiene_events(t, what, rep);
+    al_hygiene_describe(rep, what, 20, event_line, t);
     const json_t *errs = json_object_get(rep, "errors");
     for (size_t i = 0; i < json_array_size(errs) && i < 20; i++) {
         const json_t *e = json_array_get(errs, i);
@@ -287,6 +261,29 @@ static int mixture_examples(trainer *t) {
     for (k = 0; k < job->n_train_files; k++)
         event(t, AL_LOG_INFO, "training_files[%d]: %d examples, weight %g: %.1f%% of the examples drawn", k, n[k],
               w[k], 100.0 * w[k] / wsum);
+    return AL_OK;
+}
+
+/* Packing and group_by_length plan over a fixed set: a mixture becomes
+ * its first epoch of draws (as many as the files hold together), which the
+ * plan then packs or groups afresh each epoch, as Hugging Face datasets'
+ * interleave_datasets builds one set that the trainer packs and shuffles.
+ * The plan follows from the seed, so a checkpoint needs no sampler state. */
+static int fix_mixture(trainer *t) {
+    int n = t->train.n;
+    t->unit_ex = malloc(((size_t)n + 1) * sizeof *t->unit_ex);
+    t->unit_len = malloc(((size_t)n + 1) * sizeof *t->unit_len);
+    if (!t->unit_ex || !t->unit_len) return al_err(t->err, AL_ENOMEM, "out of memory");
+    int32_t seen[AL_MIX_MAX_SOURCES] = {0};
+    for (int i = 0; i < n; i++) {
+        t->unit_ex[i] = al_mix_next(&t->mix);
+        t->unit_len[i] = t->train.len[t->unit_ex[i]];
+        seen[al_mix_source(&t->mix, t->unit_ex[i])]++;
+    }
+    t->mixing = 0;
+    for (int k = 0; k < t->mix.n_src; k++)
+        event(t, AL_LOG_INFO, "training_files[%d]: %d of the %d examples of the mixture fixed for %s", k, seen[k], n,
+              t->hp->packing ? "packing" : "group_by_length");
     return AL_OK;
 }
 
@@ -349,6 +346,7 @@ static int alloc_buffers(trainer *t) {
     ALLOC(t->margin, (size_t)rows);
     ALLOC(t->order, (size_t)(t->train.n > t->GB ? t->train.n : t->GB) + 1);
     ALLOC(t->idx, (size_t)t->mb);
+    ALLOC(t->mapped, (size_t)t->GB);
 #undef ALLOC
     char e2[AL_ERRLEN];
     if ((rc = al_model_reserve(t->m, rows, t->max_T,
@@ -570,7 +568,8 @@ static int step_examples(trainer *t, long step) {
     long epoch = step / spe, k = step % spe;
     if (k == 0 || step == t->step) {
         /* (re)build the epoch's order; cheap and keeps resume exact */
-        al_batch_order(t->packed ? t->pack.len : t->train.len, n_units(t), t->GB, t->hp->group_by_length,
+        al_batch_order(t->packed ? t->pack.len : t->unit_len ? t->unit_len : t->train.len, n_units(t), t->GB,
+                       t->hp->group_by_length,
                        t->hp->seed + (uint64_t)epoch * 0x9E3779B9u, t->order);
     }
     long lo = k * t->GB;
@@ -594,6 +593,11 @@ static int train_step(trainer *t, long step, al_step_stats *st, int update) {
     int n = step_examples(t, step);
     long lo = t->mixing ? 0 : (step % t->steps_per_epoch) * t->GB;
     const int32_t *all = t->order + lo;
+    if (t->unit_ex && !t->packed) {
+        /* a fixed mixture's units are its draws: examples, some repeated */
+        for (int i = 0; i < n; i++) t->mapped[i] = t->unit_ex[all[i]];
+        all = t->mapped;
+    }
     double norm_tokens, norm_rows;
     /* the denominators of the global batch: every rank holds all the data */
     step_norms(t, &t->train, all, n, &norm_tokens, &norm_rows);
@@ -751,6 +755,12 @@ static int evaluate(trainer *t, long step, al_metric *m, int *nm) {
     }
     for (int k = 0; k < t->job->n_eval_tasks && t->ops->needs_lm && *nm < 2 * AL_MAX_METRICS - 2; k++) {
         const al_eval_task *et = &t->job->eval_tasks[k];
+        if (t->bench[k]) {
+            if ((rc = al_bench_report(t->bench[k], t->m, t->mb * t->rows_per_ex, t->max_T, "model", step, t->cb, m, nm,
+                                      2 * AL_MAX_METRICS, t->err)))
+                return rc;
+            continue;
+        }
         double loss = 0;
         if ((rc = lm_loss(t, &t->evals[k], &loss))) return rc;
         snprintf(m[*nm].name, sizeof m[*nm].name, "eval/%.20s/loss", et->name);
@@ -918,7 +928,10 @@ static int load_state(trainer *t, const char *dir) {
 static void trainer_free(trainer *t) {
     dataset_free(&t->train);
     dataset_free(&t->val);
-    for (int k = 0; k < AL_MAX_EVAL_TASKS; k++) dataset_free(&t->evals[k]);
+    for (int k = 0; k < AL_MAX_EVAL_TASKS; k++) {
+        dataset_free(&t->evals[k]);
+        al_bench_free(t->bench[k]);
+    }
     al_batch_deinit(&t->lm_batch);
     al_pack_deinit(&t->pack);
     al_pack_deinit(&t->sub);
@@ -932,6 +945,7 @@ static void trainer_free(trainer *t) {
     free(t->dlogp); free(t->dent); free(t->dvalue); free(t->hit);
     free(t->ids); free(t->seg); free(t->pos); free(t->tgt); free(t->last);
     free(t->label); free(t->margin); free(t->order); free(t->idx);
+    free(t->unit_ex); free(t->unit_len); free(t->mapped);
     al_adamw_deinit(&t->opt);
     al_ddp_free(t->ddp);
     al_mix_deinit(&t->mix);
@@ -1047,6 +1061,13 @@ static int setup(trainer *t, const al_job *job, const char *resume_dir, const al
         const al_eval_task *et = &job->eval_tasks[k];
         char what[96];
         snprintf(what, sizeof what, "eval_tasks[%d]", k);
+        char type[32] = "loss";
+        if (!et->task[0] && et->type[0]) snprintf(type, sizeof type, "%s", et->type);
+        else if (!et->task[0] && (rc = al_bench_detect(et->file, type, t->err))) return rc;
+        if (strcmp(type, "loss")) {
+            if ((rc = al_bench_load(&t->bench[k], et, t->chat, &job->reward.grader, mc->max_T, what, t->err))) return rc;
+            continue;
+        }
         if (et->task[0]) rc = task_examples(t, et->task, et->rows < 200 ? et->rows : 200, 1000003u,
                                             AL_BATCH_LM, &t->evals[k]);
         else rc = file_examples(t, et->file, "sft", &t->evals[k], what, 0);
@@ -1060,10 +1081,13 @@ static int setup(trainer *t, const al_job *job, const char *resume_dir, const al
             longest = t->evals[k].len[i] > longest ? t->evals[k].len[i] : longest;
     if (t->kind == AL_BATCH_UNPAIRED) longest = t->max_T; /* KL rows mix lengths */
     if (longest < t->max_T && !t->hp->packing) t->max_T = longest; /* packed rows fill max_length */
+    for (int k = 0; k < job->n_eval_tasks; k++) /* a benchmark's rows may outrun max_length */
+        if (t->bench[k] && al_bench_longest(t->bench[k]) > t->max_T) t->max_T = al_bench_longest(t->bench[k]);
+    if (t->mixing && (t->hp->packing || t->hp->group_by_length) && (rc = fix_mixture(t))) return rc;
     if (t->hp->packing) {
         int32_t *all = malloc((size_t)t->train.n * sizeof *all);
         if (!all) return al_err(t->err, AL_ENOMEM, "out of memory");
-        for (int i = 0; i < t->train.n; i++) all[i] = i;
+        for (int i = 0; i < t->train.n; i++) all[i] = t->unit_ex ? t->unit_ex[i] : i;
         rc = al_pack_bfd(t->train.ex, all, t->train.n, t->max_T, &t->pack, t->err);
         free(all);
         if (rc) return rc;

@@ -28,6 +28,11 @@ typedef struct al_train_cb {
      * grad_norm, tokens_per_second, the objective's own, eval_* at
      * evaluation steps), in order. */
     void (*log)(void *ud, long step, double epoch, const al_metric *m, int n);
+    /* A benchmark's result at an evaluation (eval_tasks with a benchmark
+     * file or, in evaluate jobs, a built-in task): the object of
+     * lib/train/bench.h plus "model": "model" or "model_b" (which of the
+     * job's models it measures). Borrowed for the call. */
+    void (*eval_result)(void *ud, long step, const json_t *result);
     /* A generated sample at an evaluation (reward NaN when none). */
     void (*sample)(void *ud, long step, const char *prompt, const char *completion, double reward);
     /* A human-readable event: data reports, truncation counts, checkpoints. */

@@ -7,7 +7,8 @@
 // form's own check and the API's error, each next to its field), see it in
 // the jobs list, watch a chart gain points over SSE, open the samples,
 // cancel a second job, upload a bad file and read its line errors, chat in
-// the playground, compare two jobs, and get through the API-key prompt.
+// the playground, compare two jobs and a base's benchmark results with its
+// fine-tune's, and get through the API-key prompt.
 // Screenshots of every page go to $AL_TEST_TMP/screenshots.
 //
 // Environment: ALIGND_BIN (the daemon), AL_TEST_TMP (scratch and
@@ -183,6 +184,7 @@ async function submitJob({ maxSteps, logging, rows, suffix, save }) {
 
 let first = null;
 let resumed = null;
+let benchJob = null; // an SFT job whose eval_tasks measured a benchmark file
 test('a tiny job submitted through the form runs, charts, samples and checkpoints', async () => {
   first = await submitJob({ maxSteps: 60, logging: 2, rows: 64, suffix: 'first' });
   await page.waitForSelector('h1 .badge');
@@ -397,6 +399,36 @@ test('models and compare pages', async () => {
   assert.ok(cap.includes(first) && cap.includes(resumed), cap);
   assert.match(page.url(), new RegExp(`ids=${first},${resumed}`));
   await shot('compare');
+  // Benchmarks side by side: a multiple-choice file (purpose evals) measured
+  // by an SFT job at its start (the base) and its end (the fine-tune).
+  const rows = '{"question": "1+1=", "choices": ["2", "3"], "answer": 0}\n' +
+    '{"question": "2+3=", "choices": ["4", "5"], "answer": "5"}\n';
+  const up = await fetch(`${base}/v1/files?purpose=evals&filename=mc.jsonl`,
+    { method: 'POST', headers: { 'Content-Type': 'application/jsonl' }, body: rows });
+  const file = await up.json();
+  assert.equal(up.status, 200, JSON.stringify(file));
+  assert.equal(file.status, 'processed');
+  const bj = await http('POST', '/v1/fine_tuning/jobs', {
+    model: 'tiny', method: 'sft', task: { name: 'addition2', rows: 16 },
+    hyperparameters: { max_steps: 2, batch_size: 2, max_length: 16 },
+    eval_tasks: [{ file: file.id, name: 'sums_mc' }],
+  });
+  assert.equal(bj.status, 200, bj.text);
+  benchJob = bj.json.id;
+  const done = await waitFor(async () => {
+    const r = await http('GET', `/v1/fine_tuning/jobs/${bj.json.id}`);
+    return r.json.status === 'succeeded' ? r.json : null;
+  }, 'the benchmarked job');
+  await go(`#/compare?ids=${bj.json.id}&metric=loss`);
+  await page.waitForSelector('#compare-bench-table');
+  const heads = await page.locator('#compare-bench-table thead th').allTextContents();
+  assert.deepEqual(heads, ['task', 'metric', 'tiny (base)', done.fine_tuned_model]);
+  const acc = page.locator('#compare-bench-table tr[data-task="sums_mc"][data-metric="acc"] td');
+  assert.equal(await acc.count(), 4);
+  assert.match(await acc.nth(2).textContent(), /^(0|0\.5|1) ±/);
+  assert.match(await acc.nth(3).textContent(), /\([+-]?[0-9.]+\)$/); // the change from the base
+  assert.equal(await page.locator('#compare-bench-table tr[data-metric="acc_norm"]').count(), 1);
+  await shot('compare-benchmarks');
   await page.setViewportSize({ width: 390, height: 844 });
   await go('#/jobs');
   await page.waitForSelector('tr[data-id]');
@@ -446,7 +478,8 @@ async function axeViolations() {
 test('every page passes axe-core\'s WCAG 2.1 AA checks, light and dark', async () => {
   const pages = [
     ['#/jobs', 'tr[data-id]'], [`#/jobs/${first}`, '#chart-loss'], ['#/new', '#model-options option'],
-    [`#/compare?ids=${first}`, '#compare-chart'], ['#/data', '#files tbody tr'], ['#/models', '#models tbody tr'],
+    [`#/compare?ids=${first}`, '#compare-chart'], [`#/compare?ids=${benchJob}`, '#compare-bench-table'],
+    ['#/data', '#files tbody tr'], ['#/models', '#models tbody tr'],
     ['#/playground', '#pg-form'],
   ];
   const found = [];
