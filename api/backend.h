@@ -154,8 +154,11 @@ typedef struct api_backend {
     /* Files. file_create validates the JSONL (lib/text/dataset.h) and stores
      * it by content hash; a file that fails validation is still created with
      * status "error" and its report unless it is not JSONL at all (400,
-     * code file_invalid, the report's first bad line in the message). */
-    int (*file_create)(void *ud, const char *filename, const char *purpose,
+     * code file_invalid, the report's first bad line in the message).
+     * dataset_info (borrowed, may be NULL): a sharegpt file's own column and
+     * tag names (LLaMA-Factory's dataset_info entry), kept in the report for
+     * the jobs that read the file. */
+    int (*file_create)(void *ud, const char *filename, const char *purpose, const json_t *dataset_info,
                        const void *data, size_t len, json_t **out, api_error *e);
     int (*file_list)(void *ud, const api_page *pg, const char *purpose,
                      json_t **out, api_error *e);

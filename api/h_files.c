@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "internal.h"
+#include "io.h"
 
 static const char *const purposes[] = {"fine-tune", "evals"};
 
@@ -43,6 +44,8 @@ enum MHD_Result api_h_files_post(api_req *r) {
     size_t len = r->len;
     char filename[256] = "upload.jsonl";
     char purpose[64] = "fine-tune";
+    const char *dinfo = NULL; /* dataset_info: JSON text */
+    size_t dinfo_len = 0;
     if (ct && strncasecmp(ct, "multipart/form-data", 19) == 0) {
         api_part parts[8];
         int n = 0;
@@ -52,6 +55,10 @@ enum MHD_Result api_h_files_post(api_req *r) {
         for (int i = 0; i < n; i++) {
             if (!strcmp(parts[i].name, "file") && !file) file = &parts[i];
             else if (!strcmp(parts[i].name, "purpose") && !purp) purp = &parts[i];
+            else if (!strcmp(parts[i].name, "dataset_info") && !dinfo) {
+                dinfo = parts[i].data;
+                dinfo_len = parts[i].len;
+            }
         }
         if (!file)
             return api_reply_error(r, 400, "invalid_request_error", "missing_field", "file",
@@ -83,16 +90,33 @@ enum MHD_Result api_h_files_post(api_req *r) {
         if (fn && !clean_filename(fn, strlen(fn), filename))
             return api_reply_error(r, 400, "invalid_request_error", "invalid_value", "filename",
                                    "filename: empty, too long or has control characters");
+        if ((dinfo = api_query(r, "dataset_info"))) dinfo_len = strlen(dinfo);
     }
-    if (!purpose_ok(purpose))
+    json_t *di = NULL;
+    if (dinfo) {
+        json_error_t je;
+        di = json_loadb(dinfo, dinfo_len, 0, &je);
+        if (!json_is_object(di)) {
+            json_decref(di);
+            return api_reply_error(r, 400, "invalid_request_error", "invalid_value", "dataset_info",
+                                   "dataset_info: must be a JSON object {\"formatting\": \"sharegpt\", \"columns\", "
+                                   "\"tags\"} (LLaMA-Factory's dataset_info entry)");
+        }
+    }
+    if (!purpose_ok(purpose)) {
+        json_decref(di);
         return api_reply_error(r, 400, "invalid_request_error", "invalid_value", "purpose",
                                "purpose: must be \"fine-tune\" or \"evals\"");
-    if (!data || len == 0)
+    }
+    if (!data || len == 0) {
+        json_decref(di);
         return api_reply_error(r, 400, "invalid_request_error", "empty_file", "file",
                                "file: the upload is empty");
+    }
     json_t *out = NULL;
     memset(&e, 0, sizeof e);
-    int rc = s->be.file_create(s->be.ud, filename, purpose, data, len, &out, &e);
+    int rc = s->be.file_create(s->be.ud, filename, purpose, di, data, len, &out, &e);
+    json_decref(di);
     return api_reply_be(r, rc, out, &e);
 }
 
@@ -147,10 +171,9 @@ enum MHD_Result api_h_files_content(api_req *r) {
     char path[API_PATH_MAX];
     if (!s->be.file_path || s->be.file_path(s->be.ud, r->id, path, &e))
         return s->be.file_path ? api_reply_err(r, &e) : no_such_file(r);
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    int fd;
     struct stat st;
-    if (fd < 0 || fstat(fd, &st) || !S_ISREG(st.st_mode)) {
-        if (fd >= 0) close(fd);
+    if (al_file_open_regular(path, &fd, &st, NULL)) {
         return api_reply_error(r, 500, "server_error", "file_missing", "",
                                "the stored bytes of %.200s cannot be read", r->id);
     }

@@ -23,27 +23,6 @@ enum MHD_Result api_h_readyz(api_req *r) {
     return api_reply_json(r, 200, json_pack("{s:s}", "status", "ready"));
 }
 
-static void put(char **b, size_t *len, size_t *cap, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
-static void put(char **b, size_t *len, size_t *cap, const char *fmt, ...) {
-    for (;;) {
-        va_list ap;
-        va_start(ap, fmt);
-        int n = vsnprintf(*b ? *b + *len : NULL, *b ? *cap - *len : 0, fmt, ap);
-        va_end(ap);
-        if (n < 0) return;
-        if (*b && *len + (size_t)n < *cap) {
-            *len += (size_t)n;
-            return;
-        }
-        size_t nc = (*cap ? *cap * 2 : 4096) + (size_t)n;
-        char *nb = realloc(*b, nc);
-        if (!nb) return;
-        *b = nb;
-        *cap = nc;
-    }
-}
-
 static double num(const json_t *o, const char *k) {
     const json_t *v = json_object_get(o, k);
     return v && json_is_number(v) ? json_number_value(v) : 0;
@@ -62,11 +41,10 @@ static void label(char *out, size_t cap, const char *v) {
 
 enum MHD_Result api_h_prometheus(api_req *r) {
     api_server *s = r->srv;
-    char *b = NULL;
-    size_t len = 0, cap = 0;
+    al_buf b = {0};
     json_t *st = NULL;
     if (s->be.stats && s->be.stats(s->be.ud, &st) == 0 && json_is_object(st)) {
-        put(&b, &len, &cap,
+        al_buf_printf(&b,
             "# HELP alignd_jobs Jobs by status.\n"
             "# TYPE alignd_jobs gauge\n");
         static const char *const statuses[] = {"validating_files", "queued",    "running",
@@ -74,7 +52,7 @@ enum MHD_Result api_h_prometheus(api_req *r) {
                                                "failed",           "cancelled"};
         const json_t *by = json_object_get(st, "jobs_by_status");
         for (size_t i = 0; i < sizeof statuses / sizeof statuses[0]; i++)
-            put(&b, &len, &cap, "alignd_jobs{status=\"%s\"} %.0f\n", statuses[i],
+            al_buf_printf(&b, "alignd_jobs{status=\"%s\"} %.0f\n", statuses[i],
                 num(by, statuses[i]));
         const char *k;
         json_t *v;
@@ -85,11 +63,11 @@ enum MHD_Result api_h_prometheus(api_req *r) {
             if (!known && json_is_number(v)) {
                 char l[128];
                 label(l, sizeof l, k);
-                put(&b, &len, &cap, "alignd_jobs{status=\"%s\"} %.0f\n", l,
+                al_buf_printf(&b, "alignd_jobs{status=\"%s\"} %.0f\n", l,
                     json_number_value(v));
             }
         }
-        put(&b, &len, &cap,
+        al_buf_printf(&b,
             "# HELP alignd_queue_depth Jobs waiting for a worker.\n"
             "# TYPE alignd_queue_depth gauge\n"
             "alignd_queue_depth %.0f\n"
@@ -115,7 +93,7 @@ enum MHD_Result api_h_prometheus(api_req *r) {
     json_decref(st);
     int n_models = 0;
     size_t mem = api_model_cache_memory(s->models, &n_models);
-    put(&b, &len, &cap,
+    al_buf_printf(&b,
         "# HELP alignd_inference_model_memory_bytes Memory held by the models loaded for "
         "inference.\n"
         "# TYPE alignd_inference_model_memory_bytes gauge\n"
@@ -127,7 +105,7 @@ enum MHD_Result api_h_prometheus(api_req *r) {
     unsigned long steps, rows;
     int live;
     api_model_cache_decode_stats(s->models, &steps, &rows, &live);
-    put(&b, &len, &cap,
+    al_buf_printf(&b,
         "# HELP alignd_inference_decode_steps_total Forward steps of the decoders of the loaded models.\n"
         "# TYPE alignd_inference_decode_steps_total counter\n"
         "alignd_inference_decode_steps_total %lu\n"
@@ -139,12 +117,14 @@ enum MHD_Result api_h_prometheus(api_req *r) {
         "# TYPE alignd_inference_sequences gauge\n"
         "alignd_inference_sequences %d\n",
         steps, rows, live);
-    api_stats_write(s, &b, &len, &cap);
-    if (!b)
+    api_stats_write(s, &b);
+    size_t len = 0;
+    char *text = al_buf_take(&b, &len);
+    if (!text)
         return api_reply_error(r, 500, "server_error", "internal_error", "", "out of memory");
-    struct MHD_Response *resp = MHD_create_response_from_buffer(len, b, MHD_RESPMEM_MUST_FREE);
+    struct MHD_Response *resp = MHD_create_response_from_buffer(len, text, MHD_RESPMEM_MUST_FREE);
     if (!resp) {
-        free(b);
+        free(text);
         return MHD_NO;
     }
     MHD_add_response_header(resp, "Content-Type", "text/plain; version=0.0.4; charset=utf-8");

@@ -10,7 +10,9 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "ids.h"
 #include "internal.h"
+#include "io.h"
 
 int api_path_inside(const char *root, const char *path, const char *param,
                     char out[API_PATH_MAX], api_error *e) {
@@ -37,17 +39,16 @@ int api_path_inside(const char *root, const char *path, const char *param,
     if (path[0] == '/') snprintf(full, sizeof full, "%s", path);
     else snprintf(full, sizeof full, "%s/%s", root, path);
     char real[PATH_MAX];
-    if (!realpath(full, real)) {
-        if (errno == ENOENT || errno == ENOTDIR)
-            return api_error_set(e, 404, "invalid_request_error", "not_found", param,
-                                 "%s: no such folder in the models directory", param);
-        return api_error_set(e, 400, "invalid_request_error", "invalid_path", param,
-                             "%s: cannot be resolved (%s)", param, strerror(errno));
-    }
-    size_t rl = strlen(root);
-    if (strncmp(real, root, rl) != 0 || real[rl] != '/')
+    int rc = al_path_resolve_below(root, full, real);
+    if (rc == AL_ENOENT || rc == -ENOTDIR)
+        return api_error_set(e, 404, "invalid_request_error", "not_found", param,
+                             "%s: no such folder in the models directory", param);
+    if (rc == AL_ERANGE)
         return api_error_set(e, 400, "invalid_request_error", "path_outside_models_dir", param,
                              "%s: resolves outside the models directory", param);
+    if (rc)
+        return api_error_set(e, 400, "invalid_request_error", "invalid_path", param,
+                             "%s: cannot be resolved (%s)", param, strerror(-rc));
     if (strlen(real) >= API_PATH_MAX)
         return api_error_set(e, 400, "invalid_request_error", "invalid_path", param,
                              "%s: too long", param);
@@ -55,23 +56,10 @@ int api_path_inside(const char *root, const char *path, const char *param,
     return 0;
 }
 
-static int name_ok(const char *s) {
-    size_t n = strlen(s);
-    if (n == 0 || n > 64 || s[0] == '.' || s[0] == '-' || !strncmp(s, "ftjob-", 6)) return 0;
-    for (size_t i = 0; i < n; i++) {
-        char c = s[i];
-        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-              c == '-' || c == '_' || c == '.'))
-            return 0;
-    }
-    return 1;
-}
-
 static int file_exists(const char *dir, const char *name) {
     char p[API_PATH_MAX + 64];
     snprintf(p, sizeof p, "%s/%s", dir, name);
-    struct stat st;
-    return stat(p, &st) == 0 && S_ISREG(st.st_mode);
+    return al_file_is_regular(p);
 }
 
 /* {"hf": "ORG/NAME", "revision": "main", "name": optional}. */
@@ -158,7 +146,7 @@ enum MHD_Result api_h_models_post(api_req *r) {
     char name[API_PATH_MAX];
     if (jn && json_is_string(jn)) {
         snprintf(name, sizeof name, "%s", json_string_value(jn));
-        if (!name_ok(json_string_value(jn))) {
+        if (!api_model_name_ok(json_string_value(jn))) {
             res = api_reply_error(r, 400, "invalid_request_error", "invalid_value", "name",
                                   "name: 1 to 64 characters of letters, digits, '.', '_' and "
                                   "'-', not starting with '.', '-' or \"ftjob-\"");
@@ -167,7 +155,7 @@ enum MHD_Result api_h_models_post(api_req *r) {
     } else {
         const char *b = strrchr(real, '/');
         snprintf(name, sizeof name, "%s", b ? b + 1 : real);
-        if (!name_ok(name)) {
+        if (!api_model_name_ok(name)) {
             res = api_reply_error(r, 400, "invalid_request_error", "invalid_value", "name",
                                   "name: the folder name cannot be a model name; give one");
             goto out;

@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "internal.h"
+#include "io.h"
 
 #define API_CSP                                                                     \
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; " \
@@ -81,26 +82,20 @@ static int path_ok(const char *p) {
     return 1;
 }
 
-/* Opens web_dir/rel as a regular file inside web_dir; -1 when there is none. */
+/* Opens web_dir/rel as a regular file inside web_dir (a folder: its
+ * index.html); -1 when there is none. */
 static int open_inside(const char *root, const char *rel, char real[PATH_MAX],
                        struct stat *st) {
     char full[API_PATH_MAX + 1100];
     snprintf(full, sizeof full, "%s/%s", root, rel);
-    if (!realpath(full, real)) return -1;
-    size_t rl = strlen(root);
-    if (strncmp(real, root, rl) != 0 || real[rl] != '/') return -1;
-    if (stat(real, st)) return -1;
+    if (al_path_resolve_below(root, full, real) || stat(real, st)) return -1;
     if (S_ISDIR(st->st_mode)) {
         char idx[PATH_MAX + 16];
         snprintf(idx, sizeof idx, "%s/index.html", real);
-        char real2[PATH_MAX];
-        if (!realpath(idx, real2) || strncmp(real2, root, rl) != 0 || real2[rl] != '/')
-            return -1;
-        memcpy(real, real2, PATH_MAX);
-        if (stat(real, st)) return -1;
+        if (al_path_resolve_below(root, idx, real)) return -1;
     }
-    if (!S_ISREG(st->st_mode)) return -1;
-    return open(real, O_RDONLY | O_CLOEXEC);
+    int fd;
+    return al_file_open_regular(real, &fd, st, NULL) ? -1 : fd;
 }
 
 enum MHD_Result api_h_static(api_req *r) {

@@ -714,35 +714,17 @@ typedef struct gen_ctx {
     char err[AL_ERRLEN];
 } gen_ctx;
 
-/* Appends bytes to a growing buffer; 0, or -1 out of memory. */
-static int buf_put(char **b, size_t *len, size_t *cap, const char *p, size_t n) {
-    if (*len + n + 1 > *cap) {
-        size_t nc = *cap ? *cap * 2 : 256;
-        while (nc < *len + n + 1) nc *= 2;
-        char *nb = realloc(*b, nc);
-        if (!nb) return -1;
-        *b = nb;
-        *cap = nc;
-    }
-    memcpy(*b + *len, p, n);
-    *len += n;
-    (*b)[*len] = 0;
-    return 0;
-}
-
 /* in (n bytes) as valid UTF-8: a sequence that can never be a character
  * becomes U+FFFD; an incomplete one at the end is kept out (*held set)
  * unless final, when it also becomes U+FFFD. */
 static char *utf8_clean(const char *in, size_t n, int final, size_t *out_len) {
-    char *o = NULL;
-    size_t len = 0, cap = 0;
+    al_buf o = {0};
     size_t i = 0;
-    buf_put(&o, &len, &cap, "", 0);
     while (i < n) {
         unsigned char c = (unsigned char)in[i];
         size_t k = c < 0x80 ? 1 : (c >> 5) == 6 ? 2 : (c >> 4) == 14 ? 3 : (c >> 3) == 30 ? 4 : 0;
         if (k == 1) {
-            buf_put(&o, &len, &cap, in + i, 1);
+            al_buf_put(&o, in + i, 1);
             i++;
             continue;
         }
@@ -752,18 +734,17 @@ static char *utf8_clean(const char *in, size_t n, int final, size_t *out_len) {
             json_t *probe = json_stringn(in + i, k); /* overlong forms, surrogates */
             if (probe) {
                 json_decref(probe);
-                buf_put(&o, &len, &cap, in + i, k);
+                al_buf_put(&o, in + i, k);
                 i += k;
                 continue;
             }
         } else if (k && i + have == n && !final) {
             break; /* may complete with the next token */
         }
-        buf_put(&o, &len, &cap, "\xEF\xBF\xBD", 3);
+        al_buf_put(&o, "\xEF\xBF\xBD", 3);
         i += k && have > 1 ? have : 1;
     }
-    *out_len = len;
-    return o;
+    return al_buf_take(&o, out_len);
 }
 
 /* Bytes at the end of text that could start one of the stop strings. */
@@ -1033,24 +1014,16 @@ static json_t *chunk(const gen_ctx *x, int index, const char *piece, size_t plen
 
 typedef struct stream {
     gen_ctx *x;
-    char *buf;
-    size_t len, off, cap;
+    al_buf out;   /* events not yet sent, from byte off on */
+    size_t off;
     int ended, oom;
     double last_write;
 } stream;
 
-static double mono_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
 static void put_event(stream *st, json_t *obj) {
     char *js = obj ? json_dumps(obj, JSON_COMPACT) : NULL;
     json_decref(obj);
-    if (!js || buf_put(&st->buf, &st->len, &st->cap, "data: ", 6) ||
-        buf_put(&st->buf, &st->len, &st->cap, js, strlen(js)) || buf_put(&st->buf, &st->len, &st->cap, "\n\n", 2))
-        st->oom = 1;
+    if (!js || al_buf_printf(&st->out, "data: %s\n\n", js)) st->oom = 1;
     free(js);
 }
 
@@ -1088,7 +1061,7 @@ static void stream_fill(stream *st) {
                                     x->g.chat ? "chat.completion.chunk" : "text_completion", "created",
                                     x->created, "model", x->g.model, "system_fingerprint", "choices", "usage",
                                     usage_obj(x)));
-        if (buf_put(&st->buf, &st->len, &st->cap, "data: [DONE]\n\n", 14)) st->oom = 1;
+        if (al_buf_puts(&st->out, "data: [DONE]\n\n")) st->oom = 1;
         st->ended = 1;
     }
 }
@@ -1098,21 +1071,22 @@ static ssize_t stream_read(void *cls, uint64_t pos, char *out, size_t max) {
     stream *st = cls;
     api_server *s = st->x->s;
     for (;;) {
-        if (st->off < st->len) {
-            size_t n = st->len - st->off;
+        if (st->off < st->out.n) {
+            size_t n = st->out.n - st->off;
             if (n > max) n = max;
-            memcpy(out, st->buf + st->off, n);
+            memcpy(out, st->out.p + st->off, n);
             st->off += n;
-            st->last_write = mono_s();
+            st->last_write = al_now();
             return (ssize_t)n;
         }
-        st->off = st->len = 0;
+        st->off = 0;
+        al_buf_clear(&st->out);
         if (st->ended) return MHD_CONTENT_READER_END_OF_STREAM;
         if (st->oom || atomic_load(&s->stopping)) return MHD_CONTENT_READER_END_WITH_ERROR;
         stream_fill(st);
-        if (st->len) continue;
-        if (mono_s() - st->last_write >= (double)s->cfg.heartbeat_s) {
-            if (buf_put(&st->buf, &st->len, &st->cap, ": ping\n\n", 8)) return MHD_CONTENT_READER_END_WITH_ERROR;
+        if (st->out.n) continue;
+        if (al_now() - st->last_write >= (double)s->cfg.heartbeat_s) {
+            if (al_buf_puts(&st->out, ": ping\n\n")) return MHD_CONTENT_READER_END_WITH_ERROR;
             continue;
         }
         wait_tokens(st->x, 250);
@@ -1133,7 +1107,7 @@ static void stream_free(void *cls) {
     stream *st = cls;
     atomic_fetch_sub(&st->x->s->streams, 1);
     ctx_free(st->x);
-    free(st->buf);
+    al_buf_deinit(&st->out);
     free(st);
 }
 
@@ -1190,7 +1164,7 @@ static enum MHD_Result serve(api_req *r, int chat) {
             goto out;
         }
         st->x = x;
-        st->last_write = mono_s();
+        st->last_write = al_now();
         struct MHD_Response *resp =
             MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 16384, stream_read, st, stream_free);
         if (!resp) {

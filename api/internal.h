@@ -19,6 +19,7 @@
 #include <microhttpd.h>
 
 #include "backend.h"
+#include "buf.h"
 #include "json_body.h"
 #include "server.h"
 
@@ -231,9 +232,9 @@ int api_path_inside(const char *root, const char *path, const char *param,
 /* ---- statistics (server.c) ---------------------------------------------- */
 
 int api_route_count(void);
-/* Appends the HTTP counters and histogram in Prometheus text format to a
- * growing malloc'd buffer. */
-void api_stats_write(api_server *s, char **buf, size_t *len, size_t *cap);
+/* Appends the HTTP counters and histogram in Prometheus text format to out
+ * (out->oom tells when memory ran out). */
+void api_stats_write(api_server *s, al_buf *out);
 const api_route *api_route_at(int i);
 
 #endif

@@ -90,12 +90,6 @@ void api_server_cfg_init(api_server_cfg *cfg) {
     cfg->heartbeat_s = 15;
 }
 
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
 /* ---- responses ----------------------------------------------------------- */
 
 void api_common_headers(struct MHD_Response *resp) {
@@ -375,7 +369,7 @@ static const api_route *route_find(const char *method, const char *path, char id
 static void stats_record(api_server *s, api_req *r) {
     int st = r->status;
     if (st < 100 || st > 599) return;
-    double dt = now_s() - r->t0;
+    double dt = al_now() - r->t0;
     /* one line per request (debug), server errors always */
     al_log(st >= 500 && st != 503 ? AL_LOG_WARN : AL_LOG_DEBUG,
            "event=http_request method=%s route=%s status=%d ms=%.1f", r->method,
@@ -396,27 +390,6 @@ static void stats_record(api_server *s, api_req *r) {
     pthread_mutex_unlock(&s->stats_mu);
 }
 
-static void append(char **buf, size_t *len, size_t *cap, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
-static void append(char **buf, size_t *len, size_t *cap, const char *fmt, ...) {
-    for (;;) {
-        va_list ap;
-        va_start(ap, fmt);
-        int n = vsnprintf(*buf ? *buf + *len : NULL, *buf ? *cap - *len : 0, fmt, ap);
-        va_end(ap);
-        if (n < 0) return;
-        if (*buf && *len + (size_t)n < *cap) {
-            *len += (size_t)n;
-            return;
-        }
-        size_t nc = (*cap ? *cap * 2 : 4096) + (size_t)n;
-        char *nb = realloc(*buf, nc);
-        if (!nb) return;
-        *buf = nb;
-        *cap = nc;
-    }
-}
-
 static const char *route_label(int idx) {
     if (idx == IDX_STATIC) return "static";
     if (idx == IDX_OTHER) return "other";
@@ -428,18 +401,18 @@ static const char *route_method(int idx) {
     return routes[idx].method;
 }
 
-void api_stats_write(api_server *s, char **buf, size_t *len, size_t *cap) {
+void api_stats_write(api_server *s, al_buf *out) {
     pthread_mutex_lock(&s->stats_mu);
-    append(buf, len, cap,
+    al_buf_printf(out,
            "# HELP alignd_http_requests_total HTTP requests by route and status code.\n"
            "# TYPE alignd_http_requests_total counter\n");
     for (int i = 0; i < N_ROUTES + 2; i++)
         for (int c = 0; c < 500; c++)
             if (s->stats[i].by_code[c])
-                append(buf, len, cap,
+                al_buf_printf(out,
                        "alignd_http_requests_total{method=\"%s\",route=\"%s\",code=\"%d\"} %ld\n",
                        route_method(i), route_label(i), c + 100, s->stats[i].by_code[c]);
-    append(buf, len, cap,
+    al_buf_printf(out,
            "# HELP alignd_http_request_duration_seconds Time from request headers to the "
            "end of the response (event streams excluded).\n"
            "# TYPE alignd_http_request_duration_seconds histogram\n");
@@ -450,24 +423,24 @@ void api_stats_write(api_server *s, char **buf, size_t *len, size_t *cap) {
         for (int b = 0; b <= API_LAT_BUCKETS; b++) {
             cum += rs->lat_bucket[b];
             if (b < API_LAT_BUCKETS)
-                append(buf, len, cap,
+                al_buf_printf(out,
                        "alignd_http_request_duration_seconds_bucket{method=\"%s\",route=\"%s\","
                        "le=\"%g\"} %ld\n",
                        route_method(i), route_label(i), api_lat_bounds[b], cum);
             else
-                append(buf, len, cap,
+                al_buf_printf(out,
                        "alignd_http_request_duration_seconds_bucket{method=\"%s\",route=\"%s\","
                        "le=\"+Inf\"} %ld\n",
                        route_method(i), route_label(i), cum);
         }
-        append(buf, len, cap,
+        al_buf_printf(out,
                "alignd_http_request_duration_seconds_sum{method=\"%s\",route=\"%s\"} %.6f\n"
                "alignd_http_request_duration_seconds_count{method=\"%s\",route=\"%s\"} %ld\n",
                route_method(i), route_label(i), rs->lat_sum, route_method(i), route_label(i),
                rs->lat_count);
     }
     pthread_mutex_unlock(&s->stats_mu);
-    append(buf, len, cap,
+    al_buf_printf(out,
            "# HELP alignd_http_connections Open HTTP connections.\n"
            "# TYPE alignd_http_connections gauge\n"
            "alignd_http_connections %d\n"
@@ -657,7 +630,7 @@ static void conn_phase(api_server *s, api_conn *c, int phase) {
     if (!c) return;
     pthread_mutex_lock(&s->conn_mu);
     c->phase = phase;
-    c->since = now_s();
+    c->since = al_now();
     pthread_mutex_unlock(&s->conn_mu);
 }
 
@@ -674,7 +647,7 @@ static void *reaper_main(void *arg) {
     while (!atomic_load(&s->stopping)) {
         struct timespec ts = {0, 200 * 1000000L};
         nanosleep(&ts, NULL);
-        double now = now_s(), limit = (double)s->cfg.header_timeout_s;
+        double now = al_now(), limit = (double)s->cfg.header_timeout_s;
         pthread_mutex_lock(&s->conn_mu);
         for (api_conn *c = s->conns; c; c = c->next)
             if (!c->cut && c->phase != API_CONN_BUSY && now - c->since > limit) {
@@ -710,10 +683,10 @@ static enum MHD_Result answer_413_now(api_req *r) {
                       bl);
     if (send(fd, head, (size_t)hl, MSG_NOSIGNAL) == hl && send(fd, body, (size_t)bl, MSG_NOSIGNAL) == bl) {
         shutdown(fd, SHUT_WR);
-        double end = now_s() + 2;
+        double end = al_now() + 2;
         size_t drained = 0;
         char sink[16384];
-        while (now_s() < end && drained < ((size_t)8 << 20)) {
+        while (al_now() < end && drained < ((size_t)8 << 20)) {
             struct pollfd p = {fd, POLLIN, 0};
             if (poll(&p, 1, 100) < 0) break;
             if (!(p.revents & (POLLIN | POLLHUP | POLLERR))) continue;
@@ -741,7 +714,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         r->srv = s;
         r->conn = conn;
         r->method = method;
-        r->t0 = now_s();
+        r->t0 = al_now();
         r->route_idx = IDX_OTHER;
         if (!strncmp(url, "/v1/jobs", 8) && (url[8] == 0 || url[8] == '/'))
             snprintf(r->path, sizeof r->path, "/v1/fine_tuning/jobs%s", url + 8);
@@ -902,7 +875,7 @@ static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_
         if (!c) return; /* no deadline for this one, nothing else lost */
         c->fd = ci->connect_fd;
         c->phase = API_CONN_WAIT;
-        c->since = now_s();
+        c->since = al_now();
         pthread_mutex_lock(&s->conn_mu);
         c->next = s->conns;
         if (s->conns) s->conns->prev = c;
@@ -1081,7 +1054,7 @@ api_server *api_server_start(const api_server_cfg *cfg_in, const api_backend *be
     }
     pthread_mutex_init(&s->stats_mu, NULL);
     pthread_mutex_init(&s->conn_mu, NULL);
-    s->started = now_s();
+    s->started = al_now();
     /* Handlers run the backend (dataset validation, estimates) and inference
      * on the connection's thread: give it a full-size stack (8 MiB, only
      * what is touched is committed). MHD's own cap sits above ours so the connection over our cap reaches

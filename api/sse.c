@@ -33,32 +33,12 @@ typedef struct sse_stream {
     char id[256];
     int64_t last_seq;
     double last_write;
-    char *buf;
-    size_t len, off, cap;
+    al_buf out;   /* events not yet sent, from byte off on */
+    size_t off;
     int ended;
 } sse_stream;
 
-static double mono(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-static int put(sse_stream *st, const char *s, size_t n) {
-    if (st->len + n > st->cap) {
-        size_t nc = st->cap ? st->cap : 4096;
-        while (nc < st->len + n) nc *= 2;
-        char *nb = realloc(st->buf, nc);
-        if (!nb) return -1;
-        st->buf = nb;
-        st->cap = nc;
-    }
-    memcpy(st->buf + st->len, s, n);
-    st->len += n;
-    return 0;
-}
-
-static int put_str(sse_stream *st, const char *s) { return put(st, s, strlen(s)); }
+static int put_str(sse_stream *st, const char *s) { return al_buf_puts(&st->out, s); }
 
 static int put_item(sse_stream *st, const json_t *item) {
     json_int_t seq = json_integer_value(json_object_get(item, "seq"));
@@ -81,17 +61,18 @@ static ssize_t sse_read(void *cls, uint64_t pos, char *out, size_t max) {
     sse_stream *st = cls;
     api_server *s = st->srv;
     for (;;) {
-        if (st->off < st->len) {
-            size_t n = st->len - st->off;
+        if (st->off < st->out.n) {
+            size_t n = st->out.n - st->off;
             if (n > max) n = max;
-            memcpy(out, st->buf + st->off, n);
+            memcpy(out, st->out.p + st->off, n);
             st->off += n;
-            st->last_write = mono();
+            st->last_write = al_now();
             return (ssize_t)n;
         }
-        st->off = st->len = 0;
+        st->off = 0;
+        al_buf_clear(&st->out);
         if (st->ended || atomic_load(&s->stopping)) return MHD_CONTENT_READER_END_OF_STREAM;
-        double idle = mono() - st->last_write;
+        double idle = al_now() - st->last_write;
         double left = (double)s->cfg.heartbeat_s - idle;
         if (left <= 0) {
             if (put_str(st, ": ping\n\n")) return MHD_CONTENT_READER_END_WITH_ERROR;
@@ -139,7 +120,7 @@ static ssize_t sse_read(void *cls, uint64_t pos, char *out, size_t max) {
 static void sse_free(void *cls) {
     sse_stream *st = cls;
     atomic_fetch_sub(&st->srv->streams, 1);
-    free(st->buf);
+    al_buf_deinit(&st->out);
     free(st);
 }
 
@@ -198,7 +179,7 @@ static enum MHD_Result sse_start(api_req *r, int model) {
     st->model = model;
     snprintf(st->id, sizeof st->id, "%s", r->id);
     st->last_seq = after;
-    st->last_write = mono();
+    st->last_write = al_now();
     put_str(st, "retry: 3000\n\n");
     struct MHD_Response *resp =
         MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 16384, sse_read, st, sse_free);

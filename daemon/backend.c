@@ -9,26 +9,18 @@
 #include <string.h>
 #include <time.h>
 
+#include "api/ids.h"
 #include "io.h"
 #include "log.h"
 #include "model/hfcache.h"
 #include "models.h"
+#include "tasks/tasks.h"
 #include "text/dataset.h"
 #include "train/bench.h"
 #include "train/estimate.h"
 #include "train/job.h"
 
 #define INVALID "invalid_request_error"
-
-int64_t backend_parse_id(const char *s, const char *prefix) {
-    size_t n = strlen(prefix);
-    if (!s || strncmp(s, prefix, n) || !isdigit((unsigned char)s[n])) return 0;
-    char *end;
-    errno = 0;
-    long long v = strtoll(s + n, &end, 10);
-    if (errno || *end || v <= 0) return 0;
-    return (int64_t)v;
-}
 
 static int not_found(api_error *e, const char *what, const char *id) {
     return api_error_set(e, 404, "not_found_error", "not_found", "", "No %s found with id '%s'", what, id);
@@ -38,8 +30,8 @@ static int server_error(api_error *e, const char *what) {
     return api_error_set(e, 500, "server_error", "internal_error", "", "%s failed; see the daemon's log", what);
 }
 
-static int64_t page_after(const api_page *pg, const char *prefix) {
-    return pg && pg->after ? backend_parse_id(pg->after, prefix) : 0;
+static int64_t page_after(const api_page *pg, api_id_kind kind) {
+    return pg && pg->after ? api_id_parse(kind, pg->after) : 0;
 }
 
 static int page_limit(const api_page *pg) { return pg && pg->limit > 0 ? pg->limit : 20; }
@@ -99,13 +91,15 @@ static int file_create_evals(backend_ctx *c, const char *filename, const void *d
     int rc = store_file_add(c->st, filename, "evals", data, len, status, details[0] ? details : NULL, rep, 0, &id, serr);
     json_decref(rep);
     if (rc) return api_error_set(e, 500, "server_error", "storage_error", "", "Storing the file failed: %s", serr);
-    log_info("event=file_created id=file-%lld bytes=%zu status=%s purpose=evals", (long long)id, len, status);
+    log_info("event=file_created id=%s bytes=%zu status=%s purpose=evals", api_id(API_ID_FILE, id).s, len, status);
     *out = store_file_json(c->st, id);
     return *out ? 0 : server_error(e, "Reading the file back");
 }
 
-static int be_file_create(void *ud, const char *filename, const char *purpose, const void *data, size_t len,
-                          json_t **out, api_error *e) {
+static void msg_param(const char *msg, char *param, size_t n);
+
+static int be_file_create(void *ud, const char *filename, const char *purpose, const json_t *dataset_info,
+                          const void *data, size_t len, json_t **out, api_error *e) {
     backend_ctx *c = ud;
     if (!filename || !*filename) filename = "upload.jsonl";
     if (!purpose || !*purpose) return api_error_set(e, 400, INVALID, "missing_field", "purpose", "purpose is required");
@@ -113,10 +107,22 @@ static int be_file_create(void *ud, const char *filename, const char *purpose, c
         return api_error_set(e, 400, INVALID, "invalid_value", strlen(purpose) > 64 ? "purpose" : "filename",
                              "%s is too long", strlen(purpose) > 64 ? "purpose" : "filename");
     if (len == 0) return api_error_set(e, 400, INVALID, "file_invalid", "file", "The file is empty");
+    al_sharegpt_cfg sg;
+    char err[AL_ERRLEN];
+    if (dataset_info) {
+        if (strcmp(purpose, "fine-tune"))
+            return api_error_set(e, 400, INVALID, "invalid_value", "dataset_info",
+                                 "dataset_info: describes a fine-tune file's sharegpt rows, not an %s file", purpose);
+        if (al_sharegpt_parse(dataset_info, "dataset_info", &sg, err)) {
+            char param[160];
+            msg_param(err, param, sizeof param);
+            return api_error_set(e, 400, INVALID, "invalid_value", param, "%s", err);
+        }
+    }
     if (!strcmp(purpose, "evals")) return file_create_evals(c, filename, data, len, out, e);
     al_dataset *ds = NULL;
-    char err[AL_ERRLEN];
-    int rc = al_dataset_read_mem(data, len, NULL, NULL, &ds, err);
+    al_data_opts o = {.sharegpt = dataset_info ? &sg : NULL};
+    int rc = al_dataset_read_mem(data, len, NULL, &o, &ds, err);
     if (rc) return api_error_set(e, 400, INVALID, "file_invalid", "file", "The file could not be read: %s", err);
     const json_t *rep = al_dataset_report(ds);
     const json_t *errs = json_object_get(rep, "errors");
@@ -146,19 +152,19 @@ static int be_file_create(void *ud, const char *filename, const char *purpose, c
     rc = store_file_add(c->st, filename, purpose, data, len, status, details[0] ? details : NULL, rep, 0, &id, serr);
     al_dataset_free(ds);
     if (rc) return api_error_set(e, 500, "server_error", "storage_error", "", "Storing the file failed: %s", serr);
-    log_info("event=file_created id=file-%lld bytes=%zu status=%s", (long long)id, len, status);
+    log_info("event=file_created id=%s bytes=%zu status=%s", api_id(API_ID_FILE, id).s, len, status);
     *out = store_file_json(c->st, id);
     return *out ? 0 : server_error(e, "Reading the file back");
 }
 
 static int be_file_list(void *ud, const api_page *pg, const char *purpose, json_t **out, api_error *e) {
     (void)e;
-    *out = store_file_list(((backend_ctx *)ud)->st, page_after(pg, "file-"), page_limit(pg), purpose);
+    *out = store_file_list(((backend_ctx *)ud)->st, page_after(pg, API_ID_FILE), page_limit(pg), purpose);
     return 0;
 }
 
 static int be_file_get(void *ud, const char *id, json_t **out, api_error *e) {
-    int64_t n = backend_parse_id(id, "file-");
+    int64_t n = api_id_parse(API_ID_FILE, id);
     json_t *o = n ? store_file_json(((backend_ctx *)ud)->st, n) : NULL;
     if (!o) return not_found(e, "file", id);
     *out = o;
@@ -166,19 +172,19 @@ static int be_file_get(void *ud, const char *id, json_t **out, api_error *e) {
 }
 
 static int be_file_path(void *ud, const char *id, char path[API_PATH_MAX], api_error *e) {
-    int64_t n = backend_parse_id(id, "file-");
+    int64_t n = api_id_parse(API_ID_FILE, id);
     char st[32];
     if (!n || store_file_info(((backend_ctx *)ud)->st, n, st, path)) return not_found(e, "file", id);
     return 0;
 }
 
 static int be_file_delete(void *ud, const char *id, json_t **out, api_error *e) {
-    int64_t n = backend_parse_id(id, "file-"), user = 0;
+    int64_t n = api_id_parse(API_ID_FILE, id), user = 0;
     int rc = n ? store_file_delete(((backend_ctx *)ud)->st, n, &user) : STORE_ENOTFOUND;
     if (rc == STORE_ENOTFOUND) return not_found(e, "file", id);
     if (rc == STORE_EINUSE)
-        return api_error_set(e, 409, "conflict_error", "file_in_use", "", "File %s is used by ftjob-%lld", id,
-                             (long long)user);
+        return api_error_set(e, 409, "conflict_error", "file_in_use", "", "File %s is used by %s", id,
+                             api_id(API_ID_JOB, user).s);
     if (rc) return server_error(e, "Deleting the file");
     *out = json_pack("{s:s, s:s, s:b}", "id", id, "object", "file", "deleted", 1);
     return 0;
@@ -203,22 +209,17 @@ static int resolve_model(backend_ctx *c, const char *ref, const char *param, cha
         return 0;
     }
     if (c->hub && al_hf_looks_like_ref(ref)) return hubmodels_resolve(c->hub, ref, param, path, e);
-    if (!strncmp(ref, "ftjob-", 6)) {
+    int64_t n;
+    long step;
+    int ref_kind = api_job_ref_parse(ref, &n, &step);
+    if (ref_kind == -1)
+        return api_error_set(e, 400, INVALID, "invalid_value", param, "%s: '%s' is not ftjob-<n>:<step>", param, ref);
+    if (ref_kind == -2)
+        return api_error_set(e, 400, INVALID, "invalid_value", param, "%s: '%s' is not a job id", param, ref);
+    if (ref_kind == 1) {
+        /* the job as the reference spells it */
         char jid[64];
-        snprintf(jid, sizeof jid, "%s", ref);
-        char *colon = strchr(jid, ':');
-        long step = -2;
-        if (colon) {
-            char *end;
-            *colon = 0;
-            errno = 0;
-            step = strtol(colon + 1, &end, 10);
-            if (errno || *end || step < 0 || end == colon + 1)
-                return api_error_set(e, 400, INVALID, "invalid_value", param,
-                                     "%s: '%s' is not ftjob-<n>:<step>", param, ref);
-        }
-        int64_t n = backend_parse_id(jid, "ftjob-");
-        if (!n) return api_error_set(e, 400, INVALID, "invalid_value", param, "%s: '%s' is not a job id", param, ref);
+        snprintf(jid, sizeof jid, "%.*s", (int)strcspn(ref, ":"), ref);
         if (step >= 0) {
             if (store_job_checkpoint_path(c->st, n, step, path, NULL))
                 return api_error_set(e, 400, INVALID, "model_not_found", param, "%s: %s has no checkpoint at step %ld",
@@ -241,7 +242,7 @@ static int resolve_model(backend_ctx *c, const char *ref, const char *param, cha
 }
 
 static int resolve_file(backend_ctx *c, const char *ref, const char *param, char path[STORE_PATH], api_error *e) {
-    int64_t n = backend_parse_id(ref, "file-");
+    int64_t n = api_id_parse(API_ID_FILE, ref);
     char st[32];
     if (!n) return api_error_set(e, 400, INVALID, "invalid_value", param, "%s: '%s' is not a file id (file-<n>)", param, ref);
     if (store_file_info(c->st, n, st, path))
@@ -374,6 +375,7 @@ typedef struct refs_ctx {
     int failed;
     const char *model_override;  /* from_checkpoint's folder for "model" */
     json_t *used;                /* model names the job uses */
+    json_t *dinfo;               /* reference path -> the dataset_info its file was uploaded with */
 } refs_ctx;
 
 /* al_job_refs callback: model names and file ids to paths. */
@@ -394,6 +396,9 @@ static int on_ref(void *ud, al_ref_kind kind, const char *path, const char *valu
         r->failed = 1;
         snprintf(msg, msgcap, "%s", r->e->message);
         return -1;
+    } else {
+        json_t *di = store_file_dataset_info(r->c->st, api_id_parse(API_ID_FILE, value));
+        if (di) json_object_set_new(r->dinfo, path, di);
     }
     if (strlen(dir) >= cap) {
         r->failed = 1;
@@ -402,6 +407,49 @@ static int on_ref(void *ud, al_ref_kind kind, const char *path, const char *valu
         return -1;
     }
     memcpy(repl, dir, strlen(dir) + 1);
+    return 0;
+}
+
+/* The same sharegpt names, whatever defaults either spells out. */
+static int same_dataset_info(const json_t *a, const json_t *b) {
+    al_sharegpt_cfg x, y;
+    char err[AL_ERRLEN];
+    if (al_sharegpt_parse(a, "dataset_info", &x, err) || al_sharegpt_parse(b, "dataset_info", &y, err))
+        return 1; /* the job's own is reported by the job parser */
+    json_t *jx = al_sharegpt_json(&x), *jy = al_sharegpt_json(&y);
+    int same = json_equal(jx, jy);
+    json_decref(jx);
+    json_decref(jy);
+    return same;
+}
+
+/* Files uploaded with a dataset_info (sharegpt rows under their own names)
+ * are read with it: the job takes it for the file unless it gives its own,
+ * which must then say the same. */
+static int apply_dataset_info(json_t *spec, const json_t *dinfo, api_error *e) {
+    static const char *const top[] = {"training_file", "validation_file"};
+    char key[64];
+    json_t *tfs = json_object_get(spec, "training_files");
+    for (size_t k = 0; k < json_array_size(tfs); k++) {
+        json_t *ent = json_array_get(tfs, k), *v;
+        snprintf(key, sizeof key, "training_files[%zu].file", k);
+        if (!(v = json_object_get(dinfo, key)) || !json_is_object(ent)) continue;
+        const json_t *own = json_object_get(ent, "dataset_info");
+        if (!own || json_is_null(own)) json_object_set(ent, "dataset_info", v);
+        else if (!same_dataset_info(own, v))
+            return api_error_set(e, 400, INVALID, "invalid_value", key,
+                                 "training_files[%zu].dataset_info: the file was uploaded with another dataset_info "
+                                 "(its validation.dataset_info)", k);
+    }
+    for (int i = 0; i < 2; i++) {
+        const json_t *v = json_object_get(dinfo, top[i]), *own = json_object_get(spec, "dataset_info");
+        if (!v) continue;
+        if (!own || json_is_null(own)) json_object_set(spec, "dataset_info", (json_t *)v);
+        else if (!same_dataset_info(own, v))
+            return api_error_set(e, 400, INVALID, "invalid_value", top[i],
+                                 "%s: the file was uploaded with another dataset_info than the job's (its "
+                                 "validation.dataset_info)", top[i]);
+    }
     return 0;
 }
 
@@ -431,7 +479,7 @@ static int prepare(backend_ctx *c, const json_t *body, prepared *p, api_error *e
         snprintf(p->from_checkpoint, sizeof p->from_checkpoint, "%.63s", fc);
         if (!strchr(fc, ':')) {
             /* the job's latest checkpoint */
-            int64_t n = backend_parse_id(fc, "ftjob-");
+            int64_t n = api_id_parse(API_ID_JOB, fc);
             long step;
             if (!n) return api_error_set(e, 400, INVALID, "invalid_value", "from_checkpoint",
                                          "from_checkpoint: '%s' is not ftjob-<n>[:<step>]", fc);
@@ -440,7 +488,7 @@ static int prepare(backend_ctx *c, const json_t *body, prepared *p, api_error *e
                                      "from_checkpoint: %s has no checkpoint", fc);
         } else {
             snprintf(ref, sizeof ref, "%.70s", fc);
-            if (strncmp(ref, "ftjob-", 6))
+            if (strncmp(ref, API_JOB_PREFIX, strlen(API_JOB_PREFIX)))
                 return api_error_set(e, 400, INVALID, "invalid_value", "from_checkpoint",
                                      "from_checkpoint: '%s' is not ftjob-<n>[:<step>]", fc);
             if (resolve_model(c, ref, "from_checkpoint", path, e)) return -1;
@@ -456,14 +504,20 @@ static int prepare(backend_ctx *c, const json_t *body, prepared *p, api_error *e
     if (!model && !(method && !strcmp(method, "clean_data")))
         return api_error_set(e, 400, INVALID, "missing_field", "model", "model: is required");
     /* every model and file reference (lib/train's walker knows them all) */
-    refs_ctx rc0 = {.c = c, .e = e, .model_override = fc && !with_opt ? path : NULL, .used = p->used};
+    refs_ctx rc0 = {.c = c, .e = e, .model_override = fc && !with_opt ? path : NULL, .used = p->used,
+                    .dinfo = json_object()};
     char rerr[AL_ERRLEN];
+    if (!rc0.dinfo) return server_error(e, "Copying the body");
     if (al_job_refs(s, on_ref, &rc0, rerr)) {
+        json_decref(rc0.dinfo);
         if (rc0.failed) return -1;
         char param[160];
         msg_param(rerr, param, sizeof param);
         return api_error_set(e, 400, INVALID, "invalid_value", param, "%s", rerr);
     }
+    int drc = apply_dataset_info(s, rc0.dinfo, e);
+    json_decref(rc0.dinfo);
+    if (drc) return -1;
     char err[AL_ERRLEN] = "";
     /* output_dir is set per job when it runs (<jobs_dir>/ftjob-<n>); the
      * jobs directory stands in while the description is validated */
@@ -570,8 +624,8 @@ static int be_job_create(void *ud, const json_t *body, json_t **out, api_error *
     json_t *task = json_object_get(s, "task");
     json_t *task_out = NULL;
     if (task && !json_is_null(task))
-        task_out = json_pack("{s:s, s:I, s:I}", "name", pp->job.task, "rows", (json_int_t)pp->job.task_rows, "seed",
-                             (json_int_t)pp->job.task_seed);
+        task_out = json_pack("{s:s, s:I, s:I, s:s}", "name", pp->job.task, "rows", (json_int_t)pp->job.task_rows,
+                             "seed", (json_int_t)pp->job.task_seed, "split", al_task_split_name(pp->job.task_split));
     j.task = task_out;
     j.request = pp->req;
     j.spec = s;
@@ -598,7 +652,7 @@ static int be_job_create(void *ud, const json_t *body, json_t **out, api_error *
     store_job_transition(c->st, id, "validating_files", "queued", "info", NULL,
                          "Files validated; job queued (estimated %.1f MiB, %ld steps)",
                          (double)est.memory_bytes / 1048576.0, est.steps);
-    log_info("event=job_created job=ftjob-%lld method=%s steps=%ld memory_mib=%.1f", (long long)id, method,
+    log_info("event=job_created job=%s method=%s steps=%ld memory_mib=%.1f", api_id(API_ID_JOB, id).s, method,
              est.steps, (double)est.memory_bytes / 1048576.0);
     if (c->sc) sched_wake(c->sc);
     *out = store_job_json(c->st, id);
@@ -607,20 +661,20 @@ static int be_job_create(void *ud, const json_t *body, json_t **out, api_error *
 
 static int be_job_list(void *ud, const api_page *pg, const char *status, json_t **out, api_error *e) {
     (void)e;
-    *out = store_job_list(((backend_ctx *)ud)->st, page_after(pg, "ftjob-"), page_limit(pg), status);
+    *out = store_job_list(((backend_ctx *)ud)->st, page_after(pg, API_ID_JOB), page_limit(pg), status);
     return 0;
 }
 
 static int be_job_list_text(void *ud, const api_page *pg, const char *status, char **text, size_t *len,
                             api_error *e) {
-    if (store_job_list_text(((backend_ctx *)ud)->st, page_after(pg, "ftjob-"), page_limit(pg), status, text, len))
+    if (store_job_list_text(((backend_ctx *)ud)->st, page_after(pg, API_ID_JOB), page_limit(pg), status, text, len))
         return server_error(e, "Listing the jobs");
     return 0;
 }
 
 static int job_id(backend_ctx *c, const char *id, int64_t *n, api_error *e) {
     char st[32];
-    *n = backend_parse_id(id, "ftjob-");
+    *n = api_id_parse(API_ID_JOB, id);
     if (!*n || store_job_status(c->st, *n, st)) return not_found(e, "job", id);
     return 0;
 }
@@ -709,7 +763,7 @@ static int be_job_events(void *ud, const char *id, const api_page *pg, json_t **
     backend_ctx *c = ud;
     int64_t n;
     if (job_id(c, id, &n, e)) return -1;
-    *out = store_job_events(c->st, n, page_after(pg, "ftevent-"), page_limit(pg));
+    *out = store_job_events(c->st, n, page_after(pg, API_ID_EVENT), page_limit(pg));
     return 0;
 }
 
@@ -734,7 +788,7 @@ static int be_job_checkpoints(void *ud, const char *id, const api_page *pg, json
     backend_ctx *c = ud;
     int64_t n;
     if (job_id(c, id, &n, e)) return -1;
-    *out = store_job_checkpoints(c->st, n, page_after(pg, "ckpt-"), page_limit(pg));
+    *out = store_job_checkpoints(c->st, n, page_after(pg, API_ID_CHECKPOINT), page_limit(pg));
     return 0;
 }
 
@@ -824,7 +878,7 @@ static int be_model_register_hub(void *ud, const char *repo, const char *revisio
                                  json_t **out, int *accepted, api_error *e) {
     backend_ctx *c = ud;
     if (!c->hub) return api_error_set(e, 403, "permission_error", "downloads_disabled", "hf", "hf: no Hub access");
-    if (name && (!*name || strlen(name) > 128 || !strncmp(name, "ftjob-", 6) || strspn(name, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_./@") != strlen(name)))
+    if (name && (!*name || strlen(name) > 128 || !strncmp(name, API_JOB_PREFIX, strlen(API_JOB_PREFIX)) || strspn(name, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_./@") != strlen(name)))
         return api_error_set(e, 400, INVALID, "invalid_value", "name",
                              "name: 1 to 128 of letters, digits, '-', '_', '.', '/' and '@', not 'ftjob-...'");
     return hubmodels_register(c->hub, repo, revision, name, out, accepted, e);
@@ -856,7 +910,7 @@ static int be_model_feed(void *ud, const char *id, int64_t after_seq, int max, i
 
 static int be_model_register(void *ud, const char *name, const char *real_path, json_t **out, api_error *e) {
     backend_ctx *c = ud;
-    if (!name || !models_name_ok(name))
+    if (!name || !api_model_name_ok(name))
         return api_error_set(e, 400, INVALID, "invalid_value", "name",
                              "name: 1 to 64 letters, digits, '.', '_' and '-', not starting with '.', '-' or "
                              "\"ftjob-\"");

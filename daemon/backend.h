@@ -41,7 +41,4 @@ typedef struct backend_ctx {
 /* Fills be with the daemon's functions and ctx as ud. */
 void backend_init(api_backend *be, backend_ctx *ctx);
 
-/* "ftjob-12" -> 12 (prefix "ftjob-"), 0 when malformed. */
-int64_t backend_parse_id(const char *s, const char *prefix);
-
 #endif

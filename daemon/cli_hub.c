@@ -19,12 +19,6 @@ typedef struct bar {
     double t0;
 } bar;
 
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
 static void human(double b, char out[16]) {
     const char *u[] = {"B", "kB", "MB", "GB", "TB"};
     int i = 0;
@@ -40,7 +34,7 @@ static void on_progress(void *ud, const hub_progress *p) {
     char done[16], total[16], rate[16];
     human((double)p->done, done);
     human((double)p->total, total);
-    double dt = now_s() - b->t0;
+    double dt = al_now() - b->t0;
     human(dt > 0.2 ? (double)p->done / dt : 0, rate);
     char cells[31];
     int k = (int)(frac * 30);
@@ -90,7 +84,7 @@ int cli_pull(int argc, char **argv) {
         free(inc);
         return 2;
     }
-    bar b = {isatty(2), now_s()};
+    bar b = {isatty(2), al_now()};
     hub_opts o = HUB_OPTS_INIT;
     o.cache_dir = models_dir;
     o.include = n_inc ? inc : NULL;

@@ -8,28 +8,18 @@
 #include <string.h>
 
 #include "cli.h"
+#include "io.h"
 #include "text/chat.h"
 #include "text/dataset.h"
 #include "text/jinja/jinja.h"
 #include "text/tokenizer.h"
 
-/* Reads one line of any length from f into *buf (malloc'd, grown as
- * needed); strips the newline. Returns its length, or -1 at end of input. */
+/* Reads one line of any length from f into *buf (getline's buffer);
+ * strips the newline. Returns its length, or -1 at end of input. */
 static long read_line(FILE *f, char **buf, size_t *cap) {
-    size_t n = 0;
-    int c;
-    while ((c = fgetc(f)) != EOF) {
-        if (n + 1 >= *cap) {
-            size_t nc = *cap ? 2 * *cap : 4096;
-            char *nb = realloc(*buf, nc);
-            if (!nb) return -1;
-            *buf = nb;
-            *cap = nc;
-        }
-        if (c == '\n') break;
-        (*buf)[n++] = (char)c;
-    }
-    if (c == EOF && n == 0) return -1;
+    ssize_t n = getline(buf, cap, f);
+    if (n < 0) return -1;
+    if (n && (*buf)[n - 1] == '\n') n--;
     if (n && (*buf)[n - 1] == '\r') n--;
     (*buf)[n] = 0;
     return (long)n;
@@ -153,24 +143,15 @@ int cli_template(int argc, char **argv) {
         bos = al_tok_bos_str(tok);
         eos = al_tok_eos_str(tok);
     } else {
-        FILE *tf = fopen(f[1].value, "rb");
         char *src = NULL;
-        size_t cap = 0;
         size_t n = 0;
-        if (!tf) {
-            fprintf(stderr, "alignd: %s: cannot open\n", f[1].value);
+        /* a template larger than this is not a chat template */
+        int rc = al_file_read(f[1].value, 16u << 20, &src, &n, err);
+        if (rc) {
+            fprintf(stderr, "alignd: %s\n", err);
             return 1;
         }
-        for (int c; (c = fgetc(tf)) != EOF;) {
-            if (n + 1 >= cap) {
-                cap = cap ? 2 * cap : 4096;
-                src = realloc(src, cap);
-                if (!src) break;
-            }
-            src[n++] = (char)c;
-        }
-        fclose(tf);
-        int rc = src ? al_jinja_parse(&tpl, src, n, err) : AL_ENOMEM;
+        rc = al_jinja_parse(&tpl, src, n, err);
         free(src);
         if (rc) {
             fprintf(stderr, "alignd: %s: %s\n", f[1].value, err);

@@ -26,6 +26,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "buf.h"
 #include "io.h"
 
 #define API_MAX_BODY ((size_t)64 << 20)
@@ -59,12 +60,6 @@ static int env_true(const char *name) {
 
 int hub_env_offline(void) { return env_true("HF_HUB_OFFLINE") || env_true("TRANSFORMERS_OFFLINE"); }
 
-static double mono(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
 /* ---- one pull's state ----------------------------------------------------------- */
 
 typedef struct pull {
@@ -95,7 +90,7 @@ static int canceled(const pull *p) { return p->o->cancel && atomic_load(p->o->ca
 
 static void report(pull *p, int force) {
     if (!p->o->progress) return;
-    double t = mono();
+    double t = al_now();
     if (!force && t - p->last_report < 0.1) return;
     p->last_report = t;
     p->o->progress(p->o->ud, &p->pr);
@@ -114,9 +109,7 @@ typedef struct http_resp {
     char content_range[128];
     char error_code[64];        /* X-Error-Code */
     char error_message[256];    /* X-Error-Message */
-    /* body */
-    char *body;
-    size_t len;
+    al_buf body;
     size_t cap_limit;
     int too_big;
 } http_resp;
@@ -181,17 +174,11 @@ static size_t on_header(char *b, size_t sz, size_t nm, void *ud) {
 static size_t on_body(char *b, size_t sz, size_t nm, void *ud) {
     http_resp *r = ud;
     size_t n = sz * nm;
-    if (r->len + n > r->cap_limit) {
+    if (r->body.n + n > r->cap_limit) {
         r->too_big = 1;
         return 0;
     }
-    char *nb = realloc(r->body, r->len + n + 1);
-    if (!nb) return 0;
-    memcpy(nb + r->len, b, n);
-    r->body = nb;
-    r->len += n;
-    r->body[r->len] = 0;
-    return n;
+    return al_buf_put(&r->body, b, n) ? 0 : n;
 }
 
 static CURL *easy(const char *url, struct curl_slist *hl) {
@@ -348,14 +335,7 @@ static int rfilename_ok(const char *s) {
     if (n == 0 || n > 1000 || s[0] == '/') return 0;
     for (size_t i = 0; i < n; i++)
         if ((unsigned char)s[i] < 0x20 || s[i] == '\\' || s[i] == 0x7f) return 0;
-    const char *p = s;
-    for (;;) {
-        const char *q = strchr(p, '/');
-        size_t l = q ? (size_t)(q - p) : strlen(p);
-        if (l == 0 || (l == 1 && p[0] == '.') || (l == 2 && p[0] == '.' && p[1] == '.')) return 0;
-        if (!q) return 1;
-        p = q + 1;
-    }
+    return al_path_rel_ok(s);
 }
 
 /* huggingface_hub's _normalize_etag: W/"x" or "x" -> x; then it must be a
@@ -923,18 +903,18 @@ int hub_pull(const char *repo, const char *rev, const hub_opts *o, hub_result *o
         if (from_cache(p, out, HUB_ENET, NULL) == HUB_OK) {
             al_log(AL_LOG_WARN, "event=hub_offline_fallback repo=%s rev=%s reason=\"%s\"", p->repo, p->rev, keep);
             rc = HUB_OK;
-            free(hr.body);
+            al_buf_deinit(&hr.body);
             goto done;
         }
         snprintf(err, 512, "%s", keep);
     }
     if (rc) {
-        free(hr.body);
+        al_buf_deinit(&hr.body);
         goto done;
     }
     json_error_t je;
-    info = json_loadb(hr.body ? hr.body : "", hr.len, 0, &je);
-    free(hr.body);
+    info = json_loadb(al_buf_str(&hr.body), hr.body.n, 0, &je);
+    al_buf_deinit(&hr.body);
     const char *sha = json_string_value(json_object_get(info, "sha"));
     if (!json_is_object(info) || !sha || !al_hf_is_commit(sha)) {
         rc = fail(p, HUB_EPROTO, "%s: the Hub's file list is not a model info object with a commit \"sha\"", p->repo);

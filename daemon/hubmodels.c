@@ -11,6 +11,7 @@
 #include <sys/stat.h>
 #include <time.h>
 
+#include "api/ids.h"
 #include "hub.h"
 #include "log.h"
 #include "models.h"
@@ -46,12 +47,6 @@ struct hubmodels {
     pthread_cond_t cv;
     dl *dls;
 };
-
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 hubmodels *hubmodels_new(store *st, const char *models_dir, const char *hub_cache, int allow_downloads) {
     hubmodels *h = calloc(1, sizeof *h);
@@ -130,7 +125,7 @@ static void on_progress(void *ud, const hub_progress *p) {
     d->pr = *p;
     snprintf(d->file, sizeof d->file, "%s", p->file ? p->file : "");
     int pct = p->total > 0 ? (int)(100 * p->done / p->total) : 0;
-    double t = now_s();
+    double t = al_now();
     /* an item per started file, per 5 %, or per second */
     if (pct >= d->last_pct + 5 || t - d->last_item >= 1.0 || p->file_done == 0) {
         d->last_pct = pct;
@@ -379,7 +374,8 @@ json_t *hubmodels_progress(hubmodels *h, const char *name) {
 int hubmodels_events(hubmodels *h, const char *name, const api_page *pg, json_t **out, api_error *e) {
     (void)e;
     int limit = pg && pg->limit > 0 ? pg->limit : 20;
-    int64_t after = pg && pg->after && !strncmp(pg->after, "mdlevent-", 9) ? atoll(pg->after + 9) : INT64_MAX;
+    int64_t after = pg && pg->after ? api_id_parse(API_ID_MODEL_EVENT, pg->after) : 0;
+    if (!after) after = INT64_MAX; /* the first page */
     json_t *data = json_array();
     pthread_mutex_lock(&h->mu);
     dl *d = find_dl(h, name);
@@ -392,9 +388,8 @@ int hubmodels_events(hubmodels *h, const char *name, const api_page *pg, json_t 
             more = 1;
             break;
         }
-        char id[64];
-        snprintf(id, sizeof id, "mdlevent-%lld", (long long)seq);
-        json_array_append_new(data, json_pack("{s:s,s:s,s:O,s:s,s:O}", "object", "model.event", "id", id,
+        json_array_append_new(data, json_pack("{s:s,s:s,s:O,s:s,s:O}", "object", "model.event", "id",
+                                              api_id(API_ID_MODEL_EVENT, seq).s,
                                               "created_at", json_object_get(it, "created_at"), "type",
                                               json_string_value(json_object_get(it, "event")), "data",
                                               json_object_get(it, "data")));

@@ -2,7 +2,6 @@
 #define _XOPEN_SOURCE 700
 #include "models.h"
 
-#include <ctype.h>
 #include <dirent.h>
 #include <limits.h>
 #include <stdio.h>
@@ -10,6 +9,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "api/ids.h"
 #include "io.h"
 #include "log.h"
 #include "model/config.h"
@@ -130,26 +130,16 @@ void models_info(const char *dir, const char *cdir, const al_model_config *cfg, 
     json_decref(o);
 }
 
-int models_name_ok(const char *name) {
-    size_t n = strlen(name);
-    if (n == 0 || n > 64 || name[0] == '.' || name[0] == '-' || !strncmp(name, "ftjob-", 6)) return 0;
-    for (size_t i = 0; i < n; i++)
-        if (!isalnum((unsigned char)name[i]) && !strchr("-_.", name[i])) return 0;
-    return 1;
-}
-
 /* Whether dir/file is a regular file (symlinks followed). */
 static int regular(const char *dir, const char *file) {
     char p[STORE_PATH + 64];
-    struct stat sb;
-    return !al_path_join(p, sizeof p, dir, file) && stat(p, &sb) == 0 && S_ISREG(sb.st_mode);
+    return !al_path_join(p, sizeof p, dir, file) && al_file_is_regular(p);
 }
 
 int models_scan(store *st, const char *dir) {
     char root[PATH_MAX];
     DIR *d = realpath(dir, root) ? opendir(root) : NULL;
     if (!d) return 0;
-    size_t rl = strlen(root);
     int n = 0;
     struct dirent *e;
     while ((e = readdir(d))) {
@@ -161,9 +151,10 @@ int models_scan(store *st, const char *dir) {
         if ((size_t)snprintf(path, sizeof path, "%s/%s", root, e->d_name) >= sizeof path) continue;
         struct stat sb;
         const char *why = NULL;
-        if (!realpath(path, real) || stat(real, &sb) || !S_ISDIR(sb.st_mode)) continue;
-        if (strncmp(real, root, rl) || real[rl] != '/') why = "a symlink leading out of the models folder";
-        else if (!models_name_ok(e->d_name))
+        int below = al_path_resolve_below(root, path, real);
+        if ((below && below != AL_ERANGE) || stat(real, &sb) || !S_ISDIR(sb.st_mode)) continue;
+        if (below) why = "a symlink leading out of the models folder";
+        else if (!api_model_name_ok(e->d_name))
             why = "not a model name (1 to 64 letters, digits, '.', '_', '-'; not starting with '.', '-' or ftjob-)";
         else if (!regular(real, "config.json") && !regular(real, "adapter_config.json"))
             why = "no config.json or adapter_config.json as a regular file";

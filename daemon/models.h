@@ -22,14 +22,10 @@ int models_describe(const char *dir, store_model *m, char err[256]);
  * chat_template) for the model folder dir whose config is in cdir (the base
  * of an adapter, else dir) into out (n bytes; "" when it does not fit). */
 void models_info(const char *dir, const char *cdir, const al_model_config *cfg, char *out, size_t n);
-/* Whether name may name a model registered by folder (POST /v1/models and
- * the start-up scan alike): 1 to 64 letters, digits, '.', '_' and '-', not
- * starting with '.', '-' or "ftjob-" (so never a job's output "ft:..." or a
- * checkpoint "ftjob-N:STEP"). 1 when it may. */
-int models_name_ok(const char *name);
 /* Registers each model folder directly under dir by the rules of
  * POST /v1/models: a directory whose real path is inside dir (a symlink may
- * not lead out), a valid name (models_name_ok), config.json or
+ * not lead out), a valid name (api_model_name_ok of api/ids.h: never a
+ * job's output "ft:..." or a checkpoint "ftjob-N:STEP"), config.json or
  * adapter_config.json a regular file, and a name no other model holds (a
  * model of that name registered from another folder, or a job's output,
  * is left alone). What is skipped is logged with the reason. Returns how

@@ -9,6 +9,8 @@
 #include <string.h>
 #include <time.h>
 
+#include "buf.h"
+
 enum { MAX_ANSWER = 16 << 20, EXCERPT = 200 };
 
 static pthread_once_t g_once = PTHREAD_ONCE_INIT;
@@ -26,36 +28,29 @@ long reward_http_backoff_ms(int k) {
 }
 
 typedef struct answer {
-    char *s;
-    size_t n;
+    al_buf b;
     int too_big;
 } answer;
 
 static size_t on_data(char *p, size_t sz, size_t nm, void *ud) {
     answer *a = ud;
     size_t k = sz * nm;
-    if (a->n + k > MAX_ANSWER) {
+    if (a->b.n + k > MAX_ANSWER) {
         a->too_big = 1;
         return 0;
     }
-    char *ns = realloc(a->s, a->n + k + 1);
-    if (!ns) return 0;
-    memcpy(ns + a->n, p, k);
-    a->s = ns;
-    a->n += k;
-    a->s[a->n] = 0;
-    return k;
+    return al_buf_put(&a->b, p, k) ? 0 : k;
 }
 
 /* The first EXCERPT bytes of the answer, control characters as spaces. */
 static void excerpt(const answer *a, char *out, size_t cap) {
-    size_t n = a->n < EXCERPT ? a->n : EXCERPT, k = 0;
+    size_t n = a->b.n < EXCERPT ? a->b.n : EXCERPT, k = 0;
     for (size_t i = 0; i < n && k + 1 < cap; i++) {
-        unsigned char c = (unsigned char)a->s[i];
+        unsigned char c = (unsigned char)a->b.p[i];
         out[k++] = c < 0x20 || c == 0x7f ? ' ' : (char)c;
     }
     out[k] = 0;
-    if (a->n > n && k + 4 < cap) strcpy(out + k, "...");
+    if (a->b.n > n && k + 4 < cap) strcpy(out + k, "...");
 }
 
 static void sleep_ms(long ms) {
@@ -69,9 +64,9 @@ static int parse_answer(const answer *a, int n, float *rewards, char err[AL_ERRL
     char ex[EXCERPT + 8];
     excerpt(a, ex, sizeof ex);
     json_error_t je;
-    json_t *o = a->n ? json_loadb(a->s, a->n, 0, &je) : NULL;
+    json_t *o = a->b.n ? json_loadb(a->b.p, a->b.n, 0, &je) : NULL;
     if (!o)
-        return al_err(err, AL_EFORMAT, "the verifier's answer is not JSON (%s): %s", a->n ? je.text : "empty body",
+        return al_err(err, AL_EFORMAT, "the verifier's answer is not JSON (%s): %s", a->b.n ? je.text : "empty body",
                       ex);
     const json_t *r = json_object_get(o, "rewards");
     int rc = AL_OK;
@@ -157,7 +152,7 @@ int reward_http_score(void *ud, const al_reward_cfg *cfg, int n, const char *con
     for (int k = 0; k < attempts; k++) {
         tried = k + 1;
         if (k) sleep_ms(reward_http_backoff_ms(k - 1));
-        free(a.s);
+        al_buf_deinit(&a.b);
         memset(&a, 0, sizeof a);
         cerr[0] = 0;
         curl_easy_reset(h);
@@ -198,7 +193,7 @@ int reward_http_score(void *ud, const al_reward_cfg *cfg, int n, const char *con
         if (tried > 1) al_err(err, rc, "%s: %s (after %d attempts)", cfg->http_url, last, tried);
         else al_err(err, rc, "%s: %s", cfg->http_url, last);
     }
-    free(a.s);
+    al_buf_deinit(&a.b);
     free(body);
     curl_slist_free_all(hdr);
     curl_easy_cleanup(h);

@@ -20,6 +20,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "api/ids.h"
 #include "io.h"
 #include "launch.h"
 #include "log.h"
@@ -41,7 +42,7 @@ typedef struct worker {
     long total, start_step, step;
     double t0, elapsed0, t_first;
     double tokens, tps, epoch;
-    char name[32];
+    char name[48];
     int keep;                  /* save_total_limit of the current job, 0: all */
 } worker;
 
@@ -63,12 +64,6 @@ struct sched {
     int retries;
     struct { int64_t id; int n; } lost[64]; /* attempts lost per job (s->mu) */
 };
-
-static double now_mono(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
 
 int64_t sched_mem_available(void) {
     FILE *f = fopen("/proc/meminfo", "r");
@@ -112,7 +107,7 @@ static void on_begin(void *ud, long total, long start) {
     w->start_step = start;
     w->step = start;
     pthread_mutex_unlock(&w->s->mu);
-    w->t_first = now_mono();
+    w->t_first = al_now();
     store_job_progress(w->s->st, w->job, start, total, 0, w->tokens, NAN, w->elapsed0, NAN);
 }
 
@@ -133,7 +128,7 @@ static void on_log(void *ud, long step, double epoch, const al_metric *m, int n)
     w->step = step;
     pthread_mutex_unlock(&w->s->mu);
     w->epoch = epoch;
-    double now = now_mono(), run = now - w->t0;
+    double now = al_now(), run = now - w->t0;
     double remaining = NAN;
     if (step > w->start_step && w->total > step)
         remaining = (now - w->t_first) / (double)(step - w->start_step) * (double)(w->total - step);
@@ -347,7 +342,7 @@ static void register_output(worker *w, const store_run *r, const al_job *job, co
     else snprintf(m.name, sizeof m.name, "ft:%.*s:%.30s", rl, root, w->name);
     snprintf(m.kind, sizeof m.kind, "%s", job->use_lora ? "adapter" : "fine_tuned");
     if (job->use_lora) snprintf(m.base, sizeof m.base, "%s", r->model);
-    snprintf(m.owned_by, sizeof m.owned_by, "%s", w->name);
+    snprintf(m.owned_by, sizeof m.owned_by, "%.31s", w->name);
     m.job_id = w->job;
     json_t *src = json_pack("{s:s,s:s,s:s}", "type", "fine_tune", "job", w->name, "base_model", r->model);
     char *st = src ? json_dumps(src, JSON_COMPACT) : NULL;
@@ -388,8 +383,8 @@ static void register_files(worker *w, const al_train_result *res) {
         char serr[256];
         if (store_file_add(w->s->st, base, purpose, data, len, status, details[0] ? details : NULL, rep, w->job, &fid,
                            serr) == STORE_OK)
-            store_job_event(w->s->st, w->job, "info", "message", NULL, "Result file file-%lld: %s (%s, %zu bytes)",
-                            (long long)fid, base, purpose, len);
+            store_job_event(w->s->st, w->job, "info", "message", NULL, "Result file %s: %s (%s, %zu bytes)",
+                            api_id(API_ID_FILE, fid).s, base, purpose, len);
         else
             log_warn("event=result_file_failed job=%s reason=\"%s\"", w->name, serr);
         al_dataset_free(ds);
@@ -401,7 +396,7 @@ static void run_job(worker *w, int64_t id) {
     sched *s = w->s;
     store *st = s->st;
     store_run r;
-    snprintf(w->name, sizeof w->name, "ftjob-%lld", (long long)id);
+    snprintf(w->name, sizeof w->name, "%s", api_id(API_ID_JOB, id).s);
     store_upd u = STORE_UPD_INIT;
     u.started = 1;
     if (store_job_transition(st, id, "queued", "running", "info", &u, "Fine-tuning job started") != STORE_OK)
@@ -427,7 +422,7 @@ static void run_job(worker *w, int64_t id) {
     json_decref(spec);
     al_train_result res;
     memset(&res, 0, sizeof res);
-    w->t0 = now_mono();
+    w->t0 = al_now();
     w->elapsed0 = r.elapsed_s;
     w->tokens = 0;
     pthread_mutex_lock(&s->mu);
@@ -449,7 +444,7 @@ static void run_job(worker *w, int64_t id) {
             turn_release(w);
         }
     }
-    double elapsed = w->elapsed0 + (now_mono() - w->t0);
+    double elapsed = w->elapsed0 + (al_now() - w->t0);
     store_job_progress(st, id, res.steps, res.total_steps ? res.total_steps : w->total, w->epoch,
                        res.trained_tokens, NAN, elapsed, NAN);
     pthread_mutex_lock(&s->mu);
@@ -658,9 +653,9 @@ int sched_busy(sched *s) {
 }
 
 int sched_wait_idle(sched *s, double timeout_s) {
-    double end = now_mono() + timeout_s;
+    double end = al_now() + timeout_s;
     while (sched_busy(s)) {
-        if (now_mono() >= end) return -1;
+        if (al_now() >= end) return -1;
         struct timespec ts = {0, 20 * 1000000L};
         nanosleep(&ts, NULL);
     }
@@ -692,8 +687,8 @@ void sched_status(sched *s, char *buf, size_t n) {
     pthread_mutex_lock(&s->mu);
     for (int i = 0; i < s->n && len + 64 < n; i++)
         if (s->w[i].job)
-            len += (size_t)snprintf(buf + len, n - len, "%sftjob-%lld step %ld/%ld", len ? ", " : "",
-                                    (long long)s->w[i].job, s->w[i].step, s->w[i].total);
+            len += (size_t)snprintf(buf + len, n - len, "%s%s step %ld/%ld", len ? ", " : "",
+                                    api_id(API_ID_JOB, s->w[i].job).s, s->w[i].step, s->w[i].total);
     pthread_mutex_unlock(&s->mu);
     if (!len) snprintf(buf, n, "idle");
 }

@@ -49,12 +49,6 @@ static void on_signal(int sig) {
     if (g_signals < 100) g_signals++;
 }
 
-static double mono(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
 /* systemd socket activation: the first passed descriptor, or -1. */
 static int listen_fd_from_env(void) {
     const char *pid = getenv("LISTEN_PID"), *fds = getenv("LISTEN_FDS");
@@ -307,7 +301,7 @@ int cli_serve(int argc, char **argv) {
     double next_wd = 0, next_status = 0;
     char status[512] = "", prev[512] = "";
     while (!g_stop) {
-        double now = mono();
+        double now = al_now();
         if (wd > 0 && now >= next_wd) {
             notify_send("WATCHDOG=1");
             next_wd = now + (double)wd / 2e6;
@@ -329,11 +323,11 @@ int cli_serve(int argc, char **argv) {
     atomic_store(&ctx.draining, 1);
     sched_drain(ctx.sc);
     store_feed_kick(st);
-    double t0 = mono();
+    double t0 = al_now();
     /* wait for the checkpoints, still feeding the watchdog */
     int idle = 0;
-    while (!(idle = sched_busy(ctx.sc) == 0) && mono() - t0 < cfg.stop_timeout && g_signals < 2) {
-        double now = mono();
+    while (!(idle = sched_busy(ctx.sc) == 0) && al_now() - t0 < cfg.stop_timeout && g_signals < 2) {
+        double now = al_now();
         if (wd > 0 && now >= next_wd) {
             notify_send("WATCHDOG=1");
             next_wd = now + (double)wd / 2e6;
@@ -349,14 +343,14 @@ int cli_serve(int argc, char **argv) {
     api_server_stop(srv);
     if (!idle) {
         log_warn("event=stop_timeout seconds=%.1f busy_workers=%d note=\"running jobs resume from their last "
-                 "checkpoint on the next start\"", mono() - t0, sched_busy(ctx.sc));
+                 "checkpoint on the next start\"", al_now() - t0, sched_busy(ctx.sc));
         _exit(0);
     }
     sched_free(ctx.sc);
     hubmodels_free(hm);
     store_close(st);
     al_pool_shutdown();
-    log_info("event=stopped seconds=%.2f", mono() - t0);
+    log_info("event=stopped seconds=%.2f", al_now() - t0);
     return 0;
 }
 

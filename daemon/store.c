@@ -25,6 +25,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "api/ids.h"
 #include "io.h"
 #include "log.h"
 
@@ -480,11 +481,9 @@ static const char SQL_FILE_COLS[] =
     " FROM files WHERE id = ? AND deleted = 0";
 
 static json_t *file_row(sqlite3_stmt *st) {
-    char id[32];
-    snprintf(id, sizeof id, "file-%lld", (long long)sqlite3_column_int64(st, 0));
     json_t *o = json_object();
     json_object_set_new(o, "object", json_string("file"));
-    json_object_set_new(o, "id", json_string(id));
+    json_object_set_new(o, "id", json_string(api_id(API_ID_FILE, sqlite3_column_int64(st, 0)).s));
     json_object_set_new(o, "bytes", json_integer(sqlite3_column_int64(st, 1)));
     json_object_set_new(o, "created_at", json_integer(sqlite3_column_int64(st, 2)));
     json_object_set_new(o, "filename", col_str_json(st, 3));
@@ -493,10 +492,8 @@ static json_t *file_row(sqlite3_stmt *st) {
     json_object_set_new(o, "status_details", col_str_json(st, 6));
     json_object_set_new(o, "sha256", col_str_json(st, 7));
     json_object_set_new(o, "validation", col_json(st, 8));
-    if (sqlite3_column_int64(st, 9) > 0) {
-        snprintf(id, sizeof id, "ftjob-%lld", (long long)sqlite3_column_int64(st, 9));
-        json_object_set_new(o, "fine_tuning_job_id", json_string(id));
-    }
+    if (sqlite3_column_int64(st, 9) > 0)
+        json_object_set_new(o, "fine_tuning_job_id", json_string(api_id(API_ID_JOB, sqlite3_column_int64(st, 9)).s));
     return o;
 }
 
@@ -557,6 +554,23 @@ int store_file_info(store *s, int64_t id, char status[32], char path[STORE_PATH]
     return rc;
 }
 
+static const char SQL_FILE_DINFO[] =
+    "SELECT json_extract(validation, '$.dataset_info') FROM files WHERE id = ? AND deleted = 0";
+
+json_t *store_file_dataset_info(store *s, int64_t id) {
+    json_t *v = NULL;
+    RLOCK();
+    sqlite3_stmt *st = q(s, SQL_FILE_DINFO, "i", id);
+    if (st && sqlite3_step(st) == SQLITE_ROW && sqlite3_column_type(st, 0) != SQLITE_NULL) v = col_json(st, 0);
+    if (st) sqlite3_reset(st);
+    RUNLOCK();
+    if (json_is_null(v)) {
+        json_decref(v);
+        v = NULL;
+    }
+    return v;
+}
+
 static const char SQL_FILE_USER[] =
     "SELECT id FROM jobs WHERE status NOT IN ('succeeded','failed','cancelled')"
     " AND (training_file = ?1 OR validation_file = ?1 OR EXISTS (SELECT 1 FROM"
@@ -565,10 +579,9 @@ static const char SQL_FILE_DEL[] = "UPDATE files SET deleted = 1 WHERE id = ? AN
 static const char SQL_FILE_SHA_USED[] = "SELECT count(*) FROM files WHERE sha256 = ? AND deleted = 0";
 
 int store_file_delete(store *s, int64_t id, int64_t *user) {
-    char fid[32], sha[80] = "";
-    snprintf(fid, sizeof fid, "file-%lld", (long long)id);
+    char sha[80] = "";
     LOCK();
-    sqlite3_stmt *st = q(s, SQL_FILE_USER, "t", fid);
+    sqlite3_stmt *st = q(s, SQL_FILE_USER, "t", api_id(API_ID_FILE, id).s);
     int rc = STORE_OK;
     if (st && sqlite3_step(st) == SQLITE_ROW) {
         *user = sqlite3_column_int64(st, 0);
@@ -661,11 +674,8 @@ static const char SQL_MODEL_USERS[] =
 static json_t *model_users(store *s, const char *name) {
     json_t *a = json_array();
     sqlite3_stmt *st = q(s, SQL_MODEL_USERS, "t", name);
-    while (st && sqlite3_step(st) == SQLITE_ROW) {
-        char id[32];
-        snprintf(id, sizeof id, "ftjob-%lld", (long long)sqlite3_column_int64(st, 0));
-        json_array_append_new(a, json_string(id));
-    }
+    while (st && sqlite3_step(st) == SQLITE_ROW)
+        json_array_append_new(a, json_string(api_id(API_ID_JOB, sqlite3_column_int64(st, 0)).s));
     if (st) sqlite3_reset(st);
     return a;
 }
@@ -686,7 +696,8 @@ static json_t *model_json(store *s, const store_model *m) {
     const char *keys[] = {"family", "dtype", "context_length", "chat_template"};
     for (int i = 0; i < 4; i++) {
         json_t *v = json_object_get(info, keys[i]);
-        json_object_set(o, keys[i], v ? v : i == 0 ? json_string(m->arch) : json_null());
+        /* v is borrowed from info (a new reference for o); the fallbacks are new */
+        json_object_set_new(o, keys[i], v ? json_incref(v) : i == 0 ? json_string(m->arch) : json_null());
     }
     json_decref(info);
     json_t *src = m->source[0] ? json_loads(m->source, 0, NULL) : NULL;
@@ -788,13 +799,13 @@ int store_job_create(store *s, const store_job_new *j, int64_t *id) {
     int64_t jid = rc ? 0 : sqlite3_last_insert_rowid(s->db);
     if (!rc) {
         char dir[STORE_PATH];
-        snprintf(dir, sizeof dir, "%s/ftjob-%lld", j->jobs_dir, (long long)jid);
+        snprintf(dir, sizeof dir, "%s/%s", j->jobs_dir, api_id(API_ID_JOB, jid).s);
         /* the spec's output_dir is filled by the worker from this column */
         rc = exec_st(s, q(s, SQL_JOB_OUTDIR, "ti", dir, jid));
     }
     if (!rc) {
         char msg[160];
-        snprintf(msg, sizeof msg, "Created fine-tuning job: ftjob-%lld", (long long)jid);
+        snprintf(msg, sizeof msg, "Created fine-tuning job: %s", api_id(API_ID_JOB, jid).s);
         rc = event_add(s, jid, "info", "status", NULL, "validating_files", msg);
     }
     if (!rc) rc = tx_commit(s);
@@ -872,7 +883,7 @@ int store_job_transition(store *s, int64_t id, const char *from, const char *to,
     LOCK();
     int rc = transition_locked(s, id, from, to, level, upd, msg);
     UNLOCK();
-    if (!rc) log_info("event=status job=ftjob-%lld status=%s", (long long)id, to);
+    if (!rc) log_info("event=status job=%s status=%s", api_id(API_ID_JOB, id).s, to);
     return rc;
 }
 
@@ -1108,8 +1119,7 @@ static const char *const SQL_JOB_DEL[] = {
 };
 
 int store_job_delete(store *s, int64_t id, char dir[STORE_PATH], char users[256]) {
-    char jid[32], status[32] = "", ft[256] = "";
-    snprintf(jid, sizeof jid, "ftjob-%lld", (long long)id);
+    char status[32] = "", ft[256] = "";
     users[0] = 0;
     LOCK();
     int rc = STORE_ENOTFOUND;
@@ -1121,11 +1131,11 @@ int store_job_delete(store *s, int64_t id, char dir[STORE_PATH], char users[256]
         rc = store_status_final(status) ? STORE_OK : STORE_ESTATE;
     }
     if (st) sqlite3_reset(st);
-    if (!rc && (st = q(s, SQL_JOB_DEL_USERS, "itt", id, ft[0] ? ft : NULL, jid))) {
+    if (!rc && (st = q(s, SQL_JOB_DEL_USERS, "itt", id, ft[0] ? ft : NULL, api_id(API_ID_JOB, id).s))) {
         size_t len = 0;
         while (sqlite3_step(st) == SQLITE_ROW && len < 200) {
-            len += (size_t)snprintf(users + len, 256 - len, "%sftjob-%lld", len ? ", " : "",
-                                    (long long)sqlite3_column_int64(st, 0));
+            len += (size_t)snprintf(users + len, 256 - len, "%s%s", len ? ", " : "",
+                                    api_id(API_ID_JOB, sqlite3_column_int64(st, 0)).s);
             rc = STORE_EINUSE;
         }
         sqlite3_reset(st);
@@ -1184,13 +1194,12 @@ static json_t *job_json_locked(store *s, int64_t id) {
         if (st) sqlite3_reset(st);
         return NULL;
     }
-    char jid[32], status[32];
-    snprintf(jid, sizeof jid, "ftjob-%lld", (long long)id);
+    char status[32];
     col_copy(st, 8, status, sizeof status);
     int prio = sqlite3_column_int(st, 9);
     json_t *o = json_object();
     json_object_set_new(o, "object", json_string("fine_tuning.job"));
-    json_object_set_new(o, "id", json_string(jid));
+    json_object_set_new(o, "id", json_string(api_id(API_ID_JOB, id).s));
     json_object_set_new(o, "created_at", col_int_json(st, 1));
     json_object_set_new(o, "started_at", col_int_json(st, 2));
     json_object_set_new(o, "finished_at", col_int_json(st, 3));
@@ -1251,11 +1260,8 @@ static json_t *job_json_locked(store *s, int64_t id) {
     if (st) sqlite3_reset(st);
     json_t *rf = json_array();
     st = q(s, SQL_RESULT_FILES, "i", id);
-    while (st && sqlite3_step(st) == SQLITE_ROW) {
-        char fid[32];
-        snprintf(fid, sizeof fid, "file-%lld", (long long)sqlite3_column_int64(st, 0));
-        json_array_append_new(rf, json_string(fid));
-    }
+    while (st && sqlite3_step(st) == SQLITE_ROW)
+        json_array_append_new(rf, json_string(api_id(API_ID_FILE, sqlite3_column_int64(st, 0)).s));
     if (st) sqlite3_reset(st);
     json_object_set_new(o, "result_files", rf);
     json_t *lm = NULL;
@@ -1350,10 +1356,10 @@ int store_job_list_text(store *s, int64_t after, int limit, const char *status, 
     char *b = malloc(total);
     size_t o = 0;
     if (b) {
-        char first[48] = "null", last[48] = "null";
+        char first[64] = "null", last[64] = "null";
         if (k) {
-            snprintf(first, sizeof first, "\"ftjob-%lld\"", (long long)ids[0]);
-            snprintf(last, sizeof last, "\"ftjob-%lld\"", (long long)ids[k - 1]);
+            snprintf(first, sizeof first, "\"%s\"", api_id(API_ID_JOB, ids[0]).s);
+            snprintf(last, sizeof last, "\"%s\"", api_id(API_ID_JOB, ids[k - 1]).s);
         }
         /* the order list_new() gives, so both paths answer the same bytes */
         o += (size_t)snprintf(b, total, "{\"object\":\"list\",\"first_id\":%s,\"last_id\":%s,\"data\":[", first, last);
@@ -1375,11 +1381,9 @@ int store_job_list_text(store *s, int64_t after, int limit, const char *status, 
 }
 
 static json_t *event_row(sqlite3_stmt *st) {
-    char id[32];
-    snprintf(id, sizeof id, "ftevent-%lld", (long long)sqlite3_column_int64(st, 0));
     json_t *o = json_object();
     json_object_set_new(o, "object", json_string("fine_tuning.job.event"));
-    json_object_set_new(o, "id", json_string(id));
+    json_object_set_new(o, "id", json_string(api_id(API_ID_EVENT, sqlite3_column_int64(st, 0)).s));
     json_object_set_new(o, "created_at", json_integer(sqlite3_column_int64(st, 1)));
     json_object_set_new(o, "level", col_str_json(st, 2));
     json_object_set_new(o, "message", col_str_json(st, 3));
@@ -1521,7 +1525,7 @@ static json_t *eval_results_locked(store *s, int64_t id, int latest) {
         if (role && !strcmp(role, "model_b")) snprintf(name, sizeof name, "%s", mb ? mb : "");
         else if (step == 0 || (method && !strcmp(method, "evaluate"))) snprintf(name, sizeof name, "%s", model ? model : "");
         else if (ft && status && !strcmp(status, "succeeded") && step == jstep) snprintf(name, sizeof name, "%s", ft);
-        else snprintf(name, sizeof name, "ftjob-%lld:%ld", (long long)id, step);
+        else snprintf(name, sizeof name, "%s", api_checkpoint_name(id, step).s);
         json_object_set_new(o, "object", json_string("fine_tuning.job.eval_result"));
         json_object_set_new(o, "step", json_integer(step));
         json_object_set_new(o, "role", json_string(role ? role : "model"));
@@ -1549,16 +1553,13 @@ json_t *store_job_checkpoints(store *s, int64_t id, int64_t after, int limit) {
     RLOCK();
     sqlite3_stmt *st = q(s, SQL_CKPTS, "iii", id, after, (int64_t)limit + 1);
     while (st && sqlite3_step(st) == SQLITE_ROW) {
-        char cid[32], jid[32], name[64];
-        snprintf(cid, sizeof cid, "ckpt-%lld", (long long)sqlite3_column_int64(st, 0));
-        snprintf(jid, sizeof jid, "ftjob-%lld", (long long)id);
-        snprintf(name, sizeof name, "%s:%lld", jid, (long long)sqlite3_column_int64(st, 2));
         json_t *o = json_object();
         json_object_set_new(o, "object", json_string("fine_tuning.job.checkpoint"));
-        json_object_set_new(o, "id", json_string(cid));
+        json_object_set_new(o, "id", json_string(api_id(API_ID_CHECKPOINT, sqlite3_column_int64(st, 0)).s));
         json_object_set_new(o, "created_at", json_integer(sqlite3_column_int64(st, 1)));
-        json_object_set_new(o, "fine_tuning_job_id", json_string(jid));
-        json_object_set_new(o, "fine_tuned_model_checkpoint", json_string(name));
+        json_object_set_new(o, "fine_tuning_job_id", json_string(api_id(API_ID_JOB, id).s));
+        json_object_set_new(o, "fine_tuned_model_checkpoint",
+                            json_string(api_checkpoint_name(id, (long)sqlite3_column_int64(st, 2)).s));
         json_object_set_new(o, "step_number", json_integer(sqlite3_column_int64(st, 2)));
         json_t *m = col_json(st, 3);
         json_object_set_new(o, "metrics", json_is_object(m) ? m : (json_decref(m), json_object()));

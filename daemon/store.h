@@ -59,6 +59,9 @@ json_t *store_file_json(store *s, int64_t id);
 json_t *store_file_list(store *s, int64_t after, int limit, const char *purpose);
 /* status ("processed"/"error") and the blob's path. */
 int store_file_info(store *s, int64_t id, char status[32], char path[STORE_PATH]);
+/* The sharegpt names a file was uploaded with (its report's dataset_info):
+ * a new reference, or NULL when none (or no such file). */
+json_t *store_file_dataset_info(store *s, int64_t id);
 /* STORE_EINUSE (job id in *user) while a queued/running/paused job uses it. */
 int store_file_delete(store *s, int64_t id, int64_t *user);
 

@@ -1,10 +1,13 @@
-/* File helpers shared by lib/: bounded whole-file reads, atomic replacement
- * (temp file, fsync, rename, fsync of the directory), mkdir -p, path joins.
+/* File helpers shared by lib/, api/ and daemon/: bounded whole-file reads,
+ * opening regular files only, atomic replacement (temp file, fsync, rename,
+ * fsync of the directory), mkdir -p, path joins and the checks that keep a
+ * path inside a folder.
  *
  * Every failure is reported through the return code and a one-line reason
  * in err naming the path and strerror(errno); nothing here prints. The
  * functions are thread-safe: the only shared state is the counter that
  * makes temp file names unique within the process. */
+#define _XOPEN_SOURCE 700 /* realpath */
 #include "io.h"
 
 #include <dirent.h>
@@ -21,8 +24,7 @@
 /* errno after a failed write/fsync/close/rename -> our code. */
 static int io_code(int e) { return e == ENOSPC || e == EDQUOT ? AL_ENOSPC : AL_EIO; }
 
-int al_file_read(const char *path, size_t max_bytes, char **out, size_t *len,
-                 char err[AL_ERRLEN]) {
+int al_file_open_regular(const char *path, int *fd_out, struct stat *st_out, char err[AL_ERRLEN]) {
     int fd;
     /* O_NONBLOCK: a FIFO opens at once instead of waiting for a writer, and
      * is then refused with every other file that is not regular */
@@ -38,14 +40,26 @@ int al_file_read(const char *path, size_t max_bytes, char **out, size_t *len,
         close(fd);
         return al_err(err, AL_EIO, "%s: %s", path, strerror(e));
     }
-    if (S_ISDIR(st.st_mode)) {
-        close(fd);
-        return al_err(err, AL_EIO, "%s: is a directory", path);
-    }
     if (!S_ISREG(st.st_mode)) {
         close(fd);
-        return al_err(err, AL_EIO, "%s: not a regular file", path);
+        return al_err(err, AL_EIO, "%s: %s", path, S_ISDIR(st.st_mode) ? "is a directory" : "not a regular file");
     }
+    *fd_out = fd;
+    if (st_out) *st_out = st;
+    return AL_OK;
+}
+
+int al_file_is_regular(const char *path) {
+    struct stat st;
+    return stat(path, &st) == 0 && S_ISREG(st.st_mode);
+}
+
+int al_file_read(const char *path, size_t max_bytes, char **out, size_t *len,
+                 char err[AL_ERRLEN]) {
+    int fd;
+    struct stat st;
+    int rc = al_file_open_regular(path, &fd, &st, err);
+    if (rc) return rc;
     if (st.st_size > 0 && (uint64_t)st.st_size > (uint64_t)max_bytes) {
         close(fd);
         return al_err(err, AL_ERANGE, "%s: %lld bytes, more than the limit of %zu",
@@ -283,6 +297,29 @@ int al_path_join(char *out, size_t n, const char *dir, const char *name) {
 int al_file_exists(const char *path) {
     struct stat st;
     return stat(path, &st) == 0;
+}
+
+int al_path_is_below(const char *root, const char *real) {
+    size_t rl = strlen(root);
+    if (rl == 0 || strncmp(real, root, rl) != 0) return 0;
+    if (root[rl - 1] == '/') return real[rl] != 0; /* root is "/" */
+    return real[rl] == '/' && real[rl + 1] != 0;
+}
+
+int al_path_resolve_below(const char *root, const char *path, char real[PATH_MAX]) {
+    if (!realpath(path, real)) return errno ? -errno : AL_ENOENT;
+    return al_path_is_below(root, real) ? AL_OK : AL_ERANGE;
+}
+
+int al_path_rel_ok(const char *s) {
+    if (!s[0] || s[0] == '/') return 0;
+    for (const char *p = s;;) {
+        const char *q = strchr(p, '/');
+        size_t l = q ? (size_t)(q - p) : strlen(p);
+        if (l == 0 || (l == 1 && p[0] == '.') || (l == 2 && p[0] == '.' && p[1] == '.')) return 0;
+        if (!q) return 1;
+        p = q + 1;
+    }
 }
 
 static int rmtree_at(char *path, size_t cap, int depth, char err[AL_ERRLEN]) {

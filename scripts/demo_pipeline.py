@@ -3,19 +3,31 @@
 
 On the built-in task `addition2` (sums of 1-2 digit numbers), starting from a
 tiny randomly initialised model registered under --model:
-  1. SFT from scratch until the model is partly right (about half the sums);
-  2. a reward model on the task's (right, wrong) pairs;
-  3. PPO from the SFT model against that reward model, and GRPO against the
-     task's verifiable reward, side by side;
-  4. generate_preferences: the SFT model answers each prompt several times, the
-     verifiable reward ranks the answers, best vs worst become pairs; DPO from
-     the SFT model on those pairs;
-  5. evaluate jobs: each stage's output against its start on 200 held-out
-     sums (greedy exact match, and the win rate the reward model judges), and
-     a before/after table.
-Each stage is a job the dashboard shows live. Exits 1 when a job failed or a
-stage did not improve. --quick: the shortened pipeline of the end-to-end test
-(ctest demo_pipeline). Only the standard library: Debian's python3 is enough."""
+  1. SFT from scratch until the model is partly right (about 0.4 of the sums);
+  2. two reward models on the task's (right, wrong) pairs: a weak one (500
+     steps: about 0.8 held-out pair accuracy) and one trained on 8x the pairs
+     (4000 steps: above 0.9);
+  3. PPO against each, side by side: against the weak one it is reward
+     hacking live (the reward model's score of the samples climbs, their
+     true exact match does not, and held-out accuracy falls; the dashboard's
+     Reward chart plots both, objective/scores and rewards/verifiable/mean);
+     the mitigation that holds on every seed measured is the better reward
+     model (a stronger KL or an ensemble of weak models scored by their
+     minimum did not: tests/test_rl_learning.c's header has the figures);
+  4. GRPO against the task's verifiable reward;
+  5. generate_preferences: the SFT model answers each prompt 4 times, the
+     verifiable reward ranks the answers, best vs worst become pairs; DPO on
+     them both ways: plain DPO (likelihood displacement: the chosen answers'
+     log-probs fall with the rejected ones', and accuracy with them) and DPO
+     with RPO's NLL term on the chosen answers (TRL's rpo_alpha), which gains;
+  6. evaluate jobs: every output against the SFT start on 2000 held-out sums
+     (the task's test split, never drawn by a training job), greedy exact
+     match, and a table of the gains.
+RL takes the task's recipe for what the jobs leave out (lib/train/job.c).
+Each stage is a job the dashboard shows live. One seed: tests/test_learning.c
+and tests/test_rl_learning.c make the same claims over three seeds, on the
+worst seed; the thresholds below are theirs. Exits 1 when a job failed or a
+claim does not hold. Only the standard library: Debian's python3 is enough."""
 
 import argparse
 import json
@@ -26,11 +38,17 @@ import urllib.error
 import urllib.request
 
 TASK = "addition2"
-EVAL_ROWS, EVAL_SEED = 200, 4242
+EVAL_ROWS, EVAL_SEED = 2000, 4242
+SEED = 1
 
-# PPO's settings (tests/test_rl_learning.c measures the same on this task).
-PPO_HP = dict(learning_rate=5e-5, kl_coef=0.05, batch_size=32, num_mini_batches=2, temperature=1.0)
-
+# The claims, checked on this run's held-out exact match (gains over the SFT
+# start); the issue's demo claims, asserted over three seeds by the tests.
+GRPO_MIN = 0.15        # GRPO on the verifiable reward
+MITIGATED_MIN = 0.05   # PPO against the better reward model
+HACK_SCORE_MIN = 0.3   # hacked PPO: the reward model's score of its samples rises by this
+HACK_EM_MAX = 0.0      # ... while held-out exact match does not rise
+PLAIN_DPO_MAX = 0.0    # plain DPO loses accuracy
+RPO_MIN = 0.02         # DPO + RPO gains
 
 class Api:
     def __init__(self, url, key):
@@ -74,15 +92,6 @@ def wait(api, job, label):
         time.sleep(1.0)
 
 
-def first_last(api, job_id, key):
-    """The first and the last logged value of a job's metric."""
-    r = api.call("GET", f"/v1/fine_tuning/jobs/{job_id}/metrics?keys={key}")
-    s = [row["metrics"][key] for row in r["data"] if key in row["metrics"]]
-    if len(s) < 2:
-        raise SystemExit(f"job {job_id}: metric {key} logged {len(s)} times, need a before and an after")
-    return s[0], s[-1]
-
-
 def submit(api, label, body):
     j = api.call("POST", "/v1/fine_tuning/jobs", body)
     print(f"submitted {label}: {j['id']} ({body['method']} from {body['model']})", flush=True)
@@ -93,19 +102,29 @@ def job(api, label, body):
     return wait(api, submit(api, label, body), label)
 
 
-def evaluate(api, label, model, start, judge):
-    """Exact match of model and of the stage's start on the held-out sums,
-    and model's win rate against its start judged by the reward model."""
+def series(api, job_id, key):
+    """A job's logged values of one metric, in step order."""
+    r = api.call("GET", f"/v1/fine_tuning/jobs/{job_id}/metrics?keys={key}&max_points=0")
+    return [row["metrics"][key] for row in r["data"] if key in row["metrics"]]
+
+
+def fifths(xs):
+    """The means of the first and of the last fifth of a series."""
+    w = max(1, len(xs) // 5)
+    return sum(xs[:w]) / w, sum(xs[-w:]) / w
+
+
+def heldout(api, label, model):
+    """Greedy exact match of model on the held-out sums (an evaluate job on
+    the task alone: no second model, no judge)."""
     j = job(api, f"   eval {label}", {
-        "method": "evaluate", "model": model, "model_b": start, "seed": 1,
-        "task": {"name": TASK, "rows": EVAL_ROWS, "seed": EVAL_SEED},
-        "reward": {"reward_model": judge} if judge else {"verifiable": 1.0},
+        "method": "evaluate", "model": model, "seed": 1,
+        "task": {"name": TASK, "rows": EVAL_ROWS, "seed": EVAL_SEED, "split": "test"},
         "hyperparameters": {"max_completion_length": 6}})
-    m = api.call("GET", f"/v1/fine_tuning/jobs/{j['id']}/metrics")["data"]
     last = {}
-    for row in m:
+    for row in api.call("GET", f"/v1/fine_tuning/jobs/{j['id']}/metrics")["data"]:
         last.update(row["metrics"])
-    return last["exact_match_b"], last["exact_match_a"], last.get("win_rate")
+    return last["exact_match_a"]
 
 
 def main():
@@ -113,89 +132,108 @@ def main():
     ap.add_argument("--url", default=os.environ.get("ALIGND_URL", "http://127.0.0.1:8080"))
     ap.add_argument("--key", default="")
     ap.add_argument("--model", default="tiny", help="registered base model (random init)")
-    ap.add_argument("--quick", action="store_true", help="the shortened pipeline of the end-to-end test")
+    ap.add_argument("--quick", action="store_true",
+                    help="accepted for older command lines: the pipeline has one length (a few minutes)")
     a = ap.parse_args()
     api = Api(a.url, a.key)
-    q = a.quick
     t0 = time.time()
 
     # 1. SFT from scratch, a constant learning rate: RL from a model left in a
     # cosine schedule's sharp minimum loses accuracy at any step size.
     sft = job(api, "1. SFT", {
-        "method": "sft", "model": a.model, "suffix": "sft", "seed": 1,
-        "task": {"name": TASK, "rows": 8000, "seed": 1},
+        "method": "sft", "model": a.model, "suffix": "sft", "seed": SEED,
+        "task": {"name": TASK, "rows": 8000, "seed": SEED},
         "hyperparameters": {"max_steps": 500, "learning_rate": 1e-3, "batch_size": 32,
                             "lr_scheduler_type": "constant", "warmup_ratio": 0.05, "max_length": 24,
-                            "logging_steps": 10, "eval_steps": 50},
-        "eval_tasks": [{"name": TASK, "rows": 100}]})
+                            "logging_steps": 10, "eval_steps": 100},
+        "eval_tasks": [{"name": TASK, "rows": 200}]})
     m_sft = sft["fine_tuned_model"]
 
-    # 2. a reward model on the task's (right, wrong) pairs, its scores centred
-    # (center_rewards_coefficient) so that PPO's critic need not learn a
-    # per-prompt offset first (tests/test_rl_learning.c measures why)
-    rm = job(api, "2. reward model", {
-        "method": "reward_model", "model": m_sft, "suffix": "rm", "seed": 1,
-        "task": {"name": TASK, "rows": 80000, "seed": 5},
-        "hyperparameters": {"max_steps": 4000, "learning_rate": 1e-3, "batch_size": 64,
-                            "center_rewards_coefficient": 0.01, "lr_scheduler_type": "cosine",
-                            "warmup_ratio": 0.05, "max_length": 24, "logging_steps": 50,
-                            "eval_steps": 500}})
-    m_rm = rm["fine_tuned_model"]
+    # 2. a weak and a strong reward model, scores centred
+    # (center_rewards_coefficient: PPO's critic need not learn a per-prompt
+    # offset first)
+    def rm_job(label, steps):
+        return submit(api, label, {
+            "method": "reward_model", "model": m_sft, "suffix": label.split()[1], "seed": SEED,
+            "task": {"name": TASK, "rows": 80000, "seed": 100 + SEED},
+            "hyperparameters": {"max_steps": steps, "learning_rate": 1e-3, "batch_size": 64,
+                                "center_rewards_coefficient": 0.01, "lr_scheduler_type": "cosine",
+                                "warmup_ratio": 0.05, "max_length": 24, "logging_steps": 50,
+                                "eval_steps": steps // 4}})
+    weak, strong = rm_job("2a. rm-weak (500 steps)", 500), rm_job("2b. rm-strong (4000 steps)", 4000)
+    weak = wait(api, weak, "2a. rm-weak (500 steps)")
 
-    # 3. PPO against the reward model and GRPO against the verifiable reward,
-    # side by side (two workers share the compute core)
-    rl = dict(lr_scheduler_type="constant", logging_steps=1, max_completion_length=6, save_steps=0)
-    ppo = submit(api, "3a. PPO (reward model)", {
-        "method": "ppo", "model": m_sft, "suffix": "ppo", "seed": 1,
-        "task": {"name": TASK, "rows": 4000, "seed": 3},
-        "reward": {"reward_model": m_rm},
-        "hyperparameters": dict(rl, **PPO_HP, max_steps=200 if q else 400)})
-    grpo = submit(api, "3b. GRPO (verifiable)", {
-        "method": "grpo", "model": m_sft, "suffix": "grpo", "seed": 1,
-        "task": {"name": TASK, "rows": 4000, "seed": 3},
-        "reward": {"verifiable": 1.0},
-        "hyperparameters": dict(rl, learning_rate=3e-4, batch_size=64, num_generations=8, beta=0.04,
-                                max_steps=200 if q else 400)})
-    ppo = wait(api, ppo, "3a. PPO (reward model)")
-    grpo = wait(api, grpo, "3b. GRPO (verifiable)")
+    # 3. PPO against each reward model, side by side; 4. GRPO on the
+    # verifiable reward (the task's recipe gives the rest)
+    def rl_job(label, method, reward):
+        return submit(api, label, {
+            "method": method, "model": m_sft, "suffix": label.split()[1].lower(), "seed": SEED,
+            "task": {"name": TASK, "rows": 32000, "seed": 3 + SEED}, "reward": reward,
+            "hyperparameters": dict(max_steps=400, logging_steps=1, max_completion_length=6, save_steps=0)})
+    hacked = rl_job("3a. PPO (rm-weak)", "ppo", {"reward_model": weak["fine_tuned_model"]})
+    strong = wait(api, strong, "2b. rm-strong (4000 steps)")
+    mitig = rl_job("3b. PPO (rm-strong)", "ppo", {"reward_model": strong["fine_tuned_model"]})
+    grpo = rl_job("4. GRPO (verifiable)", "grpo", {"verifiable": 1.0})
+    hacked = wait(api, hacked, "3a. PPO (rm-weak)")
+    mitig = wait(api, mitig, "3b. PPO (rm-strong)")
+    grpo = wait(api, grpo, "4. GRPO (verifiable)")
 
-    # 4. the SFT model answers each prompt several times, the verifiable
-    # reward ranks the answers; DPO on best vs worst
-    gen = job(api, "4a. generate_preferences", {
-        "method": "generate_preferences", "model": m_sft, "seed": 1,
-        "task": {"name": TASK, "rows": 400 if q else 1000, "seed": 9},
+    # 5. DPO both ways on pairs the SFT model generated
+    gen = job(api, "5a. generate_preferences", {
+        "method": "generate_preferences", "model": m_sft, "seed": SEED,
+        "task": {"name": TASK, "rows": 1000, "seed": 200 + SEED},
         "reward": {"verifiable": 1.0},
         "hyperparameters": {"num_generations": 4, "temperature": 1.0, "max_completion_length": 6}})
-    dpo = job(api, "4b. DPO (generated pairs)", {
-        "method": "dpo", "model": m_sft, "suffix": "dpo", "seed": 1, "training_file": gen["result_files"][0],
-        "hyperparameters": {"max_steps": 100 if q else 200, "learning_rate": 5e-4, "batch_size": 32,
-                            "beta": 0.1, "rpo_alpha": 1.0, "lr_scheduler_type": "cosine",
-                            "warmup_ratio": 0.05, "max_length": 24, "logging_steps": 10}})
+    def dpo_job(label, rpo):
+        return submit(api, label, {
+            "method": "dpo", "model": m_sft, "suffix": "rpo" if rpo else "dpo", "seed": SEED,
+            "training_file": gen["result_files"][0],
+            "hyperparameters": {"max_steps": 200, "learning_rate": 5e-4, "batch_size": 32, "beta": 0.1,
+                                "rpo_alpha": rpo, "lr_scheduler_type": "cosine", "warmup_ratio": 0.05,
+                                "max_length": 24, "logging_steps": 10}})
+    plain = dpo_job("5b. DPO (plain)", 0.0)
+    rpo = dpo_job("5c. DPO + RPO", 1.0)
+    plain = wait(api, plain, "5b. DPO (plain)")
+    rpo = wait(api, rpo, "5c. DPO + RPO")
 
-    # 5. every stage's output against its start on the same held-out sums
-    rows = [("1. SFT from scratch",) + evaluate(api, "SFT", m_sft, a.model, m_rm),
-            ("3a. PPO vs reward model",) + evaluate(api, "PPO", ppo["fine_tuned_model"], m_sft, m_rm),
-            ("3b. GRPO vs verifiable",) + evaluate(api, "GRPO", grpo["fine_tuned_model"], m_sft, m_rm),
-            ("4. DPO on generated pairs",) + evaluate(api, "DPO", dpo["fine_tuned_model"], m_sft, m_rm)]
-    rm_before, rm_after = first_last(api, rm["id"], "eval_accuracy")
-
-    print()
-    print(f"exact match on {EVAL_ROWS} held-out sums ({TASK}); win rate against the stage's start, "
-          "judged by the reward model")
-    print(f"{'stage':<28} {'before':>7} {'after':>7} {'win rate':>9}")
+    # 6. every output against the SFT start on the same held-out sums
+    base_em, sft_em = heldout(api, "base", a.model), heldout(api, "SFT", m_sft)
+    stages = [("3a. PPO, weak reward model", hacked, None, HACK_EM_MAX),
+              ("3b. PPO, strong reward model", mitig, MITIGATED_MIN, None),
+              ("4.  GRPO, verifiable", grpo, GRPO_MIN, None),
+              ("5b. DPO, plain", plain, None, PLAIN_DPO_MAX),
+              ("5c. DPO + RPO", rpo, RPO_MIN, None)]
     bad = []
-    for stage, before, after, win in rows:
-        gain = after > before
-        print(f"{stage:<28} {before:7.3f} {after:7.3f} {win if win is not None else float('nan'):9.3f}"
-              + ("" if gain else "   <- no gain"))
-        if not gain:
-            bad.append(stage)
-    print(f"{'2. reward model':<28} {rm_before:7.3f} {rm_after:7.3f}   (held-out pair accuracy)")
-    if not rm_after > rm_before:
-        bad.append("2. reward model")
+    print()
+    print(f"greedy exact match on {EVAL_ROWS} held-out sums ({TASK}, test split), seed {SEED}")
+    print(f"{'stage':<30} {'start':>7} {'after':>7} {'gain':>7}   claim")
+    print(f"{'1.  SFT from scratch':<30} {base_em:7.3f} {sft_em:7.3f} {sft_em - base_em:+7.3f}")
+    for label, j, lo, hi in stages:
+        after = heldout(api, label[:3].strip(), j["fine_tuned_model"])
+        gain = after - sft_em
+        claim = f">= {lo:+.2f}" if lo is not None else f"<= {hi:+.2f}"
+        ok = gain >= lo if lo is not None else gain <= hi
+        print(f"{label:<30} {sft_em:7.3f} {after:7.3f} {gain:+7.3f}   {claim}{'' if ok else '  <- FAILS'}")
+        if not ok:
+            bad.append(label)
+    print()
+    print("the reward models' held-out pair accuracy: "
+          + ", ".join(f"{n} {series(api, j['id'], 'eval_accuracy')[-1]:.3f}"
+                      for n, j in (("rm-weak", weak), ("rm-strong", strong))))
+    print(f"{'PPO, first -> last fifth of steps':<36} {'reward-model score':>20} {'samples right':>15}")
+    for label, j in (("3a. PPO, weak reward model", hacked), ("3b. PPO, strong reward model", mitig)):
+        s0, s1 = fifths(series(api, j["id"], "objective/scores"))
+        v0, v1 = fifths(series(api, j["id"], "rewards/verifiable/mean"))
+        print(f"{label:<36} {s0:+8.3f} -> {s1:+7.3f} {v0:7.3f} -> {v1:.3f}")
+        if j is hacked and s1 - s0 < HACK_SCORE_MIN:
+            bad.append(f"3a. the reward-model score rose {s1 - s0:+.3f}, not {HACK_SCORE_MIN:+.2f}")
+    c = series(api, plain["id"], "logps/chosen")
+    c0, c1 = c[0], sum(c[len(c) // 2:]) / max(1, len(c) - len(c) // 2)
+    print(f"plain DPO: the chosen answers' log-probs {c0:.3f} -> {c1:.3f} (mean of the second half)")
+    print(f"one seed; tests/test_learning.c and tests/test_rl_learning.c assert the same over three")
     print(f"pipeline time: {time.time() - t0:.0f} s")
     if bad:
-        print("did not improve: " + ", ".join(bad), file=sys.stderr)
+        print("claims that do not hold: " + "; ".join(bad), file=sys.stderr)
         return 1
     return 0
 

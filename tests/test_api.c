@@ -42,6 +42,7 @@ typedef struct fake {
     char tmp[1024];
     char tiny_dir[1100];
     atomic_int feed_calls;
+    char dinfo[256];    /* the last upload's dataset_info, compact JSON */
 } fake;
 
 static fake F;
@@ -98,12 +99,15 @@ static int f_auth_check(void *ud, const char *key, int *ro) {
     return 0;
 }
 
-static int f_file_create(void *ud, const char *filename, const char *purpose, const void *data,
-                         size_t len, json_t **out, api_error *e) {
+static int f_file_create(void *ud, const char *filename, const char *purpose, const json_t *dinfo,
+                         const void *data, size_t len, json_t **out, api_error *e) {
     (void)ud;
     if (((const char *)data)[0] != '{')
         return fake_err(e, 400, "file_invalid", "file", "line 1: invalid_json");
     pthread_mutex_lock(&F.mu);
+    char *dj = dinfo ? json_dumps(dinfo, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
+    snprintf(F.dinfo, sizeof F.dinfo, "%s", dj ? dj : "");
+    free(dj);
     int n = ++F.next_file;
     char id[32], path[1100];
     snprintf(id, sizeof id, "file-%d", n);
@@ -696,6 +700,9 @@ static void test_files(void) {
     curl_mime_filename(p, "dir/train.jsonl");
     curl_mime_type(p, "application/jsonl");
     curl_mime_data(p, jsonl, CURL_ZERO_TERMINATED);
+    p = curl_mime_addpart(mime);
+    curl_mime_name(p, "dataset_info");
+    curl_mime_data(p, "{\"formatting\": \"sharegpt\", \"tags\": {\"role_tag\": \"speaker\"}}", CURL_ZERO_TERMINATED);
     curl_easy_setopt(c, CURLOPT_MIMEPOST, mime);
     sink sb = {0};
     curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_data);
@@ -708,6 +715,7 @@ static void test_files(void) {
     T_STR_EQ(jstr(j, "id"), "file-2");
     T_STR_EQ(jstr(j, "filename"), "train.jsonl");
     T_EQ_INT(jint(j, "bytes"), strlen(jsonl));
+    T_STR_EQ(F.dinfo, "{\"formatting\":\"sharegpt\",\"tags\":{\"role_tag\":\"speaker\"}}"); /* handed to the backend */
     json_decref(j);
     free(sb.b);
     curl_mime_free(mime);
@@ -750,6 +758,9 @@ static void test_files(void) {
     resp_free(&r);
     r = req_full("POST", "/v1/files?purpose=batch", h, jsonl, -1, 0, 0);
     T_ERR(r, 400, "invalid_value", "purpose");
+    resp_free(&r);
+    r = req_full("POST", "/v1/files?purpose=fine-tune&dataset_info=%5Bsharegpt%5D", h, jsonl, -1, 0, 0);
+    T_ERR(r, 400, "invalid_value", "dataset_info");
     resp_free(&r);
 
     /* one more, then pagination: newest first */

@@ -424,6 +424,19 @@ static void test_evals(void) {
     j = dd_get(&D, "/v1/fine_tuning/jobs/ftjob-999/eval_results", &st);
     T_EQ_INT(st, 404);
     json_decref(j);
+    /* few-shot from an uploaded file, named by its id like the task's own */
+    snprintf(body, sizeof body, "{\"model\":\"tiny\",\"method\":\"evaluate\",\"eval_tasks\":[{\"file\":\"%s\","
+             "\"name\":\"fs\",\"num_fewshot\":1,\"fewshot_file\":\"%s\"}]}", fid, fid);
+    j = dd_post(&D, "/v1/fine_tuning/jobs", body, &st);
+    T_EQ_INT(st, 200);
+    snprintf(ev, sizeof ev, "%s", dd_str(j, "id"));
+    json_decref(j);
+    T_OK(dd_wait_job(&D, ev, "succeeded", 120, NULL));
+    snprintf(body, sizeof body, "{\"model\":\"tiny\",\"method\":\"evaluate\",\"eval_tasks\":[{\"file\":\"%s\","
+             "\"name\":\"fs\",\"num_fewshot\":1,\"fewshot_file\":\"file-999\"}]}", fid);
+    j = dd_post(&D, "/v1/fine_tuning/jobs", body, &st);
+    CHECK_ERR(j, st, 400, "file_not_found", "eval_tasks[0].fewshot_file");
+    json_decref(j);
 }
 
 static void test_job_errors(void) {
@@ -519,6 +532,47 @@ static void test_data_jobs(void) {
     snprintf(id, sizeof id, "%s", dd_str(j, "id"));
     json_decref(j);
     T_OK(dd_wait_job(&D, id, "succeeded", 120, NULL));
+    /* a sharegpt file under its own names: uploaded with its dataset_info
+     * (refused without it), which the jobs naming it then read it with */
+    const char *mine = "{\"dialog\":[{\"speaker\":\"USER\",\"text\":\"1+1\"},{\"speaker\":\"BOT\",\"text\":\"2\"}]}\n"
+                       "{\"dialog\":[{\"speaker\":\"USER\",\"text\":\"2+3\"},{\"speaker\":\"BOT\",\"text\":\"5\"}]}\n";
+    const char *info = "{\"formatting\":\"sharegpt\",\"columns\":{\"messages\":\"dialog\"},\"tags\":{\"role_tag\":"
+                       "\"speaker\",\"content_tag\":\"text\",\"user_tag\":\"USER\",\"assistant_tag\":\"BOT\"}}";
+    f = dd_upload(&D, "mine.jsonl", mine, strlen(mine), &st);
+    CHECK_ERR(f, st, 400, "file_invalid", "file");
+    json_decref(f);
+    char *esc = curl_easy_escape(NULL, info, 0);
+    char upath[1024];
+    snprintf(upath, sizeof upath, "/v1/files?purpose=fine-tune&filename=mine.jsonl&dataset_info=%s", esc);
+    dd_resp rr;
+    dd_request(&D, "POST", upath, mine, strlen(mine), "application/jsonl", NULL, 0, &rr);
+    f = dd_json_(&rr, &st);
+    T_EQ_INT(st, 200);
+    T_STR_EQ(dd_str(f, "status"), "processed");
+    v = json_object_get(f, "validation");
+    T_STR_EQ(dd_str(v, "format"), "sharegpt");
+    T_EQ_INT(json_integer_value(json_object_get(v, "valid_rows")), 2);
+    T_STR_EQ(dd_str(json_object_get(json_object_get(v, "dataset_info"), "columns"), "messages"), "dialog");
+    snprintf(b, sizeof b, "%s", dd_str(f, "id"));
+    json_decref(f);
+    snprintf(upath, sizeof upath, "/v1/files?purpose=evals&filename=mine.jsonl&dataset_info=%s", esc);
+    dd_request(&D, "POST", upath, mine, strlen(mine), "application/jsonl", NULL, 0, &rr);
+    f = dd_json_(&rr, &st);
+    CHECK_ERR(f, st, 400, "invalid_value", "dataset_info");
+    json_decref(f);
+    curl_free(esc);
+    snprintf(body, sizeof body, "{\"model\":\"tiny\",\"method\":\"sft\",\"training_file\":\"%s\",\"chat_template\":"
+             "\"chatml\",\"hyperparameters\":{\"max_steps\":1,\"batch_size\":2,\"max_length\":64}}", b);
+    j = dd_post(&D, "/v1/fine_tuning/jobs", body, &st);
+    T_EQ_INT(st, 200);
+    snprintf(id, sizeof id, "%s", dd_str(j, "id"));
+    json_decref(j);
+    T_OK(dd_wait_job(&D, id, "succeeded", 120, NULL));
+    snprintf(body, sizeof body, "{\"model\":\"tiny\",\"method\":\"sft\",\"training_file\":\"%s\",\"dataset_info\":"
+             "{\"formatting\":\"sharegpt\",\"columns\":{\"messages\":\"chat\"}}}", b);
+    j = dd_post(&D, "/v1/fine_tuning/jobs", body, &st);
+    CHECK_ERR(j, st, 400, "invalid_value", "training_file");
+    json_decref(j);
     /* errors by path */
     struct { const char *fmt, *code, *param; } bad[] = {
         {"{\"model\":\"tiny\",\"method\":\"sft\",\"training_files\":[{\"file\":\"%s\"},{\"file\":\"%s\",\"weight\":-1}]}",
@@ -959,8 +1013,13 @@ int main(void) {
     }
     char state[1200];
     snprintf(state, sizeof state, "%s/state", g_tmp);
-    /* test_concurrent's 200 clients all come from 127.0.0.1 */
-    const char *args[] = {"--max-connections-per-ip", "256", NULL};
+    /* test_concurrent's 200 clients all come from 127.0.0.1. Its 400 client
+     * and connection threads share the machine's cores (under ASan, beside
+     * other tests): a client may get its request out, or the daemon get to
+     * read it, only seconds after the connection opened, and the 10 s
+     * header deadline would cut it. The deadline is test_api's and
+     * hostile/test_hostile's subject, not this one's: give it the client's 60 s. */
+    const char *args[] = {"--max-connections-per-ip", "256", "--header-timeout", "60", NULL};
     dd_opts o = {.state_dir = state, .models_dir = g_models, .args = args};
     if (dd_start(&D, &o)) return 1;
 

@@ -84,17 +84,26 @@ static double metric(const json_t *res, const char *name) {
     return json_is_number(v) ? json_number_value(v) : NAN;
 }
 
-/* Loads file as task type with the model's tokenizer and runs it. */
-static json_t *run(const char *model, const char *file, const char *type, const char *grader_json, int max_new,
-                   double *lls) {
+/* An eval task over file with the settings the tests vary. */
+static al_eval_task task_of(const char *file, const char *type) {
     al_eval_task t;
     memset(&t, 0, sizeof t);
     snprintf(t.name, sizeof t.name, "t");
     snprintf(t.file, sizeof t.file, "%s", file);
     snprintf(t.type, sizeof t.type, "%s", type);
     snprintf(t.delimiter, sizeof t.delimiter, " ");
-    t.max_new_tokens = max_new;
+    snprintf(t.fewshot_delimiter, sizeof t.fewshot_delimiter, "\n\n");
+    t.fewshot_seed = 1234;
+    t.n_until = -1;
     al_grader_cfg_default(&t.grader);
+    return t;
+}
+
+/* Loads file as task type with the model's tokenizer and runs it. */
+static json_t *run(const char *model, const char *file, const char *type, const char *grader_json, int max_new,
+                   double *lls) {
+    al_eval_task t = task_of(file, type);
+    t.max_new_tokens = max_new;
     if (grader_json) {
         json_t *g = json_loads(grader_json, JSON_DECODE_ANY, NULL);
         T_OK(al_grader_cfg_parse(&t.grader, g, "grader", g_err));
@@ -195,7 +204,7 @@ static void test_bad_files(const char *model, const char *tmp) {
         {"{\"choices\": [\"a\", \"b\"], \"answer\": 0}\n", "multiple_choice",
          "eval_tasks[0]: line 1: needs a \"question\" (or query, prompt, context) string"},
         {"{\"question\": \"Q\", \"choices\": [\"a\", \"b\"]}\n", "multiple_choice",
-         "eval_tasks[0]: line 1: needs \"answer\" (or label, gold): the right choice's index or text"},
+         "eval_tasks[0]: line 1: needs \"answer\" (or label, gold, answerKey): the right choice's index, text or label"},
         {"{\"question\": \"Q\", \"choices\": [\"a\", \"\"], \"answer\": 0}\n", "multiple_choice",
          "eval_tasks[0]: line 1: an empty choice"},
         {"\n{\"question\": \"Q\", \"choices\": [\"a\", \"b\"], \"answer\": 0}\n{oops\n", "multiple_choice",
@@ -217,12 +226,7 @@ static void test_bad_files(const char *model, const char *tmp) {
     T_OK(al_chat_new(&chat, tok, NULL, g_err));
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         write_file(file, bad[i].rows);
-        al_eval_task t;
-        memset(&t, 0, sizeof t);
-        snprintf(t.name, sizeof t.name, "t");
-        snprintf(t.file, sizeof t.file, "%s", file);
-        snprintf(t.type, sizeof t.type, "%s", bad[i].type);
-        al_grader_cfg_default(&t.grader);
+        al_eval_task t = task_of(file, bad[i].type);
         al_bench *b = NULL;
         T_TRUE(al_bench_load(&b, &t, chat, NULL, 64, "eval_tasks[0]", g_err) != AL_OK);
         T_REPORT_(!strncmp(g_err, bad[i].err, strlen(bad[i].err)), "error \"%s\" starts with \"%s\"", g_err, bad[i].err);
@@ -230,6 +234,214 @@ static void test_bad_files(const char *model, const char *tmp) {
     }
     al_chat_free(chat);
     al_tok_free(tok);
+}
+
+/* ---- few-shot contexts, stop strings, the harness's datasets' shapes --------------- */
+
+typedef struct loaded {
+    al_tok *tok;
+    al_chat *chat;
+    al_bench *b;
+    int rc;
+} loaded;
+
+static loaded load(const char *model, const al_eval_task *t, const char *tmpl) {
+    loaded l = {0};
+    T_OK(al_tok_load(&l.tok, model, g_err));
+    T_OK(al_chat_new(&l.chat, l.tok, tmpl ? al_chat_builtin(tmpl) : NULL, g_err));
+    l.rc = al_bench_load(&l.b, t, l.chat, NULL, 512, "eval_tasks[0]", g_err);
+    return l;
+}
+
+static void unload(loaded *l) {
+    al_bench_free(l->b);
+    al_chat_free(l->chat);
+    al_tok_free(l->tok);
+}
+
+/* Item i's context (and choice c's continuation) as text. */
+static int g_keep_special; /* text_of shows special tokens (chat templates) */
+
+static const char *text_of(const loaded *l, int i, int c, int part) {
+    static char out[2][2048];
+    const int32_t *ids;
+    int n, ctx;
+    out[part][0] = 0;
+    if (!l->b || al_bench_item_tokens(l->b, i, c, &ids, &n, &ctx)) return "(none)";
+    char *txt = NULL;
+    size_t len;
+    int a = part ? ctx : 0, z = part ? n : ctx;
+    if (al_tok_decode(l->tok, ids + a, z - a, !g_keep_special, &txt, &len)) return "(undecodable)";
+    snprintf(out[part], sizeof out[part], "%s", txt);
+    free(txt);
+    return out[part];
+}
+
+static void test_fewshot(const char *model, const char *model7, const char *tmp) {
+    char own[1200], shots[1200], gen[1200];
+    snprintf(own, sizeof own, "%s/fs.jsonl", tmp);
+    snprintf(shots, sizeof shots, "%s/shots.jsonl", tmp);
+    snprintf(gen, sizeof gen, "%s/fsgen.jsonl", tmp);
+    write_file(own, "{\"question\": \"Q1\", \"choices\": [\"a\", \"b\"], \"answer\": 0}\n"
+                    "{\"question\": \"Q2\", \"choices\": [\"a\", \"b\"], \"answer\": 1}\n"
+                    "{\"question\": \"Q3 \", \"choices\": [\"a\", \"b\"], \"answer\": \"a\"}\n");
+    /* first_n from the row's own file: the first two rows drawn, the row itself dropped */
+    al_eval_task t = task_of(own, "multiple_choice");
+    t.num_fewshot = 1;
+    t.fewshot_first_n = 1;
+    loaded l = load(model, &t, NULL);
+    T_OK(l.rc);
+    T_STR_EQ(text_of(&l, 0, 0, 0), "Q2 b\n\nQ1");
+    T_STR_EQ(text_of(&l, 0, 1, 1), " b");
+    T_STR_EQ(text_of(&l, 1, 0, 0), "Q1 a\n\nQ2");
+    T_STR_EQ(text_of(&l, 2, 0, 0), "Q1 a\n\nQ3"); /* the trailing space goes to the continuation */
+    T_STR_EQ(text_of(&l, 2, 0, 1), "  a");
+    unload(&l);
+    /* from fewshot_file: its first rows, nothing left out; two shots in order */
+    write_file(shots, "{\"question\": \"S1\", \"choices\": [\"x\", \"y\"], \"answer\": 1}\n"
+                      "{\"question\": \"S2\", \"choices\": [\"x\", \"y\"], \"answer\": 0}\n"
+                      "{\"question\": \"S3\", \"choices\": [\"x\", \"y\"], \"answer\": 0}\n");
+    snprintf(t.fewshot_file, sizeof t.fewshot_file, "%s", shots);
+    t.num_fewshot = 2;
+    snprintf(t.fewshot_delimiter, sizeof t.fewshot_delimiter, "\n###\n");
+    l = load(model, &t, NULL);
+    T_STR_EQ(text_of(&l, 1, 0, 0), "S1 y\n###\nS2 x\n###\nQ2");
+    unload(&l);
+    /* the default sampler: seeded draws without the row itself, the same
+     * on every load; with two rows each row's shot is the other */
+    t = task_of(own, "multiple_choice");
+    t.num_fewshot = 2;
+    const char *first[3];
+    char keep[3][256];
+    l = load(model, &t, NULL);
+    for (int i = 0; i < 3; i++) {
+        snprintf(keep[i], sizeof keep[i], "%s", text_of(&l, i, 0, 0));
+        first[i] = keep[i];
+        char self[8];
+        snprintf(self, sizeof self, "\n\nQ%d", i + 1);
+        int others = 0;
+        for (int q = 1; q <= 3; q++) {
+            char sh[8];
+            snprintf(sh, sizeof sh, "Q%d", q);
+            others += q != i + 1 && strstr(keep[i], sh) != NULL;
+        }
+        T_EQ_INT(others, 2);
+        T_TRUE(strlen(keep[i]) > strlen(self) && !strcmp(keep[i] + strlen(keep[i]) - strlen(self) + 2, self + 2));
+    }
+    unload(&l);
+    l = load(model, &t, NULL);
+    for (int i = 0; i < 3; i++) T_STR_EQ(text_of(&l, i, 0, 0), first[i]);
+    unload(&l);
+    t.num_fewshot = 3;
+    l = load(model, &t, NULL);
+    T_EQ_INT(l.rc, AL_EINVAL);
+    T_STR_EQ(g_err, "eval_tasks[0]: num_fewshot 3: the file holds only 2 other rows");
+    unload(&l);
+    /* generative: the shots as chat turns, and stop strings */
+    write_file(gen, "{\"prompt\": \"x\", \"answer\": \"77\"}\n{\"prompt\": \"y\", \"answer\": \"7\"}\n");
+    t = task_of(gen, "generative");
+    t.num_fewshot = 1;
+    t.chat_template = 1;
+    t.fewshot_multiturn = 1;
+    g_keep_special = 1;
+    l = load(model7, &t, "chatml");
+    T_STR_EQ(text_of(&l, 0, 0, 0), "<|im_start|>user\ny<|im_end|>\n<|im_start|>assistant\n7<|im_end|>\n"
+                                   "<|im_start|>user\nx<|im_end|>\n<|im_start|>assistant\n");
+    unload(&l);
+    t.fewshot_multiturn = 0;
+    l = load(model7, &t, "chatml");
+    T_STR_EQ(text_of(&l, 0, 0, 0), "<|im_start|>user\ny 7\n\nx<|im_end|>\n<|im_start|>assistant\n");
+    unload(&l);
+    g_keep_special = 0;
+    /* greedy completions are "77777" (a number found in each); ended before
+     * their first "7" they are empty (none found) */
+    for (int k = 0; k < 2; k++) {
+        t = task_of(gen, "generative");
+        t.max_new_tokens = 5;
+        json_t *g = json_string("last_number");
+        T_OK(al_grader_cfg_parse(&t.grader, g, "grader", g_err));
+        json_decref(g);
+        snprintf(t.until[0], sizeof t.until[0], "7");
+        t.n_until = k;
+        l = load(model7, &t, NULL);
+        al_model *m = NULL;
+        json_t *res = NULL;
+        T_OK(al_model_open_ex(&m, model7, NULL, AL_OPEN_FROZEN, 0, g_err));
+        if (l.b && m) {
+            T_OK(al_model_reserve(m, 2, al_bench_longest(l.b), AL_MODEL_FORWARD_ONLY, g_err));
+            T_OK(al_bench_run(l.b, m, 2, al_bench_longest(l.b), &res, NULL, g_err));
+        }
+        T_NEAR(metric(res, "extracted"), k ? 0 : 1, 0);
+        json_decref(res);
+        al_model_free(m);
+        unload(&l);
+    }
+    /* a bad shot row is reported in the file it comes from */
+    write_file(shots, "{\"question\": \"S1\", \"choices\": [\"x\", \"y\"], \"answer\": 1}\n"
+                      "{\"question\": \"S2\", \"choices\": [\"x\", \"y\"]}\n");
+    t = task_of(own, "multiple_choice");
+    t.num_fewshot = 1;
+    snprintf(t.fewshot_file, sizeof t.fewshot_file, "%s", shots);
+    l = load(model, &t, NULL);
+    T_EQ_INT(l.rc, AL_EINVAL);
+    T_TRUE(!strncmp(g_err, "eval_tasks[0]: fewshot_file: line 2: needs \"answer\"", 50));
+    unload(&l);
+    /* job fields */
+    static const struct { const char *e, *msg; } bad[] = {
+        {"\"num_fewshot\":65", "eval_tasks[0].num_fewshot: must be an integer in [0, 64]"},
+        {"\"fewshot_file\":\"s\"", "eval_tasks[0].num_fewshot: is 0, so the few-shot settings have no use"},
+        {"\"num_fewshot\":1,\"fewshot_sampler\":\"balanced\"", "eval_tasks[0].fewshot_sampler: must be"},
+        {"\"num_fewshot\":1,\"fewshot_as_multiturn\":true", "eval_tasks[0].fewshot_as_multiturn: needs chat_template"},
+        {"\"until\":[\"a\",\"b\",\"c\",\"d\",\"e\"]", "eval_tasks[0].until: must be a list of at most 4"},
+        {"\"until\":[\"\"]", "eval_tasks[0].until[0]: must be a non-empty string"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        char json[512];
+        snprintf(json, sizeof json, "{\"method\":\"evaluate\",\"model\":\"m\",\"output_dir\":\"o\","
+                 "\"eval_tasks\":[{\"file\":\"f\",\"name\":\"n\",%s}]}", bad[i].e);
+        al_job j;
+        T_EQ_INT(al_job_parse(&j, json, strlen(json), g_err), AL_EINVAL);
+        T_REPORT_(!strncmp(g_err, bad[i].msg, strlen(bad[i].msg)), "%s: %s", bad[i].e, g_err);
+    }
+    const char *ok = "{\"method\":\"evaluate\",\"model\":\"m\",\"output_dir\":\"o\",\"eval_tasks\":[{\"file\":\"f\","
+                     "\"name\":\"n\",\"num_fewshot\":5,\"fewshot_file\":\"s\",\"fewshot_sampler\":\"first_n\","
+                     "\"fewshot_delimiter\":\"\\n\",\"until\":[\"Q:\"]}]}";
+    al_job j;
+    T_OK(al_job_parse(&j, ok, strlen(ok), g_err));
+    T_EQ_INT(j.eval_tasks[0].num_fewshot, 5);
+    T_STR_EQ(j.eval_tasks[0].fewshot_file, "s");
+    T_EQ_INT(j.eval_tasks[0].fewshot_first_n, 1);
+    T_STR_EQ(j.eval_tasks[0].fewshot_delimiter, "\n");
+    T_EQ_INT(j.eval_tasks[0].n_until, 1);
+    al_job_deinit(&j);
+}
+
+/* ARC's, OpenBookQA's and HellaSwag's rows as the Hub has them. */
+static void test_dataset_shapes(const char *model, const char *tmp) {
+    char file[1200];
+    snprintf(file, sizeof file, "%s/shapes.jsonl", tmp);
+    write_file(file, "{\"question\": \"Q\", \"choices\": {\"text\": [\"a\", \"bb\"], \"label\": [\"A\", \"B\"]}, "
+                     "\"answerKey\": \"B\"}\n"
+                     "{\"question_stem\": \"Q\", \"choices\": {\"text\": [\"bb\", \"a\"], \"label\": [\"1\", \"2\"]}, "
+                     "\"answerKey\": \"2\"}\n"
+                     "{\"ctx\": \"Q\", \"endings\": [\"a\", \"bb\"], \"label\": \"0\"}\n");
+    char type[32];
+    T_OK(al_bench_detect(file, type, g_err));
+    T_STR_EQ(type, "multiple_choice");
+    double lls[6];
+    json_t *res = run(model, file, "", NULL, 0, lls);
+    /* " a" wins on the sum: wrong for row 1 (B), right for rows 2 (label "2") and 3 */
+    T_NEAR(metric(res, "acc"), 2.0 / 3, 1e-12);
+    T_NEAR(lls[0], ll_of(" a"), 1e-4);
+    T_NEAR(lls[2], ll_of(" bb"), 1e-4);
+    json_decref(res);
+    const char *up = "{\"question\": \"Q\", \"choices\": {\"text\": [\"a\", \"b\"], \"label\": [\"A\"]}, \"answerKey\": \"A\"}\n";
+    json_t *rep = NULL;
+    T_OK(al_bench_check_mem(up, strlen(up), &rep, g_err));
+    T_EQ_INT(json_integer_value(json_object_get(rep, "n_errors")), 1);
+    T_TRUE(strstr(json_string_value(json_object_get(json_array_get(json_object_get(rep, "errors"), 0), "message")),
+                  "choices.label must give one label per choices.text") != NULL);
+    json_decref(rep);
 }
 
 /* ---- through the runners ---------------------------------------------------------- */
@@ -335,6 +547,8 @@ int main(void) {
     test_multiple_choice(model, tmp);
     test_generative(model7, tmp);
     test_bad_files(model, tmp);
+    test_fewshot(model, model7, tmp);
+    test_dataset_shapes(model, tmp);
     test_runners(model, model7, tmp);
     return t_done();
 }

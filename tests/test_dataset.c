@@ -765,6 +765,104 @@ static void test_sharegpt(void) {
     al_dataset_free(d);
 }
 
+/* A sharegpt file under its own names (LLaMA-Factory's dataset_info
+ * "columns" and "tags"): read as the default names read, only the file's
+ * tags accepted, errors naming its fields; the report says the names. */
+static al_dataset *rd_sg(const char *buf, const char *filename, const char *method, const al_sharegpt_cfg *sg) {
+    al_data_opts o = {.method = method, .filename = filename, .sharegpt = sg};
+    al_dataset *d = NULL;
+    char err[AL_ERRLEN] = "";
+    T_OK(al_dataset_read_mem(buf, strlen(buf), g_chat, &o, &d, err));
+    return d;
+}
+
+static void test_sharegpt_names(void) {
+    const char *info = "{\"file_name\": \"chat.json\", \"formatting\": \"sharegpt\", \"columns\": {\"messages\": "
+                       "\"dialog\", \"system\": \"persona\"}, \"tags\": {\"role_tag\": \"speaker\", \"content_tag\": "
+                       "\"text\", \"user_tag\": \"USER\", \"assistant_tag\": \"BOT\", \"function_tag\": \"CALL\", "
+                       "\"observation_tag\": \"RESULT\"}}";
+    json_t *v = json_loads(info, 0, NULL);
+    al_sharegpt_cfg sg;
+    char err[AL_ERRLEN];
+    T_OK(al_sharegpt_parse(v, "dataset_info", &sg, err));
+    json_decref(v);
+    const char *mine = "{\"dialog\":[{\"speaker\":\"USER\",\"text\":\"2+2\"},{\"speaker\":\"BOT\",\"text\":\"4\"},"
+                       "{\"speaker\":\"USER\",\"text\":\"weather?\"},{\"speaker\":\"CALL\",\"text\":"
+                       "\"{\\\"name\\\":\\\"w\\\",\\\"arguments\\\":{}}\"},{\"speaker\":\"RESULT\",\"text\":\"sun\"},"
+                       "{\"speaker\":\"BOT\",\"text\":\"Sunny\"}],\"persona\":\"Be brief\"}\n"
+                       "{\"dialog\":[{\"speaker\":\"system\",\"text\":\"S\"},{\"speaker\":\"USER\",\"text\":\"x\"},"
+                       "{\"speaker\":\"BOT\",\"text\":\"y\"}]}\n"
+                       "{\"dialog\":[{\"from\":\"USER\",\"value\":\"x\"},{\"speaker\":\"BOT\",\"text\":\"y\"}]}\n"
+                       "{\"dialog\":[{\"speaker\":\"BOT\",\"text\":\"y\"}]}\n";
+    const char *same = "{\"conversations\":[{\"from\":\"human\",\"value\":\"2+2\"},{\"from\":\"gpt\",\"value\":\"4\"},"
+                       "{\"from\":\"human\",\"value\":\"weather?\"},{\"from\":\"function_call\",\"value\":"
+                       "\"{\\\"name\\\":\\\"w\\\",\\\"arguments\\\":{}}\"},{\"from\":\"observation\",\"value\":\"sun\"},"
+                       "{\"from\":\"gpt\",\"value\":\"Sunny\"}],\"system\":\"Be brief\"}\n";
+    al_dataset *d = rd_sg(mine, NULL, "sft", &sg), *w = rd(same, g_chat, "sft", 0, 0);
+    T_STR_EQ(rep_str(d, "format"), "sharegpt");
+    T_EQ_INT(d->n_ex, 1);
+    T_EQ_INT(w->n_ex, 1);
+    if (d->n_ex && w->n_ex) T_TRUE(seq_eq(&d->ex[0].seq[0], &w->ex[0].seq[0]));
+    /* "system" is no tag of this file; the turns' keys are the file's */
+    T_STR_EQ(code_at(d, 2), "unrecognized_role");
+    T_STR_EQ(json_string_value(json_object_get(error_at(d, 2), "field")), "dialog[0]");
+    T_TRUE(strstr(json_string_value(json_object_get(error_at(d, 2), "message")),
+                  "dialog[0].speaker \"system\" is not one of the file's tags (\"USER\", \"BOT\", \"RESULT\", \"CALL\")") != NULL);
+    T_STR_EQ(code_at(d, 3), "message_missing_key");
+    T_TRUE(strstr(json_string_value(json_object_get(error_at(d, 3), "message")), "lacks \"speaker\"") != NULL);
+    T_STR_EQ(code_at(d, 4), "invalid_turn_order");
+    const json_t *di = json_object_get(al_dataset_report(d), "dataset_info");
+    T_STR_EQ(json_string_value(json_object_get(json_object_get(di, "columns"), "messages")), "dialog");
+    T_STR_EQ(json_string_value(json_object_get(json_object_get(di, "columns"), "tools")), "tools");
+    T_TRUE(json_object_get(json_object_get(di, "tags"), "system_tag") == NULL);
+    al_dataset_free(d);
+    al_dataset_free(w);
+    /* without the names the rows are no format at all */
+    d = rd(mine, g_chat, "sft", 0, 0);
+    T_EQ_INT(d->n_ex, 0);
+    T_STR_EQ(code_at(d, 1), "unrecognized_format");
+    al_dataset_free(d);
+    /* a CSV with the file's messages column; RL prompts from it */
+    d = rd_sg("dialog,persona\n\"[{\"\"speaker\"\":\"\"USER\"\",\"\"text\"\":\"\"Hi\"\"},{\"\"speaker\"\":\"\"BOT\"\","
+              "\"\"text\"\":\"\"Hello\"\"}]\",Kind\n", "chat.csv", "grpo", &sg);
+    T_STR_EQ(rep_str(d, "file_format"), "csv");
+    T_EQ_INT(d->n_ex, 1);
+    if (d->n_ex == 1) {
+        T_STR_EQ(all_text(&d->ex[0].seq[0]),
+                 "<|im_start|>system\nKind<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n");
+        T_STR_EQ(d->ex[0].reference, "Hello");
+    }
+    al_dataset_free(d);
+    /* the entry itself, refused field by field */
+    static const struct { const char *json, *msg; } bad[] = {
+        {"{\"formatting\":\"alpaca\"}", "dataset_info.formatting: must be \"sharegpt\""},
+        {"{\"formatting\":\"sharegpt\",\"ranking\":true}", "dataset_info.ranking: unknown field"},
+        {"{\"formatting\":\"sharegpt\",\"columns\":{\"images\":\"i\"}}", "dataset_info.columns.images: unknown field"},
+        {"{\"formatting\":\"sharegpt\",\"tags\":{\"user_tag\":\"a\"}}", "dataset_info.tags: needs user_tag and assistant_tag"},
+        {"{\"formatting\":\"sharegpt\",\"tags\":{\"user_tag\":\"a\",\"assistant_tag\":\"a\"}}",
+         "dataset_info.tags.assistant_tag: \"a\" is also user_tag"},
+        {"{\"formatting\":\"sharegpt\",\"tags\":{\"role_tag\":\"\"}}", "dataset_info.tags.role_tag: must be a non-empty"},
+        {"{\"formatting\":\"sharegpt\",\"tags\":{\"role_tag\":\"k\",\"content_tag\":\"k\",\"user_tag\":\"u\","
+         "\"assistant_tag\":\"a\"}}", "dataset_info.tags.content_tag: must differ from role_tag"},
+        {"[]", "dataset_info: must be an object"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        v = json_loads(bad[i].json, JSON_DECODE_ANY, NULL);
+        T_EQ_INT(al_sharegpt_parse(v, "dataset_info", &sg, err), AL_EINVAL);
+        T_REPORT_(strstr(err, bad[i].msg) == err, "%s: %s", bad[i].json, err);
+        json_decref(v);
+    }
+    /* no tags: LLaMA-Factory's defaults, and only those */
+    v = json_loads("{\"formatting\":\"sharegpt\",\"columns\":{\"messages\":\"turns\"}}", 0, NULL);
+    T_OK(al_sharegpt_parse(v, "dataset_info", &sg, err));
+    json_decref(v);
+    d = rd_sg("{\"turns\":[{\"from\":\"human\",\"value\":\"a\"},{\"from\":\"gpt\",\"value\":\"b\"}]}\n"
+              "{\"turns\":[{\"from\":\"user\",\"value\":\"a\"},{\"from\":\"gpt\",\"value\":\"b\"}]}\n", NULL, "sft", &sg);
+    T_EQ_INT(d->n_ex, 1);
+    T_STR_EQ(code_at(d, 2), "unrecognized_role");
+    al_dataset_free(d);
+}
+
 static void test_content_parts(void) {
     al_dataset *d = rd(MSG_OK
                        "{\"messages\":[{\"role\":\"user\",\"content\":[{\"type\":\"text\",\"text\":\"2+\"},"
@@ -1112,6 +1210,7 @@ int main(void) {
     test_inputs();
     test_alpaca();
     test_sharegpt();
+    test_sharegpt_names();
     test_content_parts();
     test_tools_in_templates();
     test_csv_tsv();

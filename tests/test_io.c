@@ -1,6 +1,10 @@
-/* io.h: bounded reads, atomic replacement and its failure paths (no temp
- * file left behind, the old file untouched), mkdir -p and path joins. */
+/* io.h: bounded reads, opening regular files only, atomic replacement and
+ * its failure paths (no temp file left behind, the old file untouched),
+ * mkdir -p, path joins and the checks that keep a path inside a folder. */
+#define _XOPEN_SOURCE 700 /* realpath */
 #include <dirent.h>
+#include <fcntl.h>
+#include <limits.h>
 #include <signal.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
@@ -118,6 +122,95 @@ static void test_read(const char *root) {
     T_TRUE(contains(err, "not a regular file"));
     alarm(0);
     unlink(p);
+}
+
+static void test_open_regular(const char *root) {
+    char p[1024], d[1024], err[AL_ERRLEN];
+    al_path_join(p, sizeof p, root, "reg.txt");
+    T_OK(al_file_write_atomic(p, "abc", 3, err));
+    int fd = -1;
+    struct stat st;
+    T_OK(al_file_open_regular(p, &fd, &st, err));
+    T_TRUE(fd >= 0 && st.st_size == 3 && (fcntl(fd, F_GETFD) & FD_CLOEXEC));
+    char b[4] = "";
+    T_EQ_INT((int)read(fd, b, sizeof b), 3);
+    close(fd);
+    T_TRUE(al_file_is_regular(p));
+    /* followed through a symlink */
+    al_path_join(d, sizeof d, root, "reg.link");
+    T_OK(symlink(p, d));
+    T_TRUE(al_file_is_regular(d));
+    fd = -1;
+    T_OK(al_file_open_regular(d, &fd, NULL, err));
+    close(fd);
+    /* a folder, a FIFO (at once: no writer is waited for), nothing */
+    err[0] = 0;
+    T_EQ_INT(al_file_open_regular(root, &fd, NULL, err), AL_EIO);
+    T_TRUE(contains(err, root) && contains(err, "is a directory"));
+    T_TRUE(!al_file_is_regular(root));
+    al_path_join(d, sizeof d, root, "fifo2");
+    T_OK(mkfifo(d, 0600));
+    alarm(20);
+    err[0] = 0;
+    T_EQ_INT(al_file_open_regular(d, &fd, NULL, err), AL_EIO);
+    T_TRUE(contains(err, "not a regular file"));
+    T_TRUE(!al_file_is_regular(d));
+    alarm(0);
+    unlink(d);
+    al_path_join(d, sizeof d, root, "absent");
+    err[0] = 0;
+    T_EQ_INT(al_file_open_regular(d, &fd, NULL, err), AL_ENOENT);
+    T_TRUE(contains(err, "absent") && contains(err, "No such file"));
+    T_TRUE(!al_file_is_regular(d));
+}
+
+static void test_path_below(const char *root_in) {
+    char root[PATH_MAX], p[PATH_MAX + 64], q[PATH_MAX + 64], real[PATH_MAX];
+    T_TRUE(realpath(root_in, root) != NULL);
+    /* the pure check: strictly below, whole components only */
+    T_TRUE(al_path_is_below("/a/b", "/a/b/c"));
+    T_TRUE(al_path_is_below("/a/b", "/a/b/c/d"));
+    T_TRUE(!al_path_is_below("/a/b", "/a/b"));
+    T_TRUE(!al_path_is_below("/a/b", "/a/bc"));
+    T_TRUE(!al_path_is_below("/a/b", "/a"));
+    T_TRUE(!al_path_is_below("/a/b", "/x/b/c"));
+    T_TRUE(al_path_is_below("/", "/etc"));
+    T_TRUE(!al_path_is_below("/", "/"));
+    T_TRUE(!al_path_is_below("", "/etc"));
+    /* resolved: "..", symlinks out and in, missing entries */
+    snprintf(p, sizeof p, "%s/in", root);
+    T_OK(al_mkdir_p(p, NULL));
+    snprintf(p, sizeof p, "%s/in/sub", root);
+    T_OK(al_mkdir_p(p, NULL));
+    snprintf(q, sizeof q, "%s/in", root);
+    T_OK(al_path_resolve_below(q, p, real));
+    T_STR_EQ(real, p);
+    snprintf(p, sizeof p, "%s/in/sub/../..", root);
+    T_EQ_INT(al_path_resolve_below(q, p, real), AL_ERANGE);
+    T_STR_EQ(real, root);
+    snprintf(p, sizeof p, "%s/in/out", root);
+    T_OK(symlink("/tmp", p));
+    T_EQ_INT(al_path_resolve_below(q, p, real), AL_ERANGE);
+    snprintf(p, sizeof p, "%s/in/again", root);
+    T_OK(symlink("sub", p));
+    T_OK(al_path_resolve_below(q, p, real));
+    snprintf(p, sizeof p, "%s/in/sub", root);
+    T_STR_EQ(real, p);
+    snprintf(p, sizeof p, "%s/in/none", root);
+    T_EQ_INT(al_path_resolve_below(q, p, real), AL_ENOENT);
+    snprintf(p, sizeof p, "%s/reg.txt/x", root);
+    T_EQ_INT(al_path_resolve_below(root, p, real), -ENOTDIR);
+    /* relative names that stay inside whatever folder they are joined to */
+    T_TRUE(al_path_rel_ok("a"));
+    T_TRUE(al_path_rel_ok("a/b.c/..d/.e"));
+    T_TRUE(!al_path_rel_ok(""));
+    T_TRUE(!al_path_rel_ok("/a"));
+    T_TRUE(!al_path_rel_ok("a/"));
+    T_TRUE(!al_path_rel_ok("a//b"));
+    T_TRUE(!al_path_rel_ok("./a"));
+    T_TRUE(!al_path_rel_ok("a/."));
+    T_TRUE(!al_path_rel_ok("a/../b"));
+    T_TRUE(!al_path_rel_ok(".."));
 }
 
 static void test_atomic(const char *root) {
@@ -238,6 +331,8 @@ int main(void) {
     test_path_join();
     test_mkdir(root);
     test_read(root);
+    test_open_regular(root);
+    test_path_below(root);
     test_atomic(root);
     test_failures(root);
     return t_done();

@@ -162,6 +162,24 @@ int main(void) {
     T_EQ_INT(j.n_train_files, 0);
     T_STR_EQ(j.training_file, "a");
     al_job_deinit(&j);
+    /* dataset_info: the job's for training_file and validation_file and the
+     * mixture's entries without their own */
+    const char *di = "{\"method\":\"sft\",\"model\":\"m\",\"dataset_info\":{\"formatting\":\"sharegpt\",\"columns\":"
+                     "{\"messages\":\"d\"}},\"training_files\":[{\"file\":\"a\"},{\"file\":\"b\",\"dataset_info\":"
+                     "{\"formatting\":\"sharegpt\",\"columns\":{\"messages\":\"e\"}}}],\"validation_file\":\"v\"}";
+    T_OK(al_job_parse(&j, di, strlen(di), err));
+    T_STR_EQ(al_job_file_sharegpt(&j, j.train_files[0].file)->messages, "d");
+    T_STR_EQ(al_job_file_sharegpt(&j, j.train_files[1].file)->messages, "e");
+    T_STR_EQ(al_job_file_sharegpt(&j, j.validation_file)->messages, "d");
+    T_TRUE(al_job_file_sharegpt(&j, "a") == NULL); /* by identity: an eval task's file of the same name is not it */
+    al_job_deinit(&j);
+    T_REJECTS("{\"method\":\"sft\",\"model\":\"m\",\"dataset_info\":{\"formatting\":\"sharegpt\"},\"training_files\":"
+              "[{\"file\":\"a\",\"dataset_info\":{\"formatting\":\"sharegpt\"}}]}",
+              "training_files[0].dataset_info: give it or dataset_info, not both");
+    T_REJECTS("{\"method\":\"sft\",\"model\":\"m\",\"training_files\":[{\"file\":\"a\"},{\"file\":\"b\",\"dataset_info\":"
+              "{\"formatting\":\"sharegpt\",\"tags\":{\"from\":\"x\"}}}]}", "training_files[1].dataset_info.tags.from: unknown field");
+    T_REJECTS("{\"method\":\"sft\",\"model\":\"m\",\"training_file\":\"a\",\"dataset_info\":{\"formatting\":\"alpaca\"}}",
+              "dataset_info.formatting: must be \"sharegpt\"");
     T_REJECTS("{\"method\":\"sft\",\"model\":\"m\",\"training_files\":[]}", "training_files: must be a list of 1 to 8");
     T_REJECTS("{\"method\":\"sft\",\"model\":\"m\",\"training_files\":[{\"file\":\"a\"},{\"weight\":1}]}",
               "training_files[1].file: is required");

@@ -18,6 +18,7 @@
 #include "model/model.h"
 #include "t.h"
 #include "t_model.h"
+#include "tasks/tasks.h"
 #include "text/chat.h"
 #include "text/tokenizer.h"
 #include "train/rl.h"
@@ -342,7 +343,7 @@ static void test_file_rows(void) {
     al_job job;
     T_OK(al_job_parse(&job, js, strlen(js), g_err));
     rl_prompts p = {0};
-    T_OK(rl_prompts_load(&p, &job, chat, 0, 0, 0, path, "training_file", 0, g_err));
+    T_OK(rl_prompts_load(&p, &job, chat, 0, 0, 0, 0, path, "training_file", 0, g_err));
     T_EQ_INT(p.n, 3);
     if (p.n == 3) {
         T_EQ_INT(p.ref[0].n_answers, 2);
@@ -368,13 +369,13 @@ static void test_file_rows(void) {
     f = fopen(path, "w");
     fputs("{\"prompt\":\"a\",\"answer\":\"1\"}\n{\"prompt\":\"b\",\"answer\":\"2\",\"grader\":{\"compare\":\"near\"}}\n", f);
     fclose(f);
-    T_EQ_INT(rl_prompts_load(&p, &job, chat, 0, 0, 0, path, "training_file", 0, g_err), AL_EINVAL);
+    T_EQ_INT(rl_prompts_load(&p, &job, chat, 0, 0, 0, 0, path, "training_file", 0, g_err), AL_EINVAL);
     T_STR_EQ(g_err, "training_file: line 2: grader.compare: must be \"exact\", \"casefold\", \"numeric\" or \"auto\"");
     rl_prompts_free(&p);
     f = fopen(path, "w");
     fputs("{\"prompt\":\"a\",\"answer\":\"1\"}\n{\"prompt\":\"b\",\"answer\":\"two\"}\n", f);
     fclose(f);
-    T_EQ_INT(rl_prompts_load(&p, &job, chat, 0, 0, 0, path, "training_file", 0, g_err), AL_EINVAL);
+    T_EQ_INT(rl_prompts_load(&p, &job, chat, 0, 0, 0, 0, path, "training_file", 0, g_err), AL_EINVAL);
     T_STR_EQ(g_err, "training_file: line 2: the answer 'two' is not a number (the grader compares numbers)");
     rl_prompts_free(&p);
     /* word_problems grades its worked solutions by the answer line unless the job chose */
@@ -382,7 +383,7 @@ static void test_file_rows(void) {
     const char *wp = "{\"method\":\"grpo\",\"model\":\"m\",\"task\":{\"name\":\"word_problems\"},"
                      "\"reward\":{\"verifiable\":1}}";
     T_OK(al_job_parse(&job, wp, strlen(wp), g_err));
-    T_OK(rl_prompts_load(&p, &job, chat, 1, 4, 7, NULL, "task", 0, g_err));
+    T_OK(rl_prompts_load(&p, &job, chat, 1, 4, 7, AL_SPLIT_TRAIN, NULL, "task", 0, g_err));
     if (p.n == 4) {
         T_TRUE(p.ref[0].grader != NULL && p.ref[3].grader == p.ref[0].grader);
         T_EQ_INT(al_grader_config(p.ref[0].grader)->extract, AL_EXTRACT_HASH);

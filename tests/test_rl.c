@@ -411,9 +411,12 @@ static int on_ref(void *ud, al_ref_kind kind, const char *path, const char *valu
 
 static void test_job(void) {
     al_job j;
-    T_OK(parse("{\"method\":\"grpo\",\"model\":\"m\",\"task\":{\"name\":\"addition2\"},"
+    /* TRL's defaults on a file; a built-in task's recipe (lib/train/job.c)
+     * fills what the job leaves out before them */
+    T_OK(parse("{\"method\":\"grpo\",\"model\":\"m\",\"training_file\":\"p.jsonl\","
                "\"reward\":{\"verifiable\":1.0},\"hyperparameters\":{\"batch_size\":16}}", &j));
     T_NEAR(j.hp.beta, 0.0, 0);
+    T_NEAR(j.hp.max_grad_norm, 1.0, 0);
     T_EQ_INT(j.hp.num_generations, 8);
     T_STR_EQ(j.hp.loss_type[0], "dapo");
     T_EQ_INT(j.hp.scale_rewards, AL_SCALE_GROUP);
@@ -424,6 +427,31 @@ static void test_job(void) {
     json_t *h = json_object_get(j.resolved, "hyperparameters");
     T_STR_EQ(json_string_value(json_object_get(h, "scale_rewards")), "group");
     T_STR_EQ(json_string_value(json_object_get(h, "kl_estimator")), "k1");
+    al_job_deinit(&j);
+    T_OK(parse("{\"method\":\"grpo\",\"model\":\"m\",\"task\":{\"name\":\"addition2\"},"
+               "\"reward\":{\"verifiable\":1.0},\"hyperparameters\":{\"beta\":0.1}}", &j));
+    T_NEAR(j.hp.learning_rate, 1e-4, 1e-11);
+    T_EQ_INT(j.hp.batch_size, 256);
+    T_EQ_INT(j.hp.num_generations, 8);
+    T_NEAR(j.hp.beta, 0.1, 1e-7); /* the job's own value wins */
+    T_NEAR(j.hp.max_grad_norm, 10.0, 0);
+    T_EQ_INT(j.hp.lr_scheduler_type, AL_SCHED_CONSTANT);
+    h = json_object_get(j.resolved, "hyperparameters");
+    T_NEAR(json_real_value(json_object_get(h, "max_grad_norm")), 10.0, 0);
+    al_job_deinit(&j);
+    T_OK(parse("{\"method\":\"ppo\",\"model\":\"m\",\"task\":{\"name\":\"addition2\"},"
+               "\"reward\":{\"reward_model\":\"a\"}}", &j));
+    T_NEAR(j.hp.learning_rate, 5e-5, 1e-11);
+    T_EQ_INT(j.hp.batch_size, 256);
+    T_EQ_INT(j.hp.num_mini_batches, 8);
+    T_NEAR(j.hp.temperature, 1.0, 0);
+    T_NEAR(j.hp.max_grad_norm, 10.0, 0);
+    al_job_deinit(&j);
+    /* a batch of the job's own: TRL's mini-batch count, which divides it */
+    T_OK(parse("{\"method\":\"ppo\",\"model\":\"m\",\"task\":{\"name\":\"addition2\"},"
+               "\"reward\":{\"reward_model\":\"a\"},\"hyperparameters\":{\"batch_size\":4}}", &j));
+    T_EQ_INT(j.hp.num_mini_batches, 1);
+    T_NEAR(j.hp.learning_rate, 5e-5, 1e-11);
     al_job_deinit(&j);
     T_OK(parse("{\"method\":\"ppo\",\"model\":\"m\",\"training_file\":\"p.jsonl\",\"lora\":{\"r\":4},"
                "\"reward\":{\"reward_model\":[\"a\",\"b\"],\"missing_eos_penalty\":1,\"clip\":5},"
@@ -439,10 +467,11 @@ static void test_job(void) {
     T_EQ_INT(j.critic, AL_CRITIC_SHARED_BASE);
     T_NEAR(j.hp.learning_rate, 3e-6, 1e-12);
     al_job_deinit(&j);
-    T_OK(parse("{\"method\":\"rloo\",\"model\":\"m\",\"task\":{\"name\":\"addition2\"},\"reward\":{\"judge\":"
+    T_OK(parse("{\"method\":\"rloo\",\"model\":\"m\",\"training_file\":\"p.jsonl\",\"reward\":{\"judge\":"
                "{\"model\":\"j\",\"principles\":[\"be right\"]}}}", &j));
     T_NEAR(j.hp.beta, 0.05, 1e-7);
     T_EQ_INT(j.hp.num_generations, 2);
+    T_NEAR(j.hp.learning_rate, 1e-6, 1e-12);
     T_EQ_INT(j.reward.n_principles, 1);
     al_job_deinit(&j);
 
@@ -564,6 +593,8 @@ typedef struct runlog {
     int n_judge;
     int has[8];
     int warns, samples;
+    int clip_warns;           /* warnings that every update was clipped */
+    int has_verifiable;       /* steps logging rewards/verifiable/mean */
     double blank; /* generate_preferences' last blank_completions */
 } runlog;
 
@@ -581,6 +612,7 @@ static void on_log(void *ud, long step, double epoch, const al_metric *m, int n)
     for (int i = 0; i < n; i++) {
         if (!strcmp(m[i].name, "loss") && step > 0 && l->n_loss < 16) l->loss[l->n_loss++] = m[i].value;
         if (!strcmp(m[i].name, "blank_completions")) l->blank = m[i].value;
+        if (!strcmp(m[i].name, "rewards/verifiable/mean") && step > 0) l->has_verifiable++;
         if (!strcmp(m[i].name, "rewards/judge/mean") && step > 0 && l->n_judge < 16)
             l->judge[l->n_judge++] = m[i].value;
         for (int k = 0; k < 8 && g_want; k++)
@@ -589,8 +621,8 @@ static void on_log(void *ud, long step, double epoch, const al_metric *m, int n)
 }
 
 static void on_event(void *ud, al_log_level lvl, const char *msg) {
-    (void)msg;
     if (lvl <= AL_LOG_WARN) ((runlog *)ud)->warns++;
+    if (lvl <= AL_LOG_WARN && strstr(msg, "exceeded max_grad_norm")) ((runlog *)ud)->clip_warns++;
 }
 
 static void on_sample(void *ud, long step, const char *p, const char *c, double r) {
@@ -677,7 +709,7 @@ static void test_runs(const char *tmp, const char *base, const char *rm) {
     snprintf(json, sizeof json,
              "{\"method\":\"rloo\",\"model\":\"%s\",\"task\":{\"name\":\"addition2\",\"rows\":16},"
              "\"reward\":{\"verifiable\":1,\"reward_model\":\"%s\"},\"hyperparameters\":{\"batch_size\":4,"
-             "\"max_steps\":2,\"max_completion_length\":4,\"normalize_advantages\":true},\"output_dir\":\"%s\"}",
+             "\"num_generations\":2,\"max_steps\":2,\"max_completion_length\":4,\"normalize_advantages\":true},\"output_dir\":\"%s\"}",
              base, rm, out);
     runlog f = {0};
     T_OK(run_job(json, NULL, &f, &res));
@@ -780,6 +812,28 @@ static void test_runs(const char *tmp, const char *base, const char *rm) {
     T_EQ_INT(res.n_output_files, 2);
     T_STR_EQ(res.output_files[0].purpose, "sft");
     T_STR_EQ(res.output_files[1].purpose, "pairs");
+
+    /* Clipping at every update for HEALTH_WINDOW (10) steps is worth a
+     * warning, once; a norm that is never clipped is not. The reward model
+     * alone scores here, yet the samples' exact match is logged (weight 0:
+     * the true accuracy beside the learned reward). */
+    const char *CLIP = "{\"method\":\"grpo\",\"model\":\"%s\",\"task\":{\"name\":\"addition2\",\"rows\":64},"
+                       "\"reward\":{\"reward_model\":\"%s\"},\"hyperparameters\":{\"batch_size\":8,\"num_generations\":4,"
+                       "\"max_steps\":%d,\"learning_rate\":0.0001,\"max_completion_length\":4,\"logging_steps\":1,"
+                       "\"max_grad_norm\":%g,\"save_steps\":0},\"output_dir\":\"%s/clip\",\"seed\":4}";
+    runlog cw = {0};
+    snprintf(json, sizeof json, CLIP, base, rm, 12, 1e-9, tmp);
+    T_OK(run_job(json, NULL, &cw, &res));
+    T_EQ_INT(cw.clip_warns, 1);
+    T_EQ_INT(cw.has_verifiable, 12);
+    runlog cw2 = {0};
+    snprintf(json, sizeof json, CLIP, base, rm, 9, 1e-9, tmp);
+    T_OK(run_job(json, NULL, &cw2, &res));
+    T_EQ_INT(cw2.clip_warns, 0); /* 9 steps: not yet a pattern */
+    runlog cw3 = {0};
+    snprintf(json, sizeof json, CLIP, base, rm, 12, 1e6, tmp);
+    T_OK(run_job(json, NULL, &cw3, &res));
+    T_EQ_INT(cw3.clip_warns, 0);
 
     /* a missing reward model is an error naming the field */
     snprintf(json, sizeof json,

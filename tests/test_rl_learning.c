@@ -1,68 +1,81 @@
-/* RL learning, with fixed seeds, on the built-in addition2 task: from a
- * partly trained SFT model (trained here, constant learning rate, about
- * 0.5 exact match), GRPO and PPO with the verifiable reward, and PPO with a
- * reward model trained here, raise the mean reward and the exact-match
- * accuracy on their prompts well above the start while the KL to the
- * reference stays bounded; GRPO with the reward's sign flipped (which flips
- * every advantage) does not improve, so a broken advantage sign fails this
- * file. Exact match is greedy, on the 128 prompts the RL runs train on (task
- * seed 3), measured by an "evaluate" job.
+/* RL learning on the built-in addition2 task, over T_SEEDS seeds, measured
+ * on 2000 held-out sums (tests/t_learn.h). Every run starts from the demo's
+ * partly trained SFT model (500 steps, constant learning rate: a model left
+ * in a cosine schedule's sharp minimum loses accuracy at any RL step size)
+ * and takes the task's RL recipe for what it leaves out (lib/train/job.c:
+ * the defaults a user gets on a built-in task, so this file certifies them):
  *
- * PPO optimises whatever the reward model prefers, so the model must judge
- * sums better than the policy computes them. Measured on the SFT start's
- * own samples (8 per prompt, temperature 1), the earlier set-up's reward
- * model (1500 steps on 8000 pairs whose wrong answer was always a one-digit
- * change, scores uncentred) ranked a right sample above a wrong one of the
- * same prompt 0.85 of the time, and the number it scored highest over
- * 0..999 was the right sum for 0.20 of the prompts (the policy's greedy
- * exact match: 0.52); PPO against it lowered exact match 0.52 -> 0.38.
- * Three causes, each measured: (1) too little training: 8000 steps on
- * 80000 pairs lift that ranking to 0.98; (2) a Bradley-Terry score carries
- * a free offset per prompt: right samples' scores had sd 9.9, as large as
- * the right-wrong gap, noise PPO's critic must learn away first (GRPO's
- * group baseline removes it), so even that 0.98 model left PPO at 0.52-0.56
- * after 100 steps; center_rewards_coefficient 0.01 (Eisenstein et al. 2023)
- * cuts the sd to 0.5 and PPO then reaches 0.67-0.73 in 100 steps over four
- * seeds; (3) one kind of wrong answer leaves holes: with it, a centred,
- * well-trained model still put the right sum first over 0..999 for only
- * 0.43 of the prompts; the task's wrong answers now mix kinds
- * (lib/tasks/tasks.c), and the model trained here (4000 steps, centred)
- * ranks samples right 0.99 of the time and puts the right sum first for
- * 0.84 of the prompts. Labelled slow. */
+ *   1. GRPO on the verifiable reward gains held-out exact match;
+ *   2. the same with the reward's sign flipped (which flips every
+ *      advantage) loses it: a broken advantage sign fails this file;
+ *   3. reward hacking: PPO against a weak reward model (500 steps of pairs,
+ *      about 0.8 held-out pair accuracy) raises the reward model's score of
+ *      its samples while held-out exact match falls;
+ *   4. the mitigation: the same PPO against a reward model trained on 8x
+ *      the pairs (4000 steps) gains held-out exact match on every seed.
+ *
+ * Measured with these settings, seeds 1 2 3, held-out gains over the start
+ * (bench/learn_sweep.py, alignd train with 1 thread, the -march=native build,
+ * 2-core AVX-512 machine, 2026-12-06):
+ *   GRPO, the recipe (lr 1e-4, 256 completions, clip 10)  +0.358 +0.194 +0.339
+ *     (clip 1: +0.34 +0.21 +0.33; 64 completions at lr 3e-4: +0.17 +0.01 +0.15)
+ *   RLOO, the recipe                                       +0.340 +0.205 +0.336
+ *   PPO, weak reward model (128 prompts a step, clip 10)   -0.147 -0.059 -0.216
+ *     its score of the samples +0.7 -> +1.2 while their exact match stays
+ *     0.30 -> 0.28 / 0.32 -> 0.45 / 0.30 -> 0.27
+ *   PPO, weak reward model, 256 prompts (the recipe)       -0.149 -0.142 -0.232
+ *     its score +0.92 -> +1.33 / +0.74 -> +1.95 / +0.83 -> +1.20, the
+ *     samples right 0.32 -> 0.38 / 0.36 -> 0.36 / 0.30 -> 0.30
+ *   PPO, strong reward model (0.94-0.99 pair accuracy),
+ *     128 prompts a step                                   +0.058 +0.199 +0.337
+ *     256 prompts a step (the recipe)                      +0.171 +0.237 +0.396
+ * Mitigations of the seed document measured against the weak model and not
+ * holding on every seed: kl_coef 0.5: +0.049 +0.073 +0.000; kl_coef 0.2:
+ * +0.013 -0.033 -0.047; the minimum of three weak models (each its own data
+ * and seed): -0.088 -0.037 -0.094, with kl_coef 0.2: +0.010 +0.014 -0.018.
+ * This test on its own path (2 threads, the portable release build, a
+ * quiet 2-core AVX-512 machine, 2026-12-06; 35 passed in 15 min 36 s wall,
+ * 1519 s of user CPU: `/usr/bin/time -v ./tests/test_rl_learning`),
+ * seeds 1 2 3 from starts at 0.378 0.450 0.361:
+ *   GRPO                                   +0.338 +0.170 +0.335
+ *   its sign flipped (100 steps)           -0.368 -0.432 -0.323
+ *   weak reward model, pair accuracy        0.840  0.830  0.735
+ *   PPO against it: score change           +0.335 +0.507 +0.379
+ *                   held-out change        -0.122 -0.170 -0.098
+ *   strong reward model, pair accuracy      0.980  0.965  0.980
+ *   PPO against it: held-out change        +0.262 +0.217 +0.351
+ * Each bound sits below the worst seed by about the spread between seeds
+ * (GRPO >= +0.08; the strong model's PPO >= +0.05), the hacked run's bounds
+ * on the side of hacking (score up by 0.2 or more, held-out change <= 0).
+ * Labelled slow. */
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
 
 #include "compute/pool.h"
-#include "model/model.h"
-#include "t.h"
-#include "t_model.h"
-#include "t_train.h"
+#include "t_learn.h"
 #include "train/trainer.h"
 
-enum { MAXS = 512 };
+enum { MAXS = 2048 };
 
 typedef struct series {
-    double reward[MAXS], kl[MAXS], score_metric[MAXS];
+    double reward[MAXS], kl[MAXS], verifiable[MAXS], scores[MAXS];
     int n;
-    double last_em, eval_accuracy;
+    double eval_accuracy;
 } series;
-
-static const char *g_reward_name = "reward";
 
 static void on_log(void *ud, long step, double epoch, const al_metric *m, int n) {
     (void)epoch;
     series *s = ud;
-    for (int i = 0; i < n; i++) {
+    for (int i = 0; i < n; i++)
         if (!strcmp(m[i].name, "eval_accuracy")) s->eval_accuracy = m[i].value;
-        if (!strcmp(m[i].name, "exact_match_a")) s->last_em = m[i].value;
-    }
     if (step < 1 || step > MAXS) return; /* step 0 is the start: kept apart */
     int k = (int)step - 1;
     for (int i = 0; i < n; i++) {
-        if (!strcmp(m[i].name, g_reward_name)) s->reward[k] = m[i].value;
+        if (!strcmp(m[i].name, "reward")) s->reward[k] = m[i].value;
         if (!strcmp(m[i].name, "objective/kl")) s->kl[k] = m[i].value;
-        if (!strcmp(m[i].name, "rewards/verifiable/mean")) s->score_metric[k] = m[i].value;
+        if (!strcmp(m[i].name, "objective/scores")) s->scores[k] = m[i].value;
+        if (!strcmp(m[i].name, "rewards/verifiable/mean")) s->verifiable[k] = m[i].value;
     }
     if (k + 1 > s->n) s->n = k + 1;
 }
@@ -75,124 +88,111 @@ static int train(const char *json, series *s) {
     return t_train_json(json, NULL, &cb, NULL, g_err);
 }
 
-static double mean(const double *x, int a, int b) {
+/* mean of x over the first (late = 0) or the last (late = 1) fifth */
+static double fifth(const double *x, int n, int late) {
+    int w = n / 5 > 0 ? n / 5 : 1, a = late ? n - w : 0;
     double s = 0;
-    for (int i = a; i < b; i++) s += x[i];
-    return b > a ? s / (b - a) : NAN;
+    for (int i = a; i < a + w; i++) s += x[i];
+    return s / w;
 }
 
-static double maxv(const double *x, int n) {
-    double m = -INFINITY;
-    for (int i = 0; i < n; i++) m = x[i] > m ? x[i] : m;
-    return m;
-}
+enum { GRPO_STEPS = 400, FLIP_STEPS = 100, PPO_STEPS = 400, RM_WEAK_STEPS = 500, RM_STRONG_STEPS = 4000,
+       GRPO_ROWS = 16000, PPO_ROWS = 32000 };
+/* the bounds, from the figures in the header */
+#define GRPO_MIN 0.08
+#define RM_WEAK_MIN 0.6
+#define HACK_SCORE_MIN 0.2
+#define HACK_EM_MAX 0.0
+#define RM_STRONG_MIN 0.85
+#define MITIG_MIN 0.05
 
-/* Greedy exact match of model on the RL prompts, by an evaluate job. */
-static double exact_match(const char *model, const char *tmp) {
-    char json[4096];
-    snprintf(json, sizeof json,
-             "{\"method\":\"evaluate\",\"model\":\"%s\",\"task\":{\"name\":\"addition2\",\"rows\":128,\"seed\":3},"
-             "\"hyperparameters\":{\"max_completion_length\":6,\"logging_steps\":100},\"output_dir\":\"%s/eval\"}",
-             model, tmp);
-    series s;
-    if (train(json, &s)) return -1;
-    return s.last_em;
-}
+static const char *RL = "{\"method\":\"%s\",\"model\":\"%s\",\"task\":{\"name\":\"addition2\",\"rows\":%d,\"seed\":%d},"
+                        "\"reward\":%s,\"hyperparameters\":{\"max_steps\":%d,\"logging_steps\":1,"
+                        "\"max_completion_length\":6,\"save_steps\":0},\"output_dir\":\"%s\",\"seed\":%d}";
+
+/* A reward model on (right, wrong) pairs, its scores centred
+ * (center_rewards_coefficient: PPO's critic need not learn a per-prompt
+ * offset first); eval_accuracy is on pairs of the held-out split. */
+static const char *RM =
+    "{\"method\":\"reward_model\",\"model\":\"%s\",\"task\":{\"name\":\"addition2\",\"rows\":80000,"
+    "\"seed\":%d},\"hyperparameters\":{\"learning_rate\":0.001,\"batch_size\":64,\"max_steps\":%d,"
+    "\"center_rewards_coefficient\":0.01,\"lr_scheduler_type\":\"cosine\",\"warmup_ratio\":0.05,"
+    "\"logging_steps\":%d,\"max_length\":24,\"save_steps\":0},\"output_dir\":\"%s\",\"seed\":%d}";
 
 int main(void) {
-    al_pool_init(2);
+    al_pool_init(t_learn_threads());
     const char *tmp = t_tmpdir();
-    char base[1200], sft[1200], rm[1200], out[1200], json[8192];
-    snprintf(base, sizeof base, "%s/base", tmp);
-    snprintf(sft, sizeof sft, "%s/sft", tmp);
-    snprintf(rm, sizeof rm, "%s/rm", tmp);
-    T_OK(t_save_byte_model((t_shape){AL_ARCH_GPT2, .layers = 2, .C = 64, .heads = 4, .FF = 256, .max_T = 64}, 1, base,
-                           g_err));
+    double grpo[T_SEEDS], flipped[T_SEEDS], flipped_v[T_SEEDS], rm_weak[T_SEEDS], hack_score[T_SEEDS],
+        hack_em[T_SEEDS], rm_strong[T_SEEDS], mitig[T_SEEDS];
+    char base[1200], start[1200], rm[1200], out[1200], rw[1400], json[8192];
     series s;
+    for (int k = 0; k < T_SEEDS; k++) {
+        int seed = k + 1;
+        snprintf(base, sizeof base, "%s/base%d", tmp, seed);
+        snprintf(start, sizeof start, "%s/start%d", tmp, seed);
+        snprintf(out, sizeof out, "%s/out%d", tmp, seed);
+        T_OK(t_learn_base(base, (uint64_t)seed, g_err));
+        snprintf(json, sizeof json,
+                 "{\"method\":\"sft\",\"model\":\"%s\",\"task\":{\"name\":\"addition2\",\"rows\":8000,\"seed\":%d},"
+                 "\"hyperparameters\":{\"learning_rate\":0.001,\"batch_size\":32,\"max_steps\":500,"
+                 "\"lr_scheduler_type\":\"constant\",\"warmup_ratio\":0.05,\"logging_steps\":500,\"max_length\":24,"
+                 "\"save_steps\":0},\"output_dir\":\"%s\",\"seed\":%d}",
+                 base, seed, start, seed);
+        T_OK(train(json, &s));
+        double em0 = t_heldout_em(start, "addition2", tmp);
+        printf("seed %d: the SFT start's held-out exact match %.3f\n", seed, em0);
 
-    /* the partly trained SFT start: a constant learning rate (a model left in
-     * a cosine schedule's sharp minimum loses accuracy at any RL step size) */
-    snprintf(json, sizeof json,
-             "{\"method\":\"sft\",\"model\":\"%s\",\"task\":{\"name\":\"addition2\",\"rows\":8000,\"seed\":1},"
-             "\"hyperparameters\":{\"learning_rate\":0.001,\"batch_size\":32,\"max_steps\":500,"
-             "\"lr_scheduler_type\":\"constant\",\"warmup_ratio\":0.05,\"logging_steps\":500,\"max_length\":24},"
-             "\"output_dir\":\"%s\",\"seed\":1}", base, sft);
-    T_OK(train(json, &s));
-    double em0 = exact_match(sft, tmp);
-    printf("start: exact_match %.3f\n", em0);
-    T_REPORT_(em0 > 0.3 && em0 < 0.75, "the SFT start should be partly trained (exact match %.3f)", em0);
+        /* 1. GRPO, verifiable reward, the recipe's defaults */
+        snprintf(json, sizeof json, RL, "grpo", start, GRPO_ROWS, 3 + seed, "{\"verifiable\":1.0}", GRPO_STEPS, out,
+                 seed);
+        T_OK(train(json, &s));
+        T_EQ_INT(s.n, GRPO_STEPS);
+        grpo[k] = t_heldout_em(out, "addition2", tmp) - em0;
+        printf("seed %d: grpo reward %.3f -> %.3f, kl %.3f at the end\n", seed, fifth(s.reward, s.n, 0),
+               fifth(s.reward, s.n, 1), fifth(s.kl, s.n, 1));
 
-    /* GRPO, verifiable reward */
-    const char *GRPO = "{\"method\":\"grpo\",\"model\":\"%s\",\"task\":{\"name\":\"addition2\",\"rows\":128,\"seed\":3},"
-                       "\"reward\":{\"verifiable\":%g},\"hyperparameters\":{\"learning_rate\":0.0003,\"batch_size\":64,"
-                       "\"num_generations\":8,\"max_steps\":200,\"logging_steps\":1,\"max_completion_length\":6,"
-                       "\"beta\":0.04,\"lr_scheduler_type\":\"constant\",\"save_steps\":0},\"output_dir\":\"%s\",\"seed\":1}";
-    snprintf(out, sizeof out, "%s/grpo", tmp);
-    snprintf(json, sizeof json, GRPO, sft, 1.0, out);
-    g_reward_name = "reward";
-    T_OK(train(json, &s));
-    double em_g = exact_match(out, tmp);
-    double r0 = mean(s.reward, 0, 25), r1 = mean(s.reward, s.n - 25, s.n), klmax = maxv(s.kl, s.n);
-    printf("grpo: exact_match %.3f -> %.3f, reward %.3f -> %.3f, max kl %.3f\n", em0, em_g, r0, r1, klmax);
-    T_EQ_INT(s.n, 200);
-    T_REPORT_(em_g >= em0 + 0.12, "GRPO exact match %.3f not 0.12 above its start %.3f", em_g, em0);
-    T_REPORT_(r1 >= r0 + 0.10, "GRPO mean reward %.3f -> %.3f: not 0.10 higher", r0, r1);
-    T_REPORT_(klmax < 3.0, "GRPO KL reached %.3f", klmax);
+        /* 2. the sign flipped */
+        snprintf(json, sizeof json, RL, "grpo", start, GRPO_ROWS, 3 + seed, "{\"verifiable\":-1.0}", FLIP_STEPS, out,
+                 seed);
+        T_OK(train(json, &s));
+        flipped[k] = t_heldout_em(out, "addition2", tmp) - em0;
+        flipped_v[k] = fifth(s.verifiable, s.n, 1) - fifth(s.verifiable, s.n, 0);
 
-    /* the same with the reward's sign flipped: every advantage flips */
-    snprintf(out, sizeof out, "%s/grpo_flipped", tmp);
-    snprintf(json, sizeof json, GRPO, sft, -1.0, out);
-    T_OK(train(json, &s));
-    double em_f = exact_match(out, tmp);
-    double f0 = mean(s.score_metric, 0, 25), f1 = mean(s.score_metric, s.n - 25, s.n);
-    printf("grpo, flipped sign: exact_match %.3f -> %.3f, exact-match reward %.3f -> %.3f\n", em0, em_f, f0, f1);
-    T_REPORT_(em_f <= em0, "GRPO with the flipped sign improved exact match %.3f -> %.3f", em0, em_f);
-    T_REPORT_(f1 < f0, "GRPO with the flipped sign raised the exact-match reward %.3f -> %.3f", f0, f1);
+        /* 3. PPO against a weak reward model (500 steps of pairs): its score
+         * of the samples against their true exact match */
+        snprintf(rm, sizeof rm, "%s/rm%d_weak", tmp, seed);
+        snprintf(json, sizeof json, RM, start, 100 + seed, RM_WEAK_STEPS, RM_WEAK_STEPS, rm, seed);
+        T_OK(train(json, &s));
+        rm_weak[k] = s.eval_accuracy;
+        snprintf(rw, sizeof rw, "{\"reward_model\":\"%s\"}", rm);
+        snprintf(json, sizeof json, RL, "ppo", start, PPO_ROWS, 3 + seed, rw, PPO_STEPS, out, seed);
+        T_OK(train(json, &s));
+        hack_em[k] = t_heldout_em(out, "addition2", tmp) - em0;
+        hack_score[k] = fifth(s.scores, s.n, 1) - fifth(s.scores, s.n, 0);
+        printf("seed %d: ppo, weak reward model (pair accuracy %.3f): its score %+.3f -> %+.3f, samples right "
+               "%.3f -> %.3f\n", seed, rm_weak[k], fifth(s.scores, s.n, 0), fifth(s.scores, s.n, 1),
+               fifth(s.verifiable, s.n, 0), fifth(s.verifiable, s.n, 1));
 
-    /* PPO, verifiable reward, the critic a separate model from the start */
-    const char *PPO = "{\"method\":\"ppo\",\"model\":\"%s\",\"task\":{\"name\":\"addition2\",\"rows\":128,\"seed\":3},"
-                      "\"reward\":%s,\"hyperparameters\":{\"learning_rate\":0.00005,\"kl_coef\":%g,\"batch_size\":32,"
-                      "\"num_mini_batches\":2,\"max_steps\":%d,\"logging_steps\":1,\"response_length\":6,"
-                      "\"temperature\":1.0,\"lr_scheduler_type\":\"constant\",\"save_steps\":0},"
-                      "\"output_dir\":\"%s\",\"seed\":1}";
-    snprintf(out, sizeof out, "%s/ppo", tmp);
-    snprintf(json, sizeof json, PPO, sft, "{\"verifiable\":1.0}", 0.05, 100, out);
-    g_reward_name = "objective/scores";
-    T_OK(train(json, &s));
-    double em_p = exact_match(out, tmp);
-    r0 = mean(s.reward, 0, 20);
-    r1 = mean(s.reward, s.n - 20, s.n);
-    klmax = maxv(s.kl, s.n);
-    printf("ppo: exact_match %.3f -> %.3f, score %.3f -> %.3f, max kl %.3f\n", em0, em_p, r0, r1, klmax);
-    T_REPORT_(em_p >= em0 + 0.10, "PPO exact match %.3f not 0.10 above its start %.3f", em_p, em0);
-    T_REPORT_(r1 >= r0 + 0.10, "PPO mean score %.3f -> %.3f: not 0.10 higher", r0, r1);
-    T_REPORT_(klmax < 3.0, "PPO KL reached %.3f", klmax);
-
-    /* PPO against a reward model trained on (right, wrong) pairs, its scores
-     * centred (see the header), used at its own scale as TRL uses it (the
-     * critic, initialised from it, then starts on the returns' scale) */
-    snprintf(json, sizeof json,
-             "{\"method\":\"reward_model\",\"model\":\"%s\",\"task\":{\"name\":\"addition2\",\"rows\":80000,\"seed\":5},"
-             "\"hyperparameters\":{\"learning_rate\":0.001,\"batch_size\":64,\"max_steps\":4000,"
-             "\"center_rewards_coefficient\":0.01,\"lr_scheduler_type\":\"cosine\",\"warmup_ratio\":0.05,"
-             "\"logging_steps\":4000,\"max_length\":24},\"output_dir\":\"%s\",\"seed\":1}", sft, rm);
-    T_OK(train(json, &s));
-    printf("reward model: held-out pair accuracy %.3f\n", s.eval_accuracy);
-    T_REPORT_(s.eval_accuracy >= 0.95, "reward model held-out accuracy %.3f < 0.95", s.eval_accuracy);
-    char rw[1400];
-    snprintf(rw, sizeof rw, "{\"reward_model\":\"%s\",\"reward_model_weight\":1.0}", rm);
-    snprintf(out, sizeof out, "%s/ppo_rm", tmp);
-    snprintf(json, sizeof json, PPO, sft, rw, 0.05, 200, out);
-    T_OK(train(json, &s));
-    double em_r = exact_match(out, tmp);
-    r0 = mean(s.reward, 0, 20);
-    r1 = mean(s.reward, s.n - 20, s.n);
-    klmax = maxv(s.kl, s.n);
-    printf("ppo with a reward model: exact_match %.3f -> %.3f, score %.3f -> %.3f, max kl %.3f\n", em0, em_r, r0,
-           r1, klmax);
-    T_EQ_INT(s.n, 200);
-    T_REPORT_(em_r >= em0 + 0.08, "PPO (reward model) exact match %.3f not 0.08 above its start %.3f", em_r, em0);
-    T_REPORT_(r1 >= r0 + 0.3, "PPO (reward model) mean score %.3f -> %.3f: not 0.3 higher", r0, r1);
-    T_REPORT_(klmax < 3.0, "PPO (reward model) KL reached %.3f", klmax);
+        /* 4. the mitigation: the reward model trained on 8x the pairs */
+        snprintf(rm, sizeof rm, "%s/rm%d_strong", tmp, seed);
+        snprintf(json, sizeof json, RM, start, 100 + seed, RM_STRONG_STEPS, RM_STRONG_STEPS, rm, seed);
+        T_OK(train(json, &s));
+        rm_strong[k] = s.eval_accuracy;
+        snprintf(rw, sizeof rw, "{\"reward_model\":\"%s\"}", rm);
+        snprintf(json, sizeof json, RL, "ppo", start, PPO_ROWS, 3 + seed, rw, PPO_STEPS, out, seed);
+        T_OK(train(json, &s));
+        mitig[k] = t_heldout_em(out, "addition2", tmp) - em0;
+        printf("seed %d: ppo, strong reward model (pair accuracy %.3f): its score %+.3f -> %+.3f, samples right "
+               "%.3f -> %.3f\n", seed, rm_strong[k], fifth(s.scores, s.n, 0), fifth(s.scores, s.n, 1),
+               fifth(s.verifiable, s.n, 0), fifth(s.verifiable, s.n, 1));
+    }
+    t_claim_min("GRPO: held-out exact match change", grpo, GRPO_MIN);
+    t_claim_max("GRPO, sign flipped: exact match change", flipped, 0.0);
+    t_claim_max("GRPO, sign flipped: samples' exact match", flipped_v, 0.0);
+    t_claim_min("weak reward model: held-out pair accuracy", rm_weak, RM_WEAK_MIN);
+    t_claim_min("hacked PPO: reward-model score change", hack_score, HACK_SCORE_MIN);
+    t_claim_max("hacked PPO: held-out exact match change", hack_em, HACK_EM_MAX);
+    t_claim_min("strong reward model: held-out pair accuracy", rm_strong, RM_STRONG_MIN);
+    t_claim_min("PPO, strong reward model: held-out EM change", mitig, MITIG_MIN);
     return t_done();
 }

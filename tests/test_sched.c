@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "compute/pool.h"
+#include "api/ids.h"
 #include "daemon/backend.h"
 #include "daemon/config.h"
 #include "daemon/log.h"
@@ -271,7 +272,7 @@ static void test_drain_and_failures(void) {
     long at = (long)json_integer_value(json_object_get(json_object_get(o, "progress"), "step"));
     json_decref(o);
     store_run r;
-    T_OK(store_job_run_info(g_ctx.st, backend_parse_id(a, "ftjob-"), &r));
+    T_OK(store_job_run_info(g_ctx.st, api_id_parse(API_ID_JOB, a), &r));
     char want[4200];
     snprintf(want, sizeof want, "%.4000s/%s/checkpoint-%ld", g_ctx.jobs_dir, a, at);
     T_STR_EQ(r.resume_dir, want);

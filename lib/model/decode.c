@@ -153,7 +153,8 @@ int al_decoder_add(al_decoder *d, const int32_t *prompt, int plen, const al_gen_
     q->used = 1;
     q->plen = plen;
     q->g = *g;
-    memcpy(q->stop, g->stop, (size_t)g->n_stop * sizeof *g->stop);
+    /* no stop tokens may come as stop == NULL, which memcpy must not see */
+    if (g->n_stop > 0) memcpy(q->stop, g->stop, (size_t)g->n_stop * sizeof *g->stop);
     q->g.stop = q->stop;
     al_rng_seed(&q->rng, seed);
     q->order = ++d->arrivals;

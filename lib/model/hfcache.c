@@ -40,14 +40,7 @@ int al_hf_rev_ok(const char *s) {
         unsigned char c = (unsigned char)s[i];
         if (c <= 0x20 || c == 0x7f || c == '\\') return 0;
     }
-    const char *p = s;
-    for (;;) {
-        const char *q = strchr(p, '/');
-        size_t l = q ? (size_t)(q - p) : strlen(p);
-        if (l == 0 || (l == 1 && p[0] == '.') || (l == 2 && p[0] == '.' && p[1] == '.')) return 0;
-        if (!q) return 1;
-        p = q + 1;
-    }
+    return al_path_rel_ok(s);
 }
 
 int al_hf_is_commit(const char *s) {
@@ -118,9 +111,7 @@ int al_hf_repo_dir(const char *cache, const char *repo, char *out, size_t n) {
 /* A regular file at dir/name (a snapshot link followed to its blob). */
 static int has_file(const char *dir, const char *name) {
     char p[4096];
-    struct stat st;
-    if (al_path_join(p, sizeof p, dir, name)) return 0;
-    return stat(p, &st) == 0 && S_ISREG(st.st_mode);
+    return !al_path_join(p, sizeof p, dir, name) && al_file_is_regular(p);
 }
 
 /* The weights of a snapshot: model.safetensors, or every shard its index

@@ -376,23 +376,10 @@ done:
 int al_st_open(al_st_file *f, const char *path, char err[AL_ERRLEN]) {
     const char *fn = base_name(path);
     int fd;
-    /* O_NONBLOCK: a FIFO planted in a model folder must not hang the open. */
-    do fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
-    while (fd < 0 && errno == EINTR);
-    if (fd < 0) {
-        int e = errno;
-        return al_err(err, e == ENOENT ? AL_ENOENT : AL_EIO, "%s: %s", path, strerror(e));
-    }
     struct stat st;
-    if (fstat(fd, &st) != 0) {
-        int e = errno;
-        close(fd);
-        return al_err(err, AL_EIO, "%s: %s", path, strerror(e));
-    }
-    if (!S_ISREG(st.st_mode)) {
-        close(fd);
-        return al_err(err, AL_EIO, "%s: not a regular file", path);
-    }
+    /* a FIFO planted in a model folder must not hang the open */
+    int orc = al_file_open_regular(path, &fd, &st, err);
+    if (orc) return orc;
     if (st.st_size < 8) {
         close(fd);
         return al_err(err, AL_EFORMAT, "%s: %lld bytes, too short for a safetensors header", fn,

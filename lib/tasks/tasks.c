@@ -132,9 +132,10 @@ static const char *final_answer(const char *s, size_t *len) {
 
 const char *al_task_grader(const char *task) { return task && !strcmp(task, "word_problems") ? "hash" : NULL; }
 
-int al_task_row_get(const char *task, uint64_t seed, uint64_t index, al_task_row *out) {
+/* One draw of the task's distribution from the rng seeded with rng_seed. */
+static int row_draw(const char *task, uint64_t rng_seed, al_task_row *out) {
     al_rng r;
-    al_rng_seed(&r, seed * 0x9E3779B97F4A7C15ull ^ (index + 1) * 0xD1B54A32D192ED03ull);
+    al_rng_seed(&r, rng_seed);
     memset(out, 0, sizeof *out);
     if (!strcmp(task, "word_problems")) {
         word_problem(out, &r);
@@ -182,6 +183,34 @@ int al_task_row_get(const char *task, uint64_t seed, uint64_t index, al_task_row
     perturb(out->wrong, &r);
     if (!strcmp(out->wrong, out->answer)) perturb(out->wrong, &r);
     return AL_OK;
+}
+
+al_task_split al_task_prompt_split(const char *prompt) {
+    uint64_t h = 0xcbf29ce484222325ull; /* FNV-1a: any fixed hash of the text will do */
+    for (const unsigned char *p = (const unsigned char *)prompt; *p; p++) h = (h ^ *p) * 0x100000001b3ull;
+    h ^= h >> 29; /* the low bits of FNV-1a mix poorly for short strings */
+    return h % 1000 < AL_TASK_TEST_PERMILLE ? AL_SPLIT_TEST : AL_SPLIT_TRAIN;
+}
+
+int al_task_row_get(const char *task, al_task_split split, uint64_t seed, uint64_t index, al_task_row *out) {
+    uint64_t s = seed * 0x9E3779B97F4A7C15ull ^ (index + 1) * 0xD1B54A32D192ED03ull;
+    /* Rejection sampling: the first draw of the row's own stream that falls
+     * in the split (1.25 draws on average for train, 5 for test). The first
+     * attempt is the row's draw of the whole distribution. */
+    for (uint64_t attempt = 0;; attempt++) {
+        int rc = row_draw(task, attempt ? s ^ attempt * 0xBF58476D1CE4E5B9ull : s, out);
+        if (rc || split == AL_SPLIT_ALL || al_task_prompt_split(out->prompt) == split) return rc;
+    }
+}
+
+static const char *const split_names[] = {"all", "train", "test"};
+
+const char *al_task_split_name(al_task_split split) { return split_names[split]; }
+
+int al_task_split_parse(const char *name) {
+    for (int i = 0; i < 3; i++)
+        if (!strcmp(name, split_names[i])) return i;
+    return -1;
 }
 
 int al_task_correct(const al_task_row *row, const char *output) {

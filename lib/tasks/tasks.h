@@ -9,7 +9,15 @@
  * makes preference pairs: for the additions one of several kinds (a digit
  * changed, off by one or ten, a digit dropped or doubled, another sum),
  * elsewhere one character changed (word_problems: the last step off by one
- * to three, its answer line to match). */
+ * to three, its answer line to match).
+ *
+ * Held-out rows. Every task's prompts are split once and for all by a hash
+ * of the prompt's text: AL_TASK_TEST_PERMILLE of them (one in five) form
+ * the "test" split, the rest the "train" split. A row of a split is a row
+ * of the task's distribution conditioned on its split, so no prompt of the
+ * test split is ever a training row, whatever the seeds. Training jobs
+ * draw from "train", evaluation (evaluate jobs, eval_tasks, validation
+ * rows, `alignd eval`) from "test"; "all" is the whole distribution. */
 #ifndef AL_TASKS_H
 #define AL_TASKS_H
 
@@ -23,8 +31,18 @@ typedef struct al_task_row {
     char wrong[AL_TASK_TEXT];   /* a plausible incorrect answer, != answer */
 } al_task_row;
 
-/* Returns AL_OK, or AL_ENOENT for an unknown task name. */
-int al_task_row_get(const char *task, uint64_t seed, uint64_t index, al_task_row *out);
+typedef enum al_task_split { AL_SPLIT_ALL = 0, AL_SPLIT_TRAIN = 1, AL_SPLIT_TEST = 2 } al_task_split;
+
+#define AL_TASK_TEST_PERMILLE 200
+
+/* Row `index` of a split, deterministic in (task, split, seed, index).
+ * Returns AL_OK, or AL_ENOENT for an unknown task name. */
+int al_task_row_get(const char *task, al_task_split split, uint64_t seed, uint64_t index, al_task_row *out);
+/* The split a prompt belongs to (AL_SPLIT_TRAIN or AL_SPLIT_TEST). */
+al_task_split al_task_prompt_split(const char *prompt);
+/* "all", "train", "test"; al_task_split_parse returns -1 for another name. */
+const char *al_task_split_name(al_task_split split);
+int al_task_split_parse(const char *name);
 /* NULL-terminated list of task names. */
 const char *const *al_task_names(void);
 /* Exact match after trimming trailing whitespace from `output`; for a task

@@ -19,7 +19,7 @@
 
 #include "../io.h"
 #include "csv.h"
-#include "sbuf.h"
+#include "../buf.h"
 
 #define FMT_BIT(f) (1u << (f))
 
@@ -381,6 +381,7 @@ typedef struct parsed {
     const json_t *row;         /* the row itself (kept by PROMPT examples) */
     json_t *own[4];            /* converted turns (alpaca, sharegpt) the pointers above use */
     int oom;                   /* a conversion ran out of memory */
+    const al_sharegpt_cfg *sg; /* the file's sharegpt names, or NULL (the defaults) */
 } parsed;
 
 static void parsed_deinit(parsed *p) {
@@ -622,6 +623,117 @@ static const struct { const char *tag, *role; int side; } SHAREGPT_TAGS[] = {
     {"system", "system", SIDE_SYSTEM},
 };
 
+static const char *const SG_TAG_KEYS[AL_SG_NTAGS] = {"user_tag", "assistant_tag", "observation_tag",
+                                                     "function_tag", "system_tag"};
+static const char *const SG_TAG_DEFAULTS[AL_SG_NTAGS] = {"human", "gpt", "observation", "function_call", "system"};
+/* Each AL_SG_* tag's row in SHAREGPT_TAGS (its role and side). */
+static const int SG_TAG_ROW[AL_SG_NTAGS] = {0, 3, 2, 5, 6};
+
+static int sg_name(const json_t *o, const char *key, const char *path, const char *dflt, char out[AL_SG_NAME],
+                   char err[AL_ERRLEN]) {
+    const json_t *v = json_object_get(o, key);
+    if (!v || json_is_null(v)) {
+        snprintf(out, AL_SG_NAME, "%s", dflt);
+        return AL_OK;
+    }
+    if (!json_is_string(v) || !json_string_length(v) || json_string_length(v) >= AL_SG_NAME ||
+        strlen(json_string_value(v)) != json_string_length(v))
+        return al_err(err, AL_EINVAL, "%s.%s: must be a non-empty string of at most %d bytes", path, key,
+                      AL_SG_NAME - 1);
+    snprintf(out, AL_SG_NAME, "%s", json_string_value(v));
+    return AL_OK;
+}
+
+static int sg_keys(const json_t *o, const char *path, const char *const *allowed, char err[AL_ERRLEN]) {
+    const char *k;
+    json_t *v;
+    if (!json_is_object(o)) return al_err(err, AL_EINVAL, "%s: must be an object", path);
+    json_object_foreach((json_t *)o, k, v) {
+        int ok = 0;
+        for (int i = 0; allowed[i] && !ok; i++) ok = !strcmp(k, allowed[i]);
+        if (!ok) {
+            char list[200] = "";
+            size_t n = 0;
+            for (int i = 0; allowed[i] && n < sizeof list; i++)
+                n += (size_t)snprintf(list + n, sizeof list - n, "%s%s", i ? ", " : "", allowed[i]);
+            return al_err(err, AL_EINVAL, "%s.%.60s: unknown field (alignd reads %s)", path, k, list);
+        }
+    }
+    return AL_OK;
+}
+
+int al_sharegpt_parse(const json_t *v, const char *path, al_sharegpt_cfg *out, char err[AL_ERRLEN]) {
+    static const char *const top[] = {"formatting", "columns", "tags", "file_name", NULL};
+    static const char *const cols[] = {"messages", "system", "tools", NULL};
+    static const char *const tags[] = {"role_tag", "content_tag", "user_tag", "assistant_tag", "observation_tag",
+                                       "function_tag", "system_tag", NULL};
+    char p2[96];
+    al_sharegpt_cfg c;
+    memset(&c, 0, sizeof c);
+    int rc = sg_keys(v, path, top, err);
+    if (rc) return rc;
+    const json_t *f = json_object_get(v, "formatting");
+    if (!json_is_string(f) || strcmp(json_string_value(f), "sharegpt"))
+        return al_err(err, AL_EINVAL, "%s.formatting: must be \"sharegpt\" (alpaca files are read with "
+                      "LLaMA-Factory's own column names)", path);
+    const json_t *co = json_object_get(v, "columns"), *tg = json_object_get(v, "tags");
+    snprintf(p2, sizeof p2, "%s.columns", path);
+    if (co && ((rc = sg_keys(co, p2, cols, err)) || (rc = sg_name(co, "messages", p2, "conversations", c.messages, err)) ||
+               (rc = sg_name(co, "system", p2, "system", c.system, err)) ||
+               (rc = sg_name(co, "tools", p2, "tools", c.tools, err))))
+        return rc;
+    if (!co) {
+        snprintf(c.messages, sizeof c.messages, "conversations");
+        snprintf(c.system, sizeof c.system, "system");
+        snprintf(c.tools, sizeof c.tools, "tools");
+    }
+    snprintf(p2, sizeof p2, "%s.tags", path);
+    if (tg && (rc = sg_keys(tg, p2, tags, err))) return rc;
+    const json_t *t0 = tg ? tg : json_object();
+    if ((rc = sg_name(t0, "role_tag", p2, "from", c.role, err)) ||
+        (rc = sg_name(t0, "content_tag", p2, "value", c.content, err))) {
+        if (!tg) json_decref((json_t *)t0);
+        return rc;
+    }
+    for (int i = 0; i < AL_SG_NTAGS && !rc; i++)
+        rc = sg_name(t0, SG_TAG_KEYS[i], p2, tg ? "" : SG_TAG_DEFAULTS[i], c.tag[i], err);
+    if (!tg) json_decref((json_t *)t0);
+    if (rc) return rc;
+    if (!strcmp(c.role, c.content))
+        return al_err(err, AL_EINVAL, "%s.content_tag: must differ from role_tag", p2);
+    if (!c.tag[AL_SG_USER][0] || !c.tag[AL_SG_ASSISTANT][0])
+        return al_err(err, AL_EINVAL, "%s: needs user_tag and assistant_tag", p2);
+    for (int i = 0; i < AL_SG_NTAGS; i++)
+        for (int k = 0; k < i; k++)
+            if (c.tag[i][0] && !strcmp(c.tag[i], c.tag[k]))
+                return al_err(err, AL_EINVAL, "%s.%s: \"%s\" is also %s", p2, SG_TAG_KEYS[i], c.tag[i], SG_TAG_KEYS[k]);
+    *out = c;
+    return AL_OK;
+}
+
+json_t *al_sharegpt_json(const al_sharegpt_cfg *c) {
+    json_t *tags = json_pack("{s:s, s:s}", "role_tag", c->role, "content_tag", c->content);
+    for (int i = 0; tags && i < AL_SG_NTAGS; i++)
+        if (c->tag[i][0]) json_object_set_new(tags, SG_TAG_KEYS[i], json_string(c->tag[i]));
+    json_t *cols = json_pack("{s:s}", "messages", c->messages);
+    if (cols && c->system[0]) json_object_set_new(cols, "system", json_string(c->system));
+    if (cols && c->tools[0]) json_object_set_new(cols, "tools", json_string(c->tools));
+    if (!tags || !cols) {
+        json_decref(tags);
+        json_decref(cols);
+        return NULL;
+    }
+    return json_pack("{s:s, s:o, s:o}", "formatting", "sharegpt", "columns", cols, "tags", tags);
+}
+
+/* The columns a sharegpt row is read from. */
+static const char *sg_messages(const parsed *p, const json_t *o) {
+    if (p->sg) return p->sg->messages;
+    return json_object_get(o, "conversations") ? "conversations" : "messages";
+}
+static const char *sg_system(const parsed *p) { return p->sg ? p->sg->system : "system"; }
+static const char *sg_tools(const parsed *p) { return p->sg ? p->sg->tools : "tools"; }
+
 /* Whether a message list uses sharegpt's keys (from/value) rather than
  * OpenAI's (role/content). */
 static int sharegpt_style(const json_t *list) {
@@ -656,19 +768,36 @@ static json_t *function_calls(const json_t *value) {
 /* One sharegpt turn as an OpenAI message (new reference) with its side;
  * NULL with a row error (or p->oom). */
 static json_t *sharegpt_turn(row_rec *r, const json_t *t, const char *f, int *side, parsed *p) {
+    const al_sharegpt_cfg *sg = p->sg;
     if (!json_is_object(t)) {
-        row_error(r, "message_missing_key", f, "%s is %s, not a turn with from and value", f, type_name(t));
+        row_error(r, "message_missing_key", f, "%s is %s, not a turn with %s and %s", f, type_name(t),
+                  sg ? sg->role : "from", sg ? sg->content : "value");
         return NULL;
     }
-    const char *rk = json_object_get(t, "from") ? "from" : "role";
-    const char *ck = json_object_get(t, "value") ? "value" : "content";
+    const char *rk = sg ? sg->role : json_object_get(t, "from") ? "from" : "role";
+    const char *ck = sg ? sg->content : json_object_get(t, "value") ? "value" : "content";
     const json_t *tag = json_object_get(t, rk), *val = json_object_get(t, ck);
     if (!tag || !val) {
         row_error(r, "message_missing_key", f, "%s lacks \"%s\"", f, tag ? ck : rk);
         return NULL;
     }
     int k = -1;
-    for (int i = 0; json_is_string(tag) && i < (int)(sizeof SHAREGPT_TAGS / sizeof SHAREGPT_TAGS[0]); i++)
+    if (sg) {
+        /* the file's own tags, and only those */
+        for (int i = 0; json_is_string(tag) && i < AL_SG_NTAGS; i++)
+            if (sg->tag[i][0] && !strcmp(json_string_value(tag), sg->tag[i])) k = SG_TAG_ROW[i];
+        if (k < 0) {
+            char list[5 * (AL_SG_NAME + 4)] = "";
+            size_t n = 0;
+            for (int i = 0; i < AL_SG_NTAGS && n < sizeof list; i++)
+                if (sg->tag[i][0]) n += (size_t)snprintf(list + n, sizeof list - n, "%s\"%s\"", n ? ", " : "", sg->tag[i]);
+            row_error(r, "unrecognized_role", f, "%s.%s %s%.40s%s is not one of the file's tags (%s)", f, rk,
+                      json_is_string(tag) ? "\"" : "", json_is_string(tag) ? json_string_value(tag) : "not a string",
+                      json_is_string(tag) ? "\"" : "", list);
+            return NULL;
+        }
+    }
+    for (int i = 0; !sg && json_is_string(tag) && i < (int)(sizeof SHAREGPT_TAGS / sizeof SHAREGPT_TAGS[0]); i++)
         if (!strcmp(json_string_value(tag), SHAREGPT_TAGS[i].tag)) k = i;
     if (k < 0) {
         row_error(r, "unrecognized_role", f,
@@ -712,7 +841,8 @@ static json_t *sharegpt_turns(row_rec *r, const json_t *o, const char *key, int 
                        json_is_array(list) ? "an empty list" : type_name(list));
         return NULL;
     }
-    if (opt_string(r, o, "system")) return NULL;
+    const char *sys = sg_system(p);
+    if (sys[0] && opt_string(r, o, sys)) return NULL;
     json_t *out = keep(p, json_array());
     if (!out) return NULL;
     size_t i, first = 0;
@@ -746,8 +876,8 @@ static json_t *sharegpt_turns(row_rec *r, const json_t *o, const char *key, int 
         if (side == SIDE_ASSISTANT) assistant++;
         last = side;
     }
-    if (!first && nonempty(json_object_get(o, "system"))) {
-        if (json_array_insert_new(out, 0, message("system", json_object_get(o, "system")))) {
+    if (!first && sys[0] && nonempty(json_object_get(o, sys))) {
+        if (json_array_insert_new(out, 0, message("system", json_object_get(o, sys)))) {
             p->oom = 1;
             return NULL;
         }
@@ -768,24 +898,26 @@ static json_t *sharegpt_turns(row_rec *r, const json_t *o, const char *key, int 
 
 /* tools: a list, or that list as a JSON string (LLaMA-Factory's columns). */
 static int sharegpt_tools(row_rec *r, const json_t *o, parsed *p) {
-    const json_t *t = json_object_get(o, "tools");
+    const char *col = sg_tools(p);
+    if (!col[0]) return 0;
+    const json_t *t = json_object_get(o, col);
     if (json_is_string(t) && json_string_length(t) == 0) return 0;
     if (json_is_string(t)) {
         json_t *v = json_loadb(json_string_value(t), json_string_length(t), 0, NULL);
         if (!json_is_array(v)) {
             json_decref(v);
-            return row_error(r, "invalid_field_type", "tools",
-                             "tools is a string but not the JSON of a list of tools");
+            return row_error(r, "invalid_field_type", col,
+                             "%s is a string but not the JSON of a list of tools", col);
         }
         p->tools = keep(p, v);
         return p->tools ? 0 : 1;
     }
     p->tools = t && !json_is_null(t) ? t : NULL;
-    return check_tools(r, p->tools, "tools");
+    return check_tools(r, p->tools, col);
 }
 
 static int validate_sharegpt(row_rec *r, const json_t *o, parsed *p, al_batch_kind kind) {
-    const char *key = json_object_get(o, "conversations") ? "conversations" : "messages";
+    const char *key = sg_messages(p, o);
     json_t *all = sharegpt_turns(r, o, key, kind == AL_BATCH_PROMPT ? END_ANY : END_ASSISTANT, p);
     if (!all || sharegpt_tools(r, o, p)) return 1;
     if (kind != AL_BATCH_PROMPT && check_trained(r, all, 0, key)) return 1;
@@ -815,7 +947,7 @@ static int validate_sharegpt(row_rec *r, const json_t *o, parsed *p, al_batch_ki
  * chosen and rejected answers (strings for alpaca, gpt turns for sharegpt). */
 static int validate_lf_pair(row_rec *r, const json_t *o, parsed *p, int sg) {
     r->variant = sg ? 4 : 3;
-    json_t *prompt = sg ? sharegpt_turns(r, o, "conversations", END_USER, p) : alpaca_prompt(r, o, p);
+    json_t *prompt = sg ? sharegpt_turns(r, o, sg_messages(p, o), END_USER, p) : alpaca_prompt(r, o, p);
     if (!prompt || (sg && sharegpt_tools(r, o, p))) return 1;
     const json_t *c = need(r, o, "chosen");
     if (!c) return 1;
@@ -854,7 +986,7 @@ static int validate_lf_pair(row_rec *r, const json_t *o, parsed *p, int sg) {
 
 static int validate_preference(row_rec *r, const json_t *o, parsed *p) {
     p->shared = -1;
-    if (json_object_get(o, "conversations")) return validate_lf_pair(r, o, p, 1);
+    if (json_object_get(o, p->sg ? p->sg->messages : "conversations")) return validate_lf_pair(r, o, p, 1);
     if (json_object_get(o, "instruction") || json_is_string(json_object_get(o, "input")))
         return validate_lf_pair(r, o, p, 0);
     if (json_object_get(o, "preferred_output") || json_object_get(o, "non_preferred_output") ||
@@ -1032,9 +1164,11 @@ static int validate_ranked(row_rec *r, const json_t *o, parsed *p, int ratings) 
     return 0;
 }
 
-static int validate(row_rec *r, const json_t *o, al_data_format f, al_batch_kind kind, parsed *p) {
+static int validate(row_rec *r, const json_t *o, al_data_format f, al_batch_kind kind, const al_sharegpt_cfg *sg,
+                    parsed *p) {
     memset(p, 0, sizeof *p);
     p->shared = -1;
+    p->sg = sg;
     switch (f) {
     case AL_FMT_TEXT: return validate_text(r, o, p);
     case AL_FMT_MESSAGES: return validate_messages(r, o, p);
@@ -1059,12 +1193,18 @@ static int validate(row_rec *r, const json_t *o, al_data_format f, al_batch_kind
  * format away, after the formats that hold another's keys as a part have
  * absorbed it (alpaca's and sharegpt's pairs are preference rows). More than
  * one bit: the row alone cannot tell which format it is in. */
-static unsigned detect(const json_t *o) {
+static unsigned detect(const json_t *o, const al_sharegpt_cfg *sg) {
 #define HAS(k) (json_object_get(o, k) != NULL)
     unsigned m = 0;
     const json_t *msgs = json_object_get(o, "messages"), *input = json_object_get(o, "input");
-    if (msgs) m |= sharegpt_style(msgs) ? FMT_BIT(AL_FMT_SHAREGPT) : FMT_BIT(AL_FMT_MESSAGES);
-    if (HAS("conversations")) m |= FMT_BIT(AL_FMT_SHAREGPT);
+    if (sg) {
+        /* a file declared sharegpt: its messages column says so */
+        if (HAS(sg->messages)) m |= FMT_BIT(AL_FMT_SHAREGPT);
+        if (msgs && strcmp(sg->messages, "messages")) m |= FMT_BIT(AL_FMT_MESSAGES);
+    } else {
+        if (msgs) m |= sharegpt_style(msgs) ? FMT_BIT(AL_FMT_SHAREGPT) : FMT_BIT(AL_FMT_MESSAGES);
+        if (HAS("conversations")) m |= FMT_BIT(AL_FMT_SHAREGPT);
+    }
     if (HAS("instruction") || HAS("output") || (input && !json_is_object(input)))
         m |= FMT_BIT(AL_FMT_ALPACA);
     if (HAS("text")) m |= FMT_BIT(AL_FMT_TEXT);
@@ -1111,7 +1251,7 @@ static int cmp_str(const void *a, const void *b) {
 
 /* Sorted keys, strings with whitespace runs collapsed and trimmed; at the
  * top level (top = 1) the META_KEYS are left out. */
-static void canon(sbuf *b, const json_t *v, int top) {
+static void canon(al_buf *b, const json_t *v, int top) {
     char num[64];
     switch (json_typeof(v)) {
     case JSON_OBJECT: {
@@ -1128,49 +1268,49 @@ static void canon(sbuf *b, const json_t *v, int top) {
         }
         n = i;
         qsort(keys, n, sizeof *keys, cmp_str);
-        sb_put(b, "{", 1);
+        al_buf_put(b, "{", 1);
         for (i = 0; i < n; i++) {
-            sb_put(b, "\"", 1);
-            sb_put(b, keys[i], strlen(keys[i]));
-            sb_put(b, "\":", 2);
+            al_buf_put(b, "\"", 1);
+            al_buf_puts(b, keys[i]);
+            al_buf_put(b, "\":", 2);
             canon(b, json_object_get(v, keys[i]), 0);
-            sb_put(b, ",", 1);
+            al_buf_put(b, ",", 1);
         }
-        sb_put(b, "}", 1);
+        al_buf_put(b, "}", 1);
         free(keys);
         break;
     }
     case JSON_ARRAY: {
         size_t i;
         const json_t *x;
-        sb_put(b, "[", 1);
+        al_buf_put(b, "[", 1);
         json_array_foreach(v, i, x) {
             canon(b, x, 0);
-            sb_put(b, ",", 1);
+            al_buf_put(b, ",", 1);
         }
-        sb_put(b, "]", 1);
+        al_buf_put(b, "]", 1);
         break;
     }
     case JSON_STRING: {
         const char *s = json_string_value(v);
         size_t n = json_string_length(v), i = 0;
-        sb_put(b, "\"", 1);
+        al_buf_put(b, "\"", 1);
         int pending_space = 0, any = 0;
         while (i < n) {
             size_t j = i;
             while (j < n && !blank(s + j, 1) && s[j] != '"' && s[j] != '\\') j++;
             if (j > i) {
-                if (pending_space && any) sb_put(b, " ", 1);
-                sb_put(b, s + i, j - i);
+                if (pending_space && any) al_buf_put(b, " ", 1);
+                al_buf_put(b, s + i, j - i);
                 any = 1;
                 pending_space = 0;
                 i = j;
                 continue;
             }
             if (s[i] == '"' || s[i] == '\\') {   /* escaped so strings stay unambiguous */
-                if (pending_space && any) sb_put(b, " ", 1);
-                sb_put(b, "\\", 1);
-                sb_put(b, s + i, 1);
+                if (pending_space && any) al_buf_put(b, " ", 1);
+                al_buf_put(b, "\\", 1);
+                al_buf_put(b, s + i, 1);
                 any = 1;
                 pending_space = 0;
             } else {
@@ -1178,20 +1318,20 @@ static void canon(sbuf *b, const json_t *v, int top) {
             }
             i++;
         }
-        sb_put(b, "\"", 1);
+        al_buf_put(b, "\"", 1);
         break;
     }
     case JSON_INTEGER:
         snprintf(num, sizeof num, "%lld", (long long)json_integer_value(v));
-        sb_put(b, num, strlen(num));
+        al_buf_puts(b, num);
         break;
     case JSON_REAL:
         snprintf(num, sizeof num, "%.17g", json_real_value(v));
-        sb_put(b, num, strlen(num));
+        al_buf_puts(b, num);
         break;
-    case JSON_TRUE: sb_put(b, "true", 4); break;
-    case JSON_FALSE: sb_put(b, "false", 5); break;
-    default: sb_put(b, "null", 4); break;
+    case JSON_TRUE: al_buf_put(b, "true", 4); break;
+    case JSON_FALSE: al_buf_put(b, "false", 5); break;
+    default: al_buf_put(b, "null", 4); break;
     }
 }
 
@@ -1240,14 +1380,14 @@ static json_t *norm_conv(const json_t *msgs) {
     json_array_foreach(out, i, m) {
         json_t *parts = json_object_get(m, "content");
         if (json_is_array(parts)) {
-            sbuf b = {0};
+            al_buf b = {0};
             json_t *part;
             json_array_foreach(parts, k, part) {
                 json_t *t = json_object_get(part, "text");
-                sb_put(&b, json_string_value(t), json_string_length(t));
+                al_buf_put(&b, json_string_value(t), json_string_length(t));
             }
-            json_t *str = b.oom ? NULL : json_stringn(b.p ? b.p : "", b.n);
-            free(b.p);
+            json_t *str = b.oom ? NULL : json_stringn(al_buf_str(&b), b.n);
+            al_buf_deinit(&b);
             if (!str || json_object_set_new(m, "content", str)) {
                 json_decref(out);
                 return NULL;
@@ -1493,7 +1633,7 @@ static int process(reader *d, row_rec *r, const json_t *o, al_data_format f) {
     r->label = -1;
     r->tokens = -1;
     al_batch_kind kind = (al_batch_kind)kind_of(d, f);
-    int bad = validate(r, o, f, kind, &p), rc = AL_OK;
+    int bad = validate(r, o, f, kind, d->o.sharegpt, &p), rc = AL_OK;
     p.row = o;
     if (p.oom) rc = AL_ENOMEM;
     else if (!bad) {
@@ -1543,7 +1683,7 @@ static int first_look(reader *d, row_rec *r, const json_t *o) {
         free(text);
         if (rc || d->collect) return rc;
     }
-    unsigned cands = detect(o);
+    unsigned cands = detect(o, d->o.sharegpt);
     r->det = (int8_t)lowest(cands);
     if (popcount(cands) > 1) {
         /* the method may settle it: one candidate it can train */
@@ -1551,10 +1691,10 @@ static int first_look(reader *d, row_rec *r, const json_t *o) {
         if (popcount(fit) == 1) r->det = (int8_t)lowest(fit);
         else r->cands = (uint16_t)cands;
     }
-    sbuf b = {0};
+    al_buf b = {0};
     canon(&b, o, 1);
     if (b.oom) {
-        free(b.p);
+        al_buf_deinit(&b);
         return AL_ENOMEM;
     }
     r->canon = b.p;
@@ -1707,13 +1847,15 @@ static json_t *csv_object(const reader *d, const al_csv_rec *rec, const char **w
         const char *name = d->cols[i], *v = rec->f[i];
         size_t n = rec->fl[i];
         json_t *x = NULL;
-        int special = in_list(name, JSON_COLUMNS) || !strcmp(name, "label");
+        const al_sharegpt_cfg *sg = d->o.sharegpt;
+        int json_col = in_list(name, JSON_COLUMNS) || (sg && (!strcmp(name, sg->messages) || !strcmp(name, sg->tools)));
+        int special = json_col || !strcmp(name, "label");
         if (special && blank(v, n)) continue;
         if (!strcmp(name, "label") && (!strcmp(v, "true") || !strcmp(v, "1") || !strcmp(v, "True")))
             x = json_true();
         else if (!strcmp(name, "label") && (!strcmp(v, "false") || !strcmp(v, "0") || !strcmp(v, "False")))
             x = json_false();
-        else if (in_list(name, JSON_COLUMNS) && (v[skip_ws(v, n, 0)] == '[' || v[skip_ws(v, n, 0)] == '{'))
+        else if (json_col && (v[skip_ws(v, n, 0)] == '[' || v[skip_ws(v, n, 0)] == '{'))
             x = json_loadb(v, n, 0, NULL);
         if (!x && !(x = json_stringn(v, n))) {
             json_decref(o);
@@ -1797,8 +1939,8 @@ static void header_free(header *h) {
 
 /* The header at buf[start..] split at delim; *known: how many of its names
  * say a format. */
-static int read_header(const char *buf, size_t len, size_t start, int line, char delim, header *h,
-                       int *known) {
+static int read_header(const char *buf, size_t len, size_t start, int line, char delim, const char *also,
+                       header *h, int *known) {
     memset(h, 0, sizeof *h);
     al_csv_each(buf, len, start, line, delim, header_cb, h);
     if (h->oom) {
@@ -1806,7 +1948,8 @@ static int read_header(const char *buf, size_t len, size_t start, int line, char
         return AL_ENOMEM;
     }
     *known = 0;
-    for (int i = 0; i < h->n; i++) *known += h->cols[i] && in_list(h->cols[i], FORMAT_COLUMNS);
+    for (int i = 0; i < h->n; i++)
+        *known += h->cols[i] && (in_list(h->cols[i], FORMAT_COLUMNS) || (also && !strcmp(h->cols[i], also)));
     return AL_OK;
 }
 
@@ -1831,10 +1974,11 @@ static int sniff_csv(reader *d, const char *buf, size_t len, size_t start, int l
                                                                     : ',';
     header h, h2;
     int known = 0, known2 = 0, rc;
-    if ((rc = read_header(buf, len, start, line, delim, &h, &known))) return rc;
+    const char *sgm = d->o.sharegpt ? d->o.sharegpt->messages : NULL; /* the file's messages column */
+    if ((rc = read_header(buf, len, start, line, delim, sgm, &h, &known))) return rc;
     if (!ext[0] || (strcasecmp(ext, "csv") && strcasecmp(ext, "tsv") && strcasecmp(ext, "tab"))) {
         if (commas && tabs) {
-            if ((rc = read_header(buf, len, start, line, '\t', &h2, &known2))) {
+            if ((rc = read_header(buf, len, start, line, '\t', sgm, &h2, &known2))) {
                 header_free(&h);
                 return rc;
             }
@@ -2498,6 +2642,7 @@ static int finish(reader *d, al_dataset **out, char err[AL_ERRLEN]) {
     json_object_set_new(rep, "warnings_omitted", jint(dups + truncated + dropped + hyg_dropped -
                                                       (long long)json_array_size(warnings)));
     if (hyg_rep) json_object_set_new(rep, "hygiene", hyg_rep);
+    if (d->o.sharegpt) json_object_set_new(rep, "dataset_info", al_sharegpt_json(d->o.sharegpt));
     json_object_set_new(rep, "mix", mix);
     json_object_set_new(rep, "trainable", json_boolean(trainable));
     if (ds->fatal[0]) json_object_set_new(rep, "fatal", json_string(ds->fatal));
@@ -2645,21 +2790,21 @@ int al_dataset_clean_file(const char *in_path, const char *out_path, const al_da
     if ((rc = read_any(&d, buf, len)) != AL_OK) rc = al_err(err, rc, "out of memory reading the file");
     if (!rc) rc = finish(&d, &ds, err);
     if (!rc && ds->fatal[0]) rc = al_err(err, AL_EFORMAT, "%s", ds->fatal);
-    sbuf b = {0};
+    al_buf b = {0};
     for (int i = 0; !rc && i < d.n_kept_rows; i++) {
         json_t *row = reload(&d, &d.rows[d.kept_rows[i]]);
         char *line = row ? json_dumps(row, JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_ENCODE_ANY) : NULL;
         json_decref(row);
         if (!line) rc = al_err(err, AL_ENOMEM, "out of memory writing the rows");
         else {
-            sb_put(&b, line, strlen(line));
-            sb_put(&b, "\n", 1);
+            al_buf_puts(&b, line);
+            al_buf_putc(&b, '\n');
             free(line);
         }
     }
     if (!rc && b.oom) rc = al_err(err, AL_ENOMEM, "out of memory writing the rows");
-    if (!rc) rc = al_file_write_atomic(out_path, b.p ? b.p : "", b.n, err);
-    free(b.p);
+    if (!rc) rc = al_file_write_atomic(out_path, al_buf_str(&b), b.n, err);
+    al_buf_deinit(&b);
     (void)txt;
     if (!rc) {
         *report = json_incref((json_t *)al_dataset_report(ds));

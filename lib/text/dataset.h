@@ -162,6 +162,29 @@ typedef enum al_data_format {
  * "sharegpt", "unknown". */
 const char *al_data_format_name(al_data_format f);
 
+/* A sharegpt file's own column and tag names: LLaMA-Factory's
+ * dataset_info.json entry {"formatting": "sharegpt", "columns": {"messages",
+ * "system", "tools"}, "tags": {"role_tag", "content_tag", "user_tag",
+ * "assistant_tag", "observation_tag", "function_tag", "system_tag"}}
+ * ("file_name" is ignored). As LLaMA-Factory reads it, a "tags" object
+ * names the only turn tags accepted (one it leaves out: no such turns);
+ * role_tag and content_tag default to "from" and "value", the columns to
+ * "conversations", "system" and "tools" (LLaMA-Factory leaves unnamed
+ * columns unread; naming them is what it asks for anyway). */
+#define AL_SG_NAME 64
+enum { AL_SG_USER, AL_SG_ASSISTANT, AL_SG_OBSERVATION, AL_SG_FUNCTION, AL_SG_SYSTEM, AL_SG_NTAGS };
+typedef struct al_sharegpt_cfg {
+    char messages[AL_SG_NAME], system[AL_SG_NAME], tools[AL_SG_NAME]; /* columns ("" = none) */
+    char role[AL_SG_NAME], content[AL_SG_NAME];                       /* the turn's keys */
+    char tag[AL_SG_NTAGS][AL_SG_NAME];                                /* AL_SG_*; "" = not accepted */
+} al_sharegpt_cfg;
+
+/* Reads a dataset_info entry (above); path names it in errors
+ * ("dataset_info.tags.user_tag: must be a non-empty string"). AL_EINVAL. */
+int al_sharegpt_parse(const json_t *v, const char *path, al_sharegpt_cfg *out, char err[AL_ERRLEN]);
+/* The entry as JSON, every name resolved (new reference; NULL on ENOMEM). */
+json_t *al_sharegpt_json(const al_sharegpt_cfg *c);
+
 typedef struct al_data_opts {
     /* "sft", "pretrain", "dpo" (also "ipo", "orpo", "simpo"), "kto",
      * "reward_model" ("rm"), "rl" ("ppo", "grpo", "rloo"); NULL: the format's
@@ -182,6 +205,9 @@ typedef struct al_data_opts {
                               * dropped row a warning (too_short, too_long,
                               * language, contaminated, near_duplicate) and
                               * the report's "hygiene" section the counts */
+    const al_sharegpt_cfg *sharegpt; /* NULL, or the file's sharegpt names
+                              * (then the only ones read; the report's
+                              * "dataset_info" says them) */
 } al_data_opts;
 
 /* A read dataset. Members are read-only for callers; al_dataset_free

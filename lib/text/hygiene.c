@@ -14,7 +14,7 @@
 #include <string.h>
 #include <textcat.h>
 
-#include "sbuf.h"
+#include "../buf.h"
 
 #ifndef AL_TEXTCAT_DIR
 #define AL_TEXTCAT_DIR "/usr/share/libexttextcat"
@@ -183,11 +183,11 @@ static int skip_key(const char *k) {
     return 0;
 }
 
-static void gather(sbuf *b, const json_t *v, int depth) {
+static void gather(al_buf *b, const json_t *v, int depth) {
     if (depth > 64) return;
     if (json_is_string(v)) {
-        if (b->n) sb_put(b, "\n", 1);
-        sb_put(b, json_string_value(v), json_string_length(v));
+        if (b->n) al_buf_putc(b, '\n');
+        al_buf_put(b, json_string_value(v), json_string_length(v));
     } else if (json_is_array(v)) {
         size_t i;
         const json_t *x;
@@ -202,15 +202,9 @@ static void gather(sbuf *b, const json_t *v, int depth) {
 }
 
 char *al_hygiene_text(const json_t *row, size_t *len) {
-    sbuf b = {0};
-    sb_put(&b, "", 0);
+    al_buf b = {0};
     gather(&b, row, 0);
-    if (b.oom) {
-        free(b.p);
-        return NULL;
-    }
-    *len = b.n;
-    return b.p;
+    return al_buf_take(&b, len);
 }
 
 static int word_byte(unsigned char c) {

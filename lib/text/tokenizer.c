@@ -53,6 +53,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../buf.h"
 #include "../io.h"
 
 #define TOK_MAX_FILE ((size_t)1 << 30) /* tokenizer.json read cap */
@@ -63,27 +64,6 @@
 #define CACHE_MAX_KEY 48     /* longer pieces are not cached */
 
 /* ---------------------------------------------------------------- utilities */
-
-typedef struct sbuf { char *p; size_t n, cap; } sbuf;
-
-static int sb_reserve(sbuf *b, size_t extra) {
-    if (b->n + extra + 1 <= b->cap) return AL_OK;
-    size_t cap = b->cap ? b->cap : 64;
-    while (cap < b->n + extra + 1) cap *= 2;
-    char *p = realloc(b->p, cap);
-    if (!p) return AL_ENOMEM;
-    b->p = p;
-    b->cap = cap;
-    return AL_OK;
-}
-
-static int sb_put(sbuf *b, const void *s, size_t n) {
-    if (sb_reserve(b, n) != AL_OK) return AL_ENOMEM;
-    if (n) memcpy(b->p + b->n, s, n);
-    b->n += n;
-    b->p[b->n] = 0;
-    return AL_OK;
-}
 
 static char *xstrndup(const char *s, size_t n) {
     char *p = malloc(n + 1);
@@ -165,7 +145,7 @@ static int utf8_enc(uint32_t cp, char *out) {
 
 /* Appends s to b, replacing every invalid sequence by U+FFFD the way Rust's
  * String::from_utf8_lossy does (one per maximal invalid prefix). */
-static int sb_put_lossy(sbuf *b, const char *s, size_t n) {
+static int sb_put_lossy(al_buf *b, const char *s, size_t n) {
     size_t i = 0, run = 0;
     while (i < n) {
         uint32_t cp;
@@ -174,12 +154,12 @@ static int sb_put_lossy(sbuf *b, const char *s, size_t n) {
             i += (size_t)k;
             continue;
         }
-        if (sb_put(b, s + run, i - run) != AL_OK) return AL_ENOMEM;
-        if (sb_put(b, "\xEF\xBF\xBD", 3) != AL_OK) return AL_ENOMEM;
+        if (al_buf_put(b, s + run, i - run) != AL_OK) return AL_ENOMEM;
+        if (al_buf_put(b, "\xEF\xBF\xBD", 3) != AL_OK) return AL_ENOMEM;
         i += (size_t)-k;
         run = i;
     }
-    return sb_put(b, s + run, n - run);
+    return al_buf_put(b, s + run, n - run);
 }
 
 /* Rust's char::is_whitespace (the White_Space property). */
@@ -1335,13 +1315,13 @@ static int enc_init(enc *E, const al_tok *t, char *err) {
 
 /* Runs the normalizer over s and returns the result in out (for added
  * tokens' normalized content at load time). */
-static int normalize_string(const al_tok *t, const char *s, size_t n, sbuf *out) {
+static int normalize_string(const al_tok *t, const char *s, size_t n, al_buf *out) {
     enc E;
     int rc = enc_init(&E, t, NULL);
     if (rc == AL_OK) rc = ar_push(&E.ar, s, n, 0, 1);
     item it = {0, n, -1, 0, 0};
     if (rc == AL_OK && n > 0) rc = normalize_piece(&E, &it);
-    if (rc == AL_OK) rc = sb_put(out, E.ar.b + it.off, it.n);
+    if (rc == AL_OK) rc = al_buf_put(out, E.ar.b + it.off, it.n);
     enc_deinit(&E);
     return rc;
 }
@@ -1427,7 +1407,7 @@ done:
 /* ------------------------------------------------------------ decoding */
 
 typedef struct dtoks {
-    sbuf buf;
+    al_buf buf;
     size_t *off, *len;
     size_t n, cap;
 } dtoks;
@@ -1446,7 +1426,7 @@ static int dt_add(dtoks *d, const char *s, size_t n) {
     d->off[d->n] = d->buf.n;
     d->len[d->n] = n;
     d->n++;
-    return sb_put(&d->buf, s, n);
+    return al_buf_put(&d->buf, s, n);
 }
 
 /* Opens a new token whose bytes the caller appends to d->buf. */
@@ -1469,7 +1449,7 @@ static int dec_step_run(const al_tok *t, const dec_step *st, const dtoks *in, dt
     int rc = AL_OK;
     switch (st->kind) {
     case D_BYTELEVEL: {
-        sbuf raw = {0};
+        al_buf raw = {0};
         for (size_t i = 0; i < in->n && rc == AL_OK; i++) {
             const char *s = in->buf.p + in->off[i];
             size_t n = in->len[i], j, m = 0;
@@ -1486,7 +1466,7 @@ static int dec_step_run(const al_tok *t, const dec_step *st, const dtoks *in, dt
                 j += (size_t)k;
             }
             if (!all) {
-                rc = sb_put(&raw, s, n);
+                rc = al_buf_put(&raw, s, n);
                 continue;
             }
             for (j = 0; j < n && rc == AL_OK;) {
@@ -1495,11 +1475,11 @@ static int dec_step_run(const al_tok *t, const dec_step *st, const dtoks *in, dt
                 tmp[m++] = (char)t->byte_of_char[cp];
                 j += (size_t)k;
                 if (m == sizeof tmp) {
-                    rc = sb_put(&raw, tmp, m);
+                    rc = al_buf_put(&raw, tmp, m);
                     m = 0;
                 }
             }
-            if (rc == AL_OK) rc = sb_put(&raw, tmp, m);
+            if (rc == AL_OK) rc = al_buf_put(&raw, tmp, m);
         }
         if (rc == AL_OK && (rc = dt_open(out)) == AL_OK) {
             rc = sb_put_lossy(&out->buf, raw.p ? raw.p : "", raw.n);
@@ -1518,9 +1498,9 @@ static int dec_step_run(const al_tok *t, const dec_step *st, const dtoks *in, dt
                 int k = utf8_dec((const unsigned char *)s + j, n - j, &cp);
                 if (k <= 0) k = 1, cp = 0xFFFFFFFFu;
                 if (cp == st->rep) {
-                    if (!(i == 0 && st->prepend != PREPEND_NEVER)) rc = sb_put(&out->buf, " ", 1);
+                    if (!(i == 0 && st->prepend != PREPEND_NEVER)) rc = al_buf_put(&out->buf, " ", 1);
                 } else {
-                    rc = sb_put(&out->buf, s + j, (size_t)k);
+                    rc = al_buf_put(&out->buf, s + j, (size_t)k);
                 }
                 j += (size_t)k;
             }
@@ -1545,8 +1525,8 @@ static int dec_step_run(const al_tok *t, const dec_step *st, const dtoks *in, dt
                         pos += (size_t)utf8_unit(s + pos, n - pos);
                         continue;
                     }
-                    rc = sb_put(&out->buf, s + p, ms - p);
-                    if (rc == AL_OK) rc = sb_put(&out->buf, st->text, st->text_n);
+                    rc = al_buf_put(&out->buf, s + p, ms - p);
+                    if (rc == AL_OK) rc = al_buf_put(&out->buf, st->text, st->text_n);
                     p = me;
                     pos = me;
                     last_end = me;
@@ -1554,8 +1534,8 @@ static int dec_step_run(const al_tok *t, const dec_step *st, const dtoks *in, dt
             } else if (st->pat.lit_n > 0) {
                 for (size_t j = 0; j + st->pat.lit_n <= n && rc == AL_OK;) {
                     if (memcmp(s + j, st->pat.lit, st->pat.lit_n) == 0) {
-                        rc = sb_put(&out->buf, s + p, j - p);
-                        if (rc == AL_OK) rc = sb_put(&out->buf, st->text, st->text_n);
+                        rc = al_buf_put(&out->buf, s + p, j - p);
+                        if (rc == AL_OK) rc = al_buf_put(&out->buf, st->text, st->text_n);
                         j += st->pat.lit_n;
                         p = j;
                     } else {
@@ -1563,14 +1543,14 @@ static int dec_step_run(const al_tok *t, const dec_step *st, const dtoks *in, dt
                     }
                 }
             }
-            if (rc == AL_OK) rc = sb_put(&out->buf, s + p, n - p);
+            if (rc == AL_OK) rc = al_buf_put(&out->buf, s + p, n - p);
             dt_close(out);
         }
         return rc;
     case D_BYTEFALLBACK: {
         char bytes[256];
         size_t nb = 0;
-        sbuf pend = {0};
+        al_buf pend = {0};
         for (size_t i = 0; i <= in->n && rc == AL_OK; i++) {
             const char *s = i < in->n ? in->buf.p + in->off[i] : "";
             size_t n = i < in->n ? in->len[i] : 0;
@@ -1587,14 +1567,14 @@ static int dec_step_run(const al_tok *t, const dec_step *st, const dtoks *in, dt
             }
             if (byte >= 0) {
                 if (nb == sizeof bytes) {
-                    rc = sb_put(&pend, bytes, nb);
+                    rc = al_buf_put(&pend, bytes, nb);
                     nb = 0;
                 }
                 bytes[nb++] = (char)byte;
                 continue;
             }
             if (nb > 0 || pend.n > 0) {
-                if ((rc = sb_put(&pend, bytes, nb)) != AL_OK) break;
+                if ((rc = al_buf_put(&pend, bytes, nb)) != AL_OK) break;
                 nb = 0;
                 size_t j = 0;
                 uint32_t cp;
@@ -1615,7 +1595,7 @@ static int dec_step_run(const al_tok *t, const dec_step *st, const dtoks *in, dt
     }
     case D_FUSE:
         if ((rc = dt_open(out)) != AL_OK) return rc;
-        for (size_t i = 0; i < in->n && rc == AL_OK; i++) rc = sb_put(&out->buf, in->buf.p + in->off[i], in->len[i]);
+        for (size_t i = 0; i < in->n && rc == AL_OK; i++) rc = al_buf_put(&out->buf, in->buf.p + in->off[i], in->len[i]);
         dt_close(out);
         return rc;
     default: /* D_STRIP */
@@ -1663,12 +1643,12 @@ int al_tok_decode(const al_tok *t, const int32_t *ids, int n, int skip_special, 
             b = tmp;
         }
     }
-    sbuf out = {0};
+    al_buf out = {0};
     for (size_t i = 0; i < a.n && rc == AL_OK; i++) {
-        if (!t->has_decoder && i > 0) rc = sb_put(&out, " ", 1);
-        if (rc == AL_OK) rc = sb_put(&out, a.buf.p + a.off[i], a.len[i]);
+        if (!t->has_decoder && i > 0) rc = al_buf_put(&out, " ", 1);
+        if (rc == AL_OK) rc = al_buf_put(&out, a.buf.p + a.off[i], a.len[i]);
     }
-    if (rc == AL_OK) rc = sb_put(&out, "", 0);
+    if (rc == AL_OK) rc = al_buf_put(&out, "", 0);
     if (md) pcre2_match_data_free(md);
     dt_free(&a);
     dt_free(&b);
@@ -2458,7 +2438,7 @@ static int parse_tokenizer_json(ld *L, json_t *root) {
     t->merges_mask = pow2_at_least(nm * 2 + 1) - 1;
     t->merges = calloc((size_t)t->merges_mask + 1, sizeof *t->merges);
     if (!t->merges) return AL_ENOMEM;
-    sbuf cat = {0};
+    al_buf cat = {0};
     for (size_t i = 0; i < nm; i++) {
         const char *a = NULL, *b = NULL;
         size_t an = 0, bn = 0;
@@ -2474,7 +2454,7 @@ static int parse_tokenizer_json(ld *L, json_t *root) {
             bn -= t->sw_prefix_n;
         }
         cat.n = 0;
-        if ((rc = sb_put(&cat, a, an)) != AL_OK || (rc = sb_put(&cat, b, bn)) != AL_OK) break;
+        if ((rc = al_buf_put(&cat, a, an)) != AL_OK || (rc = al_buf_put(&cat, b, bn)) != AL_OK) break;
         int32_t id = vocab_get(t, cat.p, cat.n);
         if (id < 0) {
             rc = ld_err(L, AL_EFORMAT, "model.merges[%zu]: merged token \"%.60s\" is not in model.vocab", i, cat.p);
@@ -2543,9 +2523,9 @@ static int parse_tokenizer_json(ld *L, json_t *root) {
             (rc = compile_re(&t->re_word, "[\\p{Alphabetic}\\p{M}\\p{Nd}\\p{Pc}\\x{200C}\\x{200D}]",
                              PCRE2_ZERO_TERMINATED, L->file, path, L->err)) != AL_OK)
             return rc;
-        sbuf nb = {0};
+        al_buf nb = {0};
         if (normalized) rc = normalize_string(t, c, cn, &nb);
-        else rc = sb_put(&nb, c, cn);
+        else rc = al_buf_put(&nb, c, cn);
         if (rc != AL_OK) {
             free(nb.p);
             return rc;

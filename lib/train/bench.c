@@ -13,6 +13,7 @@
 
 #include "../io.h"
 #include "../tasks/tasks.h"
+#include "../buf.h"
 
 enum { BT_MC = 1, BT_GEN = 2, MAX_FILE = 1 << 30, GEN_DEFAULT = 256 };
 
@@ -41,6 +42,8 @@ struct al_bench {
     const al_tok *tok;
     int32_t eos, pad;
     int max_new, longest, max_T;
+    char until[4][32];   /* generative: a completion ends before the first of these */
+    int n_until;
 };
 
 /* ---- reading -------------------------------------------------------------------- */
@@ -104,9 +107,9 @@ static const char *first_string(const json_t *o, const char *const *keys) {
     return NULL;
 }
 
-static const char *const CONTEXT_KEYS[] = {"question", "query", "prompt", "context", "ctx", NULL};
+static const char *const CONTEXT_KEYS[] = {"question", "query", "prompt", "context", "ctx", "question_stem", NULL};
 static const char *const GEN_KEYS[] = {"prompt", "question", "query", NULL};
-static const char *const GOLD_KEYS[] = {"answer", "label", "gold", NULL};
+static const char *const GOLD_KEYS[] = {"answer", "label", "gold", "answerKey", NULL};
 static const char *const REF_KEYS[] = {"answer", "answers", "reference", "solution", "ground_truth", NULL};
 
 typedef struct detect_ud {
@@ -117,7 +120,7 @@ static int detect_row(void *ud, const json_t *row, int line, char err[AL_ERRLEN]
     (void)line;
     (void)err;
     char *type = ((detect_ud *)ud)->type;
-    if (json_object_get(row, "choices")) snprintf(type, 32, "multiple_choice");
+    if (json_object_get(row, "choices") || json_object_get(row, "endings")) snprintf(type, 32, "multiple_choice");
     else if (first_string(row, GEN_KEYS) && !json_object_get(row, "completion") && !json_object_get(row, "messages")) {
         int ref = 0;
         for (int i = 0; REF_KEYS[i]; i++) ref |= json_object_get(row, REF_KEYS[i]) != NULL;
@@ -157,6 +160,10 @@ typedef struct load_ud {
     const al_chat *chat;
     const char *what;
     int cap;
+    json_t *shots;       /* few-shot: the rows shots are drawn from, or NULL */
+    int shots_own;       /* they are the task's own rows (the row itself is left out) */
+    long ordinal;        /* the row being read (0-based, among the file's rows) */
+    json_t *turns;       /* chat: the current row's few-shot turns, then its own user turn */
 } load_ud;
 
 static bitem *new_item(load_ud *u, char err[AL_ERRLEN]) {
@@ -179,7 +186,7 @@ static bitem *new_item(load_ud *u, char err[AL_ERRLEN]) {
 /* The context as prompt ids: raw text, or rendered as a user turn. */
 static int context_ids(load_ud *u, const char *ctx, int32_t **ids, int *len, char err[AL_ERRLEN]) {
     if (!u->t->chat_template) return enc(u->b->tok, ctx, strlen(ctx), ids, len, err);
-    json_t *msgs = json_pack("[{s:s, s:s}]", "role", "user", "content", ctx);
+    json_t *msgs = u->turns ? json_incref(u->turns) : json_pack("[{s:s, s:s}]", "role", "user", "content", ctx);
     al_seq s = {0};
     int rc = msgs ? al_chat_encode_prompt_messages(u->chat, msgs, NULL, &s, err) : al_err(err, AL_ENOMEM, "out of memory");
     json_decref(msgs);
@@ -262,7 +269,15 @@ static int mc_choice(load_ud *u, bitem *it, const char *ctx, const char *choice,
 static int mc_check(const json_t *row, int line, const char **ctx_out, const json_t **ch_out, long *gold_out,
                     char err[AL_ERRLEN]) {
     const char *ctx = first_string(row, CONTEXT_KEYS);
-    const json_t *ch = json_object_get(row, "choices");
+    const json_t *ch = json_object_get(row, "choices"), *labels = NULL;
+    if (!ch) ch = json_object_get(row, "endings"); /* HellaSwag */
+    if (json_is_object(ch)) {
+        /* ARC, OpenBookQA: {"text": [...], "label": ["A", ...]}, answerKey a label */
+        labels = json_object_get(ch, "label");
+        ch = json_object_get(ch, "text");
+        if (labels && json_array_size(labels) != json_array_size(ch))
+            return al_err(err, AL_EINVAL, "line %d: choices.label must give one label per choices.text", line);
+    }
     if (!ctx) return al_err(err, AL_EINVAL, "line %d: needs a \"question\" (or query, prompt, context) string", line);
     size_t k = json_array_size(ch);
     int ok = json_is_array(ch) && k >= 2 && k <= 1000;
@@ -276,6 +291,9 @@ static int mc_check(const json_t *row, int line, const char **ctx_out, const jso
     if (json_is_integer(g)) gold = (long)json_integer_value(g);
     else if (json_is_string(g)) {
         const char *s = json_string_value(g);
+        for (size_t i = 0; labels && i < k && gold < 0; i++)
+            if (json_is_string(json_array_get(labels, i)) && !strcmp(s, json_string_value(json_array_get(labels, i))))
+                gold = (long)i;
         for (size_t i = 0; i < k && gold < 0; i++)
             if (!strcmp(s, json_string_value(json_array_get(ch, i)))) gold = (long)i;
         if (gold < 0 && s[0] >= 'A' && s[0] <= 'Z' && !s[1]) gold = s[0] - 'A'; /* MMLU's letters */
@@ -285,8 +303,8 @@ static int mc_check(const json_t *row, int line, const char **ctx_out, const jso
             if (!*end) gold = v;
         }
     } else {
-        return al_err(err, AL_EINVAL, "line %d: needs \"answer\" (or label, gold): the right choice's index or text",
-                      line);
+        return al_err(err, AL_EINVAL, "line %d: needs \"answer\" (or label, gold, answerKey): the right choice's "
+                      "index, text or label", line);
     }
     if (gold < 0 || gold >= (long)k)
         return al_err(err, AL_EINVAL, "line %d: the answer is neither a choice nor an index below %zu", line, k);
@@ -296,12 +314,170 @@ static int mc_check(const json_t *row, int line, const char **ctx_out, const jso
     return AL_OK;
 }
 
+/* ---- few-shot contexts ---------------------------------------------------------------- */
+
+static int gen_check(const json_t *row, int line, const char **prompt_out, char ***ans_out, int *n_out,
+                     char err[AL_ERRLEN]);
+static void free_answers(char **ans);
+
+/* A shot's text and target: a multiple-choice row's context and right
+ * choice, a generative row's prompt and first accepted answer (*target
+ * malloc'd). */
+static int shot_parts(int type, const json_t *row, int line, const char **text, char **target, char err[AL_ERRLEN]) {
+    int rc;
+    if (type == BT_MC) {
+        const json_t *ch;
+        long gold;
+        if ((rc = mc_check(row, line, text, &ch, &gold, err))) return rc;
+        *target = strdup(json_string_value(json_array_get(ch, (size_t)gold)));
+    } else {
+        char **ans;
+        int k;
+        if ((rc = gen_check(row, line, text, &ans, &k, err))) return rc;
+        *target = strdup(ans[0]);
+        free_answers(ans);
+    }
+    return *target ? AL_OK : al_err(err, AL_ENOMEM, "out of memory");
+}
+
+typedef struct shots_ud {
+    json_t *rows;
+    int *lines;
+    int n, cap;
+} shots_ud;
+
+static int collect_row(void *ud, const json_t *row, int line, char err[AL_ERRLEN]) {
+    shots_ud *s = ud;
+    if (s->n == s->cap) {
+        int cap = s->cap ? 2 * s->cap : 64;
+        int *nl = realloc(s->lines, (size_t)cap * sizeof *nl);
+        if (!nl) return al_err(err, AL_ENOMEM, "out of memory");
+        s->lines = nl;
+        s->cap = cap;
+    }
+    s->lines[s->n++] = line;
+    return json_array_append(s->rows, (json_t *)row) ? al_err(err, AL_ENOMEM, "out of memory") : AL_OK;
+}
+
+/* The rows shots are drawn from (fewshot_file, else the task's own file),
+ * each checked as a shot of b's type. */
+static int load_shots(load_ud *u, char err[AL_ERRLEN]) {
+    const al_eval_task *t = u->t;
+    const char *what = t->fewshot_file[0] ? "fewshot_file" : "file";
+    shots_ud s = {json_array(), NULL, 0, 0};
+    if (!s.rows) return al_err(err, AL_ENOMEM, "out of memory");
+    int rc = each_row(t->fewshot_file[0] ? t->fewshot_file : t->file, what, 0, collect_row, &s, err);
+    for (int i = 0; !rc && i < s.n; i++) {
+        const json_t *row = json_array_get(s.rows, (size_t)i);
+        const char *text;
+        char *target = NULL, e2[AL_ERRLEN];
+        if (!json_is_object(row)) rc = al_err(err, AL_EINVAL, "%s: line %d: must be a JSON object", what, s.lines[i]);
+        else if ((rc = shot_parts(u->b->type, row, s.lines[i], &text, &target, e2))) al_err(err, rc, "%s: %s", what, e2);
+        free(target);
+    }
+    free(s.lines);
+    if (rc) {
+        json_decref(s.rows);
+        return rc;
+    }
+    u->shots = s.rows;
+    u->shots_own = !t->fewshot_file[0];
+    long others = (long)json_array_size(s.rows) - u->shots_own;
+    if (others < t->num_fewshot) {
+        json_decref(u->shots);
+        u->shots = NULL;
+        return al_err(err, AL_EINVAL, "num_fewshot %d: the %s holds only %ld %s", t->num_fewshot, what, others,
+                      u->shots_own ? "other rows" : "rows");
+    }
+    return AL_OK;
+}
+
+/* The shots of row `self` (its index among the file's rows), as the
+ * harness's ContextSampler picks them: num_fewshot + 1 drawn when they come
+ * from the row's own file, the row itself dropped, the first num_fewshot
+ * kept. "default" draws without replacement from a generator seeded by
+ * fewshot_seed and the row (the harness's Python random draws cannot be
+ * reproduced; the choice is as uniform and as fixed); "first_n" takes the
+ * first rows in order. */
+static void pick_shots(const load_ud *u, long self, long *pick) {
+    long N = (long)json_array_size(u->shots), n = u->t->num_fewshot, got = 0;
+    long need = u->shots_own ? n + 1 : n, draw[66];
+    if (need > N) need = N;
+    al_rng rng;
+    al_rng_seed(&rng, u->t->fewshot_seed ^ ((uint64_t)self * 0x9E3779B97F4A7C15ull));
+    for (long i = 0; i < need;) {
+        long r = u->t->fewshot_first_n ? i : (long)(al_rng_u64(&rng) % (uint64_t)N);
+        int dup = 0;
+        for (long j = 0; j < i; j++) dup |= draw[j] == r;
+        if (!dup) draw[i++] = r;
+    }
+    for (long i = 0; i < need && got < n; i++)
+        if (!u->shots_own || draw[i] != self) pick[got++] = draw[i];
+}
+
+/* Row `self`'s context with its shots before it (the harness's
+ * fewshot_context): each shot's text + target_delimiter + target +
+ * fewshot_delimiter, then the row's text, into *full (malloc'd). With
+ * fewshot_as_multiturn the shots become user and assistant turns in
+ * u->turns, the row's text the last user turn. */
+static int with_shots(load_ud *u, long self, const char *text, char **full, char err[AL_ERRLEN]) {
+    json_decref(u->turns);
+    u->turns = NULL;
+    if (!u->shots) {
+        *full = strdup(text);
+        return *full ? AL_OK : al_err(err, AL_ENOMEM, "out of memory");
+    }
+    long pick[64];
+    pick_shots(u, self, pick);
+    const al_eval_task *t = u->t;
+    al_buf b = {0};
+    int rc = AL_OK, multi = t->fewshot_multiturn;
+    if (multi && !(u->turns = json_array())) return al_err(err, AL_ENOMEM, "out of memory");
+    for (int i = 0; i < t->num_fewshot && !rc; i++) {
+        const char *st;
+        char *target = NULL;
+        if ((rc = shot_parts(u->b->type, json_array_get(u->shots, (size_t)pick[i]), 0, &st, &target, err))) break;
+        if (multi) {
+            if (json_array_append_new(u->turns, json_pack("{s:s, s:s}", "role", "user", "content", st)) ||
+                json_array_append_new(u->turns, json_pack("{s:s, s:s}", "role", "assistant", "content", target)))
+                rc = al_err(err, AL_ENOMEM, "out of memory");
+        } else {
+            al_buf_puts(&b, st);
+            al_buf_puts(&b, t->delimiter);
+            al_buf_puts(&b, target);
+            al_buf_puts(&b, t->fewshot_delimiter);
+        }
+        free(target);
+    }
+    if (!rc && multi && json_array_append_new(u->turns, json_pack("{s:s, s:s}", "role", "user", "content", text)))
+        rc = al_err(err, AL_ENOMEM, "out of memory");
+    al_buf_puts(&b, text);
+    if (!rc && b.oom) rc = al_err(err, AL_ENOMEM, "out of memory");
+    if (rc) {
+        al_buf_deinit(&b);
+        return rc;
+    }
+    *full = b.p;
+    return AL_OK;
+}
+
+static int mc_item(load_ud *u, int line, const char *ctx, const json_t *ch, long gold, char err[AL_ERRLEN]);
+
 static int mc_row(load_ud *u, const json_t *row, int line, char err[AL_ERRLEN]) {
     const char *ctx;
     const json_t *ch;
     long gold;
     int rc = mc_check(row, line, &ctx, &ch, &gold, err);
     if (rc) return rc;
+    char *full = NULL;
+    if ((rc = with_shots(u, u->ordinal, ctx, &full, err))) return rc;
+    rc = mc_item(u, line, full, ch, gold, err);
+    free(full);
+    return rc;
+}
+
+static int mc_item(load_ud *u, int line, const char *ctx, const json_t *ch, long gold, char err[AL_ERRLEN]) {
+    int rc;
     size_t k = json_array_size(ch);
     bitem *it = new_item(u, err);
     if (!it) return AL_ENOMEM;
@@ -393,15 +569,24 @@ static int gen_row(load_ud *u, const json_t *row, int line, char err[AL_ERRLEN])
     int k;
     int rc = gen_check(row, line, &prompt, &ans, &k, err);
     if (rc) return rc;
-    rc = gen_item(u, line, prompt, ans, k, json_object_get(row, "grader"), err);
+    char *full = NULL;
+    if ((rc = with_shots(u, u->ordinal, prompt, &full, err))) {
+        free_answers(ans);
+        return rc;
+    }
+    rc = gen_item(u, line, full, ans, k, json_object_get(row, "grader"), err);
+    free(full);
     if (rc && (!u->b->n || u->b->items[u->b->n - 1].answers != ans)) free_answers(ans);
     return rc;
 }
 
 static int load_row(void *ud, const json_t *row, int line, char err[AL_ERRLEN]) {
     load_ud *u = ud;
-    if (!json_is_object(row)) return al_err(err, AL_EINVAL, "line %d: must be a JSON object", line);
-    return u->b->type == BT_MC ? mc_row(u, row, line, err) : gen_row(u, row, line, err);
+    int rc = !json_is_object(row) ? al_err(err, AL_EINVAL, "line %d: must be a JSON object", line)
+             : u->b->type == BT_MC ? mc_row(u, row, line, err)
+                                   : gen_row(u, row, line, err);
+    u->ordinal++;
+    return rc;
 }
 
 static void item_free(bitem *it) {
@@ -448,8 +633,12 @@ int al_bench_load(al_bench **out, const al_eval_task *t, const al_chat *chat, co
         al_bench_free(b);
         return al_err(err, AL_EINVAL, "%s: a %s file is no benchmark", what, type);
     }
-    load_ud u = {b, t, chat, what, 0};
+    load_ud u = {b, t, chat, what, 0, NULL, 0, 0, NULL};
     char e2[AL_ERRLEN];
+    /* stop strings: the task's, else (the harness's default) the few-shot delimiter when shots are given */
+    b->n_until = t->n_until >= 0 ? t->n_until : t->num_fewshot > 0 && t->fewshot_delimiter[0] ? 1 : 0;
+    for (int i = 0; i < b->n_until; i++)
+        snprintf(b->until[i], sizeof b->until[i], "%s", t->n_until >= 0 ? t->until[i] : t->fewshot_delimiter);
     if (t->task[0]) {
         /* a built-in task as a generative benchmark: its prompts and answers, its grader */
         al_eval_task tt = *t;
@@ -463,7 +652,8 @@ int al_bench_load(al_bench **out, const al_eval_task *t, const al_chat *chat, co
         for (long i = 0; !rc && i < (t->rows > 0 ? t->rows : 100); i++) {
             al_task_row r;
             char **ans = calloc(2, sizeof *ans);
-            if (!ans || al_task_row_get(t->task, 1000003u, (uint64_t)i, &r) || !(ans[0] = strdup(r.answer))) {
+            if (!ans || al_task_row_get(t->task, (al_task_split)t->split, 1000003u, (uint64_t)i, &r) ||
+                !(ans[0] = strdup(r.answer))) {
                 free(ans);
                 rc = al_err(e2, AL_ENOMEM, "out of memory");
                 break;
@@ -474,7 +664,10 @@ int al_bench_load(al_bench **out, const al_eval_task *t, const al_chat *chat, co
             }
         }
     } else {
-        rc = each_row(t->file, "file", t->limit, load_row, &u, e2);
+        if (t->num_fewshot > 0) rc = load_shots(&u, e2);
+        if (!rc) rc = each_row(t->file, "file", t->limit, load_row, &u, e2);
+        json_decref(u.shots);
+        json_decref(u.turns);
     }
     if (!rc && b->n == 0) rc = al_err(e2, AL_EINVAL, "no rows");
     if (rc) {
@@ -487,6 +680,21 @@ int al_bench_load(al_bench **out, const al_eval_task *t, const al_chat *chat, co
 
 int al_bench_longest(const al_bench *b) { return b->longest; }
 int al_bench_items(const al_bench *b) { return b->n; }
+
+int al_bench_item_tokens(const al_bench *b, int i, int c, const int32_t **ids, int *n, int *ctx) {
+    if (i < 0 || i >= b->n) return AL_ERANGE;
+    const bitem *it = &b->items[i];
+    if (b->type == BT_GEN) {
+        *ids = it->prompt.ids;
+        *n = *ctx = it->prompt.n;
+        return AL_OK;
+    }
+    if (c < 0 || c >= it->n_choices) return AL_ERANGE;
+    *ids = it->ch[c].ids;
+    *n = it->ch[c].len;
+    *ctx = it->ch[c].ctx;
+    return AL_OK;
+}
 
 /* ---- validating an upload -------------------------------------------------------------- */
 
@@ -691,6 +899,10 @@ static int run_gen(al_bench *b, al_model *m, int rows, json_t *metrics, char err
             if (!txt) {
                 rc = al_err(err, AL_ENOMEM, "out of memory");
                 break;
+            }
+            for (int q = 0; q < b->n_until; q++) {
+                char *hit = strstr(txt, b->until[q]);
+                if (hit) *hit = 0; /* the completion ends before its first stop string */
             }
             const bitem *it = &b->items[i0 + j];
             double s = 0;

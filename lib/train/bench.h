@@ -30,6 +30,24 @@
  *   {"task": NAME, "type": "multiple_choice"|"generative", "n": N,
  *    "metrics": {"acc": x, "acc_stderr": s, "acc_norm": x, ...}}
  *
+ * Few-shot (num_fewshot > 0), as the harness's ContextSampler and
+ * fewshot_context: num_fewshot other rows of the file (or of fewshot_file)
+ * stand before each row, each as its text + target_delimiter + target
+ * (the right choice, or the first accepted answer) + fewshot_delimiter
+ * ("\n\n"); "first_n" takes the first rows, "default" draws them without
+ * replacement from a generator seeded by fewshot_seed and the row (not
+ * Python's random: the harness's exact draws are not reproduced). With a
+ * chat template the whole context is one user turn, or with
+ * fewshot_as_multiturn the shots are user/assistant turns. Generative
+ * completions end before the first of the task's "until" strings (default:
+ * the few-shot delimiter when there are shots, as the harness defaults
+ * generation_kwargs.until to it; else only EOS).
+ *
+ * Row shapes the harness's popular datasets have are read as they are:
+ * ARC/OpenBookQA ("choices": {"text": [...], "label": [...]}, "answerKey":
+ * a label, "question_stem"), HellaSwag ("ctx", "endings", "label": "2"),
+ * MMLU ("question", "choices", "answer": index).
+ *
  * Context and prompt are raw text, encoded with the tokenizer's own special
  * tokens (BOS when it adds one, never EOS); with "chat_template": true
  * the context becomes a user message rendered by the model's template with
@@ -73,6 +91,11 @@ void al_bench_free(al_bench *b);
  * choice: context + continuation; generative: prompt + max_new_tokens). */
 int al_bench_longest(const al_bench *b);
 int al_bench_items(const al_bench *b);
+/* The tokens item i puts through the model: multiple choice, choice c's
+ * context + continuation (*ctx: the context's length); generative, the
+ * prompt (c ignored, *ctx = *n). Borrowed. AL_OK, or AL_ERANGE for an
+ * item or choice that is not there. */
+int al_bench_item_tokens(const al_bench *b, int i, int c, const int32_t **ids, int *n, int *ctx);
 
 /* Scores model m (reserved for at least rows x T activations; forward
  * only is enough) on every item; *result a new object (shape above).

@@ -146,7 +146,7 @@ int al_job_estimate(const al_job *job, al_estimate *out, char err[AL_ERRLEN]) {
         for (long i = 0; i < n && !rc; i++) {
             al_task_row r;
             al_seq s = {0};
-            if ((rc = al_task_row_get(job->task, job->task_seed, (uint64_t)i, &r))) break;
+            if ((rc = al_task_row_get(job->task, job->task_split, job->task_seed, (uint64_t)i, &r))) break;
             rc = al_chat_encode_text(chat, r.prompt, strlen(r.prompt), r.answer, strlen(r.answer), &s, err);
             if (!rc) {
                 int len = s.n + gen_len;
@@ -168,6 +168,7 @@ int al_job_estimate(const al_job *job, al_estimate *out, char err[AL_ERRLEN]) {
         for (int f = 0; f < nf && !rc; f++) {
             al_dataset *ds = NULL;
             const char *path = job->n_train_files ? job->train_files[f].file : job->training_file;
+            o.sharegpt = al_job_file_sharegpt(job, path);
             if ((rc = al_dataset_read_file(path, chat, &o, &ds, err))) break;
             double sum = 0;
             for (int i = 0; i < ds->n_ex; i++)

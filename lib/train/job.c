@@ -131,13 +131,50 @@ static int method_default(const char *method, const char *field, double *d) {
     return 0;
 }
 
+/* RL on a built-in task: the settings a job leaves out come from this
+ * recipe before the method's TRL default. TRL's defaults are made for
+ * billion-parameter models (learning rates of 1e-6, a handful of completions
+ * per step); on the built-in tasks' small models they learn nothing, and the
+ * few-completion batches give updates that are mostly noise: on addition2,
+ * GRPO with 64 completions per step (8 prompts x 8) and lr 3e-4 moved held-out
+ * exact match by +0.17 / +0.01 / +0.15 over three seeds, while 256 (32 x 8) at
+ * lr 1e-4 gave +0.34 / +0.21 / +0.33 (bench/learn_sweep.py; BENCHMARKS.md,
+ * "Learning"); PPO against a good reward model at 128 prompts per step
+ * gave +0.06 / +0.20 / +0.34, at 256 +0.17 / +0.24 / +0.40. The gradient norm of those steps is 1-3 (PPO's 3-6), so TRL's
+ * max_grad_norm of 1 rescales every update; the recipe's 10 only guards
+ * against spikes, and clipping at 1 was no better (the recipe: +0.36 / +0.19
+ * / +0.34). */
+static int task_recipe(const char *method, const char *field, int own_batch, double *d) {
+    /* a job that sets its own batch_size gets TRL's group and mini-batch
+     * counts, which divide any batch it is likely to give */
+    if (own_batch && (!strcmp(field, "num_generations") || !strcmp(field, "num_mini_batches"))) return 0;
+    static const struct { const char *method, *field; double v; } tab[] = {
+        {"grpo", "learning_rate", 1e-4}, {"grpo", "batch_size", 256}, {"grpo", "num_generations", 8},
+        {"grpo", "beta", 0.04},          {"grpo", "max_grad_norm", 10},
+        {"grpo", "lr_scheduler_type", AL_SCHED_CONSTANT},
+        {"rloo", "learning_rate", 1e-4}, {"rloo", "batch_size", 256}, {"rloo", "num_generations", 8},
+        {"rloo", "max_grad_norm", 10},   {"rloo", "lr_scheduler_type", AL_SCHED_CONSTANT},
+        {"ppo", "learning_rate", 5e-5},  {"ppo", "batch_size", 256},  {"ppo", "num_mini_batches", 8},
+        {"ppo", "temperature", 1.0},     {"ppo", "max_grad_norm", 10},
+        {"ppo", "lr_scheduler_type", AL_SCHED_CONSTANT},
+    };
+    for (size_t i = 0; i < sizeof tab / sizeof tab[0]; i++)
+        if (!strcmp(tab[i].method, method) && !strcmp(tab[i].field, field)) {
+            *d = tab[i].v;
+            return 1;
+        }
+    return 0;
+}
+
 static const char *const scale_names[] = {"group", "batch", "none"};
 
-static void set_default(al_hparams *hp, const hp_field *f, const char *method) {
+/* on_task: the job names a built-in task; own_batch: and sets batch_size */
+static void set_default(al_hparams *hp, const hp_field *f, const char *method, int on_task, int own_batch) {
     char *base = (char *)hp + f->off;
     double d = f->def;
     if (!strcmp(f->name, "learning_rate")) d = method_lr(method);
     method_default(method, f->name, &d);
+    if (on_task) task_recipe(method, f->name, own_batch, &d);
     switch (f->type) {
     case HP_INT: case HP_BOOL: *(int *)base = (int)d; break;
     case HP_LONG: *(long *)base = (long)d; break;
@@ -303,9 +340,11 @@ static int check_keys(const json_t *o, const char *path, const char *const *allo
     return AL_OK;
 }
 
+/* {"name", "rows", "seed", "split"}; *split is -1 when not given (the
+ * method's default applies: see job.h). */
 static int parse_task(const json_t *v, const char *path, char *name, size_t name_n, long *rows,
-                      uint64_t *seed, char err[AL_ERRLEN]) {
-    static const char *const keys[] = {"name", "rows", "seed", NULL};
+                      uint64_t *seed, int *split, char err[AL_ERRLEN]) {
+    static const char *const keys[] = {"name", "rows", "seed", "split", NULL};
     char p[96];
     if (!json_is_object(v)) return al_err(err, AL_EINVAL, "%s: must be an object", path);
     int rc = check_keys(v, path, keys, err);
@@ -313,7 +352,7 @@ static int parse_task(const json_t *v, const char *path, char *name, size_t name
     snprintf(p, sizeof p, "%s.name", path);
     if ((rc = get_str(v, "name", p, name, name_n, 1, err))) return rc;
     al_task_row row;
-    if (al_task_row_get(name, 0, 0, &row) != AL_OK) {
+    if (al_task_row_get(name, AL_SPLIT_ALL, 0, 0, &row) != AL_OK) {
         char list[128] = "";
         size_t len = 0;
         for (const char *const *t = al_task_names(); *t; t++)
@@ -329,6 +368,10 @@ static int parse_task(const json_t *v, const char *path, char *name, size_t name
         return al_err(err, AL_EINVAL, "%s.seed: must be a non-negative integer", path);
     if (r) *rows = (long)json_integer_value(r);
     if (s) *seed = (uint64_t)json_integer_value(s);
+    const json_t *sp = json_object_get(v, "split");
+    *split = -1;
+    if (sp && (!json_is_string(sp) || (*split = al_task_split_parse(json_string_value(sp))) < 0))
+        return al_err(err, AL_EINVAL, "%s.split: must be \"train\", \"test\" or \"all\"", path);
     return AL_OK;
 }
 
@@ -434,7 +477,7 @@ static int parse_train_files(al_job *job, const json_t *v, char err[AL_ERRLEN]) 
     if (!json_is_array(v) || json_array_size(v) == 0 || json_array_size(v) > AL_MAX_TRAIN_FILES)
         return al_err(err, AL_EINVAL, "training_files: must be a list of 1 to %d {\"file\", \"weight\"} objects",
                       AL_MAX_TRAIN_FILES);
-    static const char *const keys[] = {"file", "weight", NULL};
+    static const char *const keys[] = {"file", "weight", "dataset_info", NULL};
     size_t n = json_array_size(v);
     for (size_t i = 0; i < n; i++) {
         const json_t *e = json_array_get(v, i);
@@ -451,12 +494,81 @@ static int parse_train_files(al_job *job, const json_t *v, char err[AL_ERRLEN]) 
         if (w && !json_is_null(w) && (!json_is_number(w) || !(x > 0) || !isfinite(x) || x > 1e9))
             return al_err(err, AL_EINVAL, "%s.weight: must be a number > 0", path);
         job->train_files[i].weight = x;
+        const json_t *di = json_object_get(e, "dataset_info");
+        snprintf(p, sizeof p, "%s.dataset_info", path);
+        if (di && !json_is_null(di)) {
+            if ((rc = al_sharegpt_parse(di, p, &job->train_files[i].sharegpt, err))) return rc;
+            job->train_files[i].has_sharegpt = 1;
+        }
     }
     if (n == 1) {
         memcpy(job->training_file, job->train_files[0].file, sizeof job->training_file);
         job->n_train_files = 0;
+        if (job->train_files[0].has_sharegpt) {
+            if (job->has_sharegpt)
+                return al_err(err, AL_EINVAL, "training_files[0].dataset_info: give it or dataset_info, not both");
+            job->sharegpt = job->train_files[0].sharegpt;
+            job->has_sharegpt = 1;
+        }
     } else {
         job->n_train_files = (int)n;
+    }
+    return AL_OK;
+}
+
+/* A short string field (delimiters, stop strings): under n bytes, no NUL. */
+static int short_str(const json_t *x, char *out, size_t n) {
+    if (!json_is_string(x) || json_string_length(x) >= n || strlen(json_string_value(x)) != json_string_length(x))
+        return -1;
+    memcpy(out, json_string_value(x), json_string_length(x) + 1);
+    return 0;
+}
+
+/* A benchmark's few-shot settings and stop strings (lm-evaluation-harness's
+ * num_fewshot, fewshot_config.sampler, fewshot_delimiter,
+ * fewshot_as_multiturn, generation_kwargs.until). */
+static int parse_fewshot(al_eval_task *t, const json_t *e, const char *path, char err[AL_ERRLEN]) {
+    const json_t *x;
+    char p[96];
+    int rc;
+    if ((x = json_object_get(e, "num_fewshot")) && !json_is_null(x)) {
+        if (!json_is_integer(x) || json_integer_value(x) < 0 || json_integer_value(x) > 64)
+            return al_err(err, AL_EINVAL, "%s.num_fewshot: must be an integer in [0, 64]", path);
+        t->num_fewshot = (int)json_integer_value(x);
+    }
+    snprintf(p, sizeof p, "%s.fewshot_file", path);
+    if ((rc = get_str(e, "fewshot_file", p, t->fewshot_file, sizeof t->fewshot_file, 0, err))) return rc;
+    if ((x = json_object_get(e, "fewshot_sampler")) && !json_is_null(x)) {
+        const char *s = json_string_value(x);
+        if (!s || (strcmp(s, "default") && strcmp(s, "first_n")))
+            return al_err(err, AL_EINVAL, "%s.fewshot_sampler: must be \"default\" (seeded random) or \"first_n\"", path);
+        t->fewshot_first_n = !strcmp(s, "first_n");
+    }
+    if ((x = json_object_get(e, "fewshot_seed")) && !json_is_null(x)) {
+        if (!json_is_integer(x) || json_integer_value(x) < 0)
+            return al_err(err, AL_EINVAL, "%s.fewshot_seed: must be a non-negative integer", path);
+        t->fewshot_seed = (uint64_t)json_integer_value(x);
+    }
+    if ((x = json_object_get(e, "fewshot_delimiter")) && short_str(x, t->fewshot_delimiter, sizeof t->fewshot_delimiter))
+        return al_err(err, AL_EINVAL, "%s.fewshot_delimiter: must be a string under %zu bytes", path,
+                      sizeof t->fewshot_delimiter);
+    if ((x = json_object_get(e, "fewshot_as_multiturn"))) {
+        if (!json_is_boolean(x)) return al_err(err, AL_EINVAL, "%s.fewshot_as_multiturn: must be true or false", path);
+        t->fewshot_multiturn = json_is_true(x);
+        if (t->fewshot_multiturn && !t->chat_template)
+            return al_err(err, AL_EINVAL, "%s.fewshot_as_multiturn: needs chat_template (the shots become turns)", path);
+    }
+    if ((t->fewshot_file[0] || json_object_get(e, "fewshot_sampler")) && !t->num_fewshot)
+        return al_err(err, AL_EINVAL, "%s.num_fewshot: is 0, so the few-shot settings have no use", path);
+    if ((x = json_object_get(e, "until")) && !json_is_null(x)) {
+        size_t n = json_array_size(x);
+        if (!json_is_array(x) || n > 4)
+            return al_err(err, AL_EINVAL, "%s.until: must be a list of at most 4 stop strings", path);
+        for (size_t k = 0; k < n; k++)
+            if (short_str(json_array_get(x, k), t->until[k], sizeof t->until[k]) || !t->until[k][0])
+                return al_err(err, AL_EINVAL, "%s.until[%zu]: must be a non-empty string under %zu bytes", path, k,
+                              sizeof t->until[k]);
+        t->n_until = (int)n;
     }
     return AL_OK;
 }
@@ -473,9 +585,14 @@ static int parse_eval_tasks(al_job *job, const json_t *v, char err[AL_ERRLEN]) {
         if (!json_is_object(e)) return al_err(err, AL_EINVAL, "%s: must be an object", path);
         t->grader = job->reward.grader;
         snprintf(t->delimiter, sizeof t->delimiter, " ");
+        snprintf(t->fewshot_delimiter, sizeof t->fewshot_delimiter, "\n\n");
+        t->fewshot_seed = 1234;
+        t->n_until = -1;
         if (json_object_get(e, "file")) {
             static const char *const keys[] = {"file", "name", "type", "grader", "max_new_tokens",
-                                               "target_delimiter", "limit", "chat_template", NULL};
+                                               "target_delimiter", "limit", "chat_template", "num_fewshot",
+                                               "fewshot_file", "fewshot_sampler", "fewshot_seed",
+                                               "fewshot_delimiter", "fewshot_as_multiturn", "until", NULL};
             char p[96];
             if ((rc = check_keys(e, path, keys, err))) return rc;
             snprintf(p, sizeof p, "%s.file", path);
@@ -517,9 +634,12 @@ static int parse_eval_tasks(al_job *job, const json_t *v, char err[AL_ERRLEN]) {
                 if (!json_is_boolean(x)) return al_err(err, AL_EINVAL, "%s.chat_template: must be true or false", path);
                 t->chat_template = json_is_true(x);
             }
+            if ((rc = parse_fewshot(t, e, path, err))) return rc;
         } else {
             uint64_t seed;
-            if ((rc = parse_task(e, path, t->task, sizeof t->task, &t->rows, &seed, err))) return rc;
+            int split;
+            if ((rc = parse_task(e, path, t->task, sizeof t->task, &t->rows, &seed, &split, err))) return rc;
+            t->split = split < 0 ? AL_SPLIT_TEST : split;
             memcpy(t->name, t->task, sizeof t->task); /* task (32) fits name (64) */
         }
         job->n_eval_tasks = (int)i + 1;
@@ -532,6 +652,16 @@ static const char *const g_data_methods[] = {"generate_preferences", "evaluate",
 
 int al_method_is_rl(const char *m) {
     return m && (!strcmp(m, "ppo") || !strcmp(m, "grpo") || !strcmp(m, "rloo"));
+}
+
+const al_sharegpt_cfg *al_job_file_sharegpt(const al_job *job, const char *file) {
+    if (file == job->training_file || file == job->validation_file) return job->has_sharegpt ? &job->sharegpt : NULL;
+    for (int k = 0; k < job->n_train_files; k++)
+        if (file == job->train_files[k].file)
+            return job->train_files[k].has_sharegpt ? &job->train_files[k].sharegpt
+                   : job->has_sharegpt              ? &job->sharegpt
+                                                    : NULL;
+    return NULL;
 }
 
 int al_method_is_data(const char *m) {
@@ -863,6 +993,8 @@ int al_job_refs(json_t *desc, al_ref_fn fn, void *ud, char err[AL_ERRLEN]) {
             snprintf(p, sizeof p, "%s[%zu].file", lists[k], i);
             json_t *e = json_array_get(l, i);
             if (json_is_object(e) && (rc = ref_one(&c, e, "file", 0, AL_REF_FILE, p))) return rc;
+            snprintf(p, sizeof p, "%s[%zu].fewshot_file", lists[k], i);
+            if (k == 1 && json_is_object(e) && (rc = ref_one(&c, e, "fewshot_file", 0, AL_REF_FILE, p))) return rc;
         }
     }
     json_t *rw = json_object_get(desc, "reward");
@@ -887,7 +1019,8 @@ int al_job_from_json(al_job *job, const json_t *o, char err[AL_ERRLEN]) {
                                        "ref_model", "hyperparameters", "lora", "seed", "output_dir",
                                        "eval_tasks", "suffix", "metadata", "reward", "critic",
                                        "critic_model", "model_b", "principles", "chat_template",
-                                       "training_files", "hygiene", "resources", "distributed", NULL};
+                                       "training_files", "hygiene", "dataset_info", "resources",
+                                       "distributed", NULL};
     al_job j;
     memset(&j, 0, sizeof j);
     al_grader_cfg_default(&j.reward.grader);
@@ -926,6 +1059,11 @@ int al_job_from_json(al_job *job, const json_t *o, char err[AL_ERRLEN]) {
     if (prn && !json_is_null(prn) &&
         (rc = parse_principles(prn, "principles", j.principles, &j.n_principles, err)))
         return rc;
+    const json_t *dinfo = json_object_get(o, "dataset_info");
+    if (dinfo && !json_is_null(dinfo)) {
+        if ((rc = al_sharegpt_parse(dinfo, "dataset_info", &j.sharegpt, err))) return rc;
+        j.has_sharegpt = 1;
+    }
     const json_t *tfs = json_object_get(o, "training_files");
     if (tfs && !json_is_null(tfs)) {
         if (j.training_file[0])
@@ -941,8 +1079,11 @@ int al_job_from_json(al_job *job, const json_t *o, char err[AL_ERRLEN]) {
         if (j.training_file[0] || j.n_train_files)
             return al_err(err, AL_EINVAL, "task: give either %s or task, not both",
                           j.n_train_files || tfs ? "training_files" : "training_file");
-        if ((rc = parse_task(task, "task", j.task, sizeof j.task, &j.task_rows, &j.task_seed, err)))
+        int split;
+        if ((rc = parse_task(task, "task", j.task, sizeof j.task, &j.task_rows, &j.task_seed, &split, err)))
             return rc;
+        /* training draws from the train split, evaluation from the held-out one */
+        j.task_split = split >= 0 ? split : !strcmp(j.method, "evaluate") ? AL_SPLIT_TEST : AL_SPLIT_TRAIN;
     } else if (!j.training_file[0] && !j.n_train_files &&
                !(!strcmp(j.method, "evaluate") && json_array_size(json_object_get(o, "eval_tasks")))) {
         return al_err(err, AL_EINVAL, "training_file: is required (or training_files, or a built-in task)");
@@ -954,8 +1095,9 @@ int al_job_from_json(al_job *job, const json_t *o, char err[AL_ERRLEN]) {
             return al_err(err, AL_EINVAL, "seed: must be a non-negative integer");
         j.hp.seed = (uint64_t)json_integer_value(seed);
     }
-    for (int i = 0; i < N_FIELDS; i++) set_default(&j.hp, &fields[i], j.method);
     const json_t *hps = json_object_get(o, "hyperparameters");
+    int own_batch = json_is_object(hps) && json_object_get(hps, "batch_size");
+    for (int i = 0; i < N_FIELDS; i++) set_default(&j.hp, &fields[i], j.method, j.task[0] != 0, own_batch);
     if (hps && !json_is_null(hps)) {
         if (!json_is_object(hps)) return al_err(err, AL_EINVAL, "hyperparameters: must be an object");
         const char *k;
@@ -1048,6 +1190,15 @@ int al_job_from_json(al_job *job, const json_t *o, char err[AL_ERRLEN]) {
     for (int i = 0; i < N_FIELDS; i++) json_object_set_new(h, fields[i].name, field_json(hp, &fields[i]));
     json_object_set_new(res, "hyperparameters", h);
     json_object_set_new(res, "seed", json_integer((json_int_t)hp->seed));
+    /* the splits the built-in tasks resolved to */
+    json_t *rt = json_object_get(res, "task");
+    if (j.task[0] && json_is_object(rt))
+        json_object_set_new(rt, "split", json_string(al_task_split_name(j.task_split)));
+    json_t *ret = json_object_get(res, "eval_tasks");
+    for (int i = 0; i < j.n_eval_tasks; i++)
+        if (j.eval_tasks[i].task[0] && json_is_object(json_array_get(ret, (size_t)i)))
+            json_object_set_new(json_array_get(ret, (size_t)i), "split",
+                                json_string(al_task_split_name(j.eval_tasks[i].split)));
     if (j.use_lora) {
         json_t *l = json_pack("{s:i, s:f, s:f, s:s, s:b}", "r", j.lora.r, "alpha", (double)j.lora.alpha,
                               "dropout", 0.0, "target_modules", j.lora.targets, "merge", j.lora_merge);

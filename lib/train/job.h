@@ -3,12 +3,17 @@
  *
  *   {"method": "sft"|"pretrain"|"reward_model"|"dpo"|"kto"|"orpo"|"simpo"
  *              |"ppo"|"grpo"|"rloo"|"generate_preferences"|"evaluate"|"critique_revise",
- *    "model": DIR, "training_file": FILE | "task": {"name","rows","seed"}
+ *    "model": DIR, "training_file": FILE | "task": {"name","rows","seed","split"}
  *                | "training_files": [{"file": FILE, "weight": W}, ...],
  *                  (mixed by weighted sampling, lib/text/mix.h; weight > 0,
  *                   default 1, normalised; one entry = training_file; not for
  *                   the sampling jobs; fixed at its first epoch of draws
  *                   for packing and group_by_length)
+ *    "dataset_info": {"formatting": "sharegpt", "columns": {...}, "tags": {...}},
+ *                     (LLaMA-Factory's entry for a sharegpt file with its own
+ *                      column and tag names, lib/text/dataset.h: training_file's
+ *                      and validation_file's, and the training_files entries'
+ *                      that carry none of their own)
  *    "chat_template": NAME | JINJA,              (a built-in of lib/text/chat.h by
  *                     name, or template text: replaces or supplies the model's)
  *    "hygiene": {...},                           (lib/text/hygiene.h: filters applied
@@ -19,7 +24,10 @@
  *    "lora": {...}|null, "seed": N, "output_dir": DIR,
  *    "eval_tasks": [{"name": TASK, "rows": N} | {"file": FILE, "name": NAME, "type": "loss"|
  *                   "multiple_choice"|"generative", "grader": GRADER, "max_new_tokens": N,
- *                   "target_delimiter": " ", "limit": N, "chat_template": BOOL}],
+ *                   "target_delimiter": " ", "limit": N, "chat_template": BOOL,
+ *                   "num_fewshot": N, "fewshot_file": FILE, "fewshot_sampler": "default"|
+ *                   "first_n", "fewshot_seed": 1234, "fewshot_delimiter": "\n\n",
+ *                   "fewshot_as_multiturn": BOOL, "until": [STR, ...]}],
  *    -- RL and the sampling jobs --
  *    "reward": {"verifiable": W | {"weight": W, "partial": BOOL, "grader": GRADER},
  *               "format": {"regex": PCRE2, "weight": W, "match": "start"|"full"|"search"},
@@ -54,6 +62,10 @@
  * {"prompts","completions","rows"} and reads {"rewards"}); defaults weight 1,
  * timeout_ms 30000, batch 64, retries 3.
  *
+ * A built-in task's "split" (lib/tasks/tasks.h) defaults to "test" for
+ * evaluate jobs and eval_tasks and to "train" for every other method, so
+ * that what a job is measured on was never trained on.
+ *
  * Every hyper-parameter left out (or given as "auto") takes TRL's default
  * for the method; every bad value is an AL_EINVAL whose message starts with
  * the field's path ("hyperparameters.beta: must be > 0"). The resolved
@@ -65,6 +77,7 @@
 
 #include "../dist/ddp.h"
 #include "../model/model.h"
+#include "../text/dataset.h"
 #include "../text/hygiene.h"
 #include "grader.h"
 #include "hparams.h"
@@ -81,6 +94,7 @@ typedef struct al_eval_task {
     char task[32];             /* built-in task, or "" for a file */
     char file[AL_PATH_MAX];
     long rows;
+    int split;                 /* al_task_split: "test" unless the job says otherwise */
     /* a file: "loss" (an SFT file's loss), "multiple_choice" or "generative"
      * (benchmarks, lib/train/bench.h); "" = told by the file's first row */
     char type[32];
@@ -89,6 +103,15 @@ typedef struct al_eval_task {
     char delimiter[16];        /* multiple choice: between context and choice, " " */
     long limit;                /* the first rows only; 0 = all */
     int chat_template;         /* render the context with the model's chat template */
+    /* few-shot contexts, as lm-evaluation-harness builds them (bench.h) */
+    int num_fewshot;           /* 0 = none */
+    char fewshot_file[AL_PATH_MAX]; /* "" = the task's own file, the row itself left out */
+    int fewshot_first_n;       /* 1: the first rows ("first_n"), 0: seeded random ("default") */
+    uint64_t fewshot_seed;     /* 1234, the harness's */
+    char fewshot_delimiter[16];/* "\n\n" */
+    int fewshot_multiturn;     /* with chat_template: the shots as user/assistant turns */
+    char until[4][32];         /* generative: stop strings; none = EOS only */
+    int n_until;               /* -1: the default (fewshot_delimiter with shots, else none) */
 } al_eval_task;
 
 #define AL_URL_MAX 1024
@@ -135,12 +158,17 @@ typedef struct al_job {
     struct {
         char file[AL_PATH_MAX];
         double weight;
+        al_sharegpt_cfg sharegpt;      /* its "dataset_info" */
+        int has_sharegpt;
     } train_files[AL_MAX_TRAIN_FILES]; /* training_files of two or more entries */
+    al_sharegpt_cfg sharegpt;          /* "dataset_info": training_file's and validation_file's */
+    int has_sharegpt;
     int n_train_files;                 /* 0: training_file or task */
     char validation_file[AL_PATH_MAX];
     char task[32];                     /* built-in task name or "" */
     long task_rows;
     uint64_t task_seed;
+    int task_split;                    /* al_task_split: test for evaluate, else train */
     char output_dir[AL_PATH_MAX];
     al_hparams hp;
     int use_lora;
@@ -175,12 +203,19 @@ void al_job_deinit(al_job *job);
  * job whose product is data (generate_preferences, evaluate, critique_revise
  * sample a model; clean_data filters a file). */
 int al_method_is_rl(const char *method);
+
+/* The sharegpt names ("dataset_info") the job gives for one of its data
+ * files, by identity: file is job->training_file, job->validation_file or a
+ * job->train_files[k].file (its own, else the job's); NULL when none was
+ * given for it. */
+const al_sharegpt_cfg *al_job_file_sharegpt(const al_job *job, const char *file);
 int al_method_is_data(const char *method);
 
 typedef enum al_ref_kind { AL_REF_MODEL, AL_REF_FILE } al_ref_kind;
 /* Called for each string field of an unparsed job description that names a
  * model folder or a data file. path is the field's path ("model",
  * "ref_model", "training_file", "training_files[1].file", "validation_file", "eval_tasks[0].file",
+ * "eval_tasks[0].fewshot_file",
  * "hygiene.decontaminate.file",
  * "reward.reward_model", "reward.reward_model[1]", "reward.judge.model",
  * "critic_model", "model_b"). Return 0 to continue, optionally writing a

@@ -472,24 +472,27 @@ int al_rewarder_score_rows(al_rewarder *rw, int n, int G, const char *const *pro
     }
     for (int i = 0; i < n && !rc; i++) {
         double r = 0, v = NAN, fm = NAN, ex = NAN;
-        if (c->verifiable != 0) {
-            const al_reward_row *rr = rows ? rows[i] : NULL;
-            v = 0;
-            if (rr && rr->n_answers > 0) {
-                int got = 0;
-                rc = al_grader_grade(rr->grader ? rr->grader : rw->grader, completions[i], rr->answers,
-                                     rr->n_answers, &v, &got);
-                if (rc) {
-                    al_err(err, rc, "reward.verifiable.grader: %s", rc == AL_ERANGE
-                           ? "the pattern hit PCRE2's match limit on a completion (catastrophic backtracking?)"
-                           : al_strerror(rc));
-                    break;
-                }
+        const al_reward_row *rr = rows ? rows[i] : NULL;
+        if (rr && rr->n_answers > 0) {
+            /* graded whenever the row has answers, also at weight 0: the
+             * samples' true accuracy beside a learned reward (hacking) */
+            int got = 0, grc = al_grader_grade(rr->grader ? rr->grader : rw->grader, completions[i], rr->answers,
+                                               rr->n_answers, &v, &got);
+            if (grc && c->verifiable != 0) {
+                rc = al_err(err, grc, "reward.verifiable.grader: %s", grc == AL_ERANGE
+                            ? "the pattern hit PCRE2's match limit on a completion (catastrophic backtracking?)"
+                            : al_strerror(grc));
+                break;
+            }
+            if (grc) v = NAN; /* a monitor only: never fails the step */
+            else {
                 if (v == 0 && c->partial) v = al_reward_verifiable(rr->answers[0], completions[i], 1);
                 ex = got;
             }
-            r += c->verifiable * v;
+        } else if (c->verifiable != 0) {
+            v = 0;
         }
+        if (c->verifiable != 0) r += c->verifiable * v;
         if (rw->format) {
             int m = al_format_match(rw->format, completions[i]);
             if (m < 0) {

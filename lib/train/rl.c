@@ -236,7 +236,7 @@ static void clip_prompt(al_seq *s, int maxp) {
 }
 
 int rl_prompts_load(rl_prompts *p, const al_job *job, const al_chat *chat, int from_task, long rows,
-                    uint64_t seed, const char *file, const char *what, int want_sft, char err[AL_ERRLEN]) {
+                    uint64_t seed, int split, const char *file, const char *what, int want_sft, char err[AL_ERRLEN]) {
     const al_tok *tok = al_chat_tok(chat);
     int maxp = job->hp.max_prompt_length;
     int rc;
@@ -244,7 +244,7 @@ int rl_prompts_load(rl_prompts *p, const al_job *job, const al_chat *chat, int f
         if ((rc = prompts_alloc(p, rows, err))) return rc;
         for (long i = 0; i < rows; i++) {
             al_task_row r;
-            if (al_task_row_get(job->task, seed, (uint64_t)i, &r))
+            if (al_task_row_get(job->task, split, seed, (uint64_t)i, &r))
                 return al_err(err, AL_EINVAL, "task: '%s' is not a built-in task", job->task);
             /* raw text, as the trainer's task rows: the tiny models have no chat habits */
             if ((rc = al_chat_encode_prompt(chat, r.prompt, strlen(r.prompt), &p->seq[p->n], err))) return rc;
@@ -273,7 +273,8 @@ int rl_prompts_load(rl_prompts *p, const al_job *job, const al_chat *chat, int f
         }
         return AL_OK;
     }
-    al_data_opts o = {.method = "rl", .max_length = 0, .max_prompt_length = 0, .dedupe = job->hp.dedupe};
+    al_data_opts o = {.method = "rl", .max_length = 0, .max_prompt_length = 0, .dedupe = job->hp.dedupe,
+                      .sharegpt = al_job_file_sharegpt(job, file)};
     if (al_hygiene_any(&job->hygiene) && is_training_file(job, file)) o.hygiene = &job->hygiene;
     al_dataset *ds = NULL;
     char e2[AL_ERRLEN];
@@ -398,6 +399,7 @@ typedef struct rl {
     int Pg;                     /* prompts per step over all ranks: P x world */
     al_rewarder *rw;
     rl_prompts train, val;
+    int all_answered;           /* every training prompt has an answer: its exact match is logged */
     al_bench *bench[AL_MAX_EVAL_TASKS]; /* eval_tasks with a benchmark file */
     int G, P, N;                /* completions per prompt, prompts per step, completions per step */
     int max_new, T, mb;         /* T: longest prompt + completion */
@@ -432,6 +434,8 @@ typedef struct rl {
     int h_n;
     double kl_mean, d2_first, ent_first;
     long warned_at[8];
+    long n_updates, n_clipped;  /* optimiser updates, and how many were clipped (not checkpointed) */
+    int clip_run;               /* consecutive steps whose every update was clipped */
     char err[AL_ERRLEN];
 } rl;
 
@@ -570,7 +574,7 @@ static int mixture_prompts(rl *r, int want_sft) {
         rl_prompts part;
         memset(&part, 0, sizeof part);
         snprintf(what, sizeof what, "training_files[%d]", k);
-        rc = rl_prompts_load(&part, job, r->chat, 0, 0, 0, job->train_files[k].file, what, want_sft, r->err);
+        rc = rl_prompts_load(&part, job, r->chat, 0, 0, 0, 0, job->train_files[k].file, what, want_sft, r->err);
         if (!rc && !part.n) rc = al_err(r->err, AL_EINVAL, "%s: no prompts", what);
         if (!rc) {
             prompts_events(r, &part, what);
@@ -633,26 +637,29 @@ static int setup(rl *r) {
     /* prompts */
     int want_sft = hp->sft_mix_ratio > 0;
     if (job->task[0]) {
-        if ((rc = rl_prompts_load(&r->train, job, r->chat, 1, job->task_rows, job->task_seed, NULL, "task",
-                                  want_sft, r->err)))
+        if ((rc = rl_prompts_load(&r->train, job, r->chat, 1, job->task_rows, job->task_seed, job->task_split,
+                                  NULL, "task", want_sft, r->err)))
             return rc;
         long vrows = job->task_rows / 10 < 200 ? job->task_rows / 10 : 200;
         if (vrows < 8) vrows = 8;
-        if ((rc = rl_prompts_load(&r->val, job, r->chat, 1, vrows, job->task_seed + 1000003u, NULL, "task", 0,
-                                  r->err)))
+        /* validation prompts from the held-out split */
+        if ((rc = rl_prompts_load(&r->val, job, r->chat, 1, vrows, job->task_seed + 1000003u, AL_SPLIT_TEST, NULL,
+                                  "task", 0, r->err)))
             return rc;
     } else {
         if (job->n_train_files) rc = mixture_prompts(r, want_sft);
-        else if (!(rc = rl_prompts_load(&r->train, job, r->chat, 0, 0, 0, job->training_file, "training_file",
+        else if (!(rc = rl_prompts_load(&r->train, job, r->chat, 0, 0, 0, 0, job->training_file, "training_file",
                                         want_sft, r->err)))
             prompts_events(r, &r->train, "training_file");
         if (rc) return rc;
         if (job->validation_file[0] &&
-            (rc = rl_prompts_load(&r->val, job, r->chat, 0, 0, 0, job->validation_file, "validation_file", 0,
+            (rc = rl_prompts_load(&r->val, job, r->chat, 0, 0, 0, 0, job->validation_file, "validation_file", 0,
                                   r->err)))
             return rc;
     }
     if (r->train.n == 0) return al_err(r->err, AL_EINVAL, "training data: no prompts");
+    r->all_answered = 1;
+    for (int i = 0; i < r->train.n; i++) r->all_answered &= r->train.answer[i] != NULL;
     if (job->reward.verifiable != 0)
         for (int i = 0; i < r->train.n; i++)
             if (!r->train.answer[i])
@@ -1055,11 +1062,13 @@ static void zero_grads(rl *r) {
  * summed over ranks), then one AdamW step each. */
 static double optimizer_step(rl *r, float lr) {
     double mx = r->hp->max_grad_norm;
+    r->n_updates++;
     if (!r->ddp) {
         /* one process: as before lib/dist, to the last bit */
         double a = al_model_grad_norm(r->m), b = r->critic ? al_model_grad_norm(r->critic) : 0;
         double norm = sqrt(a * a + b * b);
         if (mx > 0 && norm > mx && isfinite(norm)) {
+            r->n_clipped++;
             if (a > 0) al_clip_grad_norm(r->m, mx * a / norm);
             if (b > 0) al_clip_grad_norm(r->critic, mx * b / norm);
         }
@@ -1070,6 +1079,7 @@ static double optimizer_step(rl *r, float lr) {
     double a2 = al_ddp_grad_sumsq(r->ddp, r->m), b2 = r->critic ? al_ddp_grad_sumsq(r->cddp, r->critic) : 0;
     double norm = sqrt(a2 + b2);
     if (mx > 0 && norm > mx && isfinite(norm)) {
+        r->n_clipped++;
         /* torch.nn.utils.clip_grad_norm_ over both models' parameters */
         float coef = (float)(mx / (norm + 1e-6));
         al_ddp_grad_scale(r->ddp, r->m, coef);
@@ -1509,7 +1519,14 @@ static int one_step(rl *r, mlist *l, int train) {
     float lr = al_sched_lr(hp->lr_scheduler_type, hp->learning_rate, r->step, warmup, r->total_steps);
     double gnorm = 0;
     if (train) {
+        long u0 = r->n_updates, c0 = r->n_clipped;
         if ((rc = updates(r, lr, &st, &gnorm))) return rc;
+        r->clip_run = r->n_clipped - c0 == r->n_updates - u0 ? r->clip_run + 1 : 0;
+        if (r->clip_run == HEALTH_WINDOW)
+            warn(r, 7, "the gradient norm (%.3g) exceeded max_grad_norm %g at every update of the last %d "
+                 "steps: clipping rescales every step instead of guarding against spikes (raise max_grad_norm "
+                 "above the typical norm)", gnorm, hp->max_grad_norm,
+                 HEALTH_WINDOW);
         if (!isfinite(st.loss) || !isfinite(gnorm))
             return al_err(r->err, AL_ENAN, "divergence: %s is not finite at step %ld",
                           isfinite(st.loss) ? "grad_norm" : "loss", r->step + 1);
@@ -1574,7 +1591,9 @@ static int one_step(rl *r, mlist *l, int train) {
     put(l, "completions/clipped_ratio", 1.0 - eos / N);
     put(l, "completions/mean_terminated_length", tn > 0 ? tl / tn : 0);
     put(l, "completions/distinct_2", d2 / N);
-    if (r->job->reward.verifiable != 0) {
+    /* logged at weight 0 too when the prompts have answers: the samples'
+     * true accuracy beside what a reward model says of them */
+    if (r->job->reward.verifiable != 0 || r->all_answered) {
         put(l, "rewards/verifiable/mean", mean_of(r->p_ver, r->N));
         put(l, "rewards/verifiable/extracted", mean_of(r->p_ext, r->N));
     }

@@ -24,8 +24,8 @@ typedef struct rl_prompts {
     json_t *report;            /* a file's dataset report (owned; NULL for a task) */
 } rl_prompts;
 
-/* From the job's built-in task (rows rows of job->task with seed) when
- * from_task, else from the JSONL file (prompt-only or prompt/completion
+/* From the job's built-in task (rows rows of job->task's split with seed)
+ * when from_task, else from the JSONL file (prompt-only or prompt/completion
  * rows; what names the field in errors). A row's "grader" is read over
  * job->reward.grader; with reward.verifiable on, an answer the grader can
  * never match (not a number for a numeric compare) is an error naming its
@@ -33,7 +33,7 @@ typedef struct rl_prompts {
  * job->training_file or a job->train_files[k].file), never a validation
  * file: what they dropped is in p->report (al_hygiene_describe). */
 int rl_prompts_load(rl_prompts *p, const al_job *job, const al_chat *chat, int from_task, long rows,
-                    uint64_t seed, const char *file, const char *what, int want_sft, char err[AL_ERRLEN]);
+                    uint64_t seed, int split, const char *file, const char *what, int want_sft, char err[AL_ERRLEN]);
 void rl_prompts_free(rl_prompts *p);
 /* Moves src's prompts to the end of dst (src is left empty). AL_ENOMEM
  * leaves both as they were. */

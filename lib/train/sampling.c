@@ -32,6 +32,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../buf.h"
 #include "../io.h"
 #include "bench.h"
 #include "rl_int.h"
@@ -71,41 +72,23 @@ static int pmodel_open(pmodel *p, const char *dir, const char *field, char err[A
     return AL_OK;
 }
 
-/* A growing JSONL buffer. */
-typedef struct jbuf {
-    char *s;
-    size_t n, cap;
-} jbuf;
-
-static int jbuf_add(jbuf *b, json_t *o) {
+/* Appends o (whose reference it takes) to b as one JSONL line. */
+static int jsonl_add(al_buf *b, json_t *o) {
     char *line = json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER);
     json_decref(o);
     if (!line) return AL_ENOMEM;
-    size_t l = strlen(line);
-    if (b->n + l + 2 > b->cap) {
-        size_t cap = (b->cap + l + 2) * 2;
-        char *ns = realloc(b->s, cap);
-        if (!ns) {
-            free(line);
-            return AL_ENOMEM;
-        }
-        b->s = ns;
-        b->cap = cap;
-    }
-    memcpy(b->s + b->n, line, l);
-    b->s[b->n + l] = '\n';
-    b->n += l + 1;
+    al_buf_puts(b, line);
     free(line);
-    return AL_OK;
+    return al_buf_putc(b, '\n');
 }
 
-static int write_output(const al_job *job, jbuf *b, const char *name, const char *purpose, al_train_result *res,
+static int write_output(const al_job *job, al_buf *b, const char *name, const char *purpose, al_train_result *res,
                         char err[AL_ERRLEN]) {
     char path[AL_PATH_MAX + 64];
     int rc = al_mkdir_p(job->output_dir, err);
     if (rc) return rc;
     snprintf(path, sizeof path, "%s/%s", job->output_dir, name);
-    if ((rc = al_file_write_atomic(path, b->s ? b->s : "", b->n, err))) return rc;
+    if ((rc = al_file_write_atomic(path, al_buf_str(b), b->n, err))) return rc;
     if (res->n_output_files < 4) {
         snprintf(res->output_files[res->n_output_files].path, sizeof res->output_files[0].path, "%s", path);
         snprintf(res->output_files[res->n_output_files].purpose, sizeof res->output_files[0].purpose, "%s", purpose);
@@ -129,8 +112,9 @@ static void event_line(void *ud, const char *line) { rl_event(ud, AL_LOG_INFO, "
  * from its training_file goes to cb's events. */
 static int load_prompts(const al_job *job, const al_chat *chat, rl_prompts *p, const al_train_cb *cb,
                         char err[AL_ERRLEN]) {
-    if (job->task[0]) return rl_prompts_load(p, job, chat, 1, job->task_rows, job->task_seed, NULL, "task", 0, err);
-    int rc = rl_prompts_load(p, job, chat, 0, 0, 0, job->training_file, "training_file", 0, err);
+    if (job->task[0])
+        return rl_prompts_load(p, job, chat, 1, job->task_rows, job->task_seed, job->task_split, NULL, "task", 0, err);
+    int rc = rl_prompts_load(p, job, chat, 0, 0, 0, 0, job->training_file, "training_file", 0, err);
     if (!rc) al_hygiene_describe(p->report, "training_file", 20, event_line, (void *)cb);
     return rc;
 }
@@ -178,7 +162,7 @@ static int gen_prefs(const al_job *job, const al_train_cb *cb, al_train_result *
     pmodel pm = {0};
     rl_prompts pr = {0};
     al_rewarder *rw = NULL;
-    jbuf out = {0};
+    al_buf out = {0};
     int G = hp->num_generations, per = CHUNK / G > 0 ? CHUNK / G : 1, n = 0;
     const al_seq **ps = calloc((size_t)per * G, sizeof *ps);
     char **txt = calloc((size_t)per * G, sizeof *txt);
@@ -240,7 +224,7 @@ static int gen_prefs(const al_job *job, const al_train_cb *cb, al_train_result *
             json_t *o = json_pack("{s:s, s:s, s:s, s:f, s:f}", "prompt", pt[best], "chosen", txt[best],
                                   "rejected", txt[worst], "score_chosen", (double)sc[best], "score_rejected",
                                   (double)sc[worst]);
-            if (!o || jbuf_add(&out, o)) rc = al_err(err, AL_ENOMEM, "out of memory");
+            if (!o || jsonl_add(&out, o)) rc = al_err(err, AL_ENOMEM, "out of memory");
             pairs++;
             sum_c += sc[best];
             sum_r += sc[worst];
@@ -273,7 +257,7 @@ static int gen_prefs(const al_job *job, const al_train_cb *cb, al_train_result *
         res->steps = res->total_steps = chunks;
     }
     for (int i = 0; txt && i < per * G; i++) free(txt[i]);
-    free(ps); free(txt); free(pt); free(an); free(lens); free(eos); free(sc); free(out.s);
+    free(ps); free(txt); free(pt); free(an); free(lens); free(eos); free(sc); al_buf_deinit(&out);
     al_rewarder_free(rw);
     rl_prompts_free(&pr);
     pmodel_free(&pm);
@@ -316,7 +300,7 @@ static int evaluate_job(const al_job *job, const al_train_cb *cb, al_train_resul
     pmodel A = {0}, B = {0};
     rl_prompts pa = {0}, pb = {0};
     al_rewarder *rw = NULL;
-    jbuf out = {0};
+    al_buf out = {0};
     int two = job->model_b[0] != 0;
     int has_prompts = job->task[0] || job->training_file[0];
     int rc = pmodel_open(&A, job->model, "model", err);
@@ -412,7 +396,7 @@ static int evaluate_job(const al_job *job, const al_train_cb *cb, al_train_resul
             } else if (cb && cb->sample && p0 + i < 3) {
                 cb->sample(cb->ud, p0 / CHUNK + 1, pt[i], ta[i], ans ? ca : NAN);
             }
-            if (jbuf_add(&out, o)) rc = al_err(err, AL_ENOMEM, "out of memory");
+            if (jsonl_add(&out, o)) rc = al_err(err, AL_ENOMEM, "out of memory");
         }
         for (int i = 0; i < k; i++) {
             free(ta[i]);
@@ -442,7 +426,7 @@ static int evaluate_job(const al_job *job, const al_train_cb *cb, al_train_resul
     if (!rc && has_prompts) rc = write_output(job, &out, "evaluation.jsonl", "evaluation", res, err);
     if (!rc && job->n_eval_tasks) rc = evaluate_benchmarks(job, &A, two ? &B : NULL, cb, total, err);
     if (!rc) res->steps = res->total_steps = total;
-    free(out.s);
+    al_buf_deinit(&out);
     al_rewarder_free(rw);
     rl_prompts_free(&pa);
     rl_prompts_free(&pb);
@@ -488,7 +472,7 @@ static int critique_revise(const al_job *job, const al_train_cb *cb, al_train_re
     const al_hparams *hp = &job->hp;
     pmodel pm = {0};
     rl_prompts pr = {0};
-    jbuf sft = {0}, pairs = {0};
+    al_buf sft = {0}, pairs = {0};
     int rc = pmodel_open(&pm, job->model, "model", err);
     if (!rc) rc = load_prompts(job, pm.chat, &pr, cb, err);
     al_rng rng;
@@ -540,12 +524,12 @@ static int critique_revise(const al_job *job, const al_train_cb *cb, al_train_re
                 continue;
             }
             json_t *a = json_pack("{s:s, s:s}", "prompt", pr.text[p0 + i], "completion", rv);
-            if (!a || jbuf_add(&sft, a)) rc = al_err(err, AL_ENOMEM, "out of memory");
+            if (!a || jsonl_add(&sft, a)) rc = al_err(err, AL_ENOMEM, "out of memory");
             /* a blank first answer makes no pair a DPO job would take */
             json_t *b = is_blank(ans[i]) ? NULL
                       : json_pack("{s:s, s:s, s:s, s:s, s:s}", "prompt", pr.text[p0 + i], "chosen", rv, "rejected",
                                   ans[i], "principle", job->principles[pi[i]], "critique", crit[i]);
-            if (!is_blank(ans[i]) && (!b || jbuf_add(&pairs, b))) rc = al_err(err, AL_ENOMEM, "out of memory");
+            if (!is_blank(ans[i]) && (!b || jsonl_add(&pairs, b))) rc = al_err(err, AL_ENOMEM, "out of memory");
             kept++;
             if (cb && cb->sample && kept <= 3) cb->sample(cb->ud, p0 / CHUNK + 1, pr.text[p0 + i], rv, NAN);
         }
@@ -572,8 +556,8 @@ static int critique_revise(const al_job *job, const al_train_cb *cb, al_train_re
                  "critique_revise: %ld revisions of %d prompts; %ld empty or unchanged were left out", kept, pr.n,
                  same);
     }
-    free(sft.s);
-    free(pairs.s);
+    al_buf_deinit(&sft);
+    al_buf_deinit(&pairs);
     rl_prompts_free(&pr);
     pmodel_free(&pm);
     return rc;

@@ -144,7 +144,7 @@ static void dataset_free(dataset *d) {
 /* Built-in task rows as examples of the objective's layout: prompt and
  * answer as raw text (the tiny models have no chat habits to keep), the
  * plausible wrong answer as the rejected or undesirable completion. */
-static int task_examples(trainer *t, const char *task, long rows, uint64_t seed, al_batch_kind kind,
+static int task_examples(trainer *t, const char *task, int split, long rows, uint64_t seed, al_batch_kind kind,
                          dataset *d) {
     d->ex = calloc((size_t)rows, sizeof *d->ex);
     if (!d->ex) return al_err(t->err, AL_ENOMEM, "out of memory for %ld task rows", rows);
@@ -152,7 +152,7 @@ static int task_examples(trainer *t, const char *task, long rows, uint64_t seed,
     for (long i = 0; i < rows; i++) {
         al_task_row r;
         al_example *e = &d->ex[d->n];
-        int rc = al_task_row_get(task, seed, (uint64_t)i, &r);
+        int rc = al_task_row_get(task, split, seed, (uint64_t)i, &r);
         if (rc) return al_err(t->err, rc, "task: '%s' is not a built-in task", task);
         e->line = (int)i + 1;
         const char *good = r.answer;
@@ -187,7 +187,8 @@ static void event_line(void *ud, const char *line) { event(ud, AL_LOG_INFO, "%s"
  * drop becomes an event; the examples move into d. */
 static int file_examples(trainer *t, const char *path, const char *method, dataset *d, const char *what,
                          int training) {
-    al_data_opts o = {.method = method, .max_length = t->hp->max_length, .dedupe = t->hp->dedupe};
+    al_data_opts o = {.method = method, .max_length = t->hp->max_length, .dedupe = t->hp->dedupe,
+                      .sharegpt = al_job_file_sharegpt(t->job, path)};
     /* the job's hygiene filters clean what it trains on, not what it is measured on */
     if (training && al_hygiene_any(&t->job->hygiene)) o.hygiene = &t->job->hygiene;
     al_dataset *ds = NULL;
@@ -665,7 +666,7 @@ static void eval_samples(trainer *t, long step) {
             double reward = NAN;
             if (t->job->task[0]) {
                 al_task_row r;
-                al_task_row_get(t->job->task, t->job->task_seed + 1000003u, (uint64_t)i, &r);
+                al_task_row_get(t->job->task, AL_SPLIT_TEST, t->job->task_seed + 1000003u, (uint64_t)i, &r);
                 reward = al_task_correct(&r, ctxt);
             }
             t->cb->sample(t->cb->ud, step, ptxt, ctxt, reward);
@@ -676,7 +677,7 @@ static void eval_samples(trainer *t, long step) {
 }
 
 /* Greedy exact-match accuracy of model m on n rows of a task (raw prompts). */
-static int task_accuracy(al_model *m, const al_tok *tok, const char *task, uint64_t seed, int n,
+static int task_accuracy(al_model *m, const al_tok *tok, const char *task, int split, uint64_t seed, int n,
                          double *acc, char err[AL_ERRLEN]) {
     enum { B = 8, NEW = 48 }; /* word_problems' solutions run to about 30 bytes */
     int ok = 0, max_T = al_model_config_of(m)->max_T;
@@ -688,7 +689,7 @@ static int task_accuracy(al_model *m, const al_tok *tok, const char *task, uint6
         al_task_row rows[B];
         int rc = AL_OK;
         for (int b = 0; b < nb && !rc; b++) {
-            al_task_row_get(task, seed, (uint64_t)(i + b), &rows[b]);
+            al_task_row_get(task, split, seed, (uint64_t)(i + b), &rows[b]);
             rc = al_tok_encode(tok, rows[b].prompt, strlen(rows[b].prompt), 1, 0, &ids[b], &plen[b],
                                NULL, NULL, err);
         }
@@ -767,8 +768,8 @@ static int evaluate(trainer *t, long step, al_metric *m, int *nm) {
         m[(*nm)++].value = loss;
         if (!et->task[0]) continue;
         double acc;
-        if ((rc = task_accuracy(t->m, t->tok, et->task, 1000003u, (int)(et->rows < 200 ? et->rows : 200),
-                                &acc, t->err)))
+        if ((rc = task_accuracy(t->m, t->tok, et->task, et->split, 1000003u,
+                                (int)(et->rows < 200 ? et->rows : 200), &acc, t->err)))
             return rc;
         snprintf(m[*nm].name, sizeof m[*nm].name, "eval/%.20s/accuracy", et->name);
         m[(*nm)++].value = acc;
@@ -1037,10 +1038,13 @@ static int setup(trainer *t, const al_job *job, const char *resume_dir, const al
     t->max_T = t->hp->max_length < mc->max_T ? t->hp->max_length : mc->max_T;
     /* data */
     if (job->task[0]) {
-        if ((rc = task_examples(t, job->task, job->task_rows, job->task_seed, t->kind, &t->train))) return rc;
+        if ((rc = task_examples(t, job->task, job->task_split, job->task_rows, job->task_seed, t->kind, &t->train)))
+            return rc;
+        /* validation rows from the held-out split */
         long vrows = job->task_rows / 10 < 200 ? job->task_rows / 10 : 200;
         if (vrows < 8) vrows = 8;
-        if ((rc = task_examples(t, job->task, vrows, job->task_seed + 1000003u, t->kind, &t->val))) return rc;
+        if ((rc = task_examples(t, job->task, AL_SPLIT_TEST, vrows, job->task_seed + 1000003u, t->kind, &t->val)))
+            return rc;
     } else if (job->n_train_files) {
         if ((rc = mixture_examples(t))) return rc;
         if (job->validation_file[0] &&
@@ -1068,7 +1072,7 @@ static int setup(trainer *t, const al_job *job, const char *resume_dir, const al
             if ((rc = al_bench_load(&t->bench[k], et, t->chat, &job->reward.grader, mc->max_T, what, t->err))) return rc;
             continue;
         }
-        if (et->task[0]) rc = task_examples(t, et->task, et->rows < 200 ? et->rows : 200, 1000003u,
+        if (et->task[0]) rc = task_examples(t, et->task, et->split, et->rows < 200 ? et->rows : 200, 1000003u,
                                             AL_BATCH_LM, &t->evals[k]);
         else rc = file_examples(t, et->file, "sft", &t->evals[k], what, 0);
         if (rc || (rc = finish_dataset(t, &t->evals[k], 1, what))) return rc;
@@ -1300,9 +1304,9 @@ int al_eval_task_accuracy(const char *model_dir, const char *task, int n, double
     int rc = al_tok_load(&tok, model_dir, err);
     if (!rc) rc = al_model_open_ex(&m, model_dir, NULL, AL_OPEN_FROZEN, 0, err);
     al_task_row r;
-    if (!rc && al_task_row_get(task, 0, 0, &r) != AL_OK)
+    if (!rc && al_task_row_get(task, AL_SPLIT_ALL, 0, 0, &r) != AL_OK)
         rc = al_err(err, AL_EINVAL, "--task: '%s' is not a built-in task", task);
-    if (!rc) rc = task_accuracy(m, tok, task, 1000003u, n, acc, err);
+    if (!rc) rc = task_accuracy(m, tok, task, AL_SPLIT_TEST, 1000003u, n, acc, err);
     al_model_free(m);
     al_tok_free(tok);
     return rc;

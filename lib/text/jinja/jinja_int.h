@@ -19,6 +19,7 @@
 #include <stdint.h>
 #include <stddef.h>
 
+#include "../../buf.h"
 #include "jinja.h"
 
 /* ---------------------------------------------------------------- limits */
@@ -75,7 +76,9 @@ typedef struct jmacro { jo h; const struct jnode *def; jmap *closure; } jmacro;
 typedef struct jloop { jo h; jseq *items; size_t idx; jv last_changed; int have_changed; } jloop;
 
 /* ---------------------------------------------------------------- buffers */
-typedef struct jbuf { char *p; size_t n, cap; } jbuf;
+/* Output and string buffers are al_buf; jj_buf_put bounds them and counts
+ * their memory in the render's budget. */
+typedef al_buf jbuf;
 
 /* ---------------------------------------------------------------- AST */
 enum {

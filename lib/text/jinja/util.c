@@ -52,46 +52,44 @@ int jj_fail(jctx *c, int rc, const char *fmt, ...) {
 }
 
 /* ---------------------------------------------------------------- buffers */
+/* Counts the growth of b from old_cap bytes in the render's budget. */
+static int account(jctx *c, const jbuf *b, size_t old_cap) {
+    if (!c) return AL_OK;
+    c->mem += b->cap - old_cap;
+    if (c->mem > JJ_MEM_MAX) return jj_fail(c, AL_ERANGE, "render uses more than %zu bytes", JJ_MEM_MAX);
+    return AL_OK;
+}
+
 int jj_buf_put(jctx *c, jbuf *b, const char *s, size_t n) {
     if (n > JJ_OUT_MAX || b->n > JJ_OUT_MAX - n) {
         if (c) return jj_fail(c, AL_ERANGE, "output exceeds %zu bytes", JJ_OUT_MAX);
         return AL_ERANGE;
     }
-    if (b->n + n + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap : 64;
-        while (cap < b->n + n + 1) cap *= 2;
-        if (c && c->mem + (cap - b->cap) > JJ_MEM_MAX)
-            return jj_fail(c, AL_ERANGE, "render uses more than %zu bytes", JJ_MEM_MAX);
-        char *p = realloc(b->p, cap);
-        if (!p) return c ? jj_fail(c, AL_ENOMEM, "out of memory") : AL_ENOMEM;
-        if (c) c->mem += cap - b->cap;
-        b->p = p;
-        b->cap = cap;
-    }
-    if (n) memcpy(b->p + b->n, s, n);
-    b->n += n;
-    b->p[b->n] = 0;
-    return AL_OK;
+    size_t old_cap = b->cap;
+    if (al_buf_reserve(b, n)) return c ? jj_fail(c, AL_ENOMEM, "out of memory") : AL_ENOMEM;
+    int rc = account(c, b, old_cap);
+    return rc ? rc : al_buf_put(b, s, n);
 }
 
 int jj_buf_putc(jctx *c, jbuf *b, char ch) { return jj_buf_put(c, b, &ch, 1); }
 
 int jj_buf_printf(jctx *c, jbuf *b, const char *fmt, ...) {
-    char tmp[512];
+    size_t old_cap = b->cap, old_n = b->n;
     va_list ap;
     va_start(ap, fmt);
-    int n = vsnprintf(tmp, sizeof tmp, fmt, ap);
+    int rc = al_buf_vprintf(b, fmt, ap);
     va_end(ap);
-    if (n < 0) return jj_fail(c, AL_EINVAL, "format error");
-    if ((size_t)n >= sizeof tmp) n = (int)sizeof tmp - 1;
-    return jj_buf_put(c, b, tmp, (size_t)n);
+    if (rc == AL_EINVAL) return jj_fail(c, AL_EINVAL, "format error");
+    if (rc) return jj_fail(c, AL_ENOMEM, "out of memory");
+    if (b->n > JJ_OUT_MAX) {
+        b->n = old_n;
+        b->p[old_n] = 0;
+        return jj_fail(c, AL_ERANGE, "output exceeds %zu bytes", JJ_OUT_MAX);
+    }
+    return account(c, b, old_cap);
 }
 
-void jj_buf_free(jbuf *b) {
-    free(b->p);
-    b->p = NULL;
-    b->n = b->cap = 0;
-}
+void jj_buf_free(jbuf *b) { al_buf_deinit(b); }
 
 /* ---------------------------------------------------------------- UTF-8 */
 size_t jj_u8_dec(const char *s, size_t n, uint32_t *cp) {

@@ -182,7 +182,14 @@ export function render(root, route) {
       const rs = rc.series.get('reward') || rc.series.get('objective/rlhf_reward') || rc.series.get('objective/scores');
       const ls = lc.series.get('completions/mean_length') || lc.series.get('response_length');
       const tr = rs && trend(rs), tl = ls && trend(ls);
+      // A learned reward against the samples' true exact match (logged at
+      // weight 0 whenever the prompts have answers): the learned score
+      // rising while the truth stands still is reward hacking.
+      const learned = rc.series.get('rewards/reward_model/mean') || rc.series.get('rewards/judge/mean');
+      const truth = rc.series.get('rewards/verifiable/mean');
+      const tm = learned && trend(learned), tv = truth && trend(truth);
       if (tr && tl && tr.d > 0 && tl.rel > 0.15) rc.warn('Warning: the reward climbs while responses get longer — possible length hacking. Read the samples; consider a length penalty.');
+      else if (tm && tv && tm.d > 0.2 && tv.d < 0.02) rc.warn('Warning: the learned reward climbs while the samples’ exact match (rewards/verifiable/mean) does not — reward hacking. Raise kl_coef, use an ensemble of reward models, or retrain the reward model on the policy’s own samples.');
       else rc.warn('');
     }
     const kc = st.charts.get('kl');
