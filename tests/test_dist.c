@@ -8,12 +8,17 @@
  *                 of one process accumulating both halves; with overlap the
  *                 backward starts buckets itself
  *   zero1         a sharded optimizer's steps equal the plain data-parallel
- *                 ones, and its gathered moments equal theirs */
+ *                 ones, and its gathered moments equal theirs
+ *   rl_global     RL's statistics over ranks: each rank's whole groups (and
+ *                 rows) of a global batch get the advantages (GRPO's batch
+ *                 scaling, PPO's whitening) one process computes over all of
+ *                 it; an error on one rank reaches every rank with its reason */
 #include "t.h"
 
 #include "dist/ddp.h"
 #include "dist/dist.h"
 #include "model/model.h"
+#include "train/rl.h"
 
 static int R, S; /* rank, size */
 
@@ -256,6 +261,54 @@ static void test_zero1(int lora) {
     al_model_free(z);
 }
 
+/* ---- RL's global statistics ---------------------------------------------------- */
+
+static void test_rl_global(void) {
+    enum { PG = 3, G = 4, RT = 2, TT = 5 }; /* per rank: groups of G; rows of TT positions */
+    int n = PG * G, ng = S * n;
+    float all[64 * PG * G], one[64 * PG * G], mine[PG * G];
+    for (int i = 0; i < ng; i++) all[i] = (float)((i * 37 + 11) % 17) * 0.25f - 1.0f;
+    static const int scales[] = {AL_SCALE_GROUP, AL_SCALE_BATCH, AL_SCALE_NONE};
+    for (int s = 0; s < 3; s++) {
+        /* one process: every rank's groups, this rank's are groups R*PG .. */
+        int z1 = al_rl_group_adv(one, all, S * PG, G, scales[s]);
+        int zr = al_rl_group_adv_global(mine, all + R * n, PG, G, scales[s]);
+        double d = 0;
+        for (int i = 0; i < n; i++) d = fmax(d, fabs(mine[i] - one[R * n + i]));
+        T_NEAR(d, 0, 1e-6);
+        /* zero-spread groups: this rank's count, summed, is the batch's */
+        double zs = zr;
+        al_dist_sum(&zs, 1);
+        T_NEAR(zs, z1, 0);
+    }
+    /* PPO's whitening over every rank's scored positions, shifted or not */
+    float x[64 * RT * TT], w1[64 * RT * TT], wr[RT * TT];
+    int32_t tg[64 * RT * TT];
+    int nt = S * RT * TT;
+    for (int i = 0; i < nt; i++) {
+        x[i] = (float)((i * 13 + 5) % 11) * 0.5f - 2.0f;
+        tg[i] = (i * 7) % 5 == 0 ? -1 : 3; /* some positions unscored */
+    }
+    for (int shift = 0; shift < 2; shift++) {
+        memcpy(w1, x, (size_t)nt * sizeof *x);
+        al_rl_whiten(w1, tg, S * RT, TT, shift);
+        memcpy(wr, x + R * RT * TT, sizeof wr);
+        al_rl_whiten_global(wr, tg + R * RT * TT, RT, TT, shift);
+        double d = 0;
+        for (int i = 0; i < RT * TT; i++) d = fmax(d, fabs(wr[i] - w1[R * RT * TT + i]));
+        T_NEAR(d, 0, 1e-6);
+    }
+    /* an error on the last rank alone: every rank gets its code and reason */
+    char err[AL_ERRLEN] = "";
+    int rc = R == S - 1 ? al_err(err, AL_EFORMAT, "bad row %d", 7) : AL_OK;
+    T_EQ_INT(al_dist_agree_err(rc, err), AL_EFORMAT);
+    char want[AL_ERRLEN];
+    if (S == 1 || R == S - 1) snprintf(want, sizeof want, "bad row 7");
+    else snprintf(want, sizeof want, "rank %d: bad row 7", S - 1);
+    T_STR_EQ(err, want);
+    T_EQ_INT(al_dist_agree_err(AL_OK, err), AL_OK);
+}
+
 int main(void) {
     char err[AL_ERRLEN];
     if (al_dist_init(err)) {
@@ -273,6 +326,7 @@ int main(void) {
     test_ddp_grads(1, 1);
     test_zero1(0);
     test_zero1(1);
+    test_rl_global();
     int rc = t_done();
     /* a failure on any rank fails the test on every rank */
     rc = al_dist_agree_rc(-rc) ? 1 : 0;
