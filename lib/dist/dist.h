@@ -39,10 +39,6 @@ int al_dist_init(char err[AL_ERRLEN]);
 int al_dist_env_world(void);
 /* Ends MPI (after every rank's last collective). No-op when not started. */
 void al_dist_finalize(void);
-/* Ends every rank of the job now with exit status code: after an error on
- * this rank alone, the others would wait in a collective forever. Returns
- * only when MPI was not started. */
-void al_dist_abort(int code);
 
 int al_dist_rank(void);      /* 0 when not distributed */
 int al_dist_size(void);      /* 1 when not distributed */

@@ -46,10 +46,6 @@ void al_dist_finalize(void) {
     started = 0;
 }
 
-void al_dist_abort(int code) {
-    if (started) MPI_Abort(MPI_COMM_WORLD, code);
-}
-
 int al_dist_rank(void) { return g_rank; }
 int al_dist_size(void) { return g_size; }
 int al_dist_compiled(void) { return 1; }

@@ -16,7 +16,6 @@ int al_dist_init(char err[AL_ERRLEN]) {
 }
 
 void al_dist_finalize(void) {}
-void al_dist_abort(int code) { (void)code; }
 int al_dist_rank(void) { return 0; }
 int al_dist_size(void) { return 1; }
 int al_dist_compiled(void) { return 0; }
