@@ -5,10 +5,13 @@ label mpi.
 A daemon configured with `launcher = mpirun ... -np {processes}` and a
 shared_dir:
 
+  refuse    a job asking for 2 processes of a daemon without a launcher
+            is refused with 422 no_launcher
+  retries   a launcher that never starts a rank: the job is requeued
+            launcher_retries times, then fails; the daemon lives on
   stream    a 2-process SFT job: its metrics arrive over the job's event
             stream while it runs, the job object says 2 processes, it
-            succeeds and registers its model; a job asking for 2 processes
-            of a daemon without a launcher is refused with 422 no_launcher
+            succeeds and registers its model
   pause     a long 2-process job pauses (a checkpoint, no process left),
             resumes from that checkpoint, and is cancelled: cancelled, no
             process left
@@ -135,6 +138,23 @@ check(code == 422 and body["error"]["code"] == "no_launcher" and body["error"]["
       f"no launcher: 422 no_launcher naming resources.processes ({code} {body.get('error')})")
 plain.send_signal(signal.SIGTERM)
 plain.wait(60)
+
+# a launcher that never starts a rank (exits 1 at once): every attempt is
+# lost, the job is requeued launcher_retries times, then fails; the daemon
+# lives on
+bad, base1 = start_daemon("bad", ["--launcher", "/bin/false -np {processes}", "--shared-dir",
+                                  os.path.join(WORK, "shared_bad"), "--launcher-retries", "1"])
+code, jb = call(base1, "/v1/fine_tuning/jobs", sft(10))
+j = wait(base1, jb["id"], lambda x: x["status"] == "failed", timeout=120, what="to fail") if code == 200 else None
+msg = (j or {}).get("error") or {}
+check(j is not None and "after 2 attempts" in (msg.get("message") or ""),
+      f"a launch that never runs: failed after 2 attempts ({msg.get('message')})")
+ev = events(base1, jb["id"]) if code == 200 else []
+check(sum(e.startswith("Attempt 1 was lost") and "restarts from step 0" in e for e in ev) == 1,
+      "a launch that never runs: its first lost attempt was requeued, from step 0")
+check(call(base1, "/v1/fine_tuning/jobs")[0] == 200 and bad.poll() is None, "the daemon lives on")
+bad.send_signal(signal.SIGTERM)
+bad.wait(60)
 
 daemon, base = start_daemon("state", ["--launcher", LAUNCHER, "--shared-dir", os.path.join(WORK, "shared"),
                                       "--launcher-retries", "2"])

@@ -8,7 +8,8 @@
 // the jobs list, watch a chart gain points over SSE, open the samples,
 // cancel a second job, upload a bad file and read its line errors, chat in
 // the playground, compare two jobs and a base's benchmark results with its
-// fine-tune's, and get through the API-key prompt.
+// fine-tune's, see a job of two processes with its rank count, and get
+// through the API-key prompt.
 // Screenshots of every page go to $AL_TEST_TMP/screenshots.
 //
 // Environment: ALIGND_BIN (the daemon), AL_TEST_TMP (scratch and
@@ -79,7 +80,10 @@ before(async () => {
     assert.ok(BIN, 'ALIGND_BIN names the daemon');
     execFileSync(BIN, ['init-model', '--arch', 'gpt2', '--layers', '1', '--hidden', '32', '--heads', '2',
       '--context', '128', '--seed', '3', '--out', path.join(modelsDir, 'tiny')], { stdio: 'ignore' });
-    const args = ['serve', '--listen', '127.0.0.1:0', '--state-dir', stateDir, '--models-dir', modelsDir];
+    // A launcher that never starts a rank (a job asking for processes is
+    // lost at once and, without retries, fails): enough to show one.
+    const args = ['serve', '--listen', '127.0.0.1:0', '--state-dir', stateDir, '--models-dir', modelsDir,
+      '--launcher', '/bin/false -np {processes}', '--launcher-retries', '0'];
     if (process.env.ALIGND_WEB_DIR) args.push('--web-dir', process.env.ALIGND_WEB_DIR);
     const log = fs.openSync(path.join(TMP, 'daemon.log'), 'w');
     daemon = spawn(BIN, args, { stdio: ['ignore', log, log], env: Object.assign({}, process.env, { ALIGND_THREADS: '1' }) });
@@ -437,6 +441,25 @@ test('models and compare pages', async () => {
   await page.waitForSelector('#chart-loss');
   await shot('job-narrow', false);
   await page.setViewportSize({ width: 1280, height: 900 });
+});
+
+test('a job of several processes shows its rank count in the list and on its page', async (t) => {
+  if (!daemon) { t.skip('needs a daemon of its own (its launcher)'); return; }
+  const r = await http('POST', '/v1/fine_tuning/jobs', {
+    model: 'tiny', method: 'sft', task: { name: 'addition2', rows: 16 },
+    hyperparameters: { max_steps: 2, batch_size: 2, max_length: 16 },
+    resources: { processes: 2 }, distributed: { shard_optimizer: true },
+  });
+  assert.equal(r.status, 200, r.text);
+  const id = r.json.id;
+  await waitFor(async () => (await http('GET', `/v1/fine_tuning/jobs/${id}`)).json.status === 'failed',
+    'the launched job to fail');
+  await go('#/jobs');
+  const tr = page.locator(`tr[data-id="${id}"]`);
+  await tr.waitFor();
+  assert.match(await tr.locator('.ranks').textContent(), /× 2 processes/);
+  await go(`#/jobs/${id}`);
+  assert.equal((await page.textContent('.ranks')).trim(), '2 processes (ZeRO-1)');
 });
 
 test('with an API key the dashboard asks for it and keeps it for the session', async (t) => {
