@@ -113,7 +113,8 @@ def run(a, shape, name, cfg, model, data, work):
         if "event" not in o:
             stamps[o["step"]] = time.monotonic()
         elif o["event"] == "message" and o["message"].startswith("distributed: ") and "reductions" in o["message"]:
-            m = re.search(r"of ([0-9.]+) MB, ([0-9.]+) ms a step spent waiting.*?([0-9]+)% of the buckets",
+            m = re.search(r"of ([0-9.]+) MB \(one per optimizer update\), ([0-9.]+) ms each spent waiting.*?"
+                          r"([0-9]+)% of the buckets",
                           o["message"])
             if m:
                 mb, wait_ms, early = float(m.group(1)), float(m.group(2)), float(m.group(3))

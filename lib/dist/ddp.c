@@ -12,6 +12,7 @@
 #include "ddp.h"
 
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -209,4 +210,16 @@ void al_ddp_moments_release(const al_adamw *o, float *mm, float *vv) {
 
 void al_ddp_stats(const al_ddp *d, long *rounds, double *bytes, double *wait_s, double *early) {
     al_dist_reducer_stats(d ? d->red : NULL, rounds, bytes, wait_s, early);
+}
+
+int al_ddp_summary(const al_ddp *d, const char *what, char *buf, size_t n) {
+    long rounds;
+    double bytes, wait_s, early;
+    al_ddp_stats(d, &rounds, &bytes, &wait_s, &early);
+    buf[0] = 0;
+    if (rounds <= 0) return 0;
+    snprintf(buf, n, "distributed: %ld gradient reductions%s of %.2f MB (one per optimizer update), %.1f ms each "
+             "spent waiting for them, %.0f%% of the buckets started during backward", rounds, what, bytes / 1e6,
+             1e3 * wait_s / (double)rounds, 100 * early);
+    return 1;
 }

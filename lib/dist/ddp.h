@@ -72,5 +72,9 @@ void al_ddp_moments_release(const al_adamw *o, float *mm, float *vv);
  * bytes per round, seconds blocked waiting for it, the fraction of buckets
  * the backward started. Zeros for NULL. */
 void al_ddp_stats(const al_ddp *d, long *rounds, double *bytes, double *wait_s, double *early);
+/* Those statistics as one line for the run's events ("distributed: N
+ * gradient reductions<what> of X MB, ..."), into buf; 0 (buf empty) when no
+ * reduction ran (NULL d, one process). */
+int al_ddp_summary(const al_ddp *d, const char *what, char *buf, size_t n);
 
 #endif

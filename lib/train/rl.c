@@ -1694,14 +1694,9 @@ static int rl_train(rl *r, const char *resume_dir, al_train_result *res) {
             if ((rc = al_dist_agree_err(rc, r->err))) return rc;
         }
     }
-    if (r->ddp) {
-        long rounds;
-        double bytes, wait_s, early;
-        al_ddp_stats(r->ddp, &rounds, &bytes, &wait_s, &early);
-        if (rounds > 0)
-            rl_event(cb, AL_LOG_INFO, "distributed: %ld gradient reductions of %.2f MB (the policy's), %.1f ms each "
-                     "spent waiting for them", rounds, bytes / 1e6, 1e3 * wait_s / (double)rounds);
-    }
+    char line[300];
+    if (al_ddp_summary(r->ddp, " of the policy", line, sizeof line)) rl_event(cb, AL_LOG_INFO, "%s", line);
+    if (al_ddp_summary(r->cddp, " of the critic", line, sizeof line)) rl_event(cb, AL_LOG_INFO, "%s", line);
     return AL_OK;
 }
 

@@ -1277,15 +1277,8 @@ int al_train_run(const al_job *job, const char *resume_dir, const al_train_cb *c
             if (job->use_lora && job->lora_merge) rc = al_dist_agree_err(rc, t->err);
         }
     }
-    if (t->ddp) {
-        long rounds;
-        double bytes, wait_s, early;
-        al_ddp_stats(t->ddp, &rounds, &bytes, &wait_s, &early);
-        if (rounds > 0)
-            event(t, AL_LOG_INFO, "distributed: %ld gradient reductions of %.2f MB, %.1f ms a step spent waiting "
-                  "for them, %.0f%% of the buckets started during backward", rounds, bytes / 1e6,
-                  1e3 * wait_s / (double)rounds, 100 * early);
-    }
+    char line[300];
+    if (al_ddp_summary(t->ddp, "", line, sizeof line)) event(t, AL_LOG_INFO, "%s", line);
     r0.steps = t->step;
     r0.output_is_model = 1;
     r0.total_steps = t->total_steps;
