@@ -6,7 +6,8 @@
  *     files a sampling job writes are named on stderr.
  *     stdout: one JSON object per logged step {"step":N,"epoch":E,"loss":..,...};
  *     stderr: events, samples and benchmark results ("eval_result: {...}"),
- *     one line each, and a progress bar when stderr is a terminal.
+ *     one line each, and a progress bar when stderr is a terminal;
+ *     save_total_limit keeps the newest checkpoint folders, as the daemon.
  *     --events json: everything on stdout as JSON lines, the step lines as
  *     above and the rest with an "event" key, as the daemon reads a job it
  *     launched (daemon/launch.c): {"event":"begin","total_steps","start_step",
@@ -20,15 +21,19 @@
  *     data-parallel; rank 0 alone writes to stdout and stderr. SIGUSR1 asks
  *     for a pause (a checkpoint, then status "paused", exit 3), SIGUSR2 for a
  *     cancel at the next step (exit 4); mpirun and srun forward both to every
- *     rank, and the ranks agree on the step.
+ *     rank, and the ranks agree on the step. With --events json the reader
+ *     keeps the checkpoints' account: the daemon rotates them
+ *     (save_total_limit) through its store, so this process does not.
  *   alignd eval --model DIR --task NAME [--n N]
  *     stdout: {"task":..,"n":..,"exact_match":..} */
+#include <dirent.h>
 #include <jansson.h>
 #include <math.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "cli.h"
@@ -42,6 +47,7 @@ typedef struct cli_run {
     int tty;
     int json;                /* --events json */
     long total;
+    int keep; /* save_total_limit, 0: every checkpoint stays */
 } cli_run;
 
 static volatile sig_atomic_t g_pause, g_cancel;
@@ -131,10 +137,55 @@ static void on_sample(void *ud, long step, const char *prompt, const char *compl
     free(s);
 }
 
+static int cmp_long(const void *a, const void *b) {
+    long x = *(const long *)a, y = *(const long *)b;
+    return (x > y) - (x < y);
+}
+
+/* save_total_limit on the command line, as transformers' _rotate_checkpoints:
+ * after each checkpoint, the checkpoint-N folders of the output folder beyond
+ * the newest `keep` go, oldest first (those of an earlier run resumed here
+ * too). The daemon does the same through its store (sched.c), which also
+ * drops the checkpoints' rows. Only real folders named checkpoint-<digits>
+ * are touched: no symlink, no checkpoint-N.tmp being written. */
+static void rotate_checkpoints(const char *dir, int keep) {
+    char parent[AL_PATH_MAX + 64];
+    snprintf(parent, sizeof parent, "%s", dir);
+    char *slash = strrchr(parent, '/');
+    if (slash) *slash = 0;
+    else snprintf(parent, sizeof parent, ".");
+    DIR *d = opendir(parent);
+    if (!d) return;
+    long steps[4096];
+    int n = 0;
+    struct dirent *e;
+    while ((e = readdir(d)) && n < (int)(sizeof steps / sizeof *steps)) {
+        const char *p = e->d_name;
+        if (strncmp(p, "checkpoint-", 11) || !p[11] || strspn(p + 11, "0123456789") != strlen(p + 11) ||
+            strlen(p + 11) > 18)
+            continue;
+        char path[sizeof parent + sizeof e->d_name + 2];
+        struct stat st;
+        snprintf(path, sizeof path, "%s/%s", parent, p);
+        if (lstat(path, &st) || !S_ISDIR(st.st_mode)) continue;
+        steps[n++] = strtol(p + 11, NULL, 10);
+    }
+    closedir(d);
+    qsort(steps, (size_t)n, sizeof *steps, cmp_long);
+    for (int i = 0; i < n - keep; i++) {
+        char path[sizeof parent + 32], err[AL_ERRLEN];
+        snprintf(path, sizeof path, "%s/checkpoint-%ld", parent, steps[i]);
+        if (al_rmtree(path, err)) fprintf(stderr, "warning: save_total_limit: %s\n", err);
+        else fprintf(stderr, "info: checkpoint removed (save_total_limit %d): %s\n", keep, path);
+    }
+}
+
 static void on_checkpoint(void *ud, long step, const char *dir) {
     cli_run *r = ud;
     if (r->json)
         put_line(json_pack("{s:s, s:I, s:s}", "event", "checkpoint", "step", (json_int_t)step, "path", dir));
+    else if (r->keep > 0)
+        rotate_checkpoints(dir, r->keep);
 }
 
 /* The last line of --events json: how the run ended. */
@@ -185,7 +236,7 @@ static int train_rank(const char *file, const char *resume, long threads, int js
         return 2;
     }
     pool_start(threads);
-    cli_run run = {.tty = isatty(2), .json = json};
+    cli_run run = {.tty = isatty(2), .json = json, .keep = job.hp.save_total_limit};
     /* rank 0 speaks for the job; every rank hears the signals */
     al_train_cb cb = {.should_stop = on_should_stop, .should_pause = on_should_pause,
                       .external_reward = reward_http_score, .ud = &run};
