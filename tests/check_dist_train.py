@@ -7,6 +7,8 @@ per-rank size):
 
   sft, dpo+lora  losses equal to 1e-5 relative at every logged step, final
                  weights to 1e-5 (and the DPO metrics to 1e-5)
+  kto, rm        KTO (dataset order, each micro-batch's KL rows) and the
+                 reward model: their losses and metrics to 1e-5
   zero1          distributed.shard_optimizer against plain data parallelism:
                  the same losses and weights
   resume         a 2-rank run's checkpoint resumed on 1 rank and on 2 ranks:
@@ -30,7 +32,7 @@ import sys
 import numpy as np
 
 ALIGND, WORK = sys.argv[1], sys.argv[2]
-CASES = sys.argv[3:] or ["sft", "dpo_lora", "zero1", "resume", "ppo", "grpo"]
+CASES = sys.argv[3:] or ["sft", "dpo_lora", "kto", "zero1", "resume", "ppo", "grpo"]
 MPIRUN = [shutil.which("mpirun") or "mpirun", "--allow-run-as-root", "--oversubscribe", "-np"]
 ENV = dict(os.environ, ALIGND_THREADS="1", OMP_NUM_THREADS="1")
 failures = []
@@ -138,6 +140,21 @@ if "dpo_lora" in CASES:
     same_steps(a, b, "dpo+lora 2 ranks vs 1", ("loss", "rewards/margins", "rewards/accuracies", "eval_loss"))
     same_weights(os.path.join(WORK, "dpo_1"), os.path.join(WORK, "dpo_2"), "dpo+lora 2 ranks vs 1",
                  "adapter_model.safetensors")
+
+if "kto" in CASES:
+    # KTO: dataset order and each micro-batch's KL rows (TRL's pairing), the
+    # reward model: a rank's share is a micro-batch of one process
+    a, _ = train(job("kto", 4, 1), "kto_1")
+    b, _ = train(job("kto", 4, 2), "kto_2", ranks=2)
+    # (not rewards/*: beta x (logp - ref) of ~1e-3 from log-probs of ~20
+    # carries 1e-7 of rounding, 1e-4 relative, on either path)
+    same_steps(a, b, "kto 2 ranks vs 1", ("loss", "grad_norm", "kl", "logps/chosen", "logps/rejected", "eval_loss"))
+    a, _ = train(job("reward_model", 4, 1), "rm_1")
+    b, _ = train(job("reward_model", 4, 2), "rm_2", ranks=2)
+    # (not the rewards and margins: a constant offset of every score has no
+    # gradient, so AdamW moves it on rounding noise alone; their differences
+    # near 0 carry 1e-5 of it)
+    same_steps(a, b, "reward model 2 ranks vs 1", ("loss", "grad_norm", "accuracy", "eval_loss"))
 
 if "zero1" in CASES:
     z, ev = train(job("sft", 4, 2, distributed={"shard_optimizer": True, "bucket_cap_mb": 0.01}), "zero_2",
