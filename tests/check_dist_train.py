@@ -15,7 +15,7 @@ per-rank size):
                  the losses of the uninterrupted run
   ppo            PPO (LoRA critic, whitening, ZeRO-1) on 2 ranks resumed from
                  its checkpoint on 2 ranks: the losses of the uninterrupted run;
-                 the metric names of one process
+                 the metric names of one process; resumed on 1 rank it runs on
   grpo           2 ranks, batch 16 each, against 1 process of batch 32, two
                  seeds: the same metric names, and on held-out prompts the
                  reward rises by a margin in every run
@@ -200,6 +200,11 @@ if "ppo" in CASES:
     res, _ = train(ppo(2), "ppo_2_resumed", ranks=2, resume=ck)
     same_steps([x for x in full if x["step"] > 2], res, "ppo 2 ranks resumed vs uninterrupted",
                ("loss", "objective/scores", "objective/kl", "policy/approxkl_avg"))
+    # on 1 rank: the 8 completions a step are kept, rank 1's stream is gone
+    # (rank 0's continues), so it runs on but not to the same numbers
+    res, ev = train(ppo(2), "ppo_2_on_1", ranks=1, resume=ck)
+    check([x["step"] for x in res] == [3, 4] and any("written by 2 ranks" in e.get("message", "") for e in ev),
+          "ppo: a 2-rank checkpoint resumes on 1 rank (steps 3 and 4) and says so")
 
 if "grpo" in CASES:
     # GRPO against a format reward (open-r1's format_reward: the completion
