@@ -202,7 +202,8 @@ static int stage(const char *spec, const char *dir, char *file, size_t fn, char 
     if (!o) return al_err(err, AL_EFORMAT, "the stored job description is not JSON");
     int rc = al_mkdir_p(dir, err);
     stage_ctx c = {.dir = dir};
-    if (!rc) rc = al_job_refs(o, stage_ref, &c, err);
+    al_error re = {"", ""};
+    if (!rc && (rc = al_job_refs(o, stage_ref, &c, &re))) snprintf(err, AL_ERRLEN, "%s", re.msg);
     if (!rc) rc = json_object_set_new(o, "output_dir", json_string(dir)) ? AL_ENOMEM : AL_OK;
     char *txt = rc ? NULL : json_dumps(o, JSON_INDENT(1) | JSON_SORT_KEYS);
     json_decref(o);

@@ -16,7 +16,7 @@ per-rank size):
   ppo            PPO (LoRA critic, whitening, ZeRO-1) on 2 ranks resumed from
                  its checkpoint on 2 ranks: the losses of the uninterrupted run;
                  the metric names of one process; resumed on 1 rank it runs on
-  grpo           2 ranks, batch 16 each, against 1 process of batch 32, two
+  grpo           2 ranks, batch 16 each, against 1 process of batch 32, three
                  seeds: the same metric names, and on held-out prompts the
                  reward rises by a margin in every run
 
@@ -234,7 +234,7 @@ if "grpo" in CASES:
                 "reward": {"format": {"regex": "^1", "match": "start"}}, "hyperparameters": hp, "seed": seed}
 
     names = {}
-    for seed in (1, 2):
+    for seed in (1, 2, 3):
         for ranks in (1, 2):
             run, _ = train(grpo(ranks, seed), f"grpo_{ranks}_{seed}", ranks=ranks)
             names[ranks] = set(k for x in run for k in x)
