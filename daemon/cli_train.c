@@ -37,6 +37,7 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "compute/ops.h"
 #include "compute/pool.h"
 #include "dist/dist.h"
 #include "io.h"
@@ -212,7 +213,7 @@ static void pool_start(long threads) {
 }
 
 /* The run on this rank, after MPI started (when distributed). */
-static int train_rank(const char *file, const char *resume, long threads, int json) {
+static int train_rank(const char *file, const char *resume, long threads, int json, const char *dtype) {
     char err[AL_ERRLEN] = "", *text;
     size_t len;
     int rank0 = al_dist_rank() == 0;
@@ -235,6 +236,11 @@ static int train_rank(const char *file, const char *resume, long threads, int js
         else if (rank0) fprintf(stderr, "alignd: %s\n", err);
         return 2;
     }
+    /* reward models and judges: the daemon's dtype setting, from the
+     * --dtype or the environment here (ALIGND_DTYPE=auto|bf16|fp32; the
+     * daemon passes --dtype to the ranks it launches) */
+    const char *dt = dtype ? dtype : getenv("ALIGND_DTYPE");
+    job.reward.bf16 = dt && !strcmp(dt, "bf16") ? 1 : dt && !strcmp(dt, "fp32") ? 0 : al_bf16_auto();
     pool_start(threads);
     cli_run run = {.tty = isatty(2), .json = json, .keep = job.hp.save_total_limit};
     /* rank 0 speaks for the job; every rank hears the signals */
@@ -267,15 +273,20 @@ static int train_rank(const char *file, const char *resume, long threads, int js
 
 int cli_train(int argc, char **argv) {
     if (argc < 1 || argv[0][0] == '-') {
-        fprintf(stderr, "usage: alignd train JOB.json [--resume CHECKPOINT_DIR] [--threads N] [--events json]\n");
+        fprintf(stderr, "usage: alignd train JOB.json [--resume CHECKPOINT_DIR] [--threads N] [--events json]\n"
+                        "                   [--dtype auto|bf16|fp32]\n");
         return 2;
     }
-    cli_flag f[] = {{"--resume", 0, 0}, {"--threads", 0, 0}, {"--events", 0, 0}};
-    if (cli_parse(argc - 1, argv + 1, f, 3)) return 2;
+    cli_flag f[] = {{"--resume", 0, 0}, {"--threads", 0, 0}, {"--events", 0, 0}, {"--dtype", 0, 0}};
+    if (cli_parse(argc - 1, argv + 1, f, 4)) return 2;
     long threads = 0;
     if (f[1].value && cli_int(&f[1], 1, AL_POOL_MAX, &threads)) return 2;
     if (f[2].value && strcmp(f[2].value, "json")) {
         fprintf(stderr, "alignd: train: --events: 'json' is the one format\n");
+        return 2;
+    }
+    if (f[3].value && strcmp(f[3].value, "auto") && strcmp(f[3].value, "bf16") && strcmp(f[3].value, "fp32")) {
+        fprintf(stderr, "alignd: train: --dtype: must be auto, bf16 or fp32\n");
         return 2;
     }
     /* pause and cancel from the start: a launcher may forward them any time */
@@ -290,7 +301,7 @@ int cli_train(int argc, char **argv) {
         fprintf(stderr, "alignd: train: %s\n", err);
         return 2;
     }
-    int rc = train_rank(argv[0], f[0].value, threads, f[2].value != NULL);
+    int rc = train_rank(argv[0], f[0].value, threads, f[2].value != NULL, f[3].value);
     al_dist_finalize();
     return rc;
 }

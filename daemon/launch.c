@@ -388,8 +388,10 @@ int launch_run(const launch_cfg *lc, const al_job *job, const char *spec, const 
     /* the command the ranks run */
     char threads[24];
     snprintf(threads, sizeof threads, "%d", job->threads_per_process);
-    const char *tail[] = {lc->exe, "train", file, "--events", "json", NULL, NULL, NULL, NULL, NULL};
-    int t = 5;
+    /* (--dtype: the daemon's dtype setting for reward models and judges) */
+    const char *tail[] = {lc->exe, "train", file, "--events", "json", "--dtype", lc->bf16 ? "bf16" : "fp32",
+                          NULL, NULL, NULL, NULL, NULL};
+    int t = 7;
     if (resume) tail[t++] = "--resume", tail[t++] = resume;
     if (job->threads_per_process > 0) tail[t++] = "--threads", tail[t++] = threads;
     char **full = calloc((size_t)(argc + t + 1), sizeof *full);

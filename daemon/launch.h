@@ -32,6 +32,7 @@ typedef struct launch_cfg {
     const char *line;        /* the launcher line */
     const char *exe;         /* the alignd binary the ranks run */
     double grace_s;          /* after a cancel: seconds before SIGTERM (then as many before SIGKILL) */
+    int bf16;                /* reward models and judges in bf16 (the daemon's dtype setting) */
 } launch_cfg;
 
 /* The launcher ended without rank 0's result (a rank died, the launcher

@@ -54,6 +54,7 @@ struct sched {
     int n;
     worker *w;
     int64_t budget;
+    int bf16;                 /* sched_cfg.bf16 */
     /* fair turns */
     pthread_mutex_t turn_mu;
     pthread_cond_t turn_cv;
@@ -314,7 +315,7 @@ static int run_launched(worker *w, const store_run *r, const al_job *job, const 
     al_train_cb cb = {.begin = on_begin, .log = on_log, .sample = on_sample, .event = on_event,
                       .checkpoint = on_checkpoint, .eval_result = on_eval_result, .ud = w};
     launch_flags fl = {.cancel = &w->cancel, .pause = &w->pause, .draining = flag_draining, .ud = w};
-    launch_cfg lc = {.line = s->launcher, .exe = s->exe, .grace_s = 30};
+    launch_cfg lc = {.line = s->launcher, .exe = s->exe, .grace_s = 30, .bf16 = s->bf16};
     int attempt = lost_attempts(s, w->job, 0, 0) + 1;
     store_job_event(s->st, w->job, "info", "message", NULL, "Starting %d processes through the launcher (attempt %d)",
                     job->processes, attempt);
@@ -420,6 +421,7 @@ static void run_job(worker *w, int64_t id) {
     if (!rc) {
         json_object_set_new(spec, "output_dir", json_string(r.output_dir));
         if ((rc = al_job_from_json(&job, spec, &je))) snprintf(err, sizeof err, "%s", je.msg);
+        job.reward.bf16 = s->bf16;
     }
     json_decref(spec);
     al_train_result res;
@@ -585,6 +587,7 @@ sched *sched_new(store *st, const sched_cfg *cfg) {
     ssize_t el = readlink("/proc/self/exe", s->exe, sizeof s->exe - 1);
     s->exe[el > 0 ? el : 0] = 0;
     if (el <= 0) snprintf(s->exe, sizeof s->exe, "alignd");
+    s->bf16 = cfg->bf16;
     if (s->budget <= 0) s->budget = INT64_MAX;
     pthread_mutex_init(&s->mu, NULL);
     pthread_condattr_t ca;

@@ -37,6 +37,7 @@ typedef struct sched_cfg {
     int64_t memory_limit;     /* bytes; 0: MemAvailable at start */
     const char *launcher;     /* the launcher line; NULL or "": launched jobs fail */
     int launcher_retries;     /* attempts requeued after a rank died */
+    int bf16;                 /* reward models and judges in bf16 (the dtype setting) */
 } sched_cfg;
 
 typedef struct sched sched;

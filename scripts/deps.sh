@@ -21,8 +21,9 @@ al_need_packages() {
 # mappings and character classes; libcurl: the daemon's Hugging Face Hub
 # client and its client for external reward verifiers, and the tests;
 # libcsv: CSV/TSV datasets; libexttextcat: the hygiene language filter;
-# libopenmpi-dev: data-parallel training over MPI, lib/dist).
-AL_BUILD_PACKAGES=(build-essential cmake pkg-config libopenblas-dev libjansson-dev libpcre2-dev
+# libdnnl: oneDNN, the matrix products; libopenmpi-dev: data-parallel
+# training over MPI, lib/dist).
+AL_BUILD_PACKAGES=(build-essential cmake pkg-config libopenblas-dev libdnnl-dev libjansson-dev libpcre2-dev
                    libmicrohttpd-dev libsqlite3-dev libssl-dev libcurl4-openssl-dev libutf8proc-dev
                    libcsv-dev libexttextcat-dev libexttextcat-data libopenmpi-dev)
 # What the tests need beyond the build: the PyTorch parity reference, and

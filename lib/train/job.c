@@ -15,12 +15,14 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "../compute/ops.h"
 #include "../tasks/tasks.h"
 #include "../text/chat.h"
 #include "../text/jinja/jinja.h"
 #include "objective.h"
 
-enum { HP_INT, HP_LONG, HP_FLOAT, HP_BOOL, HP_SCHED, HP_LOSSES, HP_WEIGHTS, HP_SCALE, HP_KLEST };
+enum { HP_INT, HP_LONG, HP_FLOAT, HP_BOOL, HP_SCHED, HP_LOSSES, HP_WEIGHTS, HP_SCALE, HP_KLEST,
+       HP_MP, HP_DTYPE };
 
 typedef struct hp_field {
     const char *name;
@@ -91,6 +93,8 @@ static const hp_field fields[] = {
     F(normalize_advantages, HP_BOOL, 0, 1, 0),
     F(mask_truncated_completions, HP_BOOL, 0, 1, 0),
     F(kl_warn, HP_FLOAT, 0, 1e12, 10),
+    F(mixed_precision, HP_MP, 0, 0, AL_MP_AUTO),
+    F(save_dtype, HP_DTYPE, 0, 0, 0),
     F(eval_steps, HP_INT, 0, 1 << 30, 0),
     F(save_steps, HP_INT, 0, 1 << 30, 500),
     F(save_total_limit, HP_INT, 0, 1 << 20, 0),
@@ -167,6 +171,21 @@ static int task_recipe(const char *method, const char *field, int own_batch, dou
 }
 
 static const char *const scale_names[] = {"group", "batch", "none"};
+static const char *const mp_names[] = {"auto", "fp32", "bf16"};
+
+/* save_dtype: torch's names, and the short ones */
+static int dtype_parse(const char *s, int *dt) {
+    static const struct { const char *name; int dt; } tab[] = {
+        {"float32", AL_DT_F32}, {"fp32", AL_DT_F32}, {"bfloat16", AL_DT_BF16},
+        {"bf16", AL_DT_BF16},   {"float16", AL_DT_F16}, {"fp16", AL_DT_F16},
+    };
+    for (size_t i = 0; s && i < sizeof tab / sizeof tab[0]; i++)
+        if (!strcmp(s, tab[i].name)) {
+            *dt = tab[i].dt;
+            return 0;
+        }
+    return -1;
+}
 
 /* on_task: the job names a built-in task; own_batch: and sets batch_size */
 static void set_default(al_hparams *hp, const hp_field *f, const char *method, int on_task, int own_batch) {
@@ -180,7 +199,8 @@ static void set_default(al_hparams *hp, const hp_field *f, const char *method, i
     case HP_LONG: *(long *)base = (long)d; break;
     case HP_FLOAT: *(float *)base = (float)d; break;
     case HP_SCHED: *(al_sched_kind *)base = (al_sched_kind)d; break;
-    case HP_SCALE: case HP_KLEST: *(int *)base = (int)d; break;
+    case HP_SCALE: case HP_KLEST: case HP_DTYPE: *(int *)base = (int)d; break;
+    case HP_MP: *(int *)base = al_bf16_auto() ? AL_MP_BF16 : AL_MP_FP32; break;
     case HP_LOSSES:
         /* GRPO: "dapo" since TRL 0.22 ("bnpo" before, "grpo" originally);
          * RLOO and PPO: the token mean over the batch as well */
@@ -272,6 +292,18 @@ static int read_field(al_hparams *hp, const hp_field *f, const json_t *v, al_err
         else return AL_FAIL(err, AL_EINVAL, "hyperparameters.%s", "must be \"k1\" or \"k3\"", n);
         return AL_OK;
     }
+    case HP_MP: {
+        const char *s = json_string_value(v);
+        if (s && !strcmp(s, "fp32")) *(int *)base = AL_MP_FP32;
+        else if (s && !strcmp(s, "bf16")) *(int *)base = AL_MP_BF16;
+        else return AL_FAIL(err, AL_EINVAL, "hyperparameters.%s", "must be \"bf16\", \"fp32\" or \"auto\"", n);
+        return AL_OK;
+    }
+    case HP_DTYPE:
+        if (dtype_parse(json_string_value(v), (int *)base))
+            return AL_FAIL(err, AL_EINVAL, "hyperparameters.%s",
+                           "must be \"float32\", \"bfloat16\", \"float16\" or \"auto\"", n);
+        return AL_OK;
     case HP_WEIGHTS: {
         if (!json_is_array(v) || json_array_size(v) == 0 || json_array_size(v) > AL_MAX_LOSS_TYPES)
             return AL_FAIL(err, AL_EINVAL, "hyperparameters.%s", "must be a list of numbers, one per loss_type", n);
@@ -297,6 +329,11 @@ static json_t *field_json(const al_hparams *hp, const hp_field *f) {
     case HP_SCHED: return json_string(sched_name(*(const al_sched_kind *)base));
     case HP_SCALE: return json_string(scale_names[*(const int *)base]);
     case HP_KLEST: return json_string(*(const int *)base == AL_KL_K3 ? "k3" : "k1");
+    case HP_MP: return json_string(mp_names[*(const int *)base]);
+    case HP_DTYPE: {
+        int dt = *(const int *)base;
+        return json_string(dt ? al_dtype_torch_name((al_dtype)dt) : "auto");
+    }
     case HP_LOSSES: {
         json_t *a = json_array();
         for (int i = 0; i < hp->n_loss_types; i++) json_array_append_new(a, json_string(hp->loss_type[i]));

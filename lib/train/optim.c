@@ -3,10 +3,11 @@
  * model's gradient arena, so a checkpoint of m and v is two flat arrays. */
 #include "optim.h"
 
+#include <stdio.h>
+#include <stdlib.h>
+
 #include <math.h>
 #include <string.h>
-
-#include <stdlib.h>
 
 #include "../compute/ops.h"
 #include "../compute/pool.h"
@@ -162,15 +163,33 @@ double al_clip_grad_norm(al_model *model, double max_norm) {
     return norm;
 }
 
-int al_adamw_save_file(const char *path, const float *m, const float *v, size_t n, char err[AL_ERRLEN]) {
-    al_st_entry e[2] = {
-        {.name = "exp_avg", .data = m, .ndim = 1, .shape = {(int64_t)n}},
-        {.name = "exp_avg_sq", .data = v, .ndim = 1, .shape = {(int64_t)n}},
-    };
-    return al_st_write(path, e, 2, err);
+int al_adamw_save_file(const char *path, const float *m, const float *v, size_t n, const al_model *model,
+                       char err[AL_ERRLEN]) {
+    int np = 0;
+    al_param *ps = model ? al_model_params((al_model *)model, &np) : NULL;
+    int masters = model && al_model_save_dtype(model) != AL_DT_F32;
+    al_st_entry *e = calloc((size_t)np + 2, sizeof *e);
+    char (*names)[128] = calloc((size_t)np + 1, sizeof *names);
+    if (!e || !names) {
+        free(e);
+        free(names);
+        return al_err(err, AL_ENOMEM, "out of memory");
+    }
+    e[0] = (al_st_entry){.name = "exp_avg", .data = m, .ndim = 1, .shape = {(int64_t)n}};
+    e[1] = (al_st_entry){.name = "exp_avg_sq", .data = v, .ndim = 1, .shape = {(int64_t)n}};
+    int k = 2;
+    for (int i = 0; masters && i < np; i++) {
+        if (!ps[i].g || !ps[i].w || ps[i].lora) continue; /* adapters are saved in fp32 */
+        snprintf(names[i], sizeof names[i], "master.%s", ps[i].name);
+        e[k++] = (al_st_entry){.name = names[i], .data = ps[i].w, .ndim = 1, .shape = {(int64_t)ps[i].n}};
+    }
+    int rc = al_st_write(path, e, k, err);
+    free(e);
+    free(names);
+    return rc;
 }
 
-int al_adamw_load_file(al_adamw *o, const char *path, size_t n_total, char err[AL_ERRLEN]) {
+int al_adamw_load_file(al_adamw *o, al_model *model, const char *path, size_t n_total, char err[AL_ERRLEN]) {
     al_st_file f;
     int rc = al_st_open(&f, path, err);
     if (rc) return rc;
@@ -185,6 +204,17 @@ int al_adamw_load_file(al_adamw *o, const char *path, size_t n_total, char err[A
         if (!rc && !whole) memcpy(dst[k], tmp + o->lo, o->n * sizeof *tmp);
     }
     free(tmp);
+    /* the fp32 masters of a checkpoint saved narrower: every rank reads all
+     * of them (its weights are whole, its moments a slice) */
+    int np;
+    al_param *ps = al_model_params(model, &np);
+    char name[128];
+    for (int i = 0; !rc && i < np; i++) {
+        if (!ps[i].g || !ps[i].w) continue;
+        snprintf(name, sizeof name, "master.%s", ps[i].name);
+        const al_st_tensor *mt = al_st_find(&f, name);
+        if (mt) rc = al_st_read_f32(&f, mt, ps[i].w, ps[i].n, err);
+    }
     al_st_close(&f);
     return rc;
 }

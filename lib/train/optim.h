@@ -42,14 +42,20 @@ void al_adamw_step(al_adamw *o, al_model *model, float lr);
 double al_grad_sumsq_range(al_model *model, size_t lo, size_t hi);
 void al_grad_scale_range(al_model *model, size_t lo, size_t hi, float coef);
 
-/* optimizer.safetensors of a checkpoint: the moments exp_avg and exp_avg_sq
- * of every trainable parameter (n floats each). */
-int al_adamw_save_file(const char *path, const float *m, const float *v, size_t n, char err[AL_ERRLEN]);
+/* A checkpoint's optimizer.safetensors: the AdamW moments exp_avg and
+ * exp_avg_sq of every trainable parameter (n floats each; gathered from the
+ * ranks of a sharded run) and, when model's checkpoints are saved in a
+ * narrower dtype than its trained fp32 weights (a BF16 base fine-tuned in
+ * full), those fp32 master weights ("master.<name>"), so that resuming
+ * continues exactly (model NULL: the moments only). */
+int al_adamw_save_file(const char *path, const float *m, const float *v, size_t n, const al_model *model,
+                       char err[AL_ERRLEN]);
 /* Reads them back into o: all of them, or o's slice [o->lo, o->lo + o->n)
  * of a file that holds n_total (a checkpoint written by any number of
- * ranks). AL_EFORMAT (names the file) when a tensor is missing or of
- * another size, AL_ENOMEM, the file's errors. */
-int al_adamw_load_file(al_adamw *o, const char *path, size_t n_total, char err[AL_ERRLEN]);
+ * ranks), and the masters it holds into model's weights: call it after the
+ * weights are loaded. AL_EFORMAT (names the file) when a tensor is missing
+ * or of another size, AL_ENOMEM, the file's errors. */
+int al_adamw_load_file(al_adamw *o, al_model *model, const char *path, size_t n_total, char err[AL_ERRLEN]);
 
 typedef enum { AL_SCHED_CONSTANT = 0, AL_SCHED_LINEAR, AL_SCHED_COSINE } al_sched_kind;
 /* Learning rate for update `step` (0-based) of `total`: linear warm-up over

@@ -509,8 +509,8 @@ static int open_critic(rl *r) {
     const char *src = job->critic_model[0] ? job->critic_model
                       : job->reward.n_reward_models ? job->reward.reward_model[0] : job->model;
     const char *field = job->critic_model[0] ? "critic_model" : job->reward.n_reward_models ? "reward.reward_model" : "model";
-    if ((rc = al_model_open_ex(&r->critic, src, job->use_lora ? &job->lora : NULL, AL_OPEN_SCORE_HEAD,
-                               job->hp.seed ^ 0xC817Cull, e2)))
+    if ((rc = al_model_open_ex(&r->critic, src, job->use_lora ? &job->lora : NULL,
+                               AL_OPEN_SCORE_HEAD | al_job_open_flags(job), job->hp.seed ^ 0xC817Cull, e2)))
         return al_err(r->err, rc, "%s: %s", field, e2);
     if (al_model_config_of(r->critic)->V != al_model_config_of(r->m)->V)
         return al_err(r->err, AL_EINVAL, "%s: the critic's vocabulary (%d) differs from the policy's (%d)", field,
@@ -630,8 +630,10 @@ static int setup(rl *r) {
     if ((rc = al_chat_new(&r->chat, r->tok, job->chat_template, r->err))) return rc;
     r->pad = al_chat_pad_id(r->chat);
     r->eos = al_tok_eos(r->tok);
-    if ((rc = al_model_open_ex(&r->m, job->model, job->use_lora ? &job->lora : NULL, 0, hp->seed, e2)))
+    if ((rc = al_model_open_ex(&r->m, job->model, job->use_lora ? &job->lora : NULL, al_job_open_flags(job),
+                               hp->seed, e2)))
         return al_err(r->err, rc, "model: %s", e2);
+    if (hp->save_dtype) al_model_set_save_dtype(r->m, (al_dtype)hp->save_dtype);
     const al_model_config *mc = al_model_config_of(r->m);
     if (!mc->has_lm_head) return al_err(r->err, AL_EINVAL, "model: %s has no language-model head", job->model);
     al_model_set_temperature(r->m, hp->temperature);
@@ -707,11 +709,13 @@ static int setup(rl *r) {
     r->use_ref = r->ppo ? (hp->kl_coef > 0 || hp->adaptive_kl) : hp->beta > 0;
     if (r->use_ref) {
         if (job->ref_model[0]) {
-            if ((rc = al_model_open_ex(&r->ref, job->ref_model, NULL, AL_OPEN_FROZEN, 0, e2)))
+            if ((rc = al_model_open_ex(&r->ref, job->ref_model, NULL, AL_OPEN_FROZEN | al_job_open_flags(job), 0,
+                                       e2)))
                 return al_err(r->err, rc, "ref_model: %s", e2);
         } else if (job->use_lora) {
             r->ref_off = 1;
-        } else if ((rc = al_model_open_ex(&r->ref, job->model, NULL, AL_OPEN_FROZEN, 0, e2))) {
+        } else if ((rc = al_model_open_ex(&r->ref, job->model, NULL, AL_OPEN_FROZEN | al_job_open_flags(job), 0,
+                                          e2))) {
             return al_err(r->err, rc, "model: %s", e2);
         }
         if (r->ref) {
@@ -1332,16 +1336,19 @@ typedef struct rl_state {
     uint64_t *rng;             /* (world, 4) */
 } rl_state;
 
-static int save_opt(const char *dir, const float *m, const float *v, size_t n, char err[AL_ERRLEN]) {
+/* optimizer.safetensors of a model's folder (optim.h: moments, and the fp32
+ * masters of a checkpoint saved narrower) */
+static int save_opt(const char *dir, const float *m, const float *v, size_t n, const al_model *model,
+                    char err[AL_ERRLEN]) {
     char path[AL_PATH_MAX + 128];
     snprintf(path, sizeof path, "%s/optimizer.safetensors", dir);
-    return al_adamw_save_file(path, m, v, n, err);
+    return al_adamw_save_file(path, m, v, n, model, err);
 }
 
 static int load_opt(al_adamw *o, al_model *m, const char *dir, char err[AL_ERRLEN]) {
     char path[AL_PATH_MAX + 128];
     snprintf(path, sizeof path, "%s/optimizer.safetensors", dir);
-    return al_adamw_load_file(o, path, al_model_num_params(m, 1), err);
+    return al_adamw_load_file(o, m, path, al_model_num_params(m, 1), err);
 }
 
 static int save_weights(rl *r, al_model *m, const char *dir, const char *base) {
@@ -1382,10 +1389,10 @@ static int fill_dir(rl *r, const char *dir, const char *tmp, int in_place, const
     if (r->critic) {
         snprintf(path, sizeof path, "%s/critic", tmp);
         if ((rc = al_mkdir_p(path, r->err)) || (rc = save_weights(r, r->critic, path, critic_base(r)))) return rc;
-        if (ws && (rc = save_opt(path, ws->cm, ws->cv, ws->cn, r->err))) return rc;
+        if (ws && (rc = save_opt(path, ws->cm, ws->cv, ws->cn, r->critic, r->err))) return rc;
     }
     if (ws) {
-        if ((rc = save_opt(tmp, ws->pm, ws->pv, ws->pn, r->err))) return rc;
+        if ((rc = save_opt(tmp, ws->pm, ws->pv, ws->pn, r->m, r->err))) return rc;
         /* "rng": rank 0's (a run of one process reads it); "rank_rng": every rank's */
         json_t *ranks = json_array(), *rng0 = NULL;
         for (int k = 0; k < r->world; k++) {
@@ -1439,9 +1446,12 @@ static int save_dir(rl *r, const char *dir, int with_state) {
     if (!rc && r->rank == 0) {
         char tmp[AL_PATH_MAX + 32], e2[AL_ERRLEN];
         int in_place = al_file_exists(dir);
-        snprintf(tmp, sizeof tmp, "%s%s", dir, in_place ? "" : ".tmp");
-        rc = fill_dir(r, dir, tmp, in_place, with_state ? &ws : NULL);
-        if (rc && !in_place) al_rmtree(tmp, e2);
+        if (snprintf(tmp, sizeof tmp, "%s%s", dir, in_place ? "" : ".tmp") >= (int)sizeof tmp) {
+            rc = al_err(r->err, AL_EINVAL, "%s: the path is too long", dir);
+        } else {
+            rc = fill_dir(r, dir, tmp, in_place, with_state ? &ws : NULL);
+            if (rc && !in_place) al_rmtree(tmp, e2);
+        }
     }
     if (with_state) {
         al_ddp_moments_release(&r->opt, ws.pm, ws.pv);
@@ -1492,10 +1502,9 @@ static int load_state(rl *r, const char *dir) {
     if (r->cursor != r->step * r->Pg)
         return al_err(r->err, AL_EFORMAT, "%s: prompt_cursor %ld does not match step %ld x %d prompts", path,
                       r->cursor, r->step, r->Pg);
-    if ((rc = load_opt(&r->opt, r->m, dir, r->err))) return rc;
     if (r->job->use_lora) rc = load_trainable(r->m, dir, r->err);
     else rc = al_model_load_weights(r->m, dir, r->err);
-    if (rc) return rc;
+    if (rc || (rc = load_opt(&r->opt, r->m, dir, r->err))) return rc;
     if (r->critic) {
         snprintf(path, sizeof path, "%s/critic", dir);
         if (al_model_num_params(r->critic, 1) < al_model_num_params(r->critic, 0)) rc = load_trainable(r->critic, path, r->err);

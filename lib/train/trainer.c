@@ -891,11 +891,12 @@ static int fill_model_dir(trainer *t, const char *dir, const char *tmp, int in_p
     if (rc) return rc;
     if ((rc = copy_tokenizer(t, tmp))) return rc;
     if (with_state) {
-        /* AdamW moments and the step: all that resuming needs beyond weights;
+        /* AdamW moments (and the fp32 masters of a checkpoint saved
+         * narrower) and the step: all that resuming needs beyond weights;
          * the global batch and the data cursor (in global samples) let a run
          * resume on another number of ranks */
         snprintf(path, sizeof path, "%s/optimizer.safetensors", tmp);
-        if ((rc = al_adamw_save_file(path, mm, vv, nm, t->err))) return rc;
+        if ((rc = al_adamw_save_file(path, mm, vv, nm, t->m, t->err))) return rc;
         json_t *st = json_pack("{s:I, s:I, s:I, s:f, s:s, s:I, s:i, s:i, s:I}", "global_step", (json_int_t)t->step,
                                "max_steps", (json_int_t)t->total_steps, "optimizer_step",
                                (json_int_t)t->opt.step, "trained_tokens", t->trained_tokens,
@@ -971,11 +972,13 @@ static int load_state(trainer *t, const char *dir) {
     if (cursor >= 0 && cursor != data_cursor(t, t->step))
         return al_err(t->err, AL_EFORMAT, "%s: data_cursor %ld does not match step %ld of global batches of %d",
                       path, cursor, t->step, t->GB);
+    /* weights: full model or adapters on the job's base; then the moments
+     * (this rank's slice) and the fp32 masters of a checkpoint saved narrower */
+    if (t->job->use_lora) rc = al_model_load_adapters(t->m, dir, t->err);
+    else rc = al_model_load_weights(t->m, dir, t->err);
+    if (rc) return rc;
     snprintf(path, sizeof path, "%s/optimizer.safetensors", dir);
-    if ((rc = al_adamw_load_file(&t->opt, path, al_model_num_params(t->m, 1), t->err))) return rc;
-    /* weights: full model or adapters on the job's base */
-    if (t->job->use_lora) return al_model_load_adapters(t->m, dir, t->err);
-    return al_model_load_weights(t->m, dir, t->err);
+    return al_adamw_load_file(&t->opt, t->m, path, al_model_num_params(t->m, 1), t->err);
 }
 
 /* ---- the run ----------------------------------------------------------------- */
@@ -1082,8 +1085,9 @@ static int setup(trainer *t, const al_job *job, const char *resume_dir, const al
     if ((rc = al_chat_new(&t->chat, t->tok, job->chat_template, t->err))) return rc;
     t->pad = al_chat_pad_id(t->chat);
     al_lora_cfg *lora = job->use_lora ? (al_lora_cfg *)&job->lora : NULL;
-    int flags = t->ops->needs_values ? AL_OPEN_SCORE_HEAD : 0;
+    int flags = (t->ops->needs_values ? AL_OPEN_SCORE_HEAD : 0) | al_job_open_flags(job);
     if ((rc = al_model_open_ex(&t->m, job->model, lora, flags, job->hp.seed, t->err))) return rc;
+    if (job->hp.save_dtype) al_model_set_save_dtype(t->m, (al_dtype)job->hp.save_dtype);
     const al_model_config *mc = al_model_config_of(t->m);
     if (t->ops->needs_lm && !mc->has_lm_head)
         return al_err(t->err, AL_EINVAL, "model: %s has no language-model head (a reward model?)", job->model);
@@ -1163,12 +1167,16 @@ static int setup(trainer *t, const al_job *job, const char *resume_dir, const al
     /* reference */
     if (t->ops->needs_ref) {
         if (job->ref_model[0]) {
-            if ((rc = al_model_open_ex(&t->ref, job->ref_model, NULL, AL_OPEN_FROZEN, 0, t->err))) return rc;
+            if ((rc = al_model_open_ex(&t->ref, job->ref_model, NULL, AL_OPEN_FROZEN | al_job_open_flags(job), 0,
+                                       t->err)))
+                return rc;
         } else if (job->use_lora) {
             t->ref_adapters_off = 1;
         } else if (!t->hp->precompute_ref_log_probs) {
             /* a frozen copy of the start model */
-            if ((rc = al_model_open_ex(&t->ref, job->model, NULL, AL_OPEN_FROZEN, 0, t->err))) return rc;
+            if ((rc = al_model_open_ex(&t->ref, job->model, NULL, AL_OPEN_FROZEN | al_job_open_flags(job), 0,
+                                       t->err)))
+                return rc;
         }
     }
     t->steps_per_epoch = (n_units(t) + t->GB - 1) / t->GB;
