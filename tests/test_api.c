@@ -674,6 +674,32 @@ static void test_basics(void) {
     resp_free(&r);
 }
 
+/* GET /v1/methods: the registry as api_methods_json builds it (test_methods
+ * checks that against the job parser), DPO's loss types and the tasks in it. */
+static void test_methods(void) {
+    resp r = req("GET", "/v1/methods", NULL);
+    T_EQ_INT(r.status, 200);
+    T_TRUE(has_header(&r, "Content-Type: application/json"));
+    json_t *want = api_methods_json();
+    T_TRUE(want && json_equal(r.json, want));
+    json_decref(want);
+    T_STR_EQ(jstr(r.json, "object"), "list");
+    const json_t *m, *f, *dpo_losses = NULL;
+    size_t i, k;
+    json_array_foreach(json_object_get(r.json, "data"), i, m)
+        json_array_foreach(json_object_get(m, "hyperparameters"), k, f)
+            if (!strcmp(jstr(m, "id"), "dpo") && !strcmp(jstr(f, "name"), "loss_type"))
+                dpo_losses = json_object_get(f, "choices");
+    T_STR_EQ(json_string_value(json_array_get(dpo_losses, 0)), "sigmoid");
+    T_TRUE(json_array_size(dpo_losses) >= 14);
+    T_STR_EQ(jstr(json_array_get(json_object_get(r.json, "tasks"), 1), "id"), "addition2");
+    resp_free(&r);
+    r = req("POST", "/v1/methods", "{}");
+    T_ERR(r, 405, "method_not_allowed", "");
+    T_TRUE(has_header(&r, "Allow: GET"));
+    resp_free(&r);
+}
+
 static void test_files(void) {
     /* raw body */
     const char *jsonl = "{\"text\":\"hello\"}\n{\"text\":\"world\"}\n";
@@ -2121,6 +2147,7 @@ int main(void) {
     api_server *s = start(&cfg);
 
     test_basics();
+    test_methods();
     test_files();
     test_jobs();
     test_limits();

@@ -79,6 +79,10 @@ typedef struct al_objective_ops {
     int needs_ref;            /* reference log-probs required */
     int needs_values;         /* scalar head required (reward model) */
     int needs_lm;             /* token log-probs required */
+    /* The names hyperparameters.loss_type takes, NULL-terminated (the
+     * method registry, lib/train/methods.h, serves them); NULL when the
+     * objective offers no choice of loss. */
+    const char *const *loss_types;
     /* Validates the hyper-parameters it uses (AL_EINVAL naming the field). */
     int (*create)(const al_hparams *hp, void **state, char err[AL_ERRLEN]);
     /* Pure: reads in, writes out's gradients and st. AL_ENAN on non-finite. */
