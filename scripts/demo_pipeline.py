@@ -114,17 +114,22 @@ def fifths(xs):
     return sum(xs[:w]) / w, sum(xs[-w:]) / w
 
 
-def heldout(api, label, model):
-    """Greedy exact match of model on the held-out sums (an evaluate job on
-    the task alone: no second model, no judge)."""
-    j = job(api, f"   eval {label}", {
+def heldout(api, models):
+    """Greedy exact match of each model on the held-out sums (an evaluate job
+    each, on the task alone: no second model, no judge), submitted together
+    so that the daemon's workers share them."""
+    jobs = {label: submit(api, f"   eval {label}", {
         "method": "evaluate", "model": model, "seed": 1,
         "task": {"name": TASK, "rows": EVAL_ROWS, "seed": EVAL_SEED, "split": "test"},
-        "hyperparameters": {"max_completion_length": 6}})
-    last = {}
-    for row in api.call("GET", f"/v1/fine_tuning/jobs/{j['id']}/metrics")["data"]:
-        last.update(row["metrics"])
-    return last["exact_match_a"]
+        "hyperparameters": {"max_completion_length": 6}}) for label, model in models.items()}
+    em = {}
+    for label, j in jobs.items():
+        j = wait(api, j, f"   eval {label}")
+        last = {}
+        for row in api.call("GET", f"/v1/fine_tuning/jobs/{j['id']}/metrics")["data"]:
+            last.update(row["metrics"])
+        em[label] = last["exact_match_a"]
+    return em
 
 
 def main():
@@ -197,19 +202,21 @@ def main():
     rpo = wait(api, rpo, "5c. DPO + RPO")
 
     # 6. every output against the SFT start on the same held-out sums
-    base_em, sft_em = heldout(api, "base", a.model), heldout(api, "SFT", m_sft)
     stages = [("3a. PPO, weak reward model", hacked, None, HACK_EM_MAX),
               ("3b. PPO, strong reward model", mitig, MITIGATED_MIN, None),
               ("4.  GRPO, verifiable", grpo, GRPO_MIN, None),
               ("5b. DPO, plain", plain, None, PLAIN_DPO_MAX),
               ("5c. DPO + RPO", rpo, RPO_MIN, None)]
+    em = heldout(api, {"base": a.model, "SFT": m_sft,
+                       **{label: j["fine_tuned_model"] for label, j, _, _ in stages}})
+    base_em, sft_em = em["base"], em["SFT"]
     bad = []
     print()
     print(f"greedy exact match on {EVAL_ROWS} held-out sums ({TASK}, test split), seed {SEED}")
     print(f"{'stage':<30} {'start':>7} {'after':>7} {'gain':>7}   claim")
     print(f"{'1.  SFT from scratch':<30} {base_em:7.3f} {sft_em:7.3f} {sft_em - base_em:+7.3f}")
     for label, j, lo, hi in stages:
-        after = heldout(api, label[:3].strip(), j["fine_tuned_model"])
+        after = em[label]
         gain = after - sft_em
         claim = f">= {lo:+.2f}" if lo is not None else f"<= {hi:+.2f}"
         ok = gain >= lo if lo is not None else gain <= hi

@@ -33,9 +33,17 @@
  * holding on every seed: kl_coef 0.5: +0.049 +0.073 +0.000; kl_coef 0.2:
  * +0.013 -0.033 -0.047; the minimum of three weak models (each its own data
  * and seed): -0.088 -0.037 -0.094, with kl_coef 0.2: +0.010 +0.014 -0.018.
- * This test on its own path (2 threads, the portable build) so far: seed 1's
- * start 0.378, GRPO's sampled reward 0.363 -> 0.467; its full figures are
- * still to be recorded here.
+ * This test on its own path (2 threads, the portable release build, a
+ * quiet 2-core AVX-512 machine, 2026-12-06; 35 passed in 15 min 36 s wall,
+ * 1519 s of user CPU: `/usr/bin/time -v ./tests/test_rl_learning`),
+ * seeds 1 2 3 from starts at 0.378 0.450 0.361:
+ *   GRPO                                   +0.338 +0.170 +0.335
+ *   its sign flipped (100 steps)           -0.368 -0.432 -0.323
+ *   weak reward model, pair accuracy        0.840  0.830  0.735
+ *   PPO against it: score change           +0.335 +0.507 +0.379
+ *                   held-out change        -0.122 -0.170 -0.098
+ *   strong reward model, pair accuracy      0.980  0.965  0.980
+ *   PPO against it: held-out change        +0.262 +0.217 +0.351
  * Each bound sits below the worst seed by about the spread between seeds
  * (GRPO >= +0.08; the strong model's PPO >= +0.05), the hacked run's bounds
  * on the side of hacking (score up by 0.2 or more, held-out change <= 0).
