@@ -6,14 +6,17 @@
  *     files a sampling job writes are named on stderr.
  *     stdout: one JSON object per logged step {"step":N,"epoch":E,"loss":..,...};
  *     stderr: events, samples and benchmark results ("eval_result: {...}"),
- *     one line each, and a progress bar when stderr is a terminal.
+ *     one line each, and a progress bar when stderr is a terminal;
+ *     save_total_limit keeps the newest checkpoint folders, as the daemon.
  *   alignd eval --model DIR --task NAME [--n N]
  *     stdout: {"task":..,"n":..,"exact_match":..} */
+#include <dirent.h>
 #include <jansson.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "cli.h"
@@ -25,6 +28,7 @@
 typedef struct cli_run {
     int tty;
     long total;
+    int keep; /* save_total_limit, 0: every checkpoint stays */
 } cli_run;
 
 static void on_log(void *ud, long step, double epoch, const al_metric *m, int n) {
@@ -81,6 +85,55 @@ static void on_sample(void *ud, long step, const char *prompt, const char *compl
     free(s);
 }
 
+static int cmp_long(const void *a, const void *b) {
+    long x = *(const long *)a, y = *(const long *)b;
+    return (x > y) - (x < y);
+}
+
+/* save_total_limit on the command line, as transformers' _rotate_checkpoints:
+ * after each checkpoint, the checkpoint-N folders of the output folder beyond
+ * the newest `keep` go, oldest first (those of an earlier run resumed here
+ * too). The daemon does the same through its store (sched.c), which also
+ * drops the checkpoints' rows. Only real folders named checkpoint-<digits>
+ * are touched: no symlink, no checkpoint-N.tmp being written. */
+static void rotate_checkpoints(const char *dir, int keep) {
+    char parent[AL_PATH_MAX + 64];
+    snprintf(parent, sizeof parent, "%s", dir);
+    char *slash = strrchr(parent, '/');
+    if (slash) *slash = 0;
+    else snprintf(parent, sizeof parent, ".");
+    DIR *d = opendir(parent);
+    if (!d) return;
+    long steps[4096];
+    int n = 0;
+    struct dirent *e;
+    while ((e = readdir(d)) && n < (int)(sizeof steps / sizeof *steps)) {
+        const char *p = e->d_name;
+        if (strncmp(p, "checkpoint-", 11) || !p[11] || strspn(p + 11, "0123456789") != strlen(p + 11) ||
+            strlen(p + 11) > 18)
+            continue;
+        char path[sizeof parent + sizeof e->d_name + 2];
+        struct stat st;
+        snprintf(path, sizeof path, "%s/%s", parent, p);
+        if (lstat(path, &st) || !S_ISDIR(st.st_mode)) continue;
+        steps[n++] = strtol(p + 11, NULL, 10);
+    }
+    closedir(d);
+    qsort(steps, (size_t)n, sizeof *steps, cmp_long);
+    for (int i = 0; i < n - keep; i++) {
+        char path[sizeof parent + 32], err[AL_ERRLEN];
+        snprintf(path, sizeof path, "%s/checkpoint-%ld", parent, steps[i]);
+        if (al_rmtree(path, err)) fprintf(stderr, "warning: save_total_limit: %s\n", err);
+        else fprintf(stderr, "info: checkpoint removed (save_total_limit %d): %s\n", keep, path);
+    }
+}
+
+static void on_checkpoint(void *ud, long step, const char *dir) {
+    (void)step;
+    cli_run *r = ud;
+    if (r->keep > 0) rotate_checkpoints(dir, r->keep);
+}
+
 static void pool_start(void) {
     const char *e = getenv("ALIGND_THREADS");
     int n = e ? atoi(e) : 0;
@@ -108,8 +161,9 @@ int cli_train(int argc, char **argv) {
         return 2;
     }
     pool_start();
-    cli_run run = {.tty = isatty(2)};
+    cli_run run = {.tty = isatty(2), .keep = job.hp.save_total_limit};
     al_train_cb cb = {.begin = on_begin, .log = on_log, .event = on_event, .sample = on_sample,
+                      .checkpoint = on_checkpoint,
                       .external_reward = reward_http_score, .eval_result = on_eval_result, .ud = &run};
     al_train_result res;
     rc = al_train_run(&job, f[0].value, &cb, &res, err);

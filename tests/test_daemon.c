@@ -496,6 +496,20 @@ static void test_cli(void) {
         }
     }
     free(txt);
+    /* alignd train honours save_total_limit as the daemon does: the newest
+     * checkpoints stay (7 steps, one every 2: 4 and 6 of 2, 4, 6), a
+     * folder that is not a checkpoint's is left alone */
+    char job[1400], dir[1300];
+    snprintf(dir, sizeof dir, "%s/cli_rotate", t_tmpdir());
+    snprintf(job, sizeof job, "%s/cli_rotate.json", t_tmpdir());
+    T_OK(dd_sh("mkdir -p '%s/checkpoint-1x' && printf '%%s' '{\"method\":\"sft\",\"model\":\"%s/tiny\",\"task\":"
+               "{\"name\":\"addition\",\"rows\":50},\"hyperparameters\":{\"max_steps\":7,\"batch_size\":2,"
+               "\"max_length\":24,\"save_steps\":2,\"save_total_limit\":2},\"output_dir\":\"%s\"}' > '%s'",
+               dir, g_models, dir, job));
+    T_OK(dd_sh("'%s' train '%s' > /dev/null 2> '%s.err'", dd_bin(), job, dir));
+    T_OK(dd_sh("test ! -e '%s/checkpoint-2' && test -d '%s/checkpoint-4' && test -d '%s/checkpoint-6' && "
+               "test -d '%s/checkpoint-1x' && grep -q 'checkpoint removed (save_total_limit 2): .*checkpoint-2$' '%s.err'",
+               dir, dir, dir, dir, dir));
     T_OK(dd_sh("'%s' serve --check-config --workers 3 --state-dir '%s' | grep -q '^workers = 3$'", dd_bin(), state));
     T_TRUE(dd_sh("'%s' serve --check-config --workers x 2>/dev/null", dd_bin()) != 0);
     T_TRUE(dd_sh("'%s' serve --check-config --config /nonexistent/alignd.conf 2>/dev/null", dd_bin()) != 0);
