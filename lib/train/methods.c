@@ -353,13 +353,3 @@ const char *al_hp_choice_name(const al_hp_spec *f, int value) {
         if (c->value == value && !c->hidden) return c->name;
     return NULL;
 }
-
-char *al_names_join(char *dst, size_t cap, const char *const *names, const char *quote, const char *last) {
-    size_t len = 0;
-    dst[0] = 0;
-    for (int i = 0; names[i] && len < cap; i++) {
-        const char *sep = i == 0 ? "" : names[i + 1] ? ", " : last;
-        len += (size_t)snprintf(dst + len, cap - len, "%s%s%s%s", sep, quote, names[i], quote);
-    }
-    return dst;
-}

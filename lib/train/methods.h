@@ -119,10 +119,6 @@ const char *const *al_hp_names(const al_hp_spec *f, const al_method *m);
 /* The name of an enum's value (its first listed choice), or NULL. */
 const char *al_hp_choice_name(const al_hp_spec *f, int value);
 
-/* Writes the NULL-terminated names as `"a", "b" or "c"` (quote "\"") or
- * `a, b, c` (quote "", last ", "), cut to cap bytes. Returns dst. */
-char *al_names_join(char *dst, size_t cap, const char *const *names, const char *quote, const char *last);
-
 /* Whether a method trains weights with the RL loop (ppo, grpo, rloo), or is
  * a job whose product is data (generate_preferences, evaluate,
  * critique_revise sample a model; clean_data filters a file). 0 for an

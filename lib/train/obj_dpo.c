@@ -64,7 +64,6 @@
  * (pr), lengths/chosen (nc), lengths/rejected (nr), nll_loss (when rpo_alpha
  * > 0 or sft is used), and entropy (sum over scored tokens / norm_tokens)
  * when the forward supplied it. */
-#include "methods.h"
 #include "objective.h"
 
 #include <math.h>

@@ -50,7 +50,6 @@
  *   entropy; ppo: policy/approxkl_avg (0.5 (logp - old)^2),
  *   policy/clipfrac_avg, loss/policy_avg, loss/value_avg, val/clipfrac_avg,
  *   val/ratio, policy/entropy_avg. */
-#include "methods.h"
 #include "objective.h"
 
 #include <math.h>
