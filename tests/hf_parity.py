@@ -603,18 +603,54 @@ def test_roundtrip(work):
     return "F32/F16/BF16 single files and a 2-shard folder"
 
 
-def main():
+# ---------------------------------------------------------------------------
+# The scenario runner (tests/trl_parity.py uses it too).
+
+def setup_run(name):
+    """The alignd binary (argv[1], else $ALIGND_BIN) and an emptied scratch
+    folder $AL_TEST_TMP/<name> (else under a fresh temporary directory):
+    (binary, work, own_root or None), or None after printing why not."""
     binary = sys.argv[1] if len(sys.argv) > 1 else os.environ.get("ALIGND_BIN", "")
     if not binary or not os.access(binary, os.X_OK):
         print(f"FAIL setup: alignd binary not found (argv[1] or $ALIGND_BIN): {binary!r}", flush=True)
-        return 2
-    binary = os.path.abspath(binary)
+        return None
     own_tmp = not os.environ.get("AL_TEST_TMP")
-    root = tempfile.mkdtemp(prefix="al_hf_parity_") if own_tmp else os.environ["AL_TEST_TMP"]
-    work = os.path.join(root, "hf_parity")
+    root = tempfile.mkdtemp(prefix=f"al_{name}_") if own_tmp else os.environ["AL_TEST_TMP"]
+    work = os.path.join(root, name)
     shutil.rmtree(work, ignore_errors=True)
     os.makedirs(work)
     torch.manual_seed(0)
+    return os.path.abspath(binary), work, root if own_tmp else None
+
+
+def run_scenarios(steps, work, own_root):
+    """Runs (name, fn) steps, printing "ok name (detail)" or "FAIL name:
+    reason" for each and the tally; returns the exit status (0: all passed).
+    Scratch files stay for a failure and in $AL_TEST_TMP."""
+    failed = 0
+    for name, fn in steps:
+        try:
+            detail = fn()
+            print(f"ok {name}" + (f" ({detail})" if detail else ""), flush=True)
+        except Fail as e:
+            failed += 1
+            print(f"FAIL {name}: {e}", flush=True)
+        except Exception as e:  # a broken scenario is a failure, not a crash of the rest
+            failed += 1
+            print(f"FAIL {name}: {type(e).__name__}: {e}", flush=True)
+    print(f"{len(steps) - failed} passed, {failed} failed", flush=True)
+    if own_root and not failed:
+        shutil.rmtree(own_root, ignore_errors=True)
+    elif failed:
+        print(f"scratch files kept in {work}", flush=True)
+    return 1 if failed else 0
+
+
+def main():
+    run = setup_run("hf_parity")
+    if not run:
+        return 2
+    binary, work, own_root = run
 
     gen = torch.Generator().manual_seed(1234)
     seq = torch.randint(0, 300, (40,), generator=gen).tolist()
@@ -658,23 +694,7 @@ def main():
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     import hf_families
     steps += hf_families.steps(binary, work, sys.modules[__name__], seq, prompt)
-    failed = 0
-    for name, fn in steps:
-        try:
-            detail = fn()
-            print(f"ok {name}" + (f" ({detail})" if detail else ""), flush=True)
-        except Fail as e:
-            failed += 1
-            print(f"FAIL {name}: {e}", flush=True)
-        except Exception as e:  # a broken scenario is a failure, not a crash of the rest
-            failed += 1
-            print(f"FAIL {name}: {type(e).__name__}: {e}", flush=True)
-    print(f"{len(steps) - failed} passed, {failed} failed", flush=True)
-    if own_tmp and not failed:
-        shutil.rmtree(root, ignore_errors=True)
-    elif failed:
-        print(f"scratch files kept in {work}", flush=True)
-    return 1 if failed else 0
+    return run_scenarios(steps, work, own_root)
 
 
 if __name__ == "__main__":

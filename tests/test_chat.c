@@ -76,6 +76,14 @@ static int count_id(const al_seq *s, int32_t id) {
     return k;
 }
 
+/* s holds exactly ids[0..n) with mask[0..n). */
+static void expect_seq(const al_seq *s, const int32_t *ids, const uint8_t *mask, int n) {
+    T_EQ_INT(s->n, n);
+    if (s->n != n) return;
+    T_TRUE(memcmp(s->ids, ids, (size_t)n * sizeof *ids) == 0);
+    T_TRUE(memcmp(s->mask, mask, (size_t)n) == 0);
+}
+
 static void test_text(al_chat *c, const al_tok *tok) {
     al_seq s;
     char err[AL_ERRLEN], buf[512];
@@ -276,12 +284,32 @@ static void test_bpe(void) {
     /* <s> The Ġsky Ġ i s Ġblue . </s>: one tokenization of the whole text. */
     const int32_t want[] = {265, 264, 262, 32, 105, 115, 259, 46, 266};
     const uint8_t wmask[] = {0, 0, 0, 0, 0, 0, 1, 1, 1};
-    T_EQ_INT(s.n, 9);
-    if (s.n == 9) {
-        T_TRUE(memcmp(s.ids, want, sizeof want) == 0);
-        T_TRUE(memcmp(s.mask, wmask, sizeof wmask) == 0);
-    }
+    expect_seq(&s, want, wmask, 9);
     al_seq_deinit(&s);
+
+    /* TRL's DPOTrainer/KTOTrainer (AL_SPLIT_PROMPT_IDS): the prompt's own ids
+     * <s> The Ġsky Ġ i s Ġbl, then prompt + completion + "</s>" after its
+     * first 7 tokens: ". </s>" (the merged "ue" is lost, as in TRL). */
+    T_OK(al_chat_encode_split(c, AL_SPLIT_PROMPT_IDS, "The sky is bl", 13, "ue.", 3, &s, err));
+    const int32_t want_ids[] = {265, 264, 262, 32, 105, 115, 257, 46, 266};
+    const uint8_t mask_ids[] = {0, 0, 0, 0, 0, 0, 0, 1, 1};
+    expect_seq(&s, want_ids, mask_ids, 9);
+    al_seq_deinit(&s);
+    /* CPOTrainer/ORPOTrainer (AL_SPLIT_ANSWER): prompt + completion without
+     * special tokens; the prompt's 6 ids are not a prefix, so the answer
+     * starts one token earlier (Ġblue); BOS first, EOS last. */
+    T_OK(al_chat_encode_split(c, AL_SPLIT_ANSWER, "The sky is bl", 13, "ue.", 3, &s, err));
+    expect_seq(&s, want, wmask, 9);
+    al_seq_deinit(&s);
+    /* A completion already ending in EOS gets none added by either. */
+    T_OK(al_chat_encode_split(c, AL_SPLIT_PROMPT_IDS, "The sky is", 10, " blue.</s>", 10, &s, err));
+    T_EQ_INT(count_id(&s, 266), 1);
+    al_seq_deinit(&s);
+    T_OK(al_chat_encode_split(c, AL_SPLIT_ANSWER, "The sky is", 10, " blue.</s>", 10, &s, err));
+    T_EQ_INT(count_id(&s, 266), 1);
+    T_EQ_INT(count_id(&s, 265), 1);
+    al_seq_deinit(&s);
+    T_EQ_INT(al_chat_encode_split(c, AL_SPLIT_ANSWER, "q", 1, "", 0, &s, err), AL_EINVAL);
 
     /* The template writes <s>; the tokenizer would add one too: only one. */
     json_t *m = conv();

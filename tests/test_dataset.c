@@ -262,8 +262,11 @@ static void test_preference_variants(void) {
         T_TRUE(seq_eq(&d->ex[3].seq[0], &d->ex[2].seq[0]));
         T_TRUE(seq_eq(&d->ex[4].seq[0], &d->ex[2].seq[0]));
         T_TRUE(seq_eq(&d->ex[4].seq[1], &d->ex[2].seq[1]));
-        T_STR_EQ(trained(&d->ex[2].seq[0]), "It is blue.<|im_end|>\n$");
-        T_STR_EQ(trained(&d->ex[4].seq[1]), "It is green.<|im_end|>\n$");
+        /* DPOTrainer (main) trains everything after the prompt's tokens,
+         * the template's end of turn included, and adds no EOS to a
+         * conversation */
+        T_STR_EQ(trained(&d->ex[2].seq[0]), "It is blue.<|im_end|>\n");
+        T_STR_EQ(trained(&d->ex[4].seq[1]), "It is green.<|im_end|>\n");
         T_EQ_INT(d->ex[4].line, 5);
     }
     const json_t *rep = al_dataset_report(d);
@@ -287,17 +290,54 @@ static void test_preference_variants(void) {
     al_batch_deinit(&b);
     al_dataset_free(d);
 
-    /* KTO from pairs: chosen desirable, rejected undesirable. */
+    /* KTO from pairs: chosen desirable, rejected undesirable, in the order
+     * of TRL's unpair_preference_dataset: the chosen of a batch of rows,
+     * then their rejected. */
     o.method = "kto";
     T_OK(al_dataset_read_file(data_path("preference.jsonl"), g_chat, &o, &d, err));
     T_EQ_INT(d->kind, AL_BATCH_UNPAIRED);
     T_EQ_INT(d->n_ex, 10);
     if (d->n_ex == 10) {
-        T_NEAR(d->ex[0].label, 1, 0);
-        T_NEAR(d->ex[1].label, 0, 0);
-        T_STR_EQ(trained(&d->ex[1].seq[0]), " green.$");
+        for (int i = 0; i < 10; i++) T_NEAR(d->ex[i].label, i < 5, 0);
+        T_STR_EQ(trained(&d->ex[0].seq[0]), " blue.$");
+        T_STR_EQ(trained(&d->ex[5].seq[0]), " green.$");
+        T_EQ_INT(d->ex[5].line, 1);
     }
     al_dataset_free(d);
+}
+
+/* CPOTrainer/ORPOTrainer on conversations: maybe_apply_chat_template cuts
+ * the prompt text where the prompt's rendering (with the generation prompt)
+ * differs from prompt + chosen's OR prompt + rejected's. A template whose
+ * generation prompt opens a think block (as reasoning models' do) differs
+ * from the full renderings at different places for a chosen answer that
+ * starts with that block and a rejected one that does not: both answers
+ * start right after "assistant\n", the chosen's "<think>\n" trained. */
+static void test_answer_split_common_prompt(void) {
+    al_chat *c = NULL;
+    char err[AL_ERRLEN];
+    T_OK(al_chat_new(&c, g_tok,
+                     "{% for message in messages %}<|im_start|>{{ message.role }}\n"
+                     "{{ message.content }}<|im_end|>\n{% endfor %}"
+                     "{% if add_generation_prompt %}<|im_start|>assistant\n<think>\n{% endif %}",
+                     err));
+    if (!c) return;
+    const char *rows =
+        "{\"prompt\":[{\"role\":\"user\",\"content\":\"Q\"}],"
+        "\"chosen\":[{\"role\":\"assistant\",\"content\":\"<think>\\nok</think>A\"}],"
+        "\"rejected\":[{\"role\":\"assistant\",\"content\":\"B\"}]}\n"
+        "{\"chosen\":[{\"role\":\"user\",\"content\":\"Q\"},"
+        "{\"role\":\"assistant\",\"content\":\"<think>\\nok</think>A\"}],"
+        "\"rejected\":[{\"role\":\"user\",\"content\":\"Q\"},"
+        "{\"role\":\"assistant\",\"content\":\"B\"}]}\n";
+    al_dataset *d = rd(rows, c, "orpo", 0, 0);
+    T_EQ_INT(d ? d->n_ex : -1, 2);
+    for (int i = 0; d && i < d->n_ex && i < 2; i++) {
+        T_STR_EQ(trained(&d->ex[i].seq[0]), "<think>\nok</think>A<|im_end|>\n$");
+        T_STR_EQ(trained(&d->ex[i].seq[1]), "B<|im_end|>\n$");
+    }
+    al_dataset_free(d);
+    al_chat_free(c);
 }
 
 static void test_rankings_ratings(void) {
@@ -337,7 +377,7 @@ static void test_rankings_ratings(void) {
            "\"ranking\":[1,0]}\n",
            g_chat, "dpo", 0, 0);
     T_EQ_INT(d->n_ex, 1);
-    if (d->n_ex == 1) T_STR_EQ(trained(&d->ex[0].seq[0]), "y<|im_end|>\n$");
+    if (d->n_ex == 1) T_STR_EQ(trained(&d->ex[0].seq[0]), "y<|im_end|>\n");
     al_dataset_free(d);
 }
 
@@ -389,7 +429,7 @@ static void test_lm_formats(void) {
     T_EQ_INT(d->n_ex, 2);
     T_TRUE(d->conversational);
     if (d->n_ex == 2) {
-        T_STR_EQ(trained(&d->ex[1].seq[0]), "Go away.<|im_end|>\n$");
+        T_STR_EQ(trained(&d->ex[1].seq[0]), "Go away.<|im_end|>\n");
         T_NEAR(d->ex[1].label, 0, 0);
     }
     al_dataset_free(d);
@@ -678,8 +718,9 @@ static void test_alpaca(void) {
     T_STR_EQ(rep_str(d, "format"), "preference");
     T_EQ_INT(d->n_ex, 1);
     if (d->n_ex == 1) {
-        T_STR_EQ(trained(&d->ex[0].seq[0]), "Blue<|im_end|>\n$");
-        T_STR_EQ(trained(&d->ex[0].seq[1]), "Green<|im_end|>\n$");
+        /* DPO's conversations as TRL's DPOTrainer: all after the prompt, no EOS added */
+        T_STR_EQ(trained(&d->ex[0].seq[0]), "Blue<|im_end|>\n");
+        T_STR_EQ(trained(&d->ex[0].seq[1]), "Green<|im_end|>\n");
         T_TRUE(strstr(all_text(&d->ex[0].seq[1]), "user\nSky?\ncolour<|im_end|>") != NULL);
     }
     T_STR_EQ(code_at(d, 2), "identical_responses");
@@ -1201,6 +1242,7 @@ int main(void) {
     test_template_error();
     test_bad_lines_file();
     test_preference_variants();
+    test_answer_split_common_prompt();
     test_rankings_ratings();
     test_lm_formats();
     test_rl_prompts();

@@ -24,7 +24,8 @@ typedef struct fx {
     int32_t last[MAXR];
     float margin[MAXR];
     int8_t label[MAXR];
-    int use_weight, use_ent, use_margin;
+    uint8_t completion[MAXR * MAXT];   /* in->completion when use_completion */
+    int use_weight, use_ent, use_margin, use_completion;
     double norm_rows, norm_tokens;
 } fx;
 
@@ -44,6 +45,7 @@ static al_obj_in fx_in(fx *f) {
     in.entropy = f->use_ent ? f->ent : NULL;
     in.values = f->val;
     in.ref_logp = f->ref;
+    in.completion = f->use_completion ? f->completion : NULL;
     in.norm_rows = f->norm_rows;
     in.norm_tokens = f->norm_tokens;
     return in;
@@ -728,6 +730,96 @@ static void test_simpo(void) {
     }
 }
 
+/* TRL's NLL terms are nn.CrossEntropyLoss means: one mean over every chosen
+ * token of the micro-batch, not a mean of per-row means. The worked example
+ * with row 0's second target masked has chosen lengths 1 and 2, where the
+ * two disagree. ORPO (scores_prompt) counts the chosen rows' prompt tokens
+ * too: with in->completion marking row 0's first position as prompt, its
+ * odds ratio uses position 1 alone while its NLL takes both. */
+static void expect_nll_case(const char *what, const al_objective_ops *o, void *s, fx *f, double want,
+                            double nll) {
+    al_step_stats st;
+    memset(&st, 0, sizeof st);
+    T_OK(run(o, s, f, NULL, NULL, &st));
+    T_REPORT_(fabs(st.loss - want) <= 1e-7, "%s: loss %.9g vs %.9g", what, st.loss, want);
+    expect_metric(&st, "nll_loss", nll, 1e-7);
+    check_grad_logp(what, o, s, f, f->R);
+}
+
+static void test_chosen_nll(void) {
+    fx f;
+    worked(&f);
+    f.targets[1] = -1;
+    const double tok_mean = -(LP(0, 0) + LP(1, 1) + LP(1, 2)) / 3;
+    double pc[2] = {LP(0, 0), LP(1, 1) + LP(1, 2)}, nc[2] = {1, 2};
+    worked_sums();
+    int n = 0;
+    al_obj_in in = fx_in(&f);
+    T_NEAR(al_chosen_nll(&in, 0, &n), tok_mean, 1e-7);
+    T_EQ_INT(n, 3);
+    { /* DPO: sigmoid + rpo_alpha 0.5, and loss_type sft weighted 0.3 */
+        const al_objective_ops *o = al_objective_find("dpo");
+        al_hparams hp = hp_default();
+        hp_types(&hp, "sigmoid", "sft");
+        hp.loss_weights[1] = 0.3f;
+        hp.rpo_alpha = 0.5f;
+        void *s = NULL;
+        T_OK(o->create(&hp, &s, NULL));
+        double want = 0;
+        for (int p = 0; p < 2; p++)
+            want += ref_pair("sigmoid", 0.5, 0, pc[p], PR[p], p ? RC[1] : RF(0, 0), RR[p], nc[p], NR[p]) +
+                    (0.3 + 0.5) * tok_mean;
+        expect_nll_case("dpo token-mean nll", o, s, &f, want / 2, tok_mean);
+        o->destroy(s);
+    }
+    { /* CPO-SimPO */
+        const al_objective_ops *o = al_objective_find("simpo");
+        al_hparams hp = hp_default();
+        hp.beta = 2.0f;
+        hp.rpo_alpha = 0.7f;
+        void *s = NULL;
+        T_OK(o->create(&hp, &s, NULL));
+        double want = 0;
+        for (int p = 0; p < 2; p++) {
+            double ac = pc[p] / nc[p], ar = PR[p] / NR[p];
+            want += -lsg(2.0 * ((ac - ar) - 0.5 / 2.0)) + 0.7 * tok_mean;
+        }
+        expect_nll_case("cpo-simpo token-mean nll", o, s, &f, want / 2, tok_mean);
+        o->destroy(s);
+        /* pure SimPO logs no NLL (CPOTrainer: 0 when cpo_alpha is 0) */
+        hp.rpo_alpha = 0;
+        T_OK(o->create(&hp, &s, NULL));
+        al_step_stats st;
+        memset(&st, 0, sizeof st);
+        T_OK(run(o, s, &f, NULL, NULL, &st));
+        expect_metric(&st, "nll_loss", 0, 0);
+        o->destroy(s);
+    }
+    { /* ORPO: row 0 = prompt token 0 + completion token 1 */
+        worked(&f);
+        f.use_completion = 1;
+        for (int i = 0; i < 12; i++) f.completion[i] = f.targets[i] >= 0;
+        f.completion[0] = 0;
+        const double full = -(LP(0, 0) + LP(0, 1) + LP(1, 1) + LP(1, 2)) / 4;
+        const double ac[2] = {LP(0, 1), (LP(1, 1) + LP(1, 2)) / 2}, ar[2] = {PR[0] / 3, PR[1]};
+        const al_objective_ops *o = al_objective_find("orpo");
+        al_hparams hp = hp_default();
+        hp.beta = 0.25f;
+        void *s = NULL;
+        T_OK(o->create(&hp, &s, NULL));
+        double ratio = 0;
+        for (int p = 0; p < 2; p++)
+            ratio += log(sg((ac[p] - ar[p]) - (log1p(-exp(ac[p])) - log1p(-exp(ar[p])))));
+        expect_nll_case("orpo full-sequence nll", o, s, &f, full - 0.25 * ratio / 2, full);
+        al_step_stats st;
+        memset(&st, 0, sizeof st);
+        T_OK(run(o, s, &f, NULL, NULL, &st));
+        expect_metric(&st, "logps/chosen", (ac[0] + ac[1]) / 2, 1e-7);
+        expect_metric(&st, "lengths/chosen", 1.5, 1e-12);
+        o->destroy(s);
+    }
+}
+
 /* ---- gradient accumulation ----------------------------------------------- */
 
 static uint64_t g_seed = 7;
@@ -824,6 +916,10 @@ static void test_accumulation(void) {
         memset(&fa, 0, sizeof fa);
         memset(&fb, 0, sizeof fb);
         random_rows(&full, 8, 3);
+        /* TRL's NLL is a token mean per micro-batch: equal to the whole
+         * batch's when the micro-batches hold as many chosen tokens, as
+         * here with every chosen position scored */
+        for (int i = 0; i < 4 * 3; i++) full.targets[i] = 1 + i % 7;
         full.P = 4;
         full.use_weight = 1;
         full.use_ent = 1;
@@ -1061,6 +1157,7 @@ int main(void) {
     test_dpo_sign();
     test_kto();
     test_orpo();
+    test_chosen_nll();
     test_simpo();
     test_accumulation();
     test_nan();

@@ -12,6 +12,9 @@
 //                               <|begin_of_text|> by the post-processor
 //
 // Usage: node tests/tokenizer_families.js OUT.jsonl
+//        node tests/tokenizer_families.js --encode-lines FAMILY   (stdin: one JSON
+//             [text, add_special_tokens] per line; stdout: its ids, one JSON list
+//             per line, as each line arrives: tests/trl_parity.py)
 // Writes {"family", "dir", "text", "special", "ids"} lines: the text encoded
 // with add_special_tokens true and false. The texts mix scripts, emoji,
 // whitespace runs (Gemma keeps every space), digits, code, byte-fallback
@@ -69,7 +72,24 @@ function* lines(n) {
   }
 }
 
+function encodeLines(family) {
+  const entry = FAMILIES.find((f) => f[0] === family);
+  let tok;
+  try {
+    tok = require(entry[1]).fromPreTrained();
+  } catch (e) {
+    process.stderr.write(`${family}: not a family here or not installed (run \`npm ci\`)\n`);
+    process.exit(3);
+  }
+  const rl = require('readline').createInterface({ input: process.stdin });
+  rl.on('line', (line) => {
+    const [text, special] = JSON.parse(line);
+    process.stdout.write(JSON.stringify(tok.encode(text, { add_special_tokens: special })) + '\n');
+  });
+}
+
 function main() {
+  if (process.argv[2] === '--encode-lines') return encodeLines(process.argv[3]);
   const out = process.argv[2];
   if (!out) {
     process.stderr.write('usage: tokenizer_families.js OUT.jsonl\n');

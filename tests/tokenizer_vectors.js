@@ -6,6 +6,9 @@
 //
 // Usage: node tests/tokenizer_vectors.js OUT.jsonl [N]
 //        node tests/tokenizer_vectors.js --encode TEXT   (prints the ids)
+//        node tests/tokenizer_vectors.js --encode-lines  (stdin: one JSON string
+//             per line; stdout: its ids, one JSON list per line, as each line
+//             arrives: tests/trl_parity.py)
 //
 // The lines come from a seeded PRNG, so every run writes the same file. They
 // mix scripts, emoji (with ZWJ sequences, skin tones, flags, keycaps), code,
@@ -159,4 +162,10 @@ function main() {
   fs.writeFileSync(out, text);
 }
 
-main();
+if (process.argv[2] === '--encode-lines') {
+  require('readline').createInterface({ input: process.stdin }).on('line', (line) => {
+    process.stdout.write(JSON.stringify(encoder.encode(JSON.parse(line))) + '\n');
+  });
+} else {
+  main();
+}

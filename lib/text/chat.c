@@ -323,6 +323,166 @@ done:
     return rc;
 }
 
+/* ---- TRL's preference tokenizations (chat.h, al_split_kind) ------------------ */
+
+enum { IDS_RAW, IDS_SPECIAL, IDS_CHAT };
+
+/* Ids of text into s (s->mask may stay NULL): IDS_RAW without the
+ * post-processor, IDS_SPECIAL with it (tokenizer(text)), IDS_CHAT by this
+ * file's rule for rendered conversations. Special tokens are parsed. */
+static int ids_of(const al_chat *c, const char *text, size_t len, int how, al_seq *s,
+                  char err[AL_ERRLEN]) {
+    memset(s, 0, sizeof *s);
+    if (how == IDS_CHAT) return encode_masked(c, text, len, NULL, 0, s, err);
+    char e[AL_ERRLEN] = "";
+    int rc = al_tok_encode(c->tok, text, len, how == IDS_SPECIAL, 1, &s->ids, &s->n, NULL, NULL, e);
+    return rc != AL_OK ? al_err(err, rc, "tokenizer: %s", e) : AL_OK;
+}
+
+/* [pre] a[0..na) b[0..nb) [post] with b and post trained; pre/post < 0 are
+ * left out. */
+static int join_seq(int32_t pre, const int32_t *a, int na, const int32_t *b, int nb, int32_t post,
+                    al_seq *out, char err[AL_ERRLEN]) {
+    int n = (pre >= 0) + na + nb + (post >= 0);
+    al_seq s = {0};
+    s.ids = malloc(((size_t)n + 1) * sizeof *s.ids);
+    s.mask = calloc((size_t)n + 1, 1);
+    if (!s.ids || !s.mask) {
+        al_seq_deinit(&s);
+        return al_err(err, AL_ENOMEM, "out of memory");
+    }
+    if (pre >= 0) s.ids[s.n++] = pre;
+    for (int i = 0; i < na; i++) s.ids[s.n++] = a[i];
+    for (int i = 0; i < nb; i++) {
+        s.mask[s.n] = 1;
+        s.ids[s.n++] = b[i];
+    }
+    if (post >= 0) {
+        s.mask[s.n] = 1;
+        s.ids[s.n++] = post;
+    }
+    *out = s;
+    return AL_OK;
+}
+
+/* DPOTrainer / KTOTrainer: P = ids(p), F = ids(f); P then F[len(P):]. */
+static int split_prompt_ids(const al_chat *c, const char *p, size_t pl, const char *f, size_t fl,
+                            int how, al_seq *out, char err[AL_ERRLEN]) {
+    al_seq P, F;
+    int rc = ids_of(c, p, pl, how, &P, err);
+    if (rc != AL_OK) return rc;
+    if ((rc = ids_of(c, f, fl, how, &F, err)) == AL_OK) {
+        if (F.n <= P.n)
+            rc = al_err(err, AL_EINVAL,
+                        "completion: no token of its own after the prompt's %d tokens", P.n);
+        else
+            rc = join_seq(-1, P.ids, P.n, F.ids + P.n, F.n - P.n, -1, out, err);
+        al_seq_deinit(&F);
+    }
+    al_seq_deinit(&P);
+    return rc;
+}
+
+/* CPOTrainer / ORPOTrainer build_tokenized_answer + add_bos/eos_token_if_needed:
+ * f is the full text, its first pl bytes the prompt p. */
+static int split_answer(const al_chat *c, const char *p, size_t pl, const char *f, size_t fl,
+                        al_seq *out, char err[AL_ERRLEN]) {
+    al_seq P, F;
+    int rc = ids_of(c, p, pl, IDS_RAW, &P, err);
+    if (rc != AL_OK) return rc;
+    if ((rc = ids_of(c, f, fl, IDS_RAW, &F, err)) != AL_OK) {
+        al_seq_deinit(&P);
+        return rc;
+    }
+    if (F.n < P.n) {
+        /* TRL: "Prompt input ids and answer input ids should have the same length." */
+        rc = al_err(err, AL_EINVAL, "completion: the prompt's %d tokens outnumber the %d of prompt "
+                    "and completion together", P.n, F.n);
+    } else {
+        int start = P.n;
+        if (start > 0 && memcmp(F.ids, P.ids, (size_t)start * sizeof *P.ids) != 0) start--;
+        int32_t bos = al_tok_bos(c->tok), eos = al_tok_eos(c->tok);
+        int32_t pre = bos >= 0 && (start == 0 || F.ids[0] != bos) ? bos : -1;
+        int na = F.n - start;
+        int32_t post = eos >= 0 && (na == 0 || F.ids[F.n - 1] != eos) ? eos : -1;
+        rc = join_seq(pre, F.ids, start, F.ids + start, na, post, out, err);
+    }
+    al_seq_deinit(&P);
+    al_seq_deinit(&F);
+    return rc;
+}
+
+int al_chat_encode_split(const al_chat *c, al_split_kind how, const char *prompt, size_t plen,
+                         const char *completion, size_t clen, al_seq *out, char err[AL_ERRLEN]) {
+    if (how == AL_SPLIT_BYTES) return al_chat_encode_text(c, prompt, plen, completion, clen, out, err);
+    if (clen == 0) return al_err(err, AL_EINVAL, "empty completion");
+    /* DPO/KTO append the EOS string to a completion that does not end in it
+     * (their add_eos); CPO/ORPO append the EOS id after tokenizing. */
+    const char *eos = al_tok_eos_str(c->tok);
+    size_t el = how == AL_SPLIT_PROMPT_IDS ? strlen(eos) : 0;
+    if (el && clen >= el && memcmp(completion + clen - el, eos, el) == 0) el = 0;
+    char *text = malloc(plen + clen + el + 1);
+    if (!text) return al_err(err, AL_ENOMEM, "out of memory");
+    if (plen) memcpy(text, prompt, plen);
+    memcpy(text + plen, completion, clen);
+    if (el) memcpy(text + plen + clen, eos, el);
+    size_t n = plen + clen + el;
+    text[n] = 0;
+    int rc = how == AL_SPLIT_PROMPT_IDS ? split_prompt_ids(c, prompt, plen, text, n, IDS_SPECIAL, out, err)
+                                        : split_answer(c, prompt, plen, text, n, out, err);
+    free(text);
+    return rc;
+}
+
+int al_chat_encode_split_messages(const al_chat *c, al_split_kind how, const json_t *prompt,
+                                  const json_t *completion, const json_t *other, const json_t *tools,
+                                  al_seq *out, char err[AL_ERRLEN]) {
+    json_t *all = json_array();
+    if (!all) return al_err(err, AL_ENOMEM, "out of memory");
+    if ((prompt && json_array_extend(all, (json_t *)prompt)) ||
+        json_array_extend(all, (json_t *)completion)) {
+        json_decref(all);
+        return al_err(err, AL_ENOMEM, "out of memory");
+    }
+    int rc;
+    if (how == AL_SPLIT_BYTES) {
+        rc = al_chat_encode_messages(c, all, tools, (int)json_array_size(prompt), out, err);
+        json_decref(all);
+        return rc;
+    }
+    char *p = NULL, *f = NULL, *o = NULL;
+    size_t pl = 0, fl = 0, ol = 0;
+    json_t *none = prompt ? NULL : json_array(), *all_o = NULL;
+    rc = al_chat_render(c, prompt ? prompt : none, tools, 1, &p, &pl, NULL, NULL, err);
+    if (rc == AL_OK) rc = al_chat_render(c, all, tools, 0, &f, &fl, NULL, NULL, err);
+    if (rc == AL_OK && other && how == AL_SPLIT_ANSWER) {
+        if (!(all_o = json_array()) || (prompt && json_array_extend(all_o, (json_t *)prompt)) ||
+            json_array_extend(all_o, (json_t *)other))
+            rc = al_err(err, AL_ENOMEM, "out of memory");
+        else
+            rc = al_chat_render(c, all_o, tools, 0, &o, &ol, NULL, NULL, err);
+    }
+    if (rc == AL_OK) {
+        if (how == AL_SPLIT_PROMPT_IDS) {
+            rc = split_prompt_ids(c, p, pl, f, fl, IDS_CHAT, out, err);
+        } else {
+            /* the prompt text: what the renderings share (the other
+             * completion's too, as maybe_apply_chat_template cuts a
+             * preference row's prompt where any of the three differ) */
+            size_t k = 0;
+            while (k < pl && k < fl && p[k] == f[k] && (!o || (k < ol && p[k] == o[k]))) k++;
+            rc = split_answer(c, f, k, f, fl, out, err);
+        }
+    }
+    free(p);
+    free(f);
+    free(o);
+    json_decref(none);
+    json_decref(all_o);
+    json_decref(all);
+    return rc;
+}
+
 /* ---- tokenizer files of a saved model ----------------------------------- */
 
 static int copy_one(const char *src, const char *dst, char err[AL_ERRLEN]) {

@@ -103,6 +103,80 @@ int al_chat_encode_text(const al_chat *c, const char *prompt, size_t plen,
                         const char *completion, size_t clen, al_seq *out,
                         char err[AL_ERRLEN]);
 
+/* How a prompt and its completion become one trained sequence. TRL's
+ * trainers differ, and each preference method follows its own (dataset.c's
+ * method table says which):
+ *
+ *   AL_SPLIT_BYTES       al_chat_encode_text / al_chat_encode_messages: one
+ *                        tokenization, trained where tokens overlap the
+ *                        completion (SFT, reward model).
+ *   AL_SPLIT_PROMPT_IDS  TRL's DPOTrainer and KTOTrainer (main since the
+ *                        2026 rewrites, trl/trainer/{dpo,kto}_trainer.py
+ *                        _prepare_dataset): P = ids of the prompt, F = ids
+ *                        of prompt + completion, and the sequence is P
+ *                        followed by F[len(P):], the completion trained. A
+ *                        merge across the boundary is not undone: the
+ *                        prompt keeps its own ids and the completion starts
+ *                        after len(P) tokens of F. Text is encoded as
+ *                        tokenizer(text) (post-processor on: BOS where the
+ *                        tokenizer adds one) with EOS appended to the
+ *                        completion's text unless it ends in it;
+ *                        conversations render the prompt with the
+ *                        generation prompt and prompt + completion without,
+ *                        everything after P trained (end-of-turn markers
+ *                        included), no EOS added. TRL's versions differ
+ *                        here, and this is current main (July 2026): DPO
+ *                        does so since 0.29 (the DPO refactor, #3906), KTO
+ *                        since 1.3 (#5601). Before, DPOTrainer.tokenize_row
+ *                        (<= 0.28) tokenized prompt and completion each on
+ *                        its own without special tokens and concatenated
+ *                        the ids, and KTO (<= 1.2) used CPO's
+ *                        build_tokenized_answer (AL_SPLIT_ANSWER's split).
+ *   AL_SPLIT_ANSWER      TRL's CPOTrainer and ORPOTrainer
+ *                        (trl/experimental/{cpo,orpo}, build_tokenized_answer
+ *                        and tokenize_row, unchanged from 0.x to main): F = ids of prompt + completion
+ *                        without special tokens; the prompt is F's first
+ *                        len(P) tokens, one fewer when P is not a prefix of
+ *                        F (the merged token moves into the answer); then
+ *                        the tokenizer's BOS token (GPT-2's too:
+ *                        <|endoftext|>) is put first unless already there,
+ *                        and EOS last unless already there. Conversations
+ *                        become text first as TRL's maybe_apply_chat_template
+ *                        does: the prompt is the common prefix of the
+ *                        prompt's rendering (with the generation prompt) and
+ *                        of prompt + completion's (and prompt + the other
+ *                        completion's, for a pair), the completion the rest.
+ *
+ * AL_SPLIT_PROMPT_IDS conversations keep this file's BOS rule (BOS never
+ * doubled, added where the tokenizer adds one and the template did not
+ * write it) where transformers' apply_chat_template adds none: they differ
+ * only for a template without bos_token on a tokenizer that adds BOS.
+ * TRL checks nothing else either: a row whose prompt alone tokenizes to
+ * more tokens than prompt + completion is refused (AL_EINVAL), as TRL's
+ * trainers refuse or train on nothing. Truncation stays the data layer's
+ * (keep the start, as DPOTrainer's collator). */
+typedef enum al_split_kind {
+    AL_SPLIT_BYTES = 0,
+    AL_SPLIT_PROMPT_IDS,
+    AL_SPLIT_ANSWER,
+} al_split_kind;
+
+/* prompt (plen bytes) and completion (clen bytes) as text, split as `how`
+ * says (AL_SPLIT_BYTES is al_chat_encode_text). AL_EINVAL for an empty
+ * completion or one left with no token of its own, plus the tokenizer's. */
+int al_chat_encode_split(const al_chat *c, al_split_kind how, const char *prompt, size_t plen,
+                         const char *completion, size_t clen, al_seq *out, char err[AL_ERRLEN]);
+/* The same for a conversation: prompt and completion are message lists
+ * (borrowed). AL_SPLIT_BYTES is al_chat_encode_messages over their
+ * concatenation, training the completion's messages. other (borrowed, may
+ * be NULL): the pair's other completion; AL_SPLIT_ANSWER then cuts the
+ * prompt text where the prompt's rendering differs from either prompt +
+ * completion's or prompt + other's, as TRL's maybe_apply_chat_template does
+ * for a preference row (the others ignore it). */
+int al_chat_encode_split_messages(const al_chat *c, al_split_kind how, const json_t *prompt,
+                                  const json_t *completion, const json_t *other, const json_t *tools,
+                                  al_seq *out, char err[AL_ERRLEN]);
+
 /* A prompt for generation (mask all 0, no EOS): text as is, or a
  * conversation rendered with add_generation_prompt. */
 int al_chat_encode_prompt(const al_chat *c, const char *text, size_t len, al_seq *out,

@@ -50,27 +50,39 @@ static const al_batch_kind NATURAL_KIND[AL_FMT_COUNT] = {
 #define KTO_FMTS (FMT_BIT(AL_FMT_UNPAIRED) | FMT_BIT(AL_FMT_PREFERENCE))
 #define RL_FMTS (FMT_BIT(AL_FMT_PROMPT_ONLY) | FMT_BIT(AL_FMT_PROMPT_COMPLETION) | CHAT_FMTS)
 
+/* split: how a prompt and its completion are tokenized, after the TRL
+ * trainer the method follows (chat.h): DPOTrainer and KTOTrainer keep the
+ * prompt's own ids, CPOTrainer (simpo) and ORPOTrainer move a merged
+ * boundary token into the answer. */
 static const struct method {
     const char *name;
     al_batch_kind kind;
     unsigned fmts;
     const char *takes;
+    al_split_kind split;
 } METHODS[] = {
-    {"sft", AL_BATCH_LM, LM_FMTS, "text, messages, prompt_completion, alpaca or sharegpt"},
-    {"pretrain", AL_BATCH_LM, FMT_BIT(AL_FMT_TEXT), "text"},
-    {"dpo", AL_BATCH_PAIR, PAIR_FMTS, "preference, rankings or ratings"},
-    {"ipo", AL_BATCH_PAIR, PAIR_FMTS, "preference, rankings or ratings"},
-    {"orpo", AL_BATCH_PAIR, PAIR_FMTS, "preference, rankings or ratings"},
-    {"simpo", AL_BATCH_PAIR, PAIR_FMTS, "preference, rankings or ratings"},
-    {"reward_model", AL_BATCH_PAIR, PAIR_FMTS, "preference, rankings or ratings"},
-    {"rm", AL_BATCH_PAIR, PAIR_FMTS, "preference, rankings or ratings"},
-    {"kto", AL_BATCH_UNPAIRED, KTO_FMTS, "unpaired_preference or preference"},
-    {"rl", AL_BATCH_PROMPT, RL_FMTS, "prompt_only, prompt_completion, alpaca or sharegpt"},
-    {"ppo", AL_BATCH_PROMPT, RL_FMTS, "prompt_only, prompt_completion, alpaca or sharegpt"},
-    {"grpo", AL_BATCH_PROMPT, RL_FMTS, "prompt_only, prompt_completion, alpaca or sharegpt"},
-    {"rloo", AL_BATCH_PROMPT, RL_FMTS, "prompt_only, prompt_completion, alpaca or sharegpt"},
+    {"sft", AL_BATCH_LM, LM_FMTS, "text, messages, prompt_completion, alpaca or sharegpt", AL_SPLIT_BYTES},
+    {"pretrain", AL_BATCH_LM, FMT_BIT(AL_FMT_TEXT), "text", AL_SPLIT_BYTES},
+    {"dpo", AL_BATCH_PAIR, PAIR_FMTS, "preference, rankings or ratings", AL_SPLIT_PROMPT_IDS},
+    {"ipo", AL_BATCH_PAIR, PAIR_FMTS, "preference, rankings or ratings", AL_SPLIT_PROMPT_IDS},
+    {"orpo", AL_BATCH_PAIR, PAIR_FMTS, "preference, rankings or ratings", AL_SPLIT_ANSWER},
+    {"simpo", AL_BATCH_PAIR, PAIR_FMTS, "preference, rankings or ratings", AL_SPLIT_ANSWER},
+    {"reward_model", AL_BATCH_PAIR, PAIR_FMTS, "preference, rankings or ratings", AL_SPLIT_BYTES},
+    {"rm", AL_BATCH_PAIR, PAIR_FMTS, "preference, rankings or ratings", AL_SPLIT_BYTES},
+    {"kto", AL_BATCH_UNPAIRED, KTO_FMTS, "unpaired_preference or preference", AL_SPLIT_PROMPT_IDS},
+    {"rl", AL_BATCH_PROMPT, RL_FMTS, "prompt_only, prompt_completion, alpaca or sharegpt", AL_SPLIT_BYTES},
+    {"ppo", AL_BATCH_PROMPT, RL_FMTS, "prompt_only, prompt_completion, alpaca or sharegpt", AL_SPLIT_BYTES},
+    {"grpo", AL_BATCH_PROMPT, RL_FMTS, "prompt_only, prompt_completion, alpaca or sharegpt", AL_SPLIT_BYTES},
+    {"rloo", AL_BATCH_PROMPT, RL_FMTS, "prompt_only, prompt_completion, alpaca or sharegpt", AL_SPLIT_BYTES},
 };
 #define N_METHODS ((int)(sizeof METHODS / sizeof METHODS[0]))
+#define UNPAIR_BATCH 1000   /* rows per batch of TRL's unpair_preference_dataset map */
+
+al_split_kind al_data_split(const char *method) {
+    for (int i = 0; method && i < N_METHODS; i++)
+        if (strcmp(METHODS[i].name, method) == 0) return METHODS[i].split;
+    return AL_SPLIT_BYTES;
+}
 
 static const char *const ROLES[] = {"system", "user", "assistant", "function",
                                     "tool",   "developer", NULL};
@@ -1402,39 +1414,78 @@ static json_t *norm_conv(const json_t *msgs) {
     return out;
 }
 
-static int enc_conv(reader *d, const json_t *msgs, const json_t *tools, int first_trained, al_seq *out,
-                    char err[AL_ERRLEN]) {
+/* Messages [from, to) of list (borrowed) as a new array; NULL when out of
+ * memory. */
+static json_t *slice(const json_t *list, size_t from, size_t to) {
+    json_t *out = json_array();
+    for (size_t i = from; out && i < to; i++)
+        if (json_array_append(out, json_array_get(list, i))) {
+            json_decref(out);
+            out = NULL;
+        }
+    return out;
+}
+
+/* A conversation trained from message first_trained on, split as `how`
+ * says (chat.h) after norm_conv. sib (may be NULL): the pair's other
+ * conversation, whose first first_trained messages are the same prompt
+ * (AL_SPLIT_ANSWER takes the prompt text common to both renderings). */
+static int enc_conv(reader *d, al_split_kind how, const json_t *msgs, const json_t *sib,
+                    const json_t *tools, int first_trained, al_seq *out, char err[AL_ERRLEN]) {
     json_t *n = norm_conv(msgs);
     if (!n) return al_err(err, AL_ENOMEM, "out of memory");
-    int rc = al_chat_encode_messages(d->chat, n, tools, first_trained, out, err);
+    int rc;
+    if (how == AL_SPLIT_BYTES) {
+        rc = al_chat_encode_messages(d->chat, n, tools, first_trained, out, err);
+    } else {
+        json_t *ns = sib ? norm_conv(sib) : NULL;
+        size_t k = (size_t)first_trained;
+        json_t *head = slice(n, 0, k), *tail = slice(n, k, json_array_size(n));
+        json_t *other = ns ? slice(ns, k, json_array_size(ns)) : NULL;
+        rc = !head || !tail || (sib && !other)
+                 ? al_err(err, AL_ENOMEM, "out of memory")
+                 : al_chat_encode_split_messages(d->chat, how, head, tail, other, tools, out, err);
+        json_decref(head);
+        json_decref(tail);
+        json_decref(other);
+        json_decref(ns);
+    }
     json_decref(n);
     return rc;
 }
 
-/* prompt (string, list or NULL) + completion as one sequence. shared >= 0:
- * completion is a whole sequence whose first `shared` bytes (or messages)
- * are the prompt. */
-static int enc_one(reader *d, const json_t *prompt, const json_t *comp, const json_t *tools,
-                   long shared, al_seq *out, char err[AL_ERRLEN]) {
+/* prompt (string, list or NULL) + completion as one sequence, split as the
+ * method's trainer does (the format's natural use when no method is named).
+ * shared >= 0: completion is a whole sequence whose first `shared` bytes (or
+ * messages) are the prompt. sib (may be NULL): the pair's other completion,
+ * shaped as comp. */
+static int enc_one(reader *d, const json_t *prompt, const json_t *comp, const json_t *sib,
+                   const json_t *tools, long shared, al_seq *out, char err[AL_ERRLEN]) {
+    al_split_kind how = d->m ? d->m->split : AL_SPLIT_BYTES;
+    if (how != AL_SPLIT_ANSWER) sib = NULL;   /* only TRL's CPO/ORPO look at the other */
     if (json_is_string(comp)) {
         const char *cs = json_string_value(comp);
         size_t cl = json_string_length(comp);
         if (shared >= 0)
-            return al_chat_encode_text(d->chat, cs, (size_t)shared, cs + shared,
-                                       cl - (size_t)shared, out, err);
+            return al_chat_encode_split(d->chat, how, cs, (size_t)shared, cs + shared,
+                                        cl - (size_t)shared, out, err);
         const char *ps = prompt ? json_string_value(prompt) : "";
         size_t pl = prompt ? json_string_length(prompt) : 0;
-        return al_chat_encode_text(d->chat, ps, pl, cs, cl, out, err);
+        return al_chat_encode_split(d->chat, how, ps, pl, cs, cl, out, err);
     }
-    if (shared >= 0) return enc_conv(d, comp, tools, (int)shared, out, err);
-    json_t *all = json_array();
-    if (!all) return al_err(err, AL_ENOMEM, "out of memory");
-    if ((prompt && json_array_extend(all, (json_t *)prompt)) || json_array_extend(all, (json_t *)comp)) {
+    if (shared >= 0) return enc_conv(d, how, comp, sib, tools, (int)shared, out, err);
+    json_t *all = json_array(), *all_sib = sib ? json_array() : NULL;
+    if (!all || (sib && !all_sib) || (prompt && json_array_extend(all, (json_t *)prompt)) ||
+        json_array_extend(all, (json_t *)comp) ||
+        (sib && ((prompt && json_array_extend(all_sib, (json_t *)prompt)) ||
+                 json_array_extend(all_sib, (json_t *)sib)))) {
         json_decref(all);
+        json_decref(all_sib);
         return al_err(err, AL_ENOMEM, "out of memory");
     }
-    int rc = enc_conv(d, all, tools, (int)json_array_size(prompt), out, err);
+    int rc = enc_conv(d, how, all, all_sib, tools, (int)json_array_size(prompt), out, err);
     json_decref(all);
+    json_decref(all_sib);
     return rc;
 }
 
@@ -1509,7 +1560,7 @@ static int encode_row(reader *d, row_rec *r, const parsed *p, al_data_format f, 
         if (!many) return AL_ENOMEM;
         for (size_t i = 0; i < k; i++) {
             what = "responses";
-            if ((rc = enc_one(d, p->prompt, json_array_get(p->responses, i), p->tools, -1,
+            if ((rc = enc_one(d, p->prompt, json_array_get(p->responses, i), NULL, p->tools, -1,
                               &many[i], err)) != AL_OK)
                 goto fail;
         }
@@ -1551,7 +1602,8 @@ static int encode_row(reader *d, row_rec *r, const parsed *p, al_data_format f, 
     } else if (f == AL_FMT_PREFERENCE) {
         for (int j = 0; j < 2; j++) {
             what = j ? "rejected" : "chosen";
-            if ((rc = enc_one(d, p->prompt, p->comp[j], p->tools, p->shared, &seqs[j], err)) != AL_OK)
+            if ((rc = enc_one(d, p->prompt, p->comp[j], p->comp[1 - j], p->tools, p->shared,
+                              &seqs[j], err)) != AL_OK)
                 goto fail;
         }
         if (kind == AL_BATCH_PAIR) {
@@ -1589,7 +1641,7 @@ static int encode_row(reader *d, row_rec *r, const parsed *p, al_data_format f, 
                : f == AL_FMT_ALPACA   ? "instruction"
                : f == AL_FMT_SHAREGPT ? "conversations"
                                       : "completion";
-        if ((rc = enc_one(d, prompt, p->comp[0], p->tools, -1, &e->seq[0], err)) != AL_OK)
+        if ((rc = enc_one(d, prompt, p->comp[0], NULL, p->tools, -1, &e->seq[0], err)) != AL_OK)
             goto fail;
     }
     r->nex = d->n_ex - start;
@@ -2586,7 +2638,7 @@ static int finish(reader *d, al_dataset **out, char err[AL_ERRLEN]) {
             }
         }
 
-    /* 7. Examples in row order. */
+    /* 7. Examples in row order (kto on pairs: TRL's unpaired order). */
     int n_ex = 0;
     for (int i = 0; i < d->n_ex; i++) n_ex += d->ex[i].seq[0].ids != NULL;
     ds->ex = calloc((size_t)n_ex + 1, sizeof *ds->ex);
@@ -2594,12 +2646,21 @@ static int finish(reader *d, al_dataset **out, char err[AL_ERRLEN]) {
         rc = AL_ENOMEM;
         goto fail;
     }
-    for (int i = 0; i < n_kept; i++) {
-        row_rec *r = &d->rows[kept[i]];
-        for (int j = r->ex0; j < r->ex0 + r->nex; j++)
-            if (d->ex[j].seq[0].ids) {
-                ds->ex[ds->n_ex++] = d->ex[j];
-                memset(&d->ex[j], 0, sizeof d->ex[j]);
+    /* KTO on pairs: TRL's unpair_preference_dataset maps batches of 1,000
+     * rows (datasets' default) to their chosen completions, then their
+     * rejected ones; KTOTrainer keeps that order (its KL pairs and batches
+     * follow it). Other datasets: one pass, the row's examples in order. */
+    int unpair = kind == AL_BATCH_UNPAIRED && F == AL_FMT_PREFERENCE;
+    for (int b0 = 0; b0 < n_kept; b0 += unpair ? UNPAIR_BATCH : n_kept) {
+        int b1 = unpair && b0 + UNPAIR_BATCH < n_kept ? b0 + UNPAIR_BATCH : n_kept;
+        for (int pass = 0; pass < (unpair ? 2 : 1); pass++)
+            for (int i = b0; i < b1; i++) {
+                row_rec *r = &d->rows[kept[i]];
+                for (int j = r->ex0; j < r->ex0 + r->nex; j++)
+                    if (d->ex[j].seq[0].ids && (!unpair || (d->ex[j].label > 0.5f) == !pass)) {
+                        ds->ex[ds->n_ex++] = d->ex[j];
+                        memset(&d->ex[j], 0, sizeof d->ex[j]);
+                    }
             }
     }
 

@@ -191,7 +191,9 @@ typedef struct al_data_opts {
      * natural use (validation). Which formats each accepts:
      *   sft: text, messages, prompt_completion   pretrain: text
      *   dpo, reward_model: preference, rankings, ratings
-     *   kto: unpaired_preference, preference (each pair -> two rows)
+     *   kto: unpaired_preference, preference (each pair -> two rows: per
+     *        1,000 rows their chosen, then their rejected, as TRL's
+     *        unpair_preference_dataset orders them)
      *   rl: prompt_only, prompt_completion (completion = reference) */
     const char *method;
     int max_length;          /* tokens per sequence; 0 = unlimited */
@@ -216,12 +218,17 @@ typedef struct al_dataset {
     al_batch_kind kind;      /* what the examples are */
     al_data_format format;   /* the file's format */
     int conversational;      /* most rows use message lists */
-    al_example *ex;          /* n_ex examples, in row order */
+    al_example *ex;          /* n_ex examples, in row order (kto on pairs: see method) */
     int n_ex;
     int rows, valid_rows, n_errors;
     json_t *report;          /* the report (owned; al_dataset_report borrows) */
     char fatal[AL_ERRLEN];   /* why nothing can train, "" otherwise */
 } al_dataset;
+
+/* How `method` tokenizes a prompt with its completion (chat.h, al_split_kind):
+ * the TRL trainer it follows. AL_SPLIT_BYTES for SFT-like methods and for
+ * names it does not know. */
+al_split_kind al_data_split(const char *method);
 
 /* Reads and validates a file (JSONL, JSON array, CSV, TSV). chat (borrowed, may be NULL) tokenizes: NULL
  * validates structure only (no examples, "tokens": null). opts may be NULL

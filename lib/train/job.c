@@ -931,6 +931,15 @@ int al_job_from_json(al_job *job, const json_t *o, char err[AL_ERRLEN]) {
                       (hp->batch_size + AL_MAX_MICRO_BATCH - 1) / AL_MAX_MICRO_BATCH);
     if (hp->packing && strcmp(j.method, "sft") && strcmp(j.method, "pretrain"))
         return al_err(err, AL_EINVAL, "hyperparameters.packing: only sft and pretrain pack sequences");
+    /* TRL's KTOTrainer refuses both: its KL term comes from the other rows of
+     * a micro-batch, and its precomputed KL pairs need the dataset order */
+    if (!strcmp(j.method, "kto") && hp->micro_batch_size < 2)
+        return al_err(err, AL_EINVAL, "hyperparameters.batch_size: kto estimates its KL term from the other "
+                      "examples of a micro-batch, so batch_size / gradient_accumulation_steps must be at "
+                      "least 2 (got %d)", hp->micro_batch_size);
+    if (!strcmp(j.method, "kto") && hp->group_by_length)
+        return al_err(err, AL_EINVAL, "hyperparameters.group_by_length: kto trains in dataset order, "
+                      "which its KL pairs depend on");
     const json_t *lora = json_object_get(o, "lora");
     if (lora && !json_is_null(lora)) {
         if (!json_is_object(lora)) return al_err(err, AL_EINVAL, "lora: must be an object or null");

@@ -21,9 +21,9 @@
  *   apo_zero   1 - s(beta cl) + s(beta rl)
  *   apo_down   s(beta cl) + 1 - s(z)
  *   discopop   -ls(z) (1 - m) + exp(-z) m,  m = s(z / tau), tau = 0.05
- *   sft        nll = -pc / nc  (chosen NLL per token)
+ *   sft        nll = mean of -logp over the micro-batch's chosen completion tokens
  *
- *   loss = sum_p [ sum_i loss_weights[i] * loss_{type_i}(p) + rpo_alpha * nll(p) ] / norm_rows
+ *   loss = sum_p [ sum_i loss_weights[i] * loss_{type_i}(p) + rpo_alpha * nll ] / norm_rows
  *
  * Source: TRL, trl/trainer/dpo_trainer.py. Current main's rewritten
  * DPOTrainer._compute_loss is followed for the structure: loss_type is a
@@ -40,10 +40,10 @@
  *  - rpo_alpha: 0.x adds rpo_alpha * nll_loss to every pair; current main
  *    has no rpo_alpha (its "sft" loss_type, weighted by loss_weights, plays
  *    that part). Both are offered.
- *  - nll (rpo_alpha, sft): TRL takes the cross-entropy mean over all chosen
- *    tokens of the micro-batch; here it is each chosen row's per-token mean,
- *    averaged over pairs (the RPO paper's length-normalised NLL), so that
- *    gradient accumulation is exact. They agree when chosen lengths agree.
+ *  - nll (rpo_alpha, sft): both take one cross-entropy mean over all chosen
+ *    completion tokens of the micro-batch (al_chosen_nll), as here; each
+ *    micro-batch's NLL is weighted by its share of the step's pairs, which
+ *    is TRL's division by the number of micro-batches when they are equal.
  *  - 0.x divided every log-prob (and the metrics) by length when "ipo" was
  *    anywhere in the list; current main, followed here, only the IPO term.
  *  - bco_pair: 0.x subtracted a running mean of rewards across steps
@@ -56,7 +56,15 @@
  * "kto").
  *
  * Gradients: d loss / d logp[row, t] = w[row, t] * (d loss / d pc or pr) /
- * norm_rows on scored tokens; the reference gets none.
+ * norm_rows on scored tokens (the NLL's d / d pc: -P / ntok, ntok the
+ * micro-batch's chosen completion tokens); the reference gets none.
+ *
+ * Rows are tokenized as current main's DPOTrainer._prepare_dataset does:
+ * the prompt's own ids, then the ids of prompt + completion after as many
+ * tokens (AL_SPLIT_PROMPT_IDS in lib/text/chat.h). Before the rewrite
+ * (0.x's tokenize_row) prompt and completion were tokenized separately
+ * and concatenated; the two differ only where a merge crosses the
+ * boundary.
  *
  * Metrics (sums over this micro-batch's pairs / norm_rows, TRL's names):
  * rewards/chosen (beta cl), rewards/rejected (beta rl), rewards/accuracies
@@ -203,12 +211,13 @@ static pair_in pair_sums(const al_obj_in *in, int p) {
 }
 
 /* The pair's loss over every per-pair loss type (aot types excluded) plus the
- * RPO term, and its derivatives with respect to pc and pr. */
-static double pair_loss(const dpo_state *s, const pair_in *q, double *dpc, double *dpr, double *nll) {
+ * RPO term, and its derivatives with respect to pc and pr. nl is the
+ * micro-batch's chosen NLL and dnl the derivative of the pairs' summed NLL
+ * terms with respect to this pair's pc. */
+static double pair_loss(const dpo_state *s, const pair_in *q, double nl, double dnl, double *dpc,
+                        double *dpr, double *nll) {
     const double b = s->beta, ls = s->ls;
     const double cl = q->pc - q->rc, rl = q->pr - q->rr, z = b * (cl - rl);
-    const double nl = q->nc > 0 ? -q->pc / q->nc : 0.0;
-    const double dnl = q->nc > 0 ? -1.0 / q->nc : 0.0;
     double L = 0.0, gc = 0.0, gr = 0.0;
     for (int i = 0; i < s->n; i++) {
         double l = 0.0, c = 0.0, r = 0.0; /* c = dl/dpc, r = dl/dpr */
@@ -381,13 +390,18 @@ static int dpo_loss(void *state, const al_obj_in *in, al_obj_out *out, al_step_s
     const double *adpc = s->has_aot ? s->scratch + 2 * s->cap : NULL;
     const double *adpr = s->has_aot ? s->scratch + 3 * s->cap : NULL;
 
+    /* TRL's NLL: one mean over the micro-batch's chosen completion tokens */
+    int nll_tok = 0;
+    const double nl = s->has_nll ? al_chosen_nll(in, 0, &nll_tok) : 0.0;
+    const double dnl = nll_tok > 0 ? -(double)P / nll_tok : 0.0;
+
     /* Pass 1: loss and metrics; nothing is written until all is finite. */
     double loss = aot, rw_c = 0, rw_r = 0, accu = 0, lp_c = 0, lp_r = 0, len_c = 0, len_r = 0, nll = 0;
     for (int p = 0; p < P; p++) {
         pair_in q = pair_sums(in, p);
         if (!isfinite(q.pc) || !isfinite(q.pr) || !isfinite(q.rc) || !isfinite(q.rr)) return AL_ENAN;
-        double gc, gr, nl;
-        double l = pair_loss(s, &q, &gc, &gr, &nl);
+        double gc, gr, nll_p;
+        double l = pair_loss(s, &q, nl, dnl, &gc, &gr, &nll_p);
         if (adpc) {
             gc += adpc[p];
             gr += adpr[p];
@@ -402,7 +416,7 @@ static int dpo_loss(void *state, const al_obj_in *in, al_obj_out *out, al_step_s
         lp_r += q.pr;
         len_c += q.nc;
         len_r += q.nr;
-        nll += nl;
+        nll += nll_p;
     }
     loss *= inv;
     if (!isfinite(loss)) return AL_ENAN;
@@ -417,8 +431,8 @@ static int dpo_loss(void *state, const al_obj_in *in, al_obj_out *out, al_step_s
     if (out && out->dlogp) {
         for (int p = 0; p < P; p++) {
             pair_in q = pair_sums(in, p);
-            double gc, gr, nl;
-            (void)pair_loss(s, &q, &gc, &gr, &nl);
+            double gc, gr, nll_p;
+            (void)pair_loss(s, &q, nl, dnl, &gc, &gr, &nll_p);
             if (adpc) {
                 gc += adpc[p];
                 gr += adpr[p];

@@ -2,7 +2,12 @@
  *
  * Rows [0, n_main) are examples labelled desirable (label 1) or undesirable
  * (label 0); rows [n_main, R) are the mismatched KL rows (TRL's
- * KL_completion_*: a prompt with another example's completion). Per row, over
+ * KL_completion_ids: each example's prompt with the completion of the
+ * example before it in its run of micro_batch_size examples, fixed when the
+ * data is prepared and trained in dataset order; lib/train/trainer.c builds
+ * them as KTOTrainer._prepare_dataset's add_kl_completion_ids does). Rows
+ * are tokenized as KTOTrainer's tokenize_fn (AL_SPLIT_PROMPT_IDS in
+ * lib/text/chat.h). Per row, over
  * its scored tokens with token weight w: logps = sum w logp, ref = sum w
  * ref_logp, r = logps - ref. Then
  *
@@ -11,8 +16,8 @@
  *   undesirable:  loss_i = undesirable_weight * (1 - sigmoid(beta (KL - r_i)))
  *   loss = sum over main rows of loss_i / norm_rows
  *
- * as TRL's KTOTrainer.kto_loss (trl/trainer/kto_trainer.py, 0.2x and current
- * main agree): kl = (policy_KL_logps - reference_KL_logps).mean().detach(),
+ * as TRL's KTOTrainer (trl/trainer/kto_trainer.py; 0.2x's kto_loss and
+ * current main's _compute_loss agree): kl = (KL_logps - ref_KL_logps).mean().detach(),
  * gathered and clamp(min=0); losses = cat(desirable_weight * chosen_losses,
  * undesirable_weight * rejected_losses) and loss = losses.nanmean() over the
  * main rows. loss_type must be "kto" (or "sigmoid", the resolved default of

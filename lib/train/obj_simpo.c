@@ -6,29 +6,37 @@
  *
  *   logits = (a_c - a_r) - simpo_gamma / beta
  *   loss_p = -(1 - ls) log sigmoid(beta logits) - ls log sigmoid(-beta logits)
- *            + rpo_alpha * nll_p,          nll_p = -a_c
- *   loss   = sum_p loss_p / norm_rows
+ *   nll    = mean of -logp over the chosen rows' completion tokens (one
+ *            mean over the micro-batch's tokens)
+ *   loss   = mean_p loss_p + rpo_alpha * nll
  *
  * as TRL's CPOTrainer with loss_type="simpo" (trl/experimental/cpo/
  * cpo_trainer.py, current main; it was trl/trainer/cpo_trainer.py before
  * moving to experimental, with the same formula): average log-probs
  * (average_log_prob for "simpo"), gamma_logratios = simpo_gamma / beta,
  * logits = pi_logratios - gamma_logratios, and the label-smoothed sigmoid
- * above; loss = losses.mean() + cpo_alpha * policy_nll_loss. Pure SimPO is
- * cpo_alpha = 0 (TRL's documented setting for SimPO); al_hparams has no
- * cpo_alpha, so rpo_alpha (default 0) plays its part and turns this into
- * CPO-SimPO when > 0. As in obj_dpo.c the NLL is each chosen row's per-token
- * mean averaged over pairs (TRL: one cross-entropy mean over the chosen
- * tokens of the micro-batch), so gradient accumulation is exact.
+ * above; loss = losses.mean() + cpo_alpha * policy_nll_loss, the NLL being
+ * nn.CrossEntropyLoss over the chosen rows' completion labels
+ * (concatenated_forward). Pure SimPO is cpo_alpha = 0 (TRL's documented
+ * setting for SimPO); al_hparams has no cpo_alpha, so rpo_alpha (default 0)
+ * plays its part and turns this into CPO-SimPO when > 0. Rows are tokenized
+ * as CPOTrainer's tokenize_row does (build_tokenized_answer, BOS first, EOS
+ * last: AL_SPLIT_ANSWER in lib/text/chat.h).
  *
+ * Gradient accumulation: TRL divides each micro-batch's loss by the number
+ * of micro-batches; here the NLL term is weighted by the micro-batch's share
+ * of the step's pairs, P / norm_rows, the same for equal micro-batches:
+ *
+ *   loss_mb = (sum_p loss_p + P rpo_alpha nll) / norm_rows
  *   z = beta * logits,  g = -(1 - ls) sigmoid(-z) + ls sigmoid(z)
- *   d loss_p / d a_c = beta g - rpo_alpha,   d loss_p / d a_r = -beta g
+ *   d loss_p / d a_c = beta g,   d loss_p / d a_r = -beta g
  *   d loss / d logp[row, t] = w[row, t] / n_row * d loss_p / d a_row / norm_rows
+ *                             - rpo_alpha P / (ntok norm_rows)   (chosen completion tokens)
  *
  * Metrics (sums over pairs / norm_rows), TRL's names: rewards/chosen
  * (beta a_c), rewards/rejected, rewards/accuracies, rewards/margins,
- * logps/chosen (a_c), logps/rejected (a_r), nll_loss (mean -a_c, logged
- * whatever rpo_alpha, as CPOTrainer does). */
+ * logps/chosen (a_c), logps/rejected (a_r), nll_loss (the micro-batch's nll;
+ * 0 when rpo_alpha is 0, as CPOTrainer skips it when cpo_alpha is 0). */
 #include "objective.h"
 
 #include <math.h>
@@ -73,9 +81,9 @@ static simpo_pair simpo_terms(const simpo_state *s, const al_obj_in *in, int p) 
     q.ar = al_seq_logprob_sum(in, in->logp, P + p) / q.nr;
     const double b = s->beta, ls = s->ls;
     double z = b * ((q.ac - q.ar) - s->gamma / b);
-    q.loss = -(1 - ls) * al_logsigmoid(z) - ls * al_logsigmoid(-z) + s->alpha * -q.ac;
+    q.loss = -(1 - ls) * al_logsigmoid(z) - ls * al_logsigmoid(-z);
     double g = -(1 - ls) * al_sigmoid(-z) + ls * al_sigmoid(z);
-    q.dac = b * g - s->alpha;
+    q.dac = b * g;
     q.dar = -b * g;
     return q;
 }
@@ -90,7 +98,9 @@ static int simpo_loss(void *state, const al_obj_in *in, al_obj_out *out, al_step
     if (!(in->norm_rows > 0)) return AL_EINVAL;
     const double inv = 1.0 / in->norm_rows, b = s->beta;
 
-    double loss = 0;
+    int ntok;
+    const double nll = s->alpha > 0 ? al_chosen_nll(in, 0, &ntok) : 0.0;
+    double loss = P * s->alpha * nll;
     al_pair_stats ps = {0};
     for (int p = 0; p < P; p++) {
         simpo_pair q = simpo_terms(s, in, p);
@@ -115,12 +125,13 @@ static int simpo_loss(void *state, const al_obj_in *in, al_obj_out *out, al_step
             al_seq_logprob_backward(out->dlogp, in, p, q.dac / q.nc * inv);
             al_seq_logprob_backward(out->dlogp, in, P + p, q.dar / q.nr * inv);
         }
+        if (s->alpha > 0) al_chosen_nll_backward(out->dlogp, in, 0, P * s->alpha * inv);
     }
 
     st->loss += loss;
     st->num_tokens += ps.len_c + ps.len_r;
     al_stats_add_pairs(st, &ps, inv);
-    al_stats_add(st, "nll_loss", -ps.lp_c * inv);
+    al_stats_add(st, "nll_loss", P * nll * inv);
     return AL_OK;
 }
 

@@ -36,6 +36,10 @@ typedef struct al_obj_in {
     const float *entropy;     /* (R, T) or NULL */
     const float *values;      /* (R, T) scalar-head values or NULL */
     const float *ref_logp;    /* (R, T) reference log-probs, NULL without a reference */
+    const uint8_t *completion;/* (R, T) or NULL: 1 where a scored position predicts a
+                               * completion token. Set for objectives with scores_prompt,
+                               * whose chosen rows score their prompt too; the per-row
+                               * helpers below then count completion positions only */
     double norm_tokens;       /* scored tokens in the whole optimiser step */
     double norm_rows;         /* examples (pairs for PAIRS, main rows for UNPAIRED) in the step */
     /* RL (ppo, grpo, rloo), (R, T) at the scored positions; the scored
@@ -79,6 +83,8 @@ typedef struct al_objective_ops {
     int needs_ref;            /* reference log-probs required */
     int needs_values;         /* scalar head required (reward model) */
     int needs_lm;             /* token log-probs required */
+    int scores_prompt;        /* PAIRS: the chosen rows score every token after the first,
+                               * prompt included (ORPO's NLL); in->completion marks the rest */
     /* The names hyperparameters.loss_type takes, NULL-terminated (the
      * method registry, lib/train/methods.h, serves them); NULL when the
      * objective offers no choice of loss. */
@@ -127,9 +133,9 @@ double al_sigmoid(double x);
  * (Maechler's log1mexp); -inf at 0, NaN above 0. */
 double al_log1mexp(double x);
 
-/* Row r's sum over its scored tokens (targets[r,t] >= 0) of w[r,t] * x[r,t],
- * w = in->weight or 1: the per-row sequence log-prob when x is in->logp or
- * in->ref_logp. */
+/* Row r's sum over its scored tokens (targets[r,t] >= 0, and in->completion
+ * where given) of w[r,t] * x[r,t], w = in->weight or 1: the per-row
+ * sequence log-prob when x is in->logp or in->ref_logp. */
 double al_seq_logprob_sum(const al_obj_in *in, const float *x, int r);
 /* Row r's plain (unweighted) sum of x over its scored tokens (entropy). */
 double al_seq_masked_sum(const al_obj_in *in, const float *x, int r);
@@ -138,6 +144,17 @@ int al_seq_len(const al_obj_in *in, int r);
 /* Backward of al_seq_logprob_sum scaled by g: d[r,t] += g * w[r,t] over row
  * r's scored tokens. d may be NULL (no-op). */
 void al_seq_logprob_backward(float *d, const al_obj_in *in, int r, double g);
+
+/* TRL's NLL term of the preference trainers (DPO's rpo_alpha and "sft",
+ * CPO's cpo_alpha, ORPO): nn.CrossEntropyLoss's mean, one mean over every
+ * scored token of the chosen rows [0, n_pairs) of the micro-batch, not a
+ * mean of per-row means. full: every scored position (ORPO, prompt
+ * included), else the completion positions only. Returns the mean (0 without
+ * tokens); *ntok gets the token count. */
+double al_chosen_nll(const al_obj_in *in, int full, int *ntok);
+/* Backward of al_chosen_nll scaled by g: d[r,t] += -g w[r,t] / ntok over
+ * those tokens. d may be NULL (no-op). */
+void al_chosen_nll_backward(float *d, const al_obj_in *in, int full, double g);
 
 /* Validation helpers for create(): AL_OK, or AL_EINVAL with err naming the
  * field, e.g. "beta: must be > 0 (got 0)". */

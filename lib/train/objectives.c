@@ -81,18 +81,17 @@ double al_log1mexp(double x) {
 
 /* ---- masked per-row sums ------------------------------------------------- */
 
+/* Whether position i is scored for the per-row helpers. */
+static int scored(const al_obj_in *in, size_t i) {
+    return in->targets[i] >= 0 && (!in->completion || in->completion[i]);
+}
+
 double al_seq_logprob_sum(const al_obj_in *in, const float *x, int r) {
     const size_t off = (size_t)r * (size_t)in->T;
-    const int32_t *tg = in->targets + off;
-    const float *xr = x + off;
     double s = 0.0;
-    if (in->weight) {
-        const float *w = in->weight + off;
-        for (int t = 0; t < in->T; t++)
-            if (tg[t] >= 0) s += (double)w[t] * (double)xr[t];
-    } else {
-        for (int t = 0; t < in->T; t++)
-            if (tg[t] >= 0) s += (double)xr[t];
+    for (int t = 0; t < in->T; t++) {
+        size_t i = off + (size_t)t;
+        if (scored(in, i)) s += (in->weight ? (double)in->weight[i] : 1.0) * (double)x[i];
     }
     return s;
 }
@@ -101,15 +100,14 @@ double al_seq_masked_sum(const al_obj_in *in, const float *x, int r) {
     const size_t off = (size_t)r * (size_t)in->T;
     double s = 0.0;
     for (int t = 0; t < in->T; t++)
-        if (in->targets[off + (size_t)t] >= 0) s += (double)x[off + (size_t)t];
+        if (scored(in, off + (size_t)t)) s += (double)x[off + (size_t)t];
     return s;
 }
 
 int al_seq_len(const al_obj_in *in, int r) {
     const size_t off = (size_t)r * (size_t)in->T;
     int n = 0;
-    for (int t = 0; t < in->T; t++)
-        if (in->targets[off + (size_t)t] >= 0) n++;
+    for (int t = 0; t < in->T; t++) n += scored(in, off + (size_t)t);
     return n;
 }
 
@@ -118,10 +116,36 @@ void al_seq_logprob_backward(float *d, const al_obj_in *in, int r, double g) {
     const size_t off = (size_t)r * (size_t)in->T;
     for (int t = 0; t < in->T; t++) {
         size_t i = off + (size_t)t;
-        if (in->targets[i] < 0) continue;
+        if (!scored(in, i)) continue;
         double w = in->weight ? (double)in->weight[i] : 1.0;
         d[i] += (float)(g * w);
     }
+}
+
+/* Position i of a chosen row counts for the NLL. */
+static int nll_token(const al_obj_in *in, int full, size_t i) {
+    return full ? in->targets[i] >= 0 : scored(in, i);
+}
+
+double al_chosen_nll(const al_obj_in *in, int full, int *ntok) {
+    double s = 0.0;
+    int n = 0;
+    for (size_t i = 0; i < (size_t)in->n_pairs * (size_t)in->T; i++)
+        if (nll_token(in, full, i)) {
+            s -= (in->weight ? (double)in->weight[i] : 1.0) * (double)in->logp[i];
+            n++;
+        }
+    *ntok = n;
+    return n > 0 ? s / n : 0.0;
+}
+
+void al_chosen_nll_backward(float *d, const al_obj_in *in, int full, double g) {
+    if (!d) return;
+    int n = 0;
+    for (size_t i = 0; i < (size_t)in->n_pairs * (size_t)in->T; i++) n += nll_token(in, full, i);
+    if (n == 0) return;
+    for (size_t i = 0; i < (size_t)in->n_pairs * (size_t)in->T; i++)
+        if (nll_token(in, full, i)) d[i] += (float)(-g * (in->weight ? (double)in->weight[i] : 1.0) / n);
 }
 
 /* ---- hyper-parameter checks ---------------------------------------------- */

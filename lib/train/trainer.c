@@ -13,7 +13,19 @@
  * The example order of epoch e is a seeded permutation (seed + e), so a step
  * number alone says which examples it holds: that, the weights, the AdamW
  * moments and the step counter are all a resumed run needs to continue
- * exactly. */
+ * exactly.
+ *
+ * KTO follows TRL's KTOTrainer (trl/trainer/kto_trainer.py, main): when the
+ * data is prepared, each example is given its KL row, its own prompt with
+ * the completion of the example before it in its run of micro_batch_size
+ * examples (the first takes the run's last: add_kl_completion_ids, a
+ * rotation by one in dataset order), and training visits the examples in
+ * dataset order every epoch (KTOConfig's train_sampling_strategy
+ * "sequential", which TRL requires with a KL term; every TRL release pairs
+ * and samples so, 0.x's _get_kl_dataset and SequentialSampler included).
+ * The pairing is fixed for the whole run, so resuming and evaluating see
+ * the same KL rows, and their reference log-probs can be precomputed with
+ * the rest. */
 #define _XOPEN_SOURCE 700 /* realpath */
 #include "trainer.h"
 
@@ -73,10 +85,11 @@ typedef struct trainer {
     int max_T;
     al_batch batch;
     al_batch kl_batch;            /* KTO: mismatched prompt/completion rows */
-    al_example *kl_ex;            /* KTO: scratch examples for the KL rows */
+    al_example *kl_ex;            /* KTO: views of the examples' KL rows (seq[1]) as seq[0] */
     /* per-row buffers, (rows, max_T) */
     float *logp, *ent, *values, *ref_logp, *dlogp, *dent, *dvalue;
     uint8_t *hit;                 /* greedy-argmax hits (mean_token_accuracy) */
+    uint8_t *cmask;               /* ORPO: 1 where a scored position is a completion token */
     int32_t *ids, *seg, *pos, *tgt, *last;
     int8_t *label;
     float *margin;
@@ -133,6 +146,8 @@ static int task_examples(trainer *t, const char *task, int split, long rows, uin
     d->ex = calloc((size_t)rows, sizeof *d->ex);
     if (!d->ex) return al_err(t->err, AL_ENOMEM, "out of memory for %ld task rows", rows);
     int pretrain = kind == t->kind && !strcmp(t->ops->name, "pretrain");
+    /* the tokenization of the TRL trainer the method follows (chat.h) */
+    al_split_kind how = kind == AL_BATCH_LM ? AL_SPLIT_BYTES : al_data_split(t->ops->name);
     for (long i = 0; i < rows; i++) {
         al_task_row r;
         al_example *e = &d->ex[d->n];
@@ -149,12 +164,12 @@ static int task_examples(trainer *t, const char *task, int split, long rows, uin
             snprintf(full, sizeof full, "%s%s", r.prompt, r.answer);
             rc = al_chat_encode_text(t->chat, "", 0, full, strlen(full), &e->seq[0], t->err);
         } else {
-            rc = al_chat_encode_text(t->chat, r.prompt, strlen(r.prompt), good, strlen(good),
-                                     &e->seq[0], t->err);
+            rc = al_chat_encode_split(t->chat, how, r.prompt, strlen(r.prompt), good, strlen(good),
+                                      &e->seq[0], t->err);
         }
         if (!rc && kind == AL_BATCH_PAIR)
-            rc = al_chat_encode_text(t->chat, r.prompt, strlen(r.prompt), r.wrong, strlen(r.wrong),
-                                     &e->seq[1], t->err);
+            rc = al_chat_encode_split(t->chat, how, r.prompt, strlen(r.prompt), r.wrong, strlen(r.wrong),
+                                      &e->seq[1], t->err);
         if (rc) return rc;
         d->n++;
     }
@@ -298,6 +313,43 @@ static int finish_dataset(trainer *t, dataset *d, int drop_long, const char *wha
     return AL_OK;
 }
 
+/* KTO's KL rows (TRL's add_kl_completion_ids): in runs of `run` examples in
+ * dataset order, example i gets its own prompt followed by the completion
+ * of example i - 1, the run's first the completion of the run's last (a run
+ * of one pairs an example with itself, as TRL's rotation does), cut to
+ * max_T tokens. Stored as seq[1] of each example. With several
+ * training_files (alignd's mixture, which TRL does not have) the pairs are
+ * made over the files one after the other, and each example keeps its KL row
+ * whichever batch the mixture draws it into. */
+static int kto_kl_rows(trainer *t, dataset *d, int run) {
+    for (int c0 = 0; c0 < d->n; c0 += run) {
+        int c1 = c0 + run < d->n ? c0 + run : d->n;
+        for (int i = c0; i < c1; i++) {
+            const al_seq *p = &d->ex[i].seq[0], *c = &d->ex[i == c0 ? c1 - 1 : i - 1].seq[0];
+            int pl = 0, cs = 0;
+            while (pl < p->n && !p->mask[pl]) pl++;
+            while (cs < c->n && !c->mask[cs]) cs++;
+            int len = pl + (c->n - cs);
+            if (len > t->max_T) len = t->max_T;
+            al_seq s = {0};
+            s.ids = malloc(((size_t)len + 1) * sizeof *s.ids);
+            s.mask = malloc((size_t)len + 1);
+            if (!s.ids || !s.mask) {
+                al_seq_deinit(&s);
+                return al_err(t->err, AL_ENOMEM, "out of memory for KTO's KL rows");
+            }
+            for (int k = 0; k < len; k++) {
+                s.ids[k] = k < pl ? p->ids[k] : c->ids[cs + k - pl];
+                s.mask[k] = k >= pl;
+            }
+            s.n = len;
+            d->ex[i].seq[1] = s;
+            if (len > d->len[i]) d->len[i] = len;
+        }
+    }
+    return AL_OK;
+}
+
 /* ---- buffers -------------------------------------------------------------- */
 
 static int alloc_buffers(trainer *t) {
@@ -310,7 +362,7 @@ static int alloc_buffers(trainer *t) {
     if (t->kind == AL_BATCH_UNPAIRED) {
         if ((rc = al_batch_init(&t->kl_batch, AL_BATCH_LM, t->mb, t->max_T)))
             return al_err(t->err, rc, "out of memory for batches");
-        t->kl_ex = calloc((size_t)t->mb, sizeof *t->kl_ex);
+        t->kl_ex = calloc((size_t)t->mb, sizeof *t->kl_ex); /* views: never deinit'd */
         if (!t->kl_ex) return al_err(t->err, AL_ENOMEM, "out of memory");
     }
 #define ALLOC(p, count) if (!((p) = calloc((count), sizeof *(p)))) return al_err(t->err, AL_ENOMEM, "out of memory")
@@ -322,6 +374,7 @@ static int alloc_buffers(trainer *t) {
     ALLOC(t->dent, n);
     ALLOC(t->dvalue, n);
     ALLOC(t->hit, n);
+    ALLOC(t->cmask, n);
     ALLOC(t->ids, n);
     ALLOC(t->seg, n);
     ALLOC(t->pos, n);
@@ -368,35 +421,14 @@ static int build_rows(trainer *t, dataset *d, const int32_t *idx, int n, al_toke
     al_batch *b = &t->batch;
     int R = b->B, T = b->T;
     int KL = 0;
-    if (t->kind == AL_BATCH_UNPAIRED && n > 1) {
-        /* split each sequence at its first trained token */
-        for (int i = 0; i < n; i++) {
-            const al_seq *p = &d->ex[idx[i]].seq[0], *c = &d->ex[idx[(i + 1) % n]].seq[0];
-            int pl = 0, cs = 0;
-            while (pl < p->n && !p->mask[pl]) pl++;
-            while (cs < c->n && !c->mask[cs]) cs++;
-            al_seq *s = &t->kl_ex[i].seq[0];
-            int len = pl + (c->n - cs);
-            if (len > t->max_T) len = t->max_T;
-            /* kl_ex sequences reuse their arrays between steps */
-            if (s->n < len || !s->ids) {
-                free(s->ids);
-                free(s->mask);
-                s->ids = malloc((size_t)t->max_T * sizeof *s->ids);
-                s->mask = malloc((size_t)t->max_T);
-                if (!s->ids || !s->mask) return al_err(t->err, AL_ENOMEM, "out of memory");
-            }
-            memcpy(s->ids, p->ids, (size_t)pl * sizeof *s->ids);
-            memset(s->mask, 0, (size_t)pl);
-            for (int k = 0; pl + k < len; k++) {
-                s->ids[pl + k] = c->ids[cs + k];
-                s->mask[pl + k] = 1;
-            }
-            s->n = len;
-            t->kl_ex[i].line = d->ex[idx[i]].line;
-        }
+    if (t->kind == AL_BATCH_UNPAIRED) {
+        /* the examples' KL rows, fixed when the data was prepared */
         int32_t kidx[1024];
-        for (int i = 0; i < n; i++) kidx[i] = i;
+        for (int i = 0; i < n; i++) {
+            t->kl_ex[i].seq[0] = d->ex[idx[i]].seq[1];
+            t->kl_ex[i].line = d->ex[idx[i]].line;
+            kidx[i] = i;
+        }
         if ((rc = al_batch_fill(&t->kl_batch, t->kl_ex, kidx, n, t->pad, t->err))) return rc;
         KL = t->kl_batch.B;
         if (t->kl_batch.T > T) T = t->kl_batch.T;
@@ -420,8 +452,14 @@ static int build_rows(trainer *t, dataset *d, const int32_t *idx, int n, al_toke
                 t->pos[o] = 0;
                 t->tgt[o] = -1;
             }
+            t->cmask[o] = t->tgt[o] >= 0;
         }
         t->last[r] = src->len[sr] > 0 ? src->len[sr] - 1 : 0;
+        /* ORPO's NLL scores every token of a chosen row after its first
+         * (TRL: the chosen rows' labels are their input ids, prompt
+         * included); cmask keeps the completion for the odds ratio */
+        if (t->ops->scores_prompt && t->kind == AL_BATCH_PAIR && r < n)
+            for (int k = 0; k + 1 < src->len[sr]; k++) t->tgt[(size_t)r * T + k] = t->ids[(size_t)r * T + k + 1];
     }
     for (int i = 0; i < n; i++) {
         if (t->kind == AL_BATCH_UNPAIRED) t->label[i] = b->label[i] > 0.5f;
@@ -451,19 +489,17 @@ static int reference_forward(trainer *t, const al_tokens *in, int r0, int nr) {
 }
 
 /* Reference log-probs for the rows now in the buffers: copied from the
- * precomputed values where there are some (KTO's KL rows never are: their
- * pairing depends on the batch), computed by the reference otherwise. */
+ * precomputed values where there are some (pairs: chosen, rejected; KTO:
+ * the example, its KL row), computed by the reference otherwise. */
 static int reference_rows(trainer *t, dataset *d, const int32_t *idx, int n, const al_tokens *in) {
     if (!d->ref) return reference_forward(t, in, 0, in->B);
-    int R = t->batch.B;
     memset(t->ref_logp, 0, (size_t)in->B * in->T * sizeof(float));
-    for (int r = 0; r < R; r++) {
-        int pair = t->kind == AL_BATCH_PAIR;
-        int e = pair ? idx[r % n] : idx[r], s = pair ? r >= n : 0;
+    for (int r = 0; r < in->B; r++) {
+        int e = idx[r % n], s = r >= n;   /* rows: n examples, then their second sequences */
         const float *src = d->ref[2 * e + s];
         if (src) memcpy(t->ref_logp + (size_t)r * in->T, src, (size_t)d->ex[e].seq[s].n * sizeof(float));
     }
-    return in->B > R ? reference_forward(t, in, R, in->B - R) : AL_OK;
+    return AL_OK;
 }
 
 /* Counts a step's denominators: scored tokens and examples. */
@@ -517,6 +553,7 @@ static int micro_batch(trainer *t, dataset *d, const int32_t *idx, int n, double
         .n_main = t->kind == AL_BATCH_UNPAIRED ? t->batch.B : in.B,
         .logp = f.logp, .entropy = f.entropy, .values = f.values,
         .ref_logp = t->ops->needs_ref ? t->ref_logp : NULL,
+        .completion = t->ops->scores_prompt ? t->cmask : NULL,
         .norm_tokens = norm_tokens, .norm_rows = norm_rows,
     };
     al_obj_out oo = {.dlogp = t->dlogp, .dent = NULL, .dvalue = t->ops->needs_values ? t->dvalue : NULL};
@@ -552,11 +589,15 @@ static int step_examples(trainer *t, long step) {
     long spe = t->steps_per_epoch;
     long epoch = step / spe, k = step % spe;
     if (k == 0 || step == t->step) {
-        /* (re)build the epoch's order; cheap and keeps resume exact */
-        al_batch_order(t->packed ? t->pack.len : t->unit_len ? t->unit_len : t->train.len, n_units(t),
-                       t->hp->batch_size,
-                       t->hp->group_by_length,
-                       t->hp->seed + (uint64_t)epoch * 0x9E3779B9u, t->order);
+        /* (re)build the epoch's order; cheap and keeps resume exact. KTO:
+         * dataset order (TRL's sequential sampler keeps its KL pairs) */
+        if (t->kind == AL_BATCH_UNPAIRED)
+            for (int i = 0; i < n_units(t); i++) t->order[i] = i;
+        else
+            al_batch_order(t->packed ? t->pack.len : t->unit_len ? t->unit_len : t->train.len, n_units(t),
+                           t->hp->batch_size,
+                           t->hp->group_by_length,
+                           t->hp->seed + (uint64_t)epoch * 0x9E3779B9u, t->order);
     }
     long lo = k * t->hp->batch_size;
     long hi = lo + t->hp->batch_size;
@@ -747,30 +788,43 @@ static int evaluate(trainer *t, long step, al_metric *m, int *nm) {
 /* ---- reference log-probs ---------------------------------------------------- */
 
 /* Runs the (start) model once over a dataset and keeps every sequence's
- * token log-probs, so the reference need not stay in memory. */
+ * token log-probs, so the reference need not stay in memory: both
+ * sequences of a pair, and a KTO example's KL row (pass 1) as well as the
+ * example (pass 0). */
 static int precompute_ref(trainer *t, dataset *d) {
     d->ref = calloc((size_t)d->n * 2, sizeof *d->ref);
     if (!d->ref) return al_err(t->err, AL_ENOMEM, "out of memory for reference log-probs");
-    for (int i = 0; i < d->n; i += t->mb) {
-        int n = d->n - i < t->mb ? d->n - i : t->mb;
-        for (int k = 0; k < n; k++) t->idx[k] = i + k;
-        int rc = al_batch_fill(&t->batch, d->ex, t->idx, n, t->pad, t->err);
-        if (rc) return rc;
-        al_tokens in = al_batch_tokens(&t->batch);
-        al_fwd f = {.logp = t->ref_logp};
-        al_model *rm = t->ref ? t->ref : t->m;
-        if (t->ref_adapters_off) al_model_set_adapters(t->m, 0);
-        rc = al_model_forward(rm, &in, &f);
-        if (t->ref_adapters_off) al_model_set_adapters(t->m, 1);
-        if (rc) return al_err(t->err, rc, "reference forward failed: %s", al_strerror(rc));
-        for (int r = 0; r < in.B; r++) {
-            int e = t->kind == AL_BATCH_PAIR ? i + r % n : i + r;
-            int s = t->kind == AL_BATCH_PAIR ? r >= n : 0;
-            int len = d->ex[e].seq[s].n;
-            float *v = malloc((size_t)(len > 0 ? len : 1) * sizeof *v);
-            if (!v) return al_err(t->err, AL_ENOMEM, "out of memory for reference log-probs");
-            memcpy(v, t->ref_logp + (size_t)r * in.T, (size_t)len * sizeof *v);
-            d->ref[2 * e + s] = v;
+    int passes = t->kind == AL_BATCH_UNPAIRED ? 2 : 1;
+    for (int pass = 0; pass < passes; pass++) {
+        al_batch *bt = pass ? &t->kl_batch : &t->batch;
+        for (int i = 0; i < d->n; i += t->mb) {
+            int n = d->n - i < t->mb ? d->n - i : t->mb, rc;
+            if (pass) { /* the KL rows, seen as first sequences */
+                for (int k = 0; k < n; k++) {
+                    t->kl_ex[k].seq[0] = d->ex[i + k].seq[1];
+                    t->idx[k] = k;
+                }
+                rc = al_batch_fill(bt, t->kl_ex, t->idx, n, t->pad, t->err);
+            } else {
+                for (int k = 0; k < n; k++) t->idx[k] = i + k;
+                rc = al_batch_fill(bt, d->ex, t->idx, n, t->pad, t->err);
+            }
+            if (rc) return rc;
+            al_tokens in = al_batch_tokens(bt);
+            al_fwd f = {.logp = t->ref_logp};
+            al_model *rm = t->ref ? t->ref : t->m;
+            if (t->ref_adapters_off) al_model_set_adapters(t->m, 0);
+            rc = al_model_forward(rm, &in, &f);
+            if (t->ref_adapters_off) al_model_set_adapters(t->m, 1);
+            if (rc) return al_err(t->err, rc, "reference forward failed: %s", al_strerror(rc));
+            for (int r = 0; r < in.B; r++) {
+                int e = i + r % n, s = pass || r >= n;
+                int len = d->ex[e].seq[s].n;
+                float *v = malloc((size_t)(len > 0 ? len : 1) * sizeof *v);
+                if (!v) return al_err(t->err, AL_ENOMEM, "out of memory for reference log-probs");
+                memcpy(v, t->ref_logp + (size_t)r * in.T, (size_t)len * sizeof *v);
+                d->ref[2 * e + s] = v;
+            }
         }
     }
     return AL_OK;
@@ -899,12 +953,9 @@ static void trainer_free(trainer *t) {
     al_pack_deinit(&t->sub);
     al_batch_deinit(&t->batch);
     al_batch_deinit(&t->kl_batch);
-    if (t->kl_ex) {
-        for (int i = 0; i < t->mb; i++) al_example_deinit(&t->kl_ex[i]);
-        free(t->kl_ex);
-    }
+    free(t->kl_ex);   /* views of the datasets' sequences */
     free(t->logp); free(t->ent); free(t->values); free(t->ref_logp);
-    free(t->dlogp); free(t->dent); free(t->dvalue); free(t->hit);
+    free(t->dlogp); free(t->dent); free(t->dvalue); free(t->hit); free(t->cmask);
     free(t->ids); free(t->seg); free(t->pos); free(t->tgt); free(t->last);
     free(t->label); free(t->margin); free(t->order); free(t->idx);
     free(t->unit_ex); free(t->unit_len); free(t->mapped);
@@ -964,6 +1015,12 @@ static int setup(trainer *t, const al_job *job, const al_train_cb *cb) {
     if ((rc = finish_dataset(t, &t->train, 0, "training data")) ||
         (rc = finish_dataset(t, &t->val, 0, "validation data")))
         return rc;
+    if (t->kind == AL_BATCH_UNPAIRED) {
+        /* KL rows in runs of a micro-batch (the job parser asks for at
+         * least 2), the validation set's too (TRL pairs both in runs of
+         * per_device_train_batch_size) */
+        if ((rc = kto_kl_rows(t, &t->train, t->mb)) || (rc = kto_kl_rows(t, &t->val, t->mb))) return rc;
+    }
     /* eval_tasks: what the model could do before, measured as an SFT loss
      * (and exact-match for built-in tasks) whatever this job optimises */
     for (int k = 0; k < job->n_eval_tasks && t->ops->needs_lm; k++) {
@@ -988,7 +1045,6 @@ static int setup(trainer *t, const al_job *job, const al_train_cb *cb) {
     for (int k = 0; k < job->n_eval_tasks; k++)
         for (int i = 0; i < t->evals[k].n; i++)
             longest = t->evals[k].len[i] > longest ? t->evals[k].len[i] : longest;
-    if (t->kind == AL_BATCH_UNPAIRED) longest = t->max_T; /* KL rows mix lengths */
     if (longest < t->max_T && !t->hp->packing) t->max_T = longest; /* packed rows fill max_length */
     for (int k = 0; k < job->n_eval_tasks; k++) /* a benchmark's rows may outrun max_length */
         if (t->bench[k] && al_bench_longest(t->bench[k]) > t->max_T) t->max_T = al_bench_longest(t->bench[k]);
@@ -1014,7 +1070,7 @@ static int setup(trainer *t, const al_job *job, const al_train_cb *cb) {
             if ((rc = al_model_open_ex(&t->ref, job->ref_model, NULL, AL_OPEN_FROZEN, 0, t->err))) return rc;
         } else if (job->use_lora) {
             t->ref_adapters_off = 1;
-        } else if (!t->hp->precompute_ref_log_probs || t->kind == AL_BATCH_UNPAIRED) {
+        } else if (!t->hp->precompute_ref_log_probs) {
             /* a frozen copy of the start model */
             if ((rc = al_model_open_ex(&t->ref, job->model, NULL, AL_OPEN_FROZEN, 0, t->err))) return rc;
         }
@@ -1028,7 +1084,7 @@ static int setup(trainer *t, const al_job *job, const al_train_cb *cb) {
     if (t->ops->needs_ref && t->hp->precompute_ref_log_probs) {
         /* score the data once with the reference, then let it go */
         if ((rc = precompute_ref(t, &t->train)) || (rc = precompute_ref(t, &t->val))) return rc;
-        if (t->ref && t->kind != AL_BATCH_UNPAIRED) {
+        if (t->ref) {
             al_model_free(t->ref);
             t->ref = NULL;
         }
