@@ -212,7 +212,7 @@ static const al_hp_spec g_specs[] = {
          "Packs short examples into rows of max_length (they never attend to each other); batch_size then counts "
          "rows."),
     BOOL(dedupe, 0, ALL, "Drop duplicate rows (they are reported either way)."),
-    BOOL(group_by_length, 0, ALL,
+    BOOL(group_by_length, 0, ALL & ~B(KTO), /* kto trains in dataset order (job.c) */
          "Batches rows of similar length together: less padding, slightly less random order."),
     BOOL(completion_only_loss, 1, B(SFT), "Train on the completion only, not the prompt (prompt/completion data)."),
     BOOL(assistant_only_loss, 0, B(SFT), "Train on assistant turns only (messages data)."),
