@@ -179,11 +179,11 @@ static const al_hp_choice c_klest[] = {{"k1", AL_KL_K1, 0}, {"k3", AL_KL_K3, 0},
 static const char *const a_completion[] = {"max_new_tokens", "response_length", NULL};
 
 #define OFF(f) offsetof(al_hparams, f)
-#define NUM(f, t, lo, hi, d, meth, fl, help) {#f, t, OFF(f), d, lo, hi, NULL, NULL, NULL, meth, fl, help}
+#define NUM(f, t, lo, hi, d, meth, fl, help) {#f, t, OFF(f), d, lo, hi, NULL, NULL, NULL, meth, fl, help, NULL}
 #define INT(f, lo, hi, d, meth, fl, help) NUM(f, AL_HP_INT, lo, hi, d, meth, fl, help)
 #define REAL(f, lo, hi, d, meth, fl, help) NUM(f, AL_HP_REAL, lo, hi, d, meth, fl, help)
 #define BOOL(f, d, meth, help) NUM(f, AL_HP_BOOL, 0, 1, d, meth, 0, help)
-#define ENUM(f, ch, d, meth, fl, help) {#f, AL_HP_ENUM, OFF(f), d, 0, 0, NULL, ch, NULL, meth, fl, help}
+#define ENUM(f, ch, d, meth, fl, help) {#f, AL_HP_ENUM, OFF(f), d, 0, 0, NULL, ch, NULL, meth, fl, help, NULL}
 
 static const al_hp_spec g_specs[] = {
     INT(n_epochs, 1, 100000, 3, ALL, AL_HP_BASIC, "Passes over the training data. Ignored when max_steps > 0."),
@@ -225,9 +225,9 @@ static const al_hp_spec g_specs[] = {
      AL_HP_BASIC,
      "DPO: sigmoid is the paper's loss, ipo regresses the margin to 1/(2β), hinge is SLiC, robust tolerates label "
      "noise (with label_smoothing); a list combines them by loss_weights. GRPO/RLOO: how token losses are "
-     "averaged (dapo over all tokens of the batch, grpo per sequence, dr_grpo by a constant, bnpo)."},
+     "averaged (dapo over all tokens of the batch, grpo per sequence, dr_grpo by a constant, bnpo).", NULL},
     {"loss_weights", AL_HP_REALS, OFF(loss_weights), 1, 0, HUGE_VAL, NULL, NULL, NULL, B(DPO), 0,
-     "Weights of the loss types, one per entry of loss_type (1 each by default)."},
+     "Weights of the loss types, one per entry of loss_type (1 each by default).", NULL},
     REAL(label_smoothing, 0, 0.5, 0, B(DPO), 0,
          "Assumed probability that a preference label is flipped (cDPO / robust DPO)."),
     REAL(rpo_alpha, 0, 1e6, 0, B(DPO), 0, "Weight of an added NLL term on the chosen response (RPO); 0 turns it off."),
@@ -244,7 +244,8 @@ static const al_hp_spec g_specs[] = {
         "Completions sampled per prompt (at least 2). GRPO's advantage is each one's reward relative to its group; "
         "batch_size counts completions and must be a multiple of it."),
     {"max_completion_length", AL_HP_INT, OFF(max_completion_length), 256, 1, 1 << 20, NULL, NULL, a_completion,
-     SAMPLERS, AL_HP_BASIC, "Longest sampled response in tokens (TRL's max_new_tokens; PPO's response_length)."},
+     SAMPLERS, AL_HP_BASIC, "Longest sampled response in tokens (TRL's max_new_tokens; PPO's response_length).",
+     NULL},
     INT(max_prompt_length, 1, 1 << 20, 512, SAMPLERS, 0, "Prompts longer than this are cut from the left."),
     REAL(temperature, 0, 100, 1.0, SAMPLERS, 0,
          "Sampling temperature of the rollouts; 0 decodes greedily (evaluate and critique_revise do by default)."),
@@ -293,7 +294,7 @@ static const al_hp_spec g_specs[] = {
     /* The registry test build only (tests/browser): one row here must reach
      * the parser, GET /v1/methods and the dashboard's form. */
     {"registry_probe", AL_HP_INT, AL_HP_UNSTORED, 3, 0, 9, NULL, NULL, NULL, B(SFT), 0,
-     "A field only the registry test build has."},
+     "A field only the registry test build has.", NULL},
 #endif
 };
 #undef NUM
@@ -336,7 +337,7 @@ double al_hp_default(const al_hp_spec *f, const al_method *m, int on_task, int o
     const al_hp_override *t = on_task ? entry(m->task_defaults, f->name) : NULL;
     if (t && !(own_batch && t->unless_batch)) return t->v;
     const al_hp_override *d = entry(m->defaults, f->name);
-    return d ? d->v : f->dflt;
+    return d ? d->v : f->dflt_fn ? f->dflt_fn() : f->dflt;
 }
 
 const char *al_hp_default_name(const al_hp_spec *f, const al_method *m) {

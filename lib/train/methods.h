@@ -87,6 +87,8 @@ typedef struct al_hp_spec {
     unsigned methods;                 /* which methods take it: al_hp_takes */
     unsigned flags;                   /* AL_HP_BASIC, AL_HP_BOOL_ALIAS */
     const char *help;                 /* one line */
+    double (*dflt_fn)(void);          /* the default found when a job is parsed (mixed_precision's
+                                       * by the CPU), in place of dflt; NULL: dflt */
 } al_hp_spec;
 
 /* Every method, terminated by an entry whose name is NULL; in the order of
