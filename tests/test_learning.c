@@ -23,6 +23,11 @@
  *   plain DPO: EM change              -0.160 -0.149 -0.170  -0.269 -0.228 -0.187
  *   plain DPO: logps/chosen change     -2.4  -0.9  -1.9      -1.8  -2.0  -1.8
  *   DPO + RPO (rpo_alpha 1): EM change +0.283 +0.173 +0.262  +0.248 +0.153 +0.230
+ * The 2-thread run again on main at 828afb4 (TRL's preference tokenization,
+ * mixtures and hygiene landed since; 29 passed, 362 s wall on the shared
+ * machine): SFT 0.746 0.757 0.648, pair accuracy 0.795 0.830 0.835, plain
+ * DPO -0.172 -0.227 -0.189 (logps/chosen -2.0 -1.0 -2.5), RPO +0.295 +0.110
+ * +0.255.
  * Each bound sits beyond the worst of the six runs by the spread between
  * them (SFT >= 0.55, pair accuracy >= 0.65, plain DPO's change <= -0.03,
  * RPO's >= +0.02), except the chosen log-probs', asserted only to fall: per
