@@ -3,7 +3,8 @@
  * api/ has no SQL: it reaches files, jobs, models, keys and the live feed
  * only through this table, which daemon/ fills in (daemon/backend.c) and
  * tests fake. The backend speaks JSON objects already in the shapes the API
- * returns (below), so api/ routes, authenticates, validates transport-level
+ * returns (below; the daemon makes them of its store's rows in one module,
+ * daemon/objects.c), so api/ routes, authenticates, validates transport-level
  * input (sizes, nesting, query parameters, paths) and frames responses.
  *
  * Threads: every function may be called from many HTTP threads at once and
@@ -115,6 +116,8 @@
 
 #include <jansson.h>
 
+#include "al.h"
+
 #define API_PATH_MAX 4096
 
 typedef struct api_error {
@@ -125,7 +128,7 @@ typedef struct api_error {
     char code[48];      /* machine code: "invalid_value", "missing_field", "not_found",
                          * "invalid_state", "model_in_use", "file_invalid", ... */
     char param[160];    /* offending field path, "" when none */
-    char message[512];
+    char message[AL_ERRLEN];
 } api_error;
 
 /* Fills *e; returns -1 so handlers can `return api_error_set(...)`. */
@@ -143,7 +146,7 @@ typedef struct api_backend {
 
     /* Readiness for /readyz: 1 when the database is open and migrated and the
      * workers run; else 0 and a reason in why. */
-    int (*ready)(void *ud, char why[256]);
+    int (*ready)(void *ud, char why[AL_ERRLEN]);
 
     /* API keys. auth_required: 1 when any key exists. auth_check: 1 when
      * `key` matches a stored key (constant-time compare of hashes), with

@@ -12,7 +12,7 @@ enum MHD_Result api_h_healthz(api_req *r) {
 
 enum MHD_Result api_h_readyz(api_req *r) {
     api_server *s = r->srv;
-    char why[256] = "";
+    char why[AL_ERRLEN] = "";
     if (atomic_load(&s->draining))
         return api_reply_json(r, 503, json_pack("{s:s,s:s}", "status", "not_ready", "reason",
                                                 "shutting down"));

@@ -913,7 +913,7 @@ static int addr_is_loopback(const struct sockaddr *sa) {
     return sa->sa_family == AF_UNIX;
 }
 
-static int open_listener(const char *host, int port, int *loopback, char err[256]) {
+static int open_listener(const char *host, int port, int *loopback, char err[AL_ERRLEN]) {
     struct addrinfo hints, *res = NULL;
     memset(&hints, 0, sizeof hints);
     hints.ai_family = AF_UNSPEC;
@@ -923,7 +923,7 @@ static int open_listener(const char *host, int port, int *loopback, char err[256
     snprintf(ps, sizeof ps, "%d", port);
     int rc = getaddrinfo(host, ps, &hints, &res);
     if (rc) {
-        snprintf(err, 256, "cannot resolve listen address %.100s: %s", host, gai_strerror(rc));
+        snprintf(err, AL_ERRLEN, "cannot resolve listen address %.100s: %s", host, gai_strerror(rc));
         return -1;
     }
     int fd = -1;
@@ -936,13 +936,13 @@ static int open_listener(const char *host, int port, int *loopback, char err[256
         int one = 1;
         setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
         if (bind(fd, a->ai_addr, a->ai_addrlen) || listen(fd, 512)) {
-            snprintf(err, 256, "cannot listen on %.100s:%d: %s", host, port, strerror(errno));
+            snprintf(err, AL_ERRLEN, "cannot listen on %.100s:%d: %s", host, port, strerror(errno));
             close(fd);
             fd = -1;
         }
     }
     freeaddrinfo(res);
-    if (fd < 0 && !err[0]) snprintf(err, 256, "cannot listen on %.100s:%d", host, port);
+    if (fd < 0 && !err[0]) snprintf(err, AL_ERRLEN, "cannot listen on %.100s:%d", host, port);
     return fd;
 }
 
@@ -957,7 +957,7 @@ static int fd_port(int fd, int *loopback) {
 }
 
 api_server *api_server_start(const api_server_cfg *cfg_in, const api_backend *be,
-                             char err[256]) {
+                             char err[AL_ERRLEN]) {
     char dummy[256];
     if (!err) err = dummy;
     err[0] = 0;
@@ -966,7 +966,7 @@ api_server *api_server_start(const api_server_cfg *cfg_in, const api_backend *be
     if (!cfg_in) cfg_in = &dflt;
     api_server *s = calloc(1, sizeof *s);
     if (!s) {
-        snprintf(err, 256, "out of memory");
+        snprintf(err, AL_ERRLEN, "out of memory");
         return NULL;
     }
     s->cfg = *cfg_in;
@@ -993,7 +993,7 @@ api_server *api_server_start(const api_server_cfg *cfg_in, const api_backend *be
     s->be = *be;
     if (c->models_dir && *c->models_dir) {
         if (!realpath(c->models_dir, s->models_dir)) {
-            snprintf(err, 256, "models directory %.200s: %s", c->models_dir, strerror(errno));
+            snprintf(err, AL_ERRLEN, "models directory %.200s: %s", c->models_dir, strerror(errno));
             free(s);
             return NULL;
         }
@@ -1009,7 +1009,7 @@ api_server *api_server_start(const api_server_cfg *cfg_in, const api_backend *be
     if (c->listen_fd >= 0) {
         fd = c->listen_fd;
         if (fd_port(fd, &loopback) < 0) {
-            snprintf(err, 256, "listen_fd %d is not a socket: %s", fd, strerror(errno));
+            snprintf(err, AL_ERRLEN, "listen_fd %d is not a socket: %s", fd, strerror(errno));
             free(s);
             return NULL;
         }
@@ -1025,7 +1025,7 @@ api_server *api_server_start(const api_server_cfg *cfg_in, const api_backend *be
             freeaddrinfo(res);
         }
         if (!loopback && !keys) {
-            snprintf(err, 256,
+            snprintf(err, AL_ERRLEN,
                      "refusing to listen on %.100s without API keys: create one with "
                      "`alignd keys create` or listen on 127.0.0.1",
                      s->host);
@@ -1040,7 +1040,7 @@ api_server *api_server_start(const api_server_cfg *cfg_in, const api_backend *be
         own_fd = 1;
     }
     if (!loopback && !keys) {
-        snprintf(err, 256,
+        snprintf(err, AL_ERRLEN,
                  "refusing to listen on a non-loopback address without API keys: create "
                  "one with `alignd keys create`");
         if (own_fd) close(fd);
@@ -1050,7 +1050,7 @@ api_server *api_server_start(const api_server_cfg *cfg_in, const api_backend *be
     s->stats = calloc((size_t)N_ROUTES + 2, sizeof *s->stats);
     s->models = api_model_cache_new(2);
     if (!s->stats || !s->models) {
-        snprintf(err, 256, "out of memory");
+        snprintf(err, AL_ERRLEN, "out of memory");
         goto fail;
     }
     pthread_mutex_init(&s->stats_mu, NULL);
@@ -1070,13 +1070,13 @@ api_server *api_server_start(const api_server_cfg *cfg_in, const api_backend *be
         MHD_OPTION_NOTIFY_CONNECTION, on_connection, s, MHD_OPTION_THREAD_STACK_SIZE,
         (size_t)8 << 20, MHD_OPTION_END);
     if (!s->mhd) {
-        snprintf(err, 256, "libmicrohttpd could not start on %.100s:%d", s->host, c->port);
+        snprintf(err, AL_ERRLEN, "libmicrohttpd could not start on %.100s:%d", s->host, c->port);
         pthread_mutex_destroy(&s->stats_mu);
         pthread_mutex_destroy(&s->conn_mu);
         goto fail;
     }
     if (pthread_create(&s->reaper, NULL, reaper_main, s)) {
-        snprintf(err, 256, "cannot start the connection reaper thread");
+        snprintf(err, AL_ERRLEN, "cannot start the connection reaper thread");
         MHD_stop_daemon(s->mhd);
         pthread_mutex_destroy(&s->stats_mu);
         pthread_mutex_destroy(&s->conn_mu);

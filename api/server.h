@@ -47,7 +47,7 @@ void api_server_cfg_init(api_server_cfg *cfg);
  * the backend has no API keys. The backend table is copied; be->ud must
  * outlive the server. */
 api_server *api_server_start(const api_server_cfg *cfg, const api_backend *be,
-                             char err[256]);
+                             char err[AL_ERRLEN]);
 /* The bound port (after port 0). */
 int api_server_port(const api_server *s);
 /* Draining: new jobs and uploads get 503 while the daemon shuts down. */

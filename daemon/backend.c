@@ -14,6 +14,7 @@
 #include "log.h"
 #include "model/hfcache.h"
 #include "models.h"
+#include "objects.h"
 #include "tasks/tasks.h"
 #include "text/dataset.h"
 #include "train/bench.h"
@@ -30,6 +31,16 @@ static int server_error(api_error *e, const char *what) {
     return api_error_set(e, 500, "server_error", "internal_error", "", "%s failed; see the daemon's log", what);
 }
 
+/* "ftjob-1, ftjob-2": the jobs in a refusal's message, as many as fit in
+ * about 200 characters. Returns out. */
+static const char *job_ids_text(const int64_t *ids, int n, char out[256]) {
+    size_t len = 0;
+    out[0] = 0;
+    for (int i = 0; i < n && len < 200; i++)
+        len += (size_t)snprintf(out + len, 256 - len, "%s%s", i ? ", " : "", api_id(API_ID_JOB, ids[i]).s);
+    return out;
+}
+
 static int64_t page_after(const api_page *pg, api_id_kind kind) {
     return pg && pg->after ? api_id_parse(kind, pg->after) : 0;
 }
@@ -38,18 +49,18 @@ static int page_limit(const api_page *pg) { return pg && pg->limit > 0 ? pg->lim
 
 /* ---- readiness and keys -------------------------------------------------------- */
 
-static int be_ready(void *ud, char why[256]) {
+static int be_ready(void *ud, char why[AL_ERRLEN]) {
     backend_ctx *c = ud;
     if (!c->st) {
-        snprintf(why, 256, "database not open");
+        snprintf(why, AL_ERRLEN, "database not open");
         return 0;
     }
     if (!c->sc) {
-        snprintf(why, 256, "workers not started");
+        snprintf(why, AL_ERRLEN, "workers not started");
         return 0;
     }
     if (atomic_load(&c->draining)) {
-        snprintf(why, 256, "shutting down");
+        snprintf(why, AL_ERRLEN, "shutting down");
         return 0;
     }
     why[0] = 0;
@@ -86,17 +97,15 @@ static int file_create_evals(backend_ctx *c, const char *filename, const void *d
     char details[600] = "";
     if (bad) snprintf(details, sizeof details, "%ld of %ld rows are invalid; first: %s", bad, rows, first ? first : "");
     int64_t id;
-    char serr[256];
+    char serr[AL_ERRLEN];
     const char *status = bad ? "error" : "processed";
     int rc = store_file_add(c->st, filename, "evals", data, len, status, details[0] ? details : NULL, rep, 0, &id, serr);
     json_decref(rep);
     if (rc) return api_error_set(e, 500, "server_error", "storage_error", "", "Storing the file failed: %s", serr);
     log_info("event=file_created id=%s bytes=%zu status=%s purpose=evals", api_id(API_ID_FILE, id).s, len, status);
-    *out = store_file_json(c->st, id);
+    *out = objects_file_get(c->st, id);
     return *out ? 0 : server_error(e, "Reading the file back");
 }
-
-static void msg_param(const char *msg, char *param, size_t n);
 
 static int be_file_create(void *ud, const char *filename, const char *purpose, const json_t *dataset_info,
                           const void *data, size_t len, json_t **out, api_error *e) {
@@ -113,11 +122,9 @@ static int be_file_create(void *ud, const char *filename, const char *purpose, c
         if (strcmp(purpose, "fine-tune"))
             return api_error_set(e, 400, INVALID, "invalid_value", "dataset_info",
                                  "dataset_info: describes a fine-tune file's sharegpt rows, not an %s file", purpose);
-        if (al_sharegpt_parse(dataset_info, "dataset_info", &sg, err)) {
-            char param[160];
-            msg_param(err, param, sizeof param);
-            return api_error_set(e, 400, INVALID, "invalid_value", param, "%s", err);
-        }
+        al_error ae;
+        if (al_sharegpt_parse(dataset_info, "dataset_info", &sg, &ae))
+            return api_error_set(e, 400, INVALID, "invalid_value", ae.field, "%s", ae.msg);
     }
     if (!strcmp(purpose, "evals")) return file_create_evals(c, filename, data, len, out, e);
     al_dataset *ds = NULL;
@@ -148,24 +155,27 @@ static int be_file_create(void *ud, const char *filename, const char *purpose, c
         status = "error";
     }
     int64_t id;
-    char serr[256];
+    char serr[AL_ERRLEN];
     rc = store_file_add(c->st, filename, purpose, data, len, status, details[0] ? details : NULL, rep, 0, &id, serr);
     al_dataset_free(ds);
     if (rc) return api_error_set(e, 500, "server_error", "storage_error", "", "Storing the file failed: %s", serr);
     log_info("event=file_created id=%s bytes=%zu status=%s", api_id(API_ID_FILE, id).s, len, status);
-    *out = store_file_json(c->st, id);
+    *out = objects_file_get(c->st, id);
     return *out ? 0 : server_error(e, "Reading the file back");
 }
 
 static int be_file_list(void *ud, const api_page *pg, const char *purpose, json_t **out, api_error *e) {
-    (void)e;
-    *out = store_file_list(((backend_ctx *)ud)->st, page_after(pg, API_ID_FILE), page_limit(pg), purpose);
+    store_rows r;
+    if (store_file_page(((backend_ctx *)ud)->st, page_after(pg, API_ID_FILE), page_limit(pg), purpose, &r))
+        return server_error(e, "Listing the files");
+    *out = objects_file_list(&r);
+    store_rows_free(&r);
     return 0;
 }
 
 static int be_file_get(void *ud, const char *id, json_t **out, api_error *e) {
     int64_t n = api_id_parse(API_ID_FILE, id);
-    json_t *o = n ? store_file_json(((backend_ctx *)ud)->st, n) : NULL;
+    json_t *o = n ? objects_file_get(((backend_ctx *)ud)->st, n) : NULL;
     if (!o) return not_found(e, "file", id);
     *out = o;
     return 0;
@@ -186,7 +196,7 @@ static int be_file_delete(void *ud, const char *id, json_t **out, api_error *e) 
         return api_error_set(e, 409, "conflict_error", "file_in_use", "", "File %s is used by %s", id,
                              api_id(API_ID_JOB, user).s);
     if (rc) return server_error(e, "Deleting the file");
-    *out = json_pack("{s:s, s:s, s:b}", "id", id, "object", "file", "deleted", 1);
+    *out = objects_deleted(id, "file");
     return 0;
 }
 
@@ -226,11 +236,12 @@ static int resolve_model(backend_ctx *c, const char *ref, const char *param, cha
                                      param, jid, step);
             return 0;
         }
-        json_t *j = store_job_json(c->st, n);
-        if (!j) return api_error_set(e, 400, INVALID, "model_not_found", param, "%s: no job %s", param, jid);
-        const char *ft = json_string_value(json_object_get(j, "fine_tuned_model"));
+        store_rows j;
+        if (store_job_read(c->st, n, &j))
+            return api_error_set(e, 400, INVALID, "model_not_found", param, "%s: no job %s", param, jid);
+        const char *ft = ((const store_job_row *)j.v)->fine_tuned_model;
         int ok = ft && store_model_get(c->st, ft, &m) == STORE_OK;
-        json_decref(j);
+        store_rows_free(&j);
         if (!ok)
             return api_error_set(e, 422, INVALID, "model_not_ready", param, "%s: %s has no output model yet",
                                  param, jid);
@@ -251,18 +262,6 @@ static int resolve_file(backend_ctx *c, const char *ref, const char *param, char
         return api_error_set(e, 422, INVALID, "file_invalid", param,
                              "%s: %s failed validation (GET /v1/files/%s shows why)", param, ref, ref);
     return 0;
-}
-
-/* The field path an AL_EINVAL message starts with ("hyperparameters.beta: ..."). */
-static void msg_param(const char *msg, char *param, size_t n) {
-    size_t i = 0;
-    while (msg[i] && msg[i] != ':' && msg[i] != ' ' && i + 1 < n) i++;
-    if (msg[i] == ':' && i > 0) {
-        memcpy(param, msg, i);
-        param[i] = 0;
-    } else {
-        param[0] = 0;
-    }
 }
 
 /* ---- job submission -------------------------------------------------------------- */
@@ -413,8 +412,8 @@ static int on_ref(void *ud, al_ref_kind kind, const char *path, const char *valu
 /* The same sharegpt names, whatever defaults either spells out. */
 static int same_dataset_info(const json_t *a, const json_t *b) {
     al_sharegpt_cfg x, y;
-    char err[AL_ERRLEN];
-    if (al_sharegpt_parse(a, "dataset_info", &x, err) || al_sharegpt_parse(b, "dataset_info", &y, err))
+    al_error err;
+    if (al_sharegpt_parse(a, "dataset_info", &x, &err) || al_sharegpt_parse(b, "dataset_info", &y, &err))
         return 1; /* the job's own is reported by the job parser */
     json_t *jx = al_sharegpt_json(&x), *jy = al_sharegpt_json(&y);
     int same = json_equal(jx, jy);
@@ -506,29 +505,25 @@ static int prepare(backend_ctx *c, const json_t *body, prepared *p, api_error *e
     /* every model and file reference (lib/train's walker knows them all) */
     refs_ctx rc0 = {.c = c, .e = e, .model_override = fc && !with_opt ? path : NULL, .used = p->used,
                     .dinfo = json_object()};
-    char rerr[AL_ERRLEN];
+    al_error rerr;
     if (!rc0.dinfo) return server_error(e, "Copying the body");
-    if (al_job_refs(s, on_ref, &rc0, rerr)) {
+    if (al_job_refs(s, on_ref, &rc0, &rerr)) {
         json_decref(rc0.dinfo);
         if (rc0.failed) return -1;
-        char param[160];
-        msg_param(rerr, param, sizeof param);
-        return api_error_set(e, 400, INVALID, "invalid_value", param, "%s", rerr);
+        return api_error_set(e, 400, INVALID, "invalid_value", rerr.field, "%s", rerr.msg);
     }
     int drc = apply_dataset_info(s, rc0.dinfo, e);
     json_decref(rc0.dinfo);
     if (drc) return -1;
-    char err[AL_ERRLEN] = "";
+    al_error err;
     /* output_dir is set per job when it runs (<jobs_dir>/ftjob-<n>); the
      * jobs directory stands in while the description is validated */
     json_object_set_new(s, "output_dir", json_string(c->jobs_dir));
-    int rc = al_job_from_json(&p->job, s, err);
+    int rc = al_job_from_json(&p->job, s, &err);
     json_object_del(s, "output_dir");
-    if (rc) {
-        char param[160];
-        msg_param(err, param, sizeof param);
-        return api_error_set(e, 400, INVALID, rc == AL_EINVAL ? "invalid_value" : "invalid_job", param, "%s", err);
-    }
+    if (rc)
+        return api_error_set(e, 400, INVALID, rc == AL_EINVAL ? "invalid_value" : "invalid_job", err.field, "%s",
+                             err.msg);
     p->parsed = 1;
     return 0;
 }
@@ -540,31 +535,12 @@ static int64_t memory_budget(const backend_ctx *c) {
     return c->sc ? sched_memory_budget(c->sc) : INT64_MAX;
 }
 
-static json_t *estimate_json(const al_estimate *est, int64_t budget) {
-    json_t *o = json_object();
-    json_object_set_new(o, "object", json_string("fine_tuning.job.estimate"));
-    json_object_set_new(o, "examples", json_integer(est->examples));
-    json_object_set_new(o, "tokens", json_integer((json_int_t)est->tokens));
-    json_object_set_new(o, "steps", json_integer(est->steps));
-    json_object_set_new(o, "parameters", json_integer((json_int_t)est->parameters));
-    json_object_set_new(o, "trainable_parameters", json_integer((json_int_t)est->trainable_parameters));
-    json_object_set_new(o, "memory_bytes", json_integer((json_int_t)est->memory_bytes));
-    json_object_set_new(o, "memory_budget_bytes", json_integer(budget));
-    json_object_set_new(o, "seconds", json_real(est->seconds));
-    json_object_set_new(o, "max_sequence_tokens", json_integer(est->max_seq));
-    json_object_set_new(o, "fits", json_boolean((int64_t)est->memory_bytes <= budget));
-    return o;
-}
-
 static int estimate(backend_ctx *c, prepared *p, al_estimate *est, api_error *e) {
-    char err[AL_ERRLEN] = "";
-    int rc = al_job_estimate(&p->job, est, err);
-    if (rc) {
-        char param[160];
-        msg_param(err, param, sizeof param);
-        if (!param[0]) snprintf(param, sizeof param, "%s", p->job.task[0] ? "model" : "training_file");
-        return api_error_set(e, 422, INVALID, "invalid_model_or_data", param, "%s", err);
-    }
+    al_error err = {"", ""};
+    int rc = al_job_estimate(&p->job, est, &err);
+    if (rc)
+        return api_error_set(e, 422, INVALID, "invalid_model_or_data",
+                             err.field[0] ? err.field : p->job.task[0] ? "model" : "training_file", "%s", err.msg);
     (void)c;
     return 0;
 }
@@ -576,7 +552,7 @@ static int be_job_estimate(void *ud, const json_t *body, json_t **out, api_error
     al_estimate est;
     int rc = prepare(c, body, pp, e);
     if (!rc) rc = estimate(c, pp, &est, e);
-    if (!rc) *out = estimate_json(&est, memory_budget(c));
+    if (!rc) *out = objects_estimate(&est, memory_budget(c));
     prepared_free(pp);
     free(pp);
     return rc;
@@ -647,19 +623,23 @@ static int be_job_create(void *ud, const json_t *body, json_t **out, api_error *
     log_info("event=job_created job=%s method=%s steps=%ld memory_mib=%.1f", api_id(API_ID_JOB, id).s, method,
              est.steps, (double)est.memory_bytes / 1048576.0);
     if (c->sc) sched_wake(c->sc);
-    *out = store_job_json(c->st, id);
+    *out = objects_job_get(c->st, id);
     return *out ? 0 : server_error(e, "Reading the job back");
 }
 
 static int be_job_list(void *ud, const api_page *pg, const char *status, json_t **out, api_error *e) {
-    (void)e;
-    *out = store_job_list(((backend_ctx *)ud)->st, page_after(pg, API_ID_JOB), page_limit(pg), status);
+    store_rows r;
+    if (store_job_page(((backend_ctx *)ud)->st, page_after(pg, API_ID_JOB), page_limit(pg), status, NULL, NULL, &r))
+        return server_error(e, "Listing the jobs");
+    *out = objects_job_list(&r);
+    store_rows_free(&r);
     return 0;
 }
 
 static int be_job_list_text(void *ud, const api_page *pg, const char *status, char **text, size_t *len,
                             api_error *e) {
-    if (store_job_list_text(((backend_ctx *)ud)->st, page_after(pg, API_ID_JOB), page_limit(pg), status, text, len))
+    backend_ctx *c = ud;
+    if (objects_jobs_text(c->jobs_cache, c->st, page_after(pg, API_ID_JOB), page_limit(pg), status, text, len))
         return server_error(e, "Listing the jobs");
     return 0;
 }
@@ -675,7 +655,7 @@ static int be_job_get(void *ud, const char *id, json_t **out, api_error *e) {
     backend_ctx *c = ud;
     int64_t n;
     if (job_id(c, id, &n, e)) return -1;
-    *out = store_job_json(c->st, n);
+    *out = objects_job_get(c->st, n);
     return *out ? 0 : not_found(e, "job", id);
 }
 
@@ -724,7 +704,7 @@ static int be_job_action(void *ud, const char *id, const char *action, json_t **
         return api_error_set(e, 409, "conflict_error", "invalid_state", "", "Job %s is %s; it cannot %s", id, st,
                              action);
     if (rc) return server_error(e, "Updating the job");
-    *out = store_job_json(c->st, n);
+    *out = objects_job_get(c->st, n);
     return *out ? 0 : not_found(e, "job", id);
 }
 
@@ -733,21 +713,23 @@ static int be_job_delete(void *ud, const char *id, json_t **out, api_error *e) {
     int64_t n;
     if (job_id(c, id, &n, e)) return -1;
     char dir[STORE_PATH] = "", users[256] = "", err[AL_ERRLEN], q[600];
-    int rc = store_job_delete(c->st, n, dir, users);
+    int64_t uid[STORE_USERS_MAX];
+    int nu = 0;
+    int rc = store_job_delete(c->st, n, dir, uid, &nu);
     if (rc == STORE_ENOTFOUND) return not_found(e, "job", id);
     if (rc == STORE_ESTATE)
         return api_error_set(e, 409, "conflict_error", "invalid_state", "",
                              "Job %s has not finished; cancel it first", id);
     if (rc == STORE_EINUSE)
         return api_error_set(e, 409, "conflict_error", "model_in_use", "",
-                             "Job %s's model or checkpoints are used by %s", id, users);
+                             "Job %s's model or checkpoints are used by %s", id, job_ids_text(uid, nu, users));
     if (rc) return server_error(e, "Deleting the job");
     /* its folder is below the jobs folder: nothing else is removed */
     size_t jl = strlen(c->jobs_dir);
     if (dir[0] && !strncmp(dir, c->jobs_dir, jl) && dir[jl] == '/' && al_rmtree(dir, err))
         log_warn("event=job_files_remove_failed job=%s reason=%s", id, log_quote(q, sizeof q, err));
     log_info("event=job_deleted job=%s", id);
-    *out = json_pack("{s:s, s:s, s:b}", "id", id, "object", "fine_tuning.job", "deleted", 1);
+    *out = objects_deleted(id, "fine_tuning.job");
     return 0;
 }
 
@@ -755,7 +737,11 @@ static int be_job_events(void *ud, const char *id, const api_page *pg, json_t **
     backend_ctx *c = ud;
     int64_t n;
     if (job_id(c, id, &n, e)) return -1;
-    *out = store_job_events(c->st, n, page_after(pg, API_ID_EVENT), page_limit(pg));
+    store_rows r;
+    if (store_job_event_page(c->st, n, page_after(pg, API_ID_EVENT), page_limit(pg), &r))
+        return server_error(e, "Reading the events");
+    *out = objects_event_list(&r);
+    store_rows_free(&r);
     return 0;
 }
 
@@ -764,7 +750,10 @@ static int be_job_metrics(void *ud, const char *id, const char *keys, long after
     backend_ctx *c = ud;
     int64_t n;
     if (job_id(c, id, &n, e)) return -1;
-    *out = store_job_metrics(c->st, n, keys, after_step, max_points);
+    store_rows r;
+    if (store_job_metric_rows(c->st, n, keys, after_step, &r)) return server_error(e, "Reading the metrics");
+    *out = objects_metrics_list(&r, max_points);
+    store_rows_free(&r);
     return 0;
 }
 
@@ -772,7 +761,11 @@ static int be_job_samples(void *ud, const char *id, long after_step, int limit, 
     backend_ctx *c = ud;
     int64_t n;
     if (job_id(c, id, &n, e)) return -1;
-    *out = store_job_samples(c->st, n, after_step, limit > 0 ? limit : 20);
+    store_rows r;
+    if (store_job_sample_page(c->st, n, after_step, limit > 0 ? limit : 20, &r))
+        return server_error(e, "Reading the samples");
+    *out = objects_sample_list(&r);
+    store_rows_free(&r);
     return 0;
 }
 
@@ -780,7 +773,11 @@ static int be_job_checkpoints(void *ud, const char *id, const api_page *pg, json
     backend_ctx *c = ud;
     int64_t n;
     if (job_id(c, id, &n, e)) return -1;
-    *out = store_job_checkpoints(c->st, n, page_after(pg, API_ID_CHECKPOINT), page_limit(pg));
+    store_rows r;
+    if (store_job_checkpoint_page(c->st, n, page_after(pg, API_ID_CHECKPOINT), page_limit(pg), &r))
+        return server_error(e, "Reading the checkpoints");
+    *out = objects_checkpoint_list(&r);
+    store_rows_free(&r);
     return 0;
 }
 
@@ -788,7 +785,10 @@ static int be_job_eval_results(void *ud, const char *id, json_t **out, api_error
     backend_ctx *c = ud;
     int64_t n;
     if (job_id(c, id, &n, e)) return -1;
-    *out = store_job_eval_results(c->st, n);
+    store_rows r;
+    if (store_job_eval_rows(c->st, n, &r)) return server_error(e, "Reading the eval results");
+    *out = objects_eval_list(&r);
+    store_rows_free(&r);
     return 0;
 }
 
@@ -807,19 +807,23 @@ static int be_job_feed(void *ud, const char *id, int64_t after_seq, int max, int
     double end = mono_ms() + (timeout_ms > 0 ? timeout_ms : 0);
     for (;;) {
         uint64_t ver = store_feed_version(c->st);
-        json_t *got;
+        store_rows got;
+        const store_job_row *job;
         int64_t last;
         int final;
-        if (store_job_feed(c->st, n, after_seq, max, &got, &last, &final)) return not_found(e, "job", id);
-        size_t k = json_array_size(got);
-        int64_t upto = k ? json_integer_value(json_object_get(json_array_get(got, k - 1), "seq")) : after_seq;
+        int rc = store_job_feed(c->st, n, after_seq, max, &got, &last, &final, &job);
+        if (rc == STORE_ENOTFOUND) return not_found(e, "job", id);
+        if (rc) return server_error(e, "Reading the feed");
+        int k = got.n;
+        int64_t upto = k ? ((const store_feed_item *)got.v)[k - 1].seq : after_seq;
         *finished = final && upto >= last;
         double left = end - mono_ms();
         if (k || *finished || left <= 0 || atomic_load(&c->draining)) {
-            *items = got;
+            *items = objects_feed(&got, job);
+            store_rows_free(&got);
             return 0;
         }
-        json_decref(got);
+        store_rows_free(&got);
         store_feed_wait(c->st, ver, (int)(left < 1000 ? left + 1 : 1000));
     }
 }
@@ -828,11 +832,12 @@ static int be_job_feed_last(void *ud, const char *id, int64_t *last_seq, api_err
     backend_ctx *c = ud;
     int64_t n, last = 0;
     if (job_id(c, id, &n, e)) return -1;
-    json_t *none = NULL;
+    store_rows none;
+    const store_job_row *job;
     int final;
     /* after INT64_MAX: no items, only the job's latest seq */
-    if (store_job_feed(c->st, n, INT64_MAX, 1, &none, &last, &final)) return not_found(e, "job", id);
-    json_decref(none);
+    if (store_job_feed(c->st, n, INT64_MAX, 1, &none, &last, &final, &job)) return not_found(e, "job", id);
+    store_rows_free(&none);
     *last_seq = last;
     return 0;
 }
@@ -842,8 +847,11 @@ static int be_job_feed_last(void *ud, const char *id, int64_t *last_seq, api_err
 static void with_download(backend_ctx *c, json_t *m);
 
 static int be_model_list(void *ud, const api_page *pg, json_t **out, api_error *e) {
-    (void)e;
-    *out = store_model_list(((backend_ctx *)ud)->st, pg ? pg->after : NULL, page_limit(pg));
+    store_rows r;
+    if (store_model_page(((backend_ctx *)ud)->st, pg ? pg->after : NULL, page_limit(pg), &r))
+        return server_error(e, "Listing the models");
+    *out = objects_model_list(&r);
+    store_rows_free(&r);
     size_t i;
     json_t *m;
     json_array_foreach(json_object_get(*out, "data"), i, m) with_download(ud, m);
@@ -859,7 +867,7 @@ static void with_download(backend_ctx *c, json_t *m) {
 }
 
 static int be_model_get(void *ud, const char *id, json_t **out, api_error *e) {
-    json_t *o = store_model_json(((backend_ctx *)ud)->st, id);
+    json_t *o = objects_model_get(((backend_ctx *)ud)->st, id);
     if (!o) return not_found(e, "model", id);
     with_download(ud, o);
     *out = o;
@@ -881,7 +889,7 @@ static int be_model_events(void *ud, const char *id, const api_page *pg, json_t 
     store_model m;
     if (store_model_get(c->st, id, &m)) return not_found(e, "model", id);
     if (!c->hub) {
-        *out = json_pack("{s:s,s:[],s:b,s:n,s:n}", "object", "list", "data", "has_more", 0, "first_id", "last_id");
+        *out = objects_model_event_list(json_array(), 0);
         return 0;
     }
     return hubmodels_events(c->hub, id, pg, out, e);
@@ -910,24 +918,27 @@ static int be_model_register(void *ud, const char *name, const char *real_path, 
     if (store_model_get(c->st, name, &m) == STORE_OK)
         return api_error_set(e, 409, "conflict_error", "model_exists", "name", "A model named '%s' exists", name);
     memset(&m, 0, sizeof m);
-    char err[256];
+    char err[AL_ERRLEN];
     if (models_describe(real_path, &m, err))
         return api_error_set(e, 422, INVALID, "invalid_model", "path", "path: not a usable model folder: %s", err);
     snprintf(m.name, sizeof m.name, "%s", name);
     snprintf(m.owned_by, sizeof m.owned_by, "alignd");
     if (store_model_put(c->st, &m)) return server_error(e, "Registering the model");
-    *out = store_model_json(c->st, name);
+    *out = objects_model_get(c->st, name);
     return *out ? 0 : server_error(e, "Reading the model back");
 }
 
 static int be_model_delete(void *ud, const char *id, json_t **out, api_error *e) {
     char users[256];
-    int rc = store_model_delete(((backend_ctx *)ud)->st, id, users);
+    int64_t uid[STORE_USERS_MAX];
+    int nu = 0;
+    int rc = store_model_delete(((backend_ctx *)ud)->st, id, uid, &nu);
     if (rc == STORE_ENOTFOUND) return not_found(e, "model", id);
     if (rc == STORE_EINUSE)
-        return api_error_set(e, 409, "conflict_error", "model_in_use", "", "Model '%s' is used by %s", id, users);
+        return api_error_set(e, 409, "conflict_error", "model_in_use", "", "Model '%s' is used by %s", id,
+                             job_ids_text(uid, nu, users));
     if (rc) return server_error(e, "Deleting the model");
-    *out = json_pack("{s:s, s:s, s:b}", "id", id, "object", "model", "deleted", 1);
+    *out = objects_deleted(id, "model");
     return 0;
 }
 
@@ -945,7 +956,9 @@ static int be_model_path(void *ud, const char *id, char dir[API_PATH_MAX], api_e
 
 static int be_stats(void *ud, json_t **out) {
     backend_ctx *c = ud;
-    json_t *o = store_stats(c->st);
+    store_stats st;
+    if (store_stats_read(c->st, &st)) memset(&st, 0, sizeof st);
+    json_t *o = objects_stats(&st);
     json_object_set_new(o, "model_memory_bytes", json_integer(0));
     json_object_set_new(o, "workers", json_integer(c->sc ? sched_workers(c->sc) : 0));
     json_object_set_new(o, "workers_busy", json_integer(c->sc ? sched_busy(c->sc) : 0));
@@ -956,6 +969,7 @@ static int be_stats(void *ud, json_t **out) {
 void backend_init(api_backend *be, backend_ctx *ctx) {
     memset(be, 0, sizeof *be);
     be->ud = ctx;
+    ctx->jobs_cache = objects_cache_new(); /* NULL: lists are built without it */
     be->ready = be_ready;
     be->auth_required = be_auth_required;
     be->auth_check = be_auth_check;
@@ -987,4 +1001,9 @@ void backend_init(api_backend *be, backend_ctx *ctx) {
     be->model_events = be_model_events;
     be->model_feed = be_model_feed;
     be->stats = be_stats;
+}
+
+void backend_deinit(backend_ctx *ctx) {
+    objects_cache_free(ctx->jobs_cache);
+    ctx->jobs_cache = NULL;
 }

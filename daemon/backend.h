@@ -34,9 +34,12 @@ typedef struct backend_ctx {
     int64_t memory_limit;       /* 0: none configured */
     hubmodels *hub;             /* models by name from the Hugging Face Hub (may be NULL) */
     atomic_int draining;        /* shutting down: not ready, feeds return at once */
+    struct objects_cache *jobs_cache; /* final jobs' serialized objects (objects.h) */
 } backend_ctx;
 
-/* Fills be with the daemon's functions and ctx as ud. */
+/* Fills be with the daemon's functions and ctx as ud (and gives ctx its
+ * cache: backend_deinit releases it once the server has stopped). */
 void backend_init(api_backend *be, backend_ctx *ctx);
+void backend_deinit(backend_ctx *ctx);
 
 #endif

@@ -91,7 +91,7 @@ int cli_pull(int argc, char **argv) {
     o.progress = on_progress;
     o.ud = &b;
     hub_result res;
-    char err[512];
+    char err[AL_ERRLEN];
     int rc = hub_pull(repo, rev, &o, &res, err);
     if (b.tty) fputs("\r\033[K", stderr);
     free(inc);

@@ -107,22 +107,22 @@ static int parse_listen(const char *v, char *host, size_t hn, int *port) {
 }
 
 /* where: "alignd.conf:7", "ALIGND_WORKERS" or "--workers". */
-static int set_key(daemon_cfg *c, const key *k, const char *v, const char *where, char err[512]) {
+static int set_key(daemon_cfg *c, const key *k, const char *v, const char *where, char err[AL_ERRLEN]) {
     char *base = (char *)c + k->off;
     switch (k->type) {
     case K_STR:
-        if (strlen(v) >= k->size) return snprintf(err, 512, "%s: %s: too long", where, k->name), 2;
+        if (strlen(v) >= k->size) return snprintf(err, AL_ERRLEN, "%s: %s: too long", where, k->name), 2;
         snprintf(base, k->size, "%s", v);
         return 0;
     case K_LISTEN:
         if (strlen(v) >= k->size || parse_listen(v, c->host, sizeof c->host, &c->port))
-            return snprintf(err, 512, "%s: listen: '%.200s' is not HOST:PORT", where, v), 2;
+            return snprintf(err, AL_ERRLEN, "%s: listen: '%.200s' is not HOST:PORT", where, v), 2;
         snprintf(base, k->size, "%s", v);
         return 0;
     case K_LEVEL: {
         int l = log_level_parse(v);
         if (l < 0)
-            return snprintf(err, 512, "%s: log_level: '%.100s' is not error, warn, notice, info or debug", where, v), 2;
+            return snprintf(err, AL_ERRLEN, "%s: log_level: '%.100s' is not error, warn, notice, info or debug", where, v), 2;
         snprintf(base, 16, "%s", v);
         c->log_level = l;
         return 0;
@@ -131,18 +131,18 @@ static int set_key(daemon_cfg *c, const key *k, const char *v, const char *where
         char *end;
         errno = 0;
         long x = strtol(v, &end, 10);
-        if (errno || end == v || *end) return snprintf(err, 512, "%s: %s: '%.100s' is not an integer", where, k->name, v), 2;
+        if (errno || end == v || *end) return snprintf(err, AL_ERRLEN, "%s: %s: '%.100s' is not an integer", where, k->name, v), 2;
         if (x < k->lo || x > k->hi)
-            return snprintf(err, 512, "%s: %s: %ld is outside [%.0f, %.0f]", where, k->name, x, k->lo, k->hi), 2;
+            return snprintf(err, AL_ERRLEN, "%s: %s: %ld is outside [%.0f, %.0f]", where, k->name, x, k->lo, k->hi), 2;
         *(long *)base = x;
         return 0;
     }
     case K_SIZE: {
         int64_t x;
         if (parse_size(v, &x))
-            return snprintf(err, 512, "%s: %s: '%.100s' is not a size (bytes, or with K, M, G, T)", where, k->name, v), 2;
+            return snprintf(err, AL_ERRLEN, "%s: %s: '%.100s' is not a size (bytes, or with K, M, G, T)", where, k->name, v), 2;
         if ((double)x < k->lo || (double)x > k->hi)
-            return snprintf(err, 512, "%s: %s: %lld is outside [%.0f, %.0f]", where, k->name, (long long)x, k->lo,
+            return snprintf(err, AL_ERRLEN, "%s: %s: %lld is outside [%.0f, %.0f]", where, k->name, (long long)x, k->lo,
                             k->hi), 2;
         *(int64_t *)base = x;
         return 0;
@@ -153,16 +153,16 @@ static int set_key(daemon_cfg *c, const key *k, const char *v, const char *where
             if (!strcasecmp(v, yes[i])) return *(long *)base = 1, 0;
             if (!strcasecmp(v, no[i])) return *(long *)base = 0, 0;
         }
-        return snprintf(err, 512, "%s: %s: '%.100s' is not true or false", where, k->name, v), 2;
+        return snprintf(err, AL_ERRLEN, "%s: %s: '%.100s' is not true or false", where, k->name, v), 2;
     }
     case K_DOUBLE: {
         char *end;
         errno = 0;
         double x = strtod(v, &end);
         if (errno || end == v || *end || !isfinite(x))
-            return snprintf(err, 512, "%s: %s: '%.100s' is not a number", where, k->name, v), 2;
+            return snprintf(err, AL_ERRLEN, "%s: %s: '%.100s' is not a number", where, k->name, v), 2;
         if (x < k->lo || x > k->hi)
-            return snprintf(err, 512, "%s: %s: %g is outside [%g, %g]", where, k->name, x, k->lo, k->hi), 2;
+            return snprintf(err, AL_ERRLEN, "%s: %s: %g is outside [%g, %g]", where, k->name, x, k->lo, k->hi), 2;
         *(double *)base = x;
         return 0;
     }
@@ -183,11 +183,11 @@ static char *trim(char *s) {
     return s;
 }
 
-static int load_file(daemon_cfg *c, const char *path, int required, char err[512]) {
+static int load_file(daemon_cfg *c, const char *path, int required, char err[AL_ERRLEN]) {
     FILE *f = fopen(path, "r");
     if (!f) {
         if (!required && errno == ENOENT) return 0;
-        return snprintf(err, 512, "%.400s: %s", path, strerror(errno)), 2;
+        return snprintf(err, AL_ERRLEN, "%.400s: %s", path, strerror(errno)), 2;
     }
     snprintf(c->config_file, sizeof c->config_file, "%s", path);
     char line[8192], where[440];
@@ -201,7 +201,7 @@ static int load_file(daemon_cfg *c, const char *path, int required, char err[512
         snprintf(where, sizeof where, "%.400s:%d", path, ln);
         char *eq = strchr(s, '=');
         if (!eq) {
-            snprintf(err, 512, "%.400s: expected key = value", where);
+            snprintf(err, AL_ERRLEN, "%.400s: expected key = value", where);
             rc = 2;
             break;
         }
@@ -214,7 +214,7 @@ static int load_file(daemon_cfg *c, const char *path, int required, char err[512
         }
         const key *kk = find_key(k);
         if (!kk) {
-            snprintf(err, 512, "%.360s: unknown key '%.60s'", where, k);
+            snprintf(err, AL_ERRLEN, "%.360s: unknown key '%.60s'", where, k);
             rc = 2;
             break;
         }
@@ -279,7 +279,7 @@ static void defaults(daemon_cfg *c) {
     c->heartbeat = 15;
 }
 
-int config_load(daemon_cfg *c, int argc, char **argv, int *check_config, char err[512]) {
+int config_load(daemon_cfg *c, int argc, char **argv, int *check_config, char err[AL_ERRLEN]) {
     defaults(c);
     *check_config = 0;
     const char *file = NULL;
@@ -290,8 +290,8 @@ int config_load(daemon_cfg *c, int argc, char **argv, int *check_config, char er
             *check_config = 1;
             continue;
         }
-        if (strncmp(a, "--", 2)) return snprintf(err, 512, "unexpected argument '%.200s'", a), 2;
-        if (i + 1 >= argc) return snprintf(err, 512, "%.200s needs a value", a), 2;
+        if (strncmp(a, "--", 2)) return snprintf(err, AL_ERRLEN, "unexpected argument '%.200s'", a), 2;
+        if (i + 1 >= argc) return snprintf(err, AL_ERRLEN, "%.200s needs a value", a), 2;
         if (!strcmp(a, "--config")) file = argv[i + 1];
         i++;
     }
@@ -325,14 +325,14 @@ int config_load(daemon_cfg *c, int argc, char **argv, int *check_config, char er
         for (char *p = name; *p; p++)
             if (*p == '-') *p = '_';
         const key *k = find_key(name);
-        if (!k) return snprintf(err, 512, "unknown option '%.200s'", a), 2;
+        if (!k) return snprintf(err, AL_ERRLEN, "unknown option '%.200s'", a), 2;
         if ((rc = set_key(c, k, argv[i], a, err))) return rc;
     }
     have_models = c->models_dir[0] != 0;
     have_jobs = c->jobs_dir[0] != 0;
     if (!have_models) snprintf(c->models_dir, sizeof c->models_dir, "%.4000s/models", c->state_dir);
     if (!have_jobs) snprintf(c->jobs_dir, sizeof c->jobs_dir, "%.4000s/jobs", c->state_dir);
-    if (!c->state_dir[0]) return snprintf(err, 512, "state_dir: must not be empty"), 2;
+    if (!c->state_dir[0]) return snprintf(err, AL_ERRLEN, "state_dir: must not be empty"), 2;
     return 0;
 }
 

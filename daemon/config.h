@@ -71,7 +71,7 @@ typedef struct daemon_cfg {
 /* Loads defaults, file, environment and flags (argv: the serve arguments).
  * Returns 0, or 2 with the reason in err ("alignd.conf:7: workers: 'x' is not
  * an integer"). check_config is set when --check-config was given. */
-int config_load(daemon_cfg *c, int argc, char **argv, int *check_config, char err[512]);
+int config_load(daemon_cfg *c, int argc, char **argv, int *check_config, char err[AL_ERRLEN]);
 /* Writes the effective configuration, one key = value per line. */
 void config_print(const daemon_cfg *c, FILE *f);
 /* The api/ server's settings from c. */

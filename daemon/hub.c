@@ -74,14 +74,14 @@ typedef struct pull {
     hub_progress pr;
     double last_report;
     int64_t downloaded;
-    char *err;                  /* 512 bytes */
+    char *err;                  /* AL_ERRLEN bytes */
 } pull;
 
 static int fail(pull *p, int rc, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 static int fail(pull *p, int rc, const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(p->err, 512, fmt, ap);
+    vsnprintf(p->err, AL_ERRLEN, fmt, ap);
     va_end(ap);
     return rc;
 }
@@ -837,11 +837,11 @@ static int from_cache(pull *p, hub_result *out, int rc_if_missing, const char *w
     return HUB_OK;
 }
 
-int hub_pull(const char *repo, const char *rev, const hub_opts *o, hub_result *out, char err[512]) {
+int hub_pull(const char *repo, const char *rev, const hub_opts *o, hub_result *out, char err[AL_ERRLEN]) {
     static const hub_opts dflt = HUB_OPTS_INIT;
     if (!o) o = &dflt;
     pull *p = calloc(1, sizeof *p);
-    if (!p) return snprintf(err, 512, "out of memory"), HUB_EIO;
+    if (!p) return snprintf(err, AL_ERRLEN, "out of memory"), HUB_EIO;
     p->o = o;
     p->err = err;
     err[0] = 0;
@@ -906,7 +906,7 @@ int hub_pull(const char *repo, const char *rev, const hub_opts *o, hub_result *o
             al_buf_deinit(&hr.body);
             goto done;
         }
-        snprintf(err, 512, "%s", keep);
+        snprintf(err, AL_ERRLEN, "%s", keep);
     }
     if (rc) {
         al_buf_deinit(&hr.body);

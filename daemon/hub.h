@@ -42,18 +42,20 @@
 
 #define HUB_PATH 4096
 
+/* The Hub client's error space (lib/al.h lists every layer's): never an
+ * errno value; hub_strerror() gives the API's name of each. */
 enum {
     HUB_OK = 0,
-    HUB_EINVAL = -1,     /* a malformed repository id, revision or option */
-    HUB_ENOTFOUND = -2,  /* no such repository, revision or file */
-    HUB_EGATED = -3,     /* gated or private: a token is missing or not allowed */
-    HUB_EOFFLINE = -4,   /* HF_HUB_OFFLINE and not in the cache */
-    HUB_ENET = -5,       /* the connection failed (after the retries) */
-    HUB_EPROTO = -6,     /* the server's answer is malformed or hostile */
-    HUB_ECHECKSUM = -7,  /* size or SHA-256 not the announced one */
-    HUB_EIO = -8,        /* the cache cannot be written */
-    HUB_ECANCELED = -9,
-    HUB_ENOWEIGHTS = -10 /* the repository has no safetensors weights */
+    HUB_EINVAL = -2100,     /* a malformed repository id, revision or option */
+    HUB_ENOTFOUND = -2101,  /* no such repository, revision or file */
+    HUB_EGATED = -2102,     /* gated or private: a token is missing or not allowed */
+    HUB_EOFFLINE = -2103,   /* HF_HUB_OFFLINE and not in the cache */
+    HUB_ENET = -2104,       /* the connection failed (after the retries) */
+    HUB_EPROTO = -2105,     /* the server's answer is malformed or hostile */
+    HUB_ECHECKSUM = -2106,  /* size or SHA-256 not the announced one */
+    HUB_EIO = -2107,        /* the cache cannot be written */
+    HUB_ECANCELED = -2108,
+    HUB_ENOWEIGHTS = -2109  /* the repository has no safetensors weights */
 };
 
 /* Progress of a pull, reported at most every 100 ms and at each file's end. */
@@ -91,7 +93,7 @@ typedef struct hub_result {
  * error code with a one-line reason in err that names the repository, the
  * file and what to do (for a gated repo: the page where its terms are
  * accepted and HF_TOKEN). */
-int hub_pull(const char *repo, const char *rev, const hub_opts *o, hub_result *out, char err[512]);
+int hub_pull(const char *repo, const char *rev, const hub_opts *o, hub_result *out, char err[AL_ERRLEN]);
 
 /* Name of a code ("gated", "not_found", ...) for API error codes. */
 const char *hub_strerror(int rc);

@@ -15,6 +15,7 @@
 #include "hub.h"
 #include "log.h"
 #include "models.h"
+#include "objects.h"
 
 #define INVALID "invalid_request_error"
 #define MAX_ITEMS 256 /* events kept per download (progress items are thinned) */
@@ -145,7 +146,7 @@ static void to_json_text(json_t *o, char *out, size_t n) {
 
 /* The store row of a Hub snapshot. */
 static int describe(const char *name, const char *repo, const char *rev, const char *commit, const char *dir,
-                    store_model *m, char err[256]) {
+                    store_model *m, char err[AL_ERRLEN]) {
     memset(m, 0, sizeof *m);
     to_json_text(json_pack("{s:s,s:s,s:s,s:s}", "type", "hub", "repo", repo, "revision", rev, "commit", commit),
                  m->source, sizeof m->source);
@@ -164,10 +165,10 @@ static void *download_main(void *arg) {
     o.ud = d;
     o.cancel = &d->cancel;
     hub_result res;
-    char err[512];
+    char err[AL_ERRLEN];
     int rc = hub_pull(d->repo, d->rev, &o, &res, err);
     store_model m;
-    char e2[256] = "";
+    char e2[AL_ERRLEN] = "";
     if (!rc && describe(d->name, d->repo, d->rev, res.commit, res.dir, &m, e2)) {
         rc = HUB_EPROTO;
         snprintf(err, sizeof err, "%.100s@%.100s: the downloaded snapshot is not a usable model: %.250s", d->repo, d->rev, e2);
@@ -191,7 +192,7 @@ static void *download_main(void *arg) {
         log_info("event=hub_download_done model=%s commit=%s bytes=%lld", d->name, res.commit,
                  (long long)res.downloaded);
     }
-    json_t *model = store_model_json(h->st, d->name);
+    json_t *model = objects_model_get(h->st, d->name);
     pthread_mutex_lock(&h->mu);
     if (rc != HUB_ECANCELED) push_item(d, "status", model ? model : json_null());
     else json_decref(model);
@@ -242,7 +243,7 @@ static int find_cached(hubmodels *h, const char *repo, const char *rev, char dir
 static int register_cached(hubmodels *h, const char *name, const char *repo, const char *rev, const char *dir,
                            const char *commit, api_error *e) {
     store_model m, old;
-    char err[256];
+    char err[AL_ERRLEN];
     if (describe(name, repo, rev, commit, dir, &m, err))
         return api_error_set(e, 422, INVALID, "invalid_model", "model", "%s: the cached snapshot is not usable: %s",
                              name, err);
@@ -355,7 +356,7 @@ int hubmodels_register(hubmodels *h, const char *repo, const char *rev, const ch
         if (rc) return api_error_set(e, 500, "server_error", "internal_error", "", "cannot start a download thread");
         *accepted = 1;
     }
-    *out = store_model_json(h->st, nm);
+    *out = objects_model_get(h->st, nm);
     if (*out && *accepted) {
         json_t *p = hubmodels_progress(h, nm);
         json_object_set_new(*out, "download", p ? p : json_null());
@@ -388,17 +389,12 @@ int hubmodels_events(hubmodels *h, const char *name, const api_page *pg, json_t 
             more = 1;
             break;
         }
-        json_array_append_new(data, json_pack("{s:s,s:s,s:O,s:s,s:O}", "object", "model.event", "id",
-                                              api_id(API_ID_MODEL_EVENT, seq).s,
-                                              "created_at", json_object_get(it, "created_at"), "type",
-                                              json_string_value(json_object_get(it, "event")), "data",
-                                              json_object_get(it, "data")));
+        json_array_append_new(data, objects_model_event(seq, json_object_get(it, "created_at"),
+                                                        json_string_value(json_object_get(it, "event")),
+                                                        json_object_get(it, "data")));
     }
     pthread_mutex_unlock(&h->mu);
-    size_t n = json_array_size(data);
-    *out = json_pack("{s:s,s:o,s:b,s:o,s:o}", "object", "list", "data", data, "has_more", more, "first_id",
-                     n ? json_incref(json_object_get(json_array_get(data, 0), "id")) : json_null(), "last_id",
-                     n ? json_incref(json_object_get(json_array_get(data, n - 1), "id")) : json_null());
+    *out = objects_model_event_list(data, more);
     return 0;
 }
 
@@ -483,21 +479,18 @@ int hubmodels_scan(hubmodels *h) {
     const char *after = NULL;
     char last[256];
     for (;;) {
-        json_t *page = store_model_list(h->st, after, 100);
-        json_t *data = json_object_get(page, "data");
-        size_t i;
-        json_t *m;
-        json_array_foreach(data, i, m) {
-            if (strcmp(json_string_value(json_object_get(m, "status")) ? json_string_value(json_object_get(m, "status")) : "", "downloading")) continue;
-            const char *name = json_string_value(json_object_get(m, "id"));
-            const json_t *src = json_object_get(m, "source");
+        store_rows page;
+        if (store_model_page(h->st, after, 100, &page)) break;
+        const store_model_row *rows = page.v;
+        for (int i = 0; i < page.n; i++) {
+            store_model row = rows[i].m;
+            if (strcmp(row.status, "downloading")) continue;
+            json_t *src = row.source[0] ? json_loads(row.source, 0, NULL) : NULL;
             const char *repo = json_string_value(json_object_get(src, "repo"));
             const char *rev = json_string_value(json_object_get(src, "revision"));
-            store_model row;
-            if (!name || store_model_get(h->st, name, &row)) continue;
             if (h->allow && repo && rev) {
                 pthread_mutex_lock(&h->mu);
-                start_download(h, name, repo, rev);
+                start_download(h, row.name, repo, rev);
                 pthread_mutex_unlock(&h->mu);
             } else {
                 snprintf(row.status, sizeof row.status, "failed");
@@ -506,12 +499,12 @@ int hubmodels_scan(hubmodels *h) {
                              row.error, sizeof row.error);
                 store_model_put(h->st, &row);
             }
+            json_decref(src);
         }
-        int more = json_is_true(json_object_get(page, "has_more"));
-        const char *l = json_string_value(json_object_get(page, "last_id"));
-        if (l) snprintf(last, sizeof last, "%s", l);
-        json_decref(page);
-        if (!more || !l) break;
+        int more = page.more && page.n;
+        if (page.n) snprintf(last, sizeof last, "%s", rows[page.n - 1].m.name);
+        store_rows_free(&page);
+        if (!more) break;
         after = last;
     }
     return n;

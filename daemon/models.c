@@ -17,10 +17,10 @@
 #include "text/tokenizer.h"
 #include "train/estimate.h"
 
-int models_describe(const char *dir, store_model *m, char err[256]) {
+int models_describe(const char *dir, store_model *m, char err[AL_ERRLEN]) {
     char p[STORE_PATH + 64], real[PATH_MAX], e2[AL_ERRLEN];
     if (!realpath(dir, real)) {
-        snprintf(err, 256, "%s: no such folder", dir);
+        snprintf(err, AL_ERRLEN, "%s: no such folder", dir);
         return -1;
     }
     snprintf(m->path, sizeof m->path, "%s", real);
@@ -29,12 +29,12 @@ int models_describe(const char *dir, store_model *m, char err[256]) {
     char cdir[STORE_PATH + 64];
     snprintf(cdir, sizeof cdir, "%s", real);
     if (adapter && al_model_adapter_base(real, cdir, sizeof cdir, e2)) {
-        snprintf(err, 256, "%.100s: %.150s", dir, e2);
+        snprintf(err, AL_ERRLEN, "%.100s: %.150s", dir, e2);
         return -1;
     }
     al_model_config cfg;
     if (al_config_load(&cfg, cdir, e2)) {
-        snprintf(err, 256, "%s", e2);
+        snprintf(err, AL_ERRLEN, "%s", e2);
         return -1;
     }
     /* its tokenizer must fit the model (al_tok_load checks the ids against
@@ -43,7 +43,7 @@ int models_describe(const char *dir, store_model *m, char err[256]) {
     int trc = al_tok_load(&tok, real, e2);
     al_tok_free(tok);
     if (trc && trc != AL_ENOENT) {
-        snprintf(err, 256, "%s", e2);
+        snprintf(err, AL_ERRLEN, "%s", e2);
         return -1;
     }
     snprintf(m->kind, sizeof m->kind, "%s", adapter ? "adapter" : "base");
@@ -145,7 +145,7 @@ int models_scan(store *st, const char *dir) {
     while ((e = readdir(d))) {
         if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
         if (!strncmp(e->d_name, "models--", 8)) continue; /* a Hugging Face cache: hubmodels_scan */
-        char path[STORE_PATH + 256], real[PATH_MAX], err[256], q[300], qe[300];
+        char path[STORE_PATH + 256], real[PATH_MAX], err[AL_ERRLEN], q[300], qe[300];
         /* the name is logged quoted: it may hold anything a file name can */
         log_quote(q, sizeof q, e->d_name);
         if ((size_t)snprintf(path, sizeof path, "%s/%s", root, e->d_name) >= sizeof path) continue;
@@ -190,14 +190,14 @@ int models_scan(store *st, const char *dir) {
 
 /* models_relocate's walk: depth 0 is the jobs folder, an adapter folder sits
  * at most at ftjob-<n>/checkpoint-<k>/critic, depth 3. */
-static int relocate_walk(const char *dir, int depth, const char *old, const char *cur, char err[256]) {
+static int relocate_walk(const char *dir, int depth, const char *old, const char *cur, char err[AL_ERRLEN]) {
     char p[STORE_PATH + 64], e2[AL_ERRLEN];
     int n = 0;
     if (depth > 0 && !al_path_join(p, sizeof p, dir, "adapter_config.json") && al_file_exists(p)) {
         char *txt;
         size_t len;
         if (al_file_read(p, 1 << 20, &txt, &len, e2)) {
-            snprintf(err, 256, "%.200s", e2);
+            snprintf(err, AL_ERRLEN, "%.200s", e2);
             return -1;
         }
         json_t *o = json_loadb(txt, len, 0, NULL);
@@ -214,7 +214,7 @@ static int relocate_walk(const char *dir, int depth, const char *old, const char
             free(out);
             if (rc) {
                 json_decref(o);
-                snprintf(err, 256, "%.100s: %.140s", p, e2);
+                snprintf(err, AL_ERRLEN, "%.100s: %.140s", p, e2);
                 return -1;
             }
             n++;
@@ -240,6 +240,6 @@ static int relocate_walk(const char *dir, int depth, const char *old, const char
     return n;
 }
 
-int models_relocate(const char *dir, const char *old, const char *cur, char err[256]) {
+int models_relocate(const char *dir, const char *old, const char *cur, char err[AL_ERRLEN]) {
     return relocate_walk(dir, 0, old, cur, err);
 }

@@ -17,7 +17,7 @@
 /* Fills m's path, kind (base | adapter), arch, params, has_score and info
  * from the folder, and its source ({"type":"folder","path"}) unless set.
  * -1 with the reason in err when it is not a model folder. */
-int models_describe(const char *dir, store_model *m, char err[256]);
+int models_describe(const char *dir, store_model *m, char err[AL_ERRLEN]);
 /* The info JSON of store_model (family, dtype, context_length,
  * chat_template) for the model folder dir whose config is in cdir (the base
  * of an adapter, else dir) into out (n bytes; "" when it does not fit). */
@@ -36,6 +36,6 @@ int models_scan(store *st, const char *dir);
  * critic's) whose base_model_name_or_path is old or below it name the same
  * folder below cur instead; each file is replaced atomically. Returns how
  * many were rewritten, or -1 with the file and reason in err. */
-int models_relocate(const char *dir, const char *old, const char *cur, char err[256]);
+int models_relocate(const char *dir, const char *old, const char *cur, char err[AL_ERRLEN]);
 
 #endif

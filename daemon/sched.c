@@ -244,8 +244,9 @@ static const char *fail_code(int rc) {
     }
 }
 
-/* The field a trainer error names ("training_file: line 3 ...",
- * "hyperparameters.beta: ..."), or "". */
+/* The field a run's error names ("training_file: line 3 ...",
+ * "hyperparameters.beta: ..."), or "": read from the message, because the
+ * training code (al_train_run) reports reasons, not fields, as data. */
 static void fail_param(const char *err, char *param, size_t n) {
     param[0] = 0;
     size_t i = 0;
@@ -270,7 +271,7 @@ static void register_output(worker *w, const store_run *r, const al_job *job, co
                             char name[256]) {
     store_model m;
     memset(&m, 0, sizeof m);
-    char err[256];
+    char err[AL_ERRLEN];
     name[0] = 0;
     if (!res->output_dir[0] || models_describe(res->output_dir, &m, err)) {
         if (res->output_dir[0]) log_warn("event=output_unregistered job=%s reason=\"%s\"", w->name, err);
@@ -312,7 +313,7 @@ static void register_files(worker *w, const al_train_result *res) {
         al_dataset *ds = NULL;
         const json_t *rep = NULL;
         const char *status = "processed";
-        char details[300] = "";
+        char details[AL_ERRLEN] = "";
         if (len && al_dataset_read_mem(data, len, NULL, NULL, &ds, err) == AL_OK) {
             rep = al_dataset_report(ds);
             if (ds->n_errors || ds->valid_rows == 0) {
@@ -326,7 +327,7 @@ static void register_files(worker *w, const al_train_result *res) {
         const char *base = strrchr(path, '/') ? strrchr(path, '/') + 1 : path;
         const char *purpose = res->output_files[i].purpose[0] ? res->output_files[i].purpose : "fine-tune-results";
         int64_t fid = 0;
-        char serr[256];
+        char serr[AL_ERRLEN];
         if (store_file_add(w->s->st, base, purpose, data, len, status, details[0] ? details : NULL, rep, w->job, &fid,
                            serr) == STORE_OK)
             store_job_event(w->s->st, w->job, "info", "message", NULL, "Result file %s: %s (%s, %zu bytes)",
@@ -361,9 +362,10 @@ static void run_job(worker *w, int64_t id) {
     memset(&job, 0, sizeof job);
     json_t *spec = json_loads(r.spec, 0, NULL);
     int rc = spec ? AL_OK : al_err(err, AL_EFORMAT, "the stored job description is not JSON");
+    al_error je = {"", ""}; /* the description's field at fault, as data */
     if (!rc) {
         json_object_set_new(spec, "output_dir", json_string(r.output_dir));
-        rc = al_job_from_json(&job, spec, err);
+        if ((rc = al_job_from_json(&job, spec, &je))) snprintf(err, sizeof err, "%s", je.msg);
     }
     json_decref(spec);
     al_train_result res;
@@ -420,8 +422,9 @@ static void run_job(worker *w, int64_t id) {
             settle(w, id, "running", "paused", "info", &f, "Job paused at step %ld", res.steps);
         }
     } else {
-        char param[160];
-        fail_param(err, param, sizeof param);
+        char param[AL_FIELDLEN];
+        if (je.field[0]) snprintf(param, sizeof param, "%s", je.field);
+        else fail_param(err, param, sizeof param);
         f.error_code = fail_code(rc);
         f.error_message = err[0] ? err : al_strerror(rc);
         f.error_param = param[0] ? param : "";

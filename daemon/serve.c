@@ -82,7 +82,7 @@ static int relocate(store *st, const daemon_cfg *cfg) {
         {"models_dir", cfg->models_dir, 1},
     };
     for (size_t i = 0; i < sizeof locs / sizeof *locs; i++) {
-        char old[STORE_PATH], err[512], q[600];
+        char old[STORE_PATH], err[AL_ERRLEN], q[600];
         int moved = 0, files = 0, found = store_location(st, locs[i].key, old) == STORE_OK;
         int move = found && strcmp(old, locs[i].cur) != 0;
         if (move && locs[i].only_if_gone) move = access(old, F_OK) != 0;
@@ -175,7 +175,7 @@ static int write_addr(const char *state_dir, const char *host, int port) {
 int cli_serve(int argc, char **argv) {
     daemon_cfg cfg;
     int check = 0;
-    char err[512];
+    char err[AL_ERRLEN];
     if (config_load(&cfg, argc, argv, &check, err)) {
         fprintf(stderr, "alignd: %s\n", err);
         return 2;
@@ -266,7 +266,7 @@ int cli_serve(int argc, char **argv) {
     api_server_cfg scfg;
     config_server(&cfg, &scfg);
     scfg.listen_fd = listen_fd_from_env();
-    char serr[256] = "";
+    char serr[AL_ERRLEN] = "";
     api_server *srv = api_server_start(&scfg, &be, serr);
     if (!srv) {
         char q[300];
@@ -274,6 +274,7 @@ int cli_serve(int argc, char **argv) {
         fprintf(stderr, "alignd: cannot listen on %s: %s\n", cfg.listen, serr);
         sched_drain(ctx.sc);
         sched_free(ctx.sc);
+        backend_deinit(&ctx);
         hubmodels_free(hm);
         store_close(st);
         return 1;
@@ -342,6 +343,7 @@ int cli_serve(int argc, char **argv) {
         _exit(0);
     }
     sched_free(ctx.sc);
+    backend_deinit(&ctx);
     hubmodels_free(hm);
     store_close(st);
     al_pool_shutdown();
@@ -364,7 +366,7 @@ int cli_keys(int argc, char **argv) {
     }
     daemon_cfg cfg;
     int check;
-    char err[512];
+    char err[AL_ERRLEN];
     char *cargv[2] = {"--config", (char *)f[3].value};
     if (config_load(&cfg, f[3].value ? 2 : 0, cargv, &check, err)) {
         fprintf(stderr, "alignd: %s\n", err);

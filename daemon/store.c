@@ -18,6 +18,7 @@
 #include <pthread.h>
 #include <sqlite3.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -46,24 +47,13 @@ typedef struct dbc {
  * WAL lets r read while w commits, so a list request no longer waits behind
  * a training step's synchronous=FULL commit, and one read transaction takes
  * the shared-memory locks once instead of once per statement. */
-/* The serialized objects of final jobs, which no longer change (a job
- * list is mostly them, and building a job object and its JSON costs far
- * more than reading its row): slot id % JC_SLOTS. Under jc_mu; cleared
- * where a final job's object could change (a result file deleted, a job
- * deleted, paths relocated). */
-#define JC_SLOTS 1024
-typedef struct jc_slot {
-    int64_t id;
-    char *text;
-} jc_slot;
-
 struct store {
     sqlite3 *db;            /* w.db */
     dbc w, r;
-    pthread_mutex_t mu, rmu, jc_mu;
-    jc_slot jc[JC_SLOTS];
+    pthread_mutex_t mu, rmu;
     pthread_cond_t feed_cv;
     uint64_t feed_ver;
+    _Atomic uint64_t objects_epoch; /* store_objects_epoch */
     int version;
     char dir[STORE_PATH];
 };
@@ -180,13 +170,6 @@ static void col_copy(sqlite3_stmt *st, int i, char *dst, size_t n) {
     const char *t = col_text(st, i);
     snprintf(dst, n, "%s", t ? t : "");
 }
-static json_t *col_str_json(sqlite3_stmt *st, int i) {
-    const char *t = col_text(st, i);
-    return t ? json_string(t) : json_null();
-}
-static json_t *col_int_json(sqlite3_stmt *st, int i) {
-    return sqlite3_column_type(st, i) == SQLITE_NULL ? json_null() : json_integer(sqlite3_column_int64(st, i));
-}
 static json_t *col_real_json(sqlite3_stmt *st, int i) {
     return sqlite3_column_type(st, i) == SQLITE_NULL ? json_null() : json_real(sqlite3_column_double(st, i));
 }
@@ -247,17 +230,17 @@ static int user_version(sqlite3 *db) {
     return v;
 }
 
-static int migrate(sqlite3 *db, const char *dir, int *version, char err[512]) {
+static int migrate(sqlite3 *db, const char *dir, int *version, char err[AL_ERRLEN]) {
     mig m[256];
     int n = list_migrations(dir, m, 256);
     if (n < 0) {
-        snprintf(err, 512, "migrations directory %s: %s", dir, strerror(errno));
+        snprintf(err, AL_ERRLEN, "migrations directory %s: %s", dir, strerror(errno));
         return STORE_EIO;
     }
     int v = user_version(db);
     int latest = n ? m[n - 1].num : 0;
     if (v > latest) {
-        snprintf(err, 512,
+        snprintf(err, AL_ERRLEN,
                  "database schema version %d is newer than this alignd supports (%d): it was written by a "
                  "newer alignd; run that version or restore a backup of the state directory", v, latest);
         return STORE_ESTATE;
@@ -268,7 +251,7 @@ static int migrate(sqlite3 *db, const char *dir, int *version, char err[512]) {
         size_t len;
         snprintf(path, sizeof path, "%s/%s", dir, m[i].name);
         if (al_file_read(path, 16 << 20, &sql, &len, e2)) {
-            snprintf(err, 512, "migration %.200s: %.250s", m[i].name, e2);
+            snprintf(err, AL_ERRLEN, "migration %.200s: %.250s", m[i].name, e2);
             return STORE_EIO;
         }
         char *msg = NULL, pragma[64];
@@ -279,7 +262,7 @@ static int migrate(sqlite3 *db, const char *dir, int *version, char err[512]) {
         if (rc == SQLITE_OK) rc = sqlite3_exec(db, "COMMIT", NULL, NULL, &msg);
         free(sql);
         if (rc != SQLITE_OK) {
-            snprintf(err, 512, "migration %.200s failed: %.250s", m[i].name, msg ? msg : sqlite3_errmsg(db));
+            snprintf(err, AL_ERRLEN, "migration %.200s failed: %.250s", m[i].name, msg ? msg : sqlite3_errmsg(db));
             sqlite3_free(msg);
             sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
             return STORE_EIO;
@@ -291,15 +274,15 @@ static int migrate(sqlite3 *db, const char *dir, int *version, char err[512]) {
     return STORE_OK;
 }
 
-int store_open(store **out, const char *state_dir, const char *migrations_dir, char err[512]) {
+int store_open(store **out, const char *state_dir, const char *migrations_dir, char err[AL_ERRLEN]) {
     char e2[AL_ERRLEN];
     if (al_mkdir_p(state_dir, e2)) {
-        snprintf(err, 512, "state directory: %s", e2);
+        snprintf(err, AL_ERRLEN, "state directory: %.490s", e2);
         return STORE_EIO;
     }
     store *s = calloc(1, sizeof *s);
     if (!s) {
-        snprintf(err, 512, "out of memory");
+        snprintf(err, AL_ERRLEN, "out of memory");
         return STORE_EIO;
     }
     snprintf(s->dir, sizeof s->dir, "%s", state_dir);
@@ -316,11 +299,10 @@ int store_open(store **out, const char *state_dir, const char *migrations_dir, c
     int fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
     if (fd >= 0) close(fd);
     pthread_mutex_init(&s->rmu, NULL);
-    pthread_mutex_init(&s->jc_mu, NULL);
     int rc = sqlite3_open_v2(path, &s->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL);
     s->w.db = s->db;
     if (rc != SQLITE_OK) {
-        snprintf(err, 512, "%.300s: %.200s", path, s->db ? sqlite3_errmsg(s->db) : "cannot open");
+        snprintf(err, AL_ERRLEN, "%.300s: %.200s", path, s->db ? sqlite3_errmsg(s->db) : "cannot open");
         store_close(s);
         return STORE_EIO;
     }
@@ -332,7 +314,7 @@ int store_open(store **out, const char *state_dir, const char *migrations_dir, c
                              "PRAGMA wal_autocheckpoint=256; PRAGMA journal_size_limit=4194304;",
                       NULL, NULL, &msg);
     if (rc != SQLITE_OK) {
-        snprintf(err, 512, "%.300s: %.200s", path, msg ? msg : sqlite3_errmsg(s->db));
+        snprintf(err, AL_ERRLEN, "%.300s: %.200s", path, msg ? msg : sqlite3_errmsg(s->db));
         sqlite3_free(msg);
         store_close(s);
         return STORE_EIO;
@@ -342,7 +324,7 @@ int store_open(store **out, const char *state_dir, const char *migrations_dir, c
         return rc;
     }
     if (sqlite3_open_v2(path, &s->r.db, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX, NULL) != SQLITE_OK) {
-        snprintf(err, 512, "%.300s: %.200s", path, s->r.db ? sqlite3_errmsg(s->r.db) : "cannot open");
+        snprintf(err, AL_ERRLEN, "%.300s: %.200s", path, s->r.db ? sqlite3_errmsg(s->r.db) : "cannot open");
         store_close(s);
         return STORE_EIO;
     }
@@ -358,8 +340,6 @@ void store_close(store *s) {
     if (s->r.db) sqlite3_close(s->r.db);
     if (s->db) sqlite3_close(s->db);
     pthread_mutex_destroy(&s->rmu);
-    for (int i = 0; i < JC_SLOTS; i++) free(s->jc[i].text);
-    pthread_mutex_destroy(&s->jc_mu);
     pthread_cond_destroy(&s->feed_cv);
     pthread_mutex_destroy(&s->mu);
     free(s);
@@ -376,15 +356,126 @@ static const char SQL_REND[] = "COMMIT";
 #define RLOCK() (pthread_mutex_lock(&s->rmu), tl_dbc = &s->r, exec_st(s, q(s, SQL_RBEGIN, NULL)))
 #define RUNLOCK() (exec_st(s, q(s, SQL_REND, NULL)), tl_dbc = NULL, pthread_mutex_unlock(&s->rmu))
 
-/* Drops one job's cached object (id > 0) or every one (id 0). */
-static void jc_drop(store *s, int64_t id) {
-    pthread_mutex_lock(&s->jc_mu);
-    for (int i = 0; i < JC_SLOTS; i++)
-        if (s->jc[i].text && (!id || s->jc[i].id == id)) {
-            free(s->jc[i].text);
-            s->jc[i].text = NULL;
+/* A final job's object may have changed without a feed write. */
+static void objects_changed(store *s) { atomic_fetch_add(&s->objects_epoch, 1); }
+
+uint64_t store_objects_epoch(store *s) { return atomic_load(&s->objects_epoch); }
+
+/* ---- rows and their memory ------------------------------------------------------- */
+
+/* A block of a read's memory: the text of its rows, their small arrays. */
+struct store_blk {
+    struct store_blk *next;
+    size_t used, cap;
+    max_align_t data[];
+};
+
+void store_rows_free(store_rows *r) {
+    if (!r) return;
+    free(r->v);
+    for (struct store_blk *b = r->mem, *nx; b; b = nx) {
+        nx = b->next;
+        free(b);
+    }
+    memset(r, 0, sizeof *r);
+}
+
+/* n bytes of r's memory, aligned; NULL (and r->oom set) when memory runs out. */
+static void *rows_alloc(store_rows *r, size_t n) {
+    n = (n + sizeof(max_align_t) - 1) / sizeof(max_align_t) * sizeof(max_align_t);
+    struct store_blk *b = r->mem;
+    if (!b || b->cap - b->used < n) {
+        size_t cap = n > 16384 ? n : 16384;
+        if (!(b = malloc(sizeof *b + cap))) {
+            r->oom = 1;
+            return NULL;
         }
-    pthread_mutex_unlock(&s->jc_mu);
+        b->next = r->mem;
+        b->used = 0;
+        b->cap = cap;
+        r->mem = b;
+    }
+    void *p = (char *)b->data + b->used;
+    b->used += n;
+    return p;
+}
+
+/* A new zeroed row of `size` bytes at the end of r->v (which may move). */
+static void *rows_push(store_rows *r, size_t size) {
+    if (r->n == r->cap) {
+        int cap = r->cap ? 2 * r->cap : 16;
+        void *v = realloc(r->v, (size_t)cap * size);
+        if (!v) {
+            r->oom = 1;
+            return NULL;
+        }
+        r->v = v;
+        r->cap = cap;
+    }
+    void *row = (char *)r->v + (size_t)r->n++ * size;
+    memset(row, 0, size);
+    return row;
+}
+
+/* Room for one more element in an array of r's memory holding n of size
+ * bytes with room for *cap: the array (moved when it grew), or NULL when
+ * memory ran out. */
+static void *arr_room(store_rows *r, void *a, int n, int *cap, size_t size) {
+    if (n < *cap) return a;
+    int grown = *cap ? 2 * *cap : 8;
+    void *g = rows_alloc(r, (size_t)grown * size);
+    if (!g) return NULL;
+    if (n) memcpy(g, a, (size_t)n * size);
+    *cap = grown;
+    return g;
+}
+
+/* Appends v to ids (n of them, room for *cap) in r's memory; returns the
+ * array, which may have moved. */
+static int64_t *ids_push(store_rows *r, int64_t *ids, int *n, int *cap, int64_t v) {
+    int64_t *a = arr_room(r, ids, *n, cap, sizeof *ids);
+    if (!a) return ids;
+    a[(*n)++] = v;
+    return a;
+}
+
+/* Adds metric (name, value) to row m in r's memory (room for *cap). */
+static void metric_push(store_rows *r, store_metrics_row *m, int *cap, const char *name, double value) {
+    store_metric *a = arr_room(r, (store_metric *)m->m, m->n, cap, sizeof *a);
+    if (!a) return;
+    a[m->n].name = name;
+    a[m->n++].value = value;
+    m->m = a;
+}
+
+/* Column i's text in r's memory; NULL where it is NULL. */
+static const char *col_str(store_rows *r, sqlite3_stmt *st, int i) {
+    const char *t = col_text(st, i);
+    if (!t) return NULL;
+    size_t n = (size_t)sqlite3_column_bytes(st, i);
+    char *c = rows_alloc(r, n + 1);
+    if (c) memcpy(c, t, n + 1);
+    return c;
+}
+
+/* Column i as a number; NAN where it is NULL. */
+static double col_real(sqlite3_stmt *st, int i) {
+    return sqlite3_column_type(st, i) == SQLITE_NULL ? NAN : sqlite3_column_double(st, i);
+}
+
+/* The end of a read: STORE_OK, or STORE_EIO (r freed) when memory ran out. */
+static int rows_done(store_rows *r, int rc) {
+    if (!rc && r->oom) rc = STORE_EIO;
+    if (rc) store_rows_free(r);
+    return rc;
+}
+
+/* A paged read fetched up to limit + 1 rows: the last one only says more follow. */
+static void rows_page(store_rows *r, int limit) {
+    if (r->n > limit) {
+        r->n = limit;
+        r->more = 1;
+    }
 }
 
 /* ---- feed clock ------------------------------------------------------------------- */
@@ -448,11 +539,11 @@ static const char SQL_FILE_INS[] =
 
 int store_file_add(store *s, const char *filename, const char *purpose, const void *data, size_t len,
                    const char *status, const char *details, const json_t *validation, int64_t job_id,
-                   int64_t *id, char err[256]) {
+                   int64_t *id, char err[AL_ERRLEN]) {
     unsigned char h[32];
     char hex[65], path[STORE_PATH], dir[STORE_PATH], e2[AL_ERRLEN];
     if (store_sha256(data, len, h)) {
-        snprintf(err, 256, "sha256 failed");
+        snprintf(err, AL_ERRLEN, "sha256 failed");
         return STORE_EIO;
     }
     store_hex(h, 32, hex);
@@ -461,7 +552,7 @@ int store_file_add(store *s, const char *filename, const char *purpose, const vo
     /* content-addressed: an existing blob already holds these bytes */
     if (!al_file_exists(path)) {
         if (al_mkdir_p(dir, e2) || al_file_write_atomic(path, data, len, e2)) {
-            snprintf(err, 256, "storing the file: %.200s", e2);
+            snprintf(err, AL_ERRLEN, "storing the file: %.200s", e2);
             return STORE_EIO;
         }
     }
@@ -472,68 +563,55 @@ int store_file_add(store *s, const char *filename, const char *purpose, const vo
     if (!rc) *id = sqlite3_last_insert_rowid(s->db);
     UNLOCK();
     free(val);
-    if (rc) snprintf(err, 256, "database write failed");
+    if (rc) snprintf(err, AL_ERRLEN, "database write failed");
     return rc;
 }
 
-static const char SQL_FILE_COLS[] =
-    "SELECT id, bytes, created_at, filename, purpose, status, status_details, sha256, validation, job_id"
-    " FROM files WHERE id = ? AND deleted = 0";
+#define FILE_COLS "id, bytes, created_at, filename, purpose, status, status_details, sha256, validation, job_id"
+static const char SQL_FILE_GET[] = "SELECT " FILE_COLS " FROM files WHERE id = ? AND deleted = 0";
+static const char SQL_FILE_PAGE[] =
+    "SELECT " FILE_COLS " FROM files WHERE deleted = 0 AND id < ?1 AND (?2 IS NULL OR purpose = ?2)"
+    " ORDER BY id DESC LIMIT ?3";
 
-static json_t *file_row(sqlite3_stmt *st) {
-    json_t *o = json_object();
-    json_object_set_new(o, "object", json_string("file"));
-    json_object_set_new(o, "id", json_string(api_id(API_ID_FILE, sqlite3_column_int64(st, 0)).s));
-    json_object_set_new(o, "bytes", json_integer(sqlite3_column_int64(st, 1)));
-    json_object_set_new(o, "created_at", json_integer(sqlite3_column_int64(st, 2)));
-    json_object_set_new(o, "filename", col_str_json(st, 3));
-    json_object_set_new(o, "purpose", col_str_json(st, 4));
-    json_object_set_new(o, "status", col_str_json(st, 5));
-    json_object_set_new(o, "status_details", col_str_json(st, 6));
-    json_object_set_new(o, "sha256", col_str_json(st, 7));
-    json_object_set_new(o, "validation", col_json(st, 8));
-    if (sqlite3_column_int64(st, 9) > 0)
-        json_object_set_new(o, "fine_tuning_job_id", json_string(api_id(API_ID_JOB, sqlite3_column_int64(st, 9)).s));
-    return o;
+/* Appends the file row st is on. */
+static void file_row(store_rows *r, sqlite3_stmt *st) {
+    store_file_row *f = rows_push(r, sizeof *f);
+    if (!f) return;
+    f->id = sqlite3_column_int64(st, 0);
+    f->bytes = sqlite3_column_int64(st, 1);
+    f->created_at = sqlite3_column_int64(st, 2);
+    f->filename = col_str(r, st, 3);
+    f->purpose = col_str(r, st, 4);
+    f->status = col_str(r, st, 5);
+    f->status_details = col_str(r, st, 6);
+    f->sha256 = col_str(r, st, 7);
+    f->validation = col_str(r, st, 8);
+    f->job_id = sqlite3_column_int64(st, 9);
 }
 
-json_t *store_file_json(store *s, int64_t id) {
+int store_file_read(store *s, int64_t id, store_rows *out) {
+    memset(out, 0, sizeof *out);
     RLOCK();
-    sqlite3_stmt *st = q(s, SQL_FILE_COLS, "i", id);
-    json_t *o = st && sqlite3_step(st) == SQLITE_ROW ? file_row(st) : NULL;
+    sqlite3_stmt *st = q(s, SQL_FILE_GET, "i", id);
+    int rc = st ? STORE_ENOTFOUND : STORE_EIO;
+    if (st && sqlite3_step(st) == SQLITE_ROW) {
+        file_row(out, st);
+        rc = STORE_OK;
+    }
     if (st) sqlite3_reset(st);
     RUNLOCK();
-    return o;
+    return rows_done(out, rc);
 }
 
-/* Builds {"object":"list","data":[...],"has_more","first_id","last_id"} from
- * up to limit+1 rows. */
-static json_t *list_new(json_t *data, int limit) {
-    int has_more = (int)json_array_size(data) > limit;
-    if (has_more) json_array_remove(data, (size_t)limit);
-    json_t *o = json_object();
-    json_object_set_new(o, "object", json_string("list"));
-    json_t *first = json_array_size(data) ? json_object_get(json_array_get(data, 0), "id") : NULL;
-    json_t *last = json_array_size(data) ? json_object_get(json_array_get(data, json_array_size(data) - 1), "id") : NULL;
-    json_object_set(o, "first_id", first ? first : json_null());
-    json_object_set(o, "last_id", last ? last : json_null());
-    json_object_set_new(o, "data", data);
-    json_object_set_new(o, "has_more", json_boolean(has_more));
-    return o;
-}
-
-static const char SQL_FILE_LIST[] =
-    "SELECT id, bytes, created_at, filename, purpose, status, status_details, sha256, validation, job_id"
-    " FROM files WHERE deleted = 0 AND id < ?1 AND (?2 IS NULL OR purpose = ?2) ORDER BY id DESC LIMIT ?3";
-
-json_t *store_file_list(store *s, int64_t after, int limit, const char *purpose) {
-    json_t *data = json_array();
+int store_file_page(store *s, int64_t after, int limit, const char *purpose, store_rows *out) {
+    memset(out, 0, sizeof *out);
     RLOCK();
-    sqlite3_stmt *st = q(s, SQL_FILE_LIST, "iti", after > 0 ? after : INT64_MAX, purpose, (int64_t)limit + 1);
-    while (st && sqlite3_step(st) == SQLITE_ROW) json_array_append_new(data, file_row(st));
+    sqlite3_stmt *st = q(s, SQL_FILE_PAGE, "iti", after > 0 ? after : INT64_MAX, purpose, (int64_t)limit + 1);
+    while (st && sqlite3_step(st) == SQLITE_ROW) file_row(out, st);
     if (st) sqlite3_reset(st);
     RUNLOCK();
-    return list_new(data, limit);
+    rows_page(out, limit);
+    return rows_done(out, STORE_OK);
 }
 
 static const char SQL_FILE_INFO[] = "SELECT status, sha256 FROM files WHERE id = ? AND deleted = 0";
@@ -599,7 +677,7 @@ int store_file_delete(store *s, int64_t id, int64_t *user) {
         used = sqlite3_column_int(st, 0) > 0;
     if (st) sqlite3_reset(st);
     UNLOCK();
-    if (!rc) jc_drop(s, 0); /* a job's result_files may have lost it */
+    if (!rc) objects_changed(s); /* a job's result_files may have lost it */
     if (!rc && !used) {
         char path[STORE_PATH];
         blob_path(s, sha, path);
@@ -670,93 +748,82 @@ static const char SQL_MODEL_USERS[] =
     "SELECT id FROM jobs WHERE status NOT IN ('succeeded','failed','cancelled') AND (model = ?1 OR ref_model = ?1"
     " OR instr(coalesce(models_used, ''), '|' || ?1 || '|') > 0) ORDER BY id";
 
-/* Jobs (not final) using model `name`, as a JSON array of ids. Locked. */
-static json_t *model_users(store *s, const char *name) {
-    json_t *a = json_array();
+/* Ids of the jobs (not final) using model `name`, at most cap, into ids
+ * (locked). Returns how many there are (which may be more than cap). */
+static int model_users(store *s, const char *name, int64_t *ids, int cap) {
+    int n = 0;
     sqlite3_stmt *st = q(s, SQL_MODEL_USERS, "t", name);
-    while (st && sqlite3_step(st) == SQLITE_ROW)
-        json_array_append_new(a, json_string(api_id(API_ID_JOB, sqlite3_column_int64(st, 0)).s));
-    if (st) sqlite3_reset(st);
-    return a;
-}
-
-static json_t *model_json(store *s, const store_model *m) {
-    json_t *o = json_object();
-    json_object_set_new(o, "object", json_string("model"));
-    json_object_set_new(o, "id", json_string(m->name));
-    json_object_set_new(o, "created", json_integer(m->created_at));
-    json_object_set_new(o, "owned_by", json_string(m->owned_by));
-    json_object_set_new(o, "kind", json_string(m->kind));
-    json_object_set_new(o, "base_model", m->base[0] ? json_string(m->base) : json_null());
-    json_object_set_new(o, "architecture", json_string(m->arch));
-    json_object_set_new(o, "parameters", json_integer(m->params));
-    json_object_set_new(o, "has_score_head", json_boolean(m->has_score));
-    /* family, dtype, context_length, chat_template; then where it came from */
-    json_t *info = m->info[0] ? json_loads(m->info, 0, NULL) : NULL;
-    const char *keys[] = {"family", "dtype", "context_length", "chat_template"};
-    for (int i = 0; i < 4; i++) {
-        json_t *v = json_object_get(info, keys[i]);
-        /* v is borrowed from info (a new reference for o); the fallbacks are new */
-        json_object_set_new(o, keys[i], v ? json_incref(v) : i == 0 ? json_string(m->arch) : json_null());
+    while (st && sqlite3_step(st) == SQLITE_ROW) {
+        if (n < cap) ids[n] = sqlite3_column_int64(st, 0);
+        n++;
     }
-    json_decref(info);
-    json_t *src = m->source[0] ? json_loads(m->source, 0, NULL) : NULL;
-    if (!src) src = m->job_id ? json_pack("{s:s,s:s}", "type", "fine_tune", "job", m->owned_by)
-                              : json_pack("{s:s}", "type", "folder");
-    json_object_set_new(o, "source", src);
-    json_object_set_new(o, "status", json_string(m->status[0] ? m->status : "ready"));
-    json_t *err = m->error[0] ? json_loads(m->error, 0, NULL) : NULL;
-    json_object_set_new(o, "error", err ? err : json_null());
-    json_object_set_new(o, "in_use_by", model_users(s, m->name));
-    return o;
+    if (st) sqlite3_reset(st);
+    return n;
 }
 
-json_t *store_model_json(store *s, const char *name) {
-    store_model m;
-    if (store_model_get(s, name, &m)) return NULL;
+/* Appends the model row st is on. */
+static void model_push(store_rows *r, sqlite3_stmt *st) {
+    store_model_row *m = rows_push(r, sizeof *m);
+    if (m) model_row(st, &m->m);
+}
+
+/* Fills in the users of r's models (locked; after the models' statement
+ * is done with). */
+static void models_users(store *s, store_rows *r) {
+    for (int i = 0; i < r->n; i++) {
+        store_model_row *m = (store_model_row *)r->v + i;
+        sqlite3_stmt *st = q(s, SQL_MODEL_USERS, "t", m->m.name);
+        int cap = 0;
+        int64_t *ids = NULL;
+        while (st && sqlite3_step(st) == SQLITE_ROW) ids = ids_push(r, ids, &m->n_users, &cap, sqlite3_column_int64(st, 0));
+        if (st) sqlite3_reset(st);
+        m->users = ids;
+    }
+}
+
+int store_model_read(store *s, const char *name, store_rows *out) {
+    memset(out, 0, sizeof *out);
     RLOCK();
-    json_t *o = model_json(s, &m);
+    sqlite3_stmt *st = q(s, SQL_MODEL_GET, "t", name);
+    int rc = st ? STORE_ENOTFOUND : STORE_EIO;
+    if (st && sqlite3_step(st) == SQLITE_ROW) {
+        model_push(out, st);
+        rc = STORE_OK;
+    }
+    if (st) sqlite3_reset(st);
+    if (!rc) models_users(s, out);
     RUNLOCK();
-    return o;
+    return rows_done(out, rc);
 }
 
-static const char SQL_MODEL_LIST[] =
+static const char SQL_MODEL_PAGE[] =
     "SELECT " MODEL_COLS " FROM models WHERE id < coalesce((SELECT id FROM models WHERE name = ?1), 9223372036854775807)"
     " ORDER BY id DESC LIMIT ?2";
 
-json_t *store_model_list(store *s, const char *after, int limit) {
-    store_model *ms = calloc((size_t)limit + 1, sizeof *ms);
-    json_t *data = json_array();
-    if (!ms) return list_new(data, limit);
-    int n = 0;
+int store_model_page(store *s, const char *after, int limit, store_rows *out) {
+    memset(out, 0, sizeof *out);
     RLOCK();
-    sqlite3_stmt *st = q(s, SQL_MODEL_LIST, "ti", after, (int64_t)limit + 1);
-    while (st && n <= limit && sqlite3_step(st) == SQLITE_ROW) model_row(st, &ms[n++]);
+    sqlite3_stmt *st = q(s, SQL_MODEL_PAGE, "ti", after, (int64_t)limit + 1);
+    while (st && out->n <= limit && sqlite3_step(st) == SQLITE_ROW) model_push(out, st);
     if (st) sqlite3_reset(st);
-    for (int i = 0; i < n; i++) json_array_append_new(data, model_json(s, &ms[i]));
+    rows_page(out, limit);
+    models_users(s, out);
     RUNLOCK();
-    free(ms);
-    return list_new(data, limit);
+    return rows_done(out, STORE_OK);
 }
 
 static const char SQL_MODEL_DEL[] = "DELETE FROM models WHERE name = ?";
 
-int store_model_delete(store *s, const char *name, char in_use[256]) {
+int store_model_delete(store *s, const char *name, int64_t users[STORE_USERS_MAX], int *n_users) {
     LOCK();
-    json_t *u = model_users(s, name);
-    int rc = STORE_OK;
-    if (json_array_size(u)) {
-        size_t len = 0;
-        in_use[0] = 0;
-        for (size_t i = 0; i < json_array_size(u) && len < 200; i++)
-            len += (size_t)snprintf(in_use + len, 256 - len, "%s%s", i ? ", " : "",
-                                    json_string_value(json_array_get(u, i)));
+    int n = model_users(s, name, users, STORE_USERS_MAX), rc;
+    if (n) {
+        *n_users = n < STORE_USERS_MAX ? n : STORE_USERS_MAX;
         rc = STORE_EINUSE;
     } else {
         rc = exec_st(s, q(s, SQL_MODEL_DEL, "t", name));
         if (!rc && sqlite3_changes(s->db) == 0) rc = STORE_ENOTFOUND;
     }
-    json_decref(u);
     UNLOCK();
     return rc;
 }
@@ -1115,12 +1182,13 @@ static const char SQL_JOB_DEL_USERS[] =
 static const char *const SQL_JOB_DEL[] = {
     "DELETE FROM metrics WHERE job_id = ?", "DELETE FROM samples WHERE job_id = ?",
     "DELETE FROM events WHERE job_id = ?", "DELETE FROM checkpoints WHERE job_id = ?",
+    "DELETE FROM eval_results WHERE job_id = ?",
     "DELETE FROM models WHERE job_id = ?", "DELETE FROM jobs WHERE id = ?",
 };
 
-int store_job_delete(store *s, int64_t id, char dir[STORE_PATH], char users[256]) {
+int store_job_delete(store *s, int64_t id, char dir[STORE_PATH], int64_t users[STORE_USERS_MAX], int *n_users) {
     char status[32] = "", ft[256] = "";
-    users[0] = 0;
+    *n_users = 0;
     LOCK();
     int rc = STORE_ENOTFOUND;
     sqlite3_stmt *st = q(s, SQL_JOB_DEL_INFO, "i", id);
@@ -1131,11 +1199,10 @@ int store_job_delete(store *s, int64_t id, char dir[STORE_PATH], char users[256]
         rc = store_status_final(status) ? STORE_OK : STORE_ESTATE;
     }
     if (st) sqlite3_reset(st);
+    /* models_used spells a job's output as its public id */
     if (!rc && (st = q(s, SQL_JOB_DEL_USERS, "itt", id, ft[0] ? ft : NULL, api_id(API_ID_JOB, id).s))) {
-        size_t len = 0;
-        while (sqlite3_step(st) == SQLITE_ROW && len < 200) {
-            len += (size_t)snprintf(users + len, 256 - len, "%s%s", len ? ", " : "",
-                                    api_id(API_ID_JOB, sqlite3_column_int64(st, 0)).s);
+        while (*n_users < STORE_USERS_MAX && sqlite3_step(st) == SQLITE_ROW) {
+            users[(*n_users)++] = sqlite3_column_int64(st, 0);
             rc = STORE_EINUSE;
         }
         sqlite3_reset(st);
@@ -1150,7 +1217,7 @@ int store_job_delete(store *s, int64_t id, char dir[STORE_PATH], char users[256]
         tx_rollback(s);
     }
     UNLOCK();
-    if (!rc) jc_drop(s, id);
+    if (!rc) objects_changed(s);
     return rc;
 }
 
@@ -1171,7 +1238,7 @@ int store_job_checkpoint_path(store *s, int64_t id, long step, char path[STORE_P
     return rc;
 }
 
-/* ---- job objects ------------------------------------------------------------------------ */
+/* ---- job rows ---------------------------------------------------------------------- */
 
 static const char SQL_JOB_GET[] =
     "SELECT id, created_at, started_at, finished_at, model, fine_tuned_model, suffix, method, status, priority,"
@@ -1184,216 +1251,178 @@ static const char SQL_QPOS[] =
 static const char SQL_RESULT_FILES[] = "SELECT id FROM files WHERE job_id = ? AND deleted = 0 ORDER BY id";
 static const char SQL_LAST_STEP[] = "SELECT max(step) FROM metrics WHERE job_id = ?";
 
-static json_t *eval_results_locked(store *s, int64_t id, int latest);
+/* The metrics of a job's step, by name, into m in r's memory (locked). */
+static void step_metric_rows(store *s, store_rows *r, int64_t id, long step, store_metrics_row *m) {
+    int cap = 0;
+    sqlite3_stmt *st = q(s, SQL_STEP_METRICS, "ii", id, (int64_t)step);
+    while (st && sqlite3_step(st) == SQLITE_ROW) metric_push(r, m, &cap, col_str(r, st, 0), col_real(st, 1));
+    if (st) sqlite3_reset(st);
+}
 
-static json_t *job_json_locked(store *s, int64_t id) {
+/* The model a result measures is named from its job's columns (objects.c). */
+static const char SQL_EVALS[] =
+    "SELECT r.step, r.task, r.role, r.created_at, r.result, j.model, j.fine_tuned_model, j.method, j.step,"
+    " j.status, json_extract(j.request, '$.model_b') FROM eval_results r JOIN jobs j ON j.id = r.job_id"
+    " WHERE r.job_id = ?1 AND (?2 = 0 OR r.step = (SELECT max(step) FROM eval_results x"
+    "  WHERE x.job_id = r.job_id AND x.task = r.task AND x.role = r.role))"
+    " ORDER BY r.step, r.task, r.role";
+
+/* Eval results of a job (locked), an array in r's memory; latest: only
+ * each task and role's last. */
+static store_eval_row *eval_rows(store *s, store_rows *r, int64_t id, int latest, int *n) {
+    store_eval_row *v = NULL;
+    int cap = 0;
+    *n = 0;
+    sqlite3_stmt *st = q(s, SQL_EVALS, "ii", id, (int64_t)latest);
+    while (st && sqlite3_step(st) == SQLITE_ROW) {
+        store_eval_row *a = arr_room(r, v, *n, &cap, sizeof *v);
+        if (!a) break;
+        v = a;
+        store_eval_row *e = &v[(*n)++];
+        e->job_id = id;
+        e->step = (long)sqlite3_column_int64(st, 0);
+        e->role = col_str(r, st, 2);
+        e->created_at = sqlite3_column_int64(st, 3);
+        e->result = col_str(r, st, 4);
+        e->job_model = col_str(r, st, 5);
+        e->job_fine_tuned_model = col_str(r, st, 6);
+        e->job_method = col_str(r, st, 7);
+        e->job_step = (long)sqlite3_column_int64(st, 8);
+        e->job_status = col_str(r, st, 9);
+        e->job_model_b = col_str(r, st, 10);
+    }
+    if (st) sqlite3_reset(st);
+    return v;
+}
+
+/* Fills j (whose id is set) from the database (locked): STORE_OK or
+ * STORE_ENOTFOUND. */
+static int job_row(store *s, store_rows *r, store_job_row *j) {
+    int64_t id = j->id;
     sqlite3_stmt *st = q(s, SQL_JOB_GET, "i", id);
     if (!st || sqlite3_step(st) != SQLITE_ROW) {
         if (st) sqlite3_reset(st);
-        return NULL;
+        return STORE_ENOTFOUND;
     }
-    char status[32];
-    col_copy(st, 8, status, sizeof status);
-    int prio = sqlite3_column_int(st, 9);
-    json_t *o = json_object();
-    json_object_set_new(o, "object", json_string("fine_tuning.job"));
-    json_object_set_new(o, "id", json_string(api_id(API_ID_JOB, id).s));
-    json_object_set_new(o, "created_at", col_int_json(st, 1));
-    json_object_set_new(o, "started_at", col_int_json(st, 2));
-    json_object_set_new(o, "finished_at", col_int_json(st, 3));
-    json_object_set_new(o, "model", col_str_json(st, 4));
-    json_object_set_new(o, "fine_tuned_model", col_str_json(st, 5));
-    json_object_set_new(o, "suffix", col_str_json(st, 6));
-    json_object_set_new(o, "method", col_str_json(st, 7));
-    json_object_set_new(o, "status", json_string(status));
-    json_object_set_new(o, "priority", json_integer(prio));
-    json_object_set_new(o, "training_file", col_str_json(st, 10));
-    json_object_set_new(o, "validation_file", col_str_json(st, 11));
-    json_object_set_new(o, "task", col_json(st, 12));
-    json_object_set_new(o, "hyperparameters", col_json(st, 13));
-    json_object_set_new(o, "seed", json_integer(sqlite3_column_int64(st, 14)));
-    json_object_set_new(o, "metadata", col_json(st, 15));
-    long step = (long)sqlite3_column_int64(st, 16), total = (long)sqlite3_column_int64(st, 17);
-    double remaining = sqlite3_column_double(st, 20);
-    int has_remaining = sqlite3_column_type(st, 20) != SQLITE_NULL;
-    json_t *p = json_object();
-    json_object_set_new(p, "step", json_integer(step));
-    json_object_set_new(p, "total_steps", json_integer(total));
-    json_object_set_new(p, "epoch", json_real(sqlite3_column_double(st, 18)));
-    json_object_set_new(p, "percentage", json_real(total > 0 ? round(1000.0 * (double)step / (double)total) / 10.0 : 0));
-    json_object_set_new(p, "elapsed_s", json_real(round(sqlite3_column_double(st, 19) * 10) / 10));
-    json_object_set_new(p, "remaining_s", has_remaining ? json_real(round(remaining * 10) / 10) : json_null());
-    json_object_set_new(p, "tokens_per_second", json_real(sqlite3_column_double(st, 21)));
-    json_object_set_new(o, "progress", p);
-    json_object_set_new(o, "trained_tokens", json_integer((json_int_t)sqlite3_column_double(st, 22)));
-    json_object_set_new(o, "estimated_finish",
-                        has_remaining && !strcmp(status, "running") ? json_integer(now_s() + (int64_t)remaining)
-                                                                     : json_null());
-    if (sqlite3_column_type(st, 23) != SQLITE_NULL) {
-        json_t *e = json_object();
-        json_object_set_new(e, "code", col_str_json(st, 23));
-        json_object_set_new(e, "message", col_str_json(st, 24));
-        json_object_set_new(e, "param", col_str_json(st, 25));
-        json_object_set_new(o, "error", e);
-    } else {
-        json_object_set_new(o, "error", json_null());
-    }
-    json_object_set_new(o, "from_checkpoint", col_str_json(st, 26));
-    if (sqlite3_column_type(st, 27) != SQLITE_NULL) json_object_set_new(o, "training_files", col_json(st, 27));
-    if (sqlite3_column_type(st, 28) != SQLITE_NULL) json_object_set_new(o, "chat_template", col_str_json(st, 28));
+    j->loaded = 1;
+    j->created_at = sqlite3_column_int64(st, 1);
+    j->started_at = sqlite3_column_int64(st, 2);
+    j->finished_at = sqlite3_column_int64(st, 3);
+    j->model = col_str(r, st, 4);
+    j->fine_tuned_model = col_str(r, st, 5);
+    j->suffix = col_str(r, st, 6);
+    j->method = col_str(r, st, 7);
+    j->status = col_str(r, st, 8);
+    if (!j->status) j->status = "";
+    j->priority = sqlite3_column_int(st, 9);
+    j->training_file = col_str(r, st, 10);
+    j->validation_file = col_str(r, st, 11);
+    j->task = col_str(r, st, 12);
+    j->hyperparameters = col_str(r, st, 13);
+    j->seed = sqlite3_column_int64(st, 14);
+    j->metadata = col_str(r, st, 15);
+    j->step = (long)sqlite3_column_int64(st, 16);
+    j->total_steps = (long)sqlite3_column_int64(st, 17);
+    j->epoch = sqlite3_column_double(st, 18);
+    j->elapsed_s = sqlite3_column_double(st, 19);
+    j->remaining_s = col_real(st, 20);
+    j->tokens_per_second = sqlite3_column_double(st, 21);
+    j->trained_tokens = sqlite3_column_double(st, 22);
+    j->error_code = col_str(r, st, 23);
+    j->error_message = col_str(r, st, 24);
+    j->error_param = col_str(r, st, 25);
+    j->from_checkpoint = col_str(r, st, 26);
+    j->training_files = col_str(r, st, 27);
+    j->chat_template = col_str(r, st, 28);
     sqlite3_reset(st);
-    /* queue position */
-    if (!strcmp(status, "queued") && (st = q(s, SQL_QPOS, "ii", (int64_t)prio, id)) && sqlite3_step(st) == SQLITE_ROW)
-        json_object_set_new(o, "queue_position", json_integer(sqlite3_column_int64(st, 0) + 1));
-    else
-        json_object_set_new(o, "queue_position", json_null());
+    if (!strcmp(j->status, "queued") && (st = q(s, SQL_QPOS, "ii", (int64_t)j->priority, id)) &&
+        sqlite3_step(st) == SQLITE_ROW)
+        j->queue_position = sqlite3_column_int64(st, 0) + 1;
     if (st) sqlite3_reset(st);
-    json_t *rf = json_array();
+    int cap = 0;
+    int64_t *files = NULL;
     st = q(s, SQL_RESULT_FILES, "i", id);
-    while (st && sqlite3_step(st) == SQLITE_ROW)
-        json_array_append_new(rf, json_string(api_id(API_ID_FILE, sqlite3_column_int64(st, 0)).s));
+    while (st && sqlite3_step(st) == SQLITE_ROW) files = ids_push(r, files, &j->n_result_files, &cap, sqlite3_column_int64(st, 0));
     if (st) sqlite3_reset(st);
-    json_object_set_new(o, "result_files", rf);
-    json_t *lm = NULL;
+    j->result_files = files;
     if ((st = q(s, SQL_LAST_STEP, "i", id)) && sqlite3_step(st) == SQLITE_ROW &&
         sqlite3_column_type(st, 0) != SQLITE_NULL) {
         long ls = (long)sqlite3_column_int64(st, 0);
         sqlite3_reset(st);
-        lm = step_metrics(s, id, ls);
+        store_metrics_row m = {.step = ls};
+        step_metric_rows(s, r, id, ls, &m);
+        j->has_latest_metrics = 1;
+        j->latest_metrics = m.m;
+        j->n_latest_metrics = m.n;
     }
     if (st) sqlite3_reset(st);
-    json_object_set_new(o, "latest_metrics", lm ? lm : json_null());
-    json_object_set_new(o, "eval_results", eval_results_locked(s, id, 1));
-    return o;
-}
-
-json_t *store_job_json(store *s, int64_t id) {
-    RLOCK();
-    json_t *o = job_json_locked(s, id);
-    RUNLOCK();
-    return o;
-}
-
-static const char SQL_JOB_LIST[] =
-    "SELECT id FROM jobs WHERE id < ?1 AND (?2 IS NULL OR status = ?2) ORDER BY id DESC LIMIT ?3";
-
-json_t *store_job_list(store *s, int64_t after, int limit, const char *status) {
-    int64_t *ids = calloc((size_t)limit + 1, sizeof *ids);
-    json_t *data = json_array();
-    if (!ids) return list_new(data, limit);
-    int n = 0;
-    RLOCK();
-    sqlite3_stmt *st = q(s, SQL_JOB_LIST, "iti", after > 0 ? after : INT64_MAX, status, (int64_t)limit + 1);
-    while (st && n <= limit && sqlite3_step(st) == SQLITE_ROW) ids[n++] = sqlite3_column_int64(st, 0);
-    if (st) sqlite3_reset(st);
-    for (int i = 0; i < n; i++) {
-        json_t *o = job_json_locked(s, ids[i]);
-        if (o) json_array_append_new(data, o);
-    }
-    RUNLOCK();
-    free(ids);
-    return list_new(data, limit);
-}
-
-/* The job's object as the API serializes it (read lock held): from the
- * cache when final, else built (and cached once final). malloc'd. */
-static char *job_text_locked(store *s, int64_t id) {
-    jc_slot *e = &s->jc[(uint64_t)id % JC_SLOTS];
-    pthread_mutex_lock(&s->jc_mu);
-    char *t = e->text && e->id == id ? strdup(e->text) : NULL;
-    pthread_mutex_unlock(&s->jc_mu);
-    if (t) return t;
-    json_t *o = job_json_locked(s, id);
-    if (!o) return NULL;
-    t = json_dumps(o, JSON_COMPACT | JSON_REAL_PRECISION(10));
-    const char *st = json_string_value(json_object_get(o, "status"));
-    if (t && st && store_status_final(st)) {
-        char *c = strdup(t);
-        pthread_mutex_lock(&s->jc_mu);
-        free(e->text);
-        e->id = id;
-        e->text = c;
-        pthread_mutex_unlock(&s->jc_mu);
-    }
-    json_decref(o);
-    return t;
-}
-
-int store_job_list_text(store *s, int64_t after, int limit, const char *status, char **out, size_t *len) {
-    int64_t *ids = calloc((size_t)limit + 1, sizeof *ids);
-    char **texts = calloc((size_t)limit + 1, sizeof *texts);
-    if (!ids || !texts) {
-        free(ids);
-        free(texts);
-        return STORE_EIO;
-    }
-    int n = 0;
-    RLOCK();
-    sqlite3_stmt *st = q(s, SQL_JOB_LIST, "iti", after > 0 ? after : INT64_MAX, status, (int64_t)limit + 1);
-    while (st && n <= limit && sqlite3_step(st) == SQLITE_ROW) ids[n++] = sqlite3_column_int64(st, 0);
-    if (st) sqlite3_reset(st);
-    int has_more = n > limit, k = 0;
-    if (has_more) n = limit;
-    size_t total = 160;
-    for (int i = 0; i < n; i++) {
-        char *t = job_text_locked(s, ids[i]);
-        if (!t) continue;
-        total += strlen(t) + 1;
-        ids[k] = ids[i];
-        texts[k++] = t;
-    }
-    RUNLOCK();
-    char *b = malloc(total);
-    size_t o = 0;
-    if (b) {
-        char first[64] = "null", last[64] = "null";
-        if (k) {
-            snprintf(first, sizeof first, "\"%s\"", api_id(API_ID_JOB, ids[0]).s);
-            snprintf(last, sizeof last, "\"%s\"", api_id(API_ID_JOB, ids[k - 1]).s);
-        }
-        /* the order list_new() gives, so both paths answer the same bytes */
-        o += (size_t)snprintf(b, total, "{\"object\":\"list\",\"first_id\":%s,\"last_id\":%s,\"data\":[", first, last);
-        for (int i = 0; i < k; i++) {
-            size_t l = strlen(texts[i]);
-            if (i) b[o++] = ',';
-            memcpy(b + o, texts[i], l);
-            o += l;
-        }
-        o += (size_t)snprintf(b + o, total - o, "],\"has_more\":%s}\n", has_more ? "true" : "false");
-    }
-    for (int i = 0; i < k; i++) free(texts[i]);
-    free(texts);
-    free(ids);
-    if (!b) return STORE_EIO;
-    *out = b;
-    *len = o;
+    j->evals = eval_rows(s, r, id, 1, &j->n_evals);
     return STORE_OK;
 }
 
-static json_t *event_row(sqlite3_stmt *st) {
-    json_t *o = json_object();
-    json_object_set_new(o, "object", json_string("fine_tuning.job.event"));
-    json_object_set_new(o, "id", json_string(api_id(API_ID_EVENT, sqlite3_column_int64(st, 0)).s));
-    json_object_set_new(o, "created_at", json_integer(sqlite3_column_int64(st, 1)));
-    json_object_set_new(o, "level", col_str_json(st, 2));
-    json_object_set_new(o, "message", col_str_json(st, 3));
-    json_object_set_new(o, "type", col_str_json(st, 4));
-    json_object_set_new(o, "data", col_json(st, 5));
-    return o;
+int store_job_read(store *s, int64_t id, store_rows *out) {
+    memset(out, 0, sizeof *out);
+    store_job_row *j = rows_push(out, sizeof *j);
+    if (!j) return rows_done(out, STORE_EIO);
+    j->id = id;
+    RLOCK();
+    int rc = job_row(s, out, j);
+    RUNLOCK();
+    return rows_done(out, rc);
 }
+
+static const char SQL_JOB_PAGE[] =
+    "SELECT id FROM jobs WHERE id < ?1 AND (?2 IS NULL OR status = ?2) ORDER BY id DESC LIMIT ?3";
+
+int store_job_page(store *s, int64_t after, int limit, const char *status, int (*want)(void *ud, int64_t id),
+                   void *ud, store_rows *out) {
+    memset(out, 0, sizeof *out);
+    RLOCK();
+    sqlite3_stmt *st = q(s, SQL_JOB_PAGE, "iti", after > 0 ? after : INT64_MAX, status, (int64_t)limit + 1);
+    while (st && out->n <= limit && sqlite3_step(st) == SQLITE_ROW) {
+        store_job_row *j = rows_push(out, sizeof *j);
+        if (j) j->id = sqlite3_column_int64(st, 0);
+    }
+    if (st) sqlite3_reset(st);
+    rows_page(out, limit);
+    int k = 0;
+    for (int i = 0; i < out->n; i++) {
+        store_job_row *j = (store_job_row *)out->v + i;
+        /* a job deleted between the two statements is left out */
+        if ((want && !want(ud, j->id)) || job_row(s, out, j) == STORE_OK) ((store_job_row *)out->v)[k++] = *j;
+    }
+    out->n = k;
+    RUNLOCK();
+    return rows_done(out, STORE_OK);
+}
+
+/* ---- what jobs logged -------------------------------------------------------------- */
 
 static const char SQL_EVENTS[] =
     "SELECT id, created_at, level, message, type, data FROM events WHERE job_id = ?1 AND id < ?2"
     " ORDER BY id DESC LIMIT ?3";
 
-json_t *store_job_events(store *s, int64_t id, int64_t after, int limit) {
-    json_t *data = json_array();
+/* An event row from st's columns 0..5 into memory of r. */
+static store_event_row *event_row(store_rows *r, sqlite3_stmt *st, store_event_row *e) {
+    if (!e) return NULL;
+    e->id = sqlite3_column_int64(st, 0);
+    e->created_at = sqlite3_column_int64(st, 1);
+    e->level = col_str(r, st, 2);
+    e->message = col_str(r, st, 3);
+    e->type = col_str(r, st, 4);
+    e->data = col_str(r, st, 5);
+    return e;
+}
+
+int store_job_event_page(store *s, int64_t id, int64_t after, int limit, store_rows *out) {
+    memset(out, 0, sizeof *out);
     RLOCK();
     sqlite3_stmt *st = q(s, SQL_EVENTS, "iii", id, after > 0 ? after : INT64_MAX, (int64_t)limit + 1);
-    while (st && sqlite3_step(st) == SQLITE_ROW) json_array_append_new(data, event_row(st));
+    while (st && sqlite3_step(st) == SQLITE_ROW) event_row(out, st, rows_push(out, sizeof(store_event_row)));
     if (st) sqlite3_reset(st);
     RUNLOCK();
-    return list_new(data, limit);
+    rows_page(out, limit);
+    return rows_done(out, STORE_OK);
 }
 
 static int key_wanted(const char *keys, const char *name) {
@@ -1412,152 +1441,92 @@ static int key_wanted(const char *keys, const char *name) {
 static const char SQL_METRICS[] =
     "SELECT step, epoch, created_at, name, value FROM metrics WHERE job_id = ? AND step > ? ORDER BY step, name";
 
-static json_t *metrics_row(long step, double epoch, int64_t t) {
-    json_t *o = json_object();
-    json_object_set_new(o, "object", json_string("fine_tuning.job.metrics"));
-    json_object_set_new(o, "step", json_integer(step));
-    json_object_set_new(o, "epoch", json_real(epoch));
-    json_object_set_new(o, "created_at", json_integer(t));
-    json_object_set_new(o, "metrics", json_object());
-    return o;
-}
-
-json_t *store_job_metrics(store *s, int64_t id, const char *keys, long after_step, long max_points) {
-    json_t *rows = json_array(), *cur = NULL;
-    long cur_step = -1;
+int store_job_metric_rows(store *s, int64_t id, const char *keys, long after_step, store_rows *out) {
+    memset(out, 0, sizeof *out);
+    store_metrics_row *cur = NULL;
+    int cap = 0;
     RLOCK();
     sqlite3_stmt *st = q(s, SQL_METRICS, "ii", id, (int64_t)after_step);
     while (st && sqlite3_step(st) == SQLITE_ROW) {
         long step = (long)sqlite3_column_int64(st, 0);
         const char *name = col_text(st, 3);
         if (!name || !key_wanted(keys, name)) continue;
-        if (!cur || step != cur_step) {
-            cur = metrics_row(step, sqlite3_column_double(st, 1), sqlite3_column_int64(st, 2));
-            json_array_append_new(rows, cur);
-            cur_step = step;
+        if (!cur || step != cur->step) {
+            if (!(cur = rows_push(out, sizeof *cur))) break;
+            cur->step = step;
+            cur->epoch = sqlite3_column_double(st, 1);
+            cur->created_at = sqlite3_column_int64(st, 2);
+            cap = 0;
         }
-        json_object_set_new(json_object_get(cur, "metrics"), name, col_real_json(st, 4));
+        metric_push(out, cur, &cap, col_str(out, st, 3), col_real(st, 4));
     }
     if (st) sqlite3_reset(st);
     RUNLOCK();
-    size_t total = json_array_size(rows);
-    json_t *data = rows;
-    if (max_points > 0 && total > (size_t)max_points) {
-        /* evenly spaced, the last row always included */
-        data = json_array();
-        for (long i = 0; i < max_points; i++) {
-            size_t k = max_points == 1 ? total - 1
-                                       : (size_t)llround((double)i * (double)(total - 1) / (double)(max_points - 1));
-            json_array_append(data, json_array_get(rows, k));
-        }
-        json_decref(rows);
-    }
-    json_t *o = json_object();
-    json_object_set_new(o, "object", json_string("list"));
-    json_object_set_new(o, "data", data);
-    json_object_set_new(o, "has_more", json_false());
-    json_object_set_new(o, "first_id", json_null());
-    json_object_set_new(o, "last_id", json_null());
-    json_object_set_new(o, "total_points", json_integer((json_int_t)total));
-    return o;
+    return rows_done(out, STORE_OK);
 }
 
 static const char SQL_SAMPLES[] =
     "SELECT step, created_at, prompt, completion, reward, id FROM samples WHERE job_id = ? AND step > ?"
     " ORDER BY step, id LIMIT ?";
 
-
-static json_t *sample_row(sqlite3_stmt *st) {
-    json_t *o = json_object();
-    json_object_set_new(o, "object", json_string("fine_tuning.job.sample"));
-    json_object_set_new(o, "step", json_integer(sqlite3_column_int64(st, 0)));
-    json_object_set_new(o, "created_at", json_integer(sqlite3_column_int64(st, 1)));
-    json_object_set_new(o, "prompt", col_str_json(st, 2));
-    json_object_set_new(o, "completion", col_str_json(st, 3));
-    json_object_set_new(o, "reward", col_real_json(st, 4));
-    return o;
+/* A sample row from st's columns 0..4 into memory of r. */
+static store_sample_row *sample_row(store_rows *r, sqlite3_stmt *st, store_sample_row *m) {
+    if (!m) return NULL;
+    m->step = (long)sqlite3_column_int64(st, 0);
+    m->created_at = sqlite3_column_int64(st, 1);
+    m->prompt = col_str(r, st, 2);
+    m->completion = col_str(r, st, 3);
+    m->reward = col_real(st, 4);
+    return m;
 }
 
-json_t *store_job_samples(store *s, int64_t id, long after_step, int limit) {
-    json_t *data = json_array();
+int store_job_sample_page(store *s, int64_t id, long after_step, int limit, store_rows *out) {
+    memset(out, 0, sizeof *out);
     RLOCK();
     sqlite3_stmt *st = q(s, SQL_SAMPLES, "iii", id, (int64_t)after_step, (int64_t)limit + 1);
-    while (st && sqlite3_step(st) == SQLITE_ROW) json_array_append_new(data, sample_row(st));
+    while (st && sqlite3_step(st) == SQLITE_ROW) sample_row(out, st, rows_push(out, sizeof(store_sample_row)));
     if (st) sqlite3_reset(st);
     RUNLOCK();
-    return list_new(data, limit);
+    rows_page(out, limit);
+    return rows_done(out, STORE_OK);
 }
 
-/* The model a result measures: model_b's name; the job's model at step 0
- * and in evaluate jobs; the fine-tune at the final step of a job that
- * succeeded; a checkpoint name otherwise. */
-static const char SQL_EVALS[] =
-    "SELECT r.step, r.task, r.role, r.created_at, r.result, j.model, j.fine_tuned_model, j.method, j.step,"
-    " j.status, json_extract(j.request, '$.model_b') FROM eval_results r JOIN jobs j ON j.id = r.job_id"
-    " WHERE r.job_id = ?1 AND (?2 = 0 OR r.step = (SELECT max(step) FROM eval_results x"
-    "  WHERE x.job_id = r.job_id AND x.task = r.task AND x.role = r.role))"
-    " ORDER BY r.step, r.task, r.role";
-
-/* Eval results of a job (locked); latest: only each task and role's last. */
-static json_t *eval_results_locked(store *s, int64_t id, int latest) {
-    json_t *data = json_array();
-    sqlite3_stmt *st = q(s, SQL_EVALS, "ii", id, (int64_t)latest);
-    while (st && sqlite3_step(st) == SQLITE_ROW) {
-        json_t *o = col_json(st, 4);
-        if (!json_is_object(o)) {
-            json_decref(o);
-            continue;
-        }
-        long step = (long)sqlite3_column_int64(st, 0), jstep = (long)sqlite3_column_int64(st, 8);
-        const char *role = col_text(st, 2), *model = col_text(st, 5), *ft = col_text(st, 6),
-                   *method = col_text(st, 7), *status = col_text(st, 9), *mb = col_text(st, 10);
-        char name[320];
-        if (role && !strcmp(role, "model_b")) snprintf(name, sizeof name, "%s", mb ? mb : "");
-        else if (step == 0 || (method && !strcmp(method, "evaluate"))) snprintf(name, sizeof name, "%s", model ? model : "");
-        else if (ft && status && !strcmp(status, "succeeded") && step == jstep) snprintf(name, sizeof name, "%s", ft);
-        else snprintf(name, sizeof name, "%s", api_checkpoint_name(id, step).s);
-        json_object_set_new(o, "object", json_string("fine_tuning.job.eval_result"));
-        json_object_set_new(o, "step", json_integer(step));
-        json_object_set_new(o, "role", json_string(role ? role : "model"));
-        json_object_set_new(o, "model", json_string(name));
-        json_object_set_new(o, "created_at", json_integer(sqlite3_column_int64(st, 3)));
-        json_array_append_new(data, o);
-    }
-    if (st) sqlite3_reset(st);
-    return data;
-}
-
-json_t *store_job_eval_results(store *s, int64_t id) {
+int store_job_eval_rows(store *s, int64_t id, store_rows *out) {
+    memset(out, 0, sizeof *out);
     LOCK();
-    json_t *data = eval_results_locked(s, id, 0);
+    int n = 0;
+    store_eval_row *v = eval_rows(s, out, id, 0, &n);
     UNLOCK();
-    json_t *o = json_pack("{s:s, s:o, s:b}", "object", "list", "data", data, "has_more", 0);
-    return o;
+    /* the rows are in out's memory: hand them over as its array */
+    if (n && (out->v = malloc((size_t)n * sizeof *v))) {
+        memcpy(out->v, v, (size_t)n * sizeof *v);
+        out->n = out->cap = n;
+    } else if (n) {
+        out->oom = 1;
+    }
+    return rows_done(out, STORE_OK);
 }
 
 static const char SQL_CKPTS[] =
     "SELECT id, created_at, step, metrics FROM checkpoints WHERE job_id = ?1 AND id > ?2 ORDER BY step, id LIMIT ?3";
 
-json_t *store_job_checkpoints(store *s, int64_t id, int64_t after, int limit) {
-    json_t *data = json_array();
+int store_job_checkpoint_page(store *s, int64_t id, int64_t after, int limit, store_rows *out) {
+    memset(out, 0, sizeof *out);
     RLOCK();
     sqlite3_stmt *st = q(s, SQL_CKPTS, "iii", id, after, (int64_t)limit + 1);
     while (st && sqlite3_step(st) == SQLITE_ROW) {
-        json_t *o = json_object();
-        json_object_set_new(o, "object", json_string("fine_tuning.job.checkpoint"));
-        json_object_set_new(o, "id", json_string(api_id(API_ID_CHECKPOINT, sqlite3_column_int64(st, 0)).s));
-        json_object_set_new(o, "created_at", json_integer(sqlite3_column_int64(st, 1)));
-        json_object_set_new(o, "fine_tuning_job_id", json_string(api_id(API_ID_JOB, id).s));
-        json_object_set_new(o, "fine_tuned_model_checkpoint",
-                            json_string(api_checkpoint_name(id, (long)sqlite3_column_int64(st, 2)).s));
-        json_object_set_new(o, "step_number", json_integer(sqlite3_column_int64(st, 2)));
-        json_t *m = col_json(st, 3);
-        json_object_set_new(o, "metrics", json_is_object(m) ? m : (json_decref(m), json_object()));
-        json_array_append_new(data, o);
+        store_checkpoint_row *c = rows_push(out, sizeof *c);
+        if (!c) break;
+        c->id = sqlite3_column_int64(st, 0);
+        c->job_id = id;
+        c->created_at = sqlite3_column_int64(st, 1);
+        c->step = (long)sqlite3_column_int64(st, 2);
+        c->metrics = col_str(out, st, 3);
     }
     if (st) sqlite3_reset(st);
     RUNLOCK();
-    return list_new(data, limit);
+    rows_page(out, limit);
+    return rows_done(out, STORE_OK);
 }
 
 /* ---- the live feed ---------------------------------------------------------------------- */
@@ -1574,21 +1543,43 @@ static const char SQL_FEED_SAM[] =
     " ORDER BY seq LIMIT ?3";
 static const char SQL_JOB_SEQ[] = "SELECT last_seq, status FROM jobs WHERE id = ?";
 
-static json_t *feed_item(int64_t seq, const char *kind, json_t *data) {
-    json_t *o = json_object();
-    json_object_set_new(o, "seq", json_integer(seq));
-    json_object_set_new(o, "event", json_string(kind));
-    json_object_set_new(o, "data", data);
-    return o;
+static store_feed_item *feed_push(store_rows *r, int64_t seq, store_feed_kind kind) {
+    store_feed_item *it = rows_push(r, sizeof *it);
+    if (it) {
+        it->seq = seq;
+        it->kind = kind;
+    }
+    return it;
 }
 
 static int item_cmp(const void *a, const void *b) {
-    json_int_t x = json_integer_value(json_object_get(*(json_t *const *)a, "seq"));
-    json_int_t y = json_integer_value(json_object_get(*(json_t *const *)b, "seq"));
+    int64_t x = ((const store_feed_item *)a)->seq, y = ((const store_feed_item *)b)->seq;
     return x < y ? -1 : x > y;
 }
 
-int store_job_feed(store *s, int64_t id, int64_t after, int max, json_t **items, int64_t *last_seq, int *final) {
+/* The metrics row of a step, every metric by name (locked); NULL when none. */
+static const store_metrics_row *feed_metrics(store *s, store_rows *r, int64_t id, long step) {
+    store_metrics_row *m = NULL;
+    int cap = 0;
+    sqlite3_stmt *st = q(s, SQL_FEED_MROW, "ii", id, (int64_t)step);
+    while (st && sqlite3_step(st) == SQLITE_ROW) {
+        if (!m) {
+            if (!(m = rows_alloc(r, sizeof *m))) break;
+            memset(m, 0, sizeof *m);
+            m->step = step;
+            m->epoch = sqlite3_column_double(st, 1);
+            m->created_at = sqlite3_column_int64(st, 2);
+        }
+        metric_push(r, m, &cap, col_str(r, st, 3), col_real(st, 4));
+    }
+    if (st) sqlite3_reset(st);
+    return m;
+}
+
+int store_job_feed(store *s, int64_t id, int64_t after, int max, store_rows *out, int64_t *last_seq, int *final,
+                   const store_job_row **job) {
+    memset(out, 0, sizeof *out);
+    *job = NULL;
     RLOCK();
     sqlite3_stmt *st = q(s, SQL_JOB_SEQ, "i", id);
     if (!st || sqlite3_step(st) != SQLITE_ROW) {
@@ -1601,16 +1592,17 @@ int store_job_feed(store *s, int64_t id, int64_t after, int max, json_t **items,
     col_copy(st, 1, status, sizeof status);
     *final = store_status_final(status);
     sqlite3_reset(st);
-    json_t *all = json_array();
     if (*last_seq > after) {
         st = q(s, SQL_FEED_EV, "iii", id, after, (int64_t)max);
         while (st && sqlite3_step(st) == SQLITE_ROW) {
             int64_t seq = sqlite3_column_int64(st, 6);
-            if (seq > after) json_array_append_new(all, feed_item(seq, "event", event_row(st)));
-            if (sqlite3_column_type(st, 7) != SQLITE_NULL && seq + 1 > after) {
-                /* the job as it is now, with the status of this change */
-                json_array_append_new(all, feed_item(seq + 1, "status", json_string(col_text(st, 7))));
-            }
+            store_feed_item *it;
+            if (seq > after && (it = feed_push(out, seq, STORE_FEED_EVENT)))
+                it->event = event_row(out, st, rows_alloc(out, sizeof(store_event_row)));
+            /* a status change: the job as it is now, with the status of this change */
+            if (sqlite3_column_type(st, 7) != SQLITE_NULL && seq + 1 > after &&
+                (it = feed_push(out, seq + 1, STORE_FEED_STATUS)))
+                it->status = col_str(out, st, 7);
         }
         if (st) sqlite3_reset(st);
         int64_t mseq[256];
@@ -1623,44 +1615,36 @@ int store_job_feed(store *s, int64_t id, int64_t after, int max, json_t **items,
         }
         if (st) sqlite3_reset(st);
         for (int i = 0; i < nm; i++) {
-            json_t *row = NULL;
-            st = q(s, SQL_FEED_MROW, "ii", id, (int64_t)mstep[i]);
-            while (st && sqlite3_step(st) == SQLITE_ROW) {
-                if (!row) row = metrics_row(mstep[i], sqlite3_column_double(st, 1), sqlite3_column_int64(st, 2));
-                json_object_set_new(json_object_get(row, "metrics"), col_text(st, 3), col_real_json(st, 4));
-            }
-            if (st) sqlite3_reset(st);
-            if (row) json_array_append_new(all, feed_item(mseq[i], "metrics", row));
+            const store_metrics_row *m = feed_metrics(s, out, id, mstep[i]);
+            store_feed_item *it = m ? feed_push(out, mseq[i], STORE_FEED_METRICS) : NULL;
+            if (it) it->metrics = m;
         }
         st = q(s, SQL_FEED_SAM, "iii", id, after, (int64_t)max);
-        while (st && sqlite3_step(st) == SQLITE_ROW)
-            json_array_append_new(all, feed_item(sqlite3_column_int64(st, 6), "sample", sample_row(st)));
+        while (st && sqlite3_step(st) == SQLITE_ROW) {
+            store_feed_item *it = feed_push(out, sqlite3_column_int64(st, 6), STORE_FEED_SAMPLE);
+            if (it) it->sample = sample_row(out, st, rows_alloc(out, sizeof(store_sample_row)));
+        }
         if (st) sqlite3_reset(st);
     }
-    /* merge by seq, keep the first max; status items carry the job object */
-    size_t n = json_array_size(all);
-    json_t **v = malloc((n ? n : 1) * sizeof *v);
-    for (size_t i = 0; i < n; i++) v[i] = json_array_get(all, i);
-    qsort(v, n, sizeof *v, item_cmp);
-    json_t *out = json_array();
-    for (size_t i = 0; i < n && (int)i < max; i++) {
-        json_t *it = v[i];
-        if (!strcmp(json_string_value(json_object_get(it, "event")), "status")) {
-            json_t *job = job_json_locked(s, id);
-            if (job) {
-                json_object_set(job, "status", json_object_get(it, "data"));
-                json_object_set_new(it, "data", job);
-            }
-        }
-        json_array_append(out, it);
-    }
+    /* merged by seq, the first max kept */
+    if (out->n) qsort(out->v, (size_t)out->n, sizeof(store_feed_item), item_cmp);
     /* a job whose status is final has delivered everything only when nothing was cut */
-    if (*final && n > (size_t)max) *final = 0;
-    free(v);
-    json_decref(all);
+    if (out->n > max) {
+        out->n = max;
+        *final = 0;
+    }
+    for (int i = 0; i < out->n; i++)
+        if (((store_feed_item *)out->v)[i].kind == STORE_FEED_STATUS) {
+            store_job_row *j = rows_alloc(out, sizeof *j);
+            if (j) {
+                memset(j, 0, sizeof *j);
+                j->id = id;
+                if (job_row(s, out, j) == STORE_OK) *job = j;
+            }
+            break;
+        }
     RUNLOCK();
-    *items = out;
-    return STORE_OK;
+    return rows_done(out, STORE_OK);
 }
 
 /* ---- recovery, stats ------------------------------------------------------------------- */
@@ -1720,25 +1704,26 @@ int store_recover(store *s) {
 static const char SQL_STATS_STATUS[] = "SELECT status, count(*) FROM jobs GROUP BY status";
 static const char SQL_STATS_SUM[] = "SELECT coalesce(sum(step),0), coalesce(sum(trained_tokens),0) FROM jobs";
 
-json_t *store_stats(store *s) {
-    static const char *const all[] = {"validating_files", "queued", "running", "paused", "cancelling",
-                                      "succeeded", "failed", "cancelled", NULL};
-    json_t *o = json_object(), *by = json_object();
-    for (int i = 0; all[i]; i++) json_object_set_new(by, all[i], json_integer(0));
+const char *const store_statuses[STORE_N_STATUSES + 1] = {
+    "validating_files", "queued", "running", "paused", "cancelling", "succeeded", "failed", "cancelled", NULL};
+
+int store_stats_read(store *s, store_stats *out) {
+    memset(out, 0, sizeof *out);
     RLOCK();
     sqlite3_stmt *st = q(s, SQL_STATS_STATUS, NULL);
-    while (st && sqlite3_step(st) == SQLITE_ROW)
-        json_object_set_new(by, col_text(st, 0), json_integer(sqlite3_column_int64(st, 1)));
+    while (st && sqlite3_step(st) == SQLITE_ROW) {
+        const char *name = col_text(st, 0);
+        for (int i = 0; name && i < STORE_N_STATUSES; i++)
+            if (!strcmp(name, store_statuses[i])) out->jobs[i] = sqlite3_column_int64(st, 1);
+    }
     if (st) sqlite3_reset(st);
-    json_object_set_new(o, "jobs_by_status", by);
-    json_object_set(o, "queue_depth", json_object_get(by, "queued"));
     if ((st = q(s, SQL_STATS_SUM, NULL)) && sqlite3_step(st) == SQLITE_ROW) {
-        json_object_set_new(o, "steps_total", json_integer(sqlite3_column_int64(st, 0)));
-        json_object_set_new(o, "tokens_total", json_integer((json_int_t)sqlite3_column_double(st, 1)));
+        out->steps_total = sqlite3_column_int64(st, 0);
+        out->tokens_total = (int64_t)sqlite3_column_double(st, 1);
     }
     if (st) sqlite3_reset(st);
     RUNLOCK();
-    return o;
+    return STORE_OK;
 }
 
 /* ---- keys -------------------------------------------------------------------------------- */
@@ -1846,7 +1831,7 @@ static int move_strings(json_t *v, const char *old, const char *cur) {
     return n;
 }
 
-int store_relocate(store *s, const char *key, const char *old, const char *cur, int *moved, char err[512]) {
+int store_relocate(store *s, const char *key, const char *old, const char *cur, int *moved, char err[AL_ERRLEN]) {
     int n = 0, rc;
     LOCK();
     if ((rc = tx_begin(s))) goto out;
@@ -1890,10 +1875,10 @@ int store_relocate(store *s, const char *key, const char *old, const char *cur, 
     if (!rc) rc = tx_commit(s);
     else tx_rollback(s);
 out:
-    if (rc) snprintf(err, 512, "recording where %s is: %s", key, sqlite3_errmsg(s->db));
+    if (rc) snprintf(err, AL_ERRLEN, "recording where %s is: %s", key, sqlite3_errmsg(s->db));
     else feed_bump(s);
     UNLOCK();
-    jc_drop(s, 0);
+    objects_changed(s);
     if (moved) *moved = rc ? 0 : n;
     return rc;
 }

@@ -17,9 +17,12 @@
  * samples, status changes) take the next per-job `seq` in the same
  * transaction and wake store_feed_wait's waiters.
  *
- * Return codes: 0 ok, STORE_ENOTFOUND, STORE_ESTATE (a status transition not
- * allowed from the current status), STORE_EIO (SQLite or disk; reason in
- * err / the log). JSON getters return a new reference or NULL when absent. */
+ * Reads return rows as structs (store_rows, below); the API's objects are
+ * made of them by daemon/objects.h: the store knows the schema, not the API.
+ *
+ * Return codes: STORE_OK, STORE_ENOTFOUND, STORE_ESTATE (a status transition
+ * not allowed from the current status), STORE_EIO (SQLite or disk; reason in
+ * err / the log), STORE_EINUSE (below). */
 #ifndef DAEMON_STORE_H
 #define DAEMON_STORE_H
 
@@ -27,15 +30,24 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "al.h"
+
 #define STORE_PATH 4096
-enum { STORE_OK = 0, STORE_ENOTFOUND = -1, STORE_ESTATE = -2, STORE_EIO = -3, STORE_EINUSE = -4 };
+/* The store's error space (lib/al.h lists every layer's): never an errno value. */
+enum {
+    STORE_OK = 0,
+    STORE_ENOTFOUND = -2000, /* no such row */
+    STORE_ESTATE = -2001,    /* the row's status does not allow the change */
+    STORE_EIO = -2002,       /* SQLite or the disk failed (reason in err or the log) */
+    STORE_EINUSE = -2003,    /* a live job uses what was to be deleted */
+};
 
 typedef struct store store;
 
 /* Opens (creating) <state_dir>/alignd.db and migrates it with the .sql files
  * of migrations_dir. err: "database schema version 7 is newer than this
  * alignd supports (3): ..." and the like. */
-int store_open(store **out, const char *state_dir, const char *migrations_dir, char err[512]);
+int store_open(store **out, const char *state_dir, const char *migrations_dir, char err[AL_ERRLEN]);
 void store_close(store *s);
 int store_version(store *s);
 /* Highest NNNN among migrations_dir's files, or -1 when unreadable. */
@@ -49,14 +61,42 @@ void store_feed_wait(store *s, uint64_t seen, int timeout_ms);
 /* Wakes all feed waiters (shutdown). */
 void store_feed_kick(store *s);
 
+/* ---- reading ----
+ * A read fills a store_rows: its rows and all their text live in it until
+ * store_rows_free. Text fields are NULL where the column is NULL; JSON
+ * columns come as their text; a number that may be missing says how. */
+typedef struct store_rows {
+    void *v;                  /* n rows of the type the read names */
+    int n;
+    int more;                 /* paged reads: rows follow the last one */
+    int cap, oom;             /* the store's: v's room, memory ran out */
+    struct store_blk *mem;    /* the rows' text and small arrays */
+} store_rows;
+void store_rows_free(store_rows *r);
+
+/* A metric's value; NAN where none was finite (stored as NULL). */
+typedef struct store_metric {
+    const char *name;
+    double value;
+} store_metric;
+
 /* ---- files ---- */
 /* Stores data under its SHA-256 (once) and adds a file row. validation is
  * the report (borrowed, may be NULL); job_id 0 for uploads. */
 int store_file_add(store *s, const char *filename, const char *purpose, const void *data, size_t len,
                    const char *status, const char *details, const json_t *validation, int64_t job_id,
-                   int64_t *id, char err[256]);
-json_t *store_file_json(store *s, int64_t id);
-json_t *store_file_list(store *s, int64_t after, int limit, const char *purpose);
+                   int64_t *id, char err[AL_ERRLEN]);
+typedef struct store_file_row {
+    int64_t id, bytes, created_at;
+    int64_t job_id;           /* the job that wrote it; 0 for an upload */
+    const char *filename, *purpose, *status, *status_details, *sha256;
+    const char *validation;   /* the dataset report (JSON) */
+} store_file_row;
+/* One store_file_row; STORE_ENOTFOUND when there is no such (undeleted) file. */
+int store_file_read(store *s, int64_t id, store_rows *out);
+/* Files newest first with an id below after (0: from the newest), of that
+ * purpose (NULL: any), at most limit. */
+int store_file_page(store *s, int64_t after, int limit, const char *purpose, store_rows *out);
 /* status ("processed"/"error") and the blob's path. */
 int store_file_info(store *s, int64_t id, char status[32], char path[STORE_PATH]);
 /* The sharegpt names a file was uploaded with (its report's dataset_info):
@@ -85,11 +125,19 @@ typedef struct store_model {
 /* Inserts or replaces by name. */
 int store_model_put(store *s, const store_model *m);
 int store_model_get(store *s, const char *name, store_model *out);
-json_t *store_model_json(store *s, const char *name);
-/* after: a model name (newest first) or NULL. */
-json_t *store_model_list(store *s, const char *after, int limit);
-/* STORE_EINUSE with the users' ids in in_use ("ftjob-1,ftjob-2"). */
-int store_model_delete(store *s, const char *name, char in_use[256]);
+typedef struct store_model_row {
+    store_model m;
+    const int64_t *users;     /* the queued, running or paused jobs using it, by id */
+    int n_users;
+} store_model_row;
+/* One store_model_row. */
+int store_model_read(store *s, const char *name, store_rows *out);
+/* Models newest first after the one named after (NULL: from the newest). */
+int store_model_page(store *s, const char *after, int limit, store_rows *out);
+/* The most users a refusal to delete lists (more than its message shows). */
+#define STORE_USERS_MAX 32
+/* STORE_EINUSE with the first users' job ids in users (*n_users of them). */
+int store_model_delete(store *s, const char *name, int64_t users[STORE_USERS_MAX], int *n_users);
 
 /* ---- jobs ---- */
 typedef struct store_job_new {
@@ -159,35 +207,129 @@ int store_job_eval_result_add(store *s, int64_t id, long step, const json_t *res
  * caller to remove. NULL on a database error. */
 json_t *store_job_checkpoints_prune(store *s, int64_t id, int keep);
 /* Deletes a finished job and what it made: its rows (events, metrics,
- * samples, checkpoints), its output model's registration and the job; the
- * folder to remove (its output_dir) into dir. STORE_ESTATE while it is not
- * final, STORE_EINUSE (users as "ftjob-1, ftjob-2") while a queued, running
- * or paused job uses its output or a checkpoint, STORE_ENOTFOUND. */
-int store_job_delete(store *s, int64_t id, char dir[STORE_PATH], char users[256]);
+ * samples, checkpoints, benchmark results), its output model's registration
+ * and the job; the folder to remove (its output_dir) into dir. STORE_ESTATE
+ * while it is not final, STORE_EINUSE (the first users' job ids in users)
+ * while a queued, running or paused job uses its output or a checkpoint,
+ * STORE_ENOTFOUND. */
+int store_job_delete(store *s, int64_t id, char dir[STORE_PATH], int64_t users[STORE_USERS_MAX], int *n_users);
 /* Path of the job's checkpoint at `step` (-1: the latest). */
 int store_job_checkpoint_path(store *s, int64_t id, long step, char path[STORE_PATH], long *step_out);
 
-json_t *store_job_json(store *s, int64_t id);
-json_t *store_job_list(store *s, int64_t after, int limit, const char *status);
-/* The same list serialized as the API sends it (compact, reals to 10
- * digits, a trailing newline), final jobs' objects from a cache: *out
- * malloc'd. STORE_EIO when memory runs out. */
-int store_job_list_text(store *s, int64_t after, int limit, const char *status, char **out, size_t *len);
-json_t *store_job_events(store *s, int64_t id, int64_t after, int limit);
-json_t *store_job_metrics(store *s, int64_t id, const char *keys, long after_step, long max_points);
-json_t *store_job_samples(store *s, int64_t id, long after_step, int limit);
-json_t *store_job_checkpoints(store *s, int64_t id, int64_t after, int limit);
-/* Every benchmark result of a job by step, task and role as a list object
- * (api/backend.h's Eval result shape). */
-json_t *store_job_eval_results(store *s, int64_t id);
-/* Feed items with seq > after (at most max), as a JSON array; *last_seq the
- * job's latest seq; *final whether its status is final. */
-int store_job_feed(store *s, int64_t id, int64_t after, int max, json_t **items, int64_t *last_seq,
-                   int *final);
+/* A benchmark result, with what the object needs of its job to name the
+ * model it measured. */
+typedef struct store_eval_row {
+    int64_t job_id, created_at;
+    long step;
+    const char *role;         /* "model" or "model_b" */
+    const char *result;       /* lib/train/bench.h's object (JSON) */
+    const char *job_model, *job_fine_tuned_model, *job_method, *job_status, *job_model_b;
+    long job_step;
+} store_eval_row;
+
+typedef struct store_job_row {
+    int64_t id;
+    int loaded;               /* 0: store_job_page's want() skipped it, only id is set */
+    int64_t created_at, started_at, finished_at;   /* 0: not yet */
+    const char *model, *fine_tuned_model, *suffix, *method, *status;
+    int priority;
+    const char *training_file, *validation_file, *from_checkpoint;
+    const char *task, *hyperparameters, *metadata;  /* JSON */
+    const char *training_files;                     /* JSON, from the request; NULL when not given */
+    const char *chat_template;                      /* from the request; NULL when not given */
+    int64_t seed;
+    long step, total_steps;
+    double epoch, elapsed_s, tokens_per_second, trained_tokens;
+    double remaining_s;       /* NAN: unknown */
+    const char *error_code, *error_message, *error_param;  /* error_code NULL: no error */
+    int64_t queue_position;   /* queued jobs: 1 = next; else 0 */
+    const int64_t *result_files;
+    int n_result_files;
+    const store_metric *latest_metrics;             /* the last logged step's */
+    int n_latest_metrics, has_latest_metrics;
+    const store_eval_row *evals;                    /* each task and role's latest */
+    int n_evals;
+} store_job_row;
+/* One store_job_row. */
+int store_job_read(store *s, int64_t id, store_rows *out);
+/* Jobs newest first with an id below after (0: from the newest) and that
+ * status (NULL: any), at most limit, in one read transaction. want (may be
+ * NULL) is asked of each id before its row is read: 0 leaves the row at its
+ * id, loaded 0 (a caller that holds the job's object already). */
+int store_job_page(store *s, int64_t after, int limit, const char *status, int (*want)(void *ud, int64_t id),
+                   void *ud, store_rows *out);
+
+typedef struct store_event_row {
+    int64_t id, created_at;
+    const char *level, *message, *type;
+    const char *data;         /* JSON */
+} store_event_row;
+/* A job's events newest first with an id below after (0: from the newest). */
+int store_job_event_page(store *s, int64_t id, int64_t after, int limit, store_rows *out);
+
+typedef struct store_metrics_row {
+    long step;
+    double epoch;
+    int64_t created_at;
+    const store_metric *m;    /* by name */
+    int n;
+} store_metrics_row;
+/* Every logged step after after_step, ascending, with the metrics named in
+ * keys (comma-separated; NULL or "": all); steps with none of them left out. */
+int store_job_metric_rows(store *s, int64_t id, const char *keys, long after_step, store_rows *out);
+
+typedef struct store_sample_row {
+    long step;
+    int64_t created_at;
+    const char *prompt, *completion;
+    double reward;            /* NAN: none */
+} store_sample_row;
+/* Samples of steps after after_step, by step, at most limit. */
+int store_job_sample_page(store *s, int64_t id, long after_step, int limit, store_rows *out);
+
+typedef struct store_checkpoint_row {
+    int64_t id, job_id, created_at;
+    long step;
+    const char *metrics;      /* JSON: the step's metrics when it was written */
+} store_checkpoint_row;
+/* Checkpoints by step with an id above after, at most limit. */
+int store_job_checkpoint_page(store *s, int64_t id, int64_t after, int limit, store_rows *out);
+/* Every benchmark result of a job by step, task and role (store_eval_row). */
+int store_job_eval_rows(store *s, int64_t id, store_rows *out);
+
+/* The live feed: what a job's seq numbers point at. A status item is the
+ * status a transition set; the job's row as it is now comes beside. */
+typedef enum { STORE_FEED_EVENT, STORE_FEED_METRICS, STORE_FEED_SAMPLE, STORE_FEED_STATUS } store_feed_kind;
+typedef struct store_feed_item {
+    int64_t seq;
+    store_feed_kind kind;
+    const store_event_row *event;
+    const store_metrics_row *metrics;
+    const store_sample_row *sample;
+    const char *status;
+} store_feed_item;
+/* Feed items with seq > after by seq (at most max, store_feed_item);
+ * *last_seq the job's latest seq; *final whether its status is final and
+ * nothing was cut; *job the job's row when a status item is among them
+ * (else NULL), in out's memory. */
+int store_job_feed(store *s, int64_t id, int64_t after, int max, store_rows *out, int64_t *last_seq, int *final,
+                   const store_job_row **job);
+/* The clock of what a job's object shows besides its row: bumps whenever a
+ * final job's object could change without a feed write (a result file
+ * deleted, a job deleted, paths relocated), for caches of final jobs. */
+uint64_t store_objects_epoch(store *s);
 /* Jobs left running/cancelling by a killed daemon: running -> queued (resume
  * from the latest checkpoint), cancelling -> cancelled. Returns the count. */
 int store_recover(store *s);
-json_t *store_stats(store *s);
+
+/* The statuses of jobs, in lifecycle order, NULL-terminated. */
+#define STORE_N_STATUSES 8
+extern const char *const store_statuses[STORE_N_STATUSES + 1];
+typedef struct store_stats {
+    int64_t jobs[STORE_N_STATUSES];  /* by store_statuses */
+    int64_t steps_total, tokens_total;
+} store_stats;
+int store_stats_read(store *s, store_stats *out);
 
 /* ---- locations ---- */
 /* Where the folder `key` (state_dir, jobs_dir, models_dir) was when the
@@ -198,7 +340,7 @@ int store_location(store *s, const char *key, char path[STORE_PATH]);
  * cur: models, checkpoints, jobs' output and resume folders and the paths in
  * their trainer descriptions. One transaction; moved receives the rows
  * changed. */
-int store_relocate(store *s, const char *key, const char *old, const char *cur, int *moved, char err[512]);
+int store_relocate(store *s, const char *key, const char *old, const char *cur, int *moved, char err[AL_ERRLEN]);
 
 /* ---- API keys ---- */
 int store_key_add(store *s, const char *name, const unsigned char hash[32], int read_only, int64_t *id);

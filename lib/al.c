@@ -22,6 +22,7 @@ const char *al_strerror(int rc) {
     case AL_ENAN: return "non-finite value";
     case AL_EUNSUP: return "unsupported";
     case AL_ERANGE: return "out of range";
+    case AL_EPAUSED: return "paused";
     default: return rc < 0 ? strerror(-rc) : "unknown";
     }
 }
@@ -44,6 +45,37 @@ char *al_names_join(char *dst, size_t cap, const char *const *names, const char 
         len += (size_t)snprintf(dst + len, cap - len, "%s%s%s%s", sep, quote, names[i], quote);
     }
     return dst;
+}
+
+int al_fail_at(al_error *e, int rc, const char *field_fmt, const char *fmt, ...) {
+    if (!e) return rc;
+    va_list ap, fp;
+    va_start(ap, fmt);
+    va_copy(fp, ap);
+    /* field_fmt is fmt's beginning: it reads the leading arguments (C leaves
+     * the ones a format does not use alone) */
+    vsnprintf(e->field, sizeof e->field, field_fmt, fp);
+    va_end(fp);
+    vsnprintf(e->msg, sizeof e->msg, fmt, ap);
+    va_end(ap);
+    return rc;
+}
+
+int al_failf(al_error *e, int rc, const char *fmt, ...) {
+    if (!e) return rc;
+    va_list ap;
+    va_start(ap, fmt);
+    e->field[0] = 0;
+    vsnprintf(e->msg, sizeof e->msg, fmt, ap);
+    va_end(ap);
+    return rc;
+}
+
+int al_fail_as(al_error *e, int rc, const char *field, const char *msg) {
+    if (!e) return rc;
+    snprintf(e->field, sizeof e->field, "%s", field ? field : "");
+    snprintf(e->msg, sizeof e->msg, "%s", msg ? msg : "");
+    return rc;
 }
 
 void al_assert_fail(const char *expr, const char *file, int line) {

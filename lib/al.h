@@ -10,7 +10,22 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define AL_ERRLEN 256
+/* Error spaces. A function that returns int returns 0 (AL_OK, STORE_OK, ...)
+ * on success and a negative code on failure, from its layer's space. The
+ * spaces never overlap, so a code passed up a layer keeps its meaning:
+ *
+ *   -1 .. -999      errno values, negated (AL_ENOMEM = -ENOMEM, ...): any layer
+ *   -1000 .. -1999  lib/: the domain codes below
+ *   -2000 .. -2099  daemon/store.h: STORE_E*
+ *   -2100 .. -2199  daemon/hub.h: HUB_E* (hub_strerror names them for the API)
+ *
+ * api/ has no codes: its functions return -1 with an api_error (the HTTP
+ * status and OpenAI's error fields, api/backend.h).
+ *
+ * The reason of a failure is one line in a buffer of AL_ERRLEN bytes: every
+ * layer's messages (lib's, the store's, the Hub client's, the API's) use this
+ * one size. */
+#define AL_ERRLEN 512
 
 enum {
     AL_OK = 0,
@@ -25,9 +40,11 @@ enum {
     AL_ENAN = -1002,    /* a loss or gradient is not finite */
     AL_EUNSUP = -1003,  /* well-formed, but a feature we do not implement */
     AL_ERANGE = -1004,  /* a value outside its allowed range */
+    AL_EPAUSED = -1005, /* a run stopped at a checkpoint because it was asked to pause */
 };
 
-/* Name of a return code ("AL_EFORMAT", "ENOMEM", ...). Never NULL. */
+/* A short description of a return code: every AL_E* above by its own
+ * wording ("malformed input"), other errno values by strerror. Never NULL. */
 const char *al_strerror(int rc);
 
 /* Formats a one-line reason into err (may be NULL) and returns rc, so that
@@ -39,6 +56,32 @@ int al_err(char err[AL_ERRLEN], int rc, const char *fmt, ...)
  * (quote "\"", last " or ") or `a, b, c` (quote "", last ", "), cut to cap
  * bytes. Returns dst. */
 char *al_names_join(char *dst, size_t cap, const char *const *names, const char *quote, const char *last);
+
+/* A refusal of input that names the field at fault as data: the parsers of
+ * what users send (job descriptions, dataset_info, graders, objectives'
+ * settings) fill one, and the API answers with `field` as the error's
+ * `param`. field is the field's path ("hyperparameters.beta",
+ * "training_files[2].weight", "eval_tasks[0].grader.regex"), "" when no one
+ * field is at fault; msg is the one-line reason, which starts with the path:
+ * "hyperparameters.beta: must be a finite number > 0 (got -1)". */
+#define AL_FIELDLEN 160
+typedef struct al_error {
+    char field[AL_FIELDLEN];
+    char msg[AL_ERRLEN];
+} al_error;
+
+/* Fills e (may be NULL) and returns rc:
+ *   return AL_FAIL(e, AL_EINVAL, "%s.rows", "must be an integer", path);
+ * gives field "<path>.rows" and msg "<path>.rows: must be an integer". The
+ * field's format takes the first of the arguments, the message's the rest;
+ * the compiler checks both as one format. */
+#define AL_FAIL(e, rc, field_fmt, ...) al_fail_at((e), (rc), field_fmt, field_fmt ": " __VA_ARGS__)
+int al_fail_at(al_error *e, int rc, const char *field_fmt, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+/* The same with no field at fault (field ""). */
+int al_failf(al_error *e, int rc, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+/* A reason written elsewhere (msg, kept as it is) blamed on field. */
+int al_fail_as(al_error *e, int rc, const char *field, const char *msg);
 
 /* Always-on check for programmer errors (never for bad input). */
 #define AL_ASSERT(cond)                                                      \

@@ -86,7 +86,7 @@ static int page_newest_first(json_t *arr, const api_page *pg, json_t **out, api_
     return 0;
 }
 
-static int f_ready(void *ud, char why[256]) {
+static int f_ready(void *ud, char why[AL_ERRLEN]) {
     (void)ud;
     if (!F.ready) snprintf(why, 256, "database not migrated");
     return F.ready;
@@ -621,7 +621,7 @@ static int has_header(const resp *r, const char *needle) {
 
 static api_server *start(api_server_cfg *cfg) {
     api_backend b = fake_backend();
-    char err[256] = "";
+    char err[AL_ERRLEN] = "";
     api_server *s = api_server_start(cfg, &b, err);
     if (!s) {
         fprintf(stderr, "api_server_start: %s\n", err);
@@ -1155,7 +1155,7 @@ static void test_listen_refusal(void) {
     cfg.host = "0.0.0.0";
     cfg.port = 0;
     api_backend b = fake_backend();
-    char err[256] = "";
+    char err[AL_ERRLEN] = "";
     F.keys = 0;
     api_server *s = api_server_start(&cfg, &b, err);
     T_TRUE(s == NULL);

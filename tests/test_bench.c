@@ -106,7 +106,8 @@ static json_t *run(const char *model, const char *file, const char *type, const 
     t.max_new_tokens = max_new;
     if (grader_json) {
         json_t *g = json_loads(grader_json, JSON_DECODE_ANY, NULL);
-        T_OK(al_grader_cfg_parse(&t.grader, g, "grader", g_err));
+        al_error ge;
+        T_OK(al_grader_cfg_parse(&t.grader, g, "grader", &ge));
         json_decref(g);
     }
     al_tok *tok = NULL;
@@ -359,7 +360,8 @@ static void test_fewshot(const char *model, const char *model7, const char *tmp)
         t = task_of(gen, "generative");
         t.max_new_tokens = 5;
         json_t *g = json_string("last_number");
-        T_OK(al_grader_cfg_parse(&t.grader, g, "grader", g_err));
+        al_error ge;
+        T_OK(al_grader_cfg_parse(&t.grader, g, "grader", &ge));
         json_decref(g);
         snprintf(t.until[0], sizeof t.until[0], "7");
         t.n_until = k;

@@ -824,8 +824,8 @@ static void test_sharegpt_names(void) {
                        "\"observation_tag\": \"RESULT\"}}";
     json_t *v = json_loads(info, 0, NULL);
     al_sharegpt_cfg sg;
-    char err[AL_ERRLEN];
-    T_OK(al_sharegpt_parse(v, "dataset_info", &sg, err));
+    al_error ae;
+    T_OK(al_sharegpt_parse(v, "dataset_info", &sg, &ae));
     json_decref(v);
     const char *mine = "{\"dialog\":[{\"speaker\":\"USER\",\"text\":\"2+2\"},{\"speaker\":\"BOT\",\"text\":\"4\"},"
                        "{\"speaker\":\"USER\",\"text\":\"weather?\"},{\"speaker\":\"CALL\",\"text\":"
@@ -889,13 +889,17 @@ static void test_sharegpt_names(void) {
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         v = json_loads(bad[i].json, JSON_DECODE_ANY, NULL);
-        T_EQ_INT(al_sharegpt_parse(v, "dataset_info", &sg, err), AL_EINVAL);
-        T_REPORT_(strstr(err, bad[i].msg) == err, "%s: %s", bad[i].json, err);
+        T_EQ_INT(al_sharegpt_parse(v, "dataset_info", &sg, &ae), AL_EINVAL);
+        T_REPORT_(strstr(ae.msg, bad[i].msg) == ae.msg, "%s: %s", bad[i].json, ae.msg);
+        /* the field at fault as data: the path the message starts with */
+        size_t fl = strlen(ae.field);
+        T_REPORT_(fl > 0 && !strncmp(bad[i].msg, ae.field, fl) && bad[i].msg[fl] == ':', "%s: field %s",
+                  bad[i].json, ae.field);
         json_decref(v);
     }
     /* no tags: LLaMA-Factory's defaults, and only those */
     v = json_loads("{\"formatting\":\"sharegpt\",\"columns\":{\"messages\":\"turns\"}}", 0, NULL);
-    T_OK(al_sharegpt_parse(v, "dataset_info", &sg, err));
+    T_OK(al_sharegpt_parse(v, "dataset_info", &sg, &ae));
     json_decref(v);
     d = rd_sg("{\"turns\":[{\"from\":\"human\",\"value\":\"a\"},{\"from\":\"gpt\",\"value\":\"b\"}]}\n"
               "{\"turns\":[{\"from\":\"user\",\"value\":\"a\"},{\"from\":\"gpt\",\"value\":\"b\"}]}\n", NULL, "sft", &sg);

@@ -8,7 +8,7 @@
 #include "t.h"
 #include "train/grader.h"
 
-static char g_err[AL_ERRLEN];
+static al_error g_e; /* the parsers name the field at fault as data */
 
 /* A grader from JSON text (a preset name in quotes, or an object). */
 static al_grader *mk(const char *json) {
@@ -17,8 +17,8 @@ static al_grader *mk(const char *json) {
     json_error_t je;
     json_t *v = json_loads(json, JSON_DECODE_ANY, &je);
     al_grader *g = NULL;
-    if (!v || al_grader_cfg_parse(&c, v, "grader", g_err) || al_grader_new(&g, &c, "grader", g_err))
-        fprintf(stderr, "grader %s: %s\n", json, g_err);
+    if (!v || al_grader_cfg_parse(&c, v, "grader", &g_e) || al_grader_new(&g, &c, "grader", &g_e))
+        fprintf(stderr, "grader %s: %s\n", json, g_e.msg);
     json_decref(v);
     return g;
 }
@@ -98,15 +98,17 @@ static void test_hash_and_regex(void) {
     al_grader_cfg_default(&c);
     json_t *v = json_loads("{\"extract\": {\"regex\": \"answer: \\\\w+\"}}", 0, NULL);
     al_grader *g = NULL;
-    T_OK(al_grader_cfg_parse(&c, v, "reward.verifiable.grader", g_err));
-    T_EQ_INT(al_grader_new(&g, &c, "reward.verifiable.grader", g_err), AL_EINVAL);
-    T_TRUE(strstr(g_err, "reward.verifiable.grader.extract.regex: has no capture group 1") == g_err);
+    T_OK(al_grader_cfg_parse(&c, v, "reward.verifiable.grader", &g_e));
+    T_EQ_INT(al_grader_new(&g, &c, "reward.verifiable.grader", &g_e), AL_EINVAL);
+    T_TRUE(strstr(g_e.msg, "reward.verifiable.grader.extract.regex: has no capture group 1") == g_e.msg);
+    T_STR_EQ(g_e.field, "reward.verifiable.grader.extract.regex");
     json_decref(v);
     al_grader_cfg_default(&c);
     v = json_loads("{\"extract\": {\"regex\": \"(a\"}}", 0, NULL);
-    T_OK(al_grader_cfg_parse(&c, v, "g", g_err));
-    T_EQ_INT(al_grader_new(&g, &c, "g", g_err), AL_EINVAL);
-    T_TRUE(strstr(g_err, "g.extract.regex: not a valid pattern at offset 2") == g_err);
+    T_OK(al_grader_cfg_parse(&c, v, "g", &g_e));
+    T_EQ_INT(al_grader_new(&g, &c, "g", &g_e), AL_EINVAL);
+    T_TRUE(strstr(g_e.msg, "g.extract.regex: not a valid pattern at offset 2") == g_e.msg);
+    T_STR_EQ(g_e.field, "g.extract.regex");
     json_decref(v);
 }
 
@@ -212,17 +214,20 @@ static void test_config(void) {
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         json_t *v = json_loads(bad[i].json, JSON_DECODE_ANY, NULL);
-        T_EQ_INT(al_grader_cfg_parse(&c, v, "g", g_err), AL_EINVAL);
-        T_STR_EQ(g_err, bad[i].err);
+        T_EQ_INT(al_grader_cfg_parse(&c, v, "g", &g_e), AL_EINVAL);
+        T_STR_EQ(g_e.msg, bad[i].err);
+        /* the field is the path the message starts with */
+        size_t fl = strlen(g_e.field);
+        T_TRUE(fl > 0 && !strncmp(bad[i].err, g_e.field, fl) && bad[i].err[fl] == ':');
         json_decref(v);
     }
     T_EQ_INT(c.extract, AL_EXTRACT_NONE); /* unchanged by the failures */
     /* an object overrides its base field by field */
     json_t *v = json_loads("{\"preset\": \"hash\", \"tolerance\": 0.5}", 0, NULL);
-    T_OK(al_grader_cfg_parse(&c, v, "g", g_err));
+    T_OK(al_grader_cfg_parse(&c, v, "g", &g_e));
     json_decref(v);
     v = json_loads("{\"compare\": \"casefold\"}", 0, NULL);
-    T_OK(al_grader_cfg_parse(&c, v, "g", g_err));
+    T_OK(al_grader_cfg_parse(&c, v, "g", &g_e));
     json_decref(v);
     T_EQ_INT(c.extract, AL_EXTRACT_HASH);
     T_EQ_INT(c.compare, AL_COMPARE_CASEFOLD);
@@ -237,34 +242,35 @@ static void test_config(void) {
 static void test_format(void) {
     al_format_rule *f = NULL;
     const char *re = "^<think>.*?</think>\\s*<answer>.*?</answer>$";
-    T_OK(al_format_new(&f, re, AL_FORMAT_START, "reward.format.regex", g_err));
+    T_OK(al_format_new(&f, re, AL_FORMAT_START, "reward.format.regex", &g_e));
     T_EQ_INT(al_format_match(f, "<think>a\nb</think>\n<answer>5</answer>"), 1); /* DOTALL */
     T_EQ_INT(al_format_match(f, "<think>a</think>\n<answer>5"), 0);
     T_EQ_INT(al_format_match(f, "so <think>a</think><answer>5</answer>"), 0);
     T_EQ_INT(al_format_match(f, "<think>a</think><answer>5</answer>\nmore"), 1);   /* MULTILINE $ */
     T_EQ_INT(al_format_match(f, "\xff<think>"), 0);
     al_format_free(f);
-    T_OK(al_format_new(&f, "<answer>\\d+</answer>", AL_FORMAT_SEARCH, "r", g_err));
+    T_OK(al_format_new(&f, "<answer>\\d+</answer>", AL_FORMAT_SEARCH, "r", &g_e));
     T_EQ_INT(al_format_match(f, "so <answer>5</answer> ok"), 1);
     al_format_free(f);
-    T_OK(al_format_new(&f, "<answer>\\d+</answer>", AL_FORMAT_START, "r", g_err));
+    T_OK(al_format_new(&f, "<answer>\\d+</answer>", AL_FORMAT_START, "r", &g_e));
     T_EQ_INT(al_format_match(f, "<answer>5</answer> ok"), 1);
     T_EQ_INT(al_format_match(f, "so <answer>5</answer>"), 0);
     al_format_free(f);
-    T_OK(al_format_new(&f, "<answer>\\d+</answer>", AL_FORMAT_FULL, "r", g_err));
+    T_OK(al_format_new(&f, "<answer>\\d+</answer>", AL_FORMAT_FULL, "r", &g_e));
     T_EQ_INT(al_format_match(f, "<answer>5</answer> ok"), 0);
     T_EQ_INT(al_format_match(f, "<answer>5</answer>"), 1);
     al_format_free(f);
     /* catastrophic backtracking stops at the match limit with an error, not a hang or a 0 */
-    T_OK(al_format_new(&f, "(a|aa)+$", AL_FORMAT_START, "r", g_err));
+    T_OK(al_format_new(&f, "(a|aa)+$", AL_FORMAT_START, "r", &g_e));
     char s[64];
     memset(s, 'a', 60);
     s[60] = '!';
     s[61] = 0;
     T_EQ_INT(al_format_match(f, s), AL_ERANGE);
     al_format_free(f);
-    T_EQ_INT(al_format_new(&f, "[", AL_FORMAT_START, "reward.format.regex", g_err), AL_EINVAL);
-    T_TRUE(strstr(g_err, "reward.format.regex: not a valid pattern at offset 1") == g_err);
+    T_EQ_INT(al_format_new(&f, "[", AL_FORMAT_START, "reward.format.regex", &g_e), AL_EINVAL);
+    T_TRUE(strstr(g_e.msg, "reward.format.regex: not a valid pattern at offset 1") == g_e.msg);
+    T_STR_EQ(g_e.field, "reward.format.regex");
 }
 
 int main(void) {

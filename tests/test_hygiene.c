@@ -102,9 +102,9 @@ static al_dataset *read_with(const char *jsonl, const al_hygiene_cfg *c) {
 
 static al_hygiene_cfg parse(const char *json) {
     al_hygiene_cfg c;
-    char err[AL_ERRLEN];
+    al_error err;
     json_t *v = json_loads(json, 0, NULL);
-    T_OK(al_hygiene_parse(v, &c, err));
+    T_OK(al_hygiene_parse(v, &c, &err));
     json_decref(v);
     return c;
 }
@@ -205,7 +205,7 @@ static void test_decontamination(void) {
     al_hygiene_cfg c;
     memset(&c, 0, sizeof c);
     json_t *v = json_pack("{s:{s:s}}", "decontaminate", "file", ev);
-    T_OK(al_hygiene_parse(v, &c, err));
+    T_OK(al_hygiene_parse(v, &c, NULL));
     json_decref(v);
     al_dataset *d = read_with(tr, &c);
     /* n: GPT-3's 5th percentile of the eval rows' lengths, clamped to [8, 13]:
@@ -220,7 +220,7 @@ static void test_decontamination(void) {
     al_dataset_free(d);
     /* n = 13 given: 12 shared words are not enough */
     v = json_pack("{s:{s:s,s:i}}", "decontaminate", "file", ev, "ngram", 13);
-    T_OK(al_hygiene_parse(v, &c, err));
+    T_OK(al_hygiene_parse(v, &c, NULL));
     json_decref(v);
     d = read_with(tr, &c);
     T_EQ_INT(hy(d, "decontamination", "ngram"), 13);
@@ -230,7 +230,7 @@ static void test_decontamination(void) {
     al_dataset_free(d);
     /* Llama 2's rule: only rows mostly made of shared n-grams */
     v = json_pack("{s:{s:s,s:i,s:f}}", "decontaminate", "file", ev, "ngram", 13, "coverage", 0.8);
-    T_OK(al_hygiene_parse(v, &c, err));
+    T_OK(al_hygiene_parse(v, &c, NULL));
     json_decref(v);
     d = read_with(tr, &c);
     T_STR_EQ(wcode(d, 2), "(none)");
@@ -240,7 +240,7 @@ static void test_decontamination(void) {
     al_dataset_free(d);
     /* a missing evaluation file is an error naming the field */
     v = json_pack("{s:{s:s}}", "decontaminate", "file", "/nonexistent/eval.jsonl");
-    T_OK(al_hygiene_parse(v, &c, err));
+    T_OK(al_hygiene_parse(v, &c, NULL));
     json_decref(v);
     al_data_opts o = {0};
     o.hygiene = &c;
@@ -292,11 +292,14 @@ static void test_parse_errors(void) {
     };
     for (size_t i = 0; i < sizeof BAD / sizeof BAD[0]; i++) {
         al_hygiene_cfg c;
-        char err[AL_ERRLEN] = "";
+        al_error err;
         json_t *v = json_loads(BAD[i][0], 0, NULL);
-        T_EQ_INT(al_hygiene_parse(v, &c, err), AL_EINVAL);
-        T_TRUE(strstr(err, BAD[i][1]) == err);
-        if (strstr(err, BAD[i][1]) != err) fprintf(stderr, "got: %s\n", err);
+        T_EQ_INT(al_hygiene_parse(v, &c, &err), AL_EINVAL);
+        T_TRUE(strstr(err.msg, BAD[i][1]) == err.msg);
+        if (strstr(err.msg, BAD[i][1]) != err.msg) fprintf(stderr, "got: %s\n", err.msg);
+        /* the field at fault as data: the path the message starts with */
+        size_t fl = strlen(err.field);
+        T_TRUE(fl > 0 && !strncmp(BAD[i][1], err.field, fl) && BAD[i][1][fl] == ':');
         json_decref(v);
     }
 }

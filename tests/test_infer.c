@@ -455,7 +455,7 @@ int main(void) {
     memset(&be, 0, sizeof be);
     be.model_path = be_model_path;
     be.stats = be_stats;
-    char err[256];
+    char err[AL_ERRLEN];
     api_server *s = api_server_start(&cfg, &be, err);
     if (!s) {
         fprintf(stderr, "api_server_start: %s\n", err);

@@ -1,5 +1,6 @@
 /* Job descriptions: TRL's defaults filled in, "auto" accepted, and every bad
- * value rejected with the field's path at the start of the message. */
+ * value rejected with the field's path as data (al_error's field) and at the
+ * start of the message. */
 #include <jansson.h>
 #include <string.h>
 
@@ -8,19 +9,45 @@
 
 static al_job g_job;
 static char g_err[AL_ERRLEN];
+static al_error g_e;
+static int g_text; /* not JSON: al_job_parse's message, no field */
 
 static int parse(const char *json) {
     g_err[0] = 0;
-    int rc = al_job_parse(&g_job, json, strlen(json), g_err);
+    memset(&g_e, 0, sizeof g_e);
+    json_t *o = json_loads(json, JSON_REJECT_DUPLICATES, NULL);
+    g_text = o == NULL;
+    int rc = o ? al_job_from_json(&g_job, o, &g_e) : al_job_parse(&g_job, json, strlen(json), g_err);
+    json_decref(o);
+    if (o) snprintf(g_err, sizeof g_err, "%s", g_e.msg);
     if (rc == AL_OK) al_job_deinit(&g_job);
     return rc;
 }
 
+/* Refused with a message starting with msg, and the field at fault (data)
+ * the path the message starts with. */
 #define T_REJECTS(json, msg)                                                   \
     do {                                                                       \
         T_EQ_INT(parse(json), AL_EINVAL);                                      \
         T_REPORT_(strncmp(g_err, msg, strlen(msg)) == 0, "error \"%s\" starts with \"%s\"", g_err, msg); \
+        size_t fl_ = strlen(g_e.field);                                        \
+        T_REPORT_(g_text || (fl_ > 0 && !strncmp(g_err, g_e.field, fl_) && g_err[fl_] == ':'),       \
+                  "field \"%s\" of \"%s\"", g_e.field, g_err);                \
     } while (0)
+
+/* The field is data, not the message's first word: an unknown key is named
+ * whole, spaces and colons included; an objective's field gets its object. */
+static void test_error_fields(void) {
+    T_EQ_INT(parse("{\"method\":\"sft\",\"model\":\"m\",\"training_file\":\"f\",\"weird key: x\":1}"), AL_EINVAL);
+    T_STR_EQ(g_e.field, "weird key: x");
+    T_STR_EQ(g_e.msg, "weird key: x: unknown field");
+    T_EQ_INT(parse("{\"method\":\"dpo\",\"model\":\"m\",\"training_file\":\"f\",\"hyperparameters\":"
+                   "{\"loss_type\":\"xyz\"}}"), AL_EINVAL);
+    T_STR_EQ(g_e.field, "hyperparameters.loss_type");
+    T_EQ_INT(parse("{\"method\":\"grpo\",\"model\":\"m\",\"task\":{\"name\":\"addition\"},\"reward\":"
+                   "{\"verifiable\":{\"grader\":{\"extract\":{\"regex\":\"(a\"}}}}}"), AL_EINVAL);
+    T_STR_EQ(g_e.field, "reward.verifiable.grader.extract.regex");
+}
 
 /* reward.verifiable.grader, reward.format and reward.http (lib/train/job.h). */
 static void test_reward_sources(void) {
@@ -97,6 +124,7 @@ static void test_reward_sources(void) {
 }
 
 int main(void) {
+    test_error_fields();
     test_reward_sources();
     al_job j;
     char err[AL_ERRLEN];

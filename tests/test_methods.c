@@ -22,7 +22,7 @@
 #include "tasks/tasks.h"
 #include "train/job.h"
 
-static char g_err[AL_ERRLEN];
+static al_error g_err; /* the last refusal: the field as data, and the message */
 
 /* The smallest valid description of method m: on a built-in task or a file. */
 static json_t *base_job(const json_t *m, int on_task) {
@@ -44,8 +44,8 @@ static json_t *base_job(const json_t *m, int on_task) {
  * reference), else NULL with g_err set. */
 static json_t *resolve(json_t *j) {
     al_job job;
-    g_err[0] = 0;
-    int rc = al_job_from_json(&job, j, g_err);
+    g_err = (al_error){"", ""};
+    int rc = al_job_from_json(&job, j, &g_err);
     json_decref(j);
     if (rc) return NULL;
     json_t *h = json_incref(json_object_get(job.resolved, "hyperparameters"));
@@ -82,7 +82,7 @@ static void expect_value(const char *what, const json_t *m, const char *name, js
     const char *id = json_string_value(json_object_get(m, "id"));
     char *w = json_dumps(want, JSON_ENCODE_ANY), *g = h ? json_dumps(json_object_get(h, name), JSON_ENCODE_ANY) : NULL;
     T_REPORT_(h && same(want, json_object_get(h, name)), "%s %s.%s: want %s, got %s (%s)", what, id, name, w,
-              g ? g : "an error", h ? "" : g_err);
+              g ? g : "an error", h ? "" : g_err.msg);
     free(w);
     free(g);
     json_decref(h);
@@ -90,8 +90,12 @@ static void expect_value(const char *what, const json_t *m, const char *name, js
 
 static void expect_refused(const json_t *m, const char *name, json_t *v, const char *msg) {
     json_t *h = resolve(with(m, 0, name, v));
-    T_REPORT_(!h && !strcmp(g_err, msg), "%s.%s: want \"%s\", got \"%s\"",
-              json_string_value(json_object_get(m, "id")), name, msg, h ? "accepted" : g_err);
+    T_REPORT_(!h && !strcmp(g_err.msg, msg), "%s.%s: want \"%s\", got \"%s\"",
+              json_string_value(json_object_get(m, "id")), name, msg, h ? "accepted" : g_err.msg);
+    /* the field at fault as data: the message's path */
+    size_t n = strcspn(msg, ":");
+    T_REPORT_(!h && strlen(g_err.field) == n && !strncmp(g_err.field, msg, n), "%s.%s: field \"%s\" for \"%s\"",
+              json_string_value(json_object_get(m, "id")), name, g_err.field, msg);
     json_decref(h);
 }
 
@@ -105,8 +109,8 @@ static void expect_end(const json_t *m, const json_t *f, const char *end) {
     char path[96];
     snprintf(path, sizeof path, "hyperparameters.%s: ", name);
     if (h) expect_value(end, m, name, h, v);
-    else T_REPORT_(strstr(g_err, "is outside") == NULL && !strncmp(g_err, "hyperparameters.", 16),
-                   "%s.%s = %s: %s", json_string_value(json_object_get(m, "id")), name, end, g_err);
+    else T_REPORT_(strstr(g_err.msg, "is outside") == NULL && !strncmp(g_err.msg, "hyperparameters.", 16),
+                   "%s.%s = %s: %s", json_string_value(json_object_get(m, "id")), name, end, g_err.msg);
 }
 
 static void check_range(const json_t *m, const json_t *f) {
@@ -169,7 +173,7 @@ static void check_choices(const json_t *m, const json_t *f) {
 static void check_method(const json_t *m, json_t *resolved_keys) {
     const char *kind = json_string_value(json_object_get(m, "kind"));
     json_t *plain = resolve(base_job(m, 0));
-    T_REPORT_(plain != NULL, "%s: the smallest job parses (%s)", json_string_value(json_object_get(m, "id")), g_err);
+    T_REPORT_(plain != NULL, "%s: the smallest job parses (%s)", json_string_value(json_object_get(m, "id")), g_err.msg);
     json_t *task = !strcmp(kind, "rl") ? resolve(base_job(m, 1)) : NULL;
     json_t *own = !strcmp(kind, "rl") ? resolve(with(m, 1, "batch_size", json_integer(16))) : NULL;
     size_t i;
@@ -260,7 +264,7 @@ static void check_methods(const json_t *data) {
         json_t *j = base_job(m, 0);
         json_object_del(j, "model");
         json_t *h = resolve(j);
-        if (json_is_true(json_object_get(m, "requires_model"))) T_STR_EQ(g_err, "model: is required");
+        if (json_is_true(json_object_get(m, "requires_model"))) T_STR_EQ(g_err.msg, "model: is required");
         else T_TRUE(h != NULL);
         json_decref(h);
     }
@@ -273,7 +277,7 @@ static void check_methods(const json_t *data) {
     json_array_foreach(data, i, m)
         len += (size_t)snprintf(msg + len, sizeof msg - len, "%s%s", i ? ", " : "", json_string_value(json_object_get(m, "id")));
     T_TRUE(resolve(json_pack("{s:s, s:s, s:s}", "method", "dpx", "model", "m", "training_file", "f")) == NULL);
-    T_STR_EQ(g_err, msg);
+    T_STR_EQ(g_err.msg, msg);
 }
 
 static void check_tasks(const json_t *tasks) {
@@ -286,7 +290,7 @@ static void check_tasks(const json_t *tasks) {
         const char *g = json_string_value(json_object_get(t, "grader"));
         T_TRUE(g == al_task_grader(id) || (g && al_task_grader(id) && !strcmp(g, al_task_grader(id))));
         json_t *h = resolve(json_pack("{s:s, s:s, s:{s:s}}", "method", "sft", "model", "m", "task", "name", id));
-        T_REPORT_(h != NULL, "task %s: %s", id, g_err);
+        T_REPORT_(h != NULL, "task %s: %s", id, g_err.msg);
         json_decref(h);
         if (ti->name) ti++;
     }

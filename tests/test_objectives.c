@@ -292,8 +292,8 @@ static void test_lm(void) {
         const al_objective_ops *o = al_objective_find(names[k]);
         al_hparams hp = hp_default();
         void *s = NULL;
-        char err[AL_ERRLEN] = "";
-        T_OK(o->create(&hp, &s, err));
+        al_error err = {"", ""};
+        T_OK(o->create(&hp, &s, &err));
         fx f;
         worked(&f);
         f.use_ent = 1;
@@ -323,8 +323,8 @@ static void test_rm(void) {
     al_hparams hp = hp_default();
     hp.center_rewards_coefficient = 0.1f;
     void *s = NULL;
-    char err[AL_ERRLEN] = "";
-    T_OK(o->create(&hp, &s, err));
+    al_error err = {"", ""};
+    T_OK(o->create(&hp, &s, &err));
     fx f;
     worked(&f);
     int32_t last[4] = {1, 2, 2, 0};
@@ -365,7 +365,7 @@ static void test_rm(void) {
     /* without margin and centring: the plain Bradley–Terry loss */
     o->destroy(s);
     hp.center_rewards_coefficient = 0;
-    T_OK(o->create(&hp, &s, err));
+    T_OK(o->create(&hp, &s, &err));
     f.use_margin = 0;
     T_NEAR(run_loss(o, s, &f), (-lsg(rc[0] - rr[0]) - lsg(rc[1] - rr[1])) / 2, 1e-7);
     o->destroy(s);
@@ -394,8 +394,8 @@ static void test_dpo_values(void) {
         hp_types(&hp, type, NULL);
         hp.label_smoothing = (float)dpo_ls_for(type);
         void *s = NULL;
-        char err[AL_ERRLEN] = "";
-        T_OK(o->create(&hp, &s, err));
+        al_error err = {"", ""};
+        T_OK(o->create(&hp, &s, &err));
         double want = 0;
         for (int p = 0; p < 2; p++)
             want += ref_pair(type, 0.5, hp.label_smoothing, PC[p], PR[p], RC[p], RR[p], NC[p], NR[p]);
@@ -580,8 +580,8 @@ static void test_kto(void) {
         hp.undesirable_weight = 0.7f;
         hp_types(&hp, "kto", NULL);
         void *s = NULL;
-        char err[AL_ERRLEN] = "";
-        T_OK(o->create(&hp, &s, err));
+        al_error err = {"", ""};
+        T_OK(o->create(&hp, &s, &err));
         fx f;
         kto_fixture(&f, cases[c].kl4, cases[c].kl5);
         double kl = cases[c].kl;
@@ -909,8 +909,8 @@ static void test_accumulation(void) {
         hp.rpo_alpha = 0.3f;
         hp.center_rewards_coefficient = 0.05f;
         void *s = NULL;
-        char err[AL_ERRLEN] = "";
-        T_OK(o->create(&hp, &s, err));
+        al_error err = {"", ""};
+        T_OK(o->create(&hp, &s, &err));
         fx full, fa, fb;
         memset(&full, 0, sizeof full);
         memset(&fa, 0, sizeof fa);
@@ -1076,10 +1076,14 @@ static void expect_create_err(const char *obj, al_hparams hp, const char *needle
     const al_objective_ops *o = al_objective_find(obj);
     void *s = (void *)&hp; /* must be left alone on error */
     void *const sentinel = s;
-    char err[AL_ERRLEN] = "";
-    int rc = o->create(&hp, &s, err);
-    T_REPORT_(rc == AL_EINVAL && strstr(err, needle) != NULL, "%s create: rc %d err \"%s\", want \"%s\"", obj, rc,
-              err, needle);
+    al_error err = {"", ""};
+    int rc = o->create(&hp, &s, &err);
+    T_REPORT_(rc == AL_EINVAL && strstr(err.msg, needle) != NULL, "%s create: rc %d err \"%s\", want \"%s\"", obj,
+              rc, err.msg, needle);
+    /* the field at fault as data: the name the message starts with */
+    size_t fl = strlen(err.field);
+    T_REPORT_(fl > 0 && !strncmp(err.msg, err.field, fl) && err.msg[fl] == ':', "%s create: field \"%s\"", obj,
+              err.field);
     T_TRUE(s == sentinel);
 }
 

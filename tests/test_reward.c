@@ -278,7 +278,7 @@ static void test_graded_sources(void) {
     al_grader_cfg_default(&cf);
     cf.compare = AL_COMPARE_CASEFOLD;
     al_grader *own = NULL;
-    T_OK(al_grader_new(&own, &cf, "grader", g_err));
+    T_OK(al_grader_new(&own, &cf, "grader", NULL));
     json_t *row2 = json_pack("{s:s, s:s}", "prompt", "capital?", "answer", "Paris");
     al_reward_row r0 = {a0, 1, NULL, NULL}, r1 = {a1, 2, NULL, NULL}, r2 = {a2, 1, own, row2};
     const al_reward_row *rows[5] = {&r0, &r0, &r1, &r2, NULL};

@@ -25,6 +25,7 @@
 #include "train/trainer.h"
 
 static char g_err[AL_ERRLEN];
+static al_error g_e; /* what the parsers and objectives refuse, naming the field */
 
 /* ---- per-token arithmetic -------------------------------------------------- */
 
@@ -164,7 +165,7 @@ static double ofx_loss(void *ctx) {
 static void test_ppo_loss(void) {
     al_hparams hp = rl_hp("dapo");
     void *st;
-    T_OK(al_obj_ppo.create(&hp, &st, g_err));
+    T_OK(al_obj_ppo.create(&hp, &st, &g_e));
     enum { T = 3 };
     int32_t tg[T] = {-1, 4, 5};
     float lp[T] = {0, -1.0f, -2.0f}, old[T] = {0, -1.1f, -1.5f}, adv[T] = {0, 1.0f, -1.0f};
@@ -200,7 +201,7 @@ static void test_ppo_loss(void) {
     in.entropy = ent;
     hp.entropy_coef = 0.05f;
     al_obj_ppo.destroy(st);
-    T_OK(al_obj_ppo.create(&hp, &st, g_err));
+    T_OK(al_obj_ppo.create(&hp, &st, &g_e));
     memset(dlp, 0, sizeof dlp);
     memset(dv, 0, sizeof dv);
     out.dent = dent;
@@ -220,7 +221,7 @@ static void test_ppo_value_only(void) {
     al_hparams hp = rl_hp("dapo");
     hp.entropy_coef = 0.05f;
     void *st;
-    T_OK(al_obj_ppo.create(&hp, &st, g_err));
+    T_OK(al_obj_ppo.create(&hp, &st, &g_e));
     enum { R = 2, T = 4 };
     int32_t tg[R * T] = {-1, 4, 5, 6, /**/ -1, -1, -1, -1};
     float lp[R * T] = {0, -1.0f, -2.0f, -0.3f}, old[R * T] = {0, -1.1f, -1.5f, -0.2f};
@@ -249,7 +250,7 @@ static void test_ppo_value_only(void) {
     al_obj_ppo.destroy(st);
     /* only PPO has a value term to ask for alone */
     hp = rl_hp("dapo");
-    T_OK(al_obj_grpo.create(&hp, &st, g_err));
+    T_OK(al_obj_grpo.create(&hp, &st, &g_e));
     in.values = NULL;
     in.ref_logp = old;
     T_EQ_INT(al_obj_grpo.loss(st, &in, &vo, &s2), AL_ESHAPE);
@@ -276,7 +277,7 @@ static void test_grpo_loss(void) {
     for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
         al_hparams hp = rl_hp(cases[c].type);
         void *st;
-        T_OK(al_obj_grpo.create(&hp, &st, g_err));
+        T_OK(al_obj_grpo.create(&hp, &st, &g_e));
         al_obj_in in = {.R = R, .T = T, .targets = tg, .logp = lp, .ref_logp = rf, .adv = adv,
                         .norm_tokens = 4, .norm_rows = 2};
         float dlp[R * T] = {0};
@@ -308,7 +309,7 @@ static void test_grpo_loss(void) {
     hp.beta = 0;
     hp.epsilon_high = 0.28f;
     void *st;
-    T_OK(al_obj_grpo.create(&hp, &st, g_err));
+    T_OK(al_obj_grpo.create(&hp, &st, &g_e));
     int32_t tg1[2] = {5, 6};
     float lp1[2] = {-1.0f, -1.0f}, old1[2] = {-1.5f, -0.5f}, adv1[2] = {1.0f, 1.0f}, d1[2] = {0};
     al_obj_in in = {.R = 1, .T = 2, .targets = tg1, .logp = lp1, .old_logp = old1, .adv = adv1,
@@ -326,7 +327,7 @@ static void test_grpo_loss(void) {
     /* a flipped advantage flips the gradient */
     adv1[0] = adv1[1] = -1;
     hp.epsilon_high = -1;
-    T_OK(al_obj_grpo.create(&hp, &st, g_err));
+    T_OK(al_obj_grpo.create(&hp, &st, &g_e));
     float d2[2] = {0};
     out.dlogp = d2;
     old1[0] = old1[1] = -1.0f;
@@ -336,7 +337,7 @@ static void test_grpo_loss(void) {
     al_obj_grpo.destroy(st);
     /* rloo keeps beta out of the loss (it is in the reward) */
     hp = rl_hp("dapo");
-    T_OK(al_obj_rloo.create(&hp, &st, g_err));
+    T_OK(al_obj_rloo.create(&hp, &st, &g_e));
     al_obj_in in2 = {.R = R, .T = T, .targets = tg, .logp = lp, .adv = adv, .norm_tokens = 4, .norm_rows = 2};
     memset(&s, 0, sizeof s);
     T_OK(al_obj_rloo.loss(st, &in2, NULL, &s));
@@ -345,12 +346,14 @@ static void test_grpo_loss(void) {
     al_obj_rloo.destroy(st);
     /* bad hyper-parameters are refused with the field's name */
     hp = rl_hp("xyz");
-    T_EQ_INT(al_obj_grpo.create(&hp, &st, g_err), AL_EINVAL);
-    T_TRUE(strstr(g_err, "loss_type") != NULL);
+    T_EQ_INT(al_obj_grpo.create(&hp, &st, &g_e), AL_EINVAL);
+    T_TRUE(strstr(g_e.msg, "loss_type") != NULL);
+    T_STR_EQ(g_e.field, "loss_type");
     hp = rl_hp("grpo");
     hp.epsilon = 0;
-    T_EQ_INT(al_obj_grpo.create(&hp, &st, g_err), AL_EINVAL);
-    T_TRUE(strncmp(g_err, "epsilon:", 8) == 0);
+    T_EQ_INT(al_obj_grpo.create(&hp, &st, &g_e), AL_EINVAL);
+    T_TRUE(strncmp(g_e.msg, "epsilon:", 8) == 0);
+    T_STR_EQ(g_e.field, "epsilon");
 }
 
 /* ---- rewards -------------------------------------------------------------------- */
@@ -528,7 +531,7 @@ static void test_job(void) {
                            "\"reward\":{\"reward_model\":[\"rm-name\",\"rm2\"],\"judge\":{\"model\":\"jm\"}},"
                            "\"critic_model\":\"cm\",\"model_b\":\"mb\"}", 0, NULL);
     refs_seen seen = {0};
-    T_OK(al_job_refs(d, on_ref, &seen, g_err));
+    T_OK(al_job_refs(d, on_ref, &seen, &g_e));
     T_EQ_INT(seen.n, 10);
     const char *want[] = {"model", "ref_model", "critic_model", "model_b", "training_file", "validation_file",
                           "eval_tasks[0].file", "reward.reward_model[0]", "reward.reward_model[1]",
@@ -540,8 +543,9 @@ static void test_job(void) {
              "/models/rm-7");
     json_object_set_new(json_object_get(d, "reward"), "reward_model", json_string("missing"));
     memset(&seen, 0, sizeof seen);
-    T_EQ_INT(al_job_refs(d, on_ref, &seen, g_err), AL_EINVAL);
-    T_STR_EQ(g_err, "reward.reward_model: no model named 'missing'");
+    T_EQ_INT(al_job_refs(d, on_ref, &seen, &g_e), AL_EINVAL);
+    T_STR_EQ(g_e.msg, "reward.reward_model: no model named 'missing'");
+    T_STR_EQ(g_e.field, "reward.reward_model");
     json_decref(d);
 }
 

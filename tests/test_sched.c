@@ -25,7 +25,7 @@ static api_backend g_be;
 static char g_dir[2048];
 
 static void setup(int workers, int64_t memory_limit) {
-    char err[512], models[2100];
+    char err[AL_ERRLEN], models[2100];
     static int round;
     snprintf(g_dir, sizeof g_dir, "%s/r%d", t_tmpdir(), ++round);
     snprintf(models, sizeof models, "%s/models", g_dir);
@@ -48,6 +48,7 @@ static void teardown(void) {
     sched_drain(g_ctx.sc);
     T_OK(sched_wait_idle(g_ctx.sc, 60));
     sched_free(g_ctx.sc);
+    backend_deinit(&g_ctx);
     store_close(g_ctx.st);
 }
 

@@ -14,8 +14,10 @@
 
 #include "daemon/backend.h"
 #include "daemon/config.h"
+#include "daemon/hub.h"
 #include "daemon/log.h"
 #include "daemon/models.h"
+#include "daemon/objects.h"
 #include "daemon/store.h"
 #include "daemon_util.h"
 #include "t.h"
@@ -25,7 +27,7 @@ static char g_mig[4096];
 static void migrations_dir(void) {
     daemon_cfg c;
     int chk;
-    char err[512];
+    char err[AL_ERRLEN];
     T_OK(config_load(&c, 0, NULL, &chk, err));
     snprintf(g_mig, sizeof g_mig, "%s", c.migrations_dir);
 }
@@ -33,12 +35,61 @@ static void migrations_dir(void) {
 static store *open_fresh(const char *name) {
     char dir[2048];
     snprintf(dir, sizeof dir, "%s/%s", t_tmpdir(), name);
-    char err[512] = "";
+    char err[AL_ERRLEN] = "";
     store *s = NULL;
     int rc = store_open(&s, dir, g_mig, err);
     if (rc) fprintf(stderr, "store_open: %s\n", err);
     T_OK(rc);
     return s;
+}
+
+/* The API's objects of the store's reads (objects.h), as the backend makes them. */
+static json_t *file_list(store *s, int64_t after, int limit) {
+    store_rows r;
+    T_OK(store_file_page(s, after, limit, NULL, &r));
+    json_t *l = objects_file_list(&r);
+    store_rows_free(&r);
+    return l;
+}
+
+static json_t *job_list(store *s, int limit) {
+    store_rows r;
+    T_OK(store_job_page(s, 0, limit, NULL, NULL, NULL, &r));
+    json_t *l = objects_job_list(&r);
+    store_rows_free(&r);
+    return l;
+}
+
+static json_t *job_metrics(store *s, int64_t id, const char *keys, long after_step, long max_points) {
+    store_rows r;
+    T_OK(store_job_metric_rows(s, id, keys, after_step, &r));
+    json_t *l = objects_metrics_list(&r, max_points);
+    store_rows_free(&r);
+    return l;
+}
+
+static json_t *job_feed(store *s, int64_t id, int64_t after, int max, int64_t *last, int *final) {
+    store_rows r;
+    const store_job_row *job;
+    T_OK(store_job_feed(s, id, after, max, &r, last, final, &job));
+    json_t *items = objects_feed(&r, job);
+    store_rows_free(&r);
+    return items;
+}
+
+/* The daemon's codes stay in their own ranges of lib/al.h's error space:
+ * never an errno value, never a lib/ code, never each other's. */
+static void test_error_codes(void) {
+    const int store_codes[] = {STORE_ENOTFOUND, STORE_ESTATE, STORE_EIO, STORE_EINUSE};
+    const int hub_codes[] = {HUB_EINVAL, HUB_ENOTFOUND, HUB_EGATED, HUB_EOFFLINE, HUB_ENET,
+                             HUB_EPROTO, HUB_ECHECKSUM, HUB_EIO, HUB_ECANCELED, HUB_ENOWEIGHTS};
+    for (size_t i = 0; i < sizeof store_codes / sizeof *store_codes; i++)
+        T_TRUE(store_codes[i] <= -2000 && store_codes[i] > -2100);
+    for (size_t i = 0; i < sizeof hub_codes / sizeof *hub_codes; i++) {
+        T_TRUE(hub_codes[i] <= -2100 && hub_codes[i] > -2200);
+        T_TRUE(strcmp(hub_strerror(hub_codes[i]), "error"));
+        for (size_t j = 0; j < i; j++) T_TRUE(strcmp(hub_strerror(hub_codes[i]), hub_strerror(hub_codes[j])));
+    }
 }
 
 static void test_migrations(void) {
@@ -67,7 +118,7 @@ static void test_migrations(void) {
     snprintf(sql, sizeof sql, "PRAGMA user_version = %d", latest + 5);
     T_EQ_INT(sqlite3_exec(db, sql, NULL, NULL, NULL), SQLITE_OK);
     sqlite3_close(db);
-    char err[512] = "", dir[2048];
+    char err[AL_ERRLEN] = "", dir[2048];
     snprintf(dir, sizeof dir, "%s/mig", t_tmpdir());
     store *s2 = NULL;
     T_EQ_INT(store_open(&s2, dir, g_mig, err), STORE_ESTATE);
@@ -102,11 +153,11 @@ static void test_files(void) {
     store *s = open_fresh("files");
     const char *a = "{\"text\":\"hello\"}\n";
     int64_t id1, id2, id3;
-    char err[256];
+    char err[AL_ERRLEN];
     T_OK(store_file_add(s, "a.jsonl", "fine-tune", a, strlen(a), "processed", NULL, NULL, 0, &id1, err));
     T_OK(store_file_add(s, "b.jsonl", "fine-tune", a, strlen(a), "processed", NULL, NULL, 0, &id2, err));
     T_OK(store_file_add(s, "c.jsonl", "fine-tune", "x", 1, "error", "bad", NULL, 0, &id3, err));
-    json_t *f1 = store_file_json(s, id1), *f2 = store_file_json(s, id2);
+    json_t *f1 = objects_file_get(s, id1), *f2 = objects_file_get(s, id2);
     T_STR_EQ(dd_str(f1, "sha256"), dd_str(f2, "sha256"));
     T_STR_EQ(dd_str(f1, "id"), "file-1");
     T_EQ_INT(json_integer_value(json_object_get(f1, "bytes")), (long)strlen(a));
@@ -115,12 +166,12 @@ static void test_files(void) {
     T_OK(store_file_info(s, id2, st, p2));
     T_STR_EQ(p1, p2); /* stored once */
     /* newest first, paged */
-    json_t *l = store_file_list(s, 0, 2, NULL);
+    json_t *l = file_list(s, 0, 2);
     T_EQ_INT(json_array_size(json_object_get(l, "data")), 2);
     T_TRUE(json_is_true(json_object_get(l, "has_more")));
     T_STR_EQ(dd_str(l, "first_id"), "file-3");
     T_STR_EQ(dd_str(l, "last_id"), "file-2");
-    json_t *l2 = store_file_list(s, id2, 2, NULL);
+    json_t *l2 = file_list(s, id2, 2);
     T_EQ_INT(json_array_size(json_object_get(l2, "data")), 1);
     T_TRUE(json_is_false(json_object_get(l2, "has_more")));
     int64_t user;
@@ -129,7 +180,7 @@ static void test_files(void) {
     T_OK(store_file_delete(s, id2, &user));
     T_TRUE(access(p1, F_OK) != 0);
     T_EQ_INT(store_file_delete(s, id2, &user), STORE_ENOTFOUND);
-    T_TRUE(store_file_json(s, id1) == NULL);
+    T_TRUE(objects_file_get(s, id1) == NULL);
     json_decref(f1);
     json_decref(f2);
     json_decref(l);
@@ -171,7 +222,7 @@ static void test_jobs(void) {
     T_EQ_INT(ids[0], c); /* priority, then FIFO */
     T_EQ_INT(ids[1], a);
     T_EQ_INT(ids[2], b);
-    json_t *jb = store_job_json(s, b);
+    json_t *jb = objects_job_get(s, b);
     T_EQ_INT(json_integer_value(json_object_get(jb, "queue_position")), 3);
     T_STR_EQ(dd_str(jb, "status"), "queued");
     T_STR_EQ(dd_str(jb, "id"), "ftjob-2");
@@ -189,10 +240,9 @@ static void test_jobs(void) {
         T_OK(store_job_metrics_add(s, a, step, (double)step / 10, names, v, 2));
     }
     T_OK(store_job_sample_add(s, a, 9, "1+1=", "2", 1.0));
-    json_t *items;
     int64_t last;
     int final;
-    T_OK(store_job_feed(s, a, 0, 100, &items, &last, &final));
+    json_t *items = job_feed(s, a, 0, 100, &last, &final);
     /* created (event+status), queued (2), running (2), 10 metrics rows, 1 sample */
     T_EQ_INT(json_array_size(items), 17);
     T_EQ_INT(last, 17);
@@ -211,10 +261,10 @@ static void test_jobs(void) {
     T_STR_EQ(dd_str(json_object_get(st1, "data"), "object"), "fine_tuning.job");
     T_STR_EQ(dd_str(json_array_get(items, 16), "event"), "sample");
     json_decref(items);
-    T_OK(store_job_feed(s, a, 15, 100, &items, &last, &final));
+    items = job_feed(s, a, 15, 100, &last, &final);
     T_EQ_INT(json_array_size(items), 2);
     json_decref(items);
-    T_OK(store_job_feed(s, a, 0, 3, &items, &last, &final));
+    items = job_feed(s, a, 0, 3, &last, &final);
     T_EQ_INT(json_array_size(items), 3);
     json_decref(items);
     /* a waiter wakes as soon as something is written */
@@ -227,7 +277,7 @@ static void test_jobs(void) {
     T_TRUE(w.waited < 1.0);
     T_TRUE(w.waited >= 0.05);
     /* metrics: down-sampled evenly with the last row, keys filtered */
-    json_t *m = store_job_metrics(s, a, "loss", -1, 4);
+    json_t *m = job_metrics(s, a, "loss", -1, 4);
     json_t *d = json_object_get(m, "data");
     T_EQ_INT(json_integer_value(json_object_get(m, "total_points")), 10);
     T_EQ_INT(json_array_size(d), 4);
@@ -237,7 +287,7 @@ static void test_jobs(void) {
     T_EQ_INT(json_object_size(json_object_get(json_array_get(d, 0), "metrics")), 1);
     T_NEAR(json_number_value(json_object_get(json_object_get(json_array_get(d, 3), "metrics"), "loss")), 1.0, 1e-12);
     json_decref(m);
-    m = store_job_metrics(s, a, NULL, 7, 0);
+    m = job_metrics(s, a, NULL, 7, 0);
     T_EQ_INT(json_array_size(json_object_get(m, "data")), 2);
     T_EQ_INT(json_object_size(json_object_get(json_array_get(json_object_get(m, "data"), 0), "metrics")), 2);
     json_decref(m);
@@ -252,7 +302,7 @@ static void test_jobs(void) {
     T_OK(store_job_checkpoint_add(s, a, 5, ck));
     T_OK(store_job_checkpoint_add(s, a, 8, "/nonexistent/checkpoint-8"));
     T_EQ_INT(store_recover(s), 1);
-    json_t *ja = store_job_json(s, a);
+    json_t *ja = objects_job_get(s, a);
     T_STR_EQ(dd_str(ja, "status"), "queued");
     T_EQ_INT(json_integer_value(json_object_get(json_object_get(ja, "progress"), "step")), 5);
     json_decref(ja);
@@ -260,23 +310,54 @@ static void test_jobs(void) {
     T_OK(store_job_run_info(s, a, &r));
     T_STR_EQ(r.resume_dir, ck);
     store_run_deinit(&r);
-    m = store_job_metrics(s, a, NULL, -1, 0);
+    m = job_metrics(s, a, NULL, -1, 0);
     T_EQ_INT(json_integer_value(json_object_get(m, "total_points")), 6); /* steps 0..5 */
     json_decref(m);
-    json_t *cks = store_job_checkpoints(s, a, 0, 10);
+    store_rows rows;
+    T_OK(store_job_checkpoint_page(s, a, 0, 10, &rows));
+    json_t *cks = objects_checkpoint_list(&rows);
+    store_rows_free(&rows);
     T_EQ_INT(json_array_size(json_object_get(cks, "data")), 1);
     T_STR_EQ(dd_str(json_array_get(json_object_get(cks, "data"), 0), "fine_tuned_model_checkpoint"), "ftjob-1:5");
     json_decref(cks);
     /* events, newest first, paged by id */
-    json_t *ev = store_job_events(s, a, 0, 2);
+    T_OK(store_job_event_page(s, a, 0, 2, &rows));
+    json_t *ev = objects_event_list(&rows);
+    store_rows_free(&rows);
     T_EQ_INT(json_array_size(json_object_get(ev, "data")), 2);
     T_TRUE(json_is_true(json_object_get(ev, "has_more")));
     T_STR_EQ(dd_str(json_array_get(json_object_get(ev, "data"), 0), "type"), "status");
     json_decref(ev);
-    json_t *stats = store_stats(s);
+    store_stats sts;
+    T_OK(store_stats_read(s, &sts));
+    json_t *stats = objects_stats(&sts);
     T_EQ_INT(json_integer_value(json_object_get(json_object_get(stats, "jobs_by_status"), "queued")), 3);
     T_EQ_INT(json_integer_value(json_object_get(stats, "queue_depth")), 3);
     json_decref(stats);
+    store_close(s);
+}
+
+/* Deleting a finished job takes its benchmark results with it (their rows
+ * reference the job: the delete failed on the foreign key). */
+static void test_job_delete(void) {
+    store *s = open_fresh("jobdel");
+    int64_t a = add_job(s, 0);
+    json_t *res = json_pack("{s:s, s:s, s:i}", "task", "mc", "model", "model", "n", 2);
+    T_OK(store_job_eval_result_add(s, a, 0, res));
+    json_decref(res);
+    char dir[STORE_PATH];
+    int64_t users[STORE_USERS_MAX];
+    int n_users;
+    T_EQ_INT(store_job_delete(s, a, dir, users, &n_users), STORE_ESTATE);
+    store_upd u = STORE_UPD_INIT;
+    u.finished = 1;
+    T_OK(store_job_transition(s, a, "queued", "cancelled", "info", &u, "cancelled"));
+    T_OK(store_job_delete(s, a, dir, users, &n_users));
+    store_rows r;
+    T_EQ_INT(store_job_read(s, a, &r), STORE_ENOTFOUND);
+    T_EQ_INT(store_job_eval_rows(s, a, &r), STORE_OK);
+    T_EQ_INT(r.n, 0);
+    store_rows_free(&r);
     store_close(s);
 }
 
@@ -287,7 +368,7 @@ static void test_jobs(void) {
  * recorded either way. */
 static void test_locations(void) {
     store *s = open_fresh("locations");
-    char err[512], path[STORE_PATH];
+    char err[AL_ERRLEN], path[STORE_PATH];
     int moved = -1;
     T_EQ_INT(store_location(s, "state_dir", path), STORE_ENOTFOUND);
     T_OK(store_relocate(s, "state_dir", NULL, "/x/state", &moved, err));
@@ -409,13 +490,13 @@ static void test_backend(void) {
     snprintf(models, sizeof models, "%s/models", dir);
     T_OK(dd_sh("mkdir -p '%s' && '%s' init-model --arch gpt2 --layers 1 --hidden 16 --heads 2 --context 64 "
                "--out '%s/tiny' > /dev/null", models, dd_bin(), models));
-    char err[512];
+    char err[AL_ERRLEN];
     memset(&g_ctx, 0, sizeof g_ctx);
     T_OK(store_open(&g_ctx.st, dir, g_mig, err));
     snprintf(g_ctx.jobs_dir, sizeof g_ctx.jobs_dir, "%s/jobs", dir);
     backend_init(&g_be, &g_ctx);
     T_EQ_INT(models_scan(g_ctx.st, models), 1);
-    char why[256];
+    char why[AL_ERRLEN];
     T_EQ_INT(g_be.ready(g_be.ud, why), 0); /* no workers in this test */
     T_EQ_INT(g_be.auth_required(g_be.ud), 0);
 
@@ -486,9 +567,13 @@ static void test_backend(void) {
     T_EQ_INT(json_integer_value(json_object_get(j, "queue_position")), 1);
     json_decref(j);
     /* the model and the file are in use now */
-    char users[256];
-    T_EQ_INT(store_model_delete(g_ctx.st, "tiny", users), STORE_EINUSE);
-    T_STR_EQ(users, "ftjob-1");
+    int64_t users[STORE_USERS_MAX];
+    int n_users = 0;
+    T_EQ_INT(store_model_delete(g_ctx.st, "tiny", users, &n_users), STORE_EINUSE);
+    T_EQ_INT(n_users, 1);
+    T_EQ_INT(users[0], 1);
+    T_EQ_INT(g_be.model_delete(g_be.ud, "tiny", &f, &e), -1);
+    T_STR_EQ(e.message, "Model 'tiny' is used by ftjob-1");
     T_EQ_INT(g_be.file_delete(g_be.ud, "file-1", &f, &e), -1);
     T_EQ_INT(e.status, 409);
     /* actions */
@@ -534,10 +619,11 @@ static void test_backend(void) {
     json_decref(b);
     /* the serialized list (final jobs from a cache) says what the JSON tree says, twice */
     for (int pass = 0; pass < 2; pass++) {
-        json_t *tree = store_job_list(g_ctx.st, 0, 20, NULL);
+        json_t *tree = job_list(g_ctx.st, 20);
         char *want = json_dumps(tree, JSON_COMPACT | JSON_REAL_PRECISION(10)), *got = NULL;
         size_t glen = 0;
-        T_OK(store_job_list_text(g_ctx.st, 0, 20, NULL, &got, &glen));
+        api_page pg = {.limit = 20};
+        T_OK(g_be.job_list_text(g_be.ud, &pg, NULL, &got, &glen, &e));
         T_TRUE(got && want && glen == strlen(want) + 1 && !strncmp(got, want, strlen(want)) && got[glen - 1] == '\n');
         free(want);
         free(got);
@@ -548,6 +634,7 @@ static void test_backend(void) {
     json_decref(j);
     T_EQ_INT(g_be.model_get(g_be.ud, "tiny", &j, &e), -1);
     T_EQ_INT(e.status, 404);
+    backend_deinit(&g_ctx);
     store_close(g_ctx.st);
 }
 
@@ -566,7 +653,7 @@ static void test_models_scan(void) {
                "\"$(printf '%%0200d' 0)\"; do cp -r -- tiny \"$n\"; done && mkdir fifo && mkfifo fifo/config.json "
                "&& cp -r tiny '%s/far' && ln -s '%s/far' escape && ln -s tiny inside",
                models, outside, outside));
-    char err[512];
+    char err[AL_ERRLEN];
     store *st = NULL;
     T_OK(store_open(&st, dir, g_mig, err));
     /* "taken" is registered elsewhere; a job's output owns "ft:tiny:ftjob-1" */
@@ -600,7 +687,10 @@ static void test_models_scan(void) {
     snprintf(longname, sizeof longname, "%0200d", 0);
     T_EQ_INT(store_model_get(st, longname, &m), STORE_ENOTFOUND);
     /* every listed model has an id that is a string */
-    json_t *l = store_model_list(st, NULL, 100);
+    store_rows mr;
+    T_OK(store_model_page(st, NULL, 100, &mr));
+    json_t *l = objects_model_list(&mr);
+    store_rows_free(&mr);
     T_EQ_INT(json_array_size(json_object_get(l, "data")), 4);
     for (size_t i = 0; i < json_array_size(json_object_get(l, "data")); i++)
         T_TRUE(json_is_string(json_object_get(json_array_get(json_object_get(l, "data"), i), "id")));
@@ -622,7 +712,7 @@ static void test_admission(void) {
     snprintf(models, sizeof models, "%s/models", dir);
     T_OK(dd_sh("rm -rf '%s' && mkdir -p '%s' && '%s' init-model --arch gpt2 --layers 1 --hidden 16 --heads 2 "
                "--context 64 --out '%s/tiny' > /dev/null", dir, models, dd_bin(), models));
-    char err[512];
+    char err[AL_ERRLEN];
     backend_ctx ctx;
     api_backend be;
     memset(&ctx, 0, sizeof ctx);
@@ -648,16 +738,17 @@ static void test_admission(void) {
     T_TRUE(strstr(e.message, "estimate") != NULL);
     json_decref(out);
     json_decref(b);
-    json_t *l = store_job_list(ctx.st, 0, 10, NULL);
+    json_t *l = job_list(ctx.st, 10);
     T_EQ_INT(json_array_size(json_object_get(l, "data")), 0);
     json_decref(l);
     sched_drain(ctx.sc);
     sched_free(ctx.sc);
+    backend_deinit(&ctx);
     store_close(ctx.st);
 }
 
 static void test_config(void) {
-    char path[2048], err[512];
+    char path[2048], err[AL_ERRLEN];
     snprintf(path, sizeof path, "%s/alignd.conf", t_tmpdir());
     FILE *f = fopen(path, "w");
     fputs("# a comment\nworkers = 3\nlisten = \"0.0.0.0:9000\"\nmemory_limit = 2G\nmax_upload=64M\n", f);
@@ -692,9 +783,11 @@ static void test_config(void) {
 int main(void) {
     log_init(LOG_LVL_WARN);
     migrations_dir();
+    test_error_codes();
     test_migrations();
     test_files();
     test_jobs();
+    test_job_delete();
     test_locations();
     test_keys();
     test_backend();

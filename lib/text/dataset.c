@@ -642,7 +642,7 @@ static const char *const SG_TAG_DEFAULTS[AL_SG_NTAGS] = {"human", "gpt", "observ
 static const int SG_TAG_ROW[AL_SG_NTAGS] = {0, 3, 2, 5, 6};
 
 static int sg_name(const json_t *o, const char *key, const char *path, const char *dflt, char out[AL_SG_NAME],
-                   char err[AL_ERRLEN]) {
+                   al_error *err) {
     const json_t *v = json_object_get(o, key);
     if (!v || json_is_null(v)) {
         snprintf(out, AL_SG_NAME, "%s", dflt);
@@ -650,16 +650,16 @@ static int sg_name(const json_t *o, const char *key, const char *path, const cha
     }
     if (!json_is_string(v) || !json_string_length(v) || json_string_length(v) >= AL_SG_NAME ||
         strlen(json_string_value(v)) != json_string_length(v))
-        return al_err(err, AL_EINVAL, "%s.%s: must be a non-empty string of at most %d bytes", path, key,
-                      AL_SG_NAME - 1);
+        return AL_FAIL(err, AL_EINVAL, "%s.%s", "must be a non-empty string of at most %d bytes", path, key,
+                       AL_SG_NAME - 1);
     snprintf(out, AL_SG_NAME, "%s", json_string_value(v));
     return AL_OK;
 }
 
-static int sg_keys(const json_t *o, const char *path, const char *const *allowed, char err[AL_ERRLEN]) {
+static int sg_keys(const json_t *o, const char *path, const char *const *allowed, al_error *err) {
     const char *k;
     json_t *v;
-    if (!json_is_object(o)) return al_err(err, AL_EINVAL, "%s: must be an object", path);
+    if (!json_is_object(o)) return AL_FAIL(err, AL_EINVAL, "%s", "must be an object", path);
     json_object_foreach((json_t *)o, k, v) {
         int ok = 0;
         for (int i = 0; allowed[i] && !ok; i++) ok = !strcmp(k, allowed[i]);
@@ -668,13 +668,13 @@ static int sg_keys(const json_t *o, const char *path, const char *const *allowed
             size_t n = 0;
             for (int i = 0; allowed[i] && n < sizeof list; i++)
                 n += (size_t)snprintf(list + n, sizeof list - n, "%s%s", i ? ", " : "", allowed[i]);
-            return al_err(err, AL_EINVAL, "%s.%.60s: unknown field (alignd reads %s)", path, k, list);
+            return AL_FAIL(err, AL_EINVAL, "%s.%.60s", "unknown field (alignd reads %s)", path, k, list);
         }
     }
     return AL_OK;
 }
 
-int al_sharegpt_parse(const json_t *v, const char *path, al_sharegpt_cfg *out, char err[AL_ERRLEN]) {
+int al_sharegpt_parse(const json_t *v, const char *path, al_sharegpt_cfg *out, al_error *err) {
     static const char *const top[] = {"formatting", "columns", "tags", "file_name", NULL};
     static const char *const cols[] = {"messages", "system", "tools", NULL};
     static const char *const tags[] = {"role_tag", "content_tag", "user_tag", "assistant_tag", "observation_tag",
@@ -686,8 +686,8 @@ int al_sharegpt_parse(const json_t *v, const char *path, al_sharegpt_cfg *out, c
     if (rc) return rc;
     const json_t *f = json_object_get(v, "formatting");
     if (!json_is_string(f) || strcmp(json_string_value(f), "sharegpt"))
-        return al_err(err, AL_EINVAL, "%s.formatting: must be \"sharegpt\" (alpaca files are read with "
-                      "LLaMA-Factory's own column names)", path);
+        return AL_FAIL(err, AL_EINVAL, "%s.formatting", "must be \"sharegpt\" (alpaca files are read with "
+                       "LLaMA-Factory's own column names)", path);
     const json_t *co = json_object_get(v, "columns"), *tg = json_object_get(v, "tags");
     snprintf(p2, sizeof p2, "%s.columns", path);
     if (co && ((rc = sg_keys(co, p2, cols, err)) || (rc = sg_name(co, "messages", p2, "conversations", c.messages, err)) ||
@@ -712,13 +712,14 @@ int al_sharegpt_parse(const json_t *v, const char *path, al_sharegpt_cfg *out, c
     if (!tg) json_decref((json_t *)t0);
     if (rc) return rc;
     if (!strcmp(c.role, c.content))
-        return al_err(err, AL_EINVAL, "%s.content_tag: must differ from role_tag", p2);
+        return AL_FAIL(err, AL_EINVAL, "%s.content_tag", "must differ from role_tag", p2);
     if (!c.tag[AL_SG_USER][0] || !c.tag[AL_SG_ASSISTANT][0])
-        return al_err(err, AL_EINVAL, "%s: needs user_tag and assistant_tag", p2);
+        return AL_FAIL(err, AL_EINVAL, "%s", "needs user_tag and assistant_tag", p2);
     for (int i = 0; i < AL_SG_NTAGS; i++)
         for (int k = 0; k < i; k++)
             if (c.tag[i][0] && !strcmp(c.tag[i], c.tag[k]))
-                return al_err(err, AL_EINVAL, "%s.%s: \"%s\" is also %s", p2, SG_TAG_KEYS[i], c.tag[i], SG_TAG_KEYS[k]);
+                return AL_FAIL(err, AL_EINVAL, "%s.%s",
+                               "\"%s\" is also %s", p2, SG_TAG_KEYS[i], c.tag[i], SG_TAG_KEYS[k]);
     *out = c;
     return AL_OK;
 }

@@ -179,9 +179,10 @@ typedef struct al_sharegpt_cfg {
     char tag[AL_SG_NTAGS][AL_SG_NAME];                                /* AL_SG_*; "" = not accepted */
 } al_sharegpt_cfg;
 
-/* Reads a dataset_info entry (above); path names it in errors
- * ("dataset_info.tags.user_tag: must be a non-empty string"). AL_EINVAL. */
-int al_sharegpt_parse(const json_t *v, const char *path, al_sharegpt_cfg *out, char err[AL_ERRLEN]);
+/* Reads a dataset_info entry (above); path names it in errors (err->field
+ * "dataset_info.tags.user_tag", err->msg "dataset_info.tags.user_tag: must
+ * be a non-empty string"). AL_EINVAL. */
+int al_sharegpt_parse(const json_t *v, const char *path, al_sharegpt_cfg *out, al_error *err);
 /* The entry as JSON, every name resolved (new reference; NULL on ENOMEM). */
 json_t *al_sharegpt_json(const al_sharegpt_cfg *c);
 

@@ -51,29 +51,30 @@ int al_hygiene_any(const al_hygiene_cfg *c) {
 /* ---- the job's "hygiene" object ------------------------------------------- */
 
 static int num(const json_t *o, const char *key, const char *path, double lo, double hi, int integer,
-               double *out, char err[AL_ERRLEN]) {
+               double *out, al_error *err) {
     const json_t *v = json_object_get(o, key);
     if (!v || json_is_null(v)) return AL_OK;
     double x = json_number_value(v);
     if (!json_is_number(v) || (integer && !json_is_integer(v)) || !(x >= lo && x <= hi))
-        return al_err(err, AL_EINVAL, "%s.%s: must be %s in [%g, %g]", path, key, integer ? "an integer" : "a number",
-                      lo, hi);
+        return AL_FAIL(err, AL_EINVAL, "%s.%s",
+                       "must be %s in [%g, %g]", path, key, integer ? "an integer" : "a number",
+                       lo, hi);
     *out = x;
     return AL_OK;
 }
 
-static int keys_ok(const json_t *o, const char *path, const char *const *allowed, char err[AL_ERRLEN]) {
+static int keys_ok(const json_t *o, const char *path, const char *const *allowed, al_error *err) {
     const char *k;
     json_t *v;
     json_object_foreach((json_t *)o, k, v) {
         int ok = 0;
         for (int i = 0; allowed[i] && !ok; i++) ok = !strcmp(k, allowed[i]);
-        if (!ok) return al_err(err, AL_EINVAL, "%s.%s: unknown field", path, k);
+        if (!ok) return AL_FAIL(err, AL_EINVAL, "%s.%s", "unknown field", path, k);
     }
     return AL_OK;
 }
 
-int al_hygiene_parse(const json_t *v, al_hygiene_cfg *out, char err[AL_ERRLEN]) {
+int al_hygiene_parse(const json_t *v, al_hygiene_cfg *out, al_error *err) {
     static const char *const top[] = {"near_duplicates", "decontaminate", "min_words", "max_words", "languages", NULL};
     static const char *const nd[] = {"threshold", "ngram", "num_perm", "bands", NULL};
     static const char *const dc[] = {"file", "ngram", "coverage", NULL};
@@ -83,7 +84,7 @@ int al_hygiene_parse(const json_t *v, al_hygiene_cfg *out, char err[AL_ERRLEN]) 
     c.near_ngram = 5;
     c.num_perm = 128;
     c.bands = 16;
-    if (!json_is_object(v)) return al_err(err, AL_EINVAL, "hygiene: must be an object");
+    if (!json_is_object(v)) return AL_FAIL(err, AL_EINVAL, "hygiene", "must be an object");
     int rc = keys_ok(v, "hygiene", top, err);
     if (rc) return rc;
     const json_t *n = json_object_get(v, "near_duplicates");
@@ -97,23 +98,24 @@ int al_hygiene_parse(const json_t *v, al_hygiene_cfg *out, char err[AL_ERRLEN]) 
             (rc = num(n, "bands", "hygiene.near_duplicates", 1, 1024, 1, &b, err)))
             return rc;
         if ((int)p % (int)b)
-            return al_err(err, AL_EINVAL, "hygiene.near_duplicates.bands: %d does not divide num_perm %d", (int)b,
-                          (int)p);
+            return AL_FAIL(err, AL_EINVAL, "hygiene.near_duplicates.bands", "%d does not divide num_perm %d", (int)b,
+                           (int)p);
         c.near_dedupe = 1;
         c.near_threshold = t;
         c.near_ngram = (int)g;
         c.num_perm = (int)p;
         c.bands = (int)b;
     } else if (n && !json_is_false(n) && !json_is_null(n)) {
-        return al_err(err, AL_EINVAL, "hygiene.near_duplicates: must be true, false or an object");
+        return AL_FAIL(err, AL_EINVAL, "hygiene.near_duplicates", "must be true, false or an object");
     }
     const json_t *d = json_object_get(v, "decontaminate");
     if (d && !json_is_null(d)) {
-        if (!json_is_object(d)) return al_err(err, AL_EINVAL, "hygiene.decontaminate: must be an object with a file");
+        if (!json_is_object(d)) return AL_FAIL(err, AL_EINVAL, "hygiene.decontaminate",
+                                               "must be an object with a file");
         if ((rc = keys_ok(d, "hygiene.decontaminate", dc, err))) return rc;
         const json_t *f = json_object_get(d, "file");
         if (!json_is_string(f) || !json_string_length(f) || json_string_length(f) >= sizeof c.decon_file)
-            return al_err(err, AL_EINVAL, "hygiene.decontaminate.file: must name the evaluation file");
+            return AL_FAIL(err, AL_EINVAL, "hygiene.decontaminate.file", "must name the evaluation file");
         memcpy(c.decon_file, json_string_value(f), json_string_length(f) + 1);
         const json_t *g = json_object_get(d, "ngram");
         if (!(json_is_string(g) && !strcmp(json_string_value(g), "auto"))) {
@@ -131,17 +133,19 @@ int al_hygiene_parse(const json_t *v, al_hygiene_cfg *out, char err[AL_ERRLEN]) 
     c.min_words = (int)lo;
     c.max_words = (int)hi;
     if (c.max_words && c.min_words > c.max_words)
-        return al_err(err, AL_EINVAL, "hygiene.max_words: %d is below min_words %d", c.max_words, c.min_words);
+        return AL_FAIL(err, AL_EINVAL, "hygiene.max_words", "%d is below min_words %d", c.max_words, c.min_words);
     const json_t *l = json_object_get(v, "languages");
     if (l && !json_is_null(l)) {
         if (!json_is_array(l) || json_array_size(l) == 0 || json_array_size(l) > AL_HYG_MAX_LANGS)
-            return al_err(err, AL_EINVAL, "hygiene.languages: must be a list of 1 to %d language codes", AL_HYG_MAX_LANGS);
+            return AL_FAIL(err, AL_EINVAL, "hygiene.languages",
+                           "must be a list of 1 to %d language codes", AL_HYG_MAX_LANGS);
         for (size_t i = 0; i < json_array_size(l); i++) {
             const char *s = json_string_value(json_array_get(l, i));
             size_t k = s ? strlen(s) : 0;
             int ok = k >= 2 && k < sizeof c.languages[0];
             for (size_t j = 0; ok && j < k; j++) ok = (s[j] >= 'a' && s[j] <= 'z') || s[j] == '-' || (s[j] >= 'A' && s[j] <= 'Z');
-            if (!ok) return al_err(err, AL_EINVAL, "hygiene.languages[%zu]: must be a language code such as \"en\"", i);
+            if (!ok) return AL_FAIL(err, AL_EINVAL, "hygiene.languages[%zu]",
+                                    "must be a language code such as \"en\"", i);
             memcpy(c.languages[i], s, k + 1);
         }
         c.n_languages = (int)json_array_size(l);

@@ -69,9 +69,10 @@ int al_hygiene_any(const al_hygiene_cfg *c);
  *   {"near_duplicates": true | {"threshold", "ngram", "num_perm", "bands"},
  *    "decontaminate": {"file": FILE, "ngram": N | "auto", "coverage": C},
  *    "min_words": N, "max_words": N, "languages": ["en", ...]}
- * Errors are AL_EINVAL with the field's path ("hygiene.near_duplicates.bands:
+ * Errors are AL_EINVAL with the field's path in err->field
+ * ("hygiene.near_duplicates.bands") and err->msg ("hygiene.near_duplicates.bands:
  * must divide num_perm"). */
-int al_hygiene_parse(const json_t *v, al_hygiene_cfg *out, char err[AL_ERRLEN]);
+int al_hygiene_parse(const json_t *v, al_hygiene_cfg *out, al_error *err);
 /* The resolved settings as JSON (a new reference). */
 json_t *al_hygiene_json(const al_hygiene_cfg *c);
 

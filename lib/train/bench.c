@@ -513,11 +513,11 @@ static int gen_item(load_ud *u, int line, const char *prompt, char **answers, in
     it->prompt.n = n;
     if (n >= u->b->max_T) return al_err(err, AL_EINVAL, "line %d: the prompt fills the model's context", line);
     al_grader_cfg c = u->t->grader;
-    char e2[AL_ERRLEN];
-    if (gspec && !json_is_null(gspec) && (rc = al_grader_cfg_parse(&c, gspec, "grader", e2)))
-        return al_err(err, rc, "line %d: %s", line, e2);
-    if ((rc = al_grader_set_get(&u->b->graders, &c, "grader", &it->grader, e2)))
-        return al_err(err, rc, "line %d: %s", line, e2);
+    al_error e2;
+    if (gspec && !json_is_null(gspec) && (rc = al_grader_cfg_parse(&c, gspec, "grader", &e2)))
+        return al_err(err, rc, "line %d: %s", line, e2.msg);
+    if ((rc = al_grader_set_get(&u->b->graders, &c, "grader", &it->grader, &e2)))
+        return al_err(err, rc, "line %d: %s", line, e2.msg);
     char why[160];
     for (int i = 0; i < n_answers; i++)
         if (al_grader_answer_invalid(it->grader, answers[i], why, sizeof why))
@@ -645,7 +645,9 @@ int al_bench_load(al_bench **out, const al_eval_task *t, const al_chat *chat, co
         const char *tg = al_task_grader(t->task);
         if (tg) {
             json_t *v = json_string(tg);
-            rc = v ? al_grader_cfg_parse(&tt.grader, v, "grader", e2) : AL_ENOMEM;
+            al_error ge;
+            rc = v ? al_grader_cfg_parse(&tt.grader, v, "grader", &ge) : al_failf(&ge, AL_ENOMEM, "out of memory");
+            if (rc) snprintf(e2, sizeof e2, "%s", ge.msg);
             json_decref(v);
         }
         u.t = &tt;
@@ -728,10 +730,10 @@ static int check_row(void *ud, const json_t *row, int line, char err[AL_ERRLEN])
             al_grader_cfg cfg;
             const al_grader *gr;
             al_grader_cfg_default(&cfg);
-            char e3[AL_ERRLEN];
-            if ((rc = al_grader_cfg_parse(&cfg, g, "grader", e3)) ||
-                (rc = al_grader_set_get(&c->graders, &cfg, "grader", &gr, e3)))
-                al_err(e2, rc, "line %d: %s", line, e3);
+            al_error e3;
+            if ((rc = al_grader_cfg_parse(&cfg, g, "grader", &e3)) ||
+                (rc = al_grader_set_get(&c->graders, &cfg, "grader", &gr, &e3)))
+                al_err(e2, rc, "line %d: %s", line, e3.msg);
         }
         if (!rc) free_answers(ans);
     }

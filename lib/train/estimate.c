@@ -101,7 +101,7 @@ static const char *data_method(const char *m) {
     return m;
 }
 
-int al_job_estimate(const al_job *job, al_estimate *out, char err[AL_ERRLEN]) {
+int al_job_estimate(const al_job *job, al_estimate *out, al_error *err) {
     if (!strcmp(job->method, "clean_data")) {
         /* no model: the file's bytes a few times over (rows, report, output) */
         memset(out, 0, sizeof *out);
@@ -109,13 +109,14 @@ int al_job_estimate(const al_job *job, al_estimate *out, char err[AL_ERRLEN]) {
         return AL_OK;
     }
     al_model_config cfg;
-    int rc = model_config(job->model, &cfg, err);
-    if (rc) return rc;
+    char e2[AL_ERRLEN] = "";
+    int rc = model_config(job->model, &cfg, e2);
+    if (rc) return al_fail_as(err, rc, "model", e2);
     /* sampling jobs (generate_preferences, evaluate, critique_revise) train
      * nothing; RL methods generate completions and score them */
     const al_objective_ops *ops = al_objective_find(job->method);
     int data_job = al_method_is_data(job->method), rl = al_method_is_rl(job->method);
-    if (!ops && !data_job) return al_err(err, AL_EINVAL, "method: unknown '%s'", job->method);
+    if (!ops && !data_job) return AL_FAIL(err, AL_EINVAL, "method", "unknown '%s'", job->method);
     int score = !strcmp(job->method, "reward_model");
     al_estimate e;
     memset(&e, 0, sizeof e);
@@ -129,11 +130,13 @@ int al_job_estimate(const al_job *job, al_estimate *out, char err[AL_ERRLEN]) {
     snprintf(tdir, sizeof tdir, "%s", job->model);
     al_tok *tok = NULL;
     al_chat *chat = NULL;
-    if ((rc = al_tok_load(&tok, tdir, err))) return rc;
-    if ((rc = al_chat_new(&chat, tok, job->chat_template, err))) {
+    if ((rc = al_tok_load(&tok, tdir, e2))) return al_fail_as(err, rc, "model", e2);
+    if ((rc = al_chat_new(&chat, tok, job->chat_template, e2))) {
         al_tok_free(tok);
-        return rc;
+        return al_fail_as(err, rc, job->chat_template ? "chat_template" : "model", e2);
     }
+    /* the field whose data failed: the model's chat template on a task's rows, else the file */
+    char field[AL_FIELDLEN] = "model";
     double tok_per_ex = 0;
     int max_seq = 0;
     int pair = ops && ops->batch == AL_BATCH_PAIR;
@@ -147,7 +150,7 @@ int al_job_estimate(const al_job *job, al_estimate *out, char err[AL_ERRLEN]) {
             al_task_row r;
             al_seq s = {0};
             if ((rc = al_task_row_get(job->task, job->task_split, job->task_seed, (uint64_t)i, &r))) break;
-            rc = al_chat_encode_text(chat, r.prompt, strlen(r.prompt), r.answer, strlen(r.answer), &s, err);
+            rc = al_chat_encode_text(chat, r.prompt, strlen(r.prompt), r.answer, strlen(r.answer), &s, e2);
             if (!rc) {
                 int len = s.n + gen_len;
                 sum += (double)len * (pair ? 2 : gens);
@@ -169,7 +172,9 @@ int al_job_estimate(const al_job *job, al_estimate *out, char err[AL_ERRLEN]) {
             al_dataset *ds = NULL;
             const char *path = job->n_train_files ? job->train_files[f].file : job->training_file;
             o.sharegpt = al_job_file_sharegpt(job, path);
-            if ((rc = al_dataset_read_file(path, chat, &o, &ds, err))) break;
+            if (job->n_train_files) snprintf(field, sizeof field, "training_files[%d].file", f);
+            else snprintf(field, sizeof field, "training_file");
+            if ((rc = al_dataset_read_file(path, chat, &o, &ds, e2))) break;
             double sum = 0;
             for (int i = 0; i < ds->n_ex; i++)
                 for (int k = 0; k < (pair ? 2 : 1); k++) {
@@ -185,7 +190,7 @@ int al_job_estimate(const al_job *job, al_estimate *out, char err[AL_ERRLEN]) {
     }
     al_chat_free(chat);
     al_tok_free(tok);
-    if (rc) return rc;
+    if (rc) return al_fail_as(err, rc, field, e2);
     if (!gen_len && max_seq > job->hp.max_length) max_seq = job->hp.max_length;
     if (max_seq < 2) max_seq = 2;
     if (cfg.max_T > 0 && max_seq > cfg.max_T) max_seq = cfg.max_T;

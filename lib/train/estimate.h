@@ -31,8 +31,10 @@ typedef struct al_estimate {
 } al_estimate;
 
 /* Returns AL_OK, or the error of reading the model's config or the data
- * (AL_ENOENT, AL_EFORMAT, ...) with the reason in err. */
-int al_job_estimate(const al_job *job, al_estimate *out, char err[AL_ERRLEN]);
+ * (AL_ENOENT, AL_EFORMAT, ...) with the reason in err->msg and the field
+ * whose model or data failed in err->field ("model", "chat_template",
+ * "training_file", "training_files[1].file", "method"). */
+int al_job_estimate(const al_job *job, al_estimate *out, al_error *err);
 
 /* Parameters of a model config (score head when has_score or score_head). */
 size_t al_config_num_params(const al_model_config *c, int score_head);

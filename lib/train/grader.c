@@ -53,7 +53,7 @@ static const struct {
 };
 #define N_PRESETS (int)(sizeof presets / sizeof presets[0])
 
-static int apply_preset(al_grader_cfg *c, const json_t *v, const char *path, char err[AL_ERRLEN]) {
+static int apply_preset(al_grader_cfg *c, const json_t *v, const char *path, al_error *err) {
     const char *s = json_string_value(v);
     for (int i = 0; s && i < N_PRESETS; i++)
         if (!strcmp(s, presets[i].name)) {
@@ -62,11 +62,11 @@ static int apply_preset(al_grader_cfg *c, const json_t *v, const char *path, cha
             c->regex[0] = 0;
             return AL_OK;
         }
-    return al_err(err, AL_EINVAL, "%s: must be a grader object or one of exact, casefold, numeric, "
-                  "last_number, hash, gsm8k, boxed, math", path);
+    return AL_FAIL(err, AL_EINVAL, "%s", "must be a grader object or one of exact, casefold, numeric, "
+                   "last_number, hash, gsm8k, boxed, math", path);
 }
 
-static int parse_extract(al_grader_cfg *c, const json_t *v, const char *path, char err[AL_ERRLEN]) {
+static int parse_extract(al_grader_cfg *c, const json_t *v, const char *path, al_error *err) {
     if (json_is_string(v)) {
         for (int i = 0; i < AL_EXTRACT_REGEX; i++)
             if (!strcmp(json_string_value(v), extract_names[i])) {
@@ -74,32 +74,32 @@ static int parse_extract(al_grader_cfg *c, const json_t *v, const char *path, ch
                 c->regex[0] = 0;
                 return AL_OK;
             }
-        return al_err(err, AL_EINVAL, "%s: must be \"none\", \"last_number\", \"hash\", \"boxed\" or "
-                      "{\"regex\": ...}", path);
+        return AL_FAIL(err, AL_EINVAL, "%s", "must be \"none\", \"last_number\", \"hash\", \"boxed\" or "
+                       "{\"regex\": ...}", path);
     }
     if (!json_is_object(v))
-        return al_err(err, AL_EINVAL, "%s: must be \"none\", \"last_number\", \"hash\", \"boxed\" or "
-                      "{\"regex\": ...}", path);
+        return AL_FAIL(err, AL_EINVAL, "%s", "must be \"none\", \"last_number\", \"hash\", \"boxed\" or "
+                       "{\"regex\": ...}", path);
     const char *k;
     json_t *x;
     json_object_foreach((json_t *)v, k, x) {
         if (strcmp(k, "regex") && strcmp(k, "group") && strcmp(k, "occurrence"))
-            return al_err(err, AL_EINVAL, "%s.%s: unknown field", path, k);
+            return AL_FAIL(err, AL_EINVAL, "%s.%s", "unknown field", path, k);
     }
     const json_t *re = json_object_get(v, "regex"), *gr = json_object_get(v, "group"),
                  *oc = json_object_get(v, "occurrence");
     if (!json_is_string(re) || json_string_length(re) == 0)
-        return al_err(err, AL_EINVAL, "%s.regex: must be a non-empty string", path);
+        return AL_FAIL(err, AL_EINVAL, "%s.regex", "must be a non-empty string", path);
     if (json_string_length(re) >= AL_GRADER_RE_MAX || strlen(json_string_value(re)) != json_string_length(re))
-        return al_err(err, AL_EINVAL, "%s.regex: must be under %d bytes, without NUL", path, AL_GRADER_RE_MAX);
+        return AL_FAIL(err, AL_EINVAL, "%s.regex", "must be under %d bytes, without NUL", path, AL_GRADER_RE_MAX);
     int group = 1, first = 0;
     if (gr && (!json_is_integer(gr) || json_integer_value(gr) < 0 || json_integer_value(gr) > 99))
-        return al_err(err, AL_EINVAL, "%s.group: must be an integer in [0, 99]", path);
+        return AL_FAIL(err, AL_EINVAL, "%s.group", "must be an integer in [0, 99]", path);
     if (gr) group = (int)json_integer_value(gr);
     if (oc) {
         const char *o = json_string_value(oc);
         if (!o || (strcmp(o, "last") && strcmp(o, "first")))
-            return al_err(err, AL_EINVAL, "%s.occurrence: must be \"last\" or \"first\"", path);
+            return AL_FAIL(err, AL_EINVAL, "%s.occurrence", "must be \"last\" or \"first\"", path);
         first = !strcmp(o, "first");
     }
     c->extract = AL_EXTRACT_REGEX;
@@ -109,7 +109,7 @@ static int parse_extract(al_grader_cfg *c, const json_t *v, const char *path, ch
     return AL_OK;
 }
 
-int al_grader_cfg_parse(al_grader_cfg *out, const json_t *v, const char *path, char err[AL_ERRLEN]) {
+int al_grader_cfg_parse(al_grader_cfg *out, const json_t *v, const char *path, al_error *err) {
     al_grader_cfg c = *out;
     char p[160];
     int rc;
@@ -119,14 +119,14 @@ int al_grader_cfg_parse(al_grader_cfg *out, const json_t *v, const char *path, c
         return AL_OK;
     }
     if (!json_is_object(v))
-        return al_err(err, AL_EINVAL, "%s: must be a grader object or a preset name (exact, casefold, numeric, "
-                      "last_number, hash, boxed)", path);
+        return AL_FAIL(err, AL_EINVAL, "%s", "must be a grader object or a preset name (exact, casefold, numeric, "
+                       "last_number, hash, boxed)", path);
     const char *k;
     json_t *x;
     json_object_foreach((json_t *)v, k, x) {
         if (strcmp(k, "preset") && strcmp(k, "extract") && strcmp(k, "compare") && strcmp(k, "tolerance") &&
             strcmp(k, "after"))
-            return al_err(err, AL_EINVAL, "%s.%s: unknown field", path, k);
+            return AL_FAIL(err, AL_EINVAL, "%s.%s", "unknown field", path, k);
     }
     if ((x = json_object_get(v, "preset"))) {
         snprintf(p, sizeof p, "%s.preset", path);
@@ -141,13 +141,14 @@ int al_grader_cfg_parse(al_grader_cfg *out, const json_t *v, const char *path, c
         for (int i = 0; i < 4 && json_is_string(x); i++)
             if (!strcmp(json_string_value(x), compare_names[i])) found = i;
         if (found < 0)
-            return al_err(err, AL_EINVAL, "%s.compare: must be \"exact\", \"casefold\", \"numeric\" or \"auto\"", path);
+            return AL_FAIL(err, AL_EINVAL, "%s.compare",
+                           "must be \"exact\", \"casefold\", \"numeric\" or \"auto\"", path);
         c.compare = (al_compare)found;
     }
     if ((x = json_object_get(v, "tolerance"))) {
         if (!json_is_number(x) || !isfinite(json_number_value(x)) || json_number_value(x) < 0 ||
             json_number_value(x) > 1e6)
-            return al_err(err, AL_EINVAL, "%s.tolerance: must be a number in [0, 1e6]", path);
+            return AL_FAIL(err, AL_EINVAL, "%s.tolerance", "must be a number in [0, 1e6]", path);
         c.tolerance = json_number_value(x);
     }
     if ((x = json_object_get(v, "after"))) {
@@ -156,8 +157,8 @@ int al_grader_cfg_parse(al_grader_cfg *out, const json_t *v, const char *path, c
         } else if (!json_is_string(x) || json_string_length(x) == 0 ||
                    json_string_length(x) >= AL_GRADER_AFTER_MAX ||
                    strlen(json_string_value(x)) != json_string_length(x)) {
-            return al_err(err, AL_EINVAL, "%s.after: must be a non-empty string under %d bytes (or null)", path,
-                          AL_GRADER_AFTER_MAX);
+            return AL_FAIL(err, AL_EINVAL, "%s.after", "must be a non-empty string under %d bytes (or null)", path,
+                           AL_GRADER_AFTER_MAX);
         } else {
             memcpy(c.after, json_string_value(x), json_string_length(x) + 1);
         }
@@ -177,7 +178,7 @@ json_t *al_grader_cfg_json(const al_grader_cfg *c) {
 
 /* ---- compiled patterns ---------------------------------------------------------- */
 
-static pcre2_code *compile(const char *re, uint32_t opts, const char *path, char err[AL_ERRLEN]) {
+static pcre2_code *compile(const char *re, uint32_t opts, const char *path, al_error *err) {
     int ec;
     PCRE2_SIZE off;
     pcre2_code *code = pcre2_compile((PCRE2_SPTR)re, PCRE2_ZERO_TERMINATED,
@@ -185,14 +186,14 @@ static pcre2_code *compile(const char *re, uint32_t opts, const char *path, char
     if (!code) {
         PCRE2_UCHAR msg[160];
         pcre2_get_error_message(ec, msg, sizeof msg);
-        al_err(err, AL_EINVAL, "%s: not a valid pattern at offset %zu: %s", path, (size_t)off, (const char *)msg);
+        AL_FAIL(err, AL_EINVAL, "%s", "not a valid pattern at offset %zu: %s", path, (size_t)off, (const char *)msg);
     }
     return code;
 }
 
-int al_grader_new(al_grader **out, const al_grader_cfg *c, const char *path, char err[AL_ERRLEN]) {
+int al_grader_new(al_grader **out, const al_grader_cfg *c, const char *path, al_error *err) {
     al_grader *g = calloc(1, sizeof *g);
-    if (!g) return al_err(err, AL_ENOMEM, "out of memory");
+    if (!g) return al_failf(err, AL_ENOMEM, "out of memory");
     g->cfg = *c;
     if (c->extract == AL_EXTRACT_REGEX) {
         char p[200];
@@ -204,8 +205,8 @@ int al_grader_new(al_grader **out, const al_grader_cfg *c, const char *path, cha
         uint32_t groups = 0;
         pcre2_pattern_info(g->re, PCRE2_INFO_CAPTURECOUNT, &groups);
         if ((uint32_t)c->group > groups) {
-            al_err(err, AL_EINVAL, "%s: has no capture group %d (it has %u; e.g. \"answer: (\\\\S+)\" captures "
-                   "what follows)", p, c->group, groups);
+            AL_FAIL(err, AL_EINVAL, "%s", "has no capture group %d (it has %u; e.g. \"answer: (\\\\S+)\" captures "
+                    "what follows)", p, c->group, groups);
             al_grader_free(g);
             return AL_EINVAL;
         }
@@ -223,7 +224,7 @@ void al_grader_free(al_grader *g) {
 const al_grader_cfg *al_grader_config(const al_grader *g) { return &g->cfg; }
 
 int al_grader_set_get(al_grader_set *s, const al_grader_cfg *c, const char *path, const al_grader **out,
-                      char err[AL_ERRLEN]) {
+                      al_error *err) {
     /* the last few distinct ones: equal rows come together */
     for (int k = s->n - 1; k >= 0 && k >= s->n - 16; k--)
         if (!memcmp(&s->g[k]->cfg, c, sizeof *c)) {
@@ -233,7 +234,7 @@ int al_grader_set_get(al_grader_set *s, const al_grader_cfg *c, const char *path
     if (s->n == s->cap) {
         int cap = s->cap ? 2 * s->cap : 4;
         al_grader **ng = realloc(s->g, (size_t)cap * sizeof *ng);
-        if (!ng) return al_err(err, AL_ENOMEM, "out of memory");
+        if (!ng) return al_failf(err, AL_ENOMEM, "out of memory");
         s->g = ng;
         s->cap = cap;
     }
@@ -822,9 +823,9 @@ int al_grader_answer_invalid(const al_grader *g, const char *answer, char *why, 
 /* ---- the format reward ---------------------------------------------------------------------- */
 
 int al_format_new(al_format_rule **out, const char *regex, al_format_mode mode, const char *path,
-                  char err[AL_ERRLEN]) {
+                  al_error *err) {
     al_format_rule *f = calloc(1, sizeof *f);
-    if (!f) return al_err(err, AL_ENOMEM, "out of memory");
+    if (!f) return al_failf(err, AL_ENOMEM, "out of memory");
     if (!(f->re = compile(regex, PCRE2_DOTALL | PCRE2_MULTILINE, path, err))) {
         free(f);
         return AL_EINVAL;

@@ -84,8 +84,9 @@ typedef struct al_grader_cfg {
 void al_grader_cfg_default(al_grader_cfg *c);
 /* Reads a grader (a preset name or an object) over *c, which holds the base
  * (defaults or the job's grader). On error *c is unchanged and err names
- * path ("reward.verifiable.grader.compare: must be one of ..."). AL_EINVAL. */
-int al_grader_cfg_parse(al_grader_cfg *c, const json_t *v, const char *path, char err[AL_ERRLEN]);
+ * the field under path (err->field "reward.verifiable.grader.compare",
+ * err->msg "reward.verifiable.grader.compare: must be one of ..."). AL_EINVAL. */
+int al_grader_cfg_parse(al_grader_cfg *c, const json_t *v, const char *path, al_error *err);
 /* The resolved description {"extract", "compare", "tolerance", "after"} (new reference, NULL without memory). */
 json_t *al_grader_cfg_json(const al_grader_cfg *c);
 
@@ -94,7 +95,7 @@ typedef struct al_grader al_grader;
 /* Compiles c (its regex). path names the field in errors. AL_EINVAL (a bad
  * pattern: PCRE2's message and offset; a group the pattern does not have),
  * AL_ENOMEM. */
-int al_grader_new(al_grader **out, const al_grader_cfg *c, const char *path, char err[AL_ERRLEN]);
+int al_grader_new(al_grader **out, const al_grader_cfg *c, const char *path, al_error *err);
 void al_grader_free(al_grader *g);
 const al_grader_cfg *al_grader_config(const al_grader *g);
 
@@ -122,7 +123,7 @@ typedef struct al_grader_set {
 /* The set's grader for c, compiled on first use (path names it in errors);
  * *out is borrowed until al_grader_set_free. */
 int al_grader_set_get(al_grader_set *s, const al_grader_cfg *c, const char *path, const al_grader **out,
-                      char err[AL_ERRLEN]);
+                      al_error *err);
 void al_grader_set_free(al_grader_set *s);
 
 /* ---- pieces, exposed for tests ------------------------------------------- */
@@ -144,7 +145,7 @@ typedef enum al_format_mode { AL_FORMAT_START, AL_FORMAT_FULL, AL_FORMAT_SEARCH 
 typedef struct al_format_rule al_format_rule;
 
 int al_format_new(al_format_rule **out, const char *regex, al_format_mode mode, const char *path,
-                  char err[AL_ERRLEN]);
+                  al_error *err);
 void al_format_free(al_format_rule *f);
 /* 1 when text matches, 0 when not, AL_ERANGE (match limit), AL_ENOMEM. */
 int al_format_match(const al_format_rule *f, const char *text);

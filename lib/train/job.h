@@ -184,10 +184,12 @@ typedef struct al_job {
 } al_job;
 
 /* Parses and validates a description. On error job is untouched apart from
- * being safe to pass to al_job_deinit. */
+ * being safe to pass to al_job_deinit, and err says why. */
 int al_job_parse(al_job *job, const char *json, size_t len, char err[AL_ERRLEN]);
-/* Same, from an already parsed object (borrowed). */
-int al_job_from_json(al_job *job, const json_t *obj, char err[AL_ERRLEN]);
+/* Same, from an already parsed object (borrowed); err names the field at
+ * fault as data (err->field: "hyperparameters.beta", "training_files[1].weight",
+ * "" when the description as a whole is). */
+int al_job_from_json(al_job *job, const json_t *obj, al_error *err);
 void al_job_deinit(al_job *job);
 
 
@@ -211,8 +213,8 @@ typedef int (*al_ref_fn)(void *ud, al_ref_kind kind, const char *path, const cha
                          char *repl, size_t cap, char *msg, size_t msgcap);
 /* Walks every model and file reference of desc (modified in place when fn
  * replaces a value). Fields of the wrong type are left for al_job_from_json
- * to report. Returns AL_OK or AL_EINVAL with err = "<path>: <msg>"
- * (AL_ENOMEM when a replacement cannot be stored). */
-int al_job_refs(json_t *desc, al_ref_fn fn, void *ud, char err[AL_ERRLEN]);
+ * to report. Returns AL_OK or AL_EINVAL with err->field the path and
+ * err->msg "<path>: <msg>" (AL_ENOMEM when a replacement cannot be stored). */
+int al_job_refs(json_t *desc, al_ref_fn fn, void *ud, al_error *err);
 
 #endif

@@ -124,16 +124,16 @@ static void dpo_destroy(void *state) {
     free(s);
 }
 
-static int dpo_create(const al_hparams *hp, void **state, char err[AL_ERRLEN]) {
+static int dpo_create(const al_hparams *hp, void **state, al_error *err) {
     int rc;
     if ((rc = al_hp_check_positive(hp->beta, "beta", err)) != AL_OK) return rc;
     if ((rc = al_hp_check_nonneg(hp->rpo_alpha, "rpo_alpha", err)) != AL_OK) return rc;
     double ls = hp->label_smoothing;
     if (!isfinite(ls) || ls < 0 || ls > 0.5)
-        return al_err(err, AL_EINVAL, "label_smoothing: must be in [0, 0.5] (got %g)", ls);
+        return AL_FAIL(err, AL_EINVAL, "label_smoothing", "must be in [0, 0.5] (got %g)", ls);
     if (hp->n_loss_types < 0 || hp->n_loss_types > AL_MAX_LOSS_TYPES)
-        return al_err(err, AL_EINVAL, "loss_type: %d types given, at most %d", hp->n_loss_types,
-                      AL_MAX_LOSS_TYPES);
+        return AL_FAIL(err, AL_EINVAL, "loss_type", "%d types given, at most %d", hp->n_loss_types,
+                       AL_MAX_LOSS_TYPES);
 
     dpo_state tmp;
     memset(&tmp, 0, sizeof tmp);
@@ -153,20 +153,20 @@ static int dpo_create(const al_hparams *hp, void **state, char err[AL_ERRLEN]) {
             if ((int)strlen(k_names[k]) == len && strncmp(k_names[k], name, (size_t)len) == 0) found = k;
         if (found < 0) {
             char list[256];
-            return al_err(err, AL_EINVAL, "loss_type: '%.*s' is not one of %s (kto_pair is not supported: use "
-                          "method \"kto\")", len, name, al_names_join(list, sizeof list, k_names, "", ", "));
+            return AL_FAIL(err, AL_EINVAL, "loss_type", "'%.*s' is not one of %s (kto_pair is not supported: use "
+                           "method \"kto\")", len, name, al_names_join(list, sizeof list, k_names, "", ", "));
         }
         char field[32];
         snprintf(field, sizeof field, "loss_weights[%d]", i);
         if ((rc = al_hp_check_nonneg(hp->loss_weights[i], field, err)) != AL_OK) return rc;
         dpo_kind k = (dpo_kind)found;
         if (k == K_ROBUST && !(ls < 0.5))
-            return al_err(err, AL_EINVAL,
-                          "label_smoothing: must be in [0, 0.5) for loss_type 'robust' (got %g)", ls);
+            return AL_FAIL(err, AL_EINVAL,
+                           "label_smoothing", "must be in [0, 0.5) for loss_type 'robust' (got %g)", ls);
         if (k == K_EXO_PAIR && !(ls > 0))
-            return al_err(err, AL_EINVAL,
-                          "label_smoothing: must be > 0 for loss_type 'exo_pair' (the EXO paper "
-                          "recommends 1e-3)");
+            return AL_FAIL(err, AL_EINVAL,
+                           "label_smoothing", "must be > 0 for loss_type 'exo_pair' (the EXO paper "
+                           "recommends 1e-3)");
         if (k == K_AOT || k == K_AOT_UNPAIRED) tmp.has_aot = 1;
         if (k == K_SFT) tmp.has_nll = 1;
         tmp.kind[i] = k;
@@ -176,7 +176,7 @@ static int dpo_create(const al_hparams *hp, void **state, char err[AL_ERRLEN]) {
     if (tmp.rpo_alpha > 0) tmp.has_nll = 1;
 
     dpo_state *s = calloc(1, sizeof *s);
-    if (!s) return al_err(err, AL_ENOMEM, "out of memory");
+    if (!s) return al_failf(err, AL_ENOMEM, "out of memory");
     *s = tmp;
     if (s->has_aot) {
         /* Sized at admission: a micro-batch never holds more pairs than the step. */
@@ -186,7 +186,7 @@ static int dpo_create(const al_hparams *hp, void **state, char err[AL_ERRLEN]) {
         s->order = calloc((size_t)s->cap * 2, sizeof *s->order);
         if (!s->scratch || !s->order) {
             dpo_destroy(s);
-            return al_err(err, AL_ENOMEM, "out of memory");
+            return al_failf(err, AL_ENOMEM, "out of memory");
         }
     }
     *state = s;

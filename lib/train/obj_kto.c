@@ -51,24 +51,24 @@ typedef struct kto_state {
     double beta, wd, wu;
 } kto_state;
 
-static int kto_create(const al_hparams *hp, void **state, char err[AL_ERRLEN]) {
+static int kto_create(const al_hparams *hp, void **state, al_error *err) {
     int rc;
     if ((rc = al_hp_check_positive(hp->beta, "beta", err)) != AL_OK) return rc;
     if ((rc = al_hp_check_positive(hp->desirable_weight, "desirable_weight", err)) != AL_OK) return rc;
     if ((rc = al_hp_check_positive(hp->undesirable_weight, "undesirable_weight", err)) != AL_OK) return rc;
     if (hp->n_loss_types > 1)
-        return al_err(err, AL_EINVAL, "loss_type: kto takes one loss type, kto");
+        return AL_FAIL(err, AL_EINVAL, "loss_type", "kto takes one loss type, kto");
     if (hp->n_loss_types == 1) {
         const char *name = hp->loss_type[0];
         int len = (int)strnlen(name, sizeof hp->loss_type[0]);
         if (!((size_t)len == strlen("kto") && strncmp(name, "kto", (size_t)len) == 0) &&
             !((size_t)len == strlen("sigmoid") && strncmp(name, "sigmoid", (size_t)len) == 0))
-            return al_err(err, AL_EINVAL,
-                          "loss_type: '%.*s' is not one of kto (apo_zero_unpaired is not supported)",
-                          len, name);
+            return AL_FAIL(err, AL_EINVAL,
+                           "loss_type", "'%.*s' is not one of kto (apo_zero_unpaired is not supported)",
+                           len, name);
     }
     kto_state *s = calloc(1, sizeof *s);
-    if (!s) return al_err(err, AL_ENOMEM, "out of memory");
+    if (!s) return al_failf(err, AL_ENOMEM, "out of memory");
     s->beta = hp->beta;
     s->wd = hp->desirable_weight;
     s->wu = hp->undesirable_weight;

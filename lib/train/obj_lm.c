@@ -21,7 +21,7 @@
 
 #include <math.h>
 
-static int lm_create(const al_hparams *hp, void **state, char err[AL_ERRLEN]) {
+static int lm_create(const al_hparams *hp, void **state, al_error *err) {
     (void)hp;
     (void)err;
     *state = NULL; /* no hyper-parameters of its own */

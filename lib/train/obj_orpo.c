@@ -55,11 +55,11 @@ typedef struct orpo_state {
     double beta;
 } orpo_state;
 
-static int orpo_create(const al_hparams *hp, void **state, char err[AL_ERRLEN]) {
+static int orpo_create(const al_hparams *hp, void **state, al_error *err) {
     int rc = al_hp_check_positive(hp->beta, "beta", err);
     if (rc != AL_OK) return rc;
     orpo_state *s = calloc(1, sizeof *s);
-    if (!s) return al_err(err, AL_ENOMEM, "out of memory");
+    if (!s) return al_failf(err, AL_ENOMEM, "out of memory");
     s->beta = hp->beta;
     *state = s;
     return AL_OK;

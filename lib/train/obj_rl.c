@@ -70,7 +70,7 @@ typedef struct rl_state {
 
 static void rl_destroy(void *state) { free(state); }
 
-static int rl_create_common(const al_hparams *hp, void **state, int ppo, int rloo, char err[AL_ERRLEN]) {
+static int rl_create_common(const al_hparams *hp, void **state, int ppo, int rloo, al_error *err) {
     int rc;
     rl_state s;
     memset(&s, 0, sizeof s);
@@ -96,34 +96,34 @@ static int rl_create_common(const al_hparams *hp, void **state, int ppo, int rlo
         if ((rc = al_hp_check_nonneg(hp->beta, "beta", err))) return rc;
         s.beta = rloo ? 0.0 : hp->beta;
         if (hp->n_loss_types != 1)
-            return al_err(err, AL_EINVAL, "loss_type: %s takes one loss type", rloo ? "rloo" : "grpo");
+            return AL_FAIL(err, AL_EINVAL, "loss_type", "%s takes one loss type", rloo ? "rloo" : "grpo");
         const char *lt = hp->loss_type[0];
         s.loss = -1;
         for (int k = 0; l_names[k]; k++)
             if (!strcmp(lt, l_names[k])) s.loss = k;
         if (s.loss < 0) {
             char list[64];
-            return al_err(err, AL_EINVAL, "loss_type: '%s' is not one of %s", lt,
-                          al_names_join(list, sizeof list, l_names, "", ", "));
+            return AL_FAIL(err, AL_EINVAL, "loss_type", "'%s' is not one of %s", lt,
+                           al_names_join(list, sizeof list, l_names, "", ", "));
         }
         if (hp->max_completion_length < 1)
-            return al_err(err, AL_EINVAL, "max_completion_length: must be >= 1");
+            return AL_FAIL(err, AL_EINVAL, "max_completion_length", "must be >= 1");
         s.max_completion_length = hp->max_completion_length;
     }
     rl_state *p = malloc(sizeof *p);
-    if (!p) return al_err(err, AL_ENOMEM, "out of memory");
+    if (!p) return al_failf(err, AL_ENOMEM, "out of memory");
     *p = s;
     *state = p;
     return AL_OK;
 }
 
-static int ppo_create(const al_hparams *hp, void **state, char err[AL_ERRLEN]) {
+static int ppo_create(const al_hparams *hp, void **state, al_error *err) {
     return rl_create_common(hp, state, 1, 0, err);
 }
-static int grpo_create(const al_hparams *hp, void **state, char err[AL_ERRLEN]) {
+static int grpo_create(const al_hparams *hp, void **state, al_error *err) {
     return rl_create_common(hp, state, 0, 0, err);
 }
-static int rloo_create(const al_hparams *hp, void **state, char err[AL_ERRLEN]) {
+static int rloo_create(const al_hparams *hp, void **state, al_error *err) {
     return rl_create_common(hp, state, 0, 1, err);
 }
 

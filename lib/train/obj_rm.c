@@ -33,11 +33,11 @@ typedef struct rm_state {
     double center; /* center_rewards_coefficient */
 } rm_state;
 
-static int rm_create(const al_hparams *hp, void **state, char err[AL_ERRLEN]) {
+static int rm_create(const al_hparams *hp, void **state, al_error *err) {
     int rc = al_hp_check_nonneg(hp->center_rewards_coefficient, "center_rewards_coefficient", err);
     if (rc != AL_OK) return rc;
     rm_state *s = calloc(1, sizeof *s);
-    if (!s) return al_err(err, AL_ENOMEM, "out of memory");
+    if (!s) return al_failf(err, AL_ENOMEM, "out of memory");
     s->center = hp->center_rewards_coefficient;
     *state = s;
     return AL_OK;

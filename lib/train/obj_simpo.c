@@ -46,16 +46,16 @@ typedef struct simpo_state {
     double beta, gamma, ls, alpha;
 } simpo_state;
 
-static int simpo_create(const al_hparams *hp, void **state, char err[AL_ERRLEN]) {
+static int simpo_create(const al_hparams *hp, void **state, al_error *err) {
     int rc;
     if ((rc = al_hp_check_positive(hp->beta, "beta", err)) != AL_OK) return rc;
     if ((rc = al_hp_check_finite(hp->simpo_gamma, "simpo_gamma", err)) != AL_OK) return rc;
     if ((rc = al_hp_check_nonneg(hp->rpo_alpha, "rpo_alpha", err)) != AL_OK) return rc;
     double ls = hp->label_smoothing;
     if (!isfinite(ls) || ls < 0 || ls > 0.5)
-        return al_err(err, AL_EINVAL, "label_smoothing: must be in [0, 0.5] (got %g)", ls);
+        return AL_FAIL(err, AL_EINVAL, "label_smoothing", "must be in [0, 0.5] (got %g)", ls);
     simpo_state *s = calloc(1, sizeof *s);
-    if (!s) return al_err(err, AL_ENOMEM, "out of memory");
+    if (!s) return al_failf(err, AL_ENOMEM, "out of memory");
     s->beta = hp->beta;
     s->gamma = hp->simpo_gamma;
     s->ls = ls;

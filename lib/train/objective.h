@@ -89,8 +89,9 @@ typedef struct al_objective_ops {
      * method registry, lib/train/methods.h, serves them); NULL when the
      * objective offers no choice of loss. */
     const char *const *loss_types;
-    /* Validates the hyper-parameters it uses (AL_EINVAL naming the field). */
-    int (*create)(const al_hparams *hp, void **state, char err[AL_ERRLEN]);
+    /* Validates the hyper-parameters it uses (AL_EINVAL naming the field in
+     * err->field, without "hyperparameters."). */
+    int (*create)(const al_hparams *hp, void **state, al_error *err);
     /* Pure: reads in, writes out's gradients and st. AL_ENAN on non-finite. */
     int (*loss)(void *state, const al_obj_in *in, al_obj_out *out, al_step_stats *st);
     void (*destroy)(void *state);
@@ -157,10 +158,10 @@ double al_chosen_nll(const al_obj_in *in, int full, int *ntok);
 void al_chosen_nll_backward(float *d, const al_obj_in *in, int full, double g);
 
 /* Validation helpers for create(): AL_OK, or AL_EINVAL with err naming the
- * field, e.g. "beta: must be > 0 (got 0)". */
-int al_hp_check_positive(double v, const char *field, char err[AL_ERRLEN]);
-int al_hp_check_nonneg(double v, const char *field, char err[AL_ERRLEN]);
-int al_hp_check_finite(double v, const char *field, char err[AL_ERRLEN]);
+ * field (err->field "beta", err->msg "beta: must be > 0 (got 0)"). */
+int al_hp_check_positive(double v, const char *field, al_error *err);
+int al_hp_check_nonneg(double v, const char *field, al_error *err);
+int al_hp_check_finite(double v, const char *field, al_error *err);
 
 /* The metrics every pairwise objective reports, under TRL's names
  * (rewards/chosen, rewards/rejected, rewards/accuracies, rewards/margins,

@@ -150,19 +150,19 @@ void al_chosen_nll_backward(float *d, const al_obj_in *in, int full, double g) {
 
 /* ---- hyper-parameter checks ---------------------------------------------- */
 
-int al_hp_check_finite(double v, const char *field, char err[AL_ERRLEN]) {
-    if (!isfinite(v)) return al_err(err, AL_EINVAL, "%s: must be a finite number (got %g)", field, v);
+int al_hp_check_finite(double v, const char *field, al_error *err) {
+    if (!isfinite(v)) return AL_FAIL(err, AL_EINVAL, "%s", "must be a finite number (got %g)", field, v);
     return AL_OK;
 }
 
-int al_hp_check_positive(double v, const char *field, char err[AL_ERRLEN]) {
+int al_hp_check_positive(double v, const char *field, al_error *err) {
     if (!isfinite(v) || !(v > 0))
-        return al_err(err, AL_EINVAL, "%s: must be a finite number > 0 (got %g)", field, v);
+        return AL_FAIL(err, AL_EINVAL, "%s", "must be a finite number > 0 (got %g)", field, v);
     return AL_OK;
 }
 
-int al_hp_check_nonneg(double v, const char *field, char err[AL_ERRLEN]) {
+int al_hp_check_nonneg(double v, const char *field, al_error *err) {
     if (!isfinite(v) || !(v >= 0))
-        return al_err(err, AL_EINVAL, "%s: must be a finite number >= 0 (got %g)", field, v);
+        return AL_FAIL(err, AL_EINVAL, "%s", "must be a finite number >= 0 (got %g)", field, v);
     return AL_OK;
 }

@@ -139,13 +139,14 @@ int al_rewarder_new(al_rewarder **out, const al_reward_cfg *cfg, double hp_eos_p
     rw->cfg = *cfg;
     rw->eos_pen = cfg->missing_eos_penalty >= 0 ? cfg->missing_eos_penalty : hp_eos_penalty;
     rw->rows = rows < 2 ? 2 : rows;
-    int rc = al_grader_new(&rw->grader, &cfg->grader, "reward.verifiable.grader", err);
+    al_error e2;
+    int rc = al_grader_new(&rw->grader, &cfg->grader, "reward.verifiable.grader", &e2);
     if (!rc && cfg->format_regex[0])
         rc = al_format_new(&rw->format, cfg->format_regex, (al_format_mode)cfg->format_mode, "reward.format.regex",
-                           err);
+                           &e2);
     if (rc) {
         al_rewarder_free(rw);
-        return rc;
+        return al_err(err, rc, "%s", e2.msg);
     }
     char what[64];
     /* one token per byte, the completion at least the " " an empty one becomes */

@@ -181,10 +181,10 @@ static int row_grader(rl_prompts *p, const al_job *job, const json_t *spec, int 
     *out = NULL;
     if (!spec || json_is_null(spec)) return AL_OK;
     al_grader_cfg c = job->reward.grader;
-    char e2[AL_ERRLEN];
-    int rc = al_grader_cfg_parse(&c, spec, "grader", e2);
-    if (!rc) rc = al_grader_set_get(&p->graders, &c, "grader", out, e2);
-    return rc ? al_err(err, rc, "%s: line %d: %s", what, line, e2) : AL_OK;
+    al_error e2;
+    int rc = al_grader_cfg_parse(&c, spec, "grader", &e2);
+    if (!rc) rc = al_grader_set_get(&p->graders, &c, "grader", out, &e2);
+    return rc ? al_err(err, rc, "%s: line %d: %s", what, line, e2.msg) : AL_OK;
 }
 
 /* Fills p->ref[i] from p->answers[i]; with reward.verifiable on, checks
@@ -199,9 +199,9 @@ static int finish_ref(rl_prompts *p, const al_job *job, int i, int line, const c
     al_grader *own = NULL;
     const al_grader *g = r->grader;
     if (!g) {
-        char e2[AL_ERRLEN];
-        int rc = al_grader_new(&own, &job->reward.grader, "reward.verifiable.grader", e2);
-        if (rc) return al_err(err, rc, "%s", e2);
+        al_error e2;
+        int rc = al_grader_new(&own, &job->reward.grader, "reward.verifiable.grader", &e2);
+        if (rc) return al_err(err, rc, "%s", e2.msg);
         g = own;
     }
     char why[160];
@@ -559,7 +559,8 @@ static int setup(rl *r) {
     char e2[AL_ERRLEN];
     r->ops = al_objective_find(job->method);
     if (!r->ops) return al_err(r->err, AL_EINVAL, "method: '%s' is unknown", job->method);
-    if ((rc = r->ops->create(hp, &r->obj, r->err))) return rc;
+    al_error oe;
+    if ((rc = r->ops->create(hp, &r->obj, &oe))) return al_err(r->err, rc, "%s", oe.msg);
     r->ppo = !strcmp(job->method, "ppo");
     r->grpo = !strcmp(job->method, "grpo");
     r->rloo = !strcmp(job->method, "rloo");

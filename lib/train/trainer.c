@@ -975,7 +975,8 @@ static int setup(trainer *t, const al_job *job, const al_train_cb *cb) {
     t->cb = cb;
     t->ops = al_objective_find(job->method);
     if (!t->ops) return al_err(t->err, AL_EINVAL, "method: '%s' is unknown", job->method);
-    if ((rc = t->ops->create(t->hp, &t->obj, t->err))) return rc;
+    al_error oe;
+    if ((rc = t->ops->create(t->hp, &t->obj, &oe))) return al_err(t->err, rc, "%s", oe.msg);
     t->kind = t->ops->batch;
     t->rows_per_ex = t->kind == AL_BATCH_LM ? 1 : 2;
     t->mb = t->hp->micro_batch_size;

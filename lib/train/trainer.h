@@ -54,9 +54,6 @@ typedef struct al_train_cb {
     void *ud;
 } al_train_cb;
 
-/* Returned when should_pause asked to pause (a checkpoint was written). */
-#define AL_EPAUSED (-1100)
-
 /* The outcome of a run. */
 typedef struct al_train_result {
     long steps;              /* optimiser steps completed (including resumed ones) */
@@ -75,7 +72,7 @@ typedef struct al_train_result {
 
 /* Runs the job. resume_dir (may be NULL) is a checkpoint folder written by an
  * earlier run of the same job. Returns AL_OK, AL_ECANCELED (should_stop),
- * AL_EPAUSED, AL_ENAN (divergence watchdog), or the error of the failing
+ * AL_EPAUSED (should_pause: a checkpoint was written), AL_ENAN (divergence watchdog), or the error of the failing
  * stage with its reason in err. res (may be NULL) is filled in all cases. */
 int al_train_run(const al_job *job, const char *resume_dir, const al_train_cb *cb,
                  al_train_result *res, char err[AL_ERRLEN]);
