@@ -48,6 +48,8 @@ typedef struct cache_ent {
     al_model *m;
     al_tok *tok;
     al_chat *chat;
+    int32_t stops[16];       /* the ids that end an answer (al_chat_stop_ids) */
+    int n_stops;
     int refs;                /* under the cache's mu */
     unsigned long last_used;
     size_t mem;
@@ -159,6 +161,18 @@ static cache_ent *ent_load(const char *dir, char err[AL_ERRLEN]) {
         ent_free(e);
         return NULL;
     }
+    /* the folder's files, and the model's own eos (an adapter's is its base's) */
+    int32_t found[16], eos = al_model_config_of(e->m)->eos_id;
+    int n = al_chat_stop_ids(e->chat, dir, found, 15, err);
+    if (n < 0) {
+        ent_free(e);
+        return NULL;
+    }
+    int known = 0;
+    for (int i = 0; i < n; i++) known |= found[i] == eos;
+    if (eos >= 0 && !known) found[n++] = eos;
+    memcpy(e->stops, found, (size_t)n * sizeof *found);
+    e->n_stops = n;
     if (!(e->dec = al_decoder_new(e->m, MAX_SEQS, MAX_ROWS, err))) {
         ent_free(e);
         return NULL;
@@ -864,13 +878,6 @@ static void wait_tokens(gen_ctx *x, int ms) {
 
 /* ---- preparing a request ------------------------------------------------------------ */
 
-static void add_stop_id(int32_t *stops, int *n, int32_t id) {
-    if (id < 0 || *n >= 16) return;
-    for (int i = 0; i < *n; i++)
-        if (stops[i] == id) return;
-    stops[(*n)++] = id;
-}
-
 static atomic_ulong seed_counter;
 
 /* The request's prompt and settings into a task. */
@@ -914,15 +921,8 @@ static int make_task(gen_ctx *x, api_error *e) {
     al_seq_deinit(&seq);
     int max_new = g->max_tokens ? g->max_tokens : x->s->cfg.max_tokens;
     if (max_new > mc->max_T - t->plen) max_new = mc->max_T - t->plen;
-    int n_stops = 0;
-    add_stop_id(t->stops, &n_stops, mc->eos_id);
-    add_stop_id(t->stops, &n_stops, al_tok_eos(ce->tok));
-    static const char *const eot[] = {"<|im_end|>", "<|eot_id|>", "<|end|>", "<end_of_turn>",
-                                      "<|endoftext|>"};
-    for (size_t i = 0; i < sizeof eot / sizeof eot[0]; i++) {
-        int32_t id = al_tok_id(ce->tok, eot[i]);
-        if (id >= 0 && al_tok_is_special(ce->tok, id)) add_stop_id(t->stops, &n_stops, id);
-    }
+    int n_stops = ce->n_stops;
+    memcpy(t->stops, ce->stops, (size_t)n_stops * sizeof *t->stops);
     t->gc = (al_gen_cfg){.max_new = max_new,
                          .temperature = g->top_p == 0 ? 0.0f : (float)g->temperature,
                          .top_k = g->top_k,

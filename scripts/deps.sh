@@ -16,8 +16,9 @@ al_need_packages() {
     $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
 }
 
-# What building alignd needs (libutf8proc: the graders' case folding and the
-# tokenizers' Unicode normalization; libcurl: the daemon's Hugging Face Hub
+# What building alignd needs (libutf8proc: the graders' case folding, the
+# tokenizers' Unicode normalization and lowercasing, the chat templates' case
+# mappings and character classes; libcurl: the daemon's Hugging Face Hub
 # client and its client for external reward verifiers, and the tests;
 # libcsv: CSV/TSV datasets; libexttextcat: the hygiene language filter).
 AL_BUILD_PACKAGES=(build-essential cmake pkg-config libopenblas-dev libjansson-dev libpcre2-dev

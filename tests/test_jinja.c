@@ -593,6 +593,31 @@ static const own OWN[] = {
      "{}"},
     {"int_float_undefined_error", "{{ u|int }}", "{}"},
     {"str_mod_mapping_like", "{{ 'abc' % [] }} {{ 'abc' % {} }} {{ '%s' % [1] }}", "{}"},
+    /* Unicode beyond Latin, Greek and Cyrillic (utf8proc): Armenian, Georgian,
+     * Cherokee, Deseret, Glagolitic, Coptic, Adlam, fullwidth; SpecialCasing's
+     * multi-character mappings; final sigma; str.is*() classes */
+    {"unicode_case_beyond_latin_greek_cyrillic",
+     "{% set s = 'Երևան ﬓ ქართული ꭰᏸ 𐐨𐐯𐑊 ⰰⰱ ⲁⲃ 𞤢𞤣 ｈｅ"
+     "ｌｌｏ ß ﬃ ŉ ǰ ᾳ ᾲ ᾷ İ ǅ ǆ ᾈ' %}[{{ s|upper }}][{{ s|lower }}][{{ s|title }}]"
+     "[{{ s|capitalize }}][{{ s.upper() }}][{{ s.lower() }}][{{ s.title() }}][{{ s.capitalize() }}][{{"
+     " s.swapcase() }}][{{ s.casefold() }}][{{ ('ქართული ენა')|title }}][{{ 'ǆema"
+     "l ǳ'.title() }}][{{ 'ŉ ǰ'|title }}]",
+     "{}"},
+    {"unicode_final_sigma",
+     "{% set g = 'ΟΔΟΣ ΣΑΣ Σ ΑΣ. ΑΣ\\'Β ΑΣ̈ Σ̈' %}[{{ g|lower }}][{{ g.lower() }}][{"
+     "{ g|title }}][{{ g.title() }}][{{ g|capitalize }}][{{ g.swapcase() }}][{{ 'ΣΑΣ'.capitalize() "
+     "}}][{{ 'a-ΑΣ b(ΑΣΣ'|title }}]",
+     "{}"},
+    {"unicode_classes",
+     "{% for x in ['٣٤', '²', 'Ⅻ', '½', 'ʰ', 'Ⓐ', 'ⓐ', 'ǅ', 'Ǆa', 'ᾈ', '\\u2003', '\\u2"
+     "00b', 'क्', 'ქართული', '日本', '𐐨', 'ꭰ', 'Ꭰ', '\\u00a0', '\\u1680x', "
+     "'x\\u0300', '_١'] %}{{ x }}:{{ x.isalpha() }}{{ x.isalnum() }}{{ x.isdecimal() }}{{ x.isdigit()"
+     " }}{{ x.isnumeric() }}{{ x.isspace() }}{{ x.isprintable() }}{{ x.islower() }}{{ x.isupper() }}{{"
+     " x.istitle() }}{{ x.isidentifier() }}{{ x is lower }}{{ x is upper }}|{% endfor %}[{{ 'Երևան"
+     " 日本 ١٢٣ x_y ō'|wordcount }}][{{ ['Ꭰb', 'ꭰa', 'ⲁ', 'Ⲁ', 'ß', 'SS', 'İ', 'i']|so"
+     "rt }}][{{ '\\u2003 x \\u3000'|trim }}][{{ '\\u2003a\\u3000b'.split() }}][{{ ['ɐ', '\\u0378', '\\u"
+     "200b', 'ƀ']|string }}]",
+     "{}"},
     /* misc */
     {"print_tag", "{% print 'a', 1 %}{% print messages|length %}", "{" MSGS "}"},
     {"set_tuple", "{% set a, b = 1, 2 %}{{ a }}{{ b }}{% set c = 1, 2 %}{{ c }}{% set (d, e) = [3, 4] %}{{ d }}{{ e }}", "{}"},

@@ -3,8 +3,9 @@
  * checked id for id against that package's encoder on ~3000 generated lines
  * (tests/tokenizer_vectors.js); a Llama-3-like pipeline (Split with Llama 3's
  * regex + ByteLevel without regex, ignore_merges, a BOS template); NFC as
- * Qwen2 uses it; hand-made SentencePiece-style Llama-2 and Mistral files
- * (metaspace, byte fallback, unk fusion, decoder sequences); BOS never
+ * Qwen2 uses it; NFKC, NFKD and Lowercase; hand-made SentencePiece-style
+ * Llama-2 and Mistral files (metaspace, byte fallback, unk fusion, decoder
+ * sequences); BOS never
  * doubled; hostile files rejected with the right code and message; random
  * damage to a file never crashes; threads share one tokenizer.
  *
@@ -696,6 +697,71 @@ static void test_nfc(void) {
     al_tok_free(t);
 }
 
+/* NFKC then Lowercase (a Sequence) and NFKD, on utf8proc: the decoded ids
+ * are the normalized text, worked out with Python's unicodedata.normalize
+ * and per-character str.lower (tokenizers lowercases character by
+ * character, as Rust's char::to_lowercase: no final sigma). Scripts beyond
+ * Latin, Greek and Cyrillic; compatibility forms; the longest decomposition
+ * (U+FDFA, 18 characters). */
+static void test_nfkc_lowercase(void) {
+    static const struct { const char *in, *want; } nfkc_lower[] = {
+        {"\xEF\xAC\x81", "fi"},                                             /* ﬁ */
+        {"\xE2\x91\xA0", "1"},                                              /* ① */
+        {"\xE2\x85\xAB", "xii"},                                            /* Ⅻ */
+        {"\xEF\xBD\xB6\xEF\xBE\x80\xEF\xBD\xB6\xEF\xBE\x85",
+         "\xE3\x82\xAB\xE3\x82\xBF\xE3\x82\xAB\xE3\x83\x8A"},               /* halfwidth ｶﾀｶﾅ -> カタカナ */
+        {"\xE2\x84\x8C", "h"},                                              /* ℌ */
+        {"x\xC2\xB2", "x2"},                                                /* x² */
+        {"\xEF\xBE\x8A\xEF\xBE\x9F", "\xE3\x83\x91"},                       /* ﾊﾟ -> パ (composed) */
+        {"e\xCC\x81", "\xC3\xA9"},                                          /* e + acute -> é */
+        {"a\xC2\xA0" "b", "a b"},                                           /* no-break space */
+        {"\xE3\x8D\xBF", "\xE6\xA0\xAA\xE5\xBC\x8F\xE4\xBC\x9A\xE7\xA4\xBE"}, /* ㍿ -> 株式会社 */
+        {"\xC4\xB0stanbul", "i\xCC\x87stanbul"},                            /* İ -> i + dot above */
+        {"\xCE\xA3\xCE\x91\xCE\xA3", "\xCF\x83\xCE\xB1\xCF\x83"},           /* ΣΑΣ -> σασ */
+        {"\xC7\x85", "d\xC5\xBE"},                                          /* ǅ -> dž */
+        {"\xE1\x8E\xA0\xE1\x8F\xB0", "\xEA\xAD\xB0\xE1\x8F\xB8"},           /* Cherokee ᎠᏰ -> ꭰᏸ */
+        {"\xF0\x90\x90\x80", "\xF0\x90\x90\xA8"},                           /* Deseret 𐐀 -> 𐐨 */
+        {"\xEF\xBC\xA1\xEF\xBC\xA2", "ab"},                                 /* fullwidth ＡＢ */
+        {"\xE1\xBA\x9E", "\xC3\x9F"},                                       /* ẞ -> ß */
+        {"\xEF\xB7\xBA", "\xD8\xB5\xD9\x84\xD9\x89 \xD8\xA7\xD9\x84\xD9\x84\xD9\x87 \xD8\xB9\xD9\x84\xD9\x8A\xD9\x87 "
+                         "\xD9\x88\xD8\xB3\xD9\x84\xD9\x85"},               /* U+FDFA: 18 characters */
+    };
+    static const struct { const char *in, *want; } nfkd[] = {
+        {"\xC3\xA9", "e\xCC\x81"},                      /* é */
+        {"\xEF\xAC\x81", "fi"},                         /* ﬁ */
+        {"\xEA\xB0\x80", "\xE1\x84\x80\xE1\x85\xA1"},   /* 가 -> Hangul jamo */
+        {"\xC7\x85", "Dz\xCC\x8C"},                     /* ǅ -> D z caron */
+        {"\xE2\x91\xA0", "1"},                          /* ① */
+    };
+    char *dir = subdir("nfkc_lower");
+    json_t *j = gpt2_json(json_pack("{s:s,s:[{s:s},{s:s}]}", "type", "Sequence", "normalizers", "type", "NFKC",
+                                    "type", "Lowercase"), 1);
+    write_json(dir, "tokenizer.json", j);
+    json_decref(j);
+    al_tok *t = load_ok(dir);
+    for (size_t i = 0; t && i < sizeof nfkc_lower / sizeof nfkc_lower[0]; i++)
+        check_decode(__LINE__, t, nfkc_lower[i].in, strlen(nfkc_lower[i].in), 0, 0, 0, nfkc_lower[i].want);
+    if (t) { /* each output character spans its source character: "x" then ﬁ's 3 bytes for "fi" */
+        int32_t *ids = NULL, *st = NULL, *en = NULL;
+        int n = 0;
+        T_OK(al_tok_encode(t, "X\xEF\xAC\x81", 4, 0, 0, &ids, &n, &st, &en, NULL));
+        T_TRUE(n >= 1 && st[0] == 0 && en[n - 1] == 4);
+        for (int i = 0; i < n; i++) T_TRUE(st[i] == 0 || (st[i] == 1 && en[i] == 4));
+        free(ids);
+        free(st);
+        free(en);
+    }
+    al_tok_free(t);
+    dir = subdir("nfkd");
+    j = gpt2_json(json_pack("{s:s}", "type", "NFKD"), 1);
+    write_json(dir, "tokenizer.json", j);
+    json_decref(j);
+    t = load_ok(dir);
+    for (size_t i = 0; t && i < sizeof nfkd / sizeof nfkd[0]; i++)
+        check_decode(__LINE__, t, nfkd[i].in, strlen(nfkd[i].in), 0, 0, 0, nfkd[i].want);
+    al_tok_free(t);
+}
+
 /* ------------------------------------------------------------ Llama 2, Mistral */
 
 /* A SentencePiece-style BPE as Llama 2's tokenizer.json spells it: ▁ pieces,
@@ -933,9 +999,10 @@ static const hostile HOSTILE[] = {
      AL_EFORMAT, "Sideways"},
     {"{" BASE_MODEL ", \"pre_tokenizer\": {\"type\": \"BertPreTokenizer\"}}", AL_EUNSUP, "\"BertPreTokenizer\""},
     {"{" BASE_MODEL ", \"pre_tokenizer\": {\"kind\": \"ByteLevel\"}}", AL_EFORMAT, "pre_tokenizer.type"},
-    {"{" BASE_MODEL ", \"normalizer\": {\"type\": \"NFKC\"}}", AL_EUNSUP, "\"NFKC\""},
-    {"{" BASE_MODEL ", \"normalizer\": {\"type\": \"Sequence\", \"normalizers\": [{\"type\": \"Lowercase\"}]}}",
-     AL_EUNSUP, "normalizer.normalizers[0].type: normalizer \"Lowercase\""},
+    {"{" BASE_MODEL ", \"normalizer\": {\"type\": \"Precompiled\"}}", AL_EUNSUP, "\"Precompiled\""},
+    {"{" BASE_MODEL ", \"normalizer\": {\"type\": \"Sequence\", \"normalizers\": [{\"type\": \"Lowercase\"},"
+     " {\"type\": \"BertNormalizer\"}]}}",
+     AL_EUNSUP, "normalizer.normalizers[1].type: normalizer \"BertNormalizer\""},
     {"{" BASE_MODEL ", \"normalizer\": {\"type\": \"Replace\", \"content\": \"x\"}}", AL_EFORMAT, "normalizer.pattern"},
     {"{" BASE_MODEL ", \"decoder\": {\"type\": \"CTC\"}}", AL_EUNSUP, "\"CTC\""},
     {"{" BASE_MODEL ", \"decoder\": {\"type\": \"Strip\", \"content\": \"ab\"}}", AL_EFORMAT, "decoder.content"},
@@ -1265,6 +1332,7 @@ int main(void) {
     }
     test_llama3();
     test_nfc();
+    test_nfkc_lowercase();
     test_llama2();
     test_family_tokenizers();
 

@@ -4,6 +4,7 @@
 #include "chat.h"
 
 #include <errno.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -68,6 +69,77 @@ int32_t al_chat_pad_id(const al_chat *c) {
     int32_t id = 0;
     while (id == eos || id == bos) id++;
     return id;
+}
+
+/* ---- where an answer ends -------------------------------------------------- */
+
+static void add_stop(int32_t *ids, int cap, int *n, int32_t id) {
+    if (id < 0 || *n >= cap) return;
+    for (int i = 0; i < *n; i++)
+        if (ids[i] == id) return;
+    ids[(*n)++] = id;
+}
+
+/* eos_token_id of <dir>/<file> (absent file or key: nothing). */
+static int config_eos(const char *dir, const char *file, int32_t *ids, int cap, int *n, char err[AL_ERRLEN]) {
+    char path[4096];
+    if (al_path_join(path, sizeof path, dir, file) != AL_OK) return al_err(err, AL_ERANGE, "%s: path too long", dir);
+    if (!al_file_exists(path)) return AL_OK;
+    json_error_t je;
+    json_t *o = json_load_file(path, 0, &je);
+    if (!json_is_object(o)) {
+        json_decref(o);
+        return al_err(err, AL_EFORMAT, "%s: not a JSON object (line %d: %s)", file, je.line, je.text);
+    }
+    const json_t *v = json_object_get(o, "eos_token_id");
+    int rc = AL_OK;
+    size_t k, count = json_is_array(v) ? json_array_size(v) : 1;
+    for (k = 0; v && !json_is_null(v) && k < count && !rc; k++) {
+        const json_t *x = json_is_array(v) ? json_array_get(v, k) : v;
+        json_int_t id = json_is_integer(x) ? json_integer_value(x) : -1;
+        if (id < 0 || id > INT32_MAX)
+            rc = json_is_array(v) ? al_err(err, AL_EFORMAT, "%s: eos_token_id[%zu]: must be a token id (an integer >= 0)", file, k)
+                                  : al_err(err, AL_EFORMAT, "%s: eos_token_id: must be a token id or a list of them", file);
+        else add_stop(ids, cap, n, (int32_t)id);
+    }
+    json_decref(o);
+    return rc;
+}
+
+/* The special token right after an assistant turn's content in the
+ * template's rendering of a one-turn exchange (-1 when the template renders
+ * none there, or cannot render it). */
+static int32_t turn_end_token(const al_chat *c) {
+    static const char probe[] = "alignd-turn-probe";
+    json_t *msgs = json_pack("[{s:s,s:s},{s:s,s:s}]", "role", "user", "content", "hi", "role", "assistant",
+                             "content", probe);
+    char *text = NULL, err[AL_ERRLEN];
+    size_t len = 0;
+    int32_t id = -1;
+    if (msgs && al_chat_render(c, msgs, NULL, 0, &text, &len, NULL, NULL, err) == AL_OK) {
+        const char *at = strstr(text, probe), *tail = NULL;
+        for (const char *q = at; q; q = strstr(q + 1, probe)) tail = q + sizeof probe - 1;
+        while (tail && (*tail == ' ' || *tail == '\n' || *tail == '\t' || *tail == '\r')) tail++;
+        int32_t *tok = NULL;
+        int n = 0;
+        if (tail && *tail && al_tok_encode(c->tok, tail, strlen(tail), 0, 1, &tok, &n, NULL, NULL, err) == AL_OK &&
+            n > 0 && al_tok_is_special(c->tok, tok[0]))
+            id = tok[0];
+        free(tok);
+    }
+    free(text);
+    json_decref(msgs);
+    return id;
+}
+
+int al_chat_stop_ids(const al_chat *c, const char *model_dir, int32_t *ids, int cap, char err[AL_ERRLEN]) {
+    int n = 0, rc;
+    if (model_dir && ((rc = config_eos(model_dir, "generation_config.json", ids, cap, &n, err)) ||
+                      (rc = config_eos(model_dir, "config.json", ids, cap, &n, err))))
+        return rc;
+    add_stop(ids, cap, &n, al_tok_eos(c->tok));
+    if (c->tpl) add_stop(ids, cap, &n, turn_end_token(c));
+    return n;
 }
 
 int al_chat_render(const al_chat *c, const json_t *messages, const json_t *tools,

@@ -73,6 +73,22 @@ int al_chat_has_generation(const al_chat *c);
  * is not EOS, else the lowest id that is neither EOS nor BOS. */
 int32_t al_chat_pad_id(const al_chat *c);
 
+/* The token ids that end an answer when the model in model_dir is served,
+ * as transformers' generate() stops for it: the eos_token_id of
+ * generation_config.json and of config.json (an id or a list of ids: Llama
+ * 3.1's three, Gemma's <eos> and <end_of_turn>, Phi-3's <|endoftext|> and
+ * <|end|>), the tokenizer's eos_token, and the special token the chat
+ * template closes an assistant turn with (found by rendering a one-turn
+ * exchange: <|im_end|>, <|eot_id|>, <end_of_turn>, <|end|>, ...), which a
+ * checkpoint whose files name only the end of the document still needs.
+ * model_dir may be NULL (the tokenizer and template alone). Training
+ * rollouts do not use this: they stop at the tokenizer's eos_token alone, as
+ * TRL's GRPOTrainer generates (trl/trainer/grpo_trainer.py, main).
+ * Writes at most cap distinct ids in that order and returns how many (>= 0),
+ * or AL_EFORMAT naming the file and field when a config's eos_token_id is
+ * neither an id nor a list of ids, or a file is not JSON. */
+int al_chat_stop_ids(const al_chat *c, const char *model_dir, int32_t *ids, int cap, char err[AL_ERRLEN]);
+
 /* Renders a conversation (messages: JSON array of {role, content, ...};
  * tools: array or NULL; both borrowed) as transformers' apply_chat_template
  * does (bos_token, eos_token, add_generation_prompt in the context). *text is

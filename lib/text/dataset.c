@@ -2457,16 +2457,21 @@ static int apply_hygiene(reader *d, int *kept, int *n, json_t *warnings, json_t 
     return AL_OK;
 }
 
-static int finish(reader *d, al_dataset **out, char err[AL_ERRLEN]) {
-    int rc = AL_OK;
-    /* 1. The file's format: the most common among rows whose keys fit one
-     * format. Rows that fit several, when no row settles it, or a tie
-     * between two formats, leave it ambiguous: refused, never guessed. */
+/* What finish counts on its way, for the report. */
+typedef struct tally {
+    int valid, empty, dups, dedup, n_err, n_kept, conv, truncated, dropped, hyg_dropped;
+} tally;
+
+/* 1. The file's format: the most common among rows whose keys fit one
+ * format. Rows that fit several, when no row settles it, or a tie between
+ * two formats, leave it ambiguous: refused, never guessed (AL_FMT_UNKNOWN,
+ * with the reason in ambiguous; "" when no row is in any format). */
+static al_data_format decide_format(const reader *d, char ambiguous[AL_ERRLEN]) {
     int count[AL_FMT_COUNT] = {0};
     unsigned common = ~0u, seen = 0;
     int n_amb = 0;
     for (int i = 0; i < d->n_rows; i++) {
-        row_rec *r = &d->rows[i];
+        const row_rec *r = &d->rows[i];
         if (!r->parsed || r->det == AL_FMT_UNKNOWN) continue;
         if (r->cands) {
             n_amb++;
@@ -2479,53 +2484,48 @@ static int finish(reader *d, al_dataset **out, char err[AL_ERRLEN]) {
     al_data_format F = AL_FMT_UNKNOWN;
     for (int f = 1; f < AL_FMT_COUNT; f++)
         if (count[f] > count[F]) F = (al_data_format)f;
-    char ambiguous[AL_ERRLEN] = "", names[128];
+    char names[128];
+    ambiguous[0] = 0;
     for (int f = 1; f < AL_FMT_COUNT && F != AL_FMT_UNKNOWN; f++)
         if (f != (int)F && count[f] == count[F]) {
             name_formats(FMT_BIT(F) | FMT_BIT(f), names, sizeof names);
-            snprintf(ambiguous, sizeof ambiguous,
+            snprintf(ambiguous, AL_ERRLEN,
                      "as many rows are in one format as in another (%d each): %.150s; the file's format "
                      "cannot be told apart",
                      count[F], names);
-            F = AL_FMT_UNKNOWN;
-            break;
+            return AL_FMT_UNKNOWN;
         }
-    if (!ambiguous[0] && F == AL_FMT_UNKNOWN && n_amb) {
+    if (F == AL_FMT_UNKNOWN && n_amb) {
         name_formats(common ? common : seen, names, sizeof names);
-        snprintf(ambiguous, sizeof ambiguous,
+        snprintf(ambiguous, AL_ERRLEN,
                  "every row has the keys of more than one format: %.150s; keep only the columns of "
                  "the format you mean",
                  names);
     }
-    /* 2. Rows judged as something else are judged as F. */
-    if (F != AL_FMT_UNKNOWN)
-        for (int i = 0; i < d->n_rows; i++) {
-            row_rec *r = &d->rows[i];
-            if (!r->parsed || r->used == (int8_t)F) continue;
-            drop_examples(d, r);
-            row_clear_error(r);
-            r->has_system = r->multi_turn = r->variant = r->n_resp = r->has_ref = 0;
-            json_t *o = reload(d, r);
-            if (!o) return al_err(err, AL_ENOMEM, "out of memory");
-            rc = process(d, r, o, F);
-            json_decref(o);
-            if (rc != AL_OK) return al_err(err, rc, "out of memory");
-        }
-    al_batch_kind kind = F == AL_FMT_UNKNOWN ? AL_BATCH_LM : (al_batch_kind)kind_of(d, F);
+    return F;
+}
 
-    al_dataset *ds = calloc(1, sizeof *ds);
-    json_t *rep = json_object(), *errors = json_array(), *warnings = json_array(),
-           *counts = json_object(), *wcounts = json_object();
-    int *kept = malloc(((size_t)d->n_rows + 1) * sizeof *kept);
-    int *lens = malloc(((size_t)d->n_rows + 1) * sizeof *lens);
-    if (!ds || !rep || !errors || !warnings || !counts || !wcounts || !kept || !lens) {
-        rc = AL_ENOMEM;
-        goto fail;
+/* 2. Rows judged as something else are judged again as F. */
+static int rejudge_rows(reader *d, al_data_format F) {
+    for (int i = 0; i < d->n_rows; i++) {
+        row_rec *r = &d->rows[i];
+        if (!r->parsed || r->used == (int8_t)F) continue;
+        drop_examples(d, r);
+        row_clear_error(r);
+        r->has_system = r->multi_turn = r->variant = r->n_resp = r->has_ref = 0;
+        json_t *o = reload(d, r);
+        if (!o) return AL_ENOMEM;
+        int rc = process(d, r, o, F);
+        json_decref(o);
+        if (rc != AL_OK) return rc;
     }
-    ds->kind = kind;
-    ds->format = F;
+    return AL_OK;
+}
 
-    /* 3. File-level verdicts. */
+/* 3. File-level verdicts, in ds->fatal (and errors when they are the
+ * file's fault rather than the rows'). */
+static void file_verdict(const reader *d, al_dataset *ds, al_data_format F, const char *ambiguous,
+                         json_t *errors, json_t *counts) {
     if (d->n_rows == 0 && !d->file_fatal[0]) {
         snprintf(ds->fatal, sizeof ds->fatal, "the dataset has no rows");
     } else if (ambiguous[0] || d->file_fatal[0]) {
@@ -2545,11 +2545,16 @@ static int finish(reader *d, al_dataset **out, char err[AL_ERRLEN]) {
                                                 ds->fatal));
         json_object_set_new(counts, "unsupported_format", jint(1));
     }
+}
 
-    /* 4. Errors, duplicates. */
-    if ((rc = mark_duplicates(d)) != AL_OK) goto fail;
-    int valid = 0, empty = 0, dups = 0, dedup = 0, n_kept = 0, conv = 0;
-    int n_err = (int)json_array_size(errors);
+/* 4. Errors and duplicates: bad rows reported (up to AL_REPORT_MAX_ITEMS)
+ * and dropped, duplicates warned about (and dropped when deduplicating);
+ * the others' indices in kept[0..t->n_kept). */
+static int sort_rows(reader *d, json_t *errors, json_t *warnings, json_t *counts, json_t *wcounts, int *kept,
+                     tally *t) {
+    int rc = mark_duplicates(d);
+    if (rc != AL_OK) return rc;
+    t->n_err = (int)json_array_size(errors);
     for (int i = 0; i < d->n_rows; i++) {
         row_rec *r = &d->rows[i];
         if (r->bad) {
@@ -2561,97 +2566,95 @@ static int finish(reader *d, al_dataset **out, char err[AL_ERRLEN]) {
                                                         r->field ? r->field : "", "message",
                                                         r->msg ? r->msg : msg));
             }
-            n_err++;
+            t->n_err++;
             count_code(counts, r->code);
-            empty += r->empty;
+            t->empty += r->empty;
             drop_examples(d, r);
             continue;
         }
-        valid++;
+        t->valid++;
         if (r->dup) {
-            dups++;
+            t->dups++;
             add_warning(warnings, wcounts, r->line, "duplicate", "line %d: duplicates line %d%s", r->line,
                         r->dup_of, d->o.dedupe ? " (dropped)" : "");
             if (d->o.dedupe) {
-                dedup++;
+                t->dedup++;
                 drop_examples(d, r);
                 continue;
             }
         }
-        conv += r->conv;
-        kept[n_kept++] = i;
+        kept[t->n_kept++] = i;
     }
-    /* 4b. Hygiene over the kept rows, in row order. */
-    json_t *hyg_rep = NULL;
-    int hyg_dropped = 0;
-    if (d->hyg && (rc = apply_hygiene(d, kept, &n_kept, warnings, wcounts, &hyg_dropped, &hyg_rep)) != AL_OK)
-        goto fail;
-    conv = 0;
-    for (int i = 0; i < n_kept; i++) conv += d->rows[kept[i]].conv;
-    if (d->kept_only) {
-        if (!(d->kept_rows = malloc(((size_t)n_kept + 1) * sizeof *d->kept_rows))) {
-            json_decref(hyg_rep);
-            rc = AL_ENOMEM;
-            goto fail;
-        }
-        memcpy(d->kept_rows, kept, (size_t)n_kept * sizeof *kept);
-        d->n_kept_rows = n_kept;
-    }
-    ds->rows = d->n_rows;
-    ds->valid_rows = valid;
-    ds->n_errors = n_err;
-    ds->conversational = conv * 2 > n_kept;
+    return AL_OK;
+}
 
-    /* 5. Token statistics over the kept rows, before truncation. */
-    int tokenized = d->chat && takes(d, F);
+/* 4b. Hygiene over the kept rows, in row order (its report in *hyg_rep);
+ * the clean job keeps the surviving row indices. */
+static int keep_clean(reader *d, int *kept, json_t *warnings, json_t *wcounts, tally *t, json_t **hyg_rep) {
+    int rc;
+    *hyg_rep = NULL;
+    if (d->hyg &&
+        (rc = apply_hygiene(d, kept, &t->n_kept, warnings, wcounts, &t->hyg_dropped, hyg_rep)) != AL_OK)
+        return rc;
+    t->conv = 0;
+    for (int i = 0; i < t->n_kept; i++) t->conv += d->rows[kept[i]].conv;
+    if (d->kept_only) {
+        if (!(d->kept_rows = malloc(((size_t)t->n_kept + 1) * sizeof *d->kept_rows))) {
+            json_decref(*hyg_rep);
+            *hyg_rep = NULL;
+            return AL_ENOMEM;
+        }
+        memcpy(d->kept_rows, kept, (size_t)t->n_kept * sizeof *kept);
+        d->n_kept_rows = t->n_kept;
+    }
+    return AL_OK;
+}
+
+/* 5. Token statistics over the kept rows, before truncation (null when the
+ * rows were not tokenized); lens is scratch of n_rows entries. */
+static json_t *token_stats(const reader *d, const int *kept, int n_kept, int tokenized, int *lens) {
     int nl = 0;
     for (int i = 0; i < n_kept; i++)
         if (d->rows[kept[i]].tokens >= 0) lens[nl++] = d->rows[kept[i]].tokens;
-    json_t *tokens = json_null();
-    if (tokenized && nl) {
-        qsort(lens, (size_t)nl, sizeof *lens, cmp_int);
-        double sum = 0;
-        for (int i = 0; i < nl; i++) sum += lens[i];
-        int p95 = lens[(int)ceil(0.95 * nl) - 1];
-        tokens = json_pack("{s:i,s:f,s:i,s:i}", "min", lens[0], "mean", sum / nl, "max",
-                           lens[nl - 1], "p95", p95);
-    }
+    if (!tokenized || !nl) return json_null();
+    qsort(lens, (size_t)nl, sizeof *lens, cmp_int);
+    double sum = 0;
+    for (int i = 0; i < nl; i++) sum += lens[i];
+    int p95 = lens[(int)ceil(0.95 * nl) - 1];
+    return json_pack("{s:i,s:f,s:i,s:i}", "min", lens[0], "mean", sum / nl, "max", lens[nl - 1], "p95", p95);
+}
 
-    /* 6. Truncation and drops at max_length. */
-    int truncated = 0, dropped = 0;
-    if (tokenized)
-        for (int i = 0; i < n_kept; i++) {
-            row_rec *r = &d->rows[kept[i]];
-            apply_length(d, r, kind);
-            if (r->dropped) {
-                dropped++;
-                add_warning(warnings, wcounts, r->line, "dropped",
-                            kind == AL_BATCH_PROMPT
-                                ? "line %d: the prompt (%d tokens) is longer than max_prompt_length"
-                                : "line %d: truncating to max_length would leave no trained token "
-                                  "(%d tokens)",
-                            r->line, r->tokens);
-            } else if (r->truncated) {
-                truncated++;
-                add_warning(warnings, wcounts, r->line, "truncated",
-                            "line %d: %d tokens cut to max_length %d", r->line, r->tokens,
-                            d->o.max_length);
-            }
+/* 6. Truncation and drops at max_length. */
+static void apply_lengths(reader *d, const int *kept, al_batch_kind kind, json_t *warnings, json_t *wcounts,
+                          tally *t) {
+    for (int i = 0; i < t->n_kept; i++) {
+        row_rec *r = &d->rows[kept[i]];
+        apply_length(d, r, kind);
+        if (r->dropped) {
+            t->dropped++;
+            add_warning(warnings, wcounts, r->line, "dropped",
+                        kind == AL_BATCH_PROMPT
+                            ? "line %d: the prompt (%d tokens) is longer than max_prompt_length"
+                            : "line %d: truncating to max_length would leave no trained token "
+                              "(%d tokens)",
+                        r->line, r->tokens);
+        } else if (r->truncated) {
+            t->truncated++;
+            add_warning(warnings, wcounts, r->line, "truncated", "line %d: %d tokens cut to max_length %d",
+                        r->line, r->tokens, d->o.max_length);
         }
+    }
+}
 
-    /* 7. Examples in row order (kto on pairs: TRL's unpaired order). */
+/* 7. The kept rows' examples move into ds, in row order. KTO on pairs
+ * (unpair): TRL's unpair_preference_dataset maps batches of 1,000 rows
+ * (datasets' default) to their chosen completions, then their rejected
+ * ones; KTOTrainer keeps that order (its KL pairs and batches follow it). */
+static int move_examples(reader *d, al_dataset *ds, const int *kept, int n_kept, int unpair) {
     int n_ex = 0;
     for (int i = 0; i < d->n_ex; i++) n_ex += d->ex[i].seq[0].ids != NULL;
     ds->ex = calloc((size_t)n_ex + 1, sizeof *ds->ex);
-    if (!ds->ex) {
-        rc = AL_ENOMEM;
-        goto fail;
-    }
-    /* KTO on pairs: TRL's unpair_preference_dataset maps batches of 1,000
-     * rows (datasets' default) to their chosen completions, then their
-     * rejected ones; KTOTrainer keeps that order (its KL pairs and batches
-     * follow it). Other datasets: one pass, the row's examples in order. */
-    int unpair = kind == AL_BATCH_UNPAIRED && F == AL_FMT_PREFERENCE;
+    if (!ds->ex) return AL_ENOMEM;
     for (int b0 = 0; b0 < n_kept; b0 += unpair ? UNPAIR_BATCH : n_kept) {
         int b1 = unpair && b0 + UNPAIR_BATCH < n_kept ? b0 + UNPAIR_BATCH : n_kept;
         for (int pass = 0; pass < (unpair ? 2 : 1); pass++)
@@ -2664,51 +2667,96 @@ static int finish(reader *d, al_dataset **out, char err[AL_ERRLEN]) {
                     }
             }
     }
+    return AL_OK;
+}
 
-    /* 8. The report. */
-    json_t *mix = build_mix(d, kept, n_kept, tokenized);
-    if (!mix) {
-        json_decref(tokens);
-        rc = AL_ENOMEM;
-        goto fail;
-    }
+/* 8. The report's fields (rep takes errors, warnings, counts, wcounts,
+ * tokens, hyg_rep and mix); a dataset with nothing to train on gets its
+ * fatal reason here. */
+static void fill_report(const reader *d, al_dataset *ds, json_t *rep, const tally *t, json_t *errors,
+                        json_t *warnings, json_t *counts, json_t *wcounts, json_t *tokens, json_t *hyg_rep,
+                        json_t *mix) {
     static const char *const KIND_NAMES[] = {"", "lm", "pair", "unpaired", "prompt"};
-    int trainable = !ds->fatal[0] && (d->chat ? ds->n_ex > 0 : valid > 0);
+    int trainable = !ds->fatal[0] && (d->chat ? ds->n_ex > 0 : t->valid > 0);
     if (!ds->fatal[0] && !trainable)
         snprintf(ds->fatal, sizeof ds->fatal,
                  "no trainable rows: %d of %d rows are bad, %d dropped at max_length %d%s",
-                 ds->n_errors, d->n_rows, dropped, d->o.max_length,
-                 dedup ? ", and duplicates were removed" : "");
-    json_object_set_new(rep, "format", json_string(al_data_format_name(F)));
+                 ds->n_errors, d->n_rows, t->dropped, d->o.max_length,
+                 t->dedup ? ", and duplicates were removed" : "");
+    json_object_set_new(rep, "format", json_string(al_data_format_name(ds->format)));
     json_object_set_new(rep, "file_format", json_string(d->file_format ? d->file_format : "jsonl"));
-    json_object_set_new(rep, "style", json_string(conv == 0 ? "standard"
-                                                  : conv == n_kept ? "conversational"
-                                                                   : "mixed"));
+    json_object_set_new(rep, "style", json_string(t->conv == 0 ? "standard"
+                                                  : t->conv == t->n_kept ? "conversational"
+                                                                         : "mixed"));
     json_object_set_new(rep, "method", d->m ? json_string(d->m->name) : json_null());
-    json_object_set_new(rep, "kind", json_string(KIND_NAMES[kind]));
+    json_object_set_new(rep, "kind", json_string(KIND_NAMES[ds->kind]));
     json_object_set_new(rep, "rows", jint(d->n_rows));
-    json_object_set_new(rep, "valid_rows", jint(valid));
+    json_object_set_new(rep, "valid_rows", jint(t->valid));
     json_object_set_new(rep, "examples", jint(ds->n_ex));
     json_object_set_new(rep, "errors", errors);
     json_object_set_new(rep, "error_counts", counts);
-    json_object_set_new(rep, "duplicates", jint(dups));
-    json_object_set_new(rep, "deduplicated", jint(dedup));
-    json_object_set_new(rep, "empty_targets", jint(empty));
+    json_object_set_new(rep, "duplicates", jint(t->dups));
+    json_object_set_new(rep, "deduplicated", jint(t->dedup));
+    json_object_set_new(rep, "empty_targets", jint(t->empty));
     json_object_set_new(rep, "tokens", tokens);
     json_object_set_new(rep, "max_length", d->o.max_length > 0 ? jint(d->o.max_length) : json_null());
-    json_object_set_new(rep, "truncated", jint(truncated));
-    json_object_set_new(rep, "dropped", jint(dropped));
+    json_object_set_new(rep, "truncated", jint(t->truncated));
+    json_object_set_new(rep, "dropped", jint(t->dropped));
     json_object_set_new(rep, "warnings", warnings);
     json_object_set_new(rep, "warning_counts", wcounts);
-    json_object_set_new(rep, "errors_omitted", jint(n_err - (long long)json_array_size(errors)));
-    json_object_set_new(rep, "warnings_omitted", jint(dups + truncated + dropped + hyg_dropped -
+    json_object_set_new(rep, "errors_omitted", jint(t->n_err - (long long)json_array_size(errors)));
+    json_object_set_new(rep, "warnings_omitted", jint(t->dups + t->truncated + t->dropped + t->hyg_dropped -
                                                       (long long)json_array_size(warnings)));
     if (hyg_rep) json_object_set_new(rep, "hygiene", hyg_rep);
     if (d->o.sharegpt) json_object_set_new(rep, "dataset_info", al_sharegpt_json(d->o.sharegpt));
     json_object_set_new(rep, "mix", mix);
     json_object_set_new(rep, "trainable", json_boolean(trainable));
     if (ds->fatal[0]) json_object_set_new(rep, "fatal", json_string(ds->fatal));
-    errors = warnings = counts = wcounts = NULL;
+}
+
+static int finish(reader *d, al_dataset **out, char err[AL_ERRLEN]) {
+    int rc;
+    char ambiguous[AL_ERRLEN];
+    al_data_format F = decide_format(d, ambiguous);
+    if (F != AL_FMT_UNKNOWN && (rc = rejudge_rows(d, F)) != AL_OK) return al_err(err, rc, "out of memory");
+    al_batch_kind kind = F == AL_FMT_UNKNOWN ? AL_BATCH_LM : (al_batch_kind)kind_of(d, F);
+
+    al_dataset *ds = calloc(1, sizeof *ds);
+    json_t *rep = json_object(), *errors = json_array(), *warnings = json_array(),
+           *counts = json_object(), *wcounts = json_object();
+    int *kept = malloc(((size_t)d->n_rows + 1) * sizeof *kept);
+    int *lens = malloc(((size_t)d->n_rows + 1) * sizeof *lens);
+    if (!ds || !rep || !errors || !warnings || !counts || !wcounts || !kept || !lens) {
+        rc = AL_ENOMEM;
+        goto fail;
+    }
+    ds->kind = kind;
+    ds->format = F;
+    file_verdict(d, ds, F, ambiguous, errors, counts);
+    tally t = {0};
+    json_t *hyg_rep = NULL;
+    if ((rc = sort_rows(d, errors, warnings, counts, wcounts, kept, &t)) != AL_OK ||
+        (rc = keep_clean(d, kept, warnings, wcounts, &t, &hyg_rep)) != AL_OK)
+        goto fail;
+    ds->rows = d->n_rows;
+    ds->valid_rows = t.valid;
+    ds->n_errors = t.n_err;
+    ds->conversational = t.conv * 2 > t.n_kept;
+
+    int tokenized = d->chat && takes(d, F);
+    json_t *tokens = token_stats(d, kept, t.n_kept, tokenized, lens);
+    if (tokenized) apply_lengths(d, kept, kind, warnings, wcounts, &t);
+    json_t *mix = NULL;
+    int unpair = kind == AL_BATCH_UNPAIRED && F == AL_FMT_PREFERENCE;
+    if ((rc = move_examples(d, ds, kept, t.n_kept, unpair)) == AL_OK &&
+        !(mix = build_mix(d, kept, t.n_kept, tokenized)))
+        rc = AL_ENOMEM;
+    if (rc != AL_OK) {
+        json_decref(tokens);
+        json_decref(hyg_rep);
+        goto fail;
+    }
+    fill_report(d, ds, rep, &t, errors, warnings, counts, wcounts, tokens, hyg_rep, mix);
     ds->report = rep;
     free(kept);
     free(lens);

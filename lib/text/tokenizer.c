@@ -4,9 +4,10 @@
  * tokenizer of the built-in tiny models, which is the same machinery with a
  * 256-entry vocabulary and no merges.
  *
- * Loading flattens tokenizer.json into step lists: normalizer steps,
- * pre-tokenizer steps, the BPE model (vocabulary hash, merge hash keyed by
- * the id pair), decoder steps and the post-processor's prefix/suffix ids.
+ * Loading (tokenizer_load.c) flattens tokenizer.json into step lists:
+ * normalizer steps, pre-tokenizer steps, the BPE model (vocabulary hash,
+ * merge hash keyed by the id pair), decoder steps and the post-processor's
+ * prefix/suffix ids (tok_int.h).
  * Encoding runs the stages of the tokenizers library in its order:
  *   1. added tokens with normalized=false are split out of the raw text,
  *      leftmost-longest like its Aho-Corasick matcher (special ones only
@@ -33,50 +34,30 @@
  * reports characters), so byte-level and byte-fallback tokens that cover
  * part of a character get the bytes they cover; a Strip decoder asked to
  * strip more than a token holds strips what there is (tokenizers panics).
- * tokenizer_config.json is applied as transformers does: bos/eos/pad
- * tokens, chat_template (string or the "default" of a list, overridden by
- * chat_template.jinja), and for the Llama/CodeLlama/Gemma classes a
- * template rebuilt from add_bos_token (default true) and add_eos_token.
  *
  * Threads: a loaded al_tok is immutable apart from the word cache, which is
  * sharded behind mutexes; encode/decode allocate their scratch per call
  * (PCRE2 match data included), so any number of threads may share one. */
-#define PCRE2_CODE_UNIT_WIDTH 8
-#include "tokenizer.h"
+#include "tok_int.h"
 
-#include <jansson.h>
-#include <limits.h>
 #include <pcre2.h>
 #include <pthread.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "../buf.h"
-#include "../io.h"
 
-#define TOK_MAX_FILE ((size_t)1 << 30) /* tokenizer.json read cap */
-#define TOK_MAX_ID (1 << 22)           /* ids above this are rejected */
-#define TOK_MAX_DEPTH 16               /* nesting of Sequence steps */
 #define CACHE_SHARDS 64
 #define CACHE_SHARD_CAP 4096 /* entries per shard; a full shard stops inserting */
 #define CACHE_MAX_KEY 48     /* longer pieces are not cached */
 
 /* ---------------------------------------------------------------- utilities */
 
-static char *xstrndup(const char *s, size_t n) {
-    char *p = malloc(n + 1);
-    if (!p) return NULL;
-    if (n) memcpy(p, s, n);
-    p[n] = 0;
-    return p;
-}
-
 /* Decodes the UTF-8 character at s (n > 0 bytes left). Returns its length
  * and sets *cp, or returns -k when the bytes are not a character, k being
  * the maximal invalid prefix (what from_utf8_lossy replaces by one U+FFFD). */
-static int utf8_dec(const unsigned char *s, size_t n, uint32_t *cp) {
+int tok_utf8_dec(const unsigned char *s, size_t n, uint32_t *cp) {
     unsigned c = s[0];
     if (c < 0x80) {
         *cp = c;
@@ -116,11 +97,11 @@ static int utf8_dec(const unsigned char *s, size_t n, uint32_t *cp) {
 /* Length of the unit starting at s: a character, or one invalid byte. */
 static int utf8_unit(const char *s, size_t n) {
     uint32_t cp;
-    int k = utf8_dec((const unsigned char *)s, n, &cp);
+    int k = tok_utf8_dec((const unsigned char *)s, n, &cp);
     return k > 0 ? k : 1;
 }
 
-static int utf8_enc(uint32_t cp, char *out) {
+int tok_utf8_enc(uint32_t cp, char *out) {
     if (cp < 0x80) {
         out[0] = (char)cp;
         return 1;
@@ -149,7 +130,7 @@ static int sb_put_lossy(al_buf *b, const char *s, size_t n) {
     size_t i = 0, run = 0;
     while (i < n) {
         uint32_t cp;
-        int k = utf8_dec((const unsigned char *)s + i, n - i, &cp);
+        int k = tok_utf8_dec((const unsigned char *)s + i, n - i, &cp);
         if (k > 0) {
             i += (size_t)k;
             continue;
@@ -181,137 +162,9 @@ static uint64_t mix64(uint64_t z) {
     z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
     return z ^ (z >> 31);
 }
-
-/* GPT-2's bytes_to_unicode: printable Latin-1 bytes map to themselves, the
- * rest to U+0100 onwards in byte order. */
-static uint32_t byte_char(int b) {
-    if ((b >= 0x21 && b <= 0x7E) || (b >= 0xA1 && b <= 0xAC) || (b >= 0xAE && b <= 0xFF))
-        return (uint32_t)b;
-    int n = 0;
-    for (int x = 0; x < b; x++)
-        if (!((x >= 0x21 && x <= 0x7E) || (x >= 0xA1 && x <= 0xAC) || (x >= 0xAE && x <= 0xFF)))
-            n++;
-    return 256u + (uint32_t)n;
-}
-
-/* ------------------------------------------------------------ step tables */
-
-enum { BEH_REMOVED, BEH_ISOLATED, BEH_MERGED_PREV, BEH_MERGED_NEXT, BEH_CONTIGUOUS };
-enum { N_NFC, N_NFD, N_PREPEND, N_REPLACE, N_STRIP };
-enum { P_SPLIT, P_BYTELEVEL, P_METASPACE };
-enum { D_BYTELEVEL, D_METASPACE, D_REPLACE, D_BYTEFALLBACK, D_FUSE, D_STRIP };
-enum { PREPEND_NEVER, PREPEND_ALWAYS, PREPEND_FIRST };
-enum { F_MODEL = 1, F_ADDED = 2, F_SPECIAL = 4 };
-
-/* A literal or regex pattern (Split, Replace). */
-typedef struct tpattern {
-    char *lit;
-    size_t lit_n;
-    pcre2_code *re;
-} tpattern;
-
-typedef struct norm_step {
-    int kind;
-    tpattern pat;     /* Replace */
-    char *text;       /* Replace content, Prepend text */
-    size_t text_n;
-    int left, right;  /* Strip */
-} norm_step;
-
-typedef struct pre_step {
-    int kind;
-    tpattern pat;       /* Split; ByteLevel with use_regex: the GPT-2 regex */
-    int behavior, invert;
-    int add_prefix_space;
-    char rep[8];        /* Metaspace replacement (UTF-8) */
-    int rep_n, prepend, split;
-} pre_step;
-
-typedef struct dec_step {
-    int kind;
-    tpattern pat;       /* Replace */
-    char *text;
-    size_t text_n;
-    uint32_t rep;       /* Metaspace replacement; Strip content */
-    int prepend;
-    int start, stop;    /* Strip */
-} dec_step;
-
-typedef struct added_tok {
-    char *norm;         /* content as matched (normalized when normalized) */
-    size_t norm_n;
-    int32_t id;
-    uint8_t special, normalized, lstrip, rstrip, single_word;
-} added_tok;
-
-/* Added tokens of one kind indexed by first byte, longest first. */
-typedef struct match_set {
-    int *idx;
-    int first[257];
-} match_set;
-
-typedef struct merge_slot {
-    uint64_t key; /* 0: empty */
-    uint32_t rank;
-    int32_t id;
-} merge_slot;
-
-typedef struct cache_entry {
-    uint64_t h;
-    uint16_t key_n, n;
-    /* followed by key bytes, then n ids and n (start, end) byte pairs */
-} cache_entry;
-
-typedef struct cache_shard {
-    pthread_mutex_t mu;
-    cache_entry **slot; /* CACHE_SHARD_CAP * 2 open-addressing slots */
-    int count;
-} cache_shard;
-
-struct al_tok {
-    int n_ids;
-    char **id_str;
-    uint32_t *id_len;
-    uint8_t *id_flags;
-    int32_t *vocab_slot, *added_slot; /* open addressing, id or -1 */
-    uint32_t vocab_mask, added_mask;
-
-    merge_slot *merges;
-    uint32_t merges_mask;
-    int32_t char_id[0x800]; /* model id of each single character < U+0800 */
-    int32_t bf_id[256];     /* <0xNN> ids, -1 when absent */
-    int byte_fallback, ignore_merges, fuse_unk;
-    int32_t unk_id;
-    char *sw_prefix, *eow_suffix; /* continuing_subword_prefix, end_of_word_suffix */
-    size_t sw_prefix_n, eow_suffix_n;
-
-    added_tok *added;
-    int n_added;
-    match_set raw_set, norm_set;
-
-    norm_step *norm;
-    int n_norm;
-    pre_step *pre;
-    int n_pre;
-    dec_step *dec;
-    int n_dec, has_decoder;
-    int16_t byte_of_char[0x144]; /* ByteLevel decoder: char -> byte or -1 */
-    char byte_utf8[256][2];      /* ByteLevel: UTF-8 of each byte's character */
-    uint8_t byte_utf8_n[256];
-
-    int32_t *prefix, *suffix;
-    int n_prefix, n_suffix;
-
-    int32_t bos, eos, pad;
-    char *bos_str, *eos_str, *chat_template;
-    pcre2_code *re_word; /* Rust regex's \w, for single_word */
-
-    cache_shard *cache;
-};
-
 /* ------------------------------------------------------------ vocabulary */
 
-static void map_put(int32_t *slot, uint32_t mask, const al_tok *t, int32_t id) {
+void tok_map_put(int32_t *slot, uint32_t mask, const al_tok *t, int32_t id) {
     uint64_t h = hash_bytes(t->id_str[id], t->id_len[id]);
     for (uint32_t i = (uint32_t)h & mask;; i = (i + 1) & mask) {
         if (slot[i] < 0) {
@@ -324,7 +177,7 @@ static void map_put(int32_t *slot, uint32_t mask, const al_tok *t, int32_t id) {
     }
 }
 
-static int32_t map_get(const int32_t *slot, uint32_t mask, const al_tok *t, const char *s,
+int32_t tok_map_get(const int32_t *slot, uint32_t mask, const al_tok *t, const char *s,
                        size_t n) {
     if (!slot) return -1;
     uint64_t h = hash_bytes(s, n);
@@ -335,8 +188,8 @@ static int32_t map_get(const int32_t *slot, uint32_t mask, const al_tok *t, cons
     }
 }
 
-static int32_t vocab_get(const al_tok *t, const char *s, size_t n) {
-    return map_get(t->vocab_slot, t->vocab_mask, t, s, n);
+int32_t tok_vocab_get(const al_tok *t, const char *s, size_t n) {
+    return tok_map_get(t->vocab_slot, t->vocab_mask, t, s, n);
 }
 
 static const merge_slot *merge_get(const al_tok *t, int32_t a, int32_t b) {
@@ -350,7 +203,7 @@ static const merge_slot *merge_get(const al_tok *t, int32_t a, int32_t b) {
 }
 
 /* Later duplicates overwrite earlier ones, as a HashMap built from the list. */
-static void merge_put(al_tok *t, int32_t a, int32_t b, uint32_t rank, int32_t id) {
+void tok_merge_put(al_tok *t, int32_t a, int32_t b, uint32_t rank, int32_t id) {
     uint64_t key = ((uint64_t)(uint32_t)(a + 1) << 32) | (uint32_t)(b + 1);
     for (uint32_t i = (uint32_t)mix64(key) & t->merges_mask;; i = (i + 1) & t->merges_mask) {
         merge_slot *m = &t->merges[i];
@@ -363,22 +216,29 @@ static void merge_put(al_tok *t, int32_t a, int32_t b, uint32_t rank, int32_t id
     }
 }
 
-static uint32_t pow2_at_least(size_t n) {
-    uint32_t c = 16;
-    while (c < n) c *= 2;
-    return c;
-}
-
 /* ------------------------------------------------------------ word cache */
 
-static cache_shard *cache_new(void) {
+typedef struct cache_entry {
+    uint64_t h;
+    uint16_t key_n, n;
+    /* followed by key bytes, then n ids and n (start, end) byte pairs */
+} cache_entry;
+
+typedef struct cache_shard {
+    pthread_mutex_t mu;
+    cache_entry **slot; /* CACHE_SHARD_CAP * 2 open-addressing slots */
+    int count;
+} cache_shard;
+
+
+cache_shard *tok_cache_new(void) {
     cache_shard *c = calloc(CACHE_SHARDS, sizeof *c);
     if (!c) return NULL;
     for (int i = 0; i < CACHE_SHARDS; i++) pthread_mutex_init(&c[i].mu, NULL);
     return c;
 }
 
-static void cache_free(cache_shard *c) {
+void tok_cache_free(cache_shard *c) {
     if (!c) return;
     for (int i = 0; i < CACHE_SHARDS; i++) {
         if (c[i].slot)
@@ -740,7 +600,7 @@ static int split_added(enc *E, const item *it, const match_set *set, int parse_s
             while (ns > 0) {
                 size_t cs = last_char_start(s, ns);
                 uint32_t cp;
-                if (utf8_dec((const unsigned char *)s + cs, ns - cs, &cp) <= 0 || !uc_is_space(cp))
+                if (tok_utf8_dec((const unsigned char *)s + cs, ns - cs, &cp) <= 0 || !uc_is_space(cp))
                     break;
                 ns = cs;
             }
@@ -749,7 +609,7 @@ static int split_added(enc *E, const item *it, const match_set *set, int parse_s
         if (a->rstrip) {
             while (stop < n) {
                 uint32_t cp;
-                int k = utf8_dec((const unsigned char *)s + stop, n - stop, &cp);
+                int k = tok_utf8_dec((const unsigned char *)s + stop, n - stop, &cp);
                 if (k <= 0 || !uc_is_space(cp)) break;
                 stop += (size_t)k;
             }
@@ -806,24 +666,18 @@ static void ccc_sort(ucp *u, size_t n, ucp *tmp) {
     memcpy(u, tmp, n * sizeof *u);
 }
 
-/* NFD or NFC of piece *it, written as a new arena piece. Each output
- * character carries the union of the source ranges composed into it. */
-static int norm_unicode(enc *E, item *it, int compose) {
+/* The characters of piece *it into E->ucs, each replaced by its canonical
+ * (MAP_NFD) or compatibility (MAP_NFKD) decomposition or its full lowercase
+ * (MAP_LOWER) and carrying its source range; *m_out entries. Invalid bytes
+ * pass as raw units that never combine. */
+enum { MAP_NFD, MAP_NFKD, MAP_LOWER };
+static int map_chars(enc *E, const item *it, int how, size_t *m_out) {
     const char *s = E->ar.b + it->off;
-    size_t n = it->n, i;
-    /* Fast path. NFD: nothing below U+00C0 (lead byte 0xC3) decomposes.
-     * NFC: nothing below U+0300 (lead byte 0xCC) changes or combines with
-     * what precedes it. */
-    unsigned char lim = compose ? 0xCC : 0xC3;
-    for (i = 0; i < n; i++)
-        if ((unsigned char)s[i] >= lim) break;
-    if (i == n) return AL_OK;
-    if (ucs_reserve(E, n * AL_UC_MAX_DECOMP) != AL_OK) return AL_ENOMEM;
-    s = E->ar.b + it->off;
-    size_t m = 0;
-    for (i = 0; i < n;) {
+    size_t n = it->n, m = 0;
+    for (size_t i = 0; i < n;) {
         uint32_t cp;
-        int k = utf8_dec((const unsigned char *)s + i, n - i, &cp);
+        int k = tok_utf8_dec((const unsigned char *)s + i, n - i, &cp);
+        if (ucs_reserve(E, m + AL_UC_MAX_DECOMP) != AL_OK) return AL_ENOMEM;
         int32_t lo = E->ar.lo[it->off + i];
         if (k <= 0) {
             ucp u = {(unsigned char)s[i], lo, E->ar.hi[it->off + i], 0, 1};
@@ -833,17 +687,27 @@ static int norm_unicode(enc *E, item *it, int compose) {
         }
         int32_t hi = E->ar.hi[it->off + i + (size_t)k - 1];
         uint32_t d[AL_UC_MAX_DECOMP];
-        int nd = al_uc_decompose(cp, d);
+        int nd = how == MAP_LOWER ? al_uc_lower(cp, d) : al_uc_decompose(cp, how == MAP_NFKD, d);
         if (nd == 0) {
             d[0] = cp;
             nd = 1;
         }
         for (int j = 0; j < nd; j++) {
-            ucp u = {d[j], lo, hi, (uint8_t)al_uc_ccc(d[j]), 0};
+            ucp u = {d[j], lo, hi, how == MAP_LOWER ? 0 : (uint8_t)al_uc_ccc(d[j]), 0};
             E->ucs[m++] = u;
         }
         i += (size_t)k;
     }
+    *m_out = m;
+    return AL_OK;
+}
+
+/* The decomposition of piece *it (canonical or compatibility) into E->ucs,
+ * in canonical order; *m_out characters. */
+static int decompose_piece(enc *E, const item *it, int compat, size_t *m_out) {
+    size_t m = 0, i;
+    int rc = map_chars(E, it, compat ? MAP_NFKD : MAP_NFD, &m);
+    if (rc != AL_OK) return rc;
     for (i = 0; i < m;) {
         if (E->ucs[i].ccc == 0) {
             i++;
@@ -854,41 +718,78 @@ static int norm_unicode(enc *E, item *it, int compose) {
         ccc_sort(E->ucs + i, j - i, E->ucs_tmp);
         i = j;
     }
-    if (compose && m > 0) {
-        ucp *u = E->ucs;
-        size_t starter = 0, out = 1;
-        int last_ccc = u[0].ccc ? 256 : 0;
-        int have_starter = u[0].ccc == 0 && !u[0].raw;
-        for (i = 1; i < m; i++) {
-            ucp c = u[i];
-            uint32_t comp = 0;
-            if (have_starter && !c.raw && (last_ccc < c.ccc || last_ccc == 0))
-                comp = al_uc_compose(u[starter].cp, c.cp);
-            if (comp) {
-                u[starter].cp = comp;
-                if (c.lo < u[starter].lo) u[starter].lo = c.lo;
-                if (c.hi > u[starter].hi) u[starter].hi = c.hi;
-                continue;
-            }
-            if (c.ccc == 0) {
-                starter = out;
-                have_starter = !c.raw;
-            }
-            last_ccc = c.raw ? 256 : c.ccc;
-            u[out++] = c;
+    *m_out = m;
+    return AL_OK;
+}
+
+/* Canonical composition of E->ucs[0..m) in place; returns the new count.
+ * Each composite carries the union of its parts' source ranges. */
+static size_t compose_ucs(enc *E, size_t m) {
+    if (m == 0) return 0;
+    ucp *u = E->ucs;
+    size_t starter = 0, out = 1;
+    int last_ccc = u[0].ccc ? 256 : 0;
+    int have_starter = u[0].ccc == 0 && !u[0].raw;
+    for (size_t i = 1; i < m; i++) {
+        ucp c = u[i];
+        uint32_t comp = 0;
+        if (have_starter && !c.raw && (last_ccc < c.ccc || last_ccc == 0))
+            comp = al_uc_compose(u[starter].cp, c.cp);
+        if (comp) {
+            u[starter].cp = comp;
+            if (c.lo < u[starter].lo) u[starter].lo = c.lo;
+            if (c.hi > u[starter].hi) u[starter].hi = c.hi;
+            continue;
         }
-        m = out;
+        if (c.ccc == 0) {
+            starter = out;
+            have_starter = !c.raw;
+        }
+        last_ccc = c.raw ? 256 : c.ccc;
+        u[out++] = c;
     }
+    return out;
+}
+
+/* Writes E->ucs[0..m) as the new arena text of piece *it. */
+static int ucs_to_piece(enc *E, item *it, size_t m) {
     size_t off = E->ar.n;
-    for (i = 0; i < m; i++) {
+    for (size_t i = 0; i < m; i++) {
         char buf[4];
-        int k = E->ucs[i].raw ? 1 : utf8_enc(E->ucs[i].cp, buf);
+        int k = E->ucs[i].raw ? 1 : tok_utf8_enc(E->ucs[i].cp, buf);
         if (E->ucs[i].raw) buf[0] = (char)E->ucs[i].cp;
         if (ar_push(&E->ar, buf, (size_t)k, E->ucs[i].lo, E->ucs[i].hi) != AL_OK) return AL_ENOMEM;
     }
     it->off = off;
     it->n = E->ar.n - off;
     return AL_OK;
+}
+
+/* NFC, NFD, NFKC or NFKD of piece *it, written as a new arena piece. */
+static int norm_unicode(enc *E, item *it, int compose, int compat) {
+    const char *s = E->ar.b + it->off;
+    size_t n = it->n, i, m = 0;
+    /* Fast path. Nothing below U+00A0 (lead byte 0xC2) has a compatibility
+     * decomposition; nothing below U+00C0 (0xC3) a canonical one; and
+     * nothing below U+0300 (0xCC) changes in NFC or combines with what
+     * precedes it. */
+    unsigned char lim = compat ? 0xC2 : compose ? 0xCC : 0xC3;
+    for (i = 0; i < n; i++)
+        if ((unsigned char)s[i] >= lim) break;
+    if (i == n) return AL_OK;
+    int rc = decompose_piece(E, it, compat, &m);
+    if (rc != AL_OK) return rc;
+    if (compose) m = compose_ucs(E, m);
+    return ucs_to_piece(E, it, m);
+}
+
+/* Lowercase (NormalizedString::lowercase): each character's full lowercase
+ * mapping, without context (Rust's char::to_lowercase: a capital sigma is
+ * always U+03C3), every output character aligned with its source. */
+static int norm_lowercase(enc *E, item *it) {
+    size_t m = 0;
+    int rc = map_chars(E, it, MAP_LOWER, &m);
+    return rc != AL_OK ? rc : ucs_to_piece(E, it, m);
 }
 
 /* Replaces every match of p in piece *it by text (NormalizedString::replace). */
@@ -934,7 +835,13 @@ static int normalize_piece(enc *E, item *it) {
         switch (st->kind) {
         case N_NFC:
         case N_NFD:
-            rc = norm_unicode(E, it, st->kind == N_NFC);
+        case N_NFKC:
+        case N_NFKD:
+            rc = norm_unicode(E, it, st->kind == N_NFC || st->kind == N_NFKC,
+                              st->kind == N_NFKC || st->kind == N_NFKD);
+            break;
+        case N_LOWERCASE:
+            rc = norm_lowercase(E, it);
             break;
         case N_PREPEND:
             rc = piece_prepend(E, it, st->text, st->text_n);
@@ -948,13 +855,13 @@ static int normalize_piece(enc *E, item *it) {
             uint32_t cp;
             int n;
             if (st->left)
-                while (a < b && (n = utf8_dec((const unsigned char *)s + a, b - a, &cp)) > 0 &&
+                while (a < b && (n = tok_utf8_dec((const unsigned char *)s + a, b - a, &cp)) > 0 &&
                        uc_is_space(cp))
                     a += (size_t)n;
             if (st->right)
                 while (b > a) {
                     size_t cs = last_char_start(s, b);
-                    if (utf8_dec((const unsigned char *)s + cs, b - cs, &cp) <= 0 || !uc_is_space(cp))
+                    if (tok_utf8_dec((const unsigned char *)s + cs, b - cs, &cp) <= 0 || !uc_is_space(cp))
                         break;
                     b = cs;
                 }
@@ -1094,9 +1001,9 @@ static int sym_push(enc *E, size_t *ns, int32_t id, size_t s, size_t e) {
 static int32_t char_id(const al_tok *t, const char *s, size_t k, int first, int last) {
     if ((first || !t->sw_prefix) && (!last || !t->eow_suffix)) {
         uint32_t cp;
-        if (k <= 2 && utf8_dec((const unsigned char *)s, k, &cp) == (int)k && cp < 0x800)
+        if (k <= 2 && tok_utf8_dec((const unsigned char *)s, k, &cp) == (int)k && cp < 0x800)
             return t->char_id[cp];
-        return vocab_get(t, s, k);
+        return tok_vocab_get(t, s, k);
     }
     char buf[256];
     size_t n = 0, pn = first ? 0 : t->sw_prefix_n, sn = last ? t->eow_suffix_n : 0;
@@ -1107,7 +1014,7 @@ static int32_t char_id(const al_tok *t, const char *s, size_t k, int first, int 
     n += k;
     if (sn) memcpy(buf + n, t->eow_suffix, sn);
     n += sn;
-    return vocab_get(t, buf, n);
+    return tok_vocab_get(t, buf, n);
 }
 
 /* Emits a token of piece it covering piece bytes [s, e). */
@@ -1121,50 +1028,84 @@ static int emit(enc *E, const item *it, int32_t id, size_t s, size_t e) {
     return out_push(E, id, lo, hi);
 }
 
-static int bpe_piece(enc *E, const item *it) {
-    const al_tok *t = E->t;
-    const char *s = E->ar.b + it->off;
-    size_t n = it->n;
-    int rc;
-    if (t->ignore_merges) {
-        int32_t id = vocab_get(t, s, n);
-        if (id >= 0) return emit(E, it, id, 0, n);
+/* The slot of shard sh (its slots allocated, its mutex held) that holds
+ * the entry for piece s[0..n) of hash h, or the empty slot where it goes. */
+static uint32_t cache_probe(const cache_shard *sh, uint64_t h, const char *s, size_t n) {
+    uint32_t mask = CACHE_SHARD_CAP * 2 - 1, i = (uint32_t)(h >> 8) & mask;
+    for (;; i = (i + 1) & mask) {
+        const cache_entry *ce = sh->slot[i];
+        if (!ce || (ce->h == h && ce->key_n == n && memcmp(ce + 1, s, n) == 0)) return i;
     }
-    uint64_t h = 0;
-    cache_shard *sh = NULL;
-    if (t->cache && n <= CACHE_MAX_KEY) {
-        h = hash_bytes(s, n);
-        sh = &t->cache[h % CACHE_SHARDS];
-        pthread_mutex_lock(&sh->mu);
-        cache_entry *hit = NULL;
-        if (sh->slot) {
-            uint32_t mask = CACHE_SHARD_CAP * 2 - 1;
-            for (uint32_t i = (uint32_t)(h >> 8) & mask;; i = (i + 1) & mask) {
-                cache_entry *ce = sh->slot[i];
-                if (!ce) break;
-                if (ce->h == h && ce->key_n == n && memcmp(ce + 1, s, n) == 0) {
-                    hit = ce;
-                    break;
-                }
-            }
-        }
-        if (hit) {
-            int32_t *ids = ce_ids(hit);
-            uint16_t cnt = hit->n;
-            int32_t *se = ids + cnt;
-            int32_t tmp_ids[CACHE_MAX_KEY], tmp_se[2 * CACHE_MAX_KEY];
-            memcpy(tmp_ids, ids, cnt * sizeof *ids);
-            memcpy(tmp_se, se, 2 * cnt * sizeof *se);
-            pthread_mutex_unlock(&sh->mu);
-            for (int i = 0; i < cnt; i++)
-                if ((rc = emit(E, it, tmp_ids[i], (size_t)tmp_se[2 * i], (size_t)tmp_se[2 * i + 1])) != AL_OK)
-                    return rc;
-            return AL_OK;
-        }
-        pthread_mutex_unlock(&sh->mu);
-    }
+}
 
-    /* Symbols: one per character (BPE::merge_word). */
+/* The word cache's entry for piece s[0..n) of hash h, looked up in shard
+ * sh: on a hit its tokens are emitted and *hit_out set. */
+static int cache_lookup(enc *E, const item *it, cache_shard *sh, uint64_t h, const char *s, size_t n,
+                        int *hit_out) {
+    int rc;
+    *hit_out = 0;
+    pthread_mutex_lock(&sh->mu);
+    cache_entry *hit = sh->slot ? sh->slot[cache_probe(sh, h, s, n)] : NULL;
+    if (hit) {
+        int32_t *ids = ce_ids(hit);
+        uint16_t cnt = hit->n;
+        int32_t *se = ids + cnt;
+        int32_t tmp_ids[CACHE_MAX_KEY], tmp_se[2 * CACHE_MAX_KEY];
+        memcpy(tmp_ids, ids, cnt * sizeof *ids);
+        memcpy(tmp_se, se, 2 * cnt * sizeof *se);
+        pthread_mutex_unlock(&sh->mu);
+        *hit_out = 1;
+        for (int i = 0; i < cnt; i++)
+            if ((rc = emit(E, it, tmp_ids[i], (size_t)tmp_se[2 * i], (size_t)tmp_se[2 * i + 1])) != AL_OK)
+                return rc;
+        return AL_OK;
+    }
+    pthread_mutex_unlock(&sh->mu);
+    return AL_OK;
+}
+
+/* Remembers the surviving symbols y[0..ns) of piece s[0..n) (ids and
+ * piece-relative spans) for the next occurrence. The cache is an
+ * optimisation only: a failed allocation or a full shard stores nothing. */
+static void cache_store(cache_shard *sh, uint64_t h, const char *s, size_t n, const sym *y, size_t ns) {
+    size_t cnt = 0;
+    for (size_t i = 0; i < ns; i++) cnt += !y[i].dead;
+    size_t key_sz = (n + 3u) & ~(size_t)3u;
+    cache_entry *ce = malloc(sizeof *ce + key_sz + cnt * 3 * sizeof(int32_t));
+    if (!ce) return;
+    ce->h = h;
+    ce->key_n = (uint16_t)n;
+    ce->n = (uint16_t)cnt;
+    memcpy(ce + 1, s, n);
+    int32_t *ids = ce_ids(ce), *se = ids + cnt;
+    size_t j = 0;
+    for (size_t i = 0; i < ns; i++) {
+        if (y[i].dead) continue;
+        ids[j] = y[i].id;
+        se[2 * j] = y[i].start;
+        se[2 * j + 1] = y[i].end;
+        j++;
+    }
+    pthread_mutex_lock(&sh->mu);
+    int stored = 0;
+    if (!sh->slot) sh->slot = calloc(CACHE_SHARD_CAP * 2, sizeof *sh->slot);
+    if (sh->slot && sh->count < CACHE_SHARD_CAP) {
+        uint32_t i = cache_probe(sh, h, s, n);
+        if (!sh->slot[i]) {
+            sh->slot[i] = ce;
+            sh->count++;
+            stored = 1;
+        }
+    }
+    pthread_mutex_unlock(&sh->mu);
+    if (!stored) free(ce);
+}
+
+/* One symbol per character (BPE::merge_word), with byte fallback and the
+ * unknown token (fused when fuse_unk); *ns_out symbols in E->syms. */
+static int word_symbols(enc *E, const char *s, size_t n, size_t *ns_out) {
+    const al_tok *t = E->t;
+    int rc;
     size_t ns = 0;
     int32_t unk_s = -1, unk_e = -1;
     for (size_t i = 0; i < n;) {
@@ -1202,11 +1143,15 @@ static int bpe_piece(enc *E, const item *it) {
         i += k;
     }
     if (unk_s >= 0 && (rc = sym_push(E, &ns, t->unk_id, (size_t)unk_s, (size_t)unk_e)) != AL_OK) return rc;
-    if (ns == 0) return AL_OK;
-    sym *y = E->syms;
-    y[ns - 1].next = -1;
+    *ns_out = ns;
+    return AL_OK;
+}
 
-    /* Merge loop (Word::merge_all). */
+/* Word::merge_all: merges by rank, then position, until none applies. */
+static int merge_all(enc *E, size_t ns) {
+    const al_tok *t = E->t;
+    sym *y = E->syms;
+    int rc;
     size_t hn = 0;
     for (size_t i = 0; i + 1 < ns; i++) {
         const merge_slot *m = merge_get(t, y[i].id, y[i + 1].id);
@@ -1236,53 +1181,37 @@ static int bpe_piece(enc *E, const item *it) {
             if (m && (rc = heap_push(E, &hn, m->rank, top.pos, m->id)) != AL_OK) return rc;
         }
     }
+    return AL_OK;
+}
 
-    y = E->syms;
+static int bpe_piece(enc *E, const item *it) {
+    const al_tok *t = E->t;
+    const char *s = E->ar.b + it->off;
+    size_t n = it->n;
+    int rc;
+    if (t->ignore_merges) {
+        int32_t id = tok_vocab_get(t, s, n);
+        if (id >= 0) return emit(E, it, id, 0, n);
+    }
+    uint64_t h = 0;
+    cache_shard *sh = NULL;
+    if (t->cache && n <= CACHE_MAX_KEY) {
+        h = hash_bytes(s, n);
+        sh = &t->cache[h % CACHE_SHARDS];
+        int hit;
+        if ((rc = cache_lookup(E, it, sh, h, s, n, &hit)) != AL_OK || hit) return rc;
+    }
+    size_t ns = 0;
+    if ((rc = word_symbols(E, s, n, &ns)) != AL_OK) return rc;
+    if (ns == 0) return AL_OK;
+    E->syms[ns - 1].next = -1;
+    if ((rc = merge_all(E, ns)) != AL_OK) return rc;
+    const sym *y = E->syms;
     for (size_t i = 0; i < ns; i++) {
         if (y[i].dead) continue;
         if ((rc = emit(E, it, y[i].id, (size_t)y[i].start, (size_t)y[i].end)) != AL_OK) return rc;
     }
-
-    if (sh) {
-        /* Store ids and piece-relative spans for the next occurrence. */
-        size_t cnt = 0;
-        for (size_t i = 0; i < ns; i++) cnt += !y[i].dead;
-        size_t key_sz = (n + 3u) & ~(size_t)3u;
-        cache_entry *ce = malloc(sizeof *ce + key_sz + cnt * 3 * sizeof(int32_t));
-        if (!ce) return AL_OK; /* the cache is an optimisation only */
-        ce->h = h;
-        ce->key_n = (uint16_t)n;
-        ce->n = (uint16_t)cnt;
-        memcpy(ce + 1, s, n);
-        int32_t *ids = ce_ids(ce), *se = ids + cnt;
-        size_t j = 0;
-        for (size_t i = 0; i < ns; i++) {
-            if (y[i].dead) continue;
-            ids[j] = y[i].id;
-            se[2 * j] = y[i].start;
-            se[2 * j + 1] = y[i].end;
-            j++;
-        }
-        pthread_mutex_lock(&sh->mu);
-        int stored = 0;
-        if (!sh->slot) sh->slot = calloc(CACHE_SHARD_CAP * 2, sizeof *sh->slot);
-        if (sh->slot && sh->count < CACHE_SHARD_CAP) {
-            uint32_t mask = CACHE_SHARD_CAP * 2 - 1;
-            uint32_t i = (uint32_t)(h >> 8) & mask;
-            for (;; i = (i + 1) & mask) {
-                cache_entry *o = sh->slot[i];
-                if (!o) break;
-                if (o->h == h && o->key_n == n && memcmp(o + 1, s, n) == 0) break;
-            }
-            if (!sh->slot[i]) {
-                sh->slot[i] = ce;
-                sh->count++;
-                stored = 1;
-            }
-        }
-        pthread_mutex_unlock(&sh->mu);
-        if (!stored) free(ce);
-    }
+    if (sh) cache_store(sh, h, s, n, y, ns);
     return AL_OK;
 }
 
@@ -1315,7 +1244,7 @@ static int enc_init(enc *E, const al_tok *t, char *err) {
 
 /* Runs the normalizer over s and returns the result in out (for added
  * tokens' normalized content at load time). */
-static int normalize_string(const al_tok *t, const char *s, size_t n, al_buf *out) {
+int tok_normalize_string(const al_tok *t, const char *s, size_t n, al_buf *out) {
     enc E;
     int rc = enc_init(&E, t, NULL);
     if (rc == AL_OK) rc = ar_push(&E.ar, s, n, 0, 1);
@@ -1444,180 +1373,218 @@ static void dt_free(dtoks *d) {
     memset(d, 0, sizeof *d);
 }
 
-static int dec_step_run(const al_tok *t, const dec_step *st, const dtoks *in, dtoks *out,
-                        pcre2_match_data *md) {
+/* ByteLevel: the bytes of each token's characters (GPT-2's byte map
+ * undone; a token with other characters goes as it is), all as one token,
+ * invalid UTF-8 replaced as from_utf8_lossy does. */
+static int dec_bytelevel(const al_tok *t, const dec_step *st, const dtoks *in, dtoks *out,
+                         pcre2_match_data *md) {
+    (void)st, (void)md;
     int rc = AL_OK;
-    switch (st->kind) {
-    case D_BYTELEVEL: {
-        al_buf raw = {0};
-        for (size_t i = 0; i < in->n && rc == AL_OK; i++) {
-            const char *s = in->buf.p + in->off[i];
-            size_t n = in->len[i], j, m = 0;
-            char tmp[64];
-            int all = 1;
-            /* All characters map back to bytes, or the token goes as is. */
-            for (j = 0; j < n;) {
-                uint32_t cp;
-                int k = utf8_dec((const unsigned char *)s + j, n - j, &cp);
-                if (k <= 0 || cp >= 0x144 || t->byte_of_char[cp] < 0) {
-                    all = 0;
-                    break;
-                }
-                j += (size_t)k;
-            }
-            if (!all) {
-                rc = al_buf_put(&raw, s, n);
-                continue;
-            }
-            for (j = 0; j < n && rc == AL_OK;) {
-                uint32_t cp;
-                int k = utf8_dec((const unsigned char *)s + j, n - j, &cp);
-                tmp[m++] = (char)t->byte_of_char[cp];
-                j += (size_t)k;
-                if (m == sizeof tmp) {
-                    rc = al_buf_put(&raw, tmp, m);
-                    m = 0;
-                }
-            }
-            if (rc == AL_OK) rc = al_buf_put(&raw, tmp, m);
-        }
-        if (rc == AL_OK && (rc = dt_open(out)) == AL_OK) {
-            rc = sb_put_lossy(&out->buf, raw.p ? raw.p : "", raw.n);
-            dt_close(out);
-        }
-        free(raw.p);
-        return rc;
-    }
-    case D_METASPACE:
-        for (size_t i = 0; i < in->n && rc == AL_OK; i++) {
-            const char *s = in->buf.p + in->off[i];
-            size_t n = in->len[i];
-            if ((rc = dt_open(out)) != AL_OK) return rc;
-            for (size_t j = 0; j < n && rc == AL_OK;) {
-                uint32_t cp = 0;
-                int k = utf8_dec((const unsigned char *)s + j, n - j, &cp);
-                if (k <= 0) k = 1, cp = 0xFFFFFFFFu;
-                if (cp == st->rep) {
-                    if (!(i == 0 && st->prepend != PREPEND_NEVER)) rc = al_buf_put(&out->buf, " ", 1);
-                } else {
-                    rc = al_buf_put(&out->buf, s + j, (size_t)k);
-                }
-                j += (size_t)k;
-            }
-            dt_close(out);
-        }
-        return rc;
-    case D_REPLACE:
-        for (size_t i = 0; i < in->n && rc == AL_OK; i++) {
-            const char *s = in->buf.p + in->off[i];
-            size_t n = in->len[i];
-            if ((rc = dt_open(out)) != AL_OK) return rc;
-            size_t p = 0;
-            if (st->pat.re) {
-                size_t pos = 0, last_end = (size_t)-1;
-                while (pos <= n && rc == AL_OK) {
-                    int m = pcre2_match(st->pat.re, (PCRE2_SPTR)s, n, pos, 0, md, NULL);
-                    if (m < 0) break;
-                    PCRE2_SIZE *ov = pcre2_get_ovector_pointer(md);
-                    size_t ms = ov[0], me = ov[1];
-                    if (ms == me && me == last_end) {
-                        if (pos >= n) break;
-                        pos += (size_t)utf8_unit(s + pos, n - pos);
-                        continue;
-                    }
-                    rc = al_buf_put(&out->buf, s + p, ms - p);
-                    if (rc == AL_OK) rc = al_buf_put(&out->buf, st->text, st->text_n);
-                    p = me;
-                    pos = me;
-                    last_end = me;
-                }
-            } else if (st->pat.lit_n > 0) {
-                for (size_t j = 0; j + st->pat.lit_n <= n && rc == AL_OK;) {
-                    if (memcmp(s + j, st->pat.lit, st->pat.lit_n) == 0) {
-                        rc = al_buf_put(&out->buf, s + p, j - p);
-                        if (rc == AL_OK) rc = al_buf_put(&out->buf, st->text, st->text_n);
-                        j += st->pat.lit_n;
-                        p = j;
-                    } else {
-                        j++;
-                    }
-                }
-            }
-            if (rc == AL_OK) rc = al_buf_put(&out->buf, s + p, n - p);
-            dt_close(out);
-        }
-        return rc;
-    case D_BYTEFALLBACK: {
-        char bytes[256];
-        size_t nb = 0;
-        al_buf pend = {0};
-        for (size_t i = 0; i <= in->n && rc == AL_OK; i++) {
-            const char *s = i < in->n ? in->buf.p + in->off[i] : "";
-            size_t n = i < in->n ? in->len[i] : 0;
-            int byte = -1;
-            if (i < in->n && n == 6 && memcmp(s, "<0x", 3) == 0 && s[5] == '>') {
-                /* u8::from_str_radix(&token[3..5], 16), which takes a '+' */
-                char hx[3] = {s[3], s[4], 0};
-                const char *q = hx[0] == '+' ? hx + 1 : hx;
-                int ok = *q != 0;
-                for (const char *c = q; *c; c++)
-                    if (!((*c >= '0' && *c <= '9') || (*c >= 'a' && *c <= 'f') || (*c >= 'A' && *c <= 'F')))
-                        ok = 0;
-                if (ok) byte = (int)strtol(q, NULL, 16);
-            }
-            if (byte >= 0) {
-                if (nb == sizeof bytes) {
-                    rc = al_buf_put(&pend, bytes, nb);
-                    nb = 0;
-                }
-                bytes[nb++] = (char)byte;
-                continue;
-            }
-            if (nb > 0 || pend.n > 0) {
-                if ((rc = al_buf_put(&pend, bytes, nb)) != AL_OK) break;
-                nb = 0;
-                size_t j = 0;
-                uint32_t cp;
-                int k = 1;
-                while (j < pend.n && (k = utf8_dec((const unsigned char *)pend.p + j, pend.n - j, &cp)) > 0)
-                    j += (size_t)k;
-                if (j == pend.n) {
-                    rc = dt_add(out, pend.p, pend.n);
-                } else {
-                    for (j = 0; j < pend.n && rc == AL_OK; j++) rc = dt_add(out, "\xEF\xBF\xBD", 3);
-                }
-                pend.n = 0;
-            }
-            if (i < in->n && rc == AL_OK) rc = dt_add(out, s, n);
-        }
-        free(pend.p);
-        return rc;
-    }
-    case D_FUSE:
-        if ((rc = dt_open(out)) != AL_OK) return rc;
-        for (size_t i = 0; i < in->n && rc == AL_OK; i++) rc = al_buf_put(&out->buf, in->buf.p + in->off[i], in->len[i]);
-        dt_close(out);
-        return rc;
-    default: /* D_STRIP */
-        for (size_t i = 0; i < in->n && rc == AL_OK; i++) {
-            const char *s = in->buf.p + in->off[i];
-            size_t n = in->len[i], a = 0, b = n;
+    al_buf raw = {0};
+    for (size_t i = 0; i < in->n && rc == AL_OK; i++) {
+        const char *s = in->buf.p + in->off[i];
+        size_t n = in->len[i], j, m = 0;
+        char tmp[64];
+        int all = 1;
+        /* All characters map back to bytes, or the token goes as is. */
+        for (j = 0; j < n;) {
             uint32_t cp;
-            int k;
-            for (int c = 0; c < st->start && a < n; c++) {
-                if ((k = utf8_dec((const unsigned char *)s + a, n - a, &cp)) <= 0 || cp != st->rep) break;
-                a += (size_t)k;
+            int k = tok_utf8_dec((const unsigned char *)s + j, n - j, &cp);
+            if (k <= 0 || cp >= 0x144 || t->byte_of_char[cp] < 0) {
+                all = 0;
+                break;
             }
-            for (int c = 0; c < st->stop && b > a; c++) {
-                size_t cs = last_char_start(s, b);
-                if (utf8_dec((const unsigned char *)s + cs, b - cs, &cp) <= 0 || cp != st->rep) break;
-                b = cs;
-            }
-            rc = dt_add(out, s + a, b - a);
+            j += (size_t)k;
         }
-        return rc;
+        if (!all) {
+            rc = al_buf_put(&raw, s, n);
+            continue;
+        }
+        for (j = 0; j < n && rc == AL_OK;) {
+            uint32_t cp;
+            int k = tok_utf8_dec((const unsigned char *)s + j, n - j, &cp);
+            tmp[m++] = (char)t->byte_of_char[cp];
+            j += (size_t)k;
+            if (m == sizeof tmp) {
+                rc = al_buf_put(&raw, tmp, m);
+                m = 0;
+            }
+        }
+        if (rc == AL_OK) rc = al_buf_put(&raw, tmp, m);
     }
+    if (rc == AL_OK && (rc = dt_open(out)) == AL_OK) {
+        rc = sb_put_lossy(&out->buf, raw.p ? raw.p : "", raw.n);
+        dt_close(out);
+    }
+    free(raw.p);
+    return rc;
 }
+
+/* Metaspace: the replacement character back to a space (but the first
+ * token's leading one when a prefix space was prepended). */
+static int dec_metaspace(const al_tok *t, const dec_step *st, const dtoks *in, dtoks *out,
+                         pcre2_match_data *md) {
+    (void)t, (void)md;
+    int rc = AL_OK;
+    for (size_t i = 0; i < in->n && rc == AL_OK; i++) {
+        const char *s = in->buf.p + in->off[i];
+        size_t n = in->len[i];
+        if ((rc = dt_open(out)) != AL_OK) return rc;
+        for (size_t j = 0; j < n && rc == AL_OK;) {
+            uint32_t cp = 0;
+            int k = tok_utf8_dec((const unsigned char *)s + j, n - j, &cp);
+            if (k <= 0) k = 1, cp = 0xFFFFFFFFu;
+            if (cp == st->rep) {
+                if (!(i == 0 && st->prepend != PREPEND_NEVER)) rc = al_buf_put(&out->buf, " ", 1);
+            } else {
+                rc = al_buf_put(&out->buf, s + j, (size_t)k);
+            }
+            j += (size_t)k;
+        }
+        dt_close(out);
+    }
+    return rc;
+}
+
+/* Replace: every match of the pattern by the content, in each token. */
+static int dec_replace(const al_tok *t, const dec_step *st, const dtoks *in, dtoks *out,
+                       pcre2_match_data *md) {
+    (void)t;
+    int rc = AL_OK;
+    for (size_t i = 0; i < in->n && rc == AL_OK; i++) {
+        const char *s = in->buf.p + in->off[i];
+        size_t n = in->len[i];
+        if ((rc = dt_open(out)) != AL_OK) return rc;
+        size_t p = 0;
+        if (st->pat.re) {
+            size_t pos = 0, last_end = (size_t)-1;
+            while (pos <= n && rc == AL_OK) {
+                int m = pcre2_match(st->pat.re, (PCRE2_SPTR)s, n, pos, 0, md, NULL);
+                if (m < 0) break;
+                PCRE2_SIZE *ov = pcre2_get_ovector_pointer(md);
+                size_t ms = ov[0], me = ov[1];
+                if (ms == me && me == last_end) {
+                    if (pos >= n) break;
+                    pos += (size_t)utf8_unit(s + pos, n - pos);
+                    continue;
+                }
+                rc = al_buf_put(&out->buf, s + p, ms - p);
+                if (rc == AL_OK) rc = al_buf_put(&out->buf, st->text, st->text_n);
+                p = me;
+                pos = me;
+                last_end = me;
+            }
+        } else if (st->pat.lit_n > 0) {
+            for (size_t j = 0; j + st->pat.lit_n <= n && rc == AL_OK;) {
+                if (memcmp(s + j, st->pat.lit, st->pat.lit_n) == 0) {
+                    rc = al_buf_put(&out->buf, s + p, j - p);
+                    if (rc == AL_OK) rc = al_buf_put(&out->buf, st->text, st->text_n);
+                    j += st->pat.lit_n;
+                    p = j;
+                } else {
+                    j++;
+                }
+            }
+        }
+        if (rc == AL_OK) rc = al_buf_put(&out->buf, s + p, n - p);
+        dt_close(out);
+    }
+    return rc;
+}
+
+/* ByteFallback: runs of <0xNN> tokens as their bytes, one U+FFFD per
+ * byte when they are not valid UTF-8. */
+static int dec_bytefallback(const al_tok *t, const dec_step *st, const dtoks *in, dtoks *out,
+                            pcre2_match_data *md) {
+    (void)t, (void)st, (void)md;
+    int rc = AL_OK;
+    char bytes[256];
+    size_t nb = 0;
+    al_buf pend = {0};
+    for (size_t i = 0; i <= in->n && rc == AL_OK; i++) {
+        const char *s = i < in->n ? in->buf.p + in->off[i] : "";
+        size_t n = i < in->n ? in->len[i] : 0;
+        int byte = -1;
+        if (i < in->n && n == 6 && memcmp(s, "<0x", 3) == 0 && s[5] == '>') {
+            /* u8::from_str_radix(&token[3..5], 16), which takes a '+' */
+            char hx[3] = {s[3], s[4], 0};
+            const char *q = hx[0] == '+' ? hx + 1 : hx;
+            int ok = *q != 0;
+            for (const char *c = q; *c; c++)
+                if (!((*c >= '0' && *c <= '9') || (*c >= 'a' && *c <= 'f') || (*c >= 'A' && *c <= 'F')))
+                    ok = 0;
+            if (ok) byte = (int)strtol(q, NULL, 16);
+        }
+        if (byte >= 0) {
+            if (nb == sizeof bytes) {
+                rc = al_buf_put(&pend, bytes, nb);
+                nb = 0;
+            }
+            bytes[nb++] = (char)byte;
+            continue;
+        }
+        if (nb > 0 || pend.n > 0) {
+            if ((rc = al_buf_put(&pend, bytes, nb)) != AL_OK) break;
+            nb = 0;
+            size_t j = 0;
+            uint32_t cp;
+            int k = 1;
+            while (j < pend.n && (k = tok_utf8_dec((const unsigned char *)pend.p + j, pend.n - j, &cp)) > 0)
+                j += (size_t)k;
+            if (j == pend.n) {
+                rc = dt_add(out, pend.p, pend.n);
+            } else {
+                for (j = 0; j < pend.n && rc == AL_OK; j++) rc = dt_add(out, "\xEF\xBF\xBD", 3);
+            }
+            pend.n = 0;
+        }
+        if (i < in->n && rc == AL_OK) rc = dt_add(out, s, n);
+    }
+    free(pend.p);
+    return rc;
+}
+
+/* Fuse: all tokens as one. */
+static int dec_fuse(const al_tok *t, const dec_step *st, const dtoks *in, dtoks *out,
+                    pcre2_match_data *md) {
+    (void)t, (void)st, (void)md;
+    int rc = AL_OK;
+    if ((rc = dt_open(out)) != AL_OK) return rc;
+    for (size_t i = 0; i < in->n && rc == AL_OK; i++) rc = al_buf_put(&out->buf, in->buf.p + in->off[i], in->len[i]);
+    dt_close(out);
+    return rc;
+}
+
+/* Strip: up to start leading and stop trailing content characters. */
+static int dec_strip(const al_tok *t, const dec_step *st, const dtoks *in, dtoks *out,
+                     pcre2_match_data *md) {
+    (void)t, (void)md;
+    int rc = AL_OK;
+    for (size_t i = 0; i < in->n && rc == AL_OK; i++) {
+        const char *s = in->buf.p + in->off[i];
+        size_t n = in->len[i], a = 0, b = n;
+        uint32_t cp;
+        int k;
+        for (int c = 0; c < st->start && a < n; c++) {
+            if ((k = tok_utf8_dec((const unsigned char *)s + a, n - a, &cp)) <= 0 || cp != st->rep) break;
+            a += (size_t)k;
+        }
+        for (int c = 0; c < st->stop && b > a; c++) {
+            size_t cs = last_char_start(s, b);
+            if (tok_utf8_dec((const unsigned char *)s + cs, b - cs, &cp) <= 0 || cp != st->rep) break;
+            b = cs;
+        }
+        rc = dt_add(out, s + a, b - a);
+    }
+    return rc;
+}
+
+/* The decoder steps by kind (D_*): each maps the tokens in to out. */
+typedef int (*dec_fn)(const al_tok *t, const dec_step *st, const dtoks *in, dtoks *out, pcre2_match_data *md);
+static const dec_fn DECODERS[] = {
+    [D_BYTELEVEL] = dec_bytelevel, [D_METASPACE] = dec_metaspace, [D_REPLACE] = dec_replace,
+    [D_BYTEFALLBACK] = dec_bytefallback, [D_FUSE] = dec_fuse, [D_STRIP] = dec_strip,
+};
 
 int al_tok_decode(const al_tok *t, const int32_t *ids, int n, int skip_special, char **text,
                   size_t *len) {
@@ -1637,7 +1604,7 @@ int al_tok_decode(const al_tok *t, const int32_t *ids, int n, int skip_special, 
         for (int k = 0; k < t->n_dec && rc == AL_OK; k++) {
             b.n = 0;
             b.buf.n = 0;
-            rc = dec_step_run(t, &t->dec[k], &a, &b, md);
+            rc = DECODERS[t->dec[k].kind](t, &t->dec[k], &a, &b, md);
             dtoks tmp = a;
             a = b;
             b = tmp;
@@ -1667,8 +1634,8 @@ int al_tok_vocab_size(const al_tok *t) { return t->n_ids; }
 
 int32_t al_tok_id(const al_tok *t, const char *token) {
     size_t n = strlen(token);
-    int32_t id = map_get(t->added_slot, t->added_mask, t, token, n);
-    return id >= 0 ? id : vocab_get(t, token, n);
+    int32_t id = tok_map_get(t->added_slot, t->added_mask, t, token, n);
+    return id >= 0 ? id : tok_vocab_get(t, token, n);
 }
 
 const char *al_tok_str(const al_tok *t, int32_t id) {
@@ -1699,1083 +1666,3 @@ const char *al_tok_bos_str(const al_tok *t) { return t->bos_str ? t->bos_str : "
 const char *al_tok_eos_str(const al_tok *t) { return t->eos_str ? t->eos_str : ""; }
 const char *al_tok_chat_template(const al_tok *t) { return t->chat_template; }
 
-/* ------------------------------------------------------------ lifetime */
-
-static void pattern_free(tpattern *p) {
-    free(p->lit);
-    if (p->re) pcre2_code_free(p->re);
-    memset(p, 0, sizeof *p);
-}
-
-void al_tok_free(al_tok *t) {
-    if (!t) return;
-    if (t->id_str)
-        for (int i = 0; i < t->n_ids; i++) free(t->id_str[i]);
-    free(t->id_str);
-    free(t->id_len);
-    free(t->id_flags);
-    free(t->vocab_slot);
-    free(t->added_slot);
-    free(t->merges);
-    free(t->sw_prefix);
-    free(t->eow_suffix);
-    for (int i = 0; i < t->n_added; i++) free(t->added[i].norm);
-    free(t->added);
-    free(t->raw_set.idx);
-    free(t->norm_set.idx);
-    for (int i = 0; i < t->n_norm; i++) {
-        pattern_free(&t->norm[i].pat);
-        free(t->norm[i].text);
-    }
-    free(t->norm);
-    for (int i = 0; i < t->n_pre; i++) pattern_free(&t->pre[i].pat);
-    free(t->pre);
-    for (int i = 0; i < t->n_dec; i++) {
-        pattern_free(&t->dec[i].pat);
-        free(t->dec[i].text);
-    }
-    free(t->dec);
-    free(t->prefix);
-    free(t->suffix);
-    free(t->bos_str);
-    free(t->eos_str);
-    free(t->chat_template);
-    if (t->re_word) pcre2_code_free(t->re_word);
-    cache_free(t->cache);
-    free(t);
-}
-
-static al_tok *tok_alloc(void) {
-    al_tok *t = calloc(1, sizeof *t);
-    if (!t) return NULL;
-    t->unk_id = t->bos = t->eos = t->pad = -1;
-    for (int i = 0; i < 0x800; i++) t->char_id[i] = -1;
-    for (int i = 0; i < 256; i++) t->bf_id[i] = -1;
-    for (int i = 0; i < 0x144; i++) t->byte_of_char[i] = -1;
-    for (int b = 0; b < 256; b++) {
-        char buf[4];
-        uint32_t c = byte_char(b);
-        t->byte_of_char[c] = (int16_t)b;
-        t->byte_utf8_n[b] = (uint8_t)utf8_enc(c, buf);
-        memcpy(t->byte_utf8[b], buf, t->byte_utf8_n[b]);
-    }
-    t->cache = cache_new();
-    if (!t->cache) {
-        free(t);
-        return NULL;
-    }
-    return t;
-}
-
-/* Sizes the id tables for n ids. */
-static int ids_alloc(al_tok *t, int n) {
-    t->n_ids = n;
-    t->id_str = calloc((size_t)n + 1, sizeof *t->id_str);
-    t->id_len = calloc((size_t)n + 1, sizeof *t->id_len);
-    t->id_flags = calloc((size_t)n + 1, 1);
-    return t->id_str && t->id_len && t->id_flags ? AL_OK : AL_ENOMEM;
-}
-
-static int set_id(al_tok *t, int32_t id, const char *s, size_t n, uint8_t flags) {
-    if (!t->id_str[id]) {
-        t->id_str[id] = xstrndup(s, n);
-        if (!t->id_str[id]) return AL_ENOMEM;
-        t->id_len[id] = (uint32_t)n;
-    }
-    t->id_flags[id] |= flags;
-    return AL_OK;
-}
-
-/* Builds the hash of model tokens, the single-character table and the
- * byte-fallback table. */
-static int index_vocab(al_tok *t) {
-    size_t cnt = 0;
-    for (int i = 0; i < t->n_ids; i++) cnt += (t->id_flags[i] & F_MODEL) != 0;
-    uint32_t cap = pow2_at_least(cnt * 2 + 1);
-    t->vocab_slot = malloc(cap * sizeof *t->vocab_slot);
-    if (!t->vocab_slot) return AL_ENOMEM;
-    memset(t->vocab_slot, 0xFF, cap * sizeof *t->vocab_slot);
-    t->vocab_mask = cap - 1;
-    for (int i = 0; i < t->n_ids; i++)
-        if (t->id_flags[i] & F_MODEL) map_put(t->vocab_slot, t->vocab_mask, t, i);
-    for (uint32_t cp = 0; cp < 0x800; cp++) {
-        char buf[4];
-        int k = utf8_enc(cp, buf);
-        t->char_id[cp] = vocab_get(t, buf, (size_t)k);
-    }
-    for (int b = 0; b < 256; b++) {
-        char name[8];
-        snprintf(name, sizeof name, "<0x%02X>", b);
-        t->bf_id[b] = vocab_get(t, name, 6);
-    }
-    return AL_OK;
-}
-
-static int index_added(al_tok *t) {
-    if (!t->added_slot) {
-        uint32_t cap = pow2_at_least((size_t)t->n_added * 2 + 1);
-        t->added_slot = malloc(cap * sizeof *t->added_slot);
-        if (!t->added_slot) return AL_ENOMEM;
-        memset(t->added_slot, 0xFF, cap * sizeof *t->added_slot);
-        t->added_mask = cap - 1;
-        for (int i = 0; i < t->n_added; i++) map_put(t->added_slot, t->added_mask, t, t->added[i].id);
-    }
-    /* Match sets: by first byte, longest first (leftmost-longest). */
-    for (int which = 0; which < 2; which++) {
-        match_set *ms = which ? &t->norm_set : &t->raw_set;
-        int cnt[257] = {0};
-        int total = 0;
-        for (int i = 0; i < t->n_added; i++) {
-            const added_tok *a = &t->added[i];
-            if (a->normalized != which || a->norm_n == 0) continue;
-            cnt[(unsigned char)a->norm[0]]++;
-            total++;
-        }
-        ms->idx = malloc(((size_t)total + 1) * sizeof *ms->idx);
-        if (!ms->idx) return AL_ENOMEM;
-        ms->first[0] = 0;
-        for (int c = 0; c < 256; c++) ms->first[c + 1] = ms->first[c] + cnt[c];
-        int fill[256];
-        for (int c = 0; c < 256; c++) fill[c] = ms->first[c];
-        for (int i = 0; i < t->n_added; i++) {
-            const added_tok *a = &t->added[i];
-            if (a->normalized != which || a->norm_n == 0) continue;
-            ms->idx[fill[(unsigned char)a->norm[0]]++] = i;
-        }
-        for (int c = 0; c < 256; c++) /* insertion sort by length, descending */
-            for (int i = ms->first[c] + 1; i < ms->first[c + 1]; i++) {
-                int x = ms->idx[i], j = i;
-                while (j > ms->first[c] && t->added[ms->idx[j - 1]].norm_n < t->added[x].norm_n) {
-                    ms->idx[j] = ms->idx[j - 1];
-                    j--;
-                }
-                ms->idx[j] = x;
-            }
-    }
-    return AL_OK;
-}
-
-static int compile_re(pcre2_code **out, const char *pat, size_t n, const char *file,
-                      const char *field, char err[AL_ERRLEN]) {
-    int ec;
-    PCRE2_SIZE eo;
-    pcre2_code *re = pcre2_compile((PCRE2_SPTR)pat, n, PCRE2_UTF | PCRE2_UCP | PCRE2_MATCH_INVALID_UTF,
-                                   &ec, &eo, NULL);
-    if (!re) {
-        PCRE2_UCHAR msg[200];
-        pcre2_get_error_message(ec, msg, sizeof msg);
-        return al_err(err, AL_EFORMAT, "%s: %s: bad regex: %s at offset %zu", file, field,
-                      (char *)msg, (size_t)eo);
-    }
-    pcre2_jit_compile(re, PCRE2_JIT_COMPLETE); /* falls back to the interpreter */
-    *out = re;
-    return AL_OK;
-}
-
-/* ------------------------------------------------------------ byte tokenizer */
-
-static const char *const BYTE_SPECIALS[4] = {"<|endoftext|>", "<|pad|>", "<|im_start|>",
-                                             "<|im_end|>"};
-
-static const char BYTE_CHAT_TEMPLATE[] =
-    "{% for message in messages %}"
-    "{% if message['role'] == 'assistant' %}"
-    "{{'<|im_start|>assistant\\n'}}"
-    "{% generation %}{{ message['content'] + '<|im_end|>' }}{% endgeneration %}"
-    "{{'\\n'}}"
-    "{% else %}"
-    "{{'<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>\\n'}}"
-    "{% endif %}"
-    "{% endfor %}"
-    "{% if add_generation_prompt %}{{'<|im_start|>assistant\\n'}}{% endif %}";
-
-al_tok *al_tok_byte_new(void) {
-    al_tok *t = tok_alloc();
-    if (!t) return NULL;
-    if (ids_alloc(t, 260) != AL_OK) goto fail;
-    for (int b = 0; b < 256; b++) {
-        char buf[4];
-        int k = utf8_enc(byte_char(b), buf);
-        if (set_id(t, b, buf, (size_t)k, F_MODEL) != AL_OK) goto fail;
-    }
-    t->added = calloc(4, sizeof *t->added);
-    if (!t->added) goto fail;
-    for (int i = 0; i < 4; i++) {
-        const char *s = BYTE_SPECIALS[i];
-        if (set_id(t, 256 + i, s, strlen(s), F_ADDED | F_SPECIAL) != AL_OK) goto fail;
-        added_tok *a = &t->added[t->n_added++];
-        a->id = 256 + i;
-        a->special = 1;
-        a->norm = xstrndup(s, strlen(s));
-        if (!a->norm) goto fail;
-        a->norm_n = strlen(s);
-    }
-    if (index_vocab(t) != AL_OK || index_added(t) != AL_OK) goto fail;
-    t->pre = calloc(1, sizeof *t->pre);
-    if (!t->pre) goto fail;
-    t->pre[0].kind = P_BYTELEVEL;
-    t->n_pre = 1;
-    t->dec = calloc(1, sizeof *t->dec);
-    if (!t->dec) goto fail;
-    t->dec[0].kind = D_BYTELEVEL;
-    t->n_dec = 1;
-    t->has_decoder = 1;
-    t->bos = t->eos = 256;
-    t->pad = 257;
-    t->bos_str = xstrndup(BYTE_SPECIALS[0], strlen(BYTE_SPECIALS[0]));
-    t->eos_str = xstrndup(BYTE_SPECIALS[0], strlen(BYTE_SPECIALS[0]));
-    t->chat_template = xstrndup(BYTE_CHAT_TEMPLATE, sizeof BYTE_CHAT_TEMPLATE - 1);
-    if (!t->bos_str || !t->eos_str || !t->chat_template) goto fail;
-    return t;
-fail:
-    al_tok_free(t);
-    return NULL;
-}
-
-/* ------------------------------------------------------------ tokenizer.json */
-
-typedef struct ld {
-    al_tok *t;
-    const char *file; /* path, for messages */
-    char *err;
-} ld;
-
-static int ld_err(ld *L, int rc, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static int ld_err(ld *L, int rc, const char *fmt, ...) {
-    if (L->err) {
-        char msg[1024];
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(msg, sizeof msg, fmt, ap);
-        va_end(ap);
-        /* Deeply nested field paths are long: keep the reason at the end. */
-        size_t room = AL_ERRLEN - 1, fl = strlen(L->file), ml = strlen(msg);
-        if (fl + 2 + ml > room && fl + 6 < room)
-            al_err(L->err, rc, "%s: ...%s", L->file, msg + ml - (room - fl - 5));
-        else
-            al_err(L->err, rc, "%s: %s", L->file, msg);
-    }
-    return rc;
-}
-
-/* Optional boolean member: absent or null -> def. */
-static int get_bool(ld *L, json_t *o, const char *key, const char *path, int def, int *out) {
-    json_t *v = json_object_get(o, key);
-    if (!v || json_is_null(v)) {
-        *out = def;
-        return AL_OK;
-    }
-    if (!json_is_boolean(v)) return ld_err(L, AL_EFORMAT, "%s.%s: expected true or false", path, key);
-    *out = json_is_true(v);
-    return AL_OK;
-}
-
-/* Optional string member: absent or null -> NULL. */
-static int get_str(ld *L, json_t *o, const char *key, const char *path, const char **out,
-                   size_t *n) {
-    json_t *v = json_object_get(o, key);
-    *out = NULL;
-    if (n) *n = 0;
-    if (!v || json_is_null(v)) return AL_OK;
-    if (!json_is_string(v)) return ld_err(L, AL_EFORMAT, "%s.%s: expected a string", path, key);
-    *out = json_string_value(v);
-    if (n) *n = json_string_length(v);
-    return AL_OK;
-}
-
-static int get_type(ld *L, json_t *o, const char *path, const char **type) {
-    if (!json_is_object(o)) return ld_err(L, AL_EFORMAT, "%s: expected an object", path);
-    json_t *v = json_object_get(o, "type");
-    if (!json_is_string(v)) return ld_err(L, AL_EFORMAT, "%s.type: missing or not a string", path);
-    *type = json_string_value(v);
-    return AL_OK;
-}
-
-/* {"String": s} or {"Regex": r} */
-static int get_pattern(ld *L, json_t *o, const char *path, tpattern *p) {
-    json_t *v = json_object_get(o, "pattern");
-    char field[200];
-    if (json_is_string(v)) { /* tolerate a bare string: a literal */
-        p->lit = xstrndup(json_string_value(v), json_string_length(v));
-        p->lit_n = json_string_length(v);
-        return p->lit ? AL_OK : AL_ENOMEM;
-    }
-    if (!json_is_object(v)) return ld_err(L, AL_EFORMAT, "%s.pattern: expected {\"String\": ...} or {\"Regex\": ...}", path);
-    json_t *s = json_object_get(v, "String"), *r = json_object_get(v, "Regex");
-    if (json_is_string(s)) {
-        p->lit = xstrndup(json_string_value(s), json_string_length(s));
-        p->lit_n = json_string_length(s);
-        return p->lit ? AL_OK : AL_ENOMEM;
-    }
-    if (json_is_string(r)) {
-        snprintf(field, sizeof field, "%s.pattern.Regex", path);
-        return compile_re(&p->re, json_string_value(r), json_string_length(r), L->file, field, L->err);
-    }
-    return ld_err(L, AL_EFORMAT, "%s.pattern: expected {\"String\": ...} or {\"Regex\": ...}", path);
-}
-
-static int get_char(ld *L, json_t *o, const char *key, const char *path, uint32_t def,
-                    uint32_t *cp) {
-    const char *s;
-    size_t n;
-    int rc = get_str(L, o, key, path, &s, &n);
-    if (rc != AL_OK) return rc;
-    if (!s) {
-        *cp = def;
-        return AL_OK;
-    }
-    if (n == 0 || utf8_dec((const unsigned char *)s, n, cp) != (int)n)
-        return ld_err(L, AL_EFORMAT, "%s.%s: expected a single character", path, key);
-    return AL_OK;
-}
-
-static int get_prepend_scheme(ld *L, json_t *o, const char *path, int *out) {
-    const char *s;
-    int rc = get_str(L, o, "prepend_scheme", path, &s, NULL);
-    if (rc != AL_OK) return rc;
-    *out = PREPEND_ALWAYS;
-    if (s) {
-        if (!strcmp(s, "always")) *out = PREPEND_ALWAYS;
-        else if (!strcmp(s, "first")) *out = PREPEND_FIRST;
-        else if (!strcmp(s, "never")) *out = PREPEND_NEVER;
-        else return ld_err(L, AL_EFORMAT, "%s.prepend_scheme: \"%s\" is not always, first or never", path, s);
-    }
-    json_t *aps = json_object_get(o, "add_prefix_space"); /* older files */
-    if (json_is_false(aps) && (!s || *out == PREPEND_ALWAYS)) *out = PREPEND_NEVER;
-    return AL_OK;
-}
-
-#define GROW(arr, n)                                                          \
-    do {                                                                         \
-        void *p_ = realloc((arr), ((size_t)(n) + 1) * sizeof *(arr));            \
-        if (!p_) return AL_ENOMEM;                                               \
-        (arr) = p_;                                                              \
-        memset(&(arr)[(n)], 0, sizeof *(arr));                                   \
-    } while (0)
-
-static int parse_normalizer(ld *L, json_t *o, const char *path, int depth) {
-    al_tok *t = L->t;
-    if (!o || json_is_null(o)) return AL_OK;
-    if (depth > TOK_MAX_DEPTH) return ld_err(L, AL_EFORMAT, "%s: nested too deeply", path);
-    const char *type = NULL;
-    int rc = get_type(L, o, path, &type);
-    if (rc != AL_OK) return rc;
-    char sub[200];
-    if (!strcmp(type, "Sequence")) {
-        json_t *arr = json_object_get(o, "normalizers");
-        if (!json_is_array(arr)) return ld_err(L, AL_EFORMAT, "%s.normalizers: expected an array", path);
-        for (size_t i = 0; i < json_array_size(arr); i++) {
-            snprintf(sub, sizeof sub, "%s.normalizers[%zu]", path, i);
-            if ((rc = parse_normalizer(L, json_array_get(arr, i), sub, depth + 1)) != AL_OK) return rc;
-        }
-        return AL_OK;
-    }
-    GROW(t->norm, t->n_norm);
-    norm_step *st = &t->norm[t->n_norm++];
-    if (!strcmp(type, "NFC")) {
-        st->kind = N_NFC;
-    } else if (!strcmp(type, "NFD")) {
-        st->kind = N_NFD;
-    } else if (!strcmp(type, "Prepend") || !strcmp(type, "Replace")) {
-        const char *s;
-        size_t n;
-        int is_rep = type[0] == 'R';
-        st->kind = is_rep ? N_REPLACE : N_PREPEND;
-        if ((rc = get_str(L, o, is_rep ? "content" : "prepend", path, &s, &n)) != AL_OK) return rc;
-        if (!s) return ld_err(L, AL_EFORMAT, "%s.%s: missing", path, is_rep ? "content" : "prepend");
-        if (!(st->text = xstrndup(s, n))) return AL_ENOMEM;
-        st->text_n = n;
-        if (is_rep && (rc = get_pattern(L, o, path, &st->pat)) != AL_OK) return rc;
-    } else if (!strcmp(type, "Strip")) {
-        st->kind = N_STRIP;
-        if ((rc = get_bool(L, o, "strip_left", path, 1, &st->left)) != AL_OK) return rc;
-        if ((rc = get_bool(L, o, "strip_right", path, 1, &st->right)) != AL_OK) return rc;
-    } else {
-        return ld_err(L, AL_EUNSUP, "%s.type: normalizer \"%s\" is not supported", path, type);
-    }
-    return AL_OK;
-}
-
-static const char GPT2_REGEX[] =
-    "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)|\\s+";
-
-static int parse_behavior(ld *L, json_t *o, const char *path, int def, int *out) {
-    const char *s;
-    int rc = get_str(L, o, "behavior", path, &s, NULL);
-    if (rc != AL_OK) return rc;
-    *out = def;
-    if (!s) return AL_OK;
-    static const char *const names[] = {"Removed", "Isolated", "MergedWithPrevious", "MergedWithNext",
-                                        "Contiguous"};
-    for (int i = 0; i < 5; i++)
-        if (!strcmp(s, names[i])) {
-            *out = i;
-            return AL_OK;
-        }
-    return ld_err(L, AL_EFORMAT, "%s.behavior: unknown split behavior \"%s\"", path, s);
-}
-
-static int parse_pre(ld *L, json_t *o, const char *path, int depth) {
-    al_tok *t = L->t;
-    if (!o || json_is_null(o)) return AL_OK;
-    if (depth > TOK_MAX_DEPTH) return ld_err(L, AL_EFORMAT, "%s: nested too deeply", path);
-    const char *type = NULL;
-    int rc = get_type(L, o, path, &type);
-    if (rc != AL_OK) return rc;
-    char sub[200];
-    if (!strcmp(type, "Sequence")) {
-        json_t *arr = json_object_get(o, "pretokenizers");
-        if (!json_is_array(arr)) return ld_err(L, AL_EFORMAT, "%s.pretokenizers: expected an array", path);
-        for (size_t i = 0; i < json_array_size(arr); i++) {
-            snprintf(sub, sizeof sub, "%s.pretokenizers[%zu]", path, i);
-            if ((rc = parse_pre(L, json_array_get(arr, i), sub, depth + 1)) != AL_OK) return rc;
-        }
-        return AL_OK;
-    }
-    GROW(t->pre, t->n_pre);
-    pre_step *st = &t->pre[t->n_pre++];
-    snprintf(sub, sizeof sub, "%s.pattern", path);
-    if (!strcmp(type, "ByteLevel")) {
-        int use_regex = 1;
-        st->kind = P_BYTELEVEL;
-        if ((rc = get_bool(L, o, "add_prefix_space", path, 1, &st->add_prefix_space)) != AL_OK) return rc;
-        if ((rc = get_bool(L, o, "use_regex", path, 1, &use_regex)) != AL_OK) return rc;
-        if (use_regex)
-            return compile_re(&st->pat.re, GPT2_REGEX, sizeof GPT2_REGEX - 1, L->file, sub, L->err);
-    } else if (!strcmp(type, "Split")) {
-        st->kind = P_SPLIT;
-        if ((rc = get_pattern(L, o, path, &st->pat)) != AL_OK) return rc;
-        if ((rc = parse_behavior(L, o, path, -1, &st->behavior)) != AL_OK) return rc;
-        if (st->behavior < 0) return ld_err(L, AL_EFORMAT, "%s.behavior: missing", path);
-        if ((rc = get_bool(L, o, "invert", path, 0, &st->invert)) != AL_OK) return rc;
-    } else if (!strcmp(type, "Metaspace")) {
-        uint32_t cp;
-        st->kind = P_METASPACE;
-        if ((rc = get_char(L, o, "replacement", path, 0x2581, &cp)) != AL_OK) return rc;
-        st->rep_n = utf8_enc(cp, st->rep);
-        if ((rc = get_prepend_scheme(L, o, path, &st->prepend)) != AL_OK) return rc;
-        if ((rc = get_bool(L, o, "split", path, 1, &st->split)) != AL_OK) return rc;
-    } else if (!strcmp(type, "Digits")) {
-        int individual = 0;
-        st->kind = P_SPLIT;
-        if ((rc = get_bool(L, o, "individual_digits", path, 0, &individual)) != AL_OK) return rc;
-        st->behavior = individual ? BEH_ISOLATED : BEH_CONTIGUOUS;
-        return compile_re(&st->pat.re, "\\p{N}", PCRE2_ZERO_TERMINATED, L->file, sub, L->err);
-    } else if (!strcmp(type, "Punctuation")) {
-        st->kind = P_SPLIT;
-        if ((rc = parse_behavior(L, o, path, BEH_ISOLATED, &st->behavior)) != AL_OK) return rc;
-        return compile_re(&st->pat.re, "[\\p{P}!-/:-@\\[-`{-~]", PCRE2_ZERO_TERMINATED, L->file, sub, L->err);
-    } else if (!strcmp(type, "Whitespace")) {
-        st->kind = P_SPLIT;
-        st->behavior = BEH_REMOVED;
-        st->invert = 1;
-        return compile_re(&st->pat.re, "\\w+|[^\\w\\s]+", PCRE2_ZERO_TERMINATED, L->file, sub, L->err);
-    } else if (!strcmp(type, "WhitespaceSplit")) {
-        st->kind = P_SPLIT;
-        st->behavior = BEH_REMOVED;
-        return compile_re(&st->pat.re, "[\\t-\\r \\x{85}\\x{A0}\\x{1680}\\x{2000}-\\x{200A}\\x{2028}\\x{2029}"
-                                       "\\x{202F}\\x{205F}\\x{3000}]",
-                          PCRE2_ZERO_TERMINATED, L->file, sub, L->err);
-    } else {
-        return ld_err(L, AL_EUNSUP, "%s.type: pre-tokenizer \"%s\" is not supported", path, type);
-    }
-    return AL_OK;
-}
-
-static int parse_decoder(ld *L, json_t *o, const char *path, int depth) {
-    al_tok *t = L->t;
-    if (!o || json_is_null(o)) return AL_OK;
-    if (depth > TOK_MAX_DEPTH) return ld_err(L, AL_EFORMAT, "%s: nested too deeply", path);
-    const char *type = NULL;
-    int rc = get_type(L, o, path, &type);
-    if (rc != AL_OK) return rc;
-    t->has_decoder = 1;
-    char sub[200];
-    if (!strcmp(type, "Sequence")) {
-        json_t *arr = json_object_get(o, "decoders");
-        if (!json_is_array(arr)) return ld_err(L, AL_EFORMAT, "%s.decoders: expected an array", path);
-        for (size_t i = 0; i < json_array_size(arr); i++) {
-            snprintf(sub, sizeof sub, "%s.decoders[%zu]", path, i);
-            if ((rc = parse_decoder(L, json_array_get(arr, i), sub, depth + 1)) != AL_OK) return rc;
-        }
-        return AL_OK;
-    }
-    GROW(t->dec, t->n_dec);
-    dec_step *st = &t->dec[t->n_dec++];
-    if (!strcmp(type, "ByteLevel")) {
-        st->kind = D_BYTELEVEL;
-    } else if (!strcmp(type, "Metaspace")) {
-        st->kind = D_METASPACE;
-        if ((rc = get_char(L, o, "replacement", path, 0x2581, &st->rep)) != AL_OK) return rc;
-        if ((rc = get_prepend_scheme(L, o, path, &st->prepend)) != AL_OK) return rc;
-    } else if (!strcmp(type, "Replace")) {
-        const char *s;
-        size_t n;
-        st->kind = D_REPLACE;
-        if ((rc = get_str(L, o, "content", path, &s, &n)) != AL_OK) return rc;
-        if (!s) return ld_err(L, AL_EFORMAT, "%s.content: missing", path);
-        if (!(st->text = xstrndup(s, n))) return AL_ENOMEM;
-        st->text_n = n;
-        if ((rc = get_pattern(L, o, path, &st->pat)) != AL_OK) return rc;
-    } else if (!strcmp(type, "ByteFallback")) {
-        st->kind = D_BYTEFALLBACK;
-    } else if (!strcmp(type, "Fuse")) {
-        st->kind = D_FUSE;
-    } else if (!strcmp(type, "Strip")) {
-        st->kind = D_STRIP;
-        if ((rc = get_char(L, o, "content", path, ' ', &st->rep)) != AL_OK) return rc;
-        json_t *a = json_object_get(o, "start"), *b = json_object_get(o, "stop");
-        if ((a && !json_is_integer(a)) || (b && !json_is_integer(b)))
-            return ld_err(L, AL_EFORMAT, "%s: start and stop must be integers", path);
-        json_int_t sa = a ? json_integer_value(a) : 0, sb = b ? json_integer_value(b) : 0;
-        if (sa < 0 || sb < 0 || sa > 1000000 || sb > 1000000)
-            return ld_err(L, AL_EFORMAT, "%s: start/stop out of range", path);
-        st->start = (int)sa;
-        st->stop = (int)sb;
-    } else {
-        return ld_err(L, AL_EUNSUP, "%s.type: decoder \"%s\" is not supported", path, type);
-    }
-    return AL_OK;
-}
-
-static int push_ids(int32_t **arr, int *n, const int32_t *ids, int k, int front) {
-    int32_t *p = realloc(*arr, ((size_t)*n + (size_t)k + 1) * sizeof *p);
-    if (!p) return AL_ENOMEM;
-    if (front) {
-        memmove(p + k, p, (size_t)*n * sizeof *p);
-        memcpy(p, ids, (size_t)k * sizeof *p);
-    } else {
-        memcpy(p + *n, ids, (size_t)k * sizeof *p);
-    }
-    *arr = p;
-    *n += k;
-    return AL_OK;
-}
-
-static int check_id(ld *L, json_t *v, const char *path, int32_t *out) {
-    if (!json_is_integer(v) || json_integer_value(v) < 0 || json_integer_value(v) >= L->t->n_ids ||
-        !L->t->id_str[json_integer_value(v)])
-        return ld_err(L, AL_EFORMAT, "%s: not a token id of this vocabulary", path);
-    *out = (int32_t)json_integer_value(v);
-    return AL_OK;
-}
-
-static int parse_post(ld *L, json_t *o, const char *path, int depth) {
-    al_tok *t = L->t;
-    if (!o || json_is_null(o)) return AL_OK;
-    if (depth > TOK_MAX_DEPTH) return ld_err(L, AL_EFORMAT, "%s: nested too deeply", path);
-    const char *type = NULL;
-    int rc = get_type(L, o, path, &type);
-    if (rc != AL_OK) return rc;
-    char sub[240];
-    if (!strcmp(type, "Sequence")) {
-        json_t *arr = json_object_get(o, "processors");
-        if (!json_is_array(arr)) return ld_err(L, AL_EFORMAT, "%s.processors: expected an array", path);
-        for (size_t i = 0; i < json_array_size(arr); i++) {
-            snprintf(sub, sizeof sub, "%s.processors[%zu]", path, i);
-            if ((rc = parse_post(L, json_array_get(arr, i), sub, depth + 1)) != AL_OK) return rc;
-        }
-        return AL_OK;
-    }
-    if (!strcmp(type, "ByteLevel")) return AL_OK; /* offsets only */
-    int32_t *pre = NULL, *suf = NULL;
-    int npre = 0, nsuf = 0;
-    if (!strcmp(type, "TemplateProcessing")) {
-        json_t *single = json_object_get(o, "single"), *specials = json_object_get(o, "special_tokens");
-        if (!json_is_array(single)) return ld_err(L, AL_EFORMAT, "%s.single: expected an array", path);
-        if (specials && !json_is_object(specials))
-            return ld_err(L, AL_EFORMAT, "%s.special_tokens: expected an object", path);
-        int seen_a = 0;
-        for (size_t i = 0; i < json_array_size(single) && rc == AL_OK; i++) {
-            json_t *p = json_array_get(single, i);
-            json_t *sp = json_object_get(p, "SpecialToken"), *sq = json_object_get(p, "Sequence");
-            if (json_is_object(sq)) {
-                json_t *id = json_object_get(sq, "id");
-                if (!json_is_string(id) || strcmp(json_string_value(id), "A") != 0 || seen_a)
-                    rc = ld_err(L, AL_EFORMAT, "%s.single[%zu]: a single template holds one Sequence \"A\"", path, i);
-                seen_a = 1;
-                continue;
-            }
-            json_t *name = json_object_get(sp, "id");
-            if (!json_is_object(sp) || !json_is_string(name)) {
-                rc = ld_err(L, AL_EFORMAT, "%s.single[%zu]: expected {\"SpecialToken\": {\"id\": ...}} or {\"Sequence\": ...}", path, i);
-                break;
-            }
-            json_t *def = json_object_get(specials, json_string_value(name));
-            json_t *ids = json_object_get(def, "ids");
-            if (!json_is_array(ids)) {
-                rc = ld_err(L, AL_EFORMAT, "%s.special_tokens: \"%s\" missing or without ids", path,
-                            json_string_value(name));
-                break;
-            }
-            for (size_t j = 0; j < json_array_size(ids) && rc == AL_OK; j++) {
-                int32_t id = -1;
-                snprintf(sub, sizeof sub, "%s.special_tokens[\"%.60s\"].ids[%zu]", path, json_string_value(name), j);
-                if ((rc = check_id(L, json_array_get(ids, j), sub, &id)) == AL_OK)
-                    rc = seen_a ? push_ids(&suf, &nsuf, &id, 1, 0) : push_ids(&pre, &npre, &id, 1, 0);
-            }
-        }
-        if (rc == AL_OK && !seen_a) rc = ld_err(L, AL_EFORMAT, "%s.single: no Sequence \"A\"", path);
-    } else if (!strcmp(type, "BertProcessing") || !strcmp(type, "RobertaProcessing")) {
-        json_t *cls = json_object_get(o, "cls"), *sep = json_object_get(o, "sep");
-        int32_t c = -1, s = -1;
-        snprintf(sub, sizeof sub, "%s.cls[1]", path);
-        if (!json_is_array(cls) || !json_is_array(sep))
-            return ld_err(L, AL_EFORMAT, "%s: cls and sep must be [token, id]", path);
-        if ((rc = check_id(L, json_array_get(cls, 1), sub, &c)) != AL_OK) return rc;
-        snprintf(sub, sizeof sub, "%s.sep[1]", path);
-        if ((rc = check_id(L, json_array_get(sep, 1), sub, &s)) != AL_OK) return rc;
-        if ((rc = push_ids(&pre, &npre, &c, 1, 0)) == AL_OK) rc = push_ids(&suf, &nsuf, &s, 1, 0);
-    } else {
-        return ld_err(L, AL_EUNSUP, "%s.type: post-processor \"%s\" is not supported", path, type);
-    }
-    /* A later processor wraps what the earlier ones produced. */
-    if (rc == AL_OK && npre) rc = push_ids(&t->prefix, &t->n_prefix, pre, npre, 1);
-    if (rc == AL_OK && nsuf) rc = push_ids(&t->suffix, &t->n_suffix, suf, nsuf, 0);
-    free(pre);
-    free(suf);
-    return rc;
-}
-
-/* Splits a merge entry into its two tokens. */
-static int merge_parts(ld *L, json_t *m, size_t i, const char **a, size_t *an, const char **b,
-                       size_t *bn) {
-    if (json_is_string(m)) {
-        const char *s = json_string_value(m), *sp = memchr(s, ' ', json_string_length(m));
-        size_t n = json_string_length(m);
-        if (!sp || memchr(sp + 1, ' ', n - (size_t)(sp + 1 - s)))
-            return ld_err(L, AL_EFORMAT, "model.merges[%zu]: \"%.60s\" is not two tokens separated by one space", i, s);
-        *a = s;
-        *an = (size_t)(sp - s);
-        *b = sp + 1;
-        *bn = n - *an - 1;
-        return AL_OK;
-    }
-    if (json_is_array(m) && json_array_size(m) == 2 && json_is_string(json_array_get(m, 0)) &&
-        json_is_string(json_array_get(m, 1))) {
-        *a = json_string_value(json_array_get(m, 0));
-        *an = json_string_length(json_array_get(m, 0));
-        *b = json_string_value(json_array_get(m, 1));
-        *bn = json_string_length(json_array_get(m, 1));
-        return AL_OK;
-    }
-    return ld_err(L, AL_EFORMAT, "model.merges[%zu]: expected \"a b\" or [\"a\", \"b\"]", i);
-}
-
-static int parse_tokenizer_json(ld *L, json_t *root) {
-    al_tok *t = L->t;
-    int rc;
-    if (!json_is_object(root)) return ld_err(L, AL_EFORMAT, "expected a JSON object");
-    json_t *model = json_object_get(root, "model");
-    if (!json_is_object(model)) return ld_err(L, AL_EFORMAT, "model: missing or not an object");
-    json_t *type = json_object_get(model, "type");
-    if (type && !json_is_string(type)) return ld_err(L, AL_EFORMAT, "model.type: expected a string");
-    if (type && strcmp(json_string_value(type), "BPE") != 0)
-        return ld_err(L, AL_EUNSUP, "model.type: \"%s\" models are not supported (only BPE)",
-                      json_string_value(type));
-    json_t *vocab = json_object_get(model, "vocab");
-    if (!json_is_object(vocab)) return ld_err(L, AL_EFORMAT, "model.vocab: missing or not an object");
-    json_t *merges = json_object_get(model, "merges");
-    if (merges && !json_is_null(merges) && !json_is_array(merges))
-        return ld_err(L, AL_EFORMAT, "model.merges: expected an array");
-    json_t *added = json_object_get(root, "added_tokens");
-    if (added && !json_is_null(added) && !json_is_array(added))
-        return ld_err(L, AL_EFORMAT, "added_tokens: expected an array");
-    json_t *dropout = json_object_get(model, "dropout");
-    if (dropout && !json_is_null(dropout) && !(json_is_number(dropout) && json_number_value(dropout) == 0))
-        return ld_err(L, AL_EUNSUP, "model.dropout: BPE dropout is not supported");
-
-    /* Ids: the vocabulary, then the added tokens, which get ids as
-     * tokenizers' AddedVocabulary::add_tokens assigns them (the file's "id"
-     * agrees in files tokenizers wrote; where it does not, tokenizers only
-     * warns and uses its own). Size the tables for the worst case first. */
-    json_int_t max_id = -1;
-    const char *key;
-    json_t *val;
-    json_object_foreach(vocab, key, val) {
-        if (!json_is_integer(val) || json_integer_value(val) < 0 || json_integer_value(val) >= TOK_MAX_ID)
-            return ld_err(L, AL_EFORMAT, "model.vocab[\"%.60s\"]: id must be an integer in [0, %d)", key, TOK_MAX_ID);
-        if (json_integer_value(val) > max_id) max_id = json_integer_value(val);
-    }
-    size_t n_added = json_array_size(added);
-    for (size_t i = 0; i < n_added; i++) {
-        json_t *a = json_array_get(added, i), *id = json_object_get(a, "id"),
-               *content = json_object_get(a, "content");
-        if (!json_is_object(a) || !json_is_string(content) || json_string_length(content) == 0)
-            return ld_err(L, AL_EFORMAT, "added_tokens[%zu]: expected an object with a non-empty content", i);
-        if (!json_is_integer(id) || json_integer_value(id) < 0 || json_integer_value(id) >= TOK_MAX_ID)
-            return ld_err(L, AL_EFORMAT, "added_tokens[%zu].id: must be an integer in [0, %d)", i, TOK_MAX_ID);
-    }
-    size_t vocab_count = json_object_size(vocab);
-    size_t cap = (size_t)(max_id + 1) > vocab_count + n_added + 1 ? (size_t)(max_id + 1) : vocab_count + n_added + 1;
-    if ((rc = ids_alloc(t, (int)cap)) != AL_OK) return rc;
-    json_object_foreach(vocab, key, val) {
-        if ((rc = set_id(t, (int32_t)json_integer_value(val), key, strlen(key), F_MODEL)) != AL_OK) return rc;
-    }
-    if ((rc = index_vocab(t)) != AL_OK) return rc;
-
-    /* Model options */
-    const char *s;
-    size_t n;
-    if ((rc = get_bool(L, model, "byte_fallback", "model", 0, &t->byte_fallback)) != AL_OK) return rc;
-    if ((rc = get_bool(L, model, "ignore_merges", "model", 0, &t->ignore_merges)) != AL_OK) return rc;
-    if ((rc = get_bool(L, model, "fuse_unk", "model", 0, &t->fuse_unk)) != AL_OK) return rc;
-    if ((rc = get_str(L, model, "unk_token", "model", &s, &n)) != AL_OK) return rc;
-    if (s) t->unk_id = vocab_get(t, s, n);
-    if ((rc = get_str(L, model, "continuing_subword_prefix", "model", &s, &n)) != AL_OK) return rc;
-    if (s && n) {
-        if (!(t->sw_prefix = xstrndup(s, n))) return AL_ENOMEM;
-        t->sw_prefix_n = n;
-    }
-    if ((rc = get_str(L, model, "end_of_word_suffix", "model", &s, &n)) != AL_OK) return rc;
-    if (s && n) {
-        if (!(t->eow_suffix = xstrndup(s, n))) return AL_ENOMEM;
-        t->eow_suffix_n = n;
-    }
-
-    /* Merges: rank = position; the merged token must be in the vocabulary. */
-    size_t nm = json_array_size(merges);
-    t->merges_mask = pow2_at_least(nm * 2 + 1) - 1;
-    t->merges = calloc((size_t)t->merges_mask + 1, sizeof *t->merges);
-    if (!t->merges) return AL_ENOMEM;
-    al_buf cat = {0};
-    for (size_t i = 0; i < nm; i++) {
-        const char *a = NULL, *b = NULL;
-        size_t an = 0, bn = 0;
-        if ((rc = merge_parts(L, json_array_get(merges, i), i, &a, &an, &b, &bn)) != AL_OK) break;
-        int32_t ia = vocab_get(t, a, an), ib = vocab_get(t, b, bn);
-        if (ia < 0 || ib < 0) {
-            rc = ld_err(L, AL_EFORMAT, "model.merges[%zu]: token \"%.*s\" is not in model.vocab", i,
-                        (int)(ia < 0 ? (an > 60 ? 60 : an) : (bn > 60 ? 60 : bn)), ia < 0 ? a : b);
-            break;
-        }
-        if (t->sw_prefix && bn >= t->sw_prefix_n && memcmp(b, t->sw_prefix, t->sw_prefix_n) == 0) {
-            b += t->sw_prefix_n;
-            bn -= t->sw_prefix_n;
-        }
-        cat.n = 0;
-        if ((rc = al_buf_put(&cat, a, an)) != AL_OK || (rc = al_buf_put(&cat, b, bn)) != AL_OK) break;
-        int32_t id = vocab_get(t, cat.p, cat.n);
-        if (id < 0) {
-            rc = ld_err(L, AL_EFORMAT, "model.merges[%zu]: merged token \"%.60s\" is not in model.vocab", i, cat.p);
-            break;
-        }
-        merge_put(t, ia, ib, (uint32_t)i, id);
-    }
-    free(cat.p);
-    if (rc != AL_OK) return rc;
-
-    /* Normalizer before added tokens: normalized ones match their
-     * normalized content. */
-    if ((rc = parse_normalizer(L, json_object_get(root, "normalizer"), "normalizer", 0)) != AL_OK) return rc;
-    if (n_added > 0) {
-        t->added = calloc(n_added, sizeof *t->added);
-        if (!t->added) return AL_ENOMEM;
-    }
-    uint32_t acap = pow2_at_least(n_added * 2 + 1);
-    t->added_slot = malloc(acap * sizeof *t->added_slot);
-    if (!t->added_slot) return AL_ENOMEM;
-    memset(t->added_slot, 0xFF, acap * sizeof *t->added_slot);
-    t->added_mask = acap - 1;
-    int32_t max_added = -1;
-    for (size_t i = 0; i < n_added; i++) {
-        json_t *a = json_array_get(added, i);
-        json_t *content = json_object_get(a, "content");
-        const char *c = json_string_value(content);
-        size_t cn = json_string_length(content);
-        char path[64];
-        snprintf(path, sizeof path, "added_tokens[%zu]", i);
-        int special = 0, normalized = 0, lstrip = 0, rstrip = 0, single_word = 0;
-        if ((rc = get_bool(L, a, "special", path, 0, &special)) != AL_OK) return rc;
-        if ((rc = get_bool(L, a, "normalized", path, !special, &normalized)) != AL_OK) return rc;
-        if ((rc = get_bool(L, a, "lstrip", path, 0, &lstrip)) != AL_OK) return rc;
-        if ((rc = get_bool(L, a, "rstrip", path, 0, &rstrip)) != AL_OK) return rc;
-        if ((rc = get_bool(L, a, "single_word", path, 0, &single_word)) != AL_OK) return rc;
-        /* tokenizers: the id of an earlier added token or of the model's
-         * token with this content, else one past the added ids, else the
-         * model's vocabulary size (its entry count). */
-        int32_t id = map_get(t->added_slot, t->added_mask, t, c, cn);
-        if (id < 0) id = vocab_get(t, c, cn);
-        if (id < 0) {
-            if (max_added < 0) id = (int32_t)vocab_count;
-            else id = max_added >= (int32_t)vocab_count || vocab_count == 0 ? max_added + 1 : (int32_t)vocab_count;
-        }
-        if (id > max_added) max_added = id;
-        if ((rc = set_id(t, id, c, cn, (uint8_t)(F_ADDED | (special ? F_SPECIAL : 0)))) != AL_OK) return rc;
-        map_put(t->added_slot, t->added_mask, t, id);
-        /* The same content again: the later entry's options win. */
-        added_tok *at = NULL;
-        for (int j = 0; j < t->n_added && !at; j++)
-            if (t->added[j].id == id) at = &t->added[j];
-        if (at) {
-            free(at->norm);
-            at->norm = NULL;
-        } else {
-            at = &t->added[t->n_added++];
-        }
-        at->id = id;
-        at->special = (uint8_t)special;
-        at->normalized = (uint8_t)normalized;
-        at->lstrip = (uint8_t)lstrip;
-        at->rstrip = (uint8_t)rstrip;
-        at->single_word = (uint8_t)single_word;
-        if (single_word && !t->re_word &&
-            (rc = compile_re(&t->re_word, "[\\p{Alphabetic}\\p{M}\\p{Nd}\\p{Pc}\\x{200C}\\x{200D}]",
-                             PCRE2_ZERO_TERMINATED, L->file, path, L->err)) != AL_OK)
-            return rc;
-        al_buf nb = {0};
-        if (normalized) rc = normalize_string(t, c, cn, &nb);
-        else rc = al_buf_put(&nb, c, cn);
-        if (rc != AL_OK) {
-            free(nb.p);
-            return rc;
-        }
-        at->norm = nb.p;
-        at->norm_n = nb.n;
-    }
-    if ((rc = index_added(t)) != AL_OK) return rc;
-    t->n_ids = (int)(max_id > max_added ? max_id : max_added) + 1;
-
-    if ((rc = parse_pre(L, json_object_get(root, "pre_tokenizer"), "pre_tokenizer", 0)) != AL_OK) return rc;
-    if ((rc = parse_post(L, json_object_get(root, "post_processor"), "post_processor", 0)) != AL_OK) return rc;
-    if ((rc = parse_decoder(L, json_object_get(root, "decoder"), "decoder", 0)) != AL_OK) return rc;
-    return AL_OK;
-}
-
-/* ------------------------------------------------------------ tokenizer_config.json */
-
-/* A special-token entry: "text", {"content": "text", ...} or null. */
-static int cfg_token(ld *L, json_t *cfg, const char *key, char **out) {
-    json_t *v = json_object_get(cfg, key);
-    *out = NULL;
-    if (!v || json_is_null(v)) return AL_OK;
-    if (json_is_object(v)) v = json_object_get(v, "content");
-    if (!json_is_string(v))
-        return ld_err(L, AL_EFORMAT, "%s: expected a string, {\"content\": ...} or null", key);
-    *out = xstrndup(json_string_value(v), json_string_length(v));
-    return *out ? AL_OK : AL_ENOMEM;
-}
-
-static int parse_tokenizer_config(ld *L, json_t *cfg) {
-    al_tok *t = L->t;
-    int rc;
-    if (!json_is_object(cfg)) return ld_err(L, AL_EFORMAT, "expected a JSON object");
-    char *pad = NULL;
-    if ((rc = cfg_token(L, cfg, "bos_token", &t->bos_str)) != AL_OK) return rc;
-    if ((rc = cfg_token(L, cfg, "eos_token", &t->eos_str)) != AL_OK) return rc;
-    if ((rc = cfg_token(L, cfg, "pad_token", &pad)) != AL_OK) return rc;
-    if (t->bos_str) t->bos = al_tok_id(t, t->bos_str);
-    if (t->eos_str) t->eos = al_tok_id(t, t->eos_str);
-    if (pad) t->pad = al_tok_id(t, pad);
-    free(pad);
-
-    json_t *ct = json_object_get(cfg, "chat_template");
-    if (json_is_string(ct)) {
-        t->chat_template = xstrndup(json_string_value(ct), json_string_length(ct));
-        if (!t->chat_template) return AL_ENOMEM;
-    } else if (json_is_array(ct)) {
-        for (size_t i = 0; i < json_array_size(ct); i++) {
-            json_t *e = json_array_get(ct, i), *name = json_object_get(e, "name"),
-                   *tmpl = json_object_get(e, "template");
-            if (!json_is_string(name) || !json_is_string(tmpl))
-                return ld_err(L, AL_EFORMAT, "chat_template[%zu]: expected {\"name\": ..., \"template\": ...}", i);
-            if (strcmp(json_string_value(name), "default") == 0) {
-                t->chat_template = xstrndup(json_string_value(tmpl), json_string_length(tmpl));
-                if (!t->chat_template) return AL_ENOMEM;
-            }
-        }
-    } else if (ct && !json_is_null(ct)) {
-        return ld_err(L, AL_EFORMAT, "chat_template: expected a string or a list of {name, template}");
-    }
-
-    /* transformers' Llama and Gemma fast tokenizers rebuild the template
-     * from add_bos_token (default true) and add_eos_token (default false);
-     * other classes use tokenizer.json's post-processor as it is. */
-    const char *cls = json_string_value(json_object_get(cfg, "tokenizer_class"));
-    if (cls && (!strncmp(cls, "Llama", 5) || !strncmp(cls, "CodeLlama", 9) || !strncmp(cls, "Gemma", 5))) {
-        int add_bos = 1, add_eos = 0;
-        if ((rc = get_bool(L, cfg, "add_bos_token", "tokenizer_config", 1, &add_bos)) != AL_OK) return rc;
-        if ((rc = get_bool(L, cfg, "add_eos_token", "tokenizer_config", 0, &add_eos)) != AL_OK) return rc;
-        t->n_prefix = t->n_suffix = 0;
-        if (add_bos && t->bos >= 0 && (rc = push_ids(&t->prefix, &t->n_prefix, &t->bos, 1, 0)) != AL_OK) return rc;
-        if (add_eos && t->eos >= 0 && (rc = push_ids(&t->suffix, &t->n_suffix, &t->eos, 1, 0)) != AL_OK) return rc;
-    }
-    return AL_OK;
-}
-
-/* Reads and parses one JSON file; AL_ENOENT passes through untouched.
- * flags: extra jansson decoding flags. */
-static int load_json_ex(const char *path, int flags, json_t **out, char err[AL_ERRLEN]) {
-    char *buf = NULL;
-    size_t n = 0;
-    int rc = al_file_read(path, TOK_MAX_FILE, &buf, &n, err);
-    if (rc != AL_OK) return rc;
-    json_error_t je;
-    json_t *root = json_loadb(buf, n, JSON_DECODE_ANY | (size_t)flags, &je);
-    free(buf);
-    if (!root)
-        return al_err(err, AL_EFORMAT, "%s: not valid JSON: line %d column %d: %s", path, je.line,
-                      je.column, je.text);
-    *out = root;
-    return AL_OK;
-}
-
-static int load_json(const char *path, json_t **out, char err[AL_ERRLEN]) {
-    return load_json_ex(path, 0, out, err);
-}
-
-/* Whether <dir>/config.json declares the byte tokenizer's vocab_size. */
-/* vocab_size of <dir>/config.json, 0 when there is none. */
-static int config_vocab_size(const char *dir) {
-    char path[4096];
-    if (al_path_join(path, sizeof path, dir, "config.json") != AL_OK || !al_file_exists(path)) return 0;
-    json_t *root = NULL;
-    if (load_json(path, &root, NULL) != AL_OK) return 0;
-    json_t *v = json_object_get(root, "vocab_size");
-    int n = json_is_integer(v) && json_integer_value(v) > 0 && json_integer_value(v) < INT32_MAX
-                ? (int)json_integer_value(v)
-                : 0;
-    json_decref(root);
-    return n;
-}
-
-static int config_wants_bytes(const char *dir) { return config_vocab_size(dir) == 260; }
-
-/* base_model_name_or_path of <dir>/adapter_config.json, resolved as the model
- * loader does (absolute, else relative to the adapter folder when that
- * exists, else as given). AL_ENOENT when dir is not an adapter folder. */
-static int adapter_base(const char *dir, char *out, size_t n) {
-    char path[4096];
-    if (al_path_join(path, sizeof path, dir, "adapter_config.json") != AL_OK || !al_file_exists(path))
-        return AL_ENOENT;
-    json_t *root = NULL;
-    char err[AL_ERRLEN];
-    if (load_json(path, &root, err) != AL_OK) return AL_ENOENT;
-    const char *b = json_string_value(json_object_get(root, "base_model_name_or_path"));
-    int rc = AL_ENOENT;
-    if (b && *b && strlen(b) < n) {
-        if (b[0] == '/' || al_path_join(out, n, dir, b) != AL_OK || !al_file_exists(out))
-            snprintf(out, n, "%s", b);
-        rc = AL_OK;
-    }
-    json_decref(root);
-    return rc;
-}
-
-/* The byte tokenizer's template, replaced by the folder's own when it has
- * one (chat_template.jinja, else tokenizer_config.json's chat_template):
- * what al_chat_copy_files writes for a job with a chat_template. */
-static int byte_template(al_tok *t, const char *dir, char err[AL_ERRLEN]) {
-    char p[4096];
-    char *tmpl = NULL;
-    size_t n = 0;
-    int rc;
-    if (al_path_join(p, sizeof p, dir, "chat_template.jinja") == AL_OK && al_file_exists(p)) {
-        if ((rc = al_file_read(p, 16u << 20, &tmpl, &n, err)) != AL_OK) return rc;
-    } else if (al_path_join(p, sizeof p, dir, "tokenizer_config.json") == AL_OK && al_file_exists(p)) {
-        json_t *cfg = NULL;
-        if ((rc = load_json(p, &cfg, err)) != AL_OK) return rc;
-        json_t *ct = json_object_get(cfg, "chat_template");
-        if (json_is_string(ct) && !(tmpl = xstrndup(json_string_value(ct), json_string_length(ct)))) {
-            json_decref(cfg);
-            return al_err(err, AL_ENOMEM, "out of memory");
-        }
-        json_decref(cfg);
-    }
-    if (tmpl) {
-        free(t->chat_template);
-        t->chat_template = tmpl;
-    }
-    return AL_OK;
-}
-
-int al_tok_load(al_tok **out, const char *dir, char err[AL_ERRLEN]) {
-    char path[4096];
-    int rc;
-    if (al_path_join(path, sizeof path, dir, "tokenizer.json") != AL_OK)
-        return al_err(err, AL_ERANGE, "%s: path too long", dir);
-    if (!al_file_exists(path)) {
-        if (config_wants_bytes(dir)) {
-            al_tok *t = al_tok_byte_new();
-            if (!t) return al_err(err, AL_ENOMEM, "out of memory");
-            /* a fine-tune saved with another template carries it */
-            if ((rc = byte_template(t, dir, err)) != AL_OK) {
-                al_tok_free(t);
-                return rc;
-            }
-            *out = t;
-            return AL_OK;
-        }
-        /* A PEFT adapter folder without tokenizer files uses its base's. */
-        char base[4096], next[4096];
-        if (adapter_base(dir, base, sizeof base) == AL_OK &&
-            adapter_base(base, next, sizeof next) != AL_OK) /* one level: no cycles */
-            return al_tok_load(out, base, err);
-        return al_err(err, AL_ENOENT, "%s: no tokenizer.json (and config.json vocab_size is not 260)", dir);
-    }
-    json_t *root = NULL;
-    if ((rc = load_json(path, &root, err)) != AL_OK) return rc;
-    al_tok *t = tok_alloc();
-    if (!t) {
-        json_decref(root);
-        return al_err(err, AL_ENOMEM, "out of memory");
-    }
-    ld L = {t, path, err};
-    rc = parse_tokenizer_json(&L, root);
-    json_decref(root);
-    if (rc != AL_OK) goto fail;
-
-    char cpath[4096];
-    if (al_path_join(cpath, sizeof cpath, dir, "tokenizer_config.json") != AL_OK) {
-        rc = al_err(err, AL_ERANGE, "%s: path too long", dir);
-        goto fail;
-    }
-    int have_cfg = al_file_exists(cpath);
-    if (have_cfg) {
-        json_t *cfg = NULL;
-        /* integers there are only lengths, some beyond 64 bits (Llama 3.1's
-         * model_max_length is 1e30): read them as reals */
-        if ((rc = load_json_ex(cpath, JSON_DECODE_INT_AS_REAL, &cfg, err)) != AL_OK) goto fail;
-        ld C = {t, cpath, err};
-        rc = parse_tokenizer_config(&C, cfg);
-        json_decref(cfg);
-        if (rc != AL_OK) goto fail;
-    }
-    /* transformers >= 4.43 saves the template next to the config. */
-    if (al_path_join(cpath, sizeof cpath, dir, "chat_template.jinja") == AL_OK && al_file_exists(cpath)) {
-        char *tmpl = NULL;
-        size_t n = 0;
-        if ((rc = al_file_read(cpath, 16u << 20, &tmpl, &n, err)) != AL_OK) goto fail;
-        free(t->chat_template);
-        t->chat_template = tmpl;
-    }
-    /* Without tokenizer_config.json, BOS/EOS come from the template and
-     * from the conventional names. */
-    if (!have_cfg) {
-        if (t->n_prefix == 1) t->bos = t->prefix[0];
-        if (t->n_suffix == 1) t->eos = t->suffix[0];
-        static const char *const eos_names[] = {"</s>", "<|endoftext|>", "<|end_of_text|>"};
-        for (int i = 0; i < 3 && t->eos < 0; i++) t->eos = al_tok_id(t, eos_names[i]);
-        if (t->bos < 0) t->bos = al_tok_id(t, "<s>");
-        if (t->bos >= 0 && !(t->bos_str = xstrndup(t->id_str[t->bos], t->id_len[t->bos]))) rc = AL_ENOMEM;
-        if (t->eos >= 0 && !(t->eos_str = xstrndup(t->id_str[t->eos], t->id_len[t->eos]))) rc = AL_ENOMEM;
-        if (rc != AL_OK) goto fail;
-    }
-    /* The model beside it needs a row for every id: an id past its
-     * vocab_size would only fail later, inside a forward pass. */
-    int vocab = config_vocab_size(dir);
-    if (vocab > 0 && al_tok_vocab_size(t) > vocab) {
-        int32_t top = al_tok_vocab_size(t) - 1;
-        const char *ts = al_tok_str(t, top);
-        rc = al_err(err, AL_EFORMAT,
-                    "%s: token id %d (\"%.40s\") is outside the model's vocabulary (config.json vocab_size %d)",
-                    path, top, ts ? ts : "", vocab);
-        goto fail;
-    }
-    *out = t;
-    return AL_OK;
-fail:
-    if (rc == AL_ENOMEM) al_err(err, rc, "%s: out of memory", path);
-    al_tok_free(t);
-    return rc;
-}

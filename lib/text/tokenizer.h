@@ -65,15 +65,4 @@ const char *al_tok_chat_template(const al_tok *t);
  * a chat template that renders bos_token does not get a second one. The
  * tokenizers library would double it; this is a deliberate difference. */
 
-/* Unicode canonical normalization (tokenizer_unicode.c, on utf8proc), used
- * by the NFC/NFD normalizers. */
-#define AL_UC_MAX_DECOMP 4
-/* Canonical combining class of cp (0 for starters). */
-int al_uc_ccc(uint32_t cp);
-/* Full canonical decomposition of cp into out; returns its length, or 0 when
- * cp has none (it is its own decomposition). Hangul included. */
-int al_uc_decompose(uint32_t cp, uint32_t out[AL_UC_MAX_DECOMP]);
-/* The primary composite of the pair (a, b), or 0 when there is none. */
-uint32_t al_uc_compose(uint32_t a, uint32_t b);
-
 #endif

@@ -6,7 +6,9 @@
 // What a person does and sees: submit a job through the form (after the
 // form's own check and the API's error, each next to its field), see it in
 // the jobs list, watch a chart gain points over SSE, open the samples,
-// cancel a second job, upload a bad file and read its line errors, chat in
+// cancel a second job, upload a bad file and read its line errors, upload a
+// sharegpt file under its own names with its dataset_info (the form's and
+// the API's errors beside the field) and a benchmark, chat in
 // the playground, compare two jobs and a base's benchmark results with its
 // fine-tune's, and get through the API-key prompt.
 // Screenshots of every page go to $AL_TEST_TMP/screenshots.
@@ -381,6 +383,46 @@ test('a bad file uploads with its line errors listed', async () => {
     const b = await page.locator('#bad-lines').count() ? await page.textContent('#bad-lines') : '';
     return e.length > 0 || /invalid_json/.test(b);
   }, 'the refusal of a non-JSONL file');
+});
+
+test('a sharegpt file under its own names uploads with its dataset_info; a benchmark with purpose evals', async () => {
+  await go('#/data');
+  const dialog = path.join(TMP, 'dialog.jsonl');
+  fs.writeFileSync(dialog, '{"dialog": [{"speaker": "USER", "text": "1+1="}, {"speaker": "BOT", "text": "2"}]}\n' +
+    '{"dialog": [{"speaker": "USER", "text": "2+2="}, {"speaker": "BOT", "text": "4"}]}\n');
+  await page.setInputFiles('#upload-file', dialog);
+  const err = page.locator('#upload-dataset-info-err');
+  // The form's own check: not JSON.
+  await page.fill('#upload-dataset-info', '{"formatting": ');
+  await page.click('#upload-submit');
+  await waitFor(async () => (await err.textContent()).length > 0, 'the form\'s dataset_info error');
+  assert.match(await err.textContent(), /^dataset_info: not JSON: /);
+  // The API's: a tag that is not a string, named by its path.
+  const info = { formatting: 'sharegpt', columns: { messages: 'dialog' },
+    tags: { role_tag: 'speaker', content_tag: 'text', user_tag: 'USER', assistant_tag: 7 } };
+  await page.fill('#upload-dataset-info', JSON.stringify(info));
+  await page.click('#upload-submit');
+  await waitFor(async () => /assistant_tag/.test(await err.textContent()), 'the API\'s dataset_info error');
+  assert.equal(await err.textContent(), 'dataset_info.tags.assistant_tag: must be a non-empty string of at most 63 bytes');
+  assert.equal(await page.getAttribute('#upload-dataset-info', 'aria-invalid'), 'true');
+  info.tags.assistant_tag = 'BOT';
+  await page.fill('#upload-dataset-info', JSON.stringify(info));
+  await page.click('#upload-submit');
+  await page.waitForSelector('#report-dataset-info');
+  assert.equal(await err.textContent(), '');
+  assert.match(await page.textContent('#report [role="status"]'), /valid, sharegpt format/);
+  assert.deepEqual(JSON.parse(await page.textContent('#report-dataset-info')).tags.assistant_tag, 'BOT');
+  // A benchmark file: purpose evals.
+  const mc = path.join(TMP, 'mc_page.jsonl');
+  fs.writeFileSync(mc, '{"question": "1+1=", "choices": ["2", "3"], "answer": 0}\n');
+  await page.fill('#upload-dataset-info', '');
+  await page.setInputFiles('#upload-file', mc);
+  await page.selectOption('#upload-purpose', 'evals');
+  await page.click('#upload-submit');
+  await page.waitForSelector('#report-title:has-text("mc_page.jsonl")');
+  await waitFor(async () => (await page.locator('#files tbody tr', { hasText: 'mc_page.jsonl' }).count()) === 1, 'the benchmark in the list');
+  assert.equal(await page.locator('#files tbody tr', { hasText: 'mc_page.jsonl' }).locator('td[data-label="Purpose"]').textContent(), 'evals');
+  await shot('data-dataset-info');
 });
 
 test('a DPO job on an uploaded preference file: the file picker and the reward charts', async () => {

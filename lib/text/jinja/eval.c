@@ -754,6 +754,84 @@ static int safe_repr(jv v) {
     }
 }
 
+/* [a, b] and (a, b) literals; *cf: every item folds */
+static int eval_seq(jctx *c, jmap *sc, const jnode *n, jv *out, int *cf) {
+    int rc = jj_seq_new(c, n->type == E_LIST ? JV_LIST : JV_TUPLE, (size_t)n->n, out);
+    if (rc) return rc;
+    *cf = 1;
+    for (int i = 0; i < n->n && !rc; i++) {
+        jv x = {0};
+        if (!(rc = eval(c, sc, n->v[i], &x))) {
+            *cf = *cf && c->cf;
+            rc = jj_seq_push(c, jv_seq(*out), x);
+        }
+    }
+    if (rc) jj_decref(c, *out);
+    return rc;
+}
+
+/* {k: v, ...} literals */
+static int eval_dict(jctx *c, jmap *sc, const jnode *n, jv *out, int *cf) {
+    int rc = jj_map_new(c, JV_DICT, out);
+    if (rc) return rc;
+    *cf = 1;
+    for (int i = 0; i < n->n && !rc; i++) {
+        jv k = {0}, v = {0};
+        if ((rc = eval(c, sc, n->v[i], &k))) break;
+        *cf = *cf && c->cf;
+        if (!jj_hashable(k)) {
+            rc = jj_fail(c, AL_EFORMAT, "unhashable type: '%s'", jj_type_name(k));
+            jj_decref(c, k);
+            break;
+        }
+        if ((rc = eval(c, sc, n->w[i], &v))) {
+            jj_decref(c, k);
+            break;
+        }
+        *cf = *cf && c->cf;
+        rc = jj_map_set(c, jv_map(*out), k, v);
+    }
+    if (rc) jj_decref(c, *out);
+    return rc;
+}
+
+/* x is test(args) */
+static int eval_test(jctx *c, jmap *sc, const jnode *n, jv *out, int *cf) {
+    if (n->fid < 0) return jj_fail(c, AL_EFORMAT, "No test named '%s' found.", n->name->s);
+    jv a = jv_undef();
+    int rc = eval(c, sc, n->a, &a);
+    if (rc) return rc;
+    *cf = c->cf;
+    argbuf ab;
+    if (!(rc = args_eval(c, sc, n, &ab))) {
+        *cf = *cf && ab.cf;
+        int r = 0;
+        c->line = n->line;
+        rc = jj_call_test(c, n->fid, n->name->s, a, &ab.a, &r);
+        args_free(c, &ab);
+        if (!rc) *out = jv_bool(r);
+    }
+    jj_decref(c, a);
+    return rc;
+}
+
+/* a ~ b ~ ...: the str() of each, joined */
+static int eval_concat(jctx *c, jmap *sc, const jnode *n, jv *out, int *cf) {
+    jbuf buf = {0};
+    int rc = AL_OK;
+    *cf = 1;
+    for (int i = 0; i < n->n && !rc; i++) {
+        jv x = {0};
+        if ((rc = eval(c, sc, n->v[i], &x))) break;
+        *cf = *cf && c->cf;
+        rc = jj_to_str(c, &buf, x);
+        jj_decref(c, x);
+    }
+    if (!rc) rc = jj_str_new(c, buf.p ? buf.p : "", buf.n, out);
+    buf_release(c, &buf);
+    return rc;
+}
+
 static int eval(jctx *c, jmap *sc, const jnode *n, jv *out) {
     int rc;
     if ((rc = enter(c, n))) return rc;
@@ -768,39 +846,8 @@ static int eval(jctx *c, jmap *sc, const jnode *n, jv *out) {
         cf = 1;
         break;
     case E_NAME: rc = lookup(c, sc, n->name, out); break;
-    case E_LIST: case E_TUPLE:
-        if ((rc = jj_seq_new(c, n->type == E_LIST ? JV_LIST : JV_TUPLE, (size_t)n->n, out))) break;
-        cf = 1;
-        for (int i = 0; i < n->n && !rc; i++) {
-            jv x = {0};
-            if (!(rc = eval(c, sc, n->v[i], &x))) {
-                cf = cf && c->cf;
-                rc = jj_seq_push(c, jv_seq(*out), x);
-            }
-        }
-        if (rc) jj_decref(c, *out);
-        break;
-    case E_DICT:
-        if ((rc = jj_map_new(c, JV_DICT, out))) break;
-        cf = 1;
-        for (int i = 0; i < n->n && !rc; i++) {
-            jv k = {0}, v = {0};
-            if ((rc = eval(c, sc, n->v[i], &k))) break;
-            cf = cf && c->cf;
-            if (!jj_hashable(k)) {
-                rc = jj_fail(c, AL_EFORMAT, "unhashable type: '%s'", jj_type_name(k));
-                jj_decref(c, k);
-                break;
-            }
-            if ((rc = eval(c, sc, n->w[i], &v))) {
-                jj_decref(c, k);
-                break;
-            }
-            cf = cf && c->cf;
-            rc = jj_map_set(c, jv_map(*out), k, v);
-        }
-        if (rc) jj_decref(c, *out);
-        break;
+    case E_LIST: case E_TUPLE: rc = eval_seq(c, sc, n, out, &cf); break;
+    case E_DICT: rc = eval_dict(c, sc, n, out, &cf); break;
     case E_GETATTR:
         if ((rc = eval(c, sc, n->a, &a))) break;
         cf = c->cf;
@@ -832,23 +879,7 @@ static int eval(jctx *c, jmap *sc, const jnode *n, jv *out) {
         if ((rc = eval(c, sc, n->a, &a))) break;
         rc = eval_filter(c, sc, n, a, c->cf, out, &cf);
         break;
-    case E_TEST: {
-        if (n->fid < 0) {
-            rc = jj_fail(c, AL_EFORMAT, "No test named '%s' found.", n->name->s);
-            break;
-        }
-        if ((rc = eval(c, sc, n->a, &a))) break;
-        cf = c->cf;
-        argbuf ab;
-        if ((rc = args_eval(c, sc, n, &ab))) break;
-        cf = cf && ab.cf;
-        int r = 0;
-        c->line = n->line;
-        rc = jj_call_test(c, n->fid, n->name->s, a, &ab.a, &r);
-        args_free(c, &ab);
-        if (!rc) *out = jv_bool(r);
-        break;
-    }
+    case E_TEST: rc = eval_test(c, sc, n, out, &cf); break;
     case E_NEG: case E_POS:
         if ((rc = eval(c, sc, n->a, &a))) break;
         cf = c->cf;
@@ -875,20 +906,7 @@ static int eval(jctx *c, jmap *sc, const jnode *n, jv *out) {
         c->line = n->line;
         rc = jj_binop(c, n->op, a, b, out);
         break;
-    case E_CONCAT: {
-        jbuf buf = {0};
-        cf = 1;
-        for (int i = 0; i < n->n && !rc; i++) {
-            jv x = {0};
-            if ((rc = eval(c, sc, n->v[i], &x))) break;
-            cf = cf && c->cf;
-            rc = jj_to_str(c, &buf, x);
-            jj_decref(c, x);
-        }
-        if (!rc) rc = jj_str_new(c, buf.p ? buf.p : "", buf.n, out);
-        buf_release(c, &buf);
-        break;
-    }
+    case E_CONCAT: rc = eval_concat(c, sc, n, out, &cf); break;
     case E_AND: case E_OR: {
         if ((rc = eval(c, sc, n->a, &a))) break;
         cf = c->cf;

@@ -1,15 +1,15 @@
-/* A Jinja interpreter for chat templates (the subset real templates use):
- * {{ }}, {% if/elif/else %}, {% for %} with loop.index/index0/first/last/
- * length/revindex, {% set %} (incl. namespace() attributes), {% macro %},
- * whitespace control ({%- -%}, trim_blocks/lstrip_blocks as transformers sets
- * them), filters (trim, tojson, length, upper, lower, title, capitalize,
- * replace, join, first, last, default, list, string, int, items, selectattr,
- * map(attribute=), safe, indent), tests (defined, none, string, mapping,
- * iterable, number, sameas, equalto), operators (and or not in is ~ + - * /
- * // % == != < <= > >=), string methods (strip, lstrip, rstrip, split,
- * startswith, endswith, upper, lower, replace, title), dict .get/.items/.keys,
- * slicing, raise_exception(msg), strftime_now, and {% generation %} ...
- * {% endgeneration %} spans.
+/* A Jinja interpreter for chat templates, rendering byte for byte what
+ * jinja2 3.1 renders in the sandbox transformers' apply_chat_template uses:
+ * {{ }}, {% if/elif/else %}, {% for %} with loop.* and loop controls,
+ * {% set %} (incl. blocks and namespace() attributes), {% macro %}/{% call %},
+ * {% filter %}, {% with %}, whitespace control ({%- -%}, trim_blocks and
+ * lstrip_blocks as transformers sets them), jinja2's filters and tests by
+ * name (filters.c, builtins.c; the few no chat template uses fail with
+ * AL_EUNSUP), Python's operators, "%" and str.format, the str, dict and list
+ * methods the immutable sandbox allows (strings.c, builtins.c) with Python's
+ * full Unicode case mappings and character classes (../unicode.h, on
+ * utf8proc), slicing, raise_exception(msg), strftime_now, and
+ * {% generation %} ... {% endgeneration %} spans.
  *
  * Values come from a jansson object, so the caller passes messages, tools,
  * add_generation_prompt, bos_token, eos_token exactly as transformers'

@@ -20,6 +20,7 @@
 #include <stddef.h>
 
 #include "../../buf.h"
+#include "../unicode.h"
 #include "jinja.h"
 
 /* ---------------------------------------------------------------- limits */
@@ -172,17 +173,7 @@ size_t jj_u8_dec(const char *s, size_t n, uint32_t *cp);   /* bytes used (>=1) *
 size_t jj_u8_enc(char out[4], uint32_t cp);
 int jj_u8_valid(const char *s, size_t n);
 size_t jj_u8_count(const char *s, size_t n);
-int jj_uspace(uint32_t cp);                /* Python str.isspace() */
 int jj_ulinebreak(uint32_t cp);            /* str.splitlines() separators */
-uint32_t jj_ulower(uint32_t cp);
-uint32_t jj_uupper(uint32_t cp);           /* single-codepoint part */
-int jj_uupper_special(uint32_t cp, uint32_t out[3]); /* ß -> SS etc; 0 if none */
-int jj_ucased(uint32_t cp);
-int jj_uislower(uint32_t cp);
-int jj_uisupper(uint32_t cp);
-int jj_ualpha(uint32_t cp);
-int jj_udigit(uint32_t cp);
-int jj_uprintable(uint32_t cp);            /* Python str.isprintable() */
 
 /* ---------------------------------------------------------------- buffers */
 int jj_buf_put(jctx *c, jbuf *b, const char *s, size_t n); /* c may be NULL */
@@ -272,5 +263,42 @@ int jj_call_value(jctx *c, jv f, jargs *a, jv *out);
 int jj_str_mod(jctx *c, jv fmt, jv args, jv *out);       /* Python "fmt % args" */
 int jj_binop(jctx *c, int op, jv a, jv b, jv *out);      /* + - * / // % ** (OP_*) */
 int jj_render_root(jctx *c, const al_jinja *t, jmap *root);
+
+/* ---------------------------------------------------------------- shared by builtins.c, filters.c, strings.c */
+/* Argument binding: a slot no argument filled holds JV_MISSING. */
+#define JV_MISSING (-1)
+static inline int jj_missing(jv v) { return v.k == JV_MISSING; }
+/* Python's binding of a->pos and a->kn/kv to the parameters names[0..n) of
+ * fn (errors as Python words them); slots[n] receives the values. */
+int jj_bind(jctx *c, const char *fn, jargs *a, const char *const *names, int n, jv *slots);
+int jj_no_kwargs(jctx *c, const char *fn, jargs *a);
+int jj_truth(jctx *c, jv v);                        /* bool(v), errors ignored */
+int jj_want_int(jctx *c, jv v, int64_t *out);       /* int or bool, else TypeError */
+int jj_want_str(jctx *c, jv v, const char *what);
+int jj_str_from_buf(jctx *c, jbuf *b, jv *out);     /* frees b */
+int jj_push_copy(jctx *c, jv list, jv item);        /* appends a new reference */
+/* Attribute access as the sandbox sees it; *found = 0 when obj has none. */
+int jj_py_getattr(jctx *c, jv obj, const char *name, size_t n, jv *out, int *found);
+int jj_no_attr(jctx *c, jv obj, const char *name, size_t n, jv *out); /* the Undefined for it */
+int jj_attr_get(jctx *c, jv item, jv attr, jv *out); /* make_attrgetter: "a.b.0" */
+int jj_views(jctx *c, jmap *m, int sub, jv *out);   /* dict.keys/values/items (JI_*) */
+int jj_dict_from(jctx *c, jargs *a, int kind, jv *out); /* dict(...) or namespace(...) */
+/* Strings (strings.c). */
+enum { JJ_CASE_UPPER, JJ_CASE_LOWER, JJ_CASE_TITLE, JJ_CASE_CAPITALIZE, JJ_CASE_SWAP, JJ_CASE_FOLD };
+int jj_map_case(jctx *c, const char *s, size_t n, int mode, jv *out); /* str.upper() ... */
+int jj_put_cp(jctx *c, jbuf *b, uint32_t cp);
+/* Appends s[0..n) in that case mode, as the str method does over that string. */
+int jj_case_into(jctx *c, jbuf *b, const char *s, size_t n, int mode);
+size_t *jj_cp_offsets(jctx *c, const jstr *s);       /* byte offset of each character, and len */
+ptrdiff_t jj_find_sub(const char *h, size_t from, size_t to, const char *n, size_t nn, int rev);
+int jj_strip(jctx *c, const jstr *s, jv chars, int left, int right, jv *out);
+int jj_splitlines(jctx *c, const jstr *s, int keepends, jv *out);
+int jj_replace(jctx *c, const jstr *s, const jstr *old, const jstr *rep, int64_t count, jv *out);
+int jj_pad(jctx *c, const jstr *s, int64_t width, jv fillv, int mode /* 0 center 1 ljust 2 rjust */, jv *out);
+enum { JJ_IS_ALNUM, JJ_IS_ALPHA, JJ_IS_ASCII, JJ_IS_DECIMAL, JJ_IS_DIGIT, JJ_IS_NUMERIC, JJ_IS_SPACE,
+       JJ_IS_PRINTABLE, JJ_IS_IDENTIFIER, JJ_IS_UPPER, JJ_IS_LOWER, JJ_IS_TITLE };
+int jj_str_is(jctx *c, const jstr *s, int what, jv *out); /* str.isupper() ... as a bool */
+int jj_str_method_id(const char *name, size_t n);   /* -1 when str has no such method */
+int jj_str_method_call(jctx *c, int id, const jstr *s, jargs *a, jv *out);
 
 #endif

@@ -64,7 +64,7 @@ static size_t space_at(const char *s, size_t n, size_t i) { /* bytes of a whites
     if (i >= n) return 0;
     uint32_t cp = 0;
     size_t k = jj_u8_dec(s + i, n - i, &cp);
-    return jj_uspace(cp) ? k : 0;
+    return al_uc_is_space(cp) ? k : 0;
 }
 
 static size_t skip_ws(const char *s, size_t n, size_t i) {
@@ -80,7 +80,7 @@ static size_t rstrip_end(const char *s, size_t from, size_t to) {
         while (st > from && ((unsigned char)s[st] & 0xc0) == 0x80) st--;
         uint32_t cp = 0;
         jj_u8_dec(s + st, to - st, &cp);
-        if (!jj_uspace(cp)) break;
+        if (!al_uc_is_space(cp)) break;
         to = st;
     }
     return to;
@@ -190,9 +190,11 @@ static size_t match_int(const char *s, size_t n, size_t i, int *base) {
     return p;
 }
 
+/* jinja2's name_re: Python re's \w (letters, numbers, "_") and the marks
+ * identifiers may continue with */
 static int word_cp(uint32_t cp) {
     if (cp < 0x80) return (cp >= 'a' && cp <= 'z') || (cp >= 'A' && cp <= 'Z') || (cp >= '0' && cp <= '9') || cp == '_';
-    return jj_ualpha(cp);
+    return al_uc_is_alpha(cp) || al_uc_is_numeric(cp) || al_uc_is_id_continue(cp);
 }
 
 static size_t match_name(const char *s, size_t n, size_t i) {

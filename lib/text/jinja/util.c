@@ -1,6 +1,6 @@
-/* Jinja interpreter: arena, output buffers, UTF-8 and the small part of the
- * Unicode database the str methods need (whitespace, line breaks, case
- * mapping for Latin, Greek and Cyrillic, printability for repr()). */
+/* Jinja interpreter: arena, output buffers, UTF-8, and str.splitlines()'s
+ * line boundaries (the character data the str methods need otherwise comes
+ * from ../unicode.h, on utf8proc). */
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -153,108 +153,10 @@ size_t jj_u8_count(const char *s, size_t n) {
     return c;
 }
 
-/* ---------------------------------------------------------------- Unicode */
-int jj_uspace(uint32_t cp) {
-    if (cp == ' ' || (cp >= 0x09 && cp <= 0x0d) || (cp >= 0x1c && cp <= 0x1f)) return 1;
-    if (cp < 0x85) return 0;
-    return cp == 0x85 || cp == 0xa0 || cp == 0x1680 || (cp >= 0x2000 && cp <= 0x200a) ||
-           cp == 0x2028 || cp == 0x2029 || cp == 0x202f || cp == 0x205f || cp == 0x3000;
-}
-
+/* ---------------------------------------------------------------- line boundaries */
+/* The ten characters str.splitlines() splits at (Python's docs list them):
+ * Line_Break BK, CR, LF and NL, and bidi class B. */
 int jj_ulinebreak(uint32_t cp) {
     return cp == '\n' || cp == '\r' || cp == 0x0b || cp == 0x0c || cp == 0x1c || cp == 0x1d ||
            cp == 0x1e || cp == 0x85 || cp == 0x2028 || cp == 0x2029;
-}
-
-/* Case pairs: ASCII, Latin-1, Latin Extended-A, Greek, Cyrillic. Outside
- * these ranges characters are treated as uncased (documented limitation). */
-static int latin_ext_a_upper(uint32_t cp) {
-    /* U+0100..U+017F: pairs (upper even, lower odd) except 0x0138-0x0148 and
-     * 0x0179-0x017E where the upper is odd. */
-    if (cp >= 0x0139 && cp <= 0x0148) return cp & 1;
-    if (cp >= 0x0179 && cp <= 0x017e) return cp & 1;
-    return !(cp & 1);
-}
-
-uint32_t jj_ulower(uint32_t cp) {
-    if (cp < 0x80) return (cp >= 'A' && cp <= 'Z') ? cp + 32 : cp;
-    if (cp >= 0xc0 && cp <= 0xde && cp != 0xd7) return cp + 32;
-    if (cp >= 0x100 && cp <= 0x17f) {
-        if (cp == 0x130) return 'i';
-        if (cp == 0x138 || cp == 0x149 || cp == 0x17f) return cp;
-        if (cp == 0x178) return 0xff;
-        return latin_ext_a_upper(cp) ? cp + 1 : cp;
-    }
-    if (cp >= 0x391 && cp <= 0x3a9 && cp != 0x3a2) return cp + 32;
-    if (cp == 0x386) return 0x3ac;
-    if (cp >= 0x388 && cp <= 0x38a) return cp + 37;
-    if (cp == 0x38c) return 0x3cc;
-    if (cp == 0x38e || cp == 0x38f) return cp + 63;
-    if (cp >= 0x410 && cp <= 0x42f) return cp + 32;
-    if (cp >= 0x400 && cp <= 0x40f) return cp + 80;
-    return cp;
-}
-
-uint32_t jj_uupper(uint32_t cp) {
-    if (cp < 0x80) return (cp >= 'a' && cp <= 'z') ? cp - 32 : cp;
-    if (cp == 0xb5) return 0x39c;
-    if (cp >= 0xe0 && cp <= 0xfe && cp != 0xf7) return cp - 32;
-    if (cp == 0xff) return 0x178;
-    if (cp >= 0x100 && cp <= 0x17f) {
-        if (cp == 0x131) return 'I';
-        if (cp == 0x17f) return 'S';
-        if (cp == 0x138 || cp == 0x149 || cp == 0x130 || cp == 0x178) return cp;
-        return latin_ext_a_upper(cp) ? cp : cp - 1;
-    }
-    if (cp >= 0x3b1 && cp <= 0x3c9 && cp != 0x3c2) return cp - 32;
-    if (cp == 0x3c2) return 0x3a3;
-    if (cp == 0x3ac) return 0x386;
-    if (cp >= 0x3ad && cp <= 0x3af) return cp - 37;
-    if (cp == 0x3cc) return 0x38c;
-    if (cp == 0x3cd || cp == 0x3ce) return cp - 63;
-    if (cp >= 0x430 && cp <= 0x44f) return cp - 32;
-    if (cp >= 0x450 && cp <= 0x45f) return cp - 80;
-    return cp;
-}
-
-int jj_uupper_special(uint32_t cp, uint32_t out[3]) {
-    if (cp == 0xdf) { out[0] = 'S'; out[1] = 'S'; return 2; }
-    if (cp == 0x149) { out[0] = 0x2bc; out[1] = 'N'; return 2; }
-    return 0;
-}
-
-int jj_uisupper(uint32_t cp) { return jj_ulower(cp) != cp || cp == 0x130; }
-int jj_uislower(uint32_t cp) {
-    return jj_uupper(cp) != cp || cp == 0xdf || cp == 0x138 || cp == 0x149 || cp == 0xaa || cp == 0xba;
-}
-int jj_ucased(uint32_t cp) { return jj_uisupper(cp) || jj_uislower(cp); }
-
-int jj_udigit(uint32_t cp) { /* decimal digits of the common scripts (Unicode Nd) */
-    static const uint32_t zero[] = {0x30, 0x660, 0x6f0, 0x7c0, 0x966, 0x9e6, 0xa66, 0xae6, 0xb66, 0xbe6, 0xc66,
-                                    0xce6, 0xd66, 0xe50, 0xed0, 0xf20, 0x1040, 0x17e0, 0x1810, 0xff10};
-    for (size_t i = 0; i < sizeof zero / sizeof zero[0]; i++)
-        if (cp >= zero[i] && cp <= zero[i] + 9) return 1;
-    return 0;
-}
-
-int jj_ualpha(uint32_t cp) {
-    if (cp < 0x80) return (cp >= 'a' && cp <= 'z') || (cp >= 'A' && cp <= 'Z');
-    if (jj_ucased(cp)) return 1;
-    if (cp == 0xaa || cp == 0xba) return 1;
-    /* CJK, kana, hangul, Arabic, Hebrew, Devanagari and friends are letters */
-    return (cp >= 0x5d0 && cp <= 0x5ea) || (cp >= 0x620 && cp <= 0x64a) ||
-           (cp >= 0x904 && cp <= 0x939) || (cp >= 0x3041 && cp <= 0x3096) ||
-           (cp >= 0x30a1 && cp <= 0x30fa) || (cp >= 0x4e00 && cp <= 0x9fff) ||
-           (cp >= 0xac00 && cp <= 0xd7a3) || (cp >= 0x3400 && cp <= 0x4dbf);
-}
-
-int jj_uprintable(uint32_t cp) {
-    if (cp < 0x20 || cp == 0x7f || (cp >= 0x80 && cp <= 0xa0) || cp == 0xad) return 0;
-    if (cp == 0x1680 || (cp >= 0x2000 && cp <= 0x200f) || (cp >= 0x2028 && cp <= 0x202f) ||
-        (cp >= 0x205f && cp <= 0x2064) || (cp >= 0x2066 && cp <= 0x206f) || cp == 0x3000 ||
-        cp == 0xfeff || (cp >= 0xfff9 && cp <= 0xfffb) || (cp >= 0xd800 && cp <= 0xf8ff) ||
-        (cp >= 0x600 && cp <= 0x605) || cp == 0x61c || cp == 0x6dd || cp == 0x70f || cp == 0x180e ||
-        cp == 0xfffe || cp == 0xffff || (cp >= 0xe0000 && cp <= 0xe0fff) || cp >= 0xf0000)
-        return 0;
-    return 1;
 }

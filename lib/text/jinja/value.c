@@ -667,7 +667,7 @@ static int repr_str_ex(jctx *c, jbuf *b, const char *s, size_t n, int ascii) {
         else if (cp == '\n') { e = "\\n"; el = 2; }
         else if (cp == '\r') { e = "\\r"; el = 2; }
         else if (cp < 0x20 || cp == 0x7f) { el = (size_t)snprintf(esc, sizeof esc, "\\x%02x", cp); e = esc; }
-        else if (cp >= 0x80 && (ascii || !jj_uprintable(cp))) {
+        else if (cp >= 0x80 && (ascii || !al_uc_is_printable(cp))) {
             if (cp <= 0xff) el = (size_t)snprintf(esc, sizeof esc, "\\x%02x", cp);
             else if (cp <= 0xffff) el = (size_t)snprintf(esc, sizeof esc, "\\u%04x", cp);
             else el = (size_t)snprintf(esc, sizeof esc, "\\U%08x", cp);

@@ -1,6 +1,8 @@
-// Data: upload JSONL, JSON, CSV or TSV files and read their validation report — format,
-// counts, token statistics, the length histogram, and every bad line with
-// its number and reason — and list the files already uploaded.
+// Data: upload JSONL, JSON, CSV or TSV files (training data, or a benchmark
+// with purpose evals; a sharegpt file under names of its own with its
+// dataset_info) and read their validation report — format, counts, token
+// statistics, the length histogram, and every bad line with its number and
+// reason — and list the files already uploaded.
 import { api, listAll } from '../api.js';
 import { h, clear, field, setFieldError, fmtNum, fmtBytes, fmtTime, emptyRow, toast } from '../util.js';
 
@@ -55,6 +57,7 @@ export function report(file, localText) {
       ok ? `${file.id}: valid, ${v.format || 'unknown'} format.` : `${file.id}: ${file.status === 'error' ? 'not usable' : 'usable, with bad lines'}${file.status_details ? ` — ${file.status_details}` : ''}.`),
     h('dl', { class: 'details' },
       kv('Format', `${v.format || '–'}${v.style ? ` (${v.style})` : ''}`),
+      v.dataset_info ? kv('Dataset info', h('code', { id: 'report-dataset-info' }, JSON.stringify(v.dataset_info))) : null,
       kv('Rows', fmtNum(v.rows)), kv('Valid rows', fmtNum(v.valid_rows)),
       kv('Bad lines', fmtNum(errs.length)), kv('Duplicates', fmtNum(v.duplicates)),
       kv('Empty targets', fmtNum(v.empty_targets)),
@@ -81,13 +84,19 @@ export function report(file, localText) {
 export function render(root, route) {
   const fileIn = h('input', { type: 'file', id: 'upload-file', accept: '.jsonl,.json,.csv,.tsv,application/jsonl,application/json,text/csv,text/tab-separated-values,text/plain', required: true });
   // Uploads are training data ("fine-tune"); jobs write their own files (preferences, revisions).
-  const purpose = h('select', { id: 'upload-purpose' }, h('option', { value: 'fine-tune' }, 'fine-tune (training and validation data)'));
-  const fileF = field('Data file', fileIn, 'JSONL (one JSON object per line), a JSON array of rows, or CSV/TSV with a header. Rows: text, messages, alpaca (instruction/input/output), sharegpt (conversations), prompt/completion, prompt/chosen/rejected, prompt/completion/label, prompt (+answer), rankings or ratings.');
+  const purpose = h('select', { id: 'upload-purpose' },
+    h('option', { value: 'fine-tune' }, 'fine-tune (training and validation data)'),
+    h('option', { value: 'evals' }, 'evals (a benchmark for evaluate jobs and eval_tasks)'));
+  const fileF = field('Data file', fileIn, 'JSONL (one JSON object per line), a JSON array of rows, or CSV/TSV with a header. Rows: text, messages, alpaca (instruction/input/output), sharegpt (conversations), prompt/completion, prompt/chosen/rejected, prompt/completion/label, prompt (+answer), rankings or ratings; a benchmark: question/choices/answer (multiple choice) or prompt/answer (generative).');
   const purposeF = field('Purpose', purpose, null);
+  // A sharegpt file under names of its own, as its LLaMA-Factory dataset_info.json entry says.
+  const dinfo = h('textarea', { id: 'upload-dataset-info', rows: 3, spellcheck: 'false',
+    placeholder: '{"formatting": "sharegpt", "columns": {"messages": "dialog"}, "tags": {"role_tag": "speaker", "content_tag": "text", "user_tag": "USER", "assistant_tag": "BOT"}}' });
+  const dinfoF = field('Dataset info (optional)', dinfo, 'A sharegpt file whose columns or tags have other names: its LLaMA-Factory dataset_info.json entry. Jobs naming the file read it with these names.', { wide: true });
   const submit = h('button', { type: 'submit', class: 'primary', id: 'upload-submit' }, 'Upload and check');
   const out = h('div', { id: 'upload-result' });
   const tbody = h('tbody');
-  const form = h('form', { id: 'upload-form', novalidate: true }, h('div', { class: 'grid' }, fileF.wrap, purposeF.wrap), h('div', { class: 'actions' }, submit));
+  const form = h('form', { id: 'upload-form', novalidate: true }, h('div', { class: 'grid' }, fileF.wrap, purposeF.wrap, dinfoF.wrap), h('div', { class: 'actions' }, submit));
   root.append(
     h('h1', null, 'Data'),
     h('section', { 'aria-labelledby': 'h-upload' }, h('h2', { id: 'h-upload' }, 'Upload'), form, out),
@@ -142,10 +151,18 @@ export function render(root, route) {
   form.addEventListener('submit', async (ev) => {
     ev.preventDefault();
     setFieldError(fileIn, fileF.error, '');
+    setFieldError(dinfo, dinfoF.error, '');
     const file = fileIn.files && fileIn.files[0];
     if (!file) { setFieldError(fileIn, fileF.error, 'file: choose a data file'); fileIn.focus(); return; }
+    const info = dinfo.value.trim();
+    if (info) {
+      let o = null;
+      try { o = JSON.parse(info); } catch (e) { setFieldError(dinfo, dinfoF.error, `dataset_info: not JSON: ${e.message}`); dinfo.focus(); return; }
+      if (!o || typeof o !== 'object' || Array.isArray(o)) { setFieldError(dinfo, dinfoF.error, 'dataset_info: must be a JSON object'); dinfo.focus(); return; }
+    }
     const fd = new FormData();
     fd.append('purpose', purpose.value);
+    if (info) fd.append('dataset_info', info);
     fd.append('file', file, file.name);
     submit.disabled = true;
     submit.textContent = 'Uploading…';
@@ -158,7 +175,8 @@ export function render(root, route) {
       loadFiles();
     } catch (e) {
       // Not a dataset at all (400 file_invalid): the message names the first bad line.
-      const target = e.param === 'purpose' ? [purpose, purposeF.error] : [fileIn, fileF.error];
+      const target = e.param === 'purpose' ? [purpose, purposeF.error]
+        : /^dataset_info\b/.test(e.param || '') ? [dinfo, dinfoF.error] : [fileIn, fileF.error];
       setFieldError(target[0], target[1], e.message);
       out.append(h('p', { class: 'error-text', role: 'alert', id: 'upload-error' }, e.message));
       target[0].focus();
