@@ -140,7 +140,7 @@ static struct timespec dir_mtime(const char *dir) {
     return best;
 }
 
-static cache_ent *ent_load(const char *dir, char err[AL_ERRLEN]) {
+static cache_ent *ent_load(const char *dir, int bf16, char err[AL_ERRLEN]) {
     cache_ent *e = calloc(1, sizeof *e);
     if (!e) {
         snprintf(err, AL_ERRLEN, "out of memory");
@@ -151,7 +151,8 @@ static cache_ent *ent_load(const char *dir, char err[AL_ERRLEN]) {
     pthread_mutex_init(&e->mu, NULL);
     pthread_cond_init(&e->work, NULL);
     pthread_cond_init(&e->tokens, NULL);
-    if (al_model_open_ex(&e->m, dir, NULL, AL_OPEN_FROZEN, 0, err) ||
+    /* the daemon's dtype: in bf16 the weights are held in bf16 too */
+    if (al_model_open_ex(&e->m, dir, NULL, AL_OPEN_FROZEN | (bf16 ? AL_OPEN_BF16 : 0), 0, err) ||
         al_tok_load(&e->tok, dir, err) || al_chat_new(&e->chat, e->tok, NULL, err)) {
         ent_free(e);
         return NULL;
@@ -188,7 +189,7 @@ static cache_ent *ent_load(const char *dir, char err[AL_ERRLEN]) {
 }
 
 /* A loaded model for dir (refs taken); NULL with err when it cannot load. */
-static cache_ent *cache_get(api_model_cache *c, const char *dir, char err[AL_ERRLEN]) {
+static cache_ent *cache_get(api_model_cache *c, const char *dir, int bf16, char err[AL_ERRLEN]) {
     struct timespec mt = dir_mtime(dir);
     pthread_mutex_lock(&c->mu);
     for (int i = 0; i < CACHE_SLOTS; i++) {
@@ -207,7 +208,7 @@ static cache_ent *cache_get(api_model_cache *c, const char *dir, char err[AL_ERR
         }
     }
     pthread_mutex_unlock(&c->mu);
-    cache_ent *fresh = ent_load(dir, err);
+    cache_ent *fresh = ent_load(dir, bf16, err);
     if (!fresh) return NULL;
     pthread_mutex_lock(&c->mu);
     /* Someone may have loaded it meanwhile. */
@@ -1133,7 +1134,7 @@ static enum MHD_Result serve(api_req *r, int chat) {
         goto out;
     }
     char err[AL_ERRLEN] = "";
-    x->ce = cache_get(s->models, dir, err);
+    x->ce = cache_get(s->models, dir, s->cfg.bf16, err);
     if (!x->ce) {
         if (!strcmp(err, "busy"))
             res = api_reply_error(r, 429, "rate_limit_error", "models_busy", "model",

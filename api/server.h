@@ -36,6 +36,7 @@ typedef struct api_server_cfg {
                               * request ended, and a body may not stall
                               * longer (default 10) */
     int heartbeat_s;         /* SSE heartbeat period (default 15) */
+    int bf16;                /* chat endpoints compute in bf16, models held in bf16 (default 0) */
 } api_server_cfg;
 
 typedef struct api_server api_server;

@@ -28,8 +28,16 @@
  * Single-threaded apart from the shared pool. A benchmark, never a test: it
  * asserts nothing about times.
  *
- * Usage: bench_train --shape tiny|gpt2|smollm|qwen05 --mode train|lora|gen
- *                    [--steps N] [--warmup N] [--threads N] */
+ *   dpo     LoRA as above, B pairs of (chosen, rejected) rows: the reference's
+ *           log-probs from the adapters switched off (forward only), the
+ *           policy's forward, DPO's sigmoid loss (beta 0.1) on the sequence
+ *           sums, backward, AdamW.
+ *
+ * Usage: bench_train --shape tiny|gpt2|smollm|qwen05 --mode train|lora|dpo|gen
+ *                    [--steps N] [--warmup N] [--threads N]
+ *                    [--matmul onednn|openblas]   (default: the library's, ops.h)
+ *                    [--dtype fp32|bf16]          (bf16: mixed precision, model.h)
+ *                    [--B N] [--T N]              (batch and length instead of the shape's) */
 #include <cblas.h>
 #include <math.h>
 #include <stdio.h>
@@ -42,6 +50,7 @@
 #include "compute/pool.h"
 #include "model/config.h"
 #include "model/model.h"
+#include "train/estimate.h"
 #include "train/optim.h"
 
 typedef struct bench_shape {
@@ -71,9 +80,9 @@ static int cmp_double(const void *a, const void *b) {
     return (x > y) - (x < y);
 }
 
-/* GFLOP/s of a 1024^3 product through al_gemm on the pool (each panel a
- * single-threaded cblas_sgemm): the denominator of MFU. */
-static double sgemm_rate(void) {
+/* GFLOP/s of a 1024^3 product through al_gemm (or al_gemm_bf16) on the pool,
+ * each panel single-threaded: the denominator of MFU for that dtype. */
+static double sgemm_rate(int bf16) {
     const int n = 1024;
     float *A = al_calloc((size_t)n * n, sizeof(float));
     float *B = al_calloc((size_t)n * n, sizeof(float));
@@ -90,15 +99,26 @@ static double sgemm_rate(void) {
         A[i] = al_rng_uniform(&r) - 0.5f;
         B[i] = al_rng_uniform(&r) - 0.5f;
     }
-    al_gemm(0, 0, n, n, n, 1.0f, A, n, B, n, 0.0f, C, n);
+    uint16_t *Ah = (uint16_t *)A, *Bh = (uint16_t *)B; /* bf16 in the first half */
+    if (bf16) {
+        al_bf16_round(Ah, A, (size_t)n * n);
+        al_bf16_round(Bh, B, (size_t)n * n);
+    }
+#define PRODUCT()                                                                   \
+    do {                                                                            \
+        if (bf16) al_gemm_bf16(0, 1, n, n, n, 1.0f, Ah, n, Bh, n, 0.0f, C, n);      \
+        else al_gemm(0, 1, n, n, n, 1.0f, A, n, B, n, 0.0f, C, n);                  \
+    } while (0)
+    PRODUCT();
     double best = 1e30;
     double t_start = al_now();
     for (int reps = 0; reps < 3 || (al_now() - t_start < 0.5 && reps < 100); reps++) {
         double t0 = al_now();
-        al_gemm(0, 0, n, n, n, 1.0f, A, n, B, n, 0.0f, C, n);
+        PRODUCT();
         double dt = al_now() - t0;
         if (dt < best) best = dt;
     }
+#undef PRODUCT
     al_free(A);
     al_free(B);
     al_free(C);
@@ -136,15 +156,20 @@ static double matmul_params(al_model *m, const bench_shape *s) {
     return n;
 }
 
+static const char *g_dtype = "fp32";
+
 static void print_common(const bench_shape *s, const char *mode, int B, int T) {
     printf("{\"impl\":\"alignd\",\"shape\":\"%s\",\"mode\":\"%s\",\"B\":%d,\"T\":%d,"
-           "\"threads\":%d,",
-           s->name, mode, B, T, al_pool_threads());
+           "\"threads\":%d,\"matmul\":\"%s\",\"dtype\":\"%s\",",
+           s->name, mode, B, T, al_pool_threads(), al_gemm_backend_name(), g_dtype);
 }
 
-static int run_train(al_model *m, const bench_shape *s, int lora, int warmup, int steps,
+/* dpo: B pairs of (chosen, rejected) rows; the reference's log-probs come
+ * from the same model with its adapters off (LoRA), the loss is DPO's
+ * sigmoid loss with beta 0.1 on the sequence sums. */
+static int run_train(al_model *m, const bench_shape *s, int lora, int dpo, int warmup, int steps,
                      double gemm_gflops) {
-    const int B = s->B, T = s->T, N = B * T;
+    const int B = dpo ? 2 * s->B : s->B, T = s->T, N = B * T;
     char err[AL_ERRLEN] = "";
     int rc = al_model_reserve(m, B, T, 0, err);
     if (rc != AL_OK) {
@@ -154,6 +179,7 @@ static int run_train(al_model *m, const bench_shape *s, int lora, int warmup, in
     int32_t *ids = calloc((size_t)B * (T + 1), sizeof *ids);
     int32_t *x = calloc((size_t)N, sizeof *x), *y = calloc((size_t)N, sizeof *y);
     float *logp = calloc((size_t)N, sizeof *logp), *dlogp = calloc((size_t)N, sizeof *dlogp);
+    float *ref_logp = calloc((size_t)N, sizeof *ref_logp);
     double *times = calloc((size_t)(steps > 0 ? steps : 1), sizeof *times);
     al_adamw_cfg ocfg;
     al_adamw_defaults(&ocfg);
@@ -163,7 +189,8 @@ static int run_train(al_model *m, const bench_shape *s, int lora, int warmup, in
     ocfg.eps = 1e-8f;
     ocfg.weight_decay = 0.01f;
     al_adamw opt;
-    if (!ids || !x || !y || !logp || !dlogp || !times || al_adamw_init(&opt, &ocfg, m) != AL_OK) {
+    if (!ids || !x || !y || !logp || !dlogp || !ref_logp || !times ||
+        al_adamw_init(&opt, &ocfg, m) != AL_OK) {
         fprintf(stderr, "bench_train: out of memory\n");
         return AL_ENOMEM;
     }
@@ -184,7 +211,30 @@ static int run_train(al_model *m, const bench_shape *s, int lora, int warmup, in
     for (int it = 0; it < warmup + steps; it++) {
         double t0 = al_now();
         al_model_zero_grad(m);
-        rc = al_model_forward(m, &in, &out);
+        if (dpo) { /* the reference: adapters off, forward only */
+            al_fwd rout = {.logp = ref_logp};
+            al_model_set_adapters(m, 0);
+            rc = al_model_forward(m, &in, &rout);
+            al_model_set_adapters(m, 1);
+        }
+        if (rc == AL_OK) rc = al_model_forward(m, &in, &out);
+        if (dpo && rc == AL_OK) {
+            /* z = beta ((pc - rc) - (pr - rr)), loss = -log sigmoid(z) per pair */
+            const int P = B / 2;
+            for (int k = 0; k < P; k++) {
+                double z = 0;
+                for (int t = 0; t < T; t++) {
+                    size_t ic = (size_t)k * T + t, ir = (size_t)(k + P) * T + t;
+                    z += (double)(logp[ic] - ref_logp[ic]) - (double)(logp[ir] - ref_logp[ir]);
+                }
+                z *= 0.1;
+                float g = (float)(-0.1 / (1.0 + exp(z)) / P);
+                for (int t = 0; t < T; t++) {
+                    dlogp[(size_t)k * T + t] = g;
+                    dlogp[(size_t)(k + P) * T + t] = -g;
+                }
+            }
+        }
         double t1 = al_now();
         if (rc == AL_OK) rc = al_model_backward(m, &in, dlogp, NULL, NULL);
         double t2 = al_now();
@@ -208,19 +258,29 @@ static int run_train(al_model *m, const bench_shape *s, int lora, int warmup, in
     for (int i = 0; i < steps; i++) total += times[i];
     qsort(times, (size_t)steps, sizeof *times, cmp_double);
     const al_model_config *c = al_model_config_of(m);
-    double fpt = (lora ? 4.0 : 6.0) * matmul_params(m, s) + 12.0 * c->n_layers * c->C * T;
+    /* dpo: the reference's forward adds 2N per token */
+    double fpt = (dpo ? 6.0 : lora ? 4.0 : 6.0) * matmul_params(m, s) + (dpo ? 18.0 : 12.0) * c->n_layers * c->C * T;
     double tps = (double)N * steps / total;
-    print_common(s, lora ? "lora" : "train", B, T);
+    /* what the job estimator (POST /v1/fine_tuning/jobs/estimate) predicts for
+     * this step, from its own measurement of this machine's rates */
+    double est = 0;
+    al_lora_cfg elc = {.r = 16, .alpha = 32.0f};
+    snprintf(elc.targets, sizeof elc.targets, "%s",
+             s->arch == AL_ARCH_GPT2 ? "c_attn,attn.c_proj" : "q_proj,k_proj,v_proj,o_proj");
+    if (al_estimate_step(c, lora ? &elc : NULL, al_model_is_bf16(m), B, T, dpo ? B : 0, &est, err))
+        est = 0;
+    print_common(s, dpo ? "dpo" : lora ? "lora" : "train", B, T);
     printf("\"tokens_per_s\":%.2f,\"step_s\":%.5f,\"step_s_min\":%.5f,"
            "\"tokens_per_s_best\":%.2f,\"steps\":%d,"
            "\"warmup\":%d,\"peak_rss_mb\":%.1f,\"model_mb\":%.1f,\"params\":%zu,"
            "\"trainable_params\":%zu,\"flops_per_token\":%.0f,\"sgemm_gflops\":%.2f,"
-           "\"mfu\":%.4f,\"loss\":%.4f,\"fwd_s\":%.5f,\"bwd_s\":%.5f,\"opt_s\":%.5f}\n",
+           "\"mfu\":%.4f,\"loss\":%.4f,\"fwd_s\":%.5f,\"bwd_s\":%.5f,\"opt_s\":%.5f,"
+           "\"est_step_s\":%.5f}\n",
            tps, total / steps, times[0], (double)N / times[0], steps, warmup, peak_rss_mb(),
            (double)al_model_memory(m) / (1024.0 * 1024.0), al_model_num_params(m, 0),
            al_model_num_params(m, 1), fpt, gemm_gflops,
            gemm_gflops > 0 ? fpt * tps / (gemm_gflops * 1e9) : 0.0, loss, t_fwd / steps,
-           t_bwd / steps, t_opt / steps);
+           t_bwd / steps, t_opt / steps, est);
     fflush(stdout);
     al_adamw_deinit(&opt);
     free(ids);
@@ -228,6 +288,7 @@ static int run_train(al_model *m, const bench_shape *s, int lora, int warmup, in
     free(y);
     free(logp);
     free(dlogp);
+    free(ref_logp);
     free(times);
     return AL_OK;
 }
@@ -294,13 +355,15 @@ static int run_gen(al_model *m, const bench_shape *s, int warmup, int steps) {
 }
 
 static void usage(void) {
-    fprintf(stderr, "usage: bench_train --shape tiny|gpt2|smollm|qwen05 --mode train|lora|gen "
-                    "[--steps N] [--warmup N] [--threads N]\n");
+    fprintf(stderr, "usage: bench_train --shape tiny|gpt2|smollm|qwen05 --mode train|lora|dpo|gen "
+                    "[--steps N] [--warmup N] [--threads N] [--matmul onednn|openblas] "
+                    "[--dtype fp32|bf16] [--B N] [--T N]\n");
 }
 
 int main(int argc, char **argv) {
     const char *shape = "tiny", *mode = "train";
-    int steps = 5, warmup = 3, threads = 2;
+    int steps = 5, warmup = 3, threads = 2, Bo = 0, To = 0;
+    const char *matmul = NULL;
     for (int i = 1; i < argc; i++) {
         if (i + 1 >= argc) {
             usage();
@@ -311,6 +374,10 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "--steps")) steps = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--warmup")) warmup = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--threads")) threads = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--matmul")) matmul = argv[++i];
+        else if (!strcmp(argv[i], "--dtype")) g_dtype = argv[++i];
+        else if (!strcmp(argv[i], "--B")) Bo = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--T")) To = atoi(argv[++i]);
         else {
             usage();
             return 2;
@@ -319,18 +386,29 @@ int main(int argc, char **argv) {
     const bench_shape *s = NULL;
     for (size_t i = 0; i < sizeof k_shapes / sizeof k_shapes[0]; i++)
         if (!strcmp(shape, k_shapes[i].name)) s = &k_shapes[i];
-    int lora = !strcmp(mode, "lora");
+    int dpo = !strcmp(mode, "dpo"), lora = dpo || !strcmp(mode, "lora");
+    int bf16 = !strcmp(g_dtype, "bf16");
     if (!s || (!lora && strcmp(mode, "train") && strcmp(mode, "gen")) || steps < 1 ||
-        warmup < 0 || threads < 1) {
+        warmup < 0 || threads < 1 || (!bf16 && strcmp(g_dtype, "fp32")) || Bo < 0 || To < 0) {
         usage();
         return 2;
     }
+    bench_shape shp = *s;
+    if (Bo) shp.B = Bo;
+    if (To) shp.T = To;
+    if (shp.T > shp.ctx) shp.ctx = shp.T;
+    s = &shp;
     int rc = al_pool_init(threads);
     if (rc != AL_OK) {
         fprintf(stderr, "bench_train: al_pool_init: %s\n", al_strerror(rc));
         return 1;
     }
-    double gemm_gflops = sgemm_rate();
+    if (matmul && al_gemm_set_backend(!strcmp(matmul, "openblas") ? AL_MM_OPENBLAS
+                                      : !strcmp(matmul, "onednn") ? AL_MM_ONEDNN : -1)) {
+        fprintf(stderr, "bench_train: --matmul %s: not available in this build\n", matmul);
+        return 2;
+    }
+    double gemm_gflops = sgemm_rate(bf16);
 
     al_model_config cfg;
     make_config(&cfg, s);
@@ -344,8 +422,17 @@ int main(int argc, char **argv) {
         return 1;
     }
     al_model_init(m, 42);
+    /* generation serves a frozen model (no gradients; in bf16 its weights
+     * are held in bf16 alone, as the chat endpoints hold them) */
+    if (!strcmp(mode, "gen")) al_model_drop_grads(m);
+    /* bf16: trained matrices keep fp32 masters, frozen ones (the LoRA base)
+     * are held in bf16 alone */
+    if (bf16 && (rc = al_model_set_bf16(m, 1, err))) {
+        fprintf(stderr, "bench_train: %s\n", err);
+        return 1;
+    }
     if (!strcmp(mode, "gen")) rc = run_gen(m, s, warmup, steps);
-    else rc = run_train(m, s, lora, warmup, steps, gemm_gflops);
+    else rc = run_train(m, s, lora, dpo, warmup, steps, gemm_gflops);
     al_model_free(m);
     al_pool_shutdown();
     return rc == AL_OK ? 0 : 1;

@@ -47,7 +47,7 @@ static const bench_shape k_model[] = {
 
 static const int k_square[] = {256, 512, 1024, 1536, 2048};
 
-enum { IMPL_BLAS = 0, IMPL_POOL = 1 };
+enum { IMPL_BLAS = 0, IMPL_POOL = 1, IMPL_BF16 = 2 };
 
 static int cmp_double(const void *a, const void *b) {
     double x = *(const double *)a, y = *(const double *)b;
@@ -57,6 +57,11 @@ static int cmp_double(const void *a, const void *b) {
 static void run_gemm(int impl, const bench_shape *s, const float *A, const float *B, float *C) {
     int lda = s->ta ? s->M : s->K;
     int ldb = s->tb ? s->K : s->N;
+    if (impl == IMPL_BF16) { /* A and B hold bf16 values in their first halves */
+        al_gemm_bf16(s->ta, s->tb, s->M, s->N, s->K, 1.0f, (const uint16_t *)A, lda,
+                     (const uint16_t *)B, ldb, 0.0f, C, s->N);
+        return;
+    }
     if (impl == IMPL_POOL) {
         al_gemm(s->ta, s->tb, s->M, s->N, s->K, 1.0f, A, lda, B, ldb, 0.0f, C, s->N);
         return;
@@ -86,6 +91,13 @@ static int bench_one(int impl, const char *impl_name, int threads, const bench_s
     for (size_t i = 0; i < na; i++) A[i] = al_rng_uniform(&rng) - 0.5f;
     for (size_t i = 0; i < nb; i++) B[i] = al_rng_uniform(&rng) - 0.5f;
 
+    if (impl == IMPL_BF16) /* in place, front to back in serial chunks (no overlap race) */
+        for (int w = 0; w < 2; w++) {
+            float *X = w ? B : A;
+            size_t n = w ? nb : na;
+            for (size_t i = 0; i < n; i += 32768)
+                al_bf16_round((uint16_t *)X + i, X + i, n - i < 32768 ? n - i : 32768);
+        }
     run_gemm(impl, s, A, B, C);
     double times[256];
     int reps = 0;
@@ -177,6 +189,17 @@ int main(int argc, char **argv) {
         fprintf(stderr, "sgemm: al_pool_init: %s\n", al_strerror(rc));
         return 1;
     }
+    /* the pool with each backend, and bf16 products (oneDNN when built in) */
+    if (al_gemm_set_backend(AL_MM_OPENBLAS) == AL_OK)
+        bench_all(IMPL_POOL, "al_gemm_pool_openblas", al_pool_threads(), do_square, do_model, quick,
+                  min_s);
+    if (al_gemm_set_backend(AL_MM_ONEDNN) == AL_OK) {
+        bench_all(IMPL_POOL, "al_gemm_pool_onednn", al_pool_threads(), do_square, do_model, quick,
+                  min_s);
+        bench_all(IMPL_BF16, "al_gemm_bf16_pool_onednn", al_pool_threads(), do_square, do_model,
+                  quick, min_s);
+    }
+    al_gemm_set_backend(AL_MM_OPENBLAS);
     bench_all(IMPL_POOL, "al_gemm_pool", al_pool_threads(), do_square, do_model, quick,
               min_s);
     al_pool_shutdown();

@@ -20,9 +20,16 @@ Modes (one JSON line per measurement on stdout):
          backward, torch.optim.AdamW step, zero_grad(set_to_none=True);
   lora   the same with the base frozen and LoRA r=16, alpha=32 adapters on
          c_attn and attn.c_proj (gpt2) or q/k/v/o_proj (llama);
+  dpo    LoRA as above on B pairs of (chosen, rejected) rows: the reference's
+         log-probs with the adapters switched off under no_grad, the policy's,
+         DPO's sigmoid loss (beta 0.1) on the sequence sums, backward, AdamW;
   gen    greedy generation with a preallocated KV cache, 128 new tokens from a
          16-token prompt, batch 1 and batch 8 (prefill included in the time);
   sgemm  torch.mm at 1024^3 (what torch's own BLAS call reaches here).
+
+--dtype bf16 runs every forward (and generation) under
+torch.autocast("cpu", dtype=torch.bfloat16), PyTorch's CPU mixed precision:
+fp32 master weights, bf16 products; sgemm then multiplies bf16 matrices.
 
 Benchmarks only: nothing here asserts a time.
 """
@@ -94,7 +101,11 @@ class LoRALinear(nn.Module):
         self.lora_B = nn.Parameter(torch.zeros(base.out_features, r))
         nn.init.kaiming_uniform_(self.lora_A, a=math.sqrt(5))
 
+    enabled = True  # class-wide switch: the DPO reference runs with adapters off
+
     def forward(self, x):
+        if not LoRALinear.enabled:
+            return self.base(x)
         return self.base(x) + (x @ self.lora_A.t() @ self.lora_B.t()) * self.scale
 
 
@@ -300,15 +311,27 @@ def emit(rec):
     print(json.dumps(rec), flush=True)
 
 
+def autocast(args):
+    if args.dtype == "bf16":
+        return torch.autocast("cpu", dtype=torch.bfloat16)
+    return torch.autocast("cpu", enabled=False)
+
+
 def base_record(args, s, mode):
     return {"impl": "torch", "shape": args.shape, "mode": mode, "B": s["B"], "T": s["T"],
-            "threads": torch.get_num_threads(), "attn": ATTN,
+            "threads": torch.get_num_threads(), "attn": ATTN, "dtype": args.dtype,
             "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", ""),
             "torch": torch.__version__}
 
 
-def run_train(args, s, model, lora):
-    B, T, V = s["B"], s["T"], s["V"]
+def seq_logp(model, x, y):
+    """(rows,) sums of log p(y_t | x_<=t): log-softmax in fp32 as autocast does."""
+    logits = model.logits(model.hidden(x)).float()
+    return torch.log_softmax(logits, dim=-1).gather(-1, y.unsqueeze(-1)).squeeze(-1).sum(-1)
+
+
+def run_train(args, s, model, lora, dpo=False):
+    B, T, V = s["B"] * (2 if dpo else 1), s["T"], s["V"]
     g = torch.Generator().manual_seed(1234)
     ids = torch.randint(0, V, (B, T + 1), generator=g)
     x, y = ids[:, :T].contiguous(), ids[:, 1:].contiguous()
@@ -326,9 +349,21 @@ def run_train(args, s, model, lora):
                             foreach=args.foreach)
 
     def step():
-        h = model.hidden(x)
-        logits = model.logits(h)
-        loss = F.cross_entropy(logits.view(-1, V), y.view(-1))
+        if dpo:
+            P = B // 2
+            with torch.no_grad(), autocast(args):
+                LoRALinear.enabled = False
+                ref = seq_logp(model, x, y)
+                LoRALinear.enabled = True
+            with autocast(args):
+                pol = seq_logp(model, x, y)
+            z = 0.1 * ((pol[:P] - ref[:P]) - (pol[P:] - ref[P:]))
+            loss = -F.logsigmoid(z).mean()
+        else:
+            with autocast(args):
+                h = model.hidden(x)
+                logits = model.logits(h)
+                loss = F.cross_entropy(logits.view(-1, V), y.view(-1))
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
@@ -347,9 +382,9 @@ def run_train(args, s, model, lora):
     L, C = s["L"], s["C"]
     # Model FLOPs per token: 6N + 12 L C T for training; with LoRA the frozen
     # base computes no weight gradients, so 4N + 12 L C T.
-    fpt = (4 if lora else 6) * N + 12 * L * C * T
-    rec = base_record(args, s, "lora" if lora else "train")
-    rec.update({"tokens_per_s": B * T * args.steps / total, "step_s": total / args.steps,
+    fpt = (6 if dpo else 4 if lora else 6) * N + (18 if dpo else 12) * L * C * T
+    rec = base_record(args, s, "dpo" if dpo else "lora" if lora else "train")
+    rec.update({"B": B, "tokens_per_s": B * T * args.steps / total, "step_s": total / args.steps,
                 "step_s_min": min(times), "tokens_per_s_best": B * T / min(times), "steps": args.steps, "warmup": args.warmup,
                 "peak_rss_mb": peak_rss_mb(), "params": count_params(model),
                 "trainable_params": count_params(model, True),
@@ -358,7 +393,12 @@ def run_train(args, s, model, lora):
 
 
 @torch.inference_mode()
-def generate(model, prompt, new):
+def generate(model, prompt, new, args):
+    with autocast(args):
+        return generate_(model, prompt, new)
+
+
+def generate_(model, prompt, new):
     B, P = prompt.shape
     cache = model.new_cache(B, P + new)
     h = model.hidden(prompt, cache, 0)
@@ -380,11 +420,11 @@ def run_gen(args, s, model):
         g = torch.Generator().manual_seed(99)
         prompt = torch.randint(0, s["V"], (B, P), generator=g)
         for _ in range(args.warmup):
-            generate(model, prompt, NEW)
+            generate(model, prompt, NEW, args)
         times = []
         for _ in range(args.steps):
             t0 = time.perf_counter()
-            generate(model, prompt, NEW)
+            generate(model, prompt, NEW, args)
             times.append(time.perf_counter() - t0)
         total = sum(times)
         rec = base_record(args, s, "gen_b%d" % B)
@@ -399,7 +439,8 @@ def run_gen(args, s, model):
 
 def run_sgemm(args):
     n = 1024
-    a, b = torch.randn(n, n), torch.randn(n, n)
+    ty = torch.bfloat16 if args.dtype == "bf16" else torch.float32
+    a, b = torch.randn(n, n).to(ty), torch.randn(n, n).to(ty)
     for _ in range(3):
         torch.mm(a, b)
     reps, t0 = 0, time.perf_counter()
@@ -407,7 +448,7 @@ def run_sgemm(args):
         torch.mm(a, b)
         reps += 1
     dt = (time.perf_counter() - t0) / reps
-    emit({"impl": "torch", "bench": "sgemm", "M": n, "N": n, "K": n,
+    emit({"impl": "torch", "bench": "sgemm", "M": n, "N": n, "K": n, "dtype": args.dtype,
           "threads": torch.get_num_threads(),
           "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", ""),
           "gflops": 2.0 * n * n * n / dt / 1e9})
@@ -417,7 +458,9 @@ def main():
     global ATTN
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--shape", choices=sorted(SHAPES), default="tiny")
-    ap.add_argument("--mode", choices=["train", "lora", "gen", "sgemm"], default="train")
+    ap.add_argument("--mode", choices=["train", "lora", "dpo", "gen", "sgemm"], default="train")
+    ap.add_argument("--dtype", choices=["fp32", "bf16"], default="fp32",
+                    help="bf16: torch.autocast('cpu', dtype=torch.bfloat16)")
     ap.add_argument("--steps", type=int, default=5, help="timed steps (gen: timed runs)")
     ap.add_argument("--warmup", type=int, default=3, help="untimed steps first")
     ap.add_argument("--threads", type=int, default=2)
@@ -439,7 +482,7 @@ def main():
     if args.mode == "gen":
         run_gen(args, s, model)
     else:
-        run_train(args, s, model, args.mode == "lora")
+        run_train(args, s, model, args.mode in ("lora", "dpo"), args.mode == "dpo")
 
 
 if __name__ == "__main__":

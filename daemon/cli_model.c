@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "cli.h"
+#include "compute/ops.h"
 #include "compute/pool.h"
 #include "model/model.h"
 #include "text/chat.h"
@@ -120,11 +121,22 @@ int cli_init_model(int argc, char **argv) {
     return print_json(j);
 }
 
-static al_model *open_model(const char *dir) {
+/* --dtype bf16|fp32 (absent: the job default, mixed_precision "auto");
+ * 1 for bf16, 0 for fp32, -1 (and a message) for anything else. */
+static int dtype_flag(const char *v) {
+    if (!v) return al_bf16_auto();
+    if (!strcmp(v, "bf16")) return 1;
+    if (!strcmp(v, "fp32")) return 0;
+    fprintf(stderr, "alignd: --dtype: '%s' is not bf16 or fp32\n", v);
+    return -1;
+}
+
+static al_model *open_model(const char *dir, int bf16) {
     char err[AL_ERRLEN] = "";
     al_model *m = NULL;
-    /* inference only: no gradient memory, not even while loading */
-    if (al_model_open_ex(&m, dir, NULL, AL_OPEN_FROZEN, 0, err) != AL_OK) {
+    /* inference only: no gradient memory, not even while loading; in bf16
+     * the matrices are read straight into bf16 */
+    if (al_model_open_ex(&m, dir, NULL, AL_OPEN_FROZEN | (bf16 ? AL_OPEN_BF16 : 0), 0, err) != AL_OK) {
         fprintf(stderr, "alignd: %s\n", err[0] ? err : "cannot open model");
         return NULL;
     }
@@ -202,8 +214,9 @@ out:
 
 int cli_logprobs(int argc, char **argv) {
     cli_flag f[] = {{"--model", 0, 0},      {"--ids", 0, 0},  {"--prompt-len", 0, 0},
-                    {"--prompt", 0, 0},     {"--completion", 0, 0}, {"--chat", 0, 1}};
-    if (cli_parse(argc, argv, f, 6)) return 2;
+                    {"--prompt", 0, 0},     {"--completion", 0, 0}, {"--chat", 0, 1},
+                    {"--dtype", 0, 0}};
+    if (cli_parse(argc, argv, f, 7)) return 2;
     if (!f[0].value || !f[1].value == !f[3].value) {
         fprintf(stderr, "alignd: logprobs: --model DIR and either --ids 1,2,3 or --prompt TEXT "
                         "--completion TEXT are required\n");
@@ -237,7 +250,12 @@ int cli_logprobs(int argc, char **argv) {
         return 2;
     }
     pool_start();
-    al_model *m = open_model(f[0].value);
+    int bf16 = dtype_flag(f[6].value);
+    if (bf16 < 0) {
+        free(ids);
+        return 2;
+    }
+    al_model *m = open_model(f[0].value, bf16);
     if (!m) {
         free(ids);
         return 1;
@@ -293,8 +311,8 @@ int cli_generate(int argc, char **argv) {
     cli_flag f[] = {{"--model", 0, 0},       {"--ids", 0, 0},   {"--max-new-tokens", 0, 0},
                     {"--temperature", 0, 0}, {"--top-k", 0, 0}, {"--top-p", 0, 0},
                     {"--seed", 0, 0},        {"--stop", 0, 0},  {"--prompt", 0, 0},
-                    {"--chat", 0, 1}};
-    enum { MODEL, IDS, MAXNEW, TEMP, TOPK, TOPP, SEED, STOP, PROMPT, CHAT, NF };
+                    {"--chat", 0, 1},        {"--dtype", 0, 0}};
+    enum { MODEL, IDS, MAXNEW, TEMP, TOPK, TOPP, SEED, STOP, PROMPT, CHAT, DTYPE, NF };
     if (cli_parse(argc, argv, f, NF)) return 2;
     if (!f[MODEL].value || !f[IDS].value == !f[PROMPT].value) {
         fprintf(stderr, "alignd: generate: --model DIR and either --ids 1,2,3 or --prompt TEXT are required\n");
@@ -325,11 +343,12 @@ int cli_generate(int argc, char **argv) {
         return rc;
     }
     pool_start();
-    al_model *m = open_model(f[MODEL].value);
+    int bf16 = dtype_flag(f[DTYPE].value);
+    al_model *m = bf16 < 0 ? NULL : open_model(f[MODEL].value, bf16);
     if (!m) {
         free(ids);
         free(stop);
-        return 1;
+        return bf16 < 0 ? 2 : 1;
     }
     const al_model_config *cfg = al_model_config_of(m);
     int32_t *prompt = calloc((size_t)n, sizeof *prompt);

@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "compute/ops.h"
 #include "compute/pool.h"
 #include "io.h"
 #include "reward_http.h"
@@ -160,6 +161,10 @@ int cli_train(int argc, char **argv) {
         fprintf(stderr, "alignd: %s: %s\n", argv[0], err);
         return 2;
     }
+    /* reward models and judges: the daemon's dtype setting, from the
+     * environment here (ALIGND_DTYPE=auto|bf16|fp32) */
+    const char *dt = getenv("ALIGND_DTYPE");
+    job.reward.bf16 = dt && !strcmp(dt, "bf16") ? 1 : dt && !strcmp(dt, "fp32") ? 0 : al_bf16_auto();
     pool_start();
     cli_run run = {.tty = isatty(2), .keep = job.hp.save_total_limit};
     al_train_cb cb = {.begin = on_begin, .log = on_log, .event = on_event, .sample = on_sample,

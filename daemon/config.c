@@ -12,6 +12,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "compute/ops.h"
 #include "log.h"
 
 #ifndef ALIGND_MIGRATIONS_DIR
@@ -21,7 +22,7 @@
 #define ALIGND_WEB_DIR "/usr/share/alignd/web"
 #endif
 
-enum { K_STR, K_LONG, K_SIZE, K_DOUBLE, K_LEVEL, K_LISTEN, K_BOOL };
+enum { K_STR, K_LONG, K_SIZE, K_DOUBLE, K_LEVEL, K_LISTEN, K_BOOL, K_DTYPE };
 
 typedef struct key {
     const char *name;
@@ -42,6 +43,7 @@ static const key keys[] = {
     S(web_dir),
     L(workers, 1, 256),
     L(threads, 0, 256),
+    {"dtype", K_DTYPE, offsetof(daemon_cfg, dtype), sizeof(((daemon_cfg *)0)->dtype), 0, 0},
     Z(memory_limit, 0, 1e15),
     {"log_level", K_LEVEL, offsetof(daemon_cfg, log_level_name), 16, 0, 0},
     {"stop_timeout", K_DOUBLE, offsetof(daemon_cfg, stop_timeout), 0, 1, 86400},
@@ -127,6 +129,11 @@ static int set_key(daemon_cfg *c, const key *k, const char *v, const char *where
         c->log_level = l;
         return 0;
     }
+    case K_DTYPE:
+        if (strcmp(v, "auto") && strcmp(v, "bf16") && strcmp(v, "fp32"))
+            return snprintf(err, 512, "%s: dtype: '%.100s' is not auto, bf16 or fp32", where, v), 2;
+        snprintf(base, k->size, "%s", v);
+        return 0;
     case K_LONG: {
         char *end;
         errno = 0;
@@ -263,6 +270,7 @@ static void defaults(daemon_cfg *c) {
     share_dir(c->web_dir, sizeof c->web_dir, "web", ALIGND_WEB_DIR);
     c->workers = 1;
     c->threads = 0;
+    snprintf(c->dtype, sizeof c->dtype, "auto");
     snprintf(c->log_level_name, sizeof c->log_level_name, "info");
     c->log_level = LOG_LVL_INFO;
     c->stop_timeout = 120;
@@ -342,7 +350,7 @@ void config_print(const daemon_cfg *c, FILE *f) {
         const key *k = &keys[i];
         const char *base = (const char *)c + k->off;
         switch (k->type) {
-        case K_STR: case K_LISTEN: case K_LEVEL: fprintf(f, "%s = \"%s\"\n", k->name, base); break;
+        case K_STR: case K_LISTEN: case K_LEVEL: case K_DTYPE: fprintf(f, "%s = \"%s\"\n", k->name, base); break;
         case K_LONG: fprintf(f, "%s = %ld\n", k->name, *(const long *)base); break;
         case K_BOOL: fprintf(f, "%s = %s\n", k->name, *(const long *)base ? "true" : "false"); break;
         case K_SIZE: fprintf(f, "%s = %lld\n", k->name, (long long)*(const int64_t *)base); break;
@@ -369,4 +377,11 @@ void config_server(const daemon_cfg *c, api_server_cfg *s) {
     s->timeout_s = (int)c->timeout;
     s->header_timeout_s = (int)c->header_timeout;
     s->heartbeat_s = (int)c->heartbeat;
+    s->bf16 = config_bf16(c);
+}
+
+int config_bf16(const daemon_cfg *c) {
+    if (!strcmp(c->dtype, "bf16")) return 1;
+    if (!strcmp(c->dtype, "fp32")) return 0;
+    return al_bf16_auto();
 }

@@ -16,6 +16,9 @@
  *   web_dir          ALIGND_WEB_DIR           --web-dir          the same for web ("" = no dashboard)
  *   workers          ALIGND_WORKERS           --workers          1
  *   threads          ALIGND_THREADS           --threads          0 (every core)
+ *   dtype            ALIGND_DTYPE             --dtype            auto (bf16, fp32: chat endpoints, reward
+ *                                                                models and the judge; auto = bf16 where
+ *                                                                the CPU multiplies bf16 natively)
  *   memory_limit     ALIGND_MEMORY_LIMIT      --memory-limit     0 (MemAvailable at start); 512M, 8G ...
  *   log_level        ALIGND_LOG_LEVEL         --log-level        info (error, warn, notice, info, debug)
  *   stop_timeout     ALIGND_STOP_TIMEOUT      --stop-timeout     120 (seconds to checkpoint on SIGTERM)
@@ -56,6 +59,7 @@ typedef struct daemon_cfg {
     char migrations_dir[CFG_PATH];
     char web_dir[CFG_PATH];
     long workers, threads;
+    char dtype[8];                /* "auto", "bf16", "fp32" */
     int64_t memory_limit;
     char log_level_name[16];
     int log_level;
@@ -76,5 +80,7 @@ int config_load(daemon_cfg *c, int argc, char **argv, int *check_config, char er
 void config_print(const daemon_cfg *c, FILE *f);
 /* The api/ server's settings from c. */
 void config_server(const daemon_cfg *c, api_server_cfg *s);
+/* 1 when the dtype setting (resolved: "auto" by the CPU) is bf16. */
+int config_bf16(const daemon_cfg *c);
 
 #endif

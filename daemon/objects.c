@@ -353,6 +353,7 @@ json_t *objects_estimate(const al_estimate *est, int64_t budget) {
     json_object_set_new(o, "memory_bytes", json_integer((json_int_t)est->memory_bytes));
     json_object_set_new(o, "memory_budget_bytes", json_integer(budget));
     json_object_set_new(o, "seconds", json_real(est->seconds));
+    json_object_set_new(o, "seconds_per_step", json_real(est->seconds_per_step));
     json_object_set_new(o, "max_sequence_tokens", json_integer(est->max_seq));
     json_object_set_new(o, "fits", json_boolean((int64_t)est->memory_bytes <= budget));
     return o;

@@ -52,6 +52,7 @@ struct sched {
     int n;
     worker *w;
     int64_t budget;
+    int bf16;                 /* sched_cfg.bf16 */
     /* fair turns */
     pthread_mutex_t turn_mu;
     pthread_cond_t turn_cv;
@@ -366,6 +367,7 @@ static void run_job(worker *w, int64_t id) {
     if (!rc) {
         json_object_set_new(spec, "output_dir", json_string(r.output_dir));
         if ((rc = al_job_from_json(&job, spec, &je))) snprintf(err, sizeof err, "%s", je.msg);
+        job.reward.bf16 = s->bf16;
     }
     json_decref(spec);
     al_train_result res;
@@ -501,6 +503,7 @@ sched *sched_new(store *st, const sched_cfg *cfg) {
         return NULL;
     }
     s->budget = cfg->memory_limit > 0 ? cfg->memory_limit : sched_mem_available();
+    s->bf16 = cfg->bf16;
     if (s->budget <= 0) s->budget = INT64_MAX;
     pthread_mutex_init(&s->mu, NULL);
     pthread_condattr_t ca;

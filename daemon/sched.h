@@ -28,6 +28,7 @@
 typedef struct sched_cfg {
     int workers;              /* >= 1 */
     int64_t memory_limit;     /* bytes; 0: MemAvailable at start */
+    int bf16;                 /* reward models and judges in bf16 (the dtype setting) */
 } sched_cfg;
 
 typedef struct sched sched;

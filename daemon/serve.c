@@ -247,7 +247,7 @@ int cli_serve(int argc, char **argv) {
     log_info("event=store_ready schema=%d models=%d recovered_jobs=%d hub_cache=%s allow_downloads=%d",
              store_version(st), nm, nr, hubmodels_cache(hm), (int)cfg.allow_downloads);
 
-    sched_cfg sc = {.workers = (int)cfg.workers, .memory_limit = cfg.memory_limit};
+    sched_cfg sc = {.workers = (int)cfg.workers, .memory_limit = cfg.memory_limit, .bf16 = config_bf16(&cfg)};
     backend_ctx ctx;
     memset(&ctx, 0, sizeof ctx);
     ctx.st = st;

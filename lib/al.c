@@ -1,5 +1,9 @@
 /* Core utilities: error names, logging hook, RNG, aligned allocation. */
+/* MAP_ANONYMOUS and MADV_HUGEPAGE are not POSIX */
+#define _DEFAULT_SOURCE
 #include "al.h"
+
+#include <sys/mman.h>
 
 #include <math.h>
 #include <stdarg.h>
@@ -167,6 +171,37 @@ void *al_calloc(size_t n, size_t size) {
 }
 
 void al_free(void *p) { free(p); }
+
+#define AL_HUGE ((size_t)2 << 20)
+
+static size_t page_round(size_t bytes) {
+    size_t pg = 4096;
+    return bytes == 0 ? pg : (bytes + pg - 1) & ~(pg - 1);
+}
+
+void *al_alloc_pages(size_t bytes) {
+    size_t len = page_round(bytes);
+    if (len < bytes) return NULL; /* overflow */
+    if (len < AL_HUGE) {
+        void *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        return p == MAP_FAILED ? NULL : p;
+    }
+    /* over-map, keep a 2 MiB-aligned window, give the rest back */
+    size_t total = len + AL_HUGE;
+    if (total < len) return NULL;
+    uint8_t *b = mmap(NULL, total, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (b == MAP_FAILED) return NULL;
+    uint8_t *a = (uint8_t *)(((uintptr_t)b + AL_HUGE - 1) & ~(uintptr_t)(AL_HUGE - 1));
+    if (a > b) munmap(b, (size_t)(a - b));
+    size_t tail = (size_t)(b + total - (a + len));
+    if (tail) munmap(a + len, tail);
+    (void)madvise(a, len, MADV_HUGEPAGE); /* advice: fewer page faults, no more */
+    return a;
+}
+
+void al_free_pages(void *p, size_t bytes) {
+    if (p) munmap(p, page_round(bytes));
+}
 
 double al_now(void) {
     struct timespec ts;

@@ -109,6 +109,14 @@ uint32_t al_rng_below(al_rng *r, uint32_t n); /* uniform in [0, n), n > 0 */
 /* 64-byte aligned, zeroed allocation; al_free(NULL) is a no-op. */
 void *al_calloc(size_t n, size_t size);
 void al_free(void *p);
+/* Large zeroed arenas (weights, gradients, activations) straight from the
+ * kernel: page-aligned (2 MiB when large, with transparent huge pages asked
+ * for), zero pages that become resident only when first written, so a
+ * reservation costs no memset and no memory until used. Free with
+ * al_free_pages and the same byte count; al_free_pages(NULL, n) is a no-op.
+ * NULL when memory runs out. */
+void *al_alloc_pages(size_t bytes);
+void al_free_pages(void *p, size_t bytes);
 
 /* Monotonic seconds, for throughput figures only (never for results). */
 double al_now(void);

@@ -20,8 +20,9 @@ al_need_packages() {
 # tokenizers' Unicode normalization and lowercasing, the chat templates' case
 # mappings and character classes; libcurl: the daemon's Hugging Face Hub
 # client and its client for external reward verifiers, and the tests;
-# libcsv: CSV/TSV datasets; libexttextcat: the hygiene language filter).
-AL_BUILD_PACKAGES=(build-essential cmake pkg-config libopenblas-dev libjansson-dev libpcre2-dev
+# libcsv: CSV/TSV datasets; libexttextcat: the hygiene language filter;
+# libdnnl: oneDNN, the matrix products).
+AL_BUILD_PACKAGES=(build-essential cmake pkg-config libopenblas-dev libdnnl-dev libjansson-dev libpcre2-dev
                    libmicrohttpd-dev libsqlite3-dev libssl-dev libcurl4-openssl-dev libutf8proc-dev
                    libcsv-dev libexttextcat-dev libexttextcat-data)
 # What the tests need beyond the build: the PyTorch parity reference, and

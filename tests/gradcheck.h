@@ -74,4 +74,37 @@ static inline void gc_fill(float *x, size_t n, uint64_t seed, float scale) {
         x[i] = scale * (float)((double)(gc_next_(&s) >> 11) * 0x1.0p-53 * 2.0 - 1.0);
 }
 
+/* max |x|, and ||a - b|| / ||b|| (||a - b|| when b is zero), in double. */
+static inline double gc_maxabs(const float *x, size_t n) {
+    double m = 0.0;
+    for (size_t i = 0; i < n; i++) m = fmax(m, fabs((double)x[i]));
+    return m;
+}
+
+static inline double gc_rel_l2(const float *a, const float *b, size_t n) {
+    double num = 0, den = 0;
+    for (size_t i = 0; i < n; i++) {
+        num += ((double)a[i] - b[i]) * ((double)a[i] - b[i]);
+        den += (double)b[i] * b[i];
+    }
+    return den > 0 ? sqrt(num / den) : sqrt(num);
+}
+
+/* |got - want| <= rtol * (|want| + max|want|) for every element; a failure
+ * names the worst one. */
+static inline void gc_expect_close(const char *what, const float *got, const float *want, size_t n,
+                                   double rtol) {
+    double scale = gc_maxabs(want, n), worst = 0;
+    size_t bad = 0, wi = 0;
+    for (size_t i = 0; i < n; i++) {
+        double d = fabs((double)got[i] - (double)want[i]), tol = rtol * (fabs((double)want[i]) + scale);
+        if (!(d <= tol)) {
+            bad++;
+            if (!(d / tol <= worst)) worst = d / tol, wi = i;
+        }
+    }
+    T_REPORT_(bad == 0, "%s: %zu of %zu off, worst [%zu] %.9g vs %.9g", what, bad, n, wi,
+              n ? got[wi] : 0.0, n ? want[wi] : 0.0);
+}
+
 #endif

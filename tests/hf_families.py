@@ -30,6 +30,11 @@ installed here), operation by operation:
 Generation is compared with a KV-cache greedy loop, as transformers'
 generate runs it: each call's RoPE sees seq_len = max(position_ids) + 1, so a
 dynamic-NTK model rotates each new key with the frequencies of its own step.
+
+bf16 mixed precision (alignd --dtype bf16) is compared with the same code run
+under torch.autocast("cpu", dtype=torch.bfloat16), as hf_parity.py does for
+GPT-2 and Llama: log-probs within its bound (bf16_verdict), and every greedy
+token autocast's argmax along alignd's own tokens (bf16_follow).
 """
 
 import math
@@ -361,6 +366,29 @@ def ref_logprobs(f, weights, ids, dtype=torch.float32):
     return [lsm[t - 1, ids[t]].item() for t in range(1, len(ids))]
 
 
+def autocast_logits(f, weights, ids):
+    """Logits of the whole sequence under torch.autocast("cpu", dtype=torch.bfloat16):
+    PyTorch's CPU mixed precision, which alignd's bf16 mode follows."""
+    W = {k: v.float() for k, v in weights.items()}
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        return forward(f, W, ids, list(range(len(ids))), [None] * f.L).float()
+
+
+def follow(f, weights, prompt, ids, autocast=False):
+    """Teacher-forces ids after prompt through the cached loop of ref_greedy;
+    per step (logit of ids[i], the top logit, its token)."""
+    W = {k: v.float() for k, v in weights.items()}
+    cache = [None] * f.L
+    out = []
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+        logits = forward(f, W, list(prompt), list(range(len(prompt))), cache)[-1].float()
+        for i, t in enumerate(ids):
+            out.append((logits[t].item(), logits.max().item(), int(torch.argmax(logits).item())))
+            if i + 1 < len(ids):
+                logits = forward(f, W, [t], [len(prompt) + i], cache)[-1].float()
+    return out
+
+
 def ref_greedy(f, weights, prompt, max_new, stops, tie_eps):
     """transformers' greedy generate with a DynamicCache: prefill, then one
     token a call. Returns (ids, logprobs, tie_step or None)."""
@@ -566,6 +594,24 @@ def steps(binary, work, H, seq, prompt):
             raise H.Fail(f"step log-probs differ by {d:.3g}")
         return f"{n} tokens equal{' before a near-tie' if tie is not None else ''}: {ids}; max|logp diff| = {d:.3g}"
 
+    def check_lp_bf16(name):
+        f, w = load(made[name])
+        got = H.alignd(binary, "logprobs", "--model", made[name], "--ids", H.ids_arg(seq), "--dtype", "bf16")
+        lsm = torch.log_softmax(autocast_logits(f, w, seq).double(), dim=-1)
+        ref = [lsm[t - 1, seq[t]].item() for t in range(1, len(seq))]
+        return H.bf16_verdict(got["logprobs"], ref, ref_logprobs(f, w, seq))
+
+    def check_gen_bf16(name):
+        # alignd's bf16 greedy tokens followed step by step (KV cache) under
+        # torch's autocast (hf_parity.bf16_follow)
+        f, w = load(made[name])
+        got = H.alignd(binary, "generate", "--model", made[name], "--ids", H.ids_arg(prompt),
+                       "--max-new-tokens", 12, "--dtype", "bf16")
+        ids = got["ids"]
+        if len(ids) != 12 and not (ids and ids[-1] in f.eos[:1]):
+            raise H.Fail(f"{len(ids)} tokens without an EOS: {ids}")
+        return H.bf16_follow(ids, follow(f, w, prompt, ids, autocast=True))
+
     # alignd's own folders (init-model --arch MODEL_TYPE: the class defaults,
     # written by alignd): the reader here, with transformers' defaults, must
     # see the same model in the config alignd saved
@@ -584,4 +630,7 @@ def steps(binary, work, H, seq, prompt):
                            (make(name, mt, extra, shape), check_lp(name))[1])))
         out.append((name + "_prompt_len", lambda name=name: check_lp(name, 17)))
         out.append((name + "_greedy", lambda name=name: check_gen(name)))
+        # bf16 mixed precision against torch.autocast("cpu", dtype=torch.bfloat16)
+        out.append((name + "_bf16", lambda name=name: check_lp_bf16(name)))
+        out.append((name + "_greedy_bf16", lambda name=name: check_gen_bf16(name)))
     return out

@@ -369,6 +369,7 @@ static void test_errors(void) {
     bad(subst(k_tinyllama, "\"intermediate_size\": 5632,", ""), AL_EFORMAT, "intermediate_size");
     bad(WITH(",\"head_dim\":15"), AL_EFORMAT, "head_dim");
     bad(WITH(",\"head_dim\":-2"), AL_EFORMAT, "head_dim");
+    bad(WITH(",\"head_dim\":512"), AL_EFORMAT, "head_dim"); /* wider than attention's tiles */
     bad(WITH(",\"tie_word_embeddings\":\"yes\""), AL_EFORMAT, "tie_word_embeddings");
     bad(WITH(",\"attention_bias\":1"), AL_EFORMAT, "attention_bias");
     bad(WITH(",\"rms_norm_eps\":\"1e-6\""), AL_EFORMAT, "rms_norm_eps");

@@ -512,6 +512,11 @@ static void test_cli(void) {
                dir, dir, dir, dir, dir));
     T_OK(dd_sh("'%s' serve --check-config --workers 3 --state-dir '%s' | grep -q '^workers = 3$'", dd_bin(), state));
     T_TRUE(dd_sh("'%s' serve --check-config --workers x 2>/dev/null", dd_bin()) != 0);
+    /* dtype (the chat endpoints', reward models' and judges' precision) */
+    T_OK(dd_sh("'%s' serve --check-config --dtype bf16 --state-dir '%s' | grep -q '^dtype = \"bf16\"$'", dd_bin(),
+               state));
+    T_OK(dd_sh("'%s' serve --check-config --dtype fp16 --state-dir '%s' 2>&1 >/dev/null | grep -q "
+               "\"^alignd: --dtype: dtype: 'fp16' is not auto, bf16 or fp32$\"", dd_bin(), state));
     T_TRUE(dd_sh("'%s' serve --check-config --config /nonexistent/alignd.conf 2>/dev/null", dd_bin()) != 0);
 }
 

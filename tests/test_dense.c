@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "al.h"
+#include "compute/onednn.h"
 #include "compute/ops.h"
 #include "compute/pool.h"
 #include "gradcheck.h"
@@ -32,33 +33,6 @@ static float *fcopy(const float *x, size_t n) {
     float *p = fbuf(n);
     memcpy(p, x, n * sizeof(float));
     return p;
-}
-
-static double maxabs(const float *x, size_t n) {
-    double m = 0.0;
-    for (size_t i = 0; i < n; i++) m = fmax(m, fabs((double)x[i]));
-    return m;
-}
-
-/* |got - want| <= rtol * (|want| + max|want|) for every element. */
-static void expect_close(const char *what, const float *got, const float *want, size_t n,
-                         double rtol) {
-    double scale = maxabs(want, n);
-    size_t bad = 0, worst = 0;
-    double wd = -1.0;
-    for (size_t i = 0; i < n; i++) {
-        double d = fabs((double)got[i] - (double)want[i]);
-        double tol = rtol * (fabs((double)want[i]) + scale);
-        if (!(d <= tol)) {
-            bad++;
-            if (!(d - tol <= wd)) {
-                wd = d - tol;
-                worst = i;
-            }
-        }
-    }
-    T_REPORT_(bad == 0, "%s: %zu of %zu off, worst [%zu] %.9g vs %.9g", what, bad, n, worst,
-              n ? got[worst] : 0.0, n ? want[worst] : 0.0);
 }
 
 static void expect_same(const char *what, const float *a, const float *b, size_t n) {
@@ -285,7 +259,7 @@ static void test_elementwise(void) {
     T_NEAR(got, s, 1e-12 * s);
     T_TRUE(al_sumsq(x, n) == got); /* deterministic */
     al_zero(z, n);
-    T_NEAR(maxabs(z, n), 0, 0);
+    T_NEAR(gc_maxabs(z, n), 0, 0);
     al_free(x);
     al_free(y);
     al_free(z);
@@ -363,8 +337,8 @@ static void test_lmhead_grad(void) {
     lm_loss(&c);
     al_lmhead_backward(dh2, dw2, c.R1, c.R2, c.h, c.w, target, c.lse, NULL, N, C, V,
                        c.inv_temp, 0.0f, c.scratch, chunk);
-    expect_close("lmhead dh, ent recomputed", dh2, dh, (size_t)N * C, 1e-5);
-    expect_close("lmhead dw, ent recomputed", dw2, dw, (size_t)V * C, 1e-5);
+    gc_expect_close("lmhead dh, ent recomputed", dh2, dh, (size_t)N * C, 1e-5);
+    gc_expect_close("lmhead dw, ent recomputed", dw2, dw, (size_t)V * C, 1e-5);
 
     /* logp term only (dent NULL), inv_temp = 1, chunk 1 */
     al_free(c.R2);
@@ -410,8 +384,8 @@ static void test_lmhead_softcap(void) {
     float *lp_r = fbuf(N), *en_r = fbuf(N), *ls_r = fbuf(N);
     lm_loss(&c);
     al_lmhead_forward_ref(lp_r, en_r, ls_r, NULL, c.h, c.w, target, N, C, V, c.inv_temp, c.cap);
-    expect_close("lmhead softcap logp", c.logp, lp_r, N, 1e-5);
-    expect_close("lmhead softcap ent", c.ent, en_r, N, 1e-5);
+    gc_expect_close("lmhead softcap logp", c.logp, lp_r, N, 1e-5);
+    gc_expect_close("lmhead softcap ent", c.ent, en_r, N, 1e-5);
     float *dh = fbuf((size_t)N * C), *dw = fbuf((size_t)V * C);
     al_lmhead_backward(dh, dw, c.R1, c.R2, c.h, c.w, target, c.lse, c.ent, N, C, V,
                        c.inv_temp, c.cap, c.scratch, chunk);
@@ -470,7 +444,7 @@ static void test_gemm_split(void) {
                 gemm_naive(ta, tb, M, N, K, 0.75f, A, lda, Bm, ldb, 0.5f, Cr, ldc);
                 char what[64];
                 snprintf(what, sizeof what, "gemm %dx%dx%d ta=%d tb=%d", M, N, K, ta, tb);
-                expect_close(what, C, Cr, (size_t)M * ldc, 1e-5);
+                gc_expect_close(what, C, Cr, (size_t)M * ldc, 1e-5);
                 /* padding columns of C are untouched */
                 int pad_ok = 1;
                 for (int i = 0; i < M; i++)
@@ -482,6 +456,283 @@ static void test_gemm_split(void) {
                 expect_same(what, C, C2, (size_t)M * ldc);
                 al_free(A); al_free(Bm); al_free(C); al_free(Cr); al_free(C2);
             }
+    }
+}
+
+/* oneDNN's products against OpenBLAS's, 1e-5 relative in fp32: every
+ * transpose, padded leading dimensions, alpha and beta (beta 0 must ignore
+ * NaN in C), panels split over rows and over columns (two threads), small
+ * products run inline. */
+static void gemm_backends_compare(const char *tag, int dm) {
+    static const int shapes[][3] = {{301, 67, 131}, {37, 613, 97}, {2, 3, 5}, {130, 300, 257}};
+    static const float ab[][2] = {{1.0f, 0.0f}, {0.75f, 0.5f}, {-1.25f, 1.0f}};
+    for (int s = 0; s < 4; s++)
+        for (int ta = 0; ta < 2; ta++)
+            for (int tb = 0; tb < 2; tb++)
+                for (int v = 0; v < 3; v++) {
+                    int M = shapes[s][0] + dm, N = shapes[s][1], K = shapes[s][2];
+                    float alpha = ab[v][0], beta = ab[v][1];
+                    int lda = (ta ? M : K) + 3, ldb = (tb ? K : N) + 5, ldc = N + 2;
+                    size_t na = (size_t)(ta ? K : M) * lda, nb = (size_t)(tb ? N : K) * ldb;
+                    size_t nc = (size_t)M * ldc;
+                    float *A = frand(na, 110 + s, 1.0f), *Bm = frand(nb, 210 + s, 1.0f);
+                    float *C = frand(nc, 310 + s, 1.0f);
+                    if (beta == 0.0f)
+                        for (size_t i = 0; i < nc; i += 7) C[i] = NAN;
+                    float *Cb = fcopy(C, nc);
+                    T_OK(al_gemm_set_backend(AL_MM_ONEDNN));
+                    al_gemm(ta, tb, M, N, K, alpha, A, lda, Bm, ldb, beta, C, ldc);
+                    T_OK(al_gemm_set_backend(AL_MM_OPENBLAS));
+                    al_gemm(ta, tb, M, N, K, alpha, A, lda, Bm, ldb, beta, Cb, ldc);
+                    /* padding columns: both left them alone */
+                    for (int i = 0; i < M; i++)
+                        for (int j = N; j < ldc; j++) {
+                            size_t at = (size_t)i * ldc + (size_t)j;
+                            C[at] = Cb[at] = 0.0f;
+                        }
+                    char what[96];
+                    snprintf(what, sizeof what, "%s: onednn vs openblas %dx%dx%d ta=%d tb=%d a=%g b=%g",
+                             tag, M, N, K, ta, tb, alpha, beta);
+                    gc_expect_close(what, C, Cb, nc, 1e-5);
+                    al_free(A); al_free(Bm); al_free(C); al_free(Cb);
+                }
+}
+
+/* One product's bits on oneDNN: a fresh array C = op(A) op(B) of a fixed
+ * shape that splits over both threads. */
+static float *gemm_probe(void) {
+    int M = 263, N = 190, K = 333;
+    float *A = frand((size_t)M * K, 41, 1.0f), *Bm = frand((size_t)N * K, 42, 1.0f);
+    float *C = frand((size_t)M * N, 43, 1.0f);
+    al_gemm(0, 1, M, N, K, 1.0f, A, K, Bm, K, 0.0f, C, N);
+    al_free(A);
+    al_free(Bm);
+    return C;
+}
+
+static void test_gemm_onednn_vs_openblas(void) {
+    if (al_gemm_set_backend(AL_MM_ONEDNN) != AL_OK) {
+        fprintf(stderr, "skip: this build has no oneDNN (ALIGND_ONEDNN=OFF)\n");
+        return;
+    }
+    int before = al_gemm_backend();
+    float *first = gemm_probe();
+    gemm_backends_compare("cached", 0);
+    int live;
+    long created0, created;
+    al_dnnl_cache_stats(&live, &created0);
+    T_TRUE(live > 2);
+    /* a cache of two primitives: every new shape evicts one while the other
+     * thread may be running its own panel (ASan sees a use after free) */
+    al_dnnl_set_cache_cap(2);
+    gemm_backends_compare("evicting", 1);
+    al_dnnl_cache_stats(&live, &created);
+    T_TRUE(live <= 2);
+    T_TRUE(created - created0 > 40);
+    /* a shape's bits do not depend on what the process multiplied before
+     * (its primitive was evicted and is made again with the cache full) */
+    T_OK(al_gemm_set_backend(AL_MM_ONEDNN)); /* the comparison ends on OpenBLAS */
+    float *again = gemm_probe();
+    expect_same("oneDNN product after evictions", first, again, (size_t)263 * 190);
+    al_free(first);
+    al_free(again);
+    al_dnnl_set_cache_cap(1024);
+    al_gemm_set_backend(before);
+}
+
+/* ---------------------------------------------------------------- bf16 */
+
+static uint16_t *hbuf(size_t n) {
+    uint16_t *p = al_calloc(n, sizeof(uint16_t));
+    AL_ASSERT(p);
+    return p;
+}
+
+static uint16_t *hrand(size_t n, uint64_t seed, float scale) {
+    float *f = frand(n, seed, scale);
+    uint16_t *h = hbuf(n);
+    al_bf16_round_ref(h, f, n);
+    al_free(f);
+    return h;
+}
+
+static float bf(uint16_t h) {
+    uint32_t x = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &x, sizeof f);
+    return f;
+}
+
+static float fbits(uint32_t x) {
+    float f;
+    memcpy(&f, &x, sizeof f);
+    return f;
+}
+
+/* Rounding by hand: ties to even, carries, infinity, NaN, subnormals; then
+ * the fast path against the by-value _ref on random bit patterns (serial and
+ * split over the pool), and widening exact. */
+static void test_bf16_round(void) {
+    static const struct { uint32_t in; uint16_t want; } cases[] = {
+        {0x3f800000u, 0x3f80u}, /* 1 */
+        {0x3f808000u, 0x3f80u}, /* 1 + 2^-8: a tie, to even (down) */
+        {0x3f818000u, 0x3f82u}, /* a tie, to even (up) */
+        {0x3f808001u, 0x3f81u}, /* just above the tie */
+        {0x3f7fffffu, 0x3f80u}, /* carries into the exponent */
+        {0xbf808001u, 0xbf81u}, /* negative, by magnitude */
+        {0x7f7fffffu, 0x7f80u}, /* the largest float: to infinity */
+        {0x7f7f7fffu, 0x7f7fu}, /* below the overflow tie: the largest bf16 */
+        {0x7f800000u, 0x7f80u}, /* +inf */
+        {0xff800000u, 0xff80u}, /* -inf */
+        {0x7f800001u, 0x7fc0u}, /* a signalling NaN comes out quiet */
+        {0xffc00000u, 0xffc0u}, /* -NaN */
+        {0x00000001u, 0x0000u}, /* the smallest subnormal: to zero */
+        {0x00018000u, 0x0002u}, /* subnormal tie, to even (up): no flush */
+        {0x80000000u, 0x8000u}, /* -0 */
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        float f = fbits(cases[i].in);
+        uint16_t got, ref;
+        al_bf16_round(&got, &f, 1);
+        al_bf16_round_ref(&ref, &f, 1);
+        T_REPORT_(got == cases[i].want && ref == cases[i].want,
+                  "round 0x%08x: got 0x%04x, ref 0x%04x, want 0x%04x", cases[i].in, got, ref,
+                  cases[i].want);
+    }
+    size_t n = (size_t)1 << 18; /* above the pool threshold */
+    float *f = fbuf(n);
+    al_rng r;
+    al_rng_seed(&r, 77);
+    for (size_t i = 0; i < n; i++) {
+        uint32_t x = (uint32_t)al_rng_u64(&r);
+        if (i % 3 == 0) x &= 0xffff8000u | (x & 1u); /* many exact ties */
+        f[i] = fbits(x);
+    }
+    uint16_t *a = hbuf(n), *b = hbuf(n);
+    al_bf16_round(a, f, n);
+    al_bf16_round_ref(b, f, n);
+    T_TRUE(memcmp(a, b, n * sizeof(uint16_t)) == 0);
+    float *w = fbuf(n);
+    al_bf16_widen(w, a, n);
+    size_t bad = 0;
+    for (size_t i = 0; i < n; i++) {
+        uint32_t x;
+        memcpy(&x, &w[i], sizeof x);
+        bad += x != (uint32_t)a[i] << 16;
+    }
+    T_EQ_INT(bad, 0);
+    al_free(f); al_free(a); al_free(b); al_free(w);
+}
+
+/* |got - want| <= tol_ij per element; tol = k * sum_k |a_ik b_kj| + 1e-30. */
+static void expect_within_abs(const char *what, const float *got, const float *want,
+                              const double *absum, size_t n, double k) {
+    size_t bad = 0, worst = 0;
+    double wr = 0;
+    for (size_t i = 0; i < n; i++) {
+        double d = fabs((double)got[i] - (double)want[i]), tol = k * absum[i] + 1e-30;
+        if (!(d <= tol)) {
+            bad++;
+            if (!(d / tol <= wr)) wr = d / tol, worst = i;
+        }
+    }
+    T_REPORT_(bad == 0, "%s: %zu of %zu off, worst [%zu] %.9g vs %.9g (%.3g x tol)", what, bad,
+              n, worst, n ? got[worst] : 0.0, n ? want[worst] : 0.0, wr);
+}
+
+/* sum_k |op(A)_ik op(B)_kj| in double over widened bf16 or float values. */
+static double *abs_sums(int ta, int tb, int M, int N, int K, const uint16_t *Ah, const float *Af,
+                        int lda, const uint16_t *Bh, const float *Bf, int ldb) {
+    double *s = calloc((size_t)M * N, sizeof *s);
+    AL_ASSERT(s);
+    for (int i = 0; i < M; i++)
+        for (int j = 0; j < N; j++)
+            for (int k = 0; k < K; k++) {
+                size_t ia = ta ? (size_t)k * lda + i : (size_t)i * lda + k;
+                size_t ib = tb ? (size_t)j * ldb + k : (size_t)k * ldb + j;
+                double a = Ah ? bf(Ah[ia]) : Af[ia], b = Bh ? bf(Bh[ib]) : Bf[ib];
+                s[(size_t)i * N + j] += fabs(a * b);
+            }
+    return s;
+}
+
+/* al_gemm_bf16 against the double-precision loops over the same bf16
+ * values: only fp32 accumulation separates them (K * 2^-24 of the sum of
+ * |products|). Every transpose, alpha/beta, a single row (the decoding
+ * path), pool panels over rows and columns, on both backends. */
+static void gemm_bf16_check(const char *backend) {
+    static const int shapes[][3] = {{1, 301, 257}, {3, 40, 17}, {130, 67, 131}, {37, 613, 97}};
+    for (int s = 0; s < 4; s++)
+        for (int ta = 0; ta < 2; ta++)
+            for (int tb = 0; tb < 2; tb++) {
+                int M = shapes[s][0], N = shapes[s][1], K = shapes[s][2];
+                int lda = (ta ? M : K) + 1, ldb = (tb ? K : N) + 3, ldc = N;
+                uint16_t *A = hrand((size_t)(ta ? K : M) * lda, 410 + s, 1.0f);
+                uint16_t *Bm = hrand((size_t)(tb ? N : K) * ldb, 420 + s, 1.0f);
+                float *C = frand((size_t)M * ldc, 430 + s, 1.0f), *Cr = fcopy(C, (size_t)M * ldc);
+                al_gemm_bf16(ta, tb, M, N, K, 0.5f, A, lda, Bm, ldb, 0.25f, C, ldc);
+                al_gemm_bf16_ref(ta, tb, M, N, K, 0.5f, A, lda, Bm, ldb, 0.25f, Cr, ldc);
+                double *abs = abs_sums(ta, tb, M, N, K, A, NULL, lda, Bm, NULL, ldb);
+                for (size_t i = 0; i < (size_t)M * N; i++) abs[i] = 0.5 * abs[i] + 0.25 * 2.0;
+                char what[96];
+                snprintf(what, sizeof what, "gemm_bf16 (%s) %dx%dx%d ta=%d tb=%d", backend, M, N,
+                         K, ta, tb);
+                expect_within_abs(what, C, Cr, abs, (size_t)M * N, (K + 2) * 0x1p-24);
+                free(abs);
+                al_free(A); al_free(Bm); al_free(C); al_free(Cr);
+            }
+}
+
+static void test_gemm_bf16(void) {
+    int before = al_gemm_backend();
+    if (al_gemm_set_backend(AL_MM_ONEDNN) == AL_OK) gemm_bf16_check("onednn");
+    al_gemm_set_backend(AL_MM_OPENBLAS);
+    gemm_bf16_check("loops");
+    al_gemm_set_backend(before);
+}
+
+/* The bf16 linear layer against the fp32 _ref on the unrounded data: within
+ * the bf16 tolerance derived from K, (2^-7 + K 2^-23) of the sum of
+ * |products| (both operands rounded, 2^-8 relative each, plus fp32
+ * accumulation); the bias gradient is fp32 alone. */
+static void test_matmul_bf16_vs_ref(void) {
+    static const int shapes[][3] = {{1, 37, 29}, {5, 7, 3}, {300, 96, 130}, {64, 200, 48}};
+    for (int s = 0; s < 4; s++) {
+        int N = shapes[s][0], C = shapes[s][1], OC = shapes[s][2];
+        float *inp = frand((size_t)N * C, 510 + s, 1.0f), *w = frand((size_t)OC * C, 520 + s, 1.0f);
+        float *b = frand((size_t)OC, 530 + s, 1.0f), *dout = frand((size_t)N * OC, 540 + s, 1.0f);
+        uint16_t *w16 = hbuf((size_t)OC * C), *scr = hbuf((size_t)N * (OC + C));
+        al_bf16_round(w16, w, (size_t)OC * C);
+        float *out = fbuf((size_t)N * OC), *ref = fbuf((size_t)N * OC);
+        al_matmul_forward_bf16(out, inp, w16, b, N, C, OC, scr);
+        al_matmul_forward_ref(ref, inp, w, b, N, C, OC);
+        double *abs = abs_sums(0, 1, N, OC, C, NULL, inp, C, NULL, w, C);
+        char what[96];
+        double tol = 0x1p-7 + (C + 1) * 0x1p-23;
+        snprintf(what, sizeof what, "matmul_forward_bf16 %dx%dx%d", N, C, OC);
+        expect_within_abs(what, out, ref, abs, (size_t)N * OC, tol);
+        free(abs);
+        /* backward, accumulating onto ones */
+        float *dinp = fbuf((size_t)N * C), *dw = fbuf((size_t)OC * C), *db = fbuf((size_t)OC);
+        float *dinp_r = fbuf((size_t)N * C), *dw_r = fbuf((size_t)OC * C), *db_r = fbuf((size_t)OC);
+        for (size_t i = 0; i < (size_t)N * C; i++) dinp[i] = dinp_r[i] = 1.0f;
+        for (size_t i = 0; i < (size_t)OC * C; i++) dw[i] = dw_r[i] = 1.0f;
+        al_matmul_backward_bf16(dinp, dw, db, dout, inp, w16, N, C, OC, scr);
+        al_matmul_backward_ref(dinp_r, dw_r, db_r, dout, inp, w, N, C, OC);
+        abs = abs_sums(0, 0, N, C, OC, NULL, dout, OC, NULL, w, C);
+        for (size_t i = 0; i < (size_t)N * C; i++) abs[i] += 1.0;
+        snprintf(what, sizeof what, "matmul_backward_bf16 dinp %dx%dx%d", N, C, OC);
+        expect_within_abs(what, dinp, dinp_r, abs, (size_t)N * C, 0x1p-7 + (OC + 1) * 0x1p-23);
+        free(abs);
+        abs = abs_sums(1, 0, OC, C, N, NULL, dout, OC, NULL, inp, C);
+        for (size_t i = 0; i < (size_t)OC * C; i++) abs[i] += 1.0;
+        snprintf(what, sizeof what, "matmul_backward_bf16 dw %dx%dx%d", N, C, OC);
+        expect_within_abs(what, dw, dw_r, abs, (size_t)OC * C, 0x1p-7 + (N + 1) * 0x1p-23);
+        free(abs);
+        gc_expect_close("matmul_backward_bf16 db", db, db_r, (size_t)OC, 1e-6);
+        al_free(inp); al_free(w); al_free(b); al_free(dout); al_free(w16); al_free(scr);
+        al_free(out); al_free(ref); al_free(dinp); al_free(dw); al_free(db);
+        al_free(dinp_r); al_free(dw_r); al_free(db_r);
     }
 }
 
@@ -498,12 +749,12 @@ static void test_matmul_vs_ref(void) {
         al_matmul_forward(out, inp, w, b, N, C, OC);
         al_matmul_forward_ref(out_r, inp, w, b, N, C, OC);
         snprintf(what, sizeof what, "matmul fwd N=%d C=%d OC=%d", N, C, OC);
-        expect_close(what, out, out_r, (size_t)N * OC, 1e-4);
+        gc_expect_close(what, out, out_r, (size_t)N * OC, 1e-4);
         al_matmul_forward(out2, inp, w, b, N, C, OC);
         expect_same(what, out, out2, (size_t)N * OC);
         al_matmul_forward(out, inp, w, NULL, N, C, OC);
         al_matmul_forward_ref(out_r, inp, w, NULL, N, C, OC);
-        expect_close(what, out, out_r, (size_t)N * OC, 1e-4);
+        gc_expect_close(what, out, out_r, (size_t)N * OC, 1e-4);
 
         /* backward accumulates onto random initial gradients */
         float *dinp = frand((size_t)N * C, 80, 1.0f), *dw = frand((size_t)OC * C, 81, 1.0f);
@@ -515,11 +766,11 @@ static void test_matmul_vs_ref(void) {
         al_matmul_backward(dinp, dw, db, dout, inp, w, N, C, OC);
         al_matmul_backward_ref(dinp_r, dw_r, db_r, dout, inp, w, N, C, OC);
         snprintf(what, sizeof what, "matmul bwd dinp N=%d C=%d OC=%d", N, C, OC);
-        expect_close(what, dinp, dinp_r, (size_t)N * C, 1e-4);
+        gc_expect_close(what, dinp, dinp_r, (size_t)N * C, 1e-4);
         snprintf(what, sizeof what, "matmul bwd dw N=%d C=%d OC=%d", N, C, OC);
-        expect_close(what, dw, dw_r, (size_t)OC * C, 1e-4);
+        gc_expect_close(what, dw, dw_r, (size_t)OC * C, 1e-4);
         snprintf(what, sizeof what, "matmul bwd db N=%d C=%d OC=%d", N, C, OC);
-        expect_close(what, db, db_r, OC, 1e-5);
+        gc_expect_close(what, db, db_r, OC, 1e-5);
         al_matmul_backward(dinp2, dw2, db2, dout, inp, w, N, C, OC);
         expect_same("matmul bwd dinp repeat", dinp, dinp2, (size_t)N * C);
         expect_same("matmul bwd dw repeat", dw, dw2, (size_t)OC * C);
@@ -533,14 +784,17 @@ static void test_matmul_vs_ref(void) {
     float *dout = frand((size_t)N * OC, 90, 1.0f), *db = fbuf(OC), *db_r = fbuf(OC);
     al_matmul_backward(NULL, NULL, db, dout, NULL, NULL, N, 1, OC);
     al_matmul_backward_ref(NULL, NULL, db_r, dout, NULL, NULL, N, 1, OC);
-    expect_close("matmul db big", db, db_r, OC, 1e-6);
+    gc_expect_close("matmul db big", db, db_r, OC, 1e-6);
     al_free(dout); al_free(db); al_free(db_r);
 }
 
 /* dh, dw of L = sum(dlogp * logp + dent * ent) in double, for comparison. */
-static void lmhead_backward_naive(float *dh, float *dw, const float *dlogp, const float *dent,
-                                  const float *h, const float *w, const int32_t *target,
-                                  int N, int C, int V, float inv_temp) {
+/* sh, sw (may be NULL) accumulate sum |dz| |w| and sum |dz| |h|, the scale
+ * of each gradient element's rounding error. */
+static void lmhead_backward_naive_abs(float *dh, float *dw, double *sh, double *sw,
+                                      const float *dlogp, const float *dent, const float *h,
+                                      const float *w, const int32_t *target, int N, int C, int V,
+                                      float inv_temp) {
     double *z = calloc((size_t)V, sizeof(double));
     AL_ASSERT(z);
     for (int n = 0; n < N; n++) {
@@ -567,10 +821,103 @@ static void lmhead_backward_naive(float *dh, float *dw, const float *dlogp, cons
             for (int k = 0; k < C; k++) {
                 dh[(size_t)n * C + k] += (float)(g * w[(size_t)v * C + k]);
                 dw[(size_t)v * C + k] += (float)(g * x[k]);
+                if (sh) sh[(size_t)n * C + k] += fabs(g * w[(size_t)v * C + k]);
+                if (sw) sw[(size_t)v * C + k] += fabs(g * x[k]);
             }
         }
     }
     free(z);
+}
+
+static void lmhead_backward_naive(float *dh, float *dw, const float *dlogp, const float *dent,
+                                  const float *h, const float *w, const int32_t *target,
+                                  int N, int C, int V, float inv_temp) {
+    lmhead_backward_naive_abs(dh, dw, NULL, NULL, dlogp, dent, h, w, target, N, C, V, inv_temp);
+}
+
+/* The bf16 head against its fp32 twins. Forward: against the _ref on the
+ * bf16-rounded h and w, fp32 rounding apart (1e-5); against the _ref on the
+ * unrounded data, log-probs within twice the largest logit's bound
+ * (2^-7 + C 2^-23) sum_k |h_k w_vk| / T. Backward: against the plain loops on
+ * the rounded data, within the rounding of dz to bf16 (2^-8 of sum |dz| |w|,
+ * plus fp32 accumulation over V and C). */
+static void test_lmhead_bf16(void) {
+    static const int cfg[][4] = {{50, 64, 1031, 24}, {13, 5, 7, 4}};
+    for (int s = 0; s < 2; s++) {
+        int N = cfg[s][0], C = cfg[s][1], V = cfg[s][2], chunk = cfg[s][3];
+        float inv_temp = 1.0f / 0.7f;
+        int32_t *target = calloc((size_t)N, sizeof(int32_t));
+        AL_ASSERT(target);
+        for (int n = 0; n < N; n++) target[n] = n % 5 == 3 ? -1 : (n * 37) % V;
+        float *h = frand((size_t)N * C, 900 + s, 1.0f), *w = frand((size_t)V * C, 910 + s, 0.5f);
+        uint16_t *w16 = hbuf((size_t)V * C), *h16 = hbuf((size_t)N * C);
+        al_bf16_round(w16, w, (size_t)V * C);
+        al_bf16_round(h16, h, (size_t)N * C);
+        float *hr = fbuf((size_t)N * C), *wr = fbuf((size_t)V * C);
+        al_bf16_widen(hr, h16, (size_t)N * C);
+        al_bf16_widen(wr, w16, (size_t)V * C);
+        float *scratch = fbuf((size_t)chunk * (C + V));
+        uint16_t *s16 = hbuf((size_t)chunk * (C + V));
+        float *lp = fbuf(N), *en = fbuf(N), *ls = fbuf(N), *lp_r = fbuf(N), *en_r = fbuf(N),
+              *ls_r = fbuf(N), *lp_u = fbuf(N), *ls_u = fbuf(N);
+        al_lmhead_forward_bf16(lp, en, ls, NULL, h, w16, target, N, C, V, inv_temp, 0.0f, scratch, s16,
+                               chunk);
+        al_lmhead_forward_ref(lp_r, en_r, ls_r, NULL, hr, wr, target, N, C, V, inv_temp, 0.0f);
+        gc_expect_close("lmhead_bf16 logp vs ref on rounded", lp, lp_r, N, 1e-5);
+        gc_expect_close("lmhead_bf16 ent vs ref on rounded", en, en_r, N, 1e-5);
+        gc_expect_close("lmhead_bf16 lse vs ref on rounded", ls, ls_r, N, 1e-5);
+        al_lmhead_forward_ref(lp_u, NULL, ls_u, NULL, h, w, target, N, C, V, inv_temp, 0.0f);
+        double *bound = calloc((size_t)N, sizeof *bound);
+        AL_ASSERT(bound);
+        for (int n = 0; n < N; n++)
+            for (int v = 0; v < V; v++) {
+                double a = 0;
+                for (int k = 0; k < C; k++) a += fabs((double)h[(size_t)n * C + k] * w[(size_t)v * C + k]);
+                a *= (0x1p-7 + (C + 1) * 0x1p-23) * inv_temp;
+                if (a > bound[n]) bound[n] = a;
+            }
+        for (int n = 0; n < N; n++) bound[n] = 2.0 * bound[n] / 1.0;
+        expect_within_abs("lmhead_bf16 logp vs fp32 ref", lp, lp_u, bound, (size_t)N, 1.0);
+        free(bound);
+
+        float *dlogp = frand(N, 920 + s, 1.0f), *dent = frand(N, 930 + s, 1.0f);
+        float *dh = fbuf((size_t)N * C), *dw = fbuf((size_t)V * C);
+        float *dh_r = fbuf((size_t)N * C), *dw_r = fbuf((size_t)V * C);
+        double *sh = calloc((size_t)N * C, sizeof *sh), *sw = calloc((size_t)V * C, sizeof *sw);
+        AL_ASSERT(sh && sw);
+        al_lmhead_backward_bf16(dh, dw, dlogp, dent, h, w16, target, ls, en, N, C, V, inv_temp,
+                                0.0f, scratch, s16, chunk);
+        lmhead_backward_naive_abs(dh_r, dw_r, sh, sw, dlogp, dent, hr, wr, target, N, C, V,
+                                  inv_temp);
+        for (size_t i = 0; i < (size_t)N * C; i++) sh[i] += 1e-7;
+        for (size_t i = 0; i < (size_t)V * C; i++) sw[i] += 1e-7;
+        double k = 0x1p-8 + (V + C + 8) * 0x1p-23;
+        expect_within_abs("lmhead_bf16 dh", dh, dh_r, sh, (size_t)N * C, k);
+        expect_within_abs("lmhead_bf16 dw", dw, dw_r, sw, (size_t)V * C, k);
+        free(sh); free(sw); free(target);
+        al_free(h); al_free(w); al_free(w16); al_free(h16); al_free(hr); al_free(wr);
+        al_free(scratch); al_free(s16); al_free(lp); al_free(en); al_free(ls); al_free(lp_r);
+        al_free(en_r); al_free(ls_r); al_free(lp_u); al_free(ls_u); al_free(dlogp); al_free(dent);
+        al_free(dh); al_free(dw); al_free(dh_r); al_free(dw_r);
+    }
+}
+
+/* Embeddings from bf16 tables: exactly the widened values (and their sum). */
+static void test_embed_bf16(void) {
+    enum { V = 11, T = 5, C = 7, N = 6 };
+    int32_t ids[N] = {3, 0, 10, 3, 7, 1}, pos[N] = {0, 1, 2, 3, 4, 0};
+    uint16_t *te = hrand((size_t)V * C, 940, 1.0f), *pe = hrand((size_t)T * C, 941, 1.0f);
+    float *tf = fbuf((size_t)V * C), *pf = fbuf((size_t)T * C);
+    al_bf16_widen(tf, te, (size_t)V * C);
+    al_bf16_widen(pf, pe, (size_t)T * C);
+    float *o = fbuf((size_t)N * C), *r = fbuf((size_t)N * C);
+    al_embed_forward_bf16(o, ids, pos, te, pe, N, C);
+    al_embed_forward(r, ids, pos, tf, pf, N, C);
+    expect_same("embed_bf16 with positions", o, r, (size_t)N * C);
+    al_embed_forward_bf16(o, ids, NULL, te, NULL, N, C);
+    al_embed_forward(r, ids, NULL, tf, NULL, N, C);
+    expect_same("embed_bf16", o, r, (size_t)N * C);
+    al_free(te); al_free(pe); al_free(tf); al_free(pf); al_free(o); al_free(r);
 }
 
 static void test_lmhead_vs_ref(void) {
@@ -600,11 +947,11 @@ static void test_lmhead_vs_ref(void) {
         al_lmhead_forward(lp, en, ls, NULL, h, w, target, N, C, V, inv_temp, 0.0f, scratch, chunk);
         al_lmhead_forward_ref(lp_r, en_r, ls_r, NULL, h, w, target, N, C, V, inv_temp, 0.0f);
         snprintf(what, sizeof what, "lmhead logp N=%d C=%d V=%d chunk=%d", N, C, V, chunk);
-        expect_close(what, lp, lp_r, N, 1e-5);
+        gc_expect_close(what, lp, lp_r, N, 1e-5);
         snprintf(what, sizeof what, "lmhead ent N=%d C=%d V=%d chunk=%d", N, C, V, chunk);
-        expect_close(what, en, en_r, N, 1e-5);
+        gc_expect_close(what, en, en_r, N, 1e-5);
         snprintf(what, sizeof what, "lmhead lse N=%d C=%d V=%d chunk=%d", N, C, V, chunk);
-        expect_close(what, ls, ls_r, N, 1e-5);
+        gc_expect_close(what, ls, ls_r, N, 1e-5);
         int zeros = 1;
         for (int n = 0; n < N; n++)
             if (target[n] < 0 && (lp[n] != 0 || en[n] != 0 || ls[n] != 0)) zeros = 0;
@@ -621,9 +968,9 @@ static void test_lmhead_vs_ref(void) {
                            scratch, chunk);
         lmhead_backward_naive(dh_r, dw_r, dlogp, dent, h, w, target, N, C, V, inv_temp);
         snprintf(what, sizeof what, "lmhead dh N=%d C=%d V=%d chunk=%d", N, C, V, chunk);
-        expect_close(what, dh, dh_r, (size_t)N * C, 1e-4);
+        gc_expect_close(what, dh, dh_r, (size_t)N * C, 1e-4);
         snprintf(what, sizeof what, "lmhead dw N=%d C=%d V=%d chunk=%d", N, C, V, chunk);
-        expect_close(what, dw, dw_r, (size_t)V * C, 1e-4);
+        gc_expect_close(what, dw, dw_r, (size_t)V * C, 1e-4);
         al_lmhead_backward(dh2, dw2, dlogp, dent, h, w, target, ls, en, N, C, V, inv_temp, 0.0f,
                            scratch, chunk);
         expect_same("lmhead bwd repeat dh", dh, dh2, (size_t)N * C);
@@ -739,6 +1086,12 @@ int main(void) {
     test_embed_grad();
 
     test_gemm_split();
+    test_gemm_onednn_vs_openblas();
+    test_bf16_round();
+    test_gemm_bf16();
+    test_matmul_bf16_vs_ref();
+    test_lmhead_bf16();
+    test_embed_bf16();
     test_matmul_vs_ref();
     test_lmhead_vs_ref();
     test_embed_vs_serial();

@@ -4,6 +4,8 @@
 #include <jansson.h>
 #include <string.h>
 
+#include "compute/ops.h"
+#include "model/safetensors.h"
 #include "t.h"
 #include "train/job.h"
 
@@ -145,6 +147,36 @@ int main(void) {
     T_NEAR(json_real_value(json_object_get(h, "max_grad_norm")), 1.0, 1e-7);
     T_STR_EQ(json_string_value(json_object_get(h, "lr_scheduler_type")), "linear");
     al_job_deinit(&j);
+
+    /* mixed_precision: "auto" (the default) resolves to what this CPU does
+     * (al_bf16_auto) and the resolved description says which; save_dtype
+     * takes torch's names and the short ones, "auto" keeps the base's */
+    const char *prec[] = {
+        "{\"method\":\"sft\",\"model\":\"m\",\"training_file\":\"f\"}",
+        "{\"method\":\"sft\",\"model\":\"m\",\"training_file\":\"f\",\"hyperparameters\":"
+        "{\"mixed_precision\":\"fp32\",\"save_dtype\":\"bfloat16\"}}",
+        "{\"method\":\"sft\",\"model\":\"m\",\"training_file\":\"f\",\"hyperparameters\":"
+        "{\"mixed_precision\":\"bf16\",\"save_dtype\":\"fp16\"}}"};
+    const int want_mp[] = {al_bf16_auto() ? AL_MP_BF16 : AL_MP_FP32, AL_MP_FP32, AL_MP_BF16};
+    const int want_dt[] = {0, AL_DT_BF16, AL_DT_F16};
+    const char *want_dt_name[] = {"auto", "bfloat16", "float16"};
+    for (int i = 0; i < 3; i++) {
+        T_OK(al_job_parse(&j, prec[i], strlen(prec[i]), err));
+        T_EQ_INT(j.hp.mixed_precision, want_mp[i]);
+        T_EQ_INT(j.hp.save_dtype, want_dt[i]);
+        T_EQ_INT(al_job_open_flags(&j), want_mp[i] == AL_MP_BF16 ? AL_OPEN_BF16 : 0);
+        json_t *hp = json_object_get(j.resolved, "hyperparameters");
+        T_STR_EQ(json_string_value(json_object_get(hp, "mixed_precision")),
+                 want_mp[i] == AL_MP_BF16 ? "bf16" : "fp32");
+        T_STR_EQ(json_string_value(json_object_get(hp, "save_dtype")), want_dt_name[i]);
+        al_job_deinit(&j);
+    }
+    T_REJECTS("{\"method\":\"sft\",\"model\":\"m\",\"training_file\":\"f\",\"hyperparameters\":"
+              "{\"mixed_precision\":\"fp16\"}}",
+              "hyperparameters.mixed_precision: must be \"bf16\", \"fp32\" or \"auto\"");
+    T_REJECTS("{\"method\":\"sft\",\"model\":\"m\",\"training_file\":\"f\",\"hyperparameters\":"
+              "{\"save_dtype\":\"int8\"}}",
+              "hyperparameters.save_dtype: must be \"float32\", \"bfloat16\", \"float16\" or \"auto\"");
 
     const char *sft = "{\"method\":\"sft\",\"model\":\"m\",\"task\":{\"name\":\"addition\",\"rows\":50},"
                       "\"hyperparameters\":{\"n_epochs\":\"auto\",\"batch_size\":16,"

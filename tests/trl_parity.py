@@ -457,10 +457,12 @@ def main():
     llama = Model(llama_dir)
 
     def job(method, hp, data=data, **extra):
+        # float32 on both sides: mixed_precision "auto" is bf16 on CPUs that
+        # multiply it natively (bf16 parity is hf_parity's, against autocast)
         j = {"method": method, "model": pol_dir, "training_file": data, "validation_file": data,
              "seed": 1, "hyperparameters": dict({"batch_size": 4, "max_steps": 0, "logging_steps": 1,
                                                  "learning_rate": 1e-3, "lr_scheduler_type": "constant",
-                                                 "max_length": CTX}, **hp)}
+                                                 "max_length": CTX, "mixed_precision": "fp32"}, **hp)}
         j.update(extra)
         return j
 

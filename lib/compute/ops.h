@@ -15,10 +15,23 @@
 
 /* Row-major C = alpha * op(A) @ op(B) + beta * C, with op(X) = X or X^T.
  * M x K times K x N; lda/ldb/ldc are row strides. Split across the pool into
- * panels, each a single-threaded cblas_sgemm; small products run inline. */
+ * panels, each a single-threaded oneDNN matmul (or cblas_sgemm with the
+ * OpenBLAS backend); single rows are OpenBLAS matrix-vector products, and
+ * small products run inline. beta 0 never reads C. */
 void al_gemm(int transA, int transB, int M, int N, int K, float alpha,
              const float *A, int lda, const float *B, int ldb, float beta,
              float *C, int ldc);
+
+/* The library behind the matrix products: oneDNN when the build has it and
+ * its CPU engine starts, else OpenBLAS. ALIGND_MATMUL=openblas in the
+ * environment (read at first use) or al_gemm_set_backend chooses OpenBLAS;
+ * both are deterministic for a given machine and thread count, and differ
+ * from each other in the last bits. */
+enum { AL_MM_OPENBLAS = 0, AL_MM_ONEDNN = 1 };
+int al_gemm_backend(void);
+/* AL_OK, AL_EINVAL (unknown), AL_EUNSUP (oneDNN asked for, not available). */
+int al_gemm_set_backend(int backend);
+const char *al_gemm_backend_name(void);   /* "onednn" or "openblas" */
 
 /* out = inp @ w^T + b.  inp (N, C), w (OC, C), b (OC) or NULL, out (N, OC). */
 void al_matmul_forward(float *out, const float *inp, const float *w,
@@ -31,6 +44,41 @@ void al_matmul_backward(float *dinp, float *dw, float *db, const float *dout,
                         const float *inp, const float *w, int N, int C, int OC);
 void al_matmul_backward_ref(float *dinp, float *dw, float *db, const float *dout,
                             const float *inp, const float *w, int N, int C, int OC);
+
+/* ---- bf16 mixed precision (ops_bf16.c), as PyTorch's CPU autocast: the
+ * operands of a product are rounded to bf16, it accumulates and returns
+ * fp32. bf16 values are uint16_t bit patterns. */
+
+/* 1 when this CPU multiplies bf16 natively (AVX512_BF16 or AMX-BF16, and
+ * the OS saves the AVX-512 state): a runtime check, whatever the build's
+ * -march. */
+int al_bf16_cpu(void);
+/* What "auto" means for mixed precision: ALIGND_MIXED_PRECISION=bf16 or
+ * fp32 in the environment, else bf16 when the CPU has it and the products
+ * run on oneDNN (without oneDNN bf16 products are plain loops). */
+int al_bf16_auto(void);
+/* dst = bf16(src), round to nearest even (NaN stays a quiet NaN; no flush
+ * of subnormals), and the exact way back. Split over the pool when large. */
+void al_bf16_round(uint16_t *dst, const float *src, size_t n);
+void al_bf16_round_ref(uint16_t *dst, const float *src, size_t n);
+void al_bf16_widen(float *dst, const uint16_t *src, size_t n);
+/* al_gemm with bf16 A and B, fp32 C, fp32 accumulation. */
+void al_gemm_bf16(int transA, int transB, int M, int N, int K, float alpha, const uint16_t *A,
+                  int lda, const uint16_t *B, int ldb, float beta, float *C, int ldc);
+/* Plain loops in double over the same bf16 values. */
+void al_gemm_bf16_ref(int transA, int transB, int M, int N, int K, float alpha,
+                      const uint16_t *A, int lda, const uint16_t *B, int ldb, float beta,
+                      float *C, int ldc);
+/* al_matmul_forward with bf16 weights w (OC, C): out = bf16(inp) @ w^T + b.
+ * scratch holds N*C bf16 values (the rounded input). */
+void al_matmul_forward_bf16(float *out, const float *inp, const uint16_t *w, const float *b,
+                            int N, int C, int OC, uint16_t *scratch);
+/* al_matmul_backward with bf16 products: dinp += bf16(dout) @ w,
+ * dw += bf16(dout)^T @ bf16(inp), db += colsum(dout) in fp32. scratch holds
+ * N*(OC + C) bf16 values. */
+void al_matmul_backward_bf16(float *dinp, float *dw, float *db, const float *dout,
+                             const float *inp, const uint16_t *w, int N, int C, int OC,
+                             uint16_t *scratch);
 
 /* LayerNorm over the last dim (biased variance, as torch):
  * out = (inp - mean) * rstd * w + b. Saves mean, rstd (N) for backward. */
@@ -134,9 +182,29 @@ void al_attention_backward(float *dq, float *dk, float *dv, const float *dout,
                            const float *v, int ld, const int32_t *seg,
                            int B, int T, int NH, int NKV, int HD, const al_attn_opts *opts);
 
+/* The same attention as FlashAttention-2 computes it (Dao 2023), in memory
+ * linear in T: the forward runs key tiles with an online softmax and saves
+ * lse (B, NH, T), each row's log-sum-exp of its scaled, capped, visible
+ * scores, instead of the (T, T) probabilities; the backward recomputes them
+ * tile by tile from q, k and lse, and takes D_i = dout_i . out_i (out: the
+ * forward's output). bf16 != 0 rounds q, k, v, dout and the probability and
+ * dS tiles to bf16 before each product (fp32 accumulation), as autocast's
+ * bf16 attention. HD <= 256. Backward accumulates into dq, dk, dv. */
+void al_flash_attention_forward(float *out, float *lse, const float *q, const float *k,
+                                const float *v, int ld, const int32_t *seg, int B, int T, int NH,
+                                int NKV, int HD, const al_attn_opts *opts, int bf16);
+void al_flash_attention_backward(float *dq, float *dk, float *dv, const float *dout,
+                                 const float *out, const float *lse, const float *q,
+                                 const float *k, const float *v, int ld, const int32_t *seg,
+                                 int B, int T, int NH, int NKV, int HD, const al_attn_opts *opts,
+                                 int bf16);
+
 /* out[n] = wte[ids[n]] + (wpe ? wpe[pos[n]] : 0). out (N, C). */
 void al_embed_forward(float *out, const int32_t *ids, const int32_t *pos,
                       const float *wte, const float *wpe, int N, int C);
+/* The same from bf16 tables (frozen embeddings held in bf16), widened. */
+void al_embed_forward_bf16(float *out, const int32_t *ids, const int32_t *pos,
+                           const uint16_t *wte, const uint16_t *wpe, int N, int C);
 /* Accumulates dwte[ids[n]] += dout[n], dwpe[pos[n]] += dout[n]; either NULL. */
 void al_embed_backward(float *dwte, float *dwpe, const float *dout, const int32_t *ids,
                        const int32_t *pos, int N, int C);
@@ -167,6 +235,18 @@ void al_lmhead_backward(float *dh, float *dw, const float *dlogp, const float *d
                         const float *h, const float *w, const int32_t *target,
                         const float *lse, const float *ent, int N, int C, int V,
                         float inv_temp, float softcap, float *scratch, int chunk);
+/* The same with bf16 weights w (V, C): the products take bf16 operands
+ * (h and dz rounded), log-softmax and entropy stay fp32. scratch16 holds at
+ * least chunk*(C+V) bf16 values. */
+void al_lmhead_forward_bf16(float *logp, float *ent, float *lse, uint8_t *hit, const float *h,
+                            const uint16_t *w, const int32_t *target, int N, int C, int V,
+                            float inv_temp, float softcap, float *scratch, uint16_t *scratch16,
+                            int chunk);
+void al_lmhead_backward_bf16(float *dh, float *dw, const float *dlogp, const float *dent,
+                             const float *h, const uint16_t *w, const int32_t *target,
+                             const float *lse, const float *ent, int N, int C, int V,
+                             float inv_temp, float softcap, float *scratch, uint16_t *scratch16,
+                            int chunk);
 /* Plain reference: materialises logits row by row with loops, no BLAS. */
 void al_lmhead_forward_ref(float *logp, float *ent, float *lse, uint8_t *hit, const float *h,
                            const float *w, const int32_t *target, int N, int C, int V,

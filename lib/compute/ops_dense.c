@@ -13,13 +13,15 @@
 
 #include <cblas.h>
 #include <math.h>
+#include <stdatomic.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "al.h"
+#include "compute/onednn.h"
 #include "compute/pool.h"
 
 #define MAX_THREADS AL_POOL_MAX
-#define GEMM_PAR_WORK 2.0e6        /* M*N*K above which al_gemm splits */
 #define ELEM_PAR_N ((size_t)1 << 17) /* elementwise ops split above this */
 #define EMBED_PAR_WORK ((size_t)1 << 15)
 #define LANES 8                    /* independent accumulators per reduction */
@@ -37,6 +39,34 @@ static void split_aligned(long n, int parts, int i, long align, long *lo, long *
 
 /* ---------------------------------------------------------------- GEMM */
 
+static _Atomic int g_backend = -1; /* AL_MM_*, -1 until first use */
+
+static int backend_default(void) {
+    const char *e = getenv("ALIGND_MATMUL");
+    if (e && !strcmp(e, "openblas")) return AL_MM_OPENBLAS;
+    return al_dnnl_ready() ? AL_MM_ONEDNN : AL_MM_OPENBLAS;
+}
+
+int al_gemm_backend(void) {
+    int b = atomic_load_explicit(&g_backend, memory_order_relaxed);
+    if (b < 0) {
+        b = backend_default();
+        atomic_store_explicit(&g_backend, b, memory_order_relaxed);
+    }
+    return b;
+}
+
+int al_gemm_set_backend(int backend) {
+    if (backend != AL_MM_OPENBLAS && backend != AL_MM_ONEDNN) return AL_EINVAL;
+    if (backend == AL_MM_ONEDNN && !al_dnnl_ready()) return AL_EUNSUP;
+    atomic_store_explicit(&g_backend, backend, memory_order_relaxed);
+    return AL_OK;
+}
+
+const char *al_gemm_backend_name(void) {
+    return al_gemm_backend() == AL_MM_ONEDNN ? "onednn" : "openblas";
+}
+
 typedef struct gemm_ctx {
     int transA, transB, M, N, K;
     float alpha, beta;
@@ -45,6 +75,7 @@ typedef struct gemm_ctx {
     float *C;
     const float *bias; /* optional (N): C rows start as bias, beta becomes 1 */
     int split_m;       /* split over rows of C, else over its columns */
+    int onednn;        /* panels of two rows or more go to oneDNN */
 } gemm_ctx;
 
 /* C[m0:m1, n0:n1] = alpha op(A)[m0:m1, :] op(B)[:, n0:n1] + beta C[...]. */
@@ -81,6 +112,9 @@ static void gemm_panel(const gemm_ctx *g, long m0, long m1, long n0, long n1) {
             cblas_sgemv(CblasRowMajor, CblasTrans, g->K, n, g->alpha, B, g->ldb, A, inc_a, beta, C, 1);
         return;
     }
+    if (g->onednn && al_dnnl_gemm(0, g->transA, g->transB, m, n, g->K, g->alpha, A, g->lda, B,
+                                  g->ldb, beta, C, g->ldc) == AL_OK)
+        return;
     cblas_sgemm(CblasRowMajor, g->transA ? CblasTrans : CblasNoTrans,
                 g->transB ? CblasTrans : CblasNoTrans, m, n, g->K, g->alpha, A, g->lda,
                 B, g->ldb, beta, C, g->ldc);
@@ -101,16 +135,11 @@ static void gemm_fn(void *p, int tid, int nt) {
 static void gemm_run(gemm_ctx *g) {
     AL_ASSERT(g->M >= 0 && g->N >= 0 && g->K >= 0);
     if (g->M == 0 || g->N == 0) return;
-    double work = (double)g->M * (double)g->N * (double)g->K;
-    int nt = al_pool_threads();
-    if (nt <= 1 || work < GEMM_PAR_WORK) {
+    g->onednn = al_gemm_backend() == AL_MM_ONEDNN;
+    if (!al_gemm_plan(g->M, g->N, g->K, al_pool_threads(), g->onednn, &g->split_m)) {
         gemm_panel(g, 0, g->M, 0, g->N);
         return;
     }
-    /* Each panel repacks the operand it shares with the other panels, so
-     * split the larger side of C. K is never split: no reductions across
-     * threads, and the result does not depend on the split. */
-    g->split_m = g->M >= g->N;
     al_pool_run(gemm_fn, g);
 }
 
@@ -452,9 +481,21 @@ static int lm_gather(float *hbuf, const float *h, const int32_t *target, int N, 
     return r;
 }
 
-void al_lmhead_forward(float *logp, float *ent, float *lse, uint8_t *hit, const float *h,
-                       const float *w, const int32_t *target, int N, int C, int V,
-                       float inv_temp, float softcap, float *scratch, int chunk) {
+/* z (cnt, V) = scale * hbuf @ w^T, in fp32 or (w16) with bf16 operands. */
+static void lm_logits(float *z, const float *hbuf, uint16_t *h16, const float *w,
+                      const uint16_t *w16, int cnt, int C, int V, float scale) {
+    if (w16) {
+        al_bf16_round(h16, hbuf, (size_t)cnt * (size_t)C);
+        al_gemm_bf16(0, 1, cnt, V, C, scale, h16, C, w16, C, 0.0f, z, V);
+    } else {
+        al_gemm(0, 1, cnt, V, C, scale, hbuf, C, w, C, 0.0f, z, V);
+    }
+}
+
+static void lmhead_fwd(float *logp, float *ent, float *lse, uint8_t *hit, const float *h,
+                       const float *w, const uint16_t *w16, const int32_t *target, int N,
+                       int C, int V, float inv_temp, float softcap, float *scratch,
+                       uint16_t *scratch16, int chunk) {
     AL_ASSERT(chunk > 0 && V > 0 && C > 0);
     for (int n = 0; n < N; n++)
         if (target[n] < 0) {
@@ -472,10 +513,25 @@ void al_lmhead_forward(float *logp, float *ent, float *lse, uint8_t *hit, const 
         int cnt = lm_gather(hbuf, h, target, N, C, V, chunk, &n, &c.n0);
         if (cnt == 0) break;
         /* z (cnt, V) = inv_temp * hbuf @ w^T (raw logits when capped) */
-        al_gemm(0, 1, cnt, V, C, c.cap > 0.0f ? 1.0f : inv_temp, hbuf, C, w, C, 0.0f, z, V);
+        lm_logits(z, hbuf, scratch16, w, w16, cnt, C, V, c.cap > 0.0f ? 1.0f : inv_temp);
         c.cnt = cnt;
         al_pool_run(lm_fwd_fn, &c);
     }
+}
+
+void al_lmhead_forward(float *logp, float *ent, float *lse, uint8_t *hit, const float *h,
+                       const float *w, const int32_t *target, int N, int C, int V,
+                       float inv_temp, float softcap, float *scratch, int chunk) {
+    lmhead_fwd(logp, ent, lse, hit, h, w, NULL, target, N, C, V, inv_temp, softcap, scratch, NULL,
+               chunk);
+}
+
+void al_lmhead_forward_bf16(float *logp, float *ent, float *lse, uint8_t *hit, const float *h,
+                            const uint16_t *w, const int32_t *target, int N, int C, int V,
+                            float inv_temp, float softcap, float *scratch, uint16_t *scratch16,
+                            int chunk) {
+    lmhead_fwd(logp, ent, lse, hit, h, NULL, w, target, N, C, V, inv_temp, softcap, scratch,
+               scratch16, chunk);
 }
 
 /* Turns each gathered row of logits into dL/dz in place:
@@ -513,13 +569,15 @@ static void lm_bwd_fn(void *p, int tid, int nt) {
     }
 }
 
-void al_lmhead_backward(float *dh, float *dw, const float *dlogp, const float *dent,
-                        const float *h, const float *w, const int32_t *target,
-                        const float *lse, const float *ent, int N, int C, int V,
-                        float inv_temp, float softcap, float *scratch, int chunk) {
+static void lmhead_bwd(float *dh, float *dw, const float *dlogp, const float *dent,
+                       const float *h, const float *w, const uint16_t *w16,
+                       const int32_t *target, const float *lse, const float *ent, int N, int C,
+                       int V, float inv_temp, float softcap, float *scratch, uint16_t *scratch16,
+                       int chunk) {
     AL_ASSERT(chunk > 0 && V > 0 && C > 0);
     if (!dh && !dw) return;
     float *hbuf = scratch, *z = scratch + (size_t)chunk * (size_t)C;
+    uint16_t *h16 = scratch16, *z16 = scratch16 ? scratch16 + (size_t)chunk * (size_t)C : NULL;
     lm_ctx c = {.z = z, .target = target, .V = V, .dlogp = dlogp, .dent = dent,
                 .lse_in = lse, .ent_in = ent, .cap = softcap > 0.0f ? softcap : 0.0f,
                 .inv_temp = inv_temp, .g = z + (size_t)chunk * (size_t)V};
@@ -527,14 +585,19 @@ void al_lmhead_backward(float *dh, float *dw, const float *dlogp, const float *d
     for (;;) {
         int cnt = lm_gather(hbuf, h, target, N, C, V, chunk, &n, &c.n0);
         if (cnt == 0) break;
-        al_gemm(0, 1, cnt, V, C, c.cap > 0.0f ? 1.0f : inv_temp, hbuf, C, w, C, 0.0f, z, V);
+        lm_logits(z, hbuf, h16, w, w16, cnt, C, V, c.cap > 0.0f ? 1.0f : inv_temp);
         c.cnt = cnt;
         al_pool_run(lm_bwd_fn, &c);
+        if (w16) al_bf16_round(z16, z, (size_t)cnt * (size_t)V);
         /* dw (V, C) += inv_temp * dz^T @ hbuf, before hbuf is reused */
-        if (dw) al_gemm(1, 0, V, C, cnt, inv_temp, z, V, hbuf, C, 1.0f, dw, C);
+        if (dw) {
+            if (w16) al_gemm_bf16(1, 0, V, C, cnt, inv_temp, z16, V, h16, C, 1.0f, dw, C);
+            else al_gemm(1, 0, V, C, cnt, inv_temp, z, V, hbuf, C, 1.0f, dw, C);
+        }
         if (dh) {
             /* hbuf (cnt, C) = inv_temp * dz @ w, then scattered into dh */
-            al_gemm(0, 0, cnt, C, V, inv_temp, z, V, w, C, 0.0f, hbuf, C);
+            if (w16) al_gemm_bf16(0, 0, cnt, C, V, inv_temp, z16, V, w16, C, 0.0f, hbuf, C);
+            else al_gemm(0, 0, cnt, C, V, inv_temp, z, V, w, C, 0.0f, hbuf, C);
             int m = c.n0;
             for (int r = 0; r < cnt; r++, m++) {
                 while (target[m] < 0) m++;
@@ -544,6 +607,23 @@ void al_lmhead_backward(float *dh, float *dw, const float *dlogp, const float *d
             }
         }
     }
+}
+
+void al_lmhead_backward(float *dh, float *dw, const float *dlogp, const float *dent,
+                        const float *h, const float *w, const int32_t *target,
+                        const float *lse, const float *ent, int N, int C, int V,
+                        float inv_temp, float softcap, float *scratch, int chunk) {
+    lmhead_bwd(dh, dw, dlogp, dent, h, w, NULL, target, lse, ent, N, C, V, inv_temp, softcap,
+               scratch, NULL, chunk);
+}
+
+void al_lmhead_backward_bf16(float *dh, float *dw, const float *dlogp, const float *dent,
+                             const float *h, const uint16_t *w, const int32_t *target,
+                             const float *lse, const float *ent, int N, int C, int V,
+                             float inv_temp, float softcap, float *scratch, uint16_t *scratch16,
+                             int chunk) {
+    lmhead_bwd(dh, dw, dlogp, dent, h, NULL, w, target, lse, ent, N, C, V, inv_temp, softcap,
+               scratch, scratch16, chunk);
 }
 
 void al_lmhead_forward_ref(float *logp, float *ent, float *lse, uint8_t *hit, const float *h,
@@ -597,12 +677,29 @@ typedef struct embed_ctx {
     float *out;               /* forward out, or backward dwte */
     float *dwpe;
     const float *wte, *wpe, *dout;
+    const uint16_t *wte16, *wpe16; /* forward from bf16 tables */
     const int32_t *ids, *pos;
     int N, C;
 } embed_ctx;
 
 static void embed_fwd_range(const embed_ctx *e, long n0, long n1) {
     size_t C = (size_t)e->C;
+    if (e->wte16) {
+        for (long n = n0; n < n1; n++) {
+            float *o = e->out + (size_t)n * C;
+            al_bf16_widen(o, e->wte16 + (size_t)e->ids[n] * C, C);
+            if (e->wpe16) {
+                const uint16_t *b = e->wpe16 + (size_t)e->pos[n] * C;
+                for (size_t c = 0; c < C; c++) {
+                    uint32_t x = (uint32_t)b[c] << 16;
+                    float f;
+                    memcpy(&f, &x, sizeof f);
+                    o[c] += f;
+                }
+            }
+        }
+        return;
+    }
     for (long n = n0; n < n1; n++) {
         float *o = e->out + (size_t)n * C;
         const float *a = e->wte + (size_t)e->ids[n] * C;
@@ -626,6 +723,17 @@ void al_embed_forward(float *out, const int32_t *ids, const int32_t *pos,
                       const float *wte, const float *wpe, int N, int C) {
     AL_ASSERT(!wpe || pos);
     embed_ctx e = {.out = out, .wte = wte, .wpe = wpe, .ids = ids, .pos = pos, .N = N, .C = C};
+    if (al_pool_threads() > 1 && (size_t)N * (size_t)C >= EMBED_PAR_WORK)
+        al_pool_run(embed_fwd_fn, &e);
+    else
+        embed_fwd_range(&e, 0, N);
+}
+
+void al_embed_forward_bf16(float *out, const int32_t *ids, const int32_t *pos,
+                           const uint16_t *wte, const uint16_t *wpe, int N, int C) {
+    AL_ASSERT(!wpe || pos);
+    embed_ctx e = {.out = out, .wte16 = wte, .wpe16 = wpe, .ids = ids, .pos = pos, .N = N,
+                   .C = C};
     if (al_pool_threads() > 1 && (size_t)N * (size_t)C >= EMBED_PAR_WORK)
         al_pool_run(embed_fwd_fn, &e);
     else

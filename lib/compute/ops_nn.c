@@ -17,6 +17,11 @@
  * block); attention backward over (b, kv head) so that all the query heads
  * that write one kv head's dk/dv run on one thread.
  *
+ * The models run FlashAttention-2 (al_flash_attention_*, at the end of this
+ * file): key tiles with an online softmax, the probabilities recomputed in
+ * backward from each row's log-sum-exp, memory linear in T. The kernels
+ * that store the (T, T) probabilities stay as the tested reference.
+ *
  * Attention forward computes scores and P V with single-threaded
  * cblas_sgemm on (query block x visible keys) tiles, skipping keys that no
  * row of the block can see (causal future; earlier segments). Its softmax
@@ -918,4 +923,252 @@ void al_attention_backward(float *dq, float *dk, float *dv, const float *dout,
                      .NKV = NKV, .HD = HD};
     attn_opts_get(opts, HD, &x.scale, &x.cap, &x.win);
     nn_run(attn_bwd_fn, &x, (size_t)B * NH * (size_t)T * (size_t)T);
+}
+
+/* ------------------------------------------------ FlashAttention-2 (ops.h) */
+
+/* Tiles of the flash kernels: query rows per block, keys per tile, and the
+ * widest head they take (their buffers live on the stack: about 300 KB at
+ * FA_HD_MAX; pool threads have 8 MB). */
+#define FA_BQ 64
+#define FA_BK 64
+#define FA_HD_MAX 256
+
+/* Key j is visible to query i (the mask of al_attention_forward). */
+static inline int fa_visible(const int32_t *sg, int i, int j, int win) {
+    return j <= i && (!sg || sg[j] == sg[i]) && (!win || i - j < win);
+}
+
+/* Rows [r0, r0 + n) of a (rows, HD) head view with row stride ld, rounded to
+ * bf16 values into dst (n, HD), or NULL when no rounding is asked: the
+ * products then read the view in place. */
+static const float *fa_tile(float *dst, const float *src, int ld, int n, int HD, int bf16,
+                            int *ld_out) {
+    if (!bf16) {
+        *ld_out = ld;
+        return src;
+    }
+    for (int r = 0; r < n; r++) {
+        uint16_t h[FA_HD_MAX];
+        al_bf16_round(h, src + (size_t)r * ld, (size_t)HD);
+        al_bf16_widen(dst + (size_t)r * HD, h, (size_t)HD);
+    }
+    *ld_out = HD;
+    return dst;
+}
+
+static void fa_round_inplace(float *x, size_t n) {
+    uint16_t h[FA_BK];
+    for (size_t i = 0; i < n; i += FA_BK) {
+        size_t k = n - i < FA_BK ? n - i : FA_BK;
+        al_bf16_round(h, x + i, k);
+        al_bf16_widen(x + i, h, k);
+    }
+}
+
+typedef struct {
+    float *out, *lse, *dq, *dk, *dv;
+    const float *q, *k, *v, *dout, *o, *lse_in;
+    const int32_t *seg;
+    int ld, B, T, NH, NKV, HD, bf16;
+    float scale, cap;
+    int win;
+} fa_ctx;
+
+/* The first key any row of [i0, i1) sees. */
+static int fa_jlo(const int32_t *sg, int i0, int i1, int win) {
+    int jlo = i0;
+    for (int i = i0; i < i1 && jlo > 0; i++) {
+        int f = attn_first_key(sg, i, win);
+        if (f < jlo) jlo = f;
+    }
+    return jlo;
+}
+
+/* Scaled, capped, masked scores of a tile: s (M, NK) from Q_I (M rows from
+ * i0) and K_J (NK rows from j0); masked entries become -inf. raw (may be
+ * NULL) keeps the scaled scores before the cap (the backward's 1 - tanh^2). */
+static void fa_scores(float *s, float *raw, const float *qI, int ldq, const float *kJ, int ldk,
+                      const fa_ctx *x, const int32_t *sg, int i0, int M, int j0, int NK) {
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, NK, x->HD, x->scale, qI, ldq, kJ, ldk,
+                0.0f, s, FA_BK);
+    for (int r = 0; r < M; r++) {
+        float *sr = s + r * FA_BK;
+        const int i = i0 + r;
+        if (raw) for (int c = 0; c < NK; c++) raw[r * FA_BK + c] = sr[c];
+        if (x->cap > 0.0f)
+            for (int c = 0; c < NK; c++) sr[c] = attn_cap(sr[c], x->cap);
+        for (int c = 0; c < NK; c++)
+            if (!fa_visible(sg, i, j0 + c, x->win)) sr[c] = -INFINITY;
+    }
+}
+
+/* Task t = (b, h, query block), dealt as al_attention_forward deals them.
+ * Per key tile: S = scale Q K^T (capped, masked); the running row max m and
+ * sum l rescale the accumulator, O += exp(S - m) V; at the end O /= l and
+ * lse = m + log l. */
+static void fa_fwd_fn(void *vctx, int tid, int nth) {
+    const fa_ctx *x = vctx;
+    const int T = x->T, NH = x->NH, HD = x->HD, ld = x->ld, G = NH / x->NKV, OC = NH * HD;
+    const int nblk = (T + FA_BQ - 1) / FA_BQ;
+    const long ntask = (long)x->B * NH * nblk;
+    float s[FA_BQ * FA_BK], acc[FA_BQ * FA_HD_MAX], mrow[FA_BQ], lrow[FA_BQ];
+    float qt[FA_BQ * FA_HD_MAX], kt[FA_BK * FA_HD_MAX], vt[FA_BK * FA_HD_MAX];
+    for (long t = tid; t < ntask; t += nth) {
+        const int b = (int)(t / ((long)NH * nblk));
+        const int h = (int)(t / nblk % NH);
+        const int blk = (b * NH + h) % 2 ? nblk - 1 - (int)(t % nblk) : (int)(t % nblk);
+        const int kh = h / G;
+        const int i0 = blk * FA_BQ, i1 = i0 + FA_BQ < T ? i0 + FA_BQ : T, M = i1 - i0;
+        const int32_t *sg = x->seg ? x->seg + (size_t)b * T : NULL;
+        const int jlo = fa_jlo(sg, i0, i1, x->win);
+        int ldq, ldk, ldv;
+        const float *qI = fa_tile(qt, x->q + ((size_t)b * T + i0) * ld + (size_t)h * HD, ld, M, HD,
+                                  x->bf16, &ldq);
+        for (int r = 0; r < M; r++) {
+            mrow[r] = -INFINITY;
+            lrow[r] = 0.0f;
+        }
+        for (int e = 0; e < M * HD; e++) acc[e] = 0.0f;
+        for (int j0 = jlo; j0 < i1; j0 += FA_BK) {
+            const int NK = j0 + FA_BK < i1 ? FA_BK : i1 - j0;
+            const float *kJ = fa_tile(kt, x->k + ((size_t)b * T + j0) * ld + (size_t)kh * HD, ld, NK,
+                                      HD, x->bf16, &ldk);
+            const float *vJ = fa_tile(vt, x->v + ((size_t)b * T + j0) * ld + (size_t)kh * HD, ld, NK,
+                                      HD, x->bf16, &ldv);
+            fa_scores(s, NULL, qI, ldq, kJ, ldk, x, sg, i0, M, j0, NK);
+            for (int r = 0; r < M; r++) {
+                float *sr = s + r * FA_BK;
+                float mx = mrow[r];
+                for (int c = 0; c < NK; c++) mx = sr[c] > mx ? sr[c] : mx;
+                if (mx == -INFINITY) { /* nothing visible yet */
+                    for (int c = 0; c < NK; c++) sr[c] = 0.0f;
+                    continue;
+                }
+                const float alpha = mrow[r] == -INFINITY ? 0.0f : nn_exp_neg(mrow[r] - mx);
+                float sum = 0.0f;
+                for (int c = 0; c < NK; c++) {
+                    sr[c] = sr[c] == -INFINITY ? 0.0f : nn_exp_neg(sr[c] - mx);
+                    sum += sr[c];
+                }
+                lrow[r] = lrow[r] * alpha + sum;
+                mrow[r] = mx;
+                if (alpha != 1.0f)
+                    for (int d = 0; d < HD; d++) acc[r * HD + d] *= alpha;
+            }
+            if (x->bf16) fa_round_inplace(s, (size_t)FA_BQ * FA_BK);
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, M, HD, NK, 1.0f, s, FA_BK, vJ, ldv,
+                        1.0f, acc, HD);
+        }
+        for (int r = 0; r < M; r++) {
+            const int i = i0 + r;
+            float *o = x->out + ((size_t)b * T + i) * OC + (size_t)h * HD;
+            const float inv = 1.0f / lrow[r];
+            for (int d = 0; d < HD; d++) o[d] = acc[r * HD + d] * inv;
+            x->lse[((size_t)b * NH + h) * T + i] = mrow[r] + logf(lrow[r]);
+        }
+    }
+}
+
+void al_flash_attention_forward(float *out, float *lse, const float *q, const float *k,
+                                const float *v, int ld, const int32_t *seg, int B, int T, int NH,
+                                int NKV, int HD, const al_attn_opts *opts, int bf16) {
+    attn_check(ld, B, T, NH, NKV, HD);
+    AL_ASSERT(out && lse && q && k && v && HD <= FA_HD_MAX);
+    fa_ctx x = {.out = out, .lse = lse, .q = q, .k = k, .v = v, .seg = seg, .ld = ld, .B = B,
+                .T = T, .NH = NH, .NKV = NKV, .HD = HD, .bf16 = bf16};
+    attn_opts_get(opts, HD, &x.scale, &x.cap, &x.win);
+    nn_run(fa_fwd_fn, &x, (size_t)B * NH * (size_t)T * (size_t)HD);
+}
+
+/* Task = (b, kv head), so that dk and dv of a kv head have one writer. For
+ * every query head of the group, query block I and key tile J, the
+ * probabilities are recomputed from the saved log-sum-exp:
+ *   P = exp(S - lse) (masked: 0);  dv_J += P^T dO_I;  dP = dO_I V_J^T
+ *   dS = P (dP - D) [1 - tanh^2 under a cap] scale, D_i = dO_i . O_i
+ *   dq_I += dS K_J;  dk_J += dS^T Q_I */
+static void fa_bwd_fn(void *vctx, int tid, int nth) {
+    const fa_ctx *x = vctx;
+    const int T = x->T, NH = x->NH, NKV = x->NKV, HD = x->HD, ld = x->ld, G = NH / NKV;
+    const int OC = NH * HD;
+    const int nblk = (T + FA_BQ - 1) / FA_BQ;
+    const long ntask = (long)x->B * NKV;
+    float p[FA_BQ * FA_BK], dp[FA_BQ * FA_BK], raw[FA_BQ * FA_BK], D[FA_BQ], L[FA_BQ];
+    float qt[FA_BQ * FA_HD_MAX], dot_[FA_BQ * FA_HD_MAX], kt[FA_BK * FA_HD_MAX],
+        vt[FA_BK * FA_HD_MAX];
+    for (long t = tid; t < ntask; t += nth) {
+        const int b = (int)(t / NKV), kh = (int)(t % NKV);
+        const int32_t *sg = x->seg ? x->seg + (size_t)b * T : NULL;
+        float *dkb = x->dk ? x->dk + (size_t)b * T * ld + (size_t)kh * HD : NULL;
+        float *dvb = x->dv ? x->dv + (size_t)b * T * ld + (size_t)kh * HD : NULL;
+        for (int h = kh * G; h < (kh + 1) * G; h++) {
+            for (int blk = 0; blk < nblk; blk++) {
+                const int i0 = blk * FA_BQ, i1 = i0 + FA_BQ < T ? i0 + FA_BQ : T, M = i1 - i0;
+                const int jlo = fa_jlo(sg, i0, i1, x->win);
+                const float *dO0 = x->dout + ((size_t)b * T + i0) * OC + (size_t)h * HD;
+                const float *O0 = x->o + ((size_t)b * T + i0) * OC + (size_t)h * HD;
+                float *dqI = x->dq ? x->dq + ((size_t)b * T + i0) * ld + (size_t)h * HD : NULL;
+                for (int r = 0; r < M; r++) {
+                    D[r] = nn_dot(dO0 + (size_t)r * OC, O0 + (size_t)r * OC, HD);
+                    L[r] = x->lse_in[((size_t)b * NH + h) * T + i0 + r];
+                }
+                int ldq, lddo, ldk, ldv;
+                const float *qI = fa_tile(qt, x->q + ((size_t)b * T + i0) * ld + (size_t)h * HD, ld,
+                                          M, HD, x->bf16, &ldq);
+                const float *dO = fa_tile(dot_, dO0, OC, M, HD, x->bf16, &lddo);
+                for (int j0 = jlo; j0 < i1; j0 += FA_BK) {
+                    const int NK = j0 + FA_BK < i1 ? FA_BK : i1 - j0;
+                    const float *kJ = fa_tile(kt, x->k + ((size_t)b * T + j0) * ld + (size_t)kh * HD,
+                                              ld, NK, HD, x->bf16, &ldk);
+                    const float *vJ = fa_tile(vt, x->v + ((size_t)b * T + j0) * ld + (size_t)kh * HD,
+                                              ld, NK, HD, x->bf16, &ldv);
+                    fa_scores(p, x->cap > 0.0f ? raw : NULL, qI, ldq, kJ, ldk, x, sg, i0, M, j0, NK);
+                    for (int r = 0; r < M; r++)
+                        for (int c = 0; c < NK; c++) {
+                            float sv = p[r * FA_BK + c];
+                            p[r * FA_BK + c] = sv == -INFINITY ? 0.0f : nn_exp_neg(sv - L[r]);
+                        }
+                    /* dP = dO V^T, before P is rounded (dS takes P in fp32) */
+                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, NK, HD, 1.0f, dO, lddo,
+                                vJ, ldv, 0.0f, dp, FA_BK);
+                    for (int r = 0; r < M; r++)
+                        for (int c = 0; c < NK; c++) {
+                            float ds = p[r * FA_BK + c] * (dp[r * FA_BK + c] - D[r]);
+                            if (x->cap > 0.0f) {
+                                float th = tanhf(raw[r * FA_BK + c] / x->cap);
+                                ds *= 1.0f - th * th;
+                            }
+                            dp[r * FA_BK + c] = ds * x->scale;
+                        }
+                    if (x->bf16) {
+                        fa_round_inplace(p, (size_t)FA_BQ * FA_BK);
+                        fa_round_inplace(dp, (size_t)FA_BQ * FA_BK);
+                    }
+                    if (dvb)
+                        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, NK, HD, M, 1.0f, p, FA_BK,
+                                    dO, lddo, 1.0f, dvb + (size_t)j0 * ld, ld);
+                    if (dqI)
+                        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, M, HD, NK, 1.0f, dp,
+                                    FA_BK, kJ, ldk, 1.0f, dqI, ld);
+                    if (dkb)
+                        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, NK, HD, M, 1.0f, dp, FA_BK,
+                                    qI, ldq, 1.0f, dkb + (size_t)j0 * ld, ld);
+                }
+            }
+        }
+    }
+}
+
+void al_flash_attention_backward(float *dq, float *dk, float *dv, const float *dout,
+                                 const float *out, const float *lse, const float *q,
+                                 const float *k, const float *v, int ld, const int32_t *seg,
+                                 int B, int T, int NH, int NKV, int HD, const al_attn_opts *opts,
+                                 int bf16) {
+    attn_check(ld, B, T, NH, NKV, HD);
+    AL_ASSERT(dout && out && lse && q && k && v && HD <= FA_HD_MAX);
+    fa_ctx x = {.dq = dq, .dk = dk, .dv = dv, .dout = dout, .o = out, .lse_in = lse, .q = q,
+                .k = k, .v = v, .seg = seg, .ld = ld, .B = B, .T = T, .NH = NH, .NKV = NKV,
+                .HD = HD, .bf16 = bf16};
+    attn_opts_get(opts, HD, &x.scale, &x.cap, &x.win);
+    nn_run(fa_bwd_fn, &x, (size_t)B * NH * (size_t)T * (size_t)HD);
 }

@@ -21,6 +21,7 @@
 #include <cblas.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdlib.h>
 #include <stdatomic.h>
 #include <time.h>
 #include <unistd.h>
@@ -116,6 +117,22 @@ static void *pool_main(void *argp) {
     return NULL;
 }
 
+/* A child of fork() has only the thread that forked: its pool runs every
+ * job on that thread (and may be started again). */
+static void pool_after_fork_child(void) {
+    pthread_mutex_t fresh = PTHREAD_MUTEX_INITIALIZER;
+    pthread_cond_t cfresh = PTHREAD_COND_INITIALIZER;
+    g_pool.init_mu = fresh;
+    g_pool.run_mu = fresh;
+    g_pool.mu = fresh;
+    g_pool.cv_work = cfresh;
+    g_pool.cv_done = cfresh;
+    g_pool.nthreads = 1;
+    atomic_store_explicit(&g_pool.n, 1, memory_order_relaxed);
+    atomic_store_explicit(&g_pool.stop, 0, memory_order_relaxed);
+    g_pool.inited = 0;
+}
+
 /* Stops and joins threads th[1..k). Caller holds init_mu and run_mu. */
 static void pool_stop(int k) {
     pthread_mutex_lock(&g_pool.mu);
@@ -132,8 +149,18 @@ int al_pool_init(int n) {
     int rc = AL_OK;
     pthread_mutex_lock(&g_pool.init_mu);
     if (g_pool.inited) goto out;
+    static int atfork_set;
+    if (!atfork_set && pthread_atfork(NULL, NULL, pool_after_fork_child) == 0) atfork_set = 1;
     /* We own the cores: OpenBLAS runs single-threaded inside our panels. */
     openblas_set_num_threads(1);
+    /* the environment picks the thread count of any program (tests, benches
+     * and other floating-point paths: results depend on it) */
+    const char *env = getenv("ALIGND_THREADS");
+    if (env && *env) {
+        char *end;
+        long v = strtol(env, &end, 10);
+        if (*end == 0 && v >= 1 && v <= POOL_MAX) n = (int)v;
+    }
     if (n <= 0) {
         long c = sysconf(_SC_NPROCESSORS_ONLN);
         n = c > 0 ? (int)(c < POOL_MAX ? c : POOL_MAX) : 1;

@@ -3,8 +3,12 @@
  *
  * One owner for the cores: at start-up the pool makes OpenBLAS single-threaded
  * (openblas_set_num_threads(1)); large matrix products are split by the pool
- * into per-thread panels, each a single-threaded cblas_sgemm. So OpenBLAS's
- * own threads never spin against ours.
+ * into per-thread panels, each a single-threaded oneDNN primitive (whose
+ * OpenMP thread count is 1 on every thread that calls it, onednn.c) or
+ * cblas_sgemm. So neither library's threads ever spin against ours.
+ *
+ * After fork() the child's pool has one thread (the forking one): it has
+ * no workers to wake.
  *
  * Work is partitioned statically by (thread id, thread count), so results are
  * bit-identical for the same thread count. al_pool_run calls from different
@@ -18,7 +22,8 @@ typedef void (*al_pool_fn)(void *ctx, int tid, int nthreads);
 #define AL_POOL_MAX 256
 
 /* Starts the process-wide pool with n threads (0 = number of online cores,
- * at most AL_POOL_MAX).
+ * at most AL_POOL_MAX). ALIGND_THREADS=N in the environment overrides n, so
+ * that any program (tests included) runs at a chosen thread count.
  * Idempotent: later calls return AL_OK without change. */
 int al_pool_init(int n);
 /* Stops the pool's threads (at exit; tests). */

@@ -9,7 +9,7 @@
  * refused with AL_EUNSUP naming the field rather than trained wrongly.
  *
  * Saving writes the same dialect back (architectures, model_type, sizes,
- * torch_dtype "float32"), keys sorted like transformers' own to_json_string,
+ * torch_dtype: the dtype of the weights saved beside it), keys sorted like transformers' own to_json_string,
  * floats in their shortest form, so that parse(save(cfg)) == cfg. */
 #include "config.h"
 
@@ -76,7 +76,8 @@ int al_config_validate(const al_model_config *c, char err[AL_ERRLEN]) {
     CHECK_RANGE(c->C, g ? "n_embd" : "hidden_size", 1, CFG_MAX_DIM);
     CHECK_RANGE(c->NH, g ? "n_head" : "num_attention_heads", 1, CFG_MAX_COUNT);
     CHECK_RANGE(c->NKV, "num_key_value_heads", 1, c->NH);
-    CHECK_RANGE(c->HD, "head_dim", 1, CFG_MAX_COUNT);
+    /* 256: the widest head flash attention's tiles take (ops.h) */
+    CHECK_RANGE(c->HD, "head_dim", 1, 256);
     CHECK_RANGE(c->FF, g ? "n_inner" : "intermediate_size", 1, CFG_MAX_DIM);
     CHECK_RANGE(c->V, "vocab_size", 1, CFG_MAX_DIM);
     CHECK_RANGE(c->max_T, g ? "n_positions" : "max_position_embeddings", 1, CFG_MAX_DIM);
@@ -1048,7 +1049,7 @@ int al_config_save(const al_model_config *cfg, const char *dir, char err[AL_ERRL
     SET("bos_token_id", json_token(cfg->bos_id));
     SET("eos_token_id", json_token(cfg->eos_id));
     if (cfg->pad_id >= 0) SET("pad_token_id", json_integer(cfg->pad_id));
-    SET("torch_dtype", json_string("float32"));
+    SET("torch_dtype", json_string(cfg->torch_dtype[0] ? cfg->torch_dtype : "float32"));
     if (gpt2) {
         SET("n_embd", json_integer(cfg->C));
         SET("n_layer", json_integer(cfg->n_layers));

@@ -71,6 +71,9 @@ typedef struct al_model_config {
     int num_labels;        /* scalar head rows when has_score; 1 for reward models */
     int has_score;         /* score.weight present (reward model / critic) */
     int bos_id, eos_id, pad_id;   /* -1 when absent; first of a list for eos */
+    char torch_dtype[16];  /* written as config.json's torch_dtype ("float32"
+                              when empty: the dtype of the weights saved with
+                              it, al_model_save); not read */
 
     /* The families' variations on the Llama block (all 0 for Llama itself). */
     al_rope_cfg rope;      /* rope_scaling / rope_parameters of the (global) RoPE */
@@ -105,7 +108,7 @@ int al_config_parse(al_model_config *cfg, const char *json, size_t len, char err
 /* Reads <dir>/config.json. */
 int al_config_load(al_model_config *cfg, const char *dir, char err[AL_ERRLEN]);
 /* Writes <dir>/config.json atomically in Hugging Face's dialect for the arch
- * (architectures, model_type, sizes, torch_dtype "float32", token ids). */
+ * (architectures, model_type, sizes, torch_dtype, token ids). */
 int al_config_save(const al_model_config *cfg, const char *dir, char err[AL_ERRLEN]);
 
 #endif

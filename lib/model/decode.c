@@ -72,6 +72,7 @@ al_decoder *al_decoder_new(al_model *m, int max_seqs, int max_rows, char err[AL_
         al_decoder_free(d);
         goto oom;
     }
+    al_model_bf16_sync(m); /* a trained model's bf16 copies (frozen ones have no other) */
     return d;
 oom:
     al_err(err, AL_ENOMEM, "out of memory for a decoder of %d rows", max_rows);
@@ -93,6 +94,7 @@ void al_decoder_free(al_decoder *d) {
     for (int i = 0; d->seqs && i < d->max_seqs; i++) al_decoder_remove(d, i);
     gen_state *s = &d->s;
     al_free(s->x);
+    al_free(s->s16);
     free(s->ids);
     free(s->pos);
     free(s->seq);

@@ -17,6 +17,7 @@ typedef struct gen_state {
     float *x, *ln, *mean, *rstd, *qkv, *atty, *tmp, *h1, *h2, *lora_t, *scores;
     float *y, *qk_raw;           /* (R, C) the next residual; (R, (NH+NKV)*HD) raw q|k */
     float *logits;               /* (B, V) */
+    uint16_t *s16;               /* bf16 models: rounded operands of the products */
     int32_t *ids, *pos, *seq;    /* per row */
     int nthreads;
 } gen_state;

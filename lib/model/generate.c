@@ -86,7 +86,7 @@ void al_gen_run_rows(gen_state *s, int R, const int *want, int n_want) {
             al_model_norm(m, s->ln, s->mean, s->rstd, s->x, ly->ln1_w, ly->ln1_b, R);
             xin = s->ln;
         }
-        al_linear_forward(m, l, LIN_QKV, s->qkv, xin, s->lora_t, R);
+        al_linear_forward(m, l, LIN_QKV, s->qkv, xin, s->lora_t, s->s16, R);
         float *k = s->qkv + AH, *v = k + KVD;
         al_layer_qk_forward(m, l, s->qkv, s->qk_raw, NULL, s->pos, R);
         for (int r = 0; r < R; r++) {
@@ -98,7 +98,7 @@ void al_gen_run_rows(gen_state *s, int R, const int *want, int n_want) {
         attn_job j = {.s = s, .layer = l, .R = R};
         al_layer_attn_opts(m, l, &j.o);
         al_pool_run(attn_rows, &j);
-        al_linear_forward(m, l, LIN_O, s->tmp, s->atty, s->lora_t, R);
+        al_linear_forward(m, l, LIN_O, s->tmp, s->atty, s->lora_t, s->s16, R);
         al_layer_residual(m, l, 0, s->y, s->x, s->tmp, NULL, R);
         memcpy(s->x, s->y, RC * sizeof(float));
         const float *min = s->x;
@@ -106,9 +106,9 @@ void al_gen_run_rows(gen_state *s, int R, const int *want, int n_want) {
             al_model_norm(m, s->ln, s->mean, s->rstd, s->x, ly->ln2_w, ly->ln2_b, R);
             min = s->ln;
         }
-        al_linear_forward(m, l, LIN_UP, s->h1, min, s->lora_t, R);
+        al_linear_forward(m, l, LIN_UP, s->h1, min, s->lora_t, s->s16, R);
         al_layer_act(m, s->h2, s->h1, R);
-        al_linear_forward(m, l, LIN_DOWN, s->tmp, s->h2, s->lora_t, R);
+        al_linear_forward(m, l, LIN_DOWN, s->tmp, s->h2, s->lora_t, s->s16, R);
         al_layer_residual(m, l, 1, s->y, s->x, s->tmp, NULL, R);
         memcpy(s->x, s->y, RC * sizeof(float));
     }
@@ -116,7 +116,8 @@ void al_gen_run_rows(gen_state *s, int R, const int *want, int n_want) {
     for (int i = 0; i < n_want; i++)
         memcpy(s->ln + (size_t)i * C, s->x + (size_t)want[i] * C, (size_t)C * sizeof(float));
     al_model_norm(m, s->tmp, s->mean, s->rstd, s->ln, m->lnf_w, m->lnf_b, n_want);
-    al_matmul_forward(s->logits, s->tmp, PW(m, m->head), NULL, n_want, C, c->V);
+    if (m->bf16) al_matmul_forward_bf16(s->logits, s->tmp, PH(m, m->head), NULL, n_want, C, c->V, s->s16);
+    else al_matmul_forward(s->logits, s->tmp, PW(m, m->head), NULL, n_want, C, c->V);
     size_t nz = (size_t)n_want * c->V;
     if (c->final_softcap > 0) /* Gemma: logits / cap, tanh, * cap */
         for (size_t i = 0; i < nz; i++)
@@ -206,7 +207,12 @@ int al_gen_scratch(gen_state *s, int n_logits) {
     s->ids = calloc(R, sizeof(int32_t));
     s->pos = calloc(R, sizeof(int32_t));
     s->seq = calloc(R, sizeof(int32_t));
-    if (!s->x || !s->logits || !s->ids || !s->pos || !s->seq) return AL_ENOMEM;
+    if (m->bf16) { /* the rounded operands of the products */
+        size_t n16 = al_model_lin_scratch16(m, R);
+        if (n16 < (size_t)n_logits * (C + 1)) n16 = (size_t)n_logits * (C + 1);
+        s->s16 = al_calloc(n16, sizeof(uint16_t));
+    }
+    if (!s->x || !s->logits || !s->ids || !s->pos || !s->seq || (m->bf16 && !s->s16)) return AL_ENOMEM;
     float *p = s->x + R * C;
     s->ln = p; p += R * C;
     s->tmp = p; p += R * C;
@@ -234,6 +240,7 @@ static void gen_free(gen_state *s) {
     free(s->pos);
     free(s->seq);
     al_free(s->logits);
+    al_free(s->s16);
 }
 
 int al_generate(al_model *m, const int32_t *const *prompts, const int *plen, int B,
@@ -294,6 +301,7 @@ int al_generate(al_model *m, const int32_t *const *prompts, const int *plen, int
         s.tcap[b] = s.Tmax;
     }
 
+    al_model_bf16_sync(m);
     /* prefill */
     int n = 0;
     for (int b = 0; b < B; b++) {

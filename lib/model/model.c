@@ -296,7 +296,7 @@ static int build_params(al_model *m) {
 /* Gives every parameter a gradient, or with lora_only just the adapters and
  * the scalar head (PEFT's modules_to_save for a reward model or critic). */
 static int alloc_grads(al_model *m, int lora_only) {
-    al_free(m->grad);
+    al_free_pages(m->grad, m->n_grad * sizeof(float));
     m->grad = NULL;
     m->n_grad = 0;
     for (int i = 0; i < m->n_params; i++) {
@@ -306,7 +306,7 @@ static int alloc_grads(al_model *m, int lora_only) {
         m->n_grad += p->n;
     }
     if (m->n_grad == 0) return 0;
-    m->grad = al_calloc(m->n_grad, sizeof(float));
+    m->grad = al_alloc_pages(m->n_grad * sizeof(float));
     if (!m->grad) return -1;
     size_t off = 0;
     for (int i = 0; i < m->n_params; i++) {
@@ -320,6 +320,113 @@ static int alloc_grads(al_model *m, int lora_only) {
 
 al_model *al_model_new(const al_model_config *cfg, const al_lora_cfg *lora, char err[AL_ERRLEN]) {
     return al_model_new_ex(cfg, lora, 0, err);
+}
+
+/* ---- weight storage ------------------------------------------------------ */
+
+/* Whether tensor i of a new model trains: everything, or with LoRA the
+ * adapters and a scalar head (alloc_grads' rule); nothing when frozen. */
+static int param_trains(const al_model *m, int i, int frozen) {
+    if (frozen) return 0;
+    return m->lora_cfg.r <= 0 || m->params[i].lora || i == m->score;
+}
+
+/* Lays the weights out for the model's mode and copies what the tensors
+ * held (w or h; NULL pointers: zeros). fp32: every tensor in data. bf16:
+ * vectors (norms, biases) in data; matrices in data16, and those that train
+ * (trains[i]) keep an fp32 master in data too. Returns 0 or -1 (ENOMEM,
+ * nothing changed). */
+static int storage_build(al_model *m, const unsigned char *trains) {
+    size_t n32 = 0, n16 = 0;
+    for (int i = 0; i < m->n_params; i++) {
+        const al_param *p = &m->params[i];
+        int h = m->bf16 && p->ndim == 2;
+        if (!h || trains[i]) n32 += p->n;
+        if (h) n16 += p->n;
+    }
+    /* fresh zero pages: loading writes every weight once, no memset first */
+    float *d32 = al_alloc_pages(n32 * sizeof(float));
+    uint16_t *d16 = n16 ? al_alloc_pages(n16 * sizeof(uint16_t)) : NULL;
+    if (!d32 || (n16 && !d16)) {
+        al_free_pages(d32, n32 * sizeof(float));
+        al_free_pages(d16, n16 * sizeof(uint16_t));
+        return -1;
+    }
+    size_t o32 = 0, o16 = 0;
+    for (int i = 0; i < m->n_params; i++) {
+        al_param *p = &m->params[i];
+        int h = m->bf16 && p->ndim == 2;
+        float *nw = !h || trains[i] ? d32 + o32 : NULL;
+        uint16_t *nh = h ? d16 + o16 : NULL;
+        if (nw) {
+            if (p->w) memcpy(nw, p->w, p->n * sizeof(float));
+            else if (p->h) al_bf16_widen(nw, p->h, p->n);
+            o32 += p->n;
+        }
+        if (nh) {
+            if (p->h) memcpy(nh, p->h, p->n * sizeof(uint16_t));
+            else if (p->w) al_bf16_round(nh, p->w, p->n);
+            o16 += p->n;
+        }
+        p->w = nw;
+        p->h = nh;
+    }
+    al_free_pages(m->data, m->n_data * sizeof(float));
+    al_free_pages(m->data16, m->n_data16 * sizeof(uint16_t));
+    m->data = d32;
+    m->n_data = n32;
+    m->data16 = d16;
+    m->n_data16 = n16;
+    return 0;
+}
+
+int al_model_set_bf16(al_model *m, int on, char err[AL_ERRLEN]) {
+    on = on != 0;
+    if (m->shared_base) return al_err(err, AL_EINVAL, "a shared-base model computes as its base");
+    if (m->bf16 == on) return AL_OK;
+    unsigned char *trains = calloc((size_t)m->n_params, 1);
+    if (!trains) return al_err(err, AL_ENOMEM, "out of memory");
+    for (int i = 0; i < m->n_params; i++) trains[i] = m->params[i].g != NULL;
+    m->bf16 = on;
+    int rc = storage_build(m, trains);
+    free(trains);
+    if (rc) {
+        m->bf16 = !on;
+        return al_err(err, AL_ENOMEM, "out of memory converting the weights");
+    }
+    /* the activations need (or no longer need) bf16 scratch */
+    al_free_pages(m->act16, m->n_act16 * sizeof(uint16_t));
+    m->act16 = m->s16 = NULL;
+    m->n_act16 = 0;
+    m->resB = m->resT = 0;
+    return AL_OK;
+}
+
+int al_model_is_bf16(const al_model *m) { return m->bf16; }
+
+void al_model_bf16_sync(al_model *m) {
+    if (!m->bf16) return;
+    for (int i = 0; i < m->n_params; i++) {
+        al_param *p = &m->params[i];
+        if (p->w && p->h) al_bf16_round(p->h, p->w, p->n);
+    }
+}
+
+void al_param_set(al_param *p, const float *v) {
+    if (p->w) memcpy(p->w, v, p->n * sizeof(float));
+    if (p->h) al_bf16_round(p->h, v, p->n);
+}
+
+/* Copies a tensor between models of the same shape, whatever their modes. */
+static void param_copy(al_param *d, const al_param *s) {
+    if (d->w) {
+        if (s->w) memcpy(d->w, s->w, d->n * sizeof(float));
+        else al_bf16_widen(d->w, s->h, d->n);
+    }
+    if (d->h) {
+        if (s->h && !s->w) memcpy(d->h, s->h, d->n * sizeof(uint16_t));
+        else al_bf16_round(d->h, s->w, d->n);
+    }
 }
 
 /* Fills a (max_T, HD/2) cos/sin table for the RoPE of a pass of length seq_len. */
@@ -361,6 +468,11 @@ void al_model_rope_prepare(al_model *m, int seq_len) {
 
 al_model *al_model_new_ex(const al_model_config *cfg, const al_lora_cfg *lora, int frozen,
                           char err[AL_ERRLEN]) {
+    return al_model_new_dt(cfg, lora, frozen, 0, err);
+}
+
+al_model *al_model_new_dt(const al_model_config *cfg, const al_lora_cfg *lora, int frozen,
+                          int bf16, char err[AL_ERRLEN]) {
     if (al_config_validate(cfg, err) != AL_OK) return NULL;
     if (lora && lora->r > 0 && (lora->r > 4096 || !(lora->alpha > 0))) {
         al_err(err, AL_EINVAL, "lora: r must be in 1..4096 and alpha > 0");
@@ -383,10 +495,18 @@ al_model *al_model_new_ex(const al_model_config *cfg, const al_lora_cfg *lora, i
         al_model_free(m);
         return NULL;
     }
-    m->data = al_calloc(m->n_data, sizeof(float));
-    if (!m->data) goto nomem;
-    for (int i = 0; i < m->n_params; i++)
-        m->params[i].w = m->data + (size_t)(uintptr_t)m->params[i].w;
+    m->bf16 = bf16 != 0;
+    {
+        unsigned char *trains = calloc((size_t)m->n_params, 1);
+        if (!trains) goto nomem;
+        for (int i = 0; i < m->n_params; i++) {
+            trains[i] = (unsigned char)param_trains(m, i, frozen);
+            m->params[i].w = NULL; /* offsets until now: storage_build lays them out */
+        }
+        int rc = storage_build(m, trains);
+        free(trains);
+        if (rc) goto nomem;
+    }
     if (!frozen && alloc_grads(m, m->lora_cfg.r > 0)) goto nomem;
     if (cfg->arch == AL_ARCH_LLAMA && rope_alloc(m)) goto nomem;
     for (int i = 0; i < m->n_params; i++)
@@ -400,9 +520,11 @@ nomem:
 
 void al_model_free(al_model *m) {
     if (!m) return;
-    al_free(m->data);
-    al_free(m->grad);
-    al_free(m->act);
+    al_free_pages(m->data, m->n_data * sizeof(float));
+    al_free_pages(m->data16, m->n_data16 * sizeof(uint16_t));
+    al_free_pages(m->act16, m->n_act16 * sizeof(uint16_t));
+    al_free_pages(m->grad, m->n_grad * sizeof(float));
+    al_free_pages(m->act, m->n_act * sizeof(float));
     al_free(m->rope_cos);
     al_free(m->rope_sin);
     al_free(m->rope_lcos);
@@ -433,7 +555,7 @@ void al_model_freeze_base(al_model *m) {
 }
 
 void al_model_drop_grads(al_model *m) {
-    al_free(m->grad);
+    al_free_pages(m->grad, m->n_grad * sizeof(float));
     m->grad = NULL;
     m->n_grad = 0;
     for (int i = 0; i < m->n_params; i++) m->params[i].g = NULL;
@@ -447,40 +569,56 @@ static void fill_normal(float *w, size_t n, float std, al_rng *r) {
     for (size_t i = 0; i < n; i++) w[i] = std * al_rng_normal(r);
 }
 
+static void init_param(al_model *m, al_param *p, al_rng *r);
+
 static void init_params(al_model *m, uint64_t seed, int lora_only) {
     al_rng r;
     al_rng_seed(&r, seed);
-    const al_model_config *c = &m->cfg;
-    float std = c->init_range > 0 ? c->init_range : 0.02f;
     for (int i = 0; i < m->n_params; i++) {
         al_param *p = &m->params[i];
         if (lora_only && !p->lora) continue;
-        const char *nm = p->name;
-        size_t len = strlen(nm);
-        int is_bias = len > 5 && strcmp(nm + len - 5, ".bias") == 0;
-        int is_norm = strstr(nm, "ln_") || strstr(nm, "layernorm") || strstr(nm, "norm.weight");
-        if (p->lora) {
-            if (strstr(nm, "lora_A")) {
-                /* kaiming_uniform_(a=sqrt(5)) as PEFT: bound = 1/sqrt(fan_in) */
-                float bound = 1.0f / sqrtf((float)p->shape[1]);
-                for (size_t k = 0; k < p->n; k++)
-                    p->w[k] = bound * (2.0f * al_rng_uniform(&r) - 1.0f);
-            } else {
-                memset(p->w, 0, p->n * sizeof(float));
-            }
-        } else if (is_bias) {
-            memset(p->w, 0, p->n * sizeof(float));
-        } else if (is_norm && p->ndim == 1) {
-            /* Gemma's norms act as (1 + w): transformers initialises w to 0 */
-            float one = c->norm_offset ? 0.0f : 1.0f;
-            for (size_t k = 0; k < p->n; k++) p->w[k] = one;
-        } else {
-            float s = std;
-            /* GPT-2's scheme: residual projections scaled by 1/sqrt(2 n_layer). */
-            if (c->arch == AL_ARCH_GPT2 && len > 14 && strcmp(nm + len - 14, "c_proj.weight") == 0)
-                s = std / sqrtf(2.0f * (float)c->n_layers);
-            fill_normal(p->w, p->n, s, &r);
+        if (p->w) {
+            init_param(m, p, &r);
+            if (p->h) al_bf16_round(p->h, p->w, p->n);
+            continue;
         }
+        /* a matrix held in bf16 alone: drawn in fp32, then rounded */
+        al_param tmp = *p;
+        tmp.w = malloc(p->n * sizeof(float));
+        AL_ASSERT(tmp.w);
+        init_param(m, &tmp, &r);
+        al_bf16_round(p->h, tmp.w, p->n);
+        free(tmp.w);
+    }
+}
+
+static void init_param(al_model *m, al_param *p, al_rng *r) {
+    const al_model_config *c = &m->cfg;
+    float std = c->init_range > 0 ? c->init_range : 0.02f;
+    const char *nm = p->name;
+    size_t len = strlen(nm);
+    int is_bias = len > 5 && strcmp(nm + len - 5, ".bias") == 0;
+    int is_norm = strstr(nm, "ln_") || strstr(nm, "layernorm") || strstr(nm, "norm.weight");
+    if (p->lora) {
+        if (strstr(nm, "lora_A")) {
+            /* kaiming_uniform_(a=sqrt(5)) as PEFT: bound = 1/sqrt(fan_in) */
+            float bound = 1.0f / sqrtf((float)p->shape[1]);
+            for (size_t k = 0; k < p->n; k++) p->w[k] = bound * (2.0f * al_rng_uniform(r) - 1.0f);
+        } else {
+            memset(p->w, 0, p->n * sizeof(float));
+        }
+    } else if (is_bias) {
+        memset(p->w, 0, p->n * sizeof(float));
+    } else if (is_norm && p->ndim == 1) {
+        /* Gemma's norms act as (1 + w): transformers initialises w to 0 */
+        float one = c->norm_offset ? 0.0f : 1.0f;
+        for (size_t k = 0; k < p->n; k++) p->w[k] = one;
+    } else {
+        float s = std;
+        /* GPT-2's scheme: residual projections scaled by 1/sqrt(2 n_layer). */
+        if (c->arch == AL_ARCH_GPT2 && len > 14 && strcmp(nm + len - 14, "c_proj.weight") == 0)
+            s = std / sqrtf(2.0f * (float)c->n_layers);
+        fill_normal(p->w, p->n, s, r);
     }
 }
 
@@ -517,25 +655,37 @@ al_model *al_model_new_shared(al_model *base, const al_lora_cfg *lora, uint64_t 
         return NULL;
     }
     /* own storage only for the adapters and the head; the rest aliases base */
+    m->bf16 = base->bf16;
     size_t own = 0;
     for (int i = 0; i < m->n_params; i++)
         if (m->params[i].lora || i == m->score) own += m->params[i].n;
     m->n_data = own;
-    m->data = al_calloc(own, sizeof(float));
+    m->data = al_alloc_pages(own * sizeof(float));
     if (!m->data) goto nomem;
+    if (m->bf16) {
+        m->n_data16 = own;
+        m->data16 = al_alloc_pages(own * sizeof(uint16_t));
+        if (!m->data16) goto nomem;
+    }
     size_t off = 0;
     for (int i = 0; i < m->n_params; i++) {
         al_param *p = &m->params[i];
         if (p->lora || i == m->score) {
             p->w = m->data + off;
+            p->h = m->bf16 ? m->data16 + off : NULL;
             off += p->n;
             continue;
         }
         p->w = NULL;
-        for (int j = 0; j < base->n_params && !p->w; j++)
-            if (!base->params[j].lora && !strcmp(base->params[j].name, p->name) && base->params[j].n == p->n)
+        p->h = NULL;
+        int found = 0;
+        for (int j = 0; j < base->n_params && !found; j++)
+            if (!base->params[j].lora && !strcmp(base->params[j].name, p->name) && base->params[j].n == p->n) {
                 p->w = base->params[j].w;
-        if (!p->w) {
+                p->h = base->params[j].h;
+                found = 1;
+            }
+        if (!found) {
             al_err(err, AL_ESHAPE, "shared base: %s not found", p->name);
             al_model_free(m);
             return NULL;
@@ -561,19 +711,27 @@ int al_model_add_score_head(al_model *m, uint64_t seed) {
     c.has_score = 1;
     if (c.num_labels <= 0) c.num_labels = 1;
     char err[AL_ERRLEN];
-    al_model *n = al_model_new(&c, m->lora_cfg.r > 0 ? &m->lora_cfg : NULL, err);
+    al_model *n = al_model_new_dt(&c, m->lora_cfg.r > 0 ? &m->lora_cfg : NULL, m->n_grad == 0,
+                                   m->bf16, err);
     if (!n) return AL_ENOMEM;
     for (int i = 0; i < m->n_params; i++) {
         AL_ASSERT(strcmp(m->params[i].name, n->params[i < n->score ? i : i + 1].name) == 0);
     }
     for (int i = 0; i < m->n_params; i++) {
         int j = i < n->score ? i : i + 1;
-        memcpy(n->params[j].w, m->params[i].w, m->params[i].n * sizeof(float));
+        param_copy(&n->params[j], &m->params[i]);
     }
     al_rng r;
     al_rng_seed(&r, seed);
-    fill_normal(n->params[n->score].w, n->params[n->score].n,
-                c.init_range > 0 ? c.init_range : 0.02f, &r);
+    al_param *sp = &n->params[n->score];
+    float *hv = malloc(sp->n * sizeof(float));
+    if (!hv) {
+        al_model_free(n);
+        return AL_ENOMEM;
+    }
+    fill_normal(hv, sp->n, c.init_range > 0 ? c.init_range : 0.02f, &r);
+    al_param_set(sp, hv);
+    free(hv);
     if (m->n_grad == 0) {
         /* m was inference-only: keep it so */
         al_free(n->grad);
@@ -628,6 +786,7 @@ static void act_sync(al_model *m) {
     m->head_scratch = o->head_scratch;
     m->head_chunk = o->head_chunk;
     m->pos_buf = o->pos_buf;
+    m->s16 = o->s16;
 }
 
 int al_model_share_activations(al_model *m, al_model *owner, char err[AL_ERRLEN]) {
@@ -641,11 +800,13 @@ int al_model_share_activations(al_model *m, al_model *owner, char err[AL_ERRLEN]
     if (m->lora_cfg.r > 0 &&
         (m->lora_cfg.r != owner->lora_cfg.r || max_lora_per_layer(m) > max_lora_per_layer(owner)))
         return al_err(err, AL_EINVAL, "adapters of a different rank or number cannot share activations");
+    if (m->bf16 != owner->bf16)
+        return al_err(err, AL_EINVAL, "a bf16 and an fp32 model cannot share activations");
     if (!m->acts) {
         m->acts = calloc((size_t)a->n_layers, sizeof *m->acts);
         if (!m->acts) return al_err(err, AL_ENOMEM, "out of memory");
     }
-    al_free(m->act);
+    al_free_pages(m->act, m->n_act * sizeof(float));
     m->act = NULL;
     m->n_act = 0;
     m->act_owner = owner;
@@ -664,14 +825,15 @@ int al_model_reserve(al_model *m, int B, int T, int flags, char err[AL_ERRLEN]) 
         return al_err(err, AL_EINVAL, "the activations this model shares hold %d x %d (flags %d), not %d x %d "
                       "(flags %d)", o->resB, o->resT, o->flags, B, T, flags);
     }
-    if (m->act && B <= m->resB && T <= m->resT && flags == m->flags) return AL_OK;
+    if (m->act && B <= m->resB && T <= m->resT && flags == m->flags && (!m->bf16 || m->act16))
+        return AL_OK;
     size_t N = (size_t)B * (size_t)T, C = (size_t)c->C, L = (size_t)c->n_layers;
     size_t AH = (size_t)c->NH * (size_t)c->HD, r = (size_t)m->lora_cfg.r;
     int max_lora = max_lora_per_layer(m);
     size_t QK = (size_t)(c->NH + c->NKV) * (size_t)c->HD;
     size_t n_qk = c->qk_norm ? N * QK + N * (size_t)(c->NH + c->NKV) : 0;
     size_t n_post = c->post_norm ? 2 * N * C + 2 * N : 0;
-    size_t per_layer = N * C * 3 + N * 4 + N * (size_t)m->QKV + (size_t)B * c->NH * T * T +
+    size_t per_layer = N * C * 3 + N * 4 + N * (size_t)m->QKV + (size_t)B * c->NH * T +
                        N * AH + N * (size_t)m->UPW + N * (size_t)c->FF + N * r * (size_t)max_lora +
                        n_qk + n_post;
     int fwd_only = (flags & AL_MODEL_FORWARD_ONLY) != 0;
@@ -690,16 +852,29 @@ int al_model_reserve(al_model *m, int B, int T, int flags, char err[AL_ERRLEN]) 
     /* the LM head's chunk: hidden rows and logits, and with a final soft-cap the cap's derivative */
     size_t head = (size_t)chunk * (C + (size_t)V * (c->final_softcap > 0 ? 2 : 1));
     size_t total = n_res * N * C + n_sets * per_layer + N * C + 4 * N + n_bwd + head + N;
-    al_acts *acts = calloc(L, sizeof *acts);
-    float *act = al_calloc(total, sizeof(float));
-    if (!acts || !act) {
-        free(acts);
-        al_free(act);
-        return al_err(err, AL_ENOMEM, "out of memory for activations (%zu MB)",
-                      total * sizeof(float) >> 20);
+    /* bf16: the rounded operands of the products (one layer's linear maps
+     * at a time, or one chunk of the LM head) */
+    size_t n16 = 0;
+    if (m->bf16) {
+        n16 = al_model_lin_scratch16(m, N);
+        size_t head16 = (size_t)chunk * (C + (size_t)V);
+        if (head16 > n16) n16 = head16;
     }
-    al_free(m->act);
+    al_acts *acts = calloc(L, sizeof *acts);
+    float *act = al_alloc_pages(total * sizeof(float));
+    uint16_t *act16 = n16 ? al_alloc_pages(n16 * sizeof(uint16_t)) : NULL;
+    if (!acts || !act || (n16 && !act16)) {
+        free(acts);
+        al_free_pages(act, total * sizeof(float));
+        al_free_pages(act16, n16 * sizeof(uint16_t));
+        return al_err(err, AL_ENOMEM, "out of memory for activations (%zu MB)",
+                      (total * sizeof(float) + n16 * sizeof(uint16_t)) >> 20);
+    }
+    al_free_pages(m->act, m->n_act * sizeof(float));
+    al_free_pages(m->act16, m->n_act16 * sizeof(uint16_t));
     free(m->acts);
+    m->act16 = m->s16 = act16;
+    m->n_act16 = n16;
     m->act = act;
     m->acts = acts;
     m->n_act = total;
@@ -715,7 +890,7 @@ int al_model_reserve(al_model *m, int B, int T, int flags, char err[AL_ERRLEN]) 
         TAKE(a->ln1_mean, N);
         TAKE(a->ln1_rstd, N);
         TAKE(a->qkv, N * (size_t)m->QKV);
-        TAKE(a->att, (size_t)B * c->NH * T * T);
+        TAKE(a->lse, (size_t)B * c->NH * T);
         TAKE(a->atty, N * AH);
         TAKE(a->mid, N * C);
         TAKE(a->ln2, N * C);
@@ -767,18 +942,45 @@ int al_model_reserve(al_model *m, int B, int T, int flags, char err[AL_ERRLEN]) 
 }
 
 size_t al_model_memory(const al_model *m) {
-    return (m->n_data + m->n_grad + m->n_act) * sizeof(float);
+    return (m->n_data + m->n_grad + m->n_act) * sizeof(float) +
+           (m->n_data16 + m->n_act16) * sizeof(uint16_t);
+}
+
+size_t al_model_lin_scratch16(const al_model *m, size_t N) {
+    const al_model_config *c = &m->cfg;
+    size_t in = (size_t)c->C, out = (size_t)m->QKV;
+    size_t AH = (size_t)c->NH * (size_t)c->HD;
+    if (AH > in) in = AH;
+    if ((size_t)c->FF > in) in = (size_t)c->FF;
+    if ((size_t)m->UPW > out) out = (size_t)m->UPW;
+    if ((size_t)c->C > out) out = (size_t)c->C;
+    if ((size_t)c->num_labels > out) out = (size_t)c->num_labels;
+    return N * (in + out + (size_t)(m->lora_cfg.r > 0 ? m->lora_cfg.r : 1));
 }
 
 /* ---- forward ------------------------------------------------------------ */
 
 void al_linear_forward(al_model *m, int layer, int lin, float *out, const float *x,
-                       float *lora_t, int N) {
+                       float *lora_t, uint16_t *s16, int N) {
     al_linear *L = &m->layers[layer].lin[lin];
-    al_matmul_forward(out, x, PW(m, L->w), PW(m, L->b), N, L->in, L->out);
-    if (!m->adapters_on || !L->n_lora || !lora_t) return;
+    int use = m->adapters_on && L->n_lora && lora_t;
     int r = m->lora_cfg.r;
-    for (int k = 0; k < L->n_lora; k++) {
+    if (m->bf16) {
+        /* s16: the rounded x (N, in), then one adapter's rounded t (N, r) */
+        al_matmul_forward_bf16(out, x, PH(m, L->w), PW(m, L->b), N, L->in, L->out, s16);
+        uint16_t *x16 = s16, *t16 = s16 + (size_t)N * (size_t)L->in;
+        for (int k = 0; use && k < L->n_lora; k++) {
+            const al_lora_mod *lm = &m->lora[L->first_lora + k];
+            float *t = lora_t + (size_t)k * N * r;
+            al_gemm_bf16(0, 1, N, r, lm->in, 1.0f, x16, lm->in, PH(m, lm->pA), lm->in, 0.0f, t, r);
+            al_bf16_round(t16, t, (size_t)N * (size_t)r);
+            al_gemm_bf16(0, 1, N, lm->out, r, m->lora_scale, t16, r, PH(m, lm->pB), r, 1.0f,
+                         out + lm->off, L->out);
+        }
+        return;
+    }
+    al_matmul_forward(out, x, PW(m, L->w), PW(m, L->b), N, L->in, L->out);
+    for (int k = 0; use && k < L->n_lora; k++) {
         const al_lora_mod *lm = &m->lora[L->first_lora + k];
         float *t = lora_t + (size_t)k * N * r;
         al_gemm(0, 1, N, r, lm->in, 1.0f, x, lm->in, PW(m, lm->pA), lm->in, 0.0f, t, r);
@@ -819,7 +1021,15 @@ static void norm_backward(al_model *m, float *dx, const float *dout, const float
 
 void al_model_embed(al_model *m, float *out, const int32_t *ids, const int32_t *pos, int N) {
     const al_model_config *c = &m->cfg;
-    al_embed_forward(out, ids, pos, PW(m, m->wte), PW(m, m->wpe), N, c->C);
+    /* A model in bf16 looks up its bf16 tables whether it trains or not (a
+     * trained table's copy is refreshed before each forward), so a policy
+     * and a frozen copy of it compute the same numbers: the reference a job
+     * precomputes from the policy equals a live one, and a served model the
+     * one that trained (with the fp32 tables looked up in training, a KTO
+     * job's first loss against a live reference was 0.49998, not 0.5). */
+    const al_param *te = P(m, m->wte), *pe = P(m, m->wpe);
+    if (m->bf16) al_embed_forward_bf16(out, ids, pos, te->h, pe ? pe->h : NULL, N, c->C);
+    else al_embed_forward(out, ids, pos, te->w, pe ? pe->w : NULL, N, c->C);
     /* Gemma: embeddings * sqrt(hidden) (a float32 tensor); Granite: * embedding_multiplier */
     if (c->embed_scale > 0 && c->embed_scale != 1.0f) al_scale(out, c->embed_scale, (size_t)N * c->C);
 }
@@ -966,24 +1176,25 @@ static void layer_forward(al_model *m, int l, al_acts *a, const float *x, float 
         al_model_norm(m, a->ln1, a->ln1_mean, a->ln1_rstd, x, ly->ln1_w, ly->ln1_b, N);
         xin = a->ln1;
     }
-    al_linear_forward(m, l, LIN_QKV, a->qkv, xin, lora_slot(m, l, LIN_QKV, a->lora_t, N), N);
+    al_linear_forward(m, l, LIN_QKV, a->qkv, xin, lora_slot(m, l, LIN_QKV, a->lora_t, N), m->s16, N);
     float *q = a->qkv, *k = a->qkv + c->NH * HD, *v = k + c->NKV * HD;
     al_layer_qk_forward(m, l, a->qkv, a->qk_raw, a->qk_rstd, pos, N);
     al_attn_opts ao;
     al_layer_attn_opts(m, l, &ao);
-    al_attention_forward(a->atty, a->att, q, k, v, m->QKV, in->seg, B, T, c->NH, c->NKV, HD, &ao);
+    al_flash_attention_forward(a->atty, a->lse, q, k, v, m->QKV, in->seg, B, T, c->NH, c->NKV, HD, &ao,
+                               m->bf16);
     float *ao_out = c->post_norm ? a->att_o : a->mid;
-    al_linear_forward(m, l, LIN_O, ao_out, a->atty, lora_slot(m, l, LIN_O, a->lora_t, N), N);
+    al_linear_forward(m, l, LIN_O, ao_out, a->atty, lora_slot(m, l, LIN_O, a->lora_t, N), m->s16, N);
     al_layer_residual(m, l, 0, a->mid, x, ao_out, a->pa_rstd, N);
     const float *min = a->mid;
     if (ly->ln2_w >= 0) {
         al_model_norm(m, a->ln2, a->ln2_mean, a->ln2_rstd, a->mid, ly->ln2_w, ly->ln2_b, N);
         min = a->ln2;
     }
-    al_linear_forward(m, l, LIN_UP, a->h1, min, lora_slot(m, l, LIN_UP, a->lora_t, N), N);
+    al_linear_forward(m, l, LIN_UP, a->h1, min, lora_slot(m, l, LIN_UP, a->lora_t, N), m->s16, N);
     al_layer_act(m, a->h2, a->h1, N);
     float *mo = c->post_norm ? a->mlp_o : y;
-    al_linear_forward(m, l, LIN_DOWN, mo, a->h2, lora_slot(m, l, LIN_DOWN, a->lora_t, N), N);
+    al_linear_forward(m, l, LIN_DOWN, mo, a->h2, lora_slot(m, l, LIN_DOWN, a->lora_t, N), m->s16, N);
     al_layer_residual(m, l, 1, y, a->mid, mo, a->pf_rstd, N);
 }
 
@@ -1034,6 +1245,7 @@ int al_model_forward(al_model *m, const al_tokens *in, al_fwd *out) {
     int N = in->B * in->T, C = c->C, L = c->n_layers;
     const int32_t *pos = positions(m, in);
     size_t NC = (size_t)N * C;
+    al_model_bf16_sync(m);
     al_model_rope_prepare(m, pass_len(pos, (size_t)N));
     al_model_embed(m, res_at(m, 0, NC), in->ids, pos, N);
     for (int l = 0; l < L; l++)
@@ -1042,23 +1254,64 @@ int al_model_forward(al_model *m, const al_tokens *in, al_fwd *out) {
     if (in->targets && m->head >= 0) {
         /* logp goes to the caller's buffer or to d_h2 as scratch (unused until backward) */
         float *logp = out && out->logp ? out->logp : m->d_h2;
-        al_lmhead_forward(logp, m->ent, m->lse, out ? out->hit : NULL, m->lnf, PW(m, m->head),
-                          in->targets, N, C, c->V, head_inv_temp(m), c->final_softcap,
-                          m->head_scratch, m->head_chunk);
+        if (m->bf16)
+            al_lmhead_forward_bf16(logp, m->ent, m->lse, out ? out->hit : NULL, m->lnf, PH(m, m->head),
+                                   in->targets, N, C, c->V, head_inv_temp(m), c->final_softcap,
+                                   m->head_scratch, m->s16, m->head_chunk);
+        else
+            al_lmhead_forward(logp, m->ent, m->lse, out ? out->hit : NULL, m->lnf, PW(m, m->head),
+                              in->targets, N, C, c->V, head_inv_temp(m), c->final_softcap,
+                              m->head_scratch, m->head_chunk);
         if (out && out->entropy) memcpy(out->entropy, m->ent, (size_t)N * sizeof(float));
     }
     if (out && out->values) {
         if (m->score < 0) return AL_EINVAL;
-        al_matmul_forward(out->values, m->lnf, PW(m, m->score), NULL, N, C, 1);
+        if (m->bf16) al_matmul_forward_bf16(out->values, m->lnf, PH(m, m->score), NULL, N, C, 1, m->s16);
+        else al_matmul_forward(out->values, m->lnf, PW(m, m->score), NULL, N, C, 1);
     }
     return AL_OK;
 }
 
 /* ---- backward ----------------------------------------------------------- */
 
+/* bf16 backward of one fused map: dout, x and the adapters' t and dt are
+ * rounded into s16 ((N, out), (N, in), (N, r)) for the products. */
+static void linear_backward_bf16(al_model *m, al_linear *L, float *dx, const float *dout,
+                                 const float *x, const float *lora_t, int N) {
+    int r = m->lora_cfg.r, lora = m->adapters_on && L->n_lora;
+    float *gW = PG(m, L->w);
+    uint16_t *d16 = m->s16, *x16 = d16 + (size_t)N * (size_t)L->out;
+    uint16_t *t16 = x16 + (size_t)N * (size_t)L->in;
+    int need_x = gW != NULL;
+    for (int k = 0; lora && k < L->n_lora; k++) need_x |= PG(m, m->lora[L->first_lora + k].pA) != NULL;
+    al_bf16_round(d16, dout, (size_t)N * (size_t)L->out);
+    if (need_x) al_bf16_round(x16, x, (size_t)N * (size_t)L->in);
+    if (dx) al_gemm_bf16(0, 0, N, L->in, L->out, 1.0f, d16, L->out, PH(m, L->w), L->in, 1.0f, dx, L->in);
+    if (gW) al_gemm_bf16(1, 0, L->out, L->in, N, 1.0f, d16, L->out, x16, L->in, 1.0f, gW, L->in);
+    if (PG(m, L->b)) al_matmul_backward(NULL, NULL, PG(m, L->b), dout, x, NULL, N, L->in, L->out);
+    float s = m->lora_scale, *dt = m->d_lora;
+    for (int k = 0; lora && k < L->n_lora; k++) {
+        const al_lora_mod *lm = &m->lora[L->first_lora + k];
+        const uint16_t *dsub = d16 + lm->off;
+        float *gA = PG(m, lm->pA), *gB = PG(m, lm->pB);
+        if (gB) {
+            al_bf16_round(t16, lora_t + (size_t)k * N * r, (size_t)N * (size_t)r);
+            al_gemm_bf16(1, 0, lm->out, r, N, s, dsub, L->out, t16, r, 1.0f, gB, r);
+        }
+        al_gemm_bf16(0, 0, N, r, lm->out, s, dsub, L->out, PH(m, lm->pB), r, 0.0f, dt, r);
+        al_bf16_round(t16, dt, (size_t)N * (size_t)r);
+        if (gA) al_gemm_bf16(1, 0, r, lm->in, N, 1.0f, t16, r, x16, lm->in, 1.0f, gA, lm->in);
+        if (dx) al_gemm_bf16(0, 0, N, lm->in, r, 1.0f, t16, r, PH(m, lm->pA), lm->in, 1.0f, dx, lm->in);
+    }
+}
+
 static void linear_backward(al_model *m, int layer, int lin, float *dx, const float *dout,
                             const float *x, const float *lora_t, int N) {
     al_linear *L = &m->layers[layer].lin[lin];
+    if (m->bf16) {
+        linear_backward_bf16(m, L, dx, dout, x, lora_t, N);
+        return;
+    }
     al_matmul_backward(dx, PG(m, L->w), PG(m, L->b), dout, x, PW(m, L->w), N, L->in, L->out);
     if (!m->adapters_on || !L->n_lora) return;
     int r = m->lora_cfg.r;
@@ -1109,8 +1362,8 @@ static void layer_backward(al_model *m, int l, al_acts *a, const float *x,
     float *dq = m->d_qkv, *dk = dq + AH, *dv = dk + (size_t)c->NKV * HD;
     al_attn_opts ao;
     al_layer_attn_opts(m, l, &ao);
-    al_attention_backward(dq, dk, dv, m->d_atty, a->att, q, k, v, m->QKV, in->seg, B, T,
-                          c->NH, c->NKV, HD, &ao);
+    al_flash_attention_backward(dq, dk, dv, m->d_atty, a->atty, a->lse, q, k, v, m->QKV, in->seg, B,
+                                T, c->NH, c->NKV, HD, &ao, m->bf16);
     layer_qk_backward(m, l, a, m->d_qkv, pos, N);
     al_zero(m->d_ln, NC);
     const float *xin = ly->ln1_w >= 0 ? a->ln1 : x;
@@ -1138,13 +1391,22 @@ int al_model_backward(al_model *m, const al_tokens *in, const float *dlogp,
             al_zero(m->d_h2, (size_t)N);
             dlogp = m->d_h2;
         }
-        al_lmhead_backward(m->d_ln, PG(m, m->head), dlogp, dent, m->lnf, PW(m, m->head),
-                           in->targets, m->lse, m->ent, N, C, c->V, head_inv_temp(m),
-                           c->final_softcap, m->head_scratch, m->head_chunk);
+        if (m->bf16)
+            al_lmhead_backward_bf16(m->d_ln, PG(m, m->head), dlogp, dent, m->lnf, PH(m, m->head),
+                                    in->targets, m->lse, m->ent, N, C, c->V, head_inv_temp(m),
+                                    c->final_softcap, m->head_scratch, m->s16, m->head_chunk);
+        else
+            al_lmhead_backward(m->d_ln, PG(m, m->head), dlogp, dent, m->lnf, PW(m, m->head),
+                               in->targets, m->lse, m->ent, N, C, c->V, head_inv_temp(m),
+                               c->final_softcap, m->head_scratch, m->head_chunk);
     }
     if (dvalue) {
         if (m->score < 0) return AL_EINVAL;
-        al_matmul_backward(m->d_ln, PG(m, m->score), NULL, dvalue, m->lnf, PW(m, m->score), N, C, 1);
+        if (m->bf16)
+            al_matmul_backward_bf16(m->d_ln, PG(m, m->score), NULL, dvalue, m->lnf, PH(m, m->score), N,
+                                    C, 1, m->s16);
+        else
+            al_matmul_backward(m->d_ln, PG(m, m->score), NULL, dvalue, m->lnf, PW(m, m->score), N, C, 1);
     }
     al_zero(m->d_res, NC);
     norm_backward(m, m->d_res, m->d_ln, m->res + (size_t)L * NC, m->lnf_mean, m->lnf_rstd,

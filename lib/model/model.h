@@ -19,11 +19,15 @@
 
 #include "../al.h"
 #include "config.h"
+#include "safetensors.h"
 
 /* One named tensor. */
 typedef struct al_param {
     char name[112];   /* Hugging Face name for the CausalLM layout */
-    float *w;         /* values */
+    float *w;         /* values; NULL for a frozen matrix held in bf16 alone */
+    uint16_t *h;      /* bf16 values (models in bf16, matrices only): the only
+                         copy of a frozen matrix, else a copy of w that every
+                         forward and generation refreshes; NULL in fp32 */
     float *g;         /* gradient, NULL when frozen */
     int ndim;
     int shape[2];     /* internal (nn.Linear) shape */
@@ -75,6 +79,18 @@ const al_model_config *al_model_config_of(const al_model *m);
  * 1/sqrt(2 n_layers)), norms 1, biases 0; LoRA A kaiming-uniform, B zero. */
 void al_model_init(al_model *m, uint64_t seed);
 
+/* Mixed precision (PyTorch's CPU autocast, DESIGN.md): with bf16 on, every
+ * matrix product takes bf16 operands and accumulates in fp32; norms,
+ * softmax, log-probs, losses and values stay fp32; trained tensors keep fp32
+ * weights, gradients and optimiser moments. Frozen matrices (all of a
+ * frozen model's, a LoRA model's base) are held in bf16 alone: half the
+ * memory, and the same bits as a bf16 checkpoint. Switching rebuilds the
+ * weight storage (a frozen matrix leaving bf16 is widened exactly); call it
+ * before al_model_reserve and before creating shared-base models on m.
+ * AL_OK, AL_ENOMEM, AL_EINVAL (a shared-base model follows its base). */
+int al_model_set_bf16(al_model *m, int on, char err[AL_ERRLEN]);
+int al_model_is_bf16(const al_model *m);
+
 /* Opens a Hugging Face folder: config.json + model.safetensors (or shards).
  * If the folder is a PEFT adapter folder (adapter_config.json), loads the
  * base it names (base_model_name_or_path: absolute, else relative to the
@@ -91,14 +107,25 @@ int al_model_open(al_model **out, const char *dir, const al_lora_cfg *lora, char
  * while the model loads. */
 #define AL_OPEN_SCORE_HEAD 1
 #define AL_OPEN_FROZEN 2
+/* Compute in bf16 (al_model_set_bf16) from the start: frozen matrices are
+ * read straight into bf16, never held in fp32. */
+#define AL_OPEN_BF16 4
 int al_model_open_ex(al_model **out, const char *dir, const al_lora_cfg *lora, int flags,
                      uint64_t seed, char err[AL_ERRLEN]);
 /* Loads weights from a folder into m (shapes must match). On error m's
  * weights may be partially overwritten but its shapes are unchanged. */
 int al_model_load_weights(al_model *m, const char *dir, char err[AL_ERRLEN]);
 /* Writes config.json + model.safetensors (LoRA merged into the weights when
- * the model has adapters). */
+ * the model has adapters) in the model's save dtype, which config.json's
+ * torch_dtype names. */
 int al_model_save(const al_model *m, const char *dir, char err[AL_ERRLEN]);
+/* The dtype al_model_save writes: the one the weights were loaded from (a
+ * BF16 checkpoint saves BF16), F32 for a fresh model, or what was set
+ * (AL_DT_F32, AL_DT_BF16, AL_DT_F16; 0 = back to the loaded one). */
+void al_model_set_save_dtype(al_model *m, al_dtype dt);
+al_dtype al_model_save_dtype(const al_model *m);
+/* "float32", "bfloat16", "float16" (torch's names) for a dtype. */
+const char *al_dtype_torch_name(al_dtype dt);
 /* Reads the adapters of m (and the scalar head, when the folder saved one)
  * from an adapter folder's adapter_model.safetensors, leaving the base
  * weights alone: resuming a LoRA run without opening its base a second

@@ -36,7 +36,7 @@ typedef struct al_layer {
 typedef struct al_acts {
     float *ln1, *ln1_mean, *ln1_rstd;
     float *qkv;          /* (N, QKV) after bias and RoPE */
-    float *att;          /* (B, NH, T, T) */
+    float *lse;          /* (B, NH, T) attention's log-sum-exp (flash attention) */
     float *atty;         /* (N, NH*HD) */
     float *mid;          /* (N, C) residual after attention */
     float *ln2, *ln2_mean, *ln2_rstd;
@@ -62,6 +62,11 @@ struct al_model {
     float *data;              /* weights arena */
     float *grad;              /* gradients arena (trainable params only) */
     size_t n_data, n_grad;
+    int bf16;                 /* products in bf16 (al_model_set_bf16) */
+    al_dtype load_dt;         /* dtype of the checkpoint loaded (0: none) */
+    al_dtype save_dt;         /* al_model_set_save_dtype (0: load_dt, else F32) */
+    uint16_t *data16;         /* bf16 weights arena (matrices, bf16 only) */
+    size_t n_data16;
 
     int wte, wpe, lnf_w, lnf_b, head, score;   /* param indices (-1: none) */
     al_layer *layers;
@@ -82,6 +87,9 @@ struct al_model {
     float *d_res, *d_ln, *d_qkv, *d_atty, *d_h1, *d_h2, *d_lora;
     float *head_scratch;
     int head_chunk;
+    uint16_t *act16;          /* bf16 mode: rounded operands of the products */
+    size_t n_act16;
+    uint16_t *s16;            /* view of act16 (or of the owner's) */
     float *rope_cos, *rope_sin;   /* (max_T, HD/2) */
     float *rope_lcos, *rope_lsin; /* local RoPE (Gemma 3's sliding layers), or NULL */
     int rope_key;                 /* al_rope_key of the global table now held */
@@ -98,18 +106,29 @@ void al_rope_freqs(const al_model_config *c, int seq_len, int local, float *inv,
 static inline al_param *P(al_model *m, int i) { return i >= 0 ? &m->params[i] : NULL; }
 static inline float *PW(al_model *m, int i) { return i >= 0 ? m->params[i].w : NULL; }
 static inline float *PG(al_model *m, int i) { return i >= 0 ? m->params[i].g : NULL; }
+static inline uint16_t *PH(al_model *m, int i) { return i >= 0 ? m->params[i].h : NULL; }
 
 /* Full (non-LoRA) forward of one fused linear map on N rows of x, adding the
- * enabled adapters; saves each adapter's x @ A^T in lora_t when non-NULL. */
+ * enabled adapters; saves each adapter's x @ A^T in lora_t when non-NULL.
+ * bf16 models need s16, N * (input width + LoRA rank) bf16 values. */
 void al_linear_forward(al_model *m, int layer, int lin, float *out, const float *x,
-                       float *lora_t, int N);
+                       float *lora_t, uint16_t *s16, int N);
+/* Refreshes the bf16 copies of the trained matrices (bf16 models): before
+ * every forward and generation, since the optimiser (or a test) changed w. */
+void al_model_bf16_sync(al_model *m);
+/* bf16 scratch of al_linear_forward / backward for N rows: N * (widest
+ * input + widest output + LoRA rank) values. */
+size_t al_model_lin_scratch16(const al_model *m, size_t N);
+/* Writes p->n fp32 values into a tensor, whichever storage it has. */
+void al_param_set(al_param *p, const float *v);
 
 /* The pieces of a layer shared by training (model.c) and generation
  * (generate.c), on N rows. */
 /* RMSNorm / LayerNorm of the model's kind (Gemma's (1 + w) included). */
 void al_model_norm(al_model *m, float *out, float *mean, float *rstd, const float *x, int w,
                    int b, int N);
-/* Scaled token (+ position) embeddings of N rows. */
+/* Scaled token (+ position) embeddings of N rows, from fp32 tables or
+ * those a frozen bf16 model holds. */
 void al_model_embed(al_model *m, float *out, const int32_t *ids, const int32_t *pos, int N);
 /* Makes the global RoPE table right for a pass of length seq_len (the
  * largest position + 1): dynamic and longrope tables depend on it. */
@@ -134,6 +153,9 @@ void al_layer_act(const al_model *m, float *h2, const float *h1, int N);
  * weights' size for the length of its load). */
 al_model *al_model_new_ex(const al_model_config *cfg, const al_lora_cfg *lora, int frozen,
                           char err[AL_ERRLEN]);
+/* The same, the weights laid out for bf16 (al_model_set_bf16) at once. */
+al_model *al_model_new_dt(const al_model_config *cfg, const al_lora_cfg *lora, int frozen,
+                          int bf16, char err[AL_ERRLEN]);
 
 /* Initialises only the LoRA tensors (A kaiming-uniform, B zero). */
 void al_model_init_lora(al_model *m, uint64_t seed);

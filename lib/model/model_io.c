@@ -22,8 +22,9 @@ static const al_st_tensor *find_tensor(const al_st_dir *d, const al_model *m, co
     return t;
 }
 
-/* Reads one tensor into p, checking its on-disk shape; scratch holds p->n floats. */
-static int read_param(const al_st_file *f, const al_st_tensor *t, al_param *p, float *scratch,
+/* Reads one tensor into p (its fp32 values, or a matrix held in bf16
+ * alone), checking its on-disk shape. */
+static int read_param(const al_st_file *f, const al_st_tensor *t, al_param *p,
                       char err[AL_ERRLEN]) {
     int64_t want0 = p->conv1d ? p->shape[1] : p->shape[0];
     int64_t want1 = p->conv1d ? p->shape[0] : p->shape[1];
@@ -41,20 +42,9 @@ static int read_param(const al_st_file *f, const al_st_tensor *t, al_param *p, f
         return al_err(err, AL_ESHAPE, "%s: shape [%s], expected [%lld, %lld]", p->name, got,
                       (long long)want0, (long long)want1);
     }
-    if (!p->conv1d) return al_st_read_f32(f, t, p->w, p->n, err);
-    int rc = al_st_read_f32(f, t, scratch, p->n, err);
-    if (rc) return rc;
-    int in = p->shape[1], out = p->shape[0];
-    for (int i = 0; i < in; i++)
-        for (int o = 0; o < out; o++) p->w[(size_t)o * in + i] = scratch[(size_t)i * out + o];
-    return AL_OK;
-}
-
-static float *conv1d_scratch(const al_model *m) {
-    size_t n = 1;
-    for (int i = 0; i < m->n_params; i++)
-        if (m->params[i].conv1d && m->params[i].n > n) n = m->params[i].n;
-    return al_calloc(n, sizeof(float));
+    if (!p->w) return al_st_read_bf16(f, t, p->h, p->n, p->conv1d, err);
+    if (p->conv1d) return al_st_read_f32_t(f, t, p->w, p->n, err);
+    return al_st_read_f32(f, t, p->w, p->n, err);
 }
 
 static int load_weights(al_model *m, const char *dir, int score_optional, char err[AL_ERRLEN]);
@@ -67,11 +57,6 @@ static int load_weights(al_model *m, const char *dir, int score_optional, char e
     al_st_dir d;
     int rc = al_st_dir_open(&d, dir, "model", err);
     if (rc) return rc;
-    float *scratch = conv1d_scratch(m);
-    if (!scratch) {
-        al_st_dir_close(&d);
-        return al_err(err, AL_ENOMEM, "out of memory loading %s", dir);
-    }
     for (int i = 0; i < m->n_params && rc == AL_OK; i++) {
         al_param *p = &m->params[i];
         if (p->lora) continue;
@@ -82,9 +67,9 @@ static int load_weights(al_model *m, const char *dir, int score_optional, char e
             rc = al_err(err, AL_EFORMAT, "%s: missing tensor %s", dir, p->name);
             break;
         }
-        rc = read_param(f, t, p, scratch, err);
+        if (!m->load_dt && p->ndim == 2) m->load_dt = t->dtype; /* the embedding's */
+        rc = read_param(f, t, p, err);
     }
-    al_free(scratch);
     al_st_dir_close(&d);
     return rc;
 }
@@ -106,7 +91,7 @@ static int load_adapters(al_model *m, const char *dir, char err[AL_ERRLEN]) {
             rc = al_err(err, AL_EFORMAT, "%s: missing adapter tensor %s", dir, name);
             break;
         }
-        rc = read_param(f, t, p, NULL, err);
+        rc = read_param(f, t, p, err);
     }
     al_st_dir_close(&d);
     return rc;
@@ -228,14 +213,21 @@ int al_model_open_ex(al_model **out, const char *dir, const al_lora_cfg *lora, i
         cfg.num_labels = 1;
         cfg.has_lm_head = 0;
     }
-    al_model *m = al_model_new_ex(&cfg, lora, flags & AL_OPEN_FROZEN, err);
+    al_model *m = al_model_new_dt(&cfg, lora, flags & AL_OPEN_FROZEN, (flags & AL_OPEN_BF16) != 0, err);
     if (!m) return err && err[0] ? AL_EINVAL : AL_ENOMEM;
     if (fresh_score) {
         al_rng r;
         al_rng_seed(&r, seed);
         float std = cfg.init_range > 0 ? cfg.init_range : 0.02f;
         al_param *sp = &m->params[m->score];
-        for (size_t k = 0; k < sp->n; k++) sp->w[k] = std * al_rng_normal(&r);
+        float *v = malloc(sp->n * sizeof(float));
+        if (!v) {
+            rc = al_err(err, AL_ENOMEM, "out of memory");
+            goto fail;
+        }
+        for (size_t k = 0; k < sp->n; k++) v[k] = std * al_rng_normal(&r);
+        al_param_set(sp, v);
+        free(v);
     }
     /* an adapter folder that saves the head (modules_to_save) may sit on a
      * base without one, e.g. a PPO critic on its policy's base */
@@ -267,38 +259,91 @@ static void shape_on_disk(const al_param *p, al_st_entry *e) {
     }
 }
 
+void al_model_set_save_dtype(al_model *m, al_dtype dt) { m->save_dt = dt; }
+
+al_dtype al_model_save_dtype(const al_model *m) {
+    if (m->save_dt) return m->save_dt;
+    return m->load_dt ? m->load_dt : AL_DT_F32;
+}
+
+const char *al_dtype_torch_name(al_dtype dt) {
+    return dt == AL_DT_BF16 ? "bfloat16" : dt == AL_DT_F16 ? "float16" : "float32";
+}
+
+/* fp32 values of a tensor: w, or h widened into tmp (p->n floats). */
+static const float *param_f32(const al_param *p, float *tmp) {
+    if (p->w) return p->w;
+    al_bf16_widen(tmp, p->h, p->n);
+    return tmp;
+}
+
+/* W' = W + scale * B @ A for every fused map an adapter writes, in fp32:
+ * merged[i] receives the merged values of param i (views into one buffer),
+ * NULL for untouched params. *buf_out owns the buffer. */
+static int merge_adapters(const al_model *m, const float **merged, float **buf_out) {
+    size_t total = 0, big = 0;
+    for (int l = 0; l < m->cfg.n_layers; l++)
+        for (int j = 0; j < LIN_COUNT; j++) {
+            const al_linear *L = &m->layers[l].lin[j];
+            if (L->n_lora) total += (size_t)L->out * (size_t)L->in;
+        }
+    for (int k = 0; k < m->n_lora; k++) {
+        size_t a = m->params[m->lora[k].pA].n, b = m->params[m->lora[k].pB].n;
+        if (a + b > big) big = a + b;
+    }
+    float *buf = al_calloc(total + big, sizeof(float));
+    if (!buf) return AL_ENOMEM;
+    float *ab = buf + total, *W = buf;
+    for (int l = 0; l < m->cfg.n_layers; l++)
+        for (int j = 0; j < LIN_COUNT; j++) {
+            const al_linear *L = &m->layers[l].lin[j];
+            if (!L->n_lora) continue;
+            /* the run of named tensors that make up the fused map */
+            size_t rows = 0;
+            for (int i = L->w; rows < (size_t)L->out; i++) {
+                const al_param *p = &m->params[i];
+                float *dst = W + rows * (size_t)L->in;
+                if (p->w) memcpy(dst, p->w, p->n * sizeof(float));
+                else al_bf16_widen(dst, p->h, p->n);
+                merged[i] = dst;
+                rows += (size_t)p->shape[0];
+            }
+            for (int k = 0; k < L->n_lora; k++) {
+                const al_lora_mod *lm = &m->lora[L->first_lora + k];
+                const al_param *pa = &m->params[lm->pA], *pb = &m->params[lm->pB];
+                const float *A = param_f32(pa, ab), *B = param_f32(pb, ab + pa->n);
+                al_gemm(0, 0, lm->out, lm->in, m->lora_cfg.r, m->lora_scale, B, m->lora_cfg.r, A,
+                        lm->in, 1.0f, W + (size_t)lm->off * lm->in, lm->in);
+            }
+            W += (size_t)L->out * (size_t)L->in;
+        }
+    *buf_out = buf;
+    return AL_OK;
+}
+
 int al_model_save(const al_model *m, const char *dir, char err[AL_ERRLEN]) {
     int rc = al_mkdir_p(dir, err);
     if (rc) return rc;
-    if ((rc = al_config_save(&m->cfg, dir, err))) return rc;
+    al_dtype dt = al_model_save_dtype(m);
+    al_model_config cfg = m->cfg;
+    snprintf(cfg.torch_dtype, sizeof cfg.torch_dtype, "%s", al_dtype_torch_name(dt));
+    if ((rc = al_config_save(&cfg, dir, err))) return rc;
     al_st_entry *e = calloc((size_t)m->n_params, sizeof *e);
-    float *merged = NULL;
-    if (!e) return al_err(err, AL_ENOMEM, "out of memory saving %s", dir);
-    const float *src = m->data;
-    if (m->n_lora && m->adapters_on) {
-        /* W' = W + scale * B @ A on the adapted rows of each fused weight */
-        merged = al_calloc(m->n_data, sizeof(float));
-        if (!merged) {
-            free(e);
-            return al_err(err, AL_ENOMEM, "out of memory merging adapters for %s", dir);
-        }
-        memcpy(merged, m->data, m->n_data * sizeof(float));
-        for (int k = 0; k < m->n_lora; k++) {
-            const al_lora_mod *lm = &m->lora[k];
-            const al_linear *L = &m->layers[lm->layer].lin[lm->lin];
-            float *W = merged + (m->params[L->w].w - m->data);
-            al_gemm(0, 0, lm->out, lm->in, m->lora_cfg.r, m->lora_scale, m->params[lm->pB].w,
-                    m->lora_cfg.r, m->params[lm->pA].w, lm->in, 1.0f,
-                    W + (size_t)lm->off * lm->in, lm->in);
-        }
-        src = merged;
+    const float **merged = calloc((size_t)m->n_params, sizeof *merged);
+    float *mbuf = NULL;
+    if (!e || !merged || (m->n_lora && m->adapters_on && merge_adapters(m, merged, &mbuf))) {
+        free(e);
+        free(merged);
+        return al_err(err, AL_ENOMEM, "out of memory saving %s", dir);
     }
     int n = 0;
     for (int i = 0; i < m->n_params; i++) {
         const al_param *p = &m->params[i];
         if (p->lora) continue;
         shape_on_disk(p, &e[n]);
-        e[n].data = src + (p->w - m->data);
+        e[n].dtype = dt;
+        e[n].data = merged[i] ? merged[i] : p->w;
+        e[n].data16 = e[n].data ? NULL : p->h;
         n++;
     }
     char path[4096];
@@ -306,7 +351,8 @@ int al_model_save(const al_model *m, const char *dir, char err[AL_ERRLEN]) {
         rc = al_err(err, AL_ERANGE, "path too long: %s", dir);
     else
         rc = al_st_write(path, e, n, err);
-    al_free(merged);
+    al_free(mbuf);
+    free(merged);
     free(e);
     return rc;
 }
@@ -331,6 +377,7 @@ int al_model_save_adapter(const al_model *m, const char *dir, const char *base_p
         snprintf(names[n], sizeof names[n], "base_model.model.%s", p->name);
         e[n].name = names[n];
         e[n].data = p->w;
+        e[n].data16 = p->w ? NULL : p->h;
         n++;
     }
     char path[4096];

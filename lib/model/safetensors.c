@@ -45,6 +45,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "../compute/ops.h"
+#include "../compute/pool.h"
 #include "../io.h"
 
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
@@ -440,8 +442,119 @@ size_t al_st_numel(const al_st_tensor *t) {
     return n;
 }
 
-int al_st_read_f32(const al_st_file *f, const al_st_tensor *t, float *dst, size_t n,
-                   char err[AL_ERRLEN]) {
+/* One run of a tensor's conversion, split over the compute pool: file
+ * elements [i0, i0 + k) (rows [i0 / cols, ...) when transposing). */
+typedef struct st_run {
+    const uint8_t *src;       /* the tensor's first byte in the mapping */
+    al_dtype in;              /* file dtype */
+    int out_bf16;             /* dst is uint16_t bf16, else float */
+    void *dst;
+    size_t i0, k;             /* run, in file elements */
+    size_t rows, cols;        /* file shape (2-D) when transposing, else 0 */
+} st_run;
+
+static inline float st_get(const uint8_t *s, al_dtype dt, size_t i) {
+    if (dt == AL_DT_F32) {
+        float f;
+        memcpy(&f, s + 4 * i, 4);
+        return f;
+    }
+    uint16_t h = (uint16_t)(s[2 * i] | (s[2 * i + 1] << 8));
+    return dt == AL_DT_F16 ? al_f16_to_f32(h) : al_bf16_to_f32(h);
+}
+
+/* dst[j] for file elements [a, b) in the file's order. */
+static void st_convert(const st_run *r, size_t a, size_t b) {
+    size_t k = b - a;
+    const uint8_t *s = r->src;
+    if (r->out_bf16) {
+        uint16_t *d = (uint16_t *)r->dst + a;
+        if (r->in == AL_DT_BF16) memcpy(d, s + 2 * a, 2 * k);
+        else if (r->in == AL_DT_F32 && (uintptr_t)(s + 4 * a) % 4 == 0)
+            al_bf16_round(d, (const float *)(const void *)(s + 4 * a), k);
+        else
+            for (size_t j = 0; j < k; j++) d[j] = al_f32_to_bf16(st_get(s, r->in, a + j));
+    } else {
+        float *d = (float *)r->dst + a;
+        if (r->in == AL_DT_F32) memcpy(d, s + 4 * a, 4 * k);
+        else if (r->in == AL_DT_BF16 && (uintptr_t)(s + 2 * a) % 2 == 0)
+            al_bf16_widen(d, (const uint16_t *)(const void *)(s + 2 * a), k);
+        else
+            for (size_t j = 0; j < k; j++) d[j] = st_get(s, r->in, a + j);
+    }
+}
+
+/* Transposing: file rows [r0, r1) of (rows, cols) into dst (cols, rows),
+ * in 32 x 32 tiles so that both sides stay in cache. */
+static void st_transpose(const st_run *r, size_t r0, size_t r1) {
+    enum { TB = 32 };
+    const uint8_t *s = r->src;
+    /* the common cases with typed copies: F32 into float, F32 or BF16 into bf16 */
+    int f32 = r->in == AL_DT_F32 && !r->out_bf16;
+    int b16 = r->in == AL_DT_BF16 && r->out_bf16;
+    int f2b = r->in == AL_DT_F32 && r->out_bf16;
+    for (size_t rb = r0; rb < r1; rb += TB) {
+        size_t re = rb + TB < r1 ? rb + TB : r1;
+        for (size_t cb = 0; cb < r->cols; cb += TB) {
+            size_t ce = cb + TB < r->cols ? cb + TB : r->cols;
+            if (f32 || b16 || f2b) {
+                for (size_t i = rb; i < re; i++) {
+                    const uint8_t *src = s + (i * r->cols + cb) * (f32 || f2b ? 4 : 2);
+                    if (f32) {
+                        float v[TB], *d = (float *)r->dst + i;
+                        memcpy(v, src, (ce - cb) * 4);
+                        for (size_t j = 0; j < ce - cb; j++) d[(cb + j) * r->rows] = v[j];
+                    } else if (f2b) {
+                        float v[TB];
+                        uint16_t h[TB], *d = (uint16_t *)r->dst + i;
+                        memcpy(v, src, (ce - cb) * 4);
+                        al_bf16_round(h, v, ce - cb);
+                        for (size_t j = 0; j < ce - cb; j++) d[(cb + j) * r->rows] = h[j];
+                    } else {
+                        uint16_t v[TB], *d = (uint16_t *)r->dst + i;
+                        memcpy(v, src, (ce - cb) * 2);
+                        for (size_t j = 0; j < ce - cb; j++) d[(cb + j) * r->rows] = v[j];
+                    }
+                }
+                continue;
+            }
+            for (size_t i = rb; i < re; i++)
+                for (size_t j = cb; j < ce; j++) {
+                    size_t at = j * r->rows + i;
+                    if (r->out_bf16) {
+                        uint16_t *d = r->dst;
+                        if (r->in == AL_DT_BF16) memcpy(d + at, s + 2 * (i * r->cols + j), 2);
+                        else d[at] = al_f32_to_bf16(st_get(s, r->in, i * r->cols + j));
+                    } else {
+                        float *d = r->dst;
+                        d[at] = st_get(s, r->in, i * r->cols + j);
+                    }
+                }
+        }
+    }
+}
+
+static void st_run_fn(void *p, int tid, int nt) {
+    const st_run *r = p;
+    long lo, hi;
+    if (r->rows) {
+        size_t row0 = r->i0 / r->cols, nrow = r->k / r->cols;
+        al_split((long)nrow, nt, tid, &lo, &hi);
+        st_transpose(r, row0 + (size_t)lo, row0 + (size_t)hi);
+    } else {
+        al_split((long)((r->k + 63) / 64), nt, tid, &lo, &hi);
+        size_t a = r->i0 + (size_t)lo * 64, b = r->i0 + (size_t)hi * 64;
+        if (b > r->i0 + r->k) b = r->i0 + r->k;
+        if (a < b) st_convert(r, a, b);
+    }
+}
+
+/* Reads t into dst (n elements, float or bf16), transposed when asked
+ * (t 2-D). The conversion runs on the compute pool, 4 MiB of the file at a
+ * time; pages wholly inside the span are released as the copy passes them
+ * (the at most two it shares with its neighbours stay). */
+static int st_read(const al_st_file *f, const al_st_tensor *t, void *dst, int out_bf16, size_t n,
+                   int transpose, char err[AL_ERRLEN]) {
     const char *fn = base_name(f->path ? f->path : "safetensors");
     if (t->dtype != AL_DT_F32 && t->dtype != AL_DT_F16 && t->dtype != AL_DT_BF16)
         return al_err(err, AL_EUNSUP,
@@ -451,31 +564,30 @@ int al_st_read_f32(const al_st_file *f, const al_st_tensor *t, float *dst, size_
     if (n != numel)
         return al_err(err, AL_ESHAPE, "%s: tensor '%s' has %zu elements, expected %zu", fn,
                       t->name, numel, n);
+    if (transpose && t->ndim != 2)
+        return al_err(err, AL_ESHAPE, "%s: tensor '%s' is not a matrix", fn, t->name);
     /* Re-check the span so a tensor from another file cannot read out of bounds. */
     size_t es = (size_t)elem_bytes(t->dtype);
     if (t->end < t->begin || t->end > f->size - f->data_off || t->end - t->begin != numel * es)
         return al_err(err, AL_EFORMAT, "%s: tensor '%s': span does not match this file", fn,
                       t->name);
     const uint8_t *src = f->map + f->data_off + t->begin;
-    /* Pages wholly inside the span are released as the copy passes them;
-     * the (at most two) pages it shares with its neighbours stay. */
+    st_run r = {.src = src, .in = t->dtype, .out_bf16 = out_bf16, .dst = dst};
+    size_t run = ((size_t)4 << 20) / es;
+    if (transpose) {
+        r.rows = (size_t)t->shape[0];
+        r.cols = (size_t)t->shape[1];
+        if (r.cols == 0) return AL_OK;
+        run = (run / r.cols + 1) * r.cols; /* whole rows */
+    }
     const uintptr_t pg = page_size();
     uintptr_t done = ((uintptr_t)src + pg - 1) & ~(pg - 1);
-    const size_t run = ((size_t)4 << 20) / es;
     for (size_t i = 0; i < n;) {
-        size_t k = n - i < run ? n - i : run;
-        const uint8_t *s = src + i * es;
-        float *d = dst + i;
-        if (t->dtype == AL_DT_F32) {
-            memcpy(d, s, k * 4);
-        } else if (t->dtype == AL_DT_F16) {
-            for (size_t j = 0; j < k; j++)
-                d[j] = al_f16_to_f32((uint16_t)(s[2 * j] | (s[2 * j + 1] << 8)));
-        } else {
-            for (size_t j = 0; j < k; j++)
-                d[j] = al_bf16_to_f32((uint16_t)(s[2 * j] | (s[2 * j + 1] << 8)));
-        }
-        i += k;
+        r.i0 = i;
+        r.k = n - i < run ? n - i : run;
+        if (r.k * es >= ((size_t)1 << 16) && al_pool_threads() > 1) al_pool_run(st_run_fn, &r);
+        else st_run_fn(&r, 0, 1);
+        i += r.k;
         uintptr_t end = ((uintptr_t)src + i * es) & ~(pg - 1);
         if (end > done) {
             /* advice: if it fails, the pages merely stay until al_st_close */
@@ -484,6 +596,21 @@ int al_st_read_f32(const al_st_file *f, const al_st_tensor *t, float *dst, size_
         }
     }
     return AL_OK;
+}
+
+int al_st_read_f32(const al_st_file *f, const al_st_tensor *t, float *dst, size_t n,
+                   char err[AL_ERRLEN]) {
+    return st_read(f, t, dst, 0, n, 0, err);
+}
+
+int al_st_read_f32_t(const al_st_file *f, const al_st_tensor *t, float *dst, size_t n,
+                     char err[AL_ERRLEN]) {
+    return st_read(f, t, dst, 0, n, 1, err);
+}
+
+int al_st_read_bf16(const al_st_file *f, const al_st_tensor *t, uint16_t *dst, size_t n,
+                    int transpose, char err[AL_ERRLEN]) {
+    return st_read(f, t, dst, 1, n, transpose, err);
 }
 
 /* ---------- sharded folders ---------- */
@@ -641,24 +768,43 @@ static int cmp_entry_ptr(const void *a, const void *b) {
     return strcmp((*(const al_st_entry *const *)a)->name, (*(const al_st_entry *const *)b)->name);
 }
 
-/* Writes the entry's floats; transposed entries go through a bounded buffer. */
-static int write_entry(al_atomic_file *af, const al_st_entry *e, size_t numel, float *buf,
+static al_dtype entry_dtype(const al_st_entry *e) { return e->dtype ? e->dtype : AL_DT_F32; }
+
+/* Writes the entry's values in its dtype; conversions and transposes go
+ * through a bounded buffer. */
+static int write_entry(al_atomic_file *af, const al_st_entry *e, size_t numel, uint8_t *buf,
                        size_t buf_n, char err[AL_ERRLEN]) {
     if (numel == 0) return AL_OK;
-    if (!e->transpose) return al_atomic_write(af, e->data, numel * sizeof(float), err);
+    al_dtype dt = entry_dtype(e);
+    size_t es = (size_t)elem_bytes(dt);
+    if (!e->transpose && e->data && dt == AL_DT_F32)
+        return al_atomic_write(af, e->data, numel * 4, err);
+    if (!e->transpose && !e->data && dt == AL_DT_BF16)
+        return al_atomic_write(af, e->data16, numel * 2, err);
     /* File holds (s0, s1); memory holds (s1, s0): file[i][j] = data[j][i]. */
-    size_t s0 = (size_t)e->shape[0], s1 = (size_t)e->shape[1], k = 0;
+    size_t s0 = e->transpose ? (size_t)e->shape[0] : numel, s1 = e->transpose ? (size_t)e->shape[1] : 1;
+    size_t k = 0, cap = buf_n / es;
     for (size_t i = 0; i < s0; i++) {
         for (size_t j = 0; j < s1; j++) {
-            buf[k++] = e->data[j * s0 + i];
-            if (k == buf_n) {
-                int rc = al_atomic_write(af, buf, k * sizeof(float), err);
+            size_t at = e->transpose ? j * s0 + i : i;
+            float v = e->data ? e->data[at] : al_bf16_to_f32(e->data16[at]);
+            uint8_t *o = buf + k * es;
+            if (dt == AL_DT_F32) {
+                memcpy(o, &v, 4);
+            } else {
+                uint16_t h = dt == AL_DT_F16 ? al_f32_to_f16(v)
+                             : e->data ? al_f32_to_bf16(v) : e->data16[at];
+                o[0] = (uint8_t)h;
+                o[1] = (uint8_t)(h >> 8);
+            }
+            if (++k == cap) {
+                int rc = al_atomic_write(af, buf, k * es, err);
                 if (rc != AL_OK) return rc;
                 k = 0;
             }
         }
     }
-    return k ? al_atomic_write(af, buf, k * sizeof(float), err) : AL_OK;
+    return k ? al_atomic_write(af, buf, k * es, err) : AL_OK;
 }
 
 int al_st_write(const char *path, const al_st_entry *e, int n, char err[AL_ERRLEN]) {
@@ -669,7 +815,7 @@ int al_st_write(const char *path, const al_st_entry *e, int n, char err[AL_ERRLE
     json_t *hdr = json_object();
     json_t *meta = json_object();
     char *text = NULL;
-    float *buf = NULL;
+    uint8_t *buf = NULL;
     al_atomic_file af;
     af.fd = -1;
     af.tmp[0] = '\0';
@@ -703,8 +849,13 @@ int al_st_write(const char *path, const al_st_entry *e, int n, char err[AL_ERRLE
             }
             numel *= s;
         }
-        if (numel && !x->data) {
+        if (numel && !x->data && !x->data16) {
             rc = al_err(err, AL_EINVAL, "%s: tensor '%s': no data", fn, x->name);
+            goto done;
+        }
+        if (x->dtype && x->dtype != AL_DT_F32 && x->dtype != AL_DT_F16 && x->dtype != AL_DT_BF16) {
+            rc = al_err(err, AL_EINVAL, "%s: tensor '%s': cannot write dtype %d", fn, x->name,
+                        (int)x->dtype);
             goto done;
         }
         order[i] = x;
@@ -720,7 +871,7 @@ int al_st_write(const char *path, const al_st_entry *e, int n, char err[AL_ERRLE
     uint64_t off = 0;
     for (int i = 0; i < n; i++) {
         const al_st_entry *x = order[i];
-        uint64_t bytes = 4;
+        uint64_t bytes = (uint64_t)elem_bytes(entry_dtype(x));
         for (int k = 0; k < x->ndim; k++) bytes *= (uint64_t)x->shape[k];
         if (off + bytes < off || off + bytes > (uint64_t)INT64_MAX) {
             rc = al_err(err, AL_EINVAL, "%s: tensors too large in total", fn);
@@ -740,7 +891,9 @@ int al_st_write(const char *path, const al_st_entry *e, int n, char err[AL_ERRLE
             goto done;
         }
         /* set_new takes the references, even on failure. */
-        if (json_object_set_new(ent, "dtype", json_string("F32")) ||
+        al_dtype xdt = entry_dtype(x);
+        const char *dname = xdt == AL_DT_F32 ? "F32" : xdt == AL_DT_F16 ? "F16" : "BF16";
+        if (json_object_set_new(ent, "dtype", json_string(dname)) ||
             json_object_set_new(ent, "shape", shape) ||
             json_object_set_new(ent, "data_offsets", offs)) {
             json_decref(ent);
@@ -763,8 +916,8 @@ int al_st_write(const char *path, const al_st_entry *e, int n, char err[AL_ERRLE
     size_t padded = (hl + 7) & ~(size_t)7; /* 8 + padded is a multiple of 8 */
     uint8_t lenb[8];
     for (int i = 0; i < 8; i++) lenb[i] = (uint8_t)((uint64_t)padded >> (8 * i));
-    const size_t buf_n = 16384;
-    buf = malloc(buf_n * sizeof *buf);
+    const size_t buf_n = 65536;
+    buf = malloc(buf_n);
     if (!buf) {
         rc = al_err(err, AL_ENOMEM, "%s: out of memory", fn);
         goto done;

@@ -50,6 +50,15 @@ size_t al_st_numel(const al_st_tensor *t);
  * so loading a model does not hold its weights twice. */
 int al_st_read_f32(const al_st_file *f, const al_st_tensor *t, float *dst, size_t n,
                    char err[AL_ERRLEN]);
+/* The same for a 2-D tensor (r, c) read into dst as (c, r) (GPT-2's Conv1D
+ * weights into nn.Linear's layout). */
+int al_st_read_f32_t(const al_st_file *f, const al_st_tensor *t, float *dst, size_t n,
+                     char err[AL_ERRLEN]);
+/* Into bf16 (uint16_t): BF16 copied, F32 and F16 rounded to nearest even;
+ * transpose as al_st_read_f32_t. Both run the conversion on the compute
+ * pool (loading at the speed of the page cache). */
+int al_st_read_bf16(const al_st_file *f, const al_st_tensor *t, uint16_t *dst, size_t n,
+                    int transpose, char err[AL_ERRLEN]);
 
 /* A model folder's weights: model.safetensors, or every shard named by
  * model.safetensors.index.json (validated: weight_map entries must name
@@ -66,18 +75,22 @@ void al_st_dir_close(al_st_dir *d);
 const al_st_tensor *al_st_dir_find(const al_st_dir *d, const char *name,
                                    const al_st_file **file);
 
-/* One tensor to write: F32 data of the given shape. If transpose is set the
- * 2-D data (rows, cols) = (shape[1], shape[0]) is written transposed, so the
- * file holds shape (shape[0], shape[1]) — used for GPT-2's Conv1D layout. */
+/* One tensor to write, from F32 data or (data NULL) bf16 data16, of the
+ * given shape, stored as dtype (0 = F32; F16 and BF16 round to nearest
+ * even, BF16 from data16 is copied). If transpose is set the 2-D data
+ * (rows, cols) = (shape[1], shape[0]) is written transposed, so the file
+ * holds shape (shape[0], shape[1]) — used for GPT-2's Conv1D layout. */
 typedef struct al_st_entry {
     const char *name;
     const float *data;
+    const uint16_t *data16;
+    al_dtype dtype;
     int ndim;
     int64_t shape[AL_ST_MAXDIM];
     int transpose;
 } al_st_entry;
 
-/* Writes an F32 safetensors file atomically; entries are sorted by name in
+/* Writes a safetensors file atomically; entries are sorted by name in
  * the header, the header padded with spaces to a multiple of 8 bytes, and
  * __metadata__ {"format": "pt"}. Duplicate names -> AL_EINVAL. */
 int al_st_write(const char *path, const al_st_entry *e, int n, char err[AL_ERRLEN]);

@@ -8,6 +8,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "../compute/ops.h"
 #include "../io.h"
 #include "../model/model.h"
 #include "../tasks/tasks.h"
@@ -15,6 +16,9 @@
 #include "../text/dataset.h"
 #include "../text/tokenizer.h"
 #include "objective.h"
+#include "optim.h"
+
+#include <pthread.h>
 
 size_t al_config_num_params(const al_model_config *c, int score_head) {
     size_t C = (size_t)c->C, L = (size_t)c->n_layers, V = (size_t)c->V, FF = (size_t)c->FF;
@@ -39,6 +43,190 @@ size_t al_config_num_params(const al_model_config *c, int score_head) {
     if (c->has_lm_head && !c->tie_word_embeddings) n += V * C;
     if (c->has_score || score_head) n += (size_t)(c->num_labels > 0 ? c->num_labels : 1) * C;
     return n;
+}
+
+static size_t lora_params(const al_model_config *c, const al_lora_cfg *l);
+
+/* ---- measured rates ---------------------------------------------------- */
+
+/* One shape's figures: seconds per token of one layer's forward + backward
+ * (and forward alone) at T0, of the LM head per vocabulary entry, of AdamW
+ * per trained parameter, and the attention's share of a layer's FLOPs at T0. */
+typedef struct rate_ent {
+    al_model_config cfg;       /* the shape (n_layers, V ignored) */
+    int lora_r, bf16, T0, B0;
+    char targets[256];
+    double layer_tok, layer_fwd_tok, head_tok_v, head_fwd_tok_v, opt_param, lora_frac;
+} rate_ent;
+
+enum { RATE_SLOTS = 16 };
+static struct {
+    pthread_mutex_t mu;
+    rate_ent e[RATE_SLOTS];
+    int n, next;
+} g_rates = {.mu = PTHREAD_MUTEX_INITIALIZER};
+
+static int same_shape(const al_model_config *a, const al_model_config *b) {
+    return a->arch == b->arch && a->C == b->C && a->NH == b->NH && a->NKV == b->NKV &&
+           a->HD == b->HD && a->FF == b->FF && a->attn_bias == b->attn_bias &&
+           a->mlp_bias == b->mlp_bias && a->qk_norm == b->qk_norm && a->post_norm == b->post_norm &&
+           a->fused_proj == b->fused_proj && a->act == b->act;
+}
+
+/* Linear FLOPs per token of one layer (forward) and attention FLOPs per
+ * token at length T (forward, causal: each query sees (T+1)/2 keys). */
+static double layer_lin_flops(const al_model_config *c) {
+    double C = c->C, q = (double)c->NH * c->HD, kv = (double)c->NKV * c->HD, FF = c->FF;
+    double mlp = c->arch == AL_ARCH_GPT2 ? 2 * C * FF : 3 * C * FF;
+    return 2.0 * (C * (q + 2 * kv) + q * C + mlp);
+}
+static double layer_att_flops(const al_model_config *c, double T) {
+    return 2.0 * 2.0 * (double)c->NH * c->HD * (T + 1) / 2;
+}
+
+static double best_of(double a, double b) { return a < b ? a : b; }
+
+/* Times the pieces on the pool (see al_estimate_step). */
+static int measure(rate_ent *r, char err[AL_ERRLEN]) {
+    al_model_config c = r->cfg;
+    c.n_layers = 1;
+    c.V = r->cfg.V < 4096 ? r->cfg.V : 4096;
+    c.has_lm_head = 1;
+    c.has_score = 0;
+    c.tie_word_embeddings = 1;
+    if (c.max_T < r->T0) c.max_T = r->T0;
+    for (int l = 0; l < AL_MAX_LAYERS; l++) c.layer_flags[l] = r->cfg.layer_flags[0];
+    al_lora_cfg lc = {.r = r->lora_r, .alpha = 2.0f * (float)(r->lora_r > 0 ? r->lora_r : 1)};
+    snprintf(lc.targets, sizeof lc.targets, "%s", r->targets);
+    al_model *m = al_model_new(&c, r->lora_r > 0 ? &lc : NULL, err);
+    if (!m) return AL_ENOMEM;
+    al_model_init(m, 1);
+    int rc = r->bf16 ? al_model_set_bf16(m, 1, err) : AL_OK;
+    const int T = r->T0 * r->B0; /* B0 rows of T0, as one long row of the same products */
+    if (!rc) rc = al_model_reserve(m, r->B0, r->T0, 0, err);
+    int32_t *ids = calloc((size_t)T, sizeof *ids), *tgt = calloc((size_t)T, sizeof *tgt);
+    float *lp = calloc((size_t)T, sizeof *lp), *dl = calloc((size_t)T, sizeof *dl);
+    al_adamw opt = {0};
+    al_adamw_cfg oc;
+    al_adamw_defaults(&oc);
+    if (!rc && (!ids || !tgt || !lp || !dl)) rc = al_err(err, AL_ENOMEM, "out of memory");
+    if (!rc) rc = al_adamw_init(&opt, &oc, m);
+    for (int t = 0; !rc && t < T; t++) {
+        ids[t] = (int32_t)((t * 131u + 7u) % (unsigned)c.V);
+        tgt[t] = (int32_t)((t * 197u + 3u) % (unsigned)c.V);
+        dl[t] = -1.0f / (float)T;
+    }
+    al_tokens in = {.B = r->B0, .T = r->T0, .ids = ids, .targets = tgt};
+    al_fwd f = {.logp = lp};
+    double step = 1e30, fwd = 1e30, optt = 1e30;
+    for (int k = 0; !rc && k < 4; k++) { /* the first warms caches and primitives up */
+        double t0 = al_now();
+        al_model_zero_grad(m);
+        rc = al_model_forward(m, &in, &f);
+        double t1 = al_now();
+        if (!rc) rc = al_model_backward(m, &in, dl, NULL, NULL);
+        double t2 = al_now();
+        al_adamw_step(&opt, m, 0.0f);
+        double t3 = al_now();
+        if (k > 0) {
+            step = best_of(step, t2 - t0);
+            fwd = best_of(fwd, t1 - t0);
+            optt = best_of(optt, t3 - t2);
+        }
+    }
+    /* the LM head alone: the same vocabulary slice with no layer to speak of */
+    double head = 0, headf = 0;
+    if (!rc) {
+        size_t C = (size_t)c.C, V = (size_t)c.V;
+        int chunk = T < 128 ? T : 128;
+        float *h = calloc((size_t)T * C, sizeof(float)), *w = calloc(V * C, sizeof(float));
+        float *sc = calloc((size_t)chunk * (C + V) * 2, sizeof(float));
+        float *lse = calloc((size_t)T, sizeof(float)), *dh = calloc((size_t)T * C, sizeof(float));
+        float *dw = calloc(V * C, sizeof(float));
+        uint16_t *w16 = calloc(V * C, sizeof(uint16_t)), *s16 = calloc((size_t)chunk * (C + V), sizeof(uint16_t));
+        if (!h || !w || !sc || !lse || !dh || !dw || !w16 || !s16) rc = al_err(err, AL_ENOMEM, "out of memory");
+        for (size_t i = 0; !rc && i < V * C; i++) w[i] = (float)((i * 2654435761u) % 1000) * 1e-4f - 0.05f;
+        for (size_t i = 0; !rc && i < (size_t)T * C; i++) h[i] = (float)((i * 40503u) % 1000) * 1e-3f - 0.5f;
+        if (!rc) al_bf16_round(w16, w, V * C);
+        double hb = 1e30, hf = 1e30;
+        for (int k = 0; !rc && k < 4; k++) {
+            double t0 = al_now();
+            if (r->bf16) al_lmhead_forward_bf16(lp, NULL, lse, NULL, h, w16, tgt, T, c.C, c.V, 1.0f, 0.0f, sc, s16, chunk);
+            else al_lmhead_forward(lp, NULL, lse, NULL, h, w, tgt, T, c.C, c.V, 1.0f, 0.0f, sc, chunk);
+            double t1 = al_now();
+            if (r->bf16)
+                al_lmhead_backward_bf16(dh, dw, dl, NULL, h, w16, tgt, lse, NULL, T, c.C, c.V, 1.0f, 0.0f, sc, s16, chunk);
+            else al_lmhead_backward(dh, dw, dl, NULL, h, w, tgt, lse, NULL, T, c.C, c.V, 1.0f, 0.0f, sc, chunk);
+            double t2 = al_now();
+            if (k > 0) {
+                hb = best_of(hb, t2 - t0);
+                hf = best_of(hf, t1 - t0);
+            }
+        }
+        head = hb;
+        headf = hf;
+        free(h); free(w); free(sc); free(lse); free(dh); free(dw); free(w16); free(s16);
+    }
+    if (!rc) {
+        /* the model's step minus its own head: one layer (embedding included) */
+        r->layer_tok = (step > head ? step - head : step * 0.5) / T;
+        r->layer_fwd_tok = (fwd > headf ? fwd - headf : fwd * 0.5) / T;
+        r->head_tok_v = head / T / c.V;
+        r->head_fwd_tok_v = headf / T / c.V;
+        size_t ntr = al_model_num_params(m, 1);
+        r->opt_param = ntr ? optt / (double)ntr : 0;
+    }
+    al_adamw_deinit(&opt);
+    free(ids); free(tgt); free(lp); free(dl);
+    al_model_free(m);
+    return rc;
+}
+
+int al_estimate_step(const al_model_config *cfg, const al_lora_cfg *lora, int bf16, int rows,
+                     int T, int ref_rows, double *seconds, char err[AL_ERRLEN]) {
+    int lora_r = lora && lora->r > 0 ? lora->r : 0;
+    /* measured at the step's own row length (up to 256) and row count (up
+     * to 1024 tokens): small products run at a lower rate than large ones */
+    int T0 = T < 256 ? T : 256;
+    if (T0 > cfg->max_T) T0 = cfg->max_T;
+    if (T0 < 16) T0 = cfg->max_T < 16 ? cfg->max_T : 16;
+    int all = rows + ref_rows, B0 = 1024 / T0;
+    if (B0 > all) B0 = all;
+    if (B0 < 1) B0 = 1;
+    rate_ent key = {.cfg = *cfg, .lora_r = lora_r, .bf16 = bf16 != 0, .T0 = T0, .B0 = B0};
+    if (lora_r) snprintf(key.targets, sizeof key.targets, "%s", lora->targets);
+    rate_ent r;
+    int found = 0, rc = AL_OK;
+    pthread_mutex_lock(&g_rates.mu);
+    for (int i = 0; i < g_rates.n && !found; i++) {
+        const rate_ent *e = &g_rates.e[i];
+        if (same_shape(&e->cfg, cfg) && e->lora_r == lora_r && e->bf16 == key.bf16 && e->T0 == T0 && e->B0 == B0 &&
+            !strcmp(e->targets, key.targets)) {
+            r = *e;
+            found = 1;
+        }
+    }
+    pthread_mutex_unlock(&g_rates.mu);
+    if (!found) {
+        r = key;
+        if ((rc = measure(&r, err))) return rc;
+        pthread_mutex_lock(&g_rates.mu);
+        g_rates.e[g_rates.next] = r;
+        g_rates.next = (g_rates.next + 1) % RATE_SLOTS;
+        if (g_rates.n < RATE_SLOTS) g_rates.n++;
+        pthread_mutex_unlock(&g_rates.mu);
+    }
+    /* a layer's time per token: its linear part, and attention growing with T */
+    double lin = layer_lin_flops(cfg), a0 = layer_att_flops(cfg, T0), a1 = layer_att_flops(cfg, T);
+    double scale_T = (lin + a1) / (lin + a0);
+    double L = cfg->n_layers, V = cfg->V, tok = (double)rows * T, rtok = (double)ref_rows * T;
+    double s = tok * (L * r.layer_tok * scale_T + V * r.head_tok_v) +
+               rtok * (L * r.layer_fwd_tok * scale_T + V * r.head_fwd_tok_v);
+    size_t trained = lora_r ? 0 : al_config_num_params(cfg, 0);
+    if (lora_r) trained = lora_params(cfg, lora); /* the adapters */
+    s += (double)trained * r.opt_param;
+    *seconds = s;
+    return AL_OK;
 }
 
 static int targeted(const char *targets, const char *name) {
@@ -202,27 +390,67 @@ int al_job_estimate(const al_job *job, al_estimate *out, al_error *err) {
 
     /* memory */
     size_t P = e.parameters, Tr = e.trainable_parameters;
-    size_t weights = 4 * P, train = 4 * 3 * Tr;       /* grads + AdamW m, v */
+    int bf16 = job->hp.mixed_precision == AL_MP_BF16;
+    /* bf16: frozen matrices held in bf16 alone, trained ones keep an fp32
+     * master beside their bf16 copy */
+    size_t weights = bf16 ? (job->use_lora || data_job ? 2 * P : 6 * P) : 4 * P;
+    size_t frozen_w = bf16 ? 2 * P : 4 * P;
+    size_t train = 4 * 3 * Tr;                        /* grads + AdamW m, v */
     size_t rows = (size_t)job->hp.micro_batch_size * (size_t)(pair ? 2 : gens);
     size_t T = (size_t)max_seq, C = (size_t)cfg.C, L = (size_t)cfg.n_layers;
     /* + the families' extra saved tensors: branch outputs before their
-     * post-norms, q|k before their norms */
+     * post-norms, q|k before their norms; attention keeps one log-sum-exp
+     * per row and head (flash attention) */
     size_t extra = (cfg.post_norm ? 2 * C : 0) +
                    (cfg.qk_norm ? (size_t)(cfg.NH + cfg.NKV) * (size_t)cfg.HD : 0);
-    size_t act_layer = rows * T * (12 * C + 2 * (size_t)cfg.FF + extra) + rows * (size_t)cfg.NH * T * T;
+    size_t act_layer = rows * T * (12 * C + 2 * (size_t)cfg.FF + extra) + rows * (size_t)cfg.NH * T;
     size_t act = 4 * (L * act_layer + rows * T * (size_t)cfg.V * 2);
     size_t ref = 0;
-    if (ops && ops->needs_ref && (!job->hp.precompute_ref_log_probs || job->ref_model[0] || rl) && !job->use_lora)
-        ref = weights;  /* a frozen copy while it scores */
+    int ref_forward = ops && ops->needs_ref && (!job->hp.precompute_ref_log_probs || job->ref_model[0] || rl);
+    if (ref_forward && !job->use_lora) ref = frozen_w;  /* a frozen copy while it scores */
     /* reward models, a judge, a separate critic: one more model each (the
      * policy's size is the estimate when their configs are not read) */
     size_t others = (size_t)job->reward.n_reward_models + (job->reward.judge_model[0] ? 1 : 0) +
                     (job->model_b[0] ? 1 : 0);
-    if (rl && job->critic == AL_CRITIC_SEPARATE) others += 3; /* weights, gradients, AdamW moments */
-    e.memory_bytes = weights + train + act + ref + others * weights + ((size_t)64 << 20);
-    /* 6 FLOPs per parameter per token (forward + backward), 2 GFLOP/s per core */
-    long cores = sysconf(_SC_NPROCESSORS_ONLN);
-    e.seconds = 6.0 * (double)P * e.tokens / (2e9 * (double)(cores > 0 ? cores : 1));
+    size_t other_w = job->reward.bf16 ? 2 * P : 4 * P;
+    size_t critic = rl && job->critic == AL_CRITIC_SEPARATE ? 3 * 4 * P + weights : 0;
+    e.memory_bytes = weights + train + act + ref + others * other_w + critic + ((size_t)64 << 20);
+
+    /* time: one optimiser step from this machine's measured rates */
+    if (!data_job && e.steps > 0) {
+        int per_step = job->hp.batch_size * (pair ? 2 : 1);
+        double tok_ex = tok_per_ex / (pair ? 2 : gens);
+        int Tavg = (int)ceil(tok_ex > 2 ? tok_ex : 2);
+        if (Tavg > max_seq) Tavg = max_seq;
+        double step = 0;
+        if ((rc = al_estimate_step(&cfg, job->use_lora ? &job->lora : NULL, bf16, per_step, Tavg,
+                                   ref_forward && !job->hp.precompute_ref_log_probs ? per_step : 0, &step,
+                                   e2)))
+            return al_fail_as(err, rc, "model", e2);
+        if (rl && gen_len > 0) {
+            /* generation: a forward per new token of every completion (decoding
+             * re-reads the weights per token: counted three times a training
+             * forward's per-token cost, a rough figure) */
+            double fwd1 = 0;
+            if ((rc = al_estimate_step(&cfg, job->use_lora ? &job->lora : NULL, bf16, 0, Tavg, 1, &fwd1,
+                                       e2)))
+                return al_fail_as(err, rc, "model", e2);
+            step += 3.0 * fwd1 / Tavg * (double)gen_len * job->hp.batch_size;
+        }
+        e.seconds_per_step = step;
+        e.seconds = step * (double)e.steps;
+        if (ref_forward && job->hp.precompute_ref_log_probs && !rl) {
+            double once = 0; /* scoring the data once with the reference */
+            if ((rc = al_estimate_step(&cfg, NULL, bf16, 0, Tavg, 1, &once, e2))) return al_fail_as(err, rc, "model", e2);
+            e.seconds += once * (double)e.examples * (pair ? 2 : 1);
+        }
+    } else if (data_job) {
+        double fwd1 = 0;
+        int Tavg = (int)ceil(tok_per_ex > 2 ? tok_per_ex / gens : 2);
+        if (Tavg > max_seq) Tavg = max_seq;
+        if ((rc = al_estimate_step(&cfg, NULL, bf16, 0, Tavg, 1, &fwd1, e2))) return al_fail_as(err, rc, "model", e2);
+        e.seconds = 3.0 * fwd1 / Tavg * (double)(gen_len > 0 ? gen_len : 1) * (double)e.examples * gens;
+    }
     *out = e;
     return AL_OK;
 }

@@ -26,7 +26,8 @@ typedef struct al_estimate {
     size_t parameters;          /* of the model as trained (score head included) */
     size_t trainable_parameters;
     size_t memory_bytes;        /* peak, see above */
-    double seconds;             /* rough: 6 x trainable-ish FLOPs per token at 2 GFLOP/s per core */
+    double seconds;             /* the run: steps x seconds_per_step (+ a reference's scoring) */
+    double seconds_per_step;    /* one optimiser step, from this machine's measured rates */
     int max_seq;                /* longest sequence seen (tokens) */
 } al_estimate;
 
@@ -35,6 +36,20 @@ typedef struct al_estimate {
  * whose model or data failed in err->field ("model", "chat_template",
  * "training_file", "training_files[1].file", "method"). */
 int al_job_estimate(const al_job *job, al_estimate *out, al_error *err);
+
+/* Seconds one optimiser step takes on this machine: rows sequences of T
+ * tokens through forward and backward of cfg's model (LoRA adapters when
+ * lora is non-NULL, products in bf16 when bf16), plus ref_rows rows of a
+ * forward-only reference, plus AdamW over the trainable parameters. The
+ * rates are measured, not assumed: the first call for a shape times one
+ * layer of it (forward, backward), its LM head on a slice of the
+ * vocabulary, and the optimiser, on the compute pool (a fraction of a
+ * second), and scales by layers, tokens (attention by its share of the
+ * FLOPs at each T) and vocabulary; later calls reuse the figures (cached
+ * per shape, precision and LoRA rank for the life of the process).
+ * AL_OK, or AL_ENOMEM / the model's error. */
+int al_estimate_step(const al_model_config *cfg, const al_lora_cfg *lora, int bf16, int rows,
+                     int T, int ref_rows, double *seconds, char err[AL_ERRLEN]);
 
 /* Parameters of a model config (score head when has_score or score_head). */
 size_t al_config_num_params(const al_model_config *c, int score_head);

@@ -15,6 +15,9 @@
 
 enum { AL_SCALE_GROUP = 0, AL_SCALE_BATCH = 1, AL_SCALE_NONE = 2 };
 enum { AL_KL_K1 = 1, AL_KL_K3 = 3 };
+/* mixed_precision: "auto" resolves when the job is parsed (al_bf16_auto,
+ * compute/ops.h: bf16 where the CPU multiplies bf16 natively) */
+enum { AL_MP_AUTO = 0, AL_MP_FP32 = 1, AL_MP_BF16 = 2 };
 
 typedef struct al_hparams {
     /* optimisation */
@@ -78,6 +81,10 @@ typedef struct al_hparams {
     int normalize_advantages;        /* rloo: 0 (TRL main) */
     int mask_truncated_completions;  /* 0 */
     float kl_warn;                   /* 10: health warning when the mean sequence KL exceeds it */
+
+    /* precision */
+    int mixed_precision;             /* AL_MP_FP32 or AL_MP_BF16 once parsed ("auto" resolved) */
+    int save_dtype;                  /* 0 ("auto"): the base checkpoint's; AL_DT_F32, _BF16, _F16 */
 
     /* cadence */
     int eval_steps, save_steps, logging_steps;

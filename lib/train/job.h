@@ -140,6 +140,8 @@ typedef struct al_reward_cfg {
     float missing_eos_penalty;         /* < 0: hyperparameters.missing_eos_penalty */
     float clip;                        /* 0 = no clipping */
     int length_normalize;
+    int bf16;                          /* reward models and the judge compute in bf16: the
+                                          daemon's dtype setting (not part of the JSON) */
 } al_reward_cfg;
 
 enum { AL_CRITIC_SHARED_BASE = 0, AL_CRITIC_SEPARATE = 1 };
@@ -192,6 +194,11 @@ int al_job_parse(al_job *job, const char *json, size_t len, char err[AL_ERRLEN])
 int al_job_from_json(al_job *job, const json_t *obj, al_error *err);
 void al_job_deinit(al_job *job);
 
+/* al_model_open_ex flags for the job's own models (policy, reference,
+ * critic, sampled models): AL_OPEN_BF16 under mixed_precision bf16. */
+static inline int al_job_open_flags(const al_job *job) {
+    return job->hp.mixed_precision == AL_MP_BF16 ? AL_OPEN_BF16 : 0;
+}
 
 /* The sharegpt names ("dataset_info") the job gives for one of its data
  * files, by identity: file is job->training_file, job->validation_file or a

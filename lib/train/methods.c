@@ -18,6 +18,8 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "../compute/ops.h"
+#include "../model/safetensors.h"
 #include "hparams.h"
 
 /* ---- methods --------------------------------------------------------------- */
@@ -177,6 +179,20 @@ static const al_hp_choice c_scale[] = {
     {"group", AL_SCALE_GROUP, 0}, {"batch", AL_SCALE_BATCH, 0}, {"none", AL_SCALE_NONE, 0}, {NULL, 0, 0}};
 static const al_hp_choice c_klest[] = {{"k1", AL_KL_K1, 0}, {"k3", AL_KL_K3, 0}, {NULL, 0, 0}};
 static const char *const a_completion[] = {"max_new_tokens", "response_length", NULL};
+/* "auto" stands for the default: the parser keeps it (mixed_precision's is
+ * the CPU's, mp_auto), and it is listed last, as the errors word it */
+static const al_hp_choice c_mp[] = {
+    {"bf16", AL_MP_BF16, 0}, {"fp32", AL_MP_FP32, 0}, {"auto", AL_MP_AUTO, 0}, {NULL, 0, 0}};
+/* torch's dtype names, the short ones accepted too; "auto" (0) keeps the
+ * dtype the base checkpoint came in */
+static const al_hp_choice c_dtype[] = {
+    {"float32", AL_DT_F32, 0}, {"bfloat16", AL_DT_BF16, 0}, {"float16", AL_DT_F16, 0}, {"auto", 0, 0},
+    {"fp32", AL_DT_F32, 1},    {"bf16", AL_DT_BF16, 1},     {"fp16", AL_DT_F16, 1},    {NULL, 0, 0}};
+
+/* mixed_precision "auto": bf16 where this CPU multiplies bf16 natively
+ * (al_bf16_auto; ALIGND_MIXED_PRECISION overrides), found when a job is
+ * parsed so that its resolved description says which */
+static double mp_auto(void) { return al_bf16_auto() ? AL_MP_BF16 : AL_MP_FP32; }
 
 #define OFF(f) offsetof(al_hparams, f)
 #define NUM(f, t, lo, hi, d, meth, fl, help) {#f, t, OFF(f), d, lo, hi, NULL, NULL, NULL, meth, fl, help, NULL}
@@ -284,6 +300,12 @@ static const al_hp_spec g_specs[] = {
     BOOL(mask_truncated_completions, 0, B(GRPO) | B(RLOO),
          "Leave responses cut at max_completion_length out of the loss (DAPO)."),
     REAL(kl_warn, 0, 1e12, 10, RL3, 0, "A warn event is logged when the KL exceeds this bound."),
+    {"mixed_precision", AL_HP_ENUM, OFF(mixed_precision), AL_MP_AUTO, 0, 0, NULL, c_mp, NULL, ALL, 0,
+     "bf16: matrix products in bf16 with fp32 accumulation (PyTorch's CPU autocast), master weights, gradients "
+     "and optimizer state in fp32, frozen weights held in bf16; auto picks bf16 where the CPU multiplies bf16 "
+     "natively.", mp_auto},
+    ENUM(save_dtype, c_dtype, 0, ALL, 0,
+         "dtype of the saved model weights; auto keeps the dtype the base checkpoint came in."),
     INT(eval_steps, 0, 1 << 30, 0, ALL, 0,
         "Evaluate on the validation split every this many steps; 0 evaluates at the end only."),
     INT(save_steps, 0, 1 << 30, 500, ALL, 0, "Write a resumable checkpoint every this many steps."),

@@ -3,6 +3,9 @@
  * model's gradient arena, so a checkpoint of m and v is two flat arrays. */
 #include "optim.h"
 
+#include <stdio.h>
+#include <stdlib.h>
+
 #include <math.h>
 #include <string.h>
 
@@ -84,6 +87,52 @@ void al_adamw_step(al_adamw *o, al_model *model, float lr) {
     j.step_size = (float)(lr / bc1);
     j.inv_sqrt_bc2 = (float)(1.0 / sqrt(bc2));
     al_pool_run(adamw_range, &j);
+}
+
+int al_adamw_save(const al_adamw *o, const al_model *m, const char *path, char err[AL_ERRLEN]) {
+    int np;
+    al_param *ps = al_model_params((al_model *)m, &np);
+    int masters = al_model_save_dtype(m) != AL_DT_F32;
+    al_st_entry *e = calloc((size_t)np + 2, sizeof *e);
+    char (*names)[128] = calloc((size_t)np, sizeof *names);
+    if (!e || !names) {
+        free(e);
+        free(names);
+        return al_err(err, AL_ENOMEM, "out of memory");
+    }
+    e[0] = (al_st_entry){.name = "exp_avg", .data = o->m, .ndim = 1, .shape = {(int64_t)o->n}};
+    e[1] = (al_st_entry){.name = "exp_avg_sq", .data = o->v, .ndim = 1, .shape = {(int64_t)o->n}};
+    int n = 2;
+    for (int i = 0; masters && i < np; i++) {
+        if (!ps[i].g || !ps[i].w || ps[i].lora) continue; /* adapters are saved in fp32 */
+        snprintf(names[i], sizeof names[i], "master.%s", ps[i].name);
+        e[n++] = (al_st_entry){.name = names[i], .data = ps[i].w, .ndim = 1, .shape = {(int64_t)ps[i].n}};
+    }
+    int rc = al_st_write(path, e, n, err);
+    free(e);
+    free(names);
+    return rc;
+}
+
+int al_adamw_load(al_adamw *o, al_model *m, const char *path, char err[AL_ERRLEN]) {
+    al_st_file f;
+    int rc = al_st_open(&f, path, err);
+    if (rc) return rc;
+    const al_st_tensor *mt = al_st_find(&f, "exp_avg"), *vt = al_st_find(&f, "exp_avg_sq");
+    if (!mt || !vt) rc = al_err(err, AL_EFORMAT, "%s: exp_avg/exp_avg_sq missing", path);
+    if (!rc) rc = al_st_read_f32(&f, mt, o->m, o->n, err);
+    if (!rc) rc = al_st_read_f32(&f, vt, o->v, o->n, err);
+    int np;
+    al_param *ps = al_model_params(m, &np);
+    char name[128];
+    for (int i = 0; !rc && i < np; i++) {
+        if (!ps[i].g || !ps[i].w) continue;
+        snprintf(name, sizeof name, "master.%s", ps[i].name);
+        const al_st_tensor *t = al_st_find(&f, name);
+        if (t) rc = al_st_read_f32(&f, t, ps[i].w, ps[i].n, err);
+    }
+    al_st_close(&f);
+    return rc;
 }
 
 float al_sched_lr(al_sched_kind kind, float peak, long step, long warmup, long total) {

@@ -30,6 +30,15 @@ void al_adamw_deinit(al_adamw *o);
  * p -= lr/(1-b1^t) * m / (sqrt(v)/sqrt(1-b2^t) + eps). */
 void al_adamw_step(al_adamw *o, al_model *model, float lr);
 
+/* A checkpoint's optimizer.safetensors: AdamW's moments (exp_avg,
+ * exp_avg_sq) and, when m's checkpoints are saved in a narrower dtype than
+ * its trained fp32 weights (a BF16 base fine-tuned in full), those fp32
+ * master weights ("master.<name>"), so that resuming continues exactly.
+ * al_adamw_load goes after the weights are loaded: the masters it finds
+ * replace them. AL_EFORMAT naming what is missing or misshaped. */
+int al_adamw_save(const al_adamw *o, const al_model *m, const char *path, char err[AL_ERRLEN]);
+int al_adamw_load(al_adamw *o, al_model *m, const char *path, char err[AL_ERRLEN]);
+
 typedef enum { AL_SCHED_CONSTANT = 0, AL_SCHED_LINEAR, AL_SCHED_COSINE } al_sched_kind;
 /* Learning rate for update `step` (0-based) of `total`: linear warm-up over
  * `warmup` steps from 0, then constant, linear decay to 0, or half-cosine to 0. */

@@ -156,7 +156,8 @@ int al_rewarder_new(al_rewarder **out, const al_reward_cfg *cfg, double hp_eos_p
     for (int k = 0; k < cfg->n_reward_models && !rc; k++) {
         if (cfg->n_reward_models > 1) snprintf(what, sizeof what, "reward.reward_model[%d]", k);
         else snprintf(what, sizeof what, "reward.reward_model");
-        rc = scorer_open(&rw->rm[k], cfg->reward_model[k], AL_OPEN_SCORE_HEAD, rw->rows, want_rm, what, err);
+        rc = scorer_open(&rw->rm[k], cfg->reward_model[k], AL_OPEN_SCORE_HEAD | (cfg->bf16 ? AL_OPEN_BF16 : 0),
+                         rw->rows, want_rm, what, err);
         rw->n_rm = k + 1;
         if (rc) break;
         if (rw->rm[k].T > rw->Tmax) rw->Tmax = rw->rm[k].T;
@@ -164,7 +165,8 @@ int al_rewarder_new(al_rewarder **out, const al_reward_cfg *cfg, double hp_eos_p
     int size_judge = len && (len->prompt_bytes || len->completion_bytes);
     if (!rc && cfg->judge_model[0]) {
         /* sized below, once the instructions' tokens are known */
-        rc = scorer_open(&rw->judge, cfg->judge_model, 0, 2, size_judge ? 1 : 0, "reward.judge.model", err);
+        rc = scorer_open(&rw->judge, cfg->judge_model, cfg->bf16 ? AL_OPEN_BF16 : 0, 2, size_judge ? 1 : 0,
+                         "reward.judge.model", err);
         rw->has_judge = 1;
         if (!rc && !al_model_config_of(rw->judge.m)->has_lm_head)
             rc = al_err(err, AL_EINVAL, "reward.judge.model: %s has no language-model head", cfg->judge_model);

@@ -491,8 +491,8 @@ static int open_critic(rl *r) {
     const char *src = job->critic_model[0] ? job->critic_model
                       : job->reward.n_reward_models ? job->reward.reward_model[0] : job->model;
     const char *field = job->critic_model[0] ? "critic_model" : job->reward.n_reward_models ? "reward.reward_model" : "model";
-    if ((rc = al_model_open_ex(&r->critic, src, job->use_lora ? &job->lora : NULL, AL_OPEN_SCORE_HEAD,
-                               job->hp.seed ^ 0xC817Cull, e2)))
+    if ((rc = al_model_open_ex(&r->critic, src, job->use_lora ? &job->lora : NULL,
+                               AL_OPEN_SCORE_HEAD | al_job_open_flags(job), job->hp.seed ^ 0xC817Cull, e2)))
         return al_err(r->err, rc, "%s: %s", field, e2);
     if (al_model_config_of(r->critic)->V != al_model_config_of(r->m)->V)
         return al_err(r->err, AL_EINVAL, "%s: the critic's vocabulary (%d) differs from the policy's (%d)", field,
@@ -571,8 +571,10 @@ static int setup(rl *r) {
     if ((rc = al_chat_new(&r->chat, r->tok, job->chat_template, r->err))) return rc;
     r->pad = al_chat_pad_id(r->chat);
     r->eos = al_tok_eos(r->tok);
-    if ((rc = al_model_open_ex(&r->m, job->model, job->use_lora ? &job->lora : NULL, 0, hp->seed, e2)))
+    if ((rc = al_model_open_ex(&r->m, job->model, job->use_lora ? &job->lora : NULL, al_job_open_flags(job),
+                               hp->seed, e2)))
         return al_err(r->err, rc, "model: %s", e2);
+    if (hp->save_dtype) al_model_set_save_dtype(r->m, (al_dtype)hp->save_dtype);
     const al_model_config *mc = al_model_config_of(r->m);
     if (!mc->has_lm_head) return al_err(r->err, AL_EINVAL, "model: %s has no language-model head", job->model);
     al_model_set_temperature(r->m, hp->temperature);
@@ -648,11 +650,13 @@ static int setup(rl *r) {
     r->use_ref = r->ppo ? (hp->kl_coef > 0 || hp->adaptive_kl) : hp->beta > 0;
     if (r->use_ref) {
         if (job->ref_model[0]) {
-            if ((rc = al_model_open_ex(&r->ref, job->ref_model, NULL, AL_OPEN_FROZEN, 0, e2)))
+            if ((rc = al_model_open_ex(&r->ref, job->ref_model, NULL, AL_OPEN_FROZEN | al_job_open_flags(job), 0,
+                                       e2)))
                 return al_err(r->err, rc, "ref_model: %s", e2);
         } else if (job->use_lora) {
             r->ref_off = 1;
-        } else if ((rc = al_model_open_ex(&r->ref, job->model, NULL, AL_OPEN_FROZEN, 0, e2))) {
+        } else if ((rc = al_model_open_ex(&r->ref, job->model, NULL, AL_OPEN_FROZEN | al_job_open_flags(job), 0,
+                                          e2))) {
             return al_err(r->err, rc, "model: %s", e2);
         }
         if (r->ref) {
@@ -1211,28 +1215,18 @@ int rl_copy_tokenizer(const al_job *job, const char *dir, char err[AL_ERRLEN]) {
     return al_chat_copy_files(job->model, dir, job->chat_template, err);
 }
 
-static int save_opt(const al_adamw *o, const char *dir, char err[AL_ERRLEN]) {
+/* optimizer.safetensors of a model's folder (optim.h: moments, and the fp32
+ * masters of a checkpoint saved narrower) */
+static int save_opt(const al_adamw *o, const al_model *m, const char *dir, char err[AL_ERRLEN]) {
     char path[AL_PATH_MAX + 128];
-    al_st_entry e[2] = {
-        {.name = "exp_avg", .data = o->m, .ndim = 1, .shape = {(int64_t)o->n}},
-        {.name = "exp_avg_sq", .data = o->v, .ndim = 1, .shape = {(int64_t)o->n}},
-    };
     snprintf(path, sizeof path, "%s/optimizer.safetensors", dir);
-    return al_st_write(path, e, 2, err);
+    return al_adamw_save(o, m, path, err);
 }
 
-static int load_opt(al_adamw *o, const char *dir, char err[AL_ERRLEN]) {
+static int load_opt(al_adamw *o, al_model *m, const char *dir, char err[AL_ERRLEN]) {
     char path[AL_PATH_MAX + 128];
     snprintf(path, sizeof path, "%s/optimizer.safetensors", dir);
-    al_st_file f;
-    int rc = al_st_open(&f, path, err);
-    if (rc) return rc;
-    const al_st_tensor *m = al_st_find(&f, "exp_avg"), *v = al_st_find(&f, "exp_avg_sq");
-    if (!m || !v) rc = al_err(err, AL_EFORMAT, "%s: exp_avg/exp_avg_sq missing", path);
-    if (!rc) rc = al_st_read_f32(&f, m, o->m, o->n, err);
-    if (!rc) rc = al_st_read_f32(&f, v, o->v, o->n, err);
-    al_st_close(&f);
-    return rc;
+    return al_adamw_load(o, m, path, err);
 }
 
 static int save_weights(rl *r, al_model *m, const char *dir, const char *base) {
@@ -1273,10 +1267,10 @@ static int fill_dir(rl *r, const char *dir, const char *tmp, int in_place, int w
     if (r->critic) {
         snprintf(path, sizeof path, "%s/critic", tmp);
         if ((rc = al_mkdir_p(path, r->err)) || (rc = save_weights(r, r->critic, path, critic_base(r)))) return rc;
-        if (with_state && (rc = save_opt(&r->copt, path, r->err))) return rc;
+        if (with_state && (rc = save_opt(&r->copt, r->critic, path, r->err))) return rc;
     }
     if (with_state) {
-        if ((rc = save_opt(&r->opt, tmp, r->err))) return rc;
+        if ((rc = save_opt(&r->opt, r->m, tmp, r->err))) return rc;
         char rng[4][24];
         for (int i = 0; i < 4; i++) snprintf(rng[i], sizeof rng[i], "%016" PRIx64, r->rng.s[i]);
         json_t *st = json_pack("{s:I, s:I, s:I, s:I, s:f, s:s, s:I, s:f, s:I, s:[s,s,s,s]}", "global_step",
@@ -1305,7 +1299,8 @@ static int fill_dir(rl *r, const char *dir, const char *tmp, int in_place, int w
 static int save_dir(rl *r, const char *dir, int with_state) {
     char tmp[AL_PATH_MAX + 32], e2[AL_ERRLEN];
     int in_place = al_file_exists(dir);
-    snprintf(tmp, sizeof tmp, "%s%s", dir, in_place ? "" : ".tmp");
+    if (snprintf(tmp, sizeof tmp, "%s%s", dir, in_place ? "" : ".tmp") >= (int)sizeof tmp)
+        return al_err(r->err, AL_EINVAL, "%s: the path is too long", dir);
     int rc = fill_dir(r, dir, tmp, in_place, with_state);
     if (rc && !in_place) al_rmtree(tmp, e2);
     return rc;
@@ -1346,15 +1341,14 @@ static int load_state(rl *r, const char *dir) {
     if (r->cursor != r->step * r->P)
         return al_err(r->err, AL_EFORMAT, "%s: prompt_cursor %ld does not match step %ld x %d prompts", path,
                       r->cursor, r->step, r->P);
-    if ((rc = load_opt(&r->opt, dir, r->err))) return rc;
     if (r->job->use_lora) rc = load_trainable(r->m, dir, r->err);
     else rc = al_model_load_weights(r->m, dir, r->err);
-    if (rc) return rc;
+    if (rc || (rc = load_opt(&r->opt, r->m, dir, r->err))) return rc;
     if (r->critic) {
         snprintf(path, sizeof path, "%s/critic", dir);
         if (al_model_num_params(r->critic, 1) < al_model_num_params(r->critic, 0)) rc = load_trainable(r->critic, path, r->err);
         else rc = al_model_load_weights(r->critic, path, r->err);
-        if (!rc) rc = load_opt(&r->copt, path, r->err);
+        if (!rc) rc = load_opt(&r->copt, r->critic, path, r->err);
     }
     return rc;
 }

@@ -60,11 +60,12 @@ static void pmodel_free(pmodel *p) {
     memset(p, 0, sizeof *p);
 }
 
-static int pmodel_open(pmodel *p, const char *dir, const char *field, char err[AL_ERRLEN]) {
+static int pmodel_open(pmodel *p, const al_job *job, const char *dir, const char *field,
+                       char err[AL_ERRLEN]) {
     char e2[AL_ERRLEN];
     int rc;
     if ((rc = al_tok_load(&p->tok, dir, e2)) || (rc = al_chat_new(&p->chat, p->tok, NULL, e2)) ||
-        (rc = al_model_open_ex(&p->m, dir, NULL, AL_OPEN_FROZEN, 0, e2)))
+        (rc = al_model_open_ex(&p->m, dir, NULL, AL_OPEN_FROZEN | al_job_open_flags(job), 0, e2)))
         return al_err(err, rc, "%s: %s", field, e2);
     if (!al_model_config_of(p->m)->has_lm_head)
         return al_err(err, AL_EINVAL, "%s: %s has no language-model head", field, dir);
@@ -171,7 +172,7 @@ static int gen_prefs(const al_job *job, const al_train_cb *cb, al_train_result *
     int *lens = calloc((size_t)per * G, sizeof *lens), *eos = calloc((size_t)per * G, sizeof *eos);
     float *sc = calloc((size_t)per * G, sizeof *sc);
     int rc = (!ps || !txt || !pt || !an || !lens || !eos || !sc) ? al_err(err, AL_ENOMEM, "out of memory") : AL_OK;
-    if (!rc) rc = pmodel_open(&pm, job->model, "model", err);
+    if (!rc) rc = pmodel_open(&pm, job, job->model, "model", err);
     if (!rc) rc = load_prompts(job, pm.chat, &pr, cb, err);
     if (!rc) {
         al_reward_len len = {rl_prompts_max_bytes(&pr), rl_completion_max_bytes(pm.tok, hp->max_completion_length)};
@@ -303,8 +304,8 @@ static int evaluate_job(const al_job *job, const al_train_cb *cb, al_train_resul
     al_buf out = {0};
     int two = job->model_b[0] != 0;
     int has_prompts = job->task[0] || job->training_file[0];
-    int rc = pmodel_open(&A, job->model, "model", err);
-    if (!rc && two) rc = pmodel_open(&B, job->model_b, "model_b", err);
+    int rc = pmodel_open(&A, job, job->model, "model", err);
+    if (!rc && two) rc = pmodel_open(&B, job, job->model_b, "model_b", err);
     if (!rc && has_prompts) rc = load_prompts(job, A.chat, &pa, NULL, err);
     if (!rc && two && has_prompts) rc = load_prompts(job, B.chat, &pb, NULL, err);
     if (!rc) {
@@ -473,7 +474,7 @@ static int critique_revise(const al_job *job, const al_train_cb *cb, al_train_re
     pmodel pm = {0};
     rl_prompts pr = {0};
     al_buf sft = {0}, pairs = {0};
-    int rc = pmodel_open(&pm, job->model, "model", err);
+    int rc = pmodel_open(&pm, job, job->model, "model", err);
     if (!rc) rc = load_prompts(job, pm.chat, &pr, cb, err);
     al_rng rng;
     al_rng_seed(&rng, hp->seed);

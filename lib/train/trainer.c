@@ -857,13 +857,10 @@ static int fill_model_dir(trainer *t, const char *dir, const char *tmp, int in_p
     if (rc) return rc;
     if ((rc = copy_tokenizer(t, tmp))) return rc;
     if (with_state) {
-        /* AdamW moments and the step: all that resuming needs beyond weights */
-        al_st_entry e[2] = {
-            {.name = "exp_avg", .data = t->opt.m, .ndim = 1, .shape = {(int64_t)t->opt.n}},
-            {.name = "exp_avg_sq", .data = t->opt.v, .ndim = 1, .shape = {(int64_t)t->opt.n}},
-        };
+        /* AdamW moments (and fp32 masters) and the step: all that resuming
+         * needs beyond weights */
         snprintf(path, sizeof path, "%s/optimizer.safetensors", tmp);
-        if ((rc = al_st_write(path, e, 2, t->err))) return rc;
+        if ((rc = al_adamw_save(&t->opt, t->m, path, t->err))) return rc;
         json_t *st = json_pack("{s:I, s:I, s:I, s:f, s:s, s:I}", "global_step", (json_int_t)t->step,
                                "max_steps", (json_int_t)t->total_steps, "optimizer_step",
                                (json_int_t)t->opt.step, "trained_tokens", t->trained_tokens,
@@ -925,18 +922,13 @@ static int load_state(trainer *t, const char *dir) {
     t->opt.step = (long)json_integer_value(os);
     t->trained_tokens = json_number_value(tt);
     json_decref(st);
-    al_st_file f;
-    snprintf(path, sizeof path, "%s/optimizer.safetensors", dir);
-    if ((rc = al_st_open(&f, path, t->err))) return rc;
-    const al_st_tensor *m = al_st_find(&f, "exp_avg"), *v = al_st_find(&f, "exp_avg_sq");
-    if (!m || !v) rc = al_err(t->err, AL_EFORMAT, "%s: exp_avg/exp_avg_sq missing", path);
-    if (!rc) rc = al_st_read_f32(&f, m, t->opt.m, t->opt.n, t->err);
-    if (!rc) rc = al_st_read_f32(&f, v, t->opt.v, t->opt.n, t->err);
-    al_st_close(&f);
+    /* weights: full model or adapters on the job's base; then the moments
+     * (and the fp32 masters of a checkpoint saved narrower) */
+    if (t->job->use_lora) rc = al_model_load_adapters(t->m, dir, t->err);
+    else rc = al_model_load_weights(t->m, dir, t->err);
     if (rc) return rc;
-    /* weights: full model or adapters on the job's base */
-    if (t->job->use_lora) return al_model_load_adapters(t->m, dir, t->err);
-    return al_model_load_weights(t->m, dir, t->err);
+    snprintf(path, sizeof path, "%s/optimizer.safetensors", dir);
+    return al_adamw_load(&t->opt, t->m, path, t->err);
 }
 
 /* ---- the run ----------------------------------------------------------------- */
@@ -987,8 +979,9 @@ static int setup(trainer *t, const al_job *job, const al_train_cb *cb) {
     if ((rc = al_chat_new(&t->chat, t->tok, job->chat_template, t->err))) return rc;
     t->pad = al_chat_pad_id(t->chat);
     al_lora_cfg *lora = job->use_lora ? (al_lora_cfg *)&job->lora : NULL;
-    int flags = t->ops->needs_values ? AL_OPEN_SCORE_HEAD : 0;
+    int flags = (t->ops->needs_values ? AL_OPEN_SCORE_HEAD : 0) | al_job_open_flags(job);
     if ((rc = al_model_open_ex(&t->m, job->model, lora, flags, job->hp.seed, t->err))) return rc;
+    if (job->hp.save_dtype) al_model_set_save_dtype(t->m, (al_dtype)job->hp.save_dtype);
     const al_model_config *mc = al_model_config_of(t->m);
     if (t->ops->needs_lm && !mc->has_lm_head)
         return al_err(t->err, AL_EINVAL, "model: %s has no language-model head (a reward model?)", job->model);
@@ -1068,12 +1061,16 @@ static int setup(trainer *t, const al_job *job, const al_train_cb *cb) {
     /* reference */
     if (t->ops->needs_ref) {
         if (job->ref_model[0]) {
-            if ((rc = al_model_open_ex(&t->ref, job->ref_model, NULL, AL_OPEN_FROZEN, 0, t->err))) return rc;
+            if ((rc = al_model_open_ex(&t->ref, job->ref_model, NULL, AL_OPEN_FROZEN | al_job_open_flags(job), 0,
+                                       t->err)))
+                return rc;
         } else if (job->use_lora) {
             t->ref_adapters_off = 1;
         } else if (!t->hp->precompute_ref_log_probs) {
             /* a frozen copy of the start model */
-            if ((rc = al_model_open_ex(&t->ref, job->model, NULL, AL_OPEN_FROZEN, 0, t->err))) return rc;
+            if ((rc = al_model_open_ex(&t->ref, job->model, NULL, AL_OPEN_FROZEN | al_job_open_flags(job), 0,
+                                       t->err)))
+                return rc;
         }
     }
     t->steps_per_epoch = (n_units(t) + t->hp->batch_size - 1) / t->hp->batch_size;

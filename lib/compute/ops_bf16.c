@@ -1,0 +1,299 @@
+/* bf16 kernels of ops.h: conversions, bf16 matrix products with fp32
+ * accumulation, and the linear layer of mixed precision as PyTorch's CPU
+ * autocast defines it (torch.autocast("cpu", dtype=torch.bfloat16)): the
+ * inputs of a product are rounded to bf16, the product accumulates and
+ * returns fp32; everything else stays fp32.
+ *
+ * Rounding is round-to-nearest-even on the bit pattern, as c10::BFloat16
+ * (and al_f32_to_bf16 in safetensors.c): NaN stays a quiet NaN, values past
+ * the largest bf16 become infinity, subnormals round like any other value.
+ * It is written in portable C that GCC vectorises, not with AVX512_BF16's
+ * vcvtneps2bf16, which flushes subnormals to zero: the same bits on every
+ * CPU and with or without -march=native.
+ *
+ * Products: panels over the compute pool as al_gemm (ops_dense.c), each a
+ * oneDNN bf16 matmul (onednn.c); a single row against a weight matrix (token
+ * by token decoding) is a matrix-vector product here, bound by memory, with
+ * the weights widened in registers; without oneDNN, plain fp32 loops over
+ * widened values (slow, the same semantics).
+ *
+ * Threads and determinism as ops_dense.c: static partitions, no reduction
+ * split across threads, results fixed for a given machine and thread count.
+ * Nothing here allocates; scratch for rounded operands comes from the
+ * caller. */
+#include "compute/ops.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#if defined(__x86_64__) || defined(__i386__)
+#include <cpuid.h>
+#endif
+
+#include "al.h"
+#include "compute/onednn.h"
+#include "compute/pool.h"
+
+#define BF_PAR_N ((size_t)1 << 16)   /* conversions split above this */
+
+static inline uint16_t round1(float f) {
+    uint32_t x;
+    memcpy(&x, &f, sizeof x);
+    uint32_t r = (x + 0x7fffu + ((x >> 16) & 1u)) >> 16;
+    uint32_t q = (x >> 16) | 0x40u;
+    return (uint16_t)((x & 0x7fffffffu) > 0x7f800000u ? q : r);
+}
+
+static inline float widen1(uint16_t h) {
+    uint32_t x = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &x, sizeof f);
+    return f;
+}
+
+/* ------------------------------------------------------------ CPU */
+
+int al_bf16_cpu(void) {
+#if defined(__x86_64__) || defined(__i386__)
+    unsigned a, b, c, d;
+    if (__get_cpuid_max(0, NULL) < 7) return 0;
+    __cpuid_count(7, 0, a, b, c, d);
+    int amx_bf16 = (d >> 22) & 1u;
+    __cpuid_count(7, 1, a, b, c, d);
+    int avx512_bf16 = (a >> 5) & 1u;
+    /* the OS must save the AVX-512 state (XCR0 bits 5-7, and 1-2) */
+    __cpuid(1, a, b, c, d);
+    if (!((c >> 27) & 1u)) return 0; /* OSXSAVE */
+    unsigned lo, hi;
+    __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
+    if ((lo & 0xe6u) != 0xe6u) return 0;
+    return avx512_bf16 || amx_bf16;
+#else
+    return 0;
+#endif
+}
+
+int al_bf16_auto(void) {
+    const char *e = getenv("ALIGND_MIXED_PRECISION");
+    if (e && !strcmp(e, "bf16")) return 1;
+    if (e && !strcmp(e, "fp32")) return 0;
+    return al_bf16_cpu() && al_gemm_backend() == AL_MM_ONEDNN;
+}
+
+/* ------------------------------------------------------------ conversions */
+
+typedef struct conv_ctx {
+    uint16_t *h;
+    float *f;
+    const float *fin;
+    const uint16_t *hin;
+    size_t n;
+} conv_ctx;
+
+static void round_range(uint16_t *dst, const float *src, size_t n) {
+    for (size_t i = 0; i < n; i++) dst[i] = round1(src[i]);
+}
+
+static void widen_range(float *dst, const uint16_t *src, size_t n) {
+    for (size_t i = 0; i < n; i++) dst[i] = widen1(src[i]);
+}
+
+static void round_fn(void *p, int tid, int nt) {
+    const conv_ctx *c = p;
+    long lo, hi;
+    al_split((long)((c->n + 31) / 32), nt, tid, &lo, &hi);
+    size_t a = (size_t)lo * 32, b = (size_t)hi * 32 < c->n ? (size_t)hi * 32 : c->n;
+    if (a < b) round_range(c->h + a, c->fin + a, b - a);
+}
+
+static void widen_fn(void *p, int tid, int nt) {
+    const conv_ctx *c = p;
+    long lo, hi;
+    al_split((long)((c->n + 31) / 32), nt, tid, &lo, &hi);
+    size_t a = (size_t)lo * 32, b = (size_t)hi * 32 < c->n ? (size_t)hi * 32 : c->n;
+    if (a < b) widen_range(c->f + a, c->hin + a, b - a);
+}
+
+void al_bf16_round(uint16_t *dst, const float *src, size_t n) {
+    conv_ctx c = {.h = dst, .fin = src, .n = n};
+    if (n >= BF_PAR_N && al_pool_threads() > 1) al_pool_run(round_fn, &c);
+    else round_range(dst, src, n);
+}
+
+void al_bf16_round_ref(uint16_t *dst, const float *src, size_t n) {
+    for (size_t i = 0; i < n; i++) {
+        float f = src[i];
+        if (isnan(f)) {
+            uint32_t x;
+            memcpy(&x, &f, sizeof x);
+            dst[i] = (uint16_t)((x >> 16) | 0x40u);
+            continue;
+        }
+        /* the nearest bf16 by value, ties to the even significand */
+        uint32_t x;
+        memcpy(&x, &f, sizeof x);
+        uint16_t lo = (uint16_t)(x >> 16), hi = (uint16_t)(lo + 1);
+        double d_lo = fabs((double)widen1(lo) - (double)f);
+        /* past the largest bf16 the next value up is 2^128 (infinity) */
+        double v_hi = (hi & 0x7f80u) == 0x7f80u ? copysign(ldexp(1.0, 128), (double)f)
+                                               : (double)widen1(hi);
+        double d_hi = fabs(v_hi - (double)f);
+        if ((x & 0xffffu) == 0) dst[i] = lo;
+        else if (d_lo < d_hi) dst[i] = lo;
+        else if (d_hi < d_lo) dst[i] = hi;
+        else dst[i] = (lo & 1u) ? hi : lo;
+    }
+}
+
+void al_bf16_widen(float *dst, const uint16_t *src, size_t n) {
+    conv_ctx c = {.f = dst, .hin = src, .n = n};
+    if (n >= BF_PAR_N && al_pool_threads() > 1) al_pool_run(widen_fn, &c);
+    else widen_range(dst, src, n);
+}
+
+/* ------------------------------------------------------------ products */
+
+typedef struct gemm16_ctx {
+    int ta, tb, M, N, K;
+    float alpha, beta;
+    const uint16_t *A, *B;
+    int lda, ldb, ldc;
+    float *C;
+    const float *bias;
+    int split_m;
+} gemm16_ctx;
+
+/* sum_k widen(a[k]) widen(b[k]) in fp32, 16 lanes (a fixed order). */
+static float dot16(const uint16_t *a, const uint16_t *b, int K) {
+    float acc[16] = {0};
+    int k = 0;
+    for (; k + 16 <= K; k += 16)
+        for (int l = 0; l < 16; l++) acc[l] += widen1(a[k + l]) * widen1(b[k + l]);
+    for (int l = 0; k < K; k++, l++) acc[l] += widen1(a[k]) * widen1(b[k]);
+    for (int w = 8; w >= 1; w /= 2)
+        for (int l = 0; l < w; l++) acc[l] += acc[l + w];
+    return acc[0];
+}
+
+/* Plain panel: C[i][j] = alpha sum_k op(A)[i][k] op(B)[k][j] + beta C. */
+static void panel_loops(const gemm16_ctx *g, const uint16_t *A, const uint16_t *B, float *C,
+                        int m, int n, float beta) {
+    for (int i = 0; i < m; i++)
+        for (int j = 0; j < n; j++) {
+            float s;
+            if (!g->ta && g->tb) {
+                s = dot16(A + (size_t)i * g->lda, B + (size_t)j * g->ldb, g->K);
+            } else {
+                s = 0.0f;
+                for (int k = 0; k < g->K; k++) {
+                    uint16_t a = g->ta ? A[(size_t)k * g->lda + i] : A[(size_t)i * g->lda + k];
+                    uint16_t b = g->tb ? B[(size_t)j * g->ldb + k] : B[(size_t)k * g->ldb + j];
+                    s += widen1(a) * widen1(b);
+                }
+            }
+            float *c = C + (size_t)i * g->ldc + j;
+            *c = g->alpha * s + (beta == 0.0f ? 0.0f : beta * *c);
+        }
+}
+
+static void gemm16_panel(const gemm16_ctx *g, long m0, long m1, long n0, long n1) {
+    int m = (int)(m1 - m0), n = (int)(n1 - n0);
+    if (m <= 0 || n <= 0) return;
+    float *C = g->C + (size_t)m0 * g->ldc + (size_t)n0;
+    float beta = g->beta;
+    if (g->bias) {
+        for (int i = 0; i < m; i++)
+            memcpy(C + (size_t)i * g->ldc, g->bias + n0, (size_t)n * sizeof(float));
+        beta = 1.0f;
+    }
+    if (g->K == 0 || g->alpha == 0.0f) {
+        if (beta == 1.0f) return;
+        for (int i = 0; i < m; i++) {
+            float *c = C + (size_t)i * g->ldc;
+            for (int j = 0; j < n; j++) c[j] = beta == 0.0f ? 0.0f : c[j] * beta;
+        }
+        return;
+    }
+    const uint16_t *A = g->ta ? g->A + m0 : g->A + (size_t)m0 * g->lda;
+    const uint16_t *B = g->tb ? g->B + (size_t)n0 * g->ldb : g->B + n0;
+    /* a single row against weight rows: memory-bound, widened in registers */
+    if (m == 1 && g->tb && !g->ta) {
+        panel_loops(g, A, B, C, m, n, beta);
+        return;
+    }
+    if (al_gemm_backend() == AL_MM_ONEDNN &&
+        al_dnnl_gemm(1, g->ta, g->tb, m, n, g->K, g->alpha, A, g->lda, B, g->ldb, beta, C,
+                     g->ldc) == AL_OK)
+        return;
+    panel_loops(g, A, B, C, m, n, beta);
+}
+
+static void gemm16_fn(void *p, int tid, int nt) {
+    const gemm16_ctx *g = p;
+    long lo, hi;
+    if (g->split_m) {
+        al_split((g->M + 7) / 8, nt, tid, &lo, &hi);
+        gemm16_panel(g, lo * 8, hi * 8 < g->M ? hi * 8 : g->M, 0, g->N);
+    } else {
+        al_split((g->N + 15) / 16, nt, tid, &lo, &hi);
+        gemm16_panel(g, 0, g->M, lo * 16, hi * 16 < g->N ? hi * 16 : g->N);
+    }
+}
+
+static void gemm16_run(gemm16_ctx *g) {
+    AL_ASSERT(g->M >= 0 && g->N >= 0 && g->K >= 0);
+    if (g->M == 0 || g->N == 0) return;
+    if (!al_gemm_plan(g->M, g->N, g->K, al_pool_threads(), 1, &g->split_m)) {
+        gemm16_panel(g, 0, g->M, 0, g->N);
+        return;
+    }
+    al_pool_run(gemm16_fn, g);
+}
+
+void al_gemm_bf16(int transA, int transB, int M, int N, int K, float alpha, const uint16_t *A,
+                  int lda, const uint16_t *B, int ldb, float beta, float *C, int ldc) {
+    gemm16_ctx g = {.ta = transA, .tb = transB, .M = M, .N = N, .K = K, .alpha = alpha,
+                    .beta = beta, .A = A, .B = B, .lda = lda, .ldb = ldb, .ldc = ldc, .C = C};
+    gemm16_run(&g);
+}
+
+void al_gemm_bf16_ref(int transA, int transB, int M, int N, int K, float alpha,
+                      const uint16_t *A, int lda, const uint16_t *B, int ldb, float beta,
+                      float *C, int ldc) {
+    for (int i = 0; i < M; i++)
+        for (int j = 0; j < N; j++) {
+            double s = 0.0;
+            for (int k = 0; k < K; k++) {
+                uint16_t a = transA ? A[(size_t)k * lda + i] : A[(size_t)i * lda + k];
+                uint16_t b = transB ? B[(size_t)j * ldb + k] : B[(size_t)k * ldb + j];
+                s += (double)widen1(a) * (double)widen1(b);
+            }
+            float *c = C + (size_t)i * ldc + j;
+            *c = (float)((double)alpha * s + (beta == 0.0f ? 0.0 : (double)beta * *c));
+        }
+}
+
+/* ------------------------------------------------------------ linear */
+
+void al_matmul_forward_bf16(float *out, const float *inp, const uint16_t *w, const float *b,
+                            int N, int C, int OC, uint16_t *scratch) {
+    al_bf16_round(scratch, inp, (size_t)N * (size_t)C);
+    gemm16_ctx g = {.ta = 0, .tb = 1, .M = N, .N = OC, .K = C, .alpha = 1.0f, .beta = 0.0f,
+                    .A = scratch, .B = w, .lda = C, .ldb = C, .ldc = OC, .C = out, .bias = b};
+    gemm16_run(&g);
+}
+
+void al_matmul_backward_bf16(float *dinp, float *dw, float *db, const float *dout,
+                             const float *inp, const uint16_t *w, int N, int C, int OC,
+                             uint16_t *scratch) {
+    uint16_t *d16 = scratch, *x16 = scratch + (size_t)N * (size_t)OC;
+    if (dinp || dw) al_bf16_round(d16, dout, (size_t)N * (size_t)OC);
+    if (dinp) /* (N, C) += (N, OC) @ (OC, C) */
+        al_gemm_bf16(0, 0, N, C, OC, 1.0f, d16, OC, w, C, 1.0f, dinp, C);
+    if (dw) { /* (OC, C) += (N, OC)^T @ (N, C) */
+        al_bf16_round(x16, inp, (size_t)N * (size_t)C);
+        al_gemm_bf16(1, 0, OC, C, N, 1.0f, d16, OC, x16, C, 1.0f, dw, C);
+    }
+    /* the bias gradient is a sum in fp32, as autocast's */
+    if (db) al_matmul_backward(NULL, NULL, db, dout, inp, NULL, N, C, OC);
+}

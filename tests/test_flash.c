@@ -1,0 +1,208 @@
+/* Tests for FlashAttention-2 (al_flash_attention_forward/backward, ops.h):
+ * the tiled online-softmax forward and the backward that recomputes the
+ * probabilities from the saved log-sum-exp, against today's kernel that
+ * stores them (al_attention_forward/backward, fp32: 1e-5), on sizes that
+ * cross the 64-row blocks and 64-key tiles, with grouped-query heads,
+ * padding, packed segments, a sliding window, a soft-cap and a score scale;
+ * central differences on odd sizes (tests/gradcheck.h); the bf16 variant
+ * against the fp32 one within the bound bf16 operands give; repeated runs
+ * bit-identical; accumulation into the gradients. */
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "al.h"
+#include "compute/ops.h"
+#include "compute/pool.h"
+#include "gradcheck.h"
+#include "t.h"
+
+static float *fbuf(size_t n) {
+    float *p = al_calloc(n ? n : 1, sizeof(float));
+    AL_ASSERT(p);
+    return p;
+}
+
+typedef struct shape {
+    const char *name;
+    int B, T, NH, NKV, HD;
+    al_attn_opts o;
+    int segs; /* 0: none; 1: row 0 packed in three examples, row 1 padded at the end */
+} shape;
+
+static int32_t *make_seg(const shape *s) {
+    if (!s->segs) return NULL;
+    int32_t *seg = calloc((size_t)s->B * s->T, sizeof *seg);
+    AL_ASSERT(seg);
+    for (int b = 0; b < s->B; b++)
+        for (int t = 0; t < s->T; t++)
+            seg[b * s->T + t] = b % 2 == 0 ? 1 + (t >= s->T / 3) + (t >= s->T / 2 + 5)
+                                           : (t < s->T - 11 ? 1 : 0);
+    return seg;
+}
+
+/* Flash forward and backward against today's kernel: outputs, and dq, dk,
+ * dv accumulated onto the same random start. */
+static void against_today(const shape *s) {
+    const int ld = (s->NH + 2 * s->NKV) * s->HD + 1, OC = s->NH * s->HD;
+    const size_t N = (size_t)s->B * s->T, nx = N * ld, no = N * OC;
+    int32_t *seg = make_seg(s);
+    float *qkv = fbuf(nx), *dout = fbuf(no);
+    gc_fill(qkv, nx, 11, 1.5f);
+    gc_fill(dout, no, 12, 1.0f);
+    const float *q = qkv, *k = qkv + OC, *v = k + s->NKV * s->HD;
+    float *out = fbuf(no), *outr = fbuf(no), *lse = fbuf(N * s->NH);
+    float *att = fbuf((size_t)s->B * s->NH * s->T * s->T);
+    al_flash_attention_forward(out, lse, q, k, v, ld, seg, s->B, s->T, s->NH, s->NKV, s->HD, &s->o, 0);
+    al_attention_forward(outr, att, q, k, v, ld, seg, s->B, s->T, s->NH, s->NKV, s->HD, &s->o);
+    char what[128];
+    snprintf(what, sizeof what, "%s: flash out vs today's", s->name);
+    gc_expect_close(what, out, outr, no, 1e-5);
+    /* lse: the log of each row's softmax denominator; P = exp(s - lse) sums to 1 is
+     * checked through the gradients below */
+    float *d = fbuf(nx), *dr = fbuf(nx);
+    gc_fill(d, nx, 13, 1.0f);
+    memcpy(dr, d, nx * sizeof(float));
+    float *dq = d, *dk = d + OC, *dv = dk + s->NKV * s->HD;
+    float *rq = dr, *rk = dr + OC, *rv = rk + s->NKV * s->HD;
+    al_flash_attention_backward(dq, dk, dv, dout, out, lse, q, k, v, ld, seg, s->B, s->T, s->NH,
+                                s->NKV, s->HD, &s->o, 0);
+    al_attention_backward(rq, rk, rv, dout, att, q, k, v, ld, seg, s->B, s->T, s->NH, s->NKV, s->HD,
+                          &s->o);
+    snprintf(what, sizeof what, "%s: flash dq|dk|dv vs today's", s->name);
+    gc_expect_close(what, d, dr, nx, 1e-5);
+    /* determinism */
+    float *out2 = fbuf(no), *lse2 = fbuf(N * s->NH);
+    al_flash_attention_forward(out2, lse2, q, k, v, ld, seg, s->B, s->T, s->NH, s->NKV, s->HD, &s->o, 0);
+    T_TRUE(memcmp(out, out2, no * sizeof(float)) == 0 && memcmp(lse, lse2, N * s->NH * sizeof(float)) == 0);
+    al_free(out2); al_free(lse2);
+
+    /* bf16: within what bf16 operands allow. The scores move by at most
+     * E_i = 2^-7 scale max_j sum_d |q_id k_jd| (both rounded), which moves
+     * log p by 2 E_i; P and V rounded add 2^-7 relative; so
+     * |out - out_fp32| <= (2^-7 + 2.2 E_i) max_j |v_j| per row, doubled for
+     * fp32 rounding and the tanh of a cap. Gradients: relative L2 4e-2. */
+    float *o16 = fbuf(no), *l16 = fbuf(N * s->NH);
+    al_flash_attention_forward(o16, l16, q, k, v, ld, seg, s->B, s->T, s->NH, s->NKV, s->HD, &s->o, 1);
+    float scale = s->o.scale > 0 ? s->o.scale : 1.0f / sqrtf((float)s->HD);
+    size_t bad = 0;
+    for (int b = 0; b < s->B; b++)
+        for (int h = 0; h < s->NH; h++) {
+            int kh = h / (s->NH / s->NKV);
+            for (int i = 0; i < s->T; i++) {
+                const float *qi = q + ((size_t)b * s->T + i) * ld + (size_t)h * s->HD;
+                double E = 0, vmax = 0;
+                for (int j = 0; j <= i; j++) {
+                    const float *kj = k + ((size_t)b * s->T + j) * ld + (size_t)kh * s->HD;
+                    const float *vj = v + ((size_t)b * s->T + j) * ld + (size_t)kh * s->HD;
+                    double a = 0;
+                    for (int e = 0; e < s->HD; e++) {
+                        a += fabs((double)qi[e] * kj[e]);
+                        vmax = fmax(vmax, fabs(vj[e]));
+                    }
+                    E = fmax(E, a);
+                }
+                E *= 0x1p-7 * scale;
+                double tol = 2.0 * (0x1p-7 + 2.2 * E) * vmax;
+                const float *x1 = o16 + ((size_t)b * s->T + i) * OC + (size_t)h * s->HD;
+                const float *x2 = out + ((size_t)b * s->T + i) * OC + (size_t)h * s->HD;
+                for (int e = 0; e < s->HD; e++) bad += !(fabs((double)x1[e] - x2[e]) <= tol);
+            }
+        }
+    T_REPORT_(bad == 0, "%s: bf16 out off the bf16 bound in %zu places", s->name, bad);
+    float *d16 = fbuf(nx), *dz = fbuf(nx);
+    al_flash_attention_backward(d16, d16 + OC, d16 + OC + s->NKV * s->HD, dout, o16, l16, q, k, v,
+                                ld, seg, s->B, s->T, s->NH, s->NKV, s->HD, &s->o, 1);
+    al_flash_attention_backward(dz, dz + OC, dz + OC + s->NKV * s->HD, dout, out, lse, q, k, v, ld,
+                                seg, s->B, s->T, s->NH, s->NKV, s->HD, &s->o, 0);
+    T_REPORT_(gc_rel_l2(d16, dz, nx) <= 4e-2, "%s: bf16 gradients off by %.3g", s->name,
+              gc_rel_l2(d16, dz, nx));
+    al_free(o16); al_free(l16); al_free(d16); al_free(dz);
+    al_free(qkv); al_free(dout); al_free(out); al_free(outr); al_free(lse); al_free(att);
+    al_free(d); al_free(dr);
+    free(seg);
+}
+
+static void test_against_today(void) {
+    static const shape shapes[] = {
+        {"mha", 2, 150, 2, 2, 16, {0, 0, 0}, 0},
+        {"gqa+segments", 2, 150, 4, 2, 16, {0, 0, 0}, 1},
+        {"gqa+window", 1, 200, 3, 1, 8, {0, 0, 37}, 1},
+        {"softcap+scale", 2, 70, 2, 1, 32, {0.3f, 5.0f, 0}, 1},
+        {"one token", 3, 1, 2, 2, 4, {0, 0, 0}, 0},
+        {"head 128", 1, 65, 2, 2, 128, {0, 0, 0}, 0},
+    };
+    for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) against_today(&shapes[i]);
+}
+
+/* ---- central differences on odd sizes ---- */
+
+typedef struct fa_gc {
+    float *out, *lse, *q, *k, *v, *R;
+    const int32_t *seg;
+    int ld, B, T, NH, NKV, HD;
+    al_attn_opts o;
+} fa_gc;
+
+static double fa_loss(void *p) {
+    fa_gc *c = p;
+    al_flash_attention_forward(c->out, c->lse, c->q, c->k, c->v, c->ld, c->seg, c->B, c->T, c->NH,
+                               c->NKV, c->HD, &c->o, 0);
+    double s = 0;
+    for (size_t i = 0; i < (size_t)c->B * c->T * c->NH * c->HD; i++) s += (double)c->out[i] * c->R[i];
+    return s;
+}
+
+static void gradcheck(const char *name, int B, int T, int NH, int NKV, int HD, const int32_t *seg,
+                      al_attn_opts o, uint64_t seed) {
+    const int ld = NH * HD + 3;
+    const size_t nx = (size_t)B * T * ld, no = (size_t)B * T * NH * HD;
+    fa_gc c = {fbuf(no), fbuf((size_t)B * NH * T), fbuf(nx), fbuf(nx), fbuf(nx), fbuf(no), seg, ld,
+               B, T, NH, NKV, HD, o};
+    gc_fill(c.q, nx, seed, 1.5f);
+    gc_fill(c.k, nx, seed + 1, 1.5f);
+    gc_fill(c.v, nx, seed + 2, 1.0f);
+    gc_fill(c.R, no, seed + 3, 1.0f);
+    float *dq = fbuf(nx), *dk = fbuf(nx), *dv = fbuf(nx);
+    fa_loss(&c);
+    al_flash_attention_backward(dq, dk, dv, c.R, c.out, c.lse, c.q, c.k, c.v, ld, seg, B, T, NH, NKV,
+                                HD, &c.o, 0);
+    char what[96];
+    snprintf(what, sizeof what, "%s.q", name);
+    gc_check(what, c.q, dq, nx, fa_loss, &c, 1e-2f);
+    snprintf(what, sizeof what, "%s.k", name);
+    gc_check(what, c.k, dk, nx, fa_loss, &c, 1e-2f);
+    snprintf(what, sizeof what, "%s.v", name);
+    gc_check(what, c.v, dv, nx, fa_loss, &c, 1e-2f);
+    /* accumulates, and a NULL output is skipped */
+    float *ak = fbuf(nx);
+    for (size_t i = 0; i < nx; i++) ak[i] = 1.0f;
+    fa_loss(&c);
+    al_flash_attention_backward(NULL, ak, NULL, c.R, c.out, c.lse, c.q, c.k, c.v, ld, seg, B, T, NH,
+                                NKV, HD, &c.o, 0);
+    size_t off = 0;
+    for (size_t i = 0; i < nx; i++) off += fabsf(ak[i] - 1.0f - dk[i]) > 1e-6f * (1.0f + fabsf(dk[i]));
+    T_EQ_INT(off, 0);
+    al_free(ak); al_free(dq); al_free(dk); al_free(dv);
+    al_free(c.out); al_free(c.lse); al_free(c.q); al_free(c.k); al_free(c.v); al_free(c.R);
+}
+
+static void test_gradcheck(void) {
+    al_attn_opts none = {0, 0, 0}, win = {0, 0, 2}, cap = {0.4f, 3.0f, 0};
+    gradcheck("flash_mha", 2, 3, 2, 2, 4, NULL, none, 91);
+    gradcheck("flash_gqa", 2, 5, 2, 1, 4, NULL, none, 92);
+    const int32_t seg5[10] = {1, 1, 2, 2, 2, 1, 1, 1, 0, 0};
+    gradcheck("flash_gqa_seg", 2, 5, 2, 1, 4, seg5, none, 93);
+    gradcheck("flash_window", 2, 5, 2, 1, 4, seg5, win, 94);
+    gradcheck("flash_softcap", 2, 5, 2, 1, 4, NULL, cap, 95);
+}
+
+int main(void) {
+    T_OK(al_pool_init(2));
+    test_against_today();
+    test_gradcheck();
+    al_pool_shutdown();
+    /* and on one thread, the serial path */
+    test_against_today();
+    return t_done();
+}
