@@ -219,6 +219,34 @@ test('a field added to the method registry in a test build appears on the form',
   }
 });
 
+// The compute core's precision settings live in the registry like every
+// field: GET /v1/methods serves them (mixed_precision's default as this
+// machine resolves "auto"), and the form offers their choices with that
+// default selected and sends a changed one.
+test('the form offers mixed_precision and save_dtype from the registry', async () => {
+  const reg = await http('GET', '/v1/methods');
+  const sft = reg.json.data.find((m) => m.id === 'sft');
+  const mp = sft.hyperparameters.find((f) => f.name === 'mixed_precision');
+  const sd = sft.hyperparameters.find((f) => f.name === 'save_dtype');
+  assert.deepEqual(mp.choices, ['bf16', 'fp32', 'auto']);
+  assert.ok(['bf16', 'fp32'].includes(mp.default), `mixed_precision's default is resolved (${mp.default})`);
+  assert.deepEqual(sd.choices, ['float32', 'bfloat16', 'float16', 'auto']);
+  assert.equal(sd.default, 'auto');
+  await go('#/new');
+  await page.waitForSelector('#job-form');
+  await page.selectOption('#method', 'sft');
+  await page.click('summary');
+  for (const f of [mp, sd]) {
+    const sel = `#hp-${f.name}`;
+    assert.ok(await page.locator(sel).isVisible(), `${f.name} is on the form`);
+    assert.deepEqual(await page.$$eval(`${sel} option`, (os) => os.map((o) => o.value)), f.choices);
+    assert.equal(await page.inputValue(sel), f.default);
+  }
+  assert.doesNotMatch(await page.textContent('#curl'), /save_dtype|mixed_precision/, 'defaults are not sent');
+  await page.selectOption('#hp-save_dtype', 'bfloat16');
+  assert.match(await page.textContent('#curl'), /"save_dtype": "bfloat16"/);
+});
+
 async function submitJob({ maxSteps, logging, rows, suffix, save }) {
   await go('#/new');
   await page.selectOption('#method', 'sft');
