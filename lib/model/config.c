@@ -10,7 +10,12 @@
  *
  * Saving writes the same dialect back (architectures, model_type, sizes,
  * torch_dtype: the dtype of the weights saved beside it), keys sorted like transformers' own to_json_string,
- * floats in their shortest form, so that parse(save(cfg)) == cfg. */
+ * floats in their shortest form, so that parse(save(cfg)) == cfg.
+ *
+ * A family of the Llama dialect is a row of k_fams (its class names and
+ * defaults), its extra keys (family_keys), and, when it departs from Llama's
+ * block, one function in each of two tables: k_fam_layers reads its windows,
+ * per-layer kinds and own fields, k_fam_save writes them back. */
 #include "config.h"
 
 #include <jansson.h>
@@ -639,11 +644,9 @@ static int require_zero(const json_t *o, const char *key, char err[AL_ERRLEN]) {
     return AL_OK;
 }
 
-static int parse_llama(const json_t *o, al_model_config *c, char err[AL_ERRLEN]) {
+/* The sizes and the scalars every family has, with its class's defaults. */
+static int parse_llama_sizes(const json_t *o, const struct fam *F, al_model_config *c, char err[AL_ERRLEN]) {
     int rc, present;
-    const int f = family_of(c->model_type);
-    const struct fam *F = &k_fams[f];
-    if ((rc = check_unknown_keys(o, f, err)) != AL_OK) return rc;
     if ((rc = req_int(o, "hidden_size", &c->C, err)) != AL_OK) return rc;
     if ((rc = req_int(o, "num_hidden_layers", &c->n_layers, err)) != AL_OK) return rc;
     if ((rc = req_int(o, "num_attention_heads", &c->NH, err)) != AL_OK) return rc;
@@ -670,26 +673,30 @@ static int parse_llama(const json_t *o, al_model_config *c, char err[AL_ERRLEN])
     if ((rc = get_float(o, "rope_theta", &c->rope_theta, err)) != AL_OK) return rc;
     c->tie_word_embeddings = F->tie;
     if ((rc = get_bool(o, "tie_word_embeddings", &c->tie_word_embeddings, err)) != AL_OK) return rc;
-    if ((rc = require_zero(o, "attention_dropout", err)) != AL_OK) return rc;
+    return require_zero(o, "attention_dropout", err);
+}
 
-    /* the activation: hidden_act, or Gemma's hidden_activation */
+/* The activation: hidden_act, or Gemma's hidden_activation. */
+static int parse_act(const json_t *o, int f, al_model_config *c, char err[AL_ERRLEN]) {
     const char *act_key = f == F_GEMMA2 || f == F_GEMMA3 ? "hidden_activation" : "hidden_act";
     const json_t *act = json_object_get(o, act_key);
     c->act = f == F_GEMMA2 || f == F_GEMMA3 ? AL_ACT_GELU_TANH : AL_ACT_SILU;
-    if (act && !json_is_null(act)) {
-        if (!json_is_string(act))
-            return al_err(err, AL_EFORMAT, "config.json: %s: must be a string", act_key);
-        const char *s = json_string_value(act);
-        if (!strcmp(s, "silu")) c->act = AL_ACT_SILU;
-        else if (!strcmp(s, "gelu_pytorch_tanh")) c->act = AL_ACT_GELU_TANH;
-        else
-            return al_err(err, AL_EUNSUP,
-                          "config.json: %s: %.40s is not supported (silu, gelu_pytorch_tanh)",
-                          act_key, s);
-    }
+    if (!act || json_is_null(act)) return AL_OK;
+    if (!json_is_string(act))
+        return al_err(err, AL_EFORMAT, "config.json: %s: must be a string", act_key);
+    const char *s = json_string_value(act);
+    if (!strcmp(s, "silu")) c->act = AL_ACT_SILU;
+    else if (!strcmp(s, "gelu_pytorch_tanh")) c->act = AL_ACT_GELU_TANH;
+    else
+        return al_err(err, AL_EUNSUP,
+                      "config.json: %s: %.40s is not supported (silu, gelu_pytorch_tanh)",
+                      act_key, s);
+    return AL_OK;
+}
 
-    /* Biases as each transformers class hard-codes or configures them. */
-    int ab = 0, mb = 0;
+/* Biases as each transformers class hard-codes or configures them. */
+static int parse_biases(const json_t *o, int f, al_model_config *c, char err[AL_ERRLEN]) {
+    int rc, ab = 0, mb = 0;
     if ((rc = get_bool(o, "attention_bias", &ab, err)) != AL_OK) return rc;
     if ((rc = get_bool(o, "mlp_bias", &mb, err)) != AL_OK) return rc;
     if (f == F_QWEN2) {
@@ -702,15 +709,20 @@ static int parse_llama(const json_t *o, al_model_config *c, char err[AL_ERRLEN])
         /* only LlamaMLP and GraniteMLP read mlp_bias; the others are bias-free */
         c->mlp_bias = (f == F_LLAMA || f == F_GRANITE) ? mb : 0;
         if (mb && !c->mlp_bias)
-            return al_err(err, AL_EUNSUP, "config.json: mlp_bias: %s has no MLP biases", F->mt);
+            return al_err(err, AL_EUNSUP, "config.json: mlp_bias: %s has no MLP biases", k_fams[f].mt);
     }
+    return AL_OK;
+}
+
+/* RoPE: the global one (and Gemma 3's local base), then the positions its
+ * scaling implies. */
+static int parse_llama_rope(const json_t *o, int f, al_model_config *c, char err[AL_ERRLEN]) {
+    int rc;
     if (f == F_LLAMA) {
         int ri = 0;
         if ((rc = get_bool(o, "rope_interleaved", &ri, err)) != AL_OK) return rc;
         if (ri) return al_err(err, AL_EUNSUP, "config.json: rope_interleaved: true is not supported");
     }
-
-    /* RoPE: the global one, then per-layer kinds */
     c->rope_local_theta = 10000.0f;
     if (f == F_GEMMA3 && (rc = get_float(o, "rope_local_base_freq", &c->rope_local_theta, err))) return rc;
     if ((rc = parse_rope(o, f, c, err)) != AL_OK) return rc;
@@ -728,129 +740,176 @@ static int parse_llama(const json_t *o, al_model_config *c, char err[AL_ERRLEN])
         if (f == F_PHI3 && (rc = get_int(o, "original_max_position_embeddings", 1, &om, NULL, err))) return rc;
         c->rope.orig_max = om;
     }
+    return AL_OK;
+}
+
+/* ---- each family's layers: windows, per-layer kinds, its own fields ------
+ * (called with layer_flags and window zeroed; Llama has none: no window, and a
+ * sliding_window it does not read is harmless) */
+
+/* One sliding_window (dflt when absent, null: none) over every layer. */
+static int window_all_layers(const json_t *o, int dflt, al_model_config *c, char err[AL_ERRLEN]) {
+    int w = dflt, rc;
+    if ((rc = get_window(o, &w, err))) return rc;
+    c->window = w;
+    for (int l = 0; l < c->n_layers && w; l++) c->layer_flags[l] = AL_LAYER_SLIDING;
+    return AL_OK;
+}
+
+static int layers_mistral(const json_t *o, int f, al_model_config *c, char err[AL_ERRLEN]) {
+    (void)f;
+    return window_all_layers(o, 4096, c, err); /* MistralConfig's default; null turns it off */
+}
+
+static int layers_phi3(const json_t *o, int f, al_model_config *c, char err[AL_ERRLEN]) {
+    (void)f;
+    int rc;
+    if ((rc = window_all_layers(o, 0, c, err))) return rc;
+    if ((rc = require_zero(o, "resid_pdrop", err)) || (rc = require_zero(o, "embd_pdrop", err))) return rc;
+    double prf = 1.0;
+    if ((rc = rope_num(o, "config", "partial_rotary_factor", &prf, NULL, err))) return rc;
+    if (prf != 1.0)
+        return al_err(err, AL_EUNSUP, "config.json: partial_rotary_factor: %g is not supported "
+                      "(1 only)", prf);
+    c->fused_proj = 1;
+    return AL_OK;
+}
+
+/* SmolLM3's NoPE layers (no_rope_layers, else every interval-th layer);
+ * a NoPE layer slides when use_sliding_window and a window are set. */
+static int smollm3_nope_layers(const json_t *o, int use, int w, al_model_config *c, char err[AL_ERRLEN]) {
+    int interval = 4, rc;
+    if ((rc = get_int(o, "no_rope_layer_interval", 1, &interval, NULL, err))) return rc;
+    const json_t *nr = json_object_get(o, "no_rope_layers");
+    for (int l = 0; l < c->n_layers; l++) {
+        int use_rope = (l + 1) % interval != 0;
+        if (nr && !json_is_null(nr)) {
+            const json_t *e = json_is_array(nr) ? json_array_get(nr, (size_t)l) : NULL;
+            if (!json_is_integer(e) || json_integer_value(e) < 0 || json_integer_value(e) > 1)
+                return al_err(err, AL_EFORMAT, "config.json: no_rope_layers: must list 0 or "
+                              "1 for each of the %d layers", c->n_layers);
+            use_rope = (int)json_integer_value(e);
+        }
+        if (!use_rope) c->layer_flags[l] |= AL_LAYER_NOPE;
+        /* SmolLM3Config: sliding iff use_sliding_window, a window and NoPE */
+        if (use && w && !use_rope) c->layer_flags[l] |= AL_LAYER_SLIDING;
+    }
+    return AL_OK;
+}
+
+/* Qwen2, Qwen3 and SmolLM3: use_sliding_window, max_window_layers, layer_types. */
+static int layers_qwen(const json_t *o, int f, al_model_config *c, char err[AL_ERRLEN]) {
+    int rc, has_types, use = 0, w = f == F_SMOLLM3 ? 0 : 4096, mwl = 28;
+    if ((rc = get_bool(o, "use_sliding_window", &use, err))) return rc;
+    if ((rc = get_window(o, &w, err))) return rc;
+    if ((rc = get_int(o, "max_window_layers", 0, &mwl, NULL, err))) return rc;
+    c->window = use ? w : 0;
+    if (f == F_SMOLLM3) {
+        if ((rc = smollm3_nope_layers(o, use, w, c, err))) return rc;
+    } else {
+        for (int l = 0; l < c->n_layers; l++)
+            if (c->window && l >= mwl) c->layer_flags[l] |= AL_LAYER_SLIDING;
+    }
+    if ((rc = parse_layer_types(o, c, &has_types, err))) return rc;
+    /* SmolLM3Attention keeps a window only when use_sliding_window */
+    if (f == F_SMOLLM3 && !use)
+        for (int l = 0; l < c->n_layers; l++) c->layer_flags[l] &= (uint8_t)~AL_LAYER_SLIDING;
+    if (f == F_QWEN3) c->qk_norm = AL_QK_HEAD;
+    return AL_OK;
+}
+
+/* Gemma 2's and 3's attention scale and soft-caps, and its refusals. */
+static int gemma_attention(const json_t *o, int g3, al_model_config *c, char err[AL_ERRLEN]) {
+    int rc, bidi = 0;
+    float qpas = 256.0f;
+    if ((rc = get_float(o, "query_pre_attn_scalar", &qpas, err))) return rc;
+    if (!(qpas > 0)) return al_err(err, AL_EFORMAT, "config.json: query_pre_attn_scalar: must be positive");
+    c->query_pre_attn_scalar = qpas;
+    c->attn_scale = (float)pow((double)qpas, -0.5);
+    if ((rc = get_cap(o, "final_logit_softcapping", g3 ? 0.0f : 30.0f, &c->final_softcap, err))) return rc;
+    if ((rc = get_cap(o, "attn_logit_softcapping", g3 ? 0.0f : 50.0f, &c->attn_softcap, err))) return rc;
+    if (g3 && c->attn_softcap > 0)
+        return al_err(err, AL_EUNSUP, "config.json: attn_logit_softcapping: Gemma 3's attention "
+                      "does not apply it in transformers; set it to null");
+    if ((rc = get_bool(o, "use_bidirectional_attention", &bidi, err))) return rc;
+    if (bidi)
+        return al_err(err, AL_EUNSUP, "config.json: use_bidirectional_attention: true (an "
+                      "embedding model) is not supported");
+    return AL_OK;
+}
+
+/* Gemma 2 (every other layer slides) and 3 (all but every pattern-th). */
+static int layers_gemma(const json_t *o, int f, al_model_config *c, char err[AL_ERRLEN]) {
+    int g3 = f == F_GEMMA3, w = 4096, pattern = 6, rc, has_types;
+    if ((rc = get_window(o, &w, err))) return rc;
+    c->window = w;
+    if ((rc = gemma_attention(o, g3, c, err))) return rc;
+    if (g3 && ((rc = get_int(o, "_sliding_window_pattern", 1, &pattern, NULL, err)) ||
+               (rc = get_int(o, "sliding_window_pattern", 1, &pattern, NULL, err))))
+        return rc;
+    for (int l = 0; l < c->n_layers; l++) {
+        int sl = g3 ? (l + 1) % pattern != 0 : l % 2 == 0;
+        if (sl) c->layer_flags[l] |= AL_LAYER_SLIDING;
+    }
+    if ((rc = parse_layer_types(o, c, &has_types, err))) return rc;
+    if (!w)
+        for (int l = 0; l < c->n_layers; l++) c->layer_flags[l] &= (uint8_t)~AL_LAYER_SLIDING;
+    if (g3)
+        for (int l = 0; l < c->n_layers; l++)
+            if (c->layer_flags[l] & AL_LAYER_SLIDING) c->layer_flags[l] |= AL_LAYER_LOCAL_ROPE;
+    c->norm_offset = 1;
+    c->post_norm = 1;
+    c->qk_norm = g3 ? AL_QK_HEAD : AL_QK_NONE;
+    /* torch.tensor(hidden_size ** 0.5) in the embedding's dtype (float32 here) */
+    c->embed_scale = (float)sqrt((double)c->C);
+    return AL_OK;
+}
+
+static int layers_olmo2(const json_t *o, int f, al_model_config *c, char err[AL_ERRLEN]) {
+    (void)o, (void)f, (void)err;
+    c->qk_norm = AL_QK_ALL;
+    c->no_pre_norm = 1;
+    c->post_norm = 1;
+    return AL_OK;
+}
+
+static int layers_granite(const json_t *o, int f, al_model_config *c, char err[AL_ERRLEN]) {
+    (void)f;
+    int rc;
+    float em = 1.0f, rm = 1.0f, am = 1.0f, ls = 1.0f;
+    if ((rc = get_float(o, "embedding_multiplier", &em, err)) ||
+        (rc = get_float(o, "residual_multiplier", &rm, err)) ||
+        (rc = get_float(o, "attention_multiplier", &am, err)) ||
+        (rc = get_float(o, "logits_scaling", &ls, err)))
+        return rc;
+    if (!(am > 0) || !(ls > 0))
+        return al_err(err, AL_EFORMAT, "config.json: attention_multiplier and logits_scaling "
+                      "must be positive");
+    c->embed_scale = em;
+    c->residual_scale = rm;
+    c->attn_scale = am;
+    c->logits_scaling = ls;
+    return AL_OK;
+}
+
+typedef int (*fam_layers_fn)(const json_t *o, int f, al_model_config *c, char err[AL_ERRLEN]);
+static const fam_layers_fn k_fam_layers[F_COUNT] = {
+    [F_MISTRAL] = layers_mistral, [F_PHI3] = layers_phi3,
+    [F_QWEN2] = layers_qwen,      [F_QWEN3] = layers_qwen,   [F_SMOLLM3] = layers_qwen,
+    [F_GEMMA2] = layers_gemma,    [F_GEMMA3] = layers_gemma,
+    [F_OLMO2] = layers_olmo2,     [F_GRANITE] = layers_granite,
+};
+
+static int parse_llama(const json_t *o, al_model_config *c, char err[AL_ERRLEN]) {
+    const int f = family_of(c->model_type);
+    int rc;
+    if ((rc = check_unknown_keys(o, f, err)) || (rc = parse_llama_sizes(o, &k_fams[f], c, err)) ||
+        (rc = parse_act(o, f, c, err)) || (rc = parse_biases(o, f, c, err)) ||
+        (rc = parse_llama_rope(o, f, c, err)))
+        return rc;
     memset(c->layer_flags, 0, sizeof c->layer_flags);
     c->window = 0;
-    int has_types = 0;
-    switch (f) {
-    case F_MISTRAL: {
-        int w = 4096; /* MistralConfig's default; null turns it off */
-        if ((rc = get_window(o, &w, err))) return rc;
-        c->window = w;
-        for (int l = 0; l < c->n_layers && w; l++) c->layer_flags[l] = AL_LAYER_SLIDING;
-        break;
-    }
-    case F_PHI3: {
-        int w = 0;
-        if ((rc = get_window(o, &w, err))) return rc;
-        c->window = w;
-        for (int l = 0; l < c->n_layers && w; l++) c->layer_flags[l] = AL_LAYER_SLIDING;
-        if ((rc = require_zero(o, "resid_pdrop", err)) || (rc = require_zero(o, "embd_pdrop", err))) return rc;
-        double prf = 1.0;
-        if ((rc = rope_num(o, "config", "partial_rotary_factor", &prf, NULL, err))) return rc;
-        if (prf != 1.0)
-            return al_err(err, AL_EUNSUP, "config.json: partial_rotary_factor: %g is not supported "
-                          "(1 only)", prf);
-        c->fused_proj = 1;
-        break;
-    }
-    case F_QWEN2: case F_QWEN3: case F_SMOLLM3: {
-        int use = 0, w = f == F_SMOLLM3 ? 0 : 4096, mwl = 28;
-        if ((rc = get_bool(o, "use_sliding_window", &use, err))) return rc;
-        if ((rc = get_window(o, &w, err))) return rc;
-        if ((rc = get_int(o, "max_window_layers", 0, &mwl, NULL, err))) return rc;
-        c->window = use ? w : 0;
-        if (f == F_SMOLLM3) {
-            int interval = 4;
-            if ((rc = get_int(o, "no_rope_layer_interval", 1, &interval, NULL, err))) return rc;
-            const json_t *nr = json_object_get(o, "no_rope_layers");
-            for (int l = 0; l < c->n_layers; l++) {
-                int use_rope = (l + 1) % interval != 0;
-                if (nr && !json_is_null(nr)) {
-                    const json_t *e = json_is_array(nr) ? json_array_get(nr, (size_t)l) : NULL;
-                    if (!json_is_integer(e) || json_integer_value(e) < 0 || json_integer_value(e) > 1)
-                        return al_err(err, AL_EFORMAT, "config.json: no_rope_layers: must list 0 or "
-                                      "1 for each of the %d layers", c->n_layers);
-                    use_rope = (int)json_integer_value(e);
-                }
-                if (!use_rope) c->layer_flags[l] |= AL_LAYER_NOPE;
-                /* SmolLM3Config: sliding iff use_sliding_window, a window and NoPE */
-                if (use && w && !use_rope) c->layer_flags[l] |= AL_LAYER_SLIDING;
-            }
-        } else {
-            for (int l = 0; l < c->n_layers; l++)
-                if (c->window && l >= mwl) c->layer_flags[l] |= AL_LAYER_SLIDING;
-        }
-        if ((rc = parse_layer_types(o, c, &has_types, err))) return rc;
-        /* SmolLM3Attention keeps a window only when use_sliding_window */
-        if (f == F_SMOLLM3 && !use)
-            for (int l = 0; l < c->n_layers; l++) c->layer_flags[l] &= (uint8_t)~AL_LAYER_SLIDING;
-        if (f == F_QWEN3) c->qk_norm = AL_QK_HEAD;
-        break;
-    }
-    case F_GEMMA2: case F_GEMMA3: {
-        int g3 = f == F_GEMMA3, w = 4096, pattern = 6, bidi = 0;
-        float qpas = 256.0f;
-        if ((rc = get_window(o, &w, err))) return rc;
-        c->window = w;
-        if ((rc = get_float(o, "query_pre_attn_scalar", &qpas, err))) return rc;
-        if (!(qpas > 0)) return al_err(err, AL_EFORMAT, "config.json: query_pre_attn_scalar: must be positive");
-        c->query_pre_attn_scalar = qpas;
-        c->attn_scale = (float)pow((double)qpas, -0.5);
-        if ((rc = get_cap(o, "final_logit_softcapping", g3 ? 0.0f : 30.0f, &c->final_softcap, err))) return rc;
-        if ((rc = get_cap(o, "attn_logit_softcapping", g3 ? 0.0f : 50.0f, &c->attn_softcap, err))) return rc;
-        if (g3 && c->attn_softcap > 0)
-            return al_err(err, AL_EUNSUP, "config.json: attn_logit_softcapping: Gemma 3's attention "
-                          "does not apply it in transformers; set it to null");
-        if ((rc = get_bool(o, "use_bidirectional_attention", &bidi, err))) return rc;
-        if (bidi)
-            return al_err(err, AL_EUNSUP, "config.json: use_bidirectional_attention: true (an "
-                          "embedding model) is not supported");
-        if (g3 && ((rc = get_int(o, "_sliding_window_pattern", 1, &pattern, NULL, err)) ||
-                   (rc = get_int(o, "sliding_window_pattern", 1, &pattern, NULL, err))))
-            return rc;
-        for (int l = 0; l < c->n_layers; l++) {
-            int sl = g3 ? (l + 1) % pattern != 0 : l % 2 == 0;
-            if (sl) c->layer_flags[l] |= AL_LAYER_SLIDING;
-        }
-        if ((rc = parse_layer_types(o, c, &has_types, err))) return rc;
-        if (!w)
-            for (int l = 0; l < c->n_layers; l++) c->layer_flags[l] &= (uint8_t)~AL_LAYER_SLIDING;
-        if (g3)
-            for (int l = 0; l < c->n_layers; l++)
-                if (c->layer_flags[l] & AL_LAYER_SLIDING) c->layer_flags[l] |= AL_LAYER_LOCAL_ROPE;
-        c->norm_offset = 1;
-        c->post_norm = 1;
-        c->qk_norm = g3 ? AL_QK_HEAD : AL_QK_NONE;
-        /* torch.tensor(hidden_size ** 0.5) in the embedding's dtype (float32 here) */
-        c->embed_scale = (float)sqrt((double)c->C);
-        break;
-    }
-    case F_OLMO2:
-        c->qk_norm = AL_QK_ALL;
-        c->no_pre_norm = 1;
-        c->post_norm = 1;
-        break;
-    case F_GRANITE: {
-        float em = 1.0f, rm = 1.0f, am = 1.0f, ls = 1.0f;
-        if ((rc = get_float(o, "embedding_multiplier", &em, err)) ||
-            (rc = get_float(o, "residual_multiplier", &rm, err)) ||
-            (rc = get_float(o, "attention_multiplier", &am, err)) ||
-            (rc = get_float(o, "logits_scaling", &ls, err)))
-            return rc;
-        if (!(am > 0) || !(ls > 0))
-            return al_err(err, AL_EFORMAT, "config.json: attention_multiplier and logits_scaling "
-                          "must be positive");
-        c->embed_scale = em;
-        c->residual_scale = rm;
-        c->attn_scale = am;
-        c->logits_scaling = ls;
-        break;
-    }
-    default: {
-        /* Llama: no window. A sliding_window it does not read is harmless. */
-        break;
-    }
-    }
+    if (k_fam_layers[f] && (rc = k_fam_layers[f](o, f, c, err))) return rc;
     if (c->window < 0) c->window = 0;
     return AL_OK;
 }
@@ -944,6 +1003,16 @@ static const char *class_prefix(const char *mt) {
 
 static json_t *json_cap(float v) { return v > 0 ? json_float(v) : json_null(); }
 
+/* o[k] = v, *bad set on failure (v NULL included). The _new setters take
+ * the reference even when they fail, so v never leaks. */
+static void put(json_t *o, const char *k, json_t *v, int *bad) {
+    if (json_object_set_new(o, k, v)) *bad = 1;
+}
+
+static void append(json_t *a, json_t *v, int *bad) {
+    if (json_array_append_new(a, v)) *bad = 1;
+}
+
 static json_t *json_layer_types(const al_model_config *c) {
     json_t *a = json_array();
     for (int l = 0; a && l < c->n_layers; l++)
@@ -961,39 +1030,215 @@ static json_t *json_rope(const al_rope_cfg *r) {
     if (r->type == AL_ROPE_DEFAULT) return json_null();
     json_t *o = json_object();
     if (!o) return NULL;
-    int bad = json_object_set_new(o, "rope_type", json_string(names[r->type]));
-#define RSET(k, v) bad = bad || json_object_set_new(o, k, v)
-    if (r->type != AL_ROPE_LONGROPE) RSET("factor", json_real(r->factor));
+    int bad = 0;
+    put(o, "rope_type", json_string(names[r->type]), &bad);
+    if (r->type != AL_ROPE_LONGROPE) put(o, "factor", json_real(r->factor), &bad);
     if (r->type == AL_ROPE_LLAMA3) {
-        RSET("low_freq_factor", json_real(r->low_freq_factor));
-        RSET("high_freq_factor", json_real(r->high_freq_factor));
+        put(o, "low_freq_factor", json_real(r->low_freq_factor), &bad);
+        put(o, "high_freq_factor", json_real(r->high_freq_factor), &bad);
     }
     if (r->orig_max && r->type != AL_ROPE_LONGROPE && r->type != AL_ROPE_DYNAMIC)
-        RSET("original_max_position_embeddings", json_integer(r->orig_max));
+        put(o, "original_max_position_embeddings", json_integer(r->orig_max), &bad);
     if (r->type == AL_ROPE_YARN) {
-        if (r->attention_factor) RSET("attention_factor", json_real(r->attention_factor));
-        if (r->beta_fast) RSET("beta_fast", json_real(r->beta_fast));
-        if (r->beta_slow) RSET("beta_slow", json_real(r->beta_slow));
-        if (r->mscale) RSET("mscale", json_real(r->mscale));
-        if (r->mscale_all_dim) RSET("mscale_all_dim", json_real(r->mscale_all_dim));
-        if (!r->truncate) RSET("truncate", json_false());
+        if (r->attention_factor) put(o, "attention_factor", json_real(r->attention_factor), &bad);
+        if (r->beta_fast) put(o, "beta_fast", json_real(r->beta_fast), &bad);
+        if (r->beta_slow) put(o, "beta_slow", json_real(r->beta_slow), &bad);
+        if (r->mscale) put(o, "mscale", json_real(r->mscale), &bad);
+        if (r->mscale_all_dim) put(o, "mscale_all_dim", json_real(r->mscale_all_dim), &bad);
+        if (!r->truncate) put(o, "truncate", json_false(), &bad);
     }
     if (r->type == AL_ROPE_LONGROPE) {
         json_t *sf = json_array(), *lf = json_array();
         for (int i = 0; sf && lf && i < r->n_factors; i++) {
-            bad = bad || json_array_append_new(sf, json_float(r->short_factor[i]));
-            bad = bad || json_array_append_new(lf, json_float(r->long_factor[i]));
+            append(sf, json_float(r->short_factor[i]), &bad);
+            append(lf, json_float(r->long_factor[i]), &bad);
         }
-        RSET("short_factor", sf ? sf : json_null());
-        RSET("long_factor", lf ? lf : json_null());
-        if (r->attention_factor) RSET("attention_factor", json_real(r->attention_factor));
+        put(o, "short_factor", sf, &bad);
+        put(o, "long_factor", lf, &bad);
+        if (r->attention_factor) put(o, "attention_factor", json_real(r->attention_factor), &bad);
     }
-#undef RSET
     if (bad) {
         json_decref(o);
         return NULL;
     }
     return o;
+}
+
+/* Refuses what the model_type's transformers class cannot express
+ * (f: the Llama family, -1 for GPT-2). */
+static int check_expressible(const al_model_config *cfg, const char *mt, int f, char err[AL_ERRLEN]) {
+    int gpt2 = f < 0;
+    if (gpt2 && !(cfg->attn_bias && cfg->o_bias && cfg->mlp_bias))
+        return al_err(err, AL_EINVAL, "config: GPT-2 always has biases (attn_bias/o_bias/mlp_bias)");
+    if (gpt2 && (cfg->NKV != cfg->NH || cfg->HD * cfg->NH != cfg->C))
+        return al_err(err, AL_EINVAL, "config: GPT-2 heads must split n_embd evenly, without GQA");
+    if (f >= 0 && f != F_QWEN2 && cfg->attn_bias != cfg->o_bias)
+        return al_err(err, AL_EINVAL, "config: %s's attention_bias covers o_proj too "
+                                      "(attn_bias != o_bias)", mt);
+    if ((f == F_PHI3) && (cfg->attn_bias || cfg->mlp_bias))
+        return al_err(err, AL_EINVAL, "config: %s has no biases", mt);
+    if (f >= 0 && f != F_LLAMA && f != F_GRANITE && cfg->mlp_bias)
+        return al_err(err, AL_EINVAL, "config: %s has no MLP biases", mt);
+    if (!strcmp(mt, "qwen2") && !(cfg->attn_bias && !cfg->o_bias && !cfg->mlp_bias))
+        return al_err(err, AL_EINVAL, "config: qwen2 has q/k/v biases only");
+    if (!strcmp(mt, "mistral") && (cfg->attn_bias || cfg->o_bias || cfg->mlp_bias))
+        return al_err(err, AL_EINVAL, "config: mistral has no biases");
+    return AL_OK;
+}
+
+static void put_gpt2(json_t *o, const al_model_config *cfg, int *bad) {
+    put(o, "n_embd", json_integer(cfg->C), bad);
+    put(o, "n_layer", json_integer(cfg->n_layers), bad);
+    put(o, "n_head", json_integer(cfg->NH), bad);
+    put(o, "n_positions", json_integer(cfg->max_T), bad);
+    put(o, "n_inner", json_integer(cfg->FF), bad);
+    put(o, "layer_norm_epsilon", json_float(cfg->norm_eps), bad);
+    put(o, "activation_function", json_string("gelu_new"), bad);
+}
+
+/* What every family of the Llama dialect writes. */
+static void put_llama(json_t *o, const al_model_config *cfg, int f, int *bad) {
+    put(o, "hidden_size", json_integer(cfg->C), bad);
+    put(o, "num_hidden_layers", json_integer(cfg->n_layers), bad);
+    put(o, "num_attention_heads", json_integer(cfg->NH), bad);
+    put(o, "num_key_value_heads", json_integer(cfg->NKV), bad);
+    put(o, "head_dim", json_integer(cfg->HD), bad);
+    put(o, "intermediate_size", json_integer(cfg->FF), bad);
+    put(o, "max_position_embeddings",
+        json_integer(cfg->rope.type == AL_ROPE_DYNAMIC && cfg->rope.orig_max ? cfg->rope.orig_max : cfg->max_T),
+        bad);
+    put(o, "rms_norm_eps", json_float(cfg->norm_eps), bad);
+    put(o, "rope_theta", json_float(cfg->rope_theta), bad);
+    put(o, "rope_scaling", json_rope(&cfg->rope), bad);
+    const char *act = cfg->act == AL_ACT_GELU_TANH ? "gelu_pytorch_tanh" : "silu";
+    int gemma = f == F_GEMMA2 || f == F_GEMMA3;
+    put(o, gemma ? "hidden_activation" : "hidden_act", json_string(act), bad);
+    if (f != F_QWEN2 && f != F_MISTRAL && f != F_PHI3)
+        put(o, "attention_bias", json_boolean(cfg->attn_bias), bad);
+    if (f == F_LLAMA || f == F_GRANITE) put(o, "mlp_bias", json_boolean(cfg->mlp_bias), bad);
+    put(o, "attention_dropout", json_real(0.0), bad);
+}
+
+/* ---- each family's own fields (Llama and OLMo 2 have none) -------------- */
+
+/* The first sliding layer's index, n_layers when none slides. */
+static int first_sliding(const al_model_config *cfg) {
+    int first = cfg->n_layers;
+    for (int l = cfg->n_layers - 1; l >= 0; l--)
+        if (cfg->layer_flags[l] & AL_LAYER_SLIDING) first = l;
+    return first;
+}
+
+static json_t *json_window(const al_model_config *cfg) {
+    return cfg->window > 0 ? json_integer(cfg->window) : json_null();
+}
+
+/* Mistral: one window over every layer, or null. */
+static void save_mistral(json_t *o, const al_model_config *cfg, int f, int *bad) {
+    (void)f;
+    put(o, "sliding_window", first_sliding(cfg) < cfg->n_layers ? json_window(cfg) : json_null(), bad);
+}
+
+static void save_phi3(json_t *o, const al_model_config *cfg, int f, int *bad) {
+    save_mistral(o, cfg, f, bad);
+    put(o, "original_max_position_embeddings",
+        json_integer(cfg->rope.orig_max ? cfg->rope.orig_max : cfg->max_T), bad);
+    put(o, "resid_pdrop", json_real(0.0), bad);
+    put(o, "embd_pdrop", json_real(0.0), bad);
+}
+
+static void save_qwen(json_t *o, const al_model_config *cfg, int f, int *bad) {
+    int first = first_sliding(cfg);
+    put(o, "use_sliding_window", json_boolean(first < cfg->n_layers), bad);
+    put(o, "sliding_window", json_window(cfg), bad);
+    if (f != F_SMOLLM3) put(o, "max_window_layers", json_integer(first), bad);
+    put(o, "layer_types", json_layer_types(cfg), bad);
+    if (f == F_SMOLLM3) {
+        json_t *nr = json_array();
+        for (int l = 0; nr && l < cfg->n_layers; l++)
+            append(nr, json_integer(!(cfg->layer_flags[l] & AL_LAYER_NOPE)), bad);
+        put(o, "no_rope_layers", nr, bad);
+    }
+}
+
+/* Gemma 3's sliding_window_pattern: the period of its layer kinds (all but
+ * every p-th layer slide), for transformers before layer_types; 0 if none. */
+static int gemma3_pattern(const al_model_config *cfg) {
+    for (int cand = 1; cand <= cfg->n_layers + 1; cand++) {
+        int ok = 1;
+        for (int l = 0; l < cfg->n_layers && ok; l++)
+            ok = !!(cfg->layer_flags[l] & AL_LAYER_SLIDING) == ((l + 1) % cand != 0);
+        if (ok) return cand;
+    }
+    return 0;
+}
+
+static void save_gemma(json_t *o, const al_model_config *cfg, int f, int *bad) {
+    put(o, "sliding_window", json_window(cfg), bad);
+    put(o, "layer_types", json_layer_types(cfg), bad);
+    put(o, "query_pre_attn_scalar", json_float(cfg->query_pre_attn_scalar), bad);
+    put(o, "final_logit_softcapping", json_cap(cfg->final_softcap), bad);
+    put(o, "attn_logit_softcapping", json_cap(cfg->attn_softcap), bad);
+    if (f == F_GEMMA3) {
+        put(o, "rope_local_base_freq", json_float(cfg->rope_local_theta), bad);
+        int p = gemma3_pattern(cfg);
+        if (p) put(o, "sliding_window_pattern", json_integer(p), bad);
+    }
+}
+
+static void save_granite(json_t *o, const al_model_config *cfg, int f, int *bad) {
+    (void)f;
+    put(o, "embedding_multiplier", json_float(cfg->embed_scale > 0 ? cfg->embed_scale : 1.0f), bad);
+    put(o, "residual_multiplier", json_float(cfg->residual_scale > 0 ? cfg->residual_scale : 1.0f), bad);
+    put(o, "attention_multiplier", json_float(cfg->attn_scale > 0 ? cfg->attn_scale : 1.0f), bad);
+    put(o, "logits_scaling", json_float(cfg->logits_scaling > 0 ? cfg->logits_scaling : 1.0f), bad);
+}
+
+typedef void (*fam_save_fn)(json_t *o, const al_model_config *cfg, int f, int *bad);
+static const fam_save_fn k_fam_save[F_COUNT] = {
+    [F_MISTRAL] = save_mistral, [F_PHI3] = save_phi3,
+    [F_QWEN2] = save_qwen,      [F_QWEN3] = save_qwen,   [F_SMOLLM3] = save_qwen,
+    [F_GEMMA2] = save_gemma,    [F_GEMMA3] = save_gemma,
+    [F_GRANITE] = save_granite,
+};
+
+/* A classifier's labels: transformers derives num_labels from id2label;
+ * write both (and label2id). */
+static void put_labels(json_t *o, int num_labels, int *bad) {
+    json_t *id2 = json_object(), *l2i = json_object();
+    int fail = !id2 || !l2i;
+    for (int i = 0; !fail && i < num_labels; i++) {
+        char k[32], v[32];
+        snprintf(k, sizeof k, "%d", i);
+        snprintf(v, sizeof v, "LABEL_%d", i);
+        fail = json_object_set_new(id2, k, json_string(v)) || json_object_set_new(l2i, v, json_integer(i));
+    }
+    if (fail) {
+        json_decref(id2);
+        json_decref(l2i);
+        *bad = 1;
+    } else {
+        put(o, "id2label", id2, bad);
+        put(o, "label2id", l2i, bad);
+    }
+    put(o, "num_labels", json_integer(num_labels), bad);
+}
+
+/* o as transformers' to_json_string writes it (indent 2, sorted keys), one
+ * trailing newline, to dir/config.json atomically. */
+static int write_json(const json_t *o, const char *dir, char err[AL_ERRLEN]) {
+    char *text = json_dumps(o, JSON_INDENT(2) | JSON_SORT_KEYS | JSON_REAL_PRECISION(9));
+    if (!text) return al_err(err, AL_ENOMEM, "config.json: out of memory");
+    char path[4096];
+    if (al_path_join(path, sizeof path, dir, "config.json") != AL_OK) {
+        free(text);
+        return al_err(err, AL_ERANGE, "%.200s: path too long", dir);
+    }
+    size_t n = strlen(text);
+    text[n] = '\n'; /* replaces the NUL: write n + 1 bytes, no terminator needed */
+    int rc = al_file_write_atomic(path, text, n + 1, err);
+    free(text);
+    return rc;
 }
 
 int al_config_save(const al_model_config *cfg, const char *dir, char err[AL_ERRLEN]) {
@@ -1007,23 +1252,8 @@ int al_config_save(const al_model_config *cfg, const char *dir, char err[AL_ERRL
     int gpt2 = cfg->arch == AL_ARCH_GPT2;
     if (!prefix || gpt2 != (strcmp(mt, "gpt2") == 0))
         return al_err(err, AL_EINVAL, "config: model_type: %s does not match the architecture", mt);
-    /* Only what the model_type's transformers class can express. */
-    if (gpt2 && !(cfg->attn_bias && cfg->o_bias && cfg->mlp_bias))
-        return al_err(err, AL_EINVAL, "config: GPT-2 always has biases (attn_bias/o_bias/mlp_bias)");
-    if (gpt2 && (cfg->NKV != cfg->NH || cfg->HD * cfg->NH != cfg->C))
-        return al_err(err, AL_EINVAL, "config: GPT-2 heads must split n_embd evenly, without GQA");
     const int f = gpt2 ? -1 : family_of(mt);
-    if (f >= 0 && f != F_QWEN2 && cfg->attn_bias != cfg->o_bias)
-        return al_err(err, AL_EINVAL, "config: %s's attention_bias covers o_proj too "
-                                      "(attn_bias != o_bias)", mt);
-    if ((f == F_PHI3) && (cfg->attn_bias || cfg->mlp_bias))
-        return al_err(err, AL_EINVAL, "config: %s has no biases", mt);
-    if (f >= 0 && f != F_LLAMA && f != F_GRANITE && cfg->mlp_bias)
-        return al_err(err, AL_EINVAL, "config: %s has no MLP biases", mt);
-    if (!strcmp(mt, "qwen2") && !(cfg->attn_bias && !cfg->o_bias && !cfg->mlp_bias))
-        return al_err(err, AL_EINVAL, "config: qwen2 has q/k/v biases only");
-    if (!strcmp(mt, "mistral") && (cfg->attn_bias || cfg->o_bias || cfg->mlp_bias))
-        return al_err(err, AL_EINVAL, "config: mistral has no biases");
+    if ((rc = check_expressible(cfg, mt, f, err)) != AL_OK) return rc;
 
     char arch[96];
     int cls = cfg->has_score && !cfg->has_lm_head;
@@ -1038,141 +1268,24 @@ int al_config_save(const al_model_config *cfg, const char *dir, char err[AL_ERRL
         json_decref(archs);
         return al_err(err, AL_ENOMEM, "config.json: out of memory");
     }
-    /* The _new setters take the reference even when they fail. */
     int bad = json_array_append_new(archs, json_string(arch));
-    bad = json_object_set_new(o, "architectures", archs) || bad;
-#define SET(k, v) bad = bad || json_object_set_new(o, k, v)
-    SET("model_type", json_string(mt));
-    SET("vocab_size", json_integer(cfg->V));
-    SET("initializer_range", json_float(cfg->init_range));
-    SET("tie_word_embeddings", json_boolean(cfg->tie_word_embeddings));
-    SET("bos_token_id", json_token(cfg->bos_id));
-    SET("eos_token_id", json_token(cfg->eos_id));
-    if (cfg->pad_id >= 0) SET("pad_token_id", json_integer(cfg->pad_id));
-    SET("torch_dtype", json_string(cfg->torch_dtype[0] ? cfg->torch_dtype : "float32"));
+    put(o, "architectures", archs, &bad);
+    put(o, "model_type", json_string(mt), &bad);
+    put(o, "vocab_size", json_integer(cfg->V), &bad);
+    put(o, "initializer_range", json_float(cfg->init_range), &bad);
+    put(o, "tie_word_embeddings", json_boolean(cfg->tie_word_embeddings), &bad);
+    put(o, "bos_token_id", json_token(cfg->bos_id), &bad);
+    put(o, "eos_token_id", json_token(cfg->eos_id), &bad);
+    if (cfg->pad_id >= 0) put(o, "pad_token_id", json_integer(cfg->pad_id), &bad);
+    put(o, "torch_dtype", json_string(cfg->torch_dtype[0] ? cfg->torch_dtype : "float32"), &bad);
     if (gpt2) {
-        SET("n_embd", json_integer(cfg->C));
-        SET("n_layer", json_integer(cfg->n_layers));
-        SET("n_head", json_integer(cfg->NH));
-        SET("n_positions", json_integer(cfg->max_T));
-        SET("n_inner", json_integer(cfg->FF));
-        SET("layer_norm_epsilon", json_float(cfg->norm_eps));
-        SET("activation_function", json_string("gelu_new"));
+        put_gpt2(o, cfg, &bad);
     } else {
-        SET("hidden_size", json_integer(cfg->C));
-        SET("num_hidden_layers", json_integer(cfg->n_layers));
-        SET("num_attention_heads", json_integer(cfg->NH));
-        SET("num_key_value_heads", json_integer(cfg->NKV));
-        SET("head_dim", json_integer(cfg->HD));
-        SET("intermediate_size", json_integer(cfg->FF));
-        SET("max_position_embeddings", json_integer(cfg->rope.type == AL_ROPE_DYNAMIC && cfg->rope.orig_max
-                                                        ? cfg->rope.orig_max
-                                                        : cfg->max_T));
-        SET("rms_norm_eps", json_float(cfg->norm_eps));
-        SET("rope_theta", json_float(cfg->rope_theta));
-        json_t *rope = json_rope(&cfg->rope);
-        if (!rope) bad = 1;
-        else SET("rope_scaling", rope);
-        const char *act = cfg->act == AL_ACT_GELU_TANH ? "gelu_pytorch_tanh" : "silu";
-        int gemma = f == F_GEMMA2 || f == F_GEMMA3;
-        SET(gemma ? "hidden_activation" : "hidden_act", json_string(act));
-        if (f != F_QWEN2 && f != F_MISTRAL && f != F_PHI3)
-            SET("attention_bias", json_boolean(cfg->attn_bias));
-        if (f == F_LLAMA || f == F_GRANITE) SET("mlp_bias", json_boolean(cfg->mlp_bias));
-        SET("attention_dropout", json_real(0.0));
-        int first_sliding = cfg->n_layers;
-        for (int l = cfg->n_layers - 1; l >= 0; l--)
-            if (cfg->layer_flags[l] & AL_LAYER_SLIDING) first_sliding = l;
-        json_t *window = cfg->window > 0 ? json_integer(cfg->window) : json_null();
-        switch (f) {
-        case F_MISTRAL:
-        case F_PHI3:
-            SET("sliding_window", first_sliding < cfg->n_layers ? window : (json_decref(window), json_null()));
-            if (f == F_PHI3) {
-                SET("original_max_position_embeddings",
-                    json_integer(cfg->rope.orig_max ? cfg->rope.orig_max : cfg->max_T));
-                SET("resid_pdrop", json_real(0.0));
-                SET("embd_pdrop", json_real(0.0));
-            }
-            break;
-        case F_QWEN2:
-        case F_QWEN3:
-        case F_SMOLLM3:
-            SET("use_sliding_window", json_boolean(first_sliding < cfg->n_layers));
-            SET("sliding_window", window);
-            if (f != F_SMOLLM3) SET("max_window_layers", json_integer(first_sliding));
-            SET("layer_types", json_layer_types(cfg));
-            if (f == F_SMOLLM3) {
-                json_t *nr = json_array();
-                for (int l = 0; nr && l < cfg->n_layers; l++)
-                    bad = bad || json_array_append_new(
-                                     nr, json_integer(!(cfg->layer_flags[l] & AL_LAYER_NOPE)));
-                SET("no_rope_layers", nr ? nr : json_null());
-            }
-            break;
-        case F_GEMMA2:
-        case F_GEMMA3:
-            SET("sliding_window", window);
-            SET("layer_types", json_layer_types(cfg));
-            SET("query_pre_attn_scalar", json_float(cfg->query_pre_attn_scalar));
-            SET("final_logit_softcapping", json_cap(cfg->final_softcap));
-            SET("attn_logit_softcapping", json_cap(cfg->attn_softcap));
-            if (f == F_GEMMA3) {
-                SET("rope_local_base_freq", json_float(cfg->rope_local_theta));
-                /* the period of the layer pattern, for transformers before layer_types */
-                int p = 0;
-                for (int cand = 1; cand <= cfg->n_layers + 1 && !p; cand++) {
-                    int ok = 1;
-                    for (int l = 0; l < cfg->n_layers && ok; l++)
-                        ok = !!(cfg->layer_flags[l] & AL_LAYER_SLIDING) == ((l + 1) % cand != 0);
-                    if (ok) p = cand;
-                }
-                if (p) SET("sliding_window_pattern", json_integer(p));
-            }
-            break;
-        case F_GRANITE:
-            SET("embedding_multiplier", json_float(cfg->embed_scale > 0 ? cfg->embed_scale : 1.0f));
-            SET("residual_multiplier", json_float(cfg->residual_scale > 0 ? cfg->residual_scale : 1.0f));
-            SET("attention_multiplier", json_float(cfg->attn_scale > 0 ? cfg->attn_scale : 1.0f));
-            SET("logits_scaling", json_float(cfg->logits_scaling > 0 ? cfg->logits_scaling : 1.0f));
-            break;
-        default:
-            json_decref(window);
-            break;
-        }
+        put_llama(o, cfg, f, &bad);
+        if (k_fam_save[f]) k_fam_save[f](o, cfg, f, &bad);
     }
-    if (cls) {
-        /* transformers derives num_labels from id2label; write both. */
-        json_t *id2 = json_object(), *l2i = json_object();
-        for (int i = 0; id2 && l2i && !bad && i < cfg->num_labels; i++) {
-            char k[32], v[32];
-            snprintf(k, sizeof k, "%d", i);
-            snprintf(v, sizeof v, "LABEL_%d", i);
-            bad = json_object_set_new(id2, k, json_string(v)) ||
-                  json_object_set_new(l2i, v, json_integer(i));
-        }
-        if (!id2 || !l2i || bad) {
-            json_decref(id2);
-            json_decref(l2i);
-            bad = 1;
-        } else {
-            SET("id2label", id2);
-            bad = json_object_set_new(o, "label2id", l2i) || bad;
-        }
-        SET("num_labels", json_integer(cfg->num_labels));
-    }
-#undef SET
-    char *text = bad ? NULL : json_dumps(o, JSON_INDENT(2) | JSON_SORT_KEYS | JSON_REAL_PRECISION(9));
+    if (cls) put_labels(o, cfg->num_labels, &bad);
+    rc = bad ? al_err(err, AL_ENOMEM, "config.json: out of memory") : write_json(o, dir, err);
     json_decref(o);
-    if (!text) return al_err(err, AL_ENOMEM, "config.json: out of memory");
-    char path[4096];
-    if (al_path_join(path, sizeof path, dir, "config.json") != AL_OK) {
-        free(text);
-        return al_err(err, AL_ERANGE, "%.200s: path too long", dir);
-    }
-    size_t n = strlen(text);
-    text[n] = '\n'; /* replaces the NUL: write n + 1 bytes, no terminator needed */
-    rc = al_file_write_atomic(path, text, n + 1, err);
-    free(text);
     return rc;
 }
