@@ -44,6 +44,17 @@
  *                   held-out change        -0.122 -0.170 -0.098
  *   strong reward model, pair accuracy      0.980  0.965  0.980
  *   PPO against it: held-out change        +0.262 +0.217 +0.351
+ * The same in bf16 mixed precision (ALIGND_MIXED_PRECISION unset: auto, bf16
+ * on this CPU; 34 passed, 1 failed, 67 min wall and 2168 s of user CPU on
+ * the machine shared at load 12-18), starts 0.427 0.377 0.434:
+ *   GRPO                                   +0.254 +0.228 +0.282
+ *   its sign flipped (100 steps)           -0.379 -0.371 -0.401
+ *   weak reward model, pair accuracy        0.775  0.870  0.730
+ *   PPO against it: score change           +0.373 +0.701 +0.345
+ *                   held-out change        -0.144 +0.007 -0.230  (seed 2 fails)
+ *   strong reward model, pair accuracy      1.000  0.980  0.980
+ *   PPO against it: held-out change        +0.361 +0.314 +0.303
+ * so ctest runs this file in fp32 (tests/CMakeLists.txt says why).
  * Each bound sits below the worst seed by about the spread between seeds
  * (GRPO >= +0.08; the strong model's PPO >= +0.05), the hacked run's bounds
  * on the side of hacking (score up by 0.2 or more, held-out change <= 0).
