@@ -377,6 +377,13 @@ json_t *objects_model_event_list(json_t *data, int has_more) {
                      n ? json_incref(json_object_get(json_array_get(data, n - 1), "id")) : json_null());
 }
 
+json_t *objects_hub_progress(const hub_progress *p) {
+    double pct = p->total > 0 ? 100.0 * (double)p->done / (double)p->total : 0;
+    return json_pack("{s:I,s:I,s:i,s:i,s:o,s:f}", "bytes", (json_int_t)p->done, "total_bytes", (json_int_t)p->total,
+                     "files", p->files_done, "files_total", p->files_total, "file",
+                     p->file && p->file[0] ? json_string(p->file) : json_null(), "percentage", pct);
+}
+
 /* ---- one row ---------------------------------------------------------------------- */
 
 json_t *objects_file_get(store *s, int64_t id) {

@@ -67,7 +67,7 @@
  * that what a job is measured on was never trained on.
  *
  * Every hyper-parameter left out (or given as "auto") takes TRL's default
- * for the method; every bad value is an AL_EINVAL whose message starts with
+ * for the method (the registry's, lib/train/methods.h); every bad value is an AL_EINVAL whose message starts with
  * the field's path ("hyperparameters.beta: must be > 0"). The resolved
  * description (defaults filled in) is kept as JSON for the job record. */
 #ifndef AL_JOB_H
@@ -81,6 +81,7 @@
 #include "../text/hygiene.h"
 #include "grader.h"
 #include "hparams.h"
+#include "methods.h"
 
 #define AL_PATH_MAX 4096
 #define AL_MAX_EVAL_TASKS 8
@@ -209,17 +210,11 @@ static inline int al_job_open_flags(const al_job *job) {
     return job->hp.mixed_precision == AL_MP_BF16 ? AL_OPEN_BF16 : 0;
 }
 
-/* Whether a method trains weights with the RL loop (ppo, grpo, rloo), or is a
- * job whose product is data (generate_preferences, evaluate, critique_revise
- * sample a model; clean_data filters a file). */
-int al_method_is_rl(const char *method);
-
 /* The sharegpt names ("dataset_info") the job gives for one of its data
  * files, by identity: file is job->training_file, job->validation_file or a
  * job->train_files[k].file (its own, else the job's); NULL when none was
  * given for it. */
 const al_sharegpt_cfg *al_job_file_sharegpt(const al_job *job, const char *file);
-int al_method_is_data(const char *method);
 
 typedef enum al_ref_kind { AL_REF_MODEL, AL_REF_FILE } al_ref_kind;
 /* Called for each string field of an unparsed job description that names a

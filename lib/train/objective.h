@@ -91,6 +91,10 @@ typedef struct al_objective_ops {
     int needs_lm;             /* token log-probs required */
     int scores_prompt;        /* PAIRS: the chosen rows score every token after the first,
                                * prompt included (ORPO's NLL); in->completion marks the rest */
+    /* The names hyperparameters.loss_type takes, NULL-terminated (the
+     * method registry, lib/train/methods.h, serves them); NULL when the
+     * objective offers no choice of loss. */
+    const char *const *loss_types;
     /* Validates the hyper-parameters it uses (AL_EINVAL naming the field in
      * err->field, without "hyperparameters."). */
     int (*create)(const al_hparams *hp, void **state, al_error *err);

@@ -4,7 +4,7 @@
 // reconnect; items already seen are recognised and skipped).
 import { api, follow } from '../api.js';
 import { Chart } from '../charts.js';
-import { NOTES } from '../methods.js';
+import { NOTES } from '../notes.js';
 import { h, add, clear, fmtNum, fmtTime, fmtDuration, statusBadge, emptyRow, FINAL, ranks } from '../util.js';
 import { actionButtons, progressCell } from './jobs.js';
 
