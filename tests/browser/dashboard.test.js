@@ -455,6 +455,37 @@ test('a sharegpt file under its own names uploads with its dataset_info; a bench
   await waitFor(async () => (await page.locator('#files tbody tr', { hasText: 'mc_page.jsonl' }).count()) === 1, 'the benchmark in the list');
   assert.equal(await page.locator('#files tbody tr', { hasText: 'mc_page.jsonl' }).locator('td[data-label="Purpose"]').textContent(), 'evals');
   await shot('data-dataset-info');
+  // The job form offers it as a benchmark: checked, with a row limit, it is
+  // an eval_tasks entry of the request, named after the file.
+  const mcId = (await page.locator('#files tbody tr', { hasText: 'mc_page.jsonl' }).locator('td[data-label="File"]').textContent()).trim();
+  await go('#/new');
+  await page.selectOption('#method', 'sft');
+  await page.fill('#model', 'tiny');
+  await page.check('#src-task');
+  await page.selectOption('#task-name', 'addition2');
+  await page.fill('#hp-max_steps', '2');
+  await page.fill('#hp-batch_size', '2');
+  await page.check(`#evalfile-${mcId}`);
+  await page.fill('#eval-limit', '1');
+  await waitFor(async () => /mc_page/.test(await page.textContent('#curl')), 'the benchmark in the request');
+  const curl = await page.textContent('#curl');
+  const body = JSON.parse(curl.slice(curl.indexOf("-d '") + 4, curl.lastIndexOf("'")));
+  assert.deepEqual(body.eval_tasks, [{ file: mcId, name: 'mc_page', limit: 1 }]);
+  await page.fill('#eval-fewshot', '65');
+  await page.click('#submit-job');
+  await waitFor(async () => (await page.textContent('#eval-fewshot-err')).length > 0, 'the few-shot bound');
+  assert.equal(await page.textContent('#eval-fewshot-err'), 'num_fewshot: must be an integer in [0, 64]');
+  await page.fill('#eval-fewshot', '0');
+  await page.click('#submit-job');
+  await page.waitForURL(/#\/jobs\/ftjob-/);
+  const id = decodeURIComponent(page.url().split('#/jobs/')[1]);
+  const done = await waitFor(async () => {
+    const r = await http('GET', `/v1/fine_tuning/jobs/${id}`);
+    return /succeeded|failed|cancelled/.test(r.json.status) ? r.json : null;
+  }, 'the job with a benchmark', 60000);
+  assert.equal(done.status, 'succeeded', JSON.stringify(done.error));
+  const res = done.eval_results.filter((r) => JSON.stringify(r).includes('mc_page'));
+  assert.ok(res.length >= 1, JSON.stringify(done.eval_results));
 });
 
 test('a DPO job on an uploaded preference file: the file picker and the reward charts', async () => {

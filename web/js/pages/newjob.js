@@ -187,6 +187,16 @@ function build(root, route, mreg) {
   const evalBoxes = mreg.tasks.map((t) => h('input', { type: 'checkbox', id: `eval-${t.id}`, value: t.id }));
   const evalRows = h('input', { type: 'number', id: 'eval-rows', min: 1, step: 1, value: 200 });
   const evalRowsF = reg('eval_tasks', field('Rows per evaluation task', evalRows, 'Exact-match accuracy on built-in tasks at each evaluation, charted as eval/<task>/accuracy.'), () => intIn(evalRows.value, 1, 10000000));
+  // Benchmark files (uploaded with purpose evals), scored as lm-evaluation-harness does.
+  const benchBox = h('div', { class: 'checks', role: 'group', 'aria-label': 'Benchmark files', id: 'eval-files' },
+    h('span', { class: 'muted' }, 'No benchmark files yet: upload one on the Data page with purpose evals.'));
+  let benchBoxes = [];
+  const fewshot = h('input', { type: 'number', id: 'eval-fewshot', min: 0, max: 64, step: 1, value: 0 });
+  const fewshotF = reg('num_fewshot', field('Few-shot examples per benchmark row', fewshot, 'num_fewshot: examples from the file itself before each row, as the harness draws them (0: zero-shot).'), () => intIn(fewshot.value, 0, 64));
+  const benchLimit = h('input', { type: 'number', id: 'eval-limit', min: 1, step: 1, placeholder: 'all' });
+  const benchLimitF = reg('limit', field('Rows per benchmark', benchLimit, 'limit: the first rows of each file (empty: all of them).'), () => (benchLimit.value.trim() ? intIn(benchLimit.value, 1, 10000000) : ''));
+  // A metric-safe name for a file's results: its name without the extension.
+  const benchName = (f) => (f.filename || f.id).replace(/\.(jsonl|json|csv|tsv)$/i, '').replace(/[^A-Za-z0-9_.-]+/g, '_').slice(0, 60) || f.id;
 
   // ---- job
   const seedIn = h('input', { type: 'number', id: 'seed', min: 0, step: 1, value: 42 });
@@ -225,7 +235,8 @@ function build(root, route, mreg) {
     h('fieldset', null, h('legend', null, 'LoRA'), loraOnF.wrap, loraBox),
     h('fieldset', null, h('legend', null, 'Evaluation'),
       h('div', { class: 'checks', role: 'group', 'aria-label': 'Built-in evaluation tasks' },
-        evalBoxes.map((b) => h('label', { for: b.id }, b, ` ${b.value}`))), evalRowsF.wrap),
+        evalBoxes.map((b) => h('label', { for: b.id }, b, ` ${b.value}`))), evalRowsF.wrap,
+      h('h3', null, 'Benchmark files'), benchBox, h('div', { class: 'grid' }, fewshotF.wrap, benchLimitF.wrap)),
     h('fieldset', null, h('legend', null, 'Job'), h('div', { class: 'grid' }, seedF.wrap, suffixF.wrap, prioF.wrap, metaF.wrap)),
     formError,
     h('div', { class: 'actions' }, submitBtn, estimateBtn),
@@ -357,6 +368,12 @@ function build(root, route, mreg) {
       if (loraM.checked) b.lora.merge = true;
     }
     const ev = evalBoxes.filter((x) => x.checked).map((x) => ({ name: x.value, rows: Number(evalRows.value) }));
+    for (const x of benchBoxes.filter((c) => c.checked)) {
+      const t = { file: x.value, name: x.dataset.name };
+      if (Number(fewshot.value) > 0) t.num_fewshot = Number(fewshot.value);
+      if (benchLimit.value.trim()) t.limit = Number(benchLimit.value);
+      ev.push(t);
+    }
     if (ev.length) b.eval_tasks = ev;
     b.seed = Number(seedIn.value);
     if (suffixIn.value.trim()) b.suffix = suffixIn.value.trim();
@@ -520,6 +537,11 @@ function build(root, route, mreg) {
         trainSel.append(h('option', { value: f.id }, label));
         valSel.append(h('option', { value: f.id }, label));
         for (const r of mixRows) r.sel.append(h('option', { value: f.id }, label));
+      }
+      const benches = files.value.filter((f) => f.purpose === 'evals' && f.status !== 'error');
+      if (benches.length) {
+        benchBoxes = benches.map((f) => h('input', { type: 'checkbox', id: `evalfile-${f.id}`, value: f.id, 'data-name': benchName(f) }));
+        clear(benchBox).append(...benchBoxes.map((b, i) => h('label', { for: b.id }, b, ` ${benches[i].filename} (${b.value}, results as ${b.dataset.name})`)));
       }
     }
     if (q.get('model')) modelIn.value = q.get('model');
