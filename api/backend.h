@@ -2,10 +2,11 @@
  *
  * api/ has no SQL: it reaches files, jobs, models, keys and the live feed
  * only through this table, which daemon/ fills in (daemon/backend.c) and
- * tests fake. The backend speaks JSON objects already in the shapes the API
- * returns (below; the daemon makes them of its store's rows in one module,
- * daemon/objects.c), so api/ routes, authenticates, validates transport-level
- * input (sizes, nesting, query parameters, paths) and frames responses.
+ * tests fake (tests/fake_backend.h). The backend speaks JSON objects
+ * already in the shapes the API returns (below; the daemon makes them of
+ * its store's rows in one module, daemon/objects.c), so api/ routes,
+ * authenticates, validates transport-level input (sizes, nesting, query
+ * parameters, paths) and frames responses.
  *
  * Threads: every function may be called from many HTTP threads at once and
  * must be safe for that. None of them trains; job_feed_wait may block for at

@@ -200,6 +200,8 @@ enum MHD_Result api_h_completions(api_req *r);
 enum MHD_Result api_h_healthz(api_req *r);
 enum MHD_Result api_h_readyz(api_req *r);
 enum MHD_Result api_h_prometheus(api_req *r);
+/* The method registry (h_methods.c). */
+enum MHD_Result api_h_methods(api_req *r);
 
 /* Dashboard files under web_dir (h_static.c). */
 enum MHD_Result api_h_static(api_req *r);

@@ -61,6 +61,7 @@ static const api_route routes[] = {
     {"DELETE", "/v1/models/{model}", api_h_models_delete, M},
     {"POST", "/v1/chat/completions", api_h_chat, J},
     {"POST", "/v1/completions", api_h_completions, J},
+    {"GET", "/v1/methods", api_h_methods, 0},
 };
 #undef J
 #undef M

@@ -565,11 +565,18 @@ static int be_job_create(void *ud, const json_t *body, json_t **out, api_error *
     al_estimate est;
     int rc = prepare(c, body, pp, e);
     if (!rc) rc = estimate(c, pp, &est, e);
+    int launched = !rc && pp->job.processes > 1;
+    if (launched && !c->has_launcher)
+        rc = api_error_set(e, 422, INVALID, "no_launcher", "resources.processes",
+                           "resources.processes: this daemon has no launcher to start %d processes (set launcher "
+                           "in alignd.conf, e.g. mpirun --hostfile /etc/alignd/hosts -np {processes})",
+                           pp->job.processes);
     /* admission: what the estimate says cannot fit the budget the scheduler
      * admits by is refused now (a job alone would be claimed anyway and
-     * fail at run time, out of memory) */
+     * fail at run time, out of memory); a launched job's ranks run where the
+     * launcher places them, each with this estimate */
     int64_t budget = memory_budget(c);
-    if (!rc && (int64_t)est.memory_bytes > budget)
+    if (!rc && !launched && (int64_t)est.memory_bytes > budget)
         rc = api_error_set(e, 422, INVALID, "insufficient_memory", "",
                            "The job's estimate is %.1f MiB, more than the memory budget of %.1f MiB (%s); "
                            "POST /v1/fine_tuning/jobs/estimate shows the estimate: lower batch_size or "
@@ -605,9 +612,10 @@ static int be_job_create(void *ud, const json_t *body, json_t **out, api_error *
     j.resume_dir = pp->resume_dir[0] ? pp->resume_dir : NULL;
     j.priority = pp->priority;
     j.seed = (int64_t)pp->job.hp.seed;
-    j.memory_bytes = (int64_t)est.memory_bytes;
+    j.memory_bytes = launched ? 0 : (int64_t)est.memory_bytes;
     j.models_used = pp->used;
-    j.jobs_dir = c->jobs_dir;
+    /* a launched job writes where every node sees it */
+    j.jobs_dir = launched && c->shared_dir[0] ? c->shared_dir : c->jobs_dir;
     int64_t id;
     rc = store_job_create(c->st, &j, &id);
     json_decref(task_out);

@@ -31,6 +31,8 @@ typedef struct backend_ctx {
     store *st;
     sched *sc;
     char jobs_dir[STORE_PATH];
+    char shared_dir[STORE_PATH]; /* where launched jobs' folders go ("" = jobs_dir) */
+    int has_launcher;           /* jobs with resources.processes > 1 can run */
     int64_t memory_limit;       /* 0: none configured */
     hubmodels *hub;             /* models by name from the Hugging Face Hub (may be NULL) */
     atomic_int draining;        /* shutting down: not ready, feeds return at once */

@@ -60,6 +60,9 @@ static const key keys[] = {
     L(heartbeat, 1, 3600),
     {"allow_downloads", K_BOOL, offsetof(daemon_cfg, allow_downloads), 0, 0, 1},
     S(hub_cache),
+    S(launcher),
+    S(shared_dir),
+    L(launcher_retries, 0, 1000),
 };
 #undef S
 #undef L
@@ -285,6 +288,7 @@ static void defaults(daemon_cfg *c) {
     c->timeout = 30;
     c->header_timeout = 10;
     c->heartbeat = 15;
+    c->launcher_retries = 2;
 }
 
 int config_load(daemon_cfg *c, int argc, char **argv, int *check_config, char err[AL_ERRLEN]) {

@@ -37,6 +37,12 @@
  *   allow_downloads  ALIGND_ALLOW_DOWNLOADS   --allow-downloads  false (fetch ORG/NAME models from the Hub)
  *   hub_cache        ALIGND_HUB_CACHE         --hub-cache        "" (the Hugging Face cache of the environment:
  *                                                                HF_HUB_CACHE, HF_HOME/hub, ~/.cache/huggingface/hub)
+ *   launcher         ALIGND_LAUNCHER          --launcher         "" (how jobs with resources.processes > 1 start:
+ *                                                                "mpirun --hostfile H -np {processes}", an srun line;
+ *                                                                "": such jobs are refused; daemon/launch.h)
+ *   shared_dir       ALIGND_SHARED_DIR        --shared-dir       "" (where launched jobs write, seen by every
+ *                                                                node: "" = jobs_dir)
+ *   launcher_retries ALIGND_LAUNCHER_RETRIES  --launcher-retries 2 (attempts requeued after a rank dies)
  */
 #ifndef DAEMON_CONFIG_H
 #define DAEMON_CONFIG_H
@@ -69,6 +75,9 @@ typedef struct daemon_cfg {
         header_timeout, heartbeat;
     long allow_downloads;         /* 0/1 */
     char hub_cache[CFG_PATH];
+    char launcher[2048];
+    char shared_dir[CFG_PATH];
+    long launcher_retries;
     char config_file[CFG_PATH];   /* the file read, "" when none */
 } daemon_cfg;
 

@@ -111,12 +111,11 @@ static void push_item(dl *d, const char *event, json_t *data) {
     pthread_cond_broadcast(&d->h->cv);
 }
 
+/* The download's progress object (locked): d->pr with the file name kept in d. */
 static json_t *progress_json(const dl *d) {
-    const hub_progress *p = &d->pr;
-    double pct = p->total > 0 ? 100.0 * (double)p->done / (double)p->total : 0;
-    return json_pack("{s:I,s:I,s:i,s:i,s:o,s:f}", "bytes", (json_int_t)p->done, "total_bytes", (json_int_t)p->total,
-                     "files", p->files_done, "files_total", p->files_total, "file",
-                     d->file[0] ? json_string(d->file) : json_null(), "percentage", pct);
+    hub_progress p = d->pr;
+    p.file = d->file;
+    return objects_hub_progress(&p);
 }
 
 static void on_progress(void *ud, const hub_progress *p) {

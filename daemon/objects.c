@@ -176,6 +176,12 @@ json_t *objects_job(const store_job_row *j) {
     json_object_set_new(o, "from_checkpoint", str_or_null(j->from_checkpoint));
     if (j->training_files) json_object_set_new(o, "training_files", json_col(j->training_files));
     if (j->chat_template) json_object_set_new(o, "chat_template", json_string(j->chat_template));
+    /* the ranks it runs as (1: in the daemon) */
+    json_t *res = json_object();
+    json_object_set_new(res, "processes", json_integer(j->processes > 0 ? j->processes : 1));
+    if (j->threads_per_process >= 0) json_object_set_new(res, "threads_per_process", json_integer(j->threads_per_process));
+    json_object_set_new(o, "resources", res);
+    if (j->distributed) json_object_set_new(o, "distributed", json_col(j->distributed));
     json_object_set_new(o, "queue_position", j->queue_position ? json_integer(j->queue_position) : json_null());
     json_t *rf = json_array();
     for (int i = 0; i < j->n_result_files; i++)
@@ -369,6 +375,13 @@ json_t *objects_model_event_list(json_t *data, int has_more) {
     return json_pack("{s:s,s:o,s:b,s:o,s:o}", "object", "list", "data", data, "has_more", has_more, "first_id",
                      n ? json_incref(json_object_get(json_array_get(data, 0), "id")) : json_null(), "last_id",
                      n ? json_incref(json_object_get(json_array_get(data, n - 1), "id")) : json_null());
+}
+
+json_t *objects_hub_progress(const hub_progress *p) {
+    double pct = p->total > 0 ? 100.0 * (double)p->done / (double)p->total : 0;
+    return json_pack("{s:I,s:I,s:i,s:i,s:o,s:f}", "bytes", (json_int_t)p->done, "total_bytes", (json_int_t)p->total,
+                     "files", p->files_done, "files_total", p->files_total, "file",
+                     p->file && p->file[0] ? json_string(p->file) : json_null(), "percentage", pct);
 }
 
 /* ---- one row ---------------------------------------------------------------------- */

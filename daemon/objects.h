@@ -1,10 +1,10 @@
 /* The API's objects (the shapes of api/backend.h) made of the store's rows:
  * the one place where a file, job, event, metrics row, sample, checkpoint,
- * eval result, model, list, feed item, stats, estimate or model download
- * event is put together. The store (store.h) reads rows and knows the
- * schema; this module knows the API; daemon/backend.c and daemon/hubmodels.c
- * hand its objects to api/ (which builds only its own answers: errors,
- * inference, health).
+ * eval result, model, list, feed item, stats, estimate, model download
+ * event or download progress is put together. The store (store.h) reads
+ * rows and knows the schema; this module knows the API; daemon/backend.c
+ * and daemon/hubmodels.c hand its objects to api/ (which builds only its
+ * own answers: errors, inference, health).
  *
  * It lives in daemon/, beside backend.c, because api/ sits below daemon/:
  * api/ reaches the daemon only through the api_backend table (a test fakes
@@ -20,6 +20,7 @@
 
 #include <jansson.h>
 
+#include "hub.h"
 #include "store.h"
 #include "train/estimate.h"
 
@@ -79,6 +80,10 @@ json_t *objects_estimate(const al_estimate *est, int64_t budget);
  * (takes data). */
 json_t *objects_model_event(int64_t seq, const json_t *created_at, const char *type, const json_t *data);
 json_t *objects_model_event_list(json_t *data, int has_more);
+/* A Hub download's progress (a model's "download" and the data of its
+ * "progress" events): {"bytes","total_bytes","files","files_total","file"
+ * (null between files),"percentage"}. */
+json_t *objects_hub_progress(const hub_progress *p);
 
 /* A job list serialized as objects_list would be with OBJECTS_DUMP_FLAGS
  * and a newline, with final jobs' objects (which no longer change) from a

@@ -18,9 +18,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "api/ids.h"
 #include "io.h"
+#include "launch.h"
 #include "log.h"
 #include "models.h"
 #include "reward_http.h"
@@ -57,6 +59,11 @@ struct sched {
     pthread_mutex_t turn_mu;
     pthread_cond_t turn_cv;
     unsigned long next_ticket, serving;
+    /* launched jobs */
+    char launcher[2048];
+    char exe[4096];           /* this binary, which the ranks run */
+    int retries;
+    struct { int64_t id; int n; } lost[64]; /* attempts lost per job (s->mu) */
 };
 
 int64_t sched_mem_available(void) {
@@ -268,6 +275,53 @@ static void fail_param(const char *err, char *param, size_t n) {
     }
 }
 
+/* ---- launched jobs ------------------------------------------------------------------ */
+
+static int flag_draining(void *ud) {
+    worker *w = ud;
+    pthread_mutex_lock(&w->s->mu);
+    int d = w->s->draining;
+    pthread_mutex_unlock(&w->s->mu);
+    return d;
+}
+
+/* Attempts of job id lost so far; add: count one more; clear: forget it. */
+static int lost_attempts(sched *s, int64_t id, int add, int clear) {
+    pthread_mutex_lock(&s->mu);
+    int slot = -1, free_slot = -1, n = 0;
+    for (int i = 0; i < 64; i++) {
+        if (s->lost[i].id == id) slot = i;
+        if (!s->lost[i].id && free_slot < 0) free_slot = i;
+    }
+    if (slot < 0 && add) slot = free_slot >= 0 ? free_slot : (int)(id % 64);
+    if (slot >= 0) {
+        if (s->lost[slot].id != id) s->lost[slot].id = id, s->lost[slot].n = 0;
+        s->lost[slot].n += add;
+        n = s->lost[slot].n;
+        if (clear) s->lost[slot].id = 0, s->lost[slot].n = 0;
+    }
+    pthread_mutex_unlock(&s->mu);
+    return n;
+}
+
+/* The job as ranks started by the launcher (daemon/launch.h), its output in
+ * r->output_dir (under shared_dir). */
+static int run_launched(worker *w, const store_run *r, const al_job *job, const char *resume,
+                        al_train_result *res, char err[AL_ERRLEN]) {
+    sched *s = w->s;
+    if (!s->launcher[0])
+        return al_err(err, AL_EINVAL, "resources.processes: this daemon has no launcher (set launcher in "
+                      "alignd.conf)");
+    al_train_cb cb = {.begin = on_begin, .log = on_log, .sample = on_sample, .event = on_event,
+                      .checkpoint = on_checkpoint, .eval_result = on_eval_result, .ud = w};
+    launch_flags fl = {.cancel = &w->cancel, .pause = &w->pause, .draining = flag_draining, .ud = w};
+    launch_cfg lc = {.line = s->launcher, .exe = s->exe, .grace_s = 30, .bf16 = s->bf16};
+    int attempt = lost_attempts(s, w->job, 0, 0) + 1;
+    store_job_event(s->st, w->job, "info", "message", NULL, "Starting %d processes through the launcher (attempt %d)",
+                    job->processes, attempt);
+    return launch_run(&lc, job, r->spec, r->output_dir, w->name, attempt, resume, &cb, &fl, res, err);
+}
+
 static void register_output(worker *w, const store_run *r, const al_job *job, const al_train_result *res,
                             char name[256]) {
     store_model m;
@@ -387,8 +441,12 @@ static void run_job(worker *w, int64_t id) {
                           .eval_result = on_eval_result, .ud = w};
         const char *resume = r.resume_dir[0] ? r.resume_dir : NULL;
         if (resume) store_job_event(st, id, "info", "message", NULL, "Resuming from %s", resume);
-        rc = al_train_run(&job, resume, &cb, &res, err);
-        turn_release(w);
+        if (job.processes > 1) {
+            rc = run_launched(w, &r, &job, resume, &res, err);
+        } else {
+            rc = al_train_run(&job, resume, &cb, &res, err);
+            turn_release(w);
+        }
     }
     double elapsed = w->elapsed0 + (al_now() - w->t0);
     store_job_progress(st, id, res.steps, res.total_steps ? res.total_steps : w->total, w->epoch,
@@ -397,6 +455,27 @@ static void run_job(worker *w, int64_t id) {
     int draining = s->draining, cancel = atomic_load(&w->cancel);
     pthread_mutex_unlock(&s->mu);
     store_upd f = STORE_UPD_INIT;
+    if (rc == LAUNCH_ELOST) {
+        /* a rank died: like a local crash, the job resumes from its last
+         * checkpoint, a few times; then it fails */
+        int n = lost_attempts(s, id, 1, 0);
+        if (n <= s->retries || draining) {
+            char why[AL_ERRLEN + 64];
+            long from = 0;
+            snprintf(why, sizeof why, "Attempt %d was lost (%s)", n, err);
+            store_job_requeue(st, id, "running", why, &from);
+            log_warn("event=attempt_lost job=%s attempt=%d resume_step=%ld", w->name, n, from);
+            al_job_deinit(&job);
+            store_run_deinit(&r);
+            return;
+        }
+        char msg[AL_ERRLEN + 64];
+        snprintf(msg, sizeof msg, "%s (after %d attempts)", err, n);
+        memcpy(err, msg, AL_ERRLEN - 1);
+        err[AL_ERRLEN - 1] = 0;
+        rc = AL_EIO;
+    }
+    if (job.processes > 1) lost_attempts(s, id, 0, 1);
     if (rc == AL_OK) {
         char name[256] = "";
         if (res.output_is_model) register_output(w, &r, &job, &res, name);
@@ -503,6 +582,11 @@ sched *sched_new(store *st, const sched_cfg *cfg) {
         return NULL;
     }
     s->budget = cfg->memory_limit > 0 ? cfg->memory_limit : sched_mem_available();
+    snprintf(s->launcher, sizeof s->launcher, "%s", cfg->launcher ? cfg->launcher : "");
+    s->retries = cfg->launcher_retries;
+    ssize_t el = readlink("/proc/self/exe", s->exe, sizeof s->exe - 1);
+    s->exe[el > 0 ? el : 0] = 0;
+    if (el <= 0) snprintf(s->exe, sizeof s->exe, "alignd");
     s->bf16 = cfg->bf16;
     if (s->budget <= 0) s->budget = INT64_MAX;
     pthread_mutex_init(&s->mu, NULL);

@@ -16,7 +16,14 @@
  * Cancel and pause are flags the trainer polls between steps; pause writes
  * a checkpoint. Draining (shutdown) pauses every running job the same way
  * and returns it to queued, resuming from that checkpoint on the next start.
- * A job's failure is recorded with its cause and never ends the daemon. */
+ * A job's failure is recorded with its cause and never ends the daemon.
+ *
+ * A job asking for resources.processes > 1 runs through the launcher
+ * instead (daemon/launch.h): the worker starts it, reads rank 0's progress
+ * into the same callbacks, and signals pause and cancel; such a job takes no
+ * turns and no memory here (the launcher places its ranks). When a rank dies
+ * the attempt is lost and the job goes back to the queue, resuming from its
+ * last checkpoint, up to launcher_retries times; then it fails. */
 #ifndef DAEMON_SCHED_H
 #define DAEMON_SCHED_H
 
@@ -28,6 +35,8 @@
 typedef struct sched_cfg {
     int workers;              /* >= 1 */
     int64_t memory_limit;     /* bytes; 0: MemAvailable at start */
+    const char *launcher;     /* the launcher line; NULL or "": launched jobs fail */
+    int launcher_retries;     /* attempts requeued after a rank died */
     int bf16;                 /* reward models and judges in bf16 (the dtype setting) */
 } sched_cfg;
 

@@ -221,12 +221,14 @@ int cli_serve(int argc, char **argv) {
         return 1;
     }
     char e2[AL_ERRLEN];
-    if (al_mkdir_p(cfg.models_dir, e2) || al_mkdir_p(cfg.jobs_dir, e2))
+    if (al_mkdir_p(cfg.models_dir, e2) || al_mkdir_p(cfg.jobs_dir, e2) ||
+        (cfg.shared_dir[0] && al_mkdir_p(cfg.shared_dir, e2)))
         log_warn("event=mkdir_failed reason=\"%s\"", e2);
     /* absolute paths: the database records them, and the next start may
      * have another working directory */
     absolute(cfg.models_dir, sizeof cfg.models_dir);
     absolute(cfg.jobs_dir, sizeof cfg.jobs_dir);
+    if (cfg.shared_dir[0]) absolute(cfg.shared_dir, sizeof cfg.shared_dir);
     if (relocate(st, &cfg)) {
         store_close(st);
         return 1;
@@ -247,11 +249,14 @@ int cli_serve(int argc, char **argv) {
     log_info("event=store_ready schema=%d models=%d recovered_jobs=%d hub_cache=%s allow_downloads=%d",
              store_version(st), nm, nr, hubmodels_cache(hm), (int)cfg.allow_downloads);
 
-    sched_cfg sc = {.workers = (int)cfg.workers, .memory_limit = cfg.memory_limit, .bf16 = config_bf16(&cfg)};
+    sched_cfg sc = {.workers = (int)cfg.workers, .memory_limit = cfg.memory_limit, .bf16 = config_bf16(&cfg),
+                    .launcher = cfg.launcher, .launcher_retries = (int)cfg.launcher_retries};
     backend_ctx ctx;
     memset(&ctx, 0, sizeof ctx);
     ctx.st = st;
     snprintf(ctx.jobs_dir, sizeof ctx.jobs_dir, "%s", cfg.jobs_dir);
+    snprintf(ctx.shared_dir, sizeof ctx.shared_dir, "%s", cfg.shared_dir);
+    ctx.has_launcher = cfg.launcher[0] != 0;
     ctx.memory_limit = cfg.memory_limit;
     ctx.hub = hm;
     ctx.sc = sched_new(st, &sc);

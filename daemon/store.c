@@ -1244,7 +1244,9 @@ static const char SQL_JOB_GET[] =
     "SELECT id, created_at, started_at, finished_at, model, fine_tuned_model, suffix, method, status, priority,"
     " training_file, validation_file, task, hyperparameters, seed, metadata, step, total_steps, epoch,"
     " elapsed_s, remaining_s, tokens_per_second, trained_tokens, error_code, error_message, error_param,"
-    " from_checkpoint, json_extract(request, '$.training_files'), json_extract(request, '$.chat_template')"
+    " from_checkpoint, json_extract(request, '$.training_files'), json_extract(request, '$.chat_template'),"
+    " json_extract(request, '$.resources.processes'), json_extract(request, '$.resources.threads_per_process'),"
+    " json_extract(request, '$.distributed')"
     " FROM jobs WHERE id = ?";
 static const char SQL_QPOS[] =
     "SELECT count(*) FROM jobs WHERE status = 'queued' AND (priority > ?1 OR (priority = ?1 AND id < ?2))";
@@ -1334,6 +1336,9 @@ static int job_row(store *s, store_rows *r, store_job_row *j) {
     j->from_checkpoint = col_str(r, st, 26);
     j->training_files = col_str(r, st, 27);
     j->chat_template = col_str(r, st, 28);
+    j->processes = sqlite3_column_type(st, 29) == SQLITE_INTEGER ? sqlite3_column_int(st, 29) : 1;
+    j->threads_per_process = sqlite3_column_type(st, 30) == SQLITE_INTEGER ? sqlite3_column_int(st, 30) : -1;
+    j->distributed = col_str(r, st, 31);
     sqlite3_reset(st);
     if (!strcmp(j->status, "queued") && (st = q(s, SQL_QPOS, "ii", (int64_t)j->priority, id)) &&
         sqlite3_step(st) == SQLITE_ROW)
@@ -1672,33 +1677,36 @@ int store_recover(store *s) {
                                  "Job cancelled (the daemon stopped while cancelling)");
             continue;
         }
-        char path[STORE_PATH];
-        long step = 0;
-        /* the latest checkpoint that is still on disk */
-        int found = 0;
-        while (!found && store_job_checkpoint_path(s, ids[i], -1, path, &step) == STORE_OK) {
-            char probe[STORE_PATH + 32];
-            snprintf(probe, sizeof probe, "%s/trainer_state.json", path);
-            if (al_file_exists(probe)) {
-                found = 1;
-            } else {
-                LOCK();
-                exec_st(s, q(s, SQL_DROP_CKPTS, "ii", ids[i], (int64_t)step - 1));
-                UNLOCK();
-            }
-        }
-        u.step = found ? step : 0;
-        u.resume_dir = found ? path : "";
-        if (found)
-            store_job_transition(s, ids[i], "running", "queued", "warn", &u,
-                                 "The daemon stopped while the job was running; it resumes from the checkpoint "
-                                 "at step %ld", step);
-        else
-            store_job_transition(s, ids[i], "running", "queued", "warn", &u,
-                                 "The daemon stopped while the job was running; no checkpoint yet, it restarts "
-                                 "from step 0");
+        store_job_requeue(s, ids[i], "running", "The daemon stopped while the job was running", NULL);
     }
     return n;
+}
+
+int store_job_requeue(store *s, int64_t id, const char *from, const char *why, long *step_out) {
+    store_upd u = STORE_UPD_INIT;
+    char path[STORE_PATH];
+    long step = 0;
+    /* the latest checkpoint that is still on disk */
+    int found = 0;
+    while (!found && store_job_checkpoint_path(s, id, -1, path, &step) == STORE_OK) {
+        char probe[STORE_PATH + 32];
+        snprintf(probe, sizeof probe, "%s/trainer_state.json", path);
+        if (al_file_exists(probe)) {
+            found = 1;
+        } else {
+            LOCK();
+            exec_st(s, q(s, SQL_DROP_CKPTS, "ii", id, (int64_t)step - 1));
+            UNLOCK();
+        }
+    }
+    u.step = found ? step : 0;
+    u.resume_dir = found ? path : "";
+    if (step_out) *step_out = found ? step : 0;
+    if (found)
+        return store_job_transition(s, id, from, "queued", "warn", &u, "%s; it resumes from the checkpoint at step %ld",
+                                    why, step);
+    return store_job_transition(s, id, from, "queued", "warn", &u, "%s; no checkpoint yet, it restarts from step 0",
+                                why);
 }
 
 static const char SQL_STATS_STATUS[] = "SELECT status, count(*) FROM jobs GROUP BY status";

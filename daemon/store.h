@@ -237,6 +237,9 @@ typedef struct store_job_row {
     const char *task, *hyperparameters, *metadata;  /* JSON */
     const char *training_files;                     /* JSON, from the request; NULL when not given */
     const char *chat_template;                      /* from the request; NULL when not given */
+    int processes;                                  /* resources.processes (1: in the daemon) */
+    int threads_per_process;                        /* resources.threads_per_process; -1 when not given */
+    const char *distributed;                        /* JSON, from the request; NULL when not given */
     int64_t seed;
     long step, total_steps;
     double epoch, elapsed_s, tokens_per_second, trained_tokens;
@@ -321,6 +324,12 @@ uint64_t store_objects_epoch(store *s);
 /* Jobs left running/cancelling by a killed daemon: running -> queued (resume
  * from the latest checkpoint), cancelling -> cancelled. Returns the count. */
 int store_recover(store *s);
+/* One job from a status of `from` ("running") back to queued, to resume from
+ * its latest checkpoint still on disk (rows of newer ones that are gone are
+ * dropped) or from step 0 without one; the warning event says why (a
+ * sentence) and where it resumes. The step it resumes from into *step (may
+ * be NULL). */
+int store_job_requeue(store *s, int64_t id, const char *from, const char *why, long *step);
 
 /* The statuses of jobs, in lifecycle order, NULL-terminated. */
 #define STORE_N_STATUSES 8

@@ -41,6 +41,16 @@ int al_err(char err[AL_ERRLEN], int rc, const char *fmt, ...) {
     return rc;
 }
 
+char *al_names_join(char *dst, size_t cap, const char *const *names, const char *quote, const char *last) {
+    size_t len = 0;
+    dst[0] = 0;
+    for (int i = 0; names[i] && len < cap; i++) {
+        const char *sep = i == 0 ? "" : names[i + 1] ? ", " : last;
+        len += (size_t)snprintf(dst + len, cap - len, "%s%s%s%s", sep, quote, names[i], quote);
+    }
+    return dst;
+}
+
 int al_fail_at(al_error *e, int rc, const char *field_fmt, const char *fmt, ...) {
     if (!e) return rc;
     va_list ap, fp;

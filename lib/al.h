@@ -52,6 +52,11 @@ const char *al_strerror(int rc);
 int al_err(char err[AL_ERRLEN], int rc, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
+/* Writes the NULL-terminated names for a message, as `"a", "b" or "c"`
+ * (quote "\"", last " or ") or `a, b, c` (quote "", last ", "), cut to cap
+ * bytes. Returns dst. */
+char *al_names_join(char *dst, size_t cap, const char *const *names, const char *quote, const char *last);
+
 /* A refusal of input that names the field at fault as data: the parsers of
  * what users send (job descriptions, dataset_info, graders, objectives'
  * settings) fill one, and the API answers with `field` as the error's

@@ -21,14 +21,16 @@ al_need_packages() {
 # mappings and character classes; libcurl: the daemon's Hugging Face Hub
 # client and its client for external reward verifiers, and the tests;
 # libcsv: CSV/TSV datasets; libexttextcat: the hygiene language filter;
-# libdnnl: oneDNN, the matrix products).
+# libdnnl: oneDNN, the matrix products; libopenmpi-dev: data-parallel
+# training over MPI, lib/dist).
 AL_BUILD_PACKAGES=(build-essential cmake pkg-config libopenblas-dev libdnnl-dev libjansson-dev libpcre2-dev
                    libmicrohttpd-dev libsqlite3-dev libssl-dev libcurl4-openssl-dev libutf8proc-dev
-                   libcsv-dev libexttextcat-dev libexttextcat-data)
+                   libcsv-dev libexttextcat-dev libexttextcat-data libopenmpi-dev)
 # What the tests need beyond the build: the PyTorch parity reference, and
 # node for the tokenizer reference (scripts/test adds npm when missing), curl
 # for the shell tests, clang for the libFuzzer targets, Chromium
 # for the dashboard tests, systemd-analyze for the unit file check, jq for
-# the README's curl walk-through.
+# the README's curl walk-through, mpirun (openmpi-bin) for the tests that
+# train as several ranks.
 AL_TEST_PACKAGES=(python3 python3-torch python3-numpy nodejs python3-jinja2 curl
-                  clang libclang-rt-14-dev chromium systemd sqlite3 jq)
+                  clang libclang-rt-14-dev chromium systemd sqlite3 jq openmpi-bin)

@@ -337,6 +337,27 @@ static void test_jobs(void) {
     store_close(s);
 }
 
+/* A Hub download's progress (a model's "download", the data of its
+ * "progress" events): made in objects.c like every API object, the bytes
+ * hubmodels.c sent before. */
+static void test_hub_progress(void) {
+    hub_progress p = {.file = "model.safetensors", .file_done = 10, .file_total = 40, .done = 30, .total = 120,
+                      .files_done = 1, .files_total = 3};
+    const char *want[] = {
+        "{\"bytes\":30,\"total_bytes\":120,\"files\":1,\"files_total\":3,\"file\":\"model.safetensors\","
+        "\"percentage\":25.0}",
+        /* between files, and before the sizes are known */
+        "{\"bytes\":0,\"total_bytes\":0,\"files\":0,\"files_total\":0,\"file\":null,\"percentage\":0.0}"};
+    for (int i = 0; i < 2; i++) {
+        json_t *o = objects_hub_progress(&p);
+        char *got = json_dumps(o, OBJECTS_DUMP_FLAGS);
+        T_STR_EQ(got, want[i]);
+        free(got);
+        json_decref(o);
+        p = (hub_progress){.file = ""};
+    }
+}
+
 /* Deleting a finished job takes its benchmark results with it (their rows
  * reference the job: the delete failed on the foreign key). */
 static void test_job_delete(void) {
@@ -791,6 +812,7 @@ int main(void) {
     test_locations();
     test_keys();
     test_backend();
+    test_hub_progress();
     test_models_scan();
     test_admission();
     test_config();

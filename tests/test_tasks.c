@@ -16,11 +16,12 @@ static void test_rows(void) {
     T_STR_EQ(a.prompt, b.prompt);
     T_STR_EQ(a.answer, b.answer);
     T_EQ_INT(al_task_row_get("nope", AL_SPLIT_ALL, 1, 0, &a), AL_ENOENT);
-    for (const char *const *t = al_task_names(); *t; t++)
+    for (const al_task_info *t = al_tasks(); t->name; t++)
         for (int i = 0; i < 200; i++) {
-            T_OK(al_task_row_get(*t, AL_SPLIT_ALL, 1, (uint64_t)i, &a));
-            T_REPORT_(strcmp(a.answer, a.wrong) != 0, "%s row %d: wrong answer %s equals the answer", *t, i, a.wrong);
-            T_REPORT_(al_task_correct(&a, a.answer) && !al_task_correct(&a, a.wrong), "%s row %d", *t, i);
+            T_OK(al_task_row_get(t->name, AL_SPLIT_ALL, 1, (uint64_t)i, &a));
+            T_REPORT_(strcmp(a.answer, a.wrong) != 0, "%s row %d: wrong answer %s equals the answer", t->name, i,
+                      a.wrong);
+            T_REPORT_(al_task_correct(&a, a.answer) && !al_task_correct(&a, a.wrong), "%s row %d", t->name, i);
         }
     /* the additions' answers are the sums */
     for (int i = 0; i < 100; i++) {
@@ -39,13 +40,14 @@ static void test_rows(void) {
  * the train split; the test split is about a fifth of the distribution;
  * rows of a split are the whole distribution's rows that fall in it. */
 static void test_splits(void) {
-    for (const char *const *t = al_task_names(); *t; t++) {
+    for (const al_task_info *ti = al_tasks(); ti->name; ti++) {
+        const char *t = ti->name;
         int n_test = 0, n = 4000;
         for (int i = 0; i < n; i++) {
             al_task_row all, tr, te;
-            T_OK(al_task_row_get(*t, AL_SPLIT_ALL, 11, (uint64_t)i, &all));
-            T_OK(al_task_row_get(*t, AL_SPLIT_TRAIN, 11, (uint64_t)i, &tr));
-            T_OK(al_task_row_get(*t, AL_SPLIT_TEST, 11, (uint64_t)i, &te));
+            T_OK(al_task_row_get(t, AL_SPLIT_ALL, 11, (uint64_t)i, &all));
+            T_OK(al_task_row_get(t, AL_SPLIT_TRAIN, 11, (uint64_t)i, &tr));
+            T_OK(al_task_row_get(t, AL_SPLIT_TEST, 11, (uint64_t)i, &te));
             T_EQ_INT(al_task_prompt_split(tr.prompt), AL_SPLIT_TRAIN);
             T_EQ_INT(al_task_prompt_split(te.prompt), AL_SPLIT_TEST);
             int in_test = al_task_prompt_split(all.prompt) == AL_SPLIT_TEST;
@@ -55,8 +57,8 @@ static void test_splits(void) {
             else T_STR_EQ(tr.prompt, all.prompt);
         }
         double share = (double)n_test / n;
-        printf("%s: test share %.3f\n", *t, share);
-        T_REPORT_(share > 0.12 && share < 0.28, "%s: test split holds %.3f of the rows", *t, share);
+        printf("%s: test share %.3f\n", t, share);
+        T_REPORT_(share > 0.12 && share < 0.28, "%s: test split holds %.3f of the rows", t, share);
     }
     /* no addition2 prompt of 20000 training draws is a test prompt of 2000 */
     static char test_prompts[2000][AL_TASK_TEXT];

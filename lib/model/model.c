@@ -50,6 +50,7 @@ static int add_param(al_model *m, const char *name, int rows, int cols, int conv
     p->n = (size_t)rows * (size_t)(cols > 0 ? cols : 1);
     p->decay = p->ndim == 2;
     p->conv1d = conv1d;
+    p->layer = m->build_layer;
     p->w = (float *)(uintptr_t)m->n_data;
     m->n_data += p->n;
     return m->n_params++;
@@ -141,6 +142,7 @@ static int build_params(al_model *m) {
     int C = c->C, q = c->NH * c->HD, kv = c->NKV * c->HD;
     int gpt2 = c->arch == AL_ARCH_GPT2;
     m->wte = m->wpe = m->lnf_w = m->lnf_b = m->head = m->score = -1;
+    m->build_layer = -1;
     m->layers = calloc((size_t)c->n_layers, sizeof *m->layers);
     if (!m->layers) return -1;
     if (gpt2) {
@@ -151,6 +153,7 @@ static int build_params(al_model *m) {
     }
     for (int l = 0; l < c->n_layers; l++) {
         al_layer *ly = &m->layers[l];
+        m->build_layer = l;
         ly->pa_w = ly->pf_w = ly->qn_w = ly->kn_w = -1;
         if (gpt2) {
             snprintf(a, sizeof a, "transformer.h.%d.ln_1.weight", l);
@@ -238,6 +241,7 @@ static int build_params(al_model *m) {
             }
         }
     }
+    m->build_layer = -1;
     if (gpt2) {
         if ((m->lnf_w = add_param(m, "transformer.ln_f.weight", C, 0, 0)) < 0) return -1;
         if ((m->lnf_b = add_param(m, "transformer.ln_f.bias", C, 0, 0)) < 0) return -1;
@@ -276,6 +280,7 @@ static int build_params(al_model *m) {
                 lm->in = sites[s].in;
                 snprintf(lm->module, sizeof lm->module, "%s", sites[s].module);
                 snprintf(a, sizeof a, "%s.lora_A.weight", sites[s].module);
+                m->build_layer = l;
                 if ((lm->pA = add_param(m, a, lc->r, lm->in, 0)) < 0) return -1;
                 snprintf(a, sizeof a, "%s.lora_B.weight", sites[s].module);
                 if ((lm->pB = add_param(m, a, lm->out, lc->r, 0)) < 0) return -1;
@@ -283,6 +288,7 @@ static int build_params(al_model *m) {
                 m->n_lora++;
             }
         }
+        m->build_layer = -1;
         /* Adapters of one map are consecutive (sites are ordered by map). */
         for (int k = 0; k < m->n_lora; k++) {
             al_linear *L = &m->layers[m->lora[k].layer].lin[m->lora[k].lin];
@@ -1411,15 +1417,32 @@ int al_model_backward(al_model *m, const al_tokens *in, const float *dlogp,
     al_zero(m->d_res, NC);
     norm_backward(m, m->d_res, m->d_ln, m->res + (size_t)L * NC, m->lnf_mean, m->lnf_rstd,
                   m->lnf_w, m->lnf_b, N);
+    if (m->grad_hook) m->grad_hook(m->grad_hook_ud, 0);
     for (int l = L - 1; l >= 0; l--) {
         const float *x = m->res + (size_t)l * NC;
         if ((m->flags & AL_MODEL_GRAD_CKPT) && l != L - 1)
             layer_forward(m, l, &m->acts[l], x, m->res + (size_t)(l + 1) * NC, in, pos);
         layer_backward(m, l, &m->acts[l], x, in, pos);
+        if (m->grad_hook) m->grad_hook(m->grad_hook_ud, L - l);
     }
     if (c->embed_scale > 0 && c->embed_scale != 1.0f) al_scale(m->d_res, c->embed_scale, NC);
     al_embed_backward(PG(m, m->wte), PG(m, m->wpe), m->d_res, in->ids, pos, N, C);
+    if (m->grad_hook) m->grad_hook(m->grad_hook_ud, L + 1);
     return AL_OK;
+}
+
+void al_model_set_grad_hook(al_model *m, al_grad_hook fn, void *ud) {
+    m->grad_hook = fn;
+    m->grad_hook_ud = ud;
+}
+
+int al_model_grad_stages(const al_model *m) { return m->cfg.n_layers + 2; }
+
+int al_model_param_stage(const al_model *m, int i) {
+    const al_param *p = &m->params[i];
+    if (p->layer >= 0) return m->cfg.n_layers - p->layer;
+    if (i == m->wte || i == m->wpe) return m->cfg.n_layers + 1; /* a tied head is wte */
+    return 0;
 }
 
 void al_model_zero_grad(al_model *m) {

@@ -35,6 +35,7 @@ typedef struct al_param {
     int decay;        /* AdamW weight decay applies (matrices; not norms, biases) */
     int conv1d;       /* stored transposed on disk (GPT-2 Conv1D) */
     int lora;         /* a LoRA adapter tensor (lora_A / lora_B) */
+    int layer;        /* the transformer layer it belongs to (adapters too), -1 for none */
 } al_param;
 
 /* LoRA settings, as PEFT's LoraConfig. */
@@ -196,6 +197,17 @@ int al_model_forward(al_model *m, const al_tokens *in, al_fwd *out);
 int al_model_backward(al_model *m, const al_tokens *in, const float *dlogp,
                       const float *dent, const float *dvalue);
 void al_model_zero_grad(al_model *m);
+/* Gradient stages of a backward pass, in the order al_model_backward
+ * completes them: 0 the heads and the final norm, 1 .. n_layers the layers
+ * from the last to the first, n_layers + 1 the embeddings (with a head tied
+ * to them). The hook (NULL: none) is called with each stage as it completes,
+ * so that a data-parallel run can start reducing those gradients while
+ * backward goes on (lib/dist/ddp.c); it must not touch the model. */
+typedef void (*al_grad_hook)(void *ud, int stage);
+void al_model_set_grad_hook(al_model *m, al_grad_hook fn, void *ud);
+int al_model_grad_stages(const al_model *m);
+/* The stage after which parameter i's gradient is complete for the pass. */
+int al_model_param_stage(const al_model *m, int i);
 /* Global L2 norm of all trainable gradients (double accumulation). */
 double al_model_grad_norm(al_model *m);
 

@@ -95,6 +95,9 @@ struct al_model {
     int rope_key;                 /* al_rope_key of the global table now held */
     float *d_post, *d_qk;         /* backward: (N, C) a branch's gradient; (N, (NH+NKV)*HD) */
     int32_t *pos_buf;             /* (N) default positions */
+    int build_layer;              /* while building: the layer add_param tags (-1 none) */
+    al_grad_hook grad_hook;       /* al_model_set_grad_hook */
+    void *grad_hook_ud;
 };
 
 /* RoPE (rope.c): the key selecting the global table a pass of length

@@ -5,9 +5,17 @@
 #include <stdio.h>
 #include <string.h>
 
-static const char *const names[] = {"addition", "addition2", "reversal", "sorting", "word_problems", NULL};
+static const al_task_info g_tasks[] = {
+    {"addition", "Sums of two numbers of 1-3 digits: \"417+86=\" -> \"503\".", NULL},
+    {"addition2", "Sums of two numbers of 1-2 digits, which tiny models learn in a few hundred steps.", NULL},
+    {"reversal", "A word of 3-7 letters reversed: \"rev abc=\" -> \"cba\".", NULL},
+    {"sorting", "3-5 digits sorted: \"sort 3,1,2=\" -> \"1,2,3\".", NULL},
+    {"word_problems", "Two-step arithmetic word problems answered by a worked solution ending in \"#### N\".",
+     "hash"},
+    {NULL, NULL, NULL},
+};
 
-const char *const *al_task_names(void) { return names; }
+const al_task_info *al_tasks(void) { return g_tasks; }
 
 /* Changes one character of s to another from the same class (digit/letter). */
 static void perturb(char *s, al_rng *r) {
@@ -130,7 +138,11 @@ static const char *final_answer(const char *s, size_t *len) {
     return p;
 }
 
-const char *al_task_grader(const char *task) { return task && !strcmp(task, "word_problems") ? "hash" : NULL; }
+const char *al_task_grader(const char *task) {
+    for (const al_task_info *t = g_tasks; task && t->name; t++)
+        if (!strcmp(t->name, task)) return t->grader;
+    return NULL;
+}
 
 /* One draw of the task's distribution from the rng seeded with rng_seed. */
 static int row_draw(const char *task, uint64_t rng_seed, al_task_row *out) {

@@ -43,14 +43,20 @@ al_task_split al_task_prompt_split(const char *prompt);
 /* "all", "train", "test"; al_task_split_parse returns -1 for another name. */
 const char *al_task_split_name(al_task_split split);
 int al_task_split_parse(const char *name);
-/* NULL-terminated list of task names. */
-const char *const *al_task_names(void);
+/* The built-in tasks, terminated by an entry whose name is NULL. */
+typedef struct al_task_info {
+    const char *name;
+    const char *about;    /* one line: what a row asks */
+    const char *grader;   /* the grader preset (lib/train/grader.h) its answers call for, or NULL: exact match */
+} al_task_info;
+const al_task_info *al_tasks(void);
 /* Exact match after trimming trailing whitespace from `output`; for a task
  * whose answers are worked solutions, the final answer (after the last
  * "####", trimmed) against the row's. */
 int al_task_correct(const al_task_row *row, const char *output);
 /* The grader preset (lib/train/grader.h) a task's answers call for when the
- * job names none ("hash" for word_problems), or NULL: exact match. */
+ * job names none ("hash" for word_problems), or NULL: exact match (and for
+ * an unknown task). */
 const char *al_task_grader(const char *task);
 
 #endif

@@ -1,13 +1,7 @@
-/* Job description parsing (see job.h). Hyper-parameters are table-driven:
- * each row names the field, its type, its range and its default; methods
- * override the defaults TRL gives them. Defaults follow TRL's main branch
- * (2025): SFTConfig lr 2e-5, DPOConfig/KTOConfig/ORPOConfig/CPOConfig lr
- * 1e-6, RewardConfig lr 1e-4, TrainingArguments (pretrain) lr 5e-5; batch 8,
- * 3 epochs, linear schedule, max_grad_norm 1, max_length 1024, logging every
- * 10 steps, saving every 500, seed 42. Where we differ on purpose:
- * precompute_ref_log_probs defaults on (the reference is then never held in
- * memory) and gradient_checkpointing defaults off (CPU memory is plentiful;
- * recomputation costs a third more time). */
+/* Job description parsing (see job.h). Hyper-parameters are read by the
+ * method registry's table (methods.h: each field's type, range and default,
+ * and the defaults TRL gives each method); the rest of the description by
+ * the functions below, one per object. */
 #include "job.h"
 
 #include <math.h>
@@ -15,249 +9,104 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "../compute/ops.h"
 #include "../tasks/tasks.h"
 #include "../text/chat.h"
 #include "../text/jinja/jinja.h"
+#include "methods.h"
 #include "objective.h"
 
-enum { HP_INT, HP_LONG, HP_FLOAT, HP_BOOL, HP_SCHED, HP_LOSSES, HP_WEIGHTS, HP_SCALE, HP_KLEST,
-       HP_MP, HP_DTYPE };
+/* ---- hyper-parameters, read by the registry's table (methods.h) ---------------- */
 
-typedef struct hp_field {
-    const char *name;
-    int type;
-    size_t off;
-    double lo, hi;       /* inclusive range for numbers */
-    double def;          /* default (bools 0/1) */
-} hp_field;
+/* Where a field's value lives while the job is parsed: its member of
+ * al_hparams, or, for a field no code reads (AL_HP_UNSTORED), a slot of its
+ * own that only the resolved description keeps. */
+typedef union hp_slot {
+    int i;
+    long l;
+    float f;
+} hp_slot;
+_Static_assert(sizeof(al_sched_kind) == sizeof(int), "enum fields are held in an int");
 
-#define F(name, type, lo, hi, def) {#name, type, offsetof(al_hparams, name), lo, hi, def}
-static const hp_field fields[] = {
-    F(n_epochs, HP_INT, 1, 100000, 3),
-    F(batch_size, HP_INT, 1, 65536, 8),
-    F(gradient_accumulation_steps, HP_INT, 1, 65536, 1),
-    F(max_steps, HP_LONG, -1, 1e12, -1),
-    F(learning_rate, HP_FLOAT, 0, 10, 2e-5),
-    F(lr_scheduler_type, HP_SCHED, 0, 0, AL_SCHED_LINEAR),
-    F(warmup_ratio, HP_FLOAT, 0, 1, 0),
-    F(weight_decay, HP_FLOAT, 0, 10, 0),
-    F(max_grad_norm, HP_FLOAT, 0, 1e6, 1.0),
-    F(adam_beta1, HP_FLOAT, 0, 0.999999, 0.9),
-    F(adam_beta2, HP_FLOAT, 0, 0.999999999, 0.999),
-    F(adam_epsilon, HP_FLOAT, 0, 1, 1e-8),
-    F(max_length, HP_INT, 2, 1 << 20, 1024),
-    F(gradient_checkpointing, HP_BOOL, 0, 1, 0),
-    F(packing, HP_BOOL, 0, 1, 0),
-    F(dedupe, HP_BOOL, 0, 1, 0),
-    F(group_by_length, HP_BOOL, 0, 1, 0),
-    F(completion_only_loss, HP_BOOL, 0, 1, 1),
-    F(assistant_only_loss, HP_BOOL, 0, 1, 0),
-    F(beta, HP_FLOAT, 0, 1e6, 0.1),
-    F(loss_type, HP_LOSSES, 0, 0, 0),
-    F(loss_weights, HP_WEIGHTS, 0, 1e6, 1),
-    F(label_smoothing, HP_FLOAT, 0, 0.5, 0),
-    F(rpo_alpha, HP_FLOAT, 0, 1e6, 0),
-    F(simpo_gamma, HP_FLOAT, -1e6, 1e6, 0.5),
-    F(desirable_weight, HP_FLOAT, 0, 1e6, 1.0),
-    F(undesirable_weight, HP_FLOAT, 0, 1e6, 1.0),
-    F(center_rewards_coefficient, HP_FLOAT, 0, 1e6, 0),
-    F(precompute_ref_log_probs, HP_BOOL, 0, 1, 1),
-    /* RL (TRL's GRPOConfig, RLOOConfig and experimental PPOConfig) */
-    F(num_generations, HP_INT, 1, 1024, 1),
-    F(max_completion_length, HP_INT, 1, 1 << 20, 256),
-    F(max_prompt_length, HP_INT, 1, 1 << 20, 512),
-    F(temperature, HP_FLOAT, 0, 100, 1.0),
-    F(top_p, HP_FLOAT, 0, 1, 1.0),
-    F(top_k, HP_INT, 0, 1 << 20, 0),
-    F(epsilon, HP_FLOAT, 0, 100, 0.2),
-    F(epsilon_high, HP_FLOAT, -1, 100, -1),
-    F(scale_rewards, HP_SCALE, 0, 0, AL_SCALE_GROUP),
-    F(kl_coef, HP_FLOAT, 0, 1e6, 0.05),
-    F(kl_estimator, HP_KLEST, 0, 0, AL_KL_K1),
-    F(adaptive_kl, HP_BOOL, 0, 1, 0),
-    F(target_kl, HP_FLOAT, 0, 1e6, 6.0),
-    F(kl_horizon, HP_FLOAT, 1, 1e12, 10000),
-    F(gamma, HP_FLOAT, 0, 1, 1.0),
-    F(lam, HP_FLOAT, 0, 1, 0.95),
-    F(whiten_rewards, HP_BOOL, 0, 1, 0),
-    F(cliprange, HP_FLOAT, 0, 100, 0.2),
-    F(cliprange_value, HP_FLOAT, 0, 1e6, 0.2),
-    F(vf_coef, HP_FLOAT, 0, 1e6, 0.1),
-    F(num_ppo_epochs, HP_INT, 1, 1000, 4),
-    F(num_mini_batches, HP_INT, 1, 65536, 1),
-    F(num_iterations, HP_INT, 1, 1000, 1),
-    F(missing_eos_penalty, HP_FLOAT, 0, 1e6, 0),
-    F(sft_mix_ratio, HP_FLOAT, 0, 1e6, 0),
-    F(entropy_coef, HP_FLOAT, 0, 1e6, 0),
-    F(normalize_advantages, HP_BOOL, 0, 1, 0),
-    F(mask_truncated_completions, HP_BOOL, 0, 1, 0),
-    F(kl_warn, HP_FLOAT, 0, 1e12, 10),
-    F(mixed_precision, HP_MP, 0, 0, AL_MP_AUTO),
-    F(save_dtype, HP_DTYPE, 0, 0, 0),
-    F(eval_steps, HP_INT, 0, 1 << 30, 0),
-    F(save_steps, HP_INT, 0, 1 << 30, 500),
-    F(save_total_limit, HP_INT, 0, 1 << 20, 0),
-    F(logging_steps, HP_INT, 1, 1 << 30, 10),
-};
-#undef F
-#define N_FIELDS (int)(sizeof fields / sizeof fields[0])
-
-/* TRL's per-method learning-rate defaults. */
-static double method_lr(const char *method) {
-    if (!strcmp(method, "sft")) return 2e-5;
-    if (!strcmp(method, "pretrain")) return 5e-5;
-    if (!strcmp(method, "reward_model")) return 1e-4;
-    if (!strcmp(method, "ppo")) return 3e-6; /* experimental PPOConfig */
-    return 1e-6; /* dpo, kto, orpo, simpo; GRPOConfig, RLOOConfig */
-}
-
-/* Other per-method defaults (TRL main unless said): GRPO's beta 0 (main;
- * 0.04 before 0.19), RLOO's beta 0.05, PPO's temperature 0.7 and
- * response_length 53 (OnPolicyConfig), num_generations 8 (GRPO) and 2
- * (RLOO, v0.11's rloo_k). The sampling jobs draw 4 completions per prompt
- * and evaluate and critique_revise decode greedily. */
-static int method_default(const char *method, const char *field, double *d) {
-    static const struct { const char *method, *field; double v; } tab[] = {
-        {"grpo", "beta", 0.0},           {"rloo", "beta", 0.05},
-        {"grpo", "num_generations", 8},  {"rloo", "num_generations", 2},
-        {"generate_preferences", "num_generations", 4},
-        {"ppo", "temperature", 0.7},     {"ppo", "max_completion_length", 53},
-        {"evaluate", "temperature", 0},  {"critique_revise", "temperature", 0},
-        {"evaluate", "max_completion_length", 64},
-        {"critique_revise", "max_completion_length", 128},
-    };
-    for (size_t i = 0; i < sizeof tab / sizeof tab[0]; i++)
-        if (!strcmp(tab[i].method, method) && !strcmp(tab[i].field, field)) {
-            *d = tab[i].v;
-            return 1;
-        }
-    return 0;
-}
-
-/* RL on a built-in task: the settings a job leaves out come from this
- * recipe before the method's TRL default. TRL's defaults are made for
- * billion-parameter models (learning rates of 1e-6, a handful of completions
- * per step); on the built-in tasks' small models they learn nothing, and the
- * few-completion batches give updates that are mostly noise: on addition2,
- * GRPO with 64 completions per step (8 prompts x 8) and lr 3e-4 moved held-out
- * exact match by +0.17 / +0.01 / +0.15 over three seeds, while 256 (32 x 8) at
- * lr 1e-4 gave +0.34 / +0.21 / +0.33 (bench/learn_sweep.py; BENCHMARKS.md,
- * "Learning"); PPO against a good reward model at 128 prompts per step
- * gave +0.06 / +0.20 / +0.34, at 256 +0.17 / +0.24 / +0.40. The gradient norm of those steps is 1-3 (PPO's 3-6), so TRL's
- * max_grad_norm of 1 rescales every update; the recipe's 10 only guards
- * against spikes, and clipping at 1 was no better (the recipe: +0.36 / +0.19
- * / +0.34). */
-static int task_recipe(const char *method, const char *field, int own_batch, double *d) {
-    /* a job that sets its own batch_size gets TRL's group and mini-batch
-     * counts, which divide any batch it is likely to give */
-    if (own_batch && (!strcmp(field, "num_generations") || !strcmp(field, "num_mini_batches"))) return 0;
-    static const struct { const char *method, *field; double v; } tab[] = {
-        {"grpo", "learning_rate", 1e-4}, {"grpo", "batch_size", 256}, {"grpo", "num_generations", 8},
-        {"grpo", "beta", 0.04},          {"grpo", "max_grad_norm", 10},
-        {"grpo", "lr_scheduler_type", AL_SCHED_CONSTANT},
-        {"rloo", "learning_rate", 1e-4}, {"rloo", "batch_size", 256}, {"rloo", "num_generations", 8},
-        {"rloo", "max_grad_norm", 10},   {"rloo", "lr_scheduler_type", AL_SCHED_CONSTANT},
-        {"ppo", "learning_rate", 5e-5},  {"ppo", "batch_size", 256},  {"ppo", "num_mini_batches", 8},
-        {"ppo", "temperature", 1.0},     {"ppo", "max_grad_norm", 10},
-        {"ppo", "lr_scheduler_type", AL_SCHED_CONSTANT},
-    };
-    for (size_t i = 0; i < sizeof tab / sizeof tab[0]; i++)
-        if (!strcmp(tab[i].method, method) && !strcmp(tab[i].field, field)) {
-            *d = tab[i].v;
-            return 1;
-        }
-    return 0;
-}
-
-static const char *const scale_names[] = {"group", "batch", "none"};
-static const char *const mp_names[] = {"auto", "fp32", "bf16"};
-
-/* save_dtype: torch's names, and the short ones */
-static int dtype_parse(const char *s, int *dt) {
-    static const struct { const char *name; int dt; } tab[] = {
-        {"float32", AL_DT_F32}, {"fp32", AL_DT_F32}, {"bfloat16", AL_DT_BF16},
-        {"bf16", AL_DT_BF16},   {"float16", AL_DT_F16}, {"fp16", AL_DT_F16},
-    };
-    for (size_t i = 0; s && i < sizeof tab / sizeof tab[0]; i++)
-        if (!strcmp(s, tab[i].name)) {
-            *dt = tab[i].dt;
-            return 0;
-        }
-    return -1;
+static void *field_at(al_hparams *hp, hp_slot *own, const al_hp_spec *f) {
+    return f->off == AL_HP_UNSTORED ? (void *)own : (void *)((char *)hp + f->off);
 }
 
 /* on_task: the job names a built-in task; own_batch: and sets batch_size */
-static void set_default(al_hparams *hp, const hp_field *f, const char *method, int on_task, int own_batch) {
-    char *base = (char *)hp + f->off;
-    double d = f->def;
-    if (!strcmp(f->name, "learning_rate")) d = method_lr(method);
-    method_default(method, f->name, &d);
-    if (on_task) task_recipe(method, f->name, own_batch, &d);
+static void set_default(al_hparams *hp, void *p, const al_hp_spec *f, const al_method *m, int on_task,
+                        int own_batch) {
+    double d = al_hp_default(f, m, on_task, own_batch);
     switch (f->type) {
-    case HP_INT: case HP_BOOL: *(int *)base = (int)d; break;
-    case HP_LONG: *(long *)base = (long)d; break;
-    case HP_FLOAT: *(float *)base = (float)d; break;
-    case HP_SCHED: *(al_sched_kind *)base = (al_sched_kind)d; break;
-    case HP_SCALE: case HP_KLEST: case HP_DTYPE: *(int *)base = (int)d; break;
-    case HP_MP: *(int *)base = al_bf16_auto() ? AL_MP_BF16 : AL_MP_FP32; break;
-    case HP_LOSSES:
-        /* GRPO: "dapo" since TRL 0.22 ("bnpo" before, "grpo" originally);
-         * RLOO and PPO: the token mean over the batch as well */
-        snprintf(hp->loss_type[0], sizeof hp->loss_type[0], "%s",
-                 !strcmp(method, "simpo") ? "simpo"
-                 : al_method_is_rl(method) ? "dapo" : "sigmoid");
+    case AL_HP_INT: case AL_HP_BOOL: case AL_HP_ENUM: *(int *)p = (int)d; break;
+    case AL_HP_LONG: *(long *)p = (long)d; break;
+    case AL_HP_REAL: *(float *)p = (float)d; break;
+    case AL_HP_NAMES:
+        snprintf(hp->loss_type[0], sizeof hp->loss_type[0], "%s", al_hp_default_name(f, m));
         hp->n_loss_types = 1;
         break;
-    case HP_WEIGHTS:
-        for (int i = 0; i < AL_MAX_LOSS_TYPES; i++) hp->loss_weights[i] = 1.0f;
+    case AL_HP_REALS:
+        for (int i = 0; i < AL_MAX_LOSS_TYPES; i++) hp->loss_weights[i] = (float)d;
         break;
     }
 }
 
-static const char *sched_name(al_sched_kind k) {
-    return k == AL_SCHED_CONSTANT ? "constant" : k == AL_SCHED_LINEAR ? "linear" : "cosine";
+/* An enum's value from v (a string, or a boolean for AL_HP_BOOL_ALIAS). */
+static int read_choice(void *p, const al_hp_spec *f, const json_t *v, al_error *err) {
+    const char *names[32];
+    int values[32], n = 0;
+    for (const al_hp_choice *c = f->choices; c->name; c++) {
+        if (json_is_string(v) && !strcmp(json_string_value(v), c->name)) {
+            *(int *)p = c->value;
+            return AL_OK;
+        }
+        if (!c->hidden && n < 31) {
+            values[n] = c->value;
+            names[n++] = c->name;
+        }
+    }
+    names[n] = NULL;
+    /* TRL's old booleans: true is the first choice, false the last */
+    if (json_is_boolean(v) && (f->flags & AL_HP_BOOL_ALIAS) && n) {
+        *(int *)p = values[json_is_true(v) ? 0 : n - 1];
+        return AL_OK;
+    }
+    char list[AL_ERRLEN];
+    return AL_FAIL(err, AL_EINVAL, "hyperparameters.%s", "must be %s", f->name,
+                   al_names_join(list, sizeof list, names, "\"", " or "));
 }
 
-/* Reads one field from v (not NULL, not "auto"). */
-static int read_field(al_hparams *hp, const hp_field *f, const json_t *v, al_error *err) {
-    char *base = (char *)hp + f->off;
+/* Reads one field from v (not NULL, not "auto") into p (field_at). */
+static int read_field(al_hparams *hp, void *p, const al_hp_spec *f, const json_t *v, al_error *err) {
     const char *n = f->name;
     switch (f->type) {
-    case HP_INT:
-    case HP_LONG: {
+    case AL_HP_INT:
+    case AL_HP_LONG: {
         if (!json_is_integer(v))
             return AL_FAIL(err, AL_EINVAL, "hyperparameters.%s", "must be an integer", n);
         json_int_t x = json_integer_value(v);
         if ((double)x < f->lo || (double)x > f->hi)
             return AL_FAIL(err, AL_EINVAL, "hyperparameters.%s", "%lld is outside [%.0f, %.0f]", n,
                            (long long)x, f->lo, f->hi);
-        if (f->type == HP_INT) *(int *)base = (int)x;
-        else *(long *)base = (long)x;
+        if (f->type == AL_HP_INT) *(int *)p = (int)x;
+        else *(long *)p = (long)x;
         return AL_OK;
     }
-    case HP_FLOAT: {
+    case AL_HP_REAL: {
         if (!json_is_number(v))
             return AL_FAIL(err, AL_EINVAL, "hyperparameters.%s", "must be a number", n);
         double x = json_number_value(v);
         if (!isfinite(x) || x < f->lo || x > f->hi)
             return AL_FAIL(err, AL_EINVAL, "hyperparameters.%s", "%g is outside [%g, %g]", n, x, f->lo, f->hi);
-        *(float *)base = (float)x;
+        *(float *)p = (float)x;
         return AL_OK;
     }
-    case HP_BOOL:
+    case AL_HP_BOOL:
         if (!json_is_boolean(v))
             return AL_FAIL(err, AL_EINVAL, "hyperparameters.%s", "must be true or false", n);
-        *(int *)base = json_is_true(v);
+        *(int *)p = json_is_true(v);
         return AL_OK;
-    case HP_SCHED: {
-        al_sched_kind k;
-        if (!json_is_string(v) || al_sched_parse(json_string_value(v), &k))
-            return AL_FAIL(err, AL_EINVAL, "hyperparameters.%s", "must be \"constant\", \"linear\" or \"cosine\"", n);
-        *(al_sched_kind *)base = k;
-        return AL_OK;
-    }
-    case HP_LOSSES: {
+    case AL_HP_ENUM:
+        return read_choice(p, f, v, err);
+    case AL_HP_NAMES: {
         size_t cnt = json_is_array(v) ? json_array_size(v) : 1;
         if (!(json_is_string(v) || json_is_array(v)) || cnt == 0 || cnt > AL_MAX_LOSS_TYPES)
             return AL_FAIL(err, AL_EINVAL, "hyperparameters.%s", "must be a name or a list of 1 to %d names",
@@ -272,45 +121,13 @@ static int read_field(al_hparams *hp, const hp_field *f, const json_t *v, al_err
         hp->n_loss_types = (int)cnt;
         return AL_OK;
     }
-    case HP_SCALE: {
-        /* TRL accepts the old booleans: true = "group", false = "none" */
-        if (json_is_boolean(v)) {
-            *(int *)base = json_is_true(v) ? AL_SCALE_GROUP : AL_SCALE_NONE;
-            return AL_OK;
-        }
-        for (int i = 0; i < 3 && json_is_string(v); i++)
-            if (!strcmp(json_string_value(v), scale_names[i])) {
-                *(int *)base = i;
-                return AL_OK;
-            }
-        return AL_FAIL(err, AL_EINVAL, "hyperparameters.%s", "must be \"group\", \"batch\" or \"none\"", n);
-    }
-    case HP_KLEST: {
-        const char *s = json_string_value(v);
-        if (s && !strcmp(s, "k1")) *(int *)base = AL_KL_K1;
-        else if (s && !strcmp(s, "k3")) *(int *)base = AL_KL_K3;
-        else return AL_FAIL(err, AL_EINVAL, "hyperparameters.%s", "must be \"k1\" or \"k3\"", n);
-        return AL_OK;
-    }
-    case HP_MP: {
-        const char *s = json_string_value(v);
-        if (s && !strcmp(s, "fp32")) *(int *)base = AL_MP_FP32;
-        else if (s && !strcmp(s, "bf16")) *(int *)base = AL_MP_BF16;
-        else return AL_FAIL(err, AL_EINVAL, "hyperparameters.%s", "must be \"bf16\", \"fp32\" or \"auto\"", n);
-        return AL_OK;
-    }
-    case HP_DTYPE:
-        if (dtype_parse(json_string_value(v), (int *)base))
-            return AL_FAIL(err, AL_EINVAL, "hyperparameters.%s",
-                           "must be \"float32\", \"bfloat16\", \"float16\" or \"auto\"", n);
-        return AL_OK;
-    case HP_WEIGHTS: {
+    case AL_HP_REALS: {
         if (!json_is_array(v) || json_array_size(v) == 0 || json_array_size(v) > AL_MAX_LOSS_TYPES)
             return AL_FAIL(err, AL_EINVAL, "hyperparameters.%s", "must be a list of numbers, one per loss_type", n);
         for (size_t i = 0; i < json_array_size(v); i++) {
             const json_t *e = json_array_get(v, i);
-            if (!json_is_number(e) || !(json_number_value(e) >= 0) || !isfinite(json_number_value(e)))
-                return AL_FAIL(err, AL_EINVAL, "hyperparameters.%s[%zu]", "must be a number >= 0", n, i);
+            if (!json_is_number(e) || !(json_number_value(e) >= f->lo) || !isfinite(json_number_value(e)))
+                return AL_FAIL(err, AL_EINVAL, "hyperparameters.%s[%zu]", "must be a number >= %g", n, i, f->lo);
             hp->loss_weights[i] = (float)json_number_value(e);
         }
         return AL_OK;
@@ -319,33 +136,60 @@ static int read_field(al_hparams *hp, const hp_field *f, const json_t *v, al_err
     return AL_EINVAL;
 }
 
-static json_t *field_json(const al_hparams *hp, const hp_field *f) {
-    const char *base = (const char *)hp + f->off;
+/* The field's value for the resolved description. */
+static json_t *field_json(const al_hparams *hp, const void *p, const al_hp_spec *f) {
     switch (f->type) {
-    case HP_INT: return json_integer(*(const int *)base);
-    case HP_LONG: return json_integer(*(const long *)base);
-    case HP_FLOAT: return json_real(*(const float *)base);
-    case HP_BOOL: return json_boolean(*(const int *)base);
-    case HP_SCHED: return json_string(sched_name(*(const al_sched_kind *)base));
-    case HP_SCALE: return json_string(scale_names[*(const int *)base]);
-    case HP_KLEST: return json_string(*(const int *)base == AL_KL_K3 ? "k3" : "k1");
-    case HP_MP: return json_string(mp_names[*(const int *)base]);
-    case HP_DTYPE: {
-        int dt = *(const int *)base;
-        return json_string(dt ? al_dtype_torch_name((al_dtype)dt) : "auto");
+    case AL_HP_INT: return json_integer(*(const int *)p);
+    case AL_HP_LONG: return json_integer(*(const long *)p);
+    case AL_HP_REAL: return json_real(*(const float *)p);
+    case AL_HP_BOOL: return json_boolean(*(const int *)p);
+    case AL_HP_ENUM: {
+        const char *name = al_hp_choice_name(f, *(const int *)p);
+        return name ? json_string(name) : json_null();
     }
-    case HP_LOSSES: {
+    case AL_HP_NAMES: {
         json_t *a = json_array();
         for (int i = 0; i < hp->n_loss_types; i++) json_array_append_new(a, json_string(hp->loss_type[i]));
         return a;
     }
-    case HP_WEIGHTS: {
+    case AL_HP_REALS: {
         json_t *a = json_array();
         for (int i = 0; i < hp->n_loss_types; i++) json_array_append_new(a, json_real(hp->loss_weights[i]));
         return a;
     }
     }
     return json_null();
+}
+
+/* The "hyperparameters" object (hps: NULL when absent) over the method's
+ * defaults. own holds the AL_HP_UNSTORED fields' values (one slot per field
+ * of the registry). */
+static int parse_hparams(al_job *j, const al_method *m, const json_t *hps, hp_slot *own, al_error *err) {
+    int n;
+    const al_hp_spec *specs = al_hp_specs(&n);
+    int own_batch = json_is_object(hps) && json_object_get(hps, "batch_size");
+    for (int i = 0; i < n; i++)
+        set_default(&j->hp, field_at(&j->hp, &own[i], &specs[i]), &specs[i], m, j->task[0] != 0, own_batch);
+    if (!hps || json_is_null(hps)) return AL_OK;
+    if (!json_is_object(hps)) return AL_FAIL(err, AL_EINVAL, "hyperparameters", "must be an object");
+    const char *k;
+    json_t *v;
+    int rc;
+    json_object_foreach((json_t *)hps, k, v) {
+        const al_hp_spec *f = al_hp_find(k);
+        /* TRL's other names (max_new_tokens, response_length for max_completion_length) */
+        if (f && strcmp(f->name, k) && json_object_get(hps, f->name))
+            return AL_FAIL(err, AL_EINVAL, "hyperparameters.%s", "give it or %s, not both", k, f->name);
+        if (!f) return AL_FAIL(err, AL_EINVAL, "hyperparameters.%s", "unknown field", k);
+        if (json_is_null(v) || (json_is_string(v) && !strcmp(json_string_value(v), "auto")))
+            continue;
+        if ((rc = read_field(&j->hp, field_at(&j->hp, &own[f - specs], f), f, v, err))) return rc;
+    }
+    const json_t *lw = json_object_get(hps, "loss_weights");
+    if (lw && json_is_array(lw) && (int)json_array_size(lw) != j->hp.n_loss_types)
+        return AL_FAIL(err, AL_EINVAL, "hyperparameters.loss_weights", "has %zu entries for %d loss types",
+                       json_array_size(lw), j->hp.n_loss_types);
+    return AL_OK;
 }
 
 /* Copies a string field into dst; "" when absent. */
@@ -392,8 +236,8 @@ static int parse_task(const json_t *v, const char *path, char *name, size_t name
     if (al_task_row_get(name, AL_SPLIT_ALL, 0, 0, &row) != AL_OK) {
         char list[128] = "";
         size_t len = 0;
-        for (const char *const *t = al_task_names(); *t; t++)
-            len += (size_t)snprintf(list + len, sizeof list - len, "%s%s", len ? ", " : "", *t);
+        for (const al_task_info *t = al_tasks(); t->name; t++)
+            len += (size_t)snprintf(list + len, sizeof list - len, "%s%s", len ? ", " : "", t->name);
         return AL_FAIL(err, AL_EINVAL, "%s.name", "'%s' is not a built-in task (%s)", path, name, list);
     }
     const json_t *r = json_object_get(v, "rows"), *s = json_object_get(v, "seed");
@@ -409,6 +253,52 @@ static int parse_task(const json_t *v, const char *path, char *name, size_t name
     *split = -1;
     if (sp && (!json_is_string(sp) || (*split = al_task_split_parse(json_string_value(sp))) < 0))
         return AL_FAIL(err, AL_EINVAL, "%s.split", "must be \"train\", \"test\" or \"all\"", path);
+    return AL_OK;
+}
+
+/* "resources" (what the daemon launches) and "distributed" (how the ranks
+ * share the work). */
+static int parse_resources(al_job *job, const json_t *o, al_error *err) {
+    static const char *const rk[] = {"processes", "threads_per_process", NULL};
+    static const char *const dk[] = {"shard_optimizer", "bucket_cap_mb", "overlap", NULL};
+    job->processes = 1;
+    job->dist = (al_ddp_cfg){.shard_optimizer = 0, .bucket_mb = 25, .overlap = 1};
+    const json_t *r = json_object_get(o, "resources"), *d = json_object_get(o, "distributed"), *x;
+    int rc;
+    if (r && !json_is_null(r)) {
+        if (!json_is_object(r)) return AL_FAIL(err, AL_EINVAL, "resources", "must be an object");
+        if ((rc = check_keys(r, "resources", rk, err))) return rc;
+        if ((x = json_object_get(r, "processes"))) {
+            if (!json_is_integer(x) || json_integer_value(x) < 1 || json_integer_value(x) > 65536)
+                return AL_FAIL(err, AL_EINVAL, "resources.processes", "must be an integer in [1, 65536]");
+            job->processes = (int)json_integer_value(x);
+        }
+        if ((x = json_object_get(r, "threads_per_process"))) {
+            if (!json_is_integer(x) || json_integer_value(x) < 0 || json_integer_value(x) > 1024)
+                return AL_FAIL(err, AL_EINVAL, "resources.threads_per_process", "must be an integer in [0, 1024]");
+            job->threads_per_process = (int)json_integer_value(x);
+        }
+    }
+    if (d && !json_is_null(d)) {
+        if (!json_is_object(d)) return AL_FAIL(err, AL_EINVAL, "distributed", "must be an object");
+        if ((rc = check_keys(d, "distributed", dk, err))) return rc;
+        if ((x = json_object_get(d, "shard_optimizer"))) {
+            if (!json_is_boolean(x)) return AL_FAIL(err, AL_EINVAL, "distributed.shard_optimizer", "must be true or false");
+            job->dist.shard_optimizer = json_is_true(x);
+        }
+        if ((x = json_object_get(d, "overlap"))) {
+            if (!json_is_boolean(x)) return AL_FAIL(err, AL_EINVAL, "distributed.overlap", "must be true or false");
+            job->dist.overlap = json_is_true(x);
+        }
+        if ((x = json_object_get(d, "bucket_cap_mb"))) {
+            if (!json_is_number(x) || !(json_number_value(x) > 0) || json_number_value(x) > 4096)
+                return AL_FAIL(err, AL_EINVAL, "distributed.bucket_cap_mb", "must be a number in (0, 4096]");
+            job->dist.bucket_mb = json_number_value(x);
+        }
+    }
+    if (al_method_is_data(job->method) && job->processes > 1)
+        return AL_FAIL(err, AL_EINVAL, "resources.processes", "%s runs in one process (only training jobs are "
+                       "distributed)", job->method);
     return AL_OK;
 }
 
@@ -643,13 +533,6 @@ static int parse_eval_tasks(al_job *job, const json_t *v, al_error *err) {
     return AL_OK;
 }
 
-static const char *const g_data_methods[] = {"generate_preferences", "evaluate", "critique_revise", "clean_data",
-                                             NULL};
-
-int al_method_is_rl(const char *m) {
-    return m && (!strcmp(m, "ppo") || !strcmp(m, "grpo") || !strcmp(m, "rloo"));
-}
-
 const al_sharegpt_cfg *al_job_file_sharegpt(const al_job *job, const char *file) {
     if (file == job->training_file || file == job->validation_file) return job->has_sharegpt ? &job->sharegpt : NULL;
     for (int k = 0; k < job->n_train_files; k++)
@@ -658,12 +541,6 @@ const al_sharegpt_cfg *al_job_file_sharegpt(const al_job *job, const char *file)
                    : job->has_sharegpt              ? &job->sharegpt
                                                     : NULL;
     return NULL;
-}
-
-int al_method_is_data(const char *m) {
-    for (int i = 0; m && g_data_methods[i]; i++)
-        if (!strcmp(m, g_data_methods[i])) return 1;
-    return 0;
 }
 
 /* A penalty or bound: [0, 1e6]. */
@@ -1016,7 +893,8 @@ int al_job_from_json(al_job *job, const json_t *o, al_error *err) {
                                        "ref_model", "hyperparameters", "lora", "seed", "output_dir",
                                        "eval_tasks", "suffix", "metadata", "reward", "critic",
                                        "critic_model", "model_b", "principles", "chat_template",
-                                       "training_files", "hygiene", "dataset_info", NULL};
+                                       "training_files", "hygiene", "dataset_info", "resources",
+                                       "distributed", NULL};
     al_job j;
     memset(&j, 0, sizeof j);
     al_grader_cfg_default(&j.reward.grader);
@@ -1024,17 +902,18 @@ int al_job_from_json(al_job *job, const json_t *o, al_error *err) {
     int rc = check_keys(o, "", keys, err);
     if (rc) return rc;
     if ((rc = get_str(o, "method", "method", j.method, sizeof j.method, 1, err))) return rc;
-    if (!al_objective_find(j.method) && !al_method_is_data(j.method)) {
-        char list[400] = "";
-        size_t len = 0;
-        for (const al_objective_ops *const *ob = al_objectives(); *ob; ob++)
-            len += (size_t)snprintf(list + len, sizeof list - len, "%s%s", len ? ", " : "", (*ob)->name);
-        for (int i = 0; g_data_methods[i]; i++)
-            len += (size_t)snprintf(list + len, sizeof list - len, ", %s", g_data_methods[i]);
-        return AL_FAIL(err, AL_EINVAL, "method", "'%s' is not one of %s", j.method, list);
+    const al_method *meth = al_method_find(j.method);
+    if (!meth) {
+        const char *names[32];
+        int n = 0;
+        for (const al_method *m = al_methods(); m->name && n < 31; m++) names[n++] = m->name;
+        names[n] = NULL;
+        char list[400];
+        return AL_FAIL(err, AL_EINVAL, "method", "'%s' is not one of %s", j.method,
+                       al_names_join(list, sizeof list, names, "", ", "));
     }
-    int clean = !strcmp(j.method, "clean_data");   /* filters a file: no model */
-    if ((rc = get_str(o, "model", "model", j.model, sizeof j.model, !clean, err))) return rc;
+    int clean = !strcmp(j.method, "clean_data"); /* filters a file */
+    if ((rc = get_str(o, "model", "model", j.model, sizeof j.model, meth->needs_model, err))) return rc;
     if ((rc = get_str(o, "training_file", "training_file", j.training_file, sizeof j.training_file, 0, err)))
         return rc;
     if ((rc = get_str(o, "validation_file", "validation_file", j.validation_file,
@@ -1091,35 +970,8 @@ int al_job_from_json(al_job *job, const json_t *o, al_error *err) {
             return AL_FAIL(err, AL_EINVAL, "seed", "must be a non-negative integer");
         j.hp.seed = (uint64_t)json_integer_value(seed);
     }
-    const json_t *hps = json_object_get(o, "hyperparameters");
-    int own_batch = json_is_object(hps) && json_object_get(hps, "batch_size");
-    for (int i = 0; i < N_FIELDS; i++) set_default(&j.hp, &fields[i], j.method, j.task[0] != 0, own_batch);
-    if (hps && !json_is_null(hps)) {
-        if (!json_is_object(hps)) return AL_FAIL(err, AL_EINVAL, "hyperparameters", "must be an object");
-        const char *k;
-        json_t *v;
-        json_object_foreach((json_t *)hps, k, v) {
-            int found = -1;
-            const char *name = k;
-            /* TRL's other names for the completion budget */
-            if (!strcmp(k, "max_new_tokens") || !strcmp(k, "response_length")) {
-                if (json_object_get(hps, "max_completion_length"))
-                    return AL_FAIL(err, AL_EINVAL, "hyperparameters.%s", "give it or max_completion_length, "
-                                   "not both", k);
-                name = "max_completion_length";
-            }
-            for (int i = 0; i < N_FIELDS && found < 0; i++)
-                if (!strcmp(fields[i].name, name)) found = i;
-            if (found < 0) return AL_FAIL(err, AL_EINVAL, "hyperparameters.%s", "unknown field", k);
-            if (json_is_null(v) || (json_is_string(v) && !strcmp(json_string_value(v), "auto")))
-                continue;
-            if ((rc = read_field(&j.hp, &fields[found], v, err))) return rc;
-        }
-        const json_t *lw = json_object_get(hps, "loss_weights");
-        if (lw && json_is_array(lw) && (int)json_array_size(lw) != j.hp.n_loss_types)
-            return AL_FAIL(err, AL_EINVAL, "hyperparameters.loss_weights", "has %zu entries for %d loss types",
-                           json_array_size(lw), j.hp.n_loss_types);
-    }
+    hp_slot own[AL_HP_MAX];
+    if ((rc = parse_hparams(&j, meth, json_object_get(o, "hyperparameters"), own, err))) return rc;
     al_hparams *hp = &j.hp;
     if (hp->batch_size % hp->gradient_accumulation_steps)
         return AL_FAIL(err, AL_EINVAL, "hyperparameters.gradient_accumulation_steps", "%d does not divide "
@@ -1148,9 +1000,10 @@ int al_job_from_json(al_job *job, const json_t *o, al_error *err) {
     }
     const json_t *et = json_object_get(o, "eval_tasks");
     if (et && !json_is_null(et) && (rc = parse_eval_tasks(&j, et, err))) return rc;
+    if ((rc = parse_resources(&j, o, err))) return rc;
     if ((al_method_is_rl(j.method) || al_method_is_data(j.method)) && (rc = check_rl(&j, o, err))) return rc;
     /* The objective validates what it uses (beta > 0, loss types ...). */
-    const al_objective_ops *ops = al_method_is_data(j.method) ? NULL : al_objective_find(j.method);
+    const al_objective_ops *ops = meth->objective;
     void *state = NULL;
     if (ops && (rc = ops->create(&j.hp, &state, err))) {
         /* the objective names its fields without the object they are in */
@@ -1193,7 +1046,10 @@ int al_job_from_json(al_job *job, const json_t *o, al_error *err) {
         json_decref(h);
         return al_failf(err, AL_ENOMEM, "out of memory");
     }
-    for (int i = 0; i < N_FIELDS; i++) json_object_set_new(h, fields[i].name, field_json(hp, &fields[i]));
+    int n_specs;
+    const al_hp_spec *specs = al_hp_specs(&n_specs);
+    for (int i = 0; i < n_specs; i++)
+        json_object_set_new(h, specs[i].name, field_json(hp, field_at(hp, &own[i], &specs[i]), &specs[i]));
     json_object_set_new(res, "hyperparameters", h);
     json_object_set_new(res, "seed", json_integer((json_int_t)hp->seed));
     /* the splits the built-in tasks resolved to */

@@ -41,7 +41,13 @@
  *    "critic": "shared_base" | "separate",      (ppo; default shared_base with LoRA)
  *    "critic_model": DIR,                       (ppo: the separate critic's start)
  *    "model_b": DIR,                            (evaluate: the model A is compared with)
- *    "principles": ["..."]}                     (critique_revise; default: the judge's)
+ *    "principles": ["..."],                     (critique_revise; default: the judge's)
+ *    -- data parallelism (lib/dist) --
+ *    "resources": {"processes": N,              (ranks the daemon starts through its
+ *                  "threads_per_process": N},   launcher; default 1: in-process)
+ *    "distributed": {"shard_optimizer": BOOL,   (ZeRO-1: AdamW moments sharded; false)
+ *                    "bucket_cap_mb": X,        (gradient buckets, PyTorch DDP's; 25)
+ *                    "overlap": BOOL}}          (reduce while backward runs; true)
  *
  * GRADER (lib/train/grader.h) is a preset name ("exact", the default,
  * "casefold", "numeric", "last_number", "hash"/"gsm8k", "boxed"/"math") or
@@ -61,7 +67,7 @@
  * that what a job is measured on was never trained on.
  *
  * Every hyper-parameter left out (or given as "auto") takes TRL's default
- * for the method; every bad value is an AL_EINVAL whose message starts with
+ * for the method (the registry's, lib/train/methods.h); every bad value is an AL_EINVAL whose message starts with
  * the field's path ("hyperparameters.beta: must be > 0"). The resolved
  * description (defaults filled in) is kept as JSON for the job record. */
 #ifndef AL_JOB_H
@@ -69,11 +75,13 @@
 
 #include <jansson.h>
 
+#include "../dist/ddp.h"
 #include "../model/model.h"
 #include "../text/dataset.h"
 #include "../text/hygiene.h"
 #include "grader.h"
 #include "hparams.h"
+#include "methods.h"
 
 #define AL_PATH_MAX 4096
 #define AL_MAX_EVAL_TASKS 8
@@ -179,6 +187,9 @@ typedef struct al_job {
     char principles[AL_MAX_PRINCIPLES][AL_PRINCIPLE_LEN]; /* critique_revise */
     int n_principles;
     al_hygiene_cfg hygiene;            /* filters (al_hygiene_any: some are on) */
+    int processes;                     /* resources.processes: ranks the daemon launches (1: in-process) */
+    int threads_per_process;           /* resources.threads_per_process: 0 = every core the rank sees */
+    al_ddp_cfg dist;                   /* "distributed": shard_optimizer, bucket_cap_mb, overlap */
     const char *chat_template;         /* NULL: the model's own; else the template text
                                         * (a built-in's, or held by resolved) */
     json_t *resolved;                  /* owned: the description with defaults filled in */
@@ -199,17 +210,11 @@ static inline int al_job_open_flags(const al_job *job) {
     return job->hp.mixed_precision == AL_MP_BF16 ? AL_OPEN_BF16 : 0;
 }
 
-/* Whether a method trains weights with the RL loop (ppo, grpo, rloo), or is a
- * job whose product is data (generate_preferences, evaluate, critique_revise
- * sample a model; clean_data filters a file). */
-int al_method_is_rl(const char *method);
-
 /* The sharegpt names ("dataset_info") the job gives for one of its data
  * files, by identity: file is job->training_file, job->validation_file or a
  * job->train_files[k].file (its own, else the job's); NULL when none was
  * given for it. */
 const al_sharegpt_cfg *al_job_file_sharegpt(const al_job *job, const char *file);
-int al_method_is_data(const char *method);
 
 typedef enum al_ref_kind { AL_REF_MODEL, AL_REF_FILE } al_ref_kind;
 /* Called for each string field of an unparsed job description that names a

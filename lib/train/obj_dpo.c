@@ -98,19 +98,12 @@ typedef enum {
     K_SFT,
 } dpo_kind;
 
-static const struct {
-    const char *name;
-    dpo_kind kind;
-} k_names[] = {
-    {"sigmoid", K_SIGMOID},     {"hinge", K_HINGE},
-    {"ipo", K_IPO},             {"exo_pair", K_EXO_PAIR},
-    {"nca_pair", K_NCA_PAIR},   {"robust", K_ROBUST},
-    {"bco_pair", K_BCO_PAIR},   {"sppo_hard", K_SPPO_HARD},
-    {"aot", K_AOT},             {"aot_unpaired", K_AOT_UNPAIRED},
-    {"aot_pair", K_AOT_UNPAIRED}, {"apo_zero", K_APO_ZERO},
-    {"apo_down", K_APO_DOWN},   {"discopop", K_DISCOPOP},
-    {"sft", K_SFT},
+/* The loss types by dpo_kind; "aot_pair" is TRL's other name for aot_unpaired. */
+static const char *const k_names[] = {
+    "sigmoid",  "hinge",        "ipo",      "exo_pair", "nca_pair", "robust",   "bco_pair", "sppo_hard",
+    "aot",      "aot_unpaired", "apo_zero", "apo_down", "discopop", "sft",      NULL,
 };
+_Static_assert(sizeof k_names / sizeof k_names[0] == K_SFT + 2, "a name for every dpo_kind");
 
 typedef struct dpo_state {
     double beta, ls, rpo_alpha;
@@ -155,20 +148,18 @@ static int dpo_create(const al_hparams *hp, void **state, al_error *err) {
     for (int i = 0; i < hp->n_loss_types; i++) {
         const char *name = hp->loss_type[i];
         int len = (int)strnlen(name, sizeof hp->loss_type[i]);
-        int found = -1;
-        for (size_t k = 0; k < sizeof k_names / sizeof k_names[0]; k++)
-            if ((int)strlen(k_names[k].name) == len && strncmp(k_names[k].name, name, (size_t)len) == 0)
-                found = (int)k;
-        if (found < 0)
-            return AL_FAIL(err, AL_EINVAL,
-                           "loss_type", "'%.*s' is not one of sigmoid, hinge, ipo, exo_pair, nca_pair, "
-                           "robust, bco_pair, sppo_hard, aot, aot_unpaired, apo_zero, apo_down, "
-                           "discopop, sft (kto_pair is not supported: use method \"kto\")",
-                           len, name);
+        int found = (size_t)len == strlen("aot_pair") && !strncmp(name, "aot_pair", (size_t)len) ? K_AOT_UNPAIRED : -1;
+        for (int k = 0; k_names[k]; k++)
+            if ((int)strlen(k_names[k]) == len && strncmp(k_names[k], name, (size_t)len) == 0) found = k;
+        if (found < 0) {
+            char list[256];
+            return AL_FAIL(err, AL_EINVAL, "loss_type", "'%.*s' is not one of %s (kto_pair is not supported: use "
+                           "method \"kto\")", len, name, al_names_join(list, sizeof list, k_names, "", ", "));
+        }
         char field[32];
         snprintf(field, sizeof field, "loss_weights[%d]", i);
         if ((rc = al_hp_check_nonneg(hp->loss_weights[i], field, err)) != AL_OK) return rc;
-        dpo_kind k = k_names[found].kind;
+        dpo_kind k = (dpo_kind)found;
         if (k == K_ROBUST && !(ls < 0.5))
             return AL_FAIL(err, AL_EINVAL,
                            "label_smoothing", "must be in [0, 0.5) for loss_type 'robust' (got %g)", ls);
@@ -466,6 +457,7 @@ const al_objective_ops al_obj_dpo = {
     .needs_ref = 1,
     .needs_values = 0,
     .needs_lm = 1,
+    .loss_types = k_names,
     .create = dpo_create,
     .loss = dpo_loss,
     .destroy = dpo_destroy,

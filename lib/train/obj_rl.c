@@ -57,6 +57,8 @@
 #include <string.h>
 
 enum { L_GRPO, L_DAPO, L_DR_GRPO, L_BNPO };
+/* GRPO's and RLOO's loss types, by their enum value */
+static const char *const l_names[] = {"grpo", "dapo", "dr_grpo", "bnpo", NULL};
 
 typedef struct rl_state {
     int ppo, rloo;
@@ -96,11 +98,14 @@ static int rl_create_common(const al_hparams *hp, void **state, int ppo, int rlo
         if (hp->n_loss_types != 1)
             return AL_FAIL(err, AL_EINVAL, "loss_type", "%s takes one loss type", rloo ? "rloo" : "grpo");
         const char *lt = hp->loss_type[0];
-        if (!strcmp(lt, "grpo")) s.loss = L_GRPO;
-        else if (!strcmp(lt, "dapo")) s.loss = L_DAPO;
-        else if (!strcmp(lt, "dr_grpo")) s.loss = L_DR_GRPO;
-        else if (!strcmp(lt, "bnpo")) s.loss = L_BNPO;
-        else return AL_FAIL(err, AL_EINVAL, "loss_type", "'%s' is not one of grpo, dapo, dr_grpo, bnpo", lt);
+        s.loss = -1;
+        for (int k = 0; l_names[k]; k++)
+            if (!strcmp(lt, l_names[k])) s.loss = k;
+        if (s.loss < 0) {
+            char list[64];
+            return AL_FAIL(err, AL_EINVAL, "loss_type", "'%s' is not one of %s", lt,
+                           al_names_join(list, sizeof list, l_names, "", ", "));
+        }
         if (hp->max_completion_length < 1)
             return AL_FAIL(err, AL_EINVAL, "max_completion_length", "must be >= 1");
         s.max_completion_length = hp->max_completion_length;
@@ -296,6 +301,7 @@ const al_objective_ops al_obj_grpo = {
     .needs_ref = 1,
     .needs_values = 0,
     .needs_lm = 1,
+    .loss_types = l_names,
     .create = grpo_create,
     .loss = rl_loss,
     .destroy = rl_destroy,
@@ -307,6 +313,7 @@ const al_objective_ops al_obj_rloo = {
     .needs_ref = 1,
     .needs_values = 0,
     .needs_lm = 1,
+    .loss_types = l_names,
     .create = rloo_create,
     .loss = rl_loss,
     .destroy = rl_destroy,

@@ -74,6 +74,12 @@ typedef struct al_step_stats {
 
 /* Adds value to metric `name` (creating it); ignored beyond AL_MAX_METRICS. */
 void al_stats_add(al_step_stats *st, const char *name, double value);
+/* Sums a step's statistics over the ranks of a data-parallel run (each
+ * rank's already divided by the global denominators, so the sum is the
+ * global batch's value): loss, num_tokens and every metric any rank has, in
+ * the order they first appear from rank 0 up. No-op with one rank.
+ * Collective. */
+void al_stats_dist_sum(al_step_stats *st);
 /* Value of a metric, or NaN when absent. */
 double al_stats_get(const al_step_stats *st, const char *name);
 
@@ -85,6 +91,10 @@ typedef struct al_objective_ops {
     int needs_lm;             /* token log-probs required */
     int scores_prompt;        /* PAIRS: the chosen rows score every token after the first,
                                * prompt included (ORPO's NLL); in->completion marks the rest */
+    /* The names hyperparameters.loss_type takes, NULL-terminated (the
+     * method registry, lib/train/methods.h, serves them); NULL when the
+     * objective offers no choice of loss. */
+    const char *const *loss_types;
     /* Validates the hyper-parameters it uses (AL_EINVAL naming the field in
      * err->field, without "hyperparameters."). */
     int (*create)(const al_hparams *hp, void **state, al_error *err);

@@ -7,7 +7,10 @@
 
 #include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+
+#include "../dist/dist.h"
 
 static const al_objective_ops *const g_objectives[] = {
     &al_obj_pretrain, &al_obj_sft,  &al_obj_reward_model, &al_obj_dpo,
@@ -165,4 +168,27 @@ int al_hp_check_nonneg(double v, const char *field, al_error *err) {
     if (!isfinite(v) || !(v >= 0))
         return AL_FAIL(err, AL_EINVAL, "%s", "must be a finite number >= 0 (got %g)", field, v);
     return AL_OK;
+}
+
+void al_stats_dist_sum(al_step_stats *st) {
+    int size = al_dist_size();
+    if (size <= 1) return;
+    al_step_stats *all = malloc((size_t)size * sizeof *all);
+    AL_ASSERT(all);
+    al_dist_allgather(st, sizeof *st, all);
+    al_step_stats u;
+    memset(&u, 0, sizeof u);
+    for (int r = 0; r < size; r++)
+        for (int i = 0; i < all[r].n && i < AL_MAX_METRICS; i++) al_stats_add(&u, all[r].m[i].name, 0);
+    free(all);
+    double v[AL_MAX_METRICS + 2] = {st->loss, st->num_tokens};
+    for (int i = 0; i < u.n; i++) /* 0 where this rank has none of it */
+        for (int k = 0; k < st->n; k++)
+            if (!strcmp(st->m[k].name, u.m[i].name)) v[i + 2] = st->m[k].value;
+    al_dist_sum(v, u.n + 2);
+    st->loss = v[0];
+    st->num_tokens = v[1];
+    for (int i = 0; i < u.n; i++) u.m[i].value = v[i + 2];
+    st->n = u.n;
+    memcpy(st->m, u.m, sizeof u.m);
 }

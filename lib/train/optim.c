@@ -11,6 +11,7 @@
 
 #include "../compute/ops.h"
 #include "../compute/pool.h"
+#include "../model/safetensors.h"
 
 void al_adamw_defaults(al_adamw_cfg *cfg) {
     cfg->lr = 1e-3f;
@@ -21,11 +22,17 @@ void al_adamw_defaults(al_adamw_cfg *cfg) {
 }
 
 int al_adamw_init(al_adamw *o, const al_adamw_cfg *cfg, al_model *model) {
+    return al_adamw_init_range(o, cfg, model, 0, al_model_num_params(model, 1));
+}
+
+int al_adamw_init_range(al_adamw *o, const al_adamw_cfg *cfg, al_model *model, size_t lo, size_t hi) {
     memset(o, 0, sizeof *o);
     o->cfg = *cfg;
-    o->n = al_model_num_params(model, 1);
-    o->m = al_calloc(o->n, sizeof(float));
-    o->v = al_calloc(o->n, sizeof(float));
+    AL_ASSERT(lo <= hi && hi <= al_model_num_params(model, 1));
+    o->lo = lo;
+    o->n = hi - lo;
+    o->m = al_calloc(o->n ? o->n : 1, sizeof(float));
+    o->v = al_calloc(o->n ? o->n : 1, sizeof(float));
     if (!o->m || !o->v) {
         al_adamw_deinit(o);
         return AL_ENOMEM;
@@ -46,14 +53,17 @@ typedef struct adamw_job {
     float lr, step_size, inv_sqrt_bc2;
 } adamw_job;
 
-/* Each thread updates its share [lo, hi) of the flattened trainable
- * parameters; the moments are laid out in that same flat order. */
+/* Each thread updates its share [lo, hi) of the optimiser's slice of the
+ * flattened trainable parameters; the moments are laid out in that same
+ * flat order, from the slice's start. */
 static void adamw_range(void *ctx, int tid, int nthreads) {
     const adamw_job *j = ctx;
     const al_adamw *o = j->o;
     const float b1 = o->cfg.beta1, b2 = o->cfg.beta2, eps = o->cfg.eps;
     long lo, hi;
     al_split((long)o->n, nthreads, tid, &lo, &hi);
+    lo += (long)o->lo;
+    hi += (long)o->lo;
     size_t off = 0;
     for (int i = 0; i < j->np && (long)off < hi; i++) {
         const al_param *p = &j->ps[i];
@@ -61,10 +71,12 @@ static void adamw_range(void *ctx, int tid, int nthreads) {
         size_t a = (long)off > lo ? off : (size_t)lo;
         size_t b = off + p->n < (size_t)hi ? off + p->n : (size_t)hi;
         if (a < b) {
-            float *w = p->w, *mm = o->m + off, *vv = o->v + off;
-            const float *g = p->g;
+            /* elements [a, b) of the flat order: the parameter's from a - off,
+             * the moments' from a - o->lo */
+            float *w = p->w + (a - off), *mm = o->m + (a - o->lo), *vv = o->v + (a - o->lo);
+            const float *g = p->g + (a - off);
             const float decay = p->decay ? 1.0f - j->lr * o->cfg.weight_decay : 1.0f;
-            for (size_t k = a - off; k < b - off; k++) {
+            for (size_t k = 0; k < b - a; k++) {
                 float gk = g[k];
                 float mk = b1 * mm[k] + (1.0f - b1) * gk;
                 float vk = b2 * vv[k] + (1.0f - b2) * gk * gk;
@@ -89,52 +101,6 @@ void al_adamw_step(al_adamw *o, al_model *model, float lr) {
     al_pool_run(adamw_range, &j);
 }
 
-int al_adamw_save(const al_adamw *o, const al_model *m, const char *path, char err[AL_ERRLEN]) {
-    int np;
-    al_param *ps = al_model_params((al_model *)m, &np);
-    int masters = al_model_save_dtype(m) != AL_DT_F32;
-    al_st_entry *e = calloc((size_t)np + 2, sizeof *e);
-    char (*names)[128] = calloc((size_t)np, sizeof *names);
-    if (!e || !names) {
-        free(e);
-        free(names);
-        return al_err(err, AL_ENOMEM, "out of memory");
-    }
-    e[0] = (al_st_entry){.name = "exp_avg", .data = o->m, .ndim = 1, .shape = {(int64_t)o->n}};
-    e[1] = (al_st_entry){.name = "exp_avg_sq", .data = o->v, .ndim = 1, .shape = {(int64_t)o->n}};
-    int n = 2;
-    for (int i = 0; masters && i < np; i++) {
-        if (!ps[i].g || !ps[i].w || ps[i].lora) continue; /* adapters are saved in fp32 */
-        snprintf(names[i], sizeof names[i], "master.%s", ps[i].name);
-        e[n++] = (al_st_entry){.name = names[i], .data = ps[i].w, .ndim = 1, .shape = {(int64_t)ps[i].n}};
-    }
-    int rc = al_st_write(path, e, n, err);
-    free(e);
-    free(names);
-    return rc;
-}
-
-int al_adamw_load(al_adamw *o, al_model *m, const char *path, char err[AL_ERRLEN]) {
-    al_st_file f;
-    int rc = al_st_open(&f, path, err);
-    if (rc) return rc;
-    const al_st_tensor *mt = al_st_find(&f, "exp_avg"), *vt = al_st_find(&f, "exp_avg_sq");
-    if (!mt || !vt) rc = al_err(err, AL_EFORMAT, "%s: exp_avg/exp_avg_sq missing", path);
-    if (!rc) rc = al_st_read_f32(&f, mt, o->m, o->n, err);
-    if (!rc) rc = al_st_read_f32(&f, vt, o->v, o->n, err);
-    int np;
-    al_param *ps = al_model_params(m, &np);
-    char name[128];
-    for (int i = 0; !rc && i < np; i++) {
-        if (!ps[i].g || !ps[i].w) continue;
-        snprintf(name, sizeof name, "master.%s", ps[i].name);
-        const al_st_tensor *t = al_st_find(&f, name);
-        if (t) rc = al_st_read_f32(&f, t, ps[i].w, ps[i].n, err);
-    }
-    al_st_close(&f);
-    return rc;
-}
-
 float al_sched_lr(al_sched_kind kind, float peak, long step, long warmup, long total) {
     if (step < warmup) return peak * (float)step / (float)(warmup > 0 ? warmup : 1);
     if (kind == AL_SCHED_CONSTANT) return peak;
@@ -154,6 +120,33 @@ int al_sched_parse(const char *name, al_sched_kind *out) {
     return AL_OK;
 }
 
+/* Calls fn on each trainable parameter's part within [lo, hi) of the flat
+ * order: (gradient pointer, count). */
+static void grad_range(al_model *model, size_t lo, size_t hi, void (*fn)(float *g, size_t n, void *ud), void *ud) {
+    int np;
+    al_param *ps = al_model_params(model, &np);
+    size_t off = 0;
+    for (int i = 0; i < np && off < hi; i++) {
+        if (!ps[i].g) continue;
+        size_t a = off > lo ? off : lo, b = off + ps[i].n < hi ? off + ps[i].n : hi;
+        if (a < b) fn(ps[i].g + (a - off), b - a, ud);
+        off += ps[i].n;
+    }
+}
+
+static void add_sumsq(float *g, size_t n, void *ud) { *(double *)ud += al_sumsq(g, n); }
+static void do_scale(float *g, size_t n, void *ud) { al_scale(g, *(float *)ud, n); }
+
+double al_grad_sumsq_range(al_model *model, size_t lo, size_t hi) {
+    double ss = 0;
+    grad_range(model, lo, hi, add_sumsq, &ss);
+    return ss;
+}
+
+void al_grad_scale_range(al_model *model, size_t lo, size_t hi, float coef) {
+    grad_range(model, lo, hi, do_scale, &coef);
+}
+
 double al_clip_grad_norm(al_model *model, double max_norm) {
     int np;
     al_param *ps = al_model_params(model, &np);
@@ -168,4 +161,60 @@ double al_clip_grad_norm(al_model *model, double max_norm) {
                 if (ps[i].g) al_scale(ps[i].g, (float)coef, ps[i].n);
     }
     return norm;
+}
+
+int al_adamw_save_file(const char *path, const float *m, const float *v, size_t n, const al_model *model,
+                       char err[AL_ERRLEN]) {
+    int np = 0;
+    al_param *ps = model ? al_model_params((al_model *)model, &np) : NULL;
+    int masters = model && al_model_save_dtype(model) != AL_DT_F32;
+    al_st_entry *e = calloc((size_t)np + 2, sizeof *e);
+    char (*names)[128] = calloc((size_t)np + 1, sizeof *names);
+    if (!e || !names) {
+        free(e);
+        free(names);
+        return al_err(err, AL_ENOMEM, "out of memory");
+    }
+    e[0] = (al_st_entry){.name = "exp_avg", .data = m, .ndim = 1, .shape = {(int64_t)n}};
+    e[1] = (al_st_entry){.name = "exp_avg_sq", .data = v, .ndim = 1, .shape = {(int64_t)n}};
+    int k = 2;
+    for (int i = 0; masters && i < np; i++) {
+        if (!ps[i].g || !ps[i].w || ps[i].lora) continue; /* adapters are saved in fp32 */
+        snprintf(names[i], sizeof names[i], "master.%s", ps[i].name);
+        e[k++] = (al_st_entry){.name = names[i], .data = ps[i].w, .ndim = 1, .shape = {(int64_t)ps[i].n}};
+    }
+    int rc = al_st_write(path, e, k, err);
+    free(e);
+    free(names);
+    return rc;
+}
+
+int al_adamw_load_file(al_adamw *o, al_model *model, const char *path, size_t n_total, char err[AL_ERRLEN]) {
+    al_st_file f;
+    int rc = al_st_open(&f, path, err);
+    if (rc) return rc;
+    const al_st_tensor *t[2] = {al_st_find(&f, "exp_avg"), al_st_find(&f, "exp_avg_sq")};
+    float *dst[2] = {o->m, o->v};
+    int whole = o->lo == 0 && o->n == n_total;
+    float *tmp = whole ? NULL : malloc((n_total ? n_total : 1) * sizeof *tmp);
+    if (!t[0] || !t[1]) rc = al_err(err, AL_EFORMAT, "%s: exp_avg/exp_avg_sq missing", path);
+    else if (!whole && !tmp) rc = al_err(err, AL_ENOMEM, "out of memory reading %s", path);
+    for (int k = 0; k < 2 && !rc; k++) {
+        rc = al_st_read_f32(&f, t[k], whole ? dst[k] : tmp, n_total, err);
+        if (!rc && !whole) memcpy(dst[k], tmp + o->lo, o->n * sizeof *tmp);
+    }
+    free(tmp);
+    /* the fp32 masters of a checkpoint saved narrower: every rank reads all
+     * of them (its weights are whole, its moments a slice) */
+    int np;
+    al_param *ps = al_model_params(model, &np);
+    char name[128];
+    for (int i = 0; !rc && i < np; i++) {
+        if (!ps[i].g || !ps[i].w) continue;
+        snprintf(name, sizeof name, "master.%s", ps[i].name);
+        const al_st_tensor *mt = al_st_find(&f, name);
+        if (mt) rc = al_st_read_f32(&f, mt, ps[i].w, ps[i].n, err);
+    }
+    al_st_close(&f);
+    return rc;
 }

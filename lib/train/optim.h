@@ -13,31 +13,49 @@ typedef struct al_adamw_cfg {
     float weight_decay;  /* applied to params with decay set (not norms, biases) */
 } al_adamw_cfg;
 
-/* Moments for the trainable parameters of one model, one allocation each. */
+/* Moments for the trainable parameters of one model, one allocation each:
+ * all of them, or (ZeRO-1, lib/dist/ddp.h) the slice [lo, lo + n) of the
+ * trainable parameters flattened in table order (the gradient arena's
+ * order). */
 typedef struct al_adamw {
     al_adamw_cfg cfg;
     float *m, *v;
     size_t n;
+    size_t lo;           /* first element owned; 0 unless sharded */
     long step;           /* updates taken so far */
 } al_adamw;
 
 void al_adamw_defaults(al_adamw_cfg *cfg);
 /* Sizes the moments for the model's trainable parameters. AL_ENOMEM. */
 int al_adamw_init(al_adamw *o, const al_adamw_cfg *cfg, al_model *model);
+/* The same for the elements [lo, hi) of the flattened trainable parameters
+ * only (hi <= al_model_num_params(model, 1)). AL_ENOMEM. */
+int al_adamw_init_range(al_adamw *o, const al_adamw_cfg *cfg, al_model *model, size_t lo, size_t hi);
 void al_adamw_deinit(al_adamw *o);
 /* One update of every trainable parameter with learning rate lr:
  * p -= lr*wd*p; m = b1 m + (1-b1) g; v = b2 v + (1-b2) g^2;
  * p -= lr/(1-b1^t) * m / (sqrt(v)/sqrt(1-b2^t) + eps). */
 void al_adamw_step(al_adamw *o, al_model *model, float lr);
+/* Sum of squares of the gradients of the elements [lo, hi) of the
+ * flattened trainable parameters, and their scaling by coef (clipping a
+ * shard). */
+double al_grad_sumsq_range(al_model *model, size_t lo, size_t hi);
+void al_grad_scale_range(al_model *model, size_t lo, size_t hi, float coef);
 
-/* A checkpoint's optimizer.safetensors: AdamW's moments (exp_avg,
- * exp_avg_sq) and, when m's checkpoints are saved in a narrower dtype than
- * its trained fp32 weights (a BF16 base fine-tuned in full), those fp32
- * master weights ("master.<name>"), so that resuming continues exactly.
- * al_adamw_load goes after the weights are loaded: the masters it finds
- * replace them. AL_EFORMAT naming what is missing or misshaped. */
-int al_adamw_save(const al_adamw *o, const al_model *m, const char *path, char err[AL_ERRLEN]);
-int al_adamw_load(al_adamw *o, al_model *m, const char *path, char err[AL_ERRLEN]);
+/* A checkpoint's optimizer.safetensors: the AdamW moments exp_avg and
+ * exp_avg_sq of every trainable parameter (n floats each; gathered from the
+ * ranks of a sharded run) and, when model's checkpoints are saved in a
+ * narrower dtype than its trained fp32 weights (a BF16 base fine-tuned in
+ * full), those fp32 master weights ("master.<name>"), so that resuming
+ * continues exactly (model NULL: the moments only). */
+int al_adamw_save_file(const char *path, const float *m, const float *v, size_t n, const al_model *model,
+                       char err[AL_ERRLEN]);
+/* Reads them back into o: all of them, or o's slice [o->lo, o->lo + o->n)
+ * of a file that holds n_total (a checkpoint written by any number of
+ * ranks), and the masters it holds into model's weights: call it after the
+ * weights are loaded. AL_EFORMAT (names the file) when a tensor is missing
+ * or of another size, AL_ENOMEM, the file's errors. */
+int al_adamw_load_file(al_adamw *o, al_model *model, const char *path, size_t n_total, char err[AL_ERRLEN]);
 
 typedef enum { AL_SCHED_CONSTANT = 0, AL_SCHED_LINEAR, AL_SCHED_COSINE } al_sched_kind;
 /* Learning rate for update `step` (0-based) of `total`: linear warm-up over

@@ -42,7 +42,19 @@
  * coefficient, so a resumed run continues exactly.
  *
  * Buffers are sized at set-up; generation allocates its KV cache per call
- * (al_generate), the one allocation inside a step. */
+ * (al_generate), the one allocation inside a step.
+ *
+ * Data parallelism (lib/dist/ddp.h; N ranks under mpirun or srun): a step's
+ * prompts are the global list of batch_size / num_generations x N prompts,
+ * and rank r generates, scores and trains on its r-th share, whole groups
+ * only (a group never straddles ranks); each rank samples from its own RNG
+ * stream derived from the seed and its rank. Advantages use global
+ * statistics where they mix rows (PPO's whitening, GRPO's batch scaling,
+ * RLOO's normalisation), the losses' denominators are global, the
+ * gradients of the policy and the critic are summed over ranks before the
+ * joint clipping (optimizer_step), and the metrics, the KL controller and
+ * the health checks see the global batch. Rank 0 alone evaluates, samples
+ * and writes checkpoints (with every rank's RNG state). */
 #define _XOPEN_SOURCE 700 /* realpath */
 #include "rl.h"
 
@@ -369,6 +381,7 @@ typedef struct rl {
     const al_job *job;
     const al_hparams *hp;
     const al_train_cb *cb;
+    const char *resume;         /* the checkpoint resumed from, or NULL */
     const al_objective_ops *ops;
     void *obj;
     int ppo, grpo, rloo;
@@ -381,6 +394,9 @@ typedef struct rl {
     int use_ref;
     al_model *critic;           /* ppo */
     al_adamw opt, copt;
+    al_ddp *ddp, *cddp;         /* policy's and critic's reduction across ranks (NULL alone) */
+    int rank, world, world0;    /* world0: the ranks of the run a checkpoint came from */
+    int Pg;                     /* prompts per step over all ranks: P x world */
     al_rewarder *rw;
     rl_prompts train, val;
     int all_answered;           /* every training prompt has an answer: its exact match is logged */
@@ -431,6 +447,8 @@ static void rl_free(rl *r) {
     if (r->obj) r->ops->destroy(r->obj);
     al_adamw_deinit(&r->opt);
     al_adamw_deinit(&r->copt);
+    al_ddp_free(r->cddp);
+    al_ddp_free(r->ddp);
     al_rewarder_free(r->rw);
     al_model_free(r->critic); /* before the policy whose base it may share */
     al_model_free(r->ref);
@@ -500,6 +518,32 @@ static int open_critic(rl *r) {
     return AL_OK;
 }
 
+/* A rank's stream: the one-process seed on rank 0 (and alone), mixed with
+ * the rank elsewhere. */
+static uint64_t rank_seed(const rl *r, uint64_t seed) {
+    return seed ^ (uint64_t)r->rank * 0x9E3779B97F4A7C15ull;
+}
+
+/* The reductions across ranks and the optimisers (their slices, with
+ * ZeRO-1): after every rank's set-up succeeded (al_ddp_new is collective). */
+static int start_dist(rl *r) {
+    const al_hparams *hp = r->hp;
+    al_adamw_cfg oc = {.lr = hp->learning_rate, .beta1 = hp->adam_beta1, .beta2 = hp->adam_beta2,
+                       .eps = hp->adam_epsilon, .weight_decay = hp->weight_decay};
+    char e2[AL_ERRLEN];
+    int rc = al_ddp_new(&r->ddp, r->m, &r->job->dist, e2);
+    if (!rc && r->critic) rc = al_ddp_new(&r->cddp, r->critic, &r->job->dist, e2);
+    if (rc) return al_err(r->err, rc, "%s", e2);
+    if ((rc = al_ddp_adamw_init(r->ddp, &r->opt, &oc, r->m))) return al_err(r->err, rc, "out of memory for AdamW");
+    if (r->critic && (rc = al_ddp_adamw_init(r->cddp, &r->copt, &oc, r->critic)))
+        return al_err(r->err, rc, "out of memory for AdamW");
+    if (r->world > 1)
+        rl_event(r->cb, AL_LOG_INFO, "distributed: %d ranks, %d prompts x %d completions per rank per step (%d "
+                 "prompts in all), %s", r->world, r->P, r->G, r->Pg,
+                 r->job->dist.shard_optimizer ? "AdamW moments sharded (ZeRO-1)" : "AdamW moments on every rank");
+    return AL_OK;
+}
+
 static void event_line(void *ud, const char *line) { rl_event(ud, AL_LOG_INFO, "%s", line); }
 
 /* What reading a prompt file did: rows skipped, the hygiene filters' drops. */
@@ -565,8 +609,23 @@ static int setup(rl *r) {
     r->grpo = !strcmp(job->method, "grpo");
     r->rloo = !strcmp(job->method, "rloo");
     r->G = r->ppo ? 1 : hp->num_generations;
-    r->N = hp->batch_size;
+    /* batch_size completions on each rank, or resuming, the global batch the
+     * checkpoint was trained with split over the ranks there are now */
+    r->rank = al_dist_rank();
+    r->world = r->world0 = al_dist_size();
+    if ((long)hp->batch_size * r->world > (1L << 30))
+        return al_err(r->err, AL_EINVAL, "hyperparameters.batch_size: %d on %d ranks is too large a global batch",
+                      hp->batch_size, r->world);
+    int gn = hp->batch_size * r->world, ws;
+    al_ckpt_world(r->resume, &gn, &ws);
+    if (gn > 0) r->world0 = ws;
+    else gn = hp->batch_size * r->world;
+    if (gn % (r->G * r->world))
+        return al_err(r->err, AL_EINVAL, "hyperparameters.batch_size: the checkpoint's %d completions a step do not "
+                      "split into whole groups of %d over %d ranks", gn, r->G, r->world);
+    r->N = gn / r->world;
     r->P = r->N / r->G;
+    r->Pg = r->P * r->world;
     if ((rc = al_tok_load(&r->tok, job->model, r->err))) return rc;
     if ((rc = al_chat_new(&r->chat, r->tok, job->chat_template, r->err))) return rc;
     r->pad = al_chat_pad_id(r->chat);
@@ -680,15 +739,10 @@ static int setup(rl *r) {
     al_reward_len rlen = {pb_train > pb_val ? pb_train : pb_val, rl_completion_max_bytes(r->tok, r->max_new)};
     if ((rc = al_rewarder_new(&r->rw, &job->reward, hp->missing_eos_penalty, r->mb, &rlen, r->err))) return rc;
     if ((rc = al_rewarder_attach(r->rw, r->cb, r->err))) return rc;
-    r->steps_per_epoch = (r->train.n + r->P - 1) / r->P;
+    r->steps_per_epoch = (r->train.n + r->Pg - 1) / r->Pg;
     r->total_steps = hp->max_steps >= 0 ? hp->max_steps : r->steps_per_epoch * hp->n_epochs;
     if ((rc = alloc_bufs(r))) return rc;
-    al_adamw_cfg oc = {.lr = hp->learning_rate, .beta1 = hp->adam_beta1, .beta2 = hp->adam_beta2,
-                       .eps = hp->adam_epsilon, .weight_decay = hp->weight_decay};
-    if ((rc = al_adamw_init(&r->opt, &oc, r->m))) return al_err(r->err, rc, "out of memory for AdamW");
-    if (r->critic && (rc = al_adamw_init(&r->copt, &oc, r->critic)))
-        return al_err(r->err, rc, "out of memory for AdamW");
-    al_rng_seed(&r->rng, hp->seed ^ 0x5A3D1E5ull);
+    al_rng_seed(&r->rng, rank_seed(r, hp->seed ^ 0x5A3D1E5ull));
     r->kl_coef = hp->kl_coef;
     r->order_epoch = -1;
     rl_event(r->cb, AL_LOG_INFO,
@@ -705,25 +759,27 @@ static int setup(rl *r) {
  * epoch, so the step number alone fixes them. */
 static void step_prompts(rl *r, long step) {
     if (r->mixing) {
-        /* a mixture's draws s*P .. s*P+P-1: replayed from the start when the
-         * sampler is past them (step 0 measures what step 1 trains on) */
-        int64_t want = (int64_t)step * r->P;
+        /* a mixture's global draws s*Pg .. s*Pg+Pg-1, this rank's share of
+         * them: replayed from the start when the sampler is past them (step 0
+         * measures what step 1 trains on) */
+        int64_t want = (int64_t)step * r->Pg + (int64_t)r->rank * r->P;
         if (r->mix.draws > want) al_mix_rewind(&r->mix);
         while (r->mix.draws < want) al_mix_next(&r->mix);
         for (int k = 0; k < r->P; k++) r->pidx[k] = al_mix_next(&r->mix);
-        r->cursor = (step + 1) * r->P;
+        r->cursor = (step + 1) * r->Pg;
         return;
     }
+    /* this rank's share of the step's global list of Pg prompts */
     for (int k = 0; k < r->P; k++) {
-        long g = step * r->P + k;
+        long g = step * r->Pg + (long)r->rank * r->P + k;
         long epoch = g / r->train.n, i = g % r->train.n;
         if (epoch != r->order_epoch) {
-            al_batch_order(r->plens, r->train.n, r->P, 0, r->hp->seed + (uint64_t)epoch * 0x9E3779B9u, r->order);
+            al_batch_order(r->plens, r->train.n, r->Pg, 0, r->hp->seed + (uint64_t)epoch * 0x9E3779B9u, r->order);
             r->order_epoch = epoch;
         }
         r->pidx[k] = r->order[i];
     }
-    r->cursor = (step + 1) * r->P;
+    r->cursor = (step + 1) * r->Pg;
 }
 
 /* Copies rows idx[0..k) of the step buffers into the micro-batch buffers
@@ -842,12 +898,14 @@ static int advantages(rl *r, al_step_stats *st, int *zero_std) {
     if (r->ppo) {
         al_rl_token_rewards(r->rew, r->kl, r->old_logp, r->use_ref ? r->ref_logp : NULL, r->tgt, r->scores, r->N,
                             r->T, r->kl_coef, hp->kl_estimator);
-        if (hp->whiten_rewards) al_rl_whiten(r->rew, r->tgt, r->N, r->T, 0);
+        if (hp->whiten_rewards) al_rl_whiten_global(r->rew, r->tgt, r->N, r->T, 0);
         al_rl_gae(r->adv, r->ret, r->rew, r->values, r->tgt, r->N, r->T, hp->gamma, hp->lam);
-        al_rl_whiten(r->adv, r->tgt, r->N, r->T, 1);
+        al_rl_whiten_global(r->adv, r->tgt, r->N, r->T, 1);
         double sd = 0, mean = 0;
-        for (int i = 0; i < r->N; i++) mean += r->scores[i] / r->N;
+        for (int i = 0; i < r->N; i++) mean += r->scores[i] / (r->N * r->world);
+        al_dist_sum(&mean, 1);
         for (int i = 0; i < r->N; i++) sd += (r->scores[i] - mean) * (r->scores[i] - mean);
+        al_dist_sum(&sd, 1);
         *zero_std = sd < 1e-12;
         return AL_OK;
     }
@@ -855,7 +913,7 @@ static int advantages(rl *r, al_step_stats *st, int *zero_std) {
     for (size_t i = 0; i < NT; i++)
         r->kl[i] = r->tgt[i] >= 0 && r->use_ref ? (float)al_rl_kl(r->old_logp[i], r->ref_logp[i], AL_KL_K1) : 0;
     if (r->grpo) {
-        *zero_std = al_rl_group_adv(r->seq_adv, r->scores, r->P, r->G, hp->scale_rewards);
+        *zero_std = al_rl_group_adv_global(r->seq_adv, r->scores, r->P, r->G, hp->scale_rewards);
     } else {
         float *seqr = r->rew; /* scratch (N) */
         for (int i = 0; i < r->N; i++) {
@@ -870,10 +928,13 @@ static int advantages(rl *r, al_step_stats *st, int *zero_std) {
             for (int k = 0; k < r->G; k++) ss += (seqr[g * r->G + k] - s / r->G) * (seqr[g * r->G + k] - s / r->G);
             *zero_std += ss < 1e-12;
         }
-        if (hp->normalize_advantages && r->N > 1) {
+        int Ng = r->N * r->world;
+        if (hp->normalize_advantages && Ng > 1) {
             double m = 0, v = 0;
-            for (int i = 0; i < r->N; i++) m += r->seq_adv[i] / r->N;
-            for (int i = 0; i < r->N; i++) v += (r->seq_adv[i] - m) * (r->seq_adv[i] - m) / (r->N - 1);
+            for (int i = 0; i < r->N; i++) m += r->seq_adv[i] / Ng;
+            al_dist_sum(&m, 1);
+            for (int i = 0; i < r->N; i++) v += (r->seq_adv[i] - m) * (r->seq_adv[i] - m) / (Ng - 1);
+            al_dist_sum(&v, 1);
             for (int i = 0; i < r->N; i++) r->seq_adv[i] = (float)((r->seq_adv[i] - m) / (sqrt(v) + 1e-8));
         }
     }
@@ -889,20 +950,30 @@ static int advantages(rl *r, al_step_stats *st, int *zero_std) {
 
 /* ---- updates ----------------------------------------------------------------------- */
 
-/* The SFT term of sft_mix_ratio on the step's reference answers: adds
- * ratio * (token-mean NLL) and its gradient. */
-static int sft_mix(rl *r, al_step_stats *st) {
+/* The step's reference answers on this rank (into r->idx; returns their
+ * count) and their trained tokens. */
+static int sft_rows(rl *r, double *tokens) {
     int32_t *idx = r->idx;
     int n = 0;
     for (int k = 0; k < r->P; k++)
         if (r->train.sft[r->pidx[k]].seq[0].n > 0) idx[n++] = r->pidx[k];
-    if (n == 0) return AL_OK;
-    double tokens = 0;
+    double tk = 0;
     for (int i = 0; i < n; i++) {
         const al_seq *s = &r->train.sft[idx[i]].seq[0];
-        for (int t = 1; t < s->n; t++) tokens += s->mask[t];
+        for (int t = 1; t < s->n; t++) tk += s->mask[t];
     }
-    if (tokens <= 0) return AL_OK;
+    *tokens = tk;
+    return n;
+}
+
+/* The SFT term of sft_mix_ratio on the step's reference answers: adds
+ * ratio * (token-mean NLL) and its gradient; tokens: their trained tokens
+ * over every rank (the denominator). Its last backward is the step's. */
+static int sft_mix(rl *r, double tokens, al_step_stats *st) {
+    int32_t *idx = r->idx;
+    double mine;
+    int n = sft_rows(r, &mine);
+    if (n == 0 || tokens <= 0) return AL_OK;
     al_model_set_temperature(r->m, 1);
     int rc = AL_OK;
     double nll = 0;
@@ -920,6 +991,7 @@ static int sft_mix(rl *r, al_step_stats *st) {
             r->m_dlogp[q] = in.targets[q] >= 0 ? (float)(-r->hp->sft_mix_ratio / tokens) : 0;
             if (in.targets[q] >= 0) nll -= r->m_logp[q] / tokens;
         }
+        if (i0 + k >= n) al_ddp_arm(r->ddp); /* the step's last backward */
         if ((rc = al_model_backward(r->m, &in, r->m_dlogp, NULL, NULL)))
             rc = al_err(r->err, rc, "backward failed: %s", al_strerror(rc));
     }
@@ -937,11 +1009,15 @@ static int loss_failed(rl *r, int rc) {
 }
 
 /* Forward, objective and backward over rows idx[0..n) in micro-batches,
- * with the given denominators, accumulating gradients and stats. */
-static int update_rows(rl *r, const int32_t *idx, int n, int use_old, al_step_stats *st) {
-    double norm_tokens = 0;
+ * accumulating gradients and stats; the denominators count the rows and
+ * tokens of every rank (collective, first). last: these are the step's last
+ * backward passes (no SFT term follows), which start the reductions. */
+static int update_rows(rl *r, const int32_t *idx, int n, int use_old, int last, al_step_stats *st) {
+    double norms[2] = {0, (double)n}; /* scored tokens, rows */
     for (int j = 0; j < n; j++)
-        for (int t = 0; t < r->T; t++) norm_tokens += r->tgt[(size_t)idx[j] * r->T + t] >= 0;
+        for (int t = 0; t < r->T; t++) norms[0] += r->tgt[(size_t)idx[j] * r->T + t] >= 0;
+    al_dist_sum(norms, 2);
+    double norm_tokens = norms[0], norm_rows = norms[1];
     if (norm_tokens <= 0) return AL_OK;
     int rc;
     for (int i0 = 0; i0 < n; i0 += r->mb) {
@@ -951,7 +1027,7 @@ static int update_rows(rl *r, const int32_t *idx, int n, int use_old, al_step_st
         size_t cnt = (size_t)k * T;
         al_obj_in oi = {.R = k, .T = T, .targets = r->m_tgt, .logp = NULL, .entropy = r->m_ent,
                         .values = r->ppo ? r->m_val : NULL, .ref_logp = r->use_ref ? r->m_ref : NULL,
-                        .norm_tokens = norm_tokens, .norm_rows = n, .old_logp = use_old ? r->m_old : NULL,
+                        .norm_tokens = norm_tokens, .norm_rows = norm_rows, .old_logp = use_old ? r->m_old : NULL,
                         .adv = r->m_adv, .returns = r->m_ret, .old_values = r->m_oldv};
         if (r->ppo) {
             /* the critic first, forward to backward: its value loss needs only its own
@@ -964,6 +1040,7 @@ static int update_rows(rl *r, const int32_t *idx, int n, int use_old, al_step_st
             memset(r->m_dval, 0, cnt * sizeof(float));
             al_obj_out vo = {.dvalue = r->m_dval};
             if ((rc = r->ops->loss(r->obj, &oi, &vo, st))) return loss_failed(r, rc);
+            if (i0 + k >= n) al_ddp_arm(r->cddp); /* the critic's last backward of the step */
             if ((rc = al_model_backward(r->critic, &in, NULL, NULL, r->m_dval)))
                 return al_err(r->err, rc, "critic backward failed: %s", al_strerror(rc));
         }
@@ -974,31 +1051,68 @@ static int update_rows(rl *r, const int32_t *idx, int n, int use_old, al_step_st
         oi.logp = r->m_logp;
         al_obj_out oo = {.dlogp = r->m_dlogp, .dent = r->m_dent};
         if ((rc = r->ops->loss(r->obj, &oi, &oo, st))) return loss_failed(r, rc);
+        if (last && i0 + k >= n) al_ddp_arm(r->ddp);
         if ((rc = al_model_backward(r->m, &in, r->m_dlogp, r->hp->entropy_coef > 0 ? r->m_dent : NULL, NULL)))
             return al_err(r->err, rc, "backward failed: %s", al_strerror(rc));
     }
     return AL_OK;
 }
 
-/* Clips the policy's and critic's gradients together, then one AdamW step each. */
-static double optimizer_step(rl *r, float lr) {
-    double a = al_model_grad_norm(r->m), b = r->critic ? al_model_grad_norm(r->critic) : 0;
-    double norm = sqrt(a * a + b * b);
-    double mx = r->hp->max_grad_norm;
-    r->n_updates++;
-    if (mx > 0 && norm > mx && isfinite(norm)) {
-        r->n_clipped++;
-        if (a > 0) al_clip_grad_norm(r->m, mx * a / norm);
-        if (b > 0) al_clip_grad_norm(r->critic, mx * b / norm);
-    }
-    al_adamw_step(&r->opt, r->m, lr);
-    if (r->critic) al_adamw_step(&r->copt, r->critic, lr);
-    return norm;
-}
-
 static void zero_grads(rl *r) {
     al_model_zero_grad(r->m);
     if (r->critic) al_model_zero_grad(r->critic);
+}
+
+/* Clips the policy's and critic's gradients together (their global norm,
+ * summed over ranks), then one AdamW step each. */
+static double optimizer_step(rl *r, float lr) {
+    double mx = r->hp->max_grad_norm;
+    r->n_updates++;
+    if (!r->ddp) {
+        /* one process: as before lib/dist, to the last bit */
+        double a = al_model_grad_norm(r->m), b = r->critic ? al_model_grad_norm(r->critic) : 0;
+        double norm = sqrt(a * a + b * b);
+        if (mx > 0 && norm > mx && isfinite(norm)) {
+            r->n_clipped++;
+            if (a > 0) al_clip_grad_norm(r->m, mx * a / norm);
+            if (b > 0) al_clip_grad_norm(r->critic, mx * b / norm);
+        }
+        al_adamw_step(&r->opt, r->m, lr);
+        if (r->critic) al_adamw_step(&r->copt, r->critic, lr);
+        return norm;
+    }
+    double a2 = al_ddp_grad_sumsq(r->ddp, r->m), b2 = r->critic ? al_ddp_grad_sumsq(r->cddp, r->critic) : 0;
+    double norm = sqrt(a2 + b2);
+    if (mx > 0 && norm > mx && isfinite(norm)) {
+        r->n_clipped++;
+        /* torch.nn.utils.clip_grad_norm_ over both models' parameters */
+        float coef = (float)(mx / (norm + 1e-6));
+        al_ddp_grad_scale(r->ddp, r->m, coef);
+        if (r->critic) al_ddp_grad_scale(r->cddp, r->critic, coef);
+    }
+    al_ddp_adamw_step(r->ddp, &r->opt, r->m, lr);
+    if (r->critic) al_ddp_adamw_step(r->cddp, &r->copt, r->critic, lr);
+    return norm;
+}
+
+/* One optimiser step's gradients over rows idx[0..n): forward, objective
+ * and backward here, the SFT term, then the sums over ranks (every rank
+ * passes every collective, one that failed too) and an agreement on the
+ * outcome. */
+static int step_grads(rl *r, const int32_t *idx, int n, int use_old, al_step_stats *st) {
+    int sft = r->hp->sft_mix_ratio > 0;
+    double tokens = 0;
+    if (sft) {
+        sft_rows(r, &tokens);
+        al_dist_sum(&tokens, 1);
+    }
+    zero_grads(r);
+    int rc = update_rows(r, idx, n, use_old, !sft, st);
+    if (!rc && sft) rc = sft_mix(r, tokens, st);
+    char e2[AL_ERRLEN];
+    int r1 = al_ddp_reduce(r->cddp, e2), r2 = al_ddp_reduce(r->ddp, e2);
+    if (!rc && (r1 || r2)) rc = al_err(r->err, r1 ? r1 : r2, "%s", e2);
+    return al_dist_agree_err(rc, r->err);
 }
 
 /* The updates of one rollout; st receives the mean over its optimiser steps. */
@@ -1020,9 +1134,7 @@ static int updates(rl *r, float lr, al_step_stats *st, double *gnorm) {
             }
             for (int b = 0; b < hp->num_mini_batches; b++) {
                 memset(&one, 0, sizeof one);
-                zero_grads(r);
-                if ((rc = update_rows(r, r->perm + (size_t)b * M, M, 1, &one))) return rc;
-                if (hp->sft_mix_ratio > 0 && (rc = sft_mix(r, &one))) return rc;
+                if ((rc = step_grads(r, r->perm + (size_t)b * M, M, 1, &one))) return rc;
                 gsum += optimizer_step(r, lr);
                 acc.loss += one.loss;
                 acc.num_tokens += one.num_tokens;
@@ -1034,10 +1146,8 @@ static int updates(rl *r, float lr, al_step_stats *st, double *gnorm) {
         for (int i = 0; i < r->N; i++) r->perm[i] = i;
         for (int it = 0; it < hp->num_iterations; it++) {
             memset(&one, 0, sizeof one);
-            zero_grads(r);
             /* num_iterations 1: the ratio is 1 (old = current, detached) as TRL */
-            if ((rc = update_rows(r, r->perm, r->N, hp->num_iterations > 1, &one))) return rc;
-            if (hp->sft_mix_ratio > 0 && (rc = sft_mix(r, &one))) return rc;
+            if ((rc = step_grads(r, r->perm, r->N, hp->num_iterations > 1, &one))) return rc;
             gsum += optimizer_step(r, lr);
             acc.loss += one.loss;
             acc.num_tokens += one.num_tokens;
@@ -1045,6 +1155,7 @@ static int updates(rl *r, float lr, al_step_stats *st, double *gnorm) {
             n_up++;
         }
     }
+    al_stats_dist_sum(&acc); /* each rank's share of the global losses and metrics */
     memset(st, 0, sizeof *st);
     st->loss = acc.loss / n_up;
     st->num_tokens = acc.num_tokens / n_up;
@@ -1066,15 +1177,17 @@ static void put(mlist *l, const char *name, double v) {
     l->m[l->n++].value = v;
 }
 
+/* The mean of the finite values of x (n on each rank) over every rank
+ * (collective). */
 static double mean_of(const float *x, int n) {
-    double s = 0;
-    int k = 0;
+    double sk[2] = {0, 0};
     for (int i = 0; i < n; i++)
         if (isfinite(x[i])) {
-            s += x[i];
-            k++;
+            sk[0] += x[i];
+            sk[1]++;
         }
-    return k ? s / k : NAN;
+    al_dist_sum(sk, 2);
+    return sk[1] > 0 ? sk[0] / sk[1] : NAN;
 }
 
 /* Emits a health warning at most once per HEALTH_WINDOW steps per kind. */
@@ -1215,18 +1328,27 @@ int rl_copy_tokenizer(const al_job *job, const char *dir, char err[AL_ERRLEN]) {
     return al_chat_copy_files(job->model, dir, job->chat_template, err);
 }
 
+/* The full AdamW moments of the policy and the critic, every rank's RNG
+ * state: what a checkpoint holds beyond the weights, gathered on rank 0. */
+typedef struct rl_state {
+    float *pm, *pv, *cm, *cv;
+    size_t pn, cn;
+    uint64_t *rng;             /* (world, 4) */
+} rl_state;
+
 /* optimizer.safetensors of a model's folder (optim.h: moments, and the fp32
  * masters of a checkpoint saved narrower) */
-static int save_opt(const al_adamw *o, const al_model *m, const char *dir, char err[AL_ERRLEN]) {
+static int save_opt(const char *dir, const float *m, const float *v, size_t n, const al_model *model,
+                    char err[AL_ERRLEN]) {
     char path[AL_PATH_MAX + 128];
     snprintf(path, sizeof path, "%s/optimizer.safetensors", dir);
-    return al_adamw_save(o, m, path, err);
+    return al_adamw_save_file(path, m, v, n, model, err);
 }
 
 static int load_opt(al_adamw *o, al_model *m, const char *dir, char err[AL_ERRLEN]) {
     char path[AL_PATH_MAX + 128];
     snprintf(path, sizeof path, "%s/optimizer.safetensors", dir);
-    return al_adamw_load(o, m, path, err);
+    return al_adamw_load_file(o, m, path, al_model_num_params(m, 1), err);
 }
 
 static int save_weights(rl *r, al_model *m, const char *dir, const char *base) {
@@ -1253,7 +1375,7 @@ static const char *critic_base(const rl *r) {
     return j->critic_model[0] ? j->critic_model : j->reward.n_reward_models ? j->reward.reward_model[0] : j->model;
 }
 
-static int fill_dir(rl *r, const char *dir, const char *tmp, int in_place, int with_state) {
+static int fill_dir(rl *r, const char *dir, const char *tmp, int in_place, const rl_state *ws) {
     char path[AL_PATH_MAX + 64];
     int rc;
     if ((rc = al_mkdir_p(tmp, r->err))) return rc;
@@ -1267,18 +1389,30 @@ static int fill_dir(rl *r, const char *dir, const char *tmp, int in_place, int w
     if (r->critic) {
         snprintf(path, sizeof path, "%s/critic", tmp);
         if ((rc = al_mkdir_p(path, r->err)) || (rc = save_weights(r, r->critic, path, critic_base(r)))) return rc;
-        if (with_state && (rc = save_opt(&r->copt, r->critic, path, r->err))) return rc;
+        if (ws && (rc = save_opt(path, ws->cm, ws->cv, ws->cn, r->critic, r->err))) return rc;
     }
-    if (with_state) {
-        if ((rc = save_opt(&r->opt, r->m, tmp, r->err))) return rc;
-        char rng[4][24];
-        for (int i = 0; i < 4; i++) snprintf(rng[i], sizeof rng[i], "%016" PRIx64, r->rng.s[i]);
-        json_t *st = json_pack("{s:I, s:I, s:I, s:I, s:f, s:s, s:I, s:f, s:I, s:[s,s,s,s]}", "global_step",
+    if (ws) {
+        if ((rc = save_opt(tmp, ws->pm, ws->pv, ws->pn, r->m, r->err))) return rc;
+        /* "rng": rank 0's (a run of one process reads it); "rank_rng": every rank's */
+        json_t *ranks = json_array(), *rng0 = NULL;
+        for (int k = 0; k < r->world; k++) {
+            json_t *a = json_array();
+            for (int i = 0; i < 4; i++) {
+                char h[24];
+                snprintf(h, sizeof h, "%016" PRIx64, ws->rng[4 * k + i]);
+                json_array_append_new(a, json_string(h));
+            }
+            if (k == 0) rng0 = json_deep_copy(a);
+            json_array_append_new(ranks, a);
+        }
+        json_t *st = json_pack("{s:I, s:I, s:I, s:I, s:f, s:s, s:I, s:f, s:I, s:o, s:o, s:i, s:i}", "global_step",
                                (json_int_t)r->step, "max_steps", (json_int_t)r->total_steps, "optimizer_step",
                                (json_int_t)r->opt.step, "critic_optimizer_step", (json_int_t)r->copt.step,
                                "trained_tokens", r->trained_tokens, "method", r->job->method, "seed",
                                (json_int_t)r->hp->seed, "kl_coef", r->kl_coef, "prompt_cursor",
-                               (json_int_t)r->cursor, "rng", rng[0], rng[1], rng[2], rng[3]);
+                               (json_int_t)r->cursor, "rng", rng0, "rank_rng", ranks, "world_size", r->world,
+                               "global_batch_size", r->N * r->world);
+        /* rank 0's sampler: step_prompts replays any rank's draws from it */
         if (st && r->mixing && json_object_set_new(st, "mixer", al_mix_state(&r->mix))) {
             json_decref(st);
             st = NULL;
@@ -1295,15 +1429,36 @@ static int fill_dir(rl *r, const char *dir, const char *tmp, int in_place, int w
     return AL_OK;
 }
 
-/* fill_dir; a new folder left half-written (a full disk) is removed. */
+/* fill_dir; a new folder left half-written (a full disk) is removed. Every
+ * rank calls it (sharded moments and the RNG states are gathered); rank 0
+ * writes, and all return its result. */
 static int save_dir(rl *r, const char *dir, int with_state) {
-    char tmp[AL_PATH_MAX + 32], e2[AL_ERRLEN];
-    int in_place = al_file_exists(dir);
-    if (snprintf(tmp, sizeof tmp, "%s%s", dir, in_place ? "" : ".tmp") >= (int)sizeof tmp)
-        return al_err(r->err, AL_EINVAL, "%s: the path is too long", dir);
-    int rc = fill_dir(r, dir, tmp, in_place, with_state);
-    if (rc && !in_place) al_rmtree(tmp, e2);
-    return rc;
+    rl_state ws;
+    memset(&ws, 0, sizeof ws);
+    int rc = AL_OK;
+    if (with_state) {
+        rc = al_ddp_moments_gather(r->ddp, &r->opt, &ws.pm, &ws.pv, &ws.pn, r->err);
+        if (!rc && r->critic) rc = al_ddp_moments_gather(r->cddp, &r->copt, &ws.cm, &ws.cv, &ws.cn, r->err);
+        ws.rng = malloc((size_t)r->world * sizeof r->rng);
+        AL_ASSERT(ws.rng);
+        al_dist_allgather(r->rng.s, sizeof r->rng.s, ws.rng);
+    }
+    if (!rc && r->rank == 0) {
+        char tmp[AL_PATH_MAX + 32], e2[AL_ERRLEN];
+        int in_place = al_file_exists(dir);
+        if (snprintf(tmp, sizeof tmp, "%s%s", dir, in_place ? "" : ".tmp") >= (int)sizeof tmp) {
+            rc = al_err(r->err, AL_EINVAL, "%s: the path is too long", dir);
+        } else {
+            rc = fill_dir(r, dir, tmp, in_place, with_state ? &ws : NULL);
+            if (rc && !in_place) al_rmtree(tmp, e2);
+        }
+    }
+    if (with_state) {
+        al_ddp_moments_release(&r->opt, ws.pm, ws.pv);
+        if (r->critic) al_ddp_moments_release(&r->copt, ws.cm, ws.cv);
+        free(ws.rng);
+    }
+    return al_dist_agree_err(rc, r->err);
 }
 
 static int load_state(rl *r, const char *dir) {
@@ -1326,8 +1481,12 @@ static int load_state(rl *r, const char *dir) {
     r->trained_tokens = json_number_value(json_object_get(st, "trained_tokens"));
     r->kl_coef = json_number_value(json_object_get(st, "kl_coef"));
     r->cursor = (long)json_integer_value(json_object_get(st, "prompt_cursor"));
-    for (int i = 0; i < 4; i++) {
-        const char *s = json_string_value(json_array_get(rng, (size_t)i));
+    /* this rank's sampling stream: rank 0's is "rng", the others' in
+     * "rank_rng" when the checkpoint's run had them */
+    json_t *mine = r->rank == 0 ? rng : json_array_get(json_object_get(st, "rank_rng"), (size_t)r->rank);
+    int derive = !json_is_array(mine) || json_array_size(mine) != 4;
+    for (int i = 0; i < 4 && !derive; i++) {
+        const char *s = json_string_value(json_array_get(mine, (size_t)i));
         r->rng.s[i] = s ? strtoull(s, NULL, 16) : 0;
     }
     if (r->mixing) {
@@ -1338,9 +1497,11 @@ static int load_state(rl *r, const char *dir) {
     }
     json_decref(st);
     if (rc) return rc;
-    if (r->cursor != r->step * r->P)
+    if (derive) /* a rank the checkpoint's run did not have: a stream of its own from the seed and the step */
+        al_rng_seed(&r->rng, rank_seed(r, r->hp->seed ^ 0x5A3D1E5ull ^ (uint64_t)r->step * 0xD1B54A32D192ED03ull));
+    if (r->cursor != r->step * r->Pg)
         return al_err(r->err, AL_EFORMAT, "%s: prompt_cursor %ld does not match step %ld x %d prompts", path,
-                      r->cursor, r->step, r->P);
+                      r->cursor, r->step, r->Pg);
     if (r->job->use_lora) rc = load_trainable(r->m, dir, r->err);
     else rc = al_model_load_weights(r->m, dir, r->err);
     if (rc || (rc = load_opt(&r->opt, r->m, dir, r->err))) return rc;
@@ -1357,7 +1518,8 @@ static int load_state(rl *r, const char *dir) {
 
 static int one_step(rl *r, mlist *l, int train) {
     const al_hparams *hp = r->hp;
-    int rc = rollout(r, r->step);
+    /* generation and scoring are local: agree on their outcome */
+    int rc = al_dist_agree_err(rollout(r, r->step), r->err);
     if (rc) return rc;
     al_step_stats st;
     memset(&st, 0, sizeof st);
@@ -1403,7 +1565,16 @@ static int one_step(rl *r, mlist *l, int train) {
             ntok++;
         }
     }
-    int N = r->N;
+    /* over every rank's completions */
+    double sums[10] = {sd, len, eos, tl, tn, d2, seq_kl, seq_nlp, ref_tok, ntok}, zs = zero_std;
+    al_dist_sum(sums, 10);
+    sd = sums[0], len = sums[1], eos = sums[2], tl = sums[3], tn = sums[4], d2 = sums[5];
+    seq_kl = sums[6], seq_nlp = sums[7], ref_tok = sums[8], ntok = sums[9];
+    al_dist_min(&minl, 1);
+    al_dist_max(&maxl, 1);
+    if (!r->ppo) al_dist_sum(&zs, 1); /* PPO's is the batch's already */
+    zero_std = (int)zs;
+    int N = r->N * r->world, P = r->Pg;
     sd = N > 1 ? sqrt(sd / (N - 1)) : 0;
     put(l, "loss", st.loss);
     put(l, "learning_rate", lr);
@@ -1417,11 +1588,11 @@ static int one_step(rl *r, mlist *l, int train) {
         put(l, "objective/scores", score);
         put(l, "val/num_eos_tokens", eos);
         if (hp->adaptive_kl) put(l, "objective/kl_coef", r->kl_coef);
-        put(l, "episode", (double)(r->step + 1) * r->P);
+        put(l, "episode", (double)(r->step + 1) * P);
     } else {
         put(l, "reward", score);
         put(l, "reward_std", sd);
-        put(l, "frac_reward_zero_std", (double)zero_std / r->P);
+        put(l, "frac_reward_zero_std", (double)zero_std / P);
         if (r->use_ref) put(l, "objective/kl", seq_kl / N);
     }
     put(l, "completions/mean_length", len / N);
@@ -1433,20 +1604,20 @@ static int one_step(rl *r, mlist *l, int train) {
     /* logged at weight 0 too when the prompts have answers: the samples'
      * true accuracy beside what a reward model says of them */
     if (r->job->reward.verifiable != 0 || r->all_answered) {
-        put(l, "rewards/verifiable/mean", mean_of(r->p_ver, N));
-        put(l, "rewards/verifiable/extracted", mean_of(r->p_ext, N));
+        put(l, "rewards/verifiable/mean", mean_of(r->p_ver, r->N));
+        put(l, "rewards/verifiable/extracted", mean_of(r->p_ext, r->N));
     }
-    if (r->job->reward.format_regex[0]) put(l, "rewards/format/mean", mean_of(r->p_fmt, N));
-    if (r->job->reward.http_url[0]) put(l, "rewards/http/mean", mean_of(r->p_http, N));
-    if (al_rewarder_has_rm(r->rw)) put(l, "rewards/reward_model/mean", mean_of(r->p_rm, N));
-    if (al_rewarder_has_judge(r->rw)) put(l, "rewards/judge/mean", mean_of(r->p_judge, N));
+    if (r->job->reward.format_regex[0]) put(l, "rewards/format/mean", mean_of(r->p_fmt, r->N));
+    if (r->job->reward.http_url[0]) put(l, "rewards/http/mean", mean_of(r->p_http, r->N));
+    if (al_rewarder_has_rm(r->rw)) put(l, "rewards/reward_model/mean", mean_of(r->p_rm, r->N));
+    if (al_rewarder_has_judge(r->rw)) put(l, "rewards/judge/mean", mean_of(r->p_judge, r->N));
     for (int i = 0; i < st.n; i++) put(l, st.m[i].name, st.m[i].value);
     put(l, "num_tokens", r->trained_tokens + (train ? st.num_tokens : 0));
     if (train) r->trained_tokens += st.num_tokens;
     health(r, r->use_ref ? seq_kl / N : NAN, ntok > 0 ? seq_nlp / ntok : NAN, len / N, score,
-           r->use_ref && ntok > 0 ? ref_tok / ntok : NAN, d2 / N, (double)zero_std / r->P);
+           r->use_ref && ntok > 0 ? ref_tok / ntok : NAN, d2 / N, (double)zero_std / P);
     if (r->ppo && hp->adaptive_kl && train)
-        r->kl_coef = al_rl_adaptive_kl(r->kl_coef, seq_kl / N, hp->target_kl, hp->kl_horizon, r->P);
+        r->kl_coef = al_rl_adaptive_kl(r->kl_coef, seq_kl / N, hp->target_kl, hp->kl_horizon, P);
     return AL_OK;
 }
 
@@ -1463,8 +1634,12 @@ static int rl_train(rl *r, const char *resume_dir, al_train_result *res) {
     int rc = AL_OK;
     char dir[AL_PATH_MAX + 64];
     if (resume_dir) {
-        if ((rc = load_state(r, resume_dir))) return rc;
+        if ((rc = al_dist_agree_err(load_state(r, resume_dir), r->err))) return rc;
         rl_event(cb, AL_LOG_INFO, "resumed from %s at step %ld", resume_dir, r->step);
+        if (r->world0 != r->world)
+            rl_event(cb, AL_LOG_INFO, "the checkpoint was written by %d ranks, this run has %d: %d prompts a step "
+                     "are kept, %d per rank; ranks without a stream in the checkpoint sample from one of their own",
+                     r->world0, r->world, r->Pg, r->P);
     }
     if (cb && cb->begin) cb->begin(cb->ud, r->total_steps, r->step);
     double t0 = al_now(), tok0 = r->trained_tokens;
@@ -1473,22 +1648,26 @@ static int rl_train(rl *r, const char *resume_dir, al_train_result *res) {
         /* step 0: the starting point, measured on a rollout of its own RNG so
          * the training rollouts do not depend on whether it ran */
         al_rng keep = r->rng;
-        al_rng_seed(&r->rng, r->hp->seed ^ 0x0DDBA11ull);
+        al_rng_seed(&r->rng, rank_seed(r, r->hp->seed ^ 0x0DDBA11ull));
         l.n = 0;
         if (r->total_steps > 0 && (rc = one_step(r, &l, 0))) return rc;
         r->rng = keep;
         r->h_n = 0; /* the health history starts with the training steps */
-        if ((rc = evaluate_val(r, &l)) || (rc = evaluate_bench(r, &l, 0))) return rc;
+        if (r->rank == 0 && !(rc = evaluate_val(r, &l))) rc = evaluate_bench(r, &l, 0); /* rank 0's duty */
+        if ((rc = al_dist_agree_err(rc, r->err))) return rc;
         emit(r, 0, &l);
         samples(r, 0);
     }
     while (r->step < r->total_steps) {
-        if (cb && cb->should_stop && cb->should_stop(cb->ud))
-            return al_err(r->err, AL_ECANCELED, "cancelled at step %ld", r->step);
-        if (cb && cb->should_pause && cb->should_pause(cb->ud)) {
+        /* every rank stops or pauses at the same step */
+        int stop = cb && cb->should_stop && cb->should_stop(cb->ud);
+        int pause = !stop && cb && cb->should_pause && cb->should_pause(cb->ud);
+        int agreed = al_dist_any(stop | pause << 1);
+        if (agreed & 1) return al_err(r->err, AL_ECANCELED, "cancelled at step %ld", r->step);
+        if (agreed & 2) {
             snprintf(dir, sizeof dir, "%s/checkpoint-%ld", job->output_dir[0] ? job->output_dir : ".", r->step);
             if ((rc = save_dir(r, dir, 1))) return rc;
-            if (cb->checkpoint) cb->checkpoint(cb->ud, r->step, dir);
+            if (cb && cb->checkpoint) cb->checkpoint(cb->ud, r->step, dir);
             snprintf(res->last_checkpoint, sizeof res->last_checkpoint, "%s", dir);
             return al_err(r->err, AL_EPAUSED, "paused at step %ld", r->step);
         }
@@ -1501,7 +1680,8 @@ static int rl_train(rl *r, const char *resume_dir, al_train_result *res) {
         if (log_now || eval_now) {
             double dt = al_now() - t0;
             put(&l, "tokens_per_second", dt > 0 ? (r->trained_tokens - tok0) / dt : 0);
-            if (eval_now && ((rc = evaluate_val(r, &l)) || (rc = evaluate_bench(r, &l, s)))) return rc;
+            if (eval_now && r->rank == 0 && !(rc = evaluate_val(r, &l))) rc = evaluate_bench(r, &l, s);
+            if (eval_now && (rc = al_dist_agree_err(rc, r->err))) return rc;
             emit(r, s, &l);
             samples(r, s);
         }
@@ -1519,11 +1699,14 @@ static int rl_train(rl *r, const char *resume_dir, al_train_result *res) {
         if (cb && cb->checkpoint) cb->checkpoint(cb->ud, r->step, job->output_dir);
         if (job->use_lora && job->lora_merge) {
             snprintf(dir, sizeof dir, "%s/merged", job->output_dir);
-            if ((rc = al_mkdir_p(dir, r->err)) || (rc = al_model_save(r->m, dir, r->err)) ||
-                (rc = rl_copy_tokenizer(job, dir, r->err)))
-                return rc;
+            if (r->rank == 0 && !(rc = al_mkdir_p(dir, r->err)) && !(rc = al_model_save(r->m, dir, r->err)))
+                rc = rl_copy_tokenizer(job, dir, r->err);
+            if ((rc = al_dist_agree_err(rc, r->err))) return rc;
         }
     }
+    char line[300];
+    if (al_ddp_summary(r->ddp, " of the policy", line, sizeof line)) rl_event(cb, AL_LOG_INFO, "%s", line);
+    if (al_ddp_summary(r->cddp, " of the critic", line, sizeof line)) rl_event(cb, AL_LOG_INFO, "%s", line);
     return AL_OK;
 }
 
@@ -1541,7 +1724,11 @@ int al_rl_run(const al_job *job, const char *resume_dir, const al_train_cb *cb, 
     r->job = job;
     r->hp = &job->hp;
     r->cb = cb;
-    int rc = setup(r);
+    r->resume = resume_dir;
+    /* every rank passes each agreement, one whose set-up failed too */
+    int rc = al_dist_agree_err(setup(r), r->err);
+    if (!rc) rc = start_dist(r);
+    rc = al_dist_agree_err(rc, r->err);
     if (!rc) rc = rl_train(r, resume_dir, &r0);
     r0.steps = r->step;
     r0.total_steps = r->total_steps;

@@ -31,6 +31,9 @@ double al_rl_kl(double logp, double ref, int estimator);
  * sqrt(var + 1e-8) with the unbiased variance (n / (n - 1)), the mean added
  * back when shift_mean is 0. Fewer than two scored positions: unchanged. */
 void al_rl_whiten(float *x, const int32_t *targets, int R, int T, int shift_mean);
+/* The same with the mean and variance over the positions of every rank of a
+ * data-parallel run (collective; al_rl_whiten with one rank). */
+void al_rl_whiten_global(float *x, const int32_t *targets, int R, int T, int shift_mean);
 
 /* PPO's per-token rewards: rewards[t] = -kl_coef * KL_t at every scored
  * position (KL from logp/ref with the estimator; kl_out receives KL_t, may be
@@ -53,6 +56,9 @@ void al_rl_gae(float *adv, float *ret, const float *rewards, const float *values
  * the whole batch's (AL_SCALE_BATCH) unbiased standard deviation, not at all
  * for AL_SCALE_NONE. Returns how many groups have zero spread (std < 1e-6). */
 int al_rl_group_adv(float *adv, const float *rewards, int n_groups, int G, int scale);
+/* The same where AL_SCALE_BATCH's batch is every rank's rewards (groups
+ * never straddle ranks; collective; al_rl_group_adv with one rank). */
+int al_rl_group_adv_global(float *adv, const float *rewards, int n_groups, int G, int scale);
 
 /* RLOO's leave-one-out advantages: r_i - mean of the other G - 1 rewards of
  * its group (G >= 2). */

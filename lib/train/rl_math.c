@@ -12,24 +12,30 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../dist/dist.h"
+
 double al_rl_kl(double logp, double ref, int estimator) {
     double logr = ref - logp;
     if (estimator == AL_KL_K3) return exp(logr) - 1 - logr;
     return -logr;
 }
 
-void al_rl_whiten(float *x, const int32_t *targets, int R, int T, int shift_mean) {
+/* global: the mean and variance over every rank's positions (lib/dist). */
+static void whiten(float *x, const int32_t *targets, int R, int T, int shift_mean, int global) {
     size_t N = (size_t)R * (size_t)T;
-    double sum = 0, n = 0;
+    double sn[2] = {0, 0};
     for (size_t i = 0; i < N; i++)
         if (targets[i] >= 0) {
-            sum += x[i];
-            n++;
+            sn[0] += x[i];
+            sn[1]++;
         }
+    if (global) al_dist_sum(sn, 2);
+    double n = sn[1];
     if (n < 2) return;
-    double mean = sum / n, var = 0;
+    double mean = sn[0] / n, var = 0;
     for (size_t i = 0; i < N; i++)
         if (targets[i] >= 0) var += ((double)x[i] - mean) * ((double)x[i] - mean);
+    if (global) al_dist_sum(&var, 1);
     var = var / n * (n / (n - 1)); /* TRL's masked_var(unbiased=True) */
     double inv = 1.0 / sqrt(var + 1e-8);
     for (size_t i = 0; i < N; i++)
@@ -37,6 +43,14 @@ void al_rl_whiten(float *x, const int32_t *targets, int R, int T, int shift_mean
             double w = ((double)x[i] - mean) * inv;
             x[i] = (float)(shift_mean ? w : w + mean);
         }
+}
+
+void al_rl_whiten(float *x, const int32_t *targets, int R, int T, int shift_mean) {
+    whiten(x, targets, R, T, shift_mean, 0);
+}
+
+void al_rl_whiten_global(float *x, const int32_t *targets, int R, int T, int shift_mean) {
+    whiten(x, targets, R, T, shift_mean, 1);
 }
 
 void al_rl_token_rewards(float *rewards, float *kl_out, const float *logp, const float *ref,
@@ -81,15 +95,17 @@ void al_rl_gae(float *adv, float *ret, const float *rewards, const float *values
     }
 }
 
-int al_rl_group_adv(float *adv, const float *rewards, int n_groups, int G, int scale) {
+static int group_adv(float *adv, const float *rewards, int n_groups, int G, int scale, int global) {
     int n = n_groups * G, zero = 0;
     double bstd = 0;
-    if (scale == AL_SCALE_BATCH && n > 1) {
-        double s = 0, ss = 0;
-        for (int i = 0; i < n; i++) s += rewards[i];
-        double m = s / n;
+    if (scale == AL_SCALE_BATCH) {
+        double sn[2] = {0, (double)n}, ss = 0;
+        for (int i = 0; i < n; i++) sn[0] += rewards[i];
+        if (global) al_dist_sum(sn, 2);
+        double m = sn[1] > 0 ? sn[0] / sn[1] : 0;
         for (int i = 0; i < n; i++) ss += (rewards[i] - m) * (rewards[i] - m);
-        bstd = sqrt(ss / (n - 1));
+        if (global) al_dist_sum(&ss, 1);
+        if (sn[1] > 1) bstd = sqrt(ss / (sn[1] - 1));
     }
     for (int g = 0; g < n_groups; g++) {
         const float *r = rewards + (size_t)g * G;
@@ -103,6 +119,14 @@ int al_rl_group_adv(float *adv, const float *rewards, int n_groups, int G, int s
         for (int k = 0; k < G; k++) adv[(size_t)g * G + k] = (float)((r[k] - m) / div);
     }
     return zero;
+}
+
+int al_rl_group_adv(float *adv, const float *rewards, int n_groups, int G, int scale) {
+    return group_adv(adv, rewards, n_groups, G, scale, 0);
+}
+
+int al_rl_group_adv_global(float *adv, const float *rewards, int n_groups, int G, int scale) {
+    return group_adv(adv, rewards, n_groups, G, scale, 1);
 }
 
 void al_rl_rloo_adv(float *adv, const float *rewards, int n_groups, int G) {

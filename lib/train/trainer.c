@@ -15,6 +15,17 @@
  * moments and the step counter are all a resumed run needs to continue
  * exactly.
  *
+ * Data parallelism (lib/dist/ddp.h; N ranks under mpirun or srun): a step
+ * takes a global batch of batch_size x N examples, the same on every rank
+ * (every rank reads all the data), and rank r trains on its r-th share of
+ * batch_size; the denominators are counted over the global batch, the
+ * gradients summed over ranks after backward (train_step, the one point
+ * where they are final), and every rank takes the same AdamW step. Rank 0
+ * alone evaluates, samples and writes checkpoints; stop and pause are agreed
+ * by all. A checkpoint records the global batch and the data cursor in
+ * global samples, and a run resumed on another number of ranks keeps that
+ * global batch (batch_size per rank = global / N).
+ *
  * KTO follows TRL's KTOTrainer (trl/trainer/kto_trainer.py, main): when the
  * data is prepared, each example is given its KL row, its own prompt with
  * the completion of the example before it in its run of micro_batch_size
@@ -96,6 +107,11 @@ typedef struct trainer {
     int32_t *order;
     int32_t *idx;
     al_adamw opt;
+    al_ddp *ddp;                  /* the gradient reduction across ranks, NULL alone */
+    int rank, world;
+    int B;                        /* examples (units) this rank takes per step */
+    int GB;                       /* the global batch: B x world */
+    int world0;                   /* ranks of the run a resumed checkpoint came from */
     al_mix mix;                   /* training_files: the weighted mixture's sampler */
     int mixing;                   /* drawn step by step (else fixed, or no mixture) */
     int32_t *unit_ex, *unit_len;  /* a mixture fixed for packing or group_by_length:
@@ -382,9 +398,9 @@ static int alloc_buffers(trainer *t) {
     ALLOC(t->last, (size_t)rows);
     ALLOC(t->label, (size_t)rows);
     ALLOC(t->margin, (size_t)rows);
-    ALLOC(t->order, (size_t)(t->train.n > t->hp->batch_size ? t->train.n : t->hp->batch_size) + 1);
+    ALLOC(t->order, (size_t)(t->train.n > t->GB ? t->train.n : t->GB) + 1);
     ALLOC(t->idx, (size_t)t->mb);
-    ALLOC(t->mapped, (size_t)t->hp->batch_size);
+    ALLOC(t->mapped, (size_t)t->GB);
 #undef ALLOC
     char e2[AL_ERRLEN];
     if ((rc = al_model_reserve(t->m, rows, t->max_T,
@@ -583,8 +599,8 @@ static int n_units(const trainer *t) { return t->packed ? t->pack.n_rows : t->tr
  * from its sampler, whose state the checkpoint keeps. */
 static int step_examples(trainer *t, long step) {
     if (t->mixing) {
-        for (int k = 0; k < t->hp->batch_size; k++) t->order[k] = al_mix_next(&t->mix);
-        return t->hp->batch_size;
+        for (int k = 0; k < t->GB; k++) t->order[k] = al_mix_next(&t->mix);
+        return t->GB;
     }
     long spe = t->steps_per_epoch;
     long epoch = step / spe, k = step % spe;
@@ -595,20 +611,29 @@ static int step_examples(trainer *t, long step) {
             for (int i = 0; i < n_units(t); i++) t->order[i] = i;
         else
             al_batch_order(t->packed ? t->pack.len : t->unit_len ? t->unit_len : t->train.len, n_units(t),
-                           t->hp->batch_size,
-                           t->hp->group_by_length,
+                           t->GB, t->hp->group_by_length,
                            t->hp->seed + (uint64_t)epoch * 0x9E3779B9u, t->order);
     }
-    long lo = k * t->hp->batch_size;
-    long hi = lo + t->hp->batch_size;
+    long lo = k * t->GB;
+    long hi = lo + t->GB;
     if (hi > n_units(t)) hi = n_units(t);
     return (int)(hi - lo);
 }
 
-/* Runs one optimiser step over the examples of `step`, filling st. */
+/* Global samples (units) consumed before step `step`: the data cursor a
+ * checkpoint records. */
+static long data_cursor(const trainer *t, long step) {
+    if (t->mixing) return step * t->GB;
+    long spe = t->steps_per_epoch, k = step % spe, in_epoch = k * t->GB;
+    return (step / spe) * n_units(t) + (in_epoch < n_units(t) ? in_epoch : n_units(t));
+}
+
+/* Runs one optimiser step over the examples of `step`, filling st: this
+ * rank's share of the global batch, then (update) the gradients summed over
+ * the ranks — the point where they are final — and the statistics too. */
 static int train_step(trainer *t, long step, al_step_stats *st, int update) {
     int n = step_examples(t, step);
-    long lo = t->mixing ? 0 : (step % t->steps_per_epoch) * t->hp->batch_size;
+    long lo = t->mixing ? 0 : (step % t->steps_per_epoch) * t->GB;
     const int32_t *all = t->order + lo;
     if (t->unit_ex && !t->packed) {
         /* a fixed mixture's units are its draws: examples, some repeated */
@@ -616,16 +641,24 @@ static int train_step(trainer *t, long step, al_step_stats *st, int update) {
         all = t->mapped;
     }
     double norm_tokens, norm_rows;
+    /* the denominators of the global batch: every rank holds all the data */
     step_norms(t, &t->train, all, n, &norm_tokens, &norm_rows);
+    int a = t->rank * t->B < n ? t->rank * t->B : n, b = a + t->B < n ? a + t->B : n;
     memset(st, 0, sizeof *st);
     if (update) al_model_zero_grad(t->m);
-    int rc;
-    for (int i = 0; i < n; i += t->mb) {
-        int k = n - i < t->mb ? n - i : t->mb;
+    int rc = AL_OK;
+    for (int i = a; i < b && !rc; i += t->mb) {
+        int k = b - i < t->mb ? b - i : t->mb;
         memcpy(t->idx, all + i, (size_t)k * sizeof *t->idx);
-        if ((rc = micro_batch(t, &t->train, t->idx, k, norm_tokens, norm_rows, update, st))) return rc;
+        if (update && i + k >= b) al_ddp_arm(t->ddp); /* the step's last backward starts the buckets */
+        rc = micro_batch(t, &t->train, t->idx, k, norm_tokens, norm_rows, update, st);
     }
-    return AL_OK;
+    /* collectives run on every rank, one that failed too (the others wait) */
+    char e2[AL_ERRLEN];
+    int rr = update ? al_ddp_reduce(t->ddp, e2) : AL_OK;
+    if (!rc && rr) rc = al_err(t->err, rr, "%s", e2);
+    al_stats_dist_sum(st);
+    return al_dist_agree_err(rc, t->err);
 }
 
 /* ---- evaluation ------------------------------------------------------------ */
@@ -843,7 +876,8 @@ static int copy_tokenizer(trainer *t, const char *dir) {
  * renamed into place, so it exists complete or not at all; a folder that
  * exists already (the output_dir, which holds the checkpoints too) gets
  * each file replaced atomically. */
-static int fill_model_dir(trainer *t, const char *dir, const char *tmp, int in_place, int with_state) {
+static int fill_model_dir(trainer *t, const char *dir, const char *tmp, int in_place, int with_state,
+                          const float *mm, const float *vv, size_t nm) {
     char path[AL_PATH_MAX + 64];
     int rc;
     if ((rc = al_mkdir_p(tmp, t->err))) return rc;
@@ -857,14 +891,17 @@ static int fill_model_dir(trainer *t, const char *dir, const char *tmp, int in_p
     if (rc) return rc;
     if ((rc = copy_tokenizer(t, tmp))) return rc;
     if (with_state) {
-        /* AdamW moments (and fp32 masters) and the step: all that resuming
-         * needs beyond weights */
+        /* AdamW moments (and the fp32 masters of a checkpoint saved
+         * narrower) and the step: all that resuming needs beyond weights;
+         * the global batch and the data cursor (in global samples) let a run
+         * resume on another number of ranks */
         snprintf(path, sizeof path, "%s/optimizer.safetensors", tmp);
-        if ((rc = al_adamw_save(&t->opt, t->m, path, t->err))) return rc;
-        json_t *st = json_pack("{s:I, s:I, s:I, s:f, s:s, s:I}", "global_step", (json_int_t)t->step,
+        if ((rc = al_adamw_save_file(path, mm, vv, nm, t->m, t->err))) return rc;
+        json_t *st = json_pack("{s:I, s:I, s:I, s:f, s:s, s:I, s:i, s:i, s:I}", "global_step", (json_int_t)t->step,
                                "max_steps", (json_int_t)t->total_steps, "optimizer_step",
                                (json_int_t)t->opt.step, "trained_tokens", t->trained_tokens,
-                               "method", t->ops->name, "seed", (json_int_t)t->hp->seed);
+                               "method", t->ops->name, "seed", (json_int_t)t->hp->seed, "global_batch_size",
+                               t->GB, "world_size", t->world, "data_cursor", (json_int_t)data_cursor(t, t->step));
         if (st && t->mixing && json_object_set_new(st, "mixer", al_mix_state(&t->mix))) {
             json_decref(st);
             st = NULL;
@@ -883,14 +920,22 @@ static int fill_model_dir(trainer *t, const char *dir, const char *tmp, int in_p
 }
 
 /* fill_model_dir, and a new folder left half-written (a full disk) is
- * removed rather than left as checkpoint-N.tmp. */
+ * removed rather than left as checkpoint-N.tmp. Every rank calls it (the
+ * moments of a sharded optimizer are gathered); rank 0 writes, and all
+ * return its result. */
 static int save_model_dir(trainer *t, const char *dir, int with_state) {
-    char tmp[AL_PATH_MAX + 32], e2[AL_ERRLEN];
-    int in_place = al_file_exists(dir);
-    snprintf(tmp, sizeof tmp, "%s%s", dir, in_place ? "" : ".tmp");
-    int rc = fill_model_dir(t, dir, tmp, in_place, with_state);
-    if (rc && !in_place) al_rmtree(tmp, e2);
-    return rc;
+    float *mm = NULL, *vv = NULL;
+    size_t nm = 0;
+    int rc = with_state ? al_ddp_moments_gather(t->ddp, &t->opt, &mm, &vv, &nm, t->err) : AL_OK;
+    if (!rc && t->rank == 0) {
+        char tmp[AL_PATH_MAX + 32], e2[AL_ERRLEN];
+        int in_place = al_file_exists(dir);
+        snprintf(tmp, sizeof tmp, "%s%s", dir, in_place ? "" : ".tmp");
+        rc = fill_model_dir(t, dir, tmp, in_place, with_state, mm, vv, nm);
+        if (rc && !in_place) al_rmtree(tmp, e2);
+    }
+    if (with_state) al_ddp_moments_release(&t->opt, mm, vv);
+    return al_dist_agree_err(rc, t->err);
 }
 
 static int load_state(trainer *t, const char *dir) {
@@ -921,14 +966,19 @@ static int load_state(trainer *t, const char *dir) {
     t->step = (long)json_integer_value(gs);
     t->opt.step = (long)json_integer_value(os);
     t->trained_tokens = json_number_value(tt);
+    json_t *dc = json_object_get(st, "data_cursor");
+    long cursor = json_is_integer(dc) ? (long)json_integer_value(dc) : -1;
     json_decref(st);
+    if (cursor >= 0 && cursor != data_cursor(t, t->step))
+        return al_err(t->err, AL_EFORMAT, "%s: data_cursor %ld does not match step %ld of global batches of %d",
+                      path, cursor, t->step, t->GB);
     /* weights: full model or adapters on the job's base; then the moments
-     * (and the fp32 masters of a checkpoint saved narrower) */
+     * (this rank's slice) and the fp32 masters of a checkpoint saved narrower */
     if (t->job->use_lora) rc = al_model_load_adapters(t->m, dir, t->err);
     else rc = al_model_load_weights(t->m, dir, t->err);
     if (rc) return rc;
     snprintf(path, sizeof path, "%s/optimizer.safetensors", dir);
-    return al_adamw_load(&t->opt, t->m, path, t->err);
+    return al_adamw_load_file(&t->opt, t->m, path, al_model_num_params(t->m, 1), t->err);
 }
 
 /* ---- the run ----------------------------------------------------------------- */
@@ -952,6 +1002,7 @@ static void trainer_free(trainer *t) {
     free(t->label); free(t->margin); free(t->order); free(t->idx);
     free(t->unit_ex); free(t->unit_len); free(t->mapped);
     al_adamw_deinit(&t->opt);
+    al_ddp_free(t->ddp);
     al_mix_deinit(&t->mix);
     if (t->obj) t->ops->destroy(t->obj);
     al_model_free(t->m);
@@ -960,7 +1011,61 @@ static void trainer_free(trainer *t) {
     al_tok_free(t->tok);
 }
 
-static int setup(trainer *t, const al_job *job, const al_train_cb *cb) {
+void al_ckpt_world(const char *dir, int *global_batch, int *world) {
+    *global_batch = *world = 0;
+    char path[AL_PATH_MAX + 64], *txt, e2[AL_ERRLEN];
+    size_t len;
+    if (!dir) return;
+    snprintf(path, sizeof path, "%s/trainer_state.json", dir);
+    if (al_file_read(path, 1 << 20, &txt, &len, e2) != AL_OK) return; /* load_state reports it */
+    json_t *st = json_loadb(txt, len, 0, NULL);
+    free(txt);
+    json_t *gb = json_object_get(st, "global_batch_size"), *ws = json_object_get(st, "world_size");
+    if (json_is_integer(gb) && json_integer_value(gb) > 0 && json_integer_value(gb) <= (1 << 30) &&
+        json_is_integer(ws) && json_integer_value(ws) > 0 && json_integer_value(ws) <= 65536) {
+        *global_batch = (int)json_integer_value(gb);
+        *world = (int)json_integer_value(ws);
+    }
+    json_decref(st);
+}
+
+/* The global batch: batch_size on each rank, or when resuming the one the
+ * checkpoint was trained with (however many ranks there are now), split
+ * evenly over the ranks. */
+static int global_batch(trainer *t, const char *resume_dir) {
+    t->world = t->world0 = al_dist_size();
+    t->rank = al_dist_rank();
+    if ((long)t->hp->batch_size * t->world > (1L << 30))
+        return al_err(t->err, AL_EINVAL, "hyperparameters.batch_size: %d on %d ranks is too large a global batch",
+                      t->hp->batch_size, t->world);
+    t->GB = t->hp->batch_size * t->world;
+    int gb, ws;
+    al_ckpt_world(resume_dir, &gb, &ws);
+    if (gb > 0) {
+        t->GB = gb;
+        t->world0 = ws;
+    }
+    if (t->GB % t->world)
+        return al_err(t->err, AL_EINVAL, "hyperparameters.batch_size: the checkpoint's global batch of %d does not "
+                      "split over %d ranks", t->GB, t->world);
+    t->B = t->GB / t->world;
+    if (t->mb > t->B) t->mb = t->B;
+    return AL_OK;
+}
+
+/* The gradient reduction across ranks and the optimiser (its slice, with
+ * ZeRO-1): after every rank's set-up succeeded (al_ddp_new is collective). */
+static int start_dist(trainer *t) {
+    al_adamw_cfg oc = {.lr = t->hp->learning_rate, .beta1 = t->hp->adam_beta1, .beta2 = t->hp->adam_beta2,
+                       .eps = t->hp->adam_epsilon, .weight_decay = t->hp->weight_decay};
+    char e2[AL_ERRLEN];
+    int rc = al_ddp_new(&t->ddp, t->m, &t->job->dist, e2);
+    if (rc) return al_err(t->err, rc, "%s", e2);
+    if ((rc = al_ddp_adamw_init(t->ddp, &t->opt, &oc, t->m))) return al_err(t->err, rc, "out of memory for AdamW");
+    return AL_OK;
+}
+
+static int setup(trainer *t, const al_job *job, const char *resume_dir, const al_train_cb *cb) {
     int rc;
     t->job = job;
     t->hp = &job->hp;
@@ -975,6 +1080,7 @@ static int setup(trainer *t, const al_job *job, const al_train_cb *cb) {
     if (t->mb > AL_MAX_MICRO_BATCH)
         return al_err(t->err, AL_EINVAL, "hyperparameters.batch_size: micro-batches hold at most %d",
                       AL_MAX_MICRO_BATCH);
+    if ((rc = global_batch(t, resume_dir))) return rc;
     if ((rc = al_tok_load(&t->tok, job->model, t->err))) return rc;
     if ((rc = al_chat_new(&t->chat, t->tok, job->chat_template, t->err))) return rc;
     t->pad = al_chat_pad_id(t->chat);
@@ -1073,12 +1179,9 @@ static int setup(trainer *t, const al_job *job, const al_train_cb *cb) {
                 return rc;
         }
     }
-    t->steps_per_epoch = (n_units(t) + t->hp->batch_size - 1) / t->hp->batch_size;
+    t->steps_per_epoch = (n_units(t) + t->GB - 1) / t->GB;
     t->total_steps = t->hp->max_steps >= 0 ? t->hp->max_steps : t->steps_per_epoch * t->hp->n_epochs;
     if ((rc = alloc_buffers(t))) return rc;
-    al_adamw_cfg oc = {.lr = t->hp->learning_rate, .beta1 = t->hp->adam_beta1, .beta2 = t->hp->adam_beta2,
-                       .eps = t->hp->adam_epsilon, .weight_decay = t->hp->weight_decay};
-    if ((rc = al_adamw_init(&t->opt, &oc, t->m))) return al_err(t->err, rc, "out of memory for AdamW");
     if (t->ops->needs_ref && t->hp->precompute_ref_log_probs) {
         /* score the data once with the reference, then let it go */
         if ((rc = precompute_ref(t, &t->train)) || (rc = precompute_ref(t, &t->val))) return rc;
@@ -1090,6 +1193,11 @@ static int setup(trainer *t, const al_job *job, const al_train_cb *cb) {
     }
     event(t, AL_LOG_INFO, "%s: %d training and %d validation examples, %ld steps, %zu trainable parameters",
           t->ops->name, t->train.n, t->val.n, t->total_steps, al_model_num_params(t->m, 1));
+    if (t->world > 1)
+        event(t, AL_LOG_INFO, "distributed: %d ranks, %d examples per rank per step, global batch %d, "
+              "micro-batches of %d, %s, buckets of %g MB %s", t->world, t->B, t->GB, t->mb,
+              job->dist.shard_optimizer ? "AdamW moments sharded (ZeRO-1)" : "AdamW moments on every rank",
+              job->dist.bucket_mb, job->dist.overlap ? "reduced during backward" : "reduced after backward");
     return AL_OK;
 }
 
@@ -1125,6 +1233,11 @@ static int watchdog(trainer *t, double loss, double gnorm) {
 
 int al_train_run(const al_job *job, const char *resume_dir, const al_train_cb *cb,
                  al_train_result *res, char err[AL_ERRLEN]) {
+    if ((!strcmp(job->method, "clean_data") || al_method_is_data(job->method)) && al_dist_size() > 1) {
+        if (res) memset(res, 0, sizeof *res);
+        return al_err(err, AL_EINVAL, "method: %s runs in one process, not as %d ranks", job->method,
+                      al_dist_size());
+    }
     if (!strcmp(job->method, "clean_data")) return al_clean_run(job, cb, res, err);
     if (al_method_is_rl(job->method) || al_method_is_data(job->method))
         return al_rl_run(job, resume_dir, cb, res, err);
@@ -1132,10 +1245,18 @@ int al_train_run(const al_job *job, const char *resume_dir, const al_train_cb *c
     if (!t) return al_err(err, AL_ENOMEM, "out of memory");
     al_train_result r0;
     memset(&r0, 0, sizeof r0);
-    int rc = setup(t, job, cb);
+    /* every rank passes every agreement below, so that one failing alone
+     * (a file it cannot read) fails them all with its reason */
+    int rc = al_dist_agree_err(setup(t, job, resume_dir, cb), t->err);
+    if (!rc) rc = start_dist(t);
+    rc = al_dist_agree_err(rc, t->err);
+    if (!rc && resume_dir) rc = load_state(t, resume_dir);
+    rc = al_dist_agree_err(rc, t->err);
     if (!rc && resume_dir) {
-        if ((rc = load_state(t, resume_dir)) == AL_OK)
-            event(t, AL_LOG_INFO, "resumed from %s at step %ld", resume_dir, t->step);
+        event(t, AL_LOG_INFO, "resumed from %s at step %ld", resume_dir, t->step);
+        if (t->world0 != t->world)
+            event(t, AL_LOG_INFO, "the checkpoint was written by %d ranks, this run has %d: the global batch of %d "
+                  "is kept, %d per rank", t->world0, t->world, t->GB, t->B);
     }
     if (!rc && cb && cb->begin) cb->begin(cb->ud, t->total_steps, t->step);
     al_metric m[2 * AL_MAX_METRICS];
@@ -1151,19 +1272,24 @@ int al_train_run(const al_job *job, const char *resume_dir, const al_train_cb *c
             m[nm++].value = st.loss;
             for (int i = 0; i < st.n; i++) m[nm++] = st.m[i];
         }
-        if (!rc) rc = evaluate(t, 0, m, &nm);
+        if (!rc && t->rank == 0) rc = evaluate(t, 0, m, &nm); /* rank 0's duty */
+        rc = al_dist_agree_err(rc, t->err);
         if (!rc) emit(t, 0, m, nm);
         if (t->mixing) al_mix_rewind(&t->mix);   /* step 1 trains on what step 0 measured */
     }
     while (!rc && t->step < t->total_steps) {
-        if (cb && cb->should_stop && cb->should_stop(cb->ud)) {
+        /* every rank stops or pauses at the same step */
+        int stop = cb && cb->should_stop && cb->should_stop(cb->ud);
+        int pause = !stop && cb && cb->should_pause && cb->should_pause(cb->ud);
+        int agreed = al_dist_any(stop | pause << 1);
+        if (agreed & 1) {
             rc = al_err(t->err, AL_ECANCELED, "cancelled at step %ld", t->step);
             break;
         }
-        if (cb && cb->should_pause && cb->should_pause(cb->ud)) {
+        if (agreed & 2) {
             snprintf(dir, sizeof dir, "%s/checkpoint-%ld", job->output_dir[0] ? job->output_dir : ".", t->step);
             if (!(rc = save_model_dir(t, dir, 1))) {
-                if (cb->checkpoint) cb->checkpoint(cb->ud, t->step, dir);
+                if (cb && cb->checkpoint) cb->checkpoint(cb->ud, t->step, dir);
                 snprintf(r0.last_checkpoint, sizeof r0.last_checkpoint, "%s", dir);
                 rc = al_err(t->err, AL_EPAUSED, "paused at step %ld", t->step);
             }
@@ -1171,10 +1297,11 @@ int al_train_run(const al_job *job, const char *resume_dir, const al_train_cb *c
         }
         al_step_stats st;
         if ((rc = train_step(t, t->step, &st, 1))) break;
-        double gnorm = al_clip_grad_norm(t->m, t->hp->max_grad_norm);
+        /* the loss and the norm are global: every rank decides alike */
+        double gnorm = al_ddp_clip_grad_norm(t->ddp, t->m, t->hp->max_grad_norm);
         if ((rc = watchdog(t, st.loss, gnorm))) break;
         float lr = al_sched_lr(t->hp->lr_scheduler_type, t->hp->learning_rate, t->step, warmup, t->total_steps);
-        al_adamw_step(&t->opt, t->m, lr);
+        al_ddp_adamw_step(t->ddp, &t->opt, t->m, lr);
         t->step++;
         t->trained_tokens += st.num_tokens;
         long s = t->step;
@@ -1191,7 +1318,8 @@ int al_train_run(const al_job *job, const char *resume_dir, const al_train_cb *c
             PUT("tokens_per_second", dt > 0 ? (t->trained_tokens - tok0) / dt : 0);
 #undef PUT
             for (int i = 0; i < st.n; i++) m[nm++] = st.m[i];
-            if (eval_now && (rc = evaluate(t, s, m, &nm))) break;
+            if (eval_now && t->rank == 0) rc = evaluate(t, s, m, &nm);
+            if (eval_now && (rc = al_dist_agree_err(rc, t->err))) break;
             emit(t, s, m, nm);
         }
         if (job->output_dir[0] && t->hp->save_steps > 0 && s % t->hp->save_steps == 0 && s < t->total_steps) {
@@ -1206,13 +1334,16 @@ int al_train_run(const al_job *job, const char *resume_dir, const al_train_cb *c
         if (!(rc = save_model_dir(t, job->output_dir, 1))) {
             snprintf(r0.output_dir, sizeof r0.output_dir, "%s", job->output_dir);
             if (cb && cb->checkpoint) cb->checkpoint(cb->ud, t->step, job->output_dir);
-            if (job->use_lora && job->lora_merge) {
+            if (job->use_lora && job->lora_merge && t->rank == 0) {
                 snprintf(dir, sizeof dir, "%s/merged", job->output_dir);
                 if (!(rc = al_mkdir_p(dir, t->err)) && !(rc = al_model_save(t->m, dir, t->err)))
                     rc = copy_tokenizer(t, dir);
             }
+            if (job->use_lora && job->lora_merge) rc = al_dist_agree_err(rc, t->err);
         }
     }
+    char line[300];
+    if (al_ddp_summary(t->ddp, "", line, sizeof line)) event(t, AL_LOG_INFO, "%s", line);
     r0.steps = t->step;
     r0.output_is_model = 1;
     r0.total_steps = t->total_steps;

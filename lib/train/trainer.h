@@ -77,6 +77,11 @@ typedef struct al_train_result {
 int al_train_run(const al_job *job, const char *resume_dir, const al_train_cb *cb,
                  al_train_result *res, char err[AL_ERRLEN]);
 
+/* The global batch (examples, or completions for RL) and the number of ranks
+ * recorded in a checkpoint folder's trainer_state.json; both 0 when it
+ * records none (dir NULL, unreadable, or written before lib/dist). */
+void al_ckpt_world(const char *dir, int *global_batch, int *world);
+
 /* The clean_data job (al_train_run runs it): the job's hygiene filters over
  * training_file, the rows that stay written to output_dir/<name>.clean.jsonl
  * (res->output_files[0], purpose "fine-tune") and the reading's report to

@@ -10,7 +10,8 @@
 // sharegpt file under its own names with its dataset_info (the form's and
 // the API's errors beside the field) and a benchmark, chat in
 // the playground, compare two jobs and a base's benchmark results with its
-// fine-tune's, and get through the API-key prompt.
+// fine-tune's, see a job of two processes with its rank count, and get
+// through the API-key prompt.
 // Screenshots of every page go to $AL_TEST_TMP/screenshots.
 //
 // Environment: ALIGND_BIN (the daemon), AL_TEST_TMP (scratch and
@@ -81,7 +82,10 @@ before(async () => {
     assert.ok(BIN, 'ALIGND_BIN names the daemon');
     execFileSync(BIN, ['init-model', '--arch', 'gpt2', '--layers', '1', '--hidden', '32', '--heads', '2',
       '--context', '128', '--seed', '3', '--out', path.join(modelsDir, 'tiny')], { stdio: 'ignore' });
-    const args = ['serve', '--listen', '127.0.0.1:0', '--state-dir', stateDir, '--models-dir', modelsDir];
+    // A launcher that never starts a rank (a job asking for processes is
+    // lost at once and, without retries, fails): enough to show one.
+    const args = ['serve', '--listen', '127.0.0.1:0', '--state-dir', stateDir, '--models-dir', modelsDir,
+      '--launcher', '/bin/false -np {processes}', '--launcher-retries', '0'];
     if (process.env.ALIGND_WEB_DIR) args.push('--web-dir', process.env.ALIGND_WEB_DIR);
     const log = fs.openSync(path.join(TMP, 'daemon.log'), 'w');
     daemon = spawn(BIN, args, { stdio: ['ignore', log, log], env: Object.assign({}, process.env, { ALIGND_THREADS: '1' }) });
@@ -158,6 +162,93 @@ test('the form checks fields itself and shows the API\'s error next to the field
   assert.match(await modelErr.textContent(), /no-such-model|model/);
   assert.match(page.url(), /#\/new/);
   await shot('new-job-errors');
+});
+
+// The form is built from GET /v1/methods: the registry test build
+// (ALIGND_PROBE_BIN, lib/train/methods.c with AL_METHODS_PROBE) has one more
+// row in the registry, registry_probe (SFT only, an integer in [0, 9],
+// default 3). With no other change it is on that daemon's form (for SFT, not
+// DPO) with its default and help, checked against its range, sent when
+// changed, and parsed by the daemon from the same row; the real build's form
+// has no such field.
+test('a field added to the method registry in a test build appears on the form', async () => {
+  assert.ok(process.env.ALIGND_PROBE_BIN, 'ALIGND_PROBE_BIN names the registry test build');
+  await go('#/new');
+  await page.waitForSelector('#job-form');
+  assert.equal(await page.locator('#hp-registry_probe').count(), 0, 'the real build has no probe field');
+  const probeState = path.join(TMP, 'probe-state');
+  fs.rmSync(probeState, { recursive: true, force: true });
+  fs.mkdirSync(probeState, { recursive: true });
+  const args = ['serve', '--listen', '127.0.0.1:0', '--state-dir', probeState, '--models-dir', modelsDir];
+  if (process.env.ALIGND_WEB_DIR) args.push('--web-dir', process.env.ALIGND_WEB_DIR);
+  const log = fs.openSync(path.join(TMP, 'probe-daemon.log'), 'w');
+  const probe = spawn(process.env.ALIGND_PROBE_BIN, args, { stdio: ['ignore', log, log], env: Object.assign({}, process.env, { ALIGND_THREADS: '1' }) });
+  try {
+    const addrFile = path.join(probeState, 'alignd.addr');
+    const addr = await waitFor(() => fs.existsSync(addrFile) && fs.readFileSync(addrFile, 'utf8').trim(), 'the probe daemon');
+    const probeBase = `http://${addr}`;
+    await page.goto('about:blank');
+    await page.goto(`${probeBase}/#/new`);
+    await page.waitForSelector('#job-form');
+    await page.selectOption('#method', 'sft');
+    await page.click('summary');
+    const input = page.locator('#hp-registry_probe');
+    assert.ok(await input.isVisible(), 'the probe field is on the SFT form');
+    assert.equal(await input.inputValue(), '3', 'its default from the registry');
+    assert.match(await page.textContent('#hp-registry_probe-help'), /only the registry test build has/);
+    await page.selectOption('#method', 'dpo');
+    assert.ok(!(await input.isVisible()), 'DPO does not take it');
+    await page.selectOption('#method', 'sft');
+    await page.waitForFunction(() => document.querySelector('#model-options option'));
+    await page.fill('#model', 'tiny');
+    await page.selectOption('#task-name', 'addition2');
+    await page.fill('#task-rows', '16');
+    await page.fill('#hp-registry_probe', '12');
+    await page.click('#submit-job');
+    assert.match(await page.textContent('#hp-registry_probe-err'), /registry_probe: 12 is outside \[0, 9\]/);
+    await page.fill('#hp-registry_probe', '5');
+    assert.match(await page.textContent('#curl'), /"registry_probe": 5/);
+    await page.click('#estimate-job');
+    await page.waitForSelector('#estimate dl');
+    // The daemon parses it from the same row: its range in the error, the value in the job.
+    const bad = await fetch(`${probeBase}/v1/fine_tuning/jobs/estimate`, { method: 'POST', headers: { 'Content-Type': 'application/json' },
+      body: JSON.stringify({ method: 'sft', model: 'tiny', task: { name: 'addition2', rows: 16 }, hyperparameters: { registry_probe: 12 } }) });
+    const err = await bad.json();
+    assert.equal(bad.status, 400);
+    assert.equal(err.error.param, 'hyperparameters.registry_probe');
+    assert.equal(err.error.message, 'hyperparameters.registry_probe: 12 is outside [0, 9]');
+  } finally {
+    probe.kill('SIGTERM');
+    await new Promise((r) => { const t = setTimeout(() => { probe.kill('SIGKILL'); r(); }, 10000); probe.on('exit', () => { clearTimeout(t); r(); }); });
+  }
+});
+
+// The compute core's precision settings live in the registry like every
+// field: GET /v1/methods serves them (mixed_precision's default as this
+// machine resolves "auto"), and the form offers their choices with that
+// default selected and sends a changed one.
+test('the form offers mixed_precision and save_dtype from the registry', async () => {
+  const reg = await http('GET', '/v1/methods');
+  const sft = reg.json.data.find((m) => m.id === 'sft');
+  const mp = sft.hyperparameters.find((f) => f.name === 'mixed_precision');
+  const sd = sft.hyperparameters.find((f) => f.name === 'save_dtype');
+  assert.deepEqual(mp.choices, ['bf16', 'fp32', 'auto']);
+  assert.ok(['bf16', 'fp32'].includes(mp.default), `mixed_precision's default is resolved (${mp.default})`);
+  assert.deepEqual(sd.choices, ['float32', 'bfloat16', 'float16', 'auto']);
+  assert.equal(sd.default, 'auto');
+  await go('#/new');
+  await page.waitForSelector('#job-form');
+  await page.selectOption('#method', 'sft');
+  await page.click('summary');
+  for (const f of [mp, sd]) {
+    const sel = `#hp-${f.name}`;
+    assert.ok(await page.locator(sel).isVisible(), `${f.name} is on the form`);
+    assert.deepEqual(await page.$$eval(`${sel} option`, (os) => os.map((o) => o.value)), f.choices);
+    assert.equal(await page.inputValue(sel), f.default);
+  }
+  assert.doesNotMatch(await page.textContent('#curl'), /save_dtype|mixed_precision/, 'defaults are not sent');
+  await page.selectOption('#hp-save_dtype', 'bfloat16');
+  assert.match(await page.textContent('#curl'), /"save_dtype": "bfloat16"/);
 });
 
 async function submitJob({ maxSteps, logging, rows, suffix, save }) {
@@ -364,6 +455,37 @@ test('a sharegpt file under its own names uploads with its dataset_info; a bench
   await waitFor(async () => (await page.locator('#files tbody tr', { hasText: 'mc_page.jsonl' }).count()) === 1, 'the benchmark in the list');
   assert.equal(await page.locator('#files tbody tr', { hasText: 'mc_page.jsonl' }).locator('td[data-label="Purpose"]').textContent(), 'evals');
   await shot('data-dataset-info');
+  // The job form offers it as a benchmark: checked, with a row limit, it is
+  // an eval_tasks entry of the request, named after the file.
+  const mcId = (await page.locator('#files tbody tr', { hasText: 'mc_page.jsonl' }).locator('td[data-label="File"]').textContent()).trim();
+  await go('#/new');
+  await page.selectOption('#method', 'sft');
+  await page.fill('#model', 'tiny');
+  await page.check('#src-task');
+  await page.selectOption('#task-name', 'addition2');
+  await page.fill('#hp-max_steps', '2');
+  await page.fill('#hp-batch_size', '2');
+  await page.check(`#evalfile-${mcId}`);
+  await page.fill('#eval-limit', '1');
+  await waitFor(async () => /mc_page/.test(await page.textContent('#curl')), 'the benchmark in the request');
+  const curl = await page.textContent('#curl');
+  const body = JSON.parse(curl.slice(curl.indexOf("-d '") + 4, curl.lastIndexOf("'")));
+  assert.deepEqual(body.eval_tasks, [{ file: mcId, name: 'mc_page', limit: 1 }]);
+  await page.fill('#eval-fewshot', '65');
+  await page.click('#submit-job');
+  await waitFor(async () => (await page.textContent('#eval-fewshot-err')).length > 0, 'the few-shot bound');
+  assert.equal(await page.textContent('#eval-fewshot-err'), 'num_fewshot: must be an integer in [0, 64]');
+  await page.fill('#eval-fewshot', '0');
+  await page.click('#submit-job');
+  await page.waitForURL(/#\/jobs\/ftjob-/);
+  const id = decodeURIComponent(page.url().split('#/jobs/')[1]);
+  const done = await waitFor(async () => {
+    const r = await http('GET', `/v1/fine_tuning/jobs/${id}`);
+    return /succeeded|failed|cancelled/.test(r.json.status) ? r.json : null;
+  }, 'the job with a benchmark', 60000);
+  assert.equal(done.status, 'succeeded', JSON.stringify(done.error));
+  const res = done.eval_results.filter((r) => JSON.stringify(r).includes('mc_page'));
+  assert.ok(res.length >= 1, JSON.stringify(done.eval_results));
 });
 
 test('a DPO job on an uploaded preference file: the file picker and the reward charts', async () => {
@@ -479,6 +601,25 @@ test('models and compare pages', async () => {
   await page.waitForSelector('#chart-loss');
   await shot('job-narrow', false);
   await page.setViewportSize({ width: 1280, height: 900 });
+});
+
+test('a job of several processes shows its rank count in the list and on its page', async (t) => {
+  if (!daemon) { t.skip('needs a daemon of its own (its launcher)'); return; }
+  const r = await http('POST', '/v1/fine_tuning/jobs', {
+    model: 'tiny', method: 'sft', task: { name: 'addition2', rows: 16 },
+    hyperparameters: { max_steps: 2, batch_size: 2, max_length: 16 },
+    resources: { processes: 2 }, distributed: { shard_optimizer: true },
+  });
+  assert.equal(r.status, 200, r.text);
+  const id = r.json.id;
+  await waitFor(async () => (await http('GET', `/v1/fine_tuning/jobs/${id}`)).json.status === 'failed',
+    'the launched job to fail');
+  await go('#/jobs');
+  const tr = page.locator(`tr[data-id="${id}"]`);
+  await tr.waitFor();
+  assert.match(await tr.locator('.ranks').textContent(), /× 2 processes/);
+  await go(`#/jobs/${id}`);
+  assert.equal((await page.textContent('.ranks')).trim(), '2 processes (ZeRO-1)');
 });
 
 test('with an API key the dashboard asks for it and keeps it for the session', async (t) => {

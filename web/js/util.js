@@ -90,6 +90,12 @@ export function toast(msg, kind = 'info') {
 
 export const FINAL = new Set(['succeeded', 'failed', 'cancelled']);
 
+// The processes a job runs as (resources.processes: ranks of a
+// data-parallel job started through the daemon's launcher; 1 in-process).
+export function ranks(j) {
+  return (j && j.resources && j.resources.processes) || 1;
+}
+
 export function statusBadge(status) {
   return h('span', { class: `badge st-${status}` }, status.replace('_', ' '));
 }

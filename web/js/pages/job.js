@@ -4,8 +4,8 @@
 // reconnect; items already seen are recognised and skipped).
 import { api, follow } from '../api.js';
 import { Chart } from '../charts.js';
-import { NOTES } from '../methods.js';
-import { h, add, clear, fmtNum, fmtTime, fmtDuration, statusBadge, emptyRow, FINAL } from '../util.js';
+import { NOTES } from '../notes.js';
+import { h, add, clear, fmtNum, fmtTime, fmtDuration, statusBadge, emptyRow, FINAL, ranks } from '../util.js';
 import { actionButtons, progressCell } from './jobs.js';
 
 // Chart groups: which metric keys each chart draws, in display order.
@@ -299,6 +299,8 @@ export function render(root, route) {
         h('strong', null, j.method), ' on ', h('code', null, j.model),
         j.task ? [' · task ', h('code', null, `${j.task.name} × ${j.task.rows}`)] : null,
         j.training_file ? [' · ', h('code', null, j.training_file)] : null,
+        ranks(j) > 1 ? [' · ', h('span', { class: 'ranks', title: 'data-parallel ranks started through the launcher' },
+          `${ranks(j)} processes${j.distributed && j.distributed.shard_optimizer ? ' (ZeRO-1)' : ''}`)] : null,
         j.fine_tuned_model ? [' → ', h('code', null, j.fine_tuned_model)] : null),
       progressCell(j),
       h('p', { class: 'muted' },

@@ -2,7 +2,7 @@
 // metric; a status filter; cancel, pause and resume; refreshed every two
 // seconds while the page is open.
 import { api, listAll } from '../api.js';
-import { h, clear, fmtNum, fmtDuration, statusBadge, emptyRow, keyMetric, toast, FINAL } from '../util.js';
+import { h, clear, fmtNum, fmtDuration, statusBadge, emptyRow, keyMetric, toast, FINAL, ranks } from '../util.js';
 
 const STATUSES = ['validating_files', 'queued', 'running', 'paused', 'cancelling', 'succeeded', 'failed', 'cancelled'];
 
@@ -104,7 +104,8 @@ export function render(root, route) {
         h('td', { 'data-label': 'Select' }, cb),
         h('td', { 'data-label': 'Job' }, h('a', { href: `#/jobs/${encodeURIComponent(j.id)}` }, j.id),
           j.suffix ? h('span', { class: 'muted' }, ` ${j.suffix}`) : null),
-        h('td', { 'data-label': 'Method' }, j.method || '–'),
+        h('td', { 'data-label': 'Method' }, j.method || '–',
+          ranks(j) > 1 ? h('span', { class: 'muted ranks', title: 'data-parallel ranks' }, ` × ${ranks(j)} processes`) : null),
         h('td', { 'data-label': 'Model', class: 'model' }, j.model || '–'),
         h('td', { 'data-label': 'Status' }, statusBadge(j.status),
           j.error && j.error.message ? h('div', { class: 'error-text' }, j.error.message) : null),

@@ -1,9 +1,11 @@
 // New job: a form for every method with TRL's defaults filled in and
 // explained, model and dataset pickers, client-side checks that mirror the
 // API's (lib/train/job.c), the API's own error shown next to the field its
-// `param` names, an estimate, and the equivalent curl command.
+// `param` names, an estimate, and the equivalent curl command. The methods,
+// their hyper-parameters and the built-in tasks come from the daemon's
+// registry (GET /v1/methods, js/methods.js).
 import { api, apiKey, listAll } from '../api.js';
-import { METHODS, METHOD, HPARAMS, TASKS, RL, applies, defOf, paramOf, checkValue } from '../methods.js';
+import { loadMethods, fieldOf, defOf, checkValue } from '../methods.js';
 import { h, clear, field, setFieldError, fmtNum, fmtBytes, fmtDuration } from '../util.js';
 
 function numOrNull(s) {
@@ -12,6 +14,27 @@ function numOrNull(s) {
 }
 
 export function render(root, route) {
+  let gone = false;
+  const loading = h('p', { class: 'muted', id: 'form-loading', 'aria-live': 'polite' }, 'Loading the methods…');
+  root.append(h('h1', null, 'New job'), loading);
+  loadMethods().then((mreg) => {
+    if (gone) return;
+    loading.remove();
+    build(root, route, mreg);
+  }, (e) => {
+    if (!gone) loading.textContent = `The methods could not be loaded: ${e.message}`;
+  });
+  return () => { gone = true; };
+}
+
+// The methods that train or sample a model (clean_data, which filters a
+// file and takes no model, has no form here), and the sampling ones.
+const forForm = (m) => m.requires_model;
+const samples = (info) => info.kind === 'rl' || info.kind === 'data';
+// A value as an input shows it (lists: their first entry, or comma-separated).
+const shown = (f, v) => (Array.isArray(v) ? (f.type === 'enum_list' ? v[0] : v.join(', ')) : v);
+
+function build(root, route, mreg) {
   const q = route.query;
   const controls = []; // {param, input, error, wrap, check()}
   // Registers a field under the API's name for it (`param` of its errors).
@@ -20,10 +43,11 @@ export function render(root, route) {
   // ---- method
   const methodSel = h('select', { id: 'method', name: 'method' });
   const groups = new Map();
-  for (const m of METHODS) {
+  for (const m of mreg.methods.filter(forForm)) {
     if (!groups.has(m.group)) { groups.set(m.group, h('optgroup', { label: m.group })); methodSel.append(groups.get(m.group)); }
-    groups.get(m.group).append(h('option', { value: m.id }, m.label));
+    groups.get(m.group).append(h('option', { value: m.id }, m.title));
   }
+  if (mreg.byId.sft) methodSel.value = 'sft'; // the form opens on SFT
   const methodAbout = h('p', { class: 'help', id: 'method-about', 'aria-live': 'polite' });
   const methodF = reg('method', field('Method', methodSel, null));
   methodSel.setAttribute('aria-describedby', `method-about ${methodSel.getAttribute('aria-describedby')}`);
@@ -53,10 +77,14 @@ export function render(root, route) {
   // ---- data
   const srcTask = h('input', { type: 'radio', name: 'source', id: 'src-task', value: 'task', checked: true });
   const srcFile = h('input', { type: 'radio', name: 'source', id: 'src-file', value: 'file' });
-  const taskName = h('select', { id: 'task-name' }, TASKS.map((t) => h('option', { value: t }, t)));
+  const taskName = h('select', { id: 'task-name' }, mreg.tasks.map((t) => h('option', { value: t.id }, t.id)));
   const taskRows = h('input', { id: 'task-rows', type: 'number', min: 1, max: 10000000, step: 1, value: 1000, inputmode: 'numeric' });
   const taskSeed = h('input', { id: 'task-seed', type: 'number', min: 0, step: 1, value: 1, inputmode: 'numeric' });
-  const taskNameF = reg('task.name', field('Built-in task', taskName, 'Synthetic tasks with verifiable answers: addition (1–3 digits), addition2 (1–2 digits), reversal, sorting, word_problems (two-step word problems, answers after ####).'));
+  const taskNameF = reg('task.name', field('Built-in task', taskName, 'Synthetic tasks with verifiable answers.'));
+  const taskAbout = taskNameF.wrap.querySelector('.help');
+  const syncTask = () => { const t = mreg.tasks.find((x) => x.id === taskName.value); taskAbout.textContent = `Synthetic tasks with verifiable answers. ${t ? t.description : ''}`; };
+  taskName.addEventListener('change', syncTask);
+  syncTask();
   const taskRowsF = reg('task.rows', field('Rows', taskRows, 'How many rows the task generates (default 1000).'), () => intIn(taskRows.value, 1, 10000000));
   const taskSeedF = reg('task.seed', field('Task seed', taskSeed, 'Seeds the generated rows.'), () => intIn(taskSeed.value, 0, Number.MAX_SAFE_INTEGER));
   const trainSel = h('select', { id: 'training_file' }, h('option', { value: '' }, 'choose an uploaded file…'));
@@ -126,18 +154,19 @@ export function render(root, route) {
   const hpFields = new Map(); // name -> {f, input, error, wrap, dirty}
   const basicGrid = h('div', { class: 'grid' });
   const advGrid = h('div', { class: 'grid' });
-  for (const f of HPARAMS) {
+  for (const f of mreg.fields) {
     let input;
-    if (f.type === 'bool') input = h('input', { type: 'checkbox', id: `hp-${f.name}` });
-    else if (f.type === 'enum') input = h('select', { id: `hp-${f.name}` }, f.options.map((o) => h('option', { value: o }, o)));
-    else input = h('input', { type: 'text', id: `hp-${f.name}`, inputmode: f.type === 'int' ? 'numeric' : 'decimal', autocomplete: 'off', spellcheck: 'false' });
-    const fl = field(paramOf(f), input, f.help);
-    const entry = Object.assign({ f, dirty: false }, fl);
+    if (f.type === 'boolean') input = h('input', { type: 'checkbox', id: `hp-${f.name}` });
+    else if (f.type === 'enum') input = h('select', { id: `hp-${f.name}` }, f.choices.map((o) => h('option', { value: o }, o)));
+    else if (f.type === 'enum_list') input = h('select', { id: `hp-${f.name}` }); // the method's choices (syncMethod)
+    else input = h('input', { type: 'text', id: `hp-${f.name}`, inputmode: f.type === 'integer' ? 'numeric' : f.type === 'number' ? 'decimal' : 'text', autocomplete: 'off', spellcheck: 'false' });
+    const fl = field(f.name, input, f.help);
+    const entry = Object.assign({ f, dirty: false, help: fl.wrap.querySelector('.help') }, fl);
     input.addEventListener('input', () => { entry.dirty = true; });
     input.addEventListener('change', () => { entry.dirty = true; });
     hpFields.set(f.name, entry);
     (f.basic ? basicGrid : advGrid).append(fl.wrap);
-    const c = reg(`hyperparameters.${paramOf(f)}`, fl, () => (entry.wrap.hidden ? '' : checkValue(f, input.value)));
+    const c = reg(`hyperparameters.${f.name}`, fl, () => (entry.wrap.hidden ? '' : checkValue(f, input.value)));
     c.hp = entry;
   }
 
@@ -155,9 +184,19 @@ export function render(root, route) {
   const loraBox = h('div', { class: 'grid', id: 'lora-box' }, loraRF.wrap, loraAF.wrap, loraTF.wrap, loraMF.wrap);
 
   // ---- evaluation tasks
-  const evalBoxes = TASKS.map((t) => h('input', { type: 'checkbox', id: `eval-${t}`, value: t }));
+  const evalBoxes = mreg.tasks.map((t) => h('input', { type: 'checkbox', id: `eval-${t.id}`, value: t.id }));
   const evalRows = h('input', { type: 'number', id: 'eval-rows', min: 1, step: 1, value: 200 });
   const evalRowsF = reg('eval_tasks', field('Rows per evaluation task', evalRows, 'Exact-match accuracy on built-in tasks at each evaluation, charted as eval/<task>/accuracy.'), () => intIn(evalRows.value, 1, 10000000));
+  // Benchmark files (uploaded with purpose evals), scored as lm-evaluation-harness does.
+  const benchBox = h('div', { class: 'checks', role: 'group', 'aria-label': 'Benchmark files', id: 'eval-files' },
+    h('span', { class: 'muted' }, 'No benchmark files yet: upload one on the Data page with purpose evals.'));
+  let benchBoxes = [];
+  const fewshot = h('input', { type: 'number', id: 'eval-fewshot', min: 0, max: 64, step: 1, value: 0 });
+  const fewshotF = reg('num_fewshot', field('Few-shot examples per benchmark row', fewshot, 'num_fewshot: examples from the file itself before each row, as the harness draws them (0: zero-shot).'), () => intIn(fewshot.value, 0, 64));
+  const benchLimit = h('input', { type: 'number', id: 'eval-limit', min: 1, step: 1, placeholder: 'all' });
+  const benchLimitF = reg('limit', field('Rows per benchmark', benchLimit, 'limit: the first rows of each file (empty: all of them).'), () => (benchLimit.value.trim() ? intIn(benchLimit.value, 1, 10000000) : ''));
+  // A metric-safe name for a file's results: its name without the extension.
+  const benchName = (f) => (f.filename || f.id).replace(/\.(jsonl|json|csv|tsv)$/i, '').replace(/[^A-Za-z0-9_.-]+/g, '_').slice(0, 60) || f.id;
 
   // ---- job
   const seedIn = h('input', { type: 'number', id: 'seed', min: 0, step: 1, value: 42 });
@@ -196,7 +235,8 @@ export function render(root, route) {
     h('fieldset', null, h('legend', null, 'LoRA'), loraOnF.wrap, loraBox),
     h('fieldset', null, h('legend', null, 'Evaluation'),
       h('div', { class: 'checks', role: 'group', 'aria-label': 'Built-in evaluation tasks' },
-        evalBoxes.map((b) => h('label', { for: b.id }, b, ` ${b.value}`))), evalRowsF.wrap),
+        evalBoxes.map((b) => h('label', { for: b.id }, b, ` ${b.value}`))), evalRowsF.wrap,
+      h('h3', null, 'Benchmark files'), benchBox, h('div', { class: 'grid' }, fewshotF.wrap, benchLimitF.wrap)),
     h('fieldset', null, h('legend', null, 'Job'), h('div', { class: 'grid' }, seedF.wrap, suffixF.wrap, prioF.wrap, metaF.wrap)),
     formError,
     h('div', { class: 'actions' }, submitBtn, estimateBtn),
@@ -205,15 +245,15 @@ export function render(root, route) {
       h('div', { class: 'section-head' }, h('h2', { id: 'h-curl' }, 'The same job with curl'), copyBtn),
       curlOut));
 
-  root.append(h('h1', null, 'New job'), form);
+  root.append(form);
 
   // ---- behaviour
   function method() { return methodSel.value; }
   function syncMethod(resetDefaults) {
     const m = method();
-    const info = METHOD[m];
-    methodAbout.textContent = `${info.about} Data: ${info.data}.`;
-    const rl = RL.has(m);
+    const info = mreg.byId[m];
+    methodAbout.textContent = `${info.description} Data: ${info.input_data}.`;
+    const rl = samples(info);
     for (const s of rlSet) s.hidden = !rl;
     const cr = m === 'critique_revise';
     for (const w of [rwVerF, rwPartialF, rwRmF, rwRmWF, rwJudgeF, rwJudgeWF]) w.wrap.hidden = cr;
@@ -222,19 +262,29 @@ export function render(root, route) {
     modelBF.wrap.hidden = m !== 'evaluate';
     criticF.wrap.hidden = criticModelF.wrap.hidden = m !== 'ppo';
     refF.wrap.hidden = !['dpo', 'kto', 'ppo', 'grpo', 'rloo'].includes(m);
-    dataHelp.textContent = `This method trains on ${info.data}.`;
+    dataHelp.textContent = `This method trains on ${info.input_data}.`;
     for (const e of hpFields.values()) {
-      const on = applies(e.f, m);
-      e.wrap.hidden = !on;
-      if (on && (resetDefaults && !e.dirty)) setInput(e, defOf(e.f, m));
+      const v = fieldOf(mreg, e.f, m);
+      e.wrap.hidden = !v;
+      if (!v) continue;
+      if (e.f.type === 'enum_list') { // loss_type: the objective's own list
+        const keep = e.input.value;
+        clear(e.input).append(...v.choices.map((o) => h('option', { value: o }, o)));
+        if (v.choices.includes(keep)) e.input.value = keep;
+        else { setInput(e, v.default); e.dirty = false; }
+      }
+      if (resetDefaults && !e.dirty) setInput(e, v.default);
+      // What a job on a built-in task gets when the field is left as it is.
+      const recipe = v.task_default === undefined ? ''
+        : ` Left unchanged on a built-in task: ${shown(e.f, v.task_default)}${v.task_default_unless_set ? ` (unless ${v.task_default_unless_set} is set)` : ''}.`;
+      e.help.textContent = `${e.f.help}${recipe}`;
     }
-    // Two fields may share a param (beta, loss_type): only the visible one answers to it.
     for (const c of controls) if (c.hp) c.active = !c.hp.wrap.hidden;
     updateCurl();
   }
   function setInput(e, v) {
-    if (e.f.type === 'bool') e.input.checked = !!v;
-    else e.input.value = v === null || v === undefined ? '' : String(v);
+    if (e.f.type === 'boolean') e.input.checked = !!v;
+    else e.input.value = v === null || v === undefined ? '' : String(shown(e.f, v));
   }
   function syncSource() {
     taskBox.hidden = !srcTask.checked;
@@ -267,22 +317,28 @@ export function render(root, route) {
     const hp = {};
     for (const e of hpFields.values()) {
       if (e.wrap.hidden) continue;
-      const d = defOf(e.f, m);
+      const d = shown(e.f, defOf(mreg, e.f, m));
       let v;
-      if (e.f.type === 'bool') v = e.input.checked;
-      else if (e.f.type === 'enum') v = e.input.value;
-      else {
+      if (e.f.type === 'boolean') v = e.input.checked;
+      else if (e.f.type === 'enum' || e.f.type === 'enum_list') v = e.input.value;
+      else if (e.f.type === 'number_list') {
+        const s = e.input.value.trim();
+        if (s === '' || s === 'auto' || s === d) continue;
+        v = s.split(',').map((t) => (Number.isFinite(Number(t.trim())) ? Number(t.trim()) : t.trim()));
+        hp[e.f.name] = v;
+        continue;
+      } else {
         const s = e.input.value.trim();
         if (s === '' || s === 'auto') continue;
         v = Number(s);
         if (!Number.isFinite(v)) v = s; // sent as typed; the server names the field
       }
-      if (v !== d) hp[paramOf(e.f)] = v;
+      if (v !== d) hp[e.f.name] = v;
     }
     if (Object.keys(hp).length) b.hyperparameters = hp;
     const principles = rwPrinciples.value.split('\n').map((x) => x.trim()).filter(Boolean);
     if (m === 'critique_revise' && principles.length) b.principles = principles;
-    if (RL.has(m) && m !== 'critique_revise') {
+    if (samples(mreg.byId[m]) && m !== 'critique_revise') {
       const r = {};
       const ver = numOrNull(rwVer.value);
       if (ver) r.verifiable = rwPartial.checked ? { weight: ver, partial: true } : ver;
@@ -312,6 +368,12 @@ export function render(root, route) {
       if (loraM.checked) b.lora.merge = true;
     }
     const ev = evalBoxes.filter((x) => x.checked).map((x) => ({ name: x.value, rows: Number(evalRows.value) }));
+    for (const x of benchBoxes.filter((c) => c.checked)) {
+      const t = { file: x.value, name: x.dataset.name };
+      if (Number(fewshot.value) > 0) t.num_fewshot = Number(fewshot.value);
+      if (benchLimit.value.trim()) t.limit = Number(benchLimit.value);
+      ev.push(t);
+    }
     if (ev.length) b.eval_tasks = ev;
     b.seed = Number(seedIn.value);
     if (suffixIn.value.trim()) b.suffix = suffixIn.value.trim();
@@ -350,7 +412,7 @@ export function render(root, route) {
       if (msg) { setFieldError(c.input, c.error, `${c.param}: ${msg}`); first = first || c; }
     }
     const bs = hpFields.get('batch_size'), ga = hpFields.get('gradient_accumulation_steps');
-    const bsv = Number(bs.input.value || defOf(bs.f, method())), gav = Number(ga.input.value || 1);
+    const bsv = Number(bs.input.value || defOf(mreg, bs.f, method())), gav = Number(ga.input.value || 1);
     if (Number.isInteger(bsv) && Number.isInteger(gav) && gav > 0 && bsv % gav) {
       setFieldError(ga.input, ga.error, `hyperparameters.gradient_accumulation_steps: ${gav} does not divide batch_size ${bsv}`);
       first = first || controls.find((c) => c.input === ga.input);
@@ -358,7 +420,7 @@ export function render(root, route) {
     // The cross-field rules of lib/train/job.c (check_rl).
     const m = method();
     const b = body();
-    const hpv = (name) => { const e = hpFields.get(name); const v = e.input.value.trim(); return v === '' || v === 'auto' ? defOf(e.f, m) : Number(v); };
+    const hpv = (name) => { const e = hpFields.get(name); const v = e.input.value.trim(); return v === '' || v === 'auto' ? defOf(mreg, e.f, m) : Number(v); };
     const bad = (input, error, msg) => { setFieldError(input, error, msg); first = first || { input }; };
     const judged = b.reward && (b.reward.reward_model || b.reward.judge);
     if (['ppo', 'grpo', 'rloo', 'generate_preferences'].includes(m) && !(b.reward && (b.reward.verifiable || judged))) {
@@ -476,12 +538,17 @@ export function render(root, route) {
         valSel.append(h('option', { value: f.id }, label));
         for (const r of mixRows) r.sel.append(h('option', { value: f.id }, label));
       }
+      const benches = files.value.filter((f) => f.purpose === 'evals' && f.status !== 'error');
+      if (benches.length) {
+        benchBoxes = benches.map((f) => h('input', { type: 'checkbox', id: `evalfile-${f.id}`, value: f.id, 'data-name': benchName(f) }));
+        clear(benchBox).append(...benchBoxes.map((b, i) => h('label', { for: b.id }, b, ` ${benches[i].filename} (${b.value}, results as ${b.dataset.name})`)));
+      }
     }
     if (q.get('model')) modelIn.value = q.get('model');
     if (q.get('from_checkpoint')) ckptIn.value = q.get('from_checkpoint');
     if (q.get('training_file')) { srcFile.checked = true; trainSel.value = q.get('training_file'); }
     if (q.get('clone')) await cloneFrom(q.get('clone'));
-    if (q.get('method') && METHOD[q.get('method')]) { methodSel.value = q.get('method'); syncMethod(true); }
+    if (q.get('method') && mreg.byId[q.get('method')] && forForm(mreg.byId[q.get('method')])) { methodSel.value = q.get('method'); syncMethod(true); }
     syncSource();
     updateCurl();
   })();
@@ -489,7 +556,7 @@ export function render(root, route) {
   async function cloneFrom(id) {
     let j;
     try { j = await api(`/v1/fine_tuning/jobs/${encodeURIComponent(id)}`); } catch { return; }
-    if (METHOD[j.method]) methodSel.value = j.method;
+    if (mreg.byId[j.method] && forForm(mreg.byId[j.method])) methodSel.value = j.method;
     syncMethod(true);
     if (!q.get('model') && !q.get('from_checkpoint')) modelIn.value = j.model || modelIn.value;
     if (q.get('from_checkpoint')) modelIn.value = j.model || modelIn.value;
@@ -511,10 +578,11 @@ export function render(root, route) {
       else { tmplSel.value = 'custom'; tmplText.value = j.chat_template; }
     }
     for (const [k, v] of Object.entries(j.hyperparameters || {})) {
-      const e = [...hpFields.values()].find((x) => paramOf(x.f) === k && applies(x.f, j.method));
-      if (!e || v === null || typeof v === 'object') continue;
+      const e = hpFields.get(k);
+      if (!e || !fieldOf(mreg, e.f, j.method) || v === null || (typeof v === 'object' && !Array.isArray(v))) continue;
       // Resolved values went through float32: 0.001000000047 reads back as 0.001.
-      setInput(e, typeof v === 'number' && !Number.isInteger(v) ? Number(v.toPrecision(6)) : v);
+      const f32 = (x) => (typeof x === 'number' && !Number.isInteger(x) ? Number(x.toPrecision(6)) : x);
+      setInput(e, Array.isArray(v) ? v.map(f32) : f32(v));
       e.dirty = true;
     }
     if (j.seed !== undefined && j.seed !== null) seedIn.value = j.seed;
