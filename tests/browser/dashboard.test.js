@@ -24,13 +24,12 @@ const fs = require('node:fs');
 const os = require('node:os');
 const path = require('node:path');
 const { spawn, execFileSync } = require('node:child_process');
-const { chromium } = require('playwright-core');
+const { WAIT, waitFor, launch } = require('./common.js');
 
 const BIN = process.env.ALIGND_BIN;
 const TMP = process.env.AL_TEST_TMP || fs.mkdtempSync(path.join(os.tmpdir(), 'alignd-browser-'));
 const SHOTS = path.join(TMP, 'screenshots');
 const REPO = path.resolve(__dirname, '..', '..');
-const WAIT = 30000; // ms for anything the daemon does
 
 let daemon = null;
 let base = null;
@@ -48,16 +47,6 @@ async function http(method, p, body, key) {
   let json = null;
   try { json = JSON.parse(text); } catch { /* not JSON */ }
   return { status: r.status, json, text };
-}
-
-async function waitFor(fn, what, ms = WAIT) {
-  const t0 = Date.now();
-  let last;
-  while (Date.now() - t0 < ms) {
-    try { last = await fn(); if (last) return last; } catch (e) { last = e; }
-    await new Promise((r) => setTimeout(r, 200));
-  }
-  throw new Error(`timed out waiting for ${what} (last: ${last && last.message ? last.message : JSON.stringify(last)})`);
 }
 
 async function shot(name, full = true) {
@@ -102,16 +91,7 @@ before(async () => {
     assert.equal(r.status, 200, `registering the tiny model: ${r.text}`);
   }
   const dataDir = path.join(TMP, 'userdata');
-  fs.rmSync(dataDir, { recursive: true, force: true });
-  ctx = await chromium.launchPersistentContext(dataDir, {
-    executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
-    headless: true,
-    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking',
-      '--disable-component-update', '--disable-sync', '--no-first-run'],
-    viewport: { width: 1280, height: 900 },
-  });
-  page = ctx.pages()[0] || await ctx.newPage();
-  page.setDefaultTimeout(WAIT);
+  ({ ctx, page } = await launch(dataDir));
   page.on('console', (m) => { if (m.type() === 'error') problems.push(`console: ${m.text()}`); });
   page.on('pageerror', (e) => problems.push(`page error: ${e.message}`));
 });

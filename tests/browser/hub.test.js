@@ -20,13 +20,12 @@ const fs = require('node:fs');
 const os = require('node:os');
 const path = require('node:path');
 const { spawn, execFileSync } = require('node:child_process');
-const { chromium } = require('playwright-core');
+const { WAIT, waitFor, launch } = require('./common.js');
 
 const BIN = process.env.ALIGND_BIN;
 const TMP = process.env.AL_TEST_TMP || fs.mkdtempSync(path.join(os.tmpdir(), 'alignd-hub-browser-'));
 const SHOTS = path.join(TMP, 'screenshots');
 const REPO = path.resolve(__dirname, '..', '..');
-const WAIT = 30000; // ms for anything the daemon does
 
 let hub = null;
 let daemon = null;
@@ -34,16 +33,6 @@ let base = null;
 let ctx = null;
 let page = null;
 const problems = []; // console errors (refused requests among them), uncaught exceptions
-
-async function waitFor(fn, what, ms = WAIT) {
-  const t0 = Date.now();
-  let last;
-  while (Date.now() - t0 < ms) {
-    try { last = await fn(); if (last) return last; } catch (e) { last = e; }
-    await new Promise((r) => setTimeout(r, 200));
-  }
-  throw new Error(`timed out waiting for ${what} (last: ${last && last.message ? last.message : JSON.stringify(last)})`);
-}
 
 async function go(hash) {
   await page.goto('about:blank');
@@ -100,16 +89,7 @@ before(async () => {
   await waitFor(async () => (await fetch(`${base}/readyz`)).status === 200, '/readyz');
 
   const dataDir = path.join(TMP, 'userdata');
-  fs.rmSync(dataDir, { recursive: true, force: true });
-  ctx = await chromium.launchPersistentContext(dataDir, {
-    executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
-    headless: true,
-    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking',
-      '--disable-component-update', '--disable-sync', '--no-first-run'],
-    viewport: { width: 1280, height: 900 },
-  });
-  page = ctx.pages()[0] || await ctx.newPage();
-  page.setDefaultTimeout(WAIT);
+  ({ ctx, page } = await launch(dataDir));
   page.on('console', (m) => { if (m.type() === 'error') problems.push(`console: ${m.text()}`); });
   page.on('pageerror', (e) => problems.push(`page error: ${e.message}`));
 });
