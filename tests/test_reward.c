@@ -6,7 +6,7 @@
  * job's texts (al_reward_len) scores exactly as one sized for the model's
  * whole context, for texts within the bound, beyond it (the reservation
  * grows) and beyond the context (the last tokens kept); and the bound on a
- * completion's text (rl_completion_max_bytes) on the byte tokenizer, whose
+ * completion's text (al_completion_max_bytes) on the byte tokenizer, whose
  * lone bytes above 0x7f decode to U+FFFD, three bytes each. */
 #include <jansson.h>
 #include <math.h>
@@ -23,7 +23,7 @@
 #include "text/tokenizer.h"
 #include "train/rl.h"
 #include "train/trainer.h"
-#include "train/rl_int.h"
+#include "train/rollout.h"
 
 static char g_err[AL_ERRLEN];
 
@@ -214,7 +214,7 @@ static void test_completion_bound(void) {
     al_tok *tok = al_tok_byte_new();
     T_TRUE(tok != NULL);
     if (!tok) return;
-    T_EQ_INT((int)rl_completion_max_bytes(tok, 5), 15);
+    T_EQ_INT((int)al_completion_max_bytes(tok, 5), 15);
     /* five lone continuation bytes: the text the bound is for */
     int32_t ids[5] = {0x80, 0x81, 0xbf, 0xfe, 0xff};
     char *txt = NULL;
@@ -342,8 +342,8 @@ static void test_file_rows(void) {
              "\"reward\":{\"verifiable\":{\"grader\":\"hash\"}}}", path);
     al_job job;
     T_OK(al_job_parse(&job, js, strlen(js), g_err));
-    rl_prompts p = {0};
-    T_OK(rl_prompts_load(&p, &job, chat, 0, 0, 0, 0, path, "training_file", 0, g_err));
+    al_prompts p = {0};
+    T_OK(al_prompts_load(&p, &job, chat, 0, 0, 0, 0, path, "training_file", 0, g_err));
     T_EQ_INT(p.n, 3);
     if (p.n == 3) {
         T_EQ_INT(p.ref[0].n_answers, 2);
@@ -364,26 +364,26 @@ static void test_file_rows(void) {
         T_NEAR(sc[2], 0, 0);
         al_rewarder_free(rw);
     }
-    rl_prompts_free(&p);
+    al_prompts_free(&p);
     /* a bad grader column, and an answer the hash grader cannot read as a number */
     f = fopen(path, "w");
     fputs("{\"prompt\":\"a\",\"answer\":\"1\"}\n{\"prompt\":\"b\",\"answer\":\"2\",\"grader\":{\"compare\":\"near\"}}\n", f);
     fclose(f);
-    T_EQ_INT(rl_prompts_load(&p, &job, chat, 0, 0, 0, 0, path, "training_file", 0, g_err), AL_EINVAL);
+    T_EQ_INT(al_prompts_load(&p, &job, chat, 0, 0, 0, 0, path, "training_file", 0, g_err), AL_EINVAL);
     T_STR_EQ(g_err, "training_file: line 2: grader.compare: must be \"exact\", \"casefold\", \"numeric\" or \"auto\"");
-    rl_prompts_free(&p);
+    al_prompts_free(&p);
     f = fopen(path, "w");
     fputs("{\"prompt\":\"a\",\"answer\":\"1\"}\n{\"prompt\":\"b\",\"answer\":\"two\"}\n", f);
     fclose(f);
-    T_EQ_INT(rl_prompts_load(&p, &job, chat, 0, 0, 0, 0, path, "training_file", 0, g_err), AL_EINVAL);
+    T_EQ_INT(al_prompts_load(&p, &job, chat, 0, 0, 0, 0, path, "training_file", 0, g_err), AL_EINVAL);
     T_STR_EQ(g_err, "training_file: line 2: the answer 'two' is not a number (the grader compares numbers)");
-    rl_prompts_free(&p);
+    al_prompts_free(&p);
     /* word_problems grades its worked solutions by the answer line unless the job chose */
     al_job_deinit(&job);
     const char *wp = "{\"method\":\"grpo\",\"model\":\"m\",\"task\":{\"name\":\"word_problems\"},"
                      "\"reward\":{\"verifiable\":1}}";
     T_OK(al_job_parse(&job, wp, strlen(wp), g_err));
-    T_OK(rl_prompts_load(&p, &job, chat, 1, 4, 7, AL_SPLIT_TRAIN, NULL, "task", 0, g_err));
+    T_OK(al_prompts_load(&p, &job, chat, 1, 4, 7, AL_SPLIT_TRAIN, NULL, "task", 0, g_err));
     if (p.n == 4) {
         T_TRUE(p.ref[0].grader != NULL && p.ref[3].grader == p.ref[0].grader);
         T_EQ_INT(al_grader_config(p.ref[0].grader)->extract, AL_EXTRACT_HASH);
@@ -401,7 +401,7 @@ static void test_file_rows(void) {
         T_EQ_INT(correct, 0);
         al_rewarder_free(rw);
     }
-    rl_prompts_free(&p);
+    al_prompts_free(&p);
     al_job_deinit(&job);
     al_chat_free(chat);
     al_tok_free(tok);
