@@ -651,6 +651,23 @@ static char *model_stream(const dd_daemon *d, const char *id) {
     return r.body;
 }
 
+#define WAIT_JOB                                                                                              \
+    "{\"method\": \"sft\", \"model\": \"%s\", \"task\": {\"name\": \"addition\", \"rows\": 64},"                       \
+    " \"hyperparameters\": {\"max_steps\": 2, \"batch_size\": 4, \"max_length\": 16}}"
+
+/* A 2-step SFT of model, which is still downloading: accepted, it waits
+ * (validating_files). Its id into id. */
+static void submit_waiting(const dd_daemon *d, const char *model, char id[64]) {
+    char body[512];
+    long code;
+    snprintf(body, sizeof body, WAIT_JOB, model);
+    json_t *m = dd_post(d, "/v1/fine_tuning/jobs", body, &code);
+    T_EQ_INT(code, 200);
+    T_STR_EQ(dd_str(m, "status"), "validating_files");
+    snprintf(id, 64, "%s", dd_str(m, "id"));
+    json_decref(m);
+}
+
 static void test_daemon_hub_models(void) {
     char state[1200], models[1200], cache[1200], env_cache[1300], env_ep[200], p[2400];
     snprintf(state, sizeof state, "%s/state_dl", g_tmp);
@@ -732,27 +749,15 @@ static void test_daemon_hub_models(void) {
     /* a job naming a model that is still downloading is accepted and waits
      * (validating_files) until the download ends: then it is queued and
      * runs, or fails naming the model when the download failed */
-    const char *JOB = "{\"method\": \"sft\", \"model\": \"%s\", \"task\": {\"name\": \"addition\", \"rows\": 64},"
-                      " \"hyperparameters\": {\"max_steps\": 2, \"batch_size\": 4, \"max_length\": 16}}";
     char body[512], good[64] = "", bad[64] = "";
-    snprintf(body, sizeof body, JOB, "acme/held");
-    m = dd_post(&d, "/v1/fine_tuning/jobs", body, &code);
-    T_EQ_INT(code, 200);
-    T_STR_EQ(dd_str(m, "status"), "validating_files");
-    snprintf(good, sizeof good, "%s", dd_str(m, "id"));
-    json_decref(m);
-    /* the model was registered by the job; a second job waits for the same download */
+    /* acme/held's download is started by the job itself, acme/heldbad's by the API */
+    submit_waiting(&d, "acme/held", good);
     m = dd_post(&d, "/v1/models", "{\"hf\": \"acme/heldbad\"}", &code);
     T_EQ_INT(code, 202);
     json_decref(m);
-    snprintf(body, sizeof body, JOB, "acme/heldbad");
-    m = dd_post(&d, "/v1/fine_tuning/jobs", body, &code);
-    T_EQ_INT(code, 200);
-    T_STR_EQ(dd_str(m, "status"), "validating_files");
-    snprintf(bad, sizeof bad, "%s", dd_str(m, "id"));
-    json_decref(m);
+    submit_waiting(&d, "acme/heldbad", bad);
     /* the estimate needs the model's files: refused until they are there */
-    snprintf(body, sizeof body, JOB, "acme/held");
+    snprintf(body, sizeof body, WAIT_JOB, "acme/held");
     m = dd_post(&d, "/v1/fine_tuning/jobs/estimate", body, &code);
     T_EQ_INT(code, 409);
     T_STR_EQ(dd_str(json_object_get(m, "error"), "code"), "model_downloading");
@@ -786,11 +791,17 @@ static void test_daemon_hub_models(void) {
     /* a daemon stopped while a job waits keeps it; started again without
      * downloads, it fails the job naming the model */
     char stuck[64] = "";
-    snprintf(body, sizeof body, JOB, "acme/held2");
-    m = dd_post(&d, "/v1/fine_tuning/jobs", body, &code);
-    T_EQ_INT(code, 200);
-    snprintf(stuck, sizeof stuck, "%s", dd_str(m, "id"));
-    json_decref(m);
+    submit_waiting(&d, "acme/held2", stuck);
+    /* stopped once the transfer stalls (half the weights in): the stop
+     * cancels it at once, not when its low-speed limit would (60 s) */
+    double bytes = 0, until = now_s() + 60;
+    while (bytes <= 0 && now_s() < until) {
+        m = dd_get(&d, "/v1/models/acme/held2", &code);
+        bytes = json_number_value(json_object_get(json_object_get(m, "download"), "bytes"));
+        json_decref(m);
+        if (bytes <= 0) sleep_ms(50);
+    }
+    T_TRUE(bytes > 0);
     T_EQ_INT(dd_stop(&d, SIGTERM, 30), 0);
     dd_opts o3 = {.state_dir = state, .models_dir = models, .env = env};
     if (dd_start(&d, &o3)) {
