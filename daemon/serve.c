@@ -271,6 +271,10 @@ int cli_serve(int argc, char **argv) {
     }
     api_backend be;
     backend_init(&be, &ctx);
+    /* jobs that wait for a download: admitted when it ends, and now for
+     * the downloads that ended (or failed at the scan) while stopped */
+    hubmodels_on_done(hm, backend_on_download_done, &ctx);
+    backend_admit_waiting(&ctx);
     api_server_cfg scfg;
     config_server(&cfg, &scfg);
     scfg.listen_fd = listen_fd_from_env();
@@ -280,6 +284,7 @@ int cli_serve(int argc, char **argv) {
         char q[300];
         log_error("event=listen_failed addr=%s reason=%s", cfg.listen, log_quote(q, sizeof q, serr));
         fprintf(stderr, "alignd: cannot listen on %s: %s\n", cfg.listen, serr);
+        hubmodels_on_done(hm, NULL, NULL);
         sched_drain(ctx.sc);
         sched_free(ctx.sc);
         backend_deinit(&ctx);
@@ -353,6 +358,7 @@ int cli_serve(int argc, char **argv) {
                  "checkpoint on the next start\"", al_now() - t0, sched_busy(ctx.sc));
         _exit(0);
     }
+    hubmodels_on_done(hm, NULL, NULL);
     sched_free(ctx.sc);
     backend_deinit(&ctx);
     hubmodels_free(hm);
