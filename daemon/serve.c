@@ -164,6 +164,9 @@ static int sweep(const char *dir, int depth) {
     return n;
 }
 
+/* sched_set_held_memory's view of the chat endpoints' model cache */
+static int64_t served_memory(void *srv) { return api_server_models_memory(srv); }
+
 static int write_addr(const char *state_dir, const char *host, int port) {
     char path[CFG_PATH + 32], buf[320], err[AL_ERRLEN];
     snprintf(path, sizeof path, "%.4000s/alignd.addr", state_dir);
@@ -289,6 +292,8 @@ int cli_serve(int argc, char **argv) {
         store_close(st);
         return 1;
     }
+    /* the chat endpoints' loaded models count against the jobs' budget */
+    sched_set_held_memory(ctx.sc, served_memory, srv);
     int port = api_server_port(srv);
     write_addr(cfg.state_dir, cfg.host, port);
     log_info("event=listening addr=%s%s%s:%d workers=%ld memory_budget_mib=%lld socket_activated=%d",
@@ -346,6 +351,7 @@ int cli_serve(int argc, char **argv) {
         nanosleep(&ts, NULL);
     }
     if (!idle && g_signals >= 2) log_warn("event=stop_forced reason=\"second signal\"");
+    sched_set_held_memory(ctx.sc, NULL, NULL);
     api_server_stop(srv);
     if (!idle) {
         log_warn("event=stop_timeout seconds=%.1f busy_workers=%d note=\"running jobs resume from their last "
