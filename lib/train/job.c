@@ -741,8 +741,8 @@ static int parse_reward(al_job *j, const json_t *v, al_error *err) {
 static int check_rl(al_job *j, const json_t *o, al_error *err) {
     al_hparams *hp = &j->hp;
     const char *m = j->method;
-    int needs_reward = al_method_is_rl(m) || !strcmp(m, "generate_preferences");
-    if (needs_reward && !j->has_reward)
+    unsigned takes = al_method_find(m)->takes;
+    if ((takes & AL_NEEDS_REWARD) && !j->has_reward)
         return AL_FAIL(err, AL_EINVAL, "reward", "is required for %s (e.g. {\"verifiable\": 1.0})", m);
     if ((!strcmp(m, "grpo") || !strcmp(m, "rloo") || !strcmp(m, "generate_preferences")) &&
         hp->num_generations < 2)
@@ -768,12 +768,13 @@ static int check_rl(al_job *j, const json_t *o, al_error *err) {
         const char *cs = json_string_value(c);
         if (!cs || (strcmp(cs, "shared_base") && strcmp(cs, "separate")))
             return AL_FAIL(err, AL_EINVAL, "critic", "must be \"shared_base\" or \"separate\"");
-        if (strcmp(m, "ppo")) return AL_FAIL(err, AL_EINVAL, "critic", "only ppo has a critic");
+        if (!(takes & AL_TAKES_CRITIC)) return AL_FAIL(err, AL_EINVAL, "critic", "only ppo has a critic");
         j->critic = !strcmp(cs, "shared_base") ? AL_CRITIC_SHARED_BASE : AL_CRITIC_SEPARATE;
         if (j->critic == AL_CRITIC_SHARED_BASE && !j->use_lora)
             return AL_FAIL(err, AL_EINVAL, "critic", "\"shared_base\" needs lora (the base is shared frozen)");
     }
-    if (j->critic_model[0] && strcmp(m, "ppo")) return AL_FAIL(err, AL_EINVAL, "critic_model", "only ppo has a critic");
+    if (j->critic_model[0] && !(takes & AL_TAKES_CRITIC))
+        return AL_FAIL(err, AL_EINVAL, "critic_model", "only ppo has a critic");
     if (!strcmp(m, "evaluate")) {
         if (j->reward.format_regex[0] || j->reward.http_url[0])
             return AL_FAIL(err, AL_EINVAL, "reward.%s", "evaluate judges by a reward model, a judge or the grader "
@@ -786,7 +787,7 @@ static int check_rl(al_job *j, const json_t *o, al_error *err) {
         if (!j->model_b[0] && !prompts && !j->n_eval_tasks)
             return AL_FAIL(err, AL_EINVAL, "model_b", "is required (or prompts with answers for exact match only, or "
                            "eval_tasks)");
-    } else if (j->model_b[0]) {
+    } else if (j->model_b[0]) { /* AL_TAKES_MODEL_B: evaluate's alone */
         return AL_FAIL(err, AL_EINVAL, "model_b", "only evaluate compares two models");
     }
     if (!strcmp(m, "critique_revise") && !j->n_principles) {
