@@ -16,9 +16,11 @@
  *
  * Measured with this file's settings, seeds 1 2 3, on the 2-core AVX-512
  * machine (2026-12-06), on two floating-point paths of the portable release
- * build, as ctest runs them: test_learning (2 threads, bf16 products on
- * oneDNN: mixed_precision auto there) and test_learning_1thread (1 thread,
- * fp32 products on OpenBLAS), after merging main at ca478f3 (29 passed on
+ * build: test_learning (2 threads, bf16 products on oneDNN:
+ * mixed_precision auto there; ctest now runs each seed as its own test with
+ * one thread, test_learning_seed1..3, the same path: oneDNN never splits K
+ * over threads) and test_learning_1thread (1 thread, fp32 products on
+ * OpenBLAS), after merging main at ca478f3 (29 passed on
  * each; `/usr/bin/time -v ./tests/test_learning`, 316 s wall and 146 s of
  * CPU at load 15, and with ALIGND_THREADS=1 ALIGND_MATMUL=openblas, 142 s
  * wall and 72 s of CPU):
@@ -94,15 +96,16 @@ static const char *SFT = "{\"method\":\"sft\",\"model\":\"%s\",\"task\":{\"name\
                          "\"lr_scheduler_type\":\"%s\",\"warmup_ratio\":0.05,\"logging_steps\":100,"
                          "\"max_length\":24,\"save_steps\":0},\"output_dir\":\"%s\",\"seed\":%d}";
 
-int main(void) {
+int main(int argc, char **argv) {
     al_pool_init(t_learn_threads());
     const char *tmp = t_tmpdir();
+    int seeds[T_SEEDS], nseeds = t_learn_seeds(argc, argv, seeds);
     double sft_em[T_SEEDS], rm_acc[T_SEEDS], plain[T_SEEDS], plain_fall[T_SEEDS], rpo[T_SEEDS];
     char base[1200], sft[1200], start[1200], rm[1200], gen[1200], dpo[1200], json[8192];
     last l;
     al_train_result res;
-    for (int s = 0; s < T_SEEDS; s++) {
-        int seed = s + 1;
+    for (int s = 0; s < nseeds; s++) {
+        int seed = seeds[s];
         snprintf(base, sizeof base, "%s/base%d", tmp, seed);
         snprintf(sft, sizeof sft, "%s/sft%d", tmp, seed);
         snprintf(start, sizeof start, "%s/start%d", tmp, seed);

@@ -55,6 +55,21 @@
  *   strong reward model, pair accuracy      1.000  0.980  0.980
  *   PPO against it: held-out change        +0.361 +0.314 +0.303
  * so ctest runs this file in fp32 (tests/CMakeLists.txt says why).
+ * ctest runs each seed as its own test with one thread (`test_rl_learning
+ * SEED`: test_rl_learning_seed1..3), so that ctest -j2 spreads them over
+ * the cores. Seed 1 that way (main d43a89b, `ALIGND_THREADS=1
+ * ALIGND_MIXED_PRECISION=fp32|bf16 /usr/bin/time -v ./tests/test_rl_learning
+ * 1`, the two side by side, load 8-10), from starts at 0.370 (fp32) and 0.427
+ * (bf16):                                   fp32     bf16
+ *   GRPO                                   +0.318   +0.260
+ *   its sign flipped                       -0.350   -0.358
+ *   weak reward model, pair accuracy        0.880    0.770
+ *   PPO against it: score change           +0.417   +0.334
+ *                   held-out change        -0.134   -0.161
+ *   strong reward model, pair accuracy      0.980    0.980
+ *   PPO against it: held-out change        +0.353   +0.276
+ *   user CPU                                333 s    460 s
+ * (PPO is 80 % of it: four epochs of policy and critic updates a step.)
  * Each bound sits below the worst seed by about the spread between seeds
  * (GRPO >= +0.08; the strong model's PPO >= +0.05), the hacked run's bounds
  * on the side of hacking (score up by 0.2 or more, held-out change <= 0).
@@ -130,15 +145,25 @@ static const char *RM =
     "\"center_rewards_coefficient\":0.01,\"lr_scheduler_type\":\"cosine\",\"warmup_ratio\":0.05,"
     "\"logging_steps\":%d,\"max_length\":24,\"save_steps\":0},\"output_dir\":\"%s\",\"seed\":%d}";
 
-int main(void) {
+static double g_t0;
+static void phase(int seed, const char *what) {
+    double t = t_now();
+    printf("seed %d: %-28s %6.1f s\n", seed, what, t - g_t0);
+    fflush(stdout);
+    g_t0 = t;
+}
+
+int main(int argc, char **argv) {
     al_pool_init(t_learn_threads());
     const char *tmp = t_tmpdir();
+    int seeds[T_SEEDS], nseeds = t_learn_seeds(argc, argv, seeds);
     double grpo[T_SEEDS], flipped[T_SEEDS], flipped_v[T_SEEDS], rm_weak[T_SEEDS], hack_score[T_SEEDS],
         hack_em[T_SEEDS], rm_strong[T_SEEDS], mitig[T_SEEDS];
     char base[1200], start[1200], rm[1200], out[1200], rw[1400], json[8192];
     series s;
-    for (int k = 0; k < T_SEEDS; k++) {
-        int seed = k + 1;
+    g_t0 = t_now();
+    for (int k = 0; k < nseeds; k++) {
+        int seed = seeds[k];
         snprintf(base, sizeof base, "%s/base%d", tmp, seed);
         snprintf(start, sizeof start, "%s/start%d", tmp, seed);
         snprintf(out, sizeof out, "%s/out%d", tmp, seed);
@@ -150,15 +175,19 @@ int main(void) {
                  "\"save_steps\":0},\"output_dir\":\"%s\",\"seed\":%d}",
                  base, seed, start, seed);
         T_OK(train(json, &s));
+        phase(seed, "SFT start");
         double em0 = t_heldout_em(start, "addition2", tmp);
+        phase(seed, "held-out eval");
         printf("seed %d: the SFT start's held-out exact match %.3f\n", seed, em0);
 
         /* 1. GRPO, verifiable reward, the recipe's defaults */
         snprintf(json, sizeof json, RL, "grpo", start, GRPO_ROWS, 3 + seed, "{\"verifiable\":1.0}", GRPO_STEPS, out,
                  seed);
         T_OK(train(json, &s));
+        phase(seed, "GRPO");
         T_EQ_INT(s.n, GRPO_STEPS);
         grpo[k] = t_heldout_em(out, "addition2", tmp) - em0;
+        phase(seed, "held-out eval");
         printf("seed %d: grpo reward %.3f -> %.3f, kl %.3f at the end\n", seed, fifth(s.reward, s.n, 0),
                fifth(s.reward, s.n, 1), fifth(s.kl, s.n, 1));
 
@@ -166,7 +195,9 @@ int main(void) {
         snprintf(json, sizeof json, RL, "grpo", start, GRPO_ROWS, 3 + seed, "{\"verifiable\":-1.0}", FLIP_STEPS, out,
                  seed);
         T_OK(train(json, &s));
+        phase(seed, "GRPO, sign flipped");
         flipped[k] = t_heldout_em(out, "addition2", tmp) - em0;
+        phase(seed, "held-out eval");
         flipped_v[k] = fifth(s.verifiable, s.n, 1) - fifth(s.verifiable, s.n, 0);
 
         /* 3. PPO against a weak reward model (500 steps of pairs): its score
@@ -174,11 +205,14 @@ int main(void) {
         snprintf(rm, sizeof rm, "%s/rm%d_weak", tmp, seed);
         snprintf(json, sizeof json, RM, start, 100 + seed, RM_WEAK_STEPS, RM_WEAK_STEPS, rm, seed);
         T_OK(train(json, &s));
+        phase(seed, "weak RM");
         rm_weak[k] = s.eval_accuracy;
         snprintf(rw, sizeof rw, "{\"reward_model\":\"%s\"}", rm);
         snprintf(json, sizeof json, RL, "ppo", start, PPO_ROWS, 3 + seed, rw, PPO_STEPS, out, seed);
         T_OK(train(json, &s));
+        phase(seed, "PPO, weak RM");
         hack_em[k] = t_heldout_em(out, "addition2", tmp) - em0;
+        phase(seed, "held-out eval");
         hack_score[k] = fifth(s.scores, s.n, 1) - fifth(s.scores, s.n, 0);
         printf("seed %d: ppo, weak reward model (pair accuracy %.3f): its score %+.3f -> %+.3f, samples right "
                "%.3f -> %.3f\n", seed, rm_weak[k], fifth(s.scores, s.n, 0), fifth(s.scores, s.n, 1),
@@ -188,11 +222,14 @@ int main(void) {
         snprintf(rm, sizeof rm, "%s/rm%d_strong", tmp, seed);
         snprintf(json, sizeof json, RM, start, 100 + seed, RM_STRONG_STEPS, RM_STRONG_STEPS, rm, seed);
         T_OK(train(json, &s));
+        phase(seed, "strong RM");
         rm_strong[k] = s.eval_accuracy;
         snprintf(rw, sizeof rw, "{\"reward_model\":\"%s\"}", rm);
         snprintf(json, sizeof json, RL, "ppo", start, PPO_ROWS, 3 + seed, rw, PPO_STEPS, out, seed);
         T_OK(train(json, &s));
+        phase(seed, "PPO, strong RM");
         mitig[k] = t_heldout_em(out, "addition2", tmp) - em0;
+        phase(seed, "held-out eval");
         printf("seed %d: ppo, strong reward model (pair accuracy %.3f): its score %+.3f -> %+.3f, samples right "
                "%.3f -> %.3f\n", seed, rm_strong[k], fifth(s.scores, s.n, 0), fifth(s.scores, s.n, 1),
                fifth(s.verifiable, s.n, 0), fifth(s.verifiable, s.n, 1));

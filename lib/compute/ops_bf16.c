@@ -33,6 +33,7 @@
 #include "al.h"
 #include "compute/onednn.h"
 #include "compute/pool.h"
+#include "compute/simd.h"
 
 #define BF_PAR_N ((size_t)1 << 16)   /* conversions split above this */
 
@@ -90,11 +91,11 @@ typedef struct conv_ctx {
     size_t n;
 } conv_ctx;
 
-static void round_range(uint16_t *dst, const float *src, size_t n) {
+AL_SIMD_CLONES static void round_range(uint16_t *dst, const float *src, size_t n) {
     for (size_t i = 0; i < n; i++) dst[i] = round1(src[i]);
 }
 
-static void widen_range(float *dst, const uint16_t *src, size_t n) {
+AL_SIMD_CLONES static void widen_range(float *dst, const uint16_t *src, size_t n) {
     for (size_t i = 0; i < n; i++) dst[i] = widen1(src[i]);
 }
 
@@ -176,7 +177,7 @@ static float dot16(const uint16_t *a, const uint16_t *b, int K) {
 }
 
 /* Plain panel: C[i][j] = alpha sum_k op(A)[i][k] op(B)[k][j] + beta C. */
-static void panel_loops(const gemm16_ctx *g, const uint16_t *A, const uint16_t *B, float *C,
+AL_SIMD_CLONES static void panel_loops(const gemm16_ctx *g, const uint16_t *A, const uint16_t *B, float *C,
                         int m, int n, float beta) {
     for (int i = 0; i < m; i++)
         for (int j = 0; j < n; j++) {

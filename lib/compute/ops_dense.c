@@ -20,6 +20,7 @@
 #include "al.h"
 #include "compute/onednn.h"
 #include "compute/pool.h"
+#include "compute/simd.h"
 
 #define MAX_THREADS AL_POOL_MAX
 #define ELEM_PAR_N ((size_t)1 << 17) /* elementwise ops split above this */
@@ -184,7 +185,7 @@ typedef struct colsum_ctx {
 } colsum_ctx;
 
 /* db[c0:c1] += sum over rows of dout[:, c0:c1], in double, rows in order. */
-static void colsum_range(float *db, const float *dout, int N, int OC, long c0, long c1) {
+AL_SIMD_CLONES static void colsum_range(float *db, const float *dout, int N, int OC, long c0, long c1) {
     enum { BW = 64 };
     for (long c = c0; c < c1; c += BW) {
         int bw = (int)(c1 - c < BW ? c1 - c : BW);
@@ -802,7 +803,7 @@ static double sumsq_range(const float *x, size_t n) {
     return s;
 }
 
-static void ew_range(ew_ctx *e, int tid, size_t lo, size_t hi) {
+AL_SIMD_CLONES static void ew_range(ew_ctx *e, int tid, size_t lo, size_t hi) {
     size_t n = hi - lo;
     float *y = e->y + lo;
     switch (e->op) {

@@ -46,6 +46,7 @@
 
 #include "al.h"
 #include "compute/pool.h"
+#include "compute/simd.h"
 
 /* Below this many elements a kernel runs inline rather than waking the pool.
  * Results are the same either way. */
@@ -105,7 +106,7 @@ typedef struct {
     float eps;
 } nn_norm_ctx;
 
-static void layernorm_fwd_fn(void *vctx, int tid, int nth) {
+AL_SIMD_CLONES static void layernorm_fwd_fn(void *vctx, int tid, int nth) {
     const nn_norm_ctx *x = vctx;
     const int C = x->C;
     long lo, hi;
@@ -136,7 +137,7 @@ void al_layernorm_forward(float *out, float *mean, float *rstd, const float *inp
     nn_run(layernorm_fwd_fn, &x, (size_t)N * (size_t)C);
 }
 
-static void layernorm_bwd_fn(void *vctx, int tid, int nth) {
+AL_SIMD_CLONES static void layernorm_bwd_fn(void *vctx, int tid, int nth) {
     const nn_norm_ctx *x = vctx;
     const int C = x->C;
     long lo, hi;
@@ -192,7 +193,7 @@ void al_layernorm_backward(float *dinp, float *dw, float *db, const float *dout,
 
 /* ------------------------------------------------------------------ RMSNorm */
 
-static void rmsnorm_fwd_fn(void *vctx, int tid, int nth) {
+AL_SIMD_CLONES static void rmsnorm_fwd_fn(void *vctx, int tid, int nth) {
     const nn_norm_ctx *x = vctx;
     const int C = x->C;
     long lo, hi;
@@ -217,7 +218,7 @@ void al_rmsnorm_forward(float *out, float *rstd, const float *inp, const float *
     nn_run(rmsnorm_fwd_fn, &x, (size_t)N * (size_t)C);
 }
 
-static void rmsnorm_bwd_fn(void *vctx, int tid, int nth) {
+AL_SIMD_CLONES static void rmsnorm_bwd_fn(void *vctx, int tid, int nth) {
     const nn_norm_ctx *x = vctx;
     const int C = x->C;
     long lo, hi;
@@ -400,7 +401,7 @@ typedef struct {
     int N, FF;
 } nn_ew_ctx;
 
-static void gelu_fwd_fn(void *vctx, int tid, int nth) {
+AL_SIMD_CLONES static void gelu_fwd_fn(void *vctx, int tid, int nth) {
     const nn_ew_ctx *x = vctx;
     long lo, hi;
     al_split((long)x->n, nth, tid, &lo, &hi);
@@ -417,7 +418,7 @@ void al_gelu_forward(float *out, const float *inp, size_t n) {
     nn_run(gelu_fwd_fn, &x, n);
 }
 
-static void gelu_bwd_fn(void *vctx, int tid, int nth) {
+AL_SIMD_CLONES static void gelu_bwd_fn(void *vctx, int tid, int nth) {
     const nn_ew_ctx *x = vctx;
     long lo, hi;
     al_split((long)x->n, nth, tid, &lo, &hi);
@@ -439,7 +440,7 @@ void al_gelu_backward(float *dinp, const float *dout, const float *inp, size_t n
 
 /* ------------------------------------------------------------------- SwiGLU */
 
-static void swiglu_fwd_fn(void *vctx, int tid, int nth) {
+AL_SIMD_CLONES static void swiglu_fwd_fn(void *vctx, int tid, int nth) {
     const nn_ew_ctx *x = vctx;
     const int FF = x->FF;
     long lo, hi;
@@ -458,7 +459,7 @@ void al_swiglu_forward(float *out, const float *gu, int N, int FF) {
     nn_run(swiglu_fwd_fn, &x, (size_t)N * (size_t)FF);
 }
 
-static void swiglu_bwd_fn(void *vctx, int tid, int nth) {
+AL_SIMD_CLONES static void swiglu_bwd_fn(void *vctx, int tid, int nth) {
     const nn_ew_ctx *x = vctx;
     const int FF = x->FF;
     long lo, hi;
@@ -486,7 +487,7 @@ void al_swiglu_backward(float *dgu, const float *dout, const float *gu, int N, i
 
 /* gelu_pytorch_tanh(gate) * up, as torch's tanh GELU: 0.5 x (1 + tanh(
  * sqrt(2/pi) (x + 0.044715 x^3))); nn_tanh as gelu_new above. */
-static void geglu_fwd_fn(void *vctx, int tid, int nth) {
+AL_SIMD_CLONES static void geglu_fwd_fn(void *vctx, int tid, int nth) {
     const nn_ew_ctx *x = vctx;
     const int FF = x->FF;
     long lo, hi;
@@ -517,7 +518,7 @@ void al_geglu_forward_ref(float *out, const float *gu, int N, int FF) {
         }
 }
 
-static void geglu_bwd_fn(void *vctx, int tid, int nth) {
+AL_SIMD_CLONES static void geglu_bwd_fn(void *vctx, int tid, int nth) {
     const nn_ew_ctx *x = vctx;
     const int FF = x->FF;
     long lo, hi;
@@ -1007,7 +1008,7 @@ static void fa_scores(float *s, float *raw, const float *qI, int ldq, const floa
  * Per key tile: S = scale Q K^T (capped, masked); the running row max m and
  * sum l rescale the accumulator, O += exp(S - m) V; at the end O /= l and
  * lse = m + log l. */
-static void fa_fwd_fn(void *vctx, int tid, int nth) {
+AL_SIMD_CLONES static void fa_fwd_fn(void *vctx, int tid, int nth) {
     const fa_ctx *x = vctx;
     const int T = x->T, NH = x->NH, HD = x->HD, ld = x->ld, G = NH / x->NKV, OC = NH * HD;
     const int nblk = (T + FA_BQ - 1) / FA_BQ;
@@ -1087,7 +1088,7 @@ void al_flash_attention_forward(float *out, float *lse, const float *q, const fl
  *   P = exp(S - lse) (masked: 0);  dv_J += P^T dO_I;  dP = dO_I V_J^T
  *   dS = P (dP - D) [1 - tanh^2 under a cap] scale, D_i = dO_i . O_i
  *   dq_I += dS K_J;  dk_J += dS^T Q_I */
-static void fa_bwd_fn(void *vctx, int tid, int nth) {
+AL_SIMD_CLONES static void fa_bwd_fn(void *vctx, int tid, int nth) {
     const fa_ctx *x = vctx;
     const int T = x->T, NH = x->NH, NKV = x->NKV, HD = x->HD, ld = x->ld, G = NH / NKV;
     const int OC = NH * HD;

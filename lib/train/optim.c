@@ -12,6 +12,7 @@
 #include "../compute/ops.h"
 #include "../compute/pool.h"
 #include "../model/safetensors.h"
+#include "../compute/simd.h"
 
 void al_adamw_defaults(al_adamw_cfg *cfg) {
     cfg->lr = 1e-3f;
@@ -56,7 +57,7 @@ typedef struct adamw_job {
 /* Each thread updates its share [lo, hi) of the optimiser's slice of the
  * flattened trainable parameters; the moments are laid out in that same
  * flat order, from the slice's start. */
-static void adamw_range(void *ctx, int tid, int nthreads) {
+AL_SIMD_CLONES static void adamw_range(void *ctx, int tid, int nthreads) {
     const adamw_job *j = ctx;
     const al_adamw *o = j->o;
     const float b1 = o->cfg.beta1, b2 = o->cfg.beta2, eps = o->cfg.eps;
