@@ -1103,6 +1103,8 @@ void api_server_set_draining(api_server *s, int on) {
     if (s) atomic_store(&s->draining, on ? 1 : 0);
 }
 
+int64_t api_server_models_memory(api_server *s) { return (int64_t)api_model_cache_memory(s->models, NULL); }
+
 void api_server_stop(api_server *s) {
     if (!s) return;
     atomic_store(&s->stopping, 1);

@@ -55,6 +55,8 @@ int api_server_port(const api_server *s);
 void api_server_set_draining(api_server *s, int on);
 /* Ends open streams, stops the threads and frees the server. NULL is a no-op. */
 void api_server_stop(api_server *s);
+/* Bytes of the models the chat endpoints hold loaded (their cache). */
+int64_t api_server_models_memory(api_server *s);
 
 /* The body of GET /v1/methods (api/h_methods.c: lib/train/methods.h's
  * registry as a list object); the caller owns it. NULL when memory runs out. */

@@ -268,6 +268,8 @@ static int resolve_file(backend_ctx *c, const char *ref, const char *param, char
 
 typedef struct prepared {
     json_t *req, *spec, *used;
+    json_t *waiting;     /* models named that are still downloading (when the job may wait), or NULL */
+    json_t *unresolved;  /* the spec before names became paths (kept when the job may wait) */
     al_job job;
     int parsed;
     const char *suffix;
@@ -279,6 +281,8 @@ typedef struct prepared {
 
 static void prepared_free(prepared *p) {
     if (p->parsed) al_job_deinit(&p->job);
+    json_decref(p->waiting);
+    json_decref(p->unresolved);
     json_decref(p->req);
     json_decref(p->spec);
     json_decref(p->used);
@@ -374,6 +378,7 @@ typedef struct refs_ctx {
     int failed;
     const char *model_override;  /* from_checkpoint's folder for "model" */
     json_t *used;                /* model names the job uses */
+    json_t *waiting;             /* non-NULL: a model still downloading is listed here, not refused */
     json_t *dinfo;               /* reference path -> the dataset_info its file was uploaded with */
 } refs_ctx;
 
@@ -386,6 +391,17 @@ static int on_ref(void *ud, al_ref_kind kind, const char *path, const char *valu
         if (!strcmp(path, "model") && r->model_override) {
             snprintf(dir, sizeof dir, "%s", r->model_override);
         } else if (resolve_model(r->c, value, path, dir, r->e)) {
+            if (r->waiting && r->e->status == 409 && !strcmp(r->e->code, "model_downloading")) {
+                /* the job waits for it: the name stays until the download ends */
+                memset(r->e, 0, sizeof *r->e);
+                int seen = 0;
+                for (size_t i = 0; i < json_array_size(r->waiting); i++)
+                    seen |= !strcmp(json_string_value(json_array_get(r->waiting, i)), value);
+                if (!seen) json_array_append_new(r->waiting, json_string(value));
+                json_array_append_new(r->used, json_string(value));
+                repl[0] = 0;
+                return 0;
+            }
             r->failed = 1;
             snprintf(msg, msgcap, "%s", r->e->message);
             return -1;
@@ -452,9 +468,11 @@ static int apply_dataset_info(json_t *spec, const json_t *dinfo, api_error *e) {
     return 0;
 }
 
+static int resolve_spec(backend_ctx *c, prepared *p, const char *model_override, int may_wait, api_error *e);
+
 /* Turns an API job body into the trainer's description: names and ids to
- * paths, extras off. */
-static int prepare(backend_ctx *c, const json_t *body, prepared *p, api_error *e) {
+ * paths, extras off (may_wait: see resolve_spec). */
+static int prepare(backend_ctx *c, const json_t *body, prepared *p, int may_wait, api_error *e) {
     memset(p, 0, sizeof *p);
     if (!json_is_object(body)) return api_error_set(e, 400, INVALID, "invalid_type", "", "The body must be a JSON object");
     p->req = json_deep_copy(body);
@@ -502,8 +520,22 @@ static int prepare(backend_ctx *c, const json_t *body, prepared *p, api_error *e
     /* clean_data filters a file: no model */
     if (!model && !(method && !strcmp(method, "clean_data")))
         return api_error_set(e, 400, INVALID, "missing_field", "model", "model: is required");
+    return resolve_spec(c, p, fc && !with_opt ? path : NULL, may_wait, e);
+}
+
+/* p->spec's names and ids to paths, then the whole job validated (p->job).
+ * may_wait (and no model_override): a model still downloading from the Hub
+ * is listed in p->waiting instead of refused, and p->unresolved keeps the
+ * spec as it was for when the download ends. */
+static int resolve_spec(backend_ctx *c, prepared *p, const char *model_override, int may_wait, api_error *e) {
+    json_t *s = p->spec;
+    if (may_wait && !model_override) {
+        p->waiting = json_array();
+        p->unresolved = json_deep_copy(s);
+        if (!p->waiting || !p->unresolved) return server_error(e, "Copying the body");
+    }
     /* every model and file reference (lib/train's walker knows them all) */
-    refs_ctx rc0 = {.c = c, .e = e, .model_override = fc && !with_opt ? path : NULL, .used = p->used,
+    refs_ctx rc0 = {.c = c, .e = e, .model_override = model_override, .used = p->used, .waiting = p->waiting,
                     .dinfo = json_object()};
     al_error rerr;
     if (!rc0.dinfo) return server_error(e, "Copying the body");
@@ -550,7 +582,7 @@ static int be_job_estimate(void *ud, const json_t *body, json_t **out, api_error
     prepared *pp = calloc(1, sizeof *pp); /* ~100 kB: never on an HTTP thread's stack */
     if (!pp) return server_error(e, "Allocating");
     al_estimate est;
-    int rc = prepare(c, body, pp, e);
+    int rc = prepare(c, body, pp, 0, e);
     if (!rc) rc = estimate(c, pp, &est, e);
     if (!rc) *out = objects_estimate(&est, memory_budget(c));
     prepared_free(pp);
@@ -558,13 +590,9 @@ static int be_job_estimate(void *ud, const json_t *body, json_t **out, api_error
     return rc;
 }
 
-static int be_job_create(void *ud, const json_t *body, json_t **out, api_error *e) {
-    backend_ctx *c = ud;
-    prepared *pp = calloc(1, sizeof *pp); /* ~100 kB: never on an HTTP thread's stack */
-    if (!pp) return server_error(e, "Allocating");
-    al_estimate est;
-    int rc = prepare(c, body, pp, e);
-    if (!rc) rc = estimate(c, pp, &est, e);
+/* The estimate of a prepared job and what admission checks of it. */
+static int admit_checks(backend_ctx *c, prepared *pp, al_estimate *est, api_error *e) {
+    int rc = estimate(c, pp, est, e);
     int launched = !rc && pp->job.processes > 1;
     if (launched && !c->has_launcher)
         rc = api_error_set(e, 422, INVALID, "no_launcher", "resources.processes",
@@ -576,13 +604,28 @@ static int be_job_create(void *ud, const json_t *body, json_t **out, api_error *
      * fail at run time, out of memory); a launched job's ranks run where the
      * launcher places them, each with this estimate */
     int64_t budget = memory_budget(c);
-    if (!rc && !launched && (int64_t)est.memory_bytes > budget)
+    if (!rc && !launched && (int64_t)est->memory_bytes > budget)
         rc = api_error_set(e, 422, INVALID, "insufficient_memory", "",
                            "The job's estimate is %.1f MiB, more than the memory budget of %.1f MiB (%s); "
                            "POST /v1/fine_tuning/jobs/estimate shows the estimate: lower batch_size or "
                            "max_length, raise gradient_accumulation_steps, or use LoRA",
-                           (double)est.memory_bytes / 1048576.0, (double)budget / 1048576.0,
+                           (double)est->memory_bytes / 1048576.0, (double)budget / 1048576.0,
                            c->memory_limit > 0 ? "memory_limit" : "the memory available at start");
+    return rc;
+}
+
+static int be_job_create(void *ud, const json_t *body, json_t **out, api_error *e) {
+    backend_ctx *c = ud;
+    prepared *pp = calloc(1, sizeof *pp); /* ~100 kB: never on an HTTP thread's stack */
+    if (!pp) return server_error(e, "Allocating");
+    al_estimate est;
+    memset(&est, 0, sizeof est);
+    int rc = prepare(c, body, pp, 1, e);
+    /* a job naming a model still downloading waits for it (validating_files):
+     * estimated and admitted when the download ends (admit_waiting) */
+    int waits = !rc && json_array_size(pp->waiting) > 0;
+    if (!rc && !waits) rc = admit_checks(c, pp, &est, e);
+    int launched = !rc && pp->job.processes > 1;
     if (rc) {
         prepared_free(pp);
         free(pp);
@@ -605,6 +648,11 @@ static int be_job_create(void *ud, const json_t *body, json_t **out, api_error *
     j.task = task_out;
     j.request = pp->req;
     j.spec = s;
+    if (waits) {
+        /* kept with its names, and the models it waits for */
+        json_object_set(pp->unresolved, "awaiting_models", pp->waiting);
+        j.spec = pp->unresolved;
+    }
     j.hyperparameters = json_object_get(pp->job.resolved, "hyperparameters");
     j.metadata = pp->metadata;
     j.suffix = pp->suffix;
@@ -619,20 +667,119 @@ static int be_job_create(void *ud, const json_t *body, json_t **out, api_error *
     int64_t id;
     rc = store_job_create(c->st, &j, &id);
     json_decref(task_out);
-    char method[32];
+    char method[32], names[512] = "", first[256] = "";
     snprintf(method, sizeof method, "%s", pp->job.method);
+    for (size_t i = 0; waits && i < json_array_size(pp->waiting); i++) {
+        size_t len = strlen(names);
+        snprintf(names + len, sizeof names - len, "%s%s", i ? ", " : "", json_string_value(json_array_get(pp->waiting, i)));
+    }
+    if (waits) snprintf(first, sizeof first, "%s", json_string_value(json_array_get(pp->waiting, 0)));
     prepared_free(pp);
     free(pp);
     if (rc) return server_error(e, "Creating the job");
-    /* the files were validated at upload and resolved above */
-    store_job_transition(c->st, id, "validating_files", "queued", "info", NULL,
-                         "Files validated; job queued (estimated %.1f MiB, %ld steps)",
-                         (double)est.memory_bytes / 1048576.0, est.steps);
-    log_info("event=job_created job=%s method=%s steps=%ld memory_mib=%.1f", api_id(API_ID_JOB, id).s, method,
-             est.steps, (double)est.memory_bytes / 1048576.0);
-    if (c->sc) sched_wake(c->sc);
+    if (waits) {
+        store_job_event(c->st, id, "info", "message", NULL,
+                        "Waiting for %s to download from the Hugging Face Hub (GET /v1/models/%s/events follows "
+                        "it); the job is queued when it is ready and fails if the download fails",
+                        names, first);
+        log_info("event=job_created job=%s method=%s waiting_for=\"%s\"", api_id(API_ID_JOB, id).s, method, names);
+        /* the download may have ended while the job was being written */
+        backend_admit_waiting(c);
+    } else {
+        /* the files were validated at upload and resolved above */
+        store_job_transition(c->st, id, "validating_files", "queued", "info", NULL,
+                             "Files validated; job queued (estimated %.1f MiB, %ld steps)",
+                             (double)est.memory_bytes / 1048576.0, est.steps);
+        log_info("event=job_created job=%s method=%s steps=%ld memory_mib=%.1f", api_id(API_ID_JOB, id).s, method,
+                 est.steps, (double)est.memory_bytes / 1048576.0);
+        if (c->sc) sched_wake(c->sc);
+    }
     *out = objects_job_get(c->st, id);
     return *out ? 0 : server_error(e, "Reading the job back");
+}
+
+/* ---- jobs that wait for a model ---------------------------------------------------- */
+
+/* A waiting job (validating_files, its spec with "awaiting_models") whose
+ * models have all ended their downloads: resolved, estimated and admitted
+ * as at submission (queued, its spec replaced by the resolved one), or
+ * failed with the reason (a download that failed names the model). One
+ * that still waits stays as it is. */
+static void admit_one(backend_ctx *c, int64_t id) {
+    store_run r;
+    if (store_job_run_info(c->st, id, &r)) return;
+    json_t *spec = json_loads(r.spec, 0, NULL);
+    store_run_deinit(&r);
+    if (!spec || !json_object_get(spec, "awaiting_models")) {
+        json_decref(spec);
+        return; /* not a job that waits */
+    }
+    json_object_del(spec, "awaiting_models");
+    prepared *pp = calloc(1, sizeof *pp);
+    api_error e;
+    memset(&e, 0, sizeof e);
+    if (!pp) {
+        json_decref(spec);
+        return;
+    }
+    pp->spec = spec;
+    pp->used = json_array();
+    al_estimate est;
+    memset(&est, 0, sizeof est);
+    int rc = pp->used ? resolve_spec(c, pp, NULL, 1, &e) : server_error(&e, "Allocating");
+    if (!rc && json_array_size(pp->waiting)) goto out; /* another download runs */
+    if (!rc) rc = admit_checks(c, pp, &est, &e);
+    store_upd u = STORE_UPD_INIT;
+    if (rc) {
+        u.finished = 1;
+        u.error_code = e.code;
+        u.error_message = e.message;
+        u.error_param = e.param;
+        if (!store_job_transition(c->st, id, "validating_files", "failed", "error", &u, "%s", e.message))
+            log_warn("event=job_failed job=%s code=%s reason=\"%s\"", api_id(API_ID_JOB, id).s, e.code, e.message);
+        goto out;
+    }
+    u.spec = pp->spec;
+    u.hyperparameters = json_object_get(pp->job.resolved, "hyperparameters");
+    u.memory_bytes = pp->job.processes > 1 ? 0 : (int64_t)est.memory_bytes;
+    if (!store_job_transition(c->st, id, "validating_files", "queued", "info", &u,
+                              "Models ready; job queued (estimated %.1f MiB, %ld steps)",
+                              (double)est.memory_bytes / 1048576.0, est.steps)) {
+        log_info("event=job_admitted job=%s steps=%ld memory_mib=%.1f", api_id(API_ID_JOB, id).s, est.steps,
+                 (double)est.memory_bytes / 1048576.0);
+        if (c->sc) sched_wake(c->sc);
+    }
+out:
+    prepared_free(pp);
+    free(pp);
+}
+
+static int no_rows(void *ud, int64_t id) {
+    (void)ud;
+    (void)id;
+    return 0;
+}
+
+void backend_admit_waiting(backend_ctx *c) {
+    pthread_mutex_lock(&c->admit_mu);
+    int64_t after = 0;
+    for (;;) {
+        store_rows r;
+        if (store_job_page(c->st, after, 100, "validating_files", no_rows, NULL, &r)) break;
+        int64_t ids[100];
+        int n = r.n < 100 ? r.n : 100, more = r.more;
+        for (int i = 0; i < n; i++) ids[i] = ((const store_job_row *)r.v)[i].id;
+        store_rows_free(&r);
+        for (int i = 0; i < n; i++) admit_one(c, ids[i]);
+        if (!more || !n) break;
+        after = ids[n - 1];
+    }
+    pthread_mutex_unlock(&c->admit_mu);
+}
+
+void backend_on_download_done(void *ud, const char *name) {
+    (void)name;
+    backend_admit_waiting(ud);
 }
 
 static int be_job_list(void *ud, const api_page *pg, const char *status, json_t **out, api_error *e) {
@@ -978,6 +1125,7 @@ void backend_init(api_backend *be, backend_ctx *ctx) {
     memset(be, 0, sizeof *be);
     be->ud = ctx;
     ctx->jobs_cache = objects_cache_new(); /* NULL: lists are built without it */
+    pthread_mutex_init(&ctx->admit_mu, NULL);
     be->ready = be_ready;
     be->auth_required = be_auth_required;
     be->auth_check = be_auth_check;
@@ -1012,6 +1160,7 @@ void backend_init(api_backend *be, backend_ctx *ctx) {
 }
 
 void backend_deinit(backend_ctx *ctx) {
+    pthread_mutex_destroy(&ctx->admit_mu);
     objects_cache_free(ctx->jobs_cache);
     ctx->jobs_cache = NULL;
 }

@@ -16,10 +16,12 @@
  * output), "ftjob-<n>:<step>" (a checkpoint) or a Hugging Face model
  * "ORG/NAME[@REV]" (daemon/hubmodels.h); "training_file",
  * "validation_file" and eval_tasks[].file are "file-<n>" ids; "output_dir" is
- * the daemon's to choose. */
+ * the daemon's to choose. A job naming a Hub model that is still
+ * downloading is accepted and waits for it (backend_admit_waiting). */
 #ifndef DAEMON_BACKEND_H
 #define DAEMON_BACKEND_H
 
+#include <pthread.h>
 #include <stdatomic.h>
 
 #include "api/backend.h"
@@ -37,11 +39,21 @@ typedef struct backend_ctx {
     hubmodels *hub;             /* models by name from the Hugging Face Hub (may be NULL) */
     atomic_int draining;        /* shutting down: not ready, feeds return at once */
     struct objects_cache *jobs_cache; /* final jobs' serialized objects (objects.h) */
+    pthread_mutex_t admit_mu;   /* one pass over the jobs that wait for a model at a time */
 } backend_ctx;
 
 /* Fills be with the daemon's functions and ctx as ud (and gives ctx its
  * cache: backend_deinit releases it once the server has stopped). */
 void backend_init(api_backend *be, backend_ctx *ctx);
 void backend_deinit(backend_ctx *ctx);
+
+/* A job naming a model that is still downloading from the Hub is accepted
+ * and waits (validating_files). One pass over the waiting jobs: each whose
+ * downloads have all ended is admitted (queued) or failed (the download's
+ * error, naming the model). Run at start-up and, through
+ * backend_on_download_done (hubmodels_on_done's fn, ud the ctx), when a
+ * download ends. Safe from any thread. */
+void backend_admit_waiting(backend_ctx *ctx);
+void backend_on_download_done(void *ud, const char *name);
 
 #endif

@@ -434,6 +434,17 @@ typedef struct dl {
     int rc;
 } dl;
 
+/* Called by libcurl about once a second, also while no byte arrives: a
+ * stop cancels a stalled transfer at once, not when its low-speed limit
+ * ends it. */
+static int dl_progress(void *ud, curl_off_t dt, curl_off_t dn, curl_off_t ut, curl_off_t un) {
+    dl *d = ud;
+    (void)dt, (void)dn, (void)ut, (void)un;
+    if (d->rc || !canceled(d->p)) return 0;
+    d->rc = fail(d->p, HUB_ECANCELED, "%s: the download was cancelled", d->p->repo);
+    return 1;
+}
+
 static size_t dl_write(char *b, size_t sz, size_t nm, void *ud) {
     dl *d = ud;
     size_t n = sz * nm;
@@ -524,6 +535,9 @@ static int fetch_blob(pull *p, const char *url, int send_auth, int fd, int64_t e
         curl_easy_setopt(c, CURLOPT_HEADERDATA, &d.hr);
         curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, dl_write);
         curl_easy_setopt(c, CURLOPT_WRITEDATA, &d);
+        curl_easy_setopt(c, CURLOPT_XFERINFOFUNCTION, dl_progress);
+        curl_easy_setopt(c, CURLOPT_XFERINFODATA, &d);
+        curl_easy_setopt(c, CURLOPT_NOPROGRESS, 0L);
         CURLcode rc = curl_easy_perform(c);
         curl_easy_cleanup(c);
         curl_slist_free_all(hl);

@@ -47,6 +47,9 @@ struct hubmodels {
     pthread_mutex_t mu;
     pthread_cond_t cv;
     dl *dls;
+    pthread_mutex_t hook_mu;   /* held while on_done runs, and to change it */
+    void (*on_done)(void *ud, const char *name);
+    void *on_done_ud;
 };
 
 hubmodels *hubmodels_new(store *st, const char *models_dir, const char *hub_cache, int allow_downloads) {
@@ -64,10 +67,18 @@ hubmodels *hubmodels_new(store *st, const char *models_dir, const char *hub_cach
         snprintf(h->cache, sizeof h->cache, "%s/huggingface/hub", store_state_dir(st));
     pthread_mutex_init(&h->mu, NULL);
     pthread_cond_init(&h->cv, NULL);
+    pthread_mutex_init(&h->hook_mu, NULL);
     return h;
 }
 
 const char *hubmodels_cache(const hubmodels *h) { return h->cache; }
+
+void hubmodels_on_done(hubmodels *h, void (*fn)(void *ud, const char *name), void *ud) {
+    pthread_mutex_lock(&h->hook_mu);
+    h->on_done = fn;
+    h->on_done_ud = ud;
+    pthread_mutex_unlock(&h->hook_mu);
+}
 
 void hubmodels_free(hubmodels *h) {
     if (!h) return;
@@ -86,6 +97,7 @@ void hubmodels_free(hubmodels *h) {
     }
     pthread_cond_destroy(&h->cv);
     pthread_mutex_destroy(&h->mu);
+    pthread_mutex_destroy(&h->hook_mu);
     free(h);
 }
 
@@ -191,6 +203,14 @@ static void *download_main(void *arg) {
         log_info("event=hub_download_done model=%s commit=%s bytes=%lld", d->name, res.commit,
                  (long long)res.downloaded);
     }
+    /* the jobs that waited are admitted before the model's feed says it
+     * ended (a client that saw "ready" finds them queued), and while the
+     * download still counts as running (nothing joins this thread then) */
+    if (rc != HUB_ECANCELED) {
+        pthread_mutex_lock(&h->hook_mu);
+        if (h->on_done) h->on_done(h->on_done_ud, d->name);
+        pthread_mutex_unlock(&h->hook_mu);
+    }
     json_t *model = objects_model_get(h->st, d->name);
     pthread_mutex_lock(&h->mu);
     if (rc != HUB_ECANCELED) push_item(d, "status", model ? model : json_null());
@@ -271,15 +291,19 @@ static int downloading_error(hubmodels *h, const char *name, const char *param, 
 
 int hubmodels_resolve(hubmodels *h, const char *ref, const char *param, char path[STORE_PATH], api_error *e) {
     char repo[AL_HF_REPO_MAX], rev[AL_HF_REV_MAX], err[AL_ERRLEN], name[256], dir[STORE_PATH], commit[41];
+    store_model m;
+    /* a download under way, by the name it registered under (which may be a user's own) */
+    if (store_model_get(h->st, ref, &m) == STORE_OK && !strcmp(m.status, "downloading"))
+        return downloading_error(h, ref, param, e);
     if (al_hf_parse_ref(ref, repo, rev, err))
         return api_error_set(e, 400, INVALID, "model_not_found", param,
                              "%s: '%s' is not a registered model, nor a Hugging Face model: %s", param, ref, err);
     ref_name(repo, rev, name);
-    store_model m;
-    if (store_model_get(h->st, name, &m) == STORE_OK && strcmp(name, ref)) {
-        /* "org/name@main" names the model registered as "org/name" */
+    if (store_model_get(h->st, name, &m) == STORE_OK) {
+        /* "org/name@main" while "org/name" downloads */
         if (!strcmp(m.status, "downloading")) return downloading_error(h, name, param, e);
-        if (!strcmp(m.status, "ready") || !m.status[0]) {
+        /* "org/name@main" names the model registered as "org/name" */
+        if (strcmp(name, ref) && (!strcmp(m.status, "ready") || !m.status[0])) {
             snprintf(path, STORE_PATH, "%s", m.path);
             return 0;
         }

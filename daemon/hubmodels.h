@@ -48,7 +48,8 @@ int hubmodels_scan(hubmodels *h);
  * its snapshot folder: 0 and path; else -1 with e: 400 model_not_found
  * (named in param) when it is not cached and downloads are off, 409
  * model_downloading when a download started or runs (the message says
- * where to follow it), 400 invalid_value for a malformed reference. */
+ * where to follow it; ref may then be any name a download registered
+ * under), 400 invalid_value for a malformed reference. */
 int hubmodels_resolve(hubmodels *h, const char *ref, const char *param, char path[STORE_PATH], api_error *e);
 
 /* POST /v1/models {"hf": repo, "revision": rev, "name": name}: rev NULL
@@ -58,6 +59,12 @@ int hubmodels_resolve(hubmodels *h, const char *ref, const char *param, char pat
  * downloads_disabled, 409 model_exists, 400 invalid_value. */
 int hubmodels_register(hubmodels *h, const char *repo, const char *rev, const char *name, json_t **out,
                        int *accepted, api_error *e);
+
+/* fn(ud, name) is called when a download ends, the model ready or failed
+ * (not when a stop cuts it short), from the download's thread and outside
+ * the registry's lock: the backend admits the jobs that waited for it.
+ * fn NULL unsets it; either returns once a call in progress has returned. */
+void hubmodels_on_done(hubmodels *h, void (*fn)(void *ud, const char *name), void *ud);
 
 /* The live download object of a model being downloaded, or NULL. */
 json_t *hubmodels_progress(hubmodels *h, const char *name);

@@ -54,6 +54,8 @@ struct sched {
     int n;
     worker *w;
     int64_t budget;
+    int64_t (*held)(void *);  /* memory held outside the jobs (s->mu) */
+    void *held_ud;
     int bf16;                 /* sched_cfg.bf16 */
     /* fair turns */
     pthread_mutex_t turn_mu;
@@ -523,7 +525,7 @@ static void run_job(worker *w, int64_t id) {
 static int64_t claim(sched *s, int64_t *mem) {
     int64_t ids[64], mems[64];
     int n = store_queue(s->st, ids, mems, 64);
-    int64_t used = 0;
+    int64_t used = s->held ? s->held(s->held_ud) : 0;
     int running = 0;
     for (int i = 0; i < s->n; i++)
         if (s->w[i].job) {
@@ -686,6 +688,14 @@ void sched_free(sched *s) {
 
 int sched_workers(const sched *s) { return s->n; }
 int64_t sched_memory_budget(const sched *s) { return s->budget; }
+
+void sched_set_held_memory(sched *s, int64_t (*fn)(void *ud), void *ud) {
+    pthread_mutex_lock(&s->mu);
+    s->held = fn;
+    s->held_ud = ud;
+    pthread_mutex_unlock(&s->mu);
+    sched_wake(s); /* less held: a waiting job may fit now */
+}
 
 void sched_status(sched *s, char *buf, size_t n) {
     size_t len = 0;

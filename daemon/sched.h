@@ -61,6 +61,12 @@ void sched_free(sched *s);
 int sched_workers(const sched *s);
 int sched_busy(sched *s);
 int64_t sched_memory_budget(const sched *s);
+/* Memory held outside the jobs (the chat endpoints' loaded models): fn(ud)
+ * is added to the running jobs' estimates whenever a job is claimed, so a
+ * job waits while served models take its room (a job still starts when
+ * none runs). fn is called with the scheduler's lock held and must not
+ * call into the scheduler. NULL clears it (before ud goes away). */
+void sched_set_held_memory(sched *s, int64_t (*fn)(void *ud), void *ud);
 /* "ftjob-3 step 40/100, ftjob-4 step 2/50" or "idle" into buf. */
 void sched_status(sched *s, char *buf, size_t n);
 

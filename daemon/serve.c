@@ -164,6 +164,9 @@ static int sweep(const char *dir, int depth) {
     return n;
 }
 
+/* sched_set_held_memory's view of the chat endpoints' model cache */
+static int64_t served_memory(void *srv) { return api_server_models_memory(srv); }
+
 static int write_addr(const char *state_dir, const char *host, int port) {
     char path[CFG_PATH + 32], buf[320], err[AL_ERRLEN];
     snprintf(path, sizeof path, "%.4000s/alignd.addr", state_dir);
@@ -268,6 +271,10 @@ int cli_serve(int argc, char **argv) {
     }
     api_backend be;
     backend_init(&be, &ctx);
+    /* jobs that wait for a download: admitted when it ends, and now for
+     * the downloads that ended (or failed at the scan) while stopped */
+    hubmodels_on_done(hm, backend_on_download_done, &ctx);
+    backend_admit_waiting(&ctx);
     api_server_cfg scfg;
     config_server(&cfg, &scfg);
     scfg.listen_fd = listen_fd_from_env();
@@ -277,6 +284,7 @@ int cli_serve(int argc, char **argv) {
         char q[300];
         log_error("event=listen_failed addr=%s reason=%s", cfg.listen, log_quote(q, sizeof q, serr));
         fprintf(stderr, "alignd: cannot listen on %s: %s\n", cfg.listen, serr);
+        hubmodels_on_done(hm, NULL, NULL);
         sched_drain(ctx.sc);
         sched_free(ctx.sc);
         backend_deinit(&ctx);
@@ -284,6 +292,8 @@ int cli_serve(int argc, char **argv) {
         store_close(st);
         return 1;
     }
+    /* the chat endpoints' loaded models count against the jobs' budget */
+    sched_set_held_memory(ctx.sc, served_memory, srv);
     int port = api_server_port(srv);
     write_addr(cfg.state_dir, cfg.host, port);
     log_info("event=listening addr=%s%s%s:%d workers=%ld memory_budget_mib=%lld socket_activated=%d",
@@ -341,12 +351,14 @@ int cli_serve(int argc, char **argv) {
         nanosleep(&ts, NULL);
     }
     if (!idle && g_signals >= 2) log_warn("event=stop_forced reason=\"second signal\"");
+    sched_set_held_memory(ctx.sc, NULL, NULL);
     api_server_stop(srv);
     if (!idle) {
         log_warn("event=stop_timeout seconds=%.1f busy_workers=%d note=\"running jobs resume from their last "
                  "checkpoint on the next start\"", al_now() - t0, sched_busy(ctx.sc));
         _exit(0);
     }
+    hubmodels_on_done(hm, NULL, NULL);
     sched_free(ctx.sc);
     backend_deinit(&ctx);
     hubmodels_free(hm);

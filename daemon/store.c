@@ -900,7 +900,10 @@ static const char SQL_JOB_TRANS[] =
     " started_at = CASE WHEN ?9 AND started_at IS NULL THEN ?11 ELSE started_at END,"
     " finished_at = CASE WHEN ?10 THEN ?11 ELSE finished_at END,"
     " step = CASE WHEN ?12 >= 0 THEN ?12 ELSE step END,"
-    " remaining_s = CASE WHEN ?3 IN ('succeeded','failed','cancelled') THEN NULL ELSE remaining_s END"
+    " remaining_s = CASE WHEN ?3 IN ('succeeded','failed','cancelled') THEN NULL ELSE remaining_s END,"
+    " spec = CASE WHEN ?13 IS NULL THEN spec ELSE ?13 END,"
+    " hyperparameters = CASE WHEN ?13 IS NULL THEN hyperparameters ELSE ?14 END,"
+    " memory_bytes = CASE WHEN ?13 IS NULL THEN memory_bytes ELSE ?15 END"
     " WHERE id = ?1 AND instr('|' || ?2 || '|', '|' || status || '|') > 0";
 static const char SQL_DROP_METRICS[] = "DELETE FROM metrics WHERE job_id = ? AND step > ?";
 static const char SQL_DROP_SAMPLES[] = "DELETE FROM samples WHERE job_id = ? AND step > ?";
@@ -912,11 +915,19 @@ static int transition_locked(store *s, int64_t id, const char *from, const char 
                              const store_upd *upd, const char *msg) {
     static const store_upd none = STORE_UPD_INIT;
     if (!upd) upd = &none;
+    char *spec = dump(upd->spec), *hp = upd->spec ? dump(upd->hyperparameters) : NULL;
+    if (upd->spec && !spec) return STORE_EIO;
     int rc = tx_begin(s);
-    if (rc) return rc;
-    rc = exec_st(s, q(s, SQL_JOB_TRANS, "itttttttiiii", id, from, to, upd->error_code, upd->error_message,
+    if (rc) {
+        free(spec);
+        free(hp);
+        return rc;
+    }
+    rc = exec_st(s, q(s, SQL_JOB_TRANS, "itttttttiiii" "tti", id, from, to, upd->error_code, upd->error_message,
                       upd->error_param, upd->fine_tuned_model, upd->resume_dir, (int64_t)upd->started,
-                      (int64_t)upd->finished, now_s(), (int64_t)upd->step));
+                      (int64_t)upd->finished, now_s(), (int64_t)upd->step, spec, hp, upd->memory_bytes));
+    free(spec);
+    free(hp);
     if (!rc && sqlite3_changes(s->db) == 0) {
         sqlite3_stmt *st = q(s, SQL_JOB_EXISTS, "i", id);
         rc = st && sqlite3_step(st) == SQLITE_ROW ? STORE_ESTATE : STORE_ENOTFOUND;

@@ -161,8 +161,12 @@ typedef struct store_upd {
     const char *resume_dir;
     int started, finished;   /* set started_at (if unset) / finished_at to now */
     long step;               /* >= 0: set step (and drop metrics/samples after it) */
+    /* non-NULL: the job's description (and its hyperparameters and memory
+     * estimate) replaced, as when a job that waited for a model is admitted */
+    const json_t *spec, *hyperparameters;
+    int64_t memory_bytes;
 } store_upd;
-#define STORE_UPD_INIT {NULL, NULL, NULL, NULL, NULL, 0, 0, -1}
+#define STORE_UPD_INIT {NULL, NULL, NULL, NULL, NULL, 0, 0, -1, NULL, NULL, 0}
 /* One transaction: status from one of `from` ("queued|paused") to `to`, the
  * columns of upd, and one status event (level "info"/"warn"/"error"). */
 int store_job_transition(store *s, int64_t id, const char *from, const char *to, const char *level,

@@ -22,12 +22,22 @@ tiny randomly initialised model registered under --model:
      with RPO's NLL term on the chosen answers (TRL's rpo_alpha), which gains;
   6. evaluate jobs: every output against the SFT start on 2000 held-out sums
      (the task's test split, never drawn by a training job), greedy exact
-     match, and a table of the gains.
+     match, and a table of the gains;
+  7. the graders on a reasoning task: SFT of a second tiny model (a longer
+     context) on the built-in `word_problems` (two-step arithmetic word
+     problems whose worked solutions end in "#### n"), then GRPO on it with
+     two reward sources: the verifiable reward with the hash grader (the
+     number after "####", compared as a number) and a format reward (the
+     worked solution's shape, weight 0.2); their means by source, first and
+     last fifth of the steps, and held-out exact match of both models on 500
+     problems of the test split. No claim: one seed, not measured over three.
 RL takes the task's recipe for what the jobs leave out (lib/train/job.c).
 Each stage is a job the dashboard shows live. One seed: tests/test_learning.c
 and tests/test_rl_learning.c make the same claims over three seeds, on the
 worst seed; the thresholds below are theirs. Exits 1 when a job failed or a
-claim does not hold. Only the standard library: Debian's python3 is enough.
+claim does not hold. `--stage word_problems` runs stage 7 alone (its model
+registered as --wp-model). Only the standard library: Debian's python3 is
+enough.
 
 --smoke (ctest's demo_pipeline) runs every stage through the same API calls
 at a 25th of its steps: it checks the daemon's side of the pipeline (jobs
@@ -61,6 +71,13 @@ HACK_SCORE_MIN = 0.3   # hacked PPO: the reward model's score of its samples ris
 HACK_EM_MAX = 0.0      # ... while held-out exact match does not rise
 PLAIN_DPO_MAX = 0.0    # plain DPO loses accuracy
 RPO_MIN = 0.02         # DPO + RPO gains
+
+# Stage 7: the word problems (lib/tasks/tasks.c), graded by the number after
+# "####" and a format reward for the worked solution's shape.
+WP_TASK, WP_EVAL_ROWS = "word_problems", 500
+WP_FORMAT = r"^\d+[*+-]\d+=\d+\. \d+[*+-]\d+=\d+\.\n#### \d+$"
+WP_FORMAT_WEIGHT = 0.2
+WP_SFT_STEPS, WP_GRPO_STEPS = 600, 40
 
 class Api:
     def __init__(self, url, key):
@@ -126,6 +143,57 @@ def fifths(xs):
     return sum(xs[:w]) / w, sum(xs[-w:]) / w
 
 
+def last_metrics(api, job_id):
+    """A job's metrics, each at its last logged value."""
+    last = {}
+    for row in api.call("GET", f"/v1/fine_tuning/jobs/{job_id}/metrics")["data"]:
+        last.update(row["metrics"])
+    return last
+
+
+def word_problems(api, model):
+    """Stage 7: SFT then GRPO with the graders on the word problems; returns
+    the table's rows and the rewards by source."""
+    sft = job(api, "7a. SFT (word problems)", {
+        "method": "sft", "model": model, "suffix": "wp-sft", "seed": SEED,
+        "task": {"name": WP_TASK, "rows": 20000, "seed": SEED},
+        "hyperparameters": {"max_steps": steps(WP_SFT_STEPS), "learning_rate": 2e-3, "batch_size": 32,
+                            "lr_scheduler_type": "constant", "warmup_ratio": 0.02, "max_length": 160,
+                            "logging_steps": 20}})
+    grpo = job(api, "7b. GRPO (graders)", {
+        "method": "grpo", "model": sft["fine_tuned_model"], "suffix": "wp-grpo", "seed": SEED,
+        "task": {"name": WP_TASK, "rows": 8000, "seed": 3 + SEED},
+        "reward": {"verifiable": {"weight": 1.0, "grader": "hash"},
+                   "format": {"regex": WP_FORMAT, "weight": WP_FORMAT_WEIGHT, "match": "full"}},
+        "hyperparameters": {"max_steps": steps(WP_GRPO_STEPS), "batch_size": 64, "num_generations": 8,
+                            "max_completion_length": 32, "logging_steps": 1, "save_steps": 0}})
+    evals = {label: submit(api, f"   eval {label}", {
+        "method": "evaluate", "model": m, "seed": 1,
+        "task": {"name": WP_TASK, "rows": steps(WP_EVAL_ROWS), "seed": EVAL_SEED, "split": "test"},
+        "hyperparameters": {"max_completion_length": 32}})
+        for label, m in (("wp base", model), ("wp SFT", sft["fine_tuned_model"]),
+                         ("wp GRPO", grpo["fine_tuned_model"]))}
+    em = {label: last_metrics(api, wait(api, j, f"   eval {label}")["id"])["exact_match_a"]
+          for label, j in evals.items()}
+    sources = {name: fifths(series(api, grpo["id"], key)) for name, key in (
+        ("verifiable (#### n, numeric)", "rewards/verifiable/mean"),
+        (f"format (worked solution, weight {WP_FORMAT_WEIGHT})", "rewards/format/mean"),
+        ("an answer line found", "rewards/verifiable/extracted"),
+        ("reward (their weighted sum)", "reward"))}
+    return em, sources
+
+
+def print_word_problems(em, sources):
+    print(f"{'7a. SFT, word problems':<30} {em['wp base']:7.3f} {em['wp SFT']:7.3f} "
+          f"{em['wp SFT'] - em['wp base']:+7.3f}   (no claim: one seed)")
+    print(f"{'7b. GRPO, word problems':<30} {em['wp SFT']:7.3f} {em['wp GRPO']:7.3f} "
+          f"{em['wp GRPO'] - em['wp SFT']:+7.3f}   (no claim: one seed)")
+    print(f"  (7: greedy exact match of the final answer on {steps(WP_EVAL_ROWS)} held-out word problems)")
+    print(f"{'7b. GRPO rewards by source':<40} first -> last fifth of steps")
+    for name, (a, b) in sources.items():
+        print(f"    {name:<36} {a:6.3f} -> {b:6.3f}")
+
+
 def heldout(api, models):
     """Greedy exact match of each model on the held-out sums (an evaluate job
     each, on the task alone: no second model, no judge), submitted together
@@ -136,11 +204,7 @@ def heldout(api, models):
         "hyperparameters": {"max_completion_length": 6}}) for label, model in models.items()}
     em = {}
     for label, j in jobs.items():
-        j = wait(api, j, f"   eval {label}")
-        last = {}
-        for row in api.call("GET", f"/v1/fine_tuning/jobs/{j['id']}/metrics")["data"]:
-            last.update(row["metrics"])
-        em[label] = last["exact_match_a"]
+        em[label] = last_metrics(api, wait(api, j, f"   eval {label}")["id"])["exact_match_a"]
     return em
 
 
@@ -149,6 +213,10 @@ def main():
     ap.add_argument("--url", default=os.environ.get("ALIGND_URL", "http://127.0.0.1:8080"))
     ap.add_argument("--key", default="")
     ap.add_argument("--model", default="tiny", help="registered base model (random init)")
+    ap.add_argument("--wp-model", default="tiny-wp",
+                    help="registered base model for stage 7 (random init, a context of 160 or more)")
+    ap.add_argument("--stage", choices=("all", "word_problems"), default="all",
+                    help="word_problems: stage 7 alone")
     ap.add_argument("--quick", action="store_true",
                     help="accepted for older command lines: the pipeline has one length (a few minutes)")
     ap.add_argument("--smoke", action="store_true",
@@ -160,6 +228,12 @@ def main():
     EVAL_ROWS = steps(EVAL_ROWS)
     api = Api(a.url, a.key)
     t0 = time.time()
+    if a.stage == "word_problems":
+        em, sources = word_problems(api, a.wp_model)
+        print()
+        print_word_problems(em, sources)
+        print(f"stage time: {time.time() - t0:.0f} s")
+        return 0
 
     # 1. SFT from scratch, a constant learning rate: RL from a model left in a
     # cosine schedule's sharp minimum loses accuracy at any step size.
@@ -220,6 +294,11 @@ def main():
     plain = wait(api, plain, "5b. DPO (plain)")
     rpo = wait(api, rpo, "5c. DPO + RPO")
 
+    # 7. the graders on a reasoning task (its own model: a longer context)
+    t7 = time.time()
+    wp_em, wp_sources = word_problems(api, a.wp_model)
+    t7 = time.time() - t7
+
     # 6. every output against the SFT start on the same held-out sums
     stages = [("3a. PPO, weak reward model", hacked, None, HACK_EM_MAX),
               ("3b. PPO, strong reward model", mitig, MITIGATED_MIN, None),
@@ -242,6 +321,7 @@ def main():
         print(f"{label:<30} {sft_em:7.3f} {after:7.3f} {gain:+7.3f}   {claim}{'' if ok or SMOKE else '  <- FAILS'}")
         if not ok:
             bad.append(label)
+    print_word_problems(wp_em, wp_sources)
     print()
     print("the reward models' held-out pair accuracy: "
           + ", ".join(f"{n} {series(api, j['id'], 'eval_accuracy')[-1]:.3f}"
@@ -257,7 +337,7 @@ def main():
     c0, c1 = c[0], sum(c[len(c) // 2:]) / max(1, len(c) - len(c) // 2)
     print(f"plain DPO: the chosen answers' log-probs {c0:.3f} -> {c1:.3f} (mean of the second half)")
     print(f"one seed; tests/test_learning.c and tests/test_rl_learning.c assert the same over three")
-    print(f"pipeline time: {time.time() - t0:.0f} s")
+    print(f"pipeline time: {time.time() - t0:.0f} s (stage 7: {t7:.0f} s)")
     if SMOKE:
         print("smoke run (a 25th of the steps): the claims above are not asserted")
         return 0

@@ -27,6 +27,9 @@ Repositories are folders <root>/<org>/<name>/ holding the files; an optional
                                      connection after N bytes
   "pause_after": {"file": N}         the first GET of the file sends N bytes
                                      and then stalls (the client gets killed)
+  "hold": {"file": "FLAG"}           a GET of the file sends half of it and
+                                     waits until <root>/FLAG exists (a slow
+                                     download the test ends when it chooses)
   "extra_siblings": [{...}]          listed but absent (hostile names)
   "weak_etag": true                  ETags as W/"..."
 
@@ -261,6 +264,15 @@ class Cdn(BaseHTTPRequestHandler):
             self.wfile.write(body[:cfg["break_after"][name]])
             self.wfile.flush()
             return                      # HTTP/1.0: the connection closes short
+        if name in cfg.get("hold", {}):
+            half = len(body) // 2
+            self.wfile.write(body[:half])
+            self.wfile.flush()
+            flag = os.path.join(State.root, cfg["hold"][name])
+            end = time.time() + 120
+            while not os.path.exists(flag) and time.time() < end:
+                time.sleep(0.05)
+            body = body[half:]
         if first and name in cfg.get("pause_after", {}):
             self.wfile.write(body[:cfg["pause_after"][name]])
             self.wfile.flush()

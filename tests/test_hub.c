@@ -240,6 +240,20 @@ static void make_repos(void) {
     make_model(d, "--seed 5");
     snprintf(d, sizeof d, "%s/acme/slow.hub.json", r);
     write_file(d, "{\"pause_after\": {\"model.safetensors\": 4000}}");
+    /* acme/held, acme/heldbad: downloads that wait for the test's word (a
+     * flag file) half-way through the weights; heldbad's checksum is wrong */
+    snprintf(d, sizeof d, "%s/acme/held", r);
+    make_model(d, "--seed 8");
+    snprintf(d, sizeof d, "%s/acme/held.hub.json", r);
+    write_file(d, "{\"hold\": {\"model.safetensors\": \"held.go\"}}");
+    snprintf(d, sizeof d, "%s/acme/heldbad", r);
+    make_model(d, "--seed 9");
+    snprintf(d, sizeof d, "%s/acme/heldbad.hub.json", r);
+    write_file(d, "{\"hold\": {\"model.safetensors\": \"heldbad.go\"}, \"bad_sha256\": [\"model.safetensors\"]}");
+    snprintf(d, sizeof d, "%s/acme/held2", r); /* never released */
+    make_model(d, "--seed 10");
+    snprintf(d, sizeof d, "%s/acme/held2.hub.json", r);
+    write_file(d, "{\"hold\": {\"model.safetensors\": \"held2.go\"}}");
     /* acme/hostile: a listed file name that climbs out of the snapshot */
     snprintf(d, sizeof d, "%s/acme/hostile", r);
     make_model(d, "--seed 6");
@@ -637,6 +651,23 @@ static char *model_stream(const dd_daemon *d, const char *id) {
     return r.body;
 }
 
+#define WAIT_JOB                                                                                              \
+    "{\"method\": \"sft\", \"model\": \"%s\", \"task\": {\"name\": \"addition\", \"rows\": 64},"                       \
+    " \"hyperparameters\": {\"max_steps\": 2, \"batch_size\": 4, \"max_length\": 16}}"
+
+/* A 2-step SFT of model, which is still downloading: accepted, it waits
+ * (validating_files). Its id into id. */
+static void submit_waiting(const dd_daemon *d, const char *model, char id[64]) {
+    char body[512];
+    long code;
+    snprintf(body, sizeof body, WAIT_JOB, model);
+    json_t *m = dd_post(d, "/v1/fine_tuning/jobs", body, &code);
+    T_EQ_INT(code, 200);
+    T_STR_EQ(dd_str(m, "status"), "validating_files");
+    snprintf(id, 64, "%s", dd_str(m, "id"));
+    json_decref(m);
+}
+
 static void test_daemon_hub_models(void) {
     char state[1200], models[1200], cache[1200], env_cache[1300], env_ep[200], p[2400];
     snprintf(state, sizeof state, "%s/state_dl", g_tmp);
@@ -715,14 +746,73 @@ static void test_daemon_hub_models(void) {
     m = dd_post(&d, "/v1/completions", "{\"model\": \"gated\", \"prompt\": \"x\"}", &code);
     T_EQ_INT(code, 422);
     json_decref(m);
-    /* a job naming an uncached Hub model starts its download: 409 until ready */
-    m = dd_post(&d, "/v1/fine_tuning/jobs",
-                "{\"method\": \"sft\", \"model\": \"acme/slow\", \"task\": {\"name\": \"addition\"}}", &code);
+    /* a job naming a model that is still downloading is accepted and waits
+     * (validating_files) until the download ends: then it is queued and
+     * runs, or fails naming the model when the download failed */
+    char body[512], good[64] = "", bad[64] = "";
+    /* acme/held's download is started by the job itself, acme/heldbad's by the API */
+    submit_waiting(&d, "acme/held", good);
+    m = dd_post(&d, "/v1/models", "{\"hf\": \"acme/heldbad\"}", &code);
+    T_EQ_INT(code, 202);
+    json_decref(m);
+    submit_waiting(&d, "acme/heldbad", bad);
+    /* the estimate needs the model's files: refused until they are there */
+    snprintf(body, sizeof body, WAIT_JOB, "acme/held");
+    m = dd_post(&d, "/v1/fine_tuning/jobs/estimate", body, &code);
     T_EQ_INT(code, 409);
     T_STR_EQ(dd_str(json_object_get(m, "error"), "code"), "model_downloading");
     json_decref(m);
-    m = dd_get(&d, "/v1/models/acme/slow", &code);
-    T_EQ_INT(code, 200);
+    m = dd_get(&d, "/v1/models/acme/held", &code);
+    T_STR_EQ(dd_str(m, "status"), "downloading");
+    json_decref(m);
+    snprintf(p, sizeof p, "/v1/fine_tuning/jobs/%s", good);
+    m = dd_get(&d, p, &code);
+    T_STR_EQ(dd_str(m, "status"), "validating_files");
+    json_decref(m);
+    snprintf(p, sizeof p, "/v1/fine_tuning/jobs/%s/events", good);
+    m = dd_get(&d, p, &code);
+    char *evs = json_dumps(m, 0);
+    T_TRUE(evs && strstr(evs, "Waiting for acme/held to download from the Hugging Face Hub"));
+    free(evs);
+    json_decref(m);
+    /* the downloads end */
+    snprintf(p, sizeof p, "%s/held.go", g_root);
+    write_file(p, "");
+    snprintf(p, sizeof p, "%s/heldbad.go", g_root);
+    write_file(p, "");
+    T_OK(dd_wait_job(&d, good, "succeeded", 120, NULL));
+    m = NULL;
+    T_OK(dd_wait_job(&d, bad, "failed", 120, &m));
+    const json_t *err = json_object_get(m, "error");
+    T_STR_EQ(dd_str(err, "code"), "model_unusable");
+    T_STR_EQ(dd_str(err, "param"), "model");
+    T_TRUE(strstr(dd_str(err, "message"), "model: acme/heldbad: the download failed: ") == dd_str(err, "message"));
+    json_decref(m);
+    /* a daemon stopped while a job waits keeps it; started again without
+     * downloads, it fails the job naming the model */
+    char stuck[64] = "";
+    submit_waiting(&d, "acme/held2", stuck);
+    /* stopped once the transfer stalls (half the weights in): the stop
+     * cancels it at once, not when its low-speed limit would (60 s) */
+    double bytes = 0, until = now_s() + 60;
+    while (bytes <= 0 && now_s() < until) {
+        m = dd_get(&d, "/v1/models/acme/held2", &code);
+        bytes = json_number_value(json_object_get(json_object_get(m, "download"), "bytes"));
+        json_decref(m);
+        if (bytes <= 0) sleep_ms(50);
+    }
+    T_TRUE(bytes > 0);
+    T_EQ_INT(dd_stop(&d, SIGTERM, 30), 0);
+    dd_opts o3 = {.state_dir = state, .models_dir = models, .env = env};
+    if (dd_start(&d, &o3)) {
+        T_TRUE(0);
+        return;
+    }
+    m = NULL;
+    T_OK(dd_wait_job(&d, stuck, "failed", 30, &m));
+    T_STR_EQ(dd_str(json_object_get(m, "error"), "message"),
+             "model: acme/held2: the download failed: the daemon stopped during the download and downloads are now "
+             "off");
     json_decref(m);
     T_EQ_INT(dd_stop(&d, SIGTERM, 30), 0);
 

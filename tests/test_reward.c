@@ -6,10 +6,12 @@
  * job's texts (al_reward_len) scores exactly as one sized for the model's
  * whole context, for texts within the bound, beyond it (the reservation
  * grows) and beyond the context (the last tokens kept); and the bound on a
- * completion's text (rl_completion_max_bytes) on the byte tokenizer, whose
- * lone bytes above 0x7f decode to U+FFFD, three bytes each. */
+ * completion's text (al_completion_max_bytes) on the byte tokenizer, whose
+ * lone bytes above 0x7f decode to U+FFFD, three bytes each. And a GRPO run
+ * on the built-in word problems with the graders (test_word_problems_grpo). */
 #include <jansson.h>
 #include <math.h>
+#include <regex.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,7 +25,7 @@
 #include "text/tokenizer.h"
 #include "train/rl.h"
 #include "train/trainer.h"
-#include "train/rl_int.h"
+#include "train/rollout.h"
 
 static char g_err[AL_ERRLEN];
 
@@ -214,7 +216,7 @@ static void test_completion_bound(void) {
     al_tok *tok = al_tok_byte_new();
     T_TRUE(tok != NULL);
     if (!tok) return;
-    T_EQ_INT((int)rl_completion_max_bytes(tok, 5), 15);
+    T_EQ_INT((int)al_completion_max_bytes(tok, 5), 15);
     /* five lone continuation bytes: the text the bound is for */
     int32_t ids[5] = {0x80, 0x81, 0xbf, 0xfe, 0xff};
     char *txt = NULL;
@@ -342,8 +344,8 @@ static void test_file_rows(void) {
              "\"reward\":{\"verifiable\":{\"grader\":\"hash\"}}}", path);
     al_job job;
     T_OK(al_job_parse(&job, js, strlen(js), g_err));
-    rl_prompts p = {0};
-    T_OK(rl_prompts_load(&p, &job, chat, 0, 0, 0, 0, path, "training_file", 0, g_err));
+    al_prompts p = {0};
+    T_OK(al_prompts_load(&p, &job, chat, 0, 0, 0, 0, path, "training_file", 0, g_err));
     T_EQ_INT(p.n, 3);
     if (p.n == 3) {
         T_EQ_INT(p.ref[0].n_answers, 2);
@@ -364,26 +366,26 @@ static void test_file_rows(void) {
         T_NEAR(sc[2], 0, 0);
         al_rewarder_free(rw);
     }
-    rl_prompts_free(&p);
+    al_prompts_free(&p);
     /* a bad grader column, and an answer the hash grader cannot read as a number */
     f = fopen(path, "w");
     fputs("{\"prompt\":\"a\",\"answer\":\"1\"}\n{\"prompt\":\"b\",\"answer\":\"2\",\"grader\":{\"compare\":\"near\"}}\n", f);
     fclose(f);
-    T_EQ_INT(rl_prompts_load(&p, &job, chat, 0, 0, 0, 0, path, "training_file", 0, g_err), AL_EINVAL);
+    T_EQ_INT(al_prompts_load(&p, &job, chat, 0, 0, 0, 0, path, "training_file", 0, g_err), AL_EINVAL);
     T_STR_EQ(g_err, "training_file: line 2: grader.compare: must be \"exact\", \"casefold\", \"numeric\" or \"auto\"");
-    rl_prompts_free(&p);
+    al_prompts_free(&p);
     f = fopen(path, "w");
     fputs("{\"prompt\":\"a\",\"answer\":\"1\"}\n{\"prompt\":\"b\",\"answer\":\"two\"}\n", f);
     fclose(f);
-    T_EQ_INT(rl_prompts_load(&p, &job, chat, 0, 0, 0, 0, path, "training_file", 0, g_err), AL_EINVAL);
+    T_EQ_INT(al_prompts_load(&p, &job, chat, 0, 0, 0, 0, path, "training_file", 0, g_err), AL_EINVAL);
     T_STR_EQ(g_err, "training_file: line 2: the answer 'two' is not a number (the grader compares numbers)");
-    rl_prompts_free(&p);
+    al_prompts_free(&p);
     /* word_problems grades its worked solutions by the answer line unless the job chose */
     al_job_deinit(&job);
     const char *wp = "{\"method\":\"grpo\",\"model\":\"m\",\"task\":{\"name\":\"word_problems\"},"
                      "\"reward\":{\"verifiable\":1}}";
     T_OK(al_job_parse(&job, wp, strlen(wp), g_err));
-    T_OK(rl_prompts_load(&p, &job, chat, 1, 4, 7, AL_SPLIT_TRAIN, NULL, "task", 0, g_err));
+    T_OK(al_prompts_load(&p, &job, chat, 1, 4, 7, AL_SPLIT_TRAIN, NULL, "task", 0, g_err));
     if (p.n == 4) {
         T_TRUE(p.ref[0].grader != NULL && p.ref[3].grader == p.ref[0].grader);
         T_EQ_INT(al_grader_config(p.ref[0].grader)->extract, AL_EXTRACT_HASH);
@@ -401,7 +403,7 @@ static void test_file_rows(void) {
         T_EQ_INT(correct, 0);
         al_rewarder_free(rw);
     }
-    rl_prompts_free(&p);
+    al_prompts_free(&p);
     al_job_deinit(&job);
     al_chat_free(chat);
     al_tok_free(tok);
@@ -543,8 +545,184 @@ static void test_sampled_completions(void) {
     fprintf(stderr, "grpo: %d of %d samples rewarded\n", sm.ones, sm.n);
 }
 
+/* ---- GRPO on the built-in word problems ---------------------------------------------- */
+
+enum { WP_ROWS = 4, WP_SEED = 7, WP_STEPS = 6, WP_BATCH = 8 };
+
+typedef struct wp_run {
+    al_task_row rows[WP_ROWS];
+    regex_t fmt;
+    int steps, sources_ok, sums_ok, fractions_ok;
+    int samples, checked, agree, unknown_prompt, both; /* both: right and well formed (reward 1.5) */
+} wp_run;
+
+/* The verifiable verdict worked out without lib/train/grader.c: the rest
+ * of the line after the last "####", trimmed; a run of digits compares as
+ * a number with the row's final answer, nothing there scores 0, anything
+ * else (which the numeric grader might still read, "12." or "12 pens") is
+ * not checked: -1. */
+static int wp_verdict(const char *completion, const char *answer) {
+    const char *p = NULL, *q = completion;
+    while ((q = strstr(q, "####"))) p = q++;
+    if (!p) return 0;
+    p += 4;
+    while (*p == ' ' || *p == '\t') p++;
+    size_t k = strcspn(p, "\n");
+    while (k && (p[k - 1] == ' ' || p[k - 1] == '\t' || p[k - 1] == '\r')) k--;
+    if (k == 0) return 0;
+    for (size_t i = 0; i < k; i++)
+        if (p[i] < '0' || p[i] > '9') return -1;
+    const char *a = strstr(answer, "#### ");
+    return a && strtol(p, NULL, 10) == strtol(a + 5, NULL, 10);
+}
+
+static void wp_on_log(void *ud, long step, double epoch, const al_metric *m, int n) {
+    wp_run *w = ud;
+    (void)step;
+    (void)epoch;
+    double rw = NAN, v = NAN, f = NAN, x = NAN;
+    for (int i = 0; i < n; i++) {
+        if (!strcmp(m[i].name, "reward")) rw = m[i].value;
+        if (!strcmp(m[i].name, "rewards/verifiable/mean")) v = m[i].value;
+        if (!strcmp(m[i].name, "rewards/format/mean")) f = m[i].value;
+        if (!strcmp(m[i].name, "rewards/verifiable/extracted")) x = m[i].value;
+    }
+    if (isnan(rw)) return; /* not a training step's row */
+    w->steps++;
+    w->sources_ok += !isnan(v) && !isnan(f) && !isnan(x);
+    /* the reward is the sources' weighted sum: verifiable 1, format 0.5 */
+    w->sums_ok += fabs(rw - (v + 0.5 * f)) < 1e-5;
+    /* each source's mean is a count of the batch's 8 completions */
+    w->fractions_ok += fabs(v * WP_BATCH - round(v * WP_BATCH)) < 1e-5 && fabs(f * WP_BATCH - round(f * WP_BATCH)) < 1e-5;
+}
+
+static void wp_on_sample(void *ud, long step, const char *prompt, const char *completion, double reward) {
+    wp_run *w = ud;
+    (void)step;
+    w->samples++;
+    const al_task_row *row = NULL;
+    for (int i = 0; i < WP_ROWS; i++)
+        if (!strcmp(w->rows[i].prompt, prompt)) row = &w->rows[i];
+    if (!row) {
+        w->unknown_prompt++;
+        return;
+    }
+    int v = wp_verdict(completion, row->answer);
+    int f = regexec(&w->fmt, completion, 0, NULL, 0) == 0;
+    if (v < 0) return;
+    w->checked++;
+    w->agree += fabs(reward - (v + 0.5 * f)) < 1e-6;
+    w->both += v == 1 && f;
+}
+
+/* A GRPO job on the built-in word problems with the graders: the answer
+ * line ("#### n", the hash grader, numeric equality) and a format reward (the
+ * worked solution's shape) as a second source of weight 0.5, from a model
+ * SFT'd on the job's 4 problems until it mostly writes their solutions. A
+ * mechanism test, no learning claim: every step logs each source's mean, the
+ * reward is their weighted sum, every sample's reward is what the rules
+ * above give it, and some samples are right and well formed; then the
+ * job's own reward configuration on written completions: right 1.5, a wrong
+ * answer in the right shape 0.5 (the format alone), the answer line alone
+ * 1, garbled or without an answer line 0. */
+static void test_word_problems_grpo(void) {
+    const char *tmp = t_tmpdir();
+    char base[1100], sft[1100], out[1100], json[4096];
+    snprintf(base, sizeof base, "%s/wp_base", tmp);
+    snprintf(sft, sizeof sft, "%s/wp_sft", tmp);
+    snprintf(out, sizeof out, "%s/wp_grpo", tmp);
+    /* a context for the problems (about 100 bytes) and their solutions */
+    T_OK(t_save_byte_model((t_shape){AL_ARCH_GPT2, .layers = 2, .C = 64, .heads = 4, .FF = 256, .max_T = 160}, 1,
+                           base, g_err));
+    snprintf(json, sizeof json,
+             "{\"method\":\"sft\",\"model\":\"%s\",\"task\":{\"name\":\"word_problems\",\"rows\":%d,\"seed\":%d},"
+             "\"output_dir\":\"%s\",\"seed\":1,\"hyperparameters\":{\"max_steps\":150,\"learning_rate\":0.003,"
+             "\"batch_size\":4,\"lr_scheduler_type\":\"constant\",\"max_length\":160,\"logging_steps\":1000}}",
+             base, WP_ROWS, WP_SEED, sft);
+    al_job job;
+    al_train_result res;
+    T_OK(al_job_parse(&job, json, strlen(json), g_err));
+    T_OK(al_train_run(&job, NULL, NULL, &res, g_err));
+    al_job_deinit(&job);
+    wp_run *w = calloc(1, sizeof *w);
+    T_TRUE(w != NULL);
+    if (!w) return;
+    for (int i = 0; i < WP_ROWS; i++)
+        T_OK(al_task_row_get("word_problems", AL_SPLIT_TRAIN, WP_SEED, (uint64_t)i, &w->rows[i]));
+    T_EQ_INT(regcomp(&w->fmt, "^[0-9]+[*+-][0-9]+=[0-9]+\\. [0-9]+[*+-][0-9]+=[0-9]+\\.\n#### [0-9]+$",
+                     REG_EXTENDED | REG_NOSUB),
+             0);
+    snprintf(json, sizeof json,
+             "{\"method\":\"grpo\",\"model\":\"%s\",\"task\":{\"name\":\"word_problems\",\"rows\":%d,\"seed\":%d},"
+             "\"output_dir\":\"%s\",\"seed\":2,"
+             "\"reward\":{\"verifiable\":{\"weight\":1,\"grader\":\"hash\"},"
+             "\"format\":{\"regex\":\"%s\",\"weight\":0.5,\"match\":\"full\"}},"
+             "\"hyperparameters\":{\"max_steps\":%d,\"batch_size\":%d,\"num_generations\":4,\"learning_rate\":1e-5,"
+             "\"max_completion_length\":32,\"logging_steps\":1,\"save_steps\":0}}",
+             sft, WP_ROWS, WP_SEED, out, "^[0-9]+[*+-][0-9]+=[0-9]+\\\\. [0-9]+[*+-][0-9]+=[0-9]+\\\\.\\\\n#### [0-9]+$",
+             WP_STEPS, WP_BATCH);
+    al_train_cb cb = {.log = wp_on_log, .sample = wp_on_sample, .ud = w};
+    T_OK(al_job_parse(&job, json, strlen(json), g_err));
+    T_OK(al_train_run(&job, NULL, &cb, &res, g_err));
+    T_EQ_INT(w->steps, WP_STEPS + 1); /* and step 0's rollout, the starting point */
+    T_EQ_INT(w->sources_ok, w->steps);
+    T_EQ_INT(w->sums_ok, w->steps);
+    T_EQ_INT(w->fractions_ok, w->steps);
+    T_TRUE(w->samples >= WP_STEPS);
+    T_EQ_INT(w->unknown_prompt, 0);
+    T_EQ_INT(w->agree, w->checked);
+    T_TRUE(w->both >= 1);
+    fprintf(stderr, "word_problems grpo: %d samples, %d checked, %d right and well formed\n", w->samples, w->checked,
+            w->both);
+    /* the job's reward configuration on written completions of row 0 */
+    al_tok *tok = al_tok_byte_new();
+    al_chat *chat = NULL;
+    T_OK(al_chat_new(&chat, tok, NULL, g_err));
+    al_prompts p = {0};
+    T_OK(al_prompts_load(&p, &job, chat, 1, WP_ROWS, WP_SEED, AL_SPLIT_TRAIN, NULL, "task", 0, g_err));
+    al_rewarder *rw = NULL;
+    T_OK(al_rewarder_new(&rw, &job.reward, 0, 4, NULL, g_err));
+    if (p.n == WP_ROWS && rw) {
+        T_STR_EQ(p.answer[0], w->rows[0].answer);
+        enum { K = 6 };
+        char c[K][AL_TASK_TEXT + 8];
+        const char *a = w->rows[0].answer, *line = strstr(a, "\n#### ");
+        long n = line ? strtol(line + 6, NULL, 10) : -1;
+        snprintf(c[0], sizeof c[0], "%s", a);                                    /* right */
+        snprintf(c[1], sizeof c[1], "%.*s\n#### %ld", (int)(line - a), a, n + 1); /* wrong, well formed */
+        snprintf(c[2], sizeof c[2], "#### %ld", n);                               /* the answer line alone */
+        snprintf(c[3], sizeof c[3], "%.*s", (int)(line - a), a);                  /* no answer line */
+        snprintf(c[4], sizeof c[4], "%.*s\n#### x%ldq", (int)(line - a), a, n);   /* garbled answer */
+        snprintf(c[5], sizeof c[5], "####");                                       /* nothing after it */
+        const double want[K] = {1.5, 0.5, 1.0, 0, 0, 0};
+        const char *comps[K], *prompts[K];
+        const al_reward_row *rows[K];
+        int lens[K], eos[K];
+        float sc[K], v[K], fm[K], ex[K];
+        for (int i = 0; i < K; i++) {
+            comps[i] = c[i];
+            prompts[i] = p.text[0];
+            rows[i] = &p.ref[0];
+            lens[i] = (int)strlen(c[i]);
+            eos[i] = 1;
+        }
+        al_reward_parts parts = {.verifiable = v, .format = fm, .extracted = ex};
+        T_OK(al_rewarder_score_rows(rw, K, 1, prompts, comps, rows, lens, eos, sc, &parts, g_err));
+        for (int i = 0; i < K; i++) T_NEAR(sc[i], want[i], 1e-6);
+        T_NEAR(ex[3], 0, 0); /* no "####": nothing extracted */
+    }
+    al_rewarder_free(rw);
+    al_prompts_free(&p);
+    al_chat_free(chat);
+    al_tok_free(tok);
+    al_job_deinit(&job);
+    regfree(&w->fmt);
+    free(w);
+}
+
 int main(void) {
     al_pool_init(2);
+    test_word_problems_grpo();
     test_sampled_completions();
     test_graded_sources();
     test_file_rows();

@@ -2,7 +2,8 @@
  * both progress (and take turns fairly), cancel, pause and resume with the
  * final weights equal to an uninterrupted run's, draining returns a running
  * job to queued with a checkpoint, a failing job records its cause and the
- * next job still runs, and the memory budget makes a job wait. Run under
+ * next job still runs, and the memory budget makes a job wait (also while
+ * the chat endpoints' models hold it). Run under
  * ThreadSanitizer in CI. */
 #include <jansson.h>
 #include <stdio.h>
@@ -329,6 +330,40 @@ static void test_memory_budget(void) {
     teardown();
 }
 
+/* What the chat endpoints' models hold (test_held_memory's stand-in). */
+static _Atomic int64_t g_held;
+static int64_t held_memory(void *ud) {
+    (void)ud;
+    return g_held;
+}
+
+static void test_held_memory(void) {
+    /* two workers, room for both jobs; while the served models hold the
+     * whole budget the second job waits for the first (which starts: none
+     * runs), and starts as soon as they let go */
+    setup(2, 0);
+    g_held = sched_memory_budget(g_ctx.sc);
+    sched_set_held_memory(g_ctx.sc, held_memory, NULL);
+    char a[32], b[32];
+    T_OK(submit(JOB(100000, 1), a)); /* cancelled below */
+    T_OK(wait_step(a, 3, 60));
+    T_OK(submit(JOB(5, 2), b));
+    dd_sleep_ms(500);
+    json_t *o = job(b);
+    T_STR_EQ(dd_str(o, "status"), "queued");
+    json_decref(o);
+    T_EQ_INT(sched_busy(g_ctx.sc), 1);
+    g_held = 0;
+    sched_set_held_memory(g_ctx.sc, held_memory, NULL); /* wakes a worker */
+    T_OK(wait_status(b, "succeeded", 60));
+    o = job(a);
+    T_STR_EQ(dd_str(o, "status"), "running"); /* b ran beside it */
+    json_decref(o);
+    T_OK(action(a, "cancel"));
+    sched_set_held_memory(g_ctx.sc, NULL, NULL);
+    teardown();
+}
+
 int main(void) {
     log_init(LOG_LVL_WARN);
     al_pool_init(2);
@@ -343,6 +378,8 @@ int main(void) {
     fprintf(stderr, "drain/failures: %.1fs\n", dd_now() - t0);
     test_memory_budget();
     fprintf(stderr, "memory: %.1fs\n", dd_now() - t0);
+    test_held_memory();
+    fprintf(stderr, "held memory: %.1fs\n", dd_now() - t0);
     al_pool_shutdown();
     return t_done();
 }

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs a command against a real daemon: a fresh WORK_DIR holding models/tiny
-# (the demo's tiny GPT-2) and state/, `alignd serve` on a free loopback port,
+# (the demo's tiny GPT-2), models/tiny-wp (the same with a context of 192:
+# the demo's stage 7) and state/, `alignd serve` on a free loopback port,
 # and the command run in WORK_DIR with $A and $ALIGND_URL (the base URL),
 # $MODELS_DIR and alignd on PATH. The daemon is stopped (SIGTERM) afterwards; the command's
 # status is the script's, and a failure prints the daemon log's tail.
@@ -15,6 +16,8 @@ export PATH="$work/bin:$PATH"
 cd "$work"
 alignd init-model --arch gpt2 --layers 2 --hidden 64 --heads 4 --vocab 260 --context 64 \
     --seed 1 --out models/tiny >/dev/null
+alignd init-model --arch gpt2 --layers 2 --hidden 64 --heads 4 --vocab 260 --context 192 \
+    --seed 1 --out models/tiny-wp >/dev/null
 alignd serve --listen 127.0.0.1:0 --models-dir models --state-dir state --workers 2 2>daemon.log &
 daemon=$!
 trap 'kill -TERM $daemon 2>/dev/null; wait $daemon 2>/dev/null' EXIT

@@ -7,7 +7,7 @@
 
 #include "../io.h"
 #include "../text/dataset.h"
-#include "rl_int.h"
+#include "run.h"
 #include "trainer.h"
 
 static long jget(const json_t *o, const char *a, const char *b) {
@@ -42,29 +42,29 @@ int al_clean_run(const al_job *job, const al_train_cb *cb, al_train_result *res,
         return rc;
     }
     const json_t *hy = json_object_get(rep, "hygiene");
-    rl_event(cb, AL_LOG_INFO, "clean_data: %ld rows read (%ld bad, %ld exact duplicates), %d written to %s; report in %s",
+    al_run_event(cb, AL_LOG_INFO, "clean_data: %ld rows read (%ld bad, %ld exact duplicates), %d written to %s; report in %s",
         jget(rep, "rows", NULL), (long)json_array_size(json_object_get(rep, "errors")) + jget(rep, "errors_omitted", NULL),
         jget(rep, "duplicates", NULL), kept, out, rpath);
     if (json_object_get(hy, "near_duplicates"))
-        rl_event(cb, AL_LOG_INFO, "near-duplicates: %ld dropped (Jaccard >= %.2f of word %ld-grams, MinHash %ld "
+        al_run_event(cb, AL_LOG_INFO, "near-duplicates: %ld dropped (Jaccard >= %.2f of word %ld-grams, MinHash %ld "
             "permutations in %ld bands)", jget(hy, "near_duplicates", "dropped"),
             json_number_value(json_object_get(json_object_get(hy, "near_duplicates"), "threshold")),
             jget(hy, "near_duplicates", "ngram"), jget(hy, "near_duplicates", "num_perm"),
             jget(hy, "near_duplicates", "bands"));
     if (json_object_get(hy, "decontamination"))
-        rl_event(cb, AL_LOG_INFO, "contamination: %ld dropped (%ld-grams, %s; %ld evaluation rows, %ld too short to match)",
+        al_run_event(cb, AL_LOG_INFO, "contamination: %ld dropped (%ld-grams, %s; %ld evaluation rows, %ld too short to match)",
             jget(hy, "decontamination", "dropped"), jget(hy, "decontamination", "ngram"),
             json_string_value(json_object_get(json_object_get(hy, "decontamination"), "rule")),
             jget(hy, "decontamination", "eval_rows"), jget(hy, "decontamination", "eval_rows_too_short"));
     if (json_object_get(hy, "length"))
-        rl_event(cb, AL_LOG_INFO, "length: %ld too short, %ld too long", jget(hy, "length", "too_short"),
+        al_run_event(cb, AL_LOG_INFO, "length: %ld too short, %ld too long", jget(hy, "length", "too_short"),
             jget(hy, "length", "too_long"));
     if (json_object_get(hy, "language"))
-        rl_event(cb, AL_LOG_INFO, "language: %ld dropped, %ld undetermined (kept)", jget(hy, "language", "dropped"),
+        al_run_event(cb, AL_LOG_INFO, "language: %ld dropped, %ld undetermined (kept)", jget(hy, "language", "dropped"),
             jget(hy, "language", "undetermined"));
     const json_t *ws = json_object_get(rep, "warnings");
     for (size_t i = 0; i < json_array_size(ws) && i < 20; i++)
-        rl_event(cb, AL_LOG_INFO, "%s (%s)", json_string_value(json_object_get(json_array_get(ws, i), "message")),
+        al_run_event(cb, AL_LOG_INFO, "%s (%s)", json_string_value(json_object_get(json_array_get(ws, i), "message")),
             json_string_value(json_object_get(json_array_get(ws, i), "code")));
     if (cb && cb->log) {
         al_metric m[10];

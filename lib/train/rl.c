@@ -1,6 +1,8 @@
-/* The RL loop: ppo, grpo and rloo (see rl.h).
+/* The RL step kind of the run skeleton (run.h): ppo, grpo and rloo (see
+ * rl.h). Prompting, generation and decoding are rollout.c's.
  *
- * One step of the job is one rollout and the updates made from it:
+ * One step of the job is one rollout (hook_before_step) and the updates
+ * made from it (hook_backward, hook_optimizer):
  *   1. take the step's prompts (a seeded permutation per epoch, as the
  *      trainer orders its examples), batch_size completions in all (GRPO,
  *      RLOO: batch_size / num_generations prompts, num_generations each;
@@ -51,8 +53,9 @@
  * stream derived from the seed and its rank. Advantages use global
  * statistics where they mix rows (PPO's whitening, GRPO's batch scaling,
  * RLOO's normalisation), the losses' denominators are global, the
- * gradients of the policy and the critic are summed over ranks before the
- * joint clipping (optimizer_step), and the metrics, the KL controller and
+ * gradients of the policy and the critic are summed over ranks after
+ * backward (by the skeleton) before the joint clipping (optimizer_step),
+ * and the metrics, the KL controller and
  * the health checks see the global batch. Rank 0 alone evaluates, samples
  * and writes checkpoints (with every rank's RNG state). */
 #define _XOPEN_SOURCE 700 /* realpath */
@@ -76,304 +79,10 @@
 #include "../text/mix.h"
 #include "bench.h"
 #include "optim.h"
-#include "rl_int.h"
+#include "rollout.h"
+#include "run.h"
 
-enum { GEN_CHUNK = 64, N_SAMPLES = 2, HEALTH_WINDOW = 10 };
-
-/* ---- prompts ----------------------------------------------------------------- */
-
-void rl_prompts_free(rl_prompts *p) {
-    for (int i = 0; i < p->n; i++) {
-        al_seq_deinit(&p->seq[i]);
-        al_example_deinit(&p->sft[i]);
-        free(p->text[i]);
-        free(p->answer[i]);
-        for (int k = 0; p->answers[i] && p->answers[i][k]; k++) free(p->answers[i][k]);
-        free(p->answers[i]);
-        json_decref(p->row[i]);
-    }
-    al_grader_set_free(&p->graders);
-    json_decref(p->report);
-    free(p->seq);
-    free(p->sft);
-    free(p->text);
-    free(p->answer);
-    free(p->ref);
-    free(p->answers);
-    free(p->row);
-    memset(p, 0, sizeof *p);
-}
-
-static int prompts_alloc(rl_prompts *p, long n, char err[AL_ERRLEN]) {
-    p->seq = calloc((size_t)n + 1, sizeof *p->seq);
-    p->sft = calloc((size_t)n + 1, sizeof *p->sft);
-    p->text = calloc((size_t)n + 1, sizeof *p->text);
-    p->answer = calloc((size_t)n + 1, sizeof *p->answer);
-    p->ref = calloc((size_t)n + 1, sizeof *p->ref);
-    p->answers = calloc((size_t)n + 1, sizeof *p->answers);
-    p->row = calloc((size_t)n + 1, sizeof *p->row);
-    if (!p->seq || !p->sft || !p->text || !p->answer || !p->ref || !p->answers || !p->row)
-        return al_err(err, AL_ENOMEM, "out of memory for prompts");
-    return AL_OK;
-}
-
-int rl_prompts_append(rl_prompts *dst, rl_prompts *src, char err[AL_ERRLEN]) {
-    size_t n = (size_t)dst->n + src->n + 1, ng = (size_t)dst->graders.n + src->graders.n;
-    /* grow every array first, so that a failure changes nothing visible */
-#define GROW(f)                                                                  \
-    do {                                                                         \
-        void *q = realloc(dst->f, n * sizeof *dst->f);                           \
-        if (!q) return al_err(err, AL_ENOMEM, "out of memory for prompts");      \
-        dst->f = q;                                                              \
-    } while (0)
-    GROW(seq); GROW(sft); GROW(text); GROW(answer); GROW(ref); GROW(answers); GROW(row);
-#undef GROW
-    if (ng > (size_t)dst->graders.cap) {
-        al_grader **g = realloc(dst->graders.g, ng * sizeof *g);
-        if (!g) return al_err(err, AL_ENOMEM, "out of memory for prompts");
-        dst->graders.g = g;
-        dst->graders.cap = (int)ng;
-    }
-    size_t o = (size_t)dst->n, k = (size_t)src->n; /* the arrays hold n + 1: never NULL */
-    memcpy(dst->seq + o, src->seq, k * sizeof *src->seq);
-    memcpy(dst->sft + o, src->sft, k * sizeof *src->sft);
-    memcpy(dst->text + o, src->text, k * sizeof *src->text);
-    memcpy(dst->answer + o, src->answer, k * sizeof *src->answer);
-    memcpy(dst->ref + o, src->ref, k * sizeof *src->ref);  /* its pointers go with what they point at */
-    memcpy(dst->answers + o, src->answers, k * sizeof *src->answers);
-    memcpy(dst->row + o, src->row, k * sizeof *src->row);
-    if (src->graders.n)
-        memcpy(dst->graders.g + dst->graders.n, src->graders.g, (size_t)src->graders.n * sizeof *src->graders.g);
-    dst->n += src->n;
-    dst->graders.n += src->graders.n;
-    src->n = 0;
-    src->graders.n = 0;
-    rl_prompts_free(src);
-    return AL_OK;
-}
-
-/* Whether file is one of the job's training files (the hygiene filters
- * clean those, never a validation file of the same path). */
-static int is_training_file(const al_job *job, const char *file) {
-    if (file == job->training_file) return 1;
-    for (int k = 0; k < job->n_train_files; k++)
-        if (file == job->train_files[k].file) return 1;
-    return 0;
-}
-
-/* The accepted answers of a data row: the first reference column present
- * (the dataset reader's order: reference, answer, solution, ground_truth),
- * a string or a list of strings; else the reader's reference (a
- * prompt/completion row's completion). NULL-terminated, malloc'd. */
-static char **row_answers(const json_t *row, const char *reference) {
-    static const char *const keys[] = {"reference", "answer", "solution", "ground_truth", NULL};
-    const json_t *v = NULL;
-    for (int i = 0; keys[i] && !v; i++) {
-        v = json_object_get(row, keys[i]);
-        if (json_is_null(v)) v = NULL;
-    }
-    size_t n = json_is_array(v) ? json_array_size(v) : reference ? 1 : 0;
-    char **a = calloc(n + 1, sizeof *a);
-    if (!a) return NULL;
-    for (size_t k = 0; k < n; k++) {
-        const char *s = json_is_array(v) ? json_string_value(json_array_get(v, k)) : reference;
-        if (!(a[k] = strdup(s ? s : ""))) {
-            for (size_t q = 0; q < k; q++) free(a[q]);
-            free(a);
-            return NULL;
-        }
-    }
-    return a;
-}
-
-/* The row's own "grader" over the job's, compiled (shared with an equal
- * earlier one); *out NULL when the row has none. */
-static int row_grader(rl_prompts *p, const al_job *job, const json_t *spec, int line, const char *what,
-                      const al_grader **out, char err[AL_ERRLEN]) {
-    *out = NULL;
-    if (!spec || json_is_null(spec)) return AL_OK;
-    al_grader_cfg c = job->reward.grader;
-    al_error e2;
-    int rc = al_grader_cfg_parse(&c, spec, "grader", &e2);
-    if (!rc) rc = al_grader_set_get(&p->graders, &c, "grader", out, &e2);
-    return rc ? al_err(err, rc, "%s: line %d: %s", what, line, e2.msg) : AL_OK;
-}
-
-/* Fills p->ref[i] from p->answers[i]; with reward.verifiable on, checks
- * that the grader can ever match each answer. */
-static int finish_ref(rl_prompts *p, const al_job *job, int i, int line, const char *what, char err[AL_ERRLEN]) {
-    al_reward_row *r = &p->ref[i];
-    r->answers = (const char *const *)p->answers[i];
-    r->n_answers = 0;
-    while (p->answers[i] && p->answers[i][r->n_answers]) r->n_answers++;
-    r->row = p->row[i];
-    if (job->reward.verifiable == 0) return AL_OK;
-    al_grader *own = NULL;
-    const al_grader *g = r->grader;
-    if (!g) {
-        al_error e2;
-        int rc = al_grader_new(&own, &job->reward.grader, "reward.verifiable.grader", &e2);
-        if (rc) return al_err(err, rc, "%s", e2.msg);
-        g = own;
-    }
-    char why[160];
-    for (int k = 0; k < r->n_answers; k++)
-        if (al_grader_answer_invalid(g, r->answers[k], why, sizeof why)) {
-            al_grader_free(own);
-            return al_err(err, AL_EINVAL, "%s: line %d: %s", what, line, why);
-        }
-    al_grader_free(own);
-    return AL_OK;
-}
-
-/* Keeps the last max_prompt_length tokens of a prompt (TRL truncates prompts
- * from the left). */
-static void clip_prompt(al_seq *s, int maxp) {
-    if (s->n <= maxp) return;
-    memmove(s->ids, s->ids + (s->n - maxp), (size_t)maxp * sizeof *s->ids);
-    memmove(s->mask, s->mask + (s->n - maxp), (size_t)maxp);
-    s->n = maxp;
-}
-
-int rl_prompts_load(rl_prompts *p, const al_job *job, const al_chat *chat, int from_task, long rows,
-                    uint64_t seed, int split, const char *file, const char *what, int want_sft, char err[AL_ERRLEN]) {
-    const al_tok *tok = al_chat_tok(chat);
-    int maxp = job->hp.max_prompt_length;
-    int rc;
-    if (from_task) {
-        if ((rc = prompts_alloc(p, rows, err))) return rc;
-        for (long i = 0; i < rows; i++) {
-            al_task_row r;
-            if (al_task_row_get(job->task, split, seed, (uint64_t)i, &r))
-                return al_err(err, AL_EINVAL, "task: '%s' is not a built-in task", job->task);
-            /* raw text, as the trainer's task rows: the tiny models have no chat habits */
-            if ((rc = al_chat_encode_prompt(chat, r.prompt, strlen(r.prompt), &p->seq[p->n], err))) return rc;
-            p->text[p->n] = strdup(r.prompt);
-            p->answer[p->n] = strdup(r.answer);
-            p->answers[p->n] = calloc(2, sizeof *p->answers[p->n]);
-            if (!p->text[p->n] || !p->answer[p->n] || !p->answers[p->n] || !(p->answers[p->n][0] = strdup(r.answer)))
-                return al_err(err, AL_ENOMEM, "out of memory");
-            /* a task whose answers are worked solutions grades their final answer
-             * unless the job chose a grader */
-            const char *tg = al_task_grader(job->task);
-            if (tg && !job->reward.grader_given && !p->n) {
-                json_t *v = json_string(tg);
-                rc = v ? row_grader(p, job, v, 1, what, &p->ref[0].grader, err) : al_err(err, AL_ENOMEM, "out of memory");
-                json_decref(v);
-                if (rc) return rc;
-            }
-            if (p->n) p->ref[p->n].grader = p->ref[0].grader;
-            if ((rc = finish_ref(p, job, p->n, (int)i + 1, what, err))) return rc;
-            if (want_sft && (rc = al_chat_encode_text(chat, r.prompt, strlen(r.prompt), r.answer, strlen(r.answer),
-                                                      &p->sft[p->n].seq[0], err)))
-                return rc;
-            p->sft[p->n].line = (int)i + 1;
-            clip_prompt(&p->seq[p->n], maxp);
-            p->n++;
-        }
-        return AL_OK;
-    }
-    al_data_opts o = {.method = "rl", .max_length = 0, .max_prompt_length = 0, .dedupe = job->hp.dedupe,
-                      .sharegpt = al_job_file_sharegpt(job, file)};
-    if (al_hygiene_any(&job->hygiene) && is_training_file(job, file)) o.hygiene = &job->hygiene;
-    al_dataset *ds = NULL;
-    char e2[AL_ERRLEN];
-    if ((rc = al_dataset_read_file(file, chat, &o, &ds, e2))) return al_err(err, rc, "%s: %s", what, e2);
-    if ((rc = al_dataset_check(ds, 0, e2))) {
-        al_dataset_free(ds);
-        return al_err(err, rc, "%s: %s", what, e2);
-    }
-    p->report = json_incref(ds->report);
-    if ((rc = prompts_alloc(p, ds->n_ex, err))) {
-        al_dataset_free(ds);
-        return rc;
-    }
-    for (int i = 0; i < ds->n_ex && !rc; i++) {
-        al_example *e = &ds->ex[i];
-        p->seq[p->n] = e->seq[0];
-        memset(&e->seq[0], 0, sizeof e->seq[0]);
-        size_t len;
-        if (al_tok_decode(tok, p->seq[p->n].ids, p->seq[p->n].n, 1, &p->text[p->n], &len))
-            rc = al_err(err, AL_EFORMAT, "%s: line %d does not decode", what, e->line);
-        p->answer[p->n] = e->reference;
-        e->reference = NULL;
-        p->row[p->n] = e->row;
-        e->row = NULL;
-        if (!rc && !(p->answers[p->n] = row_answers(p->row[p->n], p->answer[p->n])))
-            rc = al_err(err, AL_ENOMEM, "out of memory");
-        if (!rc)
-            rc = row_grader(p, job, json_object_get(p->row[p->n], "grader"), e->line, what, &p->ref[p->n].grader, err);
-        if (!rc) rc = finish_ref(p, job, p->n, e->line, what, err);
-        if (!rc && want_sft && p->answer[p->n] && p->answer[p->n][0])
-            rc = al_chat_encode_text(chat, p->text[p->n], strlen(p->text[p->n]), p->answer[p->n],
-                                     strlen(p->answer[p->n]), &p->sft[p->n].seq[0], err);
-        p->sft[p->n].line = e->line;
-        clip_prompt(&p->seq[p->n], maxp);
-        p->n++;
-    }
-    al_dataset_free(ds);
-    return rc;
-}
-
-/* ---- events ------------------------------------------------------------------- */
-
-void rl_event(const al_train_cb *cb, al_log_level lvl, const char *fmt, ...) {
-    char buf[512];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(buf, sizeof buf, fmt, ap);
-    va_end(ap);
-    if (cb && cb->event) cb->event(cb->ud, lvl, buf);
-}
-
-/* ---- generation ---------------------------------------------------------------- */
-
-int rl_generate(al_model *m, const al_seq *const *prompts, int n, const al_gen_cfg *g, al_rng *rng,
-                int32_t *ids, float *logp, int *len, char err[AL_ERRLEN]) {
-    const int32_t *pp[GEN_CHUNK];
-    int pl[GEN_CHUNK];
-    for (int i0 = 0; i0 < n; i0 += GEN_CHUNK) {
-        int k = n - i0 < GEN_CHUNK ? n - i0 : GEN_CHUNK;
-        for (int j = 0; j < k; j++) {
-            pp[j] = prompts[i0 + j]->ids;
-            pl[j] = prompts[i0 + j]->n;
-        }
-        int rc = al_generate(m, pp, pl, k, g, rng, ids + (size_t)i0 * g->max_new,
-                             logp ? logp + (size_t)i0 * g->max_new : NULL, len + i0, err);
-        if (rc) return rc;
-    }
-    return AL_OK;
-}
-
-char *rl_decode_completion(const al_tok *tok, const int32_t *ids, int n, int32_t eos, int *has_eos) {
-    int e = n > 0 && ids[n - 1] == eos;
-    if (has_eos) *has_eos = e;
-    char *txt = NULL;
-    size_t len;
-    if (al_tok_decode(tok, ids, n - e, 1, &txt, &len)) return strdup("");
-    return txt;
-}
-
-size_t rl_prompts_max_bytes(const rl_prompts *p) {
-    size_t m = 0;
-    for (int i = 0; i < p->n; i++) {
-        size_t n = p->text[i] ? strlen(p->text[i]) : 0;
-        if (n > m) m = n;
-    }
-    return m;
-}
-
-size_t rl_completion_max_bytes(const al_tok *tok, int max_new) {
-    size_t m = 1;
-    for (int32_t id = 0, V = al_tok_vocab_size(tok); id < V; id++) {
-        char *txt = NULL;
-        size_t len = 0;
-        if (al_tok_decode(tok, &id, 1, 1, &txt, &len)) continue;
-        if (len > m) m = len;
-        free(txt);
-    }
-    return m * (size_t)(max_new > 0 ? max_new : 1);
-}
+enum { N_SAMPLES = 2, HEALTH_WINDOW = 10 };
 
 /* ---- the RL state --------------------------------------------------------------- */
 
@@ -395,10 +104,9 @@ typedef struct rl {
     al_model *critic;           /* ppo */
     al_adamw opt, copt;
     al_ddp *ddp, *cddp;         /* policy's and critic's reduction across ranks (NULL alone) */
-    int rank, world, world0;    /* world0: the ranks of the run a checkpoint came from */
     int Pg;                     /* prompts per step over all ranks: P x world */
     al_rewarder *rw;
-    rl_prompts train, val;
+    al_prompts train, val;
     int all_answered;           /* every training prompt has an answer: its exact match is logged */
     al_bench *bench[AL_MAX_EVAL_TASKS]; /* eval_tasks with a benchmark file */
     int G, P, N;                /* completions per prompt, prompts per step, completions per step */
@@ -427,8 +135,8 @@ typedef struct rl {
     al_mix mix;                 /* training_files: the weighted mixture's sampler */
     int mixing;
     al_rng rng;
-    long step, total_steps, steps_per_epoch, cursor;
-    double kl_coef, trained_tokens;
+    long cursor;
+    double kl_coef;
     /* health signals: per-step history */
     double h_len[HEALTH_WINDOW * 2], h_rew[HEALTH_WINDOW * 2], h_ref[HEALTH_WINDOW * 2];
     int h_n;
@@ -436,12 +144,19 @@ typedef struct rl {
     long warned_at[8];
     long n_updates, n_clipped;  /* optimiser updates, and how many were clipped (not checkpointed) */
     int clip_run;               /* consecutive steps whose every update was clipped */
-    char err[AL_ERRLEN];
+    /* the step in progress */
+    int training;               /* 0: step 0's measurement, no updates */
+    int zero_std;               /* groups (PPO: the batch) whose rewards do not vary */
+    long u0, c0;                /* n_updates and n_clipped before the step */
+    al_step_stats one, acc;     /* an update's statistics, their sum over the step's updates */
+    double gsum;                /* the updates' gradient norms, summed */
+    int n_up;                   /* updates made */
+    al_run run;                 /* the skeleton's state: step, world, err (run.h) */
 } rl;
 
 static void rl_free(rl *r) {
-    rl_prompts_free(&r->train);
-    rl_prompts_free(&r->val);
+    al_prompts_free(&r->train);
+    al_prompts_free(&r->val);
     al_mix_deinit(&r->mix);
     for (int k = 0; k < AL_MAX_EVAL_TASKS; k++) al_bench_free(r->bench[k]);
     if (r->obj) r->ops->destroy(r->obj);
@@ -472,7 +187,7 @@ static size_t nz(size_t n) { return n ? n : 1; }
 
 static int alloc_bufs(rl *r) {
     size_t NT = (size_t)r->N * r->T, MT = (size_t)r->mb * r->T, NM = (size_t)r->N * r->max_new;
-#define A(p, n) if (!((p) = calloc(nz(n), sizeof *(p)))) return al_err(r->err, AL_ENOMEM, "out of memory")
+#define A(p, n) if (!((p) = calloc(nz(n), sizeof *(p)))) return al_err(r->run.err, AL_ENOMEM, "out of memory")
     A(r->ids, NT); A(r->pos, NT); A(r->seg, NT); A(r->tgt, NT);
     A(r->old_logp, NT); A(r->ref_logp, NT); A(r->values, NT); A(r->adv, NT); A(r->ret, NT);
     A(r->rew, NT); A(r->kl, NT);
@@ -503,7 +218,7 @@ static int open_critic(rl *r) {
     int rc;
     if (job->critic == AL_CRITIC_SHARED_BASE) {
         r->critic = al_model_new_shared(r->m, &job->lora, job->hp.seed ^ 0xC817Cull, e2);
-        if (!r->critic) return al_err(r->err, AL_ENOMEM, "critic: %s", e2);
+        if (!r->critic) return al_err(r->run.err, AL_ENOMEM, "critic: %s", e2);
         return AL_OK;
     }
     const char *src = job->critic_model[0] ? job->critic_model
@@ -511,9 +226,9 @@ static int open_critic(rl *r) {
     const char *field = job->critic_model[0] ? "critic_model" : job->reward.n_reward_models ? "reward.reward_model" : "model";
     if ((rc = al_model_open_ex(&r->critic, src, job->use_lora ? &job->lora : NULL,
                                AL_OPEN_SCORE_HEAD | al_job_open_flags(job), job->hp.seed ^ 0xC817Cull, e2)))
-        return al_err(r->err, rc, "%s: %s", field, e2);
+        return al_err(r->run.err, rc, "%s: %s", field, e2);
     if (al_model_config_of(r->critic)->V != al_model_config_of(r->m)->V)
-        return al_err(r->err, AL_EINVAL, "%s: the critic's vocabulary (%d) differs from the policy's (%d)", field,
+        return al_err(r->run.err, AL_EINVAL, "%s: the critic's vocabulary (%d) differs from the policy's (%d)", field,
                       al_model_config_of(r->critic)->V, al_model_config_of(r->m)->V);
     return AL_OK;
 }
@@ -521,45 +236,39 @@ static int open_critic(rl *r) {
 /* A rank's stream: the one-process seed on rank 0 (and alone), mixed with
  * the rank elsewhere. */
 static uint64_t rank_seed(const rl *r, uint64_t seed) {
-    return seed ^ (uint64_t)r->rank * 0x9E3779B97F4A7C15ull;
+    return seed ^ (uint64_t)r->run.rank * 0x9E3779B97F4A7C15ull;
 }
 
 /* The reductions across ranks and the optimisers (their slices, with
  * ZeRO-1): after every rank's set-up succeeded (al_ddp_new is collective). */
 static int start_dist(rl *r) {
-    const al_hparams *hp = r->hp;
-    al_adamw_cfg oc = {.lr = hp->learning_rate, .beta1 = hp->adam_beta1, .beta2 = hp->adam_beta2,
-                       .eps = hp->adam_epsilon, .weight_decay = hp->weight_decay};
-    char e2[AL_ERRLEN];
-    int rc = al_ddp_new(&r->ddp, r->m, &r->job->dist, e2);
-    if (!rc && r->critic) rc = al_ddp_new(&r->cddp, r->critic, &r->job->dist, e2);
-    if (rc) return al_err(r->err, rc, "%s", e2);
-    if ((rc = al_ddp_adamw_init(r->ddp, &r->opt, &oc, r->m))) return al_err(r->err, rc, "out of memory for AdamW");
-    if (r->critic && (rc = al_ddp_adamw_init(r->cddp, &r->copt, &oc, r->critic)))
-        return al_err(r->err, rc, "out of memory for AdamW");
-    if (r->world > 1)
-        rl_event(r->cb, AL_LOG_INFO, "distributed: %d ranks, %d prompts x %d completions per rank per step (%d "
-                 "prompts in all), %s", r->world, r->P, r->G, r->Pg,
-                 r->job->dist.shard_optimizer ? "AdamW moments sharded (ZeRO-1)" : "AdamW moments on every rank");
+    al_ddp *d[2] = {NULL, NULL};
+    int rc = al_run_dist_start(&r->run, r->critic ? 2 : 1, (al_model *const[]){r->m, r->critic}, d,
+                               (al_adamw *const[]){&r->opt, &r->copt});
+    r->ddp = d[0];
+    r->cddp = d[1];
+    if (rc) return rc;
+    if (r->run.world > 1)
+        al_run_event(r->cb, AL_LOG_INFO, "distributed: %d ranks, %d prompts x %d completions per rank per step (%d "
+                     "prompts in all), %s", r->run.world, r->P, r->G, r->Pg,
+                     r->job->dist.shard_optimizer ? "AdamW moments sharded (ZeRO-1)" : "AdamW moments on every rank");
     return AL_OK;
 }
 
-static void event_line(void *ud, const char *line) { rl_event(ud, AL_LOG_INFO, "%s", line); }
-
 /* What reading a prompt file did: rows skipped, the hygiene filters' drops. */
-static void prompts_events(rl *r, const rl_prompts *p, const char *what) {
+static void prompts_events(rl *r, const al_prompts *p, const char *what) {
     const json_t *rep = p->report, *errs = json_object_get(rep, "errors");
     long bad = (long)json_integer_value(json_object_get(rep, "rows")) -
                (long)json_integer_value(json_object_get(rep, "valid_rows"));
-    rl_event(r->cb, bad ? AL_LOG_WARN : AL_LOG_INFO, "%s: %lld rows, format %s, %d prompts; %ld bad lines skipped",
+    al_run_event(r->cb, bad ? AL_LOG_WARN : AL_LOG_INFO, "%s: %lld rows, format %s, %d prompts; %ld bad lines skipped",
              what, (long long)json_integer_value(json_object_get(rep, "rows")),
              json_string_value(json_object_get(rep, "format")), p->n, bad);
     for (size_t i = 0; i < json_array_size(errs) && i < 20; i++) {
         const json_t *e = json_array_get(errs, i);
-        rl_event(r->cb, AL_LOG_WARN, "%s: %s (%s)", what, json_string_value(json_object_get(e, "message")),
+        al_run_event(r->cb, AL_LOG_WARN, "%s: %s (%s)", what, json_string_value(json_object_get(e, "message")),
                  json_string_value(json_object_get(e, "code")));
     }
-    al_hygiene_describe(rep, what, 20, event_line, (void *)r->cb);
+    al_hygiene_describe(rep, what, 20, al_run_event_line, (void *)r->cb);
 }
 
 /* training_files: each file's prompts one after the other, and the sampler
@@ -571,28 +280,65 @@ static int mixture_prompts(rl *r, int want_sft) {
     int rc = AL_OK;
     for (int k = 0; k < job->n_train_files && !rc; k++) {
         char what[48];
-        rl_prompts part;
+        al_prompts part;
         memset(&part, 0, sizeof part);
         snprintf(what, sizeof what, "training_files[%d]", k);
-        rc = rl_prompts_load(&part, job, r->chat, 0, 0, 0, 0, job->train_files[k].file, what, want_sft, r->err);
-        if (!rc && !part.n) rc = al_err(r->err, AL_EINVAL, "%s: no prompts", what);
+        rc = al_prompts_load(&part, job, r->chat, 0, 0, 0, 0, job->train_files[k].file, what, want_sft, r->run.err);
+        if (!rc && !part.n) rc = al_err(r->run.err, AL_EINVAL, "%s: no prompts", what);
         if (!rc) {
             prompts_events(r, &part, what);
             n[k] = part.n;
             w[k] = job->train_files[k].weight;
             wsum += w[k];
-            rc = rl_prompts_append(&r->train, &part, r->err);
+            rc = al_prompts_append(&r->train, &part, r->run.err);
         }
-        rl_prompts_free(&part);
+        al_prompts_free(&part);
     }
     if (rc) return rc;
     char e2[AL_ERRLEN];
     if ((rc = al_mix_init(&r->mix, job->n_train_files, n, w, r->hp->seed, e2)))
-        return al_err(r->err, rc, "training_files: %s", e2);
+        return al_err(r->run.err, rc, "training_files: %s", e2);
     r->mixing = 1;
     for (int k = 0; k < job->n_train_files; k++)
-        rl_event(r->cb, AL_LOG_INFO, "training_files[%d]: %d prompts, weight %g: %.1f%% of the prompts drawn", k,
+        al_run_event(r->cb, AL_LOG_INFO, "training_files[%d]: %d prompts, weight %g: %.1f%% of the prompts drawn", k,
                  n[k], w[k], 100.0 * w[k] / wsum);
+    return AL_OK;
+}
+
+/* The training and validation prompts: a built-in task's splits, or the
+ * training file(s) and the validation file. */
+static int load_prompts(rl *r, int want_sft) {
+    const al_job *job = r->job;
+    int rc;
+    if (job->task[0]) {
+        if ((rc = al_prompts_load(&r->train, job, r->chat, 1, job->task_rows, job->task_seed, job->task_split,
+                                  NULL, "task", want_sft, r->run.err)))
+            return rc;
+        long vrows = job->task_rows / 10 < 200 ? job->task_rows / 10 : 200;
+        if (vrows < 8) vrows = 8;
+        /* validation prompts from the held-out split */
+        if ((rc = al_prompts_load(&r->val, job, r->chat, 1, vrows, job->task_seed + 1000003u, AL_SPLIT_TEST, NULL,
+                                  "task", 0, r->run.err)))
+            return rc;
+    } else {
+        if (job->n_train_files) rc = mixture_prompts(r, want_sft);
+        else if (!(rc = al_prompts_load(&r->train, job, r->chat, 0, 0, 0, 0, job->training_file, "training_file",
+                                        want_sft, r->run.err)))
+            prompts_events(r, &r->train, "training_file");
+        if (rc) return rc;
+        if (job->validation_file[0] &&
+            (rc = al_prompts_load(&r->val, job, r->chat, 0, 0, 0, 0, job->validation_file, "validation_file", 0,
+                                  r->run.err)))
+            return rc;
+    }
+    if (r->train.n == 0) return al_err(r->run.err, AL_EINVAL, "training data: no prompts");
+    r->all_answered = 1;
+    for (int i = 0; i < r->train.n; i++) r->all_answered &= r->train.answer[i] != NULL;
+    if (job->reward.verifiable != 0)
+        for (int i = 0; i < r->train.n; i++)
+            if (!r->train.answer[i])
+                return al_err(r->run.err, AL_EINVAL, "reward.verifiable: the prompt at line %d has no answer "
+                              "(give \"answer\" in the data)", r->train.sft[i].line ? r->train.sft[i].line : i + 1);
     return AL_OK;
 }
 
@@ -602,72 +348,37 @@ static int setup(rl *r) {
     int rc;
     char e2[AL_ERRLEN];
     r->ops = al_objective_find(job->method);
-    if (!r->ops) return al_err(r->err, AL_EINVAL, "method: '%s' is unknown", job->method);
+    if (!r->ops) return al_err(r->run.err, AL_EINVAL, "method: '%s' is unknown", job->method);
     al_error oe;
-    if ((rc = r->ops->create(hp, &r->obj, &oe))) return al_err(r->err, rc, "%s", oe.msg);
+    if ((rc = r->ops->create(hp, &r->obj, &oe))) return al_err(r->run.err, rc, "%s", oe.msg);
     r->ppo = !strcmp(job->method, "ppo");
     r->grpo = !strcmp(job->method, "grpo");
     r->rloo = !strcmp(job->method, "rloo");
     r->G = r->ppo ? 1 : hp->num_generations;
     /* batch_size completions on each rank, or resuming, the global batch the
      * checkpoint was trained with split over the ranks there are now */
-    r->rank = al_dist_rank();
-    r->world = r->world0 = al_dist_size();
-    if ((long)hp->batch_size * r->world > (1L << 30))
-        return al_err(r->err, AL_EINVAL, "hyperparameters.batch_size: %d on %d ranks is too large a global batch",
-                      hp->batch_size, r->world);
-    int gn = hp->batch_size * r->world, ws;
-    al_ckpt_world(r->resume, &gn, &ws);
-    if (gn > 0) r->world0 = ws;
-    else gn = hp->batch_size * r->world;
-    if (gn % (r->G * r->world))
-        return al_err(r->err, AL_EINVAL, "hyperparameters.batch_size: the checkpoint's %d completions a step do not "
-                      "split into whole groups of %d over %d ranks", gn, r->G, r->world);
-    r->N = gn / r->world;
+    int gn;
+    if ((rc = al_run_world(&r->run, r->resume, &gn))) return rc;
+    if (gn % (r->G * r->run.world))
+        return al_err(r->run.err, AL_EINVAL, "hyperparameters.batch_size: the checkpoint's %d completions a step do not "
+                      "split into whole groups of %d over %d ranks", gn, r->G, r->run.world);
+    r->N = gn / r->run.world;
     r->P = r->N / r->G;
-    r->Pg = r->P * r->world;
-    if ((rc = al_tok_load(&r->tok, job->model, r->err))) return rc;
-    if ((rc = al_chat_new(&r->chat, r->tok, job->chat_template, r->err))) return rc;
+    r->Pg = r->P * r->run.world;
+    if ((rc = al_tok_load(&r->tok, job->model, r->run.err))) return rc;
+    if ((rc = al_chat_new(&r->chat, r->tok, job->chat_template, r->run.err))) return rc;
     r->pad = al_chat_pad_id(r->chat);
     r->eos = al_tok_eos(r->tok);
     if ((rc = al_model_open_ex(&r->m, job->model, job->use_lora ? &job->lora : NULL, al_job_open_flags(job),
                                hp->seed, e2)))
-        return al_err(r->err, rc, "model: %s", e2);
+        return al_err(r->run.err, rc, "model: %s", e2);
+    r->run.m = r->m;
     if (hp->save_dtype) al_model_set_save_dtype(r->m, (al_dtype)hp->save_dtype);
     const al_model_config *mc = al_model_config_of(r->m);
-    if (!mc->has_lm_head) return al_err(r->err, AL_EINVAL, "model: %s has no language-model head", job->model);
+    if (!mc->has_lm_head) return al_err(r->run.err, AL_EINVAL, "model: %s has no language-model head", job->model);
     al_model_set_temperature(r->m, hp->temperature);
-    /* prompts */
     int want_sft = hp->sft_mix_ratio > 0;
-    if (job->task[0]) {
-        if ((rc = rl_prompts_load(&r->train, job, r->chat, 1, job->task_rows, job->task_seed, job->task_split,
-                                  NULL, "task", want_sft, r->err)))
-            return rc;
-        long vrows = job->task_rows / 10 < 200 ? job->task_rows / 10 : 200;
-        if (vrows < 8) vrows = 8;
-        /* validation prompts from the held-out split */
-        if ((rc = rl_prompts_load(&r->val, job, r->chat, 1, vrows, job->task_seed + 1000003u, AL_SPLIT_TEST, NULL,
-                                  "task", 0, r->err)))
-            return rc;
-    } else {
-        if (job->n_train_files) rc = mixture_prompts(r, want_sft);
-        else if (!(rc = rl_prompts_load(&r->train, job, r->chat, 0, 0, 0, 0, job->training_file, "training_file",
-                                        want_sft, r->err)))
-            prompts_events(r, &r->train, "training_file");
-        if (rc) return rc;
-        if (job->validation_file[0] &&
-            (rc = rl_prompts_load(&r->val, job, r->chat, 0, 0, 0, 0, job->validation_file, "validation_file", 0,
-                                  r->err)))
-            return rc;
-    }
-    if (r->train.n == 0) return al_err(r->err, AL_EINVAL, "training data: no prompts");
-    r->all_answered = 1;
-    for (int i = 0; i < r->train.n; i++) r->all_answered &= r->train.answer[i] != NULL;
-    if (job->reward.verifiable != 0)
-        for (int i = 0; i < r->train.n; i++)
-            if (!r->train.answer[i])
-                return al_err(r->err, AL_EINVAL, "reward.verifiable: the prompt at line %d has no answer "
-                              "(give \"answer\" in the data)", r->train.sft[i].line ? r->train.sft[i].line : i + 1);
+    if ((rc = load_prompts(r, want_sft))) return rc;
     int maxp = 0, maxs = 1;
     for (int i = 0; i < r->train.n; i++) {
         if (r->train.seq[i].n > maxp) maxp = r->train.seq[i].n;
@@ -678,7 +389,7 @@ static int setup(rl *r) {
     r->max_new = hp->max_completion_length;
     if (maxp + r->max_new > mc->max_T) r->max_new = mc->max_T - maxp;
     if (r->max_new < 1)
-        return al_err(r->err, AL_EINVAL, "hyperparameters.max_prompt_length: prompts of %d tokens leave no room "
+        return al_err(r->run.err, AL_EINVAL, "hyperparameters.max_prompt_length: prompts of %d tokens leave no room "
                       "for a completion in the context of %d", maxp, mc->max_T);
     r->T = maxp + r->max_new;
     r->T_sft = maxs < mc->max_T ? maxs : mc->max_T;
@@ -693,37 +404,37 @@ static int setup(rl *r) {
         snprintf(what, sizeof what, "eval_tasks[%d]", k);
         if (et->task[0]) continue;
         if (et->type[0]) snprintf(type, sizeof type, "%s", et->type);
-        else if ((rc = al_bench_detect(et->file, type, r->err))) return rc;
+        else if ((rc = al_bench_detect(et->file, type, r->run.err))) return rc;
         if (!strcmp(type, "loss")) {
-            rl_event(r->cb, AL_LOG_WARN, "%s: a loss file is measured by SFT-like jobs only; left out", what);
+            al_run_event(r->cb, AL_LOG_WARN, "%s: a loss file is measured by SFT-like jobs only; left out", what);
             continue;
         }
-        if ((rc = al_bench_load(&r->bench[k], et, r->chat, &job->reward.grader, mc->max_T, what, r->err))) return rc;
+        if ((rc = al_bench_load(&r->bench[k], et, r->chat, &job->reward.grader, mc->max_T, what, r->run.err))) return rc;
         if (al_bench_longest(r->bench[k]) > rowsT) rowsT = al_bench_longest(r->bench[k]);
     }
     if ((rc = al_model_reserve(r->m, r->mb, rowsT, hp->gradient_checkpointing ? AL_MODEL_GRAD_CKPT : 0, e2)))
-        return al_err(r->err, rc, "%s", e2);
+        return al_err(r->run.err, rc, "%s", e2);
     if (want_sft && (rc = al_batch_init(&r->sft_batch, AL_BATCH_LM, r->mb, r->T_sft)))
-        return al_err(r->err, rc, "out of memory");
+        return al_err(r->run.err, rc, "out of memory");
     /* reference */
     r->use_ref = r->ppo ? (hp->kl_coef > 0 || hp->adaptive_kl) : hp->beta > 0;
     if (r->use_ref) {
         if (job->ref_model[0]) {
             if ((rc = al_model_open_ex(&r->ref, job->ref_model, NULL, AL_OPEN_FROZEN | al_job_open_flags(job), 0,
                                        e2)))
-                return al_err(r->err, rc, "ref_model: %s", e2);
+                return al_err(r->run.err, rc, "ref_model: %s", e2);
         } else if (job->use_lora) {
             r->ref_off = 1;
         } else if ((rc = al_model_open_ex(&r->ref, job->model, NULL, AL_OPEN_FROZEN | al_job_open_flags(job), 0,
                                           e2))) {
-            return al_err(r->err, rc, "model: %s", e2);
+            return al_err(r->run.err, rc, "model: %s", e2);
         }
         if (r->ref) {
             al_model_set_temperature(r->ref, hp->temperature);
             if (al_model_config_of(r->ref)->V != mc->V)
-                return al_err(r->err, AL_EINVAL, "ref_model: its vocabulary differs from the policy's");
+                return al_err(r->run.err, AL_EINVAL, "ref_model: its vocabulary differs from the policy's");
             if ((rc = al_model_reserve(r->ref, r->mb, r->T, AL_MODEL_FORWARD_ONLY, e2)))
-                return al_err(r->err, rc, "%s", e2);
+                return al_err(r->run.err, rc, "%s", e2);
         }
     }
     if (r->ppo) {
@@ -733,21 +444,21 @@ static int setup(rl *r) {
         rc = al_model_share_activations(r->critic, r->m, e2);
         if (rc == AL_EINVAL && job->critic == AL_CRITIC_SEPARATE) rc = AL_OK;
         if (!rc) rc = al_model_reserve(r->critic, r->mb, r->T, hp->gradient_checkpointing ? AL_MODEL_GRAD_CKPT : 0, e2);
-        if (rc) return al_err(r->err, rc, "%s", e2);
+        if (rc) return al_err(r->run.err, rc, "%s", e2);
     }
-    size_t pb_train = rl_prompts_max_bytes(&r->train), pb_val = rl_prompts_max_bytes(&r->val);
-    al_reward_len rlen = {pb_train > pb_val ? pb_train : pb_val, rl_completion_max_bytes(r->tok, r->max_new)};
-    if ((rc = al_rewarder_new(&r->rw, &job->reward, hp->missing_eos_penalty, r->mb, &rlen, r->err))) return rc;
-    if ((rc = al_rewarder_attach(r->rw, r->cb, r->err))) return rc;
-    r->steps_per_epoch = (r->train.n + r->Pg - 1) / r->Pg;
-    r->total_steps = hp->max_steps >= 0 ? hp->max_steps : r->steps_per_epoch * hp->n_epochs;
+    size_t pb_train = al_prompts_max_bytes(&r->train), pb_val = al_prompts_max_bytes(&r->val);
+    al_reward_len rlen = {pb_train > pb_val ? pb_train : pb_val, al_completion_max_bytes(r->tok, r->max_new)};
+    if ((rc = al_rewarder_new(&r->rw, &job->reward, hp->missing_eos_penalty, r->mb, &rlen, r->run.err))) return rc;
+    if ((rc = al_rewarder_attach(r->rw, r->cb, r->run.err))) return rc;
+    r->run.steps_per_epoch = (r->train.n + r->Pg - 1) / r->Pg;
+    r->run.total_steps = hp->max_steps >= 0 ? hp->max_steps : r->run.steps_per_epoch * hp->n_epochs;
     if ((rc = alloc_bufs(r))) return rc;
     al_rng_seed(&r->rng, rank_seed(r, hp->seed ^ 0x5A3D1E5ull));
     r->kl_coef = hp->kl_coef;
     r->order_epoch = -1;
-    rl_event(r->cb, AL_LOG_INFO,
+    al_run_event(r->cb, AL_LOG_INFO,
              "%s: %d prompts (%d validation), %d per step x %d completions, %ld steps, %zu trainable parameters%s",
-             job->method, r->train.n, r->val.n, r->P, r->G, r->total_steps, al_model_num_params(r->m, 1),
+             job->method, r->train.n, r->val.n, r->P, r->G, r->run.total_steps, al_model_num_params(r->m, 1),
              r->ppo ? (job->critic == AL_CRITIC_SHARED_BASE ? ", critic: value head + LoRA on the shared base"
                                                             : ", critic: a separate model") : "");
     return AL_OK;
@@ -762,7 +473,7 @@ static void step_prompts(rl *r, long step) {
         /* a mixture's global draws s*Pg .. s*Pg+Pg-1, this rank's share of
          * them: replayed from the start when the sampler is past them (step 0
          * measures what step 1 trains on) */
-        int64_t want = (int64_t)step * r->Pg + (int64_t)r->rank * r->P;
+        int64_t want = (int64_t)step * r->Pg + (int64_t)r->run.rank * r->P;
         if (r->mix.draws > want) al_mix_rewind(&r->mix);
         while (r->mix.draws < want) al_mix_next(&r->mix);
         for (int k = 0; k < r->P; k++) r->pidx[k] = al_mix_next(&r->mix);
@@ -771,7 +482,7 @@ static void step_prompts(rl *r, long step) {
     }
     /* this rank's share of the step's global list of Pg prompts */
     for (int k = 0; k < r->P; k++) {
-        long g = step * r->Pg + (long)r->rank * r->P + k;
+        long g = step * r->Pg + (long)r->run.rank * r->P + k;
         long epoch = g / r->train.n, i = g % r->train.n;
         if (epoch != r->order_epoch) {
             al_batch_order(r->plens, r->train.n, r->Pg, 0, r->hp->seed + (uint64_t)epoch * 0x9E3779B9u, r->order);
@@ -819,7 +530,7 @@ static int forward_ref(rl *r, const al_tokens *in, float *out) {
     } else {
         rc = al_model_forward(r->ref, in, &f);
     }
-    return rc ? al_err(r->err, rc, "reference forward failed: %s", al_strerror(rc)) : AL_OK;
+    return rc ? al_err(r->run.err, rc, "reference forward failed: %s", al_strerror(rc)) : AL_OK;
 }
 
 static int rollout(rl *r, long step) {
@@ -834,8 +545,8 @@ static int rollout(rl *r, long step) {
     al_gen_cfg g = {.max_new = r->max_new, .temperature = hp->temperature, .top_k = hp->top_k,
                     .top_p = hp->top_p > 0 ? hp->top_p : 1, .stop = &r->eos, .n_stop = r->eos >= 0};
     char e2[AL_ERRLEN];
-    if ((rc = rl_generate(r->m, r->gen_prompts, r->N, &g, &r->rng, r->comp, r->samp, r->clen, e2)))
-        return al_err(r->err, rc, "generation failed: %s", e2);
+    if ((rc = al_rollout_generate(r->m, r->gen_prompts, r->N, &g, &r->rng, r->comp, r->samp, r->clen, e2)))
+        return al_err(r->run.err, rc, "generation failed: %s", e2);
     /* the (N, T) rows: prompt + completion; position plen-1+j predicts token j */
     for (int i = 0; i < r->N; i++) {
         const al_seq *ps = r->gen_prompts[i];
@@ -858,8 +569,8 @@ static int rollout(rl *r, long step) {
             r->values[o + t] = 0;
         }
         free(r->ctext[i]);
-        r->ctext[i] = rl_decode_completion(r->tok, c, cl, r->eos, NULL);
-        if (!r->ctext[i]) return al_err(r->err, AL_ENOMEM, "out of memory");
+        r->ctext[i] = al_rollout_decode(r->tok, c, cl, r->eos, NULL);
+        if (!r->ctext[i]) return al_err(r->run.err, AL_ENOMEM, "out of memory");
         r->cprompt[i] = r->train.text[r->prow[i]];
         r->crow[i] = &r->train.ref[r->prow[i]];
     }
@@ -879,14 +590,14 @@ static int rollout(rl *r, long step) {
             cin.targets = NULL;
             al_fwd f = {.values = r->m_val};
             if ((rc = al_model_forward(r->critic, &cin, &f)))
-                return al_err(r->err, rc, "critic forward failed: %s", al_strerror(rc));
+                return al_err(r->run.err, rc, "critic forward failed: %s", al_strerror(rc));
             scatter(r, r->values, r->m_val, idx, k, T);
         }
     }
     al_reward_parts parts = {r->p_ver, r->p_rm, r->p_judge, r->p_fmt, r->p_http, r->p_ext};
     if ((rc = al_rewarder_score_rows(r->rw, r->N, r->G, r->cprompt, (const char *const *)r->ctext, r->crow,
                                 r->clen, r->has_eos, r->scores, &parts, e2)))
-        return al_err(r->err, rc, "reward: %s", e2);
+        return al_err(r->run.err, rc, "reward: %s", e2);
     return AL_OK;
 }
 
@@ -902,7 +613,7 @@ static int advantages(rl *r, al_step_stats *st, int *zero_std) {
         al_rl_gae(r->adv, r->ret, r->rew, r->values, r->tgt, r->N, r->T, hp->gamma, hp->lam);
         al_rl_whiten_global(r->adv, r->tgt, r->N, r->T, 1);
         double sd = 0, mean = 0;
-        for (int i = 0; i < r->N; i++) mean += r->scores[i] / (r->N * r->world);
+        for (int i = 0; i < r->N; i++) mean += r->scores[i] / (r->N * r->run.world);
         al_dist_sum(&mean, 1);
         for (int i = 0; i < r->N; i++) sd += (r->scores[i] - mean) * (r->scores[i] - mean);
         al_dist_sum(&sd, 1);
@@ -928,7 +639,7 @@ static int advantages(rl *r, al_step_stats *st, int *zero_std) {
             for (int k = 0; k < r->G; k++) ss += (seqr[g * r->G + k] - s / r->G) * (seqr[g * r->G + k] - s / r->G);
             *zero_std += ss < 1e-12;
         }
-        int Ng = r->N * r->world;
+        int Ng = r->N * r->run.world;
         if (hp->normalize_advantages && Ng > 1) {
             double m = 0, v = 0;
             for (int i = 0; i < r->N; i++) m += r->seq_adv[i] / Ng;
@@ -979,11 +690,11 @@ static int sft_mix(rl *r, double tokens, al_step_stats *st) {
     double nll = 0;
     for (int i0 = 0; i0 < n && !rc; i0 += r->mb) {
         int k = n - i0 < r->mb ? n - i0 : r->mb;
-        if ((rc = al_batch_fill(&r->sft_batch, r->train.sft, idx + i0, k, r->pad, r->err))) break;
+        if ((rc = al_batch_fill(&r->sft_batch, r->train.sft, idx + i0, k, r->pad, r->run.err))) break;
         al_tokens in = al_batch_tokens(&r->sft_batch);
         al_fwd f = {.logp = r->m_logp};
         if ((rc = al_model_forward(r->m, &in, &f))) {
-            rc = al_err(r->err, rc, "forward failed: %s", al_strerror(rc));
+            rc = al_err(r->run.err, rc, "forward failed: %s", al_strerror(rc));
             break;
         }
         size_t cnt = (size_t)in.B * in.T;
@@ -993,7 +704,7 @@ static int sft_mix(rl *r, double tokens, al_step_stats *st) {
         }
         if (i0 + k >= n) al_ddp_arm(r->ddp); /* the step's last backward */
         if ((rc = al_model_backward(r->m, &in, r->m_dlogp, NULL, NULL)))
-            rc = al_err(r->err, rc, "backward failed: %s", al_strerror(rc));
+            rc = al_err(r->run.err, rc, "backward failed: %s", al_strerror(rc));
     }
     al_model_set_temperature(r->m, r->hp->temperature);
     if (!rc) {
@@ -1004,8 +715,8 @@ static int sft_mix(rl *r, double tokens, al_step_stats *st) {
 }
 
 static int loss_failed(rl *r, int rc) {
-    if (rc == AL_ENAN) return al_err(r->err, AL_ENAN, "divergence: the loss is not finite at step %ld", r->step + 1);
-    return al_err(r->err, rc, "objective %s failed: %s", r->ops->name, al_strerror(rc));
+    if (rc == AL_ENAN) return al_err(r->run.err, AL_ENAN, "divergence: the loss is not finite at step %ld", r->run.step + 1);
+    return al_err(r->run.err, rc, "objective %s failed: %s", r->ops->name, al_strerror(rc));
 }
 
 /* Forward, objective and backward over rows idx[0..n) in micro-batches,
@@ -1036,16 +747,16 @@ static int update_rows(rl *r, const int32_t *idx, int n, int use_old, int last, 
             cin.targets = NULL;
             al_fwd cf = {.values = r->m_val};
             if ((rc = al_model_forward(r->critic, &cin, &cf)))
-                return al_err(r->err, rc, "critic forward failed: %s", al_strerror(rc));
+                return al_err(r->run.err, rc, "critic forward failed: %s", al_strerror(rc));
             memset(r->m_dval, 0, cnt * sizeof(float));
             al_obj_out vo = {.dvalue = r->m_dval};
             if ((rc = r->ops->loss(r->obj, &oi, &vo, st))) return loss_failed(r, rc);
             if (i0 + k >= n) al_ddp_arm(r->cddp); /* the critic's last backward of the step */
             if ((rc = al_model_backward(r->critic, &in, NULL, NULL, r->m_dval)))
-                return al_err(r->err, rc, "critic backward failed: %s", al_strerror(rc));
+                return al_err(r->run.err, rc, "critic backward failed: %s", al_strerror(rc));
         }
         al_fwd f = {.logp = r->m_logp, .entropy = r->m_ent};
-        if ((rc = al_model_forward(r->m, &in, &f))) return al_err(r->err, rc, "forward failed: %s", al_strerror(rc));
+        if ((rc = al_model_forward(r->m, &in, &f))) return al_err(r->run.err, rc, "forward failed: %s", al_strerror(rc));
         memset(r->m_dlogp, 0, cnt * sizeof(float));
         memset(r->m_dent, 0, cnt * sizeof(float));
         oi.logp = r->m_logp;
@@ -1053,7 +764,7 @@ static int update_rows(rl *r, const int32_t *idx, int n, int use_old, int last, 
         if ((rc = r->ops->loss(r->obj, &oi, &oo, st))) return loss_failed(r, rc);
         if (last && i0 + k >= n) al_ddp_arm(r->ddp);
         if ((rc = al_model_backward(r->m, &in, r->m_dlogp, r->hp->entropy_coef > 0 ? r->m_dent : NULL, NULL)))
-            return al_err(r->err, rc, "backward failed: %s", al_strerror(rc));
+            return al_err(r->run.err, rc, "backward failed: %s", al_strerror(rc));
     }
     return AL_OK;
 }
@@ -1095,10 +806,9 @@ static double optimizer_step(rl *r, float lr) {
     return norm;
 }
 
-/* One optimiser step's gradients over rows idx[0..n): forward, objective
- * and backward here, the SFT term, then the sums over ranks (every rank
- * passes every collective, one that failed too) and an agreement on the
- * outcome. */
+/* One optimiser update's gradients over rows idx[0..n) on this rank:
+ * forward, objective and backward here, then the SFT term. The skeleton
+ * sums them over the ranks next (run.h, after backward). */
 static int step_grads(rl *r, const int32_t *idx, int n, int use_old, al_step_stats *st) {
     int sft = r->hp->sft_mix_ratio > 0;
     double tokens = 0;
@@ -1109,22 +819,24 @@ static int step_grads(rl *r, const int32_t *idx, int n, int use_old, al_step_sta
     zero_grads(r);
     int rc = update_rows(r, idx, n, use_old, !sft, st);
     if (!rc && sft) rc = sft_mix(r, tokens, st);
-    char e2[AL_ERRLEN];
-    int r1 = al_ddp_reduce(r->cddp, e2), r2 = al_ddp_reduce(r->ddp, e2);
-    if (!rc && (r1 || r2)) rc = al_err(r->err, r1 ? r1 : r2, "%s", e2);
-    return al_dist_agree_err(rc, r->err);
+    return rc;
 }
 
-/* The updates of one rollout; st receives the mean over its optimiser steps. */
-static int updates(rl *r, float lr, al_step_stats *st, double *gnorm) {
+/* The optimiser updates of one rollout: PPO num_ppo_epochs passes of
+ * num_mini_batches shuffled minibatches; GRPO and RLOO num_iterations over
+ * the whole batch. */
+static int n_updates(const rl *r) {
+    return r->ppo ? r->hp->num_ppo_epochs * r->hp->num_mini_batches : r->hp->num_iterations;
+}
+
+/* Update k's forward and backward passes. */
+static int hook_backward(void *u, int k) {
+    rl *r = u;
     const al_hparams *hp = r->hp;
-    int rc, n_up = 0;
-    al_step_stats acc, one;
-    memset(&acc, 0, sizeof acc);
-    double gsum = 0;
+    memset(&r->one, 0, sizeof r->one);
     if (r->ppo) {
-        int M = r->N / hp->num_mini_batches;
-        for (int e = 0; e < hp->num_ppo_epochs; e++) {
+        int M = r->N / hp->num_mini_batches, b = k % hp->num_mini_batches;
+        if (b == 0) { /* a new epoch over the rollout: shuffled again */
             for (int i = 0; i < r->N; i++) r->perm[i] = i;
             for (int i = r->N - 1; i > 0; i--) {
                 int j = (int)al_rng_below(&r->rng, (uint32_t)i + 1);
@@ -1132,50 +844,39 @@ static int updates(rl *r, float lr, al_step_stats *st, double *gnorm) {
                 r->perm[i] = r->perm[j];
                 r->perm[j] = t;
             }
-            for (int b = 0; b < hp->num_mini_batches; b++) {
-                memset(&one, 0, sizeof one);
-                if ((rc = step_grads(r, r->perm + (size_t)b * M, M, 1, &one))) return rc;
-                gsum += optimizer_step(r, lr);
-                acc.loss += one.loss;
-                acc.num_tokens += one.num_tokens;
-                for (int i = 0; i < one.n; i++) al_stats_add(&acc, one.m[i].name, one.m[i].value);
-                n_up++;
-            }
         }
-    } else {
-        for (int i = 0; i < r->N; i++) r->perm[i] = i;
-        for (int it = 0; it < hp->num_iterations; it++) {
-            memset(&one, 0, sizeof one);
-            /* num_iterations 1: the ratio is 1 (old = current, detached) as TRL */
-            if ((rc = step_grads(r, r->perm, r->N, hp->num_iterations > 1, &one))) return rc;
-            gsum += optimizer_step(r, lr);
-            acc.loss += one.loss;
-            acc.num_tokens += one.num_tokens;
-            for (int i = 0; i < one.n; i++) al_stats_add(&acc, one.m[i].name, one.m[i].value);
-            n_up++;
-        }
+        return step_grads(r, r->perm + (size_t)b * M, M, 1, &r->one);
     }
-    al_stats_dist_sum(&acc); /* each rank's share of the global losses and metrics */
-    memset(st, 0, sizeof *st);
-    st->loss = acc.loss / n_up;
-    st->num_tokens = acc.num_tokens / n_up;
-    for (int i = 0; i < acc.n; i++) al_stats_add(st, acc.m[i].name, acc.m[i].value / n_up);
-    *gnorm = gsum / n_up;
+    if (k == 0)
+        for (int i = 0; i < r->N; i++) r->perm[i] = i;
+    /* num_iterations 1: the ratio is 1 (old = current, detached) as TRL */
+    return step_grads(r, r->perm, r->N, hp->num_iterations > 1, &r->one);
+}
+
+/* The gradients summed over the ranks: clipping and AdamW, and the update's
+ * statistics kept. */
+static int hook_optimizer(void *u, int k, float lr) {
+    rl *r = u;
+    (void)k;
+    r->gsum += optimizer_step(r, lr);
+    r->acc.loss += r->one.loss;
+    r->acc.num_tokens += r->one.num_tokens;
+    for (int i = 0; i < r->one.n; i++) al_stats_add(&r->acc, r->one.m[i].name, r->one.m[i].value);
+    r->n_up++;
     return AL_OK;
 }
 
-/* ---- metrics and health -------------------------------------------------------------- */
-
-typedef struct mlist {
-    al_metric m[2 * AL_MAX_METRICS];
-    int n;
-} mlist;
-
-static void put(mlist *l, const char *name, double v) {
-    if (l->n >= 2 * AL_MAX_METRICS) return;
-    snprintf(l->m[l->n].name, sizeof l->m[l->n].name, "%s", name);
-    l->m[l->n++].value = v;
+/* The mean over the step's updates into st, and their mean gradient norm. */
+static double updates_mean(rl *r, al_step_stats *st) {
+    al_stats_dist_sum(&r->acc); /* each rank's share of the global losses and metrics */
+    memset(st, 0, sizeof *st);
+    st->loss = r->acc.loss / r->n_up;
+    st->num_tokens = r->acc.num_tokens / r->n_up;
+    for (int i = 0; i < r->acc.n; i++) al_stats_add(st, r->acc.m[i].name, r->acc.m[i].value / r->n_up);
+    return r->gsum / r->n_up;
 }
+
+/* ---- metrics and health -------------------------------------------------------------- */
 
 /* The mean of the finite values of x (n on each rank) over every rank
  * (collective). */
@@ -1193,14 +894,14 @@ static double mean_of(const float *x, int n) {
 /* Emits a health warning at most once per HEALTH_WINDOW steps per kind. */
 static void warn(rl *r, int kind, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 static void warn(rl *r, int kind, const char *fmt, ...) {
-    if (r->warned_at[kind] && r->step - r->warned_at[kind] < HEALTH_WINDOW) return;
-    r->warned_at[kind] = r->step;
+    if (r->warned_at[kind] && r->run.step - r->warned_at[kind] < HEALTH_WINDOW) return;
+    r->warned_at[kind] = r->run.step;
     char buf[400];
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(buf, sizeof buf, fmt, ap);
     va_end(ap);
-    rl_event(r->cb, AL_LOG_WARN, "step %ld: %s", r->step, buf);
+    al_run_event(r->cb, AL_LOG_WARN, "step %ld: %s", r->run.step, buf);
 }
 
 /* The seed's RLHF debugging checklist, automated. */
@@ -1259,7 +960,7 @@ static void samples(rl *r, long step) {
 
 /* Greedy completions of up to 200 validation prompts: exact match against
  * their answers and the mean reward. */
-static int evaluate_val(rl *r, mlist *l) {
+static int evaluate_val(rl *r, al_mlist *l) {
     int n = r->val.n < 200 ? r->val.n : 200;
     if (n == 0) return AL_OK;
     enum { B = 16 };
@@ -1269,7 +970,7 @@ static int evaluate_val(rl *r, mlist *l) {
     al_rng rng;
     al_rng_seed(&rng, 1);
     int32_t *ids = malloc((size_t)B * r->max_new * sizeof *ids);
-    if (!ids) return al_err(r->err, AL_ENOMEM, "out of memory");
+    if (!ids) return al_err(r->run.err, AL_ENOMEM, "out of memory");
     int rc = AL_OK;
     for (int i0 = 0; i0 < n && !rc; i0 += B) {
         int k = n - i0 < B ? n - i0 : B, len[B], eos[B];
@@ -1280,25 +981,25 @@ static int evaluate_val(rl *r, mlist *l) {
         float sc[B];
         for (int j = 0; j < k; j++) ps[j] = &r->val.seq[i0 + j];
         char e2[AL_ERRLEN];
-        if ((rc = rl_generate(r->m, ps, k, &g, &rng, ids, NULL, len, e2))) {
-            rc = al_err(r->err, rc, "evaluation: %s", e2);
+        if ((rc = al_rollout_generate(r->m, ps, k, &g, &rng, ids, NULL, len, e2))) {
+            rc = al_err(r->run.err, rc, "evaluation: %s", e2);
             break;
         }
         for (int j = 0; j < k; j++) {
-            txt[j] = rl_decode_completion(r->tok, ids + (size_t)j * r->max_new, len[j], r->eos, &eos[j]);
+            txt[j] = al_rollout_decode(r->tok, ids + (size_t)j * r->max_new, len[j], r->eos, &eos[j]);
             pr[j] = r->val.text[i0 + j];
             an[j] = &r->val.ref[i0 + j];
-            if (!txt[j] && !rc) rc = al_err(r->err, AL_ENOMEM, "out of memory");
+            if (!txt[j] && !rc) rc = al_err(r->run.err, AL_ENOMEM, "out of memory");
             int correct = 0;
             if (!rc && an[j]->n_answers > 0) {
                 with_answer++;
                 if ((rc = al_rewarder_correct(r->rw, txt[j], an[j], &correct, e2)))
-                    al_err(r->err, rc, "evaluation: %s", e2);
+                    al_err(r->run.err, rc, "evaluation: %s", e2);
                 ok += correct;
             }
         }
         if (!rc && (rc = al_rewarder_score_rows(r->rw, k, 1, pr, (const char *const *)txt, an, len, eos, sc, NULL, e2)))
-            rc = al_err(r->err, rc, "evaluation reward: %s", e2);
+            rc = al_err(r->run.err, rc, "evaluation reward: %s", e2);
         for (int j = 0; j < k; j++) {
             if (!rc) rsum += sc[j];
             free(txt[j]);
@@ -1306,27 +1007,23 @@ static int evaluate_val(rl *r, mlist *l) {
     }
     free(ids);
     if (rc) return rc;
-    if (with_answer) put(l, "eval_exact_match", ok / with_answer);
-    put(l, "eval_reward", rsum / n);
+    if (with_answer) al_mlist_put(l, "eval_exact_match", ok / with_answer);
+    al_mlist_put(l, "eval_reward", rsum / n);
     return AL_OK;
 }
 
 /* The eval_tasks' benchmarks at step. */
-static int evaluate_bench(rl *r, mlist *l, long step) {
+static int evaluate_bench(rl *r, al_mlist *l, long step) {
     for (int k = 0; k < r->job->n_eval_tasks; k++) {
         if (!r->bench[k]) continue;
         int T = al_bench_longest(r->bench[k]);
-        int rc = al_bench_report(r->bench[k], r->m, r->mb, T, "model", step, r->cb, l->m, &l->n, 2 * AL_MAX_METRICS, r->err);
+        int rc = al_bench_report(r->bench[k], r->m, r->mb, T, "model", step, r->cb, l->m, &l->n, 2 * AL_MAX_METRICS, r->run.err);
         if (rc) return rc;
     }
     return AL_OK;
 }
 
 /* ---- checkpoints ------------------------------------------------------------------------ */
-
-int rl_copy_tokenizer(const al_job *job, const char *dir, char err[AL_ERRLEN]) {
-    return al_chat_copy_files(job->model, dir, job->chat_template, err);
-}
 
 /* The full AdamW moments of the policy and the critic, every rank's RNG
  * state: what a checkpoint holds beyond the weights, gathered on rank 0. */
@@ -1336,28 +1033,11 @@ typedef struct rl_state {
     uint64_t *rng;             /* (world, 4) */
 } rl_state;
 
-/* optimizer.safetensors of a model's folder (optim.h: moments, and the fp32
- * masters of a checkpoint saved narrower) */
-static int save_opt(const char *dir, const float *m, const float *v, size_t n, const al_model *model,
-                    char err[AL_ERRLEN]) {
-    char path[AL_PATH_MAX + 128];
-    snprintf(path, sizeof path, "%s/optimizer.safetensors", dir);
-    return al_adamw_save_file(path, m, v, n, model, err);
-}
-
-static int load_opt(al_adamw *o, al_model *m, const char *dir, char err[AL_ERRLEN]) {
-    char path[AL_PATH_MAX + 128];
-    snprintf(path, sizeof path, "%s/optimizer.safetensors", dir);
-    return al_adamw_load_file(o, m, path, al_model_num_params(m, 1), err);
-}
-
+/* A model of the run's weights into dir: a PEFT adapter folder when only
+ * its adapters (and head) train, else the whole model. */
 static int save_weights(rl *r, al_model *m, const char *dir, const char *base) {
-    if (al_model_num_params(m, 1) < al_model_num_params(m, 0) && (r->job->use_lora || m == r->critic)) {
-        char real[PATH_MAX];
-        const char *b = realpath(base, real) ? real : base;
-        return al_model_save_adapter(m, dir, b, r->err);
-    }
-    return al_model_save(m, dir, r->err);
+    int adapter = al_model_num_params(m, 1) < al_model_num_params(m, 0) && (r->job->use_lora || m == r->critic);
+    return al_run_save_weights(&r->run, m, dir, base, adapter);
 }
 
 /* Reads the trainable weights saved in dir into m: an adapter folder's
@@ -1375,115 +1055,108 @@ static const char *critic_base(const rl *r) {
     return j->critic_model[0] ? j->critic_model : j->reward.n_reward_models ? j->reward.reward_model[0] : j->model;
 }
 
-static int fill_dir(rl *r, const char *dir, const char *tmp, int in_place, const rl_state *ws) {
+/* trainer_state.json's fields (NULL without memory). */
+static json_t *state_json(rl *r, const rl_state *ws) {
+    /* "rng": rank 0's (a run of one process reads it); "rank_rng": every rank's */
+    json_t *ranks = json_array(), *rng0 = NULL;
+    for (int k = 0; k < r->run.world; k++) {
+        json_t *a = json_array();
+        for (int i = 0; i < 4; i++) {
+            char h[24];
+            snprintf(h, sizeof h, "%016" PRIx64, ws->rng[4 * k + i]);
+            json_array_append_new(a, json_string(h));
+        }
+        if (k == 0) rng0 = json_deep_copy(a);
+        json_array_append_new(ranks, a);
+    }
+    json_t *st = json_pack("{s:I, s:I, s:I, s:I, s:f, s:s, s:I, s:f, s:I, s:o, s:o, s:i, s:i}", "global_step",
+                           (json_int_t)r->run.step, "max_steps", (json_int_t)r->run.total_steps, "optimizer_step",
+                           (json_int_t)r->opt.step, "critic_optimizer_step", (json_int_t)r->copt.step,
+                           "trained_tokens", r->run.trained_tokens, "method", r->job->method, "seed",
+                           (json_int_t)r->hp->seed, "kl_coef", r->kl_coef, "prompt_cursor",
+                           (json_int_t)r->cursor, "rng", rng0, "rank_rng", ranks, "world_size", r->run.world,
+                           "global_batch_size", r->N * r->run.world);
+    /* rank 0's sampler: step_prompts replays any rank's draws from it */
+    if (st && r->mixing && json_object_set_new(st, "mixer", al_mix_state(&r->mix))) {
+        json_decref(st);
+        st = NULL;
+    }
+    return st;
+}
+
+typedef struct fill_ctx {
+    rl *r;
+    const rl_state *ws;        /* NULL: the weights alone */
+} fill_ctx;
+
+/* The folder tmp (al_run_write_dir): the policy, the tokenizer, the critic
+ * in critic/, and with the state their moments and trainer_state.json. */
+static int fill_dir(void *u, const char *tmp) {
+    const fill_ctx *c = u;
+    rl *r = c->r;
+    const rl_state *ws = c->ws;
     char path[AL_PATH_MAX + 64];
     int rc;
-    if ((rc = al_mkdir_p(tmp, r->err))) return rc;
     if ((rc = save_weights(r, r->m, tmp, r->job->model))) return rc;
     if (!r->job->use_lora) {
         /* a full model replaces an adapter folder written there before */
         snprintf(path, sizeof path, "%s/adapter_config.json", tmp);
         if (al_file_exists(path)) remove(path);
     }
-    if ((rc = rl_copy_tokenizer(r->job, tmp, r->err))) return rc;
+    if ((rc = al_run_copy_tokenizer(r->job, tmp, r->run.err))) return rc;
     if (r->critic) {
         snprintf(path, sizeof path, "%s/critic", tmp);
-        if ((rc = al_mkdir_p(path, r->err)) || (rc = save_weights(r, r->critic, path, critic_base(r)))) return rc;
-        if (ws && (rc = save_opt(path, ws->cm, ws->cv, ws->cn, r->critic, r->err))) return rc;
+        if ((rc = al_mkdir_p(path, r->run.err)) || (rc = save_weights(r, r->critic, path, critic_base(r)))) return rc;
+        if (ws && (rc = al_run_save_opt(&r->run, path, ws->cm, ws->cv, ws->cn, r->critic))) return rc;
     }
-    if (ws) {
-        if ((rc = save_opt(tmp, ws->pm, ws->pv, ws->pn, r->m, r->err))) return rc;
-        /* "rng": rank 0's (a run of one process reads it); "rank_rng": every rank's */
-        json_t *ranks = json_array(), *rng0 = NULL;
-        for (int k = 0; k < r->world; k++) {
-            json_t *a = json_array();
-            for (int i = 0; i < 4; i++) {
-                char h[24];
-                snprintf(h, sizeof h, "%016" PRIx64, ws->rng[4 * k + i]);
-                json_array_append_new(a, json_string(h));
-            }
-            if (k == 0) rng0 = json_deep_copy(a);
-            json_array_append_new(ranks, a);
-        }
-        json_t *st = json_pack("{s:I, s:I, s:I, s:I, s:f, s:s, s:I, s:f, s:I, s:o, s:o, s:i, s:i}", "global_step",
-                               (json_int_t)r->step, "max_steps", (json_int_t)r->total_steps, "optimizer_step",
-                               (json_int_t)r->opt.step, "critic_optimizer_step", (json_int_t)r->copt.step,
-                               "trained_tokens", r->trained_tokens, "method", r->job->method, "seed",
-                               (json_int_t)r->hp->seed, "kl_coef", r->kl_coef, "prompt_cursor",
-                               (json_int_t)r->cursor, "rng", rng0, "rank_rng", ranks, "world_size", r->world,
-                               "global_batch_size", r->N * r->world);
-        /* rank 0's sampler: step_prompts replays any rank's draws from it */
-        if (st && r->mixing && json_object_set_new(st, "mixer", al_mix_state(&r->mix))) {
-            json_decref(st);
-            st = NULL;
-        }
-        char *txt = st ? json_dumps(st, JSON_INDENT(2) | JSON_SORT_KEYS) : NULL;
-        json_decref(st);
-        if (!txt) return al_err(r->err, AL_ENOMEM, "out of memory");
-        snprintf(path, sizeof path, "%s/trainer_state.json", tmp);
-        rc = al_file_write_atomic(path, txt, strlen(txt), r->err);
-        free(txt);
-        if (rc) return rc;
-    }
-    if (!in_place && rename(tmp, dir) != 0) return al_err(r->err, AL_EIO, "%s: %s", dir, strerror(errno));
-    return AL_OK;
+    if (!ws) return AL_OK;
+    if ((rc = al_run_save_opt(&r->run, tmp, ws->pm, ws->pv, ws->pn, r->m))) return rc;
+    return al_run_save_state(&r->run, tmp, state_json(r, ws));
 }
 
-/* fill_dir; a new folder left half-written (a full disk) is removed. Every
- * rank calls it (sharded moments and the RNG states are gathered); rank 0
- * writes, and all return its result. */
+/* The folder dir (with_state: a checkpoint). Every rank calls it (sharded
+ * moments and the RNG states are gathered); rank 0 writes, and all return
+ * its result. */
 static int save_dir(rl *r, const char *dir, int with_state) {
     rl_state ws;
     memset(&ws, 0, sizeof ws);
     int rc = AL_OK;
     if (with_state) {
-        rc = al_ddp_moments_gather(r->ddp, &r->opt, &ws.pm, &ws.pv, &ws.pn, r->err);
-        if (!rc && r->critic) rc = al_ddp_moments_gather(r->cddp, &r->copt, &ws.cm, &ws.cv, &ws.cn, r->err);
-        ws.rng = malloc((size_t)r->world * sizeof r->rng);
+        rc = al_ddp_moments_gather(r->ddp, &r->opt, &ws.pm, &ws.pv, &ws.pn, r->run.err);
+        if (!rc && r->critic) rc = al_ddp_moments_gather(r->cddp, &r->copt, &ws.cm, &ws.cv, &ws.cn, r->run.err);
+        ws.rng = malloc((size_t)r->run.world * sizeof r->rng);
         AL_ASSERT(ws.rng);
         al_dist_allgather(r->rng.s, sizeof r->rng.s, ws.rng);
     }
-    if (!rc && r->rank == 0) {
-        char tmp[AL_PATH_MAX + 32], e2[AL_ERRLEN];
-        int in_place = al_file_exists(dir);
-        if (snprintf(tmp, sizeof tmp, "%s%s", dir, in_place ? "" : ".tmp") >= (int)sizeof tmp) {
-            rc = al_err(r->err, AL_EINVAL, "%s: the path is too long", dir);
-        } else {
-            rc = fill_dir(r, dir, tmp, in_place, with_state ? &ws : NULL);
-            if (rc && !in_place) al_rmtree(tmp, e2);
-        }
-    }
+    fill_ctx c = {r, with_state ? &ws : NULL};
+    rc = al_run_write_dir(&r->run, dir, rc, fill_dir, &c);
     if (with_state) {
         al_ddp_moments_release(&r->opt, ws.pm, ws.pv);
         if (r->critic) al_ddp_moments_release(&r->copt, ws.cm, ws.cv);
         free(ws.rng);
     }
-    return al_dist_agree_err(rc, r->err);
+    return al_dist_agree_err(rc, r->run.err);
 }
 
 static int load_state(rl *r, const char *dir) {
-    char path[AL_PATH_MAX + 64], *txt;
-    size_t len;
-    snprintf(path, sizeof path, "%s/trainer_state.json", dir);
-    int rc = al_file_read(path, 1 << 20, &txt, &len, r->err);
+    char path[AL_PATH_MAX + 64];
+    json_t *st = NULL;
+    int rc = al_run_load_state(&r->run, dir, &st, path);
     if (rc) return rc;
-    json_error_t je;
-    json_t *st = json_loadb(txt, len, 0, &je);
-    free(txt);
     json_t *gs = json_object_get(st, "global_step"), *rng = json_object_get(st, "rng");
     if (!json_is_integer(gs) || json_integer_value(gs) < 0 || !json_is_array(rng) || json_array_size(rng) != 4) {
         json_decref(st);
-        return al_err(r->err, AL_EFORMAT, "%s: global_step or rng missing (not an RL checkpoint?)", path);
+        return al_err(r->run.err, AL_EFORMAT, "%s: global_step or rng missing (not an RL checkpoint?)", path);
     }
-    r->step = (long)json_integer_value(gs);
+    r->run.step = (long)json_integer_value(gs);
     r->opt.step = (long)json_integer_value(json_object_get(st, "optimizer_step"));
     r->copt.step = (long)json_integer_value(json_object_get(st, "critic_optimizer_step"));
-    r->trained_tokens = json_number_value(json_object_get(st, "trained_tokens"));
+    r->run.trained_tokens = json_number_value(json_object_get(st, "trained_tokens"));
     r->kl_coef = json_number_value(json_object_get(st, "kl_coef"));
     r->cursor = (long)json_integer_value(json_object_get(st, "prompt_cursor"));
     /* this rank's sampling stream: rank 0's is "rng", the others' in
      * "rank_rng" when the checkpoint's run had them */
-    json_t *mine = r->rank == 0 ? rng : json_array_get(json_object_get(st, "rank_rng"), (size_t)r->rank);
+    json_t *mine = r->run.rank == 0 ? rng : json_array_get(json_object_get(st, "rank_rng"), (size_t)r->run.rank);
     int derive = !json_is_array(mine) || json_array_size(mine) != 4;
     for (int i = 0; i < 4 && !derive; i++) {
         const char *s = json_string_value(json_array_get(mine, (size_t)i));
@@ -1492,55 +1165,82 @@ static int load_state(rl *r, const char *dir) {
     if (r->mixing) {
         char e2[AL_ERRLEN];
         const json_t *mx = json_object_get(st, "mixer");
-        if (!mx) rc = al_err(r->err, AL_EFORMAT, "%s: no mixer state (written by a job without training_files)", path);
-        else if ((rc = al_mix_restore(&r->mix, mx, e2))) al_err(r->err, rc, "%s: %s", path, e2);
+        if (!mx) rc = al_err(r->run.err, AL_EFORMAT, "%s: no mixer state (written by a job without training_files)", path);
+        else if ((rc = al_mix_restore(&r->mix, mx, e2))) al_err(r->run.err, rc, "%s: %s", path, e2);
     }
     json_decref(st);
     if (rc) return rc;
     if (derive) /* a rank the checkpoint's run did not have: a stream of its own from the seed and the step */
-        al_rng_seed(&r->rng, rank_seed(r, r->hp->seed ^ 0x5A3D1E5ull ^ (uint64_t)r->step * 0xD1B54A32D192ED03ull));
-    if (r->cursor != r->step * r->Pg)
-        return al_err(r->err, AL_EFORMAT, "%s: prompt_cursor %ld does not match step %ld x %d prompts", path,
-                      r->cursor, r->step, r->Pg);
-    if (r->job->use_lora) rc = load_trainable(r->m, dir, r->err);
-    else rc = al_model_load_weights(r->m, dir, r->err);
-    if (rc || (rc = load_opt(&r->opt, r->m, dir, r->err))) return rc;
+        al_rng_seed(&r->rng, rank_seed(r, r->hp->seed ^ 0x5A3D1E5ull ^ (uint64_t)r->run.step * 0xD1B54A32D192ED03ull));
+    if (r->cursor != r->run.step * r->Pg)
+        return al_err(r->run.err, AL_EFORMAT, "%s: prompt_cursor %ld does not match step %ld x %d prompts", path,
+                      r->cursor, r->run.step, r->Pg);
+    if (r->job->use_lora) rc = load_trainable(r->m, dir, r->run.err);
+    else rc = al_model_load_weights(r->m, dir, r->run.err);
+    if (rc || (rc = al_run_load_opt(&r->run, &r->opt, r->m, dir))) return rc;
     if (r->critic) {
         snprintf(path, sizeof path, "%s/critic", dir);
-        if (al_model_num_params(r->critic, 1) < al_model_num_params(r->critic, 0)) rc = load_trainable(r->critic, path, r->err);
-        else rc = al_model_load_weights(r->critic, path, r->err);
-        if (!rc) rc = load_opt(&r->copt, r->critic, path, r->err);
+        if (al_model_num_params(r->critic, 1) < al_model_num_params(r->critic, 0)) rc = load_trainable(r->critic, path, r->run.err);
+        else rc = al_model_load_weights(r->critic, path, r->run.err);
+        if (!rc) rc = al_run_load_opt(&r->run, &r->copt, r->critic, path);
     }
     return rc;
 }
 
 /* ---- the run -------------------------------------------------------------------------- */
 
-static int one_step(rl *r, mlist *l, int train) {
-    const al_hparams *hp = r->hp;
+/* Before the step: the rollout (its prompts, completions, rewards) and
+ * the advantages. */
+static int hook_before_step(void *u, long step, int *n_up) {
+    rl *r = u;
     /* generation and scoring are local: agree on their outcome */
-    int rc = al_dist_agree_err(rollout(r, r->step), r->err);
+    int rc = al_dist_agree_err(rollout(r, step), r->run.err);
     if (rc) return rc;
     al_step_stats st;
     memset(&st, 0, sizeof st);
-    int zero_std;
-    if ((rc = advantages(r, &st, &zero_std))) return rc;
-    long warmup = (long)ceil(hp->warmup_ratio * (double)r->total_steps);
-    float lr = al_sched_lr(hp->lr_scheduler_type, hp->learning_rate, r->step, warmup, r->total_steps);
+    if ((rc = advantages(r, &st, &r->zero_std))) return rc;
+    memset(&r->acc, 0, sizeof r->acc);
+    r->gsum = 0;
+    r->n_up = 0;
+    r->u0 = r->n_updates;
+    r->c0 = r->n_clipped;
+    *n_up = n_updates(r);
+    return AL_OK;
+}
+
+static void step_metrics(rl *r, float lr, const al_step_stats *st, double gnorm, al_mlist *l);
+
+/* After the step: the updates' means, the clipping and divergence checks,
+ * and the step's metrics (step 0's, measure, without updates). */
+static int hook_after_step(void *u, float lr, al_mlist *l) {
+    rl *r = u;
+    const al_hparams *hp = r->hp;
+    al_step_stats st;
+    memset(&st, 0, sizeof st);
     double gnorm = 0;
-    if (train) {
-        long u0 = r->n_updates, c0 = r->n_clipped;
-        if ((rc = updates(r, lr, &st, &gnorm))) return rc;
-        r->clip_run = r->n_clipped - c0 == r->n_updates - u0 ? r->clip_run + 1 : 0;
+    if (r->training) {
+        gnorm = updates_mean(r, &st);
+        r->clip_run = r->n_clipped - r->c0 == r->n_updates - r->u0 ? r->clip_run + 1 : 0;
         if (r->clip_run == HEALTH_WINDOW)
             warn(r, 7, "the gradient norm (%.3g) exceeded max_grad_norm %g at every update of the last %d "
                  "steps: clipping rescales every step instead of guarding against spikes (raise max_grad_norm "
                  "above the typical norm)", gnorm, hp->max_grad_norm,
                  HEALTH_WINDOW);
         if (!isfinite(st.loss) || !isfinite(gnorm))
-            return al_err(r->err, AL_ENAN, "divergence: %s is not finite at step %ld",
-                          isfinite(st.loss) ? "grad_norm" : "loss", r->step + 1);
+            return al_err(r->run.err, AL_ENAN, "divergence: %s is not finite at step %ld",
+                          isfinite(st.loss) ? "grad_norm" : "loss", r->run.step + 1);
     }
+    step_metrics(r, lr, &st, gnorm, l);
+    l->tps_at = l->n;
+    return AL_OK;
+}
+
+/* The metrics of a step under TRL's names (collective: the batch's
+ * statistics over every rank), the health checks and the KL controller. */
+static void step_metrics(rl *r, float lr, const al_step_stats *stp, double gnorm, al_mlist *l) {
+    const al_hparams *hp = r->hp;
+    const al_step_stats st = *stp;
+    int zero_std = r->zero_std, train = r->training;
     /* batch statistics of the rollout */
     double score = mean_of(r->scores, r->N), sd = 0, len = 0, minl = 1e9, maxl = 0, eos = 0, tl = 0, tn = 0;
     double seq_kl = 0, seq_nlp = 0, ref_tok = 0, ntok = 0, d2 = 0;
@@ -1574,168 +1274,125 @@ static int one_step(rl *r, mlist *l, int train) {
     al_dist_max(&maxl, 1);
     if (!r->ppo) al_dist_sum(&zs, 1); /* PPO's is the batch's already */
     zero_std = (int)zs;
-    int N = r->N * r->world, P = r->Pg;
+    int N = r->N * r->run.world, P = r->Pg;
     sd = N > 1 ? sqrt(sd / (N - 1)) : 0;
-    put(l, "loss", st.loss);
-    put(l, "learning_rate", lr);
-    put(l, "grad_norm", gnorm);
+    al_mlist_put(l, "loss", st.loss);
+    al_mlist_put(l, "learning_rate", lr);
+    al_mlist_put(l, "grad_norm", gnorm);
     if (r->ppo) {
         double nsr = -r->kl_coef * seq_kl / N;
-        put(l, "objective/kl", seq_kl / N);
-        put(l, "objective/entropy", seq_nlp / N);
-        put(l, "objective/non_score_reward", nsr);
-        put(l, "objective/rlhf_reward", score + nsr);
-        put(l, "objective/scores", score);
-        put(l, "val/num_eos_tokens", eos);
-        if (hp->adaptive_kl) put(l, "objective/kl_coef", r->kl_coef);
-        put(l, "episode", (double)(r->step + 1) * P);
+        al_mlist_put(l, "objective/kl", seq_kl / N);
+        al_mlist_put(l, "objective/entropy", seq_nlp / N);
+        al_mlist_put(l, "objective/non_score_reward", nsr);
+        al_mlist_put(l, "objective/rlhf_reward", score + nsr);
+        al_mlist_put(l, "objective/scores", score);
+        al_mlist_put(l, "val/num_eos_tokens", eos);
+        if (hp->adaptive_kl) al_mlist_put(l, "objective/kl_coef", r->kl_coef);
+        al_mlist_put(l, "episode", (double)(r->run.step + 1) * P);
     } else {
-        put(l, "reward", score);
-        put(l, "reward_std", sd);
-        put(l, "frac_reward_zero_std", (double)zero_std / P);
-        if (r->use_ref) put(l, "objective/kl", seq_kl / N);
+        al_mlist_put(l, "reward", score);
+        al_mlist_put(l, "reward_std", sd);
+        al_mlist_put(l, "frac_reward_zero_std", (double)zero_std / P);
+        if (r->use_ref) al_mlist_put(l, "objective/kl", seq_kl / N);
     }
-    put(l, "completions/mean_length", len / N);
-    put(l, "completions/min_length", minl);
-    put(l, "completions/max_length", maxl);
-    put(l, "completions/clipped_ratio", 1.0 - eos / N);
-    put(l, "completions/mean_terminated_length", tn > 0 ? tl / tn : 0);
-    put(l, "completions/distinct_2", d2 / N);
+    al_mlist_put(l, "completions/mean_length", len / N);
+    al_mlist_put(l, "completions/min_length", minl);
+    al_mlist_put(l, "completions/max_length", maxl);
+    al_mlist_put(l, "completions/clipped_ratio", 1.0 - eos / N);
+    al_mlist_put(l, "completions/mean_terminated_length", tn > 0 ? tl / tn : 0);
+    al_mlist_put(l, "completions/distinct_2", d2 / N);
     /* logged at weight 0 too when the prompts have answers: the samples'
      * true accuracy beside what a reward model says of them */
     if (r->job->reward.verifiable != 0 || r->all_answered) {
-        put(l, "rewards/verifiable/mean", mean_of(r->p_ver, r->N));
-        put(l, "rewards/verifiable/extracted", mean_of(r->p_ext, r->N));
+        al_mlist_put(l, "rewards/verifiable/mean", mean_of(r->p_ver, r->N));
+        al_mlist_put(l, "rewards/verifiable/extracted", mean_of(r->p_ext, r->N));
     }
-    if (r->job->reward.format_regex[0]) put(l, "rewards/format/mean", mean_of(r->p_fmt, r->N));
-    if (r->job->reward.http_url[0]) put(l, "rewards/http/mean", mean_of(r->p_http, r->N));
-    if (al_rewarder_has_rm(r->rw)) put(l, "rewards/reward_model/mean", mean_of(r->p_rm, r->N));
-    if (al_rewarder_has_judge(r->rw)) put(l, "rewards/judge/mean", mean_of(r->p_judge, r->N));
-    for (int i = 0; i < st.n; i++) put(l, st.m[i].name, st.m[i].value);
-    put(l, "num_tokens", r->trained_tokens + (train ? st.num_tokens : 0));
-    if (train) r->trained_tokens += st.num_tokens;
+    if (r->job->reward.format_regex[0]) al_mlist_put(l, "rewards/format/mean", mean_of(r->p_fmt, r->N));
+    if (r->job->reward.http_url[0]) al_mlist_put(l, "rewards/http/mean", mean_of(r->p_http, r->N));
+    if (al_rewarder_has_rm(r->rw)) al_mlist_put(l, "rewards/reward_model/mean", mean_of(r->p_rm, r->N));
+    if (al_rewarder_has_judge(r->rw)) al_mlist_put(l, "rewards/judge/mean", mean_of(r->p_judge, r->N));
+    for (int i = 0; i < st.n; i++) al_mlist_put(l, st.m[i].name, st.m[i].value);
+    al_mlist_put(l, "num_tokens", r->run.trained_tokens + (train ? st.num_tokens : 0));
+    if (train) r->run.trained_tokens += st.num_tokens;
     health(r, r->use_ref ? seq_kl / N : NAN, ntok > 0 ? seq_nlp / ntok : NAN, len / N, score,
            r->use_ref && ntok > 0 ? ref_tok / ntok : NAN, d2 / N, (double)zero_std / P);
     if (r->ppo && hp->adaptive_kl && train)
         r->kl_coef = al_rl_adaptive_kl(r->kl_coef, seq_kl / N, hp->target_kl, hp->kl_horizon, P);
+}
+
+/* ---- the step kind: hooks of the run skeleton (run.h) ------------------------------- */
+
+static int hook_resume(void *u, const char *dir, char *note) {
+    rl *r = u;
+    int rc = load_state(r, dir);
+    if (!rc && r->run.world0 != r->run.world)
+        snprintf(note, AL_ERRLEN, "the checkpoint was written by %d ranks, this run has %d: %d prompts a step are "
+                 "kept, %d per rank; ranks without a stream in the checkpoint sample from one of their own",
+                 r->run.world0, r->run.world, r->Pg, r->P);
+    return rc;
+}
+
+/* Step 0: the starting point, measured on a rollout of its own RNG so the
+ * training rollouts do not depend on whether it ran. */
+static int hook_measure(void *u, al_mlist *l) {
+    rl *r = u;
+    al_rng keep = r->rng;
+    al_rng_seed(&r->rng, rank_seed(r, r->hp->seed ^ 0x0DDBA11ull));
+    int n;
+    r->training = 0;
+    int rc = hook_before_step(r, r->run.step, &n);
+    if (!rc) rc = hook_after_step(r, al_run_lr(&r->run), l);
+    r->training = 1;
+    if (rc) return rc;
+    r->rng = keep;
+    r->h_n = 0; /* the health history starts with the training steps */
     return AL_OK;
 }
 
-static void emit(rl *r, long step, const mlist *l) {
-    if (r->cb && r->cb->log) {
-        double epoch = r->steps_per_epoch ? (double)step / (double)r->steps_per_epoch : 0;
-        r->cb->log(r->cb->ud, step, epoch, l->m, l->n);
-    }
+/* Rank 0 at evaluation steps: the validation prompts, the benchmarks. */
+static int hook_evaluate(void *u, long step, al_mlist *l) {
+    rl *r = u;
+    int rc = evaluate_val(r, l);
+    return rc ? rc : evaluate_bench(r, l, step);
 }
 
-static int rl_train(rl *r, const char *resume_dir, al_train_result *res) {
-    const al_job *job = r->job;
-    const al_train_cb *cb = r->cb;
-    int rc = AL_OK;
-    char dir[AL_PATH_MAX + 64];
-    if (resume_dir) {
-        if ((rc = al_dist_agree_err(load_state(r, resume_dir), r->err))) return rc;
-        rl_event(cb, AL_LOG_INFO, "resumed from %s at step %ld", resume_dir, r->step);
-        if (r->world0 != r->world)
-            rl_event(cb, AL_LOG_INFO, "the checkpoint was written by %d ranks, this run has %d: %d prompts a step "
-                     "are kept, %d per rank; ranks without a stream in the checkpoint sample from one of their own",
-                     r->world0, r->world, r->Pg, r->P);
-    }
-    if (cb && cb->begin) cb->begin(cb->ud, r->total_steps, r->step);
-    double t0 = al_now(), tok0 = r->trained_tokens;
-    mlist l;
-    if (r->step == 0) {
-        /* step 0: the starting point, measured on a rollout of its own RNG so
-         * the training rollouts do not depend on whether it ran */
-        al_rng keep = r->rng;
-        al_rng_seed(&r->rng, rank_seed(r, r->hp->seed ^ 0x0DDBA11ull));
-        l.n = 0;
-        if (r->total_steps > 0 && (rc = one_step(r, &l, 0))) return rc;
-        r->rng = keep;
-        r->h_n = 0; /* the health history starts with the training steps */
-        if (r->rank == 0 && !(rc = evaluate_val(r, &l))) rc = evaluate_bench(r, &l, 0); /* rank 0's duty */
-        if ((rc = al_dist_agree_err(rc, r->err))) return rc;
-        emit(r, 0, &l);
-        samples(r, 0);
-    }
-    while (r->step < r->total_steps) {
-        /* every rank stops or pauses at the same step */
-        int stop = cb && cb->should_stop && cb->should_stop(cb->ud);
-        int pause = !stop && cb && cb->should_pause && cb->should_pause(cb->ud);
-        int agreed = al_dist_any(stop | pause << 1);
-        if (agreed & 1) return al_err(r->err, AL_ECANCELED, "cancelled at step %ld", r->step);
-        if (agreed & 2) {
-            snprintf(dir, sizeof dir, "%s/checkpoint-%ld", job->output_dir[0] ? job->output_dir : ".", r->step);
-            if ((rc = save_dir(r, dir, 1))) return rc;
-            if (cb && cb->checkpoint) cb->checkpoint(cb->ud, r->step, dir);
-            snprintf(res->last_checkpoint, sizeof res->last_checkpoint, "%s", dir);
-            return al_err(r->err, AL_EPAUSED, "paused at step %ld", r->step);
-        }
-        l.n = 0;
-        if ((rc = one_step(r, &l, 1))) return rc;
-        r->step++;
-        long s = r->step;
-        int log_now = s % r->hp->logging_steps == 0 || s == r->total_steps || s == 1;
-        int eval_now = (r->hp->eval_steps > 0 && s % r->hp->eval_steps == 0) || s == r->total_steps;
-        if (log_now || eval_now) {
-            double dt = al_now() - t0;
-            put(&l, "tokens_per_second", dt > 0 ? (r->trained_tokens - tok0) / dt : 0);
-            if (eval_now && r->rank == 0 && !(rc = evaluate_val(r, &l))) rc = evaluate_bench(r, &l, s);
-            if (eval_now && (rc = al_dist_agree_err(rc, r->err))) return rc;
-            emit(r, s, &l);
-            samples(r, s);
-        }
-        res->final_loss = l.n ? l.m[0].value : 0;
-        if (job->output_dir[0] && r->hp->save_steps > 0 && s % r->hp->save_steps == 0 && s < r->total_steps) {
-            snprintf(dir, sizeof dir, "%s/checkpoint-%ld", job->output_dir, s);
-            if ((rc = save_dir(r, dir, 1))) return rc;
-            snprintf(res->last_checkpoint, sizeof res->last_checkpoint, "%s", dir);
-            if (cb && cb->checkpoint) cb->checkpoint(cb->ud, s, dir);
-        }
-    }
-    if (job->output_dir[0]) {
-        if ((rc = save_dir(r, job->output_dir, 1))) return rc;
-        snprintf(res->output_dir, sizeof res->output_dir, "%s", job->output_dir);
-        if (cb && cb->checkpoint) cb->checkpoint(cb->ud, r->step, job->output_dir);
-        if (job->use_lora && job->lora_merge) {
-            snprintf(dir, sizeof dir, "%s/merged", job->output_dir);
-            if (r->rank == 0 && !(rc = al_mkdir_p(dir, r->err)) && !(rc = al_model_save(r->m, dir, r->err)))
-                rc = rl_copy_tokenizer(job, dir, r->err);
-            if ((rc = al_dist_agree_err(rc, r->err))) return rc;
-        }
-    }
-    char line[300];
-    if (al_ddp_summary(r->ddp, " of the policy", line, sizeof line)) rl_event(cb, AL_LOG_INFO, "%s", line);
-    if (al_ddp_summary(r->cddp, " of the critic", line, sizeof line)) rl_event(cb, AL_LOG_INFO, "%s", line);
-    return AL_OK;
-}
+static void hook_samples(void *u, long step) { samples(u, step); }
+
+static int hook_save(void *u, const char *dir) { return save_dir(u, dir, 1); }
+
+static const al_run_ops k_rl_ops = {
+    .log_first = 1, .resume = hook_resume, .measure = hook_measure, .before_step = hook_before_step,
+    .backward = hook_backward, .optimizer = hook_optimizer, .after_step = hook_after_step,
+    .evaluate = hook_evaluate, .samples = hook_samples, .save = hook_save,
+};
 
 int al_rl_run(const al_job *job, const char *resume_dir, const al_train_cb *cb, al_train_result *res,
               char err[AL_ERRLEN]) {
     al_train_result r0;
     memset(&r0, 0, sizeof r0);
-    if (al_method_is_data(job->method)) {
-        int rc = rl_data_job(job, cb, &r0, err);
-        if (res) *res = r0;
-        return rc;
-    }
     rl *r = calloc(1, sizeof *r);
     if (!r) return al_err(err, AL_ENOMEM, "out of memory");
-    r->job = job;
-    r->hp = &job->hp;
-    r->cb = cb;
+    r->job = r->run.job = job;
+    r->hp = r->run.hp = &job->hp;
+    r->cb = r->run.cb = cb;
     r->resume = resume_dir;
+    r->training = 1;
     /* every rank passes each agreement, one whose set-up failed too */
-    int rc = al_dist_agree_err(setup(r), r->err);
+    int rc = al_dist_agree_err(setup(r), r->run.err);
     if (!rc) rc = start_dist(r);
-    rc = al_dist_agree_err(rc, r->err);
-    if (!rc) rc = rl_train(r, resume_dir, &r0);
-    r0.steps = r->step;
-    r0.total_steps = r->total_steps;
-    r0.trained_tokens = r->trained_tokens;
+    rc = al_dist_agree_err(rc, r->run.err);
+    r->run.ddp[0] = r->cddp; /* the critic's reduction first, then the policy's */
+    r->run.ddp[1] = r->ddp;
+    if (!rc) rc = al_run_loop(&r->run, &k_rl_ops, r, resume_dir, &r0);
+    char line[300];
+    if (!rc && al_ddp_summary(r->ddp, " of the policy", line, sizeof line)) al_run_event(cb, AL_LOG_INFO, "%s", line);
+    if (!rc && al_ddp_summary(r->cddp, " of the critic", line, sizeof line)) al_run_event(cb, AL_LOG_INFO, "%s", line);
+    r0.steps = r->run.step;
+    r0.total_steps = r->run.total_steps;
+    r0.trained_tokens = r->run.trained_tokens;
     r0.output_is_model = 1;
     if (res) *res = r0;
-    if (rc) al_err(err, rc, "%s", r->err);
+    if (rc) al_err(err, rc, "%s", r->run.err);
     rl_free(r);
     free(r);
     return rc;

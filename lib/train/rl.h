@@ -1,6 +1,5 @@
-/* Reinforcement learning from feedback: the rollout loop of ppo, grpo and
- * rloo, the sampling jobs (generate_preferences, evaluate,
- * critique_revise), the reward sources, and the pure per-token arithmetic
+/* Reinforcement learning from feedback: the RL step of ppo, grpo and rloo
+ * (rl.c, in the run skeleton of run.h), the reward sources, and the pure per-token arithmetic
  * they share (GAE, whitening, KL estimators, group and leave-one-out
  * advantages, the adaptive KL controller), exposed for tests.
  *
@@ -14,9 +13,8 @@
 #include "grader.h"
 #include "trainer.h"
 
-/* Runs an RL or sampling job (al_train_run dispatches here for methods for
- * which al_method_is_rl or al_method_is_data holds). Same contract as
- * al_train_run. */
+/* Runs an RL job (al_train_run dispatches here for methods for which
+ * al_method_is_rl holds). Same contract as al_train_run. */
 int al_rl_run(const al_job *job, const char *resume_dir, const al_train_cb *cb, al_train_result *res,
               char err[AL_ERRLEN]);
 

@@ -1,6 +1,7 @@
-/* The sampling jobs, whose product is data rather than weights (see
- * rl_int.h). Each reads prompts as the RL methods do (a built-in task or a
- * prompt-only JSONL file), samples from frozen models with the KV cache,
+/* The sampling jobs, whose product is data rather than weights
+ * (al_sampling_run, trainer.h). Each reads prompts as the RL methods do
+ * (rollout.h: a built-in task or a prompt-only JSONL file), samples from
+ * frozen models with the KV cache,
  * and writes JSONL files into output_dir that the daemon registers as
  * uploads (al_train_result.output_files):
  *
@@ -35,7 +36,8 @@
 #include "../buf.h"
 #include "../io.h"
 #include "bench.h"
-#include "rl_int.h"
+#include "rollout.h"
+#include "run.h"
 
 enum { CHUNK = 16 };
 
@@ -107,16 +109,14 @@ static void mput(al_metric *m, int *n, const char *name, double v) {
     m[(*n)++].value = v;
 }
 
-static void event_line(void *ud, const char *line) { rl_event(ud, AL_LOG_INFO, "%s", line); }
-
 /* The job's prompts, encoded with chat; what the hygiene filters dropped
  * from its training_file goes to cb's events. */
-static int load_prompts(const al_job *job, const al_chat *chat, rl_prompts *p, const al_train_cb *cb,
+static int load_prompts(const al_job *job, const al_chat *chat, al_prompts *p, const al_train_cb *cb,
                         char err[AL_ERRLEN]) {
     if (job->task[0])
-        return rl_prompts_load(p, job, chat, 1, job->task_rows, job->task_seed, job->task_split, NULL, "task", 0, err);
-    int rc = rl_prompts_load(p, job, chat, 0, 0, 0, 0, job->training_file, "training_file", 0, err);
-    if (!rc) al_hygiene_describe(p->report, "training_file", 20, event_line, (void *)cb);
+        return al_prompts_load(p, job, chat, 1, job->task_rows, job->task_seed, job->task_split, NULL, "task", 0, err);
+    int rc = al_prompts_load(p, job, chat, 0, 0, 0, 0, job->training_file, "training_file", 0, err);
+    if (!rc) al_hygiene_describe(p->report, "training_file", 20, al_run_event_line, (void *)cb);
     return rc;
 }
 
@@ -134,11 +134,11 @@ static int gen_texts(pmodel *pm, const al_seq *const *ps, int n, const al_hparam
     if (!ids) return al_err(err, AL_ENOMEM, "out of memory");
     al_gen_cfg g = {.max_new = max_new, .temperature = hp->temperature, .top_k = hp->top_k,
                     .top_p = hp->top_p > 0 ? hp->top_p : 1, .stop = &pm->eos, .n_stop = pm->eos >= 0};
-    int rc = rl_generate(pm->m, ps, n, &g, rng, ids, NULL, lens, err);
+    int rc = al_rollout_generate(pm->m, ps, n, &g, rng, ids, NULL, lens, err);
     for (int i = 0; i < n; i++) {
         txt[i] = NULL;
         if (!rc) {
-            txt[i] = rl_decode_completion(pm->tok, ids + (size_t)i * max_new, lens[i], pm->eos, &eos[i]);
+            txt[i] = al_rollout_decode(pm->tok, ids + (size_t)i * max_new, lens[i], pm->eos, &eos[i]);
             if (!txt[i]) rc = al_err(err, AL_ENOMEM, "out of memory");
         }
     }
@@ -161,7 +161,7 @@ static int room(const pmodel *pm, const al_seq *const *ps, int n, int want, char
 static int gen_prefs(const al_job *job, const al_train_cb *cb, al_train_result *res, char err[AL_ERRLEN]) {
     const al_hparams *hp = &job->hp;
     pmodel pm = {0};
-    rl_prompts pr = {0};
+    al_prompts pr = {0};
     al_rewarder *rw = NULL;
     al_buf out = {0};
     int G = hp->num_generations, per = CHUNK / G > 0 ? CHUNK / G : 1, n = 0;
@@ -175,7 +175,7 @@ static int gen_prefs(const al_job *job, const al_train_cb *cb, al_train_result *
     if (!rc) rc = pmodel_open(&pm, job, job->model, "model", err);
     if (!rc) rc = load_prompts(job, pm.chat, &pr, cb, err);
     if (!rc) {
-        al_reward_len len = {rl_prompts_max_bytes(&pr), rl_completion_max_bytes(pm.tok, hp->max_completion_length)};
+        al_reward_len len = {al_prompts_max_bytes(&pr), al_completion_max_bytes(pm.tok, hp->max_completion_length)};
         rc = al_rewarder_new(&rw, &job->reward, hp->missing_eos_penalty, CHUNK, &len, err);
         if (!rc) rc = al_rewarder_attach(rw, cb, err);
     }
@@ -251,7 +251,7 @@ static int gen_prefs(const al_job *job, const al_train_cb *cb, al_train_result *
     }
     if (!rc) rc = write_output(job, &out, "preferences.jsonl", "preferences", res, err);
     if (!rc) {
-        rl_event(cb, ties ? AL_LOG_WARN : AL_LOG_INFO,
+        al_run_event(cb, ties ? AL_LOG_WARN : AL_LOG_INFO,
                  "generate_preferences: %ld pairs from %d prompts; %ld prompts skipped (all completions scored "
                  "alike); %ld blank completions left out of pairs",
                  pairs, pr.n, ties, blank);
@@ -260,7 +260,7 @@ static int gen_prefs(const al_job *job, const al_train_cb *cb, al_train_result *
     for (int i = 0; txt && i < per * G; i++) free(txt[i]);
     free(ps); free(txt); free(pt); free(an); free(lens); free(eos); free(sc); al_buf_deinit(&out);
     al_rewarder_free(rw);
-    rl_prompts_free(&pr);
+    al_prompts_free(&pr);
     pmodel_free(&pm);
     return rc;
 }
@@ -299,7 +299,7 @@ static int evaluate_benchmarks(const al_job *job, pmodel *A, pmodel *B, const al
 static int evaluate_job(const al_job *job, const al_train_cb *cb, al_train_result *res, char err[AL_ERRLEN]) {
     const al_hparams *hp = &job->hp;
     pmodel A = {0}, B = {0};
-    rl_prompts pa = {0}, pb = {0};
+    al_prompts pa = {0}, pb = {0};
     al_rewarder *rw = NULL;
     al_buf out = {0};
     int two = job->model_b[0] != 0;
@@ -310,8 +310,8 @@ static int evaluate_job(const al_job *job, const al_train_cb *cb, al_train_resul
     if (!rc && two && has_prompts) rc = load_prompts(job, B.chat, &pb, NULL, err);
     if (!rc) {
         /* without model_b only the grader is used (exact match) */
-        al_reward_len len = {rl_prompts_max_bytes(&pa), rl_completion_max_bytes(A.tok, hp->max_completion_length)};
-        size_t cb_b = two ? rl_completion_max_bytes(B.tok, hp->max_completion_length) : 0;
+        al_reward_len len = {al_prompts_max_bytes(&pa), al_completion_max_bytes(A.tok, hp->max_completion_length)};
+        size_t cb_b = two ? al_completion_max_bytes(B.tok, hp->max_completion_length) : 0;
         if (cb_b > len.completion_bytes) len.completion_bytes = cb_b;
         rc = al_rewarder_new(&rw, &job->reward, hp->missing_eos_penalty, CHUNK, &len, err);
     }
@@ -429,8 +429,8 @@ static int evaluate_job(const al_job *job, const al_train_cb *cb, al_train_resul
     if (!rc) res->steps = res->total_steps = total;
     al_buf_deinit(&out);
     al_rewarder_free(rw);
-    rl_prompts_free(&pa);
-    rl_prompts_free(&pb);
+    al_prompts_free(&pa);
+    al_prompts_free(&pb);
     pmodel_free(&A);
     pmodel_free(&B);
     return rc;
@@ -472,7 +472,7 @@ static int cr_prompt(pmodel *pm, const char *prompt, const char *answer, const c
 static int critique_revise(const al_job *job, const al_train_cb *cb, al_train_result *res, char err[AL_ERRLEN]) {
     const al_hparams *hp = &job->hp;
     pmodel pm = {0};
-    rl_prompts pr = {0};
+    al_prompts pr = {0};
     al_buf sft = {0}, pairs = {0};
     int rc = pmodel_open(&pm, job, job->model, "model", err);
     if (!rc) rc = load_prompts(job, pm.chat, &pr, cb, err);
@@ -553,21 +553,29 @@ static int critique_revise(const al_job *job, const al_train_cb *cb, al_train_re
     if (!rc) rc = write_output(job, &pairs, "pairs.jsonl", "pairs", res, err);
     if (!rc) {
         res->steps = res->total_steps = chunks;
-        rl_event(cb, same ? AL_LOG_WARN : AL_LOG_INFO,
+        al_run_event(cb, same ? AL_LOG_WARN : AL_LOG_INFO,
                  "critique_revise: %ld revisions of %d prompts; %ld empty or unchanged were left out", kept, pr.n,
                  same);
     }
     al_buf_deinit(&sft);
     al_buf_deinit(&pairs);
-    rl_prompts_free(&pr);
+    al_prompts_free(&pr);
     pmodel_free(&pm);
     return rc;
 }
 
-int rl_data_job(const al_job *job, const al_train_cb *cb, al_train_result *res, char err[AL_ERRLEN]) {
+static int sampling_job(const al_job *job, const al_train_cb *cb, al_train_result *res, char err[AL_ERRLEN]) {
     res->output_is_model = 0;
     if (!strcmp(job->method, "generate_preferences")) return gen_prefs(job, cb, res, err);
     if (!strcmp(job->method, "evaluate")) return evaluate_job(job, cb, res, err);
     if (!strcmp(job->method, "critique_revise")) return critique_revise(job, cb, res, err);
     return al_err(err, AL_EINVAL, "method: '%s' is not a sampling job", job->method);
+}
+
+int al_sampling_run(const al_job *job, const al_train_cb *cb, al_train_result *res, char err[AL_ERRLEN]) {
+    al_train_result r0;
+    memset(&r0, 0, sizeof r0);
+    int rc = sampling_job(job, cb, &r0, err);
+    if (res) *res = r0;
+    return rc;
 }

@@ -1,13 +1,14 @@
-/* The shared trainer loop (see trainer.h).
+/* The SFT-like step kind of the run skeleton (run.h): SFT, pretraining,
+ * reward modelling and the preference methods (see trainer.h).
  *
  * Data flow of one optimiser step: the step's examples are cut into
  * micro-batches; each is padded into an al_batch, run through the model's
  * forward (policy log-probs, entropy, head values), handed with the
  * reference log-probs to the objective, and the objective's gradients go to
- * the model's backward. The step's denominators (scored tokens, examples)
- * are counted first so accumulation equals one big batch. Then the global
- * gradient norm is clipped, the scheduler gives the learning rate and AdamW
- * updates the trainable parameters.
+ * the model's backward (hook_backward). The step's denominators (scored
+ * tokens, examples) are counted first so accumulation equals one big batch.
+ * Then (hook_optimizer) the global gradient norm is clipped, and AdamW
+ * updates the trainable parameters with the scheduler's learning rate.
  *
  * Every buffer is sized before the first step; a step allocates nothing.
  * The example order of epoch e is a seeded permutation (seed + e), so a step
@@ -19,8 +20,8 @@
  * takes a global batch of batch_size x N examples, the same on every rank
  * (every rank reads all the data), and rank r trains on its r-th share of
  * batch_size; the denominators are counted over the global batch, the
- * gradients summed over ranks after backward (train_step, the one point
- * where they are final), and every rank takes the same AdamW step. Rank 0
+ * gradients summed over ranks after backward (by the skeleton, the one
+ * point where they are final), and every rank takes the same AdamW step. Rank 0
  * alone evaluates, samples and writes checkpoints; stop and pause are agreed
  * by all. A checkpoint records the global batch and the data cursor in
  * global samples, and a run resumed on another number of ranks keeps that
@@ -61,6 +62,7 @@
 #include "bench.h"
 #include "optim.h"
 #include "rl.h"
+#include "run.h"
 
 enum { N_SAMPLES = 3, SAMPLE_MAX_NEW = 48, WATCH_WARMUP = 20, WATCH_PATIENCE = 20 };
 
@@ -108,35 +110,22 @@ typedef struct trainer {
     int32_t *idx;
     al_adamw opt;
     al_ddp *ddp;                  /* the gradient reduction across ranks, NULL alone */
-    int rank, world;
     int B;                        /* examples (units) this rank takes per step */
     int GB;                       /* the global batch: B x world */
-    int world0;                   /* ranks of the run a resumed checkpoint came from */
     al_mix mix;                   /* training_files: the weighted mixture's sampler */
     int mixing;                   /* drawn step by step (else fixed, or no mixture) */
     int32_t *unit_ex, *unit_len;  /* a mixture fixed for packing or group_by_length:
                                    * its first epoch of draws (examples), their lengths */
     int32_t *mapped;              /* a step's units as examples (batch_size) */
-    long step, total_steps, steps_per_epoch;
-    double trained_tokens;
+    al_step_stats st;             /* the step's statistics */
+    double gnorm;                 /* its gradient norm */
+    const int32_t *step_ex;       /* its units (global batch), step_n of them */
+    int step_n;
     double ema;                   /* the watchdog's running mean of the loss */
     long watched;                 /* steps it has seen in this run */
     int above;
-    char err[AL_ERRLEN];
+    al_run run;                   /* the skeleton's state: step, world, err (run.h) */
 } trainer;
-
-/* ---- events -------------------------------------------------------------- */
-
-static void event(trainer *t, al_log_level lvl, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static void event(trainer *t, al_log_level lvl, const char *fmt, ...) {
-    char buf[512];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(buf, sizeof buf, fmt, ap);
-    va_end(ap);
-    if (t->cb && t->cb->event) t->cb->event(t->cb->ud, lvl, buf);
-}
 
 /* ---- data ---------------------------------------------------------------- */
 
@@ -160,7 +149,7 @@ static void dataset_free(dataset *d) {
 static int task_examples(trainer *t, const char *task, int split, long rows, uint64_t seed, al_batch_kind kind,
                          dataset *d) {
     d->ex = calloc((size_t)rows, sizeof *d->ex);
-    if (!d->ex) return al_err(t->err, AL_ENOMEM, "out of memory for %ld task rows", rows);
+    if (!d->ex) return al_err(t->run.err, AL_ENOMEM, "out of memory for %ld task rows", rows);
     int pretrain = kind == t->kind && !strcmp(t->ops->name, "pretrain");
     /* the tokenization of the TRL trainer the method follows (chat.h) */
     al_split_kind how = kind == AL_BATCH_LM ? AL_SPLIT_BYTES : al_data_split(t->ops->name);
@@ -168,7 +157,7 @@ static int task_examples(trainer *t, const char *task, int split, long rows, uin
         al_task_row r;
         al_example *e = &d->ex[d->n];
         int rc = al_task_row_get(task, split, seed, (uint64_t)i, &r);
-        if (rc) return al_err(t->err, rc, "task: '%s' is not a built-in task", task);
+        if (rc) return al_err(t->run.err, rc, "task: '%s' is not a built-in task", task);
         e->line = (int)i + 1;
         const char *good = r.answer;
         if (kind == AL_BATCH_UNPAIRED) {
@@ -178,14 +167,14 @@ static int task_examples(trainer *t, const char *task, int split, long rows, uin
         if (pretrain) {
             char full[2 * AL_TASK_TEXT];
             snprintf(full, sizeof full, "%s%s", r.prompt, r.answer);
-            rc = al_chat_encode_text(t->chat, "", 0, full, strlen(full), &e->seq[0], t->err);
+            rc = al_chat_encode_text(t->chat, "", 0, full, strlen(full), &e->seq[0], t->run.err);
         } else {
             rc = al_chat_encode_split(t->chat, how, r.prompt, strlen(r.prompt), good, strlen(good),
-                                      &e->seq[0], t->err);
+                                      &e->seq[0], t->run.err);
         }
         if (!rc && kind == AL_BATCH_PAIR)
             rc = al_chat_encode_split(t->chat, how, r.prompt, strlen(r.prompt), r.wrong, strlen(r.wrong),
-                                      &e->seq[1], t->err);
+                                      &e->seq[1], t->run.err);
         if (rc) return rc;
         d->n++;
     }
@@ -196,8 +185,6 @@ static long report_int(const json_t *rep, const char *key) {
     return (long)json_integer_value(json_object_get(rep, key));
 }
 
-static void event_line(void *ud, const char *line) { event(ud, AL_LOG_INFO, "%s", line); }
-
 /* A JSONL file through the dataset reader: every bad line, truncation and
  * drop becomes an event; the examples move into d. */
 static int file_examples(trainer *t, const char *path, const char *method, dataset *d, const char *what,
@@ -207,30 +194,30 @@ static int file_examples(trainer *t, const char *path, const char *method, datas
     /* the job's hygiene filters clean what it trains on, not what it is measured on */
     if (training && al_hygiene_any(&t->job->hygiene)) o.hygiene = &t->job->hygiene;
     al_dataset *ds = NULL;
-    int rc = al_dataset_read_file(path, t->chat, &o, &ds, t->err);
+    int rc = al_dataset_read_file(path, t->chat, &o, &ds, t->run.err);
     if (rc) return rc;
-    if ((rc = al_dataset_check(ds, 0, t->err))) {
+    if ((rc = al_dataset_check(ds, 0, t->run.err))) {
         char tmp[2 * AL_ERRLEN];
-        snprintf(tmp, sizeof tmp, "%s: %s", what, t->err);
-        memcpy(t->err, tmp, AL_ERRLEN - 1);
-        t->err[AL_ERRLEN - 1] = 0;
+        snprintf(tmp, sizeof tmp, "%s: %s", what, t->run.err);
+        memcpy(t->run.err, tmp, AL_ERRLEN - 1);
+        t->run.err[AL_ERRLEN - 1] = 0;
         al_dataset_free(ds);
         return rc;
     }
     const json_t *rep = al_dataset_report(ds);
-    event(t, ds->n_errors || report_int(rep, "truncated") || report_int(rep, "dropped") ? AL_LOG_WARN
+    al_run_event(t->cb, ds->n_errors || report_int(rep, "truncated") || report_int(rep, "dropped") ? AL_LOG_WARN
                                                                                        : AL_LOG_INFO,
           "%s: %d rows, format %s, %d examples; %d bad lines skipped, %ld truncated to max_length %d, "
           "%ld dropped (nothing left to train), %ld duplicates (%ld dropped)",
           what, ds->rows, al_data_format_name(ds->format), ds->n_ex, ds->n_errors,
           report_int(rep, "truncated"), t->hp->max_length, report_int(rep, "dropped"),
           report_int(rep, "duplicates"), report_int(rep, "deduplicated"));
-    al_hygiene_describe(rep, what, 20, event_line, t);
+    al_hygiene_describe(rep, what, 20, al_run_event_line, (void *)t->cb);
     const json_t *errs = json_object_get(rep, "errors");
     for (size_t i = 0; i < json_array_size(errs) && i < 20; i++) {
         const json_t *e = json_array_get(errs, i);
         /* the message starts with its line number */
-        event(t, AL_LOG_WARN, "%s: %s (%s)", what, json_string_value(json_object_get(e, "message")),
+        al_run_event(t->cb, AL_LOG_WARN, "%s: %s (%s)", what, json_string_value(json_object_get(e, "message")),
               json_string_value(json_object_get(e, "code")));
     }
     d->ex = ds->ex;
@@ -260,7 +247,7 @@ static int mixture_examples(trainer *t) {
         total += parts[k].n;
     }
     if (!rc && !(t->train.ex = calloc((size_t)total + 1, sizeof *t->train.ex)))
-        rc = al_err(t->err, AL_ENOMEM, "out of memory");
+        rc = al_err(t->run.err, AL_ENOMEM, "out of memory");
     for (k = 0; k < job->n_train_files && !rc; k++) {
         memcpy(t->train.ex + t->train.n, parts[k].ex, (size_t)parts[k].n * sizeof *parts[k].ex);
         t->train.n += parts[k].n;
@@ -272,10 +259,10 @@ static int mixture_examples(trainer *t) {
     if (rc) return rc;
     char e2[AL_ERRLEN];
     if ((rc = al_mix_init(&t->mix, job->n_train_files, n, w, t->hp->seed, e2)))
-        return al_err(t->err, rc, "training_files: %s", e2);
+        return al_err(t->run.err, rc, "training_files: %s", e2);
     t->mixing = 1;
     for (k = 0; k < job->n_train_files; k++)
-        event(t, AL_LOG_INFO, "training_files[%d]: %d examples, weight %g: %.1f%% of the examples drawn", k, n[k],
+        al_run_event(t->cb, AL_LOG_INFO, "training_files[%d]: %d examples, weight %g: %.1f%% of the examples drawn", k, n[k],
               w[k], 100.0 * w[k] / wsum);
     return AL_OK;
 }
@@ -289,7 +276,7 @@ static int fix_mixture(trainer *t) {
     int n = t->train.n;
     t->unit_ex = malloc(((size_t)n + 1) * sizeof *t->unit_ex);
     t->unit_len = malloc(((size_t)n + 1) * sizeof *t->unit_len);
-    if (!t->unit_ex || !t->unit_len) return al_err(t->err, AL_ENOMEM, "out of memory");
+    if (!t->unit_ex || !t->unit_len) return al_err(t->run.err, AL_ENOMEM, "out of memory");
     int32_t seen[AL_MIX_MAX_SOURCES] = {0};
     for (int i = 0; i < n; i++) {
         t->unit_ex[i] = al_mix_next(&t->mix);
@@ -298,7 +285,7 @@ static int fix_mixture(trainer *t) {
     }
     t->mixing = 0;
     for (int k = 0; k < t->mix.n_src; k++)
-        event(t, AL_LOG_INFO, "training_files[%d]: %d of the %d examples of the mixture fixed for %s", k, seen[k], n,
+        al_run_event(t->cb, AL_LOG_INFO, "training_files[%d]: %d of the %d examples of the mixture fixed for %s", k, seen[k], n,
               t->hp->packing ? "packing" : "group_by_length");
     return AL_OK;
 }
@@ -308,13 +295,13 @@ static int fix_mixture(trainer *t) {
  * short); an evaluation set (drop_long) leaves such rows out and says so. */
 static int finish_dataset(trainer *t, dataset *d, int drop_long, const char *what) {
     d->len = calloc((size_t)d->n + 1, sizeof *d->len);
-    if (!d->len) return al_err(t->err, AL_ENOMEM, "out of memory");
+    if (!d->len) return al_err(t->run.err, AL_ENOMEM, "out of memory");
     int kept = 0;
     for (int i = 0; i < d->n; i++) {
         int n = al_example_len(&d->ex[i]);
         if (n > t->hp->max_length) {
             if (!drop_long)
-                return al_err(t->err, AL_ERANGE, "%s: example at line %d has %d tokens, over max_length %d",
+                return al_err(t->run.err, AL_ERANGE, "%s: example at line %d has %d tokens, over max_length %d",
                               what, d->ex[i].line, n, t->hp->max_length);
             al_example_deinit(&d->ex[i]);
             continue;
@@ -323,7 +310,7 @@ static int finish_dataset(trainer *t, dataset *d, int drop_long, const char *wha
         d->len[kept++] = n;
     }
     if (kept < d->n)
-        event(t, AL_LOG_WARN, "%s: %d of %d rows are longer than max_length %d and are left out", what,
+        al_run_event(t->cb, AL_LOG_WARN, "%s: %d of %d rows are longer than max_length %d and are left out", what,
               d->n - kept, d->n, t->hp->max_length);
     d->n = kept;
     return AL_OK;
@@ -352,7 +339,7 @@ static int kto_kl_rows(trainer *t, dataset *d, int run) {
             s.mask = malloc((size_t)len + 1);
             if (!s.ids || !s.mask) {
                 al_seq_deinit(&s);
-                return al_err(t->err, AL_ENOMEM, "out of memory for KTO's KL rows");
+                return al_err(t->run.err, AL_ENOMEM, "out of memory for KTO's KL rows");
             }
             for (int k = 0; k < len; k++) {
                 s.ids[k] = k < pl ? p->ids[k] : c->ids[cs + k - pl];
@@ -372,16 +359,16 @@ static int alloc_buffers(trainer *t) {
     int rows = t->mb * t->rows_per_ex;
     size_t n = (size_t)rows * (size_t)t->max_T;
     int rc = al_batch_init(&t->batch, t->kind, t->kind == AL_BATCH_PAIR ? 2 * t->mb : t->mb, t->max_T);
-    if (rc) return al_err(t->err, rc, "out of memory for batches");
+    if (rc) return al_err(t->run.err, rc, "out of memory for batches");
     if (t->job->n_eval_tasks && (rc = al_batch_init(&t->lm_batch, AL_BATCH_LM, t->mb, t->max_T)))
-        return al_err(t->err, rc, "out of memory for batches");
+        return al_err(t->run.err, rc, "out of memory for batches");
     if (t->kind == AL_BATCH_UNPAIRED) {
         if ((rc = al_batch_init(&t->kl_batch, AL_BATCH_LM, t->mb, t->max_T)))
-            return al_err(t->err, rc, "out of memory for batches");
+            return al_err(t->run.err, rc, "out of memory for batches");
         t->kl_ex = calloc((size_t)t->mb, sizeof *t->kl_ex); /* views: never deinit'd */
-        if (!t->kl_ex) return al_err(t->err, AL_ENOMEM, "out of memory");
+        if (!t->kl_ex) return al_err(t->run.err, AL_ENOMEM, "out of memory");
     }
-#define ALLOC(p, count) if (!((p) = calloc((count), sizeof *(p)))) return al_err(t->err, AL_ENOMEM, "out of memory")
+#define ALLOC(p, count) if (!((p) = calloc((count), sizeof *(p)))) return al_err(t->run.err, AL_ENOMEM, "out of memory")
     ALLOC(t->logp, n);
     ALLOC(t->ent, n);
     ALLOC(t->values, n);
@@ -405,9 +392,9 @@ static int alloc_buffers(trainer *t) {
     char e2[AL_ERRLEN];
     if ((rc = al_model_reserve(t->m, rows, t->max_T,
                                t->hp->gradient_checkpointing ? AL_MODEL_GRAD_CKPT : 0, e2)))
-        return al_err(t->err, rc, "%s", e2);
+        return al_err(t->run.err, rc, "%s", e2);
     if (t->ref && (rc = al_model_reserve(t->ref, rows, t->max_T, AL_MODEL_FORWARD_ONLY, e2)))
-        return al_err(t->err, rc, "%s", e2);
+        return al_err(t->run.err, rc, "%s", e2);
     return AL_OK;
 }
 
@@ -429,9 +416,9 @@ static int build_rows(trainer *t, dataset *d, const int32_t *idx, int n, al_toke
             t->sub.start[i + 1] = k;
             t->sub.len[i] = t->pack.len[idx[i]];
         }
-        rc = al_batch_fill_packed(&t->batch, d->ex, &t->sub, 0, n, t->pad, t->err);
+        rc = al_batch_fill_packed(&t->batch, d->ex, &t->sub, 0, n, t->pad, t->run.err);
     } else {
-        rc = al_batch_fill(&t->batch, d->ex, idx, n, t->pad, t->err);
+        rc = al_batch_fill(&t->batch, d->ex, idx, n, t->pad, t->run.err);
     }
     if (rc) return rc;
     al_batch *b = &t->batch;
@@ -445,7 +432,7 @@ static int build_rows(trainer *t, dataset *d, const int32_t *idx, int n, al_toke
             t->kl_ex[i].line = d->ex[idx[i]].line;
             kidx[i] = i;
         }
-        if ((rc = al_batch_fill(&t->kl_batch, t->kl_ex, kidx, n, t->pad, t->err))) return rc;
+        if ((rc = al_batch_fill(&t->kl_batch, t->kl_ex, kidx, n, t->pad, t->run.err))) return rc;
         KL = t->kl_batch.B;
         if (t->kl_batch.T > T) T = t->kl_batch.T;
     }
@@ -501,7 +488,7 @@ static int reference_forward(trainer *t, const al_tokens *in, int r0, int nr) {
     } else {
         rc = al_model_forward(t->ref, &sub, &f);
     }
-    return rc ? al_err(t->err, rc, "reference forward failed: %s", al_strerror(rc)) : AL_OK;
+    return rc ? al_err(t->run.err, rc, "reference forward failed: %s", al_strerror(rc)) : AL_OK;
 }
 
 /* Reference log-probs for the rows now in the buffers: copied from the
@@ -550,7 +537,7 @@ static int micro_batch(trainer *t, dataset *d, const int32_t *idx, int n, double
                 .values = t->ops->needs_values ? t->values : NULL,
                 .hit = t->kind == AL_BATCH_LM && t->ops->needs_lm ? t->hit : NULL};
     if ((rc = al_model_forward(t->m, &in, &f)))
-        return al_err(t->err, rc, "forward failed: %s", al_strerror(rc));
+        return al_err(t->run.err, rc, "forward failed: %s", al_strerror(rc));
     if (f.hit) {
         /* TRL's mean_token_accuracy: greedy predictions equal to the targets */
         double hits = 0;
@@ -577,13 +564,13 @@ static int micro_batch(trainer *t, dataset *d, const int32_t *idx, int n, double
     memset(&s, 0, sizeof s);
     if ((rc = t->ops->loss(t->obj, &oi, &oo, &s))) {
         if (rc == AL_ENAN)
-            return al_err(t->err, AL_ENAN, "divergence: the loss is not finite at step %ld", t->step + 1);
-        return al_err(t->err, rc, "objective %s failed: %s", t->ops->name, al_strerror(rc));
+            return al_err(t->run.err, AL_ENAN, "divergence: the loss is not finite at step %ld", t->run.step + 1);
+        return al_err(t->run.err, rc, "objective %s failed: %s", t->ops->name, al_strerror(rc));
     }
     if (train) {
         if ((rc = al_model_backward(t->m, &in, t->ops->needs_lm ? t->dlogp : NULL, NULL,
                                     t->ops->needs_values ? t->dvalue : NULL)))
-            return al_err(t->err, rc, "backward failed: %s", al_strerror(rc));
+            return al_err(t->run.err, rc, "backward failed: %s", al_strerror(rc));
     }
     st->loss += s.loss;
     st->num_tokens += s.num_tokens;
@@ -602,9 +589,9 @@ static int step_examples(trainer *t, long step) {
         for (int k = 0; k < t->GB; k++) t->order[k] = al_mix_next(&t->mix);
         return t->GB;
     }
-    long spe = t->steps_per_epoch;
+    long spe = t->run.steps_per_epoch;
     long epoch = step / spe, k = step % spe;
-    if (k == 0 || step == t->step) {
+    if (k == 0 || step == t->run.step) {
         /* (re)build the epoch's order; cheap and keeps resume exact. KTO:
          * dataset order (TRL's sequential sampler keeps its KL pairs) */
         if (t->kind == AL_BATCH_UNPAIRED)
@@ -624,41 +611,46 @@ static int step_examples(trainer *t, long step) {
  * checkpoint records. */
 static long data_cursor(const trainer *t, long step) {
     if (t->mixing) return step * t->GB;
-    long spe = t->steps_per_epoch, k = step % spe, in_epoch = k * t->GB;
+    long spe = t->run.steps_per_epoch, k = step % spe, in_epoch = k * t->GB;
     return (step / spe) * n_units(t) + (in_epoch < n_units(t) ? in_epoch : n_units(t));
 }
 
-/* Runs one optimiser step over the examples of `step`, filling st: this
- * rank's share of the global batch, then (update) the gradients summed over
- * the ranks — the point where they are final — and the statistics too. */
-static int train_step(trainer *t, long step, al_step_stats *st, int update) {
+/* Before step `step`: its units, the global batch, into t->step_ex and
+ * t->step_n. */
+static void step_units(trainer *t, long step) {
     int n = step_examples(t, step);
-    long lo = t->mixing ? 0 : (step % t->steps_per_epoch) * t->GB;
+    long lo = t->mixing ? 0 : (step % t->run.steps_per_epoch) * t->GB;
     const int32_t *all = t->order + lo;
     if (t->unit_ex && !t->packed) {
         /* a fixed mixture's units are its draws: examples, some repeated */
         for (int i = 0; i < n; i++) t->mapped[i] = t->unit_ex[all[i]];
         all = t->mapped;
     }
+    t->step_ex = all;
+    t->step_n = n;
+}
+
+/* This rank's share of the step's units: forward, objective and (update)
+ * backward micro-batch by micro-batch, the statistics into t->st. The
+ * gradients are then complete on this rank; the skeleton sums them over
+ * the ranks (run.h, after backward). */
+static int step_share(trainer *t, int update) {
+    const int32_t *all = t->step_ex;
+    int n = t->step_n;
     double norm_tokens, norm_rows;
     /* the denominators of the global batch: every rank holds all the data */
     step_norms(t, &t->train, all, n, &norm_tokens, &norm_rows);
-    int a = t->rank * t->B < n ? t->rank * t->B : n, b = a + t->B < n ? a + t->B : n;
-    memset(st, 0, sizeof *st);
+    int a = t->run.rank * t->B < n ? t->run.rank * t->B : n, b = a + t->B < n ? a + t->B : n;
+    memset(&t->st, 0, sizeof t->st);
     if (update) al_model_zero_grad(t->m);
     int rc = AL_OK;
     for (int i = a; i < b && !rc; i += t->mb) {
         int k = b - i < t->mb ? b - i : t->mb;
         memcpy(t->idx, all + i, (size_t)k * sizeof *t->idx);
         if (update && i + k >= b) al_ddp_arm(t->ddp); /* the step's last backward starts the buckets */
-        rc = micro_batch(t, &t->train, t->idx, k, norm_tokens, norm_rows, update, st);
+        rc = micro_batch(t, &t->train, t->idx, k, norm_tokens, norm_rows, update, &t->st);
     }
-    /* collectives run on every rank, one that failed too (the others wait) */
-    char e2[AL_ERRLEN];
-    int rr = update ? al_ddp_reduce(t->ddp, e2) : AL_OK;
-    if (!rc && rr) rc = al_err(t->err, rr, "%s", e2);
-    al_stats_dist_sum(st);
-    return al_dist_agree_err(rc, t->err);
+    return rc;
 }
 
 /* ---- evaluation ------------------------------------------------------------ */
@@ -666,7 +658,7 @@ static int train_step(trainer *t, long step, al_step_stats *st, int update) {
 static int eval_loss(trainer *t, dataset *d, al_step_stats *st) {
     memset(st, 0, sizeof *st);
     int32_t *all = malloc((size_t)d->n * sizeof *all);
-    if (!all) return al_err(t->err, AL_ENOMEM, "out of memory");
+    if (!all) return al_err(t->run.err, AL_ENOMEM, "out of memory");
     for (int i = 0; i < d->n; i++) all[i] = i;
     double norm_tokens, norm_rows;
     step_norms(t, d, all, d->n, &norm_tokens, &norm_rows);
@@ -766,11 +758,11 @@ static int lm_loss(trainer *t, dataset *d, double *loss) {
     for (int i = 0; i < d->n; i += t->mb) {
         int n = d->n - i < t->mb ? d->n - i : t->mb;
         for (int k = 0; k < n; k++) t->idx[k] = i + k;
-        int rc = al_batch_fill(&t->lm_batch, d->ex, t->idx, n, t->pad, t->err);
+        int rc = al_batch_fill(&t->lm_batch, d->ex, t->idx, n, t->pad, t->run.err);
         if (rc) return rc;
         al_tokens in = al_batch_tokens(&t->lm_batch);
         al_fwd f = {.logp = t->logp};
-        if ((rc = al_model_forward(t->m, &in, &f))) return al_err(t->err, rc, "forward failed");
+        if ((rc = al_model_forward(t->m, &in, &f))) return al_err(t->run.err, rc, "forward failed");
         for (size_t k = 0; k < (size_t)in.B * in.T; k++)
             if (in.targets[k] >= 0) {
                 sum -= t->logp[k];
@@ -799,7 +791,7 @@ static int evaluate(trainer *t, long step, al_metric *m, int *nm) {
         const al_eval_task *et = &t->job->eval_tasks[k];
         if (t->bench[k]) {
             if ((rc = al_bench_report(t->bench[k], t->m, t->mb * t->rows_per_ex, t->max_T, "model", step, t->cb, m, nm,
-                                      2 * AL_MAX_METRICS, t->err)))
+                                      2 * AL_MAX_METRICS, t->run.err)))
                 return rc;
             continue;
         }
@@ -810,7 +802,7 @@ static int evaluate(trainer *t, long step, al_metric *m, int *nm) {
         if (!et->task[0]) continue;
         double acc;
         if ((rc = task_accuracy(t->m, t->tok, et->task, et->split, 1000003u,
-                                (int)(et->rows < 200 ? et->rows : 200), &acc, t->err)))
+                                (int)(et->rows < 200 ? et->rows : 200), &acc, t->run.err)))
             return rc;
         snprintf(m[*nm].name, sizeof m[*nm].name, "eval/%.20s/accuracy", et->name);
         m[(*nm)++].value = acc;
@@ -826,7 +818,7 @@ static int evaluate(trainer *t, long step, al_metric *m, int *nm) {
  * example (pass 0). */
 static int precompute_ref(trainer *t, dataset *d) {
     d->ref = calloc((size_t)d->n * 2, sizeof *d->ref);
-    if (!d->ref) return al_err(t->err, AL_ENOMEM, "out of memory for reference log-probs");
+    if (!d->ref) return al_err(t->run.err, AL_ENOMEM, "out of memory for reference log-probs");
     int passes = t->kind == AL_BATCH_UNPAIRED ? 2 : 1;
     for (int pass = 0; pass < passes; pass++) {
         al_batch *bt = pass ? &t->kl_batch : &t->batch;
@@ -837,10 +829,10 @@ static int precompute_ref(trainer *t, dataset *d) {
                     t->kl_ex[k].seq[0] = d->ex[i + k].seq[1];
                     t->idx[k] = k;
                 }
-                rc = al_batch_fill(bt, t->kl_ex, t->idx, n, t->pad, t->err);
+                rc = al_batch_fill(bt, t->kl_ex, t->idx, n, t->pad, t->run.err);
             } else {
                 for (int k = 0; k < n; k++) t->idx[k] = i + k;
-                rc = al_batch_fill(bt, d->ex, t->idx, n, t->pad, t->err);
+                rc = al_batch_fill(bt, d->ex, t->idx, n, t->pad, t->run.err);
             }
             if (rc) return rc;
             al_tokens in = al_batch_tokens(bt);
@@ -849,12 +841,12 @@ static int precompute_ref(trainer *t, dataset *d) {
             if (t->ref_adapters_off) al_model_set_adapters(t->m, 0);
             rc = al_model_forward(rm, &in, &f);
             if (t->ref_adapters_off) al_model_set_adapters(t->m, 1);
-            if (rc) return al_err(t->err, rc, "reference forward failed: %s", al_strerror(rc));
+            if (rc) return al_err(t->run.err, rc, "reference forward failed: %s", al_strerror(rc));
             for (int r = 0; r < in.B; r++) {
                 int e = i + r % n, s = pass || r >= n;
                 int len = d->ex[e].seq[s].n;
                 float *v = malloc((size_t)(len > 0 ? len : 1) * sizeof *v);
-                if (!v) return al_err(t->err, AL_ENOMEM, "out of memory for reference log-probs");
+                if (!v) return al_err(t->run.err, AL_ENOMEM, "out of memory for reference log-probs");
                 memcpy(v, t->ref_logp + (size_t)r * in.T, (size_t)len * sizeof *v);
                 d->ref[2 * e + s] = v;
             }
@@ -865,120 +857,88 @@ static int precompute_ref(trainer *t, dataset *d) {
 
 /* ---- checkpoints ------------------------------------------------------------ */
 
-/* The starting model's tokenizer files (and the job's chat_template when it
- * names one), so every folder the trainer writes serves on its own. */
-static int copy_tokenizer(trainer *t, const char *dir) {
-    return al_chat_copy_files(t->job->model, dir, t->job->chat_template, t->err);
-}
+/* What a checkpoint folder is filled from: the gathered AdamW moments. */
+typedef struct fill_ctx {
+    trainer *t;
+    int with_state;
+    const float *mm, *vv;
+    size_t nm;
+} fill_ctx;
 
 /* Writes the model (adapter or full), tokenizer files and the trainer state
- * into dir. A new checkpoint folder is filled under a temporary name and
- * renamed into place, so it exists complete or not at all; a folder that
- * exists already (the output_dir, which holds the checkpoints too) gets
- * each file replaced atomically. */
-static int fill_model_dir(trainer *t, const char *dir, const char *tmp, int in_place, int with_state,
-                          const float *mm, const float *vv, size_t nm) {
-    char path[AL_PATH_MAX + 64];
+ * into the folder tmp (al_run_write_dir). */
+static int fill_model_dir(void *u, const char *tmp) {
+    const fill_ctx *c = u;
+    trainer *t = c->t;
     int rc;
-    if ((rc = al_mkdir_p(tmp, t->err))) return rc;
-    if (t->job->use_lora) {
-        char base[PATH_MAX];
-        const char *b = realpath(t->job->model, base) ? base : t->job->model;
-        rc = al_model_save_adapter(t->m, tmp, b, t->err);
-    } else {
-        rc = al_model_save(t->m, tmp, t->err);
-    }
-    if (rc) return rc;
-    if ((rc = copy_tokenizer(t, tmp))) return rc;
-    if (with_state) {
-        /* AdamW moments (and the fp32 masters of a checkpoint saved
-         * narrower) and the step: all that resuming needs beyond weights;
-         * the global batch and the data cursor (in global samples) let a run
-         * resume on another number of ranks */
-        snprintf(path, sizeof path, "%s/optimizer.safetensors", tmp);
-        if ((rc = al_adamw_save_file(path, mm, vv, nm, t->m, t->err))) return rc;
-        json_t *st = json_pack("{s:I, s:I, s:I, s:f, s:s, s:I, s:i, s:i, s:I}", "global_step", (json_int_t)t->step,
-                               "max_steps", (json_int_t)t->total_steps, "optimizer_step",
-                               (json_int_t)t->opt.step, "trained_tokens", t->trained_tokens,
-                               "method", t->ops->name, "seed", (json_int_t)t->hp->seed, "global_batch_size",
-                               t->GB, "world_size", t->world, "data_cursor", (json_int_t)data_cursor(t, t->step));
-        if (st && t->mixing && json_object_set_new(st, "mixer", al_mix_state(&t->mix))) {
-            json_decref(st);
-            st = NULL;
-        }
-        char *txt = st ? json_dumps(st, JSON_INDENT(2) | JSON_SORT_KEYS) : NULL;
+    if ((rc = al_run_save_weights(&t->run, t->m, tmp, t->job->model, t->job->use_lora))) return rc;
+    if ((rc = al_run_copy_tokenizer(t->job, tmp, t->run.err))) return rc;
+    if (!c->with_state) return AL_OK;
+    /* AdamW moments (and the fp32 masters of a checkpoint saved narrower)
+     * and the step: all that resuming needs beyond weights; the global batch
+     * and the data cursor (in global samples) let a run resume on another
+     * number of ranks */
+    if ((rc = al_run_save_opt(&t->run, tmp, c->mm, c->vv, c->nm, t->m))) return rc;
+    json_t *st = json_pack("{s:I, s:I, s:I, s:f, s:s, s:I, s:i, s:i, s:I}", "global_step", (json_int_t)t->run.step,
+                           "max_steps", (json_int_t)t->run.total_steps, "optimizer_step", (json_int_t)t->opt.step,
+                           "trained_tokens", t->run.trained_tokens, "method", t->ops->name, "seed",
+                           (json_int_t)t->hp->seed, "global_batch_size", t->GB, "world_size", t->run.world,
+                           "data_cursor", (json_int_t)data_cursor(t, t->run.step));
+    if (st && t->mixing && json_object_set_new(st, "mixer", al_mix_state(&t->mix))) {
         json_decref(st);
-        if (!txt) return al_err(t->err, AL_ENOMEM, "out of memory");
-        snprintf(path, sizeof path, "%s/trainer_state.json", tmp);
-        rc = al_file_write_atomic(path, txt, strlen(txt), t->err);
-        free(txt);
-        if (rc) return rc;
+        st = NULL;
     }
-    if (!in_place && rename(tmp, dir) != 0)
-        return al_err(t->err, AL_EIO, "%s: %s", dir, strerror(errno));
-    return AL_OK;
+    return al_run_save_state(&t->run, tmp, st);
 }
 
-/* fill_model_dir, and a new folder left half-written (a full disk) is
- * removed rather than left as checkpoint-N.tmp. Every rank calls it (the
- * moments of a sharded optimizer are gathered); rank 0 writes, and all
+/* A model folder (with_state: a checkpoint) at dir. Every rank calls it
+ * (the moments of a sharded optimizer are gathered); rank 0 writes, and all
  * return its result. */
 static int save_model_dir(trainer *t, const char *dir, int with_state) {
     float *mm = NULL, *vv = NULL;
     size_t nm = 0;
-    int rc = with_state ? al_ddp_moments_gather(t->ddp, &t->opt, &mm, &vv, &nm, t->err) : AL_OK;
-    if (!rc && t->rank == 0) {
-        char tmp[AL_PATH_MAX + 32], e2[AL_ERRLEN];
-        int in_place = al_file_exists(dir);
-        snprintf(tmp, sizeof tmp, "%s%s", dir, in_place ? "" : ".tmp");
-        rc = fill_model_dir(t, dir, tmp, in_place, with_state, mm, vv, nm);
-        if (rc && !in_place) al_rmtree(tmp, e2);
-    }
+    int rc = with_state ? al_ddp_moments_gather(t->ddp, &t->opt, &mm, &vv, &nm, t->run.err) : AL_OK;
+    fill_ctx c = {t, with_state, mm, vv, nm};
+    rc = al_run_write_dir(&t->run, dir, rc, fill_model_dir, &c);
     if (with_state) al_ddp_moments_release(&t->opt, mm, vv);
-    return al_dist_agree_err(rc, t->err);
+    return al_dist_agree_err(rc, t->run.err);
 }
 
 static int load_state(trainer *t, const char *dir) {
-    char path[AL_PATH_MAX + 64], *txt;
-    size_t len;
-    snprintf(path, sizeof path, "%s/trainer_state.json", dir);
-    int rc = al_file_read(path, 1 << 20, &txt, &len, t->err);
+    char path[AL_PATH_MAX + 64];
+    json_t *st = NULL;
+    int rc = al_run_load_state(&t->run, dir, &st, path);
     if (rc) return rc;
-    json_error_t je;
-    json_t *st = json_loadb(txt, len, 0, &je);
-    free(txt);
     json_t *gs = json_object_get(st, "global_step"), *os = json_object_get(st, "optimizer_step");
     json_t *tt = json_object_get(st, "trained_tokens");
     if (!json_is_integer(gs) || !json_is_integer(os) || json_integer_value(gs) < 0) {
         json_decref(st);
-        return al_err(t->err, AL_EFORMAT, "%s: global_step missing or invalid", path);
+        return al_err(t->run.err, AL_EFORMAT, "%s: global_step missing or invalid", path);
     }
     if (t->mixing) {
         char e2[AL_ERRLEN];
         const json_t *mx = json_object_get(st, "mixer");
-        if (!mx) rc = al_err(t->err, AL_EFORMAT, "%s: no mixer state (written by a job without training_files)", path);
-        else if ((rc = al_mix_restore(&t->mix, mx, e2))) al_err(t->err, rc, "%s: %s", path, e2);
+        if (!mx) rc = al_err(t->run.err, AL_EFORMAT, "%s: no mixer state (written by a job without training_files)", path);
+        else if ((rc = al_mix_restore(&t->mix, mx, e2))) al_err(t->run.err, rc, "%s: %s", path, e2);
         if (rc) {
             json_decref(st);
             return rc;
         }
     }
-    t->step = (long)json_integer_value(gs);
+    t->run.step = (long)json_integer_value(gs);
     t->opt.step = (long)json_integer_value(os);
-    t->trained_tokens = json_number_value(tt);
+    t->run.trained_tokens = json_number_value(tt);
     json_t *dc = json_object_get(st, "data_cursor");
     long cursor = json_is_integer(dc) ? (long)json_integer_value(dc) : -1;
     json_decref(st);
-    if (cursor >= 0 && cursor != data_cursor(t, t->step))
-        return al_err(t->err, AL_EFORMAT, "%s: data_cursor %ld does not match step %ld of global batches of %d",
-                      path, cursor, t->step, t->GB);
+    if (cursor >= 0 && cursor != data_cursor(t, t->run.step))
+        return al_err(t->run.err, AL_EFORMAT, "%s: data_cursor %ld does not match step %ld of global batches of %d",
+                      path, cursor, t->run.step, t->GB);
     /* weights: full model or adapters on the job's base; then the moments
      * (this rank's slice) and the fp32 masters of a checkpoint saved narrower */
-    if (t->job->use_lora) rc = al_model_load_adapters(t->m, dir, t->err);
-    else rc = al_model_load_weights(t->m, dir, t->err);
-    if (rc) return rc;
-    snprintf(path, sizeof path, "%s/optimizer.safetensors", dir);
-    return al_adamw_load_file(&t->opt, t->m, path, al_model_num_params(t->m, 1), t->err);
+    if (t->job->use_lora) rc = al_model_load_adapters(t->m, dir, t->run.err);
+    else rc = al_model_load_weights(t->m, dir, t->run.err);
+    return rc ? rc : al_run_load_opt(&t->run, &t->opt, t->m, dir);
 }
 
 /* ---- the run ----------------------------------------------------------------- */
@@ -1011,86 +971,47 @@ static void trainer_free(trainer *t) {
     al_tok_free(t->tok);
 }
 
-void al_ckpt_world(const char *dir, int *global_batch, int *world) {
-    *global_batch = *world = 0;
-    char path[AL_PATH_MAX + 64], *txt, e2[AL_ERRLEN];
-    size_t len;
-    if (!dir) return;
-    snprintf(path, sizeof path, "%s/trainer_state.json", dir);
-    if (al_file_read(path, 1 << 20, &txt, &len, e2) != AL_OK) return; /* load_state reports it */
-    json_t *st = json_loadb(txt, len, 0, NULL);
-    free(txt);
-    json_t *gb = json_object_get(st, "global_batch_size"), *ws = json_object_get(st, "world_size");
-    if (json_is_integer(gb) && json_integer_value(gb) > 0 && json_integer_value(gb) <= (1 << 30) &&
-        json_is_integer(ws) && json_integer_value(ws) > 0 && json_integer_value(ws) <= 65536) {
-        *global_batch = (int)json_integer_value(gb);
-        *world = (int)json_integer_value(ws);
-    }
-    json_decref(st);
-}
-
 /* The global batch: batch_size on each rank, or when resuming the one the
  * checkpoint was trained with (however many ranks there are now), split
  * evenly over the ranks. */
 static int global_batch(trainer *t, const char *resume_dir) {
-    t->world = t->world0 = al_dist_size();
-    t->rank = al_dist_rank();
-    if ((long)t->hp->batch_size * t->world > (1L << 30))
-        return al_err(t->err, AL_EINVAL, "hyperparameters.batch_size: %d on %d ranks is too large a global batch",
-                      t->hp->batch_size, t->world);
-    t->GB = t->hp->batch_size * t->world;
-    int gb, ws;
-    al_ckpt_world(resume_dir, &gb, &ws);
-    if (gb > 0) {
-        t->GB = gb;
-        t->world0 = ws;
-    }
-    if (t->GB % t->world)
-        return al_err(t->err, AL_EINVAL, "hyperparameters.batch_size: the checkpoint's global batch of %d does not "
-                      "split over %d ranks", t->GB, t->world);
-    t->B = t->GB / t->world;
+    int rc = al_run_world(&t->run, resume_dir, &t->GB);
+    if (rc) return rc;
+    if (t->GB % t->run.world)
+        return al_err(t->run.err, AL_EINVAL, "hyperparameters.batch_size: the checkpoint's global batch of %d does not "
+                      "split over %d ranks", t->GB, t->run.world);
+    t->B = t->GB / t->run.world;
     if (t->mb > t->B) t->mb = t->B;
-    return AL_OK;
-}
-
-/* The gradient reduction across ranks and the optimiser (its slice, with
- * ZeRO-1): after every rank's set-up succeeded (al_ddp_new is collective). */
-static int start_dist(trainer *t) {
-    al_adamw_cfg oc = {.lr = t->hp->learning_rate, .beta1 = t->hp->adam_beta1, .beta2 = t->hp->adam_beta2,
-                       .eps = t->hp->adam_epsilon, .weight_decay = t->hp->weight_decay};
-    char e2[AL_ERRLEN];
-    int rc = al_ddp_new(&t->ddp, t->m, &t->job->dist, e2);
-    if (rc) return al_err(t->err, rc, "%s", e2);
-    if ((rc = al_ddp_adamw_init(t->ddp, &t->opt, &oc, t->m))) return al_err(t->err, rc, "out of memory for AdamW");
     return AL_OK;
 }
 
 static int setup(trainer *t, const al_job *job, const char *resume_dir, const al_train_cb *cb) {
     int rc;
-    t->job = job;
-    t->hp = &job->hp;
-    t->cb = cb;
+    t->job = t->run.job = job;
+    t->hp = t->run.hp = &job->hp;
+    t->cb = t->run.cb = cb;
     t->ops = al_objective_find(job->method);
-    if (!t->ops) return al_err(t->err, AL_EINVAL, "method: '%s' is unknown", job->method);
+    if (!t->ops) return al_err(t->run.err, AL_EINVAL, "method: '%s' is unknown", job->method);
     al_error oe;
-    if ((rc = t->ops->create(t->hp, &t->obj, &oe))) return al_err(t->err, rc, "%s", oe.msg);
+    if ((rc = t->ops->create(t->hp, &t->obj, &oe))) return al_err(t->run.err, rc, "%s", oe.msg);
     t->kind = t->ops->batch;
     t->rows_per_ex = t->kind == AL_BATCH_LM ? 1 : 2;
     t->mb = t->hp->micro_batch_size;
     if (t->mb > AL_MAX_MICRO_BATCH)
-        return al_err(t->err, AL_EINVAL, "hyperparameters.batch_size: micro-batches hold at most %d",
+        return al_err(t->run.err, AL_EINVAL, "hyperparameters.batch_size: micro-batches hold at most %d",
                       AL_MAX_MICRO_BATCH);
     if ((rc = global_batch(t, resume_dir))) return rc;
-    if ((rc = al_tok_load(&t->tok, job->model, t->err))) return rc;
-    if ((rc = al_chat_new(&t->chat, t->tok, job->chat_template, t->err))) return rc;
+    if ((rc = al_tok_load(&t->tok, job->model, t->run.err))) return rc;
+    if ((rc = al_chat_new(&t->chat, t->tok, job->chat_template, t->run.err))) return rc;
     t->pad = al_chat_pad_id(t->chat);
     al_lora_cfg *lora = job->use_lora ? (al_lora_cfg *)&job->lora : NULL;
     int flags = (t->ops->needs_values ? AL_OPEN_SCORE_HEAD : 0) | al_job_open_flags(job);
-    if ((rc = al_model_open_ex(&t->m, job->model, lora, flags, job->hp.seed, t->err))) return rc;
+    if ((rc = al_model_open_ex(&t->m, job->model, lora, flags, job->hp.seed, t->run.err))) return rc;
+    t->run.m = t->m;
     if (job->hp.save_dtype) al_model_set_save_dtype(t->m, (al_dtype)job->hp.save_dtype);
     const al_model_config *mc = al_model_config_of(t->m);
     if (t->ops->needs_lm && !mc->has_lm_head)
-        return al_err(t->err, AL_EINVAL, "model: %s has no language-model head (a reward model?)", job->model);
+        return al_err(t->run.err, AL_EINVAL, "model: %s has no language-model head (a reward model?)", job->model);
     t->max_T = t->hp->max_length < mc->max_T ? t->hp->max_length : mc->max_T;
     /* data */
     if (job->task[0]) {
@@ -1129,9 +1050,9 @@ static int setup(trainer *t, const al_job *job, const char *resume_dir, const al
         snprintf(what, sizeof what, "eval_tasks[%d]", k);
         char type[32] = "loss";
         if (!et->task[0] && et->type[0]) snprintf(type, sizeof type, "%s", et->type);
-        else if (!et->task[0] && (rc = al_bench_detect(et->file, type, t->err))) return rc;
+        else if (!et->task[0] && (rc = al_bench_detect(et->file, type, t->run.err))) return rc;
         if (strcmp(type, "loss")) {
-            if ((rc = al_bench_load(&t->bench[k], et, t->chat, &job->reward.grader, mc->max_T, what, t->err))) return rc;
+            if ((rc = al_bench_load(&t->bench[k], et, t->chat, &job->reward.grader, mc->max_T, what, t->run.err))) return rc;
             continue;
         }
         if (et->task[0]) rc = task_examples(t, et->task, et->split, et->rows < 200 ? et->rows : 200, 1000003u,
@@ -1151,36 +1072,36 @@ static int setup(trainer *t, const al_job *job, const char *resume_dir, const al
     if (t->mixing && (t->hp->packing || t->hp->group_by_length) && (rc = fix_mixture(t))) return rc;
     if (t->hp->packing) {
         int32_t *all = malloc((size_t)t->train.n * sizeof *all);
-        if (!all) return al_err(t->err, AL_ENOMEM, "out of memory");
+        if (!all) return al_err(t->run.err, AL_ENOMEM, "out of memory");
         for (int i = 0; i < t->train.n; i++) all[i] = t->unit_ex ? t->unit_ex[i] : i;
-        rc = al_pack_bfd(t->train.ex, all, t->train.n, t->max_T, &t->pack, t->err);
+        rc = al_pack_bfd(t->train.ex, all, t->train.n, t->max_T, &t->pack, t->run.err);
         free(all);
         if (rc) return rc;
         t->sub.start = calloc((size_t)t->mb + 1, sizeof *t->sub.start);
         t->sub.len = calloc((size_t)t->mb, sizeof *t->sub.len);
         t->sub.items = calloc((size_t)t->train.n, sizeof *t->sub.items);
-        if (!t->sub.start || !t->sub.len || !t->sub.items) return al_err(t->err, AL_ENOMEM, "out of memory");
+        if (!t->sub.start || !t->sub.len || !t->sub.items) return al_err(t->run.err, AL_ENOMEM, "out of memory");
         t->packed = 1;
-        event(t, AL_LOG_INFO, "packing: %d examples into %d rows of at most %d tokens", t->train.n,
+        al_run_event(t->cb, AL_LOG_INFO, "packing: %d examples into %d rows of at most %d tokens", t->train.n,
               t->pack.n_rows, t->max_T);
     }
     /* reference */
     if (t->ops->needs_ref) {
         if (job->ref_model[0]) {
             if ((rc = al_model_open_ex(&t->ref, job->ref_model, NULL, AL_OPEN_FROZEN | al_job_open_flags(job), 0,
-                                       t->err)))
+                                       t->run.err)))
                 return rc;
         } else if (job->use_lora) {
             t->ref_adapters_off = 1;
         } else if (!t->hp->precompute_ref_log_probs) {
             /* a frozen copy of the start model */
             if ((rc = al_model_open_ex(&t->ref, job->model, NULL, AL_OPEN_FROZEN | al_job_open_flags(job), 0,
-                                       t->err)))
+                                       t->run.err)))
                 return rc;
         }
     }
-    t->steps_per_epoch = (n_units(t) + t->GB - 1) / t->GB;
-    t->total_steps = t->hp->max_steps >= 0 ? t->hp->max_steps : t->steps_per_epoch * t->hp->n_epochs;
+    t->run.steps_per_epoch = (n_units(t) + t->GB - 1) / t->GB;
+    t->run.total_steps = t->hp->max_steps >= 0 ? t->hp->max_steps : t->run.steps_per_epoch * t->hp->n_epochs;
     if ((rc = alloc_buffers(t))) return rc;
     if (t->ops->needs_ref && t->hp->precompute_ref_log_probs) {
         /* score the data once with the reference, then let it go */
@@ -1189,32 +1110,25 @@ static int setup(trainer *t, const al_job *job, const char *resume_dir, const al
             al_model_free(t->ref);
             t->ref = NULL;
         }
-        event(t, AL_LOG_INFO, "reference log-probs precomputed for %d + %d examples", t->train.n, t->val.n);
+        al_run_event(t->cb, AL_LOG_INFO, "reference log-probs precomputed for %d + %d examples", t->train.n, t->val.n);
     }
-    event(t, AL_LOG_INFO, "%s: %d training and %d validation examples, %ld steps, %zu trainable parameters",
-          t->ops->name, t->train.n, t->val.n, t->total_steps, al_model_num_params(t->m, 1));
-    if (t->world > 1)
-        event(t, AL_LOG_INFO, "distributed: %d ranks, %d examples per rank per step, global batch %d, "
-              "micro-batches of %d, %s, buckets of %g MB %s", t->world, t->B, t->GB, t->mb,
+    al_run_event(t->cb, AL_LOG_INFO, "%s: %d training and %d validation examples, %ld steps, %zu trainable parameters",
+          t->ops->name, t->train.n, t->val.n, t->run.total_steps, al_model_num_params(t->m, 1));
+    if (t->run.world > 1)
+        al_run_event(t->cb, AL_LOG_INFO, "distributed: %d ranks, %d examples per rank per step, global batch %d, "
+              "micro-batches of %d, %s, buckets of %g MB %s", t->run.world, t->B, t->GB, t->mb,
               job->dist.shard_optimizer ? "AdamW moments sharded (ZeRO-1)" : "AdamW moments on every rank",
               job->dist.bucket_mb, job->dist.overlap ? "reduced during backward" : "reduced after backward");
     return AL_OK;
-}
-
-static void emit(trainer *t, long step, al_metric *m, int n) {
-    if (t->cb && t->cb->log) {
-        double epoch = t->steps_per_epoch ? (double)step / (double)t->steps_per_epoch : 0;
-        t->cb->log(t->cb->ud, step, epoch, m, n);
-    }
 }
 
 /* The divergence watchdog: non-finite values, or a loss that stays far
  * above its running mean for WATCH_PATIENCE steps. */
 static int watchdog(trainer *t, double loss, double gnorm) {
     if (!isfinite(loss) || !isfinite(gnorm))
-        return al_err(t->err, AL_ENAN, "divergence: %s is %s at step %ld; stopped before writing it",
+        return al_err(t->run.err, AL_ENAN, "divergence: %s is %s at step %ld; stopped before writing it",
                       isfinite(loss) ? "grad_norm" : "loss", isnan(isfinite(loss) ? gnorm : loss) ? "nan" : "inf",
-                      t->step + 1);
+                      t->run.step + 1);
     /* the running mean starts with this run (a resumed run too) */
     if (t->watched++ < WATCH_WARMUP) {
         t->ema = t->watched == 1 ? loss : 0.9 * t->ema + 0.1 * loss;
@@ -1222,7 +1136,7 @@ static int watchdog(trainer *t, double loss, double gnorm) {
     }
     if (loss > 3.0 * fabs(t->ema) + 2.0) {
         if (++t->above >= WATCH_PATIENCE)
-            return al_err(t->err, AL_ENAN, "divergence: loss %.4g stayed far above its running mean %.4g "
+            return al_err(t->run.err, AL_ENAN, "divergence: loss %.4g stayed far above its running mean %.4g "
                           "for %d steps", loss, t->ema, WATCH_PATIENCE);
     } else {
         t->above = 0;
@@ -1230,6 +1144,79 @@ static int watchdog(trainer *t, double loss, double gnorm) {
     }
     return AL_OK;
 }
+
+/* ---- the step kind: hooks of the run skeleton (run.h) ----------------------- */
+
+static int hook_resume(void *u, const char *dir, char *note) {
+    trainer *t = u;
+    int rc = load_state(t, dir);
+    if (!rc && t->run.world0 != t->run.world)
+        snprintf(note, AL_ERRLEN, "the checkpoint was written by %d ranks, this run has %d: the global batch of %d "
+                 "is kept, %d per rank", t->run.world0, t->run.world, t->GB, t->B);
+    return rc;
+}
+
+/* Step 0: the loss and the objective's metrics of step 1's batch before
+ * any update. */
+static int hook_measure(void *u, al_mlist *l) {
+    trainer *t = u;
+    step_units(t, 0);
+    int rc = step_share(t, 0);
+    al_stats_dist_sum(&t->st);
+    rc = al_dist_agree_err(rc, t->run.err);
+    if (!rc) {
+        al_mlist_put(l, "loss", t->st.loss);
+        for (int i = 0; i < t->st.n; i++) al_mlist_put(l, t->st.m[i].name, t->st.m[i].value);
+    }
+    if (t->mixing) al_mix_rewind(&t->mix); /* step 1 trains on what step 0 measured */
+    return rc;
+}
+
+static int hook_before_step(void *u, long step, int *n_updates) {
+    step_units(u, step);
+    *n_updates = 1;
+    return AL_OK;
+}
+
+static int hook_backward(void *u, int k) {
+    (void)k;
+    return step_share(u, 1);
+}
+
+/* The gradients summed over the ranks: the global norm clipped, the
+ * watchdog (before the step is taken), AdamW. */
+static int hook_optimizer(void *u, int k, float lr) {
+    trainer *t = u;
+    (void)k;
+    al_stats_dist_sum(&t->st);
+    /* the loss and the norm are global: every rank decides alike */
+    t->gnorm = al_ddp_clip_grad_norm(t->ddp, t->m, t->hp->max_grad_norm);
+    int rc = watchdog(t, t->st.loss, t->gnorm);
+    if (rc) return rc;
+    al_ddp_adamw_step(t->ddp, &t->opt, t->m, lr);
+    return AL_OK;
+}
+
+static int hook_after_step(void *u, float lr, al_mlist *l) {
+    trainer *t = u;
+    t->run.trained_tokens += t->st.num_tokens;
+    al_mlist_put(l, "loss", t->st.loss);
+    al_mlist_put(l, "learning_rate", lr);
+    al_mlist_put(l, "grad_norm", t->gnorm);
+    al_mlist_put(l, "num_tokens", t->run.trained_tokens);
+    l->tps_at = l->n;
+    for (int i = 0; i < t->st.n; i++) al_mlist_put(l, t->st.m[i].name, t->st.m[i].value);
+    return AL_OK;
+}
+
+static int hook_evaluate(void *u, long step, al_mlist *l) { return evaluate(u, step, l->m, &l->n); }
+
+static int hook_save(void *u, const char *dir) { return save_model_dir(u, dir, 1); }
+
+static const al_run_ops k_trainer_ops = {
+    .resume = hook_resume, .measure = hook_measure, .before_step = hook_before_step, .backward = hook_backward,
+    .optimizer = hook_optimizer, .after_step = hook_after_step, .evaluate = hook_evaluate, .save = hook_save,
+};
 
 int al_train_run(const al_job *job, const char *resume_dir, const al_train_cb *cb,
                  al_train_result *res, char err[AL_ERRLEN]) {
@@ -1239,117 +1226,27 @@ int al_train_run(const al_job *job, const char *resume_dir, const al_train_cb *c
                       al_dist_size());
     }
     if (!strcmp(job->method, "clean_data")) return al_clean_run(job, cb, res, err);
-    if (al_method_is_rl(job->method) || al_method_is_data(job->method))
-        return al_rl_run(job, resume_dir, cb, res, err);
+    if (al_method_is_data(job->method)) return al_sampling_run(job, cb, res, err);
+    if (al_method_is_rl(job->method)) return al_rl_run(job, resume_dir, cb, res, err);
     trainer *t = calloc(1, sizeof *t);
     if (!t) return al_err(err, AL_ENOMEM, "out of memory");
     al_train_result r0;
     memset(&r0, 0, sizeof r0);
     /* every rank passes every agreement below, so that one failing alone
      * (a file it cannot read) fails them all with its reason */
-    int rc = al_dist_agree_err(setup(t, job, resume_dir, cb), t->err);
-    if (!rc) rc = start_dist(t);
-    rc = al_dist_agree_err(rc, t->err);
-    if (!rc && resume_dir) rc = load_state(t, resume_dir);
-    rc = al_dist_agree_err(rc, t->err);
-    if (!rc && resume_dir) {
-        event(t, AL_LOG_INFO, "resumed from %s at step %ld", resume_dir, t->step);
-        if (t->world0 != t->world)
-            event(t, AL_LOG_INFO, "the checkpoint was written by %d ranks, this run has %d: the global batch of %d "
-                  "is kept, %d per rank", t->world0, t->world, t->GB, t->B);
-    }
-    if (!rc && cb && cb->begin) cb->begin(cb->ud, t->total_steps, t->step);
-    al_metric m[2 * AL_MAX_METRICS];
-    char dir[AL_PATH_MAX + 64];
-    long warmup = (long)ceil(t->hp ? t->hp->warmup_ratio * (double)t->total_steps : 0);
-    double t0 = al_now(), tok0 = t->trained_tokens;
-    if (!rc && t->step == 0) {
-        /* step 0: the starting point, before any update */
-        int nm = 0;
-        al_step_stats st;
-        if (t->total_steps > 0 && (rc = train_step(t, 0, &st, 0)) == AL_OK) {
-            snprintf(m[nm].name, sizeof m[nm].name, "loss");
-            m[nm++].value = st.loss;
-            for (int i = 0; i < st.n; i++) m[nm++] = st.m[i];
-        }
-        if (!rc && t->rank == 0) rc = evaluate(t, 0, m, &nm); /* rank 0's duty */
-        rc = al_dist_agree_err(rc, t->err);
-        if (!rc) emit(t, 0, m, nm);
-        if (t->mixing) al_mix_rewind(&t->mix);   /* step 1 trains on what step 0 measured */
-    }
-    while (!rc && t->step < t->total_steps) {
-        /* every rank stops or pauses at the same step */
-        int stop = cb && cb->should_stop && cb->should_stop(cb->ud);
-        int pause = !stop && cb && cb->should_pause && cb->should_pause(cb->ud);
-        int agreed = al_dist_any(stop | pause << 1);
-        if (agreed & 1) {
-            rc = al_err(t->err, AL_ECANCELED, "cancelled at step %ld", t->step);
-            break;
-        }
-        if (agreed & 2) {
-            snprintf(dir, sizeof dir, "%s/checkpoint-%ld", job->output_dir[0] ? job->output_dir : ".", t->step);
-            if (!(rc = save_model_dir(t, dir, 1))) {
-                if (cb && cb->checkpoint) cb->checkpoint(cb->ud, t->step, dir);
-                snprintf(r0.last_checkpoint, sizeof r0.last_checkpoint, "%s", dir);
-                rc = al_err(t->err, AL_EPAUSED, "paused at step %ld", t->step);
-            }
-            break;
-        }
-        al_step_stats st;
-        if ((rc = train_step(t, t->step, &st, 1))) break;
-        /* the loss and the norm are global: every rank decides alike */
-        double gnorm = al_ddp_clip_grad_norm(t->ddp, t->m, t->hp->max_grad_norm);
-        if ((rc = watchdog(t, st.loss, gnorm))) break;
-        float lr = al_sched_lr(t->hp->lr_scheduler_type, t->hp->learning_rate, t->step, warmup, t->total_steps);
-        al_ddp_adamw_step(t->ddp, &t->opt, t->m, lr);
-        t->step++;
-        t->trained_tokens += st.num_tokens;
-        long s = t->step;
-        int log_now = s % t->hp->logging_steps == 0 || s == t->total_steps;
-        int eval_now = (t->hp->eval_steps > 0 && s % t->hp->eval_steps == 0) || s == t->total_steps;
-        if (log_now || eval_now) {
-            int nm = 0;
-            double dt = al_now() - t0;
-#define PUT(n_, v_) do { snprintf(m[nm].name, sizeof m[nm].name, "%s", n_); m[nm++].value = (v_); } while (0)
-            PUT("loss", st.loss);
-            PUT("learning_rate", lr);
-            PUT("grad_norm", gnorm);
-            PUT("num_tokens", t->trained_tokens);
-            PUT("tokens_per_second", dt > 0 ? (t->trained_tokens - tok0) / dt : 0);
-#undef PUT
-            for (int i = 0; i < st.n; i++) m[nm++] = st.m[i];
-            if (eval_now && t->rank == 0) rc = evaluate(t, s, m, &nm);
-            if (eval_now && (rc = al_dist_agree_err(rc, t->err))) break;
-            emit(t, s, m, nm);
-        }
-        if (job->output_dir[0] && t->hp->save_steps > 0 && s % t->hp->save_steps == 0 && s < t->total_steps) {
-            snprintf(dir, sizeof dir, "%s/checkpoint-%ld", job->output_dir, s);
-            if ((rc = save_model_dir(t, dir, 1))) break;
-            snprintf(r0.last_checkpoint, sizeof r0.last_checkpoint, "%s", dir);
-            if (cb && cb->checkpoint) cb->checkpoint(cb->ud, s, dir);
-        }
-        r0.final_loss = st.loss;
-    }
-    if (!rc && job->output_dir[0]) {
-        if (!(rc = save_model_dir(t, job->output_dir, 1))) {
-            snprintf(r0.output_dir, sizeof r0.output_dir, "%s", job->output_dir);
-            if (cb && cb->checkpoint) cb->checkpoint(cb->ud, t->step, job->output_dir);
-            if (job->use_lora && job->lora_merge && t->rank == 0) {
-                snprintf(dir, sizeof dir, "%s/merged", job->output_dir);
-                if (!(rc = al_mkdir_p(dir, t->err)) && !(rc = al_model_save(t->m, dir, t->err)))
-                    rc = copy_tokenizer(t, dir);
-            }
-            if (job->use_lora && job->lora_merge) rc = al_dist_agree_err(rc, t->err);
-        }
-    }
+    int rc = al_dist_agree_err(setup(t, job, resume_dir, cb), t->run.err);
+    if (!rc) rc = al_run_dist_start(&t->run, 1, &t->m, &t->ddp, (al_adamw *const[]){&t->opt});
+    rc = al_dist_agree_err(rc, t->run.err);
+    t->run.ddp[0] = t->ddp;
+    if (!rc) rc = al_run_loop(&t->run, &k_trainer_ops, t, resume_dir, &r0);
     char line[300];
-    if (al_ddp_summary(t->ddp, "", line, sizeof line)) event(t, AL_LOG_INFO, "%s", line);
-    r0.steps = t->step;
+    if (al_ddp_summary(t->ddp, "", line, sizeof line)) al_run_event(cb, AL_LOG_INFO, "%s", line);
+    r0.steps = t->run.step;
     r0.output_is_model = 1;
-    r0.total_steps = t->total_steps;
-    r0.trained_tokens = t->trained_tokens;
+    r0.total_steps = t->run.total_steps;
+    r0.trained_tokens = t->run.trained_tokens;
     if (res) *res = r0;
-    if (rc) al_err(err, rc, "%s", t->err);
+    if (rc) al_err(err, rc, "%s", t->run.err);
     trainer_free(t);
     free(t);
     return rc;

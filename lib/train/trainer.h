@@ -1,6 +1,10 @@
-/* The trainer: one loop shared by every objective (STYLE.md §4).
+/* Training: the entry point of every job (al_train_run) and the callbacks
+ * progress leaves through. Every method that trains runs in the one run
+ * skeleton (run.h: the step loop and its hooks, checkpoints and resume),
+ * the SFT-like methods as trainer.c's step kind, PPO/GRPO/RLOO as rl.c's;
+ * the data jobs are sampling.c's and clean.c's.
  *
- * al_train_run loads the model (full or LoRA) and tokenizer, reads and
+ * For the SFT-like methods al_train_run loads the model (full or LoRA) and tokenizer, reads and
  * tokenizes the data (a JSONL file or a built-in task), computes reference
  * log-probs once when the objective needs them and precompute_ref_log_probs
  * is on, then runs optimiser steps: zero gradients, forward each
@@ -90,6 +94,11 @@ void al_ckpt_world(const char *dir, int *global_batch, int *world);
  * hygiene/near_duplicates, hygiene/contaminated, hygiene/too_short,
  * hygiene/too_long, hygiene/language). */
 int al_clean_run(const al_job *job, const al_train_cb *cb, al_train_result *res, char err[AL_ERRLEN]);
+
+/* The sampling jobs generate_preferences, evaluate and critique_revise
+ * (lib/train/sampling.c; al_train_run runs them): their product is data,
+ * JSONL files in output_dir listed in res->output_files. */
+int al_sampling_run(const al_job *job, const al_train_cb *cb, al_train_result *res, char err[AL_ERRLEN]);
 
 /* Exact-match accuracy of greedy generation on n rows of a built-in task
  * (validation seed), with the model's chat template if it has one, else the
