@@ -128,7 +128,7 @@ typedef struct api_error {
                          * "rate_limit_error", "server_error" */
     char code[48];      /* machine code: "invalid_value", "missing_field", "not_found",
                          * "invalid_state", "model_in_use", "file_invalid", ... */
-    char param[160];    /* offending field path, "" when none */
+    char param[AL_FIELDLEN]; /* offending field path, "" when none */
     char message[AL_ERRLEN];
 } api_error;
 

@@ -31,7 +31,7 @@ static int check_metadata(const json_t *body, api_error *e) {
     const char *k;
     json_t *v;
     json_object_foreach((json_t *)md, k, v) {
-        char param[160];
+        char param[AL_FIELDLEN];
         snprintf(param, sizeof param, "metadata.%.140s", k);
         if (strlen(k) > 64 || !*k)
             return api_error_set(e, 400, "invalid_request_error", "invalid_value", param,

@@ -4,7 +4,11 @@
  *
  *   {"object": "list", "data": [METHOD, ...], "tasks": [TASK, ...]}
  *   METHOD = {"id", "object": "method", "kind": "training"|"rl"|"data",
- *             "group", "title", "description", "data", "requires_model",
+ *             "group", "title", "description", "input_data", "requires_model",
+ *             the job fields it takes beyond its hyper-parameters as booleans
+ *             (AL_TAKES_* of methods.h): "takes_ref_model", "takes_reward",
+ *             "requires_reward", "takes_judge", "takes_reward_shaping",
+ *             "takes_critic", "takes_model_b";
  *             "hyperparameters": [FIELD, ...]}   (the fields it takes, in the
  *                                                 resolved description's order)
  *   FIELD  = {"name", "type": "integer"|"number"|"boolean"|"enum"|"enum_list"
@@ -113,9 +117,14 @@ static json_t *method_json(const al_method *m) {
         json_decref(hps);
         return NULL;
     }
-    return json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:b, s:o}", "id", m->name, "object", "method", "kind",
-                     kinds[m->kind], "group", m->group, "title", m->title, "description", m->about, "input_data",
-                     m->data, "requires_model", m->needs_model, "hyperparameters", hps);
+    return json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:b, s:b, s:b, s:b, s:b, s:b, s:b, s:b, s:o}", "id",
+                     m->name, "object", "method", "kind", kinds[m->kind], "group", m->group, "title", m->title,
+                     "description", m->about, "input_data", m->data, "requires_model", m->needs_model,
+                     "takes_ref_model", !!(m->takes & AL_TAKES_REF_MODEL), "takes_reward",
+                     !!(m->takes & AL_TAKES_REWARD), "requires_reward", !!(m->takes & AL_NEEDS_REWARD),
+                     "takes_judge", !!(m->takes & AL_TAKES_JUDGE), "takes_reward_shaping",
+                     !!(m->takes & AL_TAKES_SHAPING), "takes_critic", !!(m->takes & AL_TAKES_CRITIC),
+                     "takes_model_b", !!(m->takes & AL_TAKES_MODEL_B), "hyperparameters", hps);
 }
 
 json_t *api_methods_json(void) {

@@ -81,7 +81,7 @@ int api_json_parse(const char *buf, size_t len, int max_depth, size_t max_string
         return api_error_set(e, 400, "invalid_request_error", "invalid_type", "",
                              "the request body must be a JSON object");
     }
-    char path[160] = "";
+    char path[AL_FIELDLEN] = ""; /* the field at fault, as param */
     if (long_string(j, max_string, path, sizeof path)) {
         json_decref(j);
         return api_error_set(e, 400, "invalid_request_error", "string_too_long", path,

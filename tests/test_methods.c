@@ -32,7 +32,7 @@ static json_t *base_job(const json_t *m, int on_task) {
     if (json_is_true(json_object_get(m, "requires_model"))) json_object_set_new(j, "model", json_string("m"));
     if (on_task) json_object_set_new(j, "task", json_pack("{s:s}", "name", "addition2"));
     else json_object_set_new(j, "training_file", json_string("f"));
-    if (!strcmp(kind, "rl") || !strcmp(id, "generate_preferences") || !strcmp(id, "evaluate"))
+    if (json_is_true(json_object_get(m, "takes_reward")))
         json_object_set_new(j, "reward", json_pack("{s:i}", "verifiable", 1));
     if (!strcmp(kind, "data")) json_object_set_new(j, "output_dir", json_string("o"));
     if (!strcmp(id, "critique_revise")) json_object_set_new(j, "principles", json_pack("[s]", "Be brief."));
@@ -236,6 +236,44 @@ static void check_method(const json_t *m, json_t *resolved_keys) {
 
 /* The methods in the objectives' order, then the data jobs; each training
  * method's objective and loss types; the kinds as al_method_is_* say. */
+/* The job fields method m takes beyond its hyper-parameters (takes_*, what
+ * the form shows) against the parser: the field it refuses by name is the one
+ * the method does not take. Only the methods that sample are checked for
+ * critic, critic_model and model_b, as only they are refused them. */
+static void check_takes(const json_t *m) {
+    const char *id = json_string_value(json_object_get(m, "id"));
+    const char *kind = json_string_value(json_object_get(m, "kind"));
+    const al_method *meth = al_method_find(id);
+#define TAKES(k) json_is_true(json_object_get(m, k))
+    T_REPORT_(TAKES("takes_ref_model") == (meth->objective && meth->objective->needs_ref),
+              "%s: takes_ref_model is its objective's needs_ref", id);
+    /* requires_reward: refused without one */
+    json_t *j = base_job(m, 1);
+    json_object_del(j, "reward");
+    json_t *h = resolve(j);
+    T_REPORT_(TAKES("requires_reward") == !strcmp(g_err.field, "reward"), "%s: requires_reward (%s)", id, g_err.msg);
+    json_decref(h);
+    if (!TAKES("takes_reward")) return;
+    /* the judge: refused by name where not taken */
+    j = base_job(m, 1);
+    json_object_set_new(j, "reward", json_pack("{s:i, s:{s:s}}", "verifiable", 1, "judge", "model", "j"));
+    if (TAKES("takes_model_b")) json_object_set_new(j, "model_b", json_string("b")); /* whom to judge against */
+    h = resolve(j);
+    T_REPORT_(TAKES("takes_judge") == !!strcmp(g_err.field, "reward.judge"), "%s: takes_judge (%s)", id, g_err.msg);
+    json_decref(h);
+    if (strcmp(kind, "rl") && strcmp(kind, "data")) return;
+    static const char *const fields[][2] = {{"critic_model", "takes_critic"}, {"model_b", "takes_model_b"}};
+    for (int f = 0; f < 2; f++) {
+        j = base_job(m, 1);
+        json_object_set_new(j, fields[f][0], json_string("x"));
+        h = resolve(j);
+        T_REPORT_(TAKES(fields[f][1]) == !!strcmp(g_err.field, fields[f][0]), "%s: %s (%s)", id, fields[f][1],
+                  g_err.msg);
+        json_decref(h);
+    }
+#undef TAKES
+}
+
 static void check_methods(const json_t *data) {
     const al_objective_ops *const *ob = al_objectives();
     size_t i;
@@ -267,6 +305,7 @@ static void check_methods(const json_t *data) {
         if (json_is_true(json_object_get(m, "requires_model"))) T_STR_EQ(g_err.msg, "model: is required");
         else T_TRUE(h != NULL);
         json_decref(h);
+        check_takes(m);
     }
     T_TRUE(*ob == NULL);
     T_EQ_INT(al_method_is_rl("nope"), 0);

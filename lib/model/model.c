@@ -136,10 +136,151 @@ static int layer_sites(const al_model *m, int l, lora_site *s) {
     return n;
 }
 
-static int build_params(al_model *m) {
+/* Layer l of GPT-2: ln_1, c_attn, c_proj, ln_2 and the MLP, all with biases. */
+static int build_gpt2_layer(al_model *m, al_layer *ly, int l) {
+    const al_model_config *c = &m->cfg;
+    char a[128], b[128];
+    int C = c->C;
+    snprintf(a, sizeof a, "transformer.h.%d.ln_1.weight", l);
+    snprintf(b, sizeof b, "transformer.h.%d.ln_1.bias", l);
+    if ((ly->ln1_w = add_param(m, a, C, 0, 0)) < 0) return -1;
+    if ((ly->ln1_b = add_param(m, b, C, 0, 0)) < 0) return -1;
+    snprintf(a, sizeof a, "transformer.h.%d.attn.c_attn", l);
+    const char *n1[1] = {a};
+    int o1[1] = {3 * C};
+    if (add_linear(m, &ly->lin[LIN_QKV], 1, n1, o1, C, 1, 1)) return -1;
+    snprintf(a, sizeof a, "transformer.h.%d.attn.c_proj", l);
+    int o2[1] = {C};
+    if (add_linear(m, &ly->lin[LIN_O], 1, n1, o2, C, 1, 1)) return -1;
+    snprintf(a, sizeof a, "transformer.h.%d.ln_2.weight", l);
+    snprintf(b, sizeof b, "transformer.h.%d.ln_2.bias", l);
+    if ((ly->ln2_w = add_param(m, a, C, 0, 0)) < 0) return -1;
+    if ((ly->ln2_b = add_param(m, b, C, 0, 0)) < 0) return -1;
+    snprintf(a, sizeof a, "transformer.h.%d.mlp.c_fc", l);
+    int o3[1] = {c->FF};
+    if (add_linear(m, &ly->lin[LIN_UP], 1, n1, o3, C, 1, 1)) return -1;
+    snprintf(a, sizeof a, "transformer.h.%d.mlp.c_proj", l);
+    if (add_linear(m, &ly->lin[LIN_DOWN], 1, n1, o2, c->FF, 1, 1)) return -1;
+    return 0;
+}
+
+/* Layer l of the Llama block and its variants (the norms, fused projections
+ * and biases the config sets). */
+static int build_llama_layer(al_model *m, al_layer *ly, int l) {
     const al_model_config *c = &m->cfg;
     char a[128], b[128], d[128];
     int C = c->C, q = c->NH * c->HD, kv = c->NKV * c->HD;
+    /* Llama: input_layernorm, post_attention_layernorm (before the
+     * MLP). Gemma 2/3: input_layernorm, post_attention_layernorm
+     * (after attention), pre_ and post_feedforward_layernorm.
+     * OLMo-2: post_attention_ and post_feedforward_layernorm only. */
+    ly->ln1_w = ly->ln2_w = ly->pa_w = ly->pf_w = ly->qn_w = ly->kn_w = -1;
+    ly->ln1_b = ly->ln2_b = -1;
+    if (!c->no_pre_norm) {
+        snprintf(a, sizeof a, "model.layers.%d.input_layernorm.weight", l);
+        if ((ly->ln1_w = add_param(m, a, C, 0, 0)) < 0) return -1;
+    }
+    if (c->fused_proj) {
+        snprintf(a, sizeof a, "model.layers.%d.self_attn.qkv_proj", l);
+        const char *n1[1] = {a};
+        int o1[1] = {q + 2 * kv};
+        if (add_linear(m, &ly->lin[LIN_QKV], 1, n1, o1, C, c->attn_bias, 0)) return -1;
+    } else {
+        snprintf(a, sizeof a, "model.layers.%d.self_attn.q_proj", l);
+        snprintf(b, sizeof b, "model.layers.%d.self_attn.k_proj", l);
+        snprintf(d, sizeof d, "model.layers.%d.self_attn.v_proj", l);
+        const char *n3[3] = {a, b, d};
+        int o3[3] = {q, kv, kv};
+        if (add_linear(m, &ly->lin[LIN_QKV], 3, n3, o3, C, c->attn_bias, 0)) return -1;
+    }
+    if (c->qk_norm) {
+        int all = c->qk_norm == AL_QK_ALL;
+        snprintf(a, sizeof a, "model.layers.%d.self_attn.q_norm.weight", l);
+        if ((ly->qn_w = add_param(m, a, all ? q : c->HD, 0, 0)) < 0) return -1;
+        snprintf(a, sizeof a, "model.layers.%d.self_attn.k_norm.weight", l);
+        if ((ly->kn_w = add_param(m, a, all ? kv : c->HD, 0, 0)) < 0) return -1;
+    }
+    snprintf(a, sizeof a, "model.layers.%d.self_attn.o_proj", l);
+    const char *no[1] = {a};
+    int o1[1] = {C};
+    if (add_linear(m, &ly->lin[LIN_O], 1, no, o1, q, c->o_bias, 0)) return -1;
+    snprintf(a, sizeof a, "model.layers.%d.post_attention_layernorm.weight", l);
+    if (c->post_norm) {
+        if ((ly->pa_w = add_param(m, a, C, 0, 0)) < 0) return -1;
+        if (!c->no_pre_norm) {
+            snprintf(a, sizeof a, "model.layers.%d.pre_feedforward_layernorm.weight", l);
+            if ((ly->ln2_w = add_param(m, a, C, 0, 0)) < 0) return -1;
+        }
+    } else if ((ly->ln2_w = add_param(m, a, C, 0, 0)) < 0) {
+        return -1;
+    }
+    if (c->fused_proj) {
+        snprintf(a, sizeof a, "model.layers.%d.mlp.gate_up_proj", l);
+        const char *n1[1] = {a};
+        int o2[1] = {2 * c->FF};
+        if (add_linear(m, &ly->lin[LIN_UP], 1, n1, o2, C, c->mlp_bias, 0)) return -1;
+    } else {
+        snprintf(a, sizeof a, "model.layers.%d.mlp.gate_proj", l);
+        snprintf(b, sizeof b, "model.layers.%d.mlp.up_proj", l);
+        const char *n2[2] = {a, b};
+        int o2[2] = {c->FF, c->FF};
+        if (add_linear(m, &ly->lin[LIN_UP], 2, n2, o2, C, c->mlp_bias, 0)) return -1;
+    }
+    snprintf(a, sizeof a, "model.layers.%d.mlp.down_proj", l);
+    if (add_linear(m, &ly->lin[LIN_DOWN], 1, no, o1, c->FF, c->mlp_bias, 0)) return -1;
+    if (c->post_norm) {
+        snprintf(a, sizeof a, "model.layers.%d.post_feedforward_layernorm.weight", l);
+        if ((ly->pf_w = add_param(m, a, C, 0, 0)) < 0) return -1;
+    }
+    return 0;
+}
+
+/* The LoRA adapters of every targeted linear map, in layer and map order. */
+static int build_lora(al_model *m) {
+    const al_model_config *c = &m->cfg;
+    const al_lora_cfg *lc = &m->lora_cfg;
+    char a[128];
+    lora_site sites[8] = {{{0}, 0, 0, 0, 0}};
+    int cap = 0;
+    for (int l = 0; l < c->n_layers; l++) {
+        int ns = layer_sites(m, l, sites);
+        for (int s = 0; s < ns; s++) {
+            if (!lora_targets(lc, sites[s].module)) continue;
+            if (m->n_lora == cap) {
+                cap = cap ? 2 * cap : 16;
+                al_lora_mod *nl = realloc(m->lora, (size_t)cap * sizeof *nl);
+                if (!nl) return -1;
+                m->lora = nl;
+            }
+            al_lora_mod *lm = &m->lora[m->n_lora];
+            lm->layer = l;
+            lm->lin = sites[s].lin;
+            lm->off = sites[s].off;
+            lm->out = sites[s].out;
+            lm->in = sites[s].in;
+            snprintf(lm->module, sizeof lm->module, "%s", sites[s].module);
+            snprintf(a, sizeof a, "%s.lora_A.weight", sites[s].module);
+            m->build_layer = l;
+            if ((lm->pA = add_param(m, a, lc->r, lm->in, 0)) < 0) return -1;
+            snprintf(a, sizeof a, "%s.lora_B.weight", sites[s].module);
+            if ((lm->pB = add_param(m, a, lm->out, lc->r, 0)) < 0) return -1;
+            m->params[lm->pA].lora = m->params[lm->pB].lora = 1;
+            m->n_lora++;
+        }
+    }
+    m->build_layer = -1;
+    /* Adapters of one map are consecutive (sites are ordered by map). */
+    for (int k = 0; k < m->n_lora; k++) {
+        al_linear *L = &m->layers[m->lora[k].layer].lin[m->lora[k].lin];
+        if (L->n_lora == 0) L->first_lora = k;
+        L->n_lora++;
+    }
+    return 0;
+}
+
+static int build_params(al_model *m) {
+    const al_model_config *c = &m->cfg;
+    int C = c->C;
     int gpt2 = c->arch == AL_ARCH_GPT2;
     m->wte = m->wpe = m->lnf_w = m->lnf_b = m->head = m->score = -1;
     m->build_layer = -1;
@@ -156,89 +297,9 @@ static int build_params(al_model *m) {
         m->build_layer = l;
         ly->pa_w = ly->pf_w = ly->qn_w = ly->kn_w = -1;
         if (gpt2) {
-            snprintf(a, sizeof a, "transformer.h.%d.ln_1.weight", l);
-            snprintf(b, sizeof b, "transformer.h.%d.ln_1.bias", l);
-            if ((ly->ln1_w = add_param(m, a, C, 0, 0)) < 0) return -1;
-            if ((ly->ln1_b = add_param(m, b, C, 0, 0)) < 0) return -1;
-            snprintf(a, sizeof a, "transformer.h.%d.attn.c_attn", l);
-            const char *n1[1] = {a};
-            int o1[1] = {3 * C};
-            if (add_linear(m, &ly->lin[LIN_QKV], 1, n1, o1, C, 1, 1)) return -1;
-            snprintf(a, sizeof a, "transformer.h.%d.attn.c_proj", l);
-            int o2[1] = {C};
-            if (add_linear(m, &ly->lin[LIN_O], 1, n1, o2, C, 1, 1)) return -1;
-            snprintf(a, sizeof a, "transformer.h.%d.ln_2.weight", l);
-            snprintf(b, sizeof b, "transformer.h.%d.ln_2.bias", l);
-            if ((ly->ln2_w = add_param(m, a, C, 0, 0)) < 0) return -1;
-            if ((ly->ln2_b = add_param(m, b, C, 0, 0)) < 0) return -1;
-            snprintf(a, sizeof a, "transformer.h.%d.mlp.c_fc", l);
-            int o3[1] = {c->FF};
-            if (add_linear(m, &ly->lin[LIN_UP], 1, n1, o3, C, 1, 1)) return -1;
-            snprintf(a, sizeof a, "transformer.h.%d.mlp.c_proj", l);
-            if (add_linear(m, &ly->lin[LIN_DOWN], 1, n1, o2, c->FF, 1, 1)) return -1;
-        } else {
-            /* Llama: input_layernorm, post_attention_layernorm (before the
-             * MLP). Gemma 2/3: input_layernorm, post_attention_layernorm
-             * (after attention), pre_ and post_feedforward_layernorm.
-             * OLMo-2: post_attention_ and post_feedforward_layernorm only. */
-            ly->ln1_w = ly->ln2_w = ly->pa_w = ly->pf_w = ly->qn_w = ly->kn_w = -1;
-            ly->ln1_b = ly->ln2_b = -1;
-            if (!c->no_pre_norm) {
-                snprintf(a, sizeof a, "model.layers.%d.input_layernorm.weight", l);
-                if ((ly->ln1_w = add_param(m, a, C, 0, 0)) < 0) return -1;
-            }
-            if (c->fused_proj) {
-                snprintf(a, sizeof a, "model.layers.%d.self_attn.qkv_proj", l);
-                const char *n1[1] = {a};
-                int o1[1] = {q + 2 * kv};
-                if (add_linear(m, &ly->lin[LIN_QKV], 1, n1, o1, C, c->attn_bias, 0)) return -1;
-            } else {
-                snprintf(a, sizeof a, "model.layers.%d.self_attn.q_proj", l);
-                snprintf(b, sizeof b, "model.layers.%d.self_attn.k_proj", l);
-                snprintf(d, sizeof d, "model.layers.%d.self_attn.v_proj", l);
-                const char *n3[3] = {a, b, d};
-                int o3[3] = {q, kv, kv};
-                if (add_linear(m, &ly->lin[LIN_QKV], 3, n3, o3, C, c->attn_bias, 0)) return -1;
-            }
-            if (c->qk_norm) {
-                int all = c->qk_norm == AL_QK_ALL;
-                snprintf(a, sizeof a, "model.layers.%d.self_attn.q_norm.weight", l);
-                if ((ly->qn_w = add_param(m, a, all ? q : c->HD, 0, 0)) < 0) return -1;
-                snprintf(a, sizeof a, "model.layers.%d.self_attn.k_norm.weight", l);
-                if ((ly->kn_w = add_param(m, a, all ? kv : c->HD, 0, 0)) < 0) return -1;
-            }
-            snprintf(a, sizeof a, "model.layers.%d.self_attn.o_proj", l);
-            const char *no[1] = {a};
-            int o1[1] = {C};
-            if (add_linear(m, &ly->lin[LIN_O], 1, no, o1, q, c->o_bias, 0)) return -1;
-            snprintf(a, sizeof a, "model.layers.%d.post_attention_layernorm.weight", l);
-            if (c->post_norm) {
-                if ((ly->pa_w = add_param(m, a, C, 0, 0)) < 0) return -1;
-                if (!c->no_pre_norm) {
-                    snprintf(a, sizeof a, "model.layers.%d.pre_feedforward_layernorm.weight", l);
-                    if ((ly->ln2_w = add_param(m, a, C, 0, 0)) < 0) return -1;
-                }
-            } else if ((ly->ln2_w = add_param(m, a, C, 0, 0)) < 0) {
-                return -1;
-            }
-            if (c->fused_proj) {
-                snprintf(a, sizeof a, "model.layers.%d.mlp.gate_up_proj", l);
-                const char *n1[1] = {a};
-                int o2[1] = {2 * c->FF};
-                if (add_linear(m, &ly->lin[LIN_UP], 1, n1, o2, C, c->mlp_bias, 0)) return -1;
-            } else {
-                snprintf(a, sizeof a, "model.layers.%d.mlp.gate_proj", l);
-                snprintf(b, sizeof b, "model.layers.%d.mlp.up_proj", l);
-                const char *n2[2] = {a, b};
-                int o2[2] = {c->FF, c->FF};
-                if (add_linear(m, &ly->lin[LIN_UP], 2, n2, o2, C, c->mlp_bias, 0)) return -1;
-            }
-            snprintf(a, sizeof a, "model.layers.%d.mlp.down_proj", l);
-            if (add_linear(m, &ly->lin[LIN_DOWN], 1, no, o1, c->FF, c->mlp_bias, 0)) return -1;
-            if (c->post_norm) {
-                snprintf(a, sizeof a, "model.layers.%d.post_feedforward_layernorm.weight", l);
-                if ((ly->pf_w = add_param(m, a, C, 0, 0)) < 0) return -1;
-            }
+            if (build_gpt2_layer(m, ly, l)) return -1;
+        } else if (build_llama_layer(m, ly, l)) {
+            return -1;
         }
     }
     m->build_layer = -1;
@@ -258,44 +319,7 @@ static int build_params(al_model *m) {
     }
 
     /* LoRA adapters after the base, so the base's fused runs stay adjacent. */
-    const al_lora_cfg *lc = &m->lora_cfg;
-    if (lc->r > 0) {
-        lora_site sites[8] = {{{0}, 0, 0, 0, 0}};
-        int cap = 0;
-        for (int l = 0; l < c->n_layers; l++) {
-            int ns = layer_sites(m, l, sites);
-            for (int s = 0; s < ns; s++) {
-                if (!lora_targets(lc, sites[s].module)) continue;
-                if (m->n_lora == cap) {
-                    cap = cap ? 2 * cap : 16;
-                    al_lora_mod *nl = realloc(m->lora, (size_t)cap * sizeof *nl);
-                    if (!nl) return -1;
-                    m->lora = nl;
-                }
-                al_lora_mod *lm = &m->lora[m->n_lora];
-                lm->layer = l;
-                lm->lin = sites[s].lin;
-                lm->off = sites[s].off;
-                lm->out = sites[s].out;
-                lm->in = sites[s].in;
-                snprintf(lm->module, sizeof lm->module, "%s", sites[s].module);
-                snprintf(a, sizeof a, "%s.lora_A.weight", sites[s].module);
-                m->build_layer = l;
-                if ((lm->pA = add_param(m, a, lc->r, lm->in, 0)) < 0) return -1;
-                snprintf(a, sizeof a, "%s.lora_B.weight", sites[s].module);
-                if ((lm->pB = add_param(m, a, lm->out, lc->r, 0)) < 0) return -1;
-                m->params[lm->pA].lora = m->params[lm->pB].lora = 1;
-                m->n_lora++;
-            }
-        }
-        m->build_layer = -1;
-        /* Adapters of one map are consecutive (sites are ordered by map). */
-        for (int k = 0; k < m->n_lora; k++) {
-            al_linear *L = &m->layers[m->lora[k].layer].lin[m->lora[k].lin];
-            if (L->n_lora == 0) L->first_lora = k;
-            L->n_lora++;
-        }
-    }
+    if (m->lora_cfg.r > 0 && build_lora(m)) return -1;
     return 0;
 }
 

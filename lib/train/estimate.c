@@ -289,35 +289,26 @@ static const char *data_method(const char *m) {
     return m;
 }
 
-int al_job_estimate(const al_job *job, al_estimate *out, al_error *err) {
-    if (!strcmp(job->method, "clean_data")) {
-        /* no model: the file's bytes a few times over (rows, report, output) */
-        memset(out, 0, sizeof *out);
-        clean_estimate(job->training_file, out);
-        return AL_OK;
-    }
-    al_model_config cfg;
-    char e2[AL_ERRLEN] = "";
-    int rc = model_config(job->model, &cfg, e2);
-    if (rc) return al_fail_as(err, rc, "model", e2);
-    /* sampling jobs (generate_preferences, evaluate, critique_revise) train
-     * nothing; RL methods generate completions and score them */
-    const al_objective_ops *ops = al_objective_find(job->method);
-    int data_job = al_method_is_data(job->method), rl = al_method_is_rl(job->method);
-    if (!ops && !data_job) return AL_FAIL(err, AL_EINVAL, "method", "unknown '%s'", job->method);
-    int score = !strcmp(job->method, "reward_model");
-    al_estimate e;
-    memset(&e, 0, sizeof e);
-    e.parameters = al_config_num_params(&cfg, score);
-    e.trainable_parameters = data_job ? 0
-                             : job->use_lora ? lora_params(&cfg, &job->lora) + (score ? (size_t)cfg.C : 0)
-                                             : e.parameters;
+/* What an estimate derives from a job before it counts. */
+typedef struct est_job {
+    const al_objective_ops *ops; /* NULL for the sampling jobs */
+    int data_job, rl, pair;
+    int gens;          /* completions per prompt (1 outside RL and sampling) */
+    int gen_len;       /* new tokens per completion (0 outside RL and sampling) */
+    int ref_forward;   /* a reference model scores the rows */
+    double tok_per_ex; /* tokens per example */
+    int max_seq;       /* the longest row */
+} est_job;
 
-    /* data: examples and tokens */
+/* The examples of the job's task or files (e->examples), their tokens per
+ * example and longest row (x->tok_per_ex, x->max_seq). */
+static int count_data(const al_job *job, est_job *x, al_estimate *e, al_error *err) {
+    char e2[AL_ERRLEN] = "";
     char tdir[AL_PATH_MAX];
     snprintf(tdir, sizeof tdir, "%s", job->model);
     al_tok *tok = NULL;
     al_chat *chat = NULL;
+    int rc;
     if ((rc = al_tok_load(&tok, tdir, e2))) return al_fail_as(err, rc, "model", e2);
     if ((rc = al_chat_new(&chat, tok, job->chat_template, e2))) {
         al_tok_free(tok);
@@ -327,10 +318,7 @@ int al_job_estimate(const al_job *job, al_estimate *out, al_error *err) {
     char field[AL_FIELDLEN] = "model";
     double tok_per_ex = 0;
     int max_seq = 0;
-    int pair = ops && ops->batch == AL_BATCH_PAIR;
-    int gens = (rl || data_job) && job->hp.num_generations > 0 ? job->hp.num_generations : 1;
-    /* RL and sampling: each prompt is continued gens times, up to max_completion_length new tokens */
-    int gen_len = rl || data_job ? (job->hp.max_completion_length > 0 ? job->hp.max_completion_length : 0) : 0;
+    int pair = x->pair, gens = x->gens, gen_len = x->gen_len;
     if (job->task[0]) {
         long n = job->task_rows < 256 ? job->task_rows : 256;
         double sum = 0;
@@ -346,7 +334,7 @@ int al_job_estimate(const al_job *job, al_estimate *out, al_error *err) {
             }
             al_seq_deinit(&s);
         }
-        e.examples = job->task_rows;
+        e->examples = job->task_rows;
         tok_per_ex = n ? sum / (double)n : 0;
     } else {
         /* training_file, or each of training_files: an epoch is all their
@@ -370,7 +358,7 @@ int al_job_estimate(const al_job *job, al_estimate *out, al_error *err) {
                     sum += (double)len * (pair ? 1 : gens);
                     if (len > max_seq) max_seq = len;
                 }
-            e.examples += ds->n_ex;
+            e->examples += ds->n_ex;
             double share = job->n_train_files ? job->train_files[f].weight / wsum : 1;
             if (ds->n_ex) tok_per_ex += share * sum / ds->n_ex;
             al_dataset_free(ds);
@@ -379,17 +367,16 @@ int al_job_estimate(const al_job *job, al_estimate *out, al_error *err) {
     al_chat_free(chat);
     al_tok_free(tok);
     if (rc) return al_fail_as(err, rc, field, e2);
-    if (!gen_len && max_seq > job->hp.max_length) max_seq = job->hp.max_length;
-    if (max_seq < 2) max_seq = 2;
-    if (cfg.max_T > 0 && max_seq > cfg.max_T) max_seq = cfg.max_T;
-    long per_epoch = (e.examples + job->hp.batch_size - 1) / job->hp.batch_size;
-    e.steps = data_job ? 0 : job->hp.max_steps >= 0 ? job->hp.max_steps : per_epoch * job->hp.n_epochs;
-    double ex_seen = data_job ? (double)e.examples : (double)e.steps * job->hp.batch_size;
-    e.tokens = ex_seen * tok_per_ex;
-    e.max_seq = max_seq;
+    x->tok_per_ex = tok_per_ex;
+    x->max_seq = max_seq;
+    return AL_OK;
+}
 
-    /* memory */
-    size_t P = e.parameters, Tr = e.trainable_parameters;
+/* Peak bytes: weights, gradients and moments, activations, the models
+ * scoring beside the policy. */
+static size_t memory_need(const al_job *job, const al_model_config *cfg, const est_job *x, const al_estimate *e) {
+    int pair = x->pair, gens = x->gens, data_job = x->data_job, rl = x->rl;
+    size_t P = e->parameters, Tr = e->trainable_parameters;
     int bf16 = job->hp.mixed_precision == AL_MP_BF16;
     /* bf16: frozen matrices held in bf16 alone, trained ones keep an fp32
      * master beside their bf16 copy */
@@ -397,33 +384,41 @@ int al_job_estimate(const al_job *job, al_estimate *out, al_error *err) {
     size_t frozen_w = bf16 ? 2 * P : 4 * P;
     size_t train = 4 * 3 * Tr;                        /* grads + AdamW m, v */
     size_t rows = (size_t)job->hp.micro_batch_size * (size_t)(pair ? 2 : gens);
-    size_t T = (size_t)max_seq, C = (size_t)cfg.C, L = (size_t)cfg.n_layers;
+    size_t T = (size_t)x->max_seq, C = (size_t)cfg->C, L = (size_t)cfg->n_layers;
     /* + the families' extra saved tensors: branch outputs before their
      * post-norms, q|k before their norms; attention keeps one log-sum-exp
      * per row and head (flash attention) */
-    size_t extra = (cfg.post_norm ? 2 * C : 0) +
-                   (cfg.qk_norm ? (size_t)(cfg.NH + cfg.NKV) * (size_t)cfg.HD : 0);
-    size_t act_layer = rows * T * (12 * C + 2 * (size_t)cfg.FF + extra) + rows * (size_t)cfg.NH * T;
-    size_t act = 4 * (L * act_layer + rows * T * (size_t)cfg.V * 2);
+    size_t extra = (cfg->post_norm ? 2 * C : 0) +
+                   (cfg->qk_norm ? (size_t)(cfg->NH + cfg->NKV) * (size_t)cfg->HD : 0);
+    size_t act_layer = rows * T * (12 * C + 2 * (size_t)cfg->FF + extra) + rows * (size_t)cfg->NH * T;
+    size_t act = 4 * (L * act_layer + rows * T * (size_t)cfg->V * 2);
     size_t ref = 0;
-    int ref_forward = ops && ops->needs_ref && (!job->hp.precompute_ref_log_probs || job->ref_model[0] || rl);
-    if (ref_forward && !job->use_lora) ref = frozen_w;  /* a frozen copy while it scores */
+    if (x->ref_forward && !job->use_lora) ref = frozen_w;  /* a frozen copy while it scores */
     /* reward models, a judge, a separate critic: one more model each (the
      * policy's size is the estimate when their configs are not read) */
     size_t others = (size_t)job->reward.n_reward_models + (job->reward.judge_model[0] ? 1 : 0) +
                     (job->model_b[0] ? 1 : 0);
     size_t other_w = job->reward.bf16 ? 2 * P : 4 * P;
     size_t critic = rl && job->critic == AL_CRITIC_SEPARATE ? 3 * 4 * P + weights : 0;
-    e.memory_bytes = weights + train + act + ref + others * other_w + critic + ((size_t)64 << 20);
+    return weights + train + act + ref + others * other_w + critic + ((size_t)64 << 20);
+}
 
-    /* time: one optimiser step from this machine's measured rates */
-    if (!data_job && e.steps > 0) {
+/* Seconds per step and in all (e->seconds_per_step, e->seconds), from this
+ * machine's measured rates. */
+static int time_need(const al_job *job, const al_model_config *cfg, const est_job *x, al_estimate *e,
+                     al_error *err) {
+    char e2[AL_ERRLEN] = "";
+    int rc, pair = x->pair, gens = x->gens, gen_len = x->gen_len, rl = x->rl, max_seq = x->max_seq;
+    int ref_forward = x->ref_forward;
+    double tok_per_ex = x->tok_per_ex;
+    int bf16 = job->hp.mixed_precision == AL_MP_BF16;
+    if (!x->data_job && e->steps > 0) {
         int per_step = job->hp.batch_size * (pair ? 2 : 1);
         double tok_ex = tok_per_ex / (pair ? 2 : gens);
         int Tavg = (int)ceil(tok_ex > 2 ? tok_ex : 2);
         if (Tavg > max_seq) Tavg = max_seq;
         double step = 0;
-        if ((rc = al_estimate_step(&cfg, job->use_lora ? &job->lora : NULL, bf16, per_step, Tavg,
+        if ((rc = al_estimate_step(cfg, job->use_lora ? &job->lora : NULL, bf16, per_step, Tavg,
                                    ref_forward && !job->hp.precompute_ref_log_probs ? per_step : 0, &step,
                                    e2)))
             return al_fail_as(err, rc, "model", e2);
@@ -432,25 +427,74 @@ int al_job_estimate(const al_job *job, al_estimate *out, al_error *err) {
              * re-reads the weights per token: counted three times a training
              * forward's per-token cost, a rough figure) */
             double fwd1 = 0;
-            if ((rc = al_estimate_step(&cfg, job->use_lora ? &job->lora : NULL, bf16, 0, Tavg, 1, &fwd1,
+            if ((rc = al_estimate_step(cfg, job->use_lora ? &job->lora : NULL, bf16, 0, Tavg, 1, &fwd1,
                                        e2)))
                 return al_fail_as(err, rc, "model", e2);
             step += 3.0 * fwd1 / Tavg * (double)gen_len * job->hp.batch_size;
         }
-        e.seconds_per_step = step;
-        e.seconds = step * (double)e.steps;
+        e->seconds_per_step = step;
+        e->seconds = step * (double)e->steps;
         if (ref_forward && job->hp.precompute_ref_log_probs && !rl) {
             double once = 0; /* scoring the data once with the reference */
-            if ((rc = al_estimate_step(&cfg, NULL, bf16, 0, Tavg, 1, &once, e2))) return al_fail_as(err, rc, "model", e2);
-            e.seconds += once * (double)e.examples * (pair ? 2 : 1);
+            if ((rc = al_estimate_step(cfg, NULL, bf16, 0, Tavg, 1, &once, e2))) return al_fail_as(err, rc, "model", e2);
+            e->seconds += once * (double)e->examples * (pair ? 2 : 1);
         }
-    } else if (data_job) {
+    } else if (x->data_job) {
         double fwd1 = 0;
         int Tavg = (int)ceil(tok_per_ex > 2 ? tok_per_ex / gens : 2);
         if (Tavg > max_seq) Tavg = max_seq;
-        if ((rc = al_estimate_step(&cfg, NULL, bf16, 0, Tavg, 1, &fwd1, e2))) return al_fail_as(err, rc, "model", e2);
-        e.seconds = 3.0 * fwd1 / Tavg * (double)(gen_len > 0 ? gen_len : 1) * (double)e.examples * gens;
+        if ((rc = al_estimate_step(cfg, NULL, bf16, 0, Tavg, 1, &fwd1, e2))) return al_fail_as(err, rc, "model", e2);
+        e->seconds = 3.0 * fwd1 / Tavg * (double)(gen_len > 0 ? gen_len : 1) * (double)e->examples * gens;
     }
+    return AL_OK;
+}
+
+int al_job_estimate(const al_job *job, al_estimate *out, al_error *err) {
+    if (!strcmp(job->method, "clean_data")) {
+        /* no model: the file's bytes a few times over (rows, report, output) */
+        memset(out, 0, sizeof *out);
+        clean_estimate(job->training_file, out);
+        return AL_OK;
+    }
+    al_model_config cfg;
+    char e2[AL_ERRLEN] = "";
+    int rc = model_config(job->model, &cfg, e2);
+    if (rc) return al_fail_as(err, rc, "model", e2);
+    /* sampling jobs (generate_preferences, evaluate, critique_revise) train
+     * nothing; RL methods generate completions and score them */
+    est_job x = {.ops = al_objective_find(job->method), .data_job = al_method_is_data(job->method),
+                 .rl = al_method_is_rl(job->method)};
+    const al_objective_ops *ops = x.ops;
+    int data_job = x.data_job, rl = x.rl;
+    if (!ops && !data_job) return AL_FAIL(err, AL_EINVAL, "method", "unknown '%s'", job->method);
+    int score = !strcmp(job->method, "reward_model");
+    al_estimate e;
+    memset(&e, 0, sizeof e);
+    e.parameters = al_config_num_params(&cfg, score);
+    e.trainable_parameters = data_job ? 0
+                             : job->use_lora ? lora_params(&cfg, &job->lora) + (score ? (size_t)cfg.C : 0)
+                                             : e.parameters;
+
+    /* data: examples and tokens */
+    x.pair = ops && ops->batch == AL_BATCH_PAIR;
+    x.gens = (rl || data_job) && job->hp.num_generations > 0 ? job->hp.num_generations : 1;
+    /* RL and sampling: each prompt is continued gens times, up to max_completion_length new tokens */
+    x.gen_len = rl || data_job ? (job->hp.max_completion_length > 0 ? job->hp.max_completion_length : 0) : 0;
+    if ((rc = count_data(job, &x, &e, err))) return rc;
+    int max_seq = x.max_seq;
+    if (!x.gen_len && max_seq > job->hp.max_length) max_seq = job->hp.max_length;
+    if (max_seq < 2) max_seq = 2;
+    if (cfg.max_T > 0 && max_seq > cfg.max_T) max_seq = cfg.max_T;
+    x.max_seq = max_seq;
+    long per_epoch = (e.examples + job->hp.batch_size - 1) / job->hp.batch_size;
+    e.steps = data_job ? 0 : job->hp.max_steps >= 0 ? job->hp.max_steps : per_epoch * job->hp.n_epochs;
+    double ex_seen = data_job ? (double)e.examples : (double)e.steps * job->hp.batch_size;
+    e.tokens = ex_seen * x.tok_per_ex;
+    e.max_seq = max_seq;
+
+    x.ref_forward = ops && ops->needs_ref && (!job->hp.precompute_ref_log_probs || job->ref_model[0] || rl);
+    e.memory_bytes = memory_need(job, &cfg, &x, &e);
+    if ((rc = time_need(job, &cfg, &x, &e, err))) return rc;
     *out = e;
     return AL_OK;
 }

@@ -741,8 +741,8 @@ static int parse_reward(al_job *j, const json_t *v, al_error *err) {
 static int check_rl(al_job *j, const json_t *o, al_error *err) {
     al_hparams *hp = &j->hp;
     const char *m = j->method;
-    int needs_reward = al_method_is_rl(m) || !strcmp(m, "generate_preferences");
-    if (needs_reward && !j->has_reward)
+    unsigned takes = al_method_find(m)->takes;
+    if ((takes & AL_NEEDS_REWARD) && !j->has_reward)
         return AL_FAIL(err, AL_EINVAL, "reward", "is required for %s (e.g. {\"verifiable\": 1.0})", m);
     if ((!strcmp(m, "grpo") || !strcmp(m, "rloo") || !strcmp(m, "generate_preferences")) &&
         hp->num_generations < 2)
@@ -768,12 +768,13 @@ static int check_rl(al_job *j, const json_t *o, al_error *err) {
         const char *cs = json_string_value(c);
         if (!cs || (strcmp(cs, "shared_base") && strcmp(cs, "separate")))
             return AL_FAIL(err, AL_EINVAL, "critic", "must be \"shared_base\" or \"separate\"");
-        if (strcmp(m, "ppo")) return AL_FAIL(err, AL_EINVAL, "critic", "only ppo has a critic");
+        if (!(takes & AL_TAKES_CRITIC)) return AL_FAIL(err, AL_EINVAL, "critic", "only ppo has a critic");
         j->critic = !strcmp(cs, "shared_base") ? AL_CRITIC_SHARED_BASE : AL_CRITIC_SEPARATE;
         if (j->critic == AL_CRITIC_SHARED_BASE && !j->use_lora)
             return AL_FAIL(err, AL_EINVAL, "critic", "\"shared_base\" needs lora (the base is shared frozen)");
     }
-    if (j->critic_model[0] && strcmp(m, "ppo")) return AL_FAIL(err, AL_EINVAL, "critic_model", "only ppo has a critic");
+    if (j->critic_model[0] && !(takes & AL_TAKES_CRITIC))
+        return AL_FAIL(err, AL_EINVAL, "critic_model", "only ppo has a critic");
     if (!strcmp(m, "evaluate")) {
         if (j->reward.format_regex[0] || j->reward.http_url[0])
             return AL_FAIL(err, AL_EINVAL, "reward.%s", "evaluate judges by a reward model, a judge or the grader "
@@ -786,7 +787,7 @@ static int check_rl(al_job *j, const json_t *o, al_error *err) {
         if (!j->model_b[0] && !prompts && !j->n_eval_tasks)
             return AL_FAIL(err, AL_EINVAL, "model_b", "is required (or prompts with answers for exact match only, or "
                            "eval_tasks)");
-    } else if (j->model_b[0]) {
+    } else if (j->model_b[0]) { /* AL_TAKES_MODEL_B: evaluate's alone */
         return AL_FAIL(err, AL_EINVAL, "model_b", "only evaluate compares two models");
     }
     if (!strcmp(m, "critique_revise") && !j->n_principles) {
@@ -888,6 +889,206 @@ int al_job_refs(json_t *desc, al_ref_fn fn, void *ud, al_error *err) {
     return AL_OK;
 }
 
+/* The job's method, found in the registry (*meth). */
+static int parse_method(al_job *j, const json_t *o, const al_method **meth, al_error *err) {
+    int rc = get_str(o, "method", "method", j->method, sizeof j->method, 1, err);
+    if (rc) return rc;
+    *meth = al_method_find(j->method);
+    if (!*meth) {
+        const char *names[32];
+        int n = 0;
+        for (const al_method *m = al_methods(); m->name && n < 31; m++) names[n++] = m->name;
+        names[n] = NULL;
+        char list[400];
+        return AL_FAIL(err, AL_EINVAL, "method", "'%s' is not one of %s", j->method,
+                       al_names_join(list, sizeof list, names, "", ", "));
+    }
+    return AL_OK;
+}
+
+/* The job's names of models, files and folders. */
+static int parse_names(al_job *j, const json_t *o, const al_method *meth, al_error *err) {
+    int rc;
+    if ((rc = get_str(o, "model", "model", j->model, sizeof j->model, meth->needs_model, err))) return rc;
+    if ((rc = get_str(o, "training_file", "training_file", j->training_file, sizeof j->training_file, 0, err)))
+        return rc;
+    if ((rc = get_str(o, "validation_file", "validation_file", j->validation_file,
+                      sizeof j->validation_file, 0, err)))
+        return rc;
+    if ((rc = get_str(o, "ref_model", "ref_model", j->ref_model, sizeof j->ref_model, 0, err))) return rc;
+    if ((rc = get_str(o, "output_dir", "output_dir", j->output_dir, sizeof j->output_dir, 0, err))) return rc;
+    if ((rc = get_str(o, "critic_model", "critic_model", j->critic_model, sizeof j->critic_model, 0, err)))
+        return rc;
+    return get_str(o, "model_b", "model_b", j->model_b, sizeof j->model_b, 0, err);
+}
+
+/* What the job learns from or samples with: rewards, principles, the
+ * dataset's columns, its files or built-in task. */
+static int parse_data(al_job *j, const json_t *o, al_error *err) {
+    int rc;
+    const json_t *rwd = json_object_get(o, "reward");
+    if (rwd && !json_is_null(rwd)) {
+        if (!al_method_is_rl(j->method) && !al_method_is_data(j->method))
+            return AL_FAIL(err, AL_EINVAL, "reward", "only ppo, grpo, rloo and the sampling jobs take rewards");
+        if ((rc = parse_reward(j, rwd, err))) return rc;
+    }
+    const json_t *prn = json_object_get(o, "principles");
+    if (prn && !json_is_null(prn) &&
+        (rc = parse_principles(prn, "principles", j->principles, &j->n_principles, err)))
+        return rc;
+    const json_t *dinfo = json_object_get(o, "dataset_info");
+    if (dinfo && !json_is_null(dinfo)) {
+        if ((rc = al_sharegpt_parse(dinfo, "dataset_info", &j->sharegpt, err))) return rc;
+        j->has_sharegpt = 1;
+    }
+    const json_t *tfs = json_object_get(o, "training_files");
+    if (tfs && !json_is_null(tfs)) {
+        if (j->training_file[0])
+            return AL_FAIL(err, AL_EINVAL, "training_files", "give either training_file or training_files, not both");
+        if ((rc = parse_train_files(j, tfs, err))) return rc;
+        /* a sampling job goes through its prompts once: no mixture to draw */
+        if (j->n_train_files && al_method_is_data(j->method))
+            return AL_FAIL(err, AL_EINVAL, "training_files", "mixing several files is for the training methods "
+                           "(sft, pretrain, reward_model, dpo, kto, orpo, simpo, ppo, grpo, rloo), not %s", j->method);
+    }
+    const json_t *task = json_object_get(o, "task");
+    if (task && !json_is_null(task)) {
+        if (j->training_file[0] || j->n_train_files)
+            return AL_FAIL(err, AL_EINVAL, "task", "give either %s or task, not both",
+                           j->n_train_files || tfs ? "training_files" : "training_file");
+        int split;
+        if ((rc = parse_task(task, "task", j->task, sizeof j->task, &j->task_rows, &j->task_seed, &split, err)))
+            return rc;
+        /* training draws from the train split, evaluation from the held-out one */
+        j->task_split = split >= 0 ? split : !strcmp(j->method, "evaluate") ? AL_SPLIT_TEST : AL_SPLIT_TRAIN;
+    } else if (!j->training_file[0] && !j->n_train_files &&
+               !(!strcmp(j->method, "evaluate") && json_array_size(json_object_get(o, "eval_tasks")))) {
+        return AL_FAIL(err, AL_EINVAL, "training_file", "is required (or training_files, or a built-in task)");
+    }
+    return AL_OK;
+}
+
+/* The seed and the hyper-parameters (own: their values when the registry
+ * row's field lives outside al_hparams), and what they must agree on. */
+static int parse_training(al_job *j, const json_t *o, const al_method *meth, hp_slot *own, al_error *err) {
+    const json_t *seed = json_object_get(o, "seed");
+    j->hp.seed = 42;
+    if (seed && !json_is_null(seed)) {
+        if (!json_is_integer(seed) || json_integer_value(seed) < 0)
+            return AL_FAIL(err, AL_EINVAL, "seed", "must be a non-negative integer");
+        j->hp.seed = (uint64_t)json_integer_value(seed);
+    }
+    int rc = parse_hparams(j, meth, json_object_get(o, "hyperparameters"), own, err);
+    if (rc) return rc;
+    al_hparams *hp = &j->hp;
+    if (hp->batch_size % hp->gradient_accumulation_steps)
+        return AL_FAIL(err, AL_EINVAL, "hyperparameters.gradient_accumulation_steps", "%d does not divide "
+                       "batch_size %d", hp->gradient_accumulation_steps, hp->batch_size);
+    hp->micro_batch_size = hp->batch_size / hp->gradient_accumulation_steps;
+    if (hp->micro_batch_size > AL_MAX_MICRO_BATCH)
+        return AL_FAIL(err, AL_EINVAL, "hyperparameters.batch_size", "%d rows per micro-batch (batch_size / "
+                       "gradient_accumulation_steps) is more than a micro-batch holds (%d): raise "
+                       "gradient_accumulation_steps to at least %d", hp->micro_batch_size, AL_MAX_MICRO_BATCH,
+                       (hp->batch_size + AL_MAX_MICRO_BATCH - 1) / AL_MAX_MICRO_BATCH);
+    if (hp->packing && strcmp(j->method, "sft") && strcmp(j->method, "pretrain"))
+        return AL_FAIL(err, AL_EINVAL, "hyperparameters.packing", "only sft and pretrain pack sequences");
+    /* TRL's KTOTrainer refuses both: its KL term comes from the other rows of
+     * a micro-batch, and its precomputed KL pairs need the dataset order */
+    if (!strcmp(j->method, "kto") && hp->micro_batch_size < 2)
+        return AL_FAIL(err, AL_EINVAL, "hyperparameters.batch_size", "kto estimates its KL term from the other "
+                       "examples of a micro-batch, so batch_size / gradient_accumulation_steps must be at "
+                       "least 2 (got %d)", hp->micro_batch_size);
+    if (!strcmp(j->method, "kto") && hp->group_by_length)
+        return AL_FAIL(err, AL_EINVAL, "hyperparameters.group_by_length", "kto trains in dataset order, "
+                       "which its KL pairs depend on");
+    return AL_OK;
+}
+
+/* The objective validates what it uses (beta > 0, loss types ...). */
+static int check_objective(al_job *j, const al_method *meth, al_error *err) {
+    const al_objective_ops *ops = meth->objective;
+    void *state = NULL;
+    int rc;
+    if (ops && (rc = ops->create(&j->hp, &state, err))) {
+        /* the objective names its fields without the object they are in */
+        if (err && err->field[0] && strncmp(err->field, "hyperparameters.", 16)) {
+            char f[AL_FIELDLEN + 16], m[AL_ERRLEN + 16];
+            snprintf(f, sizeof f, "hyperparameters.%s", err->field);
+            snprintf(m, sizeof m, "hyperparameters.%s", err->msg);
+            al_fail_as(err, rc, f, m);
+        }
+        return rc;
+    }
+    if (ops) ops->destroy(state);
+    return AL_OK;
+}
+
+/* The chat template and the data filters (hygiene), which clean_data needs. */
+static int parse_text_options(al_job *j, const json_t *o, al_error *err) {
+    int rc;
+    const json_t *ct = json_object_get(o, "chat_template");
+    if (ct && !json_is_null(ct) && (rc = parse_chat_template(ct, err))) return rc;
+    if (ct && !json_is_null(ct) && al_method_is_data(j->method))
+        return AL_FAIL(err, AL_EINVAL, "chat_template", "%s uses each model's own template (the one it was "
+                       "trained with)", j->method);
+    const json_t *hy = json_object_get(o, "hygiene");
+    if (hy && !json_is_null(hy)) {
+        /* an evaluation measures its file as given */
+        if (!strcmp(j->method, "evaluate"))
+            return AL_FAIL(err, AL_EINVAL, "hygiene", "filters what a job trains on or generates from; evaluate "
+                           "measures its file as given (clean it with a clean_data job first)");
+        if ((rc = al_hygiene_parse(hy, &j->hygiene, err))) return rc;
+    }
+    if (!strcmp(j->method, "clean_data")) { /* filters a file */
+        if (!al_hygiene_any(&j->hygiene))
+            return AL_FAIL(err, AL_EINVAL, "hygiene", "clean_data needs at least one filter (near_duplicates, "
+                           "decontaminate, min_words, max_words, languages)");
+        if (!j->training_file[0])
+            return AL_FAIL(err, AL_EINVAL, "training_file", "clean_data filters one file (training_file)");
+    }
+    return AL_OK;
+}
+
+/* The resolved description (j->resolved): o with every hyper-parameter, the
+ * seed, the tasks' splits and LoRA's settings as the job runs them. */
+static int resolve_json(al_job *j, const json_t *o, hp_slot *own, al_error *err) {
+    json_t *res = json_deep_copy(o);
+    json_t *h = json_object();
+    if (!res || !h) {
+        json_decref(res);
+        json_decref(h);
+        return al_failf(err, AL_ENOMEM, "out of memory");
+    }
+    al_hparams *hp = &j->hp;
+    int n_specs;
+    const al_hp_spec *specs = al_hp_specs(&n_specs);
+    for (int i = 0; i < n_specs; i++)
+        json_object_set_new(h, specs[i].name, field_json(hp, field_at(hp, &own[i], &specs[i]), &specs[i]));
+    json_object_set_new(res, "hyperparameters", h);
+    json_object_set_new(res, "seed", json_integer((json_int_t)hp->seed));
+    /* the splits the built-in tasks resolved to */
+    json_t *rt = json_object_get(res, "task");
+    if (j->task[0] && json_is_object(rt))
+        json_object_set_new(rt, "split", json_string(al_task_split_name(j->task_split)));
+    json_t *ret = json_object_get(res, "eval_tasks");
+    for (int i = 0; i < j->n_eval_tasks; i++)
+        if (j->eval_tasks[i].task[0] && json_is_object(json_array_get(ret, (size_t)i)))
+            json_object_set_new(json_array_get(ret, (size_t)i), "split",
+                                json_string(al_task_split_name(j->eval_tasks[i].split)));
+    if (j->use_lora) {
+        json_t *l = json_pack("{s:i, s:f, s:f, s:s, s:b}", "r", j->lora.r, "alpha", (double)j->lora.alpha,
+                              "dropout", 0.0, "target_modules", j->lora.targets, "merge", j->lora_merge);
+        json_object_set_new(res, "lora", l);
+    }
+    j->resolved = res;
+    const json_t *ct = json_object_get(o, "chat_template");
+    if (ct && !json_is_null(ct)) {
+        const char *v = json_string_value(json_object_get(res, "chat_template"));
+        j->chat_template = al_chat_builtin(v) ? al_chat_builtin(v) : v;
+    }
+    return AL_OK;
+}
+
 int al_job_from_json(al_job *job, const json_t *o, al_error *err) {
     static const char *const keys[] = {"method", "model", "training_file", "validation_file", "task",
                                        "ref_model", "hyperparameters", "lora", "seed", "output_dir",
@@ -901,98 +1102,12 @@ int al_job_from_json(al_job *job, const json_t *o, al_error *err) {
     if (!json_is_object(o)) return AL_FAIL(err, AL_EINVAL, "job", "must be a JSON object");
     int rc = check_keys(o, "", keys, err);
     if (rc) return rc;
-    if ((rc = get_str(o, "method", "method", j.method, sizeof j.method, 1, err))) return rc;
-    const al_method *meth = al_method_find(j.method);
-    if (!meth) {
-        const char *names[32];
-        int n = 0;
-        for (const al_method *m = al_methods(); m->name && n < 31; m++) names[n++] = m->name;
-        names[n] = NULL;
-        char list[400];
-        return AL_FAIL(err, AL_EINVAL, "method", "'%s' is not one of %s", j.method,
-                       al_names_join(list, sizeof list, names, "", ", "));
-    }
-    int clean = !strcmp(j.method, "clean_data"); /* filters a file */
-    if ((rc = get_str(o, "model", "model", j.model, sizeof j.model, meth->needs_model, err))) return rc;
-    if ((rc = get_str(o, "training_file", "training_file", j.training_file, sizeof j.training_file, 0, err)))
-        return rc;
-    if ((rc = get_str(o, "validation_file", "validation_file", j.validation_file,
-                      sizeof j.validation_file, 0, err)))
-        return rc;
-    if ((rc = get_str(o, "ref_model", "ref_model", j.ref_model, sizeof j.ref_model, 0, err))) return rc;
-    if ((rc = get_str(o, "output_dir", "output_dir", j.output_dir, sizeof j.output_dir, 0, err))) return rc;
-    if ((rc = get_str(o, "critic_model", "critic_model", j.critic_model, sizeof j.critic_model, 0, err)))
-        return rc;
-    if ((rc = get_str(o, "model_b", "model_b", j.model_b, sizeof j.model_b, 0, err))) return rc;
-    const json_t *rwd = json_object_get(o, "reward");
-    if (rwd && !json_is_null(rwd)) {
-        if (!al_method_is_rl(j.method) && !al_method_is_data(j.method))
-            return AL_FAIL(err, AL_EINVAL, "reward", "only ppo, grpo, rloo and the sampling jobs take rewards");
-        if ((rc = parse_reward(&j, rwd, err))) return rc;
-    }
-    const json_t *prn = json_object_get(o, "principles");
-    if (prn && !json_is_null(prn) &&
-        (rc = parse_principles(prn, "principles", j.principles, &j.n_principles, err)))
-        return rc;
-    const json_t *dinfo = json_object_get(o, "dataset_info");
-    if (dinfo && !json_is_null(dinfo)) {
-        if ((rc = al_sharegpt_parse(dinfo, "dataset_info", &j.sharegpt, err))) return rc;
-        j.has_sharegpt = 1;
-    }
-    const json_t *tfs = json_object_get(o, "training_files");
-    if (tfs && !json_is_null(tfs)) {
-        if (j.training_file[0])
-            return AL_FAIL(err, AL_EINVAL, "training_files", "give either training_file or training_files, not both");
-        if ((rc = parse_train_files(&j, tfs, err))) return rc;
-        /* a sampling job goes through its prompts once: no mixture to draw */
-        if (j.n_train_files && al_method_is_data(j.method))
-            return AL_FAIL(err, AL_EINVAL, "training_files", "mixing several files is for the training methods "
-                           "(sft, pretrain, reward_model, dpo, kto, orpo, simpo, ppo, grpo, rloo), not %s", j.method);
-    }
-    const json_t *task = json_object_get(o, "task");
-    if (task && !json_is_null(task)) {
-        if (j.training_file[0] || j.n_train_files)
-            return AL_FAIL(err, AL_EINVAL, "task", "give either %s or task, not both",
-                           j.n_train_files || tfs ? "training_files" : "training_file");
-        int split;
-        if ((rc = parse_task(task, "task", j.task, sizeof j.task, &j.task_rows, &j.task_seed, &split, err)))
-            return rc;
-        /* training draws from the train split, evaluation from the held-out one */
-        j.task_split = split >= 0 ? split : !strcmp(j.method, "evaluate") ? AL_SPLIT_TEST : AL_SPLIT_TRAIN;
-    } else if (!j.training_file[0] && !j.n_train_files &&
-               !(!strcmp(j.method, "evaluate") && json_array_size(json_object_get(o, "eval_tasks")))) {
-        return AL_FAIL(err, AL_EINVAL, "training_file", "is required (or training_files, or a built-in task)");
-    }
-    const json_t *seed = json_object_get(o, "seed");
-    j.hp.seed = 42;
-    if (seed && !json_is_null(seed)) {
-        if (!json_is_integer(seed) || json_integer_value(seed) < 0)
-            return AL_FAIL(err, AL_EINVAL, "seed", "must be a non-negative integer");
-        j.hp.seed = (uint64_t)json_integer_value(seed);
-    }
+    const al_method *meth;
+    if ((rc = parse_method(&j, o, &meth, err))) return rc;
+    if ((rc = parse_names(&j, o, meth, err))) return rc;
+    if ((rc = parse_data(&j, o, err))) return rc;
     hp_slot own[AL_HP_MAX];
-    if ((rc = parse_hparams(&j, meth, json_object_get(o, "hyperparameters"), own, err))) return rc;
-    al_hparams *hp = &j.hp;
-    if (hp->batch_size % hp->gradient_accumulation_steps)
-        return AL_FAIL(err, AL_EINVAL, "hyperparameters.gradient_accumulation_steps", "%d does not divide "
-                       "batch_size %d", hp->gradient_accumulation_steps, hp->batch_size);
-    hp->micro_batch_size = hp->batch_size / hp->gradient_accumulation_steps;
-    if (hp->micro_batch_size > AL_MAX_MICRO_BATCH)
-        return AL_FAIL(err, AL_EINVAL, "hyperparameters.batch_size", "%d rows per micro-batch (batch_size / "
-                       "gradient_accumulation_steps) is more than a micro-batch holds (%d): raise "
-                       "gradient_accumulation_steps to at least %d", hp->micro_batch_size, AL_MAX_MICRO_BATCH,
-                       (hp->batch_size + AL_MAX_MICRO_BATCH - 1) / AL_MAX_MICRO_BATCH);
-    if (hp->packing && strcmp(j.method, "sft") && strcmp(j.method, "pretrain"))
-        return AL_FAIL(err, AL_EINVAL, "hyperparameters.packing", "only sft and pretrain pack sequences");
-    /* TRL's KTOTrainer refuses both: its KL term comes from the other rows of
-     * a micro-batch, and its precomputed KL pairs need the dataset order */
-    if (!strcmp(j.method, "kto") && hp->micro_batch_size < 2)
-        return AL_FAIL(err, AL_EINVAL, "hyperparameters.batch_size", "kto estimates its KL term from the other "
-                       "examples of a micro-batch, so batch_size / gradient_accumulation_steps must be at "
-                       "least 2 (got %d)", hp->micro_batch_size);
-    if (!strcmp(j.method, "kto") && hp->group_by_length)
-        return AL_FAIL(err, AL_EINVAL, "hyperparameters.group_by_length", "kto trains in dataset order, "
-                       "which its KL pairs depend on");
+    if ((rc = parse_training(&j, o, meth, own, err))) return rc;
     const json_t *lora = json_object_get(o, "lora");
     if (lora && !json_is_null(lora)) {
         if (!json_is_object(lora)) return AL_FAIL(err, AL_EINVAL, "lora", "must be an object or null");
@@ -1002,75 +1117,9 @@ int al_job_from_json(al_job *job, const json_t *o, al_error *err) {
     if (et && !json_is_null(et) && (rc = parse_eval_tasks(&j, et, err))) return rc;
     if ((rc = parse_resources(&j, o, err))) return rc;
     if ((al_method_is_rl(j.method) || al_method_is_data(j.method)) && (rc = check_rl(&j, o, err))) return rc;
-    /* The objective validates what it uses (beta > 0, loss types ...). */
-    const al_objective_ops *ops = meth->objective;
-    void *state = NULL;
-    if (ops && (rc = ops->create(&j.hp, &state, err))) {
-        /* the objective names its fields without the object they are in */
-        if (err && err->field[0] && strncmp(err->field, "hyperparameters.", 16)) {
-            char f[AL_FIELDLEN + 16], m[AL_ERRLEN + 16];
-            snprintf(f, sizeof f, "hyperparameters.%s", err->field);
-            snprintf(m, sizeof m, "hyperparameters.%s", err->msg);
-            al_fail_as(err, rc, f, m);
-        }
-        return rc;
-    }
-    if (ops) ops->destroy(state);
-
-    const json_t *ct = json_object_get(o, "chat_template");
-    if (ct && !json_is_null(ct) && (rc = parse_chat_template(ct, err))) return rc;
-    if (ct && !json_is_null(ct) && al_method_is_data(j.method))
-        return AL_FAIL(err, AL_EINVAL, "chat_template", "%s uses each model's own template (the one it was "
-                       "trained with)", j.method);
-    const json_t *hy = json_object_get(o, "hygiene");
-    if (hy && !json_is_null(hy)) {
-        /* an evaluation measures its file as given */
-        if (!strcmp(j.method, "evaluate"))
-            return AL_FAIL(err, AL_EINVAL, "hygiene", "filters what a job trains on or generates from; evaluate "
-                           "measures its file as given (clean it with a clean_data job first)");
-        if ((rc = al_hygiene_parse(hy, &j.hygiene, err))) return rc;
-    }
-    if (clean) {
-        if (!al_hygiene_any(&j.hygiene))
-            return AL_FAIL(err, AL_EINVAL, "hygiene", "clean_data needs at least one filter (near_duplicates, "
-                           "decontaminate, min_words, max_words, languages)");
-        if (!j.training_file[0])
-            return AL_FAIL(err, AL_EINVAL, "training_file", "clean_data filters one file (training_file)");
-    }
-
-    /* the resolved description */
-    json_t *res = json_deep_copy(o);
-    json_t *h = json_object();
-    if (!res || !h) {
-        json_decref(res);
-        json_decref(h);
-        return al_failf(err, AL_ENOMEM, "out of memory");
-    }
-    int n_specs;
-    const al_hp_spec *specs = al_hp_specs(&n_specs);
-    for (int i = 0; i < n_specs; i++)
-        json_object_set_new(h, specs[i].name, field_json(hp, field_at(hp, &own[i], &specs[i]), &specs[i]));
-    json_object_set_new(res, "hyperparameters", h);
-    json_object_set_new(res, "seed", json_integer((json_int_t)hp->seed));
-    /* the splits the built-in tasks resolved to */
-    json_t *rt = json_object_get(res, "task");
-    if (j.task[0] && json_is_object(rt))
-        json_object_set_new(rt, "split", json_string(al_task_split_name(j.task_split)));
-    json_t *ret = json_object_get(res, "eval_tasks");
-    for (int i = 0; i < j.n_eval_tasks; i++)
-        if (j.eval_tasks[i].task[0] && json_is_object(json_array_get(ret, (size_t)i)))
-            json_object_set_new(json_array_get(ret, (size_t)i), "split",
-                                json_string(al_task_split_name(j.eval_tasks[i].split)));
-    if (j.use_lora) {
-        json_t *l = json_pack("{s:i, s:f, s:f, s:s, s:b}", "r", j.lora.r, "alpha", (double)j.lora.alpha,
-                              "dropout", 0.0, "target_modules", j.lora.targets, "merge", j.lora_merge);
-        json_object_set_new(res, "lora", l);
-    }
-    j.resolved = res;
-    if (ct && !json_is_null(ct)) {
-        const char *v = json_string_value(json_object_get(res, "chat_template"));
-        j.chat_template = al_chat_builtin(v) ? al_chat_builtin(v) : v;
-    }
+    if ((rc = check_objective(&j, meth, err))) return rc;
+    if ((rc = parse_text_options(&j, o, err))) return rc;
+    if ((rc = resolve_json(&j, o, own, err))) return rc;
     *job = j;
     return AL_OK;
 }

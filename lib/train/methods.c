@@ -89,6 +89,17 @@ static const al_hp_override t_ppo[] = {
     {"temperature", 1.0, NULL, 0},    {"max_grad_norm", 10, NULL, 0},
     {"lr_scheduler_type", AL_SCHED_CONSTANT, NULL, 0}, {NULL, 0, NULL, 0}};
 
+/* what RL and generate_preferences take: rewards (required), a judge, shaping */
+#define T_RL (AL_TAKES_REWARD | AL_NEEDS_REWARD | AL_TAKES_JUDGE | AL_TAKES_SHAPING)
+
+/* The registry test build (tests/browser) gives SFT a reference model: the
+ * form must show the field from the registry alone. */
+#ifdef AL_METHODS_PROBE
+#define SFT_TAKES AL_TAKES_REF_MODEL
+#else
+#define SFT_TAKES 0
+#endif
+
 #define SUPERVISED "Supervised"
 #define PREFERENCE "Preference"
 #define RL_GROUP "Reinforcement learning"
@@ -99,58 +110,60 @@ static const al_hp_override t_ppo[] = {
 static const al_method g_methods[M_COUNT + 1] = {
     [M_PRETRAIN] = {"pretrain", AL_METHOD_TRAIN, 1, SUPERVISED, "Pretraining — continued language modelling",
                     "Next-token prediction on every token of raw text.", "text rows", &al_obj_pretrain,
-                    d_pretrain, NULL},
+                    d_pretrain, NULL, 0},
     [M_SFT] = {"sft", AL_METHOD_TRAIN, 1, SUPERVISED, "SFT — supervised fine-tuning",
                "Teaches the model to imitate the completions or assistant turns in the data (cross-entropy on "
                "the target tokens).",
-               "text, messages or prompt/completion rows", &al_obj_sft, d_sft, NULL},
+               "text, messages or prompt/completion rows", &al_obj_sft, d_sft, NULL, SFT_TAKES},
     [M_REWARD_MODEL] = {"reward_model", AL_METHOD_TRAIN, 1, "Reward", "Reward model",
                         "Trains a scalar head to score the chosen response above the rejected one "
                         "(Bradley–Terry). Its output can reward PPO, GRPO and RLOO.",
                         "prompt/chosen/rejected pairs, rankings or ratings", &al_obj_reward_model, d_reward_model,
-                        NULL},
+                        NULL, 0},
     [M_DPO] = {"dpo", AL_METHOD_TRAIN, 1, PREFERENCE, "DPO — direct preference optimisation",
                "Raises the chosen response's likelihood relative to the rejected one, measured against a frozen "
                "reference; no reward model needed. loss_type picks IPO, hinge, robust and the other variants.",
-               PAIRS, &al_obj_dpo, NULL, NULL},
+               PAIRS, &al_obj_dpo, NULL, NULL, AL_TAKES_REF_MODEL},
     [M_KTO] = {"kto", AL_METHOD_TRAIN, 1, PREFERENCE, "KTO — unpaired preferences",
                "Learns from thumbs-up / thumbs-down examples that need not come in pairs.",
-               "prompt/completion/label rows (label true = desirable)", &al_obj_kto, NULL, NULL},
+               "prompt/completion/label rows (label true = desirable)", &al_obj_kto, NULL, NULL, AL_TAKES_REF_MODEL},
     [M_ORPO] = {"orpo", AL_METHOD_TRAIN, 1, PREFERENCE, "ORPO — odds-ratio preference optimisation",
                 "SFT on the chosen response plus an odds-ratio penalty on the rejected one; no reference model.",
-                PAIRS, &al_obj_orpo, NULL, NULL},
+                PAIRS, &al_obj_orpo, NULL, NULL, 0},
     [M_SIMPO] = {"simpo", AL_METHOD_TRAIN, 1, PREFERENCE, "SimPO — simple preference optimisation",
                  "Length-normalised log-likelihood margin with a target margin gamma; no reference model.", PAIRS,
-                 &al_obj_simpo, d_simpo, NULL},
+                 &al_obj_simpo, d_simpo, NULL, 0},
     [M_PPO] = {"ppo", AL_METHOD_RL, 1, RL_GROUP, "PPO — proximal policy optimisation",
                "Samples responses, scores them with the reward sources, and updates the policy with a clipped "
                "surrogate while a per-token KL penalty keeps it near the reference. Uses a critic (value head).",
-               "prompt rows (+ answer for a verifiable reward) or a built-in task", &al_obj_ppo, d_ppo, t_ppo},
+               "prompt rows (+ answer for a verifiable reward) or a built-in task", &al_obj_ppo, d_ppo, t_ppo,
+               /* one completion per prompt: nothing for a judge to compare */
+               AL_TAKES_REF_MODEL | AL_TAKES_REWARD | AL_NEEDS_REWARD | AL_TAKES_SHAPING | AL_TAKES_CRITIC},
     [M_GRPO] = {"grpo", AL_METHOD_RL, 1, RL_GROUP, "GRPO — group relative policy optimisation",
                 "Samples a group of completions per prompt and uses each one's reward relative to its group as "
                 "the advantage; no critic.",
-                PROMPTS, &al_obj_grpo, d_grpo, t_grpo},
+                PROMPTS, &al_obj_grpo, d_grpo, t_grpo, AL_TAKES_REF_MODEL | T_RL},
     [M_RLOO] = {"rloo", AL_METHOD_RL, 1, RL_GROUP, "RLOO — REINFORCE leave-one-out",
                 "REINFORCE with the mean reward of the other samples of the same prompt as baseline; KL in the "
                 "sequence reward.",
-                PROMPTS, &al_obj_rloo, d_rloo, t_rloo},
+                PROMPTS, &al_obj_rloo, d_rloo, t_rloo, AL_TAKES_REF_MODEL | T_RL},
     [M_GENERATE_PREFERENCES] = {"generate_preferences", AL_METHOD_DATA, 1, AIF, "Generate preferences",
                                 "Samples N responses per prompt, scores them (reward model, verifiable reward or "
                                 "AI judge) and writes a prompt/chosen/rejected file a DPO job can train on.",
-                                PROMPTS, NULL, d_generate_preferences, NULL},
+                                PROMPTS, NULL, d_generate_preferences, NULL, T_RL},
     [M_EVALUATE] = {"evaluate", AL_METHOD_DATA, 1, AIF, "Evaluate — win rate of A against B",
                     "Win rate of the model against a second model, judged by a reward model or the AI judge in "
                     "both orders (to cancel position bias), plus exact match on built-in tasks.",
-                    PROMPTS, NULL, d_evaluate, NULL},
+                    PROMPTS, NULL, d_evaluate, NULL, AL_TAKES_REWARD | AL_TAKES_JUDGE | AL_TAKES_MODEL_B},
     [M_CRITIQUE_REVISE] = {"critique_revise", AL_METHOD_DATA, 1, AIF, "Critique and revise (Constitutional AI)",
                            "The model answers, critiques its answer against a principle, and revises it; writes "
                            "an SFT file of revisions and a pairs file (revision preferred).",
-                           PROMPTS, NULL, d_critique_revise, NULL},
+                           PROMPTS, NULL, d_critique_revise, NULL, 0},
     [M_CLEAN_DATA] = {"clean_data", AL_METHOD_DATA, 0, "Data", "Clean data — filter a file",
                       "Applies the job's hygiene filters (near-duplicates, decontamination, length, language) to "
                       "training_file and writes the rows that pass as a new file; no model.",
-                      "one data file of any format", NULL, NULL, NULL},
-    [M_COUNT] = {NULL, 0, 0, NULL, NULL, NULL, NULL, NULL, NULL, NULL},
+                      "one data file of any format", NULL, NULL, NULL, 0},
+    [M_COUNT] = {NULL, 0, 0, NULL, NULL, NULL, NULL, NULL, NULL, NULL, 0},
 };
 
 const al_method *al_methods(void) { return g_methods; }

@@ -34,6 +34,20 @@ typedef struct al_hp_override {
     int unless_batch;  /* task recipe only: not when the job sets batch_size itself */
 } al_hp_override;
 
+/* The job fields a method takes beyond its hyper-parameters (al_method.takes;
+ * GET /v1/methods serves each as a boolean, named in quotes, which the
+ * new-job form shows or hides fields by). */
+enum {
+    AL_TAKES_REF_MODEL = 1u << 6, /* "takes_ref_model": ref_model (its objective's needs_ref) */
+    AL_TAKES_REWARD = 1u << 0,  /* "takes_reward": reward.verifiable and reward.reward_model score its samples */
+    AL_NEEDS_REWARD = 1u << 1,  /* "requires_reward": refused without a reward source */
+    AL_TAKES_JUDGE = 1u << 2,   /* "takes_judge": reward.judge, which compares completions of one prompt */
+    AL_TAKES_SHAPING = 1u << 3, /* "takes_reward_shaping": reward.length_penalty, missing_eos_penalty, clip,
+                                 * length_normalize */
+    AL_TAKES_CRITIC = 1u << 4,  /* "takes_critic": critic and critic_model */
+    AL_TAKES_MODEL_B = 1u << 5, /* "takes_model_b": the model compared against */
+};
+
 typedef struct al_method {
     const char *name;      /* the job's "method" */
     al_method_kind kind;
@@ -45,6 +59,7 @@ typedef struct al_method {
     const al_objective_ops *objective; /* the training methods' loss; NULL for the data jobs */
     const al_hp_override *defaults;      /* TRL's defaults for it; NULL-field-terminated, may be NULL */
     const al_hp_override *task_defaults; /* RL on a built-in task: before `defaults` (see methods.c) */
+    unsigned takes;        /* AL_TAKES_*, AL_NEEDS_REWARD */
 } al_method;
 
 typedef enum al_hp_type {

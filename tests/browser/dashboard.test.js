@@ -147,15 +147,18 @@ test('the form checks fields itself and shows the API\'s error next to the field
 // The form is built from GET /v1/methods: the registry test build
 // (ALIGND_PROBE_BIN, lib/train/methods.c with AL_METHODS_PROBE) has one more
 // row in the registry, registry_probe (SFT only, an integer in [0, 9],
-// default 3). With no other change it is on that daemon's form (for SFT, not
-// DPO) with its default and help, checked against its range, sent when
-// changed, and parsed by the daemon from the same row; the real build's form
-// has no such field.
+// default 3), and SFT takes a reference model there (takes_ref_model). With
+// no other change the field is on that daemon's form (for SFT, not DPO) with
+// its default and help, checked against its range, sent when changed, and
+// parsed by the daemon from the same row, and SFT's form has the reference
+// model; the real build's form has neither.
 test('a field added to the method registry in a test build appears on the form', async () => {
   assert.ok(process.env.ALIGND_PROBE_BIN, 'ALIGND_PROBE_BIN names the registry test build');
   await go('#/new');
   await page.waitForSelector('#job-form');
   assert.equal(await page.locator('#hp-registry_probe').count(), 0, 'the real build has no probe field');
+  await page.selectOption('#method', 'sft');
+  assert.ok(!(await page.locator('#ref_model').isVisible()), 'the real build\'s SFT takes no reference model');
   const probeState = path.join(TMP, 'probe-state');
   fs.rmSync(probeState, { recursive: true, force: true });
   fs.mkdirSync(probeState, { recursive: true });
@@ -176,6 +179,10 @@ test('a field added to the method registry in a test build appears on the form',
     assert.ok(await input.isVisible(), 'the probe field is on the SFT form');
     assert.equal(await input.inputValue(), '3', 'its default from the registry');
     assert.match(await page.textContent('#hp-registry_probe-help'), /only the registry test build has/);
+    assert.ok(await page.locator('#ref_model').isVisible(), 'SFT takes a reference model in the registry test build');
+    await page.fill('#ref_model', 'tiny');
+    assert.match(await page.textContent('#curl'), /"ref_model": "tiny"/);
+    await page.fill('#ref_model', '');
     await page.selectOption('#method', 'dpo');
     assert.ok(!(await input.isVisible()), 'DPO does not take it');
     await page.selectOption('#method', 'sft');

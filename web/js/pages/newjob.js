@@ -255,13 +255,13 @@ function build(root, route, mreg) {
     methodAbout.textContent = `${info.description} Data: ${info.input_data}.`;
     const rl = samples(info);
     for (const s of rlSet) s.hidden = !rl;
-    const cr = m === 'critique_revise';
-    for (const w of [rwVerF, rwPartialF, rwRmF, rwRmWF, rwJudgeF, rwJudgeWF]) w.wrap.hidden = cr;
-    rwJudgeF.wrap.hidden = rwJudgeWF.wrap.hidden = cr || m === 'ppo'; // ppo samples one answer per prompt: nothing to compare
-    rwLenF.wrap.hidden = rwEosF.wrap.hidden = rwClipF.wrap.hidden = rwNormF.wrap.hidden = !['ppo', 'grpo', 'rloo', 'generate_preferences'].includes(m);
-    modelBF.wrap.hidden = m !== 'evaluate';
-    criticF.wrap.hidden = criticModelF.wrap.hidden = m !== 'ppo';
-    refF.wrap.hidden = !['dpo', 'kto', 'ppo', 'grpo', 'rloo'].includes(m);
+    // Which job fields the method takes: the registry's takes_* (lib/train/methods.h).
+    for (const w of [rwVerF, rwPartialF, rwRmF, rwRmWF]) w.wrap.hidden = !info.takes_reward;
+    rwJudgeF.wrap.hidden = rwJudgeWF.wrap.hidden = !info.takes_judge;
+    rwLenF.wrap.hidden = rwEosF.wrap.hidden = rwClipF.wrap.hidden = rwNormF.wrap.hidden = !info.takes_reward_shaping;
+    modelBF.wrap.hidden = !info.takes_model_b;
+    criticF.wrap.hidden = criticModelF.wrap.hidden = !info.takes_critic;
+    refF.wrap.hidden = !info.takes_ref_model;
     dataHelp.textContent = `This method trains on ${info.input_data}.`;
     for (const e of hpFields.values()) {
       const v = fieldOf(mreg, e.f, m);
@@ -307,9 +307,9 @@ function build(root, route, mreg) {
     if (srcFile.checked && valSel.value) b.validation_file = valSel.value;
     if (tmplSel.value === 'custom') { if (tmplText.value.trim()) b.chat_template = tmplText.value; } else if (tmplSel.value) b.chat_template = tmplSel.value;
     if (!refF.wrap.hidden && refIn.value.trim()) b.ref_model = refIn.value.trim();
-    if (m === 'evaluate' && modelB.value.trim()) b.model_b = modelB.value.trim();
-    if (m === 'ppo' && criticSel.value) b.critic = criticSel.value;
-    if (m === 'ppo' && criticModel.value.trim()) b.critic_model = criticModel.value.trim();
+    if (!modelBF.wrap.hidden && modelB.value.trim()) b.model_b = modelB.value.trim();
+    if (!criticF.wrap.hidden && criticSel.value) b.critic = criticSel.value;
+    if (!criticModelF.wrap.hidden && criticModel.value.trim()) b.critic_model = criticModel.value.trim();
     if (ckptIn.value.trim()) {
       b.from_checkpoint = ckptIn.value.trim();
       if (ckptOpt.checked) b.from_checkpoint_optimizer = true;
@@ -338,7 +338,7 @@ function build(root, route, mreg) {
     if (Object.keys(hp).length) b.hyperparameters = hp;
     const principles = rwPrinciples.value.split('\n').map((x) => x.trim()).filter(Boolean);
     if (m === 'critique_revise' && principles.length) b.principles = principles;
-    if (samples(mreg.byId[m]) && m !== 'critique_revise') {
+    if (mreg.byId[m].takes_reward) {
       const r = {};
       const ver = numOrNull(rwVer.value);
       if (ver) r.verifiable = rwPartial.checked ? { weight: ver, partial: true } : ver;
@@ -419,26 +419,28 @@ function build(root, route, mreg) {
     }
     // The cross-field rules of lib/train/job.c (check_rl).
     const m = method();
+    const info = mreg.byId[m];
     const b = body();
     const hpv = (name) => { const e = hpFields.get(name); const v = e.input.value.trim(); return v === '' || v === 'auto' ? defOf(mreg, e.f, m) : Number(v); };
     const bad = (input, error, msg) => { setFieldError(input, error, msg); first = first || { input }; };
     const judged = b.reward && (b.reward.reward_model || b.reward.judge);
-    if (['ppo', 'grpo', 'rloo', 'generate_preferences'].includes(m) && !(b.reward && (b.reward.verifiable || judged))) {
+    if (info.requires_reward && !(b.reward && (b.reward.verifiable || judged))) {
       rewardError.textContent = `reward: is required for ${m}: name a source (verifiable weight, reward model or judge)`;
       first = first || { input: rwVer };
     }
+    // num_generations: the methods that sample groups take it; RL counts completions in batch_size
     const ng = hpFields.get('num_generations');
-    if (['grpo', 'rloo', 'generate_preferences'].includes(m) && Number.isInteger(hpv('num_generations'))) {
+    if (fieldOf(mreg, ng.f, m) && Number.isInteger(hpv('num_generations'))) {
       if (hpv('num_generations') < 2) bad(ng.input, ng.error, `hyperparameters.num_generations: must be >= 2 for ${m}`);
-      else if (m !== 'generate_preferences' && Number.isInteger(bsv) && bsv % hpv('num_generations')) {
+      else if (info.kind === 'rl' && Number.isInteger(bsv) && bsv % hpv('num_generations')) {
         bad(bs.input, bs.error, `hyperparameters.batch_size: ${bsv} is not a multiple of num_generations ${hpv('num_generations')} (batch_size counts completions)`);
       }
     }
-    if (m === 'ppo' && Number.isInteger(bsv) && Number.isInteger(hpv('num_mini_batches')) && bsv % hpv('num_mini_batches')) {
-      const nm = hpFields.get('num_mini_batches');
+    const nm = hpFields.get('num_mini_batches');
+    if (fieldOf(mreg, nm.f, m) && Number.isInteger(bsv) && Number.isInteger(hpv('num_mini_batches')) && bsv % hpv('num_mini_batches')) {
       bad(nm.input, nm.error, `hyperparameters.num_mini_batches: ${hpv('num_mini_batches')} does not divide batch_size ${bsv}`);
     }
-    if (m === 'evaluate') {
+    if (info.takes_model_b) { // evaluate: model against model_b
       if (!b.model_b && judged) bad(modelB, modelBF.error, 'model_b: is required to judge the model against it');
       else if (b.model_b && !judged) { rewardError.textContent = 'reward: evaluate needs a reward_model or a judge to compare models'; first = first || { input: rwRm }; }
       else if (!b.model_b && !srcTask.checked) bad(modelB, modelBF.error, 'model_b: is required (or name a task for exact match only)');
