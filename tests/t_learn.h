@@ -21,7 +21,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "t.h"
 #include "t_model.h"
@@ -48,12 +47,6 @@ static inline int t_learn_seeds(int argc, char **argv, int seeds[T_SEEDS]) {
         for (; n < T_SEEDS; n++) seeds[n] = n + 1;
     t_learn_nseeds = n;
     return n;
-}
-
-static inline double t_now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
 static inline int t_learn_threads(void) {

@@ -147,7 +147,7 @@ static const char *RM =
 
 static double g_t0;
 static void phase(int seed, const char *what) {
-    double t = t_now();
+    double t = al_now();
     printf("seed %d: %-28s %6.1f s\n", seed, what, t - g_t0);
     fflush(stdout);
     g_t0 = t;
@@ -161,7 +161,7 @@ int main(int argc, char **argv) {
         hack_em[T_SEEDS], rm_strong[T_SEEDS], mitig[T_SEEDS];
     char base[1200], start[1200], rm[1200], out[1200], rw[1400], json[8192];
     series s;
-    g_t0 = t_now();
+    g_t0 = al_now();
     for (int k = 0; k < nseeds; k++) {
         int seed = seeds[k];
         snprintf(base, sizeof base, "%s/base%d", tmp, seed);
