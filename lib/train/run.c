@@ -182,9 +182,9 @@ static int after_backward(al_run *run, int rc) {
 
 static int one_step(al_run *run, const al_run_ops *ops, void *u, al_mlist *l) {
     float lr = al_run_lr(run);
-    int n_updates = 1;
+    int n_updates = ops->backward ? 1 : 0; /* a data job: no update */
     int rc = ops->before_step(u, run->step, &n_updates);
-    for (int k = 0; !rc && k < n_updates; k++) {
+    for (int k = 0; !rc && ops->backward && k < n_updates; k++) {
         rc = after_backward(run, ops->backward(u, k));
         if (!rc) rc = ops->optimizer(u, k, lr);
     }
@@ -230,12 +230,14 @@ static int finish(al_run *run, const al_run_ops *ops, void *u, al_train_result *
     return al_dist_agree_err(rc, run->err);
 }
 
-/* Step 0 of a fresh run: the starting point, measured and evaluated. */
+/* Step 0 of a fresh run: the starting point, measured and evaluated (none
+ * for a data job, which has neither). */
 static int step_zero(al_run *run, const al_run_ops *ops, void *u) {
     al_mlist l = {.n = 0};
     int rc = AL_OK;
+    if (!ops->measure && !ops->evaluate) return AL_OK;
     if (run->total_steps > 0 && (rc = ops->measure(u, &l))) return rc;
-    if (run->rank == 0) rc = ops->evaluate(u, 0, &l); /* rank 0's duty */
+    if (run->rank == 0 && ops->evaluate) rc = ops->evaluate(u, 0, &l); /* rank 0's duty */
     if ((rc = al_dist_agree_err(rc, run->err))) return rc;
     emit(run, 0, &l);
     if (ops->samples) ops->samples(u, 0);
@@ -260,11 +262,12 @@ int al_run_loop(al_run *run, const al_run_ops *ops, void *u, const char *resume_
         al_mlist l = {.n = 0};
         if ((rc = one_step(run, ops, u, &l))) return rc;
         long s = ++run->step;
-        int log_now = s % hp->logging_steps == 0 || s == run->total_steps || (ops->log_first && s == 1);
-        int eval_now = (hp->eval_steps > 0 && s % hp->eval_steps == 0) || s == run->total_steps;
+        int log_now = l.log || s % hp->logging_steps == 0 || s == run->total_steps || (ops->log_first && s == 1);
+        int eval_now = ops->evaluate && ((hp->eval_steps > 0 && s % hp->eval_steps == 0) || s == run->total_steps);
         if (log_now || eval_now) {
             double dt = al_now() - t0;
-            put_at(&l, l.tps_at, "tokens_per_second", dt > 0 ? (run->trained_tokens - tok0) / dt : 0);
+            if (l.tps_at >= 0)
+                put_at(&l, l.tps_at, "tokens_per_second", dt > 0 ? (run->trained_tokens - tok0) / dt : 0);
             if (eval_now && run->rank == 0) rc = ops->evaluate(u, s, &l);
             if (eval_now && (rc = al_dist_agree_err(rc, run->err))) return rc;
             emit(run, s, &l);
@@ -277,5 +280,6 @@ int al_run_loop(al_run *run, const al_run_ops *ops, void *u, const char *resume_
             if ((rc = checkpoint(run, ops, u, dir, res))) return rc;
         }
     }
+    if (ops->finish) return ops->finish(u);
     return run->job->output_dir[0] ? finish(run, ops, u, res) : AL_OK;
 }

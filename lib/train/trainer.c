@@ -1226,7 +1226,7 @@ int al_train_run(const al_job *job, const char *resume_dir, const al_train_cb *c
                       al_dist_size());
     }
     if (!strcmp(job->method, "clean_data")) return al_clean_run(job, cb, res, err);
-    if (al_method_is_data(job->method)) return al_sampling_run(job, cb, res, err);
+    if (al_method_is_data(job->method)) return al_sampling_run(job, resume_dir, cb, res, err);
     if (al_method_is_rl(job->method)) return al_rl_run(job, resume_dir, cb, res, err);
     trainer *t = calloc(1, sizeof *t);
     if (!t) return al_err(err, AL_ENOMEM, "out of memory");

@@ -1,8 +1,9 @@
 /* Training: the entry point of every job (al_train_run) and the callbacks
  * progress leaves through. Every method that trains runs in the one run
  * skeleton (run.h: the step loop and its hooks, checkpoints and resume),
- * the SFT-like methods as trainer.c's step kind, PPO/GRPO/RLOO as rl.c's;
- * the data jobs are sampling.c's and clean.c's.
+ * the SFT-like methods as trainer.c's step kind, PPO/GRPO/RLOO as rl.c's,
+ * the sampling jobs as sampling.c's (steps without updates); clean_data is
+ * clean.c's single pass.
  *
  * For the SFT-like methods al_train_run loads the model (full or LoRA) and tokenizer, reads and
  * tokenizes the data (a JSONL file or a built-in task), computes reference
@@ -97,8 +98,13 @@ int al_clean_run(const al_job *job, const al_train_cb *cb, al_train_result *res,
 
 /* The sampling jobs generate_preferences, evaluate and critique_revise
  * (lib/train/sampling.c; al_train_run runs them): their product is data,
- * JSONL files in output_dir listed in res->output_files. */
-int al_sampling_run(const al_job *job, const al_train_cb *cb, al_train_result *res, char err[AL_ERRLEN]);
+ * JSONL files in output_dir listed in res->output_files. resume_dir (may be
+ * NULL): a checkpoint folder of an earlier run of the same job (its files
+ * so far and its cursor), from which the run goes on to the files an
+ * uninterrupted one writes. AL_OK, AL_ECANCELED, AL_EPAUSED (a checkpoint
+ * was written) or the failing stage's error. */
+int al_sampling_run(const al_job *job, const char *resume_dir, const al_train_cb *cb, al_train_result *res,
+                    char err[AL_ERRLEN]);
 
 /* Exact-match accuracy of greedy generation on n rows of a built-in task
  * (validation seed), with the model's chat template if it has one, else the
