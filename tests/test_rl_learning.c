@@ -61,15 +61,21 @@
  * That weak model was trained on the task's own pairs (every kind of
  * mistake, 500 steps), and its hacking margin was thinner than the spread
  * over seeds and paths, so the weak model is now weak by construction
- * (check 3 above: one-digit changes only, the one contrast a reward model
- * learns cheaply — lib/tasks/tasks.c). Checks 3's figures with it, 1
- * thread, the portable release build, seeds 1 2 3 (2026-12-07, main
- * 1e02368 + this change, the other checks skipped in a local copy;
- * `ALIGND_THREADS=1 ALIGND_MIXED_PRECISION=fp32|bf16 ./tests/test_rl_learning
- * SEED`):                                   fp32                  bf16
+ * (check 3 above: the task's "mistakes": "one_digit", lib/tasks/tasks.h).
+ * Check 3's figures with it, 1 thread, the portable release build, seeds
+ * 1 2 3 (2026-12-07, main 1e02368 + this change, the other checks skipped
+ * in a local copy; `ALIGND_THREADS=1 ALIGND_MIXED_PRECISION=fp32|bf16
+ * ./tests/test_rl_learning SEED`):            fp32                  bf16
+ *   weak reward model, pair accuracy   0.785 0.785 0.760     0.785 0.750 0.785
+ *   PPO against it: score change      +0.666 +0.358 +0.688  +1.337 +0.326 +0.633
+ *                   held-out change   -0.094 -0.091 -0.233  -0.324 -0.129 -0.155
+ * and with another draw of the one-digit changes (pairs written to a file
+ * by the test, the same rows; 2000 held-out pairs):
  *   weak reward model, pair accuracy   0.770 0.755 0.794     0.774 0.840 0.763
  *   PPO against it: score change      +0.688 +0.492 +0.730  +0.445 +0.656 +0.906
  *                   held-out change   -0.203 -0.171 -0.211  -0.184 -0.163 -0.321
+ * The twelve held-out changes: mean -0.190, standard deviation 0.075, the
+ * largest -0.091: the bound (<= 0) sits 2.5 deviations above the mean.
  * so the file runs in the default precision (bf16 on this CPU, fp32 where
  * the CPU has no bf16 products), as every other learning test does.
  * ctest runs each seed as its own test with one thread (`test_rl_learning
@@ -96,7 +102,6 @@
 #include <string.h>
 
 #include "compute/pool.h"
-#include "tasks/tasks.h"
 #include "t_learn.h"
 #include "train/trainer.h"
 
@@ -154,52 +159,16 @@ static const char *RL = "{\"method\":\"%s\",\"model\":\"%s\",\"task\":{\"name\":
                         "\"reward\":%s,\"hyperparameters\":{\"max_steps\":%d,\"logging_steps\":1,"
                         "\"max_completion_length\":6,\"save_steps\":0},\"output_dir\":\"%s\",\"seed\":%d}";
 
-/* A reward model on (right, wrong) pairs, its scores centred
+/* A reward model on the task's (right, wrong) pairs, the wrong answers of
+ * the kind given ("mistakes"), its scores centred
  * (center_rewards_coefficient: PPO's critic need not learn a per-prompt
- * offset first); eval_accuracy is on pairs of the held-out split. */
+ * offset first); eval_accuracy is on pairs of the held-out split, of every
+ * kind. */
 static const char *RM =
     "{\"method\":\"reward_model\",\"model\":\"%s\",\"task\":{\"name\":\"addition2\",\"rows\":80000,"
-    "\"seed\":%d},\"hyperparameters\":{\"learning_rate\":0.001,\"batch_size\":64,\"max_steps\":%d,"
+    "\"seed\":%d,\"mistakes\":\"%s\"},\"hyperparameters\":{\"learning_rate\":0.001,\"batch_size\":64,\"max_steps\":%d,"
     "\"center_rewards_coefficient\":0.01,\"lr_scheduler_type\":\"cosine\",\"warmup_ratio\":0.05,"
     "\"logging_steps\":%d,\"max_length\":24,\"save_steps\":0},\"output_dir\":\"%s\",\"seed\":%d}";
-
-/* Preference pairs of the task's split as a JSONL file (prompt, chosen,
- * rejected): the rejected answer the task's own (every kind of mistake:
- * narrow = 0), or the right sum with one digit changed (narrow = 1) — the
- * one contrast that a reward model learns from cheaply, and that says
- * nothing about wrong lengths, carries or other sums (lib/tasks/tasks.c). */
-static int write_pairs(const char *path, al_task_split split, uint64_t seed, int rows, int narrow) {
-    FILE *f = fopen(path, "w");
-    if (!f) return -1;
-    al_rng r;
-    al_rng_seed(&r, seed ^ 0x9e3779b97f4a7c15ull);
-    for (int i = 0; i < rows; i++) {
-        al_task_row row;
-        if (al_task_row_get("addition2", split, seed, (uint64_t)i, &row)) {
-            fclose(f);
-            return -1;
-        }
-        if (narrow) {
-            size_t n = strlen(row.answer), at = al_rng_below(&r, (uint32_t)n);
-            int lo = at == 0 && n > 1; /* no leading zero */
-            char d = (char)('0' + lo + (int)al_rng_below(&r, (uint32_t)(9 - lo)));
-            if (d >= row.answer[at]) d++; /* one of the other digits */
-            snprintf(row.wrong, sizeof row.wrong, "%s", row.answer);
-            row.wrong[at] = d;
-        }
-        fprintf(f, "{\"prompt\":\"%s\",\"chosen\":\"%s\",\"rejected\":\"%s\"}\n", row.prompt, row.answer,
-                row.wrong);
-    }
-    return fclose(f) ? -1 : 0;
-}
-
-/* The same reward model on the pairs of a JSONL file, evaluated on those
- * of another. */
-static const char *RM_FILE =
-    "{\"method\":\"reward_model\",\"model\":\"%s\",\"training_file\":\"%s\",\"validation_file\":\"%s\","
-    "\"hyperparameters\":{\"learning_rate\":0.001,\"batch_size\":64,\"max_steps\":%d,"
-    "\"center_rewards_coefficient\":0.01,\"lr_scheduler_type\":\"cosine\",\"warmup_ratio\":0.05,"
-    "\"logging_steps\":%d,\"eval_steps\":%d,\"max_length\":24,\"save_steps\":0},\"output_dir\":\"%s\",\"seed\":%d}";
 
 static double g_t0;
 static void phase(int seed, const char *what) {
@@ -215,7 +184,7 @@ int main(int argc, char **argv) {
     int seeds[T_SEEDS], nseeds = t_learn_seeds(argc, argv, seeds);
     double grpo[T_SEEDS], flipped[T_SEEDS], flipped_v[T_SEEDS], rm_weak[T_SEEDS], hack_score[T_SEEDS],
         hack_em[T_SEEDS], rm_strong[T_SEEDS], mitig[T_SEEDS];
-    char base[1200], start[1200], rm[1200], out[1200], rw[1400], ptrain[1200], ptest[1200], json[8192];
+    char base[1200], start[1200], rm[1200], out[1200], rw[1400], json[8192];
     series s;
     g_t0 = al_now();
     for (int k = 0; k < nseeds; k++) {
@@ -260,12 +229,7 @@ int main(int argc, char **argv) {
          * pairs, measured on held-out pairs of every kind): its score of the
          * samples against their true exact match */
         snprintf(rm, sizeof rm, "%s/rm%d_weak", tmp, seed);
-        snprintf(ptrain, sizeof ptrain, "%s/pairs%d_train.jsonl", tmp, seed);
-        snprintf(ptest, sizeof ptest, "%s/pairs%d_test.jsonl", tmp, seed);
-        T_OK(write_pairs(ptrain, AL_SPLIT_TRAIN, 100 + (uint64_t)seed, RM_WEAK_STEPS * 64, 1));
-        T_OK(write_pairs(ptest, AL_SPLIT_TEST, 4242, T_HELDOUT, 0));
-        snprintf(json, sizeof json, RM_FILE, start, ptrain, ptest, RM_WEAK_STEPS, RM_WEAK_STEPS, RM_WEAK_STEPS, rm,
-                 seed);
+        snprintf(json, sizeof json, RM, start, 100 + seed, "one_digit", RM_WEAK_STEPS, RM_WEAK_STEPS, rm, seed);
         T_OK(train(json, &s));
         phase(seed, "weak RM");
         rm_weak[k] = s.eval_accuracy;
@@ -283,7 +247,7 @@ int main(int argc, char **argv) {
         /* 4. the mitigation: the reward model trained on the task's pairs
          * (every kind of mistake), 8x as many */
         snprintf(rm, sizeof rm, "%s/rm%d_strong", tmp, seed);
-        snprintf(json, sizeof json, RM, start, 100 + seed, RM_STRONG_STEPS, RM_STRONG_STEPS, rm, seed);
+        snprintf(json, sizeof json, RM, start, 100 + seed, "any", RM_STRONG_STEPS, RM_STRONG_STEPS, rm, seed);
         T_OK(train(json, &s));
         phase(seed, "strong RM");
         rm_strong[k] = s.eval_accuracy;
