@@ -1234,15 +1234,13 @@ int al_train_run(const al_job *job, const char *resume_dir, const al_train_cb *c
 
 int al_eval_task_accuracy(const char *model_dir, const char *task, int n, double *acc,
                           char err[AL_ERRLEN]) {
-    al_tok *tok = NULL;
-    al_model *m = NULL;
-    int rc = al_tok_load(&tok, model_dir, err);
-    if (!rc) rc = al_model_open_ex(&m, model_dir, NULL, AL_OPEN_FROZEN, 0, err);
+    al_lm lm;
+    al_lm_cfg lc = {.open_flags = AL_OPEN_FROZEN};
+    int rc = al_lm_open(&lm, model_dir, &lc, err);
     al_task_row r;
     if (!rc && al_task_row_get(task, AL_SPLIT_ALL, 0, 0, &r) != AL_OK)
         rc = al_err(err, AL_EINVAL, "--task: '%s' is not a built-in task", task);
-    if (!rc) rc = task_accuracy(m, tok, task, AL_SPLIT_TEST, 1000003u, n, acc, err);
-    al_model_free(m);
-    al_tok_free(tok);
+    if (!rc) rc = task_accuracy(lm.m, lm.tok, task, AL_SPLIT_TEST, 1000003u, n, acc, err);
+    al_lm_close(&lm);
     return rc;
 }
