@@ -45,6 +45,7 @@
 #include "../buf.h"
 #include "../io.h"
 #include "bench.h"
+#include "lm.h"
 #include "rollout.h"
 #include "run.h"
 
@@ -57,31 +58,14 @@ static int is_blank(const char *s) {
     return 1;
 }
 
-typedef struct pmodel {
-    al_tok *tok;
-    al_chat *chat;
-    al_model *m;
-    int32_t eos;
-} pmodel;
-
-static void pmodel_free(pmodel *p) {
-    al_model_free(p->m);
-    al_chat_free(p->chat);
-    al_tok_free(p->tok);
-    memset(p, 0, sizeof *p);
-}
-
-static int pmodel_open(pmodel *p, const al_job *job, const char *dir, const char *field,
-                       char err[AL_ERRLEN]) {
-    char e2[AL_ERRLEN];
-    int rc;
-    if ((rc = al_tok_load(&p->tok, dir, e2)) || (rc = al_chat_new(&p->chat, p->tok, NULL, e2)) ||
-        (rc = al_model_open_ex(&p->m, dir, NULL, AL_OPEN_FROZEN | al_job_open_flags(job), 0, e2)))
-        return al_err(err, rc, "%s: %s", field, e2);
-    if (!al_model_config_of(p->m)->has_lm_head)
+/* A model to sample from (frozen): dir's weights, tokenizer and template,
+ * errors prefixed with field. */
+static int lm_open(al_lm *p, const al_job *job, const char *dir, const char *field, char err[AL_ERRLEN]) {
+    al_lm_cfg lc = {.open_flags = AL_OPEN_FROZEN | al_job_open_flags(job), .model_field = field, .tok_field = field};
+    int rc = al_lm_open(p, dir, &lc, err);
+    if (!rc && !al_model_config_of(p->m)->has_lm_head)
         return al_err(err, AL_EINVAL, "%s: %s has no language-model head", field, dir);
-    p->eos = al_tok_eos(p->tok);
-    return AL_OK;
+    return rc;
 }
 
 /* ---- the step kind ------------------------------------------------------------------ */
@@ -107,7 +91,7 @@ struct djob {
     const al_train_cb *cb;
     al_train_result *res;
     char *err;                  /* run.err */
-    pmodel A, B;
+    al_lm A, B;
     al_prompts pa, pb;
     al_rewarder *rw;
     al_rng rng;
@@ -168,17 +152,18 @@ static int load_prompts(const al_job *job, const al_chat *chat, al_prompts *p, c
 
 /* Generates one completion for each of n prompts (max_new tokens) and
  * decodes them into txt (malloc'd each), lens and eos flags. */
-static int gen_texts(pmodel *pm, const al_seq *const *ps, int n, const al_hparams *hp, al_rng *rng, int max_new,
+static int gen_texts(al_lm *pm, const al_seq *const *ps, int n, const al_hparams *hp, al_rng *rng, int max_new,
                      char **txt, int *lens, int *eos, char err[AL_ERRLEN]) {
     int32_t *ids = malloc((size_t)n * max_new * sizeof *ids);
     if (!ids) return al_err(err, AL_ENOMEM, "out of memory");
+    int32_t eos_id = al_tok_eos(pm->tok);
     al_gen_cfg g = {.max_new = max_new, .temperature = hp->temperature, .top_k = hp->top_k,
-                    .top_p = hp->top_p > 0 ? hp->top_p : 1, .stop = &pm->eos, .n_stop = pm->eos >= 0};
+                    .top_p = hp->top_p > 0 ? hp->top_p : 1, .stop = &eos_id, .n_stop = eos_id >= 0};
     int rc = al_rollout_generate(pm->m, ps, n, &g, rng, ids, NULL, lens, err);
     for (int i = 0; i < n; i++) {
         txt[i] = NULL;
         if (!rc) {
-            txt[i] = al_rollout_decode(pm->tok, ids + (size_t)i * max_new, lens[i], pm->eos, &eos[i]);
+            txt[i] = al_rollout_decode(pm->tok, ids + (size_t)i * max_new, lens[i], eos_id, &eos[i]);
             if (!txt[i]) rc = al_err(err, AL_ENOMEM, "out of memory");
         }
     }
@@ -186,7 +171,7 @@ static int gen_texts(pmodel *pm, const al_seq *const *ps, int n, const al_hparam
     return rc;
 }
 
-static int room(const pmodel *pm, const al_seq *const *ps, int n, int want, char err[AL_ERRLEN]) {
+static int room(const al_lm *pm, const al_seq *const *ps, int n, int want, char err[AL_ERRLEN]) {
     int maxp = 0, T = al_model_config_of(pm->m)->max_T;
     for (int i = 0; i < n; i++) maxp = ps[i]->n > maxp ? ps[i]->n : maxp;
     int r = T - maxp < want ? T - maxp : want;
@@ -214,7 +199,7 @@ static int gp_setup(djob *d) {
     d->sc = calloc((size_t)n, sizeof *d->sc);
     if (!d->ps || !d->txt || !d->pt || !d->an || !d->lens || !d->eos || !d->sc)
         return al_err(d->err, AL_ENOMEM, "out of memory");
-    int rc = pmodel_open(&d->A, d->job, d->job->model, "model", d->err);
+    int rc = lm_open(&d->A, d->job, d->job->model, "model", d->err);
     if (!rc) rc = load_prompts(d->job, d->A.chat, &d->pa, d->cb, d->err);
     if (!rc) {
         al_reward_len len = {al_prompts_max_bytes(&d->pa), al_completion_max_bytes(d->A.tok, hp->max_completion_length)};
@@ -314,8 +299,8 @@ static int ev_setup(djob *d) {
     const al_job *job = d->job;
     const al_hparams *hp = d->hp;
     int two = job->model_b[0] != 0, has_prompts = job->task[0] || job->training_file[0];
-    int rc = pmodel_open(&d->A, job, job->model, "model", d->err);
-    if (!rc && two) rc = pmodel_open(&d->B, job, job->model_b, "model_b", d->err);
+    int rc = lm_open(&d->A, job, job->model, "model", d->err);
+    if (!rc && two) rc = lm_open(&d->B, job, job->model_b, "model_b", d->err);
     if (!rc && has_prompts) rc = load_prompts(job, d->A.chat, &d->pa, NULL, d->err);
     if (!rc && two && has_prompts) rc = load_prompts(job, d->B.chat, &d->pb, NULL, d->err);
     if (!rc) {
@@ -346,7 +331,7 @@ static int ev_benchmarks(djob *d, long step) {
         char what[48];
         snprintf(what, sizeof what, "eval_tasks[%d]", k);
         for (int side = 0; side < (job->model_b[0] ? 2 : 1) && !rc; side++) {
-            pmodel *pm = side ? &d->B : &d->A;
+            al_lm *pm = side ? &d->B : &d->A;
             al_bench *b = NULL;
             int T = al_model_config_of(pm->m)->max_T;
             char e2[AL_ERRLEN];
@@ -491,7 +476,7 @@ static void ev_metrics(djob *d, long step, al_mlist *l) {
 
 /* The k-th turn of the constitutional conversation as prompt ids:
  * stage 1 asks for the critique, stage 2 for the revision. */
-static int cr_prompt(pmodel *pm, const char *prompt, const char *answer, const char *principle,
+static int cr_prompt(al_lm *pm, const char *prompt, const char *answer, const char *principle,
                      const char *critique, int stage, al_seq *out, char err[AL_ERRLEN]) {
     char req1[AL_PRINCIPLE_LEN + 256];
     snprintf(req1, sizeof req1, "Critique your last response against this principle: %s\nPoint out "
@@ -523,7 +508,7 @@ static int cr_prompt(pmodel *pm, const char *prompt, const char *answer, const c
 enum { CR_KEPT, CR_SAME };
 
 static int cr_setup(djob *d) {
-    int rc = pmodel_open(&d->A, d->job, d->job->model, "model", d->err);
+    int rc = lm_open(&d->A, d->job, d->job->model, "model", d->err);
     if (!rc) rc = load_prompts(d->job, d->A.chat, &d->pa, d->cb, d->err);
     d->per = CHUNK;
     d->n_out = 2;
@@ -751,8 +736,8 @@ static void djob_free(djob *d) {
     al_rewarder_free(d->rw);
     al_prompts_free(&d->pa);
     al_prompts_free(&d->pb);
-    pmodel_free(&d->A);
-    pmodel_free(&d->B);
+    al_lm_close(&d->A);
+    al_lm_close(&d->B);
 }
 
 int al_sampling_run(const al_job *job, const char *resume_dir, const al_train_cb *cb, al_train_result *res,
