@@ -29,7 +29,7 @@ int al_clean_run(const al_job *job, const al_train_cb *cb, al_train_result *res,
     snprintf(rpath, sizeof rpath, "%s/report.json", job->output_dir);
     json_t *rep = NULL;
     int kept = 0;
-    al_data_opts o = {.hygiene = &job->hygiene, .sharegpt = al_job_file_sharegpt(job, job->training_file)};
+    al_data_opts o = {.hygiene = &job->hygiene, .dataset_info = al_job_file_dataset_info(job, job->training_file)};
     if (!rc) rc = al_dataset_clean_file(job->training_file, out, &o, &rep, &kept, err);
     if (!rc) {
         char *txt = json_dumps(rep, JSON_INDENT(2));

@@ -207,7 +207,7 @@ int al_prompts_load(al_prompts *p, const al_job *job, const al_chat *chat, int f
         return AL_OK;
     }
     al_data_opts o = {.method = "rl", .max_length = 0, .max_prompt_length = 0, .dedupe = job->hp.dedupe,
-                      .sharegpt = al_job_file_sharegpt(job, file)};
+                      .dataset_info = al_job_file_dataset_info(job, file)};
     if (al_hygiene_any(&job->hygiene) && is_training_file(job, file)) o.hygiene = &job->hygiene;
     al_dataset *ds = NULL;
     char e2[AL_ERRLEN];

@@ -190,7 +190,7 @@ static long report_int(const json_t *rep, const char *key) {
 static int file_examples(trainer *t, const char *path, const char *method, dataset *d, const char *what,
                          int training) {
     al_data_opts o = {.method = method, .max_length = t->hp->max_length, .dedupe = t->hp->dedupe,
-                      .sharegpt = al_job_file_sharegpt(t->job, path)};
+                      .dataset_info = al_job_file_dataset_info(t->job, path)};
     /* the job's hygiene filters clean what it trains on, not what it is measured on */
     if (training && al_hygiene_any(&t->job->hygiene)) o.hygiene = &t->job->hygiene;
     al_dataset *ds = NULL;
