@@ -9,6 +9,8 @@ shared_dir:
             is refused with 422 no_launcher
   retries   a launcher that never starts a rank: the job is requeued
             launcher_retries times, then fails; the daemon lives on
+  param     the ranks' result line names the job's field at fault: the
+            job's error has it as param
   stream    a 2-process SFT job: its metrics arrive over the job's event
             stream while it runs, the job object says 2 processes, it
             succeeds and registers its model
@@ -155,6 +157,27 @@ check(sum(e.startswith("Attempt 1 was lost") and "restarts from step 0" in e for
 check(call(base1, "/v1/fine_tuning/jobs")[0] == 200 and bad.poll() is None, "the daemon lives on")
 bad.send_signal(signal.SIGTERM)
 bad.wait(60)
+
+# the ranks' result line names the job's field at fault ("param", as
+# `alignd train --events json` writes it): the job's error carries it as
+# param (a stand-in rank that answers with that line alone)
+fake_rank = os.path.join(WORK, "fake_rank.sh")
+with open(fake_rank, "w") as f:
+    f.write("#!/bin/sh\necho '" + json.dumps(
+        {"event": "result", "status": "failed", "code": "invalid argument",
+         "message": "reward.judge.model: cannot tell the answers A and B apart", "param": "reward.judge.model",
+         "steps": 0, "total_steps": 0, "trained_tokens": 0, "output_dir": "", "output_is_model": False,
+         "files": []}) + "'\n")
+fake, base2 = start_daemon("fake", ["--launcher", "/bin/sh " + fake_rank + " -np {processes}", "--shared-dir",
+                                    os.path.join(WORK, "shared_fake")])
+code, jf = call(base2, "/v1/fine_tuning/jobs", sft(10))
+j = wait(base2, jf["id"], lambda x: x["status"] == "failed", timeout=120, what="to fail") if code == 200 else None
+e = (j or {}).get("error") or {}
+check(e.get("param") == "reward.judge.model" and e.get("code") == "invalid_job" and
+      e.get("message") == "reward.judge.model: cannot tell the answers A and B apart",
+      f"a rank's failure: its field is the error's param ({e})")
+fake.send_signal(signal.SIGTERM)
+fake.wait(60)
 
 daemon, base = start_daemon("state", ["--launcher", LAUNCHER, "--shared-dir", os.path.join(WORK, "shared"),
                                       "--launcher-retries", "2"])

@@ -28,6 +28,7 @@
 #include "train/rollout.h"
 
 static char g_err[AL_ERRLEN];
+static al_error g_fail; /* the field at fault beside the reason */
 
 static void tiny_rm(const char *dir) {
     t_shape s = {AL_ARCH_GPT2, .layers = 2, .C = 16, .heads = 2, .FF = 32, .max_T = 48, .score_head = 1};
@@ -345,7 +346,7 @@ static void test_file_rows(void) {
     al_job job;
     T_OK(al_job_parse(&job, js, strlen(js), g_err));
     al_prompts p = {0};
-    T_OK(al_prompts_load(&p, &job, chat, 0, 0, 0, 0, path, "training_file", 0, g_err));
+    T_OK(al_prompts_load(&p, &job, chat, 0, 0, 0, 0, path, "training_file", 0, &g_fail));
     T_EQ_INT(p.n, 3);
     if (p.n == 3) {
         T_EQ_INT(p.ref[0].n_answers, 2);
@@ -371,21 +372,23 @@ static void test_file_rows(void) {
     f = fopen(path, "w");
     fputs("{\"prompt\":\"a\",\"answer\":\"1\"}\n{\"prompt\":\"b\",\"answer\":\"2\",\"grader\":{\"compare\":\"near\"}}\n", f);
     fclose(f);
-    T_EQ_INT(al_prompts_load(&p, &job, chat, 0, 0, 0, 0, path, "training_file", 0, g_err), AL_EINVAL);
-    T_STR_EQ(g_err, "training_file: line 2: grader.compare: must be \"exact\", \"casefold\", \"numeric\" or \"auto\"");
+    T_EQ_INT(al_prompts_load(&p, &job, chat, 0, 0, 0, 0, path, "training_file", 0, &g_fail), AL_EINVAL);
+    T_STR_EQ(g_fail.msg, "training_file: line 2: grader.compare: must be \"exact\", \"casefold\", \"numeric\" or \"auto\"");
+    T_STR_EQ(g_fail.field, "training_file"); /* the job's field: the file the line is in */
     al_prompts_free(&p);
     f = fopen(path, "w");
     fputs("{\"prompt\":\"a\",\"answer\":\"1\"}\n{\"prompt\":\"b\",\"answer\":\"two\"}\n", f);
     fclose(f);
-    T_EQ_INT(al_prompts_load(&p, &job, chat, 0, 0, 0, 0, path, "training_file", 0, g_err), AL_EINVAL);
-    T_STR_EQ(g_err, "training_file: line 2: the answer 'two' is not a number (the grader compares numbers)");
+    T_EQ_INT(al_prompts_load(&p, &job, chat, 0, 0, 0, 0, path, "training_file", 0, &g_fail), AL_EINVAL);
+    T_STR_EQ(g_fail.msg, "training_file: line 2: the answer 'two' is not a number (the grader compares numbers)");
+    T_STR_EQ(g_fail.field, "training_file");
     al_prompts_free(&p);
     /* word_problems grades its worked solutions by the answer line unless the job chose */
     al_job_deinit(&job);
     const char *wp = "{\"method\":\"grpo\",\"model\":\"m\",\"task\":{\"name\":\"word_problems\"},"
                      "\"reward\":{\"verifiable\":1}}";
     T_OK(al_job_parse(&job, wp, strlen(wp), g_err));
-    T_OK(al_prompts_load(&p, &job, chat, 1, 4, 7, AL_SPLIT_TRAIN, NULL, "task", 0, g_err));
+    T_OK(al_prompts_load(&p, &job, chat, 1, 4, 7, AL_SPLIT_TRAIN, NULL, "task", 0, &g_fail));
     if (p.n == 4) {
         T_TRUE(p.ref[0].grader != NULL && p.ref[3].grader == p.ref[0].grader);
         T_EQ_INT(al_grader_config(p.ref[0].grader)->extract, AL_EXTRACT_HASH);
@@ -503,7 +506,7 @@ static void test_sampled_completions(void) {
     al_job job;
     T_OK(al_job_parse(&job, json, strlen(json), g_err));
     al_train_result res;
-    T_OK(al_train_run(&job, NULL, NULL, &res, g_err));
+    T_OK(al_train_run(&job, NULL, NULL, &res, &g_fail));
     al_job_deinit(&job);
     char path[1200];
     snprintf(path, sizeof path, "%s/evaluation.jsonl", out);
@@ -537,7 +540,7 @@ static void test_sampled_completions(void) {
     sampled sm = {0};
     al_train_cb cb = {.sample = on_grpo_sample, .ud = &sm};
     T_OK(al_job_parse(&job, json, strlen(json), g_err));
-    T_OK(al_train_run(&job, NULL, &cb, &res, g_err));
+    T_OK(al_train_run(&job, NULL, &cb, &res, &g_fail));
     al_job_deinit(&job);
     T_TRUE(sm.n >= 64);
     T_EQ_INT(sm.agree, sm.n);
@@ -642,7 +645,7 @@ static void test_word_problems_grpo(void) {
     al_job job;
     al_train_result res;
     T_OK(al_job_parse(&job, json, strlen(json), g_err));
-    T_OK(al_train_run(&job, NULL, NULL, &res, g_err));
+    T_OK(al_train_run(&job, NULL, NULL, &res, &g_fail));
     al_job_deinit(&job);
     wp_run *w = calloc(1, sizeof *w);
     T_TRUE(w != NULL);
@@ -663,7 +666,7 @@ static void test_word_problems_grpo(void) {
              WP_STEPS, WP_BATCH);
     al_train_cb cb = {.log = wp_on_log, .sample = wp_on_sample, .ud = w};
     T_OK(al_job_parse(&job, json, strlen(json), g_err));
-    T_OK(al_train_run(&job, NULL, &cb, &res, g_err));
+    T_OK(al_train_run(&job, NULL, &cb, &res, &g_fail));
     T_EQ_INT(w->steps, WP_STEPS + 1); /* and step 0's rollout, the starting point */
     T_EQ_INT(w->sources_ok, w->steps);
     T_EQ_INT(w->sums_ok, w->steps);
@@ -679,7 +682,7 @@ static void test_word_problems_grpo(void) {
     al_chat *chat = NULL;
     T_OK(al_chat_new(&chat, tok, NULL, g_err));
     al_prompts p = {0};
-    T_OK(al_prompts_load(&p, &job, chat, 1, WP_ROWS, WP_SEED, AL_SPLIT_TRAIN, NULL, "task", 0, g_err));
+    T_OK(al_prompts_load(&p, &job, chat, 1, WP_ROWS, WP_SEED, AL_SPLIT_TRAIN, NULL, "task", 0, &g_fail));
     al_rewarder *rw = NULL;
     T_OK(al_rewarder_new(&rw, &job.reward, 0, 4, NULL, g_err));
     if (p.n == WP_ROWS && rw) {

@@ -15,7 +15,8 @@ static long jget(const json_t *o, const char *a, const char *b) {
     return (long)json_integer_value(b ? json_object_get(x, b) : x);
 }
 
-int al_clean_run(const al_job *job, const al_train_cb *cb, al_train_result *res, char err[AL_ERRLEN]) {
+/* Its errors name no job field: the file's reading and writing. */
+static int clean_run(const al_job *job, const al_train_cb *cb, al_train_result *res, char err[AL_ERRLEN]) {
     al_train_result r;
     memset(&r, 0, sizeof r);
     r.total_steps = 1;
@@ -90,4 +91,10 @@ int al_clean_run(const al_job *job, const al_train_cb *cb, al_train_result *res,
     if (cb && cb->checkpoint) cb->checkpoint(cb->ud, 1, job->output_dir);
     if (res) *res = r;
     return AL_OK;
+}
+
+int al_clean_run(const al_job *job, const al_train_cb *cb, al_train_result *res, al_error *err) {
+    char msg[AL_ERRLEN] = "";
+    int rc = clean_run(job, cb, res, msg);
+    return rc ? al_fail_as(err, rc, "", msg) : AL_OK;
 }

@@ -16,7 +16,7 @@
 /* Runs an RL job (al_train_run dispatches here for methods for which
  * al_method_is_rl holds). Same contract as al_train_run. */
 int al_rl_run(const al_job *job, const char *resume_dir, const al_train_cb *cb, al_train_result *res,
-              char err[AL_ERRLEN]);
+              al_error *err);
 
 /* ---- per-token arithmetic (lib/train/rl_math.c) ---------------------------- */
 

@@ -62,15 +62,14 @@ static void pmodel_free(pmodel *p) {
     memset(p, 0, sizeof *p);
 }
 
-static int pmodel_open(pmodel *p, const al_job *job, const char *dir, const char *field,
-                       char err[AL_ERRLEN]) {
+static int pmodel_open(pmodel *p, const al_job *job, const char *dir, const char *field, al_error *err) {
     char e2[AL_ERRLEN];
     int rc;
     if ((rc = al_tok_load(&p->tok, dir, e2)) || (rc = al_chat_new(&p->chat, p->tok, NULL, e2)) ||
         (rc = al_model_open_ex(&p->m, dir, NULL, AL_OPEN_FROZEN | al_job_open_flags(job), 0, e2)))
-        return al_err(err, rc, "%s: %s", field, e2);
+        return AL_FAIL(err, rc, "%s", "%s", field, e2);
     if (!al_model_config_of(p->m)->has_lm_head)
-        return al_err(err, AL_EINVAL, "%s: %s has no language-model head", field, dir);
+        return AL_FAIL(err, AL_EINVAL, "%s", "%s has no language-model head", field, dir);
     p->eos = al_tok_eos(p->tok);
     return AL_OK;
 }
@@ -112,7 +111,7 @@ static void mput(al_metric *m, int *n, const char *name, double v) {
 /* The job's prompts, encoded with chat; what the hygiene filters dropped
  * from its training_file goes to cb's events. */
 static int load_prompts(const al_job *job, const al_chat *chat, al_prompts *p, const al_train_cb *cb,
-                        char err[AL_ERRLEN]) {
+                        al_error *err) {
     if (job->task[0])
         return al_prompts_load(p, job, chat, 1, job->task_rows, job->task_seed, job->task_split, NULL, "task", 0, err);
     int rc = al_prompts_load(p, job, chat, 0, 0, 0, 0, job->training_file, "training_file", 0, err);
@@ -146,19 +145,20 @@ static int gen_texts(pmodel *pm, const al_seq *const *ps, int n, const al_hparam
     return rc;
 }
 
-static int room(const pmodel *pm, const al_seq *const *ps, int n, int want, char err[AL_ERRLEN]) {
+static int room(const pmodel *pm, const al_seq *const *ps, int n, int want, al_error *err) {
     int maxp = 0, T = al_model_config_of(pm->m)->max_T;
     for (int i = 0; i < n; i++) maxp = ps[i]->n > maxp ? ps[i]->n : maxp;
     int r = T - maxp < want ? T - maxp : want;
     if (r < 1)
-        return al_err(err, AL_EINVAL, "hyperparameters.max_prompt_length: a prompt of %d tokens leaves no room "
-                      "in the context of %d", maxp, T);
+        return AL_FAIL(err, AL_EINVAL, "hyperparameters.max_prompt_length", "a prompt of %d tokens leaves no room "
+                       "in the context of %d", maxp, T);
     return r;
 }
 
 /* ---- generate_preferences ------------------------------------------------------- */
 
-static int gen_prefs(const al_job *job, const al_train_cb *cb, al_train_result *res, char err[AL_ERRLEN]) {
+static int gen_prefs(const al_job *job, const al_train_cb *cb, al_train_result *res, al_error *fail) {
+    char *err = fail->msg; /* where no job field is at fault */
     const al_hparams *hp = &job->hp;
     pmodel pm = {0};
     al_prompts pr = {0};
@@ -172,8 +172,8 @@ static int gen_prefs(const al_job *job, const al_train_cb *cb, al_train_result *
     int *lens = calloc((size_t)per * G, sizeof *lens), *eos = calloc((size_t)per * G, sizeof *eos);
     float *sc = calloc((size_t)per * G, sizeof *sc);
     int rc = (!ps || !txt || !pt || !an || !lens || !eos || !sc) ? al_err(err, AL_ENOMEM, "out of memory") : AL_OK;
-    if (!rc) rc = pmodel_open(&pm, job, job->model, "model", err);
-    if (!rc) rc = load_prompts(job, pm.chat, &pr, cb, err);
+    if (!rc) rc = pmodel_open(&pm, job, job->model, "model", fail);
+    if (!rc) rc = load_prompts(job, pm.chat, &pr, cb, fail);
     if (!rc) {
         al_reward_len len = {al_prompts_max_bytes(&pr), al_completion_max_bytes(pm.tok, hp->max_completion_length)};
         rc = al_rewarder_new(&rw, &job->reward, hp->missing_eos_penalty, CHUNK, &len, err);
@@ -193,7 +193,7 @@ static int gen_prefs(const al_job *job, const al_train_cb *cb, al_train_result *
             pt[i] = pr.text[p0 + i / G];
             an[i] = &pr.ref[p0 + i / G];
         }
-        int max_new = room(&pm, ps, n, hp->max_completion_length, err);
+        int max_new = room(&pm, ps, n, hp->max_completion_length, fail);
         if (max_new < 0) {
             rc = max_new;
             break;
@@ -201,7 +201,7 @@ static int gen_prefs(const al_job *job, const al_train_cb *cb, al_train_result *
         if ((rc = gen_texts(&pm, ps, n, hp, &rng, max_new, txt, lens, eos, err))) break;
         char e2[AL_ERRLEN];
         if ((rc = al_rewarder_score_rows(rw, n, G, pt, (const char *const *)txt, an, lens, eos, sc, NULL, e2))) {
-            rc = al_err(err, rc, "reward: %s", e2);
+            rc = AL_FAIL(fail, rc, "reward", "%s", e2);
             break;
         }
         for (int q = 0; q < k && !rc; q++) {
@@ -270,7 +270,8 @@ static int gen_prefs(const al_job *job, const al_train_cb *cb, al_train_result *
 /* The eval_tasks on model A (and B): each benchmark's results, logged at
  * step as eval/<task>/<metric> (B's with the suffix _b). */
 static int evaluate_benchmarks(const al_job *job, pmodel *A, pmodel *B, const al_train_cb *cb, long step,
-                               char err[AL_ERRLEN]) {
+                               al_error *fail) {
+    char *err = fail->msg;
     enum { ROWS = 8 };
     al_metric m[2 * AL_MAX_METRICS];
     int nm = 0, rc = AL_OK;
@@ -282,10 +283,13 @@ static int evaluate_benchmarks(const al_job *job, pmodel *A, pmodel *B, const al
             al_bench *b = NULL;
             int T = al_model_config_of(pm->m)->max_T;
             char e2[AL_ERRLEN];
-            if ((rc = al_bench_load(&b, &job->eval_tasks[k], pm->chat, &job->reward.grader, T, what, err))) break;
+            if ((rc = al_bench_load(&b, &job->eval_tasks[k], pm->chat, &job->reward.grader, T, what, err))) {
+                al_fail_as(fail, rc, what, err);
+                break;
+            }
             /* a forward-only reservation for the scoring rows */
             if ((rc = al_model_reserve(pm->m, ROWS, al_bench_longest(b), AL_MODEL_FORWARD_ONLY, e2)))
-                al_err(err, rc, "%s: %s", side ? "model_b" : "model", e2);
+                AL_FAIL(fail, rc, "%s", "%s", side ? "model_b" : "model", e2);
             if (!rc)
                 rc = al_bench_report(b, pm->m, ROWS, al_bench_longest(b), side ? "model_b" : "model", step, cb, m, &nm,
                                      2 * AL_MAX_METRICS, err);
@@ -296,7 +300,8 @@ static int evaluate_benchmarks(const al_job *job, pmodel *A, pmodel *B, const al
     return rc;
 }
 
-static int evaluate_job(const al_job *job, const al_train_cb *cb, al_train_result *res, char err[AL_ERRLEN]) {
+static int evaluate_job(const al_job *job, const al_train_cb *cb, al_train_result *res, al_error *fail) {
+    char *err = fail->msg; /* where no job field is at fault */
     const al_hparams *hp = &job->hp;
     pmodel A = {0}, B = {0};
     al_prompts pa = {0}, pb = {0};
@@ -304,10 +309,10 @@ static int evaluate_job(const al_job *job, const al_train_cb *cb, al_train_resul
     al_buf out = {0};
     int two = job->model_b[0] != 0;
     int has_prompts = job->task[0] || job->training_file[0];
-    int rc = pmodel_open(&A, job, job->model, "model", err);
-    if (!rc && two) rc = pmodel_open(&B, job, job->model_b, "model_b", err);
-    if (!rc && has_prompts) rc = load_prompts(job, A.chat, &pa, NULL, err);
-    if (!rc && two && has_prompts) rc = load_prompts(job, B.chat, &pb, NULL, err);
+    int rc = pmodel_open(&A, job, job->model, "model", fail);
+    if (!rc && two) rc = pmodel_open(&B, job, job->model_b, "model_b", fail);
+    if (!rc && has_prompts) rc = load_prompts(job, A.chat, &pa, NULL, fail);
+    if (!rc && two && has_prompts) rc = load_prompts(job, B.chat, &pb, NULL, fail);
     if (!rc) {
         /* without model_b only the grader is used (exact match) */
         al_reward_len len = {al_prompts_max_bytes(&pa), al_completion_max_bytes(A.tok, hp->max_completion_length)};
@@ -332,8 +337,8 @@ static int evaluate_job(const al_job *job, const al_train_cb *cb, al_train_resul
             sb[i] = two ? &pb.seq[p0 + i] : NULL;
             pt[i] = pa.text[p0 + i];
         }
-        int na = room(&A, sa, k, hp->max_completion_length, err);
-        int nb = two ? room(&B, sb, k, hp->max_completion_length, err) : 1;
+        int na = room(&A, sa, k, hp->max_completion_length, fail);
+        int nb = two ? room(&B, sb, k, hp->max_completion_length, fail) : 1;
         if (na < 0 || nb < 0) {
             rc = na < 0 ? na : nb;
             break;
@@ -344,7 +349,7 @@ static int evaluate_job(const al_job *job, const al_train_cb *cb, al_train_resul
         if (!rc && two && al_rewarder_has_rm(rw)) {
             if ((rc = al_rewarder_rm(rw, k, pt, (const char *const *)ta, ea, sca, e2)) ||
                 (rc = al_rewarder_rm(rw, k, pt, (const char *const *)tb, eb, scb, e2)))
-                rc = al_err(err, rc, "reward: %s", e2);
+                rc = AL_FAIL(fail, rc, "reward", "%s", e2);
         }
         for (int i = 0; i < k && !rc; i++) {
             const char *ans = pa.answer[p0 + i];
@@ -425,7 +430,7 @@ static int evaluate_job(const al_job *job, const al_train_cb *cb, al_train_resul
         if (done % hp->logging_steps == 0 || done == chunks) log_metrics(cb, done, total, m, nm);
     }
     if (!rc && has_prompts) rc = write_output(job, &out, "evaluation.jsonl", "evaluation", res, err);
-    if (!rc && job->n_eval_tasks) rc = evaluate_benchmarks(job, &A, two ? &B : NULL, cb, total, err);
+    if (!rc && job->n_eval_tasks) rc = evaluate_benchmarks(job, &A, two ? &B : NULL, cb, total, fail);
     if (!rc) res->steps = res->total_steps = total;
     al_buf_deinit(&out);
     al_rewarder_free(rw);
@@ -469,13 +474,14 @@ static int cr_prompt(pmodel *pm, const char *prompt, const char *answer, const c
     return rc;
 }
 
-static int critique_revise(const al_job *job, const al_train_cb *cb, al_train_result *res, char err[AL_ERRLEN]) {
+static int critique_revise(const al_job *job, const al_train_cb *cb, al_train_result *res, al_error *fail) {
+    char *err = fail->msg; /* where no job field is at fault */
     const al_hparams *hp = &job->hp;
     pmodel pm = {0};
     al_prompts pr = {0};
     al_buf sft = {0}, pairs = {0};
-    int rc = pmodel_open(&pm, job, job->model, "model", err);
-    if (!rc) rc = load_prompts(job, pm.chat, &pr, cb, err);
+    int rc = pmodel_open(&pm, job, job->model, "model", fail);
+    if (!rc) rc = load_prompts(job, pm.chat, &pr, cb, fail);
     al_rng rng;
     al_rng_seed(&rng, hp->seed);
     long chunks = (pr.n + CHUNK - 1) / CHUNK, kept = 0, same = 0;
@@ -492,7 +498,7 @@ static int critique_revise(const al_job *job, const al_train_cb *cb, al_train_re
             ps[i] = &pr.seq[p0 + i];
             pi[i] = (int)al_rng_below(&rng, (uint32_t)job->n_principles);
         }
-        int nn = room(&pm, ps, k, hp->max_completion_length, err);
+        int nn = room(&pm, ps, k, hp->max_completion_length, fail);
         if (nn < 0) {
             rc = nn;
             break;
@@ -564,18 +570,20 @@ static int critique_revise(const al_job *job, const al_train_cb *cb, al_train_re
     return rc;
 }
 
-static int sampling_job(const al_job *job, const al_train_cb *cb, al_train_result *res, char err[AL_ERRLEN]) {
+static int sampling_job(const al_job *job, const al_train_cb *cb, al_train_result *res, al_error *err) {
     res->output_is_model = 0;
     if (!strcmp(job->method, "generate_preferences")) return gen_prefs(job, cb, res, err);
     if (!strcmp(job->method, "evaluate")) return evaluate_job(job, cb, res, err);
     if (!strcmp(job->method, "critique_revise")) return critique_revise(job, cb, res, err);
-    return al_err(err, AL_EINVAL, "method: '%s' is not a sampling job", job->method);
+    return AL_FAIL(err, AL_EINVAL, "method", "'%s' is not a sampling job", job->method);
 }
 
-int al_sampling_run(const al_job *job, const al_train_cb *cb, al_train_result *res, char err[AL_ERRLEN]) {
+int al_sampling_run(const al_job *job, const al_train_cb *cb, al_train_result *res, al_error *err) {
     al_train_result r0;
     memset(&r0, 0, sizeof r0);
-    int rc = sampling_job(job, cb, &r0, err);
+    al_error e = {"", ""};
+    int rc = sampling_job(job, cb, &r0, &e);
+    if (rc) al_fail_as(err, rc, e.field, e.msg);
     if (res) *res = r0;
     return rc;
 }
