@@ -294,12 +294,8 @@ int cli_train(int argc, char **argv) {
         return 2;
     }
     /* pause and cancel from the start: a launcher may forward them any time */
-    struct sigaction sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = on_signal;
-    sigemptyset(&sa.sa_mask);
-    sigaction(SIGUSR1, &sa, NULL);
-    sigaction(SIGUSR2, &sa, NULL);
+    cli_signal(SIGUSR1, on_signal);
+    cli_signal(SIGUSR2, on_signal);
     char err[AL_ERRLEN] = "";
     if (al_dist_init(err)) {
         fprintf(stderr, "alignd: train: %s\n", err);

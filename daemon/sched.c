@@ -215,14 +215,14 @@ static int settle(worker *w, int64_t id, const char *from, const char *to, const
                   const store_upd *u, const char *fmt, ...) __attribute__((format(printf, 7, 8)));
 static int settle(worker *w, int64_t id, const char *from, const char *to, const char *level,
                   const store_upd *u, const char *fmt, ...) {
-    char msg[1024];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
-    va_end(ap);
+    va_list ap0;
+    va_start(ap0, fmt);
     int ms = 100, tries = 0, rc;
     for (;;) {
-        rc = store_job_transition(w->s->st, id, from, to, level, u, "%s", msg);
+        va_list ap;
+        va_copy(ap, ap0);
+        rc = store_job_transitionv(w->s->st, id, from, to, level, u, fmt, ap);
+        va_end(ap);
         tries++;
         if (rc != STORE_EIO) break;
         pthread_mutex_lock(&w->s->mu);
@@ -235,6 +235,7 @@ static int settle(worker *w, int64_t id, const char *from, const char *to, const
         nanosleep(&ts, NULL);
         if (ms < 5000) ms *= 2;
     }
+    va_end(ap0);
     if (tries > 1 && rc == STORE_OK)
         log_info("event=status_landed job=%s status=%s tries=%d", w->name, to, tries);
     return rc;
