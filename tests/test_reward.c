@@ -51,8 +51,8 @@ static void test_sized_scores(const char *rm) {
     /* prompts of up to 4 bytes, completions of up to 3: 4 + 3 + slack tokens */
     al_reward_len small = {4, 3};
     al_rewarder *full = NULL, *sized = NULL;
-    T_OK(al_rewarder_new(&full, &cfg, 0, 3, NULL, g_err));
-    T_OK(al_rewarder_new(&sized, &cfg, 0, 3, &small, g_err));
+    T_OK(al_rewarder_new(&full, &cfg, 0, 3, NULL, &g_fail));
+    T_OK(al_rewarder_new(&sized, &cfg, 0, 3, &small, &g_fail));
     if (!full || !sized) goto out;
     /* within the bound, past it, past the context of 48 */
     const char *prompts[] = {"1+2=", "3+4=", "12+34=", "0+0=", "5+5=5+5=5+5=5+5=", "99+1=",
@@ -79,7 +79,7 @@ out:
 static void test_cut_off_scores(const char *rm) {
     al_reward_cfg cfg = rm_only(rm);
     al_rewarder *rw = NULL;
-    T_OK(al_rewarder_new(&rw, &cfg, 0, 2, NULL, g_err));
+    T_OK(al_rewarder_new(&rw, &cfg, 0, 2, NULL, &g_fail));
     al_model *m = NULL;
     T_OK(al_model_open_ex(&m, rm, NULL, AL_OPEN_SCORE_HEAD | AL_OPEN_FROZEN, 0, g_err));
     if (!rw || !m) goto out;
@@ -166,8 +166,8 @@ static void test_judge(const char *jm) {
     al_model *m = NULL;
     al_tok *tok = NULL;
     al_chat *chat = NULL;
-    T_OK(al_rewarder_new(&full, &cfg, 0, 3, NULL, g_err));
-    T_OK(al_rewarder_new(&sized, &cfg, 0, 3, &small, g_err));
+    T_OK(al_rewarder_new(&full, &cfg, 0, 3, NULL, &g_fail));
+    T_OK(al_rewarder_new(&sized, &cfg, 0, 3, &small, &g_fail));
     T_OK(al_model_open_ex(&m, jm, NULL, AL_OPEN_FROZEN, 0, g_err));
     T_OK(al_tok_load(&tok, jm, g_err));
     if (tok) T_OK(al_chat_new(&chat, tok, NULL, g_err));
@@ -268,13 +268,14 @@ static void test_graded_sources(void) {
     cfg.http_weight = 0.5f;
     cfg.http_batch = 2;
     al_rewarder *rw = NULL;
-    T_OK(al_rewarder_new(&rw, &cfg, 0, 4, NULL, g_err));
+    T_OK(al_rewarder_new(&rw, &cfg, 0, 4, NULL, &g_fail));
     /* no runner callback: refused at set-up, never a silent 0 */
-    T_EQ_INT(al_rewarder_attach(rw, NULL, g_err), AL_EINVAL);
-    T_STR_EQ(g_err, "reward.http: this runner cannot call external verifiers");
+    T_EQ_INT(al_rewarder_attach(rw, NULL, &g_fail), AL_EINVAL);
+    T_STR_EQ(g_fail.msg, "reward.http: this runner cannot call external verifiers");
+    T_STR_EQ(g_fail.field, "reward.http");
     fake_ext fx = {0};
     al_train_cb cb = {.external_reward = fake_reward, .ud = &fx};
-    T_OK(al_rewarder_attach(rw, &cb, g_err));
+    T_OK(al_rewarder_attach(rw, &cb, &g_fail));
     /* per-row answers: a list, and a row of its own grader (casefold) */
     const char *a0[] = {"1000"}, *a1[] = {"forty-two", "42"}, *a2[] = {"Paris"};
     al_grader_cfg cf;
@@ -356,7 +357,7 @@ static void test_file_rows(void) {
         T_EQ_INT(p.graders.n, 1);
         T_TRUE(json_is_object(p.ref[1].row));
         al_rewarder *rw = NULL;
-        T_OK(al_rewarder_new(&rw, &job.reward, 0, 4, NULL, g_err));
+        T_OK(al_rewarder_new(&rw, &job.reward, 0, 4, NULL, &g_fail));
         const al_reward_row *rows[3] = {&p.ref[0], &p.ref[1], &p.ref[2]};
         const char *prompts[3] = {"a", "b", "c"}, *comps[3] = {"#### 41", " oslo", "Roma"};
         int lens[3] = {1, 1, 1}, eos[3] = {1, 1, 1};
@@ -393,7 +394,7 @@ static void test_file_rows(void) {
         T_TRUE(p.ref[0].grader != NULL && p.ref[3].grader == p.ref[0].grader);
         T_EQ_INT(al_grader_config(p.ref[0].grader)->extract, AL_EXTRACT_HASH);
         al_rewarder *rw = NULL;
-        T_OK(al_rewarder_new(&rw, &job.reward, 0, 4, NULL, g_err));
+        T_OK(al_rewarder_new(&rw, &job.reward, 0, 4, NULL, &g_fail));
         char good[64];
         size_t a;
         const char *hs = strstr(p.answer[0], "####");
@@ -684,7 +685,7 @@ static void test_word_problems_grpo(void) {
     al_prompts p = {0};
     T_OK(al_prompts_load(&p, &job, chat, 1, WP_ROWS, WP_SEED, AL_SPLIT_TRAIN, NULL, "task", 0, &g_fail));
     al_rewarder *rw = NULL;
-    T_OK(al_rewarder_new(&rw, &job.reward, 0, 4, NULL, g_err));
+    T_OK(al_rewarder_new(&rw, &job.reward, 0, 4, NULL, &g_fail));
     if (p.n == WP_ROWS && rw) {
         T_STR_EQ(p.answer[0], w->rows[0].answer);
         enum { K = 6 };

@@ -849,6 +849,7 @@ static void test_runs(const char *tmp, const char *base, const char *rm) {
     al_error fail;
     T_TRUE(al_train_run(&job, NULL, NULL, NULL, &fail) != AL_OK);
     T_REPORT_(strncmp(fail.msg, "reward.reward_model:", 20) == 0, "error \"%s\"", fail.msg);
+    T_STR_EQ(fail.field, "reward.reward_model"); /* a field the message alone did not give the API */
     al_job_deinit(&job);
 }
 

@@ -448,8 +448,8 @@ static int setup(rl *r) {
     }
     size_t pb_train = al_prompts_max_bytes(&r->train), pb_val = al_prompts_max_bytes(&r->val);
     al_reward_len rlen = {pb_train > pb_val ? pb_train : pb_val, al_completion_max_bytes(r->tok, r->max_new)};
-    if ((rc = al_rewarder_new(&r->rw, &job->reward, hp->missing_eos_penalty, r->mb, &rlen, r->run.err.msg))) return rc;
-    if ((rc = al_rewarder_attach(r->rw, r->cb, r->run.err.msg))) return rc;
+    if ((rc = al_rewarder_new(&r->rw, &job->reward, hp->missing_eos_penalty, r->mb, &rlen, &r->run.err))) return rc;
+    if ((rc = al_rewarder_attach(r->rw, r->cb, &r->run.err))) return rc;
     r->run.steps_per_epoch = (r->train.n + r->Pg - 1) / r->Pg;
     r->run.total_steps = hp->max_steps >= 0 ? hp->max_steps : r->run.steps_per_epoch * hp->n_epochs;
     if ((rc = alloc_bufs(r))) return rc;

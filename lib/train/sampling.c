@@ -176,8 +176,8 @@ static int gen_prefs(const al_job *job, const al_train_cb *cb, al_train_result *
     if (!rc) rc = load_prompts(job, pm.chat, &pr, cb, fail);
     if (!rc) {
         al_reward_len len = {al_prompts_max_bytes(&pr), al_completion_max_bytes(pm.tok, hp->max_completion_length)};
-        rc = al_rewarder_new(&rw, &job->reward, hp->missing_eos_penalty, CHUNK, &len, err);
-        if (!rc) rc = al_rewarder_attach(rw, cb, err);
+        rc = al_rewarder_new(&rw, &job->reward, hp->missing_eos_penalty, CHUNK, &len, fail);
+        if (!rc) rc = al_rewarder_attach(rw, cb, fail);
     }
     al_rng rng;
     al_rng_seed(&rng, hp->seed);
@@ -318,7 +318,7 @@ static int evaluate_job(const al_job *job, const al_train_cb *cb, al_train_resul
         al_reward_len len = {al_prompts_max_bytes(&pa), al_completion_max_bytes(A.tok, hp->max_completion_length)};
         size_t cb_b = two ? al_completion_max_bytes(B.tok, hp->max_completion_length) : 0;
         if (cb_b > len.completion_bytes) len.completion_bytes = cb_b;
-        rc = al_rewarder_new(&rw, &job->reward, hp->missing_eos_penalty, CHUNK, &len, err);
+        rc = al_rewarder_new(&rw, &job->reward, hp->missing_eos_penalty, CHUNK, &len, fail);
     }
     al_rng rng;
     al_rng_seed(&rng, hp->seed);
