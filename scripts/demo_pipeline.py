@@ -5,8 +5,11 @@ On the built-in task `addition2` (sums of 1-2 digit numbers), starting from a
 tiny randomly initialised model registered under --model:
   1. SFT from scratch until the model is partly right (about 0.4 of the sums);
   2. two reward models on the task's (right, wrong) pairs: a weak one (500
-     steps: about 0.8 held-out pair accuracy) and one trained on 8x the pairs
-     (4000 steps: above 0.9);
+     steps of pairs whose wrong answer is always the right sum with one
+     digit changed — narrow data, the task's "mistakes": "one_digit" —:
+     about 0.8 pair accuracy on held-out pairs of every kind) and one
+     trained on every kind of mistake and 8x the pairs (4000 steps: above
+     0.9);
   3. PPO against each, side by side: against the weak one it is reward
      hacking live (the reward model's score of the samples climbs, their
      true exact match does not, and held-out accuracy falls; the dashboard's
@@ -249,15 +252,16 @@ def main():
     # 2. a weak and a strong reward model, scores centred
     # (center_rewards_coefficient: PPO's critic need not learn a per-prompt
     # offset first)
-    def rm_job(label, n):
+    def rm_job(label, n, mistakes):
         return submit(api, label, {
             "method": "reward_model", "model": m_sft, "suffix": label.split()[1], "seed": SEED,
-            "task": {"name": TASK, "rows": 80000, "seed": 100 + SEED},
+            "task": {"name": TASK, "rows": 80000, "seed": 100 + SEED, "mistakes": mistakes},
             "hyperparameters": {"max_steps": steps(n), "learning_rate": 1e-3, "batch_size": 64,
                                 "center_rewards_coefficient": 0.01, "lr_scheduler_type": "cosine",
                                 "warmup_ratio": 0.05, "max_length": 24, "logging_steps": 50,
                                 "eval_steps": steps(n) // 4}})
-    weak, strong = rm_job("2a. rm-weak (500 steps)", 500), rm_job("2b. rm-strong (4000 steps)", 4000)
+    weak = rm_job("2a. rm-weak (500 steps)", 500, "one_digit")
+    strong = rm_job("2b. rm-strong (4000 steps)", 4000, "any")
     weak = wait(api, weak, "2a. rm-weak (500 steps)")
 
     # 3. PPO against each reward model, side by side; 4. GRPO on the

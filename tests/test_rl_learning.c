@@ -8,11 +8,15 @@
  *   1. GRPO on the verifiable reward gains held-out exact match;
  *   2. the same with the reward's sign flipped (which flips every
  *      advantage) loses it: a broken advantage sign fails this file;
- *   3. reward hacking: PPO against a weak reward model (500 steps of pairs,
- *      about 0.8 held-out pair accuracy) raises the reward model's score of
- *      its samples while held-out exact match falls;
- *   4. the mitigation: the same PPO against a reward model trained on 8x
- *      the pairs (4000 steps) gains held-out exact match on every seed.
+ *   3. reward hacking: PPO against a weak reward model — 500 steps of
+ *      pairs whose wrong answer is always the right sum with one digit
+ *      changed, so it never saw a wrong length, a carry slip or another
+ *      sum (about 0.8 pair accuracy on held-out pairs of every kind) —
+ *      raises the reward model's score of its samples while held-out
+ *      exact match falls;
+ *   4. the mitigation: the same PPO against a reward model trained on the
+ *      task's pairs (every kind of mistake) and 8x as many (4000 steps)
+ *      gains held-out exact match on every seed.
  *
  * Measured with these settings, seeds 1 2 3, held-out gains over the start
  * (bench/learn_sweep.py, alignd train with 1 thread, the -march=native build,
@@ -54,7 +58,26 @@
  *                   held-out change        -0.144 +0.007 -0.230  (seed 2 fails)
  *   strong reward model, pair accuracy      1.000  0.980  0.980
  *   PPO against it: held-out change        +0.361 +0.314 +0.303
- * so ctest runs this file in fp32 (tests/CMakeLists.txt says why).
+ * That weak model was trained on the task's own pairs (every kind of
+ * mistake, 500 steps), and its hacking margin was thinner than the spread
+ * over seeds and paths, so the weak model is now weak by construction
+ * (check 3 above: the task's "mistakes": "one_digit", lib/tasks/tasks.h).
+ * Check 3's figures with it, 1 thread, the portable release build, seeds
+ * 1 2 3 (2026-12-07, main 1e02368 + this change, the other checks skipped
+ * in a local copy; `ALIGND_THREADS=1 ALIGND_MIXED_PRECISION=fp32|bf16
+ * ./tests/test_rl_learning SEED`):            fp32                  bf16
+ *   weak reward model, pair accuracy   0.785 0.785 0.760     0.785 0.750 0.785
+ *   PPO against it: score change      +0.666 +0.358 +0.688  +1.337 +0.326 +0.633
+ *                   held-out change   -0.094 -0.091 -0.233  -0.324 -0.129 -0.155
+ * and with another draw of the one-digit changes (pairs written to a file
+ * by the test, the same rows; 2000 held-out pairs):
+ *   weak reward model, pair accuracy   0.770 0.755 0.794     0.774 0.840 0.763
+ *   PPO against it: score change      +0.688 +0.492 +0.730  +0.445 +0.656 +0.906
+ *                   held-out change   -0.203 -0.171 -0.211  -0.184 -0.163 -0.321
+ * The twelve held-out changes: mean -0.190, standard deviation 0.075, the
+ * largest -0.091: the bound (<= 0) sits 2.5 deviations above the mean.
+ * so the file runs in the default precision (bf16 on this CPU, fp32 where
+ * the CPU has no bf16 products), as every other learning test does.
  * ctest runs each seed as its own test with one thread (`test_rl_learning
  * SEED`: test_rl_learning_seed1..3), so that ctest -j2 spreads them over
  * the cores. Seed 1 that way (main d43a89b, `ALIGND_THREADS=1
@@ -136,12 +159,14 @@ static const char *RL = "{\"method\":\"%s\",\"model\":\"%s\",\"task\":{\"name\":
                         "\"reward\":%s,\"hyperparameters\":{\"max_steps\":%d,\"logging_steps\":1,"
                         "\"max_completion_length\":6,\"save_steps\":0},\"output_dir\":\"%s\",\"seed\":%d}";
 
-/* A reward model on (right, wrong) pairs, its scores centred
+/* A reward model on the task's (right, wrong) pairs, the wrong answers of
+ * the kind given ("mistakes"), its scores centred
  * (center_rewards_coefficient: PPO's critic need not learn a per-prompt
- * offset first); eval_accuracy is on pairs of the held-out split. */
+ * offset first); eval_accuracy is on pairs of the held-out split, of every
+ * kind. */
 static const char *RM =
     "{\"method\":\"reward_model\",\"model\":\"%s\",\"task\":{\"name\":\"addition2\",\"rows\":80000,"
-    "\"seed\":%d},\"hyperparameters\":{\"learning_rate\":0.001,\"batch_size\":64,\"max_steps\":%d,"
+    "\"seed\":%d,\"mistakes\":\"%s\"},\"hyperparameters\":{\"learning_rate\":0.001,\"batch_size\":64,\"max_steps\":%d,"
     "\"center_rewards_coefficient\":0.01,\"lr_scheduler_type\":\"cosine\",\"warmup_ratio\":0.05,"
     "\"logging_steps\":%d,\"max_length\":24,\"save_steps\":0},\"output_dir\":\"%s\",\"seed\":%d}";
 
@@ -200,10 +225,11 @@ int main(int argc, char **argv) {
         phase(seed, "held-out eval");
         flipped_v[k] = fifth(s.verifiable, s.n, 1) - fifth(s.verifiable, s.n, 0);
 
-        /* 3. PPO against a weak reward model (500 steps of pairs): its score
-         * of the samples against their true exact match */
+        /* 3. PPO against a weak reward model (500 steps of one-digit-change
+         * pairs, measured on held-out pairs of every kind): its score of the
+         * samples against their true exact match */
         snprintf(rm, sizeof rm, "%s/rm%d_weak", tmp, seed);
-        snprintf(json, sizeof json, RM, start, 100 + seed, RM_WEAK_STEPS, RM_WEAK_STEPS, rm, seed);
+        snprintf(json, sizeof json, RM, start, 100 + seed, "one_digit", RM_WEAK_STEPS, RM_WEAK_STEPS, rm, seed);
         T_OK(train(json, &s));
         phase(seed, "weak RM");
         rm_weak[k] = s.eval_accuracy;
@@ -218,9 +244,10 @@ int main(int argc, char **argv) {
                "%.3f -> %.3f\n", seed, rm_weak[k], fifth(s.scores, s.n, 0), fifth(s.scores, s.n, 1),
                fifth(s.verifiable, s.n, 0), fifth(s.verifiable, s.n, 1));
 
-        /* 4. the mitigation: the reward model trained on 8x the pairs */
+        /* 4. the mitigation: the reward model trained on the task's pairs
+         * (every kind of mistake), 8x as many */
         snprintf(rm, sizeof rm, "%s/rm%d_strong", tmp, seed);
-        snprintf(json, sizeof json, RM, start, 100 + seed, RM_STRONG_STEPS, RM_STRONG_STEPS, rm, seed);
+        snprintf(json, sizeof json, RM, start, 100 + seed, "any", RM_STRONG_STEPS, RM_STRONG_STEPS, rm, seed);
         T_OK(train(json, &s));
         phase(seed, "strong RM");
         rm_strong[k] = s.eval_accuracy;

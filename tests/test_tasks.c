@@ -115,9 +115,57 @@ static void test_job_split(void) {
     T_STR_EQ(err, "eval_tasks[0].split: must be \"train\", \"test\" or \"all\"");
 }
 
+/* "mistakes": "one_digit": the same rows, the wrong answer the right sum
+ * with exactly one digit changed (same length, no leading zero); the other
+ * kinds occur under "any"; bad values and tasks name the field. */
+static void test_mistakes(void) {
+    int kinds_other = 0;
+    for (int i = 0; i < 2000; i++) {
+        al_task_row any, one;
+        T_OK(al_task_row_get_with("addition2", AL_SPLIT_TRAIN, 101, (uint64_t)i, AL_MISTAKES_ANY, &any));
+        T_OK(al_task_row_get_with("addition2", AL_SPLIT_TRAIN, 101, (uint64_t)i, AL_MISTAKES_ONE_DIGIT, &one));
+        T_STR_EQ(one.prompt, any.prompt);
+        T_STR_EQ(one.answer, any.answer);
+        size_t n = strlen(one.answer), diff = 0;
+        T_EQ_INT(strlen(one.wrong), n);
+        for (size_t k = 0; k < n && k < strlen(one.wrong); k++) diff += one.wrong[k] != one.answer[k];
+        T_REPORT_(diff == 1 && one.wrong[0] >= '0' && one.wrong[0] <= '9' && (n == 1 || one.wrong[0] != '0'),
+                  "row %d: %s -> %s is not a one-digit change", i, one.answer, one.wrong);
+        size_t da = 0;
+        for (size_t k = 0; k < n && strlen(any.wrong) == n; k++) da += any.wrong[k] != any.answer[k];
+        kinds_other += strlen(any.wrong) != n || da != 1;
+    }
+    T_TRUE(kinds_other > 600); /* 3 kinds in 5 under "any" */
+    al_task_row r;
+    T_EQ_INT(al_task_row_get_with("sorting", AL_SPLIT_ALL, 1, 0, AL_MISTAKES_ONE_DIGIT, &r), AL_EINVAL);
+    T_EQ_INT(al_task_mistakes_parse("one_digit"), AL_MISTAKES_ONE_DIGIT);
+    T_EQ_INT(al_task_mistakes_parse("none"), -1);
+    char err[AL_ERRLEN];
+    al_job j;
+    const char *ok = "{\"method\":\"reward_model\",\"model\":\"m\","
+                     "\"task\":{\"name\":\"addition\",\"mistakes\":\"one_digit\"}}";
+    T_OK(al_job_parse(&j, ok, strlen(ok), err));
+    T_EQ_INT(j.task_mistakes, AL_MISTAKES_ONE_DIGIT);
+    al_job_deinit(&j);
+    static const char *const bad[][2] = {
+        {"{\"method\":\"reward_model\",\"model\":\"m\",\"task\":{\"name\":\"addition\",\"mistakes\":\"few\"}}",
+         "task.mistakes: must be \"any\" or \"one_digit\""},
+        {"{\"method\":\"dpo\",\"model\":\"m\",\"task\":{\"name\":\"sorting\",\"mistakes\":\"one_digit\"}}",
+         "task.mistakes: \"one_digit\" is for the additions (addition, addition2), not sorting"},
+        {"{\"method\":\"sft\",\"model\":\"m\",\"task\":{\"name\":\"addition2\"},"
+         "\"eval_tasks\":[{\"name\":\"addition2\",\"mistakes\":\"any\"}]}",
+         "eval_tasks[0].mistakes: is for the job's task (its training pairs), not eval_tasks[0]"},
+    };
+    for (size_t k = 0; k < sizeof bad / sizeof bad[0]; k++) {
+        T_EQ_INT(al_job_parse(&j, bad[k][0], strlen(bad[k][0]), err), AL_EINVAL);
+        T_STR_EQ(err, bad[k][1]);
+    }
+}
+
 int main(void) {
     test_rows();
     test_splits();
     test_job_split();
+    test_mistakes();
     return t_done();
 }

@@ -17,6 +17,8 @@ static const al_task_info g_tasks[] = {
 
 const al_task_info *al_tasks(void) { return g_tasks; }
 
+static int is_addition(const char *task) { return !strcmp(task, "addition") || !strcmp(task, "addition2"); }
+
 /* Changes one character of s to another from the same class (digit/letter). */
 static void perturb(char *s, al_rng *r) {
     size_t n = strlen(s);
@@ -153,7 +155,7 @@ static int row_draw(const char *task, uint64_t rng_seed, al_task_row *out) {
         word_problem(out, &r);
         return AL_OK;
     }
-    if (!strcmp(task, "addition") || !strcmp(task, "addition2")) {
+    if (is_addition(task)) {
         /* 1-3 digit operands ("addition2": 1-2, an easier variant that tiny
          * models learn in a few hundred steps) */
         uint32_t maxd = task[8] == '2' ? 2 : 3;
@@ -213,6 +215,36 @@ int al_task_row_get(const char *task, al_task_split split, uint64_t seed, uint64
         int rc = row_draw(task, attempt ? s ^ attempt * 0xBF58476D1CE4E5B9ull : s, out);
         if (rc || split == AL_SPLIT_ALL || al_task_prompt_split(out->prompt) == split) return rc;
     }
+}
+
+static const char *const mistake_names[] = {"any", "one_digit"};
+
+const char *al_task_mistakes_name(al_task_mistakes m) { return mistake_names[m]; }
+
+int al_task_mistakes_parse(const char *name) {
+    for (int i = 0; i < 2; i++)
+        if (!strcmp(name, mistake_names[i])) return i;
+    return -1;
+}
+
+int al_task_has_mistakes(const char *task, al_task_mistakes m) { return m == AL_MISTAKES_ANY || is_addition(task); }
+
+int al_task_row_get_with(const char *task, al_task_split split, uint64_t seed, uint64_t index, al_task_mistakes m,
+                         al_task_row *out) {
+    int rc = al_task_row_get(task, split, seed, index, out);
+    if (rc || m == AL_MISTAKES_ANY) return rc;
+    if (!al_task_has_mistakes(task, m)) return AL_EINVAL;
+    /* the right sum, one digit changed to another (no leading zero), from a
+     * stream of its own so that the row itself is the same as under "any" */
+    al_rng r;
+    al_rng_seed(&r, (seed ^ 0x6A09E667F3BCC909ull) * 0x9E3779B97F4A7C15ull ^ (index + 1) * 0xD1B54A32D192ED03ull);
+    size_t n = strlen(out->answer), at = al_rng_below(&r, (uint32_t)n);
+    int lo = at == 0 && n > 1;
+    char d = (char)('0' + lo + (int)al_rng_below(&r, (uint32_t)(9 - lo)));
+    if (d >= out->answer[at]) d++; /* one of the other digits */
+    memcpy(out->wrong, out->answer, sizeof out->wrong);
+    out->wrong[at] = d;
+    return AL_OK;
 }
 
 static const char *const split_names[] = {"all", "train", "test"};

@@ -38,6 +38,24 @@ typedef enum al_task_split { AL_SPLIT_ALL = 0, AL_SPLIT_TRAIN = 1, AL_SPLIT_TEST
 /* Row `index` of a split, deterministic in (task, split, seed, index).
  * Returns AL_OK, or AL_ENOENT for an unknown task name. */
 int al_task_row_get(const char *task, al_task_split split, uint64_t seed, uint64_t index, al_task_row *out);
+/* Which wrong answers a task's preference pairs take (a job's
+ * "task": {"mistakes": ...}): every kind the task makes (AL_MISTAKES_ANY), or
+ * for the additions only the right sum with one digit changed
+ * (AL_MISTAKES_ONE_DIGIT) — narrow preference data, the one contrast a
+ * reward model learns cheaply, which says nothing of wrong lengths, carry
+ * slips or other sums: what a reward model hacked by PPO is made of
+ * (tests/test_rl_learning.c). */
+typedef enum al_task_mistakes { AL_MISTAKES_ANY = 0, AL_MISTAKES_ONE_DIGIT = 1 } al_task_mistakes;
+/* "any", "one_digit"; al_task_mistakes_parse returns -1 for another name. */
+const char *al_task_mistakes_name(al_task_mistakes m);
+int al_task_mistakes_parse(const char *name);
+/* Whether a task's rows can take these mistakes (one_digit: the additions). */
+int al_task_has_mistakes(const char *task, al_task_mistakes m);
+/* Row `index` as al_task_row_get gives it, its wrong answer of the kind m
+ * (deterministic in task, split, seed, index). AL_OK, AL_ENOENT, or
+ * AL_EINVAL when the task cannot take m. */
+int al_task_row_get_with(const char *task, al_task_split split, uint64_t seed, uint64_t index, al_task_mistakes m,
+                         al_task_row *out);
 /* The split a prompt belongs to (AL_SPLIT_TRAIN or AL_SPLIT_TEST). */
 al_task_split al_task_prompt_split(const char *prompt);
 /* "all", "train", "test"; al_task_split_parse returns -1 for another name. */

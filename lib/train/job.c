@@ -221,13 +221,17 @@ static int check_keys(const json_t *o, const char *path, const char *const *allo
     return AL_OK;
 }
 
-/* {"name", "rows", "seed", "split"}; *split is -1 when not given (the
- * method's default applies: see job.h). */
+/* {"name", "rows", "seed", "split"} and, where mistakes is not NULL (the
+ * job's task, not an eval task), "mistakes"; *split is -1 when not given
+ * (the method's default applies: see job.h). */
 static int parse_task(const json_t *v, const char *path, char *name, size_t name_n, long *rows,
-                      uint64_t *seed, int *split, al_error *err) {
-    static const char *const keys[] = {"name", "rows", "seed", "split", NULL};
+                      uint64_t *seed, int *split, int *mistakes, al_error *err) {
+    static const char *const keys[] = {"name", "rows", "seed", "split", "mistakes", NULL};
     char p[96];
     if (!json_is_object(v)) return AL_FAIL(err, AL_EINVAL, "%s", "must be an object", path);
+    if (!mistakes && json_object_get(v, "mistakes"))
+        return AL_FAIL(err, AL_EINVAL, "%s.mistakes", "is for the job's task (its training pairs), not %s", path,
+                       path);
     int rc = check_keys(v, path, keys, err);
     if (rc) return rc;
     snprintf(p, sizeof p, "%s.name", path);
@@ -253,6 +257,13 @@ static int parse_task(const json_t *v, const char *path, char *name, size_t name
     *split = -1;
     if (sp && (!json_is_string(sp) || (*split = al_task_split_parse(json_string_value(sp))) < 0))
         return AL_FAIL(err, AL_EINVAL, "%s.split", "must be \"train\", \"test\" or \"all\"", path);
+    const json_t *mi = mistakes ? json_object_get(v, "mistakes") : NULL;
+    if (mistakes) *mistakes = AL_MISTAKES_ANY;
+    if (mi && (!json_is_string(mi) || (*mistakes = al_task_mistakes_parse(json_string_value(mi))) < 0))
+        return AL_FAIL(err, AL_EINVAL, "%s.mistakes", "must be \"any\" or \"one_digit\"", path);
+    if (mistakes && !al_task_has_mistakes(name, (al_task_mistakes)*mistakes))
+        return AL_FAIL(err, AL_EINVAL, "%s.mistakes", "\"%s\" is for the additions (addition, addition2), not %s",
+                       path, al_task_mistakes_name((al_task_mistakes)*mistakes), name);
     return AL_OK;
 }
 
@@ -524,7 +535,7 @@ static int parse_eval_tasks(al_job *job, const json_t *v, al_error *err) {
         } else {
             uint64_t seed;
             int split;
-            if ((rc = parse_task(e, path, t->task, sizeof t->task, &t->rows, &seed, &split, err))) return rc;
+            if ((rc = parse_task(e, path, t->task, sizeof t->task, &t->rows, &seed, &split, NULL, err))) return rc;
             t->split = split < 0 ? AL_SPLIT_TEST : split;
             memcpy(t->name, t->task, sizeof t->task); /* task (32) fits name (64) */
         }
@@ -958,7 +969,8 @@ static int parse_data(al_job *j, const json_t *o, al_error *err) {
             return AL_FAIL(err, AL_EINVAL, "task", "give either %s or task, not both",
                            j->n_train_files || tfs ? "training_files" : "training_file");
         int split;
-        if ((rc = parse_task(task, "task", j->task, sizeof j->task, &j->task_rows, &j->task_seed, &split, err)))
+        if ((rc = parse_task(task, "task", j->task, sizeof j->task, &j->task_rows, &j->task_seed, &split,
+                             &j->task_mistakes, err)))
             return rc;
         /* training draws from the train split, evaluation from the held-out one */
         j->task_split = split >= 0 ? split : !strcmp(j->method, "evaluate") ? AL_SPLIT_TEST : AL_SPLIT_TRAIN;

@@ -172,6 +172,7 @@ typedef struct al_job {
     long task_rows;
     uint64_t task_seed;
     int task_split;                    /* al_task_split: test for evaluate, else train */
+    int task_mistakes;                 /* al_task_mistakes of its training pairs */
     char output_dir[AL_PATH_MAX];
     al_hparams hp;
     int use_lora;

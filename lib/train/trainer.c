@@ -146,8 +146,8 @@ static void dataset_free(dataset *d) {
 /* Built-in task rows as examples of the objective's layout: prompt and
  * answer as raw text (the tiny models have no chat habits to keep), the
  * plausible wrong answer as the rejected or undesirable completion. */
-static int task_examples(trainer *t, const char *task, int split, long rows, uint64_t seed, al_batch_kind kind,
-                         dataset *d) {
+static int task_examples(trainer *t, const char *task, int split, long rows, uint64_t seed, int mistakes,
+                         al_batch_kind kind, dataset *d) {
     d->ex = calloc((size_t)rows, sizeof *d->ex);
     if (!d->ex) return al_err(t->run.err.msg, AL_ENOMEM, "out of memory for %ld task rows", rows);
     int pretrain = kind == t->kind && !strcmp(t->ops->name, "pretrain");
@@ -156,7 +156,7 @@ static int task_examples(trainer *t, const char *task, int split, long rows, uin
     for (long i = 0; i < rows; i++) {
         al_task_row r;
         al_example *e = &d->ex[d->n];
-        int rc = al_task_row_get(task, split, seed, (uint64_t)i, &r);
+        int rc = al_task_row_get_with(task, split, seed, (uint64_t)i, mistakes, &r);
         if (rc) return AL_FAIL(&t->run.err, rc, "task", "'%s' is not a built-in task", task);
         e->line = (int)i + 1;
         const char *good = r.answer;
@@ -1012,12 +1012,15 @@ static int setup(trainer *t, const al_job *job, const char *resume_dir, const al
     t->max_T = t->hp->max_length < mc->max_T ? t->hp->max_length : mc->max_T;
     /* data */
     if (job->task[0]) {
-        if ((rc = task_examples(t, job->task, job->task_split, job->task_rows, job->task_seed, t->kind, &t->train)))
+        if ((rc = task_examples(t, job->task, job->task_split, job->task_rows, job->task_seed, job->task_mistakes,
+                                t->kind, &t->train)))
             return rc;
-        /* validation rows from the held-out split */
+        /* validation rows from the held-out split, every kind of mistake:
+         * what the model will meet */
         long vrows = job->task_rows / 10 < 200 ? job->task_rows / 10 : 200;
         if (vrows < 8) vrows = 8;
-        if ((rc = task_examples(t, job->task, AL_SPLIT_TEST, vrows, job->task_seed + 1000003u, t->kind, &t->val)))
+        if ((rc = task_examples(t, job->task, AL_SPLIT_TEST, vrows, job->task_seed + 1000003u, AL_MISTAKES_ANY,
+                                t->kind, &t->val)))
             return rc;
     } else if (job->n_train_files) {
         if ((rc = mixture_examples(t))) return rc;
@@ -1054,7 +1057,7 @@ static int setup(trainer *t, const al_job *job, const char *resume_dir, const al
             continue;
         }
         if (et->task[0]) rc = task_examples(t, et->task, et->split, et->rows < 200 ? et->rows : 200, 1000003u,
-                                            AL_BATCH_LM, &t->evals[k]);
+                                            AL_MISTAKES_ANY, AL_BATCH_LM, &t->evals[k]);
         else rc = file_examples(t, et->file, "sft", &t->evals[k], what, 0);
         if (rc || (rc = finish_dataset(t, &t->evals[k], 1, what))) return rc;
     }
