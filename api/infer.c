@@ -33,6 +33,7 @@
 #include "model/model.h"
 #include "text/chat.h"
 #include "text/tokenizer.h"
+#include "train/lm.h"
 
 #define CACHE_SLOTS 8
 
@@ -45,10 +46,8 @@ struct task;
 typedef struct cache_ent {
     char dir[API_PATH_MAX];
     struct timespec mtime;   /* of config.json/adapter_config.json when loaded */
-    al_model *m;
-    al_tok *tok;
-    al_chat *chat;
-    int32_t stops[16];       /* the ids that end an answer (al_chat_stop_ids) */
+    al_lm lm;                /* the model, its tokenizer and chat template */
+    int32_t stops[16];       /* the ids that end an answer (al_lm_stop_ids) */
     int n_stops;
     int refs;                /* under the cache's mu */
     unsigned long last_used;
@@ -92,9 +91,7 @@ static void ent_free(cache_ent *e) {
         pthread_join(e->th, NULL);
     }
     al_decoder_free(e->dec);
-    al_chat_free(e->chat);
-    al_tok_free(e->tok);
-    al_model_free(e->m);
+    al_lm_close(&e->lm);
     pthread_cond_destroy(&e->work);
     pthread_cond_destroy(&e->tokens);
     pthread_mutex_destroy(&e->mu);
@@ -152,29 +149,24 @@ static cache_ent *ent_load(const char *dir, int bf16, char err[AL_ERRLEN]) {
     pthread_cond_init(&e->work, NULL);
     pthread_cond_init(&e->tokens, NULL);
     /* the daemon's dtype: in bf16 the weights are held in bf16 too */
-    if (al_model_open_ex(&e->m, dir, NULL, AL_OPEN_FROZEN | (bf16 ? AL_OPEN_BF16 : 0), 0, err) ||
-        al_tok_load(&e->tok, dir, err) || al_chat_new(&e->chat, e->tok, NULL, err)) {
+    al_lm_cfg lc = {.open_flags = AL_OPEN_FROZEN | (bf16 ? AL_OPEN_BF16 : 0)};
+    if (al_lm_open(&e->lm, dir, &lc, err)) {
         ent_free(e);
         return NULL;
     }
-    if (!al_model_config_of(e->m)->has_lm_head) {
+    if (!al_model_config_of(e->lm.m)->has_lm_head) {
         snprintf(err, AL_ERRLEN, "the model has a scalar head and no language-model head");
         ent_free(e);
         return NULL;
     }
     /* the folder's files, and the model's own eos (an adapter's is its base's) */
-    int32_t found[16], eos = al_model_config_of(e->m)->eos_id;
-    int n = al_chat_stop_ids(e->chat, dir, found, 15, err);
+    int n = al_lm_stop_ids(&e->lm, e->stops, (int)(sizeof e->stops / sizeof e->stops[0]), err);
     if (n < 0) {
         ent_free(e);
         return NULL;
     }
-    int known = 0;
-    for (int i = 0; i < n; i++) known |= found[i] == eos;
-    if (eos >= 0 && !known) found[n++] = eos;
-    memcpy(e->stops, found, (size_t)n * sizeof *found);
     e->n_stops = n;
-    if (!(e->dec = al_decoder_new(e->m, MAX_SEQS, MAX_ROWS, err))) {
+    if (!(e->dec = al_decoder_new(e->lm.m, MAX_SEQS, MAX_ROWS, err))) {
         ent_free(e);
         return NULL;
     }
@@ -184,7 +176,7 @@ static cache_ent *ent_load(const char *dir, int bf16, char err[AL_ERRLEN]) {
         return NULL;
     }
     e->started = 1;
-    e->mem = al_model_memory(e->m);
+    e->mem = al_model_memory(e->lm.m);
     return e;
 }
 
@@ -798,7 +790,7 @@ static int views_update(gen_ctx *x) {
         if (ids || (fin && !v->done)) {
             char *raw = NULL;
             size_t rl = 0;
-            if (!ids || al_tok_decode(e->tok, ids, n, 1, &raw, &rl) == AL_OK) {
+            if (!ids || al_tok_decode(e->lm.tok, ids, n, 1, &raw, &rl) == AL_OK) {
                 if (ids) {
                     size_t cl;
                     char *clean = utf8_clean(raw ? raw : "", rl, fin, &cl);
@@ -833,7 +825,7 @@ static int views_update(gen_ctx *x) {
                     for (int k = 1; k <= v->n_ids && ids; k++) {
                         char *t2 = NULL;
                         size_t l2 = 0;
-                        if (al_tok_decode(e->tok, ids, k, 1, &t2, &l2) == AL_OK && l2 > cut) {
+                        if (al_tok_decode(e->lm.tok, ids, k, 1, &t2, &l2) == AL_OK && l2 > cut) {
                             free(t2);
                             v->tokens = k;
                             break;
@@ -888,8 +880,8 @@ static int make_task(gen_ctx *x, api_error *e) {
     char err[AL_ERRLEN] = "";
     al_seq seq;
     memset(&seq, 0, sizeof seq);
-    int rc = g->chat ? al_chat_encode_prompt_messages(ce->chat, g->messages, NULL, &seq, err)
-                     : al_chat_encode_prompt(ce->chat, g->prompt, g->prompt_len, &seq, err);
+    int rc = g->chat ? al_chat_encode_prompt_messages(ce->lm.chat, g->messages, NULL, &seq, err)
+                     : al_chat_encode_prompt(ce->lm.chat, g->prompt, g->prompt_len, &seq, err);
     if (rc) {
         if (rc == AL_EUNSUP && g->chat)
             return api_error_set(e, 400, "invalid_request_error", "no_chat_template", "model",
@@ -898,7 +890,7 @@ static int make_task(gen_ctx *x, api_error *e) {
                              g->chat ? "messages" : "prompt", "%s: %s",
                              g->chat ? "messages" : "prompt", err);
     }
-    const al_model_config *mc = al_model_config_of(ce->m);
+    const al_model_config *mc = al_model_config_of(ce->lm.m);
     if (seq.n == 0) {
         al_seq_deinit(&seq);
         return bad(e, "invalid_value", g->chat ? "messages" : "prompt", "encodes to no tokens");

@@ -11,6 +11,7 @@
 #include "model/model.h"
 #include "text/chat.h"
 #include "text/tokenizer.h"
+#include "train/lm.h"
 
 /* Starts the shared compute pool: $ALIGND_THREADS or every core. */
 static void pool_start(void) {
@@ -131,18 +132,20 @@ static int dtype_flag(const char *v) {
     return -1;
 }
 
-static al_model *open_model(const char *dir, int bf16) {
+/* Opens the model in dir for inference with its tokenizer and chat template;
+ * with tok_optional (token ids given) a folder may lack them or hold ones we
+ * cannot read. Returns 0, or 1 after printing the reason. */
+static int open_lm(al_lm *lm, const char *dir, int bf16, int tok_optional) {
     char err[AL_ERRLEN] = "";
-    al_model *m = NULL;
     /* inference only: no gradient memory, not even while loading; in bf16
      * the matrices are read straight into bf16 */
-    if (al_model_open_ex(&m, dir, NULL, AL_OPEN_FROZEN | (bf16 ? AL_OPEN_BF16 : 0), 0, err) != AL_OK) {
+    al_lm_cfg lc = {.open_flags = AL_OPEN_FROZEN | (bf16 ? AL_OPEN_BF16 : 0), .flags = tok_optional ? AL_LM_TOK_OPTIONAL : 0};
+    if (al_lm_open(lm, dir, &lc, err) != AL_OK) {
         fprintf(stderr, "alignd: %s\n", err[0] ? err : "cannot open model");
-        return NULL;
+        return 1;
     }
-    return m;
+    return 0;
 }
-
 
 /* Token ids for --prompt (and --completion) text: the model's tokenizer, one
  * encoding of the whole string (never prompt and completion separately);
@@ -150,19 +153,13 @@ static al_model *open_model(const char *dir, int bf16) {
  * template with the generation prompt. *k receives the index of the first
  * completion token (tokens ending past the prompt's bytes). Returns 0, or 1/2
  * after printing the reason. */
-static int text_ids(const char *dir, const char *prompt, const char *completion, int chat,
+static int text_ids(const al_lm *lm, const char *prompt, const char *completion, int chat,
                     int **ids, int *n, int *k) {
     char err[AL_ERRLEN] = "";
-    al_tok *tok = NULL;
-    al_chat *ch = NULL;
     char *ptext = NULL, *full = NULL;
     size_t plen = 0;
     int32_t *tids = NULL, *ends = NULL;
     int rc = 1, nt = 0;
-    if (al_tok_load(&tok, dir, err) || al_chat_new(&ch, tok, NULL, err)) {
-        fprintf(stderr, "alignd: %s\n", err);
-        goto out;
-    }
     if (chat) {
         json_error_t je;
         json_t *m = json_loads(prompt, 0, &je);
@@ -172,7 +169,7 @@ static int text_ids(const char *dir, const char *prompt, const char *completion,
             rc = 2;
             goto out;
         }
-        int r = al_chat_render(ch, m, NULL, 1, &ptext, &plen, NULL, NULL, err);
+        int r = al_chat_render(lm->chat, m, NULL, 1, &ptext, &plen, NULL, NULL, err);
         json_decref(m);
         if (r) {
             fprintf(stderr, "alignd: --prompt: %s\n", err);
@@ -189,7 +186,7 @@ static int text_ids(const char *dir, const char *prompt, const char *completion,
     memcpy(full, ptext, plen);
     memcpy(full + plen, completion ? completion : "", clen + 1);
     /* a rendered template writes its own BOS; plain text gets the post-processor's */
-    if (al_tok_encode(tok, full, plen + clen, !chat, 1, &tids, &nt, NULL, &ends, err)) {
+    if (al_tok_encode(lm->tok, full, plen + clen, !chat, 1, &tids, &nt, NULL, &ends, err)) {
         fprintf(stderr, "alignd: %s\n", err);
         goto out;
     }
@@ -207,8 +204,6 @@ out:
     free(ends);
     free(ptext);
     free(full);
-    al_chat_free(ch);
-    al_tok_free(tok);
     return rc;
 }
 
@@ -222,44 +217,46 @@ int cli_logprobs(int argc, char **argv) {
                         "--completion TEXT are required\n");
         return 2;
     }
-    int *ids, n, rc;
+    int *ids = NULL, n = 0, rc;
     long k = 1;
-    if (f[3].value) {
-        if (!f[4].value || !f[4].value[0]) {
-            fprintf(stderr, "alignd: logprobs: --prompt needs a non-empty --completion\n");
-            return 2;
-        }
-        int kk;
-        if ((rc = text_ids(f[0].value, f[3].value, f[4].value, f[5].value != NULL, &ids, &n, &kk))) return rc;
-        k = kk < 1 ? 1 : kk;
-        if (k >= n) {
-            fprintf(stderr, "alignd: logprobs: the completion adds no tokens\n");
-            free(ids);
-            return 2;
-        }
-    } else {
+    if (f[3].value && (!f[4].value || !f[4].value[0])) {
+        fprintf(stderr, "alignd: logprobs: --prompt needs a non-empty --completion\n");
+        return 2;
+    }
+    if (!f[3].value) {
         if ((rc = cli_ids("--ids", f[1].value, &ids, &n))) return rc;
         if (f[2].value && cli_int(&f[2], 1, n > 1 ? n - 1 : 1, &k)) {
             free(ids);
             return 2;
         }
-    }
-    if (n < 2) {
-        fprintf(stderr, "alignd: logprobs: --ids needs at least 2 tokens\n");
-        free(ids);
-        return 2;
+        if (n < 2) {
+            fprintf(stderr, "alignd: logprobs: --ids needs at least 2 tokens\n");
+            free(ids);
+            return 2;
+        }
     }
     pool_start();
     int bf16 = dtype_flag(f[6].value);
-    if (bf16 < 0) {
+    al_lm lm = {0};
+    if (bf16 < 0 || open_lm(&lm, f[0].value, bf16, !f[3].value)) {
         free(ids);
-        return 2;
+        return bf16 < 0 ? 2 : 1;
     }
-    al_model *m = open_model(f[0].value, bf16);
-    if (!m) {
-        free(ids);
-        return 1;
+    if (f[3].value) {
+        int kk;
+        if ((rc = text_ids(&lm, f[3].value, f[4].value, f[5].value != NULL, &ids, &n, &kk))) {
+            al_lm_close(&lm);
+            return rc;
+        }
+        k = kk < 1 ? 1 : kk;
+        if (k >= n) {
+            fprintf(stderr, "alignd: logprobs: the completion adds no tokens\n");
+            free(ids);
+            al_lm_close(&lm);
+            return 2;
+        }
     }
+    al_model *m = lm.m;
     const al_model_config *cfg = al_model_config_of(m);
     char err[AL_ERRLEN] = "";
     int32_t *tok = calloc((size_t)n, sizeof *tok), *tgt = calloc((size_t)n, sizeof *tgt);
@@ -303,7 +300,7 @@ out:
     free(tgt);
     free(lp);
     free(ids);
-    al_model_free(m);
+    al_lm_close(&lm);
     return rc;
 }
 
@@ -326,31 +323,35 @@ int cli_generate(int argc, char **argv) {
         (f[TOPP].value && cli_float(&f[TOPP], 0, 1, &top_p)) ||
         (f[SEED].value && cli_int(&f[SEED], 0, 0x7fffffffffffffffL, &seed)))
         return 2;
-    int *ids, n, rc, *stop = NULL, n_stop = 0, k;
-    if (f[PROMPT].value) {
-        if ((rc = text_ids(f[MODEL].value, f[PROMPT].value, NULL, f[CHAT].value != NULL, &ids, &n, &k)))
-            return rc;
-        if (n == 0) {
-            fprintf(stderr, "alignd: generate: --prompt encodes to no tokens\n");
-            free(ids);
-            return 2;
-        }
-    } else if ((rc = cli_ids("--ids", f[IDS].value, &ids, &n))) {
-        return rc;
-    }
+    int *ids = NULL, n = 0, rc, *stop = NULL, n_stop = 0, k;
+    if (!f[PROMPT].value && (rc = cli_ids("--ids", f[IDS].value, &ids, &n))) return rc;
     if (f[STOP].value && (rc = cli_ids("--stop", f[STOP].value, &stop, &n_stop))) {
         free(ids);
         return rc;
     }
     pool_start();
     int bf16 = dtype_flag(f[DTYPE].value);
-    al_model *m = bf16 < 0 ? NULL : open_model(f[MODEL].value, bf16);
-    if (!m) {
+    al_lm lm = {0};
+    if (bf16 < 0 || open_lm(&lm, f[MODEL].value, bf16, !f[PROMPT].value)) {
         free(ids);
         free(stop);
         return bf16 < 0 ? 2 : 1;
     }
-    const al_model_config *cfg = al_model_config_of(m);
+    if (f[PROMPT].value) {
+        rc = text_ids(&lm, f[PROMPT].value, NULL, f[CHAT].value != NULL, &ids, &n, &k);
+        if (!rc && n == 0) {
+            fprintf(stderr, "alignd: generate: --prompt encodes to no tokens\n");
+            rc = 2;
+        }
+        if (rc) {
+            free(ids);
+            free(stop);
+            al_lm_close(&lm);
+            return rc;
+        }
+    }
+    al_model *m = lm.m;
+    char err[AL_ERRLEN] = "";
     int32_t *prompt = calloc((size_t)n, sizeof *prompt);
     int32_t *out_ids = calloc((size_t)max_new + 1, sizeof *out_ids);
     float *out_lp = calloc((size_t)max_new + 1, sizeof *out_lp);
@@ -359,12 +360,11 @@ int cli_generate(int argc, char **argv) {
     if (!prompt || !out_ids || !out_lp || !stops) goto out;
     for (int i = 0; i < n; i++) prompt[i] = ids[i];
     for (int i = 0; i < n_stop; i++) stops[i] = stop[i];
-    if (!n_stop && cfg->eos_id >= 0) stops[n_stop++] = cfg->eos_id;
+    if (!n_stop && al_model_config_of(m)->eos_id >= 0) stops[n_stop++] = al_model_config_of(m)->eos_id;
     al_gen_cfg g = {.max_new = (int)max_new, .temperature = (float)temp, .top_k = (int)top_k,
                     .top_p = (float)top_p, .stop = stops, .n_stop = n_stop};
     al_rng rng;
     al_rng_seed(&rng, (uint64_t)seed);
-    char err[AL_ERRLEN] = "";
     int len = 0;
     const int32_t *pp = prompt;
     if (al_generate(m, &pp, &n, 1, &g, &rng, out_ids, out_lp, &len, err)) {
@@ -383,14 +383,11 @@ int cli_generate(int argc, char **argv) {
                             stopped ? "stop" : "length");
     if (f[PROMPT].value) {
         /* the completion as text, special tokens (the stop token) left out */
-        al_tok *tok = NULL;
         char *txt = NULL;
         size_t tl;
-        if (al_tok_load(&tok, f[MODEL].value, err) == AL_OK &&
-            al_tok_decode(tok, out_ids, len, 1, &txt, &tl) == AL_OK)
+        if (al_tok_decode(lm.tok, out_ids, len, 1, &txt, &tl) == AL_OK)
             json_object_set_new(res, "text", json_stringn(txt, tl));
         free(txt);
-        al_tok_free(tok);
     }
     rc = print_json(res);
 out:
@@ -400,6 +397,6 @@ out:
     free(stops);
     free(ids);
     free(stop);
-    al_model_free(m);
+    al_lm_close(&lm);
     return rc;
 }

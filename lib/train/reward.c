@@ -29,11 +29,10 @@
 #include <string.h>
 
 #include "../text/chat.h"
+#include "lm.h"
 
 typedef struct scorer {
-    al_model *m;
-    al_tok *tok;
-    al_chat *chat;
+    al_lm lm;                    /* a reward model or the judge, its tokenizer and template */
     int T;                       /* longest sequence scored (longer ones keep their last T tokens) */
     int rows, Tres;              /* activations reserved for rows x Tres (Tres <= T) */
 } scorer;
@@ -90,9 +89,7 @@ double al_reward_rules(const al_reward_cfg *c, double r, int len, int has_eos, d
 /* ---- models ------------------------------------------------------------------ */
 
 static void scorer_free(scorer *s) {
-    al_model_free(s->m);
-    al_chat_free(s->chat);
-    al_tok_free(s->tok);
+    al_lm_close(&s->lm);
     memset(s, 0, sizeof *s);
 }
 
@@ -104,14 +101,13 @@ static int scorer_open(scorer *s, const char *dir, int flags, int rows, size_t w
                        al_error *err) {
     char e2[AL_ERRLEN];
     int rc;
-    if ((rc = al_tok_load(&s->tok, dir, e2)) || (rc = al_chat_new(&s->chat, s->tok, NULL, e2)) ||
-        (rc = al_model_open_ex(&s->m, dir, NULL, flags | AL_OPEN_FROZEN, 0, e2)))
-        return AL_FAIL(err, rc, "%s", "%s", what, e2);
-    const al_model_config *c = al_model_config_of(s->m);
+    al_lm_cfg lc = {.open_flags = flags | AL_OPEN_FROZEN, .model_field = what, .tok_field = what};
+    if ((rc = al_lm_open_at(&s->lm, dir, &lc, err))) return rc;
+    const al_model_config *c = al_model_config_of(s->lm.m);
     s->T = c->max_T < 1024 ? c->max_T : 1024;
     s->rows = rows;
     s->Tres = want_T > 0 && want_T < (size_t)s->T ? (int)want_T : s->T;
-    if ((rc = al_model_reserve(s->m, rows, s->Tres, AL_MODEL_FORWARD_ONLY, e2)))
+    if ((rc = al_model_reserve(s->lm.m, rows, s->Tres, AL_MODEL_FORWARD_ONLY, e2)))
         return AL_FAIL(err, rc, "%s", "%s", what, e2);
     return AL_OK;
 }
@@ -123,7 +119,7 @@ static int scorer_fit(scorer *s, int T, const char *what, char err[AL_ERRLEN]) {
     int want = 2 * s->Tres > T ? 2 * s->Tres : T;
     if (want > s->T) want = s->T;
     char e2[AL_ERRLEN];
-    int rc = al_model_reserve(s->m, s->rows, want, AL_MODEL_FORWARD_ONLY, e2);
+    int rc = al_model_reserve(s->lm.m, s->rows, want, AL_MODEL_FORWARD_ONLY, e2);
     if (rc) return al_err(err, rc, "%s: %s", what, e2);
     s->Tres = want;
     return AL_OK;
@@ -171,15 +167,15 @@ int al_rewarder_new(al_rewarder **out, const al_reward_cfg *cfg, double hp_eos_p
         rc = scorer_open(&rw->judge, cfg->judge_model, cfg->bf16 ? AL_OPEN_BF16 : 0, 2, size_judge ? 1 : 0,
                          "reward.judge.model", fail);
         rw->has_judge = 1;
-        if (!rc && !al_model_config_of(rw->judge.m)->has_lm_head)
+        if (!rc && !al_model_config_of(rw->judge.lm.m)->has_lm_head)
             rc = AL_FAIL(fail, AL_EINVAL, "reward.judge.model", "%s has no language-model head", cfg->judge_model);
         if (!rc) {
-            rw->plain = !al_chat_has_template(rw->judge.chat);
+            rw->plain = !al_chat_has_template(rw->judge.lm.chat);
             const char *a = rw->plain ? " A" : "A", *b = rw->plain ? " B" : "B";
             int32_t *ia = NULL, *ib = NULL;
             int na = 0, nb = 0;
-            rc = al_tok_encode(rw->judge.tok, a, strlen(a), 0, 0, &ia, &na, NULL, NULL, err);
-            if (!rc) rc = al_tok_encode(rw->judge.tok, b, strlen(b), 0, 0, &ib, &nb, NULL, NULL, err);
+            rc = al_tok_encode(rw->judge.lm.tok, a, strlen(a), 0, 0, &ia, &na, NULL, NULL, err);
+            if (!rc) rc = al_tok_encode(rw->judge.lm.tok, b, strlen(b), 0, 0, &ib, &nb, NULL, NULL, err);
             if (!rc && (na < 1 || nb < 1 || ia[0] == ib[0]))
                 rc = AL_FAIL(fail, AL_EINVAL, "reward.judge.model", "cannot tell the answers A and B apart");
             if (!rc) {
@@ -246,12 +242,12 @@ static int rm_score(al_rewarder *rw, scorer *s, int n, const char *const *prompt
         al_seq seqs[CAP];
         for (int j = 0; j < k; j++) {
             const char *c = comps[i0 + j][0] ? comps[i0 + j] : " ";
-            rc = al_chat_encode_text(s->chat, prompts[i0 + j], strlen(prompts[i0 + j]), c, strlen(c), &seqs[j], err);
+            rc = al_chat_encode_text(s->lm.chat, prompts[i0 + j], strlen(prompts[i0 + j]), c, strlen(c), &seqs[j], err);
             if (rc) {
                 for (int q = 0; q < j; q++) al_seq_deinit(&seqs[q]);
                 return rc;
             }
-            int32_t eos = al_tok_eos(s->tok);
+            int32_t eos = al_tok_eos(s->lm.tok);
             if (has_eos && !has_eos[i0 + j] && eos >= 0 && seqs[j].n > 1 && seqs[j].ids[seqs[j].n - 1] == eos)
                 seqs[j].n--;
             int len = seqs[j].n < s->T ? seqs[j].n : s->T;
@@ -265,7 +261,7 @@ static int rm_score(al_rewarder *rw, scorer *s, int n, const char *const *prompt
         al_tokens in = {.B = k, .T = T, .ids = rw->ids};
         al_fwd f = {.values = rw->vals};
         rc = scorer_fit(s, T, "reward model", err);
-        if (!rc && (rc = al_model_forward(s->m, &in, &f)))
+        if (!rc && (rc = al_model_forward(s->lm.m, &in, &f)))
             al_err(err, rc, "reward model forward failed: %s", al_strerror(rc));
         for (int j = 0; j < k; j++) {
             int len = seqs[j].n < s->T ? seqs[j].n : s->T;
@@ -315,13 +311,13 @@ static int judge_prompt(al_rewarder *rw, const char *prompt, const char *x, cons
         if (!text) rc = al_err(err, AL_ENOMEM, "out of memory");
         else {
             snprintf(text, tl, "%s\n\n%s\nAnswer:", sys, user);
-            rc = al_chat_encode_prompt(rw->judge.chat, text, strlen(text), out, err);
+            rc = al_chat_encode_prompt(rw->judge.lm.chat, text, strlen(text), out, err);
             free(text);
         }
     } else {
         json_t *msgs = json_pack("[{s:s, s:s}, {s:s, s:s}]", "role", "system", "content", sys, "role", "user",
                                  "content", user);
-        rc = msgs ? al_chat_encode_prompt_messages(rw->judge.chat, msgs, NULL, out, err)
+        rc = msgs ? al_chat_encode_prompt_messages(rw->judge.lm.chat, msgs, NULL, out, err)
                   : al_err(err, AL_ENOMEM, "out of memory");
         json_decref(msgs);
         if (rc && rc != AL_ENOMEM) {
@@ -331,7 +327,7 @@ static int judge_prompt(al_rewarder *rw, const char *prompt, const char *x, cons
             if (!both) return free(sys), free(user), al_err(err, AL_ENOMEM, "out of memory");
             snprintf(both, tl, "%s\n\n%s", sys, user);
             msgs = json_pack("[{s:s, s:s}]", "role", "user", "content", both);
-            rc = msgs ? al_chat_encode_prompt_messages(rw->judge.chat, msgs, NULL, out, err)
+            rc = msgs ? al_chat_encode_prompt_messages(rw->judge.lm.chat, msgs, NULL, out, err)
                       : al_err(err, AL_ENOMEM, "out of memory");
             json_decref(msgs);
             free(both);
@@ -358,7 +354,7 @@ static int judge_once(al_rewarder *rw, const char *prompt, const char *x, const 
     if ((rc = scorer_fit(&rw->judge, T, "judge", err))) return rc;
     al_tokens in = {.B = 2, .T = T, .ids = rw->ids, .targets = rw->tgt};
     al_fwd f = {.logp = rw->vals};
-    if ((rc = al_model_forward(rw->judge.m, &in, &f)))
+    if ((rc = al_model_forward(rw->judge.lm.m, &in, &f)))
         return al_err(err, rc, "judge forward failed: %s", al_strerror(rc));
     double la = rw->vals[T - 1], lb = rw->vals[(size_t)T + T - 1];
     *pa = 1.0 / (1.0 + exp(lb - la));

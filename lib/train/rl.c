@@ -94,10 +94,8 @@ typedef struct rl {
     const al_objective_ops *ops;
     void *obj;
     int ppo, grpo, rloo;
-    al_tok *tok;
-    al_chat *chat;
+    al_lm lm;                   /* the policy, its tokenizer and chat template */
     int32_t pad, eos;
-    al_model *m;                /* policy */
     al_model *ref;              /* separate frozen reference, or NULL */
     int ref_off;                /* reference = policy with adapters off */
     int use_ref;
@@ -167,9 +165,7 @@ static void rl_free(rl *r) {
     al_rewarder_free(r->rw);
     al_model_free(r->critic); /* before the policy whose base it may share */
     al_model_free(r->ref);
-    al_model_free(r->m);
-    al_chat_free(r->chat);
-    al_tok_free(r->tok);
+    al_lm_close(&r->lm);
     al_batch_deinit(&r->sft_batch);
     if (r->ctext)
         for (int i = 0; i < r->N; i++) free(r->ctext[i]);
@@ -217,7 +213,7 @@ static int open_critic(rl *r) {
     char e2[AL_ERRLEN];
     int rc;
     if (job->critic == AL_CRITIC_SHARED_BASE) {
-        r->critic = al_model_new_shared(r->m, &job->lora, job->hp.seed ^ 0xC817Cull, e2);
+        r->critic = al_model_new_shared(r->lm.m, &job->lora, job->hp.seed ^ 0xC817Cull, e2);
         if (!r->critic) return AL_FAIL(&r->run.err, AL_ENOMEM, "critic", "%s", e2);
         return AL_OK;
     }
@@ -227,9 +223,9 @@ static int open_critic(rl *r) {
     if ((rc = al_model_open_ex(&r->critic, src, job->use_lora ? &job->lora : NULL,
                                AL_OPEN_SCORE_HEAD | al_job_open_flags(job), job->hp.seed ^ 0xC817Cull, e2)))
         return AL_FAIL(&r->run.err, rc, "%s", "%s", field, e2);
-    if (al_model_config_of(r->critic)->V != al_model_config_of(r->m)->V)
+    if (al_model_config_of(r->critic)->V != al_model_config_of(r->lm.m)->V)
         return AL_FAIL(&r->run.err, AL_EINVAL, "%s", "the critic's vocabulary (%d) differs from the policy's (%d)", field,
-                       al_model_config_of(r->critic)->V, al_model_config_of(r->m)->V);
+                       al_model_config_of(r->critic)->V, al_model_config_of(r->lm.m)->V);
     return AL_OK;
 }
 
@@ -243,7 +239,7 @@ static uint64_t rank_seed(const rl *r, uint64_t seed) {
  * ZeRO-1): after every rank's set-up succeeded (al_ddp_new is collective). */
 static int start_dist(rl *r) {
     al_ddp *d[2] = {NULL, NULL};
-    int rc = al_run_dist_start(&r->run, r->critic ? 2 : 1, (al_model *const[]){r->m, r->critic}, d,
+    int rc = al_run_dist_start(&r->run, r->critic ? 2 : 1, (al_model *const[]){r->lm.m, r->critic}, d,
                                (al_adamw *const[]){&r->opt, &r->copt});
     r->ddp = d[0];
     r->cddp = d[1];
@@ -283,7 +279,7 @@ static int mixture_prompts(rl *r, int want_sft) {
         al_prompts part;
         memset(&part, 0, sizeof part);
         snprintf(what, sizeof what, "training_files[%d]", k);
-        rc = al_prompts_load(&part, job, r->chat, 0, 0, 0, 0, job->train_files[k].file, what, want_sft, &r->run.err);
+        rc = al_prompts_load(&part, job, r->lm.chat, 0, 0, 0, 0, job->train_files[k].file, what, want_sft, &r->run.err);
         if (!rc && !part.n) rc = AL_FAIL(&r->run.err, AL_EINVAL, "%s", "no prompts", what);
         if (!rc) {
             prompts_events(r, &part, what);
@@ -311,23 +307,23 @@ static int load_prompts(rl *r, int want_sft) {
     const al_job *job = r->job;
     int rc;
     if (job->task[0]) {
-        if ((rc = al_prompts_load(&r->train, job, r->chat, 1, job->task_rows, job->task_seed, job->task_split,
+        if ((rc = al_prompts_load(&r->train, job, r->lm.chat, 1, job->task_rows, job->task_seed, job->task_split,
                                   NULL, "task", want_sft, &r->run.err)))
             return rc;
         long vrows = job->task_rows / 10 < 200 ? job->task_rows / 10 : 200;
         if (vrows < 8) vrows = 8;
         /* validation prompts from the held-out split */
-        if ((rc = al_prompts_load(&r->val, job, r->chat, 1, vrows, job->task_seed + 1000003u, AL_SPLIT_TEST, NULL,
+        if ((rc = al_prompts_load(&r->val, job, r->lm.chat, 1, vrows, job->task_seed + 1000003u, AL_SPLIT_TEST, NULL,
                                   "task", 0, &r->run.err)))
             return rc;
     } else {
         if (job->n_train_files) rc = mixture_prompts(r, want_sft);
-        else if (!(rc = al_prompts_load(&r->train, job, r->chat, 0, 0, 0, 0, job->training_file, "training_file",
+        else if (!(rc = al_prompts_load(&r->train, job, r->lm.chat, 0, 0, 0, 0, job->training_file, "training_file",
                                         want_sft, &r->run.err)))
             prompts_events(r, &r->train, "training_file");
         if (rc) return rc;
         if (job->validation_file[0] &&
-            (rc = al_prompts_load(&r->val, job, r->chat, 0, 0, 0, 0, job->validation_file, "validation_file", 0,
+            (rc = al_prompts_load(&r->val, job, r->lm.chat, 0, 0, 0, 0, job->validation_file, "validation_file", 0,
                                   &r->run.err)))
             return rc;
     }
@@ -364,18 +360,12 @@ static int setup(rl *r) {
     r->N = gn / r->run.world;
     r->P = r->N / r->G;
     r->Pg = r->P * r->run.world;
-    if ((rc = al_tok_load(&r->tok, job->model, r->run.err.msg))) return rc;
-    if ((rc = al_chat_new(&r->chat, r->tok, job->chat_template, r->run.err.msg))) return rc;
-    r->pad = al_chat_pad_id(r->chat);
-    r->eos = al_tok_eos(r->tok);
-    if ((rc = al_model_open_ex(&r->m, job->model, job->use_lora ? &job->lora : NULL, al_job_open_flags(job),
-                               hp->seed, e2)))
-        return AL_FAIL(&r->run.err, rc, "model", "%s", e2);
-    r->run.m = r->m;
-    if (hp->save_dtype) al_model_set_save_dtype(r->m, (al_dtype)hp->save_dtype);
-    const al_model_config *mc = al_model_config_of(r->m);
+    if ((rc = al_run_open_policy(&r->run, &r->lm, 0, 1))) return rc;
+    r->pad = al_chat_pad_id(r->lm.chat);
+    r->eos = al_tok_eos(r->lm.tok);
+    const al_model_config *mc = al_model_config_of(r->lm.m);
     if (!mc->has_lm_head) return AL_FAIL(&r->run.err, AL_EINVAL, "model", "%s has no language-model head", job->model);
-    al_model_set_temperature(r->m, hp->temperature);
+    al_model_set_temperature(r->lm.m, hp->temperature);
     int want_sft = hp->sft_mix_ratio > 0;
     if ((rc = load_prompts(r, want_sft))) return rc;
     int maxp = 0, maxs = 1;
@@ -408,27 +398,18 @@ static int setup(rl *r) {
             al_run_event(r->cb, AL_LOG_WARN, "%s: a loss file is measured by SFT-like jobs only; left out", what);
             continue;
         }
-        if ((rc = al_bench_load(&r->bench[k], et, r->chat, &job->reward.grader, mc->max_T, what, r->run.err.msg)))
+        if ((rc = al_bench_load(&r->bench[k], et, r->lm.chat, &job->reward.grader, mc->max_T, what, r->run.err.msg)))
             return al_fail_as(&r->run.err, rc, what, r->run.err.msg);
         if (al_bench_longest(r->bench[k]) > rowsT) rowsT = al_bench_longest(r->bench[k]);
     }
-    if ((rc = al_model_reserve(r->m, r->mb, rowsT, hp->gradient_checkpointing ? AL_MODEL_GRAD_CKPT : 0, e2)))
+    if ((rc = al_model_reserve(r->lm.m, r->mb, rowsT, hp->gradient_checkpointing ? AL_MODEL_GRAD_CKPT : 0, e2)))
         return al_err(r->run.err.msg, rc, "%s", e2);
     if (want_sft && (rc = al_batch_init(&r->sft_batch, AL_BATCH_LM, r->mb, r->T_sft)))
         return al_err(r->run.err.msg, rc, "out of memory");
     /* reference */
     r->use_ref = r->ppo ? (hp->kl_coef > 0 || hp->adaptive_kl) : hp->beta > 0;
     if (r->use_ref) {
-        if (job->ref_model[0]) {
-            if ((rc = al_model_open_ex(&r->ref, job->ref_model, NULL, AL_OPEN_FROZEN | al_job_open_flags(job), 0,
-                                       e2)))
-                return AL_FAIL(&r->run.err, rc, "ref_model", "%s", e2);
-        } else if (job->use_lora) {
-            r->ref_off = 1;
-        } else if ((rc = al_model_open_ex(&r->ref, job->model, NULL, AL_OPEN_FROZEN | al_job_open_flags(job), 0,
-                                          e2))) {
-            return AL_FAIL(&r->run.err, rc, "model", "%s", e2);
-        }
+        if ((rc = al_run_open_ref(&r->run, 1, 1, &r->ref, &r->ref_off))) return rc;
         if (r->ref) {
             al_model_set_temperature(r->ref, hp->temperature);
             if (al_model_config_of(r->ref)->V != mc->V)
@@ -441,13 +422,13 @@ static int setup(rl *r) {
         if ((rc = open_critic(r))) return rc;
         /* the critic runs in the policy's activations (update_rows runs the two one
          * after the other); a separate critic of another shape keeps its own */
-        rc = al_model_share_activations(r->critic, r->m, e2);
+        rc = al_model_share_activations(r->critic, r->lm.m, e2);
         if (rc == AL_EINVAL && job->critic == AL_CRITIC_SEPARATE) rc = AL_OK;
         if (!rc) rc = al_model_reserve(r->critic, r->mb, r->T, hp->gradient_checkpointing ? AL_MODEL_GRAD_CKPT : 0, e2);
         if (rc) return al_err(r->run.err.msg, rc, "%s", e2);
     }
     size_t pb_train = al_prompts_max_bytes(&r->train), pb_val = al_prompts_max_bytes(&r->val);
-    al_reward_len rlen = {pb_train > pb_val ? pb_train : pb_val, al_completion_max_bytes(r->tok, r->max_new)};
+    al_reward_len rlen = {pb_train > pb_val ? pb_train : pb_val, al_completion_max_bytes(r->lm.tok, r->max_new)};
     if ((rc = al_rewarder_new(&r->rw, &job->reward, hp->missing_eos_penalty, r->mb, &rlen, &r->run.err))) return rc;
     if ((rc = al_rewarder_attach(r->rw, r->cb, &r->run.err))) return rc;
     r->run.steps_per_epoch = (r->train.n + r->Pg - 1) / r->Pg;
@@ -458,7 +439,7 @@ static int setup(rl *r) {
     r->order_epoch = -1;
     al_run_event(r->cb, AL_LOG_INFO,
              "%s: %d prompts (%d validation), %d per step x %d completions, %ld steps, %zu trainable parameters%s",
-             job->method, r->train.n, r->val.n, r->P, r->G, r->run.total_steps, al_model_num_params(r->m, 1),
+             job->method, r->train.n, r->val.n, r->P, r->G, r->run.total_steps, al_model_num_params(r->lm.m, 1),
              r->ppo ? (job->critic == AL_CRITIC_SHARED_BASE ? ", critic: value head + LoRA on the shared base"
                                                             : ", critic: a separate model") : "");
     return AL_OK;
@@ -524,9 +505,9 @@ static int forward_ref(rl *r, const al_tokens *in, float *out) {
     al_fwd f = {.logp = out};
     int rc;
     if (r->ref_off) {
-        al_model_set_adapters(r->m, 0);
-        rc = al_model_forward(r->m, in, &f);
-        al_model_set_adapters(r->m, 1);
+        al_model_set_adapters(r->lm.m, 0);
+        rc = al_model_forward(r->lm.m, in, &f);
+        al_model_set_adapters(r->lm.m, 1);
     } else {
         rc = al_model_forward(r->ref, in, &f);
     }
@@ -545,7 +526,7 @@ static int rollout(rl *r, long step) {
     al_gen_cfg g = {.max_new = r->max_new, .temperature = hp->temperature, .top_k = hp->top_k,
                     .top_p = hp->top_p > 0 ? hp->top_p : 1, .stop = &r->eos, .n_stop = r->eos >= 0};
     char e2[AL_ERRLEN];
-    if ((rc = al_rollout_generate(r->m, r->gen_prompts, r->N, &g, &r->rng, r->comp, r->samp, r->clen, e2)))
+    if ((rc = al_rollout_generate(r->lm.m, r->gen_prompts, r->N, &g, &r->rng, r->comp, r->samp, r->clen, e2)))
         return al_err(r->run.err.msg, rc, "generation failed: %s", e2);
     /* the (N, T) rows: prompt + completion; position plen-1+j predicts token j */
     for (int i = 0; i < r->N; i++) {
@@ -569,7 +550,7 @@ static int rollout(rl *r, long step) {
             r->values[o + t] = 0;
         }
         free(r->ctext[i]);
-        r->ctext[i] = al_rollout_decode(r->tok, c, cl, r->eos, NULL);
+        r->ctext[i] = al_rollout_decode(r->lm.tok, c, cl, r->eos, NULL);
         if (!r->ctext[i]) return al_err(r->run.err.msg, AL_ENOMEM, "out of memory");
         r->cprompt[i] = r->train.text[r->prow[i]];
         r->crow[i] = &r->train.ref[r->prow[i]];
@@ -685,7 +666,7 @@ static int sft_mix(rl *r, double tokens, al_step_stats *st) {
     double mine;
     int n = sft_rows(r, &mine);
     if (n == 0 || tokens <= 0) return AL_OK;
-    al_model_set_temperature(r->m, 1);
+    al_model_set_temperature(r->lm.m, 1);
     int rc = AL_OK;
     double nll = 0;
     for (int i0 = 0; i0 < n && !rc; i0 += r->mb) {
@@ -693,7 +674,7 @@ static int sft_mix(rl *r, double tokens, al_step_stats *st) {
         if ((rc = al_batch_fill(&r->sft_batch, r->train.sft, idx + i0, k, r->pad, r->run.err.msg))) break;
         al_tokens in = al_batch_tokens(&r->sft_batch);
         al_fwd f = {.logp = r->m_logp};
-        if ((rc = al_model_forward(r->m, &in, &f))) {
+        if ((rc = al_model_forward(r->lm.m, &in, &f))) {
             rc = al_err(r->run.err.msg, rc, "forward failed: %s", al_strerror(rc));
             break;
         }
@@ -703,10 +684,10 @@ static int sft_mix(rl *r, double tokens, al_step_stats *st) {
             if (in.targets[q] >= 0) nll -= r->m_logp[q] / tokens;
         }
         if (i0 + k >= n) al_ddp_arm(r->ddp); /* the step's last backward */
-        if ((rc = al_model_backward(r->m, &in, r->m_dlogp, NULL, NULL)))
+        if ((rc = al_model_backward(r->lm.m, &in, r->m_dlogp, NULL, NULL)))
             rc = al_err(r->run.err.msg, rc, "backward failed: %s", al_strerror(rc));
     }
-    al_model_set_temperature(r->m, r->hp->temperature);
+    al_model_set_temperature(r->lm.m, r->hp->temperature);
     if (!rc) {
         st->loss += r->hp->sft_mix_ratio * nll;
         al_stats_add(st, "sft_loss", nll);
@@ -756,21 +737,21 @@ static int update_rows(rl *r, const int32_t *idx, int n, int use_old, int last, 
                 return al_err(r->run.err.msg, rc, "critic backward failed: %s", al_strerror(rc));
         }
         al_fwd f = {.logp = r->m_logp, .entropy = r->m_ent};
-        if ((rc = al_model_forward(r->m, &in, &f))) return al_err(r->run.err.msg, rc, "forward failed: %s", al_strerror(rc));
+        if ((rc = al_model_forward(r->lm.m, &in, &f))) return al_err(r->run.err.msg, rc, "forward failed: %s", al_strerror(rc));
         memset(r->m_dlogp, 0, cnt * sizeof(float));
         memset(r->m_dent, 0, cnt * sizeof(float));
         oi.logp = r->m_logp;
         al_obj_out oo = {.dlogp = r->m_dlogp, .dent = r->m_dent};
         if ((rc = r->ops->loss(r->obj, &oi, &oo, st))) return loss_failed(r, rc);
         if (last && i0 + k >= n) al_ddp_arm(r->ddp);
-        if ((rc = al_model_backward(r->m, &in, r->m_dlogp, r->hp->entropy_coef > 0 ? r->m_dent : NULL, NULL)))
+        if ((rc = al_model_backward(r->lm.m, &in, r->m_dlogp, r->hp->entropy_coef > 0 ? r->m_dent : NULL, NULL)))
             return al_err(r->run.err.msg, rc, "backward failed: %s", al_strerror(rc));
     }
     return AL_OK;
 }
 
 static void zero_grads(rl *r) {
-    al_model_zero_grad(r->m);
+    al_model_zero_grad(r->lm.m);
     if (r->critic) al_model_zero_grad(r->critic);
 }
 
@@ -781,27 +762,27 @@ static double optimizer_step(rl *r, float lr) {
     r->n_updates++;
     if (!r->ddp) {
         /* one process: as before lib/dist, to the last bit */
-        double a = al_model_grad_norm(r->m), b = r->critic ? al_model_grad_norm(r->critic) : 0;
+        double a = al_model_grad_norm(r->lm.m), b = r->critic ? al_model_grad_norm(r->critic) : 0;
         double norm = sqrt(a * a + b * b);
         if (mx > 0 && norm > mx && isfinite(norm)) {
             r->n_clipped++;
-            if (a > 0) al_clip_grad_norm(r->m, mx * a / norm);
+            if (a > 0) al_clip_grad_norm(r->lm.m, mx * a / norm);
             if (b > 0) al_clip_grad_norm(r->critic, mx * b / norm);
         }
-        al_adamw_step(&r->opt, r->m, lr);
+        al_adamw_step(&r->opt, r->lm.m, lr);
         if (r->critic) al_adamw_step(&r->copt, r->critic, lr);
         return norm;
     }
-    double a2 = al_ddp_grad_sumsq(r->ddp, r->m), b2 = r->critic ? al_ddp_grad_sumsq(r->cddp, r->critic) : 0;
+    double a2 = al_ddp_grad_sumsq(r->ddp, r->lm.m), b2 = r->critic ? al_ddp_grad_sumsq(r->cddp, r->critic) : 0;
     double norm = sqrt(a2 + b2);
     if (mx > 0 && norm > mx && isfinite(norm)) {
         r->n_clipped++;
         /* torch.nn.utils.clip_grad_norm_ over both models' parameters */
         float coef = (float)(mx / (norm + 1e-6));
-        al_ddp_grad_scale(r->ddp, r->m, coef);
+        al_ddp_grad_scale(r->ddp, r->lm.m, coef);
         if (r->critic) al_ddp_grad_scale(r->cddp, r->critic, coef);
     }
-    al_ddp_adamw_step(r->ddp, &r->opt, r->m, lr);
+    al_ddp_adamw_step(r->ddp, &r->opt, r->lm.m, lr);
     if (r->critic) al_ddp_adamw_step(r->cddp, &r->copt, r->critic, lr);
     return norm;
 }
@@ -981,12 +962,12 @@ static int evaluate_val(rl *r, al_mlist *l) {
         float sc[B];
         for (int j = 0; j < k; j++) ps[j] = &r->val.seq[i0 + j];
         char e2[AL_ERRLEN];
-        if ((rc = al_rollout_generate(r->m, ps, k, &g, &rng, ids, NULL, len, e2))) {
+        if ((rc = al_rollout_generate(r->lm.m, ps, k, &g, &rng, ids, NULL, len, e2))) {
             rc = al_err(r->run.err.msg, rc, "evaluation: %s", e2);
             break;
         }
         for (int j = 0; j < k; j++) {
-            txt[j] = al_rollout_decode(r->tok, ids + (size_t)j * r->max_new, len[j], r->eos, &eos[j]);
+            txt[j] = al_rollout_decode(r->lm.tok, ids + (size_t)j * r->max_new, len[j], r->eos, &eos[j]);
             pr[j] = r->val.text[i0 + j];
             an[j] = &r->val.ref[i0 + j];
             if (!txt[j] && !rc) rc = al_err(r->run.err.msg, AL_ENOMEM, "out of memory");
@@ -1017,7 +998,7 @@ static int evaluate_bench(rl *r, al_mlist *l, long step) {
     for (int k = 0; k < r->job->n_eval_tasks; k++) {
         if (!r->bench[k]) continue;
         int T = al_bench_longest(r->bench[k]);
-        int rc = al_bench_report(r->bench[k], r->m, r->mb, T, "model", step, r->cb, l->m, &l->n, 2 * AL_MAX_METRICS, r->run.err.msg);
+        int rc = al_bench_report(r->bench[k], r->lm.m, r->mb, T, "model", step, r->cb, l->m, &l->n, 2 * AL_MAX_METRICS, r->run.err.msg);
         if (rc) return rc;
     }
     return AL_OK;
@@ -1097,7 +1078,7 @@ static int fill_dir(void *u, const char *tmp) {
     const rl_state *ws = c->ws;
     char path[AL_PATH_MAX + 64];
     int rc;
-    if ((rc = save_weights(r, r->m, tmp, r->job->model))) return rc;
+    if ((rc = save_weights(r, r->lm.m, tmp, r->job->model))) return rc;
     if (!r->job->use_lora) {
         /* a full model replaces an adapter folder written there before */
         snprintf(path, sizeof path, "%s/adapter_config.json", tmp);
@@ -1110,7 +1091,7 @@ static int fill_dir(void *u, const char *tmp) {
         if (ws && (rc = al_run_save_opt(&r->run, path, ws->cm, ws->cv, ws->cn, r->critic))) return rc;
     }
     if (!ws) return AL_OK;
-    if ((rc = al_run_save_opt(&r->run, tmp, ws->pm, ws->pv, ws->pn, r->m))) return rc;
+    if ((rc = al_run_save_opt(&r->run, tmp, ws->pm, ws->pv, ws->pn, r->lm.m))) return rc;
     return al_run_save_state(&r->run, tmp, state_json(r, ws));
 }
 
@@ -1175,9 +1156,9 @@ static int load_state(rl *r, const char *dir) {
     if (r->cursor != r->run.step * r->Pg)
         return al_err(r->run.err.msg, AL_EFORMAT, "%s: prompt_cursor %ld does not match step %ld x %d prompts", path,
                       r->cursor, r->run.step, r->Pg);
-    if (r->job->use_lora) rc = load_trainable(r->m, dir, r->run.err.msg);
-    else rc = al_model_load_weights(r->m, dir, r->run.err.msg);
-    if (rc || (rc = al_run_load_opt(&r->run, &r->opt, r->m, dir))) return rc;
+    if (r->job->use_lora) rc = load_trainable(r->lm.m, dir, r->run.err.msg);
+    else rc = al_model_load_weights(r->lm.m, dir, r->run.err.msg);
+    if (rc || (rc = al_run_load_opt(&r->run, &r->opt, r->lm.m, dir))) return rc;
     if (r->critic) {
         snprintf(path, sizeof path, "%s/critic", dir);
         if (al_model_num_params(r->critic, 1) < al_model_num_params(r->critic, 0)) rc = load_trainable(r->critic, path, r->run.err.msg);

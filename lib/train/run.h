@@ -34,6 +34,7 @@
 #define AL_RUN_H
 
 #include "../dist/ddp.h"
+#include "lm.h"
 #include "trainer.h"
 
 /* The metrics of one logged step, in order. tokens_per_second goes in at
@@ -90,6 +91,24 @@ typedef struct al_run_ops {
  * here, the rest by the caller. AL_OK, AL_ECANCELED, AL_EPAUSED or the
  * failing hook's error, its reason in run->err. */
 int al_run_loop(al_run *run, const al_run_ops *ops, void *u, const char *resume_dir, al_train_result *res);
+
+/* ---- set-up: the policy and its reference (run_setup.c) ------------------------ */
+
+/* The policy of run->job into *lm: job->model with its tokenizer and chat
+ * template (job->chat_template over the folder's own), fresh LoRA adapters
+ * when use_lora (initialised from hp.seed), in the job's precision
+ * (al_job_open_flags) with extra_flags (AL_OPEN_SCORE_HEAD: a value head);
+ * run->m is set and the save dtype is the job's. name_field: the weights'
+ * errors start "model: " (RL's messages; the SFT-like step kinds give the
+ * loader's alone). The reason in run->err; the caller closes *lm. */
+int al_run_open_policy(al_run *run, al_lm *lm, int extra_flags, int name_field);
+/* The frozen reference of a KL or preference term, in the job's precision:
+ * job->ref_model when it names one; else, under LoRA, none (*adapters_off =
+ * 1: the policy with its adapters switched off is the reference); else a
+ * frozen copy of the start model when copy_start (0: the caller does without,
+ * e.g. with reference log-probs computed once). *ref NULL when none. Errors
+ * name ref_model or model when name_field, in run->err. */
+int al_run_open_ref(al_run *run, int copy_start, int name_field, al_model **ref, int *adapters_off);
 
 /* The world of a run: run->rank, world, world0; *global: batch_size x world,
  * or the global batch a resumed checkpoint (resume_dir, may be NULL) was

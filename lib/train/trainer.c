@@ -79,10 +79,8 @@ typedef struct trainer {
     const al_objective_ops *ops;
     void *obj;
     const al_train_cb *cb;
-    al_tok *tok;
-    al_chat *chat;
+    al_lm lm;                     /* the policy, its tokenizer and chat template */
     int32_t pad;
-    al_model *m;
     al_model *ref;                /* separate frozen reference, or NULL */
     int ref_adapters_off;         /* reference = this model with adapters off */
     dataset train, val;
@@ -167,13 +165,13 @@ static int task_examples(trainer *t, const char *task, int split, long rows, uin
         if (pretrain) {
             char full[2 * AL_TASK_TEXT];
             snprintf(full, sizeof full, "%s%s", r.prompt, r.answer);
-            rc = al_chat_encode_text(t->chat, "", 0, full, strlen(full), &e->seq[0], t->run.err.msg);
+            rc = al_chat_encode_text(t->lm.chat, "", 0, full, strlen(full), &e->seq[0], t->run.err.msg);
         } else {
-            rc = al_chat_encode_split(t->chat, how, r.prompt, strlen(r.prompt), good, strlen(good),
+            rc = al_chat_encode_split(t->lm.chat, how, r.prompt, strlen(r.prompt), good, strlen(good),
                                       &e->seq[0], t->run.err.msg);
         }
         if (!rc && kind == AL_BATCH_PAIR)
-            rc = al_chat_encode_split(t->chat, how, r.prompt, strlen(r.prompt), r.wrong, strlen(r.wrong),
+            rc = al_chat_encode_split(t->lm.chat, how, r.prompt, strlen(r.prompt), r.wrong, strlen(r.wrong),
                                       &e->seq[1], t->run.err.msg);
         if (rc) return rc;
         d->n++;
@@ -195,7 +193,7 @@ static int file_examples(trainer *t, const char *path, const char *method, datas
     if (training && al_hygiene_any(&t->job->hygiene)) o.hygiene = &t->job->hygiene;
     al_dataset *ds = NULL;
     char e2[AL_ERRLEN];
-    int rc = al_dataset_read_file(path, t->chat, &o, &ds, e2);
+    int rc = al_dataset_read_file(path, t->lm.chat, &o, &ds, e2);
     /* the file the job names under what cannot be read */
     if (rc) return al_fail_as(&t->run.err, rc, what, e2);
     if ((rc = al_dataset_check(ds, 0, e2))) {
@@ -388,7 +386,7 @@ static int alloc_buffers(trainer *t) {
     ALLOC(t->mapped, (size_t)t->GB);
 #undef ALLOC
     char e2[AL_ERRLEN];
-    if ((rc = al_model_reserve(t->m, rows, t->max_T,
+    if ((rc = al_model_reserve(t->lm.m, rows, t->max_T,
                                t->hp->gradient_checkpointing ? AL_MODEL_GRAD_CKPT : 0, e2)))
         return al_err(t->run.err.msg, rc, "%s", e2);
     if (t->ref && (rc = al_model_reserve(t->ref, rows, t->max_T, AL_MODEL_FORWARD_ONLY, e2)))
@@ -480,9 +478,9 @@ static int reference_forward(trainer *t, const al_tokens *in, int r0, int nr) {
     al_fwd f = {.logp = t->ref_logp + off};
     int rc;
     if (t->ref_adapters_off) {
-        al_model_set_adapters(t->m, 0);
-        rc = al_model_forward(t->m, &sub, &f);
-        al_model_set_adapters(t->m, 1);
+        al_model_set_adapters(t->lm.m, 0);
+        rc = al_model_forward(t->lm.m, &sub, &f);
+        al_model_set_adapters(t->lm.m, 1);
     } else {
         rc = al_model_forward(t->ref, &sub, &f);
     }
@@ -534,7 +532,7 @@ static int micro_batch(trainer *t, dataset *d, const int32_t *idx, int n, double
                 .entropy = t->ops->needs_lm ? t->ent : NULL,
                 .values = t->ops->needs_values ? t->values : NULL,
                 .hit = t->kind == AL_BATCH_LM && t->ops->needs_lm ? t->hit : NULL};
-    if ((rc = al_model_forward(t->m, &in, &f)))
+    if ((rc = al_model_forward(t->lm.m, &in, &f)))
         return al_err(t->run.err.msg, rc, "forward failed: %s", al_strerror(rc));
     if (f.hit) {
         /* TRL's mean_token_accuracy: greedy predictions equal to the targets */
@@ -566,7 +564,7 @@ static int micro_batch(trainer *t, dataset *d, const int32_t *idx, int n, double
         return al_err(t->run.err.msg, rc, "objective %s failed: %s", t->ops->name, al_strerror(rc));
     }
     if (train) {
-        if ((rc = al_model_backward(t->m, &in, t->ops->needs_lm ? t->dlogp : NULL, NULL,
+        if ((rc = al_model_backward(t->lm.m, &in, t->ops->needs_lm ? t->dlogp : NULL, NULL,
                                     t->ops->needs_values ? t->dvalue : NULL)))
             return al_err(t->run.err.msg, rc, "backward failed: %s", al_strerror(rc));
     }
@@ -640,7 +638,7 @@ static int step_share(trainer *t, int update) {
     step_norms(t, &t->train, all, n, &norm_tokens, &norm_rows);
     int a = t->run.rank * t->B < n ? t->run.rank * t->B : n, b = a + t->B < n ? a + t->B : n;
     memset(&t->st, 0, sizeof t->st);
-    if (update) al_model_zero_grad(t->m);
+    if (update) al_model_zero_grad(t->lm.m);
     int rc = AL_OK;
     for (int i = a; i < b && !rc; i += t->mb) {
         int k = b - i < t->mb ? b - i : t->mb;
@@ -678,22 +676,22 @@ static void eval_samples(trainer *t, long step) {
         const al_seq *s = &t->val.ex[i].seq[0];
         int pl = 0;
         while (pl < s->n && !s->mask[pl]) pl++;
-        if (pl == 0 || pl + SAMPLE_MAX_NEW > al_model_config_of(t->m)->max_T) continue;
+        if (pl == 0 || pl + SAMPLE_MAX_NEW > al_model_config_of(t->lm.m)->max_T) continue;
         int32_t out[SAMPLE_MAX_NEW];
         int len = 0;
-        int32_t stop = al_tok_eos(t->tok);
+        int32_t stop = al_tok_eos(t->lm.tok);
         al_gen_cfg g = {.max_new = SAMPLE_MAX_NEW, .temperature = 0, .top_p = 1,
                         .stop = &stop, .n_stop = stop >= 0};
         al_rng rng;
         al_rng_seed(&rng, t->hp->seed);
         char e2[AL_ERRLEN];
         const int32_t *pp = s->ids;
-        if (al_generate(t->m, &pp, &pl, 1, &g, &rng, out, NULL, &len, e2)) continue;
+        if (al_generate(t->lm.m, &pp, &pl, 1, &g, &rng, out, NULL, &len, e2)) continue;
         char *ptxt = NULL, *ctxt = NULL;
         size_t a, b;
         if (len > 0 && out[len - 1] == stop) len--;
-        if (al_tok_decode(t->tok, s->ids, pl, 1, &ptxt, &a) == AL_OK &&
-            al_tok_decode(t->tok, out, len, 1, &ctxt, &b) == AL_OK) {
+        if (al_tok_decode(t->lm.tok, s->ids, pl, 1, &ptxt, &a) == AL_OK &&
+            al_tok_decode(t->lm.tok, out, len, 1, &ctxt, &b) == AL_OK) {
             double reward = NAN;
             if (t->job->task[0]) {
                 al_task_row r;
@@ -760,7 +758,7 @@ static int lm_loss(trainer *t, dataset *d, double *loss) {
         if (rc) return rc;
         al_tokens in = al_batch_tokens(&t->lm_batch);
         al_fwd f = {.logp = t->logp};
-        if ((rc = al_model_forward(t->m, &in, &f))) return al_err(t->run.err.msg, rc, "forward failed");
+        if ((rc = al_model_forward(t->lm.m, &in, &f))) return al_err(t->run.err.msg, rc, "forward failed");
         for (size_t k = 0; k < (size_t)in.B * in.T; k++)
             if (in.targets[k] >= 0) {
                 sum -= t->logp[k];
@@ -788,7 +786,7 @@ static int evaluate(trainer *t, long step, al_metric *m, int *nm) {
     for (int k = 0; k < t->job->n_eval_tasks && t->ops->needs_lm && *nm < 2 * AL_MAX_METRICS - 2; k++) {
         const al_eval_task *et = &t->job->eval_tasks[k];
         if (t->bench[k]) {
-            if ((rc = al_bench_report(t->bench[k], t->m, t->mb * t->rows_per_ex, t->max_T, "model", step, t->cb, m, nm,
+            if ((rc = al_bench_report(t->bench[k], t->lm.m, t->mb * t->rows_per_ex, t->max_T, "model", step, t->cb, m, nm,
                                       2 * AL_MAX_METRICS, t->run.err.msg)))
                 return rc;
             continue;
@@ -799,7 +797,7 @@ static int evaluate(trainer *t, long step, al_metric *m, int *nm) {
         m[(*nm)++].value = loss;
         if (!et->task[0]) continue;
         double acc;
-        if ((rc = task_accuracy(t->m, t->tok, et->task, et->split, 1000003u,
+        if ((rc = task_accuracy(t->lm.m, t->lm.tok, et->task, et->split, 1000003u,
                                 (int)(et->rows < 200 ? et->rows : 200), &acc, t->run.err.msg)))
             return rc;
         snprintf(m[*nm].name, sizeof m[*nm].name, "eval/%.20s/accuracy", et->name);
@@ -835,10 +833,10 @@ static int precompute_ref(trainer *t, dataset *d) {
             if (rc) return rc;
             al_tokens in = al_batch_tokens(bt);
             al_fwd f = {.logp = t->ref_logp};
-            al_model *rm = t->ref ? t->ref : t->m;
-            if (t->ref_adapters_off) al_model_set_adapters(t->m, 0);
+            al_model *rm = t->ref ? t->ref : t->lm.m;
+            if (t->ref_adapters_off) al_model_set_adapters(t->lm.m, 0);
             rc = al_model_forward(rm, &in, &f);
-            if (t->ref_adapters_off) al_model_set_adapters(t->m, 1);
+            if (t->ref_adapters_off) al_model_set_adapters(t->lm.m, 1);
             if (rc) return al_err(t->run.err.msg, rc, "reference forward failed: %s", al_strerror(rc));
             for (int r = 0; r < in.B; r++) {
                 int e = i + r % n, s = pass || r >= n;
@@ -869,14 +867,14 @@ static int fill_model_dir(void *u, const char *tmp) {
     const fill_ctx *c = u;
     trainer *t = c->t;
     int rc;
-    if ((rc = al_run_save_weights(&t->run, t->m, tmp, t->job->model, t->job->use_lora))) return rc;
+    if ((rc = al_run_save_weights(&t->run, t->lm.m, tmp, t->job->model, t->job->use_lora))) return rc;
     if ((rc = al_run_copy_tokenizer(t->job, tmp, t->run.err.msg))) return rc;
     if (!c->with_state) return AL_OK;
     /* AdamW moments (and the fp32 masters of a checkpoint saved narrower)
      * and the step: all that resuming needs beyond weights; the global batch
      * and the data cursor (in global samples) let a run resume on another
      * number of ranks */
-    if ((rc = al_run_save_opt(&t->run, tmp, c->mm, c->vv, c->nm, t->m))) return rc;
+    if ((rc = al_run_save_opt(&t->run, tmp, c->mm, c->vv, c->nm, t->lm.m))) return rc;
     json_t *st = json_pack("{s:I, s:I, s:I, s:f, s:s, s:I, s:i, s:i, s:I}", "global_step", (json_int_t)t->run.step,
                            "max_steps", (json_int_t)t->run.total_steps, "optimizer_step", (json_int_t)t->opt.step,
                            "trained_tokens", t->run.trained_tokens, "method", t->ops->name, "seed",
@@ -934,9 +932,9 @@ static int load_state(trainer *t, const char *dir) {
                       path, cursor, t->run.step, t->GB);
     /* weights: full model or adapters on the job's base; then the moments
      * (this rank's slice) and the fp32 masters of a checkpoint saved narrower */
-    if (t->job->use_lora) rc = al_model_load_adapters(t->m, dir, t->run.err.msg);
-    else rc = al_model_load_weights(t->m, dir, t->run.err.msg);
-    return rc ? rc : al_run_load_opt(&t->run, &t->opt, t->m, dir);
+    if (t->job->use_lora) rc = al_model_load_adapters(t->lm.m, dir, t->run.err.msg);
+    else rc = al_model_load_weights(t->lm.m, dir, t->run.err.msg);
+    return rc ? rc : al_run_load_opt(&t->run, &t->opt, t->lm.m, dir);
 }
 
 /* ---- the run ----------------------------------------------------------------- */
@@ -963,10 +961,8 @@ static void trainer_free(trainer *t) {
     al_ddp_free(t->ddp);
     al_mix_deinit(&t->mix);
     if (t->obj) t->ops->destroy(t->obj);
-    al_model_free(t->m);
     al_model_free(t->ref);
-    al_chat_free(t->chat);
-    al_tok_free(t->tok);
+    al_lm_close(&t->lm);
 }
 
 /* The global batch: batch_size on each rank, or when resuming the one the
@@ -998,15 +994,9 @@ static int setup(trainer *t, const al_job *job, const char *resume_dir, const al
         return AL_FAIL(&t->run.err, AL_EINVAL, "hyperparameters.batch_size", "micro-batches hold at most %d",
                        AL_MAX_MICRO_BATCH);
     if ((rc = global_batch(t, resume_dir))) return rc;
-    if ((rc = al_tok_load(&t->tok, job->model, t->run.err.msg))) return rc;
-    if ((rc = al_chat_new(&t->chat, t->tok, job->chat_template, t->run.err.msg))) return rc;
-    t->pad = al_chat_pad_id(t->chat);
-    al_lora_cfg *lora = job->use_lora ? (al_lora_cfg *)&job->lora : NULL;
-    int flags = (t->ops->needs_values ? AL_OPEN_SCORE_HEAD : 0) | al_job_open_flags(job);
-    if ((rc = al_model_open_ex(&t->m, job->model, lora, flags, job->hp.seed, t->run.err.msg))) return rc;
-    t->run.m = t->m;
-    if (job->hp.save_dtype) al_model_set_save_dtype(t->m, (al_dtype)job->hp.save_dtype);
-    const al_model_config *mc = al_model_config_of(t->m);
+    if ((rc = al_run_open_policy(&t->run, &t->lm, t->ops->needs_values ? AL_OPEN_SCORE_HEAD : 0, 0))) return rc;
+    t->pad = al_chat_pad_id(t->lm.chat);
+    const al_model_config *mc = al_model_config_of(t->lm.m);
     if (t->ops->needs_lm && !mc->has_lm_head)
         return AL_FAIL(&t->run.err, AL_EINVAL, "model", "%s has no language-model head (a reward model?)", job->model);
     t->max_T = t->hp->max_length < mc->max_T ? t->hp->max_length : mc->max_T;
@@ -1052,7 +1042,7 @@ static int setup(trainer *t, const al_job *job, const char *resume_dir, const al
         if (!et->task[0] && et->type[0]) snprintf(type, sizeof type, "%s", et->type);
         else if (!et->task[0] && (rc = al_bench_detect(et->file, type, t->run.err.msg))) return rc;
         if (strcmp(type, "loss")) {
-            if ((rc = al_bench_load(&t->bench[k], et, t->chat, &job->reward.grader, mc->max_T, what, t->run.err.msg)))
+            if ((rc = al_bench_load(&t->bench[k], et, t->lm.chat, &job->reward.grader, mc->max_T, what, t->run.err.msg)))
                 return al_fail_as(&t->run.err, rc, what, t->run.err.msg);
             continue;
         }
@@ -1087,20 +1077,10 @@ static int setup(trainer *t, const al_job *job, const char *resume_dir, const al
               t->pack.n_rows, t->max_T);
     }
     /* reference */
-    if (t->ops->needs_ref) {
-        if (job->ref_model[0]) {
-            if ((rc = al_model_open_ex(&t->ref, job->ref_model, NULL, AL_OPEN_FROZEN | al_job_open_flags(job), 0,
-                                       t->run.err.msg)))
-                return rc;
-        } else if (job->use_lora) {
-            t->ref_adapters_off = 1;
-        } else if (!t->hp->precompute_ref_log_probs) {
-            /* a frozen copy of the start model */
-            if ((rc = al_model_open_ex(&t->ref, job->model, NULL, AL_OPEN_FROZEN | al_job_open_flags(job), 0,
-                                       t->run.err.msg)))
-                return rc;
-        }
-    }
+    /* a reference precomputed once needs no copy of the start model */
+    if (t->ops->needs_ref &&
+        (rc = al_run_open_ref(&t->run, !t->hp->precompute_ref_log_probs, 0, &t->ref, &t->ref_adapters_off)))
+        return rc;
     t->run.steps_per_epoch = (n_units(t) + t->GB - 1) / t->GB;
     t->run.total_steps = t->hp->max_steps >= 0 ? t->hp->max_steps : t->run.steps_per_epoch * t->hp->n_epochs;
     if ((rc = alloc_buffers(t))) return rc;
@@ -1114,7 +1094,7 @@ static int setup(trainer *t, const al_job *job, const char *resume_dir, const al
         al_run_event(t->cb, AL_LOG_INFO, "reference log-probs precomputed for %d + %d examples", t->train.n, t->val.n);
     }
     al_run_event(t->cb, AL_LOG_INFO, "%s: %d training and %d validation examples, %ld steps, %zu trainable parameters",
-          t->ops->name, t->train.n, t->val.n, t->run.total_steps, al_model_num_params(t->m, 1));
+          t->ops->name, t->train.n, t->val.n, t->run.total_steps, al_model_num_params(t->lm.m, 1));
     if (t->run.world > 1)
         al_run_event(t->cb, AL_LOG_INFO, "distributed: %d ranks, %d examples per rank per step, global batch %d, "
               "micro-batches of %d, %s, buckets of %g MB %s", t->run.world, t->B, t->GB, t->mb,
@@ -1191,10 +1171,10 @@ static int hook_optimizer(void *u, int k, float lr) {
     (void)k;
     al_stats_dist_sum(&t->st);
     /* the loss and the norm are global: every rank decides alike */
-    t->gnorm = al_ddp_clip_grad_norm(t->ddp, t->m, t->hp->max_grad_norm);
+    t->gnorm = al_ddp_clip_grad_norm(t->ddp, t->lm.m, t->hp->max_grad_norm);
     int rc = watchdog(t, t->st.loss, t->gnorm);
     if (rc) return rc;
-    al_ddp_adamw_step(t->ddp, &t->opt, t->m, lr);
+    al_ddp_adamw_step(t->ddp, &t->opt, t->lm.m, lr);
     return AL_OK;
 }
 
@@ -1236,7 +1216,7 @@ int al_train_run(const al_job *job, const char *resume_dir, const al_train_cb *c
     /* every rank passes every agreement below, so that one failing alone
      * (a file it cannot read) fails them all with its reason */
     int rc = al_dist_agree_err(setup(t, job, resume_dir, cb), t->run.err.msg);
-    if (!rc) rc = al_run_dist_start(&t->run, 1, &t->m, &t->ddp, (al_adamw *const[]){&t->opt});
+    if (!rc) rc = al_run_dist_start(&t->run, 1, &t->lm.m, &t->ddp, (al_adamw *const[]){&t->opt});
     rc = al_dist_agree_err(rc, t->run.err.msg);
     t->run.ddp[0] = t->ddp;
     if (!rc) rc = al_run_loop(&t->run, &k_trainer_ops, t, resume_dir, &r0);
@@ -1255,15 +1235,13 @@ int al_train_run(const al_job *job, const char *resume_dir, const al_train_cb *c
 
 int al_eval_task_accuracy(const char *model_dir, const char *task, int n, double *acc,
                           char err[AL_ERRLEN]) {
-    al_tok *tok = NULL;
-    al_model *m = NULL;
-    int rc = al_tok_load(&tok, model_dir, err);
-    if (!rc) rc = al_model_open_ex(&m, model_dir, NULL, AL_OPEN_FROZEN, 0, err);
+    al_lm lm;
+    al_lm_cfg lc = {.open_flags = AL_OPEN_FROZEN};
+    int rc = al_lm_open(&lm, model_dir, &lc, err);
     al_task_row r;
     if (!rc && al_task_row_get(task, AL_SPLIT_ALL, 0, 0, &r) != AL_OK)
         rc = al_err(err, AL_EINVAL, "--task: '%s' is not a built-in task", task);
-    if (!rc) rc = task_accuracy(m, tok, task, AL_SPLIT_TEST, 1000003u, n, acc, err);
-    al_model_free(m);
-    al_tok_free(tok);
+    if (!rc) rc = task_accuracy(lm.m, lm.tok, task, AL_SPLIT_TEST, 1000003u, n, acc, err);
+    al_lm_close(&lm);
     return rc;
 }
