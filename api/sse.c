@@ -56,21 +56,27 @@ static int put_item(sse_stream *st, const json_t *item) {
     return rc;
 }
 
+size_t api_stream_drain(al_buf *out, size_t *off, char *dst, size_t max, double *last_write) {
+    if (*off < out->n) {
+        size_t n = out->n - *off;
+        if (n > max) n = max;
+        memcpy(dst, out->p + *off, n);
+        *off += n;
+        *last_write = al_now();
+        return n;
+    }
+    *off = 0;
+    al_buf_clear(out);
+    return 0;
+}
+
 static ssize_t sse_read(void *cls, uint64_t pos, char *out, size_t max) {
     (void)pos;
     sse_stream *st = cls;
     api_server *s = st->srv;
     for (;;) {
-        if (st->off < st->out.n) {
-            size_t n = st->out.n - st->off;
-            if (n > max) n = max;
-            memcpy(out, st->out.p + st->off, n);
-            st->off += n;
-            st->last_write = al_now();
-            return (ssize_t)n;
-        }
-        st->off = 0;
-        al_buf_clear(&st->out);
+        size_t sent = api_stream_drain(&st->out, &st->off, out, max, &st->last_write);
+        if (sent) return (ssize_t)sent;
         if (st->ended || atomic_load(&s->stopping)) return MHD_CONTENT_READER_END_OF_STREAM;
         double idle = al_now() - st->last_write;
         double left = (double)s->cfg.heartbeat_s - idle;
@@ -181,10 +187,14 @@ static enum MHD_Result sse_start(api_req *r, int model) {
     st->last_seq = after;
     st->last_write = al_now();
     put_str(st, "retry: 3000\n\n");
-    struct MHD_Response *resp =
-        MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 16384, sse_read, st, sse_free);
+    return api_stream_reply(r, sse_read, st, sse_free);
+}
+
+enum MHD_Result api_stream_reply(api_req *r, MHD_ContentReaderCallback read, void *st,
+                                 MHD_ContentReaderFreeCallback fr) {
+    struct MHD_Response *resp = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 16384, read, st, fr);
     if (!resp) {
-        sse_free(st);
+        fr(st);
         return MHD_NO;
     }
     MHD_add_response_header(resp, "Content-Type", "text/event-stream");

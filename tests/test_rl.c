@@ -846,8 +846,10 @@ static void test_runs(const char *tmp, const char *base, const char *rm) {
              base, tmp);
     al_job job;
     T_OK(al_job_parse(&job, json, strlen(json), g_err));
-    T_TRUE(al_train_run(&job, NULL, NULL, NULL, g_err) != AL_OK);
-    T_REPORT_(strncmp(g_err, "reward.reward_model:", 20) == 0, "error \"%s\"", g_err);
+    al_error fail;
+    T_TRUE(al_train_run(&job, NULL, NULL, NULL, &fail) != AL_OK);
+    T_REPORT_(strncmp(fail.msg, "reward.reward_model:", 20) == 0, "error \"%s\"", fail.msg);
+    T_STR_EQ(fail.field, "reward.reward_model"); /* a field the message alone did not give the API */
     al_job_deinit(&job);
 }
 

@@ -69,7 +69,8 @@ typedef struct al_run {
     int world0;                 /* ranks of the run a resumed checkpoint came from */
     long step, total_steps, steps_per_epoch;
     double trained_tokens;
-    char err[AL_ERRLEN];
+    al_error err;               /* why the run failed: err.msg the reason, err.field
+                                 * the job's field at fault as data ("" when none) */
 } al_run;
 
 typedef struct al_run_ops {

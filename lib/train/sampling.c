@@ -60,11 +60,11 @@ static int is_blank(const char *s) {
 
 /* A model to sample from (frozen): dir's weights, tokenizer and template,
  * errors prefixed with field. */
-static int lm_open(al_lm *p, const al_job *job, const char *dir, const char *field, char err[AL_ERRLEN]) {
+static int lm_open(al_lm *p, const al_job *job, const char *dir, const char *field, al_error *err) {
     al_lm_cfg lc = {.open_flags = AL_OPEN_FROZEN | al_job_open_flags(job), .model_field = field, .tok_field = field};
-    int rc = al_lm_open(p, dir, &lc, err);
+    int rc = al_lm_open_at(p, dir, &lc, err);
     if (!rc && !al_model_config_of(p->m)->has_lm_head)
-        return al_err(err, AL_EINVAL, "%s: %s has no language-model head", field, dir);
+        return AL_FAIL(err, AL_EINVAL, "%s", "%s has no language-model head", field, dir);
     return rc;
 }
 
@@ -90,7 +90,8 @@ struct djob {
     const al_hparams *hp;
     const al_train_cb *cb;
     al_train_result *res;
-    char *err;                  /* run.err */
+    al_error *fail;             /* &run.err: the field at fault and the message */
+    char *err;                  /* run.err.msg, where no job field is at fault */
     al_lm A, B;
     al_prompts pa, pb;
     al_rewarder *rw;
@@ -142,7 +143,7 @@ static int write_output(djob *d, int i) {
 /* The job's prompts, encoded with chat; what the hygiene filters dropped
  * from its training_file goes to cb's events. */
 static int load_prompts(const al_job *job, const al_chat *chat, al_prompts *p, const al_train_cb *cb,
-                        char err[AL_ERRLEN]) {
+                        al_error *err) {
     if (job->task[0])
         return al_prompts_load(p, job, chat, 1, job->task_rows, job->task_seed, job->task_split, NULL, "task", 0, err);
     int rc = al_prompts_load(p, job, chat, 0, 0, 0, 0, job->training_file, "training_file", 0, err);
@@ -171,13 +172,13 @@ static int gen_texts(al_lm *pm, const al_seq *const *ps, int n, const al_hparams
     return rc;
 }
 
-static int room(const al_lm *pm, const al_seq *const *ps, int n, int want, char err[AL_ERRLEN]) {
+static int room(const al_lm *pm, const al_seq *const *ps, int n, int want, al_error *err) {
     int maxp = 0, T = al_model_config_of(pm->m)->max_T;
     for (int i = 0; i < n; i++) maxp = ps[i]->n > maxp ? ps[i]->n : maxp;
     int r = T - maxp < want ? T - maxp : want;
     if (r < 1)
-        return al_err(err, AL_EINVAL, "hyperparameters.max_prompt_length: a prompt of %d tokens leaves no room "
-                      "in the context of %d", maxp, T);
+        return AL_FAIL(err, AL_EINVAL, "hyperparameters.max_prompt_length", "a prompt of %d tokens leaves no room "
+                       "in the context of %d", maxp, T);
     return r;
 }
 
@@ -199,12 +200,12 @@ static int gp_setup(djob *d) {
     d->sc = calloc((size_t)n, sizeof *d->sc);
     if (!d->ps || !d->txt || !d->pt || !d->an || !d->lens || !d->eos || !d->sc)
         return al_err(d->err, AL_ENOMEM, "out of memory");
-    int rc = lm_open(&d->A, d->job, d->job->model, "model", d->err);
-    if (!rc) rc = load_prompts(d->job, d->A.chat, &d->pa, d->cb, d->err);
+    int rc = lm_open(&d->A, d->job, d->job->model, "model", d->fail);
+    if (!rc) rc = load_prompts(d->job, d->A.chat, &d->pa, d->cb, d->fail);
     if (!rc) {
         al_reward_len len = {al_prompts_max_bytes(&d->pa), al_completion_max_bytes(d->A.tok, hp->max_completion_length)};
-        rc = al_rewarder_new(&d->rw, &d->job->reward, hp->missing_eos_penalty, CHUNK, &len, d->err);
-        if (!rc) rc = al_rewarder_attach(d->rw, d->cb, d->err);
+        rc = al_rewarder_new(&d->rw, &d->job->reward, hp->missing_eos_penalty, CHUNK, &len, d->fail);
+        if (!rc) rc = al_rewarder_attach(d->rw, d->cb, d->fail);
     }
     d->n_out = 1;
     d->file[0] = "preferences.jsonl";
@@ -253,13 +254,13 @@ static int gp_step(djob *d, long step) {
         d->pt[i] = d->pa.text[d->p0 + i / G];
         d->an[i] = &d->pa.ref[d->p0 + i / G];
     }
-    int max_new = room(&d->A, d->ps, n, hp->max_completion_length, d->err);
+    int max_new = room(&d->A, d->ps, n, hp->max_completion_length, d->fail);
     if (max_new < 0) return max_new;
     int rc = gen_texts(&d->A, d->ps, n, hp, &d->rng, max_new, d->txt, d->lens, d->eos, d->err);
     char e2[AL_ERRLEN];
     if (!rc && (rc = al_rewarder_score_rows(d->rw, n, G, d->pt, (const char *const *)d->txt, d->an, d->lens, d->eos,
                                             d->sc, NULL, e2)))
-        al_err(d->err, rc, "reward: %s", e2);
+        AL_FAIL(d->fail, rc, "reward", "%s", e2);
     for (int q = 0; q < d->k && !rc; q++) rc = gp_pair(d, q, step);
     for (int i = 0; i < n; i++) {
         free(d->txt[i]);
@@ -299,16 +300,16 @@ static int ev_setup(djob *d) {
     const al_job *job = d->job;
     const al_hparams *hp = d->hp;
     int two = job->model_b[0] != 0, has_prompts = job->task[0] || job->training_file[0];
-    int rc = lm_open(&d->A, job, job->model, "model", d->err);
-    if (!rc && two) rc = lm_open(&d->B, job, job->model_b, "model_b", d->err);
-    if (!rc && has_prompts) rc = load_prompts(job, d->A.chat, &d->pa, NULL, d->err);
-    if (!rc && two && has_prompts) rc = load_prompts(job, d->B.chat, &d->pb, NULL, d->err);
+    int rc = lm_open(&d->A, job, job->model, "model", d->fail);
+    if (!rc && two) rc = lm_open(&d->B, job, job->model_b, "model_b", d->fail);
+    if (!rc && has_prompts) rc = load_prompts(job, d->A.chat, &d->pa, NULL, d->fail);
+    if (!rc && two && has_prompts) rc = load_prompts(job, d->B.chat, &d->pb, NULL, d->fail);
     if (!rc) {
         /* without model_b only the grader is used (exact match) */
         al_reward_len len = {al_prompts_max_bytes(&d->pa), al_completion_max_bytes(d->A.tok, hp->max_completion_length)};
         size_t cb_b = two ? al_completion_max_bytes(d->B.tok, hp->max_completion_length) : 0;
         if (cb_b > len.completion_bytes) len.completion_bytes = cb_b;
-        rc = al_rewarder_new(&d->rw, &job->reward, hp->missing_eos_penalty, CHUNK, &len, d->err);
+        rc = al_rewarder_new(&d->rw, &job->reward, hp->missing_eos_penalty, CHUNK, &len, d->fail);
     }
     d->per = CHUNK;
     d->n_out = has_prompts;
@@ -335,10 +336,13 @@ static int ev_benchmarks(djob *d, long step) {
             al_bench *b = NULL;
             int T = al_model_config_of(pm->m)->max_T;
             char e2[AL_ERRLEN];
-            if ((rc = al_bench_load(&b, &job->eval_tasks[k], pm->chat, &job->reward.grader, T, what, d->err))) break;
+            if ((rc = al_bench_load(&b, &job->eval_tasks[k], pm->chat, &job->reward.grader, T, what, d->err))) {
+                al_fail_as(d->fail, rc, what, d->err);
+                break;
+            }
             /* a forward-only reservation for the scoring rows */
             if ((rc = al_model_reserve(pm->m, ROWS, al_bench_longest(b), AL_MODEL_FORWARD_ONLY, e2)))
-                al_err(d->err, rc, "%s: %s", side ? "model_b" : "model", e2);
+                AL_FAIL(d->fail, rc, "%s", "%s", side ? "model_b" : "model", e2);
             if (!rc)
                 rc = al_bench_report(b, pm->m, ROWS, al_bench_longest(b), side ? "model_b" : "model", step + 1, d->cb,
                                      l->m, &l->n, 2 * AL_MAX_METRICS, d->err);
@@ -408,15 +412,15 @@ static int ev_compare(djob *d, long step, char **ta, char **tb) {
         sb[i] = two ? &d->pb.seq[d->p0 + i] : NULL;
         pt[i] = d->pa.text[d->p0 + i];
     }
-    int na = room(&d->A, sa, k, hp->max_completion_length, d->err);
-    int nb = two ? room(&d->B, sb, k, hp->max_completion_length, d->err) : 1;
+    int na = room(&d->A, sa, k, hp->max_completion_length, d->fail);
+    int nb = two ? room(&d->B, sb, k, hp->max_completion_length, d->fail) : 1;
     if (na < 0 || nb < 0) return na < 0 ? na : nb;
     int rc = gen_texts(&d->A, sa, k, hp, &d->rng, na, ta, la, ea, d->err);
     if (!rc && two) rc = gen_texts(&d->B, sb, k, hp, &d->rng, nb, tb, lb, eb, d->err);
     if (!rc && two && al_rewarder_has_rm(d->rw)) {
         if ((rc = al_rewarder_rm(d->rw, k, pt, (const char *const *)ta, ea, sca, e2)) ||
             (rc = al_rewarder_rm(d->rw, k, pt, (const char *const *)tb, eb, scb, e2)))
-            rc = al_err(d->err, rc, "reward: %s", e2);
+            rc = AL_FAIL(d->fail, rc, "reward", "%s", e2);
     }
     for (int i = 0; i < k && !rc; i++) {
         int ca = 0, cbv = 0;
@@ -508,8 +512,8 @@ static int cr_prompt(al_lm *pm, const char *prompt, const char *answer, const ch
 enum { CR_KEPT, CR_SAME };
 
 static int cr_setup(djob *d) {
-    int rc = lm_open(&d->A, d->job, d->job->model, "model", d->err);
-    if (!rc) rc = load_prompts(d->job, d->A.chat, &d->pa, d->cb, d->err);
+    int rc = lm_open(&d->A, d->job, d->job->model, "model", d->fail);
+    if (!rc) rc = load_prompts(d->job, d->A.chat, &d->pa, d->cb, d->fail);
     d->per = CHUNK;
     d->n_out = 2;
     d->file[0] = "sft.jsonl";
@@ -580,7 +584,7 @@ static int cr_step(djob *d, long step) {
         ps[i] = &d->pa.seq[d->p0 + i];
         pi[i] = (int)al_rng_below(&d->rng, (uint32_t)d->job->n_principles);
     }
-    int rc = room(&d->A, ps, k, d->hp->max_completion_length, d->err);
+    int rc = room(&d->A, ps, k, d->hp->max_completion_length, d->fail);
     if (rc >= 0) rc = gen_texts(&d->A, ps, k, d->hp, &d->rng, rc, ans, len, eos, d->err);
     if (!rc) rc = cr_turns(d, pi, ans, crit, rev, q);
     for (int i = 0; i < k && !rc; i++) rc = cr_keep(d, i, pi, ans, crit, rev[i], step);
@@ -741,20 +745,21 @@ static void djob_free(djob *d) {
 }
 
 int al_sampling_run(const al_job *job, const char *resume_dir, const al_train_cb *cb, al_train_result *res,
-                    char err[AL_ERRLEN]) {
+                    al_error *err) {
     al_train_result r0;
     memset(&r0, 0, sizeof r0);
     djob *d = calloc(1, sizeof *d);
-    if (!d) return al_err(err, AL_ENOMEM, "out of memory");
+    if (!d) return al_fail_as(err, AL_ENOMEM, "", "out of memory");
     d->job = d->run.job = job;
     d->hp = d->run.hp = &job->hp;
     d->cb = d->run.cb = cb;
     d->res = &r0;
-    d->err = d->run.err;
+    d->fail = &d->run.err;
+    d->err = d->run.err.msg;
     d->run.world = d->run.world0 = 1;
     for (size_t i = 0; i < sizeof k_kinds / sizeof *k_kinds; i++)
         if (!strcmp(job->method, k_kinds[i].method)) d->kind = &k_kinds[i];
-    int rc = d->kind ? d->kind->setup(d) : al_err(d->err, AL_EINVAL, "method: '%s' is not a sampling job", job->method);
+    int rc = d->kind ? d->kind->setup(d) : AL_FAIL(d->fail, AL_EINVAL, "method", "'%s' is not a sampling job", job->method);
     al_rng_seed(&d->rng, job->hp.seed);
     d->run.steps_per_epoch = d->run.total_steps; /* the epoch logged is the fraction done */
     if (!rc) rc = al_run_loop(&d->run, &k_data_ops, d, resume_dir, &r0);
@@ -762,7 +767,7 @@ int al_sampling_run(const al_job *job, const char *resume_dir, const al_train_cb
     r0.final_loss = 0;
     r0.steps = d->run.step;
     r0.total_steps = d->run.total_steps;
-    if (rc) snprintf(err, AL_ERRLEN, "%s", d->err);
+    if (rc) al_fail_as(err, rc, d->run.err.field, d->run.err.msg);
     djob_free(d);
     free(d);
     if (res) *res = r0;
