@@ -73,6 +73,9 @@ void al_gemm_bf16_ref(int transA, int transB, int M, int N, int K, float alpha,
  * scratch holds N*C bf16 values (the rounded input). */
 void al_matmul_forward_bf16(float *out, const float *inp, const uint16_t *w, const float *b,
                             int N, int C, int OC, uint16_t *scratch);
+/* The same on an input already rounded: out = inp16 @ w^T + b, inp16 (N, C). */
+void al_matmul_forward_h(float *out, const uint16_t *inp16, const uint16_t *w, const float *b,
+                         int N, int C, int OC);
 /* al_matmul_backward with bf16 products: dinp += bf16(dout) @ w,
  * dw += bf16(dout)^T @ bf16(inp), db += colsum(dout) in fp32. scratch holds
  * N*(OC + C) bf16 values. */

@@ -285,8 +285,13 @@ void al_gemm_bf16_ref(int transA, int transB, int M, int N, int K, float alpha,
 void al_matmul_forward_bf16(float *out, const float *inp, const uint16_t *w, const float *b,
                             int N, int C, int OC, uint16_t *scratch) {
     al_bf16_round(scratch, inp, (size_t)N * (size_t)C);
+    al_matmul_forward_h(out, scratch, w, b, N, C, OC);
+}
+
+void al_matmul_forward_h(float *out, const uint16_t *inp16, const uint16_t *w, const float *b,
+                         int N, int C, int OC) {
     gemm16_ctx g = {.ta = 0, .tb = 1, .M = N, .N = OC, .K = C, .alpha = 1.0f, .beta = 0.0f,
-                    .A = scratch, .B = w, .lda = C, .ldb = C, .ldc = OC, .C = out, .bias = b};
+                    .A = inp16, .B = w, .lda = C, .ldb = C, .ldc = OC, .C = out, .bias = b};
     gemm16_run(&g);
 }
 

@@ -105,8 +105,7 @@ static int lora_targets(const al_lora_cfg *lc, const char *module) {
 /* The modules of one layer that LoRA may target: path, fused map, column range. */
 typedef struct lora_site { char module[96]; int lin, off, out, in; } lora_site;
 
-static int layer_sites(const al_model *m, int l, lora_site *s) {
-    const al_model_config *c = &m->cfg;
+static int layer_sites(const al_model_config *c, int l, lora_site *s) {
     int n = 0, q = c->NH * c->HD, kv = c->NKV * c->HD;
 #define SITE(path, LIN, OFF, OUT, IN)                                          \
     do {                                                                       \
@@ -235,6 +234,17 @@ static int build_llama_layer(al_model *m, al_layer *ly, int l) {
     return 0;
 }
 
+int al_lora_maps(const al_model_config *cfg, const al_lora_cfg *lora) {
+    lora_site sites[8];
+    int mask = 0;
+    for (int l = 0; l < cfg->n_layers; l++) {
+        int ns = layer_sites(cfg, l, sites);
+        for (int s = 0; s < ns; s++)
+            if (lora_targets(lora, sites[s].module)) mask |= 1 << sites[s].lin;
+    }
+    return mask;
+}
+
 /* The LoRA adapters of every targeted linear map, in layer and map order. */
 static int build_lora(al_model *m) {
     const al_model_config *c = &m->cfg;
@@ -243,7 +253,7 @@ static int build_lora(al_model *m) {
     lora_site sites[8] = {{{0}, 0, 0, 0, 0}};
     int cap = 0;
     for (int l = 0; l < c->n_layers; l++) {
-        int ns = layer_sites(m, l, sites);
+        int ns = layer_sites(c, l, sites);
         for (int s = 0; s < ns; s++) {
             if (!lora_targets(lc, sites[s].module)) continue;
             if (m->n_lora == cap) {
@@ -258,11 +268,11 @@ static int build_lora(al_model *m) {
             lm->off = sites[s].off;
             lm->out = sites[s].out;
             lm->in = sites[s].in;
-            snprintf(lm->module, sizeof lm->module, "%s", sites[s].module);
-            snprintf(a, sizeof a, "%s.lora_A.weight", sites[s].module);
+            snprintf(lm->module, sizeof lm->module, "%.95s", sites[s].module);
+            snprintf(a, sizeof a, "%.95s.lora_A.weight", sites[s].module);
             m->build_layer = l;
             if ((lm->pA = add_param(m, a, lc->r, lm->in, 0)) < 0) return -1;
-            snprintf(a, sizeof a, "%s.lora_B.weight", sites[s].module);
+            snprintf(a, sizeof a, "%.95s.lora_B.weight", sites[s].module);
             if ((lm->pB = add_param(m, a, lm->out, lc->r, 0)) < 0) return -1;
             m->params[lm->pA].lora = m->params[lm->pB].lora = 1;
             m->n_lora++;
@@ -791,6 +801,22 @@ static int max_lora_per_layer(const al_model *m) {
     return max_lora;
 }
 
+/* The fused maps (bit j: map j) whose backward reads their input: a trained
+ * weight, or an adapter whose A trains (d A = d t^T x). A frozen base map
+ * with no such adapter needs only its weight to pass the gradient on. */
+static int lin_need(const al_model *m) {
+    int mask = 0;
+    for (int l = 0; l < m->cfg.n_layers; l++)
+        for (int j = 0; j < LIN_COUNT; j++) {
+            const al_linear *L = &m->layers[l].lin[j];
+            int need = PG((al_model *)m, L->w) != NULL;
+            for (int k = 0; k < L->n_lora; k++)
+                need |= PG((al_model *)m, m->lora[L->first_lora + k].pA) != NULL;
+            if (need) mask |= 1 << j;
+        }
+    return mask;
+}
+
 /* A model in another's activations: its views, from the owner's current reservation. */
 static void act_sync(al_model *m) {
     const al_model *o = m->act_owner;
@@ -817,6 +843,8 @@ static void act_sync(al_model *m) {
     m->head_chunk = o->head_chunk;
     m->pos_buf = o->pos_buf;
     m->s16 = o->s16;
+    m->keep = o->keep;
+    m->x_tmp = o->x_tmp;
 }
 
 int al_model_share_activations(al_model *m, al_model *owner, char err[AL_ERRLEN]) {
@@ -836,6 +864,13 @@ int al_model_share_activations(al_model *m, al_model *owner, char err[AL_ERRLEN]
         m->acts = calloc((size_t)a->n_layers, sizeof *m->acts);
         if (!m->acts) return al_err(err, AL_ENOMEM, "out of memory");
     }
+    /* the owner keeps the product inputs this model's backward reads too */
+    int need = lin_need(m);
+    if (need & ~(owner->keep_more | lin_need(owner))) {
+        owner->keep_more |= need;
+        int rc = owner->act ? al_model_reserve(owner, owner->resB, owner->resT, owner->flags, err) : AL_OK;
+        if (rc) return rc;
+    }
     al_free_pages(m->act, m->n_act * sizeof(float));
     m->act = NULL;
     m->n_act = 0;
@@ -844,116 +879,140 @@ int al_model_share_activations(al_model *m, al_model *owner, char err[AL_ERRLEN]
     return AL_OK;
 }
 
-int al_model_reserve(al_model *m, int B, int T, int flags, char err[AL_ERRLEN]) {
+/* The sizes of a reservation (al_model_reserve). */
+typedef struct act_plan {
+    size_t B, T, N, n_sets, n_res, per_layer, n_bwd, head, n_dpost, n_dqk, tmp, total;
+    size_t per16, n16;     /* bf16 arena: per set, and all (the products' scratch first) */
+    size_t keep_ln1, keep_ln2, keep_h2;   /* values per set kept of each (0: not kept) */
+    int keep, fwd_only, chunk;
+} act_plan;
+
+/* Rounded up to 64 bytes of bf16 values, so each kept input starts aligned. */
+static size_t h16_round(size_t n) { return (n + 31) & ~(size_t)31; }
+
+static void act_plan_make(const al_model *m, int B, int T, int flags, act_plan *pl) {
     const al_model_config *c = &m->cfg;
-    if (B <= 0 || T <= 0) return al_err(err, AL_EINVAL, "batch must be at least 1x1");
-    if (T > c->max_T)
-        return al_err(err, AL_ERANGE, "sequence length %d exceeds the model's context %d", T, c->max_T);
-    if (m->act_owner) {
-        const al_model *o = m->act_owner;
-        if (o->act && B <= o->resB && T <= o->resT && flags == o->flags) return AL_OK;
-        return al_err(err, AL_EINVAL, "the activations this model shares hold %d x %d (flags %d), not %d x %d "
-                      "(flags %d)", o->resB, o->resT, o->flags, B, T, flags);
-    }
-    if (m->act && B <= m->resB && T <= m->resT && flags == m->flags && (!m->bf16 || m->act16))
-        return AL_OK;
     size_t N = (size_t)B * (size_t)T, C = (size_t)c->C, L = (size_t)c->n_layers;
-    size_t AH = (size_t)c->NH * (size_t)c->HD, r = (size_t)m->lora_cfg.r;
-    int max_lora = max_lora_per_layer(m);
+    size_t AH = (size_t)c->NH * (size_t)c->HD, r = (size_t)m->lora_cfg.r, FF = (size_t)c->FF;
     size_t QK = (size_t)(c->NH + c->NKV) * (size_t)c->HD;
+    int has_ln1 = 0, has_ln2 = 0;
+    for (int l = 0; l < c->n_layers; l++) {
+        has_ln1 |= m->layers[l].ln1_w >= 0;
+        has_ln2 |= m->layers[l].ln2_w >= 0;
+    }
+    memset(pl, 0, sizeof *pl);
+    pl->B = (size_t)B;
+    pl->T = (size_t)T;
+    pl->N = N;
+    pl->fwd_only = (flags & AL_MODEL_FORWARD_ONLY) != 0;
+    pl->keep = pl->fwd_only ? 0 : lin_need(m) | m->keep_more;
+    /* a map's input is kept when its backward reads it and it is the
+     * output of a norm or the activation (the other inputs are kept anyway) */
+    pl->keep_ln1 = has_ln1 && (pl->keep & 1 << LIN_QKV) ? N * C : 0;
+    pl->keep_ln2 = has_ln2 && (pl->keep & 1 << LIN_UP) ? N * C : 0;
+    pl->keep_h2 = (pl->keep & 1 << LIN_DOWN) ? N * FF : 0;
     size_t n_qk = c->qk_norm ? N * QK + N * (size_t)(c->NH + c->NKV) : 0;
     size_t n_post = c->post_norm ? 2 * N * C + 2 * N : 0;
-    size_t per_layer = N * C * 3 + N * 4 + N * (size_t)m->QKV + (size_t)B * c->NH * T +
-                       N * AH + N * (size_t)m->UPW + N * (size_t)c->FF + N * r * (size_t)max_lora +
-                       n_qk + n_post;
-    int fwd_only = (flags & AL_MODEL_FORWARD_ONLY) != 0;
-    size_t n_sets = (flags & (AL_MODEL_GRAD_CKPT | AL_MODEL_FORWARD_ONLY)) ? 1 : L;
+    size_t kept32 = m->bf16 ? 0 : pl->keep_ln1 + pl->keep_ln2 + pl->keep_h2;
+    pl->per_layer = N * C + N * 4 + N * (size_t)m->QKV + (size_t)B * c->NH * T + N * AH +
+                    N * (size_t)m->UPW + N * r * (size_t)max_lora_per_layer(m) + n_qk + n_post + kept32;
+    pl->per16 = m->bf16 ? h16_round(pl->keep_ln1) + h16_round(pl->keep_ln2) + h16_round(pl->keep_h2) : 0;
+    pl->n_sets = (flags & (AL_MODEL_GRAD_CKPT | AL_MODEL_FORWARD_ONLY)) ? 1 : L;
     /* forward only: layer l reads residual buffer l % 2 and writes the other */
-    size_t n_res = fwd_only ? 2 : L + 1;
+    pl->n_res = pl->fwd_only ? 2 : L + 1;
     /* backward buffers; forward only keeps N floats of d_h2, the log-prob
      * scratch of a forward whose caller wants no log-probs */
-    size_t n_dpost = c->post_norm || (c->residual_scale > 0 && c->residual_scale != 1.0f) ? N * C : 0;
-    size_t n_dqk = c->qk_norm ? N * QK : 0;
-    size_t n_bwd = fwd_only ? N
-                            : N * C * 2 + N * (size_t)m->QKV + N * AH + N * (size_t)m->UPW +
-                                  N * (size_t)c->FF + N * (r ? r : 1) + n_dpost + n_dqk;
-    int V = c->V;
-    int chunk = (int)(N < 128 ? N : 128);
+    pl->n_dpost = c->post_norm || (c->residual_scale > 0 && c->residual_scale != 1.0f) ? N * C : 0;
+    pl->n_dqk = c->qk_norm ? N * QK : 0;
+    pl->n_bwd = pl->fwd_only ? N
+                             : N * C * 2 + N * (size_t)m->QKV + N * AH + N * (size_t)m->UPW +
+                                   N * FF + N * (r ? r : 1) + pl->n_dpost + pl->n_dqk;
+    /* the inputs not kept go through x_tmp, which is d_h1 (free in a forward)
+     * when there is one wide enough */
+    size_t wide = C > FF ? C : FF;
+    int all_kept = !m->bf16 && (!has_ln1 || pl->keep_ln1) && (!has_ln2 || pl->keep_ln2) && pl->keep_h2;
+    pl->tmp = all_kept || (!pl->fwd_only && (size_t)m->UPW >= wide) ? 0 : N * wide;
+    pl->chunk = (int)(N < 128 ? N : 128);
     /* the LM head's chunk: hidden rows and logits, and with a final soft-cap the cap's derivative */
-    size_t head = (size_t)chunk * (C + (size_t)V * (c->final_softcap > 0 ? 2 : 1));
-    size_t total = n_res * N * C + n_sets * per_layer + N * C + 4 * N + n_bwd + head + N;
+    pl->head = (size_t)pl->chunk * (C + (size_t)c->V * (c->final_softcap > 0 ? 2 : 1));
+    pl->total = pl->n_res * N * C + pl->n_sets * pl->per_layer + N * C + 4 * N + pl->n_bwd + pl->head +
+                pl->tmp + N;
     /* bf16: the rounded operands of the products (one layer's linear maps
-     * at a time, or one chunk of the LM head) */
-    size_t n16 = 0;
+     * at a time, or one chunk of the LM head), then the kept inputs */
     if (m->bf16) {
-        n16 = al_model_lin_scratch16(m, N);
-        size_t head16 = (size_t)chunk * (C + (size_t)V);
-        if (head16 > n16) n16 = head16;
+        size_t n16 = al_model_lin_scratch16(m, N), head16 = (size_t)pl->chunk * (C + (size_t)c->V);
+        pl->n16 = h16_round(n16 > head16 ? n16 : head16) + pl->n_sets * pl->per16;
     }
-    al_acts *acts = calloc(L, sizeof *acts);
-    float *act = al_alloc_pages(total * sizeof(float));
-    uint16_t *act16 = n16 ? al_alloc_pages(n16 * sizeof(uint16_t)) : NULL;
-    if (!acts || !act || (n16 && !act16)) {
-        free(acts);
-        al_free_pages(act, total * sizeof(float));
-        al_free_pages(act16, n16 * sizeof(uint16_t));
-        return al_err(err, AL_ENOMEM, "out of memory for activations (%zu MB)",
-                      (total * sizeof(float) + n16 * sizeof(uint16_t)) >> 20);
-    }
-    al_free_pages(m->act, m->n_act * sizeof(float));
-    al_free_pages(m->act16, m->n_act16 * sizeof(uint16_t));
-    free(m->acts);
-    m->act16 = m->s16 = act16;
-    m->n_act16 = n16;
-    m->act = act;
-    m->acts = acts;
-    m->n_act = total;
-    m->resB = B;
-    m->resT = T;
-    m->flags = flags;
-    float *p = act;
+}
+
+/* Lays one set of layer activations out from *p (fp32) and *h (bf16). */
+static void act_set_take(const al_model *m, const act_plan *pl, al_acts *a, float **pp, uint16_t **hh) {
+    const al_model_config *c = &m->cfg;
+    size_t N = pl->N, C = (size_t)c->C, AH = (size_t)c->NH * (size_t)c->HD;
+    size_t QK = (size_t)(c->NH + c->NKV) * (size_t)c->HD, FF = (size_t)c->FF;
+    float *p = *pp;
+    uint16_t *h = *hh;
 #define TAKE(ptr, count) do { (ptr) = p; p += (count); } while (0)
-    TAKE(m->res, n_res * N * C);
-    for (size_t s = 0; s < n_sets; s++) {
-        al_acts *a = &acts[s];
-        TAKE(a->ln1, N * C);
-        TAKE(a->ln1_mean, N);
-        TAKE(a->ln1_rstd, N);
-        TAKE(a->qkv, N * (size_t)m->QKV);
-        TAKE(a->lse, (size_t)B * c->NH * T);
-        TAKE(a->atty, N * AH);
-        TAKE(a->mid, N * C);
-        TAKE(a->ln2, N * C);
-        TAKE(a->ln2_mean, N);
-        TAKE(a->ln2_rstd, N);
-        TAKE(a->h1, N * (size_t)m->UPW);
-        TAKE(a->h2, N * (size_t)c->FF);
-        TAKE(a->lora_t, N * r * (size_t)max_lora);
-        a->qk_raw = a->qk_rstd = a->att_o = a->pa_rstd = a->mlp_o = a->pf_rstd = NULL;
-        if (c->qk_norm) {
-            TAKE(a->qk_raw, N * QK);
-            TAKE(a->qk_rstd, N * (size_t)(c->NH + c->NKV));
-        }
-        if (c->post_norm) {
-            TAKE(a->att_o, N * C);
-            TAKE(a->pa_rstd, N);
-            TAKE(a->mlp_o, N * C);
-            TAKE(a->pf_rstd, N);
-        }
+#define TAKE_KEPT(f, hp, count)                                                   \
+    do {                                                                          \
+        (f) = NULL;                                                               \
+        (hp) = NULL;                                                              \
+        if (!(count)) break;                                                      \
+        if (m->bf16) { (hp) = h; h += h16_round(count); } else TAKE(f, count);    \
+    } while (0)
+    memset(a, 0, sizeof *a);
+    TAKE_KEPT(a->ln1, a->ln1_h, pl->keep_ln1);
+    TAKE(a->ln1_mean, N);
+    TAKE(a->ln1_rstd, N);
+    TAKE(a->qkv, N * (size_t)m->QKV);
+    TAKE(a->lse, pl->B * (size_t)c->NH * pl->T);
+    TAKE(a->atty, N * AH);
+    TAKE(a->mid, N * C);
+    TAKE_KEPT(a->ln2, a->ln2_h, pl->keep_ln2);
+    TAKE(a->ln2_mean, N);
+    TAKE(a->ln2_rstd, N);
+    TAKE(a->h1, N * (size_t)m->UPW);
+    TAKE_KEPT(a->h2, a->h2_h, pl->keep_h2 ? N * FF : 0);
+    TAKE(a->lora_t, N * (size_t)m->lora_cfg.r * (size_t)max_lora_per_layer(m));
+    if (c->qk_norm) {
+        TAKE(a->qk_raw, N * QK);
+        TAKE(a->qk_rstd, N * (size_t)(c->NH + c->NKV));
     }
-    for (size_t s = n_sets; s < L; s++) acts[s] = acts[0];
+    if (c->post_norm) {
+        TAKE(a->att_o, N * C);
+        TAKE(a->pa_rstd, N);
+        TAKE(a->mlp_o, N * C);
+        TAKE(a->pf_rstd, N);
+    }
+#undef TAKE_KEPT
+#undef TAKE
+    *pp = p;
+    *hh = h;
+}
+
+/* Lays the whole reservation out in act (fp32) and act16 (bf16). */
+static void act_take(al_model *m, const act_plan *pl) {
+    const al_model_config *c = &m->cfg;
+    size_t N = pl->N, C = (size_t)c->C, AH = (size_t)c->NH * (size_t)c->HD, L = (size_t)c->n_layers;
+    size_t r = (size_t)m->lora_cfg.r;
+    float *p = m->act;
+    uint16_t *h = m->act16 ? m->act16 + (pl->n16 - pl->n_sets * pl->per16) : NULL;
+#define TAKE(ptr, count) do { (ptr) = p; p += (count); } while (0)
+    TAKE(m->res, pl->n_res * N * C);
+    for (size_t s = 0; s < pl->n_sets; s++) act_set_take(m, pl, &m->acts[s], &p, &h);
+    for (size_t s = pl->n_sets; s < L; s++) m->acts[s] = m->acts[0];
     TAKE(m->lnf, N * C);
     TAKE(m->lnf_mean, N);
     TAKE(m->lnf_rstd, N);
     TAKE(m->lse, N);
     TAKE(m->ent, N);
     m->d_post = m->d_qk = NULL;
-    if (fwd_only) {
+    if (pl->fwd_only) {
         m->d_res = m->d_ln = m->d_qkv = m->d_atty = m->d_h1 = m->d_lora = NULL;
         TAKE(m->d_h2, N);
     } else {
-        if (n_dpost) TAKE(m->d_post, n_dpost);
-        if (n_dqk) TAKE(m->d_qk, n_dqk);
+        if (pl->n_dpost) TAKE(m->d_post, pl->n_dpost);
+        if (pl->n_dqk) TAKE(m->d_qk, pl->n_dqk);
         TAKE(m->d_res, N * C);
         TAKE(m->d_ln, N * C);
         TAKE(m->d_qkv, N * (size_t)m->QKV);
@@ -962,12 +1021,58 @@ int al_model_reserve(al_model *m, int B, int T, int flags, char err[AL_ERRLEN]) 
         TAKE(m->d_h2, N * (size_t)c->FF);
         TAKE(m->d_lora, N * (r ? r : 1));
     }
-    TAKE(m->head_scratch, head);
+    TAKE(m->head_scratch, pl->head);
+    m->x_tmp = m->d_h1;
+    if (pl->tmp) TAKE(m->x_tmp, pl->tmp);
     m->pos_buf = (int32_t *)p;
     p += N;
 #undef TAKE
-    AL_ASSERT((size_t)(p - act) == total);
-    m->head_chunk = chunk;
+    AL_ASSERT((size_t)(p - m->act) == pl->total);
+    AL_ASSERT(!h || h == m->act16 + pl->n16);
+}
+
+int al_model_reserve(al_model *m, int B, int T, int flags, char err[AL_ERRLEN]) {
+    const al_model_config *c = &m->cfg;
+    if (B <= 0 || T <= 0) return al_err(err, AL_EINVAL, "batch must be at least 1x1");
+    if (T > c->max_T)
+        return al_err(err, AL_ERANGE, "sequence length %d exceeds the model's context %d", T, c->max_T);
+    int fwd_only = (flags & AL_MODEL_FORWARD_ONLY) != 0;
+    int keep = fwd_only ? 0 : lin_need(m) | m->keep_more;
+    if (m->act_owner) {
+        const al_model *o = m->act_owner;
+        if (o->act && B <= o->resB && T <= o->resT && flags == o->flags && !(keep & ~o->keep)) return AL_OK;
+        return al_err(err, AL_EINVAL, "the activations this model shares hold %d x %d (flags %d), not %d x %d "
+                      "(flags %d)", o->resB, o->resT, o->flags, B, T, flags);
+    }
+    if (m->act && B <= m->resB && T <= m->resT && flags == m->flags && (!m->bf16 || m->act16) &&
+        keep == m->keep)
+        return AL_OK;
+    act_plan pl;
+    act_plan_make(m, B, T, flags, &pl);
+    al_acts *acts = calloc((size_t)c->n_layers, sizeof *acts);
+    float *act = al_alloc_pages(pl.total * sizeof(float));
+    uint16_t *act16 = pl.n16 ? al_alloc_pages(pl.n16 * sizeof(uint16_t)) : NULL;
+    if (!acts || !act || (pl.n16 && !act16)) {
+        free(acts);
+        al_free_pages(act, pl.total * sizeof(float));
+        al_free_pages(act16, pl.n16 * sizeof(uint16_t));
+        return al_err(err, AL_ENOMEM, "out of memory for activations (%zu MB)",
+                      (pl.total * sizeof(float) + pl.n16 * sizeof(uint16_t)) >> 20);
+    }
+    al_free_pages(m->act, m->n_act * sizeof(float));
+    al_free_pages(m->act16, m->n_act16 * sizeof(uint16_t));
+    free(m->acts);
+    m->act16 = m->s16 = act16;
+    m->n_act16 = pl.n16;
+    m->act = act;
+    m->acts = acts;
+    m->n_act = pl.total;
+    m->resB = B;
+    m->resT = T;
+    m->flags = flags;
+    m->keep = pl.keep;
+    m->head_chunk = pl.chunk;
+    act_take(m, &pl);
     return AL_OK;
 }
 
@@ -990,15 +1095,18 @@ size_t al_model_lin_scratch16(const al_model *m, size_t N) {
 
 /* ---- forward ------------------------------------------------------------ */
 
-void al_linear_forward(al_model *m, int layer, int lin, float *out, const float *x,
-                       float *lora_t, uint16_t *s16, int N) {
+/* al_linear_forward; in bf16 mode with keep16 the rounded x goes there (the
+ * backward's copy) instead of into s16. */
+static void linear_forward(al_model *m, int layer, int lin, float *out, const float *x,
+                           uint16_t *keep16, float *lora_t, uint16_t *s16, int N) {
     al_linear *L = &m->layers[layer].lin[lin];
     int use = m->adapters_on && L->n_lora && lora_t;
     int r = m->lora_cfg.r;
     if (m->bf16) {
-        /* s16: the rounded x (N, in), then one adapter's rounded t (N, r) */
-        al_matmul_forward_bf16(out, x, PH(m, L->w), PW(m, L->b), N, L->in, L->out, s16);
-        uint16_t *x16 = s16, *t16 = s16 + (size_t)N * (size_t)L->in;
+        /* s16: the rounded x (N, in) unless kept, then one adapter's rounded t (N, r) */
+        uint16_t *x16 = keep16 ? keep16 : s16, *t16 = s16 + (size_t)N * (size_t)L->in;
+        al_bf16_round(x16, x, (size_t)N * (size_t)L->in);
+        al_matmul_forward_h(out, x16, PH(m, L->w), PW(m, L->b), N, L->in, L->out);
         for (int k = 0; use && k < L->n_lora; k++) {
             const al_lora_mod *lm = &m->lora[L->first_lora + k];
             float *t = lora_t + (size_t)k * N * r;
@@ -1017,6 +1125,11 @@ void al_linear_forward(al_model *m, int layer, int lin, float *out, const float 
         al_gemm(0, 1, N, lm->out, r, m->lora_scale, t, r, PW(m, lm->pB), r, 1.0f,
                 out + lm->off, L->out);
     }
+}
+
+void al_linear_forward(al_model *m, int layer, int lin, float *out, const float *x,
+                       float *lora_t, uint16_t *s16, int N) {
+    linear_forward(m, layer, lin, out, x, NULL, lora_t, s16, N);
 }
 
 /* Offset of a map's adapter buffers inside a layer's lora_t. */
@@ -1201,12 +1314,15 @@ static void layer_forward(al_model *m, int l, al_acts *a, const float *x, float 
     const al_model_config *c = &m->cfg;
     const al_layer *ly = &m->layers[l];
     int B = in->B, T = in->T, N = B * T, HD = c->HD;
+    /* ln1, ln2 and h2 go to their kept buffer, or (not kept, or kept in
+     * bf16 by the product that reads them) to x_tmp */
     const float *xin = x;
     if (ly->ln1_w >= 0) {
-        al_model_norm(m, a->ln1, a->ln1_mean, a->ln1_rstd, x, ly->ln1_w, ly->ln1_b, N);
-        xin = a->ln1;
+        float *ln1 = a->ln1 ? a->ln1 : m->x_tmp;
+        al_model_norm(m, ln1, a->ln1_mean, a->ln1_rstd, x, ly->ln1_w, ly->ln1_b, N);
+        xin = ln1;
     }
-    al_linear_forward(m, l, LIN_QKV, a->qkv, xin, lora_slot(m, l, LIN_QKV, a->lora_t, N), m->s16, N);
+    linear_forward(m, l, LIN_QKV, a->qkv, xin, a->ln1_h, lora_slot(m, l, LIN_QKV, a->lora_t, N), m->s16, N);
     float *q = a->qkv, *k = a->qkv + c->NH * HD, *v = k + c->NKV * HD;
     al_layer_qk_forward(m, l, a->qkv, a->qk_raw, a->qk_rstd, pos, N);
     al_attn_opts ao;
@@ -1218,13 +1334,15 @@ static void layer_forward(al_model *m, int l, al_acts *a, const float *x, float 
     al_layer_residual(m, l, 0, a->mid, x, ao_out, a->pa_rstd, N);
     const float *min = a->mid;
     if (ly->ln2_w >= 0) {
-        al_model_norm(m, a->ln2, a->ln2_mean, a->ln2_rstd, a->mid, ly->ln2_w, ly->ln2_b, N);
-        min = a->ln2;
+        float *ln2 = a->ln2 ? a->ln2 : m->x_tmp;
+        al_model_norm(m, ln2, a->ln2_mean, a->ln2_rstd, a->mid, ly->ln2_w, ly->ln2_b, N);
+        min = ln2;
     }
-    al_linear_forward(m, l, LIN_UP, a->h1, min, lora_slot(m, l, LIN_UP, a->lora_t, N), m->s16, N);
-    al_layer_act(m, a->h2, a->h1, N);
+    linear_forward(m, l, LIN_UP, a->h1, min, a->ln2_h, lora_slot(m, l, LIN_UP, a->lora_t, N), m->s16, N);
+    float *h2 = a->h2 ? a->h2 : m->x_tmp;
+    al_layer_act(m, h2, a->h1, N);
     float *mo = c->post_norm ? a->mlp_o : y;
-    al_linear_forward(m, l, LIN_DOWN, mo, a->h2, lora_slot(m, l, LIN_DOWN, a->lora_t, N), m->s16, N);
+    linear_forward(m, l, LIN_DOWN, mo, h2, a->h2_h, lora_slot(m, l, LIN_DOWN, a->lora_t, N), m->s16, N);
     al_layer_residual(m, l, 1, y, a->mid, mo, a->pf_rstd, N);
 }
 
@@ -1304,10 +1422,11 @@ int al_model_forward(al_model *m, const al_tokens *in, al_fwd *out) {
 
 /* ---- backward ----------------------------------------------------------- */
 
-/* bf16 backward of one fused map: dout, x and the adapters' t and dt are
- * rounded into s16 ((N, out), (N, in), (N, r)) for the products. */
+/* bf16 backward of one fused map: dout, x (unless the forward kept its
+ * rounded copy, kept16) and the adapters' t and dt are rounded into s16
+ * ((N, out), (N, in), (N, r)) for the products. */
 static void linear_backward_bf16(al_model *m, al_linear *L, float *dx, const float *dout,
-                                 const float *x, const float *lora_t, int N) {
+                                 const float *x, const uint16_t *kept16, const float *lora_t, int N) {
     int r = m->lora_cfg.r, lora = m->adapters_on && L->n_lora;
     float *gW = PG(m, L->w);
     uint16_t *d16 = m->s16, *x16 = d16 + (size_t)N * (size_t)L->out;
@@ -1315,7 +1434,8 @@ static void linear_backward_bf16(al_model *m, al_linear *L, float *dx, const flo
     int need_x = gW != NULL;
     for (int k = 0; lora && k < L->n_lora; k++) need_x |= PG(m, m->lora[L->first_lora + k].pA) != NULL;
     al_bf16_round(d16, dout, (size_t)N * (size_t)L->out);
-    if (need_x) al_bf16_round(x16, x, (size_t)N * (size_t)L->in);
+    if (need_x && kept16) x16 = (uint16_t *)kept16;
+    else if (need_x) al_bf16_round(x16, x, (size_t)N * (size_t)L->in);
     if (dx) al_gemm_bf16(0, 0, N, L->in, L->out, 1.0f, d16, L->out, PH(m, L->w), L->in, 1.0f, dx, L->in);
     if (gW) al_gemm_bf16(1, 0, L->out, L->in, N, 1.0f, d16, L->out, x16, L->in, 1.0f, gW, L->in);
     if (PG(m, L->b)) al_matmul_backward(NULL, NULL, PG(m, L->b), dout, x, NULL, N, L->in, L->out);
@@ -1335,11 +1455,14 @@ static void linear_backward_bf16(al_model *m, al_linear *L, float *dx, const flo
     }
 }
 
+/* x (fp32) or kept16 (bf16 mode) is the map's input the forward kept, NULL
+ * when it kept none (m->keep: the backward reads none). */
 static void linear_backward(al_model *m, int layer, int lin, float *dx, const float *dout,
-                            const float *x, const float *lora_t, int N) {
+                            const float *x, const uint16_t *kept16, const float *lora_t, int N) {
     al_linear *L = &m->layers[layer].lin[lin];
+    AL_ASSERT(x || kept16 || !(m->keep & 1 << lin));
     if (m->bf16) {
-        linear_backward_bf16(m, L, dx, dout, x, lora_t, N);
+        linear_backward_bf16(m, L, dx, dout, x, kept16, lora_t, N);
         return;
     }
     al_matmul_backward(dx, PG(m, L->w), PG(m, L->b), dout, x, PW(m, L->w), N, L->in, L->out);
@@ -1370,14 +1493,14 @@ static void layer_backward(al_model *m, int l, al_acts *a, const float *x,
     /* MLP branch */
     const float *dmo = residual_backward(m, l, 1, dres, a, N);
     al_zero(m->d_h2, (size_t)N * c->FF);
-    linear_backward(m, l, LIN_DOWN, m->d_h2, dmo, a->h2, lora_slot(m, l, LIN_DOWN, a->lora_t, N), N);
+    linear_backward(m, l, LIN_DOWN, m->d_h2, dmo, a->h2, a->h2_h, lora_slot(m, l, LIN_DOWN, a->lora_t, N), N);
     al_zero(m->d_h1, (size_t)N * m->UPW);
     if (c->arch == AL_ARCH_GPT2) al_gelu_backward(m->d_h1, m->d_h2, a->h1, (size_t)N * c->FF);
     else if (c->act == AL_ACT_GELU_TANH) al_geglu_backward(m->d_h1, m->d_h2, a->h1, N, c->FF);
     else al_swiglu_backward(m->d_h1, m->d_h2, a->h1, N, c->FF);
     al_zero(m->d_ln, NC);
     const float *min = ly->ln2_w >= 0 ? a->ln2 : a->mid;
-    linear_backward(m, l, LIN_UP, m->d_ln, m->d_h1, min, lora_slot(m, l, LIN_UP, a->lora_t, N), N);
+    linear_backward(m, l, LIN_UP, m->d_ln, m->d_h1, min, a->ln2_h, lora_slot(m, l, LIN_UP, a->lora_t, N), N);
     if (ly->ln2_w >= 0)
         norm_backward(m, dres, m->d_ln, a->mid, a->ln2_mean, a->ln2_rstd, ly->ln2_w, ly->ln2_b, N);
     else
@@ -1386,7 +1509,7 @@ static void layer_backward(al_model *m, int l, al_acts *a, const float *x,
     const float *dao = residual_backward(m, l, 0, dres, a, N);
     size_t AH = (size_t)c->NH * HD;
     al_zero(m->d_atty, (size_t)N * AH);
-    linear_backward(m, l, LIN_O, m->d_atty, dao, a->atty, lora_slot(m, l, LIN_O, a->lora_t, N), N);
+    linear_backward(m, l, LIN_O, m->d_atty, dao, a->atty, NULL, lora_slot(m, l, LIN_O, a->lora_t, N), N);
     al_zero(m->d_qkv, (size_t)N * m->QKV);
     float *q = a->qkv, *k = q + AH, *v = k + (size_t)c->NKV * HD;
     float *dq = m->d_qkv, *dk = dq + AH, *dv = dk + (size_t)c->NKV * HD;
@@ -1397,7 +1520,7 @@ static void layer_backward(al_model *m, int l, al_acts *a, const float *x,
     layer_qk_backward(m, l, a, m->d_qkv, pos, N);
     al_zero(m->d_ln, NC);
     const float *xin = ly->ln1_w >= 0 ? a->ln1 : x;
-    linear_backward(m, l, LIN_QKV, m->d_ln, m->d_qkv, xin, lora_slot(m, l, LIN_QKV, a->lora_t, N), N);
+    linear_backward(m, l, LIN_QKV, m->d_ln, m->d_qkv, xin, a->ln1_h, lora_slot(m, l, LIN_QKV, a->lora_t, N), N);
     if (ly->ln1_w >= 0)
         norm_backward(m, dres, m->d_ln, x, a->ln1_mean, a->ln1_rstd, ly->ln1_w, ly->ln1_b, N);
     else
@@ -1409,6 +1532,8 @@ int al_model_backward(al_model *m, const al_tokens *in, const float *dlogp,
     int rc = check_batch(m, in);
     if (rc) return rc;
     if (m->flags & AL_MODEL_FORWARD_ONLY) return AL_EINVAL;
+    /* the forward kept the inputs the maps' backward reads (al_model_reserve) */
+    if (lin_need(m) & ~m->keep) return AL_EINVAL;
     const al_model_config *c = &m->cfg;
     int N = in->B * in->T, C = c->C, L = c->n_layers;
     size_t NC = (size_t)N * C;

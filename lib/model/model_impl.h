@@ -32,9 +32,15 @@ typedef struct al_layer {
     al_linear lin[LIN_COUNT];
 } al_layer;
 
-/* Saved activations of one layer (views into the activation arena). */
+/* Saved activations of one layer (views into the activation arena). The
+ * inputs of the products that are nothing else's input (ln1, ln2, h2) are
+ * kept only when the backward needs them (al_model_reserve's keep mask): in
+ * fp32 in ln1 / ln2 / h2, or in bf16 mode as the rounded copies the products
+ * read (ln1_h / ln2_h / h2_h, in the bf16 arena); otherwise those pointers
+ * are NULL and the forward writes the value into the model's x_tmp. */
 typedef struct al_acts {
     float *ln1, *ln1_mean, *ln1_rstd;
+    uint16_t *ln1_h, *ln2_h, *h2_h;
     float *qkv;          /* (N, QKV) after bias and RoPE */
     float *lse;          /* (B, NH, T) attention's log-sum-exp (flash attention) */
     float *atty;         /* (N, NH*HD) */
@@ -89,6 +95,9 @@ struct al_model {
     int head_chunk;
     uint16_t *act16;          /* bf16 mode: rounded operands of the products */
     size_t n_act16;
+    int keep;                 /* reserved: bit j set when the sets keep map j's input (lin_need) */
+    int keep_more;            /* maps whose input models sharing these activations need */
+    float *x_tmp;             /* (N, max(C, FF)): a product input that is not kept */
     uint16_t *s16;            /* view of act16 (or of the owner's) */
     float *rope_cos, *rope_sin;   /* (max_T, HD/2) */
     float *rope_lcos, *rope_lsin; /* local RoPE (Gemma 3's sliding layers), or NULL */
