@@ -155,6 +155,10 @@ void al_model_freeze_base(al_model *m);
 void al_model_drop_grads(al_model *m);
 /* Adapters on/off: off gives the base (reference) model at no memory cost. */
 void al_model_set_adapters(al_model *m, int on);
+/* The linear maps of a layer (bit 0: q|k|v, 1: the attention's output, 2:
+ * the MLP's up (gate|up), 3: its down) that LoRA with these settings adapts
+ * in some layer: what the job estimator needs to size the activations. */
+int al_lora_maps(const al_model_config *cfg, const al_lora_cfg *lora);
 /* Log-probs, entropy and their gradients from logits / temperature (TRL's
  * RL trainers score samples at the sampling temperature); 0 or 1 = plain. */
 void al_model_set_temperature(al_model *m, float temperature);

@@ -390,8 +390,22 @@ static size_t memory_need(const al_job *job, const al_model_config *cfg, const e
      * per row and head (flash attention) */
     size_t extra = (cfg->post_norm ? 2 * C : 0) +
                    (cfg->qk_norm ? (size_t)(cfg->NH + cfg->NKV) * (size_t)cfg->HD : 0);
-    size_t act_layer = rows * T * (12 * C + 2 * (size_t)cfg->FF + extra) + rows * (size_t)cfg->NH * T;
-    size_t act = 4 * (L * act_layer + rows * T * (size_t)cfg->V * 2);
+    /* per token and layer (model.c's al_model_reserve): the residual after
+     * attention, q|k|v, the attention output, the MLP's first product; the
+     * normed inputs of q|k|v and the MLP and the activation's output only
+     * where the backward reads them (a trained map: all of them, or with
+     * LoRA the adapted maps), in bf16 mode as their rounded bf16 copies */
+    size_t FF = (size_t)cfg->FF, AH = (size_t)cfg->NH * (size_t)cfg->HD;
+    size_t QKV = AH + 2 * (size_t)cfg->NKV * (size_t)cfg->HD;
+    size_t UPW = cfg->arch == AL_ARCH_GPT2 ? FF : 2 * FF;
+    int kept = job->use_lora ? al_lora_maps(cfg, &job->lora) : 15;
+    size_t kept_f = ((kept & 1) ? C : 0) + ((kept & 4) ? C : 0) + ((kept & 8) ? FF : 0);
+    if (data_job) kept_f = 0; /* forward only */
+    size_t act_layer = rows * T * (C + QKV + AH + UPW + extra + 4) + rows * (size_t)cfg->NH * T;
+    size_t kept_b = L * rows * T * kept_f * (bf16 ? 2 : 4);
+    /* + the residual stream at each layer's input and the backward's buffers */
+    size_t other = rows * T * ((L + 1) * C + (data_job ? 0 : 2 * C + QKV + AH + UPW + FF));
+    size_t act = 4 * (L * act_layer + other + rows * T * (size_t)cfg->V * 2) + kept_b;
     size_t ref = 0;
     if (x->ref_forward && !job->use_lora) ref = frozen_w;  /* a frozen copy while it scores */
     /* reward models, a judge, a separate critic: one more model each (the
