@@ -196,6 +196,55 @@ static void test_forward_only(void) {
     }
 }
 
+/* A LoRA model on q|k|v alone keeps none of the MLP's inputs; a fully
+ * trained model sharing its activations (PPO's separate critic) widens what
+ * the owner keeps, and its gradients equal those in an arena of its own,
+ * fp32 and bf16, GPT-2 and Llama. */
+static void test_shared_keep(void) {
+    char err[AL_ERRLEN];
+    al_lora_cfg lc = {.r = 2, .alpha = 4};
+    for (int arch = 1; arch <= 2; arch++)
+        for (int bf = 0; bf < 2; bf++) {
+            al_model_config c = tiny((al_arch)arch, 1);
+            snprintf(lc.targets, sizeof lc.targets, "%s", arch == AL_ARCH_GPT2 ? "c_attn" : "q_proj");
+            al_model *p = al_model_new(&c, &lc, err), *f = al_model_new(&c, NULL, err);
+            al_model *g = al_model_new(&c, NULL, err);
+            T_TRUE(p && f && g);
+            if (!p || !f || !g) return;
+            al_model_init(p, 5);
+            al_model_init(f, 6);
+            al_model_init(g, 6);
+            if (bf) {
+                T_OK(al_model_set_bf16(p, 1, err));
+                T_OK(al_model_set_bf16(f, 1, err));
+                T_OK(al_model_set_bf16(g, 1, err));
+            }
+            al_tokens in = {.B = B_, .T = T_, .ids = g_ids, .seg = g_seg, .targets = g_tgt};
+            float lp[B_ * T_], R[B_ * T_];
+            gc_fill(R, B_ * T_, 6, 1.0f);
+            al_fwd fw = {.logp = lp};
+            T_OK(al_model_reserve(p, B_, T_, 0, err));
+            T_OK(al_model_reserve(g, B_, T_, 0, err));
+            size_t narrow = al_model_memory(p);
+            T_OK(al_model_share_activations(f, p, err));
+            T_TRUE(al_model_memory(p) > narrow);
+            T_OK(al_model_reserve(f, B_, T_, 0, err));
+            al_model_zero_grad(g);
+            al_model_zero_grad(f);
+            T_OK(al_model_forward(g, &in, &fw));
+            T_OK(al_model_backward(g, &in, R, NULL, NULL));
+            T_OK(al_model_forward(f, &in, &fw));
+            T_OK(al_model_backward(f, &in, R, NULL, NULL));
+            size_t n = al_model_num_params(f, 1);
+            T_TRUE(n == al_model_num_params(g, 1) && memcmp(f->grad, g->grad, n * sizeof(float)) == 0);
+            T_OK(al_model_forward(p, &in, &fw));
+            T_OK(al_model_backward(p, &in, R, NULL, NULL));
+            al_model_free(f);
+            al_model_free(g);
+            al_model_free(p);
+        }
+}
+
 /* al_model_share_activations: PPO's shared-base critic in its policy's
  * activations, each run forward to backward in turn, gives the gradients
  * each gets in an arena of its own; shapes that differ are refused. */
@@ -1144,6 +1193,7 @@ int main(void) {
     test_checkpointing();
     test_forward_only();
     test_shared_activations();
+    test_shared_keep();
     test_forward_reference();
     test_save_load();
     test_generation();

@@ -13,7 +13,12 @@
  *
  * Memory: one arena for weights, one for gradients (trainable tensors only,
  * so a LoRA model carries no base gradients), one for activations sized by
- * al_model_reserve. With AL_MODEL_GRAD_CKPT only the residual stream at each
+ * al_model_reserve. A linear map's input is kept for the backward only when
+ * the backward reads it (its weight trains, or an adapter's A does: a frozen
+ * LoRA base map without one needs its weight alone), and in bf16 mode a
+ * normed input or the activation's output, read by nothing but the product,
+ * is kept as the rounded bf16 copy the product read (al_acts, lin_need). With
+ * AL_MODEL_GRAD_CKPT only the residual stream at each
  * layer input is kept; backward recomputes a layer's activations into one
  * shared set before differentiating it. With AL_MODEL_FORWARD_ONLY (models
  * that are never differentiated) the layers share that one set and two
