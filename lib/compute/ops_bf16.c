@@ -99,19 +99,25 @@ AL_SIMD_CLONES static void widen_range(float *dst, const uint16_t *src, size_t n
     for (size_t i = 0; i < n; i++) dst[i] = widen1(src[i]);
 }
 
+/* Thread tid's share [*a, *b) of n elements, in whole blocks of 32. */
+static void conv_split(size_t n, int nt, int tid, size_t *a, size_t *b) {
+    long lo, hi;
+    al_split((long)((n + 31) / 32), nt, tid, &lo, &hi);
+    *a = (size_t)lo * 32;
+    *b = (size_t)hi * 32 < n ? (size_t)hi * 32 : n;
+}
+
 static void round_fn(void *p, int tid, int nt) {
     const conv_ctx *c = p;
-    long lo, hi;
-    al_split((long)((c->n + 31) / 32), nt, tid, &lo, &hi);
-    size_t a = (size_t)lo * 32, b = (size_t)hi * 32 < c->n ? (size_t)hi * 32 : c->n;
+    size_t a, b;
+    conv_split(c->n, nt, tid, &a, &b);
     if (a < b) round_range(c->h + a, c->fin + a, b - a);
 }
 
 static void widen_fn(void *p, int tid, int nt) {
     const conv_ctx *c = p;
-    long lo, hi;
-    al_split((long)((c->n + 31) / 32), nt, tid, &lo, &hi);
-    size_t a = (size_t)lo * 32, b = (size_t)hi * 32 < c->n ? (size_t)hi * 32 : c->n;
+    size_t a, b;
+    conv_split(c->n, nt, tid, &a, &b);
     if (a < b) widen_range(c->f + a, c->hin + a, b - a);
 }
 

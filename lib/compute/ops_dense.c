@@ -221,24 +221,25 @@ void al_matmul_backward(float *dinp, float *dw, float *db, const float *dout,
     }
 }
 
+/* out (ni, nj) += a b summed in double over k in order: a[i, k] at
+ * a[i * ai + k * ak], b[k, j] at b[k * bk + j]. */
+static void ref_prod_acc(float *out, const float *a, size_t ai, size_t ak, const float *b,
+                         size_t bk, int ni, int nj, int nk) {
+    for (int i = 0; i < ni; i++)
+        for (int j = 0; j < nj; j++) {
+            double s = 0.0;
+            for (int k = 0; k < nk; k++)
+                s += (double)a[(size_t)i * ai + (size_t)k * ak] * (double)b[(size_t)k * bk + j];
+            out[(size_t)i * nj + j] += (float)s;
+        }
+}
+
 void al_matmul_backward_ref(float *dinp, float *dw, float *db, const float *dout,
                             const float *inp, const float *w, int N, int C, int OC) {
-    if (dinp)
-        for (int n = 0; n < N; n++)
-            for (int c = 0; c < C; c++) {
-                double s = 0.0;
-                for (int o = 0; o < OC; o++)
-                    s += (double)dout[(size_t)n * OC + o] * (double)w[(size_t)o * C + c];
-                dinp[(size_t)n * C + c] += (float)s;
-            }
-    if (dw)
-        for (int o = 0; o < OC; o++)
-            for (int c = 0; c < C; c++) {
-                double s = 0.0;
-                for (int n = 0; n < N; n++)
-                    s += (double)dout[(size_t)n * OC + o] * (double)inp[(size_t)n * C + c];
-                dw[(size_t)o * C + c] += (float)s;
-            }
+    if (dinp) /* (N, C) += dout (N, OC) @ w (OC, C) */
+        ref_prod_acc(dinp, dout, (size_t)OC, 1, w, (size_t)C, N, C, OC);
+    if (dw) /* (OC, C) += dout^T @ inp (N, C) */
+        ref_prod_acc(dw, dout, 1, (size_t)OC, inp, (size_t)C, OC, C, N);
     if (db)
         for (int o = 0; o < OC; o++) {
             double s = 0.0;
@@ -294,8 +295,7 @@ static inline hd vf_hi_d(vf x) {
 
 /* exp(x): Cephes' expf reduction and polynomial (about 1 ulp on [-87, 88]).
  * Returns 0 below -87 (where expf < 1.7e-38), saturates above 88 and
- * propagates NaN. The scalar version (for row tails) does the same
- * operations in the same order as the vector one. */
+ * propagates NaN. */
 #define EXP_LO -87.0f
 #define EXP_HI 88.0f
 #define EXP_MAGIC 12582912.0f /* 1.5 * 2^23: adding it rounds to an integer */
@@ -308,30 +308,6 @@ static inline hd vf_hi_d(vf x) {
 #define EXP_P3 4.1665795894e-2f
 #define EXP_P4 1.6666665459e-1f
 #define EXP_P5 5.0000001201e-1f
-
-static inline float exp_1(float x) {
-    float xc = x < EXP_LO ? EXP_LO : x;
-    xc = xc > EXP_HI ? EXP_HI : xc;
-    float t = xc * EXP_LOG2E + EXP_MAGIC;
-    uint32_t tb;
-    memcpy(&tb, &t, sizeof tb);
-    float n = t - EXP_MAGIC;
-    float r = xc - n * EXP_C1;
-    r = r + n * EXP_C2;
-    float r2 = r * r;
-    float p = EXP_P0;
-    p = p * r + EXP_P1;
-    p = p * r + EXP_P2;
-    p = p * r + EXP_P3;
-    p = p * r + EXP_P4;
-    p = p * r + EXP_P5;
-    p = p * r2 + r + 1.0f;
-    uint32_t sb = (tb - 0x4B400000u + 127u) << 23; /* 2^n */
-    float s;
-    memcpy(&s, &sb, sizeof s);
-    float y = p * s;
-    return x < EXP_LO ? 0.0f : y;
-}
 
 static inline vf exp_v(vf x) {
     vi below = x < vf_splat(EXP_LO);
@@ -353,6 +329,9 @@ static inline vf exp_v(vf x) {
     vf y = p * (vf)sb;
     return (vf)((vi)y & ~below);
 }
+
+/* The same for one float (row tails): lane 0 of the vector version. */
+static inline float exp_1(float x) { return exp_v(vf_splat(x))[0]; }
 
 static float row_max(const float *z, int V) {
     vf mv = vf_splat(-INFINITY);

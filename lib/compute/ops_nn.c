@@ -52,6 +52,10 @@
  * Results are the same either way. */
 #define NN_PAR_MIN 32768
 
+/* Helpers of the kernels' loops: inlined into each SIMD clone (simd.h), so
+ * they run at the clone's vector width. */
+#define NN_INLINE inline __attribute__((always_inline))
+
 /* Attention tiles: query rows per block, key columns per tile. */
 #define AT_BQ 64
 #define AT_BK 128
@@ -105,6 +109,28 @@ typedef struct {
     int N, C;
     float eps;
 } nn_norm_ctx;
+
+/* The parameters' share of a norm's backward, by columns (rows in order):
+ * dw += sum_n dout * xhat, db += sum_n dout, where xhat = (inp - mean) * rstd
+ * for LayerNorm and inp * rstd for RMSNorm (cmean NULL: no mean to take). */
+static NN_INLINE void norm_params_bwd(const nn_norm_ctx *x, int tid, int nth) {
+    if (!x->dw && !x->db) return;
+    const int C = x->C;
+    long lo, hi;
+    al_split(C, nth, tid, &lo, &hi);
+    for (int n = 0; n < x->N; n++) {
+        const float *in = x->inp + (size_t)n * C, *dy = x->dout + (size_t)n * C;
+        const float r = x->crstd[n];
+        if (x->dw && x->cmean) {
+            const float m = x->cmean[n];
+            for (long c = lo; c < hi; c++) x->dw[c] += dy[c] * ((in[c] - m) * r);
+        } else if (x->dw) {
+            for (long c = lo; c < hi; c++) x->dw[c] += dy[c] * (in[c] * r);
+        }
+        if (x->db)
+            for (long c = lo; c < hi; c++) x->db[c] += dy[c];
+    }
+}
 
 AL_SIMD_CLONES static void layernorm_fwd_fn(void *vctx, int tid, int nth) {
     const nn_norm_ctx *x = vctx;
@@ -168,18 +194,7 @@ AL_SIMD_CLONES static void layernorm_bwd_fn(void *vctx, int tid, int nth) {
             }
         }
     }
-    /* columns: dw += sum_n dout * xhat, db += sum_n dout (rows in order) */
-    if (x->dw || x->db) {
-        al_split(C, nth, tid, &lo, &hi);
-        for (int n = 0; n < x->N; n++) {
-            const float *in = x->inp + (size_t)n * C, *dy = x->dout + (size_t)n * C;
-            const float m = x->cmean[n], r = x->crstd[n];
-            if (x->dw)
-                for (long c = lo; c < hi; c++) x->dw[c] += dy[c] * ((in[c] - m) * r);
-            if (x->db)
-                for (long c = lo; c < hi; c++) x->db[c] += dy[c];
-        }
-    }
+    norm_params_bwd(x, tid, nth);
 }
 
 void al_layernorm_backward(float *dinp, float *dw, float *db, const float *dout,
@@ -239,14 +254,7 @@ AL_SIMD_CLONES static void rmsnorm_bwd_fn(void *vctx, int tid, int nth) {
             for (c = 0; c < C; c++) dx[c] += r * (x->w[c] * dy[c]) - in[c] * k;
         }
     }
-    if (x->dw) {
-        al_split(C, nth, tid, &lo, &hi);
-        for (int n = 0; n < x->N; n++) {
-            const float *in = x->inp + (size_t)n * C, *dy = x->dout + (size_t)n * C;
-            const float r = x->crstd[n];
-            for (long c = lo; c < hi; c++) x->dw[c] += dy[c] * (in[c] * r);
-        }
-    }
+    norm_params_bwd(x, tid, nth);
 }
 
 void al_rmsnorm_backward(float *dinp, float *dw, const float *dout, const float *inp,
@@ -394,6 +402,31 @@ static inline float nn_tanh(float u) {
 #define GELU_S 0.7978845608028654f /* sqrt(2 / pi) */
 #define GELU_A 0.044715f
 
+/* gelu_new(v) = 0.5 v (1 + t), t = tanh(sqrt(2/pi) (v + 0.044715 v^3)). */
+static NN_INLINE float nn_gelu(float v) {
+    float t = nn_tanh(GELU_S * (v + GELU_A * (v * v * v)));
+    return 0.5f * v * (1.0f + t);
+}
+
+/* d gelu_new / dv = 0.5 (1 + t) + 0.5 v (1 - t^2) s (1 + 3 a v^2); *act gets
+ * gelu_new(v) itself. */
+static NN_INLINE float nn_gelu_grad(float v, float *act) {
+    float t = nn_tanh(GELU_S * (v + GELU_A * (v * v * v)));
+    *act = 0.5f * v * (1.0f + t);
+    return 0.5f * (1.0f + t) +
+           0.5f * v * (1.0f - t * t) * GELU_S * (1.0f + 3.0f * GELU_A * v * v);
+}
+
+/* torch's silu: x / (1 + exp(-x)); exp overflow gives -0, as torch. */
+static NN_INLINE float nn_silu(float g) { return g / (1.0f + expf(-g)); }
+
+/* d silu / dg = sig (1 + g (1 - sig)); *act gets silu(g) = g sig. */
+static NN_INLINE float nn_silu_grad(float g, float *act) {
+    float sig = 1.0f / (1.0f + expf(-g));
+    *act = g * sig;
+    return sig * (1.0f + g * (1.0f - sig));
+}
+
 typedef struct {
     float *out;
     const float *in, *in2, *dout;
@@ -405,11 +438,7 @@ AL_SIMD_CLONES static void gelu_fwd_fn(void *vctx, int tid, int nth) {
     const nn_ew_ctx *x = vctx;
     long lo, hi;
     al_split((long)x->n, nth, tid, &lo, &hi);
-    for (long i = lo; i < hi; i++) {
-        float v = x->in[i];
-        float t = nn_tanh(GELU_S * (v + GELU_A * (v * v * v)));
-        x->out[i] = 0.5f * v * (1.0f + t);
-    }
+    for (long i = lo; i < hi; i++) x->out[i] = nn_gelu(x->in[i]);
 }
 
 void al_gelu_forward(float *out, const float *inp, size_t n) {
@@ -423,12 +452,8 @@ AL_SIMD_CLONES static void gelu_bwd_fn(void *vctx, int tid, int nth) {
     long lo, hi;
     al_split((long)x->n, nth, tid, &lo, &hi);
     for (long i = lo; i < hi; i++) {
-        float v = x->in[i];
-        float t = nn_tanh(GELU_S * (v + GELU_A * (v * v * v)));
-        /* d/dv 0.5 v (1 + t) = 0.5 (1 + t) + 0.5 v (1 - t^2) s (1 + 3 a v^2) */
-        float d = 0.5f * (1.0f + t) +
-                  0.5f * v * (1.0f - t * t) * GELU_S * (1.0f + 3.0f * GELU_A * v * v);
-        x->out[i] += x->dout[i] * d;
+        float act;
+        x->out[i] += x->dout[i] * nn_gelu_grad(x->in[i], &act);
     }
 }
 
@@ -438,29 +463,25 @@ void al_gelu_backward(float *dinp, const float *dout, const float *inp, size_t n
     nn_run(gelu_bwd_fn, &x, n);
 }
 
-/* ------------------------------------------------------------------- SwiGLU */
+/* ------------------------------------------------------ SwiGLU and GeGLU */
 
-AL_SIMD_CLONES static void swiglu_fwd_fn(void *vctx, int tid, int nth) {
-    const nn_ew_ctx *x = vctx;
+/* Gated units act(gate) * up over rows of [gate (FF) | up (FF)]: SiLU
+ * (SwiGLU, Llama) or gelu_pytorch_tanh (GeGLU, Gemma: torch's tanh GELU,
+ * the same formula as gelu_new). `gelu` is a constant in each caller, so each
+ * kernel inlines one activation. */
+static NN_INLINE void gated_fwd(const nn_ew_ctx *x, int tid, int nth, int gelu) {
     const int FF = x->FF;
     long lo, hi;
     al_split(x->N, nth, tid, &lo, &hi);
     for (long n = lo; n < hi; n++) {
         const float *g = x->in + (size_t)n * 2 * FF, *u = g + FF;
         float *o = x->out + (size_t)n * FF;
-        /* torch's silu: x / (1 + exp(-x)); exp overflow gives -0, as torch */
-        for (int c = 0; c < FF; c++) o[c] = g[c] / (1.0f + expf(-g[c])) * u[c];
+        for (int c = 0; c < FF; c++) o[c] = (gelu ? nn_gelu(g[c]) : nn_silu(g[c])) * u[c];
     }
 }
 
-void al_swiglu_forward(float *out, const float *gu, int N, int FF) {
-    AL_ASSERT(out && gu && N >= 0 && FF > 0);
-    nn_ew_ctx x = {.out = out, .in = gu, .N = N, .FF = FF};
-    nn_run(swiglu_fwd_fn, &x, (size_t)N * (size_t)FF);
-}
-
-AL_SIMD_CLONES static void swiglu_bwd_fn(void *vctx, int tid, int nth) {
-    const nn_ew_ctx *x = vctx;
+/* dgate += dout * up * act'(gate), dup += dout * act(gate). */
+static NN_INLINE void gated_bwd(const nn_ew_ctx *x, int tid, int nth, int gelu) {
     const int FF = x->FF;
     long lo, hi;
     al_split(x->N, nth, tid, &lo, &hi);
@@ -469,44 +490,45 @@ AL_SIMD_CLONES static void swiglu_bwd_fn(void *vctx, int tid, int nth) {
         const float *dy = x->dout + (size_t)n * FF;
         float *dg = x->out + (size_t)n * 2 * FF, *du = dg + FF;
         for (int c = 0; c < FF; c++) {
-            float sig = 1.0f / (1.0f + expf(-g[c]));
-            float silu = g[c] * sig;
-            dg[c] += dy[c] * u[c] * (sig * (1.0f + g[c] * (1.0f - sig)));
-            du[c] += dy[c] * silu;
+            float act;
+            float d = gelu ? nn_gelu_grad(g[c], &act) : nn_silu_grad(g[c], &act);
+            dg[c] += dy[c] * u[c] * d;
+            du[c] += dy[c] * act;
         }
     }
+}
+
+AL_SIMD_CLONES static void swiglu_fwd_fn(void *vctx, int tid, int nth) {
+    gated_fwd(vctx, tid, nth, 0);
+}
+AL_SIMD_CLONES static void swiglu_bwd_fn(void *vctx, int tid, int nth) {
+    gated_bwd(vctx, tid, nth, 0);
+}
+AL_SIMD_CLONES static void geglu_fwd_fn(void *vctx, int tid, int nth) {
+    gated_fwd(vctx, tid, nth, 1);
+}
+AL_SIMD_CLONES static void geglu_bwd_fn(void *vctx, int tid, int nth) {
+    gated_bwd(vctx, tid, nth, 1);
+}
+
+static void gated_run(al_pool_fn fn, float *out, const float *gu, const float *dout, int N,
+                      int FF) {
+    AL_ASSERT(out && gu && N >= 0 && FF > 0);
+    nn_ew_ctx x = {.out = out, .in = gu, .dout = dout, .N = N, .FF = FF};
+    nn_run(fn, &x, (size_t)N * (size_t)FF);
+}
+
+void al_swiglu_forward(float *out, const float *gu, int N, int FF) {
+    gated_run(swiglu_fwd_fn, out, gu, NULL, N, FF);
 }
 
 void al_swiglu_backward(float *dgu, const float *dout, const float *gu, int N, int FF) {
-    AL_ASSERT(dgu && dout && gu && N >= 0 && FF > 0);
-    nn_ew_ctx x = {.out = dgu, .in = gu, .dout = dout, .N = N, .FF = FF};
-    nn_run(swiglu_bwd_fn, &x, (size_t)N * (size_t)FF);
-}
-
-/* -------------------------------------------------------------------- GeGLU */
-
-/* gelu_pytorch_tanh(gate) * up, as torch's tanh GELU: 0.5 x (1 + tanh(
- * sqrt(2/pi) (x + 0.044715 x^3))); nn_tanh as gelu_new above. */
-AL_SIMD_CLONES static void geglu_fwd_fn(void *vctx, int tid, int nth) {
-    const nn_ew_ctx *x = vctx;
-    const int FF = x->FF;
-    long lo, hi;
-    al_split(x->N, nth, tid, &lo, &hi);
-    for (long n = lo; n < hi; n++) {
-        const float *g = x->in + (size_t)n * 2 * FF, *u = g + FF;
-        float *o = x->out + (size_t)n * FF;
-        for (int c = 0; c < FF; c++) {
-            float v = g[c];
-            float t = nn_tanh(GELU_S * (v + GELU_A * (v * v * v)));
-            o[c] = 0.5f * v * (1.0f + t) * u[c];
-        }
-    }
+    AL_ASSERT(dout);
+    gated_run(swiglu_bwd_fn, dgu, gu, dout, N, FF);
 }
 
 void al_geglu_forward(float *out, const float *gu, int N, int FF) {
-    AL_ASSERT(out && gu && N >= 0 && FF > 0);
-    nn_ew_ctx x = {.out = out, .in = gu, .N = N, .FF = FF};
-    nn_run(geglu_fwd_fn, &x, (size_t)N * (size_t)FF);
+    gated_run(geglu_fwd_fn, out, gu, NULL, N, FF);
 }
 
 void al_geglu_forward_ref(float *out, const float *gu, int N, int FF) {
@@ -518,31 +540,9 @@ void al_geglu_forward_ref(float *out, const float *gu, int N, int FF) {
         }
 }
 
-AL_SIMD_CLONES static void geglu_bwd_fn(void *vctx, int tid, int nth) {
-    const nn_ew_ctx *x = vctx;
-    const int FF = x->FF;
-    long lo, hi;
-    al_split(x->N, nth, tid, &lo, &hi);
-    for (long n = lo; n < hi; n++) {
-        const float *g = x->in + (size_t)n * 2 * FF, *u = g + FF;
-        const float *dy = x->dout + (size_t)n * FF;
-        float *dg = x->out + (size_t)n * 2 * FF, *du = dg + FF;
-        for (int c = 0; c < FF; c++) {
-            float v = g[c];
-            float t = nn_tanh(GELU_S * (v + GELU_A * (v * v * v)));
-            float gl = 0.5f * v * (1.0f + t);
-            float d = 0.5f * (1.0f + t) +
-                      0.5f * v * (1.0f - t * t) * GELU_S * (1.0f + 3.0f * GELU_A * v * v);
-            dg[c] += dy[c] * u[c] * d;
-            du[c] += dy[c] * gl;
-        }
-    }
-}
-
 void al_geglu_backward(float *dgu, const float *dout, const float *gu, int N, int FF) {
-    AL_ASSERT(dgu && dout && gu && N >= 0 && FF > 0);
-    nn_ew_ctx x = {.out = dgu, .in = gu, .dout = dout, .N = N, .FF = FF};
-    nn_run(geglu_bwd_fn, &x, (size_t)N * (size_t)FF);
+    AL_ASSERT(dout);
+    gated_run(geglu_bwd_fn, dgu, gu, dout, N, FF);
 }
 
 /* --------------------------------------------------------------------- RoPE */
@@ -603,20 +603,22 @@ static void rope_apply(const nn_rope_ctx *x, int tid, int nth, float dir) {
 static void rope_fwd_fn(void *vctx, int tid, int nth) { rope_apply(vctx, tid, nth, 1.0f); }
 static void rope_bwd_fn(void *vctx, int tid, int nth) { rope_apply(vctx, tid, nth, -1.0f); }
 
-void al_rope_forward(float *x, int ld, const int32_t *pos, const float *cos_t,
+static void rope_run(al_pool_fn fn, float *x, int ld, const int32_t *pos, const float *cos_t,
                      const float *sin_t, int N, int nh, int HD) {
     AL_ASSERT(x && pos && cos_t && sin_t && HD > 0 && HD % 2 == 0 && ld >= nh * HD);
     nn_rope_ctx c = {.x = x, .pos = pos, .cos_t = cos_t, .sin_t = sin_t, .ld = ld,
                      .N = N, .nh = nh, .HD = HD};
-    nn_run(rope_fwd_fn, &c, (size_t)N * (size_t)nh * (size_t)HD);
+    nn_run(fn, &c, (size_t)N * (size_t)nh * (size_t)HD);
+}
+
+void al_rope_forward(float *x, int ld, const int32_t *pos, const float *cos_t,
+                     const float *sin_t, int N, int nh, int HD) {
+    rope_run(rope_fwd_fn, x, ld, pos, cos_t, sin_t, N, nh, HD);
 }
 
 void al_rope_backward(float *dx, int ld, const int32_t *pos, const float *cos_t,
                       const float *sin_t, int N, int nh, int HD) {
-    AL_ASSERT(dx && pos && cos_t && sin_t && HD > 0 && HD % 2 == 0 && ld >= nh * HD);
-    nn_rope_ctx c = {.x = dx, .pos = pos, .cos_t = cos_t, .sin_t = sin_t, .ld = ld,
-                     .N = N, .nh = nh, .HD = HD};
-    nn_run(rope_bwd_fn, &c, (size_t)N * (size_t)nh * (size_t)HD);
+    rope_run(rope_bwd_fn, dx, ld, pos, cos_t, sin_t, N, nh, HD);
 }
 
 /* ---------------------------------------------------------------- Attention */
@@ -641,6 +643,16 @@ static int attn_first_key(const int32_t *sg, int i, int win) {
     if (!sg) return j;
     while (sg[j] != sg[i]) j++;
     return j;
+}
+
+/* The first key any row of [i0, i1) sees. */
+static int attn_jlo(const int32_t *sg, int i0, int i1, int win) {
+    int jlo = i0;
+    for (int i = i0; i < i1 && jlo > 0; i++) {
+        int f = attn_first_key(sg, i, win);
+        if (f < jlo) jlo = f;
+    }
+    return jlo;
 }
 
 /* Gemma 2's soft-cap of scaled scores, as transformers writes it:
@@ -769,9 +781,30 @@ static void attn_softmax_row(float *row, const int32_t *sg, int i, int jlo, int 
     for (j = i + 1; j < T; j++) row[j] = 0.0f;
 }
 
-/* Task t = (b, h, query block), dealt round-robin. Block cost grows with its
- * index (causal), so odd heads walk their blocks backwards: with 2 threads
- * and an even block count each thread then gets the same total. */
+/* Task t = (b, h, query block) of a forward split over B * NH * nblk blocks
+ * of BQ query rows, dealt round-robin. Block cost grows with its index
+ * (causal), so odd heads walk their blocks backwards: with 2 threads and an
+ * even block count each thread then gets the same total. */
+typedef struct {
+    int b, h, kh, i0, i1, M, jlo;
+    const int32_t *sg; /* the sequence's segments, or NULL */
+} attn_task;
+
+static attn_task attn_task_get(long t, const int32_t *seg, int T, int NH, int G, int nblk,
+                               int BQ, int win) {
+    attn_task k;
+    k.b = (int)(t / ((long)NH * nblk));
+    k.h = (int)(t / nblk % NH);
+    const int blk = (k.b * NH + k.h) % 2 ? nblk - 1 - (int)(t % nblk) : (int)(t % nblk);
+    k.kh = k.h / G;
+    k.i0 = blk * BQ;
+    k.i1 = k.i0 + BQ < T ? k.i0 + BQ : T;
+    k.M = k.i1 - k.i0;
+    k.sg = seg ? seg + (size_t)k.b * T : NULL;
+    k.jlo = attn_jlo(k.sg, k.i0, k.i1, win);
+    return k;
+}
+
 static void attn_fwd_fn(void *vctx, int tid, int nth) {
     const nn_attn_ctx *x = vctx;
     const int T = x->T, NH = x->NH, HD = x->HD, ld = x->ld, G = NH / x->NKV;
@@ -781,17 +814,9 @@ static void attn_fwd_fn(void *vctx, int tid, int nth) {
     const float scale = x->scale, cap = x->cap;
     const int win = x->win;
     for (long t = tid; t < ntask; t += nth) {
-        const int b = (int)(t / ((long)NH * nblk));
-        const int h = (int)(t / nblk % NH);
-        const int blk = (b * NH + h) % 2 ? nblk - 1 - (int)(t % nblk) : (int)(t % nblk);
-        const int kh = h / G;
-        const int i0 = blk * AT_BQ, i1 = i0 + AT_BQ < T ? i0 + AT_BQ : T, M = i1 - i0;
-        const int32_t *sg = x->seg ? x->seg + (size_t)b * T : NULL;
-        int jlo = i0;
-        for (int i = i0; i < i1 && jlo > 0; i++) {
-            int f = attn_first_key(sg, i, win);
-            if (f < jlo) jlo = f;
-        }
+        const attn_task k = attn_task_get(t, x->seg, T, NH, G, nblk, AT_BQ, win);
+        const int b = k.b, h = k.h, kh = k.kh, i0 = k.i0, i1 = k.i1, M = k.M, jlo = k.jlo;
+        const int32_t *sg = k.sg;
         const int NK = i1 - jlo;
         float *P = x->att + ((size_t)b * NH + h) * T * T; /* (T, T) of this head */
         const float *qI = x->q + ((size_t)b * T + i0) * ld + (size_t)h * HD;
@@ -857,11 +882,7 @@ static void attn_bwd_fn(void *vctx, int tid, int nth) {
             for (int blk = 0; blk < nblk; blk++) {
                 const int i0 = blk * AT_BQ, i1 = i0 + AT_BQ < T ? i0 + AT_BQ : T;
                 const int M = i1 - i0;
-                int jlo = i0;
-                for (int i = i0; i < i1 && jlo > 0; i++) {
-                    int f = attn_first_key(sg, i, win);
-                    if (f < jlo) jlo = f;
-                }
+                const int jlo = attn_jlo(sg, i0, i1, win);
                 const float *qI = x->q + ((size_t)b * T + i0) * ld + (size_t)h * HD;
                 const float *dO = x->dout + ((size_t)b * T + i0) * OC + (size_t)h * HD;
                 float *dqI = x->dq ? x->dq + ((size_t)b * T + i0) * ld + (size_t)h * HD : NULL;
@@ -976,16 +997,6 @@ typedef struct {
     int win;
 } fa_ctx;
 
-/* The first key any row of [i0, i1) sees. */
-static int fa_jlo(const int32_t *sg, int i0, int i1, int win) {
-    int jlo = i0;
-    for (int i = i0; i < i1 && jlo > 0; i++) {
-        int f = attn_first_key(sg, i, win);
-        if (f < jlo) jlo = f;
-    }
-    return jlo;
-}
-
 /* Scaled, capped, masked scores of a tile: s (M, NK) from Q_I (M rows from
  * i0) and K_J (NK rows from j0); masked entries become -inf. raw (may be
  * NULL) keeps the scaled scores before the cap (the backward's 1 - tanh^2). */
@@ -1016,13 +1027,9 @@ AL_SIMD_CLONES static void fa_fwd_fn(void *vctx, int tid, int nth) {
     float s[FA_BQ * FA_BK], acc[FA_BQ * FA_HD_MAX], mrow[FA_BQ], lrow[FA_BQ];
     float qt[FA_BQ * FA_HD_MAX], kt[FA_BK * FA_HD_MAX], vt[FA_BK * FA_HD_MAX];
     for (long t = tid; t < ntask; t += nth) {
-        const int b = (int)(t / ((long)NH * nblk));
-        const int h = (int)(t / nblk % NH);
-        const int blk = (b * NH + h) % 2 ? nblk - 1 - (int)(t % nblk) : (int)(t % nblk);
-        const int kh = h / G;
-        const int i0 = blk * FA_BQ, i1 = i0 + FA_BQ < T ? i0 + FA_BQ : T, M = i1 - i0;
-        const int32_t *sg = x->seg ? x->seg + (size_t)b * T : NULL;
-        const int jlo = fa_jlo(sg, i0, i1, x->win);
+        const attn_task k = attn_task_get(t, x->seg, T, NH, G, nblk, FA_BQ, x->win);
+        const int b = k.b, h = k.h, kh = k.kh, i0 = k.i0, i1 = k.i1, M = k.M, jlo = k.jlo;
+        const int32_t *sg = k.sg;
         int ldq, ldk, ldv;
         const float *qI = fa_tile(qt, x->q + ((size_t)b * T + i0) * ld + (size_t)h * HD, ld, M, HD,
                                   x->bf16, &ldq);
@@ -1105,7 +1112,7 @@ AL_SIMD_CLONES static void fa_bwd_fn(void *vctx, int tid, int nth) {
         for (int h = kh * G; h < (kh + 1) * G; h++) {
             for (int blk = 0; blk < nblk; blk++) {
                 const int i0 = blk * FA_BQ, i1 = i0 + FA_BQ < T ? i0 + FA_BQ : T, M = i1 - i0;
-                const int jlo = fa_jlo(sg, i0, i1, x->win);
+                const int jlo = attn_jlo(sg, i0, i1, x->win);
                 const float *dO0 = x->dout + ((size_t)b * T + i0) * OC + (size_t)h * HD;
                 const float *O0 = x->o + ((size_t)b * T + i0) * OC + (size_t)h * HD;
                 float *dqI = x->dq ? x->dq + ((size_t)b * T + i0) * ld + (size_t)h * HD : NULL;

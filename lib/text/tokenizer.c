@@ -301,19 +301,26 @@ typedef struct enc {
     char *err;
 } enc;
 
+/* Reallocates the array whose pointer is at pp (any object pointer type)
+ * to n elements of size bytes. On failure *pp is unchanged and still owned
+ * by the caller. The pointer goes through memcpy, so no object is read
+ * through a void ** of another type. */
+static int tok_realloc(void *pp, size_t n, size_t size) {
+    void *old;
+    memcpy(&old, pp, sizeof old);
+    void *p = realloc(old, n * size);
+    if (!p) return AL_ENOMEM;
+    memcpy(pp, &p, sizeof p);
+    return AL_OK;
+}
+
 static int ar_reserve(arena *a, size_t extra) {
     if (a->n + extra <= a->cap) return AL_OK;
     size_t cap = a->cap ? a->cap : 256;
     while (cap < a->n + extra) cap *= 2;
-    char *b = realloc(a->b, cap);
-    if (!b) return AL_ENOMEM;
-    a->b = b;
-    int32_t *lo = realloc(a->lo, cap * sizeof *lo);
-    if (!lo) return AL_ENOMEM;
-    a->lo = lo;
-    int32_t *hi = realloc(a->hi, cap * sizeof *hi);
-    if (!hi) return AL_ENOMEM;
-    a->hi = hi;
+    if (tok_realloc(&a->b, cap, 1) || tok_realloc(&a->lo, cap, sizeof *a->lo) ||
+        tok_realloc(&a->hi, cap, sizeof *a->hi))
+        return AL_ENOMEM;
     a->cap = cap;
     return AL_OK;
 }
@@ -344,9 +351,7 @@ static int items_push(items *v, item it) {
     if (it.id < 0 && it.n == 0) return AL_OK; /* empty pieces vanish */
     if (v->n == v->cap) {
         size_t cap = v->cap ? v->cap * 2 : 16;
-        item *p = realloc(v->v, cap * sizeof *p);
-        if (!p) return AL_ENOMEM;
-        v->v = p;
+        if (tok_realloc(&v->v, cap, sizeof *v->v)) return AL_ENOMEM;
         v->cap = cap;
     }
     v->v[v->n++] = it;
@@ -368,15 +373,9 @@ static void items_swap(enc *E) {
 static int out_push(enc *E, int32_t id, int32_t s, int32_t e) {
     if (E->n == E->cap) {
         size_t cap = E->cap ? E->cap * 2 : 64;
-        int32_t *a = realloc(E->ids, cap * sizeof *a);
-        if (!a) return AL_ENOMEM;
-        E->ids = a;
-        a = realloc(E->st, cap * sizeof *a);
-        if (!a) return AL_ENOMEM;
-        E->st = a;
-        a = realloc(E->en, cap * sizeof *a);
-        if (!a) return AL_ENOMEM;
-        E->en = a;
+        if (tok_realloc(&E->ids, cap, sizeof *E->ids) || tok_realloc(&E->st, cap, sizeof *E->st) ||
+            tok_realloc(&E->en, cap, sizeof *E->en))
+            return AL_ENOMEM;
         E->cap = cap;
     }
     E->ids[E->n] = id;
@@ -389,9 +388,7 @@ static int out_push(enc *E, int32_t id, int32_t s, int32_t e) {
 static int segs_push(enc *E, size_t s, size_t e, int match) {
     if (E->segs_n == E->segs_cap) {
         size_t cap = E->segs_cap ? E->segs_cap * 2 : 64;
-        seg *p = realloc(E->segs, cap * sizeof *p);
-        if (!p) return AL_ENOMEM;
-        E->segs = p;
+        if (tok_realloc(&E->segs, cap, sizeof *E->segs)) return AL_ENOMEM;
         E->segs_cap = cap;
     }
     E->segs[E->segs_n].s = s;
@@ -484,23 +481,12 @@ static void apply_behavior(enc *E, int behavior) {
     case BEH_ISOLATED:
         for (size_t i = 0; i < n; i++) v[i].match = 0;
         return;
-    case BEH_CONTIGUOUS:
+    case BEH_CONTIGUOUS: /* a run of matches (or of non-matches) becomes one piece */
+    case BEH_MERGED_PREV: /* a match joins the piece before it */
         for (size_t i = 0; i < n; i++) {
             int m = v[i].match;
-            if (m == prev_match && k > 0) {
-                v[k - 1].e = v[i].e;
-            } else {
-                v[k] = v[i];
-                v[k].match = 0;
-                k++;
-            }
-            prev_match = m;
-        }
-        break;
-    case BEH_MERGED_PREV:
-        for (size_t i = 0; i < n; i++) {
-            int m = v[i].match;
-            if (m && !prev_match && k > 0) {
+            int join = behavior == BEH_CONTIGUOUS ? m == prev_match : m && !prev_match;
+            if (join && k > 0) {
                 v[k - 1].e = v[i].e;
             } else {
                 v[k] = v[i];
@@ -1344,12 +1330,8 @@ typedef struct dtoks {
 static int dt_add(dtoks *d, const char *s, size_t n) {
     if (d->n == d->cap) {
         size_t cap = d->cap ? d->cap * 2 : 32;
-        size_t *o = realloc(d->off, cap * sizeof *o);
-        if (!o) return AL_ENOMEM;
-        d->off = o;
-        o = realloc(d->len, cap * sizeof *o);
-        if (!o) return AL_ENOMEM;
-        d->len = o;
+        if (tok_realloc(&d->off, cap, sizeof *d->off) || tok_realloc(&d->len, cap, sizeof *d->len))
+            return AL_ENOMEM;
         d->cap = cap;
     }
     d->off[d->n] = d->buf.n;

@@ -742,33 +742,22 @@ static int equal(const al_grader *g, const char *pred, const char *gold, int *eq
     if (c == AL_COMPARE_AUTO)
         c = al_grade_parse_number(pred, &v, &pct) && al_grade_parse_number(gold, &v, &pct) ? AL_COMPARE_NUMERIC
                                                                                             : AL_COMPARE_CASEFOLD;
-    switch (c) {
-    case AL_COMPARE_NUMERIC: *eq = al_grade_numeric_equal(pred, gold, g->cfg.tolerance); return AL_OK;
-    case AL_COMPARE_CASEFOLD: {
-        char *a = al_grade_casefold(pred), *b = al_grade_casefold(gold);
-        if (!a || !b) {
-            free(a);
-            free(b);
-            return AL_ENOMEM;
-        }
-        *eq = !strcmp(a, b);
-        free(a);
-        free(b);
+    if (c == AL_COMPARE_NUMERIC) {
+        *eq = al_grade_numeric_equal(pred, gold, g->cfg.tolerance);
         return AL_OK;
     }
-    default: {
-        char *a = dup_trim(pred, strlen(pred)), *b = dup_trim(gold, strlen(gold));
-        if (!a || !b) {
-            free(a);
-            free(b);
-            return AL_ENOMEM;
-        }
+    /* text: case-folded, or exact after trimming */
+    const int fold = c == AL_COMPARE_CASEFOLD;
+    char *a = fold ? al_grade_casefold(pred) : dup_trim(pred, strlen(pred));
+    char *b = fold ? al_grade_casefold(gold) : dup_trim(gold, strlen(gold));
+    int rc = AL_ENOMEM;
+    if (a && b) {
         *eq = !strcmp(a, b);
-        free(a);
-        free(b);
-        return AL_OK;
+        rc = AL_OK;
     }
-    }
+    free(a);
+    free(b);
+    return rc;
 }
 
 /* The reference answer as the grader compares it: extracted when it holds

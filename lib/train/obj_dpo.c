@@ -379,10 +379,8 @@ static int dpo_loss(void *state, const al_obj_in *in, al_obj_out *out, al_step_s
     dpo_state *s = state;
     if (!s || !in || !st) return AL_ESHAPE;
     const int P = in->n_pairs;
-    if (P < 0 || in->R != 2 * P) return AL_ESHAPE;
-    if (P == 0) return AL_OK;
-    if (in->T <= 0 || !in->targets || !in->logp || !in->ref_logp) return AL_ESHAPE;
-    if (!(in->norm_rows > 0)) return AL_EINVAL;
+    int rc = al_pairs_check(in, 1);
+    if (rc != AL_OK || P == 0) return rc;
     if (s->has_aot && P > s->cap) return AL_ESHAPE;
     const double inv = 1.0 / in->norm_rows, b = s->beta;
 

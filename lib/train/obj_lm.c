@@ -56,24 +56,13 @@ static int lm_loss(void *state, const al_obj_in *in, al_obj_out *out, al_step_st
     return AL_OK;
 }
 
-const al_objective_ops al_obj_pretrain = {
-    .name = "pretrain",
-    .batch = AL_BATCH_LM,
-    .needs_ref = 0,
-    .needs_values = 0,
-    .needs_lm = 1,
-    .create = lm_create,
-    .loss = lm_loss,
-    .destroy = lm_destroy,
-};
+/* Pretraining and SFT are one objective under two names (the data and its
+ * loss mask make the difference). */
+#define LM_OBJECTIVE(nm)                                                                           \
+    {                                                                                              \
+        .name = nm, .batch = AL_BATCH_LM, .needs_ref = 0, .needs_values = 0, .needs_lm = 1,      \
+        .create = lm_create, .loss = lm_loss, .destroy = lm_destroy,                             \
+    }
 
-const al_objective_ops al_obj_sft = {
-    .name = "sft",
-    .batch = AL_BATCH_LM,
-    .needs_ref = 0,
-    .needs_values = 0,
-    .needs_lm = 1,
-    .create = lm_create,
-    .loss = lm_loss,
-    .destroy = lm_destroy,
-};
+const al_objective_ops al_obj_pretrain = LM_OBJECTIVE("pretrain");
+const al_objective_ops al_obj_sft = LM_OBJECTIVE("sft");

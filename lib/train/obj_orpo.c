@@ -74,13 +74,8 @@ typedef struct orpo_pair {
 
 /* The odds-ratio term of pair p: -beta ratio and its derivatives. */
 static orpo_pair orpo_terms(const orpo_state *s, const al_obj_in *in, int p) {
-    const int P = in->n_pairs;
     orpo_pair q;
-    int nc = al_seq_len(in, p), nr = al_seq_len(in, P + p);
-    q.nc = nc > 1 ? nc : 1;
-    q.nr = nr > 1 ? nr : 1;
-    q.ac = al_seq_logprob_sum(in, in->logp, p) / q.nc;
-    q.ar = al_seq_logprob_sum(in, in->logp, P + p) / q.nr;
+    al_pair_avg_logps(in, p, &q.ac, &q.ar, &q.nc, &q.nr);
     q.lo = (q.ac - q.ar) - (al_log1mexp(q.ac) - al_log1mexp(q.ar));
     q.ratio = al_logsigmoid(q.lo);
     double sg = al_sigmoid(-q.lo);
@@ -94,10 +89,8 @@ static int orpo_loss(void *state, const al_obj_in *in, al_obj_out *out, al_step_
     const orpo_state *s = state;
     if (!s || !in || !st) return AL_ESHAPE;
     const int P = in->n_pairs;
-    if (P < 0 || in->R != 2 * P) return AL_ESHAPE;
-    if (P == 0) return AL_OK;
-    if (in->T <= 0 || !in->targets || !in->logp) return AL_ESHAPE;
-    if (!(in->norm_rows > 0)) return AL_EINVAL;
+    int rc = al_pairs_check(in, 0);
+    if (rc != AL_OK || P == 0) return rc;
     const double inv = 1.0 / in->norm_rows, b = s->beta;
 
     int ntok;
@@ -108,13 +101,7 @@ static int orpo_loss(void *state, const al_obj_in *in, al_obj_out *out, al_step_
         orpo_pair q = orpo_terms(s, in, p);
         if (!isfinite(q.ratio) || !isfinite(q.dac) || !isfinite(q.dar) || !isfinite(q.lo)) return AL_ENAN;
         loss -= b * q.ratio;
-        ps.rw_c += b * q.ac;
-        ps.rw_r += b * q.ar;
-        ps.accu += b * q.ac > b * q.ar ? 1.0 : 0.0;
-        ps.lp_c += q.ac;
-        ps.lp_r += q.ar;
-        ps.len_c += al_seq_len(in, p);
-        ps.len_r += al_seq_len(in, P + p);
+        al_pair_stats_add(&ps, in, p, b, q.ac, q.ar);
         ratio += q.ratio;
         lo += q.lo;
     }

@@ -295,26 +295,12 @@ const al_objective_ops al_obj_ppo = {
     .destroy = rl_destroy,
 };
 
-const al_objective_ops al_obj_grpo = {
-    .name = "grpo",
-    .batch = AL_BATCH_PROMPT,
-    .needs_ref = 1,
-    .needs_values = 0,
-    .needs_lm = 1,
-    .loss_types = l_names,
-    .create = grpo_create,
-    .loss = rl_loss,
-    .destroy = rl_destroy,
-};
+/* GRPO and RLOO: the same critic-free loss, their advantages made apart. */
+#define CRITIC_FREE_OBJECTIVE(nm, make)                                                            \
+    {                                                                                              \
+        .name = nm, .batch = AL_BATCH_PROMPT, .needs_ref = 1, .needs_values = 0, .needs_lm = 1,  \
+        .loss_types = l_names, .create = make, .loss = rl_loss, .destroy = rl_destroy,           \
+    }
 
-const al_objective_ops al_obj_rloo = {
-    .name = "rloo",
-    .batch = AL_BATCH_PROMPT,
-    .needs_ref = 1,
-    .needs_values = 0,
-    .needs_lm = 1,
-    .loss_types = l_names,
-    .create = rloo_create,
-    .loss = rl_loss,
-    .destroy = rl_destroy,
-};
+const al_objective_ops al_obj_grpo = CRITIC_FREE_OBJECTIVE("grpo", grpo_create);
+const al_objective_ops al_obj_rloo = CRITIC_FREE_OBJECTIVE("rloo", rloo_create);

@@ -72,13 +72,8 @@ typedef struct simpo_pair {
 } simpo_pair;
 
 static simpo_pair simpo_terms(const simpo_state *s, const al_obj_in *in, int p) {
-    const int P = in->n_pairs;
     simpo_pair q;
-    int nc = al_seq_len(in, p), nr = al_seq_len(in, P + p);
-    q.nc = nc > 1 ? nc : 1;
-    q.nr = nr > 1 ? nr : 1;
-    q.ac = al_seq_logprob_sum(in, in->logp, p) / q.nc;
-    q.ar = al_seq_logprob_sum(in, in->logp, P + p) / q.nr;
+    al_pair_avg_logps(in, p, &q.ac, &q.ar, &q.nc, &q.nr);
     const double b = s->beta, ls = s->ls;
     double z = b * ((q.ac - q.ar) - s->gamma / b);
     q.loss = -(1 - ls) * al_logsigmoid(z) - ls * al_logsigmoid(-z);
@@ -92,10 +87,8 @@ static int simpo_loss(void *state, const al_obj_in *in, al_obj_out *out, al_step
     const simpo_state *s = state;
     if (!s || !in || !st) return AL_ESHAPE;
     const int P = in->n_pairs;
-    if (P < 0 || in->R != 2 * P) return AL_ESHAPE;
-    if (P == 0) return AL_OK;
-    if (in->T <= 0 || !in->targets || !in->logp) return AL_ESHAPE;
-    if (!(in->norm_rows > 0)) return AL_EINVAL;
+    int rc = al_pairs_check(in, 0);
+    if (rc != AL_OK || P == 0) return rc;
     const double inv = 1.0 / in->norm_rows, b = s->beta;
 
     int ntok;
@@ -108,13 +101,7 @@ static int simpo_loss(void *state, const al_obj_in *in, al_obj_out *out, al_step
             !isfinite(q.dar))
             return AL_ENAN;
         loss += q.loss;
-        ps.rw_c += b * q.ac;
-        ps.rw_r += b * q.ar;
-        ps.accu += b * q.ac > b * q.ar ? 1.0 : 0.0;
-        ps.lp_c += q.ac;
-        ps.lp_r += q.ar;
-        ps.len_c += al_seq_len(in, p);
-        ps.len_r += al_seq_len(in, P + p);
+        al_pair_stats_add(&ps, in, p, b, q.ac, q.ar);
     }
     loss *= inv;
     if (!isfinite(loss)) return AL_ENAN;

@@ -39,6 +39,35 @@ void al_stats_add_pairs(al_step_stats *st, const al_pair_stats *ps, double inv) 
     al_stats_add(st, "lengths/rejected", ps->len_r * inv);
 }
 
+void al_pair_stats_add(al_pair_stats *ps, const al_obj_in *in, int p, double b, double ac,
+                       double ar) {
+    ps->rw_c += b * ac;
+    ps->rw_r += b * ar;
+    ps->accu += b * ac > b * ar ? 1.0 : 0.0;
+    ps->lp_c += ac;
+    ps->lp_r += ar;
+    ps->len_c += al_seq_len(in, p);
+    ps->len_r += al_seq_len(in, in->n_pairs + p);
+}
+
+int al_pairs_check(const al_obj_in *in, int needs_ref) {
+    const int P = in->n_pairs;
+    if (P < 0 || in->R != 2 * P) return AL_ESHAPE;
+    if (P == 0) return AL_OK;
+    if (in->T <= 0 || !in->targets || !in->logp || (needs_ref && !in->ref_logp)) return AL_ESHAPE;
+    if (!(in->norm_rows > 0)) return AL_EINVAL;
+    return AL_OK;
+}
+
+void al_pair_avg_logps(const al_obj_in *in, int p, double *ac, double *ar, int *nc, int *nr) {
+    const int P = in->n_pairs;
+    int c = al_seq_len(in, p), r = al_seq_len(in, P + p);
+    *nc = c > 1 ? c : 1;
+    *nr = r > 1 ? r : 1;
+    *ac = al_seq_logprob_sum(in, in->logp, p) / *nc;
+    *ar = al_seq_logprob_sum(in, in->logp, P + p) / *nr;
+}
+
 double al_stats_get(const al_step_stats *st, const char *name) {
     char key[sizeof st->m[0].name];
     snprintf(key, sizeof key, "%s", name);

@@ -181,5 +181,20 @@ typedef struct al_pair_stats {
     double len_c, len_r;    /* scored tokens */
 } al_pair_stats;
 void al_stats_add_pairs(al_step_stats *st, const al_pair_stats *ps, double inv);
+/* Adds pair p's metrics to ps: implicit rewards b ac and b ar, the log-probs
+ * ac and ar as given, and the pair's scored lengths. */
+void al_pair_stats_add(al_pair_stats *ps, const al_obj_in *in, int p, double b, double ac,
+                       double ar);
+
+/* The checks a pairwise objective makes of its input: n_pairs pairs, the
+ * chosen rows then the rejected ones (R = 2 n_pairs); with pairs, T > 0, the
+ * targets and log-probs (and the reference's when needs_ref), norm_rows > 0.
+ * Returns AL_OK, AL_ESHAPE or AL_EINVAL (norm_rows). */
+int al_pairs_check(const al_obj_in *in, int needs_ref);
+
+/* Pair p's length-normalised log-probs (SimPO's and ORPO's average
+ * log-probs): each sequence's sum over its scored tokens divided by its
+ * scored length, taken as 1 when below; *nc and *nr get those lengths. */
+void al_pair_avg_logps(const al_obj_in *in, int p, double *ac, double *ar, int *nc, int *nr);
 
 #endif

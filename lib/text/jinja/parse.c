@@ -76,24 +76,22 @@ static int unexpected(parser *P) {
     return pfail(P, t->line, AL_EFORMAT, "unexpected '%s'", describe(t, b));
 }
 
+/* The current token is not the `what` expected. */
+static int expected(parser *P, const char *what) {
+    char b[64];
+    const jtok *t = cur(P);
+    if (t->type == TK_EOF) return pfail(P, t->line, AL_EFORMAT, "unexpected end of template, expected '%s'", what);
+    return pfail(P, t->line, AL_EFORMAT, "expected token '%s', got '%s'", what, describe(t, b));
+}
+
 static int expect_op(parser *P, int op, const char *what) {
-    if (!tok_is_op(cur(P), op)) {
-        char b[64];
-        const jtok *t = cur(P);
-        if (t->type == TK_EOF) return pfail(P, t->line, AL_EFORMAT, "unexpected end of template, expected '%s'", what);
-        return pfail(P, t->line, AL_EFORMAT, "expected token '%s', got '%s'", what, describe(t, b));
-    }
+    if (!tok_is_op(cur(P), op)) return expected(P, what);
     next(P);
     return AL_OK;
 }
 
 static int expect_type(parser *P, int type, const char *what) {
-    if (cur(P)->type != type) {
-        char b[64];
-        const jtok *t = cur(P);
-        if (t->type == TK_EOF) return pfail(P, t->line, AL_EFORMAT, "unexpected end of template, expected '%s'", what);
-        return pfail(P, t->line, AL_EFORMAT, "expected token '%s', got '%s'", what, describe(t, b));
-    }
+    if (cur(P)->type != type) return expected(P, what);
     next(P);
     return AL_OK;
 }
@@ -170,17 +168,20 @@ static int parse_condexpr(parser *P, jnode **out) {
     return AL_OK;
 }
 
-static int parse_not(parser *P, jnode **out);
-static int parse_and(parser *P, jnode **out) {
+typedef int (*parse_fn)(parser *P, jnode **out);
+
+/* operand (word operand)*, left-associative: `and`, `or` (kind E_AND, E_OR). */
+static int parse_word_chain(parser *P, const char *word, int kind, parse_fn operand,
+                            jnode **out) {
     int rc;
     jnode *l = NULL;
-    if ((rc = parse_not(P, &l))) return rc;
-    while (tok_is_name(cur(P), "and")) {
+    if ((rc = operand(P, &l))) return rc;
+    while (tok_is_name(cur(P), word)) {
         int line = cur(P)->line;
         next(P);
         jnode *r = NULL;
-        if ((rc = parse_not(P, &r))) return rc;
-        NEW(n, E_AND, line);
+        if ((rc = operand(P, &r))) return rc;
+        NEW(n, kind, line);
         n->a = l;
         n->b = r;
         l = n;
@@ -189,23 +190,9 @@ static int parse_and(parser *P, jnode **out) {
     return AL_OK;
 }
 
-static int parse_or(parser *P, jnode **out) {
-    int rc;
-    jnode *l = NULL;
-    if ((rc = parse_and(P, &l))) return rc;
-    while (tok_is_name(cur(P), "or")) {
-        int line = cur(P)->line;
-        next(P);
-        jnode *r = NULL;
-        if ((rc = parse_and(P, &r))) return rc;
-        NEW(n, E_OR, line);
-        n->a = l;
-        n->b = r;
-        l = n;
-    }
-    *out = l;
-    return AL_OK;
-}
+static int parse_not(parser *P, jnode **out);
+static int parse_and(parser *P, jnode **out) { return parse_word_chain(P, "and", E_AND, parse_not, out); }
+static int parse_or(parser *P, jnode **out) { return parse_word_chain(P, "or", E_OR, parse_and, out); }
 
 static int parse_math1(parser *P, jnode **out);
 static int parse_compare(parser *P, jnode **out) {
@@ -267,35 +254,19 @@ static int parse_not(parser *P, jnode **out) {
     return parse_compare(P, out);
 }
 
-static int parse_pow(parser *P, jnode **out) {
+/* operand (op operand)*, left-associative E_BIN nodes, op one of ops (0-ended). */
+static int parse_bin_chain(parser *P, const int *ops, parse_fn operand, jnode **out) {
     int rc, line = cur(P)->line;
     jnode *l = NULL;
-    if ((rc = parse_unary(P, 1, &l))) return rc;
-    while (tok_is_op(cur(P), OP_POW)) {
+    if ((rc = operand(P, &l))) return rc;
+    for (;;) {
+        int op = 0;
+        for (const int *o = ops; *o && !op; o++)
+            if (tok_is_op(cur(P), *o)) op = *o;
+        if (!op) break;
         next(P);
         jnode *r = NULL;
-        if ((rc = parse_unary(P, 1, &r))) return rc;
-        NEW(n, E_BIN, line);
-        n->op = OP_POW;
-        n->a = l;
-        n->b = r;
-        l = n;
-        line = cur(P)->line;
-    }
-    *out = l;
-    return AL_OK;
-}
-
-static int parse_math2(parser *P, jnode **out) {
-    int rc, line = cur(P)->line;
-    jnode *l = NULL;
-    if ((rc = parse_pow(P, &l))) return rc;
-    while (cur(P)->type == TK_OP && (cur(P)->op == OP_MUL || cur(P)->op == OP_DIV ||
-                                     cur(P)->op == OP_FLOORDIV || cur(P)->op == OP_MOD)) {
-        int op = cur(P)->op;
-        next(P);
-        jnode *r = NULL;
-        if ((rc = parse_pow(P, &r))) return rc;
+        if ((rc = operand(P, &r))) return rc;
         NEW(n, E_BIN, line);
         n->op = op;
         n->a = l;
@@ -305,6 +276,18 @@ static int parse_math2(parser *P, jnode **out) {
     }
     *out = l;
     return AL_OK;
+}
+
+static int parse_unary_filtered(parser *P, jnode **out) { return parse_unary(P, 1, out); }
+
+static int parse_pow(parser *P, jnode **out) {
+    static const int ops[] = {OP_POW, 0};
+    return parse_bin_chain(P, ops, parse_unary_filtered, out);
+}
+
+static int parse_math2(parser *P, jnode **out) {
+    static const int ops[] = {OP_MUL, OP_DIV, OP_FLOORDIV, OP_MOD, 0};
+    return parse_bin_chain(P, ops, parse_pow, out);
 }
 
 static int parse_concat(parser *P, jnode **out) {
@@ -330,23 +313,8 @@ static int parse_concat(parser *P, jnode **out) {
 }
 
 static int parse_math1(parser *P, jnode **out) {
-    int rc, line = cur(P)->line;
-    jnode *l = NULL;
-    if ((rc = parse_concat(P, &l))) return rc;
-    while (cur(P)->type == TK_OP && (cur(P)->op == OP_ADD || cur(P)->op == OP_SUB)) {
-        int op = cur(P)->op;
-        next(P);
-        jnode *r = NULL;
-        if ((rc = parse_concat(P, &r))) return rc;
-        NEW(n, E_BIN, line);
-        n->op = op;
-        n->a = l;
-        n->b = r;
-        l = n;
-        line = cur(P)->line;
-    }
-    *out = l;
-    return AL_OK;
+    static const int ops[] = {OP_ADD, OP_SUB, 0};
+    return parse_bin_chain(P, ops, parse_concat, out);
 }
 
 /* (args, kwargs, *dyn, **dyn) after '(' */
@@ -482,6 +450,16 @@ static int parse_subscript(parser *P, jnode *node, jnode **out) {
     return AL_OK;
 }
 
+/* *node(args...): *node becomes the call. */
+static int parse_call(parser *P, jnode **node) {
+    NEW(c, E_CALL, cur(P)->line);
+    c->a = *node;
+    int rc = parse_call_args(P, c);
+    if (rc) return rc;
+    *node = c;
+    return AL_OK;
+}
+
 static int parse_postfix(parser *P, jnode *node, jnode **out) {
     int rc;
     for (;;) {
@@ -489,10 +467,7 @@ static int parse_postfix(parser *P, jnode *node, jnode **out) {
         if (tok_is_op(t, OP_DOT) || tok_is_op(t, OP_LBRACKET)) {
             if ((rc = parse_subscript(P, node, &node))) return rc;
         } else if (tok_is_op(t, OP_LPAREN)) {
-            NEW(c, E_CALL, t->line);
-            c->a = node;
-            if ((rc = parse_call_args(P, c))) return rc;
-            node = c;
+            if ((rc = parse_call(P, &node))) return rc;
         } else {
             break;
         }
@@ -583,10 +558,7 @@ static int parse_filter_expr(parser *P, jnode *node, jnode **out) {
         } else if (tok_is_name(t, "is")) {
             if ((rc = parse_test(P, node, &node))) return rc;
         } else if (tok_is_op(t, OP_LPAREN)) {
-            NEW(c, E_CALL, t->line);
-            c->a = node;
-            if ((rc = parse_call_args(P, c))) return rc;
-            node = c;
+            if ((rc = parse_call(P, &node))) return rc;
         } else {
             break;
         }
