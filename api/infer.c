@@ -1064,16 +1064,8 @@ static ssize_t stream_read(void *cls, uint64_t pos, char *out, size_t max) {
     stream *st = cls;
     api_server *s = st->x->s;
     for (;;) {
-        if (st->off < st->out.n) {
-            size_t n = st->out.n - st->off;
-            if (n > max) n = max;
-            memcpy(out, st->out.p + st->off, n);
-            st->off += n;
-            st->last_write = al_now();
-            return (ssize_t)n;
-        }
-        st->off = 0;
-        al_buf_clear(&st->out);
+        size_t sent = api_stream_drain(&st->out, &st->off, out, max, &st->last_write);
+        if (sent) return (ssize_t)sent;
         if (st->ended) return MHD_CONTENT_READER_END_OF_STREAM;
         if (st->oom || atomic_load(&s->stopping)) return MHD_CONTENT_READER_END_WITH_ERROR;
         stream_fill(st);
@@ -1158,17 +1150,7 @@ static enum MHD_Result serve(api_req *r, int chat) {
         }
         st->x = x;
         st->last_write = al_now();
-        struct MHD_Response *resp =
-            MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 16384, stream_read, st, stream_free);
-        if (!resp) {
-            stream_free(st);
-            return MHD_NO;
-        }
-        MHD_add_response_header(resp, "Content-Type", "text/event-stream");
-        MHD_add_response_header(resp, "Cache-Control", "no-cache");
-        MHD_add_response_header(resp, "X-Accel-Buffering", "no");
-        r->is_stream = 1;
-        return api_queue(r, 200, resp);
+        return api_stream_reply(r, stream_read, st, stream_free);
     }
     while (!views_update(x) && !x->failed) {
         if (atomic_load(&s->stopping)) {

@@ -211,6 +211,15 @@ enum MHD_Result api_sse_job(api_req *r);
 enum MHD_Result api_sse_model(api_req *r);
 /* Accept: text/event-stream or ?stream=true (h_jobs.c). */
 int api_wants_stream(api_req *r);
+/* A stream's reader callback, the part every stream shares (sse.c): the
+ * bytes of out from *off on, at most max, into dst, *last_write stamped;
+ * their count, or 0 when all was sent (out then emptied and *off 0, for the
+ * stream to fill again). */
+size_t api_stream_drain(al_buf *out, size_t *off, char *dst, size_t max, double *last_write);
+/* Answers r with a text/event-stream read by read from st (freed by fr,
+ * also when the answer cannot be made: then MHD_NO). */
+enum MHD_Result api_stream_reply(api_req *r, MHD_ContentReaderCallback read, void *st,
+                                 MHD_ContentReaderFreeCallback fr);
 
 /* ---- inference model cache (infer.c) ------------------------------------ */
 

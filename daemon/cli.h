@@ -28,5 +28,8 @@ int cli_int(const cli_flag *f, long lo, long hi, long *out);
 int cli_float(const cli_flag *f, double lo, double hi, double *out);
 /* Parses "1,2,3" into a malloc'd array; 2 on a malformed list. */
 int cli_ids(const char *flag, const char *s, int **ids, int *n);
+/* Signal sig runs fn (SIG_IGN: ignored), with no flags and no signal
+ * blocked meanwhile. */
+void cli_signal(int sig, void (*fn)(int));
 
 #endif

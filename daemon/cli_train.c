@@ -189,14 +189,17 @@ static void on_checkpoint(void *ud, long step, const char *dir) {
         rotate_checkpoints(dir, r->keep);
 }
 
-/* The last line of --events json: how the run ended. */
-static void put_result(int rc, const al_train_result *res, const char *err) {
+/* The last line of --events json: how the run ended; "param" is the job's
+ * field at fault ("" when none is), which the daemon answers as the job
+ * error's param. */
+static void put_result(int rc, const al_train_result *res, const al_error *err) {
     const char *status = rc == AL_OK ? "succeeded" : rc == AL_EPAUSED ? "paused"
                          : rc == AL_ECANCELED ? "cancelled" : "failed";
-    json_t *o = json_pack("{s:s, s:s, s:s, s:s, s:I, s:I, s:f, s:s, s:b}", "event", "result", "status", status,
-                          "code", rc == AL_OK ? "" : al_strerror(rc), "message", rc == AL_OK ? "" : err, "steps",
-                          (json_int_t)res->steps, "total_steps", (json_int_t)res->total_steps, "trained_tokens",
-                          res->trained_tokens, "output_dir", res->output_dir, "output_is_model", res->output_is_model);
+    json_t *o = json_pack("{s:s, s:s, s:s, s:s, s:s, s:I, s:I, s:f, s:s, s:b}", "event", "result", "status", status,
+                          "code", rc == AL_OK ? "" : al_strerror(rc), "message", rc == AL_OK ? "" : err->msg, "param",
+                          rc == AL_OK ? "" : err->field, "steps", (json_int_t)res->steps, "total_steps",
+                          (json_int_t)res->total_steps, "trained_tokens", res->trained_tokens, "output_dir",
+                          res->output_dir, "output_is_model", res->output_is_model);
     json_t *files = json_array();
     for (int i = 0; i < res->n_output_files && i < 4; i++)
         json_array_append_new(files, json_pack("{s:s, s:s}", "path", res->output_files[i].path, "purpose",
@@ -214,7 +217,8 @@ static void pool_start(long threads) {
 
 /* The run on this rank, after MPI started (when distributed). */
 static int train_rank(const char *file, const char *resume, long threads, int json, const char *dtype) {
-    char err[AL_ERRLEN] = "", *text;
+    al_error fail = {"", ""};
+    char *err = fail.msg, *text;
     size_t len;
     int rank0 = al_dist_rank() == 0;
     al_train_result res;
@@ -228,11 +232,11 @@ static int train_rank(const char *file, const char *resume, long threads, int js
         if (rc) {
             char e2[AL_ERRLEN];
             snprintf(e2, sizeof e2, "%.100s: %.150s", file, err);
-            memcpy(err, e2, sizeof err);
+            memcpy(err, e2, sizeof e2);
         }
     }
     if (rc) {
-        if (json && rank0) put_result(rc, &res, err);
+        if (json && rank0) put_result(rc, &res, &fail);
         else if (rank0) fprintf(stderr, "alignd: %s\n", err);
         return 2;
     }
@@ -254,9 +258,9 @@ static int train_rank(const char *file, const char *resume, long threads, int js
         cb.checkpoint = on_checkpoint;
         cb.eval_result = on_eval_result;
     }
-    rc = al_train_run(&job, resume, &cb, &res, err);
+    rc = al_train_run(&job, resume, &cb, &res, &fail);
     al_job_deinit(&job);
-    if (json && rank0) put_result(rc, &res, err);
+    if (json && rank0) put_result(rc, &res, &fail);
     if (rc == AL_EPAUSED) return 3;
     if (rc == AL_ECANCELED) return 4;
     if (rc) {
@@ -290,12 +294,8 @@ int cli_train(int argc, char **argv) {
         return 2;
     }
     /* pause and cancel from the start: a launcher may forward them any time */
-    struct sigaction sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = on_signal;
-    sigemptyset(&sa.sa_mask);
-    sigaction(SIGUSR1, &sa, NULL);
-    sigaction(SIGUSR2, &sa, NULL);
+    cli_signal(SIGUSR1, on_signal);
+    cli_signal(SIGUSR2, on_signal);
     char err[AL_ERRLEN] = "";
     if (al_dist_init(err)) {
         fprintf(stderr, "alignd: train: %s\n", err);

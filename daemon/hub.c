@@ -210,6 +210,33 @@ static int transient(CURLcode rc) {
            rc == CURLE_HTTP2_STREAM || rc == CURLE_SSL_CONNECT_ERROR || rc == CURLE_COULDNT_RESOLVE_HOST;
 }
 
+/* One request's set-up, as every call to the Hub makes it: the handle on
+ * url with the headers (auth when given, extra) in *hl, its response headers
+ * reset and read into hr, curl's own error text into ebuf. HUB_EIO when
+ * memory runs out (nothing left to free). */
+static int request(pull *p, const char *url, const char *auth, const char *extra, http_resp *hr,
+                   char ebuf[CURL_ERROR_SIZE], CURL **c, struct curl_slist **hl) {
+    resp_reset_headers(hr);
+    *hl = headers(auth, extra);
+    if (!(*c = easy(url, *hl))) {
+        curl_slist_free_all(*hl);
+        return fail(p, HUB_EIO, "out of memory");
+    }
+    ebuf[0] = 0;
+    curl_easy_setopt(*c, CURLOPT_ERRORBUFFER, ebuf);
+    curl_easy_setopt(*c, CURLOPT_HEADERFUNCTION, on_header);
+    curl_easy_setopt(*c, CURLOPT_HEADERDATA, hr);
+    return HUB_OK;
+}
+
+/* Runs the request, then frees it. */
+static CURLcode perform(CURL *c, struct curl_slist *hl) {
+    CURLcode rc = curl_easy_perform(c);
+    curl_easy_cleanup(c);
+    curl_slist_free_all(hl);
+    return rc;
+}
+
 /* An HTTP error status as the Hub means it (hf_raise_for_status). */
 static int status_error(pull *p, const http_resp *r, const char *what) {
     const char *code = r->error_code, *msg = r->error_message;
@@ -240,28 +267,19 @@ static int curl_error(pull *p, CURLcode rc, const char *url, const char *ebuf) {
 /* GET url into r (body capped). */
 static int http_get_json(pull *p, const char *url, http_resp *r) {
     memset(r, 0, sizeof *r);
-    resp_reset_headers(r);
     r->cap_limit = API_MAX_BODY;
-    struct curl_slist *hl = headers(p->auth, "Accept: application/json");
-    CURL *c = easy(url, hl);
-    if (!c) {
-        curl_slist_free_all(hl);
-        return fail(p, HUB_EIO, "out of memory");
-    }
-    char ebuf[CURL_ERROR_SIZE] = "";
-    curl_easy_setopt(c, CURLOPT_ERRORBUFFER, ebuf);
-    curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, on_header);
-    curl_easy_setopt(c, CURLOPT_HEADERDATA, r);
+    CURL *c;
+    struct curl_slist *hl;
+    char ebuf[CURL_ERROR_SIZE];
+    int out = request(p, url, p->auth, "Accept: application/json", r, ebuf, &c, &hl);
+    if (out) return out;
     curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
     curl_easy_setopt(c, CURLOPT_WRITEDATA, r);
     curl_easy_setopt(c, CURLOPT_TIMEOUT, 120L);
-    CURLcode rc = curl_easy_perform(c);
-    int out = HUB_OK;
-    if (r->too_big) out = fail(p, HUB_EPROTO, "%s: the Hub's answer to %.300s exceeds %zu bytes", p->repo, url, API_MAX_BODY);
-    else if (rc != CURLE_OK) out = curl_error(p, rc, url, ebuf);
-    curl_easy_cleanup(c);
-    curl_slist_free_all(hl);
-    return out;
+    CURLcode rc = perform(c, hl);
+    if (r->too_big) return fail(p, HUB_EPROTO, "%s: the Hub's answer to %.300s exceeds %zu bytes", p->repo, url,
+                                API_MAX_BODY);
+    return rc != CURLE_OK ? curl_error(p, rc, url, ebuf) : HUB_OK;
 }
 
 /* HEAD url; relative redirects (a renamed repository) are followed with the
@@ -270,22 +288,14 @@ static int http_head(pull *p, const char *url, http_resp *r, char final_url[URL_
     snprintf(final_url, URL_MAX, "%s", url);
     for (int hop = 0; hop <= 5; hop++) {
         memset(r, 0, sizeof *r);
-        resp_reset_headers(r);
-        struct curl_slist *hl = headers(p->auth, NULL);
-        CURL *c = easy(final_url, hl);
-        if (!c) {
-            curl_slist_free_all(hl);
-            return fail(p, HUB_EIO, "out of memory");
-        }
-        char ebuf[CURL_ERROR_SIZE] = "";
-        curl_easy_setopt(c, CURLOPT_ERRORBUFFER, ebuf);
+        CURL *c;
+        struct curl_slist *hl;
+        char ebuf[CURL_ERROR_SIZE];
+        int out = request(p, final_url, p->auth, NULL, r, ebuf, &c, &hl);
+        if (out) return out;
         curl_easy_setopt(c, CURLOPT_NOBODY, 1L);
-        curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, on_header);
-        curl_easy_setopt(c, CURLOPT_HEADERDATA, r);
         curl_easy_setopt(c, CURLOPT_TIMEOUT, 60L);
-        CURLcode rc = curl_easy_perform(c);
-        curl_easy_cleanup(c);
-        curl_slist_free_all(hl);
+        CURLcode rc = perform(c, hl);
         if (rc != CURLE_OK) return curl_error(p, rc, final_url, ebuf);
         if (r->status >= 300 && r->status < 400 && r->location[0] == '/' && r->location[1] != '/') {
             /* relative: same origin */
@@ -515,7 +525,6 @@ static int fetch_blob(pull *p, const char *url, int send_auth, int fd, int64_t e
     while (have < expected) {
         dl d;
         memset(&d, 0, sizeof d);
-        resp_reset_headers(&d.hr);
         d.p = p;
         d.fd = fd;
         d.have = have;
@@ -523,24 +532,17 @@ static int fetch_blob(pull *p, const char *url, int send_auth, int fd, int64_t e
         d.start = start;
         char range[64];
         snprintf(range, sizeof range, "Range: bytes=%lld-", (long long)have);
-        struct curl_slist *hl = headers(send_auth ? p->auth : NULL, have > 0 ? range : NULL);
-        CURL *c = easy(url, hl);
-        if (!c) {
-            curl_slist_free_all(hl);
-            return fail(p, HUB_EIO, "out of memory");
-        }
-        char ebuf[CURL_ERROR_SIZE] = "";
-        curl_easy_setopt(c, CURLOPT_ERRORBUFFER, ebuf);
-        curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, on_header);
-        curl_easy_setopt(c, CURLOPT_HEADERDATA, &d.hr);
+        CURL *c;
+        struct curl_slist *hl;
+        char ebuf[CURL_ERROR_SIZE];
+        int out = request(p, url, send_auth ? p->auth : NULL, have > 0 ? range : NULL, &d.hr, ebuf, &c, &hl);
+        if (out) return out;
         curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, dl_write);
         curl_easy_setopt(c, CURLOPT_WRITEDATA, &d);
         curl_easy_setopt(c, CURLOPT_XFERINFOFUNCTION, dl_progress);
         curl_easy_setopt(c, CURLOPT_XFERINFODATA, &d);
         curl_easy_setopt(c, CURLOPT_NOPROGRESS, 0L);
-        CURLcode rc = curl_easy_perform(c);
-        curl_easy_cleanup(c);
-        curl_slist_free_all(hl);
+        CURLcode rc = perform(c, hl);
         int64_t before = have;
         have = d.have;
         if (d.rc) return d.rc;

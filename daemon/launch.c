@@ -196,14 +196,15 @@ static int stage_ref(void *ud, al_ref_kind kind, const char *path, const char *v
 
 /* Writes <dir>/job.json: the description with output_dir = dir and its data
  * files copied next to it. Its path into file. */
-static int stage(const char *spec, const char *dir, char *file, size_t fn, char err[AL_ERRLEN]) {
+static int stage(const char *spec, const char *dir, char *file, size_t fn, al_error *fail) {
+    char *err = fail->msg;
     json_error_t je;
     json_t *o = json_loads(spec, 0, &je);
     if (!o) return al_err(err, AL_EFORMAT, "the stored job description is not JSON");
     int rc = al_mkdir_p(dir, err);
     stage_ctx c = {.dir = dir};
     al_error re = {"", ""};
-    if (!rc && (rc = al_job_refs(o, stage_ref, &c, &re))) snprintf(err, AL_ERRLEN, "%s", re.msg);
+    if (!rc && (rc = al_job_refs(o, stage_ref, &c, &re))) al_fail_as(fail, rc, re.field, re.msg);
     if (!rc) rc = json_object_set_new(o, "output_dir", json_string(dir)) ? AL_ENOMEM : AL_OK;
     char *txt = rc ? NULL : json_dumps(o, JSON_INDENT(1) | JSON_SORT_KEYS);
     json_decref(o);
@@ -324,8 +325,10 @@ static int code_of(const char *name) {
     return AL_EIO;
 }
 
-/* The outcome the result line reports, res filled from it. */
-static int from_result(const json_t *o, al_train_result *res, char err[AL_ERRLEN]) {
+/* The outcome the result line reports, res filled from it; its "param" (the
+ * job's field at fault) into err->field. */
+static int from_result(const json_t *o, al_train_result *res, al_error *fail) {
+    char *err = fail->msg;
     res->steps = (long)json_integer_value(json_object_get(o, "steps"));
     res->total_steps = (long)json_integer_value(json_object_get(o, "total_steps"));
     res->trained_tokens = json_number_value(json_object_get(o, "trained_tokens"));
@@ -348,8 +351,9 @@ static int from_result(const json_t *o, al_train_result *res, char err[AL_ERRLEN
     if (st && !strcmp(st, "succeeded")) return AL_OK;
     if (st && !strcmp(st, "paused")) return al_err(err, AL_EPAUSED, "paused at step %ld", res->steps);
     if (st && !strcmp(st, "cancelled")) return al_err(err, AL_ECANCELED, "cancelled at step %ld", res->steps);
-    return al_err(err, code_of(json_string_value(json_object_get(o, "code"))), "%s",
-                  msg && *msg ? msg : "the job failed");
+    const char *param = json_string_value(json_object_get(o, "param"));
+    return al_fail_as(fail, code_of(json_string_value(json_object_get(o, "code"))), param ? param : "",
+                      msg && *msg ? msg : "the job failed");
 }
 
 /* The last non-empty line of a log file (what mpirun or the rank said on
@@ -377,10 +381,12 @@ static void log_tail(const char *path, char *out, size_t n) {
 
 int launch_run(const launch_cfg *lc, const al_job *job, const char *spec, const char *dir, const char *name,
                int attempt, const char *resume, const al_train_cb *cb, const launch_flags *fl, al_train_result *res,
-               char err[AL_ERRLEN]) {
+               al_error *fail) {
     memset(res, 0, sizeof *res);
+    fail->field[0] = 0; /* the launch's own failures name no field of the job */
+    char *err = fail->msg;
     char file[AL_PATH_MAX + 16], logp[AL_PATH_MAX + 48];
-    int rc = stage(spec, dir, file, sizeof file, err);
+    int rc = stage(spec, dir, file, sizeof file, fail);
     if (rc) return rc;
     char **argv = NULL;
     int argc = 0;
@@ -529,7 +535,7 @@ int launch_run(const launch_cfg *lc, const al_job *job, const char *spec, const 
     char tail_line[200];
     log_tail(logp, tail_line, sizeof tail_line);
     if (rd.result) {
-        rc = from_result(rd.result, res, err);
+        rc = from_result(rd.result, res, fail);
         json_decref(rd.result);
         return rc;
     }

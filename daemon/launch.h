@@ -53,11 +53,12 @@ typedef struct launch_flags {
  * name) through the launcher, resuming from resume (may be NULL). cb's
  * begin/log/sample/event/checkpoint receive rank 0's lines (should_stop and
  * should_pause are not used: flags are). Returns what al_train_run returns
- * (AL_OK, AL_ECANCELED, AL_EPAUSED, an error with the ranks' reason in err),
- * or LAUNCH_ELOST; res is filled from the result line. */
+ * (AL_OK, AL_ECANCELED, AL_EPAUSED, an error with the ranks' reason in
+ * err->msg and the job's field at fault in err->field, as al_train_run
+ * gives them), or LAUNCH_ELOST; res is filled from the result line. */
 int launch_run(const launch_cfg *lc, const al_job *job, const char *spec, const char *dir, const char *name,
                int attempt, const char *resume, const al_train_cb *cb, const launch_flags *fl, al_train_result *res,
-               char err[AL_ERRLEN]);
+               al_error *err);
 
 /* The launcher line's words for a job of `processes` ranks (threads per
  * rank 0: unset), job name: argv (NULL-terminated, malloc'd, free with

@@ -215,14 +215,14 @@ static int settle(worker *w, int64_t id, const char *from, const char *to, const
                   const store_upd *u, const char *fmt, ...) __attribute__((format(printf, 7, 8)));
 static int settle(worker *w, int64_t id, const char *from, const char *to, const char *level,
                   const store_upd *u, const char *fmt, ...) {
-    char msg[1024];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
-    va_end(ap);
+    va_list ap0;
+    va_start(ap0, fmt);
     int ms = 100, tries = 0, rc;
     for (;;) {
-        rc = store_job_transition(w->s->st, id, from, to, level, u, "%s", msg);
+        va_list ap;
+        va_copy(ap, ap0);
+        rc = store_job_transitionv(w->s->st, id, from, to, level, u, fmt, ap);
+        va_end(ap);
         tries++;
         if (rc != STORE_EIO) break;
         pthread_mutex_lock(&w->s->mu);
@@ -235,6 +235,7 @@ static int settle(worker *w, int64_t id, const char *from, const char *to, const
         nanosleep(&ts, NULL);
         if (ms < 5000) ms *= 2;
     }
+    va_end(ap0);
     if (tries > 1 && rc == STORE_OK)
         log_info("event=status_landed job=%s status=%s tries=%d", w->name, to, tries);
     return rc;
@@ -251,29 +252,6 @@ static const char *fail_code(int rc) {
     case AL_ENOENT: return "not_found";
     case AL_EFORMAT: case AL_ESHAPE: case AL_EUNSUP: return "invalid_model_or_data";
     default: return "job_failed";
-    }
-}
-
-/* The field a run's error names ("training_file: line 3 ...",
- * "hyperparameters.beta: ..."), or "": read from the message, because the
- * training code (al_train_run) reports reasons, not fields, as data. */
-static void fail_param(const char *err, char *param, size_t n) {
-    param[0] = 0;
-    size_t i = 0;
-    while (err[i] && (err[i] == '_' || err[i] == '.' || err[i] == '[' || err[i] == ']' ||
-                      (err[i] >= 'a' && err[i] <= 'z') || (err[i] >= '0' && err[i] <= '9')))
-        i++;
-    if (i == 0 || err[i] != ':' || i >= n) return;
-    static const char *const known[] = {"model", "ref_model", "training_file", "training_files", "chat_template",
-                                        "validation_file", "task",
-                                        "hyperparameters", "lora", "eval_tasks", "method", "seed", NULL};
-    for (int k = 0; known[k]; k++) {
-        size_t kl = strlen(known[k]);
-        if (!strncmp(err, known[k], kl) && (i == kl || err[kl] == '.' || err[kl] == '[')) {
-            memcpy(param, err, i);
-            param[i] = 0;
-            return;
-        }
     }
 }
 
@@ -309,11 +287,11 @@ static int lost_attempts(sched *s, int64_t id, int add, int clear) {
 /* The job as ranks started by the launcher (daemon/launch.h), its output in
  * r->output_dir (under shared_dir). */
 static int run_launched(worker *w, const store_run *r, const al_job *job, const char *resume,
-                        al_train_result *res, char err[AL_ERRLEN]) {
+                        al_train_result *res, al_error *err) {
     sched *s = w->s;
     if (!s->launcher[0])
-        return al_err(err, AL_EINVAL, "resources.processes: this daemon has no launcher (set launcher in "
-                      "alignd.conf)");
+        return AL_FAIL(err, AL_EINVAL, "resources.processes", "this daemon has no launcher (set launcher in "
+                       "alignd.conf)");
     al_train_cb cb = {.begin = on_begin, .log = on_log, .sample = on_sample, .event = on_event,
                       .checkpoint = on_checkpoint, .eval_result = on_eval_result, .ud = w};
     launch_flags fl = {.cancel = &w->cancel, .pause = &w->pause, .draining = flag_draining, .ud = w};
@@ -414,15 +392,17 @@ static void run_job(worker *w, int64_t id) {
         settle(w, id, "running|cancelling", "failed", "error", &f, "Job failed: %s", f.error_message);
         return;
     }
-    char err[AL_ERRLEN] = "";
+    /* why the job failed: the reason, and the job's field at fault as data
+     * (the description's or the run's), which the API answers as param */
+    al_error fail = {"", ""};
+    char *err = fail.msg;
     al_job job;
     memset(&job, 0, sizeof job);
     json_t *spec = json_loads(r.spec, 0, NULL);
     int rc = spec ? AL_OK : al_err(err, AL_EFORMAT, "the stored job description is not JSON");
-    al_error je = {"", ""}; /* the description's field at fault, as data */
     if (!rc) {
         json_object_set_new(spec, "output_dir", json_string(r.output_dir));
-        if ((rc = al_job_from_json(&job, spec, &je))) snprintf(err, sizeof err, "%s", je.msg);
+        rc = al_job_from_json(&job, spec, &fail);
         job.reward.bf16 = s->bf16;
     }
     json_decref(spec);
@@ -444,9 +424,9 @@ static void run_job(worker *w, int64_t id) {
         const char *resume = r.resume_dir[0] ? r.resume_dir : NULL;
         if (resume) store_job_event(st, id, "info", "message", NULL, "Resuming from %s", resume);
         if (job.processes > 1) {
-            rc = run_launched(w, &r, &job, resume, &res, err);
+            rc = run_launched(w, &r, &job, resume, &res, &fail);
         } else {
-            rc = al_train_run(&job, resume, &cb, &res, err);
+            rc = al_train_run(&job, resume, &cb, &res, &fail);
             turn_release(w);
         }
     }
@@ -505,12 +485,9 @@ static void run_job(worker *w, int64_t id) {
             settle(w, id, "running", "paused", "info", &f, "Job paused at step %ld", res.steps);
         }
     } else {
-        char param[AL_FIELDLEN];
-        if (je.field[0]) snprintf(param, sizeof param, "%s", je.field);
-        else fail_param(err, param, sizeof param);
         f.error_code = fail_code(rc);
         f.error_message = err[0] ? err : al_strerror(rc);
-        f.error_param = param[0] ? param : "";
+        f.error_param = fail.field;
         f.finished = 1;
         settle(w, id, "running|cancelling", "failed", "error", &f, "Job failed: %s", f.error_message);
         char q[600];

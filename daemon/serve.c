@@ -202,15 +202,10 @@ int cli_serve(int argc, char **argv) {
     sigaddset(&set, SIGINT);
     sigaddset(&set, SIGHUP);
     pthread_sigmask(SIG_BLOCK, &set, &old);
-    struct sigaction sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = on_signal;
-    sigemptyset(&sa.sa_mask);
-    sigaction(SIGTERM, &sa, NULL);
-    sigaction(SIGINT, &sa, NULL);
-    sa.sa_handler = SIG_IGN;
-    sigaction(SIGHUP, &sa, NULL);
-    sigaction(SIGPIPE, &sa, NULL);
+    cli_signal(SIGTERM, on_signal);
+    cli_signal(SIGINT, on_signal);
+    cli_signal(SIGHUP, SIG_IGN);
+    cli_signal(SIGPIPE, SIG_IGN);
 
     if (al_mkdir_p(cfg.state_dir, err) == AL_OK) absolute(cfg.state_dir, sizeof cfg.state_dir);
     log_info("event=starting pid=%ld state_dir=%s config=%s", (long)getpid(), cfg.state_dir,

@@ -953,11 +953,17 @@ static int transition_locked(store *s, int64_t id, const char *from, const char 
 
 int store_job_transition(store *s, int64_t id, const char *from, const char *to, const char *level,
                          const store_upd *upd, const char *fmt, ...) {
-    char msg[1024];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
+    int rc = store_job_transitionv(s, id, from, to, level, upd, fmt, ap);
     va_end(ap);
+    return rc;
+}
+
+int store_job_transitionv(store *s, int64_t id, const char *from, const char *to, const char *level,
+                          const store_upd *upd, const char *fmt, va_list ap) {
+    char msg[1024];
+    vsnprintf(msg, sizeof msg, fmt, ap);
     LOCK();
     int rc = transition_locked(s, id, from, to, level, upd, msg);
     UNLOCK();
@@ -1414,6 +1420,24 @@ int store_job_page(store *s, int64_t after, int limit, const char *status, int (
 
 /* ---- what jobs logged -------------------------------------------------------------- */
 
+/* One row of a job's page from st's columns into row (of r's array). */
+typedef void (*page_fill)(store_rows *r, sqlite3_stmt *st, void *row, int64_t job_id);
+
+/* A page of job id's rows, each of size bytes made by fill: sql takes the
+ * job (?1), the key the page starts after (?2) and limit + 1 (?3). */
+static int job_page(store *s, const char *sql, int64_t id, int64_t after, int limit, size_t size, page_fill fill,
+                    store_rows *out) {
+    memset(out, 0, sizeof *out);
+    RLOCK();
+    sqlite3_stmt *st = q(s, sql, "iii", id, after, (int64_t)limit + 1);
+    void *row;
+    while (st && sqlite3_step(st) == SQLITE_ROW && (row = rows_push(out, size))) fill(out, st, row, id);
+    if (st) sqlite3_reset(st);
+    RUNLOCK();
+    rows_page(out, limit);
+    return rows_done(out, STORE_OK);
+}
+
 static const char SQL_EVENTS[] =
     "SELECT id, created_at, level, message, type, data FROM events WHERE job_id = ?1 AND id < ?2"
     " ORDER BY id DESC LIMIT ?3";
@@ -1430,15 +1454,14 @@ static store_event_row *event_row(store_rows *r, sqlite3_stmt *st, store_event_r
     return e;
 }
 
+static void fill_event(store_rows *r, sqlite3_stmt *st, void *row, int64_t job_id) {
+    (void)job_id;
+    event_row(r, st, row);
+}
+
 int store_job_event_page(store *s, int64_t id, int64_t after, int limit, store_rows *out) {
-    memset(out, 0, sizeof *out);
-    RLOCK();
-    sqlite3_stmt *st = q(s, SQL_EVENTS, "iii", id, after > 0 ? after : INT64_MAX, (int64_t)limit + 1);
-    while (st && sqlite3_step(st) == SQLITE_ROW) event_row(out, st, rows_push(out, sizeof(store_event_row)));
-    if (st) sqlite3_reset(st);
-    RUNLOCK();
-    rows_page(out, limit);
-    return rows_done(out, STORE_OK);
+    return job_page(s, SQL_EVENTS, id, after > 0 ? after : INT64_MAX, limit, sizeof(store_event_row), fill_event,
+                    out);
 }
 
 static int key_wanted(const char *keys, const char *name) {
@@ -1496,15 +1519,13 @@ static store_sample_row *sample_row(store_rows *r, sqlite3_stmt *st, store_sampl
     return m;
 }
 
+static void fill_sample(store_rows *r, sqlite3_stmt *st, void *row, int64_t job_id) {
+    (void)job_id;
+    sample_row(r, st, row);
+}
+
 int store_job_sample_page(store *s, int64_t id, long after_step, int limit, store_rows *out) {
-    memset(out, 0, sizeof *out);
-    RLOCK();
-    sqlite3_stmt *st = q(s, SQL_SAMPLES, "iii", id, (int64_t)after_step, (int64_t)limit + 1);
-    while (st && sqlite3_step(st) == SQLITE_ROW) sample_row(out, st, rows_push(out, sizeof(store_sample_row)));
-    if (st) sqlite3_reset(st);
-    RUNLOCK();
-    rows_page(out, limit);
-    return rows_done(out, STORE_OK);
+    return job_page(s, SQL_SAMPLES, id, after_step, limit, sizeof(store_sample_row), fill_sample, out);
 }
 
 int store_job_eval_rows(store *s, int64_t id, store_rows *out) {
@@ -1526,23 +1547,17 @@ int store_job_eval_rows(store *s, int64_t id, store_rows *out) {
 static const char SQL_CKPTS[] =
     "SELECT id, created_at, step, metrics FROM checkpoints WHERE job_id = ?1 AND id > ?2 ORDER BY step, id LIMIT ?3";
 
+static void fill_checkpoint(store_rows *r, sqlite3_stmt *st, void *row, int64_t job_id) {
+    store_checkpoint_row *c = row;
+    c->id = sqlite3_column_int64(st, 0);
+    c->job_id = job_id;
+    c->created_at = sqlite3_column_int64(st, 1);
+    c->step = (long)sqlite3_column_int64(st, 2);
+    c->metrics = col_str(r, st, 3);
+}
+
 int store_job_checkpoint_page(store *s, int64_t id, int64_t after, int limit, store_rows *out) {
-    memset(out, 0, sizeof *out);
-    RLOCK();
-    sqlite3_stmt *st = q(s, SQL_CKPTS, "iii", id, after, (int64_t)limit + 1);
-    while (st && sqlite3_step(st) == SQLITE_ROW) {
-        store_checkpoint_row *c = rows_push(out, sizeof *c);
-        if (!c) break;
-        c->id = sqlite3_column_int64(st, 0);
-        c->job_id = id;
-        c->created_at = sqlite3_column_int64(st, 1);
-        c->step = (long)sqlite3_column_int64(st, 2);
-        c->metrics = col_str(out, st, 3);
-    }
-    if (st) sqlite3_reset(st);
-    RUNLOCK();
-    rows_page(out, limit);
-    return rows_done(out, STORE_OK);
+    return job_page(s, SQL_CKPTS, id, after, limit, sizeof(store_checkpoint_row), fill_checkpoint, out);
 }
 
 /* ---- the live feed ---------------------------------------------------------------------- */

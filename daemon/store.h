@@ -27,6 +27,7 @@
 #define DAEMON_STORE_H
 
 #include <jansson.h>
+#include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -171,6 +172,9 @@ typedef struct store_upd {
  * columns of upd, and one status event (level "info"/"warn"/"error"). */
 int store_job_transition(store *s, int64_t id, const char *from, const char *to, const char *level,
                          const store_upd *upd, const char *fmt, ...) __attribute__((format(printf, 7, 8)));
+/* The same with the event's arguments as a va_list (left for the caller to end). */
+int store_job_transitionv(store *s, int64_t id, const char *from, const char *to, const char *level,
+                          const store_upd *upd, const char *fmt, va_list ap) __attribute__((format(printf, 7, 0)));
 /* The current status into st (size 32). */
 int store_job_status(store *s, int64_t id, char st[32]);
 

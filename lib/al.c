@@ -77,8 +77,8 @@ int al_failf(al_error *e, int rc, const char *fmt, ...) {
 
 int al_fail_as(al_error *e, int rc, const char *field, const char *msg) {
     if (!e) return rc;
-    snprintf(e->field, sizeof e->field, "%s", field ? field : "");
-    snprintf(e->msg, sizeof e->msg, "%s", msg ? msg : "");
+    if (field != e->field) snprintf(e->field, sizeof e->field, "%s", field ? field : "");
+    if (msg != e->msg) snprintf(e->msg, sizeof e->msg, "%s", msg ? msg : "");
     return rc;
 }
 

@@ -80,7 +80,8 @@ int al_fail_at(al_error *e, int rc, const char *field_fmt, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 /* The same with no field at fault (field ""). */
 int al_failf(al_error *e, int rc, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-/* A reason written elsewhere (msg, kept as it is) blamed on field. */
+/* A reason written elsewhere (msg, kept as it is) blamed on field; msg may
+ * be e->msg itself (a reason already there, now blamed on field). */
 int al_fail_as(al_error *e, int rc, const char *field, const char *msg);
 
 /* Always-on check for programmer errors (never for bad input). */

@@ -9,6 +9,8 @@ shared_dir:
             is refused with 422 no_launcher
   retries   a launcher that never starts a rank: the job is requeued
             launcher_retries times, then fails; the daemon lives on
+  param     the ranks' result line names the job's field at fault: the
+            job's error has it as param
   stream    a 2-process SFT job: its metrics arrive over the job's event
             stream while it runs, the job object says 2 processes, it
             succeeds and registers its model
@@ -141,8 +143,19 @@ plain.wait(60)
 
 # a launcher that never starts a rank (exits 1 at once): every attempt is
 # lost, the job is requeued launcher_retries times, then fails; the daemon
-# lives on
-bad, base1 = start_daemon("bad", ["--launcher", "/bin/false -np {processes}", "--shared-dir",
+# lives on. The same stand-in launcher answers a job of seed 424242 as
+# ranks that failed on a field of the job: the result line's
+# "param" (as `alignd train --events json` writes it) becomes the job
+# error's param
+fake_rank = os.path.join(WORK, "fake_rank.sh")
+with open(fake_rank, "w") as f:
+    f.write("for a; do case $a in *.json) job=$a;; esac; done\n"
+            "grep -q 424242 \"$job\" || exit 1\necho '" + json.dumps(
+                {"event": "result", "status": "failed", "code": "invalid argument",
+                 "message": "reward.judge.model: cannot tell the answers A and B apart",
+                 "param": "reward.judge.model", "steps": 0, "total_steps": 0, "trained_tokens": 0,
+                 "output_dir": "", "output_is_model": False, "files": []}) + "'\n")
+bad, base1 = start_daemon("bad", ["--launcher", "/bin/sh " + fake_rank + " -np {processes}", "--shared-dir",
                                   os.path.join(WORK, "shared_bad"), "--launcher-retries", "1"])
 code, jb = call(base1, "/v1/fine_tuning/jobs", sft(10))
 j = wait(base1, jb["id"], lambda x: x["status"] == "failed", timeout=120, what="to fail") if code == 200 else None
@@ -153,6 +166,12 @@ ev = events(base1, jb["id"]) if code == 200 else []
 check(sum(e.startswith("Attempt 1 was lost") and "restarts from step 0" in e for e in ev) == 1,
       "a launch that never runs: its first lost attempt was requeued, from step 0")
 check(call(base1, "/v1/fine_tuning/jobs")[0] == 200 and bad.poll() is None, "the daemon lives on")
+code, jf = call(base1, "/v1/fine_tuning/jobs", dict(sft(10), seed=424242))
+j = wait(base1, jf["id"], lambda x: x["status"] == "failed", timeout=120, what="to fail") if code == 200 else None
+e = (j or {}).get("error") or {}
+check(e.get("param") == "reward.judge.model" and e.get("code") == "invalid_job" and
+      e.get("message") == "reward.judge.model: cannot tell the answers A and B apart",
+      f"the ranks' failure: its field is the error's param ({code} {e})")
 bad.send_signal(signal.SIGTERM)
 bad.wait(60)
 

@@ -18,7 +18,9 @@ static inline int t_train_json(const char *json, const char *resume, const al_tr
         fprintf(stderr, "job: %s\n", err);
         return rc;
     }
-    rc = al_train_run(&job, resume, cb, res, err);
+    al_error e = {"", ""};
+    rc = al_train_run(&job, resume, cb, res, &e);
+    if (rc) snprintf(err, AL_ERRLEN, "%s", e.msg);
     if (rc && rc != AL_ECANCELED && rc != AL_EPAUSED) fprintf(stderr, "train: %s\n", err);
     al_job_deinit(&job);
     return rc;

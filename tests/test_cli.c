@@ -170,6 +170,24 @@ int main(void) {
     snprintf(a, sizeof a, "train %s/bad.json", tmp);
     T_EQ_INT(run(a), 2);
     T_OUT_HAS("hyperparameters.beta: must be a number");
+    /* a run's failure names the job's field as data: the result line's
+     * param (which the daemon answers as the job error's param) */
+    snprintf(a, sizeof a, "%s/eval_b.json", tmp);
+    f = fopen(a, "w");
+    if (f) {
+        fprintf(f, "{\"method\":\"evaluate\",\"model\":\"%s/llama\",\"model_b\":\"%s/broken\","
+                   "\"task\":{\"name\":\"addition\",\"rows\":4},\"reward\":{\"judge\":{\"model\":\"%s/llama\"}},"
+                   "\"output_dir\":\"%s/eval_b\"}", tmp, tmp, tmp, tmp);
+        fclose(f);
+    }
+    snprintf(a, sizeof a, "train %s/eval_b.json --events json 2>/dev/null | grep '\"event\": *\"result\"'", tmp);
+    run(a);
+    j = out_json();
+    T_STR_EQ(json_string_value(json_object_get(j, "status")), "failed");
+    T_STR_EQ(json_string_value(json_object_get(j, "param")), "model_b");
+    const char *m = json_string_value(json_object_get(j, "message"));
+    T_REPORT_(m && !strncmp(m, "model_b: ", 9) && strstr(m, "model.safetensors"), "message: %s", m ? m : "(none)");
+    json_decref(j);
     snprintf(a, sizeof a, "eval --model %s/g_sft --task chess", tmp);
     T_EQ_INT(run(a), 2);
     T_OUT_HAS("'chess' is not a built-in task");

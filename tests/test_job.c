@@ -228,10 +228,10 @@ int main(void) {
                      "{\"messages\":\"d\"}},\"training_files\":[{\"file\":\"a\"},{\"file\":\"b\",\"dataset_info\":"
                      "{\"formatting\":\"sharegpt\",\"columns\":{\"messages\":\"e\"}}}],\"validation_file\":\"v\"}";
     T_OK(al_job_parse(&j, di, strlen(di), err));
-    T_STR_EQ(al_job_file_sharegpt(&j, j.train_files[0].file)->col[AL_DI_MESSAGES], "d");
-    T_STR_EQ(al_job_file_sharegpt(&j, j.train_files[1].file)->col[AL_DI_MESSAGES], "e");
-    T_STR_EQ(al_job_file_sharegpt(&j, j.validation_file)->col[AL_DI_MESSAGES], "d");
-    T_TRUE(al_job_file_sharegpt(&j, "a") == NULL); /* by identity: an eval task's file of the same name is not it */
+    T_STR_EQ(al_job_file_dataset_info(&j, j.train_files[0].file)->col[AL_DI_MESSAGES], "d");
+    T_STR_EQ(al_job_file_dataset_info(&j, j.train_files[1].file)->col[AL_DI_MESSAGES], "e");
+    T_STR_EQ(al_job_file_dataset_info(&j, j.validation_file)->col[AL_DI_MESSAGES], "d");
+    T_TRUE(al_job_file_dataset_info(&j, "a") == NULL); /* by identity: an eval task's file of the same name is not it */
     al_job_deinit(&j);
     T_REJECTS("{\"method\":\"sft\",\"model\":\"m\",\"dataset_info\":{\"formatting\":\"sharegpt\"},\"training_files\":"
               "[{\"file\":\"a\",\"dataset_info\":{\"formatting\":\"sharegpt\"}}]}",

@@ -28,6 +28,7 @@
 #include "train/rollout.h"
 
 static char g_err[AL_ERRLEN];
+static al_error g_fail; /* the field at fault beside the reason */
 
 static void tiny_rm(const char *dir) {
     t_shape s = {AL_ARCH_GPT2, .layers = 2, .C = 16, .heads = 2, .FF = 32, .max_T = 48, .score_head = 1};
@@ -50,8 +51,8 @@ static void test_sized_scores(const char *rm) {
     /* prompts of up to 4 bytes, completions of up to 3: 4 + 3 + slack tokens */
     al_reward_len small = {4, 3};
     al_rewarder *full = NULL, *sized = NULL;
-    T_OK(al_rewarder_new(&full, &cfg, 0, 3, NULL, g_err));
-    T_OK(al_rewarder_new(&sized, &cfg, 0, 3, &small, g_err));
+    T_OK(al_rewarder_new(&full, &cfg, 0, 3, NULL, &g_fail));
+    T_OK(al_rewarder_new(&sized, &cfg, 0, 3, &small, &g_fail));
     if (!full || !sized) goto out;
     /* within the bound, past it, past the context of 48 */
     const char *prompts[] = {"1+2=", "3+4=", "12+34=", "0+0=", "5+5=5+5=5+5=5+5=", "99+1=",
@@ -78,7 +79,7 @@ out:
 static void test_cut_off_scores(const char *rm) {
     al_reward_cfg cfg = rm_only(rm);
     al_rewarder *rw = NULL;
-    T_OK(al_rewarder_new(&rw, &cfg, 0, 2, NULL, g_err));
+    T_OK(al_rewarder_new(&rw, &cfg, 0, 2, NULL, &g_fail));
     al_model *m = NULL;
     T_OK(al_model_open_ex(&m, rm, NULL, AL_OPEN_SCORE_HEAD | AL_OPEN_FROZEN, 0, g_err));
     if (!rw || !m) goto out;
@@ -165,8 +166,8 @@ static void test_judge(const char *jm) {
     al_model *m = NULL;
     al_tok *tok = NULL;
     al_chat *chat = NULL;
-    T_OK(al_rewarder_new(&full, &cfg, 0, 3, NULL, g_err));
-    T_OK(al_rewarder_new(&sized, &cfg, 0, 3, &small, g_err));
+    T_OK(al_rewarder_new(&full, &cfg, 0, 3, NULL, &g_fail));
+    T_OK(al_rewarder_new(&sized, &cfg, 0, 3, &small, &g_fail));
     T_OK(al_model_open_ex(&m, jm, NULL, AL_OPEN_FROZEN, 0, g_err));
     T_OK(al_tok_load(&tok, jm, g_err));
     if (tok) T_OK(al_chat_new(&chat, tok, NULL, g_err));
@@ -267,13 +268,14 @@ static void test_graded_sources(void) {
     cfg.http_weight = 0.5f;
     cfg.http_batch = 2;
     al_rewarder *rw = NULL;
-    T_OK(al_rewarder_new(&rw, &cfg, 0, 4, NULL, g_err));
+    T_OK(al_rewarder_new(&rw, &cfg, 0, 4, NULL, &g_fail));
     /* no runner callback: refused at set-up, never a silent 0 */
-    T_EQ_INT(al_rewarder_attach(rw, NULL, g_err), AL_EINVAL);
-    T_STR_EQ(g_err, "reward.http: this runner cannot call external verifiers");
+    T_EQ_INT(al_rewarder_attach(rw, NULL, &g_fail), AL_EINVAL);
+    T_STR_EQ(g_fail.msg, "reward.http: this runner cannot call external verifiers");
+    T_STR_EQ(g_fail.field, "reward.http");
     fake_ext fx = {0};
     al_train_cb cb = {.external_reward = fake_reward, .ud = &fx};
-    T_OK(al_rewarder_attach(rw, &cb, g_err));
+    T_OK(al_rewarder_attach(rw, &cb, &g_fail));
     /* per-row answers: a list, and a row of its own grader (casefold) */
     const char *a0[] = {"1000"}, *a1[] = {"forty-two", "42"}, *a2[] = {"Paris"};
     al_grader_cfg cf;
@@ -345,7 +347,7 @@ static void test_file_rows(void) {
     al_job job;
     T_OK(al_job_parse(&job, js, strlen(js), g_err));
     al_prompts p = {0};
-    T_OK(al_prompts_load(&p, &job, chat, 0, 0, 0, 0, path, "training_file", 0, g_err));
+    T_OK(al_prompts_load(&p, &job, chat, 0, 0, 0, 0, path, "training_file", 0, &g_fail));
     T_EQ_INT(p.n, 3);
     if (p.n == 3) {
         T_EQ_INT(p.ref[0].n_answers, 2);
@@ -355,7 +357,7 @@ static void test_file_rows(void) {
         T_EQ_INT(p.graders.n, 1);
         T_TRUE(json_is_object(p.ref[1].row));
         al_rewarder *rw = NULL;
-        T_OK(al_rewarder_new(&rw, &job.reward, 0, 4, NULL, g_err));
+        T_OK(al_rewarder_new(&rw, &job.reward, 0, 4, NULL, &g_fail));
         const al_reward_row *rows[3] = {&p.ref[0], &p.ref[1], &p.ref[2]};
         const char *prompts[3] = {"a", "b", "c"}, *comps[3] = {"#### 41", " oslo", "Roma"};
         int lens[3] = {1, 1, 1}, eos[3] = {1, 1, 1};
@@ -371,26 +373,28 @@ static void test_file_rows(void) {
     f = fopen(path, "w");
     fputs("{\"prompt\":\"a\",\"answer\":\"1\"}\n{\"prompt\":\"b\",\"answer\":\"2\",\"grader\":{\"compare\":\"near\"}}\n", f);
     fclose(f);
-    T_EQ_INT(al_prompts_load(&p, &job, chat, 0, 0, 0, 0, path, "training_file", 0, g_err), AL_EINVAL);
-    T_STR_EQ(g_err, "training_file: line 2: grader.compare: must be \"exact\", \"casefold\", \"numeric\" or \"auto\"");
+    T_EQ_INT(al_prompts_load(&p, &job, chat, 0, 0, 0, 0, path, "training_file", 0, &g_fail), AL_EINVAL);
+    T_STR_EQ(g_fail.msg, "training_file: line 2: grader.compare: must be \"exact\", \"casefold\", \"numeric\" or \"auto\"");
+    T_STR_EQ(g_fail.field, "training_file"); /* the job's field: the file the line is in */
     al_prompts_free(&p);
     f = fopen(path, "w");
     fputs("{\"prompt\":\"a\",\"answer\":\"1\"}\n{\"prompt\":\"b\",\"answer\":\"two\"}\n", f);
     fclose(f);
-    T_EQ_INT(al_prompts_load(&p, &job, chat, 0, 0, 0, 0, path, "training_file", 0, g_err), AL_EINVAL);
-    T_STR_EQ(g_err, "training_file: line 2: the answer 'two' is not a number (the grader compares numbers)");
+    T_EQ_INT(al_prompts_load(&p, &job, chat, 0, 0, 0, 0, path, "training_file", 0, &g_fail), AL_EINVAL);
+    T_STR_EQ(g_fail.msg, "training_file: line 2: the answer 'two' is not a number (the grader compares numbers)");
+    T_STR_EQ(g_fail.field, "training_file");
     al_prompts_free(&p);
     /* word_problems grades its worked solutions by the answer line unless the job chose */
     al_job_deinit(&job);
     const char *wp = "{\"method\":\"grpo\",\"model\":\"m\",\"task\":{\"name\":\"word_problems\"},"
                      "\"reward\":{\"verifiable\":1}}";
     T_OK(al_job_parse(&job, wp, strlen(wp), g_err));
-    T_OK(al_prompts_load(&p, &job, chat, 1, 4, 7, AL_SPLIT_TRAIN, NULL, "task", 0, g_err));
+    T_OK(al_prompts_load(&p, &job, chat, 1, 4, 7, AL_SPLIT_TRAIN, NULL, "task", 0, &g_fail));
     if (p.n == 4) {
         T_TRUE(p.ref[0].grader != NULL && p.ref[3].grader == p.ref[0].grader);
         T_EQ_INT(al_grader_config(p.ref[0].grader)->extract, AL_EXTRACT_HASH);
         al_rewarder *rw = NULL;
-        T_OK(al_rewarder_new(&rw, &job.reward, 0, 4, NULL, g_err));
+        T_OK(al_rewarder_new(&rw, &job.reward, 0, 4, NULL, &g_fail));
         char good[64];
         size_t a;
         const char *hs = strstr(p.answer[0], "####");
@@ -503,7 +507,7 @@ static void test_sampled_completions(void) {
     al_job job;
     T_OK(al_job_parse(&job, json, strlen(json), g_err));
     al_train_result res;
-    T_OK(al_train_run(&job, NULL, NULL, &res, g_err));
+    T_OK(al_train_run(&job, NULL, NULL, &res, &g_fail));
     al_job_deinit(&job);
     char path[1200];
     snprintf(path, sizeof path, "%s/evaluation.jsonl", out);
@@ -537,7 +541,7 @@ static void test_sampled_completions(void) {
     sampled sm = {0};
     al_train_cb cb = {.sample = on_grpo_sample, .ud = &sm};
     T_OK(al_job_parse(&job, json, strlen(json), g_err));
-    T_OK(al_train_run(&job, NULL, &cb, &res, g_err));
+    T_OK(al_train_run(&job, NULL, &cb, &res, &g_fail));
     al_job_deinit(&job);
     T_TRUE(sm.n >= 64);
     T_EQ_INT(sm.agree, sm.n);
@@ -642,7 +646,7 @@ static void test_word_problems_grpo(void) {
     al_job job;
     al_train_result res;
     T_OK(al_job_parse(&job, json, strlen(json), g_err));
-    T_OK(al_train_run(&job, NULL, NULL, &res, g_err));
+    T_OK(al_train_run(&job, NULL, NULL, &res, &g_fail));
     al_job_deinit(&job);
     wp_run *w = calloc(1, sizeof *w);
     T_TRUE(w != NULL);
@@ -663,7 +667,7 @@ static void test_word_problems_grpo(void) {
              WP_STEPS, WP_BATCH);
     al_train_cb cb = {.log = wp_on_log, .sample = wp_on_sample, .ud = w};
     T_OK(al_job_parse(&job, json, strlen(json), g_err));
-    T_OK(al_train_run(&job, NULL, &cb, &res, g_err));
+    T_OK(al_train_run(&job, NULL, &cb, &res, &g_fail));
     T_EQ_INT(w->steps, WP_STEPS + 1); /* and step 0's rollout, the starting point */
     T_EQ_INT(w->sources_ok, w->steps);
     T_EQ_INT(w->sums_ok, w->steps);
@@ -679,9 +683,9 @@ static void test_word_problems_grpo(void) {
     al_chat *chat = NULL;
     T_OK(al_chat_new(&chat, tok, NULL, g_err));
     al_prompts p = {0};
-    T_OK(al_prompts_load(&p, &job, chat, 1, WP_ROWS, WP_SEED, AL_SPLIT_TRAIN, NULL, "task", 0, g_err));
+    T_OK(al_prompts_load(&p, &job, chat, 1, WP_ROWS, WP_SEED, AL_SPLIT_TRAIN, NULL, "task", 0, &g_fail));
     al_rewarder *rw = NULL;
-    T_OK(al_rewarder_new(&rw, &job.reward, 0, 4, NULL, g_err));
+    T_OK(al_rewarder_new(&rw, &job.reward, 0, 4, NULL, &g_fail));
     if (p.n == WP_ROWS && rw) {
         T_STR_EQ(p.answer[0], w->rows[0].answer);
         enum { K = 6 };

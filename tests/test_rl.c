@@ -929,8 +929,10 @@ static void test_runs(const char *tmp, const char *base, const char *rm) {
              base, tmp);
     al_job job;
     T_OK(al_job_parse(&job, json, strlen(json), g_err));
-    T_TRUE(al_train_run(&job, NULL, NULL, NULL, g_err) != AL_OK);
-    T_REPORT_(strncmp(g_err, "reward.reward_model:", 20) == 0, "error \"%s\"", g_err);
+    al_error fail;
+    T_TRUE(al_train_run(&job, NULL, NULL, NULL, &fail) != AL_OK);
+    T_REPORT_(strncmp(fail.msg, "reward.reward_model:", 20) == 0, "error \"%s\"", fail.msg);
+    T_STR_EQ(fail.field, "reward.reward_model"); /* a field the message alone did not give the API */
     al_job_deinit(&job);
 }
 
@@ -1074,6 +1076,81 @@ static void test_mixture(const char *tmp, const char *base) {
     T_TRUE(strstr(g_err, "training_files: mixing several files is for the training methods") == g_err);
 }
 
+/* ---- a data job paused and resumed ------------------------------------------------ */
+
+/* Every logged line of a run as text, and the polls that pause it. */
+typedef struct datalog {
+    char lines[16][512];
+    long steps[16];
+    int n;
+    int polls, pause_at; /* should_pause answers 1 at poll pause_at (0: never) */
+} datalog;
+
+static void data_log(void *ud, long step, double epoch, const al_metric *m, int n) {
+    datalog *l = ud;
+    if (l->n >= 16) return;
+    int k = snprintf(l->lines[l->n], sizeof l->lines[0], "%.17g", epoch);
+    for (int i = 0; i < n && k < (int)sizeof l->lines[0]; i++)
+        k += snprintf(l->lines[l->n] + k, sizeof l->lines[0] - (size_t)k, " %s=%.17g", m[i].name, m[i].value);
+    l->steps[l->n++] = step;
+}
+
+static int data_pause(void *ud) {
+    datalog *l = ud;
+    return ++l->polls == l->pause_at;
+}
+
+/* generate_preferences paused after 2 of its 6 steps (a checkpoint of the
+ * pairs so far, the cursor and the RNG), then resumed: the same file, byte
+ * for byte, and the same metric lines as the run that never stopped. */
+static void test_data_resume(const char *tmp, const char *base) {
+    const char *J = "{\"method\":\"generate_preferences\",\"model\":\"%s\",\"task\":{\"name\":\"addition2\",\"rows\":%d},"
+                    "\"reward\":{\"verifiable\":{\"weight\":1,\"partial\":true},\"length_penalty\":0.01},"
+                    "\"hyperparameters\":{\"num_generations\":4,\"max_completion_length\":5,\"temperature\":1.0,"
+                    "\"logging_steps\":1},\"output_dir\":\"%s\",\"seed\":6}";
+    char json[2048], out[1200], path[1300], ck[1300];
+    static datalog full, part;
+    al_train_cb cb = {.log = data_log, .should_pause = data_pause, .ud = &full};
+    al_train_result res;
+    snprintf(out, sizeof out, "%s/prefs_full", tmp);
+    snprintf(json, sizeof json, J, base, 24, out);
+    T_OK(t_train_json(json, NULL, &cb, &res, g_err));
+    T_EQ_INT(res.steps, 6);
+    T_EQ_INT(full.n, 6);
+    char *a = NULL, *b = NULL;
+    size_t na = 0, nb = 0;
+    snprintf(path, sizeof path, "%s/preferences.jsonl", out);
+    T_OK(al_file_read(path, 1 << 20, &a, &na, g_err));
+    T_TRUE(na > 0);
+    snprintf(out, sizeof out, "%s/prefs_paused", tmp);
+    snprintf(json, sizeof json, J, base, 24, out);
+    part.pause_at = 3; /* before step 3 */
+    cb.ud = &part;
+    T_EQ_INT(t_train_json(json, NULL, &cb, &res, g_err), AL_EPAUSED);
+    T_EQ_INT(res.steps, 2);
+    snprintf(ck, sizeof ck, "%s/checkpoint-2", out);
+    T_STR_EQ(res.last_checkpoint, ck);
+    snprintf(path, sizeof path, "%s/preferences.jsonl", out);
+    T_TRUE(!al_file_exists(path)); /* the job's file only when it ends */
+    T_OK(t_train_json(json, ck, &cb, &res, g_err));
+    T_EQ_INT(res.steps, 6);
+    T_OK(al_file_read(path, 1 << 20, &b, &nb, g_err));
+    T_TRUE(na == nb && a && b && !memcmp(a, b, na));
+    T_EQ_INT(part.n, 6);
+    for (int i = 0; i < part.n && i < full.n; i++) {
+        T_EQ_INT(part.steps[i], full.steps[i]);
+        T_STR_EQ(part.lines[i], full.lines[i]);
+    }
+    free(a);
+    free(b);
+    /* a checkpoint of another job is refused, naming both */
+    snprintf(json, sizeof json, J, base, 20, out);
+    T_EQ_INT(t_train_json(json, ck, NULL, &res, g_err), AL_EINVAL);
+    T_REPORT_(strstr(g_err, "/checkpoint-2/trainer_state.json: written by another job (generate_preferences, 24 "
+                            "prompts, 4 per step, step 2), not this generate_preferences of 20 prompts, 4 per step, "
+                            "5 steps") != NULL, "error \"%s\"", g_err);
+}
+
 int main(void) {
     al_pool_init(2);
     test_kl();
@@ -1095,5 +1172,6 @@ int main(void) {
     test_turn_end_stop(tmp);
     test_runs(tmp, base, rm);
     test_mixture(tmp, base);
+    test_data_resume(tmp, base);
     return t_done();
 }

@@ -1,10 +1,10 @@
 /* The scheduler and workers in-process, on tiny models: two concurrent jobs
  * both progress (and take turns fairly), cancel, pause and resume with the
  * final weights equal to an uninterrupted run's, draining returns a running
- * job to queued with a checkpoint, a failing job records its cause and the
- * next job still runs, and the memory budget makes a job wait (also while
- * the chat endpoints' models hold it). Run under
- * ThreadSanitizer in CI. */
+ * job to queued with a checkpoint, a failing job records its cause (the
+ * job's field at fault as the error's param) and the next job still runs,
+ * and the memory budget makes a job wait (also while the chat endpoints'
+ * models hold it). Run under ThreadSanitizer in CI. */
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -298,6 +298,16 @@ static void test_drain_and_failures(void) {
     T_STR_EQ(dd_str(err, "code"), "invalid_model_or_data");
     T_TRUE(strstr(dd_str(err, "message"), "model.safetensors") != NULL);
     fprintf(stderr, "failed job's error: %s\n", dd_str(err, "message"));
+    json_decref(o);
+    /* the job's field a run fails on arrives as data, as the error's param */
+    T_OK(submit("{\"method\":\"evaluate\",\"model\":\"tiny\",\"model_b\":\"broken\",\"task\":{\"name\":\"addition\","
+                "\"rows\":4},\"reward\":{\"judge\":{\"model\":\"tiny\"}}}", bad));
+    T_OK(wait_status(bad, "failed", 60));
+    o = job(bad);
+    err = json_object_get(o, "error");
+    T_STR_EQ(dd_str(err, "code"), "invalid_model_or_data");
+    T_STR_EQ(dd_str(err, "param"), "model_b");
+    T_TRUE(!strncmp(dd_str(err, "message"), "model_b: ", 9));
     json_decref(o);
     T_OK(submit(JOB(3, 5), after));
     T_OK(wait_status(after, "succeeded", 60));

@@ -269,10 +269,12 @@ static void test_watchdog(void) {
     al_job job;
     T_OK(al_job_parse(&job, json, strlen(json), g_err));
     al_train_result res;
-    int rc = al_train_run(&job, NULL, NULL, &res, g_err);
+    al_error fail;
+    int rc = al_train_run(&job, NULL, NULL, &res, &fail);
     al_job_deinit(&job);
     T_EQ_INT(rc, AL_ENAN);
-    T_REPORT_(strstr(g_err, "divergence") != NULL, "message: %s", g_err);
+    T_REPORT_(strstr(fail.msg, "divergence") != NULL, "message: %s", fail.msg);
+    T_STR_EQ(fail.field, ""); /* no field of the job is at fault */
     char model[1400];
     snprintf(model, sizeof model, "%s/model.safetensors", out);
     FILE *f = fopen(model, "r");

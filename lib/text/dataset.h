@@ -211,13 +211,6 @@ int al_dataset_info_parse(const json_t *v, const char *path, al_dataset_info *ou
 /* The entry as JSON, every name resolved (new reference; NULL on ENOMEM). */
 json_t *al_dataset_info_json(const al_dataset_info *c);
 
-/* The names lib/train still spells (the entry was sharegpt-only once); to
- * go when lib/train's callers are renamed. */
-typedef al_dataset_info al_sharegpt_cfg;
-static inline int al_sharegpt_parse(const json_t *v, const char *path, al_dataset_info *out, al_error *err) {
-    return al_dataset_info_parse(v, path, out, err);
-}
-
 typedef struct al_data_opts {
     /* "sft", "pretrain", "dpo" (also "ipo", "orpo", "simpo"), "kto",
      * "reward_model" ("rm"), "rl" ("ppo", "grpo", "rloo"); NULL: the format's
@@ -240,12 +233,9 @@ typedef struct al_data_opts {
                               * dropped row a warning (too_short, too_long,
                               * language, contaminated, near_duplicate) and
                               * the report's "hygiene" section the counts */
-    union {                  /* NULL, or the file's dataset_info entry (then
-                              * its names are the only ones read; the
-                              * report's "dataset_info" says them) */
-        const al_dataset_info *dataset_info;
-        const al_dataset_info *sharegpt; /* lib/train's name for it (above) */
-    };
+    const al_dataset_info *dataset_info; /* NULL, or the file's dataset_info
+                              * entry (then its names are the only ones
+                              * read; the report's "dataset_info" says them) */
 } al_data_opts;
 
 /* A read dataset. Members are read-only for callers; al_dataset_free

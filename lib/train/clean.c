@@ -15,7 +15,8 @@ static long jget(const json_t *o, const char *a, const char *b) {
     return (long)json_integer_value(b ? json_object_get(x, b) : x);
 }
 
-int al_clean_run(const al_job *job, const al_train_cb *cb, al_train_result *res, char err[AL_ERRLEN]) {
+/* Its errors name no job field: the file's reading and writing. */
+static int clean_run(const al_job *job, const al_train_cb *cb, al_train_result *res, char err[AL_ERRLEN]) {
     al_train_result r;
     memset(&r, 0, sizeof r);
     r.total_steps = 1;
@@ -29,7 +30,7 @@ int al_clean_run(const al_job *job, const al_train_cb *cb, al_train_result *res,
     snprintf(rpath, sizeof rpath, "%s/report.json", job->output_dir);
     json_t *rep = NULL;
     int kept = 0;
-    al_data_opts o = {.hygiene = &job->hygiene, .sharegpt = al_job_file_sharegpt(job, job->training_file)};
+    al_data_opts o = {.hygiene = &job->hygiene, .dataset_info = al_job_file_dataset_info(job, job->training_file)};
     if (!rc) rc = al_dataset_clean_file(job->training_file, out, &o, &rep, &kept, err);
     if (!rc) {
         char *txt = json_dumps(rep, JSON_INDENT(2));
@@ -90,4 +91,10 @@ int al_clean_run(const al_job *job, const al_train_cb *cb, al_train_result *res,
     if (cb && cb->checkpoint) cb->checkpoint(cb->ud, 1, job->output_dir);
     if (res) *res = r;
     return AL_OK;
+}
+
+int al_clean_run(const al_job *job, const al_train_cb *cb, al_train_result *res, al_error *err) {
+    char msg[AL_ERRLEN] = "";
+    int rc = clean_run(job, cb, res, msg);
+    return rc ? al_fail_as(err, rc, "", msg) : AL_OK;
 }

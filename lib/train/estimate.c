@@ -347,7 +347,7 @@ static int count_data(const al_job *job, est_job *x, al_estimate *e, al_error *e
         for (int f = 0; f < nf && !rc; f++) {
             al_dataset *ds = NULL;
             const char *path = job->n_train_files ? job->train_files[f].file : job->training_file;
-            o.sharegpt = al_job_file_sharegpt(job, path);
+            o.dataset_info = al_job_file_dataset_info(job, path);
             if (job->n_train_files) snprintf(field, sizeof field, "training_files[%d].file", f);
             else snprintf(field, sizeof field, "training_file");
             if ((rc = al_dataset_read_file(path, chat, &o, &ds, e2))) break;

@@ -389,18 +389,18 @@ static int parse_train_files(al_job *job, const json_t *v, al_error *err) {
         const json_t *di = json_object_get(e, "dataset_info");
         snprintf(p, sizeof p, "%s.dataset_info", path);
         if (di && !json_is_null(di)) {
-            if ((rc = al_sharegpt_parse(di, p, &job->train_files[i].sharegpt, err))) return rc;
-            job->train_files[i].has_sharegpt = 1;
+            if ((rc = al_dataset_info_parse(di, p, &job->train_files[i].dataset_info, err))) return rc;
+            job->train_files[i].has_dataset_info = 1;
         }
     }
     if (n == 1) {
         memcpy(job->training_file, job->train_files[0].file, sizeof job->training_file);
         job->n_train_files = 0;
-        if (job->train_files[0].has_sharegpt) {
-            if (job->has_sharegpt)
+        if (job->train_files[0].has_dataset_info) {
+            if (job->has_dataset_info)
                 return AL_FAIL(err, AL_EINVAL, "training_files[0].dataset_info", "give it or dataset_info, not both");
-            job->sharegpt = job->train_files[0].sharegpt;
-            job->has_sharegpt = 1;
+            job->dataset_info = job->train_files[0].dataset_info;
+            job->has_dataset_info = 1;
         }
     } else {
         job->n_train_files = (int)n;
@@ -544,13 +544,14 @@ static int parse_eval_tasks(al_job *job, const json_t *v, al_error *err) {
     return AL_OK;
 }
 
-const al_sharegpt_cfg *al_job_file_sharegpt(const al_job *job, const char *file) {
-    if (file == job->training_file || file == job->validation_file) return job->has_sharegpt ? &job->sharegpt : NULL;
+const al_dataset_info *al_job_file_dataset_info(const al_job *job, const char *file) {
+    if (file == job->training_file || file == job->validation_file)
+        return job->has_dataset_info ? &job->dataset_info : NULL;
     for (int k = 0; k < job->n_train_files; k++)
         if (file == job->train_files[k].file)
-            return job->train_files[k].has_sharegpt ? &job->train_files[k].sharegpt
-                   : job->has_sharegpt              ? &job->sharegpt
-                                                    : NULL;
+            return job->train_files[k].has_dataset_info ? &job->train_files[k].dataset_info
+                   : job->has_dataset_info              ? &job->dataset_info
+                                                        : NULL;
     return NULL;
 }
 
@@ -949,8 +950,8 @@ static int parse_data(al_job *j, const json_t *o, al_error *err) {
         return rc;
     const json_t *dinfo = json_object_get(o, "dataset_info");
     if (dinfo && !json_is_null(dinfo)) {
-        if ((rc = al_sharegpt_parse(dinfo, "dataset_info", &j->sharegpt, err))) return rc;
-        j->has_sharegpt = 1;
+        if ((rc = al_dataset_info_parse(dinfo, "dataset_info", &j->dataset_info, err))) return rc;
+        j->has_dataset_info = 1;
     }
     const json_t *tfs = json_object_get(o, "training_files");
     if (tfs && !json_is_null(tfs)) {

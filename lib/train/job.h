@@ -9,8 +9,8 @@
  *                   default 1, normalised; one entry = training_file; not for
  *                   the sampling jobs; fixed at its first epoch of draws
  *                   for packing and group_by_length)
- *    "dataset_info": {"formatting": "sharegpt", "columns": {...}, "tags": {...}},
- *                     (LLaMA-Factory's entry for a sharegpt file with its own
+ *    "dataset_info": {"formatting": "alpaca"|"sharegpt", "columns": {...}, "tags": {...}},
+ *                     (LLaMA-Factory's entry for a file with its own format,
  *                      column and tag names, lib/text/dataset.h: training_file's
  *                      and validation_file's, and the training_files entries'
  *                      that carry none of their own)
@@ -161,11 +161,11 @@ typedef struct al_job {
     struct {
         char file[AL_PATH_MAX];
         double weight;
-        al_sharegpt_cfg sharegpt;      /* its "dataset_info" */
-        int has_sharegpt;
+        al_dataset_info dataset_info;  /* its "dataset_info" */
+        int has_dataset_info;
     } train_files[AL_MAX_TRAIN_FILES]; /* training_files of two or more entries */
-    al_sharegpt_cfg sharegpt;          /* "dataset_info": training_file's and validation_file's */
-    int has_sharegpt;
+    al_dataset_info dataset_info;      /* "dataset_info": training_file's and validation_file's */
+    int has_dataset_info;
     int n_train_files;                 /* 0: training_file or task */
     char validation_file[AL_PATH_MAX];
     char task[32];                     /* built-in task name or "" */
@@ -211,11 +211,11 @@ static inline int al_job_open_flags(const al_job *job) {
     return job->hp.mixed_precision == AL_MP_BF16 ? AL_OPEN_BF16 : 0;
 }
 
-/* The sharegpt names ("dataset_info") the job gives for one of its data
+/* The "dataset_info" entry the job gives for one of its data
  * files, by identity: file is job->training_file, job->validation_file or a
  * job->train_files[k].file (its own, else the job's); NULL when none was
  * given for it. */
-const al_sharegpt_cfg *al_job_file_sharegpt(const al_job *job, const char *file);
+const al_dataset_info *al_job_file_dataset_info(const al_job *job, const char *file);
 
 typedef enum al_ref_kind { AL_REF_MODEL, AL_REF_FILE } al_ref_kind;
 /* Called for each string field of an unparsed job description that names a

@@ -2,19 +2,27 @@
  * together (lm.h). */
 #include "lm.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-/* err = "field: e2", or e2 alone when field is NULL. */
-static int lm_fail(char err[AL_ERRLEN], int rc, const char *field, const char *e2) {
-    return field ? al_err(err, rc, "%s: %s", field, e2) : al_err(err, rc, "%s", e2);
+/* err = "field: e2" blamed on field, or e2 alone (no field) when field is NULL. */
+static int lm_fail(al_error *err, int rc, const char *field, const char *e2) {
+    return field ? AL_FAIL(err, rc, "%s", "%s", field, e2) : al_fail_as(err, rc, "", e2);
 }
 
 int al_lm_open(al_lm *lm, const char *dir, const al_lm_cfg *cfg, char err[AL_ERRLEN]) {
+    al_error e;
+    int rc = al_lm_open_at(lm, dir, cfg, &e);
+    if (rc && err) snprintf(err, AL_ERRLEN, "%s", e.msg);
+    return rc;
+}
+
+int al_lm_open_at(al_lm *lm, const char *dir, const al_lm_cfg *cfg, al_error *err) {
     al_lm x = {0};
     char e2[AL_ERRLEN] = "";
     int rc;
-    if (!(x.dir = strdup(dir))) return al_err(err, AL_ENOMEM, "out of memory");
+    if (!(x.dir = strdup(dir))) return al_failf(err, AL_ENOMEM, "out of memory");
     rc = al_tok_load(&x.tok, dir, e2);
     if (!rc) rc = al_chat_new(&x.chat, x.tok, cfg->chat_template, e2);
     if (rc && (cfg->flags & AL_LM_TOK_OPTIONAL)) {

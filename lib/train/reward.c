@@ -98,17 +98,17 @@ enum { SPECIAL_SLACK = 8 };
 
 /* want_T: the longest sequence expected (0: unknown, the model's context). */
 static int scorer_open(scorer *s, const char *dir, int flags, int rows, size_t want_T, const char *what,
-                       char err[AL_ERRLEN]) {
+                       al_error *err) {
     char e2[AL_ERRLEN];
     int rc;
     al_lm_cfg lc = {.open_flags = flags | AL_OPEN_FROZEN, .model_field = what, .tok_field = what};
-    if ((rc = al_lm_open(&s->lm, dir, &lc, err))) return rc;
+    if ((rc = al_lm_open_at(&s->lm, dir, &lc, err))) return rc;
     const al_model_config *c = al_model_config_of(s->lm.m);
     s->T = c->max_T < 1024 ? c->max_T : 1024;
     s->rows = rows;
     s->Tres = want_T > 0 && want_T < (size_t)s->T ? (int)want_T : s->T;
     if ((rc = al_model_reserve(s->lm.m, rows, s->Tres, AL_MODEL_FORWARD_ONLY, e2)))
-        return al_err(err, rc, "%s: %s", what, e2);
+        return AL_FAIL(err, rc, "%s", "%s", what, e2);
     return AL_OK;
 }
 
@@ -129,7 +129,10 @@ static int judge_prompt(al_rewarder *rw, const char *prompt, const char *x, cons
                         char err[AL_ERRLEN]);
 
 int al_rewarder_new(al_rewarder **out, const al_reward_cfg *cfg, double hp_eos_penalty, int rows,
-                    const al_reward_len *len, char err[AL_ERRLEN]) {
+                    const al_reward_len *len, al_error *fail) {
+    /* the reason alone where no field of the job is at fault */
+    fail->field[0] = 0;
+    char *err = fail->msg;
     al_rewarder *rw = calloc(1, sizeof *rw);
     if (!rw) return al_err(err, AL_ENOMEM, "out of memory");
     rw->cfg = *cfg;
@@ -142,7 +145,7 @@ int al_rewarder_new(al_rewarder **out, const al_reward_cfg *cfg, double hp_eos_p
                            &e2);
     if (rc) {
         al_rewarder_free(rw);
-        return al_err(err, rc, "%s", e2.msg);
+        return al_fail_as(fail, rc, e2.field, e2.msg);
     }
     char what[64];
     /* one token per byte, the completion at least the " " an empty one becomes */
@@ -153,7 +156,7 @@ int al_rewarder_new(al_rewarder **out, const al_reward_cfg *cfg, double hp_eos_p
         if (cfg->n_reward_models > 1) snprintf(what, sizeof what, "reward.reward_model[%d]", k);
         else snprintf(what, sizeof what, "reward.reward_model");
         rc = scorer_open(&rw->rm[k], cfg->reward_model[k], AL_OPEN_SCORE_HEAD | (cfg->bf16 ? AL_OPEN_BF16 : 0),
-                         rw->rows, want_rm, what, err);
+                         rw->rows, want_rm, what, fail);
         rw->n_rm = k + 1;
         if (rc) break;
         if (rw->rm[k].T > rw->Tmax) rw->Tmax = rw->rm[k].T;
@@ -162,10 +165,10 @@ int al_rewarder_new(al_rewarder **out, const al_reward_cfg *cfg, double hp_eos_p
     if (!rc && cfg->judge_model[0]) {
         /* sized below, once the instructions' tokens are known */
         rc = scorer_open(&rw->judge, cfg->judge_model, cfg->bf16 ? AL_OPEN_BF16 : 0, 2, size_judge ? 1 : 0,
-                         "reward.judge.model", err);
+                         "reward.judge.model", fail);
         rw->has_judge = 1;
         if (!rc && !al_model_config_of(rw->judge.lm.m)->has_lm_head)
-            rc = al_err(err, AL_EINVAL, "reward.judge.model: %s has no language-model head", cfg->judge_model);
+            rc = AL_FAIL(fail, AL_EINVAL, "reward.judge.model", "%s has no language-model head", cfg->judge_model);
         if (!rc) {
             rw->plain = !al_chat_has_template(rw->judge.lm.chat);
             const char *a = rw->plain ? " A" : "A", *b = rw->plain ? " B" : "B";
@@ -174,7 +177,7 @@ int al_rewarder_new(al_rewarder **out, const al_reward_cfg *cfg, double hp_eos_p
             rc = al_tok_encode(rw->judge.lm.tok, a, strlen(a), 0, 0, &ia, &na, NULL, NULL, err);
             if (!rc) rc = al_tok_encode(rw->judge.lm.tok, b, strlen(b), 0, 0, &ib, &nb, NULL, NULL, err);
             if (!rc && (na < 1 || nb < 1 || ia[0] == ib[0]))
-                rc = al_err(err, AL_EINVAL, "reward.judge.model: cannot tell the answers A and B apart");
+                rc = AL_FAIL(fail, AL_EINVAL, "reward.judge.model", "cannot tell the answers A and B apart");
             if (!rc) {
                 rw->id_a = ia[0];
                 rw->id_b = ib[0];
@@ -191,6 +194,7 @@ int al_rewarder_new(al_rewarder **out, const al_reward_cfg *cfg, double hp_eos_p
                 al_seq_deinit(&s0);
                 rc = scorer_fit(&rw->judge, want < (size_t)rw->judge.T ? (int)want : rw->judge.T,
                                 "reward.judge.model", err);
+                if (rc) al_fail_as(fail, rc, "reward.judge.model", err);
             }
         }
         if (!rc && rw->judge.T > rw->Tmax) rw->Tmax = rw->judge.T;
@@ -367,11 +371,11 @@ int al_rewarder_judge(al_rewarder *rw, const char *prompt, const char *a, const 
     return rc;
 }
 
-int al_rewarder_attach(al_rewarder *rw, const al_train_cb *cb, char err[AL_ERRLEN]) {
+int al_rewarder_attach(al_rewarder *rw, const al_train_cb *cb, al_error *err) {
     rw->ext = cb ? cb->external_reward : NULL;
     rw->ext_ud = cb ? cb->ud : NULL;
     if (rw->cfg.http_url[0] && !rw->ext)
-        return al_err(err, AL_EINVAL, "reward.http: this runner cannot call external verifiers");
+        return AL_FAIL(err, AL_EINVAL, "reward.http", "this runner cannot call external verifiers");
     return AL_OK;
 }
 

@@ -185,7 +185,7 @@ static size_t nz(size_t n) { return n ? n : 1; }
 
 static int alloc_bufs(rl *r) {
     size_t NT = (size_t)r->N * r->T, MT = (size_t)r->mb * r->T, NM = (size_t)r->N * r->max_new;
-#define A(p, n) if (!((p) = calloc(nz(n), sizeof *(p)))) return al_err(r->run.err, AL_ENOMEM, "out of memory")
+#define A(p, n) if (!((p) = calloc(nz(n), sizeof *(p)))) return al_err(r->run.err.msg, AL_ENOMEM, "out of memory")
     A(r->ids, NT); A(r->pos, NT); A(r->seg, NT); A(r->tgt, NT);
     A(r->old_logp, NT); A(r->ref_logp, NT); A(r->values, NT); A(r->adv, NT); A(r->ret, NT);
     A(r->rew, NT); A(r->kl, NT);
@@ -216,7 +216,7 @@ static int open_critic(rl *r) {
     int rc;
     if (job->critic == AL_CRITIC_SHARED_BASE) {
         r->critic = al_model_new_shared(r->lm.m, &job->lora, job->hp.seed ^ 0xC817Cull, e2);
-        if (!r->critic) return al_err(r->run.err, AL_ENOMEM, "critic: %s", e2);
+        if (!r->critic) return AL_FAIL(&r->run.err, AL_ENOMEM, "critic", "%s", e2);
         return AL_OK;
     }
     const char *src = job->critic_model[0] ? job->critic_model
@@ -224,10 +224,10 @@ static int open_critic(rl *r) {
     const char *field = job->critic_model[0] ? "critic_model" : job->reward.n_reward_models ? "reward.reward_model" : "model";
     if ((rc = al_model_open_ex(&r->critic, src, job->use_lora ? &job->lora : NULL,
                                AL_OPEN_SCORE_HEAD | al_job_open_flags(job), job->hp.seed ^ 0xC817Cull, e2)))
-        return al_err(r->run.err, rc, "%s: %s", field, e2);
+        return AL_FAIL(&r->run.err, rc, "%s", "%s", field, e2);
     if (al_model_config_of(r->critic)->V != al_model_config_of(r->lm.m)->V)
-        return al_err(r->run.err, AL_EINVAL, "%s: the critic's vocabulary (%d) differs from the policy's (%d)", field,
-                      al_model_config_of(r->critic)->V, al_model_config_of(r->lm.m)->V);
+        return AL_FAIL(&r->run.err, AL_EINVAL, "%s", "the critic's vocabulary (%d) differs from the policy's (%d)", field,
+                       al_model_config_of(r->critic)->V, al_model_config_of(r->lm.m)->V);
     return AL_OK;
 }
 
@@ -281,21 +281,21 @@ static int mixture_prompts(rl *r, int want_sft) {
         al_prompts part;
         memset(&part, 0, sizeof part);
         snprintf(what, sizeof what, "training_files[%d]", k);
-        rc = al_prompts_load(&part, job, r->lm.chat, 0, 0, 0, 0, job->train_files[k].file, what, want_sft, r->run.err);
-        if (!rc && !part.n) rc = al_err(r->run.err, AL_EINVAL, "%s: no prompts", what);
+        rc = al_prompts_load(&part, job, r->lm.chat, 0, 0, 0, 0, job->train_files[k].file, what, want_sft, &r->run.err);
+        if (!rc && !part.n) rc = AL_FAIL(&r->run.err, AL_EINVAL, "%s", "no prompts", what);
         if (!rc) {
             prompts_events(r, &part, what);
             n[k] = part.n;
             w[k] = job->train_files[k].weight;
             wsum += w[k];
-            rc = al_prompts_append(&r->train, &part, r->run.err);
+            rc = al_prompts_append(&r->train, &part, r->run.err.msg);
         }
         al_prompts_free(&part);
     }
     if (rc) return rc;
     char e2[AL_ERRLEN];
     if ((rc = al_mix_init(&r->mix, job->n_train_files, n, w, r->hp->seed, e2)))
-        return al_err(r->run.err, rc, "training_files: %s", e2);
+        return AL_FAIL(&r->run.err, rc, "training_files", "%s", e2);
     r->mixing = 1;
     for (int k = 0; k < job->n_train_files; k++)
         al_run_event(r->cb, AL_LOG_INFO, "training_files[%d]: %d prompts, weight %g: %.1f%% of the prompts drawn", k,
@@ -310,33 +310,33 @@ static int load_prompts(rl *r, int want_sft) {
     int rc;
     if (job->task[0]) {
         if ((rc = al_prompts_load(&r->train, job, r->lm.chat, 1, job->task_rows, job->task_seed, job->task_split,
-                                  NULL, "task", want_sft, r->run.err)))
+                                  NULL, "task", want_sft, &r->run.err)))
             return rc;
         long vrows = job->task_rows / 10 < 200 ? job->task_rows / 10 : 200;
         if (vrows < 8) vrows = 8;
         /* validation prompts from the held-out split */
         if ((rc = al_prompts_load(&r->val, job, r->lm.chat, 1, vrows, job->task_seed + 1000003u, AL_SPLIT_TEST, NULL,
-                                  "task", 0, r->run.err)))
+                                  "task", 0, &r->run.err)))
             return rc;
     } else {
         if (job->n_train_files) rc = mixture_prompts(r, want_sft);
         else if (!(rc = al_prompts_load(&r->train, job, r->lm.chat, 0, 0, 0, 0, job->training_file, "training_file",
-                                        want_sft, r->run.err)))
+                                        want_sft, &r->run.err)))
             prompts_events(r, &r->train, "training_file");
         if (rc) return rc;
         if (job->validation_file[0] &&
             (rc = al_prompts_load(&r->val, job, r->lm.chat, 0, 0, 0, 0, job->validation_file, "validation_file", 0,
-                                  r->run.err)))
+                                  &r->run.err)))
             return rc;
     }
-    if (r->train.n == 0) return al_err(r->run.err, AL_EINVAL, "training data: no prompts");
+    if (r->train.n == 0) return al_err(r->run.err.msg, AL_EINVAL, "training data: no prompts");
     r->all_answered = 1;
     for (int i = 0; i < r->train.n; i++) r->all_answered &= r->train.answer[i] != NULL;
     if (job->reward.verifiable != 0)
         for (int i = 0; i < r->train.n; i++)
             if (!r->train.answer[i])
-                return al_err(r->run.err, AL_EINVAL, "reward.verifiable: the prompt at line %d has no answer "
-                              "(give \"answer\" in the data)", r->train.sft[i].line ? r->train.sft[i].line : i + 1);
+                return AL_FAIL(&r->run.err, AL_EINVAL, "reward.verifiable", "the prompt at line %d has no answer "
+                               "(give \"answer\" in the data)", r->train.sft[i].line ? r->train.sft[i].line : i + 1);
     return AL_OK;
 }
 
@@ -346,9 +346,8 @@ static int setup(rl *r) {
     int rc;
     char e2[AL_ERRLEN];
     r->ops = al_objective_find(job->method);
-    if (!r->ops) return al_err(r->run.err, AL_EINVAL, "method: '%s' is unknown", job->method);
-    al_error oe;
-    if ((rc = r->ops->create(hp, &r->obj, &oe))) return al_err(r->run.err, rc, "%s", oe.msg);
+    if (!r->ops) return AL_FAIL(&r->run.err, AL_EINVAL, "method", "'%s' is unknown", job->method);
+    if ((rc = r->ops->create(hp, &r->obj, &r->run.err))) return rc;
     r->ppo = !strcmp(job->method, "ppo");
     r->grpo = !strcmp(job->method, "grpo");
     r->rloo = !strcmp(job->method, "rloo");
@@ -358,8 +357,8 @@ static int setup(rl *r) {
     int gn;
     if ((rc = al_run_world(&r->run, r->resume, &gn))) return rc;
     if (gn % (r->G * r->run.world))
-        return al_err(r->run.err, AL_EINVAL, "hyperparameters.batch_size: the checkpoint's %d completions a step do not "
-                      "split into whole groups of %d over %d ranks", gn, r->G, r->run.world);
+        return AL_FAIL(&r->run.err, AL_EINVAL, "hyperparameters.batch_size", "the checkpoint's %d completions a step do "
+                       "not split into whole groups of %d over %d ranks", gn, r->G, r->run.world);
     r->N = gn / r->run.world;
     r->P = r->N / r->G;
     r->Pg = r->P * r->run.world;
@@ -367,9 +366,9 @@ static int setup(rl *r) {
     r->pad = al_chat_pad_id(r->lm.chat);
     /* completions end where the served model's answers end */
     if ((r->n_stops = al_lm_stop_ids(&r->lm, r->stops, 16, e2)) < 0)
-        return al_err(r->run.err, r->n_stops, "model: %s", e2);
+        return AL_FAIL(&r->run.err, r->n_stops, "model", "%s", e2);
     const al_model_config *mc = al_model_config_of(r->lm.m);
-    if (!mc->has_lm_head) return al_err(r->run.err, AL_EINVAL, "model: %s has no language-model head", job->model);
+    if (!mc->has_lm_head) return AL_FAIL(&r->run.err, AL_EINVAL, "model", "%s has no language-model head", job->model);
     al_model_set_temperature(r->lm.m, hp->temperature);
     int want_sft = hp->sft_mix_ratio > 0;
     if ((rc = load_prompts(r, want_sft))) return rc;
@@ -383,8 +382,8 @@ static int setup(rl *r) {
     r->max_new = hp->max_completion_length;
     if (maxp + r->max_new > mc->max_T) r->max_new = mc->max_T - maxp;
     if (r->max_new < 1)
-        return al_err(r->run.err, AL_EINVAL, "hyperparameters.max_prompt_length: prompts of %d tokens leave no room "
-                      "for a completion in the context of %d", maxp, mc->max_T);
+        return AL_FAIL(&r->run.err, AL_EINVAL, "hyperparameters.max_prompt_length", "prompts of %d tokens leave no "
+                       "room for a completion in the context of %d", maxp, mc->max_T);
     r->T = maxp + r->max_new;
     r->T_sft = maxs < mc->max_T ? maxs : mc->max_T;
     r->mb = hp->micro_batch_size < r->N ? hp->micro_batch_size : r->N;
@@ -398,18 +397,19 @@ static int setup(rl *r) {
         snprintf(what, sizeof what, "eval_tasks[%d]", k);
         if (et->task[0]) continue;
         if (et->type[0]) snprintf(type, sizeof type, "%s", et->type);
-        else if ((rc = al_bench_detect(et->file, type, r->run.err))) return rc;
+        else if ((rc = al_bench_detect(et->file, type, r->run.err.msg))) return rc;
         if (!strcmp(type, "loss")) {
             al_run_event(r->cb, AL_LOG_WARN, "%s: a loss file is measured by SFT-like jobs only; left out", what);
             continue;
         }
-        if ((rc = al_bench_load(&r->bench[k], et, r->lm.chat, &job->reward.grader, mc->max_T, what, r->run.err))) return rc;
+        if ((rc = al_bench_load(&r->bench[k], et, r->lm.chat, &job->reward.grader, mc->max_T, what, r->run.err.msg)))
+            return al_fail_as(&r->run.err, rc, what, r->run.err.msg);
         if (al_bench_longest(r->bench[k]) > rowsT) rowsT = al_bench_longest(r->bench[k]);
     }
     if ((rc = al_model_reserve(r->lm.m, r->mb, rowsT, hp->gradient_checkpointing ? AL_MODEL_GRAD_CKPT : 0, e2)))
-        return al_err(r->run.err, rc, "%s", e2);
+        return al_err(r->run.err.msg, rc, "%s", e2);
     if (want_sft && (rc = al_batch_init(&r->sft_batch, AL_BATCH_LM, r->mb, r->T_sft)))
-        return al_err(r->run.err, rc, "out of memory");
+        return al_err(r->run.err.msg, rc, "out of memory");
     /* reference */
     r->use_ref = r->ppo ? (hp->kl_coef > 0 || hp->adaptive_kl) : hp->beta > 0;
     if (r->use_ref) {
@@ -417,9 +417,9 @@ static int setup(rl *r) {
         if (r->ref) {
             al_model_set_temperature(r->ref, hp->temperature);
             if (al_model_config_of(r->ref)->V != mc->V)
-                return al_err(r->run.err, AL_EINVAL, "ref_model: its vocabulary differs from the policy's");
+                return AL_FAIL(&r->run.err, AL_EINVAL, "ref_model", "its vocabulary differs from the policy's");
             if ((rc = al_model_reserve(r->ref, r->mb, r->T, AL_MODEL_FORWARD_ONLY, e2)))
-                return al_err(r->run.err, rc, "%s", e2);
+                return al_err(r->run.err.msg, rc, "%s", e2);
         }
     }
     if (r->ppo) {
@@ -429,12 +429,12 @@ static int setup(rl *r) {
         rc = al_model_share_activations(r->critic, r->lm.m, e2);
         if (rc == AL_EINVAL && job->critic == AL_CRITIC_SEPARATE) rc = AL_OK;
         if (!rc) rc = al_model_reserve(r->critic, r->mb, r->T, hp->gradient_checkpointing ? AL_MODEL_GRAD_CKPT : 0, e2);
-        if (rc) return al_err(r->run.err, rc, "%s", e2);
+        if (rc) return al_err(r->run.err.msg, rc, "%s", e2);
     }
     size_t pb_train = al_prompts_max_bytes(&r->train), pb_val = al_prompts_max_bytes(&r->val);
     al_reward_len rlen = {pb_train > pb_val ? pb_train : pb_val, al_completion_max_bytes(r->lm.tok, r->max_new)};
-    if ((rc = al_rewarder_new(&r->rw, &job->reward, hp->missing_eos_penalty, r->mb, &rlen, r->run.err))) return rc;
-    if ((rc = al_rewarder_attach(r->rw, r->cb, r->run.err))) return rc;
+    if ((rc = al_rewarder_new(&r->rw, &job->reward, hp->missing_eos_penalty, r->mb, &rlen, &r->run.err))) return rc;
+    if ((rc = al_rewarder_attach(r->rw, r->cb, &r->run.err))) return rc;
     r->run.steps_per_epoch = (r->train.n + r->Pg - 1) / r->Pg;
     r->run.total_steps = hp->max_steps >= 0 ? hp->max_steps : r->run.steps_per_epoch * hp->n_epochs;
     if ((rc = alloc_bufs(r))) return rc;
@@ -515,7 +515,7 @@ static int forward_ref(rl *r, const al_tokens *in, float *out) {
     } else {
         rc = al_model_forward(r->ref, in, &f);
     }
-    return rc ? al_err(r->run.err, rc, "reference forward failed: %s", al_strerror(rc)) : AL_OK;
+    return rc ? al_err(r->run.err.msg, rc, "reference forward failed: %s", al_strerror(rc)) : AL_OK;
 }
 
 static int rollout(rl *r, long step) {
@@ -531,7 +531,7 @@ static int rollout(rl *r, long step) {
                     .top_p = hp->top_p > 0 ? hp->top_p : 1, .stop = r->stops, .n_stop = r->n_stops};
     char e2[AL_ERRLEN];
     if ((rc = al_rollout_generate(r->lm.m, r->gen_prompts, r->N, &g, &r->rng, r->comp, r->samp, r->clen, e2)))
-        return al_err(r->run.err, rc, "generation failed: %s", e2);
+        return al_err(r->run.err.msg, rc, "generation failed: %s", e2);
     /* the (N, T) rows: prompt + completion; position plen-1+j predicts token j */
     for (int i = 0; i < r->N; i++) {
         const al_seq *ps = r->gen_prompts[i];
@@ -555,7 +555,7 @@ static int rollout(rl *r, long step) {
         }
         free(r->ctext[i]);
         r->ctext[i] = al_rollout_decode_stops(r->lm.tok, c, cl, r->stops, r->n_stops, NULL);
-        if (!r->ctext[i]) return al_err(r->run.err, AL_ENOMEM, "out of memory");
+        if (!r->ctext[i]) return al_err(r->run.err.msg, AL_ENOMEM, "out of memory");
         r->cprompt[i] = r->train.text[r->prow[i]];
         r->crow[i] = &r->train.ref[r->prow[i]];
     }
@@ -575,14 +575,14 @@ static int rollout(rl *r, long step) {
             cin.targets = NULL;
             al_fwd f = {.values = r->m_val};
             if ((rc = al_model_forward(r->critic, &cin, &f)))
-                return al_err(r->run.err, rc, "critic forward failed: %s", al_strerror(rc));
+                return al_err(r->run.err.msg, rc, "critic forward failed: %s", al_strerror(rc));
             scatter(r, r->values, r->m_val, idx, k, T);
         }
     }
     al_reward_parts parts = {r->p_ver, r->p_rm, r->p_judge, r->p_fmt, r->p_http, r->p_ext};
     if ((rc = al_rewarder_score_rows(r->rw, r->N, r->G, r->cprompt, (const char *const *)r->ctext, r->crow,
                                 r->clen, r->has_eos, r->scores, &parts, e2)))
-        return al_err(r->run.err, rc, "reward: %s", e2);
+        return AL_FAIL(&r->run.err, rc, "reward", "%s", e2);
     return AL_OK;
 }
 
@@ -675,11 +675,11 @@ static int sft_mix(rl *r, double tokens, al_step_stats *st) {
     double nll = 0;
     for (int i0 = 0; i0 < n && !rc; i0 += r->mb) {
         int k = n - i0 < r->mb ? n - i0 : r->mb;
-        if ((rc = al_batch_fill(&r->sft_batch, r->train.sft, idx + i0, k, r->pad, r->run.err))) break;
+        if ((rc = al_batch_fill(&r->sft_batch, r->train.sft, idx + i0, k, r->pad, r->run.err.msg))) break;
         al_tokens in = al_batch_tokens(&r->sft_batch);
         al_fwd f = {.logp = r->m_logp};
         if ((rc = al_model_forward(r->lm.m, &in, &f))) {
-            rc = al_err(r->run.err, rc, "forward failed: %s", al_strerror(rc));
+            rc = al_err(r->run.err.msg, rc, "forward failed: %s", al_strerror(rc));
             break;
         }
         size_t cnt = (size_t)in.B * in.T;
@@ -689,7 +689,7 @@ static int sft_mix(rl *r, double tokens, al_step_stats *st) {
         }
         if (i0 + k >= n) al_ddp_arm(r->ddp); /* the step's last backward */
         if ((rc = al_model_backward(r->lm.m, &in, r->m_dlogp, NULL, NULL)))
-            rc = al_err(r->run.err, rc, "backward failed: %s", al_strerror(rc));
+            rc = al_err(r->run.err.msg, rc, "backward failed: %s", al_strerror(rc));
     }
     al_model_set_temperature(r->lm.m, r->hp->temperature);
     if (!rc) {
@@ -700,8 +700,8 @@ static int sft_mix(rl *r, double tokens, al_step_stats *st) {
 }
 
 static int loss_failed(rl *r, int rc) {
-    if (rc == AL_ENAN) return al_err(r->run.err, AL_ENAN, "divergence: the loss is not finite at step %ld", r->run.step + 1);
-    return al_err(r->run.err, rc, "objective %s failed: %s", r->ops->name, al_strerror(rc));
+    if (rc == AL_ENAN) return al_err(r->run.err.msg, AL_ENAN, "divergence: the loss is not finite at step %ld", r->run.step + 1);
+    return al_err(r->run.err.msg, rc, "objective %s failed: %s", r->ops->name, al_strerror(rc));
 }
 
 /* Forward, objective and backward over rows idx[0..n) in micro-batches,
@@ -732,16 +732,16 @@ static int update_rows(rl *r, const int32_t *idx, int n, int use_old, int last, 
             cin.targets = NULL;
             al_fwd cf = {.values = r->m_val};
             if ((rc = al_model_forward(r->critic, &cin, &cf)))
-                return al_err(r->run.err, rc, "critic forward failed: %s", al_strerror(rc));
+                return al_err(r->run.err.msg, rc, "critic forward failed: %s", al_strerror(rc));
             memset(r->m_dval, 0, cnt * sizeof(float));
             al_obj_out vo = {.dvalue = r->m_dval};
             if ((rc = r->ops->loss(r->obj, &oi, &vo, st))) return loss_failed(r, rc);
             if (i0 + k >= n) al_ddp_arm(r->cddp); /* the critic's last backward of the step */
             if ((rc = al_model_backward(r->critic, &in, NULL, NULL, r->m_dval)))
-                return al_err(r->run.err, rc, "critic backward failed: %s", al_strerror(rc));
+                return al_err(r->run.err.msg, rc, "critic backward failed: %s", al_strerror(rc));
         }
         al_fwd f = {.logp = r->m_logp, .entropy = r->m_ent};
-        if ((rc = al_model_forward(r->lm.m, &in, &f))) return al_err(r->run.err, rc, "forward failed: %s", al_strerror(rc));
+        if ((rc = al_model_forward(r->lm.m, &in, &f))) return al_err(r->run.err.msg, rc, "forward failed: %s", al_strerror(rc));
         memset(r->m_dlogp, 0, cnt * sizeof(float));
         memset(r->m_dent, 0, cnt * sizeof(float));
         oi.logp = r->m_logp;
@@ -749,7 +749,7 @@ static int update_rows(rl *r, const int32_t *idx, int n, int use_old, int last, 
         if ((rc = r->ops->loss(r->obj, &oi, &oo, st))) return loss_failed(r, rc);
         if (last && i0 + k >= n) al_ddp_arm(r->ddp);
         if ((rc = al_model_backward(r->lm.m, &in, r->m_dlogp, r->hp->entropy_coef > 0 ? r->m_dent : NULL, NULL)))
-            return al_err(r->run.err, rc, "backward failed: %s", al_strerror(rc));
+            return al_err(r->run.err.msg, rc, "backward failed: %s", al_strerror(rc));
     }
     return AL_OK;
 }
@@ -955,7 +955,7 @@ static int evaluate_val(rl *r, al_mlist *l) {
     al_rng rng;
     al_rng_seed(&rng, 1);
     int32_t *ids = malloc((size_t)B * r->max_new * sizeof *ids);
-    if (!ids) return al_err(r->run.err, AL_ENOMEM, "out of memory");
+    if (!ids) return al_err(r->run.err.msg, AL_ENOMEM, "out of memory");
     int rc = AL_OK;
     for (int i0 = 0; i0 < n && !rc; i0 += B) {
         int k = n - i0 < B ? n - i0 : B, len[B], eos[B];
@@ -967,24 +967,24 @@ static int evaluate_val(rl *r, al_mlist *l) {
         for (int j = 0; j < k; j++) ps[j] = &r->val.seq[i0 + j];
         char e2[AL_ERRLEN];
         if ((rc = al_rollout_generate(r->lm.m, ps, k, &g, &rng, ids, NULL, len, e2))) {
-            rc = al_err(r->run.err, rc, "evaluation: %s", e2);
+            rc = al_err(r->run.err.msg, rc, "evaluation: %s", e2);
             break;
         }
         for (int j = 0; j < k; j++) {
             txt[j] = al_rollout_decode_stops(r->lm.tok, ids + (size_t)j * r->max_new, len[j], r->stops, r->n_stops, &eos[j]);
             pr[j] = r->val.text[i0 + j];
             an[j] = &r->val.ref[i0 + j];
-            if (!txt[j] && !rc) rc = al_err(r->run.err, AL_ENOMEM, "out of memory");
+            if (!txt[j] && !rc) rc = al_err(r->run.err.msg, AL_ENOMEM, "out of memory");
             int correct = 0;
             if (!rc && an[j]->n_answers > 0) {
                 with_answer++;
                 if ((rc = al_rewarder_correct(r->rw, txt[j], an[j], &correct, e2)))
-                    al_err(r->run.err, rc, "evaluation: %s", e2);
+                    al_err(r->run.err.msg, rc, "evaluation: %s", e2);
                 ok += correct;
             }
         }
         if (!rc && (rc = al_rewarder_score_rows(r->rw, k, 1, pr, (const char *const *)txt, an, len, eos, sc, NULL, e2)))
-            rc = al_err(r->run.err, rc, "evaluation reward: %s", e2);
+            rc = al_err(r->run.err.msg, rc, "evaluation reward: %s", e2);
         for (int j = 0; j < k; j++) {
             if (!rc) rsum += sc[j];
             free(txt[j]);
@@ -1002,7 +1002,7 @@ static int evaluate_bench(rl *r, al_mlist *l, long step) {
     for (int k = 0; k < r->job->n_eval_tasks; k++) {
         if (!r->bench[k]) continue;
         int T = al_bench_longest(r->bench[k]);
-        int rc = al_bench_report(r->bench[k], r->lm.m, r->mb, T, "model", step, r->cb, l->m, &l->n, 2 * AL_MAX_METRICS, r->run.err);
+        int rc = al_bench_report(r->bench[k], r->lm.m, r->mb, T, "model", step, r->cb, l->m, &l->n, 2 * AL_MAX_METRICS, r->run.err.msg);
         if (rc) return rc;
     }
     return AL_OK;
@@ -1088,10 +1088,10 @@ static int fill_dir(void *u, const char *tmp) {
         snprintf(path, sizeof path, "%s/adapter_config.json", tmp);
         if (al_file_exists(path)) remove(path);
     }
-    if ((rc = al_run_copy_tokenizer(r->job, tmp, r->run.err))) return rc;
+    if ((rc = al_run_copy_tokenizer(r->job, tmp, r->run.err.msg))) return rc;
     if (r->critic) {
         snprintf(path, sizeof path, "%s/critic", tmp);
-        if ((rc = al_mkdir_p(path, r->run.err)) || (rc = save_weights(r, r->critic, path, critic_base(r)))) return rc;
+        if ((rc = al_mkdir_p(path, r->run.err.msg)) || (rc = save_weights(r, r->critic, path, critic_base(r)))) return rc;
         if (ws && (rc = al_run_save_opt(&r->run, path, ws->cm, ws->cv, ws->cn, r->critic))) return rc;
     }
     if (!ws) return AL_OK;
@@ -1107,8 +1107,8 @@ static int save_dir(rl *r, const char *dir, int with_state) {
     memset(&ws, 0, sizeof ws);
     int rc = AL_OK;
     if (with_state) {
-        rc = al_ddp_moments_gather(r->ddp, &r->opt, &ws.pm, &ws.pv, &ws.pn, r->run.err);
-        if (!rc && r->critic) rc = al_ddp_moments_gather(r->cddp, &r->copt, &ws.cm, &ws.cv, &ws.cn, r->run.err);
+        rc = al_ddp_moments_gather(r->ddp, &r->opt, &ws.pm, &ws.pv, &ws.pn, r->run.err.msg);
+        if (!rc && r->critic) rc = al_ddp_moments_gather(r->cddp, &r->copt, &ws.cm, &ws.cv, &ws.cn, r->run.err.msg);
         ws.rng = malloc((size_t)r->run.world * sizeof r->rng);
         AL_ASSERT(ws.rng);
         al_dist_allgather(r->rng.s, sizeof r->rng.s, ws.rng);
@@ -1120,7 +1120,7 @@ static int save_dir(rl *r, const char *dir, int with_state) {
         if (r->critic) al_ddp_moments_release(&r->copt, ws.cm, ws.cv);
         free(ws.rng);
     }
-    return al_dist_agree_err(rc, r->run.err);
+    return al_dist_agree_err(rc, r->run.err.msg);
 }
 
 static int load_state(rl *r, const char *dir) {
@@ -1131,7 +1131,7 @@ static int load_state(rl *r, const char *dir) {
     json_t *gs = json_object_get(st, "global_step"), *rng = json_object_get(st, "rng");
     if (!json_is_integer(gs) || json_integer_value(gs) < 0 || !json_is_array(rng) || json_array_size(rng) != 4) {
         json_decref(st);
-        return al_err(r->run.err, AL_EFORMAT, "%s: global_step or rng missing (not an RL checkpoint?)", path);
+        return al_err(r->run.err.msg, AL_EFORMAT, "%s: global_step or rng missing (not an RL checkpoint?)", path);
     }
     r->run.step = (long)json_integer_value(gs);
     r->opt.step = (long)json_integer_value(json_object_get(st, "optimizer_step"));
@@ -1150,23 +1150,23 @@ static int load_state(rl *r, const char *dir) {
     if (r->mixing) {
         char e2[AL_ERRLEN];
         const json_t *mx = json_object_get(st, "mixer");
-        if (!mx) rc = al_err(r->run.err, AL_EFORMAT, "%s: no mixer state (written by a job without training_files)", path);
-        else if ((rc = al_mix_restore(&r->mix, mx, e2))) al_err(r->run.err, rc, "%s: %s", path, e2);
+        if (!mx) rc = al_err(r->run.err.msg, AL_EFORMAT, "%s: no mixer state (written by a job without training_files)", path);
+        else if ((rc = al_mix_restore(&r->mix, mx, e2))) al_err(r->run.err.msg, rc, "%s: %s", path, e2);
     }
     json_decref(st);
     if (rc) return rc;
     if (derive) /* a rank the checkpoint's run did not have: a stream of its own from the seed and the step */
         al_rng_seed(&r->rng, rank_seed(r, r->hp->seed ^ 0x5A3D1E5ull ^ (uint64_t)r->run.step * 0xD1B54A32D192ED03ull));
     if (r->cursor != r->run.step * r->Pg)
-        return al_err(r->run.err, AL_EFORMAT, "%s: prompt_cursor %ld does not match step %ld x %d prompts", path,
+        return al_err(r->run.err.msg, AL_EFORMAT, "%s: prompt_cursor %ld does not match step %ld x %d prompts", path,
                       r->cursor, r->run.step, r->Pg);
-    if (r->job->use_lora) rc = load_trainable(r->lm.m, dir, r->run.err);
-    else rc = al_model_load_weights(r->lm.m, dir, r->run.err);
+    if (r->job->use_lora) rc = load_trainable(r->lm.m, dir, r->run.err.msg);
+    else rc = al_model_load_weights(r->lm.m, dir, r->run.err.msg);
     if (rc || (rc = al_run_load_opt(&r->run, &r->opt, r->lm.m, dir))) return rc;
     if (r->critic) {
         snprintf(path, sizeof path, "%s/critic", dir);
-        if (al_model_num_params(r->critic, 1) < al_model_num_params(r->critic, 0)) rc = load_trainable(r->critic, path, r->run.err);
-        else rc = al_model_load_weights(r->critic, path, r->run.err);
+        if (al_model_num_params(r->critic, 1) < al_model_num_params(r->critic, 0)) rc = load_trainable(r->critic, path, r->run.err.msg);
+        else rc = al_model_load_weights(r->critic, path, r->run.err.msg);
         if (!rc) rc = al_run_load_opt(&r->run, &r->copt, r->critic, path);
     }
     return rc;
@@ -1179,7 +1179,7 @@ static int load_state(rl *r, const char *dir) {
 static int hook_before_step(void *u, long step, int *n_up) {
     rl *r = u;
     /* generation and scoring are local: agree on their outcome */
-    int rc = al_dist_agree_err(rollout(r, step), r->run.err);
+    int rc = al_dist_agree_err(rollout(r, step), r->run.err.msg);
     if (rc) return rc;
     al_step_stats st;
     memset(&st, 0, sizeof st);
@@ -1212,7 +1212,7 @@ static int hook_after_step(void *u, float lr, al_mlist *l) {
                  "above the typical norm)", gnorm, hp->max_grad_norm,
                  HEALTH_WINDOW);
         if (!isfinite(st.loss) || !isfinite(gnorm))
-            return al_err(r->run.err, AL_ENAN, "divergence: %s is not finite at step %ld",
+            return al_err(r->run.err.msg, AL_ENAN, "divergence: %s is not finite at step %ld",
                           isfinite(st.loss) ? "grad_norm" : "loss", r->run.step + 1);
     }
     step_metrics(r, lr, &st, gnorm, l);
@@ -1352,20 +1352,20 @@ static const al_run_ops k_rl_ops = {
 };
 
 int al_rl_run(const al_job *job, const char *resume_dir, const al_train_cb *cb, al_train_result *res,
-              char err[AL_ERRLEN]) {
+              al_error *err) {
     al_train_result r0;
     memset(&r0, 0, sizeof r0);
     rl *r = calloc(1, sizeof *r);
-    if (!r) return al_err(err, AL_ENOMEM, "out of memory");
+    if (!r) return al_failf(err, AL_ENOMEM, "out of memory");
     r->job = r->run.job = job;
     r->hp = r->run.hp = &job->hp;
     r->cb = r->run.cb = cb;
     r->resume = resume_dir;
     r->training = 1;
     /* every rank passes each agreement, one whose set-up failed too */
-    int rc = al_dist_agree_err(setup(r), r->run.err);
+    int rc = al_dist_agree_err(setup(r), r->run.err.msg);
     if (!rc) rc = start_dist(r);
-    rc = al_dist_agree_err(rc, r->run.err);
+    rc = al_dist_agree_err(rc, r->run.err.msg);
     r->run.ddp[0] = r->cddp; /* the critic's reduction first, then the policy's */
     r->run.ddp[1] = r->ddp;
     if (!rc) rc = al_run_loop(&r->run, &k_rl_ops, r, resume_dir, &r0);
@@ -1377,7 +1377,7 @@ int al_rl_run(const al_job *job, const char *resume_dir, const al_train_cb *cb, 
     r0.trained_tokens = r->run.trained_tokens;
     r0.output_is_model = 1;
     if (res) *res = r0;
-    if (rc) al_err(err, rc, "%s", r->run.err);
+    if (rc && err) *err = r->run.err;
     rl_free(r);
     free(r);
     return rc;

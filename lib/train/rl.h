@@ -16,7 +16,7 @@
 /* Runs an RL job (al_train_run dispatches here for methods for which
  * al_method_is_rl holds). Same contract as al_train_run. */
 int al_rl_run(const al_job *job, const char *resume_dir, const al_train_cb *cb, al_train_result *res,
-              char err[AL_ERRLEN]);
+              al_error *err);
 
 /* ---- per-token arithmetic (lib/train/rl_math.c) ---------------------------- */
 
@@ -105,9 +105,11 @@ typedef struct al_reward_len {
  * once, at start) plus one token per byte of the prompt and two
  * completions. Sequences are cut to the model's context (at
  * most 1024 tokens, the last ones kept) either way, so scores do not depend
- * on len. AL_ENOENT/AL_EFORMAT from the model folders, AL_ENOMEM. */
+ * on len. AL_ENOENT/AL_EFORMAT from the model folders, AL_ENOMEM; err->field
+ * names the job's field at fault ("reward.reward_model[1]",
+ * "reward.judge.model", "reward.verifiable.grader.regex"; "" when none is). */
 int al_rewarder_new(al_rewarder **out, const al_reward_cfg *cfg, double hp_eos_penalty, int rows,
-                    const al_reward_len *len, char err[AL_ERRLEN]);
+                    const al_reward_len *len, al_error *err);
 void al_rewarder_free(al_rewarder *rw);
 int al_rewarder_has_rm(const al_rewarder *rw);
 int al_rewarder_has_judge(const al_rewarder *rw);
@@ -131,8 +133,8 @@ typedef struct al_reward_row {
 
 /* Connects the job's external verifier (reward.http) to the runner's
  * callback (cb->external_reward, cb->ud). AL_EINVAL when the job names one
- * and the runner has none. */
-int al_rewarder_attach(al_rewarder *rw, const al_train_cb *cb, char err[AL_ERRLEN]);
+ * and the runner has none (err->field "reward.http"). */
+int al_rewarder_attach(al_rewarder *rw, const al_train_cb *cb, al_error *err);
 
 /* Scores n completions (prompts[i], completions[i] without EOS, answers[i]
  * NULL when none, lens[i] completion tokens, has_eos[i]). Consecutive groups

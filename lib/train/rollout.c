@@ -122,19 +122,19 @@ static char **row_answers(const json_t *row, const char *reference) {
 /* The row's own "grader" over the job's, compiled (shared with an equal
  * earlier one); *out NULL when the row has none. */
 static int row_grader(al_prompts *p, const al_job *job, const json_t *spec, int line, const char *what,
-                      const al_grader **out, char err[AL_ERRLEN]) {
+                      const al_grader **out, al_error *err) {
     *out = NULL;
     if (!spec || json_is_null(spec)) return AL_OK;
     al_grader_cfg c = job->reward.grader;
     al_error e2;
     int rc = al_grader_cfg_parse(&c, spec, "grader", &e2);
     if (!rc) rc = al_grader_set_get(&p->graders, &c, "grader", out, &e2);
-    return rc ? al_err(err, rc, "%s: line %d: %s", what, line, e2.msg) : AL_OK;
+    return rc ? AL_FAIL(err, rc, "%s", "line %d: %s", what, line, e2.msg) : AL_OK;
 }
 
 /* Fills p->ref[i] from p->answers[i]; with reward.verifiable on, checks
  * that the grader can ever match each answer. */
-static int finish_ref(al_prompts *p, const al_job *job, int i, int line, const char *what, char err[AL_ERRLEN]) {
+static int finish_ref(al_prompts *p, const al_job *job, int i, int line, const char *what, al_error *err) {
     al_reward_row *r = &p->ref[i];
     r->answers = (const char *const *)p->answers[i];
     r->n_answers = 0;
@@ -146,14 +146,14 @@ static int finish_ref(al_prompts *p, const al_job *job, int i, int line, const c
     if (!g) {
         al_error e2;
         int rc = al_grader_new(&own, &job->reward.grader, "reward.verifiable.grader", &e2);
-        if (rc) return al_err(err, rc, "%s", e2.msg);
+        if (rc) return al_fail_as(err, rc, e2.field, e2.msg);
         g = own;
     }
     char why[160];
     for (int k = 0; k < r->n_answers; k++)
         if (al_grader_answer_invalid(g, r->answers[k], why, sizeof why)) {
             al_grader_free(own);
-            return al_err(err, AL_EINVAL, "%s: line %d: %s", what, line, why);
+            return AL_FAIL(err, AL_EINVAL, "%s", "line %d: %s", what, line, why);
         }
     al_grader_free(own);
     return AL_OK;
@@ -169,7 +169,10 @@ static void clip_prompt(al_seq *s, int maxp) {
 }
 
 int al_prompts_load(al_prompts *p, const al_job *job, const al_chat *chat, int from_task, long rows,
-                    uint64_t seed, int split, const char *file, const char *what, int want_sft, char err[AL_ERRLEN]) {
+                    uint64_t seed, int split, const char *file, const char *what, int want_sft, al_error *fail) {
+    /* the reason alone where no field is at fault (memory, the chat template) */
+    fail->field[0] = 0;
+    char *err = fail->msg;
     const al_tok *tok = al_chat_tok(chat);
     int maxp = job->hp.max_prompt_length;
     int rc;
@@ -178,7 +181,7 @@ int al_prompts_load(al_prompts *p, const al_job *job, const al_chat *chat, int f
         for (long i = 0; i < rows; i++) {
             al_task_row r;
             if (al_task_row_get(job->task, split, seed, (uint64_t)i, &r))
-                return al_err(err, AL_EINVAL, "task: '%s' is not a built-in task", job->task);
+                return AL_FAIL(fail, AL_EINVAL, "task", "'%s' is not a built-in task", job->task);
             /* raw text, as the trainer's task rows: the tiny models have no chat habits */
             if ((rc = al_chat_encode_prompt(chat, r.prompt, strlen(r.prompt), &p->seq[p->n], err))) return rc;
             p->text[p->n] = strdup(r.prompt);
@@ -191,12 +194,12 @@ int al_prompts_load(al_prompts *p, const al_job *job, const al_chat *chat, int f
             const char *tg = al_task_grader(job->task);
             if (tg && !job->reward.grader_given && !p->n) {
                 json_t *v = json_string(tg);
-                rc = v ? row_grader(p, job, v, 1, what, &p->ref[0].grader, err) : al_err(err, AL_ENOMEM, "out of memory");
+                rc = v ? row_grader(p, job, v, 1, what, &p->ref[0].grader, fail) : al_err(err, AL_ENOMEM, "out of memory");
                 json_decref(v);
                 if (rc) return rc;
             }
             if (p->n) p->ref[p->n].grader = p->ref[0].grader;
-            if ((rc = finish_ref(p, job, p->n, (int)i + 1, what, err))) return rc;
+            if ((rc = finish_ref(p, job, p->n, (int)i + 1, what, fail))) return rc;
             if (want_sft && (rc = al_chat_encode_text(chat, r.prompt, strlen(r.prompt), r.answer, strlen(r.answer),
                                                       &p->sft[p->n].seq[0], err)))
                 return rc;
@@ -207,14 +210,14 @@ int al_prompts_load(al_prompts *p, const al_job *job, const al_chat *chat, int f
         return AL_OK;
     }
     al_data_opts o = {.method = "rl", .max_length = 0, .max_prompt_length = 0, .dedupe = job->hp.dedupe,
-                      .sharegpt = al_job_file_sharegpt(job, file)};
+                      .dataset_info = al_job_file_dataset_info(job, file)};
     if (al_hygiene_any(&job->hygiene) && is_training_file(job, file)) o.hygiene = &job->hygiene;
     al_dataset *ds = NULL;
     char e2[AL_ERRLEN];
-    if ((rc = al_dataset_read_file(file, chat, &o, &ds, e2))) return al_err(err, rc, "%s: %s", what, e2);
+    if ((rc = al_dataset_read_file(file, chat, &o, &ds, e2))) return AL_FAIL(fail, rc, "%s", "%s", what, e2);
     if ((rc = al_dataset_check(ds, 0, e2))) {
         al_dataset_free(ds);
-        return al_err(err, rc, "%s: %s", what, e2);
+        return AL_FAIL(fail, rc, "%s", "%s", what, e2);
     }
     p->report = json_incref(ds->report);
     if ((rc = prompts_alloc(p, ds->n_ex, err))) {
@@ -227,7 +230,7 @@ int al_prompts_load(al_prompts *p, const al_job *job, const al_chat *chat, int f
         memset(&e->seq[0], 0, sizeof e->seq[0]);
         size_t len;
         if (al_tok_decode(tok, p->seq[p->n].ids, p->seq[p->n].n, 1, &p->text[p->n], &len))
-            rc = al_err(err, AL_EFORMAT, "%s: line %d does not decode", what, e->line);
+            rc = AL_FAIL(fail, AL_EFORMAT, "%s", "line %d does not decode", what, e->line);
         p->answer[p->n] = e->reference;
         e->reference = NULL;
         p->row[p->n] = e->row;
@@ -235,8 +238,8 @@ int al_prompts_load(al_prompts *p, const al_job *job, const al_chat *chat, int f
         if (!rc && !(p->answers[p->n] = row_answers(p->row[p->n], p->answer[p->n])))
             rc = al_err(err, AL_ENOMEM, "out of memory");
         if (!rc)
-            rc = row_grader(p, job, json_object_get(p->row[p->n], "grader"), e->line, what, &p->ref[p->n].grader, err);
-        if (!rc) rc = finish_ref(p, job, p->n, e->line, what, err);
+            rc = row_grader(p, job, json_object_get(p->row[p->n], "grader"), e->line, what, &p->ref[p->n].grader, fail);
+        if (!rc) rc = finish_ref(p, job, p->n, e->line, what, fail);
         if (!rc && want_sft && p->answer[p->n] && p->answer[p->n][0])
             rc = al_chat_encode_text(chat, p->text[p->n], strlen(p->text[p->n]), p->answer[p->n],
                                      strlen(p->answer[p->n]), &p->sft[p->n].seq[0], err);

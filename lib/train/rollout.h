@@ -35,9 +35,11 @@ typedef struct al_prompts {
  * never match (not a number for a numeric compare) is an error naming its
  * line. The job's hygiene filters clean its training files (file ==
  * job->training_file or a job->train_files[k].file), never a validation
- * file: what they dropped is in p->report (al_hygiene_describe). */
+ * file: what they dropped is in p->report (al_hygiene_describe). On error
+ * err->field is the job's field at fault: what for the file and its lines,
+ * "task", "reward.verifiable.grader"; "" when none is (out of memory). */
 int al_prompts_load(al_prompts *p, const al_job *job, const al_chat *chat, int from_task, long rows,
-                    uint64_t seed, int split, const char *file, const char *what, int want_sft, char err[AL_ERRLEN]);
+                    uint64_t seed, int split, const char *file, const char *what, int want_sft, al_error *err);
 void al_prompts_free(al_prompts *p);
 /* Moves src's prompts to the end of dst (src is left empty). AL_ENOMEM
  * leaves both as they were. */

@@ -64,7 +64,7 @@ int al_run_world(al_run *run, const char *resume_dir, int *global) {
     run->rank = al_dist_rank();
     run->world = run->world0 = al_dist_size();
     if ((long)run->hp->batch_size * run->world > (1L << 30))
-        return al_err(run->err, AL_EINVAL, "hyperparameters.batch_size: %d on %d ranks is too large a global batch",
+        return al_err(run->err.msg, AL_EINVAL, "hyperparameters.batch_size: %d on %d ranks is too large a global batch",
                       run->hp->batch_size, run->world);
     int gb, ws;
     al_ckpt_world(resume_dir, &gb, &ws);
@@ -80,9 +80,9 @@ int al_run_dist_start(al_run *run, int n, al_model *const *m, al_ddp **ddp, al_a
     char e2[AL_ERRLEN];
     int rc = AL_OK;
     for (int i = 0; i < n && !rc; i++) rc = al_ddp_new(&ddp[i], m[i], &run->job->dist, e2);
-    if (rc) return al_err(run->err, rc, "%s", e2);
+    if (rc) return al_err(run->err.msg, rc, "%s", e2);
     for (int i = 0; i < n; i++)
-        if ((rc = al_ddp_adamw_init(ddp[i], opt[i], &oc, m[i]))) return al_err(run->err, rc, "out of memory for AdamW");
+        if ((rc = al_ddp_adamw_init(ddp[i], opt[i], &oc, m[i]))) return al_err(run->err.msg, rc, "out of memory for AdamW");
     return AL_OK;
 }
 
@@ -99,9 +99,9 @@ int al_run_write_dir(al_run *run, const char *dir, int rc, int (*fill)(void *u, 
     char tmp[AL_PATH_MAX + 32], e2[AL_ERRLEN];
     int in_place = al_file_exists(dir);
     if (snprintf(tmp, sizeof tmp, "%s%s", dir, in_place ? "" : ".tmp") >= (int)sizeof tmp)
-        return al_err(run->err, AL_EINVAL, "%s: the path is too long", dir);
-    if (!(rc = al_mkdir_p(tmp, run->err)) && !(rc = fill(u, tmp)) && !in_place && rename(tmp, dir) != 0)
-        rc = al_err(run->err, AL_EIO, "%s: %s", dir, strerror(errno));
+        return al_err(run->err.msg, AL_EINVAL, "%s: the path is too long", dir);
+    if (!(rc = al_mkdir_p(tmp, run->err.msg)) && !(rc = fill(u, tmp)) && !in_place && rename(tmp, dir) != 0)
+        rc = al_err(run->err.msg, AL_EIO, "%s: %s", dir, strerror(errno));
     if (rc && !in_place) al_rmtree(tmp, e2);
     return rc;
 }
@@ -110,30 +110,30 @@ int al_run_save_weights(al_run *run, al_model *m, const char *dir, const char *b
     if (adapter) {
         char real[PATH_MAX];
         const char *b = realpath(base, real) ? real : base;
-        return al_model_save_adapter(m, dir, b, run->err);
+        return al_model_save_adapter(m, dir, b, run->err.msg);
     }
-    return al_model_save(m, dir, run->err);
+    return al_model_save(m, dir, run->err.msg);
 }
 
 int al_run_save_opt(al_run *run, const char *dir, const float *m, const float *v, size_t n, const al_model *model) {
     char path[AL_PATH_MAX + 128];
     snprintf(path, sizeof path, "%s/optimizer.safetensors", dir);
-    return al_adamw_save_file(path, m, v, n, model, run->err);
+    return al_adamw_save_file(path, m, v, n, model, run->err.msg);
 }
 
 int al_run_load_opt(al_run *run, al_adamw *o, al_model *m, const char *dir) {
     char path[AL_PATH_MAX + 128];
     snprintf(path, sizeof path, "%s/optimizer.safetensors", dir);
-    return al_adamw_load_file(o, m, path, al_model_num_params(m, 1), run->err);
+    return al_adamw_load_file(o, m, path, al_model_num_params(m, 1), run->err.msg);
 }
 
 int al_run_save_state(al_run *run, const char *dir, json_t *st) {
     char path[AL_PATH_MAX + 64];
     char *txt = st ? json_dumps(st, JSON_INDENT(2) | JSON_SORT_KEYS) : NULL;
     json_decref(st);
-    if (!txt) return al_err(run->err, AL_ENOMEM, "out of memory");
+    if (!txt) return al_err(run->err.msg, AL_ENOMEM, "out of memory");
     snprintf(path, sizeof path, "%s/trainer_state.json", dir);
-    int rc = al_file_write_atomic(path, txt, strlen(txt), run->err);
+    int rc = al_file_write_atomic(path, txt, strlen(txt), run->err.msg);
     free(txt);
     return rc;
 }
@@ -142,7 +142,7 @@ int al_run_load_state(al_run *run, const char *dir, json_t **st, char path[AL_PA
     char *txt;
     size_t len;
     snprintf(path, AL_PATH_MAX + 64, "%s/trainer_state.json", dir);
-    int rc = al_file_read(path, 1 << 20, &txt, &len, run->err);
+    int rc = al_file_read(path, 1 << 20, &txt, &len, run->err.msg);
     if (rc) return rc;
     json_error_t je;
     *st = json_loadb(txt, len, 0, &je);
@@ -175,16 +175,16 @@ static int after_backward(al_run *run, int rc) {
     char e2[AL_ERRLEN];
     for (int i = 0; i < 2; i++) {
         int ri = al_ddp_reduce(run->ddp[i], e2);
-        if (!rc && ri) rc = al_err(run->err, ri, "%s", e2);
+        if (!rc && ri) rc = al_err(run->err.msg, ri, "%s", e2);
     }
-    return al_dist_agree_err(rc, run->err);
+    return al_dist_agree_err(rc, run->err.msg);
 }
 
 static int one_step(al_run *run, const al_run_ops *ops, void *u, al_mlist *l) {
     float lr = al_run_lr(run);
-    int n_updates = 1;
+    int n_updates = ops->backward ? 1 : 0; /* a data job: no update */
     int rc = ops->before_step(u, run->step, &n_updates);
-    for (int k = 0; !rc && k < n_updates; k++) {
+    for (int k = 0; !rc && ops->backward && k < n_updates; k++) {
         rc = after_backward(run, ops->backward(u, k));
         if (!rc) rc = ops->optimizer(u, k, lr);
     }
@@ -207,12 +207,12 @@ static int stop_or_pause(al_run *run, const al_run_ops *ops, void *u, al_train_r
     int stop = cb && cb->should_stop && cb->should_stop(cb->ud);
     int pause = !stop && cb && cb->should_pause && cb->should_pause(cb->ud);
     int agreed = al_dist_any(stop | pause << 1);
-    if (agreed & 1) return al_err(run->err, AL_ECANCELED, "cancelled at step %ld", run->step);
+    if (agreed & 1) return al_err(run->err.msg, AL_ECANCELED, "cancelled at step %ld", run->step);
     if (!(agreed & 2)) return AL_OK;
     char dir[AL_PATH_MAX + 64];
     snprintf(dir, sizeof dir, "%s/checkpoint-%ld", run->job->output_dir[0] ? run->job->output_dir : ".", run->step);
     int rc = checkpoint(run, ops, u, dir, res);
-    return rc ? rc : al_err(run->err, AL_EPAUSED, "paused at step %ld", run->step);
+    return rc ? rc : al_err(run->err.msg, AL_EPAUSED, "paused at step %ld", run->step);
 }
 
 /* The output folder, and its merged copy under LoRA when asked for. */
@@ -225,18 +225,20 @@ static int finish(al_run *run, const al_run_ops *ops, void *u, al_train_result *
     if (run->cb && run->cb->checkpoint) run->cb->checkpoint(run->cb->ud, run->step, job->output_dir);
     if (!job->use_lora || !job->lora_merge) return AL_OK;
     snprintf(dir, sizeof dir, "%s/merged", job->output_dir);
-    if (run->rank == 0 && !(rc = al_mkdir_p(dir, run->err)) && !(rc = al_model_save(run->m, dir, run->err)))
-        rc = al_run_copy_tokenizer(job, dir, run->err);
-    return al_dist_agree_err(rc, run->err);
+    if (run->rank == 0 && !(rc = al_mkdir_p(dir, run->err.msg)) && !(rc = al_model_save(run->m, dir, run->err.msg)))
+        rc = al_run_copy_tokenizer(job, dir, run->err.msg);
+    return al_dist_agree_err(rc, run->err.msg);
 }
 
-/* Step 0 of a fresh run: the starting point, measured and evaluated. */
+/* Step 0 of a fresh run: the starting point, measured and evaluated (none
+ * for a data job, which has neither). */
 static int step_zero(al_run *run, const al_run_ops *ops, void *u) {
     al_mlist l = {.n = 0};
     int rc = AL_OK;
+    if (!ops->measure && !ops->evaluate) return AL_OK;
     if (run->total_steps > 0 && (rc = ops->measure(u, &l))) return rc;
-    if (run->rank == 0) rc = ops->evaluate(u, 0, &l); /* rank 0's duty */
-    if ((rc = al_dist_agree_err(rc, run->err))) return rc;
+    if (run->rank == 0 && ops->evaluate) rc = ops->evaluate(u, 0, &l); /* rank 0's duty */
+    if ((rc = al_dist_agree_err(rc, run->err.msg))) return rc;
     emit(run, 0, &l);
     if (ops->samples) ops->samples(u, 0);
     return AL_OK;
@@ -248,7 +250,7 @@ int al_run_loop(al_run *run, const al_run_ops *ops, void *u, const char *resume_
     int rc;
     if (resume_dir) {
         char note[AL_ERRLEN] = "";
-        if ((rc = al_dist_agree_err(ops->resume(u, resume_dir, note), run->err))) return rc;
+        if ((rc = al_dist_agree_err(ops->resume(u, resume_dir, note), run->err.msg))) return rc;
         al_run_event(cb, AL_LOG_INFO, "resumed from %s at step %ld", resume_dir, run->step);
         if (note[0]) al_run_event(cb, AL_LOG_INFO, "%s", note);
     }
@@ -260,13 +262,14 @@ int al_run_loop(al_run *run, const al_run_ops *ops, void *u, const char *resume_
         al_mlist l = {.n = 0};
         if ((rc = one_step(run, ops, u, &l))) return rc;
         long s = ++run->step;
-        int log_now = s % hp->logging_steps == 0 || s == run->total_steps || (ops->log_first && s == 1);
-        int eval_now = (hp->eval_steps > 0 && s % hp->eval_steps == 0) || s == run->total_steps;
+        int log_now = l.log || s % hp->logging_steps == 0 || s == run->total_steps || (ops->log_first && s == 1);
+        int eval_now = ops->evaluate && ((hp->eval_steps > 0 && s % hp->eval_steps == 0) || s == run->total_steps);
         if (log_now || eval_now) {
             double dt = al_now() - t0;
-            put_at(&l, l.tps_at, "tokens_per_second", dt > 0 ? (run->trained_tokens - tok0) / dt : 0);
+            if (l.tps_at >= 0)
+                put_at(&l, l.tps_at, "tokens_per_second", dt > 0 ? (run->trained_tokens - tok0) / dt : 0);
             if (eval_now && run->rank == 0) rc = ops->evaluate(u, s, &l);
-            if (eval_now && (rc = al_dist_agree_err(rc, run->err))) return rc;
+            if (eval_now && (rc = al_dist_agree_err(rc, run->err.msg))) return rc;
             emit(run, s, &l);
             if (ops->samples) ops->samples(u, s);
         }
@@ -277,5 +280,6 @@ int al_run_loop(al_run *run, const al_run_ops *ops, void *u, const char *resume_
             if ((rc = checkpoint(run, ops, u, dir, res))) return rc;
         }
     }
+    if (ops->finish) return ops->finish(u);
     return run->job->output_dir[0] ? finish(run, ops, u, res) : AL_OK;
 }

@@ -27,9 +27,17 @@
  *     the output folder (and its merged copy under LoRA)
  *
  * trainer.c (SFT, pretraining, reward modelling, the preference methods) and
- * rl.c (PPO, GRPO, RLOO) are its two step kinds. Runs on the calling thread;
- * every rank of a data-parallel run calls the same collectives in the same
- * order, and rank 0 alone evaluates, samples and writes. */
+ * rl.c (PPO, GRPO, RLOO) are its step kinds that train; sampling.c's data
+ * jobs (generate_preferences, evaluate, critique_revise) the one that does
+ * not: a step is a chunk of prompts (or the benchmarks) in before_step, its
+ * metrics from after_step, no backward and no optimiser (those hooks NULL:
+ * no update, no reduction, no AdamW), no step 0 (measure and evaluate
+ * NULL), save writing the partial output files and the cursor (with the
+ * RNG) so that a paused or crashed data job resumes where it stopped, and
+ * finish writing the job's files instead of a model folder. Runs on the
+ * calling thread; every rank of a data-parallel run calls the same
+ * collectives in the same order, and rank 0 alone evaluates, samples and
+ * writes. */
 #ifndef AL_RUN_H
 #define AL_RUN_H
 
@@ -38,11 +46,12 @@
 #include "trainer.h"
 
 /* The metrics of one logged step, in order. tokens_per_second goes in at
- * tps_at when the step is logged. */
+ * tps_at when the step is logged (none when tps_at < 0). */
 typedef struct al_mlist {
     al_metric m[2 * AL_MAX_METRICS];
     int n;
     int tps_at;
+    int log;                    /* non-zero: logged whatever logging_steps says */
 } al_mlist;
 
 /* Appends name = v (ignored when full). */
@@ -60,7 +69,8 @@ typedef struct al_run {
     int world0;                 /* ranks of the run a resumed checkpoint came from */
     long step, total_steps, steps_per_epoch;
     double trained_tokens;
-    char err[AL_ERRLEN];
+    al_error err;               /* why the run failed: err.msg the reason, err.field
+                                 * the job's field at fault as data ("" when none) */
 } al_run;
 
 typedef struct al_run_ops {
@@ -68,22 +78,27 @@ typedef struct al_run_ops {
     /* reads a checkpoint's state (collective); note (AL_ERRLEN, "" for none)
      * is an event to add after the resume's */
     int (*resume)(void *u, const char *dir, char *note);
-    /* step 0's metrics: the starting point, without an update */
+    /* step 0's metrics: the starting point, without an update (measure and
+     * evaluate both NULL: no step 0) */
     int (*measure)(void *u, al_mlist *l);
     /* the step's data; *n_updates: the optimiser updates it makes (>= 1) */
     int (*before_step)(void *u, long step, int *n_updates);
-    /* update k's forward and backward passes on this rank */
+    /* update k's forward and backward passes on this rank (NULL, and then
+     * optimizer too: a step without updates) */
     int (*backward)(void *u, int k);
     /* update k's clipping and AdamW step, the gradients final */
     int (*optimizer)(void *u, int k, float lr);
     /* the step's metrics (loss first), before the step counter moves */
     int (*after_step)(void *u, float lr, al_mlist *l);
-    /* rank 0, at evaluation steps: appends eval metrics */
+    /* rank 0, at evaluation steps: appends eval metrics (may be NULL) */
     int (*evaluate)(void *u, long step, al_mlist *l);
     /* at logged steps (may be NULL) */
     void (*samples)(void *u, long step);
     /* writes the model and the whole state into dir (collective) */
     int (*save)(void *u, const char *dir);
+    /* after the last step, instead of saving into the output folder (may be
+     * NULL): a data job's files */
+    int (*finish)(void *u);
 } al_run_ops;
 
 /* The loop above; res->last_checkpoint, output_dir and final_loss are set

@@ -12,7 +12,7 @@ int al_run_open_policy(al_run *run, al_lm *lm, int extra_flags, int name_field) 
                     .seed = job->hp.seed,
                     .chat_template = job->chat_template,
                     .model_field = name_field ? "model" : NULL};
-    int rc = al_lm_open(lm, job->model, &lc, run->err);
+    int rc = al_lm_open_at(lm, job->model, &lc, &run->err);
     if (rc) return rc;
     run->m = lm->m;
     if (job->hp.save_dtype) al_model_set_save_dtype(lm->m, (al_dtype)job->hp.save_dtype);
@@ -31,7 +31,7 @@ int al_run_open_ref(al_run *run, int copy_start, int name_field, al_model **ref,
     if (!job->ref_model[0] && !copy_start) return AL_OK;
     char e2[AL_ERRLEN];
     int rc = al_model_open_ex(ref, dir, NULL, AL_OPEN_FROZEN | al_job_open_flags(job), 0, e2);
-    if (rc && name_field) return al_err(run->err, rc, "%s: %s", job->ref_model[0] ? "ref_model" : "model", e2);
-    if (rc) return al_err(run->err, rc, "%s", e2);
+    if (rc && name_field) return AL_FAIL(&run->err, rc, "%s", "%s", job->ref_model[0] ? "ref_model" : "model", e2);
+    if (rc) return al_err(run->err.msg, rc, "%s", e2);
     return AL_OK;
 }

@@ -150,7 +150,7 @@ static void dataset_free(dataset *d) {
 static int task_examples(trainer *t, const char *task, int split, long rows, uint64_t seed, int mistakes,
                          al_batch_kind kind, dataset *d) {
     d->ex = calloc((size_t)rows, sizeof *d->ex);
-    if (!d->ex) return al_err(t->run.err, AL_ENOMEM, "out of memory for %ld task rows", rows);
+    if (!d->ex) return al_err(t->run.err.msg, AL_ENOMEM, "out of memory for %ld task rows", rows);
     int pretrain = kind == t->kind && !strcmp(t->ops->name, "pretrain");
     /* the tokenization of the TRL trainer the method follows (chat.h) */
     al_split_kind how = kind == AL_BATCH_LM ? AL_SPLIT_BYTES : al_data_split(t->ops->name);
@@ -158,7 +158,7 @@ static int task_examples(trainer *t, const char *task, int split, long rows, uin
         al_task_row r;
         al_example *e = &d->ex[d->n];
         int rc = al_task_row_get_with(task, split, seed, (uint64_t)i, mistakes, &r);
-        if (rc) return al_err(t->run.err, rc, "task: '%s' is not a built-in task", task);
+        if (rc) return AL_FAIL(&t->run.err, rc, "task", "'%s' is not a built-in task", task);
         e->line = (int)i + 1;
         const char *good = r.answer;
         if (kind == AL_BATCH_UNPAIRED) {
@@ -168,14 +168,14 @@ static int task_examples(trainer *t, const char *task, int split, long rows, uin
         if (pretrain) {
             char full[2 * AL_TASK_TEXT];
             snprintf(full, sizeof full, "%s%s", r.prompt, r.answer);
-            rc = al_chat_encode_text(t->lm.chat, "", 0, full, strlen(full), &e->seq[0], t->run.err);
+            rc = al_chat_encode_text(t->lm.chat, "", 0, full, strlen(full), &e->seq[0], t->run.err.msg);
         } else {
             rc = al_chat_encode_split(t->lm.chat, how, r.prompt, strlen(r.prompt), good, strlen(good),
-                                      &e->seq[0], t->run.err);
+                                      &e->seq[0], t->run.err.msg);
         }
         if (!rc && kind == AL_BATCH_PAIR)
             rc = al_chat_encode_split(t->lm.chat, how, r.prompt, strlen(r.prompt), r.wrong, strlen(r.wrong),
-                                      &e->seq[1], t->run.err);
+                                      &e->seq[1], t->run.err.msg);
         if (rc) return rc;
         d->n++;
     }
@@ -191,19 +191,17 @@ static long report_int(const json_t *rep, const char *key) {
 static int file_examples(trainer *t, const char *path, const char *method, dataset *d, const char *what,
                          int training) {
     al_data_opts o = {.method = method, .max_length = t->hp->max_length, .dedupe = t->hp->dedupe,
-                      .sharegpt = al_job_file_sharegpt(t->job, path)};
+                      .dataset_info = al_job_file_dataset_info(t->job, path)};
     /* the job's hygiene filters clean what it trains on, not what it is measured on */
     if (training && al_hygiene_any(&t->job->hygiene)) o.hygiene = &t->job->hygiene;
     al_dataset *ds = NULL;
-    int rc = al_dataset_read_file(path, t->lm.chat, &o, &ds, t->run.err);
-    if (rc) return rc;
-    if ((rc = al_dataset_check(ds, 0, t->run.err))) {
-        char tmp[2 * AL_ERRLEN];
-        snprintf(tmp, sizeof tmp, "%s: %s", what, t->run.err);
-        memcpy(t->run.err, tmp, AL_ERRLEN - 1);
-        t->run.err[AL_ERRLEN - 1] = 0;
+    char e2[AL_ERRLEN];
+    int rc = al_dataset_read_file(path, t->lm.chat, &o, &ds, e2);
+    /* the file the job names under what cannot be read */
+    if (rc) return al_fail_as(&t->run.err, rc, what, e2);
+    if ((rc = al_dataset_check(ds, 0, e2))) {
         al_dataset_free(ds);
-        return rc;
+        return AL_FAIL(&t->run.err, rc, "%s", "%s", what, e2);
     }
     const json_t *rep = al_dataset_report(ds);
     al_run_event(t->cb, ds->n_errors || report_int(rep, "truncated") || report_int(rep, "dropped") ? AL_LOG_WARN
@@ -248,7 +246,7 @@ static int mixture_examples(trainer *t) {
         total += parts[k].n;
     }
     if (!rc && !(t->train.ex = calloc((size_t)total + 1, sizeof *t->train.ex)))
-        rc = al_err(t->run.err, AL_ENOMEM, "out of memory");
+        rc = al_err(t->run.err.msg, AL_ENOMEM, "out of memory");
     for (k = 0; k < job->n_train_files && !rc; k++) {
         memcpy(t->train.ex + t->train.n, parts[k].ex, (size_t)parts[k].n * sizeof *parts[k].ex);
         t->train.n += parts[k].n;
@@ -260,7 +258,7 @@ static int mixture_examples(trainer *t) {
     if (rc) return rc;
     char e2[AL_ERRLEN];
     if ((rc = al_mix_init(&t->mix, job->n_train_files, n, w, t->hp->seed, e2)))
-        return al_err(t->run.err, rc, "training_files: %s", e2);
+        return AL_FAIL(&t->run.err, rc, "training_files", "%s", e2);
     t->mixing = 1;
     for (k = 0; k < job->n_train_files; k++)
         al_run_event(t->cb, AL_LOG_INFO, "training_files[%d]: %d examples, weight %g: %.1f%% of the examples drawn", k, n[k],
@@ -277,7 +275,7 @@ static int fix_mixture(trainer *t) {
     int n = t->train.n;
     t->unit_ex = malloc(((size_t)n + 1) * sizeof *t->unit_ex);
     t->unit_len = malloc(((size_t)n + 1) * sizeof *t->unit_len);
-    if (!t->unit_ex || !t->unit_len) return al_err(t->run.err, AL_ENOMEM, "out of memory");
+    if (!t->unit_ex || !t->unit_len) return al_err(t->run.err.msg, AL_ENOMEM, "out of memory");
     int32_t seen[AL_MIX_MAX_SOURCES] = {0};
     for (int i = 0; i < n; i++) {
         t->unit_ex[i] = al_mix_next(&t->mix);
@@ -296,13 +294,13 @@ static int fix_mixture(trainer *t) {
  * short); an evaluation set (drop_long) leaves such rows out and says so. */
 static int finish_dataset(trainer *t, dataset *d, int drop_long, const char *what) {
     d->len = calloc((size_t)d->n + 1, sizeof *d->len);
-    if (!d->len) return al_err(t->run.err, AL_ENOMEM, "out of memory");
+    if (!d->len) return al_err(t->run.err.msg, AL_ENOMEM, "out of memory");
     int kept = 0;
     for (int i = 0; i < d->n; i++) {
         int n = al_example_len(&d->ex[i]);
         if (n > t->hp->max_length) {
             if (!drop_long)
-                return al_err(t->run.err, AL_ERANGE, "%s: example at line %d has %d tokens, over max_length %d",
+                return al_err(t->run.err.msg, AL_ERANGE, "%s: example at line %d has %d tokens, over max_length %d",
                               what, d->ex[i].line, n, t->hp->max_length);
             al_example_deinit(&d->ex[i]);
             continue;
@@ -340,7 +338,7 @@ static int kto_kl_rows(trainer *t, dataset *d, int run) {
             s.mask = malloc((size_t)len + 1);
             if (!s.ids || !s.mask) {
                 al_seq_deinit(&s);
-                return al_err(t->run.err, AL_ENOMEM, "out of memory for KTO's KL rows");
+                return al_err(t->run.err.msg, AL_ENOMEM, "out of memory for KTO's KL rows");
             }
             for (int k = 0; k < len; k++) {
                 s.ids[k] = k < pl ? p->ids[k] : c->ids[cs + k - pl];
@@ -360,16 +358,16 @@ static int alloc_buffers(trainer *t) {
     int rows = t->mb * t->rows_per_ex;
     size_t n = (size_t)rows * (size_t)t->max_T;
     int rc = al_batch_init(&t->batch, t->kind, t->kind == AL_BATCH_PAIR ? 2 * t->mb : t->mb, t->max_T);
-    if (rc) return al_err(t->run.err, rc, "out of memory for batches");
+    if (rc) return al_err(t->run.err.msg, rc, "out of memory for batches");
     if (t->job->n_eval_tasks && (rc = al_batch_init(&t->lm_batch, AL_BATCH_LM, t->mb, t->max_T)))
-        return al_err(t->run.err, rc, "out of memory for batches");
+        return al_err(t->run.err.msg, rc, "out of memory for batches");
     if (t->kind == AL_BATCH_UNPAIRED) {
         if ((rc = al_batch_init(&t->kl_batch, AL_BATCH_LM, t->mb, t->max_T)))
-            return al_err(t->run.err, rc, "out of memory for batches");
+            return al_err(t->run.err.msg, rc, "out of memory for batches");
         t->kl_ex = calloc((size_t)t->mb, sizeof *t->kl_ex); /* views: never deinit'd */
-        if (!t->kl_ex) return al_err(t->run.err, AL_ENOMEM, "out of memory");
+        if (!t->kl_ex) return al_err(t->run.err.msg, AL_ENOMEM, "out of memory");
     }
-#define ALLOC(p, count) if (!((p) = calloc((count), sizeof *(p)))) return al_err(t->run.err, AL_ENOMEM, "out of memory")
+#define ALLOC(p, count) if (!((p) = calloc((count), sizeof *(p)))) return al_err(t->run.err.msg, AL_ENOMEM, "out of memory")
     ALLOC(t->logp, n);
     ALLOC(t->ent, n);
     ALLOC(t->values, n);
@@ -393,9 +391,9 @@ static int alloc_buffers(trainer *t) {
     char e2[AL_ERRLEN];
     if ((rc = al_model_reserve(t->lm.m, rows, t->max_T,
                                t->hp->gradient_checkpointing ? AL_MODEL_GRAD_CKPT : 0, e2)))
-        return al_err(t->run.err, rc, "%s", e2);
+        return al_err(t->run.err.msg, rc, "%s", e2);
     if (t->ref && (rc = al_model_reserve(t->ref, rows, t->max_T, AL_MODEL_FORWARD_ONLY, e2)))
-        return al_err(t->run.err, rc, "%s", e2);
+        return al_err(t->run.err.msg, rc, "%s", e2);
     return AL_OK;
 }
 
@@ -417,9 +415,9 @@ static int build_rows(trainer *t, dataset *d, const int32_t *idx, int n, al_toke
             t->sub.start[i + 1] = k;
             t->sub.len[i] = t->pack.len[idx[i]];
         }
-        rc = al_batch_fill_packed(&t->batch, d->ex, &t->sub, 0, n, t->pad, t->run.err);
+        rc = al_batch_fill_packed(&t->batch, d->ex, &t->sub, 0, n, t->pad, t->run.err.msg);
     } else {
-        rc = al_batch_fill(&t->batch, d->ex, idx, n, t->pad, t->run.err);
+        rc = al_batch_fill(&t->batch, d->ex, idx, n, t->pad, t->run.err.msg);
     }
     if (rc) return rc;
     al_batch *b = &t->batch;
@@ -433,7 +431,7 @@ static int build_rows(trainer *t, dataset *d, const int32_t *idx, int n, al_toke
             t->kl_ex[i].line = d->ex[idx[i]].line;
             kidx[i] = i;
         }
-        if ((rc = al_batch_fill(&t->kl_batch, t->kl_ex, kidx, n, t->pad, t->run.err))) return rc;
+        if ((rc = al_batch_fill(&t->kl_batch, t->kl_ex, kidx, n, t->pad, t->run.err.msg))) return rc;
         KL = t->kl_batch.B;
         if (t->kl_batch.T > T) T = t->kl_batch.T;
     }
@@ -489,7 +487,7 @@ static int reference_forward(trainer *t, const al_tokens *in, int r0, int nr) {
     } else {
         rc = al_model_forward(t->ref, &sub, &f);
     }
-    return rc ? al_err(t->run.err, rc, "reference forward failed: %s", al_strerror(rc)) : AL_OK;
+    return rc ? al_err(t->run.err.msg, rc, "reference forward failed: %s", al_strerror(rc)) : AL_OK;
 }
 
 /* Reference log-probs for the rows now in the buffers: copied from the
@@ -538,7 +536,7 @@ static int micro_batch(trainer *t, dataset *d, const int32_t *idx, int n, double
                 .values = t->ops->needs_values ? t->values : NULL,
                 .hit = t->kind == AL_BATCH_LM && t->ops->needs_lm ? t->hit : NULL};
     if ((rc = al_model_forward(t->lm.m, &in, &f)))
-        return al_err(t->run.err, rc, "forward failed: %s", al_strerror(rc));
+        return al_err(t->run.err.msg, rc, "forward failed: %s", al_strerror(rc));
     if (f.hit) {
         /* TRL's mean_token_accuracy: greedy predictions equal to the targets */
         double hits = 0;
@@ -565,13 +563,13 @@ static int micro_batch(trainer *t, dataset *d, const int32_t *idx, int n, double
     memset(&s, 0, sizeof s);
     if ((rc = t->ops->loss(t->obj, &oi, &oo, &s))) {
         if (rc == AL_ENAN)
-            return al_err(t->run.err, AL_ENAN, "divergence: the loss is not finite at step %ld", t->run.step + 1);
-        return al_err(t->run.err, rc, "objective %s failed: %s", t->ops->name, al_strerror(rc));
+            return al_err(t->run.err.msg, AL_ENAN, "divergence: the loss is not finite at step %ld", t->run.step + 1);
+        return al_err(t->run.err.msg, rc, "objective %s failed: %s", t->ops->name, al_strerror(rc));
     }
     if (train) {
         if ((rc = al_model_backward(t->lm.m, &in, t->ops->needs_lm ? t->dlogp : NULL, NULL,
                                     t->ops->needs_values ? t->dvalue : NULL)))
-            return al_err(t->run.err, rc, "backward failed: %s", al_strerror(rc));
+            return al_err(t->run.err.msg, rc, "backward failed: %s", al_strerror(rc));
     }
     st->loss += s.loss;
     st->num_tokens += s.num_tokens;
@@ -659,7 +657,7 @@ static int step_share(trainer *t, int update) {
 static int eval_loss(trainer *t, dataset *d, al_step_stats *st) {
     memset(st, 0, sizeof *st);
     int32_t *all = malloc((size_t)d->n * sizeof *all);
-    if (!all) return al_err(t->run.err, AL_ENOMEM, "out of memory");
+    if (!all) return al_err(t->run.err.msg, AL_ENOMEM, "out of memory");
     for (int i = 0; i < d->n; i++) all[i] = i;
     double norm_tokens, norm_rows;
     step_norms(t, d, all, d->n, &norm_tokens, &norm_rows);
@@ -758,11 +756,11 @@ static int lm_loss(trainer *t, dataset *d, double *loss) {
     for (int i = 0; i < d->n; i += t->mb) {
         int n = d->n - i < t->mb ? d->n - i : t->mb;
         for (int k = 0; k < n; k++) t->idx[k] = i + k;
-        int rc = al_batch_fill(&t->lm_batch, d->ex, t->idx, n, t->pad, t->run.err);
+        int rc = al_batch_fill(&t->lm_batch, d->ex, t->idx, n, t->pad, t->run.err.msg);
         if (rc) return rc;
         al_tokens in = al_batch_tokens(&t->lm_batch);
         al_fwd f = {.logp = t->logp};
-        if ((rc = al_model_forward(t->lm.m, &in, &f))) return al_err(t->run.err, rc, "forward failed");
+        if ((rc = al_model_forward(t->lm.m, &in, &f))) return al_err(t->run.err.msg, rc, "forward failed");
         for (size_t k = 0; k < (size_t)in.B * in.T; k++)
             if (in.targets[k] >= 0) {
                 sum -= t->logp[k];
@@ -791,7 +789,7 @@ static int evaluate(trainer *t, long step, al_metric *m, int *nm) {
         const al_eval_task *et = &t->job->eval_tasks[k];
         if (t->bench[k]) {
             if ((rc = al_bench_report(t->bench[k], t->lm.m, t->mb * t->rows_per_ex, t->max_T, "model", step, t->cb, m, nm,
-                                      2 * AL_MAX_METRICS, t->run.err)))
+                                      2 * AL_MAX_METRICS, t->run.err.msg)))
                 return rc;
             continue;
         }
@@ -802,7 +800,7 @@ static int evaluate(trainer *t, long step, al_metric *m, int *nm) {
         if (!et->task[0]) continue;
         double acc;
         if ((rc = task_accuracy(t->lm.m, t->lm.tok, et->task, et->split, 1000003u,
-                                (int)(et->rows < 200 ? et->rows : 200), &acc, t->run.err)))
+                                (int)(et->rows < 200 ? et->rows : 200), &acc, t->run.err.msg)))
             return rc;
         snprintf(m[*nm].name, sizeof m[*nm].name, "eval/%.20s/accuracy", et->name);
         m[(*nm)++].value = acc;
@@ -818,7 +816,7 @@ static int evaluate(trainer *t, long step, al_metric *m, int *nm) {
  * example (pass 0). */
 static int precompute_ref(trainer *t, dataset *d) {
     d->ref = calloc((size_t)d->n * 2, sizeof *d->ref);
-    if (!d->ref) return al_err(t->run.err, AL_ENOMEM, "out of memory for reference log-probs");
+    if (!d->ref) return al_err(t->run.err.msg, AL_ENOMEM, "out of memory for reference log-probs");
     int passes = t->kind == AL_BATCH_UNPAIRED ? 2 : 1;
     for (int pass = 0; pass < passes; pass++) {
         al_batch *bt = pass ? &t->kl_batch : &t->batch;
@@ -829,10 +827,10 @@ static int precompute_ref(trainer *t, dataset *d) {
                     t->kl_ex[k].seq[0] = d->ex[i + k].seq[1];
                     t->idx[k] = k;
                 }
-                rc = al_batch_fill(bt, t->kl_ex, t->idx, n, t->pad, t->run.err);
+                rc = al_batch_fill(bt, t->kl_ex, t->idx, n, t->pad, t->run.err.msg);
             } else {
                 for (int k = 0; k < n; k++) t->idx[k] = i + k;
-                rc = al_batch_fill(bt, d->ex, t->idx, n, t->pad, t->run.err);
+                rc = al_batch_fill(bt, d->ex, t->idx, n, t->pad, t->run.err.msg);
             }
             if (rc) return rc;
             al_tokens in = al_batch_tokens(bt);
@@ -841,12 +839,12 @@ static int precompute_ref(trainer *t, dataset *d) {
             if (t->ref_adapters_off) al_model_set_adapters(t->lm.m, 0);
             rc = al_model_forward(rm, &in, &f);
             if (t->ref_adapters_off) al_model_set_adapters(t->lm.m, 1);
-            if (rc) return al_err(t->run.err, rc, "reference forward failed: %s", al_strerror(rc));
+            if (rc) return al_err(t->run.err.msg, rc, "reference forward failed: %s", al_strerror(rc));
             for (int r = 0; r < in.B; r++) {
                 int e = i + r % n, s = pass || r >= n;
                 int len = d->ex[e].seq[s].n;
                 float *v = malloc((size_t)(len > 0 ? len : 1) * sizeof *v);
-                if (!v) return al_err(t->run.err, AL_ENOMEM, "out of memory for reference log-probs");
+                if (!v) return al_err(t->run.err.msg, AL_ENOMEM, "out of memory for reference log-probs");
                 memcpy(v, t->ref_logp + (size_t)r * in.T, (size_t)len * sizeof *v);
                 d->ref[2 * e + s] = v;
             }
@@ -872,7 +870,7 @@ static int fill_model_dir(void *u, const char *tmp) {
     trainer *t = c->t;
     int rc;
     if ((rc = al_run_save_weights(&t->run, t->lm.m, tmp, t->job->model, t->job->use_lora))) return rc;
-    if ((rc = al_run_copy_tokenizer(t->job, tmp, t->run.err))) return rc;
+    if ((rc = al_run_copy_tokenizer(t->job, tmp, t->run.err.msg))) return rc;
     if (!c->with_state) return AL_OK;
     /* AdamW moments (and the fp32 masters of a checkpoint saved narrower)
      * and the step: all that resuming needs beyond weights; the global batch
@@ -897,11 +895,11 @@ static int fill_model_dir(void *u, const char *tmp) {
 static int save_model_dir(trainer *t, const char *dir, int with_state) {
     float *mm = NULL, *vv = NULL;
     size_t nm = 0;
-    int rc = with_state ? al_ddp_moments_gather(t->ddp, &t->opt, &mm, &vv, &nm, t->run.err) : AL_OK;
+    int rc = with_state ? al_ddp_moments_gather(t->ddp, &t->opt, &mm, &vv, &nm, t->run.err.msg) : AL_OK;
     fill_ctx c = {t, with_state, mm, vv, nm};
     rc = al_run_write_dir(&t->run, dir, rc, fill_model_dir, &c);
     if (with_state) al_ddp_moments_release(&t->opt, mm, vv);
-    return al_dist_agree_err(rc, t->run.err);
+    return al_dist_agree_err(rc, t->run.err.msg);
 }
 
 static int load_state(trainer *t, const char *dir) {
@@ -913,13 +911,13 @@ static int load_state(trainer *t, const char *dir) {
     json_t *tt = json_object_get(st, "trained_tokens");
     if (!json_is_integer(gs) || !json_is_integer(os) || json_integer_value(gs) < 0) {
         json_decref(st);
-        return al_err(t->run.err, AL_EFORMAT, "%s: global_step missing or invalid", path);
+        return al_err(t->run.err.msg, AL_EFORMAT, "%s: global_step missing or invalid", path);
     }
     if (t->mixing) {
         char e2[AL_ERRLEN];
         const json_t *mx = json_object_get(st, "mixer");
-        if (!mx) rc = al_err(t->run.err, AL_EFORMAT, "%s: no mixer state (written by a job without training_files)", path);
-        else if ((rc = al_mix_restore(&t->mix, mx, e2))) al_err(t->run.err, rc, "%s: %s", path, e2);
+        if (!mx) rc = al_err(t->run.err.msg, AL_EFORMAT, "%s: no mixer state (written by a job without training_files)", path);
+        else if ((rc = al_mix_restore(&t->mix, mx, e2))) al_err(t->run.err.msg, rc, "%s: %s", path, e2);
         if (rc) {
             json_decref(st);
             return rc;
@@ -932,12 +930,12 @@ static int load_state(trainer *t, const char *dir) {
     long cursor = json_is_integer(dc) ? (long)json_integer_value(dc) : -1;
     json_decref(st);
     if (cursor >= 0 && cursor != data_cursor(t, t->run.step))
-        return al_err(t->run.err, AL_EFORMAT, "%s: data_cursor %ld does not match step %ld of global batches of %d",
+        return al_err(t->run.err.msg, AL_EFORMAT, "%s: data_cursor %ld does not match step %ld of global batches of %d",
                       path, cursor, t->run.step, t->GB);
     /* weights: full model or adapters on the job's base; then the moments
      * (this rank's slice) and the fp32 masters of a checkpoint saved narrower */
-    if (t->job->use_lora) rc = al_model_load_adapters(t->lm.m, dir, t->run.err);
-    else rc = al_model_load_weights(t->lm.m, dir, t->run.err);
+    if (t->job->use_lora) rc = al_model_load_adapters(t->lm.m, dir, t->run.err.msg);
+    else rc = al_model_load_weights(t->lm.m, dir, t->run.err.msg);
     return rc ? rc : al_run_load_opt(&t->run, &t->opt, t->lm.m, dir);
 }
 
@@ -976,8 +974,8 @@ static int global_batch(trainer *t, const char *resume_dir) {
     int rc = al_run_world(&t->run, resume_dir, &t->GB);
     if (rc) return rc;
     if (t->GB % t->run.world)
-        return al_err(t->run.err, AL_EINVAL, "hyperparameters.batch_size: the checkpoint's global batch of %d does not "
-                      "split over %d ranks", t->GB, t->run.world);
+        return AL_FAIL(&t->run.err, AL_EINVAL, "hyperparameters.batch_size", "the checkpoint's global batch of %d does "
+                       "not split over %d ranks", t->GB, t->run.world);
     t->B = t->GB / t->run.world;
     if (t->mb > t->B) t->mb = t->B;
     return AL_OK;
@@ -989,15 +987,14 @@ static int setup(trainer *t, const al_job *job, const char *resume_dir, const al
     t->hp = t->run.hp = &job->hp;
     t->cb = t->run.cb = cb;
     t->ops = al_objective_find(job->method);
-    if (!t->ops) return al_err(t->run.err, AL_EINVAL, "method: '%s' is unknown", job->method);
-    al_error oe;
-    if ((rc = t->ops->create(t->hp, &t->obj, &oe))) return al_err(t->run.err, rc, "%s", oe.msg);
+    if (!t->ops) return AL_FAIL(&t->run.err, AL_EINVAL, "method", "'%s' is unknown", job->method);
+    if ((rc = t->ops->create(t->hp, &t->obj, &t->run.err))) return rc;
     t->kind = t->ops->batch;
     t->rows_per_ex = t->kind == AL_BATCH_LM ? 1 : 2;
     t->mb = t->hp->micro_batch_size;
     if (t->mb > AL_MAX_MICRO_BATCH)
-        return al_err(t->run.err, AL_EINVAL, "hyperparameters.batch_size: micro-batches hold at most %d",
-                      AL_MAX_MICRO_BATCH);
+        return AL_FAIL(&t->run.err, AL_EINVAL, "hyperparameters.batch_size", "micro-batches hold at most %d",
+                       AL_MAX_MICRO_BATCH);
     if ((rc = global_batch(t, resume_dir))) return rc;
     if ((rc = al_run_open_policy(&t->run, &t->lm, t->ops->needs_values ? AL_OPEN_SCORE_HEAD : 0, 0))) return rc;
     t->pad = al_chat_pad_id(t->lm.chat);
@@ -1007,7 +1004,7 @@ static int setup(trainer *t, const al_job *job, const char *resume_dir, const al
         return al_err(t->run.err, t->n_stops, "model: %s", e2);
     const al_model_config *mc = al_model_config_of(t->lm.m);
     if (t->ops->needs_lm && !mc->has_lm_head)
-        return al_err(t->run.err, AL_EINVAL, "model: %s has no language-model head (a reward model?)", job->model);
+        return AL_FAIL(&t->run.err, AL_EINVAL, "model", "%s has no language-model head (a reward model?)", job->model);
     t->max_T = t->hp->max_length < mc->max_T ? t->hp->max_length : mc->max_T;
     /* data */
     if (job->task[0]) {
@@ -1049,9 +1046,10 @@ static int setup(trainer *t, const al_job *job, const char *resume_dir, const al
         snprintf(what, sizeof what, "eval_tasks[%d]", k);
         char type[32] = "loss";
         if (!et->task[0] && et->type[0]) snprintf(type, sizeof type, "%s", et->type);
-        else if (!et->task[0] && (rc = al_bench_detect(et->file, type, t->run.err))) return rc;
+        else if (!et->task[0] && (rc = al_bench_detect(et->file, type, t->run.err.msg))) return rc;
         if (strcmp(type, "loss")) {
-            if ((rc = al_bench_load(&t->bench[k], et, t->lm.chat, &job->reward.grader, mc->max_T, what, t->run.err))) return rc;
+            if ((rc = al_bench_load(&t->bench[k], et, t->lm.chat, &job->reward.grader, mc->max_T, what, t->run.err.msg)))
+                return al_fail_as(&t->run.err, rc, what, t->run.err.msg);
             continue;
         }
         if (et->task[0]) rc = task_examples(t, et->task, et->split, et->rows < 200 ? et->rows : 200, 1000003u,
@@ -1071,15 +1069,15 @@ static int setup(trainer *t, const al_job *job, const char *resume_dir, const al
     if (t->mixing && (t->hp->packing || t->hp->group_by_length) && (rc = fix_mixture(t))) return rc;
     if (t->hp->packing) {
         int32_t *all = malloc((size_t)t->train.n * sizeof *all);
-        if (!all) return al_err(t->run.err, AL_ENOMEM, "out of memory");
+        if (!all) return al_err(t->run.err.msg, AL_ENOMEM, "out of memory");
         for (int i = 0; i < t->train.n; i++) all[i] = t->unit_ex ? t->unit_ex[i] : i;
-        rc = al_pack_bfd(t->train.ex, all, t->train.n, t->max_T, &t->pack, t->run.err);
+        rc = al_pack_bfd(t->train.ex, all, t->train.n, t->max_T, &t->pack, t->run.err.msg);
         free(all);
         if (rc) return rc;
         t->sub.start = calloc((size_t)t->mb + 1, sizeof *t->sub.start);
         t->sub.len = calloc((size_t)t->mb, sizeof *t->sub.len);
         t->sub.items = calloc((size_t)t->train.n, sizeof *t->sub.items);
-        if (!t->sub.start || !t->sub.len || !t->sub.items) return al_err(t->run.err, AL_ENOMEM, "out of memory");
+        if (!t->sub.start || !t->sub.len || !t->sub.items) return al_err(t->run.err.msg, AL_ENOMEM, "out of memory");
         t->packed = 1;
         al_run_event(t->cb, AL_LOG_INFO, "packing: %d examples into %d rows of at most %d tokens", t->train.n,
               t->pack.n_rows, t->max_T);
@@ -1115,7 +1113,7 @@ static int setup(trainer *t, const al_job *job, const char *resume_dir, const al
  * above its running mean for WATCH_PATIENCE steps. */
 static int watchdog(trainer *t, double loss, double gnorm) {
     if (!isfinite(loss) || !isfinite(gnorm))
-        return al_err(t->run.err, AL_ENAN, "divergence: %s is %s at step %ld; stopped before writing it",
+        return al_err(t->run.err.msg, AL_ENAN, "divergence: %s is %s at step %ld; stopped before writing it",
                       isfinite(loss) ? "grad_norm" : "loss", isnan(isfinite(loss) ? gnorm : loss) ? "nan" : "inf",
                       t->run.step + 1);
     /* the running mean starts with this run (a resumed run too) */
@@ -1125,7 +1123,7 @@ static int watchdog(trainer *t, double loss, double gnorm) {
     }
     if (loss > 3.0 * fabs(t->ema) + 2.0) {
         if (++t->above >= WATCH_PATIENCE)
-            return al_err(t->run.err, AL_ENAN, "divergence: loss %.4g stayed far above its running mean %.4g "
+            return al_err(t->run.err.msg, AL_ENAN, "divergence: loss %.4g stayed far above its running mean %.4g "
                           "for %d steps", loss, t->ema, WATCH_PATIENCE);
     } else {
         t->above = 0;
@@ -1152,7 +1150,7 @@ static int hook_measure(void *u, al_mlist *l) {
     step_units(t, 0);
     int rc = step_share(t, 0);
     al_stats_dist_sum(&t->st);
-    rc = al_dist_agree_err(rc, t->run.err);
+    rc = al_dist_agree_err(rc, t->run.err.msg);
     if (!rc) {
         al_mlist_put(l, "loss", t->st.loss);
         for (int i = 0; i < t->st.n; i++) al_mlist_put(l, t->st.m[i].name, t->st.m[i].value);
@@ -1208,24 +1206,24 @@ static const al_run_ops k_trainer_ops = {
 };
 
 int al_train_run(const al_job *job, const char *resume_dir, const al_train_cb *cb,
-                 al_train_result *res, char err[AL_ERRLEN]) {
+                 al_train_result *res, al_error *err) {
     if ((!strcmp(job->method, "clean_data") || al_method_is_data(job->method)) && al_dist_size() > 1) {
         if (res) memset(res, 0, sizeof *res);
-        return al_err(err, AL_EINVAL, "method: %s runs in one process, not as %d ranks", job->method,
-                      al_dist_size());
+        return AL_FAIL(err, AL_EINVAL, "method", "%s runs in one process, not as %d ranks", job->method,
+                       al_dist_size());
     }
     if (!strcmp(job->method, "clean_data")) return al_clean_run(job, cb, res, err);
-    if (al_method_is_data(job->method)) return al_sampling_run(job, cb, res, err);
+    if (al_method_is_data(job->method)) return al_sampling_run(job, resume_dir, cb, res, err);
     if (al_method_is_rl(job->method)) return al_rl_run(job, resume_dir, cb, res, err);
     trainer *t = calloc(1, sizeof *t);
-    if (!t) return al_err(err, AL_ENOMEM, "out of memory");
+    if (!t) return al_failf(err, AL_ENOMEM, "out of memory");
     al_train_result r0;
     memset(&r0, 0, sizeof r0);
     /* every rank passes every agreement below, so that one failing alone
      * (a file it cannot read) fails them all with its reason */
-    int rc = al_dist_agree_err(setup(t, job, resume_dir, cb), t->run.err);
+    int rc = al_dist_agree_err(setup(t, job, resume_dir, cb), t->run.err.msg);
     if (!rc) rc = al_run_dist_start(&t->run, 1, &t->lm.m, &t->ddp, (al_adamw *const[]){&t->opt});
-    rc = al_dist_agree_err(rc, t->run.err);
+    rc = al_dist_agree_err(rc, t->run.err.msg);
     t->run.ddp[0] = t->ddp;
     if (!rc) rc = al_run_loop(&t->run, &k_trainer_ops, t, resume_dir, &r0);
     char line[300];
@@ -1235,7 +1233,7 @@ int al_train_run(const al_job *job, const char *resume_dir, const al_train_cb *c
     r0.total_steps = t->run.total_steps;
     r0.trained_tokens = t->run.trained_tokens;
     if (res) *res = r0;
-    if (rc) al_err(err, rc, "%s", t->run.err);
+    if (rc && err) *err = t->run.err;
     trainer_free(t);
     free(t);
     return rc;

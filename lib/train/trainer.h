@@ -1,8 +1,9 @@
 /* Training: the entry point of every job (al_train_run) and the callbacks
  * progress leaves through. Every method that trains runs in the one run
  * skeleton (run.h: the step loop and its hooks, checkpoints and resume),
- * the SFT-like methods as trainer.c's step kind, PPO/GRPO/RLOO as rl.c's;
- * the data jobs are sampling.c's and clean.c's.
+ * the SFT-like methods as trainer.c's step kind, PPO/GRPO/RLOO as rl.c's,
+ * the sampling jobs as sampling.c's (steps without updates); clean_data is
+ * clean.c's single pass.
  *
  * For the SFT-like methods al_train_run loads the model (full or LoRA) and tokenizer, reads and
  * tokenizes the data (a JSONL file or a built-in task), computes reference
@@ -76,10 +77,13 @@ typedef struct al_train_result {
 
 /* Runs the job. resume_dir (may be NULL) is a checkpoint folder written by an
  * earlier run of the same job. Returns AL_OK, AL_ECANCELED (should_stop),
- * AL_EPAUSED (should_pause: a checkpoint was written), AL_ENAN (divergence watchdog), or the error of the failing
- * stage with its reason in err. res (may be NULL) is filled in all cases. */
+ * AL_EPAUSED (should_pause: a checkpoint was written), AL_ENAN (divergence
+ * watchdog), or the error of the failing stage: err->msg its reason, and
+ * err->field the job's field at fault as data when one is ("model",
+ * "training_files[1]", "hyperparameters.batch_size", "reward.http"; "" when
+ * none is, as for a full disk). res (may be NULL) is filled in all cases. */
 int al_train_run(const al_job *job, const char *resume_dir, const al_train_cb *cb,
-                 al_train_result *res, char err[AL_ERRLEN]);
+                 al_train_result *res, al_error *err);
 
 /* The global batch (examples, or completions for RL) and the number of ranks
  * recorded in a checkpoint folder's trainer_state.json; both 0 when it
@@ -93,12 +97,17 @@ void al_ckpt_world(const char *dir, int *global_batch, int *world);
  * metrics row at step 1 counts it (rows, rows_kept, errors, duplicates,
  * hygiene/near_duplicates, hygiene/contaminated, hygiene/too_short,
  * hygiene/too_long, hygiene/language). */
-int al_clean_run(const al_job *job, const al_train_cb *cb, al_train_result *res, char err[AL_ERRLEN]);
+int al_clean_run(const al_job *job, const al_train_cb *cb, al_train_result *res, al_error *err);
 
 /* The sampling jobs generate_preferences, evaluate and critique_revise
  * (lib/train/sampling.c; al_train_run runs them): their product is data,
- * JSONL files in output_dir listed in res->output_files. */
-int al_sampling_run(const al_job *job, const al_train_cb *cb, al_train_result *res, char err[AL_ERRLEN]);
+ * JSONL files in output_dir listed in res->output_files. resume_dir (may be
+ * NULL): a checkpoint folder of an earlier run of the same job (its files
+ * so far and its cursor), from which the run goes on to the files an
+ * uninterrupted one writes. Errors as al_train_run's (AL_EPAUSED: a
+ * checkpoint was written). */
+int al_sampling_run(const al_job *job, const char *resume_dir, const al_train_cb *cb, al_train_result *res,
+                    al_error *err);
 
 /* Exact-match accuracy of greedy generation on n rows of a built-in task
  * (validation seed), with the model's chat template if it has one, else the
