@@ -286,10 +286,6 @@ char *al_rollout_decode_stops(const al_tok *tok, const int32_t *ids, int n, cons
     return txt;
 }
 
-char *al_rollout_decode(const al_tok *tok, const int32_t *ids, int n, int32_t eos, int *has_eos) {
-    return al_rollout_decode_stops(tok, ids, n, &eos, eos >= 0, has_eos);
-}
-
 size_t al_prompts_max_bytes(const al_prompts *p) {
     size_t m = 0;
     for (int i = 0; i < p->n; i++) {

@@ -58,8 +58,6 @@ int al_rollout_ended(const int32_t *ids, int n, const int32_t *stops, int n_stop
  * whether it ended at a stop id (al_rollout_ended). */
 char *al_rollout_decode_stops(const al_tok *tok, const int32_t *ids, int n, const int32_t *stops, int n_stops,
                               int *has_eos);
-/* The same with EOS alone as the stop id (none when eos < 0). */
-char *al_rollout_decode(const al_tok *tok, const int32_t *ids, int n, int32_t eos, int *has_eos);
 
 /* Bounds for al_reward_len: the longest prompt text of p, and the longest
  * text max_new tokens of tok can decode to (max_new times its longest

@@ -1001,7 +1001,7 @@ static int setup(trainer *t, const al_job *job, const char *resume_dir, const al
     /* samples end where the served model's answers end */
     char e2[AL_ERRLEN];
     if ((t->n_stops = al_lm_stop_ids(&t->lm, t->stops, 16, e2)) < 0)
-        return al_err(t->run.err, t->n_stops, "model: %s", e2);
+        return AL_FAIL(&t->run.err, t->n_stops, "model", "%s", e2);
     const al_model_config *mc = al_model_config_of(t->lm.m);
     if (t->ops->needs_lm && !mc->has_lm_head)
         return AL_FAIL(&t->run.err, AL_EINVAL, "model", "%s has no language-model head (a reward model?)", job->model);
