@@ -669,6 +669,18 @@ static void test_turn_end_stop(const char *tmp) {
     T_EQ_INT(l.steps, 1);
     T_NEAR(l.mean_len, 1.0, 0);
     T_NEAR(l.clipped, 0.0, 0);
+    /* the data jobs' sampling too (with EOS alone: 8 tokens each) */
+    snprintf(json, sizeof json,
+             "{\"method\":\"generate_preferences\",\"model\":\"%s\",\"task\":{\"name\":\"addition\",\"rows\":4},"
+             "\"reward\":{\"verifiable\":1},\"hyperparameters\":{\"num_generations\":2,"
+             "\"max_completion_length\":8,\"mixed_precision\":\"fp32\"},"
+             "\"output_dir\":\"%s/turn_end_prefs\",\"seed\":1}",
+             dir, tmp);
+    stoplog g = {0};
+    cb.ud = &g;
+    T_OK(t_train_json(json, NULL, &cb, &res, g_err));
+    T_EQ_INT(g.steps, 1);
+    T_NEAR(g.mean_len, 1.0, 0);
 }
 
 /* ---- end to end ----------------------------------------------------------------------- */
