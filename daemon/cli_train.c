@@ -227,7 +227,8 @@ static int train_rank(const char *file, const char *resume, long threads, int js
     al_job job;
     memset(&job, 0, sizeof job);
     if (!rc) {
-        rc = al_job_parse(&job, text, len, err);
+        /* the field at fault stays data: the result line's param */
+        rc = al_job_parse_at(&job, text, len, &fail);
         free(text);
         if (rc) {
             char e2[AL_ERRLEN];
