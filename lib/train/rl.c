@@ -576,9 +576,10 @@ static int rollout(rl *r, long step) {
         }
     }
     al_reward_parts parts = {r->p_ver, r->p_rm, r->p_judge, r->p_fmt, r->p_http, r->p_ext};
+    al_error se;
     if ((rc = al_rewarder_score_rows(r->rw, r->N, r->G, r->cprompt, (const char *const *)r->ctext, r->crow,
-                                r->clen, r->has_eos, r->scores, &parts, e2)))
-        return AL_FAIL(&r->run.err, rc, "reward", "%s", e2);
+                                r->clen, r->has_eos, r->scores, &parts, &se)))
+        return al_fail_wrap(&r->run.err, rc, "reward", "reward", &se);
     return AL_OK;
 }
 
@@ -979,8 +980,9 @@ static int evaluate_val(rl *r, al_mlist *l) {
                 ok += correct;
             }
         }
-        if (!rc && (rc = al_rewarder_score_rows(r->rw, k, 1, pr, (const char *const *)txt, an, len, eos, sc, NULL, e2)))
-            rc = al_err(r->run.err.msg, rc, "evaluation reward: %s", e2);
+        al_error se;
+        if (!rc && (rc = al_rewarder_score_rows(r->rw, k, 1, pr, (const char *const *)txt, an, len, eos, sc, NULL, &se)))
+            rc = al_fail_wrap(&r->run.err, rc, "", "evaluation reward", &se);
         for (int j = 0; j < k; j++) {
             if (!rc) rsum += sc[j];
             free(txt[j]);
