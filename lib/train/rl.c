@@ -1118,7 +1118,7 @@ static int save_dir(rl *r, const char *dir, int with_state) {
         if (r->critic) al_ddp_moments_release(&r->copt, ws.cm, ws.cv);
         free(ws.rng);
     }
-    return al_dist_agree_err(rc, r->run.err.msg);
+    return al_dist_agree_err(rc, &r->run.err);
 }
 
 static int load_state(rl *r, const char *dir) {
@@ -1177,7 +1177,7 @@ static int load_state(rl *r, const char *dir) {
 static int hook_before_step(void *u, long step, int *n_up) {
     rl *r = u;
     /* generation and scoring are local: agree on their outcome */
-    int rc = al_dist_agree_err(rollout(r, step), r->run.err.msg);
+    int rc = al_dist_agree_err(rollout(r, step), &r->run.err);
     if (rc) return rc;
     al_step_stats st;
     memset(&st, 0, sizeof st);
@@ -1361,9 +1361,9 @@ int al_rl_run(const al_job *job, const char *resume_dir, const al_train_cb *cb, 
     r->resume = resume_dir;
     r->training = 1;
     /* every rank passes each agreement, one whose set-up failed too */
-    int rc = al_dist_agree_err(setup(r), r->run.err.msg);
+    int rc = al_dist_agree_err(setup(r), &r->run.err);
     if (!rc) rc = start_dist(r);
-    rc = al_dist_agree_err(rc, r->run.err.msg);
+    rc = al_dist_agree_err(rc, &r->run.err);
     r->run.ddp[0] = r->cddp; /* the critic's reduction first, then the policy's */
     r->run.ddp[1] = r->ddp;
     if (!rc) rc = al_run_loop(&r->run, &k_rl_ops, r, resume_dir, &r0);
