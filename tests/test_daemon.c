@@ -367,10 +367,12 @@ static void test_data_pause(void) {
     char body[1024], ref[32], id[32];
     snprintf(body, sizeof body,
              "{\"method\":\"generate_preferences\",\"model\":\"tiny\",\"task\":{\"name\":\"addition2\","
-             "\"rows\":24},\"reward\":{\"http\":{\"url\":\"http://127.0.0.1:%d/score\"}},\"hyperparameters\":"
+             "\"rows\":24},\"reward\":{\"http\":{\"url\":\"http://127.0.0.1:%d/score\",\"timeout_ms\":600000,"
+             "\"retries\":0}},\"hyperparameters\":"
              "{\"num_generations\":4,\"max_completion_length\":5,\"temperature\":1.0,\"logging_steps\":1},"
              "\"seed\":6}", v.port);
-    /* the uninterrupted run: 6 steps of 4 prompts, one verifier request each */
+    /* the uninterrupted run: 6 steps of 4 prompts, one verifier request each
+     * (never retried: a slow machine cannot add one) */
     T_OK(submit(&d, body, ref));
     T_OK(dd_wait_job(&d, ref, "succeeded", 120, NULL));
     pthread_mutex_lock(&v.mu);
