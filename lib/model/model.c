@@ -528,7 +528,7 @@ al_model *al_model_new_dt(const al_model_config *cfg, const al_lora_cfg *lora, i
  * layer 0 ("q_proj, k_proj, ..."), as a job names them. */
 static void lora_site_names(const al_model *m, char *dst, size_t cap) {
     lora_site sites[8];
-    int ns = layer_sites(m, 0, sites);
+    int ns = layer_sites(&m->cfg, 0, sites);
     size_t n = 0;
     dst[0] = 0;
     for (int s = 0; s < ns && n < cap; s++) {
