@@ -1109,6 +1109,14 @@ void api_server_stop(api_server *s) {
     if (!s) return;
     atomic_store(&s->stopping, 1);
     pthread_join(s->reaper, NULL);
+    /* Let open streams send what they hold and end on their own (each
+     * notices `stopping` within one feed slice) before the daemon shuts
+     * their sockets; a stream that does not end within a second is cut. */
+    double until = al_now() + 1.0;
+    while (atomic_load(&s->streams) > 0 && al_now() < until) {
+        struct timespec ts = {0, 10 * 1000000L};
+        nanosleep(&ts, NULL);
+    }
     MHD_stop_daemon(s->mhd);
     api_model_cache_free(s->models);
     pthread_mutex_destroy(&s->stats_mu);

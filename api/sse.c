@@ -16,7 +16,9 @@
  *
  * The content-reader callback runs on the connection's own thread and
  * blocks in job_feed for at most 250 ms at a time, so api_server_stop ends
- * every stream within that. */
+ * every stream within that: a stream that sees the server stopping takes
+ * what the feed holds without waiting, sends it and ends, and the server
+ * waits for its streams to end before it shuts their sockets. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -36,6 +38,7 @@ typedef struct sse_stream {
     al_buf out;   /* events not yet sent, from byte off on */
     size_t off;
     int ended;
+    int flushed;  /* the server is stopping and the feed's last items were taken */
 } sse_stream;
 
 static int put_str(sse_stream *st, const char *s) { return al_buf_puts(&st->out, s); }
@@ -77,16 +80,24 @@ static ssize_t sse_read(void *cls, uint64_t pos, char *out, size_t max) {
     for (;;) {
         size_t sent = api_stream_drain(&st->out, &st->off, out, max, &st->last_write);
         if (sent) return (ssize_t)sent;
-        if (st->ended || atomic_load(&s->stopping)) return MHD_CONTENT_READER_END_OF_STREAM;
+        if (st->ended || st->flushed) return MHD_CONTENT_READER_END_OF_STREAM;
+        /* Stopping: one last look at the feed without waiting, so a stream
+         * cut by shutdown still carries every item the feed already held
+         * (a client that connected just before sees the job's status). */
+        int stopping = atomic_load(&s->stopping);
         double idle = al_now() - st->last_write;
         double left = (double)s->cfg.heartbeat_s - idle;
-        if (left <= 0) {
+        if (!stopping && left <= 0) {
             if (put_str(st, ": ping\n\n")) return MHD_CONTENT_READER_END_WITH_ERROR;
             continue;
         }
         int wait_ms = (int)(left * 1000.0);
         if (wait_ms > SSE_SLICE_MS) wait_ms = SSE_SLICE_MS;
         if (wait_ms < 1) wait_ms = 1;
+        if (stopping) {
+            wait_ms = 0;
+            st->flushed = 1;
+        }
         json_t *items = NULL;
         int finished = 0;
         api_error e;

@@ -11,6 +11,7 @@
 #include <jansson.h>
 #include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "compute/pool.h"
@@ -21,6 +22,7 @@
 #include "t_model.h"
 #include "t_train.h"
 #include "text/mix.h"
+#include "train/lm.h"
 #include "train/rl.h"
 #include "train/trainer.h"
 
@@ -588,6 +590,99 @@ static void test_shared_critic(const char *base) {
     al_model_free(p);
 }
 
+/* ---- where a completion ends ---------------------------------------------------------- */
+
+typedef struct stoplog {
+    double mean_len, clipped;
+    int steps;
+} stoplog;
+
+static void stop_log(void *ud, long step, double epoch, const al_metric *m, int n) {
+    (void)epoch;
+    stoplog *l = ud;
+    for (int i = 0; i < n && step == 1; i++) {
+        if (!strcmp(m[i].name, "completions/mean_length")) l->mean_len = m[i].value, l->steps++;
+        if (!strcmp(m[i].name, "completions/clipped_ratio")) l->clipped = m[i].value;
+    }
+}
+
+static void copy_file(const char *from_dir, const char *to_dir, const char *name) {
+    char a[1200], b[1200], *data = NULL;
+    size_t n = 0;
+    snprintf(a, sizeof a, "%s/%s", from_dir, name);
+    snprintf(b, sizeof b, "%s/%s", to_dir, name);
+    T_OK(al_file_read(a, 1u << 20, &data, &n, g_err));
+    T_OK(al_file_write_atomic(b, data, n, g_err));
+    free(data);
+}
+
+/* A rollout ends at the chat template's end of turn, which is not EOS: the
+ * ChatML-like template of tests/data/tok_tiny closes an assistant turn with
+ * <|im_end|> (269) before </s> (266, EOS). The model is made to say 269 at
+ * every position (the final norm's output a constant that only 269's
+ * embedding row points along), so each completion is that one token: length
+ * 1, none cut off. Stopping at EOS alone, each ran to its 8 tokens. */
+static void test_turn_end_stop(const char *tmp) {
+    char dir[1100], data[1100], json[4096];
+    snprintf(dir, sizeof dir, "%s/turn_end", tmp);
+    const char *src = getenv("AL_TEST_SRC");
+    snprintf(data, sizeof data, "%s/data/tok_tiny", src ? src : "tests");
+    al_model_config c = t_byte_config((t_shape){AL_ARCH_GPT2, .layers = 1, .C = 32, .heads = 2, .FF = 64, .max_T = 64});
+    c.V = 270;
+    c.bos_id = 265;
+    c.eos_id = 266;
+    c.pad_id = 267;
+    al_model *m = al_model_new(&c, NULL, g_err);
+    T_TRUE(m != NULL);
+    if (!m) return;
+    al_model_init(m, 11);
+    int np;
+    al_param *ps = al_model_params(m, &np);
+    for (int i = 0; i < np; i++) {
+        if (!strcmp(ps[i].name, "transformer.ln_f.weight")) memset(ps[i].w, 0, ps[i].n * sizeof *ps[i].w);
+        if (!strcmp(ps[i].name, "transformer.ln_f.bias")) ps[i].w[0] = 30.0f;
+        if (!strcmp(ps[i].name, "transformer.wte.weight")) ps[i].w[(size_t)269 * ps[i].shape[1]] = 1.0f;
+    }
+    T_OK(al_model_save(m, dir, g_err));
+    al_model_free(m);
+    copy_file(data, dir, "tokenizer.json");
+    copy_file(data, dir, "tokenizer_config.json");
+    /* the stop ids: config.json's EOS, then the template's end of turn */
+    al_lm lm;
+    al_lm_cfg lc = {.open_flags = AL_OPEN_FROZEN};
+    T_OK(al_lm_open(&lm, dir, &lc, g_err));
+    int32_t stops[16];
+    T_EQ_INT(al_lm_stop_ids(&lm, stops, 16, g_err), 2);
+    T_EQ_INT(stops[0], 266);
+    T_EQ_INT(stops[1], 269);
+    al_lm_close(&lm);
+    snprintf(json, sizeof json,
+             "{\"method\":\"grpo\",\"model\":\"%s\",\"task\":{\"name\":\"addition\",\"rows\":16},"
+             "\"reward\":{\"verifiable\":1},\"hyperparameters\":{\"batch_size\":8,\"num_generations\":4,"
+             "\"max_steps\":1,\"max_completion_length\":8,\"logging_steps\":1,\"mixed_precision\":\"fp32\"},"
+             "\"output_dir\":\"%s/turn_end_grpo\",\"seed\":1}",
+             dir, tmp);
+    stoplog l = {0};
+    al_train_cb cb = {.log = stop_log, .ud = &l};
+    al_train_result res;
+    T_OK(t_train_json(json, NULL, &cb, &res, g_err));
+    T_EQ_INT(l.steps, 1);
+    T_NEAR(l.mean_len, 1.0, 0);
+    T_NEAR(l.clipped, 0.0, 0);
+    /* the data jobs' sampling too (with EOS alone: 8 tokens each) */
+    snprintf(json, sizeof json,
+             "{\"method\":\"generate_preferences\",\"model\":\"%s\",\"task\":{\"name\":\"addition\",\"rows\":4},"
+             "\"reward\":{\"verifiable\":1},\"hyperparameters\":{\"num_generations\":2,"
+             "\"max_completion_length\":8,\"mixed_precision\":\"fp32\"},"
+             "\"output_dir\":\"%s/turn_end_prefs\",\"seed\":1}",
+             dir, tmp);
+    stoplog g = {0};
+    cb.ud = &g;
+    T_OK(t_train_json(json, NULL, &cb, &res, g_err));
+    T_EQ_INT(g.steps, 1);
+    T_NEAR(g.mean_len, 1.0, 0);
+}
+
 /* ---- end to end ----------------------------------------------------------------------- */
 
 typedef struct runlog {
@@ -1086,6 +1181,7 @@ int main(void) {
     tiny_model(base, 1, 0);
     tiny_model(rm, 2, 1);
     test_shared_critic(base);
+    test_turn_end_stop(tmp);
     test_runs(tmp, base, rm);
     test_mixture(tmp, base);
     test_data_resume(tmp, base);

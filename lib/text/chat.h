@@ -81,9 +81,13 @@ int32_t al_chat_pad_id(const al_chat *c);
  * template closes an assistant turn with (found by rendering a one-turn
  * exchange: <|im_end|>, <|eot_id|>, <end_of_turn>, <|end|>, ...), which a
  * checkpoint whose files name only the end of the document still needs.
- * model_dir may be NULL (the tokenizer and template alone). Training
- * rollouts do not use this: they stop at the tokenizer's eos_token alone, as
- * TRL's GRPOTrainer generates (trl/trainer/grpo_trainer.py, main).
+ * model_dir may be NULL (the tokenizer and template alone). Rollouts and
+ * training samples stop at the same ids (al_lm_stop_ids, lm.h), so that a
+ * completion is trained and rewarded where its served answer would end. TRL
+ * differs by generator (trl/trainer/grpo_trainer.py, main): on
+ * transformers' generate() it passes the tokenizer's eos_token_id alone
+ * (for an instruct model's tokenizer that is the end of turn), on vLLM the
+ * generation_config's eos_token_id list stops it too.
  * Writes at most cap distinct ids in that order and returns how many (>= 0),
  * or AL_EFORMAT naming the file and field when a config's eos_token_id is
  * neither an id nor a list of ids, or a file is not JSON. */

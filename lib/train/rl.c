@@ -95,7 +95,9 @@ typedef struct rl {
     void *obj;
     int ppo, grpo, rloo;
     al_lm lm;                   /* the policy, its tokenizer and chat template */
-    int32_t pad, eos;
+    int32_t pad;
+    int32_t stops[16];          /* the ids that end a completion (al_lm_stop_ids) */
+    int n_stops;
     al_model *ref;              /* separate frozen reference, or NULL */
     int ref_off;                /* reference = policy with adapters off */
     int use_ref;
@@ -362,7 +364,9 @@ static int setup(rl *r) {
     r->Pg = r->P * r->run.world;
     if ((rc = al_run_open_policy(&r->run, &r->lm, 0, 1))) return rc;
     r->pad = al_chat_pad_id(r->lm.chat);
-    r->eos = al_tok_eos(r->lm.tok);
+    /* completions end where the served model's answers end */
+    if ((r->n_stops = al_lm_stop_ids(&r->lm, r->stops, 16, e2)) < 0)
+        return AL_FAIL(&r->run.err, r->n_stops, "model", "%s", e2);
     const al_model_config *mc = al_model_config_of(r->lm.m);
     if (!mc->has_lm_head) return AL_FAIL(&r->run.err, AL_EINVAL, "model", "%s has no language-model head", job->model);
     al_model_set_temperature(r->lm.m, hp->temperature);
@@ -524,7 +528,7 @@ static int rollout(rl *r, long step) {
         r->gen_prompts[i] = &r->train.seq[p];
     }
     al_gen_cfg g = {.max_new = r->max_new, .temperature = hp->temperature, .top_k = hp->top_k,
-                    .top_p = hp->top_p > 0 ? hp->top_p : 1, .stop = &r->eos, .n_stop = r->eos >= 0};
+                    .top_p = hp->top_p > 0 ? hp->top_p : 1, .stop = r->stops, .n_stop = r->n_stops};
     char e2[AL_ERRLEN];
     if ((rc = al_rollout_generate(r->lm.m, r->gen_prompts, r->N, &g, &r->rng, r->comp, r->samp, r->clen, e2)))
         return al_err(r->run.err.msg, rc, "generation failed: %s", e2);
@@ -535,7 +539,7 @@ static int rollout(rl *r, long step) {
         r->plen[i] = pl;
         size_t o = (size_t)i * r->T;
         const int32_t *c = r->comp + (size_t)i * r->max_new;
-        r->has_eos[i] = cl > 0 && c[cl - 1] == r->eos;
+        r->has_eos[i] = al_rollout_ended(c, cl, r->stops, r->n_stops);
         int drop = hp->mask_truncated_completions && !r->has_eos[i];
         for (int t = 0; t < r->T; t++) {
             int in = t < pl + cl;
@@ -550,7 +554,7 @@ static int rollout(rl *r, long step) {
             r->values[o + t] = 0;
         }
         free(r->ctext[i]);
-        r->ctext[i] = al_rollout_decode(r->lm.tok, c, cl, r->eos, NULL);
+        r->ctext[i] = al_rollout_decode_stops(r->lm.tok, c, cl, r->stops, r->n_stops, NULL);
         if (!r->ctext[i]) return al_err(r->run.err.msg, AL_ENOMEM, "out of memory");
         r->cprompt[i] = r->train.text[r->prow[i]];
         r->crow[i] = &r->train.ref[r->prow[i]];
@@ -947,7 +951,7 @@ static int evaluate_val(rl *r, al_mlist *l) {
     enum { B = 16 };
     double ok = 0, rsum = 0;
     int with_answer = 0;
-    al_gen_cfg g = {.max_new = r->max_new, .temperature = 0, .top_p = 1, .stop = &r->eos, .n_stop = r->eos >= 0};
+    al_gen_cfg g = {.max_new = r->max_new, .temperature = 0, .top_p = 1, .stop = r->stops, .n_stop = r->n_stops};
     al_rng rng;
     al_rng_seed(&rng, 1);
     int32_t *ids = malloc((size_t)B * r->max_new * sizeof *ids);
@@ -967,7 +971,7 @@ static int evaluate_val(rl *r, al_mlist *l) {
             break;
         }
         for (int j = 0; j < k; j++) {
-            txt[j] = al_rollout_decode(r->lm.tok, ids + (size_t)j * r->max_new, len[j], r->eos, &eos[j]);
+            txt[j] = al_rollout_decode_stops(r->lm.tok, ids + (size_t)j * r->max_new, len[j], r->stops, r->n_stops, &eos[j]);
             pr[j] = r->val.text[i0 + j];
             an[j] = &r->val.ref[i0 + j];
             if (!txt[j] && !rc) rc = al_err(r->run.err.msg, AL_ENOMEM, "out of memory");

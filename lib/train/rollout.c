@@ -270,8 +270,15 @@ int al_rollout_generate(al_model *m, const al_seq *const *prompts, int n, const 
     return AL_OK;
 }
 
-char *al_rollout_decode(const al_tok *tok, const int32_t *ids, int n, int32_t eos, int *has_eos) {
-    int e = n > 0 && ids[n - 1] == eos;
+int al_rollout_ended(const int32_t *ids, int n, const int32_t *stops, int n_stops) {
+    for (int i = 0; n > 0 && i < n_stops; i++)
+        if (ids[n - 1] == stops[i]) return 1;
+    return 0;
+}
+
+char *al_rollout_decode_stops(const al_tok *tok, const int32_t *ids, int n, const int32_t *stops, int n_stops,
+                              int *has_eos) {
+    int e = al_rollout_ended(ids, n, stops, n_stops);
     if (has_eos) *has_eos = e;
     char *txt = NULL;
     size_t len;

@@ -49,10 +49,15 @@ int al_prompts_append(al_prompts *dst, al_prompts *src, char err[AL_ERRLEN]);
  * g->max_new), logp (n, g->max_new) or NULL, len (n). */
 int al_rollout_generate(al_model *m, const al_seq *const *prompts, int n, const al_gen_cfg *g, al_rng *rng,
                         int32_t *ids, float *logp, int *len, char err[AL_ERRLEN]);
-/* A completion's text without its final EOS (malloc'd; "" when it does not
- * decode, NULL only without memory); *has_eos (may be NULL) says whether it
- * ended in EOS. */
-char *al_rollout_decode(const al_tok *tok, const int32_t *ids, int n, int32_t eos, int *has_eos);
+/* Whether a completion of n ids ended at one of the stop ids (the
+ * n_stops of al_lm_stop_ids: EOS, the template's end of turn), not cut off
+ * by the length limit. */
+int al_rollout_ended(const int32_t *ids, int n, const int32_t *stops, int n_stops);
+/* A completion's text without its final stop id (malloc'd; "" when it does
+ * not decode, NULL only without memory); *has_eos (may be NULL) says
+ * whether it ended at a stop id (al_rollout_ended). */
+char *al_rollout_decode_stops(const al_tok *tok, const int32_t *ids, int n, const int32_t *stops, int n_stops,
+                              int *has_eos);
 
 /* Bounds for al_reward_len: the longest prompt text of p, and the longest
  * text max_new tokens of tok can decode to (max_new times its longest

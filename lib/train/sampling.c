@@ -157,14 +157,21 @@ static int gen_texts(al_lm *pm, const al_seq *const *ps, int n, const al_hparams
                      char **txt, int *lens, int *eos, char err[AL_ERRLEN]) {
     int32_t *ids = malloc((size_t)n * max_new * sizeof *ids);
     if (!ids) return al_err(err, AL_ENOMEM, "out of memory");
-    int32_t eos_id = al_tok_eos(pm->tok);
+    /* completions end where the served model's answers end (EOS, the
+     * template's end of turn), as RL rollouts do */
+    int32_t stops[16];
+    int n_stops = al_lm_stop_ids(pm, stops, 16, err);
+    if (n_stops < 0) {
+        free(ids);
+        return n_stops;
+    }
     al_gen_cfg g = {.max_new = max_new, .temperature = hp->temperature, .top_k = hp->top_k,
-                    .top_p = hp->top_p > 0 ? hp->top_p : 1, .stop = &eos_id, .n_stop = eos_id >= 0};
+                    .top_p = hp->top_p > 0 ? hp->top_p : 1, .stop = stops, .n_stop = n_stops};
     int rc = al_rollout_generate(pm->m, ps, n, &g, rng, ids, NULL, lens, err);
     for (int i = 0; i < n; i++) {
         txt[i] = NULL;
         if (!rc) {
-            txt[i] = al_rollout_decode(pm->tok, ids + (size_t)i * max_new, lens[i], eos_id, &eos[i]);
+            txt[i] = al_rollout_decode_stops(pm->tok, ids + (size_t)i * max_new, lens[i], stops, n_stops, &eos[i]);
             if (!txt[i]) rc = al_err(err, AL_ENOMEM, "out of memory");
         }
     }

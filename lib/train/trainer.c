@@ -62,6 +62,7 @@
 #include "bench.h"
 #include "optim.h"
 #include "rl.h"
+#include "rollout.h"
 #include "run.h"
 
 enum { N_SAMPLES = 3, SAMPLE_MAX_NEW = 48, WATCH_WARMUP = 20, WATCH_PATIENCE = 20 };
@@ -81,6 +82,8 @@ typedef struct trainer {
     const al_train_cb *cb;
     al_lm lm;                     /* the policy, its tokenizer and chat template */
     int32_t pad;
+    int32_t stops[16];            /* where a sample ends (al_lm_stop_ids) */
+    int n_stops;
     al_model *ref;                /* separate frozen reference, or NULL */
     int ref_adapters_off;         /* reference = this model with adapters off */
     dataset train, val;
@@ -679,9 +682,8 @@ static void eval_samples(trainer *t, long step) {
         if (pl == 0 || pl + SAMPLE_MAX_NEW > al_model_config_of(t->lm.m)->max_T) continue;
         int32_t out[SAMPLE_MAX_NEW];
         int len = 0;
-        int32_t stop = al_tok_eos(t->lm.tok);
         al_gen_cfg g = {.max_new = SAMPLE_MAX_NEW, .temperature = 0, .top_p = 1,
-                        .stop = &stop, .n_stop = stop >= 0};
+                        .stop = t->stops, .n_stop = t->n_stops};
         al_rng rng;
         al_rng_seed(&rng, t->hp->seed);
         char e2[AL_ERRLEN];
@@ -689,7 +691,7 @@ static void eval_samples(trainer *t, long step) {
         if (al_generate(t->lm.m, &pp, &pl, 1, &g, &rng, out, NULL, &len, e2)) continue;
         char *ptxt = NULL, *ctxt = NULL;
         size_t a, b;
-        if (len > 0 && out[len - 1] == stop) len--;
+        if (al_rollout_ended(out, len, t->stops, t->n_stops)) len--;
         if (al_tok_decode(t->lm.tok, s->ids, pl, 1, &ptxt, &a) == AL_OK &&
             al_tok_decode(t->lm.tok, out, len, 1, &ctxt, &b) == AL_OK) {
             double reward = NAN;
@@ -996,6 +998,10 @@ static int setup(trainer *t, const al_job *job, const char *resume_dir, const al
     if ((rc = global_batch(t, resume_dir))) return rc;
     if ((rc = al_run_open_policy(&t->run, &t->lm, t->ops->needs_values ? AL_OPEN_SCORE_HEAD : 0, 0))) return rc;
     t->pad = al_chat_pad_id(t->lm.chat);
+    /* samples end where the served model's answers end */
+    char e2[AL_ERRLEN];
+    if ((t->n_stops = al_lm_stop_ids(&t->lm, t->stops, 16, e2)) < 0)
+        return AL_FAIL(&t->run.err, t->n_stops, "model", "%s", e2);
     const al_model_config *mc = al_model_config_of(t->lm.m);
     if (t->ops->needs_lm && !mc->has_lm_head)
         return AL_FAIL(&t->run.err, AL_EINVAL, "model", "%s has no language-model head (a reward model?)", job->model);
