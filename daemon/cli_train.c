@@ -15,8 +15,10 @@
  *     "step","prompt","completion","reward"}, {"event":"eval_result","step",
  *     "result"}, {"event":"checkpoint","step","path"}, and last
  *     {"event":"result","status":"succeeded"|"failed"|"cancelled"|"paused",
- *     "code","message","steps","total_steps","trained_tokens","output_dir",
- *     "output_is_model","files":[{"path","purpose"}]}.
+ *     "code","message","param","steps","total_steps","trained_tokens",
+ *     "output_dir","output_is_model","files":[{"path","purpose"}]}, "param"
+ *     the job's field at fault ("" when none is: a file that is not JSON,
+ *     a full disk), also when the job file does not parse.
  *     Started by mpirun or srun as N ranks (lib/dist), it trains one job
  *     data-parallel; rank 0 alone writes to stdout and stderr. SIGUSR1 asks
  *     for a pause (a checkpoint, then status "paused", exit 3), SIGUSR2 for a
@@ -227,7 +229,8 @@ static int train_rank(const char *file, const char *resume, long threads, int js
     al_job job;
     memset(&job, 0, sizeof job);
     if (!rc) {
-        rc = al_job_parse(&job, text, len, err);
+        /* the field at fault stays data: the result line's param */
+        rc = al_job_parse_at(&job, text, len, &fail);
         free(text);
         if (rc) {
             char e2[AL_ERRLEN];

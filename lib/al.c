@@ -82,6 +82,12 @@ int al_fail_as(al_error *e, int rc, const char *field, const char *msg) {
     return rc;
 }
 
+int al_fail_wrap(al_error *e, int rc, const char *dflt, const char *prefix, const al_error *src) {
+    if (!e) return rc;
+    snprintf(e->field, sizeof e->field, "%s", src->field[0] ? src->field : dflt ? dflt : "");
+    return al_err(e->msg, rc, "%s: %s", prefix, src->msg);
+}
+
 void al_assert_fail(const char *expr, const char *file, int line) {
     fprintf(stderr, "alignd: assertion failed: %s (%s:%d)\n", expr, file, line);
     abort();

@@ -83,6 +83,9 @@ int al_failf(al_error *e, int rc, const char *fmt, ...) __attribute__((format(pr
 /* A reason written elsewhere (msg, kept as it is) blamed on field; msg may
  * be e->msg itself (a reason already there, now blamed on field). */
 int al_fail_as(al_error *e, int rc, const char *field, const char *msg);
+/* A failure reported by a callee (src) as the caller's: msg "<prefix>:
+ * <src->msg>", blamed on src's field, or on dflt when src names none. */
+int al_fail_wrap(al_error *e, int rc, const char *dflt, const char *prefix, const al_error *src);
 
 /* Always-on check for programmer errors (never for bad input). */
 #define AL_ASSERT(cond)                                                      \

@@ -10,19 +10,26 @@
 
 #include "train/trainer.h"
 
-static inline int t_train_json(const char *json, const char *resume, const al_train_cb *cb,
-                               al_train_result *res, char err[AL_ERRLEN]) {
+/* The same with the field at fault as data (e->field: the API's param). */
+static inline int t_train_json_at(const char *json, const char *resume, const al_train_cb *cb,
+                                  al_train_result *res, al_error *e) {
     al_job job;
-    int rc = al_job_parse(&job, json, strlen(json), err);
+    int rc = al_job_parse_at(&job, json, strlen(json), e);
     if (rc) {
-        fprintf(stderr, "job: %s\n", err);
+        fprintf(stderr, "job: %s\n", e->msg);
         return rc;
     }
-    al_error e = {"", ""};
-    rc = al_train_run(&job, resume, cb, res, &e);
-    if (rc) snprintf(err, AL_ERRLEN, "%s", e.msg);
-    if (rc && rc != AL_ECANCELED && rc != AL_EPAUSED) fprintf(stderr, "train: %s\n", err);
+    rc = al_train_run(&job, resume, cb, res, e);
+    if (rc && rc != AL_ECANCELED && rc != AL_EPAUSED) fprintf(stderr, "train: %s\n", e->msg);
     al_job_deinit(&job);
+    return rc;
+}
+
+static inline int t_train_json(const char *json, const char *resume, const al_train_cb *cb,
+                               al_train_result *res, char err[AL_ERRLEN]) {
+    al_error e = {"", ""};
+    int rc = t_train_json_at(json, resume, cb, res, &e);
+    if (rc) snprintf(err, AL_ERRLEN, "%s", e.msg);
     return rc;
 }
 

@@ -170,6 +170,33 @@ int main(void) {
     snprintf(a, sizeof a, "train %s/bad.json", tmp);
     T_EQ_INT(run(a), 2);
     T_OUT_HAS("hyperparameters.beta: must be a number");
+    /* with --events json the result line names it as data (param); text
+     * that is not JSON names no field, jansson's line and column instead */
+    char want[1400];
+    snprintf(a, sizeof a, "train %s/bad.json --events json", tmp);
+    T_EQ_INT(run(a), 2);
+    j = out_json();
+    T_STR_EQ(json_string_value(json_object_get(j, "status")), "failed");
+    T_STR_EQ(json_string_value(json_object_get(j, "param")), "hyperparameters.beta");
+    char file[1300];
+    snprintf(file, sizeof file, "%s/bad.json", tmp);
+    snprintf(want, sizeof want, "%.100s: hyperparameters.beta: must be a number", file); /* cli_train.c's cut */
+    T_STR_EQ(json_string_value(json_object_get(j, "message")), want);
+    json_decref(j);
+    snprintf(a, sizeof a, "%s/syntax.json", tmp);
+    f = fopen(a, "w");
+    if (f) {
+        fputs("{\"method\": \"sft\",\n \"model\": }\n", f);
+        fclose(f);
+    }
+    snprintf(a, sizeof a, "train %s/syntax.json --events json", tmp);
+    T_EQ_INT(run(a), 2);
+    j = out_json();
+    T_STR_EQ(json_string_value(json_object_get(j, "param")), "");
+    snprintf(file, sizeof file, "%s/syntax.json", tmp);
+    snprintf(want, sizeof want, "%.100s: job: invalid JSON at line 2 column 11: unexpected token near '}'", file);
+    T_STR_EQ(json_string_value(json_object_get(j, "message")), want);
+    json_decref(j);
     /* a run's failure names the job's field as data: the result line's
      * param (which the daemon answers as the job error's param) */
     snprintf(a, sizeof a, "%s/eval_b.json", tmp);

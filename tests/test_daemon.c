@@ -6,7 +6,9 @@
  * and STOPPING=1; two concurrent jobs both progress; cancel, pause and
  * resume; a fresh state directory is migrated and a newer database refused;
  * a full disk fails the job cleanly with the database and the earlier
- * checkpoint intact; keys create and --check-config. */
+ * checkpoint intact; keys create and --check-config; a data job
+ * (generate_preferences) paused in the middle of a step and resumed writes
+ * the bytes of an uninterrupted run. */
 #include <jansson.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -14,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/mount.h>
 #include <sys/socket.h>
 #include <sys/un.h>
@@ -216,6 +219,188 @@ static void test_end_to_end(void) {
     char *log = dd_read_file(logp, NULL);
     T_TRUE(log && strstr(log, "database schema version 999 is newer than this alignd supports"));
     free(log);
+}
+
+/* ---- a data job paused and resumed ------------------------------------------------------- */
+
+/* reward.http's verifier, in a thread of the test: a completion's reward is a
+ * function of its bytes. The request numbered `gate` first asks the daemon
+ * to pause `job`, then answers: the pause lands inside that step (a data job
+ * scores its completions in the step), whatever the machine's speed, and
+ * the job stops after it. */
+typedef struct verifier {
+    int fd, port;
+    pthread_t th;
+    pthread_mutex_t mu;
+    int requests, gate;     /* under mu */
+    char job[32];           /* under mu */
+    long pause_code;        /* under mu */
+    const dd_daemon *d;
+    atomic_int stop;
+} verifier;
+
+/* One request: headers, then Content-Length bytes of body (NULL on error). */
+static char *read_request(int c) {
+    size_t cap = 1 << 16, n = 0, need = 0;
+    char *buf = malloc(cap + 1), *body = NULL;
+    while (buf) {
+        if (n == cap && !(cap *= 2, buf = realloc(buf, cap + 1))) break;
+        ssize_t k = read(c, buf + n, cap - n);
+        if (k <= 0) break;
+        n += (size_t)k;
+        buf[n] = 0;
+        char *end = strstr(buf, "\r\n\r\n");
+        if (!end) continue;
+        if (!need) {
+            size_t len = 0;
+            for (const char *h = strstr(buf, "\r\n"); h && h < end; h = strstr(h + 2, "\r\n"))
+                if (!strncasecmp(h + 2, "content-length:", 15)) len = strtoul(h + 17, NULL, 10);
+            need = (size_t)(end + 4 - buf) + len;
+        }
+        if (n >= need) {
+            body = strdup(end + 4);
+            break;
+        }
+    }
+    free(buf);
+    return body;
+}
+
+static void *verifier_main(void *ud) {
+    verifier *v = ud;
+    for (;;) {
+        int c = accept(v->fd, NULL, NULL);
+        if (atomic_load(&v->stop)) {
+            if (c >= 0) close(c);
+            return NULL;
+        }
+        if (c < 0) continue;
+        char *body = read_request(c);
+        json_t *req = body ? json_loads(body, 0, NULL) : NULL, *rewards = json_array();
+        const json_t *comps = json_object_get(req, "completions");
+        for (size_t i = 0; i < json_array_size(comps); i++) {
+            unsigned sum = 0;
+            for (const char *p = json_string_value(json_array_get(comps, i)); p && *p; p++) sum += (unsigned char)*p;
+            json_array_append_new(rewards, json_real((sum % 101) / 101.0));
+        }
+        pthread_mutex_lock(&v->mu);
+        int pause = ++v->requests == v->gate;
+        char job[32];
+        snprintf(job, sizeof job, "%s", v->job);
+        pthread_mutex_unlock(&v->mu);
+        if (pause) {
+            long code = 0;
+            char path[128];
+            snprintf(path, sizeof path, "/v1/fine_tuning/jobs/%s/pause", job);
+            json_decref(dd_post(v->d, path, NULL, &code));
+            pthread_mutex_lock(&v->mu);
+            v->pause_code = code;
+            pthread_mutex_unlock(&v->mu);
+        }
+        json_t *ans = json_pack("{s:o}", "rewards", rewards);
+        char *txt = json_dumps(ans, JSON_COMPACT), head[256];
+        int hn = snprintf(head, sizeof head, "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                          "Content-Length: %zu\r\nConnection: close\r\n\r\n", txt ? strlen(txt) : 0);
+        if (write(c, head, (size_t)hn) != hn || (txt && write(c, txt, strlen(txt)) < 0)) perror("verifier");
+        free(txt);
+        json_decref(ans);
+        json_decref(req);
+        free(body);
+        close(c);
+    }
+}
+
+static int verifier_start(verifier *v, const dd_daemon *d) {
+    memset(v, 0, sizeof *v);
+    v->d = d;
+    pthread_mutex_init(&v->mu, NULL);
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t sl = sizeof sa;
+    v->fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (v->fd < 0 || bind(v->fd, (struct sockaddr *)&sa, sizeof sa) || listen(v->fd, 16) ||
+        getsockname(v->fd, (struct sockaddr *)&sa, &sl))
+        return -1;
+    v->port = ntohs(sa.sin_port);
+    return pthread_create(&v->th, NULL, verifier_main, v) ? -1 : 0;
+}
+
+static void verifier_stop(verifier *v) {
+    atomic_store(&v->stop, 1);
+    int c = dd_raw_connect(v->port, "127.0.0.1"); /* wakes accept() */
+    pthread_join(v->th, NULL);
+    if (c >= 0) close(c);
+    close(v->fd);
+    pthread_mutex_destroy(&v->mu);
+}
+
+/* The bytes of a finished job's first result file (GET /v1/files/{id}/content). */
+static char *result_bytes(dd_daemon *d, const char *id, size_t *len) {
+    long code;
+    json_t *j = get(d, "/v1/fine_tuning/jobs/%s", id, &code);
+    const char *fid = json_string_value(json_array_get(json_object_get(j, "result_files"), 0));
+    char path[256];
+    snprintf(path, sizeof path, "/v1/files/%s/content", fid ? fid : "none");
+    json_decref(j);
+    dd_resp r;
+    if (dd_request(d, "GET", path, NULL, 0, NULL, NULL, 0, &r) || r.status != 200) {
+        dd_resp_free(&r);
+        return NULL;
+    }
+    *len = r.len;
+    return r.body;
+}
+
+static void test_data_pause(void) {
+    char state[1200];
+    state_dir(state, sizeof state, "datapause");
+    dd_daemon d;
+    if (start(&d, state, NULL, NULL)) {
+        T_TRUE(0);
+        return;
+    }
+    verifier v;
+    if (verifier_start(&v, &d)) {
+        T_TRUE(0);
+        dd_stop(&d, SIGTERM, 30);
+        return;
+    }
+    char body[1024], ref[32], id[32];
+    snprintf(body, sizeof body,
+             "{\"method\":\"generate_preferences\",\"model\":\"tiny\",\"task\":{\"name\":\"addition2\","
+             "\"rows\":24},\"reward\":{\"http\":{\"url\":\"http://127.0.0.1:%d/score\",\"timeout_ms\":600000,"
+             "\"retries\":0}},\"hyperparameters\":"
+             "{\"num_generations\":4,\"max_completion_length\":5,\"temperature\":1.0,\"logging_steps\":1},"
+             "\"seed\":6}", v.port);
+    /* the uninterrupted run: 6 steps of 4 prompts, one verifier request each
+     * (never retried: a slow machine cannot add one) */
+    T_OK(submit(&d, body, ref));
+    T_OK(dd_wait_job(&d, ref, "succeeded", 120, NULL));
+    pthread_mutex_lock(&v.mu);
+    T_EQ_INT(v.requests, 6);
+    v.gate = v.requests + 2; /* the second step of the next job */
+    snprintf(v.job, sizeof v.job, "ftjob-2");
+    pthread_mutex_unlock(&v.mu);
+    T_OK(submit(&d, body, id));
+    T_STR_EQ(id, "ftjob-2");
+    json_t *j = NULL;
+    T_OK(dd_wait_job(&d, id, "paused", 120, &j));
+    T_EQ_INT(json_integer_value(json_object_get(json_object_get(j, "progress"), "step")), 2);
+    json_decref(j);
+    pthread_mutex_lock(&v.mu);
+    T_EQ_INT(v.pause_code, 200);
+    pthread_mutex_unlock(&v.mu);
+    long code;
+    T_OK(post_action(&d, id, "resume", &code));
+    T_OK(dd_wait_job(&d, id, "succeeded", 120, NULL));
+    T_TRUE(events_contain(&d, id, "Job paused at step 2"));
+    T_TRUE(events_contain(&d, id, "Resuming from"));
+    size_t la = 0, lb = 0;
+    char *a = result_bytes(&d, ref, &la), *b = result_bytes(&d, id, &lb);
+    T_REPORT_(a && b && la > 100 && la == lb && !memcmp(a, b, la), "preferences differ: %zu bytes vs %zu", la, lb);
+    free(a);
+    free(b);
+    T_EQ_INT(dd_stop(&d, SIGTERM, 30), 0);
+    verifier_stop(&v);
 }
 
 /* ---- kill -9, SIGTERM, sd_notify ------------------------------------------------------ */
@@ -607,6 +792,8 @@ int main(void) {
     fprintf(stderr, "full disk: %.1fs\n", dd_now() - t0);
     test_cli();
     fprintf(stderr, "cli: %.1fs\n", dd_now() - t0);
+    test_data_pause();
+    fprintf(stderr, "data job paused: %.1fs\n", dd_now() - t0);
     test_systemd();
     fprintf(stderr, "systemd: %.1fs\n", dd_now() - t0);
     curl_global_cleanup();

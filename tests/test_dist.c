@@ -298,15 +298,24 @@ static void test_rl_global(void) {
         for (int i = 0; i < RT * TT; i++) d = fmax(d, fabs(wr[i] - w1[R * RT * TT + i]));
         T_NEAR(d, 0, 1e-6);
     }
-    /* an error on the last rank alone: every rank gets its code and reason */
-    char err[AL_ERRLEN] = "";
-    int rc = R == S - 1 ? al_err(err, AL_EFORMAT, "bad row %d", 7) : AL_OK;
-    T_EQ_INT(al_dist_agree_err(rc, err), AL_EFORMAT);
+    /* an error on the last rank alone: every rank gets its code, its field
+     * (the job's field at fault, the API's param) and its reason, naming
+     * the rank */
+    al_error err = {"", ""};
+    int rc = R == S - 1 ? AL_FAIL(&err, AL_EFORMAT, "training_files[%d]", "bad row %d", 1, 7) : AL_OK;
+    T_EQ_INT(al_dist_agree_err(rc, &err), AL_EFORMAT);
     char want[AL_ERRLEN];
-    if (S == 1 || R == S - 1) snprintf(want, sizeof want, "bad row 7");
-    else snprintf(want, sizeof want, "rank %d: bad row 7", S - 1);
-    T_STR_EQ(err, want);
-    T_EQ_INT(al_dist_agree_err(AL_OK, err), AL_OK);
+    if (S == 1 || R == S - 1) snprintf(want, sizeof want, "training_files[1]: bad row 7");
+    else snprintf(want, sizeof want, "rank %d: training_files[1]: bad row 7", S - 1);
+    T_STR_EQ(err.msg, want);
+    T_STR_EQ(err.field, "training_files[1]");
+    T_EQ_INT(al_dist_agree_err(AL_OK, &err), AL_OK);
+    /* rank 0's own failure is said as it is; one with no field names none */
+    al_error e0 = {"stale", ""};
+    rc = R == 0 ? al_failf(&e0, AL_EIO, "disk full") : AL_OK;
+    T_EQ_INT(al_dist_agree_err(rc, &e0), AL_EIO);
+    T_STR_EQ(e0.msg, "disk full");
+    T_STR_EQ(e0.field, "");
 }
 
 int main(void) {

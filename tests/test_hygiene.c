@@ -366,6 +366,23 @@ static void test_jobs(void) {
     al_job j;
     T_EQ_INT(al_job_parse(&j, json, strlen(json), err), AL_EINVAL);
     T_TRUE(strstr(err, "hygiene: clean_data needs") == err);
+    /* a file that is missing, or holds no row, names training_file as data */
+    char missing[1300], none[1300];
+    snprintf(missing, sizeof missing, "%s/no_such.jsonl", t_tmpdir());
+    snprintf(none, sizeof none, "%s/none.jsonl", t_tmpdir());
+    T_OK(al_file_write_atomic(none, "not json\n{\"x\":1}\n", 17, err));
+    al_error fe;
+    const char *bad[2] = {missing, none};
+    char want[1400];
+    for (int k = 0; k < 2; k++) {
+        snprintf(json, sizeof json, "{\"method\":\"clean_data\",\"training_file\":\"%s\",\"output_dir\":\"%s\","
+                 "\"hygiene\":{\"min_words\":2}}", bad[k], out);
+        T_EQ_INT(t_train_json_at(json, NULL, NULL, &res, &fe), k ? AL_EFORMAT : AL_ENOENT);
+        T_STR_EQ(fe.field, "training_file");
+        if (k) snprintf(want, sizeof want, "training_file: no row is in a recognised format");
+        else snprintf(want, sizeof want, "%s: No such file or directory", missing);
+        T_STR_EQ(fe.msg, want);
+    }
     /* a training job's option: the near-duplicate never reaches training */
     snprintf(base, sizeof base, "%s/base", t_tmpdir());
     t_shape sh = {AL_ARCH_LLAMA, .layers = 1, .C = 16, .heads = 2, .kv_heads = 2, .FF = 32, .max_T = 1024};

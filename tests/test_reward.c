@@ -28,6 +28,7 @@
 #include "train/rollout.h"
 
 static char g_err[AL_ERRLEN];
+static al_error g_fe; /* al_rewarder_score_rows's: the source's field beside the reason */
 static al_error g_fail; /* the field at fault beside the reason */
 
 static void tiny_rm(const char *dir) {
@@ -291,7 +292,7 @@ static void test_graded_sources(void) {
     int lens[5] = {3, 3, 3, 3, 3}, eos[5] = {1, 1, 1, 1, 1};
     float sc[5], v[5], fm[5], hv[5], ex[5];
     al_reward_parts parts = {.verifiable = v, .format = fm, .http = hv, .extracted = ex};
-    T_OK(al_rewarder_score_rows(rw, 5, 1, prompts, comps, rows, lens, eos, sc, &parts, g_err));
+    T_OK(al_rewarder_score_rows(rw, 5, 1, prompts, comps, rows, lens, eos, sc, &parts, &g_fe));
     float want_v[5] = {1, 0, 1, 1, 0}, want_f[5] = {1, 0, 1, 0, 0};
     for (int i = 0; i < 5; i++) {
         T_NEAR(v[i], want_v[i], 0);
@@ -309,12 +310,13 @@ static void test_graded_sources(void) {
     /* a row with its data row goes as it is */
     const al_reward_row *one[1] = {&r2};
     const char *p1[1] = {"capital?"}, *c1[1] = {"Paris"};
-    T_OK(al_rewarder_score_rows(rw, 1, 1, p1, c1, one, lens, eos, sc, NULL, g_err));
+    T_OK(al_rewarder_score_rows(rw, 1, 1, p1, c1, one, lens, eos, sc, NULL, &g_fe));
     T_STR_EQ(fx.last_row, "{\"answer\":\"Paris\",\"prompt\":\"capital?\"}");
     /* the verifier's failure fails the call with its answer in the error */
     const char *cf2[5] = {"ok", "ok", "ok", "fail", "ok"};
-    T_EQ_INT(al_rewarder_score_rows(rw, 5, 1, prompts, cf2, rows, lens, eos, sc, NULL, g_err), AL_EINVAL);
-    T_STR_EQ(g_err, "reward.http: HTTP 500: {\"detail\": \"boom\"}");
+    T_EQ_INT(al_rewarder_score_rows(rw, 5, 1, prompts, cf2, rows, lens, eos, sc, NULL, &g_fe), AL_EINVAL);
+    T_STR_EQ(g_fe.msg, "reward.http: HTTP 500: {\"detail\": \"boom\"}");
+    T_STR_EQ(g_fe.field, "reward.http");
     int correct = -1;
     T_OK(al_rewarder_correct(rw, "#### 1000", &r0, &correct, g_err));
     T_EQ_INT(correct, 1);
@@ -362,7 +364,7 @@ static void test_file_rows(void) {
         const char *prompts[3] = {"a", "b", "c"}, *comps[3] = {"#### 41", " oslo", "Roma"};
         int lens[3] = {1, 1, 1}, eos[3] = {1, 1, 1};
         float sc[3];
-        T_OK(al_rewarder_score_rows(rw, 3, 1, prompts, comps, rows, lens, eos, sc, NULL, g_err));
+        T_OK(al_rewarder_score_rows(rw, 3, 1, prompts, comps, rows, lens, eos, sc, NULL, &g_fe));
         T_NEAR(sc[0], 1, 0);
         T_NEAR(sc[1], 1, 0);
         T_NEAR(sc[2], 0, 0);
@@ -711,7 +713,7 @@ static void test_word_problems_grpo(void) {
             eos[i] = 1;
         }
         al_reward_parts parts = {.verifiable = v, .format = fm, .extracted = ex};
-        T_OK(al_rewarder_score_rows(rw, K, 1, prompts, comps, rows, lens, eos, sc, &parts, g_err));
+        T_OK(al_rewarder_score_rows(rw, K, 1, prompts, comps, rows, lens, eos, sc, &parts, &g_fe));
         for (int i = 0; i < K; i++) T_NEAR(sc[i], want[i], 1e-6);
         T_NEAR(ex[3], 0, 0); /* no "####": nothing extracted */
     }

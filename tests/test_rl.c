@@ -831,6 +831,40 @@ static void test_runs(const char *tmp, const char *base, const char *rm) {
     T_EQ_INT(jl.n_judge, 2);
     for (int k = 0; k < jl.n_judge; k++) T_NEAR(jl.judge[k], 0.5, 1e-5);
 
+    /* a judge whose template refuses fails the job naming the judge's field
+     * as data: at the start when it refuses the bare instructions (GRPO),
+     * in the step when it refuses a prompt's digits (GRPO, through
+     * al_rewarder_score_rows; evaluate, its own comparison) */
+    char judge[1300], jt[1400];
+    snprintf(judge, sizeof judge, "%s/refusing_judge", tmp);
+    tiny_model(judge, 1, 0);
+    snprintf(jt, sizeof jt, "%s/chat_template.jinja", judge);
+    const char *refuse[2] = {"{{ raise_exception('this judge refuses') }}",
+                             "{% for m in messages %}{% for d in ['0','1','2','3','4','5','6','7','8','9'] %}"
+                             "{% if d in m['content'] %}{{ raise_exception('this judge cannot read numbers') }}"
+                             "{% endif %}{% endfor %}{{ m['content'] }}{% endfor %}"};
+    const char *want_msg[3] = {"reward.judge.model: this judge refuses", "reward: this judge cannot read numbers",
+                               "judge: this judge cannot read numbers"};
+    al_error fe;
+    for (int k = 0; k < 3; k++) {
+        T_OK(al_file_write_atomic(jt, refuse[k > 0], strlen(refuse[k > 0]), g_err));
+        snprintf(out, sizeof out, "%s/judge_refused%d", tmp, k);
+        if (k < 2)
+            snprintf(json, sizeof json,
+                     "{\"method\":\"grpo\",\"model\":\"%s\",\"task\":{\"name\":\"addition2\",\"rows\":8},"
+                     "\"reward\":{\"judge\":{\"model\":\"%s\"}},\"hyperparameters\":{\"batch_size\":2,"
+                     "\"num_generations\":2,\"max_steps\":1,\"max_completion_length\":2},\"output_dir\":\"%s\"}",
+                     base, judge, out);
+        else
+            snprintf(json, sizeof json,
+                     "{\"method\":\"evaluate\",\"model\":\"%s\",\"model_b\":\"%s\",\"task\":{\"name\":"
+                     "\"addition\",\"rows\":2},\"reward\":{\"judge\":{\"model\":\"%s\"}},\"hyperparameters\":"
+                     "{\"max_completion_length\":2},\"output_dir\":\"%s\"}", base, base, judge, out);
+        T_EQ_INT(t_train_json_at(json, NULL, NULL, &res, &fe), AL_EINVAL);
+        T_STR_EQ(fe.field, "reward.judge.model");
+        T_STR_EQ(fe.msg, want_msg[k]);
+    }
+
     /* generate_preferences writes pairs a DPO job reads */
     snprintf(out, sizeof out, "%s/prefs", tmp);
     snprintf(json, sizeof json,

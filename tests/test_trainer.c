@@ -282,6 +282,26 @@ static void test_watchdog(void) {
     if (f) fclose(f);
 }
 
+/* LoRA adapters that match no module of the model fail the job before a
+ * step, the field at fault as data (the API's param), as job.c names it. */
+static void test_lora_no_match(void) {
+    char json[4096], out[1300];
+    snprintf(out, sizeof out, "%s/lora_nomatch", t_tmpdir());
+    snprintf(json, sizeof json,
+             "{\"method\":\"sft\",\"model\":\"%s\",\"task\":{\"name\":\"addition\",\"rows\":8},"
+             "\"lora\":{\"r\":4,\"alpha\":8,\"target_modules\":[\"c_attn\",\"qproj\"]},"
+             "\"hyperparameters\":{\"max_steps\":1,\"batch_size\":4},\"output_dir\":\"%s\"}", g_base, out);
+    al_job job;
+    T_OK(al_job_parse(&job, json, strlen(json), g_err));
+    al_train_result res;
+    al_error fail;
+    T_EQ_INT(al_train_run(&job, NULL, NULL, &res, &fail), AL_EINVAL);
+    al_job_deinit(&job);
+    T_STR_EQ(fail.field, "lora.target_modules");
+    T_STR_EQ(fail.msg, "lora.target_modules: \"c_attn,qproj\" match no module of the model (q_proj, k_proj, "
+                       "v_proj, o_proj, gate_proj, up_proj, down_proj, or \"all-linear\")");
+}
+
 /* Packing is invisible to the loss: with every example in one step, packed
  * rows (block-diagonal attention, positions restarting per example) give the
  * loss that one example per row gives. */
@@ -495,6 +515,7 @@ int main(void) {
     test_accumulation();
     test_methods();
     test_watchdog();
+    test_lora_no_match();
     test_eval_only();
     test_packing();
     test_chat_template();

@@ -56,10 +56,11 @@ int al_dist_any(int flags);
  * every AL_ code is <= 0). */
 int al_dist_agree_rc(int rc);
 /* al_dist_agree_rc with the reason: when any rank failed, every rank
- * returns the code of the lowest-numbered failing rank and gets its message
- * in err (may be NULL), so that rank 0 reports an error that arose on
- * another rank. */
-int al_dist_agree_err(int rc, char err[AL_ERRLEN]);
+ * returns the code of the lowest-numbered failing rank and gets its field
+ * and message in err (may be NULL; the message prefixed "rank N: " on the
+ * others when N > 0), so that rank 0 reports an error that arose on another
+ * rank, the job's field at fault included. */
+int al_dist_agree_err(int rc, al_error *err);
 /* Rank root's bytes into every rank's buf. */
 void al_dist_bcast(void *buf, size_t bytes, int root);
 /* Each rank's `bytes` from send, concatenated in rank order into recv

@@ -67,18 +67,20 @@ int al_dist_agree_rc(int rc) {
     return rc;
 }
 
-int al_dist_agree_err(int rc, char err[AL_ERRLEN]) {
+int al_dist_agree_err(int rc, al_error *err) {
     if (!started) return rc;
     int who = rc ? g_rank : g_size;
     MPI_Allreduce(MPI_IN_PLACE, &who, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD);
     if (who == g_size) return AL_OK;
-    char buf[AL_ERRLEN] = "";
-    if (g_rank == who && err) snprintf(buf, sizeof buf, "%s", err);
+    al_error buf = {"", ""};
+    if (g_rank == who && err) buf = *err;
     MPI_Bcast(&rc, 1, MPI_INT, who, MPI_COMM_WORLD);
-    MPI_Bcast(buf, AL_ERRLEN, MPI_CHAR, who, MPI_COMM_WORLD);
+    MPI_Bcast(&buf, (int)sizeof buf, MPI_BYTE, who, MPI_COMM_WORLD);
     if (err && g_rank != who) {
-        if (who == 0) snprintf(err, AL_ERRLEN, "%s", buf);
-        else snprintf(err, AL_ERRLEN, "rank %d: %.*s", who, AL_ERRLEN - 16, buf);
+        buf.field[sizeof buf.field - 1] = 0;
+        buf.msg[sizeof buf.msg - 1] = 0;
+        if (who == 0) al_fail_as(err, rc, buf.field, buf.msg);
+        else al_fail_as(err, al_err(err->msg, rc, "rank %d: %.*s", who, AL_ERRLEN - 16, buf.msg), buf.field, err->msg);
     }
     return rc;
 }

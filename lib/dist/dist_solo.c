@@ -24,7 +24,7 @@ void al_dist_max(double *x, int n) { (void)x, (void)n; }
 void al_dist_min(double *x, int n) { (void)x, (void)n; }
 int al_dist_any(int flags) { return flags; }
 int al_dist_agree_rc(int rc) { return rc; }
-int al_dist_agree_err(int rc, char err[AL_ERRLEN]) {
+int al_dist_agree_err(int rc, al_error *err) {
     (void)err;
     return rc;
 }

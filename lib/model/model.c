@@ -503,9 +503,32 @@ al_model *al_model_new_ex(const al_model_config *cfg, const al_lora_cfg *lora, i
 
 al_model *al_model_new_dt(const al_model_config *cfg, const al_lora_cfg *lora, int frozen,
                           int bf16, char err[AL_ERRLEN]) {
+    al_error e;
+    al_model *m = al_model_new_at(cfg, lora, frozen, bf16, &e);
+    if (!m && err) snprintf(err, AL_ERRLEN, "%s", e.msg);
+    return m;
+}
+
+/* For a message: the last part of each module name LoRA may target in
+ * layer 0 ("q_proj, k_proj, ..."), as a job names them. */
+static void lora_site_names(const al_model *m, char *dst, size_t cap) {
+    lora_site sites[8];
+    int ns = layer_sites(m, 0, sites);
+    size_t n = 0;
+    dst[0] = 0;
+    for (int s = 0; s < ns && n < cap; s++) {
+        const char *dot = strrchr(sites[s].module, '.');
+        n += (size_t)snprintf(dst + n, cap - n, "%s%s", s ? ", " : "", dot ? dot + 1 : sites[s].module);
+    }
+}
+
+al_model *al_model_new_at(const al_model_config *cfg, const al_lora_cfg *lora, int frozen, int bf16,
+                          al_error *e) {
+    char *err = e->msg;
+    e->field[0] = 0;
     if (al_config_validate(cfg, err) != AL_OK) return NULL;
     if (lora && lora->r > 0 && (lora->r > 4096 || !(lora->alpha > 0))) {
-        al_err(err, AL_EINVAL, "lora: r must be in 1..4096 and alpha > 0");
+        AL_FAIL(e, AL_EINVAL, "lora", "r must be in 1..4096 and alpha > 0");
         return NULL;
     }
     al_model *m = calloc(1, sizeof *m);
@@ -521,7 +544,10 @@ al_model *al_model_new_dt(const al_model_config *cfg, const al_lora_cfg *lora, i
     m->UPW = cfg->arch == AL_ARCH_GPT2 ? cfg->FF : 2 * cfg->FF;
     if (build_params(m)) goto nomem;
     if (m->lora_cfg.r > 0 && m->n_lora == 0) {
-        al_err(err, AL_EINVAL, "lora: target_modules \"%s\" match no module", m->lora_cfg.targets);
+        char names[160];
+        lora_site_names(m, names, sizeof names);
+        AL_FAIL(e, AL_EINVAL, "lora.target_modules", "\"%s\" match no module of the model (%s, or \"all-linear\")",
+                m->lora_cfg.targets, names);
         al_model_free(m);
         return NULL;
     }

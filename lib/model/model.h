@@ -113,6 +113,11 @@ int al_model_open(al_model **out, const char *dir, const al_lora_cfg *lora, char
 #define AL_OPEN_BF16 4
 int al_model_open_ex(al_model **out, const char *dir, const al_lora_cfg *lora, int flags,
                      uint64_t seed, char err[AL_ERRLEN]);
+/* The same with the field at fault as data: "lora.target_modules" when
+ * the fresh adapters `lora` match no module of the model ("lora" for a bad
+ * r or alpha), else "" (the folder is at fault, or nothing the caller set). */
+int al_model_open_at(al_model **out, const char *dir, const al_lora_cfg *lora, int flags, uint64_t seed,
+                     al_error *e);
 /* Loads weights from a folder into m (shapes must match). On error m's
  * weights may be partially overwritten but its shapes are unchanged. */
 int al_model_load_weights(al_model *m, const char *dir, char err[AL_ERRLEN]);

@@ -188,6 +188,16 @@ int al_model_open(al_model **out, const char *dir, const al_lora_cfg *lora, char
 
 int al_model_open_ex(al_model **out, const char *dir, const al_lora_cfg *lora, int flags,
                      uint64_t seed, char err[AL_ERRLEN]) {
+    al_error e;
+    int rc = al_model_open_at(out, dir, lora, flags, seed, &e);
+    if (rc && err) snprintf(err, AL_ERRLEN, "%s", e.msg);
+    return rc;
+}
+
+int al_model_open_at(al_model **out, const char *dir, const al_lora_cfg *lora, int flags, uint64_t seed,
+                     al_error *e) {
+    char *err = e->msg;
+    e->field[0] = 0;
     char path[4096], base[4096];
     al_lora_cfg alc;
     int adapter = 0, has_score = 0, rc;
@@ -213,8 +223,11 @@ int al_model_open_ex(al_model **out, const char *dir, const al_lora_cfg *lora, i
         cfg.num_labels = 1;
         cfg.has_lm_head = 0;
     }
-    al_model *m = al_model_new_dt(&cfg, lora, flags & AL_OPEN_FROZEN, (flags & AL_OPEN_BF16) != 0, err);
-    if (!m) return err && err[0] ? AL_EINVAL : AL_ENOMEM;
+    al_model *m = al_model_new_at(&cfg, lora, flags & AL_OPEN_FROZEN, (flags & AL_OPEN_BF16) != 0, e);
+    if (!m) {
+        if (adapter) e->field[0] = 0; /* the adapter folder's own LoRA settings: the folder is at fault */
+        return err[0] ? AL_EINVAL : AL_ENOMEM;
+    }
     if (fresh_score) {
         al_rng r;
         al_rng_seed(&r, seed);

@@ -222,8 +222,8 @@ static const char *const mistake_names[] = {"any", "one_digit"};
 const char *al_task_mistakes_name(al_task_mistakes m) { return mistake_names[m]; }
 
 int al_task_mistakes_parse(const char *name) {
-    for (int i = 0; i < 2; i++)
-        if (!strcmp(name, mistake_names[i])) return i;
+    for (size_t i = 0; i < sizeof mistake_names / sizeof *mistake_names; i++)
+        if (!strcmp(name, mistake_names[i])) return (int)i;
     return -1;
 }
 
@@ -252,8 +252,8 @@ static const char *const split_names[] = {"all", "train", "test"};
 const char *al_task_split_name(al_task_split split) { return split_names[split]; }
 
 int al_task_split_parse(const char *name) {
-    for (int i = 0; i < 3; i++)
-        if (!strcmp(name, split_names[i])) return i;
+    for (size_t i = 0; i < sizeof split_names / sizeof *split_names; i++)
+        if (!strcmp(name, split_names[i])) return (int)i;
     return -1;
 }
 

@@ -2979,12 +2979,12 @@ int al_dataset_read_mem(const char *buf, size_t len, const al_chat *chat,
     return rc;
 }
 
-int al_dataset_clean_file(const char *in_path, const char *out_path, const al_data_opts *opts,
-                          json_t **report, int *kept, char err[AL_ERRLEN]) {
-    char *buf = NULL, *txt = NULL;
+int al_dataset_clean_file(const char *in_path, const char *in_field, const char *out_path,
+                          const al_data_opts *opts, json_t **report, int *kept, al_error *e) {
+    char *buf = NULL, *err = e->msg;
     size_t len = 0;
     int rc = al_file_read(in_path, opts && opts->max_bytes ? opts->max_bytes : ((size_t)8 << 30), &buf, &len, err);
-    if (rc) return rc;
+    if (rc) return al_fail_as(e, rc, in_field, err);
     al_data_opts o = {0};
     if (opts) o = *opts;
     if (!o.filename) o.filename = in_path;
@@ -2993,12 +2993,15 @@ int al_dataset_clean_file(const char *in_path, const char *out_path, const al_da
     al_dataset *ds = NULL;
     if ((rc = reader_init(&d, NULL, &o, err)) != AL_OK) {
         free(buf);
-        return rc;
+        return al_fail_as(e, rc, in_field, err);
     }
     d.kept_only = 1;
     if ((rc = read_any(&d, buf, len)) != AL_OK) rc = al_err(err, rc, "out of memory reading the file");
     if (!rc) rc = finish(&d, &ds, err);
-    if (!rc && ds->fatal[0]) rc = al_err(err, AL_EFORMAT, "%s", ds->fatal);
+    if (!rc && ds->fatal[0]) rc = al_err(err, AL_EFORMAT, "%s: %s", in_field, ds->fatal);
+    /* the reading's failures (memory's aside) are the input's, blamed on
+     * in_field; the writing's on no field */
+    const char *field = rc && rc != AL_ENOMEM ? in_field : "";
     al_buf b = {0};
     for (int i = 0; !rc && i < d.n_kept_rows; i++) {
         json_t *row = reload(&d, &d.rows[d.kept_rows[i]]);
@@ -3014,7 +3017,6 @@ int al_dataset_clean_file(const char *in_path, const char *out_path, const al_da
     if (!rc && b.oom) rc = al_err(err, AL_ENOMEM, "out of memory writing the rows");
     if (!rc) rc = al_file_write_atomic(out_path, al_buf_str(&b), b.n, err);
     al_buf_deinit(&b);
-    (void)txt;
     if (!rc) {
         *report = json_incref((json_t *)al_dataset_report(ds));
         *kept = d.n_kept_rows;
@@ -3022,7 +3024,7 @@ int al_dataset_clean_file(const char *in_path, const char *out_path, const al_da
     al_dataset_free(ds);
     reader_deinit(&d);
     free(buf);
-    return rc;
+    return rc ? al_fail_as(e, rc, field, err) : AL_OK;
 }
 
 /* JSONL: one row per non-blank line. */

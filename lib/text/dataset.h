@@ -279,9 +279,11 @@ void al_dataset_free(al_dataset *d);
  * object (CSV records as their row objects). *report (a new reference) is
  * the reading's report, its "hygiene" section included; *kept the rows
  * written. AL_OK, the reader's codes, AL_EFORMAT (the file cannot train:
- * ambiguous, no rows), AL_EIO. */
-int al_dataset_clean_file(const char *in_path, const char *out_path, const al_data_opts *opts,
-                          json_t **report, int *kept, char err[AL_ERRLEN]);
+ * ambiguous, no rows: the message starts with in_field), AL_EIO; err's
+ * field is in_field (the caller's name for the input, "training_file") when
+ * the input cannot be read or used, "" when the writing or memory fails. */
+int al_dataset_clean_file(const char *in_path, const char *in_field, const char *out_path,
+                          const al_data_opts *opts, json_t **report, int *kept, al_error *err);
 
 /* The report (borrowed; valid until al_dataset_free). */
 const json_t *al_dataset_report(const al_dataset *d);

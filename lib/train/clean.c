@@ -15,8 +15,11 @@ static long jget(const json_t *o, const char *a, const char *b) {
     return (long)json_integer_value(b ? json_object_get(x, b) : x);
 }
 
-/* Its errors name no job field: the file's reading and writing. */
-static int clean_run(const al_job *job, const al_train_cb *cb, al_train_result *res, char err[AL_ERRLEN]) {
+/* Its errors name training_file when the file cannot be read or used, no
+ * field when the output cannot be written. */
+static int clean_run(const al_job *job, const al_train_cb *cb, al_train_result *res, al_error *e) {
+    char *err = e->msg;
+    e->field[0] = 0;
     al_train_result r;
     memset(&r, 0, sizeof r);
     r.total_steps = 1;
@@ -31,7 +34,7 @@ static int clean_run(const al_job *job, const al_train_cb *cb, al_train_result *
     json_t *rep = NULL;
     int kept = 0;
     al_data_opts o = {.hygiene = &job->hygiene, .dataset_info = al_job_file_dataset_info(job, job->training_file)};
-    if (!rc) rc = al_dataset_clean_file(job->training_file, out, &o, &rep, &kept, err);
+    if (!rc) rc = al_dataset_clean_file(job->training_file, "training_file", out, &o, &rep, &kept, e);
     if (!rc) {
         char *txt = json_dumps(rep, JSON_INDENT(2));
         rc = txt ? al_file_write_atomic(rpath, txt, strlen(txt), err) : al_err(err, AL_ENOMEM, "out of memory");
@@ -94,7 +97,7 @@ static int clean_run(const al_job *job, const al_train_cb *cb, al_train_result *
 }
 
 int al_clean_run(const al_job *job, const al_train_cb *cb, al_train_result *res, al_error *err) {
-    char msg[AL_ERRLEN] = "";
-    int rc = clean_run(job, cb, res, msg);
-    return rc ? al_fail_as(err, rc, "", msg) : AL_OK;
+    al_error e = {"", ""};
+    int rc = clean_run(job, cb, res, &e);
+    return rc ? al_fail_as(err, rc, e.field, e.msg) : AL_OK;
 }

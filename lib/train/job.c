@@ -1138,13 +1138,19 @@ int al_job_from_json(al_job *job, const json_t *o, al_error *err) {
 }
 
 int al_job_parse(al_job *job, const char *json, size_t len, char err[AL_ERRLEN]) {
+    al_error e;
+    int rc = al_job_parse_at(job, json, len, &e);
+    if (rc && err) snprintf(err, AL_ERRLEN, "%s", e.msg);
+    return rc;
+}
+
+int al_job_parse_at(al_job *job, const char *json, size_t len, al_error *err) {
     json_error_t je;
     json_t *o = json_loadb(json, len, JSON_REJECT_DUPLICATES, &je);
-    if (!o) return al_err(err, AL_EINVAL, "job: invalid JSON at line %d column %d: %s", je.line, je.column, je.text);
-    al_error e;
-    int rc = al_job_from_json(job, o, &e);
+    if (!o)
+        return al_failf(err, AL_EINVAL, "job: invalid JSON at line %d column %d: %s", je.line, je.column, je.text);
+    int rc = al_job_from_json(job, o, err);
     json_decref(o);
-    if (rc && err) snprintf(err, AL_ERRLEN, "%s", e.msg);
     return rc;
 }
 

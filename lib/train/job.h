@@ -199,6 +199,9 @@ typedef struct al_job {
 /* Parses and validates a description. On error job is untouched apart from
  * being safe to pass to al_job_deinit, and err says why. */
 int al_job_parse(al_job *job, const char *json, size_t len, char err[AL_ERRLEN]);
+/* The same with the field at fault as data (al_job_from_json's); text that
+ * is not JSON names no field, its message jansson's line and column. */
+int al_job_parse_at(al_job *job, const char *json, size_t len, al_error *err);
 /* Same, from an already parsed object (borrowed); err names the field at
  * fault as data (err->field: "hyperparameters.beta", "training_files[1].weight",
  * "" when the description as a whole is). */

@@ -34,8 +34,10 @@ int al_lm_open_at(al_lm *lm, const char *dir, const al_lm_cfg *cfg, al_error *er
         rc = lm_fail(err, rc, cfg->tok_field, e2);
         goto fail;
     }
-    if ((rc = al_model_open_ex(&x.m, dir, cfg->lora, cfg->open_flags, cfg->seed, e2))) {
-        rc = lm_fail(err, rc, cfg->model_field, e2);
+    al_error me;
+    if ((rc = al_model_open_at(&x.m, dir, cfg->lora, cfg->open_flags, cfg->seed, &me))) {
+        /* the caller's LoRA settings at fault, or the folder (model_field) */
+        rc = me.field[0] ? al_fail_as(err, rc, me.field, me.msg) : lm_fail(err, rc, cfg->model_field, me.msg);
         goto fail;
     }
     *lm = x;

@@ -47,7 +47,9 @@ typedef struct al_lm_cfg {
  * al_model_open_ex's codes). */
 int al_lm_open(al_lm *lm, const char *dir, const al_lm_cfg *cfg, char err[AL_ERRLEN]);
 /* The same with the field the reason starts with as data: err->field is
- * cfg->model_field or tok_field when one prefixes the message, else "". */
+ * cfg->model_field or tok_field when one prefixes the message,
+ * "lora.target_modules" ("lora") when cfg->lora matches no module of the
+ * model (has a bad r or alpha), else "". */
 int al_lm_open_at(al_lm *lm, const char *dir, const al_lm_cfg *cfg, al_error *err);
 /* Frees what is open and zeroes *lm; a zeroed al_lm is a no-op. */
 void al_lm_close(al_lm *lm);

@@ -189,7 +189,12 @@ int al_rewarder_new(al_rewarder **out, const al_reward_cfg *cfg, double hp_eos_p
             /* the instructions with nothing in them, then a token per byte of
              * what fills them (and slack at each of the three places) */
             al_seq s0;
-            if (!(rc = judge_prompt(rw, "", "", "", &s0, err))) {
+            if ((rc = judge_prompt(rw, "", "", "", &s0, err)) && rc != AL_ENOMEM) {
+                /* its template cannot render the instructions */
+                char why[AL_ERRLEN];
+                memcpy(why, err, sizeof why);
+                AL_FAIL(fail, rc, "reward.judge.model", "%s", why);
+            } else if (!rc) {
                 size_t want = (size_t)s0.n + len->prompt_bytes + 2 * (len->completion_bytes + 1) + 3 * SPECIAL_SLACK;
                 al_seq_deinit(&s0);
                 rc = scorer_fit(&rw->judge, want < (size_t)rw->judge.T ? (int)want : rw->judge.T,
@@ -430,16 +435,21 @@ static int http_score(al_rewarder *rw, int n, const char *const *prompts, const 
 
 int al_rewarder_score_rows(al_rewarder *rw, int n, int G, const char *const *prompts,
                            const char *const *completions, const al_reward_row *const *rows, const int *lens,
-                           const int *has_eos, float *scores, al_reward_parts *parts, char err[AL_ERRLEN]) {
+                           const int *has_eos, float *scores, al_reward_parts *parts, al_error *fail) {
     const al_reward_cfg *c = &rw->cfg;
+    char *err = fail->msg;
+    const char *field = ""; /* the source that failed: its field in the job */
     int rc = AL_OK;
+    fail->field[0] = 0;
     float *rm = NULL, *jd = NULL, *hv = NULL;
     if (rw->n_rm) {
         rm = malloc((size_t)n * sizeof *rm);
         if (!rm) return al_err(err, AL_ENOMEM, "out of memory");
+        field = "reward.reward_model";
         if ((rc = al_rewarder_rm(rw, n, prompts, completions, has_eos, rm, err))) goto done;
     }
     if (c->http_url[0]) {
+        field = "reward.http";
         if (!rw->ext) {
             rc = al_err(err, AL_EINVAL, "reward.http: this runner cannot call external verifiers");
             goto done;
@@ -452,6 +462,7 @@ int al_rewarder_score_rows(al_rewarder *rw, int n, int G, const char *const *pro
         if ((rc = http_score(rw, n, prompts, completions, rows, hv, err))) goto done;
     }
     if (rw->has_judge) {
+        field = "reward.judge.model"; /* its template, its context */
         jd = calloc((size_t)n, sizeof *jd);
         if (!jd) {
             rc = al_err(err, AL_ENOMEM, "out of memory");
@@ -482,6 +493,7 @@ int al_rewarder_score_rows(al_rewarder *rw, int n, int G, const char *const *pro
             int got = 0, grc = al_grader_grade(rr->grader ? rr->grader : rw->grader, completions[i], rr->answers,
                                                rr->n_answers, &v, &got);
             if (grc && c->verifiable != 0) {
+                field = "reward.verifiable.grader";
                 rc = al_err(err, grc, "reward.verifiable.grader: %s", grc == AL_ERANGE
                             ? "the pattern hit PCRE2's match limit on a completion (catastrophic backtracking?)"
                             : al_strerror(grc));
@@ -499,6 +511,7 @@ int al_rewarder_score_rows(al_rewarder *rw, int n, int G, const char *const *pro
         if (rw->format) {
             int m = al_format_match(rw->format, completions[i]);
             if (m < 0) {
+                field = "reward.format.regex";
                 rc = al_err(err, m, "reward.format.regex: %s", m == AL_ERANGE
                             ? "the pattern hit PCRE2's match limit on a completion (catastrophic backtracking?)"
                             : al_strerror(m));
@@ -529,6 +542,7 @@ done:
     free(rm);
     free(jd);
     free(hv);
+    if (rc && rc != AL_ENOMEM) snprintf(fail->field, sizeof fail->field, "%s", field);
     return rc;
 }
 
@@ -547,7 +561,9 @@ int al_rewarder_score(al_rewarder *rw, int n, int G, const char *const *prompts,
         rr[i].n_answers = answers && answers[i] ? 1 : 0;
         rp[i] = &rr[i];
     }
-    int rc = al_rewarder_score_rows(rw, n, G, prompts, completions, rp, lens, has_eos, scores, parts, err);
+    al_error e;
+    int rc = al_rewarder_score_rows(rw, n, G, prompts, completions, rp, lens, has_eos, scores, parts, &e);
+    if (rc && err) snprintf(err, AL_ERRLEN, "%s", e.msg);
     free(rr);
     free(rp);
     return rc;

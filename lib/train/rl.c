@@ -580,9 +580,10 @@ static int rollout(rl *r, long step) {
         }
     }
     al_reward_parts parts = {r->p_ver, r->p_rm, r->p_judge, r->p_fmt, r->p_http, r->p_ext};
+    al_error se;
     if ((rc = al_rewarder_score_rows(r->rw, r->N, r->G, r->cprompt, (const char *const *)r->ctext, r->crow,
-                                r->clen, r->has_eos, r->scores, &parts, e2)))
-        return AL_FAIL(&r->run.err, rc, "reward", "%s", e2);
+                                r->clen, r->has_eos, r->scores, &parts, &se)))
+        return al_fail_wrap(&r->run.err, rc, "reward", "reward", &se);
     return AL_OK;
 }
 
@@ -983,8 +984,9 @@ static int evaluate_val(rl *r, al_mlist *l) {
                 ok += correct;
             }
         }
-        if (!rc && (rc = al_rewarder_score_rows(r->rw, k, 1, pr, (const char *const *)txt, an, len, eos, sc, NULL, e2)))
-            rc = al_err(r->run.err.msg, rc, "evaluation reward: %s", e2);
+        al_error se;
+        if (!rc && (rc = al_rewarder_score_rows(r->rw, k, 1, pr, (const char *const *)txt, an, len, eos, sc, NULL, &se)))
+            rc = al_fail_wrap(&r->run.err, rc, "", "evaluation reward", &se);
         for (int j = 0; j < k; j++) {
             if (!rc) rsum += sc[j];
             free(txt[j]);
@@ -1120,7 +1122,7 @@ static int save_dir(rl *r, const char *dir, int with_state) {
         if (r->critic) al_ddp_moments_release(&r->copt, ws.cm, ws.cv);
         free(ws.rng);
     }
-    return al_dist_agree_err(rc, r->run.err.msg);
+    return al_dist_agree_err(rc, &r->run.err);
 }
 
 static int load_state(rl *r, const char *dir) {
@@ -1179,7 +1181,7 @@ static int load_state(rl *r, const char *dir) {
 static int hook_before_step(void *u, long step, int *n_up) {
     rl *r = u;
     /* generation and scoring are local: agree on their outcome */
-    int rc = al_dist_agree_err(rollout(r, step), r->run.err.msg);
+    int rc = al_dist_agree_err(rollout(r, step), &r->run.err);
     if (rc) return rc;
     al_step_stats st;
     memset(&st, 0, sizeof st);
@@ -1363,9 +1365,9 @@ int al_rl_run(const al_job *job, const char *resume_dir, const al_train_cb *cb, 
     r->resume = resume_dir;
     r->training = 1;
     /* every rank passes each agreement, one whose set-up failed too */
-    int rc = al_dist_agree_err(setup(r), r->run.err.msg);
+    int rc = al_dist_agree_err(setup(r), &r->run.err);
     if (!rc) rc = start_dist(r);
-    rc = al_dist_agree_err(rc, r->run.err.msg);
+    rc = al_dist_agree_err(rc, &r->run.err);
     r->run.ddp[0] = r->cddp; /* the critic's reduction first, then the policy's */
     r->run.ddp[1] = r->ddp;
     if (!rc) rc = al_run_loop(&r->run, &k_rl_ops, r, resume_dir, &r0);

@@ -149,11 +149,14 @@ int al_rewarder_score(al_rewarder *rw, int n, int G, const char *const *prompts,
  * NULL: none): the verifiable source grades with rows[i]->grader or the
  * job's; the format source matches the job's pattern; the http source
  * asks the runner's verifier in batches of reward.http.batch. Any source's
- * failure (a verifier's error, a pattern's match limit) fails the call with
- * its reason in err: no completion silently scores 0. */
+ * failure (a verifier's error, a pattern's match limit, the judge's
+ * template) fails the call with its reason in err->msg and the source's
+ * field in err->field ("reward.reward_model", "reward.http",
+ * "reward.judge.model", "reward.verifiable.grader", "reward.format.regex";
+ * "" when memory ran out): no completion silently scores 0. */
 int al_rewarder_score_rows(al_rewarder *rw, int n, int G, const char *const *prompts,
                            const char *const *completions, const al_reward_row *const *rows, const int *lens,
-                           const int *has_eos, float *scores, al_reward_parts *parts, char err[AL_ERRLEN]);
+                           const int *has_eos, float *scores, al_reward_parts *parts, al_error *err);
 
 /* The grader's verdict on one completion (the job's grader unless the row
  * has its own; no row or no answers: 0): evaluation's exact match. */

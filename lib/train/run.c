@@ -177,7 +177,7 @@ static int after_backward(al_run *run, int rc) {
         int ri = al_ddp_reduce(run->ddp[i], e2);
         if (!rc && ri) rc = al_err(run->err.msg, ri, "%s", e2);
     }
-    return al_dist_agree_err(rc, run->err.msg);
+    return al_dist_agree_err(rc, &run->err);
 }
 
 static int one_step(al_run *run, const al_run_ops *ops, void *u, al_mlist *l) {
@@ -227,7 +227,7 @@ static int finish(al_run *run, const al_run_ops *ops, void *u, al_train_result *
     snprintf(dir, sizeof dir, "%s/merged", job->output_dir);
     if (run->rank == 0 && !(rc = al_mkdir_p(dir, run->err.msg)) && !(rc = al_model_save(run->m, dir, run->err.msg)))
         rc = al_run_copy_tokenizer(job, dir, run->err.msg);
-    return al_dist_agree_err(rc, run->err.msg);
+    return al_dist_agree_err(rc, &run->err);
 }
 
 /* Step 0 of a fresh run: the starting point, measured and evaluated (none
@@ -238,7 +238,7 @@ static int step_zero(al_run *run, const al_run_ops *ops, void *u) {
     if (!ops->measure && !ops->evaluate) return AL_OK;
     if (run->total_steps > 0 && (rc = ops->measure(u, &l))) return rc;
     if (run->rank == 0 && ops->evaluate) rc = ops->evaluate(u, 0, &l); /* rank 0's duty */
-    if ((rc = al_dist_agree_err(rc, run->err.msg))) return rc;
+    if ((rc = al_dist_agree_err(rc, &run->err))) return rc;
     emit(run, 0, &l);
     if (ops->samples) ops->samples(u, 0);
     return AL_OK;
@@ -250,7 +250,7 @@ int al_run_loop(al_run *run, const al_run_ops *ops, void *u, const char *resume_
     int rc;
     if (resume_dir) {
         char note[AL_ERRLEN] = "";
-        if ((rc = al_dist_agree_err(ops->resume(u, resume_dir, note), run->err.msg))) return rc;
+        if ((rc = al_dist_agree_err(ops->resume(u, resume_dir, note), &run->err))) return rc;
         al_run_event(cb, AL_LOG_INFO, "resumed from %s at step %ld", resume_dir, run->step);
         if (note[0]) al_run_event(cb, AL_LOG_INFO, "%s", note);
     }
@@ -269,7 +269,7 @@ int al_run_loop(al_run *run, const al_run_ops *ops, void *u, const char *resume_
             if (l.tps_at >= 0)
                 put_at(&l, l.tps_at, "tokens_per_second", dt > 0 ? (run->trained_tokens - tok0) / dt : 0);
             if (eval_now && run->rank == 0) rc = ops->evaluate(u, s, &l);
-            if (eval_now && (rc = al_dist_agree_err(rc, run->err.msg))) return rc;
+            if (eval_now && (rc = al_dist_agree_err(rc, &run->err))) return rc;
             emit(run, s, &l);
             if (ops->samples) ops->samples(u, s);
         }

@@ -264,10 +264,10 @@ static int gp_step(djob *d, long step) {
     int max_new = room(&d->A, d->ps, n, hp->max_completion_length, d->fail);
     if (max_new < 0) return max_new;
     int rc = gen_texts(&d->A, d->ps, n, hp, &d->rng, max_new, d->txt, d->lens, d->eos, d->err);
-    char e2[AL_ERRLEN];
+    al_error se;
     if (!rc && (rc = al_rewarder_score_rows(d->rw, n, G, d->pt, (const char *const *)d->txt, d->an, d->lens, d->eos,
-                                            d->sc, NULL, e2)))
-        AL_FAIL(d->fail, rc, "reward", "%s", e2);
+                                            d->sc, NULL, &se)))
+        al_fail_wrap(d->fail, rc, "reward", "reward", &se);
     for (int q = 0; q < d->k && !rc; q++) rc = gp_pair(d, q, step);
     for (int i = 0; i < n; i++) {
         free(d->txt[i]);
@@ -384,7 +384,9 @@ static json_t *ev_row(djob *d, int i, char *const *ta, char *const *tb, const fl
         double p;
         char e2[AL_ERRLEN];
         if ((*rc = al_rewarder_judge(d->rw, pt, ta[i], tb[i], &p, e2))) {
+            /* its template, its context: the judge's model (as al_rewarder_score_rows says) */
             al_err(d->err, *rc, "judge: %s", e2);
+            al_fail_as(d->fail, *rc, *rc == AL_ENOMEM ? "" : "reward.judge.model", d->err);
             json_decref(o);
             return NULL;
         }

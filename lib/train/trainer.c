@@ -899,7 +899,7 @@ static int save_model_dir(trainer *t, const char *dir, int with_state) {
     fill_ctx c = {t, with_state, mm, vv, nm};
     rc = al_run_write_dir(&t->run, dir, rc, fill_model_dir, &c);
     if (with_state) al_ddp_moments_release(&t->opt, mm, vv);
-    return al_dist_agree_err(rc, t->run.err.msg);
+    return al_dist_agree_err(rc, &t->run.err);
 }
 
 static int load_state(trainer *t, const char *dir) {
@@ -1150,7 +1150,7 @@ static int hook_measure(void *u, al_mlist *l) {
     step_units(t, 0);
     int rc = step_share(t, 0);
     al_stats_dist_sum(&t->st);
-    rc = al_dist_agree_err(rc, t->run.err.msg);
+    rc = al_dist_agree_err(rc, &t->run.err);
     if (!rc) {
         al_mlist_put(l, "loss", t->st.loss);
         for (int i = 0; i < t->st.n; i++) al_mlist_put(l, t->st.m[i].name, t->st.m[i].value);
@@ -1221,9 +1221,9 @@ int al_train_run(const al_job *job, const char *resume_dir, const al_train_cb *c
     memset(&r0, 0, sizeof r0);
     /* every rank passes every agreement below, so that one failing alone
      * (a file it cannot read) fails them all with its reason */
-    int rc = al_dist_agree_err(setup(t, job, resume_dir, cb), t->run.err.msg);
+    int rc = al_dist_agree_err(setup(t, job, resume_dir, cb), &t->run.err);
     if (!rc) rc = al_run_dist_start(&t->run, 1, &t->lm.m, &t->ddp, (al_adamw *const[]){&t->opt});
-    rc = al_dist_agree_err(rc, t->run.err.msg);
+    rc = al_dist_agree_err(rc, &t->run.err);
     t->run.ddp[0] = t->ddp;
     if (!rc) rc = al_run_loop(&t->run, &k_trainer_ops, t, resume_dir, &r0);
     char line[300];
