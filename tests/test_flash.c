@@ -6,7 +6,9 @@
  * padding, packed segments, a sliding window, a soft-cap and a score scale;
  * central differences on odd sizes (tests/gradcheck.h); the bf16 variant
  * against the fp32 one within the bound bf16 operands give; repeated runs
- * bit-identical; accumulation into the gradients. */
+ * bit-identical; accumulation into the gradients. The bf16 tile products
+ * (al_t16_*) against al_gemm_bf16_ref, on vdpbf16ps and the portable loops,
+ * through every packer. */
 #include <math.h>
 #include <stdint.h>
 #include <string.h>
@@ -131,8 +133,77 @@ static void test_against_today(void) {
         {"softcap+scale", 2, 70, 2, 1, 32, {0.3f, 5.0f, 0}, 1},
         {"one token", 3, 1, 2, 2, 4, {0, 0, 0}, 0},
         {"head 128", 1, 65, 2, 2, 128, {0, 0, 0}, 0},
+        {"head 80, odd", 1, 67, 2, 1, 80, {0, 0, 0}, 1},
+        {"head 5", 2, 9, 2, 2, 5, {0, 0, 0}, 0},
     };
     for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) against_today(&shapes[i]);
+}
+
+/* ---- the bf16 tile products (al_t16_*, ops.h) ---- */
+
+/* C = alpha A B + C0 through each packer, on the portable loops and (where
+ * the CPU has it) vdpbf16ps, against al_gemm_bf16_ref on the same rounded
+ * values: the two differ only by fp32 accumulation, (K + 2) 2^-24 of
+ * |alpha| sum_k |a_ik b_kj| + |C0| (each add rounds by 2^-24 at most, the
+ * running sum bounded by the absolute sum). Columns past N stay untouched. */
+static void tile_case(int M, int N, int K, uint64_t seed) {
+    const int ldc = N + 3;
+    const size_t na = (size_t)M * K, nb = (size_t)K * N, nc = (size_t)M * ldc;
+    float *a = fbuf(na), *at = fbuf(na), *bm = fbuf(nb), *bt = fbuf(nb), *c0 = fbuf(nc);
+    gc_fill(a, na, seed, 2.0f);
+    gc_fill(bm, nb, seed + 1, 2.0f);
+    gc_fill(c0, nc, seed + 2, 1.0f);
+    for (int i = 0; i < M; i++)
+        for (int k = 0; k < K; k++) at[(size_t)k * M + i] = a[(size_t)i * K + k];
+    for (int k = 0; k < K; k++)
+        for (int j = 0; j < N; j++) bt[(size_t)j * K + k] = bm[(size_t)k * N + j];
+    uint32_t *pa = calloc(AL_T16_A_SIZE(M, K), 4), *pat = calloc(AL_T16_A_SIZE(M, K), 4);
+    uint32_t *pb = calloc(AL_T16_B_SIZE(K, N), 4), *pbt = calloc(AL_T16_B_SIZE(K, N), 4);
+    uint16_t *ra = calloc(na + 1, 2), *rb = calloc(nb + 1, 2);
+    AL_ASSERT(pa && pat && pb && pbt && ra && rb);
+    al_t16_pack_a(pa, a, K, M, K);
+    al_t16_pack_at(pat, at, M, M, K);
+    al_t16_pack_b(pb, bm, N, K, N);
+    al_t16_pack_bt(pbt, bt, K, K, N);
+    T_TRUE(memcmp(pa, pat, AL_T16_A_SIZE(M, K) * 4) == 0);
+    T_TRUE(memcmp(pb, pbt, AL_T16_B_SIZE(K, N) * 4) == 0);
+    al_bf16_round(ra, a, na);
+    al_bf16_round(rb, bm, nb);
+    const float alpha = 0.75f;
+    float *want = fbuf(nc), *got = fbuf(nc);
+    memcpy(want, c0, nc * sizeof(float));
+    al_gemm_bf16_ref(0, 0, M, N, K, alpha, ra, K, rb, N, 1.0f, want, ldc);
+    for (int native = 0; native <= al_bf16_dp_cpu(); native++) {
+        memcpy(got, c0, nc * sizeof(float));
+        al_t16_gemm(got, ldc, native ? pa : pat, native ? pbt : pb, M, N, K, alpha, 1, native);
+        size_t bad = 0;
+        for (int i = 0; i < M; i++)
+            for (int j = 0; j < ldc; j++) {
+                const size_t e = (size_t)i * ldc + j;
+                double abs = fabs(c0[e]);
+                for (int k = 0; j < N && k < K; k++) {
+                    float x;
+                    uint16_t h[2] = {ra[(size_t)i * K + k], rb[(size_t)k * N + j]};
+                    al_bf16_widen(&x, h, 1);
+                    float y;
+                    al_bf16_widen(&y, h + 1, 1);
+                    abs += fabs((double)alpha * x * y);
+                }
+                double tol = j < N ? (K + 2) * 0x1p-24 * abs : 0.0;
+                bad += !(fabs((double)got[e] - want[e]) <= tol);
+            }
+        T_REPORT_(bad == 0, "tile %dx%dx%d native=%d: %zu elements off", M, N, K, native, bad);
+    }
+    al_free(a); al_free(at); al_free(bm); al_free(bt); al_free(c0); al_free(want); al_free(got);
+    free(pa); free(pat); free(pb); free(pbt); free(ra); free(rb);
+}
+
+static void test_tiles(void) {
+    tile_case(64, 64, 64, 31);   /* a flash tile of SmolLM's heads */
+    tile_case(37, 80, 5, 32);    /* odd K (a zero pad), rows past a block, 5 vectors */
+    tile_case(1, 17, 63, 33);
+    tile_case(64, 256, 64, 34);  /* the widest head */
+    tile_case(3, 2, 1, 35);
 }
 
 /* ---- central differences on odd sizes ---- */
@@ -198,6 +269,7 @@ static void test_gradcheck(void) {
 }
 
 int main(void) {
+    test_tiles();
     T_OK(al_pool_init(2));
     test_against_today();
     test_gradcheck();

@@ -53,6 +53,8 @@ void al_matmul_backward_ref(float *dinp, float *dw, float *db, const float *dout
  * the OS saves the AVX-512 state): a runtime check, whatever the build's
  * -march. */
 int al_bf16_cpu(void);
+/* 1 when it has AVX512_BF16's dot product (vdpbf16ps) and AVX-512F. */
+int al_bf16_dp_cpu(void);
 /* What "auto" means for mixed precision: ALIGND_MIXED_PRECISION=bf16 or
  * fp32 in the environment, else bf16 when the CPU has it and the products
  * run on oneDNN (without oneDNN bf16 products are plain loops). */
@@ -69,6 +71,42 @@ void al_gemm_bf16(int transA, int transB, int M, int N, int K, float alpha, cons
 void al_gemm_bf16_ref(int transA, int transB, int M, int N, int K, float alpha,
                       const uint16_t *A, int lda, const uint16_t *B, int ldb, float beta,
                       float *C, int ldc);
+/* bf16 products of small tiles (ops_bf16.c): the products of
+ * FlashAttention's tiles in bf16 mode (ops_nn.c), 64 x 64 x head_dim each,
+ * where a oneDNN call's overhead outweighs the work.
+ *
+ * C (M, N) = alpha A (M, K) B (K, N) [+ C], A and B bf16 (rounded from fp32
+ * by the packers, round to nearest even as al_bf16_round), accumulated in
+ * fp32. The reduction runs in pairs of k, each pair one uint32_t (the first
+ * value in the low half: the layout of AVX512_BF16's vdpbf16ps):
+ *   A packed: M rows of K2 = (K + 1) / 2 pairs;
+ *   B packed: K2 rows of AL_T16_NP(N) pairs (B[2p][n], B[2p+1][n]);
+ * the value past an odd K and the columns past N are zeros. A row of A or
+ * of the source of pack_bt holds at most AL_T16_KMAX pairs, the transposing
+ * packers at most AL_T16_TMAX pairs in all. */
+#define AL_T16_NP(N) (((N) + 15) & ~15)
+#define AL_T16_A_SIZE(M, K) ((size_t)(M) * (size_t)(((K) + 1) / 2))
+#define AL_T16_B_SIZE(K, N) ((size_t)(((K) + 1) / 2) * (size_t)AL_T16_NP(N))
+#define AL_T16_TMAX (64 * 128)
+#define AL_T16_KMAX 128 /* pairs per row of the row packers */
+
+/* A[m][k] = src[m * ld + k] (M rows of K). */
+void al_t16_pack_a(uint32_t *dst, const float *src, int ld, int M, int K);
+/* A[m][k] = src[k * ld + m] (the transpose of K rows of M). */
+void al_t16_pack_at(uint32_t *dst, const float *src, int ld, int M, int K);
+/* B[k][n] = src[k * ld + n] (K rows of N). */
+void al_t16_pack_b(uint32_t *dst, const float *src, int ld, int K, int N);
+/* B[k][n] = src[n * ld + k] (the transpose of N rows of K). */
+void al_t16_pack_bt(uint32_t *dst, const float *src, int ld, int K, int N);
+
+/* C (M, N), row stride ldc, = alpha A B (+ C when acc). native != 0 runs
+ * vdpbf16ps (only where al_bf16_dp_cpu() says so); 0 portable loops of
+ * the same form: each column's fp32 sum takes the products of one pair of
+ * k after the other (vdpbf16ps flushes subnormals to zero, the loops do
+ * not, and the rounding inside a pair is the CPU's). */
+void al_t16_gemm(float *C, int ldc, const uint32_t *A, const uint32_t *B, int M, int N, int K,
+                 float alpha, int acc, int native);
+
 /* al_matmul_forward with bf16 weights w (OC, C): out = bf16(inp) @ w^T + b.
  * scratch holds N*C bf16 values (the rounded input). */
 void al_matmul_forward_bf16(float *out, const float *inp, const uint16_t *w, const float *b,
@@ -189,7 +227,9 @@ void al_attention_backward(float *dq, float *dk, float *dv, const float *dout,
  * tile by tile from q, k and lse, and takes D_i = dout_i . out_i (out: the
  * forward's output). bf16 != 0 rounds q, k, v, dout and the probability and
  * dS tiles to bf16 before each product (fp32 accumulation), as autocast's
- * bf16 attention. HD <= 256. Backward accumulates into dq, dk, dv. */
+ * bf16 attention, and runs the products on al_t16_gemm (vdpbf16ps where
+ * al_bf16_dp_cpu()); softmax, log-sum-exp and row sums stay fp32. HD <= 256.
+ * Backward accumulates into dq, dk, dv. */
 void al_flash_attention_forward(float *out, float *lse, const float *q, const float *k,
                                 const float *v, int ld, const int32_t *seg, int B, int T, int NH,
                                 int NKV, int HD, const al_attn_opts *opts, int bf16);

@@ -17,6 +17,12 @@
  * the weights widened in registers; without oneDNN, plain fp32 loops over
  * widened values (slow, the same semantics).
  *
+ * Small tiles (al_t16_*: FlashAttention's 64 x 64 x head_dim products)
+ * skip oneDNN, whose per-call cost is larger than such a product: their
+ * operands are packed in pairs of k and multiplied by AVX512_BF16's
+ * vdpbf16ps (4 x 64 blocks of C in registers) or, on other CPUs, by plain
+ * loops of the same form.
+ *
  * Threads and determinism as ops_dense.c: static partitions, no reduction
  * split across threads, results fixed for a given machine and thread count.
  * Nothing here allocates; scratch for rounded operands comes from the
@@ -54,25 +60,31 @@ static inline float widen1(uint16_t h) {
 
 /* ------------------------------------------------------------ CPU */
 
-int al_bf16_cpu(void) {
+/* Bit 0: AVX512_BF16, bit 1: AMX-BF16; 0 when the OS does not save the
+ * AVX-512 state. */
+static int bf16_cpu_bits(void) {
 #if defined(__x86_64__) || defined(__i386__)
     unsigned a, b, c, d;
     if (__get_cpuid_max(0, NULL) < 7) return 0;
     __cpuid_count(7, 0, a, b, c, d);
-    int amx_bf16 = (d >> 22) & 1u;
+    int amx_bf16 = (d >> 22) & 1u, avx512f = (b >> 16) & 1u;
     __cpuid_count(7, 1, a, b, c, d);
-    int avx512_bf16 = (a >> 5) & 1u;
+    int avx512_bf16 = avx512f && ((a >> 5) & 1u);
     /* the OS must save the AVX-512 state (XCR0 bits 5-7, and 1-2) */
     __cpuid(1, a, b, c, d);
     if (!((c >> 27) & 1u)) return 0; /* OSXSAVE */
     unsigned lo, hi;
     __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
     if ((lo & 0xe6u) != 0xe6u) return 0;
-    return avx512_bf16 || amx_bf16;
+    return avx512_bf16 | amx_bf16 << 1;
 #else
     return 0;
 #endif
 }
+
+int al_bf16_cpu(void) { return bf16_cpu_bits() != 0; }
+
+int al_bf16_dp_cpu(void) { return bf16_cpu_bits() & 1; }
 
 int al_bf16_auto(void) {
     const char *e = getenv("ALIGND_MIXED_PRECISION");
@@ -303,4 +315,193 @@ void al_matmul_backward_bf16(float *dinp, float *dw, float *db, const float *dou
     }
     /* the bias gradient is a sum in fp32, as autocast's */
     if (db) al_matmul_backward(NULL, NULL, db, dout, inp, NULL, N, C, OC);
+}
+
+/* ------------------------------------------------------------ small tiles */
+
+/* bf16 pairs (lo, hi) as one 32-bit word, lo in the low half: the order of
+ * two bf16 values in memory on a little-endian CPU, as vdpbf16ps reads them. */
+static inline uint32_t pair1(float lo, float hi) {
+    return (uint32_t)round1(lo) | (uint32_t)round1(hi) << 16;
+}
+
+/* Pairs of one row: dst[p] = (x[2p], x[2p+1]), x[K] read as 0. On a
+ * little-endian CPU these are the bf16 values in a row: rounded at full
+ * vector width, then copied. */
+static void pair_row(uint32_t *dst, const float *x, int K) {
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    uint16_t h[2 * AL_T16_KMAX];
+    AL_ASSERT(K <= 2 * AL_T16_KMAX);
+    round_range(h, x, (size_t)K);
+    if (K % 2) h[K] = 0;
+    memcpy(dst, h, (size_t)(K + 1) / 2 * sizeof *dst);
+#else
+    const int K2 = K / 2;
+    for (int p = 0; p < K2; p++) dst[p] = pair1(x[2 * p], x[2 * p + 1]);
+    if (K % 2) dst[K2] = round1(x[K - 1]);
+#endif
+}
+
+/* dst[p] = (x0[p], x1[p]) for p < n: two rows interleaved. */
+AL_SIMD_CLONES static void pair_rows(uint32_t *dst, const float *x0, const float *x1, int n) {
+    if (x1)
+        for (int p = 0; p < n; p++) dst[p] = pair1(x0[p], x1[p]);
+    else
+        for (int p = 0; p < n; p++) dst[p] = round1(x0[p]);
+}
+
+/* dst (cols, ldd) = src^T, src (rows, lds), in 8 x 8 blocks. */
+static void words_transpose(uint32_t *dst, int ldd, const uint32_t *src, int lds, int rows,
+                            int cols) {
+    for (int r0 = 0; r0 < rows; r0 += 8)
+        for (int c0 = 0; c0 < cols; c0 += 8) {
+            const int r1 = r0 + 8 < rows ? r0 + 8 : rows, c1 = c0 + 8 < cols ? c0 + 8 : cols;
+            for (int c = c0; c < c1; c++)
+                for (int r = r0; r < r1; r++) dst[(size_t)c * ldd + r] = src[(size_t)r * lds + c];
+        }
+}
+
+/* The packers (ops.h, al_t16_*): rounded as al_bf16_round, pads zeroed. */
+void al_t16_pack_a(uint32_t *dst, const float *src, int ld, int M, int K) {
+    const int K2 = (K + 1) / 2;
+    for (int m = 0; m < M; m++) pair_row(dst + (size_t)m * K2, src + (size_t)m * ld, K);
+}
+
+void al_t16_pack_at(uint32_t *dst, const float *src, int ld, int M, int K) {
+    /* pairs of source rows (K2, M), then transposed to (M, K2) */
+    const int K2 = (K + 1) / 2;
+    uint32_t tmp[AL_T16_TMAX];
+    AL_ASSERT((size_t)K2 * (size_t)M <= AL_T16_TMAX);
+    for (int p = 0; p < K2; p++)
+        pair_rows(tmp + (size_t)p * M, src + (size_t)2 * p * ld,
+                  2 * p + 1 < K ? src + (size_t)(2 * p + 1) * ld : NULL, M);
+    words_transpose(dst, K2, tmp, M, K2, M);
+}
+
+void al_t16_pack_b(uint32_t *dst, const float *src, int ld, int K, int N) {
+    const int NP = AL_T16_NP(N), K2 = (K + 1) / 2;
+    for (int p = 0; p < K2; p++) {
+        uint32_t *d = dst + (size_t)p * NP;
+        pair_rows(d, src + (size_t)2 * p * ld, 2 * p + 1 < K ? src + (size_t)(2 * p + 1) * ld : NULL,
+                  N);
+        for (int n = N; n < NP; n++) d[n] = 0;
+    }
+}
+
+void al_t16_pack_bt(uint32_t *dst, const float *src, int ld, int K, int N) {
+    /* pairs of each source row (N, K2), then transposed to (K2, NP) */
+    const int NP = AL_T16_NP(N), K2 = (K + 1) / 2;
+    uint32_t tmp[AL_T16_TMAX];
+    AL_ASSERT((size_t)K2 * (size_t)N <= AL_T16_TMAX);
+    for (int n = 0; n < N; n++) pair_row(tmp + (size_t)n * K2, src + (size_t)n * ld, K);
+    words_transpose(dst, NP, tmp, K2, N, K2);
+    for (int p = 0; p < K2; p++)
+        for (int n = N; n < NP; n++) dst[(size_t)p * NP + n] = 0;
+}
+
+typedef struct t16_args {
+    float *C;
+    const uint32_t *A, *B;
+    int ldc, M, N, K2, NP, acc;
+    float alpha;
+} t16_args;
+
+/* The portable loops: 16 columns at a time, pair after pair. */
+AL_SIMD_CLONES static void t16_plain(const t16_args *g) {
+    for (int i = 0; i < g->M; i++) {
+        const uint32_t *a = g->A + (size_t)i * g->K2;
+        for (int n0 = 0; n0 < g->N; n0 += 16) {
+            float s[16] = {0};
+            for (int p = 0; p < g->K2; p++) {
+                const float a0 = widen1((uint16_t)a[p]), a1 = widen1((uint16_t)(a[p] >> 16));
+                const uint32_t *b = g->B + (size_t)p * g->NP + n0;
+                for (int l = 0; l < 16; l++) {
+                    float t = s[l] + a0 * widen1((uint16_t)b[l]);
+                    s[l] = t + a1 * widen1((uint16_t)(b[l] >> 16));
+                }
+            }
+            float *c = g->C + (size_t)i * g->ldc + n0;
+            const int nl = g->N - n0 < 16 ? g->N - n0 : 16;
+            for (int l = 0; l < nl; l++) c[l] = g->alpha * s[l] + (g->acc ? c[l] : 0.0f);
+        }
+    }
+}
+
+#if (defined(__x86_64__) || defined(__i386__)) && defined(__GNUC__)
+#include <immintrin.h>
+
+#define T16_TARGET __attribute__((target("avx512f,avx512bf16")))
+#define T16_MR 4 /* rows per register block: 4 x 4 accumulators of 16 */
+
+/* Rows [i0, i0 + T16_MR) by vectors [n0, n0 + 16 NV) of C, NV <= 4 a
+ * constant where inlined; rows past M repeat the last row, unstored. */
+T16_TARGET static inline __attribute__((always_inline)) void
+t16_block(const t16_args *g, int i0, int n0, const int NV) {
+    __m512 c[T16_MR][4];
+    const uint32_t *a[T16_MR];
+#pragma GCC unroll 4
+    for (int r = 0; r < T16_MR; r++) {
+        const int i = i0 + r < g->M ? i0 + r : g->M - 1;
+        a[r] = g->A + (size_t)i * g->K2;
+#pragma GCC unroll 4
+        for (int v = 0; v < NV; v++) c[r][v] = _mm512_setzero_ps();
+    }
+    const uint32_t *b = g->B + n0;
+    for (int p = 0; p < g->K2; p++, b += g->NP) {
+        __m512i bv[4];
+#pragma GCC unroll 4
+        for (int v = 0; v < NV; v++) bv[v] = _mm512_loadu_si512(b + 16 * v);
+#pragma GCC unroll 4
+        for (int r = 0; r < T16_MR; r++) {
+            const __m512i av = _mm512_set1_epi32((int)a[r][p]);
+#pragma GCC unroll 4
+            for (int v = 0; v < NV; v++)
+                c[r][v] = _mm512_dpbf16_ps(c[r][v], (__m512bh)av, (__m512bh)bv[v]);
+        }
+    }
+    const __m512 alpha = _mm512_set1_ps(g->alpha);
+    const int mr = g->M - i0 < T16_MR ? g->M - i0 : T16_MR;
+    for (int r = 0; r < mr; r++)
+#pragma GCC unroll 4
+        for (int v = 0; v < NV; v++) {
+            const int n = n0 + 16 * v;
+            const __mmask16 k = g->N - n >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (g->N - n)) - 1);
+            float *cp = g->C + (size_t)(i0 + r) * g->ldc + n;
+            __m512 x = _mm512_mul_ps(c[r][v], alpha);
+            if (g->acc) x = _mm512_add_ps(_mm512_maskz_loadu_ps(k, cp), x);
+            _mm512_mask_storeu_ps(cp, k, x);
+        }
+}
+
+T16_TARGET static void t16_native(const t16_args *g) {
+    for (int n0 = 0; n0 < g->N; n0 += 64) {
+        const int nv = (g->N - n0 + 15) / 16;
+        for (int i0 = 0; i0 < g->M; i0 += T16_MR) {
+            switch (nv) {
+            case 1: t16_block(g, i0, n0, 1); break;
+            case 2: t16_block(g, i0, n0, 2); break;
+            case 3: t16_block(g, i0, n0, 3); break;
+            default: t16_block(g, i0, n0, 4); break;
+            }
+        }
+    }
+}
+#define T16_HAVE_NATIVE 1
+#endif
+
+void al_t16_gemm(float *C, int ldc, const uint32_t *A, const uint32_t *B, int M, int N, int K,
+                 float alpha, int acc, int native) {
+    AL_ASSERT(M >= 0 && N >= 0 && K >= 0 && ldc >= N);
+    t16_args g = {.C = C, .A = A, .B = B, .ldc = ldc, .M = M, .N = N, .K2 = (K + 1) / 2,
+                  .NP = AL_T16_NP(N), .acc = acc, .alpha = alpha};
+    if (M == 0 || N == 0) return;
+#ifdef T16_HAVE_NATIVE
+    if (native) {
+        t16_native(&g);
+        return;
+    }
+#else
+    (void)native;
+#endif
+    t16_plain(&g);
 }

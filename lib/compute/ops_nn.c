@@ -20,7 +20,13 @@
  * The models run FlashAttention-2 (al_flash_attention_*, at the end of this
  * file): key tiles with an online softmax, the probabilities recomputed in
  * backward from each row's log-sum-exp, memory linear in T. The kernels
- * that store the (T, T) probabilities stay as the tested reference.
+ * that store the (T, T) probabilities stay as the tested reference. Their
+ * tile products are cblas_sgemm in fp32 and, in bf16 mode, al_t16_gemm
+ * (ops_bf16.c: bf16 operands packed per tile, fp32 sums, AVX512_BF16's
+ * vdpbf16ps where the CPU has it): at 64 x 64 x head_dim a oneDNN call costs
+ * more than the work. Their row loops (max, exp, rescale) are vector code;
+ * in fp32 each row's sum keeps its written order, so fp32 results are the
+ * bits they were before the bf16 products came.
  *
  * Attention forward computes scores and P V with single-threaded
  * cblas_sgemm on (query block x visible keys) tiles, skipping keys that no
@@ -950,8 +956,8 @@ void al_attention_backward(float *dq, float *dk, float *dv, const float *dout,
 /* ------------------------------------------------ FlashAttention-2 (ops.h) */
 
 /* Tiles of the flash kernels: query rows per block, keys per tile, and the
- * widest head they take (their buffers live on the stack: about 300 KB at
- * FA_HD_MAX; pool threads have 8 MB). */
+ * widest head they take (their buffers live on the stack: about 300 KB in
+ * the backward, with its packed bf16 operands; pool threads have 8 MB). */
 #define FA_BQ 64
 #define FA_BK 64
 #define FA_HD_MAX 256
@@ -961,58 +967,113 @@ static inline int fa_visible(const int32_t *sg, int i, int j, int win) {
     return j <= i && (!sg || sg[j] == sg[i]) && (!win || i - j < win);
 }
 
-/* Rows [r0, r0 + n) of a (rows, HD) head view with row stride ld, rounded to
- * bf16 values into dst (n, HD), or NULL when no rounding is asked: the
- * products then read the view in place. */
-static const float *fa_tile(float *dst, const float *src, int ld, int n, int HD, int bf16,
-                            int *ld_out) {
-    if (!bf16) {
-        *ld_out = ld;
-        return src;
-    }
-    for (int r = 0; r < n; r++) {
-        uint16_t h[FA_HD_MAX];
-        al_bf16_round(h, src + (size_t)r * ld, (size_t)HD);
-        al_bf16_widen(dst + (size_t)r * HD, h, (size_t)HD);
-    }
-    *ld_out = HD;
-    return dst;
-}
-
-static void fa_round_inplace(float *x, size_t n) {
-    uint16_t h[FA_BK];
-    for (size_t i = 0; i < n; i += FA_BK) {
-        size_t k = n - i < FA_BK ? n - i : FA_BK;
-        al_bf16_round(h, x + i, k);
-        al_bf16_widen(x + i, h, k);
-    }
-}
-
 typedef struct {
     float *out, *lse, *dq, *dk, *dv;
     const float *q, *k, *v, *dout, *o, *lse_in;
     const int32_t *seg;
-    int ld, B, T, NH, NKV, HD, bf16;
+    int ld, B, T, NH, NKV, HD, bf16, native;
     float scale, cap;
     int win;
 } fa_ctx;
 
+/* bf16 mode: a task's operands rounded and packed as al_t16_gemm takes them
+ * (ops.h): A operands row-major, B operands in pairs of k. */
+typedef struct {
+    uint32_t qa[AL_T16_A_SIZE(FA_BQ, FA_HD_MAX)]; /* Q_I, A of S = Q K^T */
+    uint32_t kb[AL_T16_B_SIZE(FA_HD_MAX, FA_BK)]; /* K_J^T, B of S */
+    uint32_t vb[AL_T16_B_SIZE(FA_BK, FA_HD_MAX)]; /* V_J, B of O += P V */
+    uint32_t pa[AL_T16_A_SIZE(FA_BQ, FA_BK)];     /* P, A of O += P V */
+} fa_fwd16;
+
+typedef struct {
+    uint32_t qa[AL_T16_A_SIZE(FA_BQ, FA_HD_MAX)]; /* Q_I, A of S */
+    uint32_t qb[AL_T16_B_SIZE(FA_BQ, FA_HD_MAX)]; /* Q_I, B of dK += dS^T Q */
+    uint32_t da[AL_T16_A_SIZE(FA_BQ, FA_HD_MAX)]; /* dO_I, A of dP = dO V^T */
+    uint32_t db[AL_T16_B_SIZE(FA_BQ, FA_HD_MAX)]; /* dO_I, B of dV += P^T dO */
+    uint32_t kb[AL_T16_B_SIZE(FA_HD_MAX, FA_BK)]; /* K_J^T, B of S */
+    uint32_t kr[AL_T16_B_SIZE(FA_BK, FA_HD_MAX)]; /* K_J, B of dQ += dS K */
+    uint32_t vb[AL_T16_B_SIZE(FA_HD_MAX, FA_BK)]; /* V_J^T, B of dP */
+    uint32_t ta[AL_T16_A_SIZE(FA_BK, FA_BQ)];     /* P^T or dS^T, A of dV and dK */
+    uint32_t sa[AL_T16_A_SIZE(FA_BQ, FA_BK)];     /* dS, A of dQ */
+} fa_bwd16;
+
 /* Scaled, capped, masked scores of a tile: s (M, NK) from Q_I (M rows from
- * i0) and K_J (NK rows from j0); masked entries become -inf. raw (may be
- * NULL) keeps the scaled scores before the cap (the backward's 1 - tanh^2). */
-static void fa_scores(float *s, float *raw, const float *qI, int ldq, const float *kJ, int ldk,
-                      const fa_ctx *x, const int32_t *sg, int i0, int M, int j0, int NK) {
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, NK, x->HD, x->scale, qI, ldq, kJ, ldk,
-                0.0f, s, FA_BK);
+ * i0) and K_J (NK rows from j0) -- in bf16 mode from their packed copies qa
+ * and kb; masked entries become -inf. raw (may be NULL) keeps the scaled
+ * scores before the cap (the backward's 1 - tanh^2). */
+static NN_INLINE void fa_scores(float *s, float *raw, const float *qI, const float *kJ, const uint32_t *qa,
+                      const uint32_t *kb, const fa_ctx *x, const int32_t *sg, int i0, int M, int j0,
+                      int NK) {
+    if (x->bf16)
+        al_t16_gemm(s, FA_BK, qa, kb, M, NK, x->HD, x->scale, 0, x->native);
+    else
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, NK, x->HD, x->scale, qI, x->ld, kJ,
+                    x->ld, 0.0f, s, FA_BK);
     for (int r = 0; r < M; r++) {
         float *sr = s + r * FA_BK;
         const int i = i0 + r;
         if (raw) for (int c = 0; c < NK; c++) raw[r * FA_BK + c] = sr[c];
         if (x->cap > 0.0f)
             for (int c = 0; c < NK; c++) sr[c] = attn_cap(sr[c], x->cap);
-        for (int c = 0; c < NK; c++)
-            if (!fa_visible(sg, i, j0 + c, x->win)) sr[c] = -INFINITY;
+        if (sg) {
+            for (int c = 0; c < NK; c++)
+                if (!fa_visible(sg, i, j0 + c, x->win)) sr[c] = -INFINITY;
+        } else { /* the visible columns are [lo, hi]: a branch-free loop */
+            const int hi = i - j0, lo = x->win ? i - x->win + 1 - j0 : 0;
+            for (int c = 0; c < NK; c++) sr[c] = c > hi || c < lo ? -INFINITY : sr[c];
+        }
     }
+}
+
+/* max(m, x[0..n)) in 16 lanes (any order gives the same maximum). */
+static NN_INLINE float fa_max(const float *x, int n, float m) {
+    float mx[16];
+    for (int l = 0; l < 16; l++) mx[l] = m;
+    int c = 0;
+    for (; c + 16 <= n; c += 16)
+        for (int l = 0; l < 16; l++) mx[l] = x[c + l] > mx[l] ? x[c + l] : mx[l];
+    for (; c < n; c++) mx[0] = x[c] > mx[0] ? x[c] : mx[0];
+    for (int l = 1; l < 16; l++) m = mx[l] > m ? mx[l] : m;
+    return mx[0] > m ? mx[0] : m;
+}
+
+/* x[r][c] = exp(x[r][c] - m[r]) for r < rows, c < n (row stride ld), and
+ * exactly 0 where x is -inf (masked). The mask is applied to the bits after
+ * computing every exp: GCC does not if-convert a floating-point select that
+ * guards a computation (-ftrapping-math), and the loop stays vector code. */
+static NN_INLINE void fa_exp_rows(float *x, int ld, int rows, int n, const float *m) {
+    for (int r = 0; r < rows; r++) {
+        float *xr = x + (size_t)r * ld;
+        const float mr = m[r];
+        for (int c = 0; c < n; c++) {
+            nn_fu e = {.f = nn_exp_neg(xr[c] - mr)};
+            e.u &= -(uint32_t)(xr[c] != -INFINITY);
+            xr[c] = e.f;
+        }
+    }
+}
+
+/* One row's online-softmax step over a key tile: sr (NK scores, -inf where
+ * masked) becomes exp(s - m'), m' the new running max; the running sum l
+ * and the accumulator row (HD) are rescaled by exp(m - m'). The sum runs in
+ * written order in fp32 mode (its bits as before) and in 8 lanes in bf16
+ * mode. */
+static NN_INLINE void fa_row_step(float *sr, int NK, float *m, float *l, float *accr, int HD,
+                                  int lanes) {
+    const float mx = fa_max(sr, NK, *m);
+    if (mx == -INFINITY) { /* nothing visible yet */
+        for (int c = 0; c < NK; c++) sr[c] = 0.0f;
+        return;
+    }
+    const float alpha = *m == -INFINITY ? 0.0f : nn_exp_neg(*m - mx);
+    fa_exp_rows(sr, 0, 1, NK, &mx);
+    float sum = 0.0f;
+    if (lanes) sum = nn_sum(sr, NK);
+    else for (int c = 0; c < NK; c++) sum += sr[c];
+    *l = *l * alpha + sum;
+    *m = mx;
+    if (alpha != 1.0f)
+        for (int d = 0; d < HD; d++) accr[d] *= alpha;
 }
 
 /* Task t = (b, h, query block), dealt as al_attention_forward deals them.
@@ -1025,14 +1086,12 @@ AL_SIMD_CLONES static void fa_fwd_fn(void *vctx, int tid, int nth) {
     const int nblk = (T + FA_BQ - 1) / FA_BQ;
     const long ntask = (long)x->B * NH * nblk;
     float s[FA_BQ * FA_BK], acc[FA_BQ * FA_HD_MAX], mrow[FA_BQ], lrow[FA_BQ];
-    float qt[FA_BQ * FA_HD_MAX], kt[FA_BK * FA_HD_MAX], vt[FA_BK * FA_HD_MAX];
+    fa_fwd16 w;
     for (long t = tid; t < ntask; t += nth) {
         const attn_task k = attn_task_get(t, x->seg, T, NH, G, nblk, FA_BQ, x->win);
         const int b = k.b, h = k.h, kh = k.kh, i0 = k.i0, i1 = k.i1, M = k.M, jlo = k.jlo;
-        const int32_t *sg = k.sg;
-        int ldq, ldk, ldv;
-        const float *qI = fa_tile(qt, x->q + ((size_t)b * T + i0) * ld + (size_t)h * HD, ld, M, HD,
-                                  x->bf16, &ldq);
+        const float *qI = x->q + ((size_t)b * T + i0) * ld + (size_t)h * HD;
+        if (x->bf16) al_t16_pack_a(w.qa, qI, ld, M, HD);
         for (int r = 0; r < M; r++) {
             mrow[r] = -INFINITY;
             lrow[r] = 0.0f;
@@ -1040,33 +1099,22 @@ AL_SIMD_CLONES static void fa_fwd_fn(void *vctx, int tid, int nth) {
         for (int e = 0; e < M * HD; e++) acc[e] = 0.0f;
         for (int j0 = jlo; j0 < i1; j0 += FA_BK) {
             const int NK = j0 + FA_BK < i1 ? FA_BK : i1 - j0;
-            const float *kJ = fa_tile(kt, x->k + ((size_t)b * T + j0) * ld + (size_t)kh * HD, ld, NK,
-                                      HD, x->bf16, &ldk);
-            const float *vJ = fa_tile(vt, x->v + ((size_t)b * T + j0) * ld + (size_t)kh * HD, ld, NK,
-                                      HD, x->bf16, &ldv);
-            fa_scores(s, NULL, qI, ldq, kJ, ldk, x, sg, i0, M, j0, NK);
-            for (int r = 0; r < M; r++) {
-                float *sr = s + r * FA_BK;
-                float mx = mrow[r];
-                for (int c = 0; c < NK; c++) mx = sr[c] > mx ? sr[c] : mx;
-                if (mx == -INFINITY) { /* nothing visible yet */
-                    for (int c = 0; c < NK; c++) sr[c] = 0.0f;
-                    continue;
-                }
-                const float alpha = mrow[r] == -INFINITY ? 0.0f : nn_exp_neg(mrow[r] - mx);
-                float sum = 0.0f;
-                for (int c = 0; c < NK; c++) {
-                    sr[c] = sr[c] == -INFINITY ? 0.0f : nn_exp_neg(sr[c] - mx);
-                    sum += sr[c];
-                }
-                lrow[r] = lrow[r] * alpha + sum;
-                mrow[r] = mx;
-                if (alpha != 1.0f)
-                    for (int d = 0; d < HD; d++) acc[r * HD + d] *= alpha;
+            const float *kJ = x->k + ((size_t)b * T + j0) * ld + (size_t)kh * HD;
+            const float *vJ = x->v + ((size_t)b * T + j0) * ld + (size_t)kh * HD;
+            if (x->bf16) {
+                al_t16_pack_bt(w.kb, kJ, ld, HD, NK);
+                al_t16_pack_b(w.vb, vJ, ld, NK, HD);
             }
-            if (x->bf16) fa_round_inplace(s, (size_t)FA_BQ * FA_BK);
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, M, HD, NK, 1.0f, s, FA_BK, vJ, ldv,
-                        1.0f, acc, HD);
+            fa_scores(s, NULL, qI, kJ, w.qa, w.kb, x, k.sg, i0, M, j0, NK);
+            for (int r = 0; r < M; r++)
+                fa_row_step(s + r * FA_BK, NK, &mrow[r], &lrow[r], acc + r * HD, HD, x->bf16);
+            if (x->bf16) {
+                al_t16_pack_a(w.pa, s, FA_BK, M, NK);
+                al_t16_gemm(acc, HD, w.pa, w.vb, M, HD, NK, 1.0f, 1, x->native);
+            } else {
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, M, HD, NK, 1.0f, s, FA_BK, vJ,
+                            ld, 1.0f, acc, HD);
+            }
         }
         for (int r = 0; r < M; r++) {
             const int i = i0 + r;
@@ -1084,9 +1132,73 @@ void al_flash_attention_forward(float *out, float *lse, const float *q, const fl
     attn_check(ld, B, T, NH, NKV, HD);
     AL_ASSERT(out && lse && q && k && v && HD <= FA_HD_MAX);
     fa_ctx x = {.out = out, .lse = lse, .q = q, .k = k, .v = v, .seg = seg, .ld = ld, .B = B,
-                .T = T, .NH = NH, .NKV = NKV, .HD = HD, .bf16 = bf16};
+                .T = T, .NH = NH, .NKV = NKV, .HD = HD, .bf16 = bf16,
+                .native = bf16 && al_bf16_dp_cpu()};
     attn_opts_get(opts, HD, &x.scale, &x.cap, &x.win);
     nn_run(fa_fwd_fn, &x, (size_t)B * NH * (size_t)T * (size_t)HD);
+}
+
+/* One query block of the backward: its rows [i0, i0 + M) of head h. */
+typedef struct {
+    const int32_t *sg;
+    const float *qI, *dO;            /* Q_I (stride ld), dO_I (stride NH HD) */
+    float *dqI, *dkb, *dvb;          /* dq_I; dk, dv of the sequence's kv head; may be NULL */
+    int i0, M;
+    float D[FA_BQ], L[FA_BQ];        /* dO_i . O_i, lse_i */
+} fa_blk;
+
+/* The products of one key tile J for query block k (see fa_bwd_fn). p, dp:
+ * FA_BQ x FA_BK scratch; raw: the same, used under a soft-cap. */
+AL_SIMD_CLONES static void fa_bwd_tile(const fa_ctx *x, const fa_blk *k, fa_bwd16 *w, float *p, float *dp,
+                        float *raw, const float *kJ, const float *vJ, int j0, int NK) {
+    const int M = k->M, HD = x->HD, ld = x->ld, OC = x->NH * HD;
+    if (x->bf16) {
+        al_t16_pack_bt(w->kb, kJ, ld, HD, NK);
+        al_t16_pack_bt(w->vb, vJ, ld, HD, NK);
+        if (k->dqI) al_t16_pack_b(w->kr, kJ, ld, NK, HD);
+    }
+    fa_scores(p, x->cap > 0.0f ? raw : NULL, k->qI, kJ, w->qa, w->kb, x, k->sg, k->i0, M, j0, NK);
+    fa_exp_rows(p, FA_BK, M, NK, k->L);
+    /* dP = dO V^T; dS takes P in fp32 */
+    if (x->bf16)
+        al_t16_gemm(dp, FA_BK, w->da, w->vb, M, NK, HD, 1.0f, 0, x->native);
+    else
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, NK, HD, 1.0f, k->dO, OC, vJ, ld,
+                    0.0f, dp, FA_BK);
+    for (int r = 0; r < M; r++) {
+        float *pr = p + r * FA_BK, *dr = dp + r * FA_BK;
+        if (x->cap > 0.0f)
+            for (int c = 0; c < NK; c++) {
+                float th = tanhf(raw[r * FA_BK + c] / x->cap);
+                dr[c] = pr[c] * (dr[c] - k->D[r]) * (1.0f - th * th) * x->scale;
+            }
+        else
+            for (int c = 0; c < NK; c++) dr[c] = pr[c] * (dr[c] - k->D[r]) * x->scale;
+    }
+    if (!x->bf16) {
+        if (k->dvb)
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, NK, HD, M, 1.0f, p, FA_BK, k->dO, OC,
+                        1.0f, k->dvb + (size_t)j0 * ld, ld);
+        if (k->dqI)
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, M, HD, NK, 1.0f, dp, FA_BK, kJ, ld,
+                        1.0f, k->dqI, ld);
+        if (k->dkb)
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, NK, HD, M, 1.0f, dp, FA_BK, k->qI, ld,
+                        1.0f, k->dkb + (size_t)j0 * ld, ld);
+        return;
+    }
+    if (k->dvb) { /* dV_J += P^T dO_I */
+        al_t16_pack_at(w->ta, p, FA_BK, NK, M);
+        al_t16_gemm(k->dvb + (size_t)j0 * ld, ld, w->ta, w->db, NK, HD, M, 1.0f, 1, x->native);
+    }
+    if (k->dqI) { /* dQ_I += dS K_J */
+        al_t16_pack_a(w->sa, dp, FA_BK, M, NK);
+        al_t16_gemm(k->dqI, ld, w->sa, w->kr, M, HD, NK, 1.0f, 1, x->native);
+    }
+    if (k->dkb) { /* dK_J += dS^T Q_I */
+        al_t16_pack_at(w->ta, dp, FA_BK, NK, M);
+        al_t16_gemm(k->dkb + (size_t)j0 * ld, ld, w->ta, w->qb, NK, HD, M, 1.0f, 1, x->native);
+    }
 }
 
 /* Task = (b, kv head), so that dk and dv of a kv head have one writer. For
@@ -1101,66 +1213,39 @@ AL_SIMD_CLONES static void fa_bwd_fn(void *vctx, int tid, int nth) {
     const int OC = NH * HD;
     const int nblk = (T + FA_BQ - 1) / FA_BQ;
     const long ntask = (long)x->B * NKV;
-    float p[FA_BQ * FA_BK], dp[FA_BQ * FA_BK], raw[FA_BQ * FA_BK], D[FA_BQ], L[FA_BQ];
-    float qt[FA_BQ * FA_HD_MAX], dot_[FA_BQ * FA_HD_MAX], kt[FA_BK * FA_HD_MAX],
-        vt[FA_BK * FA_HD_MAX];
+    float p[FA_BQ * FA_BK], dp[FA_BQ * FA_BK], raw[FA_BQ * FA_BK];
+    fa_bwd16 w;
+    fa_blk k;
     for (long t = tid; t < ntask; t += nth) {
         const int b = (int)(t / NKV), kh = (int)(t % NKV);
-        const int32_t *sg = x->seg ? x->seg + (size_t)b * T : NULL;
-        float *dkb = x->dk ? x->dk + (size_t)b * T * ld + (size_t)kh * HD : NULL;
-        float *dvb = x->dv ? x->dv + (size_t)b * T * ld + (size_t)kh * HD : NULL;
+        k.sg = x->seg ? x->seg + (size_t)b * T : NULL;
+        k.dkb = x->dk ? x->dk + (size_t)b * T * ld + (size_t)kh * HD : NULL;
+        k.dvb = x->dv ? x->dv + (size_t)b * T * ld + (size_t)kh * HD : NULL;
         for (int h = kh * G; h < (kh + 1) * G; h++) {
             for (int blk = 0; blk < nblk; blk++) {
                 const int i0 = blk * FA_BQ, i1 = i0 + FA_BQ < T ? i0 + FA_BQ : T, M = i1 - i0;
-                const int jlo = attn_jlo(sg, i0, i1, x->win);
-                const float *dO0 = x->dout + ((size_t)b * T + i0) * OC + (size_t)h * HD;
+                const int jlo = attn_jlo(k.sg, i0, i1, x->win);
                 const float *O0 = x->o + ((size_t)b * T + i0) * OC + (size_t)h * HD;
-                float *dqI = x->dq ? x->dq + ((size_t)b * T + i0) * ld + (size_t)h * HD : NULL;
+                k.i0 = i0;
+                k.M = M;
+                k.dO = x->dout + ((size_t)b * T + i0) * OC + (size_t)h * HD;
+                k.qI = x->q + ((size_t)b * T + i0) * ld + (size_t)h * HD;
+                k.dqI = x->dq ? x->dq + ((size_t)b * T + i0) * ld + (size_t)h * HD : NULL;
                 for (int r = 0; r < M; r++) {
-                    D[r] = nn_dot(dO0 + (size_t)r * OC, O0 + (size_t)r * OC, HD);
-                    L[r] = x->lse_in[((size_t)b * NH + h) * T + i0 + r];
+                    k.D[r] = nn_dot(k.dO + (size_t)r * OC, O0 + (size_t)r * OC, HD);
+                    k.L[r] = x->lse_in[((size_t)b * NH + h) * T + i0 + r];
                 }
-                int ldq, lddo, ldk, ldv;
-                const float *qI = fa_tile(qt, x->q + ((size_t)b * T + i0) * ld + (size_t)h * HD, ld,
-                                          M, HD, x->bf16, &ldq);
-                const float *dO = fa_tile(dot_, dO0, OC, M, HD, x->bf16, &lddo);
+                if (x->bf16) {
+                    al_t16_pack_a(w.qa, k.qI, ld, M, HD);
+                    al_t16_pack_a(w.da, k.dO, OC, M, HD);
+                    if (k.dkb) al_t16_pack_b(w.qb, k.qI, ld, M, HD);
+                    if (k.dvb) al_t16_pack_b(w.db, k.dO, OC, M, HD);
+                }
                 for (int j0 = jlo; j0 < i1; j0 += FA_BK) {
                     const int NK = j0 + FA_BK < i1 ? FA_BK : i1 - j0;
-                    const float *kJ = fa_tile(kt, x->k + ((size_t)b * T + j0) * ld + (size_t)kh * HD,
-                                              ld, NK, HD, x->bf16, &ldk);
-                    const float *vJ = fa_tile(vt, x->v + ((size_t)b * T + j0) * ld + (size_t)kh * HD,
-                                              ld, NK, HD, x->bf16, &ldv);
-                    fa_scores(p, x->cap > 0.0f ? raw : NULL, qI, ldq, kJ, ldk, x, sg, i0, M, j0, NK);
-                    for (int r = 0; r < M; r++)
-                        for (int c = 0; c < NK; c++) {
-                            float sv = p[r * FA_BK + c];
-                            p[r * FA_BK + c] = sv == -INFINITY ? 0.0f : nn_exp_neg(sv - L[r]);
-                        }
-                    /* dP = dO V^T, before P is rounded (dS takes P in fp32) */
-                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, NK, HD, 1.0f, dO, lddo,
-                                vJ, ldv, 0.0f, dp, FA_BK);
-                    for (int r = 0; r < M; r++)
-                        for (int c = 0; c < NK; c++) {
-                            float ds = p[r * FA_BK + c] * (dp[r * FA_BK + c] - D[r]);
-                            if (x->cap > 0.0f) {
-                                float th = tanhf(raw[r * FA_BK + c] / x->cap);
-                                ds *= 1.0f - th * th;
-                            }
-                            dp[r * FA_BK + c] = ds * x->scale;
-                        }
-                    if (x->bf16) {
-                        fa_round_inplace(p, (size_t)FA_BQ * FA_BK);
-                        fa_round_inplace(dp, (size_t)FA_BQ * FA_BK);
-                    }
-                    if (dvb)
-                        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, NK, HD, M, 1.0f, p, FA_BK,
-                                    dO, lddo, 1.0f, dvb + (size_t)j0 * ld, ld);
-                    if (dqI)
-                        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, M, HD, NK, 1.0f, dp,
-                                    FA_BK, kJ, ldk, 1.0f, dqI, ld);
-                    if (dkb)
-                        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, NK, HD, M, 1.0f, dp, FA_BK,
-                                    qI, ldq, 1.0f, dkb + (size_t)j0 * ld, ld);
+                    const float *kJ = x->k + ((size_t)b * T + j0) * ld + (size_t)kh * HD;
+                    const float *vJ = x->v + ((size_t)b * T + j0) * ld + (size_t)kh * HD;
+                    fa_bwd_tile(x, &k, &w, p, dp, raw, kJ, vJ, j0, NK);
                 }
             }
         }
@@ -1176,7 +1261,7 @@ void al_flash_attention_backward(float *dq, float *dk, float *dv, const float *d
     AL_ASSERT(dout && out && lse && q && k && v && HD <= FA_HD_MAX);
     fa_ctx x = {.dq = dq, .dk = dk, .dv = dv, .dout = dout, .o = out, .lse_in = lse, .q = q,
                 .k = k, .v = v, .seg = seg, .ld = ld, .B = B, .T = T, .NH = NH, .NKV = NKV,
-                .HD = HD, .bf16 = bf16};
+                .HD = HD, .bf16 = bf16, .native = bf16 && al_bf16_dp_cpu()};
     attn_opts_get(opts, HD, &x.scale, &x.cap, &x.win);
     nn_run(fa_bwd_fn, &x, (size_t)B * NH * (size_t)T * (size_t)HD);
 }
