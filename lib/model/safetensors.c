@@ -19,8 +19,11 @@
  * shard file in the same folder; every shard is opened once and every
  * mapping is checked against the shard's own header.
  *
- * Reading a tensor converts it in 4 MiB runs and then hands the run's whole
- * pages of the mapping back (madvise MADV_DONTNEED): a model's loader copies
+ * Reading a tensor converts it on the compute pool (each thread its own
+ * share of the destination, so each faults in its own fresh pages; GPT-2's
+ * transposes in tiles, with SSE2 4x4 / 8x8 kernels where the dtypes agree),
+ * maps the source 4 MiB at a time (MADV_POPULATE_READ) and hands each
+ * 4 MiB's whole pages of the mapping back (madvise MADV_DONTNEED): a model's loader copies
  * every tensor once, and pages left mapped until the file closes would hold
  * the weights twice at the loading moment, the peak RSS of every job whose
  * training state is small (LoRA). On this private, never-written mapping
@@ -44,6 +47,10 @@
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#include <xmmintrin.h>
+#endif
 
 #include "../compute/ops.h"
 #include "../compute/pool.h"
@@ -442,16 +449,26 @@ size_t al_st_numel(const al_st_tensor *t) {
     return n;
 }
 
-/* One run of a tensor's conversion, split over the compute pool: file
- * elements [i0, i0 + k) (rows [i0 / cols, ...) when transposing). */
+/* A tensor's conversion, split over the compute pool. Straight copies: each
+ * thread converts one contiguous share of the tensor, so that it alone
+ * faults in (and the kernel zeroes) the fresh arena pages it writes; two
+ * threads writing halves of the same 2 MiB page would each zero a huge page
+ * and the loser's work is thrown away. Transposes: one run of whole file
+ * rows at a time, each thread writing its own band of destination rows
+ * (file columns), for the same reason. */
 typedef struct st_run {
     const uint8_t *src;       /* the tensor's first byte in the mapping */
     al_dtype in;              /* file dtype */
     int out_bf16;             /* dst is uint16_t bf16, else float */
     void *dst;
-    size_t i0, k;             /* run, in file elements */
+    size_t n;                 /* elements of the tensor */
+    size_t r0, r1;            /* transposing: the run's file rows */
     size_t rows, cols;        /* file shape (2-D) when transposing, else 0 */
+    uintptr_t pg;             /* page size */
 } st_run;
+
+#define ST_CHUNK ((size_t)4 << 20) /* bytes of the file converted between releases */
+#define ST_TB 32                   /* transpose tile edge */
 
 static inline float st_get(const uint8_t *s, al_dtype dt, size_t i) {
     if (dt == AL_DT_F32) {
@@ -484,75 +501,193 @@ static void st_convert(const st_run *r, size_t a, size_t b) {
     }
 }
 
-/* Transposing: file rows [r0, r1) of (rows, cols) into dst (cols, rows),
- * in 32 x 32 tiles so that both sides stay in cache. */
-static void st_transpose(const st_run *r, size_t r0, size_t r1) {
-    enum { TB = 32 };
-    const uint8_t *s = r->src;
-    /* the common cases with typed copies: F32 into float, F32 or BF16 into bf16 */
-    int f32 = r->in == AL_DT_F32 && !r->out_bf16;
-    int b16 = r->in == AL_DT_BF16 && r->out_bf16;
-    int f2b = r->in == AL_DT_F32 && r->out_bf16;
-    for (size_t rb = r0; rb < r1; rb += TB) {
-        size_t re = rb + TB < r1 ? rb + TB : r1;
-        for (size_t cb = 0; cb < r->cols; cb += TB) {
-            size_t ce = cb + TB < r->cols ? cb + TB : r->cols;
-            if (f32 || b16 || f2b) {
-                for (size_t i = rb; i < re; i++) {
-                    const uint8_t *src = s + (i * r->cols + cb) * (f32 || f2b ? 4 : 2);
-                    if (f32) {
-                        float v[TB], *d = (float *)r->dst + i;
-                        memcpy(v, src, (ce - cb) * 4);
-                        for (size_t j = 0; j < ce - cb; j++) d[(cb + j) * r->rows] = v[j];
-                    } else if (f2b) {
-                        float v[TB];
-                        uint16_t h[TB], *d = (uint16_t *)r->dst + i;
-                        memcpy(v, src, (ce - cb) * 4);
-                        al_bf16_round(h, v, ce - cb);
-                        for (size_t j = 0; j < ce - cb; j++) d[(cb + j) * r->rows] = h[j];
-                    } else {
-                        uint16_t v[TB], *d = (uint16_t *)r->dst + i;
-                        memcpy(v, src, (ce - cb) * 2);
-                        for (size_t j = 0; j < ce - cb; j++) d[(cb + j) * r->rows] = v[j];
-                    }
-                }
-                continue;
-            }
-            for (size_t i = rb; i < re; i++)
-                for (size_t j = cb; j < ce; j++) {
-                    size_t at = j * r->rows + i;
-                    if (r->out_bf16) {
-                        uint16_t *d = r->dst;
-                        if (r->in == AL_DT_BF16) memcpy(d + at, s + 2 * (i * r->cols + j), 2);
-                        else d[at] = al_f32_to_bf16(st_get(s, r->in, i * r->cols + j));
-                    } else {
-                        float *d = r->dst;
-                        d[at] = st_get(s, r->in, i * r->cols + j);
-                    }
-                }
-        }
+/* Hands back the whole pages of the mapping from *done (a page boundary,
+ * or the first byte of the span) up to hi, and moves *done there. Advice:
+ * if it fails, the pages merely stay until al_st_close. */
+static void st_release(uintptr_t *done, uintptr_t hi, uintptr_t pg) {
+    uintptr_t lo = (*done + pg - 1) & ~(pg - 1);
+    hi &= ~(pg - 1);
+    if (hi <= lo) return;
+    (void)madvise((void *)lo, hi - lo, MADV_DONTNEED);
+    *done = hi;
+}
+
+/* Maps the pages of [lo, hi) of the mapping in one call (Linux 5.14+)
+ * instead of a page fault every 16 pages: under a hypervisor each fault
+ * is a costly exit. A hint: where unsupported, the faults happen anyway. */
+static void st_populate(uintptr_t lo, uintptr_t hi, uintptr_t pg) {
+#ifdef MADV_POPULATE_READ
+    lo &= ~(pg - 1);
+    if (hi > lo) (void)madvise((void *)lo, hi - lo, MADV_POPULATE_READ);
+#else
+    (void)lo, (void)hi, (void)pg;
+#endif
+}
+
+/* Where share k of the straight copy starts (k = 0 .. parts): shares are
+ * grains of 16 pages counted from the first page boundary inside the
+ * tensor, so neighbouring threads do not both keep a page mapped. */
+static size_t st_share(const st_run *r, size_t k, size_t parts) {
+    size_t es = (size_t)elem_bytes(r->in), g = 16 * r->pg;
+    if (k == 0) return 0;
+    if (k >= parts) return r->n;
+    size_t f0 = (size_t)((r->pg - (uintptr_t)r->src % r->pg) % r->pg);
+    size_t at = f0 + (k - 1) * g; /* bytes, a page boundary of the mapping */
+    size_t e = (at + es - 1) / es;
+    return e < r->n ? e : r->n;
+}
+
+static void st_copy_fn(void *p, int tid, int nt) {
+    const st_run *r = p;
+    size_t es = (size_t)elem_bytes(r->in), g = 16 * r->pg;
+    size_t parts = (r->n * es + g - 1) / g + 1;
+    long lo, hi;
+    al_split((long)parts, nt, tid, &lo, &hi);
+    size_t a = st_share(r, (size_t)lo, parts), b = st_share(r, (size_t)hi, parts);
+    uintptr_t done = (uintptr_t)r->src + a * es;
+    for (size_t i = a; i < b;) {
+        size_t e = b - i < ST_CHUNK / es ? b : i + ST_CHUNK / es;
+        st_populate((uintptr_t)r->src + i * es, (uintptr_t)r->src + e * es, r->pg);
+        st_convert(r, i, e);
+        i = e;
+        st_release(&done, (uintptr_t)r->src + i * es, r->pg);
     }
 }
 
-static void st_run_fn(void *p, int tid, int nt) {
+/* d[j * ldd + i] = s[i * lds + j] for i < h, j < w (4-byte elements). */
+static void st_tr32(float *d, size_t ldd, const float *s, size_t lds, size_t h, size_t w) {
+    size_t i = 0;
+#if defined(__SSE2__)
+    for (; i + 4 <= h; i += 4) {
+        size_t j = 0;
+        for (; j + 4 <= w; j += 4) {
+            __m128 a = _mm_loadu_ps(s + i * lds + j), b = _mm_loadu_ps(s + (i + 1) * lds + j);
+            __m128 c = _mm_loadu_ps(s + (i + 2) * lds + j), e = _mm_loadu_ps(s + (i + 3) * lds + j);
+            _MM_TRANSPOSE4_PS(a, b, c, e);
+            _mm_storeu_ps(d + j * ldd + i, a);
+            _mm_storeu_ps(d + (j + 1) * ldd + i, b);
+            _mm_storeu_ps(d + (j + 2) * ldd + i, c);
+            _mm_storeu_ps(d + (j + 3) * ldd + i, e);
+        }
+        for (; j < w; j++)
+            for (size_t k = i; k < i + 4; k++) d[j * ldd + k] = s[k * lds + j];
+    }
+#endif
+    for (; i < h; i++)
+        for (size_t j = 0; j < w; j++) d[j * ldd + i] = s[i * lds + j];
+}
+
+/* The same for 2-byte elements. */
+static void st_tr16(uint16_t *d, size_t ldd, const uint16_t *s, size_t lds, size_t h, size_t w) {
+    size_t i = 0;
+#if defined(__SSE2__)
+    for (; i + 8 <= h; i += 8) {
+        size_t j = 0;
+        for (; j + 8 <= w; j += 8) {
+            __m128i a[8], b[8];
+            for (int k = 0; k < 8; k++)
+                a[k] = _mm_loadu_si128((const __m128i *)(const void *)(s + (i + k) * lds + j));
+            for (int k = 0; k < 4; k++) {
+                b[k] = _mm_unpacklo_epi16(a[2 * k], a[2 * k + 1]); /* cols 0-3 of a row pair */
+                b[k + 4] = _mm_unpackhi_epi16(a[2 * k], a[2 * k + 1]); /* cols 4-7 */
+            }
+            for (int k = 0; k < 2; k++) { /* k = 0: cols 0-3, k = 1: cols 4-7 */
+                __m128i c0 = _mm_unpacklo_epi32(b[4 * k], b[4 * k + 1]);
+                __m128i c1 = _mm_unpackhi_epi32(b[4 * k], b[4 * k + 1]);
+                __m128i c2 = _mm_unpacklo_epi32(b[4 * k + 2], b[4 * k + 3]);
+                __m128i c3 = _mm_unpackhi_epi32(b[4 * k + 2], b[4 * k + 3]);
+                uint16_t *o = d + (j + 4 * (size_t)k) * ldd + i;
+                _mm_storeu_si128((__m128i *)(void *)o, _mm_unpacklo_epi64(c0, c2));
+                _mm_storeu_si128((__m128i *)(void *)(o + ldd), _mm_unpackhi_epi64(c0, c2));
+                _mm_storeu_si128((__m128i *)(void *)(o + 2 * ldd), _mm_unpacklo_epi64(c1, c3));
+                _mm_storeu_si128((__m128i *)(void *)(o + 3 * ldd), _mm_unpackhi_epi64(c1, c3));
+            }
+        }
+        for (; j < w; j++)
+            for (size_t k = i; k < i + 8; k++) d[j * ldd + k] = s[k * lds + j];
+    }
+#endif
+    for (; i < h; i++)
+        for (size_t j = 0; j < w; j++) d[j * ldd + i] = s[i * lds + j];
+}
+
+/* One tile: file rows [i0, i0 + h) x columns [j0, j0 + w) (h, w <= ST_TB)
+ * transposed into dst (cols, rows): straight from the mapping when the
+ * dtypes agree (and the file is aligned), else converted row by row into
+ * a local tile first. */
+static void st_tile(const st_run *r, size_t i0, size_t h, size_t j0, size_t w) {
+    const uint8_t *s = r->src;
+    size_t es = (size_t)elem_bytes(r->in);
+    const uint8_t *at0 = s + (i0 * r->cols + j0) * es;
+    if (r->in == AL_DT_F32 && !r->out_bf16 && (uintptr_t)at0 % 4 == 0) {
+        st_tr32((float *)r->dst + j0 * r->rows + i0, r->rows, (const float *)(const void *)at0,
+                r->cols, h, w);
+        return;
+    }
+    if (r->in == AL_DT_BF16 && r->out_bf16 && (uintptr_t)at0 % 2 == 0) {
+        st_tr16((uint16_t *)r->dst + j0 * r->rows + i0, r->rows,
+                (const uint16_t *)(const void *)at0, r->cols, h, w);
+        return;
+    }
+    if (!r->out_bf16) {
+        _Alignas(64) float t[ST_TB * ST_TB];
+        for (size_t i = 0; i < h; i++) {
+            size_t at = (i0 + i) * r->cols + j0;
+            float *o = t + i * ST_TB;
+            if (r->in == AL_DT_F32) memcpy(o, s + at * es, w * 4);
+            else if (r->in == AL_DT_BF16 && (uintptr_t)(s + at * es) % 2 == 0)
+                al_bf16_widen(o, (const uint16_t *)(const void *)(s + at * es), w);
+            else
+                for (size_t j = 0; j < w; j++) o[j] = st_get(s, r->in, at + j);
+        }
+        st_tr32((float *)r->dst + j0 * r->rows + i0, r->rows, t, ST_TB, h, w);
+        return;
+    }
+    _Alignas(64) uint16_t t[ST_TB * ST_TB];
+    _Alignas(64) float v[ST_TB];
+    for (size_t i = 0; i < h; i++) {
+        size_t at = (i0 + i) * r->cols + j0;
+        uint16_t *o = t + i * ST_TB;
+        if (r->in == AL_DT_BF16) {
+            memcpy(o, s + at * es, w * 2);
+        } else if (r->in == AL_DT_F32) {
+            /* a constant size is a few vector loads, not a rep movs */
+            if (w == ST_TB) memcpy(v, s + at * es, ST_TB * 4);
+            else memcpy(v, s + at * es, w * 4);
+            al_bf16_round(o, v, w);
+        } else {
+            for (size_t j = 0; j < w; j++) o[j] = al_f32_to_bf16(st_get(s, r->in, at + j));
+        }
+    }
+    st_tr16((uint16_t *)r->dst + j0 * r->rows + i0, r->rows, t, ST_TB, h, w);
+}
+
+/* Transposing: file rows [r0, r1) into dst (cols, rows); this thread
+ * writes the destination rows (file columns) of its band only. Tiles go
+ * along the file's rows: reading the file across rows instead (a column
+ * band at a time) left the copy waiting on one cache miss after another. */
+static void st_transpose_fn(void *p, int tid, int nt) {
     const st_run *r = p;
     long lo, hi;
-    if (r->rows) {
-        size_t row0 = r->i0 / r->cols, nrow = r->k / r->cols;
-        al_split((long)nrow, nt, tid, &lo, &hi);
-        st_transpose(r, row0 + (size_t)lo, row0 + (size_t)hi);
-    } else {
-        al_split((long)((r->k + 63) / 64), nt, tid, &lo, &hi);
-        size_t a = r->i0 + (size_t)lo * 64, b = r->i0 + (size_t)hi * 64;
-        if (b > r->i0 + r->k) b = r->i0 + r->k;
-        if (a < b) st_convert(r, a, b);
+    al_split((long)((r->cols + ST_TB - 1) / ST_TB), nt, tid, &lo, &hi);
+    size_t c1 = (size_t)hi * ST_TB < r->cols ? (size_t)hi * ST_TB : r->cols;
+    /* every thread reads all the run's rows: each maps its share of them */
+    size_t es = (size_t)elem_bytes(r->in), bytes = (r->r1 - r->r0) * r->cols * es;
+    uintptr_t at = (uintptr_t)r->src + r->r0 * r->cols * es;
+    st_populate(at + bytes * (size_t)tid / (size_t)nt, at + bytes * (size_t)(tid + 1) / (size_t)nt,
+                r->pg);
+    for (size_t rb = r->r0; rb < r->r1; rb += ST_TB) {
+        size_t h = r->r1 - rb < ST_TB ? r->r1 - rb : ST_TB;
+        for (size_t cb = (size_t)lo * ST_TB; cb < c1; cb += ST_TB)
+            st_tile(r, rb, h, cb, c1 - cb < ST_TB ? c1 - cb : ST_TB);
     }
 }
 
 /* Reads t into dst (n elements, float or bf16), transposed when asked
- * (t 2-D). The conversion runs on the compute pool, 4 MiB of the file at a
- * time; pages wholly inside the span are released as the copy passes them
- * (the at most two it shares with its neighbours stay). */
+ * (t 2-D), on the compute pool. Pages of the mapping wholly inside the
+ * span are released as the copy passes them (the at most two it shares
+ * with its neighbours stay): every 4 MiB for straight copies, after each
+ * run of about 4 MiB of whole rows for transposes. */
 static int st_read(const al_st_file *f, const al_st_tensor *t, void *dst, int out_bf16, size_t n,
                    int transpose, char err[AL_ERRLEN]) {
     const char *fn = base_name(f->path ? f->path : "safetensors");
@@ -572,28 +707,25 @@ static int st_read(const al_st_file *f, const al_st_tensor *t, void *dst, int ou
         return al_err(err, AL_EFORMAT, "%s: tensor '%s': span does not match this file", fn,
                       t->name);
     const uint8_t *src = f->map + f->data_off + t->begin;
-    st_run r = {.src = src, .in = t->dtype, .out_bf16 = out_bf16, .dst = dst};
-    size_t run = ((size_t)4 << 20) / es;
-    if (transpose) {
-        r.rows = (size_t)t->shape[0];
-        r.cols = (size_t)t->shape[1];
-        if (r.cols == 0) return AL_OK;
-        run = (run / r.cols + 1) * r.cols; /* whole rows */
+    st_run r = {.src = src, .in = t->dtype, .out_bf16 = out_bf16, .dst = dst, .n = n,
+                .pg = page_size()};
+    /* small tensors: the pool's hand-over would cost more than it saves */
+    int par = n * es >= ((size_t)1 << 16) && al_pool_threads() > 1;
+    if (!transpose) {
+        if (par) al_pool_run(st_copy_fn, &r);
+        else st_copy_fn(&r, 0, 1);
+        return AL_OK;
     }
-    const uintptr_t pg = page_size();
-    uintptr_t done = ((uintptr_t)src + pg - 1) & ~(pg - 1);
-    for (size_t i = 0; i < n;) {
-        r.i0 = i;
-        r.k = n - i < run ? n - i : run;
-        if (r.k * es >= ((size_t)1 << 16) && al_pool_threads() > 1) al_pool_run(st_run_fn, &r);
-        else st_run_fn(&r, 0, 1);
-        i += r.k;
-        uintptr_t end = ((uintptr_t)src + i * es) & ~(pg - 1);
-        if (end > done) {
-            /* advice: if it fails, the pages merely stay until al_st_close */
-            (void)madvise((void *)done, end - done, MADV_DONTNEED);
-            done = end;
-        }
+    r.rows = (size_t)t->shape[0];
+    r.cols = (size_t)t->shape[1];
+    if (r.cols == 0 || r.rows == 0) return AL_OK;
+    size_t run = ST_CHUNK / es / r.cols + 1; /* whole rows */
+    uintptr_t done = (uintptr_t)src;
+    for (r.r0 = 0; r.r0 < r.rows; r.r0 = r.r1) {
+        r.r1 = r.rows - r.r0 < run ? r.rows : r.r0 + run;
+        if (par) al_pool_run(st_transpose_fn, &r);
+        else st_transpose_fn(&r, 0, 1);
+        st_release(&done, (uintptr_t)src + r.r1 * r.cols * es, r.pg);
     }
     return AL_OK;
 }
