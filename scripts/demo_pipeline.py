@@ -4,10 +4,10 @@
 On the built-in task `addition2` (sums of 1-2 digit numbers), starting from a
 tiny randomly initialised model registered under --model:
   1. SFT from scratch until the model is partly right (about 0.4 of the sums);
-  2. two reward models on the task's (right, wrong) pairs: a weak one (500
+  2. two reward models on the task's (right, wrong) pairs: a weak one (300
      steps of pairs whose wrong answer is always the right sum with one
      digit changed — narrow data, the task's "mistakes": "one_digit" —:
-     about 0.8 pair accuracy on held-out pairs of every kind) and one
+     about 0.73 pair accuracy on held-out pairs of every kind) and one
      trained on every kind of mistake and 8x the pairs (4000 steps: above
      0.9);
   3. PPO against each, side by side: against the weak one it is reward
@@ -260,9 +260,9 @@ def main():
                                 "center_rewards_coefficient": 0.01, "lr_scheduler_type": "cosine",
                                 "warmup_ratio": 0.05, "max_length": 24, "logging_steps": 50,
                                 "eval_steps": steps(n) // 4}})
-    weak = rm_job("2a. rm-weak (500 steps)", 500, "one_digit")
+    weak = rm_job("2a. rm-weak (300 steps)", 300, "one_digit")
     strong = rm_job("2b. rm-strong (4000 steps)", 4000, "any")
-    weak = wait(api, weak, "2a. rm-weak (500 steps)")
+    weak = wait(api, weak, "2a. rm-weak (300 steps)")
 
     # 3. PPO against each reward model, side by side; 4. GRPO on the
     # verifiable reward (the task's recipe gives the rest)

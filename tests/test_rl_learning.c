@@ -8,10 +8,10 @@
  *   1. GRPO on the verifiable reward gains held-out exact match;
  *   2. the same with the reward's sign flipped (which flips every
  *      advantage) loses it: a broken advantage sign fails this file;
- *   3. reward hacking: PPO against a weak reward model — 500 steps of
+ *   3. reward hacking: PPO against a weak reward model — 300 steps of
  *      pairs whose wrong answer is always the right sum with one digit
  *      changed, so it never saw a wrong length, a carry slip or another
- *      sum (about 0.8 pair accuracy on held-out pairs of every kind) —
+ *      sum (about 0.73 pair accuracy on held-out pairs of every kind) —
  *      raises the reward model's score of its samples while held-out
  *      exact match falls;
  *   4. the mitigation: the same PPO against a reward model trained on the
@@ -76,6 +76,24 @@
  *                   held-out change   -0.203 -0.171 -0.211  -0.184 -0.163 -0.321
  * The twelve held-out changes: mean -0.190, standard deviation 0.075, the
  * largest -0.091: the bound (<= 0) sits 2.5 deviations above the mean.
+ * Then rollouts learnt to stop at the template's end of turn and flash
+ * attention's bf16 tiles to round as the products do (2026-12-07, main
+ * f37f023 + the bf16 tiles): with 500 steps the weak model reached 0.815
+ * 0.890 0.865 pair accuracy (bf16, 1 thread) and PPO against the 0.890 one
+ * lost only -0.037 (-0.039 in the whole file): thirteen held-out changes
+ * over four paths had mean -0.15, sd 0.09. A stronger "weak" model is less
+ * hackable, so it now trains 300 steps. Check 3 with 300, seeds 1 2 3,
+ * the other checks cut short in a local copy (`ALIGND_THREADS=1
+ * [ALIGND_MIXED_PRECISION=fp32] ./tests/test_rl_learning SEED`, portable
+ * release build):                          bf16                  fp32
+ *   weak reward model, pair accuracy   0.795 0.685 0.730     0.745 0.685 0.715
+ *   PPO against it: score change      +0.616 +0.798 +0.276  +0.663 +0.539 +0.436
+ *                   held-out change   -0.348 -0.242 -0.239  -0.273 -0.275 -0.238
+ * Six held-out changes: mean -0.269, sd 0.043 (bound 0: 6 sd away); pair
+ * accuracy mean 0.726, sd 0.042 (bound 0.6: 3 sd); score change mean
+ * +0.555, sd 0.18 (bound +0.2: 2 sd). With 200 steps the accuracy fell to
+ * 0.665 0.790 0.670 (too near 0.6); 800 PPO steps against the 500-step
+ * model did not help (-0.196 -0.037).
  * so the file runs in the default precision (bf16 on this CPU, fp32 where
  * the CPU has no bf16 products), as every other learning test does.
  * ctest runs each seed as its own test with one thread (`test_rl_learning
@@ -145,7 +163,7 @@ static double fifth(const double *x, int n, int late) {
     return s / w;
 }
 
-enum { GRPO_STEPS = 400, FLIP_STEPS = 100, PPO_STEPS = 400, RM_WEAK_STEPS = 500, RM_STRONG_STEPS = 4000,
+enum { GRPO_STEPS = 400, FLIP_STEPS = 100, PPO_STEPS = 400, RM_WEAK_STEPS = 300, RM_STRONG_STEPS = 4000,
        GRPO_ROWS = 16000, PPO_ROWS = 32000 };
 /* the bounds, from the figures in the header */
 #define GRPO_MIN 0.08
@@ -225,7 +243,7 @@ int main(int argc, char **argv) {
         phase(seed, "held-out eval");
         flipped_v[k] = fifth(s.verifiable, s.n, 1) - fifth(s.verifiable, s.n, 0);
 
-        /* 3. PPO against a weak reward model (500 steps of one-digit-change
+        /* 3. PPO against a weak reward model (300 steps of one-digit-change
          * pairs, measured on held-out pairs of every kind): its score of the
          * samples against their true exact match */
         snprintf(rm, sizeof rm, "%s/rm%d_weak", tmp, seed);
