@@ -47,7 +47,7 @@ typedef struct cache_ent {
     char dir[API_PATH_MAX];
     struct timespec mtime;   /* of config.json/adapter_config.json when loaded */
     al_lm lm;                /* the model, its tokenizer and chat template */
-    int32_t stops[16];       /* the ids that end an answer (al_lm_stop_ids) */
+    int32_t stops[AL_LM_MAX_STOPS]; /* the ids that end an answer (al_lm_stop_ids) */
     int n_stops;
     int refs;                /* under the cache's mu */
     unsigned long last_used;
@@ -502,7 +502,7 @@ typedef struct task {
     int32_t *prompt;
     int plen;
     al_gen_cfg gc;
-    int32_t stops[16];
+    int32_t stops[AL_LM_MAX_STOPS];
     uint64_t seed;
     int n;
     gchoice ch[MAX_N];

@@ -355,14 +355,14 @@ int cli_generate(int argc, char **argv) {
     int32_t *prompt = calloc((size_t)n, sizeof *prompt);
     int32_t *out_ids = calloc((size_t)max_new + 1, sizeof *out_ids);
     float *out_lp = calloc((size_t)max_new + 1, sizeof *out_lp);
-    int32_t *stops = calloc((size_t)n_stop + 16, sizeof *stops);
+    int32_t *stops = calloc((size_t)n_stop + AL_LM_MAX_STOPS, sizeof *stops);
     rc = 1;
     if (!prompt || !out_ids || !out_lp || !stops) goto out;
     for (int i = 0; i < n; i++) prompt[i] = ids[i];
     for (int i = 0; i < n_stop; i++) stops[i] = stop[i];
     /* where the served model stops (the folder's eos ids, the template's
      * end of turn) unless --stop names the ids */
-    if (!n_stop && (n_stop = al_lm_stop_ids(&lm, stops, 16, err)) < 0) {
+    if (!n_stop && (n_stop = al_lm_stop_ids(&lm, stops, AL_LM_MAX_STOPS, err)) < 0) {
         fprintf(stderr, "alignd: %s\n", err);
         goto out;
     }

@@ -64,5 +64,7 @@ void al_lm_close(al_lm *lm);
  * model's eos_id) and returns how many (>= 0),
  * or al_chat_stop_ids's AL_EFORMAT naming the file and field. */
 int al_lm_stop_ids(const al_lm *lm, int32_t *ids, int cap, char err[AL_ERRLEN]);
+/* Room for every stop id a caller of al_lm_stop_ids keeps. */
+enum { AL_LM_MAX_STOPS = 16 };
 
 #endif

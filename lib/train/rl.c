@@ -96,7 +96,7 @@ typedef struct rl {
     int ppo, grpo, rloo;
     al_lm lm;                   /* the policy, its tokenizer and chat template */
     int32_t pad;
-    int32_t stops[16];          /* the ids that end a completion (al_lm_stop_ids) */
+    int32_t stops[AL_LM_MAX_STOPS];          /* the ids that end a completion (al_lm_stop_ids) */
     int n_stops;
     al_model *ref;              /* separate frozen reference, or NULL */
     int ref_off;                /* reference = policy with adapters off */
@@ -365,7 +365,7 @@ static int setup(rl *r) {
     if ((rc = al_run_open_policy(&r->run, &r->lm, 0, 1))) return rc;
     r->pad = al_chat_pad_id(r->lm.chat);
     /* completions end where the served model's answers end */
-    if ((r->n_stops = al_lm_stop_ids(&r->lm, r->stops, 16, e2)) < 0)
+    if ((r->n_stops = al_lm_stop_ids(&r->lm, r->stops, AL_LM_MAX_STOPS, e2)) < 0)
         return AL_FAIL(&r->run.err, r->n_stops, "model", "%s", e2);
     const al_model_config *mc = al_model_config_of(r->lm.m);
     if (!mc->has_lm_head) return AL_FAIL(&r->run.err, AL_EINVAL, "model", "%s has no language-model head", job->model);

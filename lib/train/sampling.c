@@ -159,8 +159,8 @@ static int gen_texts(al_lm *pm, const al_seq *const *ps, int n, const al_hparams
     if (!ids) return al_err(err, AL_ENOMEM, "out of memory");
     /* completions end where the served model's answers end (EOS, the
      * template's end of turn), as RL rollouts do */
-    int32_t stops[16];
-    int n_stops = al_lm_stop_ids(pm, stops, 16, err);
+    int32_t stops[AL_LM_MAX_STOPS];
+    int n_stops = al_lm_stop_ids(pm, stops, AL_LM_MAX_STOPS, err);
     if (n_stops < 0) {
         free(ids);
         return n_stops;

@@ -82,7 +82,7 @@ typedef struct trainer {
     const al_train_cb *cb;
     al_lm lm;                     /* the policy, its tokenizer and chat template */
     int32_t pad;
-    int32_t stops[16];            /* where a sample ends (al_lm_stop_ids) */
+    int32_t stops[AL_LM_MAX_STOPS];            /* where a sample ends (al_lm_stop_ids) */
     int n_stops;
     al_model *ref;                /* separate frozen reference, or NULL */
     int ref_adapters_off;         /* reference = this model with adapters off */
@@ -1000,7 +1000,7 @@ static int setup(trainer *t, const al_job *job, const char *resume_dir, const al
     t->pad = al_chat_pad_id(t->lm.chat);
     /* samples end where the served model's answers end */
     char e2[AL_ERRLEN];
-    if ((t->n_stops = al_lm_stop_ids(&t->lm, t->stops, 16, e2)) < 0)
+    if ((t->n_stops = al_lm_stop_ids(&t->lm, t->stops, AL_LM_MAX_STOPS, e2)) < 0)
         return AL_FAIL(&t->run.err, t->n_stops, "model", "%s", e2);
     const al_model_config *mc = al_model_config_of(t->lm.m);
     if (t->ops->needs_lm && !mc->has_lm_head)
