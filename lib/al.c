@@ -209,6 +209,11 @@ void al_free_pages(void *p, size_t bytes) {
     if (p) munmap(p, page_round(bytes));
 }
 
+void al_release_pages(void *p, size_t bytes) {
+    uintptr_t lo = ((uintptr_t)p + 4095) & ~(uintptr_t)4095, hi = ((uintptr_t)p + bytes) & ~(uintptr_t)4095;
+    if (p && hi > lo) (void)madvise((void *)lo, hi - lo, MADV_DONTNEED); /* advice: memory, not results */
+}
+
 double al_now(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);

@@ -121,6 +121,10 @@ void al_free(void *p);
  * NULL when memory runs out. */
 void *al_alloc_pages(size_t bytes);
 void al_free_pages(void *p, size_t bytes);
+/* Gives the whole pages inside [p, p + bytes) of an al_alloc_pages arena
+ * back to the kernel (they read as zeros afterwards): an arena being
+ * emptied piece by piece stops counting in the resident set as it goes. */
+void al_release_pages(void *p, size_t bytes);
 
 /* Monotonic seconds, for throughput figures only (never for results). */
 double al_now(void);

@@ -376,6 +376,12 @@ static int param_trains(const al_model *m, int i, int frozen) {
     return m->lora_cfg.r <= 0 || m->params[i].lora || i == m->score;
 }
 
+/* Whether p points into the arena [base, base + bytes). */
+static int in_arena(const void *p, const void *base, size_t bytes) {
+    uintptr_t a = (uintptr_t)p, b = (uintptr_t)base;
+    return p && base && a >= b && a - b < bytes;
+}
+
 /* Lays the weights out for the model's mode and copies what the tensors
  * held (w or h; NULL pointers: zeros). fp32: every tensor in data. bf16:
  * vectors (norms, biases) in data; matrices in data16, and those that train
@@ -408,11 +414,22 @@ static int storage_build(al_model *m, const unsigned char *trains) {
             else if (p->h) al_bf16_widen(nw, p->h, p->n);
             o32 += p->n;
         }
+        /* the old copy goes as the new one fills (a large matrix by pieces):
+         * converting GPT-2 to bf16 peaked at fp32 + bf16 (733 MB), now at
+         * about the fp32 model alone */
+        int old32 = in_arena(p->w, m->data, m->n_data * sizeof(float));
         if (nh) {
             if (p->h) memcpy(nh, p->h, p->n * sizeof(uint16_t));
-            else if (p->w) al_bf16_round(nh, p->w, p->n);
+            for (size_t o = 0, k; !p->h && p->w && o < p->n; o += k) {
+                k = al_min_sz(p->n - o, (size_t)1 << 20);
+                al_bf16_round(nh + o, p->w + o, k);
+                if (old32) al_release_pages(p->w + o, k * sizeof(float));
+            }
             o16 += p->n;
         }
+        if (in_arena(p->w, m->data, m->n_data * sizeof(float))) al_release_pages(p->w, p->n * sizeof(float));
+        if (in_arena(p->h, m->data16, m->n_data16 * sizeof(uint16_t)))
+            al_release_pages(p->h, p->n * sizeof(uint16_t));
         p->w = nw;
         p->h = nh;
     }
