@@ -621,7 +621,16 @@ static void test_bf16_round(void) {
         bad += x != (uint32_t)a[i] << 16;
     }
     T_EQ_INT(bad, 0);
-    al_free(f); al_free(a); al_free(b); al_free(w);
+    /* snap: the same rounding in place, with and without the bf16 copy */
+    float *g = fbuf(n);
+    uint16_t *k = hbuf(n);
+    memcpy(g, f, n * sizeof(float));
+    al_bf16_snap(g, k, n);
+    T_TRUE(memcmp(k, b, n * sizeof(uint16_t)) == 0 && memcmp(g, w, n * sizeof(float)) == 0);
+    memcpy(g, f, n * sizeof(float));
+    al_bf16_snap(g, NULL, n - 5);
+    T_TRUE(memcmp(g, w, (n - 5) * sizeof(float)) == 0 && memcmp(g + n - 5, f + n - 5, 5 * sizeof(float)) == 0);
+    al_free(f); al_free(a); al_free(b); al_free(w); al_free(g); al_free(k);
 }
 
 /* |got - want| <= tol_ij per element; tol = k * sum_k |a_ik b_kj| + 1e-30. */

@@ -64,6 +64,9 @@ int al_bf16_auto(void);
 void al_bf16_round(uint16_t *dst, const float *src, size_t n);
 void al_bf16_round_ref(uint16_t *dst, const float *src, size_t n);
 void al_bf16_widen(float *dst, const uint16_t *src, size_t n);
+/* x = bf16(x) in place (as fp32 values), and keep (may be NULL) = bf16(x):
+ * a product's output as autocast returns it, for the fp32 code after it. */
+void al_bf16_snap(float *x, uint16_t *keep, size_t n);
 /* al_gemm with bf16 A and B, fp32 C, fp32 accumulation. */
 void al_gemm_bf16(int transA, int transB, int M, int N, int K, float alpha, const uint16_t *A,
                   int lda, const uint16_t *B, int ldb, float beta, float *C, int ldc);
@@ -157,6 +160,12 @@ void al_rmsnorm_groups_backward(float *dinp, float *dw, const float *dout, const
  * 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))). n elements. */
 void al_gelu_forward(float *out, const float *inp, size_t n);
 void al_gelu_backward(float *dinp, const float *dout, const float *inp, size_t n);
+/* The backward kernels of the activations with their input in bf16 (the
+ * rounded value the bf16 forward computed the activation from, kept in
+ * half the bytes): the same results as on that input widened to fp32. */
+void al_gelu_backward_h(float *dinp, const float *dout, const uint16_t *inp, size_t n);
+void al_swiglu_backward_h(float *dgu, const float *dout, const uint16_t *gu, int N, int FF);
+void al_geglu_backward_h(float *dgu, const float *dout, const uint16_t *gu, int N, int FF);
 
 /* SwiGLU on a fused projection gu (N, 2*FF): columns [0, FF) are the gate
  * (gate_proj), [FF, 2FF) the up projection. out (N, FF) = silu(gate) * up. */

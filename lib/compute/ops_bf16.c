@@ -170,6 +170,26 @@ void al_bf16_widen(float *dst, const uint16_t *src, size_t n) {
     else widen_range(dst, src, n);
 }
 
+/* x = bf16(x) in place, keep (may be NULL) = the same values in bf16. */
+static void snap_fn(void *p, int tid, int nt) {
+    const conv_ctx *c = p;
+    size_t a, b;
+    conv_split(c->n, nt, tid, &a, &b);
+    uint16_t buf[1024];
+    for (size_t i = a, k; i < b; i += k) {
+        k = b - i < 1024 ? b - i : 1024;
+        uint16_t *h = c->h ? c->h + i : buf;
+        round_range(h, c->f + i, k);
+        widen_range(c->f + i, h, k);
+    }
+}
+
+void al_bf16_snap(float *x, uint16_t *keep, size_t n) {
+    conv_ctx c = {.h = keep, .f = x, .n = n};
+    if (n >= BF_PAR_N && al_pool_threads() > 1) al_pool_run(snap_fn, &c);
+    else snap_fn(&c, 0, 1);
+}
+
 /* ------------------------------------------------------------ products */
 
 typedef struct gemm16_ctx {

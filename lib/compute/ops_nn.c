@@ -436,9 +436,20 @@ static NN_INLINE float nn_silu_grad(float g, float *act) {
 typedef struct {
     float *out;
     const float *in, *in2, *dout;
+    const uint16_t *in16; /* the input in bf16 instead of in (backward kernels) */
     size_t n;
     int N, FF;
 } nn_ew_ctx;
+
+/* The bf16 inputs are widened by blocks of NN_BLK on the stack. */
+#define NN_BLK 256
+
+static NN_INLINE void nn_widen(float *dst, const uint16_t *src, int n) {
+    for (int i = 0; i < n; i++) {
+        nn_fu u = {.u = (uint32_t)src[i] << 16};
+        dst[i] = u.f;
+    }
+}
 
 AL_SIMD_CLONES static void gelu_fwd_fn(void *vctx, int tid, int nth) {
     const nn_ew_ctx *x = vctx;
@@ -453,19 +464,38 @@ void al_gelu_forward(float *out, const float *inp, size_t n) {
     nn_run(gelu_fwd_fn, &x, n);
 }
 
+static NN_INLINE void gelu_bwd_range(float *out, const float *dout, const float *in, long n) {
+    for (long i = 0; i < n; i++) {
+        float act;
+        out[i] += dout[i] * nn_gelu_grad(in[i], &act);
+    }
+}
+
 AL_SIMD_CLONES static void gelu_bwd_fn(void *vctx, int tid, int nth) {
     const nn_ew_ctx *x = vctx;
     long lo, hi;
     al_split((long)x->n, nth, tid, &lo, &hi);
-    for (long i = lo; i < hi; i++) {
-        float act;
-        x->out[i] += x->dout[i] * nn_gelu_grad(x->in[i], &act);
+    if (!x->in16) {
+        if (hi > lo) gelu_bwd_range(x->out + lo, x->dout + lo, x->in + lo, hi - lo);
+        return;
+    }
+    float buf[NN_BLK];
+    for (long i = lo, k; i < hi; i += k) {
+        k = hi - i < NN_BLK ? hi - i : NN_BLK;
+        nn_widen(buf, x->in16 + i, (int)k);
+        gelu_bwd_range(x->out + i, x->dout + i, buf, k);
     }
 }
 
 void al_gelu_backward(float *dinp, const float *dout, const float *inp, size_t n) {
     AL_ASSERT((dinp && inp && dout) || n == 0);
     nn_ew_ctx x = {.out = dinp, .in = inp, .dout = dout, .n = n};
+    nn_run(gelu_bwd_fn, &x, n);
+}
+
+void al_gelu_backward_h(float *dinp, const float *dout, const uint16_t *inp, size_t n) {
+    AL_ASSERT((dinp && inp && dout) || n == 0);
+    nn_ew_ctx x = {.out = dinp, .in16 = inp, .dout = dout, .n = n};
     nn_run(gelu_bwd_fn, &x, n);
 }
 
@@ -486,20 +516,36 @@ static NN_INLINE void gated_fwd(const nn_ew_ctx *x, int tid, int nth, int gelu) 
     }
 }
 
-/* dgate += dout * up * act'(gate), dup += dout * act(gate). */
+/* dgate += dout * up * act'(gate), dup += dout * act(gate), over n columns. */
+static NN_INLINE void gated_bwd_cols(float *dg, float *du, const float *dy, const float *g,
+                                     const float *u, int n, int gelu) {
+    for (int c = 0; c < n; c++) {
+        float act;
+        float d = gelu ? nn_gelu_grad(g[c], &act) : nn_silu_grad(g[c], &act);
+        dg[c] += dy[c] * u[c] * d;
+        du[c] += dy[c] * act;
+    }
+}
+
 static NN_INLINE void gated_bwd(const nn_ew_ctx *x, int tid, int nth, int gelu) {
     const int FF = x->FF;
     long lo, hi;
     al_split(x->N, nth, tid, &lo, &hi);
+    float gb[NN_BLK], ub[NN_BLK];
     for (long n = lo; n < hi; n++) {
-        const float *g = x->in + (size_t)n * 2 * FF, *u = g + FF;
         const float *dy = x->dout + (size_t)n * FF;
         float *dg = x->out + (size_t)n * 2 * FF, *du = dg + FF;
-        for (int c = 0; c < FF; c++) {
-            float act;
-            float d = gelu ? nn_gelu_grad(g[c], &act) : nn_silu_grad(g[c], &act);
-            dg[c] += dy[c] * u[c] * d;
-            du[c] += dy[c] * act;
+        if (!x->in16) {
+            const float *g = x->in + (size_t)n * 2 * FF;
+            gated_bwd_cols(dg, du, dy, g, g + FF, FF, gelu);
+            continue;
+        }
+        const uint16_t *g16 = x->in16 + (size_t)n * 2 * FF;
+        for (int c = 0, k; c < FF; c += k) {
+            k = FF - c < NN_BLK ? FF - c : NN_BLK;
+            nn_widen(gb, g16 + c, k);
+            nn_widen(ub, g16 + FF + c, k);
+            gated_bwd_cols(dg + c, du + c, dy + c, gb, ub, k, gelu);
         }
     }
 }
@@ -522,6 +568,21 @@ static void gated_run(al_pool_fn fn, float *out, const float *gu, const float *d
     AL_ASSERT(out && gu && N >= 0 && FF > 0);
     nn_ew_ctx x = {.out = out, .in = gu, .dout = dout, .N = N, .FF = FF};
     nn_run(fn, &x, (size_t)N * (size_t)FF);
+}
+
+static void gated_run_h(al_pool_fn fn, float *out, const uint16_t *gu, const float *dout, int N,
+                        int FF) {
+    AL_ASSERT(out && gu && dout && N >= 0 && FF > 0);
+    nn_ew_ctx x = {.out = out, .in16 = gu, .dout = dout, .N = N, .FF = FF};
+    nn_run(fn, &x, (size_t)N * (size_t)FF);
+}
+
+void al_swiglu_backward_h(float *dgu, const float *dout, const uint16_t *gu, int N, int FF) {
+    gated_run_h(swiglu_bwd_fn, dgu, gu, dout, N, FF);
+}
+
+void al_geglu_backward_h(float *dgu, const float *dout, const uint16_t *gu, int N, int FF) {
+    gated_run_h(geglu_bwd_fn, dgu, gu, dout, N, FF);
 }
 
 void al_swiglu_forward(float *out, const float *gu, int N, int FF) {

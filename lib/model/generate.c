@@ -107,7 +107,7 @@ void al_gen_run_rows(gen_state *s, int R, const int *want, int n_want) {
             min = s->ln;
         }
         al_linear_forward(m, l, LIN_UP, s->h1, min, s->lora_t, s->s16, R);
-        al_layer_act(m, s->h2, s->h1, R);
+        al_layer_act(m, s->h2, s->h1, NULL, R);
         al_linear_forward(m, l, LIN_DOWN, s->tmp, s->h2, s->lora_t, s->s16, R);
         al_layer_residual(m, l, 1, s->y, s->x, s->tmp, NULL, R);
         memcpy(s->x, s->y, RC * sizeof(float));

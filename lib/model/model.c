@@ -932,6 +932,7 @@ typedef struct act_plan {
     size_t B, T, N, n_sets, n_res, per_layer, n_bwd, head, n_dpost, n_dqk, tmp, total;
     size_t per16, n16;     /* bf16 arena: per set, and all (the products' scratch first) */
     size_t keep_ln1, keep_ln2, keep_h2;   /* values per set kept of each (0: not kept) */
+    size_t keep_h1;        /* bf16 values of h1 kept per set (bf16 training; else fp32 h1) */
     int keep, fwd_only, chunk;
 } act_plan;
 
@@ -961,10 +962,15 @@ static void act_plan_make(const al_model *m, int B, int T, int flags, act_plan *
     pl->keep_h2 = (pl->keep & 1 << LIN_DOWN) ? N * FF : 0;
     size_t n_qk = c->qk_norm ? N * QK + N * (size_t)(c->NH + c->NKV) : 0;
     size_t n_post = c->post_norm ? 2 * N * C + 2 * N : 0;
+    /* bf16 training keeps h1 as the bf16 values the activation read */
+    pl->keep_h1 = m->bf16 && !pl->fwd_only ? N * (size_t)m->UPW : 0;
     size_t kept32 = m->bf16 ? 0 : pl->keep_ln1 + pl->keep_ln2 + pl->keep_h2;
     pl->per_layer = N * C + N * 4 + N * (size_t)m->QKV + (size_t)B * c->NH * T + N * AH +
-                    N * (size_t)m->UPW + N * r * (size_t)max_lora_per_layer(m) + n_qk + n_post + kept32;
-    pl->per16 = m->bf16 ? h16_round(pl->keep_ln1) + h16_round(pl->keep_ln2) + h16_round(pl->keep_h2) : 0;
+                    (pl->keep_h1 ? 0 : N * (size_t)m->UPW) + N * r * (size_t)max_lora_per_layer(m) + n_qk +
+                    n_post + kept32;
+    pl->per16 = m->bf16 ? h16_round(pl->keep_ln1) + h16_round(pl->keep_ln2) + h16_round(pl->keep_h2) +
+                              h16_round(pl->keep_h1)
+                        : 0;
     pl->n_sets = (flags & (AL_MODEL_GRAD_CKPT | AL_MODEL_FORWARD_ONLY)) ? 1 : L;
     /* forward only: layer l reads residual buffer l % 2 and writes the other */
     pl->n_res = pl->fwd_only ? 2 : L + 1;
@@ -976,9 +982,10 @@ static void act_plan_make(const al_model *m, int B, int T, int flags, act_plan *
                              : N * C * 2 + N * (size_t)m->QKV + N * AH + N * (size_t)m->UPW +
                                    N * FF + N * (r ? r : 1) + pl->n_dpost + pl->n_dqk;
     /* the inputs not kept go through x_tmp, which is d_h1 (free in a forward)
-     * when there is one wide enough */
+     * when there is one wide enough; bf16 training puts them in d_ln and d_h2
+     * instead (layer_forward) */
     size_t wide = C > FF ? C : FF;
-    int all_kept = !m->bf16 && (!has_ln1 || pl->keep_ln1) && (!has_ln2 || pl->keep_ln2) && pl->keep_h2;
+    int all_kept = pl->keep_h1 || (!m->bf16 && (!has_ln1 || pl->keep_ln1) && (!has_ln2 || pl->keep_ln2) && pl->keep_h2);
     pl->tmp = all_kept || (!pl->fwd_only && (size_t)m->UPW >= wide) ? 0 : N * wide;
     pl->chunk = (int)(N < 128 ? N : 128);
     /* the LM head's chunk: hidden rows and logits, and with a final soft-cap the cap's derivative */
@@ -1019,7 +1026,12 @@ static void act_set_take(const al_model *m, const act_plan *pl, al_acts *a, floa
     TAKE_KEPT(a->ln2, a->ln2_h, pl->keep_ln2);
     TAKE(a->ln2_mean, N);
     TAKE(a->ln2_rstd, N);
-    TAKE(a->h1, N * (size_t)m->UPW);
+    if (pl->keep_h1) {
+        a->h1_h = h;
+        h += h16_round(pl->keep_h1);
+    } else {
+        TAKE(a->h1, N * (size_t)m->UPW);
+    }
     TAKE_KEPT(a->h2, a->h2_h, pl->keep_h2 ? N * FF : 0);
     TAKE(a->lora_t, N * (size_t)m->lora_cfg.r * (size_t)max_lora_per_layer(m));
     if (c->qk_norm) {
@@ -1348,8 +1360,9 @@ static const float *residual_backward(al_model *m, int l, int which, const float
     return out;
 }
 
-void al_layer_act(const al_model *m, float *h2, const float *h1, int N) {
+void al_layer_act(const al_model *m, float *h2, float *h1, uint16_t *keep16, int N) {
     const al_model_config *c = &m->cfg;
+    if (m->bf16) al_bf16_snap(h1, keep16, (size_t)N * (size_t)m->UPW);
     if (c->arch == AL_ARCH_GPT2) al_gelu_forward(h2, h1, (size_t)N * c->FF);
     else if (c->act == AL_ACT_GELU_TANH) al_geglu_forward(h2, h1, N, c->FF);
     else al_swiglu_forward(h2, h1, N, c->FF);
@@ -1363,10 +1376,14 @@ static void layer_forward(al_model *m, int l, al_acts *a, const float *x, float 
     const al_layer *ly = &m->layers[l];
     int B = in->B, T = in->T, N = B * T, HD = c->HD;
     /* ln1, ln2 and h2 go to their kept buffer, or (not kept, or kept in
-     * bf16 by the product that reads them) to x_tmp */
+     * bf16 by the product that reads them) to x_tmp; with h1 kept in bf16
+     * (bf16 training) h1 goes to d_h1, the norms to d_ln and h2 to d_h2,
+     * the backward's buffers of their shapes, free in a forward (and in
+     * the recompute of a checkpointed backward) */
+    float *ln_tmp = a->h1_h ? m->d_ln : m->x_tmp;
     const float *xin = x;
     if (ly->ln1_w >= 0) {
-        float *ln1 = a->ln1 ? a->ln1 : m->x_tmp;
+        float *ln1 = a->ln1 ? a->ln1 : ln_tmp;
         al_model_norm(m, ln1, a->ln1_mean, a->ln1_rstd, x, ly->ln1_w, ly->ln1_b, N);
         xin = ln1;
     }
@@ -1382,13 +1399,14 @@ static void layer_forward(al_model *m, int l, al_acts *a, const float *x, float 
     al_layer_residual(m, l, 0, a->mid, x, ao_out, a->pa_rstd, N);
     const float *min = a->mid;
     if (ly->ln2_w >= 0) {
-        float *ln2 = a->ln2 ? a->ln2 : m->x_tmp;
+        float *ln2 = a->ln2 ? a->ln2 : ln_tmp;
         al_model_norm(m, ln2, a->ln2_mean, a->ln2_rstd, a->mid, ly->ln2_w, ly->ln2_b, N);
         min = ln2;
     }
-    linear_forward(m, l, LIN_UP, a->h1, min, a->ln2_h, lora_slot(m, l, LIN_UP, a->lora_t, N), m->s16, N);
-    float *h2 = a->h2 ? a->h2 : m->x_tmp;
-    al_layer_act(m, h2, a->h1, N);
+    float *h1 = a->h1_h ? m->d_h1 : a->h1;
+    linear_forward(m, l, LIN_UP, h1, min, a->ln2_h, lora_slot(m, l, LIN_UP, a->lora_t, N), m->s16, N);
+    float *h2 = a->h2 ? a->h2 : a->h1_h ? m->d_h2 : m->x_tmp;
+    al_layer_act(m, h2, h1, a->h1_h, N);
     float *mo = c->post_norm ? a->mlp_o : y;
     linear_forward(m, l, LIN_DOWN, mo, h2, a->h2_h, lora_slot(m, l, LIN_DOWN, a->lora_t, N), m->s16, N);
     al_layer_residual(m, l, 1, y, a->mid, mo, a->pf_rstd, N);
@@ -1543,7 +1561,11 @@ static void layer_backward(al_model *m, int l, al_acts *a, const float *x,
     al_zero(m->d_h2, (size_t)N * c->FF);
     linear_backward(m, l, LIN_DOWN, m->d_h2, dmo, a->h2, a->h2_h, lora_slot(m, l, LIN_DOWN, a->lora_t, N), N);
     al_zero(m->d_h1, (size_t)N * m->UPW);
-    if (c->arch == AL_ARCH_GPT2) al_gelu_backward(m->d_h1, m->d_h2, a->h1, (size_t)N * c->FF);
+    if (a->h1_h) { /* bf16: the rounded h1 the forward's activation read */
+        if (c->arch == AL_ARCH_GPT2) al_gelu_backward_h(m->d_h1, m->d_h2, a->h1_h, (size_t)N * c->FF);
+        else if (c->act == AL_ACT_GELU_TANH) al_geglu_backward_h(m->d_h1, m->d_h2, a->h1_h, N, c->FF);
+        else al_swiglu_backward_h(m->d_h1, m->d_h2, a->h1_h, N, c->FF);
+    } else if (c->arch == AL_ARCH_GPT2) al_gelu_backward(m->d_h1, m->d_h2, a->h1, (size_t)N * c->FF);
     else if (c->act == AL_ACT_GELU_TANH) al_geglu_backward(m->d_h1, m->d_h2, a->h1, N, c->FF);
     else al_swiglu_backward(m->d_h1, m->d_h2, a->h1, N, c->FF);
     al_zero(m->d_ln, NC);

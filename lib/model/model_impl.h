@@ -37,10 +37,15 @@ typedef struct al_layer {
  * kept only when the backward needs them (al_model_reserve's keep mask): in
  * fp32 in ln1 / ln2 / h2, or in bf16 mode as the rounded copies the products
  * read (ln1_h / ln2_h / h2_h, in the bf16 arena); otherwise those pointers
- * are NULL and the forward writes the value into the model's x_tmp. */
+ * are NULL and the forward writes the value into the model's x_tmp (into
+ * d_ln / d_h2 in bf16 mode when it trains). The activation's input h1 is a
+ * product's output: in bf16 mode the forward rounds it to bf16 before the
+ * activation reads it (torch.autocast's linear returns bf16), so a training
+ * reservation keeps only those rounded values (h1_h; h1 NULL, the product
+ * writing into d_h1), the exact input of the function the forward computed. */
 typedef struct al_acts {
     float *ln1, *ln1_mean, *ln1_rstd;
-    uint16_t *ln1_h, *ln2_h, *h2_h;
+    uint16_t *ln1_h, *ln2_h, *h2_h, *h1_h;
     float *qkv;          /* (N, QKV) after bias and RoPE */
     float *lse;          /* (B, NH, T) attention's log-sum-exp (flash attention) */
     float *atty;         /* (N, NH*HD) */
@@ -156,8 +161,10 @@ void al_layer_attn_opts(const al_model *m, int l, al_attn_opts *o);
  * may alias branch when there is no post-norm. */
 void al_layer_residual(al_model *m, int l, int which, float *y, const float *res,
                        const float *branch, float *rstd, int N);
-/* The gated MLP's activation: h2 (N, FF) from h1 (N, 2FF), or GPT-2's gelu. */
-void al_layer_act(const al_model *m, float *h2, const float *h1, int N);
+/* The gated MLP's activation: h2 (N, FF) from h1 (N, 2FF), or GPT-2's gelu.
+ * In bf16 mode h1 is first rounded to bf16 in place (and into keep16 when
+ * not NULL): the activation of autocast's bf16 product output. */
+void al_layer_act(const al_model *m, float *h2, float *h1, uint16_t *keep16, int N);
 
 /* al_model_new; frozen != 0 gives no parameter a gradient and never
  * allocates the gradient arena (al_model_open_ex's AL_OPEN_FROZEN: an
