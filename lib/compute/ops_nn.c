@@ -1031,6 +1031,7 @@ static inline int fa_visible(const int32_t *sg, int i, int j, int win) {
 typedef struct {
     float *out, *lse, *dq, *dk, *dv;
     const float *q, *k, *v, *dout, *o, *lse_in;
+    const uint16_t *o16; /* the backward's O in bf16 instead of o */
     const int32_t *seg;
     int ld, B, T, NH, NKV, HD, bf16, native;
     float scale, cap;
@@ -1274,7 +1275,7 @@ AL_SIMD_CLONES static void fa_bwd_fn(void *vctx, int tid, int nth) {
     const int OC = NH * HD;
     const int nblk = (T + FA_BQ - 1) / FA_BQ;
     const long ntask = (long)x->B * NKV;
-    float p[FA_BQ * FA_BK], dp[FA_BQ * FA_BK], raw[FA_BQ * FA_BK];
+    float p[FA_BQ * FA_BK], dp[FA_BQ * FA_BK], raw[FA_BQ * FA_BK], orow[FA_HD_MAX];
     fa_bwd16 w;
     fa_blk k;
     for (long t = tid; t < ntask; t += nth) {
@@ -1286,14 +1287,16 @@ AL_SIMD_CLONES static void fa_bwd_fn(void *vctx, int tid, int nth) {
             for (int blk = 0; blk < nblk; blk++) {
                 const int i0 = blk * FA_BQ, i1 = i0 + FA_BQ < T ? i0 + FA_BQ : T, M = i1 - i0;
                 const int jlo = attn_jlo(k.sg, i0, i1, x->win);
-                const float *O0 = x->o + ((size_t)b * T + i0) * OC + (size_t)h * HD;
+                const size_t o0 = ((size_t)b * T + i0) * OC + (size_t)h * HD;
                 k.i0 = i0;
                 k.M = M;
                 k.dO = x->dout + ((size_t)b * T + i0) * OC + (size_t)h * HD;
                 k.qI = x->q + ((size_t)b * T + i0) * ld + (size_t)h * HD;
                 k.dqI = x->dq ? x->dq + ((size_t)b * T + i0) * ld + (size_t)h * HD : NULL;
                 for (int r = 0; r < M; r++) {
-                    k.D[r] = nn_dot(k.dO + (size_t)r * OC, O0 + (size_t)r * OC, HD);
+                    const float *Or = x->o16 ? orow : x->o + o0 + (size_t)r * OC;
+                    if (x->o16) nn_widen(orow, x->o16 + o0 + (size_t)r * OC, HD);
+                    k.D[r] = nn_dot(k.dO + (size_t)r * OC, Or, HD);
                     k.L[r] = x->lse_in[((size_t)b * NH + h) * T + i0 + r];
                 }
                 if (x->bf16) {
@@ -1313,16 +1316,33 @@ AL_SIMD_CLONES static void fa_bwd_fn(void *vctx, int tid, int nth) {
     }
 }
 
+static void fa_backward(float *dq, float *dk, float *dv, const float *dout, const float *out,
+                        const uint16_t *out16, const float *lse, const float *q, const float *k,
+                        const float *v, int ld, const int32_t *seg, int B, int T, int NH, int NKV,
+                        int HD, const al_attn_opts *opts, int bf16) {
+    attn_check(ld, B, T, NH, NKV, HD);
+    AL_ASSERT(dout && lse && q && k && v && HD <= FA_HD_MAX);
+    fa_ctx x = {.dq = dq, .dk = dk, .dv = dv, .dout = dout, .o = out, .o16 = out16, .lse_in = lse,
+                .q = q, .k = k, .v = v, .seg = seg, .ld = ld, .B = B, .T = T, .NH = NH, .NKV = NKV,
+                .HD = HD, .bf16 = bf16, .native = bf16 && al_bf16_dp_cpu()};
+    attn_opts_get(opts, HD, &x.scale, &x.cap, &x.win);
+    nn_run(fa_bwd_fn, &x, (size_t)B * NH * (size_t)T * (size_t)HD);
+}
+
 void al_flash_attention_backward(float *dq, float *dk, float *dv, const float *dout,
                                  const float *out, const float *lse, const float *q,
                                  const float *k, const float *v, int ld, const int32_t *seg,
                                  int B, int T, int NH, int NKV, int HD, const al_attn_opts *opts,
                                  int bf16) {
-    attn_check(ld, B, T, NH, NKV, HD);
-    AL_ASSERT(dout && out && lse && q && k && v && HD <= FA_HD_MAX);
-    fa_ctx x = {.dq = dq, .dk = dk, .dv = dv, .dout = dout, .o = out, .lse_in = lse, .q = q,
-                .k = k, .v = v, .seg = seg, .ld = ld, .B = B, .T = T, .NH = NH, .NKV = NKV,
-                .HD = HD, .bf16 = bf16, .native = bf16 && al_bf16_dp_cpu()};
-    attn_opts_get(opts, HD, &x.scale, &x.cap, &x.win);
-    nn_run(fa_bwd_fn, &x, (size_t)B * NH * (size_t)T * (size_t)HD);
+    AL_ASSERT(out);
+    fa_backward(dq, dk, dv, dout, out, NULL, lse, q, k, v, ld, seg, B, T, NH, NKV, HD, opts, bf16);
+}
+
+void al_flash_attention_backward_h(float *dq, float *dk, float *dv, const float *dout,
+                                   const uint16_t *out16, const float *lse, const float *q,
+                                   const float *k, const float *v, int ld, const int32_t *seg,
+                                   int B, int T, int NH, int NKV, int HD, const al_attn_opts *opts,
+                                   int bf16) {
+    AL_ASSERT(out16);
+    fa_backward(dq, dk, dv, dout, NULL, out16, lse, q, k, v, ld, seg, B, T, NH, NKV, HD, opts, bf16);
 }

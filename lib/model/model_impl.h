@@ -46,6 +46,9 @@ typedef struct al_layer {
 typedef struct al_acts {
     float *ln1, *ln1_mean, *ln1_rstd;
     uint16_t *ln1_h, *ln2_h, *h2_h, *h1_h;
+    uint16_t *atty_h;    /* bf16 training: the attention output as the output
+                          * projection read it (atty NULL; the forward writes
+                          * atty into d_atty, free until the backward) */
     float *qkv;          /* (N, QKV) after bias and RoPE */
     float *lse;          /* (B, NH, T) attention's log-sum-exp (flash attention) */
     float *atty;         /* (N, NH*HD) */
