@@ -119,20 +119,23 @@ static void against_today(const shape *s) {
                                 seg, s->B, s->T, s->NH, s->NKV, s->HD, &s->o, 0);
     T_REPORT_(gc_rel_l2(d16, dz, nx) <= 4e-2, "%s: bf16 gradients off by %.3g", s->name,
               gc_rel_l2(d16, dz, nx));
-    /* the output kept in bf16 (a bf16 training step's copy): the bits of the
-     * fp32-output backward on the same values widened */
+    /* q, k, v and the output kept in bf16 (a bf16 training step's copies):
+     * the bits of the fp32-input bf16 backward on the same values widened */
     size_t n_o = (size_t)s->B * s->T * OC;
-    uint16_t *oh = al_calloc(n_o, sizeof *oh);
+    uint16_t *oh = al_calloc(n_o, sizeof *oh), *xh = al_calloc(nx, sizeof *xh);
     al_bf16_round(oh, o16, n_o);
     al_bf16_widen(o16, oh, n_o);
-    float *dh = fbuf(nx);
+    al_bf16_round(xh, qkv, nx);
+    float *xw = fbuf(nx), *dh = fbuf(nx);
+    al_bf16_widen(xw, xh, nx);
     memset(d16, 0, nx * sizeof(float));
-    al_flash_attention_backward(d16, d16 + OC, d16 + OC + s->NKV * s->HD, dout, o16, l16, q, k, v,
-                                ld, seg, s->B, s->T, s->NH, s->NKV, s->HD, &s->o, 1);
-    al_flash_attention_backward_h(dh, dh + OC, dh + OC + s->NKV * s->HD, dout, oh, l16, q, k, v,
-                                  ld, seg, s->B, s->T, s->NH, s->NKV, s->HD, &s->o, 1);
-    T_REPORT_(memcmp(dh, d16, nx * sizeof(float)) == 0, "%s: backward from the bf16 output differs", s->name);
-    al_free(oh); al_free(dh);
+    const size_t ko = (size_t)OC, vo = ko + (size_t)s->NKV * s->HD;
+    al_flash_attention_backward(d16, d16 + ko, d16 + vo, dout, o16, l16, xw, xw + ko, xw + vo, ld, seg,
+                                s->B, s->T, s->NH, s->NKV, s->HD, &s->o, 1);
+    al_flash_attention_backward_h(dh, dh + ko, dh + vo, dout, oh, l16, xh, xh + ko, xh + vo, ld, seg,
+                                  s->B, s->T, s->NH, s->NKV, s->HD, &s->o);
+    T_REPORT_(memcmp(dh, d16, nx * sizeof(float)) == 0, "%s: backward from the bf16 inputs differs", s->name);
+    al_free(oh); al_free(xh); al_free(xw); al_free(dh);
     al_free(o16); al_free(l16); al_free(d16); al_free(dz);
     al_free(qkv); al_free(dout); al_free(out); al_free(outr); al_free(lse); al_free(att);
     al_free(d); al_free(dr);

@@ -250,14 +250,15 @@ void al_flash_attention_backward(float *dq, float *dk, float *dv, const float *d
                                  const float *k, const float *v, int ld, const int32_t *seg,
                                  int B, int T, int NH, int NKV, int HD, const al_attn_opts *opts,
                                  int bf16);
-/* The same with the forward's output in bf16 (out16: the rounded copy the
- * output projection read, which a bf16 training step keeps instead of out):
- * the bits of al_flash_attention_backward on out16 widened to fp32. */
+/* The bf16 one with its inputs in bf16, as a bf16 training step keeps them:
+ * the forward's output (out16, the rounded copy the output projection read)
+ * and q, k, v (rounded after RoPE and the q/k norms; the tile products round
+ * them so anyway): the bits of al_flash_attention_backward(..., bf16 = 1) on
+ * the same values widened to fp32. */
 void al_flash_attention_backward_h(float *dq, float *dk, float *dv, const float *dout,
-                                   const uint16_t *out16, const float *lse, const float *q,
-                                   const float *k, const float *v, int ld, const int32_t *seg,
-                                   int B, int T, int NH, int NKV, int HD, const al_attn_opts *opts,
-                                   int bf16);
+                                   const uint16_t *out16, const float *lse, const uint16_t *q,
+                                   const uint16_t *k, const uint16_t *v, int ld, const int32_t *seg,
+                                   int B, int T, int NH, int NKV, int HD, const al_attn_opts *opts);
 
 /* out[n] = wte[ids[n]] + (wpe ? wpe[pos[n]] : 0). out (N, C). */
 void al_embed_forward(float *out, const int32_t *ids, const int32_t *pos,

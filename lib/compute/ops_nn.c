@@ -1032,6 +1032,7 @@ typedef struct {
     float *out, *lse, *dq, *dk, *dv;
     const float *q, *k, *v, *dout, *o, *lse_in;
     const uint16_t *o16; /* the backward's O in bf16 instead of o */
+    const uint16_t *q16, *k16, *v16; /* the backward's q, k, v in bf16 instead (bf16 mode) */
     const int32_t *seg;
     int ld, B, T, NH, NKV, HD, bf16, native;
     float scale, cap;
@@ -1203,7 +1204,8 @@ void al_flash_attention_forward(float *out, float *lse, const float *q, const fl
 /* One query block of the backward: its rows [i0, i0 + M) of head h. */
 typedef struct {
     const int32_t *sg;
-    const float *qI, *dO;            /* Q_I (stride ld), dO_I (stride NH HD) */
+    const float *qI, *dO;            /* Q_I (stride qld), dO_I (stride NH HD) */
+    int qld;
     float *dqI, *dkb, *dvb;          /* dq_I; dk, dv of the sequence's kv head; may be NULL */
     int i0, M;
     float D[FA_BQ], L[FA_BQ];        /* dO_i . O_i, lse_i */
@@ -1212,12 +1214,12 @@ typedef struct {
 /* The products of one key tile J for query block k (see fa_bwd_fn). p, dp:
  * FA_BQ x FA_BK scratch; raw: the same, used under a soft-cap. */
 AL_SIMD_CLONES static void fa_bwd_tile(const fa_ctx *x, const fa_blk *k, fa_bwd16 *w, float *p, float *dp,
-                        float *raw, const float *kJ, const float *vJ, int j0, int NK) {
+                        float *raw, const float *kJ, const float *vJ, int kld, int j0, int NK) {
     const int M = k->M, HD = x->HD, ld = x->ld, OC = x->NH * HD;
     if (x->bf16) {
-        al_t16_pack_bt(w->kb, kJ, ld, HD, NK);
-        al_t16_pack_bt(w->vb, vJ, ld, HD, NK);
-        if (k->dqI) al_t16_pack_b(w->kr, kJ, ld, NK, HD);
+        al_t16_pack_bt(w->kb, kJ, kld, HD, NK);
+        al_t16_pack_bt(w->vb, vJ, kld, HD, NK);
+        if (k->dqI) al_t16_pack_b(w->kr, kJ, kld, NK, HD);
     }
     fa_scores(p, x->cap > 0.0f ? raw : NULL, k->qI, kJ, w->qa, w->kb, x, k->sg, k->i0, M, j0, NK);
     fa_exp_rows(p, FA_BK, M, NK, k->L);
@@ -1225,7 +1227,7 @@ AL_SIMD_CLONES static void fa_bwd_tile(const fa_ctx *x, const fa_blk *k, fa_bwd1
     if (x->bf16)
         al_t16_gemm(dp, FA_BK, w->da, w->vb, M, NK, HD, 1.0f, 0, x->native);
     else
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, NK, HD, 1.0f, k->dO, OC, vJ, ld,
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, NK, HD, 1.0f, k->dO, OC, vJ, kld,
                     0.0f, dp, FA_BK);
     for (int r = 0; r < M; r++) {
         float *pr = p + r * FA_BK, *dr = dp + r * FA_BK;
@@ -1242,10 +1244,10 @@ AL_SIMD_CLONES static void fa_bwd_tile(const fa_ctx *x, const fa_blk *k, fa_bwd1
             cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, NK, HD, M, 1.0f, p, FA_BK, k->dO, OC,
                         1.0f, k->dvb + (size_t)j0 * ld, ld);
         if (k->dqI)
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, M, HD, NK, 1.0f, dp, FA_BK, kJ, ld,
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, M, HD, NK, 1.0f, dp, FA_BK, kJ, kld,
                         1.0f, k->dqI, ld);
         if (k->dkb)
-            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, NK, HD, M, 1.0f, dp, FA_BK, k->qI, ld,
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, NK, HD, M, 1.0f, dp, FA_BK, k->qI, k->qld,
                         1.0f, k->dkb + (size_t)j0 * ld, ld);
         return;
     }
@@ -1276,6 +1278,9 @@ AL_SIMD_CLONES static void fa_bwd_fn(void *vctx, int tid, int nth) {
     const int nblk = (T + FA_BQ - 1) / FA_BQ;
     const long ntask = (long)x->B * NKV;
     float p[FA_BQ * FA_BK], dp[FA_BQ * FA_BK], raw[FA_BQ * FA_BK], orow[FA_HD_MAX];
+    /* q, k, v kept in bf16: Q_I, K_J, V_J widened here for the packers,
+     * which round them back to the same bf16 values */
+    float qw[FA_BQ * FA_HD_MAX], kw[FA_BK * FA_HD_MAX], vw[FA_BK * FA_HD_MAX];
     fa_bwd16 w;
     fa_blk k;
     for (long t = tid; t < ntask; t += nth) {
@@ -1291,7 +1296,10 @@ AL_SIMD_CLONES static void fa_bwd_fn(void *vctx, int tid, int nth) {
                 k.i0 = i0;
                 k.M = M;
                 k.dO = x->dout + ((size_t)b * T + i0) * OC + (size_t)h * HD;
-                k.qI = x->q + ((size_t)b * T + i0) * ld + (size_t)h * HD;
+                const size_t q0 = ((size_t)b * T + i0) * ld + (size_t)h * HD;
+                k.qI = x->q16 ? qw : x->q + q0;
+                k.qld = x->q16 ? HD : ld;
+                for (int r = 0; x->q16 && r < M; r++) nn_widen(qw + (size_t)r * HD, x->q16 + q0 + (size_t)r * ld, HD);
                 k.dqI = x->dq ? x->dq + ((size_t)b * T + i0) * ld + (size_t)h * HD : NULL;
                 for (int r = 0; r < M; r++) {
                     const float *Or = x->o16 ? orow : x->o + o0 + (size_t)r * OC;
@@ -1300,16 +1308,23 @@ AL_SIMD_CLONES static void fa_bwd_fn(void *vctx, int tid, int nth) {
                     k.L[r] = x->lse_in[((size_t)b * NH + h) * T + i0 + r];
                 }
                 if (x->bf16) {
-                    al_t16_pack_a(w.qa, k.qI, ld, M, HD);
+                    al_t16_pack_a(w.qa, k.qI, k.qld, M, HD);
                     al_t16_pack_a(w.da, k.dO, OC, M, HD);
-                    if (k.dkb) al_t16_pack_b(w.qb, k.qI, ld, M, HD);
+                    if (k.dkb) al_t16_pack_b(w.qb, k.qI, k.qld, M, HD);
                     if (k.dvb) al_t16_pack_b(w.db, k.dO, OC, M, HD);
                 }
                 for (int j0 = jlo; j0 < i1; j0 += FA_BK) {
                     const int NK = j0 + FA_BK < i1 ? FA_BK : i1 - j0;
-                    const float *kJ = x->k + ((size_t)b * T + j0) * ld + (size_t)kh * HD;
-                    const float *vJ = x->v + ((size_t)b * T + j0) * ld + (size_t)kh * HD;
-                    fa_bwd_tile(x, &k, &w, p, dp, raw, kJ, vJ, j0, NK);
+                    const size_t k0 = ((size_t)b * T + j0) * ld + (size_t)kh * HD;
+                    if (!x->k16) {
+                        fa_bwd_tile(x, &k, &w, p, dp, raw, x->k + k0, x->v + k0, ld, j0, NK);
+                        continue;
+                    }
+                    for (int r = 0; r < NK; r++) {
+                        nn_widen(kw + (size_t)r * HD, x->k16 + k0 + (size_t)r * ld, HD);
+                        nn_widen(vw + (size_t)r * HD, x->v16 + k0 + (size_t)r * ld, HD);
+                    }
+                    fa_bwd_tile(x, &k, &w, p, dp, raw, kw, vw, HD, j0, NK);
                 }
             }
         }
@@ -1318,12 +1333,14 @@ AL_SIMD_CLONES static void fa_bwd_fn(void *vctx, int tid, int nth) {
 
 static void fa_backward(float *dq, float *dk, float *dv, const float *dout, const float *out,
                         const uint16_t *out16, const float *lse, const float *q, const float *k,
-                        const float *v, int ld, const int32_t *seg, int B, int T, int NH, int NKV,
+                        const float *v, const uint16_t *q16, const uint16_t *k16, const uint16_t *v16,
+                        int ld, const int32_t *seg, int B, int T, int NH, int NKV,
                         int HD, const al_attn_opts *opts, int bf16) {
     attn_check(ld, B, T, NH, NKV, HD);
-    AL_ASSERT(dout && lse && q && k && v && HD <= FA_HD_MAX);
+    AL_ASSERT(dout && lse && ((q && k && v) || (q16 && k16 && v16 && bf16)) && HD <= FA_HD_MAX);
     fa_ctx x = {.dq = dq, .dk = dk, .dv = dv, .dout = dout, .o = out, .o16 = out16, .lse_in = lse,
-                .q = q, .k = k, .v = v, .seg = seg, .ld = ld, .B = B, .T = T, .NH = NH, .NKV = NKV,
+                .q = q, .k = k, .v = v, .q16 = q16, .k16 = k16, .v16 = v16, .seg = seg, .ld = ld,
+                .B = B, .T = T, .NH = NH, .NKV = NKV,
                 .HD = HD, .bf16 = bf16, .native = bf16 && al_bf16_dp_cpu()};
     attn_opts_get(opts, HD, &x.scale, &x.cap, &x.win);
     nn_run(fa_bwd_fn, &x, (size_t)B * NH * (size_t)T * (size_t)HD);
@@ -1335,14 +1352,15 @@ void al_flash_attention_backward(float *dq, float *dk, float *dv, const float *d
                                  int B, int T, int NH, int NKV, int HD, const al_attn_opts *opts,
                                  int bf16) {
     AL_ASSERT(out);
-    fa_backward(dq, dk, dv, dout, out, NULL, lse, q, k, v, ld, seg, B, T, NH, NKV, HD, opts, bf16);
+    fa_backward(dq, dk, dv, dout, out, NULL, lse, q, k, v, NULL, NULL, NULL, ld, seg, B, T, NH, NKV, HD,
+                opts, bf16);
 }
 
 void al_flash_attention_backward_h(float *dq, float *dk, float *dv, const float *dout,
-                                   const uint16_t *out16, const float *lse, const float *q,
-                                   const float *k, const float *v, int ld, const int32_t *seg,
-                                   int B, int T, int NH, int NKV, int HD, const al_attn_opts *opts,
-                                   int bf16) {
+                                   const uint16_t *out16, const float *lse, const uint16_t *q,
+                                   const uint16_t *k, const uint16_t *v, int ld, const int32_t *seg,
+                                   int B, int T, int NH, int NKV, int HD, const al_attn_opts *opts) {
     AL_ASSERT(out16);
-    fa_backward(dq, dk, dv, dout, NULL, out16, lse, q, k, v, ld, seg, B, T, NH, NKV, HD, opts, bf16);
+    fa_backward(dq, dk, dv, dout, NULL, out16, lse, NULL, NULL, NULL, q, k, v, ld, seg, B, T, NH, NKV,
+                HD, opts, 1);
 }

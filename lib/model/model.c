@@ -932,7 +932,7 @@ typedef struct act_plan {
     size_t B, T, N, n_sets, n_res, per_layer, n_bwd, head, n_dpost, n_dqk, tmp, total;
     size_t per16, n16;     /* bf16 arena: per set, and all (the products' scratch first) */
     size_t keep_ln1, keep_ln2, keep_h2;   /* values per set kept of each (0: not kept) */
-    size_t keep_h1, keep_atty;  /* bf16 values of h1 / atty kept per set (bf16 training; else fp32) */
+    size_t keep_h1, keep_atty, keep_qkv;  /* bf16 values of h1 / atty / qkv kept per set (bf16 training; else fp32) */
     int keep, fwd_only, chunk;
 } act_plan;
 
@@ -966,12 +966,15 @@ static void act_plan_make(const al_model *m, int B, int T, int flags, act_plan *
     pl->keep_h1 = m->bf16 && !pl->fwd_only ? N * (size_t)m->UPW : 0;
     /* and the attention's output as the bf16 copy its projection read */
     pl->keep_atty = m->bf16 && !pl->fwd_only ? N * AH : 0;
+    /* and q|k|v as the attention's bf16 tile products read them */
+    pl->keep_qkv = m->bf16 && !pl->fwd_only ? N * (size_t)m->QKV : 0;
     size_t kept32 = m->bf16 ? 0 : pl->keep_ln1 + pl->keep_ln2 + pl->keep_h2;
-    pl->per_layer = N * C + N * 4 + N * (size_t)m->QKV + (size_t)B * c->NH * T + (pl->keep_atty ? 0 : N * AH) +
+    pl->per_layer = N * C + N * 4 + (pl->keep_qkv ? 0 : N * (size_t)m->QKV) + (size_t)B * c->NH * T +
+                    (pl->keep_atty ? 0 : N * AH) +
                     (pl->keep_h1 ? 0 : N * (size_t)m->UPW) + N * r * (size_t)max_lora_per_layer(m) + n_qk +
                     n_post + kept32;
     pl->per16 = m->bf16 ? h16_round(pl->keep_ln1) + h16_round(pl->keep_ln2) + h16_round(pl->keep_h2) +
-                              h16_round(pl->keep_h1) + h16_round(pl->keep_atty)
+                              h16_round(pl->keep_h1) + h16_round(pl->keep_atty) + h16_round(pl->keep_qkv)
                         : 0;
     pl->n_sets = (flags & (AL_MODEL_GRAD_CKPT | AL_MODEL_FORWARD_ONLY)) ? 1 : L;
     /* forward only: layer l reads residual buffer l % 2 and writes the other */
@@ -1021,7 +1024,12 @@ static void act_set_take(const al_model *m, const act_plan *pl, al_acts *a, floa
     TAKE_KEPT(a->ln1, a->ln1_h, pl->keep_ln1);
     TAKE(a->ln1_mean, N);
     TAKE(a->ln1_rstd, N);
-    TAKE(a->qkv, N * (size_t)m->QKV);
+    if (pl->keep_qkv) {
+        a->qkv_h = h;
+        h += h16_round(pl->keep_qkv);
+    } else {
+        TAKE(a->qkv, N * (size_t)m->QKV);
+    }
     TAKE(a->lse, pl->B * (size_t)c->NH * pl->T);
     if (pl->keep_atty) {
         a->atty_h = h;
@@ -1394,9 +1402,11 @@ static void layer_forward(al_model *m, int l, al_acts *a, const float *x, float 
         al_model_norm(m, ln1, a->ln1_mean, a->ln1_rstd, x, ly->ln1_w, ly->ln1_b, N);
         xin = ln1;
     }
-    linear_forward(m, l, LIN_QKV, a->qkv, xin, a->ln1_h, lora_slot(m, l, LIN_QKV, a->lora_t, N), m->s16, N);
-    float *q = a->qkv, *k = a->qkv + c->NH * HD, *v = k + c->NKV * HD;
-    al_layer_qk_forward(m, l, a->qkv, a->qk_raw, a->qk_rstd, pos, N);
+    float *qkv = a->qkv_h ? m->d_qkv : a->qkv;
+    linear_forward(m, l, LIN_QKV, qkv, xin, a->ln1_h, lora_slot(m, l, LIN_QKV, a->lora_t, N), m->s16, N);
+    float *q = qkv, *k = qkv + c->NH * HD, *v = k + c->NKV * HD;
+    al_layer_qk_forward(m, l, qkv, a->qk_raw, a->qk_rstd, pos, N);
+    if (a->qkv_h) al_bf16_round(a->qkv_h, qkv, (size_t)N * (size_t)m->QKV);
     al_attn_opts ao;
     al_layer_attn_opts(m, l, &ao);
     float *atty = a->atty_h ? m->d_atty : a->atty;
@@ -1589,16 +1599,18 @@ static void layer_backward(al_model *m, int l, al_acts *a, const float *x,
     al_zero(m->d_atty, (size_t)N * AH);
     linear_backward(m, l, LIN_O, m->d_atty, dao, a->atty, a->atty_h, lora_slot(m, l, LIN_O, a->lora_t, N), N);
     al_zero(m->d_qkv, (size_t)N * m->QKV);
-    float *q = a->qkv, *k = q + AH, *v = k + (size_t)c->NKV * HD;
     float *dq = m->d_qkv, *dk = dq + AH, *dv = dk + (size_t)c->NKV * HD;
     al_attn_opts ao;
     al_layer_attn_opts(m, l, &ao);
-    if (a->atty_h)
+    if (a->qkv_h) {
+        const uint16_t *q = a->qkv_h, *k = q + AH, *v = k + (size_t)c->NKV * HD;
         al_flash_attention_backward_h(dq, dk, dv, m->d_atty, a->atty_h, a->lse, q, k, v, m->QKV, in->seg,
-                                      B, T, c->NH, c->NKV, HD, &ao, m->bf16);
-    else
+                                      B, T, c->NH, c->NKV, HD, &ao);
+    } else {
+        const float *q = a->qkv, *k = q + AH, *v = k + (size_t)c->NKV * HD;
         al_flash_attention_backward(dq, dk, dv, m->d_atty, a->atty, a->lse, q, k, v, m->QKV, in->seg, B,
                                     T, c->NH, c->NKV, HD, &ao, m->bf16);
+    }
     layer_qk_backward(m, l, a, m->d_qkv, pos, N);
     al_zero(m->d_ln, NC);
     const float *xin = ly->ln1_w >= 0 ? a->ln1 : x;

@@ -49,6 +49,8 @@ typedef struct al_acts {
     uint16_t *atty_h;    /* bf16 training: the attention output as the output
                           * projection read it (atty NULL; the forward writes
                           * atty into d_atty, free until the backward) */
+    uint16_t *qkv_h;     /* bf16 training: q|k|v as attention's tile products
+                          * read them (qkv NULL; the forward's qkv is d_qkv) */
     float *qkv;          /* (N, QKV) after bias and RoPE */
     float *lse;          /* (B, NH, T) attention's log-sum-exp (flash attention) */
     float *atty;         /* (N, NH*HD) */

@@ -401,11 +401,12 @@ static size_t memory_need(const al_job *job, const al_model_config *cfg, const e
     int kept = job->use_lora ? al_lora_maps(cfg, &job->lora) : 15;
     size_t kept_f = ((kept & 1) ? C : 0) + ((kept & 4) ? C : 0) + ((kept & 8) ? FF : 0);
     if (data_job) kept_f = 0; /* forward only */
-    /* the MLP's first product and the attention's output: bf16 training
-     * keeps them as the bf16 values the activation and o_proj read */
-    size_t h1_f = bf16 && !data_job ? 0 : UPW + AH;
-    if (!h1_f) kept_f += UPW + AH;
-    size_t act_layer = rows * T * (C + QKV + h1_f + extra + 4) + rows * (size_t)cfg->NH * T;
+    /* q|k|v, the attention's output and the MLP's first product: bf16
+     * training keeps them as the bf16 values attention, o_proj and the
+     * activation read */
+    size_t h1_f = bf16 && !data_job ? 0 : QKV + AH + UPW;
+    if (!h1_f) kept_f += QKV + AH + UPW;
+    size_t act_layer = rows * T * (C + h1_f + extra + 4) + rows * (size_t)cfg->NH * T;
     size_t kept_b = L * rows * T * kept_f * (bf16 ? 2 : 4);
     /* + the residual stream at each layer's input and the backward's buffers */
     size_t other = rows * T * ((L + 1) * C + (data_job ? 0 : 2 * C + QKV + AH + UPW + FF));
