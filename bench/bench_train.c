@@ -267,8 +267,9 @@ static int run_train(al_model *m, const bench_shape *s, int lora, int dpo, int w
     al_lora_cfg elc = {.r = 16, .alpha = 32.0f};
     snprintf(elc.targets, sizeof elc.targets, "%s",
              s->arch == AL_ARCH_GPT2 ? "c_attn,attn.c_proj" : "q_proj,k_proj,v_proj,o_proj");
-    if (al_estimate_step(c, lora ? &elc : NULL, al_model_is_bf16(m), B, T, dpo ? B : 0, &est, err))
-        est = 0;
+    al_step_plan plan = {.rows = B, .micro_rows = B, .T = T, .ref_rows = dpo ? B : 0};
+    al_error eerr;
+    if (al_estimate_step(c, lora ? &elc : NULL, al_model_is_bf16(m), &plan, &est, &eerr)) est = 0;
     print_common(s, dpo ? "dpo" : lora ? "lora" : "train", B, T);
     printf("\"tokens_per_s\":%.2f,\"step_s\":%.5f,\"step_s_min\":%.5f,"
            "\"tokens_per_s_best\":%.2f,\"steps\":%d,"
