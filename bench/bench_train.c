@@ -262,7 +262,8 @@ static int run_train(al_model *m, const bench_shape *s, int lora, int dpo, int w
     double fpt = (dpo ? 6.0 : lora ? 4.0 : 6.0) * matmul_params(m, s) + (dpo ? 18.0 : 12.0) * c->n_layers * c->C * T;
     double tps = (double)N * steps / total;
     /* the step's peak, read before the estimator below builds its own
-     * one-layer model beside this one to measure the rates */
+     * models (a small model whole, a large one's one- and two-layer probes)
+     * beside this one to measure the rates */
     double peak_mb = peak_rss_mb();
     /* what the job estimator (POST /v1/fine_tuning/jobs/estimate) predicts for
      * this step, from its own measurement of this machine's rates */
