@@ -1,7 +1,8 @@
 /* The job estimator (lib/train/estimate.h): its activation memory with and
  * without gradient checkpointing against what the model reserves, the LoRA
- * parameter count against the model's, and the model's own error (not "out
- * of memory") for LoRA settings that match nothing. No time is asserted. */
+ * parameter count against the model's, the model's own error (not "out of
+ * memory") for LoRA settings that match nothing, and how a step's
+ * prediction is put together from its measured rates. No time is asserted. */
 #include <stdio.h>
 #include <string.h>
 
@@ -111,6 +112,33 @@ static void test_lora_no_match(void) {
     T_STR_EQ(e.msg, "lora: r must be in 1..4096 and alpha > 0");
 }
 
+/* A step's prediction from the rates measured once for its shape (cached,
+ * so the identities below hold exactly whatever the machine's speed): each
+ * micro-batch costs the same, the per-step part (AdamW) is counted once,
+ * and a reference's rows add their forward alone. */
+static void test_step_structure(void) {
+    al_model_config c;
+    T_OK(al_config_load(&c, g_dir, g_err));
+    double s[4], ref, both;
+    for (int rows = 1; rows <= 3; rows++) {
+        al_step_plan p = {.rows = rows, .micro_rows = 1, .T = 24};
+        T_OK(al_estimate_step(&c, NULL, 0, &p, &s[rows], NULL));
+    }
+    al_step_plan r = {.rows = 0, .micro_rows = 1, .T = 24, .ref_rows = 1};
+    al_step_plan rb = {.rows = 1, .micro_rows = 1, .T = 24, .ref_rows = 1};
+    T_OK(al_estimate_step(&c, NULL, 0, &r, &ref, NULL));
+    T_OK(al_estimate_step(&c, NULL, 0, &rb, &both, NULL));
+    T_TRUE(s[1] > 0 && ref > 0);
+    T_NEAR(s[3] - s[2], s[2] - s[1], 1e-9 * s[3]);
+    T_NEAR(both, s[1] + ref, 1e-9 * both);
+    /* an error comes back with its field whether or not err is given */
+    al_lora_cfg bad = {.r = 2, .alpha = 4, .targets = "nothing"};
+    al_error e;
+    T_EQ_INT(al_estimate_step(&c, &bad, 0, &rb, &both, NULL), AL_EINVAL);
+    T_EQ_INT(al_estimate_step(&c, &bad, 0, &rb, &both, &e), AL_EINVAL);
+    T_STR_EQ(e.field, "lora.target_modules");
+}
+
 int main(void) {
     al_pool_init(2);
     snprintf(g_dir, sizeof g_dir, "%s/base", t_tmpdir());
@@ -119,6 +147,7 @@ int main(void) {
     test_ckpt_memory();
     test_lora_params();
     test_lora_no_match();
+    test_step_structure();
     al_pool_shutdown();
     return t_done();
 }
