@@ -113,56 +113,96 @@ static al_model_config probe_config(const al_model_config *cfg, int n_layers, in
     return c;
 }
 
-/* Times model c on k's batch as the trainer runs it: after a warm-up (the
- * products' primitives, the activations' first touch), the best of a few
- * steps (at least two, up to eight within about 0.3 s). The model's own
- * errors (a LoRA target_modules matching nothing, ...) come back as they are. */
-static int probe_run(const al_model_config *c, const rate_ent *k, probe_time *pt, al_error *err) {
-    al_model *m = NULL;
-    int rc = al_model_create(&m, c, k->lora.r > 0 ? &k->lora : NULL, err);
+/* A probe model with its batch and optimiser, run as the trainer runs a
+ * step: forward, backward, AdamW, zeroing the gradients. */
+typedef struct probe {
+    al_model *m;
+    al_adamw opt;
+    int32_t *ids, *tgt;
+    float *lp, *dl;
+    al_tokens in;
+    probe_time best;
+} probe;
+
+static void probe_close(probe *p) {
+    al_adamw_deinit(&p->opt);
+    free(p->ids); free(p->tgt); free(p->lp); free(p->dl);
+    al_model_free(p->m);
+    memset(p, 0, sizeof *p);
+}
+
+/* Builds model c for k's batch. The model's own errors (a LoRA
+ * target_modules matching nothing, ...) come back as they are. */
+static int probe_open(probe *p, const al_model_config *c, const rate_ent *k, al_error *err) {
+    memset(p, 0, sizeof *p);
+    int rc = al_model_create(&p->m, c, k->lora.r > 0 ? &k->lora : NULL, err);
     if (rc) return rc;
     char e2[AL_ERRLEN] = "out of memory";
-    al_model_init(m, 1);
-    if (k->bf16) rc = al_model_set_bf16(m, 1, e2);
+    al_model_init(p->m, 1);
+    if (k->bf16) rc = al_model_set_bf16(p->m, 1, e2);
     const int N = k->B0 * k->T0;
-    if (!rc) rc = al_model_reserve(m, k->B0, k->T0, k->ckpt ? AL_MODEL_GRAD_CKPT : 0, e2);
-    int32_t *ids = calloc((size_t)N, sizeof *ids), *tgt = calloc((size_t)N, sizeof *tgt);
-    float *lp = calloc((size_t)N, sizeof *lp), *dl = calloc((size_t)N, sizeof *dl);
-    al_adamw opt = {0};
+    if (!rc) rc = al_model_reserve(p->m, k->B0, k->T0, k->ckpt ? AL_MODEL_GRAD_CKPT : 0, e2);
+    p->ids = calloc((size_t)N, sizeof *p->ids);
+    p->tgt = calloc((size_t)N, sizeof *p->tgt);
+    p->lp = calloc((size_t)N, sizeof *p->lp);
+    p->dl = calloc((size_t)N, sizeof *p->dl);
     al_adamw_cfg oc;
     al_adamw_defaults(&oc);
-    if (!rc && (!ids || !tgt || !lp || !dl)) rc = al_err(e2, AL_ENOMEM, "out of memory");
-    if (!rc) rc = al_adamw_init(&opt, &oc, m);
+    if (!rc && (!p->ids || !p->tgt || !p->lp || !p->dl)) rc = al_err(e2, AL_ENOMEM, "out of memory");
+    if (!rc) rc = al_adamw_init(&p->opt, &oc, p->m);
     for (int t = 0; !rc && t < N; t++) {
-        ids[t] = (int32_t)((t * 131u + 7u) % (unsigned)c->V);
-        tgt[t] = (int32_t)((t * 197u + 3u) % (unsigned)c->V);
-        dl[t] = -1.0f / (float)N;
+        p->ids[t] = (int32_t)((t * 131u + 7u) % (unsigned)c->V);
+        p->tgt[t] = (int32_t)((t * 197u + 3u) % (unsigned)c->V);
+        p->dl[t] = -1.0f / (float)N;
     }
-    al_tokens in = {.B = k->B0, .T = k->T0, .ids = ids, .targets = tgt};
-    al_fwd f = {.logp = lp};
-    probe_time best = {1e30, 1e30, 1e30};
+    p->in = (al_tokens){.B = k->B0, .T = k->T0, .ids = p->ids, .targets = p->tgt};
+    p->best = (probe_time){1e30, 1e30, 1e30};
+    if (rc) {
+        probe_close(p);
+        return al_fail_as(err, rc, "model", e2);
+    }
+    return AL_OK;
+}
+
+/* One step; its times count into p->best unless it is a warm-up. Returns
+ * the step's seconds (>= 0) or an error (< 0). */
+static double probe_step(probe *p, int warm_up, int *rc) {
+    al_fwd f = {.logp = p->lp};
+    double t0 = al_now();
+    *rc = al_model_forward(p->m, &p->in, &f);
+    double t1 = al_now();
+    if (!*rc) *rc = al_model_backward(p->m, &p->in, p->dl, NULL, NULL);
+    double t2 = al_now();
+    al_adamw_step(&p->opt, p->m, 0.0f);
+    al_model_zero_grad(p->m);
+    double t3 = al_now();
+    if (!warm_up) {
+        p->best.fb = best_of(p->best.fb, t2 - t0);
+        p->best.f = best_of(p->best.f, t1 - t0);
+        p->best.opt = best_of(p->best.opt, t3 - t2);
+    }
+    return t3 - t0;
+}
+
+/* Times the models of cs (one or two) on k's batch: after a warm-up each (the
+ * products' primitives, the activations' first touch), steps taken in turn,
+ * so that a load on the machine falls on both alike, the best of each kept
+ * (at least two, up to eight within about 0.3 s). */
+static int probes_run(const al_model_config *cs, int n, const rate_ent *k, probe_time *out, al_error *err) {
+    probe p[2];
+    int rc = AL_OK, opened = 0;
+    while (opened < n && !(rc = probe_open(&p[opened], &cs[opened], k, err))) opened++;
     double spent = 0;
-    for (int rep = 0; !rc && (rep < 3 || (rep < 9 && spent < 0.3)); rep++) { /* rep 0 warms up */
-        double t0 = al_now();
-        rc = al_model_forward(m, &in, &f);
-        double t1 = al_now();
-        if (!rc) rc = al_model_backward(m, &in, dl, NULL, NULL);
-        double t2 = al_now();
-        al_adamw_step(&opt, m, 0.0f);
-        al_model_zero_grad(m);
-        double t3 = al_now();
-        if (rep > 0) {
-            best.fb = best_of(best.fb, t2 - t0);
-            best.f = best_of(best.f, t1 - t0);
-            best.opt = best_of(best.opt, t3 - t2);
-            spent += t3 - t0;
+    for (int rep = 0; !rc && (rep < 3 || (rep < 9 && spent < 0.3)); rep++)
+        for (int i = 0; i < n && !rc; i++) {
+            double dt = probe_step(&p[i], rep == 0, &rc);
+            if (rep > 0) spent += dt;
+            if (rc) al_failf(err, rc, "timing the model: %s", al_strerror(rc));
         }
+    for (int i = 0; i < opened; i++) {
+        if (!rc) out[i] = p[i].best;
+        probe_close(&p[i]);
     }
-    if (rc) al_fail_as(err, rc, "model", e2);
-    else *pt = best;
-    al_adamw_deinit(&opt);
-    free(ids); free(tgt); free(lp); free(dl);
-    al_model_free(m);
     return rc;
 }
 
@@ -182,14 +222,20 @@ static int measure(rate_ent *k, int rows, al_error *err) {
     k->B0 = k->micro < cap ? k->micro : cap;
     if (k->B0 > rows) k->B0 = rows;
     if (k->B0 < 1) k->B0 = 1;
+    probe_time t[2];
+    al_model_config cs[2];
     if (k->direct) {
-        al_model_config c = probe_config(cfg, cfg->n_layers, cfg->V, k->T0);
-        memcpy(c.layer_flags, cfg->layer_flags, sizeof c.layer_flags);
-        return probe_run(&c, k, &k->one, err);
+        cs[0] = probe_config(cfg, cfg->n_layers, cfg->V, k->T0);
+        memcpy(cs[0].layer_flags, cfg->layer_flags, sizeof cs[0].layer_flags);
+    } else {
+        cs[0] = probe_config(cfg, 1, k->Vs, k->T0);
+        cs[1] = probe_config(cfg, 2, k->Vs, k->T0);
     }
-    al_model_config c1 = probe_config(cfg, 1, k->Vs, k->T0), c2 = probe_config(cfg, 2, k->Vs, k->T0);
-    int rc = probe_run(&c1, k, &k->one, err);
-    return rc ? rc : probe_run(&c2, k, &k->two, err);
+    int rc = probes_run(cs, k->direct ? 1 : 2, k, t, err);
+    if (rc) return rc;
+    k->one = t[0];
+    if (!k->direct) k->two = t[1];
+    return AL_OK;
 }
 
 /* Seconds of the whole model from a measured shape, per token at length T:
