@@ -261,14 +261,19 @@ static int run_train(al_model *m, const bench_shape *s, int lora, int dpo, int w
     /* dpo: the reference's forward adds 2N per token */
     double fpt = (dpo ? 6.0 : lora ? 4.0 : 6.0) * matmul_params(m, s) + (dpo ? 18.0 : 12.0) * c->n_layers * c->C * T;
     double tps = (double)N * steps / total;
+    /* the step's peak, read before the estimator below builds its own
+     * models (a small model whole, a large one's one- and two-layer probes)
+     * beside this one to measure the rates */
+    double peak_mb = peak_rss_mb();
     /* what the job estimator (POST /v1/fine_tuning/jobs/estimate) predicts for
      * this step, from its own measurement of this machine's rates */
     double est = 0;
     al_lora_cfg elc = {.r = 16, .alpha = 32.0f};
     snprintf(elc.targets, sizeof elc.targets, "%s",
              s->arch == AL_ARCH_GPT2 ? "c_attn,attn.c_proj" : "q_proj,k_proj,v_proj,o_proj");
-    if (al_estimate_step(c, lora ? &elc : NULL, al_model_is_bf16(m), B, T, dpo ? B : 0, &est, err))
-        est = 0;
+    al_step_plan plan = {.rows = B, .micro_rows = B, .T = T, .ref_rows = dpo ? B : 0};
+    al_error eerr;
+    if (al_estimate_step(c, lora ? &elc : NULL, al_model_is_bf16(m), &plan, &est, &eerr)) est = 0;
     print_common(s, dpo ? "dpo" : lora ? "lora" : "train", B, T);
     printf("\"tokens_per_s\":%.2f,\"step_s\":%.5f,\"step_s_min\":%.5f,"
            "\"tokens_per_s_best\":%.2f,\"steps\":%d,"
@@ -276,7 +281,7 @@ static int run_train(al_model *m, const bench_shape *s, int lora, int dpo, int w
            "\"trainable_params\":%zu,\"flops_per_token\":%.0f,\"sgemm_gflops\":%.2f,"
            "\"mfu\":%.4f,\"loss\":%.4f,\"fwd_s\":%.5f,\"bwd_s\":%.5f,\"opt_s\":%.5f,"
            "\"est_step_s\":%.5f}\n",
-           tps, total / steps, times[0], (double)N / times[0], steps, warmup, peak_rss_mb(),
+           tps, total / steps, times[0], (double)N / times[0], steps, warmup, peak_mb,
            (double)al_model_memory(m) / (1024.0 * 1024.0), al_model_num_params(m, 0),
            al_model_num_params(m, 1), fpt, gemm_gflops,
            gemm_gflops > 0 ? fpt * tps / (gemm_gflops * 1e9) : 0.0, loss, t_fwd / steps,
