@@ -242,11 +242,18 @@ static double rate_part(const rate_ent *r, int what, int T) {
     double n0 = what == 2 ? 1 : (double)r->B0 * r->T0;
     if (r->direct) return x1 / n0; /* timed at the step's own T */
     double x2 = what == 0 ? r->two.fb : what == 1 ? r->two.f : r->two.opt;
-    double layer = x2 > x1 ? x2 - x1 : 0, rest = x1 > layer ? x1 - layer : 0;
+    double d = x2 > x1 ? x2 - x1 : 0;
+    /* with checkpointing the two-layer probe's backward recomputes its first
+     * layer's forward (the one-layer probe's none): that much of d is the
+     * recomputation, which L layers do L - 1 times */
+    double redo = what == 0 && r->ckpt ? r->two.f - r->one.f : 0;
+    if (redo < 0) redo = 0;
+    if (redo > d) redo = d;
+    double layer = d - redo, rest = x1 > layer ? x1 - layer : 0, L = c->n_layers;
     /* a layer's time per token grows with T through attention */
     double lin = layer_lin_flops(c);
     double scale_T = what == 2 ? 1 : (lin + layer_att_flops(c, T)) / (lin + layer_att_flops(c, r->T0));
-    return ((double)c->n_layers * layer * scale_T + rest * (double)c->V / r->Vs) / n0;
+    return ((L * layer + (L - 1) * redo) * scale_T + rest * (double)c->V / r->Vs) / n0;
 }
 
 int al_estimate_step(const al_model_config *cfg, const al_lora_cfg *lora, int bf16, const al_step_plan *p,
