@@ -261,6 +261,9 @@ static int run_train(al_model *m, const bench_shape *s, int lora, int dpo, int w
     /* dpo: the reference's forward adds 2N per token */
     double fpt = (dpo ? 6.0 : lora ? 4.0 : 6.0) * matmul_params(m, s) + (dpo ? 18.0 : 12.0) * c->n_layers * c->C * T;
     double tps = (double)N * steps / total;
+    /* the step's peak, read before the estimator below builds its own
+     * one-layer model beside this one to measure the rates */
+    double peak_mb = peak_rss_mb();
     /* what the job estimator (POST /v1/fine_tuning/jobs/estimate) predicts for
      * this step, from its own measurement of this machine's rates */
     double est = 0;
@@ -276,7 +279,7 @@ static int run_train(al_model *m, const bench_shape *s, int lora, int dpo, int w
            "\"trainable_params\":%zu,\"flops_per_token\":%.0f,\"sgemm_gflops\":%.2f,"
            "\"mfu\":%.4f,\"loss\":%.4f,\"fwd_s\":%.5f,\"bwd_s\":%.5f,\"opt_s\":%.5f,"
            "\"est_step_s\":%.5f}\n",
-           tps, total / steps, times[0], (double)N / times[0], steps, warmup, peak_rss_mb(),
+           tps, total / steps, times[0], (double)N / times[0], steps, warmup, peak_mb,
            (double)al_model_memory(m) / (1024.0 * 1024.0), al_model_num_params(m, 0),
            al_model_num_params(m, 1), fpt, gemm_gflops,
            gemm_gflops > 0 ? fpt * tps / (gemm_gflops * 1e9) : 0.0, loss, t_fwd / steps,

@@ -718,7 +718,7 @@ static const char *const wanted[] = {"config.json",
                                      "chat_template.json",
                                      NULL};
 
-static int find_sib(sel_file *all, int n, const char *name) {
+static int find_sib(const sel_file *all, int n, const char *name) {
     for (int i = 0; i < n; i++)
         if (!strcmp(all[i].name, name)) return i;
     return -1;
@@ -853,6 +853,42 @@ static int from_cache(pull *p, hub_result *out, int rc_if_missing, const char *w
     return HUB_OK;
 }
 
+/* Which files of the list to fetch: those matching --include, or the
+ * weights (the shard index first: it names the shards), the config and the
+ * tokenizer files, refusing a repository without safetensors or config. */
+static int pick_files(pull *p, const sel_file *all, int n, int *pick, int *n_pick) {
+    if (p->o->include) {
+        for (int i = 0; i < n; i++)
+            for (int k = 0; p->o->include[k]; k++)
+                if (!fnmatch(p->o->include[k], all[i].name, 0)) {
+                    pick[(*n_pick)++] = i;
+                    break;
+                }
+        if (!*n_pick) return fail(p, HUB_ENOTFOUND, "%s@%s: no file matches --include", p->repo, p->rev);
+    } else {
+        /* the index first: it names the shards */
+        int ix = find_sib(all, n, "model.safetensors.index.json");
+        if (ix >= 0) pick[(*n_pick)++] = ix;
+        for (int k = 0; wanted[k]; k++) {
+            int i = find_sib(all, n, wanted[k]);
+            if (i >= 0 && i != ix) pick[(*n_pick)++] = i;
+        }
+        if (ix < 0 && find_sib(all, n, "model.safetensors") < 0 && find_sib(all, n, "adapter_model.safetensors") < 0) {
+            char list[300] = "";
+            size_t at = 0;
+            for (int i = 0; i < n && at < sizeof list - 40; i++)
+                at += (size_t)snprintf(list + at, sizeof list - at, "%s%s", i ? ", " : "", all[i].name);
+            return fail(p, HUB_ENOWEIGHTS,
+                        "%s@%s has no safetensors weights (alignd reads model.safetensors or its shards); the "
+                        "repository holds: %s",
+                        p->repo, p->rev, list[0] ? list : "nothing");
+        }
+        if (find_sib(all, n, "config.json") < 0 && find_sib(all, n, "adapter_config.json") < 0)
+            return fail(p, HUB_ENOWEIGHTS, "%s@%s has no config.json: not a transformers model", p->repo, p->rev);
+    }
+    return HUB_OK;
+}
+
 int hub_pull(const char *repo, const char *rev, const hub_opts *o, hub_result *out, char err[AL_ERRLEN]) {
     static const hub_opts dflt = HUB_OPTS_INIT;
     if (!o) o = &dflt;
@@ -945,41 +981,7 @@ int hub_pull(const char *repo, const char *rev, const hub_opts *o, hub_result *o
         goto done;
     }
     int n_pick = 0;
-    if (o->include) {
-        for (int i = 0; i < n; i++)
-            for (int k = 0; o->include[k]; k++)
-                if (!fnmatch(o->include[k], all[i].name, 0)) {
-                    pick[n_pick++] = i;
-                    break;
-                }
-        if (!n_pick) {
-            rc = fail(p, HUB_ENOTFOUND, "%s@%s: no file matches --include", p->repo, p->rev);
-            goto done;
-        }
-    } else {
-        /* the index first: it names the shards */
-        int ix = find_sib(all, n, "model.safetensors.index.json");
-        if (ix >= 0) pick[n_pick++] = ix;
-        for (int k = 0; wanted[k]; k++) {
-            int i = find_sib(all, n, wanted[k]);
-            if (i >= 0 && i != ix) pick[n_pick++] = i;
-        }
-        if (ix < 0 && find_sib(all, n, "model.safetensors") < 0 && find_sib(all, n, "adapter_model.safetensors") < 0) {
-            char list[300] = "";
-            size_t at = 0;
-            for (int i = 0; i < n && at < sizeof list - 40; i++)
-                at += (size_t)snprintf(list + at, sizeof list - at, "%s%s", i ? ", " : "", all[i].name);
-            rc = fail(p, HUB_ENOWEIGHTS,
-                      "%s@%s has no safetensors weights (alignd reads model.safetensors or its shards); the "
-                      "repository holds: %s",
-                      p->repo, p->rev, list[0] ? list : "nothing");
-            goto done;
-        }
-        if (find_sib(all, n, "config.json") < 0 && find_sib(all, n, "adapter_config.json") < 0) {
-            rc = fail(p, HUB_ENOWEIGHTS, "%s@%s has no config.json: not a transformers model", p->repo, p->rev);
-            goto done;
-        }
-    }
+    if ((rc = pick_files(p, all, n, pick, &n_pick))) goto done;
     p->pr.files_total = n_pick;
     for (int i = 0; i < n_pick; i++) p->pr.total += all[pick[i]].size > 0 ? all[pick[i]].size : 0;
     report(p, 1);

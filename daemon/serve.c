@@ -175,6 +175,105 @@ static int write_addr(const char *state_dir, const char *host, int port) {
     return al_file_write_atomic(path, buf, (size_t)n, err);
 }
 
+/* `alignd serve --check`: the configuration and the schema it would migrate to. */
+static int serve_check(const daemon_cfg *cfg) {
+    int latest = store_migrations_latest(cfg->migrations_dir);
+    if (latest < 0) {
+        fprintf(stderr, "alignd: migrations_dir %s: %s\n", cfg->migrations_dir, strerror(errno));
+        return 2;
+    }
+    config_print(cfg, stdout);
+    printf("# configuration ok (schema version %d)\n", latest);
+    return 0;
+}
+
+/* Opens the state: the database, the folders (made absolute: the database
+ * records them, and the next start may have another working directory),
+ * leftover temporaries swept, the models scanned, interrupted jobs
+ * recovered. On failure closes what it opened and returns NULL. */
+static store *serve_open_state(daemon_cfg *cfg, hubmodels **hm_out) {
+    char err[AL_ERRLEN];
+    store *st = NULL;
+    if (store_open(&st, cfg->state_dir, cfg->migrations_dir, err)) {
+        char q[600];
+        log_error("event=store_failed reason=%s", log_quote(q, sizeof q, err));
+        fprintf(stderr, "alignd: %s\n", err);
+        return NULL;
+    }
+    if (al_mkdir_p(cfg->models_dir, err) || al_mkdir_p(cfg->jobs_dir, err) ||
+        (cfg->shared_dir[0] && al_mkdir_p(cfg->shared_dir, err)))
+        log_warn("event=mkdir_failed reason=\"%s\"", err);
+    absolute(cfg->models_dir, sizeof cfg->models_dir);
+    absolute(cfg->jobs_dir, sizeof cfg->jobs_dir);
+    if (cfg->shared_dir[0]) absolute(cfg->shared_dir, sizeof cfg->shared_dir);
+    if (relocate(st, cfg)) {
+        store_close(st);
+        return NULL;
+    }
+    char files[CFG_PATH + 16];
+    snprintf(files, sizeof files, "%.4000s/files", cfg->state_dir);
+    int swept = sweep(files, 1) + sweep(cfg->jobs_dir, 0);
+    if (swept) log_info("event=temps_swept count=%d", swept);
+    int nm = models_scan(st, cfg->models_dir);
+    hubmodels *hm = hubmodels_new(st, cfg->models_dir, cfg->hub_cache, (int)cfg->allow_downloads);
+    if (!hm) {
+        log_error("event=out_of_memory");
+        store_close(st);
+        return NULL;
+    }
+    nm += hubmodels_scan(hm);
+    int nr = store_recover(st);
+    log_info("event=store_ready schema=%d models=%d recovered_jobs=%d hub_cache=%s allow_downloads=%d",
+             store_version(st), nm, nr, hubmodels_cache(hm), (int)cfg->allow_downloads);
+    *hm_out = hm;
+    return st;
+}
+
+/* The systemd watchdog, fed every half period. */
+static void serve_watchdog(long long wd, double now, double *next_wd) {
+    if (wd > 0 && now >= *next_wd) {
+        notify_send("WATCHDOG=1");
+        *next_wd = now + (double)wd / 2e6;
+    }
+}
+
+/* Runs until a signal: the watchdog, and STATUS= at once when a job starts
+ * or ends, else its steps once a second. */
+static void serve_run(sched *sc, long long wd, double *next_wd, double *next_status) {
+    char status[512] = "", prev[512] = "";
+    while (!g_stop) {
+        double now = al_now();
+        serve_watchdog(wd, now, next_wd);
+        sched_status(sc, status, sizeof status);
+        if (strcmp(status, prev) && (now >= *next_status || !same_jobs(status, prev))) {
+            notify_sendf("STATUS=%s", status);
+            snprintf(prev, sizeof prev, "%s", status);
+            *next_status = now + 1.0;
+        }
+        struct timespec ts = {0, 100 * 1000000L};
+        nanosleep(&ts, NULL); /* a signal cuts it short */
+    }
+}
+
+/* Waits for the running jobs' checkpoints, still feeding the watchdog, until
+ * they end, stop_timeout passes or a second signal comes. 1 when idle. */
+static int serve_drain(sched *sc, double stop_timeout, double t0, long long wd, double *next_wd,
+                       double *next_status) {
+    int idle = 0;
+    while (!(idle = sched_busy(sc) == 0) && al_now() - t0 < stop_timeout && g_signals < 2) {
+        double now = al_now();
+        serve_watchdog(wd, now, next_wd);
+        if (now >= *next_status) {
+            notify_sendf("STATUS=stopping: checkpointing %d running job(s)", sched_busy(sc));
+            *next_status = now + 1.0;
+        }
+        struct timespec ts = {0, 20 * 1000000L};
+        nanosleep(&ts, NULL);
+    }
+    if (!idle && g_signals >= 2) log_warn("event=stop_forced reason=\"second signal\"");
+    return idle;
+}
+
 int cli_serve(int argc, char **argv) {
     daemon_cfg cfg;
     int check = 0;
@@ -183,16 +282,7 @@ int cli_serve(int argc, char **argv) {
         fprintf(stderr, "alignd: %s\n", err);
         return 2;
     }
-    if (check) {
-        int latest = store_migrations_latest(cfg.migrations_dir);
-        if (latest < 0) {
-            fprintf(stderr, "alignd: migrations_dir %s: %s\n", cfg.migrations_dir, strerror(errno));
-            return 2;
-        }
-        config_print(&cfg, stdout);
-        printf("# configuration ok (schema version %d)\n", latest);
-        return 0;
-    }
+    if (check) return serve_check(&cfg);
     log_init(cfg.log_level);
 
     /* signals: blocked here so every thread started below inherits the mask */
@@ -211,41 +301,9 @@ int cli_serve(int argc, char **argv) {
     log_info("event=starting pid=%ld state_dir=%s config=%s", (long)getpid(), cfg.state_dir,
              cfg.config_file[0] ? cfg.config_file : "-");
     al_pool_init((int)cfg.threads);
-    store *st = NULL;
-    if (store_open(&st, cfg.state_dir, cfg.migrations_dir, err)) {
-        char q[600];
-        log_error("event=store_failed reason=%s", log_quote(q, sizeof q, err));
-        fprintf(stderr, "alignd: %s\n", err);
-        return 1;
-    }
-    char e2[AL_ERRLEN];
-    if (al_mkdir_p(cfg.models_dir, e2) || al_mkdir_p(cfg.jobs_dir, e2) ||
-        (cfg.shared_dir[0] && al_mkdir_p(cfg.shared_dir, e2)))
-        log_warn("event=mkdir_failed reason=\"%s\"", e2);
-    /* absolute paths: the database records them, and the next start may
-     * have another working directory */
-    absolute(cfg.models_dir, sizeof cfg.models_dir);
-    absolute(cfg.jobs_dir, sizeof cfg.jobs_dir);
-    if (cfg.shared_dir[0]) absolute(cfg.shared_dir, sizeof cfg.shared_dir);
-    if (relocate(st, &cfg)) {
-        store_close(st);
-        return 1;
-    }
-    char files[CFG_PATH + 16];
-    snprintf(files, sizeof files, "%.4000s/files", cfg.state_dir);
-    int swept = sweep(files, 1) + sweep(cfg.jobs_dir, 0);
-    if (swept) log_info("event=temps_swept count=%d", swept);
-    int nm = models_scan(st, cfg.models_dir);
-    hubmodels *hm = hubmodels_new(st, cfg.models_dir, cfg.hub_cache, (int)cfg.allow_downloads);
-    if (!hm) {
-        log_error("event=out_of_memory");
-        store_close(st);
-        return 1;
-    }
-    nm += hubmodels_scan(hm);
-    int nr = store_recover(st);
-    log_info("event=store_ready schema=%d models=%d recovered_jobs=%d hub_cache=%s allow_downloads=%d",
-             store_version(st), nm, nr, hubmodels_cache(hm), (int)cfg.allow_downloads);
+    hubmodels *hm = NULL;
+    store *st = serve_open_state(&cfg, &hm);
+    if (!st) return 1;
 
     sched_cfg sc = {.workers = (int)cfg.workers, .memory_limit = cfg.memory_limit, .bf16 = config_bf16(&cfg),
                     .launcher = cfg.launcher, .launcher_retries = (int)cfg.launcher_retries};
@@ -305,23 +363,7 @@ int cli_serve(int argc, char **argv) {
 
     long long wd = notify_watchdog_usec();
     double next_wd = 0, next_status = 0;
-    char status[512] = "", prev[512] = "";
-    while (!g_stop) {
-        double now = al_now();
-        if (wd > 0 && now >= next_wd) {
-            notify_send("WATCHDOG=1");
-            next_wd = now + (double)wd / 2e6;
-        }
-        /* STATUS= at once when a job starts or ends, else its steps once a second */
-        sched_status(ctx.sc, status, sizeof status);
-        if (strcmp(status, prev) && (now >= next_status || !same_jobs(status, prev))) {
-            notify_sendf("STATUS=%s", status);
-            snprintf(prev, sizeof prev, "%s", status);
-            next_status = now + 1.0;
-        }
-        struct timespec ts = {0, 100 * 1000000L};
-        nanosleep(&ts, NULL); /* a signal cuts it short */
-    }
+    serve_run(ctx.sc, wd, &next_wd, &next_status);
 
     log_info("event=stopping signal=%d busy_workers=%d", (int)g_stop, sched_busy(ctx.sc));
     notify_send("STOPPING=1");
@@ -330,22 +372,7 @@ int cli_serve(int argc, char **argv) {
     sched_drain(ctx.sc);
     store_feed_kick(st);
     double t0 = al_now();
-    /* wait for the checkpoints, still feeding the watchdog */
-    int idle = 0;
-    while (!(idle = sched_busy(ctx.sc) == 0) && al_now() - t0 < cfg.stop_timeout && g_signals < 2) {
-        double now = al_now();
-        if (wd > 0 && now >= next_wd) {
-            notify_send("WATCHDOG=1");
-            next_wd = now + (double)wd / 2e6;
-        }
-        if (now >= next_status) {
-            notify_sendf("STATUS=stopping: checkpointing %d running job(s)", sched_busy(ctx.sc));
-            next_status = now + 1.0;
-        }
-        struct timespec ts = {0, 20 * 1000000L};
-        nanosleep(&ts, NULL);
-    }
-    if (!idle && g_signals >= 2) log_warn("event=stop_forced reason=\"second signal\"");
+    int idle = serve_drain(ctx.sc, cfg.stop_timeout, t0, wd, &next_wd, &next_status);
     sched_set_held_memory(ctx.sc, NULL, NULL);
     api_server_stop(srv);
     if (!idle) {
