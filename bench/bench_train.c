@@ -262,7 +262,8 @@ static int run_train(al_model *m, const bench_shape *s, int lora, int dpo, int w
     double fpt = (dpo ? 6.0 : lora ? 4.0 : 6.0) * matmul_params(m, s) + (dpo ? 18.0 : 12.0) * c->n_layers * c->C * T;
     double tps = (double)N * steps / total;
     /* the step's peak, read before the estimator below builds its own
-     * one-layer model beside this one to measure the rates */
+     * models (a small model whole, a large one's one- and two-layer probes)
+     * beside this one to measure the rates */
     double peak_mb = peak_rss_mb();
     /* what the job estimator (POST /v1/fine_tuning/jobs/estimate) predicts for
      * this step, from its own measurement of this machine's rates */
@@ -270,8 +271,9 @@ static int run_train(al_model *m, const bench_shape *s, int lora, int dpo, int w
     al_lora_cfg elc = {.r = 16, .alpha = 32.0f};
     snprintf(elc.targets, sizeof elc.targets, "%s",
              s->arch == AL_ARCH_GPT2 ? "c_attn,attn.c_proj" : "q_proj,k_proj,v_proj,o_proj");
-    if (al_estimate_step(c, lora ? &elc : NULL, al_model_is_bf16(m), B, T, dpo ? B : 0, &est, err))
-        est = 0;
+    al_step_plan plan = {.rows = B, .micro_rows = B, .T = T, .ref_rows = dpo ? B : 0};
+    al_error eerr;
+    if (al_estimate_step(c, lora ? &elc : NULL, al_model_is_bf16(m), &plan, &est, &eerr)) est = 0;
     print_common(s, dpo ? "dpo" : lora ? "lora" : "train", B, T);
     printf("\"tokens_per_s\":%.2f,\"step_s\":%.5f,\"step_s_min\":%.5f,"
            "\"tokens_per_s_best\":%.2f,\"steps\":%d,"

@@ -251,6 +251,17 @@ int al_lora_maps(const al_model_config *cfg, const al_lora_cfg *lora) {
     return mask;
 }
 
+size_t al_lora_num_params(const al_model_config *cfg, const al_lora_cfg *lora) {
+    lora_site sites[8];
+    size_t n = 0;
+    for (int l = 0; l < cfg->n_layers; l++) {
+        int ns = layer_sites(cfg, l, sites);
+        for (int s = 0; s < ns; s++)
+            if (lora_targets(lora, sites[s].module)) n += (size_t)lora->r * (size_t)(sites[s].in + sites[s].out);
+    }
+    return n;
+}
+
 /* The LoRA adapters of every targeted linear map, in layer and map order. */
 static int build_lora(al_model *m) {
     const al_model_config *c = &m->cfg;
@@ -520,9 +531,13 @@ al_model *al_model_new_ex(const al_model_config *cfg, const al_lora_cfg *lora, i
 al_model *al_model_new_dt(const al_model_config *cfg, const al_lora_cfg *lora, int frozen,
                           int bf16, char err[AL_ERRLEN]) {
     al_error e;
-    al_model *m = al_model_new_at(cfg, lora, frozen, bf16, &e);
-    if (!m && err) snprintf(err, AL_ERRLEN, "%s", e.msg);
+    al_model *m = NULL;
+    if (al_model_new_at(&m, cfg, lora, frozen, bf16, &e) && err) snprintf(err, AL_ERRLEN, "%s", e.msg);
     return m;
+}
+
+int al_model_create(al_model **out, const al_model_config *cfg, const al_lora_cfg *lora, al_error *e) {
+    return al_model_new_at(out, cfg, lora, 0, 0, e);
 }
 
 /* For a message: the last part of each module name LoRA may target in
@@ -538,17 +553,16 @@ static void lora_site_names(const al_model *m, char *dst, size_t cap) {
     }
 }
 
-al_model *al_model_new_at(const al_model_config *cfg, const al_lora_cfg *lora, int frozen, int bf16,
-                          al_error *e) {
+int al_model_new_at(al_model **out, const al_model_config *cfg, const al_lora_cfg *lora, int frozen, int bf16,
+                    al_error *e) {
     char *err = e->msg;
     e->field[0] = 0;
-    if (al_config_validate(cfg, err) != AL_OK) return NULL;
-    if (lora && lora->r > 0 && (lora->r > 4096 || !(lora->alpha > 0))) {
-        AL_FAIL(e, AL_EINVAL, "lora", "r must be in 1..4096 and alpha > 0");
-        return NULL;
-    }
+    int rc = al_config_validate(cfg, err);
+    if (rc != AL_OK) return rc;
+    if (lora && lora->r > 0 && (lora->r > 4096 || !(lora->alpha > 0)))
+        return AL_FAIL(e, AL_EINVAL, "lora", "r must be in 1..4096 and alpha > 0");
     al_model *m = calloc(1, sizeof *m);
-    if (!m) return NULL;
+    if (!m) return al_err(err, AL_ENOMEM, "out of memory");
     m->cfg = *cfg;
     if (lora && lora->r > 0) {
         m->lora_cfg = *lora;
@@ -562,10 +576,10 @@ al_model *al_model_new_at(const al_model_config *cfg, const al_lora_cfg *lora, i
     if (m->lora_cfg.r > 0 && m->n_lora == 0) {
         char names[160];
         lora_site_names(m, names, sizeof names);
-        AL_FAIL(e, AL_EINVAL, "lora.target_modules", "\"%s\" match no module of the model (%s, or \"all-linear\")",
-                m->lora_cfg.targets, names);
+        rc = AL_FAIL(e, AL_EINVAL, "lora.target_modules",
+                     "\"%s\" match no module of the model (%s, or \"all-linear\")", m->lora_cfg.targets, names);
         al_model_free(m);
-        return NULL;
+        return rc;
     }
     m->bf16 = bf16 != 0;
     {
@@ -575,19 +589,20 @@ al_model *al_model_new_at(const al_model_config *cfg, const al_lora_cfg *lora, i
             trains[i] = (unsigned char)param_trains(m, i, frozen);
             m->params[i].w = NULL; /* offsets until now: storage_build lays them out */
         }
-        int rc = storage_build(m, trains);
+        int bad = storage_build(m, trains);
         free(trains);
-        if (rc) goto nomem;
+        if (bad) goto nomem;
     }
     if (!frozen && alloc_grads(m, m->lora_cfg.r > 0)) goto nomem;
     if (cfg->arch == AL_ARCH_LLAMA && rope_alloc(m)) goto nomem;
     for (int i = 0; i < m->n_params; i++)
         if (m->params[i].name[0] == 0) AL_ASSERT(0);
-    return m;
+    *out = m;
+    return AL_OK;
 nomem:
-    al_err(err, AL_ENOMEM, "out of memory allocating the model (%zu parameters)", m->n_data);
+    rc = al_err(err, AL_ENOMEM, "out of memory allocating the model (%zu parameters)", m->n_data);
     al_model_free(m);
-    return NULL;
+    return rc;
 }
 
 void al_model_free(al_model *m) {

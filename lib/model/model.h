@@ -72,6 +72,11 @@ typedef struct al_fwd {
  * al_model_init or al_model_load). lora may be NULL. NULL on ENOMEM or bad
  * config (reason in err). */
 al_model *al_model_new(const al_model_config *cfg, const al_lora_cfg *lora, char err[AL_ERRLEN]);
+/* The same with the error as data: AL_OK and *out, or al_config_validate's
+ * code for a bad config (e->field ""), AL_EINVAL for bad LoRA settings
+ * (e->field "lora": r or alpha; "lora.target_modules": no module of the
+ * model matches), AL_ENOMEM; the reason in e->msg. */
+int al_model_create(al_model **out, const al_model_config *cfg, const al_lora_cfg *lora, al_error *e);
 void al_model_free(al_model *m);
 const al_model_config *al_model_config_of(const al_model *m);
 
@@ -176,6 +181,9 @@ void al_model_set_adapters(al_model *m, int on);
  * the MLP's up (gate|up), 3: its down) that LoRA with these settings adapts
  * in some layer: what the job estimator needs to size the activations. */
 int al_lora_maps(const al_model_config *cfg, const al_lora_cfg *lora);
+/* The adapters' parameters (r x (in + out) per targeted map) a model of cfg
+ * with these LoRA settings holds: al_model_num_params(m, 1) without a head. */
+size_t al_lora_num_params(const al_model_config *cfg, const al_lora_cfg *lora);
 /* Log-probs, entropy and their gradients from logits / temperature (TRL's
  * RL trainers score samples at the sampling temperature); 0 or 1 = plain. */
 void al_model_set_temperature(al_model *m, float temperature);

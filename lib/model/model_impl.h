@@ -174,10 +174,9 @@ al_model *al_model_new_ex(const al_model_config *cfg, const al_lora_cfg *lora, i
 /* The same, the weights laid out for bf16 (al_model_set_bf16) at once. */
 al_model *al_model_new_dt(const al_model_config *cfg, const al_lora_cfg *lora, int frozen,
                           int bf16, char err[AL_ERRLEN]);
-/* The same with the field at fault as data: "lora" (r, alpha) or
- * "lora.target_modules" (no module matches) when lora is, else "". */
-al_model *al_model_new_at(const al_model_config *cfg, const al_lora_cfg *lora, int frozen, int bf16,
-                          al_error *e);
+/* The same with the error as data (al_model_create's codes and fields). */
+int al_model_new_at(al_model **out, const al_model_config *cfg, const al_lora_cfg *lora, int frozen, int bf16,
+                    al_error *e);
 
 /* Initialises only the LoRA tensors (A kaiming-uniform, B zero). */
 void al_model_init_lora(al_model *m, uint64_t seed);

@@ -309,10 +309,10 @@ int al_model_open_at(al_model **out, const char *dir, const al_lora_cfg *lora, i
         cfg.num_labels = 1;
         cfg.has_lm_head = 0;
     }
-    al_model *m = al_model_new_at(&cfg, lora, flags & AL_OPEN_FROZEN, (flags & AL_OPEN_BF16) != 0, e);
-    if (!m) {
+    al_model *m = NULL;
+    if ((rc = al_model_new_at(&m, &cfg, lora, flags & AL_OPEN_FROZEN, (flags & AL_OPEN_BF16) != 0, e))) {
         if (adapter) e->field[0] = 0; /* the adapter folder's own LoRA settings: the folder is at fault */
-        return err[0] ? AL_EINVAL : AL_ENOMEM;
+        return rc;
     }
     if (fresh_score) {
         al_rng r;

@@ -45,21 +45,29 @@ size_t al_config_num_params(const al_model_config *c, int score_head) {
     return n;
 }
 
-static size_t lora_params(const al_model_config *c, const al_lora_cfg *l);
-
 /* ---- measured rates ---------------------------------------------------- */
 
-/* One shape's figures: seconds per token of one layer's forward + backward
- * (and forward alone) at T0, of the LM head per vocabulary entry, of AdamW
- * per trained parameter, and the attention's share of a layer's FLOPs at T0. */
+/* What a probe model takes (seconds) on its batch: forward + backward (with
+ * the job's gradient checkpointing), forward alone, and the per-step part
+ * (zeroing the gradients, AdamW). */
+typedef struct probe_time {
+    double fb, f, opt;
+} probe_time;
+
+/* One measured shape. A model no bigger than the two probes is timed
+ * itself (direct: `one` is the model); else `one` and `two` are one and two
+ * of its layers under a vocabulary of Vs, the layer costing their
+ * difference and the rest (embedding, LM head, per-call overheads) what the
+ * one-layer probe takes beyond it. */
 typedef struct rate_ent {
-    al_model_config cfg;       /* the shape (n_layers, V ignored) */
-    int lora_r, bf16, T0, B0;
-    char targets[256];
-    double layer_tok, layer_fwd_tok, head_tok_v, head_fwd_tok_v, opt_param, lora_frac;
+    al_model_config cfg;
+    al_lora_cfg lora;          /* r 0: none */
+    int bf16, ckpt, micro, T0, B0;
+    int direct, Vs;
+    probe_time one, two;
 } rate_ent;
 
-enum { RATE_SLOTS = 16 };
+enum { RATE_SLOTS = 16, PROBE_V = 4096, PROBE_TOKENS = 1024, DIRECT_TOKENS = 2048 };
 static struct {
     pthread_mutex_t mu;
     rate_ent e[RATE_SLOTS];
@@ -70,7 +78,13 @@ static int same_shape(const al_model_config *a, const al_model_config *b) {
     return a->arch == b->arch && a->C == b->C && a->NH == b->NH && a->NKV == b->NKV &&
            a->HD == b->HD && a->FF == b->FF && a->attn_bias == b->attn_bias &&
            a->mlp_bias == b->mlp_bias && a->qk_norm == b->qk_norm && a->post_norm == b->post_norm &&
-           a->fused_proj == b->fused_proj && a->act == b->act;
+           a->fused_proj == b->fused_proj && a->act == b->act && a->n_layers == b->n_layers && a->V == b->V &&
+           a->tie_word_embeddings == b->tie_word_embeddings;
+}
+
+static int same_key(const rate_ent *a, const rate_ent *b) {
+    return same_shape(&a->cfg, &b->cfg) && a->lora.r == b->lora.r && !strcmp(a->lora.targets, b->lora.targets) &&
+           a->bf16 == b->bf16 && a->ckpt == b->ckpt && a->micro == b->micro && a->T0 == b->T0;
 }
 
 /* Linear FLOPs per token of one layer (forward) and attention FLOPs per
@@ -86,185 +100,197 @@ static double layer_att_flops(const al_model_config *c, double T) {
 
 static double best_of(double a, double b) { return a < b ? a : b; }
 
-/* Times the pieces on the pool (see al_estimate_step). */
-static int measure(rate_ent *r, char err[AL_ERRLEN]) {
-    al_model_config c = r->cfg;
-    c.n_layers = 1;
-    c.V = r->cfg.V < 4096 ? r->cfg.V : 4096;
+/* A probe's config: cfg's layers cut to n_layers (each of layer 0's kind)
+ * and its vocabulary to V, with an LM head and no score head. */
+static al_model_config probe_config(const al_model_config *cfg, int n_layers, int V, int T0) {
+    al_model_config c = *cfg;
+    c.n_layers = n_layers;
+    c.V = V;
     c.has_lm_head = 1;
     c.has_score = 0;
-    c.tie_word_embeddings = 1;
-    if (c.max_T < r->T0) c.max_T = r->T0;
-    for (int l = 0; l < AL_MAX_LAYERS; l++) c.layer_flags[l] = r->cfg.layer_flags[0];
-    al_lora_cfg lc = {.r = r->lora_r, .alpha = 2.0f * (float)(r->lora_r > 0 ? r->lora_r : 1)};
-    snprintf(lc.targets, sizeof lc.targets, "%s", r->targets);
-    al_model *m = al_model_new(&c, r->lora_r > 0 ? &lc : NULL, err);
-    if (!m) return AL_ENOMEM;
-    al_model_init(m, 1);
-    int rc = r->bf16 ? al_model_set_bf16(m, 1, err) : AL_OK;
-    const int T = r->T0 * r->B0; /* B0 rows of T0, as one long row of the same products */
-    if (!rc) rc = al_model_reserve(m, r->B0, r->T0, 0, err);
-    int32_t *ids = calloc((size_t)T, sizeof *ids), *tgt = calloc((size_t)T, sizeof *tgt);
-    float *lp = calloc((size_t)T, sizeof *lp), *dl = calloc((size_t)T, sizeof *dl);
-    al_adamw opt = {0};
+    if (c.max_T < T0) c.max_T = T0;
+    for (int l = 0; l < AL_MAX_LAYERS; l++) c.layer_flags[l] = cfg->layer_flags[0];
+    return c;
+}
+
+/* A probe model with its batch and optimiser, run as the trainer runs a
+ * step: forward, backward, AdamW, zeroing the gradients. */
+typedef struct probe {
+    al_model *m;
+    al_adamw opt;
+    int32_t *ids, *tgt;
+    float *lp, *dl;
+    al_tokens in;
+    probe_time best;
+} probe;
+
+static void probe_close(probe *p) {
+    al_adamw_deinit(&p->opt);
+    free(p->ids); free(p->tgt); free(p->lp); free(p->dl);
+    al_model_free(p->m);
+    memset(p, 0, sizeof *p);
+}
+
+/* Builds model c for k's batch. The model's own errors (a LoRA
+ * target_modules matching nothing, ...) come back as they are. */
+static int probe_open(probe *p, const al_model_config *c, const rate_ent *k, al_error *err) {
+    memset(p, 0, sizeof *p);
+    int rc = al_model_create(&p->m, c, k->lora.r > 0 ? &k->lora : NULL, err);
+    if (rc) return rc;
+    char e2[AL_ERRLEN] = "out of memory";
+    al_model_init(p->m, 1);
+    if (k->bf16) rc = al_model_set_bf16(p->m, 1, e2);
+    const int N = k->B0 * k->T0;
+    if (!rc) rc = al_model_reserve(p->m, k->B0, k->T0, k->ckpt ? AL_MODEL_GRAD_CKPT : 0, e2);
+    p->ids = calloc((size_t)N, sizeof *p->ids);
+    p->tgt = calloc((size_t)N, sizeof *p->tgt);
+    p->lp = calloc((size_t)N, sizeof *p->lp);
+    p->dl = calloc((size_t)N, sizeof *p->dl);
     al_adamw_cfg oc;
     al_adamw_defaults(&oc);
-    if (!rc && (!ids || !tgt || !lp || !dl)) rc = al_err(err, AL_ENOMEM, "out of memory");
-    if (!rc) rc = al_adamw_init(&opt, &oc, m);
-    for (int t = 0; !rc && t < T; t++) {
-        ids[t] = (int32_t)((t * 131u + 7u) % (unsigned)c.V);
-        tgt[t] = (int32_t)((t * 197u + 3u) % (unsigned)c.V);
-        dl[t] = -1.0f / (float)T;
+    if (!rc && (!p->ids || !p->tgt || !p->lp || !p->dl)) rc = al_err(e2, AL_ENOMEM, "out of memory");
+    if (!rc) rc = al_adamw_init(&p->opt, &oc, p->m);
+    for (int t = 0; !rc && t < N; t++) {
+        p->ids[t] = (int32_t)((t * 131u + 7u) % (unsigned)c->V);
+        p->tgt[t] = (int32_t)((t * 197u + 3u) % (unsigned)c->V);
+        p->dl[t] = -1.0f / (float)N;
     }
-    al_tokens in = {.B = r->B0, .T = r->T0, .ids = ids, .targets = tgt};
-    al_fwd f = {.logp = lp};
-    double step = 1e30, fwd = 1e30, optt = 1e30;
-    for (int k = 0; !rc && k < 4; k++) { /* the first warms caches and primitives up */
-        double t0 = al_now();
-        al_model_zero_grad(m);
-        rc = al_model_forward(m, &in, &f);
-        double t1 = al_now();
-        if (!rc) rc = al_model_backward(m, &in, dl, NULL, NULL);
-        double t2 = al_now();
-        al_adamw_step(&opt, m, 0.0f);
-        double t3 = al_now();
-        if (k > 0) {
-            step = best_of(step, t2 - t0);
-            fwd = best_of(fwd, t1 - t0);
-            optt = best_of(optt, t3 - t2);
+    p->in = (al_tokens){.B = k->B0, .T = k->T0, .ids = p->ids, .targets = p->tgt};
+    p->best = (probe_time){1e30, 1e30, 1e30};
+    if (rc) {
+        probe_close(p);
+        return al_fail_as(err, rc, "model", e2);
+    }
+    return AL_OK;
+}
+
+/* One step; its times count into p->best unless it is a warm-up. Returns
+ * the step's seconds (>= 0) or an error (< 0). */
+static double probe_step(probe *p, int warm_up, int *rc) {
+    al_fwd f = {.logp = p->lp};
+    double t0 = al_now();
+    *rc = al_model_forward(p->m, &p->in, &f);
+    double t1 = al_now();
+    if (!*rc) *rc = al_model_backward(p->m, &p->in, p->dl, NULL, NULL);
+    double t2 = al_now();
+    al_adamw_step(&p->opt, p->m, 0.0f);
+    al_model_zero_grad(p->m);
+    double t3 = al_now();
+    if (!warm_up) {
+        p->best.fb = best_of(p->best.fb, t2 - t0);
+        p->best.f = best_of(p->best.f, t1 - t0);
+        p->best.opt = best_of(p->best.opt, t3 - t2);
+    }
+    return t3 - t0;
+}
+
+/* Times the models of cs (one or two) on k's batch: after a warm-up each (the
+ * products' primitives, the activations' first touch), steps taken in turn,
+ * so that a load on the machine falls on both alike, the best of each kept
+ * (at least two, up to eight within about 0.3 s). */
+static int probes_run(const al_model_config *cs, int n, const rate_ent *k, probe_time *out, al_error *err) {
+    probe p[2];
+    int rc = AL_OK, opened = 0;
+    while (opened < n && !(rc = probe_open(&p[opened], &cs[opened], k, err))) opened++;
+    double spent = 0;
+    for (int rep = 0; !rc && (rep < 3 || (rep < 9 && spent < 0.3)); rep++)
+        for (int i = 0; i < n && !rc; i++) {
+            double dt = probe_step(&p[i], rep == 0, &rc);
+            if (rep > 0) spent += dt;
+            if (rc) al_failf(err, rc, "timing the model: %s", al_strerror(rc));
         }
+    for (int i = 0; i < opened; i++) {
+        if (!rc) out[i] = p[i].best;
+        probe_close(&p[i]);
     }
-    /* the LM head alone: the same vocabulary slice with no layer to speak of */
-    double head = 0, headf = 0;
-    if (!rc) {
-        size_t C = (size_t)c.C, V = (size_t)c.V;
-        int chunk = T < 128 ? T : 128;
-        float *h = calloc((size_t)T * C, sizeof(float)), *w = calloc(V * C, sizeof(float));
-        float *sc = calloc((size_t)chunk * (C + V) * 2, sizeof(float));
-        float *lse = calloc((size_t)T, sizeof(float)), *dh = calloc((size_t)T * C, sizeof(float));
-        float *dw = calloc(V * C, sizeof(float));
-        uint16_t *w16 = calloc(V * C, sizeof(uint16_t)), *s16 = calloc((size_t)chunk * (C + V), sizeof(uint16_t));
-        if (!h || !w || !sc || !lse || !dh || !dw || !w16 || !s16) rc = al_err(err, AL_ENOMEM, "out of memory");
-        for (size_t i = 0; !rc && i < V * C; i++) w[i] = (float)((i * 2654435761u) % 1000) * 1e-4f - 0.05f;
-        for (size_t i = 0; !rc && i < (size_t)T * C; i++) h[i] = (float)((i * 40503u) % 1000) * 1e-3f - 0.5f;
-        if (!rc) al_bf16_round(w16, w, V * C);
-        double hb = 1e30, hf = 1e30;
-        for (int k = 0; !rc && k < 4; k++) {
-            double t0 = al_now();
-            if (r->bf16) al_lmhead_forward_bf16(lp, NULL, lse, NULL, h, w16, tgt, T, c.C, c.V, 1.0f, 0.0f, sc, s16, chunk);
-            else al_lmhead_forward(lp, NULL, lse, NULL, h, w, tgt, T, c.C, c.V, 1.0f, 0.0f, sc, chunk);
-            double t1 = al_now();
-            if (r->bf16)
-                al_lmhead_backward_bf16(dh, dw, dl, NULL, h, w16, tgt, lse, NULL, T, c.C, c.V, 1.0f, 0.0f, sc, s16, chunk);
-            else al_lmhead_backward(dh, dw, dl, NULL, h, w, tgt, lse, NULL, T, c.C, c.V, 1.0f, 0.0f, sc, chunk);
-            double t2 = al_now();
-            if (k > 0) {
-                hb = best_of(hb, t2 - t0);
-                hf = best_of(hf, t1 - t0);
-            }
-        }
-        head = hb;
-        headf = hf;
-        free(h); free(w); free(sc); free(lse); free(dh); free(dw); free(w16); free(s16);
-    }
-    if (!rc) {
-        /* the model's step minus its own head: one layer (embedding included) */
-        r->layer_tok = (step > head ? step - head : step * 0.5) / T;
-        r->layer_fwd_tok = (fwd > headf ? fwd - headf : fwd * 0.5) / T;
-        r->head_tok_v = head / T / c.V;
-        r->head_fwd_tok_v = headf / T / c.V;
-        size_t ntr = al_model_num_params(m, 1);
-        r->opt_param = ntr ? optt / (double)ntr : 0;
-    }
-    al_adamw_deinit(&opt);
-    free(ids); free(tgt); free(lp); free(dl);
-    al_model_free(m);
     return rc;
 }
 
-int al_estimate_step(const al_model_config *cfg, const al_lora_cfg *lora, int bf16, int rows,
-                     int T, int ref_rows, double *seconds, char err[AL_ERRLEN]) {
-    int lora_r = lora && lora->r > 0 ? lora->r : 0;
-    /* measured at the step's own row length (up to 256) and row count (up
-     * to 1024 tokens): small products run at a lower rate than large ones */
-    int T0 = T < 256 ? T : 256;
-    if (T0 > cfg->max_T) T0 = cfg->max_T;
-    if (T0 < 16) T0 = cfg->max_T < 16 ? cfg->max_T : 16;
-    int all = rows + ref_rows, B0 = 1024 / T0;
-    if (B0 > all) B0 = all;
-    if (B0 < 1) B0 = 1;
-    rate_ent key = {.cfg = *cfg, .lora_r = lora_r, .bf16 = bf16 != 0, .T0 = T0, .B0 = B0};
-    if (lora_r) snprintf(key.targets, sizeof key.targets, "%s", lora->targets);
+/* Whether a model is timed as it is: when it is no bigger than the two
+ * probes that would stand for it. */
+static int timed_whole(const al_model_config *cfg, int T0) {
+    int Vs = cfg->V < PROBE_V ? cfg->V : PROBE_V;
+    al_model_config c1 = probe_config(cfg, 1, Vs, T0), c2 = probe_config(cfg, 2, Vs, T0);
+    return cfg->n_layers <= 2 || al_config_num_params(cfg, 0) <= al_config_num_params(&c1, 0) + al_config_num_params(&c2, 0);
+}
+
+/* Measures k's shape (see rate_ent); rows: the most rows a call runs. */
+static int measure(rate_ent *k, int rows, al_error *err) {
+    const al_model_config *cfg = &k->cfg;
+    k->Vs = cfg->V < PROBE_V ? cfg->V : PROBE_V;
+    int cap = (k->direct ? DIRECT_TOKENS : PROBE_TOKENS) / k->T0;
+    k->B0 = k->micro < cap ? k->micro : cap;
+    if (k->B0 > rows) k->B0 = rows;
+    if (k->B0 < 1) k->B0 = 1;
+    probe_time t[2];
+    al_model_config cs[2];
+    if (k->direct) {
+        cs[0] = probe_config(cfg, cfg->n_layers, cfg->V, k->T0);
+        memcpy(cs[0].layer_flags, cfg->layer_flags, sizeof cs[0].layer_flags);
+    } else {
+        cs[0] = probe_config(cfg, 1, k->Vs, k->T0);
+        cs[1] = probe_config(cfg, 2, k->Vs, k->T0);
+    }
+    int rc = probes_run(cs, k->direct ? 1 : 2, k, t, err);
+    if (rc) return rc;
+    k->one = t[0];
+    if (!k->direct) k->two = t[1];
+    return AL_OK;
+}
+
+/* Seconds of the whole model from a measured shape, per token at length T:
+ * forward + backward (what 0) or forward alone (1); or the per-step part (2). */
+static double rate_part(const rate_ent *r, int what, int T) {
+    const al_model_config *c = &r->cfg;
+    double x1 = what == 0 ? r->one.fb : what == 1 ? r->one.f : r->one.opt;
+    double n0 = what == 2 ? 1 : (double)r->B0 * r->T0;
+    if (r->direct) return x1 / n0; /* timed at the step's own T */
+    double x2 = what == 0 ? r->two.fb : what == 1 ? r->two.f : r->two.opt;
+    double layer = x2 > x1 ? x2 - x1 : 0, rest = x1 > layer ? x1 - layer : 0;
+    /* a layer's time per token grows with T through attention */
+    double lin = layer_lin_flops(c);
+    double scale_T = what == 2 ? 1 : (lin + layer_att_flops(c, T)) / (lin + layer_att_flops(c, r->T0));
+    return ((double)c->n_layers * layer * scale_T + rest * (double)c->V / r->Vs) / n0;
+}
+
+int al_estimate_step(const al_model_config *cfg, const al_lora_cfg *lora, int bf16, const al_step_plan *p,
+                     double *seconds, al_error *err) {
+    al_error e = {"", ""};
+    int all = p->rows > p->ref_rows ? p->rows : p->ref_rows;
+    int micro = p->micro_rows > 0 && p->micro_rows < all ? p->micro_rows : all;
+    int T = p->T < cfg->max_T ? p->T : cfg->max_T;
+    if (T < 1) T = 1;
+    rate_ent key = {.cfg = *cfg, .bf16 = bf16 != 0, .ckpt = p->grad_ckpt != 0, .micro = micro};
+    if (lora && lora->r > 0) key.lora = *lora;
+    /* timed at the step's own micro-batch and row length (a large model's
+     * probes at up to 256 tokens a row, scaled by attention's share beyond):
+     * small products run below the large ones' rate, and per-call costs weigh
+     * more in a small step */
+    key.direct = timed_whole(cfg, T);
+    key.T0 = key.direct ? T : T < 16 && cfg->max_T >= 16 ? 16 : T < 256 ? T : 256;
     rate_ent r;
-    int found = 0, rc = AL_OK;
+    int found = 0;
     pthread_mutex_lock(&g_rates.mu);
-    for (int i = 0; i < g_rates.n && !found; i++) {
-        const rate_ent *e = &g_rates.e[i];
-        if (same_shape(&e->cfg, cfg) && e->lora_r == lora_r && e->bf16 == key.bf16 && e->T0 == T0 && e->B0 == B0 &&
-            !strcmp(e->targets, key.targets)) {
-            r = *e;
+    for (int i = 0; i < g_rates.n && !found; i++)
+        if (same_key(&g_rates.e[i], &key)) {
+            r = g_rates.e[i];
             found = 1;
         }
-    }
     pthread_mutex_unlock(&g_rates.mu);
     if (!found) {
         r = key;
-        if ((rc = measure(&r, err))) return rc;
+        int rc = measure(&r, all, &e);
+        if (rc) return al_fail_as(err, rc, e.field[0] ? e.field : "model", e.msg);
         pthread_mutex_lock(&g_rates.mu);
         g_rates.e[g_rates.next] = r;
         g_rates.next = (g_rates.next + 1) % RATE_SLOTS;
         if (g_rates.n < RATE_SLOTS) g_rates.n++;
         pthread_mutex_unlock(&g_rates.mu);
     }
-    /* a layer's time per token: its linear part, and attention growing with T */
-    double lin = layer_lin_flops(cfg), a0 = layer_att_flops(cfg, T0), a1 = layer_att_flops(cfg, T);
-    double scale_T = (lin + a1) / (lin + a0);
-    double L = cfg->n_layers, V = cfg->V, tok = (double)rows * T, rtok = (double)ref_rows * T;
-    double s = tok * (L * r.layer_tok * scale_T + V * r.head_tok_v) +
-               rtok * (L * r.layer_fwd_tok * scale_T + V * r.head_fwd_tok_v);
-    size_t trained = lora_r ? 0 : al_config_num_params(cfg, 0);
-    if (lora_r) trained = lora_params(cfg, lora); /* the adapters */
-    s += (double)trained * r.opt_param;
+    double s = (double)p->rows * T * rate_part(&r, 0, T) + (double)p->ref_rows * T * rate_part(&r, 1, T);
+    if (p->rows > 0) s += rate_part(&r, 2, T);
     *seconds = s;
     return AL_OK;
-}
-
-static int targeted(const char *targets, const char *name) {
-    if (!strcmp(targets, "all-linear")) return 1;
-    size_t n = strlen(name);
-    for (const char *p = targets; *p;) {
-        const char *e = strchr(p, ',');
-        size_t len = e ? (size_t)(e - p) : strlen(p);
-        if (len == n && !strncmp(p, name, n)) return 1;
-        if (!e) break;
-        p = e + 1;
-    }
-    return 0;
-}
-
-/* LoRA parameters: r * (in + out) per targeted linear per layer. */
-static size_t lora_params(const al_model_config *c, const al_lora_cfg *l) {
-    size_t C = (size_t)c->C, FF = (size_t)c->FF, r = (size_t)l->r;
-    size_t qo = (size_t)c->NH * (size_t)c->HD, kv = (size_t)c->NKV * (size_t)c->HD, per = 0;
-    if (c->arch == AL_ARCH_GPT2) {
-        if (targeted(l->targets, "c_attn")) per += r * (C + qo + 2 * kv);
-        if (targeted(l->targets, "c_proj")) per += r * (qo + C) + r * (FF + C);
-        if (targeted(l->targets, "c_fc")) per += r * (C + FF);
-    } else if (c->fused_proj) { /* Phi-3 */
-        if (targeted(l->targets, "qkv_proj")) per += r * (C + qo + 2 * kv);
-        if (targeted(l->targets, "o_proj")) per += r * (qo + C);
-        if (targeted(l->targets, "gate_up_proj")) per += r * (C + 2 * FF);
-        if (targeted(l->targets, "down_proj")) per += r * (FF + C);
-    } else {
-        if (targeted(l->targets, "q_proj")) per += r * (C + qo);
-        if (targeted(l->targets, "k_proj")) per += r * (C + kv);
-        if (targeted(l->targets, "v_proj")) per += r * (C + kv);
-        if (targeted(l->targets, "o_proj")) per += r * (qo + C);
-        if (targeted(l->targets, "gate_proj")) per += r * (C + FF);
-        if (targeted(l->targets, "up_proj")) per += r * (C + FF);
-        if (targeted(l->targets, "down_proj")) per += r * (FF + C);
-    }
-    return per * (size_t)c->n_layers;
 }
 
 /* The config of a model folder, or of the base an adapter folder names. */
@@ -402,10 +428,13 @@ static size_t memory_need(const al_job *job, const al_model_config *cfg, const e
     size_t kept_f = ((kept & 1) ? C : 0) + ((kept & 4) ? C : 0) + ((kept & 8) ? FF : 0);
     if (data_job) kept_f = 0; /* forward only */
     size_t act_layer = rows * T * (C + QKV + AH + UPW + extra + 4) + rows * (size_t)cfg->NH * T;
-    size_t kept_b = L * rows * T * kept_f * (bf16 ? 2 : 4);
+    /* gradient checkpointing keeps one layer's set (the backward recomputes
+     * each layer into it from the residual stream at its input, kept below) */
+    size_t sets = job->hp.gradient_checkpointing && !data_job ? 1 : L;
+    size_t kept_b = sets * rows * T * kept_f * (bf16 ? 2 : 4);
     /* + the residual stream at each layer's input and the backward's buffers */
     size_t other = rows * T * ((L + 1) * C + (data_job ? 0 : 2 * C + QKV + AH + UPW + FF));
-    size_t act = 4 * (L * act_layer + other + rows * T * (size_t)cfg->V * 2) + kept_b;
+    size_t act = 4 * (sets * act_layer + other + rows * T * (size_t)cfg->V * 2) + kept_b;
     size_t ref = 0;
     if (x->ref_forward && !job->use_lora) ref = frozen_w;  /* a frozen copy while it scores */
     /* reward models, a judge, a separate critic: one more model each (the
@@ -421,43 +450,44 @@ static size_t memory_need(const al_job *job, const al_model_config *cfg, const e
  * machine's measured rates. */
 static int time_need(const al_job *job, const al_model_config *cfg, const est_job *x, al_estimate *e,
                      al_error *err) {
-    char e2[AL_ERRLEN] = "";
     int rc, pair = x->pair, gens = x->gens, gen_len = x->gen_len, rl = x->rl, max_seq = x->max_seq;
     int ref_forward = x->ref_forward;
     double tok_per_ex = x->tok_per_ex;
     int bf16 = job->hp.mixed_precision == AL_MP_BF16;
+    const al_lora_cfg *lora = job->use_lora ? &job->lora : NULL;
     if (!x->data_job && e->steps > 0) {
         int per_step = job->hp.batch_size * (pair ? 2 : 1);
         double tok_ex = tok_per_ex / (pair ? 2 : gens);
         int Tavg = (int)ceil(tok_ex > 2 ? tok_ex : 2);
         if (Tavg > max_seq) Tavg = max_seq;
+        al_step_plan p = {.rows = per_step, .micro_rows = job->hp.micro_batch_size * (pair ? 2 : 1), .T = Tavg,
+                          .ref_rows = ref_forward && !job->hp.precompute_ref_log_probs ? per_step : 0,
+                          .grad_ckpt = job->hp.gradient_checkpointing};
         double step = 0;
-        if ((rc = al_estimate_step(cfg, job->use_lora ? &job->lora : NULL, bf16, per_step, Tavg,
-                                   ref_forward && !job->hp.precompute_ref_log_probs ? per_step : 0, &step,
-                                   e2)))
-            return al_fail_as(err, rc, "model", e2);
+        if ((rc = al_estimate_step(cfg, lora, bf16, &p, &step, err))) return rc;
+        /* one row of a forward alone (generation, the reference's scoring once) */
+        al_step_plan one = {.rows = 0, .micro_rows = 1, .T = Tavg, .ref_rows = 1};
         if (rl && gen_len > 0) {
             /* generation: a forward per new token of every completion (decoding
              * re-reads the weights per token: counted three times a training
              * forward's per-token cost, a rough figure) */
             double fwd1 = 0;
-            if ((rc = al_estimate_step(cfg, job->use_lora ? &job->lora : NULL, bf16, 0, Tavg, 1, &fwd1,
-                                       e2)))
-                return al_fail_as(err, rc, "model", e2);
+            if ((rc = al_estimate_step(cfg, lora, bf16, &one, &fwd1, err))) return rc;
             step += 3.0 * fwd1 / Tavg * (double)gen_len * job->hp.batch_size;
         }
         e->seconds_per_step = step;
         e->seconds = step * (double)e->steps;
         if (ref_forward && job->hp.precompute_ref_log_probs && !rl) {
             double once = 0; /* scoring the data once with the reference */
-            if ((rc = al_estimate_step(cfg, NULL, bf16, 0, Tavg, 1, &once, e2))) return al_fail_as(err, rc, "model", e2);
+            if ((rc = al_estimate_step(cfg, NULL, bf16, &one, &once, err))) return rc;
             e->seconds += once * (double)e->examples * (pair ? 2 : 1);
         }
     } else if (x->data_job) {
         double fwd1 = 0;
         int Tavg = (int)ceil(tok_per_ex > 2 ? tok_per_ex / gens : 2);
         if (Tavg > max_seq) Tavg = max_seq;
-        if ((rc = al_estimate_step(cfg, NULL, bf16, 0, Tavg, 1, &fwd1, e2))) return al_fail_as(err, rc, "model", e2);
+        al_step_plan one = {.rows = 0, .micro_rows = 1, .T = Tavg, .ref_rows = 1};
+        if ((rc = al_estimate_step(cfg, NULL, bf16, &one, &fwd1, err))) return rc;
         e->seconds = 3.0 * fwd1 / Tavg * (double)(gen_len > 0 ? gen_len : 1) * (double)e->examples * gens;
     }
     return AL_OK;
@@ -486,7 +516,7 @@ int al_job_estimate(const al_job *job, al_estimate *out, al_error *err) {
     memset(&e, 0, sizeof e);
     e.parameters = al_config_num_params(&cfg, score);
     e.trainable_parameters = data_job ? 0
-                             : job->use_lora ? lora_params(&cfg, &job->lora) + (score ? (size_t)cfg.C : 0)
+                             : job->use_lora ? al_lora_num_params(&cfg, &job->lora) + (score ? (size_t)cfg.C : 0)
                                              : e.parameters;
 
     /* data: examples and tokens */
