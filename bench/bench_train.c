@@ -37,7 +37,9 @@
  *                    [--steps N] [--warmup N] [--threads N]
  *                    [--matmul onednn|openblas]   (default: the library's, ops.h)
  *                    [--dtype fp32|bf16]          (bf16: mixed precision, model.h)
- *                    [--B N] [--T N]              (batch and length instead of the shape's) */
+ *                    [--B N] [--T N]              (batch and length instead of the shape's)
+ *                    [--grad-ckpt 0|1]            (gradient checkpointing: backward recomputes
+ *                                                  each layer's forward but the last's) */
 #include <cblas.h>
 #include <math.h>
 #include <stdio.h>
@@ -157,6 +159,7 @@ static double matmul_params(al_model *m, const bench_shape *s) {
 }
 
 static const char *g_dtype = "fp32";
+static int g_ckpt; /* --grad-ckpt 1: gradient checkpointing (AL_MODEL_GRAD_CKPT) */
 
 static void print_common(const bench_shape *s, const char *mode, int B, int T) {
     printf("{\"impl\":\"alignd\",\"shape\":\"%s\",\"mode\":\"%s\",\"B\":%d,\"T\":%d,"
@@ -171,7 +174,7 @@ static int run_train(al_model *m, const bench_shape *s, int lora, int dpo, int w
                      double gemm_gflops) {
     const int B = dpo ? 2 * s->B : s->B, T = s->T, N = B * T;
     char err[AL_ERRLEN] = "";
-    int rc = al_model_reserve(m, B, T, 0, err);
+    int rc = al_model_reserve(m, B, T, g_ckpt ? AL_MODEL_GRAD_CKPT : 0, err);
     if (rc != AL_OK) {
         fprintf(stderr, "bench_train: al_model_reserve: %s: %s\n", al_strerror(rc), err);
         return rc;
@@ -271,7 +274,7 @@ static int run_train(al_model *m, const bench_shape *s, int lora, int dpo, int w
     al_lora_cfg elc = {.r = 16, .alpha = 32.0f};
     snprintf(elc.targets, sizeof elc.targets, "%s",
              s->arch == AL_ARCH_GPT2 ? "c_attn,attn.c_proj" : "q_proj,k_proj,v_proj,o_proj");
-    al_step_plan plan = {.rows = B, .micro_rows = B, .T = T, .ref_rows = dpo ? B : 0};
+    al_step_plan plan = {.rows = B, .micro_rows = B, .T = T, .ref_rows = dpo ? B : 0, .grad_ckpt = g_ckpt};
     al_error eerr;
     if (al_estimate_step(c, lora ? &elc : NULL, al_model_is_bf16(m), &plan, &est, &eerr)) est = 0;
     print_common(s, dpo ? "dpo" : lora ? "lora" : "train", B, T);
@@ -280,12 +283,12 @@ static int run_train(al_model *m, const bench_shape *s, int lora, int dpo, int w
            "\"warmup\":%d,\"peak_rss_mb\":%.1f,\"model_mb\":%.1f,\"params\":%zu,"
            "\"trainable_params\":%zu,\"flops_per_token\":%.0f,\"sgemm_gflops\":%.2f,"
            "\"mfu\":%.4f,\"loss\":%.4f,\"fwd_s\":%.5f,\"bwd_s\":%.5f,\"opt_s\":%.5f,"
-           "\"est_step_s\":%.5f}\n",
+           "\"est_step_s\":%.5f,\"grad_ckpt\":%d}\n",
            tps, total / steps, times[0], (double)N / times[0], steps, warmup, peak_mb,
            (double)al_model_memory(m) / (1024.0 * 1024.0), al_model_num_params(m, 0),
            al_model_num_params(m, 1), fpt, gemm_gflops,
            gemm_gflops > 0 ? fpt * tps / (gemm_gflops * 1e9) : 0.0, loss, t_fwd / steps,
-           t_bwd / steps, t_opt / steps, est);
+           t_bwd / steps, t_opt / steps, est, g_ckpt);
     fflush(stdout);
     al_adamw_deinit(&opt);
     free(ids);
@@ -362,7 +365,7 @@ static int run_gen(al_model *m, const bench_shape *s, int warmup, int steps) {
 static void usage(void) {
     fprintf(stderr, "usage: bench_train --shape tiny|gpt2|smollm|qwen05 --mode train|lora|dpo|gen "
                     "[--steps N] [--warmup N] [--threads N] [--matmul onednn|openblas] "
-                    "[--dtype fp32|bf16] [--B N] [--T N]\n");
+                    "[--dtype fp32|bf16] [--B N] [--T N] [--grad-ckpt 0|1]\n");
 }
 
 int main(int argc, char **argv) {
@@ -383,6 +386,7 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "--dtype")) g_dtype = argv[++i];
         else if (!strcmp(argv[i], "--B")) Bo = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--T")) To = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--grad-ckpt")) g_ckpt = atoi(argv[++i]) != 0;
         else {
             usage();
             return 2;

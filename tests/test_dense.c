@@ -996,6 +996,71 @@ static void test_lmhead_vs_ref(void) {
     }
 }
 
+/* The head in one chunk (model.c gives a trained head up to 2C rows): the
+ * forward says it ran one chunk, and the backward reusing the logits it
+ * left in scratch gives the bits of the backward that recomputes them;
+ * against the same head in chunks of 7 rows (the weight gradient summed in
+ * other pieces) within fp32 rounding; fp32 and bf16. */
+static void test_lmhead_one_chunk(void) {
+    enum { N = 96, C = 64, V = 1031, SMALL = 7 };
+    float inv_temp = 1.0f / 0.7f;
+    int32_t target[N];
+    int valid = 0;
+    for (int n = 0; n < N; n++) {
+        target[n] = n % 4 == 1 ? -1 : (n * 131 + 5) % V;
+        valid += target[n] >= 0;
+    }
+    target[N - 1] = -1;
+    float *h = frand((size_t)N * C, 1400, 1.0f), *w = frand((size_t)V * C, 1500, 0.5f);
+    uint16_t *w16 = hbuf((size_t)V * C);
+    al_bf16_round(w16, w, (size_t)V * C);
+    float *scratch = fbuf((size_t)N * (C + V));
+    uint16_t *s16 = hbuf((size_t)N * (C + V));
+    float *dlogp = frand(N, 1600, 1.0f), *dent = frand(N, 1700, 1.0f);
+    float lp[N], en[N], ls[N], lp7[N], en7[N], ls7[N];
+    for (int bf = 0; bf < 2; bf++) {
+        const uint16_t *w_h = bf ? w16 : NULL;
+        float *dh = fbuf((size_t)N * C), *dw = fbuf((size_t)V * C);
+        float *dh_r = fbuf((size_t)N * C), *dw_r = fbuf((size_t)V * C);
+        float *dh7 = fbuf((size_t)N * C), *dw7 = fbuf((size_t)V * C);
+        int k7 = bf ? al_lmhead_forward_bf16(lp7, en7, ls7, NULL, h, w16, target, N, C, V, inv_temp, 0.0f,
+                                             scratch, s16, SMALL)
+                    : al_lmhead_forward(lp7, en7, ls7, NULL, h, w, target, N, C, V, inv_temp, 0.0f,
+                                        scratch, SMALL);
+        T_EQ_INT(k7, (valid + SMALL - 1) / SMALL);
+        if (bf) al_lmhead_backward_bf16(dh7, dw7, dlogp, dent, h, w16, target, ls7, en7, N, C, V, inv_temp,
+                                        0.0f, scratch, s16, SMALL);
+        else al_lmhead_backward(dh7, dw7, dlogp, dent, h, w, target, ls7, en7, N, C, V, inv_temp, 0.0f,
+                                scratch, SMALL);
+        /* one chunk: recomputed, then reused */
+        int k1 = bf ? al_lmhead_forward_bf16(lp, en, ls, NULL, h, w16, target, N, C, V, inv_temp, 0.0f,
+                                             scratch, s16, N)
+                    : al_lmhead_forward(lp, en, ls, NULL, h, w, target, N, C, V, inv_temp, 0.0f, scratch, N);
+        T_EQ_INT(k1, 1);
+        if (bf) al_lmhead_backward_bf16(dh_r, dw_r, dlogp, dent, h, w16, target, ls, en, N, C, V, inv_temp,
+                                        0.0f, scratch, s16, N);
+        else al_lmhead_backward(dh_r, dw_r, dlogp, dent, h, w, target, ls, en, N, C, V, inv_temp, 0.0f,
+                                scratch, N);
+        if (bf) al_lmhead_forward_bf16(lp, en, ls, NULL, h, w16, target, N, C, V, inv_temp, 0.0f, scratch,
+                                       s16, N);
+        else al_lmhead_forward(lp, en, ls, NULL, h, w, target, N, C, V, inv_temp, 0.0f, scratch, N);
+        al_lmhead_backward_reuse(dh, dw, dlogp, dent, h, w, w_h, target, ls, en, N, C, V, inv_temp, scratch,
+                                 s16, N);
+        expect_same(bf ? "bf16 one chunk: reused dh" : "one chunk: reused dh", dh, dh_r, (size_t)N * C);
+        expect_same(bf ? "bf16 one chunk: reused dw" : "one chunk: reused dw", dw, dw_r, (size_t)V * C);
+        expect_same(bf ? "bf16 one chunk vs 7 rows: logp" : "one chunk vs 7 rows: logp", lp, lp7, N);
+        gc_expect_close(bf ? "bf16 one chunk vs 7 rows: dh" : "one chunk vs 7 rows: dh", dh, dh7,
+                        (size_t)N * C, 1e-5);
+        gc_expect_close(bf ? "bf16 one chunk vs 7 rows: dw" : "one chunk vs 7 rows: dw", dw, dw7,
+                        (size_t)V * C, 1e-5);
+        al_free(dh); al_free(dw); al_free(dh_r); al_free(dw_r); al_free(dh7); al_free(dw7);
+    }
+    int32_t none[N];
+    for (int n = 0; n < N; n++) none[n] = -1;
+    T_EQ_INT(al_lmhead_forward(lp, en, ls, NULL, h, w, none, N, C, V, 1.0f, 0.0f, scratch, N), 0);
+    al_free(h); al_free(w); al_free(w16); al_free(scratch); al_free(s16); al_free(dlogp); al_free(dent);
+}
+
 static void test_embed_vs_serial(void) {
     /* large enough to split the columns over the pool; many repeated ids */
     int N = 300, C = 203, V = 17, T = 50;
@@ -1094,6 +1159,7 @@ int main(void) {
     test_embed_bf16();
     test_matmul_vs_ref();
     test_lmhead_vs_ref();
+    test_lmhead_one_chunk();
     test_embed_vs_serial();
 
     al_pool_shutdown();

@@ -263,10 +263,12 @@ void al_embed_backward(float *dwte, float *dwpe, const float *dout, const int32_
  * hit (may be NULL) receives 1 where the target is the most likely token
  * (greedy argmax: z[target] equals the row maximum), else 0.
  * h (N, C), w (V, C). scratch holds at least chunk*(C+V) floats; rows are
- * gathered `chunk` at a time. */
-void al_lmhead_forward(float *logp, float *ent, float *lse, uint8_t *hit, const float *h,
-                       const float *w, const int32_t *target, int N, int C, int V,
-                       float inv_temp, float softcap, float *scratch, int chunk);
+ * gathered `chunk` at a time. Returns the number of chunks (0: no target).
+ * After a single chunk with no soft-cap, scratch still holds its logits
+ * (al_lmhead_backward_reuse). */
+int al_lmhead_forward(float *logp, float *ent, float *lse, uint8_t *hit, const float *h,
+                      const float *w, const int32_t *target, int N, int C, int V,
+                      float inv_temp, float softcap, float *scratch, int chunk);
 /* Accumulates dh += dz @ w * inv_temp and dw += dz^T @ h * inv_temp for the
  * rows with target >= 0, where over z:
  *   dz_v = dlogp[n] * (1[v == target] - p_v) + dent[n] * (-p_v (log p_v + ent[n]))
@@ -281,15 +283,25 @@ void al_lmhead_backward(float *dh, float *dw, const float *dlogp, const float *d
 /* The same with bf16 weights w (V, C): the products take bf16 operands
  * (h and dz rounded), log-softmax and entropy stay fp32. scratch16 holds at
  * least chunk*(C+V) bf16 values. */
-void al_lmhead_forward_bf16(float *logp, float *ent, float *lse, uint8_t *hit, const float *h,
-                            const uint16_t *w, const int32_t *target, int N, int C, int V,
-                            float inv_temp, float softcap, float *scratch, uint16_t *scratch16,
-                            int chunk);
+int al_lmhead_forward_bf16(float *logp, float *ent, float *lse, uint8_t *hit, const float *h,
+                           const uint16_t *w, const int32_t *target, int N, int C, int V,
+                           float inv_temp, float softcap, float *scratch, uint16_t *scratch16,
+                           int chunk);
 void al_lmhead_backward_bf16(float *dh, float *dw, const float *dlogp, const float *dent,
                              const float *h, const uint16_t *w, const int32_t *target,
                              const float *lse, const float *ent, int N, int C, int V,
                              float inv_temp, float softcap, float *scratch, uint16_t *scratch16,
                             int chunk);
+/* al_lmhead_backward (w16 NULL) or _bf16 (w16 the bf16 weights; w unused)
+ * right after a forward of the same h, w, target, inv_temp, scratch and
+ * chunk that ran one chunk with no soft-cap: the logits still in scratch
+ * are used instead of being recomputed (the same product, the same bits).
+ * The caller guarantees nothing wrote scratch in between. */
+void al_lmhead_backward_reuse(float *dh, float *dw, const float *dlogp, const float *dent,
+                              const float *h, const float *w, const uint16_t *w16,
+                              const int32_t *target, const float *lse, const float *ent, int N,
+                              int C, int V, float inv_temp, float *scratch, uint16_t *scratch16,
+                              int chunk);
 /* Plain reference: materialises logits row by row with loops, no BLAS. */
 void al_lmhead_forward_ref(float *logp, float *ent, float *lse, uint8_t *hit, const float *h,
                            const float *w, const int32_t *target, int N, int C, int V,

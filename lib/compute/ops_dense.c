@@ -472,10 +472,11 @@ static void lm_logits(float *z, const float *hbuf, uint16_t *h16, const float *w
     }
 }
 
-static void lmhead_fwd(float *logp, float *ent, float *lse, uint8_t *hit, const float *h,
-                       const float *w, const uint16_t *w16, const int32_t *target, int N,
-                       int C, int V, float inv_temp, float softcap, float *scratch,
-                       uint16_t *scratch16, int chunk) {
+/* Returns the number of chunks it ran. */
+static int lmhead_fwd(float *logp, float *ent, float *lse, uint8_t *hit, const float *h,
+                      const float *w, const uint16_t *w16, const int32_t *target, int N,
+                      int C, int V, float inv_temp, float softcap, float *scratch,
+                      uint16_t *scratch16, int chunk) {
     AL_ASSERT(chunk > 0 && V > 0 && C > 0);
     for (int n = 0; n < N; n++)
         if (target[n] < 0) {
@@ -488,30 +489,33 @@ static void lmhead_fwd(float *logp, float *ent, float *lse, uint8_t *hit, const 
     if (hit)
         for (int k = 0; k < N; k++)
             if (target[k] < 0) hit[k] = 0;
-    int n = 0;
-    for (;;) {
+    int n = 0, chunks = 0;
+    for (;; chunks++) {
         int cnt = lm_gather(hbuf, h, target, N, C, V, chunk, &n, &c.n0);
         if (cnt == 0) break;
-        /* z (cnt, V) = inv_temp * hbuf @ w^T (raw logits when capped) */
+        /* z (cnt, V) = inv_temp * hbuf @ w^T (raw logits when capped); read,
+         * never written, below without a cap, so that one chunk's logits
+         * outlive the call (al_lmhead_backward_reuse) */
         lm_logits(z, hbuf, scratch16, w, w16, cnt, C, V, c.cap > 0.0f ? 1.0f : inv_temp);
         c.cnt = cnt;
         al_pool_run(lm_fwd_fn, &c);
     }
+    return chunks;
 }
 
-void al_lmhead_forward(float *logp, float *ent, float *lse, uint8_t *hit, const float *h,
-                       const float *w, const int32_t *target, int N, int C, int V,
-                       float inv_temp, float softcap, float *scratch, int chunk) {
-    lmhead_fwd(logp, ent, lse, hit, h, w, NULL, target, N, C, V, inv_temp, softcap, scratch, NULL,
-               chunk);
+int al_lmhead_forward(float *logp, float *ent, float *lse, uint8_t *hit, const float *h,
+                      const float *w, const int32_t *target, int N, int C, int V,
+                      float inv_temp, float softcap, float *scratch, int chunk) {
+    return lmhead_fwd(logp, ent, lse, hit, h, w, NULL, target, N, C, V, inv_temp, softcap,
+                      scratch, NULL, chunk);
 }
 
-void al_lmhead_forward_bf16(float *logp, float *ent, float *lse, uint8_t *hit, const float *h,
-                            const uint16_t *w, const int32_t *target, int N, int C, int V,
-                            float inv_temp, float softcap, float *scratch, uint16_t *scratch16,
-                            int chunk) {
-    lmhead_fwd(logp, ent, lse, hit, h, NULL, w, target, N, C, V, inv_temp, softcap, scratch,
-               scratch16, chunk);
+int al_lmhead_forward_bf16(float *logp, float *ent, float *lse, uint8_t *hit, const float *h,
+                           const uint16_t *w, const int32_t *target, int N, int C, int V,
+                           float inv_temp, float softcap, float *scratch, uint16_t *scratch16,
+                           int chunk) {
+    return lmhead_fwd(logp, ent, lse, hit, h, NULL, w, target, N, C, V, inv_temp, softcap,
+                      scratch, scratch16, chunk);
 }
 
 /* Turns each gathered row of logits into dL/dz in place:
@@ -553,8 +557,9 @@ static void lmhead_bwd(float *dh, float *dw, const float *dlogp, const float *de
                        const float *h, const float *w, const uint16_t *w16,
                        const int32_t *target, const float *lse, const float *ent, int N, int C,
                        int V, float inv_temp, float softcap, float *scratch, uint16_t *scratch16,
-                       int chunk) {
+                       int chunk, int reuse) {
     AL_ASSERT(chunk > 0 && V > 0 && C > 0);
+    AL_ASSERT(!reuse || softcap <= 0.0f);
     if (!dh && !dw) return;
     float *hbuf = scratch, *z = scratch + (size_t)chunk * (size_t)C;
     uint16_t *h16 = scratch16, *z16 = scratch16 ? scratch16 + (size_t)chunk * (size_t)C : NULL;
@@ -565,7 +570,13 @@ static void lmhead_bwd(float *dh, float *dw, const float *dlogp, const float *de
     for (;;) {
         int cnt = lm_gather(hbuf, h, target, N, C, V, chunk, &n, &c.n0);
         if (cnt == 0) break;
-        lm_logits(z, hbuf, h16, w, w16, cnt, C, V, c.cap > 0.0f ? 1.0f : inv_temp);
+        if (reuse) { /* z holds the forward's logits of this, its only, chunk */
+            for (int k = n; k < N; k++) AL_ASSERT(target[k] < 0);
+            if (w16) al_bf16_round(h16, hbuf, (size_t)cnt * (size_t)C);
+            reuse = 0;
+        } else {
+            lm_logits(z, hbuf, h16, w, w16, cnt, C, V, c.cap > 0.0f ? 1.0f : inv_temp);
+        }
         c.cnt = cnt;
         al_pool_run(lm_bwd_fn, &c);
         if (w16) al_bf16_round(z16, z, (size_t)cnt * (size_t)V);
@@ -594,7 +605,7 @@ void al_lmhead_backward(float *dh, float *dw, const float *dlogp, const float *d
                         const float *lse, const float *ent, int N, int C, int V,
                         float inv_temp, float softcap, float *scratch, int chunk) {
     lmhead_bwd(dh, dw, dlogp, dent, h, w, NULL, target, lse, ent, N, C, V, inv_temp, softcap,
-               scratch, NULL, chunk);
+               scratch, NULL, chunk, 0);
 }
 
 void al_lmhead_backward_bf16(float *dh, float *dw, const float *dlogp, const float *dent,
@@ -603,7 +614,16 @@ void al_lmhead_backward_bf16(float *dh, float *dw, const float *dlogp, const flo
                              float inv_temp, float softcap, float *scratch, uint16_t *scratch16,
                              int chunk) {
     lmhead_bwd(dh, dw, dlogp, dent, h, NULL, w, target, lse, ent, N, C, V, inv_temp, softcap,
-               scratch, scratch16, chunk);
+               scratch, scratch16, chunk, 0);
+}
+
+void al_lmhead_backward_reuse(float *dh, float *dw, const float *dlogp, const float *dent,
+                              const float *h, const float *w, const uint16_t *w16,
+                              const int32_t *target, const float *lse, const float *ent, int N,
+                              int C, int V, float inv_temp, float *scratch, uint16_t *scratch16,
+                              int chunk) {
+    lmhead_bwd(dh, dw, dlogp, dent, h, w16 ? NULL : w, w16, target, lse, ent, N, C, V, inv_temp,
+               0.0f, scratch, w16 ? scratch16 : NULL, chunk, 1);
 }
 
 void al_lmhead_forward_ref(float *logp, float *ent, float *lse, uint8_t *hit, const float *h,

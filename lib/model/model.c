@@ -937,6 +937,34 @@ typedef struct act_plan {
     int keep, fwd_only, chunk;
 } act_plan;
 
+/* The LM head's chunk: rows whose logits exist at once (al_lmhead_forward).
+ * A frozen head (LoRA, a reference or reward model, forward-only passes)
+ * keeps 128 rows. A head that takes a gradient (full fine-tuning; GPT-2's
+ * tied embedding) takes all N rows in one chunk when they fit the memory
+ * rule below, else the fewest chunks that do, evened out. Why: the head's
+ * products then have hundreds of rows per thread, the weight gradient's sum
+ * runs over the whole chunk in one product (not 128 rows at a time into the
+ * V x C gradient), and with one chunk the backward reuses the forward's
+ * logits instead of recomputing them. The memory rule: a chunk's fp32
+ * logits (in bf16 mode plus their rounded copy) are at most 2C x V floats,
+ * twice the head's gradient, while training the head holds its weight,
+ * gradient and two AdamW moments of V x C each; or at most 64 MiB, however
+ * small the head; and never more rows than the batch has (HF/TRL
+ * materialise all N x V logits, and again for their log-softmax). */
+static int head_chunk_rows(const al_model *m, size_t N, int fwd_only) {
+    size_t rows = 128;
+    if (!fwd_only && m->head >= 0 && m->params[m->head].g) {
+        size_t most = 2 * (size_t)m->cfg.C, budget = ((size_t)64 << 20) / sizeof(float) / (size_t)m->cfg.V;
+        if (most < budget) most = budget;
+        if (most < rows) most = rows;
+        size_t parts = (N + most - 1) / most;
+        rows = (N + parts - 1) / parts;
+        rows = (rows + 31) & ~(size_t)31; /* whole 32-row blocks per chunk */
+        if (rows > most) rows = most;
+    }
+    return (int)(N < rows ? N : rows);
+}
+
 /* Rounded up to 64 bytes of bf16 values, so each kept input starts aligned. */
 static size_t h16_round(size_t n) { return (n + 31) & ~(size_t)31; }
 
@@ -982,7 +1010,7 @@ static void act_plan_make(const al_model *m, int B, int T, int flags, act_plan *
     size_t wide = C > FF ? C : FF;
     int all_kept = !m->bf16 && (!has_ln1 || pl->keep_ln1) && (!has_ln2 || pl->keep_ln2) && pl->keep_h2;
     pl->tmp = all_kept || (!pl->fwd_only && (size_t)m->UPW >= wide) ? 0 : N * wide;
-    pl->chunk = (int)(N < 128 ? N : 128);
+    pl->chunk = head_chunk_rows(m, N, pl->fwd_only);
     /* the LM head's chunk: hidden rows and logits, and with a final soft-cap the cap's derivative */
     pl->head = (size_t)pl->chunk * (C + (size_t)c->V * (c->final_softcap > 0 ? 2 : 1));
     pl->total = pl->n_res * N * C + pl->n_sets * pl->per_layer + N * C + 4 * N + pl->n_bwd + pl->head +
@@ -1095,7 +1123,7 @@ int al_model_reserve(al_model *m, int B, int T, int flags, char err[AL_ERRLEN]) 
                       "(flags %d)", o->resB, o->resT, o->flags, B, T, flags);
     }
     if (m->act && B <= m->resB && T <= m->resT && flags == m->flags && (!m->bf16 || m->act16) &&
-        keep == m->keep)
+        keep == m->keep && head_chunk_rows(m, (size_t)m->resB * (size_t)m->resT, fwd_only) == m->head_chunk)
         return AL_OK;
     act_plan pl;
     act_plan_make(m, B, T, flags, &pl);
@@ -1122,6 +1150,7 @@ int al_model_reserve(al_model *m, int B, int T, int flags, char err[AL_ERRLEN]) 
     m->flags = flags;
     m->keep = pl.keep;
     m->head_chunk = pl.chunk;
+    m->head_gen++; /* a new arena: no logits kept */
     act_take(m, &pl);
     return AL_OK;
 }
@@ -1436,6 +1465,23 @@ static float head_inv_temp(const al_model *m) {
     return ls > 0 && ls != 1.0f ? m->inv_temp / ls : m->inv_temp;
 }
 
+/* The LM head's logits left in head_scratch: a forward notes whether its
+ * logits stay there whole (one chunk, no soft-cap); every other pass that
+ * writes head_scratch, through this model or another sharing its
+ * activations, bumps the arena owner's count and so voids the note. */
+static void head_logits_note(al_model *m, int whole) {
+    al_model *o = m->act_owner ? m->act_owner : m;
+    o->head_gen++;
+    m->head_kept = whole ? o->head_gen : 0;
+    m->head_kept_temp = head_inv_temp(m);
+}
+
+/* 1 when head_scratch still holds this model's last forward's logits. */
+static int head_logits_kept(const al_model *m) {
+    const al_model *o = m->act_owner ? m->act_owner : m;
+    return m->head_kept && m->head_kept == o->head_gen && m->head_kept_temp == head_inv_temp(m);
+}
+
 int al_model_forward(al_model *m, const al_tokens *in, al_fwd *out) {
     int rc = check_batch(m, in);
     if (rc) return rc;
@@ -1452,14 +1498,16 @@ int al_model_forward(al_model *m, const al_tokens *in, al_fwd *out) {
     if (in->targets && m->head >= 0) {
         /* logp goes to the caller's buffer or to d_h2 as scratch (unused until backward) */
         float *logp = out && out->logp ? out->logp : m->d_h2;
+        int chunks;
         if (m->bf16)
-            al_lmhead_forward_bf16(logp, m->ent, m->lse, out ? out->hit : NULL, m->lnf, PH(m, m->head),
-                                   in->targets, N, C, c->V, head_inv_temp(m), c->final_softcap,
-                                   m->head_scratch, m->s16, m->head_chunk);
+            chunks = al_lmhead_forward_bf16(logp, m->ent, m->lse, out ? out->hit : NULL, m->lnf,
+                                            PH(m, m->head), in->targets, N, C, c->V, head_inv_temp(m),
+                                            c->final_softcap, m->head_scratch, m->s16, m->head_chunk);
         else
-            al_lmhead_forward(logp, m->ent, m->lse, out ? out->hit : NULL, m->lnf, PW(m, m->head),
-                              in->targets, N, C, c->V, head_inv_temp(m), c->final_softcap,
-                              m->head_scratch, m->head_chunk);
+            chunks = al_lmhead_forward(logp, m->ent, m->lse, out ? out->hit : NULL, m->lnf,
+                                       PW(m, m->head), in->targets, N, C, c->V, head_inv_temp(m),
+                                       c->final_softcap, m->head_scratch, m->head_chunk);
+        head_logits_note(m, chunks == 1 && !(c->final_softcap > 0));
         if (out && out->entropy) memcpy(out->entropy, m->ent, (size_t)N * sizeof(float));
     }
     if (out && out->values) {
@@ -1596,7 +1644,11 @@ int al_model_backward(al_model *m, const al_tokens *in, const float *dlogp,
             al_zero(m->d_h2, (size_t)N);
             dlogp = m->d_h2;
         }
-        if (m->bf16)
+        if (head_logits_kept(m))
+            al_lmhead_backward_reuse(m->d_ln, PG(m, m->head), dlogp, dent, m->lnf, PW(m, m->head),
+                                     m->bf16 ? PH(m, m->head) : NULL, in->targets, m->lse, m->ent, N,
+                                     C, c->V, head_inv_temp(m), m->head_scratch, m->s16, m->head_chunk);
+        else if (m->bf16)
             al_lmhead_backward_bf16(m->d_ln, PG(m, m->head), dlogp, dent, m->lnf, PH(m, m->head),
                                     in->targets, m->lse, m->ent, N, C, c->V, head_inv_temp(m),
                                     c->final_softcap, m->head_scratch, m->s16, m->head_chunk);
@@ -1604,6 +1656,7 @@ int al_model_backward(al_model *m, const al_tokens *in, const float *dlogp,
             al_lmhead_backward(m->d_ln, PG(m, m->head), dlogp, dent, m->lnf, PW(m, m->head),
                                in->targets, m->lse, m->ent, N, C, c->V, head_inv_temp(m),
                                c->final_softcap, m->head_scratch, m->head_chunk);
+        head_logits_note(m, 0); /* the backward turned them into their gradient */
     }
     if (dvalue) {
         if (m->score < 0) return AL_EINVAL;

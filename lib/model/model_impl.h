@@ -98,7 +98,11 @@ struct al_model {
     float *lnf, *lnf_mean, *lnf_rstd, *lse, *ent;
     float *d_res, *d_ln, *d_qkv, *d_atty, *d_h1, *d_h2, *d_lora;
     float *head_scratch;
-    int head_chunk;
+    int head_chunk;           /* rows of the LM head's chunk (head_chunk_rows) */
+    uint64_t head_gen;        /* owner of the arena: passes that wrote head_scratch */
+    uint64_t head_kept;       /* head_gen after this model's forward left all its
+                               * logits in head_scratch for its backward (0: not) */
+    float head_kept_temp;     /* the inverse temperature of those logits */
     uint16_t *act16;          /* bf16 mode: rounded operands of the products */
     size_t n_act16;
     int keep;                 /* reserved: bit j set when the sets keep map j's input (lin_need) */

@@ -62,7 +62,7 @@ typedef struct probe_time {
 typedef struct rate_ent {
     al_model_config cfg;
     al_lora_cfg lora;          /* r 0: none */
-    int bf16, ckpt, micro, T0, B0;
+    int bf16, ckpt, T0, B0;    /* B0 rows of T0 tokens: the micro-batch, up to a token budget */
     int direct, Vs;
     probe_time one, two;
 } rate_ent;
@@ -84,7 +84,7 @@ static int same_shape(const al_model_config *a, const al_model_config *b) {
 
 static int same_key(const rate_ent *a, const rate_ent *b) {
     return same_shape(&a->cfg, &b->cfg) && a->lora.r == b->lora.r && !strcmp(a->lora.targets, b->lora.targets) &&
-           a->bf16 == b->bf16 && a->ckpt == b->ckpt && a->micro == b->micro && a->T0 == b->T0;
+           a->bf16 == b->bf16 && a->ckpt == b->ckpt && a->B0 == b->B0 && a->T0 == b->T0;
 }
 
 /* Linear FLOPs per token of one layer (forward) and attention FLOPs per
@@ -214,14 +214,10 @@ static int timed_whole(const al_model_config *cfg, int T0) {
     return cfg->n_layers <= 2 || al_config_num_params(cfg, 0) <= al_config_num_params(&c1, 0) + al_config_num_params(&c2, 0);
 }
 
-/* Measures k's shape (see rate_ent); rows: the most rows a call runs. */
-static int measure(rate_ent *k, int rows, al_error *err) {
+/* Measures k's shape (see rate_ent). */
+static int measure(rate_ent *k, al_error *err) {
     const al_model_config *cfg = &k->cfg;
     k->Vs = cfg->V < PROBE_V ? cfg->V : PROBE_V;
-    int cap = (k->direct ? DIRECT_TOKENS : PROBE_TOKENS) / k->T0;
-    k->B0 = k->micro < cap ? k->micro : cap;
-    if (k->B0 > rows) k->B0 = rows;
-    if (k->B0 < 1) k->B0 = 1;
     probe_time t[2];
     al_model_config cs[2];
     if (k->direct) {
@@ -246,11 +242,18 @@ static double rate_part(const rate_ent *r, int what, int T) {
     double n0 = what == 2 ? 1 : (double)r->B0 * r->T0;
     if (r->direct) return x1 / n0; /* timed at the step's own T */
     double x2 = what == 0 ? r->two.fb : what == 1 ? r->two.f : r->two.opt;
-    double layer = x2 > x1 ? x2 - x1 : 0, rest = x1 > layer ? x1 - layer : 0;
+    double d = x2 > x1 ? x2 - x1 : 0;
+    /* with checkpointing the two-layer probe's backward recomputes its first
+     * layer's forward (the one-layer probe's none): that much of d is the
+     * recomputation, which L layers do L - 1 times */
+    double redo = what == 0 && r->ckpt ? r->two.f - r->one.f : 0;
+    if (redo < 0) redo = 0;
+    if (redo > d) redo = d;
+    double layer = d - redo, rest = x1 > layer ? x1 - layer : 0, L = c->n_layers;
     /* a layer's time per token grows with T through attention */
     double lin = layer_lin_flops(c);
     double scale_T = what == 2 ? 1 : (lin + layer_att_flops(c, T)) / (lin + layer_att_flops(c, r->T0));
-    return ((double)c->n_layers * layer * scale_T + rest * (double)c->V / r->Vs) / n0;
+    return ((L * layer + (L - 1) * redo) * scale_T + rest * (double)c->V / r->Vs) / n0;
 }
 
 int al_estimate_step(const al_model_config *cfg, const al_lora_cfg *lora, int bf16, const al_step_plan *p,
@@ -260,7 +263,7 @@ int al_estimate_step(const al_model_config *cfg, const al_lora_cfg *lora, int bf
     int micro = p->micro_rows > 0 && p->micro_rows < all ? p->micro_rows : all;
     int T = p->T < cfg->max_T ? p->T : cfg->max_T;
     if (T < 1) T = 1;
-    rate_ent key = {.cfg = *cfg, .bf16 = bf16 != 0, .ckpt = p->grad_ckpt != 0, .micro = micro};
+    rate_ent key = {.cfg = *cfg, .bf16 = bf16 != 0, .ckpt = p->grad_ckpt != 0};
     if (lora && lora->r > 0) key.lora = *lora;
     /* timed at the step's own micro-batch and row length (a large model's
      * probes at up to 256 tokens a row, scaled by attention's share beyond):
@@ -268,6 +271,9 @@ int al_estimate_step(const al_model_config *cfg, const al_lora_cfg *lora, int bf
      * more in a small step */
     key.direct = timed_whole(cfg, T);
     key.T0 = key.direct ? T : T < 16 && cfg->max_T >= 16 ? 16 : T < 256 ? T : 256;
+    int cap = (key.direct ? DIRECT_TOKENS : PROBE_TOKENS) / key.T0;
+    key.B0 = micro < cap ? micro : cap;
+    if (key.B0 < 1) key.B0 = 1;
     rate_ent r;
     int found = 0;
     pthread_mutex_lock(&g_rates.mu);
@@ -279,7 +285,7 @@ int al_estimate_step(const al_model_config *cfg, const al_lora_cfg *lora, int bf
     pthread_mutex_unlock(&g_rates.mu);
     if (!found) {
         r = key;
-        int rc = measure(&r, all, &e);
+        int rc = measure(&r, &e);
         if (rc) return al_fail_as(err, rc, e.field[0] ? e.field : "model", e.msg);
         pthread_mutex_lock(&g_rates.mu);
         g_rates.e[g_rates.next] = r;
