@@ -3,12 +3,15 @@
  *
  * Reads the folder's safetensors files once (so that they sit in the page
  * cache), then times al_model_open_ex(AL_OPEN_FROZEN [| AL_OPEN_BF16]) --reps
- * times: mapping, parsing, converting (and transposing GPT-2's Conv1D
- * weights) on the compute pool. Prints one JSON line: bytes of the weight
- * files, the best and median open time and GB/s (bytes / time), peak RSS.
- * A benchmark, never a test: it asserts nothing about times.
+ * times: mapping, parsing, serving the frozen tensors that need no change
+ * from the mapping, converting the rest (and transposing GPT-2's Conv1D
+ * weights) on the compute pool. --copy adds AL_OPEN_COPY: every tensor
+ * copied (the loader before serving), the in-run comparator. Prints one
+ * JSON line: bytes of the weight files, the best and median open time and
+ * GB/s (bytes / time), peak RSS. A benchmark, never a test: it asserts
+ * nothing about times.
  *
- * Usage: bench_load --model DIR [--dtype fp32|bf16] [--reps N] [--threads N] */
+ * Usage: bench_load --model DIR [--dtype fp32|bf16] [--reps N] [--threads N] [--copy] */
 #include <dirent.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -50,16 +53,21 @@ static double warm(const char *dir) {
 
 int main(int argc, char **argv) {
     const char *dir = NULL, *dtype = "fp32";
-    int reps = 5, threads = 2;
-    for (int i = 1; i + 1 < argc; i += 2) {
-        if (!strcmp(argv[i], "--model")) dir = argv[i + 1];
-        else if (!strcmp(argv[i], "--dtype")) dtype = argv[i + 1];
-        else if (!strcmp(argv[i], "--reps")) reps = atoi(argv[i + 1]);
-        else if (!strcmp(argv[i], "--threads")) threads = atoi(argv[i + 1]);
+    int reps = 5, threads = 2, copy = 0;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--copy")) {
+            copy = 1;
+            continue;
+        }
+        if (i + 1 == argc) break;
+        if (!strcmp(argv[i], "--model")) dir = argv[++i];
+        else if (!strcmp(argv[i], "--dtype")) dtype = argv[++i];
+        else if (!strcmp(argv[i], "--reps")) reps = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--threads")) threads = atoi(argv[++i]);
     }
     int bf16 = !strcmp(dtype, "bf16");
     if (!dir || reps < 1 || reps > 100 || (!bf16 && strcmp(dtype, "fp32"))) {
-        fprintf(stderr, "usage: bench_load --model DIR [--dtype fp32|bf16] [--reps N] [--threads N]\n");
+        fprintf(stderr, "usage: bench_load --model DIR [--dtype fp32|bf16] [--reps N] [--threads N] [--copy]\n");
         return 2;
     }
     if (al_pool_init(threads) != AL_OK) return 1;
@@ -69,7 +77,7 @@ int main(int argc, char **argv) {
     for (int r = 0; r < reps; r++) {
         al_model *m = NULL;
         double t0 = al_now();
-        int rc = al_model_open_ex(&m, dir, NULL, AL_OPEN_FROZEN | (bf16 ? AL_OPEN_BF16 : 0), 0, err);
+        int rc = al_model_open_ex(&m, dir, NULL, AL_OPEN_FROZEN | (bf16 ? AL_OPEN_BF16 : 0) | (copy ? AL_OPEN_COPY : 0), 0, err);
         t[r] = al_now() - t0;
         if (rc) {
             fprintf(stderr, "bench_load: %s\n", err);
@@ -80,10 +88,10 @@ int main(int argc, char **argv) {
     qsort(t, (size_t)reps, sizeof t[0], cmp_double);
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
-    printf("{\"impl\":\"alignd\",\"bench\":\"load\",\"dtype\":\"%s\",\"threads\":%d,\"bytes\":%.0f,"
+    printf("{\"impl\":\"alignd%s\",\"bench\":\"load\",\"dtype\":\"%s\",\"threads\":%d,\"bytes\":%.0f,"
            "\"open_s_best\":%.4f,\"open_s_median\":%.4f,\"gb_per_s_best\":%.2f,"
            "\"gb_per_s_median\":%.2f,\"reps\":%d,\"peak_rss_mb\":%.1f}\n",
-           dtype, al_pool_threads(), bytes, t[0], t[reps / 2], bytes / t[0] / 1e9,
+           copy ? "_copy" : "", dtype, al_pool_threads(), bytes, t[0], t[reps / 2], bytes / t[0] / 1e9,
            bytes / t[reps / 2] / 1e9, reps, (double)ru.ru_maxrss / 1024.0);
     al_pool_shutdown();
     return 0;

@@ -310,6 +310,130 @@ static void test_family_save_load(void) {
     }
 }
 
+/* Kilobytes of anonymous (copied-on-write) memory in the mapping that
+ * holds p, from /proc/self/smaps; -1 if not found. */
+static long anon_kb(const void *p) {
+    FILE *f = fopen("/proc/self/smaps", "r");
+    if (!f) return -1;
+    char line[512];
+    long kb = -1;
+    int in = 0;
+    while (fgets(line, sizeof line, f)) {
+        unsigned long lo, hi;
+        if (sscanf(line, "%lx-%lx ", &lo, &hi) == 2 && strchr(line, '-') < strchr(line, ' ')) {
+            in = (uintptr_t)p >= lo && (uintptr_t)p < hi;
+        } else if (in && sscanf(line, "Anonymous: %ld kB", &kb) == 1) {
+            break;
+        }
+    }
+    fclose(f);
+    return kb;
+}
+
+/* Every tensor's storage (w, h) and the log-probs of two models. */
+static int same_weights(al_model *a, al_model *b) {
+    int na, nb, same = 1;
+    al_param *x = al_model_params(a, &na), *y = al_model_params(b, &nb);
+    if (na != nb) return 0;
+    for (int i = 0; i < na; i++) {
+        same &= !x[i].w == !y[i].w && !x[i].h == !y[i].h;
+        if (same && x[i].w) same &= memcmp(x[i].w, y[i].w, x[i].n * sizeof(float)) == 0;
+        if (same && x[i].h) same &= memcmp(x[i].h, y[i].h, x[i].n * sizeof(uint16_t)) == 0;
+    }
+    return same;
+}
+
+/* Frozen tensors served from the file's mapping (AL_OPEN_COPY unset) are
+ * the bits the copying loader gives, for each family (Llama's q|k|v are
+ * copied, gate|up served: a fused run must be back to back in the file),
+ * from F32 and BF16 files in fp32 and bf16 modes; forwards, a LoRA
+ * backward and generation write none of the file's pages; a model saved
+ * (merged) into the folder its base is served from leaves the live model
+ * intact and reloads. */
+static void test_family_served(void) {
+    char err[AL_ERRLEN], dir[2][1200];
+    const int32_t ids[12] = {1, 4, 7, 2, 9, 3, 10, 5, 6, 8, 0, 4};
+    static const char *gpt2 = "{\"model_type\": \"gpt2\", \"n_embd\": 8, \"n_layer\": 2, \"n_head\": 2,"
+                              " \"vocab_size\": 11, \"n_positions\": 24}";
+    for (int i = 0; i <= N_CASES; i++) {
+        al_model_config c;
+        const char *name = i < N_CASES ? k_cases[i].name : "gpt2";
+        if (i < N_CASES) T_OK(family(&c, k_cases[i].mt, k_cases[i].layers, k_cases[i].extras, err));
+        else T_OK(al_config_parse(&c, gpt2, strlen(gpt2), err));
+        al_model *m = al_model_new(&c, NULL, err);
+        al_model_init(m, 7 + (uint64_t)i);
+        perturb_norms(m, 77 + (uint64_t)i);
+        for (int f = 0; f < 2; f++) {
+            snprintf(dir[f], sizeof dir[f], "%s/served_%s_%d", t_tmpdir(), name, f);
+            al_model_set_save_dtype(m, f ? AL_DT_BF16 : AL_DT_F32);
+            T_OK(al_model_save(m, dir[f], err));
+        }
+        for (int f = 0; f < 2; f++)
+            for (int bf = 0; bf < 2; bf++) {
+                int fl = AL_OPEN_FROZEN | (bf ? AL_OPEN_BF16 : 0);
+                al_model *s = NULL, *k = NULL;
+                T_OK(al_model_open_ex(&s, dir[f], NULL, fl, 0, err));
+                T_OK(al_model_open_ex(&k, dir[f], NULL, fl | AL_OPEN_COPY, 0, err));
+                if (!s || !k) {
+                    fprintf(stderr, "%s: %s\n", name, err);
+                    al_model_free(s);
+                    al_model_free(k);
+                    continue;
+                }
+                /* F32 serves fp32 tensors in either mode; BF16 serves bf16 matrices */
+                T_EQ_INT(s->n_maps, !f || bf);
+                T_EQ_INT(k->n_maps, 0);
+                T_TRUE(same_weights(s, k));
+                float a[12], b[12];
+                logprobs_of(s, ids, 12, a);
+                logprobs_of(k, ids, 12, b);
+                T_TRUE(memcmp(a, b, sizeof a) == 0);
+                int32_t out[4];
+                int plen = 5, len;
+                const int32_t *pr = ids;
+                al_gen_cfg g = {.max_new = 4, .temperature = 0.0f};
+                al_rng rng;
+                al_rng_seed(&rng, 3);
+                T_OK(al_generate(s, &pr, &plen, 1, &g, &rng, out, NULL, &len, err));
+                if (s->n_maps) T_EQ_INT(anon_kb(s->maps[0]), 0);
+                al_model_free(s);
+                al_model_free(k);
+            }
+        /* LoRA on a served base: train a step's backward, save merged into
+         * the very folder the base is served from, reload */
+        al_lora_cfg lc = {.r = 2, .alpha = 4.0f};
+        snprintf(lc.targets, sizeof lc.targets, "all-linear");
+        al_model *lm = NULL;
+        T_OK(al_model_open(&lm, dir[0], &lc, err));
+        if (lm) {
+            int np;
+            al_param *lp = al_model_params(lm, &np);
+            for (int q = 0; q < np; q++)
+                if (lp[q].lora) gc_fill(lp[q].w, lp[q].n, 900 + (uint64_t)q, 0.3f);
+            float a[12], b[12], d[12], dl[12];
+            for (int t = 0; t < 12; t++) dl[t] = 1.0f;
+            logprobs_of(lm, ids, 12, a);
+            int32_t tgt[12];
+            for (int t = 0; t < 12; t++) tgt[t] = t + 1 < 12 ? ids[t + 1] : -1;
+            al_tokens in = {.B = 1, .T = 12, .ids = ids, .targets = tgt};
+            T_OK(al_model_backward(lm, &in, dl, NULL, NULL));
+            T_TRUE(lm->n_maps == 1 && anon_kb(lm->maps[0]) == 0);
+            T_OK(al_model_save(lm, dir[0], err));
+            logprobs_of(lm, ids, 12, b);
+            T_TRUE(memcmp(a, b, sizeof a) == 0);
+            al_model *r = NULL;
+            T_OK(al_model_open_ex(&r, dir[0], NULL, AL_OPEN_FROZEN, 0, err));
+            if (r) {
+                logprobs_of(r, ids, 12, d);
+                for (int t = 0; t < 11; t++) T_NEAR(a[t], d[t], 1e-5);
+            }
+            al_model_free(r);
+        }
+        al_model_free(lm);
+        al_model_free(m);
+    }
+}
+
 /* KV-cache generation (window, soft-caps, local/NoPE layers, LongRoPE
  * crossing its original context) picks what full forwards pick. Dynamic
  * NTK is left out: there transformers' cache keeps each key rotated with the
@@ -376,6 +500,7 @@ int main(void) {
     test_family_gradients();
     test_phi3_lora();
     test_family_save_load();
+    test_family_served();
     test_family_generation();
     al_pool_shutdown();
     return t_done();

@@ -770,6 +770,30 @@ static void test_transpose_odd(void) {
         free(o32);
         free(o16);
     }
+    /* serving in place: the file's own bytes where aligned to the element
+     * size, NULL (copy) where not (t1 sits 2 bytes off) */
+    int unaligned = 0;
+    for (int i = 0; i < N; i++) {
+        char name[8];
+        snprintf(name, sizeof name, "t%d", i);
+        const al_st_tensor *t = al_st_find(&f, name);
+        size_t es = k[i].name[1] == '3' ? 4 : 2, bytes = (size_t)k[i].rows * (size_t)k[i].cols * es;
+        const void *p = al_st_data(&f, t);
+        int aligned = (f.data_off + off[i]) % es == 0;
+        unaligned += !aligned;
+        T_EQ_INT(p != NULL, aligned);
+        T_TRUE(al_st_serve(&f, t) == p);
+        if (p) T_TRUE(memcmp(p, data + off[i], bytes) == 0);
+    }
+    T_TRUE(unaligned > 0);
+    /* a handed-over mapping is the caller's; the file only closes */
+    size_t size = 0;
+    void *map = al_st_detach(&f, &size);
+    T_TRUE(map != NULL && size == f.data_off + total);
+    float row[77];
+    T_EQ_INT(al_st_read_f32(&f, al_st_find(&f, "t5"), row, 77, err), AL_EINVAL);
+    T_TRUE(al_st_data(&f, al_st_find(&f, "t5")) == NULL);
+    al_st_unmap(map, size);
     al_st_close(&f);
     free(data);
 }

@@ -32,6 +32,7 @@
 
 #include "../compute/ops.h"
 #include "../compute/pool.h"
+#include "safetensors.h"
 
 /* ---- parameter table ---------------------------------------------------- */
 
@@ -625,6 +626,9 @@ void al_model_free(al_model *m) {
     if (!m) return;
     al_free_pages(m->data, m->n_data * sizeof(float));
     al_free_pages(m->data16, m->n_data16 * sizeof(uint16_t));
+    for (int i = 0; i < m->n_maps; i++) al_st_unmap(m->maps[i], m->map_sizes[i]);
+    free(m->maps);
+    free(m->map_sizes);
     al_free_pages(m->act16, m->n_act16 * sizeof(uint16_t));
     al_free_pages(m->grad, m->n_grad * sizeof(float));
     al_free_pages(m->act, m->n_act * sizeof(float));

@@ -116,6 +116,18 @@ int al_model_open(al_model **out, const char *dir, const al_lora_cfg *lora, char
 /* Compute in bf16 (al_model_set_bf16) from the start: frozen matrices are
  * read straight into bf16, never held in fp32. */
 #define AL_OPEN_BF16 4
+/* Copy every tensor into the model's own memory. Without it, frozen
+ * tensors whose dtype and layout the model keeps as they are on disk
+ * (every fp32 tensor of an fp32 file in fp32 mode but GPT-2's Conv1D
+ * weights; frozen matrices of a BF16 file in bf16 mode; norms and biases)
+ * are served from a private mapping of the file, held until
+ * al_model_free: no copy, no fresh pages, and models opened on one file
+ * share its page cache. Values are the same bits either way. A served
+ * tensor is aligned to its element size only (kernels load unaligned). The
+ * file must not be truncated or rewritten in place while the model lives
+ * (a fault, SIGBUS, would follow): alignd's writers write a temporary file
+ * and rename it over the old one, which leaves a mapped file intact. */
+#define AL_OPEN_COPY 8
 int al_model_open_ex(al_model **out, const char *dir, const al_lora_cfg *lora, int flags,
                      uint64_t seed, char err[AL_ERRLEN]);
 /* The same with the field at fault as data: "lora.target_modules" when

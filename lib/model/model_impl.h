@@ -83,6 +83,12 @@ struct al_model {
     al_dtype save_dt;         /* al_model_set_save_dtype (0: load_dt, else F32) */
     uint16_t *data16;         /* bf16 weights arena (matrices, bf16 only) */
     size_t n_data16;
+    /* Mappings of the files that serve frozen tensors in place (AL_OPEN_COPY
+     * unset): those tensors point into them, and their slots in the arenas
+     * are never touched (no pages). Unmapped by al_model_free. */
+    void **maps;
+    size_t *map_sizes;
+    int n_maps;
 
     int wte, wpe, lnf_w, lnf_b, head, score;   /* param indices (-1: none) */
     al_layer *layers;

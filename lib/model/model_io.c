@@ -22,9 +22,52 @@ static const al_st_tensor *find_tensor(const al_st_dir *d, const al_model *m, co
     return t;
 }
 
+/* Where a frozen tensor can be served from f's mapping: when the model
+ * keeps it as the file has it (fp32 values from F32, or a matrix held in
+ * bf16 alone from BF16, in the same layout: not GPT-2's transposed Conv1D
+ * weights) and the on-disk shape is right (else read_param names the
+ * error). NULL: copy it. Tensors that train are always copied: the
+ * optimiser writes them every step, which would copy the file's pages one
+ * small page at a time (and without huge pages). */
+static const void *servable(const al_st_file *f, const al_st_tensor *t, const al_param *p) {
+    if (p->g || p->conv1d) return NULL;
+    if (p->w ? t->dtype != AL_DT_F32 || p->h : t->dtype != AL_DT_BF16) return NULL;
+    if (t->ndim != p->ndim || t->shape[0] != p->shape[0] || (p->ndim == 2 && t->shape[1] != p->shape[1]))
+        return NULL;
+    return al_st_data(f, t);
+}
+
+/* A fused map (q|k|v, gate|up, and their biases) is one matrix: a run of
+ * its tensors is served only if the file holds them back to back in the
+ * run's order (gate_proj then up_proj, as a name-sorted file does; never
+ * q, k, v, which sort as k, o, q, v), else all of them are copied. */
+static void serve_runs(const al_model *m, const void **at) {
+    for (int l = 0; l < m->cfg.n_layers; l++)
+        for (int j = 0; j < LIN_COUNT; j++) {
+            const al_linear *L = &m->layers[l].lin[j];
+            int first[2] = {L->w, L->b};
+            for (int k = 0; k < 2; k++) {
+                if (first[k] < 0) continue;
+                int i = first[k], ok = 1;
+                size_t rows = 0;
+                const uint8_t *next = NULL;
+                for (; rows < (size_t)L->out; i++) {
+                    const al_param *p = &m->params[i];
+                    size_t es = p->w ? 4 : 2;
+                    ok &= at[i] != NULL && (rows == 0 || (const uint8_t *)at[i] == next);
+                    if (at[i]) next = (const uint8_t *)at[i] + p->n * es;
+                    rows += (size_t)p->shape[0];
+                }
+                if (!ok)
+                    for (int q = first[k]; q < i; q++) at[q] = NULL;
+            }
+        }
+}
+
 /* Reads one tensor into p (its fp32 values, or a matrix held in bf16
- * alone), checking its on-disk shape. */
-static int read_param(const al_st_file *f, const al_st_tensor *t, al_param *p,
+ * alone), checking its on-disk shape; or, at non-NULL (servable's
+ * pointer), points p there instead. */
+static int read_param(const al_st_file *f, const al_st_tensor *t, al_param *p, const void *at,
                       char err[AL_ERRLEN]) {
     int64_t want0 = p->conv1d ? p->shape[1] : p->shape[0];
     int64_t want1 = p->conv1d ? p->shape[0] : p->shape[1];
@@ -42,21 +85,54 @@ static int read_param(const al_st_file *f, const al_st_tensor *t, al_param *p,
         return al_err(err, AL_ESHAPE, "%s: shape [%s], expected [%lld, %lld]", p->name, got,
                       (long long)want0, (long long)want1);
     }
+    if (at) {
+        const void *src = al_st_serve(f, t); /* at, with its pages mapped */
+        if (p->w) p->w = (float *)(uintptr_t)src;
+        else p->h = (uint16_t *)(uintptr_t)src;
+        return AL_OK;
+    }
     if (!p->w) return al_st_read_bf16(f, t, p->h, p->n, p->conv1d, err);
     if (p->conv1d) return al_st_read_f32_t(f, t, p->w, p->n, err);
     return al_st_read_f32(f, t, p->w, p->n, err);
 }
 
-static int load_weights(al_model *m, const char *dir, int score_optional, char err[AL_ERRLEN]);
+static int load_weights(al_model *m, const char *dir, int score_optional, int serve,
+                        char err[AL_ERRLEN]);
 
 int al_model_load_weights(al_model *m, const char *dir, char err[AL_ERRLEN]) {
-    return load_weights(m, dir, 0, err);
+    return load_weights(m, dir, 0, 1, err);
 }
 
-static int load_weights(al_model *m, const char *dir, int score_optional, char err[AL_ERRLEN]) {
+/* Room in m for n more mappings (al_model_free unmaps them). */
+static int room_for_maps(al_model *m, int n) {
+    void **maps = realloc(m->maps, (size_t)(m->n_maps + n) * sizeof *maps);
+    if (!maps) return -1;
+    m->maps = maps;
+    size_t *sizes = realloc(m->map_sizes, (size_t)(m->n_maps + n) * sizeof *sizes);
+    if (!sizes) return -1;
+    m->map_sizes = sizes;
+    return 0;
+}
+
+static int load_weights(al_model *m, const char *dir, int score_optional, int serve,
+                        char err[AL_ERRLEN]) {
     al_st_dir d;
     int rc = al_st_dir_open(&d, dir, "model", err);
     if (rc) return rc;
+    unsigned char *served = calloc((size_t)d.n_files, 1);
+    const void **at = calloc((size_t)m->n_params, sizeof *at);
+    if (!served || !at || room_for_maps(m, d.n_files)) {
+        free(served);
+        free(at);
+        al_st_dir_close(&d);
+        return al_err(err, AL_ENOMEM, "%s: out of memory", dir);
+    }
+    for (int i = 0; serve && i < m->n_params; i++) {
+        const al_st_file *f;
+        const al_st_tensor *t = m->params[i].lora ? NULL : find_tensor(&d, m, m->params[i].name, &f);
+        if (t) at[i] = servable(f, t, &m->params[i]);
+    }
+    serve_runs(m, at);
     for (int i = 0; i < m->n_params && rc == AL_OK; i++) {
         al_param *p = &m->params[i];
         if (p->lora) continue;
@@ -68,8 +144,18 @@ static int load_weights(al_model *m, const char *dir, int score_optional, char e
             break;
         }
         if (!m->load_dt && p->ndim == 2) m->load_dt = t->dtype; /* the embedding's */
-        rc = read_param(f, t, p, err);
+        rc = read_param(f, t, p, at[i], err);
+        if (at[i]) served[f - d.files] = 1;
     }
+    free(at);
+    /* The shards that serve tensors hand their mappings to m (also on
+     * error: the tensors served so far point into them). */
+    for (int k = 0; k < d.n_files; k++)
+        if (served[k]) {
+            m->maps[m->n_maps] = al_st_detach(&d.files[k], &m->map_sizes[m->n_maps]);
+            m->n_maps++;
+        }
+    free(served);
     al_st_dir_close(&d);
     return rc;
 }
@@ -91,7 +177,7 @@ static int load_adapters(al_model *m, const char *dir, char err[AL_ERRLEN]) {
             rc = al_err(err, AL_EFORMAT, "%s: missing adapter tensor %s", dir, name);
             break;
         }
-        rc = read_param(f, t, p, err);
+        rc = read_param(f, t, p, NULL, err);
     }
     al_st_dir_close(&d);
     return rc;
@@ -244,7 +330,9 @@ int al_model_open_at(al_model **out, const char *dir, const al_lora_cfg *lora, i
     }
     /* an adapter folder that saves the head (modules_to_save) may sit on a
      * base without one, e.g. a PPO critic on its policy's base */
-    if ((rc = load_weights(m, base, fresh_score || (adapter && has_score), err))) goto fail;
+    if ((rc = load_weights(m, base, fresh_score || (adapter && has_score), !(flags & AL_OPEN_COPY),
+                           err)))
+        goto fail;
     if (adapter) {
         if ((rc = load_adapters(m, dir, err))) goto fail;
     } else if (lora && lora->r > 0) {

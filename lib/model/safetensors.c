@@ -8,7 +8,8 @@
  *   rest      the byte buffer; offsets are relative to its start, data is
  *             little-endian, row-major, packed.
  *
- * The reader maps the file read-only and treats every number in the header
+ * The reader maps the file (privately: a write would copy the page, never
+ * reach the file; the reader never writes) and treats every number in the header
  * as hostile: the header length against the file and the 100 MB cap that
  * the reference implementation uses, each span against the buffer and
  * against numel * element size (with overflow checks), spans against each
@@ -30,11 +31,17 @@
  * that only drops our page-table entries; the page cache keeps the data and
  * a later read of the same bytes faults them in again from the file.
  *
+ * Serving instead of copying (al_st_serve): a tensor the caller keeps as
+ * the file has it is used in place, its pages mapped up front; the caller
+ * takes the mapping over (al_st_detach) and holds it as long as the tensor
+ * lives. Served tensors are aligned to their element size, no more.
+ *
  * Nothing here keeps global state; an open al_st_file is read-only and may
  * be shared between threads. The descriptor is closed once the file is
  * mapped (al_st_file.fd is -1). A file truncated by someone else while
  * mapped would raise SIGBUS on access; our own writers never truncate in
- * place (they rename a complete temp file over the old one). */
+ * place (they rename a complete temp file over the old one, which leaves
+ * the mapped file intact). */
 /* madvise and MADV_DONTNEED (POSIX's posix_madvise DONTNEED is a no-op in glibc). */
 #define _DEFAULT_SOURCE
 #include "safetensors.h"
@@ -399,7 +406,10 @@ int al_st_open(al_st_file *f, const char *path, char err[AL_ERRLEN]) {
         return al_err(err, AL_EFORMAT, "%s: too large to map", fn);
     }
     size_t size = (size_t)st.st_size;
-    void *p = mmap(NULL, size, PROT_READ, MAP_PRIVATE, fd, 0);
+    /* Writable but private: a tensor served from the file (al_st_serve)
+     * that something writes gets its own copy of the page; the file never
+     * changes. The reader itself never writes. */
+    void *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd, 0);
     int me = errno;
     /* The mapping keeps the file alive; no descriptor is held open. */
     close(fd);
@@ -469,6 +479,7 @@ typedef struct st_run {
 
 #define ST_CHUNK ((size_t)4 << 20) /* bytes of the file converted between releases */
 #define ST_TB 32                   /* transpose tile edge */
+#define ST_PF 2                    /* tiles ahead that a transpose prefetches */
 
 static inline float st_get(const uint8_t *s, al_dtype dt, size_t i) {
     if (dt == AL_DT_F32) {
@@ -676,10 +687,20 @@ static void st_transpose_fn(void *p, int tid, int nt) {
     uintptr_t at = (uintptr_t)r->src + r->r0 * r->cols * es;
     st_populate(at + bytes * (size_t)tid / (size_t)nt, at + bytes * (size_t)(tid + 1) / (size_t)nt,
                 r->pg);
+    /* A tile reads ST_TB rows of the file a few cache lines each: too many
+     * streams for the hardware prefetcher, whose misses left the loads
+     * waiting. Each tile asks for the lines ST_PF tiles ahead. */
+    size_t tb = ST_TB * es;
     for (size_t rb = r->r0; rb < r->r1; rb += ST_TB) {
         size_t h = r->r1 - rb < ST_TB ? r->r1 - rb : ST_TB;
-        for (size_t cb = (size_t)lo * ST_TB; cb < c1; cb += ST_TB)
+        for (size_t cb = (size_t)lo * ST_TB; cb < c1; cb += ST_TB) {
+            if (cb + (ST_PF + 1) * ST_TB <= c1) {
+                const uint8_t *pf = r->src + (rb * r->cols + cb + ST_PF * ST_TB) * es;
+                for (size_t i = 0; i < h; i++, pf += r->cols * es)
+                    for (size_t b = 0; b < tb; b += 64) __builtin_prefetch(pf + b);
+            }
             st_tile(r, rb, h, cb, c1 - cb < ST_TB ? c1 - cb : ST_TB);
+        }
     }
 }
 
@@ -701,6 +722,7 @@ static int st_read(const al_st_file *f, const al_st_tensor *t, void *dst, int ou
                       t->name, numel, n);
     if (transpose && t->ndim != 2)
         return al_err(err, AL_ESHAPE, "%s: tensor '%s' is not a matrix", fn, t->name);
+    if (!f->map) return al_err(err, AL_EINVAL, "%s: the mapping was handed over", fn);
     /* Re-check the span so a tensor from another file cannot read out of bounds. */
     size_t es = (size_t)elem_bytes(t->dtype);
     if (t->end < t->begin || t->end > f->size - f->data_off || t->end - t->begin != numel * es)
@@ -728,6 +750,52 @@ static int st_read(const al_st_file *f, const al_st_tensor *t, void *dst, int ou
         st_release(&done, (uintptr_t)src + r.r1 * r.cols * es, r.pg);
     }
     return AL_OK;
+}
+
+/* Populates share tid of [lo, hi) of the mapping. */
+typedef struct st_span {
+    uintptr_t lo, hi, pg;
+} st_span;
+
+static void st_populate_fn(void *p, int tid, int nt) {
+    const st_span *s = p;
+    size_t pages = (s->hi - s->lo + s->pg - 1) / s->pg;
+    long a, b;
+    al_split((long)pages, nt, tid, &a, &b);
+    uintptr_t lo = s->lo + (uintptr_t)a * s->pg, hi = s->lo + (uintptr_t)b * s->pg;
+    st_populate(lo, hi < s->hi ? hi : s->hi, s->pg);
+}
+
+const void *al_st_data(const al_st_file *f, const al_st_tensor *t) {
+    if (!f->map || (t->dtype != AL_DT_F32 && t->dtype != AL_DT_F16 && t->dtype != AL_DT_BF16))
+        return NULL;
+    size_t es = (size_t)elem_bytes(t->dtype), numel = al_st_numel(t);
+    if (t->end < t->begin || t->end > f->size - f->data_off || t->end - t->begin != numel * es)
+        return NULL;
+    const uint8_t *src = f->map + f->data_off + t->begin;
+    return (uintptr_t)src % es ? NULL : src;
+}
+
+const void *al_st_serve(const al_st_file *f, const al_st_tensor *t) {
+    const uint8_t *src = al_st_data(f, t);
+    if (!src) return NULL;
+    size_t numel = al_st_numel(t), es = (size_t)elem_bytes(t->dtype);
+    st_span s = {.lo = (uintptr_t)src & ~(page_size() - 1), .hi = (uintptr_t)src + numel * es,
+                 .pg = page_size()};
+    if (s.hi - s.lo >= ((size_t)1 << 20) && al_pool_threads() > 1) al_pool_run(st_populate_fn, &s);
+    else if (s.hi > s.lo) st_populate(s.lo, s.hi, s.pg);
+    return src;
+}
+
+void *al_st_detach(al_st_file *f, size_t *size) {
+    void *p = (void *)f->map;
+    *size = f->size;
+    f->map = NULL;
+    return p;
+}
+
+void al_st_unmap(void *map, size_t size) {
+    if (map) munmap(map, size);
 }
 
 int al_st_read_f32(const al_st_file *f, const al_st_tensor *t, float *dst, size_t n,

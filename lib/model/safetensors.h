@@ -60,6 +60,22 @@ int al_st_read_f32_t(const al_st_file *f, const al_st_tensor *t, float *dst, siz
 int al_st_read_bf16(const al_st_file *f, const al_st_tensor *t, uint16_t *dst, size_t n,
                     int transpose, char err[AL_ERRLEN]);
 
+/* Serving a tensor in place: its first byte in f's mapping, when the span
+ * is valid and aligned to the element size (4 or 2 bytes; kernels load
+ * weights unaligned, so nothing more is needed), with its pages mapped now
+ * (MADV_POPULATE_READ, on the compute pool), so first use does not fault;
+ * else NULL (the caller copies). The mapping is MAP_PRIVATE and writable:
+ * a write copies the page, never reaches the file. The pointer is valid
+ * while the mapping is: until al_st_close, or al_st_detach's caller unmaps. */
+const void *al_st_serve(const al_st_file *f, const al_st_tensor *t);
+/* The same pointer (or NULL) without mapping any page. */
+const void *al_st_data(const al_st_file *f, const al_st_tensor *t);
+/* Hands f's mapping (whole file, *size bytes) to the caller, who munmaps
+ * it; f can no longer be read (al_st_read_* -> AL_EINVAL), only closed. */
+void *al_st_detach(al_st_file *f, size_t *size);
+/* Unmaps what al_st_detach handed over (NULL: nothing). */
+void al_st_unmap(void *map, size_t size);
+
 /* A model folder's weights: model.safetensors, or every shard named by
  * model.safetensors.index.json (validated: weight_map entries must name
  * files inside the folder and the tensor must be in that shard). */
