@@ -114,6 +114,13 @@
  * Each bound sits below the worst seed by about the spread between seeds
  * (GRPO >= +0.08; the strong model's PPO >= +0.05), the hacked run's bounds
  * on the side of hacking (score up by 0.2 or more, held-out change <= 0).
+ * Not every seed holds: seeds 4 and 5 (2026-12-07, the -march=native
+ * Release build, bf16, 1 thread; main 1e512a2 and the earlier 6eb2709)
+ * start from SFT models at 0.17-0.22 held-out exact match, not the
+ * 0.37-0.45 of seeds 1-3, and GRPO then gains +0.011 to +0.062 (below
+ * +0.08); 6eb2709's seed 5 also left the hacked run's held-out change at
+ * +0.011. The claims are measured from starts near 0.4: the SFT start's
+ * spread over seeds is the open problem, not the bounds.
  * Labelled slow. */
 #include <math.h>
 #include <stdio.h>
