@@ -1067,33 +1067,23 @@ static void act_set_take(const al_model *m, const act_plan *pl, al_acts *a, floa
         if (!(count)) break;                                                      \
         if (m->bf16) { (hp) = h; h += h16_round(count); } else TAKE(f, count);    \
     } while (0)
+/* kept16 values in bf16 when the plan keeps them so, else count32 in fp32 */
+#define TAKE_EITHER(f, hp, kept16, count32)                                       \
+    do {                                                                          \
+        if (kept16) { (hp) = h; h += h16_round(kept16); } else TAKE(f, count32);  \
+    } while (0)
     memset(a, 0, sizeof *a);
     TAKE_KEPT(a->ln1, a->ln1_h, pl->keep_ln1);
     TAKE(a->ln1_mean, N);
     TAKE(a->ln1_rstd, N);
-    if (pl->keep_qkv) {
-        a->qkv_h = h;
-        h += h16_round(pl->keep_qkv);
-    } else {
-        TAKE(a->qkv, N * (size_t)m->QKV);
-    }
+    TAKE_EITHER(a->qkv, a->qkv_h, pl->keep_qkv, N * (size_t)m->QKV);
     TAKE(a->lse, pl->B * (size_t)c->NH * pl->T);
-    if (pl->keep_atty) {
-        a->atty_h = h;
-        h += h16_round(pl->keep_atty);
-    } else {
-        TAKE(a->atty, N * AH);
-    }
+    TAKE_EITHER(a->atty, a->atty_h, pl->keep_atty, N * AH);
     TAKE(a->mid, N * C);
     TAKE_KEPT(a->ln2, a->ln2_h, pl->keep_ln2);
     TAKE(a->ln2_mean, N);
     TAKE(a->ln2_rstd, N);
-    if (pl->keep_h1) {
-        a->h1_h = h;
-        h += h16_round(pl->keep_h1);
-    } else {
-        TAKE(a->h1, N * (size_t)m->UPW);
-    }
+    TAKE_EITHER(a->h1, a->h1_h, pl->keep_h1, N * (size_t)m->UPW);
     TAKE_KEPT(a->h2, a->h2_h, pl->keep_h2 ? N * FF : 0);
     TAKE(a->lora_t, N * (size_t)m->lora_cfg.r * (size_t)max_lora_per_layer(m));
     if (c->qk_norm) {
@@ -1106,6 +1096,7 @@ static void act_set_take(const al_model *m, const act_plan *pl, al_acts *a, floa
         TAKE(a->mlp_o, N * C);
         TAKE(a->pf_rstd, N);
     }
+#undef TAKE_EITHER
 #undef TAKE_KEPT
 #undef TAKE
     *pp = p;
