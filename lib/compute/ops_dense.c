@@ -402,6 +402,7 @@ typedef struct lm_ctx {
     const float *dlogp, *dent, *lse_in, *ent_in; /* backward inputs */
     float cap, inv_temp;      /* soft-cap (0: none; z holds raw logits) */
     float *g;                 /* (cnt, V) backward: the cap's 1 - tanh^2 */
+    uint16_t *z16;            /* (cnt, V) backward in bf16: dz rounded, row by row */
 } lm_ctx;
 
 /* Gemma 2's final soft-cap, in place on one row of raw logits, then the
@@ -550,6 +551,9 @@ static void lm_bwd_fn(void *p, int tid, int nt) {
         z[c->target[n]] += a;
         if (g) /* through the cap: d raw = dz * (1 - tanh^2); inv_temp in the gemms */
             for (int v = 0; v < V; v++) z[v] *= g[v];
+        /* the products' bf16 operand, rounded while the row is in cache
+         * rather than in a pass of its own over all cnt x V values */
+        if (c->z16) al_bf16_round(c->z16 + (size_t)r * (size_t)V, z, (size_t)V);
     }
 }
 
@@ -578,8 +582,8 @@ static void lmhead_bwd(float *dh, float *dw, const float *dlogp, const float *de
             lm_logits(z, hbuf, h16, w, w16, cnt, C, V, c.cap > 0.0f ? 1.0f : inv_temp);
         }
         c.cnt = cnt;
+        c.z16 = z16;
         al_pool_run(lm_bwd_fn, &c);
-        if (w16) al_bf16_round(z16, z, (size_t)cnt * (size_t)V);
         /* dw (V, C) += inv_temp * dz^T @ hbuf, before hbuf is reused */
         if (dw) {
             if (w16) al_gemm_bf16(1, 0, V, C, cnt, inv_temp, z16, V, h16, C, 1.0f, dw, C);
