@@ -360,6 +360,34 @@ static void test_gelu_grad(void) {
     al_free(d); al_free(a); al_free(c.out); al_free(c.inp); al_free(c.R);
 }
 
+/* In place, from fp32 or bf16 inputs, above and below the pool's split:
+ * the bits of the accumulating kernels into a zeroed buffer, negative zeros
+ * of d turned to +0 as that sum turns them. */
+static void test_gelu_inplace(void) {
+    const size_t sizes[2] = {37, 100003};
+    for (int k = 0; k < 2; k++) {
+        const size_t n = sizes[k];
+        float *x = fbuf(n), *dy = fbuf(n), *ref = fbuf(n), *d = fbuf(n);
+        uint16_t *x16 = al_calloc(n, sizeof *x16);
+        T_TRUE(x16 != NULL);
+        gc_fill(x, n, 45, 6.0f);
+        gc_fill(dy, n, 46, 1.0f);
+        dy[1] = -0.0f;
+        dy[2] = 0.0f;
+        al_bf16_round(x16, x, n);
+        for (int h = 0; h < 2; h++) {
+            memset(ref, 0, n * sizeof *ref);
+            if (h) al_gelu_backward_h(ref, dy, x16, n);
+            else al_gelu_backward(ref, dy, x, n);
+            memcpy(d, dy, n * sizeof *d);
+            al_gelu_backward_inplace(d, h ? NULL : x, h ? x16 : NULL, n);
+            T_TRUE(memcmp(d, ref, n * sizeof *d) == 0);
+            T_TRUE(!signbit(d[1]));
+        }
+        al_free(x16); al_free(x); al_free(dy); al_free(ref); al_free(d);
+    }
+}
+
 static void test_gelu_large(void) {
     const size_t n = 100003;
     float *x = fbuf(n), *o = fbuf(n), *dy = fbuf(n), *dx = fbuf(n);
@@ -1136,6 +1164,7 @@ int main(void) {
     test_gelu_hand();
     test_gelu_grad();
     test_gelu_large();
+    test_gelu_inplace();
     test_act_backward_h();
     test_swiglu_hand();
     test_swiglu_grad();

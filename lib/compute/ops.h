@@ -164,6 +164,10 @@ void al_gelu_backward(float *dinp, const float *dout, const float *inp, size_t n
  * rounded value the bf16 forward computed the activation from, kept in
  * half the bytes): the same results as on that input widened to fp32. */
 void al_gelu_backward_h(float *dinp, const float *dout, const uint16_t *inp, size_t n);
+/* d = d * gelu'(x) in place, x given in fp32 (inp) or bf16 (inp16, the
+ * other NULL): the values al_gelu_backward(_h) accumulates into a zeroed
+ * dinp from dout = d, bit for bit, without a second (n) buffer. */
+void al_gelu_backward_inplace(float *d, const float *inp, const uint16_t *inp16, size_t n);
 void al_swiglu_backward_h(float *dgu, const float *dout, const uint16_t *gu, int N, int FF);
 void al_geglu_backward_h(float *dgu, const float *dout, const uint16_t *gu, int N, int FF);
 

@@ -439,6 +439,7 @@ typedef struct {
     const uint16_t *in16; /* the input in bf16 instead of in (backward kernels) */
     size_t n;
     int N, FF;
+    int inplace;          /* gelu backward: out = dout, scaled in place */
 } nn_ew_ctx;
 
 /* The bf16 inputs are widened by blocks of NN_BLK on the stack. */
@@ -471,19 +472,31 @@ static NN_INLINE void gelu_bwd_range(float *out, const float *dout, const float 
     }
 }
 
+/* d = 0 + d gelu'(in): what gelu_bwd_range accumulates into a zeroed out
+ * (0 + x turns a -0 into +0 as that sum does), read and written in place. */
+static NN_INLINE void gelu_bwd_range_inplace(float *d, const float *in, long n) {
+    for (long i = 0; i < n; i++) {
+        float act;
+        d[i] = 0.0f + d[i] * nn_gelu_grad(in[i], &act);
+    }
+}
+
 AL_SIMD_CLONES static void gelu_bwd_fn(void *vctx, int tid, int nth) {
     const nn_ew_ctx *x = vctx;
     long lo, hi;
     al_split((long)x->n, nth, tid, &lo, &hi);
     if (!x->in16) {
-        if (hi > lo) gelu_bwd_range(x->out + lo, x->dout + lo, x->in + lo, hi - lo);
+        if (hi <= lo) return;
+        if (x->inplace) gelu_bwd_range_inplace(x->out + lo, x->in + lo, hi - lo);
+        else gelu_bwd_range(x->out + lo, x->dout + lo, x->in + lo, hi - lo);
         return;
     }
     float buf[NN_BLK];
     for (long i = lo, k; i < hi; i += k) {
         k = hi - i < NN_BLK ? hi - i : NN_BLK;
         nn_widen(buf, x->in16 + i, (int)k);
-        gelu_bwd_range(x->out + i, x->dout + i, buf, k);
+        if (x->inplace) gelu_bwd_range_inplace(x->out + i, buf, k);
+        else gelu_bwd_range(x->out + i, x->dout + i, buf, k);
     }
 }
 
@@ -496,6 +509,12 @@ void al_gelu_backward(float *dinp, const float *dout, const float *inp, size_t n
 void al_gelu_backward_h(float *dinp, const float *dout, const uint16_t *inp, size_t n) {
     AL_ASSERT((dinp && inp && dout) || n == 0);
     nn_ew_ctx x = {.out = dinp, .in16 = inp, .dout = dout, .n = n};
+    nn_run(gelu_bwd_fn, &x, n);
+}
+
+void al_gelu_backward_inplace(float *d, const float *inp, const uint16_t *inp16, size_t n) {
+    AL_ASSERT((d && (!inp != !inp16)) || n == 0);
+    nn_ew_ctx x = {.out = d, .in = inp, .in16 = inp16, .n = n, .inplace = 1};
     nn_run(gelu_bwd_fn, &x, n);
 }
 

@@ -857,6 +857,10 @@ int al_model_add_score_head(al_model *m, uint64_t seed) {
 
 /* ---- activations -------------------------------------------------------- */
 
+/* 1 when the MLP's activation is not gated (GPT-2's gelu): its gradient
+ * d_h1 is d_h2 scaled in place, and the two share a buffer. */
+static int act_inplace(const al_model *m) { return m->cfg.arch == AL_ARCH_GPT2; }
+
 /* The most adapters on one layer (each has an (N, r) buffer in lora_t). */
 static int max_lora_per_layer(const al_model *m) {
     int max_lora = 0;
@@ -986,6 +990,19 @@ static int head_chunk_rows(const al_model *m, size_t N, int fwd_only) {
 /* Rounded up to 64 bytes of bf16 values, so each kept input starts aligned. */
 static size_t h16_round(size_t n) { return (n + 31) & ~(size_t)31; }
 
+/* The backward's wide buffers share one region of this many floats a row:
+ * d_h1 and d_h2 (the same buffer when the activation is not gated: its
+ * backward scales d_h2 into d_h1 in place), then, once they are dead,
+ * d_qkv and d_atty side by side (layer_backward). A forward in bf16
+ * training uses them in the same order (q|k|v and the attention output,
+ * then h1 and h2). */
+static size_t bwd_wide(const al_model *m) {
+    const al_model_config *c = &m->cfg;
+    size_t mlp = (size_t)m->UPW + (act_inplace(m) ? 0 : (size_t)c->FF);
+    size_t att = (size_t)m->QKV + (size_t)c->NH * (size_t)c->HD;
+    return mlp > att ? mlp : att;
+}
+
 static void act_plan_make(const al_model *m, int B, int T, int flags, act_plan *pl) {
     const al_model_config *c = &m->cfg;
     size_t N = (size_t)B * (size_t)T, C = (size_t)c->C, L = (size_t)c->n_layers;
@@ -1030,9 +1047,7 @@ static void act_plan_make(const al_model *m, int B, int T, int flags, act_plan *
      * scratch of a forward whose caller wants no log-probs */
     pl->n_dpost = c->post_norm || (c->residual_scale > 0 && c->residual_scale != 1.0f) ? N * C : 0;
     pl->n_dqk = c->qk_norm ? N * QK : 0;
-    pl->n_bwd = pl->fwd_only ? N
-                             : N * C * 2 + N * (size_t)m->QKV + N * AH + N * (size_t)m->UPW +
-                                   N * FF + N * (r ? r : 1) + pl->n_dpost + pl->n_dqk;
+    pl->n_bwd = pl->fwd_only ? N : N * C * 2 + N * bwd_wide(m) + N * (r ? r : 1) + pl->n_dpost + pl->n_dqk;
     /* the inputs not kept go through x_tmp, which is d_h1 (free in a forward)
      * when there is one wide enough; bf16 training puts them in d_ln and d_h2
      * instead (layer_forward) */
@@ -1106,7 +1121,7 @@ static void act_set_take(const al_model *m, const act_plan *pl, al_acts *a, floa
 /* Lays the whole reservation out in act (fp32) and act16 (bf16). */
 static void act_take(al_model *m, const act_plan *pl) {
     const al_model_config *c = &m->cfg;
-    size_t N = pl->N, C = (size_t)c->C, AH = (size_t)c->NH * (size_t)c->HD, L = (size_t)c->n_layers;
+    size_t N = pl->N, C = (size_t)c->C, L = (size_t)c->n_layers;
     size_t r = (size_t)m->lora_cfg.r;
     float *p = m->act;
     uint16_t *h = m->act16 ? m->act16 + (pl->n16 - pl->n_sets * pl->per16) : NULL;
@@ -1128,10 +1143,11 @@ static void act_take(al_model *m, const act_plan *pl) {
         if (pl->n_dqk) TAKE(m->d_qk, pl->n_dqk);
         TAKE(m->d_res, N * C);
         TAKE(m->d_ln, N * C);
-        TAKE(m->d_qkv, N * (size_t)m->QKV);
-        TAKE(m->d_atty, N * AH);
-        TAKE(m->d_h1, N * (size_t)m->UPW);
-        TAKE(m->d_h2, N * (size_t)c->FF);
+        /* one region (bwd_wide): d_h1 | d_h2, later d_qkv | d_atty */
+        m->d_h1 = m->d_qkv = p;
+        m->d_h2 = act_inplace(m) ? m->d_h1 : m->d_h1 + N * (size_t)m->UPW;
+        m->d_atty = m->d_qkv + N * (size_t)m->QKV;
+        p += N * bwd_wide(m);
         TAKE(m->d_lora, N * (r ? r : 1));
     }
     TAKE(m->head_scratch, pl->head);
@@ -1197,14 +1213,15 @@ size_t al_model_memory(const al_model *m) {
 
 size_t al_model_lin_scratch16(const al_model *m, size_t N) {
     const al_model_config *c = &m->cfg;
-    size_t in = (size_t)c->C, out = (size_t)m->QKV;
-    size_t AH = (size_t)c->NH * (size_t)c->HD;
-    if (AH > in) in = AH;
-    if ((size_t)c->FF > in) in = (size_t)c->FF;
-    if ((size_t)m->UPW > out) out = (size_t)m->UPW;
-    if ((size_t)c->C > out) out = (size_t)c->C;
-    if ((size_t)c->num_labels > out) out = (size_t)c->num_labels;
-    return N * (in + out + (size_t)(m->lora_cfg.r > 0 ? m->lora_cfg.r : 1));
+    /* one map at a time: its rounded dout (N, out), x (N, in) and an
+     * adapter's t (N, r), so the widest map's in + out, not the widest
+     * input beside the widest output (of two different maps) */
+    size_t C = (size_t)c->C, AH = (size_t)c->NH * (size_t)c->HD;
+    const size_t w[5] = {C + (size_t)m->QKV, AH + C, C + (size_t)m->UPW, (size_t)c->FF + C,
+                         C + (size_t)(c->num_labels > 0 ? c->num_labels : 0)};
+    size_t most = 0;
+    for (int i = 0; i < 5; i++) most = w[i] > most ? w[i] : most;
+    return N * (most + (size_t)(m->lora_cfg.r > 0 ? m->lora_cfg.r : 1));
 }
 
 /* ---- forward ------------------------------------------------------------ */
@@ -1636,14 +1653,17 @@ static void layer_backward(al_model *m, int l, al_acts *a, const float *x,
     const float *dmo = residual_backward(m, l, 1, dres, a, N);
     al_zero(m->d_h2, (size_t)N * c->FF);
     linear_backward(m, l, LIN_DOWN, m->d_h2, dmo, a->h2, a->h2_h, lora_slot(m, l, LIN_DOWN, a->lora_t, N), N);
-    al_zero(m->d_h1, (size_t)N * m->UPW);
-    if (a->h1_h) { /* bf16: the rounded h1 the forward's activation read */
-        if (c->arch == AL_ARCH_GPT2) al_gelu_backward_h(m->d_h1, m->d_h2, a->h1_h, (size_t)N * c->FF);
-        else if (c->act == AL_ACT_GELU_TANH) al_geglu_backward_h(m->d_h1, m->d_h2, a->h1_h, N, c->FF);
-        else al_swiglu_backward_h(m->d_h1, m->d_h2, a->h1_h, N, c->FF);
-    } else if (c->arch == AL_ARCH_GPT2) al_gelu_backward(m->d_h1, m->d_h2, a->h1, (size_t)N * c->FF);
-    else if (c->act == AL_ACT_GELU_TANH) al_geglu_backward(m->d_h1, m->d_h2, a->h1, N, c->FF);
-    else al_swiglu_backward(m->d_h1, m->d_h2, a->h1, N, c->FF);
+    if (act_inplace(m)) { /* d_h1 is d_h2; h1 as the forward's activation read it */
+        AL_ASSERT(m->d_h1 == m->d_h2);
+        al_gelu_backward_inplace(m->d_h1, a->h1_h ? NULL : a->h1, a->h1_h, (size_t)N * c->FF);
+    } else {
+        al_zero(m->d_h1, (size_t)N * m->UPW);
+        if (a->h1_h) { /* bf16: the rounded h1 the forward's activation read */
+            if (c->act == AL_ACT_GELU_TANH) al_geglu_backward_h(m->d_h1, m->d_h2, a->h1_h, N, c->FF);
+            else al_swiglu_backward_h(m->d_h1, m->d_h2, a->h1_h, N, c->FF);
+        } else if (c->act == AL_ACT_GELU_TANH) al_geglu_backward(m->d_h1, m->d_h2, a->h1, N, c->FF);
+        else al_swiglu_backward(m->d_h1, m->d_h2, a->h1, N, c->FF);
+    }
     al_zero(m->d_ln, NC);
     const float *min = ly->ln2_w >= 0 ? a->ln2 : a->mid;
     linear_backward(m, l, LIN_UP, m->d_ln, m->d_h1, min, a->ln2_h, lora_slot(m, l, LIN_UP, a->lora_t, N), N);

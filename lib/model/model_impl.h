@@ -148,8 +148,8 @@ void al_linear_forward(al_model *m, int layer, int lin, float *out, const float 
 /* Refreshes the bf16 copies of the trained matrices (bf16 models): before
  * every forward and generation, since the optimiser (or a test) changed w. */
 void al_model_bf16_sync(al_model *m);
-/* bf16 scratch of al_linear_forward / backward for N rows: N * (widest
- * input + widest output + LoRA rank) values. */
+/* bf16 scratch of al_linear_forward / backward for N rows: N * (the widest
+ * map's input + output, + LoRA rank) values. */
 size_t al_model_lin_scratch16(const al_model *m, size_t N);
 /* Writes p->n fp32 values into a tensor, whichever storage it has. */
 void al_param_set(al_param *p, const float *v);

@@ -443,8 +443,12 @@ static size_t memory_need(const al_job *job, const al_model_config *cfg, const e
      * each layer into it from the residual stream at its input, kept below) */
     size_t sets = job->hp.gradient_checkpointing && !data_job ? 1 : L;
     size_t kept_b = sets * rows * T * kept_f * (bf16 ? 2 : 4);
-    /* + the residual stream at each layer's input and the backward's buffers */
-    size_t other = rows * T * ((L + 1) * C + (data_job ? 0 : 2 * C + QKV + AH + UPW + FF));
+    /* + the residual stream at each layer's input and the backward's buffers
+     * (d_h1 | d_h2, one buffer under GPT-2's gelu, sharing a region with
+     * d_qkv | d_atty: model.c's bwd_wide) */
+    size_t mlp_w = UPW + (cfg->arch == AL_ARCH_GPT2 ? 0 : FF), att_w = QKV + AH;
+    size_t bwd_w = mlp_w > att_w ? mlp_w : att_w;
+    size_t other = rows * T * ((L + 1) * C + (data_job ? 0 : 2 * C + bwd_w));
     size_t act = 4 * (sets * act_layer + other + rows * T * (size_t)cfg->V * 2) + kept_b;
     size_t ref = 0;
     if (x->ref_forward && !job->use_lora) ref = frozen_w;  /* a frozen copy while it scores */
