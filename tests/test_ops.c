@@ -360,6 +360,43 @@ static void test_gelu_grad(void) {
     al_free(d); al_free(a); al_free(c.out); al_free(c.inp); al_free(c.R);
 }
 
+/* The fused bf16 forwards give the bits of their unfused steps: the norms'
+ * rows rounded as al_bf16_round rounds the fp32 output, and gelu's
+ * snap, activation and rounding (odd sizes, above the pool's split too). */
+static void test_bf16_fused(void) {
+    const int Ns[2] = {7, 601}, C = 67;
+    for (int k = 0; k < 2; k++) {
+        const int N = Ns[k];
+        const size_t NC = (size_t)N * C;
+        float *x = fbuf(NC), *w = fbuf(C), *b = fbuf(C), *o1 = fbuf(NC), *o2 = fbuf(NC);
+        float *m1 = fbuf(N), *r1 = fbuf(N), *m2 = fbuf(N), *r2 = fbuf(N);
+        uint16_t *h1 = al_calloc(NC, 2), *h2 = al_calloc(NC, 2), *h3 = al_calloc(NC, 2), *h4 = al_calloc(NC, 2);
+        T_TRUE(h1 && h2 && h3 && h4);
+        gc_fill(x, NC, 47, 3.0f);
+        gc_fill(w, C, 48, 1.0f);
+        gc_fill(b, C, 49, 1.0f);
+        al_layernorm_forward(o1, m1, r1, x, w, b, N, C, 1e-5f);
+        al_bf16_round(h1, o1, NC);
+        al_layernorm_forward_bf16(o2, h2, m2, r2, x, w, b, N, C, 1e-5f);
+        T_TRUE(memcmp(o1, o2, NC * 4) == 0 && memcmp(h1, h2, NC * 2) == 0);
+        T_TRUE(memcmp(m1, m2, (size_t)N * 4) == 0 && memcmp(r1, r2, (size_t)N * 4) == 0);
+        al_rmsnorm_forward(o1, r1, x, w, N, C, 1e-5f);
+        al_bf16_round(h1, o1, NC);
+        al_rmsnorm_forward_bf16(o2, h2, r2, x, w, N, C, 1e-5f);
+        T_TRUE(memcmp(o1, o2, NC * 4) == 0 && memcmp(h1, h2, NC * 2) == 0);
+        /* gelu: keep = bf16(x), out = bf16(gelu(widened keep)) */
+        memcpy(o1, x, NC * 4);
+        al_bf16_snap(o1, h1, NC);
+        al_gelu_forward(o2, o1, NC);
+        al_bf16_round(h3, o2, NC);
+        al_gelu_forward_bf16(h4, h2, x, NC);
+        T_TRUE(memcmp(h1, h2, NC * 2) == 0 && memcmp(h3, h4, NC * 2) == 0);
+        al_free(x); al_free(w); al_free(b); al_free(o1); al_free(o2);
+        al_free(m1); al_free(r1); al_free(m2); al_free(r2);
+        al_free(h1); al_free(h2); al_free(h3); al_free(h4);
+    }
+}
+
 /* In place, from fp32 or bf16 inputs, above and below the pool's split:
  * the bits of the accumulating kernels into a zeroed buffer, negative zeros
  * of d turned to +0 as that sum turns them. */
@@ -1165,6 +1202,7 @@ int main(void) {
     test_gelu_grad();
     test_gelu_large();
     test_gelu_inplace();
+    test_bf16_fused();
     test_act_backward_h();
     test_swiglu_hand();
     test_swiglu_grad();

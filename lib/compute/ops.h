@@ -128,6 +128,11 @@ void al_matmul_backward_bf16(float *dinp, float *dw, float *db, const float *dou
  * out = (inp - mean) * rstd * w + b. Saves mean, rstd (N) for backward. */
 void al_layernorm_forward(float *out, float *mean, float *rstd, const float *inp,
                           const float *w, const float *b, int N, int C, float eps);
+/* The same, each row of out also rounded to bf16 into out16 (may be NULL)
+ * while in cache: the bits of al_bf16_round after al_layernorm_forward. */
+void al_layernorm_forward_bf16(float *out, uint16_t *out16, float *mean, float *rstd,
+                               const float *inp, const float *w, const float *b, int N, int C,
+                               float eps);
 void al_layernorm_backward(float *dinp, float *dw, float *db, const float *dout,
                            const float *inp, const float *w, const float *mean,
                            const float *rstd, int N, int C);
@@ -136,6 +141,9 @@ void al_layernorm_backward(float *dinp, float *dw, float *db, const float *dout,
  * out = w * (x * rstd). Saves rstd (N). */
 void al_rmsnorm_forward(float *out, float *rstd, const float *inp, const float *w,
                         int N, int C, float eps);
+/* The same with out16 (may be NULL) as al_layernorm_forward_bf16's. */
+void al_rmsnorm_forward_bf16(float *out, uint16_t *out16, float *rstd, const float *inp,
+                             const float *w, int N, int C, float eps);
 void al_rmsnorm_backward(float *dinp, float *dw, const float *dout, const float *inp,
                          const float *w, const float *rstd, int N, int C);
 
@@ -164,6 +172,11 @@ void al_gelu_backward(float *dinp, const float *dout, const float *inp, size_t n
  * rounded value the bf16 forward computed the activation from, kept in
  * half the bytes): the same results as on that input widened to fp32. */
 void al_gelu_backward_h(float *dinp, const float *dout, const uint16_t *inp, size_t n);
+/* bf16 mixed precision's gelu in one pass: keep16 = bf16(inp), out16 =
+ * bf16(gelu(keep16 widened)): the bits of al_bf16_snap, al_gelu_forward
+ * and al_bf16_round in turn (the activation reads h1 as autocast's bf16
+ * linear returns it; the next product reads its output rounded). */
+void al_gelu_forward_bf16(uint16_t *out16, uint16_t *keep16, const float *inp, size_t n);
 /* d = d * gelu'(x) in place, x given in fp32 (inp) or bf16 (inp16, the
  * other NULL): the values al_gelu_backward(_h) accumulates into a zeroed
  * dinp from dout = d, bit for bit, without a second (n) buffer. */

@@ -112,6 +112,7 @@ static float nn_sqdev(const float *x, float m, int n) {
 typedef struct {
     float *out, *mean, *rstd, *dinp, *dw, *db;
     const float *inp, *w, *b, *dout, *cmean, *crstd;
+    uint16_t *out16;      /* forward: each row of out also rounded to bf16 here */
     int N, C;
     float eps;
 } nn_norm_ctx;
@@ -156,6 +157,7 @@ AL_SIMD_CLONES static void layernorm_fwd_fn(void *vctx, int tid, int nth) {
         }
         if (x->mean) x->mean[n] = m;
         if (x->rstd) x->rstd[n] = r;
+        if (x->out16) al_bf16_round(x->out16 + (size_t)n * C, o, (size_t)C);
     }
 }
 
@@ -163,9 +165,15 @@ AL_SIMD_CLONES static void layernorm_fwd_fn(void *vctx, int tid, int nth) {
  * may be NULL (no bias; inference without saving). */
 void al_layernorm_forward(float *out, float *mean, float *rstd, const float *inp,
                           const float *w, const float *b, int N, int C, float eps) {
+    al_layernorm_forward_bf16(out, NULL, mean, rstd, inp, w, b, N, C, eps);
+}
+
+void al_layernorm_forward_bf16(float *out, uint16_t *out16, float *mean, float *rstd,
+                               const float *inp, const float *w, const float *b, int N, int C,
+                               float eps) {
     AL_ASSERT(out && inp && w && N >= 0 && C > 0);
     nn_norm_ctx x = {.out = out, .mean = mean, .rstd = rstd, .inp = inp, .w = w,
-                     .b = b, .N = N, .C = C, .eps = eps};
+                     .b = b, .out16 = out16, .N = N, .C = C, .eps = eps};
     nn_run(layernorm_fwd_fn, &x, (size_t)N * (size_t)C);
 }
 
@@ -227,15 +235,21 @@ AL_SIMD_CLONES static void rmsnorm_fwd_fn(void *vctx, int tid, int nth) {
         /* as LlamaRMSNorm: weight * (x * rsqrt(var + eps)) */
         for (int c = 0; c < C; c++) o[c] = x->w[c] * (in[c] * r);
         if (x->rstd) x->rstd[n] = r;
+        if (x->out16) al_bf16_round(x->out16 + (size_t)n * C, o, (size_t)C);
     }
 }
 
 /* rstd may be NULL (inference). */
 void al_rmsnorm_forward(float *out, float *rstd, const float *inp, const float *w,
                         int N, int C, float eps) {
+    al_rmsnorm_forward_bf16(out, NULL, rstd, inp, w, N, C, eps);
+}
+
+void al_rmsnorm_forward_bf16(float *out, uint16_t *out16, float *rstd, const float *inp,
+                             const float *w, int N, int C, float eps) {
     AL_ASSERT(out && inp && w && N >= 0 && C > 0);
-    nn_norm_ctx x = {.out = out, .rstd = rstd, .inp = inp, .w = w, .N = N, .C = C,
-                     .eps = eps};
+    nn_norm_ctx x = {.out = out, .rstd = rstd, .inp = inp, .w = w, .out16 = out16, .N = N,
+                     .C = C, .eps = eps};
     nn_run(rmsnorm_fwd_fn, &x, (size_t)N * (size_t)C);
 }
 
@@ -463,6 +477,32 @@ void al_gelu_forward(float *out, const float *inp, size_t n) {
     AL_ASSERT((out && inp) || n == 0);
     nn_ew_ctx x = {.out = out, .in = inp, .n = n};
     nn_run(gelu_fwd_fn, &x, n);
+}
+
+typedef struct {
+    uint16_t *out16, *keep16;
+    const float *in;
+    size_t n;
+} nn_gelu16_ctx;
+
+AL_SIMD_CLONES static void gelu_fwd16_fn(void *vctx, int tid, int nth) {
+    const nn_gelu16_ctx *x = vctx;
+    long lo, hi;
+    al_split((long)((x->n + NN_BLK - 1) / NN_BLK), nth, tid, &lo, &hi);
+    float buf[NN_BLK];
+    for (size_t i = (size_t)lo * NN_BLK; i < (size_t)hi * NN_BLK && i < x->n; i += NN_BLK) {
+        const size_t k = x->n - i < NN_BLK ? x->n - i : NN_BLK;
+        al_bf16_round(x->keep16 + i, x->in + i, k);
+        nn_widen(buf, x->keep16 + i, (int)k);
+        for (size_t j = 0; j < k; j++) buf[j] = nn_gelu(buf[j]);
+        al_bf16_round(x->out16 + i, buf, k);
+    }
+}
+
+void al_gelu_forward_bf16(uint16_t *out16, uint16_t *keep16, const float *inp, size_t n) {
+    AL_ASSERT((out16 && keep16 && inp) || n == 0);
+    nn_gelu16_ctx x = {.out16 = out16, .keep16 = keep16, .in = inp, .n = n};
+    nn_run(gelu_fwd16_fn, &x, n);
 }
 
 static NN_INLINE void gelu_bwd_range(float *out, const float *dout, const float *in, long n) {

@@ -1227,7 +1227,8 @@ size_t al_model_lin_scratch16(const al_model *m, size_t N) {
 /* ---- forward ------------------------------------------------------------ */
 
 /* al_linear_forward; in bf16 mode with keep16 the rounded x goes there (the
- * backward's copy) instead of into s16. */
+ * backward's copy) instead of into s16, and x NULL says that keep16 (or s16)
+ * holds it already. */
 static void linear_forward(al_model *m, int layer, int lin, float *out, const float *x,
                            uint16_t *keep16, float *lora_t, uint16_t *s16, int N) {
     al_linear *L = &m->layers[layer].lin[lin];
@@ -1236,7 +1237,7 @@ static void linear_forward(al_model *m, int layer, int lin, float *out, const fl
     if (m->bf16) {
         /* s16: the rounded x (N, in) unless kept, then one adapter's rounded t (N, r) */
         uint16_t *x16 = keep16 ? keep16 : s16, *t16 = s16 + (size_t)N * (size_t)L->in;
-        al_bf16_round(x16, x, (size_t)N * (size_t)L->in);
+        if (x) al_bf16_round(x16, x, (size_t)N * (size_t)L->in);
         al_matmul_forward_h(out, x16, PH(m, L->w), PW(m, L->b), N, L->in, L->out);
         for (int k = 0; use && k < L->n_lora; k++) {
             const al_lora_mod *lm = &m->lora[L->first_lora + k];
@@ -1280,6 +1281,22 @@ void al_model_norm(al_model *m, float *out, float *mean, float *rstd, const floa
         al_rmsnorm_groups_forward(out, rstd, x, PW(m, w), 1.0f, c->C, c->C, N, 1, c->C, c->norm_eps);
     else
         al_rmsnorm_forward(out, rstd, x, PW(m, w), N, c->C, c->norm_eps);
+}
+
+/* al_model_norm, in bf16 mode also rounding the rows into out16 for the
+ * product that reads them (fewer passes over the rows). Returns 1 when it
+ * did, 0 when only out was written (the groups' norm of norm_offset). */
+static int model_norm16(al_model *m, float *out, uint16_t *out16, float *mean, float *rstd,
+                        const float *x, int w, int b, int N) {
+    const al_model_config *c = &m->cfg;
+    if (c->arch == AL_ARCH_GPT2)
+        al_layernorm_forward_bf16(out, out16, mean, rstd, x, PW(m, w), PW(m, b), N, c->C, c->norm_eps);
+    else if (c->norm_offset) {
+        al_model_norm(m, out, mean, rstd, x, w, b, N);
+        return 0;
+    } else
+        al_rmsnorm_forward_bf16(out, out16, rstd, x, PW(m, w), N, c->C, c->norm_eps);
+    return out16 != NULL;
 }
 
 static void norm_backward(al_model *m, float *dx, const float *dout, const float *x,
@@ -1452,11 +1469,13 @@ static void layer_forward(al_model *m, int l, al_acts *a, const float *x, float 
      * the backward's buffers of their shapes, free in a forward (and in
      * the recompute of a checkpointed backward) */
     float *ln_tmp = a->h1_h ? m->d_ln : m->x_tmp;
+    /* in bf16 mode the norms round their rows for the product that reads
+     * them (into its kept copy, or into s16), which then rounds nothing */
     const float *xin = x;
     if (ly->ln1_w >= 0) {
         float *ln1 = a->ln1 ? a->ln1 : ln_tmp;
-        al_model_norm(m, ln1, a->ln1_mean, a->ln1_rstd, x, ly->ln1_w, ly->ln1_b, N);
-        xin = ln1;
+        uint16_t *ln1_16 = m->bf16 ? (a->ln1_h ? a->ln1_h : m->s16) : NULL;
+        xin = model_norm16(m, ln1, ln1_16, a->ln1_mean, a->ln1_rstd, x, ly->ln1_w, ly->ln1_b, N) ? NULL : ln1;
     }
     float *qkv = a->qkv_h ? m->d_qkv : a->qkv;
     linear_forward(m, l, LIN_QKV, qkv, xin, a->ln1_h, lora_slot(m, l, LIN_QKV, a->lora_t, N), m->s16, N);
@@ -1474,15 +1493,24 @@ static void layer_forward(al_model *m, int l, al_acts *a, const float *x, float 
     const float *min = a->mid;
     if (ly->ln2_w >= 0) {
         float *ln2 = a->ln2 ? a->ln2 : ln_tmp;
-        al_model_norm(m, ln2, a->ln2_mean, a->ln2_rstd, a->mid, ly->ln2_w, ly->ln2_b, N);
-        min = ln2;
+        uint16_t *ln2_16 = m->bf16 ? (a->ln2_h ? a->ln2_h : m->s16) : NULL;
+        min = model_norm16(m, ln2, ln2_16, a->ln2_mean, a->ln2_rstd, a->mid, ly->ln2_w, ly->ln2_b, N) ? NULL
+                                                                                                   : ln2;
     }
     float *h1 = a->h1_h ? m->d_h1 : a->h1;
     linear_forward(m, l, LIN_UP, h1, min, a->ln2_h, lora_slot(m, l, LIN_UP, a->lora_t, N), m->s16, N);
-    float *h2 = a->h2 ? a->h2 : a->h1_h ? m->d_h2 : m->x_tmp;
-    al_layer_act(m, h2, h1, a->h1_h, N);
     float *mo = c->post_norm ? a->mlp_o : y;
-    linear_forward(m, l, LIN_DOWN, mo, h2, a->h2_h, lora_slot(m, l, LIN_DOWN, a->lora_t, N), m->s16, N);
+    if (a->h1_h && c->arch == AL_ARCH_GPT2) {
+        /* bf16 training: h1 rounded (kept), gelu and h2 rounded for the
+         * product in one pass, with the bits of al_layer_act's steps */
+        uint16_t *h2_16 = a->h2_h ? a->h2_h : m->s16;
+        al_gelu_forward_bf16(h2_16, a->h1_h, h1, (size_t)N * c->FF);
+        linear_forward(m, l, LIN_DOWN, mo, NULL, h2_16, lora_slot(m, l, LIN_DOWN, a->lora_t, N), m->s16, N);
+    } else {
+        float *h2 = a->h2 ? a->h2 : a->h1_h ? m->d_h2 : m->x_tmp;
+        al_layer_act(m, h2, h1, a->h1_h, N);
+        linear_forward(m, l, LIN_DOWN, mo, h2, a->h2_h, lora_slot(m, l, LIN_DOWN, a->lora_t, N), m->s16, N);
+    }
     al_layer_residual(m, l, 1, y, a->mid, mo, a->pf_rstd, N);
 }
 
