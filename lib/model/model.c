@@ -451,6 +451,7 @@ static int storage_build(al_model *m, const unsigned char *trains) {
     m->n_data = n32;
     m->data16 = d16;
     m->n_data16 = n16;
+    al_model_w_written(m);
     return 0;
 }
 
@@ -478,13 +479,43 @@ int al_model_set_bf16(al_model *m, int on, char err[AL_ERRLEN]) {
 
 int al_model_is_bf16(const al_model *m) { return m->bf16; }
 
+/* Debug and sanitizer builds (which run every test in CI; Release keeps
+ * AL_ASSERT but not this pass over the weights): a skipped sync must have
+ * had nothing to do (a writer that forgot al_model_w_written, or one
+ * through a table fetched before the optimizer's step, would leave a copy
+ * stale). */
+#if !defined(__OPTIMIZE__) || defined(__SANITIZE_ADDRESS__)
+#define AL_CHECK_BF16_COPIES 1
+#endif
+
+#ifdef AL_CHECK_BF16_COPIES
+static void bf16_check_current(const al_model *m) {
+    for (int i = 0; i < m->n_params; i++) {
+        const al_param *p = &m->params[i];
+        for (size_t k = 0; p->w && p->h && k < p->n; k++)
+            AL_ASSERT(p->h[k] == al_bf16_round1(p->w[k]));
+    }
+}
+#endif
+
 void al_model_bf16_sync(al_model *m) {
     if (!m->bf16) return;
+    /* a shared-base model's base weights are another model's to write */
+    int skip = m->h_stepped && !m->h_dirty && !m->shared_base;
+    m->h_stepped = m->h_dirty = 0;
+    if (skip) {
+#ifdef AL_CHECK_BF16_COPIES
+        bf16_check_current(m);
+#endif
+        return;
+    }
     for (int i = 0; i < m->n_params; i++) {
         al_param *p = &m->params[i];
         if (p->w && p->h) al_bf16_round(p->h, p->w, p->n);
     }
 }
+
+void al_model_bf16_stepped(al_model *m) { m->h_stepped = 1; }
 
 void al_param_set(al_param *p, const float *v) {
     if (p->w) memcpy(p->w, v, p->n * sizeof(float));
@@ -646,6 +677,12 @@ void al_model_free(al_model *m) {
 const al_model_config *al_model_config_of(const al_model *m) { return &m->cfg; }
 
 al_param *al_model_params(al_model *m, int *n) {
+    m->h_dirty = 1;
+    *n = m->n_params;
+    return m->params;
+}
+
+const al_param *al_model_params_ro(const al_model *m, int *n) {
     *n = m->n_params;
     return m->params;
 }
@@ -679,6 +716,7 @@ static void fill_normal(float *w, size_t n, float std, al_rng *r) {
 static void init_param(al_model *m, al_param *p, al_rng *r);
 
 static void init_params(al_model *m, uint64_t seed, int lora_only) {
+    al_model_w_written(m);
     al_rng r;
     al_rng_seed(&r, seed);
     for (int i = 0; i < m->n_params; i++) {
@@ -803,6 +841,7 @@ al_model *al_model_new_shared(al_model *base, const al_lora_cfg *lora, uint64_t 
     al_rng r;
     al_rng_seed(&r, seed ^ 0x5C0E5C0Eull);
     fill_normal(m->params[m->score].w, m->params[m->score].n, c.init_range > 0 ? c.init_range : 0.02f, &r);
+    al_model_w_written(m);
     if (c.arch == AL_ARCH_LLAMA && rope_alloc(m)) goto nomem;
     return m;
 nomem:
