@@ -101,14 +101,13 @@ int main(int argc, char **argv) {
     const char *tmp = t_tmpdir();
     int seeds[T_SEEDS], nseeds = t_learn_seeds(argc, argv, seeds);
     double sft_em[T_SEEDS], rm_acc[T_SEEDS], plain[T_SEEDS], plain_fall[T_SEEDS], rpo[T_SEEDS];
-    char base[1200], sft[1200], start[1200], rm[1200], gen[1200], dpo[1200], json[8192];
+    char base[1200], sft[1200], part[1200], start[1300], rm[1200], gen[1200], dpo[1200], json[8192];
     last l;
     al_train_result res;
     for (int s = 0; s < nseeds; s++) {
         int seed = seeds[s];
         snprintf(base, sizeof base, "%s/base%d", tmp, seed);
         snprintf(sft, sizeof sft, "%s/sft%d", tmp, seed);
-        snprintf(start, sizeof start, "%s/start%d", tmp, seed);
         snprintf(rm, sizeof rm, "%s/rm%d", tmp, seed);
         snprintf(gen, sizeof gen, "%s/gen%d", tmp, seed);
         snprintf(dpo, sizeof dpo, "%s/dpo%d", tmp, seed);
@@ -131,9 +130,11 @@ int main(int argc, char **argv) {
         rm_acc[s] = get(&l, "eval_accuracy");
 
         /* 3. DPO both ways on pairs the demo's SFT start generated */
-        snprintf(json, sizeof json, SFT, base, seed, 1e-3, 500, "constant", start, seed);
-        T_OK(train(json, &l, NULL));
+        snprintf(part, sizeof part, "%s/part%d", tmp, seed);
+        long start_steps = 0;
+        T_OK(t_learn_start(base, seed, part, tmp, start, sizeof start, &start_steps, g_err));
         double em0 = t_heldout_em(start, "addition2", tmp);
+        printf("seed %d: the SFT start (%ld steps): held-out exact match %.3f\n", seed, start_steps, em0);
         snprintf(json, sizeof json,
                  "{\"method\":\"generate_preferences\",\"model\":\"%s\",\"task\":{\"name\":\"addition2\",\"rows\":1000,"
                  "\"seed\":%d},\"reward\":{\"verifiable\":1.0},\"hyperparameters\":{\"num_generations\":4,"

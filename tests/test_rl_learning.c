@@ -211,26 +211,21 @@ int main(int argc, char **argv) {
     int seeds[T_SEEDS], nseeds = t_learn_seeds(argc, argv, seeds);
     double grpo[T_SEEDS], flipped[T_SEEDS], flipped_v[T_SEEDS], rm_weak[T_SEEDS], hack_score[T_SEEDS],
         hack_em[T_SEEDS], rm_strong[T_SEEDS], mitig[T_SEEDS];
-    char base[1200], start[1200], rm[1200], out[1200], rw[1400], json[8192];
+    char base[1200], sft[1200], start[1300], rm[1200], out[1200], rw[1400], json[8192];
     series s;
     g_t0 = al_now();
     for (int k = 0; k < nseeds; k++) {
         int seed = seeds[k];
         snprintf(base, sizeof base, "%s/base%d", tmp, seed);
-        snprintf(start, sizeof start, "%s/start%d", tmp, seed);
         snprintf(out, sizeof out, "%s/out%d", tmp, seed);
         T_OK(t_learn_base(base, (uint64_t)seed, g_err));
-        snprintf(json, sizeof json,
-                 "{\"method\":\"sft\",\"model\":\"%s\",\"task\":{\"name\":\"addition2\",\"rows\":8000,\"seed\":%d},"
-                 "\"hyperparameters\":{\"learning_rate\":0.001,\"batch_size\":32,\"max_steps\":500,"
-                 "\"lr_scheduler_type\":\"constant\",\"warmup_ratio\":0.05,\"logging_steps\":500,\"max_length\":24,"
-                 "\"save_steps\":0},\"output_dir\":\"%s\",\"seed\":%d}",
-                 base, seed, start, seed);
-        T_OK(train(json, &s));
+        snprintf(sft, sizeof sft, "%s/sft%d", tmp, seed);
+        long start_steps = 0;
+        T_OK(t_learn_start(base, seed, sft, tmp, start, sizeof start, &start_steps, g_err));
         phase(seed, "SFT start");
         double em0 = t_heldout_em(start, "addition2", tmp);
         phase(seed, "held-out eval");
-        printf("seed %d: the SFT start's held-out exact match %.3f\n", seed, em0);
+        printf("seed %d: the SFT start (%ld steps): held-out exact match %.3f\n", seed, start_steps, em0);
 
         /* 1. GRPO, verifiable reward, the recipe's defaults */
         snprintf(json, sizeof json, RL, "grpo", start, GRPO_ROWS, 3 + seed, "{\"verifiable\":1.0}", GRPO_STEPS, out,
