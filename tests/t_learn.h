@@ -101,8 +101,8 @@ static inline double t_heldout_em(const char *dir, const char *task, const char 
  * a fixed 500 steps left held-out exact match anywhere in 0.14-0.45 over
  * seeds 1-8 (0.18 and 0.22 on seeds 4 and 5, from which GRPO gains almost
  * nothing); stopped by training accuracy, the same eight seeds start at
- * 0.40-0.45 held out (tests/test_rl_learning.c's header). The held-out rows
- * take no part in the choice. Writes the run under dir; start receives the
+ * 0.36-0.48 held out on two builds (tests/test_rl_learning.c's header),
+ * after 450-1550 steps. The held-out rows take no part in the choice. Writes the run under dir; start receives the
  * chosen checkpoint's folder, *steps its step; AL_ERANGE when no checkpoint
  * reaches the level. */
 enum { T_START_MAX_STEPS = 3000, T_START_EVERY = 50, T_START_ROWS = 1000, T_START_EVAL_SEED = 777 };
