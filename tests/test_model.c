@@ -1057,6 +1057,62 @@ static void test_bf16_copy_after_step(void) {
     }
 }
 
+static void count_stage(void *ud, int stage) {
+    (void)stage;
+    ++*(int *)ud;
+}
+
+/* al_model_zero_grad leaves the layer maps' weight gradients to the next
+ * backward, which writes them: the same bits as zeroing first (a model
+ * with a grad hook zeroes at once), in fp32 and bf16, and zeros to anyone
+ * reading before that backward. */
+static void test_zero_grad_deferred(void) {
+    char err[AL_ERRLEN];
+    float lp[B_ * T_], en[B_ * T_], val[B_ * T_];
+    for (int bf16 = 0; bf16 < 2; bf16++) {
+        al_model_config c = tiny(AL_ARCH_LLAMA, 1);
+        al_model *m = al_model_new(&c, NULL, err);
+        al_model_init(m, 5);
+        if (bf16) T_OK(al_model_set_bf16(m, 1, err));
+        fwd_bwd(m, 0, lp, en, val); /* zero_grad (deferred), backward */
+        fwd_bwd(m, 0, lp, en, val);
+        int np;
+        const al_param *ps = al_model_params_ro(m, &np);
+        size_t n = al_model_num_params(m, 1), at = 0;
+        float *g1 = malloc(n * sizeof *g1);
+        for (int i = 0; i < np; i++)
+            if (ps[i].g) {
+                memcpy(g1 + at, ps[i].g, ps[i].n * sizeof *g1);
+                at += ps[i].n;
+            }
+        T_TRUE(al_model_grad_norm(m) > 0);
+        int stages = 0;
+        al_model_set_grad_hook(m, count_stage, &stages); /* zeroes at once */
+        fwd_bwd(m, 0, lp, en, val);
+        T_EQ_INT(stages, c.n_layers + 2);
+        ps = al_model_params_ro(m, &np);
+        int same = 1;
+        at = 0;
+        for (int i = 0; i < np; i++)
+            if (ps[i].g) {
+                same &= memcmp(g1 + at, ps[i].g, ps[i].n * sizeof *g1) == 0;
+                at += ps[i].n;
+            }
+        T_TRUE(same);
+        al_model_set_grad_hook(m, NULL, NULL);
+        al_model_zero_grad(m);
+        T_TRUE(al_model_grad_norm(m) == 0.0);
+        al_model_zero_grad(m);
+        ps = al_model_params_ro(m, &np);
+        double ss = 0;
+        for (int i = 0; i < np; i++)
+            for (size_t k = 0; ps[i].g && k < ps[i].n; k++) ss += fabs(ps[i].g[k]);
+        T_TRUE(ss == 0.0);
+        free(g1);
+        al_model_free(m);
+    }
+}
+
 static void test_accumulation_and_determinism(void) {
     char err[AL_ERRLEN];
     al_model_config c = tiny(AL_ARCH_LLAMA, 1);
@@ -1274,6 +1330,7 @@ int main(void) {
     test_bf16_frozen_open();
     test_bf16_checkpoints();
     test_bf16_copy_after_step();
+    test_zero_grad_deferred();
     test_accumulation_and_determinism();
     test_errors();
     test_frozen_open();

@@ -174,7 +174,7 @@ al_param *al_model_params(al_model *m, int *n);
 /* The same table for code that writes no weight (w), or that writes each
  * weight's bf16 copy (h, al_bf16_round1) with it: gradient clipping,
  * checkpoints, the optimizer. */
-const al_param *al_model_params_ro(const al_model *m, int *n);
+const al_param *al_model_params_ro(al_model *m, int *n);
 /* The optimizer has just updated the trainable weights and written each
  * bf16 copy with its weight: unless something else writes weights before
  * it, the next forward keeps the copies as they are instead of rounding
@@ -237,6 +237,11 @@ int al_model_forward(al_model *m, const al_tokens *in, al_fwd *out);
  * may be NULL. Accumulates into the gradients of trainable parameters. */
 int al_model_backward(al_model *m, const al_tokens *in, const float *dlogp,
                       const float *dent, const float *dvalue);
+/* Gradients to zero. The layer maps' weight gradients are zeroed lazily:
+ * the next backward writes them rather than adds to them, and
+ * al_model_params (_ro) and al_model_grad_norm zero them first when read
+ * before it; so read gradients through those, not through pointers kept
+ * from before. */
 void al_model_zero_grad(al_model *m);
 /* Gradient stages of a backward pass, in the order al_model_backward
  * completes them: 0 the heads and the final norm, 1 .. n_layers the layers

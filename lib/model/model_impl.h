@@ -133,6 +133,11 @@ struct al_model {
     int build_layer;              /* while building: the layer add_param tags (-1 none) */
     al_grad_hook grad_hook;       /* al_model_set_grad_hook */
     void *grad_hook_ud;
+    /* al_model_zero_grad left the layer maps' weight gradients as they were
+     * (most of the arena): the next backward's products write them (beta
+     * 0) instead of adding to them; anything else reading gradients first
+     * zeroes them (grads_settle). */
+    int grad_defer;
 };
 
 /* RoPE (rope.c): the key selecting the global table a pass of length
