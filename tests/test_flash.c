@@ -86,6 +86,16 @@ static void against_today(const shape *s) {
      * fp32 rounding and the tanh of a cap. Gradients: relative L2 4e-2. */
     float *o16 = fbuf(no), *l16 = fbuf(N * s->NH);
     al_flash_attention_forward(o16, l16, q, k, v, ld, seg, s->B, s->T, s->NH, s->NKV, s->HD, &s->o, 1);
+    {   /* the rows rounded as they are written: al_bf16_round's bits of the output */
+        float *o3 = fbuf(no), *l3 = fbuf(N * s->NH);
+        uint16_t *h3 = al_calloc(no, sizeof *h3), *hr = al_calloc(no, sizeof *hr);
+        AL_ASSERT(h3 && hr);
+        al_flash_attention_forward_bf16(o3, h3, l3, q, k, v, ld, seg, s->B, s->T, s->NH, s->NKV, s->HD,
+                                        &s->o, 1);
+        al_bf16_round(hr, o16, no);
+        T_TRUE(memcmp(o3, o16, no * sizeof(float)) == 0 && memcmp(h3, hr, no * sizeof *hr) == 0);
+        al_free(o3); al_free(l3); al_free(h3); al_free(hr);
+    }
     float scale = s->o.scale > 0 ? s->o.scale : 1.0f / sqrtf((float)s->HD);
     size_t bad = 0;
     for (int b = 0; b < s->B; b++)

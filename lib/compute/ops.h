@@ -271,6 +271,12 @@ void al_attention_backward(float *dq, float *dk, float *dv, const float *dout,
 void al_flash_attention_forward(float *out, float *lse, const float *q, const float *k,
                                 const float *v, int ld, const int32_t *seg, int B, int T, int NH,
                                 int NKV, int HD, const al_attn_opts *opts, int bf16);
+/* The same, each output row also rounded to bf16 into out16 (may be NULL;
+ * (B*T, NH*HD) as out) as it is written: the bits of al_bf16_round after. */
+void al_flash_attention_forward_bf16(float *out, uint16_t *out16, float *lse, const float *q,
+                                     const float *k, const float *v, int ld, const int32_t *seg,
+                                     int B, int T, int NH, int NKV, int HD,
+                                     const al_attn_opts *opts, int bf16);
 void al_flash_attention_backward(float *dq, float *dk, float *dv, const float *dout,
                                  const float *out, const float *lse, const float *q,
                                  const float *k, const float *v, int ld, const int32_t *seg,

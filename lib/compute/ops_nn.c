@@ -1089,6 +1089,7 @@ static inline int fa_visible(const int32_t *sg, int i, int j, int win) {
 
 typedef struct {
     float *out, *lse, *dq, *dk, *dv;
+    uint16_t *out16;     /* the forward's output also rounded to bf16 (may be NULL) */
     const float *q, *k, *v, *dout, *o, *lse_in;
     const uint16_t *o16; /* the backward's O in bf16 instead of o */
     const uint16_t *q16, *k16, *v16; /* the backward's q, k, v in bf16 instead (bf16 mode) */
@@ -1243,6 +1244,7 @@ AL_SIMD_CLONES static void fa_fwd_fn(void *vctx, int tid, int nth) {
             float *o = x->out + ((size_t)b * T + i) * OC + (size_t)h * HD;
             const float inv = 1.0f / lrow[r];
             for (int d = 0; d < HD; d++) o[d] = acc[r * HD + d] * inv;
+            if (x->out16) al_bf16_round(x->out16 + (o - x->out), o, (size_t)HD);
             x->lse[((size_t)b * NH + h) * T + i] = mrow[r] + logf(lrow[r]);
         }
     }
@@ -1251,9 +1253,16 @@ AL_SIMD_CLONES static void fa_fwd_fn(void *vctx, int tid, int nth) {
 void al_flash_attention_forward(float *out, float *lse, const float *q, const float *k,
                                 const float *v, int ld, const int32_t *seg, int B, int T, int NH,
                                 int NKV, int HD, const al_attn_opts *opts, int bf16) {
+    al_flash_attention_forward_bf16(out, NULL, lse, q, k, v, ld, seg, B, T, NH, NKV, HD, opts, bf16);
+}
+
+void al_flash_attention_forward_bf16(float *out, uint16_t *out16, float *lse, const float *q,
+                                     const float *k, const float *v, int ld, const int32_t *seg,
+                                     int B, int T, int NH, int NKV, int HD,
+                                     const al_attn_opts *opts, int bf16) {
     attn_check(ld, B, T, NH, NKV, HD);
     AL_ASSERT(out && lse && q && k && v && HD <= FA_HD_MAX);
-    fa_ctx x = {.out = out, .lse = lse, .q = q, .k = k, .v = v, .seg = seg, .ld = ld, .B = B,
+    fa_ctx x = {.out = out, .out16 = out16, .lse = lse, .q = q, .k = k, .v = v, .seg = seg, .ld = ld, .B = B,
                 .T = T, .NH = NH, .NKV = NKV, .HD = HD, .bf16 = bf16,
                 .native = bf16 && al_bf16_dp_cpu()};
     attn_opts_get(opts, HD, &x.scale, &x.cap, &x.win);

@@ -1530,10 +1530,13 @@ static void layer_forward(al_model *m, int l, al_acts *a, const float *x, float 
     al_attn_opts ao;
     al_layer_attn_opts(m, l, &ao);
     float *atty = a->atty_h ? m->d_atty : a->atty;
-    al_flash_attention_forward(atty, a->lse, q, k, v, m->QKV, in->seg, B, T, c->NH, c->NKV, HD, &ao,
-                               m->bf16);
+    /* bf16: attention rounds its output rows for o_proj as it writes them */
+    uint16_t *atty16 = m->bf16 ? (a->atty_h ? a->atty_h : m->s16) : NULL;
+    al_flash_attention_forward_bf16(atty, atty16, a->lse, q, k, v, m->QKV, in->seg, B, T, c->NH, c->NKV,
+                                    HD, &ao, m->bf16);
     float *ao_out = c->post_norm ? a->att_o : a->mid;
-    linear_forward(m, l, LIN_O, ao_out, atty, a->atty_h, lora_slot(m, l, LIN_O, a->lora_t, N), m->s16, N);
+    linear_forward(m, l, LIN_O, ao_out, atty16 ? NULL : atty, a->atty_h, lora_slot(m, l, LIN_O, a->lora_t, N),
+                   m->s16, N);
     al_layer_residual(m, l, 0, a->mid, x, ao_out, a->pa_rstd, N);
     const float *min = a->mid;
     if (ly->ln2_w >= 0) {
