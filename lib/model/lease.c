@@ -198,7 +198,12 @@ static int set_up(void) {
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
     sa.sa_sigaction = on_signal;
-    sa.sa_flags = SA_SIGINFO | SA_RESTART;
+    /* No SA_RESTART: the watcher's read returns EINTR after the signal,
+     * which TSan needs (it runs a handler only when the thread next leaves
+     * a call it intercepts; a restarted read would never leave). The signal
+     * is directed at the watcher alone (F_SETOWN_EX), so no other thread
+     * sees EINTR, bar a writer in the instant between F_SETLEASE and it. */
+    sa.sa_flags = SA_SIGINFO;
     sigfillset(&sa.sa_mask);
     if (sigaction(g.sig, &sa, NULL) != 0) return g.why = errno;
     pthread_attr_t at;
