@@ -364,6 +364,7 @@ static int alloc_grads(al_model *m, int lora_only) {
     }
     if (m->n_grad == 0) return 0;
     m->grad = al_alloc_pages(m->n_grad * sizeof(float));
+    m->grad_defer = 0; /* fresh zero pages */
     if (!m->grad) return -1;
     size_t off = 0;
     for (int i = 0; i < m->n_params; i++) {
@@ -451,6 +452,7 @@ static int storage_build(al_model *m, const unsigned char *trains) {
     m->n_data = n32;
     m->data16 = d16;
     m->n_data16 = n16;
+    al_model_w_written(m);
     return 0;
 }
 
@@ -478,13 +480,43 @@ int al_model_set_bf16(al_model *m, int on, char err[AL_ERRLEN]) {
 
 int al_model_is_bf16(const al_model *m) { return m->bf16; }
 
+/* Debug and sanitizer builds (which run every test in CI; Release keeps
+ * AL_ASSERT but not this pass over the weights): a skipped sync must have
+ * had nothing to do (a writer that forgot al_model_w_written, or one
+ * through a table fetched before the optimizer's step, would leave a copy
+ * stale). */
+#if !defined(__OPTIMIZE__) || defined(__SANITIZE_ADDRESS__)
+#define AL_CHECK_BF16_COPIES 1
+#endif
+
+#ifdef AL_CHECK_BF16_COPIES
+static void bf16_check_current(const al_model *m) {
+    for (int i = 0; i < m->n_params; i++) {
+        const al_param *p = &m->params[i];
+        for (size_t k = 0; p->w && p->h && k < p->n; k++)
+            AL_ASSERT(p->h[k] == al_bf16_round1(p->w[k]));
+    }
+}
+#endif
+
 void al_model_bf16_sync(al_model *m) {
     if (!m->bf16) return;
+    /* a shared-base model's base weights are another model's to write */
+    int skip = m->h_stepped && !m->h_dirty && !m->shared_base;
+    m->h_stepped = m->h_dirty = 0;
+    if (skip) {
+#ifdef AL_CHECK_BF16_COPIES
+        bf16_check_current(m);
+#endif
+        return;
+    }
     for (int i = 0; i < m->n_params; i++) {
         al_param *p = &m->params[i];
         if (p->w && p->h) al_bf16_round(p->h, p->w, p->n);
     }
 }
+
+void al_model_bf16_stepped(al_model *m) { m->h_stepped = 1; }
 
 void al_param_set(al_param *p, const float *v) {
     if (p->w) memcpy(p->w, v, p->n * sizeof(float));
@@ -645,7 +677,17 @@ void al_model_free(al_model *m) {
 
 const al_model_config *al_model_config_of(const al_model *m) { return &m->cfg; }
 
+static void grads_settle(al_model *m);
+
 al_param *al_model_params(al_model *m, int *n) {
+    grads_settle(m);
+    m->h_dirty = 1;
+    *n = m->n_params;
+    return m->params;
+}
+
+const al_param *al_model_params_ro(al_model *m, int *n) {
+    grads_settle(m);
     *n = m->n_params;
     return m->params;
 }
@@ -665,6 +707,7 @@ void al_model_drop_grads(al_model *m) {
     al_free_pages(m->grad, m->n_grad * sizeof(float));
     m->grad = NULL;
     m->n_grad = 0;
+    m->grad_defer = 0;
     for (int i = 0; i < m->n_params; i++) m->params[i].g = NULL;
 }
 
@@ -679,6 +722,7 @@ static void fill_normal(float *w, size_t n, float std, al_rng *r) {
 static void init_param(al_model *m, al_param *p, al_rng *r);
 
 static void init_params(al_model *m, uint64_t seed, int lora_only) {
+    al_model_w_written(m);
     al_rng r;
     al_rng_seed(&r, seed);
     for (int i = 0; i < m->n_params; i++) {
@@ -803,6 +847,7 @@ al_model *al_model_new_shared(al_model *base, const al_lora_cfg *lora, uint64_t 
     al_rng r;
     al_rng_seed(&r, seed ^ 0x5C0E5C0Eull);
     fill_normal(m->params[m->score].w, m->params[m->score].n, c.init_range > 0 ? c.init_range : 0.02f, &r);
+    al_model_w_written(m);
     if (c.arch == AL_ARCH_LLAMA && rope_alloc(m)) goto nomem;
     return m;
 nomem:
@@ -1567,7 +1612,7 @@ int al_model_forward(al_model *m, const al_tokens *in, al_fwd *out) {
 /* bf16 backward of one fused map: dout, x (unless the forward kept its
  * rounded copy, kept16) and the adapters' t and dt are rounded into s16
  * ((N, out), (N, in), (N, r)) for the products. */
-static void linear_backward_bf16(al_model *m, al_linear *L, float *dx, const float *dout,
+static void linear_backward_bf16(al_model *m, al_linear *L, float *dx, int dx_fresh, const float *dout,
                                  const float *x, const uint16_t *kept16, const float *lora_t, int N) {
     int r = m->lora_cfg.r, lora = m->adapters_on && L->n_lora;
     float *gW = PG(m, L->w);
@@ -1578,8 +1623,11 @@ static void linear_backward_bf16(al_model *m, al_linear *L, float *dx, const flo
     al_bf16_round(d16, dout, (size_t)N * (size_t)L->out);
     if (need_x && kept16) x16 = (uint16_t *)kept16;
     else if (need_x) al_bf16_round(x16, x, (size_t)N * (size_t)L->in);
-    if (dx) al_gemm_bf16(0, 0, N, L->in, L->out, 1.0f, d16, L->out, PH(m, L->w), L->in, 1.0f, dx, L->in);
-    if (gW) al_gemm_bf16(1, 0, L->out, L->in, N, 1.0f, d16, L->out, x16, L->in, 1.0f, gW, L->in);
+    if (dx)
+        al_gemm_bf16(0, 0, N, L->in, L->out, 1.0f, d16, L->out, PH(m, L->w), L->in, dx_fresh ? 0.0f : 1.0f, dx,
+                     L->in);
+    if (gW) al_gemm_bf16(1, 0, L->out, L->in, N, 1.0f, d16, L->out, x16, L->in, m->grad_defer ? 0.0f : 1.0f, gW,
+                         L->in);
     if (PG(m, L->b)) al_matmul_backward(NULL, NULL, PG(m, L->b), dout, x, NULL, N, L->in, L->out);
     float s = m->lora_scale, *dt = m->d_lora;
     for (int k = 0; lora && k < L->n_lora; k++) {
@@ -1598,16 +1646,22 @@ static void linear_backward_bf16(al_model *m, al_linear *L, float *dx, const flo
 }
 
 /* x (fp32) or kept16 (bf16 mode) is the map's input the forward kept, NULL
- * when it kept none (m->keep: the backward reads none). */
-static void linear_backward(al_model *m, int layer, int lin, float *dx, const float *dout,
+ * when it kept none (m->keep: the backward reads none). dx_fresh: dx holds
+ * nothing yet (the product writes it rather than adds to it: no zeroing
+ * first). */
+static void linear_backward(al_model *m, int layer, int lin, float *dx, int dx_fresh, const float *dout,
                             const float *x, const uint16_t *kept16, const float *lora_t, int N) {
     al_linear *L = &m->layers[layer].lin[lin];
     AL_ASSERT(x || kept16 || !(m->keep & 1 << lin));
     if (m->bf16) {
-        linear_backward_bf16(m, L, dx, dout, x, kept16, lora_t, N);
+        linear_backward_bf16(m, L, dx, dx_fresh, dout, x, kept16, lora_t, N);
         return;
     }
-    al_matmul_backward(dx, PG(m, L->w), PG(m, L->b), dout, x, PW(m, L->w), N, L->in, L->out);
+    /* al_matmul_backward's products, with their betas */
+    float *gW = PG(m, L->w);
+    if (dx) al_gemm(0, 0, N, L->in, L->out, 1.0f, dout, L->out, PW(m, L->w), L->in, dx_fresh ? 0.0f : 1.0f, dx, L->in);
+    if (gW) al_gemm(1, 0, L->out, L->in, N, 1.0f, dout, L->out, x, L->in, m->grad_defer ? 0.0f : 1.0f, gW, L->in);
+    al_matmul_backward(NULL, NULL, PG(m, L->b), dout, x, NULL, N, L->in, L->out);
     if (!m->adapters_on || !L->n_lora) return;
     int r = m->lora_cfg.r;
     float s = m->lora_scale, *dt = m->d_lora;
@@ -1634,8 +1688,7 @@ static void layer_backward(al_model *m, int l, al_acts *a, const float *x,
     float *dres = m->d_res;
     /* MLP branch */
     const float *dmo = residual_backward(m, l, 1, dres, a, N);
-    al_zero(m->d_h2, (size_t)N * c->FF);
-    linear_backward(m, l, LIN_DOWN, m->d_h2, dmo, a->h2, a->h2_h, lora_slot(m, l, LIN_DOWN, a->lora_t, N), N);
+    linear_backward(m, l, LIN_DOWN, m->d_h2, 1, dmo, a->h2, a->h2_h, lora_slot(m, l, LIN_DOWN, a->lora_t, N), N);
     al_zero(m->d_h1, (size_t)N * m->UPW);
     if (a->h1_h) { /* bf16: the rounded h1 the forward's activation read */
         if (c->arch == AL_ARCH_GPT2) al_gelu_backward_h(m->d_h1, m->d_h2, a->h1_h, (size_t)N * c->FF);
@@ -1644,9 +1697,8 @@ static void layer_backward(al_model *m, int l, al_acts *a, const float *x,
     } else if (c->arch == AL_ARCH_GPT2) al_gelu_backward(m->d_h1, m->d_h2, a->h1, (size_t)N * c->FF);
     else if (c->act == AL_ACT_GELU_TANH) al_geglu_backward(m->d_h1, m->d_h2, a->h1, N, c->FF);
     else al_swiglu_backward(m->d_h1, m->d_h2, a->h1, N, c->FF);
-    al_zero(m->d_ln, NC);
     const float *min = ly->ln2_w >= 0 ? a->ln2 : a->mid;
-    linear_backward(m, l, LIN_UP, m->d_ln, m->d_h1, min, a->ln2_h, lora_slot(m, l, LIN_UP, a->lora_t, N), N);
+    linear_backward(m, l, LIN_UP, m->d_ln, 1, m->d_h1, min, a->ln2_h, lora_slot(m, l, LIN_UP, a->lora_t, N), N);
     if (ly->ln2_w >= 0)
         norm_backward(m, dres, m->d_ln, a->mid, a->ln2_mean, a->ln2_rstd, ly->ln2_w, ly->ln2_b, N);
     else
@@ -1654,8 +1706,7 @@ static void layer_backward(al_model *m, int l, al_acts *a, const float *x,
     /* dres is now d mid: the attention branch */
     const float *dao = residual_backward(m, l, 0, dres, a, N);
     size_t AH = (size_t)c->NH * HD;
-    al_zero(m->d_atty, (size_t)N * AH);
-    linear_backward(m, l, LIN_O, m->d_atty, dao, a->atty, a->atty_h, lora_slot(m, l, LIN_O, a->lora_t, N), N);
+    linear_backward(m, l, LIN_O, m->d_atty, 1, dao, a->atty, a->atty_h, lora_slot(m, l, LIN_O, a->lora_t, N), N);
     al_zero(m->d_qkv, (size_t)N * m->QKV);
     float *dq = m->d_qkv, *dk = dq + AH, *dv = dk + (size_t)c->NKV * HD;
     al_attn_opts ao;
@@ -1670,9 +1721,8 @@ static void layer_backward(al_model *m, int l, al_acts *a, const float *x,
                                     T, c->NH, c->NKV, HD, &ao, m->bf16);
     }
     layer_qk_backward(m, l, a, m->d_qkv, pos, N);
-    al_zero(m->d_ln, NC);
     const float *xin = ly->ln1_w >= 0 ? a->ln1 : x;
-    linear_backward(m, l, LIN_QKV, m->d_ln, m->d_qkv, xin, a->ln1_h, lora_slot(m, l, LIN_QKV, a->lora_t, N), N);
+    linear_backward(m, l, LIN_QKV, m->d_ln, 1, m->d_qkv, xin, a->ln1_h, lora_slot(m, l, LIN_QKV, a->lora_t, N), N);
     if (ly->ln1_w >= 0)
         norm_backward(m, dres, m->d_ln, x, a->ln1_mean, a->ln1_rstd, ly->ln1_w, ly->ln1_b, N);
     else
@@ -1731,6 +1781,7 @@ int al_model_backward(al_model *m, const al_tokens *in, const float *dlogp,
         layer_backward(m, l, &m->acts[l], x, in, pos);
         if (m->grad_hook) m->grad_hook(m->grad_hook_ud, L - l);
     }
+    m->grad_defer = 0; /* every layer map's weight gradient is written */
     if (c->embed_scale > 0 && c->embed_scale != 1.0f) al_scale(m->d_res, c->embed_scale, NC);
     al_embed_backward(PG(m, m->wte), PG(m, m->wpe), m->d_res, in->ids, pos, N, C);
     if (m->grad_hook) m->grad_hook(m->grad_hook_ud, L + 1);
@@ -1751,10 +1802,46 @@ int al_model_param_stage(const al_model *m, int i) {
     return 0;
 }
 
+/* Zeroes the gradient arena but (keep_maps) the trained layer maps' weight
+ * gradients: each a contiguous (out, in) run, in arena order; zeroes it all
+ * when they are not in that order. */
+static void zero_grads(al_model *m, int keep_maps) {
+    float *at = m->grad, *end = m->grad + m->n_grad;
+    for (int l = 0; keep_maps && l < m->cfg.n_layers; l++)
+        for (int k = 0; k < LIN_COUNT; k++) {
+            const al_linear *L = &m->layers[l].lin[k];
+            float *g = PG(m, L->w);
+            if (!g) continue;
+            if (g < at) { /* not in arena order: no map kept */
+                al_zero(m->grad, m->n_grad);
+                return;
+            }
+            al_zero(at, (size_t)(g - at));
+            at = g + (size_t)L->out * (size_t)L->in;
+        }
+    al_zero(at, (size_t)(end - at));
+}
+
+/* The deferred zeroing done, for readers other than the backward. */
+static void grads_settle(al_model *m) {
+    if (!m->grad_defer) return;
+    m->grad_defer = 0;
+    for (int l = 0; l < m->cfg.n_layers; l++)
+        for (int k = 0; k < LIN_COUNT; k++) {
+            const al_linear *L = &m->layers[l].lin[k];
+            if (PG(m, L->w)) al_zero(PG(m, L->w), (size_t)L->out * (size_t)L->in);
+        }
+}
+
+/* A data-parallel run's hook reads the arena itself: it gets real zeros. */
 void al_model_zero_grad(al_model *m) {
-    if (m->grad) al_zero(m->grad, m->n_grad);
+    if (!m->grad) return;
+    int defer = !m->grad_hook;
+    zero_grads(m, defer);
+    m->grad_defer = defer;
 }
 
 double al_model_grad_norm(al_model *m) {
+    grads_settle(m);
     return m->grad ? sqrt(al_sumsq(m->grad, m->n_grad)) : 0.0;
 }
