@@ -1740,12 +1740,12 @@ static void layer_backward(al_model *m, int l, al_acts *a, const float *x,
     if (act_inplace(m)) { /* d_h1 is d_h2; h1 as the forward's activation read it */
         AL_ASSERT(m->d_h1 == m->d_h2);
         al_gelu_backward_inplace(m->d_h1, a->h1_h ? NULL : a->h1, a->h1_h, (size_t)N * c->FF);
+    } else if (a->h1_h) { /* bf16: the rounded h1 the forward's activation read; the _h kernels write d_h1 */
+        if (c->act == AL_ACT_GELU_TANH) al_geglu_backward_h(m->d_h1, m->d_h2, a->h1_h, N, c->FF);
+        else al_swiglu_backward_h(m->d_h1, m->d_h2, a->h1_h, N, c->FF);
     } else {
         al_zero(m->d_h1, (size_t)N * m->UPW);
-        if (a->h1_h) { /* bf16: the rounded h1 the forward's activation read */
-            if (c->act == AL_ACT_GELU_TANH) al_geglu_backward_h(m->d_h1, m->d_h2, a->h1_h, N, c->FF);
-            else al_swiglu_backward_h(m->d_h1, m->d_h2, a->h1_h, N, c->FF);
-        } else if (c->act == AL_ACT_GELU_TANH) al_geglu_backward(m->d_h1, m->d_h2, a->h1, N, c->FF);
+        if (c->act == AL_ACT_GELU_TANH) al_geglu_backward(m->d_h1, m->d_h2, a->h1, N, c->FF);
         else al_swiglu_backward(m->d_h1, m->d_h2, a->h1, N, c->FF);
     }
     const float *min = ly->ln2_w >= 0 ? a->ln2 : a->mid;
