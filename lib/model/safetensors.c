@@ -796,12 +796,14 @@ const void *al_st_serve(const al_st_file *f, const al_st_tensor *t) {
                  .pg = page_size()};
     if (s.hi - s.lo >= ((size_t)1 << 20) && al_pool_threads() > 1) al_pool_run(st_populate_fn, &s);
     else if (s.hi > s.lo) st_populate(s.lo, s.hi, s.pg);
+    al_lease_keep(f->lease, src, numel * es); /* what a break must copy out */
     return src;
 }
 
 void *al_st_detach(al_st_file *f, size_t *size) {
     void *p = (void *)f->map;
     *size = f->size;
+    al_lease_detach(f->lease); /* only served spans are read from now on */
     f->map = NULL;
     f->lease = NULL;
     return p;
