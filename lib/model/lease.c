@@ -40,6 +40,10 @@
  * descriptor number in the pipe (its mapping unmapped, the number reused) is
  * told apart by F_GETLEASE, which reads F_RDLCK unless a break is pending.
  *
+ * Not covered: Linux breaks no read lease for open(O_RDONLY | O_TRUNC)
+ * (POSIX leaves it undefined; it truncates), so such a truncation still
+ * faults; truncate(2) and every open for writing are covered.
+ *
  * Without a lease (the file is open for writing somewhere: EAGAIN; another
  * user owns it and we lack CAP_LEASE: EACCES; a filesystem without leases,
  * some network filesystems; a host handler on the lease signal) the mapping

@@ -43,8 +43,9 @@
  * killing the daemon with every job. So each file is mapped under a read
  * lease (lease.c): the kernel holds such a writer in open(2) and signals
  * us; a watcher thread copies the mapping out to anonymous memory at the
- * same address (mremap: readers see the same bytes throughout), then lets
- * go of the lease and the writer proceeds. That protects the loader's
+ * same address (mremap: readers see the same bytes throughout; once the
+ * file is detached, only the pages of spans al_st_serve handed out), then
+ * lets go of the lease and the writer proceeds. That protects the loader's
  * reads and every served tensor until al_st_unmap releases the lease. A
  * file we cannot lease (open for writing elsewhere, owned by another user,
  * a filesystem without leases) serves nothing: al_st_data and al_st_serve
