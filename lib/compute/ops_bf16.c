@@ -217,6 +217,26 @@ static float dot16(const uint16_t *a, const uint16_t *b, int K) {
 /* Plain panel: C[i][j] = alpha sum_k op(A)[i][k] op(B)[k][j] + beta C. */
 AL_SIMD_CLONES static void panel_loops(const gemm16_ctx *g, const uint16_t *A, const uint16_t *B, float *C,
                         int m, int n, float beta) {
+    if (!g->ta && !g->tb) {
+        /* B (K, N) by rows (a weight held (in, out)): the sums of the loop
+         * below, k in order, 256 columns at a time, instead of a stride of
+         * ldb per element */
+        enum { NB = 256 };
+        float acc[NB];
+        for (int i = 0; i < m; i++)
+            for (int j0 = 0; j0 < n; j0 += NB) {
+                int nb = n - j0 < NB ? n - j0 : NB;
+                for (int j = 0; j < nb; j++) acc[j] = 0.0f;
+                for (int k = 0; k < g->K; k++) {
+                    float a = widen1(A[(size_t)i * g->lda + k]);
+                    const uint16_t *b = B + (size_t)k * g->ldb + j0;
+                    for (int j = 0; j < nb; j++) acc[j] += a * widen1(b[j]);
+                }
+                float *c = C + (size_t)i * g->ldc + j0;
+                for (int j = 0; j < nb; j++) c[j] = g->alpha * acc[j] + (beta == 0.0f ? 0.0f : beta * c[j]);
+            }
+        return;
+    }
     for (int i = 0; i < m; i++)
         for (int j = 0; j < n; j++) {
             float s;
@@ -324,6 +344,13 @@ void al_matmul_forward_h(float *out, const uint16_t *inp16, const uint16_t *w, c
                          int N, int C, int OC) {
     gemm16_ctx g = {.ta = 0, .tb = 1, .M = N, .N = OC, .K = C, .alpha = 1.0f, .beta = 0.0f,
                     .A = inp16, .B = w, .lda = C, .ldb = C, .ldc = OC, .C = out, .bias = b};
+    gemm16_run(&g);
+}
+
+void al_matmul_forward_ht(float *out, const uint16_t *inp16, const uint16_t *wt, const float *b,
+                          int N, int C, int OC) {
+    gemm16_ctx g = {.ta = 0, .tb = 0, .M = N, .N = OC, .K = C, .alpha = 1.0f, .beta = 0.0f,
+                    .A = inp16, .B = wt, .lda = C, .ldb = OC, .ldc = OC, .C = out, .bias = b};
     gemm16_run(&g);
 }
 

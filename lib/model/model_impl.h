@@ -151,7 +151,8 @@ void al_model_bf16_sync(al_model *m);
 /* bf16 scratch of al_linear_forward / backward for N rows: N * (widest
  * input + widest output + LoRA rank) values. */
 size_t al_model_lin_scratch16(const al_model *m, size_t N);
-/* Writes p->n fp32 values into a tensor, whichever storage it has. */
+/* Writes p->n fp32 values into a tensor, whichever storage it has (in
+ * nn.Linear's layout: never a tensor held (in, out)). */
 void al_param_set(al_param *p, const float *v);
 
 /* The pieces of a layer shared by training (model.c) and generation
