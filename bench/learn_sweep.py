@@ -8,7 +8,8 @@ match on 2000 rows of the task's test split (prompts no training job draws),
 by an evaluate job. Runs of several seeds go in parallel, one compute thread
 each (THREADS=N for another floating-point path).
 
-  learn_sweep.py sft SEEDS [STEPS]                     the SFT start (constant lr 1e-3)
+  learn_sweep.py sft SEEDS [STEPS]                     the tests' SFT start (tests/t_learn.h), or
+                                                       SFT for STEPS (constant lr 1e-3)
   learn_sweep.py rm TAG SEEDS STEPS [HP_JSON]          reward models from the SFT start
   learn_sweep.py rl TAG METHOD HP_JSON SEEDS [REWARD_JSON] [ROWS]
                                                        RL from the SFT start; prints the
@@ -46,26 +47,49 @@ def run(job, out):
     return [json.loads(line) for line in p.stdout.splitlines() if line.startswith("{")]
 
 
-def heldout(model, split="test"):
+def heldout(model, split="test", rows=2000, seed=4242):
     r = run({"method": "evaluate", "model": model, "seed": 1,
-             "task": {"name": "addition2", "rows": 2000, "seed": 4242, "split": split},
-             "hyperparameters": {"max_completion_length": 6, "logging_steps": 100000}}, model.rstrip("/") + "_ev")
+             "task": {"name": "addition2", "rows": rows, "seed": seed, "split": split},
+             "hyperparameters": {"max_completion_length": 6, "logging_steps": 100000}},
+            model.rstrip("/") + f"_ev_{split}{rows}_{seed}")
     return [x for x in r if "exact_match_a" in x][-1]["exact_match_a"]
 
 
-def start(seed, steps=500):
-    """The tiny GPT-2 of scripts/demo, SFT for steps at a constant lr."""
-    base, out = f"{W}/base{seed}", f"{W}/sft{steps}_s{seed}"
-    if not os.path.exists(base + "/config.json"):
+def base(seed):
+    """The tiny GPT-2 of scripts/demo and tests/t_learn.h, random weights."""
+    b = f"{W}/base{seed}"
+    if not os.path.exists(b + "/config.json"):
         subprocess.run([B, "init-model", "--arch", "gpt2", "--layers", "2", "--hidden", "64", "--heads", "4",
-                        "--vocab", "260", "--context", "64", "--seed", str(seed), "--out", base],
+                        "--vocab", "260", "--context", "64", "--seed", str(seed), "--out", b],
                        check=True, capture_output=True)
+    return b
+
+
+def sft(seed, steps, save_steps=0):
+    """SFT of the base for steps at a constant lr (checkpoints every save_steps)."""
+    out = f"{W}/sft{steps}_s{seed}" + (f"_every{save_steps}" if save_steps else "")
     if not os.path.exists(out + "/config.json"):
-        run({"method": "sft", "model": base, "seed": seed, "task": {"name": "addition2", "rows": 8000, "seed": seed},
+        run({"method": "sft", "model": base(seed), "seed": seed, "task": {"name": "addition2", "rows": 8000, "seed": seed},
              "hyperparameters": {"max_steps": steps, "learning_rate": 1e-3, "batch_size": 32,
                                  "lr_scheduler_type": "constant", "warmup_ratio": 0.05, "max_length": 24,
-                                 "logging_steps": 100, "save_steps": 0}}, out)
+                                 "logging_steps": 100, "save_steps": save_steps}}, out)
     return out
+
+
+# tests/t_learn.h's t_learn_start, the same numbers
+START_MAX_STEPS, START_EVERY, START_ROWS, START_EVAL_SEED, START_TRAIN_EM = 3000, 50, 1000, 777, 0.5
+
+
+def start(seed):
+    """The partly trained SFT start of the tests: the first checkpoint (one
+    every 50 steps of a constant-lr SFT) whose exact match on training-split
+    rows reaches 0.5."""
+    out = sft(seed, START_MAX_STEPS, START_EVERY)
+    for s in range(START_EVERY, START_MAX_STEPS, START_EVERY):
+        ck = f"{out}/checkpoint-{s}"
+        if heldout(ck, "train", START_ROWS, START_EVAL_SEED) >= START_TRAIN_EM:
+            return ck
+    raise RuntimeError(f"seed {seed}: no checkpoint reached training-split exact match {START_TRAIN_EM}")
 
 
 def fifths(rows, key):
@@ -79,10 +103,14 @@ def over_seeds(fn, seeds):
         return list(ex.map(fn, seeds))
 
 
-def cmd_sft(seeds, steps="500"):
-    for s, em, tr in over_seeds(lambda s: (s, heldout(start(s, int(steps))),
-                                           heldout(start(s, int(steps)), "train")), seeds):
-        print(f"sft{steps} seed {s}: held-out EM {em:.3f}  train-split EM {tr:.3f}", flush=True)
+def cmd_sft(seeds, steps=""):
+    """Held-out and training-split exact match of the tests' start, or of
+    SFT for a fixed number of steps."""
+    def one(s):
+        m = sft(s, int(steps)) if steps else start(s)
+        return s, m, heldout(m), heldout(m, "train")
+    for s, m, em, tr in over_seeds(one, seeds):
+        print(f"{os.path.relpath(m, W)}: held-out EM {em:.3f}  train-split EM {tr:.3f}", flush=True)
 
 
 def cmd_rm(tag, seeds, steps, hp="{}"):

@@ -992,6 +992,135 @@ static void update(al_model *m, int micro, float *out_params) {
     memcpy(out_params, m->data, m->n_data * sizeof(float));
 }
 
+/* 1 when every trained matrix's bf16 copy is its weight rounded. */
+static int bf16_copies_current(al_model *m) {
+    int np, ok = 1;
+    const al_param *ps = al_model_params_ro(m, &np);
+    for (int i = 0; i < np; i++)
+        for (size_t k = 0; ps[i].w && ps[i].h && k < ps[i].n; k++) ok &= ps[i].h[k] == al_bf16_round1(ps[i].w[k]);
+    return ok;
+}
+
+/* The optimizer rounds its updates into the bf16 copies, so the forward
+ * after a step keeps them (al_model_bf16_stepped): the step's copies are
+ * the weights rounded, and the next forward gives the bits of a model
+ * holding those weights afresh. A weight written after the step through
+ * the table, al_param_set or a load reaches the next forward. */
+static void test_bf16_copy_after_step(void) {
+    char err[AL_ERRLEN];
+    float lp[B_ * T_], lp2[B_ * T_], en[B_ * T_], val[B_ * T_];
+    al_tokens in = {.B = B_, .T = T_, .ids = g_ids, .seg = g_seg, .targets = g_tgt};
+    for (int arch = AL_ARCH_GPT2; arch <= AL_ARCH_LLAMA; arch++) {
+        al_model_config c = tiny((al_arch)arch, 0);
+        al_model *m = al_model_new(&c, NULL, err), *f = al_model_new(&c, NULL, err);
+        al_model_init(m, 31);
+        T_OK(al_model_set_bf16(m, 1, err));
+        T_OK(al_model_set_bf16(f, 1, err));
+        T_OK(al_model_reserve(f, B_, T_, AL_MODEL_FORWARD_ONLY, err));
+        al_adamw_cfg oc;
+        al_adamw_defaults(&oc);
+        oc.weight_decay = 0.1f;
+        al_adamw o;
+        T_OK(al_adamw_init(&o, &oc, m));
+        for (int step = 0; step < 2; step++) {
+            fwd_bwd(m, 0, lp, en, val);
+            al_adamw_step(&o, m, 1e-2f);
+        }
+        T_TRUE(bf16_copies_current(m));
+        al_fwd out = {.logp = lp};
+        T_OK(al_model_forward(m, &in, &out));
+        /* f: the same weights, written through the table */
+        int np, nf;
+        const al_param *ps = al_model_params_ro(m, &np);
+        al_param *fs = al_model_params(f, &nf);
+        for (int i = 0; i < np; i++)
+            if (ps[i].w) al_param_set(&fs[i], ps[i].w);
+        al_fwd fo = {.logp = lp2};
+        T_OK(al_model_forward(f, &in, &fo));
+        T_TRUE(memcmp(lp, lp2, sizeof lp) == 0);
+
+        /* a matrix written through the table after a step */
+        fwd_bwd(m, 0, lp, en, val);
+        al_adamw_step(&o, m, 1e-2f);
+        al_param *pw = al_model_params(m, &np);
+        int qkv = 2; /* the first layer's first matrix: c_attn (GPT-2), q_proj */
+        while (!(pw[qkv].w && pw[qkv].h)) qkv++;
+        for (size_t k = 0; k < pw[qkv].n; k++) pw[qkv].w[k] = 0.25f + 1e-3f * (float)k;
+        T_OK(al_model_forward(m, &in, &out));
+        T_TRUE(bf16_copies_current(m));
+        T_EQ_INT(pw[qkv].h[1], al_bf16_round1(0.25f + 1e-3f));
+
+        /* written by a load after a step: the weights saved before it */
+        char dir[1200];
+        snprintf(dir, sizeof dir, "%s/bf16step%d", t_tmpdir(), arch);
+        T_OK(al_model_save(m, dir, err));
+        fwd_bwd(m, 0, lp, en, val);
+        al_adamw_step(&o, m, 1e-2f);
+        T_OK(al_model_load_weights(m, dir, err));
+        T_OK(al_model_forward(m, &in, &out));
+        T_TRUE(bf16_copies_current(m));
+        al_adamw_deinit(&o);
+        al_model_free(m);
+        al_model_free(f);
+    }
+}
+
+static void count_stage(void *ud, int stage) {
+    (void)stage;
+    ++*(int *)ud;
+}
+
+/* al_model_zero_grad leaves the layer maps' weight gradients to the next
+ * backward, which writes them: the same bits as zeroing first (a model
+ * with a grad hook zeroes at once), in fp32 and bf16, and zeros to anyone
+ * reading before that backward. */
+static void test_zero_grad_deferred(void) {
+    char err[AL_ERRLEN];
+    float lp[B_ * T_], en[B_ * T_], val[B_ * T_];
+    for (int bf16 = 0; bf16 < 2; bf16++) {
+        al_model_config c = tiny(AL_ARCH_LLAMA, 1);
+        al_model *m = al_model_new(&c, NULL, err);
+        al_model_init(m, 5);
+        if (bf16) T_OK(al_model_set_bf16(m, 1, err));
+        fwd_bwd(m, 0, lp, en, val); /* zero_grad (deferred), backward */
+        fwd_bwd(m, 0, lp, en, val);
+        int np;
+        const al_param *ps = al_model_params_ro(m, &np);
+        size_t n = al_model_num_params(m, 1), at = 0;
+        float *g1 = malloc(n * sizeof *g1);
+        for (int i = 0; i < np; i++)
+            if (ps[i].g) {
+                memcpy(g1 + at, ps[i].g, ps[i].n * sizeof *g1);
+                at += ps[i].n;
+            }
+        T_TRUE(al_model_grad_norm(m) > 0);
+        int stages = 0;
+        al_model_set_grad_hook(m, count_stage, &stages); /* zeroes at once */
+        fwd_bwd(m, 0, lp, en, val);
+        T_EQ_INT(stages, c.n_layers + 2);
+        ps = al_model_params_ro(m, &np);
+        int same = 1;
+        at = 0;
+        for (int i = 0; i < np; i++)
+            if (ps[i].g) {
+                same &= memcmp(g1 + at, ps[i].g, ps[i].n * sizeof *g1) == 0;
+                at += ps[i].n;
+            }
+        T_TRUE(same);
+        al_model_set_grad_hook(m, NULL, NULL);
+        al_model_zero_grad(m);
+        T_TRUE(al_model_grad_norm(m) == 0.0);
+        al_model_zero_grad(m);
+        ps = al_model_params_ro(m, &np);
+        double ss = 0;
+        for (int i = 0; i < np; i++)
+            for (size_t k = 0; ps[i].g && k < ps[i].n; k++) ss += fabs(ps[i].g[k]);
+        T_TRUE(ss == 0.0);
+        free(g1);
+        al_model_free(m);
+    }
+}
+
 static void test_accumulation_and_determinism(void) {
     char err[AL_ERRLEN];
     al_model_config c = tiny(AL_ARCH_LLAMA, 1);
@@ -1218,6 +1347,8 @@ int main(void) {
     test_bf16_model();
     test_bf16_frozen_open();
     test_bf16_checkpoints();
+    test_bf16_copy_after_step();
+    test_zero_grad_deferred();
     test_accumulation_and_determinism();
     test_errors();
     test_frozen_open();

@@ -12,6 +12,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 /* Row-major C = alpha * op(A) @ op(B) + beta * C, with op(X) = X or X^T.
  * M x K times K x N; lda/ldb/ldc are row strides. Split across the pool into
@@ -67,6 +68,14 @@ int al_bf16_auto(void);
 /* dst = bf16(src), round to nearest even (NaN stays a quiet NaN; no flush
  * of subnormals), and the exact way back. Split over the pool when large. */
 void al_bf16_round(uint16_t *dst, const float *src, size_t n);
+/* One value of al_bf16_round (the same bits), for loops that produce the
+ * fp32 value and its bf16 copy in one pass (the optimizer). */
+static inline uint16_t al_bf16_round1(float f) {
+    uint32_t x;
+    memcpy(&x, &f, sizeof x);
+    uint32_t r = (x + 0x7fffu + ((x >> 16) & 1u)) >> 16, q = (x >> 16) | 0x40u;
+    return (uint16_t)((x & 0x7fffffffu) > 0x7f800000u ? q : r);
+}
 void al_bf16_round_ref(uint16_t *dst, const float *src, size_t n);
 void al_bf16_widen(float *dst, const uint16_t *src, size_t n);
 /* x = bf16(x) in place (as fp32 values), and keep (may be NULL) = bf16(x):

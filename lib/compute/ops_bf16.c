@@ -43,13 +43,7 @@
 
 #define BF_PAR_N ((size_t)1 << 16)   /* conversions split above this */
 
-static inline uint16_t round1(float f) {
-    uint32_t x;
-    memcpy(&x, &f, sizeof x);
-    uint32_t r = (x + 0x7fffu + ((x >> 16) & 1u)) >> 16;
-    uint32_t q = (x >> 16) | 0x40u;
-    return (uint16_t)((x & 0x7fffffffu) > 0x7f800000u ? q : r);
-}
+static inline uint16_t round1(float f) { return al_bf16_round1(f); }
 
 static inline float widen1(uint16_t h) {
     uint32_t x = (uint32_t)h << 16;

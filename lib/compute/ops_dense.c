@@ -401,6 +401,31 @@ static void row_dz(float *z, int V, float L, float k0, float b) {
     }
 }
 
+/* The same, rounded to bf16 into z16 (al_bf16_round1's bits, lane by lane)
+ * instead of written back: the products after it read only the rounded
+ * values, so the fp32 row is neither stored nor read again. The target's
+ * element gets + a before its rounding, as the fp32 path adds it. */
+static void row_dz_h(uint16_t *z16, const float *z, int V, float L, float k0, float b, int t, float a) {
+    typedef uint16_t vh __attribute__((vector_size(VW * 2)));
+    vf Lv = vf_splat(L), kv = vf_splat(k0), bv = vf_splat(b);
+    int v = 0;
+    for (; v + VW <= V; v += VW) {
+        vf d = vf_load(z + v) - Lv;
+        vf p = exp_v(d);
+        vu x = (vu)(-p * (kv + bv * d));
+        vu r = (x + 0x7fffu + ((x >> 16) & 1u)) >> 16, q = (x >> 16) | 0x40u;
+        vi nan = (vi)((x & 0x7fffffffu) > 0x7f800000u);
+        vh h = __builtin_convertvector((vu)(((vi)q & nan) | ((vi)r & ~nan)), vh);
+        memcpy(z16 + v, &h, sizeof h);
+    }
+    for (; v < V; v++) {
+        float d = z[v] - L, p = exp_1(d);
+        z16[v] = al_bf16_round1(-p * (k0 + b * d));
+    }
+    float d = z[t] - L, p = exp_1(d);
+    z16[t] = al_bf16_round1(-p * (k0 + b * d) + a);
+}
+
 typedef struct lm_ctx {
     float *z;                 /* (cnt, V) logits of the gathered rows */
     const int32_t *target;
@@ -410,6 +435,8 @@ typedef struct lm_ctx {
     const float *dlogp, *dent, *lse_in, *ent_in; /* backward inputs */
     float cap, inv_temp;      /* soft-cap (0: none; z holds raw logits) */
     float *g;                 /* (cnt, V) backward: the cap's 1 - tanh^2 */
+    uint16_t *z16;            /* backward without a cap, bf16 products: dz goes
+                               * here rounded (row_dz_h), z is left as it is */
 } lm_ctx;
 
 /* Gemma 2's final soft-cap, in place on one row of raw logits, then the
@@ -554,6 +581,10 @@ static void lm_bwd_fn(void *p, int tid, int nt) {
                 H = (float)(log(S) - T / S);
             }
         }
+        if (c->z16) {
+            row_dz_h(c->z16 + (size_t)r * (size_t)V, z, V, L, a + b * H, b, c->target[n], a);
+            continue;
+        }
         row_dz(z, V, L, a + b * H, b);
         z[c->target[n]] += a;
         if (g) /* through the cap: d raw = dz * (1 - tanh^2); inv_temp in the gemms */
@@ -573,7 +604,8 @@ static void lmhead_bwd(float *dh, float *dw, const float *dlogp, const float *de
     uint16_t *h16 = scratch16, *z16 = scratch16 ? scratch16 + (size_t)chunk * (size_t)C : NULL;
     lm_ctx c = {.z = z, .target = target, .V = V, .dlogp = dlogp, .dent = dent,
                 .lse_in = lse, .ent_in = ent, .cap = softcap > 0.0f ? softcap : 0.0f,
-                .inv_temp = inv_temp, .g = z + (size_t)chunk * (size_t)V};
+                .inv_temp = inv_temp, .g = z + (size_t)chunk * (size_t)V,
+                .z16 = w16 && softcap <= 0.0f ? z16 : NULL};
     int n = 0;
     for (;;) {
         int cnt = lm_gather(hbuf, h, target, N, C, V, chunk, &n, &c.n0);
@@ -587,7 +619,7 @@ static void lmhead_bwd(float *dh, float *dw, const float *dlogp, const float *de
         }
         c.cnt = cnt;
         al_pool_run(lm_bwd_fn, &c);
-        if (w16) al_bf16_round(z16, z, (size_t)cnt * (size_t)V);
+        if (w16 && !c.z16) al_bf16_round(z16, z, (size_t)cnt * (size_t)V);
         /* dw (V, C) += inv_temp * dz^T @ hbuf, before hbuf is reused */
         if (dw) {
             if (w16) al_gemm_bf16(1, 0, V, C, cnt, inv_temp, z16, V, h16, C, 1.0f, dw, C);

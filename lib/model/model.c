@@ -364,6 +364,7 @@ static int alloc_grads(al_model *m, int lora_only) {
     }
     if (m->n_grad == 0) return 0;
     m->grad = al_alloc_pages(m->n_grad * sizeof(float));
+    m->grad_defer = 0; /* fresh zero pages */
     if (!m->grad) return -1;
     size_t off = 0;
     for (int i = 0; i < m->n_params; i++) {
@@ -452,6 +453,7 @@ static int storage_build(al_model *m, const unsigned char *trains) {
     m->n_data = n32;
     m->data16 = d16;
     m->n_data16 = n16;
+    al_model_w_written(m);
     return 0;
 }
 
@@ -479,13 +481,43 @@ int al_model_set_bf16(al_model *m, int on, char err[AL_ERRLEN]) {
 
 int al_model_is_bf16(const al_model *m) { return m->bf16; }
 
+/* Debug and sanitizer builds (which run every test in CI; Release keeps
+ * AL_ASSERT but not this pass over the weights): a skipped sync must have
+ * had nothing to do (a writer that forgot al_model_w_written, or one
+ * through a table fetched before the optimizer's step, would leave a copy
+ * stale). */
+#if !defined(__OPTIMIZE__) || defined(__SANITIZE_ADDRESS__)
+#define AL_CHECK_BF16_COPIES 1
+#endif
+
+#ifdef AL_CHECK_BF16_COPIES
+static void bf16_check_current(const al_model *m) {
+    for (int i = 0; i < m->n_params; i++) {
+        const al_param *p = &m->params[i];
+        for (size_t k = 0; p->w && p->h && k < p->n; k++)
+            AL_ASSERT(p->h[k] == al_bf16_round1(p->w[k]));
+    }
+}
+#endif
+
 void al_model_bf16_sync(al_model *m) {
     if (!m->bf16) return;
+    /* a shared-base model's base weights are another model's to write */
+    int skip = m->h_stepped && !m->h_dirty && !m->shared_base;
+    m->h_stepped = m->h_dirty = 0;
+    if (skip) {
+#ifdef AL_CHECK_BF16_COPIES
+        bf16_check_current(m);
+#endif
+        return;
+    }
     for (int i = 0; i < m->n_params; i++) {
         al_param *p = &m->params[i];
         if (p->w && p->h) al_bf16_round(p->h, p->w, p->n);
     }
 }
+
+void al_model_bf16_stepped(al_model *m) { m->h_stepped = 1; }
 
 void al_param_rows(float *dst, const al_param *p) {
     if (!p->wt) {
@@ -673,7 +705,17 @@ void al_model_free(al_model *m) {
 
 const al_model_config *al_model_config_of(const al_model *m) { return &m->cfg; }
 
+static void grads_settle(al_model *m);
+
 al_param *al_model_params(al_model *m, int *n) {
+    grads_settle(m);
+    m->h_dirty = 1;
+    *n = m->n_params;
+    return m->params;
+}
+
+const al_param *al_model_params_ro(al_model *m, int *n) {
+    grads_settle(m);
     *n = m->n_params;
     return m->params;
 }
@@ -693,6 +735,7 @@ void al_model_drop_grads(al_model *m) {
     al_free_pages(m->grad, m->n_grad * sizeof(float));
     m->grad = NULL;
     m->n_grad = 0;
+    m->grad_defer = 0;
     for (int i = 0; i < m->n_params; i++) m->params[i].g = NULL;
 }
 
@@ -707,6 +750,7 @@ static void fill_normal(float *w, size_t n, float std, al_rng *r) {
 static void init_param(al_model *m, al_param *p, al_rng *r);
 
 static void init_params(al_model *m, uint64_t seed, int lora_only) {
+    al_model_w_written(m);
     al_rng r;
     al_rng_seed(&r, seed);
     for (int i = 0; i < m->n_params; i++) {
@@ -832,6 +876,7 @@ al_model *al_model_new_shared(al_model *base, const al_lora_cfg *lora, uint64_t 
     al_rng r;
     al_rng_seed(&r, seed ^ 0x5C0E5C0Eull);
     fill_normal(m->params[m->score].w, m->params[m->score].n, c.init_range > 0 ? c.init_range : 0.02f, &r);
+    al_model_w_written(m);
     if (c.arch == AL_ARCH_LLAMA && rope_alloc(m)) goto nomem;
     return m;
 nomem:
@@ -1622,7 +1667,8 @@ static void linear_backward_bf16(al_model *m, al_linear *L, float *dx, const flo
         al_gemm_bf16(0, 1, N, L->in, L->out, 1.0f, d16, L->out, PH(m, L->w), L->out, 1.0f, dx, L->in);
     else if (dx)
         al_gemm_bf16(0, 0, N, L->in, L->out, 1.0f, d16, L->out, PH(m, L->w), L->in, 1.0f, dx, L->in);
-    if (gW) al_gemm_bf16(1, 0, L->out, L->in, N, 1.0f, d16, L->out, x16, L->in, 1.0f, gW, L->in);
+    if (gW) al_gemm_bf16(1, 0, L->out, L->in, N, 1.0f, d16, L->out, x16, L->in, m->grad_defer ? 0.0f : 1.0f, gW,
+                         L->in);
     if (PG(m, L->b)) al_matmul_backward(NULL, NULL, PG(m, L->b), dout, x, NULL, N, L->in, L->out);
     float s = m->lora_scale, *dt = m->d_lora;
     for (int k = 0; lora && k < L->n_lora; k++) {
@@ -1650,11 +1696,16 @@ static void linear_backward(al_model *m, int layer, int lin, float *dx, const fl
         linear_backward_bf16(m, L, dx, dout, x, kept16, lora_t, N);
         return;
     }
+    float *gW = PG(m, L->w);
     if (lin_wt(m, L)) { /* frozen: dx += dout @ W, W held (in, out); the bias may train */
         if (dx) al_gemm(0, 1, N, L->in, L->out, 1.0f, dout, L->out, PW(m, L->w), L->out, 1.0f, dx, L->in);
         al_matmul_backward(NULL, NULL, PG(m, L->b), dout, x, NULL, N, L->in, L->out);
+    } else if (gW && m->grad_defer) { /* al_matmul_backward's products, dw written */
+        al_matmul_backward(dx, NULL, NULL, dout, x, PW(m, L->w), N, L->in, L->out);
+        al_gemm(1, 0, L->out, L->in, N, 1.0f, dout, L->out, x, L->in, 0.0f, gW, L->in);
+        al_matmul_backward(NULL, NULL, PG(m, L->b), dout, x, NULL, N, L->in, L->out);
     } else {
-        al_matmul_backward(dx, PG(m, L->w), PG(m, L->b), dout, x, PW(m, L->w), N, L->in, L->out);
+        al_matmul_backward(dx, gW, PG(m, L->b), dout, x, PW(m, L->w), N, L->in, L->out);
     }
     if (!m->adapters_on || !L->n_lora) return;
     int r = m->lora_cfg.r;
@@ -1779,6 +1830,7 @@ int al_model_backward(al_model *m, const al_tokens *in, const float *dlogp,
         layer_backward(m, l, &m->acts[l], x, in, pos);
         if (m->grad_hook) m->grad_hook(m->grad_hook_ud, L - l);
     }
+    m->grad_defer = 0; /* every layer map's weight gradient is written */
     if (c->embed_scale > 0 && c->embed_scale != 1.0f) al_scale(m->d_res, c->embed_scale, NC);
     al_embed_backward(PG(m, m->wte), PG(m, m->wpe), m->d_res, in->ids, pos, N, C);
     if (m->grad_hook) m->grad_hook(m->grad_hook_ud, L + 1);
@@ -1799,10 +1851,46 @@ int al_model_param_stage(const al_model *m, int i) {
     return 0;
 }
 
+/* Zeroes the gradient arena but (keep_maps) the trained layer maps' weight
+ * gradients: each a contiguous (out, in) run, in arena order; zeroes it all
+ * when they are not in that order. */
+static void zero_grads(al_model *m, int keep_maps) {
+    float *at = m->grad, *end = m->grad + m->n_grad;
+    for (int l = 0; keep_maps && l < m->cfg.n_layers; l++)
+        for (int k = 0; k < LIN_COUNT; k++) {
+            const al_linear *L = &m->layers[l].lin[k];
+            float *g = PG(m, L->w);
+            if (!g) continue;
+            if (g < at) { /* not in arena order: no map kept */
+                al_zero(m->grad, m->n_grad);
+                return;
+            }
+            al_zero(at, (size_t)(g - at));
+            at = g + (size_t)L->out * (size_t)L->in;
+        }
+    al_zero(at, (size_t)(end - at));
+}
+
+/* The deferred zeroing done, for readers other than the backward. */
+static void grads_settle(al_model *m) {
+    if (!m->grad_defer) return;
+    m->grad_defer = 0;
+    for (int l = 0; l < m->cfg.n_layers; l++)
+        for (int k = 0; k < LIN_COUNT; k++) {
+            const al_linear *L = &m->layers[l].lin[k];
+            if (PG(m, L->w)) al_zero(PG(m, L->w), (size_t)L->out * (size_t)L->in);
+        }
+}
+
+/* A data-parallel run's hook reads the arena itself: it gets real zeros. */
 void al_model_zero_grad(al_model *m) {
-    if (m->grad) al_zero(m->grad, m->n_grad);
+    if (!m->grad) return;
+    int defer = !m->grad_hook;
+    zero_grads(m, defer);
+    m->grad_defer = defer;
 }
 
 double al_model_grad_norm(al_model *m) {
+    grads_settle(m);
     return m->grad ? sqrt(al_sumsq(m->grad, m->n_grad)) : 0.0;
 }

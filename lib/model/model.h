@@ -175,8 +175,20 @@ int al_model_adapter_base(const char *dir, char *out, size_t n, char err[AL_ERRL
 int al_model_save_adapter(const al_model *m, const char *dir, const char *base_path,
                           char err[AL_ERRLEN]);
 
-/* Parameter table (trainable ones have g != NULL). */
+/* Parameter table (trainable ones have g != NULL). The caller may write
+ * the weights through it (w; al_param_set keeps a bf16 copy too): the next
+ * forward of a bf16 model rounds every trained weight into its copy
+ * afresh. */
 al_param *al_model_params(al_model *m, int *n);
+/* The same table for code that writes no weight (w), or that writes each
+ * weight's bf16 copy (h, al_bf16_round1) with it: gradient clipping,
+ * checkpoints, the optimizer. */
+const al_param *al_model_params_ro(al_model *m, int *n);
+/* The optimizer has just updated the trainable weights and written each
+ * bf16 copy with its weight: unless something else writes weights before
+ * it, the next forward keeps the copies as they are instead of rounding
+ * every trained weight again (bit-identical, one pass over them fewer). */
+void al_model_bf16_stepped(al_model *m);
 size_t al_model_num_params(const al_model *m, int trainable_only);
 /* Freezes all non-LoRA weights (done automatically when lora.r > 0); the
  * adapters and a scalar head keep their gradients. */
@@ -234,6 +246,11 @@ int al_model_forward(al_model *m, const al_tokens *in, al_fwd *out);
  * may be NULL. Accumulates into the gradients of trainable parameters. */
 int al_model_backward(al_model *m, const al_tokens *in, const float *dlogp,
                       const float *dent, const float *dvalue);
+/* Gradients to zero. The layer maps' weight gradients are zeroed lazily:
+ * the next backward writes them rather than adds to them, and
+ * al_model_params (_ro) and al_model_grad_norm zero them first when read
+ * before it; so read gradients through those, not through pointers kept
+ * from before. */
 void al_model_zero_grad(al_model *m);
 /* Gradient stages of a backward pass, in the order al_model_backward
  * completes them: 0 the heads and the final norm, 1 .. n_layers the layers

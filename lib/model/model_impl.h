@@ -79,6 +79,12 @@ struct al_model {
     float *grad;              /* gradients arena (trainable params only) */
     size_t n_data, n_grad;
     int bf16;                 /* products in bf16 (al_model_set_bf16) */
+    /* The bf16 copies of the trained matrices (al_model_bf16_sync): h_stepped
+     * when the optimizer wrote its updates into them too since the last
+     * sync (al_model_bf16_stepped), h_dirty when anything else may have
+     * written a weight since then (al_model_params handed the table out, a
+     * load, an init): the sync has nothing to do when stepped and clean. */
+    int h_stepped, h_dirty;
     al_dtype load_dt;         /* dtype of the checkpoint loaded (0: none) */
     al_dtype save_dt;         /* al_model_set_save_dtype (0: load_dt, else F32) */
     uint16_t *data16;         /* bf16 weights arena (matrices, bf16 only) */
@@ -127,6 +133,11 @@ struct al_model {
     int build_layer;              /* while building: the layer add_param tags (-1 none) */
     al_grad_hook grad_hook;       /* al_model_set_grad_hook */
     void *grad_hook_ud;
+    /* al_model_zero_grad left the layer maps' weight gradients as they were
+     * (most of the arena): the next backward's products write them (beta
+     * 0) instead of adding to them; anything else reading gradients first
+     * zeroes them (grads_settle). */
+    int grad_defer;
 };
 
 /* RoPE (rope.c): the key selecting the global table a pass of length
@@ -146,8 +157,14 @@ static inline uint16_t *PH(al_model *m, int i) { return i >= 0 ? m->params[i].h 
 void al_linear_forward(al_model *m, int layer, int lin, float *out, const float *x,
                        float *lora_t, uint16_t *s16, int N);
 /* Refreshes the bf16 copies of the trained matrices (bf16 models): before
- * every forward and generation, since the optimiser (or a test) changed w. */
+ * every forward and generation, since the optimiser (or a test) changed w.
+ * Skipped when only the optimizer wrote weights since the last sync (it
+ * rounds each update into the copy itself); Debug and sanitizer builds
+ * then check that every copy is indeed current. */
 void al_model_bf16_sync(al_model *m);
+/* Something wrote weights other than through al_model_params' table (a
+ * load, an init): the next sync rounds every copy afresh. */
+static inline void al_model_w_written(al_model *m) { m->h_dirty = 1; }
 /* bf16 scratch of al_linear_forward / backward for N rows: N * (widest
  * input + widest output + LoRA rank) values. */
 size_t al_model_lin_scratch16(const al_model *m, size_t N);

@@ -132,6 +132,7 @@ static int load_weights(al_model *m, const char *dir, int score_optional, int se
     al_st_dir d;
     int rc = al_st_dir_open(&d, dir, "model", err);
     if (rc) return rc;
+    al_model_w_written(m); /* fp32 weights only: the next forward rounds their bf16 copies */
     unsigned char *served = calloc((size_t)d.n_files, 1);
     const void **at = calloc((size_t)m->n_params, sizeof *at);
     if (!served || !at || room_for_maps(m, d.n_files)) {
@@ -179,6 +180,7 @@ static int load_adapters(al_model *m, const char *dir, char err[AL_ERRLEN]) {
     al_st_dir d;
     int rc = al_st_dir_open(&d, dir, "adapter_model", err);
     if (rc) return rc;
+    al_model_w_written(m);
     char name[160];
     for (int i = 0; i < m->n_params && rc == AL_OK; i++) {
         al_param *p = &m->params[i];

@@ -49,7 +49,7 @@ void al_adamw_deinit(al_adamw *o) {
 
 typedef struct adamw_job {
     al_adamw *o;
-    al_param *ps;
+    const al_param *ps;
     int np;
     float lr, step_size, inv_sqrt_bc2;
 } adamw_job;
@@ -77,14 +77,23 @@ AL_SIMD_CLONES static void adamw_range(void *ctx, int tid, int nthreads) {
             float *w = p->w + (a - off), *mm = o->m + (a - o->lo), *vv = o->v + (a - o->lo);
             const float *g = p->g + (a - off);
             const float decay = p->decay ? 1.0f - j->lr * o->cfg.weight_decay : 1.0f;
-            for (size_t k = 0; k < b - a; k++) {
-                float gk = g[k];
-                float mk = b1 * mm[k] + (1.0f - b1) * gk;
-                float vk = b2 * vv[k] + (1.0f - b2) * gk * gk;
-                mm[k] = mk;
-                vv[k] = vk;
-                float denom = sqrtf(vk) * j->inv_sqrt_bc2 + eps;
-                w[k] = w[k] * decay - j->step_size * mk / denom;
+            uint16_t *h = p->h ? p->h + (a - off) : NULL;
+            /* by pieces that stay in L1, so that a bf16 model's copy of the
+             * weight is rounded from the update still in cache: the next
+             * forward then need not round every weight again
+             * (al_model_bf16_stepped) */
+            for (size_t c0 = 0; c0 < b - a; c0 += 2048) {
+                size_t c1 = c0 + 2048 < b - a ? c0 + 2048 : b - a;
+                for (size_t k = c0; k < c1; k++) {
+                    float gk = g[k];
+                    float mk = b1 * mm[k] + (1.0f - b1) * gk;
+                    float vk = b2 * vv[k] + (1.0f - b2) * gk * gk;
+                    mm[k] = mk;
+                    vv[k] = vk;
+                    float denom = sqrtf(vk) * j->inv_sqrt_bc2 + eps;
+                    w[k] = w[k] * decay - j->step_size * mk / denom;
+                }
+                for (size_t k = c0; h && k < c1; k++) h[k] = al_bf16_round1(w[k]);
             }
         }
         off += p->n;
@@ -93,13 +102,14 @@ AL_SIMD_CLONES static void adamw_range(void *ctx, int tid, int nthreads) {
 
 void al_adamw_step(al_adamw *o, al_model *model, float lr) {
     adamw_job j = {.o = o, .lr = lr};
-    j.ps = al_model_params(model, &j.np);
+    j.ps = al_model_params_ro(model, &j.np);
     o->step++;
     const double bc1 = 1.0 - pow(o->cfg.beta1, (double)o->step);
     const double bc2 = 1.0 - pow(o->cfg.beta2, (double)o->step);
     j.step_size = (float)(lr / bc1);
     j.inv_sqrt_bc2 = (float)(1.0 / sqrt(bc2));
     al_pool_run(adamw_range, &j);
+    al_model_bf16_stepped(model);
 }
 
 float al_sched_lr(al_sched_kind kind, float peak, long step, long warmup, long total) {
@@ -125,7 +135,7 @@ int al_sched_parse(const char *name, al_sched_kind *out) {
  * order: (gradient pointer, count). */
 static void grad_range(al_model *model, size_t lo, size_t hi, void (*fn)(float *g, size_t n, void *ud), void *ud) {
     int np;
-    al_param *ps = al_model_params(model, &np);
+    const al_param *ps = al_model_params_ro(model, &np);
     size_t off = 0;
     for (int i = 0; i < np && off < hi; i++) {
         if (!ps[i].g) continue;
@@ -150,7 +160,7 @@ void al_grad_scale_range(al_model *model, size_t lo, size_t hi, float coef) {
 
 double al_clip_grad_norm(al_model *model, double max_norm) {
     int np;
-    al_param *ps = al_model_params(model, &np);
+    const al_param *ps = al_model_params_ro(model, &np);
     double ss = 0;
     for (int i = 0; i < np; i++)
         if (ps[i].g) ss += al_sumsq(ps[i].g, ps[i].n);
@@ -167,7 +177,7 @@ double al_clip_grad_norm(al_model *model, double max_norm) {
 int al_adamw_save_file(const char *path, const float *m, const float *v, size_t n, const al_model *model,
                        char err[AL_ERRLEN]) {
     int np = 0;
-    al_param *ps = model ? al_model_params((al_model *)model, &np) : NULL;
+    const al_param *ps = model ? al_model_params_ro((al_model *)model, &np) : NULL;
     int masters = model && al_model_save_dtype(model) != AL_DT_F32;
     al_st_entry *e = calloc((size_t)np + 2, sizeof *e);
     char (*names)[128] = calloc((size_t)np + 1, sizeof *names);
