@@ -1651,7 +1651,7 @@ int al_model_forward(al_model *m, const al_tokens *in, al_fwd *out) {
 /* bf16 backward of one fused map: dout, x (unless the forward kept its
  * rounded copy, kept16) and the adapters' t and dt are rounded into s16
  * ((N, out), (N, in), (N, r)) for the products. */
-static void linear_backward_bf16(al_model *m, al_linear *L, float *dx, const float *dout,
+static void linear_backward_bf16(al_model *m, al_linear *L, float *dx, int dx_fresh, const float *dout,
                                  const float *x, const uint16_t *kept16, const float *lora_t, int N) {
     int r = m->lora_cfg.r, lora = m->adapters_on && L->n_lora;
     float *gW = PG(m, L->w);
@@ -1662,11 +1662,11 @@ static void linear_backward_bf16(al_model *m, al_linear *L, float *dx, const flo
     al_bf16_round(d16, dout, (size_t)N * (size_t)L->out);
     if (need_x && kept16) x16 = (uint16_t *)kept16;
     else if (need_x) al_bf16_round(x16, x, (size_t)N * (size_t)L->in);
-    /* dx (N, in) += dout (N, out) @ W (out, in), W held (in, out) or not */
-    if (dx && lin_wt(m, L))
-        al_gemm_bf16(0, 1, N, L->in, L->out, 1.0f, d16, L->out, PH(m, L->w), L->out, 1.0f, dx, L->in);
-    else if (dx)
-        al_gemm_bf16(0, 0, N, L->in, L->out, 1.0f, d16, L->out, PH(m, L->w), L->in, 1.0f, dx, L->in);
+    /* dx (N, in) (+)= dout (N, out) @ W (out, in), W held (in, out) or not */
+    int wt = lin_wt(m, L);
+    if (dx)
+        al_gemm_bf16(0, wt, N, L->in, L->out, 1.0f, d16, L->out, PH(m, L->w), wt ? L->out : L->in,
+                     dx_fresh ? 0.0f : 1.0f, dx, L->in);
     if (gW) al_gemm_bf16(1, 0, L->out, L->in, N, 1.0f, d16, L->out, x16, L->in, m->grad_defer ? 0.0f : 1.0f, gW,
                          L->in);
     if (PG(m, L->b)) al_matmul_backward(NULL, NULL, PG(m, L->b), dout, x, NULL, N, L->in, L->out);
@@ -1687,26 +1687,25 @@ static void linear_backward_bf16(al_model *m, al_linear *L, float *dx, const flo
 }
 
 /* x (fp32) or kept16 (bf16 mode) is the map's input the forward kept, NULL
- * when it kept none (m->keep: the backward reads none). */
-static void linear_backward(al_model *m, int layer, int lin, float *dx, const float *dout,
+ * when it kept none (m->keep: the backward reads none). dx_fresh: dx holds
+ * nothing yet (the product writes it rather than adds to it: no zeroing
+ * first). */
+static void linear_backward(al_model *m, int layer, int lin, float *dx, int dx_fresh, const float *dout,
                             const float *x, const uint16_t *kept16, const float *lora_t, int N) {
     al_linear *L = &m->layers[layer].lin[lin];
     AL_ASSERT(x || kept16 || !(m->keep & 1 << lin));
     if (m->bf16) {
-        linear_backward_bf16(m, L, dx, dout, x, kept16, lora_t, N);
+        linear_backward_bf16(m, L, dx, dx_fresh, dout, x, kept16, lora_t, N);
         return;
     }
+    /* al_matmul_backward's products, with their betas */
     float *gW = PG(m, L->w);
-    if (lin_wt(m, L)) { /* frozen: dx += dout @ W, W held (in, out); the bias may train */
-        if (dx) al_gemm(0, 1, N, L->in, L->out, 1.0f, dout, L->out, PW(m, L->w), L->out, 1.0f, dx, L->in);
-        al_matmul_backward(NULL, NULL, PG(m, L->b), dout, x, NULL, N, L->in, L->out);
-    } else if (gW && m->grad_defer) { /* al_matmul_backward's products, dw written */
-        al_matmul_backward(dx, NULL, NULL, dout, x, PW(m, L->w), N, L->in, L->out);
-        al_gemm(1, 0, L->out, L->in, N, 1.0f, dout, L->out, x, L->in, 0.0f, gW, L->in);
-        al_matmul_backward(NULL, NULL, PG(m, L->b), dout, x, NULL, N, L->in, L->out);
-    } else {
-        al_matmul_backward(dx, gW, PG(m, L->b), dout, x, PW(m, L->w), N, L->in, L->out);
-    }
+    int wt = lin_wt(m, L); /* W held (in, out): frozen, gW NULL */
+    if (dx)
+        al_gemm(0, wt, N, L->in, L->out, 1.0f, dout, L->out, PW(m, L->w), wt ? L->out : L->in,
+                dx_fresh ? 0.0f : 1.0f, dx, L->in);
+    if (gW) al_gemm(1, 0, L->out, L->in, N, 1.0f, dout, L->out, x, L->in, m->grad_defer ? 0.0f : 1.0f, gW, L->in);
+    al_matmul_backward(NULL, NULL, PG(m, L->b), dout, x, NULL, N, L->in, L->out);
     if (!m->adapters_on || !L->n_lora) return;
     int r = m->lora_cfg.r;
     float s = m->lora_scale, *dt = m->d_lora;
@@ -1733,8 +1732,7 @@ static void layer_backward(al_model *m, int l, al_acts *a, const float *x,
     float *dres = m->d_res;
     /* MLP branch */
     const float *dmo = residual_backward(m, l, 1, dres, a, N);
-    al_zero(m->d_h2, (size_t)N * c->FF);
-    linear_backward(m, l, LIN_DOWN, m->d_h2, dmo, a->h2, a->h2_h, lora_slot(m, l, LIN_DOWN, a->lora_t, N), N);
+    linear_backward(m, l, LIN_DOWN, m->d_h2, 1, dmo, a->h2, a->h2_h, lora_slot(m, l, LIN_DOWN, a->lora_t, N), N);
     al_zero(m->d_h1, (size_t)N * m->UPW);
     if (a->h1_h) { /* bf16: the rounded h1 the forward's activation read */
         if (c->arch == AL_ARCH_GPT2) al_gelu_backward_h(m->d_h1, m->d_h2, a->h1_h, (size_t)N * c->FF);
@@ -1743,9 +1741,8 @@ static void layer_backward(al_model *m, int l, al_acts *a, const float *x,
     } else if (c->arch == AL_ARCH_GPT2) al_gelu_backward(m->d_h1, m->d_h2, a->h1, (size_t)N * c->FF);
     else if (c->act == AL_ACT_GELU_TANH) al_geglu_backward(m->d_h1, m->d_h2, a->h1, N, c->FF);
     else al_swiglu_backward(m->d_h1, m->d_h2, a->h1, N, c->FF);
-    al_zero(m->d_ln, NC);
     const float *min = ly->ln2_w >= 0 ? a->ln2 : a->mid;
-    linear_backward(m, l, LIN_UP, m->d_ln, m->d_h1, min, a->ln2_h, lora_slot(m, l, LIN_UP, a->lora_t, N), N);
+    linear_backward(m, l, LIN_UP, m->d_ln, 1, m->d_h1, min, a->ln2_h, lora_slot(m, l, LIN_UP, a->lora_t, N), N);
     if (ly->ln2_w >= 0)
         norm_backward(m, dres, m->d_ln, a->mid, a->ln2_mean, a->ln2_rstd, ly->ln2_w, ly->ln2_b, N);
     else
@@ -1753,8 +1750,7 @@ static void layer_backward(al_model *m, int l, al_acts *a, const float *x,
     /* dres is now d mid: the attention branch */
     const float *dao = residual_backward(m, l, 0, dres, a, N);
     size_t AH = (size_t)c->NH * HD;
-    al_zero(m->d_atty, (size_t)N * AH);
-    linear_backward(m, l, LIN_O, m->d_atty, dao, a->atty, a->atty_h, lora_slot(m, l, LIN_O, a->lora_t, N), N);
+    linear_backward(m, l, LIN_O, m->d_atty, 1, dao, a->atty, a->atty_h, lora_slot(m, l, LIN_O, a->lora_t, N), N);
     al_zero(m->d_qkv, (size_t)N * m->QKV);
     float *dq = m->d_qkv, *dk = dq + AH, *dv = dk + (size_t)c->NKV * HD;
     al_attn_opts ao;
@@ -1769,9 +1765,8 @@ static void layer_backward(al_model *m, int l, al_acts *a, const float *x,
                                     T, c->NH, c->NKV, HD, &ao, m->bf16);
     }
     layer_qk_backward(m, l, a, m->d_qkv, pos, N);
-    al_zero(m->d_ln, NC);
     const float *xin = ly->ln1_w >= 0 ? a->ln1 : x;
-    linear_backward(m, l, LIN_QKV, m->d_ln, m->d_qkv, xin, a->ln1_h, lora_slot(m, l, LIN_QKV, a->lora_t, N), N);
+    linear_backward(m, l, LIN_QKV, m->d_ln, 1, m->d_qkv, xin, a->ln1_h, lora_slot(m, l, LIN_QKV, a->lora_t, N), N);
     if (ly->ln1_w >= 0)
         norm_backward(m, dres, m->d_ln, x, a->ln1_mean, a->ln1_rstd, ly->ln1_w, ly->ln1_b, N);
     else
