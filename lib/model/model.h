@@ -132,10 +132,12 @@ int al_model_open(al_model **out, const char *dir, const al_lora_cfg *lora, char
  * are served from a private mapping of the file, held until
  * al_model_free: no copy, no fresh pages, and models opened on one file
  * share its page cache. Values are the same bits either way. A served
- * tensor is aligned to its element size only (kernels load unaligned). The
- * file must not be truncated or rewritten in place while the model lives
- * (a fault, SIGBUS, would follow): alignd's writers write a temporary file
- * and rename it over the old one, which leaves a mapped file intact. */
+ * tensor is aligned to its element size only (kernels load unaligned). A
+ * file is served only under a read lease (lib/model/lease.c): if another
+ * process truncates or rewrites it in place, the mapping is first copied
+ * to anonymous memory, so the model keeps its values (and no SIGBUS);
+ * a file that cannot be leased is copied. alignd's own writers write a
+ * temporary file and rename it over the old one. */
 #define AL_OPEN_COPY 8
 int al_model_open_ex(al_model **out, const char *dir, const al_lora_cfg *lora, int flags,
                      uint64_t seed, char err[AL_ERRLEN]);

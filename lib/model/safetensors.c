@@ -9,7 +9,8 @@
  *             little-endian, row-major, packed.
  *
  * The reader maps the file (privately: a write would copy the page, never
- * reach the file; the reader never writes) and treats every number in the header
+ * reach the file; the reader never writes; under a read lease, see below)
+ * and treats every number in the header
  * as hostile: the header length against the file and the 100 MB cap that
  * the reference implementation uses, each span against the buffer and
  * against numel * element size (with overflow checks), spans against each
@@ -36,12 +37,25 @@
  * takes the mapping over (al_st_detach) and holds it as long as the tensor
  * lives. Served tensors are aligned to their element size, no more.
  *
- * Nothing here keeps global state; an open al_st_file is read-only and may
- * be shared between threads. The descriptor is closed once the file is
- * mapped (al_st_file.fd is -1). A file truncated by someone else while
- * mapped would raise SIGBUS on access; our own writers never truncate in
- * place (they rename a complete temp file over the old one, which leaves
- * the mapped file intact). */
+ * Files changed under us: a mapped file that another process truncates or
+ * rewrites in place (`cp new.safetensors model.safetensors` opens it with
+ * O_TRUNC) would raise SIGBUS at the next access to a page not yet copied,
+ * killing the daemon with every job. So each file is mapped under a read
+ * lease (lease.c): the kernel holds such a writer in open(2) and signals
+ * us; a watcher thread copies the mapping out to anonymous memory at the
+ * same address (mremap: readers see the same bytes throughout), then lets
+ * go of the lease and the writer proceeds. That protects the loader's
+ * reads and every served tensor until al_st_unmap releases the lease. A
+ * file we cannot lease (open for writing elsewhere, owned by another user,
+ * a filesystem without leases) serves nothing: al_st_data and al_st_serve
+ * return NULL and the loader copies its tensors (a debug line says so);
+ * only those copies, while they run, still read an unprotected mapping.
+ * Our own writers never truncate in place anyway (they rename a complete
+ * temp file over the old one, which leaves the mapped file intact).
+ *
+ * The only global state is lease.c's list of leased mappings and its
+ * watcher thread; an open al_st_file is read-only and may be shared between
+ * threads. Its descriptor belongs to the lease (al_st_file.fd is -1). */
 /* madvise and MADV_DONTNEED (POSIX's posix_madvise DONTNEED is a no-op in glibc). */
 #define _DEFAULT_SOURCE
 #include "safetensors.h"
@@ -62,6 +76,7 @@
 #include "../compute/ops.h"
 #include "../compute/pool.h"
 #include "../io.h"
+#include "lease.h"
 
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
 #error "safetensors.c assumes a little-endian host (the file format is little-endian)"
@@ -392,30 +407,25 @@ done:
 int al_st_open(al_st_file *f, const char *path, char err[AL_ERRLEN]) {
     const char *fn = base_name(path);
     int fd;
-    struct stat st;
     /* a FIFO planted in a model folder must not hang the open */
-    int orc = al_file_open_regular(path, &fd, &st, err);
+    int orc = al_file_open_regular(path, &fd, NULL, err);
     if (orc) return orc;
-    if (st.st_size < 8) {
-        close(fd);
-        return al_err(err, AL_EFORMAT, "%s: %lld bytes, too short for a safetensors header", fn,
-                      (long long)st.st_size);
-    }
-    if ((uint64_t)st.st_size > (uint64_t)SIZE_MAX) {
-        close(fd);
-        return al_err(err, AL_EFORMAT, "%s: too large to map", fn);
-    }
-    size_t size = (size_t)st.st_size;
     /* Writable but private: a tensor served from the file (al_st_serve)
      * that something writes gets its own copy of the page; the file never
-     * changes. The reader itself never writes. */
-    void *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd, 0);
-    int me = errno;
-    /* The mapping keeps the file alive; no descriptor is held open. */
-    close(fd);
-    if (p == MAP_FAILED)
-        return al_err(err, me == ENOMEM ? AL_ENOMEM : AL_EIO, "%s: mmap failed: %s", path,
-                      strerror(me));
+     * changes. The reader itself never writes. The lease (lease.c) keeps
+     * the descriptor; without one it is closed and nothing is served. */
+    void *p = NULL;
+    size_t size = 0;
+    al_lease *lease = NULL;
+    int me = al_lease_map(fd, fn, &p, &size, &lease);
+    if (me == -EFBIG) return al_err(err, AL_EFORMAT, "%s: too large to map", fn);
+    if (me)
+        return al_err(err, me == -ENOMEM ? AL_ENOMEM : AL_EIO, "%s: mmap failed: %s", path,
+                      strerror(-me));
+    if (size < 8) {
+        al_lease_unmap(p, size);
+        return al_err(err, AL_EFORMAT, "%s: %zu bytes, too short for a safetensors header", fn, size);
+    }
     al_st_tensor *t = NULL;
     int n = 0;
     size_t data_off = 0;
@@ -424,12 +434,13 @@ int al_st_open(al_st_file *f, const char *path, char err[AL_ERRLEN]) {
     if (rc == AL_OK && !pc) rc = al_err(err, AL_ENOMEM, "%s: out of memory", fn);
     if (rc != AL_OK) {
         free_tensors(t, n);
-        munmap(p, size);
+        al_lease_unmap(p, size);
         return rc;
     }
     f->path = pc;
     f->fd = -1;
     f->map = p;
+    f->lease = lease;
     f->size = size;
     f->data_off = data_off;
     f->t = t;
@@ -439,8 +450,7 @@ int al_st_open(al_st_file *f, const char *path, char err[AL_ERRLEN]) {
 
 void al_st_close(al_st_file *f) {
     if (!f) return;
-    if (f->map) munmap((void *)f->map, f->size);
-    if (f->fd >= 0 && f->map) close(f->fd);
+    al_lease_unmap((void *)f->map, f->size);
     free_tensors(f->t, f->n);
     free(f->path);
     memset(f, 0, sizeof *f);
@@ -475,6 +485,7 @@ typedef struct st_run {
     size_t r0, r1;            /* transposing: the run's file rows */
     size_t rows, cols;        /* file shape (2-D) when transposing, else 0 */
     uintptr_t pg;             /* page size */
+    const al_lease *lease;    /* the file's (NULL: none) */
 } st_run;
 
 #define ST_CHUNK ((size_t)4 << 20) /* bytes of the file converted between releases */
@@ -514,11 +525,12 @@ static void st_convert(const st_run *r, size_t a, size_t b) {
 
 /* Hands back the whole pages of the mapping from *done (a page boundary,
  * or the first byte of the span) up to hi, and moves *done there. Advice:
- * if it fails, the pages merely stay until al_st_close. */
-static void st_release(uintptr_t *done, uintptr_t hi, uintptr_t pg) {
+ * if it fails, the pages merely stay until al_st_close. Not once the
+ * lease broke and the mapping is anonymous: that would zero them. */
+static void st_release(uintptr_t *done, uintptr_t hi, uintptr_t pg, const al_lease *lease) {
     uintptr_t lo = (*done + pg - 1) & ~(pg - 1);
     hi &= ~(pg - 1);
-    if (hi <= lo) return;
+    if (hi <= lo || al_lease_copied(lease)) return;
     (void)madvise((void *)lo, hi - lo, MADV_DONTNEED);
     *done = hi;
 }
@@ -561,7 +573,7 @@ static void st_copy_fn(void *p, int tid, int nt) {
         st_populate((uintptr_t)r->src + i * es, (uintptr_t)r->src + e * es, r->pg);
         st_convert(r, i, e);
         i = e;
-        st_release(&done, (uintptr_t)r->src + i * es, r->pg);
+        st_release(&done, (uintptr_t)r->src + i * es, r->pg, r->lease);
     }
 }
 
@@ -730,7 +742,7 @@ static int st_read(const al_st_file *f, const al_st_tensor *t, void *dst, int ou
                       t->name);
     const uint8_t *src = f->map + f->data_off + t->begin;
     st_run r = {.src = src, .in = t->dtype, .out_bf16 = out_bf16, .dst = dst, .n = n,
-                .pg = page_size()};
+                .pg = page_size(), .lease = f->lease};
     /* small tensors: the pool's hand-over would cost more than it saves */
     int par = n * es >= ((size_t)1 << 16) && al_pool_threads() > 1;
     if (!transpose) {
@@ -747,7 +759,7 @@ static int st_read(const al_st_file *f, const al_st_tensor *t, void *dst, int ou
         r.r1 = r.rows - r.r0 < run ? r.rows : r.r0 + run;
         if (par) al_pool_run(st_transpose_fn, &r);
         else st_transpose_fn(&r, 0, 1);
-        st_release(&done, (uintptr_t)src + r.r1 * r.cols * es, r.pg);
+        st_release(&done, (uintptr_t)src + r.r1 * r.cols * es, r.pg, f->lease);
     }
     return AL_OK;
 }
@@ -767,8 +779,8 @@ static void st_populate_fn(void *p, int tid, int nt) {
 }
 
 const void *al_st_data(const al_st_file *f, const al_st_tensor *t) {
-    if (!f->map || (t->dtype != AL_DT_F32 && t->dtype != AL_DT_F16 && t->dtype != AL_DT_BF16))
-        return NULL;
+    if (!f->map || !f->lease) return NULL; /* unprotected: copy */
+    if (t->dtype != AL_DT_F32 && t->dtype != AL_DT_F16 && t->dtype != AL_DT_BF16) return NULL;
     size_t es = (size_t)elem_bytes(t->dtype), numel = al_st_numel(t);
     if (t->end < t->begin || t->end > f->size - f->data_off || t->end - t->begin != numel * es)
         return NULL;
@@ -791,12 +803,11 @@ void *al_st_detach(al_st_file *f, size_t *size) {
     void *p = (void *)f->map;
     *size = f->size;
     f->map = NULL;
+    f->lease = NULL;
     return p;
 }
 
-void al_st_unmap(void *map, size_t size) {
-    if (map) munmap(map, size);
-}
+void al_st_unmap(void *map, size_t size) { al_lease_unmap(map, size); }
 
 int al_st_read_f32(const al_st_file *f, const al_st_tensor *t, float *dst, size_t n,
                    char err[AL_ERRLEN]) {

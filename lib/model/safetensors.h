@@ -26,10 +26,13 @@ typedef struct al_st_tensor {
     uint64_t begin, end;          /* byte offsets into the data buffer */
 } al_st_tensor;
 
+struct al_lease;
+
 typedef struct al_st_file {
     char *path;
-    int fd;
-    const uint8_t *map;           /* whole file, mmap'd read-only */
+    int fd;                       /* -1: the mapping needs none (the lease keeps its own) */
+    const uint8_t *map;           /* whole file, mapped private (lib/model/lease.c) */
+    struct al_lease *lease;       /* the read lease protecting map; NULL: none, nothing served */
     size_t size;
     size_t data_off;              /* 8 + header length */
     al_st_tensor *t;
@@ -60,7 +63,9 @@ int al_st_read_f32_t(const al_st_file *f, const al_st_tensor *t, float *dst, siz
 int al_st_read_bf16(const al_st_file *f, const al_st_tensor *t, uint16_t *dst, size_t n,
                     int transpose, char err[AL_ERRLEN]);
 
-/* Serving a tensor in place: its first byte in f's mapping, when the span
+/* Serving a tensor in place: its first byte in f's mapping, when f holds
+ * a read lease (lease.h: another process that truncates or rewrites the
+ * file makes us copy the mapping out first), the span
  * is valid and aligned to the element size (4 or 2 bytes; kernels load
  * weights unaligned, so nothing more is needed), with its pages mapped now
  * (MADV_POPULATE_READ, on the compute pool), so first use does not fault;
@@ -70,10 +75,11 @@ int al_st_read_bf16(const al_st_file *f, const al_st_tensor *t, uint16_t *dst, s
 const void *al_st_serve(const al_st_file *f, const al_st_tensor *t);
 /* The same pointer (or NULL) without mapping any page. */
 const void *al_st_data(const al_st_file *f, const al_st_tensor *t);
-/* Hands f's mapping (whole file, *size bytes) to the caller, who munmaps
- * it; f can no longer be read (al_st_read_* -> AL_EINVAL), only closed. */
+/* Hands f's mapping (whole file, *size bytes) and its lease to the caller,
+ * who unmaps it with al_st_unmap; f can no longer be read (al_st_read_* ->
+ * AL_EINVAL), only closed. */
 void *al_st_detach(al_st_file *f, size_t *size);
-/* Unmaps what al_st_detach handed over (NULL: nothing). */
+/* Unmaps what al_st_detach handed over and releases its lease (NULL: nothing). */
 void al_st_unmap(void *map, size_t size);
 
 /* A model folder's weights: model.safetensors, or every shard named by

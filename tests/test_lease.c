@@ -1,0 +1,221 @@
+/* Served weights under a read lease (lib/model/lease.c): a file that
+ * another process truncates and rewrites in place while a model is served
+ * from it leaves the model's log-probs bit for bit (no SIGBUS: the mapping
+ * was copied out before the writer could proceed), and a file whose lease
+ * is refused is copied, never served, so rewriting it changes nothing.
+ *
+ * Nothing here waits on a clock: the writer child blocks in open(2) until
+ * the lease is released, and the parent waits for the child. Were the lease
+ * not honoured, the child would go ahead after lease-break-time (45 s) and
+ * the parent's next forward would fault or differ. */
+#define _GNU_SOURCE
+#include <fcntl.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "compute/pool.h"
+#include "model/model.h"
+#include "model/model_impl.h"
+#include "model/safetensors.h"
+#include "t.h"
+#include "t_model.h"
+
+enum { T_LEN = 12 };
+static const int32_t k_ids[T_LEN] = {65, 104, 97, 32, 119, 111, 114, 100, 115, 10, 66, 256};
+
+static void logprobs_of(al_model *m, float *lp) {
+    char err[AL_ERRLEN];
+    int32_t tgt[T_LEN];
+    for (int t = 0; t < T_LEN; t++) tgt[t] = t + 1 < T_LEN ? k_ids[t + 1] : -1;
+    T_OK(al_model_reserve(m, 1, T_LEN, 0, err));
+    al_tokens in = {.B = 1, .T = T_LEN, .ids = k_ids, .targets = tgt};
+    al_fwd f = {.logp = lp};
+    T_OK(al_model_forward(m, &in, &f));
+}
+
+/* Kilobytes of anonymous memory in the mapping that holds p
+ * (/proc/self/smaps); -1 if not found. */
+static long anon_kb(const void *p) {
+    FILE *f = fopen("/proc/self/smaps", "r");
+    if (!f) return -1;
+    char line[512];
+    long kb = -1;
+    int in = 0;
+    while (fgets(line, sizeof line, f)) {
+        unsigned long lo, hi;
+        if (sscanf(line, "%lx-%lx ", &lo, &hi) == 2 && strchr(line, '-') < strchr(line, ' ')) {
+            in = (uintptr_t)p >= lo && (uintptr_t)p < hi;
+        } else if (in && sscanf(line, "Anonymous: %ld kB", &kb) == 1) {
+            break;
+        }
+    }
+    fclose(f);
+    return kb;
+}
+
+/* Truncates path and writes 100 bytes of garbage, as `cp` over it would;
+ * from a child, which the kernel holds in open(2) while we hold a lease.
+ * Returns the child's exit status (0: it wrote). */
+static int rewrite_in_child(const char *path) {
+    pid_t pid = fork();
+    if (pid == 0) {
+        int fd = open(path, O_WRONLY | O_TRUNC);
+        char junk[100];
+        memset(junk, 0xff, sizeof junk);
+        int ok = fd >= 0 && write(fd, junk, sizeof junk) == (ssize_t)sizeof junk;
+        if (fd >= 0) close(fd);
+        _exit(ok ? 0 : 1);
+    }
+    int st = -1;
+    if (pid < 0 || waitpid(pid, &st, 0) != pid) return -1;
+    return WIFEXITED(st) ? WEXITSTATUS(st) : 128;
+}
+
+static long file_size(const char *path) {
+    struct stat st;
+    return stat(path, &st) == 0 ? (long)st.st_size : -1;
+}
+
+static void save_model(al_arch arch, const char *dir, al_model **mem) {
+    char err[AL_ERRLEN];
+    t_shape s = {.arch = arch, .layers = 2, .C = 16, .heads = 2, .kv_heads = arch == AL_ARCH_LLAMA ? 1 : 0,
+                 .FF = 32, .max_T = 16};
+    al_model_config c = t_byte_config(s);
+    *mem = al_model_new(&c, NULL, err);
+    T_TRUE(*mem != NULL);
+    al_model_init(*mem, 11 + (uint64_t)arch);
+    T_OK(al_model_save(*mem, dir, err));
+}
+
+/* Served, then the file cut short and rewritten by another process: the
+ * same log-probs, and the mapping is now anonymous memory. */
+static void test_rewrite_while_served(void) {
+    static const al_arch archs[2] = {AL_ARCH_GPT2, AL_ARCH_LLAMA};
+    for (int a = 0; a < 2; a++) {
+        char err[AL_ERRLEN], dir[1200], path[1300];
+        snprintf(dir, sizeof dir, "%s/served_%d", t_tmpdir(), a);
+        snprintf(path, sizeof path, "%s/model.safetensors", dir);
+        al_model *mem = NULL, *m = NULL;
+        save_model(archs[a], dir, &mem);
+        T_OK(al_model_open_ex(&m, dir, NULL, AL_OPEN_FROZEN, 0, err));
+        if (!m || !mem) {
+            al_model_free(mem);
+            continue;
+        }
+        T_EQ_INT(m->n_maps, 1); /* served: the lease was taken */
+        T_EQ_INT(anon_kb(m->maps[0]), 0);
+        float want[T_LEN], before[T_LEN], after[T_LEN];
+        logprobs_of(mem, want);
+        logprobs_of(m, before);
+        T_TRUE(memcmp(want, before, sizeof want) == 0);
+        T_EQ_INT(rewrite_in_child(path), 0);
+        T_EQ_INT(file_size(path), 100); /* the writer went ahead */
+        logprobs_of(m, after);
+        T_TRUE(memcmp(before, after, sizeof before) == 0);
+        T_TRUE(anon_kb(m->maps[0]) > 0); /* copied out */
+        al_model_free(m);
+        al_model_free(mem);
+    }
+}
+
+/* A writer in this very process (a thread of it opening the file for
+ * writing) is released the same way: the watcher is a thread of its own. */
+static void test_rewrite_from_this_process(void) {
+    char err[AL_ERRLEN], dir[1200], path[1300];
+    snprintf(dir, sizeof dir, "%s/self", t_tmpdir());
+    snprintf(path, sizeof path, "%s/model.safetensors", dir);
+    al_model *mem = NULL, *m = NULL;
+    save_model(AL_ARCH_LLAMA, dir, &mem);
+    T_OK(al_model_open_ex(&m, dir, NULL, AL_OPEN_FROZEN, 0, err));
+    if (m && mem) {
+        T_EQ_INT(m->n_maps, 1);
+        float before[T_LEN], after[T_LEN];
+        logprobs_of(m, before);
+        int fd = open(path, O_WRONLY | O_TRUNC | O_CLOEXEC);
+        T_TRUE(fd >= 0);
+        if (fd >= 0) {
+            T_TRUE(write(fd, "garbage", 7) == 7);
+            close(fd);
+        }
+        logprobs_of(m, after);
+        T_TRUE(memcmp(before, after, sizeof before) == 0);
+    }
+    al_model_free(m);
+    al_model_free(mem);
+}
+
+/* The file open for writing when the model loads: no lease (EAGAIN), so
+ * every tensor is copied; truncating and rewriting it after changes
+ * nothing. Also at the safetensors level: nothing is served. */
+static void test_refused_lease_copies(void) {
+    char err[AL_ERRLEN], dir[1200], path[1300];
+    snprintf(dir, sizeof dir, "%s/refused", t_tmpdir());
+    snprintf(path, sizeof path, "%s/model.safetensors", dir);
+    al_model *mem = NULL, *m = NULL;
+    save_model(AL_ARCH_LLAMA, dir, &mem);
+    int wfd = open(path, O_WRONLY | O_CLOEXEC);
+    T_TRUE(wfd >= 0);
+    al_st_file f;
+    T_OK(al_st_open(&f, path, err));
+    T_TRUE(f.lease == NULL);
+    const al_st_tensor *t = al_st_find(&f, "model.norm.weight");
+    T_TRUE(t != NULL && al_st_data(&f, t) == NULL && al_st_serve(&f, t) == NULL);
+    al_st_close(&f);
+    T_OK(al_model_open_ex(&m, dir, NULL, AL_OPEN_FROZEN, 0, err));
+    if (m && mem && wfd >= 0) {
+        T_EQ_INT(m->n_maps, 0);
+        float want[T_LEN], before[T_LEN], after[T_LEN];
+        logprobs_of(mem, want);
+        logprobs_of(m, before);
+        T_TRUE(memcmp(want, before, sizeof want) == 0);
+        T_OK(ftruncate(wfd, 0));
+        T_TRUE(write(wfd, "garbage", 7) == 7);
+        logprobs_of(m, after);
+        T_TRUE(memcmp(before, after, sizeof before) == 0);
+    }
+    if (wfd >= 0) close(wfd);
+    al_model_free(m);
+    al_model_free(mem);
+}
+
+/* An open file whose lease breaks while the loader still reads it: served
+ * and copied reads alike return the file's bytes as they were. */
+static void test_break_while_loading(void) {
+    char err[AL_ERRLEN], path[1300];
+    snprintf(path, sizeof path, "%s/loading.safetensors", t_tmpdir());
+    enum { N = 3000 };
+    static float v[N], got[N];
+    for (int i = 0; i < N; i++) v[i] = (float)i * 0.25f - 7.0f;
+    al_st_entry e[2] = {{.name = "a", .data = v, .ndim = 1, .shape = {N}},
+                        {.name = "b", .data = v, .ndim = 2, .shape = {N / 3, 3}}};
+    T_OK(al_st_write(path, e, 2, err));
+    al_st_file f;
+    T_OK(al_st_open(&f, path, err));
+    T_TRUE(f.lease != NULL);
+    const al_st_tensor *ta = al_st_find(&f, "a"), *tb = al_st_find(&f, "b");
+    const float *served = ta ? al_st_serve(&f, ta) : NULL;
+    T_TRUE(served != NULL && tb != NULL);
+    if (served && tb) {
+        T_EQ_INT(rewrite_in_child(path), 0);
+        T_TRUE(memcmp(served, v, sizeof v) == 0);
+        T_OK(al_st_read_f32(&f, tb, got, N, err));
+        T_TRUE(memcmp(got, v, sizeof v) == 0);
+        T_OK(al_st_read_f32(&f, tb, got, N, err)); /* again: its pages were not zeroed */
+        T_TRUE(memcmp(got, v, sizeof v) == 0);
+    }
+    al_st_close(&f);
+}
+
+int main(void) {
+    t_tmpdir();
+    al_pool_init(2);
+    test_rewrite_while_served();
+    test_rewrite_from_this_process();
+    test_refused_lease_copies();
+    test_break_while_loading();
+    al_pool_shutdown();
+    return t_done();
+}
