@@ -179,7 +179,9 @@ void al_gelu_forward(float *out, const float *inp, size_t n);
 void al_gelu_backward(float *dinp, const float *dout, const float *inp, size_t n);
 /* The backward kernels of the activations with their input in bf16 (the
  * rounded value the bf16 forward computed the activation from, kept in
- * half the bytes): the same results as on that input widened to fp32. */
+ * half the bytes): the same results as on that input widened to fp32, but
+ * WRITTEN, not accumulated: dinp = 0 + gradient, the bits of the fp32
+ * kernel adding to zeros (a bf16 step's d_h1 needs no zeroing first). */
 void al_gelu_backward_h(float *dinp, const float *dout, const uint16_t *inp, size_t n);
 void al_swiglu_backward_h(float *dgu, const float *dout, const uint16_t *gu, int N, int FF);
 void al_geglu_backward_h(float *dgu, const float *dout, const uint16_t *gu, int N, int FF);

@@ -439,6 +439,8 @@ typedef struct {
     const uint16_t *in16; /* the input in bf16 instead of in (backward kernels) */
     size_t n;
     int N, FF;
+    int set;              /* backward: out = 0 + gradient (the bits of adding
+                           * to zeros) instead of out += gradient */
 } nn_ew_ctx;
 
 /* The bf16 inputs are widened by blocks of NN_BLK on the stack. */
@@ -464,10 +466,10 @@ void al_gelu_forward(float *out, const float *inp, size_t n) {
     nn_run(gelu_fwd_fn, &x, n);
 }
 
-static NN_INLINE void gelu_bwd_range(float *out, const float *dout, const float *in, long n) {
+static NN_INLINE void gelu_bwd_range(float *out, const float *dout, const float *in, long n, int set) {
     for (long i = 0; i < n; i++) {
         float act;
-        out[i] += dout[i] * nn_gelu_grad(in[i], &act);
+        out[i] = (set ? 0.0f : out[i]) + dout[i] * nn_gelu_grad(in[i], &act);
     }
 }
 
@@ -476,14 +478,14 @@ AL_SIMD_CLONES static void gelu_bwd_fn(void *vctx, int tid, int nth) {
     long lo, hi;
     al_split((long)x->n, nth, tid, &lo, &hi);
     if (!x->in16) {
-        if (hi > lo) gelu_bwd_range(x->out + lo, x->dout + lo, x->in + lo, hi - lo);
+        if (hi > lo) gelu_bwd_range(x->out + lo, x->dout + lo, x->in + lo, hi - lo, x->set);
         return;
     }
     float buf[NN_BLK];
     for (long i = lo, k; i < hi; i += k) {
         k = hi - i < NN_BLK ? hi - i : NN_BLK;
         nn_widen(buf, x->in16 + i, (int)k);
-        gelu_bwd_range(x->out + i, x->dout + i, buf, k);
+        gelu_bwd_range(x->out + i, x->dout + i, buf, k, x->set);
     }
 }
 
@@ -495,7 +497,7 @@ void al_gelu_backward(float *dinp, const float *dout, const float *inp, size_t n
 
 void al_gelu_backward_h(float *dinp, const float *dout, const uint16_t *inp, size_t n) {
     AL_ASSERT((dinp && inp && dout) || n == 0);
-    nn_ew_ctx x = {.out = dinp, .in16 = inp, .dout = dout, .n = n};
+    nn_ew_ctx x = {.out = dinp, .in16 = inp, .dout = dout, .n = n, .set = 1};
     nn_run(gelu_bwd_fn, &x, n);
 }
 
@@ -516,14 +518,15 @@ static NN_INLINE void gated_fwd(const nn_ew_ctx *x, int tid, int nth, int gelu) 
     }
 }
 
-/* dgate += dout * up * act'(gate), dup += dout * act(gate), over n columns. */
+/* dgate += dout * up * act'(gate), dup += dout * act(gate), over n columns
+ * (set: onto zeros, not onto what they held). */
 static NN_INLINE void gated_bwd_cols(float *dg, float *du, const float *dy, const float *g,
-                                     const float *u, int n, int gelu) {
+                                     const float *u, int n, int gelu, int set) {
     for (int c = 0; c < n; c++) {
         float act;
         float d = gelu ? nn_gelu_grad(g[c], &act) : nn_silu_grad(g[c], &act);
-        dg[c] += dy[c] * u[c] * d;
-        du[c] += dy[c] * act;
+        dg[c] = (set ? 0.0f : dg[c]) + dy[c] * u[c] * d;
+        du[c] = (set ? 0.0f : du[c]) + dy[c] * act;
     }
 }
 
@@ -537,7 +540,7 @@ static NN_INLINE void gated_bwd(const nn_ew_ctx *x, int tid, int nth, int gelu) 
         float *dg = x->out + (size_t)n * 2 * FF, *du = dg + FF;
         if (!x->in16) {
             const float *g = x->in + (size_t)n * 2 * FF;
-            gated_bwd_cols(dg, du, dy, g, g + FF, FF, gelu);
+            gated_bwd_cols(dg, du, dy, g, g + FF, FF, gelu, x->set);
             continue;
         }
         const uint16_t *g16 = x->in16 + (size_t)n * 2 * FF;
@@ -545,7 +548,7 @@ static NN_INLINE void gated_bwd(const nn_ew_ctx *x, int tid, int nth, int gelu) 
             k = FF - c < NN_BLK ? FF - c : NN_BLK;
             nn_widen(gb, g16 + c, k);
             nn_widen(ub, g16 + FF + c, k);
-            gated_bwd_cols(dg + c, du + c, dy + c, gb, ub, k, gelu);
+            gated_bwd_cols(dg + c, du + c, dy + c, gb, ub, k, gelu, x->set);
         }
     }
 }
@@ -573,7 +576,7 @@ static void gated_run(al_pool_fn fn, float *out, const float *gu, const float *d
 static void gated_run_h(al_pool_fn fn, float *out, const uint16_t *gu, const float *dout, int N,
                         int FF) {
     AL_ASSERT(out && gu && dout && N >= 0 && FF > 0);
-    nn_ew_ctx x = {.out = out, .in16 = gu, .dout = dout, .N = N, .FF = FF};
+    nn_ew_ctx x = {.out = out, .in16 = gu, .dout = dout, .N = N, .FF = FF, .set = 1};
     nn_run(fn, &x, (size_t)N * (size_t)FF);
 }
 

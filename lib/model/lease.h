@@ -35,6 +35,11 @@ int al_lease_map(int fd, const char *name, void **map, size_t *size, al_lease **
 /* Unmaps what al_lease_map mapped, releasing its lease (map NULL: nothing).
  * Nothing may read the mapping any longer. */
 void al_lease_unmap(void *map, size_t size);
+/* Records that [p, p + n) of the mapping is served: once detached, a
+ * break copies only the pages such spans touch. No-op for lease NULL. */
+void al_lease_keep(al_lease *lease, const void *p, size_t n);
+/* The loader is done with the mapping: from now on only kept spans are read. */
+void al_lease_detach(al_lease *lease);
 /* 1 once the lease broke and the mapping was copied out to anonymous
  * memory (lease NULL: 0). The mapping's contents are the same; only giving
  * its pages back (MADV_DONTNEED) would now zero them instead of re-reading

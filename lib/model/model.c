@@ -1733,7 +1733,7 @@ static void layer_backward(al_model *m, int l, al_acts *a, const float *x,
     /* MLP branch */
     const float *dmo = residual_backward(m, l, 1, dres, a, N);
     linear_backward(m, l, LIN_DOWN, m->d_h2, 1, dmo, a->h2, a->h2_h, lora_slot(m, l, LIN_DOWN, a->lora_t, N), N);
-    al_zero(m->d_h1, (size_t)N * m->UPW);
+    if (!a->h1_h) al_zero(m->d_h1, (size_t)N * m->UPW); /* the _h kernels write it */
     if (a->h1_h) { /* bf16: the rounded h1 the forward's activation read */
         if (c->arch == AL_ARCH_GPT2) al_gelu_backward_h(m->d_h1, m->d_h2, a->h1_h, (size_t)N * c->FF);
         else if (c->act == AL_ACT_GELU_TANH) al_geglu_backward_h(m->d_h1, m->d_h2, a->h1_h, N, c->FF);

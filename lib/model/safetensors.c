@@ -43,8 +43,9 @@
  * killing the daemon with every job. So each file is mapped under a read
  * lease (lease.c): the kernel holds such a writer in open(2) and signals
  * us; a watcher thread copies the mapping out to anonymous memory at the
- * same address (mremap: readers see the same bytes throughout), then lets
- * go of the lease and the writer proceeds. That protects the loader's
+ * same address (mremap: readers see the same bytes throughout; once the
+ * file is detached, only the pages of spans al_st_serve handed out), then
+ * lets go of the lease and the writer proceeds. That protects the loader's
  * reads and every served tensor until al_st_unmap releases the lease. A
  * file we cannot lease (open for writing elsewhere, owned by another user,
  * a filesystem without leases) serves nothing: al_st_data and al_st_serve
@@ -796,12 +797,14 @@ const void *al_st_serve(const al_st_file *f, const al_st_tensor *t) {
                  .pg = page_size()};
     if (s.hi - s.lo >= ((size_t)1 << 20) && al_pool_threads() > 1) al_pool_run(st_populate_fn, &s);
     else if (s.hi > s.lo) st_populate(s.lo, s.hi, s.pg);
+    al_lease_keep(f->lease, src, numel * es); /* what a break must copy out */
     return src;
 }
 
 void *al_st_detach(al_st_file *f, size_t *size) {
     void *p = (void *)f->map;
     *size = f->size;
+    al_lease_detach(f->lease); /* only served spans are read from now on */
     f->map = NULL;
     f->lease = NULL;
     return p;
