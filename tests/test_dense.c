@@ -745,6 +745,43 @@ static void test_matmul_bf16_vs_ref(void) {
     }
 }
 
+/* The products of a weight held (in, out) (a frozen GPT-2 Conv1D weight
+ * as its file has it): al_matmul_forward_t / _ht against the fp32 _ref on
+ * nn.Linear's layout, within fp32 (bf16) rounding, on both backends; one
+ * row (decoding: a GEMV, the bf16 rows loop, its 128-column blocks and
+ * tail) and several. */
+static void test_matmul_wt(void) {
+    static const int shapes[][3] = {{1, 37, 29}, {1, 64, 300}, {3, 40, 260}, {300, 96, 130}};
+    int before = al_gemm_backend();
+    for (int be = 0; be < 2; be++) {
+        if (al_gemm_set_backend(be ? AL_MM_ONEDNN : AL_MM_OPENBLAS) != AL_OK) continue;
+        for (int s = 0; s < 4; s++) {
+            int N = shapes[s][0], C = shapes[s][1], OC = shapes[s][2];
+            float *inp = frand((size_t)N * C, 610 + s, 1.0f), *w = frand((size_t)OC * C, 620 + s, 1.0f);
+            float *b = frand((size_t)OC, 630 + s, 1.0f), *wt = fbuf((size_t)OC * C);
+            for (int o = 0; o < OC; o++)
+                for (int c = 0; c < C; c++) wt[(size_t)c * OC + o] = w[(size_t)o * C + c];
+            uint16_t *wt16 = hbuf((size_t)OC * C), *in16 = hbuf((size_t)N * C);
+            al_bf16_round(wt16, wt, (size_t)OC * C);
+            al_bf16_round(in16, inp, (size_t)N * C);
+            float *out = fbuf((size_t)N * OC), *ref = fbuf((size_t)N * OC);
+            al_matmul_forward_ref(ref, inp, w, b, N, C, OC);
+            double *abs = abs_sums(0, 1, N, OC, C, NULL, inp, C, NULL, w, C);
+            char what[96];
+            al_matmul_forward_t(out, inp, wt, b, N, C, OC);
+            snprintf(what, sizeof what, "matmul_forward_t %dx%dx%d", N, C, OC);
+            expect_within_abs(what, out, ref, abs, (size_t)N * OC, (C + 1) * 0x1p-23);
+            al_matmul_forward_ht(out, in16, wt16, b, N, C, OC);
+            snprintf(what, sizeof what, "matmul_forward_ht %dx%dx%d", N, C, OC);
+            expect_within_abs(what, out, ref, abs, (size_t)N * OC, 0x1p-7 + (C + 1) * 0x1p-23);
+            free(abs);
+            al_free(inp); al_free(w); al_free(b); al_free(wt); al_free(wt16); al_free(in16);
+            al_free(out); al_free(ref);
+        }
+    }
+    al_gemm_set_backend(before);
+}
+
 static void test_matmul_vs_ref(void) {
     /* {N, C, OC}: forward M-split (N >= OC), forward N-split (N < OC) */
     static const int shapes[][3] = {{256, 96, 101}, {40, 128, 515}, {6, 5, 7}};
@@ -1168,6 +1205,7 @@ int main(void) {
     test_bf16_round();
     test_gemm_bf16();
     test_matmul_bf16_vs_ref();
+    test_matmul_wt();
     test_lmhead_bf16();
     test_embed_bf16();
     test_matmul_vs_ref();

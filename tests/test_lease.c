@@ -113,15 +113,21 @@ static void test_rewrite_while_served(void) {
         float want[T_LEN], before[T_LEN], after[T_LEN];
         logprobs_of(mem, want);
         logprobs_of(m, before);
-        T_TRUE(memcmp(want, before, sizeof want) == 0);
+        /* GPT-2's Conv1D weights are served in the file's (in, out) layout,
+         * another product order than the in-memory model's: fp32 rounding */
+        if (archs[a] == AL_ARCH_GPT2)
+            for (int t = 0; t + 1 < T_LEN; t++) T_NEAR(want[t], before[t], 1e-5);
+        else
+            T_TRUE(memcmp(want, before, sizeof want) == 0);
         T_EQ_INT(rewrite_in_child(path), 0);
         T_EQ_INT(file_size(path), 100); /* the writer went ahead */
         logprobs_of(m, after);
         T_TRUE(memcmp(before, after, sizeof before) == 0);
         long kb = anon_kb(m->maps[0]);
         T_TRUE(kb > 0); /* copied out */
-        /* only the served spans: GPT-2's Conv1D weights live in the model's arena */
-        if (archs[a] == AL_ARCH_GPT2) T_TRUE(kb > 0 && 2 * kb < (long)(m->map_sizes[0] >> 10));
+        /* at most the mapping (GPT-2 is served whole, its Conv1D weights
+         * in the file's layout: no longer a model with unserved spans) */
+        T_TRUE(kb <= (long)(m->map_sizes[0] >> 10) + 4);
         al_model_free(m);
         al_model_free(mem);
     }

@@ -39,6 +39,11 @@ void al_matmul_forward(float *out, const float *inp, const float *w,
                        const float *b, int N, int C, int OC);
 void al_matmul_forward_ref(float *out, const float *inp, const float *w,
                            const float *b, int N, int C, int OC);
+/* The same with the weight held (in, out), as GPT-2's Conv1D stores it:
+ * out = inp @ wt + b, wt (C, OC). Another product order than
+ * al_matmul_forward's (a GEMV by columns when N is 1), so not its bits. */
+void al_matmul_forward_t(float *out, const float *inp, const float *wt,
+                         const float *b, int N, int C, int OC);
 /* Accumulates: dinp += dout @ w, dw += dout^T @ inp, db += colsum(dout).
  * Any of dinp, dw, db may be NULL. */
 void al_matmul_backward(float *dinp, float *dw, float *db, const float *dout,
@@ -126,6 +131,9 @@ void al_matmul_forward_bf16(float *out, const float *inp, const uint16_t *w, con
 /* The same on an input already rounded: out = inp16 @ w^T + b, inp16 (N, C). */
 void al_matmul_forward_h(float *out, const uint16_t *inp16, const uint16_t *w, const float *b,
                          int N, int C, int OC);
+/* And with the weight held (in, out): out = inp16 @ wt + b, wt (C, OC). */
+void al_matmul_forward_ht(float *out, const uint16_t *inp16, const uint16_t *wt, const float *b,
+                          int N, int C, int OC);
 /* al_matmul_backward with bf16 products: dinp += bf16(dout) @ w,
  * dw += bf16(dout)^T @ bf16(inp), db += colsum(dout) in fp32. scratch holds
  * N*(OC + C) bf16 values. */

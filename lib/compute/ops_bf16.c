@@ -194,6 +194,7 @@ typedef struct gemm16_ctx {
     float *C;
     const float *bias;
     int split_m;
+    int wt;        /* B is a weight held (in, out): a single row streams it by rows */
 } gemm16_ctx;
 
 /* sum_k widen(a[k]) widen(b[k]) in fp32, 16 lanes (a fixed order). */
@@ -208,9 +209,58 @@ static float dot16(const uint16_t *a, const uint16_t *b, int K) {
     return acc[0];
 }
 
+typedef float rb_vf __attribute__((vector_size(64)));
+typedef uint32_t rb_vu __attribute__((vector_size(64)));
+typedef uint16_t rb_vh __attribute__((vector_size(32)));
+
+/* acc[0 .. 128) += a * widen(b[0 .. 128)), per element a product then a
+ * sum (the scalar loop's operations), eight 16-lane accumulators. */
+static inline void rows_acc128(rb_vf acc[8], float a, const uint16_t *b) {
+    for (int v = 0; v < 8; v++) {
+        rb_vh h;
+        memcpy(&h, b + 16 * v, sizeof h);
+        rb_vu u = __builtin_convertvector(h, rb_vu) << 16;
+        rb_vf f;
+        memcpy(&f, &u, sizeof f);
+        acc[v] += a * f;
+    }
+}
+
+/* One row of C (n columns) from B (K, N) read by rows, k in order. */
+static void rows_panel(const gemm16_ctx *g, const uint16_t *a, const uint16_t *B, float *c, int n,
+                       float beta) {
+    enum { NB = 128 };
+    int j0 = 0;
+    for (; j0 + NB <= n; j0 += NB) {
+        rb_vf acc[8] = {{0}};
+        for (int k = 0; k < g->K; k++) rows_acc128(acc, widen1(a[k]), B + (size_t)k * g->ldb + j0);
+        float t[NB];
+        memcpy(t, acc, sizeof t);
+        for (int j = 0; j < NB; j++)
+            c[j0 + j] = g->alpha * t[j] + (beta == 0.0f ? 0.0f : beta * c[j0 + j]);
+    }
+    if (j0 == n) return;
+    float t[NB];
+    int nb = n - j0;
+    for (int j = 0; j < nb; j++) t[j] = 0.0f;
+    for (int k = 0; k < g->K; k++) {
+        float x = widen1(a[k]);
+        const uint16_t *b = B + (size_t)k * g->ldb + j0;
+        for (int j = 0; j < nb; j++) t[j] += x * widen1(b[j]);
+    }
+    for (int j = 0; j < nb; j++) c[j0 + j] = g->alpha * t[j] + (beta == 0.0f ? 0.0f : beta * c[j0 + j]);
+}
+
 /* Plain panel: C[i][j] = alpha sum_k op(A)[i][k] op(B)[k][j] + beta C. */
 AL_SIMD_CLONES static void panel_loops(const gemm16_ctx *g, const uint16_t *A, const uint16_t *B, float *C,
                         int m, int n, float beta) {
+    if (!g->ta && !g->tb) {
+        /* B (K, N) by rows (a weight held (in, out)): the sums of the loop
+         * below, k in order, instead of a stride of ldb per element */
+        for (int i = 0; i < m; i++)
+            rows_panel(g, A + (size_t)i * g->lda, B, C + (size_t)i * g->ldc, n, beta);
+        return;
+    }
     for (int i = 0; i < m; i++)
         for (int j = 0; j < n; j++) {
             float s;
@@ -249,8 +299,9 @@ static void gemm16_panel(const gemm16_ctx *g, long m0, long m1, long n0, long n1
     }
     const uint16_t *A = g->ta ? g->A + m0 : g->A + (size_t)m0 * g->lda;
     const uint16_t *B = g->tb ? g->B + (size_t)n0 * g->ldb : g->B + n0;
-    /* a single row against weight rows: memory-bound, widened in registers */
-    if (m == 1 && g->tb && !g->ta) {
+    /* a single row against a weight: memory-bound, widened in registers
+     * (a oneDNN primitive of one row would pack the weight on every call) */
+    if (m == 1 && !g->ta && (g->tb || g->wt)) {
         panel_loops(g, A, B, C, m, n, beta);
         return;
     }
@@ -318,6 +369,14 @@ void al_matmul_forward_h(float *out, const uint16_t *inp16, const uint16_t *w, c
                          int N, int C, int OC) {
     gemm16_ctx g = {.ta = 0, .tb = 1, .M = N, .N = OC, .K = C, .alpha = 1.0f, .beta = 0.0f,
                     .A = inp16, .B = w, .lda = C, .ldb = C, .ldc = OC, .C = out, .bias = b};
+    gemm16_run(&g);
+}
+
+void al_matmul_forward_ht(float *out, const uint16_t *inp16, const uint16_t *wt, const float *b,
+                          int N, int C, int OC) {
+    gemm16_ctx g = {.ta = 0, .tb = 0, .M = N, .N = OC, .K = C, .alpha = 1.0f, .beta = 0.0f,
+                    .A = inp16, .B = wt, .lda = C, .ldb = OC, .ldc = OC, .C = out, .bias = b,
+                    .wt = 1};
     gemm16_run(&g);
 }
 

@@ -165,6 +165,14 @@ void al_matmul_forward(float *out, const float *inp, const float *w,
     gemm_run(&g);
 }
 
+void al_matmul_forward_t(float *out, const float *inp, const float *wt,
+                         const float *b, int N, int C, int OC) {
+    gemm_ctx g = {.transA = 0, .transB = 0, .M = N, .N = OC, .K = C, .alpha = 1.0f,
+                  .beta = 0.0f, .A = inp, .B = wt, .lda = C, .ldb = OC, .ldc = OC,
+                  .C = out, .bias = b};
+    gemm_run(&g);
+}
+
 void al_matmul_forward_ref(float *out, const float *inp, const float *w,
                            const float *b, int N, int C, int OC) {
     for (int n = 0; n < N; n++) {

@@ -370,6 +370,7 @@ static int alloc_grads(al_model *m, int lora_only) {
     for (int i = 0; i < m->n_params; i++) {
         al_param *p = &m->params[i];
         if (lora_only && !p->lora && i != m->score) continue;
+        AL_ASSERT(!p->wt); /* a weight that trains has nn.Linear's layout */
         p->g = m->grad + off;
         off += p->n;
     }
@@ -518,13 +519,40 @@ void al_model_bf16_sync(al_model *m) {
 
 void al_model_bf16_stepped(al_model *m) { m->h_stepped = 1; }
 
+void al_param_rows(float *dst, const al_param *p) {
+    if (!p->wt) {
+        if (p->w) memcpy(dst, p->w, p->n * sizeof(float));
+        else al_bf16_widen(dst, p->h, p->n);
+        return;
+    }
+    /* held (in, out): dst[o][i] = v[i][o], in blocks of 16 x 16 */
+    size_t R = (size_t)p->shape[0], C = (size_t)p->shape[1];
+    for (size_t i0 = 0; i0 < C; i0 += 16)
+        for (size_t o0 = 0; o0 < R; o0 += 16)
+            for (size_t i = i0; i < C && i < i0 + 16; i++)
+                for (size_t o = o0; o < R && o < o0 + 16; o++)
+                    dst[o * C + i] = p->w ? p->w[i * R + o] : al_bf16_to_f32(p->h[i * R + o]);
+}
+
 void al_param_set(al_param *p, const float *v) {
+    AL_ASSERT(!p->wt);
     if (p->w) memcpy(p->w, v, p->n * sizeof(float));
     if (p->h) al_bf16_round(p->h, v, p->n);
 }
 
-/* Copies a tensor between models of the same shape, whatever their modes. */
+/* Copies a tensor between models of the same shape, whatever their modes
+ * (d in nn.Linear's layout; s in either: al_param_rows). */
 static void param_copy(al_param *d, const al_param *s) {
+    AL_ASSERT(!d->wt);
+    if (s->wt) {
+        float *v = malloc(s->n * sizeof(float));
+        AL_ASSERT(v);
+        al_param_rows(v, s);
+        if (d->w) memcpy(d->w, v, d->n * sizeof(float));
+        if (d->h) al_bf16_round(d->h, v, d->n);
+        free(v);
+        return;
+    }
     if (d->w) {
         if (s->w) memcpy(d->w, s->w, d->n * sizeof(float));
         else al_bf16_widen(d->w, s->h, d->n);
@@ -834,6 +862,7 @@ al_model *al_model_new_shared(al_model *base, const al_lora_cfg *lora, uint64_t 
             if (!base->params[j].lora && !strcmp(base->params[j].name, p->name) && base->params[j].n == p->n) {
                 p->w = base->params[j].w;
                 p->h = base->params[j].h;
+                p->wt = base->params[j].wt;
                 found = 1;
             }
         if (!found) {
@@ -1271,6 +1300,14 @@ size_t al_model_lin_scratch16(const al_model *m, size_t N) {
 
 /* ---- forward ------------------------------------------------------------ */
 
+/* 1 when the map's weight is held (in, out) (al_param.wt): one frozen
+ * tensor, the whole map. */
+static int lin_wt(al_model *m, const al_linear *L) {
+    const al_param *p = &m->params[L->w];
+    AL_ASSERT(!p->wt || (p->shape[0] == L->out && !p->g));
+    return p->wt;
+}
+
 /* al_linear_forward; in bf16 mode with keep16 the rounded x goes there (the
  * backward's copy) instead of into s16, and x NULL says that keep16 (or s16)
  * holds it already. */
@@ -1278,12 +1315,13 @@ static void linear_forward(al_model *m, int layer, int lin, float *out, const fl
                            uint16_t *keep16, float *lora_t, uint16_t *s16, int N) {
     al_linear *L = &m->layers[layer].lin[lin];
     int use = m->adapters_on && L->n_lora && lora_t;
-    int r = m->lora_cfg.r;
+    int r = m->lora_cfg.r, wt = lin_wt(m, L);
     if (m->bf16) {
         /* s16: the rounded x (N, in) unless kept, then one adapter's rounded t (N, r) */
         uint16_t *x16 = keep16 ? keep16 : s16, *t16 = s16 + (size_t)N * (size_t)L->in;
         if (x) al_bf16_round(x16, x, (size_t)N * (size_t)L->in);
-        al_matmul_forward_h(out, x16, PH(m, L->w), PW(m, L->b), N, L->in, L->out);
+        if (wt) al_matmul_forward_ht(out, x16, PH(m, L->w), PW(m, L->b), N, L->in, L->out);
+        else al_matmul_forward_h(out, x16, PH(m, L->w), PW(m, L->b), N, L->in, L->out);
         for (int k = 0; use && k < L->n_lora; k++) {
             const al_lora_mod *lm = &m->lora[L->first_lora + k];
             float *t = lora_t + (size_t)k * N * r;
@@ -1294,7 +1332,8 @@ static void linear_forward(al_model *m, int layer, int lin, float *out, const fl
         }
         return;
     }
-    al_matmul_forward(out, x, PW(m, L->w), PW(m, L->b), N, L->in, L->out);
+    if (wt) al_matmul_forward_t(out, x, PW(m, L->w), PW(m, L->b), N, L->in, L->out);
+    else al_matmul_forward(out, x, PW(m, L->w), PW(m, L->b), N, L->in, L->out);
     for (int k = 0; use && k < L->n_lora; k++) {
         const al_lora_mod *lm = &m->lora[L->first_lora + k];
         float *t = lora_t + (size_t)k * N * r;
@@ -1671,9 +1710,11 @@ static void linear_backward_bf16(al_model *m, al_linear *L, float *dx, int dx_fr
     al_bf16_round(d16, dout, (size_t)N * (size_t)L->out);
     if (need_x && kept16) x16 = (uint16_t *)kept16;
     else if (need_x) al_bf16_round(x16, x, (size_t)N * (size_t)L->in);
+    /* dx (N, in) (+)= dout (N, out) @ W (out, in), W held (in, out) or not */
+    int wt = lin_wt(m, L);
     if (dx)
-        al_gemm_bf16(0, 0, N, L->in, L->out, 1.0f, d16, L->out, PH(m, L->w), L->in, dx_fresh ? 0.0f : 1.0f, dx,
-                     L->in);
+        al_gemm_bf16(0, wt, N, L->in, L->out, 1.0f, d16, L->out, PH(m, L->w), wt ? L->out : L->in,
+                     dx_fresh ? 0.0f : 1.0f, dx, L->in);
     if (gW) al_gemm_bf16(1, 0, L->out, L->in, N, 1.0f, d16, L->out, x16, L->in, m->grad_defer ? 0.0f : 1.0f, gW,
                          L->in);
     if (PG(m, L->b)) al_matmul_backward(NULL, NULL, PG(m, L->b), dout, x, NULL, N, L->in, L->out);
@@ -1707,7 +1748,10 @@ static void linear_backward(al_model *m, int layer, int lin, float *dx, int dx_f
     }
     /* al_matmul_backward's products, with their betas */
     float *gW = PG(m, L->w);
-    if (dx) al_gemm(0, 0, N, L->in, L->out, 1.0f, dout, L->out, PW(m, L->w), L->in, dx_fresh ? 0.0f : 1.0f, dx, L->in);
+    int wt = lin_wt(m, L); /* W held (in, out): frozen, gW NULL */
+    if (dx)
+        al_gemm(0, wt, N, L->in, L->out, 1.0f, dout, L->out, PW(m, L->w), wt ? L->out : L->in,
+                dx_fresh ? 0.0f : 1.0f, dx, L->in);
     if (gW) al_gemm(1, 0, L->out, L->in, N, 1.0f, dout, L->out, x, L->in, m->grad_defer ? 0.0f : 1.0f, gW, L->in);
     al_matmul_backward(NULL, NULL, PG(m, L->b), dout, x, NULL, N, L->in, L->out);
     if (!m->adapters_on || !L->n_lora) return;

@@ -34,9 +34,18 @@ typedef struct al_param {
     size_t n;
     int decay;        /* AdamW weight decay applies (matrices; not norms, biases) */
     int conv1d;       /* stored transposed on disk (GPT-2 Conv1D) */
+    int wt;           /* w / h hold the (in, out) layout of the file (shape
+                         [1] x shape[0]), not nn.Linear's: a frozen Conv1D
+                         weight served from its file's mapping or converted
+                         without the transpose; the products take it
+                         transposed. Never set on a tensor that trains. */
     int lora;         /* a LoRA adapter tensor (lora_A / lora_B) */
     int layer;        /* the transformer layer it belongs to (adapters too), -1 for none */
 } al_param;
+
+/* p's values in fp32 and nn.Linear's layout (shape[0], shape[1]) into dst
+ * (p->n floats), whatever p holds: w or h, (in, out) (wt) or not. */
+void al_param_rows(float *dst, const al_param *p);
 
 /* LoRA settings, as PEFT's LoraConfig. */
 typedef struct al_lora_cfg {

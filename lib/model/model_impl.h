@@ -168,7 +168,8 @@ static inline void al_model_w_written(al_model *m) { m->h_dirty = 1; }
 /* bf16 scratch of al_linear_forward / backward for N rows: N * (the widest
  * map's input + output, + LoRA rank) values. */
 size_t al_model_lin_scratch16(const al_model *m, size_t N);
-/* Writes p->n fp32 values into a tensor, whichever storage it has. */
+/* Writes p->n fp32 values into a tensor, whichever storage it has (in
+ * nn.Linear's layout: never a tensor held (in, out)). */
 void al_param_set(al_param *p, const float *v);
 
 /* The pieces of a layer shared by training (model.c) and generation

@@ -1,7 +1,10 @@
 /* Hugging Face folders in and out: config.json + model.safetensors (or
  * shards) for full models, adapter_config.json + adapter_model.safetensors
  * (PEFT's layout) for LoRA adapters. GPT-2's Conv1D weights are (in, out) on
- * disk and transposed to nn.Linear's (out, in) here, both ways. */
+ * disk and transposed to nn.Linear's (out, in) here, both ways, when they
+ * train; frozen ones keep the file's layout (al_param.wt: served from the
+ * mapping, or converted without the transpose) and the products take them
+ * transposed, so loading GPT-2 moves no byte it does not have to. */
 #include "model_impl.h"
 
 #include <jansson.h>
@@ -24,18 +27,23 @@ static const al_st_tensor *find_tensor(const al_st_dir *d, const al_model *m, co
 
 /* Where a frozen tensor can be served from f's mapping: when the model
  * keeps it as the file has it (fp32 values from F32, or a matrix held in
- * bf16 alone from BF16, in the same layout: not GPT-2's transposed Conv1D
- * weights) and the on-disk shape is right (else read_param names the
+ * bf16 alone from BF16; GPT-2's Conv1D weights in their (in, out) layout,
+ * keep_layout) and the on-disk shape is right (else read_param names the
  * error). NULL: copy it. Tensors that train are always copied: the
  * optimiser writes them every step, which would copy the file's pages one
  * small page at a time (and without huge pages). */
 static const void *servable(const al_st_file *f, const al_st_tensor *t, const al_param *p) {
-    if (p->g || p->conv1d) return NULL;
+    if (p->g) return NULL;
     if (p->w ? t->dtype != AL_DT_F32 || p->h : t->dtype != AL_DT_BF16) return NULL;
-    if (t->ndim != p->ndim || t->shape[0] != p->shape[0] || (p->ndim == 2 && t->shape[1] != p->shape[1]))
-        return NULL;
-    return al_st_data(f, t);
+    int r = p->conv1d, ok = t->ndim == p->ndim && t->shape[0] == p->shape[r] &&
+                            (p->ndim == 1 || t->shape[1] == p->shape[!r]);
+    return ok ? al_st_data(f, t) : NULL;
 }
+
+/* A frozen Conv1D weight keeps the file's (in, out) layout (al_param.wt)
+ * unless every tensor is to be copied as nn.Linear's (AL_OPEN_COPY, the
+ * loader before serving). */
+static int keep_layout(const al_param *p, int serve) { return serve && p->conv1d && !p->g && p->ndim == 2; }
 
 /* A fused map (q|k|v, gate|up, and their biases) is one matrix: a run of
  * its tensors is served only if the file holds them back to back in the
@@ -66,9 +74,10 @@ static void serve_runs(const al_model *m, const void **at) {
 
 /* Reads one tensor into p (its fp32 values, or a matrix held in bf16
  * alone), checking its on-disk shape; or, at non-NULL (servable's
- * pointer), points p there instead. */
+ * pointer), points p there instead. keep: a Conv1D weight keeps the file's
+ * layout (p->wt set on success). */
 static int read_param(const al_st_file *f, const al_st_tensor *t, al_param *p, const void *at,
-                      char err[AL_ERRLEN]) {
+                      int keep, char err[AL_ERRLEN]) {
     int64_t want0 = p->conv1d ? p->shape[1] : p->shape[0];
     int64_t want1 = p->conv1d ? p->shape[0] : p->shape[1];
     int ok = p->ndim == 1 ? (t->ndim == 1 && t->shape[0] == want0)
@@ -89,11 +98,15 @@ static int read_param(const al_st_file *f, const al_st_tensor *t, al_param *p, c
         const void *src = al_st_serve(f, t); /* at, with its pages mapped */
         if (p->w) p->w = (float *)(uintptr_t)src;
         else p->h = (uint16_t *)(uintptr_t)src;
+        p->wt = p->conv1d;
         return AL_OK;
     }
-    if (!p->w) return al_st_read_bf16(f, t, p->h, p->n, p->conv1d, err);
-    if (p->conv1d) return al_st_read_f32_t(f, t, p->w, p->n, err);
-    return al_st_read_f32(f, t, p->w, p->n, err);
+    int tr = p->conv1d && !keep, rc;
+    if (!p->w) rc = al_st_read_bf16(f, t, p->h, p->n, tr, err);
+    else if (tr) rc = al_st_read_f32_t(f, t, p->w, p->n, err);
+    else rc = al_st_read_f32(f, t, p->w, p->n, err);
+    if (rc == AL_OK) p->wt = p->conv1d && keep;
+    return rc;
 }
 
 static int load_weights(al_model *m, const char *dir, int score_optional, int serve,
@@ -131,7 +144,8 @@ static int load_weights(al_model *m, const char *dir, int score_optional, int se
     for (int i = 0; serve && i < m->n_params; i++) {
         const al_st_file *f;
         const al_st_tensor *t = m->params[i].lora ? NULL : find_tensor(&d, m, m->params[i].name, &f);
-        if (t) at[i] = servable(f, t, &m->params[i]);
+        if (t && (!m->params[i].conv1d || keep_layout(&m->params[i], serve)))
+            at[i] = servable(f, t, &m->params[i]);
     }
     serve_runs(m, at);
     for (int i = 0; i < m->n_params && rc == AL_OK; i++) {
@@ -145,7 +159,7 @@ static int load_weights(al_model *m, const char *dir, int score_optional, int se
             break;
         }
         if (!m->load_dt && p->ndim == 2) m->load_dt = t->dtype; /* the embedding's */
-        rc = read_param(f, t, p, at[i], err);
+        rc = read_param(f, t, p, at[i], keep_layout(p, serve), err);
         if (at[i]) served[f - d.files] = 1;
     }
     free(at);
@@ -179,7 +193,7 @@ static int load_adapters(al_model *m, const char *dir, char err[AL_ERRLEN]) {
             rc = al_err(err, AL_EFORMAT, "%s: missing adapter tensor %s", dir, name);
             break;
         }
-        rc = read_param(f, t, p, NULL, err);
+        rc = read_param(f, t, p, NULL, 0, err);
     }
     al_st_dir_close(&d);
     return rc;
@@ -350,7 +364,7 @@ fail:
 static void shape_on_disk(const al_param *p, al_st_entry *e) {
     e->name = p->name;
     e->ndim = p->ndim;
-    e->transpose = p->conv1d;
+    e->transpose = p->conv1d && !p->wt; /* held (in, out) already: written as held */
     if (p->ndim == 1) {
         e->shape[0] = p->shape[0];
     } else if (p->conv1d) {
@@ -406,8 +420,7 @@ static int merge_adapters(const al_model *m, const float **merged, float **buf_o
             for (int i = L->w; rows < (size_t)L->out; i++) {
                 const al_param *p = &m->params[i];
                 float *dst = W + rows * (size_t)L->in;
-                if (p->w) memcpy(dst, p->w, p->n * sizeof(float));
-                else al_bf16_widen(dst, p->h, p->n);
+                al_param_rows(dst, p);
                 merged[i] = dst;
                 rows += (size_t)p->shape[0];
             }
@@ -445,6 +458,7 @@ int al_model_save(const al_model *m, const char *dir, char err[AL_ERRLEN]) {
         if (p->lora) continue;
         shape_on_disk(p, &e[n]);
         e[n].dtype = dt;
+        if (merged[i]) e[n].transpose = p->conv1d; /* merged in nn.Linear's layout */
         e[n].data = merged[i] ? merged[i] : p->w;
         e[n].data16 = e[n].data ? NULL : p->h;
         n++;
