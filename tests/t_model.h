@@ -4,6 +4,10 @@
 #ifndef T_MODEL_H
 #define T_MODEL_H
 
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+
 #include "model/model.h"
 
 typedef struct t_shape {
@@ -41,6 +45,27 @@ static inline int t_save_byte_model(t_shape s, uint64_t seed, const char *dir, c
     int rc = al_model_save(m, dir, err);
     al_model_free(m);
     return rc;
+}
+
+/* Kilobytes of anonymous (copied-on-write or copied-out) memory in the
+ * mapping that holds p, from /proc/self/smaps; -1 if not found: how much of
+ * a served checkpoint's mapping is no longer the file's pages. */
+static inline long t_anon_kb(const void *p) {
+    FILE *f = fopen("/proc/self/smaps", "r");
+    if (!f) return -1;
+    char line[512];
+    long kb = -1;
+    int in = 0;
+    while (fgets(line, sizeof line, f)) {
+        unsigned long lo, hi;
+        if (sscanf(line, "%lx-%lx ", &lo, &hi) == 2 && strchr(line, '-') < strchr(line, ' ')) {
+            in = (uintptr_t)p >= lo && (uintptr_t)p < hi;
+        } else if (in && sscanf(line, "Anonymous: %ld kB", &kb) == 1) {
+            break;
+        }
+    }
+    fclose(f);
+    return kb;
 }
 
 #endif

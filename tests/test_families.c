@@ -21,6 +21,7 @@
 #include "model/model.h"
 #include "model/model_impl.h"
 #include "t.h"
+#include "t_model.h"
 #include "t_model_grad.h"
 
 /* A tiny config.json of a family: C 8, 2 heads over 1 KV head of 4, FF 12,
@@ -311,26 +312,6 @@ static void test_family_save_load(void) {
     }
 }
 
-/* Kilobytes of anonymous (copied-on-write) memory in the mapping that
- * holds p, from /proc/self/smaps; -1 if not found. */
-static long anon_kb(const void *p) {
-    FILE *f = fopen("/proc/self/smaps", "r");
-    if (!f) return -1;
-    char line[512];
-    long kb = -1;
-    int in = 0;
-    while (fgets(line, sizeof line, f)) {
-        unsigned long lo, hi;
-        if (sscanf(line, "%lx-%lx ", &lo, &hi) == 2 && strchr(line, '-') < strchr(line, ' ')) {
-            in = (uintptr_t)p >= lo && (uintptr_t)p < hi;
-        } else if (in && sscanf(line, "Anonymous: %ld kB", &kb) == 1) {
-            break;
-        }
-    }
-    fclose(f);
-    return kb;
-}
-
 /* Every tensor's storage (w, h) of two models, the same bits; a tensor
  * held (in, out) (al_param.wt) compared in nn.Linear's layout. *n_wt: the
  * tensors a holds (in, out). */
@@ -437,7 +418,7 @@ static void test_family_served(void) {
                 al_rng rng;
                 al_rng_seed(&rng, 3);
                 T_OK(al_generate(s, &pr, &plen, 1, &g, &rng, out, NULL, &len, err));
-                if (s->n_maps) T_EQ_INT(anon_kb(s->maps[0]), 0);
+                if (s->n_maps) T_EQ_INT(t_anon_kb(s->maps[0]), 0);
                 al_model_free(s);
                 al_model_free(k);
             }
@@ -459,7 +440,7 @@ static void test_family_served(void) {
             for (int t = 0; t < 12; t++) tgt[t] = t + 1 < 12 ? ids[t + 1] : -1;
             al_tokens in = {.B = 1, .T = 12, .ids = ids, .targets = tgt};
             T_OK(al_model_backward(lm, &in, dl, NULL, NULL));
-            T_TRUE(lm->n_maps == 1 && anon_kb(lm->maps[0]) == 0);
+            T_TRUE(lm->n_maps == 1 && t_anon_kb(lm->maps[0]) == 0);
             T_OK(al_model_save(lm, dir[0], err));
             logprobs_of(lm, ids, 12, b);
             T_TRUE(memcmp(a, b, sizeof a) == 0);

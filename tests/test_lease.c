@@ -37,26 +37,6 @@ static void logprobs_of(al_model *m, float *lp) {
     T_OK(al_model_forward(m, &in, &f));
 }
 
-/* Kilobytes of anonymous memory in the mapping that holds p
- * (/proc/self/smaps); -1 if not found. */
-static long anon_kb(const void *p) {
-    FILE *f = fopen("/proc/self/smaps", "r");
-    if (!f) return -1;
-    char line[512];
-    long kb = -1;
-    int in = 0;
-    while (fgets(line, sizeof line, f)) {
-        unsigned long lo, hi;
-        if (sscanf(line, "%lx-%lx ", &lo, &hi) == 2 && strchr(line, '-') < strchr(line, ' ')) {
-            in = (uintptr_t)p >= lo && (uintptr_t)p < hi;
-        } else if (in && sscanf(line, "Anonymous: %ld kB", &kb) == 1) {
-            break;
-        }
-    }
-    fclose(f);
-    return kb;
-}
-
 /* Truncates path and writes 100 bytes of garbage, as `cp` over it would;
  * from a child, which the kernel holds in open(2) while we hold a lease.
  * Returns the child's exit status (0: it wrote). */
@@ -109,7 +89,7 @@ static void test_rewrite_while_served(void) {
             continue;
         }
         T_EQ_INT(m->n_maps, 1); /* served: the lease was taken */
-        T_EQ_INT(anon_kb(m->maps[0]), 0);
+        T_EQ_INT(t_anon_kb(m->maps[0]), 0);
         float want[T_LEN], before[T_LEN], after[T_LEN];
         logprobs_of(mem, want);
         logprobs_of(m, before);
@@ -123,7 +103,7 @@ static void test_rewrite_while_served(void) {
         T_EQ_INT(file_size(path), 100); /* the writer went ahead */
         logprobs_of(m, after);
         T_TRUE(memcmp(before, after, sizeof before) == 0);
-        long kb = anon_kb(m->maps[0]);
+        long kb = t_anon_kb(m->maps[0]);
         T_TRUE(kb > 0); /* copied out */
         /* at most the mapping (GPT-2 is served whole, its Conv1D weights
          * in the file's layout: no longer a model with unserved spans) */
@@ -131,6 +111,31 @@ static void test_rewrite_while_served(void) {
         al_model_free(m);
         al_model_free(mem);
     }
+}
+
+/* Opened in bf16 from an F32 file, GPT-2's matrices are rounded into the
+ * model's own memory and only the norms and biases are served: a break then
+ * copies out the served pages alone, not the whole mapping. */
+static void test_copy_out_served_spans_only(void) {
+    char err[AL_ERRLEN], dir[1200], path[1300];
+    snprintf(dir, sizeof dir, "%s/spans", t_tmpdir());
+    snprintf(path, sizeof path, "%s/model.safetensors", dir);
+    al_model *mem = NULL, *m = NULL;
+    save_model(AL_ARCH_GPT2, dir, &mem);
+    T_OK(al_model_open_ex(&m, dir, NULL, AL_OPEN_FROZEN | AL_OPEN_BF16, 0, err));
+    if (m && mem) {
+        T_EQ_INT(m->n_maps, 1);
+        float before[T_LEN], after[T_LEN];
+        logprobs_of(m, before);
+        T_EQ_INT(rewrite_in_child(path), 0);
+        T_EQ_INT(file_size(path), 100);
+        logprobs_of(m, after);
+        T_TRUE(memcmp(before, after, sizeof before) == 0);
+        long kb = t_anon_kb(m->maps[0]), whole = (long)(m->map_sizes[0] >> 10);
+        T_TRUE(kb > 0 && 4 * kb < whole); /* the norms and biases: a few pages of the file */
+    }
+    al_model_free(m);
+    al_model_free(mem);
 }
 
 /* A writer in this very process (a thread of it opening the file for
@@ -225,6 +230,7 @@ int main(void) {
     t_tmpdir();
     al_pool_init(2);
     test_rewrite_while_served();
+    test_copy_out_served_spans_only();
     test_rewrite_from_this_process();
     test_refused_lease_copies();
     test_break_while_loading();
