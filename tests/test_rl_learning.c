@@ -49,7 +49,7 @@
  * 0.069, 0.645; hacked score +0.365, 0.097, +0.210; hacked held-out
  * -0.213, 0.078, -0.088; strong pair accuracy 0.964, 0.019, 0.925; its PPO
  * +0.245, 0.067, +0.146. Each bound sits below (above) the worst run by
- * about one deviation, 2.3-2.8 deviations from the mean: GRPO >= +0.08,
+ * 0.7-1.4 deviations, 2.3-2.9 from the mean: GRPO >= +0.08,
  * weak pair accuracy >= 0.60, hacked score change >= +0.10 (it was +0.20,
  * set from three seeds: two of these sixteen came within 0.02 of it),
  * hacked held-out change <= 0, strong PPO >= +0.05; the strong reward
