@@ -73,41 +73,59 @@ static void save_model(al_arch arch, const char *dir, al_model **mem) {
     T_OK(al_model_save(*mem, dir, err));
 }
 
+/* A model of arch saved under name, opened served (flags: AL_OPEN_FROZEN
+ * and more), its log-probs taken (before), the file cut short and
+ * rewritten by another process, its log-probs taken again: the same bits,
+ * the writer went ahead. Returns the served model (NULL if it could not be
+ * made; *mem is the in-memory model it was saved from). */
+static al_model *served_then_rewritten(al_arch arch, const char *name, int flags, float before[T_LEN],
+                                       al_model **mem) {
+    char err[AL_ERRLEN], dir[1200], path[1300];
+    snprintf(dir, sizeof dir, "%s/%s", t_tmpdir(), name);
+    snprintf(path, sizeof path, "%s/model.safetensors", dir);
+    al_model *m = NULL;
+    save_model(arch, dir, mem);
+    T_OK(al_model_open_ex(&m, dir, NULL, flags, 0, err));
+    if (!m || !*mem) {
+        al_model_free(m);
+        return NULL;
+    }
+    T_EQ_INT(m->n_maps, 1); /* served: the lease was taken */
+    T_EQ_INT(t_anon_kb(m->maps[0]), 0);
+    float after[T_LEN];
+    logprobs_of(m, before);
+    T_EQ_INT(rewrite_in_child(path), 0);
+    T_EQ_INT(file_size(path), 100); /* the writer went ahead */
+    logprobs_of(m, after);
+    T_TRUE(memcmp(before, after, sizeof after) == 0);
+    return m;
+}
+
 /* Served, then the file cut short and rewritten by another process: the
  * same log-probs, and the mapping is now anonymous memory. */
 static void test_rewrite_while_served(void) {
     static const al_arch archs[2] = {AL_ARCH_GPT2, AL_ARCH_LLAMA};
     for (int a = 0; a < 2; a++) {
-        char err[AL_ERRLEN], dir[1200], path[1300];
-        snprintf(dir, sizeof dir, "%s/served_%d", t_tmpdir(), a);
-        snprintf(path, sizeof path, "%s/model.safetensors", dir);
-        al_model *mem = NULL, *m = NULL;
-        save_model(archs[a], dir, &mem);
-        T_OK(al_model_open_ex(&m, dir, NULL, AL_OPEN_FROZEN, 0, err));
-        if (!m || !mem) {
-            al_model_free(mem);
-            continue;
+        char name[32];
+        snprintf(name, sizeof name, "served_%d", a);
+        al_model *mem = NULL;
+        float want[T_LEN], before[T_LEN];
+        al_model *m = served_then_rewritten(archs[a], name, AL_OPEN_FROZEN, before, &mem);
+        if (m) {
+            logprobs_of(mem, want);
+            /* GPT-2's Conv1D weights are served in the file's (in, out)
+             * layout, another product order than the in-memory model's:
+             * fp32 rounding */
+            if (archs[a] == AL_ARCH_GPT2)
+                for (int t = 0; t + 1 < T_LEN; t++) T_NEAR(want[t], before[t], 1e-5);
+            else
+                T_TRUE(memcmp(want, before, sizeof want) == 0);
+            long kb = t_anon_kb(m->maps[0]);
+            T_TRUE(kb > 0); /* copied out */
+            /* at most the mapping (GPT-2 is served whole, its Conv1D
+             * weights in the file's layout: no unserved spans) */
+            T_TRUE(kb <= (long)(m->map_sizes[0] >> 10) + 4);
         }
-        T_EQ_INT(m->n_maps, 1); /* served: the lease was taken */
-        T_EQ_INT(t_anon_kb(m->maps[0]), 0);
-        float want[T_LEN], before[T_LEN], after[T_LEN];
-        logprobs_of(mem, want);
-        logprobs_of(m, before);
-        /* GPT-2's Conv1D weights are served in the file's (in, out) layout,
-         * another product order than the in-memory model's: fp32 rounding */
-        if (archs[a] == AL_ARCH_GPT2)
-            for (int t = 0; t + 1 < T_LEN; t++) T_NEAR(want[t], before[t], 1e-5);
-        else
-            T_TRUE(memcmp(want, before, sizeof want) == 0);
-        T_EQ_INT(rewrite_in_child(path), 0);
-        T_EQ_INT(file_size(path), 100); /* the writer went ahead */
-        logprobs_of(m, after);
-        T_TRUE(memcmp(before, after, sizeof before) == 0);
-        long kb = t_anon_kb(m->maps[0]);
-        T_TRUE(kb > 0); /* copied out */
-        /* at most the mapping (GPT-2 is served whole, its Conv1D weights
-         * in the file's layout: no longer a model with unserved spans) */
-        T_TRUE(kb <= (long)(m->map_sizes[0] >> 10) + 4);
         al_model_free(m);
         al_model_free(mem);
     }
@@ -117,20 +135,10 @@ static void test_rewrite_while_served(void) {
  * model's own memory and only the norms and biases are served: a break then
  * copies out the served pages alone, not the whole mapping. */
 static void test_copy_out_served_spans_only(void) {
-    char err[AL_ERRLEN], dir[1200], path[1300];
-    snprintf(dir, sizeof dir, "%s/spans", t_tmpdir());
-    snprintf(path, sizeof path, "%s/model.safetensors", dir);
-    al_model *mem = NULL, *m = NULL;
-    save_model(AL_ARCH_GPT2, dir, &mem);
-    T_OK(al_model_open_ex(&m, dir, NULL, AL_OPEN_FROZEN | AL_OPEN_BF16, 0, err));
-    if (m && mem) {
-        T_EQ_INT(m->n_maps, 1);
-        float before[T_LEN], after[T_LEN];
-        logprobs_of(m, before);
-        T_EQ_INT(rewrite_in_child(path), 0);
-        T_EQ_INT(file_size(path), 100);
-        logprobs_of(m, after);
-        T_TRUE(memcmp(before, after, sizeof before) == 0);
+    al_model *mem = NULL;
+    float before[T_LEN];
+    al_model *m = served_then_rewritten(AL_ARCH_GPT2, "spans", AL_OPEN_FROZEN | AL_OPEN_BF16, before, &mem);
+    if (m) {
         long kb = t_anon_kb(m->maps[0]), whole = (long)(m->map_sizes[0] >> 10);
         T_TRUE(kb > 0 && 4 * kb < whole); /* the norms and biases: a few pages of the file */
     }
