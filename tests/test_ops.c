@@ -534,6 +534,58 @@ static void test_swiglu_large(void) {
     al_free(gu); al_free(o); al_free(dy); al_free(dgu);
 }
 
+/* The vectorised SiLU against the expf loops of its _ref twin, odd sizes
+ * split over the pool, with the edges of the exp: large |g| both ways
+ * (past expf's overflow silu is -0 / g itself), zeros, infinities, NaN. */
+static void test_swiglu_ref(void) {
+    const int N = 67, FF = 771;
+    const size_t n1 = (size_t)N * FF, n2 = 2 * n1;
+    float *gu = fbuf(n2), *o = fbuf(n1), *r = fbuf(n1);
+    gc_fill(gu, n2, 55, 12.0f);
+    const float edge[12] = {0.0f, -0.0f, 87.0f, -87.0f, 87.5f, -87.5f, 89.0f, -89.0f,
+                            -100.0f, 1e-30f, -1e-30f, INFINITY};
+    for (int i = 0; i < 12; i++) gu[(size_t)7 * 2 * FF + i] = edge[i];
+    al_swiglu_forward(o, gu, N, FF);
+    al_swiglu_forward_ref(r, gu, N, FF);
+    size_t bad = 0;
+    for (size_t i = 0; i < n1; i++) {
+        double d = fabs((double)o[i] - (double)r[i]);
+        bad += !(o[i] == r[i] || d <= 4e-7 * fabs((double)r[i]) + 1e-30); /* a few ulp */
+    }
+    T_EQ_INT((int)bad, 0);
+    T_TRUE(o[(size_t)7 * FF + 0] == 0.0f && o[(size_t)7 * FF + 11] == INFINITY * gu[(size_t)7 * 2 * FF + FF + 11]);
+    gu[0] = NAN;
+    al_swiglu_forward(o, gu, 1, FF);
+    T_TRUE(isnan(o[0]));
+    al_free(gu); al_free(o); al_free(r);
+}
+
+/* bf16 mixed precision's one-pass SwiGLU and GeGLU: the bits of rounding h1
+ * (al_bf16_snap), the fp32 kernel and rounding its output, odd sizes on
+ * one thread and split over the pool. */
+static void test_gated_forward_bf16(void) {
+    const int Ns[2] = {3, 67}, FFs[2] = {5, 771};
+    for (int s = 0; s < 2; s++)
+        for (int k = 0; k < 2; k++) {
+            const int N = Ns[s], FF = FFs[s];
+            const size_t n1 = (size_t)N * FF, n2 = 2 * n1;
+            float *gu = fbuf(n2), *snap = fbuf(n2), *o = fbuf(n1);
+            uint16_t *h1 = al_calloc(n2, 2), *h2 = al_calloc(n2, 2), *o1 = al_calloc(n1, 2),
+                     *o2 = al_calloc(n1, 2);
+            T_TRUE(h1 && h2 && o1 && o2);
+            gc_fill(gu, n2, 56 + (uint64_t)s, 6.0f);
+            memcpy(snap, gu, n2 * sizeof(float));
+            al_bf16_snap(snap, h1, n2);
+            if (k == 0) al_swiglu_forward(o, snap, N, FF), al_swiglu_forward_bf16(o2, h2, gu, N, FF);
+            else al_geglu_forward(o, snap, N, FF), al_geglu_forward_bf16(o2, h2, gu, N, FF);
+            al_bf16_round(o1, o, n1);
+            T_REPORT_(memcmp(h1, h2, n2 * 2) == 0 && memcmp(o1, o2, n1 * 2) == 0,
+                      "gated %d N=%d: one-pass bf16 forward differs", k, N);
+            al_free(gu); al_free(snap); al_free(o);
+            al_free(h1); al_free(h2); al_free(o1); al_free(o2);
+        }
+}
+
 /* ------------------------------------------ GeGLU (Gemma's gelu_tanh MLP) */
 
 static double gelu_tanh_d(double v) {
@@ -1209,6 +1261,8 @@ int main(void) {
     test_swiglu_hand();
     test_swiglu_grad();
     test_swiglu_large();
+    test_swiglu_ref();
+    test_gated_forward_bf16();
     test_geglu_hand();
     test_geglu_grad();
     test_geglu_large();

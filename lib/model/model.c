@@ -1587,11 +1587,13 @@ static void layer_forward(al_model *m, int l, al_acts *a, const float *x, float 
     float *h1 = a->h1_h ? m->d_h1 : a->h1;
     linear_forward(m, l, LIN_UP, h1, min, a->ln2_h, lora_slot(m, l, LIN_UP, a->lora_t, N), m->s16, N);
     float *mo = c->post_norm ? a->mlp_o : y;
-    if (a->h1_h && c->arch == AL_ARCH_GPT2) {
-        /* bf16 training: h1 rounded (kept), gelu and h2 rounded for the
-         * product in one pass, with the bits of al_layer_act's steps */
+    if (a->h1_h) {
+        /* bf16 training: h1 rounded (kept), the activation and h2 rounded
+         * for the product in one pass, with the bits of al_layer_act's steps */
         uint16_t *h2_16 = a->h2_h ? a->h2_h : m->s16;
-        al_gelu_forward_bf16(h2_16, a->h1_h, h1, (size_t)N * c->FF);
+        if (c->arch == AL_ARCH_GPT2) al_gelu_forward_bf16(h2_16, a->h1_h, h1, (size_t)N * c->FF);
+        else if (c->act == AL_ACT_GELU_TANH) al_geglu_forward_bf16(h2_16, a->h1_h, h1, N, c->FF);
+        else al_swiglu_forward_bf16(h2_16, a->h1_h, h1, N, c->FF);
         linear_forward(m, l, LIN_DOWN, mo, NULL, h2_16, lora_slot(m, l, LIN_DOWN, a->lora_t, N), m->s16, N);
     } else {
         float *h2 = a->h2 ? a->h2 : a->h1_h ? m->d_h2 : m->x_tmp;
