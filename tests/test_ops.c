@@ -467,6 +467,20 @@ static void test_act_backward_h(void) {
         if (k == 2) al_geglu_backward(a, dy, x, N, FF), al_geglu_backward_h(b, dy, x16, N, FF);
         size_t nd = k == 0 ? n1 : n2; /* gelu's gradient is n1 wide */
         T_REPORT_(memcmp(a, b, nd * sizeof(float)) == 0, "activation %d: bf16-input backward differs", k);
+        if (k == 0) continue;
+        /* the gated ones also straight to bf16: the bits of rounding b */
+        uint16_t *r16 = al_calloc(n2, sizeof *r16), *o16 = al_calloc(n2, sizeof *o16);
+        T_TRUE(r16 && o16);
+        al_bf16_round(r16, b, n2);
+        if (k == 1) al_swiglu_backward_h16(o16, dy, x16, N, FF);
+        else al_geglu_backward_h16(o16, dy, x16, N, FF);
+        T_REPORT_(memcmp(r16, o16, n2 * sizeof *o16) == 0, "activation %d: bf16 backward differs", k);
+        /* one odd row alone (inline, not split) */
+        if (k == 1) al_swiglu_backward_h(b, dy, x16, 1, 5), al_swiglu_backward_h16(o16, dy, x16, 1, 5);
+        else al_geglu_backward_h(b, dy, x16, 1, 5), al_geglu_backward_h16(o16, dy, x16, 1, 5);
+        al_bf16_round(r16, b, 10);
+        T_TRUE(memcmp(r16, o16, 10 * sizeof *o16) == 0);
+        al_free(r16); al_free(o16);
     }
     al_free(x); al_free(dy); al_free(a); al_free(b); al_free(x16);
 }
