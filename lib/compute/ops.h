@@ -208,11 +208,25 @@ void al_gelu_forward_bf16(uint16_t *out16, uint16_t *keep16, const float *inp, s
 void al_gelu_backward_inplace(float *d, const float *inp, const uint16_t *inp16, size_t n);
 void al_swiglu_backward_h(float *dgu, const float *dout, const uint16_t *gu, int N, int FF);
 void al_geglu_backward_h(float *dgu, const float *dout, const uint16_t *gu, int N, int FF);
+/* The same rounded to bf16 into dgu16 (N, 2*FF) with no fp32 gradient:
+ * the bits of al_bf16_round after al_swiglu_backward_h (al_geglu_backward_h),
+ * the operand the up projection's bf16 backward reads. */
+void al_swiglu_backward_h16(uint16_t *dgu16, const float *dout, const uint16_t *gu, int N, int FF);
+void al_geglu_backward_h16(uint16_t *dgu16, const float *dout, const uint16_t *gu, int N, int FF);
 
 /* SwiGLU on a fused projection gu (N, 2*FF): columns [0, FF) are the gate
  * (gate_proj), [FF, 2FF) the up projection. out (N, FF) = silu(gate) * up. */
 void al_swiglu_forward(float *out, const float *gu, int N, int FF);
+/* Plain loops with libm's expf: g / (1 + expf(-g)) * u, as torch writes it
+ * (the kernel's vectorised exp may differ from expf in the last bits). */
+void al_swiglu_forward_ref(float *out, const float *gu, int N, int FF);
 void al_swiglu_backward(float *dgu, const float *dout, const float *gu, int N, int FF);
+/* bf16 mixed precision's SwiGLU (GeGLU) in one pass: keep16 (N, 2*FF) =
+ * bf16(gu), out16 (N, FF) = bf16(act(gate) * up) on the rounded values: the
+ * bits of al_bf16_snap, al_swiglu_forward (al_geglu_forward) and
+ * al_bf16_round in turn, as al_gelu_forward_bf16's. */
+void al_swiglu_forward_bf16(uint16_t *out16, uint16_t *keep16, const float *gu, int N, int FF);
+void al_geglu_forward_bf16(uint16_t *out16, uint16_t *keep16, const float *gu, int N, int FF);
 
 /* GeGLU (Gemma): as SwiGLU with gelu_pytorch_tanh for silu:
  * out (N, FF) = gelu_tanh(gate) * up on gu (N, 2*FF) = [gate | up]. */

@@ -437,12 +437,23 @@ static NN_INLINE float nn_gelu_grad(float v, float *act) {
            0.5f * v * (1.0f - t * t) * GELU_S * (1.0f + 3.0f * GELU_A * v * v);
 }
 
-/* torch's silu: x / (1 + exp(-x)); exp overflow gives -0, as torch. */
-static NN_INLINE float nn_silu(float g) { return g / (1.0f + expf(-g)); }
+/* torch's silu, g / (1 + exp(-g)), through the vectorisable exp above
+ * (libm's expf is scalar: it and the scalar loop around it were 8 % of a
+ * SmolLM training step). With e = exp(-|g|) in (0, 1]: g >= 0 is g / (1 + e)
+ * as torch writes it; g < 0 multiplies through by e, g e / (e + 1), so no
+ * exp overflows. Within an ulp or two of expf's (torch's own vectorised
+ * silu is not libm's either); below -87.3 it gives -0, as torch does past
+ * expf's overflow. NaN stays NaN. */
+static NN_INLINE float nn_silu(float g) {
+    float e = nn_exp_neg(-fabsf(g));
+    return (g >= 0.0f ? g : g * e) / (1.0f + e);
+}
 
-/* d silu / dg = sig (1 + g (1 - sig)); *act gets silu(g) = g sig. */
+/* d silu / dg = sig (1 + g (1 - sig)), sig = 1 / (1 + exp(-g)) (as nn_silu:
+ * e / (1 + e) for g < 0); *act gets silu(g) = g sig. */
 static NN_INLINE float nn_silu_grad(float g, float *act) {
-    float sig = 1.0f / (1.0f + expf(-g));
+    float e = nn_exp_neg(-fabsf(g));
+    float sig = (g >= 0.0f ? 1.0f : e) / (1.0f + e);
     *act = g * sig;
     return sig * (1.0f + g * (1.0f - sig));
 }
@@ -451,6 +462,8 @@ typedef struct {
     float *out;
     const float *in, *in2, *dout;
     const uint16_t *in16; /* the input in bf16 instead of in (backward kernels) */
+    uint16_t *out16, *keep16; /* gated forward in bf16: the output and the
+                               * kept input, rounded (out unused) */
     size_t n;
     int N, FF;
     int set;              /* backward: out = 0 + gradient (the bits of adding
@@ -461,11 +474,13 @@ typedef struct {
 /* The bf16 inputs are widened by blocks of NN_BLK on the stack. */
 #define NN_BLK 256
 
+static NN_INLINE float nn_widen1(uint16_t h) {
+    nn_fu u = {.u = (uint32_t)h << 16};
+    return u.f;
+}
+
 static NN_INLINE void nn_widen(float *dst, const uint16_t *src, int n) {
-    for (int i = 0; i < n; i++) {
-        nn_fu u = {.u = (uint32_t)src[i] << 16};
-        dst[i] = u.f;
-    }
+    for (int i = 0; i < n; i++) dst[i] = nn_widen1(src[i]);
 }
 
 AL_SIMD_CLONES static void gelu_fwd_fn(void *vctx, int tid, int nth) {
@@ -572,6 +587,18 @@ static NN_INLINE void gated_fwd(const nn_ew_ctx *x, int tid, int nth, int gelu) 
     al_split(x->N, nth, tid, &lo, &hi);
     for (long n = lo; n < hi; n++) {
         const float *g = x->in + (size_t)n * 2 * FF, *u = g + FF;
+        if (x->out16) { /* bf16: the row rounded and kept, the product rounded */
+            uint16_t *kg = x->keep16 + (size_t)n * 2 * FF, *ku = kg + FF;
+            uint16_t *o = x->out16 + (size_t)n * FF;
+            for (int c = 0; c < FF; c++) {
+                uint16_t hg = al_bf16_round1(g[c]), hu = al_bf16_round1(u[c]);
+                kg[c] = hg;
+                ku[c] = hu;
+                float gv = nn_widen1(hg), uv = nn_widen1(hu);
+                o[c] = al_bf16_round1((gelu ? nn_gelu(gv) : nn_silu(gv)) * uv);
+            }
+            continue;
+        }
         float *o = x->out + (size_t)n * FF;
         for (int c = 0; c < FF; c++) o[c] = (gelu ? nn_gelu(g[c]) : nn_silu(g[c])) * u[c];
     }
@@ -589,6 +616,18 @@ static NN_INLINE void gated_bwd_cols(float *dg, float *du, const float *dy, cons
     }
 }
 
+/* The same written (set) and rounded to bf16: the gradient the up
+ * projection's bf16 backward reads, without an fp32 copy in between. */
+static NN_INLINE void gated_bwd_cols16(uint16_t *dg, uint16_t *du, const float *dy,
+                                       const float *g, const float *u, int n, int gelu) {
+    for (int c = 0; c < n; c++) {
+        float act;
+        float d = gelu ? nn_gelu_grad(g[c], &act) : nn_silu_grad(g[c], &act);
+        dg[c] = al_bf16_round1(0.0f + dy[c] * u[c] * d);
+        du[c] = al_bf16_round1(0.0f + dy[c] * act);
+    }
+}
+
 static NN_INLINE void gated_bwd(const nn_ew_ctx *x, int tid, int nth, int gelu) {
     const int FF = x->FF;
     long lo, hi;
@@ -596,7 +635,9 @@ static NN_INLINE void gated_bwd(const nn_ew_ctx *x, int tid, int nth, int gelu) 
     float gb[NN_BLK], ub[NN_BLK];
     for (long n = lo; n < hi; n++) {
         const float *dy = x->dout + (size_t)n * FF;
-        float *dg = x->out + (size_t)n * 2 * FF, *du = dg + FF;
+        /* the fp32 gradient's row, or (out16) its bf16 one */
+        float *dg = x->out16 ? NULL : x->out + (size_t)n * 2 * FF, *du = dg ? dg + FF : NULL;
+        uint16_t *dg16 = x->out16 ? x->out16 + (size_t)n * 2 * FF : NULL;
         if (!x->in16) {
             const float *g = x->in + (size_t)n * 2 * FF;
             gated_bwd_cols(dg, du, dy, g, g + FF, FF, gelu, x->set);
@@ -607,7 +648,8 @@ static NN_INLINE void gated_bwd(const nn_ew_ctx *x, int tid, int nth, int gelu) 
             k = FF - c < NN_BLK ? FF - c : NN_BLK;
             nn_widen(gb, g16 + c, k);
             nn_widen(ub, g16 + FF + c, k);
-            gated_bwd_cols(dg + c, du + c, dy + c, gb, ub, k, gelu, x->set);
+            if (dg16) gated_bwd_cols16(dg16 + c, dg16 + FF + c, dy + c, gb, ub, k, gelu);
+            else gated_bwd_cols(dg + c, du + c, dy + c, gb, ub, k, gelu, x->set);
         }
     }
 }
@@ -647,13 +689,51 @@ void al_geglu_backward_h(float *dgu, const float *dout, const uint16_t *gu, int 
     gated_run_h(geglu_bwd_fn, dgu, gu, dout, N, FF);
 }
 
+static void gated_run_h16(al_pool_fn fn, uint16_t *out16, const uint16_t *gu, const float *dout,
+                          int N, int FF) {
+    AL_ASSERT(out16 && gu && dout && N >= 0 && FF > 0);
+    nn_ew_ctx x = {.out16 = out16, .in16 = gu, .dout = dout, .N = N, .FF = FF, .set = 1};
+    nn_run(fn, &x, (size_t)N * (size_t)FF);
+}
+
+void al_swiglu_backward_h16(uint16_t *dgu16, const float *dout, const uint16_t *gu, int N, int FF) {
+    gated_run_h16(swiglu_bwd_fn, dgu16, gu, dout, N, FF);
+}
+
+void al_geglu_backward_h16(uint16_t *dgu16, const float *dout, const uint16_t *gu, int N, int FF) {
+    gated_run_h16(geglu_bwd_fn, dgu16, gu, dout, N, FF);
+}
+
 void al_swiglu_forward(float *out, const float *gu, int N, int FF) {
     gated_run(swiglu_fwd_fn, out, gu, NULL, N, FF);
+}
+
+static void gated_run16(al_pool_fn fn, uint16_t *out16, uint16_t *keep16, const float *gu, int N,
+                        int FF) {
+    AL_ASSERT(out16 && keep16 && gu && N >= 0 && FF > 0);
+    nn_ew_ctx x = {.out16 = out16, .keep16 = keep16, .in = gu, .N = N, .FF = FF};
+    nn_run(fn, &x, (size_t)N * (size_t)FF);
+}
+
+void al_swiglu_forward_bf16(uint16_t *out16, uint16_t *keep16, const float *gu, int N, int FF) {
+    gated_run16(swiglu_fwd_fn, out16, keep16, gu, N, FF);
+}
+
+void al_geglu_forward_bf16(uint16_t *out16, uint16_t *keep16, const float *gu, int N, int FF) {
+    gated_run16(geglu_fwd_fn, out16, keep16, gu, N, FF);
 }
 
 void al_swiglu_backward(float *dgu, const float *dout, const float *gu, int N, int FF) {
     AL_ASSERT(dout);
     gated_run(swiglu_bwd_fn, dgu, gu, dout, N, FF);
+}
+
+void al_swiglu_forward_ref(float *out, const float *gu, int N, int FF) {
+    for (int n = 0; n < N; n++)
+        for (int c = 0; c < FF; c++) {
+            float g = gu[(size_t)n * 2 * FF + c], u = gu[(size_t)n * 2 * FF + FF + c];
+            out[(size_t)n * FF + c] = g / (1.0f + expf(-g)) * u;
+        }
 }
 
 void al_geglu_forward(float *out, const float *gu, int N, int FF) {

@@ -1587,11 +1587,13 @@ static void layer_forward(al_model *m, int l, al_acts *a, const float *x, float 
     float *h1 = a->h1_h ? m->d_h1 : a->h1;
     linear_forward(m, l, LIN_UP, h1, min, a->ln2_h, lora_slot(m, l, LIN_UP, a->lora_t, N), m->s16, N);
     float *mo = c->post_norm ? a->mlp_o : y;
-    if (a->h1_h && c->arch == AL_ARCH_GPT2) {
-        /* bf16 training: h1 rounded (kept), gelu and h2 rounded for the
-         * product in one pass, with the bits of al_layer_act's steps */
+    if (a->h1_h) {
+        /* bf16 training: h1 rounded (kept), the activation and h2 rounded
+         * for the product in one pass, with the bits of al_layer_act's steps */
         uint16_t *h2_16 = a->h2_h ? a->h2_h : m->s16;
-        al_gelu_forward_bf16(h2_16, a->h1_h, h1, (size_t)N * c->FF);
+        if (c->arch == AL_ARCH_GPT2) al_gelu_forward_bf16(h2_16, a->h1_h, h1, (size_t)N * c->FF);
+        else if (c->act == AL_ACT_GELU_TANH) al_geglu_forward_bf16(h2_16, a->h1_h, h1, N, c->FF);
+        else al_swiglu_forward_bf16(h2_16, a->h1_h, h1, N, c->FF);
         linear_forward(m, l, LIN_DOWN, mo, NULL, h2_16, lora_slot(m, l, LIN_DOWN, a->lora_t, N), m->s16, N);
     } else {
         float *h2 = a->h2 ? a->h2 : a->h1_h ? m->d_h2 : m->x_tmp;
@@ -1698,7 +1700,8 @@ int al_model_forward(al_model *m, const al_tokens *in, al_fwd *out) {
 
 /* bf16 backward of one fused map: dout, x (unless the forward kept its
  * rounded copy, kept16) and the adapters' t and dt are rounded into s16
- * ((N, out), (N, in), (N, r)) for the products. */
+ * ((N, out), (N, in), (N, r)) for the products. dout NULL: the caller
+ * rounded it into s16 already (the map has no bias to sum it for). */
 static void linear_backward_bf16(al_model *m, al_linear *L, float *dx, int dx_fresh, const float *dout,
                                  const float *x, const uint16_t *kept16, const float *lora_t, int N) {
     int r = m->lora_cfg.r, lora = m->adapters_on && L->n_lora;
@@ -1707,7 +1710,8 @@ static void linear_backward_bf16(al_model *m, al_linear *L, float *dx, int dx_fr
     uint16_t *t16 = x16 + (size_t)N * (size_t)L->in;
     int need_x = gW != NULL;
     for (int k = 0; lora && k < L->n_lora; k++) need_x |= PG(m, m->lora[L->first_lora + k].pA) != NULL;
-    al_bf16_round(d16, dout, (size_t)N * (size_t)L->out);
+    AL_ASSERT(dout || !PG(m, L->b));
+    if (dout) al_bf16_round(d16, dout, (size_t)N * (size_t)L->out);
     if (need_x && kept16) x16 = (uint16_t *)kept16;
     else if (need_x) al_bf16_round(x16, x, (size_t)N * (size_t)L->in);
     /* dx (N, in) (+)= dout (N, out) @ W (out, in), W held (in, out) or not */
@@ -1780,11 +1784,19 @@ static void layer_backward(al_model *m, int l, al_acts *a, const float *x,
     float *dres = m->d_res;
     /* MLP branch */
     const float *dmo = residual_backward(m, l, 1, dres, a, N);
+    const float *dh1 = m->d_h1; /* NULL: rounded into s16 instead */
     linear_backward(m, l, LIN_DOWN, m->d_h2, 1, dmo, a->h2, a->h2_h, lora_slot(m, l, LIN_DOWN, a->lora_t, N), N);
     if (act_inplace(m)) { /* d_h1 is d_h2; h1 as the forward's activation read it */
         AL_ASSERT(m->d_h1 == m->d_h2);
         al_gelu_backward_inplace(m->d_h1, a->h1_h ? NULL : a->h1, a->h1_h, (size_t)N * c->FF);
-    } else if (a->h1_h) { /* bf16: the rounded h1 the forward's activation read; the _h kernels write d_h1 */
+    } else if (a->h1_h && !PG(m, ly->lin[LIN_UP].b)) {
+        /* bf16: from the rounded h1 the forward's activation read, d h1
+         * rounded straight into s16, where the up projection's backward
+         * reads it (no fp32 d_h1 written and read back) */
+        if (c->act == AL_ACT_GELU_TANH) al_geglu_backward_h16(m->s16, m->d_h2, a->h1_h, N, c->FF);
+        else al_swiglu_backward_h16(m->s16, m->d_h2, a->h1_h, N, c->FF);
+        dh1 = NULL;
+    } else if (a->h1_h) { /* the same with d_h1 in fp32 for the bias; the _h kernels write d_h1 */
         if (c->act == AL_ACT_GELU_TANH) al_geglu_backward_h(m->d_h1, m->d_h2, a->h1_h, N, c->FF);
         else al_swiglu_backward_h(m->d_h1, m->d_h2, a->h1_h, N, c->FF);
     } else {
@@ -1793,7 +1805,7 @@ static void layer_backward(al_model *m, int l, al_acts *a, const float *x,
         else al_swiglu_backward(m->d_h1, m->d_h2, a->h1, N, c->FF);
     }
     const float *min = ly->ln2_w >= 0 ? a->ln2 : a->mid;
-    linear_backward(m, l, LIN_UP, m->d_ln, 1, m->d_h1, min, a->ln2_h, lora_slot(m, l, LIN_UP, a->lora_t, N), N);
+    linear_backward(m, l, LIN_UP, m->d_ln, 1, dh1, min, a->ln2_h, lora_slot(m, l, LIN_UP, a->lora_t, N), N);
     if (ly->ln2_w >= 0)
         norm_backward(m, dres, m->d_ln, a->mid, a->ln2_mean, a->ln2_rstd, ly->ln2_w, ly->ln2_b, N);
     else
