@@ -196,6 +196,23 @@ static void tile_case(int M, int N, int K, uint64_t seed) {
     T_TRUE(memcmp(pb, pbt, AL_T16_B_SIZE(K, N) * 4) == 0);
     al_bf16_round(ra, a, na);
     al_bf16_round(rb, bm, nb);
+    { /* the packers from bf16: the same words from the rounded values */
+        uint16_t *rbt = calloc(nb + 1, 2);
+        uint32_t *h = calloc(AL_T16_A_SIZE(M, K) + AL_T16_B_SIZE(K, N), 4);
+        AL_ASSERT(rbt && h);
+        al_bf16_round(rbt, bt, nb);
+        memset(h, 0xff, AL_T16_A_SIZE(M, K) * 4); /* every word must be written */
+        al_t16_pack_a_h(h, ra, K, M, K);
+        T_TRUE(memcmp(h, pa, AL_T16_A_SIZE(M, K) * 4) == 0);
+        memset(h, 0xff, AL_T16_B_SIZE(K, N) * 4); /* the pads too */
+        al_t16_pack_b_h(h, rb, N, K, N);
+        T_TRUE(memcmp(h, pb, AL_T16_B_SIZE(K, N) * 4) == 0);
+        memset(h, 0xff, AL_T16_B_SIZE(K, N) * 4);
+        al_t16_pack_bt_h(h, rbt, K, K, N);
+        T_TRUE(memcmp(h, pbt, AL_T16_B_SIZE(K, N) * 4) == 0);
+        free(rbt);
+        free(h);
+    }
     const float alpha = 0.75f;
     float *want = fbuf(nc), *got = fbuf(nc);
     memcpy(want, c0, nc * sizeof(float));

@@ -321,6 +321,45 @@ static void test_shared_activations(void) {
     al_model_free(e);
 }
 
+/* A training reservation lays the LM head's chunk over the backward's wide
+ * buffers, which the layers write. A head that trains keeps its logits from
+ * the forward for the backward; a second forward of the same rows without
+ * targets (it runs the layers, not the head) overwrites them, and the
+ * backward must then compute them again: its gradients equal those of one
+ * forward and its backward (fp32 and bf16). */
+static void test_head_logits_overwritten(void) {
+    char err[AL_ERRLEN];
+    for (int bf = 0; bf < 2; bf++) {
+        al_model_config c = tiny(AL_ARCH_GPT2, 0);
+        al_model *p = al_model_new(&c, NULL, err);
+        T_TRUE(p != NULL);
+        if (!p) return;
+        al_model_init(p, 5);
+        if (bf) T_OK(al_model_set_bf16(p, 1, err));
+        al_tokens in = {.B = B_, .T = T_, .ids = g_ids, .seg = g_seg, .targets = g_tgt};
+        al_tokens bare = in;
+        bare.targets = NULL;
+        float lp[B_ * T_], R[B_ * T_];
+        gc_fill(R, B_ * T_, 6, 1.0f);
+        al_fwd pf = {.logp = lp}, none = {0};
+        T_OK(al_model_reserve(p, B_, T_, 0, err));
+        al_model_zero_grad(p);
+        T_OK(al_model_forward(p, &in, &pf));
+        T_OK(al_model_backward(p, &in, R, NULL, NULL));
+        size_t np = al_model_num_params(p, 1);
+        float *gp = malloc(np * sizeof *gp);
+        memcpy(gp, p->grad, np * sizeof *gp);
+        al_model_zero_grad(p);
+        T_OK(al_model_forward(p, &in, &pf));
+        T_OK(al_model_forward(p, &bare, &none));
+        T_OK(al_model_backward(p, &in, R, NULL, NULL));
+        T_REPORT_(memcmp(gp, p->grad, np * sizeof *gp) == 0,
+                  "bf16 %d: a forward without targets between forward and backward changed the gradients", bf);
+        free(gp);
+        al_model_free(p);
+    }
+}
+
 /* ---- independent reference forward (double, plain loops) ---------------- */
 
 static double ref_norm(double *out, const double *x, const float *w, const float *b, int C,
@@ -1341,6 +1380,7 @@ int main(void) {
     test_forward_only();
     test_shared_activations();
     test_shared_keep();
+    test_head_logits_overwritten();
     test_forward_reference();
     test_save_load();
     test_generation();

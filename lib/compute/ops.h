@@ -116,6 +116,12 @@ void al_t16_pack_b(uint32_t *dst, const float *src, int ld, int K, int N);
 /* B[k][n] = src[n * ld + k] (the transpose of N rows of K). */
 void al_t16_pack_bt(uint32_t *dst, const float *src, int ld, int K, int N);
 
+/* The same layouts from bf16 sources (uint16_t, row stride ld), without
+ * rounding: the bits of the packers above on the values widened. */
+void al_t16_pack_a_h(uint32_t *dst, const uint16_t *src, int ld, int M, int K);
+void al_t16_pack_b_h(uint32_t *dst, const uint16_t *src, int ld, int K, int N);
+void al_t16_pack_bt_h(uint32_t *dst, const uint16_t *src, int ld, int K, int N);
+
 /* C (M, N), row stride ldc, = alpha A B (+ C when acc). native != 0 runs
  * vdpbf16ps (only where al_bf16_dp_cpu() says so); 0 portable loops of
  * the same form: each column's fp32 sum takes the products of one pair of

@@ -1325,7 +1325,11 @@ AL_SIMD_CLONES static void fa_fwd_fn(void *vctx, int tid, int nth) {
             float *o = x->out + ((size_t)b * T + i) * OC + (size_t)h * HD;
             const float inv = 1.0f / lrow[r];
             for (int d = 0; d < HD; d++) o[d] = acc[r * HD + d] * inv;
-            if (x->out16) al_bf16_round(x->out16 + (o - x->out), o, (size_t)HD);
+            /* al_bf16_round's bits, inline: a call per row of HD cost more than the rounding */
+            if (x->out16) {
+                uint16_t *o16 = x->out16 + (o - x->out);
+                for (int d = 0; d < HD; d++) o16[d] = al_bf16_round1(acc[r * HD + d] * inv);
+            }
             x->lse[((size_t)b * NH + h) * T + i] = mrow[r] + logf(lrow[r]);
         }
     }
@@ -1361,11 +1365,17 @@ typedef struct {
 } fa_blk;
 
 /* The products of one key tile J for query block k (see fa_bwd_fn). p, dp:
- * FA_BQ x FA_BK scratch; raw: the same, used under a soft-cap. */
+ * FA_BQ x FA_BK scratch; raw: the same, used under a soft-cap. K_J and V_J
+ * are kJ and vJ (stride kld), or in bf16 mode kJ16 and vJ16 (stride ld). */
 AL_SIMD_CLONES static void fa_bwd_tile(const fa_ctx *x, const fa_blk *k, fa_bwd16 *w, float *p, float *dp,
-                        float *raw, const float *kJ, const float *vJ, int kld, int j0, int NK) {
+                        float *raw, const float *kJ, const float *vJ, int kld, const uint16_t *kJ16,
+                        const uint16_t *vJ16, int j0, int NK) {
     const int M = k->M, HD = x->HD, ld = x->ld, OC = x->NH * HD;
-    if (x->bf16) {
+    if (kJ16) {
+        al_t16_pack_bt_h(w->kb, kJ16, ld, HD, NK);
+        al_t16_pack_bt_h(w->vb, vJ16, ld, HD, NK);
+        if (k->dqI) al_t16_pack_b_h(w->kr, kJ16, ld, NK, HD);
+    } else if (x->bf16) {
         al_t16_pack_bt(w->kb, kJ, kld, HD, NK);
         al_t16_pack_bt(w->vb, vJ, kld, HD, NK);
         if (k->dqI) al_t16_pack_b(w->kr, kJ, kld, NK, HD);
@@ -1427,9 +1437,7 @@ AL_SIMD_CLONES static void fa_bwd_fn(void *vctx, int tid, int nth) {
     const int nblk = (T + FA_BQ - 1) / FA_BQ;
     const long ntask = (long)x->B * NKV;
     float p[FA_BQ * FA_BK], dp[FA_BQ * FA_BK], raw[FA_BQ * FA_BK], orow[FA_HD_MAX];
-    /* q, k, v kept in bf16: Q_I, K_J, V_J widened here for the packers,
-     * which round them back to the same bf16 values */
-    float qw[FA_BQ * FA_HD_MAX], kw[FA_BK * FA_HD_MAX], vw[FA_BK * FA_HD_MAX];
+    /* q, k, v kept in bf16 (q16): packed from there as they are */
     fa_bwd16 w;
     fa_blk k;
     for (long t = tid; t < ntask; t += nth) {
@@ -1446,9 +1454,8 @@ AL_SIMD_CLONES static void fa_bwd_fn(void *vctx, int tid, int nth) {
                 k.M = M;
                 k.dO = x->dout + ((size_t)b * T + i0) * OC + (size_t)h * HD;
                 const size_t q0 = ((size_t)b * T + i0) * ld + (size_t)h * HD;
-                k.qI = x->q16 ? qw : x->q + q0;
-                k.qld = x->q16 ? HD : ld;
-                for (int r = 0; x->q16 && r < M; r++) nn_widen(qw + (size_t)r * HD, x->q16 + q0 + (size_t)r * ld, HD);
+                k.qI = x->q16 ? NULL : x->q + q0;
+                k.qld = ld;
                 k.dqI = x->dq ? x->dq + ((size_t)b * T + i0) * ld + (size_t)h * HD : NULL;
                 for (int r = 0; r < M; r++) {
                     const float *Or = x->o16 ? orow : x->o + o0 + (size_t)r * OC;
@@ -1456,24 +1463,24 @@ AL_SIMD_CLONES static void fa_bwd_fn(void *vctx, int tid, int nth) {
                     k.D[r] = nn_dot(k.dO + (size_t)r * OC, Or, HD);
                     k.L[r] = x->lse_in[((size_t)b * NH + h) * T + i0 + r];
                 }
-                if (x->bf16) {
+                if (x->q16) {
+                    al_t16_pack_a_h(w.qa, x->q16 + q0, ld, M, HD);
+                    if (k.dkb) al_t16_pack_b_h(w.qb, x->q16 + q0, ld, M, HD);
+                } else if (x->bf16) {
                     al_t16_pack_a(w.qa, k.qI, k.qld, M, HD);
-                    al_t16_pack_a(w.da, k.dO, OC, M, HD);
                     if (k.dkb) al_t16_pack_b(w.qb, k.qI, k.qld, M, HD);
+                }
+                if (x->bf16) {
+                    al_t16_pack_a(w.da, k.dO, OC, M, HD);
                     if (k.dvb) al_t16_pack_b(w.db, k.dO, OC, M, HD);
                 }
                 for (int j0 = jlo; j0 < i1; j0 += FA_BK) {
                     const int NK = j0 + FA_BK < i1 ? FA_BK : i1 - j0;
                     const size_t k0 = ((size_t)b * T + j0) * ld + (size_t)kh * HD;
-                    if (!x->k16) {
-                        fa_bwd_tile(x, &k, &w, p, dp, raw, x->k + k0, x->v + k0, ld, j0, NK);
-                        continue;
-                    }
-                    for (int r = 0; r < NK; r++) {
-                        nn_widen(kw + (size_t)r * HD, x->k16 + k0 + (size_t)r * ld, HD);
-                        nn_widen(vw + (size_t)r * HD, x->v16 + k0 + (size_t)r * ld, HD);
-                    }
-                    fa_bwd_tile(x, &k, &w, p, dp, raw, kw, vw, HD, j0, NK);
+                    if (x->k16)
+                        fa_bwd_tile(x, &k, &w, p, dp, raw, NULL, NULL, ld, x->k16 + k0, x->v16 + k0, j0, NK);
+                    else
+                        fa_bwd_tile(x, &k, &w, p, dp, raw, x->k + k0, x->v + k0, ld, NULL, NULL, j0, NK);
                 }
             }
         }

@@ -1069,7 +1069,9 @@ static size_t h16_round(size_t n) { return (n + 31) & ~(size_t)31; }
  * backward scales d_h2 into d_h1 in place), then, once they are dead,
  * d_qkv and d_atty side by side (layer_backward). A forward in bf16
  * training uses them in the same order (q|k|v and the attention output,
- * then h1 and h2). */
+ * then h1 and h2). The LM head's chunk (head_scratch) shares the region
+ * too: the head runs after the layers in a forward and before them in a
+ * backward, so the region is free while it runs (act_take). */
 static size_t bwd_wide(const al_model *m) {
     const al_model_config *c = &m->cfg;
     size_t mlp = (size_t)m->UPW + (act_inplace(m) ? 0 : (size_t)c->FF);
@@ -1131,7 +1133,9 @@ static void act_plan_make(const al_model *m, int B, int T, int flags, act_plan *
     pl->chunk = head_chunk_rows(m, N, pl->fwd_only);
     /* the LM head's chunk: hidden rows and logits, and with a final soft-cap the cap's derivative */
     pl->head = (size_t)pl->chunk * (C + (size_t)c->V * (c->final_softcap > 0 ? 2 : 1));
-    pl->total = pl->n_res * N * C + pl->n_sets * pl->per_layer + N * C + 4 * N + pl->n_bwd + pl->head +
+    /* a training reservation's head chunk lies over the wide region (bwd_wide) */
+    size_t wide_head = pl->fwd_only ? pl->head : (pl->head > N * bwd_wide(m) ? pl->head - N * bwd_wide(m) : 0);
+    pl->total = pl->n_res * N * C + pl->n_sets * pl->per_layer + N * C + 4 * N + pl->n_bwd + wide_head +
                 pl->tmp + N;
     /* bf16: the rounded operands of the products (one layer's linear maps
      * at a time, or one chunk of the LM head), then the kept inputs */
@@ -1217,14 +1221,15 @@ static void act_take(al_model *m, const act_plan *pl) {
         if (pl->n_dqk) TAKE(m->d_qk, pl->n_dqk);
         TAKE(m->d_res, N * C);
         TAKE(m->d_ln, N * C);
-        /* one region (bwd_wide): d_h1 | d_h2, later d_qkv | d_atty */
-        m->d_h1 = m->d_qkv = p;
+        TAKE(m->d_lora, N * (r ? r : 1));
+        /* one region (bwd_wide): d_h1 | d_h2, later d_qkv | d_atty; the
+         * head's chunk over it (whichever is longer sets its length) */
+        m->d_h1 = m->d_qkv = m->head_scratch = p;
         m->d_h2 = act_inplace(m) ? m->d_h1 : m->d_h1 + N * (size_t)m->UPW;
         m->d_atty = m->d_qkv + N * (size_t)m->QKV;
-        p += N * bwd_wide(m);
-        TAKE(m->d_lora, N * (r ? r : 1));
+        p += N * bwd_wide(m) > pl->head ? N * bwd_wide(m) : pl->head;
     }
-    TAKE(m->head_scratch, pl->head);
+    if (pl->fwd_only) TAKE(m->head_scratch, pl->head);
     m->x_tmp = m->d_h1;
     if (pl->tmp) TAKE(m->x_tmp, pl->tmp);
     m->pos_buf = (int32_t *)p;
@@ -1641,7 +1646,10 @@ static float head_inv_temp(const al_model *m) {
 /* The LM head's logits left in head_scratch: a forward notes whether its
  * logits stay there whole (one chunk, no soft-cap); every other pass that
  * writes head_scratch, through this model or another sharing its
- * activations, bumps the arena owner's count and so voids the note. */
+ * activations, bumps the arena owner's count and so voids the note. The
+ * layers write it too (a training reservation lays it over the backward's
+ * wide region): a forward voids the notes before its layers, a backward
+ * after its head. */
 static void head_logits_note(al_model *m, int whole) {
     al_model *o = m->act_owner ? m->act_owner : m;
     o->head_gen++;
@@ -1665,12 +1673,14 @@ int al_model_forward(al_model *m, const al_tokens *in, al_fwd *out) {
     al_model_bf16_sync(m);
     al_model_rope_prepare(m, pass_len(pos, (size_t)N));
     al_model_embed(m, res_at(m, 0, NC), in->ids, pos, N);
+    head_logits_note(m, 0);
     for (int l = 0; l < L; l++)
         layer_forward(m, l, &m->acts[l], res_at(m, l, NC), res_at(m, l + 1, NC), in, pos);
     al_model_norm(m, m->lnf, m->lnf_mean, m->lnf_rstd, res_at(m, L, NC), m->lnf_w, m->lnf_b, N);
     if (in->targets && m->head >= 0) {
-        /* logp goes to the caller's buffer or to d_h2 as scratch (unused until backward) */
-        float *logp = out && out->logp ? out->logp : m->d_h2;
+        /* logp goes to the caller's buffer or, as scratch, to d_res
+         * (unused until backward) or forward-only's d_h2 */
+        float *logp = out && out->logp ? out->logp : m->d_res ? m->d_res : m->d_h2;
         int chunks;
         if (m->bf16)
             chunks = al_lmhead_forward_bf16(logp, m->ent, m->lse, out ? out->hit : NULL, m->lnf,
@@ -1845,9 +1855,9 @@ int al_model_backward(al_model *m, const al_tokens *in, const float *dlogp,
     /* d lnf in d_ln, then through the final norm into d_res */
     al_zero(m->d_ln, NC);
     if (in->targets && m->head >= 0 && (dlogp || dent)) {
-        if (!dlogp) { /* entropy-only gradient: a zero d logp */
-            al_zero(m->d_h2, (size_t)N);
-            dlogp = m->d_h2;
+        if (!dlogp) { /* entropy-only gradient: a zero d logp (in d_res, zeroed below) */
+            al_zero(m->d_res, (size_t)N);
+            dlogp = m->d_res;
         }
         if (head_logits_kept(m))
             al_lmhead_backward_reuse(m->d_ln, PG(m, m->head), dlogp, dent, m->lnf, PW(m, m->head),
@@ -1861,8 +1871,8 @@ int al_model_backward(al_model *m, const al_tokens *in, const float *dlogp,
             al_lmhead_backward(m->d_ln, PG(m, m->head), dlogp, dent, m->lnf, PW(m, m->head),
                                in->targets, m->lse, m->ent, N, C, c->V, head_inv_temp(m),
                                c->final_softcap, m->head_scratch, m->head_chunk);
-        head_logits_note(m, 0); /* the backward turned them into their gradient */
     }
+    head_logits_note(m, 0); /* the backward turned them into their gradient; the layers overwrite them */
     if (dvalue) {
         if (m->score < 0) return AL_EINVAL;
         if (m->bf16)
