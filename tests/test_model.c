@@ -835,6 +835,51 @@ static void test_bf16_model(void) {
     }
 }
 
+/* bf16: the backward computes the norms' rounded outputs again (from the
+ * norm's input) instead of keeping them. Log-probs and gradients equal those
+ * of a reservation that keeps them (keep_norms16), bit for bit, in less
+ * memory, and so do a checkpointed backward's: GPT-2's layernorm, RMSNorm
+ * and the offset RMSNorm (its fp32 rows rounded by the product), full
+ * training and LoRA on q|k|v with nonzero adapters. */
+static void test_bf16_norms_again(void) {
+    char err[AL_ERRLEN];
+    for (int v = 0; v < 6; v++) {
+        al_arch arch = v % 3 == 0 ? AL_ARCH_GPT2 : AL_ARCH_LLAMA;
+        al_model_config c = tiny(arch, 1);
+        if (v % 3 == 2) c.norm_offset = 1;
+        al_lora_cfg lc = {.r = 2, .alpha = 4};
+        snprintf(lc.targets, sizeof lc.targets, "%s", arch == AL_ARCH_GPT2 ? "c_attn" : "q_proj,v_proj");
+        const al_lora_cfg *lora = v >= 3 ? &lc : NULL;
+        al_model *m[2];
+        size_t mem[2];
+        float lp[2][B_ * T_], en[2][B_ * T_], va[2][B_ * T_];
+        for (int k = 0; k < 2; k++) {
+            m[k] = al_model_new(&c, lora, err);
+            T_TRUE(m[k] != NULL);
+            if (!m[k]) return;
+            al_model_init(m[k], 9);
+            int np;
+            al_param *ps = al_model_params(m[k], &np);
+            for (int i = 0; i < np; i++) /* B nonzero: d A reads the normed input */
+                if (ps[i].lora) gc_fill(ps[i].w, ps[i].n, 700 + (uint64_t)i, 0.3f);
+            T_OK(al_model_set_bf16(m[k], 1, err));
+            m[k]->keep_norms16 = k;
+            fwd_bwd(m[k], 0, lp[k], en[k], va[k]);
+            mem[k] = al_model_memory(m[k]);
+        }
+        size_t ng = m[0]->n_grad;
+        T_TRUE(ng == m[1]->n_grad && ng > 0);
+        T_TRUE(mem[0] < mem[1]);
+        T_TRUE(memcmp(lp[0], lp[1], sizeof lp[0]) == 0);
+        T_REPORT_(memcmp(m[0]->grad, m[1]->grad, ng * sizeof(float)) == 0,
+                  "variant %d: gradients with the norms computed again differ from kept ones", v);
+        fwd_bwd(m[0], AL_MODEL_GRAD_CKPT, lp[0], en[0], va[0]);
+        T_TRUE(memcmp(m[0]->grad, m[1]->grad, ng * sizeof(float)) == 0);
+        al_model_free(m[0]);
+        al_model_free(m[1]);
+    }
+}
+
 /* A frozen model opened in bf16 holds its matrices in bf16 alone (about
  * half the bytes), and gives the log-probs of the bf16 forward. */
 static void test_bf16_frozen_open(void) {
@@ -1385,6 +1430,7 @@ int main(void) {
     test_save_load();
     test_generation();
     test_bf16_model();
+    test_bf16_norms_again();
     test_bf16_frozen_open();
     test_bf16_checkpoints();
     test_bf16_copy_after_step();

@@ -1096,9 +1096,12 @@ static void act_plan_make(const al_model *m, int B, int T, int flags, act_plan *
     pl->fwd_only = (flags & AL_MODEL_FORWARD_ONLY) != 0;
     pl->keep = pl->fwd_only ? 0 : lin_need(m) | m->keep_more;
     /* a map's input is kept when its backward reads it and it is the
-     * output of a norm or the activation (the other inputs are kept anyway) */
-    pl->keep_ln1 = has_ln1 && (pl->keep & 1 << LIN_QKV) ? N * C : 0;
-    pl->keep_ln2 = has_ln2 && (pl->keep & 1 << LIN_UP) ? N * C : 0;
+     * output of a norm or the activation (the other inputs are kept anyway);
+     * in bf16 a norm's output is not kept but computed again in the backward
+     * (norm16_again), unless keep_norms16 */
+    int norms = !m->bf16 || m->keep_norms16;
+    pl->keep_ln1 = has_ln1 && norms && (pl->keep & 1 << LIN_QKV) ? N * C : 0;
+    pl->keep_ln2 = has_ln2 && norms && (pl->keep & 1 << LIN_UP) ? N * C : 0;
     pl->keep_h2 = (pl->keep & 1 << LIN_DOWN) ? N * FF : 0;
     size_t n_qk = c->qk_norm ? N * QK + N * (size_t)(c->NH + c->NKV) : 0;
     size_t n_post = c->post_norm ? 2 * N * C + 2 * N : 0;
@@ -1779,6 +1782,21 @@ static void linear_backward(al_model *m, int layer, int lin, float *dx, int dx_f
     }
 }
 
+/* bf16 backward: the rounded output of a norm that the forward did not keep
+ * (act_plan_make), computed again from the norm's kept input by the
+ * forward's own steps, so with its bits: the norm rounding as it writes
+ * (model_norm16), or its fp32 rows rounded as linear_forward rounds them.
+ * The bf16 rows go where linear_backward_bf16 puts a map's rounded input
+ * (s16 after the rounded dout, (N, out)); the fp32 rows to d_ln, free until
+ * that map's backward writes its dx there. */
+static const uint16_t *norm16_again(al_model *m, const float *x, float *mean, float *rstd, int w, int b,
+                                    int out, int N) {
+    uint16_t *x16 = m->s16 + (size_t)N * (size_t)out;
+    if (!model_norm16(m, m->d_ln, x16, mean, rstd, x, w, b, N))
+        al_bf16_round(x16, m->d_ln, (size_t)N * (size_t)m->cfg.C);
+    return x16;
+}
+
 /* d_res holds d y on entry and d x on return. */
 static void layer_backward(al_model *m, int l, al_acts *a, const float *x,
                            const al_tokens *in, const int32_t *pos) {
@@ -1809,7 +1827,10 @@ static void layer_backward(al_model *m, int l, al_acts *a, const float *x,
         else al_swiglu_backward_set(m->d_h1, m->d_h2, a->h1, N, c->FF);
     }
     const float *min = ly->ln2_w >= 0 ? a->ln2 : a->mid;
-    linear_backward(m, l, LIN_UP, m->d_ln, 1, dh1, min, a->ln2_h, lora_slot(m, l, LIN_UP, a->lora_t, N), N);
+    const uint16_t *min16 = a->ln2_h;
+    if (ly->ln2_w >= 0 && !min && !min16 && (m->keep & 1 << LIN_UP))
+        min16 = norm16_again(m, a->mid, a->ln2_mean, a->ln2_rstd, ly->ln2_w, ly->ln2_b, ly->lin[LIN_UP].out, N);
+    linear_backward(m, l, LIN_UP, m->d_ln, 1, dh1, min, min16, lora_slot(m, l, LIN_UP, a->lora_t, N), N);
     if (ly->ln2_w >= 0)
         norm_backward(m, dres, m->d_ln, a->mid, a->ln2_mean, a->ln2_rstd, ly->ln2_w, ly->ln2_b, N);
     else
@@ -1833,7 +1854,10 @@ static void layer_backward(al_model *m, int l, al_acts *a, const float *x,
     }
     layer_qk_backward(m, l, a, m->d_qkv, pos, N);
     const float *xin = ly->ln1_w >= 0 ? a->ln1 : x;
-    linear_backward(m, l, LIN_QKV, m->d_ln, 1, m->d_qkv, xin, a->ln1_h, lora_slot(m, l, LIN_QKV, a->lora_t, N), N);
+    const uint16_t *xin16 = a->ln1_h;
+    if (ly->ln1_w >= 0 && !xin && !xin16 && (m->keep & 1 << LIN_QKV))
+        xin16 = norm16_again(m, x, a->ln1_mean, a->ln1_rstd, ly->ln1_w, ly->ln1_b, ly->lin[LIN_QKV].out, N);
+    linear_backward(m, l, LIN_QKV, m->d_ln, 1, m->d_qkv, xin, xin16, lora_slot(m, l, LIN_QKV, a->lora_t, N), N);
     if (ly->ln1_w >= 0)
         norm_backward(m, dres, m->d_ln, x, a->ln1_mean, a->ln1_rstd, ly->ln1_w, ly->ln1_b, N);
     else
