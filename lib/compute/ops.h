@@ -164,7 +164,8 @@ void al_layernorm_backward(float *dinp, float *dw, float *db, const float *dout,
  * out = w * (x * rstd). Saves rstd (N). */
 void al_rmsnorm_forward(float *out, float *rstd, const float *inp, const float *w,
                         int N, int C, float eps);
-/* The same with out16 (may be NULL) as al_layernorm_forward_bf16's. */
+/* The same with out16 (may be NULL) as al_layernorm_forward_bf16's; out
+ * may be NULL when out16 is not (only the rounded rows are wanted). */
 void al_rmsnorm_forward_bf16(float *out, uint16_t *out16, float *rstd, const float *inp,
                              const float *w, int N, int C, float eps);
 void al_rmsnorm_backward(float *dinp, float *dw, const float *dout, const float *inp,

@@ -1377,7 +1377,8 @@ void al_model_norm(al_model *m, float *out, float *mean, float *rstd, const floa
 
 /* al_model_norm, in bf16 mode also rounding the rows into out16 for the
  * product that reads them (fewer passes over the rows). Returns 1 when it
- * did, 0 when only out was written (the groups' norm of norm_offset). */
+ * did, 0 when only out was written (the groups' norm of norm_offset). When
+ * it returns 1, out may hold nothing (RMSNorm writes only the bf16 rows). */
 static int model_norm16(al_model *m, float *out, uint16_t *out16, float *mean, float *rstd,
                         const float *x, int w, int b, int N) {
     const al_model_config *c = &m->cfg;
@@ -1387,7 +1388,7 @@ static int model_norm16(al_model *m, float *out, uint16_t *out16, float *mean, f
         al_model_norm(m, out, mean, rstd, x, w, b, N);
         return 0;
     } else
-        al_rmsnorm_forward_bf16(out, out16, rstd, x, PW(m, w), N, c->C, c->norm_eps);
+        al_rmsnorm_forward_bf16(out16 ? NULL : out, out16, rstd, x, PW(m, w), N, c->C, c->norm_eps);
     return out16 != NULL;
 }
 
