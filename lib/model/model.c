@@ -1069,7 +1069,9 @@ static size_t h16_round(size_t n) { return (n + 31) & ~(size_t)31; }
  * backward scales d_h2 into d_h1 in place), then, once they are dead,
  * d_qkv and d_atty side by side (layer_backward). A forward in bf16
  * training uses them in the same order (q|k|v and the attention output,
- * then h1 and h2). */
+ * then h1 and h2). The LM head's chunk (head_scratch) shares the region
+ * too: the head runs after the layers in a forward and before them in a
+ * backward, so the region is free while it runs (act_take). */
 static size_t bwd_wide(const al_model *m) {
     const al_model_config *c = &m->cfg;
     size_t mlp = (size_t)m->UPW + (act_inplace(m) ? 0 : (size_t)c->FF);
@@ -1094,9 +1096,12 @@ static void act_plan_make(const al_model *m, int B, int T, int flags, act_plan *
     pl->fwd_only = (flags & AL_MODEL_FORWARD_ONLY) != 0;
     pl->keep = pl->fwd_only ? 0 : lin_need(m) | m->keep_more;
     /* a map's input is kept when its backward reads it and it is the
-     * output of a norm or the activation (the other inputs are kept anyway) */
-    pl->keep_ln1 = has_ln1 && (pl->keep & 1 << LIN_QKV) ? N * C : 0;
-    pl->keep_ln2 = has_ln2 && (pl->keep & 1 << LIN_UP) ? N * C : 0;
+     * output of a norm or the activation (the other inputs are kept anyway);
+     * in bf16 a norm's output is not kept but computed again in the backward
+     * (norm16_again), unless keep_norms16 */
+    int norms = !m->bf16 || m->keep_norms16;
+    pl->keep_ln1 = has_ln1 && norms && (pl->keep & 1 << LIN_QKV) ? N * C : 0;
+    pl->keep_ln2 = has_ln2 && norms && (pl->keep & 1 << LIN_UP) ? N * C : 0;
     pl->keep_h2 = (pl->keep & 1 << LIN_DOWN) ? N * FF : 0;
     size_t n_qk = c->qk_norm ? N * QK + N * (size_t)(c->NH + c->NKV) : 0;
     size_t n_post = c->post_norm ? 2 * N * C + 2 * N : 0;
@@ -1131,7 +1136,9 @@ static void act_plan_make(const al_model *m, int B, int T, int flags, act_plan *
     pl->chunk = head_chunk_rows(m, N, pl->fwd_only);
     /* the LM head's chunk: hidden rows and logits, and with a final soft-cap the cap's derivative */
     pl->head = (size_t)pl->chunk * (C + (size_t)c->V * (c->final_softcap > 0 ? 2 : 1));
-    pl->total = pl->n_res * N * C + pl->n_sets * pl->per_layer + N * C + 4 * N + pl->n_bwd + pl->head +
+    /* a training reservation's head chunk lies over the wide region (bwd_wide) */
+    size_t wide_head = pl->fwd_only ? pl->head : (pl->head > N * bwd_wide(m) ? pl->head - N * bwd_wide(m) : 0);
+    pl->total = pl->n_res * N * C + pl->n_sets * pl->per_layer + N * C + 4 * N + pl->n_bwd + wide_head +
                 pl->tmp + N;
     /* bf16: the rounded operands of the products (one layer's linear maps
      * at a time, or one chunk of the LM head), then the kept inputs */
@@ -1217,14 +1224,15 @@ static void act_take(al_model *m, const act_plan *pl) {
         if (pl->n_dqk) TAKE(m->d_qk, pl->n_dqk);
         TAKE(m->d_res, N * C);
         TAKE(m->d_ln, N * C);
-        /* one region (bwd_wide): d_h1 | d_h2, later d_qkv | d_atty */
-        m->d_h1 = m->d_qkv = p;
+        TAKE(m->d_lora, N * (r ? r : 1));
+        /* one region (bwd_wide): d_h1 | d_h2, later d_qkv | d_atty; the
+         * head's chunk over it (whichever is longer sets its length) */
+        m->d_h1 = m->d_qkv = m->head_scratch = p;
         m->d_h2 = act_inplace(m) ? m->d_h1 : m->d_h1 + N * (size_t)m->UPW;
         m->d_atty = m->d_qkv + N * (size_t)m->QKV;
-        p += N * bwd_wide(m);
-        TAKE(m->d_lora, N * (r ? r : 1));
+        p += N * bwd_wide(m) > pl->head ? N * bwd_wide(m) : pl->head;
     }
-    TAKE(m->head_scratch, pl->head);
+    if (pl->fwd_only) TAKE(m->head_scratch, pl->head);
     m->x_tmp = m->d_h1;
     if (pl->tmp) TAKE(m->x_tmp, pl->tmp);
     m->pos_buf = (int32_t *)p;
@@ -1652,7 +1660,10 @@ static float head_inv_temp(const al_model *m) {
 /* The LM head's logits left in head_scratch: a forward notes whether its
  * logits stay there whole (one chunk, no soft-cap); every other pass that
  * writes head_scratch, through this model or another sharing its
- * activations, bumps the arena owner's count and so voids the note. */
+ * activations, bumps the arena owner's count and so voids the note. The
+ * layers write it too (a training reservation lays it over the backward's
+ * wide region): a forward voids the notes before its layers, a backward
+ * after its head. */
 static void head_logits_note(al_model *m, int whole) {
     al_model *o = m->act_owner ? m->act_owner : m;
     o->head_gen++;
@@ -1676,12 +1687,14 @@ int al_model_forward(al_model *m, const al_tokens *in, al_fwd *out) {
     al_model_bf16_sync(m);
     al_model_rope_prepare(m, pass_len(pos, (size_t)N));
     al_model_embed(m, res_at(m, 0, NC), in->ids, pos, N);
+    head_logits_note(m, 0);
     for (int l = 0; l < L; l++)
         layer_forward(m, l, &m->acts[l], res_at(m, l, NC), res_at(m, l + 1, NC), in, pos);
     al_model_norm(m, m->lnf, m->lnf_mean, m->lnf_rstd, res_at(m, L, NC), m->lnf_w, m->lnf_b, N);
     if (in->targets && m->head >= 0) {
-        /* logp goes to the caller's buffer or to d_h2 as scratch (unused until backward) */
-        float *logp = out && out->logp ? out->logp : m->d_h2;
+        /* logp goes to the caller's buffer or, as scratch, to d_res
+         * (unused until backward) or forward-only's d_h2 */
+        float *logp = out && out->logp ? out->logp : m->d_res ? m->d_res : m->d_h2;
         int chunks;
         if (m->bf16)
             chunks = al_lmhead_forward_bf16(logp, m->ent, m->lse, out ? out->hit : NULL, m->lnf,
@@ -1780,6 +1793,21 @@ static void linear_backward(al_model *m, int layer, int lin, float *dx, int dx_f
     }
 }
 
+/* bf16 backward: the rounded output of a norm that the forward did not keep
+ * (act_plan_make), computed again from the norm's kept input by the
+ * forward's own steps, so with its bits: the norm rounding as it writes
+ * (model_norm16), or its fp32 rows rounded as linear_forward rounds them.
+ * The bf16 rows go where linear_backward_bf16 puts a map's rounded input
+ * (s16 after the rounded dout, (N, out)); the fp32 rows to d_ln, free until
+ * that map's backward writes its dx there. */
+static const uint16_t *norm16_again(al_model *m, const float *x, float *mean, float *rstd, int w, int b,
+                                    int out, int N) {
+    uint16_t *x16 = m->s16 + (size_t)N * (size_t)out;
+    if (!model_norm16(m, m->d_ln, x16, mean, rstd, x, w, b, N))
+        al_bf16_round(x16, m->d_ln, (size_t)N * (size_t)m->cfg.C);
+    return x16;
+}
+
 /* d_res holds d y on entry and d x on return. */
 static void layer_backward(al_model *m, int l, al_acts *a, const float *x,
                            const al_tokens *in, const int32_t *pos) {
@@ -1811,7 +1839,10 @@ static void layer_backward(al_model *m, int l, al_acts *a, const float *x,
         else al_swiglu_backward(m->d_h1, m->d_h2, a->h1, N, c->FF);
     }
     const float *min = ly->ln2_w >= 0 ? a->ln2 : a->mid;
-    linear_backward(m, l, LIN_UP, m->d_ln, 1, dh1, min, a->ln2_h, lora_slot(m, l, LIN_UP, a->lora_t, N), N);
+    const uint16_t *min16 = a->ln2_h;
+    if (ly->ln2_w >= 0 && !min && !min16 && (m->keep & 1 << LIN_UP))
+        min16 = norm16_again(m, a->mid, a->ln2_mean, a->ln2_rstd, ly->ln2_w, ly->ln2_b, ly->lin[LIN_UP].out, N);
+    linear_backward(m, l, LIN_UP, m->d_ln, 1, dh1, min, min16, lora_slot(m, l, LIN_UP, a->lora_t, N), N);
     if (ly->ln2_w >= 0)
         norm_backward(m, dres, m->d_ln, a->mid, a->ln2_mean, a->ln2_rstd, ly->ln2_w, ly->ln2_b, N);
     else
@@ -1835,7 +1866,10 @@ static void layer_backward(al_model *m, int l, al_acts *a, const float *x,
     }
     layer_qk_backward(m, l, a, m->d_qkv, pos, N);
     const float *xin = ly->ln1_w >= 0 ? a->ln1 : x;
-    linear_backward(m, l, LIN_QKV, m->d_ln, 1, m->d_qkv, xin, a->ln1_h, lora_slot(m, l, LIN_QKV, a->lora_t, N), N);
+    const uint16_t *xin16 = a->ln1_h;
+    if (ly->ln1_w >= 0 && !xin && !xin16 && (m->keep & 1 << LIN_QKV))
+        xin16 = norm16_again(m, x, a->ln1_mean, a->ln1_rstd, ly->ln1_w, ly->ln1_b, ly->lin[LIN_QKV].out, N);
+    linear_backward(m, l, LIN_QKV, m->d_ln, 1, m->d_qkv, xin, xin16, lora_slot(m, l, LIN_QKV, a->lora_t, N), N);
     if (ly->ln1_w >= 0)
         norm_backward(m, dres, m->d_ln, x, a->ln1_mean, a->ln1_rstd, ly->ln1_w, ly->ln1_b, N);
     else
@@ -1857,9 +1891,9 @@ int al_model_backward(al_model *m, const al_tokens *in, const float *dlogp,
     /* d lnf in d_ln, then through the final norm into d_res */
     al_zero(m->d_ln, NC);
     if (in->targets && m->head >= 0 && (dlogp || dent)) {
-        if (!dlogp) { /* entropy-only gradient: a zero d logp */
-            al_zero(m->d_h2, (size_t)N);
-            dlogp = m->d_h2;
+        if (!dlogp) { /* entropy-only gradient: a zero d logp (in d_res, zeroed below) */
+            al_zero(m->d_res, (size_t)N);
+            dlogp = m->d_res;
         }
         if (head_logits_kept(m))
             al_lmhead_backward_reuse(m->d_ln, PG(m, m->head), dlogp, dent, m->lnf, PW(m, m->head),
@@ -1873,8 +1907,8 @@ int al_model_backward(al_model *m, const al_tokens *in, const float *dlogp,
             al_lmhead_backward(m->d_ln, PG(m, m->head), dlogp, dent, m->lnf, PW(m, m->head),
                                in->targets, m->lse, m->ent, N, C, c->V, head_inv_temp(m),
                                c->final_softcap, m->head_scratch, m->head_chunk);
-        head_logits_note(m, 0); /* the backward turned them into their gradient */
     }
+    head_logits_note(m, 0); /* the backward turned them into their gradient; the layers overwrite them */
     if (dvalue) {
         if (m->score < 0) return AL_EINVAL;
         if (m->bf16)
