@@ -468,6 +468,11 @@ static void test_act_backward_h(void) {
         size_t nd = k == 0 ? n1 : n2; /* gelu's gradient is n1 wide */
         T_REPORT_(memcmp(a, b, nd * sizeof(float)) == 0, "activation %d: bf16-input backward differs", k);
         if (k == 0) continue;
+        /* the fp32 ones writing: the bits of accumulating into zeros */
+        gc_fill(b, n2, 66, 1.0f);
+        if (k == 1) al_swiglu_backward_set(b, dy, x, N, FF);
+        else al_geglu_backward_set(b, dy, x, N, FF);
+        T_REPORT_(memcmp(a, b, n2 * sizeof(float)) == 0, "activation %d: writing backward differs", k);
         /* the gated ones also straight to bf16: the bits of rounding b */
         uint16_t *r16 = al_calloc(n2, sizeof *r16), *o16 = al_calloc(n2, sizeof *o16);
         T_TRUE(r16 && o16);

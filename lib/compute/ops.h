@@ -233,6 +233,10 @@ void al_geglu_forward_bf16(uint16_t *out16, uint16_t *keep16, const float *gu, i
 void al_geglu_forward(float *out, const float *gu, int N, int FF);
 void al_geglu_forward_ref(float *out, const float *gu, int N, int FF);
 void al_geglu_backward(float *dgu, const float *dout, const float *gu, int N, int FF);
+/* al_swiglu_backward / al_geglu_backward WRITING dgu = 0 + gradient: the
+ * bits of the accumulating kernel on a zeroed dgu, without zeroing it first. */
+void al_swiglu_backward_set(float *dgu, const float *dout, const float *gu, int N, int FF);
+void al_geglu_backward_set(float *dgu, const float *dout, const float *gu, int N, int FF);
 
 /* RoPE tables in Hugging Face's convention: inv_freq[i] = 1 / theta^(2i/HD)
  * computed in float, angle = (float)pos * inv_freq[i], cos/sin (maxT, HD/2). */

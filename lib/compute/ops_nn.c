@@ -667,65 +667,55 @@ AL_SIMD_CLONES static void geglu_bwd_fn(void *vctx, int tid, int nth) {
     gated_bwd(vctx, tid, nth, 1);
 }
 
-static void gated_run(al_pool_fn fn, float *out, const float *gu, const float *dout, int N,
-                      int FF) {
-    AL_ASSERT(out && gu && N >= 0 && FF > 0);
-    nn_ew_ctx x = {.out = out, .in = gu, .dout = dout, .N = N, .FF = FF};
-    nn_run(fn, &x, (size_t)N * (size_t)FF);
-}
-
-static void gated_run_h(al_pool_fn fn, float *out, const uint16_t *gu, const float *dout, int N,
-                        int FF) {
-    AL_ASSERT(out && gu && dout && N >= 0 && FF > 0);
-    nn_ew_ctx x = {.out = out, .in16 = gu, .dout = dout, .N = N, .FF = FF, .set = 1};
-    nn_run(fn, &x, (size_t)N * (size_t)FF);
+/* Runs a gated kernel on ctx x (bwd: a backward, which reads dout). */
+static void gated_go(al_pool_fn fn, nn_ew_ctx x, int bwd) {
+    AL_ASSERT((x.out || x.out16) && (x.in || x.in16) && (x.dout || !bwd) && x.N >= 0 && x.FF > 0);
+    nn_run(fn, &x, (size_t)x.N * (size_t)x.FF);
 }
 
 void al_swiglu_backward_h(float *dgu, const float *dout, const uint16_t *gu, int N, int FF) {
-    gated_run_h(swiglu_bwd_fn, dgu, gu, dout, N, FF);
+    gated_go(swiglu_bwd_fn,
+             (nn_ew_ctx){.out = dgu, .in16 = gu, .dout = dout, .N = N, .FF = FF, .set = 1}, 1);
 }
 
 void al_geglu_backward_h(float *dgu, const float *dout, const uint16_t *gu, int N, int FF) {
-    gated_run_h(geglu_bwd_fn, dgu, gu, dout, N, FF);
-}
-
-static void gated_run_h16(al_pool_fn fn, uint16_t *out16, const uint16_t *gu, const float *dout,
-                          int N, int FF) {
-    AL_ASSERT(out16 && gu && dout && N >= 0 && FF > 0);
-    nn_ew_ctx x = {.out16 = out16, .in16 = gu, .dout = dout, .N = N, .FF = FF, .set = 1};
-    nn_run(fn, &x, (size_t)N * (size_t)FF);
+    gated_go(geglu_bwd_fn,
+             (nn_ew_ctx){.out = dgu, .in16 = gu, .dout = dout, .N = N, .FF = FF, .set = 1}, 1);
 }
 
 void al_swiglu_backward_h16(uint16_t *dgu16, const float *dout, const uint16_t *gu, int N, int FF) {
-    gated_run_h16(swiglu_bwd_fn, dgu16, gu, dout, N, FF);
+    gated_go(swiglu_bwd_fn,
+             (nn_ew_ctx){.out16 = dgu16, .in16 = gu, .dout = dout, .N = N, .FF = FF, .set = 1}, 1);
 }
 
 void al_geglu_backward_h16(uint16_t *dgu16, const float *dout, const uint16_t *gu, int N, int FF) {
-    gated_run_h16(geglu_bwd_fn, dgu16, gu, dout, N, FF);
+    gated_go(geglu_bwd_fn,
+             (nn_ew_ctx){.out16 = dgu16, .in16 = gu, .dout = dout, .N = N, .FF = FF, .set = 1}, 1);
 }
 
 void al_swiglu_forward(float *out, const float *gu, int N, int FF) {
-    gated_run(swiglu_fwd_fn, out, gu, NULL, N, FF);
-}
-
-static void gated_run16(al_pool_fn fn, uint16_t *out16, uint16_t *keep16, const float *gu, int N,
-                        int FF) {
-    AL_ASSERT(out16 && keep16 && gu && N >= 0 && FF > 0);
-    nn_ew_ctx x = {.out16 = out16, .keep16 = keep16, .in = gu, .N = N, .FF = FF};
-    nn_run(fn, &x, (size_t)N * (size_t)FF);
+    gated_go(swiglu_fwd_fn, (nn_ew_ctx){.out = out, .in = gu, .N = N, .FF = FF}, 0);
 }
 
 void al_swiglu_forward_bf16(uint16_t *out16, uint16_t *keep16, const float *gu, int N, int FF) {
-    gated_run16(swiglu_fwd_fn, out16, keep16, gu, N, FF);
+    AL_ASSERT(keep16);
+    gated_go(swiglu_fwd_fn,
+             (nn_ew_ctx){.out16 = out16, .keep16 = keep16, .in = gu, .N = N, .FF = FF}, 0);
 }
 
 void al_geglu_forward_bf16(uint16_t *out16, uint16_t *keep16, const float *gu, int N, int FF) {
-    gated_run16(geglu_fwd_fn, out16, keep16, gu, N, FF);
+    AL_ASSERT(keep16);
+    gated_go(geglu_fwd_fn,
+             (nn_ew_ctx){.out16 = out16, .keep16 = keep16, .in = gu, .N = N, .FF = FF}, 0);
 }
 
 void al_swiglu_backward(float *dgu, const float *dout, const float *gu, int N, int FF) {
-    AL_ASSERT(dout);
-    gated_run(swiglu_bwd_fn, dgu, gu, dout, N, FF);
+    gated_go(swiglu_bwd_fn, (nn_ew_ctx){.out = dgu, .in = gu, .dout = dout, .N = N, .FF = FF}, 1);
+}
+
+void al_swiglu_backward_set(float *dgu, const float *dout, const float *gu, int N, int FF) {
+    gated_go(swiglu_bwd_fn,
+             (nn_ew_ctx){.out = dgu, .in = gu, .dout = dout, .N = N, .FF = FF, .set = 1}, 1);
 }
 
 void al_swiglu_forward_ref(float *out, const float *gu, int N, int FF) {
@@ -737,7 +727,7 @@ void al_swiglu_forward_ref(float *out, const float *gu, int N, int FF) {
 }
 
 void al_geglu_forward(float *out, const float *gu, int N, int FF) {
-    gated_run(geglu_fwd_fn, out, gu, NULL, N, FF);
+    gated_go(geglu_fwd_fn, (nn_ew_ctx){.out = out, .in = gu, .N = N, .FF = FF}, 0);
 }
 
 void al_geglu_forward_ref(float *out, const float *gu, int N, int FF) {
@@ -750,8 +740,12 @@ void al_geglu_forward_ref(float *out, const float *gu, int N, int FF) {
 }
 
 void al_geglu_backward(float *dgu, const float *dout, const float *gu, int N, int FF) {
-    AL_ASSERT(dout);
-    gated_run(geglu_bwd_fn, dgu, gu, dout, N, FF);
+    gated_go(geglu_bwd_fn, (nn_ew_ctx){.out = dgu, .in = gu, .dout = dout, .N = N, .FF = FF}, 1);
+}
+
+void al_geglu_backward_set(float *dgu, const float *dout, const float *gu, int N, int FF) {
+    gated_go(geglu_bwd_fn,
+             (nn_ew_ctx){.out = dgu, .in = gu, .dout = dout, .N = N, .FF = FF, .set = 1}, 1);
 }
 
 /* --------------------------------------------------------------------- RoPE */
@@ -790,7 +784,7 @@ typedef struct {
 } nn_rope_ctx;
 
 /* dir = +1: forward rotation; -1: its transpose (the inverse rotation). */
-static void rope_apply(const nn_rope_ctx *x, int tid, int nth, float dir) {
+static NN_INLINE void rope_apply(const nn_rope_ctx *x, int tid, int nth, float dir) {
     const int half = x->HD / 2;
     long lo, hi;
     al_split(x->N, nth, tid, &lo, &hi);
@@ -809,8 +803,12 @@ static void rope_apply(const nn_rope_ctx *x, int tid, int nth, float dir) {
     }
 }
 
-static void rope_fwd_fn(void *vctx, int tid, int nth) { rope_apply(vctx, tid, nth, 1.0f); }
-static void rope_bwd_fn(void *vctx, int tid, int nth) { rope_apply(vctx, tid, nth, -1.0f); }
+AL_SIMD_CLONES static void rope_fwd_fn(void *vctx, int tid, int nth) {
+    rope_apply(vctx, tid, nth, 1.0f);
+}
+AL_SIMD_CLONES static void rope_bwd_fn(void *vctx, int tid, int nth) {
+    rope_apply(vctx, tid, nth, -1.0f);
+}
 
 static void rope_run(al_pool_fn fn, float *x, int ld, const int32_t *pos, const float *cos_t,
                      const float *sin_t, int N, int nh, int HD) {

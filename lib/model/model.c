@@ -1461,10 +1461,8 @@ void al_layer_qk_forward(al_model *m, int l, float *qkv, float *qk_raw, float *q
     }
     const float *cs, *sn;
     layer_rope(m, l, &cs, &sn);
-    if (cs) {
-        al_rope_forward(q, m->QKV, pos, cs, sn, N, c->NH, c->HD);
-        al_rope_forward(k, m->QKV, pos, cs, sn, N, c->NKV, c->HD);
-    }
+    /* k's heads follow q's in each row: one pass over both */
+    if (cs) al_rope_forward(q, m->QKV, pos, cs, sn, N, c->NH + c->NKV, c->HD);
 }
 
 /* dqkv holds d (normed, rotated) q|k on entry and d (raw) q|k on return. */
@@ -1475,10 +1473,7 @@ static void layer_qk_backward(al_model *m, int l, al_acts *a, float *dqkv, const
     const int AH = c->NH * c->HD, KH = c->NKV * c->HD, QK = AH + KH;
     const float *cs, *sn;
     layer_rope(m, l, &cs, &sn);
-    if (cs) {
-        al_rope_backward(dqkv, m->QKV, pos, cs, sn, N, c->NH, c->HD);
-        al_rope_backward(dqkv + AH, m->QKV, pos, cs, sn, N, c->NKV, c->HD);
-    }
+    if (cs) al_rope_backward(dqkv, m->QKV, pos, cs, sn, N, c->NH + c->NKV, c->HD);
     if (!c->qk_norm) return;
     float woff = c->norm_offset ? 1.0f : 0.0f;
     int gq, gk, d;
@@ -1833,10 +1828,9 @@ static void layer_backward(al_model *m, int l, al_acts *a, const float *x,
     } else if (a->h1_h) { /* the same with d_h1 in fp32 for the bias; the _h kernels write d_h1 */
         if (c->act == AL_ACT_GELU_TANH) al_geglu_backward_h(m->d_h1, m->d_h2, a->h1_h, N, c->FF);
         else al_swiglu_backward_h(m->d_h1, m->d_h2, a->h1_h, N, c->FF);
-    } else {
-        al_zero(m->d_h1, (size_t)N * m->UPW);
-        if (c->act == AL_ACT_GELU_TANH) al_geglu_backward(m->d_h1, m->d_h2, a->h1, N, c->FF);
-        else al_swiglu_backward(m->d_h1, m->d_h2, a->h1, N, c->FF);
+    } else { /* written, not accumulated: no zeroing of d_h1 first */
+        if (c->act == AL_ACT_GELU_TANH) al_geglu_backward_set(m->d_h1, m->d_h2, a->h1, N, c->FF);
+        else al_swiglu_backward_set(m->d_h1, m->d_h2, a->h1, N, c->FF);
     }
     const float *min = ly->ln2_w >= 0 ? a->ln2 : a->mid;
     const uint16_t *min16 = a->ln2_h;
