@@ -312,6 +312,12 @@ void al_flash_attention_forward_bf16(float *out, uint16_t *out16, float *lse, co
                                      const float *k, const float *v, int ld, const int32_t *seg,
                                      int B, int T, int NH, int NKV, int HD,
                                      const al_attn_opts *opts, int bf16);
+/* The bf16 one with q, k, v given in bf16 (a bf16 training step's kept
+ * copies, rounded after RoPE and the q/k norms): the bits of
+ * al_flash_attention_forward_bf16(..., bf16 = 1) on the values widened. */
+void al_flash_attention_forward_h(float *out, uint16_t *out16, float *lse, const uint16_t *q,
+                                  const uint16_t *k, const uint16_t *v, int ld, const int32_t *seg,
+                                  int B, int T, int NH, int NKV, int HD, const al_attn_opts *opts);
 void al_flash_attention_backward(float *dq, float *dk, float *dv, const float *dout,
                                  const float *out, const float *lse, const float *q,
                                  const float *k, const float *v, int ld, const int32_t *seg,

@@ -1299,8 +1299,10 @@ AL_SIMD_CLONES static void fa_fwd_fn(void *vctx, int tid, int nth) {
     for (long t = tid; t < ntask; t += nth) {
         const attn_task k = attn_task_get(t, x->seg, T, NH, G, nblk, FA_BQ, x->win);
         const int b = k.b, h = k.h, kh = k.kh, i0 = k.i0, i1 = k.i1, M = k.M, jlo = k.jlo;
-        const float *qI = x->q + ((size_t)b * T + i0) * ld + (size_t)h * HD;
-        if (x->bf16) al_t16_pack_a(w.qa, qI, ld, M, HD);
+        const size_t q0 = ((size_t)b * T + i0) * ld + (size_t)h * HD;
+        const float *qI = x->q16 ? NULL : x->q + q0;
+        if (x->q16) al_t16_pack_a_h(w.qa, x->q16 + q0, ld, M, HD);
+        else if (x->bf16) al_t16_pack_a(w.qa, qI, ld, M, HD);
         for (int r = 0; r < M; r++) {
             mrow[r] = -INFINITY;
             lrow[r] = 0.0f;
@@ -1308,9 +1310,12 @@ AL_SIMD_CLONES static void fa_fwd_fn(void *vctx, int tid, int nth) {
         for (int e = 0; e < M * HD; e++) acc[e] = 0.0f;
         for (int j0 = jlo; j0 < i1; j0 += FA_BK) {
             const int NK = j0 + FA_BK < i1 ? FA_BK : i1 - j0;
-            const float *kJ = x->k + ((size_t)b * T + j0) * ld + (size_t)kh * HD;
-            const float *vJ = x->v + ((size_t)b * T + j0) * ld + (size_t)kh * HD;
-            if (x->bf16) {
+            const size_t k0 = ((size_t)b * T + j0) * ld + (size_t)kh * HD;
+            const float *kJ = x->k16 ? NULL : x->k + k0, *vJ = x->v16 ? NULL : x->v + k0;
+            if (x->k16) {
+                al_t16_pack_bt_h(w.kb, x->k16 + k0, ld, HD, NK);
+                al_t16_pack_b_h(w.vb, x->v16 + k0, ld, NK, HD);
+            } else if (x->bf16) {
                 al_t16_pack_bt(w.kb, kJ, ld, HD, NK);
                 al_t16_pack_b(w.vb, vJ, ld, NK, HD);
             }
@@ -1346,17 +1351,31 @@ void al_flash_attention_forward(float *out, float *lse, const float *q, const fl
     al_flash_attention_forward_bf16(out, NULL, lse, q, k, v, ld, seg, B, T, NH, NKV, HD, opts, bf16);
 }
 
+/* The forward on q, k, v in fp32 or (q16, k16, v16; bf16 mode) bf16. */
+static void fa_forward(float *out, uint16_t *out16, float *lse, const float *q, const float *k,
+                       const float *v, const uint16_t *q16, const uint16_t *k16, const uint16_t *v16,
+                       int ld, const int32_t *seg, int B, int T, int NH, int NKV, int HD,
+                       const al_attn_opts *opts, int bf16) {
+    attn_check(ld, B, T, NH, NKV, HD);
+    AL_ASSERT(out && lse && ((q && k && v) || (q16 && k16 && v16 && bf16)) && HD <= FA_HD_MAX);
+    fa_ctx x = {.out = out, .out16 = out16, .lse = lse, .q = q, .k = k, .v = v, .q16 = q16, .k16 = k16,
+                .v16 = v16, .seg = seg, .ld = ld, .B = B, .T = T, .NH = NH, .NKV = NKV, .HD = HD,
+                .bf16 = bf16, .native = bf16 && al_bf16_dp_cpu()};
+    attn_opts_get(opts, HD, &x.scale, &x.cap, &x.win);
+    nn_run(fa_fwd_fn, &x, (size_t)B * NH * (size_t)T * (size_t)HD);
+}
+
 void al_flash_attention_forward_bf16(float *out, uint16_t *out16, float *lse, const float *q,
                                      const float *k, const float *v, int ld, const int32_t *seg,
                                      int B, int T, int NH, int NKV, int HD,
                                      const al_attn_opts *opts, int bf16) {
-    attn_check(ld, B, T, NH, NKV, HD);
-    AL_ASSERT(out && lse && q && k && v && HD <= FA_HD_MAX);
-    fa_ctx x = {.out = out, .out16 = out16, .lse = lse, .q = q, .k = k, .v = v, .seg = seg, .ld = ld, .B = B,
-                .T = T, .NH = NH, .NKV = NKV, .HD = HD, .bf16 = bf16,
-                .native = bf16 && al_bf16_dp_cpu()};
-    attn_opts_get(opts, HD, &x.scale, &x.cap, &x.win);
-    nn_run(fa_fwd_fn, &x, (size_t)B * NH * (size_t)T * (size_t)HD);
+    fa_forward(out, out16, lse, q, k, v, NULL, NULL, NULL, ld, seg, B, T, NH, NKV, HD, opts, bf16);
+}
+
+void al_flash_attention_forward_h(float *out, uint16_t *out16, float *lse, const uint16_t *q,
+                                  const uint16_t *k, const uint16_t *v, int ld, const int32_t *seg,
+                                  int B, int T, int NH, int NKV, int HD, const al_attn_opts *opts) {
+    fa_forward(out, out16, lse, NULL, NULL, NULL, q, k, v, ld, seg, B, T, NH, NKV, HD, opts, 1);
 }
 
 /* One query block of the backward: its rows [i0, i0 + M) of head h. */

@@ -1575,8 +1575,14 @@ static void layer_forward(al_model *m, int l, al_acts *a, const float *x, float 
     float *atty = a->atty_h ? m->d_atty : a->atty;
     /* bf16: attention rounds its output rows for o_proj as it writes them */
     uint16_t *atty16 = m->bf16 ? (a->atty_h ? a->atty_h : m->s16) : NULL;
-    al_flash_attention_forward_bf16(atty, atty16, a->lse, q, k, v, m->QKV, in->seg, B, T, c->NH, c->NKV,
-                                    HD, &ao, m->bf16);
+    if (a->qkv_h) { /* the tile products read q, k, v as rounded here */
+        const uint16_t *q16 = a->qkv_h, *k16 = q16 + (size_t)c->NH * HD, *v16 = k16 + (size_t)c->NKV * HD;
+        al_flash_attention_forward_h(atty, atty16, a->lse, q16, k16, v16, m->QKV, in->seg, B, T, c->NH,
+                                     c->NKV, HD, &ao);
+    } else {
+        al_flash_attention_forward_bf16(atty, atty16, a->lse, q, k, v, m->QKV, in->seg, B, T, c->NH,
+                                        c->NKV, HD, &ao, m->bf16);
+    }
     float *ao_out = c->post_norm ? a->att_o : a->mid;
     linear_forward(m, l, LIN_O, ao_out, atty16 ? NULL : atty, a->atty_h, lora_slot(m, l, LIN_O, a->lora_t, N),
                    m->s16, N);
