@@ -384,6 +384,10 @@ static void test_bf16_fused(void) {
         al_bf16_round(h1, o1, NC);
         al_rmsnorm_forward_bf16(o2, h2, r2, x, w, N, C, 1e-5f);
         T_TRUE(memcmp(o1, o2, NC * 4) == 0 && memcmp(h1, h2, NC * 2) == 0);
+        memset(h2, 0, NC * 2); /* only the bf16 rows: the same bits */
+        memset(r2, 0, (size_t)N * 4);
+        al_rmsnorm_forward_bf16(NULL, h2, r2, x, w, N, C, 1e-5f);
+        T_TRUE(memcmp(h1, h2, NC * 2) == 0 && memcmp(r1, r2, (size_t)N * 4) == 0);
         /* gelu: keep = bf16(x), out = bf16(gelu(widened keep)) */
         memcpy(o1, x, NC * 4);
         al_bf16_snap(o1, h1, NC);
@@ -468,6 +472,11 @@ static void test_act_backward_h(void) {
         size_t nd = k == 0 ? n1 : n2; /* gelu's gradient is n1 wide */
         T_REPORT_(memcmp(a, b, nd * sizeof(float)) == 0, "activation %d: bf16-input backward differs", k);
         if (k == 0) continue;
+        /* the fp32 ones writing: the bits of accumulating into zeros */
+        gc_fill(b, n2, 66, 1.0f);
+        if (k == 1) al_swiglu_backward_set(b, dy, x, N, FF);
+        else al_geglu_backward_set(b, dy, x, N, FF);
+        T_REPORT_(memcmp(a, b, n2 * sizeof(float)) == 0, "activation %d: writing backward differs", k);
         /* the gated ones also straight to bf16: the bits of rounding b */
         uint16_t *r16 = al_calloc(n2, sizeof *r16), *o16 = al_calloc(n2, sizeof *o16);
         T_TRUE(r16 && o16);

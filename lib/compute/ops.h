@@ -164,7 +164,8 @@ void al_layernorm_backward(float *dinp, float *dw, float *db, const float *dout,
  * out = w * (x * rstd). Saves rstd (N). */
 void al_rmsnorm_forward(float *out, float *rstd, const float *inp, const float *w,
                         int N, int C, float eps);
-/* The same with out16 (may be NULL) as al_layernorm_forward_bf16's. */
+/* The same with out16 (may be NULL) as al_layernorm_forward_bf16's; out
+ * may be NULL when out16 is not (only the rounded rows are wanted). */
 void al_rmsnorm_forward_bf16(float *out, uint16_t *out16, float *rstd, const float *inp,
                              const float *w, int N, int C, float eps);
 void al_rmsnorm_backward(float *dinp, float *dw, const float *dout, const float *inp,
@@ -233,6 +234,10 @@ void al_geglu_forward_bf16(uint16_t *out16, uint16_t *keep16, const float *gu, i
 void al_geglu_forward(float *out, const float *gu, int N, int FF);
 void al_geglu_forward_ref(float *out, const float *gu, int N, int FF);
 void al_geglu_backward(float *dgu, const float *dout, const float *gu, int N, int FF);
+/* al_swiglu_backward / al_geglu_backward WRITING dgu = 0 + gradient: the
+ * bits of the accumulating kernel on a zeroed dgu, without zeroing it first. */
+void al_swiglu_backward_set(float *dgu, const float *dout, const float *gu, int N, int FF);
+void al_geglu_backward_set(float *dgu, const float *dout, const float *gu, int N, int FF);
 
 /* RoPE tables in Hugging Face's convention: inv_freq[i] = 1 / theta^(2i/HD)
  * computed in float, angle = (float)pos * inv_freq[i], cos/sin (maxT, HD/2). */
@@ -307,6 +312,12 @@ void al_flash_attention_forward_bf16(float *out, uint16_t *out16, float *lse, co
                                      const float *k, const float *v, int ld, const int32_t *seg,
                                      int B, int T, int NH, int NKV, int HD,
                                      const al_attn_opts *opts, int bf16);
+/* The bf16 one with q, k, v given in bf16 (a bf16 training step's kept
+ * copies, rounded after RoPE and the q/k norms): the bits of
+ * al_flash_attention_forward_bf16(..., bf16 = 1) on the values widened. */
+void al_flash_attention_forward_h(float *out, uint16_t *out16, float *lse, const uint16_t *q,
+                                  const uint16_t *k, const uint16_t *v, int ld, const int32_t *seg,
+                                  int B, int T, int NH, int NKV, int HD, const al_attn_opts *opts);
 void al_flash_attention_backward(float *dq, float *dk, float *dv, const float *dout,
                                  const float *out, const float *lse, const float *q,
                                  const float *k, const float *v, int ld, const int32_t *seg,

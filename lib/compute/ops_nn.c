@@ -229,12 +229,17 @@ AL_SIMD_CLONES static void rmsnorm_fwd_fn(void *vctx, int tid, int nth) {
     al_split(x->N, nth, tid, &lo, &hi);
     for (long n = lo; n < hi; n++) {
         const float *in = x->inp + (size_t)n * C;
-        float *o = x->out + (size_t)n * C;
         float var = nn_dot(in, in, C) / (float)C;
         float r = 1.0f / sqrtf(var + x->eps);
-        /* as LlamaRMSNorm: weight * (x * rsqrt(var + eps)) */
-        for (int c = 0; c < C; c++) o[c] = x->w[c] * (in[c] * r);
         if (x->rstd) x->rstd[n] = r;
+        /* as LlamaRMSNorm: weight * (x * rsqrt(var + eps)) */
+        if (!x->out) { /* only the bf16 rows, rounded as they are made */
+            uint16_t *o16 = x->out16 + (size_t)n * C;
+            for (int c = 0; c < C; c++) o16[c] = al_bf16_round1(x->w[c] * (in[c] * r));
+            continue;
+        }
+        float *o = x->out + (size_t)n * C;
+        for (int c = 0; c < C; c++) o[c] = x->w[c] * (in[c] * r);
         if (x->out16) al_bf16_round(x->out16 + (size_t)n * C, o, (size_t)C);
     }
 }
@@ -247,7 +252,7 @@ void al_rmsnorm_forward(float *out, float *rstd, const float *inp, const float *
 
 void al_rmsnorm_forward_bf16(float *out, uint16_t *out16, float *rstd, const float *inp,
                              const float *w, int N, int C, float eps) {
-    AL_ASSERT(out && inp && w && N >= 0 && C > 0);
+    AL_ASSERT((out || out16) && inp && w && N >= 0 && C > 0);
     nn_norm_ctx x = {.out = out, .rstd = rstd, .inp = inp, .w = w, .out16 = out16, .N = N,
                      .C = C, .eps = eps};
     nn_run(rmsnorm_fwd_fn, &x, (size_t)N * (size_t)C);
@@ -667,65 +672,55 @@ AL_SIMD_CLONES static void geglu_bwd_fn(void *vctx, int tid, int nth) {
     gated_bwd(vctx, tid, nth, 1);
 }
 
-static void gated_run(al_pool_fn fn, float *out, const float *gu, const float *dout, int N,
-                      int FF) {
-    AL_ASSERT(out && gu && N >= 0 && FF > 0);
-    nn_ew_ctx x = {.out = out, .in = gu, .dout = dout, .N = N, .FF = FF};
-    nn_run(fn, &x, (size_t)N * (size_t)FF);
-}
-
-static void gated_run_h(al_pool_fn fn, float *out, const uint16_t *gu, const float *dout, int N,
-                        int FF) {
-    AL_ASSERT(out && gu && dout && N >= 0 && FF > 0);
-    nn_ew_ctx x = {.out = out, .in16 = gu, .dout = dout, .N = N, .FF = FF, .set = 1};
-    nn_run(fn, &x, (size_t)N * (size_t)FF);
+/* Runs a gated kernel on ctx x (bwd: a backward, which reads dout). */
+static void gated_go(al_pool_fn fn, nn_ew_ctx x, int bwd) {
+    AL_ASSERT((x.out || x.out16) && (x.in || x.in16) && (x.dout || !bwd) && x.N >= 0 && x.FF > 0);
+    nn_run(fn, &x, (size_t)x.N * (size_t)x.FF);
 }
 
 void al_swiglu_backward_h(float *dgu, const float *dout, const uint16_t *gu, int N, int FF) {
-    gated_run_h(swiglu_bwd_fn, dgu, gu, dout, N, FF);
+    gated_go(swiglu_bwd_fn,
+             (nn_ew_ctx){.out = dgu, .in16 = gu, .dout = dout, .N = N, .FF = FF, .set = 1}, 1);
 }
 
 void al_geglu_backward_h(float *dgu, const float *dout, const uint16_t *gu, int N, int FF) {
-    gated_run_h(geglu_bwd_fn, dgu, gu, dout, N, FF);
-}
-
-static void gated_run_h16(al_pool_fn fn, uint16_t *out16, const uint16_t *gu, const float *dout,
-                          int N, int FF) {
-    AL_ASSERT(out16 && gu && dout && N >= 0 && FF > 0);
-    nn_ew_ctx x = {.out16 = out16, .in16 = gu, .dout = dout, .N = N, .FF = FF, .set = 1};
-    nn_run(fn, &x, (size_t)N * (size_t)FF);
+    gated_go(geglu_bwd_fn,
+             (nn_ew_ctx){.out = dgu, .in16 = gu, .dout = dout, .N = N, .FF = FF, .set = 1}, 1);
 }
 
 void al_swiglu_backward_h16(uint16_t *dgu16, const float *dout, const uint16_t *gu, int N, int FF) {
-    gated_run_h16(swiglu_bwd_fn, dgu16, gu, dout, N, FF);
+    gated_go(swiglu_bwd_fn,
+             (nn_ew_ctx){.out16 = dgu16, .in16 = gu, .dout = dout, .N = N, .FF = FF, .set = 1}, 1);
 }
 
 void al_geglu_backward_h16(uint16_t *dgu16, const float *dout, const uint16_t *gu, int N, int FF) {
-    gated_run_h16(geglu_bwd_fn, dgu16, gu, dout, N, FF);
+    gated_go(geglu_bwd_fn,
+             (nn_ew_ctx){.out16 = dgu16, .in16 = gu, .dout = dout, .N = N, .FF = FF, .set = 1}, 1);
 }
 
 void al_swiglu_forward(float *out, const float *gu, int N, int FF) {
-    gated_run(swiglu_fwd_fn, out, gu, NULL, N, FF);
-}
-
-static void gated_run16(al_pool_fn fn, uint16_t *out16, uint16_t *keep16, const float *gu, int N,
-                        int FF) {
-    AL_ASSERT(out16 && keep16 && gu && N >= 0 && FF > 0);
-    nn_ew_ctx x = {.out16 = out16, .keep16 = keep16, .in = gu, .N = N, .FF = FF};
-    nn_run(fn, &x, (size_t)N * (size_t)FF);
+    gated_go(swiglu_fwd_fn, (nn_ew_ctx){.out = out, .in = gu, .N = N, .FF = FF}, 0);
 }
 
 void al_swiglu_forward_bf16(uint16_t *out16, uint16_t *keep16, const float *gu, int N, int FF) {
-    gated_run16(swiglu_fwd_fn, out16, keep16, gu, N, FF);
+    AL_ASSERT(keep16);
+    gated_go(swiglu_fwd_fn,
+             (nn_ew_ctx){.out16 = out16, .keep16 = keep16, .in = gu, .N = N, .FF = FF}, 0);
 }
 
 void al_geglu_forward_bf16(uint16_t *out16, uint16_t *keep16, const float *gu, int N, int FF) {
-    gated_run16(geglu_fwd_fn, out16, keep16, gu, N, FF);
+    AL_ASSERT(keep16);
+    gated_go(geglu_fwd_fn,
+             (nn_ew_ctx){.out16 = out16, .keep16 = keep16, .in = gu, .N = N, .FF = FF}, 0);
 }
 
 void al_swiglu_backward(float *dgu, const float *dout, const float *gu, int N, int FF) {
-    AL_ASSERT(dout);
-    gated_run(swiglu_bwd_fn, dgu, gu, dout, N, FF);
+    gated_go(swiglu_bwd_fn, (nn_ew_ctx){.out = dgu, .in = gu, .dout = dout, .N = N, .FF = FF}, 1);
+}
+
+void al_swiglu_backward_set(float *dgu, const float *dout, const float *gu, int N, int FF) {
+    gated_go(swiglu_bwd_fn,
+             (nn_ew_ctx){.out = dgu, .in = gu, .dout = dout, .N = N, .FF = FF, .set = 1}, 1);
 }
 
 void al_swiglu_forward_ref(float *out, const float *gu, int N, int FF) {
@@ -737,7 +732,7 @@ void al_swiglu_forward_ref(float *out, const float *gu, int N, int FF) {
 }
 
 void al_geglu_forward(float *out, const float *gu, int N, int FF) {
-    gated_run(geglu_fwd_fn, out, gu, NULL, N, FF);
+    gated_go(geglu_fwd_fn, (nn_ew_ctx){.out = out, .in = gu, .N = N, .FF = FF}, 0);
 }
 
 void al_geglu_forward_ref(float *out, const float *gu, int N, int FF) {
@@ -750,8 +745,12 @@ void al_geglu_forward_ref(float *out, const float *gu, int N, int FF) {
 }
 
 void al_geglu_backward(float *dgu, const float *dout, const float *gu, int N, int FF) {
-    AL_ASSERT(dout);
-    gated_run(geglu_bwd_fn, dgu, gu, dout, N, FF);
+    gated_go(geglu_bwd_fn, (nn_ew_ctx){.out = dgu, .in = gu, .dout = dout, .N = N, .FF = FF}, 1);
+}
+
+void al_geglu_backward_set(float *dgu, const float *dout, const float *gu, int N, int FF) {
+    gated_go(geglu_bwd_fn,
+             (nn_ew_ctx){.out = dgu, .in = gu, .dout = dout, .N = N, .FF = FF, .set = 1}, 1);
 }
 
 /* --------------------------------------------------------------------- RoPE */
@@ -790,7 +789,7 @@ typedef struct {
 } nn_rope_ctx;
 
 /* dir = +1: forward rotation; -1: its transpose (the inverse rotation). */
-static void rope_apply(const nn_rope_ctx *x, int tid, int nth, float dir) {
+static NN_INLINE void rope_apply(const nn_rope_ctx *x, int tid, int nth, float dir) {
     const int half = x->HD / 2;
     long lo, hi;
     al_split(x->N, nth, tid, &lo, &hi);
@@ -809,8 +808,12 @@ static void rope_apply(const nn_rope_ctx *x, int tid, int nth, float dir) {
     }
 }
 
-static void rope_fwd_fn(void *vctx, int tid, int nth) { rope_apply(vctx, tid, nth, 1.0f); }
-static void rope_bwd_fn(void *vctx, int tid, int nth) { rope_apply(vctx, tid, nth, -1.0f); }
+AL_SIMD_CLONES static void rope_fwd_fn(void *vctx, int tid, int nth) {
+    rope_apply(vctx, tid, nth, 1.0f);
+}
+AL_SIMD_CLONES static void rope_bwd_fn(void *vctx, int tid, int nth) {
+    rope_apply(vctx, tid, nth, -1.0f);
+}
 
 static void rope_run(al_pool_fn fn, float *x, int ld, const int32_t *pos, const float *cos_t,
                      const float *sin_t, int N, int nh, int HD) {
@@ -1296,8 +1299,10 @@ AL_SIMD_CLONES static void fa_fwd_fn(void *vctx, int tid, int nth) {
     for (long t = tid; t < ntask; t += nth) {
         const attn_task k = attn_task_get(t, x->seg, T, NH, G, nblk, FA_BQ, x->win);
         const int b = k.b, h = k.h, kh = k.kh, i0 = k.i0, i1 = k.i1, M = k.M, jlo = k.jlo;
-        const float *qI = x->q + ((size_t)b * T + i0) * ld + (size_t)h * HD;
-        if (x->bf16) al_t16_pack_a(w.qa, qI, ld, M, HD);
+        const size_t q0 = ((size_t)b * T + i0) * ld + (size_t)h * HD;
+        const float *qI = x->q16 ? NULL : x->q + q0;
+        if (x->q16) al_t16_pack_a_h(w.qa, x->q16 + q0, ld, M, HD);
+        else if (x->bf16) al_t16_pack_a(w.qa, qI, ld, M, HD);
         for (int r = 0; r < M; r++) {
             mrow[r] = -INFINITY;
             lrow[r] = 0.0f;
@@ -1305,9 +1310,12 @@ AL_SIMD_CLONES static void fa_fwd_fn(void *vctx, int tid, int nth) {
         for (int e = 0; e < M * HD; e++) acc[e] = 0.0f;
         for (int j0 = jlo; j0 < i1; j0 += FA_BK) {
             const int NK = j0 + FA_BK < i1 ? FA_BK : i1 - j0;
-            const float *kJ = x->k + ((size_t)b * T + j0) * ld + (size_t)kh * HD;
-            const float *vJ = x->v + ((size_t)b * T + j0) * ld + (size_t)kh * HD;
-            if (x->bf16) {
+            const size_t k0 = ((size_t)b * T + j0) * ld + (size_t)kh * HD;
+            const float *kJ = x->k16 ? NULL : x->k + k0, *vJ = x->v16 ? NULL : x->v + k0;
+            if (x->k16) {
+                al_t16_pack_bt_h(w.kb, x->k16 + k0, ld, HD, NK);
+                al_t16_pack_b_h(w.vb, x->v16 + k0, ld, NK, HD);
+            } else if (x->bf16) {
                 al_t16_pack_bt(w.kb, kJ, ld, HD, NK);
                 al_t16_pack_b(w.vb, vJ, ld, NK, HD);
             }
@@ -1343,17 +1351,31 @@ void al_flash_attention_forward(float *out, float *lse, const float *q, const fl
     al_flash_attention_forward_bf16(out, NULL, lse, q, k, v, ld, seg, B, T, NH, NKV, HD, opts, bf16);
 }
 
+/* The forward on q, k, v in fp32 or (q16, k16, v16; bf16 mode) bf16. */
+static void fa_forward(float *out, uint16_t *out16, float *lse, const float *q, const float *k,
+                       const float *v, const uint16_t *q16, const uint16_t *k16, const uint16_t *v16,
+                       int ld, const int32_t *seg, int B, int T, int NH, int NKV, int HD,
+                       const al_attn_opts *opts, int bf16) {
+    attn_check(ld, B, T, NH, NKV, HD);
+    AL_ASSERT(out && lse && ((q && k && v) || (q16 && k16 && v16 && bf16)) && HD <= FA_HD_MAX);
+    fa_ctx x = {.out = out, .out16 = out16, .lse = lse, .q = q, .k = k, .v = v, .q16 = q16, .k16 = k16,
+                .v16 = v16, .seg = seg, .ld = ld, .B = B, .T = T, .NH = NH, .NKV = NKV, .HD = HD,
+                .bf16 = bf16, .native = bf16 && al_bf16_dp_cpu()};
+    attn_opts_get(opts, HD, &x.scale, &x.cap, &x.win);
+    nn_run(fa_fwd_fn, &x, (size_t)B * NH * (size_t)T * (size_t)HD);
+}
+
 void al_flash_attention_forward_bf16(float *out, uint16_t *out16, float *lse, const float *q,
                                      const float *k, const float *v, int ld, const int32_t *seg,
                                      int B, int T, int NH, int NKV, int HD,
                                      const al_attn_opts *opts, int bf16) {
-    attn_check(ld, B, T, NH, NKV, HD);
-    AL_ASSERT(out && lse && q && k && v && HD <= FA_HD_MAX);
-    fa_ctx x = {.out = out, .out16 = out16, .lse = lse, .q = q, .k = k, .v = v, .seg = seg, .ld = ld, .B = B,
-                .T = T, .NH = NH, .NKV = NKV, .HD = HD, .bf16 = bf16,
-                .native = bf16 && al_bf16_dp_cpu()};
-    attn_opts_get(opts, HD, &x.scale, &x.cap, &x.win);
-    nn_run(fa_fwd_fn, &x, (size_t)B * NH * (size_t)T * (size_t)HD);
+    fa_forward(out, out16, lse, q, k, v, NULL, NULL, NULL, ld, seg, B, T, NH, NKV, HD, opts, bf16);
+}
+
+void al_flash_attention_forward_h(float *out, uint16_t *out16, float *lse, const uint16_t *q,
+                                  const uint16_t *k, const uint16_t *v, int ld, const int32_t *seg,
+                                  int B, int T, int NH, int NKV, int HD, const al_attn_opts *opts) {
+    fa_forward(out, out16, lse, NULL, NULL, NULL, q, k, v, ld, seg, B, T, NH, NKV, HD, opts, 1);
 }
 
 /* One query block of the backward: its rows [i0, i0 + M) of head h. */

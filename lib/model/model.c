@@ -1382,7 +1382,8 @@ void al_model_norm(al_model *m, float *out, float *mean, float *rstd, const floa
 
 /* al_model_norm, in bf16 mode also rounding the rows into out16 for the
  * product that reads them (fewer passes over the rows). Returns 1 when it
- * did, 0 when only out was written (the groups' norm of norm_offset). */
+ * did, 0 when only out was written (the groups' norm of norm_offset). When
+ * it returns 1, out may hold nothing (RMSNorm writes only the bf16 rows). */
 static int model_norm16(al_model *m, float *out, uint16_t *out16, float *mean, float *rstd,
                         const float *x, int w, int b, int N) {
     const al_model_config *c = &m->cfg;
@@ -1392,7 +1393,7 @@ static int model_norm16(al_model *m, float *out, uint16_t *out16, float *mean, f
         al_model_norm(m, out, mean, rstd, x, w, b, N);
         return 0;
     } else
-        al_rmsnorm_forward_bf16(out, out16, rstd, x, PW(m, w), N, c->C, c->norm_eps);
+        al_rmsnorm_forward_bf16(out16 ? NULL : out, out16, rstd, x, PW(m, w), N, c->C, c->norm_eps);
     return out16 != NULL;
 }
 
@@ -1466,10 +1467,8 @@ void al_layer_qk_forward(al_model *m, int l, float *qkv, float *qk_raw, float *q
     }
     const float *cs, *sn;
     layer_rope(m, l, &cs, &sn);
-    if (cs) {
-        al_rope_forward(q, m->QKV, pos, cs, sn, N, c->NH, c->HD);
-        al_rope_forward(k, m->QKV, pos, cs, sn, N, c->NKV, c->HD);
-    }
+    /* k's heads follow q's in each row: one pass over both */
+    if (cs) al_rope_forward(q, m->QKV, pos, cs, sn, N, c->NH + c->NKV, c->HD);
 }
 
 /* dqkv holds d (normed, rotated) q|k on entry and d (raw) q|k on return. */
@@ -1480,10 +1479,7 @@ static void layer_qk_backward(al_model *m, int l, al_acts *a, float *dqkv, const
     const int AH = c->NH * c->HD, KH = c->NKV * c->HD, QK = AH + KH;
     const float *cs, *sn;
     layer_rope(m, l, &cs, &sn);
-    if (cs) {
-        al_rope_backward(dqkv, m->QKV, pos, cs, sn, N, c->NH, c->HD);
-        al_rope_backward(dqkv + AH, m->QKV, pos, cs, sn, N, c->NKV, c->HD);
-    }
+    if (cs) al_rope_backward(dqkv, m->QKV, pos, cs, sn, N, c->NH + c->NKV, c->HD);
     if (!c->qk_norm) return;
     float woff = c->norm_offset ? 1.0f : 0.0f;
     int gq, gk, d;
@@ -1584,8 +1580,14 @@ static void layer_forward(al_model *m, int l, al_acts *a, const float *x, float 
     float *atty = a->atty_h ? m->d_atty : a->atty;
     /* bf16: attention rounds its output rows for o_proj as it writes them */
     uint16_t *atty16 = m->bf16 ? (a->atty_h ? a->atty_h : m->s16) : NULL;
-    al_flash_attention_forward_bf16(atty, atty16, a->lse, q, k, v, m->QKV, in->seg, B, T, c->NH, c->NKV,
-                                    HD, &ao, m->bf16);
+    if (a->qkv_h) { /* the tile products read q, k, v as rounded here */
+        const uint16_t *q16 = a->qkv_h, *k16 = q16 + (size_t)c->NH * HD, *v16 = k16 + (size_t)c->NKV * HD;
+        al_flash_attention_forward_h(atty, atty16, a->lse, q16, k16, v16, m->QKV, in->seg, B, T, c->NH,
+                                     c->NKV, HD, &ao);
+    } else {
+        al_flash_attention_forward_bf16(atty, atty16, a->lse, q, k, v, m->QKV, in->seg, B, T, c->NH,
+                                        c->NKV, HD, &ao, m->bf16);
+    }
     float *ao_out = c->post_norm ? a->att_o : a->mid;
     linear_forward(m, l, LIN_O, ao_out, atty16 ? NULL : atty, a->atty_h, lora_slot(m, l, LIN_O, a->lora_t, N),
                    m->s16, N);
@@ -1832,10 +1834,9 @@ static void layer_backward(al_model *m, int l, al_acts *a, const float *x,
     } else if (a->h1_h) { /* the same with d_h1 in fp32 for the bias; the _h kernels write d_h1 */
         if (c->act == AL_ACT_GELU_TANH) al_geglu_backward_h(m->d_h1, m->d_h2, a->h1_h, N, c->FF);
         else al_swiglu_backward_h(m->d_h1, m->d_h2, a->h1_h, N, c->FF);
-    } else {
-        al_zero(m->d_h1, (size_t)N * m->UPW);
-        if (c->act == AL_ACT_GELU_TANH) al_geglu_backward(m->d_h1, m->d_h2, a->h1, N, c->FF);
-        else al_swiglu_backward(m->d_h1, m->d_h2, a->h1, N, c->FF);
+    } else { /* written, not accumulated: no zeroing of d_h1 first */
+        if (c->act == AL_ACT_GELU_TANH) al_geglu_backward_set(m->d_h1, m->d_h2, a->h1, N, c->FF);
+        else al_swiglu_backward_set(m->d_h1, m->d_h2, a->h1, N, c->FF);
     }
     const float *min = ly->ln2_w >= 0 ? a->ln2 : a->mid;
     const uint16_t *min16 = a->ln2_h;
