@@ -145,6 +145,19 @@ static void against_today(const shape *s) {
     al_flash_attention_backward_h(dh, dh + ko, dh + vo, dout, oh, l16, xh, xh + ko, xh + vo, ld, seg,
                                   s->B, s->T, s->NH, s->NKV, s->HD, &s->o);
     T_REPORT_(memcmp(dh, d16, nx * sizeof(float)) == 0, "%s: backward from the bf16 inputs differs", s->name);
+    {   /* the forward from q, k, v in bf16: the bits of the fp32-input one on them widened */
+        float *o4 = fbuf(no), *l4 = fbuf(N * s->NH), *o5 = fbuf(no), *l5 = fbuf(N * s->NH);
+        uint16_t *h4 = al_calloc(no, sizeof *h4), *h5 = al_calloc(no, sizeof *h5);
+        AL_ASSERT(h4 && h5);
+        al_flash_attention_forward_bf16(o4, h4, l4, xw, xw + ko, xw + vo, ld, seg, s->B, s->T, s->NH,
+                                        s->NKV, s->HD, &s->o, 1);
+        al_flash_attention_forward_h(o5, h5, l5, xh, xh + ko, xh + vo, ld, seg, s->B, s->T, s->NH, s->NKV,
+                                     s->HD, &s->o);
+        T_REPORT_(memcmp(o4, o5, no * sizeof(float)) == 0 && memcmp(h4, h5, no * sizeof *h4) == 0 &&
+                      memcmp(l4, l5, N * s->NH * sizeof(float)) == 0,
+                  "%s: forward from the bf16 inputs differs", s->name);
+        al_free(o4); al_free(l4); al_free(o5); al_free(l5); al_free(h4); al_free(h5);
+    }
     al_free(oh); al_free(xh); al_free(xw); al_free(dh);
     al_free(o16); al_free(l16); al_free(d16); al_free(dz);
     al_free(qkv); al_free(dout); al_free(out); al_free(outr); al_free(lse); al_free(att);
@@ -196,6 +209,23 @@ static void tile_case(int M, int N, int K, uint64_t seed) {
     T_TRUE(memcmp(pb, pbt, AL_T16_B_SIZE(K, N) * 4) == 0);
     al_bf16_round(ra, a, na);
     al_bf16_round(rb, bm, nb);
+    { /* the packers from bf16: the same words from the rounded values */
+        uint16_t *rbt = calloc(nb + 1, 2);
+        uint32_t *h = calloc(AL_T16_A_SIZE(M, K) + AL_T16_B_SIZE(K, N), 4);
+        AL_ASSERT(rbt && h);
+        al_bf16_round(rbt, bt, nb);
+        memset(h, 0xff, AL_T16_A_SIZE(M, K) * 4); /* every word must be written */
+        al_t16_pack_a_h(h, ra, K, M, K);
+        T_TRUE(memcmp(h, pa, AL_T16_A_SIZE(M, K) * 4) == 0);
+        memset(h, 0xff, AL_T16_B_SIZE(K, N) * 4); /* the pads too */
+        al_t16_pack_b_h(h, rb, N, K, N);
+        T_TRUE(memcmp(h, pb, AL_T16_B_SIZE(K, N) * 4) == 0);
+        memset(h, 0xff, AL_T16_B_SIZE(K, N) * 4);
+        al_t16_pack_bt_h(h, rbt, K, K, N);
+        T_TRUE(memcmp(h, pbt, AL_T16_B_SIZE(K, N) * 4) == 0);
+        free(rbt);
+        free(h);
+    }
     const float alpha = 0.75f;
     float *want = fbuf(nc), *got = fbuf(nc);
     memcpy(want, c0, nc * sizeof(float));

@@ -321,6 +321,77 @@ static void test_shared_activations(void) {
     al_model_free(e);
 }
 
+/* A training reservation lays the LM head's chunk over the backward's wide
+ * buffers, which the layers write. A head that trains keeps its logits from
+ * the forward for the backward; a second forward of the same rows without
+ * targets (it runs the layers, not the head) overwrites them, and the
+ * backward must then compute them again: its gradients equal those of one
+ * forward and its backward (fp32 and bf16). */
+static void test_head_logits_overwritten(void) {
+    char err[AL_ERRLEN];
+    for (int bf = 0; bf < 2; bf++) {
+        al_model_config c = tiny(AL_ARCH_GPT2, 0);
+        al_model *p = al_model_new(&c, NULL, err);
+        T_TRUE(p != NULL);
+        if (!p) return;
+        al_model_init(p, 5);
+        if (bf) T_OK(al_model_set_bf16(p, 1, err));
+        al_tokens in = {.B = B_, .T = T_, .ids = g_ids, .seg = g_seg, .targets = g_tgt};
+        al_tokens bare = in;
+        bare.targets = NULL;
+        float lp[B_ * T_], R[B_ * T_];
+        gc_fill(R, B_ * T_, 6, 1.0f);
+        al_fwd pf = {.logp = lp}, none = {0};
+        T_OK(al_model_reserve(p, B_, T_, 0, err));
+        al_model_zero_grad(p);
+        T_OK(al_model_forward(p, &in, &pf));
+        T_OK(al_model_backward(p, &in, R, NULL, NULL));
+        size_t np = al_model_num_params(p, 1);
+        float *gp = malloc(np * sizeof *gp);
+        memcpy(gp, p->grad, np * sizeof *gp);
+        al_model_zero_grad(p);
+        T_OK(al_model_forward(p, &in, &pf));
+        T_OK(al_model_forward(p, &bare, &none));
+        T_OK(al_model_backward(p, &in, R, NULL, NULL));
+        T_REPORT_(memcmp(gp, p->grad, np * sizeof *gp) == 0,
+                  "bf16 %d: a forward without targets between forward and backward changed the gradients", bf);
+        free(gp);
+        al_model_free(p);
+    }
+}
+
+/* An entropy-only gradient (d logp NULL) is the gradient with a zero d logp,
+ * bit for bit (the backward puts those zeros in a scratch of its own). */
+static void test_entropy_only_backward(void) {
+    char err[AL_ERRLEN];
+    for (int bf = 0; bf < 2; bf++) {
+        al_model_config c = tiny(AL_ARCH_GPT2, 0);
+        al_model *m = al_model_new(&c, NULL, err);
+        T_TRUE(m != NULL);
+        if (!m) return;
+        al_model_init(m, 8);
+        if (bf) T_OK(al_model_set_bf16(m, 1, err));
+        al_tokens in = {.B = B_, .T = T_, .ids = g_ids, .seg = g_seg, .targets = g_tgt};
+        float lp[B_ * T_], en[B_ * T_], R[B_ * T_], Z[B_ * T_];
+        gc_fill(R, B_ * T_, 9, 1.0f);
+        memset(Z, 0, sizeof Z);
+        al_fwd f = {.logp = lp, .entropy = en};
+        T_OK(al_model_reserve(m, B_, T_, 0, err));
+        size_t np = al_model_num_params(m, 1);
+        float *g0 = malloc(np * sizeof *g0);
+        al_model_zero_grad(m);
+        T_OK(al_model_forward(m, &in, &f));
+        T_OK(al_model_backward(m, &in, Z, R, NULL));
+        memcpy(g0, m->grad, np * sizeof *g0);
+        al_model_zero_grad(m);
+        T_OK(al_model_forward(m, &in, &f));
+        T_OK(al_model_backward(m, &in, NULL, R, NULL));
+        T_REPORT_(memcmp(g0, m->grad, np * sizeof *g0) == 0, "bf16 %d: entropy-only gradient differs", bf);
+        free(g0);
+        al_model_free(m);
+    }
+}
+
 /* ---- independent reference forward (double, plain loops) ---------------- */
 
 static double ref_norm(double *out, const double *x, const float *w, const float *b, int C,
@@ -793,6 +864,51 @@ static void test_bf16_model(void) {
         T_TRUE(exact);
         al_model_free(a);
         al_model_free(b);
+    }
+}
+
+/* bf16: the backward computes the norms' rounded outputs again (from the
+ * norm's input) instead of keeping them. Log-probs and gradients equal those
+ * of a reservation that keeps them (keep_norms16), bit for bit, in less
+ * memory, and so do a checkpointed backward's: GPT-2's layernorm, RMSNorm
+ * and the offset RMSNorm (its fp32 rows rounded by the product), full
+ * training and LoRA on q|k|v with nonzero adapters. */
+static void test_bf16_norms_again(void) {
+    char err[AL_ERRLEN];
+    for (int v = 0; v < 6; v++) {
+        al_arch arch = v % 3 == 0 ? AL_ARCH_GPT2 : AL_ARCH_LLAMA;
+        al_model_config c = tiny(arch, 1);
+        if (v % 3 == 2) c.norm_offset = 1;
+        al_lora_cfg lc = {.r = 2, .alpha = 4};
+        snprintf(lc.targets, sizeof lc.targets, "%s", arch == AL_ARCH_GPT2 ? "c_attn" : "q_proj,v_proj");
+        const al_lora_cfg *lora = v >= 3 ? &lc : NULL;
+        al_model *m[2];
+        size_t mem[2];
+        float lp[2][B_ * T_], en[2][B_ * T_], va[2][B_ * T_];
+        for (int k = 0; k < 2; k++) {
+            m[k] = al_model_new(&c, lora, err);
+            T_TRUE(m[k] != NULL);
+            if (!m[k]) return;
+            al_model_init(m[k], 9);
+            int np;
+            al_param *ps = al_model_params(m[k], &np);
+            for (int i = 0; i < np; i++) /* B nonzero: d A reads the normed input */
+                if (ps[i].lora) gc_fill(ps[i].w, ps[i].n, 700 + (uint64_t)i, 0.3f);
+            T_OK(al_model_set_bf16(m[k], 1, err));
+            m[k]->keep_norms16 = k;
+            fwd_bwd(m[k], 0, lp[k], en[k], va[k]);
+            mem[k] = al_model_memory(m[k]);
+        }
+        size_t ng = m[0]->n_grad;
+        T_TRUE(ng == m[1]->n_grad && ng > 0);
+        T_TRUE(mem[0] < mem[1]);
+        T_TRUE(memcmp(lp[0], lp[1], sizeof lp[0]) == 0);
+        T_REPORT_(memcmp(m[0]->grad, m[1]->grad, ng * sizeof(float)) == 0,
+                  "variant %d: gradients with the norms computed again differ from kept ones", v);
+        fwd_bwd(m[0], AL_MODEL_GRAD_CKPT, lp[0], en[0], va[0]);
+        T_TRUE(memcmp(m[0]->grad, m[1]->grad, ng * sizeof(float)) == 0);
+        al_model_free(m[0]);
+        al_model_free(m[1]);
     }
 }
 
@@ -1341,10 +1457,13 @@ int main(void) {
     test_forward_only();
     test_shared_activations();
     test_shared_keep();
+    test_head_logits_overwritten();
+    test_entropy_only_backward();
     test_forward_reference();
     test_save_load();
     test_generation();
     test_bf16_model();
+    test_bf16_norms_again();
     test_bf16_frozen_open();
     test_bf16_checkpoints();
     test_bf16_copy_after_step();

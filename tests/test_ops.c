@@ -384,6 +384,10 @@ static void test_bf16_fused(void) {
         al_bf16_round(h1, o1, NC);
         al_rmsnorm_forward_bf16(o2, h2, r2, x, w, N, C, 1e-5f);
         T_TRUE(memcmp(o1, o2, NC * 4) == 0 && memcmp(h1, h2, NC * 2) == 0);
+        memset(h2, 0, NC * 2); /* only the bf16 rows: the same bits */
+        memset(r2, 0, (size_t)N * 4);
+        al_rmsnorm_forward_bf16(NULL, h2, r2, x, w, N, C, 1e-5f);
+        T_TRUE(memcmp(h1, h2, NC * 2) == 0 && memcmp(r1, r2, (size_t)N * 4) == 0);
         /* gelu: keep = bf16(x), out = bf16(gelu(widened keep)) */
         memcpy(o1, x, NC * 4);
         al_bf16_snap(o1, h1, NC);
@@ -467,6 +471,25 @@ static void test_act_backward_h(void) {
         if (k == 2) al_geglu_backward(a, dy, x, N, FF), al_geglu_backward_h(b, dy, x16, N, FF);
         size_t nd = k == 0 ? n1 : n2; /* gelu's gradient is n1 wide */
         T_REPORT_(memcmp(a, b, nd * sizeof(float)) == 0, "activation %d: bf16-input backward differs", k);
+        if (k == 0) continue;
+        /* the fp32 ones writing: the bits of accumulating into zeros */
+        gc_fill(b, n2, 66, 1.0f);
+        if (k == 1) al_swiglu_backward_set(b, dy, x, N, FF);
+        else al_geglu_backward_set(b, dy, x, N, FF);
+        T_REPORT_(memcmp(a, b, n2 * sizeof(float)) == 0, "activation %d: writing backward differs", k);
+        /* the gated ones also straight to bf16: the bits of rounding b */
+        uint16_t *r16 = al_calloc(n2, sizeof *r16), *o16 = al_calloc(n2, sizeof *o16);
+        T_TRUE(r16 && o16);
+        al_bf16_round(r16, b, n2);
+        if (k == 1) al_swiglu_backward_h16(o16, dy, x16, N, FF);
+        else al_geglu_backward_h16(o16, dy, x16, N, FF);
+        T_REPORT_(memcmp(r16, o16, n2 * sizeof *o16) == 0, "activation %d: bf16 backward differs", k);
+        /* one odd row alone (inline, not split) */
+        if (k == 1) al_swiglu_backward_h(b, dy, x16, 1, 5), al_swiglu_backward_h16(o16, dy, x16, 1, 5);
+        else al_geglu_backward_h(b, dy, x16, 1, 5), al_geglu_backward_h16(o16, dy, x16, 1, 5);
+        al_bf16_round(r16, b, 10);
+        T_TRUE(memcmp(r16, o16, 10 * sizeof *o16) == 0);
+        al_free(r16); al_free(o16);
     }
     al_free(x); al_free(dy); al_free(a); al_free(b); al_free(x16);
 }
@@ -532,6 +555,58 @@ static void test_swiglu_large(void) {
     T_TRUE(rel_err(dgu, rd, n2) < 1e-5);
     free(ro); free(rd);
     al_free(gu); al_free(o); al_free(dy); al_free(dgu);
+}
+
+/* The vectorised SiLU against the expf loops of its _ref twin, odd sizes
+ * split over the pool, with the edges of the exp: large |g| both ways
+ * (past expf's overflow silu is -0 / g itself), zeros, infinities, NaN. */
+static void test_swiglu_ref(void) {
+    const int N = 67, FF = 771;
+    const size_t n1 = (size_t)N * FF, n2 = 2 * n1;
+    float *gu = fbuf(n2), *o = fbuf(n1), *r = fbuf(n1);
+    gc_fill(gu, n2, 55, 12.0f);
+    const float edge[12] = {0.0f, -0.0f, 87.0f, -87.0f, 87.5f, -87.5f, 89.0f, -89.0f,
+                            -100.0f, 1e-30f, -1e-30f, INFINITY};
+    for (int i = 0; i < 12; i++) gu[(size_t)7 * 2 * FF + i] = edge[i];
+    al_swiglu_forward(o, gu, N, FF);
+    al_swiglu_forward_ref(r, gu, N, FF);
+    size_t bad = 0;
+    for (size_t i = 0; i < n1; i++) {
+        double d = fabs((double)o[i] - (double)r[i]);
+        bad += !(o[i] == r[i] || d <= 4e-7 * fabs((double)r[i]) + 1e-30); /* a few ulp */
+    }
+    T_EQ_INT((int)bad, 0);
+    T_TRUE(o[(size_t)7 * FF + 0] == 0.0f && o[(size_t)7 * FF + 11] == INFINITY * gu[(size_t)7 * 2 * FF + FF + 11]);
+    gu[0] = NAN;
+    al_swiglu_forward(o, gu, 1, FF);
+    T_TRUE(isnan(o[0]));
+    al_free(gu); al_free(o); al_free(r);
+}
+
+/* bf16 mixed precision's one-pass SwiGLU and GeGLU: the bits of rounding h1
+ * (al_bf16_snap), the fp32 kernel and rounding its output, odd sizes on
+ * one thread and split over the pool. */
+static void test_gated_forward_bf16(void) {
+    const int Ns[2] = {3, 67}, FFs[2] = {5, 771};
+    for (int s = 0; s < 2; s++)
+        for (int k = 0; k < 2; k++) {
+            const int N = Ns[s], FF = FFs[s];
+            const size_t n1 = (size_t)N * FF, n2 = 2 * n1;
+            float *gu = fbuf(n2), *snap = fbuf(n2), *o = fbuf(n1);
+            uint16_t *h1 = al_calloc(n2, 2), *h2 = al_calloc(n2, 2), *o1 = al_calloc(n1, 2),
+                     *o2 = al_calloc(n1, 2);
+            T_TRUE(h1 && h2 && o1 && o2);
+            gc_fill(gu, n2, 56 + (uint64_t)s, 6.0f);
+            memcpy(snap, gu, n2 * sizeof(float));
+            al_bf16_snap(snap, h1, n2);
+            if (k == 0) al_swiglu_forward(o, snap, N, FF), al_swiglu_forward_bf16(o2, h2, gu, N, FF);
+            else al_geglu_forward(o, snap, N, FF), al_geglu_forward_bf16(o2, h2, gu, N, FF);
+            al_bf16_round(o1, o, n1);
+            T_REPORT_(memcmp(h1, h2, n2 * 2) == 0 && memcmp(o1, o2, n1 * 2) == 0,
+                      "gated %d N=%d: one-pass bf16 forward differs", k, N);
+            al_free(gu); al_free(snap); al_free(o);
+            al_free(h1); al_free(h2); al_free(o1); al_free(o2);
+        }
 }
 
 /* ------------------------------------------ GeGLU (Gemma's gelu_tanh MLP) */
@@ -1209,6 +1284,8 @@ int main(void) {
     test_swiglu_hand();
     test_swiglu_grad();
     test_swiglu_large();
+    test_swiglu_ref();
+    test_gated_forward_bf16();
     test_geglu_hand();
     test_geglu_grad();
     test_geglu_large();

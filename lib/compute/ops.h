@@ -116,6 +116,12 @@ void al_t16_pack_b(uint32_t *dst, const float *src, int ld, int K, int N);
 /* B[k][n] = src[n * ld + k] (the transpose of N rows of K). */
 void al_t16_pack_bt(uint32_t *dst, const float *src, int ld, int K, int N);
 
+/* The same layouts from bf16 sources (uint16_t, row stride ld), without
+ * rounding: the bits of the packers above on the values widened. */
+void al_t16_pack_a_h(uint32_t *dst, const uint16_t *src, int ld, int M, int K);
+void al_t16_pack_b_h(uint32_t *dst, const uint16_t *src, int ld, int K, int N);
+void al_t16_pack_bt_h(uint32_t *dst, const uint16_t *src, int ld, int K, int N);
+
 /* C (M, N), row stride ldc, = alpha A B (+ C when acc). native != 0 runs
  * vdpbf16ps (only where al_bf16_dp_cpu() says so); 0 portable loops of
  * the same form: each column's fp32 sum takes the products of one pair of
@@ -167,7 +173,8 @@ void al_layernorm_backward(float *dinp, float *dw, float *db, const float *dout,
  * out = w * (x * rstd). Saves rstd (N). */
 void al_rmsnorm_forward(float *out, float *rstd, const float *inp, const float *w,
                         int N, int C, float eps);
-/* The same with out16 (may be NULL) as al_layernorm_forward_bf16's. */
+/* The same with out16 (may be NULL) as al_layernorm_forward_bf16's; out
+ * may be NULL when out16 is not (only the rounded rows are wanted). */
 void al_rmsnorm_forward_bf16(float *out, uint16_t *out16, float *rstd, const float *inp,
                              const float *w, int N, int C, float eps);
 void al_rmsnorm_backward(float *dinp, float *dw, const float *dout, const float *inp,
@@ -211,17 +218,35 @@ void al_gelu_forward_bf16(uint16_t *out16, uint16_t *keep16, const float *inp, s
 void al_gelu_backward_inplace(float *d, const float *inp, const uint16_t *inp16, size_t n);
 void al_swiglu_backward_h(float *dgu, const float *dout, const uint16_t *gu, int N, int FF);
 void al_geglu_backward_h(float *dgu, const float *dout, const uint16_t *gu, int N, int FF);
+/* The same rounded to bf16 into dgu16 (N, 2*FF) with no fp32 gradient:
+ * the bits of al_bf16_round after al_swiglu_backward_h (al_geglu_backward_h),
+ * the operand the up projection's bf16 backward reads. */
+void al_swiglu_backward_h16(uint16_t *dgu16, const float *dout, const uint16_t *gu, int N, int FF);
+void al_geglu_backward_h16(uint16_t *dgu16, const float *dout, const uint16_t *gu, int N, int FF);
 
 /* SwiGLU on a fused projection gu (N, 2*FF): columns [0, FF) are the gate
  * (gate_proj), [FF, 2FF) the up projection. out (N, FF) = silu(gate) * up. */
 void al_swiglu_forward(float *out, const float *gu, int N, int FF);
+/* Plain loops with libm's expf: g / (1 + expf(-g)) * u, as torch writes it
+ * (the kernel's vectorised exp may differ from expf in the last bits). */
+void al_swiglu_forward_ref(float *out, const float *gu, int N, int FF);
 void al_swiglu_backward(float *dgu, const float *dout, const float *gu, int N, int FF);
+/* bf16 mixed precision's SwiGLU (GeGLU) in one pass: keep16 (N, 2*FF) =
+ * bf16(gu), out16 (N, FF) = bf16(act(gate) * up) on the rounded values: the
+ * bits of al_bf16_snap, al_swiglu_forward (al_geglu_forward) and
+ * al_bf16_round in turn, as al_gelu_forward_bf16's. */
+void al_swiglu_forward_bf16(uint16_t *out16, uint16_t *keep16, const float *gu, int N, int FF);
+void al_geglu_forward_bf16(uint16_t *out16, uint16_t *keep16, const float *gu, int N, int FF);
 
 /* GeGLU (Gemma): as SwiGLU with gelu_pytorch_tanh for silu:
  * out (N, FF) = gelu_tanh(gate) * up on gu (N, 2*FF) = [gate | up]. */
 void al_geglu_forward(float *out, const float *gu, int N, int FF);
 void al_geglu_forward_ref(float *out, const float *gu, int N, int FF);
 void al_geglu_backward(float *dgu, const float *dout, const float *gu, int N, int FF);
+/* al_swiglu_backward / al_geglu_backward WRITING dgu = 0 + gradient: the
+ * bits of the accumulating kernel on a zeroed dgu, without zeroing it first. */
+void al_swiglu_backward_set(float *dgu, const float *dout, const float *gu, int N, int FF);
+void al_geglu_backward_set(float *dgu, const float *dout, const float *gu, int N, int FF);
 
 /* RoPE tables in Hugging Face's convention: inv_freq[i] = 1 / theta^(2i/HD)
  * computed in float, angle = (float)pos * inv_freq[i], cos/sin (maxT, HD/2). */
@@ -296,6 +321,12 @@ void al_flash_attention_forward_bf16(float *out, uint16_t *out16, float *lse, co
                                      const float *k, const float *v, int ld, const int32_t *seg,
                                      int B, int T, int NH, int NKV, int HD,
                                      const al_attn_opts *opts, int bf16);
+/* The bf16 one with q, k, v given in bf16 (a bf16 training step's kept
+ * copies, rounded after RoPE and the q/k norms): the bits of
+ * al_flash_attention_forward_bf16(..., bf16 = 1) on the values widened. */
+void al_flash_attention_forward_h(float *out, uint16_t *out16, float *lse, const uint16_t *q,
+                                  const uint16_t *k, const uint16_t *v, int ld, const int32_t *seg,
+                                  int B, int T, int NH, int NKV, int HD, const al_attn_opts *opts);
 void al_flash_attention_backward(float *dq, float *dk, float *dv, const float *dout,
                                  const float *out, const float *lse, const float *q,
                                  const float *k, const float *v, int ld, const int32_t *seg,

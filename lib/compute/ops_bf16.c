@@ -30,6 +30,7 @@
 #include "compute/ops.h"
 
 #include <math.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #if defined(__x86_64__) || defined(__i386__)
@@ -76,9 +77,22 @@ static int bf16_cpu_bits(void) {
 #endif
 }
 
-int al_bf16_cpu(void) { return bf16_cpu_bits() != 0; }
+/* bf16_cpu_bits, asked once: cpuid traps to the hypervisor in a virtual
+ * machine (measured: 1 % of a FlashAttention call at tiny's shape, which
+ * asks on every call). Threads racing to fill it store the same value. */
+static int bf16_cpu_cached(void) {
+    static _Atomic int bits = -1;
+    int b = atomic_load_explicit(&bits, memory_order_relaxed);
+    if (b < 0) {
+        b = bf16_cpu_bits();
+        atomic_store_explicit(&bits, b, memory_order_relaxed);
+    }
+    return b;
+}
 
-int al_bf16_dp_cpu(void) { return bf16_cpu_bits() & 1; }
+int al_bf16_cpu(void) { return bf16_cpu_cached() != 0; }
+
+int al_bf16_dp_cpu(void) { return bf16_cpu_cached() & 1; }
 
 int al_bf16_auto(void) {
     const char *e = getenv("ALIGND_MIXED_PRECISION");
@@ -477,6 +491,44 @@ void al_t16_pack_bt(uint32_t *dst, const float *src, int ld, int K, int N) {
     AL_ASSERT((size_t)K2 * (size_t)N <= AL_T16_TMAX);
     for (int n = 0; n < N; n++) pair_row(tmp + (size_t)n * K2, src + (size_t)n * ld, K);
     words_transpose(dst, NP, tmp, K2, N, K2);
+    for (int p = 0; p < K2; p++)
+        for (int n = N; n < NP; n++) dst[(size_t)p * NP + n] = 0;
+}
+
+/* The packers from bf16 sources: the layouts of the ones above, no
+ * rounding (the values are bf16 already), pads zeroed. */
+static inline uint32_t pair16(uint16_t lo, uint16_t hi) { return (uint32_t)lo | (uint32_t)hi << 16; }
+
+void al_t16_pack_a_h(uint32_t *dst, const uint16_t *src, int ld, int M, int K) {
+    const int K2 = (K + 1) / 2;
+    for (int m = 0; m < M; m++) {
+        const uint16_t *x = src + (size_t)m * ld;
+        uint32_t *d = dst + (size_t)m * K2;
+        for (int p = 0; p < K / 2; p++) d[p] = pair16(x[2 * p], x[2 * p + 1]);
+        if (K % 2) d[K2 - 1] = x[K - 1];
+    }
+}
+
+void al_t16_pack_b_h(uint32_t *dst, const uint16_t *src, int ld, int K, int N) {
+    const int NP = AL_T16_NP(N), K2 = (K + 1) / 2;
+    for (int p = 0; p < K2; p++) {
+        const uint16_t *x0 = src + (size_t)2 * p * ld, *x1 = x0 + ld;
+        uint32_t *d = dst + (size_t)p * NP;
+        if (2 * p + 1 < K)
+            for (int n = 0; n < N; n++) d[n] = pair16(x0[n], x1[n]);
+        else
+            for (int n = 0; n < N; n++) d[n] = x0[n];
+        for (int n = N; n < NP; n++) d[n] = 0;
+    }
+}
+
+void al_t16_pack_bt_h(uint32_t *dst, const uint16_t *src, int ld, int K, int N) {
+    const int NP = AL_T16_NP(N), K2 = (K + 1) / 2;
+    for (int n = 0; n < N; n++) {
+        const uint16_t *x = src + (size_t)n * ld;
+        for (int p = 0; p < K / 2; p++) dst[(size_t)p * NP + n] = pair16(x[2 * p], x[2 * p + 1]);
+        if (K % 2) dst[(size_t)(K2 - 1) * NP + n] = x[K - 1];
+    }
     for (int p = 0; p < K2; p++)
         for (int n = N; n < NP; n++) dst[(size_t)p * NP + n] = 0;
 }

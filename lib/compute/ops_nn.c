@@ -229,12 +229,17 @@ AL_SIMD_CLONES static void rmsnorm_fwd_fn(void *vctx, int tid, int nth) {
     al_split(x->N, nth, tid, &lo, &hi);
     for (long n = lo; n < hi; n++) {
         const float *in = x->inp + (size_t)n * C;
-        float *o = x->out + (size_t)n * C;
         float var = nn_dot(in, in, C) / (float)C;
         float r = 1.0f / sqrtf(var + x->eps);
-        /* as LlamaRMSNorm: weight * (x * rsqrt(var + eps)) */
-        for (int c = 0; c < C; c++) o[c] = x->w[c] * (in[c] * r);
         if (x->rstd) x->rstd[n] = r;
+        /* as LlamaRMSNorm: weight * (x * rsqrt(var + eps)) */
+        if (!x->out) { /* only the bf16 rows, rounded as they are made */
+            uint16_t *o16 = x->out16 + (size_t)n * C;
+            for (int c = 0; c < C; c++) o16[c] = al_bf16_round1(x->w[c] * (in[c] * r));
+            continue;
+        }
+        float *o = x->out + (size_t)n * C;
+        for (int c = 0; c < C; c++) o[c] = x->w[c] * (in[c] * r);
         if (x->out16) al_bf16_round(x->out16 + (size_t)n * C, o, (size_t)C);
     }
 }
@@ -247,7 +252,7 @@ void al_rmsnorm_forward(float *out, float *rstd, const float *inp, const float *
 
 void al_rmsnorm_forward_bf16(float *out, uint16_t *out16, float *rstd, const float *inp,
                              const float *w, int N, int C, float eps) {
-    AL_ASSERT(out && inp && w && N >= 0 && C > 0);
+    AL_ASSERT((out || out16) && inp && w && N >= 0 && C > 0);
     nn_norm_ctx x = {.out = out, .rstd = rstd, .inp = inp, .w = w, .out16 = out16, .N = N,
                      .C = C, .eps = eps};
     nn_run(rmsnorm_fwd_fn, &x, (size_t)N * (size_t)C);
@@ -437,12 +442,23 @@ static NN_INLINE float nn_gelu_grad(float v, float *act) {
            0.5f * v * (1.0f - t * t) * GELU_S * (1.0f + 3.0f * GELU_A * v * v);
 }
 
-/* torch's silu: x / (1 + exp(-x)); exp overflow gives -0, as torch. */
-static NN_INLINE float nn_silu(float g) { return g / (1.0f + expf(-g)); }
+/* torch's silu, g / (1 + exp(-g)), through the vectorisable exp above
+ * (libm's expf is scalar: it and the scalar loop around it were 8 % of a
+ * SmolLM training step). With e = exp(-|g|) in (0, 1]: g >= 0 is g / (1 + e)
+ * as torch writes it; g < 0 multiplies through by e, g e / (e + 1), so no
+ * exp overflows. Within an ulp or two of expf's (torch's own vectorised
+ * silu is not libm's either); below -87.3 it gives -0, as torch does past
+ * expf's overflow. NaN stays NaN. */
+static NN_INLINE float nn_silu(float g) {
+    float e = nn_exp_neg(-fabsf(g));
+    return (g >= 0.0f ? g : g * e) / (1.0f + e);
+}
 
-/* d silu / dg = sig (1 + g (1 - sig)); *act gets silu(g) = g sig. */
+/* d silu / dg = sig (1 + g (1 - sig)), sig = 1 / (1 + exp(-g)) (as nn_silu:
+ * e / (1 + e) for g < 0); *act gets silu(g) = g sig. */
 static NN_INLINE float nn_silu_grad(float g, float *act) {
-    float sig = 1.0f / (1.0f + expf(-g));
+    float e = nn_exp_neg(-fabsf(g));
+    float sig = (g >= 0.0f ? 1.0f : e) / (1.0f + e);
     *act = g * sig;
     return sig * (1.0f + g * (1.0f - sig));
 }
@@ -451,6 +467,8 @@ typedef struct {
     float *out;
     const float *in, *in2, *dout;
     const uint16_t *in16; /* the input in bf16 instead of in (backward kernels) */
+    uint16_t *out16, *keep16; /* gated forward in bf16: the output and the
+                               * kept input, rounded (out unused) */
     size_t n;
     int N, FF;
     int set;              /* backward: out = 0 + gradient (the bits of adding
@@ -461,11 +479,13 @@ typedef struct {
 /* The bf16 inputs are widened by blocks of NN_BLK on the stack. */
 #define NN_BLK 256
 
+static NN_INLINE float nn_widen1(uint16_t h) {
+    nn_fu u = {.u = (uint32_t)h << 16};
+    return u.f;
+}
+
 static NN_INLINE void nn_widen(float *dst, const uint16_t *src, int n) {
-    for (int i = 0; i < n; i++) {
-        nn_fu u = {.u = (uint32_t)src[i] << 16};
-        dst[i] = u.f;
-    }
+    for (int i = 0; i < n; i++) dst[i] = nn_widen1(src[i]);
 }
 
 AL_SIMD_CLONES static void gelu_fwd_fn(void *vctx, int tid, int nth) {
@@ -572,6 +592,18 @@ static NN_INLINE void gated_fwd(const nn_ew_ctx *x, int tid, int nth, int gelu) 
     al_split(x->N, nth, tid, &lo, &hi);
     for (long n = lo; n < hi; n++) {
         const float *g = x->in + (size_t)n * 2 * FF, *u = g + FF;
+        if (x->out16) { /* bf16: the row rounded and kept, the product rounded */
+            uint16_t *kg = x->keep16 + (size_t)n * 2 * FF, *ku = kg + FF;
+            uint16_t *o = x->out16 + (size_t)n * FF;
+            for (int c = 0; c < FF; c++) {
+                uint16_t hg = al_bf16_round1(g[c]), hu = al_bf16_round1(u[c]);
+                kg[c] = hg;
+                ku[c] = hu;
+                float gv = nn_widen1(hg), uv = nn_widen1(hu);
+                o[c] = al_bf16_round1((gelu ? nn_gelu(gv) : nn_silu(gv)) * uv);
+            }
+            continue;
+        }
         float *o = x->out + (size_t)n * FF;
         for (int c = 0; c < FF; c++) o[c] = (gelu ? nn_gelu(g[c]) : nn_silu(g[c])) * u[c];
     }
@@ -589,6 +621,18 @@ static NN_INLINE void gated_bwd_cols(float *dg, float *du, const float *dy, cons
     }
 }
 
+/* The same written (set) and rounded to bf16: the gradient the up
+ * projection's bf16 backward reads, without an fp32 copy in between. */
+static NN_INLINE void gated_bwd_cols16(uint16_t *dg, uint16_t *du, const float *dy,
+                                       const float *g, const float *u, int n, int gelu) {
+    for (int c = 0; c < n; c++) {
+        float act;
+        float d = gelu ? nn_gelu_grad(g[c], &act) : nn_silu_grad(g[c], &act);
+        dg[c] = al_bf16_round1(0.0f + dy[c] * u[c] * d);
+        du[c] = al_bf16_round1(0.0f + dy[c] * act);
+    }
+}
+
 static NN_INLINE void gated_bwd(const nn_ew_ctx *x, int tid, int nth, int gelu) {
     const int FF = x->FF;
     long lo, hi;
@@ -596,7 +640,9 @@ static NN_INLINE void gated_bwd(const nn_ew_ctx *x, int tid, int nth, int gelu) 
     float gb[NN_BLK], ub[NN_BLK];
     for (long n = lo; n < hi; n++) {
         const float *dy = x->dout + (size_t)n * FF;
-        float *dg = x->out + (size_t)n * 2 * FF, *du = dg + FF;
+        /* the fp32 gradient's row, or (out16) its bf16 one */
+        float *dg = x->out16 ? NULL : x->out + (size_t)n * 2 * FF, *du = dg ? dg + FF : NULL;
+        uint16_t *dg16 = x->out16 ? x->out16 + (size_t)n * 2 * FF : NULL;
         if (!x->in16) {
             const float *g = x->in + (size_t)n * 2 * FF;
             gated_bwd_cols(dg, du, dy, g, g + FF, FF, gelu, x->set);
@@ -607,7 +653,8 @@ static NN_INLINE void gated_bwd(const nn_ew_ctx *x, int tid, int nth, int gelu) 
             k = FF - c < NN_BLK ? FF - c : NN_BLK;
             nn_widen(gb, g16 + c, k);
             nn_widen(ub, g16 + FF + c, k);
-            gated_bwd_cols(dg + c, du + c, dy + c, gb, ub, k, gelu, x->set);
+            if (dg16) gated_bwd_cols16(dg16 + c, dg16 + FF + c, dy + c, gb, ub, k, gelu);
+            else gated_bwd_cols(dg + c, du + c, dy + c, gb, ub, k, gelu, x->set);
         }
     }
 }
@@ -625,39 +672,67 @@ AL_SIMD_CLONES static void geglu_bwd_fn(void *vctx, int tid, int nth) {
     gated_bwd(vctx, tid, nth, 1);
 }
 
-static void gated_run(al_pool_fn fn, float *out, const float *gu, const float *dout, int N,
-                      int FF) {
-    AL_ASSERT(out && gu && N >= 0 && FF > 0);
-    nn_ew_ctx x = {.out = out, .in = gu, .dout = dout, .N = N, .FF = FF};
-    nn_run(fn, &x, (size_t)N * (size_t)FF);
-}
-
-static void gated_run_h(al_pool_fn fn, float *out, const uint16_t *gu, const float *dout, int N,
-                        int FF) {
-    AL_ASSERT(out && gu && dout && N >= 0 && FF > 0);
-    nn_ew_ctx x = {.out = out, .in16 = gu, .dout = dout, .N = N, .FF = FF, .set = 1};
-    nn_run(fn, &x, (size_t)N * (size_t)FF);
+/* Runs a gated kernel on ctx x (bwd: a backward, which reads dout). */
+static void gated_go(al_pool_fn fn, nn_ew_ctx x, int bwd) {
+    AL_ASSERT((x.out || x.out16) && (x.in || x.in16) && (x.dout || !bwd) && x.N >= 0 && x.FF > 0);
+    nn_run(fn, &x, (size_t)x.N * (size_t)x.FF);
 }
 
 void al_swiglu_backward_h(float *dgu, const float *dout, const uint16_t *gu, int N, int FF) {
-    gated_run_h(swiglu_bwd_fn, dgu, gu, dout, N, FF);
+    gated_go(swiglu_bwd_fn,
+             (nn_ew_ctx){.out = dgu, .in16 = gu, .dout = dout, .N = N, .FF = FF, .set = 1}, 1);
 }
 
 void al_geglu_backward_h(float *dgu, const float *dout, const uint16_t *gu, int N, int FF) {
-    gated_run_h(geglu_bwd_fn, dgu, gu, dout, N, FF);
+    gated_go(geglu_bwd_fn,
+             (nn_ew_ctx){.out = dgu, .in16 = gu, .dout = dout, .N = N, .FF = FF, .set = 1}, 1);
+}
+
+void al_swiglu_backward_h16(uint16_t *dgu16, const float *dout, const uint16_t *gu, int N, int FF) {
+    gated_go(swiglu_bwd_fn,
+             (nn_ew_ctx){.out16 = dgu16, .in16 = gu, .dout = dout, .N = N, .FF = FF, .set = 1}, 1);
+}
+
+void al_geglu_backward_h16(uint16_t *dgu16, const float *dout, const uint16_t *gu, int N, int FF) {
+    gated_go(geglu_bwd_fn,
+             (nn_ew_ctx){.out16 = dgu16, .in16 = gu, .dout = dout, .N = N, .FF = FF, .set = 1}, 1);
 }
 
 void al_swiglu_forward(float *out, const float *gu, int N, int FF) {
-    gated_run(swiglu_fwd_fn, out, gu, NULL, N, FF);
+    gated_go(swiglu_fwd_fn, (nn_ew_ctx){.out = out, .in = gu, .N = N, .FF = FF}, 0);
+}
+
+void al_swiglu_forward_bf16(uint16_t *out16, uint16_t *keep16, const float *gu, int N, int FF) {
+    AL_ASSERT(keep16);
+    gated_go(swiglu_fwd_fn,
+             (nn_ew_ctx){.out16 = out16, .keep16 = keep16, .in = gu, .N = N, .FF = FF}, 0);
+}
+
+void al_geglu_forward_bf16(uint16_t *out16, uint16_t *keep16, const float *gu, int N, int FF) {
+    AL_ASSERT(keep16);
+    gated_go(geglu_fwd_fn,
+             (nn_ew_ctx){.out16 = out16, .keep16 = keep16, .in = gu, .N = N, .FF = FF}, 0);
 }
 
 void al_swiglu_backward(float *dgu, const float *dout, const float *gu, int N, int FF) {
-    AL_ASSERT(dout);
-    gated_run(swiglu_bwd_fn, dgu, gu, dout, N, FF);
+    gated_go(swiglu_bwd_fn, (nn_ew_ctx){.out = dgu, .in = gu, .dout = dout, .N = N, .FF = FF}, 1);
+}
+
+void al_swiglu_backward_set(float *dgu, const float *dout, const float *gu, int N, int FF) {
+    gated_go(swiglu_bwd_fn,
+             (nn_ew_ctx){.out = dgu, .in = gu, .dout = dout, .N = N, .FF = FF, .set = 1}, 1);
+}
+
+void al_swiglu_forward_ref(float *out, const float *gu, int N, int FF) {
+    for (int n = 0; n < N; n++)
+        for (int c = 0; c < FF; c++) {
+            float g = gu[(size_t)n * 2 * FF + c], u = gu[(size_t)n * 2 * FF + FF + c];
+            out[(size_t)n * FF + c] = g / (1.0f + expf(-g)) * u;
+        }
 }
 
 void al_geglu_forward(float *out, const float *gu, int N, int FF) {
-    gated_run(geglu_fwd_fn, out, gu, NULL, N, FF);
+    gated_go(geglu_fwd_fn, (nn_ew_ctx){.out = out, .in = gu, .N = N, .FF = FF}, 0);
 }
 
 void al_geglu_forward_ref(float *out, const float *gu, int N, int FF) {
@@ -670,8 +745,12 @@ void al_geglu_forward_ref(float *out, const float *gu, int N, int FF) {
 }
 
 void al_geglu_backward(float *dgu, const float *dout, const float *gu, int N, int FF) {
-    AL_ASSERT(dout);
-    gated_run(geglu_bwd_fn, dgu, gu, dout, N, FF);
+    gated_go(geglu_bwd_fn, (nn_ew_ctx){.out = dgu, .in = gu, .dout = dout, .N = N, .FF = FF}, 1);
+}
+
+void al_geglu_backward_set(float *dgu, const float *dout, const float *gu, int N, int FF) {
+    gated_go(geglu_bwd_fn,
+             (nn_ew_ctx){.out = dgu, .in = gu, .dout = dout, .N = N, .FF = FF, .set = 1}, 1);
 }
 
 /* --------------------------------------------------------------------- RoPE */
@@ -710,7 +789,7 @@ typedef struct {
 } nn_rope_ctx;
 
 /* dir = +1: forward rotation; -1: its transpose (the inverse rotation). */
-static void rope_apply(const nn_rope_ctx *x, int tid, int nth, float dir) {
+static NN_INLINE void rope_apply(const nn_rope_ctx *x, int tid, int nth, float dir) {
     const int half = x->HD / 2;
     long lo, hi;
     al_split(x->N, nth, tid, &lo, &hi);
@@ -729,8 +808,12 @@ static void rope_apply(const nn_rope_ctx *x, int tid, int nth, float dir) {
     }
 }
 
-static void rope_fwd_fn(void *vctx, int tid, int nth) { rope_apply(vctx, tid, nth, 1.0f); }
-static void rope_bwd_fn(void *vctx, int tid, int nth) { rope_apply(vctx, tid, nth, -1.0f); }
+AL_SIMD_CLONES static void rope_fwd_fn(void *vctx, int tid, int nth) {
+    rope_apply(vctx, tid, nth, 1.0f);
+}
+AL_SIMD_CLONES static void rope_bwd_fn(void *vctx, int tid, int nth) {
+    rope_apply(vctx, tid, nth, -1.0f);
+}
 
 static void rope_run(al_pool_fn fn, float *x, int ld, const int32_t *pos, const float *cos_t,
                      const float *sin_t, int N, int nh, int HD) {
@@ -1216,8 +1299,10 @@ AL_SIMD_CLONES static void fa_fwd_fn(void *vctx, int tid, int nth) {
     for (long t = tid; t < ntask; t += nth) {
         const attn_task k = attn_task_get(t, x->seg, T, NH, G, nblk, FA_BQ, x->win);
         const int b = k.b, h = k.h, kh = k.kh, i0 = k.i0, i1 = k.i1, M = k.M, jlo = k.jlo;
-        const float *qI = x->q + ((size_t)b * T + i0) * ld + (size_t)h * HD;
-        if (x->bf16) al_t16_pack_a(w.qa, qI, ld, M, HD);
+        const size_t q0 = ((size_t)b * T + i0) * ld + (size_t)h * HD;
+        const float *qI = x->q16 ? NULL : x->q + q0;
+        if (x->q16) al_t16_pack_a_h(w.qa, x->q16 + q0, ld, M, HD);
+        else if (x->bf16) al_t16_pack_a(w.qa, qI, ld, M, HD);
         for (int r = 0; r < M; r++) {
             mrow[r] = -INFINITY;
             lrow[r] = 0.0f;
@@ -1225,9 +1310,12 @@ AL_SIMD_CLONES static void fa_fwd_fn(void *vctx, int tid, int nth) {
         for (int e = 0; e < M * HD; e++) acc[e] = 0.0f;
         for (int j0 = jlo; j0 < i1; j0 += FA_BK) {
             const int NK = j0 + FA_BK < i1 ? FA_BK : i1 - j0;
-            const float *kJ = x->k + ((size_t)b * T + j0) * ld + (size_t)kh * HD;
-            const float *vJ = x->v + ((size_t)b * T + j0) * ld + (size_t)kh * HD;
-            if (x->bf16) {
+            const size_t k0 = ((size_t)b * T + j0) * ld + (size_t)kh * HD;
+            const float *kJ = x->k16 ? NULL : x->k + k0, *vJ = x->v16 ? NULL : x->v + k0;
+            if (x->k16) {
+                al_t16_pack_bt_h(w.kb, x->k16 + k0, ld, HD, NK);
+                al_t16_pack_b_h(w.vb, x->v16 + k0, ld, NK, HD);
+            } else if (x->bf16) {
                 al_t16_pack_bt(w.kb, kJ, ld, HD, NK);
                 al_t16_pack_b(w.vb, vJ, ld, NK, HD);
             }
@@ -1247,7 +1335,11 @@ AL_SIMD_CLONES static void fa_fwd_fn(void *vctx, int tid, int nth) {
             float *o = x->out + ((size_t)b * T + i) * OC + (size_t)h * HD;
             const float inv = 1.0f / lrow[r];
             for (int d = 0; d < HD; d++) o[d] = acc[r * HD + d] * inv;
-            if (x->out16) al_bf16_round(x->out16 + (o - x->out), o, (size_t)HD);
+            /* al_bf16_round's bits, inline: a call per row of HD cost more than the rounding */
+            if (x->out16) {
+                uint16_t *o16 = x->out16 + (o - x->out);
+                for (int d = 0; d < HD; d++) o16[d] = al_bf16_round1(acc[r * HD + d] * inv);
+            }
             x->lse[((size_t)b * NH + h) * T + i] = mrow[r] + logf(lrow[r]);
         }
     }
@@ -1259,17 +1351,31 @@ void al_flash_attention_forward(float *out, float *lse, const float *q, const fl
     al_flash_attention_forward_bf16(out, NULL, lse, q, k, v, ld, seg, B, T, NH, NKV, HD, opts, bf16);
 }
 
+/* The forward on q, k, v in fp32 or (q16, k16, v16; bf16 mode) bf16. */
+static void fa_forward(float *out, uint16_t *out16, float *lse, const float *q, const float *k,
+                       const float *v, const uint16_t *q16, const uint16_t *k16, const uint16_t *v16,
+                       int ld, const int32_t *seg, int B, int T, int NH, int NKV, int HD,
+                       const al_attn_opts *opts, int bf16) {
+    attn_check(ld, B, T, NH, NKV, HD);
+    AL_ASSERT(out && lse && ((q && k && v) || (q16 && k16 && v16 && bf16)) && HD <= FA_HD_MAX);
+    fa_ctx x = {.out = out, .out16 = out16, .lse = lse, .q = q, .k = k, .v = v, .q16 = q16, .k16 = k16,
+                .v16 = v16, .seg = seg, .ld = ld, .B = B, .T = T, .NH = NH, .NKV = NKV, .HD = HD,
+                .bf16 = bf16, .native = bf16 && al_bf16_dp_cpu()};
+    attn_opts_get(opts, HD, &x.scale, &x.cap, &x.win);
+    nn_run(fa_fwd_fn, &x, (size_t)B * NH * (size_t)T * (size_t)HD);
+}
+
 void al_flash_attention_forward_bf16(float *out, uint16_t *out16, float *lse, const float *q,
                                      const float *k, const float *v, int ld, const int32_t *seg,
                                      int B, int T, int NH, int NKV, int HD,
                                      const al_attn_opts *opts, int bf16) {
-    attn_check(ld, B, T, NH, NKV, HD);
-    AL_ASSERT(out && lse && q && k && v && HD <= FA_HD_MAX);
-    fa_ctx x = {.out = out, .out16 = out16, .lse = lse, .q = q, .k = k, .v = v, .seg = seg, .ld = ld, .B = B,
-                .T = T, .NH = NH, .NKV = NKV, .HD = HD, .bf16 = bf16,
-                .native = bf16 && al_bf16_dp_cpu()};
-    attn_opts_get(opts, HD, &x.scale, &x.cap, &x.win);
-    nn_run(fa_fwd_fn, &x, (size_t)B * NH * (size_t)T * (size_t)HD);
+    fa_forward(out, out16, lse, q, k, v, NULL, NULL, NULL, ld, seg, B, T, NH, NKV, HD, opts, bf16);
+}
+
+void al_flash_attention_forward_h(float *out, uint16_t *out16, float *lse, const uint16_t *q,
+                                  const uint16_t *k, const uint16_t *v, int ld, const int32_t *seg,
+                                  int B, int T, int NH, int NKV, int HD, const al_attn_opts *opts) {
+    fa_forward(out, out16, lse, NULL, NULL, NULL, q, k, v, ld, seg, B, T, NH, NKV, HD, opts, 1);
 }
 
 /* One query block of the backward: its rows [i0, i0 + M) of head h. */
@@ -1283,11 +1389,17 @@ typedef struct {
 } fa_blk;
 
 /* The products of one key tile J for query block k (see fa_bwd_fn). p, dp:
- * FA_BQ x FA_BK scratch; raw: the same, used under a soft-cap. */
+ * FA_BQ x FA_BK scratch; raw: the same, used under a soft-cap. K_J and V_J
+ * are kJ and vJ (stride kld), or in bf16 mode kJ16 and vJ16 (stride ld). */
 AL_SIMD_CLONES static void fa_bwd_tile(const fa_ctx *x, const fa_blk *k, fa_bwd16 *w, float *p, float *dp,
-                        float *raw, const float *kJ, const float *vJ, int kld, int j0, int NK) {
+                        float *raw, const float *kJ, const float *vJ, int kld, const uint16_t *kJ16,
+                        const uint16_t *vJ16, int j0, int NK) {
     const int M = k->M, HD = x->HD, ld = x->ld, OC = x->NH * HD;
-    if (x->bf16) {
+    if (kJ16) {
+        al_t16_pack_bt_h(w->kb, kJ16, ld, HD, NK);
+        al_t16_pack_bt_h(w->vb, vJ16, ld, HD, NK);
+        if (k->dqI) al_t16_pack_b_h(w->kr, kJ16, ld, NK, HD);
+    } else if (x->bf16) {
         al_t16_pack_bt(w->kb, kJ, kld, HD, NK);
         al_t16_pack_bt(w->vb, vJ, kld, HD, NK);
         if (k->dqI) al_t16_pack_b(w->kr, kJ, kld, NK, HD);
@@ -1349,9 +1461,7 @@ AL_SIMD_CLONES static void fa_bwd_fn(void *vctx, int tid, int nth) {
     const int nblk = (T + FA_BQ - 1) / FA_BQ;
     const long ntask = (long)x->B * NKV;
     float p[FA_BQ * FA_BK], dp[FA_BQ * FA_BK], raw[FA_BQ * FA_BK], orow[FA_HD_MAX];
-    /* q, k, v kept in bf16: Q_I, K_J, V_J widened here for the packers,
-     * which round them back to the same bf16 values */
-    float qw[FA_BQ * FA_HD_MAX], kw[FA_BK * FA_HD_MAX], vw[FA_BK * FA_HD_MAX];
+    /* q, k, v kept in bf16 (q16): packed from there as they are */
     fa_bwd16 w;
     fa_blk k;
     for (long t = tid; t < ntask; t += nth) {
@@ -1368,9 +1478,8 @@ AL_SIMD_CLONES static void fa_bwd_fn(void *vctx, int tid, int nth) {
                 k.M = M;
                 k.dO = x->dout + ((size_t)b * T + i0) * OC + (size_t)h * HD;
                 const size_t q0 = ((size_t)b * T + i0) * ld + (size_t)h * HD;
-                k.qI = x->q16 ? qw : x->q + q0;
-                k.qld = x->q16 ? HD : ld;
-                for (int r = 0; x->q16 && r < M; r++) nn_widen(qw + (size_t)r * HD, x->q16 + q0 + (size_t)r * ld, HD);
+                k.qI = x->q16 ? NULL : x->q + q0;
+                k.qld = ld;
                 k.dqI = x->dq ? x->dq + ((size_t)b * T + i0) * ld + (size_t)h * HD : NULL;
                 for (int r = 0; r < M; r++) {
                     const float *Or = x->o16 ? orow : x->o + o0 + (size_t)r * OC;
@@ -1378,24 +1487,24 @@ AL_SIMD_CLONES static void fa_bwd_fn(void *vctx, int tid, int nth) {
                     k.D[r] = nn_dot(k.dO + (size_t)r * OC, Or, HD);
                     k.L[r] = x->lse_in[((size_t)b * NH + h) * T + i0 + r];
                 }
-                if (x->bf16) {
+                if (x->q16) {
+                    al_t16_pack_a_h(w.qa, x->q16 + q0, ld, M, HD);
+                    if (k.dkb) al_t16_pack_b_h(w.qb, x->q16 + q0, ld, M, HD);
+                } else if (x->bf16) {
                     al_t16_pack_a(w.qa, k.qI, k.qld, M, HD);
-                    al_t16_pack_a(w.da, k.dO, OC, M, HD);
                     if (k.dkb) al_t16_pack_b(w.qb, k.qI, k.qld, M, HD);
+                }
+                if (x->bf16) {
+                    al_t16_pack_a(w.da, k.dO, OC, M, HD);
                     if (k.dvb) al_t16_pack_b(w.db, k.dO, OC, M, HD);
                 }
                 for (int j0 = jlo; j0 < i1; j0 += FA_BK) {
                     const int NK = j0 + FA_BK < i1 ? FA_BK : i1 - j0;
                     const size_t k0 = ((size_t)b * T + j0) * ld + (size_t)kh * HD;
-                    if (!x->k16) {
-                        fa_bwd_tile(x, &k, &w, p, dp, raw, x->k + k0, x->v + k0, ld, j0, NK);
-                        continue;
-                    }
-                    for (int r = 0; r < NK; r++) {
-                        nn_widen(kw + (size_t)r * HD, x->k16 + k0 + (size_t)r * ld, HD);
-                        nn_widen(vw + (size_t)r * HD, x->v16 + k0 + (size_t)r * ld, HD);
-                    }
-                    fa_bwd_tile(x, &k, &w, p, dp, raw, kw, vw, HD, j0, NK);
+                    if (x->k16)
+                        fa_bwd_tile(x, &k, &w, p, dp, raw, NULL, NULL, ld, x->k16 + k0, x->v16 + k0, j0, NK);
+                    else
+                        fa_bwd_tile(x, &k, &w, p, dp, raw, x->k + k0, x->v + k0, ld, NULL, NULL, j0, NK);
                 }
             }
         }

@@ -1069,7 +1069,9 @@ static size_t h16_round(size_t n) { return (n + 31) & ~(size_t)31; }
  * backward scales d_h2 into d_h1 in place), then, once they are dead,
  * d_qkv and d_atty side by side (layer_backward). A forward in bf16
  * training uses them in the same order (q|k|v and the attention output,
- * then h1 and h2). */
+ * then h1 and h2). The LM head's chunk (head_scratch) shares the region
+ * too: the head runs after the layers in a forward and before them in a
+ * backward, so the region is free while it runs (act_take). */
 static size_t bwd_wide(const al_model *m) {
     const al_model_config *c = &m->cfg;
     size_t mlp = (size_t)m->UPW + (act_inplace(m) ? 0 : (size_t)c->FF);
@@ -1094,9 +1096,12 @@ static void act_plan_make(const al_model *m, int B, int T, int flags, act_plan *
     pl->fwd_only = (flags & AL_MODEL_FORWARD_ONLY) != 0;
     pl->keep = pl->fwd_only ? 0 : lin_need(m) | m->keep_more;
     /* a map's input is kept when its backward reads it and it is the
-     * output of a norm or the activation (the other inputs are kept anyway) */
-    pl->keep_ln1 = has_ln1 && (pl->keep & 1 << LIN_QKV) ? N * C : 0;
-    pl->keep_ln2 = has_ln2 && (pl->keep & 1 << LIN_UP) ? N * C : 0;
+     * output of a norm or the activation (the other inputs are kept anyway);
+     * in bf16 a norm's output is not kept but computed again in the backward
+     * (norm16_again), unless keep_norms16 */
+    int norms = !m->bf16 || m->keep_norms16;
+    pl->keep_ln1 = has_ln1 && norms && (pl->keep & 1 << LIN_QKV) ? N * C : 0;
+    pl->keep_ln2 = has_ln2 && norms && (pl->keep & 1 << LIN_UP) ? N * C : 0;
     pl->keep_h2 = (pl->keep & 1 << LIN_DOWN) ? N * FF : 0;
     size_t n_qk = c->qk_norm ? N * QK + N * (size_t)(c->NH + c->NKV) : 0;
     size_t n_post = c->post_norm ? 2 * N * C + 2 * N : 0;
@@ -1131,8 +1136,11 @@ static void act_plan_make(const al_model *m, int B, int T, int flags, act_plan *
     pl->chunk = head_chunk_rows(m, N, pl->fwd_only);
     /* the LM head's chunk: hidden rows and logits, and with a final soft-cap the cap's derivative */
     pl->head = (size_t)pl->chunk * (C + (size_t)c->V * (c->final_softcap > 0 ? 2 : 1));
-    pl->total = pl->n_res * N * C + pl->n_sets * pl->per_layer + N * C + 4 * N + pl->n_bwd + pl->head +
-                pl->tmp + N;
+    /* a training reservation's head chunk lies over the wide region (bwd_wide) */
+    size_t wide_head = pl->fwd_only ? pl->head : (pl->head > N * bwd_wide(m) ? pl->head - N * bwd_wide(m) : 0);
+    /* the final norm's output: its own N x C only forward-only (act_take) */
+    pl->total = pl->n_res * N * C + pl->n_sets * pl->per_layer + (pl->fwd_only ? N * C : 0) + 4 * N +
+                pl->n_bwd + wide_head + pl->tmp + N;
     /* bf16: the rounded operands of the products (one layer's linear maps
      * at a time, or one chunk of the LM head), then the kept inputs */
     if (m->bf16) {
@@ -1203,7 +1211,10 @@ static void act_take(al_model *m, const act_plan *pl) {
     TAKE(m->res, pl->n_res * N * C);
     for (size_t s = 0; s < pl->n_sets; s++) act_set_take(m, pl, &m->acts[s], &p, &h);
     for (size_t s = pl->n_sets; s < L; s++) m->acts[s] = m->acts[0];
-    TAKE(m->lnf, N * C);
+    /* lnf: a training reservation's lies in d_res (below): the forward
+     * writes it after the layers, the backward reads it in the heads and
+     * then zeroes d_res for the final norm's d x */
+    if (pl->fwd_only) TAKE(m->lnf, N * C);
     TAKE(m->lnf_mean, N);
     TAKE(m->lnf_rstd, N);
     TAKE(m->lse, N);
@@ -1216,15 +1227,17 @@ static void act_take(al_model *m, const act_plan *pl) {
         if (pl->n_dpost) TAKE(m->d_post, pl->n_dpost);
         if (pl->n_dqk) TAKE(m->d_qk, pl->n_dqk);
         TAKE(m->d_res, N * C);
+        m->lnf = m->d_res;
         TAKE(m->d_ln, N * C);
-        /* one region (bwd_wide): d_h1 | d_h2, later d_qkv | d_atty */
-        m->d_h1 = m->d_qkv = p;
+        TAKE(m->d_lora, N * (r ? r : 1));
+        /* one region (bwd_wide): d_h1 | d_h2, later d_qkv | d_atty; the
+         * head's chunk over it (whichever is longer sets its length) */
+        m->d_h1 = m->d_qkv = m->head_scratch = p;
         m->d_h2 = act_inplace(m) ? m->d_h1 : m->d_h1 + N * (size_t)m->UPW;
         m->d_atty = m->d_qkv + N * (size_t)m->QKV;
-        p += N * bwd_wide(m);
-        TAKE(m->d_lora, N * (r ? r : 1));
+        p += N * bwd_wide(m) > pl->head ? N * bwd_wide(m) : pl->head;
     }
-    TAKE(m->head_scratch, pl->head);
+    if (pl->fwd_only) TAKE(m->head_scratch, pl->head);
     m->x_tmp = m->d_h1;
     if (pl->tmp) TAKE(m->x_tmp, pl->tmp);
     m->pos_buf = (int32_t *)p;
@@ -1369,7 +1382,8 @@ void al_model_norm(al_model *m, float *out, float *mean, float *rstd, const floa
 
 /* al_model_norm, in bf16 mode also rounding the rows into out16 for the
  * product that reads them (fewer passes over the rows). Returns 1 when it
- * did, 0 when only out was written (the groups' norm of norm_offset). */
+ * did, 0 when only out was written (the groups' norm of norm_offset). When
+ * it returns 1, out may hold nothing (RMSNorm writes only the bf16 rows). */
 static int model_norm16(al_model *m, float *out, uint16_t *out16, float *mean, float *rstd,
                         const float *x, int w, int b, int N) {
     const al_model_config *c = &m->cfg;
@@ -1379,7 +1393,7 @@ static int model_norm16(al_model *m, float *out, uint16_t *out16, float *mean, f
         al_model_norm(m, out, mean, rstd, x, w, b, N);
         return 0;
     } else
-        al_rmsnorm_forward_bf16(out, out16, rstd, x, PW(m, w), N, c->C, c->norm_eps);
+        al_rmsnorm_forward_bf16(out16 ? NULL : out, out16, rstd, x, PW(m, w), N, c->C, c->norm_eps);
     return out16 != NULL;
 }
 
@@ -1453,10 +1467,8 @@ void al_layer_qk_forward(al_model *m, int l, float *qkv, float *qk_raw, float *q
     }
     const float *cs, *sn;
     layer_rope(m, l, &cs, &sn);
-    if (cs) {
-        al_rope_forward(q, m->QKV, pos, cs, sn, N, c->NH, c->HD);
-        al_rope_forward(k, m->QKV, pos, cs, sn, N, c->NKV, c->HD);
-    }
+    /* k's heads follow q's in each row: one pass over both */
+    if (cs) al_rope_forward(q, m->QKV, pos, cs, sn, N, c->NH + c->NKV, c->HD);
 }
 
 /* dqkv holds d (normed, rotated) q|k on entry and d (raw) q|k on return. */
@@ -1467,10 +1479,7 @@ static void layer_qk_backward(al_model *m, int l, al_acts *a, float *dqkv, const
     const int AH = c->NH * c->HD, KH = c->NKV * c->HD, QK = AH + KH;
     const float *cs, *sn;
     layer_rope(m, l, &cs, &sn);
-    if (cs) {
-        al_rope_backward(dqkv, m->QKV, pos, cs, sn, N, c->NH, c->HD);
-        al_rope_backward(dqkv + AH, m->QKV, pos, cs, sn, N, c->NKV, c->HD);
-    }
+    if (cs) al_rope_backward(dqkv, m->QKV, pos, cs, sn, N, c->NH + c->NKV, c->HD);
     if (!c->qk_norm) return;
     float woff = c->norm_offset ? 1.0f : 0.0f;
     int gq, gk, d;
@@ -1571,8 +1580,14 @@ static void layer_forward(al_model *m, int l, al_acts *a, const float *x, float 
     float *atty = a->atty_h ? m->d_atty : a->atty;
     /* bf16: attention rounds its output rows for o_proj as it writes them */
     uint16_t *atty16 = m->bf16 ? (a->atty_h ? a->atty_h : m->s16) : NULL;
-    al_flash_attention_forward_bf16(atty, atty16, a->lse, q, k, v, m->QKV, in->seg, B, T, c->NH, c->NKV,
-                                    HD, &ao, m->bf16);
+    if (a->qkv_h) { /* the tile products read q, k, v as rounded here */
+        const uint16_t *q16 = a->qkv_h, *k16 = q16 + (size_t)c->NH * HD, *v16 = k16 + (size_t)c->NKV * HD;
+        al_flash_attention_forward_h(atty, atty16, a->lse, q16, k16, v16, m->QKV, in->seg, B, T, c->NH,
+                                     c->NKV, HD, &ao);
+    } else {
+        al_flash_attention_forward_bf16(atty, atty16, a->lse, q, k, v, m->QKV, in->seg, B, T, c->NH,
+                                        c->NKV, HD, &ao, m->bf16);
+    }
     float *ao_out = c->post_norm ? a->att_o : a->mid;
     linear_forward(m, l, LIN_O, ao_out, atty16 ? NULL : atty, a->atty_h, lora_slot(m, l, LIN_O, a->lora_t, N),
                    m->s16, N);
@@ -1587,11 +1602,13 @@ static void layer_forward(al_model *m, int l, al_acts *a, const float *x, float 
     float *h1 = a->h1_h ? m->d_h1 : a->h1;
     linear_forward(m, l, LIN_UP, h1, min, a->ln2_h, lora_slot(m, l, LIN_UP, a->lora_t, N), m->s16, N);
     float *mo = c->post_norm ? a->mlp_o : y;
-    if (a->h1_h && c->arch == AL_ARCH_GPT2) {
-        /* bf16 training: h1 rounded (kept), gelu and h2 rounded for the
-         * product in one pass, with the bits of al_layer_act's steps */
+    if (a->h1_h) {
+        /* bf16 training: h1 rounded (kept), the activation and h2 rounded
+         * for the product in one pass, with the bits of al_layer_act's steps */
         uint16_t *h2_16 = a->h2_h ? a->h2_h : m->s16;
-        al_gelu_forward_bf16(h2_16, a->h1_h, h1, (size_t)N * c->FF);
+        if (c->arch == AL_ARCH_GPT2) al_gelu_forward_bf16(h2_16, a->h1_h, h1, (size_t)N * c->FF);
+        else if (c->act == AL_ACT_GELU_TANH) al_geglu_forward_bf16(h2_16, a->h1_h, h1, N, c->FF);
+        else al_swiglu_forward_bf16(h2_16, a->h1_h, h1, N, c->FF);
         linear_forward(m, l, LIN_DOWN, mo, NULL, h2_16, lora_slot(m, l, LIN_DOWN, a->lora_t, N), m->s16, N);
     } else {
         float *h2 = a->h2 ? a->h2 : a->h1_h ? m->d_h2 : m->x_tmp;
@@ -1644,7 +1661,10 @@ static float head_inv_temp(const al_model *m) {
 /* The LM head's logits left in head_scratch: a forward notes whether its
  * logits stay there whole (one chunk, no soft-cap); every other pass that
  * writes head_scratch, through this model or another sharing its
- * activations, bumps the arena owner's count and so voids the note. */
+ * activations, bumps the arena owner's count and so voids the note. The
+ * layers write it too (a training reservation lays it over the backward's
+ * wide region): a forward voids the notes before its layers, a backward
+ * after its head. */
 static void head_logits_note(al_model *m, int whole) {
     al_model *o = m->act_owner ? m->act_owner : m;
     o->head_gen++;
@@ -1668,12 +1688,14 @@ int al_model_forward(al_model *m, const al_tokens *in, al_fwd *out) {
     al_model_bf16_sync(m);
     al_model_rope_prepare(m, pass_len(pos, (size_t)N));
     al_model_embed(m, res_at(m, 0, NC), in->ids, pos, N);
+    head_logits_note(m, 0);
     for (int l = 0; l < L; l++)
         layer_forward(m, l, &m->acts[l], res_at(m, l, NC), res_at(m, l + 1, NC), in, pos);
     al_model_norm(m, m->lnf, m->lnf_mean, m->lnf_rstd, res_at(m, L, NC), m->lnf_w, m->lnf_b, N);
     if (in->targets && m->head >= 0) {
-        /* logp goes to the caller's buffer or to d_h2 as scratch (unused until backward) */
-        float *logp = out && out->logp ? out->logp : m->d_h2;
+        /* logp goes to the caller's buffer or, as scratch, to d_ln (free
+         * after the layers) or forward-only's d_h2 */
+        float *logp = out && out->logp ? out->logp : m->d_ln ? m->d_ln : m->d_h2;
         int chunks;
         if (m->bf16)
             chunks = al_lmhead_forward_bf16(logp, m->ent, m->lse, out ? out->hit : NULL, m->lnf,
@@ -1698,7 +1720,8 @@ int al_model_forward(al_model *m, const al_tokens *in, al_fwd *out) {
 
 /* bf16 backward of one fused map: dout, x (unless the forward kept its
  * rounded copy, kept16) and the adapters' t and dt are rounded into s16
- * ((N, out), (N, in), (N, r)) for the products. */
+ * ((N, out), (N, in), (N, r)) for the products. dout NULL: the caller
+ * rounded it into s16 already (the map has no bias to sum it for). */
 static void linear_backward_bf16(al_model *m, al_linear *L, float *dx, int dx_fresh, const float *dout,
                                  const float *x, const uint16_t *kept16, const float *lora_t, int N) {
     int r = m->lora_cfg.r, lora = m->adapters_on && L->n_lora;
@@ -1707,7 +1730,8 @@ static void linear_backward_bf16(al_model *m, al_linear *L, float *dx, int dx_fr
     uint16_t *t16 = x16 + (size_t)N * (size_t)L->in;
     int need_x = gW != NULL;
     for (int k = 0; lora && k < L->n_lora; k++) need_x |= PG(m, m->lora[L->first_lora + k].pA) != NULL;
-    al_bf16_round(d16, dout, (size_t)N * (size_t)L->out);
+    AL_ASSERT(dout || !PG(m, L->b));
+    if (dout) al_bf16_round(d16, dout, (size_t)N * (size_t)L->out);
     if (need_x && kept16) x16 = (uint16_t *)kept16;
     else if (need_x) al_bf16_round(x16, x, (size_t)N * (size_t)L->in);
     /* dx (N, in) (+)= dout (N, out) @ W (out, in), W held (in, out) or not */
@@ -1770,6 +1794,21 @@ static void linear_backward(al_model *m, int layer, int lin, float *dx, int dx_f
     }
 }
 
+/* bf16 backward: the rounded output of a norm that the forward did not keep
+ * (act_plan_make), computed again from the norm's kept input by the
+ * forward's own steps, so with its bits: the norm rounding as it writes
+ * (model_norm16), or its fp32 rows rounded as linear_forward rounds them.
+ * The bf16 rows go where linear_backward_bf16 puts a map's rounded input
+ * (s16 after the rounded dout, (N, out)); the fp32 rows to d_ln, free until
+ * that map's backward writes its dx there. */
+static const uint16_t *norm16_again(al_model *m, const float *x, float *mean, float *rstd, int w, int b,
+                                    int out, int N) {
+    uint16_t *x16 = m->s16 + (size_t)N * (size_t)out;
+    if (!model_norm16(m, m->d_ln, x16, mean, rstd, x, w, b, N))
+        al_bf16_round(x16, m->d_ln, (size_t)N * (size_t)m->cfg.C);
+    return x16;
+}
+
 /* d_res holds d y on entry and d x on return. */
 static void layer_backward(al_model *m, int l, al_acts *a, const float *x,
                            const al_tokens *in, const int32_t *pos) {
@@ -1780,20 +1819,30 @@ static void layer_backward(al_model *m, int l, al_acts *a, const float *x,
     float *dres = m->d_res;
     /* MLP branch */
     const float *dmo = residual_backward(m, l, 1, dres, a, N);
+    const float *dh1 = m->d_h1; /* NULL: rounded into s16 instead */
     linear_backward(m, l, LIN_DOWN, m->d_h2, 1, dmo, a->h2, a->h2_h, lora_slot(m, l, LIN_DOWN, a->lora_t, N), N);
     if (act_inplace(m)) { /* d_h1 is d_h2; h1 as the forward's activation read it */
         AL_ASSERT(m->d_h1 == m->d_h2);
         al_gelu_backward_inplace(m->d_h1, a->h1_h ? NULL : a->h1, a->h1_h, (size_t)N * c->FF);
-    } else if (a->h1_h) { /* bf16: the rounded h1 the forward's activation read; the _h kernels write d_h1 */
+    } else if (a->h1_h && !PG(m, ly->lin[LIN_UP].b)) {
+        /* bf16: from the rounded h1 the forward's activation read, d h1
+         * rounded straight into s16, where the up projection's backward
+         * reads it (no fp32 d_h1 written and read back) */
+        if (c->act == AL_ACT_GELU_TANH) al_geglu_backward_h16(m->s16, m->d_h2, a->h1_h, N, c->FF);
+        else al_swiglu_backward_h16(m->s16, m->d_h2, a->h1_h, N, c->FF);
+        dh1 = NULL;
+    } else if (a->h1_h) { /* the same with d_h1 in fp32 for the bias; the _h kernels write d_h1 */
         if (c->act == AL_ACT_GELU_TANH) al_geglu_backward_h(m->d_h1, m->d_h2, a->h1_h, N, c->FF);
         else al_swiglu_backward_h(m->d_h1, m->d_h2, a->h1_h, N, c->FF);
-    } else {
-        al_zero(m->d_h1, (size_t)N * m->UPW);
-        if (c->act == AL_ACT_GELU_TANH) al_geglu_backward(m->d_h1, m->d_h2, a->h1, N, c->FF);
-        else al_swiglu_backward(m->d_h1, m->d_h2, a->h1, N, c->FF);
+    } else { /* written, not accumulated: no zeroing of d_h1 first */
+        if (c->act == AL_ACT_GELU_TANH) al_geglu_backward_set(m->d_h1, m->d_h2, a->h1, N, c->FF);
+        else al_swiglu_backward_set(m->d_h1, m->d_h2, a->h1, N, c->FF);
     }
     const float *min = ly->ln2_w >= 0 ? a->ln2 : a->mid;
-    linear_backward(m, l, LIN_UP, m->d_ln, 1, m->d_h1, min, a->ln2_h, lora_slot(m, l, LIN_UP, a->lora_t, N), N);
+    const uint16_t *min16 = a->ln2_h;
+    if (ly->ln2_w >= 0 && !min && !min16 && (m->keep & 1 << LIN_UP))
+        min16 = norm16_again(m, a->mid, a->ln2_mean, a->ln2_rstd, ly->ln2_w, ly->ln2_b, ly->lin[LIN_UP].out, N);
+    linear_backward(m, l, LIN_UP, m->d_ln, 1, dh1, min, min16, lora_slot(m, l, LIN_UP, a->lora_t, N), N);
     if (ly->ln2_w >= 0)
         norm_backward(m, dres, m->d_ln, a->mid, a->ln2_mean, a->ln2_rstd, ly->ln2_w, ly->ln2_b, N);
     else
@@ -1817,7 +1866,10 @@ static void layer_backward(al_model *m, int l, al_acts *a, const float *x,
     }
     layer_qk_backward(m, l, a, m->d_qkv, pos, N);
     const float *xin = ly->ln1_w >= 0 ? a->ln1 : x;
-    linear_backward(m, l, LIN_QKV, m->d_ln, 1, m->d_qkv, xin, a->ln1_h, lora_slot(m, l, LIN_QKV, a->lora_t, N), N);
+    const uint16_t *xin16 = a->ln1_h;
+    if (ly->ln1_w >= 0 && !xin && !xin16 && (m->keep & 1 << LIN_QKV))
+        xin16 = norm16_again(m, x, a->ln1_mean, a->ln1_rstd, ly->ln1_w, ly->ln1_b, ly->lin[LIN_QKV].out, N);
+    linear_backward(m, l, LIN_QKV, m->d_ln, 1, m->d_qkv, xin, xin16, lora_slot(m, l, LIN_QKV, a->lora_t, N), N);
     if (ly->ln1_w >= 0)
         norm_backward(m, dres, m->d_ln, x, a->ln1_mean, a->ln1_rstd, ly->ln1_w, ly->ln1_b, N);
     else
@@ -1839,9 +1891,9 @@ int al_model_backward(al_model *m, const al_tokens *in, const float *dlogp,
     /* d lnf in d_ln, then through the final norm into d_res */
     al_zero(m->d_ln, NC);
     if (in->targets && m->head >= 0 && (dlogp || dent)) {
-        if (!dlogp) { /* entropy-only gradient: a zero d logp */
-            al_zero(m->d_h2, (size_t)N);
-            dlogp = m->d_h2;
+        if (!dlogp) { /* entropy-only gradient: a zero d logp (in d_lora, free here) */
+            al_zero(m->d_lora, (size_t)N);
+            dlogp = m->d_lora;
         }
         if (head_logits_kept(m))
             al_lmhead_backward_reuse(m->d_ln, PG(m, m->head), dlogp, dent, m->lnf, PW(m, m->head),
@@ -1855,8 +1907,8 @@ int al_model_backward(al_model *m, const al_tokens *in, const float *dlogp,
             al_lmhead_backward(m->d_ln, PG(m, m->head), dlogp, dent, m->lnf, PW(m, m->head),
                                in->targets, m->lse, m->ent, N, C, c->V, head_inv_temp(m),
                                c->final_softcap, m->head_scratch, m->head_chunk);
-        head_logits_note(m, 0); /* the backward turned them into their gradient */
     }
+    head_logits_note(m, 0); /* the backward turned them into their gradient; the layers overwrite them */
     if (dvalue) {
         if (m->score < 0) return AL_EINVAL;
         if (m->bf16)

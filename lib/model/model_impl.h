@@ -36,7 +36,8 @@ typedef struct al_layer {
  * inputs of the products that are nothing else's input (ln1, ln2, h2) are
  * kept only when the backward needs them (al_model_reserve's keep mask): in
  * fp32 in ln1 / ln2 / h2, or in bf16 mode as the rounded copies the products
- * read (ln1_h / ln2_h / h2_h, in the bf16 arena); otherwise those pointers
+ * read (h2_h, in the bf16 arena; ln1_h / ln2_h only with keep_norms16: the
+ * backward computes the norms again from x / mid); otherwise those pointers
  * are NULL and the forward writes the value into the model's x_tmp (into
  * d_ln / d_h2 in bf16 mode when it trains). The activation's input h1 is a
  * product's output: in bf16 mode the forward rounds it to bf16 before the
@@ -123,6 +124,9 @@ struct al_model {
     size_t n_act16;
     int keep;                 /* reserved: bit j set when the sets keep map j's input (lin_need) */
     int keep_more;            /* maps whose input models sharing these activations need */
+    int keep_norms16;         /* bf16: keep the norms' rounded outputs rather than compute them
+                               * again in the backward (tests compare the two; set before
+                               * al_model_reserve) */
     float *x_tmp;             /* (N, max(C, FF)): a product input that is not kept */
     uint16_t *s16;            /* view of act16 (or of the owner's) */
     float *rope_cos, *rope_sin;   /* (max_T, HD/2) */

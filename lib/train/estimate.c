@@ -426,12 +426,14 @@ static size_t memory_need(const al_job *job, const al_model_config *cfg, const e
      * attention, q|k|v, the attention output, the MLP's first product; the
      * normed inputs of q|k|v and the MLP and the activation's output only
      * where the backward reads them (a trained map: all of them, or with
-     * LoRA the adapted maps), in bf16 mode as their rounded bf16 copies */
+     * LoRA the adapted maps), in bf16 mode as their rounded bf16 copies
+     * (but the normed inputs, which a bf16 backward computes again) */
     size_t FF = (size_t)cfg->FF, AH = (size_t)cfg->NH * (size_t)cfg->HD;
     size_t QKV = AH + 2 * (size_t)cfg->NKV * (size_t)cfg->HD;
     size_t UPW = cfg->arch == AL_ARCH_GPT2 ? FF : 2 * FF;
     int kept = job->use_lora ? al_lora_maps(cfg, &job->lora) : 15;
-    size_t kept_f = ((kept & 1) ? C : 0) + ((kept & 4) ? C : 0) + ((kept & 8) ? FF : 0);
+    size_t normed = bf16 ? 0 : C;
+    size_t kept_f = ((kept & 1) ? normed : 0) + ((kept & 4) ? normed : 0) + ((kept & 8) ? FF : 0);
     if (data_job) kept_f = 0; /* forward only */
     /* q|k|v, the attention's output and the MLP's first product: bf16
      * training keeps them as the bf16 values attention, o_proj and the
