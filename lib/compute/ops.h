@@ -81,6 +81,10 @@ void al_bf16_widen(float *dst, const uint16_t *src, size_t n);
 /* x = bf16(x) in place (as fp32 values), and keep (may be NULL) = bf16(x):
  * a product's output as autocast returns it, for the fp32 code after it. */
 void al_bf16_snap(float *x, uint16_t *keep, size_t n);
+/* dst (N, C) = bf16(src) and db (C) += the column sums of src, in one pass
+ * over src: the bits of al_bf16_round and of al_matmul_backward's bias
+ * gradient (the backward of a bf16 linear layer with a bias). */
+void al_bf16_round_colsum(uint16_t *dst, float *db, const float *src, int N, int C);
 /* al_gemm with bf16 A and B, fp32 C, fp32 accumulation. */
 void al_gemm_bf16(int transA, int transB, int M, int N, int K, float alpha, const uint16_t *A,
                   int lda, const uint16_t *B, int ldb, float beta, float *C, int ldc);
