@@ -154,9 +154,18 @@ void al_matmul_forward_bf16(float *out, const float *inp, const uint16_t *w, con
 /* The same on an input already rounded: out = inp16 @ w^T + b, inp16 (N, C). */
 void al_matmul_forward_h(float *out, const uint16_t *inp16, const uint16_t *w, const float *b,
                          int N, int C, int OC);
-/* And with the weight held (in, out): out = inp16 @ wt + b, wt (C, OC). */
+/* And with the weight held (in, out): out = inp16 @ wt + b, wt (C, OC);
+ * one row is al_matvec_ht. */
 void al_matmul_forward_ht(float *out, const uint16_t *inp16, const uint16_t *wt, const float *b,
                           int N, int C, int OC);
+/* Its one row (ops_matvec.c: batch-1 decoding): out = inp16 @ wt + b,
+ * inp16 (C), wt (C, OC), b (OC) or NULL, out (OC). Sums in fp32 over two
+ * fixed halves of k, each in order, then added: the same bits whatever the
+ * thread count. */
+void al_matvec_ht(float *out, const uint16_t *inp16, const uint16_t *wt, const float *b, int C,
+                  int OC);
+void al_matvec_ht_ref(float *out, const uint16_t *inp16, const uint16_t *wt, const float *b, int C,
+                      int OC);
 /* al_matmul_backward with bf16 products: dinp += bf16(dout) @ w,
  * dw += bf16(dout)^T @ bf16(inp), db += colsum(dout) in fp32. scratch holds
  * N*(OC + C) bf16 values. */
@@ -181,7 +190,8 @@ void al_layernorm_backward(float *dinp, float *dw, float *db, const float *dout,
  * out = w * (x * rstd). Saves rstd (N). */
 void al_rmsnorm_forward(float *out, float *rstd, const float *inp, const float *w,
                         int N, int C, float eps);
-/* The same with out16 (may be NULL) as al_layernorm_forward_bf16's. */
+/* The same with out16 (may be NULL) as al_layernorm_forward_bf16's; out
+ * may be NULL when out16 is not (only the rounded rows are wanted). */
 void al_rmsnorm_forward_bf16(float *out, uint16_t *out16, float *rstd, const float *inp,
                              const float *w, int N, int C, float eps);
 void al_rmsnorm_backward(float *dinp, float *dw, const float *dout, const float *inp,

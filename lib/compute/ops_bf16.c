@@ -388,6 +388,10 @@ void al_matmul_forward_h(float *out, const uint16_t *inp16, const uint16_t *w, c
 
 void al_matmul_forward_ht(float *out, const uint16_t *inp16, const uint16_t *wt, const float *b,
                           int N, int C, int OC) {
+    if (N == 1) { /* decoding: each thread streams whole rows of W */
+        al_matvec_ht(out, inp16, wt, b, C, OC);
+        return;
+    }
     gemm16_ctx g = {.ta = 0, .tb = 0, .M = N, .N = OC, .K = C, .alpha = 1.0f, .beta = 0.0f,
                     .A = inp16, .B = wt, .lda = C, .ldb = OC, .ldc = OC, .C = out, .bias = b,
                     .wt = 1};

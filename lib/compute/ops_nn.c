@@ -229,12 +229,17 @@ AL_SIMD_CLONES static void rmsnorm_fwd_fn(void *vctx, int tid, int nth) {
     al_split(x->N, nth, tid, &lo, &hi);
     for (long n = lo; n < hi; n++) {
         const float *in = x->inp + (size_t)n * C;
-        float *o = x->out + (size_t)n * C;
         float var = nn_dot(in, in, C) / (float)C;
         float r = 1.0f / sqrtf(var + x->eps);
-        /* as LlamaRMSNorm: weight * (x * rsqrt(var + eps)) */
-        for (int c = 0; c < C; c++) o[c] = x->w[c] * (in[c] * r);
         if (x->rstd) x->rstd[n] = r;
+        /* as LlamaRMSNorm: weight * (x * rsqrt(var + eps)) */
+        if (!x->out) { /* only the bf16 rows, rounded as they are made */
+            uint16_t *o16 = x->out16 + (size_t)n * C;
+            for (int c = 0; c < C; c++) o16[c] = al_bf16_round1(x->w[c] * (in[c] * r));
+            continue;
+        }
+        float *o = x->out + (size_t)n * C;
+        for (int c = 0; c < C; c++) o[c] = x->w[c] * (in[c] * r);
         if (x->out16) al_bf16_round(x->out16 + (size_t)n * C, o, (size_t)C);
     }
 }
@@ -247,7 +252,7 @@ void al_rmsnorm_forward(float *out, float *rstd, const float *inp, const float *
 
 void al_rmsnorm_forward_bf16(float *out, uint16_t *out16, float *rstd, const float *inp,
                              const float *w, int N, int C, float eps) {
-    AL_ASSERT(out && inp && w && N >= 0 && C > 0);
+    AL_ASSERT((out || out16) && inp && w && N >= 0 && C > 0);
     nn_norm_ctx x = {.out = out, .rstd = rstd, .inp = inp, .w = w, .out16 = out16, .N = N,
                      .C = C, .eps = eps};
     nn_run(rmsnorm_fwd_fn, &x, (size_t)N * (size_t)C);

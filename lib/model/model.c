@@ -1138,8 +1138,9 @@ static void act_plan_make(const al_model *m, int B, int T, int flags, act_plan *
     pl->head = (size_t)pl->chunk * (C + (size_t)c->V * (c->final_softcap > 0 ? 2 : 1));
     /* a training reservation's head chunk lies over the wide region (bwd_wide) */
     size_t wide_head = pl->fwd_only ? pl->head : (pl->head > N * bwd_wide(m) ? pl->head - N * bwd_wide(m) : 0);
-    pl->total = pl->n_res * N * C + pl->n_sets * pl->per_layer + N * C + 4 * N + pl->n_bwd + wide_head +
-                pl->tmp + N;
+    /* the final norm's output: its own N x C only forward-only (act_take) */
+    pl->total = pl->n_res * N * C + pl->n_sets * pl->per_layer + (pl->fwd_only ? N * C : 0) + 4 * N +
+                pl->n_bwd + wide_head + pl->tmp + N;
     /* bf16: the rounded operands of the products (one layer's linear maps
      * at a time, or one chunk of the LM head), then the kept inputs */
     if (m->bf16) {
@@ -1210,7 +1211,10 @@ static void act_take(al_model *m, const act_plan *pl) {
     TAKE(m->res, pl->n_res * N * C);
     for (size_t s = 0; s < pl->n_sets; s++) act_set_take(m, pl, &m->acts[s], &p, &h);
     for (size_t s = pl->n_sets; s < L; s++) m->acts[s] = m->acts[0];
-    TAKE(m->lnf, N * C);
+    /* lnf: a training reservation's lies in d_res (below): the forward
+     * writes it after the layers, the backward reads it in the heads and
+     * then zeroes d_res for the final norm's d x */
+    if (pl->fwd_only) TAKE(m->lnf, N * C);
     TAKE(m->lnf_mean, N);
     TAKE(m->lnf_rstd, N);
     TAKE(m->lse, N);
@@ -1223,6 +1227,7 @@ static void act_take(al_model *m, const act_plan *pl) {
         if (pl->n_dpost) TAKE(m->d_post, pl->n_dpost);
         if (pl->n_dqk) TAKE(m->d_qk, pl->n_dqk);
         TAKE(m->d_res, N * C);
+        m->lnf = m->d_res;
         TAKE(m->d_ln, N * C);
         TAKE(m->d_lora, N * (r ? r : 1));
         /* one region (bwd_wide): d_h1 | d_h2, later d_qkv | d_atty; the
@@ -1377,7 +1382,8 @@ void al_model_norm(al_model *m, float *out, float *mean, float *rstd, const floa
 
 /* al_model_norm, in bf16 mode also rounding the rows into out16 for the
  * product that reads them (fewer passes over the rows). Returns 1 when it
- * did, 0 when only out was written (the groups' norm of norm_offset). */
+ * did, 0 when only out was written (the groups' norm of norm_offset). When
+ * it returns 1, out may hold nothing (RMSNorm writes only the bf16 rows). */
 static int model_norm16(al_model *m, float *out, uint16_t *out16, float *mean, float *rstd,
                         const float *x, int w, int b, int N) {
     const al_model_config *c = &m->cfg;
@@ -1387,7 +1393,7 @@ static int model_norm16(al_model *m, float *out, uint16_t *out16, float *mean, f
         al_model_norm(m, out, mean, rstd, x, w, b, N);
         return 0;
     } else
-        al_rmsnorm_forward_bf16(out, out16, rstd, x, PW(m, w), N, c->C, c->norm_eps);
+        al_rmsnorm_forward_bf16(out16 ? NULL : out, out16, rstd, x, PW(m, w), N, c->C, c->norm_eps);
     return out16 != NULL;
 }
 
@@ -1687,9 +1693,9 @@ int al_model_forward(al_model *m, const al_tokens *in, al_fwd *out) {
         layer_forward(m, l, &m->acts[l], res_at(m, l, NC), res_at(m, l + 1, NC), in, pos);
     al_model_norm(m, m->lnf, m->lnf_mean, m->lnf_rstd, res_at(m, L, NC), m->lnf_w, m->lnf_b, N);
     if (in->targets && m->head >= 0) {
-        /* logp goes to the caller's buffer or, as scratch, to d_res
-         * (unused until backward) or forward-only's d_h2 */
-        float *logp = out && out->logp ? out->logp : m->d_res ? m->d_res : m->d_h2;
+        /* logp goes to the caller's buffer or, as scratch, to d_ln (free
+         * after the layers) or forward-only's d_h2 */
+        float *logp = out && out->logp ? out->logp : m->d_ln ? m->d_ln : m->d_h2;
         int chunks;
         if (m->bf16)
             chunks = al_lmhead_forward_bf16(logp, m->ent, m->lse, out ? out->hit : NULL, m->lnf,
@@ -1887,9 +1893,9 @@ int al_model_backward(al_model *m, const al_tokens *in, const float *dlogp,
     /* d lnf in d_ln, then through the final norm into d_res */
     al_zero(m->d_ln, NC);
     if (in->targets && m->head >= 0 && (dlogp || dent)) {
-        if (!dlogp) { /* entropy-only gradient: a zero d logp (in d_res, zeroed below) */
-            al_zero(m->d_res, (size_t)N);
-            dlogp = m->d_res;
+        if (!dlogp) { /* entropy-only gradient: a zero d logp (in d_lora, free here) */
+            al_zero(m->d_lora, (size_t)N);
+            dlogp = m->d_lora;
         }
         if (head_logits_kept(m))
             al_lmhead_backward_reuse(m->d_ln, PG(m, m->head), dlogp, dent, m->lnf, PW(m, m->head),
