@@ -631,6 +631,22 @@ static void test_bf16_round(void) {
     al_bf16_snap(g, NULL, n - 5);
     T_TRUE(memcmp(g, w, (n - 5) * sizeof(float)) == 0 && memcmp(g + n - 5, f + n - 5, 5 * sizeof(float)) == 0);
     al_free(f); al_free(a); al_free(b); al_free(w); al_free(g); al_free(k);
+    /* rounding and the bias gradient's column sums in one pass: the bits of
+     * al_bf16_round and al_matmul_backward's db, on the pool and serial
+     * sizes, odd column counts included */
+    static const int shapes[][2] = {{1024, 384}, {1024, 131}, {7, 50}, {300, 1}};
+    for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++) {
+        const int N = shapes[si][0], C = shapes[si][1];
+        const size_t nc = (size_t)N * C;
+        float *x = frand(nc, 90 + si, 3.0f), *db = frand((size_t)C, 95 + si, 1.0f), *dbr = fcopy(db, (size_t)C);
+        uint16_t *h = hbuf(nc), *hr = hbuf(nc);
+        al_bf16_round_colsum(h, db, x, N, C);
+        al_bf16_round(hr, x, nc);
+        al_matmul_backward(NULL, NULL, dbr, x, NULL, NULL, N, 1, C);
+        T_REPORT_(memcmp(h, hr, nc * sizeof *h) == 0 && memcmp(db, dbr, (size_t)C * sizeof *db) == 0,
+                  "round_colsum %dx%d differs", N, C);
+        al_free(x); al_free(db); al_free(dbr); al_free(h); al_free(hr);
+    }
 }
 
 /* |got - want| <= tol_ij per element; tol = k * sum_k |a_ik b_kj| + 1e-30. */
@@ -748,8 +764,7 @@ static void test_matmul_bf16_vs_ref(void) {
 /* The products of a weight held (in, out) (a frozen GPT-2 Conv1D weight
  * as its file has it): al_matmul_forward_t / _ht against the fp32 _ref on
  * nn.Linear's layout, within fp32 (bf16) rounding, on both backends; one
- * row (decoding: a GEMV, the bf16 rows loop, its 128-column blocks and
- * tail) and several. */
+ * row (decoding: a GEMV; in bf16 al_matvec_ht) and several. */
 static void test_matmul_wt(void) {
     static const int shapes[][3] = {{1, 37, 29}, {1, 64, 300}, {3, 40, 260}, {300, 96, 130}};
     int before = al_gemm_backend();
@@ -780,6 +795,55 @@ static void test_matmul_wt(void) {
         }
     }
     al_gemm_set_backend(before);
+}
+
+/* One call of al_matvec_ht on the caller's thread alone (al_pool_run runs
+ * nested calls inline with one thread). */
+typedef struct mv_args {
+    float *out;
+    const uint16_t *x, *w;
+    const float *b;
+    int C, OC;
+} mv_args;
+
+static void mv_one_thread(void *p, int tid, int nt) {
+    const mv_args *a = p;
+    (void)nt;
+    if (!tid) al_matvec_ht(a->out, a->x, a->w, a->b, a->C, a->OC);
+}
+
+/* The decoding product of a bf16 weight held (in, out) against its _ref
+ * twin (double sums) within fp32 rounding of the sum of |terms|, on odd
+ * sizes: k not cut in two (C < 64) and cut (odd C), one block of columns
+ * and several (OC > 2048) with a tail, an output too wide to cut k for;
+ * with and without a bias. Two threads and one give the same bits. */
+static void test_matvec_ht(void) {
+    static const int shapes[][2] = {{5, 7}, {37, 29}, {65, 300}, {131, 4099}, {67, 9001}};
+    for (int s = 0; s < 5; s++) {
+        int C = shapes[s][0], OC = shapes[s][1];
+        uint16_t *x = hrand((size_t)C, 640 + s, 1.0f), *w = hrand((size_t)C * OC, 650 + s, 1.0f);
+        float *b = frand((size_t)OC, 660 + s, 4.0f), *out = fbuf((size_t)OC), *ref = fbuf((size_t)OC);
+        float *one = fbuf((size_t)OC);
+        double *abs = calloc((size_t)OC, sizeof *abs);
+        AL_ASSERT(abs);
+        for (int bias = 0; bias < 2; bias++) {
+            const float *bb = bias ? b : NULL;
+            for (int j = 0; j < OC; j++) {
+                abs[j] = bias ? fabs(b[j]) : 0.0;
+                for (int k = 0; k < C; k++) abs[j] += fabs((double)bf(x[k]) * bf(w[(size_t)k * OC + j]));
+            }
+            char what[96];
+            snprintf(what, sizeof what, "matvec_ht C=%d OC=%d bias=%d", C, OC, bias);
+            al_matvec_ht(out, x, w, bb, C, OC);
+            al_matvec_ht_ref(ref, x, w, bb, C, OC);
+            expect_within_abs(what, out, ref, abs, (size_t)OC, (C + 2) * 0x1p-24);
+            mv_args args = {.out = one, .x = x, .w = w, .b = bb, .C = C, .OC = OC};
+            al_pool_run(mv_one_thread, &args);
+            expect_same(what, out, one, (size_t)OC);
+        }
+        free(abs);
+        al_free(x); al_free(w); al_free(b); al_free(out); al_free(ref); al_free(one);
+    }
 }
 
 static void test_matmul_vs_ref(void) {
@@ -1206,6 +1270,7 @@ int main(void) {
     test_gemm_bf16();
     test_matmul_bf16_vs_ref();
     test_matmul_wt();
+    test_matvec_ht();
     test_lmhead_bf16();
     test_embed_bf16();
     test_matmul_vs_ref();

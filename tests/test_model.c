@@ -360,6 +360,38 @@ static void test_head_logits_overwritten(void) {
     }
 }
 
+/* An entropy-only gradient (d logp NULL) is the gradient with a zero d logp,
+ * bit for bit (the backward puts those zeros in a scratch of its own). */
+static void test_entropy_only_backward(void) {
+    char err[AL_ERRLEN];
+    for (int bf = 0; bf < 2; bf++) {
+        al_model_config c = tiny(AL_ARCH_GPT2, 0);
+        al_model *m = al_model_new(&c, NULL, err);
+        T_TRUE(m != NULL);
+        if (!m) return;
+        al_model_init(m, 8);
+        if (bf) T_OK(al_model_set_bf16(m, 1, err));
+        al_tokens in = {.B = B_, .T = T_, .ids = g_ids, .seg = g_seg, .targets = g_tgt};
+        float lp[B_ * T_], en[B_ * T_], R[B_ * T_], Z[B_ * T_];
+        gc_fill(R, B_ * T_, 9, 1.0f);
+        memset(Z, 0, sizeof Z);
+        al_fwd f = {.logp = lp, .entropy = en};
+        T_OK(al_model_reserve(m, B_, T_, 0, err));
+        size_t np = al_model_num_params(m, 1);
+        float *g0 = malloc(np * sizeof *g0);
+        al_model_zero_grad(m);
+        T_OK(al_model_forward(m, &in, &f));
+        T_OK(al_model_backward(m, &in, Z, R, NULL));
+        memcpy(g0, m->grad, np * sizeof *g0);
+        al_model_zero_grad(m);
+        T_OK(al_model_forward(m, &in, &f));
+        T_OK(al_model_backward(m, &in, NULL, R, NULL));
+        T_REPORT_(memcmp(g0, m->grad, np * sizeof *g0) == 0, "bf16 %d: entropy-only gradient differs", bf);
+        free(g0);
+        al_model_free(m);
+    }
+}
+
 /* ---- independent reference forward (double, plain loops) ---------------- */
 
 static double ref_norm(double *out, const double *x, const float *w, const float *b, int C,
@@ -1426,6 +1458,7 @@ int main(void) {
     test_shared_activations();
     test_shared_keep();
     test_head_logits_overwritten();
+    test_entropy_only_backward();
     test_forward_reference();
     test_save_load();
     test_generation();
