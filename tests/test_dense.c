@@ -631,6 +631,22 @@ static void test_bf16_round(void) {
     al_bf16_snap(g, NULL, n - 5);
     T_TRUE(memcmp(g, w, (n - 5) * sizeof(float)) == 0 && memcmp(g + n - 5, f + n - 5, 5 * sizeof(float)) == 0);
     al_free(f); al_free(a); al_free(b); al_free(w); al_free(g); al_free(k);
+    /* rounding and the bias gradient's column sums in one pass: the bits of
+     * al_bf16_round and al_matmul_backward's db, on the pool and serial
+     * sizes, odd column counts included */
+    static const int shapes[][2] = {{1024, 384}, {1024, 131}, {7, 50}, {300, 1}};
+    for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++) {
+        const int N = shapes[si][0], C = shapes[si][1];
+        const size_t nc = (size_t)N * C;
+        float *x = frand(nc, 90 + si, 3.0f), *db = frand((size_t)C, 95 + si, 1.0f), *dbr = fcopy(db, (size_t)C);
+        uint16_t *h = hbuf(nc), *hr = hbuf(nc);
+        al_bf16_round_colsum(h, db, x, N, C);
+        al_bf16_round(hr, x, nc);
+        al_matmul_backward(NULL, NULL, dbr, x, NULL, NULL, N, 1, C);
+        T_REPORT_(memcmp(h, hr, nc * sizeof *h) == 0 && memcmp(db, dbr, (size_t)C * sizeof *db) == 0,
+                  "round_colsum %dx%d differs", N, C);
+        al_free(x); al_free(db); al_free(dbr); al_free(h); al_free(hr);
+    }
 }
 
 /* |got - want| <= tol_ij per element; tol = k * sum_k |a_ik b_kj| + 1e-30. */

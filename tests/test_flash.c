@@ -255,7 +255,49 @@ static void tile_case(int M, int N, int K, uint64_t seed) {
     free(pa); free(pat); free(pb); free(pbt); free(ra); free(rb);
 }
 
+/* al_t16_gemm_tri on a causal diagonal tile (M = N = K): the elements it
+ * must give have the bits of al_t16_gemm's, with A zero above (A_LOWER) or
+ * below (A_UPPER) the diagonal, or only j <= i wanted (COLS_LE_ROW). */
+static void tile_tri_case(int n, uint64_t seed) {
+    const size_t nn = (size_t)n * n;
+    float *a = fbuf(nn), *b = fbuf(nn), *c0 = fbuf(nn), *want = fbuf(nn), *got = fbuf(nn);
+    gc_fill(a, nn, seed, 2.0f);
+    gc_fill(b, nn, seed + 1, 2.0f);
+    gc_fill(c0, nn, seed + 2, 1.0f);
+    uint32_t *pa = calloc(AL_T16_A_SIZE(n, n), 4), *pb = calloc(AL_T16_B_SIZE(n, n), 4);
+    AL_ASSERT(pa && pb);
+    al_t16_pack_b(pb, b, n, n, n);
+    for (int tri = AL_T16_COLS_LE_ROW; tri <= AL_T16_A_UPPER; tri++) {
+        float *az = fbuf(nn);
+        for (int i = 0; i < n; i++)
+            for (int k = 0; k < n; k++) {
+                const int zero = (tri == AL_T16_A_LOWER && k > i) || (tri == AL_T16_A_UPPER && k < i);
+                az[(size_t)i * n + k] = zero ? 0.0f : a[(size_t)i * n + k];
+            }
+        al_t16_pack_a(pa, az, n, n, n);
+        for (int native = 0; native <= al_bf16_dp_cpu(); native++)
+            for (int acc = 0; acc <= 1; acc++) {
+                memcpy(want, c0, nn * sizeof(float));
+                memcpy(got, c0, nn * sizeof(float));
+                al_t16_gemm(want, n, pa, pb, n, n, n, 0.5f, acc, native);
+                al_t16_gemm_tri(got, n, pa, pb, n, n, n, 0.5f, acc, native, tri);
+                size_t bad = 0;
+                for (int i = 0; i < n; i++)
+                    for (int j = 0; j < n; j++)
+                        if (tri != AL_T16_COLS_LE_ROW || j <= i)
+                            bad += memcmp(&got[(size_t)i * n + j], &want[(size_t)i * n + j], sizeof(float)) != 0;
+                T_REPORT_(bad == 0, "tri %d tile %d native=%d acc=%d: %zu elements differ", tri, n, native, acc, bad);
+            }
+        al_free(az);
+    }
+    al_free(a); al_free(b); al_free(c0); al_free(want); al_free(got);
+    free(pa); free(pb);
+}
+
 static void test_tiles(void) {
+    tile_tri_case(64, 41);
+    tile_tri_case(37, 42);       /* a last, partial block: odd K, rows past a block */
+    tile_tri_case(5, 43);
     tile_case(64, 64, 64, 31);   /* a flash tile of SmolLM's heads */
     tile_case(37, 80, 5, 32);    /* odd K (a zero pad), rows past a block, 5 vectors */
     tile_case(1, 17, 63, 33);

@@ -81,6 +81,10 @@ void al_bf16_widen(float *dst, const uint16_t *src, size_t n);
 /* x = bf16(x) in place (as fp32 values), and keep (may be NULL) = bf16(x):
  * a product's output as autocast returns it, for the fp32 code after it. */
 void al_bf16_snap(float *x, uint16_t *keep, size_t n);
+/* dst (N, C) = bf16(src) and db (C) += the column sums of src, in one pass
+ * over src: the bits of al_bf16_round and of al_matmul_backward's bias
+ * gradient (the backward of a bf16 linear layer with a bias). */
+void al_bf16_round_colsum(uint16_t *dst, float *db, const float *src, int N, int C);
 /* al_gemm with bf16 A and B, fp32 C, fp32 accumulation. */
 void al_gemm_bf16(int transA, int transB, int M, int N, int K, float alpha, const uint16_t *A,
                   int lda, const uint16_t *B, int ldb, float beta, float *C, int ldc);
@@ -129,6 +133,19 @@ void al_t16_pack_bt_h(uint32_t *dst, const uint16_t *src, int ld, int K, int N);
  * not, and the rounding inside a pair is the CPU's). */
 void al_t16_gemm(float *C, int ldc, const uint32_t *A, const uint32_t *B, int M, int N, int K,
                  float alpha, int acc, int native);
+/* The same on a causal attention tile on the diagonal (its rows and
+ * columns, or rows and k, the same positions), skipping work by blocks
+ * where tri says it is not needed:
+ *   AL_T16_COLS_LE_ROW  only C[i][j], j <= i, is needed: others may be left
+ *                       as they were or written (scores masked afterwards);
+ *   AL_T16_A_LOWER      A[i][k] = 0 for k > i (P, dS: masked keys);
+ *   AL_T16_A_UPPER      A[i][k] = 0 for k < i (P^T, dS^T).
+ * The zeros skipped are exact, so every element needed keeps the bits of
+ * al_t16_gemm (but for a NaN or infinity met only through them). The
+ * portable loops skip nothing. */
+enum { AL_T16_FULL = 0, AL_T16_COLS_LE_ROW = 1, AL_T16_A_LOWER = 2, AL_T16_A_UPPER = 3 };
+void al_t16_gemm_tri(float *C, int ldc, const uint32_t *A, const uint32_t *B, int M, int N, int K,
+                     float alpha, int acc, int native, int tri);
 
 /* al_matmul_forward with bf16 weights w (OC, C): out = bf16(inp) @ w^T + b.
  * scratch holds N*C bf16 values (the rounded input). */

@@ -538,6 +538,7 @@ typedef struct t16_args {
     const uint32_t *A, *B;
     int ldc, M, N, K2, NP, acc;
     float alpha;
+    int tri;   /* AL_T16_* of ops.h: the work a causal diagonal tile may skip */
 } t16_args;
 
 /* The portable loops: 16 columns at a time, pair after pair. */
@@ -568,9 +569,10 @@ AL_SIMD_CLONES static void t16_plain(const t16_args *g) {
 #define T16_MR 4 /* rows per register block: 4 x 4 accumulators of 16 */
 
 /* Rows [i0, i0 + T16_MR) by vectors [n0, n0 + 16 NV) of C, NV <= 4 a
- * constant where inlined; rows past M repeat the last row, unstored. */
+ * constant where inlined, over the pairs [p0, p1) of k; rows past M repeat
+ * the last row, unstored. */
 T16_TARGET static inline __attribute__((always_inline)) void
-t16_block(const t16_args *g, int i0, int n0, const int NV) {
+t16_block(const t16_args *g, int i0, int n0, const int NV, int p0, int p1) {
     __m512 c[T16_MR][4];
     const uint32_t *a[T16_MR];
 #pragma GCC unroll 4
@@ -580,8 +582,8 @@ t16_block(const t16_args *g, int i0, int n0, const int NV) {
 #pragma GCC unroll 4
         for (int v = 0; v < NV; v++) c[r][v] = _mm512_setzero_ps();
     }
-    const uint32_t *b = g->B + n0;
-    for (int p = 0; p < g->K2; p++, b += g->NP) {
+    const uint32_t *b = g->B + (size_t)p0 * g->NP + n0;
+    for (int p = p0; p < p1; p++, b += g->NP) {
         __m512i bv[4];
 #pragma GCC unroll 4
         for (int v = 0; v < NV; v++) bv[v] = _mm512_loadu_si512(b + 16 * v);
@@ -609,13 +611,26 @@ t16_block(const t16_args *g, int i0, int n0, const int NV) {
 
 T16_TARGET static void t16_native(const t16_args *g) {
     for (int n0 = 0; n0 < g->N; n0 += 64) {
-        const int nv = (g->N - n0 + 15) / 16;
         for (int i0 = 0; i0 < g->M; i0 += T16_MR) {
-            switch (nv) {
-            case 1: t16_block(g, i0, n0, 1); break;
-            case 2: t16_block(g, i0, n0, 2); break;
-            case 3: t16_block(g, i0, n0, 3); break;
-            default: t16_block(g, i0, n0, 4); break;
+            /* the block's last row; a causal diagonal tile's zeros and
+             * unneeded columns (ops.h, AL_T16_*) skipped by whole pairs and
+             * vectors: the pairs skipped add exact zeros to sums that start
+             * at +0, so the sums keep their bits */
+            const int rl = i0 + T16_MR - 1 < g->M - 1 ? i0 + T16_MR - 1 : g->M - 1;
+            int nv = (g->N - n0 + 15) / 16, p0 = 0, p1 = g->K2;
+            if (g->tri == AL_T16_COLS_LE_ROW) {
+                if (n0 > rl) continue;
+                nv = (rl - n0) / 16 + 1 < nv ? (rl - n0) / 16 + 1 : nv;
+            } else if (g->tri == AL_T16_A_LOWER) {
+                p1 = rl / 2 + 1 < p1 ? rl / 2 + 1 : p1;
+            } else if (g->tri == AL_T16_A_UPPER) {
+                p0 = i0 / 2;
+            }
+            switch (nv > 4 ? 4 : nv) {
+            case 1: t16_block(g, i0, n0, 1, p0, p1); break;
+            case 2: t16_block(g, i0, n0, 2, p0, p1); break;
+            case 3: t16_block(g, i0, n0, 3, p0, p1); break;
+            default: t16_block(g, i0, n0, 4, p0, p1); break;
             }
         }
     }
@@ -625,9 +640,14 @@ T16_TARGET static void t16_native(const t16_args *g) {
 
 void al_t16_gemm(float *C, int ldc, const uint32_t *A, const uint32_t *B, int M, int N, int K,
                  float alpha, int acc, int native) {
+    al_t16_gemm_tri(C, ldc, A, B, M, N, K, alpha, acc, native, AL_T16_FULL);
+}
+
+void al_t16_gemm_tri(float *C, int ldc, const uint32_t *A, const uint32_t *B, int M, int N, int K,
+                     float alpha, int acc, int native, int tri) {
     AL_ASSERT(M >= 0 && N >= 0 && K >= 0 && ldc >= N);
     t16_args g = {.C = C, .A = A, .B = B, .ldc = ldc, .M = M, .N = N, .K2 = (K + 1) / 2,
-                  .NP = AL_T16_NP(N), .acc = acc, .alpha = alpha};
+                  .NP = AL_T16_NP(N), .acc = acc, .alpha = alpha, .tri = tri};
     if (M == 0 || N == 0) return;
 #ifdef T16_HAVE_NATIVE
     if (native) {

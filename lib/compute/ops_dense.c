@@ -214,6 +214,46 @@ static void colsum_fn(void *p, int tid, int nt) {
     colsum_range(s->db, s->dout, s->N, s->OC, lo, hi);
 }
 
+typedef struct round_colsum_ctx {
+    uint16_t *h;
+    float *db;
+    const float *x;
+    int N, C;
+} round_colsum_ctx;
+
+/* Columns [c0, c1) of every row: h = bf16(x), db += the column sums as
+ * colsum_range makes them (double, rows in order). */
+AL_SIMD_CLONES static void round_colsum_range(const round_colsum_ctx *s, long c0, long c1) {
+    enum { BW = 64 };
+    for (long c = c0; c < c1; c += BW) {
+        int bw = (int)(c1 - c < BW ? c1 - c : BW);
+        double acc[BW];
+        for (int j = 0; j < bw; j++) acc[j] = 0.0;
+        for (int n = 0; n < s->N; n++) {
+            const float *r = s->x + (size_t)n * (size_t)s->C + (size_t)c;
+            uint16_t *h = s->h + (size_t)n * (size_t)s->C + (size_t)c;
+            for (int j = 0; j < bw; j++) {
+                acc[j] += (double)r[j];
+                h[j] = al_bf16_round1(r[j]);
+            }
+        }
+        for (int j = 0; j < bw; j++) s->db[c + j] += (float)acc[j];
+    }
+}
+
+static void round_colsum_fn(void *p, int tid, int nt) {
+    const round_colsum_ctx *s = p;
+    long lo, hi;
+    split_aligned(s->C, nt, tid, 16, &lo, &hi);
+    round_colsum_range(s, lo, hi);
+}
+
+void al_bf16_round_colsum(uint16_t *dst, float *db, const float *src, int N, int C) {
+    round_colsum_ctx s = {dst, db, src, N, C};
+    if (al_pool_threads() > 1 && (size_t)N * (size_t)C >= ELEM_PAR_N) al_pool_run(round_colsum_fn, &s);
+    else round_colsum_range(&s, 0, C);
+}
+
 void al_matmul_backward(float *dinp, float *dw, float *db, const float *dout,
                         const float *inp, const float *w, int N, int C, int OC) {
     if (dinp) /* (N, C) += (N, OC) @ (OC, C) */

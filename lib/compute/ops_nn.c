@@ -1213,8 +1213,10 @@ typedef struct {
 static NN_INLINE void fa_scores(float *s, float *raw, const float *qI, const float *kJ, const uint32_t *qa,
                       const uint32_t *kb, const fa_ctx *x, const int32_t *sg, int i0, int M, int j0,
                       int NK) {
-    if (x->bf16)
-        al_t16_gemm(s, FA_BK, qa, kb, M, NK, x->HD, x->scale, 0, x->native);
+    if (x->bf16) /* on the diagonal the masked scores above it need not be computed (no cap:
+                  * the backward's cap derivative reads them all) */
+        al_t16_gemm_tri(s, FA_BK, qa, kb, M, NK, x->HD, x->scale, 0, x->native,
+                        i0 == j0 && x->cap == 0.0f ? AL_T16_COLS_LE_ROW : AL_T16_FULL);
     else
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, NK, x->HD, x->scale, qI, x->ld, kJ,
                     x->ld, 0.0f, s, FA_BK);
@@ -1324,7 +1326,8 @@ AL_SIMD_CLONES static void fa_fwd_fn(void *vctx, int tid, int nth) {
                 fa_row_step(s + r * FA_BK, NK, &mrow[r], &lrow[r], acc + r * HD, HD, x->bf16);
             if (x->bf16) {
                 al_t16_pack_a(w.pa, s, FA_BK, M, NK);
-                al_t16_gemm(acc, HD, w.pa, w.vb, M, HD, NK, 1.0f, 1, x->native);
+                al_t16_gemm_tri(acc, HD, w.pa, w.vb, M, HD, NK, 1.0f, 1, x->native,
+                                i0 == j0 ? AL_T16_A_LOWER : AL_T16_FULL);
             } else {
                 cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, M, HD, NK, 1.0f, s, FA_BK, vJ,
                             ld, 1.0f, acc, HD);
@@ -1434,17 +1437,22 @@ AL_SIMD_CLONES static void fa_bwd_tile(const fa_ctx *x, const fa_blk *k, fa_bwd1
                         1.0f, k->dkb + (size_t)j0 * ld, ld);
         return;
     }
+    /* on the diagonal P and dS are 0 above it (masked keys), P^T and dS^T below */
+    const int diag = k->i0 == j0;
     if (k->dvb) { /* dV_J += P^T dO_I */
         al_t16_pack_at(w->ta, p, FA_BK, NK, M);
-        al_t16_gemm(k->dvb + (size_t)j0 * ld, ld, w->ta, w->db, NK, HD, M, 1.0f, 1, x->native);
+        al_t16_gemm_tri(k->dvb + (size_t)j0 * ld, ld, w->ta, w->db, NK, HD, M, 1.0f, 1, x->native,
+                        diag ? AL_T16_A_UPPER : AL_T16_FULL);
     }
     if (k->dqI) { /* dQ_I += dS K_J */
         al_t16_pack_a(w->sa, dp, FA_BK, M, NK);
-        al_t16_gemm(k->dqI, ld, w->sa, w->kr, M, HD, NK, 1.0f, 1, x->native);
+        al_t16_gemm_tri(k->dqI, ld, w->sa, w->kr, M, HD, NK, 1.0f, 1, x->native,
+                        diag ? AL_T16_A_LOWER : AL_T16_FULL);
     }
     if (k->dkb) { /* dK_J += dS^T Q_I */
         al_t16_pack_at(w->ta, dp, FA_BK, NK, M);
-        al_t16_gemm(k->dkb + (size_t)j0 * ld, ld, w->ta, w->qb, NK, HD, M, 1.0f, 1, x->native);
+        al_t16_gemm_tri(k->dkb + (size_t)j0 * ld, ld, w->ta, w->qb, NK, HD, M, 1.0f, 1, x->native,
+                        diag ? AL_T16_A_UPPER : AL_T16_FULL);
     }
 }
 

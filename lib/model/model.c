@@ -1730,8 +1730,11 @@ static void linear_backward_bf16(al_model *m, al_linear *L, float *dx, int dx_fr
     uint16_t *t16 = x16 + (size_t)N * (size_t)L->in;
     int need_x = gW != NULL;
     for (int k = 0; lora && k < L->n_lora; k++) need_x |= PG(m, m->lora[L->first_lora + k].pA) != NULL;
-    AL_ASSERT(dout || !PG(m, L->b));
-    if (dout) al_bf16_round(d16, dout, (size_t)N * (size_t)L->out);
+    float *gb = PG(m, L->b);
+    AL_ASSERT(dout || !gb);
+    /* the bias gradient is a sum in fp32, as autocast's: in the pass that rounds dout */
+    if (gb) al_bf16_round_colsum(d16, gb, dout, N, L->out);
+    else if (dout) al_bf16_round(d16, dout, (size_t)N * (size_t)L->out);
     if (need_x && kept16) x16 = (uint16_t *)kept16;
     else if (need_x) al_bf16_round(x16, x, (size_t)N * (size_t)L->in);
     /* dx (N, in) (+)= dout (N, out) @ W (out, in), W held (in, out) or not */
@@ -1741,7 +1744,6 @@ static void linear_backward_bf16(al_model *m, al_linear *L, float *dx, int dx_fr
                      dx_fresh ? 0.0f : 1.0f, dx, L->in);
     if (gW) al_gemm_bf16(1, 0, L->out, L->in, N, 1.0f, d16, L->out, x16, L->in, m->grad_defer ? 0.0f : 1.0f, gW,
                          L->in);
-    if (PG(m, L->b)) al_matmul_backward(NULL, NULL, PG(m, L->b), dout, x, NULL, N, L->in, L->out);
     float s = m->lora_scale, *dt = m->d_lora;
     for (int k = 0; lora && k < L->n_lora; k++) {
         const al_lora_mod *lm = &m->lora[L->first_lora + k];
