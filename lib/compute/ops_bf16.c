@@ -499,12 +499,24 @@ void al_t16_pack_bt(uint32_t *dst, const float *src, int ld, int K, int N) {
  * rounding (the values are bf16 already), pads zeroed. */
 static inline uint32_t pair16(uint16_t lo, uint16_t hi) { return (uint32_t)lo | (uint32_t)hi << 16; }
 
+/* The pair (x[0], x[1]) as one word: on a little-endian CPU the 4 bytes as
+ * they are in memory (one load). */
+static inline uint32_t pair_at(const uint16_t *x) {
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    uint32_t w;
+    memcpy(&w, x, sizeof w);
+    return w;
+#else
+    return pair16(x[0], x[1]);
+#endif
+}
+
 void al_t16_pack_a_h(uint32_t *dst, const uint16_t *src, int ld, int M, int K) {
     const int K2 = (K + 1) / 2;
     for (int m = 0; m < M; m++) {
         const uint16_t *x = src + (size_t)m * ld;
         uint32_t *d = dst + (size_t)m * K2;
-        for (int p = 0; p < K / 2; p++) d[p] = pair16(x[2 * p], x[2 * p + 1]);
+        for (int p = 0; p < K / 2; p++) d[p] = pair_at(x + 2 * p);
         if (K % 2) d[K2 - 1] = x[K - 1];
     }
 }
@@ -523,11 +535,17 @@ void al_t16_pack_b_h(uint32_t *dst, const uint16_t *src, int ld, int K, int N) {
 }
 
 void al_t16_pack_bt_h(uint32_t *dst, const uint16_t *src, int ld, int K, int N) {
-    const int NP = AL_T16_NP(N), K2 = (K + 1) / 2;
-    for (int n = 0; n < N; n++) {
-        const uint16_t *x = src + (size_t)n * ld;
-        for (int p = 0; p < K / 2; p++) dst[(size_t)p * NP + n] = pair16(x[2 * p], x[2 * p + 1]);
-        if (K % 2) dst[(size_t)(K2 - 1) * NP + n] = x[K - 1];
+    /* a transpose of the source's pairs, in 8 x 8 blocks as words_transpose */
+    const int NP = AL_T16_NP(N), K2 = (K + 1) / 2, KE = K / 2;
+    for (int n0 = 0; n0 < N; n0 += 8) {
+        const int n1 = n0 + 8 < N ? n0 + 8 : N;
+        for (int p0 = 0; p0 < KE; p0 += 8) {
+            const int p1 = p0 + 8 < KE ? p0 + 8 : KE;
+            for (int p = p0; p < p1; p++)
+                for (int n = n0; n < n1; n++) dst[(size_t)p * NP + n] = pair_at(src + (size_t)n * ld + 2 * p);
+        }
+        if (K % 2)
+            for (int n = n0; n < n1; n++) dst[(size_t)(K2 - 1) * NP + n] = src[(size_t)n * ld + K - 1];
     }
     for (int p = 0; p < K2; p++)
         for (int n = N; n < NP; n++) dst[(size_t)p * NP + n] = 0;

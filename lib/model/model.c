@@ -1030,6 +1030,7 @@ typedef struct act_plan {
     size_t per16, n16;     /* bf16 arena: per set, and all (the products' scratch first) */
     size_t keep_ln1, keep_ln2, keep_h2;   /* values per set kept of each (0: not kept) */
     size_t keep_h1, keep_atty, keep_qkv;  /* bf16 values of h1 / atty / qkv kept per set (bf16 training; else fp32) */
+    size_t keep_lora;                     /* and of the adapters' t */
     int keep, fwd_only, chunk;
 } act_plan;
 
@@ -1112,12 +1113,16 @@ static void act_plan_make(const al_model *m, int B, int T, int flags, act_plan *
     /* and q|k|v as the attention's bf16 tile products read them */
     pl->keep_qkv = m->bf16 && !pl->fwd_only ? N * (size_t)m->QKV : 0;
     size_t kept32 = m->bf16 ? 0 : pl->keep_ln1 + pl->keep_ln2 + pl->keep_h2;
+    /* the adapters' t: bf16 training keeps only its rounded copy (lora_buf) */
+    size_t n_lora = N * r * (size_t)max_lora_per_layer(m);
+    pl->keep_lora = m->bf16 && !pl->fwd_only ? n_lora : 0;
     pl->per_layer = N * C + N * 4 + (pl->keep_qkv ? 0 : N * (size_t)m->QKV) + (size_t)B * c->NH * T +
                     (pl->keep_atty ? 0 : N * AH) +
-                    (pl->keep_h1 ? 0 : N * (size_t)m->UPW) + N * r * (size_t)max_lora_per_layer(m) + n_qk +
+                    (pl->keep_h1 ? 0 : N * (size_t)m->UPW) + (pl->keep_lora ? 0 : n_lora) + n_qk +
                     n_post + kept32;
     pl->per16 = m->bf16 ? h16_round(pl->keep_ln1) + h16_round(pl->keep_ln2) + h16_round(pl->keep_h2) +
-                              h16_round(pl->keep_h1) + h16_round(pl->keep_atty) + h16_round(pl->keep_qkv)
+                              h16_round(pl->keep_h1) + h16_round(pl->keep_atty) + h16_round(pl->keep_qkv) +
+                              h16_round(pl->keep_lora)
                         : 0;
     pl->n_sets = (flags & (AL_MODEL_GRAD_CKPT | AL_MODEL_FORWARD_ONLY)) ? 1 : L;
     /* forward only: layer l reads residual buffer l % 2 and writes the other */
@@ -1182,7 +1187,7 @@ static void act_set_take(const al_model *m, const act_plan *pl, al_acts *a, floa
     TAKE(a->ln2_rstd, N);
     TAKE_EITHER(a->h1, a->h1_h, pl->keep_h1, N * (size_t)m->UPW);
     TAKE_KEPT(a->h2, a->h2_h, pl->keep_h2 ? N * FF : 0);
-    TAKE(a->lora_t, N * (size_t)m->lora_cfg.r * (size_t)max_lora_per_layer(m));
+    TAKE_EITHER(a->lora_t, a->lora_t16, pl->keep_lora, N * (size_t)m->lora_cfg.r * (size_t)max_lora_per_layer(m));
     if (c->qk_norm) {
         TAKE(a->qk_raw, N * QK);
         TAKE(a->qk_rstd, N * (size_t)(c->NH + c->NKV));
@@ -1321,13 +1326,22 @@ static int lin_wt(al_model *m, const al_linear *L) {
     return p->wt;
 }
 
+/* A map's adapter buffers (N, r) each: t = x A^T in fp32 (lora_t), or in
+ * bf16 training its rounded copy alone (lora_t16: what the second product
+ * and the backward read), in adapter order; both NULL: none. */
+typedef struct lora_buf {
+    float *t;
+    uint16_t *t16;
+} lora_buf;
+
 /* al_linear_forward; in bf16 mode with keep16 the rounded x goes there (the
  * backward's copy) instead of into s16, and x NULL says that keep16 (or s16)
- * holds it already. */
+ * holds it already. With lb.t16 an adapter's t is computed in d_lora (free
+ * in a forward) and kept rounded in lb.t16. */
 static void linear_forward(al_model *m, int layer, int lin, float *out, const float *x,
-                           uint16_t *keep16, float *lora_t, uint16_t *s16, int N) {
+                           uint16_t *keep16, lora_buf lb, uint16_t *s16, int N) {
     al_linear *L = &m->layers[layer].lin[lin];
-    int use = m->adapters_on && L->n_lora && lora_t;
+    int use = m->adapters_on && L->n_lora && (lb.t || lb.t16);
     int r = m->lora_cfg.r, wt = lin_wt(m, L);
     if (m->bf16) {
         /* s16: the rounded x (N, in) unless kept, then one adapter's rounded t (N, r) */
@@ -1337,10 +1351,11 @@ static void linear_forward(al_model *m, int layer, int lin, float *out, const fl
         else al_matmul_forward_h(out, x16, PH(m, L->w), PW(m, L->b), N, L->in, L->out);
         for (int k = 0; use && k < L->n_lora; k++) {
             const al_lora_mod *lm = &m->lora[L->first_lora + k];
-            float *t = lora_t + (size_t)k * N * r;
+            float *t = lb.t ? lb.t + (size_t)k * N * r : m->d_lora;
+            uint16_t *tk16 = lb.t16 ? lb.t16 + (size_t)k * N * r : t16;
             al_gemm_bf16(0, 1, N, r, lm->in, 1.0f, x16, lm->in, PH(m, lm->pA), lm->in, 0.0f, t, r);
-            al_bf16_round(t16, t, (size_t)N * (size_t)r);
-            al_gemm_bf16(0, 1, N, lm->out, r, m->lora_scale, t16, r, PH(m, lm->pB), r, 1.0f,
+            al_bf16_round(tk16, t, (size_t)N * (size_t)r);
+            al_gemm_bf16(0, 1, N, lm->out, r, m->lora_scale, tk16, r, PH(m, lm->pB), r, 1.0f,
                          out + lm->off, L->out);
         }
         return;
@@ -1349,7 +1364,7 @@ static void linear_forward(al_model *m, int layer, int lin, float *out, const fl
     else al_matmul_forward(out, x, PW(m, L->w), PW(m, L->b), N, L->in, L->out);
     for (int k = 0; use && k < L->n_lora; k++) {
         const al_lora_mod *lm = &m->lora[L->first_lora + k];
-        float *t = lora_t + (size_t)k * N * r;
+        float *t = lb.t + (size_t)k * N * r;
         al_gemm(0, 1, N, r, lm->in, 1.0f, x, lm->in, PW(m, lm->pA), lm->in, 0.0f, t, r);
         al_gemm(0, 1, N, lm->out, r, m->lora_scale, t, r, PW(m, lm->pB), r, 1.0f,
                 out + lm->off, L->out);
@@ -1358,15 +1373,16 @@ static void linear_forward(al_model *m, int layer, int lin, float *out, const fl
 
 void al_linear_forward(al_model *m, int layer, int lin, float *out, const float *x,
                        float *lora_t, uint16_t *s16, int N) {
-    linear_forward(m, layer, lin, out, x, NULL, lora_t, s16, N);
+    linear_forward(m, layer, lin, out, x, NULL, (lora_buf){lora_t, NULL}, s16, N);
 }
 
-/* Offset of a map's adapter buffers inside a layer's lora_t. */
-static float *lora_slot(al_model *m, int layer, int lin, float *base, int N) {
+/* A map's adapter buffers inside a layer's lora_t or lora_t16. */
+static lora_buf lora_slot(const al_model *m, int layer, int lin, const al_acts *a, int N) {
     const al_layer *ly = &m->layers[layer];
     size_t k = 0;
     for (int j = 0; j < lin; j++) k += (size_t)ly->lin[j].n_lora;
-    return base + k * (size_t)N * (size_t)m->lora_cfg.r;
+    k *= (size_t)N * (size_t)m->lora_cfg.r;
+    return (lora_buf){a->lora_t ? a->lora_t + k : NULL, a->lora_t16 ? a->lora_t16 + k : NULL};
 }
 
 void al_model_norm(al_model *m, float *out, float *mean, float *rstd, const float *x, int w,
@@ -1571,7 +1587,7 @@ static void layer_forward(al_model *m, int l, al_acts *a, const float *x, float 
         xin = model_norm16(m, ln1, ln1_16, a->ln1_mean, a->ln1_rstd, x, ly->ln1_w, ly->ln1_b, N) ? NULL : ln1;
     }
     float *qkv = a->qkv_h ? m->d_qkv : a->qkv;
-    linear_forward(m, l, LIN_QKV, qkv, xin, a->ln1_h, lora_slot(m, l, LIN_QKV, a->lora_t, N), m->s16, N);
+    linear_forward(m, l, LIN_QKV, qkv, xin, a->ln1_h, lora_slot(m, l, LIN_QKV, a, N), m->s16, N);
     float *q = qkv, *k = qkv + c->NH * HD, *v = k + c->NKV * HD;
     al_layer_qk_forward(m, l, qkv, a->qk_raw, a->qk_rstd, pos, N);
     if (a->qkv_h) al_bf16_round(a->qkv_h, qkv, (size_t)N * (size_t)m->QKV);
@@ -1589,7 +1605,7 @@ static void layer_forward(al_model *m, int l, al_acts *a, const float *x, float 
                                         c->NKV, HD, &ao, m->bf16);
     }
     float *ao_out = c->post_norm ? a->att_o : a->mid;
-    linear_forward(m, l, LIN_O, ao_out, atty16 ? NULL : atty, a->atty_h, lora_slot(m, l, LIN_O, a->lora_t, N),
+    linear_forward(m, l, LIN_O, ao_out, atty16 ? NULL : atty, a->atty_h, lora_slot(m, l, LIN_O, a, N),
                    m->s16, N);
     al_layer_residual(m, l, 0, a->mid, x, ao_out, a->pa_rstd, N);
     const float *min = a->mid;
@@ -1600,7 +1616,7 @@ static void layer_forward(al_model *m, int l, al_acts *a, const float *x, float 
                                                                                                    : ln2;
     }
     float *h1 = a->h1_h ? m->d_h1 : a->h1;
-    linear_forward(m, l, LIN_UP, h1, min, a->ln2_h, lora_slot(m, l, LIN_UP, a->lora_t, N), m->s16, N);
+    linear_forward(m, l, LIN_UP, h1, min, a->ln2_h, lora_slot(m, l, LIN_UP, a, N), m->s16, N);
     float *mo = c->post_norm ? a->mlp_o : y;
     if (a->h1_h) {
         /* bf16 training: h1 rounded (kept), the activation and h2 rounded
@@ -1609,11 +1625,11 @@ static void layer_forward(al_model *m, int l, al_acts *a, const float *x, float 
         if (c->arch == AL_ARCH_GPT2) al_gelu_forward_bf16(h2_16, a->h1_h, h1, (size_t)N * c->FF);
         else if (c->act == AL_ACT_GELU_TANH) al_geglu_forward_bf16(h2_16, a->h1_h, h1, N, c->FF);
         else al_swiglu_forward_bf16(h2_16, a->h1_h, h1, N, c->FF);
-        linear_forward(m, l, LIN_DOWN, mo, NULL, h2_16, lora_slot(m, l, LIN_DOWN, a->lora_t, N), m->s16, N);
+        linear_forward(m, l, LIN_DOWN, mo, NULL, h2_16, lora_slot(m, l, LIN_DOWN, a, N), m->s16, N);
     } else {
         float *h2 = a->h2 ? a->h2 : a->h1_h ? m->d_h2 : m->x_tmp;
         al_layer_act(m, h2, h1, a->h1_h, N);
-        linear_forward(m, l, LIN_DOWN, mo, h2, a->h2_h, lora_slot(m, l, LIN_DOWN, a->lora_t, N), m->s16, N);
+        linear_forward(m, l, LIN_DOWN, mo, h2, a->h2_h, lora_slot(m, l, LIN_DOWN, a, N), m->s16, N);
     }
     al_layer_residual(m, l, 1, y, a->mid, mo, a->pf_rstd, N);
 }
@@ -1723,7 +1739,7 @@ int al_model_forward(al_model *m, const al_tokens *in, al_fwd *out) {
  * ((N, out), (N, in), (N, r)) for the products. dout NULL: the caller
  * rounded it into s16 already (the map has no bias to sum it for). */
 static void linear_backward_bf16(al_model *m, al_linear *L, float *dx, int dx_fresh, const float *dout,
-                                 const float *x, const uint16_t *kept16, const float *lora_t, int N) {
+                                 const float *x, const uint16_t *kept16, lora_buf lb, int N) {
     int r = m->lora_cfg.r, lora = m->adapters_on && L->n_lora;
     float *gW = PG(m, L->w);
     uint16_t *d16 = m->s16, *x16 = d16 + (size_t)N * (size_t)L->out;
@@ -1749,9 +1765,10 @@ static void linear_backward_bf16(al_model *m, al_linear *L, float *dx, int dx_fr
         const al_lora_mod *lm = &m->lora[L->first_lora + k];
         const uint16_t *dsub = d16 + lm->off;
         float *gA = PG(m, lm->pA), *gB = PG(m, lm->pB);
-        if (gB) {
-            al_bf16_round(t16, lora_t + (size_t)k * N * r, (size_t)N * (size_t)r);
-            al_gemm_bf16(1, 0, lm->out, r, N, s, dsub, L->out, t16, r, 1.0f, gB, r);
+        if (gB) { /* t as the forward's second product read it */
+            const uint16_t *tk16 = lb.t16 ? lb.t16 + (size_t)k * N * r : t16;
+            if (!lb.t16) al_bf16_round(t16, lb.t + (size_t)k * N * r, (size_t)N * (size_t)r);
+            al_gemm_bf16(1, 0, lm->out, r, N, s, dsub, L->out, tk16, r, 1.0f, gB, r);
         }
         al_gemm_bf16(0, 0, N, r, lm->out, s, dsub, L->out, PH(m, lm->pB), r, 0.0f, dt, r);
         al_bf16_round(t16, dt, (size_t)N * (size_t)r);
@@ -1765,11 +1782,11 @@ static void linear_backward_bf16(al_model *m, al_linear *L, float *dx, int dx_fr
  * nothing yet (the product writes it rather than adds to it: no zeroing
  * first). */
 static void linear_backward(al_model *m, int layer, int lin, float *dx, int dx_fresh, const float *dout,
-                            const float *x, const uint16_t *kept16, const float *lora_t, int N) {
+                            const float *x, const uint16_t *kept16, lora_buf lb, int N) {
     al_linear *L = &m->layers[layer].lin[lin];
     AL_ASSERT(x || kept16 || !(m->keep & 1 << lin));
     if (m->bf16) {
-        linear_backward_bf16(m, L, dx, dx_fresh, dout, x, kept16, lora_t, N);
+        linear_backward_bf16(m, L, dx, dx_fresh, dout, x, kept16, lb, N);
         return;
     }
     /* al_matmul_backward's products, with their betas */
@@ -1785,7 +1802,7 @@ static void linear_backward(al_model *m, int layer, int lin, float *dx, int dx_f
     float s = m->lora_scale, *dt = m->d_lora;
     for (int k = 0; k < L->n_lora; k++) {
         const al_lora_mod *lm = &m->lora[L->first_lora + k];
-        const float *t = lora_t + (size_t)k * N * r;
+        const float *t = lb.t + (size_t)k * N * r;
         const float *dsub = dout + lm->off;
         float *gA = PG(m, lm->pA), *gB = PG(m, lm->pB);
         /* out[:, off:off+out] += s * t @ B^T,  t = x @ A^T */
@@ -1822,7 +1839,7 @@ static void layer_backward(al_model *m, int l, al_acts *a, const float *x,
     /* MLP branch */
     const float *dmo = residual_backward(m, l, 1, dres, a, N);
     const float *dh1 = m->d_h1; /* NULL: rounded into s16 instead */
-    linear_backward(m, l, LIN_DOWN, m->d_h2, 1, dmo, a->h2, a->h2_h, lora_slot(m, l, LIN_DOWN, a->lora_t, N), N);
+    linear_backward(m, l, LIN_DOWN, m->d_h2, 1, dmo, a->h2, a->h2_h, lora_slot(m, l, LIN_DOWN, a, N), N);
     if (act_inplace(m)) { /* d_h1 is d_h2; h1 as the forward's activation read it */
         AL_ASSERT(m->d_h1 == m->d_h2);
         al_gelu_backward_inplace(m->d_h1, a->h1_h ? NULL : a->h1, a->h1_h, (size_t)N * c->FF);
@@ -1844,7 +1861,7 @@ static void layer_backward(al_model *m, int l, al_acts *a, const float *x,
     const uint16_t *min16 = a->ln2_h;
     if (ly->ln2_w >= 0 && !min && !min16 && (m->keep & 1 << LIN_UP))
         min16 = norm16_again(m, a->mid, a->ln2_mean, a->ln2_rstd, ly->ln2_w, ly->ln2_b, ly->lin[LIN_UP].out, N);
-    linear_backward(m, l, LIN_UP, m->d_ln, 1, dh1, min, min16, lora_slot(m, l, LIN_UP, a->lora_t, N), N);
+    linear_backward(m, l, LIN_UP, m->d_ln, 1, dh1, min, min16, lora_slot(m, l, LIN_UP, a, N), N);
     if (ly->ln2_w >= 0)
         norm_backward(m, dres, m->d_ln, a->mid, a->ln2_mean, a->ln2_rstd, ly->ln2_w, ly->ln2_b, N);
     else
@@ -1852,7 +1869,7 @@ static void layer_backward(al_model *m, int l, al_acts *a, const float *x,
     /* dres is now d mid: the attention branch */
     const float *dao = residual_backward(m, l, 0, dres, a, N);
     size_t AH = (size_t)c->NH * HD;
-    linear_backward(m, l, LIN_O, m->d_atty, 1, dao, a->atty, a->atty_h, lora_slot(m, l, LIN_O, a->lora_t, N), N);
+    linear_backward(m, l, LIN_O, m->d_atty, 1, dao, a->atty, a->atty_h, lora_slot(m, l, LIN_O, a, N), N);
     al_zero(m->d_qkv, (size_t)N * m->QKV);
     float *dq = m->d_qkv, *dk = dq + AH, *dv = dk + (size_t)c->NKV * HD;
     al_attn_opts ao;
@@ -1871,7 +1888,7 @@ static void layer_backward(al_model *m, int l, al_acts *a, const float *x,
     const uint16_t *xin16 = a->ln1_h;
     if (ly->ln1_w >= 0 && !xin && !xin16 && (m->keep & 1 << LIN_QKV))
         xin16 = norm16_again(m, x, a->ln1_mean, a->ln1_rstd, ly->ln1_w, ly->ln1_b, ly->lin[LIN_QKV].out, N);
-    linear_backward(m, l, LIN_QKV, m->d_ln, 1, m->d_qkv, xin, xin16, lora_slot(m, l, LIN_QKV, a->lora_t, N), N);
+    linear_backward(m, l, LIN_QKV, m->d_ln, 1, m->d_qkv, xin, xin16, lora_slot(m, l, LIN_QKV, a, N), N);
     if (ly->ln1_w >= 0)
         norm_backward(m, dres, m->d_ln, x, a->ln1_mean, a->ln1_rstd, ly->ln1_w, ly->ln1_b, N);
     else

@@ -60,6 +60,7 @@ typedef struct al_acts {
     float *h1;           /* (N, FF) gelu input or (N, 2FF) gate|up */
     float *h2;           /* (N, FF) activation output */
     float *lora_t;       /* (N, r) per adapter of this layer, in adapter order */
+    uint16_t *lora_t16;  /* bf16 training: their rounded copies instead (lora_t NULL) */
     float *qk_raw;       /* (N, (NH+NKV)*HD) q and k before their norms (qk_norm) */
     float *qk_rstd;      /* (N * (NH+NKV)) or (N * 2) */
     float *att_o, *pa_rstd;  /* (N, C) attention output before its post-norm, (N) */
