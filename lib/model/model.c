@@ -474,6 +474,7 @@ int al_model_set_bf16(al_model *m, int on, char err[AL_ERRLEN]) {
     /* the activations need (or no longer need) bf16 scratch */
     al_free_pages(m->act16, m->n_act16 * sizeof(uint16_t));
     m->act16 = m->s16 = NULL;
+    m->s16_len = 0;
     m->n_act16 = 0;
     m->resB = m->resT = 0;
     return AL_OK;
@@ -988,6 +989,7 @@ static void act_sync(al_model *m) {
     m->head_chunk = o->head_chunk;
     m->pos_buf = o->pos_buf;
     m->s16 = o->s16;
+    m->s16_len = o->s16_len;
     m->keep = o->keep;
     m->x_tmp = o->x_tmp;
 }
@@ -1028,6 +1030,7 @@ int al_model_share_activations(al_model *m, al_model *owner, char err[AL_ERRLEN]
 typedef struct act_plan {
     size_t B, T, N, n_sets, n_res, per_layer, n_bwd, head, n_dpost, n_dqk, tmp, total;
     size_t per16, n16;     /* bf16 arena: per set, and all (the products' scratch first) */
+    size_t s16;            /* that scratch's values (lin_scratch16, or the LM head's chunk) */
     size_t keep_ln1, keep_ln2, keep_h2;   /* values per set kept of each (0: not kept) */
     size_t keep_h1, keep_atty, keep_qkv;  /* bf16 values of h1 / atty / qkv kept per set (bf16 training; else fp32) */
     size_t keep_lora;                     /* and of the adapters' t */
@@ -1078,6 +1081,29 @@ static size_t bwd_wide(const al_model *m) {
     size_t mlp = (size_t)m->UPW + (act_inplace(m) ? 0 : (size_t)c->FF);
     size_t att = (size_t)m->QKV + (size_t)c->NH * (size_t)c->HD;
     return mlp > att ? mlp : att;
+}
+
+/* The bf16 scratch (s16) of a layer's fused maps, one map at a time, for a
+ * reservation keeping the inputs in `keep` (bit j: map j's backward reads
+ * its input): a forward's rounded input (N, in) and then an adapter's
+ * rounded t (N, r) (linear_forward); a backward's rounded dout (N, out),
+ * then the input when the backward reads it from s16 (rounded or computed
+ * again there) and the adapter's t after them (linear_backward_bf16). Every
+ * map counts an adapter when the model has any (a model sharing these
+ * activations may adapt other maps), and the value head its (N, C + labels). */
+static size_t lin_scratch16(const al_model *m, size_t N, int keep) {
+    const al_model_config *c = &m->cfg;
+    size_t r = m->lora_cfg.r > 0 ? (size_t)m->lora_cfg.r : 0;
+    size_t most = (size_t)c->C + (size_t)(c->num_labels > 0 ? c->num_labels : 0);
+    for (int l = 0; l < c->n_layers; l++)
+        for (int j = 0; j < LIN_COUNT; j++) {
+            const al_linear *L = &m->layers[l].lin[j];
+            size_t in = (size_t)L->in, out = (size_t)L->out;
+            size_t fwd = in + r, bwd = out + ((keep >> j & 1) ? in : 0) + r;
+            most = fwd > most ? fwd : most;
+            most = bwd > most ? bwd : most;
+        }
+    return N * most;
 }
 
 static void act_plan_make(const al_model *m, int B, int T, int flags, act_plan *pl) {
@@ -1149,8 +1175,9 @@ static void act_plan_make(const al_model *m, int B, int T, int flags, act_plan *
     /* bf16: the rounded operands of the products (one layer's linear maps
      * at a time, or one chunk of the LM head), then the kept inputs */
     if (m->bf16) {
-        size_t n16 = al_model_lin_scratch16(m, N), head16 = (size_t)pl->chunk * (C + (size_t)c->V);
-        pl->n16 = h16_round(n16 > head16 ? n16 : head16) + pl->n_sets * pl->per16;
+        size_t n16 = lin_scratch16(m, N, pl->keep), head16 = (size_t)pl->chunk * (C + (size_t)c->V);
+        pl->s16 = n16 > head16 ? n16 : head16;
+        pl->n16 = h16_round(pl->s16) + pl->n_sets * pl->per16;
     }
 }
 
@@ -1285,6 +1312,7 @@ int al_model_reserve(al_model *m, int B, int T, int flags, char err[AL_ERRLEN]) 
     free(m->acts);
     m->act16 = m->s16 = act16;
     m->n_act16 = pl.n16;
+    m->s16_len = pl.s16;
     m->act = act;
     m->acts = acts;
     m->n_act = pl.total;
@@ -1346,6 +1374,7 @@ static void linear_forward(al_model *m, int layer, int lin, float *out, const fl
     if (m->bf16) {
         /* s16: the rounded x (N, in) unless kept, then one adapter's rounded t (N, r) */
         uint16_t *x16 = keep16 ? keep16 : s16, *t16 = s16 + (size_t)N * (size_t)L->in;
+        AL_ASSERT(s16 != m->s16 || (size_t)N * ((size_t)L->in + (use ? (size_t)r : 0)) <= m->s16_len);
         if (x) al_bf16_round(x16, x, (size_t)N * (size_t)L->in);
         if (wt) al_matmul_forward_ht(out, x16, PH(m, L->w), PW(m, L->b), N, L->in, L->out);
         else al_matmul_forward_h(out, x16, PH(m, L->w), PW(m, L->b), N, L->in, L->out);
@@ -1752,7 +1781,6 @@ static void linear_backward_bf16(al_model *m, al_linear *L, float *dx, int dx_fr
     int r = m->lora_cfg.r, lora = m->adapters_on && L->n_lora;
     float *gW = PG(m, L->w);
     uint16_t *d16 = m->s16, *x16 = d16 + (size_t)N * (size_t)L->out;
-    uint16_t *t16 = x16 + (size_t)N * (size_t)L->in;
     int need_x = gW != NULL;
     for (int k = 0; lora && k < L->n_lora; k++) need_x |= PG(m, m->lora[L->first_lora + k].pA) != NULL;
     float *gb = PG(m, L->b);
@@ -1762,6 +1790,11 @@ static void linear_backward_bf16(al_model *m, al_linear *L, float *dx, int dx_fr
     else if (dout) al_bf16_round(d16, dout, (size_t)N * (size_t)L->out);
     if (need_x && kept16) x16 = (uint16_t *)kept16;
     else if (need_x) al_bf16_round(x16, x, (size_t)N * (size_t)L->in);
+    /* the adapters' t after x when x is in s16 (rounded here or computed
+     * again there, norm16_again), else right after dout (lin_scratch16) */
+    uint16_t *t16 = d16 + (size_t)N * (size_t)L->out;
+    if (need_x && x16 == t16) t16 += (size_t)N * (size_t)L->in;
+    AL_ASSERT((size_t)(t16 - d16) + (lora ? (size_t)N * (size_t)r : 0) <= m->s16_len);
     /* dx (N, in) (+)= dout (N, out) @ W (out, in), W held (in, out) or not */
     int wt = lin_wt(m, L);
     if (dx)

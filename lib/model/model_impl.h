@@ -130,6 +130,7 @@ struct al_model {
                                * al_model_reserve) */
     float *x_tmp;             /* (N, max(C, FF)): a product input that is not kept */
     uint16_t *s16;            /* view of act16 (or of the owner's) */
+    size_t s16_len;           /* values of the products' scratch at s16 */
     float *rope_cos, *rope_sin;   /* (max_T, HD/2) */
     float *rope_lcos, *rope_lsin; /* local RoPE (Gemma 3's sliding layers), or NULL */
     int rope_key;                 /* al_rope_key of the global table now held */
