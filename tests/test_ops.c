@@ -914,6 +914,34 @@ static void test_rope_large(void) {
     al_free(cs); al_free(sn); al_free(x); al_free(y); al_free(z);
 }
 
+/* The backward rotation rounded to bf16 in one pass: the bits of
+ * al_rope_backward then al_bf16_round over the first width values of each
+ * row (the rotated heads and the rest, v's columns in a qkv row), the input
+ * unchanged; odd sizes inline and split over the pool. */
+static void test_rope_backward_bf16(void) {
+    const int Ns[2] = {5, 67}, nhs[2] = {3, 8}, HDs[2] = {6, 64}, maxT = 300;
+    for (int k = 0; k < 2; k++) {
+        const int N = Ns[k], nh = nhs[k], HD = HDs[k], width = nh * HD + 7, ld = width + 3;
+        const size_t n = (size_t)N * ld, nw = (size_t)N * width;
+        float *cs = fbuf((size_t)maxT * HD / 2), *sn = fbuf((size_t)maxT * HD / 2);
+        float *x = fbuf(n), *y = fbuf(n), *w = fbuf(nw);
+        uint16_t *r16 = al_calloc(nw, 2), *o16 = al_calloc(nw, 2);
+        int32_t pos[67];
+        for (int i = 0; i < N; i++) pos[i] = (i * 37) % maxT;
+        al_rope_table(cs, sn, maxT, HD, 10000.0f);
+        gc_fill(x, n, 64 + (uint64_t)k, 1.0f);
+        memcpy(y, x, n * sizeof(float));
+        al_rope_backward(y, ld, pos, cs, sn, N, nh, HD);
+        for (int r = 0; r < N; r++) memcpy(w + (size_t)r * width, y + (size_t)r * ld, (size_t)width * 4);
+        al_bf16_round(r16, w, nw);
+        memcpy(y, x, n * sizeof(float));
+        al_rope_backward_bf16(o16, width, y, ld, pos, cs, sn, N, nh, HD);
+        T_TRUE(memcmp(r16, o16, nw * 2) == 0);
+        T_TRUE(memcmp(x, y, n * sizeof(float)) == 0);
+        al_free(cs); al_free(sn); al_free(x); al_free(y); al_free(w); al_free(r16); al_free(o16);
+    }
+}
+
 /* ---------------------------------------------------------------- Attention */
 
 /* Plain backward, loops only (ops.h has no al_attention_backward_ref). */
@@ -1305,6 +1333,7 @@ int main(void) {
     test_rope_hand();
     test_rope_grad();
     test_rope_large();
+    test_rope_backward_bf16();
     test_attention_hand();
     test_attention_opts_hand();
     test_attention_segments();

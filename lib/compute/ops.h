@@ -282,6 +282,11 @@ void al_rope_forward(float *x, int ld, const int32_t *pos, const float *cos_t,
 /* Gradient through the rotation (the transpose rotation), in place on dx. */
 void al_rope_backward(float *dx, int ld, const int32_t *pos, const float *cos_t,
                       const float *sin_t, int N, int nh, int HD);
+/* bf16 training's d qkv for its product: dx16 (N, width) = bf16 of the
+ * first width values of each row of dx (stride ld) after al_rope_backward's
+ * rotation of its first nh heads, with those bits; dx is not changed. */
+void al_rope_backward_bf16(uint16_t *dx16, int width, const float *dx, int ld, const int32_t *pos,
+                           const float *cos_t, const float *sin_t, int N, int nh, int HD);
 
 /* Attention variants of the model families (NULL = all defaults).
  * scale   multiplies q.k (0: 1/sqrt(HD)); Gemma's query_pre_attn_scalar^-0.5,

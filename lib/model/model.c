@@ -1489,15 +1489,23 @@ void al_layer_qk_forward(al_model *m, int l, float *qkv, float *qk_raw, float *q
 }
 
 /* dqkv holds d (normed, rotated) q|k on entry and d (raw) q|k on return. */
-static void layer_qk_backward(al_model *m, int l, al_acts *a, float *dqkv, const int32_t *pos,
-                              int N) {
+/* Returns dqkv, or NULL when (bf16, no q/k norm, no qkv bias) the rotation
+ * went straight into the qkv map's rounded dout in s16 instead
+ * (linear_backward_bf16's dout NULL), dqkv left unrotated. */
+static const float *layer_qk_backward(al_model *m, int l, al_acts *a, float *dqkv,
+                                      const int32_t *pos, int N) {
     const al_model_config *c = &m->cfg;
     const al_layer *ly = &m->layers[l];
     const int AH = c->NH * c->HD, KH = c->NKV * c->HD, QK = AH + KH;
     const float *cs, *sn;
     layer_rope(m, l, &cs, &sn);
+    if (cs && m->bf16 && !c->qk_norm && !PG(m, ly->lin[LIN_QKV].b)) {
+        AL_ASSERT(ly->lin[LIN_QKV].out == m->QKV);
+        al_rope_backward_bf16(m->s16, m->QKV, dqkv, m->QKV, pos, cs, sn, N, c->NH + c->NKV, c->HD);
+        return NULL;
+    }
     if (cs) al_rope_backward(dqkv, m->QKV, pos, cs, sn, N, c->NH + c->NKV, c->HD);
-    if (!c->qk_norm) return;
+    if (!c->qk_norm) return dqkv;
     float woff = c->norm_offset ? 1.0f : 0.0f;
     int gq, gk, d;
     qk_geom(c, &gq, &gk, &d);
@@ -1509,6 +1517,7 @@ static void layer_qk_backward(al_model *m, int l, al_acts *a, float *dqkv, const
                                gk, d ? d : KH);
     for (int n = 0; n < N; n++)
         memcpy(dqkv + (size_t)n * m->QKV, m->d_qk + (size_t)n * QK, (size_t)QK * sizeof(float));
+    return dqkv;
 }
 
 void al_layer_attn_opts(const al_model *m, int l, al_attn_opts *o) {
@@ -1884,12 +1893,12 @@ static void layer_backward(al_model *m, int l, al_acts *a, const float *x,
         al_flash_attention_backward(dq, dk, dv, m->d_atty, a->atty, a->lse, q, k, v, m->QKV, in->seg, B,
                                     T, c->NH, c->NKV, HD, &ao, m->bf16);
     }
-    layer_qk_backward(m, l, a, m->d_qkv, pos, N);
+    const float *dqkv = layer_qk_backward(m, l, a, m->d_qkv, pos, N);
     const float *xin = ly->ln1_w >= 0 ? a->ln1 : x;
     const uint16_t *xin16 = a->ln1_h;
     if (ly->ln1_w >= 0 && !xin && !xin16 && (m->keep & 1 << LIN_QKV))
         xin16 = norm16_again(m, x, a->ln1_mean, a->ln1_rstd, ly->ln1_w, ly->ln1_b, ly->lin[LIN_QKV].out, N);
-    linear_backward(m, l, LIN_QKV, m->d_ln, 1, m->d_qkv, xin, xin16, lora_slot(m, l, LIN_QKV, a, N), N);
+    linear_backward(m, l, LIN_QKV, m->d_ln, 1, dqkv, xin, xin16, lora_slot(m, l, LIN_QKV, a, N), N);
     if (ly->ln1_w >= 0)
         norm_backward(m, dres, m->d_ln, x, a->ln1_mean, a->ln1_rstd, ly->ln1_w, ly->ln1_b, N);
     else
