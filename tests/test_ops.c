@@ -380,6 +380,16 @@ static void test_bf16_fused(void) {
         al_layernorm_forward_bf16(o2, h2, m2, r2, x, w, b, N, C, 1e-5f);
         T_TRUE(memcmp(o1, o2, NC * 4) == 0 && memcmp(h1, h2, NC * 2) == 0);
         T_TRUE(memcmp(m1, m2, (size_t)N * 4) == 0 && memcmp(r1, r2, (size_t)N * 4) == 0);
+        memset(h2, 0, NC * 2); /* only the bf16 rows: the same bits, with and without a bias */
+        memset(m2, 0, (size_t)N * 4);
+        memset(r2, 0, (size_t)N * 4);
+        al_layernorm_forward_bf16(NULL, h2, m2, r2, x, w, b, N, C, 1e-5f);
+        T_TRUE(memcmp(h1, h2, NC * 2) == 0 && memcmp(m1, m2, (size_t)N * 4) == 0 &&
+               memcmp(r1, r2, (size_t)N * 4) == 0);
+        al_layernorm_forward(o1, NULL, NULL, x, w, NULL, N, C, 1e-5f);
+        al_bf16_round(h1, o1, NC);
+        al_layernorm_forward_bf16(NULL, h2, NULL, NULL, x, w, NULL, N, C, 1e-5f);
+        T_TRUE(memcmp(h1, h2, NC * 2) == 0);
         al_rmsnorm_forward(o1, r1, x, w, N, C, 1e-5f);
         al_bf16_round(h1, o1, NC);
         al_rmsnorm_forward_bf16(o2, h2, r2, x, w, N, C, 1e-5f);

@@ -178,7 +178,8 @@ void al_matmul_backward_bf16(float *dinp, float *dw, float *db, const float *dou
 void al_layernorm_forward(float *out, float *mean, float *rstd, const float *inp,
                           const float *w, const float *b, int N, int C, float eps);
 /* The same, each row of out also rounded to bf16 into out16 (may be NULL)
- * while in cache: the bits of al_bf16_round after al_layernorm_forward. */
+ * while in cache: the bits of al_bf16_round after al_layernorm_forward.
+ * out NULL: only out16 is written. */
 void al_layernorm_forward_bf16(float *out, uint16_t *out16, float *mean, float *rstd,
                                const float *inp, const float *w, const float *b, int N, int C,
                                float eps);

@@ -146,18 +146,28 @@ AL_SIMD_CLONES static void layernorm_fwd_fn(void *vctx, int tid, int nth) {
     al_split(x->N, nth, tid, &lo, &hi);
     for (long n = lo; n < hi; n++) {
         const float *in = x->inp + (size_t)n * C;
-        float *o = x->out + (size_t)n * C;
+        float *o = x->out ? x->out + (size_t)n * C : NULL;
         float m = nn_sum(in, C) / (float)C;
         float var = nn_sqdev(in, m, C) / (float)C;
         float r = 1.0f / sqrtf(var + x->eps);
+        if (x->mean) x->mean[n] = m;
+        if (x->rstd) x->rstd[n] = r;
+        uint16_t *o16 = x->out16 ? x->out16 + (size_t)n * C : NULL;
+        if (!o) { /* only the bf16 rows, rounded as they are made */
+            if (x->b)
+                for (int c = 0; c < C; c++) o16[c] = al_bf16_round1((in[c] - m) * r * x->w[c] + x->b[c]);
+            else
+                for (int c = 0; c < C; c++) o16[c] = al_bf16_round1((in[c] - m) * r * x->w[c]);
+            continue;
+        }
         if (x->b) {
             for (int c = 0; c < C; c++) o[c] = (in[c] - m) * r * x->w[c] + x->b[c];
         } else {
             for (int c = 0; c < C; c++) o[c] = (in[c] - m) * r * x->w[c];
         }
-        if (x->mean) x->mean[n] = m;
-        if (x->rstd) x->rstd[n] = r;
-        if (x->out16) al_bf16_round(x->out16 + (size_t)n * C, o, (size_t)C);
+        /* al_bf16_round's bits, inline: a call per row cost more than the rounding */
+        if (o16)
+            for (int c = 0; c < C; c++) o16[c] = al_bf16_round1(o[c]);
     }
 }
 
@@ -171,7 +181,7 @@ void al_layernorm_forward(float *out, float *mean, float *rstd, const float *inp
 void al_layernorm_forward_bf16(float *out, uint16_t *out16, float *mean, float *rstd,
                                const float *inp, const float *w, const float *b, int N, int C,
                                float eps) {
-    AL_ASSERT(out && inp && w && N >= 0 && C > 0);
+    AL_ASSERT((out || out16) && inp && w && N >= 0 && C > 0);
     nn_norm_ctx x = {.out = out, .mean = mean, .rstd = rstd, .inp = inp, .w = w,
                      .b = b, .out16 = out16, .N = N, .C = C, .eps = eps};
     nn_run(layernorm_fwd_fn, &x, (size_t)N * (size_t)C);
@@ -511,13 +521,14 @@ AL_SIMD_CLONES static void gelu_fwd16_fn(void *vctx, int tid, int nth) {
     const nn_gelu16_ctx *x = vctx;
     long lo, hi;
     al_split((long)((x->n + NN_BLK - 1) / NN_BLK), nth, tid, &lo, &hi);
-    float buf[NN_BLK];
-    for (size_t i = (size_t)lo * NN_BLK; i < (size_t)hi * NN_BLK && i < x->n; i += NN_BLK) {
-        const size_t k = x->n - i < NN_BLK ? x->n - i : NN_BLK;
-        al_bf16_round(x->keep16 + i, x->in + i, k);
-        nn_widen(buf, x->keep16 + i, (int)k);
-        for (size_t j = 0; j < k; j++) buf[j] = nn_gelu(buf[j]);
-        al_bf16_round(x->out16 + i, buf, k);
+    /* one loop, each element rounded, widened, activated and rounded in
+     * registers: al_bf16_round's and nn_widen's bits without their passes */
+    const size_t a = (size_t)lo * NN_BLK, b = (size_t)hi * NN_BLK < x->n ? (size_t)hi * NN_BLK : x->n;
+    for (size_t i = a; i < b; i++) {
+        const uint16_t k = al_bf16_round1(x->in[i]);
+        nn_fu u = {.u = (uint32_t)k << 16};
+        x->keep16[i] = k;
+        x->out16[i] = al_bf16_round1(nn_gelu(u.f));
     }
 }
 

@@ -1404,7 +1404,8 @@ static int model_norm16(al_model *m, float *out, uint16_t *out16, float *mean, f
                         const float *x, int w, int b, int N) {
     const al_model_config *c = &m->cfg;
     if (c->arch == AL_ARCH_GPT2)
-        al_layernorm_forward_bf16(out, out16, mean, rstd, x, PW(m, w), PW(m, b), N, c->C, c->norm_eps);
+        al_layernorm_forward_bf16(out16 ? NULL : out, out16, mean, rstd, x, PW(m, w), PW(m, b), N, c->C,
+                                  c->norm_eps);
     else if (c->norm_offset) {
         al_model_norm(m, out, mean, rstd, x, w, b, N);
         return 0;
