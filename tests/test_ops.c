@@ -914,10 +914,11 @@ static void test_rope_large(void) {
     al_free(cs); al_free(sn); al_free(x); al_free(y); al_free(z);
 }
 
-/* The backward rotation rounded to bf16 in one pass: the bits of
- * al_rope_backward then al_bf16_round over the first width values of each
- * row (the rotated heads and the rest, v's columns in a qkv row), the input
- * unchanged; odd sizes inline and split over the pool. */
+/* The rotations rounded to bf16 in one pass: the bits of al_rope_backward
+ * (al_rope_forward) then al_bf16_round over the first width values of each
+ * row (the rotated heads and the rest, v's columns in a qkv row); backward
+ * leaves its input unchanged, forward rotates it as al_rope_forward; odd
+ * sizes inline and split over the pool. */
 static void test_rope_backward_bf16(void) {
     const int Ns[2] = {5, 67}, nhs[2] = {3, 8}, HDs[2] = {6, 64}, maxT = 300;
     for (int k = 0; k < 2; k++) {
@@ -938,6 +939,16 @@ static void test_rope_backward_bf16(void) {
         al_rope_backward_bf16(o16, width, y, ld, pos, cs, sn, N, nh, HD);
         T_TRUE(memcmp(r16, o16, nw * 2) == 0);
         T_TRUE(memcmp(x, y, n * sizeof(float)) == 0);
+        /* forward: rotated in place as al_rope_forward, and rounded */
+        float *z = fbuf(n);
+        memcpy(z, x, n * sizeof(float));
+        al_rope_forward(z, ld, pos, cs, sn, N, nh, HD);
+        for (int r = 0; r < N; r++) memcpy(w + (size_t)r * width, z + (size_t)r * ld, (size_t)width * 4);
+        al_bf16_round(r16, w, nw);
+        al_rope_forward_bf16(y, o16, width, ld, pos, cs, sn, N, nh, HD);
+        T_TRUE(memcmp(r16, o16, nw * 2) == 0);
+        T_TRUE(memcmp(z, y, n * sizeof(float)) == 0);
+        al_free(z);
         al_free(cs); al_free(sn); al_free(x); al_free(y); al_free(w); al_free(r16); al_free(o16);
     }
 }

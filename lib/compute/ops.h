@@ -282,6 +282,11 @@ void al_rope_forward(float *x, int ld, const int32_t *pos, const float *cos_t,
 /* Gradient through the rotation (the transpose rotation), in place on dx. */
 void al_rope_backward(float *dx, int ld, const int32_t *pos, const float *cos_t,
                       const float *sin_t, int N, int nh, int HD);
+/* al_rope_forward, each row's first width values (the rotated heads and
+ * the rest: v's columns in a qkv row) also rounded into x16 (N, width): the
+ * bits of al_bf16_round after it, in the same pass. */
+void al_rope_forward_bf16(float *x, uint16_t *x16, int width, int ld, const int32_t *pos,
+                          const float *cos_t, const float *sin_t, int N, int nh, int HD);
 /* bf16 training's d qkv for its product: dx16 (N, width) = bf16 of the
  * first width values of each row of dx (stride ld) after al_rope_backward's
  * rotation of its first nh heads, with those bits; dx is not changed. */

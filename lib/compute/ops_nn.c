@@ -794,8 +794,9 @@ void al_rope_table_inv(float *cos_t, float *sin_t, int maxT, int half, const flo
 
 typedef struct {
     float *x;
-    uint16_t *out16;      /* backward: the rotated rows rounded here (N, width), x kept */
+    uint16_t *out16;      /* the rotated rows also rounded here (N, width) */
     int width;
+    int keep_x;           /* with out16: x left unrotated (backward) */
     const int32_t *pos;
     const float *cos_t, *sin_t;
     int ld, N, nh, HD;
@@ -811,15 +812,17 @@ static NN_INLINE void rope_apply(const nn_rope_ctx *x, int tid, int nth, float d
         AL_ASSERT(p >= 0);
         const float *cs = x->cos_t + (size_t)p * half, *sn = x->sin_t + (size_t)p * half;
         if (x->out16) {
-            const float *row = x->x + (size_t)n * x->ld;
+            float *row = x->x + (size_t)n * x->ld;
             uint16_t *o = x->out16 + (size_t)n * x->width;
             for (int h = 0; h < x->nh; h++) {
-                const float *x1 = row + (size_t)h * x->HD, *x2 = x1 + half;
+                float *x1 = row + (size_t)h * x->HD, *x2 = x1 + half;
                 uint16_t *o1 = o + (size_t)h * x->HD, *o2 = o1 + half;
                 for (int i = 0; i < half; i++) {
                     float a = x1[i], b = x2[i], c = cs[i], s = dir * sn[i];
-                    o1[i] = al_bf16_round1(a * c - b * s);
-                    o2[i] = al_bf16_round1(b * c + a * s);
+                    float r1 = a * c - b * s, r2 = b * c + a * s;
+                    o1[i] = al_bf16_round1(r1);
+                    o2[i] = al_bf16_round1(r2);
+                    if (!x->keep_x) x1[i] = r1, x2[i] = r2;
                 }
             }
             for (int j = x->nh * x->HD; j < x->width; j++) o[j] = al_bf16_round1(row[j]);
@@ -861,13 +864,25 @@ void al_rope_backward(float *dx, int ld, const int32_t *pos, const float *cos_t,
     rope_run(rope_bwd_fn, dx, ld, pos, cos_t, sin_t, N, nh, HD);
 }
 
+static void rope_run16(al_pool_fn fn, uint16_t *x16, int width, float *x, int keep_x, int ld,
+                       const int32_t *pos, const float *cos_t, const float *sin_t, int N, int nh,
+                       int HD) {
+    AL_ASSERT(x16 && x && pos && cos_t && sin_t && HD > 0 && HD % 2 == 0);
+    AL_ASSERT(nh * HD <= width && width <= ld);
+    nn_rope_ctx c = {.x = x, .out16 = x16, .width = width, .keep_x = keep_x, .pos = pos,
+                     .cos_t = cos_t, .sin_t = sin_t, .ld = ld, .N = N, .nh = nh, .HD = HD};
+    nn_run(fn, &c, (size_t)N * (size_t)width);
+}
+
+void al_rope_forward_bf16(float *x, uint16_t *x16, int width, int ld, const int32_t *pos,
+                          const float *cos_t, const float *sin_t, int N, int nh, int HD) {
+    rope_run16(rope_fwd_fn, x16, width, x, 0, ld, pos, cos_t, sin_t, N, nh, HD);
+}
+
 void al_rope_backward_bf16(uint16_t *dx16, int width, const float *dx, int ld, const int32_t *pos,
                            const float *cos_t, const float *sin_t, int N, int nh, int HD) {
-    AL_ASSERT(dx16 && dx && pos && cos_t && sin_t && HD > 0 && HD % 2 == 0);
-    AL_ASSERT(nh * HD <= width && width <= ld);
-    nn_rope_ctx c = {.x = (float *)dx, .out16 = dx16, .width = width, .pos = pos, .cos_t = cos_t,
-                     .sin_t = sin_t, .ld = ld, .N = N, .nh = nh, .HD = HD};
-    nn_run(rope_bwd_fn, &c, (size_t)N * (size_t)width);
+    /* keep_x: dx is only read */
+    rope_run16(rope_bwd_fn, dx16, width, (float *)dx, 1, ld, pos, cos_t, sin_t, N, nh, HD);
 }
 
 /* ---------------------------------------------------------------- Attention */

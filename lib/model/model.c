@@ -1599,8 +1599,14 @@ static void layer_forward(al_model *m, int l, al_acts *a, const float *x, float 
     float *qkv = a->qkv_h ? m->d_qkv : a->qkv;
     linear_forward(m, l, LIN_QKV, qkv, xin, a->ln1_h, lora_slot(m, l, LIN_QKV, a, N), m->s16, N);
     float *q = qkv, *k = qkv + c->NH * HD, *v = k + c->NKV * HD;
-    al_layer_qk_forward(m, l, qkv, a->qk_raw, a->qk_rstd, pos, N);
-    if (a->qkv_h) al_bf16_round(a->qkv_h, qkv, (size_t)N * (size_t)m->QKV);
+    const float *cs, *sn;
+    layer_rope(m, l, &cs, &sn);
+    if (a->qkv_h && cs && !c->qk_norm) { /* rotated and rounded (kept) in one pass */
+        al_rope_forward_bf16(qkv, a->qkv_h, m->QKV, m->QKV, pos, cs, sn, N, c->NH + c->NKV, HD);
+    } else {
+        al_layer_qk_forward(m, l, qkv, a->qk_raw, a->qk_rstd, pos, N);
+        if (a->qkv_h) al_bf16_round(a->qkv_h, qkv, (size_t)N * (size_t)m->QKV);
+    }
     al_attn_opts ao;
     al_layer_attn_opts(m, l, &ao);
     float *atty = a->atty_h ? m->d_atty : a->atty;
