@@ -546,12 +546,25 @@ static void lm_fwd_fn(void *p, int tid, int nt) {
     }
 }
 
-/* Gathers the next rows with target >= 0, starting at *n, into hbuf.
+/* Gathers the next rows with target >= 0, starting at *n, into hbuf, and
+ * points *rows at them: at h's own rows, uncopied, when they are
+ * consecutive (every target of the chunk given: training's usual case).
  * Returns how many (<= chunk); *n0 is where the gathering started. */
-static int lm_gather(float *hbuf, const float *h, const int32_t *target, int N, int C,
-                     int V, int chunk, int *n, int *n0) {
+static int lm_gather(float *hbuf, const float **rows, const float *h, const int32_t *target, int N,
+                     int C, int V, int chunk, int *n, int *n0) {
     while (*n < N && target[*n] < 0) (*n)++;
     *n0 = *n;
+    int k = 0;
+    while (*n0 + k < N && k < chunk && target[*n0 + k] >= 0) {
+        AL_ASSERT(target[*n0 + k] < V);
+        k++;
+    }
+    if (k == chunk || *n0 + k == N) {
+        *n = *n0 + k;
+        *rows = h + (size_t)*n0 * (size_t)C;
+        return k;
+    }
+    *rows = hbuf;
     int r = 0;
     for (; *n < N && r < chunk; (*n)++) {
         if (target[*n] < 0) continue;
@@ -593,12 +606,13 @@ static int lmhead_fwd(float *logp, float *ent, float *lse, uint8_t *hit, const f
             if (target[k] < 0) hit[k] = 0;
     int n = 0, chunks = 0;
     for (;; chunks++) {
-        int cnt = lm_gather(hbuf, h, target, N, C, V, chunk, &n, &c.n0);
+        const float *rows;
+        int cnt = lm_gather(hbuf, &rows, h, target, N, C, V, chunk, &n, &c.n0);
         if (cnt == 0) break;
-        /* z (cnt, V) = inv_temp * hbuf @ w^T (raw logits when capped); read,
+        /* z (cnt, V) = inv_temp * rows @ w^T (raw logits when capped); read,
          * never written, below without a cap, so that one chunk's logits
          * outlive the call (al_lmhead_backward_reuse) */
-        lm_logits(z, hbuf, scratch16, w, w16, cnt, C, V, c.cap > 0.0f ? 1.0f : inv_temp);
+        lm_logits(z, rows, scratch16, w, w16, cnt, C, V, c.cap > 0.0f ? 1.0f : inv_temp);
         c.cnt = cnt;
         al_pool_run(lm_fwd_fn, &c);
     }
@@ -675,27 +689,33 @@ static void lmhead_bwd(float *dh, float *dw, const float *dlogp, const float *de
                 .z16 = w16 && softcap <= 0.0f ? z16 : NULL};
     int n = 0;
     for (;;) {
-        int cnt = lm_gather(hbuf, h, target, N, C, V, chunk, &n, &c.n0);
+        const float *rows;
+        int cnt = lm_gather(hbuf, &rows, h, target, N, C, V, chunk, &n, &c.n0);
         if (cnt == 0) break;
         if (reuse) { /* z holds the forward's logits of this, its only, chunk */
             for (int k = n; k < N; k++) AL_ASSERT(target[k] < 0);
-            if (w16) al_bf16_round(h16, hbuf, (size_t)cnt * (size_t)C);
+            if (w16) al_bf16_round(h16, rows, (size_t)cnt * (size_t)C);
             reuse = 0;
         } else {
-            lm_logits(z, hbuf, h16, w, w16, cnt, C, V, c.cap > 0.0f ? 1.0f : inv_temp);
+            lm_logits(z, rows, h16, w, w16, cnt, C, V, c.cap > 0.0f ? 1.0f : inv_temp);
         }
         c.cnt = cnt;
         al_pool_run(lm_bwd_fn, &c);
         if (w16 && !c.z16) al_bf16_round(z16, z, (size_t)cnt * (size_t)V);
-        /* dw (V, C) += inv_temp * dz^T @ hbuf, before hbuf is reused */
+        /* dw (V, C) += inv_temp * dz^T @ rows, before hbuf is reused */
         if (dw) {
             if (w16) al_gemm_bf16(1, 0, V, C, cnt, inv_temp, z16, V, h16, C, 1.0f, dw, C);
-            else al_gemm(1, 0, V, C, cnt, inv_temp, z, V, hbuf, C, 1.0f, dw, C);
+            else al_gemm(1, 0, V, C, cnt, inv_temp, z, V, rows, C, 1.0f, dw, C);
         }
         if (dh) {
-            /* hbuf (cnt, C) = inv_temp * dz @ w, then scattered into dh */
+            /* hbuf (cnt, C) = inv_temp * dz @ w, then scattered into dh (added
+             * on the pool when the rows are consecutive) */
             if (w16) al_gemm_bf16(0, 0, cnt, C, V, inv_temp, z16, V, w16, C, 0.0f, hbuf, C);
             else al_gemm(0, 0, cnt, C, V, inv_temp, z, V, w, C, 0.0f, hbuf, C);
+            if (rows != hbuf) {
+                al_acc(dh + (size_t)c.n0 * (size_t)C, hbuf, (size_t)cnt * (size_t)C);
+                continue;
+            }
             int m = c.n0;
             for (int r = 0; r < cnt; r++, m++) {
                 while (target[m] < 0) m++;
