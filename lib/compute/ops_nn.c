@@ -521,14 +521,13 @@ AL_SIMD_CLONES static void gelu_fwd16_fn(void *vctx, int tid, int nth) {
     const nn_gelu16_ctx *x = vctx;
     long lo, hi;
     al_split((long)((x->n + NN_BLK - 1) / NN_BLK), nth, tid, &lo, &hi);
-    /* one loop, each element rounded, widened, activated and rounded in
-     * registers: al_bf16_round's and nn_widen's bits without their passes */
-    const size_t a = (size_t)lo * NN_BLK, b = (size_t)hi * NN_BLK < x->n ? (size_t)hi * NN_BLK : x->n;
-    for (size_t i = a; i < b; i++) {
-        const uint16_t k = al_bf16_round1(x->in[i]);
-        nn_fu u = {.u = (uint32_t)k << 16};
-        x->keep16[i] = k;
-        x->out16[i] = al_bf16_round1(nn_gelu(u.f));
+    float buf[NN_BLK];
+    for (size_t i = (size_t)lo * NN_BLK; i < (size_t)hi * NN_BLK && i < x->n; i += NN_BLK) {
+        const size_t k = x->n - i < NN_BLK ? x->n - i : NN_BLK;
+        al_bf16_round(x->keep16 + i, x->in + i, k);
+        nn_widen(buf, x->keep16 + i, (int)k);
+        for (size_t j = 0; j < k; j++) buf[j] = nn_gelu(buf[j]);
+        al_bf16_round(x->out16 + i, buf, k);
     }
 }
 
