@@ -82,7 +82,9 @@ static float nn_sum(const float *x, int n) {
     return ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
 }
 
-static float nn_dot(const float *x, const float *y, int n) {
+/* Inlined: called from SIMD clones (RMSNorm's forward), it runs at their
+ * width; a call from the AVX-512 clone ran the portable build's SSE2 copy. */
+static NN_INLINE float nn_dot(const float *x, const float *y, int n) {
     float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
     int i = 0;
     for (; i + 8 <= n; i += 8)
