@@ -73,7 +73,9 @@ static void nn_run(al_pool_fn fn, void *ctx, size_t work) {
 
 /* Sums with 8 independent lanes: a fixed order the compiler can vectorise
  * without reassociating (no -ffast-math needed). */
-static float nn_sum(const float *x, int n) {
+/* Inlined as nn_dot: called from SIMD clones (the norms, attention), it runs
+ * at their width, and a LayerNorm row's sums pay no call. */
+static NN_INLINE float nn_sum(const float *x, int n) {
     float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
     int i = 0;
     for (; i + 8 <= n; i += 8)
@@ -93,8 +95,8 @@ static NN_INLINE float nn_dot(const float *x, const float *y, int n) {
     return ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
 }
 
-/* sum((x - m)^2) */
-static float nn_sqdev(const float *x, float m, int n) {
+/* sum((x - m)^2), inlined as nn_sum */
+static NN_INLINE float nn_sqdev(const float *x, float m, int n) {
     float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
     int i = 0;
     for (; i + 8 <= n; i += 8)
