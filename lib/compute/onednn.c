@@ -112,20 +112,21 @@ static void thread_state_free(void *p) {
     free(t);
 }
 
-/* glibc's malloc raises its mmap threshold to the size of each large block
- * freed (up to 32 MiB): after the first few megabytes a process frees (a
- * model's initialisation buffers, a load), every later block under that size
- * comes from the heaps and stays resident once freed. oneDNN allocates and
- * frees hundreds of KB making each primitive, on whichever pool thread first
- * runs the shape, so a LoRA step on a small model held ~1 MB of freed heap
- * (tiny shape: peak RSS 38.6 -> 37.5 MB). A fixed threshold (glibc's initial
- * 128 KiB, which also stops the dynamic rise) gives large blocks back when
- * freed. Nothing allocates inside a training step (STYLE.md), so no step
- * pays for the mappings. */
-static void malloc_policy(void) { (void)mallopt(M_MMAP_THRESHOLD, 128 << 10); }
+/* oneDNN allocates and frees hundreds of KB making each primitive, on
+ * whichever pool thread first runs the shape; glibc keeps such freed blocks
+ * in its heaps, resident (a LoRA step on a small model held ~1 MB of them).
+ * malloc_trim after each creation hands their pages back. Not a fixed mmap
+ * threshold: oneDNN's matmuls also malloc and free a workspace (up to ~600 KB
+ * at the tiny bench shape's products) on every execution, and a fixed 128 KiB
+ * threshold mapped each afresh: ~1900 page faults (zeroed pages) a tiny bf16
+ * training step, which ran 6-10 % slower for it (25.5-26.2k tok/s against
+ * 27.7-29.0k, alternating on an idle machine, 2026-12-07). Left to glibc's
+ * dynamic threshold the workspaces stay in the heap and are reused; the price
+ * is their resident pages (tiny LoRA bf16 peak RSS 37.5-39.0 MB against
+ * 36.9-37.2 with the fixed threshold). */
+static void malloc_release(void) { (void)malloc_trim(0); }
 
 static void dnnl_init_once(void) {
-    malloc_policy();
     if (pthread_key_create(&g_dnnl.tkey, thread_state_free) != 0) return;
     if (dnnl_engine_create(&g_dnnl.eng, dnnl_cpu, 0) != dnnl_success) return;
     g_dnnl.ready = 1;
@@ -299,6 +300,7 @@ static mm_entry *lookup(const mm_key *k) {
         if (e) {
             e->key = *k;
             entry_build(e);
+            malloc_release();
             e->next = g_dnnl.slot[h];
             g_dnnl.slot[h] = e;
             g_dnnl.live++;
