@@ -6,6 +6,7 @@
 
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "model/model.h"
@@ -45,6 +46,23 @@ static inline int t_save_byte_model(t_shape s, uint64_t seed, const char *dir, c
     int rc = al_model_save(m, dir, err);
     al_model_free(m);
     return rc;
+}
+
+/* 1 when two parameters of the same shape hold the same fp32 bits read in
+ * nn.Linear's (out, in) layout, whichever layout each is held in (a frozen
+ * GPT-2 Conv1D weight is held (in, out): al_param_rows). */
+static inline int t_param_same_rows(const al_param *x, const al_param *y) {
+    if (x->n != y->n) return 0;
+    float *u = malloc(x->n * sizeof(float)), *v = malloc(x->n * sizeof(float));
+    int same = 0;
+    if (u && v) {
+        al_param_rows(u, x);
+        al_param_rows(v, y);
+        same = memcmp(u, v, x->n * sizeof(float)) == 0;
+    }
+    free(u);
+    free(v);
+    return same;
 }
 
 /* Kilobytes of anonymous (copied-on-write or copied-out) memory in the

@@ -324,12 +324,7 @@ static int same_weights(al_model *a, al_model *b, int *n_wt) {
         same &= !x[i].w == !y[i].w && !x[i].h == !y[i].h;
         *n_wt += x[i].wt;
         if (same && (x[i].wt || y[i].wt)) {
-            float *u = malloc(x[i].n * sizeof(float)), *v = malloc(x[i].n * sizeof(float));
-            al_param_rows(u, &x[i]);
-            al_param_rows(v, &y[i]);
-            same &= memcmp(u, v, x[i].n * sizeof(float)) == 0;
-            free(u);
-            free(v);
+            same &= t_param_same_rows(&x[i], &y[i]);
             continue;
         }
         if (same && x[i].w) same &= memcmp(x[i].w, y[i].w, x[i].n * sizeof(float)) == 0;

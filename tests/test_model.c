@@ -21,6 +21,7 @@
 #include "model/model_impl.h"
 #include "model/safetensors.h"
 #include "t.h"
+#include "t_model.h"
 #include "train/optim.h"
 #include "t_model_grad.h"
 
@@ -1315,23 +1316,17 @@ static int open_in_child(const char *dir, int flags, size_t extra) {
     return WIFEXITED(st) && WEXITSTATUS(st) <= 1 ? WEXITSTATUS(st) : -1;
 }
 
-/* A tiny GPT-2 from seed saved to dir, and LoRA adapters (r 2 on c_attn)
- * on it saved to adir naming base_path as their base; returns the model. */
 /* The base tensors (not adapters) of two models hold the same fp32 bits,
  * read in nn.Linear's layout (a frozen Conv1D weight is held (in, out)). */
 static int same_rows(const al_param *a, int na, const al_param *b, int nb) {
     int same = 1;
-    for (int i = 0; i < na && i < nb; i++) {
-        if (b[i].lora) continue;
-        float *u = malloc(a[i].n * sizeof(float)), *v = malloc(a[i].n * sizeof(float));
-        al_param_rows(u, &a[i]);
-        al_param_rows(v, &b[i]);
-        same &= memcmp(u, v, a[i].n * sizeof(float)) == 0;
-        free(u);
-        free(v);
-    }
+    for (int i = 0; i < na && i < nb; i++)
+        if (!b[i].lora) same &= t_param_same_rows(&a[i], &b[i]);
     return same;
 }
+
+/* A tiny GPT-2 from seed saved to dir, and LoRA adapters (r 2 on c_attn)
+ * on it saved to adir naming base_path as their base; returns the model. */
 
 static al_model *base_and_adapter(uint64_t seed, const char *dir, const char *adir, const char *base_path) {
     char err[AL_ERRLEN];
