@@ -76,6 +76,14 @@ static inline uint16_t al_bf16_round1(float f) {
     uint32_t r = (x + 0x7fffu + ((x >> 16) & 1u)) >> 16, q = (x >> 16) | 0x40u;
     return (uint16_t)((x & 0x7fffffffu) > 0x7f800000u ? q : r);
 }
+/* One value of al_bf16_widen: the fp32 value of bf16 bits (exact). Always
+ * inlined, also into the kernels' per-ISA clones. */
+static inline __attribute__((always_inline)) float al_bf16_widen1(uint16_t h) {
+    uint32_t x = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &x, sizeof f);
+    return f;
+}
 void al_bf16_round_ref(uint16_t *dst, const float *src, size_t n);
 void al_bf16_widen(float *dst, const uint16_t *src, size_t n);
 /* x = bf16(x) in place (as fp32 values), and keep (may be NULL) = bf16(x):

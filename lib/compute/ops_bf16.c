@@ -46,12 +46,6 @@
 
 static inline uint16_t round1(float f) { return al_bf16_round1(f); }
 
-static inline float widen1(uint16_t h) {
-    uint32_t x = (uint32_t)h << 16;
-    float f;
-    memcpy(&f, &x, sizeof f);
-    return f;
-}
 
 /* ------------------------------------------------------------ CPU */
 
@@ -116,7 +110,7 @@ AL_SIMD_CLONES static void round_range(uint16_t *dst, const float *src, size_t n
 }
 
 AL_SIMD_CLONES static void widen_range(float *dst, const uint16_t *src, size_t n) {
-    for (size_t i = 0; i < n; i++) dst[i] = widen1(src[i]);
+    for (size_t i = 0; i < n; i++) dst[i] = al_bf16_widen1(src[i]);
 }
 
 /* Thread tid's share [*a, *b) of n elements, in whole blocks of 32. */
@@ -160,10 +154,10 @@ void al_bf16_round_ref(uint16_t *dst, const float *src, size_t n) {
         uint32_t x;
         memcpy(&x, &f, sizeof x);
         uint16_t lo = (uint16_t)(x >> 16), hi = (uint16_t)(lo + 1);
-        double d_lo = fabs((double)widen1(lo) - (double)f);
+        double d_lo = fabs((double)al_bf16_widen1(lo) - (double)f);
         /* past the largest bf16 the next value up is 2^128 (infinity) */
         double v_hi = (hi & 0x7f80u) == 0x7f80u ? copysign(ldexp(1.0, 128), (double)f)
-                                               : (double)widen1(hi);
+                                               : (double)al_bf16_widen1(hi);
         double d_hi = fabs(v_hi - (double)f);
         if ((x & 0xffffu) == 0) dst[i] = lo;
         else if (d_lo < d_hi) dst[i] = lo;
@@ -216,8 +210,8 @@ static float dot16(const uint16_t *a, const uint16_t *b, int K) {
     float acc[16] = {0};
     int k = 0;
     for (; k + 16 <= K; k += 16)
-        for (int l = 0; l < 16; l++) acc[l] += widen1(a[k + l]) * widen1(b[k + l]);
-    for (int l = 0; k < K; k++, l++) acc[l] += widen1(a[k]) * widen1(b[k]);
+        for (int l = 0; l < 16; l++) acc[l] += al_bf16_widen1(a[k + l]) * al_bf16_widen1(b[k + l]);
+    for (int l = 0; k < K; k++, l++) acc[l] += al_bf16_widen1(a[k]) * al_bf16_widen1(b[k]);
     for (int w = 8; w >= 1; w /= 2)
         for (int l = 0; l < w; l++) acc[l] += acc[l + w];
     return acc[0];
@@ -247,7 +241,7 @@ static void rows_panel(const gemm16_ctx *g, const uint16_t *a, const uint16_t *B
     int j0 = 0;
     for (; j0 + NB <= n; j0 += NB) {
         rb_vf acc[8] = {{0}};
-        for (int k = 0; k < g->K; k++) rows_acc128(acc, widen1(a[k]), B + (size_t)k * g->ldb + j0);
+        for (int k = 0; k < g->K; k++) rows_acc128(acc, al_bf16_widen1(a[k]), B + (size_t)k * g->ldb + j0);
         float t[NB];
         memcpy(t, acc, sizeof t);
         for (int j = 0; j < NB; j++)
@@ -258,9 +252,9 @@ static void rows_panel(const gemm16_ctx *g, const uint16_t *a, const uint16_t *B
     int nb = n - j0;
     for (int j = 0; j < nb; j++) t[j] = 0.0f;
     for (int k = 0; k < g->K; k++) {
-        float x = widen1(a[k]);
+        float x = al_bf16_widen1(a[k]);
         const uint16_t *b = B + (size_t)k * g->ldb + j0;
-        for (int j = 0; j < nb; j++) t[j] += x * widen1(b[j]);
+        for (int j = 0; j < nb; j++) t[j] += x * al_bf16_widen1(b[j]);
     }
     for (int j = 0; j < nb; j++) c[j0 + j] = g->alpha * t[j] + (beta == 0.0f ? 0.0f : beta * c[j0 + j]);
 }
@@ -285,7 +279,7 @@ AL_SIMD_CLONES static void panel_loops(const gemm16_ctx *g, const uint16_t *A, c
                 for (int k = 0; k < g->K; k++) {
                     uint16_t a = g->ta ? A[(size_t)k * g->lda + i] : A[(size_t)i * g->lda + k];
                     uint16_t b = g->tb ? B[(size_t)j * g->ldb + k] : B[(size_t)k * g->ldb + j];
-                    s += widen1(a) * widen1(b);
+                    s += al_bf16_widen1(a) * al_bf16_widen1(b);
                 }
             }
             float *c = C + (size_t)i * g->ldc + j;
@@ -364,7 +358,7 @@ void al_gemm_bf16_ref(int transA, int transB, int M, int N, int K, float alpha,
             for (int k = 0; k < K; k++) {
                 uint16_t a = transA ? A[(size_t)k * lda + i] : A[(size_t)i * lda + k];
                 uint16_t b = transB ? B[(size_t)j * ldb + k] : B[(size_t)k * ldb + j];
-                s += (double)widen1(a) * (double)widen1(b);
+                s += (double)al_bf16_widen1(a) * (double)al_bf16_widen1(b);
             }
             float *c = C + (size_t)i * ldc + j;
             *c = (float)((double)alpha * s + (beta == 0.0f ? 0.0 : (double)beta * *c));
@@ -566,11 +560,11 @@ AL_SIMD_CLONES static void t16_plain(const t16_args *g) {
         for (int n0 = 0; n0 < g->N; n0 += 16) {
             float s[16] = {0};
             for (int p = 0; p < g->K2; p++) {
-                const float a0 = widen1((uint16_t)a[p]), a1 = widen1((uint16_t)(a[p] >> 16));
+                const float a0 = al_bf16_widen1((uint16_t)a[p]), a1 = al_bf16_widen1((uint16_t)(a[p] >> 16));
                 const uint32_t *b = g->B + (size_t)p * g->NP + n0;
                 for (int l = 0; l < 16; l++) {
-                    float t = s[l] + a0 * widen1((uint16_t)b[l]);
-                    s[l] = t + a1 * widen1((uint16_t)(b[l] >> 16));
+                    float t = s[l] + a0 * al_bf16_widen1((uint16_t)b[l]);
+                    s[l] = t + a1 * al_bf16_widen1((uint16_t)(b[l] >> 16));
                 }
             }
             float *c = g->C + (size_t)i * g->ldc + n0;

@@ -817,12 +817,7 @@ static void embed_fwd_range(const embed_ctx *e, long n0, long n1) {
             al_bf16_widen(o, e->wte16 + (size_t)e->ids[n] * C, C);
             if (e->wpe16) {
                 const uint16_t *b = e->wpe16 + (size_t)e->pos[n] * C;
-                for (size_t c = 0; c < C; c++) {
-                    uint32_t x = (uint32_t)b[c] << 16;
-                    float f;
-                    memcpy(&f, &x, sizeof f);
-                    o[c] += f;
-                }
+                for (size_t c = 0; c < C; c++) o[c] += al_bf16_widen1(b[c]);
             }
         }
         return;

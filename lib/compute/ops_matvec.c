@@ -38,13 +38,6 @@ typedef struct mv_ctx {
     int C, OC, halves, bands;    /* work units: halves x bands of columns */
 } mv_ctx;
 
-static inline float mv_widen(uint16_t h) {
-    uint32_t u = (uint32_t)h << 16;
-    float f;
-    memcpy(&f, &u, sizeof f);
-    return f;
-}
-
 /* t[0 .. n) = sum_k x[k] w[k * ld + j] over k < C in order, x and W bf16
  * widened as read. */
 AL_SIMD_CLONES static void mv_block_h(float *restrict t, const uint16_t *x, const uint16_t *w,
@@ -53,16 +46,16 @@ AL_SIMD_CLONES static void mv_block_h(float *restrict t, const uint16_t *x, cons
     int k = 0;
     for (; k + 4 <= C; k += 4) {
         const uint16_t *w0 = w + (size_t)k * ld, *w1 = w0 + ld, *w2 = w1 + ld, *w3 = w2 + ld;
-        const float x0 = mv_widen(x[k]), x1 = mv_widen(x[k + 1]), x2 = mv_widen(x[k + 2]),
-                    x3 = mv_widen(x[k + 3]);
+        const float x0 = al_bf16_widen1(x[k]), x1 = al_bf16_widen1(x[k + 1]), x2 = al_bf16_widen1(x[k + 2]),
+                    x3 = al_bf16_widen1(x[k + 3]);
         for (int j = 0; j < n; j++)
-            t[j] = t[j] + x0 * mv_widen(w0[j]) + x1 * mv_widen(w1[j]) + x2 * mv_widen(w2[j]) +
-                   x3 * mv_widen(w3[j]);
+            t[j] = t[j] + x0 * al_bf16_widen1(w0[j]) + x1 * al_bf16_widen1(w1[j]) + x2 * al_bf16_widen1(w2[j]) +
+                   x3 * al_bf16_widen1(w3[j]);
     }
     for (; k < C; k++) {
         const uint16_t *w0 = w + (size_t)k * ld;
-        const float x0 = mv_widen(x[k]);
-        for (int j = 0; j < n; j++) t[j] = t[j] + x0 * mv_widen(w0[j]);
+        const float x0 = al_bf16_widen1(x[k]);
+        for (int j = 0; j < n; j++) t[j] = t[j] + x0 * al_bf16_widen1(w0[j]);
     }
 }
 
@@ -117,7 +110,7 @@ void al_matvec_ht_ref(float *out, const uint16_t *inp16, const uint16_t *wt, con
     for (int j = 0; j < OC; j++) {
         double s = b ? b[j] : 0.0;
         for (int k = 0; k < C; k++)
-            s += (double)mv_widen(inp16[k]) * (double)mv_widen(wt[(size_t)k * (size_t)OC + j]);
+            s += (double)al_bf16_widen1(inp16[k]) * (double)al_bf16_widen1(wt[(size_t)k * (size_t)OC + j]);
         out[j] = (float)s;
     }
 }

@@ -493,13 +493,8 @@ typedef struct {
 /* The bf16 inputs are widened by blocks of NN_BLK on the stack. */
 #define NN_BLK 256
 
-static NN_INLINE float nn_widen1(uint16_t h) {
-    nn_fu u = {.u = (uint32_t)h << 16};
-    return u.f;
-}
-
 static NN_INLINE void nn_widen(float *dst, const uint16_t *src, int n) {
-    for (int i = 0; i < n; i++) dst[i] = nn_widen1(src[i]);
+    for (int i = 0; i < n; i++) dst[i] = al_bf16_widen1(src[i]);
 }
 
 AL_SIMD_CLONES static void gelu_fwd_fn(void *vctx, int tid, int nth) {
@@ -613,7 +608,7 @@ static NN_INLINE void gated_fwd(const nn_ew_ctx *x, int tid, int nth, int gelu) 
                 uint16_t hg = al_bf16_round1(g[c]), hu = al_bf16_round1(u[c]);
                 kg[c] = hg;
                 ku[c] = hu;
-                float gv = nn_widen1(hg), uv = nn_widen1(hu);
+                float gv = al_bf16_widen1(hg), uv = al_bf16_widen1(hu);
                 o[c] = al_bf16_round1((gelu ? nn_gelu(gv) : nn_silu(gv)) * uv);
             }
             continue;
