@@ -174,10 +174,10 @@ double al_clip_grad_norm(al_model *model, double max_norm) {
     return norm;
 }
 
-int al_adamw_save_file(const char *path, const float *m, const float *v, size_t n, const al_model *model,
+int al_adamw_save_file(const char *path, const float *m, const float *v, size_t n, al_model *model,
                        char err[AL_ERRLEN]) {
     int np = 0;
-    const al_param *ps = model ? al_model_params_ro((al_model *)model, &np) : NULL;
+    const al_param *ps = model ? al_model_params_ro(model, &np) : NULL;
     int masters = model && al_model_save_dtype(model) != AL_DT_F32;
     al_st_entry *e = calloc((size_t)np + 2, sizeof *e);
     char (*names)[128] = calloc((size_t)np + 1, sizeof *names);

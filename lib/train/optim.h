@@ -47,8 +47,9 @@ void al_grad_scale_range(al_model *model, size_t lo, size_t hi, float coef);
  * ranks of a sharded run) and, when model's checkpoints are saved in a
  * narrower dtype than its trained fp32 weights (a BF16 base fine-tuned in
  * full), those fp32 master weights ("master.<name>"), so that resuming
- * continues exactly (model NULL: the moments only). */
-int al_adamw_save_file(const char *path, const float *m, const float *v, size_t n, const al_model *model,
+ * continues exactly (model NULL: the moments only). model is not const:
+ * reading its parameter table settles its deferred gradients first. */
+int al_adamw_save_file(const char *path, const float *m, const float *v, size_t n, al_model *model,
                        char err[AL_ERRLEN]);
 /* Reads them back into o: all of them, or o's slice [o->lo, o->lo + o->n)
  * of a file that holds n_total (a checkpoint written by any number of

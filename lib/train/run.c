@@ -115,7 +115,7 @@ int al_run_save_weights(al_run *run, al_model *m, const char *dir, const char *b
     return al_model_save(m, dir, run->err.msg);
 }
 
-int al_run_save_opt(al_run *run, const char *dir, const float *m, const float *v, size_t n, const al_model *model) {
+int al_run_save_opt(al_run *run, const char *dir, const float *m, const float *v, size_t n, al_model *model) {
     char path[AL_PATH_MAX + 128];
     snprintf(path, sizeof path, "%s/optimizer.safetensors", dir);
     return al_adamw_save_file(path, m, v, n, model, run->err.msg);

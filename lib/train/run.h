@@ -149,7 +149,7 @@ int al_run_write_dir(al_run *run, const char *dir, int rc, int (*fill)(void *u, 
  * whole model. */
 int al_run_save_weights(al_run *run, al_model *m, const char *dir, const char *base, int adapter);
 /* dir/optimizer.safetensors: AdamW moments m, v (n) of model. */
-int al_run_save_opt(al_run *run, const char *dir, const float *m, const float *v, size_t n, const al_model *model);
+int al_run_save_opt(al_run *run, const char *dir, const float *m, const float *v, size_t n, al_model *model);
 int al_run_load_opt(al_run *run, al_adamw *o, al_model *m, const char *dir);
 /* dir/trainer_state.json from st (whose reference it takes; NULL: out of memory). */
 int al_run_save_state(al_run *run, const char *dir, json_t *st);
