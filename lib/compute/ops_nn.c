@@ -1459,21 +1459,30 @@ AL_SIMD_CLONES static void fa_bwd_tile(const fa_ctx *x, const fa_blk *k, fa_bwd1
     }
     fa_scores(p, x->cap > 0.0f ? raw : NULL, k->qI, kJ, w->qa, w->kb, x, k->sg, k->i0, M, j0, NK);
     fa_exp_rows(p, FA_BK, M, NK, k->L);
+    /* bf16, on the diagonal with no cap: dP and dS only where j <= i. Above
+     * it P is an exact 0, so dS is a zero there and is written +0: the
+     * products below skip such zeros or add them to sums that start at +0,
+     * so a zero's sign never reaches a result (the bits of computing them) */
+    const int tri = x->bf16 && k->i0 == j0 && x->cap == 0.0f;
     /* dP = dO V^T; dS takes P in fp32 */
     if (x->bf16)
-        al_t16_gemm(dp, FA_BK, w->da, w->vb, M, NK, HD, 1.0f, 0, x->native);
+        al_t16_gemm_tri(dp, FA_BK, w->da, w->vb, M, NK, HD, 1.0f, 0, x->native,
+                        tri ? AL_T16_COLS_LE_ROW : AL_T16_FULL);
     else
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, NK, HD, 1.0f, k->dO, OC, vJ, kld,
                     0.0f, dp, FA_BK);
     for (int r = 0; r < M; r++) {
         float *pr = p + r * FA_BK, *dr = dp + r * FA_BK;
-        if (x->cap > 0.0f)
+        if (x->cap > 0.0f) {
             for (int c = 0; c < NK; c++) {
                 float th = tanhf(raw[r * FA_BK + c] / x->cap);
                 dr[c] = pr[c] * (dr[c] - k->D[r]) * (1.0f - th * th) * x->scale;
             }
-        else
-            for (int c = 0; c < NK; c++) dr[c] = pr[c] * (dr[c] - k->D[r]) * x->scale;
+        } else {
+            const int nc = tri && r + 1 < NK ? r + 1 : NK;
+            for (int c = 0; c < nc; c++) dr[c] = pr[c] * (dr[c] - k->D[r]) * x->scale;
+            for (int c = nc; c < NK; c++) dr[c] = 0.0f;
+        }
     }
     if (!x->bf16) {
         if (k->dvb)
