@@ -1256,10 +1256,19 @@ typedef struct {
     uint32_t sa[AL_T16_A_SIZE(FA_BQ, FA_BK)];     /* dS, A of dQ */
 } fa_bwd16;
 
+/* Columns [0, n) of a tile's row that causality leaves visible (the
+ * others are masked: their exp is 0): key j0 + c, c < n, is not after query i. */
+static NN_INLINE int fa_causal_n(int i, int j0, int NK) {
+    const int n = i - j0 + 1;
+    return n < 0 ? 0 : n < NK ? n : NK;
+}
+
 /* Scaled, capped, masked scores of a tile: s (M, NK) from Q_I (M rows from
  * i0) and K_J (NK rows from j0) -- in bf16 mode from their packed copies qa
- * and kb; masked entries become -inf. raw (may be NULL) keeps the scaled
- * scores before the cap (the backward's 1 - tanh^2). */
+ * and kb; masked entries become -inf. Only each row's causal columns
+ * [0, fa_causal_n) are capped and masked: the callers read no others (they
+ * write their exp 0 without reading them). raw (may be NULL) keeps the
+ * scaled scores before the cap (the backward's 1 - tanh^2), all NK. */
 static NN_INLINE void fa_scores(float *s, float *raw, const float *qI, const float *kJ, const uint32_t *qa,
                       const uint32_t *kb, const fa_ctx *x, const int32_t *sg, int i0, int M, int j0,
                       int NK) {
@@ -1273,15 +1282,16 @@ static NN_INLINE void fa_scores(float *s, float *raw, const float *qI, const flo
     for (int r = 0; r < M; r++) {
         float *sr = s + r * FA_BK;
         const int i = i0 + r;
+        const int n = fa_causal_n(i, j0, NK);
         if (raw) for (int c = 0; c < NK; c++) raw[r * FA_BK + c] = sr[c];
         if (x->cap > 0.0f)
-            for (int c = 0; c < NK; c++) sr[c] = attn_cap(sr[c], x->cap);
+            for (int c = 0; c < n; c++) sr[c] = attn_cap(sr[c], x->cap);
         if (sg) {
-            for (int c = 0; c < NK; c++)
+            for (int c = 0; c < n; c++)
                 if (!fa_visible(sg, i, j0 + c, x->win)) sr[c] = -INFINITY;
-        } else { /* the visible columns are [lo, hi]: a branch-free loop */
-            const int hi = i - j0, lo = x->win ? i - x->win + 1 - j0 : 0;
-            for (int c = 0; c < NK; c++) sr[c] = c > hi || c < lo ? -INFINITY : sr[c];
+        } else if (x->win) { /* the visible columns of [0, n) are [lo, n) */
+            const int lo = i - x->win + 1 - j0;
+            for (int c = 0; c < n && c < lo; c++) sr[c] = -INFINITY;
         }
     }
 }
@@ -1314,15 +1324,8 @@ static NN_INLINE void fa_exp_rows(float *x, int ld, int rows, int n, const float
     }
 }
 
-/* Columns [0, n) of a tile's row that causality leaves visible (the
- * others hold -inf scores, exp 0): key j0 + c, c < n, is not after query i. */
-static NN_INLINE int fa_causal_n(int i, int j0, int NK) {
-    const int n = i - j0 + 1;
-    return n < 0 ? 0 : n < NK ? n : NK;
-}
-
 /* One row's online-softmax step over a key tile: sr (NK scores, -inf where
- * masked, all of [n, NK) masked) becomes exp(s - m'), m' the new running
+ * masked; from n on causally masked, not read) becomes exp(s - m'), m' the new running
  * max; the running sum l and the accumulator row (HD) are rescaled by
  * exp(m - m'). The sum runs in written order in fp32 mode (its bits as
  * before) and in 8 lanes in bf16 mode. Columns from n on are written 0
