@@ -1208,6 +1208,49 @@ static void test_lmhead_one_chunk(void) {
     al_free(h); al_free(w); al_free(w16); al_free(scratch); al_free(s16); al_free(dlogp); al_free(dent);
 }
 
+/* The forward fused with the backward of a frozen head (no dw) against
+ * the forward and then the backward: the same log-probs, lse, hits and dh
+ * bit for bit, in chunks of 7 rows (some gathered past rows without a
+ * target, others consecutive), fp32 and bf16; dh accumulates. */
+static void test_lmhead_fused(void) {
+    enum { N = 40, C = 24, V = 203, CH = 7 };
+    float inv_temp = 1.0f / 0.7f;
+    int32_t target[N];
+    for (int n = 0; n < N; n++) target[n] = n % 5 == 2 || (n >= 20 && n < 23) ? -1 : (n * 37 + 3) % V;
+    float *h = frand((size_t)N * C, 1800, 1.0f), *w = frand((size_t)V * C, 1900, 0.5f);
+    float *dlogp = frand(N, 2000, 1.0f), *dh0 = frand((size_t)N * C, 2100, 1.0f);
+    uint16_t *w16 = hbuf((size_t)V * C);
+    al_bf16_round(w16, w, (size_t)V * C);
+    float *scratch = fbuf((size_t)CH * (C + V));
+    uint16_t *s16 = hbuf((size_t)CH * (C + V));
+    for (int bf = 0; bf < 2; bf++) {
+        float lp[N], ls[N], en[N], lp_f[N], ls_f[N], en_f[N];
+        uint8_t hit[N], hit_f[N];
+        float *dh = fbuf((size_t)N * C), *dh_f = fbuf((size_t)N * C);
+        memcpy(dh, dh0, (size_t)N * C * sizeof *dh);
+        memcpy(dh_f, dh0, (size_t)N * C * sizeof *dh);
+        int k = bf ? al_lmhead_forward_bf16(lp, en, ls, hit, h, w16, target, N, C, V, inv_temp, 0.0f, scratch,
+                                            s16, CH)
+                   : al_lmhead_forward(lp, en, ls, hit, h, w, target, N, C, V, inv_temp, 0.0f, scratch, CH);
+        if (bf) al_lmhead_backward_bf16(dh, NULL, dlogp, NULL, h, w16, target, ls, en, N, C, V, inv_temp, 0.0f,
+                                        scratch, s16, CH);
+        else al_lmhead_backward(dh, NULL, dlogp, NULL, h, w, target, ls, en, N, C, V, inv_temp, 0.0f, scratch, CH);
+        int kf = al_lmhead_forward_fused(lp_f, en_f, ls_f, hit_f, dh_f, dlogp, h, w, bf ? w16 : NULL, target, N,
+                                         C, V, inv_temp, scratch, s16, CH);
+        T_EQ_INT(kf, k);
+        T_TRUE(k > 2);
+        const char *what = bf ? "bf16 fused" : "fused";
+        T_REPORT_(!memcmp(lp, lp_f, sizeof lp) && !memcmp(ls, ls_f, sizeof ls) && !memcmp(en, en_f, sizeof en) &&
+                      !memcmp(hit, hit_f, sizeof hit),
+                  "%s: forward outputs differ", what);
+        expect_same(bf ? "bf16 fused: dh" : "fused: dh", dh_f, dh, (size_t)N * C);
+        T_REPORT_(memcmp(dh, dh0, (size_t)N * C * sizeof *dh) != 0, "%s: no gradient", what);
+        al_free(dh);
+        al_free(dh_f);
+    }
+    al_free(h); al_free(w); al_free(w16); al_free(scratch); al_free(s16); al_free(dlogp); al_free(dh0);
+}
+
 static void test_embed_vs_serial(void) {
     /* large enough to split the columns over the pool; many repeated ids */
     int N = 300, C = 203, V = 17, T = 50;
@@ -1310,6 +1353,7 @@ int main(void) {
     test_matmul_vs_ref();
     test_lmhead_vs_ref();
     test_lmhead_one_chunk();
+    test_lmhead_fused();
     test_embed_vs_serial();
 
     al_pool_shutdown();

@@ -1314,23 +1314,34 @@ static NN_INLINE void fa_exp_rows(float *x, int ld, int rows, int n, const float
     }
 }
 
+/* Columns [0, n) of a tile's row that causality leaves visible (the
+ * others hold -inf scores, exp 0): key j0 + c, c < n, is not after query i. */
+static NN_INLINE int fa_causal_n(int i, int j0, int NK) {
+    const int n = i - j0 + 1;
+    return n < 0 ? 0 : n < NK ? n : NK;
+}
+
 /* One row's online-softmax step over a key tile: sr (NK scores, -inf where
- * masked) becomes exp(s - m'), m' the new running max; the running sum l
- * and the accumulator row (HD) are rescaled by exp(m - m'). The sum runs in
- * written order in fp32 mode (its bits as before) and in 8 lanes in bf16
- * mode. */
-static NN_INLINE void fa_row_step(float *sr, int NK, float *m, float *l, float *accr, int HD,
+ * masked, all of [n, NK) masked) becomes exp(s - m'), m' the new running
+ * max; the running sum l and the accumulator row (HD) are rescaled by
+ * exp(m - m'). The sum runs in written order in fp32 mode (its bits as
+ * before) and in 8 lanes in bf16 mode. Columns from n on are written 0
+ * without an exp: the max, and sums that start at +0, are those over all
+ * NK, bit for bit (a value keeps its lane in nn_sum, and +0 changes no
+ * sum of non-negative values). */
+static NN_INLINE void fa_row_step(float *sr, int n, int NK, float *m, float *l, float *accr, int HD,
                                   int lanes) {
-    const float mx = fa_max(sr, NK, *m);
+    const float mx = fa_max(sr, n, *m);
     if (mx == -INFINITY) { /* nothing visible yet */
         for (int c = 0; c < NK; c++) sr[c] = 0.0f;
         return;
     }
     const float alpha = *m == -INFINITY ? 0.0f : nn_exp_neg(*m - mx);
-    fa_exp_rows(sr, 0, 1, NK, &mx);
+    fa_exp_rows(sr, 0, 1, n, &mx);
+    for (int c = n; c < NK; c++) sr[c] = 0.0f;
     float sum = 0.0f;
-    if (lanes) sum = nn_sum(sr, NK);
-    else for (int c = 0; c < NK; c++) sum += sr[c];
+    if (lanes) sum = nn_sum(sr, n);
+    else for (int c = 0; c < n; c++) sum += sr[c];
     *l = *l * alpha + sum;
     *m = mx;
     if (alpha != 1.0f)
@@ -1373,7 +1384,8 @@ AL_SIMD_CLONES static void fa_fwd_fn(void *vctx, int tid, int nth) {
             }
             fa_scores(s, NULL, qI, kJ, w.qa, w.kb, x, k.sg, i0, M, j0, NK);
             for (int r = 0; r < M; r++)
-                fa_row_step(s + r * FA_BK, NK, &mrow[r], &lrow[r], acc + r * HD, HD, x->bf16);
+                fa_row_step(s + r * FA_BK, fa_causal_n(i0 + r, j0, NK), NK, &mrow[r], &lrow[r],
+                            acc + r * HD, HD, x->bf16);
             if (x->bf16) {
                 al_t16_pack_a(w.pa, s, FA_BK, M, NK);
                 al_t16_gemm_tri(acc, HD, w.pa, w.vb, M, HD, NK, 1.0f, 1, x->native,
@@ -1458,22 +1470,35 @@ AL_SIMD_CLONES static void fa_bwd_tile(const fa_ctx *x, const fa_blk *k, fa_bwd1
         if (k->dqI) al_t16_pack_b(w->kr, kJ, kld, NK, HD);
     }
     fa_scores(p, x->cap > 0.0f ? raw : NULL, k->qI, kJ, w->qa, w->kb, x, k->sg, k->i0, M, j0, NK);
-    fa_exp_rows(p, FA_BK, M, NK, k->L);
+    for (int r = 0; r < M; r++) { /* P; past the causal columns exactly the exp's masked 0 */
+        const int n = fa_causal_n(k->i0 + r, j0, NK);
+        fa_exp_rows(p + r * FA_BK, FA_BK, 1, n, k->L + r);
+        for (int c = n; c < NK; c++) p[r * FA_BK + c] = 0.0f;
+    }
+    /* bf16, on the diagonal with no cap: dP and dS only where j <= i. Above
+     * it P is an exact 0, so dS is a zero there and is written +0: the
+     * products below skip such zeros or add them to sums that start at +0,
+     * so a zero's sign never reaches a result (the bits of computing them) */
+    const int tri = x->bf16 && k->i0 == j0 && x->cap == 0.0f;
     /* dP = dO V^T; dS takes P in fp32 */
     if (x->bf16)
-        al_t16_gemm(dp, FA_BK, w->da, w->vb, M, NK, HD, 1.0f, 0, x->native);
+        al_t16_gemm_tri(dp, FA_BK, w->da, w->vb, M, NK, HD, 1.0f, 0, x->native,
+                        tri ? AL_T16_COLS_LE_ROW : AL_T16_FULL);
     else
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, NK, HD, 1.0f, k->dO, OC, vJ, kld,
                     0.0f, dp, FA_BK);
     for (int r = 0; r < M; r++) {
         float *pr = p + r * FA_BK, *dr = dp + r * FA_BK;
-        if (x->cap > 0.0f)
+        if (x->cap > 0.0f) {
             for (int c = 0; c < NK; c++) {
                 float th = tanhf(raw[r * FA_BK + c] / x->cap);
                 dr[c] = pr[c] * (dr[c] - k->D[r]) * (1.0f - th * th) * x->scale;
             }
-        else
-            for (int c = 0; c < NK; c++) dr[c] = pr[c] * (dr[c] - k->D[r]) * x->scale;
+        } else {
+            const int nc = tri && r + 1 < NK ? r + 1 : NK;
+            for (int c = 0; c < nc; c++) dr[c] = pr[c] * (dr[c] - k->D[r]) * x->scale;
+            for (int c = nc; c < NK; c++) dr[c] = 0.0f;
+        }
     }
     if (!x->bf16) {
         if (k->dvb)
