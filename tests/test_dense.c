@@ -459,6 +459,39 @@ static void test_gemm_split(void) {
     }
 }
 
+/* al_gemm_plan by hand, two threads: oneDNN splits rows unless the operand
+ * every row panel repacks whole, op(B), is an LM head's size (then
+ * columns: GPT-2's head in 128-row chunks, both products in bf16, d(hidden)
+ * alone in fp32); layer products, the tiny head and decoding are as before. */
+static void test_gemm_plan(void) {
+    static const struct { int M, N, K, panel, tb, split_m; } c[] = {
+        {128, 50257, 768, AL_PANEL_DNNL_BF16, 1, 0},   /* logits */
+        {128, 50257, 768, AL_PANEL_DNNL_F32, 1, 1},
+        {128, 768, 50257, AL_PANEL_DNNL_BF16, 0, 0},   /* d(hidden) */
+        {128, 768, 50257, AL_PANEL_DNNL_F32, 0, 0},
+        {1024, 768, 50257, AL_PANEL_DNNL_F32, 0, 0},
+        {128, 32768, 2048, AL_PANEL_DNNL_BF16, 1, 1},  /* K past 1024 */
+        {128, 128, 4096, AL_PANEL_DNNL_BF16, 0, 1},    /* the tiny head */
+        {128, 4096, 128, AL_PANEL_DNNL_BF16, 1, 1},
+        {128, 384, 65536, AL_PANEL_DNNL_BF16, 0, 1},   /* columns under 256 a thread */
+        {1024, 9728, 896, AL_PANEL_DNNL_BF16, 1, 1},   /* a layer product */
+        {1024, 2304, 768, AL_PANEL_DNNL_F32, 1, 1},
+        {4, 2304, 768, AL_PANEL_DNNL_BF16, 1, 0},      /* decoding */
+        {37, 613, 97, AL_PANEL_DNNL_F32, 0, 0},        /* under 32 rows a thread */
+        {301, 67, 131, AL_PANEL_OPENBLAS, 0, 1},       /* OpenBLAS: the larger side */
+        {128, 768, 50257, AL_PANEL_OPENBLAS, 0, 0},
+    };
+    for (size_t i = 0; i < sizeof c / sizeof c[0]; i++) {
+        int split_m = -1;
+        T_EQ_INT(al_gemm_plan(c[i].M, c[i].N, c[i].K, 2, c[i].panel, c[i].tb, &split_m), 1);
+        T_EQ_INT(split_m, c[i].split_m);
+    }
+    int split_m = -1;
+    T_EQ_INT(al_gemm_plan(128, 50257, 768, 1, AL_PANEL_DNNL_BF16, 1, &split_m), 0); /* one thread */
+    T_EQ_INT(al_gemm_plan(8, 8, 8, 2, AL_PANEL_DNNL_BF16, 1, &split_m), 0);         /* too small */
+    T_EQ_INT(split_m, -1);
+}
+
 /* oneDNN's products against OpenBLAS's, 1e-5 relative in fp32: every
  * transpose, padded leading dimensions, alpha and beta (beta 0 must ignore
  * NaN in C), panels split over rows and over columns (two threads), small
@@ -1308,6 +1341,7 @@ int main(void) {
     test_embed_grad();
 
     test_gemm_split();
+    test_gemm_plan();
     test_gemm_onednn_vs_openblas();
     test_bf16_round();
     test_gemm_bf16();

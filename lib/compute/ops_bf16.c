@@ -335,7 +335,7 @@ static void gemm16_fn(void *p, int tid, int nt) {
 static void gemm16_run(gemm16_ctx *g) {
     AL_ASSERT(g->M >= 0 && g->N >= 0 && g->K >= 0);
     if (g->M == 0 || g->N == 0) return;
-    if (!al_gemm_plan(g->M, g->N, g->K, al_pool_threads(), 1, &g->split_m)) {
+    if (!al_gemm_plan(g->M, g->N, g->K, al_pool_threads(), AL_PANEL_DNNL_BF16, g->tb, &g->split_m)) {
         gemm16_panel(g, 0, g->M, 0, g->N);
         return;
     }

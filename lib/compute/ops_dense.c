@@ -137,7 +137,8 @@ static void gemm_run(gemm_ctx *g) {
     AL_ASSERT(g->M >= 0 && g->N >= 0 && g->K >= 0);
     if (g->M == 0 || g->N == 0) return;
     g->onednn = al_gemm_backend() == AL_MM_ONEDNN;
-    if (!al_gemm_plan(g->M, g->N, g->K, al_pool_threads(), g->onednn, &g->split_m)) {
+    if (!al_gemm_plan(g->M, g->N, g->K, al_pool_threads(),
+                      g->onednn ? AL_PANEL_DNNL_F32 : AL_PANEL_OPENBLAS, g->transB, &g->split_m)) {
         gemm_panel(g, 0, g->M, 0, g->N);
         return;
     }
