@@ -143,35 +143,84 @@ static NN_INLINE void norm_params_bwd(const nn_norm_ctx *x, int tid, int nth) {
     }
 }
 
+/* nn_sum's combination of its 8 lanes. */
+static NN_INLINE float nn_lanes8(const float *acc) {
+    return ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
+}
+
+/* LayerNorm's mean and rstd of NN_ROWS consecutive rows (stride C) at once:
+ * each row's sums are nn_sum's and nn_sqdev's (the same lanes, order and
+ * combination), so the same bits, but the rows' chains of dependent adds
+ * run side by side. One row at a time, a row of 128 waited on its sums'
+ * latency more than it computed. */
+#define NN_ROWS 4
+static NN_INLINE void ln_stats_rows(const float *in, int C, float eps, float *m, float *r) {
+    float acc[NN_ROWS][8] = {{0}};
+    int i = 0;
+    for (; i + 8 <= C; i += 8)
+        for (int k = 0; k < NN_ROWS; k++)
+            for (int l = 0; l < 8; l++) acc[k][l] += in[(size_t)k * C + i + l];
+    for (int k = 0; k < NN_ROWS; k++) {
+        for (int j = i, l = 0; j < C; j++, l++) acc[k][l] += in[(size_t)k * C + j];
+        m[k] = nn_lanes8(acc[k]) / (float)C;
+    }
+    float sq[NN_ROWS][8] = {{0}};
+    for (i = 0; i + 8 <= C; i += 8)
+        for (int k = 0; k < NN_ROWS; k++)
+            for (int l = 0; l < 8; l++) {
+                float d = in[(size_t)k * C + i + l] - m[k];
+                sq[k][l] += d * d;
+            }
+    for (int k = 0; k < NN_ROWS; k++) {
+        for (int j = i, l = 0; j < C; j++, l++) {
+            float d = in[(size_t)k * C + j] - m[k];
+            sq[k][l] += d * d;
+        }
+        r[k] = 1.0f / sqrtf(nn_lanes8(sq[k]) / (float)C + eps);
+    }
+}
+
 AL_SIMD_CLONES static void layernorm_fwd_fn(void *vctx, int tid, int nth) {
     const nn_norm_ctx *x = vctx;
     const int C = x->C;
     long lo, hi;
     al_split(x->N, nth, tid, &lo, &hi);
-    for (long n = lo; n < hi; n++) {
-        const float *in = x->inp + (size_t)n * C;
-        float *o = x->out ? x->out + (size_t)n * C : NULL;
-        float m = nn_sum(in, C) / (float)C;
-        float var = nn_sqdev(in, m, C) / (float)C;
-        float r = 1.0f / sqrtf(var + x->eps);
-        if (x->mean) x->mean[n] = m;
-        if (x->rstd) x->rstd[n] = r;
-        uint16_t *o16 = x->out16 ? x->out16 + (size_t)n * C : NULL;
-        if (!o) { /* only the bf16 rows, rounded as they are made */
-            if (x->b)
-                for (int c = 0; c < C; c++) o16[c] = al_bf16_round1((in[c] - m) * r * x->w[c] + x->b[c]);
-            else
-                for (int c = 0; c < C; c++) o16[c] = al_bf16_round1((in[c] - m) * r * x->w[c]);
-            continue;
-        }
-        if (x->b) {
-            for (int c = 0; c < C; c++) o[c] = (in[c] - m) * r * x->w[c] + x->b[c];
+    float ms[NN_ROWS], rs[NN_ROWS];
+    for (long n0 = lo; n0 < hi; n0 += NN_ROWS) {
+        const int R = hi - n0 < NN_ROWS ? (int)(hi - n0) : NN_ROWS;
+        if (R == NN_ROWS) {
+            ln_stats_rows(x->inp + (size_t)n0 * C, C, x->eps, ms, rs);
         } else {
-            for (int c = 0; c < C; c++) o[c] = (in[c] - m) * r * x->w[c];
+            for (int k = 0; k < R; k++) {
+                const float *in = x->inp + (size_t)(n0 + k) * C;
+                ms[k] = nn_sum(in, C) / (float)C;
+                rs[k] = 1.0f / sqrtf(nn_sqdev(in, ms[k], C) / (float)C + x->eps);
+            }
         }
-        /* al_bf16_round's bits, inline: a call per row cost more than the rounding */
-        if (o16)
-            for (int c = 0; c < C; c++) o16[c] = al_bf16_round1(o[c]);
+        for (int k = 0; k < R; k++) {
+            const long n = n0 + k;
+            const float *in = x->inp + (size_t)n * C;
+            float *o = x->out ? x->out + (size_t)n * C : NULL;
+            const float m = ms[k], r = rs[k];
+            if (x->mean) x->mean[n] = m;
+            if (x->rstd) x->rstd[n] = r;
+            uint16_t *o16 = x->out16 ? x->out16 + (size_t)n * C : NULL;
+            if (!o) { /* only the bf16 rows, rounded as they are made */
+                if (x->b)
+                    for (int c = 0; c < C; c++) o16[c] = al_bf16_round1((in[c] - m) * r * x->w[c] + x->b[c]);
+                else
+                    for (int c = 0; c < C; c++) o16[c] = al_bf16_round1((in[c] - m) * r * x->w[c]);
+                continue;
+            }
+            if (x->b) {
+                for (int c = 0; c < C; c++) o[c] = (in[c] - m) * r * x->w[c] + x->b[c];
+            } else {
+                for (int c = 0; c < C; c++) o[c] = (in[c] - m) * r * x->w[c];
+            }
+            /* al_bf16_round's bits, inline: a call per row cost more than the rounding */
+            if (o16)
+                for (int c = 0; c < C; c++) o16[c] = al_bf16_round1(o[c]);
+        }
     }
 }
 
