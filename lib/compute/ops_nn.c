@@ -244,30 +244,48 @@ AL_SIMD_CLONES static void layernorm_bwd_fn(void *vctx, int tid, int nth) {
     const nn_norm_ctx *x = vctx;
     const int C = x->C;
     long lo, hi;
-    /* rows: dinp += (g - mean(g) - xhat * mean(g * xhat)) * rstd, g = w * dout */
+    /* rows: dinp += (g - mean(g) - xhat * mean(g * xhat)) * rstd, g = w * dout;
+     * the two means of NN_ROWS rows at once, as the forward's (the rows'
+     * chains of adds side by side, each row's lanes and order kept) */
     if (x->dinp) {
         al_split(x->N, nth, tid, &lo, &hi);
-        for (long n = lo; n < hi; n++) {
-            const float *in = x->inp + (size_t)n * C, *dy = x->dout + (size_t)n * C;
-            float *dx = x->dinp + (size_t)n * C;
-            const float m = x->cmean[n], r = x->crstd[n];
-            float acc_g[8] = {0, 0, 0, 0, 0, 0, 0, 0}, acc_gx[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+        for (long n0 = lo; n0 < hi; n0 += NN_ROWS) {
+            const int R = hi - n0 < NN_ROWS ? (int)(hi - n0) : NN_ROWS;
+            float acc_g[NN_ROWS][8] = {{0}}, acc_gx[NN_ROWS][8] = {{0}};
             int c = 0;
-            for (; c + 8 <= C; c += 8)
-                for (int l = 0; l < 8; l++) {
-                    float g = x->w[c + l] * dy[c + l];
-                    acc_g[l] += g;
-                    acc_gx[l] += g * ((in[c + l] - m) * r);
+            if (R == NN_ROWS)
+                for (; c + 8 <= C; c += 8)
+                    for (int k = 0; k < NN_ROWS; k++) {
+                        const size_t e = (size_t)(n0 + k) * C + c;
+                        const float m = x->cmean[n0 + k], r = x->crstd[n0 + k];
+                        for (int l = 0; l < 8; l++) {
+                            float g = x->w[c + l] * x->dout[e + l];
+                            acc_g[k][l] += g;
+                            acc_gx[k][l] += g * ((x->inp[e + l] - m) * r);
+                        }
+                    }
+            for (int k = 0; k < R; k++) {
+                const long n = n0 + k;
+                const float *in = x->inp + (size_t)n * C, *dy = x->dout + (size_t)n * C;
+                float *dx = x->dinp + (size_t)n * C;
+                const float m = x->cmean[n], r = x->crstd[n];
+                int j = c;
+                for (; j + 8 <= C; j += 8) /* a row not in a whole group */
+                    for (int l = 0; l < 8; l++) {
+                        float g = x->w[j + l] * dy[j + l];
+                        acc_g[k][l] += g;
+                        acc_gx[k][l] += g * ((in[j + l] - m) * r);
+                    }
+                for (int l = 0; j < C; j++, l++) {
+                    float g = x->w[j] * dy[j];
+                    acc_g[k][l] += g;
+                    acc_gx[k][l] += g * ((in[j] - m) * r);
                 }
-            for (int l = 0; c < C; c++, l++) {
-                float g = x->w[c] * dy[c];
-                acc_g[l] += g;
-                acc_gx[l] += g * ((in[c] - m) * r);
-            }
-            float mg = nn_sum(acc_g, 8) / (float)C, mgx = nn_sum(acc_gx, 8) / (float)C;
-            for (c = 0; c < C; c++) {
-                float xhat = (in[c] - m) * r;
-                dx[c] += (x->w[c] * dy[c] - mg - xhat * mgx) * r;
+                float mg = nn_sum(acc_g[k], 8) / (float)C, mgx = nn_sum(acc_gx[k], 8) / (float)C;
+                for (j = 0; j < C; j++) {
+                    float xhat = (in[j] - m) * r;
+                    dx[j] += (x->w[j] * dy[j] - mg - xhat * mgx) * r;
+                }
             }
         }
     }
