@@ -39,7 +39,11 @@
  *                    [--dtype fp32|bf16]          (bf16: mixed precision, model.h)
  *                    [--B N] [--T N]              (batch and length instead of the shape's)
  *                    [--grad-ckpt 0|1]            (gradient checkpointing: backward recomputes
- *                                                  each layer's forward but the last's) */
+ *                                                  each layer's forward but the last's)
+ *                    [--fused-head 0|1]           (train, lora: the forward gets dlogp, as the
+ *                                                  trainer's SFT gives it (al_fwd.dlogp), and
+ *                                                  runs a frozen LM head's backward at once;
+ *                                                  default 1) */
 #include <cblas.h>
 #include <math.h>
 #include <stdio.h>
@@ -160,6 +164,7 @@ static double matmul_params(al_model *m, const bench_shape *s) {
 
 static const char *g_dtype = "fp32";
 static int g_ckpt; /* --grad-ckpt 1: gradient checkpointing (AL_MODEL_GRAD_CKPT) */
+static int g_fused = 1; /* --fused-head 0: the forward is not given dlogp */
 
 static void print_common(const bench_shape *s, const char *mode, int B, int T) {
     printf("{\"impl\":\"alignd\",\"shape\":\"%s\",\"mode\":\"%s\",\"B\":%d,\"T\":%d,"
@@ -208,7 +213,9 @@ static int run_train(al_model *m, const bench_shape *s, int lora, int dpo, int w
     /* mean token cross entropy over all B*T positions: d loss / d logp = -1/N */
     for (int i = 0; i < N; i++) dlogp[i] = -1.0f / (float)N;
     al_tokens in = {.B = B, .T = T, .ids = x, .seg = NULL, .pos = NULL, .targets = y};
-    al_fwd out = {.logp = logp, .entropy = NULL, .values = NULL};
+    /* dlogp is known before the forward but under dpo, as in the trainer
+     * (which gives it for the LM objectives); only a frozen head uses it */
+    al_fwd out = {.logp = logp, .entropy = NULL, .values = NULL, .dlogp = dpo || !g_fused ? NULL : dlogp};
 
     double loss = 0, t_fwd = 0, t_bwd = 0, t_opt = 0;
     for (int it = 0; it < warmup + steps; it++) {
@@ -365,7 +372,7 @@ static int run_gen(al_model *m, const bench_shape *s, int warmup, int steps) {
 static void usage(void) {
     fprintf(stderr, "usage: bench_train --shape tiny|gpt2|smollm|qwen05 --mode train|lora|dpo|gen "
                     "[--steps N] [--warmup N] [--threads N] [--matmul onednn|openblas] "
-                    "[--dtype fp32|bf16] [--B N] [--T N] [--grad-ckpt 0|1]\n");
+                    "[--dtype fp32|bf16] [--B N] [--T N] [--grad-ckpt 0|1] [--fused-head 0|1]\n");
 }
 
 int main(int argc, char **argv) {
@@ -387,6 +394,7 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "--B")) Bo = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--T")) To = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--grad-ckpt")) g_ckpt = atoi(argv[++i]) != 0;
+        else if (!strcmp(argv[i], "--fused-head")) g_fused = atoi(argv[++i]) != 0;
         else {
             usage();
             return 2;

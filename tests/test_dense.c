@@ -459,6 +459,39 @@ static void test_gemm_split(void) {
     }
 }
 
+/* al_gemm_plan by hand, two threads: oneDNN splits rows unless the operand
+ * every row panel repacks whole, op(B), is an LM head's size (then
+ * columns: GPT-2's head in 128-row chunks, both products in bf16, d(hidden)
+ * alone in fp32); layer products, the tiny head and decoding are as before. */
+static void test_gemm_plan(void) {
+    static const struct { int M, N, K, panel, tb, split_m; } c[] = {
+        {128, 50257, 768, AL_PANEL_DNNL_BF16, 1, 0},   /* logits */
+        {128, 50257, 768, AL_PANEL_DNNL_F32, 1, 1},
+        {128, 768, 50257, AL_PANEL_DNNL_BF16, 0, 0},   /* d(hidden) */
+        {128, 768, 50257, AL_PANEL_DNNL_F32, 0, 0},
+        {1024, 768, 50257, AL_PANEL_DNNL_F32, 0, 0},
+        {128, 32768, 2048, AL_PANEL_DNNL_BF16, 1, 1},  /* K past 1024 */
+        {128, 128, 4096, AL_PANEL_DNNL_BF16, 0, 1},    /* the tiny head */
+        {128, 4096, 128, AL_PANEL_DNNL_BF16, 1, 1},
+        {128, 384, 65536, AL_PANEL_DNNL_BF16, 0, 1},   /* columns under 256 a thread */
+        {1024, 9728, 896, AL_PANEL_DNNL_BF16, 1, 1},   /* a layer product */
+        {1024, 2304, 768, AL_PANEL_DNNL_F32, 1, 1},
+        {4, 2304, 768, AL_PANEL_DNNL_BF16, 1, 0},      /* decoding */
+        {37, 613, 97, AL_PANEL_DNNL_F32, 0, 0},        /* under 32 rows a thread */
+        {301, 67, 131, AL_PANEL_OPENBLAS, 0, 1},       /* OpenBLAS: the larger side */
+        {128, 768, 50257, AL_PANEL_OPENBLAS, 0, 0},
+    };
+    for (size_t i = 0; i < sizeof c / sizeof c[0]; i++) {
+        int split_m = -1;
+        T_EQ_INT(al_gemm_plan(c[i].M, c[i].N, c[i].K, 2, c[i].panel, c[i].tb, &split_m), 1);
+        T_EQ_INT(split_m, c[i].split_m);
+    }
+    int split_m = -1;
+    T_EQ_INT(al_gemm_plan(128, 50257, 768, 1, AL_PANEL_DNNL_BF16, 1, &split_m), 0); /* one thread */
+    T_EQ_INT(al_gemm_plan(8, 8, 8, 2, AL_PANEL_DNNL_BF16, 1, &split_m), 0);         /* too small */
+    T_EQ_INT(split_m, -1);
+}
+
 /* oneDNN's products against OpenBLAS's, 1e-5 relative in fp32: every
  * transpose, padded leading dimensions, alpha and beta (beta 0 must ignore
  * NaN in C), panels split over rows and over columns (two threads), small
@@ -1175,6 +1208,49 @@ static void test_lmhead_one_chunk(void) {
     al_free(h); al_free(w); al_free(w16); al_free(scratch); al_free(s16); al_free(dlogp); al_free(dent);
 }
 
+/* The forward fused with the backward of a frozen head (no dw) against
+ * the forward and then the backward: the same log-probs, lse, hits and dh
+ * bit for bit, in chunks of 7 rows (some gathered past rows without a
+ * target, others consecutive), fp32 and bf16; dh accumulates. */
+static void test_lmhead_fused(void) {
+    enum { N = 40, C = 24, V = 203, CH = 7 };
+    float inv_temp = 1.0f / 0.7f;
+    int32_t target[N];
+    for (int n = 0; n < N; n++) target[n] = n % 5 == 2 || (n >= 20 && n < 23) ? -1 : (n * 37 + 3) % V;
+    float *h = frand((size_t)N * C, 1800, 1.0f), *w = frand((size_t)V * C, 1900, 0.5f);
+    float *dlogp = frand(N, 2000, 1.0f), *dh0 = frand((size_t)N * C, 2100, 1.0f);
+    uint16_t *w16 = hbuf((size_t)V * C);
+    al_bf16_round(w16, w, (size_t)V * C);
+    float *scratch = fbuf((size_t)CH * (C + V));
+    uint16_t *s16 = hbuf((size_t)CH * (C + V));
+    for (int bf = 0; bf < 2; bf++) {
+        float lp[N], ls[N], en[N], lp_f[N], ls_f[N], en_f[N];
+        uint8_t hit[N], hit_f[N];
+        float *dh = fbuf((size_t)N * C), *dh_f = fbuf((size_t)N * C);
+        memcpy(dh, dh0, (size_t)N * C * sizeof *dh);
+        memcpy(dh_f, dh0, (size_t)N * C * sizeof *dh);
+        int k = bf ? al_lmhead_forward_bf16(lp, en, ls, hit, h, w16, target, N, C, V, inv_temp, 0.0f, scratch,
+                                            s16, CH)
+                   : al_lmhead_forward(lp, en, ls, hit, h, w, target, N, C, V, inv_temp, 0.0f, scratch, CH);
+        if (bf) al_lmhead_backward_bf16(dh, NULL, dlogp, NULL, h, w16, target, ls, en, N, C, V, inv_temp, 0.0f,
+                                        scratch, s16, CH);
+        else al_lmhead_backward(dh, NULL, dlogp, NULL, h, w, target, ls, en, N, C, V, inv_temp, 0.0f, scratch, CH);
+        int kf = al_lmhead_forward_fused(lp_f, en_f, ls_f, hit_f, dh_f, dlogp, h, w, bf ? w16 : NULL, target, N,
+                                         C, V, inv_temp, scratch, s16, CH);
+        T_EQ_INT(kf, k);
+        T_TRUE(k > 2);
+        const char *what = bf ? "bf16 fused" : "fused";
+        T_REPORT_(!memcmp(lp, lp_f, sizeof lp) && !memcmp(ls, ls_f, sizeof ls) && !memcmp(en, en_f, sizeof en) &&
+                      !memcmp(hit, hit_f, sizeof hit),
+                  "%s: forward outputs differ", what);
+        expect_same(bf ? "bf16 fused: dh" : "fused: dh", dh_f, dh, (size_t)N * C);
+        T_REPORT_(memcmp(dh, dh0, (size_t)N * C * sizeof *dh) != 0, "%s: no gradient", what);
+        al_free(dh);
+        al_free(dh_f);
+    }
+    al_free(h); al_free(w); al_free(w16); al_free(scratch); al_free(s16); al_free(dlogp); al_free(dh0);
+}
+
 static void test_embed_vs_serial(void) {
     /* large enough to split the columns over the pool; many repeated ids */
     int N = 300, C = 203, V = 17, T = 50;
@@ -1265,6 +1341,7 @@ int main(void) {
     test_embed_grad();
 
     test_gemm_split();
+    test_gemm_plan();
     test_gemm_onednn_vs_openblas();
     test_bf16_round();
     test_gemm_bf16();
@@ -1276,6 +1353,7 @@ int main(void) {
     test_matmul_vs_ref();
     test_lmhead_vs_ref();
     test_lmhead_one_chunk();
+    test_lmhead_fused();
     test_embed_vs_serial();
 
     al_pool_shutdown();

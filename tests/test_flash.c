@@ -294,7 +294,52 @@ static void tile_tri_case(int n, uint64_t seed) {
     free(pa); free(pb);
 }
 
+/* The transposing packers (pack_at, pack_bt, pack_bt_h) word by word
+ * against their definitions (ops.h), from sources with a row stride wider
+ * than the rows (odd for the bf16 one: pairs at any alignment), on sizes
+ * with and without whole 16 x 16 blocks of words. */
+static uint32_t pk(uint16_t lo, uint16_t hi) { return (uint32_t)lo | (uint32_t)hi << 16; }
+
+static void packers_case(int M, int K, uint64_t seed) {
+    const int ld = (M > K ? M : K) + 3, K2 = (K + 1) / 2, NP = AL_T16_NP(M);
+    const size_t ns = (size_t)(M > K ? M : K) * ld;
+    float *src = fbuf(ns);
+    gc_fill(src, ns, seed, 2.0f);
+    uint16_t *h = calloc(ns, 2);
+    uint32_t *got = calloc(AL_T16_B_SIZE(K, M) + AL_T16_A_SIZE(M, K), 4);
+    AL_ASSERT(h && got);
+    al_bf16_round(h, src, ns);
+    size_t bad = 0;
+    /* pack_at: A (M rows of K2 pairs), A[m][k] = src[k * ld + m] */
+    memset(got, 0xff, AL_T16_A_SIZE(M, K) * 4);
+    al_t16_pack_at(got, src, ld, M, K);
+    for (int m = 0; m < M; m++)
+        for (int p = 0; p < K2; p++)
+            bad += got[(size_t)m * K2 + p] != pk(h[(size_t)2 * p * ld + m], 2 * p + 1 < K ? h[(size_t)(2 * p + 1) * ld + m] : 0);
+    /* pack_bt, pack_bt_h: B (K2 rows of NP pairs), B[k][n] = src[n * ld + k], here N = M */
+    for (int from16 = 0; from16 <= 1; from16++) {
+        memset(got, 0xff, AL_T16_B_SIZE(K, M) * 4);
+        if (from16) al_t16_pack_bt_h(got, h, ld, K, M);
+        else al_t16_pack_bt(got, src, ld, K, M);
+        for (int p = 0; p < K2; p++)
+            for (int n = 0; n < NP; n++) {
+                const size_t r = (size_t)n * ld + 2 * p;
+                const uint32_t want = n >= M ? 0 : pk(h[r], 2 * p + 1 < K ? h[r + 1] : 0);
+                bad += got[(size_t)p * NP + n] != want;
+            }
+    }
+    T_REPORT_(bad == 0, "packers %dx%d: %zu words off", M, K, bad);
+    al_free(src);
+    free(h);
+    free(got);
+}
+
 static void test_tiles(void) {
+    packers_case(64, 64, 51);    /* whole 16 x 16 blocks */
+    packers_case(64, 32, 52);    /* a flash tile of the tiny shape's heads */
+    packers_case(37, 45, 53);    /* blocks and edges, odd K */
+    packers_case(16, 33, 54);
+    packers_case(5, 3, 55);      /* no whole block */
     tile_tri_case(64, 41);
     tile_tri_case(37, 42);       /* a last, partial block: odd K, rows past a block */
     tile_tri_case(5, 43);

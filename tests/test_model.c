@@ -4,7 +4,8 @@
  * loops; save/load round trips; KV-cache generation against full forwards;
  * micro-batch accumulation; determinism; frozen opens hold no gradients;
  * forward-only reservations compute the same forward in less memory; a
- * model in another's activations gets the gradients it gets in its own. */
+ * model in another's activations gets the gradients it gets in its own; a
+ * frozen LM head run backward inside the forward gives the same bits. */
 #include <errno.h>
 #include <math.h>
 #include <stdlib.h>
@@ -389,6 +390,135 @@ static void test_entropy_only_backward(void) {
         T_OK(al_model_backward(m, &in, NULL, R, NULL));
         T_REPORT_(memcmp(g0, m->grad, np * sizeof *g0) == 0, "bf16 %d: entropy-only gradient differs", bf);
         free(g0);
+        al_model_free(m);
+    }
+}
+
+/* ---- the LM head's backward run inside the forward (al_fwd.dlogp) ------- */
+
+enum { FB_ = 3, FT_ = 64 }; /* 192 rows: two chunks of a frozen head's 128 */
+
+typedef struct fused_batch {
+    int32_t ids[FB_ * FT_], seg[FB_ * FT_], tgt[FB_ * FT_];
+    float R[FB_ * FT_], R2[FB_ * FT_], D[FB_ * FT_], lp[FB_ * FT_];
+    al_tokens in;
+} fused_batch;
+
+/* A batch whose scored rows are not all consecutive (prompts, a padded
+ * tail, a masked stretch), so that chunks gather rows; R is a dlogp (0
+ * where no target), R2 the same but one value, D a dent. */
+static void fused_batch_make(fused_batch *b, int V) {
+    al_rng r;
+    al_rng_seed(&r, 77);
+    for (int n = 0; n < FB_ * FT_; n++) {
+        int row = n / FT_, t = n % FT_;
+        int pad = row == 1 && t >= FT_ - 20;
+        b->ids[n] = pad ? 0 : (int32_t)al_rng_below(&r, (uint32_t)V);
+        b->seg[n] = pad ? 0 : 1;
+        b->tgt[n] = pad || t == 0 || (row == 2 && t >= 10 && t < 16) ? -1 : (int32_t)al_rng_below(&r, (uint32_t)V);
+    }
+    gc_fill(b->R, FB_ * FT_, 41, 1.0f);
+    gc_fill(b->D, FB_ * FT_, 42, 1.0f);
+    for (int n = 0; n < FB_ * FT_; n++)
+        if (b->tgt[n] < 0) b->R[n] = 0.0f;
+    memcpy(b->R2, b->R, sizeof b->R);
+    b->R2[FT_ + 5] *= 0.5f;
+    b->in = (al_tokens){.B = FB_, .T = FT_, .ids = b->ids, .seg = b->seg, .targets = b->tgt};
+}
+
+/* Zeroed gradients, a forward (fused with dlogp fdl unless NULL; with
+ * `between`, a forward of the same batch wanting no log-probs after it, whose
+ * log-prob scratch lies in d_ln), a backward with dlogp bdl and dent bde; the
+ * gradients into g (np floats). Returns 1 when the forward ran the head fused. */
+static int fused_run(al_model *m, fused_batch *b, const float *fdl, int between, const float *bdl,
+                     const float *bde, float *g, size_t np) {
+    al_fwd f = {.logp = b->lp, .dlogp = fdl}, none = {0};
+    al_model_zero_grad(m);
+    T_OK(al_model_forward(m, &b->in, &f));
+    int fused = m->head_fused != 0;
+    if (between) T_OK(al_model_forward(m, &b->in, &none));
+    T_OK(al_model_backward(m, &b->in, bdl, bde, NULL));
+    memcpy(g, m->grad, np * sizeof *g);
+    return fused;
+}
+
+/* GPT-2 (tied head) and Llama-shaped (untied) models with LoRA, fp32 and
+ * bf16, a batch over two chunks of the head: the gradients of a forward
+ * given dlogp are bit-equal to those of the plain forward and backward;
+ * the backward does take d lnf from the forward (a nudge to d_ln between
+ * them shows); a different dlogp at the backward, a dent, or a forward in
+ * between make it compute the head again, with the plain result; a head that
+ * trains is never fused. */
+static void test_fused_head(void) {
+    char err[AL_ERRLEN];
+    static fused_batch b;
+    for (int v = 0; v < 4; v++) {
+        al_arch arch = v < 2 ? AL_ARCH_GPT2 : AL_ARCH_LLAMA;
+        int bf = v & 1;
+        al_model_config c = tiny(arch, 1);
+        c.max_T = FT_;
+        c.init_range = 0.1f;
+        al_lora_cfg lc = {.r = 2, .alpha = 4.0f};
+        snprintf(lc.targets, sizeof lc.targets, "all-linear");
+        al_model *m = al_model_new(&c, &lc, err);
+        T_TRUE(m != NULL);
+        if (!m) return;
+        al_model_init(m, 12);
+        int np;
+        al_param *ps = al_model_params(m, &np);
+        for (int i = 0; i < np; i++)
+            if (ps[i].lora) gc_fill(ps[i].w, ps[i].n, 300 + (uint64_t)i, 0.5f);
+        if (bf) T_OK(al_model_set_bf16(m, 1, err));
+        T_OK(al_model_reserve(m, FB_, FT_, 0, err));
+        T_TRUE(m->head_chunk < FB_ * FT_);
+        fused_batch_make(&b, c.V);
+        size_t n = al_model_num_params(m, 1);
+        float *g0 = malloc(n * sizeof *g0), *g1 = malloc(n * sizeof *g1);
+        float *g2 = malloc(n * sizeof *g2), *g3 = malloc(n * sizeof *g3);
+        const char *name = v < 2 ? "gpt2" : "llama";
+        T_TRUE(!fused_run(m, &b, NULL, 0, b.R, NULL, g0, n));
+        T_REPORT_(fused_run(m, &b, b.R, 0, b.R, NULL, g1, n), "%s bf16 %d: not fused", name, bf);
+        T_REPORT_(!memcmp(g0, g1, n * sizeof *g0), "%s bf16 %d: fused gradients differ", name, bf);
+        /* the backward reads the d lnf the forward left */
+        al_fwd f = {.logp = b.lp, .dlogp = b.R};
+        al_model_zero_grad(m);
+        T_OK(al_model_forward(m, &b.in, &f));
+        m->d_ln[(FT_ + 3) * c.C] += 1.0f;
+        T_OK(al_model_backward(m, &b.in, b.R, NULL, NULL));
+        T_REPORT_(memcmp(g0, m->grad, n * sizeof *g0) != 0, "%s bf16 %d: the backward ignored d_ln", name, bf);
+        /* another dlogp: the plain backward of it */
+        fused_run(m, &b, NULL, 0, b.R2, NULL, g2, n);
+        fused_run(m, &b, b.R, 0, b.R2, NULL, g3, n);
+        T_REPORT_(memcmp(g0, g2, n * sizeof *g0) && !memcmp(g2, g3, n * sizeof *g0),
+                  "%s bf16 %d: another dlogp at the backward", name, bf);
+        /* a dent */
+        fused_run(m, &b, NULL, 0, b.R, b.D, g2, n);
+        fused_run(m, &b, b.R, 0, b.R, b.D, g3, n);
+        T_REPORT_(memcmp(g0, g2, n * sizeof *g0) && !memcmp(g2, g3, n * sizeof *g0),
+                  "%s bf16 %d: a dent at the backward", name, bf);
+        /* a forward in between */
+        fused_run(m, &b, b.R, 1, b.R, NULL, g3, n);
+        T_REPORT_(!memcmp(g0, g3, n * sizeof *g0), "%s bf16 %d: a forward in between", name, bf);
+        free(g0);
+        free(g1);
+        free(g2);
+        free(g3);
+        al_model_free(m);
+        /* a head that trains: not fused, the same gradients */
+        m = al_model_new(&c, NULL, err);
+        T_TRUE(m != NULL);
+        if (!m) return;
+        al_model_init(m, 13);
+        if (bf) T_OK(al_model_set_bf16(m, 1, err));
+        T_OK(al_model_reserve(m, FB_, FT_, 0, err));
+        n = al_model_num_params(m, 1);
+        g0 = malloc(n * sizeof *g0);
+        g1 = malloc(n * sizeof *g1);
+        fused_run(m, &b, NULL, 0, b.R, NULL, g0, n);
+        T_REPORT_(!fused_run(m, &b, b.R, 0, b.R, NULL, g1, n) && !memcmp(g0, g1, n * sizeof *g0),
+                  "%s bf16 %d: a trained head", name, bf);
+        free(g0);
+        free(g1);
         al_model_free(m);
     }
 }
@@ -1454,6 +1584,7 @@ int main(void) {
     test_shared_keep();
     test_head_logits_overwritten();
     test_entropy_only_backward();
+    test_fused_head();
     test_forward_reference();
     test_save_load();
     test_generation();

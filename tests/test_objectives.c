@@ -314,8 +314,30 @@ static void test_lm(void) {
                       WT(2, 0) * LP(2, 0) + WT(2, 1) * LP(2, 1) + WT(2, 2) * LP(2, 2) + WT(3, 0) * LP(3, 0);
         T_NEAR(st.loss, -wsum / 8.0, 1e-12);
         check_grad_logp(names[k], o, s, &f, f.R);
+        /* dlogp before the forward (dlogp_prior, from targets and weights
+         * alone) has the bits loss gives, weighted or not */
+        for (int w = 0; w < 2; w++) {
+            f.use_weight = w;
+            float d0[MAXR * MAXT], d1[MAXR * MAXT];
+            memset(d0, 0, sizeof d0);
+            memset(d1, 0, sizeof d1);
+            memset(&st, 0, sizeof st);
+            T_OK(run(o, s, &f, d0, NULL, &st));
+            al_obj_in in = fx_in(&f);
+            in.logp = in.entropy = NULL;
+            T_TRUE(o->dlogp_prior != NULL);
+            T_OK(o->dlogp_prior(s, &in, d1));
+            T_REPORT_(!memcmp(d0, d1, sizeof d0), "%s weight %d: dlogp_prior differs from loss's dlogp",
+                      names[k], w);
+            int scored = 0;
+            for (int i = 0; i < f.R * f.T; i++) scored += d1[i] != 0.0f;
+            T_EQ_INT(scored, 8);
+        }
         o->destroy(s);
     }
+    /* objectives whose dlogp depends on the log-probs have no prior */
+    for (const al_objective_ops *const *o = al_objectives(); *o; o++)
+        if (strcmp((*o)->name, "sft") && strcmp((*o)->name, "pretrain")) T_TRUE((*o)->dlogp_prior == NULL);
 }
 
 static void test_rm(void) {

@@ -219,6 +219,20 @@ static void test_layernorm_large(void) {
     T_TRUE(memcmp(j.dinp, dinp, NC * sizeof(float)) == 0);
     T_TRUE(memcmp(j.dw, dw, C * sizeof(float)) == 0);
     T_TRUE(memcmp(j.db, db, C * sizeof(float)) == 0);
+    /* rows normalised together (the groups of rows of the forward and of
+     * the backward's dinp) have the bits of each row alone */
+    size_t off = 0;
+    for (int n = 0; n < N; n++) {
+        float m1, r1;
+        const size_t e = (size_t)n * C;
+        al_layernorm_forward(j.out, &m1, &r1, inp + e, w, b, 1, C, 1e-5f);
+        off += memcmp(j.out, out + e, C * sizeof(float)) != 0 || memcmp(&m1, mean + n, sizeof m1) != 0 ||
+               memcmp(&r1, rstd + n, sizeof r1) != 0;
+        memset(j.dinp, 0, C * sizeof(float));
+        al_layernorm_backward(j.dinp, NULL, NULL, dout + e, inp + e, w, mean + n, rstd + n, 1, C);
+        off += memcmp(j.dinp, dinp + e, C * sizeof(float)) != 0;
+    }
+    T_EQ_INT(off, 0);
     al_free(j.out); al_free(j.mean); al_free(j.rstd); al_free(j.dinp); al_free(j.dw);
     al_free(j.db);
     free(ro); free(rdi); free(rdw); free(rdb);

@@ -18,7 +18,8 @@
  * about a millisecond) and kept while it is among the CACHE_CAP most
  * recently used; past that the least recently used one that no thread is
  * running is destroyed. Every shape always runs its own exact-shape
- * primitive (oneDNN's brgemm kernels), so a product's bits depend on its
+ * primitive (oneDNN's brgemm kernels for whole rows of C, its jit gemm for
+ * a block of C's columns; al_gemm_plan), so a product's bits depend on its
  * shape alone, never on which shapes the process saw before: an earlier
  * design gave new row counts a shared run-time-M primitive once 384 shapes
  * existed, whose jit-gemm kernel rounds differently (measured: 90 % of the

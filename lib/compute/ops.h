@@ -438,6 +438,18 @@ void al_lmhead_backward_reuse(float *dh, float *dw, const float *dlogp, const fl
                               const int32_t *target, const float *lse, const float *ent, int N,
                               int C, int V, float inv_temp, float *scratch, uint16_t *scratch16,
                               int chunk);
+/* The forward (al_lmhead_forward; _bf16's with w16, w then unused) fused
+ * with the backward of a head that takes no gradient, for a loss whose
+ * dlogp (N) is known before the forward (the LM objectives'), no entropy
+ * term and no soft-cap: right after each chunk's log-probs, its dz and
+ * dh += dz @ w * inv_temp, exactly as al_lmhead_backward(_bf16) adds them
+ * (the same products, chunks and order: the same bits), without computing
+ * the logits a second time. Returns the number of chunks; the logits do not
+ * outlive the call (no al_lmhead_backward_reuse after it). */
+int al_lmhead_forward_fused(float *logp, float *ent, float *lse, uint8_t *hit, float *dh,
+                            const float *dlogp, const float *h, const float *w, const uint16_t *w16,
+                            const int32_t *target, int N, int C, int V, float inv_temp,
+                            float *scratch, uint16_t *scratch16, int chunk);
 /* Plain reference: materialises logits row by row with loops, no BLAS. */
 void al_lmhead_forward_ref(float *logp, float *ent, float *lse, uint8_t *hit, const float *h,
                            const float *w, const int32_t *target, int N, int C, int V,

@@ -335,7 +335,7 @@ static void gemm16_fn(void *p, int tid, int nt) {
 static void gemm16_run(gemm16_ctx *g) {
     AL_ASSERT(g->M >= 0 && g->N >= 0 && g->K >= 0);
     if (g->M == 0 || g->N == 0) return;
-    if (!al_gemm_plan(g->M, g->N, g->K, al_pool_threads(), 1, &g->split_m)) {
+    if (!al_gemm_plan(g->M, g->N, g->K, al_pool_threads(), AL_PANEL_DNNL_BF16, g->tb, &g->split_m)) {
         gemm16_panel(g, 0, g->M, 0, g->N);
         return;
     }
@@ -440,15 +440,77 @@ AL_SIMD_CLONES static void pair_rows(uint32_t *dst, const float *x0, const float
         for (int p = 0; p < n; p++) dst[p] = round1(x0[p]);
 }
 
-/* dst (cols, ldd) = src^T, src (rows, lds), in 8 x 8 blocks. */
-static void words_transpose(uint32_t *dst, int ldd, const uint32_t *src, int lds, int rows,
-                            int cols) {
+/* The word at byte offset off of src (any alignment). */
+static inline uint32_t word_at(const unsigned char *src, size_t off) {
+    uint32_t w;
+    memcpy(&w, src + off, sizeof w);
+    return w;
+}
+
+#if (defined(__x86_64__) || defined(__i386__)) && defined(__GNUC__)
+#include <immintrin.h>
+
+/* dst (16 rows, stride ldd words) = the transpose of 16 rows of 16 words
+ * at src (row stride lds bytes, any alignment), in registers: the packers'
+ * transposes were scalar loads and stores, word by word (2 % of a tiny bf16
+ * training step). The shuffles move bits, never change them. */
+__attribute__((target("avx512f"))) static void words_tr16(uint32_t *dst, size_t ldd,
+                                                         const unsigned char *src, size_t lds) {
+    __m512i r[16], t[16];
+    for (int i = 0; i < 16; i++) r[i] = _mm512_loadu_si512(src + (size_t)i * lds);
+    for (int i = 0; i < 16; i += 2) { /* 2 x 2 blocks of words */
+        t[i] = _mm512_unpacklo_epi32(r[i], r[i + 1]);
+        t[i + 1] = _mm512_unpackhi_epi32(r[i], r[i + 1]);
+    }
+    for (int i = 0; i < 16; i += 4) { /* 4 x 4 blocks within each 128-bit lane */
+        r[i] = _mm512_unpacklo_epi64(t[i], t[i + 2]);
+        r[i + 1] = _mm512_unpackhi_epi64(t[i], t[i + 2]);
+        r[i + 2] = _mm512_unpacklo_epi64(t[i + 1], t[i + 3]);
+        r[i + 3] = _mm512_unpackhi_epi64(t[i + 1], t[i + 3]);
+    }
+    for (int h = 0; h < 16; h += 8) /* lanes across rows 4 apart, then 8 apart */
+        for (int i = 0; i < 4; i++) {
+            t[h + i] = _mm512_shuffle_i32x4(r[h + i], r[h + i + 4], 0x88);
+            t[h + i + 4] = _mm512_shuffle_i32x4(r[h + i], r[h + i + 4], 0xdd);
+        }
+    for (int i = 0; i < 8; i++) {
+        r[i] = _mm512_shuffle_i32x4(t[i], t[i + 8], 0x88);
+        r[i + 8] = _mm512_shuffle_i32x4(t[i], t[i + 8], 0xdd);
+    }
+    for (int i = 0; i < 16; i++) _mm512_storeu_si512(dst + (size_t)i * ldd, r[i]);
+}
+#define WORDS_TR16 1
+#endif
+
+/* dst (cols, ldd) = src^T, src (rows of cols words, row stride lds bytes):
+ * by 16 x 16 blocks in registers where the CPU has AVX-512 (al_bf16_cpu's
+ * CPUs), the rest in 8 x 8 blocks word by word. */
+static void words_transpose_b(uint32_t *dst, int ldd, const unsigned char *src, size_t lds, int rows,
+                              int cols) {
+    int r16 = 0, c16 = 0;
+#ifdef WORDS_TR16
+    if (bf16_cpu_cached() & 1) { /* AVX512_BF16 comes with AVX-512F */
+        r16 = rows & ~15;
+        c16 = cols & ~15;
+        for (int r0 = 0; r0 < r16; r0 += 16)
+            for (int c0 = 0; c0 < c16; c0 += 16)
+                words_tr16(dst + (size_t)c0 * ldd + r0, (size_t)ldd, src + (size_t)r0 * lds + (size_t)c0 * 4,
+                           lds);
+    }
+#endif
     for (int r0 = 0; r0 < rows; r0 += 8)
         for (int c0 = 0; c0 < cols; c0 += 8) {
+            if (r0 < r16 && c0 < c16) continue; /* done above */
             const int r1 = r0 + 8 < rows ? r0 + 8 : rows, c1 = c0 + 8 < cols ? c0 + 8 : cols;
             for (int c = c0; c < c1; c++)
-                for (int r = r0; r < r1; r++) dst[(size_t)c * ldd + r] = src[(size_t)r * lds + c];
+                for (int r = r0; r < r1; r++) dst[(size_t)c * ldd + r] = word_at(src, (size_t)r * lds + (size_t)c * 4);
         }
+}
+
+/* dst (cols, ldd) = src^T, src (rows, lds). */
+static void words_transpose(uint32_t *dst, int ldd, const uint32_t *src, int lds, int rows,
+                            int cols) {
+    words_transpose_b(dst, ldd, (const unsigned char *)src, (size_t)lds * sizeof *src, rows, cols);
 }
 
 /* The packers (ops.h, al_t16_*): rounded as al_bf16_round, pads zeroed. */
@@ -529,18 +591,16 @@ void al_t16_pack_b_h(uint32_t *dst, const uint16_t *src, int ld, int K, int N) {
 }
 
 void al_t16_pack_bt_h(uint32_t *dst, const uint16_t *src, int ld, int K, int N) {
-    /* a transpose of the source's pairs, in 8 x 8 blocks as words_transpose */
+    /* a transpose of the source's pairs, each a word in memory (pair_at) */
     const int NP = AL_T16_NP(N), K2 = (K + 1) / 2, KE = K / 2;
-    for (int n0 = 0; n0 < N; n0 += 8) {
-        const int n1 = n0 + 8 < N ? n0 + 8 : N;
-        for (int p0 = 0; p0 < KE; p0 += 8) {
-            const int p1 = p0 + 8 < KE ? p0 + 8 : KE;
-            for (int p = p0; p < p1; p++)
-                for (int n = n0; n < n1; n++) dst[(size_t)p * NP + n] = pair_at(src + (size_t)n * ld + 2 * p);
-        }
-        if (K % 2)
-            for (int n = n0; n < n1; n++) dst[(size_t)(K2 - 1) * NP + n] = src[(size_t)n * ld + K - 1];
-    }
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    words_transpose_b(dst, NP, (const unsigned char *)src, (size_t)ld * sizeof *src, N, KE);
+#else
+    for (int p = 0; p < KE; p++)
+        for (int n = 0; n < N; n++) dst[(size_t)p * NP + n] = pair_at(src + (size_t)n * ld + 2 * p);
+#endif
+    if (K % 2)
+        for (int n = 0; n < N; n++) dst[(size_t)(K2 - 1) * NP + n] = src[(size_t)n * ld + K - 1];
     for (int p = 0; p < K2; p++)
         for (int n = N; n < NP; n++) dst[(size_t)p * NP + n] = 0;
 }

@@ -137,7 +137,8 @@ static void gemm_run(gemm_ctx *g) {
     AL_ASSERT(g->M >= 0 && g->N >= 0 && g->K >= 0);
     if (g->M == 0 || g->N == 0) return;
     g->onednn = al_gemm_backend() == AL_MM_ONEDNN;
-    if (!al_gemm_plan(g->M, g->N, g->K, al_pool_threads(), g->onednn, &g->split_m)) {
+    if (!al_gemm_plan(g->M, g->N, g->K, al_pool_threads(),
+                      g->onednn ? AL_PANEL_DNNL_F32 : AL_PANEL_OPENBLAS, g->transB, &g->split_m)) {
         gemm_panel(g, 0, g->M, 0, g->N);
         return;
     }
@@ -524,6 +525,58 @@ static int lm_nth_valid(const int32_t *target, int n, long k) {
         if (target[n] >= 0 && k-- == 0) return n;
 }
 
+/* Turns gathered row r (the batch's row n) of logits into dL/dz in place:
+ *   dz_v = a (1[v == t] - p_v) - b p_v (log p_v + H)
+ *        = -p_v (a + b H + b (z_v - lse)) + a 1[v == t]. */
+static void lm_bwd_row(const lm_ctx *c, long r, int n) {
+    int V = c->V;
+    float *z = c->z + (size_t)r * (size_t)V;
+    float *g = c->cap > 0.0f ? c->g + (size_t)r * (size_t)V : NULL;
+    if (g) lm_cap_row(z, g, V, c->cap, c->inv_temp);
+    float L = c->lse_in[n];
+    float a = c->dlogp ? c->dlogp[n] : 0.0f;
+    float b = c->dent ? c->dent[n] : 0.0f;
+    float H = 0.0f;
+    if (b != 0.0f) {
+        if (c->ent_in) {
+            H = c->ent_in[n];
+        } else { /* entropy not saved: recompute it from the row */
+            double S, T;
+            row_expsum(z, V, L, &S, &T);
+            H = (float)(log(S) - T / S);
+        }
+    }
+    if (c->z16) {
+        row_dz_h(c->z16 + (size_t)r * (size_t)V, z, V, L, a + b * H, b, c->target[n], a);
+        return;
+    }
+    row_dz(z, V, L, a + b * H, b);
+    z[c->target[n]] += a;
+    if (g) /* through the cap: d raw = dz * (1 - tanh^2); inv_temp in the gemms */
+        for (int v = 0; v < V; v++) z[v] *= g[v];
+}
+
+/* dh += inv_temp * dz @ w for a chunk of cnt rows from row n0 (dz in z, or
+ * rounded in z16 with w16): the product into hbuf (cnt, C), then added into
+ * dh's rows (on the pool when they are consecutive: rows != hbuf). */
+static void lm_dh_add(float *dh, float *hbuf, const float *rows, const float *z, const uint16_t *z16,
+                      const float *w, const uint16_t *w16, const int32_t *target, int n0, int cnt,
+                      int C, int V, float inv_temp) {
+    if (w16) al_gemm_bf16(0, 0, cnt, C, V, inv_temp, z16, V, w16, C, 0.0f, hbuf, C);
+    else al_gemm(0, 0, cnt, C, V, inv_temp, z, V, w, C, 0.0f, hbuf, C);
+    if (rows != hbuf) {
+        al_acc(dh + (size_t)n0 * (size_t)C, hbuf, (size_t)cnt * (size_t)C);
+        return;
+    }
+    int m = n0;
+    for (int r = 0; r < cnt; r++, m++) {
+        while (target[m] < 0) m++;
+        float *d = dh + (size_t)m * (size_t)C;
+        const float *s = hbuf + (size_t)r * (size_t)C;
+        for (int j = 0; j < C; j++) d[j] += s[j];
+    }
+}
+
 static void lm_fwd_fn(void *p, int tid, int nt) {
     const lm_ctx *c = p;
     long lo, hi;
@@ -543,6 +596,7 @@ static void lm_fwd_fn(void *p, int tid, int nt) {
         /* H = -sum p (z - lse) = log S - T / S; both terms >= 0 */
         if (c->ent) c->ent[n] = (float)(logS - T / S);
         if (c->hit) c->hit[n] = z[c->target[n]] >= m;
+        if (c->dlogp) lm_bwd_row(c, r, n); /* fused: the row's dz while it is in cache */
     }
 }
 
@@ -587,20 +641,25 @@ static void lm_logits(float *z, const float *hbuf, uint16_t *h16, const float *w
     }
 }
 
-/* Returns the number of chunks it ran. */
-static int lmhead_fwd(float *logp, float *ent, float *lse, uint8_t *hit, const float *h,
-                      const float *w, const uint16_t *w16, const int32_t *target, int N,
-                      int C, int V, float inv_temp, float softcap, float *scratch,
-                      uint16_t *scratch16, int chunk) {
+/* Returns the number of chunks it ran. dlogp (fused, no soft-cap): each
+ * chunk's rows also get their dz (lm_bwd_row, with the lse just written),
+ * and dh += inv_temp * dz @ w, as lmhead_bwd computes them. */
+static int lmhead_fwd(float *logp, float *ent, float *lse, uint8_t *hit, float *dh,
+                      const float *dlogp, const float *h, const float *w, const uint16_t *w16,
+                      const int32_t *target, int N, int C, int V, float inv_temp, float softcap,
+                      float *scratch, uint16_t *scratch16, int chunk) {
     AL_ASSERT(chunk > 0 && V > 0 && C > 0);
+    AL_ASSERT(!dlogp || (dh && softcap <= 0.0f));
     for (int n = 0; n < N; n++)
         if (target[n] < 0) {
             logp[n] = lse[n] = 0.0f;
             if (ent) ent[n] = 0.0f;
         }
     float *hbuf = scratch, *z = scratch + (size_t)chunk * (size_t)C;
+    uint16_t *z16 = w16 && scratch16 ? scratch16 + (size_t)chunk * (size_t)C : NULL;
     lm_ctx c = {.z = z, .target = target, .V = V, .logp = logp, .ent = ent, .lse = lse, .hit = hit,
-                .cap = softcap > 0.0f ? softcap : 0.0f, .inv_temp = inv_temp};
+                .cap = softcap > 0.0f ? softcap : 0.0f, .inv_temp = inv_temp,
+                .dlogp = dlogp, .lse_in = lse, .z16 = dlogp ? z16 : NULL};
     if (hit)
         for (int k = 0; k < N; k++)
             if (target[k] < 0) hit[k] = 0;
@@ -615,6 +674,7 @@ static int lmhead_fwd(float *logp, float *ent, float *lse, uint8_t *hit, const f
         lm_logits(z, rows, scratch16, w, w16, cnt, C, V, c.cap > 0.0f ? 1.0f : inv_temp);
         c.cnt = cnt;
         al_pool_run(lm_fwd_fn, &c);
+        if (dlogp) lm_dh_add(dh, scratch, rows, z, z16, w, w16, target, c.n0, cnt, C, V, inv_temp);
     }
     return chunks;
 }
@@ -622,54 +682,35 @@ static int lmhead_fwd(float *logp, float *ent, float *lse, uint8_t *hit, const f
 int al_lmhead_forward(float *logp, float *ent, float *lse, uint8_t *hit, const float *h,
                       const float *w, const int32_t *target, int N, int C, int V,
                       float inv_temp, float softcap, float *scratch, int chunk) {
-    return lmhead_fwd(logp, ent, lse, hit, h, w, NULL, target, N, C, V, inv_temp, softcap,
-                      scratch, NULL, chunk);
+    return lmhead_fwd(logp, ent, lse, hit, NULL, NULL, h, w, NULL, target, N, C, V, inv_temp,
+                      softcap, scratch, NULL, chunk);
 }
 
 int al_lmhead_forward_bf16(float *logp, float *ent, float *lse, uint8_t *hit, const float *h,
                            const uint16_t *w, const int32_t *target, int N, int C, int V,
                            float inv_temp, float softcap, float *scratch, uint16_t *scratch16,
                            int chunk) {
-    return lmhead_fwd(logp, ent, lse, hit, h, NULL, w, target, N, C, V, inv_temp, softcap,
-                      scratch, scratch16, chunk);
+    return lmhead_fwd(logp, ent, lse, hit, NULL, NULL, h, NULL, w, target, N, C, V, inv_temp,
+                      softcap, scratch, scratch16, chunk);
 }
 
-/* Turns each gathered row of logits into dL/dz in place:
- *   dz_v = a (1[v == t] - p_v) - b p_v (log p_v + H)
- *        = -p_v (a + b H + b (z_v - lse)) + a 1[v == t]. */
+int al_lmhead_forward_fused(float *logp, float *ent, float *lse, uint8_t *hit, float *dh,
+                            const float *dlogp, const float *h, const float *w, const uint16_t *w16,
+                            const int32_t *target, int N, int C, int V, float inv_temp,
+                            float *scratch, uint16_t *scratch16, int chunk) {
+    return lmhead_fwd(logp, ent, lse, hit, dh, dlogp, h, w16 ? NULL : w, w16, target, N, C, V,
+                      inv_temp, 0.0f, scratch, w16 ? scratch16 : NULL, chunk);
+}
+
 static void lm_bwd_fn(void *p, int tid, int nt) {
     const lm_ctx *c = p;
     long lo, hi;
     al_split(c->cnt, nt, tid, &lo, &hi);
     if (lo >= hi) return;
-    int V = c->V;
     int n = lm_nth_valid(c->target, c->n0, lo);
     for (long r = lo; r < hi; r++, n++) {
         while (c->target[n] < 0) n++;
-        float *z = c->z + (size_t)r * (size_t)V;
-        float *g = c->cap > 0.0f ? c->g + (size_t)r * (size_t)V : NULL;
-        if (g) lm_cap_row(z, g, V, c->cap, c->inv_temp);
-        float L = c->lse_in[n];
-        float a = c->dlogp ? c->dlogp[n] : 0.0f;
-        float b = c->dent ? c->dent[n] : 0.0f;
-        float H = 0.0f;
-        if (b != 0.0f) {
-            if (c->ent_in) {
-                H = c->ent_in[n];
-            } else { /* entropy not saved: recompute it from the row */
-                double S, T;
-                row_expsum(z, V, L, &S, &T);
-                H = (float)(log(S) - T / S);
-            }
-        }
-        if (c->z16) {
-            row_dz_h(c->z16 + (size_t)r * (size_t)V, z, V, L, a + b * H, b, c->target[n], a);
-            continue;
-        }
-        row_dz(z, V, L, a + b * H, b);
-        z[c->target[n]] += a;
-        if (g) /* through the cap: d raw = dz * (1 - tanh^2); inv_temp in the gemms */
-            for (int v = 0; v < V; v++) z[v] *= g[v];
+        lm_bwd_row(c, r, n);
     }
 }
 
@@ -707,23 +748,8 @@ static void lmhead_bwd(float *dh, float *dw, const float *dlogp, const float *de
             if (w16) al_gemm_bf16(1, 0, V, C, cnt, inv_temp, z16, V, h16, C, 1.0f, dw, C);
             else al_gemm(1, 0, V, C, cnt, inv_temp, z, V, rows, C, 1.0f, dw, C);
         }
-        if (dh) {
-            /* hbuf (cnt, C) = inv_temp * dz @ w, then scattered into dh (added
-             * on the pool when the rows are consecutive) */
-            if (w16) al_gemm_bf16(0, 0, cnt, C, V, inv_temp, z16, V, w16, C, 0.0f, hbuf, C);
-            else al_gemm(0, 0, cnt, C, V, inv_temp, z, V, w, C, 0.0f, hbuf, C);
-            if (rows != hbuf) {
-                al_acc(dh + (size_t)c.n0 * (size_t)C, hbuf, (size_t)cnt * (size_t)C);
-                continue;
-            }
-            int m = c.n0;
-            for (int r = 0; r < cnt; r++, m++) {
-                while (target[m] < 0) m++;
-                float *d = dh + (size_t)m * (size_t)C;
-                const float *s = hbuf + (size_t)r * (size_t)C;
-                for (int j = 0; j < C; j++) d[j] += s[j];
-            }
-        }
+        /* hbuf (cnt, C) = inv_temp * dz @ w, then into dh */
+        if (dh) lm_dh_add(dh, hbuf, rows, z, z16, w, w16, target, c.n0, cnt, C, V, inv_temp);
     }
 }
 

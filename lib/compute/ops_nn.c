@@ -143,35 +143,84 @@ static NN_INLINE void norm_params_bwd(const nn_norm_ctx *x, int tid, int nth) {
     }
 }
 
+/* nn_sum's combination of its 8 lanes. */
+static NN_INLINE float nn_lanes8(const float *acc) {
+    return ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
+}
+
+/* LayerNorm's mean and rstd of NN_ROWS consecutive rows (stride C) at once:
+ * each row's sums are nn_sum's and nn_sqdev's (the same lanes, order and
+ * combination), so the same bits, but the rows' chains of dependent adds
+ * run side by side. One row at a time, a row of 128 waited on its sums'
+ * latency more than it computed. */
+#define NN_ROWS 4
+static NN_INLINE void ln_stats_rows(const float *in, int C, float eps, float *m, float *r) {
+    float acc[NN_ROWS][8] = {{0}};
+    int i = 0;
+    for (; i + 8 <= C; i += 8)
+        for (int k = 0; k < NN_ROWS; k++)
+            for (int l = 0; l < 8; l++) acc[k][l] += in[(size_t)k * C + i + l];
+    for (int k = 0; k < NN_ROWS; k++) {
+        for (int j = i, l = 0; j < C; j++, l++) acc[k][l] += in[(size_t)k * C + j];
+        m[k] = nn_lanes8(acc[k]) / (float)C;
+    }
+    float sq[NN_ROWS][8] = {{0}};
+    for (i = 0; i + 8 <= C; i += 8)
+        for (int k = 0; k < NN_ROWS; k++)
+            for (int l = 0; l < 8; l++) {
+                float d = in[(size_t)k * C + i + l] - m[k];
+                sq[k][l] += d * d;
+            }
+    for (int k = 0; k < NN_ROWS; k++) {
+        for (int j = i, l = 0; j < C; j++, l++) {
+            float d = in[(size_t)k * C + j] - m[k];
+            sq[k][l] += d * d;
+        }
+        r[k] = 1.0f / sqrtf(nn_lanes8(sq[k]) / (float)C + eps);
+    }
+}
+
 AL_SIMD_CLONES static void layernorm_fwd_fn(void *vctx, int tid, int nth) {
     const nn_norm_ctx *x = vctx;
     const int C = x->C;
     long lo, hi;
     al_split(x->N, nth, tid, &lo, &hi);
-    for (long n = lo; n < hi; n++) {
-        const float *in = x->inp + (size_t)n * C;
-        float *o = x->out ? x->out + (size_t)n * C : NULL;
-        float m = nn_sum(in, C) / (float)C;
-        float var = nn_sqdev(in, m, C) / (float)C;
-        float r = 1.0f / sqrtf(var + x->eps);
-        if (x->mean) x->mean[n] = m;
-        if (x->rstd) x->rstd[n] = r;
-        uint16_t *o16 = x->out16 ? x->out16 + (size_t)n * C : NULL;
-        if (!o) { /* only the bf16 rows, rounded as they are made */
-            if (x->b)
-                for (int c = 0; c < C; c++) o16[c] = al_bf16_round1((in[c] - m) * r * x->w[c] + x->b[c]);
-            else
-                for (int c = 0; c < C; c++) o16[c] = al_bf16_round1((in[c] - m) * r * x->w[c]);
-            continue;
-        }
-        if (x->b) {
-            for (int c = 0; c < C; c++) o[c] = (in[c] - m) * r * x->w[c] + x->b[c];
+    float ms[NN_ROWS], rs[NN_ROWS];
+    for (long n0 = lo; n0 < hi; n0 += NN_ROWS) {
+        const int R = hi - n0 < NN_ROWS ? (int)(hi - n0) : NN_ROWS;
+        if (R == NN_ROWS) {
+            ln_stats_rows(x->inp + (size_t)n0 * C, C, x->eps, ms, rs);
         } else {
-            for (int c = 0; c < C; c++) o[c] = (in[c] - m) * r * x->w[c];
+            for (int k = 0; k < R; k++) {
+                const float *in = x->inp + (size_t)(n0 + k) * C;
+                ms[k] = nn_sum(in, C) / (float)C;
+                rs[k] = 1.0f / sqrtf(nn_sqdev(in, ms[k], C) / (float)C + x->eps);
+            }
         }
-        /* al_bf16_round's bits, inline: a call per row cost more than the rounding */
-        if (o16)
-            for (int c = 0; c < C; c++) o16[c] = al_bf16_round1(o[c]);
+        for (int k = 0; k < R; k++) {
+            const long n = n0 + k;
+            const float *in = x->inp + (size_t)n * C;
+            float *o = x->out ? x->out + (size_t)n * C : NULL;
+            const float m = ms[k], r = rs[k];
+            if (x->mean) x->mean[n] = m;
+            if (x->rstd) x->rstd[n] = r;
+            uint16_t *o16 = x->out16 ? x->out16 + (size_t)n * C : NULL;
+            if (!o) { /* only the bf16 rows, rounded as they are made */
+                if (x->b)
+                    for (int c = 0; c < C; c++) o16[c] = al_bf16_round1((in[c] - m) * r * x->w[c] + x->b[c]);
+                else
+                    for (int c = 0; c < C; c++) o16[c] = al_bf16_round1((in[c] - m) * r * x->w[c]);
+                continue;
+            }
+            if (x->b) {
+                for (int c = 0; c < C; c++) o[c] = (in[c] - m) * r * x->w[c] + x->b[c];
+            } else {
+                for (int c = 0; c < C; c++) o[c] = (in[c] - m) * r * x->w[c];
+            }
+            /* al_bf16_round's bits, inline: a call per row cost more than the rounding */
+            if (o16)
+                for (int c = 0; c < C; c++) o16[c] = al_bf16_round1(o[c]);
+        }
     }
 }
 
@@ -195,30 +244,48 @@ AL_SIMD_CLONES static void layernorm_bwd_fn(void *vctx, int tid, int nth) {
     const nn_norm_ctx *x = vctx;
     const int C = x->C;
     long lo, hi;
-    /* rows: dinp += (g - mean(g) - xhat * mean(g * xhat)) * rstd, g = w * dout */
+    /* rows: dinp += (g - mean(g) - xhat * mean(g * xhat)) * rstd, g = w * dout;
+     * the two means of NN_ROWS rows at once, as the forward's (the rows'
+     * chains of adds side by side, each row's lanes and order kept) */
     if (x->dinp) {
         al_split(x->N, nth, tid, &lo, &hi);
-        for (long n = lo; n < hi; n++) {
-            const float *in = x->inp + (size_t)n * C, *dy = x->dout + (size_t)n * C;
-            float *dx = x->dinp + (size_t)n * C;
-            const float m = x->cmean[n], r = x->crstd[n];
-            float acc_g[8] = {0, 0, 0, 0, 0, 0, 0, 0}, acc_gx[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+        for (long n0 = lo; n0 < hi; n0 += NN_ROWS) {
+            const int R = hi - n0 < NN_ROWS ? (int)(hi - n0) : NN_ROWS;
+            float acc_g[NN_ROWS][8] = {{0}}, acc_gx[NN_ROWS][8] = {{0}};
             int c = 0;
-            for (; c + 8 <= C; c += 8)
-                for (int l = 0; l < 8; l++) {
-                    float g = x->w[c + l] * dy[c + l];
-                    acc_g[l] += g;
-                    acc_gx[l] += g * ((in[c + l] - m) * r);
+            if (R == NN_ROWS)
+                for (; c + 8 <= C; c += 8)
+                    for (int k = 0; k < NN_ROWS; k++) {
+                        const size_t e = (size_t)(n0 + k) * C + c;
+                        const float m = x->cmean[n0 + k], r = x->crstd[n0 + k];
+                        for (int l = 0; l < 8; l++) {
+                            float g = x->w[c + l] * x->dout[e + l];
+                            acc_g[k][l] += g;
+                            acc_gx[k][l] += g * ((x->inp[e + l] - m) * r);
+                        }
+                    }
+            for (int k = 0; k < R; k++) {
+                const long n = n0 + k;
+                const float *in = x->inp + (size_t)n * C, *dy = x->dout + (size_t)n * C;
+                float *dx = x->dinp + (size_t)n * C;
+                const float m = x->cmean[n], r = x->crstd[n];
+                int j = c;
+                for (; j + 8 <= C; j += 8) /* a row not in a whole group */
+                    for (int l = 0; l < 8; l++) {
+                        float g = x->w[j + l] * dy[j + l];
+                        acc_g[k][l] += g;
+                        acc_gx[k][l] += g * ((in[j + l] - m) * r);
+                    }
+                for (int l = 0; j < C; j++, l++) {
+                    float g = x->w[j] * dy[j];
+                    acc_g[k][l] += g;
+                    acc_gx[k][l] += g * ((in[j] - m) * r);
                 }
-            for (int l = 0; c < C; c++, l++) {
-                float g = x->w[c] * dy[c];
-                acc_g[l] += g;
-                acc_gx[l] += g * ((in[c] - m) * r);
-            }
-            float mg = nn_sum(acc_g, 8) / (float)C, mgx = nn_sum(acc_gx, 8) / (float)C;
-            for (c = 0; c < C; c++) {
-                float xhat = (in[c] - m) * r;
-                dx[c] += (x->w[c] * dy[c] - mg - xhat * mgx) * r;
+                float mg = nn_sum(acc_g[k], 8) / (float)C, mgx = nn_sum(acc_gx[k], 8) / (float)C;
+                for (j = 0; j < C; j++) {
+                    float xhat = (in[j] - m) * r;
+                    dx[j] += (x->w[j] * dy[j] - mg - xhat * mgx) * r;
+                }
             }
         }
     }
@@ -1256,10 +1323,19 @@ typedef struct {
     uint32_t sa[AL_T16_A_SIZE(FA_BQ, FA_BK)];     /* dS, A of dQ */
 } fa_bwd16;
 
+/* Columns [0, n) of a tile's row that causality leaves visible (the
+ * others are masked: their exp is 0): key j0 + c, c < n, is not after query i. */
+static NN_INLINE int fa_causal_n(int i, int j0, int NK) {
+    const int n = i - j0 + 1;
+    return n < 0 ? 0 : n < NK ? n : NK;
+}
+
 /* Scaled, capped, masked scores of a tile: s (M, NK) from Q_I (M rows from
  * i0) and K_J (NK rows from j0) -- in bf16 mode from their packed copies qa
- * and kb; masked entries become -inf. raw (may be NULL) keeps the scaled
- * scores before the cap (the backward's 1 - tanh^2). */
+ * and kb; masked entries become -inf. Only each row's causal columns
+ * [0, fa_causal_n) are capped and masked: the callers read no others (they
+ * write their exp 0 without reading them). raw (may be NULL) keeps the
+ * scaled scores before the cap (the backward's 1 - tanh^2), all NK. */
 static NN_INLINE void fa_scores(float *s, float *raw, const float *qI, const float *kJ, const uint32_t *qa,
                       const uint32_t *kb, const fa_ctx *x, const int32_t *sg, int i0, int M, int j0,
                       int NK) {
@@ -1273,15 +1349,16 @@ static NN_INLINE void fa_scores(float *s, float *raw, const float *qI, const flo
     for (int r = 0; r < M; r++) {
         float *sr = s + r * FA_BK;
         const int i = i0 + r;
+        const int n = fa_causal_n(i, j0, NK);
         if (raw) for (int c = 0; c < NK; c++) raw[r * FA_BK + c] = sr[c];
         if (x->cap > 0.0f)
-            for (int c = 0; c < NK; c++) sr[c] = attn_cap(sr[c], x->cap);
+            for (int c = 0; c < n; c++) sr[c] = attn_cap(sr[c], x->cap);
         if (sg) {
-            for (int c = 0; c < NK; c++)
+            for (int c = 0; c < n; c++)
                 if (!fa_visible(sg, i, j0 + c, x->win)) sr[c] = -INFINITY;
-        } else { /* the visible columns are [lo, hi]: a branch-free loop */
-            const int hi = i - j0, lo = x->win ? i - x->win + 1 - j0 : 0;
-            for (int c = 0; c < NK; c++) sr[c] = c > hi || c < lo ? -INFINITY : sr[c];
+        } else if (x->win) { /* the visible columns of [0, n) are [lo, n) */
+            const int lo = i - x->win + 1 - j0;
+            for (int c = 0; c < n && c < lo; c++) sr[c] = -INFINITY;
         }
     }
 }
@@ -1315,22 +1392,26 @@ static NN_INLINE void fa_exp_rows(float *x, int ld, int rows, int n, const float
 }
 
 /* One row's online-softmax step over a key tile: sr (NK scores, -inf where
- * masked) becomes exp(s - m'), m' the new running max; the running sum l
- * and the accumulator row (HD) are rescaled by exp(m - m'). The sum runs in
- * written order in fp32 mode (its bits as before) and in 8 lanes in bf16
- * mode. */
-static NN_INLINE void fa_row_step(float *sr, int NK, float *m, float *l, float *accr, int HD,
+ * masked; from n on causally masked, not read) becomes exp(s - m'), m' the new running
+ * max; the running sum l and the accumulator row (HD) are rescaled by
+ * exp(m - m'). The sum runs in written order in fp32 mode (its bits as
+ * before) and in 8 lanes in bf16 mode. Columns from n on are written 0
+ * without an exp: the max, and sums that start at +0, are those over all
+ * NK, bit for bit (a value keeps its lane in nn_sum, and +0 changes no
+ * sum of non-negative values). */
+static NN_INLINE void fa_row_step(float *sr, int n, int NK, float *m, float *l, float *accr, int HD,
                                   int lanes) {
-    const float mx = fa_max(sr, NK, *m);
+    const float mx = fa_max(sr, n, *m);
     if (mx == -INFINITY) { /* nothing visible yet */
         for (int c = 0; c < NK; c++) sr[c] = 0.0f;
         return;
     }
     const float alpha = *m == -INFINITY ? 0.0f : nn_exp_neg(*m - mx);
-    fa_exp_rows(sr, 0, 1, NK, &mx);
+    fa_exp_rows(sr, 0, 1, n, &mx);
+    for (int c = n; c < NK; c++) sr[c] = 0.0f;
     float sum = 0.0f;
-    if (lanes) sum = nn_sum(sr, NK);
-    else for (int c = 0; c < NK; c++) sum += sr[c];
+    if (lanes) sum = nn_sum(sr, n);
+    else for (int c = 0; c < n; c++) sum += sr[c];
     *l = *l * alpha + sum;
     *m = mx;
     if (alpha != 1.0f)
@@ -1373,7 +1454,8 @@ AL_SIMD_CLONES static void fa_fwd_fn(void *vctx, int tid, int nth) {
             }
             fa_scores(s, NULL, qI, kJ, w.qa, w.kb, x, k.sg, i0, M, j0, NK);
             for (int r = 0; r < M; r++)
-                fa_row_step(s + r * FA_BK, NK, &mrow[r], &lrow[r], acc + r * HD, HD, x->bf16);
+                fa_row_step(s + r * FA_BK, fa_causal_n(i0 + r, j0, NK), NK, &mrow[r], &lrow[r],
+                            acc + r * HD, HD, x->bf16);
             if (x->bf16) {
                 al_t16_pack_a(w.pa, s, FA_BK, M, NK);
                 al_t16_gemm_tri(acc, HD, w.pa, w.vb, M, HD, NK, 1.0f, 1, x->native,
@@ -1458,22 +1540,35 @@ AL_SIMD_CLONES static void fa_bwd_tile(const fa_ctx *x, const fa_blk *k, fa_bwd1
         if (k->dqI) al_t16_pack_b(w->kr, kJ, kld, NK, HD);
     }
     fa_scores(p, x->cap > 0.0f ? raw : NULL, k->qI, kJ, w->qa, w->kb, x, k->sg, k->i0, M, j0, NK);
-    fa_exp_rows(p, FA_BK, M, NK, k->L);
+    for (int r = 0; r < M; r++) { /* P; past the causal columns exactly the exp's masked 0 */
+        const int n = fa_causal_n(k->i0 + r, j0, NK);
+        fa_exp_rows(p + r * FA_BK, FA_BK, 1, n, k->L + r);
+        for (int c = n; c < NK; c++) p[r * FA_BK + c] = 0.0f;
+    }
+    /* bf16, on the diagonal with no cap: dP and dS only where j <= i. Above
+     * it P is an exact 0, so dS is a zero there and is written +0: the
+     * products below skip such zeros or add them to sums that start at +0,
+     * so a zero's sign never reaches a result (the bits of computing them) */
+    const int tri = x->bf16 && k->i0 == j0 && x->cap == 0.0f;
     /* dP = dO V^T; dS takes P in fp32 */
     if (x->bf16)
-        al_t16_gemm(dp, FA_BK, w->da, w->vb, M, NK, HD, 1.0f, 0, x->native);
+        al_t16_gemm_tri(dp, FA_BK, w->da, w->vb, M, NK, HD, 1.0f, 0, x->native,
+                        tri ? AL_T16_COLS_LE_ROW : AL_T16_FULL);
     else
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, NK, HD, 1.0f, k->dO, OC, vJ, kld,
                     0.0f, dp, FA_BK);
     for (int r = 0; r < M; r++) {
         float *pr = p + r * FA_BK, *dr = dp + r * FA_BK;
-        if (x->cap > 0.0f)
+        if (x->cap > 0.0f) {
             for (int c = 0; c < NK; c++) {
                 float th = tanhf(raw[r * FA_BK + c] / x->cap);
                 dr[c] = pr[c] * (dr[c] - k->D[r]) * (1.0f - th * th) * x->scale;
             }
-        else
-            for (int c = 0; c < NK; c++) dr[c] = pr[c] * (dr[c] - k->D[r]) * x->scale;
+        } else {
+            const int nc = tri && r + 1 < NK ? r + 1 : NK;
+            for (int c = 0; c < nc; c++) dr[c] = pr[c] * (dr[c] - k->D[r]) * x->scale;
+            for (int c = nc; c < NK; c++) dr[c] = 0.0f;
+        }
     }
     if (!x->bf16) {
         if (k->dvb)

@@ -987,6 +987,8 @@ static void act_sync(al_model *m) {
     m->d_qk = o->d_qk;
     m->head_scratch = o->head_scratch;
     m->head_chunk = o->head_chunk;
+    m->head_dlogp = o->head_dlogp;
+    m->head_tgt = o->head_tgt;
     m->pos_buf = o->pos_buf;
     m->s16 = o->s16;
     m->s16_len = o->s16_len;
@@ -1170,8 +1172,10 @@ static void act_plan_make(const al_model *m, int B, int T, int flags, act_plan *
     /* a training reservation's head chunk lies over the wide region (bwd_wide) */
     size_t wide_head = pl->fwd_only ? pl->head : (pl->head > N * bwd_wide(m) ? pl->head - N * bwd_wide(m) : 0);
     /* the final norm's output: its own N x C only forward-only (act_take) */
+    /* + a training reservation's copy of a fused head's dlogp and targets
+     * (al_model_forward with al_fwd.dlogp) */
     pl->total = pl->n_res * N * C + pl->n_sets * pl->per_layer + (pl->fwd_only ? N * C : 0) + 4 * N +
-                pl->n_bwd + wide_head + pl->tmp + N;
+                pl->n_bwd + wide_head + pl->tmp + N + (pl->fwd_only ? 0 : 2 * N);
     /* bf16: the rounded operands of the products (one layer's linear maps
      * at a time, or one chunk of the LM head), then the kept inputs */
     if (m->bf16) {
@@ -1274,6 +1278,13 @@ static void act_take(al_model *m, const act_plan *pl) {
     if (pl->tmp) TAKE(m->x_tmp, pl->tmp);
     m->pos_buf = (int32_t *)p;
     p += N;
+    m->head_dlogp = NULL;
+    m->head_tgt = NULL;
+    if (!pl->fwd_only) {
+        TAKE(m->head_dlogp, N);
+        m->head_tgt = (int32_t *)p;
+        p += N;
+    }
 #undef TAKE
     AL_ASSERT((size_t)(p - m->act) == pl->total);
     AL_ASSERT(!h || h == m->act16 + pl->n16);
@@ -1733,6 +1744,30 @@ static void head_logits_note(al_model *m, int whole) {
     m->head_kept_temp = head_inv_temp(m);
 }
 
+/* The forward may run the LM head's backward itself (al_fwd.dlogp): a
+ * head that takes no gradient (with one, the head's own chunking and the
+ * reuse of one chunk's logits serve better) and no final soft-cap (Gemma
+ * 2's: its backward keeps the cap's derivative beside the logits; not
+ * fused), a training reservation, and log-probs asked for (else they would
+ * lie in d_ln, where the fused head adds its d lnf). */
+static int head_fusable(const al_model *m, const al_tokens *in, const al_fwd *out) {
+    return out && out->dlogp && out->logp && in->targets && m->head >= 0 && !m->params[m->head].g &&
+           !(m->cfg.final_softcap > 0) && m->head_dlogp && m->d_ln;
+}
+
+/* 1 when d_ln holds what the backward's head would add to it, given
+ * dlogp and no dent: this model's forward ran the head fused with this
+ * batch's targets, this dlogp (equal values) and this temperature, and no
+ * pass (of this model or another in these activations) has run since. */
+static int head_fused_kept(const al_model *m, const al_tokens *in, const float *dlogp, const float *dent) {
+    const al_model *o = m->act_owner ? m->act_owner : m;
+    size_t N = (size_t)in->B * (size_t)in->T;
+    return m->head_fused && m->head_fused == o->head_gen && !dent && dlogp && in->targets &&
+           in->B == m->head_fused_B && in->T == m->head_fused_T && m->head_fused_temp == head_inv_temp(m) &&
+           !memcmp(dlogp, m->head_dlogp, N * sizeof *dlogp) &&
+           !memcmp(in->targets, m->head_tgt, N * sizeof *in->targets);
+}
+
 /* 1 when head_scratch still holds this model's last forward's logits. */
 static int head_logits_kept(const al_model *m) {
     const al_model *o = m->act_owner ? m->act_owner : m;
@@ -1750,6 +1785,7 @@ int al_model_forward(al_model *m, const al_tokens *in, al_fwd *out) {
     al_model_rope_prepare(m, pass_len(pos, (size_t)N));
     al_model_embed(m, res_at(m, 0, NC), in->ids, pos, N);
     head_logits_note(m, 0);
+    m->head_fused = 0;
     for (int l = 0; l < L; l++)
         layer_forward(m, l, &m->acts[l], res_at(m, l, NC), res_at(m, l + 1, NC), in, pos);
     al_model_norm(m, m->lnf, m->lnf_mean, m->lnf_rstd, res_at(m, L, NC), m->lnf_w, m->lnf_b, N);
@@ -1757,8 +1793,16 @@ int al_model_forward(al_model *m, const al_tokens *in, al_fwd *out) {
         /* logp goes to the caller's buffer or, as scratch, to d_ln (free
          * after the layers) or forward-only's d_h2 */
         float *logp = out && out->logp ? out->logp : m->d_ln ? m->d_ln : m->d_h2;
-        int chunks;
-        if (m->bf16)
+        int chunks, fused = head_fusable(m, in, out);
+        if (fused) {
+            /* d lnf into d_ln as the backward would put it: zeroed, then the
+             * head's adds, the same products in the same order */
+            al_zero(m->d_ln, NC);
+            chunks = al_lmhead_forward_fused(logp, m->ent, m->lse, out->hit, m->d_ln, out->dlogp, m->lnf,
+                                             PW(m, m->head), m->bf16 ? PH(m, m->head) : NULL, in->targets,
+                                             N, C, c->V, head_inv_temp(m), m->head_scratch, m->s16,
+                                             m->head_chunk);
+        } else if (m->bf16)
             chunks = al_lmhead_forward_bf16(logp, m->ent, m->lse, out ? out->hit : NULL, m->lnf,
                                             PH(m, m->head), in->targets, N, C, c->V, head_inv_temp(m),
                                             c->final_softcap, m->head_scratch, m->s16, m->head_chunk);
@@ -1766,7 +1810,16 @@ int al_model_forward(al_model *m, const al_tokens *in, al_fwd *out) {
             chunks = al_lmhead_forward(logp, m->ent, m->lse, out ? out->hit : NULL, m->lnf,
                                        PW(m, m->head), in->targets, N, C, c->V, head_inv_temp(m),
                                        c->final_softcap, m->head_scratch, m->head_chunk);
-        head_logits_note(m, chunks == 1 && !(c->final_softcap > 0));
+        /* fused: the logits became their gradient */
+        head_logits_note(m, chunks == 1 && !(c->final_softcap > 0) && !fused);
+        if (fused) {
+            memcpy(m->head_dlogp, out->dlogp, (size_t)N * sizeof *m->head_dlogp);
+            memcpy(m->head_tgt, in->targets, (size_t)N * sizeof *m->head_tgt);
+            m->head_fused = (m->act_owner ? m->act_owner : m)->head_gen;
+            m->head_fused_temp = head_inv_temp(m);
+            m->head_fused_B = in->B;
+            m->head_fused_T = in->T;
+        }
         if (out && out->entropy) memcpy(out->entropy, m->ent, (size_t)N * sizeof(float));
     }
     if (out && out->values) {
@@ -1956,9 +2009,12 @@ int al_model_backward(al_model *m, const al_tokens *in, const float *dlogp,
     size_t NC = (size_t)N * C;
     const int32_t *pos = positions(m, in);
     al_model_rope_prepare(m, pass_len(pos, (size_t)N));
-    /* d lnf in d_ln, then through the final norm into d_res */
-    al_zero(m->d_ln, NC);
-    if (in->targets && m->head >= 0 && (dlogp || dent)) {
+    /* d lnf in d_ln, then through the final norm into d_res; a forward
+     * that ran the head fused left it there, else it is computed here */
+    int fused = head_fused_kept(m, in, dlogp, dent);
+    m->head_fused = 0;
+    if (!fused) al_zero(m->d_ln, NC);
+    if (!fused && in->targets && m->head >= 0 && (dlogp || dent)) {
         if (!dlogp) { /* entropy-only gradient: a zero d logp (in d_lora, free here) */
             al_zero(m->d_lora, (size_t)N);
             dlogp = m->d_lora;

@@ -75,6 +75,19 @@ typedef struct al_fwd {
     float *entropy;   /* entropy of the next-token distribution (rows with target >= 0) */
     float *values;    /* scalar head value at every position (needs has_score) */
     uint8_t *hit;     /* 1 where the target is the greedy argmax (mean_token_accuracy) */
+    /* Input, may be NULL: the loss's gradient w.r.t. logp when known before
+     * the forward (it does not depend on logp: the LM objectives' -w /
+     * norm_tokens, 0 where target < 0), the dlogp the caller will pass to
+     * al_model_backward. With it (and logp asked for), a frozen LM head (no
+     * gradient; no final soft-cap) runs its backward inside the forward,
+     * chunk by chunk after each chunk's log-probs, instead of computing every
+     * chunk's logits again in the backward; the next al_model_backward then
+     * skips the head if it gets equal dlogp values, no dent, the same
+     * targets, and no pass of this model or of another in its activations
+     * ran in between; otherwise it computes the head as it would have
+     * without. Either way the gradients have the same bits. Any other head
+     * ignores it. */
+    const float *dlogp;
 } al_fwd;
 
 /* Creates a model with the config's shapes (weights zero; call

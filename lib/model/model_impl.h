@@ -121,6 +121,12 @@ struct al_model {
     uint64_t head_kept;       /* head_gen after this model's forward left all its
                                * logits in head_scratch for its backward (0: not) */
     float head_kept_temp;     /* the inverse temperature of those logits */
+    uint64_t head_fused;      /* head_gen after this model's forward ran its frozen
+                               * head's backward into d_ln (al_fwd.dlogp; 0: not) */
+    float head_fused_temp;    /* the inverse temperature it ran at */
+    int head_fused_B, head_fused_T;
+    float *head_dlogp;        /* (N) the dlogp it ran with, and (N) the targets, */
+    int32_t *head_tgt;        /* for al_model_backward to compare (training reservations) */
     uint16_t *act16;          /* bf16 mode: rounded operands of the products */
     size_t n_act16;
     int keep;                 /* reserved: bit j set when the sets keep map j's input (lin_need) */

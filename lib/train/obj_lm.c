@@ -12,6 +12,10 @@
  *
  *   d loss / d logp[r,t] = -w[r,t] / norm_tokens   (scored tokens; 0 elsewhere)
  *
+ * known before the forward (dlogp_prior): the trainer gives it to the
+ * forward, which then runs a frozen LM head's backward at once (Liger
+ * Kernel's fused linear cross-entropy does the same for this loss).
+ *
  * Metrics: st->loss, st->num_tokens (plain count of scored tokens), and
  * "entropy" (mean token entropy over the scored tokens, TRL's "entropy") when
  * the forward supplied it. TRL's "mean_token_accuracy" needs the argmax of
@@ -30,6 +34,26 @@ static int lm_create(const al_hparams *hp, void **state, al_error *err) {
 
 static void lm_destroy(void *state) { (void)state; }
 
+/* d loss / d logp += -w / norm_tokens over the scored tokens. */
+static void lm_dlogp(const al_obj_in *in, float *dlogp) {
+    for (int r = 0; r < in->R; r++) al_seq_logprob_backward(dlogp, in, r, -1.0 / in->norm_tokens);
+}
+
+/* The same before the forward: it depends on targets and weights alone
+ * (loss adds it only when the micro-batch has scored tokens; with none it
+ * adds nothing here either). */
+static int lm_dlogp_prior(void *state, const al_obj_in *in, float *dlogp) {
+    (void)state;
+    if (!in || !dlogp || in->R < 0 || in->T < 0) return AL_ESHAPE;
+    if (in->R == 0 || in->T == 0) return AL_OK;
+    if (!in->targets) return AL_ESHAPE;
+    long n = 0;
+    for (int r = 0; r < in->R; r++) n += al_seq_len(in, r);
+    if (n > 0 && !(in->norm_tokens > 0)) return AL_EINVAL;
+    if (n > 0) lm_dlogp(in, dlogp);
+    return AL_OK;
+}
+
 static int lm_loss(void *state, const al_obj_in *in, al_obj_out *out, al_step_stats *st) {
     (void)state;
     if (!in || !st || in->R < 0 || in->T < 0) return AL_ESHAPE;
@@ -46,9 +70,7 @@ static int lm_loss(void *state, const al_obj_in *in, al_obj_out *out, al_step_st
     double loss = n > 0 ? -sum / in->norm_tokens : 0.0;
     if (!isfinite(loss)) return AL_ENAN;
 
-    if (n > 0 && out && out->dlogp)
-        for (int r = 0; r < in->R; r++)
-            al_seq_logprob_backward(out->dlogp, in, r, -1.0 / in->norm_tokens);
+    if (n > 0 && out && out->dlogp) lm_dlogp(in, out->dlogp);
 
     st->loss += loss;
     st->num_tokens += (double)n;
@@ -61,7 +83,8 @@ static int lm_loss(void *state, const al_obj_in *in, al_obj_out *out, al_step_st
 #define LM_OBJECTIVE(nm)                                                                           \
     {                                                                                              \
         .name = nm, .batch = AL_BATCH_LM, .needs_ref = 0, .needs_values = 0, .needs_lm = 1,      \
-        .create = lm_create, .loss = lm_loss, .destroy = lm_destroy,                             \
+        .create = lm_create, .loss = lm_loss, .dlogp_prior = lm_dlogp_prior,                     \
+        .destroy = lm_destroy,                                                                   \
     }
 
 const al_objective_ops al_obj_pretrain = LM_OBJECTIVE("pretrain");

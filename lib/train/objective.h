@@ -100,6 +100,15 @@ typedef struct al_objective_ops {
     int (*create)(const al_hparams *hp, void **state, al_error *err);
     /* Pure: reads in, writes out's gradients and st. AL_ENAN on non-finite. */
     int (*loss)(void *state, const al_obj_in *in, al_obj_out *out, al_step_stats *st);
+    /* Optional (NULL: none), for an objective whose d loss / d logp does
+     * not depend on the forward's outputs: adds (+=, the caller zeroes) into
+     * dlogp (R, T) the values loss will give out->dlogp, bit for bit, from
+     * in's shape, targets, weight and denominators alone (in->logp and the
+     * other forward outputs are NULL: it runs before the forward). The
+     * trainer hands them to the forward (al_fwd.dlogp), which can then run
+     * a frozen LM head's backward at once. AL_OK, or an error (then nothing
+     * is used). */
+    int (*dlogp_prior)(void *state, const al_obj_in *in, float *dlogp);
     void (*destroy)(void *state);
 } al_objective_ops;
 

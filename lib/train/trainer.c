@@ -535,6 +535,23 @@ static int micro_batch(trainer *t, dataset *d, const int32_t *idx, int n, double
                 .entropy = t->ops->needs_lm ? t->ent : NULL,
                 .values = t->ops->needs_values ? t->values : NULL,
                 .hit = t->kind == AL_BATCH_LM && t->ops->needs_lm ? t->hit : NULL};
+    al_obj_in oi = {
+        .R = in.B, .T = in.T, .targets = t->tgt, .weight = NULL, .last = t->last,
+        .n_pairs = t->kind == AL_BATCH_PAIR ? n : 0,
+        .margin = t->kind == AL_BATCH_PAIR ? t->margin : NULL,
+        .label = t->kind == AL_BATCH_UNPAIRED ? t->label : NULL,
+        .n_main = t->kind == AL_BATCH_UNPAIRED ? t->batch.B : in.B,
+        .ref_logp = t->ops->needs_ref ? t->ref_logp : NULL,
+        .completion = t->ops->scores_prompt ? t->cmask : NULL,
+        .norm_tokens = norm_tokens, .norm_rows = norm_rows,
+    };
+    if (train && t->ops->needs_lm && t->ops->dlogp_prior) {
+        /* the loss's dlogp known before the forward: the forward runs a
+         * frozen LM head's backward at once (the backward checks that loss
+         * gave the same values) */
+        memset(t->dlogp, 0, cnt * sizeof(float));
+        if (t->ops->dlogp_prior(t->obj, &oi, t->dlogp) == AL_OK) f.dlogp = t->dlogp;
+    }
     if ((rc = al_model_forward(t->lm.m, &in, &f)))
         return al_err(t->run.err.msg, rc, "forward failed: %s", al_strerror(rc));
     if (f.hit) {
@@ -547,17 +564,9 @@ static int micro_batch(trainer *t, dataset *d, const int32_t *idx, int n, double
     memset(t->dlogp, 0, cnt * sizeof(float));
     memset(t->dent, 0, cnt * sizeof(float));
     memset(t->dvalue, 0, cnt * sizeof(float));
-    al_obj_in oi = {
-        .R = in.B, .T = in.T, .targets = t->tgt, .weight = NULL, .last = t->last,
-        .n_pairs = t->kind == AL_BATCH_PAIR ? n : 0,
-        .margin = t->kind == AL_BATCH_PAIR ? t->margin : NULL,
-        .label = t->kind == AL_BATCH_UNPAIRED ? t->label : NULL,
-        .n_main = t->kind == AL_BATCH_UNPAIRED ? t->batch.B : in.B,
-        .logp = f.logp, .entropy = f.entropy, .values = f.values,
-        .ref_logp = t->ops->needs_ref ? t->ref_logp : NULL,
-        .completion = t->ops->scores_prompt ? t->cmask : NULL,
-        .norm_tokens = norm_tokens, .norm_rows = norm_rows,
-    };
+    oi.logp = f.logp;
+    oi.entropy = f.entropy;
+    oi.values = f.values;
     al_obj_out oo = {.dlogp = t->dlogp, .dent = NULL, .dvalue = t->ops->needs_values ? t->dvalue : NULL};
     al_step_stats s;
     memset(&s, 0, sizeof s);
