@@ -324,6 +324,17 @@ static void test_rmsnorm_large(void) {
     T_TRUE(rel_err(out, ro, NC) < 1e-5);
     T_TRUE(rel_err(dinp, rdi, NC) < 1e-4);
     T_TRUE(rel_err(dw, rdw, C) < 1e-4);
+    /* the backward's groups of rows: each row's dinp has the bits of the row alone */
+    float *d1 = fbuf(C);
+    size_t off = 0;
+    for (int n = 0; n < N; n++) {
+        const size_t e = (size_t)n * C;
+        memset(d1, 0, C * sizeof(float));
+        al_rmsnorm_backward(d1, NULL, dout + e, inp + e, w, rstd + n, 1, C);
+        off += memcmp(d1, dinp + e, C * sizeof(float)) != 0;
+    }
+    T_EQ_INT(off, 0);
+    al_free(d1);
     free(ro); free(rdi); free(rdw);
     al_free(inp); al_free(w); al_free(out); al_free(rstd); al_free(dout); al_free(dinp);
     al_free(dw);

@@ -345,19 +345,30 @@ AL_SIMD_CLONES static void rmsnorm_bwd_fn(void *vctx, int tid, int nth) {
     long lo, hi;
     /* y = w * x * r, r = (mean(x^2) + eps)^-1/2, dr/dx = -r^3 x / C:
      * dx = r * g - x * r^3 * sum(g * x) / C, with g = w * dy. */
-    if (x->dinp) {
+    if (x->dinp) { /* sum(g * x) of NN_ROWS rows at once, as LayerNorm's backward */
         al_split(x->N, nth, tid, &lo, &hi);
-        for (long n = lo; n < hi; n++) {
-            const float *in = x->inp + (size_t)n * C, *dy = x->dout + (size_t)n * C;
-            float *dx = x->dinp + (size_t)n * C;
-            const float r = x->crstd[n];
-            float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+        for (long n0 = lo; n0 < hi; n0 += NN_ROWS) {
+            const int R = hi - n0 < NN_ROWS ? (int)(hi - n0) : NN_ROWS;
+            float acc[NN_ROWS][8] = {{0}};
             int c = 0;
-            for (; c + 8 <= C; c += 8)
-                for (int l = 0; l < 8; l++) acc[l] += x->w[c + l] * dy[c + l] * in[c + l];
-            for (int l = 0; c < C; c++, l++) acc[l] += x->w[c] * dy[c] * in[c];
-            const float k = nn_sum(acc, 8) * r * r * r / (float)C;
-            for (c = 0; c < C; c++) dx[c] += r * (x->w[c] * dy[c]) - in[c] * k;
+            if (R == NN_ROWS)
+                for (; c + 8 <= C; c += 8)
+                    for (int q = 0; q < NN_ROWS; q++) {
+                        const size_t e = (size_t)(n0 + q) * C + c;
+                        for (int l = 0; l < 8; l++) acc[q][l] += x->w[c + l] * x->dout[e + l] * x->inp[e + l];
+                    }
+            for (int q = 0; q < R; q++) {
+                const long n = n0 + q;
+                const float *in = x->inp + (size_t)n * C, *dy = x->dout + (size_t)n * C;
+                float *dx = x->dinp + (size_t)n * C;
+                const float r = x->crstd[n];
+                int j = c;
+                for (; j + 8 <= C; j += 8) /* a row not in a whole group */
+                    for (int l = 0; l < 8; l++) acc[q][l] += x->w[j + l] * dy[j + l] * in[j + l];
+                for (int l = 0; j < C; j++, l++) acc[q][l] += x->w[j] * dy[j] * in[j];
+                const float k = nn_sum(acc[q], 8) * r * r * r / (float)C;
+                for (j = 0; j < C; j++) dx[j] += r * (x->w[j] * dy[j]) - in[j] * k;
+            }
         }
     }
     norm_params_bwd(x, tid, nth);
