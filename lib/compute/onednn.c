@@ -117,14 +117,20 @@ static void thread_state_free(void *p) {
  * whichever pool thread first runs the shape; glibc keeps such freed blocks
  * in its heaps, resident (a LoRA step on a small model held ~1 MB of them).
  * malloc_trim after each creation hands their pages back. Not a fixed mmap
- * threshold: oneDNN's matmuls also malloc and free a workspace (up to ~600 KB
- * at the tiny bench shape's products) on every execution, and a fixed 128 KiB
- * threshold mapped each afresh: ~1900 page faults (zeroed pages) a tiny bf16
- * training step, which ran 6-10 % slower for it (25.5-26.2k tok/s against
- * 27.7-29.0k, alternating on an idle machine, 2026-12-07). Left to glibc's
- * dynamic threshold the workspaces stay in the heap and are reused; the price
- * is their resident pages (tiny LoRA bf16 peak RSS 37.5-39.0 MB against
- * 36.9-37.2 with the fixed threshold). */
+ * threshold: the products whose A is transposed (the weight gradients,
+ * dout^T x, K = the tokens) run on oneDNN's jit gemm, not brgemm (2.6
+ * picks `gemm:jit` for their strided transposed source), whose driver
+ * mallocs and frees its packing buffers inside every execution whatever the
+ * scratchpad mode (gemm_driver.cpp; the user scratchpad holds the matmul's
+ * own buffers only): 32 of 131-263 KB a tiny SFT-LoRA bf16 step, 51 of
+ * 230-623 KB a tiny bf16 training step. A fixed 128 KiB threshold mapped each afresh:
+ * ~1900 page faults (zeroed pages) a tiny bf16 training step, which ran
+ * 6-10 % slower for it (25.5-26.2k tok/s against 27.7-29.0k, alternating
+ * on an idle machine, 2026-12-07). Left to glibc's dynamic threshold they
+ * stay in the heap and are reused; the price is their resident pages and
+ * the holes they leave (tiny LoRA bf16 peak RSS 36.9-37.4 MB; 36.0-36.2
+ * when an LD_PRELOAD experiment served them from one cached block per
+ * thread, 2026-12-07). */
 static void malloc_release(void) { (void)malloc_trim(0); }
 
 static void dnnl_init_once(void) {
