@@ -672,13 +672,21 @@ static void test_bf16_round(void) {
         const int N = shapes[si][0], C = shapes[si][1];
         const size_t nc = (size_t)N * C;
         float *x = frand(nc, 90 + si, 3.0f), *db = frand((size_t)C, 95 + si, 1.0f), *dbr = fcopy(db, (size_t)C);
+        float *dbp = fcopy(db, (size_t)C);
         uint16_t *h = hbuf(nc), *hr = hbuf(nc);
         al_bf16_round_colsum(h, db, x, N, C);
         al_bf16_round(hr, x, nc);
         al_matmul_backward(NULL, NULL, dbr, x, NULL, NULL, N, 1, C);
         T_REPORT_(memcmp(h, hr, nc * sizeof *h) == 0 && memcmp(db, dbr, (size_t)C * sizeof *db) == 0,
                   "round_colsum %dx%d differs", N, C);
-        al_free(x); al_free(db); al_free(dbr); al_free(h); al_free(hr);
+        /* both sums as defined: in double, rows in order, plain loops */
+        for (int c = 0; c < C; c++) {
+            double sum = 0;
+            for (int row = 0; row < N; row++) sum += (double)x[(size_t)row * C + c];
+            dbp[c] += (float)sum;
+        }
+        T_REPORT_(memcmp(db, dbp, (size_t)C * sizeof *db) == 0, "colsum %dx%d differs from the loops", N, C);
+        al_free(x); al_free(db); al_free(dbr); al_free(dbp); al_free(h); al_free(hr);
     }
 }
 
