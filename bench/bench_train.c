@@ -281,7 +281,8 @@ static int run_train(al_model *m, const bench_shape *s, int lora, int dpo, int w
     al_lora_cfg elc = {.r = 16, .alpha = 32.0f};
     snprintf(elc.targets, sizeof elc.targets, "%s",
              s->arch == AL_ARCH_GPT2 ? "c_attn,attn.c_proj" : "q_proj,k_proj,v_proj,o_proj");
-    al_step_plan plan = {.rows = B, .micro_rows = B, .T = T, .ref_rows = dpo ? B : 0, .grad_ckpt = g_ckpt};
+    al_step_plan plan = {.rows = B, .micro_rows = B, .T = T, .ref_rows = dpo ? B : 0, .grad_ckpt = g_ckpt,
+                         .fused_head = !dpo && g_fused};
     al_error eerr;
     if (al_estimate_step(c, lora ? &elc : NULL, al_model_is_bf16(m), &plan, &est, &eerr)) est = 0;
     print_common(s, dpo ? "dpo" : lora ? "lora" : "train", B, T);

@@ -63,6 +63,7 @@ typedef struct rate_ent {
     al_model_config cfg;
     al_lora_cfg lora;          /* r 0: none */
     int bf16, ckpt, T0, B0;    /* B0 rows of T0 tokens: the micro-batch, up to a token budget */
+    int fused;                 /* the probes' forward gets dlogp (al_step_plan.fused_head) */
     int direct, Vs;
     probe_time one, two;
 } rate_ent;
@@ -84,7 +85,7 @@ static int same_shape(const al_model_config *a, const al_model_config *b) {
 
 static int same_key(const rate_ent *a, const rate_ent *b) {
     return same_shape(&a->cfg, &b->cfg) && a->lora.r == b->lora.r && !strcmp(a->lora.targets, b->lora.targets) &&
-           a->bf16 == b->bf16 && a->ckpt == b->ckpt && a->B0 == b->B0 && a->T0 == b->T0;
+           a->bf16 == b->bf16 && a->ckpt == b->ckpt && a->B0 == b->B0 && a->T0 == b->T0 && a->fused == b->fused;
 }
 
 /* Linear FLOPs per token of one layer (forward) and attention FLOPs per
@@ -117,6 +118,7 @@ static al_model_config probe_config(const al_model_config *cfg, int n_layers, in
  * step: forward, backward, AdamW, zeroing the gradients. */
 typedef struct probe {
     al_model *m;
+    int fused; /* forwards get dlogp (rate_ent.fused) */
     al_adamw opt;
     int32_t *ids, *tgt;
     float *lp, *dl;
@@ -156,6 +158,7 @@ static int probe_open(probe *p, const al_model_config *c, const rate_ent *k, al_
         p->dl[t] = -1.0f / (float)N;
     }
     p->in = (al_tokens){.B = k->B0, .T = k->T0, .ids = p->ids, .targets = p->tgt};
+    p->fused = k->fused;
     p->best = (probe_time){1e30, 1e30, 1e30};
     if (rc) {
         probe_close(p);
@@ -167,7 +170,7 @@ static int probe_open(probe *p, const al_model_config *c, const rate_ent *k, al_
 /* One step; its times count into p->best unless it is a warm-up. Returns
  * the step's seconds (>= 0) or an error (< 0). */
 static double probe_step(probe *p, int warm_up, int *rc) {
-    al_fwd f = {.logp = p->lp};
+    al_fwd f = {.logp = p->lp, .dlogp = p->fused ? p->dl : NULL};
     double t0 = al_now();
     *rc = al_model_forward(p->m, &p->in, &f);
     double t1 = al_now();
@@ -263,7 +266,7 @@ int al_estimate_step(const al_model_config *cfg, const al_lora_cfg *lora, int bf
     int micro = p->micro_rows > 0 && p->micro_rows < all ? p->micro_rows : all;
     int T = p->T < cfg->max_T ? p->T : cfg->max_T;
     if (T < 1) T = 1;
-    rate_ent key = {.cfg = *cfg, .bf16 = bf16 != 0, .ckpt = p->grad_ckpt != 0};
+    rate_ent key = {.cfg = *cfg, .bf16 = bf16 != 0, .ckpt = p->grad_ckpt != 0, .fused = p->rows > 0 && p->fused_head};
     if (lora && lora->r > 0) key.lora = *lora;
     /* timed at the step's own micro-batch and row length (a large model's
      * probes at up to 256 tokens a row, scaled by attention's share beyond):
@@ -328,6 +331,7 @@ typedef struct est_job {
     int gens;          /* completions per prompt (1 outside RL and sampling) */
     int gen_len;       /* new tokens per completion (0 outside RL and sampling) */
     int ref_forward;   /* a reference model scores the rows */
+    int fused_head;    /* the objective's dlogp is known before the forward (al_step_plan) */
     double tok_per_ex; /* tokens per example */
     int max_seq;       /* the longest row */
 } est_job;
@@ -479,7 +483,7 @@ static int time_need(const al_job *job, const al_model_config *cfg, const est_jo
         if (Tavg > max_seq) Tavg = max_seq;
         al_step_plan p = {.rows = per_step, .micro_rows = job->hp.micro_batch_size * (pair ? 2 : 1), .T = Tavg,
                           .ref_rows = ref_forward && !job->hp.precompute_ref_log_probs ? per_step : 0,
-                          .grad_ckpt = job->hp.gradient_checkpointing};
+                          .grad_ckpt = job->hp.gradient_checkpointing, .fused_head = x->fused_head};
         double step = 0;
         if ((rc = al_estimate_step(cfg, lora, bf16, &p, &step, err))) return rc;
         /* one row of a forward alone (generation, the reference's scoring once) */
@@ -554,6 +558,7 @@ int al_job_estimate(const al_job *job, al_estimate *out, al_error *err) {
     e.max_seq = max_seq;
 
     x.ref_forward = ops && ops->needs_ref && (!job->hp.precompute_ref_log_probs || job->ref_model[0] || rl);
+    x.fused_head = ops && ops->needs_lm && ops->dlogp_prior && !rl; /* as the trainer's micro_batch */
     e.memory_bytes = memory_need(job, &cfg, &x, &e);
     if ((rc = time_need(job, &cfg, &x, &e, err))) return rc;
     *out = e;

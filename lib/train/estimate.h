@@ -46,6 +46,9 @@ typedef struct al_step_plan {
     int T;           /* tokens per row */
     int ref_rows;    /* rows a reference scores, forward only */
     int grad_ckpt;   /* gradient checkpointing: the backward recomputes the forward of each layer but the last */
+    int fused_head;  /* the objective gives d loss / d logp before the forward (dlogp_prior: SFT,
+                      * pretraining), so a frozen LM head runs its backward in the forward and
+                      * computes its logits once (al_fwd.dlogp); the probes run it so too */
 } al_step_plan;
 
 /* Seconds one optimiser step takes on this machine: p->rows rows of p->T
