@@ -678,7 +678,7 @@ static int lmhead_fwd(float *logp, float *ent, float *lse, uint8_t *hit, float *
         lm_logits(z, rows, scratch16, w, w16, cnt, C, V, c.cap > 0.0f ? 1.0f : inv_temp);
         c.cnt = cnt;
         al_pool_run(lm_fwd_fn, &c);
-        if (dlogp) lm_dh_add(dh, scratch, rows, z, z16, w, w16, target, c.n0, cnt, C, V, inv_temp);
+        if (dlogp) lm_dh_add(dh, hbuf, rows, z, z16, w, w16, target, c.n0, cnt, C, V, inv_temp);
     }
     return chunks;
 }
