@@ -26,6 +26,7 @@
 #include "model_impl.h"
 
 #include <math.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -2001,6 +2002,10 @@ static void layer_backward(al_model *m, int l, al_acts *a, const float *x,
         al_acc(dres, m->d_ln, NC);
 }
 
+static atomic_long g_fused_head_backwards;
+
+long al_model_fused_head_backwards(void) { return atomic_load(&g_fused_head_backwards); }
+
 int al_model_backward(al_model *m, const al_tokens *in, const float *dlogp,
                       const float *dent, const float *dvalue) {
     int rc = check_batch(m, in);
@@ -2017,6 +2022,7 @@ int al_model_backward(al_model *m, const al_tokens *in, const float *dlogp,
      * that ran the head fused left it there, else it is computed here */
     int fused = head_fused_kept(m, in, dlogp, dent);
     m->head_fused = 0;
+    if (fused) atomic_fetch_add(&g_fused_head_backwards, 1);
     if (!fused) al_zero(m->d_ln, NC);
     if (!fused && in->targets && m->head >= 0 && (dlogp || dent)) {
         if (!dlogp) { /* entropy-only gradient: a zero d logp (in d_lora, free here) */
