@@ -26,6 +26,14 @@
  *           ratio against a comparator timed in the same minutes. ids_hash
  *           (FNV-1a of the last step's tokens) compares builds' outputs.
  *
+ * faults_per_step: the process's page faults (minor and major) in the timed
+ * steps, per step: memory a step maps afresh (zeroed pages, clear_page in a
+ * profile) rather than reuses. The first step touches the gradients and the
+ * activations first; the second grows glibc's heaps, once its dynamic mmap
+ * threshold has risen past the sizes of the buffers oneDNN's jit gemm
+ * mallocs and frees in each product (onednn.c). From the third step on, a
+ * step that reuses its memory shows 0 (with --warmup 2).
+ *
  * MFU = model FLOPs per token * tokens/s / (al_gemm rate at 1024^3 on the same
  * pool, measured at start in this process). Model FLOPs per token:
  * 6 N + 12 L C T for training, 4 N + 12 L C T for LoRA (no weight gradients
@@ -87,6 +95,13 @@ static double peak_rss_mb(void) {
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
     return (double)ru.ru_maxrss / 1024.0; /* ru_maxrss is in KiB on Linux */
+}
+
+/* Page faults of the process so far, minor and major. */
+static long page_faults(void) {
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return ru.ru_minflt + ru.ru_majflt;
 }
 
 static int cmp_double(const void *a, const void *b) {
@@ -226,7 +241,9 @@ static int run_train(al_model *m, const bench_shape *s, int lora, int dpo, int w
     al_fwd out = {.logp = logp, .entropy = NULL, .values = NULL, .dlogp = dpo || !g_fused ? NULL : dlogp};
 
     double loss = 0, t_fwd = 0, t_bwd = 0, t_opt = 0;
+    long faults0 = 0;
     for (int it = 0; it < warmup + steps; it++) {
+        if (it == warmup) faults0 = page_faults();
         double t0 = al_now();
         al_model_zero_grad(m);
         if (dpo) { /* the reference: adapters off, forward only */
@@ -272,6 +289,7 @@ static int run_train(al_model *m, const bench_shape *s, int lora, int dpo, int w
         for (int i = 0; i < N; i++) loss -= logp[i];
         loss /= N;
     }
+    double faults = (double)(page_faults() - faults0) / steps;
     double total = 0;
     for (int i = 0; i < steps; i++) total += times[i];
     qsort(times, (size_t)steps, sizeof *times, cmp_double);
@@ -299,12 +317,12 @@ static int run_train(al_model *m, const bench_shape *s, int lora, int dpo, int w
            "\"warmup\":%d,\"peak_rss_mb\":%.1f,\"model_mb\":%.1f,\"params\":%zu,"
            "\"trainable_params\":%zu,\"flops_per_token\":%.0f,\"sgemm_gflops\":%.2f,"
            "\"mfu\":%.4f,\"loss\":%.4f,\"fwd_s\":%.5f,\"bwd_s\":%.5f,\"opt_s\":%.5f,"
-           "\"est_step_s\":%.5f,\"grad_ckpt\":%d}\n",
+           "\"est_step_s\":%.5f,\"grad_ckpt\":%d,\"faults_per_step\":%.1f}\n",
            tps, total / steps, times[0], (double)N / times[0], steps, warmup, peak_mb,
            (double)al_model_memory(m) / (1024.0 * 1024.0), al_model_num_params(m, 0),
            al_model_num_params(m, 1), fpt, gemm_gflops,
            gemm_gflops > 0 ? fpt * tps / (gemm_gflops * 1e9) : 0.0, loss, t_fwd / steps,
-           t_bwd / steps, t_opt / steps, est, g_ckpt);
+           t_bwd / steps, t_opt / steps, est, g_ckpt, faults);
     fflush(stdout);
     al_adamw_deinit(&opt);
     free(ids);

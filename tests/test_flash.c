@@ -68,7 +68,7 @@ static void against_today(const shape *s) {
     float *dq = d, *dk = d + OC, *dv = dk + s->NKV * s->HD;
     float *rq = dr, *rk = dr + OC, *rv = rk + s->NKV * s->HD;
     al_flash_attention_backward(dq, dk, dv, dout, out, lse, q, k, v, ld, seg, s->B, s->T, s->NH,
-                                s->NKV, s->HD, &s->o, 0);
+                                s->NKV, s->HD, &s->o, 0, 0);
     al_attention_backward(rq, rk, rv, dout, att, q, k, v, ld, seg, s->B, s->T, s->NH, s->NKV, s->HD,
                           &s->o);
     snprintf(what, sizeof what, "%s: flash dq|dk|dv vs today's", s->name);
@@ -124,9 +124,9 @@ static void against_today(const shape *s) {
     T_REPORT_(bad == 0, "%s: bf16 out off the bf16 bound in %zu places", s->name, bad);
     float *d16 = fbuf(nx), *dz = fbuf(nx);
     al_flash_attention_backward(d16, d16 + OC, d16 + OC + s->NKV * s->HD, dout, o16, l16, q, k, v,
-                                ld, seg, s->B, s->T, s->NH, s->NKV, s->HD, &s->o, 1);
+                                ld, seg, s->B, s->T, s->NH, s->NKV, s->HD, &s->o, 1, 0);
     al_flash_attention_backward(dz, dz + OC, dz + OC + s->NKV * s->HD, dout, out, lse, q, k, v, ld,
-                                seg, s->B, s->T, s->NH, s->NKV, s->HD, &s->o, 0);
+                                seg, s->B, s->T, s->NH, s->NKV, s->HD, &s->o, 0, 0);
     T_REPORT_(gc_rel_l2(d16, dz, nx) <= 4e-2, "%s: bf16 gradients off by %.3g", s->name,
               gc_rel_l2(d16, dz, nx));
     /* q, k, v and the output kept in bf16 (a bf16 training step's copies):
@@ -141,10 +141,34 @@ static void against_today(const shape *s) {
     memset(d16, 0, nx * sizeof(float));
     const size_t ko = (size_t)OC, vo = ko + (size_t)s->NKV * s->HD;
     al_flash_attention_backward(d16, d16 + ko, d16 + vo, dout, o16, l16, xw, xw + ko, xw + vo, ld, seg,
-                                s->B, s->T, s->NH, s->NKV, s->HD, &s->o, 1);
+                                s->B, s->T, s->NH, s->NKV, s->HD, &s->o, 1, 0);
     al_flash_attention_backward_h(dh, dh + ko, dh + vo, dout, oh, l16, xh, xh + ko, xh + vo, ld, seg,
-                                  s->B, s->T, s->NH, s->NKV, s->HD, &s->o);
+                                  s->B, s->T, s->NH, s->NKV, s->HD, &s->o, 0);
     T_REPORT_(memcmp(dh, d16, nx * sizeof(float)) == 0, "%s: backward from the bf16 inputs differs", s->name);
+    {   /* fresh: gradients over garbage, each task zeroing its part first: the bits
+         * of the accumulating kernels on zeros, columns past q|k|v (ld) untouched */
+        const size_t w = (size_t)OC + 2 * (size_t)s->NKV * s->HD;
+        float *fz = fbuf(nx), *fg = fbuf(nx);
+        for (int bf = 0; bf < 3; bf++) {
+            gc_fill(fg, nx, 14 + bf, 3.0f);
+            memcpy(fz, fg, nx * sizeof(float));
+            for (size_t r = 0; r < N; r++) memset(fz + r * ld, 0, w * sizeof(float));
+            if (bf == 2) {
+                al_flash_attention_backward_h(fz, fz + ko, fz + vo, dout, oh, l16, xh, xh + ko, xh + vo, ld,
+                                              seg, s->B, s->T, s->NH, s->NKV, s->HD, &s->o, 0);
+                al_flash_attention_backward_h(fg, fg + ko, fg + vo, dout, oh, l16, xh, xh + ko, xh + vo, ld,
+                                              seg, s->B, s->T, s->NH, s->NKV, s->HD, &s->o, 1);
+            } else {
+                al_flash_attention_backward(fz, fz + ko, fz + vo, dout, out, lse, q, k, v, ld, seg, s->B,
+                                            s->T, s->NH, s->NKV, s->HD, &s->o, bf, 0);
+                al_flash_attention_backward(fg, fg + ko, fg + vo, dout, out, lse, q, k, v, ld, seg, s->B,
+                                            s->T, s->NH, s->NKV, s->HD, &s->o, bf, 1);
+            }
+            T_REPORT_(memcmp(fz, fg, nx * sizeof(float)) == 0, "%s: fresh backward (%d) differs", s->name,
+                      bf);
+        }
+        al_free(fz); al_free(fg);
+    }
     {   /* the forward from q, k, v in bf16: the bits of the fp32-input one on them widened */
         float *o4 = fbuf(no), *l4 = fbuf(N * s->NH), *o5 = fbuf(no), *l5 = fbuf(N * s->NH);
         uint16_t *h4 = al_calloc(no, sizeof *h4), *h5 = al_calloc(no, sizeof *h5);
@@ -381,7 +405,7 @@ static void gradcheck(const char *name, int B, int T, int NH, int NKV, int HD, c
     float *dq = fbuf(nx), *dk = fbuf(nx), *dv = fbuf(nx);
     fa_loss(&c);
     al_flash_attention_backward(dq, dk, dv, c.R, c.out, c.lse, c.q, c.k, c.v, ld, seg, B, T, NH, NKV,
-                                HD, &c.o, 0);
+                                HD, &c.o, 0, 0);
     char what[96];
     snprintf(what, sizeof what, "%s.q", name);
     gc_check(what, c.q, dq, nx, fa_loss, &c, 1e-2f);
@@ -394,7 +418,7 @@ static void gradcheck(const char *name, int B, int T, int NH, int NKV, int HD, c
     for (size_t i = 0; i < nx; i++) ak[i] = 1.0f;
     fa_loss(&c);
     al_flash_attention_backward(NULL, ak, NULL, c.R, c.out, c.lse, c.q, c.k, c.v, ld, seg, B, T, NH,
-                                NKV, HD, &c.o, 0);
+                                NKV, HD, &c.o, 0, 0);
     size_t off = 0;
     for (size_t i = 0; i < nx; i++) off += fabsf(ak[i] - 1.0f - dk[i]) > 1e-6f * (1.0f + fabsf(dk[i]));
     T_EQ_INT(off, 0);

@@ -529,6 +529,39 @@ static void test_act_backward_h(void) {
     al_free(x); al_free(dy); al_free(a); al_free(b); al_free(x16);
 }
 
+/* GPT-2's fused gelu backward with the bias sum (al_gelu_backward_h16):
+ * the bits of al_gelu_backward_inplace then al_bf16_round_colsum, on the
+ * pool (columns split, a 64-column block and a tail) and inline (small),
+ * with and without the bias gradient, a -0 in dout among the values. */
+static void test_gelu_backward_h16(void) {
+    static const int shapes[][2] = {{67, 771}, {1, 5}, {9, 64}, {130, 200}, {3, 17}};
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
+        const int N = shapes[s][0], FF = shapes[s][1];
+        const size_t n = (size_t)N * FF;
+        float *x = fbuf(n), *dy = fbuf(n), *d = fbuf(n), *db = fbuf((size_t)FF), *db2 = fbuf((size_t)FF);
+        uint16_t *x16 = al_calloc(n, sizeof *x16), *r16 = al_calloc(n, sizeof *r16),
+                 *o16 = al_calloc(n, sizeof *o16);
+        T_TRUE(x16 && r16 && o16);
+        gc_fill(x, n, 71 + s, 6.0f);
+        gc_fill(dy, n, 81 + s, 1.0f);
+        gc_fill(db, (size_t)FF, 91 + s, 1.0f);
+        memcpy(db2, db, (size_t)FF * sizeof *db);
+        dy[0] = -0.0f;
+        al_bf16_round(x16, x, n);
+        memcpy(d, dy, n * sizeof *d);
+        al_gelu_backward_inplace(d, NULL, x16, n);
+        al_bf16_round_colsum(r16, db, d, N, FF);
+        al_gelu_backward_h16(o16, db2, dy, x16, N, FF);
+        T_REPORT_(memcmp(r16, o16, n * sizeof *o16) == 0, "gelu h16 %dx%d: d16 differs", N, FF);
+        T_REPORT_(memcmp(db, db2, (size_t)FF * sizeof *db) == 0, "gelu h16 %dx%d: bias sums differ", N, FF);
+        memset(o16, 0, n * sizeof *o16);
+        al_gelu_backward_h16(o16, NULL, dy, x16, N, FF);
+        T_REPORT_(memcmp(r16, o16, n * sizeof *o16) == 0, "gelu h16 %dx%d: d16 without db differs", N, FF);
+        al_free(x); al_free(dy); al_free(d); al_free(db); al_free(db2);
+        al_free(x16); al_free(r16); al_free(o16);
+    }
+}
+
 /* ------------------------------------------------------------------- SwiGLU */
 
 static void test_swiglu_hand(void) {
@@ -1355,6 +1388,7 @@ int main(void) {
     test_gelu_inplace();
     test_bf16_fused();
     test_act_backward_h();
+    test_gelu_backward_h16();
     test_swiglu_hand();
     test_swiglu_grad();
     test_swiglu_large();

@@ -172,6 +172,32 @@ static void test_resume_lora_dpo(void) {
     al_tok_free(tok);
 }
 
+/* The LM head runs fused into the forward in every micro-batch of a LoRA
+ * SFT job (a frozen head, dlogp known before the forward), in none of a
+ * full SFT job (the head trains) or of a DPO job (dlogp needs the
+ * log-probs). */
+static void test_fused_head_path(void) {
+    const char *J = "{\"method\":\"%s\",\"model\":\"%%s\",\"task\":{\"name\":\"addition\",\"rows\":32,\"seed\":4},"
+                    "\"hyperparameters\":{\"learning_rate\":0.003,\"batch_size\":8,\"gradient_accumulation_steps\":2,"
+                    "\"max_steps\":3,\"logging_steps\":1,\"max_length\":24}%s,\"output_dir\":\"%%s\"}";
+    const char *lora = ",\"lora\":{\"r\":4,\"alpha\":8}";
+    static const struct {
+        const char *method, *out;
+        int lora;
+        long fused;
+    } c[] = {{"sft", "fh_lora", 1, 3 * 2}, {"sft", "fh_full", 0, 0}, {"dpo", "fh_dpo", 1, 0}};
+    for (size_t i = 0; i < sizeof c / sizeof c[0]; i++) {
+        char j[1024];
+        snprintf(j, sizeof j, J, c[i].method, c[i].lora ? lora : "");
+        static rec r;
+        al_train_result res;
+        long before = al_model_fused_head_backwards();
+        T_OK(run(j, c[i].out, NULL, &r, &res));
+        T_EQ_INT(res.steps, 3);
+        T_EQ_INT(al_model_fused_head_backwards() - before, c[i].fused);
+    }
+}
+
 /* One batch of 8 in one micro-batch or in four: the same losses and weights. */
 static void test_accumulation(void) {
     const char *J =
@@ -513,6 +539,7 @@ int main(void) {
     test_resume_lora_dpo();
     test_kto();
     test_accumulation();
+    test_fused_head_path();
     test_methods();
     test_watchdog();
     test_lora_no_match();

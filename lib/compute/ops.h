@@ -242,6 +242,12 @@ void al_gelu_forward_bf16(uint16_t *out16, uint16_t *keep16, const float *inp, s
  * other NULL): the values al_gelu_backward(_h) accumulates into a zeroed
  * dinp from dout = d, bit for bit, without a second (n) buffer. */
 void al_gelu_backward_inplace(float *d, const float *inp, const uint16_t *inp16, size_t n);
+/* GPT-2's bf16 backward of gelu fused with the next map's bias gradient:
+ * d16 (N, FF) = bf16(0 + dout gelu'(in16)) and db (FF, may be NULL) += the
+ * column sums of those fp32 values: the bits of al_gelu_backward_inplace
+ * then al_bf16_round_colsum, in one pass and no fp32 gradient written. */
+void al_gelu_backward_h16(uint16_t *d16, float *db, const float *dout, const uint16_t *in16, int N,
+                          int FF);
 void al_swiglu_backward_h(float *dgu, const float *dout, const uint16_t *gu, int N, int FF);
 void al_geglu_backward_h(float *dgu, const float *dout, const uint16_t *gu, int N, int FF);
 /* The same rounded to bf16 into dgu16 (N, 2*FF) with no fp32 gradient:
@@ -347,7 +353,10 @@ void al_attention_backward(float *dq, float *dk, float *dv, const float *dout,
  * dS tiles to bf16 before each product (fp32 accumulation), as autocast's
  * bf16 attention, and runs the products on al_t16_gemm (vdpbf16ps where
  * al_bf16_dp_cpu()); softmax, log-sum-exp and row sums stay fp32. HD <= 256.
- * Backward accumulates into dq, dk, dv. */
+ * Backward accumulates into dq, dk, dv; fresh != 0 says they hold nothing
+ * yet: each task zeroes its part of them (its sequence's rows, its heads'
+ * columns) before adding to it, the bits of zeroing them first, without a
+ * pass (and a fork/join) of its own. */
 void al_flash_attention_forward(float *out, float *lse, const float *q, const float *k,
                                 const float *v, int ld, const int32_t *seg, int B, int T, int NH,
                                 int NKV, int HD, const al_attn_opts *opts, int bf16);
@@ -367,7 +376,7 @@ void al_flash_attention_backward(float *dq, float *dk, float *dv, const float *d
                                  const float *out, const float *lse, const float *q,
                                  const float *k, const float *v, int ld, const int32_t *seg,
                                  int B, int T, int NH, int NKV, int HD, const al_attn_opts *opts,
-                                 int bf16);
+                                 int bf16, int fresh);
 /* The bf16 one with its inputs in bf16, as a bf16 training step keeps them:
  * the forward's output (out16, the rounded copy the output projection read)
  * and q, k, v (rounded after RoPE and the q/k norms; the tile products round
@@ -376,7 +385,8 @@ void al_flash_attention_backward(float *dq, float *dk, float *dv, const float *d
 void al_flash_attention_backward_h(float *dq, float *dk, float *dv, const float *dout,
                                    const uint16_t *out16, const float *lse, const uint16_t *q,
                                    const uint16_t *k, const uint16_t *v, int ld, const int32_t *seg,
-                                   int B, int T, int NH, int NKV, int HD, const al_attn_opts *opts);
+                                   int B, int T, int NH, int NKV, int HD, const al_attn_opts *opts,
+                                   int fresh);
 
 /* out[n] = wte[ids[n]] + (wpe ? wpe[pos[n]] : 0). out (N, C). */
 void al_embed_forward(float *out, const int32_t *ids, const int32_t *pos,

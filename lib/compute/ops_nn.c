@@ -49,6 +49,7 @@
 #include <math.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "al.h"
 #include "compute/pool.h"
@@ -665,6 +666,47 @@ void al_gelu_backward_inplace(float *d, const float *inp, const uint16_t *inp16,
     AL_ASSERT((d && (!inp != !inp16)) || n == 0);
     nn_ew_ctx x = {.out = d, .in = inp, .in16 = inp16, .n = n, .inplace = 1};
     nn_run(gelu_bwd_fn, &x, n);
+}
+
+/* GPT-2's bf16 backward of gelu and of the c_fc bias in one pass: columns
+ * [c0, c0 + bw) of every row, g = 0 + dout gelu'(in16) (the in-place
+ * kernel's values), d16 = bf16(g) and db += the column sums of g in double,
+ * rows in order (al_bf16_round_colsum's order). Inlined with bw a constant
+ * (64), the sums stay in registers. */
+static NN_INLINE void gelu_bwd16_cols(const nn_ew_ctx *x, uint16_t *d16, float *db, long c0, const int bw) {
+    const int FF = x->FF;
+    double acc[64];
+    for (int j = 0; j < bw; j++) acc[j] = 0.0;
+    for (int n = 0; n < x->N; n++) {
+        const size_t o = (size_t)n * (size_t)FF + (size_t)c0;
+        float g[64];
+        for (int j = 0; j < bw; j++) {
+            float act;
+            g[j] = 0.0f + x->dout[o + j] * nn_gelu_grad(al_bf16_widen1(x->in16[o + j]), &act);
+        }
+        for (int j = 0; j < bw; j++) {
+            acc[j] += (double)g[j];
+            d16[o + j] = al_bf16_round1(g[j]);
+        }
+    }
+    if (db)
+        for (int j = 0; j < bw; j++) db[c0 + j] += (float)acc[j];
+}
+
+AL_SIMD_CLONES static void gelu_bwd16_fn(void *vctx, int tid, int nth) {
+    const nn_ew_ctx *x = vctx;
+    long lo, hi; /* in units of 16 columns */
+    al_split((x->FF + 15) / 16, nth, tid, &lo, &hi);
+    long c = lo * 16, c1 = hi * 16 < x->FF ? hi * 16 : x->FF;
+    for (; c + 64 <= c1; c += 64) gelu_bwd16_cols(x, x->out16, x->out, c, 64);
+    if (c < c1) gelu_bwd16_cols(x, x->out16, x->out, c, (int)(c1 - c));
+}
+
+void al_gelu_backward_h16(uint16_t *d16, float *db, const float *dout, const uint16_t *in16, int N,
+                          int FF) {
+    AL_ASSERT((d16 && dout && in16) || (size_t)N * (size_t)FF == 0);
+    nn_ew_ctx x = {.out = db, .out16 = d16, .dout = dout, .in16 = in16, .N = N, .FF = FF};
+    nn_run(gelu_bwd16_fn, &x, (size_t)N * (size_t)FF);
 }
 
 /* ------------------------------------------------------ SwiGLU and GeGLU */
@@ -1309,6 +1351,7 @@ typedef struct {
     const uint16_t *q16, *k16, *v16; /* the backward's q, k, v in bf16 instead (bf16 mode) */
     const int32_t *seg;
     int ld, B, T, NH, NKV, HD, bf16, native;
+    int fresh;           /* backward: dq, dk, dv zeroed by their tasks first */
     float scale, cap;
     int win;
 } fa_ctx;
@@ -1633,6 +1676,15 @@ AL_SIMD_CLONES static void fa_bwd_fn(void *vctx, int tid, int nth) {
         k.sg = x->seg ? x->seg + (size_t)b * T : NULL;
         k.dkb = x->dk ? x->dk + (size_t)b * T * ld + (size_t)kh * HD : NULL;
         k.dvb = x->dv ? x->dv + (size_t)b * T * ld + (size_t)kh * HD : NULL;
+        if (x->fresh) /* this task's rows of dk, dv and of its query heads' dq */
+            for (int i = 0; i < T; i++) {
+                const size_t r = (size_t)i * ld;
+                if (k.dkb) memset(k.dkb + r, 0, (size_t)HD * sizeof(float));
+                if (k.dvb) memset(k.dvb + r, 0, (size_t)HD * sizeof(float));
+                if (x->dq)
+                    memset(x->dq + ((size_t)b * T + i) * ld + (size_t)kh * G * HD, 0,
+                           (size_t)G * HD * sizeof(float));
+            }
         for (int h = kh * G; h < (kh + 1) * G; h++) {
             for (int blk = 0; blk < nblk; blk++) {
                 const int i0 = blk * FA_BQ, i1 = i0 + FA_BQ < T ? i0 + FA_BQ : T, M = i1 - i0;
@@ -1679,13 +1731,13 @@ static void fa_backward(float *dq, float *dk, float *dv, const float *dout, cons
                         const uint16_t *out16, const float *lse, const float *q, const float *k,
                         const float *v, const uint16_t *q16, const uint16_t *k16, const uint16_t *v16,
                         int ld, const int32_t *seg, int B, int T, int NH, int NKV,
-                        int HD, const al_attn_opts *opts, int bf16) {
+                        int HD, const al_attn_opts *opts, int bf16, int fresh) {
     attn_check(ld, B, T, NH, NKV, HD);
     AL_ASSERT(dout && lse && ((q && k && v) || (q16 && k16 && v16 && bf16)) && HD <= FA_HD_MAX);
     fa_ctx x = {.dq = dq, .dk = dk, .dv = dv, .dout = dout, .o = out, .o16 = out16, .lse_in = lse,
                 .q = q, .k = k, .v = v, .q16 = q16, .k16 = k16, .v16 = v16, .seg = seg, .ld = ld,
                 .B = B, .T = T, .NH = NH, .NKV = NKV,
-                .HD = HD, .bf16 = bf16, .native = bf16 && al_bf16_dp_cpu()};
+                .HD = HD, .bf16 = bf16, .native = bf16 && al_bf16_dp_cpu(), .fresh = fresh};
     attn_opts_get(opts, HD, &x.scale, &x.cap, &x.win);
     nn_run(fa_bwd_fn, &x, (size_t)B * NH * (size_t)T * (size_t)HD);
 }
@@ -1694,17 +1746,18 @@ void al_flash_attention_backward(float *dq, float *dk, float *dv, const float *d
                                  const float *out, const float *lse, const float *q,
                                  const float *k, const float *v, int ld, const int32_t *seg,
                                  int B, int T, int NH, int NKV, int HD, const al_attn_opts *opts,
-                                 int bf16) {
+                                 int bf16, int fresh) {
     AL_ASSERT(out);
     fa_backward(dq, dk, dv, dout, out, NULL, lse, q, k, v, NULL, NULL, NULL, ld, seg, B, T, NH, NKV, HD,
-                opts, bf16);
+                opts, bf16, fresh);
 }
 
 void al_flash_attention_backward_h(float *dq, float *dk, float *dv, const float *dout,
                                    const uint16_t *out16, const float *lse, const uint16_t *q,
                                    const uint16_t *k, const uint16_t *v, int ld, const int32_t *seg,
-                                   int B, int T, int NH, int NKV, int HD, const al_attn_opts *opts) {
+                                   int B, int T, int NH, int NKV, int HD, const al_attn_opts *opts,
+                                   int fresh) {
     AL_ASSERT(out16);
     fa_backward(dq, dk, dv, dout, NULL, out16, lse, NULL, NULL, NULL, q, k, v, ld, seg, B, T, NH, NKV,
-                HD, opts, 1);
+                HD, opts, 1, fresh);
 }

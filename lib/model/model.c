@@ -26,6 +26,7 @@
 #include "model_impl.h"
 
 #include <math.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -1835,7 +1836,7 @@ int al_model_forward(al_model *m, const al_tokens *in, al_fwd *out) {
 /* bf16 backward of one fused map: dout, x (unless the forward kept its
  * rounded copy, kept16) and the adapters' t and dt are rounded into s16
  * ((N, out), (N, in), (N, r)) for the products. dout NULL: the caller
- * rounded it into s16 already (the map has no bias to sum it for). */
+ * rounded it into s16 already and summed the bias gradient, if any. */
 static void linear_backward_bf16(al_model *m, al_linear *L, float *dx, int dx_fresh, const float *dout,
                                  const float *x, const uint16_t *kept16, lora_buf lb, int N) {
     int r = m->lora_cfg.r, lora = m->adapters_on && L->n_lora;
@@ -1844,9 +1845,8 @@ static void linear_backward_bf16(al_model *m, al_linear *L, float *dx, int dx_fr
     int need_x = gW != NULL;
     for (int k = 0; lora && k < L->n_lora; k++) need_x |= PG(m, m->lora[L->first_lora + k].pA) != NULL;
     float *gb = PG(m, L->b);
-    AL_ASSERT(dout || !gb);
     /* the bias gradient is a sum in fp32, as autocast's: in the pass that rounds dout */
-    if (gb) al_bf16_round_colsum(d16, gb, dout, N, L->out);
+    if (gb && dout) al_bf16_round_colsum(d16, gb, dout, N, L->out);
     else if (dout) al_bf16_round(d16, dout, (size_t)N * (size_t)L->out);
     if (need_x && kept16) x16 = (uint16_t *)kept16;
     else if (need_x) al_bf16_round(x16, x, (size_t)N * (size_t)L->in);
@@ -1942,9 +1942,14 @@ static void layer_backward(al_model *m, int l, al_acts *a, const float *x,
     const float *dmo = residual_backward(m, l, 1, dres, a, N);
     const float *dh1 = m->d_h1; /* NULL: rounded into s16 instead */
     linear_backward(m, l, LIN_DOWN, m->d_h2, 1, dmo, a->h2, a->h2_h, lora_slot(m, l, LIN_DOWN, a, N), N);
-    if (act_inplace(m)) { /* d_h1 is d_h2; h1 as the forward's activation read it */
+    if (act_inplace(m) && a->h1_h) {
+        /* bf16: d h1 rounded straight into s16 for the up projection's
+         * backward, its bias gradient summed in the same pass (no fp32 d h1) */
+        al_gelu_backward_h16(m->s16, PG(m, ly->lin[LIN_UP].b), m->d_h2, a->h1_h, N, c->FF);
+        dh1 = NULL;
+    } else if (act_inplace(m)) { /* d_h1 is d_h2; h1 as the forward's activation read it */
         AL_ASSERT(m->d_h1 == m->d_h2);
-        al_gelu_backward_inplace(m->d_h1, a->h1_h ? NULL : a->h1, a->h1_h, (size_t)N * c->FF);
+        al_gelu_backward_inplace(m->d_h1, a->h1, NULL, (size_t)N * c->FF);
     } else if (a->h1_h && !PG(m, ly->lin[LIN_UP].b)) {
         /* bf16: from the rounded h1 the forward's activation read, d h1
          * rounded straight into s16, where the up projection's backward
@@ -1972,18 +1977,18 @@ static void layer_backward(al_model *m, int l, al_acts *a, const float *x,
     const float *dao = residual_backward(m, l, 0, dres, a, N);
     size_t AH = (size_t)c->NH * HD;
     linear_backward(m, l, LIN_O, m->d_atty, 1, dao, a->atty, a->atty_h, lora_slot(m, l, LIN_O, a, N), N);
-    al_zero(m->d_qkv, (size_t)N * m->QKV);
+    /* d_qkv is written fresh: the attention backward zeroes it as it goes */
     float *dq = m->d_qkv, *dk = dq + AH, *dv = dk + (size_t)c->NKV * HD;
     al_attn_opts ao;
     al_layer_attn_opts(m, l, &ao);
     if (a->qkv_h) {
         const uint16_t *q = a->qkv_h, *k = q + AH, *v = k + (size_t)c->NKV * HD;
         al_flash_attention_backward_h(dq, dk, dv, m->d_atty, a->atty_h, a->lse, q, k, v, m->QKV, in->seg,
-                                      B, T, c->NH, c->NKV, HD, &ao);
+                                      B, T, c->NH, c->NKV, HD, &ao, 1);
     } else {
         const float *q = a->qkv, *k = q + AH, *v = k + (size_t)c->NKV * HD;
         al_flash_attention_backward(dq, dk, dv, m->d_atty, a->atty, a->lse, q, k, v, m->QKV, in->seg, B,
-                                    T, c->NH, c->NKV, HD, &ao, m->bf16);
+                                    T, c->NH, c->NKV, HD, &ao, m->bf16, 1);
     }
     const float *dqkv = layer_qk_backward(m, l, a, m->d_qkv, pos, N);
     const float *xin = ly->ln1_w >= 0 ? a->ln1 : x;
@@ -1996,6 +2001,10 @@ static void layer_backward(al_model *m, int l, al_acts *a, const float *x,
     else
         al_acc(dres, m->d_ln, NC);
 }
+
+static atomic_long g_fused_head_backwards;
+
+long al_model_fused_head_backwards(void) { return atomic_load(&g_fused_head_backwards); }
 
 int al_model_backward(al_model *m, const al_tokens *in, const float *dlogp,
                       const float *dent, const float *dvalue) {
@@ -2013,6 +2022,7 @@ int al_model_backward(al_model *m, const al_tokens *in, const float *dlogp,
      * that ran the head fused left it there, else it is computed here */
     int fused = head_fused_kept(m, in, dlogp, dent);
     m->head_fused = 0;
+    if (fused) atomic_fetch_add(&g_fused_head_backwards, 1);
     if (!fused) al_zero(m->d_ln, NC);
     if (!fused && in->targets && m->head >= 0 && (dlogp || dent)) {
         if (!dlogp) { /* entropy-only gradient: a zero d logp (in d_lora, free here) */

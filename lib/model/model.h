@@ -261,6 +261,10 @@ int al_model_forward(al_model *m, const al_tokens *in, al_fwd *out);
  * may be NULL. Accumulates into the gradients of trainable parameters. */
 int al_model_backward(al_model *m, const al_tokens *in, const float *dlogp,
                       const float *dent, const float *dvalue);
+/* Backwards, of every model in the process since it started, that skipped
+ * the LM head because their forward had run it fused (al_fwd.dlogp): what a
+ * test reads to see that a trainer takes that path. */
+long al_model_fused_head_backwards(void);
 /* Gradients to zero. The layer maps' weight gradients are zeroed lazily:
  * the next backward writes them rather than adds to them, and
  * al_model_params (_ro) and al_model_grad_norm zero them first when read
