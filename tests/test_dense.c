@@ -757,6 +757,57 @@ static void test_gemm_bf16(void) {
     al_gemm_set_backend(before);
 }
 
+/* Row-split bf16 products with op(A) = A pack op(B) once (al_dnnl_pack_b)
+ * and run every row panel on the packing: the same bits as each panel's
+ * matmul repacking B plain, on shapes that take the packed path, odd sizes
+ * (N, K not multiples of oneDNN's blocks, padded leading dimensions),
+ * beta 0 and not, both transposes of B; the panels by hand and through
+ * al_gemm_bf16. */
+static void test_gemm_bf16_packed(void) {
+    if (!al_dnnl_ready() || al_pool_threads() != 2) return;
+    int before = al_gemm_backend();
+    T_OK(al_gemm_set_backend(AL_MM_ONEDNN));
+    static const int shapes[][3] = {{200, 131, 77}, {517, 300, 261}, {256, 768, 192}, {161, 640, 33}};
+    for (int s = 0; s < 4; s++)
+        for (int tb = 0; tb < 2; tb++)
+            for (int bz = 0; bz < 2; bz++) {
+                int M = shapes[s][0], N = shapes[s][1], K = shapes[s][2];
+                int lda = K + 1, ldb = (tb ? K : N) + 3, ldc = N + 2;
+                float beta = bz ? 0.0f : 0.25f;
+                int split_m = 0;
+                T_TRUE(al_gemm_plan(M, N, K, 2, AL_PANEL_DNNL_BF16, tb, &split_m) && split_m);
+                uint16_t *A = hrand((size_t)M * lda, 510 + s, 1.0f);
+                uint16_t *Bm = hrand((size_t)(tb ? N : K) * ldb, 520 + s, 1.0f);
+                float *C = frand((size_t)M * ldc, 530 + s, 1.0f);
+                float *Cp = fcopy(C, (size_t)M * ldc), *Cg = fcopy(C, (size_t)M * ldc);
+                char what[96];
+                snprintf(what, sizeof what, "gemm_bf16 packed %dx%dx%d tb=%d beta=%g", M, N, K, tb,
+                         (double)beta);
+                /* the pool's row panels (blocks of 8 rows), plain and packed */
+                long lo0, hi0;
+                al_split((M + 7) / 8, 2, 0, &lo0, &hi0);
+                const al_dnnl_pk *pk = al_dnnl_pack_b(1, tb, (int)(hi0 * 8), N, K, 0.5f, lda, Bm,
+                                                      ldb, beta, ldc, 2);
+                T_TRUE(pk != NULL);
+                T_OK(al_dnnl_pack_part(pk, 1)); /* any order, any thread */
+                T_OK(al_dnnl_pack_part(pk, 0));
+                for (int t = 0; t < 2; t++) {
+                    long lo, hi;
+                    al_split((M + 7) / 8, 2, t, &lo, &hi);
+                    int m0 = (int)lo * 8, m1 = hi * 8 < M ? (int)hi * 8 : M;
+                    T_OK(al_dnnl_gemm(1, 0, tb, m1 - m0, N, K, 0.5f, A + (size_t)m0 * lda, lda, Bm,
+                                      ldb, beta, C + (size_t)m0 * ldc, ldc));
+                    T_OK(al_dnnl_gemm_pk(1, tb, m1 - m0, N, K, 0.5f, A + (size_t)m0 * lda, lda, pk,
+                                         ldb, beta, Cp + (size_t)m0 * ldc, ldc));
+                }
+                expect_same(what, Cp, C, (size_t)M * ldc);
+                al_gemm_bf16(0, tb, M, N, K, 0.5f, A, lda, Bm, ldb, beta, Cg, ldc);
+                expect_same(what, Cg, C, (size_t)M * ldc);
+                al_free(A); al_free(Bm); al_free(C); al_free(Cp); al_free(Cg);
+            }
+    al_gemm_set_backend(before);
+}
+
 /* The bf16 linear layer against the fp32 _ref on the unrounded data: within
  * the bf16 tolerance derived from K, (2^-7 + K 2^-23) of the sum of
  * |products| (both operands rounded, 2^-8 relative each, plus fp32
@@ -1353,6 +1404,7 @@ int main(void) {
     test_gemm_onednn_vs_openblas();
     test_bf16_round();
     test_gemm_bf16();
+    test_gemm_bf16_packed();
     test_matmul_bf16_vs_ref();
     test_matmul_wt();
     test_matvec_ht();

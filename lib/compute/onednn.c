@@ -31,10 +31,30 @@
  * (well under a microsecond); the scratchpad is ours, one per thread, so
  * one primitive runs on several threads at once.
  *
+ * Packed weights (al_dnnl_pack_b): a product split by rows has each row
+ * panel's brgemm repack all of op(B), every call, every thread (GPT-2 bf16
+ * LoRA or training: jit_brgemm_matmul_copy_b_* ~3-4 % of a step). For
+ * row-split bf16 products with op(A) = A (ops_bf16.c) the caller instead
+ * makes the matmul of its row panel with the weights' layout left to
+ * oneDNN (format_tag any, entries with pk = 1), and the pool's threads each
+ * reorder a block of op(B)'s columns (whole blocks of the chosen layout,
+ * submemories of it: together the bytes of one whole reorder) into one
+ * buffer of the calling thread; then every row panel runs on it. The
+ * reorders of each part live in the entry with its matmul (made once, gone
+ * with it). The buffer stays, grown to the largest op(B) packed: a weight,
+ * GPT-2's 768 x 3072 at most, 4.7 MB in bf16. Same bits as the panels
+ * repacking B themselves (the kernels are the same; tests/test_dense.c).
+ * Single-threaded per panel, 512 rows, thread CPU time, half of op(B)
+ * packed per thread (2026-12-07, loaded machine): c_fc forward
+ * 512x3072x768 12.5 -> 11.7 ms, c_attn 9.3 -> 8.7, d(input) 512x768x3072
+ * 11.9 -> 11.1; 64-row panels 8-14 % less. Not the weight gradients
+ * (op(A) = A^T, K the tokens): oneDNN's jit gemm, which packs per block.
+ *
  * Threads: the cache is guarded by a mutex; per-thread state (stream,
  * scratchpad) lives in a pthread key whose destructor frees it when a job's
  * thread ends. */
 #include "compute/onednn.h"
+#include "compute/pool.h"
 
 #include "al.h"
 
@@ -53,6 +73,22 @@ void al_dnnl_cache_stats(int *live, long *created) {
     *created = 0;
 }
 void al_dnnl_set_cache_cap(int cap) { (void)cap; }
+const al_dnnl_pk *al_dnnl_pack_b(int dt_bf16, int transB, int M, int N, int K, float alpha,
+                                 int lda, const void *B, int ldb, float beta, int ldc, int parts) {
+    (void)dt_bf16, (void)transB, (void)M, (void)N, (void)K, (void)alpha, (void)lda, (void)B;
+    (void)ldb, (void)beta, (void)ldc, (void)parts;
+    return NULL;
+}
+int al_dnnl_pack_part(const al_dnnl_pk *pk, int part) {
+    (void)pk, (void)part;
+    return AL_EUNSUP;
+}
+int al_dnnl_gemm_pk(int dt_bf16, int transB, int M, int N, int K, float alpha, const void *A,
+                    int lda, const al_dnnl_pk *pk, int ldb, float beta, float *C, int ldc) {
+    (void)dt_bf16, (void)transB, (void)M, (void)N, (void)K, (void)alpha, (void)A, (void)lda;
+    (void)pk, (void)ldb, (void)beta, (void)C, (void)ldc;
+    return AL_EUNSUP;
+}
 
 #else
 
@@ -73,6 +109,7 @@ void omp_set_num_threads(int n);
 
 typedef struct mm_key {
     int bf16, ta, tb, M, N, K, lda, ldb, ldc;
+    int pk; /* 1: the weights come packed (al_dnnl_pack_b), b_md oneDNN's choice */
     uint32_t alpha, beta; /* bit patterns */
 } mm_key;
 
@@ -80,7 +117,10 @@ typedef struct mm_entry {
     mm_key key;
     struct mm_entry *next;     /* hash chain */
     dnnl_primitive_t prim;     /* NULL: oneDNN has none for this key */
-    dnnl_memory_desc_t b_md;   /* weights: fixed by the key */
+    dnnl_memory_desc_t b_md;   /* weights: fixed by the key (pk: the packed layout) */
+    dnnl_memory_desc_t bsrc_md; /* pk: the plain op(B) the reorders read */
+    struct pk_part *parts;     /* pk: the reorders of each part, made by the first pack */
+    int nparts;
     dnnl_memory_desc_t sp_md;  /* scratchpad */
     size_t sp_bytes;
     uint64_t last_use;         /* g_dnnl.tick at the last lookup */
@@ -99,10 +139,27 @@ static struct {
     uint64_t tick;
 } g_dnnl = {.once = PTHREAD_ONCE_INIT, .mu = PTHREAD_MUTEX_INITIALIZER, .cap = CACHE_CAP};
 
+/* One part of a packing: a block of op(B)'s columns (whole blocks of the
+ * packed layout's) reordered into its place in the packed buffer. */
+typedef struct pk_part {
+    dnnl_primitive_t r; /* NULL: the part has no columns */
+    dnnl_memory_desc_t src, dst;
+} pk_part;
+
+struct al_dnnl_pk {
+    void *buf;
+    size_t bytes;
+    dnnl_memory_desc_t md; /* the layout buf holds */
+    mm_key key;            /* the row panel's matmul that chose it */
+    const void *B;
+    int parts;
+};
+
 typedef struct thread_state {
     dnnl_stream_t stream;
     void *sp;
     size_t sp_bytes;
+    struct al_dnnl_pk pk; /* the op(B) this thread packed last (al_dnnl_pack_b) */
 } thread_state;
 
 static void thread_state_free(void *p) {
@@ -110,6 +167,7 @@ static void thread_state_free(void *p) {
     if (!t) return;
     if (t->stream) dnnl_stream_destroy(t->stream);
     al_free(t->sp);
+    al_free(t->pk.buf);
     free(t);
 }
 
@@ -207,7 +265,8 @@ static uint32_t fbits(float f) {
 }
 
 static uint32_t key_hash(const mm_key *k) {
-    const uint32_t w[11] = {(uint32_t)k->bf16 | (uint32_t)k->ta << 1 | (uint32_t)k->tb << 2,
+    const uint32_t w[11] = {(uint32_t)k->bf16 | (uint32_t)k->ta << 1 | (uint32_t)k->tb << 2 |
+                                (uint32_t)k->pk << 3,
                             (uint32_t)k->M, (uint32_t)k->N, (uint32_t)k->K, (uint32_t)k->lda,
                             (uint32_t)k->ldb, (uint32_t)k->ldc, k->alpha, k->beta, 0, 0};
     uint32_t h = 2166136261u; /* FNV-1a over the words */
@@ -221,7 +280,7 @@ static uint32_t key_hash(const mm_key *k) {
 static int key_eq(const mm_key *a, const mm_key *b) {
     return a->bf16 == b->bf16 && a->ta == b->ta && a->tb == b->tb && a->M == b->M &&
            a->N == b->N && a->K == b->K && a->lda == b->lda && a->ldb == b->ldb &&
-           a->ldc == b->ldc && a->alpha == b->alpha && a->beta == b->beta;
+           a->ldc == b->ldc && a->alpha == b->alpha && a->beta == b->beta && a->pk == b->pk;
 }
 
 /* Memory descriptors of A (M x K), B (K x N) and C (M x N) for a key. */
@@ -243,6 +302,13 @@ static void entry_build(mm_entry *e) {
     const mm_key *k = &e->key;
     dnnl_memory_desc_t a, c;
     if (make_mds(k, k->M, &a, &e->b_md, &c)) return;
+    if (k->pk) {
+        dnnl_dims_t db = {k->K, k->N};
+        e->bsrc_md = e->b_md;
+        if (dnnl_memory_desc_init_by_tag(&e->b_md, 2, db, k->bf16 ? dnnl_bf16 : dnnl_f32,
+                                         dnnl_format_tag_any) != dnnl_success)
+            return;
+    }
     dnnl_matmul_desc_t md;
     if (dnnl_matmul_desc_init(&md, &a, &e->b_md, NULL, &c) != dnnl_success) return;
     dnnl_primitive_attr_t attr = NULL;
@@ -267,6 +333,11 @@ static void entry_build(mm_entry *e) {
     if (sp) e->sp_md = *sp;
     else memset(&e->sp_md, 0, sizeof e->sp_md);
     e->sp_bytes = dnnl_memory_desc_get_size(&e->sp_md);
+    if (k->pk) {
+        const dnnl_memory_desc_t *w = dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0);
+        if (!w) goto out;
+        e->b_md = *w;
+    }
     if (dnnl_primitive_create(&e->prim, pd) != dnnl_success) e->prim = NULL;
 out:
     if (pd) dnnl_primitive_desc_destroy(pd);
@@ -288,6 +359,9 @@ static int evict_one(void) {
     mm_entry *e = *victim;
     *victim = e->next;
     if (e->prim) dnnl_primitive_destroy(e->prim);
+    for (int i = 0; e->parts && i < e->nparts; i++)
+        if (e->parts[i].r) dnnl_primitive_destroy(e->parts[i].r);
+    free(e->parts);
     free(e);
     g_dnnl.live--;
     return 1;
@@ -324,24 +398,15 @@ static mm_entry *lookup(const mm_key *k) {
     return e;
 }
 
-int al_dnnl_gemm(int dt_bf16, int transA, int transB, int M, int N, int K, float alpha,
-                 const void *A, int lda, const void *B, int ldb, float beta, float *C, int ldc) {
-    if (M <= 0 || N <= 0 || K <= 0 || !al_dnnl_ready()) return AL_EUNSUP;
-    mm_key k = {.bf16 = dt_bf16 != 0, .ta = transA != 0, .tb = transB != 0, .M = M, .N = N,
-                .K = K, .lda = lda, .ldb = ldb, .ldc = ldc, .alpha = fbits(alpha),
-                .beta = fbits(beta)};
-    /* the thread's OpenMP count is 1 before a primitive is made, not only
-     * before it runs: oneDNN plans a primitive for the threads it sees at
-     * creation (no shape measured so far rounds differently, but the plan
-     * must be the one that runs) */
-    if (!thread_get(0)) return AL_EUNSUP;
-    mm_entry *e = lookup(&k);
-    if (!e) return AL_EUNSUP;
+/* Runs the primitive of entry e (looked up, released here) on the calling
+ * thread, its weights B in e->b_md's layout. */
+static int entry_run(mm_entry *e, const void *A, const void *B, float *C) {
+    const mm_key *k = &e->key;
     dnnl_memory_desc_t a_md, c_md;
     dnnl_memory_t a = NULL, b = NULL, c = NULL, sp = NULL;
     int rc = AL_EUNSUP;
     thread_state *t = thread_get(e->sp_bytes);
-    if (!t || make_mds(&k, M, &a_md, NULL, &c_md)) goto out;
+    if (!t || make_mds(k, k->M, &a_md, NULL, &c_md)) goto out;
     if (dnnl_memory_create(&a, &a_md, g_dnnl.eng, (void *)A) != dnnl_success ||
         dnnl_memory_create(&b, &e->b_md, g_dnnl.eng, (void *)B) != dnnl_success ||
         dnnl_memory_create(&c, &c_md, g_dnnl.eng, C) != dnnl_success ||
@@ -359,6 +424,142 @@ out:
     if (sp) dnnl_memory_destroy(sp);
     atomic_fetch_sub_explicit(&e->users, 1, memory_order_release);
     return rc;
+}
+
+int al_dnnl_gemm(int dt_bf16, int transA, int transB, int M, int N, int K, float alpha,
+                 const void *A, int lda, const void *B, int ldb, float beta, float *C, int ldc) {
+    if (M <= 0 || N <= 0 || K <= 0 || !al_dnnl_ready()) return AL_EUNSUP;
+    mm_key k = {.bf16 = dt_bf16 != 0, .ta = transA != 0, .tb = transB != 0, .M = M, .N = N,
+                .K = K, .lda = lda, .ldb = ldb, .ldc = ldc, .alpha = fbits(alpha),
+                .beta = fbits(beta)};
+    /* the thread's OpenMP count is 1 before a primitive is made, not only
+     * before it runs: oneDNN plans a primitive for the threads it sees at
+     * creation (no shape measured so far rounds differently, but the plan
+     * must be the one that runs) */
+    if (!thread_get(0)) return AL_EUNSUP;
+    mm_entry *e = lookup(&k);
+    if (!e) return AL_EUNSUP;
+    return entry_run(e, A, B, C);
+}
+
+/* The reorders of `parts` parts of a packed entry's op(B), made once:
+ * part p gets the columns of blocks [p nb / parts, (p + 1) nb / parts) of
+ * the nb blocks of the packed layout's column block (al_split). 0, or -1
+ * when oneDNN cannot (a submemory not on whole blocks, no reorder). Caller
+ * holds g_dnnl.mu. */
+static int parts_make(mm_entry *e, int parts) {
+    if (e->parts) return e->nparts == parts ? 0 : -1;
+    pk_part *pp = calloc((size_t)parts, sizeof *pp);
+    if (!pp) return -1;
+    const dnnl_memory_desc_t *w = &e->b_md;
+    if (w->format_kind != dnnl_blocked) goto fail;
+    dnnl_dim_t blk = 1;
+    for (int i = 0; i < w->format_desc.blocking.inner_nblks; i++)
+        if (w->format_desc.blocking.inner_idxs[i] == 1) blk *= w->format_desc.blocking.inner_blks[i];
+    long nb = (long)((e->key.N + blk - 1) / blk);
+    for (int p = 0; p < parts; p++) {
+        long lo, hi;
+        al_split(nb, parts, p, &lo, &hi);
+        dnnl_dim_t c0 = lo * blk, c1 = hi * blk < e->key.N ? hi * blk : e->key.N;
+        if (c1 <= c0) continue;
+        dnnl_dims_t dims = {e->key.K, c1 - c0}, offs = {0, c0};
+        dnnl_primitive_desc_t pd = NULL;
+        if (dnnl_memory_desc_init_submemory(&pp[p].src, &e->bsrc_md, dims, offs) != dnnl_success ||
+            dnnl_memory_desc_init_submemory(&pp[p].dst, w, dims, offs) != dnnl_success ||
+            dnnl_reorder_primitive_desc_create(&pd, &pp[p].src, g_dnnl.eng, &pp[p].dst, g_dnnl.eng,
+                                               NULL) != dnnl_success ||
+            dnnl_primitive_create(&pp[p].r, pd) != dnnl_success)
+            pp[p].r = NULL;
+        if (pd) dnnl_primitive_desc_destroy(pd);
+        if (!pp[p].r) goto fail;
+    }
+    e->parts = pp;
+    e->nparts = parts;
+    malloc_release();
+    return 0;
+fail:
+    for (int p = 0; p < parts; p++)
+        if (pp[p].r) dnnl_primitive_destroy(pp[p].r);
+    free(pp);
+    malloc_release();
+    return -1;
+}
+
+const al_dnnl_pk *al_dnnl_pack_b(int dt_bf16, int transB, int M, int N, int K, float alpha,
+                                 int lda, const void *B, int ldb, float beta, int ldc, int parts) {
+    if (M <= 0 || N <= 0 || K <= 0 || parts < 1 || !al_dnnl_ready()) return NULL;
+    mm_key k = {.bf16 = dt_bf16 != 0, .tb = transB != 0, .M = M, .N = N, .K = K, .lda = lda,
+                .ldb = ldb, .ldc = ldc, .alpha = fbits(alpha), .beta = fbits(beta), .pk = 1};
+    thread_state *t = thread_get(0);
+    if (!t) return NULL;
+    mm_entry *e = lookup(&k);
+    if (!e) return NULL;
+    const al_dnnl_pk *out = NULL;
+    pthread_mutex_lock(&g_dnnl.mu);
+    int made = parts_make(e, parts);
+    pthread_mutex_unlock(&g_dnnl.mu);
+    size_t bytes = dnnl_memory_desc_get_size(&e->b_md);
+    if (made) goto out;
+    if (bytes > t->pk.bytes) {
+        void *p = al_calloc(bytes, 1);
+        if (!p) goto out;
+        al_free(t->pk.buf);
+        t->pk.buf = p;
+        t->pk.bytes = bytes;
+    }
+    t->pk.md = e->b_md;
+    t->pk.key = k;
+    t->pk.B = B;
+    t->pk.parts = parts;
+    out = &t->pk;
+out:
+    atomic_fetch_sub_explicit(&e->users, 1, memory_order_release);
+    return out;
+}
+
+int al_dnnl_pack_part(const al_dnnl_pk *pk, int part) {
+    if (!pk || part < 0 || part >= pk->parts || !thread_get(0)) return AL_EUNSUP;
+    mm_entry *e = lookup(&pk->key);
+    if (!e) return AL_EUNSUP;
+    int rc = AL_EUNSUP;
+    dnnl_memory_t src = NULL, dst = NULL;
+    thread_state *t = thread_get(0);
+    pthread_mutex_lock(&g_dnnl.mu); /* made again if the entry was evicted since */
+    int made = parts_make(e, pk->parts);
+    pthread_mutex_unlock(&g_dnnl.mu);
+    if (made || !dnnl_memory_desc_equal(&e->b_md, &pk->md)) goto out;
+    const pk_part *pp = &e->parts[part];
+    if (!pp->r) {
+        rc = AL_OK;
+        goto out;
+    }
+    if (dnnl_memory_create(&src, &pp->src, g_dnnl.eng, (void *)pk->B) != dnnl_success ||
+        dnnl_memory_create(&dst, &pp->dst, g_dnnl.eng, pk->buf) != dnnl_success)
+        goto out;
+    dnnl_exec_arg_t args[2] = {{DNNL_ARG_FROM, src}, {DNNL_ARG_TO, dst}};
+    if (dnnl_primitive_execute(pp->r, t->stream, 2, args) == dnnl_success &&
+        dnnl_stream_wait(t->stream) == dnnl_success)
+        rc = AL_OK;
+out:
+    if (src) dnnl_memory_destroy(src);
+    if (dst) dnnl_memory_destroy(dst);
+    atomic_fetch_sub_explicit(&e->users, 1, memory_order_release);
+    return rc;
+}
+
+int al_dnnl_gemm_pk(int dt_bf16, int transB, int M, int N, int K, float alpha, const void *A,
+                    int lda, const al_dnnl_pk *pk, int ldb, float beta, float *C, int ldc) {
+    if (!pk || M <= 0 || N <= 0 || K <= 0 || !al_dnnl_ready()) return AL_EUNSUP;
+    mm_key k = {.bf16 = dt_bf16 != 0, .tb = transB != 0, .M = M, .N = N, .K = K, .lda = lda,
+                .ldb = ldb, .ldc = ldc, .alpha = fbits(alpha), .beta = fbits(beta), .pk = 1};
+    if (!thread_get(0)) return AL_EUNSUP;
+    mm_entry *e = lookup(&k);
+    if (!e) return AL_EUNSUP;
+    if (!dnnl_memory_desc_equal(&e->b_md, &pk->md)) { /* another row count chose another layout */
+        atomic_fetch_sub_explicit(&e->users, 1, memory_order_release);
+        return AL_EUNSUP;
+    }
+    return entry_run(e, A, pk->buf, C);
 }
 
 #endif

@@ -18,6 +18,27 @@
 int al_dnnl_gemm(int dt_bf16, int transA, int transB, int M, int N, int K, float alpha,
                  const void *A, int lda, const void *B, int ldb, float beta, float *C, int ldc);
 
+/* op(B) packed once for a product split by rows (al_gemm_plan's split_m):
+ * oneDNN's brgemm kernels otherwise repack all of op(B) into their blocked
+ * layout on every call, every thread all of it. al_dnnl_pack_b prepares a
+ * packing of op(B) (K x N, transB and ldb as in al_dnnl_gemm) into the
+ * layout the matmul of a row panel of M rows with these parameters
+ * chooses, in a buffer of the calling thread (kept, grown to the largest
+ * op(B) packed: one weight), in `parts` parts: al_dnnl_pack_part(pk, p) for
+ * each p in [0, parts), on any threads, each writing its blocks of columns
+ * (together the bytes of one whole reorder). The packing stays valid until
+ * the thread that prepared it prepares another. NULL when oneDNN is absent
+ * or cannot. al_dnnl_gemm_pk runs a row panel (M rows, any count) of the
+ * same product on the packing: the same bits as al_dnnl_gemm with B plain,
+ * or AL_EUNSUP (nothing written) when that panel's matmul chose another
+ * layout; then the caller runs al_dnnl_gemm. */
+typedef struct al_dnnl_pk al_dnnl_pk;
+const al_dnnl_pk *al_dnnl_pack_b(int dt_bf16, int transB, int M, int N, int K, float alpha,
+                                 int lda, const void *B, int ldb, float beta, int ldc, int parts);
+int al_dnnl_pack_part(const al_dnnl_pk *pk, int part);
+int al_dnnl_gemm_pk(int dt_bf16, int transB, int M, int N, int K, float alpha, const void *A,
+                    int lda, const al_dnnl_pk *pk, int ldb, float beta, float *C, int ldc);
+
 /* 1 when oneDNN is built in and its CPU engine started. */
 int al_dnnl_ready(void);
 

@@ -203,6 +203,9 @@ typedef struct gemm16_ctx {
     const float *bias;
     int split_m;
     int wt;        /* B is a weight held (in, out): a single row streams it by rows */
+    const al_dnnl_pk *pk; /* op(B) packed for row panels (gemm16_pack), or NULL */
+    int pk_parts;         /* its parts */
+    _Atomic int pk_bad;   /* a part of the packing failed */
 } gemm16_ctx;
 
 /* sum_k widen(a[k]) widen(b[k]) in fp32, 16 lanes (a fixed order). */
@@ -313,6 +316,10 @@ static void gemm16_panel(const gemm16_ctx *g, long m0, long m1, long n0, long n1
         panel_loops(g, A, B, C, m, n, beta);
         return;
     }
+    if (g->pk && n == g->N &&
+        al_dnnl_gemm_pk(1, g->tb, m, n, g->K, g->alpha, A, g->lda, g->pk, g->ldb, beta, C,
+                        g->ldc) == AL_OK)
+        return;
     if (al_gemm_backend() == AL_MM_ONEDNN &&
         al_dnnl_gemm(1, g->ta, g->tb, m, n, g->K, g->alpha, A, g->lda, B, g->ldb, beta, C,
                      g->ldc) == AL_OK)
@@ -332,13 +339,52 @@ static void gemm16_fn(void *p, int tid, int nt) {
     }
 }
 
+/* Part tid of the packing (and every nt-th after it, should the pool run
+ * fewer threads than it has parts). */
+static void gemm16_pack_fn(void *p, int tid, int nt) {
+    gemm16_ctx *g = p;
+    for (int part = tid; part < g->pk_parts; part += nt)
+        if (al_dnnl_pack_part(g->pk, part) != AL_OK)
+            atomic_store_explicit(&g->pk_bad, 1, memory_order_relaxed);
+}
+
+/* Row panels of at least this many rows per thread get op(B) packed once
+ * (al_dnnl_pack_b) instead of every thread's brgemm repacking all of it. */
+#define GEMM16_PACK_ROWS 64
+
+/* Row-split products with op(A) = A (the layer maps' forward and d(input)
+ * products): op(B), which every row panel shares, packed once into
+ * oneDNN's blocked layout, each of the pool's threads a block of its
+ * columns (one fork/join more), before the pool runs the panels on it
+ * (onednn.c, "Packed weights"). Per thread, the half packing plus the
+ * panel on it took 3-7 % less CPU time than the panel packing all of op(B)
+ * itself at 512 rows, 8-14 % at 64 (GPT-2's layer shapes); fewer rows are
+ * left alone. Not op(A) = A^T (the weight gradients, K the tokens): there
+ * packing cost more than it saved (512-row panels, 2026-12-07). */
+static void gemm16_pack(gemm16_ctx *g, int nt) {
+    if (!g->split_m || g->ta || g->K == 0 || g->alpha == 0.0f || al_gemm_backend() != AL_MM_ONEDNN)
+        return;
+    long lo, hi;
+    al_split((g->M + 7) / 8, nt, 0, &lo, &hi);
+    long m0 = hi * 8 < g->M ? hi * 8 : g->M;
+    if (m0 - lo * 8 < GEMM16_PACK_ROWS) return;
+    g->pk = al_dnnl_pack_b(1, g->tb, (int)(m0 - lo * 8), g->N, g->K, g->alpha, g->lda, g->B, g->ldb,
+                           g->bias ? 1.0f : g->beta, g->ldc, nt);
+    if (!g->pk) return;
+    g->pk_parts = nt;
+    al_pool_run(gemm16_pack_fn, g);
+    if (atomic_load_explicit(&g->pk_bad, memory_order_relaxed)) g->pk = NULL;
+}
+
 static void gemm16_run(gemm16_ctx *g) {
     AL_ASSERT(g->M >= 0 && g->N >= 0 && g->K >= 0);
     if (g->M == 0 || g->N == 0) return;
-    if (!al_gemm_plan(g->M, g->N, g->K, al_pool_threads(), AL_PANEL_DNNL_BF16, g->tb, &g->split_m)) {
+    int nt = al_pool_threads();
+    if (!al_gemm_plan(g->M, g->N, g->K, nt, AL_PANEL_DNNL_BF16, g->tb, &g->split_m)) {
         gemm16_panel(g, 0, g->M, 0, g->N);
         return;
     }
+    gemm16_pack(g, nt);
     al_pool_run(gemm16_fn, g);
 }
 
