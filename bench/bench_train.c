@@ -18,6 +18,21 @@
  *           or q/k/v/o_proj (llama), base frozen;
  *   gen     al_generate, greedy, batch 1 and 8, 128 new tokens from a 16-token
  *           prompt (112 on tiny, whose context is 128), prefill included.
+ *           Batch 1 is bound by reading the weights, so before each timed
+ *           step the pool also streams the model's weights (stream_fn, best
+ *           of 3 passes): read_gbs is the best rate seen, bound_tokens_per_s
+ *           = read_gbs / the bytes of the weights in products (the tied head
+ *           once, in the dtype served), of_bound = tokens_per_s / that: a
+ *           ratio against a comparator timed in the same minutes. ids_hash
+ *           (FNV-1a of the last step's tokens) compares builds' outputs.
+ *
+ * faults_per_step: the process's page faults (minor and major) in the timed
+ * steps, per step: memory a step maps afresh (zeroed pages, clear_page in a
+ * profile) rather than reuses. The first step touches the gradients and the
+ * activations first; the second grows glibc's heaps, once its dynamic mmap
+ * threshold has risen past the sizes of the buffers oneDNN's jit gemm
+ * mallocs and frees in each product (onednn.c). From the third step on, a
+ * step that reuses its memory shows 0 (with --warmup 2).
  *
  * MFU = model FLOPs per token * tokens/s / (al_gemm rate at 1024^3 on the same
  * pool, measured at start in this process). Model FLOPs per token:
@@ -37,7 +52,8 @@
  *                    [--steps N] [--warmup N] [--threads N]
  *                    [--matmul onednn|openblas]   (default: the library's, ops.h)
  *                    [--dtype fp32|bf16]          (bf16: mixed precision, model.h)
- *                    [--B N] [--T N]              (batch and length instead of the shape's)
+ *                    [--B N] [--T N]              (batch and length instead of the shape's;
+ *                                                  gen: only batch N)
  *                    [--grad-ckpt 0|1]            (gradient checkpointing: backward recomputes
  *                                                  each layer's forward but the last's)
  *                    [--fused-head 0|1]           (train, lora: the forward gets dlogp, as the
@@ -79,6 +95,13 @@ static double peak_rss_mb(void) {
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
     return (double)ru.ru_maxrss / 1024.0; /* ru_maxrss is in KiB on Linux */
+}
+
+/* Page faults of the process so far, minor and major. */
+static long page_faults(void) {
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return ru.ru_minflt + ru.ru_majflt;
 }
 
 static int cmp_double(const void *a, const void *b) {
@@ -218,7 +241,9 @@ static int run_train(al_model *m, const bench_shape *s, int lora, int dpo, int w
     al_fwd out = {.logp = logp, .entropy = NULL, .values = NULL, .dlogp = dpo || !g_fused ? NULL : dlogp};
 
     double loss = 0, t_fwd = 0, t_bwd = 0, t_opt = 0;
+    long faults0 = 0;
     for (int it = 0; it < warmup + steps; it++) {
+        if (it == warmup) faults0 = page_faults();
         double t0 = al_now();
         al_model_zero_grad(m);
         if (dpo) { /* the reference: adapters off, forward only */
@@ -264,6 +289,7 @@ static int run_train(al_model *m, const bench_shape *s, int lora, int dpo, int w
         for (int i = 0; i < N; i++) loss -= logp[i];
         loss /= N;
     }
+    double faults = (double)(page_faults() - faults0) / steps;
     double total = 0;
     for (int i = 0; i < steps; i++) total += times[i];
     qsort(times, (size_t)steps, sizeof *times, cmp_double);
@@ -291,12 +317,12 @@ static int run_train(al_model *m, const bench_shape *s, int lora, int dpo, int w
            "\"warmup\":%d,\"peak_rss_mb\":%.1f,\"model_mb\":%.1f,\"params\":%zu,"
            "\"trainable_params\":%zu,\"flops_per_token\":%.0f,\"sgemm_gflops\":%.2f,"
            "\"mfu\":%.4f,\"loss\":%.4f,\"fwd_s\":%.5f,\"bwd_s\":%.5f,\"opt_s\":%.5f,"
-           "\"est_step_s\":%.5f,\"grad_ckpt\":%d}\n",
+           "\"est_step_s\":%.5f,\"grad_ckpt\":%d,\"faults_per_step\":%.1f}\n",
            tps, total / steps, times[0], (double)N / times[0], steps, warmup, peak_mb,
            (double)al_model_memory(m) / (1024.0 * 1024.0), al_model_num_params(m, 0),
            al_model_num_params(m, 1), fpt, gemm_gflops,
            gemm_gflops > 0 ? fpt * tps / (gemm_gflops * 1e9) : 0.0, loss, t_fwd / steps,
-           t_bwd / steps, t_opt / steps, est, g_ckpt);
+           t_bwd / steps, t_opt / steps, est, g_ckpt, faults);
     fflush(stdout);
     al_adamw_deinit(&opt);
     free(ids);
@@ -309,11 +335,69 @@ static int run_train(al_model *m, const bench_shape *s, int lora, int dpo, int w
     return AL_OK;
 }
 
-static int run_gen(al_model *m, const bench_shape *s, int warmup, int steps) {
+/* The bandwidth comparator of gen: every thread of the pool reads its half
+ * (1/nt) of each of the model's weight tensors (the bf16 copies, else the
+ * fp32 values), in one fork/join for all of them, summing 64-byte words
+ * so that nothing is skipped: the rate at which this run could stream the
+ * weights a decoded token reads, with no arithmetic, no sums to keep and
+ * no waits between products. */
+typedef uint64_t stream_v __attribute__((vector_size(64)));
+
+typedef struct stream_ctx {
+    const al_param *p;
+    int n;
+    uint64_t sink[64];
+} stream_ctx;
+
+static void stream_fn(void *arg, int tid, int nt) {
+    stream_ctx *c = arg;
+    stream_v acc0 = {0}, acc1 = {0};
+    for (int i = 0; i < c->n; i++) {
+        const al_param *p = &c->p[i];
+        const char *base = p->h ? (const char *)p->h : (const char *)p->w;
+        size_t bytes = p->n * (p->h ? sizeof(uint16_t) : sizeof(float)), nv = bytes / 128;
+        long lo, hi;
+        al_split((long)nv, nt, tid, &lo, &hi);
+        for (size_t v = (size_t)lo; v < (size_t)hi; v++) {
+            stream_v a, b;
+            memcpy(&a, base + v * 128, sizeof a);
+            memcpy(&b, base + v * 128 + 64, sizeof b);
+            acc0 ^= a;
+            acc1 ^= b;
+        }
+    }
+    acc0 ^= acc1;
+    uint64_t s = 0;
+    for (int l = 0; l < 8; l++) s ^= acc0[l];
+    c->sink[tid & 63] = s;
+}
+
+/* Bytes one pass streams, and the best of `reps` passes' rate in GB/s. */
+static double stream_rate(al_model *m, int reps, double *bytes_out) {
+    stream_ctx c = {0};
+    c.p = al_model_params_ro(m, &c.n);
+    double bytes = 0;
+    for (int i = 0; i < c.n; i++)
+        if (c.p[i].h || c.p[i].w)
+            bytes += (double)(c.p[i].n * (c.p[i].h ? sizeof(uint16_t) : sizeof(float)) / 128 * 128);
+    double best = 1e30;
+    for (int r = 0; r < reps; r++) {
+        double t0 = al_now();
+        al_pool_run(stream_fn, &c);
+        double dt = al_now() - t0;
+        if (dt < best) best = dt;
+    }
+    *bytes_out = bytes;
+    return bytes / best / 1e9;
+}
+
+/* only_B > 0: that batch alone (--B), e.g. to profile batch 1. */
+static int run_gen(al_model *m, const bench_shape *s, int warmup, int steps, int only_B) {
     const int P = 16, NEW = s->ctx - P < 128 ? s->ctx - P : 128;
     static const int batches[2] = {1, 8};
     for (int bi = 0; bi < 2; bi++) {
-        int B = batches[bi];
+        int B = only_B > 0 ? only_B : batches[bi];
+        if (only_B > 0 && bi > 0) break;
         int32_t *prompt = calloc((size_t)B * P, sizeof *prompt);
         const int32_t **prompts = calloc((size_t)B, sizeof *prompts);
         int *plen = calloc((size_t)B, sizeof *plen), *olen = calloc((size_t)B, sizeof *olen);
@@ -334,7 +418,14 @@ static int run_gen(al_model *m, const bench_shape *s, int warmup, int steps) {
         double total = 0, best = 1e30;
         long produced = 0;
         char err[AL_ERRLEN] = "";
+        /* batch 1 alternates its steps with passes of the comparator */
+        double read_gbs = 0, stream_bytes = 0;
+        uint64_t ids_hash = 14695981039346656037ull; /* FNV-1a */
         for (int it = 0; it < warmup + steps; it++) {
+            if (B == 1 && it >= warmup) {
+                double rate = stream_rate(m, 3, &stream_bytes);
+                if (rate > read_gbs) read_gbs = rate;
+            }
             al_rng gr;
             al_rng_seed(&gr, 5);
             double t0 = al_now();
@@ -345,6 +436,10 @@ static int run_gen(al_model *m, const bench_shape *s, int warmup, int steps) {
                 fprintf(stderr, "bench_train: al_generate: %s: %s\n", al_strerror(rc), err);
                 return rc;
             }
+            if (it == warmup + steps - 1) /* what was generated, to compare builds by */
+                for (int b = 0; b < B; b++)
+                    for (int i = 0; i < olen[b]; i++)
+                        ids_hash = (ids_hash ^ (uint32_t)oids[(size_t)b * NEW + i]) * 1099511628211ull;
             if (it >= warmup) {
                 total += dt;
                 if (dt < best) best = dt;
@@ -354,12 +449,22 @@ static int run_gen(al_model *m, const bench_shape *s, int warmup, int steps) {
         char mode[16];
         snprintf(mode, sizeof mode, "gen_b%d", B);
         print_common(s, mode, B, P + NEW);
+        double tps = (double)produced / total;
         printf("\"prompt\":%d,\"new_tokens\":%d,\"tokens_per_s\":%.2f,\"step_s\":%.5f,"
                "\"step_s_min\":%.5f,\"tokens_per_s_best\":%.2f,\"steps\":%d,"
-               "\"warmup\":%d,\"peak_rss_mb\":%.1f,\"params\":%zu}\n",
-               P, NEW, (double)produced / total, total / steps, best,
-               (double)produced / steps / best, steps, warmup, peak_rss_mb(),
-               al_model_num_params(m, 0));
+               "\"warmup\":%d,\"peak_rss_mb\":%.1f,\"params\":%zu,\"ids_hash\":\"%016llx\"",
+               P, NEW, tps, total / steps, best, (double)produced / steps / best, steps, warmup,
+               peak_rss_mb(), al_model_num_params(m, 0), (unsigned long long)ids_hash);
+        if (B == 1) {
+            /* the bound: a token reads every weight once (the tied head's too) */
+            double wbytes = matmul_params(m, s) * (al_model_is_bf16(m) ? 2.0 : 4.0);
+            double bound = read_gbs * 1e9 / wbytes;
+            printf(",\"weights_mb\":%.1f,\"stream_mb\":%.1f,\"read_gbs\":%.2f,"
+                   "\"bound_tokens_per_s\":%.2f,\"of_bound\":%.4f,\"of_bound_best\":%.4f",
+                   wbytes / 1e6, stream_bytes / 1e6, read_gbs, bound, tps / bound,
+                   (double)produced / steps / best / bound);
+        }
+        printf("}\n");
         fflush(stdout);
         free(prompt);
         free(prompts);
@@ -449,7 +554,7 @@ int main(int argc, char **argv) {
         fprintf(stderr, "bench_train: %s\n", err);
         return 1;
     }
-    if (!strcmp(mode, "gen")) rc = run_gen(m, s, warmup, steps);
+    if (!strcmp(mode, "gen")) rc = run_gen(m, s, warmup, steps, Bo);
     else rc = run_train(m, s, lora, dpo, warmup, steps, gemm_gflops);
     al_model_free(m);
     al_pool_shutdown();

