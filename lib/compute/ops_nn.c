@@ -708,7 +708,21 @@ static NN_INLINE void gelu_bwd16_cols(const nn_ew_ctx *x, uint16_t *d16, float *
 
 AL_SIMD_CLONES static void gelu_bwd16_fn(void *vctx, int tid, int nth) {
     const nn_ew_ctx *x = vctx;
-    long lo, hi; /* in units of 16 columns */
+    long lo, hi;
+    if (!x->out) { /* no bias to sum: the elements in order, by blocks on the stack */
+        al_split((long)x->N * x->FF, nth, tid, &lo, &hi);
+        float buf[NN_BLK];
+        for (long i = lo, k; i < hi; i += k) {
+            k = hi - i < NN_BLK ? hi - i : NN_BLK;
+            for (long j = 0; j < k; j++) {
+                float act;
+                buf[j] = 0.0f + x->dout[i + j] * nn_gelu_grad(al_bf16_widen1(x->in16[i + j]), &act);
+            }
+            for (long j = 0; j < k; j++) x->out16[i + j] = al_bf16_round1(buf[j]);
+        }
+        return;
+    }
+    /* in units of 16 columns */
     al_split((x->FF + 15) / 16, nth, tid, &lo, &hi);
     long c = lo * 16, c1 = hi * 16 < x->FF ? hi * 16 : x->FF;
     for (; c + 64 <= c1; c += 64) gelu_bwd16_cols(x, x->out16, x->out, c, 64);
