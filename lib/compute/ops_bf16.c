@@ -259,19 +259,8 @@ static void rows_panel(const gemm16_ctx *g, const uint16_t *a, const uint16_t *B
     for (int j = 0; j < nb; j++) c[j0 + j] = g->alpha * t[j] + (beta == 0.0f ? 0.0f : beta * c[j0 + j]);
 }
 
-/* 16 bf16 values widened to fp32 (exact). */
-static inline void widen16(rb_vf *f, const uint16_t *p) {
-    rb_vh h;
-    memcpy(&h, p, sizeof h);
-    rb_vu u = __builtin_convertvector(h, rb_vu) << 16;
-    memcpy(f, &u, sizeof *f);
-}
-
-/* dot16's tree over its 16 lanes (vectors by pointer: by value they
- * change the ABI in the portable build). */
-static inline float sum16(const rb_vf *v) {
-    float acc[16];
-    memcpy(acc, v, sizeof acc);
+/* dot16's tree over its 16 lanes. */
+static inline float sum16(float acc[16]) {
     for (int w = 8; w >= 1; w /= 2)
         for (int l = 0; l < w; l++) acc[l] += acc[l + w];
     return acc[0];
@@ -285,7 +274,7 @@ static inline float sum16(const rb_vf *v) {
  * streams, which the prefetcher follows; four adjacent rows read side by
  * side (one stream hopping by a row) ran at half the rate from memory.
  * Batch-1 decoding with nn.Linear's layout (2-core machine, loaded):
- * 1.4x a row at a time from L2 on one thread (24.7 against 17.6 GB/s: a
+ * 1.6x a row at a time from L2 on one thread (28-29 against 17.6 GB/s: a
  * row at a time could not take in even one thread's share of the memory
  * bandwidth), 1.2-1.5x from memory on two (GPT-2's head and layer shapes). */
 static inline void rows_dot(const gemm16_ctx *g, const uint16_t *a, const uint16_t *B, float *c, int n,
@@ -294,19 +283,18 @@ static inline void rows_dot(const gemm16_ctx *g, const uint16_t *a, const uint16
     const size_t ldb = (size_t)g->ldb, qs = (size_t)q * ldb;
     for (int i = 0; i < q; i++) {
         const uint16_t *b0 = B + (size_t)i * ldb, *b1 = b0 + qs, *b2 = b1 + qs, *b3 = b2 + qs;
-        rb_vf s0 = {0}, s1 = {0}, s2 = {0}, s3 = {0};
-        for (int k = 0; k < K16; k += 16) {
-            rb_vf x, w0, w1, w2, w3;
-            widen16(&x, a + k);
-            widen16(&w0, b0 + k);
-            widen16(&w1, b1 + k);
-            widen16(&w2, b2 + k);
-            widen16(&w3, b3 + k);
-            s0 += x * w0;
-            s1 += x * w1;
-            s2 += x * w2;
-            s3 += x * w3;
-        }
+        /* lanes written as dot16 writes them: GCC vectorises them with one
+         * widening load per 16 values (explicit vector types got two and a
+         * shuffle, 0.88x the rate from L2) */
+        float s0[16] = {0}, s1[16] = {0}, s2[16] = {0}, s3[16] = {0};
+        for (int k = 0; k < K16; k += 16)
+            for (int l = 0; l < 16; l++) {
+                float x = al_bf16_widen1(a[k + l]);
+                s0[l] += x * al_bf16_widen1(b0[k + l]);
+                s1[l] += x * al_bf16_widen1(b1[k + l]);
+                s2[l] += x * al_bf16_widen1(b2[k + l]);
+                s3[l] += x * al_bf16_widen1(b3[k + l]);
+            }
         for (int k = K16, l = 0; k < K; k++, l++) {
             float x = al_bf16_widen1(a[k]);
             s0[l] += x * al_bf16_widen1(b0[k]);
@@ -314,7 +302,7 @@ static inline void rows_dot(const gemm16_ctx *g, const uint16_t *a, const uint16
             s2[l] += x * al_bf16_widen1(b2[k]);
             s3[l] += x * al_bf16_widen1(b3[k]);
         }
-        float t[4] = {sum16(&s0), sum16(&s1), sum16(&s2), sum16(&s3)};
+        float t[4] = {sum16(s0), sum16(s1), sum16(s2), sum16(s3)};
         for (int r = 0; r < 4; r++) {
             float *cr = c + i + (size_t)r * q;
             *cr = g->alpha * t[r] + (beta == 0.0f ? 0.0f : beta * *cr);
