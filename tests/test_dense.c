@@ -808,6 +808,25 @@ static void test_gemm_bf16_packed(void) {
     al_gemm_set_backend(before);
 }
 
+/* A row against B^T (decoding with nn.Linear's layout) takes its columns
+ * four at a time, from four quarters of B: each column has the bits it has
+ * when computed alone (odd K, columns not a multiple of 4 or 16, on the
+ * pool and not). */
+static void test_gemm_bf16_row_bits(void) {
+    enum { K = 203, LDB = K + 5 };
+    static const int Ns[] = {1, 3, 4, 7, 301, 1031};
+    for (size_t s = 0; s < sizeof Ns / sizeof Ns[0]; s++) {
+        int N = Ns[s];
+        uint16_t *a = hrand(K, 440, 1.0f), *Bm = hrand((size_t)N * LDB, 441 + s, 1.0f);
+        float *c = frand((size_t)N, 442, 1.0f), *one = fcopy(c, (size_t)N);
+        al_gemm_bf16(0, 1, 1, N, K, 0.5f, a, K, Bm, LDB, 0.25f, c, N);
+        for (int j = 0; j < N; j++)
+            al_gemm_bf16(0, 1, 1, 1, K, 0.5f, a, K, Bm + (size_t)j * LDB, LDB, 0.25f, one + j, 1);
+        T_TRUE(memcmp(c, one, (size_t)N * sizeof *c) == 0);
+        al_free(a); al_free(Bm); al_free(c); al_free(one);
+    }
+}
+
 /* The bf16 linear layer against the fp32 _ref on the unrounded data: within
  * the bf16 tolerance derived from K, (2^-7 + K 2^-23) of the sum of
  * |products| (both operands rounded, 2^-8 relative each, plus fp32
@@ -1405,6 +1424,7 @@ int main(void) {
     test_bf16_round();
     test_gemm_bf16();
     test_gemm_bf16_packed();
+    test_gemm_bf16_row_bits();
     test_matmul_bf16_vs_ref();
     test_matmul_wt();
     test_matvec_ht();

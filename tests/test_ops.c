@@ -436,6 +436,42 @@ static void test_bf16_fused(void) {
     }
 }
 
+/* LayerNorm with the residual add in its pass (GPT-2's mid = x + attention,
+ * then ln2): the bits of al_acc then al_layernorm_forward_bf16, in the sum,
+ * the rows (fp32, bf16 or both), mean and rstd; with and without a bias,
+ * inline and split over the pool, row counts not a multiple of the kernel's
+ * 4-row groups. */
+static void test_layernorm_res(void) {
+    static const int shapes[][2] = {{7, 67}, {601, 67}, {1030, 128}, {3, 5}};
+    for (size_t k = 0; k < sizeof shapes / sizeof shapes[0]; k++) {
+        const int N = shapes[k][0], C = shapes[k][1];
+        const size_t NC = (size_t)N * C;
+        float *y = fbuf(NC), *r = fbuf(NC), *w = fbuf(C), *b = fbuf(C), *y1 = fbuf(NC), *y2 = fbuf(NC);
+        float *o1 = fbuf(NC), *o2 = fbuf(NC), *m1 = fbuf(N), *r1 = fbuf(N), *m2 = fbuf(N), *r2 = fbuf(N);
+        uint16_t *h1 = al_calloc(NC, 2), *h2 = al_calloc(NC, 2);
+        T_TRUE(h1 && h2);
+        gc_fill(y, NC, 51 + k, 3.0f);
+        gc_fill(r, NC, 61 + k, 3.0f);
+        gc_fill(w, C, 71 + k, 1.0f);
+        gc_fill(b, C, 81 + k, 1.0f);
+        for (int v = 0; v < 3; v++) { /* out and out16; out16 alone; no bias, out alone */
+            const float *bb = v == 2 ? NULL : b;
+            memcpy(y1, y, NC * 4);
+            memcpy(y2, y, NC * 4);
+            memset(o1, 0, NC * 4), memset(o2, 0, NC * 4), memset(h1, 0, NC * 2), memset(h2, 0, NC * 2);
+            al_acc(y1, r, NC);
+            al_layernorm_forward_bf16(v == 1 ? NULL : o1, v == 2 ? NULL : h1, m1, r1, y1, w, bb, N, C, 1e-5f);
+            al_layernorm_forward_res_bf16(v == 1 ? NULL : o2, v == 2 ? NULL : h2, m2, r2, y2, r, w, bb, N, C,
+                                          1e-5f);
+            T_REPORT_(memcmp(y1, y2, NC * 4) == 0 && memcmp(o1, o2, NC * 4) == 0 && memcmp(h1, h2, NC * 2) == 0 &&
+                          memcmp(m1, m2, (size_t)N * 4) == 0 && memcmp(r1, r2, (size_t)N * 4) == 0,
+                      "layernorm with residual %dx%d (%d) differs", N, C, v);
+        }
+        al_free(y); al_free(r); al_free(w); al_free(b); al_free(y1); al_free(y2); al_free(o1); al_free(o2);
+        al_free(m1); al_free(r1); al_free(m2); al_free(r2); al_free(h1); al_free(h2);
+    }
+}
+
 /* In place, from fp32 or bf16 inputs, above and below the pool's split:
  * the bits of the accumulating kernels into a zeroed buffer, negative zeros
  * of d turned to +0 as that sum turns them. */
@@ -1387,6 +1423,7 @@ int main(void) {
     test_gelu_large();
     test_gelu_inplace();
     test_bf16_fused();
+    test_layernorm_res();
     test_act_backward_h();
     test_gelu_backward_h16();
     test_swiglu_hand();

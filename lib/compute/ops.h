@@ -191,6 +191,12 @@ void al_layernorm_forward(float *out, float *mean, float *rstd, const float *inp
 void al_layernorm_forward_bf16(float *out, uint16_t *out16, float *mean, float *rstd,
                                const float *inp, const float *w, const float *b, int N, int C,
                                float eps);
+/* The residual add before it in the same pass: inp += res (N, C), then
+ * al_layernorm_forward_bf16 on inp; the bits of al_acc and then that, with
+ * one fork/join and the rows added while they are in cache. */
+void al_layernorm_forward_res_bf16(float *out, uint16_t *out16, float *mean, float *rstd, float *inp,
+                                   const float *res, const float *w, const float *b, int N, int C,
+                                   float eps);
 void al_layernorm_backward(float *dinp, float *dw, float *db, const float *dout,
                            const float *inp, const float *w, const float *mean,
                            const float *rstd, int N, int C);

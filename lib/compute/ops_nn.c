@@ -118,6 +118,8 @@ typedef struct {
     float *out, *mean, *rstd, *dinp, *dw, *db;
     const float *inp, *w, *b, *dout, *cmean, *crstd;
     uint16_t *out16;      /* forward: each row of out also rounded to bf16 here */
+    float *acc;           /* forward: the input's rows are acc += res first (inp is acc) */
+    const float *res;
     int N, C;
     float eps;
 } nn_norm_ctx;
@@ -189,6 +191,8 @@ AL_SIMD_CLONES static void layernorm_fwd_fn(void *vctx, int tid, int nth) {
     float ms[NN_ROWS], rs[NN_ROWS];
     for (long n0 = lo; n0 < hi; n0 += NN_ROWS) {
         const int R = hi - n0 < NN_ROWS ? (int)(hi - n0) : NN_ROWS;
+        if (x->acc) /* the residual add, on rows about to be read */
+            for (size_t e = (size_t)n0 * C; e < (size_t)(n0 + R) * C; e++) x->acc[e] += x->res[e];
         if (R == NN_ROWS) {
             ln_stats_rows(x->inp + (size_t)n0 * C, C, x->eps, ms, rs);
         } else {
@@ -238,6 +242,15 @@ void al_layernorm_forward_bf16(float *out, uint16_t *out16, float *mean, float *
     AL_ASSERT((out || out16) && inp && w && N >= 0 && C > 0);
     nn_norm_ctx x = {.out = out, .mean = mean, .rstd = rstd, .inp = inp, .w = w,
                      .b = b, .out16 = out16, .N = N, .C = C, .eps = eps};
+    nn_run(layernorm_fwd_fn, &x, (size_t)N * (size_t)C);
+}
+
+void al_layernorm_forward_res_bf16(float *out, uint16_t *out16, float *mean, float *rstd, float *inp,
+                                   const float *res, const float *w, const float *b, int N, int C,
+                                   float eps) {
+    AL_ASSERT((out || out16) && inp && res && w && N >= 0 && C > 0);
+    nn_norm_ctx x = {.out = out, .mean = mean, .rstd = rstd, .inp = inp, .w = w, .b = b,
+                     .out16 = out16, .acc = inp, .res = res, .N = N, .C = C, .eps = eps};
     nn_run(layernorm_fwd_fn, &x, (size_t)N * (size_t)C);
 }
 
@@ -695,7 +708,21 @@ static NN_INLINE void gelu_bwd16_cols(const nn_ew_ctx *x, uint16_t *d16, float *
 
 AL_SIMD_CLONES static void gelu_bwd16_fn(void *vctx, int tid, int nth) {
     const nn_ew_ctx *x = vctx;
-    long lo, hi; /* in units of 16 columns */
+    long lo, hi;
+    if (!x->out) { /* no bias to sum: the elements in order, by blocks on the stack */
+        al_split((long)x->N * x->FF, nth, tid, &lo, &hi);
+        float buf[NN_BLK];
+        for (long i = lo, k; i < hi; i += k) {
+            k = hi - i < NN_BLK ? hi - i : NN_BLK;
+            for (long j = 0; j < k; j++) {
+                float act;
+                buf[j] = 0.0f + x->dout[i + j] * nn_gelu_grad(al_bf16_widen1(x->in16[i + j]), &act);
+            }
+            for (long j = 0; j < k; j++) x->out16[i + j] = al_bf16_round1(buf[j]);
+        }
+        return;
+    }
+    /* in units of 16 columns */
     al_split((x->FF + 15) / 16, nth, tid, &lo, &hi);
     long c = lo * 16, c1 = hi * 16 < x->FF ? hi * 16 : x->FF;
     for (; c + 64 <= c1; c += 64) gelu_bwd16_cols(x, x->out16, x->out, c, 64);

@@ -1664,9 +1664,19 @@ static void layer_forward(al_model *m, int l, al_acts *a, const float *x, float 
     float *ao_out = c->post_norm ? a->att_o : a->mid;
     linear_forward(m, l, LIN_O, ao_out, atty16 ? NULL : atty, a->atty_h, lora_slot(m, l, LIN_O, a, N),
                    m->s16, N);
-    al_layer_residual(m, l, 0, a->mid, x, ao_out, a->pa_rstd, N);
+    /* GPT-2: mid = x + attention in the pass of ln2 that reads it
+     * (al_layer_residual's plain add, the same bits) */
+    const int res_in_ln2 = c->arch == AL_ARCH_GPT2 && ly->ln2_w >= 0 && ao_out == a->mid &&
+                           !(c->residual_scale > 0 && c->residual_scale != 1.0f);
+    if (!res_in_ln2) al_layer_residual(m, l, 0, a->mid, x, ao_out, a->pa_rstd, N);
     const float *min = a->mid;
-    if (ly->ln2_w >= 0) {
+    if (res_in_ln2) { /* as model_norm16: in bf16 only the rounded rows */
+        float *ln2 = m->bf16 ? NULL : a->ln2 ? a->ln2 : ln_tmp;
+        uint16_t *ln2_16 = m->bf16 ? (a->ln2_h ? a->ln2_h : m->s16) : NULL;
+        al_layernorm_forward_res_bf16(ln2, ln2_16, a->ln2_mean, a->ln2_rstd, a->mid, x, PW(m, ly->ln2_w),
+                                      PW(m, ly->ln2_b), N, c->C, c->norm_eps);
+        min = ln2;
+    } else if (ly->ln2_w >= 0) {
         float *ln2 = a->ln2 ? a->ln2 : ln_tmp;
         uint16_t *ln2_16 = m->bf16 ? (a->ln2_h ? a->ln2_h : m->s16) : NULL;
         min = model_norm16(m, ln2, ln2_16, a->ln2_mean, a->ln2_rstd, a->mid, ly->ln2_w, ly->ln2_b, N) ? NULL
