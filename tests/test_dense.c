@@ -757,7 +757,7 @@ static void test_gemm_bf16(void) {
     al_gemm_set_backend(before);
 }
 
-/* Row-split bf16 products with op(A) = A pack op(B) once (al_dnnl_pack_b)
+/* Row-split bf16 products C = A B (B deep) pack B once (al_dnnl_pack_b)
  * and run every row panel on the packing: the same bits as each panel's
  * matmul repacking B plain, on shapes that take the packed path, odd sizes
  * (N, K not multiples of oneDNN's blocks, padded leading dimensions),
@@ -767,8 +767,11 @@ static void test_gemm_bf16_packed(void) {
     if (!al_dnnl_ready() || al_pool_threads() != 2) return;
     int before = al_gemm_backend();
     T_OK(al_gemm_set_backend(AL_MM_ONEDNN));
-    static const int shapes[][3] = {{200, 131, 77}, {517, 300, 261}, {256, 768, 192}, {161, 640, 33}};
-    for (int s = 0; s < 4; s++)
+    /* {1030, 100, 203}: 520 rows on thread 0, B deeper than wide: al_gemm_bf16
+     * packs it (gemm16_pack) */
+    static const int shapes[][3] = {{200, 131, 77}, {517, 300, 261}, {256, 768, 192},
+                                    {161, 640, 33}, {1030, 100, 203}};
+    for (int s = 0; s < 5; s++)
         for (int tb = 0; tb < 2; tb++)
             for (int bz = 0; bz < 2; bz++) {
                 int M = shapes[s][0], N = shapes[s][1], K = shapes[s][2];

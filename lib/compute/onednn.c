@@ -34,7 +34,8 @@
  * Packed weights (al_dnnl_pack_b): a product split by rows has each row
  * panel's brgemm repack all of op(B), every call, every thread (GPT-2 bf16
  * LoRA or training: jit_brgemm_matmul_copy_b_* ~3-4 % of a step). For
- * row-split bf16 products with op(A) = A (ops_bf16.c) the caller instead
+ * the row-split bf16 products where it measured faster (ops_bf16.c,
+ * gemm16_pack: C = A B with B deeper than wide) the caller instead
  * makes the matmul of its row panel with the weights' layout left to
  * oneDNN (format_tag any, entries with pk = 1), and the pool's threads each
  * reorder a block of op(B)'s columns (whole blocks of the chosen layout,
@@ -45,10 +46,12 @@
  * GPT-2's 768 x 3072 at most, 4.7 MB in bf16. Same bits as the panels
  * repacking B themselves (the kernels are the same; tests/test_dense.c).
  * Single-threaded per panel, 512 rows, thread CPU time, half of op(B)
- * packed per thread (2026-12-07, loaded machine): c_fc forward
- * 512x3072x768 12.5 -> 11.7 ms, c_attn 9.3 -> 8.7, d(input) 512x768x3072
- * 11.9 -> 11.1; 64-row panels 8-14 % less. Not the weight gradients
- * (op(A) = A^T, K the tokens): oneDNN's jit gemm, which packs per block.
+ * packed per thread (2026-12-07): c_fc forward 512x3072x768 12.4 -> 11.7
+ * ms, c_attn 8.7 -> 8.3, d(input) 512x768x3072 11.7 -> 10.9; but two
+ * threads at once gain less (both reading one packed op(B) instead of each
+ * its own blocks copied into its cache), in wall time only the deep
+ * products (gemm16_pack's numbers). Not the weight gradients (op(A) =
+ * A^T, K the tokens): oneDNN's jit gemm, which packs per block.
  *
  * Threads: the cache is guarded by a mutex; per-thread state (stream,
  * scratchpad) lives in a pthread key whose destructor frees it when a job's

@@ -405,19 +405,25 @@ static void gemm16_pack_fn(void *p, int tid, int nt) {
 
 /* Row panels of at least this many rows per thread get op(B) packed once
  * (al_dnnl_pack_b) instead of every thread's brgemm repacking all of it. */
-#define GEMM16_PACK_ROWS 64
+#define GEMM16_PACK_ROWS 512
 
-/* Row-split products with op(A) = A (the layer maps' forward and d(input)
- * products): op(B), which every row panel shares, packed once into
- * oneDNN's blocked layout, each of the pool's threads a block of its
+/* Row-split products C = A B, B (K, N) deeper than wide (K > N: the
+ * d(input) products of layers held (out, in) whose out > in, nn.Linear's
+ * MLP up and QKV maps): op(B), which every row panel shares, packed once
+ * into oneDNN's blocked layout, each of the pool's threads a block of its
  * columns (one fork/join more), before the pool runs the panels on it
- * (onednn.c, "Packed weights"). Per thread, the half packing plus the
- * panel on it took 3-7 % less CPU time than the panel packing all of op(B)
- * itself at 512 rows, 8-14 % at 64 (GPT-2's layer shapes); fewer rows are
- * left alone. Not op(A) = A^T (the weight gradients, K the tokens): there
- * packing cost more than it saved (512-row panels, 2026-12-07). */
+ * (onednn.c, "Packed weights"). Alone on a core, a 512-row panel with half
+ * of op(B) to pack took 3-7 % less CPU time than the panel packing all of
+ * it, for every GPT-2 layer shape; but the two threads at once (wall time,
+ * 2 threads, load ~1, best of 60 alternating, 2026-12-07) gained only
+ * here: 1024x768x3072 +3 % (4 runs +0.6..+3.5 %), 2048x768x3072 +4.5 %,
+ * 1024x768x2304 +2.7 %, while op(B) = B^T (1024x768x3072 -6.6 %), the
+ * forward shapes (1024x3072x768, 1024x2304x768: -1..-2 %, noise +-2 %)
+ * and 256-row panels (-1 %; 64-row: -8..-40 %) lost. Not op(A) = A^T (the
+ * weight gradients, K the tokens): packing cost more than it saved. */
 static void gemm16_pack(gemm16_ctx *g, int nt) {
-    if (!g->split_m || g->ta || g->K == 0 || g->alpha == 0.0f || al_gemm_backend() != AL_MM_ONEDNN)
+    if (!g->split_m || g->ta || g->tb || g->K <= g->N || g->alpha == 0.0f ||
+        al_gemm_backend() != AL_MM_ONEDNN)
         return;
     long lo, hi;
     al_split((g->M + 7) / 8, nt, 0, &lo, &hi);
