@@ -767,10 +767,10 @@ static void test_gemm_bf16_packed(void) {
     if (!al_dnnl_ready() || al_pool_threads() != 2) return;
     int before = al_gemm_backend();
     T_OK(al_gemm_set_backend(AL_MM_ONEDNN));
-    /* {1030, 100, 203}: 520 rows on thread 0, B deeper than wide: al_gemm_bf16
-     * packs it (gemm16_pack) */
+    /* {1030, 520, 611}: 520 rows on thread 0, B deeper than wide and wide
+     * enough: al_gemm_bf16 packs it (gemm16_pack) */
     static const int shapes[][3] = {{200, 131, 77}, {517, 300, 261}, {256, 768, 192},
-                                    {161, 640, 33}, {1030, 100, 203}};
+                                    {161, 640, 33}, {1030, 520, 611}};
     for (int s = 0; s < 5; s++)
         for (int tb = 0; tb < 2; tb++)
             for (int bz = 0; bz < 2; bz++) {

@@ -406,6 +406,9 @@ static void gemm16_pack_fn(void *p, int tid, int nt) {
 /* Row panels of at least this many rows per thread get op(B) packed once
  * (al_dnnl_pack_b) instead of every thread's brgemm repacking all of it. */
 #define GEMM16_PACK_ROWS 512
+/* ... and op(B) at least this wide: narrower ones (LoRA's rank-32 d(input)
+ * 1024x32x2304, the tiny model's 1024x128x512) lost 10-30 % packed. */
+#define GEMM16_PACK_COLS 512
 
 /* Row-split products C = A B, B (K, N) deeper than wide (K > N: the
  * d(input) products of layers held (out, in) whose out > in, nn.Linear's
@@ -422,8 +425,8 @@ static void gemm16_pack_fn(void *p, int tid, int nt) {
  * and 256-row panels (-1 %; 64-row: -8..-40 %) lost. Not op(A) = A^T (the
  * weight gradients, K the tokens): packing cost more than it saved. */
 static void gemm16_pack(gemm16_ctx *g, int nt) {
-    if (!g->split_m || g->ta || g->tb || g->K <= g->N || g->alpha == 0.0f ||
-        al_gemm_backend() != AL_MM_ONEDNN)
+    if (!g->split_m || g->ta || g->tb || g->K <= g->N || g->N < GEMM16_PACK_COLS ||
+        g->alpha == 0.0f || al_gemm_backend() != AL_MM_ONEDNN)
         return;
     long lo, hi;
     al_split((g->M + 7) / 8, nt, 0, &lo, &hi);
