@@ -488,11 +488,18 @@ fail:
     return -1;
 }
 
+/* The key of a row panel's matmul on packed weights: the one al_dnnl_pack_b
+ * makes the packing for and al_dnnl_gemm_pk runs. */
+static mm_key pk_key(int dt_bf16, int transB, int M, int N, int K, float alpha, int lda, int ldb, float beta,
+                     int ldc) {
+    return (mm_key){.bf16 = dt_bf16 != 0, .tb = transB != 0, .M = M, .N = N, .K = K, .lda = lda,
+                    .ldb = ldb, .ldc = ldc, .alpha = fbits(alpha), .beta = fbits(beta), .pk = 1};
+}
+
 const al_dnnl_pk *al_dnnl_pack_b(int dt_bf16, int transB, int M, int N, int K, float alpha,
                                  int lda, const void *B, int ldb, float beta, int ldc, int parts) {
     if (M <= 0 || N <= 0 || K <= 0 || parts < 1 || !al_dnnl_ready()) return NULL;
-    mm_key k = {.bf16 = dt_bf16 != 0, .tb = transB != 0, .M = M, .N = N, .K = K, .lda = lda,
-                .ldb = ldb, .ldc = ldc, .alpha = fbits(alpha), .beta = fbits(beta), .pk = 1};
+    mm_key k = pk_key(dt_bf16, transB, M, N, K, alpha, lda, ldb, beta, ldc);
     thread_state *t = thread_get(0);
     if (!t) return NULL;
     mm_entry *e = lookup(&k);
@@ -521,12 +528,12 @@ out:
 }
 
 int al_dnnl_pack_part(const al_dnnl_pk *pk, int part) {
-    if (!pk || part < 0 || part >= pk->parts || !thread_get(0)) return AL_EUNSUP;
+    thread_state *t = pk && part >= 0 && part < pk->parts ? thread_get(0) : NULL;
+    if (!t) return AL_EUNSUP;
     mm_entry *e = lookup(&pk->key);
     if (!e) return AL_EUNSUP;
     int rc = AL_EUNSUP;
     dnnl_memory_t src = NULL, dst = NULL;
-    thread_state *t = thread_get(0);
     pthread_mutex_lock(&g_dnnl.mu); /* made again if the entry was evicted since */
     int made = parts_make(e, pk->parts);
     pthread_mutex_unlock(&g_dnnl.mu);
@@ -553,8 +560,7 @@ out:
 int al_dnnl_gemm_pk(int dt_bf16, int transB, int M, int N, int K, float alpha, const void *A,
                     int lda, const al_dnnl_pk *pk, int ldb, float beta, float *C, int ldc) {
     if (!pk || M <= 0 || N <= 0 || K <= 0 || !al_dnnl_ready()) return AL_EUNSUP;
-    mm_key k = {.bf16 = dt_bf16 != 0, .tb = transB != 0, .M = M, .N = N, .K = K, .lda = lda,
-                .ldb = ldb, .ldc = ldc, .alpha = fbits(alpha), .beta = fbits(beta), .pk = 1};
+    mm_key k = pk_key(dt_bf16, transB, M, N, K, alpha, lda, ldb, beta, ldc);
     if (!thread_get(0)) return AL_EUNSUP;
     mm_entry *e = lookup(&k);
     if (!e) return AL_EUNSUP;

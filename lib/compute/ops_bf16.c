@@ -209,15 +209,20 @@ typedef struct gemm16_ctx {
 } gemm16_ctx;
 
 /* sum_k widen(a[k]) widen(b[k]) in fp32, 16 lanes (a fixed order). */
+/* The tree over the 16 lanes of dot16 (and of rows_dot, which keeps its bits). */
+static inline float sum16(float acc[16]) {
+    for (int w = 8; w >= 1; w /= 2)
+        for (int l = 0; l < w; l++) acc[l] += acc[l + w];
+    return acc[0];
+}
+
 static float dot16(const uint16_t *a, const uint16_t *b, int K) {
     float acc[16] = {0};
     int k = 0;
     for (; k + 16 <= K; k += 16)
         for (int l = 0; l < 16; l++) acc[l] += al_bf16_widen1(a[k + l]) * al_bf16_widen1(b[k + l]);
     for (int l = 0; k < K; k++, l++) acc[l] += al_bf16_widen1(a[k]) * al_bf16_widen1(b[k]);
-    for (int w = 8; w >= 1; w /= 2)
-        for (int l = 0; l < w; l++) acc[l] += acc[l + w];
-    return acc[0];
+    return sum16(acc);
 }
 
 typedef float rb_vf __attribute__((vector_size(64)));
@@ -260,13 +265,6 @@ static void rows_panel(const gemm16_ctx *g, const uint16_t *a, const uint16_t *B
         for (int j = 0; j < nb; j++) t[j] += x * al_bf16_widen1(b[j]);
     }
     for (int j = 0; j < nb; j++) c[j0 + j] = g->alpha * t[j] + (beta == 0.0f ? 0.0f : beta * c[j0 + j]);
-}
-
-/* dot16's tree over its 16 lanes. */
-static inline float sum16(float acc[16]) {
-    for (int w = 8; w >= 1; w /= 2)
-        for (int l = 0; l < w; l++) acc[l] += acc[l + w];
-    return acc[0];
 }
 
 /* c[j] = alpha dot16(a, B row j) + beta c[j] for j < n, B's rows ldb apart:
