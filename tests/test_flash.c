@@ -251,7 +251,7 @@ static void tile_case(int M, int N, int K, uint64_t seed) {
         free(h);
     }
     const float alpha = 0.75f;
-    float *want = fbuf(nc), *got = fbuf(nc);
+    float *want = fbuf(nc), *got = fbuf(nc), *rows = fbuf(nc);
     memcpy(want, c0, nc * sizeof(float));
     al_gemm_bf16_ref(0, 0, M, N, K, alpha, ra, K, rb, N, 1.0f, want, ldc);
     for (int native = 0; native <= al_bf16_dp_cpu(); native++) {
@@ -274,8 +274,21 @@ static void tile_case(int M, int N, int K, uint64_t seed) {
                 bad += !(fabs((double)got[e] - want[e]) <= tol);
             }
         T_REPORT_(bad == 0, "tile %dx%dx%d native=%d: %zu elements off", M, N, K, native, bad);
+        /* a row's bits do not depend on its register block: whole blocks of 4 rows and 16 NV
+         * columns store without masks (their accumulators kept in registers), the rest masked;
+         * row by row (M = 1) every row takes the masked store */
+        for (int acc = 0; acc <= 1; acc++) {
+            memcpy(got, c0, nc * sizeof(float));
+            memcpy(rows, c0, nc * sizeof(float));
+            al_t16_gemm(got, ldc, pa, pbt, M, N, K, alpha, acc, native);
+            for (int i = 0; i < M; i++)
+                al_t16_gemm(rows + (size_t)i * ldc, ldc, pa + (size_t)i * ((K + 1) / 2), pbt, 1, N, K, alpha,
+                            acc, native);
+            T_REPORT_(memcmp(got, rows, nc * sizeof(float)) == 0,
+                      "tile %dx%dx%d native=%d acc=%d: rows differ from the rows alone", M, N, K, native, acc);
+        }
     }
-    al_free(a); al_free(at); al_free(bm); al_free(bt); al_free(c0); al_free(want); al_free(got);
+    al_free(a); al_free(at); al_free(bm); al_free(bt); al_free(c0); al_free(want); al_free(got); al_free(rows);
     free(pa); free(pat); free(pb); free(pbt); free(ra); free(rb);
 }
 
@@ -372,6 +385,7 @@ static void test_tiles(void) {
     tile_case(1, 17, 63, 33);
     tile_case(64, 256, 64, 34);  /* the widest head */
     tile_case(3, 2, 1, 35);
+    tile_case(12, 40, 33, 36);   /* a whole vector and a partial one per block */
 }
 
 /* ---- central differences on odd sizes ---- */

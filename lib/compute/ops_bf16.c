@@ -777,6 +777,19 @@ t16_block(const t16_args *g, int i0, int n0, const int NV, int p0, int p1) {
     }
     const __m512 alpha = _mm512_set1_ps(g->alpha);
     const int mr = g->M - i0 < T16_MR ? g->M - i0 : T16_MR;
+    if (mr == T16_MR && g->N - n0 >= 16 * NV) { /* a whole block: no masks, and the
+                                                 * accumulators stay in registers */
+#pragma GCC unroll 4
+        for (int r = 0; r < T16_MR; r++)
+#pragma GCC unroll 4
+            for (int v = 0; v < NV; v++) {
+                float *cp = g->C + (size_t)(i0 + r) * g->ldc + n0 + 16 * v;
+                __m512 x = _mm512_mul_ps(c[r][v], alpha);
+                if (g->acc) x = _mm512_add_ps(_mm512_loadu_ps(cp), x);
+                _mm512_storeu_ps(cp, x);
+            }
+        return;
+    }
     for (int r = 0; r < mr; r++)
 #pragma GCC unroll 4
         for (int v = 0; v < NV; v++) {
