@@ -189,6 +189,103 @@ static void against_today(const shape *s) {
     free(seg);
 }
 
+/* The block's first key (al_attention_forward's: the least key any of its
+ * rows [i0, i1) sees): the key tiles start there. */
+static int first_key_of(const int32_t *sg, int i0, int i1, int win) {
+    int lo = i0;
+    for (int i = i0; i < i1; i++)
+        for (int j = win ? (i - win + 1 > 0 ? i - win + 1 : 0) : 0; j < lo; j++)
+            if (!sg || sg[j] == sg[i]) {
+                lo = j;
+                break;
+            }
+    return lo;
+}
+
+/* One row's forward has the same bits whether its block's rows go through
+ * a key tile together (4 at a time, where the tile is wholly visible to
+ * them) or one by one: row i of the whole sequence against the last row of
+ * the sequence cut after it (alone where its block's rows are not a
+ * multiple of 4), wherever the cut leaves the block's first key tile where
+ * it was. mode 1: bf16 products; 2: bf16 inputs (in fp32 the tile products
+ * are OpenBLAS's, whose bits depend on the number of rows). */
+static void rows_case(const shape *s, int mode) {
+    const int B = s->B, T = s->T, NH = s->NH, HD = s->HD, ld = NH * HD, OC = NH * HD;
+    const size_t nx = (size_t)B * T * ld, no = (size_t)B * T * OC;
+    int32_t *seg = make_seg(s);
+    float *x[3], *cx[3], *out = fbuf(no), *lse = fbuf((size_t)B * NH * T), *cout = fbuf(no),
+                         *clse = fbuf((size_t)B * NH * T);
+    uint16_t *h[3], *ch[3], *o16 = al_calloc(no, 2), *co16 = al_calloc(no, 2);
+    int32_t *cseg = seg ? calloc(nx, sizeof *cseg) : NULL;
+    AL_ASSERT(o16 && co16 && (!seg || cseg));
+    for (int m = 0; m < 3; m++) {
+        x[m] = fbuf(nx);
+        cx[m] = fbuf(nx);
+        h[m] = al_calloc(nx, 2);
+        ch[m] = al_calloc(nx, 2);
+        AL_ASSERT(h[m] && ch[m]);
+        gc_fill(x[m], nx, 71 + m, m == 2 ? 1.0f : 2.5f);
+        al_bf16_round(h[m], x[m], nx);
+    }
+    size_t rows = 0, bad = 0;
+    for (int i = 0; i < T; i++) {
+        const int Tc = i + 1, i0 = i / 64 * 64;
+        for (int b = 0; b < B; b++)
+            for (int t = 0; t < Tc; t++) {
+                const size_t from = ((size_t)b * T + t) * ld, to = ((size_t)b * Tc + t) * ld;
+                for (int m = 0; m < 3; m++) {
+                    memcpy(cx[m] + to, x[m] + from, (size_t)ld * sizeof(float));
+                    memcpy(ch[m] + to, h[m] + from, (size_t)ld * 2);
+                }
+                if (seg) cseg[(size_t)b * Tc + t] = seg[(size_t)b * T + t];
+            }
+        if (i == 0) { /* the whole sequence, once */
+            if (mode == 2)
+                al_flash_attention_forward_h(out, o16, lse, h[0], h[1], h[2], ld, seg, B, T, NH, s->NKV, HD, &s->o);
+            else
+                al_flash_attention_forward_bf16(out, mode ? o16 : NULL, lse, x[0], x[1], x[2], ld, seg, B, T, NH,
+                                                s->NKV, HD, &s->o, mode);
+        }
+        if (mode == 2)
+            al_flash_attention_forward_h(cout, co16, clse, ch[0], ch[1], ch[2], ld, cseg, B, Tc, NH, s->NKV, HD,
+                                         &s->o);
+        else
+            al_flash_attention_forward_bf16(cout, mode ? co16 : NULL, clse, cx[0], cx[1], cx[2], ld, cseg, B, Tc,
+                                            NH, s->NKV, HD, &s->o, mode);
+        for (int b = 0; b < B; b++) {
+            const int32_t *sg = seg ? seg + (size_t)b * T : NULL, *csg = seg ? cseg + (size_t)b * Tc : NULL;
+            const int i1 = i0 + 64 < T ? i0 + 64 : T;
+            if (first_key_of(sg, i0, i1, s->o.window) != first_key_of(csg, i0, Tc, s->o.window)) continue;
+            rows++;
+            const size_t r = ((size_t)b * T + i) * OC, cr = ((size_t)b * Tc + i) * OC;
+            int off = memcmp(out + r, cout + cr, (size_t)OC * sizeof(float)) != 0 ||
+                      (mode && memcmp(o16 + r, co16 + cr, (size_t)OC * 2) != 0);
+            for (int hh = 0; hh < NH; hh++)
+                off |= memcmp(&lse[((size_t)b * NH + hh) * T + i], &clse[((size_t)b * NH + hh) * Tc + i],
+                              sizeof(float)) != 0;
+            bad += off;
+        }
+    }
+    T_REPORT_(bad == 0 && rows >= (size_t)T, "%s mode %d: %zu of %zu rows differ cut after them", s->name, mode,
+              bad, rows);
+    for (int m = 0; m < 3; m++) {
+        al_free(x[m]); al_free(cx[m]); al_free(h[m]); al_free(ch[m]);
+    }
+    al_free(out); al_free(lse); al_free(cout); al_free(clse); al_free(o16); al_free(co16);
+    free(seg);
+    free(cseg);
+}
+
+static void test_rows(void) {
+    static const shape shapes[] = {
+        {"gqa+segments", 2, 150, 4, 2, 16, {0, 0, 0}, 1}, /* padding in row 1 */
+        {"gqa+window", 1, 139, 3, 1, 8, {0, 0, 37}, 1},
+        {"head 64", 1, 135, 2, 2, 64, {0, 0, 0}, 0},
+    };
+    for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++)
+        for (int mode = 1; mode < 3; mode++) rows_case(&shapes[i], mode);
+}
+
 static void test_against_today(void) {
     static const shape shapes[] = {
         {"mha", 2, 150, 2, 2, 16, {0, 0, 0}, 0},
@@ -452,6 +549,7 @@ static void test_gradcheck(void) {
 
 int main(void) {
     test_tiles();
+    test_rows();
     T_OK(al_pool_init(2));
     test_against_today();
     test_gradcheck();

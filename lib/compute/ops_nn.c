@@ -1499,6 +1499,40 @@ static NN_INLINE void fa_row_step(float *sr, int n, int NK, float *m, float *l, 
         for (int d = 0; d < HD; d++) accr[d] *= alpha;
 }
 
+/* fa_row_step on rows r < FA_ROWS of a block (stride FA_BK in s, HD in acc),
+ * each visible through the whole tile (n = NK = FA_BK): the same steps,
+ * bit for bit, phase by phase across the rows, so that one row's chain of
+ * reductions (max, exp, sum: each waits for the one before) overlaps the
+ * others' instead of running alone. */
+#define FA_ROWS 4
+static NN_INLINE void fa_rows_step(float *s, float *m, float *l, float *acc, int HD, int lanes) {
+    float mx[FA_ROWS], alpha[FA_ROWS], sum[FA_ROWS];
+    int none = 0;
+    for (int q = 0; q < FA_ROWS; q++) {
+        mx[q] = fa_max(s + q * FA_BK, FA_BK, m[q]);
+        none |= mx[q] == -INFINITY;
+    }
+    if (none) { /* a row with nothing visible yet: row by row */
+        for (int q = 0; q < FA_ROWS; q++)
+            fa_row_step(s + q * FA_BK, FA_BK, FA_BK, &m[q], &l[q], acc + (size_t)q * HD, HD, lanes);
+        return;
+    }
+    for (int q = 0; q < FA_ROWS; q++) alpha[q] = m[q] == -INFINITY ? 0.0f : nn_exp_neg(m[q] - mx[q]);
+    for (int q = 0; q < FA_ROWS; q++) fa_exp_rows(s + q * FA_BK, 0, 1, FA_BK, &mx[q]);
+    for (int q = 0; q < FA_ROWS; q++) {
+        const float *sr = s + q * FA_BK;
+        sum[q] = 0.0f;
+        if (lanes) sum[q] = nn_sum(sr, FA_BK);
+        else for (int c = 0; c < FA_BK; c++) sum[q] += sr[c];
+    }
+    for (int q = 0; q < FA_ROWS; q++) {
+        l[q] = l[q] * alpha[q] + sum[q];
+        m[q] = mx[q];
+        if (alpha[q] != 1.0f)
+            for (int d = 0; d < HD; d++) acc[(size_t)q * HD + d] *= alpha[q];
+    }
+}
+
 /* Task t = (b, h, query block), dealt as al_attention_forward deals them.
  * Per key tile: S = scale Q K^T (capped, masked); the running row max m and
  * sum l rescale the accumulator, O += exp(S - m) V; at the end O /= l and
@@ -1534,9 +1568,17 @@ AL_SIMD_CLONES static void fa_fwd_fn(void *vctx, int tid, int nth) {
                 al_t16_pack_b(w.vb, vJ, ld, NK, HD);
             }
             fa_scores(s, NULL, qI, kJ, w.qa, w.kb, x, k.sg, i0, M, j0, NK);
-            for (int r = 0; r < M; r++)
-                fa_row_step(s + r * FA_BK, fa_causal_n(i0 + r, j0, NK), NK, &mrow[r], &lrow[r],
-                            acc + r * HD, HD, x->bf16);
+            for (int r = 0; r < M;) {
+                if (r + FA_ROWS <= M && fa_causal_n(i0 + r, j0, NK) == FA_BK) { /* rows r.. all see the
+                                                                                * whole tile */
+                    fa_rows_step(s + r * FA_BK, &mrow[r], &lrow[r], acc + r * HD, HD, x->bf16);
+                    r += FA_ROWS;
+                } else {
+                    fa_row_step(s + r * FA_BK, fa_causal_n(i0 + r, j0, NK), NK, &mrow[r], &lrow[r],
+                                acc + r * HD, HD, x->bf16);
+                    r++;
+                }
+            }
             if (x->bf16) {
                 al_t16_pack_a(w.pa, s, FA_BK, M, NK);
                 al_t16_gemm_tri(acc, HD, w.pa, w.vb, M, HD, NK, 1.0f, 1, x->native,
@@ -1623,7 +1665,8 @@ AL_SIMD_CLONES static void fa_bwd_tile(const fa_ctx *x, const fa_blk *k, fa_bwd1
     fa_scores(p, x->cap > 0.0f ? raw : NULL, k->qI, kJ, w->qa, w->kb, x, k->sg, k->i0, M, j0, NK);
     for (int r = 0; r < M; r++) { /* P; past the causal columns exactly the exp's masked 0 */
         const int n = fa_causal_n(k->i0 + r, j0, NK);
-        fa_exp_rows(p + r * FA_BK, FA_BK, 1, n, k->L + r);
+        if (n == FA_BK) fa_exp_rows(p + r * FA_BK, FA_BK, 1, FA_BK, k->L + r); /* constant width, as the forward */
+        else fa_exp_rows(p + r * FA_BK, FA_BK, 1, n, k->L + r);
         for (int c = n; c < NK; c++) p[r * FA_BK + c] = 0.0f;
     }
     /* bf16, on the diagonal with no cap: dP and dS only where j <= i. Above
