@@ -735,11 +735,14 @@ static void test_transpose_odd(void) {
         {"BF16", 67, 131, 1}, {"F16", 131, 259, 0}, {"F32", 1, 77, 1},
         /* straight copies of more than the 256 KiB a thread preads and
          * converts at a time (800 KiB F32 and 600 KB F16, the last one at
-         * an odd file offset) */
+         * an odd file offset); their rows are too long for the buffer, so
+         * their transposes read the mapping */
         {"F32", 5, 40009, 3}, {"F16", 3, 100001, 1},
+        /* transposes of more rows than fit the 256 KiB buffer at once */
+        {"F32", 600, 131, 1}, {"BF16", 2100, 67, 0},
     };
     enum { N = sizeof k / sizeof k[0] };
-    char hdr[2048];
+    char hdr[4096];
     size_t off[N], len = 0, total = 0;
     uint64_t rng = 7;
     for (int i = 0; i < N; i++) {
