@@ -55,6 +55,28 @@ static int rewrite_in_child(const char *path) {
     return WIFEXITED(st) ? WEXITSTATUS(st) : 128;
 }
 
+/* Overwrites every byte of path from `from` on with 0xff, in place (no
+ * truncation: the file keeps its size), from a child held in open(2). */
+static int overwrite_in_child(const char *path, long from) {
+    pid_t pid = fork();
+    if (pid == 0) {
+        int fd = open(path, O_WRONLY);
+        struct stat st;
+        int ok = fd >= 0 && fstat(fd, &st) == 0;
+        char junk[4096];
+        memset(junk, 0xff, sizeof junk);
+        for (long at = from; ok && at < (long)st.st_size; at += (long)sizeof junk) {
+            size_t n = st.st_size - at < (long)sizeof junk ? (size_t)(st.st_size - at) : sizeof junk;
+            ok = pwrite(fd, junk, n, at) == (ssize_t)n;
+        }
+        if (fd >= 0) close(fd);
+        _exit(ok ? 0 : 1);
+    }
+    int st = -1;
+    if (pid < 0 || waitpid(pid, &st, 0) != pid) return -1;
+    return WIFEXITED(st) ? WEXITSTATUS(st) : 128;
+}
+
 static long file_size(const char *path) {
     struct stat st;
     return stat(path, &st) == 0 ? (long)st.st_size : -1;
@@ -234,6 +256,43 @@ static void test_break_while_loading(void) {
     al_st_close(&f);
 }
 
+/* A lease that breaks for a writer who rewrites the file in place, at
+ * its full size, before the loader copies a tensor: the copy reads the
+ * file with pread(2), whose bytes are now the writer's, so it must notice
+ * the break and take the old bytes from the copied-out mapping, as
+ * straight copies (fp32 and bf16, within one pread and across the 256 KiB
+ * pieces of a conversion) and transposes alike. */
+static void test_overwrite_in_place(void) {
+    char err[AL_ERRLEN], path[1300];
+    snprintf(path, sizeof path, "%s/inplace.safetensors", t_tmpdir());
+    enum { N = 200000 };
+    static float v[N], got[N];
+    static uint16_t h[N];
+    for (int i = 0; i < N; i++) v[i] = (float)i * 0.375f - 11.0f;
+    al_st_entry e[1] = {{.name = "a", .data = v, .ndim = 2, .shape = {N / 8, 8}}};
+    T_OK(al_st_write(path, e, 1, err));
+    al_st_file f;
+    T_OK(al_st_open(&f, path, err));
+    T_TRUE(f.lease != NULL);
+    const al_st_tensor *t = al_st_find(&f, "a");
+    T_TRUE(t != NULL);
+    if (t) {
+        T_EQ_INT(overwrite_in_child(path, (long)f.data_off), 0);
+        T_EQ_INT(file_size(path), (long)f.size);
+        T_OK(al_st_read_f32(&f, t, got, N, err));
+        T_TRUE(memcmp(got, v, sizeof v) == 0);
+        T_OK(al_st_read_bf16(&f, t, h, N, 0, err));
+        int bad = 0;
+        for (int i = 0; i < N; i++) bad += h[i] != al_f32_to_bf16(v[i]);
+        T_EQ_INT(bad, 0);
+        T_OK(al_st_read_f32_t(&f, t, got, N, err));
+        bad = 0;
+        for (int i = 0; i < N; i++) bad += got[(i % 8) * (N / 8) + i / 8] != v[i];
+        T_EQ_INT(bad, 0);
+    }
+    al_st_close(&f);
+}
+
 int main(void) {
     t_tmpdir();
     al_pool_init(2);
@@ -242,6 +301,7 @@ int main(void) {
     test_rewrite_from_this_process();
     test_refused_lease_copies();
     test_break_while_loading();
+    test_overwrite_in_place();
     al_pool_shutdown();
     return t_done();
 }

@@ -23,10 +23,28 @@
  *
  * Reading a tensor converts it on the compute pool (each thread its own
  * share of the destination, so each faults in its own fresh pages; GPT-2's
- * transposes in tiles, with SSE2 4x4 / 8x8 kernels where the dtypes agree),
- * maps the source of a transpose 4 MiB at a time (MADV_POPULATE_READ; a
- * straight copy's reads fault it in) and hands each 4 MiB's whole pages
- * of the mapping back (madvise MADV_DONTNEED): a model's loader copies
+ * transposes in tiles, with SSE2 4x4 / 8x8 kernels where the dtypes agree).
+ * It reads the file with pread(2), not through the mapping: a straight
+ * copy into the destination when the dtypes agree, else 256 KiB at a time
+ * into a buffer of the thread's, converted while in its cache (st_pread);
+ * a transpose whole rows at a time into that buffer (st_tiles_pread). The
+ * kernel copies from the page cache through its own map, so no page of
+ * ours is faulted in, touched for the first time or handed back. Under a
+ * hypervisor that makes page faults costly (2 vCPUs of a Zen 5 VM) the
+ * mapping's first touch of each 4 KiB page stalled the rounding whether
+ * the reads faulted the pages in or MADV_POPULATE_READ did, released or
+ * not: the load that `bench_load --model <fp32 GPT-2, 498 MB> --dtype
+ * bf16` times (al_model_open_ex FROZEN | BF16) took 0.41-0.47 seconds of
+ * process CPU time (getrusage around it, best of 5) through the mapping,
+ * 0.12-0.13 with pread (see st_copy_fn for the wall times); with GPT-2's
+ * Conv1D weights transposed too (| COPY), 0.53-0.64 through the mapping,
+ * 0.42-0.62 with only the straight copies' pread, 0.25-0.36 with the
+ * transposes' too (load average 7-13 from other jobs throughout).
+ * When a read cannot pread (no descriptor, a short read, a broken lease,
+ * a transpose whose 8 rows exceed the buffer) it reads the mapping, a
+ * transpose mapping its source 4 MiB at a time (MADV_POPULATE_READ), and
+ * hands each 4 MiB's whole pages of the mapping back (madvise
+ * MADV_DONTNEED): a model's loader copies
  * every tensor once, and pages left mapped until the file closes would hold
  * the weights twice at the loading moment, the peak RSS of every job whose
  * training state is small (LoRA). On this private, never-written mapping
@@ -64,6 +82,7 @@
 
 #include <fcntl.h>
 #include <jansson.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -419,12 +438,17 @@ int al_st_open(al_st_file *f, const char *path, char err[AL_ERRLEN]) {
     void *p = NULL;
     size_t size = 0;
     al_lease *lease = NULL;
+    /* our own descriptor for the copies' pread (st_copy_fn); -1: they
+     * read the mapping */
+    int rfd = fcntl(fd, F_DUPFD_CLOEXEC, 0);
     int me = al_lease_map(fd, fn, &p, &size, &lease);
+    if (me && rfd >= 0) close(rfd);
     if (me == -EFBIG) return al_err(err, AL_EFORMAT, "%s: too large to map", fn);
     if (me)
         return al_err(err, me == -ENOMEM ? AL_ENOMEM : AL_EIO, "%s: mmap failed: %s", path,
                       strerror(-me));
     if (size < 8) {
+        if (rfd >= 0) close(rfd);
         al_lease_unmap(p, size);
         return al_err(err, AL_EFORMAT, "%s: %zu bytes, too short for a safetensors header", fn, size);
     }
@@ -436,11 +460,12 @@ int al_st_open(al_st_file *f, const char *path, char err[AL_ERRLEN]) {
     if (rc == AL_OK && !pc) rc = al_err(err, AL_ENOMEM, "%s: out of memory", fn);
     if (rc != AL_OK) {
         free_tensors(t, n);
+        if (rfd >= 0) close(rfd);
         al_lease_unmap(p, size);
         return rc;
     }
     f->path = pc;
-    f->fd = -1;
+    f->fd = rfd;
     f->map = p;
     f->lease = lease;
     f->size = size;
@@ -452,6 +477,7 @@ int al_st_open(al_st_file *f, const char *path, char err[AL_ERRLEN]) {
 
 void al_st_close(al_st_file *f) {
     if (!f) return;
+    if (f->fd >= 0) close(f->fd);
     al_lease_unmap((void *)f->map, f->size);
     free_tensors(f->t, f->n);
     free(f->path);
@@ -488,6 +514,8 @@ typedef struct st_run {
     size_t rows, cols;        /* file shape (2-D) when transposing, else 0 */
     uintptr_t pg;             /* page size */
     const al_lease *lease;    /* the file's (NULL: none) */
+    int fd;                   /* the file's for pread (-1: read the mapping) */
+    uint64_t off;             /* src's offset in the file */
 } st_run;
 
 #define ST_CHUNK ((size_t)4 << 20) /* bytes of the file converted between releases */
@@ -504,25 +532,75 @@ static inline float st_get(const uint8_t *s, al_dtype dt, size_t i) {
     return dt == AL_DT_F16 ? al_f16_to_f32(h) : al_bf16_to_f32(h);
 }
 
-/* dst[j] for file elements [a, b) in the file's order. */
-static void st_convert(const st_run *r, size_t a, size_t b) {
-    size_t k = b - a;
-    const uint8_t *s = r->src;
+/* The k file elements at s (in r's file dtype) into dst element a on. */
+static void st_conv(const st_run *r, size_t a, const uint8_t *s, size_t k) {
     if (r->out_bf16) {
         uint16_t *d = (uint16_t *)r->dst + a;
-        if (r->in == AL_DT_BF16) memcpy(d, s + 2 * a, 2 * k);
-        else if (r->in == AL_DT_F32 && (uintptr_t)(s + 4 * a) % 4 == 0)
-            al_bf16_round(d, (const float *)(const void *)(s + 4 * a), k);
+        if (r->in == AL_DT_BF16) memcpy(d, s, 2 * k);
+        else if (r->in == AL_DT_F32 && (uintptr_t)s % 4 == 0)
+            al_bf16_round(d, (const float *)(const void *)s, k);
         else
-            for (size_t j = 0; j < k; j++) d[j] = al_f32_to_bf16(st_get(s, r->in, a + j));
+            for (size_t j = 0; j < k; j++) d[j] = al_f32_to_bf16(st_get(s, r->in, j));
     } else {
         float *d = (float *)r->dst + a;
-        if (r->in == AL_DT_F32) memcpy(d, s + 4 * a, 4 * k);
-        else if (r->in == AL_DT_BF16 && (uintptr_t)(s + 2 * a) % 2 == 0)
-            al_bf16_widen(d, (const uint16_t *)(const void *)(s + 2 * a), k);
+        if (r->in == AL_DT_F32) memcpy(d, s, 4 * k);
+        else if (r->in == AL_DT_BF16 && (uintptr_t)s % 2 == 0)
+            al_bf16_widen(d, (const uint16_t *)(const void *)s, k);
         else
-            for (size_t j = 0; j < k; j++) d[j] = st_get(s, r->in, a + j);
+            for (size_t j = 0; j < k; j++) d[j] = st_get(s, r->in, j);
     }
+}
+
+/* dst[j] for file elements [a, b) in the file's order, from the mapping. */
+static void st_convert(const st_run *r, size_t a, size_t b) {
+    st_conv(r, a, r->src + a * (size_t)elem_bytes(r->in), b - a);
+}
+
+#define ST_BUF ((size_t)256 << 10) /* bytes of the file a straight copy preads at a time */
+
+/* The calling thread's pread buffer (ST_BUF bytes, kept while it lives;
+ * the pointer in static TLS so that leak checkers see it), or NULL. */
+static pthread_key_t st_buf_key;
+static pthread_once_t st_buf_once = PTHREAD_ONCE_INIT;
+static int st_buf_keyed;
+static _Thread_local void *st_buf_mine;
+
+static void st_buf_key_make(void) { st_buf_keyed = pthread_key_create(&st_buf_key, free) == 0; }
+
+static void *st_buf(void) {
+    if (st_buf_mine) return st_buf_mine;
+    if (pthread_once(&st_buf_once, st_buf_key_make) != 0 || !st_buf_keyed) return NULL;
+    void *b = aligned_alloc(64, ST_BUF);
+    if (b && pthread_setspecific(st_buf_key, b) != 0) { /* nothing would free it */
+        free(b);
+        b = NULL;
+    }
+    return st_buf_mine = b;
+}
+
+/* File elements [a, b) converted through pread(2) (straight into dst in
+ * one call when the dtypes agree, else ST_BUF at a time through the
+ * thread's buffer):
+ * the kernel copies from the page cache, so no page of the mapping is
+ * faulted in or handed back. Returns where it stopped: b, or the first
+ * element to take from the mapping instead (no descriptor, no buffer, a
+ * short read: a file cut short faults there as before; or the lease broke
+ * while reading: the file's new bytes would be read, the mapping holds the
+ * old ones; al_lease_copied is set before the writer is let go). */
+static size_t st_pread(const st_run *r, size_t a, size_t b) {
+    size_t es = (size_t)elem_bytes(r->in);
+    int same = r->out_bf16 ? r->in == AL_DT_BF16 : r->in == AL_DT_F32;
+    uint8_t *buf = same ? NULL : st_buf();
+    if (r->fd < 0 || (!same && !buf)) return a;
+    while (a < b) {
+        size_t k = same || b - a < ST_BUF / es ? b - a : ST_BUF / es;
+        uint8_t *to = same ? (uint8_t *)r->dst + a * es : buf;
+        ssize_t got = pread(r->fd, to, k * es, (off_t)(r->off + a * es));
+        if (got != (ssize_t)(k * es) || al_lease_copied(r->lease)) return a;
+        if (!same) st_conv(r, a, buf, k);
+        a += k;
+    }
+    return a;
 }
 
 /* Hands back the whole pages of the mapping from *done (a page boundary,
@@ -540,7 +618,8 @@ static void st_release(uintptr_t *done, uintptr_t hi, uintptr_t pg, const al_lea
 /* Maps the pages of [lo, hi) of the mapping in one call (Linux 5.14+)
  * instead of a page fault every 16 pages (under a hypervisor that exits
  * on guest faults, each a costly exit). A hint: where unsupported, the
- * faults happen anyway. Not for straight copies (st_copy_fn). */
+ * faults happen anyway. Not for straight copies (st_copy_fn), nor for
+ * what a transpose preads. */
 static void st_populate(uintptr_t lo, uintptr_t hi, uintptr_t pg) {
 #ifdef MADV_POPULATE_READ
     lo &= ~(pg - 1);
@@ -571,16 +650,23 @@ static void st_copy_fn(void *p, int tid, int nt) {
     al_split((long)parts, nt, tid, &lo, &hi);
     size_t a = st_share(r, (size_t)lo, parts), b = st_share(r, (size_t)hi, parts);
     uintptr_t done = (uintptr_t)r->src + a * es;
-    /* The source is read once, in order: the page faults of the reads
+    /* pread first (see the top of the file). Through the mapping instead,
+     * the source is read once, in order: the page faults of the reads
      * (each maps 16 pages, fault-around) cost less than MADV_POPULATE_READ,
      * which walks every page again after faulting it (bf16 GPT-2 on the
      * 2-core VM: a fifth fewer CPU samples outside the zeroing of
-     * the arena's pages and the rounding). */
+     * the arena's pages and the rounding). With pread, the same bench_load
+     * (5 reps, 6 runs of each binary alternating, load average ~7 from
+     * other jobs): best 2.3-4.2 GB/s against 0.6-1.2 through the mapping,
+     * median 0.6-1.6 (five of six 1.3-1.6) against 0.45-0.9; peak RSS 251 MB (254 before). */
     for (size_t i = a; i < b;) {
         size_t e = b - i < ST_CHUNK / es ? b : i + ST_CHUNK / es;
-        st_convert(r, i, e);
+        size_t at = st_pread(r, i, e);
+        if (at < e) {
+            st_convert(r, at, e);
+            st_release(&done, (uintptr_t)r->src + e * es, r->pg, r->lease);
+        }
         i = e;
-        st_release(&done, (uintptr_t)r->src + i * es, r->pg, r->lease);
     }
 }
 
@@ -641,34 +727,34 @@ static void st_tr16(uint16_t *d, size_t ldd, const uint16_t *s, size_t lds, size
         for (size_t j = 0; j < w; j++) d[j * ldd + i] = s[i * lds + j];
 }
 
-/* One tile: file rows [i0, i0 + h) x columns [j0, j0 + w) (h, w <= ST_TB)
- * transposed into dst (cols, rows): straight from the mapping when the
- * dtypes agree (and the file is aligned), else converted row by row into
- * a local tile first. */
-static void st_tile(const st_run *r, size_t i0, size_t h, size_t j0, size_t w) {
-    const uint8_t *s = r->src;
+/* One tile: file rows [i0, i0 + h) x columns [j0, j0 + w) (h, w <= ST_TB),
+ * whose first element is at at0 and whose rows are lds elements apart (in
+ * the mapping, or in a thread's pread buffer), transposed into dst (cols,
+ * rows): straight when the dtypes agree (and the source is aligned), else
+ * converted row by row into a local tile first. */
+static void st_tile(const st_run *r, const uint8_t *at0, size_t lds, size_t i0, size_t h,
+                    size_t j0, size_t w) {
     size_t es = (size_t)elem_bytes(r->in);
-    const uint8_t *at0 = s + (i0 * r->cols + j0) * es;
     if (r->in == AL_DT_F32 && !r->out_bf16 && (uintptr_t)at0 % 4 == 0) {
         st_tr32((float *)r->dst + j0 * r->rows + i0, r->rows, (const float *)(const void *)at0,
-                r->cols, h, w);
+                lds, h, w);
         return;
     }
     if (r->in == AL_DT_BF16 && r->out_bf16 && (uintptr_t)at0 % 2 == 0) {
         st_tr16((uint16_t *)r->dst + j0 * r->rows + i0, r->rows,
-                (const uint16_t *)(const void *)at0, r->cols, h, w);
+                (const uint16_t *)(const void *)at0, lds, h, w);
         return;
     }
     if (!r->out_bf16) {
         _Alignas(64) float t[ST_TB * ST_TB];
         for (size_t i = 0; i < h; i++) {
-            size_t at = (i0 + i) * r->cols + j0;
+            const uint8_t *s = at0 + i * lds * es;
             float *o = t + i * ST_TB;
-            if (r->in == AL_DT_F32) memcpy(o, s + at * es, w * 4);
-            else if (r->in == AL_DT_BF16 && (uintptr_t)(s + at * es) % 2 == 0)
-                al_bf16_widen(o, (const uint16_t *)(const void *)(s + at * es), w);
+            if (r->in == AL_DT_F32) memcpy(o, s, w * 4);
+            else if (r->in == AL_DT_BF16 && (uintptr_t)s % 2 == 0)
+                al_bf16_widen(o, (const uint16_t *)(const void *)s, w);
             else
-                for (size_t j = 0; j < w; j++) o[j] = st_get(s, r->in, at + j);
+                for (size_t j = 0; j < w; j++) o[j] = st_get(s, r->in, j);
         }
         st_tr32((float *)r->dst + j0 * r->rows + i0, r->rows, t, ST_TB, h, w);
         return;
@@ -676,58 +762,96 @@ static void st_tile(const st_run *r, size_t i0, size_t h, size_t j0, size_t w) {
     _Alignas(64) uint16_t t[ST_TB * ST_TB];
     _Alignas(64) float v[ST_TB];
     for (size_t i = 0; i < h; i++) {
-        size_t at = (i0 + i) * r->cols + j0;
+        const uint8_t *s = at0 + i * lds * es;
         uint16_t *o = t + i * ST_TB;
         if (r->in == AL_DT_BF16) {
-            memcpy(o, s + at * es, w * 2);
+            memcpy(o, s, w * 2);
         } else if (r->in == AL_DT_F32) {
             /* a constant size is a few vector loads, not a rep movs */
-            if (w == ST_TB) memcpy(v, s + at * es, ST_TB * 4);
-            else memcpy(v, s + at * es, w * 4);
+            if (w == ST_TB) memcpy(v, s, ST_TB * 4);
+            else memcpy(v, s, w * 4);
             al_bf16_round(o, v, w);
         } else {
-            for (size_t j = 0; j < w; j++) o[j] = al_f32_to_bf16(st_get(s, r->in, at + j));
+            for (size_t j = 0; j < w; j++) o[j] = al_f32_to_bf16(st_get(s, r->in, j));
         }
     }
     st_tr16((uint16_t *)r->dst + j0 * r->rows + i0, r->rows, t, ST_TB, h, w);
 }
 
-/* Transposing: file rows [r0, r1) into dst (cols, rows); this thread
- * writes the destination rows (file columns) of its band only. Tiles go
- * along the file's rows: reading the file across rows instead (a column
- * band at a time) left the copy waiting on one cache miss after another. */
-static void st_transpose_fn(void *p, int tid, int nt) {
-    const st_run *r = p;
-    long lo, hi;
-    al_split((long)((r->cols + ST_TB - 1) / ST_TB), nt, tid, &lo, &hi);
-    size_t c1 = (size_t)hi * ST_TB < r->cols ? (size_t)hi * ST_TB : r->cols;
-    /* every thread reads all the run's rows: each maps its share of them */
-    size_t es = (size_t)elem_bytes(r->in), bytes = (r->r1 - r->r0) * r->cols * es;
-    uintptr_t at = (uintptr_t)r->src + r->r0 * r->cols * es;
-    st_populate(at + bytes * (size_t)tid / (size_t)nt, at + bytes * (size_t)(tid + 1) / (size_t)nt,
-                r->pg);
-    /* A tile reads ST_TB rows of the file a few cache lines each: too many
-     * streams for the hardware prefetcher, whose misses left the loads
-     * waiting. Each tile asks for the lines ST_PF tiles ahead. */
-    size_t tb = ST_TB * es;
-    for (size_t rb = r->r0; rb < r->r1; rb += ST_TB) {
-        size_t h = r->r1 - rb < ST_TB ? r->r1 - rb : ST_TB;
-        for (size_t cb = (size_t)lo * ST_TB; cb < c1; cb += ST_TB) {
+/* File rows [i0, i1) of columns [c0, c1) (a multiple of ST_TB from c0)
+ * from the mapping. A tile reads ST_TB rows of the file a few cache lines
+ * each: too many streams for the hardware prefetcher, whose misses left
+ * the loads waiting. Each tile asks for the lines ST_PF tiles ahead. */
+static void st_tiles_mapped(const st_run *r, size_t i0, size_t i1, size_t c0, size_t c1) {
+    size_t es = (size_t)elem_bytes(r->in), tb = ST_TB * es;
+    for (size_t rb = i0; rb < i1; rb += ST_TB) {
+        size_t h = i1 - rb < ST_TB ? i1 - rb : ST_TB;
+        for (size_t cb = c0; cb < c1; cb += ST_TB) {
             if (cb + (ST_PF + 1) * ST_TB <= c1) {
                 const uint8_t *pf = r->src + (rb * r->cols + cb + ST_PF * ST_TB) * es;
                 for (size_t i = 0; i < h; i++, pf += r->cols * es)
                     for (size_t b = 0; b < tb; b += 64) __builtin_prefetch(pf + b);
             }
-            st_tile(r, rb, h, cb, c1 - cb < ST_TB ? c1 - cb : ST_TB);
+            st_tile(r, r->src + (rb * r->cols + cb) * es, r->cols, rb, h, cb,
+                    c1 - cb < ST_TB ? c1 - cb : ST_TB);
         }
     }
+}
+
+/* File rows [i0, r->r1) of columns [c0, c1) through pread, as st_pread
+ * does for straight copies: as many whole rows as fill the thread's
+ * buffer (a multiple of 8, the 16-bit kernel's height) in one call, then
+ * the band's tiles from there. Every thread reads the run's whole rows
+ * (only its band of them is used): a second copy by the kernel costs less
+ * than a pread per row, or a buffer shared between the threads. Returns
+ * the first row left to read from the mapping (r->r1 when done; i0 when
+ * 8 rows do not fit in the buffer; see st_pread for the rest). */
+static size_t st_tiles_pread(const st_run *r, size_t i0, size_t c0, size_t c1) {
+    size_t es = (size_t)elem_bytes(r->in), rowb = r->cols * es, nb = ST_BUF / rowb;
+    nb -= nb % 8;
+    uint8_t *buf = r->fd >= 0 && nb ? st_buf() : NULL;
+    if (!buf) return i0;
+    while (i0 < r->r1) {
+        size_t h = r->r1 - i0 < nb ? r->r1 - i0 : nb;
+        ssize_t got = pread(r->fd, buf, h * rowb, (off_t)(r->off + i0 * rowb));
+        if (got != (ssize_t)(h * rowb) || al_lease_copied(r->lease)) return i0;
+        for (size_t rb = 0; rb < h; rb += ST_TB) {
+            size_t th = h - rb < ST_TB ? h - rb : ST_TB;
+            for (size_t cb = c0; cb < c1; cb += ST_TB)
+                st_tile(r, buf + (rb * r->cols + cb) * es, r->cols, i0 + rb, th, cb,
+                        c1 - cb < ST_TB ? c1 - cb : ST_TB);
+        }
+        i0 += h;
+    }
+    return i0;
+}
+
+/* Transposing: file rows [r0, r1) into dst (cols, rows); this thread
+ * writes the destination rows (file columns) of its band only, through
+ * pread where it can, else from the mapping. Tiles go along the file's
+ * rows: reading the file across rows instead (a column band at a time)
+ * left the copy waiting on one cache miss after another. */
+static void st_transpose_fn(void *p, int tid, int nt) {
+    const st_run *r = p;
+    long lo, hi;
+    al_split((long)((r->cols + ST_TB - 1) / ST_TB), nt, tid, &lo, &hi);
+    size_t c0 = (size_t)lo * ST_TB, c1 = (size_t)hi * ST_TB < r->cols ? (size_t)hi * ST_TB : r->cols;
+    if (c0 >= c1) return;
+    size_t i0 = st_tiles_pread(r, r->r0, c0, c1);
+    if (i0 == r->r1) return;
+    /* every thread reads all the run's rows: each maps its share of them */
+    size_t es = (size_t)elem_bytes(r->in), bytes = (r->r1 - i0) * r->cols * es;
+    uintptr_t at = (uintptr_t)r->src + i0 * r->cols * es;
+    st_populate(at + bytes * (size_t)tid / (size_t)nt, at + bytes * (size_t)(tid + 1) / (size_t)nt,
+                r->pg);
+    st_tiles_mapped(r, i0, r->r1, c0, c1);
 }
 
 /* Reads t into dst (n elements, float or bf16), transposed when asked
  * (t 2-D), on the compute pool. Pages of the mapping wholly inside the
  * span are released as the copy passes them (the at most two it shares
- * with its neighbours stay): every 4 MiB for straight copies, after each
- * run of about 4 MiB of whole rows for transposes. */
+ * with its neighbours stay): every 4 MiB for straight copies that could
+ * not pread, after each run of about 4 MiB of whole rows for transposes. */
 static int st_read(const al_st_file *f, const al_st_tensor *t, void *dst, int out_bf16, size_t n,
                    int transpose, char err[AL_ERRLEN]) {
     const char *fn = base_name(f->path ? f->path : "safetensors");
@@ -749,7 +873,7 @@ static int st_read(const al_st_file *f, const al_st_tensor *t, void *dst, int ou
                       t->name);
     const uint8_t *src = f->map + f->data_off + t->begin;
     st_run r = {.src = src, .in = t->dtype, .out_bf16 = out_bf16, .dst = dst, .n = n,
-                .pg = page_size(), .lease = f->lease};
+                .pg = page_size(), .lease = f->lease, .fd = f->fd, .off = f->data_off + t->begin};
     /* small tensors: the pool's hand-over would cost more than it saves */
     int par = n * es >= ((size_t)1 << 16) && al_pool_threads() > 1;
     if (!transpose) {

@@ -30,7 +30,7 @@ struct al_lease;
 
 typedef struct al_st_file {
     char *path;
-    int fd;                       /* -1: the mapping needs none (the lease keeps its own) */
+    int fd;                       /* the copies' pread (a dup; the lease keeps its own); -1: none */
     const uint8_t *map;           /* whole file, mapped private (lib/model/lease.c) */
     struct al_lease *lease;       /* the read lease protecting map; NULL: none, nothing served */
     size_t size;
@@ -47,10 +47,12 @@ const al_st_tensor *al_st_find(const al_st_file *f, const char *name);
 /* Number of elements of t. */
 size_t al_st_numel(const al_st_tensor *t);
 /* Converts t into n floats at dst (n must equal numel, else AL_ESHAPE).
- * F16 and BF16 are widened exactly; unknown dtype -> AL_EUNSUP. The pages
- * of f's mapping that lie wholly inside t are released from this process
- * once copied (the mapping stays valid: reading t again re-reads the file),
- * so loading a model does not hold its weights twice. */
+ * F16 and BF16 are widened exactly; unknown dtype -> AL_EUNSUP. The file
+ * is read with pread(2) where it can be (f->fd; nothing of f's mapping is
+ * then mapped in), else through the mapping, whose pages that lie wholly
+ * inside t are released from this process once copied (the mapping stays
+ * valid: reading t again re-reads the file), so loading a model does not
+ * hold its weights twice. */
 int al_st_read_f32(const al_st_file *f, const al_st_tensor *t, float *dst, size_t n,
                    char err[AL_ERRLEN]);
 /* The same for a 2-D tensor (r, c) read into dst as (c, r) (GPT-2's Conv1D
