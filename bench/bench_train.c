@@ -59,7 +59,11 @@
  *                    [--fused-head 0|1]           (train, lora: the forward gets dlogp, as the
  *                                                  trainer's SFT gives it (al_fwd.dlogp), and
  *                                                  runs a frozen LM head's backward at once;
- *                                                  default 1) */
+ *                                                  default 1)
+ *                    [--hash 1]                   (train, lora, dpo: "state_hash", an FNV hash of
+ *                                                  every step's log-probs and gradients and
+ *                                                  the final weights, bf16 copies and moments:
+ *                                                  two builds' bits compared; slows the steps) */
 #include <cblas.h>
 #include <math.h>
 #include <stdio.h>
@@ -188,6 +192,34 @@ static double matmul_params(al_model *m, const bench_shape *s) {
 static const char *g_dtype = "fp32";
 static int g_ckpt; /* --grad-ckpt 1: gradient checkpointing (AL_MODEL_GRAD_CKPT) */
 static int g_fused = 1; /* --fused-head 0: the forward is not given dlogp */
+static int g_hash;      /* --hash 1: state_hash */
+
+/* FNV-1a's step over 8-byte words (then the tail's bytes) of n 32-bit
+ * (16-bit when half) values, folded into *h. */
+static void hash_words(uint64_t *h, const void *p, size_t n, int half) {
+    const unsigned char *b = p;
+    size_t bytes = n * (half ? 2 : 4), i = 0;
+    for (; i + 8 <= bytes; i += 8) {
+        uint64_t x;
+        memcpy(&x, b + i, sizeof x);
+        *h = (*h ^ x) * 1099511628211ull;
+    }
+    for (; i < bytes; i++) *h = (*h ^ b[i]) * 1099511628211ull;
+}
+
+/* The trainable parameters' gradients (grads) or weights and bf16 copies. */
+static void hash_params(uint64_t *h, al_model *m, int grads) {
+    int np;
+    const al_param *ps = al_model_params_ro(m, &np);
+    for (int i = 0; i < np; i++) {
+        if (!ps[i].g) continue;
+        if (grads) hash_words(h, ps[i].g, ps[i].n, 0);
+        else {
+            if (ps[i].w) hash_words(h, ps[i].w, ps[i].n, 0);
+            if (ps[i].h) hash_words(h, ps[i].h, ps[i].n, 1);
+        }
+    }
+}
 
 static void print_common(const bench_shape *s, const char *mode, int B, int T) {
     printf("{\"impl\":\"alignd\",\"shape\":\"%s\",\"mode\":\"%s\",\"B\":%d,\"T\":%d,"
@@ -241,6 +273,7 @@ static int run_train(al_model *m, const bench_shape *s, int lora, int dpo, int w
     al_fwd out = {.logp = logp, .entropy = NULL, .values = NULL, .dlogp = dpo || !g_fused ? NULL : dlogp};
 
     double loss = 0, t_fwd = 0, t_bwd = 0, t_opt = 0;
+    uint64_t state_hash = 14695981039346656037ull;
     long faults0 = 0;
     for (int it = 0; it < warmup + steps; it++) {
         if (it == warmup) faults0 = page_faults();
@@ -272,11 +305,15 @@ static int run_train(al_model *m, const bench_shape *s, int lora, int dpo, int w
         }
         double t1 = al_now();
         if (rc == AL_OK) rc = al_model_backward(m, &in, dlogp, NULL, NULL);
-        double t2 = al_now();
         if (rc != AL_OK) {
             fprintf(stderr, "bench_train: step: %s\n", al_strerror(rc));
             return rc;
         }
+        if (g_hash) {
+            hash_words(&state_hash, logp, (size_t)N, 0);
+            hash_params(&state_hash, m, 1);
+        }
+        double t2 = al_now();
         al_adamw_step(&opt, m, ocfg.lr);
         double t3 = al_now();
         if (it >= warmup) {
@@ -290,6 +327,11 @@ static int run_train(al_model *m, const bench_shape *s, int lora, int dpo, int w
         loss /= N;
     }
     double faults = (double)(page_faults() - faults0) / steps;
+    if (g_hash) {
+        hash_params(&state_hash, m, 0);
+        hash_words(&state_hash, opt.m, opt.n, 0);
+        hash_words(&state_hash, opt.v, opt.n, 0);
+    }
     double total = 0;
     for (int i = 0; i < steps; i++) total += times[i];
     qsort(times, (size_t)steps, sizeof *times, cmp_double);
@@ -323,6 +365,7 @@ static int run_train(al_model *m, const bench_shape *s, int lora, int dpo, int w
            al_model_num_params(m, 1), fpt, gemm_gflops,
            gemm_gflops > 0 ? fpt * tps / (gemm_gflops * 1e9) : 0.0, loss, t_fwd / steps,
            t_bwd / steps, t_opt / steps, est, g_ckpt, faults);
+    if (g_hash) printf("{\"state_hash\":\"%016llx\"}\n", (unsigned long long)state_hash);
     fflush(stdout);
     al_adamw_deinit(&opt);
     free(ids);
@@ -478,7 +521,7 @@ static int run_gen(al_model *m, const bench_shape *s, int warmup, int steps, int
 static void usage(void) {
     fprintf(stderr, "usage: bench_train --shape tiny|gpt2|smollm|qwen05 --mode train|lora|dpo|gen "
                     "[--steps N] [--warmup N] [--threads N] [--matmul onednn|openblas] "
-                    "[--dtype fp32|bf16] [--B N] [--T N] [--grad-ckpt 0|1] [--fused-head 0|1]\n");
+                    "[--dtype fp32|bf16] [--B N] [--T N] [--grad-ckpt 0|1] [--fused-head 0|1] [--hash 1]\n");
 }
 
 int main(int argc, char **argv) {
@@ -501,6 +544,7 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "--T")) To = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--grad-ckpt")) g_ckpt = atoi(argv[++i]) != 0;
         else if (!strcmp(argv[i], "--fused-head")) g_fused = atoi(argv[++i]) != 0;
+        else if (!strcmp(argv[i], "--hash")) g_hash = atoi(argv[++i]) != 0;
         else {
             usage();
             return 2;

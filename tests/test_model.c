@@ -1320,6 +1320,93 @@ static void test_bf16_copy_after_step(void) {
     }
 }
 
+/* AdamW as PyTorch computes it, element by element (the operations and
+ * order of lib/train/optim.c), for the test below. */
+static void adamw_ref(float *w, float *m, float *v, const float *g, size_t n, float decay, float lr,
+                      const al_adamw_cfg *c, long step) {
+    const double bc1 = 1.0 - pow(c->beta1, (double)step), bc2 = 1.0 - pow(c->beta2, (double)step);
+    const float step_size = (float)(lr / bc1), inv_sqrt_bc2 = (float)(1.0 / sqrt(bc2));
+    for (size_t k = 0; k < n; k++) {
+        float mk = c->beta1 * m[k] + (1.0f - c->beta1) * g[k];
+        float vk = c->beta2 * v[k] + (1.0f - c->beta2) * g[k] * g[k];
+        m[k] = mk;
+        v[k] = vk;
+        float denom = sqrtf(vk) * inv_sqrt_bc2 + c->eps;
+        w[k] = w[k] * decay - step_size * mk / denom;
+    }
+}
+
+/* The optimizer's update has PyTorch's AdamW bits, and its bf16 copies are
+ * the weights rounded: every weight, moment and copy against the
+ * reference, on matrices whose sizes are no multiple of a vector (and
+ * longer than the optimizer's 2048-element pieces), whole and as slices (a
+ * rank's share) whose ends and thread splits fall inside them at odd
+ * offsets, on 2 threads and 1. */
+static void test_adamw_bits(void) {
+    char err[AL_ERRLEN];
+    al_model_config c = tiny(AL_ARCH_GPT2, 0);
+    c.C = 36; /* matrices of 36 x 108, 36 x 37 ... : odd element counts */
+    c.NH = 3;
+    c.NKV = 3;
+    c.HD = 12;
+    c.FF = 100;
+    c.V = 37;
+    for (int threads = 2; threads >= 1; threads--) {
+        al_pool_shutdown();
+        al_pool_init(threads);
+        al_model *m = al_model_new(&c, NULL, err);
+        al_model_init(m, 5);
+        T_OK(al_model_set_bf16(m, 1, err));
+        size_t n = al_model_num_params(m, 1), lo = 7, hi = n - 13;
+        for (int slice = 0; slice < 2; slice++) {
+            al_adamw_cfg oc;
+            al_adamw_defaults(&oc);
+            oc.weight_decay = 0.1f;
+            al_adamw o;
+            size_t a = slice ? lo : 0, b = slice ? hi : n;
+            T_OK(al_adamw_init_range(&o, &oc, m, a, b));
+            float *mr = calloc(n, sizeof *mr), *vr = calloc(n, sizeof *vr), *wr = malloc(n * sizeof *wr);
+            int np, same = 1, nh = 0;
+            for (long step = 1; step <= 3; step++) {
+                al_param *ps = al_model_params(m, &np);
+                size_t off = 0;
+                for (int i = 0; i < np; i++) {
+                    if (!ps[i].g) continue;
+                    for (size_t k = 0; k < ps[i].n; k++)
+                        ps[i].g[k] = 0.01f * (float)((off + k) * 37 % 101) - 0.5f + 0.001f * (float)step;
+                    memcpy(wr + off, ps[i].w, ps[i].n * sizeof *wr);
+                    size_t s0 = off > a ? off : a, s1 = off + ps[i].n < b ? off + ps[i].n : b;
+                    if (s0 < s1)
+                        adamw_ref(wr + s0, mr + s0, vr + s0, ps[i].g + (s0 - off), s1 - s0,
+                                  ps[i].decay ? 1.0f - 1e-2f * oc.weight_decay : 1.0f, 1e-2f, &oc, step);
+                    off += ps[i].n;
+                }
+                al_adamw_step(&o, m, 1e-2f);
+                const al_param *pr = al_model_params_ro(m, &np);
+                off = 0;
+                for (int i = 0; i < np; i++) {
+                    if (!pr[i].g) continue;
+                    same &= memcmp(pr[i].w, wr + off, pr[i].n * sizeof *wr) == 0;
+                    for (size_t k = 0; pr[i].h && k < pr[i].n; k++, nh++)
+                        same &= pr[i].h[k] == al_bf16_round1(pr[i].w[k]);
+                    off += pr[i].n;
+                }
+                same &= memcmp(o.m, mr + a, (b - a) * sizeof *mr) == 0;
+                same &= memcmp(o.v, vr + a, (b - a) * sizeof *vr) == 0;
+            }
+            T_TRUE(same);
+            T_TRUE(nh > 0);
+            free(mr);
+            free(vr);
+            free(wr);
+            al_adamw_deinit(&o);
+        }
+        al_model_free(m);
+    }
+    al_pool_shutdown();
+    al_pool_init(2);
+}
+
 static void count_stage(void *ud, int stage) {
     (void)stage;
     ++*(int *)ud;
@@ -1601,6 +1688,7 @@ int main(void) {
     test_bf16_frozen_open();
     test_bf16_checkpoints();
     test_bf16_copy_after_step();
+    test_adamw_bits();
     test_zero_grad_deferred();
     test_accumulation_and_determinism();
     test_errors();
