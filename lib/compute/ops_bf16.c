@@ -208,7 +208,6 @@ typedef struct gemm16_ctx {
     _Atomic int pk_bad;   /* a part of the packing failed */
 } gemm16_ctx;
 
-/* sum_k widen(a[k]) widen(b[k]) in fp32, 16 lanes (a fixed order). */
 /* The tree over the 16 lanes of dot16 (and of rows_dot, which keeps its bits). */
 static inline float sum16(float acc[16]) {
     for (int w = 8; w >= 1; w /= 2)
@@ -216,6 +215,7 @@ static inline float sum16(float acc[16]) {
     return acc[0];
 }
 
+/* sum_k widen(a[k]) widen(b[k]) in fp32, 16 lanes (a fixed order). */
 static float dot16(const uint16_t *a, const uint16_t *b, int K) {
     float acc[16] = {0};
     int k = 0;

@@ -1472,6 +1472,25 @@ static NN_INLINE void fa_exp_rows(float *x, int ld, int rows, int n, const float
     }
 }
 
+/* The sum of a row's n exponentials: in written order in fp32 mode (its
+ * bits as before), in 8 lanes in bf16 mode (lanes). */
+static NN_INLINE float fa_row_sum(const float *sr, int n, int lanes) {
+    if (lanes) return nn_sum(sr, n);
+    float sum = 0.0f;
+    for (int c = 0; c < n; c++) sum += sr[c];
+    return sum;
+}
+
+/* A row's running max becomes mx, its running sum l alpha l + sum, and its
+ * accumulator (HD) is rescaled by alpha = exp(m - mx). */
+static NN_INLINE void fa_row_update(float *m, float *l, float *accr, int HD, float mx, float alpha,
+                                    float sum) {
+    *l = *l * alpha + sum;
+    *m = mx;
+    if (alpha != 1.0f)
+        for (int d = 0; d < HD; d++) accr[d] *= alpha;
+}
+
 /* One row's online-softmax step over a key tile: sr (NK scores, -inf where
  * masked; from n on causally masked, not read) becomes exp(s - m'), m' the new running
  * max; the running sum l and the accumulator row (HD) are rescaled by
@@ -1490,13 +1509,7 @@ static NN_INLINE void fa_row_step(float *sr, int n, int NK, float *m, float *l, 
     const float alpha = *m == -INFINITY ? 0.0f : nn_exp_neg(*m - mx);
     fa_exp_rows(sr, 0, 1, n, &mx);
     for (int c = n; c < NK; c++) sr[c] = 0.0f;
-    float sum = 0.0f;
-    if (lanes) sum = nn_sum(sr, n);
-    else for (int c = 0; c < n; c++) sum += sr[c];
-    *l = *l * alpha + sum;
-    *m = mx;
-    if (alpha != 1.0f)
-        for (int d = 0; d < HD; d++) accr[d] *= alpha;
+    fa_row_update(m, l, accr, HD, mx, alpha, fa_row_sum(sr, n, lanes));
 }
 
 /* fa_row_step on rows r < FA_ROWS of a block (stride FA_BK in s, HD in acc),
@@ -1519,18 +1532,9 @@ static NN_INLINE void fa_rows_step(float *s, float *m, float *l, float *acc, int
     }
     for (int q = 0; q < FA_ROWS; q++) alpha[q] = m[q] == -INFINITY ? 0.0f : nn_exp_neg(m[q] - mx[q]);
     for (int q = 0; q < FA_ROWS; q++) fa_exp_rows(s + q * FA_BK, 0, 1, FA_BK, &mx[q]);
-    for (int q = 0; q < FA_ROWS; q++) {
-        const float *sr = s + q * FA_BK;
-        sum[q] = 0.0f;
-        if (lanes) sum[q] = nn_sum(sr, FA_BK);
-        else for (int c = 0; c < FA_BK; c++) sum[q] += sr[c];
-    }
-    for (int q = 0; q < FA_ROWS; q++) {
-        l[q] = l[q] * alpha[q] + sum[q];
-        m[q] = mx[q];
-        if (alpha[q] != 1.0f)
-            for (int d = 0; d < HD; d++) acc[(size_t)q * HD + d] *= alpha[q];
-    }
+    for (int q = 0; q < FA_ROWS; q++) sum[q] = fa_row_sum(s + q * FA_BK, FA_BK, lanes);
+    for (int q = 0; q < FA_ROWS; q++)
+        fa_row_update(&m[q], &l[q], acc + (size_t)q * HD, HD, mx[q], alpha[q], sum[q]);
 }
 
 /* Task t = (b, h, query block), dealt as al_attention_forward deals them.
