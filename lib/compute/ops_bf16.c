@@ -203,6 +203,8 @@ typedef struct gemm16_ctx {
     const float *bias;
     int split_m;
     int wt;        /* B is a weight held (in, out): a single row streams it by rows */
+    long chunk;    /* > 0: a single row's columns taken from `next`, at least chunk at a time */
+    _Atomic long next;
     const al_dnnl_pk *pk; /* op(B) packed for row panels (gemm16_pack), or NULL */
     int pk_parts;         /* its parts */
     _Atomic int pk_bad;   /* a part of the packing failed */
@@ -381,8 +383,22 @@ static void gemm16_panel(const gemm16_ctx *g, long m0, long m1, long n0, long n1
 }
 
 static void gemm16_fn(void *p, int tid, int nt) {
-    const gemm16_ctx *g = p;
+    gemm16_ctx *g = p;
     long lo, hi;
+    if (g->chunk > 0) { /* a single row: guided chunks of its columns (gemm16_run) */
+        long j0 = atomic_load_explicit(&g->next, memory_order_relaxed);
+        for (;;) {
+            long rem = g->N - j0, n = (rem / (2L * nt) + 15) & ~15L;
+            if (rem <= 0) return;
+            if (n < g->chunk) n = g->chunk;
+            if (n > rem) n = rem;
+            if (atomic_compare_exchange_weak_explicit(&g->next, &j0, j0 + n, memory_order_relaxed,
+                                                      memory_order_relaxed)) {
+                gemm16_panel(g, 0, 1, j0, j0 + n);
+                j0 = atomic_load_explicit(&g->next, memory_order_relaxed);
+            }
+        }
+    }
     if (g->split_m) {
         al_split((g->M + 7) / 8, nt, tid, &lo, &hi);
         gemm16_panel(g, lo * 8, hi * 8 < g->M ? hi * 8 : g->M, 0, g->N);
@@ -438,6 +454,12 @@ static void gemm16_pack(gemm16_ctx *g, int nt) {
     if (atomic_load_explicit(&g->pk_bad, memory_order_relaxed)) g->pk = NULL;
 }
 
+/* The smallest chunk of a single row's columns (gemm16_run): the size
+ * that gives each thread this many, or (if smaller) this many bytes of B
+ * (GPT-2's 768-wide products: 48 columns; its head: 160 of 50257). */
+#define GEMM16_ROW_CHUNKS_PER_THREAD 8
+#define GEMM16_ROW_CHUNK_BYTES (256L << 10)
+
 static void gemm16_run(gemm16_ctx *g) {
     AL_ASSERT(g->M >= 0 && g->N >= 0 && g->K >= 0);
     if (g->M == 0 || g->N == 0) return;
@@ -445,6 +467,22 @@ static void gemm16_run(gemm16_ctx *g) {
     if (!al_gemm_plan(g->M, g->N, g->K, nt, AL_PANEL_DNNL_BF16, g->tb, &g->split_m)) {
         gemm16_panel(g, 0, g->M, 0, g->N);
         return;
+    }
+    /* A single row against B^T (decoding: rows_dot) is bound by reading B,
+     * and a fixed half per thread left the first thread done waiting for
+     * the other whenever their shares of the memory bandwidth differed, or
+     * one of them was late (descheduled, or still in the serial code
+     * between products). The threads instead take chunks of the columns
+     * until none are left, the faster one more: guided, each chunk
+     * 1/(2 nt) of what is left (long streams for the prefetcher first,
+     * short ones to even out the end), at least g->chunk. Each column has
+     * the bits it has alone (rows_dot), so the split changes no result. */
+    if (g->M == 1 && !g->split_m && !g->ta && g->tb) {
+        long per = g->N / (nt * GEMM16_ROW_CHUNKS_PER_THREAD);
+        long cap = GEMM16_ROW_CHUNK_BYTES / (2L * (g->K > 0 ? g->K : 1));
+        if (per > cap) per = cap;
+        g->chunk = per < 16 ? 16 : per & ~15L;
+        atomic_store_explicit(&g->next, 0, memory_order_relaxed);
     }
     gemm16_pack(g, nt);
     al_pool_run(gemm16_fn, g);
