@@ -44,22 +44,41 @@ static void attn_rows(void *ctx, int tid, int nthreads) {
         /* keys in the window: i - j < window */
         int t0 = win > 0 && p - win + 1 > 0 ? p - win + 1 : 0;
         float mx = -INFINITY;
-        for (int t = t0; t <= p; t++) {
+        int t = t0;
+        /* eight keys at a time: eight independent sums in flight instead
+         * of one chain of dependent additions; each key's sum is the same
+         * sequence of operations (and bits) as the one-key loop below */
+        for (; t + 8 <= p + 1; t += 8) {
+            const float *k = K + (size_t)t * KVD;
+            float d[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+            for (int e = 0; e < HD; e++)
+                for (int i = 0; i < 8; i++) d[i] += q[e] * k[(size_t)i * KVD + e];
+            for (int i = 0; i < 8; i++) sc[t + i] = d[i] * scale;
+        }
+        for (; t <= p; t++) {
             const float *k = K + (size_t)t * KVD;
             float d = 0;
             for (int e = 0; e < HD; e++) d += q[e] * k[e];
             sc[t] = d * scale;
+        }
+        for (t = t0; t <= p; t++) {
             if (cap > 0) sc[t] = tanhf(sc[t] / cap) * cap;
             if (sc[t] > mx) mx = sc[t];
         }
         float sum = 0;
-        for (int t = t0; t <= p; t++) {
+        for (t = t0; t <= p; t++) {
             sc[t] = expf(sc[t] - mx);
             sum += sc[t];
         }
         float inv = 1.0f / sum, *o = s->atty + (size_t)r * NH * HD + (size_t)h * HD;
         for (int e = 0; e < HD; e++) o[e] = 0;
-        for (int t = t0; t <= p; t++) {
+        /* four values a pass: o + p0 v0 + p1 v1 + ... adds them in order */
+        for (t = t0; t + 4 <= p + 1; t += 4) {
+            const float *v0 = Vv + (size_t)t * KVD, *v1 = v0 + KVD, *v2 = v1 + KVD, *v3 = v2 + KVD;
+            float p0 = sc[t] * inv, p1 = sc[t + 1] * inv, p2 = sc[t + 2] * inv, p3 = sc[t + 3] * inv;
+            for (int e = 0; e < HD; e++) o[e] = o[e] + p0 * v0[e] + p1 * v1[e] + p2 * v2[e] + p3 * v3[e];
+        }
+        for (; t <= p; t++) {
             const float *v = Vv + (size_t)t * KVD;
             float pt = sc[t] * inv;
             for (int e = 0; e < HD; e++) o[e] += pt * v[e];
