@@ -64,7 +64,6 @@
  *                                                  every step's log-probs and gradients and
  *                                                  the final weights, bf16 copies and moments:
  *                                                  two builds' bits compared; slows the steps) */
-#include <cblas.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>

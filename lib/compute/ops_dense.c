@@ -11,7 +11,6 @@
  * vectorises them without -ffast-math (reductions use explicit lanes). */
 #include "compute/ops.h"
 
-#include <cblas.h>
 #if defined(__AVX__)
 #include <immintrin.h>
 #endif
@@ -21,6 +20,7 @@
 #include <string.h>
 
 #include "al.h"
+#include "compute/blas.h"
 #include "compute/onednn.h"
 #include "compute/pool.h"
 #include "compute/simd.h"
@@ -111,17 +111,17 @@ static void gemm_panel(const gemm_ctx *g, long m0, long m1, long n0, long n1) {
          * would repack all of B on every call, which dominated decoding. */
         int inc_a = g->transA ? g->lda : 1;
         if (g->transB)
-            cblas_sgemv(CblasRowMajor, CblasNoTrans, n, g->K, g->alpha, B, g->ldb, A, inc_a, beta, C, 1);
+            al_blas_sgemv(CblasRowMajor, CblasNoTrans, n, g->K, g->alpha, B, g->ldb, A, inc_a, beta, C, 1);
         else
-            cblas_sgemv(CblasRowMajor, CblasTrans, g->K, n, g->alpha, B, g->ldb, A, inc_a, beta, C, 1);
+            al_blas_sgemv(CblasRowMajor, CblasTrans, g->K, n, g->alpha, B, g->ldb, A, inc_a, beta, C, 1);
         return;
     }
     if (g->onednn && al_dnnl_gemm(0, g->transA, g->transB, m, n, g->K, g->alpha, A, g->lda, B,
                                   g->ldb, beta, C, g->ldc) == AL_OK)
         return;
-    cblas_sgemm(CblasRowMajor, g->transA ? CblasTrans : CblasNoTrans,
-                g->transB ? CblasTrans : CblasNoTrans, m, n, g->K, g->alpha, A, g->lda,
-                B, g->ldb, beta, C, g->ldc);
+    al_blas_sgemm(CblasRowMajor, g->transA ? CblasTrans : CblasNoTrans,
+                   g->transB ? CblasTrans : CblasNoTrans, m, n, g->K, g->alpha, A, g->lda,
+                   B, g->ldb, beta, C, g->ldc);
 }
 
 static void gemm_fn(void *p, int tid, int nt) {

@@ -45,13 +45,13 @@
  * 2 AT_BQ * AT_BK + AT_BQ floats, 66 KB) and the caller's att buffer. */
 #include "compute/ops.h"
 
-#include <cblas.h>
 #include <math.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
 
 #include "al.h"
+#include "compute/blas.h"
 #include "compute/pool.h"
 #include "compute/simd.h"
 
@@ -1232,8 +1232,8 @@ static void attn_fwd_fn(void *vctx, int tid, int nth) {
         const float *kJ = x->k + ((size_t)b * T + jlo) * ld + (size_t)kh * HD;
         const float *vJ = x->v + ((size_t)b * T + jlo) * ld + (size_t)kh * HD;
         /* S[i0:i1, jlo:i1) = scale * Q_I K_J^T, written into att */
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, NK, HD, scale, qI, ld,
-                    kJ, ld, 0.0f, P + (size_t)i0 * T + jlo, T);
+        al_blas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, NK, HD, scale, qI, ld,
+                       kJ, ld, 0.0f, P + (size_t)i0 * T + jlo, T);
         for (int i = i0; i < i1; i++) {
             /* keys before the row's window are masked like the future ones */
             const int rlo = win && i - win + 1 > jlo ? i - win + 1 : jlo;
@@ -1243,9 +1243,9 @@ static void attn_fwd_fn(void *vctx, int tid, int nth) {
             attn_softmax_row(row, sg, i, rlo, T);
         }
         /* out_I = P[i0:i1, jlo:i1) V_J */
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, M, HD, NK, 1.0f,
-                    P + (size_t)i0 * T + jlo, T, vJ, ld, 0.0f,
-                    x->out + ((size_t)b * T + i0) * OC + (size_t)h * HD, OC);
+        al_blas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, M, HD, NK, 1.0f,
+                       P + (size_t)i0 * T + jlo, T, vJ, ld, 0.0f,
+                       x->out + ((size_t)b * T + i0) * OC + (size_t)h * HD, OC);
     }
 }
 
@@ -1296,25 +1296,25 @@ static void attn_bwd_fn(void *vctx, int tid, int nth) {
                 const float *dO = x->dout + ((size_t)b * T + i0) * OC + (size_t)h * HD;
                 float *dqI = x->dq ? x->dq + ((size_t)b * T + i0) * ld + (size_t)h * HD : NULL;
                 if (dvb)
-                    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, i1 - jlo, HD, M, 1.0f,
-                                P + (size_t)i0 * T + jlo, T, dO, OC, 1.0f,
-                                dvb + (size_t)jlo * ld, ld);
+                    al_blas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, i1 - jlo, HD, M, 1.0f,
+                                   P + (size_t)i0 * T + jlo, T, dO, OC, 1.0f,
+                                   dvb + (size_t)jlo * ld, ld);
                 if (!dqI && !dkb) continue;
                 for (int r = 0; r < M; r++) D[r] = 0.0f;
                 for (int pass = 0; pass < 2; pass++) {
                     for (int j0 = jlo; j0 < i1; j0 += AT_BK) {
                         const int j1 = j0 + AT_BK < i1 ? j0 + AT_BK : i1, NK = j1 - j0;
-                        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, NK, HD, 1.0f,
-                                    dO, OC, vb + (size_t)j0 * ld, ld, 0.0f, tile, AT_BK);
+                        al_blas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, NK, HD, 1.0f,
+                                       dO, OC, vb + (size_t)j0 * ld, ld, 0.0f, tile, AT_BK);
                         if (pass == 0) {
                             for (int r = 0; r < M; r++)
                                 D[r] += nn_dot(P + (size_t)(i0 + r) * T + j0, tile + r * AT_BK, NK);
                             continue;
                         }
                         if (cap > 0.0f)
-                            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, NK, HD,
-                                        scale, qI, ld, kb + (size_t)j0 * ld, ld, 0.0f, stile,
-                                        AT_BK);
+                            al_blas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, NK, HD,
+                                           scale, qI, ld, kb + (size_t)j0 * ld, ld, 0.0f, stile,
+                                           AT_BK);
                         for (int r = 0; r < M; r++) {
                             const float *pr = P + (size_t)(i0 + r) * T + j0;
                             float *tr = tile + r * AT_BK;
@@ -1329,13 +1329,13 @@ static void attn_bwd_fn(void *vctx, int tid, int nth) {
                             }
                         }
                         if (dqI)
-                            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, M, HD, NK,
-                                        1.0f, tile, AT_BK, kb + (size_t)j0 * ld, ld, 1.0f,
-                                        dqI, ld);
+                            al_blas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, M, HD, NK,
+                                           1.0f, tile, AT_BK, kb + (size_t)j0 * ld, ld, 1.0f,
+                                           dqI, ld);
                         if (dkb)
-                            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, NK, HD, M,
-                                        1.0f, tile, AT_BK, qI, ld, 1.0f,
-                                        dkb + (size_t)j0 * ld, ld);
+                            al_blas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, NK, HD, M,
+                                           1.0f, tile, AT_BK, qI, ld, 1.0f,
+                                           dkb + (size_t)j0 * ld, ld);
                     }
                 }
             }
@@ -1425,8 +1425,8 @@ static NN_INLINE void fa_scores(float *s, float *raw, const float *qI, const flo
         al_t16_gemm_tri(s, FA_BK, qa, kb, M, NK, x->HD, x->scale, 0, x->native,
                         i0 == j0 && x->cap == 0.0f ? AL_T16_COLS_LE_ROW : AL_T16_FULL);
     else
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, NK, x->HD, x->scale, qI, x->ld, kJ,
-                    x->ld, 0.0f, s, FA_BK);
+        al_blas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, NK, x->HD, x->scale, qI, x->ld, kJ,
+                       x->ld, 0.0f, s, FA_BK);
     for (int r = 0; r < M; r++) {
         float *sr = s + r * FA_BK;
         const int i = i0 + r;
@@ -1588,8 +1588,8 @@ AL_SIMD_CLONES static void fa_fwd_fn(void *vctx, int tid, int nth) {
                 al_t16_gemm_tri(acc, HD, w.pa, w.vb, M, HD, NK, 1.0f, 1, x->native,
                                 i0 == j0 ? AL_T16_A_LOWER : AL_T16_FULL);
             } else {
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, M, HD, NK, 1.0f, s, FA_BK, vJ,
-                            ld, 1.0f, acc, HD);
+                al_blas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, M, HD, NK, 1.0f, s, FA_BK, vJ,
+                               ld, 1.0f, acc, HD);
             }
         }
         for (int r = 0; r < M; r++) {
@@ -1683,8 +1683,8 @@ AL_SIMD_CLONES static void fa_bwd_tile(const fa_ctx *x, const fa_blk *k, fa_bwd1
         al_t16_gemm_tri(dp, FA_BK, w->da, w->vb, M, NK, HD, 1.0f, 0, x->native,
                         tri ? AL_T16_COLS_LE_ROW : AL_T16_FULL);
     else
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, NK, HD, 1.0f, k->dO, OC, vJ, kld,
-                    0.0f, dp, FA_BK);
+        al_blas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, NK, HD, 1.0f, k->dO, OC, vJ, kld,
+                       0.0f, dp, FA_BK);
     for (int r = 0; r < M; r++) {
         float *pr = p + r * FA_BK, *dr = dp + r * FA_BK;
         if (x->cap > 0.0f) {
@@ -1700,14 +1700,14 @@ AL_SIMD_CLONES static void fa_bwd_tile(const fa_ctx *x, const fa_blk *k, fa_bwd1
     }
     if (!x->bf16) {
         if (k->dvb)
-            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, NK, HD, M, 1.0f, p, FA_BK, k->dO, OC,
-                        1.0f, k->dvb + (size_t)j0 * ld, ld);
+            al_blas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, NK, HD, M, 1.0f, p, FA_BK, k->dO, OC,
+                           1.0f, k->dvb + (size_t)j0 * ld, ld);
         if (k->dqI)
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, M, HD, NK, 1.0f, dp, FA_BK, kJ, kld,
-                        1.0f, k->dqI, ld);
+            al_blas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, M, HD, NK, 1.0f, dp, FA_BK, kJ, kld,
+                           1.0f, k->dqI, ld);
         if (k->dkb)
-            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, NK, HD, M, 1.0f, dp, FA_BK, k->qI, k->qld,
-                        1.0f, k->dkb + (size_t)j0 * ld, ld);
+            al_blas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, NK, HD, M, 1.0f, dp, FA_BK, k->qI, k->qld,
+                           1.0f, k->dkb + (size_t)j0 * ld, ld);
         return;
     }
     /* on the diagonal P and dS are 0 above it (masked keys), P^T and dS^T below */

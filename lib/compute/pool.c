@@ -18,7 +18,6 @@
  * Pool threads start with all signals blocked (STYLE.md §6). */
 #include "compute/pool.h"
 
-#include <cblas.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdlib.h>
@@ -151,8 +150,6 @@ int al_pool_init(int n) {
     if (g_pool.inited) goto out;
     static int atfork_set;
     if (!atfork_set && pthread_atfork(NULL, NULL, pool_after_fork_child) == 0) atfork_set = 1;
-    /* We own the cores: OpenBLAS runs single-threaded inside our panels. */
-    openblas_set_num_threads(1);
     /* the environment picks the thread count of any program (tests, benches
      * and other floating-point paths: results depend on it) */
     const char *env = getenv("ALIGND_THREADS");

@@ -1,8 +1,8 @@
 /* The shared compute pool: one set of threads, sized to the cores, that all
  * numeric work runs on. The caller of al_pool_run is thread 0 and works too.
  *
- * One owner for the cores: at start-up the pool makes OpenBLAS single-threaded
- * (openblas_set_num_threads(1)); large matrix products are split by the pool
+ * One owner for the cores: OpenBLAS runs single-threaded (blas.c sets it so
+ * when it opens the library, before the first product); large matrix products are split by the pool
  * into per-thread panels, each a single-threaded oneDNN primitive (whose
  * OpenMP thread count is 1 on every thread that calls it, onednn.c) or
  * cblas_sgemm. So neither library's threads ever spin against ours.
