@@ -193,7 +193,146 @@ static void test_lmhead_hand(void) {
     al_lmhead_forward(lpn, enn, lsn, NULL, hn, w, tn, 2, 1, 3, 1.0f, 0.0f, scn, 2);
     T_TRUE(isnan(lpn[0]));
     T_TRUE(isnan(enn[0]));
+    T_TRUE(isnan(lsn[0])); /* exp(NaN) is NaN, not a clamped bound */
     T_TRUE(isfinite(lpn[1]));
+}
+
+/* The LM head's softmax kernels against a scalar model of their documented
+ * arithmetic, bit for bit: Cephes' exp lane by lane (its clamps keeping
+ * NaN), row_expsum's order (VW lanes, float blocks of up to 8 * VW terms,
+ * blocks added in double, the tail in double) and dz = -p (k0 + b d), + a
+ * at the target (rounded to bf16 on the bf16 path). C = 1, h = 1 and
+ * inv_temp = 1 make the logits the weights and dw the row's dz. */
+#if defined(__AVX__)
+#define REF_VW 8
+#else
+#define REF_VW 4
+#endif
+
+static float ref_exp(float x) {
+    union { float f; uint32_t u; } t, sb, y;
+    int below = x < -87.0f;
+    float xc = below ? -87.0f : x;
+    xc = xc > 88.0f ? 88.0f : xc;
+    t.f = xc * 1.44269504088896341f + 12582912.0f;
+    float n = t.f - 12582912.0f;
+    float r = xc - n * 0.693359375f;
+    r = r + n * 2.12194440e-4f;
+    float r2 = r * r, q = 1.9875691500e-4f;
+    q = q * r + 1.3981999507e-3f;
+    q = q * r + 8.3334519073e-3f;
+    q = q * r + 4.1665795894e-2f;
+    q = q * r + 1.6666665459e-1f;
+    q = q * r + 5.0000001201e-1f;
+    q = q * r2 + r + 1.0f;
+    sb.u = (t.u - 0x4B400000u + 127u) << 23;
+    y.f = q * sb.f;
+    if (below) y.u = 0;
+    return y.f;
+}
+
+static void ref_expsum(const float *z, int V, float m, double *S, double *T) {
+    double s[REF_VW / 2] = {0}, t[REF_VW / 2] = {0};
+    int v = 0;
+    while (v + REF_VW <= V) {
+        float bs[REF_VW] = {0}, bt[REF_VW] = {0};
+        int end = v + 8 * REF_VW <= V ? v + 8 * REF_VW : V - REF_VW + 1;
+        for (; v < end; v += REF_VW)
+            for (int j = 0; j < REF_VW; j++) {
+                float d = z[v + j] - m, e = ref_exp(d);
+                bs[j] += e;
+                bt[j] += e * d;
+            }
+        for (int j = 0; j < REF_VW / 2; j++) {
+            s[j] += (double)bs[j] + (double)bs[j + REF_VW / 2];
+            t[j] += (double)bt[j] + (double)bt[j + REF_VW / 2];
+        }
+    }
+    double ss = 0.0, tt = 0.0;
+    for (int j = 0; j < REF_VW / 2; j++) {
+        ss += s[j];
+        tt += t[j];
+    }
+    for (; v < V; v++) {
+        float d = z[v] - m, e = ref_exp(d);
+        ss += (double)e;
+        tt += (double)e * (double)d;
+    }
+    *S = ss;
+    *T = tt;
+}
+
+/* 1 when a and b are the same float (NaN equal to NaN, -0 to 0: dw = 0 + dz) */
+static int same_float(float a, float b) { return a == b || (isnan(a) && isnan(b)); }
+
+static void test_lmhead_softmax_bits(void) {
+    enum { V = 300, TGT = 77 };
+    float w[V];
+    gc_fill(w, V, 41, 8.0f);
+    w[5] = -150.0f; /* exp clamped to 0 */
+    w[200] = 9.5f;  /* the row max */
+    for (int k = 0; k < 16; k++) /* p ~ 1e-38..1e-35: dz = -p a subnormal for a = 0.01 */
+        w[20 + k] = 9.5f - 80.0f - 0.5f * (float)k;
+    for (int v = 0; v < V; v++) w[v] = al_bf16_widen1(al_bf16_round1(w[v])); /* bf16 too */
+    const float h = 1.0f;
+    const int32_t target = TGT;
+    float m = -INFINITY;
+    for (int v = 0; v < V; v++) m = w[v] > m ? w[v] : m;
+    double S, T;
+    ref_expsum(w, V, m, &S, &T);
+    double logS = log(S);
+    float want_lse = (float)((double)m + logS), want_logp = (float)((double)(w[TGT] - m) - logS);
+    float want_ent = (float)(logS - T / S);
+    float logp, ent, lse, scratch[1 + V];
+    uint16_t w16[V], s16[1 + V];
+    al_bf16_round(w16, w, V);
+    for (int bf = 0; bf < 2; bf++) {
+        if (bf) al_lmhead_forward_bf16(&logp, &ent, &lse, NULL, &h, w16, &target, 1, 1, V, 1.0f, 0.0f, scratch, s16, 1);
+        else al_lmhead_forward(&logp, &ent, &lse, NULL, &h, w, &target, 1, 1, V, 1.0f, 0.0f, scratch, 1);
+        T_REPORT_(same_float(lse, want_lse) && same_float(logp, want_logp) && same_float(ent, want_ent),
+                  "lmhead softmax bits (bf16 %d): lse %a/%a logp %a/%a ent %a/%a", bf, lse, want_lse,
+                  logp, want_logp, ent, want_ent);
+    }
+    /* the backward, entropy recomputed from the row (ent NULL); then
+     * without it, a = 0.01 making some dz subnormal */
+    static const float ab[2][2] = {{-0.75f, 0.375f}, {0.01f, 0.0f}};
+    for (int c = 0; c < 2; c++) {
+        const float a = ab[c][0], b = ab[c][1];
+        float H = 0.0f;
+        if (b != 0.0f) {
+            double S2, T2;
+            ref_expsum(w, V, lse, &S2, &T2);
+            H = (float)(log(S2) - T2 / S2);
+        }
+        float k0 = a + b * H, dz[V];
+        uint16_t dz16[V];
+        int subnormal = 0;
+        for (int v = 0; v < V; v++) {
+            float d = w[v] - lse, p = ref_exp(d);
+            dz[v] = -p * (k0 + b * d);
+            dz16[v] = al_bf16_round1(v == TGT ? dz[v] + a : dz[v]);
+            subnormal += (dz16[v] & 0x7f80) == 0 && (dz16[v] & 0x7f) != 0;
+        }
+        dz[TGT] += a;
+        T_TRUE(c == 0 || subnormal > 0);
+        /* bf16: the rounded dz itself, which the backward leaves in
+         * scratch16 after the chunk's C rounded h (the products flush
+         * subnormal operands, so dw would not show them) */
+        for (int bf = 0; bf < 2; bf++) {
+            float dw[V] = {0}, sc[1 + 2 * V];
+            int bad = -1;
+            if (bf) {
+                al_lmhead_backward_bf16(NULL, dw, &a, &b, &h, w16, &target, &lse, NULL, 1, 1, V, 1.0f, 0.0f, sc, s16, 1);
+                for (int v = 0; v < V && bad < 0; v++)
+                    if (s16[1 + v] != dz16[v]) bad = v;
+            } else {
+                al_lmhead_backward(NULL, dw, &a, &b, &h, w, &target, &lse, NULL, 1, 1, V, 1.0f, 0.0f, sc, 1);
+                for (int v = 0; v < V && bad < 0; v++)
+                    if (!same_float(dw[v], dz[v])) bad = v;
+            }
+            T_REPORT_(bad < 0, "lmhead dz bits (case %d, bf16 %d): first difference at %d", c, bf, bad);
+        }
+    }
 }
 
 static void test_embed_hand(void) {
@@ -1413,6 +1552,7 @@ int main(void) {
     test_matmul_hand();
     test_gemm_hand();
     test_lmhead_hand();
+    test_lmhead_softmax_bits();
     test_embed_hand();
     test_elementwise();
 
