@@ -193,6 +193,10 @@ static int g_ckpt; /* --grad-ckpt 1: gradient checkpointing (AL_MODEL_GRAD_CKPT)
 static int g_fused = 1; /* --fused-head 0: the forward is not given dlogp */
 static int g_hash;      /* --hash 1: state_hash */
 
+/* FNV-1a (64-bit): state_hash and ids_hash */
+#define FNV_OFFSET 14695981039346656037ull
+#define FNV_PRIME 1099511628211ull
+
 /* FNV-1a's step over 8-byte words (then the tail's bytes) of n 32-bit
  * (16-bit when half) values, folded into *h. */
 static void hash_words(uint64_t *h, const void *p, size_t n, int half) {
@@ -201,9 +205,9 @@ static void hash_words(uint64_t *h, const void *p, size_t n, int half) {
     for (; i + 8 <= bytes; i += 8) {
         uint64_t x;
         memcpy(&x, b + i, sizeof x);
-        *h = (*h ^ x) * 1099511628211ull;
+        *h = (*h ^ x) * FNV_PRIME;
     }
-    for (; i < bytes; i++) *h = (*h ^ b[i]) * 1099511628211ull;
+    for (; i < bytes; i++) *h = (*h ^ b[i]) * FNV_PRIME;
 }
 
 /* The trainable parameters' gradients (grads) or weights and bf16 copies. */
@@ -272,7 +276,7 @@ static int run_train(al_model *m, const bench_shape *s, int lora, int dpo, int w
     al_fwd out = {.logp = logp, .entropy = NULL, .values = NULL, .dlogp = dpo || !g_fused ? NULL : dlogp};
 
     double loss = 0, t_fwd = 0, t_bwd = 0, t_opt = 0;
-    uint64_t state_hash = 14695981039346656037ull;
+    uint64_t state_hash = FNV_OFFSET;
     long faults0 = 0;
     for (int it = 0; it < warmup + steps; it++) {
         if (it == warmup) faults0 = page_faults();
@@ -462,7 +466,7 @@ static int run_gen(al_model *m, const bench_shape *s, int warmup, int steps, int
         char err[AL_ERRLEN] = "";
         /* batch 1 alternates its steps with passes of the comparator */
         double read_gbs = 0, stream_bytes = 0;
-        uint64_t ids_hash = 14695981039346656037ull; /* FNV-1a */
+        uint64_t ids_hash = FNV_OFFSET;
         for (int it = 0; it < warmup + steps; it++) {
             if (B == 1 && it >= warmup) {
                 double rate = stream_rate(m, 3, &stream_bytes);
@@ -481,7 +485,7 @@ static int run_gen(al_model *m, const bench_shape *s, int warmup, int steps, int
             if (it == warmup + steps - 1) /* what was generated, to compare builds by */
                 for (int b = 0; b < B; b++)
                     for (int i = 0; i < olen[b]; i++)
-                        ids_hash = (ids_hash ^ (uint32_t)oids[(size_t)b * NEW + i]) * 1099511628211ull;
+                        ids_hash = (ids_hash ^ (uint32_t)oids[(size_t)b * NEW + i]) * FNV_PRIME;
             if (it >= warmup) {
                 total += dt;
                 if (dt < best) best = dt;

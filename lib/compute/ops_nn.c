@@ -21,15 +21,15 @@
  * file): key tiles with an online softmax, the probabilities recomputed in
  * backward from each row's log-sum-exp, memory linear in T. The kernels
  * that store the (T, T) probabilities stay as the tested reference. Their
- * tile products are cblas_sgemm in fp32 and, in bf16 mode, al_t16_gemm
- * (ops_bf16.c: bf16 operands packed per tile, fp32 sums, AVX512_BF16's
- * vdpbf16ps where the CPU has it): at 64 x 64 x head_dim a oneDNN call costs
- * more than the work. Their row loops (max, exp, rescale) are vector code;
+ * tile products are OpenBLAS's sgemm in fp32 (al_blas_sgemm, blas.h) and,
+ * in bf16 mode, al_t16_gemm (ops_bf16.c: bf16 operands packed per tile,
+ * fp32 sums, AVX512_BF16's vdpbf16ps where the CPU has it): at 64 x 64 x
+ * head_dim a oneDNN call costs more than the work. Their row loops (max, exp, rescale) are vector code;
  * in fp32 each row's sum keeps its written order, so fp32 results are the
  * bits they were before the bf16 products came.
  *
  * Attention forward computes scores and P V with single-threaded
- * cblas_sgemm on (query block x visible keys) tiles, skipping keys that no
+ * al_blas_sgemm on (query block x visible keys) tiles, skipping keys that no
  * row of the block can see (causal future; earlier segments). Its softmax
  * uses a branch-free polynomial exp (< 1 ulp on [-87.3, 0], like torch's
  * vectorised exp); the _ref twin uses plain loops and expf. Backward uses
