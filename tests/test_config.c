@@ -611,11 +611,40 @@ static void test_validate(void) {
     T_OK(al_config_validate(&c, err));
 }
 
+/* Inputs tests/fuzz/fuzz_config found, refused at parse with this exact
+ * message. A LongRoPE factor of 1e39 (a finite double, an infinite float)
+ * parsed and validated into a config that al_config_save could not write
+ * back (the other float fields were caught later, by the checks of
+ * al_config_validate); more layers than layer_flags holds overflowed it. */
+static void refused(const char *json, int rc, const char *want) {
+    char err[AL_ERRLEN];
+    al_model_config c;
+    memset(&c, 0x5A, sizeof c);
+    T_EQ_INT(parse(&c, json, err), rc);
+    T_STR_EQ(err, want);
+}
+
+static void test_fuzz_found(void) {
+    refused("{\"model_type\":\"phi3\",\"hidden_size\":64,\"num_hidden_layers\":2,"
+            "\"num_attention_heads\":4,\"intermediate_size\":96,\"vocab_size\":300,"
+            "\"original_max_position_embeddings\":64,\"rope_scaling\":{\"type\":\"longrope\","
+            "\"long_factor\":[1,1,1,1,1,1,1,1],\"short_factor\":[1,1,1,1,1,1,1,1e39]}}",
+            AL_EFORMAT, "config.json: rope_scaling.short_factor[7]: must be a positive number (of float range)");
+    refused("{\"model_type\":\"llama\",\"hidden_size\":64,\"num_hidden_layers\":2,"
+            "\"num_attention_heads\":4,\"intermediate_size\":128,\"vocab_size\":100,\"rope_theta\":-1e39}",
+            AL_EFORMAT, "config.json: rope_theta: must be a number (of float range)");
+    /* the layer readers wrote layer_flags[512] and on, past the struct */
+    refused("{\"model_type\":\"gemma3_text\",\"hidden_size\":64,\"num_hidden_layers\":928,"
+            "\"num_attention_heads\":4,\"intermediate_size\":96,\"vocab_size\":300}",
+            AL_EFORMAT, "config.json: num_hidden_layers: 928 is outside [1, 512]");
+}
+
 int main(void) {
     test_real_configs();
     test_defaults_and_heads();
     test_errors();
     test_roundtrip();
     test_validate();
+    test_fuzz_found();
     return t_done();
 }

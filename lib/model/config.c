@@ -18,6 +18,7 @@
  * per-layer kinds and own fields, k_fam_save writes them back. */
 #include "config.h"
 
+#include <float.h>
 #include <jansson.h>
 #include <math.h>
 #include <stdio.h>
@@ -173,11 +174,18 @@ static int req_int(const json_t *o, const char *key, int *out, char err[AL_ERRLE
     return rc;
 }
 
+/* Whether v is a number that a float holds without becoming infinite
+ * (1e39 is a finite double but an infinite float, which the model would
+ * compute with and al_config_save could not write back). */
+static int fits_float(const json_t *v) {
+    return json_is_number(v) && isfinite(json_number_value(v)) && fabs(json_number_value(v)) <= FLT_MAX;
+}
+
 static int get_float(const json_t *o, const char *key, float *out, char err[AL_ERRLEN]) {
     const json_t *v = json_object_get(o, key);
     if (!v || json_is_null(v)) return AL_OK;
-    if (!json_is_number(v) || !isfinite(json_number_value(v)))
-        return al_err(err, AL_EFORMAT, "config.json: %s: must be a number", key);
+    if (!fits_float(v))
+        return al_err(err, AL_EFORMAT, "config.json: %s: must be a number (of float range)", key);
     *out = (float)json_number_value(v);
     return AL_OK;
 }
@@ -387,9 +395,9 @@ static int rope_factors(const json_t *r, const char *path, const char *key, int 
                       key, (int)json_array_size(v), half);
     for (int i = 0; i < half; i++) {
         const json_t *e = json_array_get(v, (size_t)i);
-        if (!json_is_number(e) || !(json_number_value(e) > 0))
-            return al_err(err, AL_EFORMAT, "config.json: %s.%s[%d]: must be a positive number",
-                          path, key, i);
+        if (!fits_float(e) || !(json_number_value(e) > 0))
+            return al_err(err, AL_EFORMAT, "config.json: %s.%s[%d]: must be a positive number "
+                          "(of float range)", path, key, i);
         out[i] = (float)json_number_value(e);
     }
     return AL_OK;
@@ -439,8 +447,9 @@ static int parse_rope_obj(const json_t *r, const char *path, int f, const al_mod
     }
     const json_t *th = json_object_get(r, "rope_theta");
     if (th && !json_is_null(th)) {
-        if (!json_is_number(th) || !(json_number_value(th) > 0))
-            return al_err(err, AL_EFORMAT, "config.json: %s.rope_theta: must be a positive number", path);
+        if (!fits_float(th) || !(json_number_value(th) > 0))
+            return al_err(err, AL_EFORMAT, "config.json: %s.rope_theta: must be a positive number "
+                          "(of float range)", path);
         *theta = (float)json_number_value(th);
     }
     int rc_ = AL_OK, has;
@@ -627,8 +636,9 @@ static int get_cap(const json_t *o, const char *key, float def, float *out, char
         *out = 0.0f;
         return AL_OK;
     }
-    if (!json_is_number(v) || !(json_number_value(v) > 0) || !isfinite(json_number_value(v)))
-        return al_err(err, AL_EFORMAT, "config.json: %s: must be a positive number or null", key);
+    if (!fits_float(v) || !(json_number_value(v) > 0))
+        return al_err(err, AL_EFORMAT, "config.json: %s: must be a positive number (of float "
+                      "range) or null", key);
     *out = (float)json_number_value(v);
     return AL_OK;
 }
@@ -649,6 +659,11 @@ static int parse_llama_sizes(const json_t *o, const struct fam *F, al_model_conf
     int rc, present;
     if ((rc = req_int(o, "hidden_size", &c->C, err)) != AL_OK) return rc;
     if ((rc = req_int(o, "num_hidden_layers", &c->n_layers, err)) != AL_OK) return rc;
+    /* al_config_validate's bound, checked now: the families' layer
+     * readers fill the fixed layer_flags array before it runs */
+    if (c->n_layers > AL_MAX_LAYERS)
+        return al_err(err, AL_EFORMAT, "config.json: num_hidden_layers: %d is outside [1, %d]",
+                      c->n_layers, AL_MAX_LAYERS);
     if ((rc = req_int(o, "num_attention_heads", &c->NH, err)) != AL_OK) return rc;
     if ((rc = req_int(o, "intermediate_size", &c->FF, err)) != AL_OK) return rc;
     if ((rc = req_int(o, "vocab_size", &c->V, err)) != AL_OK) return rc;
