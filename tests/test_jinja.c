@@ -983,6 +983,33 @@ static void expect_rc(const char *what, const char *src, const char *ctx, int wa
     if (in_err) T_REPORT_(strstr(err, in_err) != NULL, "%s: error \"%s\" lacks \"%s\"", what, err, in_err);
 }
 
+/* Inputs tests/fuzz/fuzz_jinja found: the exact code and message. */
+static void expect_exact(const char *what, const char *src, size_t n, int want_rc, const char *want_err) {
+    char err[AL_ERRLEN] = "";
+    al_jinja *t = NULL;
+    int rc = al_jinja_parse(&t, src, n, err);
+    T_OK(rc);
+    if (rc) return;
+    char *out = NULL;
+    size_t len;
+    rc = al_jinja_render(t, NULL, &out, &len, NULL, NULL, err);
+    T_REPORT_(rc == want_rc && !strcmp(err, want_err), "%s: rc %d \"%s\" (want %d \"%s\")", what, rc, err,
+              want_rc, want_err);
+    free(out);
+    al_jinja_free(t);
+}
+
+static void test_fuzz_found(void) {
+    /* an empty message left err empty: the job's record gave no reason */
+    static const char empty[] = "{{ raise_exception('') }}";
+    expect_exact("raise empty", empty, sizeof empty - 1, AL_EINVAL,
+                 "line 1: raise_exception() with an empty message");
+    static const char nul[] = "\n{{ raise_exception('\\0after a NUL') }}";
+    expect_exact("raise NUL", nul, sizeof nul - 1, AL_EINVAL, "line 2: raise_exception() with an empty message");
+    static const char why[] = "{{ raise_exception('why') }}";
+    expect_exact("raise text", why, sizeof why - 1, AL_EINVAL, "why");
+}
+
 static char *repeat_str(const char *a, int n, const char *mid, const char *b) {
     size_t la = strlen(a), lb = strlen(b), lm = strlen(mid);
     char *s = malloc(la * (size_t)n + lb * (size_t)n + lm + 1), *p = s;
@@ -1176,6 +1203,7 @@ int main(void) {
     add_random_templates();
     run_reference_comparison();
     test_hostile();
+    test_fuzz_found();
     test_fuzz();
     test_threads();
     for (int i = 0; i < g_ncases; i++) {

@@ -486,9 +486,13 @@ int jj_call_func(jctx *c, jfunc *f, jargs *a, jv *out) {
             jj_buf_free(&b);
             return rc;
         }
-        snprintf(c->err, AL_ERRLEN, "%s", b.p ? b.p : "");
+        /* err is the job's reason: an empty message (or one that starts
+         * with a NUL) would leave it blank, so that one names the line */
+        int blank = !b.p || !b.p[0];
+        if (!blank) snprintf(c->err, AL_ERRLEN, "%s", b.p);
         c->mem -= b.cap < c->mem ? b.cap : c->mem;
         jj_buf_free(&b);
+        if (blank) return jj_fail(c, AL_EINVAL, "raise_exception() with an empty message");
         return AL_EINVAL;
     }
     case G_STRFTIME: {

@@ -12,7 +12,8 @@
  * tests that do not exist (outside if-statements, as jinja2 does),
  * AL_EUNSUP for tags we do not implement (include, extends, call, ...),
  * AL_ENOMEM. al_jinja_render: AL_EINVAL when the template calls
- * raise_exception (err holds exactly its message); AL_EFORMAT for what
+ * raise_exception (err holds exactly its message; "line N: raise_exception()
+ * with an empty message" when that is empty); AL_EFORMAT for what
  * Python raises at render time (undefined values used in arithmetic, type
  * errors, unknown filters in if-branches, ...), with "line N: reason";
  * AL_ERANGE for runaway templates (output over 64 MiB, more than 5M loop
