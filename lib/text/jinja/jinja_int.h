@@ -24,14 +24,26 @@
 #include "jinja.h"
 
 /* ---------------------------------------------------------------- limits */
+/* The budget of one render. The output, memory, step and list limits can
+ * be lowered at compile time (-DJJ_STEPS_MAX=...): tests/fuzz builds
+ * fuzz_jinja so, and a hostile template that spends its budget then takes
+ * milliseconds, not seconds, under the sanitizers; the checks are the same. */
+#ifndef JJ_OUT_MAX
 #define JJ_OUT_MAX ((size_t)64 << 20)    /* one output or string buffer */
+#endif
+#ifndef JJ_MEM_MAX
 #define JJ_MEM_MAX ((size_t)512 << 20)   /* live bytes during one render */
+#endif
+#ifndef JJ_STEPS_MAX
 #define JJ_STEPS_MAX 5000000ull          /* loop iterations + calls per render */
+#endif
 #define JJ_DEPTH_MAX 1500                /* C recursion of the evaluator */
 #define JJ_MACRO_DEPTH_MAX 200           /* nested macro calls */
 #define JJ_PARSE_DEPTH_MAX 120           /* expression / block nesting */
 #define JJ_RANGE_MAX 100000              /* jinja2 sandbox MAX_RANGE */
+#ifndef JJ_SEQ_MAX
 #define JJ_SEQ_MAX ((size_t)16 << 20)    /* elements in one list */
+#endif
 #define JJ_NEST_MAX 500                  /* nesting of lists/dicts/namespaces */
 
 /* ---------------------------------------------------------------- values */
