@@ -31,6 +31,7 @@
 #include "backend.h"
 #include "hubmodels.h"
 #include "cli.h"
+#include "compute/blas.h"
 #include "compute/pool.h"
 #include "config.h"
 #include "io.h"
@@ -300,6 +301,14 @@ int cli_serve(int argc, char **argv) {
     if (al_mkdir_p(cfg.state_dir, err) == AL_OK) absolute(cfg.state_dir, sizeof cfg.state_dir);
     log_info("event=starting pid=%ld state_dir=%s config=%s", (long)getpid(), cfg.state_dir,
              cfg.config_file[0] ? cfg.config_file : "-");
+    /* the fp32 products that are not oneDNN's need OpenBLAS, opened at the
+     * first: without it that job or chat request would end the daemon */
+    if (al_blas_probe(NULL, err)) {
+        char q[600];
+        log_error("event=openblas_missing reason=%s", log_quote(q, sizeof q, err));
+        fprintf(stderr, "alignd: %s\n", err);
+        return 1;
+    }
     al_pool_init((int)cfg.threads);
     hubmodels *hm = NULL;
     store *st = serve_open_state(&cfg, &hm);

@@ -1,8 +1,9 @@
 /* Tests for OpenBLAS opened on first use (lib/compute/blas.c): products
  * that run on oneDNN leave it unloaded, the first fp32 product that needs
  * it opens it single-threaded, and its results are cblas_sgemm's and
- * cblas_sgemv's. The order matters: the first case must run before any
- * product on OpenBLAS. */
+ * cblas_sgemv's; al_blas_probe checks it in a child. The order matters:
+ * the probe runs before the pool's threads exist (it forks), and the first
+ * cases before any product on OpenBLAS. */
 #include <math.h>
 #include <stdint.h>
 #include <string.h>
@@ -70,7 +71,23 @@ static void test_threads_agree(void) {
     if (al_pool_threads() > 1) T_TRUE(memcmp(c.C[1], ref, sizeof ref) == 0);
 }
 
+/* The probe opens it in a child: this process stays without it, and a name
+ * the loader cannot find, or a library without OpenBLAS's functions, gets
+ * the reason. */
+static void test_probe(void) {
+    char err[AL_ERRLEN];
+    T_OK(al_blas_probe(NULL, err));
+    T_EQ_INT(al_blas_threads(), 0);
+    T_EQ_INT(al_blas_probe("libalignd-no-such-blas.so.0", err), AL_ENOENT);
+    T_STR_EQ(err, "OpenBLAS (libalignd-no-such-blas.so.0) cannot be opened: libalignd-no-such-blas.so.0: "
+                  "cannot open shared object file: No such file or directory");
+    T_EQ_INT(al_blas_probe("libm.so.6", err), AL_ENOENT);
+    T_STR_EQ(err, "OpenBLAS (libm.so.6) lacks cblas_sgemm, cblas_sgemv or openblas_set_num_threads");
+    T_EQ_INT(al_blas_threads(), 0);
+}
+
 int main(void) {
+    test_probe(); /* before the pool's threads: it forks */
     T_OK(al_pool_init(2));
     test_onednn_products_leave_it_unloaded();
     test_first_product_opens_it();

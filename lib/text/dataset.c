@@ -2396,13 +2396,13 @@ static json_t *build_mix(reader *d, const int *kept, int n_kept, int tokenized) 
         for (int i = 0; i < n_kept; i++) {
             int t = d->rows[kept[i]].tokens, b = 0;
             if (t < 0) continue;
-            while (b < 31 && t > (64 << b)) b++;
+            while (b < 31 && t > (64LL << b)) b++; /* 64 << 25 would overflow an int */
             counts[b]++;
             if (b > top) top = b;
         }
         for (int b = 0; b <= top; b++) {
             char name[48];
-            snprintf(name, sizeof name, "%d-%d", b ? (64 << (b - 1)) + 1 : 1, 64 << b);
+            snprintf(name, sizeof name, "%lld-%lld", b ? (64LL << (b - 1)) + 1 : 1LL, 64LL << b);
             json_object_set_new(h, name, jint(counts[b]));
         }
         json_object_set_new(mix, "lengths", h);
