@@ -63,7 +63,10 @@
  *                    [--hash 1]                   (train, lora, dpo: "state_hash", an FNV hash of
  *                                                  every step's log-probs and gradients and
  *                                                  the final weights, bf16 copies and moments:
- *                                                  two builds' bits compared; slows the steps) */
+ *                                                  two builds' bits compared; slows the steps)
+ *                    [--max-grad-norm X]          (train, lora, dpo: clip the gradients' global
+ *                                                  norm to X before AdamW, as every trainer's
+ *                                                  step does; in opt_s; default 0 = off) */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -192,6 +195,7 @@ static const char *g_dtype = "fp32";
 static int g_ckpt; /* --grad-ckpt 1: gradient checkpointing (AL_MODEL_GRAD_CKPT) */
 static int g_fused = 1; /* --fused-head 0: the forward is not given dlogp */
 static int g_hash;      /* --hash 1: state_hash */
+static double g_max_gn; /* --max-grad-norm X: clip as a trainer does (0: off) */
 
 /* FNV-1a (64-bit): state_hash and ids_hash */
 #define FNV_OFFSET 14695981039346656037ull
@@ -317,6 +321,7 @@ static int run_train(al_model *m, const bench_shape *s, int lora, int dpo, int w
             hash_params(&state_hash, m, 1);
         }
         double t2 = al_now();
+        if (g_max_gn > 0) al_clip_grad_norm(m, g_max_gn);
         al_adamw_step(&opt, m, ocfg.lr);
         double t3 = al_now();
         if (it >= warmup) {
@@ -524,7 +529,8 @@ static int run_gen(al_model *m, const bench_shape *s, int warmup, int steps, int
 static void usage(void) {
     fprintf(stderr, "usage: bench_train --shape tiny|gpt2|smollm|qwen05 --mode train|lora|dpo|gen "
                     "[--steps N] [--warmup N] [--threads N] [--matmul onednn|openblas] "
-                    "[--dtype fp32|bf16] [--B N] [--T N] [--grad-ckpt 0|1] [--fused-head 0|1] [--hash 1]\n");
+                    "[--dtype fp32|bf16] [--B N] [--T N] [--grad-ckpt 0|1] [--fused-head 0|1] [--hash 1]\n"
+                    "       [--max-grad-norm X]\n");
 }
 
 int main(int argc, char **argv) {
@@ -548,6 +554,7 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "--grad-ckpt")) g_ckpt = atoi(argv[++i]) != 0;
         else if (!strcmp(argv[i], "--fused-head")) g_fused = atoi(argv[++i]) != 0;
         else if (!strcmp(argv[i], "--hash")) g_hash = atoi(argv[++i]) != 0;
+        else if (!strcmp(argv[i], "--max-grad-norm")) g_max_gn = atof(argv[++i]);
         else {
             usage();
             return 2;
