@@ -321,8 +321,9 @@ static int run_train(al_model *m, const bench_shape *s, int lora, int dpo, int w
             hash_params(&state_hash, m, 1);
         }
         double t2 = al_now();
-        if (g_max_gn > 0) al_clip_grad_norm(m, g_max_gn);
-        al_adamw_step(&opt, m, ocfg.lr);
+        float gscale = 1.0f;
+        if (g_max_gn > 0) al_clip_grad_norm(m, g_max_gn, &gscale);
+        al_adamw_step(&opt, m, ocfg.lr, gscale);
         double t3 = al_now();
         if (it >= warmup) {
             times[it - warmup] = t3 - t0;

@@ -1241,8 +1241,9 @@ static void update(al_model *m, int micro, float *out_params) {
     al_adamw_defaults(&oc);
     oc.weight_decay = 0.1f;
     al_adamw_init(&opt, &oc, m);
-    al_clip_grad_norm(m, 1.0);
-    al_adamw_step(&opt, m, 1e-3f);
+    float gscale;
+    al_clip_grad_norm(m, 1.0, &gscale);
+    al_adamw_step(&opt, m, 1e-3f, gscale);
     al_adamw_deinit(&opt);
     memcpy(out_params, m->data, m->n_data * sizeof(float));
 }
@@ -1279,7 +1280,7 @@ static void test_bf16_copy_after_step(void) {
         T_OK(al_adamw_init(&o, &oc, m));
         for (int step = 0; step < 2; step++) {
             fwd_bwd(m, 0, lp, en, val);
-            al_adamw_step(&o, m, 1e-2f);
+            al_adamw_step(&o, m, 1e-2f, 1.0f);
         }
         T_TRUE(bf16_copies_current(m));
         al_fwd out = {.logp = lp};
@@ -1296,7 +1297,7 @@ static void test_bf16_copy_after_step(void) {
 
         /* a matrix written through the table after a step */
         fwd_bwd(m, 0, lp, en, val);
-        al_adamw_step(&o, m, 1e-2f);
+        al_adamw_step(&o, m, 1e-2f, 1.0f);
         al_param *pw = al_model_params(m, &np);
         int qkv = 2; /* the first layer's first matrix: c_attn (GPT-2), q_proj */
         while (!(pw[qkv].w && pw[qkv].h)) qkv++;
@@ -1310,7 +1311,7 @@ static void test_bf16_copy_after_step(void) {
         snprintf(dir, sizeof dir, "%s/bf16step%d", t_tmpdir(), arch);
         T_OK(al_model_save(m, dir, err));
         fwd_bwd(m, 0, lp, en, val);
-        al_adamw_step(&o, m, 1e-2f);
+        al_adamw_step(&o, m, 1e-2f, 1.0f);
         T_OK(al_model_load_weights(m, dir, err));
         T_OK(al_model_forward(m, &in, &out));
         T_TRUE(bf16_copies_current(m));
@@ -1338,7 +1339,9 @@ static void adamw_ref(float *w, float *m, float *v, const float *g, size_t n, fl
 
 /* The optimizer's update has PyTorch's AdamW bits, and its bf16 copies are
  * the weights rounded: every weight, moment and copy against the
- * reference, on matrices whose sizes are no multiple of a vector (and
+ * reference, fed the gradients that clipping in place (al_scale) would
+ * have left — the step's gradient scale applied once, the stored
+ * gradients untouched — on matrices whose sizes are no multiple of a vector (and
  * longer than the optimizer's 2048-element pieces), whole and as slices (a
  * rank's share) whose ends and thread splits fall inside them at odd
  * offsets, on 2 threads and 1. */
@@ -1366,8 +1369,10 @@ static void test_adamw_bits(void) {
             size_t a = slice ? lo : 0, b = slice ? hi : n;
             T_OK(al_adamw_init_range(&o, &oc, m, a, b));
             float *mr = calloc(n, sizeof *mr), *vr = calloc(n, sizeof *vr), *wr = malloc(n * sizeof *wr);
+            float *gr = malloc(n * sizeof *gr), *gc = malloc(n * sizeof *gc);
             int np, same = 1, nh = 0;
             for (long step = 1; step <= 3; step++) {
+                const float gscale = step == 1 ? 1.0f : step == 2 ? 0.3f : 0.7123f;
                 al_param *ps = al_model_params(m, &np);
                 size_t off = 0;
                 for (int i = 0; i < np; i++) {
@@ -1375,18 +1380,22 @@ static void test_adamw_bits(void) {
                     for (size_t k = 0; k < ps[i].n; k++)
                         ps[i].g[k] = 0.01f * (float)((off + k) * 37 % 101) - 0.5f + 0.001f * (float)step;
                     memcpy(wr + off, ps[i].w, ps[i].n * sizeof *wr);
+                    memcpy(gc + off, ps[i].g, ps[i].n * sizeof *gc);
+                    memcpy(gr + off, ps[i].g, ps[i].n * sizeof *gr);
+                    al_scale(gr + off, gscale, ps[i].n);
                     size_t s0 = off > a ? off : a, s1 = off + ps[i].n < b ? off + ps[i].n : b;
                     if (s0 < s1)
-                        adamw_ref(wr + s0, mr + s0, vr + s0, ps[i].g + (s0 - off), s1 - s0,
+                        adamw_ref(wr + s0, mr + s0, vr + s0, gr + s0, s1 - s0,
                                   ps[i].decay ? 1.0f - 1e-2f * oc.weight_decay : 1.0f, 1e-2f, &oc, step);
                     off += ps[i].n;
                 }
-                al_adamw_step(&o, m, 1e-2f);
+                al_adamw_step(&o, m, 1e-2f, gscale);
                 const al_param *pr = al_model_params_ro(m, &np);
                 off = 0;
                 for (int i = 0; i < np; i++) {
                     if (!pr[i].g) continue;
                     same &= memcmp(pr[i].w, wr + off, pr[i].n * sizeof *wr) == 0;
+                    same &= memcmp(pr[i].g, gc + off, pr[i].n * sizeof *gc) == 0;
                     for (size_t k = 0; pr[i].h && k < pr[i].n; k++, nh++)
                         same &= pr[i].h[k] == al_bf16_round1(pr[i].w[k]);
                     off += pr[i].n;
@@ -1396,6 +1405,8 @@ static void test_adamw_bits(void) {
             }
             T_TRUE(same);
             T_TRUE(nh > 0);
+            free(gr);
+            free(gc);
             free(mr);
             free(vr);
             free(wr);

@@ -121,18 +121,10 @@ double al_ddp_grad_sumsq(al_ddp *d, al_model *m) {
     return ss;
 }
 
-void al_ddp_grad_scale(al_ddp *d, al_model *m, float coef) {
-    if (d && d->cfg.shard_optimizer) al_grad_scale_range(m, d->s0, d->s1, coef);
-    else al_grad_scale_range(m, 0, al_model_num_params(m, 1), coef);
-}
-
-double al_ddp_clip_grad_norm(al_ddp *d, al_model *m, double max_norm) {
-    if (!d) return al_clip_grad_norm(m, max_norm);
+double al_ddp_clip_grad_norm(al_ddp *d, al_model *m, double max_norm, float *gscale) {
+    if (!d) return al_clip_grad_norm(m, max_norm, gscale);
     double norm = sqrt(al_ddp_grad_sumsq(d, m));
-    if (max_norm > 0 && isfinite(norm)) {
-        double coef = max_norm / (norm + 1e-6);
-        if (coef < 1.0) al_ddp_grad_scale(d, m, (float)coef);
-    }
+    *gscale = al_clip_coef(norm, max_norm);
     return norm;
 }
 
@@ -153,8 +145,8 @@ static void weights_arena(al_ddp *d, size_t lo, size_t hi, int to_arena) {
     }
 }
 
-void al_ddp_adamw_step(al_ddp *d, al_adamw *o, al_model *m, float lr) {
-    al_adamw_step(o, m, lr);
+void al_ddp_adamw_step(al_ddp *d, al_adamw *o, al_model *m, float lr, float gscale) {
+    al_adamw_step(o, m, lr, gscale);
     if (!d || !d->cfg.shard_optimizer) return;
     /* the updated slices to every rank, through the arena (its gradients
      * are spent; the next step zeroes it) */

@@ -52,16 +52,17 @@ void al_ddp_arm(al_ddp *d);
  * gradients (of this rank's slice, sharded) are final. AL_OK or AL_EIO. */
 int al_ddp_reduce(al_ddp *d, char err[AL_ERRLEN]);
 /* Sum of squares of the final gradients over the whole model (every rank
- * gets the same), and their scaling: global-norm clipping over several
- * models (PPO's policy and critic). */
+ * gets the same): global-norm clipping over several models (PPO's policy
+ * and critic, al_clip_coef). */
 double al_ddp_grad_sumsq(al_ddp *d, al_model *m);
-void al_ddp_grad_scale(al_ddp *d, al_model *m, float coef);
 /* torch.nn.utils.clip_grad_norm_ over the final gradients: the norm before
- * clipping (NaN/Inf propagate). */
-double al_ddp_clip_grad_norm(al_ddp *d, al_model *m, double max_norm);
-/* One AdamW update: of every parameter, or of this rank's slice followed by
- * the all-gather of the slices into every rank's weights. */
-void al_ddp_adamw_step(al_ddp *d, al_adamw *o, al_model *m, float lr);
+ * clipping (NaN/Inf propagate), and in *gscale the clipping coefficient
+ * for al_ddp_adamw_step (the gradients are not scaled in place). */
+double al_ddp_clip_grad_norm(al_ddp *d, al_model *m, double max_norm, float *gscale);
+/* One AdamW update of the gradients times gscale (al_adamw_step): of every
+ * parameter, or of this rank's slice followed by the all-gather of the
+ * slices into every rank's weights. */
+void al_ddp_adamw_step(al_ddp *d, al_adamw *o, al_model *m, float lr, float gscale);
 /* The full moments for a checkpoint (collective): *mm and *vv point to n
  * floats (every trainable parameter) on rank 0 — the optimiser's own arrays
  * when not sharded, else gathered copies — and are NULL on the other ranks

@@ -176,7 +176,7 @@ static double probe_step(probe *p, int warm_up, int *rc) {
     double t1 = al_now();
     if (!*rc) *rc = al_model_backward(p->m, &p->in, p->dl, NULL, NULL);
     double t2 = al_now();
-    al_adamw_step(&p->opt, p->m, 0.0f);
+    al_adamw_step(&p->opt, p->m, 0.0f, 1.0f);
     al_model_zero_grad(p->m);
     double t3 = al_now();
     if (!warm_up) {

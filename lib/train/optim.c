@@ -52,6 +52,7 @@ typedef struct adamw_job {
     const al_param *ps;
     int np;
     float lr, step_size, inv_sqrt_bc2;
+    float gscale;  /* the clipping coefficient; 1 without clipping */
 } adamw_job;
 
 /* Each thread updates its share [lo, hi) of the optimiser's slice of the
@@ -85,7 +86,9 @@ AL_SIMD_CLONES static void adamw_range(void *ctx, int tid, int nthreads) {
             for (size_t c0 = 0; c0 < b - a; c0 += 2048) {
                 size_t c1 = c0 + 2048 < b - a ? c0 + 2048 : b - a;
                 for (size_t k = c0; k < c1; k++) {
-                    float gk = g[k];
+                    /* the clipped gradient, rounded as al_scale rounded it
+                     * in place (x * 1.0f == x: no clipping is exact too) */
+                    float gk = g[k] * j->gscale;
                     float mk = b1 * mm[k] + (1.0f - b1) * gk;
                     float vk = b2 * vv[k] + (1.0f - b2) * gk * gk;
                     mm[k] = mk;
@@ -100,8 +103,8 @@ AL_SIMD_CLONES static void adamw_range(void *ctx, int tid, int nthreads) {
     }
 }
 
-void al_adamw_step(al_adamw *o, al_model *model, float lr) {
-    adamw_job j = {.o = o, .lr = lr};
+void al_adamw_step(al_adamw *o, al_model *model, float lr, float gscale) {
+    adamw_job j = {.o = o, .lr = lr, .gscale = gscale};
     j.ps = al_model_params_ro(model, &j.np);
     o->step++;
     const double bc1 = 1.0 - pow(o->cfg.beta1, (double)o->step);
@@ -146,7 +149,6 @@ static void grad_range(al_model *model, size_t lo, size_t hi, void (*fn)(float *
 }
 
 static void add_sumsq(float *g, size_t n, void *ud) { *(double *)ud += al_sumsq(g, n); }
-static void do_scale(float *g, size_t n, void *ud) { al_scale(g, *(float *)ud, n); }
 
 double al_grad_sumsq_range(al_model *model, size_t lo, size_t hi) {
     double ss = 0;
@@ -154,23 +156,22 @@ double al_grad_sumsq_range(al_model *model, size_t lo, size_t hi) {
     return ss;
 }
 
-void al_grad_scale_range(al_model *model, size_t lo, size_t hi, float coef) {
-    grad_range(model, lo, hi, do_scale, &coef);
+float al_clip_coef(double norm, double max_norm) {
+    if (max_norm > 0 && isfinite(norm)) {
+        double coef = max_norm / (norm + 1e-6);
+        if (coef < 1.0) return (float)coef;
+    }
+    return 1.0f;
 }
 
-double al_clip_grad_norm(al_model *model, double max_norm) {
+double al_clip_grad_norm(al_model *model, double max_norm, float *gscale) {
     int np;
     const al_param *ps = al_model_params_ro(model, &np);
     double ss = 0;
     for (int i = 0; i < np; i++)
         if (ps[i].g) ss += al_sumsq(ps[i].g, ps[i].n);
     double norm = sqrt(ss);
-    if (max_norm > 0 && isfinite(norm)) {
-        double coef = max_norm / (norm + 1e-6);
-        if (coef < 1.0)
-            for (int i = 0; i < np; i++)
-                if (ps[i].g) al_scale(ps[i].g, (float)coef, ps[i].n);
-    }
+    *gscale = al_clip_coef(norm, max_norm);
     return norm;
 }
 

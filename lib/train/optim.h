@@ -32,15 +32,18 @@ int al_adamw_init(al_adamw *o, const al_adamw_cfg *cfg, al_model *model);
  * only (hi <= al_model_num_params(model, 1)). AL_ENOMEM. */
 int al_adamw_init_range(al_adamw *o, const al_adamw_cfg *cfg, al_model *model, size_t lo, size_t hi);
 void al_adamw_deinit(al_adamw *o);
-/* One update of every trainable parameter with learning rate lr:
+/* One update of every trainable parameter with learning rate lr, of the
+ * gradients times gscale (the clipping coefficient, 1 without clipping;
+ * g = g_stored * gscale, rounded to float, is the clipped gradient that
+ * torch.nn.utils.clip_grad_norm_ writes in place: applied here, the
+ * gradients are read once a step instead of three times):
  * p -= lr*wd*p; m = b1 m + (1-b1) g; v = b2 v + (1-b2) g^2;
- * p -= lr/(1-b1^t) * m / (sqrt(v)/sqrt(1-b2^t) + eps). */
-void al_adamw_step(al_adamw *o, al_model *model, float lr);
+ * p -= lr/(1-b1^t) * m / (sqrt(v)/sqrt(1-b2^t) + eps).
+ * The stored gradients are left unscaled. */
+void al_adamw_step(al_adamw *o, al_model *model, float lr, float gscale);
 /* Sum of squares of the gradients of the elements [lo, hi) of the
- * flattened trainable parameters, and their scaling by coef (clipping a
- * shard). */
+ * flattened trainable parameters (the norm of a shard). */
 double al_grad_sumsq_range(al_model *model, size_t lo, size_t hi);
-void al_grad_scale_range(al_model *model, size_t lo, size_t hi, float coef);
 
 /* A checkpoint's optimizer.safetensors: the AdamW moments exp_avg and
  * exp_avg_sq of every trainable parameter (n floats each; gathered from the
@@ -65,9 +68,14 @@ float al_sched_lr(al_sched_kind kind, float peak, long step, long warmup, long t
 /* Parses "constant" | "linear" | "cosine"; AL_EINVAL otherwise. */
 int al_sched_parse(const char *name, al_sched_kind *out);
 
-/* Scales the gradients so their global L2 norm is at most max_norm (0 = no
- * clipping). Returns the norm before clipping (NaN/Inf propagate, so the
- * caller can detect divergence). */
-double al_clip_grad_norm(al_model *model, double max_norm);
+/* The coefficient that brings a global gradient norm down to max_norm, as
+ * torch.nn.utils.clip_grad_norm_: max_norm / (norm + 1e-6) when that is
+ * < 1, else 1 (also for max_norm 0 = no clipping, and a NaN/Inf norm). */
+float al_clip_coef(double norm, double max_norm);
+/* Global L2 norm of the gradients, and in *gscale the coefficient that
+ * clips it to max_norm (al_clip_coef), for al_adamw_step to apply: the
+ * gradients themselves are not scaled. Returns the norm before clipping
+ * (NaN/Inf propagate, so the caller can detect divergence). */
+double al_clip_grad_norm(al_model *model, double max_norm, float *gscale);
 
 #endif

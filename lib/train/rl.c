@@ -769,26 +769,27 @@ static double optimizer_step(rl *r, float lr) {
         /* one process: as before lib/dist, to the last bit */
         double a = al_model_grad_norm(r->lm.m), b = r->critic ? al_model_grad_norm(r->critic) : 0;
         double norm = sqrt(a * a + b * b);
+        float sa = 1.0f, sb = 1.0f;
         if (mx > 0 && norm > mx && isfinite(norm)) {
             r->n_clipped++;
-            if (a > 0) al_clip_grad_norm(r->lm.m, mx * a / norm);
-            if (b > 0) al_clip_grad_norm(r->critic, mx * b / norm);
+            if (a > 0) al_clip_grad_norm(r->lm.m, mx * a / norm, &sa);
+            if (b > 0) al_clip_grad_norm(r->critic, mx * b / norm, &sb);
         }
-        al_adamw_step(&r->opt, r->lm.m, lr);
-        if (r->critic) al_adamw_step(&r->copt, r->critic, lr);
+        al_adamw_step(&r->opt, r->lm.m, lr, sa);
+        if (r->critic) al_adamw_step(&r->copt, r->critic, lr, sb);
         return norm;
     }
     double a2 = al_ddp_grad_sumsq(r->ddp, r->lm.m), b2 = r->critic ? al_ddp_grad_sumsq(r->cddp, r->critic) : 0;
     double norm = sqrt(a2 + b2);
+    float coef = 1.0f;
     if (mx > 0 && norm > mx && isfinite(norm)) {
         r->n_clipped++;
-        /* torch.nn.utils.clip_grad_norm_ over both models' parameters */
-        float coef = (float)(mx / (norm + 1e-6));
-        al_ddp_grad_scale(r->ddp, r->lm.m, coef);
-        if (r->critic) al_ddp_grad_scale(r->cddp, r->critic, coef);
+        /* torch.nn.utils.clip_grad_norm_ over both models' parameters,
+         * applied by the AdamW steps */
+        coef = (float)(mx / (norm + 1e-6));
     }
-    al_ddp_adamw_step(r->ddp, &r->opt, r->lm.m, lr);
-    if (r->critic) al_ddp_adamw_step(r->cddp, &r->copt, r->critic, lr);
+    al_ddp_adamw_step(r->ddp, &r->opt, r->lm.m, lr, coef);
+    if (r->critic) al_ddp_adamw_step(r->cddp, &r->copt, r->critic, lr, coef);
     return norm;
 }
 

@@ -1186,10 +1186,11 @@ static int hook_optimizer(void *u, int k, float lr) {
     (void)k;
     al_stats_dist_sum(&t->st);
     /* the loss and the norm are global: every rank decides alike */
-    t->gnorm = al_ddp_clip_grad_norm(t->ddp, t->lm.m, t->hp->max_grad_norm);
+    float gscale;
+    t->gnorm = al_ddp_clip_grad_norm(t->ddp, t->lm.m, t->hp->max_grad_norm, &gscale);
     int rc = watchdog(t, t->st.loss, t->gnorm);
     if (rc) return rc;
-    al_ddp_adamw_step(t->ddp, &t->opt, t->lm.m, lr);
+    al_ddp_adamw_step(t->ddp, &t->opt, t->lm.m, lr, gscale);
     return AL_OK;
 }
 
